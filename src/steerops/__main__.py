@@ -1,0 +1,5 @@
+import sys
+
+from steerops.cli import main
+
+sys.exit(main())

@@ -1,0 +1,129 @@
+"""The experiment config: `params.yaml`, validated by pydantic, one block per stage.
+
+Each stage's block lives in its own module here; `Params` composes them. Paths inside
+params are resolved against the directory of the params file, so an experiment folder can
+be run from anywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError
+
+from steerops.config.base import Strict
+from steerops.config.models import ModelVariant, default_variants
+from steerops.config.core import PathsConfig, TrackingConfig, TraitsConfig
+from steerops.config.extraction import ExtractionConfig, GenerateConfig
+from steerops.config.probes import ProbesConfig
+from steerops.config.report import ReportConfig
+from steerops.config.search import SearchConfig
+from steerops.config.steering import JudgeConfig, SteeringConfig
+from steerops.config.vectors import CalibrationConfig, CleaningConfig, VectorsConfig
+from steerops.errors import SteeropsError
+
+__all__ = ["Params", "load_params", "ModelVariant", "DEFAULT_PARAMS_FILE"]
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+
+
+class Params(Strict):
+    experiment: str = "toy-refusal"
+    seed: int = 0
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    models: dict[str, ModelVariant] = Field(default_factory=default_variants)
+    traits: TraitsConfig = Field(default_factory=TraitsConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    extraction: ExtractionConfig = Field(default_factory=ExtractionConfig)
+    vectors: VectorsConfig = Field(default_factory=VectorsConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
+    steering: SteeringConfig = Field(default_factory=SteeringConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    # Directory that relative paths in this config are resolved against (not a params key).
+    model_config = ConfigDict(extra="forbid")
+    _root: Path = Path(".")
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def path(self, value: str | Path) -> Path:
+        """Resolve a path from params against the params file's directory."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self._root / p)
+
+    @property
+    def out(self) -> Path:
+        return self.path(self.paths.out)
+
+    def variant(self, name: str) -> ModelVariant:
+        if name not in self.models:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise SteeropsError(f"models.{name}: unknown model variant (known: {known})")
+        return self.models[name]
+
+
+def load_params(file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Params:
+    """Load and validate params; `overrides` maps dotted keys to values (CLI flags)."""
+    path = Path(file or DEFAULT_PARAMS_FILE)
+    if file is None and not path.exists():
+        data: dict[str, Any] = {}
+    else:
+        if not path.is_file():
+            raise SteeropsError(f"params file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark else ""
+            raise SteeropsError(f"{path}: malformed YAML{where}") from None
+        if not isinstance(data, dict):
+            raise SteeropsError(f"{path}: top level must be a mapping of stage blocks")
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    try:
+        params = Params.model_validate(data)
+    except ValidationError as exc:
+        raise SteeropsError(f"{path}: {describe_validation_error(exc)}") from None
+    params._root = path.resolve().parent
+    return params
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming the first offending key, e.g. `steering.layers: unknown key`."""
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if err["type"] == "missing":
+        return f"{key}: required key missing"
+    got = err.get("input")
+    shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+    more = f" [+{len(exc.errors()) - 1} more]" if len(exc.errors()) > 1 else ""
+    return f"{key}: {err['msg']}{shown}{more}"
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def dump_defaults() -> str:
+    """The default params as YAML (used to write params.yaml templates)."""
+    return yaml.safe_dump(Params().model_dump(mode="json"), sort_keys=False)
+

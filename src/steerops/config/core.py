@@ -1,0 +1,26 @@
+"""Params shared by every stage: output locations, trait datasets, experiment tracking."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from steerops.config.base import Strict
+
+
+class PathsConfig(Strict):
+    toy: str = Field("data/toy", description="where `steerops toy` builds the toy world")
+    out: str = Field("outputs", description="root of every stage's outputs")
+
+
+class TraitsConfig(Strict):
+    root: str = Field("data/toy/traits", description="<root>/<category>/<trait>/ datasets")
+    names: list[str] = Field(default_factory=lambda: ["toy/refusal"])
+
+
+class TrackingConfig(Strict):
+    enabled: bool = True
+    uri: str | None = Field(
+        None, description="MLflow tracking URI; default sqlite:///<params dir>/mlflow.db "
+        "(MLFLOW_TRACKING_URI wins when set)"
+    )
+    experiment: str | None = Field(None, description="MLflow experiment; default: `experiment`")

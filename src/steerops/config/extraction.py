@@ -1,0 +1,32 @@
+"""Params for response generation and activation extraction."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from steerops.config.base import Strict
+
+
+class GenerateConfig(Strict):
+    variant: str = "base"
+    max_new_tokens: int | Literal["auto"] = "auto"
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy")
+    rollouts: int = Field(1, ge=1)
+    batch_size: int = Field(64, ge=1)
+    vet: bool = False
+    positive_min: float = Field(60.0, description="keep a positive response if trait >= this")
+    negative_max: float = Field(40.0, description="keep a negative response if trait <= this")
+    paired_filter: bool = False
+
+
+class ExtractionConfig(Strict):
+    variant: str = "base"
+    positions: list[str] = Field(default_factory=lambda: ["prompt[-1]", "response[:5]"])
+    layers: str = "all"
+    component: Literal["residual", "attn_out", "mlp_out"] = "residual"
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    token_budget: int = Field(16384, ge=1, description="max padded tokens per forward batch")
+    shard_examples: int = Field(256, ge=1, description="examples per resumable shard")
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)

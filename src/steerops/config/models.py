@@ -1,0 +1,36 @@
+"""Model variants: which weights each stage loads (e.g. `base` extracts, `instruct` steers)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from steerops.config.base import Strict
+
+TOY_MODEL = "data/toy/model"
+
+
+class ModelVariant(Strict):
+    id: str = Field(TOY_MODEL, description="hub id (e.g. google/gemma-3-4b-it) or local path")
+    revision: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    device: str | None = Field("cpu", description="cpu, cuda, cuda:1, mps; or use device_map")
+    device_map: str | dict[str, int | str] | None = None
+    chat_template: str | None = Field(
+        None, description="Jinja template or path to one; default: the tokenizer's own"
+    )
+    layers_path: str | None = Field(
+        None, description="dotted path of the decoder blocks for architectures we do not know"
+    )
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _one_placement(self) -> "ModelVariant":
+        if self.device_map is not None and self.device not in (None, "cpu"):
+            raise ValueError("set either device or device_map, not both")
+        return self
+
+
+def default_variants() -> dict[str, ModelVariant]:
+    return {"base": ModelVariant(), "instruct": ModelVariant()}

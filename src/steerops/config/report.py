@@ -1,0 +1,12 @@
+"""Params for the research report computed from tracked results."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from steerops.config.base import Strict
+
+
+class ReportConfig(Strict):
+    out: str = Field("reports", description="reports folder (relative to the params dir)")
+    min_coherence: float = Field(68.0, ge=0, le=100)

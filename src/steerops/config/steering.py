@@ -1,0 +1,38 @@
+"""Params for steered generation and for the judge that scores it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from steerops.config.base import Strict
+
+
+class SteeringConfig(Strict):
+    variant: str = "instruct"
+    vector_variant: str = "base"
+    method: str = "mean_diff"
+    position: str = "prompt[-1]"
+    component: Literal["residual", "attn_out", "mlp_out"] = "residual"
+    layers: str = "all"
+    coefficients: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
+    direction: Literal["positive", "negative"] = "positive"
+    scope: Literal["all", "response"] = "all"
+    max_new_tokens: int = Field(24, ge=1)
+    subset: int | None = Field(None, ge=1, description="first N steering questions only")
+    save_responses: Literal["best", "all", "none"] = "best"
+    min_coherence: float = Field(68.0, ge=0, le=100)
+    max_batch_rows: int = Field(256, ge=1)
+
+
+class JudgeConfig(Strict):
+    kind: Literal["toy", "openai", "hf"] = "toy"
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str = Field("OPENAI_API_KEY", description="env var holding the key")
+    concurrency: int = Field(8, ge=1)
+    max_retries: int = Field(5, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+    min_prob_mass: float = Field(0.25, ge=0, le=1)
+    cache_dir: str = "outputs/judge_cache"

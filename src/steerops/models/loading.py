@@ -1,0 +1,131 @@
+"""Load a model variant from params: hub id or local path, dtype, placement, chat template.
+
+Padding side is set explicitly: left for anything that generates (new tokens line up at the
+right edge) and is passed by callers that need another side.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from steerops.config import ModelVariant, Params
+from steerops.errors import SteeropsError
+from steerops.models.resolver import ModelLayout, resolve_layout
+
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    name: str  # variant name in params
+    spec: ModelVariant
+    source: str  # resolved local path or hub id
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    layout: ModelLayout
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def input_device(self) -> torch.device:
+        """Where input ids go (the embedding's device, also under a device_map)."""
+        return self.model.get_input_embeddings().weight.device
+
+
+def model_source(params: Params, variant: str) -> str:
+    """The local path (resolved against params) or hub id a variant loads from."""
+    spec = params.variant(variant)
+    local = params.path(spec.id)
+    if local.exists():
+        return str(local)
+    if spec.id.startswith((".", "/", "~")) or not _HUB_ID.match(spec.id):
+        raise SteeropsError(f"models.{variant}.id: model not found: {local}")
+    return spec.id
+
+
+def load_model(params: Params, variant: str, padding_side: str = "left") -> LoadedModel:
+    spec = params.variant(variant)
+    source = model_source(params, variant)
+    tokenizer = load_tokenizer(params, variant, padding_side=padding_side)
+    kwargs: dict = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+    if spec.dtype != "auto":
+        kwargs["dtype"] = _DTYPES[spec.dtype]
+    else:
+        kwargs["dtype"] = "auto"
+    if spec.device_map is not None:
+        kwargs["device_map"] = spec.device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise SteeropsError(f"models.{variant}.id: cannot load {source!r}: {_first_line(exc)}")
+    if spec.device_map is None:
+        model.to(spec.device or "cpu")
+    model.eval()
+    model.requires_grad_(False)
+    layout = resolve_layout(model, spec.layers_path, variant)
+    return LoadedModel(variant, spec, source, model, tokenizer, layout)
+
+
+def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
+    spec = params.variant(variant)
+    source = model_source(params, variant)
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
+    except OSError as exc:
+        raise SteeropsError(f"models.{variant}.id: cannot load tokenizer: {_first_line(exc)}")
+    tok.padding_side = padding_side
+    if tok.pad_token_id is None:
+        # Common for base models; padded positions are masked, so any id works.
+        tok.pad_token = tok.eos_token
+    if spec.chat_template:
+        template = spec.chat_template
+        path = params.path(template)
+        if len(template) < 4096 and "{" not in template:
+            if not path.is_file():
+                raise SteeropsError(f"models.{variant}.chat_template: file not found: {path}")
+            template = path.read_text(encoding="utf-8")
+        tok.chat_template = template
+    return tok
+
+
+def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict],
+                  system_prompt: str | None = None, add_generation_prompt: bool = True) -> str:
+    """Render a user prompt (or a message list) through the chat template, as text.
+
+    Tokenizers without a chat template (base models) get the raw prompt, with the system
+    prompt prepended as plain text so it is not silently dropped.
+    """
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    if system_prompt is not None and not any(m["role"] == "system" for m in messages):
+        messages = [{"role": "system", "content": system_prompt}, *messages]
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            return tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+        except Exception as exc:  # jinja raises TemplateError for unsupported roles
+            if messages[0]["role"] != "system" or "system" not in str(exc).lower():
+                raise
+            # Templates without a system role (Gemma-2): fold it into the first user turn.
+            merged = {**messages[1], "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}
+            return tokenizer.apply_chat_template(
+                [merged, *messages[2:]], tokenize=False,
+                add_generation_prompt=add_generation_prompt,
+            )
+    return "\n\n".join(m["content"] for m in messages)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+

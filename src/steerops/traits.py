@@ -1,0 +1,102 @@
+"""Trait datasets on disk: `<root>/<category>/<trait>/`.
+
+    positive.txt | positive.jsonl   prompts that elicit the trait (one per line, or JSONL
+    negative.txt | negative.jsonl   with `prompt` and optional `system_prompt`)
+    steering.json                   {"questions": [...], "eval_prompt": optional}
+    definition.txt                  the judge's rubric for the trait
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from steerops.errors import SteeropsError
+from steerops.io import text_md5
+
+
+@dataclass(frozen=True)
+class Prompt:
+    prompt: str
+    system_prompt: str | None = None
+
+
+@dataclass
+class Trait:
+    name: str  # "category/trait"
+    path: Path
+    positive: list[Prompt]
+    negative: list[Prompt]
+    questions: list[str] = field(default_factory=list)
+    eval_prompt: str | None = None
+    definition: str = ""
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace("/", "__")
+
+    def questions_hash(self, questions: list[str] | None = None) -> str:
+        return text_md5(json.dumps(questions if questions is not None else self.questions))
+
+
+def trait_dir(root: Path, name: str) -> Path:
+    parts = name.strip("/").split("/")
+    if len(parts) != 2 or not all(parts):
+        raise SteeropsError(f"trait {name!r}: expected CATEGORY/NAME (e.g. toy/refusal)")
+    return Path(root) / parts[0] / parts[1]
+
+
+def load_trait(root: str | Path, name: str, need_prompts: bool = True,
+               need_questions: bool = False) -> Trait:
+    path = trait_dir(Path(root), name)
+    if not path.is_dir():
+        raise SteeropsError(f"trait {name!r}: directory not found: {path}")
+    positive = _load_prompts(path, "positive") if need_prompts else []
+    negative = _load_prompts(path, "negative") if need_prompts else []
+    questions, eval_prompt = _load_steering(path, required=need_questions)
+    definition_file = path / "definition.txt"
+    definition = definition_file.read_text(encoding="utf-8").strip() if definition_file.exists() else ""
+    return Trait(name, path, positive, negative, questions, eval_prompt, definition)
+
+
+def _load_prompts(path: Path, polarity: str) -> list[Prompt]:
+    txt, jsonl = path / f"{polarity}.txt", path / f"{polarity}.jsonl"
+    if jsonl.exists():
+        prompts = []
+        for lineno, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise SteeropsError(f"{jsonl}:{lineno}: malformed JSON line") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+                raise SteeropsError(f"{jsonl}:{lineno}: each line needs a string 'prompt'")
+            prompts.append(Prompt(row["prompt"], row.get("system_prompt")))
+    elif txt.exists():
+        prompts = [Prompt(s.strip()) for s in txt.read_text(encoding="utf-8").splitlines()
+                   if s.strip()]
+    else:
+        raise SteeropsError(f"{path}: missing {polarity}.txt or {polarity}.jsonl")
+    if not prompts:
+        raise SteeropsError(f"{path}: {polarity} prompts are empty")
+    return prompts
+
+
+def _load_steering(path: Path, required: bool) -> tuple[list[str], str | None]:
+    file = path / "steering.json"
+    if not file.exists():
+        if required:
+            raise SteeropsError(f"{file}: file not found (steering questions)")
+        return [], None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise SteeropsError(f"{file}: malformed JSON") from None
+    questions = data.get("questions") if isinstance(data, dict) else None
+    if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
+        raise SteeropsError(f"{file}: 'questions' must be a list of strings")
+    if required and not questions:
+        raise SteeropsError(f"{file}: 'questions' is empty")
+    return questions, data.get("eval_prompt")
