@@ -11,8 +11,9 @@ import argparse
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from steerops import __version__
 from steerops.errors import SteeropsError

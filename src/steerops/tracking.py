@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -53,7 +54,7 @@ class Tracker:
             self._mlflow.log_artifact(str(path), artifact_path=artifact_path, run_id=self.run_id)
 
     @contextlib.contextmanager
-    def child(self, name: str, params: dict[str, Any] | None = None) -> Iterator["Tracker"]:
+    def child(self, name: str, params: dict[str, Any] | None = None) -> Iterator[Tracker]:
         """A nested run (one per config or trial) under this one."""
         if not self.active:
             yield self
@@ -95,7 +96,8 @@ def track(params, stage: str, run_name: str, inputs: dict[str, str | Path] | Non
     all_tags = {"steerops.stage": stage, "steerops.experiment": params.experiment}
     all_tags.update(input_hash_tags(params, inputs or {}))
     all_tags.update(tags or {})
-    with mlflow.start_run(run_name=run_name, tags={k: _short(v) for k, v in all_tags.items()}) as run:
+    clean_tags = {k: _short(v) for k, v in all_tags.items()}
+    with mlflow.start_run(run_name=run_name, tags=clean_tags) as run:
         yield Tracker(mlflow, run)
 
 

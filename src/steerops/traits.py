@@ -56,7 +56,9 @@ def load_trait(root: str | Path, name: str, need_prompts: bool = True,
     negative = _load_prompts(path, "negative") if need_prompts else []
     questions, eval_prompt = _load_steering(path, required=need_questions)
     definition_file = path / "definition.txt"
-    definition = definition_file.read_text(encoding="utf-8").strip() if definition_file.exists() else ""
+    definition = ""
+    if definition_file.exists():
+        definition = definition_file.read_text(encoding="utf-8").strip()
     return Trait(name, path, positive, negative, questions, eval_prompt, definition)
 
 

@@ -14,14 +14,17 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError
 
 from steerops.config.base import Strict
-from steerops.config.models import ModelVariant, default_variants
+from steerops.config.calibration import CalibrationConfig
 from steerops.config.core import PathsConfig, TrackingConfig, TraitsConfig
-from steerops.config.extraction import ExtractionConfig, GenerateConfig
+from steerops.config.extraction import ExtractionConfig
+from steerops.config.generate import GenerateConfig
+from steerops.config.judge import JudgeConfig
+from steerops.config.models import ModelVariant, default_variants
 from steerops.config.probes import ProbesConfig
 from steerops.config.report import ReportConfig
 from steerops.config.search import SearchConfig
-from steerops.config.steering import JudgeConfig, SteeringConfig
-from steerops.config.vectors import CalibrationConfig, CleaningConfig, VectorsConfig
+from steerops.config.steering import SteeringConfig
+from steerops.config.vectors import CleaningConfig, VectorsConfig
 from steerops.errors import SteeropsError
 
 __all__ = ["Params", "load_params", "ModelVariant", "DEFAULT_PARAMS_FILE"]

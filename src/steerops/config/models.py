@@ -26,7 +26,7 @@ class ModelVariant(Strict):
     trust_remote_code: bool = False
 
     @model_validator(mode="after")
-    def _one_placement(self) -> "ModelVariant":
+    def _one_placement(self) -> ModelVariant:
         if self.device_map is not None and self.device not in (None, "cpu"):
             raise ValueError("set either device or device_map, not both")
         return self

@@ -1,4 +1,4 @@
-"""Params for steered generation and for the judge that scores it."""
+"""Params for steered generation."""
 
 from __future__ import annotations
 
@@ -24,15 +24,3 @@ class SteeringConfig(Strict):
     save_responses: Literal["best", "all", "none"] = "best"
     min_coherence: float = Field(68.0, ge=0, le=100)
     max_batch_rows: int = Field(256, ge=1)
-
-
-class JudgeConfig(Strict):
-    kind: Literal["toy", "openai", "hf"] = "toy"
-    model: str | None = None
-    base_url: str | None = None
-    api_key_env: str = Field("OPENAI_API_KEY", description="env var holding the key")
-    concurrency: int = Field(8, ge=1)
-    max_retries: int = Field(5, ge=0)
-    timeout_s: float = Field(60.0, gt=0)
-    min_prob_mass: float = Field(0.25, ge=0, le=1)
-    cache_dir: str = "outputs/judge_cache"

@@ -16,16 +16,6 @@ class VectorsConfig(Strict):
     gradient_lr: float = Field(0.05, gt=0)
 
 
-class CalibrationConfig(Strict):
-    variant: str = "instruct"
-    prompts: str = "data/toy/calibration.jsonl"
-    max_new_tokens: int = Field(16, ge=1)
-    top_k: int = Field(5, ge=1)
-    massive_threshold: float = Field(100.0, gt=0, description="max/median ratio for 'massive'")
-    global_top_n: int = Field(5, ge=1, description="a dim counts at a layer if in its top-N")
-    global_min_layers: int = Field(3, ge=1, description="... at this many layers or more")
-
-
 class CleaningConfig(Strict):
     calibration_variant: str = "instruct"
     variants: list[str] = Field(

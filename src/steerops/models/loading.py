@@ -64,7 +64,9 @@ def load_model(params: Params, variant: str, padding_side: str = "left") -> Load
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as exc:
-        raise SteeropsError(f"models.{variant}.id: cannot load {source!r}: {_first_line(exc)}")
+        raise SteeropsError(
+            f"models.{variant}.id: cannot load {source!r}: {_first_line(exc)}"
+        ) from None
     if spec.device_map is None:
         model.to(spec.device or "cpu")
     model.eval()
@@ -81,7 +83,9 @@ def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
             source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
         )
     except OSError as exc:
-        raise SteeropsError(f"models.{variant}.id: cannot load tokenizer: {_first_line(exc)}")
+        raise SteeropsError(
+            f"models.{variant}.id: cannot load tokenizer: {_first_line(exc)}"
+        ) from None
     tok.padding_side = padding_side
     if tok.pad_token_id is None:
         # Common for base models; padded positions are masked, so any id works.
@@ -116,7 +120,8 @@ def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict],
             if messages[0]["role"] != "system" or "system" not in str(exc).lower():
                 raise
             # Templates without a system role (Gemma-2): fold it into the first user turn.
-            merged = {**messages[1], "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}
+            system, first = messages[0]["content"], messages[1]["content"]
+            merged = {**messages[1], "content": f"{system}\n\n{first}"}
             return tokenizer.apply_chat_template(
                 [merged, *messages[2:]], tokenize=False,
                 add_generation_prompt=add_generation_prompt,

@@ -1,0 +1,68 @@
+"""Read a component's output at chosen layers in one forward pass, and stop early.
+
+The forward is cut short by raising `StopForward` from the hook of the deepest requested
+layer, so later blocks and the LM head (a [batch, seq, vocab] tensor) never run. Hooks are
+removed on every exit path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from steerops.models.resolver import ModelLayout
+
+
+class StopForward(Exception):
+    """Raised inside a hook once every requested activation has been read."""
+
+
+def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
+    # Positions count real tokens only, so a left-padded row sees the same positions as
+    # the unpadded sequence (matters for absolute position embeddings such as GPT-2's).
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _first(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+@contextlib.contextmanager
+def capture(layout: ModelLayout, layers: list[int], component: str = "residual",
+            stop_early: bool = True) -> Iterator[dict[int, torch.Tensor]]:
+    """Hook `component` at `layers`; yields a dict filled with [batch, seq, hidden] outputs."""
+    store: dict[int, torch.Tensor] = {}
+    deepest = max(layers)
+    handles = []
+
+    def make_hook(layer: int):
+        def hook(module, args, output):
+            store[layer] = _first(output)
+            if stop_early and layer == deepest and len(store) == len(layers):
+                raise StopForward
+        return hook
+
+    try:
+        for layer in sorted(set(layers)):
+            module = layout.component_module(layer, component)
+            handles.append(module.register_forward_hook(make_hook(layer)))
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.inference_mode()
+def forward_capture(model: torch.nn.Module, layout: ModelLayout, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor, layers: list[int],
+                    component: str = "residual") -> dict[int, torch.Tensor]:
+    """Run `model` up to the deepest of `layers`; return {layer: [batch, seq, hidden]}."""
+    with capture(layout, layers, component) as store:
+        try:
+            model(input_ids=input_ids, attention_mask=attention_mask,
+                  position_ids=position_ids_for(attention_mask), use_cache=False)
+        except StopForward:
+            pass
+    return dict(store)

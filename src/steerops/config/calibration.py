@@ -1,0 +1,17 @@
+"""Params for massive-activation calibration."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from steerops.config.base import Strict
+
+
+class CalibrationConfig(Strict):
+    variant: str = "instruct"
+    prompts: str = "data/toy/calibration.jsonl"
+    max_new_tokens: int = Field(16, ge=1)
+    top_k: int = Field(5, ge=1)
+    massive_threshold: float = Field(100.0, gt=0, description="max/median ratio for 'massive'")
+    global_top_n: int = Field(5, ge=1, description="a dim counts at a layer if in its top-N")
+    global_min_layers: int = Field(3, ge=1, description="... at this many layers or more")

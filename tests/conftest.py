@@ -1,0 +1,51 @@
+"""Shared fixtures: the toy world (built once per session) and params pointing at it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))  # for `tests/tiny.py`
+
+
+@pytest.fixture(scope="session")
+def toy_world(tmp_path_factory) -> Path:
+    """The toy world built with the default seed (model, traits, calibration prompts)."""
+    from steerops.toy.build import build_toy_world
+
+    out = tmp_path_factory.mktemp("toy")
+    build_toy_world(out, seed=0, progress=False)
+    return out
+
+
+def write_params(folder: Path, toy: Path, **blocks) -> Path:
+    """A params.yaml in `folder` using the toy world, outputs under `folder/outputs`, and
+    MLflow tracking in a sqlite file of its own. `blocks` update top-level params blocks."""
+    params = {
+        "paths": {"toy": str(toy), "out": str(folder / "outputs")},
+        "models": {
+            "base": {"id": str(toy / "model")},
+            "instruct": {"id": str(toy / "model")},
+        },
+        "traits": {"root": str(toy / "traits"), "names": ["toy/refusal"]},
+        "calibration": {"prompts": str(toy / "calibration.jsonl")},
+        "judge": {"kind": "toy", "cache_dir": str(folder / "judge_cache")},
+        "tracking": {"uri": f"sqlite:///{folder / 'mlflow.db'}"},
+    }
+    for key, value in blocks.items():
+        if isinstance(value, dict) and isinstance(params.get(key), dict):
+            params[key].update(value)
+        else:
+            params[key] = value
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def toy_params(tmp_path, toy_world) -> Path:
+    """Path of a params.yaml for the toy world with outputs in a fresh tmp dir."""
+    return write_params(tmp_path, toy_world)
