@@ -27,7 +27,7 @@ STAGES: dict[str, str] = {
     "calibrate": "steerops.calibrate",
     "clean": "steerops.clean",
     "steer": "steerops.steering.command",
-    "search": "steerops.search",
+    "search": "steerops.search.command",
     "report": "steerops.report.command",
     "probe": "steerops.probes.command",
 }
