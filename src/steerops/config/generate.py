@@ -11,11 +11,24 @@ from steerops.config.base import Strict
 
 class GenerateConfig(Strict):
     variant: str = "base"
-    max_new_tokens: int | Literal["auto"] = "auto"
+    max_new_tokens: int | Literal["auto"] = Field(
+        "auto", description="'auto': the most response tokens any extraction position needs"
+    )
+    auto_open_ended: int = Field(
+        32, ge=1, description="'auto' length when a position is open-ended (response[:]) or "
+        "none reads the response"
+    )
+    vet_min_new_tokens: int = Field(
+        32, ge=1, description="with vetting, 'auto' generates at least this many tokens so the "
+        "judge sees whole answers"
+    )
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy")
     rollouts: int = Field(1, ge=1)
     batch_size: int = Field(64, ge=1)
     vet: bool = False
     positive_min: float = Field(60.0, description="keep a positive response if trait >= this")
     negative_max: float = Field(40.0, description="keep a negative response if trait <= this")
-    paired_filter: bool = False
+    paired_filter: bool = Field(
+        False, description="keep a (source_index, rollout) only if its positive and negative "
+        "completions both pass; needs as many positive as negative prompts"
+    )

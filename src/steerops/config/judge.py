@@ -11,11 +11,22 @@ from steerops.config.base import Strict
 
 class JudgeConfig(Strict):
     kind: Literal["toy", "openai", "hf"] = "toy"
-    model: str | None = None
-    base_url: str | None = None
+    model: str | None = Field(None, description="openai: the endpoint's model name")
+    base_url: str | None = Field(None, description="openai: e.g. https://api.openai.com/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="env var holding the key")
+    require_key: bool = Field(
+        True, description="openai: fail when the key env var is unset (false: send no key)"
+    )
+    top_logprobs: int = Field(20, ge=1, le=20, description="openai: alternatives per answer")
     concurrency: int = Field(8, ge=1)
     max_retries: int = Field(5, ge=0)
+    backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles, with jitter")
+    max_backoff_s: float = Field(30.0, gt=0)
     timeout_s: float = Field(60.0, gt=0)
     min_prob_mass: float = Field(0.25, ge=0, le=1)
+    variant: str | None = Field(None, description="hf: the judge's model variant in `models`")
+    batch_size: int = Field(8, ge=1, description="hf: prompts per forward pass")
+    prune_prob: float = Field(
+        1e-4, ge=0, lt=1, description="hf: skip number prefixes less likely than this"
+    )
     cache_dir: str = "outputs/judge_cache"

@@ -4,17 +4,40 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from steerops.config.base import Strict
 
 
 class SearchConfig(Strict):
-    trials: int = Field(24, ge=1)
+    trials: int = Field(24, ge=1, description="completed search trials per study (the target)")
     batch: int = Field(8, ge=1, description="trials asked and evaluated together")
     sampler: Literal["gp", "tpe"] = "gp"
     storage: str | None = Field(None, description="SQLAlchemy URL; default sqlite optuna.db")
     study: str | None = None
-    coef_min: float = Field(0.0, description="coefficient range in units of layer norm")
-    coef_max: float = Field(3.0)
+    coef_min: float = Field(0.0, ge=0, description="coefficient range in the steering "
+                            "coefficient unit (default: multiples of the layer's mean norm)")
+    coef_max: float = Field(3.0, gt=0)
     heldout_fraction: float = Field(0.5, gt=0, lt=1)
+    layers: str | None = Field(None, description="layer spec searched; default steering.layers")
+    min_coherence: float | None = Field(
+        None, ge=0, le=100, description="feasible if coherence >= this; default "
+        "steering.min_coherence")
+    seed: int | None = Field(None, description="sampler and question-split seed; default `seed`")
+    startup_trials: int = Field(4, ge=1, description="evenly spaced coefficients evaluated "
+                                "before the sampler's model takes over")
+    enqueue: list[float] = Field(default_factory=list,
+                                 description="coefficients evaluated first (e.g. grid points)")
+    known_results: str | None = Field(
+        None, description="steering results.jsonl to import as trials; default: the steer "
+        "stage's results for the same trait/method/position when its settings hash matches")
+    heartbeat_s: int = Field(30, ge=1, description="trial heartbeat period (RDB storages)")
+    grace_s: int = Field(120, ge=1, description="a running trial with no heartbeat for this "
+                         "long is failed and retried")
+    max_retry: int = Field(3, ge=0, description="retries of a trial whose worker died")
+
+    @model_validator(mode="after")
+    def _range(self) -> SearchConfig:
+        if self.coef_max <= self.coef_min:
+            raise ValueError("coef_max must be greater than coef_min")
+        return self

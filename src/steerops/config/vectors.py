@@ -1,6 +1,8 @@
-"""Params for steering-vector methods, massive-activation calibration and cleaning."""
+"""Params for steering-vector methods and for cleaning massive dims out of them."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -9,15 +11,26 @@ from steerops.config.base import Strict
 
 class VectorsConfig(Strict):
     methods: list[str] = Field(
-        default_factory=lambda: ["mean_diff", "probe", "gradient", "random_baseline", "pca"]
+        default_factory=lambda: ["mean_diff", "probe", "gradient", "random_baseline", "pca"],
+        description="method names; cleaning suffixes allowed (see steerops.vectors.names)",
     )
     probe_c: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic probe")
+    probe_rows: Literal["unit", "standardize", "none"] = Field(
+        "unit", description="probe input scaling: rows to unit norm, columns to z-scores, none"
+    )
+    probe_max_iter: int = Field(2000, ge=1)
     gradient_steps: int = Field(200, ge=1)
     gradient_lr: float = Field(0.05, gt=0)
+    gradient_shrinkage: float = Field(
+        0.1, ge=0, description="share of the mean variance added to the pooled class variance"
+    )
 
 
 class CleaningConfig(Strict):
-    calibration_variant: str = "instruct"
+    calibration_variant: str = Field(
+        "instruct", description="model variant whose calibration.json names the massive dims"
+    )
     variants: list[str] = Field(
-        default_factory=lambda: ["mean_diff_top1", "probe_top1", "mean_diff_preclean"]
+        default_factory=lambda: ["mean_diff_top1", "probe_top1", "mean_diff_preclean"],
+        description="cleaned method names made by `steerops clean`",
     )

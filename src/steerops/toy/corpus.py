@@ -49,8 +49,8 @@ _BENIGN_VERB_KINDS = {
     "wash": ["thing", "animal"], "learn": ["skill"], "write": ["text"],
     "train": ["animal"], "play": ["skill"], "feed": ["animal"],
 }
-_BENIGN_ACTS = {v: [np for k in kinds for np in _KINDS[k]]
-                for v, kinds in _BENIGN_VERB_KINDS.items()}
+_ALL_NPS = [np for nps in _KINDS.values() for np in nps]
+_BENIGN_ACTS = {v: _ALL_NPS for v in _BENIGN_VERB_KINDS}
 # "wash a room" is odd but harmless; "play math" too: the toy needs coverage, not style.
 
 _HARMFUL_ACTS = {

@@ -1,0 +1,265 @@
+"""`steerops generate`: complete a trait's positive and negative prompts with a model variant.
+
+Writes `responses.jsonl` (one row per completion, see docs/internals.md) and `summary.json`
+under `paths.responses_dir`. Optional vetting scores every completion with the configured
+judge and marks it `kept`: positives with trait >= `positive_min`, negatives with trait <=
+`negative_max`. With `paired_filter`, positive and negative prompt lists are paired by
+position (equal lengths required) and a (source_index, rollout) pair is kept only if both
+of its completions pass.
+
+Re-running with the same generation settings reuses the responses (only vetting is redone
+if its settings changed); `--force` regenerates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from steerops.cli import add_common, add_override, csv_list, load_params_for
+from steerops.errors import SteeropsError
+from steerops.io import read_json, read_jsonl, text_md5, write_json, write_jsonl
+from steerops.paths import responses_dir
+from steerops.traits import Trait, load_trait
+
+POLARITIES = ("positive", "negative")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "generate", help="complete a trait's positive/negative prompts (optionally vetted)",
+        description="Complete every positive and negative prompt of each trait with a model "
+        "variant, batched, and optionally keep only completions the judge confirms.",
+    )
+    add_common(parser)
+    add_override(parser, "--trait", "traits.names", type=csv_list(), metavar="CAT/NAME[,..]",
+                 help="trait(s) to complete (default: traits.names)")
+    add_override(parser, "--variant", "generate.variant", help="model variant from `models`")
+    add_override(parser, "--max-new-tokens", "generate.max_new_tokens", type=_int_or_auto,
+                 metavar="N|auto", help="tokens per response; auto = from extraction.positions")
+    add_override(parser, "--temperature", "generate.temperature", type=float,
+                 help="0 = greedy")
+    add_override(parser, "--rollouts", "generate.rollouts", type=int,
+                 help="completions per prompt")
+    add_override(parser, "--batch-size", "generate.batch_size", type=int)
+    add_override(parser, "--vet", "generate.vet", action=argparse.BooleanOptionalAction,
+                 help="score completions with the judge and mark which are kept")
+    add_override(parser, "--paired-filter", "generate.paired_filter",
+                 action=argparse.BooleanOptionalAction,
+                 help="keep a prompt pair only if both completions pass vetting")
+    parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    params = load_params_for(args)
+    for name in params.traits.names:
+        summary = generate_trait(params, name, force=args.force)
+        kept = summary["kept"]
+        print(f"{name} [{summary['variant']}]: {summary['counts']['total']} completions, "
+              f"kept {kept['positive']} positive / {kept['negative']} negative "
+              f"-> {responses_dir(params.out, name, summary['variant'])}")
+
+
+def resolve_max_new_tokens(params) -> int:
+    """`generate.max_new_tokens`, or for `auto` the most response tokens any extraction
+    position reads (open-ended ones, or none reading the response: `auto_open_ended`)."""
+    cfg = params.generate
+    if cfg.max_new_tokens != "auto":
+        return cfg.max_new_tokens
+    from steerops.specs import max_response_tokens
+
+    needs = [max_response_tokens(p) for p in params.extraction.positions]
+    bounded = [n for n in needs if n is not None]
+    reads_response = any(p.replace(" ", "").startswith(("response[", "all["))
+                         for p in params.extraction.positions)
+    open_ended = reads_response and any(n is None for n, p in
+                                        zip(needs, params.extraction.positions)
+                                        if p.replace(" ", "").startswith(("response[", "all[")))
+    n = max(bounded, default=0)
+    if open_ended or n == 0:
+        n = max(n, cfg.auto_open_ended)
+    if cfg.vet:
+        n = max(n, cfg.vet_min_new_tokens)
+    return n
+
+
+def generate_trait(params, name: str, force: bool = False, progress: bool = True) -> dict:
+    """Complete (and vet) one trait; returns the summary written to `summary.json`."""
+    cfg = params.generate
+    trait = load_trait(params.path(params.traits.root), name)
+    _check_pairing(cfg, trait)
+    folder = responses_dir(params.out, name, cfg.variant)
+    rows_file, summary_file = folder / "responses.jsonl", folder / "summary.json"
+    gen = _generation_settings(params, trait)
+    gen_hash = text_md5(json.dumps(gen, sort_keys=True))
+    judge = _make_judge(params, trait) if cfg.vet else None
+    vet = {"vet": cfg.vet, "judge": judge.id if judge else None,
+           "positive_min": cfg.positive_min, "negative_max": cfg.negative_max,
+           "paired_filter": cfg.paired_filter}
+    vet_hash = text_md5(json.dumps(vet, sort_keys=True))
+
+    old = _previous_summary(summary_file, rows_file) if not force else None
+    if old and old["generation_hash"] == gen_hash and old["vetting_hash"] == vet_hash:
+        return old
+
+    from steerops.tracking import track
+
+    with track(params, "generate", f"generate {name} {cfg.variant}",
+               inputs={"trait": trait.path},
+               tags={"steerops.trait": name, "steerops.variant": cfg.variant}) as tracker:
+        if old and old["generation_hash"] == gen_hash:
+            rows, timing = read_jsonl(rows_file), old["timing"]
+        else:
+            rows, timing = _complete(params, trait, gen, progress)
+        if judge is not None:
+            _vet(rows, judge, cfg)
+        else:
+            for row in rows:
+                row.update(kept=True, trait=None, coherence=None)
+        summary = _summarize(trait, cfg.variant, gen, vet, rows, timing)
+        summary.update(generation_hash=gen_hash, vetting_hash=vet_hash)
+        write_jsonl(rows_file, rows)
+        write_json(summary_file, summary)
+        tracker.log_params({"trait": name, "variant": cfg.variant, **gen, **vet})
+        tracker.log_metrics(_metrics(summary))
+        tracker.log_artifact(summary_file)
+        tracker.log_artifact(rows_file)
+    return summary
+
+
+def _generation_settings(params, trait: Trait) -> dict:
+    cfg = params.generate
+    spec = params.variant(cfg.variant)
+    prompts = {p: [[x.prompt, x.system_prompt] for x in getattr(trait, p)] for p in POLARITIES}
+    return {"model_id": spec.id, "model_revision": spec.revision, "dtype": spec.dtype,
+            "model_fingerprint": _model_fingerprint(params, cfg.variant),
+            "chat_template": spec.chat_template, "prompts_md5": text_md5(json.dumps(prompts)),
+            "max_new_tokens": resolve_max_new_tokens(params), "temperature": cfg.temperature,
+            "rollouts": cfg.rollouts, "seed": params.seed}
+
+
+def _model_fingerprint(params, variant: str) -> str:
+    """Cheap identity of local weights (names, sizes, mtimes), so a rebuilt model is noticed
+    without hashing gigabytes; hub models are identified by id and revision."""
+    from steerops.models.loading import model_source
+
+    source = Path(model_source(params, variant))
+    if not source.is_dir():
+        return str(source)
+    entries = sorted((p.relative_to(source).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in source.rglob("*") if p.is_file())
+    return text_md5(json.dumps(entries))
+
+
+def _complete(params, trait: Trait, gen: dict, progress: bool) -> tuple[list[dict], dict]:
+    from steerops.generation import generate_responses
+    from steerops.models import load_model
+
+    cfg = params.generate
+    loaded = load_model(params, cfg.variant, padding_side="left")
+    rows: list[dict] = []
+    start = time.perf_counter()
+    new_tokens = 0
+    for polarity in POLARITIES:
+        prompts = getattr(trait, polarity)
+        done = generate_responses(
+            loaded.model, loaded.tokenizer, prompts, max_new_tokens=gen["max_new_tokens"],
+            temperature=cfg.temperature, rollouts=cfg.rollouts, batch_size=cfg.batch_size,
+            seed=params.seed, progress=progress, desc=f"generate {polarity}")
+        for c in done:
+            source = prompts[c.index]
+            new_tokens += len(c.response_ids)
+            rows.append({"index": len(rows), "polarity": polarity, "source_index": c.index,
+                         "rollout": c.rollout, "system_prompt": source.system_prompt,
+                         "prompt": source.prompt, "response": c.response})
+    seconds = time.perf_counter() - start
+    timing = {"seconds": round(seconds, 3), "new_tokens": new_tokens,
+              "tokens_per_s": round(new_tokens / seconds, 1) if seconds > 0 else None}
+    return rows, timing
+
+
+def _vet(rows: list[dict], judge, cfg) -> None:
+    scores = judge.score([r["prompt"] for r in rows], [r["response"] for r in rows])
+    for row, (trait, coherence) in zip(rows, scores):
+        row.update(trait=trait, coherence=coherence, kept=_passes(row["polarity"], trait, cfg))
+    if cfg.paired_filter:
+        passed = {(r["polarity"], r["source_index"], r["rollout"]): r["kept"] for r in rows}
+        for row in rows:
+            key = (row["source_index"], row["rollout"])
+            row["kept"] = all(passed.get((p, *key), False) for p in POLARITIES)
+
+
+def _passes(polarity: str, trait: float | None, cfg) -> bool:
+    if trait is None:
+        return False
+    return trait >= cfg.positive_min if polarity == "positive" else trait <= cfg.negative_max
+
+
+def _summarize(trait: Trait, variant: str, gen: dict, vet: dict, rows: list[dict],
+               timing: dict) -> dict:
+    by = {p: [r for r in rows if r["polarity"] == p] for p in POLARITIES}
+    summary = {
+        "trait": trait.name, "variant": variant, "settings": {**gen, **vet},
+        "max_new_tokens": gen["max_new_tokens"], "timing": timing,
+        "counts": {"positive": len(by["positive"]), "negative": len(by["negative"]),
+                   "total": len(rows), "empty": sum(not r["response"] for r in rows)},
+        "kept": {p: sum(r["kept"] for r in by[p]) for p in POLARITIES},
+        "trait_mean": None, "coherence_mean": None,
+    }
+    if vet["vet"]:
+        summary["trait_mean"] = {p: _mean([r["trait"] for r in by[p]]) for p in POLARITIES}
+        summary["coherence_mean"] = {p: _mean([r["coherence"] for r in by[p]])
+                                     for p in POLARITIES}
+    return summary
+
+
+def _metrics(summary: dict) -> dict:
+    out = {"completions": summary["counts"]["total"], "empty": summary["counts"]["empty"],
+           "seconds": summary["timing"].get("seconds"),
+           "tokens_per_s": summary["timing"].get("tokens_per_s")}
+    for p in POLARITIES:
+        out[f"kept_{p}"] = summary["kept"][p]
+        out[f"trait_mean_{p}"] = (summary["trait_mean"] or {}).get(p)
+        out[f"coherence_mean_{p}"] = (summary["coherence_mean"] or {}).get(p)
+    return out
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(sum(known) / len(known), 4) if known else None
+
+
+def _previous_summary(summary_file: Path, rows_file: Path) -> dict | None:
+    if not (summary_file.is_file() and rows_file.is_file()):
+        return None
+    try:
+        old = read_json(summary_file)
+    except (OSError, ValueError):
+        return None
+    return old if isinstance(old, dict) and "generation_hash" in old else None
+
+
+def _check_pairing(cfg, trait: Trait) -> None:
+    if cfg.vet and cfg.paired_filter and len(trait.positive) != len(trait.negative):
+        raise SteeropsError(
+            f"generate.paired_filter: trait {trait.name!r} has {len(trait.positive)} positive "
+            f"but {len(trait.negative)} negative prompts; pairing needs equal counts"
+        )
+
+
+def _make_judge(params, trait: Trait):
+    from steerops.judges import make_judge
+
+    return make_judge(params, trait)
+
+
+def _int_or_auto(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None

@@ -1,0 +1,144 @@
+"""Plain (unsteered) batched generation through the chat template, with HF `generate`.
+
+Prompts are tokenized one by one, sorted by length and batched with left padding, so new
+tokens line up at the right edge and padding is minimal. Greedy decoding generates each
+prompt once and copies it to every rollout (they would be identical); sampling seeds each
+batch from `seed`, so a run is reproducible for the same batch size. A batch that runs out
+of accelerator memory is split in half and retried; finished batches are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from steerops.errors import SteeropsError
+from steerops.models import format_prompt
+from steerops.traits import Prompt
+
+
+@dataclass(frozen=True)
+class Completion:
+    index: int  # position of the prompt in the input list
+    rollout: int
+    prompt_text: str  # the prompt as rendered through the chat template
+    prompt_ids: list[int]
+    response: str
+    response_ids: list[int]  # generated tokens before the first stop token
+    stopped: bool  # ended on a stop token (False: hit max_new_tokens)
+
+
+def render_prompts(tokenizer, prompts: Sequence[Prompt | str]) -> list[str]:
+    """Chat-formatted text of each prompt (system prompt included when set)."""
+    out = []
+    for p in prompts:
+        p = Prompt(p) if isinstance(p, str) else p
+        out.append(format_prompt(tokenizer, p.prompt, p.system_prompt))
+    return out
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    # Chat templates usually write the BOS token themselves; add it only when they did not.
+    bos = tokenizer.bos_token
+    add_special = not (bos and text.startswith(bos))
+    return tokenizer(text, add_special_tokens=add_special)["input_ids"]
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """The tokenizer's EOS plus the model's own (chat models often end turns on another id)."""
+    ids = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (tokenizer.eos_token_id, configured):
+        for i in (value if isinstance(value, list | tuple) else [value]):
+            if i is not None and int(i) not in ids:
+                ids.append(int(i))
+    if not ids:
+        raise SteeropsError("the tokenizer has no eos token: cannot tell when a response ends")
+    return ids
+
+
+def generate_responses(model, tokenizer, prompts: Sequence[Prompt | str], *,
+                       max_new_tokens: int, temperature: float = 0.0, rollouts: int = 1,
+                       batch_size: int = 32, seed: int = 0, progress: bool = True,
+                       desc: str = "generate") -> list[Completion]:
+    """Complete every prompt `rollouts` times; results ordered by (prompt index, rollout)."""
+    if max_new_tokens < 1 or rollouts < 1 or batch_size < 1:
+        raise SteeropsError("max_new_tokens, rollouts and batch_size must be >= 1")
+    texts = render_prompts(tokenizer, prompts)
+    encoded = [encode_prompt(tokenizer, t) for t in texts]
+    sampled = temperature > 0
+    # One job per (prompt, rollout) when sampling; greedy rollouts share one decode.
+    jobs = [(i, r) for i in range(len(texts)) for r in range(rollouts if sampled else 1)]
+    jobs.sort(key=lambda job: -len(encoded[job[0]]))
+    stops = stop_token_ids(model, tokenizer)
+    settings = {"max_new_tokens": max_new_tokens, "eos_token_id": stops,
+                "pad_token_id": _pad_id(tokenizer, stops), "do_sample": sampled}
+    if sampled:  # plain temperature sampling: switch off any top-k/top-p the model ships with
+        settings.update(temperature=temperature, top_k=0, top_p=1.0)
+
+    results: dict[tuple[int, int], list[int]] = {}
+    bar = tqdm(total=len(jobs), desc=desc, unit="seq", disable=None if progress else True)
+    start = 0
+    step = batch_size
+    with bar:
+        while start < len(jobs):
+            batch = jobs[start:start + step]
+            try:
+                rows = _generate_batch(model, [encoded[i] for i, _ in batch], settings,
+                                       seed=seed + start)
+            except torch.cuda.OutOfMemoryError:
+                if step == 1:
+                    raise
+                step = max(1, step // 2)
+                _empty_cache()
+                continue
+            for job, ids in zip(batch, rows):
+                results[job] = ids
+            start += len(batch)
+            bar.update(len(batch))
+
+    out = []
+    for i, text in enumerate(texts):
+        for r in range(rollouts):
+            ids = results[(i, r if sampled else 0)]
+            response_ids, stopped = _cut_at_stop(ids, stops)
+            response = tokenizer.decode(response_ids, skip_special_tokens=True).strip()
+            out.append(Completion(i, r, text, encoded[i], response, response_ids, stopped))
+    return out
+
+
+@torch.inference_mode()
+def _generate_batch(model, prompt_ids: list[list[int]], settings: dict,
+                    seed: int) -> list[list[int]]:
+    """New token ids (stop and pad tokens included) for one left-padded batch."""
+    width = max(len(ids) for ids in prompt_ids)
+    pad = settings["pad_token_id"]
+    device = model.get_input_embeddings().weight.device
+    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompt_ids],
+                             device=device)
+    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_ids],
+                        device=device)
+    if settings["do_sample"]:
+        torch.manual_seed(seed)
+    out = model.generate(input_ids=input_ids, attention_mask=mask, **settings)
+    return out[:, width:].tolist()
+
+
+def _cut_at_stop(ids: list[int], stops: list[int]) -> tuple[list[int], bool]:
+    for k, token in enumerate(ids):
+        if token in stops:
+            return ids[:k], True
+    return ids, False
+
+
+def _pad_id(tokenizer, stops: list[int]) -> int:
+    # Finished rows are filled with pad; with no pad token any stop id works (it is cut).
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+
+
+def _empty_cache() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,122 @@
+"""Readers (validated, one-line errors) and writers for the probe stage's small inputs:
+scores CSV, pairwise comparisons JSONL, confounds CSV, behavioural rates CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from steerops.errors import SteeropsError
+from steerops.io import write_text
+
+
+def _open_csv(path: Path, required: list[str]) -> list[dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise SteeropsError(f"file not found: {path}")
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        for col in required:
+            if col not in header:
+                raise SteeropsError(f"{path}: missing column {col!r} (header: {header})")
+        return list(reader)
+
+
+def _number(path: Path, line: int, col: str, text: str | None) -> float:
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise SteeropsError(f"{path}:{line}: column {col!r} is not a finite number ({text!r})")
+    return value
+
+
+def read_scores(path: Path) -> dict[str, tuple[float, float | None]]:
+    """`task_id,mu[,sigma]` -> {task_id: (mu, sigma or None)}."""
+    rows = _open_csv(path, ["task_id", "mu"])
+    scores: dict[str, tuple[float, float | None]] = {}
+    for line, row in enumerate(rows, start=2):
+        task = (row["task_id"] or "").strip()
+        if not task:
+            raise SteeropsError(f"{path}:{line}: empty task_id")
+        if task in scores:
+            raise SteeropsError(f"{path}:{line}: duplicate task_id {task!r}")
+        sigma = row.get("sigma")
+        scores[task] = (_number(path, line, "mu", row["mu"]),
+                        _number(path, line, "sigma", sigma) if sigma not in (None, "") else None)
+    if not scores:
+        raise SteeropsError(f"{path}: no scores")
+    return scores
+
+
+def write_scores(path: Path, scores: dict[str, tuple[float, float]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["task_id", "mu", "sigma"])
+    for task in sorted(scores):
+        mu, sigma = scores[task]
+        writer.writerow([task, f"{mu:.6g}", f"{sigma:.6g}"])
+    write_text(path, buf.getvalue())
+
+
+def read_comparisons(path: Path) -> list[tuple[str, str, str]]:
+    """JSONL rows `{task_a, task_b, winner}` -> [(a, b, winner)]; winner is a or b."""
+    path = Path(path)
+    if not path.is_file():
+        raise SteeropsError(f"file not found: {path}")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise SteeropsError(f"{path}:{line_no}: not valid JSON") from None
+            if not isinstance(row, dict):
+                raise SteeropsError(f"{path}:{line_no}: expected a JSON object")
+            missing = [k for k in ("task_a", "task_b", "winner") if k not in row]
+            if missing:
+                raise SteeropsError(f"{path}:{line_no}: missing key {missing[0]!r}")
+            a, b, w = str(row["task_a"]), str(row["task_b"]), str(row["winner"])
+            if w not in (a, b):
+                raise SteeropsError(f"{path}:{line_no}: winner {w!r} is neither task_a nor task_b")
+            if a == b:
+                raise SteeropsError(f"{path}:{line_no}: task {a!r} compared with itself")
+            out.append((a, b, w))
+    if not out:
+        raise SteeropsError(f"{path}: no comparisons")
+    return out
+
+
+def read_confounds(path: Path) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """`task_id,<categorical columns...>` -> ({task_id: values}, column names)."""
+    rows = _open_csv(path, ["task_id"])
+    columns = [c for c in (list(rows[0]) if rows else []) if c != "task_id"]
+    if not columns:
+        raise SteeropsError(f"{path}: no confound columns besides task_id")
+    out: dict[str, tuple[str, ...]] = {}
+    for line, row in enumerate(rows, start=2):
+        task = (row["task_id"] or "").strip()
+        if task in out:
+            raise SteeropsError(f"{path}:{line}: duplicate task_id {task!r}")
+        out[task] = tuple((row.get(c) or "").strip() for c in columns)
+    return out, columns
+
+
+def read_rates(path: Path) -> dict[str, dict[str, float]]:
+    """`condition_id,task_id,rate` -> {condition_id: {task_id: rate}}."""
+    rows = _open_csv(path, ["condition_id", "task_id", "rate"])
+    out: dict[str, dict[str, float]] = {}
+    for line, row in enumerate(rows, start=2):
+        cond, task = (row["condition_id"] or "").strip(), (row["task_id"] or "").strip()
+        per = out.setdefault(cond, {})
+        if task in per:
+            raise SteeropsError(f"{path}:{line}: duplicate rate for ({cond!r}, {task!r})")
+        per[task] = _number(path, line, "rate", row["rate"])
+    return out

@@ -1,0 +1,169 @@
+"""Ridge probes from activations to scalar scores: pure numpy, no model code.
+
+Hold-out protocol (the default), on tasks sorted by id and shuffled with `seed`:
+
+    train  = 1 - heldout_fraction of the tasks
+    sweep  = first half of the held-out tasks
+    final  = second half of the held-out tasks
+
+The scaler (optional) is fitted on `train` only. One ridge per alpha is fitted on `train`;
+each is scored by Pearson r on `sweep`; the best alpha's model (the same fit, no refit) is
+scored once on `final`. So `final_r` never saw a task that chose the alpha or fitted the
+weights, and the saved probe is exactly the model that was evaluated.
+
+CV protocol (`folds` > 1): tasks are shuffled into k folds; for each alpha, the mean of the
+per-fold Pearson r on out-of-fold predictions picks the alpha; the reported `final_r` is the
+Pearson r of all out-of-fold predictions at that alpha (slightly optimistic: the same folds
+chose the alpha), and the saved probe is refitted on every task.
+
+Ridge matches scikit-learn's `Ridge(alpha, fit_intercept=True)`: the intercept is not
+penalised. The scaler is folded into the weights, so `acts @ weight + bias` predicts from raw
+activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from steerops.errors import SteeropsError
+
+MIN_PART = 3  # fewest tasks in any part for a Pearson r to mean anything
+
+
+@dataclass
+class Split:
+    train: np.ndarray
+    sweep: np.ndarray
+    final: np.ndarray
+
+
+@dataclass
+class ProbeFit:
+    """A fitted probe in raw-activation space plus how it was chosen."""
+
+    weight: np.ndarray  # [hidden], scaler folded in
+    bias: float
+    alpha: float
+    alpha_r: list[float]  # selection score per alpha (sweep r, or mean fold r)
+    sweep_r: float
+    final_r: float
+    eval_index: np.ndarray  # rows whose predictions `eval_pred` are (final half, or all: OOF)
+    eval_pred: np.ndarray
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r; nan when either side is constant."""
+    a = np.asarray(a, dtype=np.float64) - np.mean(a)
+    b = np.asarray(b, dtype=np.float64) - np.mean(b)
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
+def fit_scaler(x: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of each feature; identity when not standardising; constant features
+    keep std 1 (as scikit-learn's StandardScaler does)."""
+    if not standardize:
+        return np.zeros(x.shape[1]), np.ones(x.shape[1])
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def ridge_path(x: np.ndarray, y: np.ndarray,
+               alphas: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Weights [n_alphas, hidden] and intercepts [n_alphas] for every alpha, from one SVD."""
+    x_mean, y_mean = x.mean(axis=0), y.mean()
+    u, s, vt = np.linalg.svd(x - x_mean, full_matrices=False)
+    uty = u.T @ (y - y_mean)
+    alphas_arr = np.asarray(alphas, dtype=np.float64)[:, None]
+    weights = ((s / (s * s + alphas_arr)) * uty) @ vt
+    return weights, y_mean - weights @ x_mean
+
+
+def fold_scaler(weight: np.ndarray, bias: float, mean: np.ndarray,
+                std: np.ndarray) -> tuple[np.ndarray, float]:
+    """Weights for raw inputs: w' = w / std, b' = b - sum(w * mean / std)."""
+    return weight / std, float(bias - np.sum(weight * mean / std))
+
+
+def split_tasks(n: int, heldout_fraction: float, seed: int) -> Split:
+    perm = np.random.default_rng(seed).permutation(n)
+    n_held = int(round(heldout_fraction * n))
+    half = n_held // 2
+    split = Split(np.sort(perm[n_held:]), np.sort(perm[:half]), np.sort(perm[half:n_held]))
+    sizes = {k: len(v) for k, v in vars(split).items()}
+    if min(sizes.values()) < MIN_PART:
+        raise SteeropsError(
+            f"probes.heldout_fraction: {heldout_fraction} of {n} tasks gives parts {sizes}; "
+            f"each needs at least {MIN_PART} tasks"
+        )
+    return split
+
+
+def _fit_on(x: np.ndarray, y: np.ndarray, alphas: list[float], standardize: bool):
+    mean, std = fit_scaler(x, standardize)
+    weights, biases = ridge_path((x - mean) / std, y, alphas)
+    return weights / std, biases - (weights * (mean / std)).sum(axis=1)  # folded, per alpha
+
+
+def _best(scores: list[float], alphas: list[float]) -> int:
+    if all(np.isnan(scores)):
+        raise SteeropsError(f"probes.alphas: no alpha in {alphas} gives a non-constant "
+                            "prediction (are the scores constant?)")
+    return int(np.nanargmax(scores))
+
+
+def fit_holdout(x: np.ndarray, y: np.ndarray, alphas: list[float], split: Split,
+                standardize: bool = True) -> ProbeFit:
+    weights, biases = _fit_on(x[split.train], y[split.train], alphas, standardize)
+    sweep_r = [pearson(x[split.sweep] @ w + b, y[split.sweep]) for w, b in zip(weights, biases)]
+    best = _best(sweep_r, alphas)
+    final_pred = x[split.final] @ weights[best] + biases[best]
+    return ProbeFit(
+        weight=weights[best], bias=float(biases[best]), alpha=float(alphas[best]),
+        alpha_r=sweep_r, sweep_r=sweep_r[best], final_r=pearson(final_pred, y[split.final]),
+        eval_index=split.final, eval_pred=final_pred,
+        counts={"train": len(split.train), "sweep": len(split.sweep),
+                "final": len(split.final)},
+    )
+
+
+def fit_cv(x: np.ndarray, y: np.ndarray, alphas: list[float], folds: int, seed: int,
+           standardize: bool = True) -> ProbeFit:
+    n = len(y)
+    if folds < 2 or n // folds < MIN_PART:
+        raise SteeropsError(f"probes.cv_folds: {folds} folds of {n} tasks; need >= 2 folds "
+                            f"of >= {MIN_PART} tasks")
+    parts = np.array_split(np.random.default_rng(seed).permutation(n), folds)
+    oof = np.zeros((len(alphas), n))
+    fold_r = np.zeros((folds, len(alphas)))
+    for k, test in enumerate(parts):
+        train = np.setdiff1d(np.arange(n), test)
+        weights, biases = _fit_on(x[train], y[train], alphas, standardize)
+        oof[:, test] = weights @ x[test].T + biases[:, None]
+        fold_r[k] = [pearson(p, y[test]) for p in oof[:, test]]
+    mean_r = [float(np.mean(col)) for col in fold_r.T]  # nan if any fold is degenerate
+    best = _best(mean_r, alphas)
+    weights, biases = _fit_on(x, y, [alphas[best]], standardize)
+    return ProbeFit(
+        weight=weights[0], bias=float(biases[0]), alpha=float(alphas[best]), alpha_r=mean_r,
+        sweep_r=mean_r[best], final_r=pearson(oof[best], y), eval_index=np.arange(n),
+        eval_pred=oof[best], counts={"train": n, "folds": folds},
+    )
+
+
+def pairwise_accuracy(pred: dict[str, float],
+                      comparisons: list[tuple[str, str, str]]) -> tuple[float | None, int]:
+    """Fraction of comparisons between tasks in `pred` that the probe orders like the
+    winner (ties count half), and how many comparisons were scored."""
+    hits, n = 0.0, 0
+    for a, b, winner in comparisons:
+        if a in pred and b in pred:
+            loser = b if winner == a else a
+            diff = pred[winner] - pred[loser]
+            hits += 1.0 if diff > 0 else 0.5 if diff == 0 else 0.0
+            n += 1
+    return (hits / n if n else None), n

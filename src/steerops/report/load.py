@@ -1,0 +1,86 @@
+"""Collect tracked steering and search results into one tidy frame, plus the vector and
+activation properties the coefficient predictor uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from steerops import paths
+from steerops.io import read_json
+
+COLUMNS = ["model", "trait", "variant", "vector_variant", "position", "component", "method",
+           "layer", "coefficient", "weight", "trait_mean", "coherence_mean", "trait_delta", "n",
+           "source"]
+
+
+def load_results(params) -> pd.DataFrame:
+    """Every steering grid result (`results.csv`) and search trial (`trials.csv`) under the
+    outputs root, labelled with the model id of the variant they were applied to."""
+    frames = []
+    for csv in sorted((params.out / "steering").rglob("results.csv")):
+        frames.append(pd.read_csv(csv).assign(source="grid"))
+    for csv in sorted((params.out / "search").rglob("trials.csv")):
+        trials = pd.read_csv(csv)
+        meta_file = csv.parent / "best.json"
+        if meta_file.exists() and not trials.empty:
+            frames.append(_search_frame(trials, read_json(meta_file)))
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    frame = pd.concat(frames, ignore_index=True)
+    frame["model"] = [_model_id(params, v) for v in frame["variant"]]
+    frame = frame.dropna(subset=["trait_mean", "coherence_mean"])
+    return frame[COLUMNS].sort_values(COLUMNS[:9], kind="mergesort").reset_index(drop=True)
+
+
+def _search_frame(trials: pd.DataFrame, best: dict) -> pd.DataFrame:
+    trials = trials[trials.get("state", "COMPLETE") == "COMPLETE"].copy()
+    for key in ("trait", "variant", "vector_variant", "position", "component", "method"):
+        trials[key] = best.get(key)
+    trials["n"] = best.get("n_search_questions", np.nan)
+    return trials.assign(source="search")
+
+
+def _model_id(params, variant: str) -> str:
+    return params.models[variant].id if variant in params.models else str(variant)
+
+
+def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """Per best config: the layer's activation norm with and without the calibrated massive
+    dims and the projection of the mean activation on the vector."""
+    from steerops.io import load_tensors
+
+    rows = []
+    for _, best in table.iterrows():
+        src = frame[(frame["trait"] == best["trait"]) & (frame["method"] == best["method"])
+                    & (frame["position"] == best["position"])].iloc[0]
+        layer = int(best["layer"])
+        feats = {"model": best["model"], "method": best["method"], "position": best["position"],
+                 "layer": layer, "coefficient": best["coefficient"], "weight": abs(best["weight"]),
+                 "layer_norm": np.nan, "layer_norm_clean": np.nan, "abs_mean_proj": np.nan}
+        acts_dir = paths.activations_dir(params.out, src["trait"], src["vector_variant"],
+                                         src["position"], src["component"])
+        vec_dir = paths.vectors_dir(params.out, src["trait"], src["vector_variant"],
+                                    src["position"], src["component"], src["method"])
+        acts_file, vec_file = acts_dir / "activations.safetensors", vec_dir / "vectors.safetensors"
+        if acts_file.exists() and vec_file.exists():
+            acts = load_tensors(acts_file)[f"layer_{layer}"].float()
+            vec = load_tensors(vec_file)[f"layer_{layer}"].float()
+            dims = _global_dims(params)
+            clean = acts.clone()
+            if dims:
+                clean[:, [d for d in dims if d < clean.shape[1]]] = 0
+            feats.update(layer_norm=float(acts.norm(dim=1).mean()),
+                         layer_norm_clean=float(clean.norm(dim=1).mean()),
+                         abs_mean_proj=float(abs(acts.mean(0) @ vec)))
+        rows.append(feats)
+    return pd.DataFrame(rows)
+
+
+def _global_dims(params) -> list[int]:
+    file = paths.calibration_file(params.out, params.cleaning.calibration_variant)
+    if not Path(file).exists():
+        return []
+    return [int(d) for d in read_json(file)["aggregate"]["global_dims"]]

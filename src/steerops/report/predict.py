@@ -1,0 +1,90 @@
+"""Can the optimal steering weight be predicted from vector and activation properties?
+
+Each candidate predictor is a least-squares fit of the optimal absolute weight on a few
+features of the (layer, vector) it was found at; leave-one-out mean absolute error says how
+well it generalises, compared against predicting the mean. Few points (one per method x
+position x model), so predictors stay small: a scale on one norm, or a 2-feature linear fit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LinearRegression
+from sklearn.model_selection import LeaveOneOut
+
+# name -> (features, fit_intercept)
+PREDICTORS: dict[str, tuple[list[str], bool]] = {
+    "mean": ([], True),
+    "k * layer_norm": (["layer_norm"], False),
+    "k * layer_norm_clean": (["layer_norm_clean"], False),
+    "a + b * |mean_proj|": (["abs_mean_proj"], True),
+    "linear(layer_norm, layer_norm_clean)": (["layer_norm", "layer_norm_clean"], True),
+}
+
+
+def loo_errors(features: pd.DataFrame, target: str = "weight") -> pd.DataFrame:
+    """Leave-one-out MAE of every predictor (rows with missing features are skipped)."""
+    out = []
+    for name, (cols, intercept) in PREDICTORS.items():
+        data = features.dropna(subset=cols + [target])
+        y = data[target].to_numpy(float)
+        if len(data) < 3:
+            out.append({"predictor": name, "n": len(data), "loo_mae": np.nan,
+                        "loo_mae_relative": np.nan})
+            continue
+        errors = []
+        for train, test in LeaveOneOut().split(y):
+            pred = _fit_predict(data, cols, intercept, train, test, y)
+            errors.append(abs(pred - y[test][0]))
+        mae = float(np.mean(errors))
+        out.append({"predictor": name, "n": len(data), "loo_mae": mae,
+                    "loo_mae_relative": mae / float(np.mean(np.abs(y)))})
+    return pd.DataFrame(out, columns=["predictor", "n", "loo_mae", "loo_mae_relative"])
+
+
+def _fit_predict(data, cols, intercept, train, test, y) -> float:
+    if not cols:
+        return float(np.mean(y[train]))
+    x = data[cols].to_numpy(float)
+    model = LinearRegression(fit_intercept=intercept).fit(x[train], y[train])
+    return float(model.predict(x[test])[0])
+
+
+def fit_predictor(features: pd.DataFrame, name: str, target: str = "weight"):
+    """Fit predictor `name` on all rows; returns a callable features-frame -> predictions."""
+    cols, intercept = PREDICTORS[name]
+    data = features.dropna(subset=cols + [target])
+    y = data[target].to_numpy(float)
+    if not cols:
+        mean = float(np.mean(y))
+        return lambda frame: np.full(len(frame), mean)
+    model = LinearRegression(fit_intercept=intercept).fit(data[cols].to_numpy(float), y)
+
+    def predict_rows(frame: pd.DataFrame) -> np.ndarray:
+        x = frame[cols].to_numpy(float)
+        pred = np.full(len(frame), np.nan)
+        ok = ~np.isnan(x).any(axis=1)
+        if ok.any():
+            pred[ok] = model.predict(x[ok])
+        return pred
+
+    return predict_rows
+
+
+def recommendations(features: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFrame:
+    """A starting coefficient per (model, method): the median optimal coefficient, and the
+    weight the best leave-one-out predictor gives at the median feature values."""
+    scored = errors.dropna(subset=["loo_mae"])
+    best_name = (scored.sort_values(["loo_mae", "predictor"], kind="mergesort")
+                 .iloc[0]["predictor"] if not scored.empty else "mean")
+    predict = fit_predictor(features, best_name) if len(features) else None
+    out = []
+    for (model, method), rows in features.groupby(["model", "method"], sort=True):
+        typical = rows.median(numeric_only=True).to_frame().T
+        predicted = float(predict(typical)[0]) if predict is not None else np.nan
+        out.append({"model": model, "method": method, "n": len(rows),
+                    "start_coefficient": float(rows["coefficient"].median()),
+                    "predicted_weight": predicted, "predictor": best_name})
+    return pd.DataFrame(out, columns=["model", "method", "n", "start_coefficient",
+                                      "predicted_weight", "predictor"])

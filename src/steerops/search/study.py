@@ -1,0 +1,290 @@
+"""The one place that talks to Optuna: a constrained, resumable, shareable study.
+
+A trial's params are `coefficient` (float) and, when several layers are searched, `layer`
+(categorical). Its value is the trait delta in the chosen direction; its one constraint is
+`min_coherence - coherence` (Optuna counts <= 0 as feasible). What the rest of steerops sees
+are plain `Proposal`s and `TrialRecord`s, never Optuna objects.
+
+Sharing and resuming: every worker opens the same RDB study; Optuna hands each `ask` a
+distinct trial (waiting trials are popped atomically). A heartbeat marks the trials a worker is
+evaluating; a trial whose heartbeat stops for `grace_s` is failed and re-queued with the same
+params, so a killed worker's work is retried by whoever runs next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+
+from steerops.errors import SteeropsError
+
+CONSTRAINT = "coherence"
+SEARCHED = ("search", "enqueued")  # sources whose completed trials count
+_STATE_NAMES = {s: s.name.lower() for s in TrialState}
+
+
+@dataclass(frozen=True)
+class Space:
+    coef_min: float
+    coef_max: float
+    layers: tuple[int, ...]
+
+    def distributions(self) -> dict[str, Any]:
+        dists: dict[str, Any] = {"coefficient": FloatDistribution(self.coef_min, self.coef_max)}
+        if len(self.layers) > 1:
+            dists["layer"] = CategoricalDistribution(list(self.layers))
+        return dists
+
+
+@dataclass
+class Proposal:
+    number: int
+    layer: int
+    coefficient: float
+    _trial: Any  # the optuna Trial; only this module touches it
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    layer: int
+    coefficient: float
+    weight: float | None
+    trait_mean: float | None
+    coherence_mean: float | None
+    trait_delta: float | None
+    feasible: bool | None
+    state: str
+    source: str
+    rows: int
+
+
+def storage_label(url: str) -> str:
+    """The storage URL with any password masked (safe for logs and best.json)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL: say nothing secret
+        return url.split("@")[-1]
+
+
+class SearchStudy:
+    def __init__(self, storage_url: str, name: str, space: Space, min_coherence: float,
+                 settings: dict[str, Any], sampler: str = "gp", seed: int = 0,
+                 startup_trials: int = 4, heartbeat_s: int = 30, grace_s: int = 120,
+                 max_retry: int = 3):
+        self.space = space
+        self.min_coherence = float(min_coherence)
+        self.heartbeat_s = heartbeat_s
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            kwargs = {"connect_args": {"timeout": 30}} if url_is_sqlite(storage_url) else {}
+            with _quiet():
+                self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=max_retry)
+                self.storage = optuna.storages.RDBStorage(
+                    storage_url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_s,
+                    grace_period=grace_s, heartbeat_stale_trial_callback=self._retry)
+        except Exception as exc:  # bad URL, missing driver, unreachable server
+            raise SteeropsError(f"search.storage: cannot open {storage_label(storage_url)}: "
+                                f"{str(exc).splitlines()[0]}") from None
+        probe = optuna.create_study(storage=self.storage, study_name=name,
+                                    direction="maximize", load_if_exists=True)
+        _check_settings(probe, name, settings)
+        # Seeded by the study's size too: a resumed search must not replay the draws of the
+        # first run (and stays reproducible for a given study state).
+        n_before = len(probe.get_trials(deepcopy=False))
+        self.study = optuna.load_study(study_name=name, storage=self.storage,
+                                       sampler=_sampler(sampler, seed + n_before, startup_trials))
+        self.name = name
+        if n_before == 0:
+            self._enqueue_startup(startup_trials)
+
+    # ---- counting -------------------------------------------------------------------------
+    def _trials(self, states=None):
+        return self.study.get_trials(deepcopy=False, states=states)
+
+    def n_done(self) -> int:
+        """Completed trials evaluated by a search (imported known results do not count)."""
+        return sum(t.user_attrs.get("source", "search") in SEARCHED
+                   for t in self._trials((TrialState.COMPLETE,)))
+
+    def n_running(self) -> int:
+        return len(self._trials((TrialState.RUNNING,)))
+
+    def fail_stale(self) -> None:
+        """Fail (and re-queue) trials of workers whose heartbeat stopped."""
+        with _quiet():
+            optuna.storages.fail_stale_trials(self.study)
+
+    # ---- ask / tell -----------------------------------------------------------------------
+    def ask(self, k: int, target: int) -> list[Proposal]:
+        """Up to `k` new trials, never taking the study past `target` counted trials."""
+        proposals = []
+        dists = self.space.distributions()
+        for _ in range(k):
+            with _quiet():
+                trial = self.study.ask(fixed_distributions=dists)
+            self.storage.record_heartbeat(trial._trial_id)
+            if self._is_surplus(trial.number, target):
+                # Another worker took the last slot between our count and our ask.
+                trial.set_user_attr("source", "surplus")
+                self._requeue_if_queued(trial)
+                self.study.tell(trial, state=TrialState.FAIL)
+                break
+            if "source" not in trial.user_attrs:
+                trial.set_user_attr("source", "search")
+            layer = trial.params.get("layer", self.space.layers[0])
+            proposals.append(Proposal(trial.number, int(layer),
+                                      float(trial.params["coefficient"]), trial))
+        return proposals
+
+    def _is_surplus(self, number: int, target: int) -> bool:
+        live = [t.number for t in self._trials((TrialState.COMPLETE, TrialState.RUNNING))
+                if t.user_attrs.get("source", "search") in SEARCHED]
+        return sum(n < number for n in live) >= target
+
+    def _requeue_if_queued(self, trial) -> None:
+        fixed = trial.system_attrs.get("fixed_params")
+        if fixed is not None or "retry_history" in trial.system_attrs:
+            self.study.enqueue_trial(dict(trial.params), user_attrs={"source": "enqueued"})
+
+    def tell(self, proposal: Proposal, trait_mean: float | None, coherence: float | None,
+             delta: float | None, weight: float, rows: int) -> None:
+        trial = proposal._trial
+        for key, value in (("weight", weight), ("layer", proposal.layer), ("rows", rows),
+                           ("trait_mean", trait_mean), ("coherence_mean", coherence)):
+            trial.set_user_attr(key, value)
+        if delta is None or coherence is None:  # the judge scored nothing: an evaluated failure
+            trial.set_user_attr("error", "no scores")
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
+        trial.set_constraint(CONSTRAINT, self.min_coherence - coherence)
+        self.study.tell(trial, float(delta))
+
+    def abandon(self, proposals: list[Proposal]) -> None:
+        """Fail interrupted trials now and re-queue their params for the next run."""
+        for p in proposals:
+            with contextlib.suppress(Exception):
+                self.study.tell(p._trial, state=TrialState.FAIL)
+                with _quiet():
+                    self._retry(self.study, self.storage.get_trial(p._trial._trial_id))
+
+    @contextlib.contextmanager
+    def keep_alive(self, proposals: list[Proposal]) -> Iterator[None]:
+        """Record heartbeats for `proposals` while they are being evaluated."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.heartbeat_s):
+                for p in proposals:
+                    with contextlib.suppress(Exception):
+                        self.storage.record_heartbeat(p._trial._trial_id)
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    # ---- seeding the study ----------------------------------------------------------------
+    def _enqueue_startup(self, n: int) -> None:
+        """Evenly spaced coefficients (cycling through layers) so the model starts informed."""
+        lo, hi = self.space.coef_min, self.space.coef_max
+        for i in range(n):
+            params: dict[str, Any] = {"coefficient": lo + (hi - lo) * (i + 0.5) / n}
+            if len(self.space.layers) > 1:
+                params["layer"] = self.space.layers[i % len(self.space.layers)]
+            self.study.enqueue_trial(params, user_attrs={"source": "enqueued"},
+                                     skip_if_exists=True)
+
+    def enqueue(self, layer: int, coefficient: float) -> None:
+        params: dict[str, Any] = {"coefficient": float(coefficient)}
+        if len(self.space.layers) > 1:
+            params["layer"] = layer
+        self.study.enqueue_trial(params, user_attrs={"source": "enqueued"}, skip_if_exists=True)
+
+    def add_known(self, layer: int, coefficient: float, weight: float, trait_mean: float,
+                  coherence: float, delta: float, rows: int) -> bool:
+        """Add an already evaluated config as a completed trial (skipped if present)."""
+        params: dict[str, Any] = {"coefficient": float(coefficient)}
+        if len(self.space.layers) > 1:
+            params["layer"] = layer
+        if layer not in self.space.layers or not (
+                self.space.coef_min <= coefficient <= self.space.coef_max):
+            return False
+        for t in self._trials((TrialState.COMPLETE,)):
+            if t.params == params:
+                return False
+        self.study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={k: d for k, d in self.space.distributions().items()
+                                          if k in params},
+            value=float(delta), constraints={CONSTRAINT: self.min_coherence - coherence},
+            user_attrs={"source": "known", "weight": weight, "layer": layer, "rows": rows,
+                        "trait_mean": trait_mean, "coherence_mean": coherence}))
+        return True
+
+    # ---- reading back ---------------------------------------------------------------------
+    def records(self) -> list[TrialRecord]:
+        out = []
+        for t in self._trials((TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)):
+            attrs = t.user_attrs
+            if attrs.get("source") == "surplus" or "coefficient" not in t.params:
+                continue
+            constraint = t.constraints.get(CONSTRAINT)
+            out.append(TrialRecord(
+                number=t.number, layer=int(t.params.get("layer", attrs.get(
+                    "layer", self.space.layers[0]))),
+                coefficient=float(t.params["coefficient"]), weight=attrs.get("weight"),
+                trait_mean=attrs.get("trait_mean"), coherence_mean=attrs.get("coherence_mean"),
+                trait_delta=t.value if t.state == TrialState.COMPLETE else None,
+                feasible=None if constraint is None else bool(constraint <= 0),
+                state=_STATE_NAMES[t.state], source=attrs.get("source", "search"),
+                rows=int(attrs.get("rows", 0))))
+        return out
+
+
+def url_is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def _sampler(kind: str, seed: int, startup_trials: int):
+    if kind == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials)
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials,
+                                          constant_liar=True)
+    raise SteeropsError(f"search.sampler: unknown sampler {kind!r} (gp or tpe)")
+
+
+def _check_settings(study, name: str, settings: dict[str, Any]) -> None:
+    """A study's trials are only comparable under one objective; refuse to mix."""
+    stored = study.user_attrs.get("settings")
+    if stored is None:
+        study.set_user_attr("settings", settings)
+        return
+    for key in sorted(set(stored) | set(settings)):
+        if stored.get(key) != settings.get(key):
+            raise SteeropsError(
+                f"search.study: study {name!r} was run with {key}={stored.get(key)!r}, not "
+                f"{settings.get(key)!r}; pass --study NEW_NAME for a new study")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence Optuna's experimental-feature and ask-with-heartbeat warnings: the heartbeat is
+    driven by `keep_alive` here, not by `Study.optimize`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        yield

@@ -1,0 +1,218 @@
+"""Batched steered generation: every row of a batch carries its own steering.
+
+A `SteeringTable` holds, per hooked layer, the distinct unit vectors in use and, per row,
+up to K (vector index, weight) slots (weight 0 = no-op). While generating, a forward hook
+on each hooked decoder block adds `delta[row]` to the block output. The delta of every row
+of the current sub-batch is gathered once per sub-batch, by the global row ids of its rows,
+into a static buffer; the hook itself only slices that buffer by the batch size (a shape,
+not a tensor value), so decode steps do no host synchronisation and no recomputation, and
+a row keeps its steering however the batch is split, sorted or padded.
+
+Scopes: `all` steers prompt and generated tokens; `response` steers only decode steps (a
+forward over one new token with a cache), so the first generated token still comes from the
+unsteered prompt logits, and a one-token prompt would count as a decode step (a chat
+template never renders one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from steerops.errors import SteeropsError
+from steerops.models.resolver import ModelLayout
+
+SCOPES = ("all", "response")
+# torch < 2.5 only has the CUDA-specific class.
+OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+# One steering addition: (layer, unit vector [hidden], weight).
+Addition = tuple[int, torch.Tensor, float]
+
+
+class SteeringTable:
+    """Per-row steering for `len(rows)` rows; `rows[r]` lists row r's additions.
+
+    The same vector object used by many rows is stored once per layer (deduplicated by
+    identity), so a table for hundreds of configs stays small.
+    """
+
+    def __init__(self, rows: Sequence[Sequence[Addition]]):
+        self.n_rows = len(rows)
+        slots: dict[int, list[list[tuple[int, float]]]] = {}
+        found: dict[int, dict[int, int]] = {}  # layer -> id(vector) -> index
+        self.vectors: dict[int, list[torch.Tensor]] = {}
+        for r, additions in enumerate(rows):
+            for layer, vector, weight in additions:
+                if vector.dim() != 1:
+                    raise SteeropsError(f"steering vector for layer {layer} must be 1-D, "
+                                        f"got shape {tuple(vector.shape)}")
+                index = found.setdefault(layer, {})
+                if id(vector) not in index:
+                    index[id(vector)] = len(index)
+                    self.vectors.setdefault(layer, []).append(vector)
+                per_row = slots.setdefault(layer, [[] for _ in range(self.n_rows)])
+                per_row[r].append((index[id(vector)], float(weight)))
+        self.index: dict[int, torch.Tensor] = {}   # layer -> [n_rows, K] long
+        self.weight: dict[int, torch.Tensor] = {}  # layer -> [n_rows, K] float32
+        for layer, per_row in slots.items():
+            k = max(len(s) for s in per_row)
+            index = torch.zeros(self.n_rows, k, dtype=torch.long)
+            weight = torch.zeros(self.n_rows, k, dtype=torch.float32)
+            for r, row_slots in enumerate(per_row):
+                for j, (i, w) in enumerate(row_slots):
+                    index[r, j], weight[r, j] = i, w
+            self.index[layer], self.weight[layer] = index, weight
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.vectors)
+
+
+class _LayerState:
+    """One hooked layer's table and static buffers, on that layer's device."""
+
+    def __init__(self, table: SteeringTable, layer: int, device: torch.device,
+                 dtype: torch.dtype, max_rows: int):
+        self.vectors = torch.stack([v.to(torch.float32) for v in table.vectors[layer]]).to(device)
+        self.index = table.index[layer].to(device)
+        self.weight = table.weight[layer].to(device)
+        self.row_ids = torch.zeros(max_rows, dtype=torch.long, device=device)
+        self.delta = torch.zeros(max_rows, self.vectors.shape[1], dtype=dtype, device=device)
+
+    def select(self, row_ids: torch.Tensor) -> None:
+        n = row_ids.shape[0]
+        rows = self.row_ids[:n]
+        rows.copy_(row_ids, non_blocking=True)
+        # sum_k weight[r, k] * vectors[index[r, k]], in float32, then in the model's dtype.
+        delta = torch.einsum("rk,rkh->rh", self.weight[rows], self.vectors[self.index[rows]])
+        self.delta[:n].copy_(delta)
+
+
+class SteeringHooks:
+    """Controller yielded by `steering_hooks`: `select(row_ids)` before each sub-batch."""
+
+    def __init__(self, states: dict[int, _LayerState], max_rows: int):
+        self._states = states
+        self.max_rows = max_rows
+
+    def select(self, row_ids: Sequence[int] | torch.Tensor) -> None:
+        """Make the next forwards steer their batch rows as table rows `row_ids`."""
+        ids = torch.as_tensor(row_ids, dtype=torch.long)
+        if ids.shape[0] > self.max_rows:
+            raise SteeropsError(f"sub-batch of {ids.shape[0]} rows exceeds the "
+                                f"{self.max_rows} rows the steering buffers hold")
+        for state in self._states.values():
+            state.select(ids)
+
+
+def _block_device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    param = next(module.parameters())
+    return param.device, param.dtype
+
+
+def _make_hook(state: _LayerState, scope: str):
+    def hook(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        if scope == "response" and hidden.shape[1] != 1:
+            return None  # prefill: leave the prompt unsteered
+        steered = hidden + state.delta[: hidden.shape[0]].unsqueeze(1)
+        return (steered, *output[1:]) if isinstance(output, tuple) else steered
+    return hook
+
+
+@contextlib.contextmanager
+def steering_hooks(layout: ModelLayout, table: SteeringTable, scope: str = "all",
+                   max_rows: int | None = None) -> Iterator[SteeringHooks]:
+    """Hook every layer of `table` (added to the block output); hooks are always removed."""
+    if scope not in SCOPES:
+        raise SteeropsError(f"steering.scope: unknown scope {scope!r} (use all or response)")
+    max_rows = max_rows or table.n_rows
+    handles = []
+    try:
+        states = {}
+        for layer in table.layers:
+            if not 0 <= layer < layout.num_layers:
+                raise SteeropsError(f"layer {layer} out of range: the model has "
+                                    f"{layout.num_layers} layers")
+            module = layout.component_module(layer, "residual")
+            device, dtype = _block_device_dtype(module)
+            states[layer] = _LayerState(table, layer, device, dtype, max_rows)
+            handles.append(module.register_forward_hook(_make_hook(states[layer], scope)))
+        yield SteeringHooks(states, max_rows)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def generate_steered(model: torch.nn.Module, layout: ModelLayout, prompts: Sequence[list[int]],
+                     table: SteeringTable | None, *, pad_token_id: int,
+                     stop_ids: Sequence[int], max_new_tokens: int, scope: str = "all",
+                     max_batch_rows: int = 256, cache_implementation: str | None = None,
+                     progress: bool = False, desc: str = "steer") -> list[list[int]]:
+    """Greedy new tokens (cut before the first stop id) for each row, in the caller's order.
+
+    Row i is `prompts[i]` (token ids) steered as `table` row i (no table: unsteered). Rows
+    are sorted by length (longest first, so an out-of-memory error shows up early) and
+    generated in left-padded sub-batches of at most `max_batch_rows`; a sub-batch that runs
+    out of accelerator memory is halved and retried, finished sub-batches are kept.
+    """
+    if table is not None and table.n_rows != len(prompts):
+        raise SteeropsError(f"steering table has {table.n_rows} rows for {len(prompts)} prompts")
+    if any(len(p) == 0 for p in prompts):
+        raise SteeropsError("cannot generate from an empty prompt")
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    size = max(1, min(max_batch_rows, len(prompts)))
+    settings = {"max_new_tokens": max_new_tokens, "do_sample": False,
+                "pad_token_id": pad_token_id, "eos_token_id": list(stop_ids)}
+    if cache_implementation:
+        settings["cache_implementation"] = cache_implementation
+    results: list[list[int] | None] = [None] * len(prompts)
+    hooks = (steering_hooks(layout, table, scope, size) if table is not None and table.layers
+             else contextlib.nullcontext())
+    start = 0
+    with hooks as control, tqdm(total=len(order), desc=desc, unit="row",
+                                disable=None if progress else True) as bar:
+        while start < len(order):
+            chunk = order[start:start + size]
+            try:
+                if control is not None:
+                    control.select(chunk)
+                new = _generate_batch(model, [prompts[i] for i in chunk], settings)
+            except OutOfMemoryError:
+                if size == 1:
+                    raise SteeropsError("out of accelerator memory generating a single row: "
+                                        "lower max_new_tokens or use a smaller model") from None
+                size = max(1, size // 2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            for i, ids in zip(chunk, new):
+                results[i] = cut_at_stop(ids, stop_ids)
+            start += len(chunk)
+            bar.update(len(chunk))
+    return results  # type: ignore[return-value]
+
+
+@torch.inference_mode()
+def _generate_batch(model, prompt_ids: list[list[int]], settings: dict) -> list[list[int]]:
+    width = max(len(ids) for ids in prompt_ids)
+    pad = settings["pad_token_id"]
+    device = model.get_input_embeddings().weight.device
+    input_ids = torch.tensor([[pad] * (width - len(ids)) + list(ids) for ids in prompt_ids],
+                             device=device)
+    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_ids],
+                        device=device)
+    out = model.generate(input_ids=input_ids, attention_mask=mask, **settings)
+    return out[:, width:].tolist()
+
+
+def cut_at_stop(ids: list[int], stop_ids: Sequence[int]) -> list[int]:
+    stops = set(stop_ids)
+    for k, token in enumerate(ids):
+        if token in stops:
+            return ids[:k]
+    return ids

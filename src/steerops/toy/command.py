@@ -1,0 +1,43 @@
+"""`steerops toy`: build the embedded toy world (model, traits, calibration, probe tasks)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from steerops.cli import add_override, load_params_for
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "toy", help="build the embedded toy world (trained model, trait data, judge)",
+        description="Build the toy world from a seed: a word-level chat model trained on CPU, "
+        "the toy/refusal trait dataset, calibration prompts and probe tasks.",
+    )
+    parser.add_argument("--params", default=None, metavar="FILE",
+                        help="experiment params (default: ./params.yaml)")
+    add_override(parser, "--out", "paths.toy", metavar="DIR",
+                 type=lambda s: str(Path(s).resolve()), help="where to build (default: paths.toy)")
+    add_override(parser, "--seed", "seed", type=int, help="world and training seed")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from steerops.toy.build import build_toy_world
+
+    params = load_params_for(args)
+    out = params.path(params.paths.toy)
+    summary = build_toy_world(out, seed=params.seed, progress=True)
+    _write_probe_data(out, params.seed)
+    print(f"toy world written to {out}")
+    for key in ("build_seconds", "heldout"):
+        if key in summary:
+            print(f"  {key}: {summary[key]}")
+
+
+def _write_probe_data(out: Path, seed: int) -> None:
+    try:
+        from steerops.probes.toy_data import write_toy_probe_data
+    except ImportError:  # probes package not installed in this build
+        return
+    write_toy_probe_data(out, seed=seed)

@@ -1,0 +1,105 @@
+"""Method names: a base method plus an optional cleaning suffix, one grammar everywhere.
+
+Every stage that takes a method (`vectors`, `clean`, `steer`, `search`, `report`) parses
+it here, so a cleaned variant is a method like any other and the vectors directory is
+named after it.
+
+    NAME    := BASE | BASE "_" CLEAN
+    BASE    := a registered method (mean_diff, probe, gradient, random_baseline, pca, ...)
+    CLEAN   := SELECT | "cleaned" | "preclean" | "preclean_" SELECT
+    SELECT  := "top" N | "layertop" N | "dims" D ("-" D)*       (N >= 1, D >= 0)
+
+Post-extraction cleaning (compute the vector, zero dims, renormalise to unit norm):
+
+    mean_diff_top2         the calibration's top-2 global dims (aggregate.global_dims[:2])
+    mean_diff_layertop2    each layer's own top-2 (aggregate.top_dims_by_layer["<L>"][:2])
+    mean_diff_cleaned      every global dim (aggregate.global_dims)
+    mean_diff_dims12-345   dims 12 and 345 (needs no calibration)
+
+Pre-extraction cleaning (zero the dims in every activation, then run the method):
+
+    probe_preclean         every global dim
+    probe_preclean_top2    top-2 global dims (likewise _preclean_layertopN, _preclean_dimsA-B)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from steerops.errors import SteeropsError
+
+_SELECT = re.compile(r"^(?:(top|layertop)([1-9]\d*)|dims(\d+(?:-\d+)*))$")
+GRAMMAR_HINT = ("expected _topN, _layertopN, _dimsA-B-..., _cleaned, _preclean or "
+                "_preclean_<topN|layertopN|dimsA-B>")
+
+
+@dataclass(frozen=True)
+class Cleaning:
+    """Which dims to zero (`select`), and whether before (`pre`) or after (`post`) fitting."""
+
+    mode: Literal["pre", "post"]
+    select: Literal["global", "top", "layertop", "dims"]
+    n: int | None = None  # for top / layertop
+    dims: tuple[int, ...] = ()  # for an explicit list
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.select != "dims"
+
+    @property
+    def spec(self) -> str:
+        """The suffix without the mode, e.g. `top2`, `dims12-345`, `global`."""
+        if self.select in ("top", "layertop"):
+            return f"{self.select}{self.n}"
+        if self.select == "dims":
+            return "dims" + "-".join(map(str, self.dims))
+        return "global"
+
+
+@dataclass(frozen=True)
+class MethodName:
+    name: str  # as written, also the vectors directory name
+    base: str  # registered method that computes the direction
+    cleaning: Cleaning | None = None
+
+
+def known_methods() -> list[str]:
+    from steerops.vectors.methods import METHODS
+
+    return sorted(METHODS)
+
+
+def parse_method(name: str) -> MethodName:
+    """Split `name` into its base method and cleaning; one-line error naming the bad part."""
+    known = known_methods()
+    base = next((m for m in sorted(known, key=len, reverse=True)
+                 if name == m or name.startswith(m + "_")), None)
+    if base is None:
+        raise SteeropsError(f"unknown method {name!r} (known: {', '.join(known)}; add a "
+                            f"cleaning suffix such as _top1 or _preclean)")
+    suffix = name[len(base) + 1:]
+    if not suffix:
+        return MethodName(name, base)
+    return MethodName(name, base, _parse_cleaning(name, suffix))
+
+
+def _parse_cleaning(name: str, suffix: str) -> Cleaning:
+    mode: Literal["pre", "post"] = "post"
+    if suffix == "cleaned":
+        return Cleaning("post", "global")
+    if suffix == "preclean":
+        return Cleaning("pre", "global")
+    if suffix.startswith("preclean_"):
+        mode, suffix = "pre", suffix[len("preclean_"):]
+    match = _SELECT.match(suffix)
+    if not match:
+        raise SteeropsError(f"method {name!r}: bad cleaning suffix {suffix!r} ({GRAMMAR_HINT})")
+    kind, n, dims = match.groups()
+    if dims is not None:
+        values = tuple(int(d) for d in dims.split("-"))
+        if len(set(values)) != len(values):
+            raise SteeropsError(f"method {name!r}: dim repeated in {suffix!r}")
+        return Cleaning(mode, "dims", dims=values)
+    return Cleaning(mode, kind, n=int(n))
