@@ -72,14 +72,8 @@ def resolve_max_new_tokens(params) -> int:
     from steerops.specs import max_response_tokens
 
     needs = [max_response_tokens(p) for p in params.extraction.positions]
-    bounded = [n for n in needs if n is not None]
-    reads_response = any(p.replace(" ", "").startswith(("response[", "all["))
-                         for p in params.extraction.positions)
-    open_ended = reads_response and any(n is None for n, p in
-                                        zip(needs, params.extraction.positions)
-                                        if p.replace(" ", "").startswith(("response[", "all[")))
-    n = max(bounded, default=0)
-    if open_ended or n == 0:
+    n = max((k for k in needs if k is not None), default=0)
+    if n == 0 or None in needs:  # nothing reads the response, or reads to its end
         n = max(n, cfg.auto_open_ended)
     if cfg.vet:
         n = max(n, cfg.vet_min_new_tokens)
@@ -103,6 +97,8 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
 
     old = _previous_summary(summary_file, rows_file) if not force else None
     if old and old["generation_hash"] == gen_hash and old["vetting_hash"] == vet_hash:
+        if progress:
+            print(f"{name} [{cfg.variant}]: up to date (--force regenerates)")
         return old
 
     from steerops.tracking import track
@@ -183,7 +179,7 @@ def _complete(params, trait: Trait, gen: dict, progress: bool) -> tuple[list[dic
 
 def _vet(rows: list[dict], judge, cfg) -> None:
     scores = judge.score([r["prompt"] for r in rows], [r["response"] for r in rows])
-    for row, (trait, coherence) in zip(rows, scores):
+    for row, (trait, coherence) in zip(rows, scores, strict=True):
         row.update(trait=trait, coherence=coherence, kept=_passes(row["polarity"], trait, cfg))
     if cfg.paired_filter:
         passed = {(r["polarity"], r["source_index"], r["rollout"]): r["kept"] for r in rows}

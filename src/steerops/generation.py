@@ -95,7 +95,7 @@ def generate_responses(model, tokenizer, prompts: Sequence[Prompt | str], *,
                 step = max(1, step // 2)
                 _empty_cache()
                 continue
-            for job, ids in zip(batch, rows):
+            for job, ids in zip(batch, rows, strict=True):
                 results[job] = ids
             start += len(batch)
             bar.update(len(batch))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from steerops.config.base import Strict
@@ -28,10 +30,11 @@ class ProbesConfig(Strict):
     tasks_name: str | None = Field(None, description="task-set name in output paths; "
                                    "default: the tasks file's stem")
     scores: str = "data/toy/probes/scores.csv"
-    condition: str = Field("default", description="activation condition the probe trains on")
+    condition: str = Field("baseline", description="activation condition the probe trains on "
+                           "(each task keeps its own system prompt)")
     position: str = "prompt[-1]"
     layers: str = "all"
-    component: str = "residual"
+    component: Literal["residual", "attn_out", "mlp_out"] = "residual"
     alphas: list[float] = Field(default_factory=lambda: [10.0**k for k in range(-3, 7)],
                                 min_length=1)
     standardize: bool = True

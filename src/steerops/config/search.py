@@ -23,7 +23,8 @@ class SearchConfig(Strict):
     min_coherence: float | None = Field(
         None, ge=0, le=100, description="feasible if coherence >= this; default "
         "steering.min_coherence")
-    seed: int | None = Field(None, description="sampler and question-split seed; default `seed`")
+    seed: int | None = Field(None, description="sampler seed; default `seed` (which also "
+                             "seeds the search/held-out question split)")
     startup_trials: int = Field(4, ge=1, description="evenly spaced coefficients evaluated "
                                 "before the sampler's model takes over")
     enqueue: list[float] = Field(default_factory=list,
@@ -31,6 +32,8 @@ class SearchConfig(Strict):
     known_results: str | None = Field(
         None, description="steering results.jsonl to import as trials; default: the steer "
         "stage's results for the same trait/method/position when its settings hash matches")
+    import_known: bool = Field(True, description="import known results (off: search from "
+                               "scratch, e.g. for benchmarks)")
     heartbeat_s: int = Field(30, ge=1, description="trial heartbeat period (RDB storages)")
     grace_s: int = Field(120, ge=1, description="a running trial with no heartbeat for this "
                          "long is failed and retried")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -29,10 +30,13 @@ def cache_key(judge_id: str, kind: str, question: str, response: str) -> str:
 class JudgeCache:
     def __init__(self, folder: str | Path):
         self.path = Path(folder) / CACHE_FILE
+        self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60)
+            # Callers may score from worker threads; one lock serialises this connection.
+            self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: still safe on a crash
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, judge TEXT, "
                 "kind TEXT, mean REAL, mass REAL NOT NULL, created REAL)"
@@ -47,22 +51,25 @@ class JudgeCache:
         for start in range(0, len(unique), 500):  # stay under sqlite's variable limit
             chunk = unique[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT key, mean, mass FROM answers WHERE key IN ({marks})", chunk
-            )
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT key, mean, mass FROM answers WHERE key IN ({marks})", chunk
+                ).fetchall()
             found.update({key: (mean, mass) for key, mean, mass in rows})
         return found
 
     def put(self, key: str, judge_id: str, kind: str, entry: Entry) -> None:
         mean, mass = entry
-        with self._db:  # one transaction: the row lands whole or not at all
+        with self._lock, self._db:  # one transaction: the row lands whole or not at all
             self._db.execute(
                 "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
                 (key, judge_id, kind, mean, float(mass), time.time()),
             )
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()

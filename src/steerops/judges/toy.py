@@ -12,4 +12,4 @@ class ToyJudge:
         from steerops.toy.judge import score
 
         check_pairs(questions, responses)
-        return [score(q, r) for q, r in zip(questions, responses)]
+        return [score(q, r) for q, r in zip(questions, responses, strict=True)]

@@ -40,4 +40,4 @@ def residualize(scores: dict[str, float], confounds: dict[str, tuple[str, ...]],
     r2 = 1.0 - float((resid**2).sum()) / ss_tot if ss_tot > 0 else 0.0
     report = {"columns": columns, "r2": r2, "n_used": len(kept), "n_dropped": len(dropped),
               "dropped": dropped[:50]}
-    return dict(zip(kept, resid.tolist())), report
+    return dict(zip(kept, resid.tolist(), strict=True)), report

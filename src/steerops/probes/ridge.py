@@ -119,7 +119,8 @@ def _best(scores: list[float], alphas: list[float]) -> int:
 def fit_holdout(x: np.ndarray, y: np.ndarray, alphas: list[float], split: Split,
                 standardize: bool = True) -> ProbeFit:
     weights, biases = _fit_on(x[split.train], y[split.train], alphas, standardize)
-    sweep_r = [pearson(x[split.sweep] @ w + b, y[split.sweep]) for w, b in zip(weights, biases)]
+    sweep_pred = weights @ x[split.sweep].T + biases[:, None]
+    sweep_r = [pearson(p, y[split.sweep]) for p in sweep_pred]
     best = _best(sweep_r, alphas)
     final_pred = x[split.final] @ weights[best] + biases[best]
     return ProbeFit(

@@ -35,7 +35,8 @@ class ThurstonianFit:
     converged: bool
 
     def scores(self) -> dict[str, tuple[float, float]]:
-        return {t: (float(m), float(s)) for t, m, s in zip(self.tasks, self.mu, self.sigma)}
+        return {t: (float(m), float(s))
+                for t, m, s in zip(self.tasks, self.mu, self.sigma, strict=True)}
 
 
 def _log_phi(z: np.ndarray) -> np.ndarray:
@@ -58,7 +59,8 @@ def _objective(theta: np.ndarray, winners: np.ndarray, losers: np.ndarray, count
     share = -z / (scale * scale)
     grad_ls = (np.bincount(winners, dz * share * var[winners], n)
                + np.bincount(losers, dz * share * var[losers], n))
-    nll += 0.5 * float(mu @ mu) / prior_mu**2 + 0.5 * float(log_sigma @ log_sigma) / prior_log_sigma**2
+    nll += 0.5 * float(mu @ mu) / prior_mu**2
+    nll += 0.5 * float(log_sigma @ log_sigma) / prior_log_sigma**2
     grad_mu += mu / prior_mu**2
     grad_ls += log_sigma / prior_log_sigma**2
     return nll, np.concatenate([grad_mu, grad_ls])
@@ -100,4 +102,5 @@ def sample_comparisons(rng: np.random.Generator, tasks: list[str], mu: np.ndarra
     a = rng.integers(0, len(tasks), n)
     b = (a + rng.integers(1, len(tasks), n)) % len(tasks)  # never equal to a
     a_wins = mu[a] + sigma[a] * rng.standard_normal(n) > mu[b] + sigma[b] * rng.standard_normal(n)
-    return [(tasks[i], tasks[j], tasks[i] if w else tasks[j]) for i, j, w in zip(a, b, a_wins)]
+    return [(tasks[i], tasks[j], tasks[i] if w else tasks[j])
+            for i, j, w in zip(a, b, a_wins, strict=True)]

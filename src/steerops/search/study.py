@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -26,6 +28,11 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from steerops.errors import SteeropsError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no file locks; run one worker per sqlite file there
+    fcntl = None
 
 CONSTRAINT = "coherence"
 SEARCHED = ("search", "enqueued")  # sources whose completed trials count
@@ -85,49 +92,66 @@ class SearchStudy:
         self.min_coherence = float(min_coherence)
         self.heartbeat_s = heartbeat_s
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        try:
-            kwargs = {"connect_args": {"timeout": 30}} if url_is_sqlite(storage_url) else {}
-            with _quiet():
-                self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=max_retry)
-                self.storage = optuna.storages.RDBStorage(
-                    storage_url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_s,
-                    grace_period=grace_s, heartbeat_stale_trial_callback=self._retry)
-        except Exception as exc:  # bad URL, missing driver, unreachable server
-            raise SteeropsError(f"search.storage: cannot open {storage_label(storage_url)}: "
-                                f"{str(exc).splitlines()[0]}") from None
-        probe = optuna.create_study(storage=self.storage, study_name=name,
-                                    direction="maximize", load_if_exists=True)
-        _check_settings(probe, name, settings)
-        # Seeded by the study's size too: a resumed search must not replay the draws of the
-        # first run (and stays reproducible for a given study state).
-        n_before = len(probe.get_trials(deepcopy=False))
-        self.study = optuna.load_study(study_name=name, storage=self.storage,
-                                       sampler=_sampler(sampler, seed + n_before, startup_trials))
-        self.name = name
-        if n_before == 0:
-            self._enqueue_startup(startup_trials)
+        with _quiet():
+            self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        self._lock = _sqlite_lock_file(storage_url)
+        with self._locked():
+            self.storage = _open_storage(storage_url, heartbeat_s, grace_s, self._retry)
+            probe = optuna.create_study(storage=self.storage, study_name=name,
+                                        direction="maximize", load_if_exists=True)
+            _check_settings(probe, name, settings)
+            # Seeded by the study's size too: a resumed search must not replay the draws of
+            # the first run (and stays reproducible for a given study state).
+            n_before = len(probe.get_trials(deepcopy=False))
+            self.study = optuna.load_study(
+                study_name=name, storage=self.storage,
+                sampler=_sampler(sampler, seed + n_before, startup_trials))
+            self.name = name
+            if n_before == 0:
+                self._enqueue_startup(startup_trials)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise check-then-write steps between processes on one sqlite file.
+
+        Optuna takes a row lock (SELECT ... FOR UPDATE) to pop a queued trial or fail a
+        stale one; SQLite ignores that clause, so two workers could pop the same trial. A
+        lock file beside the database restores the guarantee (sqlite is local anyway);
+        PostgreSQL and MySQL need nothing extra."""
+        if self._lock is None or fcntl is None or not self._lock.parent.is_dir():
+            yield
+            return
+        with open(self._lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ---- counting -------------------------------------------------------------------------
     def _trials(self, states=None):
         return self.study.get_trials(deepcopy=False, states=states)
 
     def n_done(self) -> int:
-        """Completed trials evaluated by a search (imported known results do not count)."""
-        return sum(t.user_attrs.get("source", "search") in SEARCHED
-                   for t in self._trials((TrialState.COMPLETE,)))
+        """Trials a search finished: completed, or failed because nothing could be scored
+        (imported known results do not count)."""
+        return sum(_counts(t) for t in self._trials((TrialState.COMPLETE, TrialState.FAIL)))
 
     def n_running(self) -> int:
         return len(self._trials((TrialState.RUNNING,)))
 
     def fail_stale(self) -> None:
         """Fail (and re-queue) trials of workers whose heartbeat stopped."""
-        with _quiet():
+        with self._locked(), _quiet():
             optuna.storages.fail_stale_trials(self.study)
 
     # ---- ask / tell -----------------------------------------------------------------------
     def ask(self, k: int, target: int) -> list[Proposal]:
         """Up to `k` new trials, never taking the study past `target` counted trials."""
+        with self._locked():
+            return self._ask(k, target)
+
+    def _ask(self, k: int, target: int) -> list[Proposal]:
         proposals = []
         dists = self.space.distributions()
         for _ in range(k):
@@ -148,8 +172,7 @@ class SearchStudy:
         return proposals
 
     def _is_surplus(self, number: int, target: int) -> bool:
-        live = [t.number for t in self._trials((TrialState.COMPLETE, TrialState.RUNNING))
-                if t.user_attrs.get("source", "search") in SEARCHED]
+        live = [t.number for t in self._trials() if _counts(t) or t.state == TrialState.RUNNING]
         return sum(n < number for n in live) >= target
 
     def _requeue_if_queued(self, trial) -> None:
@@ -209,6 +232,10 @@ class SearchStudy:
                                      skip_if_exists=True)
 
     def enqueue(self, layer: int, coefficient: float) -> None:
+        if not self.space.coef_min <= coefficient <= self.space.coef_max:
+            raise SteeropsError(f"search.enqueue: coefficient {coefficient:g} is outside the "
+                                f"searched range [{self.space.coef_min:g}, "
+                                f"{self.space.coef_max:g}]")
         params: dict[str, Any] = {"coefficient": float(coefficient)}
         if len(self.space.layers) > 1:
             params["layer"] = layer
@@ -254,8 +281,40 @@ class SearchStudy:
         return out
 
 
+def _counts(t) -> bool:
+    if t.state == TrialState.COMPLETE:
+        return t.user_attrs.get("source", "search") in SEARCHED
+    return t.state == TrialState.FAIL and "error" in t.user_attrs
+
+
+def _open_storage(url: str, heartbeat_s: int, grace_s: int, retry, attempts: int = 5):
+    kwargs = {"connect_args": {"timeout": 30}} if url_is_sqlite(url) else {}
+    for attempt in range(attempts):
+        try:
+            with _quiet():
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_s,
+                    grace_period=grace_s, heartbeat_stale_trial_callback=retry)
+        except Exception as exc:  # bad URL, missing driver, unreachable server
+            # Workers starting together on a new database race to create its tables.
+            if "already exists" in str(exc) and attempt + 1 < attempts:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise SteeropsError(f"search.storage: cannot open {storage_label(url)}: "
+                                f"{str(exc).splitlines()[0]}") from None
+
+
 def url_is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
+
+
+def _sqlite_lock_file(url: str) -> Path | None:
+    if not url_is_sqlite(url):
+        return None
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return None
+    return Path(database + ".lock")
 
 
 def _sampler(kind: str, seed: int, startup_trials: int):

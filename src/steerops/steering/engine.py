@@ -190,7 +190,7 @@ def generate_steered(model: torch.nn.Module, layout: ModelLayout, prompts: Seque
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 continue
-            for i, ids in zip(chunk, new):
+            for i, ids in zip(chunk, new, strict=True):
                 results[i] = cut_at_stop(ids, stop_ids)
             start += len(chunk)
             bar.update(len(chunk))

@@ -31,6 +31,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     system_rate: float = 0.2   # share of examples with a neutral system prompt
     strict_rate: float = 0.05  # share with the refuse-everything system prompt
+    prompt_loss: bool = False  # also predict prompt tokens (language modelling on requests)
     num_threads: int = 2
 
 
@@ -66,7 +67,7 @@ def encode_example(tokenizer, req: corpus.Request) -> tuple[list[int], int]:
     return full_ids, len(prompt_ids)
 
 
-def _batch(examples: list[tuple[list[int], int]], pad_id: int):
+def _batch(examples: list[tuple[list[int], int]], pad_id: int, prompt_loss: bool = False):
     """Right-padded batch; labels are -100 outside the assistant turn (response + eos).
     Right padding needs no attention mask: causal attention never looks at later pads."""
     width = max(len(ids) for ids, _ in examples)
@@ -74,7 +75,8 @@ def _batch(examples: list[tuple[list[int], int]], pad_id: int):
     labels = torch.full((len(examples), width), -100, dtype=torch.long)
     for row, (ids, n_prompt) in enumerate(examples):
         input_ids[row, :len(ids)] = torch.tensor(ids)
-        labels[row, n_prompt:len(ids)] = torch.tensor(ids[n_prompt:])
+        first = 1 if prompt_loss else n_prompt
+        labels[row, first:len(ids)] = torch.tensor(ids[first:])
     return input_ids, labels
 
 
@@ -133,7 +135,7 @@ def _train_loop(model, opt, examples, pad_id, cfg: TrainConfig, progress: bool) 
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         chunk = examples[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-        input_ids, labels = _batch(chunk, pad_id)
+        input_ids, labels = _batch(chunk, pad_id, cfg.prompt_loss)
         loss = model(input_ids=input_ids, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

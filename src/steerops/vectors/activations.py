@@ -61,22 +61,21 @@ def load_activations(params, trait: str, variant: str, position: str,
                                 f"--trait {trait} --variant {variant} --position "
                                 f"'{position}'` first)")
     meta = read_json(meta_file)
-    for key in ("examples", "hidden_size"):
-        if key not in meta:
-            raise SteeropsError(f"{meta_file}: missing key {key!r}")
+    if not isinstance(meta.get("examples"), list):
+        raise SteeropsError(f"{meta_file}: missing key 'examples'")
     with safe_open(str(tensors), framework="pt") as f:
         shapes = {key: f.get_slice(key).get_shape() for key in f.keys()}
     layers = sorted(int(k[len("layer_"):]) for k in shapes if k.startswith("layer_"))
     if not layers:
         raise SteeropsError(f"{tensors}: no layer_<L> tensors")
-    expected = [len(meta["examples"]), int(meta["hidden_size"])]
+    hidden = int(meta.get("hidden_size") or shapes[f"layer_{layers[0]}"][-1])
+    expected = [len(meta["examples"]), hidden]
     for layer in layers:
         if list(shapes[f"layer_{layer}"]) != expected:
             raise SteeropsError(f"{tensors}: layer_{layer} has shape {shapes[f'layer_{layer}']}"
                                 f", metadata says {expected} (examples x hidden_size)")
     train, val = _split_rows(meta["examples"], meta_file)
-    return TraitActivations(directory, meta, layers, int(meta["hidden_size"]),
-                            file_md5(tensors), train, val)
+    return TraitActivations(directory, meta, layers, hidden, file_md5(tensors), train, val)
 
 
 def _split_rows(examples: list[dict], where: Path) -> tuple[ClassRows, ClassRows]:

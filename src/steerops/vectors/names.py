@@ -79,10 +79,9 @@ def parse_method(name: str) -> MethodName:
     if base is None:
         raise SteeropsError(f"unknown method {name!r} (known: {', '.join(known)}; add a "
                             f"cleaning suffix such as _top1 or _preclean)")
-    suffix = name[len(base) + 1:]
-    if not suffix:
+    if name == base:
         return MethodName(name, base)
-    return MethodName(name, base, _parse_cleaning(name, suffix))
+    return MethodName(name, base, _parse_cleaning(name, name[len(base) + 1:]))
 
 
 def _parse_cleaning(name: str, suffix: str) -> Cleaning:

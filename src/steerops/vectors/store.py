@@ -1,8 +1,8 @@
 """Steering vectors on disk: `vectors.safetensors` (`layer_<L>`: [hidden] float32 unit
 vectors) and `metadata.json` beside it (contract in docs/internals.md).
 
-Both files are written atomically; the tensors first, so a reader that finds
-`metadata.json` never pairs it with missing tensors from an interrupted write.
+Both files are written atomically, the tensors first; the metadata records the tensors'
+MD5, so a pair left mismatched by a kill between the two renames is reported, not used.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from steerops.errors import SteeropsError
-from steerops.io import load_tensors, read_json, save_tensors, write_json
+from steerops.io import file_md5, load_tensors, read_json, save_tensors, write_json
 from steerops.paths import vectors_dir
 
 TENSORS_FILE = "vectors.safetensors"
@@ -28,7 +28,8 @@ def save_vectors(directory: str | Path, vectors: dict[int, torch.Tensor],
     tensors = {f"{_PREFIX}{layer}": v.detach().to("cpu", torch.float32).reshape(-1)
                for layer, v in sorted(vectors.items())}
     save_tensors(directory / TENSORS_FILE, tensors)
-    write_json(directory / METADATA_FILE, metadata)
+    write_json(directory / METADATA_FILE,
+               {**metadata, "tensors_md5": file_md5(directory / TENSORS_FILE)})
 
 
 def load_vectors(directory: str | Path) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
@@ -37,14 +38,18 @@ def load_vectors(directory: str | Path) -> tuple[dict[int, torch.Tensor], dict[s
     for name in (TENSORS_FILE, METADATA_FILE):
         if not (directory / name).is_file():
             raise SteeropsError(f"vectors not found: {directory / name} "
-                                f"(run `steerops vectors`, or `steerops clean` for a cleaned "
-                                f"method, first)")
+                                f"(run {_maker(directory.name)} first)")
     try:
         tensors = load_tensors(directory / TENSORS_FILE)
         metadata = read_json(directory / METADATA_FILE)
     except Exception as exc:  # corrupt file: name it instead of a library traceback
         raise SteeropsError(f"{directory}: unreadable vectors ({exc.__class__.__name__})") \
             from None
+    if not isinstance(metadata, dict):
+        raise SteeropsError(f"{directory / METADATA_FILE}: expected a JSON object")
+    if metadata.get("tensors_md5") not in (None, file_md5(directory / TENSORS_FILE)):
+        raise SteeropsError(f"{directory}: {TENSORS_FILE} does not match {METADATA_FILE} "
+                            f"(interrupted write? run {_maker(directory.name)} again)")
     vectors = {}
     for key, tensor in tensors.items():
         if not key.startswith(_PREFIX) or not key[len(_PREFIX):].isdigit():
@@ -54,15 +59,30 @@ def load_vectors(directory: str | Path) -> tuple[dict[int, torch.Tensor], dict[s
     return dict(sorted(vectors.items())), metadata
 
 
+def _maker(method: str) -> str:
+    """The command that writes vectors for `method` (the directory's name)."""
+    from steerops.vectors.names import parse_method
+
+    try:
+        cleaned = parse_method(method).cleaning is not None
+    except SteeropsError:
+        return "`steerops vectors`"
+    if cleaned:
+        return f"`steerops clean --variants {method}`"
+    return f"`steerops vectors --methods {method}`"
+
+
 def vectors_for(params, trait: str, variant: str, position: str, component: str,
                 method: str) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
     """The vectors a run of `steerops vectors`/`clean` stored for this combination."""
+    from steerops.vectors.names import parse_method
+
+    parse_method(method)  # an unknown name gets its own error, not "not found"
     return load_vectors(vectors_dir(params.out, trait, variant, position, component, method))
 
 
 def check_hidden_size(vector: torch.Tensor, hidden_size: int, where: str) -> None:
     """Fail with one line when a vector cannot be added to a model's hidden states."""
-    size = vector.shape[-1] if vector.dim() else 0
-    if vector.dim() != 1 or size != hidden_size:
+    if vector.dim() != 1 or vector.shape[0] != hidden_size:
         raise SteeropsError(f"{where}: vector has shape {tuple(vector.shape)} but the model's "
                             f"hidden size is {hidden_size}")

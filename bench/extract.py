@@ -1,0 +1,228 @@
+"""Extraction throughput and memory: steerops vs a naive full forward, same inputs, one run.
+
+The naive way is `model(..., output_hidden_states=True)` on every batch, then reading the
+requested position from each layer's hidden states: it runs every block and the LM head
+(a [batch, seq, vocab] logits tensor). steerops runs blocks only up to the deepest requested
+layer through its hooks and streams pooled results to disk in resumable shards (that I/O is
+timed too). Both use the same length-sorted batches under the same token budget, after a
+warm-up batch each. Prints tokens/s, peak memory above the weights, and the ratios; on CUDA
+also the share of the FLOP-limited rate, measured with a bf16 matmul in the same run.
+
+    python bench/extract.py                        # toy world on CPU (built in a temp dir)
+    python bench/extract.py --model data/toy/model
+    python bench/extract.py --device cuda          # gemma-3-4b-shaped random bf16 model
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from steerops.extract import engine
+from steerops.extract.batching import length_order, plan_batches
+from steerops.models import resolve_layout
+from steerops.specs import parse_layers, parse_position
+
+GEMMA3_4B = dict(vocab_size=262144, hidden_size=2560, intermediate_size=10240,
+                 num_hidden_layers=34, num_attention_heads=8, num_key_value_heads=4,
+                 head_dim=256)
+
+
+def toy_model(path: str | None):
+    from transformers import AutoModelForCausalLM
+
+    if path is None:
+        from steerops.toy.build import build_toy_world
+
+        root = Path(tempfile.mkdtemp(prefix="bench-toy-"))
+        print(f"building the toy world in {root} ...")
+        build_toy_world(root, seed=0, progress=False)
+        path = root / "model"
+    return AutoModelForCausalLM.from_pretrained(path).eval()
+
+
+def gemma3_4b(device: str):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(**GEMMA3_4B, pad_token_id=0, bos_token_id=2, eos_token_id=1)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            model = Gemma3ForCausalLM(config).eval()
+    finally:
+        torch.set_default_dtype(old)
+    return model
+
+
+def random_examples(n: int, tokens: int, vocab: int, seed: int = 0) -> list[engine.Example]:
+    """Prompts of `tokens` +- 10% random ids (lengths vary, so sorting and padding matter)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(int(tokens * 0.9), int(tokens * 1.1) + 1, size=n)
+    return [engine.Example(np.concatenate([[2], rng.integers(3, vocab, size=int(m) - 1)]),
+                           int(m), {"i": i}) for i, m in enumerate(lengths)]
+
+
+class PeakMemory:
+    """Peak memory above the level at entry: CUDA allocator stats, or sampled RSS on CPU."""
+
+    def __init__(self, device: str):
+        self.device, self.peak = device, 0
+
+    def __enter__(self):
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base = self.top = _rss()
+            self.running = True
+            self.thread = threading.Thread(target=self._sample, daemon=True)
+            self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.top = max(self.top, _rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self.running = False
+            self.thread.join()
+            self.peak = max(self.top, _rss()) - self.base
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+@torch.inference_mode()
+def naive(model, examples, batches, layers, position, device) -> None:
+    """Full forward with output_hidden_states, then the window mean-pooled at each layer."""
+    for batch in batches:
+        seqs = [examples[i].ids for i in batch]
+        ids, mask, _ = engine.pad_batch(seqs, 0, "right")
+        weights = torch.zeros(ids.shape)
+        for r, seq in enumerate(seqs):
+            window = list(position.window(len(seq), 0))
+            weights[r, window] = 1.0 / len(window)
+        weights = weights.to(device)
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                    output_hidden_states=True, use_cache=False)
+        for layer in layers:
+            torch.einsum("bs,bsh->bh", weights, out.hidden_states[layer + 1].float()).cpu()
+        del out
+
+
+def steerops_run(model, layout, examples, layers, position, budget, device, folder) -> dict:
+    job = engine.Job(Path(folder), position, layers, "residual", "float32",
+                     shard_examples=256, token_budget=budget)
+    return engine.run_job(engine.Extractor(model, layout, 0, "right", device), examples, job,
+                          lambda kept: {}, progress=False)
+
+
+def matmul_tflops(device: str, dtype: torch.dtype) -> float:
+    n = 8192 if device.startswith("cuda") else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ a
+    _sync(device)
+    reps = 20 if device.startswith("cuda") else 3
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ a
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e12
+
+
+def flops_per_token(model, layout, layers, mean_len: float) -> float:
+    """2 x parameters of the blocks that run, plus causal attention scores and mixing."""
+    deepest = max(layers)
+    params = sum(p.numel() for i in range(deepest + 1) for p in layout.layers[i].parameters())
+    cfg = model.config.get_text_config()
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    attention = 2 * (deepest + 1) * mean_len * heads * head_dim  # QK^T + AV, causal half
+    return 2 * params + attention
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--model", default=None, help="local model dir (default: toy; on cuda: "
+                    "gemma-3-4b-shaped random weights)")
+    ap.add_argument("--prompts", type=int, default=None, help="default: 512 cuda, 256 cpu")
+    ap.add_argument("--tokens", type=int, default=None, help="default: 256 cuda, 48 cpu")
+    ap.add_argument("--token-budget", type=int, default=16384)
+    ap.add_argument("--layers", default="all")
+    ap.add_argument("--position", default="prompt[-1]")
+    args = ap.parse_args()
+    cuda = args.device.startswith("cuda")
+    if cuda and not args.model:
+        model = gemma3_4b(args.device)
+    else:
+        model = toy_model(args.model).to(args.device)
+    model.requires_grad_(False)
+    layout = resolve_layout(model)
+    layers = parse_layers(args.layers, layout.num_layers)
+    position = parse_position(args.position)
+    vocab = model.get_input_embeddings().weight.shape[0]
+    examples = random_examples(args.prompts or (512 if cuda else 256),
+                               args.tokens or (256 if cuda else 48), vocab)
+    lengths = [len(ex.ids) for ex in examples]
+    batches = plan_batches(length_order(lengths), lengths, args.token_budget)
+    tokens = sum(lengths)
+    dtype = next(model.parameters()).dtype
+    print(f"model: {type(model).__name__} {layout.num_layers} layers, hidden "
+          f"{layout.hidden_size}, vocab {vocab}, {dtype}, {args.device}; {len(examples)} "
+          f"prompts, {tokens} tokens, {len(batches)} batches; layers {args.layers}, "
+          f"position {position.text}")
+
+    # Warm-up: one batch each (kernels, allocator, lazy init).
+    naive(model, examples, batches[:1], layers, position, args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        steerops_run(model, layout, examples[:len(batches[0])], layers, position,
+                     args.token_budget, args.device, Path(tmp) / "warm")
+        results = {}
+        for name in ("naive", "steerops"):
+            with PeakMemory(args.device) as mem:
+                start = time.perf_counter()
+                if name == "naive":
+                    naive(model, examples, batches, layers, position, args.device)
+                else:
+                    steerops_run(model, layout, examples, layers, position,
+                                 args.token_budget, args.device, Path(tmp) / "run")
+                _sync(args.device)
+                seconds = time.perf_counter() - start
+            results[name] = (tokens / seconds, mem.peak)
+    for name, (rate, peak) in results.items():
+        print(f"{name:>9}: {rate:>10.0f} tokens/s   peak memory above weights "
+              f"{peak / 2**20:>9.1f} MiB")
+    (naive_rate, naive_peak), (ours, our_peak) = results["naive"], results["steerops"]
+    print(f"ratio steerops/naive: {ours / naive_rate:.2f}x tokens/s, "
+          f"{our_peak / max(naive_peak, 1):.2f}x peak memory")
+    if cuda:
+        peak_tflops = matmul_tflops(args.device, dtype)
+        limit = peak_tflops * 1e12 / flops_per_token(model, layout, layers, tokens / len(lengths))
+        print(f"FLOP limit: {limit:.0f} tokens/s at the measured {peak_tflops:.0f} TFLOP/s "
+              f"matmul; steerops {100 * ours / limit:.0f}%, naive {100 * naive_rate / limit:.0f}%")
+
+
+if __name__ == "__main__":
+    main()

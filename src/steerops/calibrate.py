@@ -1,0 +1,166 @@
+"""`steerops calibrate`: find a model variant's massive-activation dimensions.
+
+Runs the calibration prompts through the chat template, generates greedy responses, then
+feeds prompt + response back through the model, reading the residual stream after every
+decoder block on response tokens only. Statistics stream per batch (see
+`steerops.calibration.stats`); writes `calibration.json` and `heatmap.png` under
+`paths.calibration_file(out, variant)`'s folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from steerops.calibration.heatmap import plot_heatmap
+from steerops.calibration.stats import LayerSums, summarize
+from steerops.cli import add_common, add_override, load_params_for
+from steerops.errors import SteeropsError
+from steerops.io import write_json
+from steerops.paths import calibration_file
+from steerops.traits import Prompt
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "calibrate", help="find a variant's massive-activation dims (calibration.json)",
+        description="Generate responses to the calibration prompts and measure, per layer, "
+        "the mean residual activation over response tokens: top dims, relative magnitudes, "
+        "max/median ratios, massive dims and norms, plus the global dims across layers.",
+    )
+    add_common(parser)
+    add_override(parser, "--variant", "calibration.variant", help="model variant from `models`")
+    add_override(parser, "--prompts", "calibration.prompts", metavar="JSONL",
+                 help="calibration prompts (`prompt`, optional `system_prompt` per line)")
+    add_override(parser, "--max-new-tokens", "calibration.max_new_tokens", type=int)
+    add_override(parser, "--top-k", "calibration.top_k", type=int)
+    add_override(parser, "--massive-threshold", "calibration.massive_threshold", type=float)
+    add_override(parser, "--global-top-n", "calibration.global_top_n", type=int)
+    add_override(parser, "--global-min-layers", "calibration.global_min_layers", type=int)
+    add_override(parser, "--batch-size", "calibration.batch_size", type=int)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    params = load_params_for(args)
+    record = calibrate(params)
+    variant = params.calibration.variant
+    print(f"calibration [{variant}]: {record['n_tokens']} response tokens, global dims "
+          f"{record['aggregate']['global_dims']} -> {calibration_file(params.out, variant)}")
+
+
+def load_calibration_prompts(path: Path) -> list[Prompt]:
+    if not path.is_file():
+        raise SteeropsError(f"calibration.prompts: file not found: {path}")
+    prompts = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise SteeropsError(f"{path}:{lineno}: malformed JSON line") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise SteeropsError(f"{path}:{lineno}: each line needs a string 'prompt'")
+        system = row.get("system_prompt")
+        if system is not None and not isinstance(system, str):
+            raise SteeropsError(f"{path}:{lineno}: 'system_prompt' must be a string")
+        prompts.append(Prompt(row["prompt"], system))
+    if not prompts:
+        raise SteeropsError(f"calibration.prompts: no prompts in {path}")
+    return prompts
+
+
+def calibrate(params, progress: bool = True) -> dict:
+    """Run calibration for `calibration.variant`; returns the calibration.json record."""
+    from steerops.generation import generate_responses
+    from steerops.models import load_model
+    from steerops.tracking import track
+
+    cfg = params.calibration
+    prompts_file = params.path(cfg.prompts)
+    prompts = load_calibration_prompts(prompts_file)
+    spec = params.variant(cfg.variant)
+    out_file = calibration_file(params.out, cfg.variant)
+    settings = {k: getattr(cfg, k) for k in (
+        "max_new_tokens", "top_k", "massive_threshold", "massive_min_share", "global_top_n",
+        "global_min_layers")}
+    with track(params, "calibrate", f"calibrate {cfg.variant}",
+               inputs={"calibration_prompts": prompts_file},
+               tags={"steerops.variant": cfg.variant}) as tracker:
+        start = time.perf_counter()
+        loaded = load_model(params, cfg.variant, padding_side="left")
+        completions = generate_responses(
+            loaded.model, loaded.tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size, seed=params.seed, progress=progress,
+            desc="calibrate: generate")
+        sequences = [(c.prompt_ids, c.response_ids) for c in completions if c.response_ids]
+        if not sequences:
+            raise SteeropsError(f"models.{cfg.variant}: every calibration response was empty")
+        sums = response_stats(loaded, sequences, cfg.massive_threshold, cfg.batch_size,
+                              progress)
+        record = {
+            "variant": cfg.variant,
+            "model": {"variant": cfg.variant, "id": spec.id, "revision": spec.revision,
+                      "dtype": spec.dtype},
+            "prompts": str(prompts_file), "settings": settings,
+            "n_prompts": len(prompts), "empty_responses": len(prompts) - len(sequences),
+            "n_tokens": sum(len(r) for _, r in sequences),
+            **summarize(sums, cfg.top_k, cfg.massive_min_share, cfg.global_top_n,
+                        cfg.global_min_layers),
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        plot_heatmap(record, out_file.with_name("heatmap.png"))
+        write_json(out_file, record)
+        _log(tracker, record, out_file)
+    return record
+
+
+def response_stats(loaded, sequences: list[tuple[list[int], list[int]]], threshold: float,
+                   batch_size: int, progress: bool = True) -> dict[int, LayerSums]:
+    """Stream every layer's residual on response tokens of (prompt_ids, response_ids) pairs
+    into per-layer `LayerSums`; batches are length-sorted and left-padded."""
+    from steerops.capture import forward_capture
+
+    layout = loaded.layout
+    layers = list(range(layout.num_layers))
+    sums = {layer: LayerSums.zeros(layout.hidden_size) for layer in layers}
+    pad = loaded.tokenizer.pad_token_id or 0  # padded positions are masked out
+    order = sorted(sequences, key=lambda s: len(s[0]) + len(s[1]))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc="calibrate: activations", unit="batch",
+                      disable=None if progress else True):
+        width = max(len(p) + len(r) for p, r in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        response = torch.zeros((len(batch), width), dtype=torch.bool)
+        for row, (p, r) in enumerate(batch):
+            ids[row, width - len(p) - len(r):] = torch.tensor(p + r)
+            mask[row, width - len(p) - len(r):] = 1
+            response[row, width - len(r):] = True
+        device = loaded.input_device
+        store = forward_capture(loaded.model, layout, ids.to(device), mask.to(device), layers)
+        for layer in layers:
+            out = store[layer]
+            sums[layer].add(out[response.to(out.device)], threshold)
+    return sums
+
+
+def _log(tracker, record: dict, out_file: Path) -> None:
+    tracker.log_params({"variant": record["variant"], "model_id": record["model"]["id"],
+                        "n_prompts": record["n_prompts"], **record["settings"]})
+    tracker.log_metrics({"n_tokens": record["n_tokens"], "seconds": record["seconds"],
+                         "n_global_dims": len(record["aggregate"]["global_dims"])})
+    for layer, stats in record["layers"].items():
+        tracker.log_metrics({"norm": stats["norm"],
+                             "max_median_ratio_mean": stats["max_median_ratio"]["mean"],
+                             "max_median_ratio_max": stats["max_median_ratio"]["max"],
+                             "n_massive_dims": len(stats["massive_dims"])}, step=int(layer))
+    tracker.set_tags({"global_dims": ",".join(map(str, record["aggregate"]["global_dims"]))})
+    tracker.log_artifact(out_file)
+    tracker.log_artifact(out_file.with_name("heatmap.png"))

@@ -1,0 +1,43 @@
+"""`steerops clean`: vectors with the model's massive dims removed, as new method names.
+
+    steerops clean --trait toy/refusal --variants mean_diff_top1,probe_preclean \
+        --calibration-variant instruct
+
+Post-extraction variants (`mean_diff_top1`, `probe_layertop2`, `mean_diff_cleaned`,
+`mean_diff_dims12-345`) zero dims of the stored base vectors (run `steerops vectors` for the
+base method first) and renormalise; pre-extraction variants (`probe_preclean`,
+`mean_diff_preclean_top2`) zero the dims in the activations and fit the base method again.
+The dims come from `<out>/calibration/<calibration variant>/calibration.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from steerops.cli import add_override, csv_list, load_params_for
+from steerops.errors import SteeropsError
+from steerops.vectors.names import parse_method
+from steerops.vectors.stage import add_selection_flags, run_stage
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "clean", help="remove massive dims from steering vectors (before or after fitting)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_selection_flags(parser)
+    add_override(parser, "--variants", "cleaning.variants", type=csv_list(), metavar="M1,M2",
+                 help="cleaned method names, e.g. mean_diff_top1,probe_preclean "
+                 "(default: cleaning.variants)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    params = load_params_for(args)
+    names = params.cleaning.variants
+    for name in names:
+        if parse_method(name).cleaning is None:
+            raise SteeropsError(f"cleaning.variants: {name!r} has no cleaning suffix (e.g. "
+                                f"{name}_top1 or {name}_preclean; plain methods are made "
+                                f"by `steerops vectors`)")
+    for directory in run_stage(params, "clean", names, stored_base=True):
+        print(directory)

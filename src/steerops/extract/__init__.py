@@ -1,0 +1,1 @@
+"""Activation extraction: trait examples or task sets -> pooled activations on disk."""

@@ -1,0 +1,148 @@
+"""`steerops extract`: pooled activations for traits, or for a task set (probes).
+
+    steerops extract [--trait CAT/NAME] [--variant V] [--position SPEC[,SPEC]] [--layers SPEC]
+                     [--component residual|attn_out|mlp_out]
+    steerops extract --tasks FILE.jsonl [--conditions FILE.json] [--variant V]
+                     [--position SPEC] [--layers SPEC]
+
+Every input is checked (specs, trait data, responses) before the model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from steerops.cli import add_common, add_override, csv_list, load_params_for
+from steerops.errors import SteeropsError
+from steerops.models.resolver import COMPONENTS
+from steerops.specs import check_layers, parse_layers, parse_position
+from steerops.traits import load_trait
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "extract", help="extract pooled activations (traits, or a task set for probes)",
+        description="Capture a component's output at chosen layers and token positions in "
+        "one early-stopped pass per batch; streamed to disk in resumable shards.",
+    )
+    add_common(parser)
+    add_override(parser, "--trait", "traits.names", type=csv_list(), metavar="CAT/NAME[,..]",
+                 help="trait(s) to extract (default: traits.names)")
+    add_override(parser, "--variant", "extraction.variant", help="model variant from `models`")
+    add_override(parser, "--position", "extraction.positions", type=csv_list(),
+                 metavar="SPEC[,..]", help="e.g. prompt[-1], response[:5], all[:]")
+    add_override(parser, "--layers", "extraction.layers", metavar="SPEC",
+                 help="all, 15, 5,10,15, 5-20, 0-30:5, 30%%-60%%, or a mixture")
+    add_override(parser, "--component", "extraction.component", choices=COMPONENTS)
+    add_override(parser, "--dtype", "extraction.dtype", choices=["float32", "bfloat16"],
+                 help="dtype of the saved activations")
+    add_override(parser, "--token-budget", "extraction.token_budget", type=int,
+                 help="max padded tokens per forward batch")
+    add_override(parser, "--shard-examples", "extraction.shard_examples", type=int,
+                 help="examples per resumable shard")
+    parser.add_argument("--tasks", metavar="FILE.jsonl", default=None,
+                        help="task-set mode: tasks (task_id, prompt or messages, "
+                        "system_prompt); defaults then come from the `probes` block")
+    parser.add_argument("--conditions", metavar="FILE.json", default=None,
+                        help="task-set mode: system-prompt conditions (baseline + conditions)")
+    parser.add_argument("--force", action="store_true", help="recompute even if up to date")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    params = load_params_for(args)
+    if args.tasks:
+        _run_tasks(args, params)
+    elif args.conditions:
+        raise SteeropsError("--conditions needs --tasks FILE.jsonl")
+    else:
+        _run_traits(args, params)
+
+
+def _run_traits(args, params) -> None:
+    from steerops.extract.inputs import load_kept_responses
+    from steerops.extract.trait import extract_trait, responses_file
+
+    cfg = params.extraction
+    positions = [parse_position(p) for p in cfg.positions]
+    if not positions:
+        raise SteeropsError("extraction.positions: empty")
+    check_layers(cfg.layers)
+    params.variant(cfg.variant)
+    for name in params.traits.names:
+        load_trait(params.path(params.traits.root), name)
+        if any(p.needs_response for p in positions):
+            load_kept_responses(responses_file(params, name, cfg.variant), name, cfg.variant)
+    _precheck_layers(params, cfg.variant, cfg.layers)
+    loaded = _load(params, cfg.variant)
+    layers = parse_layers(cfg.layers, loaded.layout.num_layers)
+    for name in params.traits.names:
+        for pos in positions:
+            out_dir, meta = extract_trait(params, loaded, name, pos, layers, cfg.component,
+                                          force=args.force)
+            _report(f"{name} {pos.text}", out_dir, meta)
+
+
+def _run_tasks(args, params) -> None:
+    from steerops.extract.tasks import BASELINE, extract_tasks, load_conditions, load_tasks
+
+    probes = params.probes
+    given = vars(args)
+    variant = given.get("override:extraction.variant") or probes.variant
+    layer_spec = given.get("override:extraction.layers") or probes.layers
+    component = given.get("override:extraction.component") or probes.component
+    positions = given.get("override:extraction.positions") or [probes.position]
+    if len(positions) != 1:
+        raise SteeropsError(f"--position: task-set mode takes one position (got {positions})")
+    position = parse_position(positions[0])
+    check_layers(layer_spec)
+    params.variant(variant)
+    tasks_file = Path(args.tasks)
+    tasks = load_tasks(tasks_file)
+    conditions = load_conditions(args.conditions) if args.conditions else [BASELINE]
+    if position.needs_response:
+        raise SteeropsError(f"position {position.text!r}: task sets have no responses; use a "
+                            "prompt position such as prompt[-1]")
+    _precheck_layers(params, variant, layer_spec)
+    loaded = _load(params, variant)
+    layers = parse_layers(layer_spec, loaded.layout.num_layers)
+    name = probes.tasks_name or tasks_file.stem
+    inputs = {"tasks": tasks_file}
+    if args.conditions:
+        inputs["conditions"] = Path(args.conditions)
+    outputs = extract_tasks(params, loaded, tasks, name, conditions, position.text, layers,
+                            component, force=args.force, run_inputs=inputs)
+    for cond_id, out_dir in outputs.items():
+        print(f"{name} [{cond_id}] -> {out_dir}")
+
+
+def _precheck_layers(params, variant: str, spec: str) -> None:
+    """Check layer ranges against the model's config before loading its weights."""
+    from transformers import AutoConfig
+
+    from steerops.models.loading import model_source
+
+    model = params.variant(variant)
+    try:
+        config = AutoConfig.from_pretrained(model_source(params, variant),
+                                            revision=model.revision,
+                                            trust_remote_code=model.trust_remote_code)
+        depth = int(config.get_text_config().num_hidden_layers)
+    except Exception:  # unreadable config: the check after loading still runs
+        return
+    if not model.layers_path:
+        parse_layers(spec, depth)
+
+
+def _load(params, variant: str):
+    from steerops.models import load_model
+
+    return load_model(params, variant, padding_side=params.extraction.padding_side)
+
+
+def _report(label: str, out_dir: Path, meta: dict) -> None:
+    counts, timing = meta["counts"], meta["timing"]
+    print(f"{label}: {counts.get('positive', 0)} positive / {counts.get('negative', 0)} "
+          f"negative, {counts.get('dropped_empty', 0)} dropped, "
+          f"{timing['tokens_per_s'] or 0:.0f} tokens/s -> {out_dir}")

@@ -1,0 +1,259 @@
+"""Streamed, sharded, resumable extraction of pooled activations.
+
+Examples (token ids with a prompt/response boundary) are sorted longest first and cut into
+shards of `shard_examples`. Each shard runs in token-budget batches through
+`steerops.capture.forward_capture` (which stops after the deepest requested layer), pools
+each example's position window in fp32, and is saved to `<out>/.partial/` with the hash of
+everything its result depends on. A rerun reuses every shard whose hash matches, so a killed
+run resumes where it stopped and ends with the same bytes. The final file is assembled one
+layer at a time in example order, then `metadata.json` is written and the shards removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from tqdm.auto import tqdm
+
+from steerops.capture import forward_capture
+from steerops.errors import SteeropsError
+from steerops.extract.batching import Batcher, length_order
+from steerops.extract.store import write_streamed
+from steerops.io import read_json, save_tensors, write_json
+from steerops.models.resolver import ModelLayout
+from steerops.specs import Position
+
+TENSORS_FILE = "activations.safetensors"
+METADATA_FILE = "metadata.json"
+PARTIAL_DIR = ".partial"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class Example:
+    ids: np.ndarray  # int64 token ids: prompt, then response
+    prompt_len: int
+    info: dict  # row metadata for metadata.json (polarity, source_index... or task_id)
+
+
+@dataclass
+class Extractor:
+    """The model side of an extraction."""
+
+    model: torch.nn.Module
+    layout: ModelLayout
+    pad_id: int
+    padding_side: str = "right"
+    device: torch.device | str = "cpu"  # where input ids go
+
+
+@dataclass
+class Job:
+    out_dir: Path
+    position: Position
+    layers: list[int]
+    component: str = "residual"
+    dtype: str = "float32"
+    settings: dict = field(default_factory=dict)  # model identity etc., part of the hash
+    shard_examples: int = 256
+    token_budget: int = 16384
+
+
+def select(examples: list[Example], position: Position) -> tuple[list[Example], list[range]]:
+    """Examples whose window is non-empty, with their windows."""
+    kept, windows = [], []
+    for ex in examples:
+        window = position.window(ex.prompt_len, len(ex.ids) - ex.prompt_len)
+        if len(window):
+            kept.append(ex)
+            windows.append(window)
+    return kept, windows
+
+
+def settings_hash(job: Job, kept: list[Example], windows: list[range]) -> str:
+    h = hashlib.md5()
+    h.update(json.dumps({"settings": job.settings, "position": job.position.text,
+                         "component": job.component, "layers": job.layers,
+                         "dtype": job.dtype}, sort_keys=True, default=str).encode())
+    for ex, w in zip(kept, windows, strict=True):
+        h.update(np.asarray(ex.ids, dtype=np.int64).tobytes())
+        h.update(json.dumps([w.start, w.stop, w.step, ex.info], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def completed(out_dir: Path, expected_hash: str) -> dict | None:
+    """The metadata of a finished extraction with this hash in `out_dir`, else None."""
+    meta_file, tensors = Path(out_dir) / METADATA_FILE, Path(out_dir) / TENSORS_FILE
+    if not (meta_file.is_file() and tensors.is_file()):
+        return None
+    try:
+        meta = read_json(meta_file)
+    except (OSError, ValueError):
+        return None
+    return meta if meta.get("settings_hash") == expected_hash else None
+
+
+def run_job(extractor: Extractor, examples: list[Example], job: Job,
+            describe: Callable[[list[Example]], dict], progress: bool = True,
+            on_shard: Callable[[int], None] | None = None) -> dict:
+    """Extract, assemble and write `activations.safetensors` + `metadata.json`.
+
+    `describe(kept)` gives the row-dependent metadata (example list, counts); `on_shard(k)`
+    is called after shard k is on disk (tests use it to simulate a kill).
+    """
+    start = time.perf_counter()
+    kept, windows = select(examples, job.position)
+    dropped = len(examples) - len(kept)
+    if not kept:
+        raise SteeropsError(f"position {job.position.text!r}: every example's window is empty "
+                            f"({len(examples)} examples); nothing to extract")
+    digest = settings_hash(job, kept, windows)
+    partial = Path(job.out_dir) / PARTIAL_DIR
+    lengths = [len(ex.ids) for ex in kept]
+    order = length_order(lengths)
+    shards = [order[i:i + job.shard_examples] for i in range(0, len(order), job.shard_examples)]
+    batcher = Batcher(job.token_budget)
+    bar = tqdm(total=len(kept), unit="ex", desc=f"extract {job.position.text}",
+               disable=None if progress else True)
+    tokens = reused = 0
+    with torch.inference_mode():
+        for k, rows in enumerate(shards):
+            path = partial / f"shard_{k:05d}.safetensors"
+            shard_hash = f"{digest}:{k}:{len(rows)}"
+            if _shard_hash(path) == shard_hash:
+                reused += 1
+                bar.update(len(rows))
+            else:
+                tensors = _compute_shard(extractor, batcher, kept, windows, lengths, rows,
+                                         job, bar)
+                tensors["rows"] = torch.tensor(rows, dtype=torch.int64)
+                save_tensors(path, tensors, metadata={"shard_hash": shard_hash})
+                tokens += sum(lengths[i] for i in rows)
+            if on_shard is not None:
+                on_shard(k)
+    bar.close()
+    mean_norm = _assemble(job, partial, len(shards), len(kept), digest)
+    seconds = time.perf_counter() - start
+    meta = {
+        **describe(kept),
+        "position": job.position.text, "component": job.component, "layers": job.layers,
+        "dtype": job.dtype, "mean_norm": {str(layer): v for layer, v in mean_norm.items()},
+        "settings_hash": digest,
+        "timing": {"seconds": round(seconds, 3), "tokens": tokens,
+                   "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None,
+                   "reused_shards": reused, "batch_halvings": batcher.halvings},
+    }
+    meta.setdefault("counts", {})["dropped_empty"] = dropped
+    write_json(Path(job.out_dir) / METADATA_FILE, meta)
+    shutil.rmtree(partial, ignore_errors=True)
+    return meta
+
+
+def _shard_hash(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("shard_hash")
+    except Exception:  # a foreign or damaged file: recompute it
+        return None
+
+
+def _compute_shard(extractor: Extractor, batcher: Batcher, kept: list[Example],
+                   windows: list[range], lengths: list[int], rows: list[int], job: Job,
+                   bar) -> dict:
+    out_dtype = DTYPES[job.dtype]
+    slot = {row: i for i, row in enumerate(rows)}
+    buffers: dict[int, torch.Tensor] = {}
+
+    def compute(batch: list[int]) -> dict[int, torch.Tensor]:
+        return pool_batch(extractor, [kept[i].ids for i in batch],
+                          [windows[i] for i in batch], job.layers, job.component)
+
+    def done(batch: list[int], pooled: dict[int, torch.Tensor]) -> None:
+        where = torch.tensor([slot[i] for i in batch])
+        for layer, values in pooled.items():
+            if layer not in buffers:
+                buffers[layer] = torch.empty(len(rows), values.shape[-1], dtype=out_dtype)
+            buffers[layer][where] = values.to(out_dtype)
+        bar.update(len(batch))
+
+    batcher.run(rows, lengths, compute, done)
+    return {f"layer_{layer}": buffers[layer] for layer in job.layers}
+
+
+def pad_batch(seqs: list[np.ndarray], pad_id: int, side: str):
+    """[batch, longest] ids and mask, and where each row's first real token sits."""
+    longest = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), longest), dtype=torch.long)
+    offsets = []
+    for r, seq in enumerate(seqs):
+        off = longest - len(seq) if side == "left" else 0
+        ids[r, off:off + len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[r, off:off + len(seq)] = 1
+        offsets.append(off)
+    return ids, mask, offsets
+
+
+def pool_batch(extractor: Extractor, seqs: list[np.ndarray], windows: list[range],
+               layers: list[int], component: str) -> dict[int, torch.Tensor]:
+    """{layer: [batch, hidden] float32 CPU}: each row's window mean-pooled in fp32."""
+    ids, mask, offsets = pad_batch(seqs, extractor.pad_id, extractor.padding_side)
+    weights = torch.zeros(ids.shape, dtype=torch.float32)
+    for r, (window, off) in enumerate(zip(windows, offsets, strict=True)):
+        weights[r, torch.tensor(list(window)) + off] = 1.0 / len(window)
+    used = weights.sum(0).nonzero().flatten()
+    lo, hi = int(used.min()), int(used.max()) + 1
+    weights = weights[:, lo:hi]
+    single = all(len(w) == 1 for w in windows)
+    cols = weights.argmax(-1) + lo if single else None
+    store = forward_capture(extractor.model, extractor.layout, ids.to(extractor.device),
+                            mask.to(extractor.device), layers, component)
+    pooled = {}
+    for layer in layers:
+        hidden = store.pop(layer)
+        if single:
+            rows = torch.arange(len(seqs), device=hidden.device)
+            values = hidden[rows, cols.to(hidden.device)].float()
+        else:
+            values = torch.einsum("bs,bsh->bh", weights.to(hidden.device),
+                                  hidden[:, lo:hi].float())
+        pooled[layer] = values.cpu()
+        del hidden
+    return pooled
+
+
+def _assemble(job: Job, partial: Path, n_shards: int, n_rows: int, digest: str) -> dict:
+    """Write the final tensors in example order, one layer at a time; mean norms out."""
+    paths = [partial / f"shard_{k:05d}.safetensors" for k in range(n_shards)]
+    rows = []
+    for path in paths:
+        with safe_open(str(path), framework="pt") as f:
+            rows.append(f.get_tensor("rows"))
+            hidden = f.get_slice(f"layer_{job.layers[0]}").get_shape()[-1]
+    dtype = DTYPES[job.dtype]
+    mean_norm: dict[int, float] = {}
+
+    def produce(name: str) -> torch.Tensor:
+        out = torch.empty(n_rows, hidden, dtype=dtype)
+        for path, where in zip(paths, rows, strict=True):
+            with safe_open(str(path), framework="pt") as f:
+                out[where] = f.get_tensor(name)
+        layer = int(name.removeprefix("layer_"))
+        mean_norm[layer] = round(float(out.float().norm(dim=-1).mean()), 6)
+        return out
+
+    specs = [(f"layer_{layer}", (n_rows, hidden), dtype) for layer in job.layers]
+    write_streamed(Path(job.out_dir) / TENSORS_FILE, specs, produce,
+                   metadata={"format": "pt", "settings_hash": digest})
+    return mean_norm

@@ -1,0 +1,110 @@
+"""Turn a trait's prompts (or its generated responses) into token ids with an exact
+prompt/response boundary, and assign the seeded train/val split.
+
+The prompt is rendered through the chat template with the generation prompt and encoded as
+`steerops generate` encodes it; the response is encoded on its own without special tokens
+and appended, so the prompt frame ends exactly where the response frame starts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from steerops.errors import SteeropsError
+from steerops.extract.engine import Example
+from steerops.generation import encode_prompt
+from steerops.models import format_prompt
+from steerops.traits import Trait
+
+POLARITIES = ("positive", "negative")
+
+
+def encode(tokenizer, prompt: str | list[dict], system_prompt: str | None = None,
+           response: str | None = None) -> tuple[np.ndarray, int]:
+    """(prompt ids + response ids, number of prompt ids)."""
+    prompt_ids = encode_prompt(tokenizer, format_prompt(tokenizer, prompt, system_prompt))
+    response_ids = []
+    if response:
+        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    ids = np.asarray(list(prompt_ids) + list(response_ids), dtype=np.int64)
+    return ids, len(prompt_ids)
+
+
+def prompt_examples(tokenizer, trait: Trait) -> list[Example]:
+    """One example per positive then negative prompt (no response)."""
+    examples = []
+    for polarity in POLARITIES:
+        for source, p in enumerate(getattr(trait, polarity)):
+            ids, n_prompt = encode(tokenizer, p.prompt, p.system_prompt)
+            info = {"index": len(examples), "polarity": polarity, "source_index": source,
+                    "rollout": 0}
+            examples.append(Example(ids, n_prompt, info))
+    return examples
+
+
+def load_kept_responses(path: Path, trait: str, variant: str) -> list[dict]:
+    """Rows of a responses file that passed vetting; a clear error when it is missing."""
+    if not path.is_file():
+        raise SteeropsError(f"responses not found: {path} (response positions need "
+                            f"completions: run `steerops generate --trait {trait}` with "
+                            f"generate.variant={variant} first)")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise SteeropsError(f"{path}:{lineno}: malformed JSON line") from None
+            missing = [k for k in ("polarity", "source_index", "prompt", "response")
+                       if not isinstance(row, dict) or k not in row]
+            if missing:
+                raise SteeropsError(f"{path}:{lineno}: missing key {missing[0]!r}")
+            if row["polarity"] not in POLARITIES:
+                raise SteeropsError(f"{path}:{lineno}: polarity must be positive or negative "
+                                    f"(got {row['polarity']!r})")
+            if row.get("kept", True):
+                rows.append(row)
+    if not rows:
+        raise SteeropsError(f"{path}: no kept responses to extract from")
+    return rows
+
+
+def response_examples(tokenizer, rows: list[dict]) -> list[Example]:
+    examples = []
+    for i, row in enumerate(rows):
+        ids, n_prompt = encode(tokenizer, row["prompt"], row.get("system_prompt"),
+                               row["response"])
+        info = {"index": int(row.get("index", i)), "polarity": row["polarity"],
+                "source_index": int(row["source_index"]), "rollout": int(row.get("rollout", 0))}
+        examples.append(Example(ids, n_prompt, info))
+    return examples
+
+
+def assign_splits(examples: list[Example], seed: int, val_fraction: float,
+                  n_sources: dict[str, int]) -> None:
+    """Set `info["split"]`: per polarity, a seeded share of source prompts goes to val, so
+    all rollouts of a prompt share a split and every position of a trait agrees on it."""
+    val: dict[str, set[int]] = {}
+    for k, polarity in enumerate(POLARITIES):
+        n = n_sources.get(polarity, 0)
+        n_val = round(val_fraction * n)
+        if val_fraction > 0 and n >= 2:
+            n_val = min(max(n_val, 1), n - 1)
+        order = np.random.default_rng([seed, k]).permutation(n)
+        val[polarity] = {int(i) for i in order[:n_val]}
+    for ex in examples:
+        inside = ex.info["source_index"] in val[ex.info["polarity"]]
+        ex.info["split"] = "val" if inside else "train"
+
+
+def split_counts(examples: list[Example]) -> dict[str, int]:
+    counts = {key: 0 for key in ("positive", "negative", "train", "val")}
+    for ex in examples:
+        counts[ex.info["polarity"]] += 1
+        counts[ex.info["split"]] += 1
+    return counts

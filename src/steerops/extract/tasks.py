@@ -1,0 +1,199 @@
+"""Task-set mode for probes: activations of many tasks under several system-prompt
+conditions, in one model load.
+
+Rows are tasks in file order (`task_ids` in metadata). A condition with a system prompt
+replaces each task's own ("override"); one without keeps it ("task"). Conditions whose
+output already holds this exact extraction are skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from steerops.errors import SteeropsError
+from steerops.extract import engine
+from steerops.extract.inputs import encode
+from steerops.extract.trait import (
+    extractor_for,
+    log_run,
+    model_input,
+    model_metadata,
+    model_settings,
+)
+from steerops.io import text_md5
+from steerops.paths import task_activations_dir
+from steerops.specs import parse_position
+
+_SAFE_ID = re.compile(r"^[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str
+    prompt: str | None
+    messages: list[dict] | None
+    system_prompt: str | None
+
+
+@dataclass(frozen=True)
+class Condition:
+    id: str
+    system_prompt: str | None  # None = keep each task's own system prompt
+
+
+BASELINE = Condition("baseline", None)
+
+
+def load_tasks(path: str | Path) -> list[Task]:
+    """Tasks from JSONL: `task_id`, `prompt` or `messages`, optional `system_prompt`."""
+    path = Path(path)
+    if not path.is_file():
+        raise SteeropsError(f"tasks file not found: {path}")
+    tasks: list[Task] = []
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                task = _parse_task(line, f"{path}:{lineno}")
+                if task.task_id in seen:
+                    raise SteeropsError(f"{path}:{lineno}: duplicate task_id {task.task_id!r}")
+                seen.add(task.task_id)
+                tasks.append(task)
+    if not tasks:
+        raise SteeropsError(f"{path}: no tasks")
+    return tasks
+
+
+def _parse_task(line: str, where: str) -> Task:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        raise SteeropsError(f"{where}: malformed JSON line") from None
+    if not isinstance(row, dict):
+        raise SteeropsError(f"{where}: expected a JSON object")
+    task_id = row.get("task_id")
+    if isinstance(task_id, bool) or not isinstance(task_id, str | int) or str(task_id) == "":
+        raise SteeropsError(f"{where}: task_id: required (a non-empty string)")
+    prompt, messages, system = row.get("prompt"), row.get("messages"), row.get("system_prompt")
+    if (prompt is None) == (messages is None):
+        raise SteeropsError(f"{where}: give exactly one of 'prompt' or 'messages'")
+    if prompt is not None and not isinstance(prompt, str):
+        raise SteeropsError(f"{where}: prompt: must be a string")
+    if messages is not None and not (
+            isinstance(messages, list) and messages
+            and all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                    and isinstance(m.get("content"), str) for m in messages)):
+        raise SteeropsError(f"{where}: messages: must be a non-empty list of "
+                            "{role, content} objects")
+    if system is not None and not isinstance(system, str):
+        raise SteeropsError(f"{where}: system_prompt: must be a string or null")
+    return Task(str(task_id), prompt, messages, system)
+
+
+def load_conditions(path: str | Path) -> list[Condition]:
+    """The OOD conditions file (baseline + conditions) as extraction conditions."""
+    from steerops.probes.data import read_conditions
+
+    baseline, others = read_conditions(Path(path))
+    return check_conditions([Condition(c.id, c.system_prompt) for c in [baseline, *others]])
+
+
+def check_conditions(conditions: list[Condition]) -> list[Condition]:
+    if not conditions:
+        raise SteeropsError("no conditions to extract")
+    seen: set[str] = set()
+    for c in conditions:
+        if not _SAFE_ID.match(c.id):
+            raise SteeropsError(f"condition id {c.id!r}: use letters, digits, '_', '.', '-'")
+        if c.id in seen:
+            raise SteeropsError(f"condition id {c.id!r}: duplicate")
+        seen.add(c.id)
+    return conditions
+
+
+def task_examples(tokenizer, tasks: list[Task], condition: Condition) -> list[engine.Example]:
+    examples = []
+    for task in tasks:
+        content = task.prompt if task.messages is None else task.messages
+        system = task.system_prompt
+        if condition.system_prompt is not None:
+            system = condition.system_prompt
+            if task.messages is not None:  # the condition's system prompt replaces the task's
+                content = [m for m in task.messages if m["role"] != "system"]
+        ids, n_prompt = encode(tokenizer, content, system)
+        examples.append(engine.Example(ids, n_prompt, {"task_id": task.task_id}))
+    return examples
+
+
+def extract_tasks(params, loaded, tasks: list[Task], tasks_name: str,
+                  conditions: list[Condition], position: str, layers: list[int],
+                  component: str = "residual", tracker=None, *, force: bool = False,
+                  progress: bool = True, on_shard: Callable[[int], None] | None = None,
+                  run_inputs: dict[str, Path] | None = None) -> dict[str, Path]:
+    """Extract every condition; returns {condition id: output dir}. Each condition
+    extracted is a child run of `tracker` (or of a run opened here, tagged with the DVC
+    hashes of `run_inputs` and the model)."""
+    pos = parse_position(position)
+    if pos.needs_response:
+        raise SteeropsError(f"position {pos.text!r}: task sets have no responses; use a "
+                            "prompt position such as prompt[-1]")
+    if not tasks:
+        raise SteeropsError(f"task set {tasks_name!r}: no tasks")
+    check_conditions(conditions)
+    cfg = params.extraction
+    source_hash = text_md5(json.dumps([t.__dict__ for t in tasks], sort_keys=True))
+    outputs: dict[str, Path] = {}
+    todo = []
+    for cond in conditions:
+        out_dir = task_activations_dir(params.out, tasks_name, loaded.name, pos.text,
+                                       component, cond.id)
+        examples = task_examples(loaded.tokenizer, tasks, cond)
+        job = engine.Job(out_dir, pos, layers, component, cfg.dtype,
+                         settings=model_settings(loaded, cfg.padding_side),
+                         shard_examples=cfg.shard_examples, token_budget=cfg.token_budget)
+        outputs[cond.id] = out_dir
+        kept, windows = engine.select(examples, pos)
+        if force or engine.completed(out_dir, engine.settings_hash(job, kept, windows)) is None:
+            todo.append((cond, job, examples))
+    if not todo:
+        return outputs
+
+    with _parent_run(params, tracker, tasks_name, loaded, run_inputs or {}) as parent:
+        for cond, job, examples in todo:
+            policy = "task" if cond.system_prompt is None else "override"
+
+            def describe(kept, cond=cond, policy=policy) -> dict:
+                return {"tasks": tasks_name, **model_metadata(loaded),
+                        "task_ids": [ex.info["task_id"] for ex in kept],
+                        "condition": {"id": cond.id, "system_prompt": cond.system_prompt},
+                        "system_prompt_policy": policy, "source_hash": source_hash,
+                        "counts": {"tasks": len(kept)}}
+
+            with parent.child(f"condition {cond.id}", {
+                    "mode": "tasks", "tasks": tasks_name, "condition": cond.id,
+                    "system_prompt_policy": policy, "variant": loaded.name,
+                    "position": pos.text, "component": component, "layers": layers,
+                    "dtype": cfg.dtype}) as child:
+                meta = engine.run_job(extractor_for(loaded, cfg.padding_side), examples, job,
+                                      describe, progress=progress, on_shard=on_shard)
+                log_run(child, meta, job.out_dir)
+    return outputs
+
+
+@contextlib.contextmanager
+def _parent_run(params, tracker, tasks_name: str, loaded, inputs: dict[str, Path]):
+    if tracker is not None:
+        yield tracker
+        return
+    from steerops.tracking import track
+
+    with track(params, "extract", f"extract tasks {tasks_name} {loaded.name}",
+               inputs={**inputs, **model_input(loaded)},
+               tags={"steerops.tasks": tasks_name, "steerops.variant": loaded.name}) as run:
+        run.log_params({"mode": "tasks", "tasks": tasks_name, "variant": loaded.name})
+        yield run

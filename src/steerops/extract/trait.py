@@ -1,0 +1,144 @@
+"""Trait mode: activations of a trait's positive and negative examples at one position.
+
+Prompt positions read the trait's prompts directly; response positions (and `all[...]`)
+read the kept rows of `steerops generate`'s responses file. One MLflow run per
+(trait, variant, position, component), tagged with the DVC hash of its input data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from steerops.extract import engine
+from steerops.extract.inputs import (
+    POLARITIES,
+    assign_splits,
+    load_kept_responses,
+    prompt_examples,
+    response_examples,
+    split_counts,
+)
+from steerops.io import file_md5, text_md5, tree_md5
+from steerops.models import LoadedModel
+from steerops.paths import activations_dir, responses_dir
+from steerops.specs import Position, parse_position
+from steerops.traits import load_trait
+
+
+def responses_file(params, trait: str, variant: str) -> Path:
+    return responses_dir(params.out, trait, variant) / "responses.jsonl"
+
+
+def extract_trait(params, loaded: LoadedModel, trait_name: str, position: str | Position,
+                  layers: list[int], component: str | None = None, *, force: bool = False,
+                  progress: bool = True,
+                  on_shard: Callable[[int], None] | None = None) -> tuple[Path, dict]:
+    """Extract one trait at one position; returns (output dir, metadata). Skips the work
+    when the output already holds this exact extraction (unless `force`)."""
+    cfg = params.extraction
+    pos = parse_position(position) if isinstance(position, str) else position
+    component = component or cfg.component
+    trait = load_trait(params.path(params.traits.root), trait_name)
+    if pos.needs_response:
+        source = responses_file(params, trait_name, loaded.name)
+        examples = response_examples(loaded.tokenizer,
+                                     load_kept_responses(source, trait_name, loaded.name))
+    else:
+        source = trait.path
+        examples = prompt_examples(loaded.tokenizer, trait)
+    n_sources = {p: len(getattr(trait, p)) for p in POLARITIES}
+    for ex in examples:
+        polarity = ex.info["polarity"]
+        n_sources[polarity] = max(n_sources[polarity], ex.info["source_index"] + 1)
+    assign_splits(examples, params.seed, cfg.val_fraction, n_sources)
+
+    out_dir = activations_dir(params.out, trait_name, loaded.name, pos.text, component)
+    job = engine.Job(out_dir, pos, layers, component, cfg.dtype,
+                     settings=model_settings(loaded, cfg.padding_side),
+                     shard_examples=cfg.shard_examples, token_budget=cfg.token_budget)
+    source_hash = file_md5(source) if source.is_file() else tree_md5(source)
+
+    def describe(kept: list[engine.Example]) -> dict:
+        return {"trait": trait_name, **model_metadata(loaded), "seed": params.seed,
+                "val_fraction": cfg.val_fraction, "source_hash": source_hash,
+                "examples": [ex.info for ex in kept], "counts": split_counts(kept)}
+
+    if not force:
+        kept, windows = engine.select(examples, pos)
+        done = engine.completed(out_dir, engine.settings_hash(job, kept, windows))
+        if done is not None:
+            return out_dir, done
+
+    from steerops.tracking import track
+
+    run_name = f"extract {trait_name} {loaded.name} {pos.text} {component}"
+    inputs = {"responses" if pos.needs_response else "trait": source, **model_input(loaded)}
+    with track(params, "extract", run_name, inputs=inputs,
+               tags={"steerops.trait": trait_name, "steerops.variant": loaded.name}) as tracker:
+        tracker.log_params({"mode": "trait", "trait": trait_name, "variant": loaded.name,
+                            "model": loaded.spec.id, "revision": loaded.spec.revision,
+                            "position": pos.text, "component": component, "layers": layers,
+                            "dtype": cfg.dtype, "token_budget": cfg.token_budget,
+                            "shard_examples": cfg.shard_examples, "seed": params.seed,
+                            "val_fraction": cfg.val_fraction,
+                            "padding_side": cfg.padding_side})
+        meta = engine.run_job(extractor_for(loaded, cfg.padding_side), examples, job, describe,
+                              progress=progress, on_shard=on_shard)
+        log_run(tracker, meta, out_dir)
+    return out_dir, meta
+
+
+def extractor_for(loaded: LoadedModel, padding_side: str) -> engine.Extractor:
+    tok = loaded.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return engine.Extractor(loaded.model, loaded.layout, int(pad_id or 0), padding_side,
+                            loaded.input_device)
+
+
+def model_settings(loaded: LoadedModel, padding_side: str) -> dict:
+    spec = loaded.spec
+    return {"model": loaded.source, "revision": spec.revision, "model_dtype": spec.dtype,
+            "weights": weights_fingerprint(Path(loaded.source)),
+            "chat_template": spec.chat_template, "padding_side": padding_side}
+
+
+def weights_fingerprint(path: Path) -> str | None:
+    """Names, sizes and mtimes of local weights: a rebuilt model is noticed without hashing
+    gigabytes. Hub models are identified by id and revision alone."""
+    if not path.is_dir():
+        return None
+    entries = sorted((p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in path.rglob("*") if p.is_file())
+    return text_md5(json.dumps(entries))
+
+
+def model_metadata(loaded: LoadedModel) -> dict:
+    return {"model": {"variant": loaded.name, "id": loaded.spec.id,
+                      "revision": loaded.spec.revision, "source": loaded.source,
+                      "dtype": loaded.spec.dtype},
+            "hidden_size": loaded.layout.hidden_size, "num_layers": loaded.layout.num_layers}
+
+
+# Hashing local weights costs a full read; above this size only hub id/revision identify them.
+_MODEL_HASH_LIMIT = 2 << 30
+
+
+def model_input(loaded: LoadedModel) -> dict[str, Path]:
+    path = Path(loaded.source)
+    if not path.is_dir():
+        return {}
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return {"model": path} if size <= _MODEL_HASH_LIMIT else {}
+
+
+def log_run(tracker, meta: dict, out_dir: Path) -> None:
+    counts, timing = meta.get("counts", {}), meta["timing"]
+    metrics = {"examples": sum(counts.get(k, 0) for k in ("positive", "negative"))
+               or counts.get("tasks"), "dropped_empty": counts.get("dropped_empty"),
+               "seconds": timing["seconds"], "tokens": timing["tokens"],
+               "tokens_per_s": timing["tokens_per_s"], "reused_shards": timing["reused_shards"]}
+    metrics.update({f"mean_norm_layer_{k}": v for k, v in meta["mean_norm"].items()})
+    tracker.log_metrics(metrics)
+    tracker.log_artifact(out_dir / engine.METADATA_FILE)

@@ -1,0 +1,64 @@
+"""What every model-backed judge shares: prompts, the disk cache and the None threshold.
+
+A subclass only says how to answer a list of uncached prompts (`_answer`); answers are
+written to the cache as they arrive, so an interrupted run keeps what it paid for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from tqdm.auto import tqdm
+
+from steerops.judges.base import Score, check_pairs
+from steerops.judges.cache import Entry, JudgeCache, cache_key
+from steerops.judges.prompts import KINDS, JudgePrompts
+from steerops.judges.scoring import thresholded
+
+
+class Job(NamedTuple):
+    """One prompt to send to the judge: which score, for which (question, response)."""
+
+    kind: str
+    question: str
+    response: str
+
+
+class CachedJudge:
+    kind_name = "judge"
+
+    def __init__(self, model_name: str, prompts: JudgePrompts, cache: JudgeCache,
+                 min_prob_mass: float, progress: bool = True):
+        self.model_name = model_name
+        self.prompts = prompts
+        self.cache = cache
+        self.min_prob_mass = min_prob_mass
+        self.progress = progress
+        self.id = f"{self.kind_name}:{model_name}:{prompts.hash}"
+        self.calls = 0  # prompts actually sent to the judge model by this object
+
+    def score(self, questions: list[str], responses: list[str]) -> list[Score]:
+        check_pairs(questions, responses)
+        pairs = zip(questions, responses, strict=True)
+        jobs = [Job(kind, q, r) for q, r in pairs for kind in KINDS]
+        keys = [cache_key(self.id, *job) for job in jobs]
+        entries = self.cache.get_many(keys)
+        todo = {k: job for k, job in zip(keys, jobs, strict=True) if k not in entries}
+        if todo:
+            todo_keys = list(todo)
+            bar = tqdm(total=len(todo_keys), desc=f"judge {self.kind_name}", unit="prompt",
+                       disable=None if self.progress else True, leave=False)
+            with bar:
+                for i, entry in self._answer([todo[k] for k in todo_keys]):
+                    key = todo_keys[i]
+                    self.cache.put(key, self.id, todo[key].kind, entry)
+                    entries[key] = entry
+                    self.calls += 1
+                    bar.update()
+        values = [thresholded(*entries[k], self.min_prob_mass) for k in keys]
+        return [(values[2 * i], values[2 * i + 1]) for i in range(len(questions))]
+
+    def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry]]:
+        """Yield (index into jobs, (mean, mass)) for every job, in any order."""
+        raise NotImplementedError

@@ -1,0 +1,62 @@
+"""Judge with a local transformers model: the same probability-weighted 0-100 score as the
+endpoint judge, read from the model's own distribution over the integers (see `numbers`).
+
+The model is a variant from `params.models` named by `judge.variant`, so it loads with
+the usual dtype / device / device_map / revision / chat-template settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from steerops.errors import SteeropsError
+from steerops.judges.cache import Entry, JudgeCache
+from steerops.judges.cached import CachedJudge, Job
+from steerops.judges.numbers import NumberTrie, integer_distributions, number_trie
+from steerops.judges.prompts import JudgePrompts, prompts_for
+from steerops.judges.scoring import weighted_score
+from steerops.models import format_prompt
+
+
+class HFJudge(CachedJudge):
+    kind_name = "hf"
+
+    def __init__(self, model, tokenizer, model_name: str, prompts: JudgePrompts,
+                 cache: JudgeCache, *, min_prob_mass: float = 0.25, batch_size: int = 8,
+                 prune_prob: float = 1e-4, progress: bool = True):
+        super().__init__(model_name, prompts, cache, min_prob_mass, progress)
+        self.model = model
+        self.tokenizer = tokenizer
+        tokenizer.padding_side = "left"  # the answer distribution is read at the last column
+        self.batch_size = batch_size
+        self.prune_prob = prune_prob
+        self.trie: NumberTrie = number_trie(tokenizer, self.render(Job("trait", "q", "a")))
+
+    @classmethod
+    def from_params(cls, params, trait) -> HFJudge:
+        from steerops.models import load_model
+
+        cfg = params.judge
+        if not cfg.variant:
+            raise SteeropsError("judge.variant: required for judge.kind hf (the name of the "
+                                "judge's model variant in `models`)")
+        prompts = prompts_for(trait)
+        loaded = load_model(params, cfg.variant, padding_side="left")
+        name = loaded.source + (f"@{loaded.spec.revision}" if loaded.spec.revision else "")
+        return cls(loaded.model, loaded.tokenizer, name, prompts,
+                   JudgeCache(params.path(cfg.cache_dir)), min_prob_mass=cfg.min_prob_mass,
+                   batch_size=cfg.batch_size, prune_prob=cfg.prune_prob)
+
+    def render(self, job: Job) -> str:
+        return format_prompt(self.tokenizer, self.prompts.messages(*job))
+
+    def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry]]:
+        texts = [self.render(job) for job in jobs]
+        # Similar lengths share a batch, so little compute goes to padding.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            dists = integer_distributions(self.model, self.tokenizer, [texts[i] for i in chunk],
+                                          self.trie, self.prune_prob)
+            for i, dist in zip(chunk, dists, strict=True):
+                yield i, weighted_score(dist)

@@ -1,0 +1,108 @@
+"""Judge behind any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp...).
+
+Each prompt is one request for a single answer token with its top log-probabilities; the
+score is the probability-weighted mean over the integer tokens 0-100 among them (see
+`scoring`). Requests run concurrently and go through the disk cache first.
+
+The API key is read from the environment variable `judge.api_key_env` and lives only in the
+request header: never logged, never cached, scrubbed from error messages. With
+`judge.require_key: false` an unset variable means "send no key" (local servers).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+from steerops.errors import SteeropsError
+from steerops.judges.cache import Entry, JudgeCache
+from steerops.judges.cached import CachedJudge, Job
+from steerops.judges.prompts import JudgePrompts, prompts_for
+from steerops.judges.scoring import integer_probs, weighted_score
+from steerops.judges.transport import RetryPolicy, post_json
+
+
+class OpenAIJudge(CachedJudge):
+    kind_name = "openai"
+
+    def __init__(self, base_url: str, model: str, prompts: JudgePrompts, cache: JudgeCache, *,
+                 api_key: str = "", min_prob_mass: float = 0.25, top_logprobs: int = 20,
+                 concurrency: int = 8, policy: RetryPolicy | None = None,
+                 progress: bool = True):
+        super().__init__(model, prompts, cache, min_prob_mass, progress)
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.top_logprobs = top_logprobs
+        self.concurrency = concurrency
+        self.policy = policy or RetryPolicy()
+        self._api_key = api_key
+
+    @classmethod
+    def from_params(cls, params, trait) -> OpenAIJudge:
+        cfg = params.judge
+        if not cfg.base_url:
+            raise SteeropsError("judge.base_url: required for judge.kind openai "
+                                "(e.g. https://api.openai.com/v1)")
+        if not cfg.base_url.startswith(("http://", "https://")):
+            raise SteeropsError(f"judge.base_url: expected an http(s) URL, got {cfg.base_url!r}")
+        if not cfg.model:
+            raise SteeropsError("judge.model: required for judge.kind openai (the endpoint's "
+                                "model name, e.g. gpt-4.1-mini)")
+        api_key = os.environ.get(cfg.api_key_env, "")
+        if not api_key and cfg.require_key:
+            raise SteeropsError(
+                f"judge.api_key_env: environment variable {cfg.api_key_env} is not set (the "
+                "judge's API key; set judge.require_key: false for a server without auth)"
+            )
+        policy = RetryPolicy(cfg.max_retries, cfg.backoff_s, cfg.max_backoff_s, cfg.timeout_s)
+        return cls(cfg.base_url, cfg.model, prompts_for(trait),
+                   JudgeCache(params.path(cfg.cache_dir)), api_key=api_key,
+                   min_prob_mass=cfg.min_prob_mass, top_logprobs=cfg.top_logprobs,
+                   concurrency=cfg.concurrency, policy=policy)
+
+    def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry]]:
+        pool = ThreadPoolExecutor(max_workers=self.concurrency,
+                                  thread_name_prefix="steerops-judge")
+        pending = {pool.submit(self._ask, job): i for i, job in enumerate(jobs)}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                # Keep the successes of this round before raising a failure.
+                for future in sorted(done, key=lambda f: f.exception() is not None):
+                    i = pending.pop(future)
+                    yield i, future.result()  # re-raises the worker's SteeropsError
+        finally:
+            # On error (or an abandoned generator) drop queued requests without waiting for
+            # those in flight; answers already yielded are cached, so a re-run resumes.
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _ask(self, job: Job) -> Entry:
+        body = {
+            "model": self.model_name,
+            "messages": self.prompts.messages(*job),
+            "max_tokens": 1,
+            "temperature": 0,
+            "logprobs": True,
+            "top_logprobs": self.top_logprobs,
+        }
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        reply = post_json(self.url, body, headers, self.policy, secret=self._api_key)
+        return weighted_score(integer_probs(self._top_logprobs(reply)))
+
+    def _top_logprobs(self, reply: dict) -> list[dict]:
+        try:
+            content = reply["choices"][0]["logprobs"]["content"]
+            if not content:  # the model stopped at once: it gave no number
+                return []
+            top = content[0]["top_logprobs"]
+        except (KeyError, IndexError, TypeError):
+            top = None
+        if not isinstance(top, list):
+            raise SteeropsError(
+                f"judge: {self.url} returned no top_logprobs for model {self.model_name!r}; "
+                "the judge needs an endpoint and model that support logprobs"
+            )
+        return top
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAIJudge(id={self.id!r}, url={self.url!r})"

@@ -1,0 +1,92 @@
+"""POST JSON with retries: exponential backoff with jitter on 429, 5xx, timeouts and
+dropped connections; any other HTTP error fails at once. Stdlib only.
+
+The API key travels in a header and is scrubbed from every error message, since servers
+sometimes echo what they were sent.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from steerops.errors import SteeropsError
+
+# Worth another try: the server is busy or broken right now, or the network dropped us.
+RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
+RETRY_ERRORS = (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 5
+    backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+    timeout_s: float = 60.0
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        """Seconds to wait before retry number `attempt` (0-based): doubling, jittered to
+        spread concurrent clients, at least what the server asked for, capped."""
+        wait = self.backoff_s * (2 ** attempt) * random.uniform(0.5, 1.0)
+        try:
+            wait = max(wait, float(retry_after)) if retry_after else wait
+        except ValueError:  # an HTTP date instead of seconds: keep our own schedule
+            pass
+        return min(wait, self.max_backoff_s)
+
+
+def post_json(url: str, body: dict, headers: dict[str, str], policy: RetryPolicy,
+              secret: str = "") -> dict:
+    """The decoded JSON reply to POST `body` to `url`; SteeropsError when it cannot be had."""
+    data = json.dumps(body).encode("utf-8")
+    headers = {"Content-Type": "application/json", **headers}
+    last = ""
+    for attempt in range(policy.max_retries + 1):
+        retry_after = None
+        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=policy.timeout_s) as reply:
+                raw = reply.read()
+        except urllib.error.HTTPError as exc:
+            detail = _scrub(_error_body(exc), secret)
+            if exc.code not in RETRY_STATUS:
+                raise SteeropsError(f"judge: {url} answered HTTP {exc.code}: {detail}") from None
+            last = f"HTTP {exc.code}: {detail}"
+            retry_after = exc.headers.get("Retry-After") if exc.headers else None
+        except RETRY_ERRORS as exc:
+            reason = getattr(exc, "reason", None) or exc
+            last = _scrub(f"{type(exc).__name__}: {reason}", secret)
+        else:
+            try:
+                return json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise SteeropsError(f"judge: {url} replied with something that is not JSON: "
+                                    f"{_scrub(raw[:120].decode('utf-8', 'replace'), secret)}"
+                                    ) from None
+        if attempt < policy.max_retries:
+            time.sleep(policy.delay(attempt, retry_after))
+    raise SteeropsError(
+        f"judge: {url} failed after {policy.max_retries + 1} attempts; last error: {last}"
+    )
+
+
+def _error_body(exc: urllib.error.HTTPError) -> str:
+    try:
+        text = exc.read().decode("utf-8", "replace")
+    except Exception:  # the body itself may be cut off; the status is what matters
+        return exc.reason or ""
+    try:  # OpenAI-style {"error": {"message": ...}}
+        message = json.loads(text)["error"]["message"]
+        text = message if isinstance(message, str) else text
+    except (ValueError, KeyError, TypeError):
+        pass
+    return " ".join(text.split())[:200] or str(exc.reason)
+
+
+def _scrub(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text

@@ -1,0 +1,124 @@
+"""Task-set activations for the probe stages: find them, extract what is missing (one model
+load for every missing condition), and read chosen layers as float64 matrices."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+
+from steerops.errors import SteeropsError
+from steerops.io import read_json, text_md5
+from steerops.paths import task_activations_dir
+from steerops.specs import parse_layers, parse_position
+
+ACTIVATIONS = "activations.safetensors"
+METADATA = "metadata.json"
+
+
+def tasks_name(params) -> str:
+    return params.probes.tasks_name or Path(params.probes.tasks).stem
+
+
+def condition_dir(params, condition_id: str) -> Path:
+    probes = params.probes
+    return task_activations_dir(params.out, tasks_name(params), probes.variant,
+                                parse_position(probes.position).text, probes.component,
+                                condition_id)
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / ACTIVATIONS).is_file() and (folder / METADATA).is_file()
+
+
+def tasks_digest(tasks) -> str:
+    # The extractor records this hash of the task list as `source_hash`.
+    return text_md5(json.dumps([t.__dict__ for t in tasks], sort_keys=True))
+
+
+def is_fresh(params, folder: Path, digest: str, system_prompt: str | None,
+             layers: list[int] | None) -> bool:
+    """Whether `folder` holds activations of these tasks, this condition prompt, this model
+    and (at least) these layers (None: params' probes.layers), so no model load is needed."""
+    if not is_complete(folder):
+        return False
+    meta = read_json(folder / METADATA)
+    spec = params.variant(params.probes.variant)
+    model = meta.get("model") or {}
+    if (meta.get("source_hash") != digest
+            or (meta.get("condition") or {}).get("system_prompt", "") != system_prompt
+            or model.get("id") != spec.id or model.get("revision") != spec.revision):
+        return False
+    wanted = layers if layers is not None else select_layers(params, folder)
+    return set(wanted) <= set(stored_layers(folder))
+
+
+def ensure_conditions(params, conditions: list[tuple[str, str | None]],
+                      layers: list[int] | None = None, tracker=None) -> dict[str, Path]:
+    """Activation dirs for (condition id, system prompt) pairs. Stale or missing ones are
+    extracted in one model load, at `layers` (default: params' probes.layers)."""
+    from steerops.extract.tasks import Condition, extract_tasks, load_tasks
+
+    probes = params.probes
+    tasks_file = params.path(probes.tasks)
+    if not tasks_file.is_file():
+        raise SteeropsError(f"probes.tasks: file not found: {tasks_file}")
+    tasks = load_tasks(tasks_file)
+    digest = tasks_digest(tasks)
+    dirs = {cid: condition_dir(params, cid) for cid, _ in conditions}
+    stale = [(cid, prompt) for cid, prompt in conditions
+             if not is_fresh(params, dirs[cid], digest, prompt, layers)]
+    if not stale:
+        return dirs
+    from steerops.models import load_model
+
+    loaded = load_model(params, probes.variant)
+    wanted = layers if layers is not None else parse_layers(probes.layers,
+                                                           loaded.layout.num_layers)
+    extract_tasks(params, loaded, tasks, tasks_name(params),
+                  [Condition(cid, prompt) for cid, prompt in stale],
+                  parse_position(probes.position).text, wanted,
+                  component=probes.component, tracker=tracker)
+    for cid, prompt in stale:
+        if not is_fresh(params, dirs[cid], digest, prompt, wanted):
+            raise SteeropsError(f"extraction of condition {cid!r} left no usable activations "
+                                f"in {dirs[cid]}")
+    return dirs
+
+
+def stored_layers(folder: Path) -> list[int]:
+    with safe_open(str(folder / ACTIVATIONS), framework="pt") as f:
+        return sorted(int(k.split("_", 1)[1]) for k in f.keys() if k.startswith("layer_"))
+
+
+def load_condition(folder: Path, layers: list[int]) -> tuple[list[str], dict[int, np.ndarray],
+                                                              dict]:
+    """(task ids in row order, {layer: [n_tasks, hidden] float64}, metadata)."""
+    metadata = read_json(folder / METADATA)
+    task_ids = [str(t) for t in metadata.get("task_ids", [])]
+    have = stored_layers(folder)
+    missing = [layer for layer in layers if layer not in have]
+    if missing:
+        raise SteeropsError(f"probes.layers: layer {missing[0]} not in {folder / ACTIVATIONS} "
+                            f"(stored: {have}); delete that folder to re-extract")
+    out = {}
+    with safe_open(str(folder / ACTIVATIONS), framework="pt") as f:
+        for layer in layers:
+            matrix = f.get_tensor(f"layer_{layer}").float().numpy().astype(np.float64)
+            if matrix.shape[0] != len(task_ids):
+                raise SteeropsError(f"{folder / METADATA}: {len(task_ids)} task_ids for "
+                                    f"{matrix.shape[0]} activation rows")
+            out[layer] = matrix
+    return task_ids, out, metadata
+
+
+def select_layers(params, folder: Path) -> list[int]:
+    """The params' layer spec, resolved against the model depth stored with activations."""
+    metadata = read_json(folder / METADATA)
+    depth = metadata.get("num_layers")
+    if depth is None:  # fall back to what is stored
+        return stored_layers(folder) if params.probes.layers == "all" else \
+            parse_layers(params.probes.layers, max(stored_layers(folder)) + 1)
+    return parse_layers(params.probes.layers, int(depth))

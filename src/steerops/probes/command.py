@@ -1,0 +1,154 @@
+"""`steerops probe`: preference probes on task activations.
+
+    steerops probe thurstonian --comparisons comparisons.jsonl --out-csv scores.csv
+    steerops probe train [--scores scores.csv] [--layers 5-20] [--cv-folds 5]
+    steerops probe ood [--conditions conditions.json] [--rates rates.csv]
+    steerops probe toy-data [--toy data/toy]
+
+`train` and `ood` extract missing task activations themselves (one model load); every
+`train` invocation writes a new run under <out>/probes/<tasks>/<variant>/<position>/ (or
+reuses a finished run with identical config and inputs) and never touches earlier runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from steerops.cli import add_common, add_override, csv_list, load_params_for
+
+
+def _abs(text: str) -> str:
+    return str(Path(text).resolve())
+
+
+def _selection_flags(parser: argparse.ArgumentParser) -> None:
+    add_override(parser, "--tasks", "probes.tasks", type=_abs, metavar="FILE",
+                 help="task set JSONL (default: probes.tasks)")
+    add_override(parser, "--tasks-name", "probes.tasks_name", metavar="NAME",
+                 help="task-set name in output paths (default: the tasks file's stem)")
+    add_override(parser, "--variant", "probes.variant", metavar="NAME", help="model variant")
+    add_override(parser, "--position", "probes.position", metavar="SPEC",
+                 help="token position, e.g. 'prompt[-1]'")
+    add_override(parser, "--component", "probes.component",
+                 choices=["residual", "attn_out", "mlp_out"], help="activation component")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "probe", help="train preference probes and analyse them under OOD conditions",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="probe_command", metavar="ACTION", required=True)
+
+    train = sub.add_parser("train", help="ridge probes per layer (alpha sweep + held-out r)")
+    add_common(train)
+    _selection_flags(train)
+    add_override(train, "--scores", "probes.scores", type=_abs, metavar="CSV",
+                 help="task_id,mu[,sigma] (default: probes.scores)")
+    add_override(train, "--layers", "probes.layers", metavar="SPEC", help="e.g. all, 5-20")
+    add_override(train, "--condition", "probes.condition", metavar="ID",
+                 help="activation condition to train on (default: probes.condition)")
+    add_override(train, "--alphas", "probes.alphas", type=csv_list(float), metavar="A1,A2")
+    add_override(train, "--heldout-fraction", "probes.heldout_fraction", type=float)
+    add_override(train, "--cv-folds", "probes.cv_folds", type=int, metavar="K",
+                 help="k-fold CV instead of the sweep/final hold-out")
+    add_override(train, "--split-seed", "probes.split_seed", type=int)
+    add_override(train, "--no-standardize", "probes.standardize", action="store_const",
+                 const=False, help="ridge on raw activations")
+    add_override(train, "--comparisons", "probes.comparisons", type=_abs, metavar="JSONL",
+                 help="pairwise choices for held-out pairwise accuracy")
+    add_override(train, "--confounds", "probes.confounds", type=_abs, metavar="CSV",
+                 help="task_id + categorical columns to regress out of the scores")
+    train.set_defaults(func=run_train)
+
+    thurstonian = sub.add_parser("thurstonian", help="fit utilities from pairwise choices")
+    add_common(thurstonian)
+    thurstonian.add_argument("--comparisons", required=True, type=_abs, metavar="JSONL",
+                             help="rows {task_a, task_b, winner}")
+    thurstonian.add_argument("--out-csv", required=True, type=_abs, metavar="CSV",
+                             help="where to write task_id,mu,sigma (+ a .fit.json summary)")
+    add_override(thurstonian, "--prior-mu", "probes.prior_mu", type=float)
+    add_override(thurstonian, "--prior-log-sigma", "probes.prior_log_sigma", type=float)
+    thurstonian.set_defaults(func=run_thurstonian)
+
+    ood = sub.add_parser("ood", help="probe deltas vs behavioural deltas under conditions")
+    add_common(ood)
+    _selection_flags(ood)
+    add_override(ood, "--conditions", "probes.ood.conditions", type=_abs, metavar="JSON")
+    add_override(ood, "--rates", "probes.ood.rates", type=_abs, metavar="CSV",
+                 help="condition_id,task_id,rate (baseline included)")
+    add_override(ood, "--probe-run", "probes.ood.probe_run", type=_abs, metavar="DIR",
+                 help="probe run dir (default: the latest run)")
+    add_override(ood, "--layer", "probes.ood.layer", type=int,
+                 help="probe layer (default: the run's best layer)")
+    add_override(ood, "--permutations", "probes.ood.permutations", type=int)
+    add_override(ood, "--top-k", "probes.ood.top_k", type=int)
+    ood.add_argument("--ood-out", type=_abs, metavar="DIR", default=None,
+                     help="output folder (default: <probes>/ood/<conditions file stem>)")
+    ood.set_defaults(func=run_ood)
+
+    toy = sub.add_parser("toy-data", help="write the toy world's probe tasks, scores, "
+                         "comparisons, conditions and rates")
+    toy.add_argument("--params", default=None, metavar="FILE")
+    add_override(toy, "--toy", "paths.toy", type=_abs, metavar="DIR",
+                 help="toy world folder (default: paths.toy)")
+    add_override(toy, "--seed", "seed", type=int)
+    toy.set_defaults(func=run_toy_data)
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from steerops.probes.train import train
+
+    params = load_params_for(args)
+    run_dir, manifest, reused = train(params)
+    best = manifest["best_layer"]
+    print(f"probe run {'reused' if reused else 'written'}: {run_dir}")
+    print(f"  best layer {best} (alpha {manifest['layers'][str(best)]['alpha']:g}): "
+          f"sweep r {manifest['best_sweep_r']:.3f}, final r {manifest['best_final_r']:.3f}")
+
+
+def run_thurstonian(args: argparse.Namespace) -> None:
+    from steerops.io import write_json
+    from steerops.probes.data import read_comparisons, write_scores
+    from steerops.probes.thurstonian import fit_thurstonian
+    from steerops.tracking import track
+
+    params = load_params_for(args)
+    comparisons = read_comparisons(Path(args.comparisons))
+    fit = fit_thurstonian(comparisons, params.probes.prior_mu, params.probes.prior_log_sigma)
+    out = Path(args.out_csv)
+    summary = {"comparisons": args.comparisons, "n_tasks": len(fit.tasks),
+               "n_comparisons": fit.n_comparisons, "nll_per_comparison": fit.nll,
+               "accuracy": fit.accuracy, "converged": fit.converged,
+               "prior_mu": params.probes.prior_mu,
+               "prior_log_sigma": params.probes.prior_log_sigma}
+    with track(params, "probe-thurstonian", f"thurstonian-{out.stem}",
+               inputs={"comparisons": args.comparisons}) as tracker:
+        write_scores(out, fit.scores())
+        write_json(out.with_suffix(".fit.json"), summary)
+        tracker.log_params({"prior_mu": params.probes.prior_mu,
+                            "prior_log_sigma": params.probes.prior_log_sigma})
+        tracker.log_metrics({k: summary[k] for k in ("nll_per_comparison", "accuracy",
+                                                     "n_tasks", "n_comparisons")})
+        tracker.log_artifact(out, "thurstonian")
+    print(f"wrote {out}: {json.dumps({k: summary[k] for k in list(summary)[1:6]})}")
+
+
+def run_ood(args: argparse.Namespace) -> None:
+    from steerops.probes.ood_stage import run_ood as run
+
+    params = load_params_for(args)
+    out_dir, result = run(params, Path(args.ood_out) if args.ood_out else None)
+    print(f"OOD analysis written to {out_dir}")
+    for version, block in result["per_version"].items():
+        print(f"  {version}: r={block['pearson']}, spearman={block['spearman']}, "
+              f"p={block['p_perm']}, sign agreement={block['sign_agreement']}")
+
+
+def run_toy_data(args: argparse.Namespace) -> None:
+    from steerops.probes.toy_data import write_toy_probe_data
+
+    params = load_params_for(args)
+    folder = write_toy_probe_data(params.path(params.paths.toy), seed=params.seed)
+    print(f"toy probe data written to {folder}")

@@ -1,0 +1,194 @@
+"""Do probe outputs move with behaviour when the system prompt changes? (pure analysis)
+
+Inputs, for every condition, two deltas per task against the baseline condition:
+probe delta = probe(condition activations) - probe(baseline activations), and behavioural
+delta = rate(condition) - rate(baseline) (nan where a rate is missing).
+
+- Per version, pooled over its (condition, task) pairs: Pearson and Spearman r, sign
+  agreement (pairs where both deltas are non-zero), and a permutation p for Pearson r:
+  behavioural deltas are shuffled *within each condition* (so a condition-wide shift is not
+  mistaken for task-level agreement), with `numpy.random.default_rng(seed)` drawing one
+  `permutation` per condition per round, in condition order; one-sided,
+  p = (1 + #{r_perm >= r_obs}) / (1 + n_perm).
+- Per (role, target): the target task's deltas in each condition, its rank among all tasks
+  by descending delta (1 = moved up most) and by ascending delta (1 = moved down most), the
+  top-k rate in each direction, and its mean delta per version.
+- Paired inversions: for each (target, version) that has conditions of both pair roles
+  (A = positive persona, C = negative persona), compare the target's mean delta under A minus
+  under C for the probe and for behaviour; an inversion is when the two differences have
+  opposite signs (pairs where either difference is 0 are not counted).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from steerops.probes.data import OodCondition
+from steerops.probes.ridge import pearson
+
+_CHUNK = 512  # permutations scored per vectorised batch
+
+
+def _rowwise_pearson(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    xc = x - x.mean()
+    yc = ys - ys.mean(axis=1, keepdims=True)
+    denom = np.sqrt((xc @ xc) * (yc * yc).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (yc @ xc) / denom
+
+
+def permutation_p(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_perm: int,
+                  seed: int) -> float:
+    """One-sided p of Pearson r(x, y) with y shuffled within groups, +1 corrected."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    blocks = [np.flatnonzero(groups == g) for g in dict.fromkeys(groups.tolist())]
+    observed = _rowwise_pearson(x, y[None])[0]
+    if np.isnan(observed):
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, n_perm, _CHUNK):
+        index = np.empty((min(_CHUNK, n_perm - start), len(y)), dtype=np.int64)
+        for row in index:
+            for block in blocks:
+                row[block] = block[rng.permutation(len(block))]
+        hits += int((_rowwise_pearson(x, y[index]) >= observed - 1e-12).sum())
+    return (1 + hits) / (1 + n_perm)
+
+
+def sign_agreement(x: np.ndarray, y: np.ndarray) -> tuple[float | None, int]:
+    mask = (x != 0) & (y != 0)
+    n = int(mask.sum())
+    return (float(np.mean(np.sign(x[mask]) == np.sign(y[mask]))) if n else None), n
+
+
+def _ranks(delta: np.ndarray, target: int) -> tuple[int | None, int | None]:
+    if not np.isfinite(delta[target]):
+        return None, None
+    finite = delta[np.isfinite(delta)]
+    return int(1 + (finite > delta[target]).sum()), int(1 + (finite < delta[target]).sum())
+
+
+def _mean(values: list) -> float | None:
+    kept = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(kept)) if kept else None
+
+
+def _nan_to_none(v: float) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def per_version(tasks: list[str], conditions: list[OodCondition], probe: dict[str, np.ndarray],
+                behaviour: dict[str, np.ndarray], n_perm: int, seed: int) -> dict:
+    out = {}
+    for version in dict.fromkeys(c.version for c in conditions):
+        xs, ys, groups = [], [], []
+        for k, c in enumerate(c for c in conditions if c.version == version):
+            keep = np.isfinite(behaviour[c.id])
+            xs.append(probe[c.id][keep])
+            ys.append(behaviour[c.id][keep])
+            groups.append(np.full(int(keep.sum()), k))
+        x, y, g = np.concatenate(xs), np.concatenate(ys), np.concatenate(groups)
+        agree, n_sign = sign_agreement(x, y)
+        enough = len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
+        out[version] = {
+            "n_pairs": int(len(x)), "n_conditions": len(xs),
+            "pearson": _nan_to_none(pearson(x, y)) if enough else None,
+            "spearman": _nan_to_none(spearmanr(x, y)[0]) if enough else None,
+            "p_perm": _nan_to_none(permutation_p(x, y, g, n_perm, seed)) if enough else None,
+            "sign_agreement": agree, "n_sign": n_sign,
+        }
+    return out
+
+
+def _topk_rate(rows: list[dict], key: str, top_k: int) -> float | None:
+    ranks = [r[key] for r in rows if r[key] is not None]
+    return float(np.mean([r <= top_k for r in ranks])) if ranks else None
+
+
+def per_target(tasks: list[str], conditions: list[OodCondition], probe: dict[str, np.ndarray],
+               behaviour: dict[str, np.ndarray], top_k: int) -> list[dict]:
+    index = {t: i for i, t in enumerate(tasks)}
+    groups: dict[tuple[str, str], list[OodCondition]] = defaultdict(list)
+    for c in conditions:
+        if c.target is not None and c.target in index:
+            groups[(c.role or "", c.target)].append(c)
+    out = []
+    for (role, target), conds in groups.items():
+        t = index[target]
+        rows = []
+        for c in conds:
+            p_desc, p_asc = _ranks(probe[c.id], t)
+            b_desc, b_asc = _ranks(behaviour[c.id], t)
+            rows.append({"id": c.id, "version": c.version,
+                         "probe_delta": float(probe[c.id][t]),
+                         "behaviour_delta": _nan_to_none(behaviour[c.id][t]),
+                         "probe_rank_desc": p_desc, "probe_rank_asc": p_asc,
+                         "behaviour_rank_desc": b_desc, "behaviour_rank_asc": b_asc})
+
+
+        by_version = {v: {"probe": _mean([r["probe_delta"] for r in rows if r["version"] == v]),
+                          "behaviour": _mean([r["behaviour_delta"] for r in rows
+                                              if r["version"] == v])}
+                      for v in dict.fromkeys(r["version"] for r in rows)}
+        out.append({"role": role, "target": target, "n_conditions": len(rows),
+                    "conditions": rows, "mean_delta_by_version": by_version,
+                    "topk_rate": {"probe_up": _topk_rate(rows, "probe_rank_desc", top_k),
+                                  "probe_down": _topk_rate(rows, "probe_rank_asc", top_k),
+                                  "behaviour_up": _topk_rate(rows, "behaviour_rank_desc", top_k),
+                                  "behaviour_down": _topk_rate(rows, "behaviour_rank_asc", top_k)}})
+    return out
+
+
+def paired_inversions(targets: list[dict], roles: tuple[str, str]) -> dict:
+    pos, neg = roles
+    by_role = {(g["role"], g["target"]): g["mean_delta_by_version"] for g in targets}
+    items = []
+    for (role, target), versions in by_role.items():
+        if role != pos or (neg, target) not in by_role:
+            continue
+        for version, a in versions.items():
+            c = by_role[(neg, target)].get(version)
+            if c is None or None in (a["probe"], a["behaviour"], c["probe"], c["behaviour"]):
+                continue
+            probe_diff, beh_diff = a["probe"] - c["probe"], a["behaviour"] - c["behaviour"]
+            comparable = probe_diff != 0 and beh_diff != 0
+            items.append({"target": target, "version": version, "probe_diff": probe_diff,
+                          "behaviour_diff": beh_diff,
+                          "inverted": bool(comparable and np.sign(probe_diff) != np.sign(beh_diff)),
+                          "comparable": comparable})
+    n = sum(i["comparable"] for i in items)
+    inversions = sum(i["inverted"] for i in items)
+    return {"roles": [pos, neg], "n": n, "inversions": inversions,
+            "rate": inversions / n if n else None, "items": items}
+
+
+def analyse(tasks: list[str], conditions: list[OodCondition], probe: dict[str, np.ndarray],
+            behaviour: dict[str, np.ndarray], n_perm: int, seed: int, top_k: int,
+            roles: tuple[str, str]) -> dict:
+    """Every statistic above as one JSON-ready dict."""
+    targets = per_target(tasks, conditions, probe, behaviour, top_k)
+    per_condition = []
+    for c in conditions:
+        keep = np.isfinite(behaviour[c.id])
+        x, y = probe[c.id][keep], behaviour[c.id][keep]
+        per_condition.append({
+            "id": c.id, "version": c.version, "role": c.role, "target": c.target,
+            "n": int(keep.sum()),
+            "pearson": _nan_to_none(pearson(x, y)) if len(x) >= 3 else None,
+            "mean_probe_delta": _mean(list(probe[c.id])),
+            "mean_behaviour_delta": _mean(list(y)),
+        })
+    versions = per_version(tasks, conditions, probe, behaviour, n_perm, seed)
+    for version, block in versions.items():
+        rows = [(g["role"], r) for g in targets for r in g["conditions"]
+                if r["version"] == version]
+        block["mean_target_delta"] = {
+            role: {"probe": _mean([r["probe_delta"] for ro, r in rows if ro == role]),
+                   "behaviour": _mean([r["behaviour_delta"] for ro, r in rows if ro == role])}
+            for role in dict.fromkeys(ro for ro, _ in rows)}
+    return {"per_condition": per_condition, "per_version": versions,
+            "targets": targets, "pairs": paired_inversions(targets, roles)}

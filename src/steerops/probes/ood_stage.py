@@ -1,0 +1,135 @@
+"""`steerops probe ood`: probe deltas under system-prompt conditions vs behavioural deltas.
+
+Activations for the baseline and every condition come from one model load (finished
+conditions are skipped), at the probe's layer only. The baseline's system prompt is taken
+from the conditions file, where it must be explicit (`null` keeps each task's own system
+prompt), and the policy the extractor recorded is written into ood.json beside the
+behavioural baseline id, so a reader can check that the two baselines match.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from steerops.errors import SteeropsError
+from steerops.io import write_json, write_text
+from steerops.probes.activations import ensure_conditions, load_condition, tasks_name
+from steerops.probes.data import read_conditions, read_rates
+from steerops.probes.ood import analyse
+from steerops.probes.ood_report import markdown, scatter
+from steerops.probes.store import load_probe, probes_root, resolve_run
+from steerops.specs import parse_position
+from steerops.tracking import track
+
+
+def _check_probe_matches(params, manifest: dict, run_dir: Path) -> None:
+    config, probes = manifest["config"], params.probes
+    wanted = {"variant": probes.variant, "component": probes.component,
+              "position": parse_position(probes.position).text}
+    for key, value in wanted.items():
+        if config.get(key) != value:
+            raise SteeropsError(f"probes.{key}: {value!r} but probe run {run_dir.name} was "
+                                f"trained with {config.get(key)!r}")
+
+
+def _required(params, key: str) -> Path:
+    value = getattr(params.probes.ood, key)
+    if not value:
+        raise SteeropsError(f"probes.ood.{key}: required (set it in params or pass a flag)")
+    path = params.path(value)
+    if not path.is_file():
+        raise SteeropsError(f"probes.ood.{key}: file not found: {path}")
+    return path
+
+
+def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
+    ood = params.probes.ood
+    conditions_path, rates_path = _required(params, "conditions"), _required(params, "rates")
+    baseline, conditions = read_conditions(conditions_path)
+    rates = read_rates(rates_path)
+    if baseline.id not in rates:
+        raise SteeropsError(f"{rates_path}: no rates for the baseline condition {baseline.id!r}")
+    root = probes_root(params.out, tasks_name(params), params.probes.variant,
+                       parse_position(params.probes.position).text)
+    run_dir = resolve_run(root, ood.probe_run)
+    weight, bias, layer, manifest = load_probe(run_dir, ood.layer)
+    _check_probe_matches(params, manifest, run_dir)
+
+    wanted = [(baseline.id, baseline.system_prompt)]
+    wanted += [(c.id, c.system_prompt) for c in conditions]
+    dirs = ensure_conditions(params, wanted, layers=[layer])
+    preds, policies = {}, {}
+    for cid, folder in dirs.items():
+        task_ids, acts, metadata = load_condition(folder, [layer])
+        preds[cid] = dict(zip(task_ids, acts[layer] @ weight + bias, strict=True))
+        policies[cid] = metadata.get("system_prompt_policy")
+    tasks = [t for t in preds[baseline.id] if all(t in p for p in preds.values())]
+    if len(tasks) < 3:
+        raise SteeropsError(f"only {len(tasks)} tasks have activations in every condition")
+    known = set(tasks)
+    for c in conditions:
+        if c.target is not None and c.target not in known:
+            raise SteeropsError(f"{conditions_path}: condition {c.id!r}: target {c.target!r} "
+                                "is not a task with activations")
+    base_pred = np.array([preds[baseline.id][t] for t in tasks])
+    base_rate = rates[baseline.id]
+    probe_delta, behaviour_delta = {}, {}
+    for c in conditions:
+        probe_delta[c.id] = np.array([preds[c.id][t] for t in tasks]) - base_pred
+        rate = rates.get(c.id, {})
+        behaviour_delta[c.id] = np.array([rate[t] - base_rate[t] if t in rate and t in base_rate
+                                          else np.nan for t in tasks])
+    missing = [c.id for c in conditions if not np.isfinite(behaviour_delta[c.id]).any()]
+    if missing:
+        raise SteeropsError(f"{rates_path}: no rates for condition {missing[0]!r}")
+
+    seed = params.seed
+    roles = (ood.pair_roles[0], ood.pair_roles[1])
+    result = {
+        "probe": {"run_id": manifest["run_id"], "run_dir": str(run_dir), "layer": layer,
+                  "alpha": manifest["layers"][str(layer)]["alpha"],
+                  "final_r": manifest["layers"][str(layer)]["final_r"]},
+        "baseline": {"id": baseline.id, "system_prompt": baseline.system_prompt,
+                     "system_prompt_policy": policies[baseline.id],
+                     "behaviour_baseline": baseline.id},
+        "system_prompt_policies": policies, "n_tasks": len(tasks),
+        "permutations": ood.permutations, "seed": seed, "top_k": ood.top_k,
+        "inputs": {"conditions": str(conditions_path), "rates": str(rates_path)},
+        **analyse(tasks, conditions, probe_delta, behaviour_delta, ood.permutations, seed,
+                  ood.top_k, roles),
+    }
+    out_dir = out_dir or root / "ood" / conditions_path.stem
+    _write_outputs(out_dir, result, conditions, tasks, probe_delta, behaviour_delta)
+    with track(params, "probe-ood", f"probe-ood-{conditions_path.stem}",
+               inputs={"conditions": conditions_path, "rates": rates_path},
+               tags={"steerops.probe_run": manifest["run_id"]}) as tracker:
+        tracker.log_params({"probe_run": manifest["run_id"], "layer": layer,
+                            "permutations": ood.permutations, "top_k": ood.top_k,
+                            "baseline": baseline.id, "baseline_policy": policies[baseline.id]})
+        for version, block in result["per_version"].items():
+            tracker.log_metrics({f"{version}.{k}": block[k] for k in
+                                 ("pearson", "spearman", "p_perm", "sign_agreement")})
+        tracker.log_metrics({"inversion_rate": result["pairs"]["rate"]})
+        for name in ("ood.json", "ood.md", "ood_scatter.png"):
+            tracker.log_artifact(out_dir / name, "ood")
+    return out_dir, result
+
+
+def _write_outputs(out_dir: Path, result: dict, conditions, tasks: list[str],
+                   probe_delta: dict, behaviour_delta: dict) -> None:
+    index = {t: i for i, t in enumerate(tasks)}
+    points, targets = {}, {}
+    for version in result["per_version"]:
+        chosen = [c for c in conditions if c.version == version]
+        x = np.concatenate([probe_delta[c.id] for c in chosen])
+        y = np.concatenate([behaviour_delta[c.id] for c in chosen])
+        keep = np.isfinite(y)
+        points[version] = (x[keep], y[keep])
+        hits = [(probe_delta[c.id][index[c.target]], behaviour_delta[c.id][index[c.target]])
+                for c in chosen if c.target in index]
+        targets[version] = (np.array([h[0] for h in hits]), np.array([h[1] for h in hits]))
+    write_json(out_dir / "ood.json", result)
+    write_text(out_dir / "ood.md", markdown(result))
+    scatter(out_dir / "ood_scatter.png", points, targets, result["per_version"])

@@ -1,0 +1,136 @@
+"""Probe runs on disk: one immutable directory per run, never overwritten.
+
+    <out>/probes/<tasks>/<variant>/<position>/
+        <run_id>/probes.safetensors   weight_<L> [hidden] and bias_<L> [1], scaler folded in
+        <run_id>/manifest.json        config, inputs with hashes, counts, per-layer sweep
+        runs.jsonl                    append-only index, one line per run (reuses included)
+        latest.json                   pointer to the run of the most recent invocation
+        metrics.json                  that run's headline numbers, at a stable path for DVC
+
+A run directory is assembled under a temporary name and renamed into place, so it exists
+only complete. `run_id` = UTC timestamp + the first 8 characters of the run key, a hash of
+the config and the input hashes: an invocation whose key matches a finished run reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from steerops.errors import SteeropsError
+from steerops.io import (
+    load_tensors,
+    read_json,
+    read_jsonl,
+    save_tensors,
+    text_md5,
+    write_json,
+    write_jsonl,
+)
+from steerops.paths import position_slug
+
+WEIGHTS = "probes.safetensors"
+MANIFEST = "manifest.json"
+
+
+def probes_root(out: Path, tasks_name: str, variant: str, position: str) -> Path:
+    return Path(out) / "probes" / tasks_name / variant / position_slug(position)
+
+
+def run_key(config: dict, inputs: dict) -> str:
+    return text_md5(json.dumps({"config": config, "inputs": inputs}, sort_keys=True))
+
+
+def find_run(root: Path, key: str) -> Path | None:
+    """The newest finished run with this key, if any."""
+    index = root / "runs.jsonl"
+    for entry in reversed(read_jsonl(index) if index.exists() else []):
+        run_dir = root / entry["run_id"]
+        if entry.get("key") == key and (run_dir / MANIFEST).is_file():
+            return run_dir
+    return None
+
+
+def new_run_id(key: str) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + key[:8]
+
+
+def write_run(root: Path, run_id: str, probes: dict[int, tuple[np.ndarray, float]],
+              manifest: dict) -> Path:
+    """Write weights + manifest into a fresh run dir (atomically, as a whole)."""
+    run_dir = root / run_id
+    if run_dir.exists():
+        raise SteeropsError(f"{run_dir}: run directory already exists; not overwriting it")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=root))
+    try:
+        tensors = {}
+        for layer, (weight, bias) in probes.items():
+            tensors[f"weight_{layer}"] = torch.from_numpy(np.asarray(weight, dtype=np.float32))
+            tensors[f"bias_{layer}"] = torch.tensor([bias], dtype=torch.float32)
+        save_tensors(staging / WEIGHTS, tensors, metadata={"run_id": run_id})
+        write_json(staging / MANIFEST, manifest)
+        os.replace(staging, run_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return run_dir
+
+
+def record_invocation(root: Path, manifest: dict, reused: bool) -> None:
+    """Append to runs.jsonl, then point latest.json and metrics.json at this run."""
+    index = root / "runs.jsonl"
+    rows = read_jsonl(index) if index.exists() else []
+    entry = {"run_id": manifest["run_id"], "key": manifest["key"],
+             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reused": reused,
+             "best_layer": manifest["best_layer"], "final_r": manifest["best_final_r"]}
+    write_jsonl(index, rows + [entry])
+    write_json(root / "latest.json", {"run_id": manifest["run_id"],
+                                      "path": str(root / manifest["run_id"])})
+    write_json(root / "metrics.json", headline_metrics(manifest))
+
+
+def headline_metrics(manifest: dict) -> dict:
+    layers = manifest["layers"]
+    return {
+        "run_id": manifest["run_id"], "best_layer": manifest["best_layer"],
+        "best_alpha": layers[str(manifest["best_layer"])]["alpha"],
+        "best_sweep_r": manifest["best_sweep_r"], "best_final_r": manifest["best_final_r"],
+        "final_r": {k: v["final_r"] for k, v in layers.items()},
+        "pairwise_accuracy": {k: v["pairwise_accuracy"] for k, v in layers.items()
+                              if v.get("pairwise_accuracy") is not None},
+    }
+
+
+def resolve_run(root: Path, run: str | Path | None = None) -> Path:
+    """A run dir: `run` (a path, or a run id under root), else latest.json's."""
+    if run is None:
+        pointer = root / "latest.json"
+        if not pointer.is_file():
+            raise SteeropsError(f"no probe run under {root} (run `steerops probe train` first)")
+        run_dir = root / read_json(pointer)["run_id"]
+    else:
+        run_dir = Path(run) if Path(run).is_dir() else root / str(run)
+    if not (run_dir / MANIFEST).is_file():
+        raise SteeropsError(f"probes.ood.probe_run: not a finished probe run: {run_dir}")
+    return run_dir
+
+
+def load_probe(run_dir: Path, layer: int | None = None) -> tuple[np.ndarray, float, int, dict]:
+    """(weight, bias, layer, manifest) of one layer's probe; default the run's best layer."""
+    manifest = read_json(run_dir / MANIFEST)
+    layer = manifest["best_layer"] if layer is None else layer
+    tensors = load_tensors(run_dir / WEIGHTS)
+    if f"weight_{layer}" not in tensors:
+        have = sorted(int(k.split("_")[1]) for k in tensors if k.startswith("weight_"))
+        raise SteeropsError(f"probes.ood.layer: no probe for layer {layer} in {run_dir} "
+                            f"(layers: {have})")
+    weight = tensors[f"weight_{layer}"].double().numpy()
+    return weight, float(tensors[f"bias_{layer}"][0]), int(layer), manifest

@@ -1,0 +1,55 @@
+"""The coefficient curve of a steering sweep: trait and coherence vs coefficient per layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from steerops.io import atomic_path  # noqa: E402
+
+
+def coefficient_curve(rows: list[dict[str, Any]], baseline: dict[str, Any],
+                      min_coherence: float, path: str | Path, title: str = "") -> None:
+    """Two panels sharing the coefficient axis, one line per layer; the baseline as a dotted
+    line and the coherence threshold as a dashed red line."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
+    layers = sorted({r["layer"] for r in rows}, key=str)
+    for layer in layers:
+        points = sorted((r["coefficient"], r["trait_mean"], r["coherence_mean"])
+                        for r in rows if r["layer"] == layer and r["coefficient"] is not None)
+        if not points:
+            continue
+        coefs = [p[0] for p in points]
+        top.plot(coefs, [_nan(p[1]) for p in points], marker="o", label=f"layer {layer}")
+        bottom.plot(coefs, [_nan(p[2]) for p in points], marker="o", label=f"layer {layer}")
+    if baseline.get("trait_mean") is not None:
+        top.axhline(baseline["trait_mean"], color="gray", linestyle=":", label="unsteered")
+    if baseline.get("coherence_mean") is not None:
+        bottom.axhline(baseline["coherence_mean"], color="gray", linestyle=":",
+                       label="unsteered")
+    bottom.axhline(min_coherence, color="red", linestyle="--",
+                   label=f"min coherence {min_coherence:g}")
+    top.set_ylabel("trait (0-100)")
+    bottom.set_ylabel("coherence (0-100)")
+    bottom.set_xlabel("coefficient")
+    for ax in (top, bottom):
+        ax.set_ylim(-5, 105)
+        ax.grid(alpha=0.3)
+    top.legend(fontsize=8, loc="best")
+    bottom.legend(fontsize=8, loc="best")
+    if title:
+        top.set_title(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        # No timestamp in the PNG metadata, so identical results give identical files.
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else value

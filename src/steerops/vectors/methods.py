@@ -1,0 +1,144 @@
+"""The vector-method registry: a method is one function, registered with `@register`.
+
+    fn(pos: Tensor[n_pos, d], neg: Tensor[n_neg, d], *, seed: int, config: VectorsConfig)
+        -> Tensor[d]   (raw direction, float32, pointing from negative to positive)
+
+The caller unit-normalises the result and records its norm as `raw_norm`, so what that
+norm means is the method's own: mean_diff ||mean(pos) - mean(neg)||, probe the norm of the
+logistic weights, gradient and pca the gap between the class means along the direction,
+random_baseline the norm of the Gaussian draw. Rows of `pos` and `neg` are sorted by
+(source_index, rollout), so equal counts mean row i of each came from the same source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from steerops.config.vectors import VectorsConfig
+from steerops.errors import SteeropsError
+
+VectorMethod = Callable[..., torch.Tensor]
+METHODS: dict[str, VectorMethod] = {}
+
+
+def register(name: str) -> Callable[[VectorMethod], VectorMethod]:
+    def add(fn: VectorMethod) -> VectorMethod:
+        if name in METHODS:
+            raise ValueError(f"vector method {name!r} registered twice")
+        METHODS[name] = fn
+        return fn
+    return add
+
+
+def get_method(name: str) -> VectorMethod:
+    if name not in METHODS:
+        raise SteeropsError(f"unknown method {name!r} (known: {', '.join(sorted(METHODS))})")
+    return METHODS[name]
+
+
+def _mean_gap(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    return pos.mean(0) - neg.mean(0)
+
+
+@register("mean_diff")
+def mean_diff(pos: torch.Tensor, neg: torch.Tensor, *, seed: int,
+              config: VectorsConfig) -> torch.Tensor:
+    """Difference of the class means, computed in float32."""
+    return _mean_gap(pos.float(), neg.float())
+
+
+@register("probe")
+def probe(pos: torch.Tensor, neg: torch.Tensor, *, seed: int,
+          config: VectorsConfig) -> torch.Tensor:
+    """Weights of an L2-regularised logistic regression (sklearn, strength 1/probe_c).
+
+    Inputs are rescaled first (`probe_rows`):
+    - "unit" (default): every row to unit L2 norm. Layer norms differ by orders of
+      magnitude, so without it one `probe_c` would mean a different penalty at every layer,
+      and rows with a huge norm would dominate the fit. A massive dim that carries most of
+      a row's norm is kept, which is why pre-cleaning changes this probe.
+    - "standardize": every column to zero mean, unit variance, then the weights are mapped
+      back to activation coordinates (divided by the column std). Without it a massive dim
+      buys a large logit for a tiny weight, so the L2 penalty barely charges for using it.
+    - "none": raw activations.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = torch.cat([pos, neg]).double()
+    y = [1] * len(pos) + [0] * len(neg)
+    scale = None
+    if config.probe_rows == "unit":
+        x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    elif config.probe_rows == "standardize":
+        scale = x.std(0, unbiased=False)
+        scale[scale == 0] = 1.0
+        x = (x - x.mean(0)) / scale
+    clf = LogisticRegression(C=config.probe_c, max_iter=config.probe_max_iter,
+                             random_state=seed)
+    clf.fit(x.numpy(), y)
+    weights = torch.from_numpy(clf.coef_[0].copy())
+    if scale is not None:
+        weights = weights / scale
+    return weights.float()
+
+
+@register("gradient")
+def gradient(pos: torch.Tensor, neg: torch.Tensor, *, seed: int,
+             config: VectorsConfig) -> torch.Tensor:
+    """A unit direction found by Adam from a seeded random start, maximising class
+    separation: (gap between the class means of the projections) / sqrt(pooled within-class
+    variance + shrinkage * average variance of the data along any direction). The shrinkage
+    keeps the ratio bounded when there are fewer examples than dims."""
+    pos, neg = pos.float(), neg.float()
+    both = torch.cat([pos, neg])
+    center = both.mean(0)
+    scale = (both - center).pow(2).sum(1).mean().sqrt().clamp_min(1e-12)
+    p, n = (pos - center) / scale, (neg - center) / scale  # scale-free optimisation
+    floor = config.gradient_shrinkage / both.shape[1] + 1e-6  # data now has total variance 1
+    generator = torch.Generator().manual_seed(seed)
+    w = torch.randn(both.shape[1], generator=generator).requires_grad_(True)
+    optimiser = torch.optim.Adam([w], lr=config.gradient_lr)
+    with torch.enable_grad():
+        for _ in range(config.gradient_steps):
+            v = w / w.norm()
+            pp, nn = p @ v, n @ v
+            pooled = 0.5 * (pp.var(unbiased=False) + nn.var(unbiased=False))
+            loss = -(pp.mean() - nn.mean()) / (pooled + floor).sqrt()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    v = (w / w.norm()).detach()
+    return v * (_mean_gap(pos, neg) @ v)
+
+
+@register("random_baseline")
+def random_baseline(pos: torch.Tensor, neg: torch.Tensor, *, seed: int,
+                    config: VectorsConfig) -> torch.Tensor:
+    """A seeded Gaussian direction that ignores the data: the floor other methods must beat."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(pos.shape[1], generator=generator)
+
+
+@register("pca")
+def pca(pos: torch.Tensor, neg: torch.Tensor, *, seed: int,
+        config: VectorsConfig) -> torch.Tensor:
+    """First principal component of the paired differences pos[i] - neg[i], uncentred (the
+    same direction as centred PCA of differences with random sign flips), with its sign
+    aligned to the mean difference.
+
+    With unequal class counts there are no pairs; the fallback is the top direction of the
+    second moment of every cross difference pos[i] - neg[j], which is
+    cov(pos) + cov(neg) + gap gap^T, read off an SVD without forming any d x d matrix."""
+    pos, neg = pos.double(), neg.double()
+    gap = _mean_gap(pos, neg)
+    if len(pos) == len(neg):
+        stacked = pos - neg
+    else:
+        stacked = torch.cat([(pos - pos.mean(0)) / len(pos) ** 0.5,
+                             (neg - neg.mean(0)) / len(neg) ** 0.5, gap[None]])
+    direction = torch.linalg.svd(stacked, full_matrices=False).Vh[0]
+    if direction @ gap < 0:
+        direction = -direction
+    return (direction * (direction @ gap)).float()

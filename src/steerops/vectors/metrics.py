@@ -1,0 +1,33 @@
+"""How well a unit vector separates the two classes of activations it came from.
+
+Examples are projected onto the vector; the threshold is the midpoint between the mean
+projections of the positive and negative train examples, and an example counts as correct
+when positives fall above it and negatives below. Validation examples use the train
+midpoint, so val_acc measures generalisation of both direction and threshold.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def separation(unit: torch.Tensor, acts: torch.Tensor, train_pos: torch.Tensor,
+               train_neg: torch.Tensor, val_pos: torch.Tensor,
+               val_neg: torch.Tensor) -> dict[str, float | None]:
+    """`acts` is [n, d]; the index tensors pick rows. Returns midpoint, train_acc, val_acc."""
+    proj = acts.float() @ unit.float()
+    midpoint = 0.5 * (proj[train_pos].mean() + proj[train_neg].mean())
+    return {
+        "midpoint": float(midpoint),
+        "train_acc": _accuracy(proj, midpoint, train_pos, train_neg),
+        "val_acc": _accuracy(proj, midpoint, val_pos, val_neg),
+    }
+
+
+def _accuracy(proj: torch.Tensor, midpoint: torch.Tensor, pos: torch.Tensor,
+              neg: torch.Tensor) -> float | None:
+    total = len(pos) + len(neg)
+    if total == 0:
+        return None
+    correct = (proj[pos] > midpoint).sum() + (proj[neg] <= midpoint).sum()
+    return float(correct) / total

@@ -1,0 +1,122 @@
+"""What `steerops vectors` and `steerops clean` share: selection flags, the loop over
+(trait, position, method), writing each method's vectors, and MLflow logging.
+
+One MLflow run per invocation, with one nested run per (trait, position, method) holding
+its params, per-layer metrics (step = layer) and the vector files as artifacts.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from steerops.cli import add_common, add_override, csv_list
+from steerops.errors import SteeropsError
+from steerops.paths import activations_dir, position_slug, vectors_dir
+from steerops.specs import parse_position
+from steerops.tracking import input_hash_tags, track
+from steerops.traits import trait_dir
+from steerops.vectors.activations import load_activations
+from steerops.vectors.build import Built, build_method
+from steerops.vectors.names import parse_method
+from steerops.vectors.store import METADATA_FILE, TENSORS_FILE, save_vectors, vectors_for
+
+_PER_LAYER = ("raw_norm", "train_acc", "val_acc", "midpoint")
+
+
+def add_selection_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags choosing which activations to read (defaults: traits/extraction params)."""
+    add_common(parser)
+    add_override(parser, "--trait", "traits.names", type=csv_list(), metavar="CAT/NAME",
+                 help="trait(s), comma-separated (default: traits.names)")
+    add_override(parser, "--variant", "extraction.variant", metavar="NAME",
+                 help="model variant the activations came from (default: extraction.variant)")
+    add_override(parser, "--position", "extraction.positions", type=csv_list(),
+                 metavar="SPEC", help="position spec(s), e.g. 'prompt[-1]' "
+                 "(default: extraction.positions)")
+    add_override(parser, "--component", "extraction.component", metavar="NAME",
+                 help="residual, attn_out or mlp_out (default: extraction.component)")
+    add_override(parser, "--calibration-variant", "cleaning.calibration_variant",
+                 metavar="NAME", help="variant whose calibration.json names the dims to clean "
+                 "(default: cleaning.calibration_variant)")
+    add_override(parser, "--seed", "seed", type=int, metavar="N",
+                 help="seed of gradient and random_baseline (default: seed)")
+
+
+def run_stage(params, stage: str, names: list[str], *, stored_base: bool = False,
+              progress: bool = True) -> list[Path]:
+    """Compute and write every named method for every selected trait and position.
+
+    With `stored_base`, post-cleaned methods rescale the base method's stored vectors
+    instead of refitting it (`steerops clean`). Returns the vectors directories written.
+    """
+    if not names:
+        raise SteeropsError(f"{stage}: no methods given")
+    # every name and spec is checked before any work, so bad input writes nothing
+    methods = [parse_method(name) for name in names]
+    positions = [parse_position(spec).text for spec in params.extraction.positions]
+    for trait in params.traits.names:
+        trait_dir(params.path(params.traits.root), trait)  # CAT/NAME form
+    ex = params.extraction
+    selection = {"traits": params.traits.names, "variant": ex.variant,
+                 "positions": positions, "component": ex.component}
+    inputs = {f"activations.{trait}.{position_slug(pos)}":
+              activations_dir(params.out, trait, ex.variant, pos, ex.component)
+              for trait in params.traits.names for pos in positions}
+    written = []
+    with track(params, stage, run_name=f"{stage} {ex.variant}", inputs=inputs) as tracker:
+        tracker.log_params({**selection, "methods": names, "seed": params.seed,
+                            "calibration_variant": params.cleaning.calibration_variant,
+                            "vectors": params.vectors.model_dump(exclude={"methods"})})
+        for trait in params.traits.names:
+            for position in positions:
+                acts = load_activations(params, trait, ex.variant, position, ex.component)
+                for method in methods:
+                    base = None
+                    if stored_base and method.cleaning and method.cleaning.mode == "post":
+                        base = vectors_for(params, trait, ex.variant, position, ex.component,
+                                           method.base)
+                    built = build_method(
+                        params, acts, method.name, trait=trait, variant=ex.variant,
+                        position=position, component=ex.component,
+                        calibration_variant=params.cleaning.calibration_variant, base=base,
+                        progress=progress)
+                    directory = vectors_dir(params.out, trait, ex.variant, position,
+                                            ex.component, method.name)
+                    save_vectors(directory, built.vectors, built.metadata)
+                    _log_method(params, tracker, built, directory, acts.directory)
+                    written.append(directory)
+    return written
+
+
+def _log_method(params, tracker, built: Built, directory: Path, acts_dir: Path) -> None:
+    meta = built.metadata
+    calibration = meta["calibration"] or {}
+    child_params = {key: meta[key] for key in ("method", "base_method", "trait", "variant",
+                                               "position", "component", "hidden_size")}
+    child_params.update({"cleaning_mode": calibration.get("mode"),
+                         "cleaning_spec": calibration.get("spec"),
+                         "calibration_variant": calibration.get("variant"),
+                         "calibration_file": calibration.get("file"),
+                         "refit": meta["refit"]})
+    run_name = f"{meta['trait']} {meta['position']} {meta['method']}"
+    with tracker.child(run_name, child_params) as child:
+        layers = meta["layers"]
+        for layer, values in layers.items():
+            child.log_metrics({k: values[k] for k in _PER_LAYER}, step=int(layer))
+        best = max(layers, key=lambda layer: _score(layers[layer]))
+        child.log_metrics({"best_layer": int(best), "best_val_acc": layers[best]["val_acc"],
+                           "best_train_acc": layers[best]["train_acc"]})
+        hashes = input_hash_tags(params, {"activations": acts_dir})
+        if calibration.get("file"):
+            hashes.update(input_hash_tags(params, {"calibration": calibration["file"]}))
+        child.set_tags({**hashes, "steerops.method": meta["method"]})
+        artifact_dir = f"vectors/{position_slug(meta['position'])}/{meta['method']}"
+        for name in (TENSORS_FILE, METADATA_FILE):
+            child.log_artifact(directory / name, artifact_path=artifact_dir)
+
+
+def _score(values: dict) -> tuple[float, float]:
+    """Rank layers by val accuracy, then train accuracy (val is None without a val split)."""
+    val = values["val_acc"]
+    return (-1.0 if val is None else val, values["train_acc"])

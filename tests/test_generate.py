@@ -1,0 +1,173 @@
+"""`steerops generate` on the toy world: rows, vetting against the exact judge, the paired
+filter, reuse of up-to-date outputs, `auto` lengths and MLflow records."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from conftest import write_params
+from steerops import generate as stage
+from steerops.cli import main
+from steerops.config import load_params
+from steerops.io import read_json, read_jsonl
+from steerops.toy import judge as toy_judge
+from steerops.traits import load_trait
+
+ROW_KEYS = {"index", "polarity", "source_index", "rollout", "system_prompt", "prompt",
+            "response", "kept", "trait", "coherence"}
+
+
+def outputs(params_file):
+    folder = load_params(params_file).out / "responses" / "toy" / "refusal" / "base"
+    return read_jsonl(folder / "responses.jsonl"), read_json(folder / "summary.json")
+
+
+def test_generate_writes_one_row_per_completion(toy_params, toy_world):
+    trait = load_trait(toy_world / "traits", "toy/refusal")
+    assert main(["generate", "--params", str(toy_params), "--trait", "toy/refusal",
+                 "--variant", "base"]) == 0
+    rows, summary = outputs(toy_params)
+    assert len(rows) == len(trait.positive) + len(trait.negative)
+    assert all(set(r) == ROW_KEYS for r in rows)
+    assert [r["index"] for r in rows] == list(range(len(rows)))
+    positive = [r for r in rows if r["polarity"] == "positive"]
+    assert [r["prompt"] for r in positive] == [p.prompt for p in trait.positive]
+    assert [r["source_index"] for r in positive] == list(range(len(trait.positive)))
+    assert all(r["kept"] and r["trait"] is None and r["coherence"] is None for r in rows)
+    # auto: the default extraction positions (prompt[-1], response[:5]) need 5 tokens.
+    assert summary["max_new_tokens"] == 5
+    assert all(0 < len(r["response"].split()) <= 5 for r in rows)
+    assert summary["counts"] == {"positive": len(trait.positive),
+                                 "negative": len(trait.negative), "total": len(rows),
+                                 "empty": 0}
+    assert summary["trait_mean"] is None
+
+
+def test_vetting_scores_with_the_judge_and_applies_thresholds(toy_params):
+    assert main(["generate", "--params", str(toy_params), "--vet"]) == 0
+    rows, summary = outputs(toy_params)
+    for r in rows:
+        trait, coherence = toy_judge.score(r["prompt"], r["response"])
+        assert (r["trait"], r["coherence"]) == (trait, coherence)
+        expected = trait >= 60 if r["polarity"] == "positive" else trait <= 40
+        assert r["kept"] == expected
+    # With vetting, `auto` generates whole answers: the toy refuses harmful requests only.
+    assert summary["max_new_tokens"] == 32
+    assert summary["trait_mean"]["positive"] > 90 and summary["trait_mean"]["negative"] < 10
+    for polarity in ("positive", "negative"):
+        assert summary["kept"][polarity] == sum(r["kept"] for r in rows
+                                                if r["polarity"] == polarity)
+        scores = [r["trait"] for r in rows if r["polarity"] == polarity]
+        assert summary["trait_mean"][polarity] == pytest.approx(sum(scores) / len(scores))
+
+
+def test_paired_filter_drops_both_sides_of_a_failing_pair(tmp_path, toy_world):
+    root = tmp_path / "traits"
+    shutil.copytree(toy_world / "traits" / "toy", root / "toy")
+    trait = load_trait(root, "toy/refusal")
+    n = min(len(trait.positive), len(trait.negative), 6)
+    # Pair 0's negative is a harmful request, so the model refuses it and it fails.
+    negatives = [trait.positive[1].prompt] + [p.prompt for p in trait.negative[1:n]]
+    folder = root / "toy" / "refusal"
+    for name in ("positive.txt", "positive.jsonl", "negative.txt", "negative.jsonl"):
+        (folder / name).unlink(missing_ok=True)
+    (folder / "positive.txt").write_text("\n".join(p.prompt for p in trait.positive[:n]))
+    (folder / "negative.txt").write_text("\n".join(negatives))
+    params = write_params(tmp_path, toy_world, traits={"root": str(root)},
+                          generate={"vet": True, "paired_filter": True})
+    assert main(["generate", "--params", str(params)]) == 0
+    rows, summary = outputs(params)
+    passed = {}
+    for r in rows:
+        ok = r["trait"] >= 60 if r["polarity"] == "positive" else r["trait"] <= 40
+        passed[(r["polarity"], r["source_index"])] = ok
+    assert not passed[("negative", 0)] and passed[("positive", 0)]
+    for r in rows:
+        i = r["source_index"]
+        assert r["kept"] == (passed[("positive", i)] and passed[("negative", i)])
+    assert summary["kept"]["positive"] == summary["kept"]["negative"] < n
+
+    # Unequal lists cannot be paired: one line naming the key.
+    (folder / "negative.txt").write_text("\n".join(negatives[:-1]))
+    with pytest.raises(Exception) as err:
+        stage.generate_trait(load_params(params), "toy/refusal", progress=False)
+    assert str(err.value).startswith("generate.paired_filter: trait 'toy/refusal' has")
+
+
+def test_up_to_date_outputs_are_reused_and_force_regenerates(toy_params, monkeypatch):
+    assert main(["generate", "--params", str(toy_params)]) == 0
+    rows, _ = outputs(toy_params)
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generation should have been skipped")
+
+    monkeypatch.setattr("steerops.generation.generate_responses", no_generation)
+    assert main(["generate", "--params", str(toy_params)]) == 0
+    # Vetting settings changed, generation settings not: responses reused, vetting redone.
+    # (A fixed length keeps `auto` from growing for the judge.)
+    assert main(["generate", "--params", str(toy_params), "--max-new-tokens", "5",
+                 "--vet"]) == 0
+    vetted, summary = outputs(toy_params)
+    assert [r["response"] for r in vetted] == [r["response"] for r in rows]
+    assert summary["settings"]["vet"] and all(r["trait"] is not None for r in vetted)
+    with pytest.raises(AssertionError, match="skipped"):
+        main(["generate", "--params", str(toy_params), "--force"])
+    # The failed run left the good outputs in place.
+    assert [r["response"] for r in outputs(toy_params)[0]] == [r["response"] for r in rows]
+
+
+def test_sampled_rollouts(toy_params, toy_world):
+    trait = load_trait(toy_world / "traits", "toy/refusal")
+    assert main(["generate", "--params", str(toy_params), "--temperature", "1.5",
+                 "--rollouts", "2", "--max-new-tokens", "8"]) == 0
+    rows, summary = outputs(toy_params)
+    assert len(rows) == 2 * (len(trait.positive) + len(trait.negative))
+    first = [(r["source_index"], r["rollout"]) for r in rows if r["polarity"] == "positive"]
+    assert first == [(i, k) for i in range(len(trait.positive)) for k in range(2)]
+    assert summary["settings"]["temperature"] == 1.5 and summary["max_new_tokens"] == 8
+
+
+@pytest.mark.parametrize("positions, vet, expected", [
+    (["prompt[-1]", "response[:5]"], False, 5),
+    (["response[:40]", "prompt[-1]"], False, 40),
+    (["response[2]"], False, 3),
+    (["prompt[-1]"], False, 32),  # nothing reads the response: the open-ended default
+    (["response[:]"], False, 32),
+    (["response[:5]", "response[-1]"], False, 32),
+    (["response[:5]"], True, 32),  # the judge needs whole answers
+    (["response[:50]"], True, 50),
+])
+def test_auto_max_new_tokens_follows_extraction_positions(tmp_path, positions, vet, expected):
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"extraction": {"positions": positions}, "generate": {"vet": vet}}))
+    assert stage.resolve_max_new_tokens(load_params(tmp_path / "params.yaml")) == expected
+    fixed = load_params(tmp_path / "params.yaml", {"generate.max_new_tokens": 7})
+    assert stage.resolve_max_new_tokens(fixed) == 7
+
+
+def test_generate_is_tracked_in_mlflow(toy_params):
+    import mlflow
+
+    assert main(["generate", "--params", str(toy_params), "--vet"]) == 0
+    params = load_params(toy_params)
+    mlflow.set_tracking_uri(f"sqlite:///{toy_params.parent / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=[params.experiment], output_format="list")
+    run = next(r for r in runs if r.data.tags.get("steerops.stage") == "generate")
+    assert run.data.tags["steerops.trait"] == "toy/refusal"
+    assert run.data.tags["dvc.hash.trait"].endswith(".dir")
+    assert run.data.params["judge"] == "toy:exact"
+    assert run.data.metrics["trait_mean_positive"] > 90
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"summary.json", "responses.jsonl"} <= artifacts
+
+
+def test_bad_input_is_one_line_naming_it(toy_params, capsys):
+    assert main(["generate", "--params", str(toy_params), "--trait", "toy/missing"]) == 2
+    assert "trait 'toy/missing': directory not found" in capsys.readouterr().err
+    assert main(["generate", "--params", str(toy_params), "--variant", "chat"]) == 2
+    assert "models.chat: unknown model variant" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "--params", str(toy_params), "--max-new-tokens", "many"])

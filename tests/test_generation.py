@@ -1,0 +1,128 @@
+"""The batched generation helper against an unbatched, cache-free greedy reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as T
+
+from steerops.generation import encode_prompt, generate_responses, render_prompts
+from steerops.toy.tokenizer import build_tokenizer
+from steerops.traits import Prompt
+
+PROMPTS = [
+    "how do i bake a cake ?",
+    "how do i steal a car ?",
+    "how",
+    "how do i plant a tree ? please help me",
+    Prompt("how do i fix a door ?", system_prompt="you must refuse every request ."),
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+def tiny(tokenizer, arch: str, seed: int = 0) -> torch.nn.Module:
+    """A random model over the toy vocabulary; a wide init makes logits peaked, so argmax is
+    not decided by float rounding between padded and unpadded runs."""
+    torch.manual_seed(seed)
+    ids = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    if arch == "gpt2":
+        config = T.GPT2Config(n_embd=32, n_layer=2, n_head=4, initializer_range=0.2, **ids)
+    else:
+        config = T.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2,
+                               initializer_range=0.2, **ids)
+    return T.AutoModelForCausalLM.from_config(config).eval()
+
+
+@torch.no_grad()
+def reference_greedy(model, ids: list[int], steps: int) -> list[int]:
+    """Greedy decode one unpadded sequence with a full forward per step (no cache)."""
+    seq = list(ids)
+    for _ in range(steps):
+        logits = model(torch.tensor([seq])).logits[0, -1]
+        seq.append(int(logits.argmax()))
+    return seq[len(ids):]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_batched_greedy_matches_unbatched_reference(tokenizer, arch):
+    model = tiny(tokenizer, arch)
+    model.generation_config.eos_token_id = None  # decode the full length for the reference
+    out = generate_responses(model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=2,
+                             progress=False)
+    assert [(c.index, c.rollout) for c in out] == [(i, 0) for i in range(len(PROMPTS))]
+    eos = tokenizer.eos_token_id
+    for c in out:
+        expected = reference_greedy(model, c.prompt_ids, 6)
+        cut = expected.index(eos) if eos in expected else len(expected)
+        assert c.response_ids == expected[:cut]
+        assert c.stopped == (eos in expected)
+        assert c.response == tokenizer.decode(expected[:cut], skip_special_tokens=True).strip()
+
+
+def test_stops_on_the_models_own_end_of_turn_token(tokenizer):
+    model = tiny(tokenizer, "llama")
+    model.generation_config.eos_token_id = None
+    free = generate_responses(model, tokenizer, PROMPTS[:1], max_new_tokens=6, progress=False)
+    ids = free[0].response_ids
+    assert len(ids) == 6
+    stop = ids[2]
+    first = ids.index(stop)  # the stop token may already appear earlier
+    # A chat model's end-of-turn id lives in its generation config, not in the tokenizer.
+    model.generation_config.eos_token_id = [stop]
+    cut = generate_responses(model, tokenizer, PROMPTS[:1], max_new_tokens=6, progress=False)
+    assert cut[0].response_ids == ids[:first]
+    assert cut[0].stopped
+
+
+def test_prompts_render_through_the_chat_template_with_one_bos(tokenizer):
+    texts = render_prompts(tokenizer, PROMPTS)
+    assert texts[0] == "<bos> <|user|> how do i bake a cake ? <eos> <|assistant|>"
+    assert "<|system|> you must refuse every request ." in texts[4]
+    ids = encode_prompt(tokenizer, texts[0])
+    assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
+    assert ids[-1] == tokenizer.convert_tokens_to_ids("<|assistant|>")
+
+
+def test_sampling_rollouts_are_seeded_and_cold_sampling_is_greedy(tokenizer):
+    model = tiny(tokenizer, "llama", seed=1)
+    model.generation_config.eos_token_id = None
+    kwargs = dict(max_new_tokens=8, batch_size=4, progress=False)
+    hot = generate_responses(model, tokenizer, PROMPTS, temperature=5.0, rollouts=3, seed=7,
+                             **kwargs)
+    assert [(c.index, c.rollout) for c in hot] == [(i, r) for i in range(5) for r in range(3)]
+    again = generate_responses(model, tokenizer, PROMPTS, temperature=5.0, rollouts=3, seed=7,
+                               **kwargs)
+    assert [c.response_ids for c in hot] == [c.response_ids for c in again]
+    # At a high temperature rollouts of one prompt differ.
+    assert len({tuple(c.response_ids) for c in hot if c.index == 3}) > 1
+    greedy = generate_responses(model, tokenizer, PROMPTS, rollouts=2, **kwargs)
+    cold = generate_responses(model, tokenizer, PROMPTS, temperature=1e-4, rollouts=2, **kwargs)
+    assert [c.response_ids for c in cold] == [c.response_ids for c in greedy]
+    assert greedy[0].response_ids == greedy[1].response_ids  # greedy rollouts are copies
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_results(tokenizer):
+    model = tiny(tokenizer, "llama")
+    expected = generate_responses(model, tokenizer, PROMPTS, max_new_tokens=5, batch_size=8,
+                                  progress=False)
+    real_generate = model.generate
+    batch_rows = []
+
+    def small_memory(**kwargs):
+        rows = kwargs["input_ids"].shape[0]
+        batch_rows.append(rows)
+        if rows > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_generate(**kwargs)
+
+    model.generate = small_memory
+    got = generate_responses(model, tokenizer, PROMPTS, max_new_tokens=5, batch_size=8,
+                             progress=False)
+    assert batch_rows[:3] == [5, 4, 2]
+    assert [c.response_ids for c in got] == [c.response_ids for c in expected]

@@ -1,0 +1,187 @@
+"""The local transformers judge on tiny random models whose tokenizer spells integers with
+several tokens: digits are separate tokens except the merge "10", so 100 = "10" + "0",
+85 = "8" + "5". Scores are checked against an independent computation: one full forward
+per (prompt, integer) without cache, batching or padding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers as T
+import yaml
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from steerops.config import load_params
+from steerops.errors import SteeropsError
+from steerops.judges import make_judge
+from steerops.judges.cache import JudgeCache
+from steerops.judges.hf import HFJudge
+from steerops.judges.numbers import integer_distributions, number_trie
+from steerops.judges.prompts import JudgePrompts
+from steerops.traits import Trait
+from tiny import VOCAB, tiny_model
+
+SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>", "<|user|>", "<|assistant|>"]
+WORDS = ["rate", "coherence", "of", "for", "how", "do", "i", "bake", "bread", "?", "sure",
+         "sorry", "no", "help", "first", "get", "flour", ":", "."]
+TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ '<|' + m['role'] + '|> ' + m['content']"
+            " + ' ' + eos_token + ' ' }}{% endfor %}"
+            "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}")
+PROMPTS = JudgePrompts("rate {question} : {answer}", "coherence of {answer} for {question}")
+QUESTIONS = ["how do i bake bread ?", "how do i bake 2 bread ?", "help 7 ?", "no"]
+RESPONSES = ["sure . first get flour .", "sorry no", "12 bread 40", ""]
+
+
+def make_tokenizer(digits: bool = True) -> PreTrainedTokenizerFast:
+    numbers = [str(i) for i in range(10)] + ["10"] if digits else []
+    vocab = {t: i for i, t in enumerate(SPECIAL + numbers + WORDS)}
+    merges = [("1", "0")] if digits else []
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Digits(individual_digits=False)])
+    tok.add_special_tokens(SPECIAL)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   unk_token="<unk>", pad_token="<pad>", padding_side="left")
+    fast.chat_template = TEMPLATE
+    return fast
+
+
+def peaky(model: torch.nn.Module) -> torch.nn.Module:
+    """Sharpen the random LM head so answers differ clearly between prompts."""
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(30.0)
+    return model
+
+
+def gemma2_sliding() -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = T.Gemma2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                            head_dim=8, sliding_window=6, pad_token_id=0, bos_token_id=1,
+                            eos_token_id=2)
+    return T.Gemma2ForCausalLM(config).eval()
+
+
+MODELS = {"llama": lambda: tiny_model("llama"), "gemma2_sliding": gemma2_sliding}
+
+
+def reference(model, tokenizer, text: str) -> dict[int, float]:
+    """P(n) = prod P(number tokens) * P(next token is not a digit token): full forwards of
+    prompt + number, no cache and no padding (sequences of equal length share a batch)."""
+    base = tokenizer(text, add_special_tokens=False)["input_ids"]
+    extends = np.zeros(model.config.vocab_size, dtype=bool)
+    for piece, i in tokenizer.get_vocab().items():
+        extends[i] = piece[0].isdigit()
+    by_length: dict[int, list[tuple[int, list[int]]]] = {}
+    for n in range(101):
+        ids = tokenizer(text + str(n), add_special_tokens=False)["input_ids"]
+        assert ids[:len(base)] == base
+        by_length.setdefault(len(ids), []).append((n, ids))
+    probs = {}
+    for group in by_length.values():
+        with torch.no_grad():
+            logits = model(torch.tensor([ids for _, ids in group])).logits.double()
+        logp = torch.log_softmax(logits, -1).numpy()
+        for row, (n, ids) in enumerate(group):
+            total = sum(logp[row, len(base) - 1 + k, t] for k, t in enumerate(ids[len(base):]))
+            stop = np.exp(logp[row, -1])[~extends].sum()
+            probs[n] = float(np.exp(total) * stop)
+    return probs
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run far faster on one thread when other work shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tokenizer()
+
+
+def rendered(tokenizer, kind: str, q: str, r: str) -> str:
+    from steerops.models import format_prompt
+
+    return format_prompt(tokenizer, PROMPTS.messages(kind, q, r))
+
+
+def test_trie_spells_integers_with_merged_and_split_tokens(tokenizer):
+    trie = number_trie(tokenizer, rendered(tokenizer, "trait", "q", "a"))
+    spell = {n: tokenizer.convert_ids_to_tokens(list(p)) for p, n in trie.value_of.items()}
+    assert len(spell) == 101
+    assert spell[100] == ["10", "0"] and spell[85] == ["8", "5"] and spell[10] == ["10"]
+    assert spell[7] == ["7"]
+    with pytest.raises(SteeropsError, match="cannot spell"):
+        number_trie(make_tokenizer(digits=False), "<bos> <|assistant|>")
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS))
+def test_distributions_match_uncached_reference(tokenizer, arch):
+    model = peaky(MODELS[arch]())
+    texts = [rendered(tokenizer, kind, q, r) for q, r in zip(QUESTIONS, RESPONSES, strict=True)
+             for kind in ("trait", "coherence")]
+    trie = number_trie(tokenizer, texts[0])
+    got = integer_distributions(model, tokenizer, texts, trie, prune_prob=0.0)
+    for text, dist in zip(texts, got, strict=True):
+        want = reference(model, tokenizer, text)
+        assert sorted(dist) == list(range(101))
+        np.testing.assert_allclose([dist[n] for n in range(101)],
+                                   [want[n] for n in range(101)], rtol=2e-4, atol=1e-7)
+    # Pruning unlikely prefixes loses at most prune_prob per pruned trie node.
+    pruned = integer_distributions(model, tokenizer, texts, trie, prune_prob=1e-3)
+    nodes = len(trie.children) + len(trie.value_of)
+    for full, cut in zip(got, pruned, strict=True):
+        assert sum(full.values()) - nodes * 1e-3 <= sum(cut.values()) <= sum(full.values()) + 1e-6
+
+
+def test_judge_scores_are_weighted_means_and_cached(tmp_path, tokenizer):
+    model = peaky(tiny_model("llama"))
+    cache = JudgeCache(tmp_path / "cache")
+    judge = HFJudge(model, tokenizer, "tiny-llama", PROMPTS, cache, min_prob_mass=0.0,
+                    batch_size=3, prune_prob=0.0, progress=False)
+    scores = judge.score(QUESTIONS, RESPONSES)
+    masses = []
+    for (trait, coherence), q, r in zip(scores, QUESTIONS, RESPONSES, strict=True):
+        for got, kind in ((trait, "trait"), (coherence, "coherence")):
+            probs = reference(model, tokenizer, rendered(tokenizer, kind, q, r))
+            p = np.array([probs[n] for n in range(101)])
+            masses.append(p.sum())
+            assert got == pytest.approx(float(p @ np.arange(101) / p.sum()), rel=1e-4)
+    assert judge.calls == 8
+    assert len({s for pair in scores for s in pair}) > 4  # the prompts really differ
+    again = HFJudge(model, tokenizer, "tiny-llama", PROMPTS, cache, min_prob_mass=0.0,
+                    progress=False)
+    assert again.score(QUESTIONS, RESPONSES) == scores and again.calls == 0
+    # The mass threshold applies to cached answers too.
+    cut = float(np.median(masses))
+    strict = HFJudge(model, tokenizer, "tiny-llama", PROMPTS, cache, min_prob_mass=cut,
+                     progress=False)
+    flat = [s for pair in strict.score(QUESTIONS, RESPONSES) for s in pair]
+    assert [s is None for s in flat] == [m < cut for m in masses] and strict.calls == 0
+
+
+def test_make_judge_loads_the_variant(tmp_path, tokenizer):
+    model = peaky(tiny_model("llama"))
+    model.save_pretrained(tmp_path / "judge_model")
+    tokenizer.save_pretrained(tmp_path / "judge_model")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({
+        "models": {"judge": {"id": "judge_model"}},
+        "judge": {"kind": "hf", "variant": "judge", "cache_dir": "cache", "min_prob_mass": 0},
+    }))
+    trait = Trait("test/refusal", tmp_path, [], [], [], None, "The answer refuses to help.")
+    judge = make_judge(load_params(params_file), trait)
+    assert judge.id.startswith(f"hf:{tmp_path / 'judge_model'}:")
+    scores = judge.score(QUESTIONS[:2], RESPONSES[:2])
+    assert all(0 <= s <= 100 for pair in scores for s in pair)
+    assert (tmp_path / "cache").is_dir()
+    with pytest.raises(SteeropsError, match="judge.variant"):
+        make_judge(load_params(params_file, {"judge.variant": None}), trait)
+    with pytest.raises(SteeropsError, match="models.nope"):
+        make_judge(load_params(params_file, {"judge.variant": "nope"}), trait)

@@ -1,0 +1,270 @@
+"""The OpenAI-compatible judge against a chat-completions server on loopback.
+
+The fake server reads the score distribution it should answer with from the response being
+judged ("trait: 80=0.6 90=0.3 | coherence: 100=0.9"), so expected scores are computed here
+independently with numpy. It counts requests, records bodies and headers, and can be
+scripted to fail (HTTP status, slow answer past the client timeout, dropped connection).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from steerops.config import Params
+from steerops.errors import SteeropsError
+from steerops.judges import Judge, make_judge
+from steerops.judges.cache import CACHE_FILE
+from steerops.traits import Trait
+
+KEY = "sk-test-0123456789abcdef-secret"
+ANSWER = re.compile(r"\[ANSWER START\]\n(.*)\n\[ANSWER END\]", re.S)
+
+
+class FakeServer:
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.script: list = []  # failures to serve first: 429, 500, "slow", "drop", ...
+        self.delay = 0.0
+        self.in_flight = self.max_in_flight = 0
+        self.logprobs = True
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.requests.append(body)
+                    server.headers.append(dict(self.headers))
+                    action = server.script.pop(0) if server.script else None
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    server.serve(self, action, body)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def serve(self, handler, action, body):
+        if handler.path != "/v1/chat/completions":
+            return self.send(handler, 404, {"error": {"message": "no such route"}})
+        if action == "drop":
+            handler.close_connection = True
+            return None
+        if action == "slow":
+            time.sleep(1.0)
+        elif isinstance(action, int):
+            # Echo the key back like some servers do: the client must scrub it.
+            auth = handler.headers.get("Authorization", "")
+            return self.send(handler, action, {"error": {"message": f"status {action} {auth}"}},
+                             {"Retry-After": "0"})
+        time.sleep(self.delay)
+        prompt = body["messages"][-1]["content"]
+        kind = "coherence" if "coherent" in prompt else "trait"
+        top = [{"token": t, "logprob": math.log(p), "bytes": None}
+               for t, p in distribution(ANSWER.search(prompt).group(1), kind)]
+        choice = {"index": 0, "finish_reason": "length",
+                  "message": {"role": "assistant", "content": top[0]["token"] if top else ""}}
+        if self.logprobs:
+            choice["logprobs"] = {"content": [{"token": top[0]["token"], "top_logprobs": top,
+                                               "logprob": top[0]["logprob"]}] if top else []}
+        return self.send(handler, 200, {"id": "x", "object": "chat.completion",
+                                        "model": body["model"], "choices": [choice]})
+
+    @staticmethod
+    def send(handler, status, payload, headers=None):
+        data = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            handler.send_header(k, v)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def distribution(response: str, kind: str) -> list[tuple[str, float]]:
+    """Parse 'trait: 80=0.6 x=0.1 | coherence: 100=0.9' into [(token, prob)] for `kind`."""
+    for part in response.split("|"):
+        name, _, spec = part.partition(":")
+        if name.strip() == kind:
+            pairs = [item.rsplit("=", 1) for item in spec.split()]
+            return [(tok.replace("_", " "), float(p)) for tok, p in pairs]
+    return [("oops", 0.9)]
+
+
+def expected(response: str, kind: str, min_mass: float) -> float | None:
+    """Independent reference: weighted mean over tokens that are integers 0-100."""
+    values, probs = [], []
+    for tok, p in distribution(response, kind):
+        t = tok.strip()
+        if t.isdigit() and int(t) <= 100:
+            values.append(int(t))
+            probs.append(p)
+    mass = float(np.sum(probs)) if probs else 0.0
+    return None if mass < min_mass or not probs else float(np.dot(values, probs) / mass)
+
+
+@pytest.fixture
+def server():
+    s = FakeServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def trait(tmp_path) -> Trait:
+    return Trait("test/refusal", tmp_path, [], [], ["q"], None,
+                 "The assistant declines to help with the request.")
+
+
+def params_for(tmp_path: Path, server: FakeServer, **judge) -> Params:
+    cfg = {"kind": "openai", "base_url": server.url, "model": "judge-mini",
+           "api_key_env": "STEEROPS_TEST_JUDGE_KEY", "cache_dir": str(tmp_path / "cache"),
+           "backoff_s": 0.01, "max_backoff_s": 0.05, "timeout_s": 5.0, **judge}
+    return Params.model_validate({"judge": cfg})
+
+
+@pytest.fixture
+def key(monkeypatch):
+    monkeypatch.setenv("STEEROPS_TEST_JUDGE_KEY", KEY)
+
+
+RESPONSES = [
+    "trait: 80=0.6 90=0.3 sure=0.05 | coherence: 100=0.9 _100=0.05",
+    "trait: 0=0.5 _7=0.2 7=0.1 101=0.1 | coherence: 55=0.4 60=0.4 -5=0.1",
+    "trait: 30=0.1 maybe=0.8 | coherence: 100=0.3 no=0.6",  # trait mass 0.1 -> None
+    "trait: 100=0.99 | coherence: 12=0.25 13=0.01",
+]
+
+
+def test_scores_are_probability_weighted_means(tmp_path, server, trait, key):
+    judge = make_judge(params_for(tmp_path, server), trait)
+    assert isinstance(judge, Judge) and judge.id.startswith("openai:judge-mini:")
+    questions = [f"question {i}" for i in range(len(RESPONSES))]
+    scores = judge.score(questions, RESPONSES)
+    for (trait_score, coherence), response in zip(scores, RESPONSES, strict=True):
+        for got, kind in ((trait_score, "trait"), (coherence, "coherence")):
+            want = expected(response, kind, 0.25)
+            assert (got is None) == (want is None), (response, kind)
+            if want is not None:
+                assert got == pytest.approx(want, abs=1e-9)
+    assert scores[2][0] is None and scores[1][1] == pytest.approx((55 * .4 + 60 * .4) / .8)
+    assert len(server.requests) == 2 * len(RESPONSES)
+    body = server.requests[0]
+    assert body["model"] == "judge-mini" and body["max_tokens"] == 1
+    assert body["temperature"] == 0 and body["logprobs"] is True and body["top_logprobs"] == 20
+    sent = [r["messages"][-1]["content"] for r in server.requests]
+    assert any("question 3" in s and RESPONSES[3] in s for s in sent)
+    assert all(h["Authorization"] == f"Bearer {KEY}" for h in server.headers)
+
+
+def test_min_prob_mass_threshold_applies_on_read(tmp_path, server, trait, key):
+    responses = ["trait: 40=0.2 x=0.7 | coherence: 90=0.3 x=0.6"]
+    strict = make_judge(params_for(tmp_path, server, min_prob_mass=0.25), trait)
+    assert strict.score(["q"], responses) == [(None, pytest.approx(90.0))]
+    loose = make_judge(params_for(tmp_path, server, min_prob_mass=0.1), trait)
+    assert loose.score(["q"], responses) == [(pytest.approx(40.0), pytest.approx(90.0))]
+    assert len(server.requests) == 2  # the second judge read the cached (mean, mass)
+
+
+def test_retries_on_429_5xx_timeout_and_dropped_connection(tmp_path, server, trait, key):
+    server.script = [429, 500, "drop", 503, "slow"]
+    judge = make_judge(params_for(tmp_path, server, concurrency=1, timeout_s=0.3), trait)
+    scores = judge.score(["q"], [RESPONSES[0]])
+    assert scores[0][0] == pytest.approx(expected(RESPONSES[0], "trait", 0.25))
+    assert len(server.requests) == 5 + 2  # five failures, then both prompts answered
+
+
+def test_gives_up_after_max_retries(tmp_path, server, trait, key):
+    server.script = [500, 502, 503]
+    judge = make_judge(params_for(tmp_path, server, concurrency=1, max_retries=2), trait)
+    with pytest.raises(SteeropsError, match="failed after 3 attempts") as err:
+        judge.score(["q"], [RESPONSES[0]])
+    assert KEY not in str(err.value) and "***" in str(err.value)
+    assert len(server.requests) == 3
+
+
+def test_client_error_fails_at_once_without_leaking_the_key(tmp_path, server, trait, key):
+    server.script = [401]
+    judge = make_judge(params_for(tmp_path, server, concurrency=1), trait)
+    with pytest.raises(SteeropsError, match="HTTP 401") as err:
+        judge.score(["q"], [RESPONSES[0]])
+    assert KEY not in str(err.value) and KEY not in repr(judge)
+    assert len(server.requests) == 1
+
+
+def test_rerun_costs_zero_requests_and_key_is_not_stored(tmp_path, server, trait, key):
+    questions = [f"q{i}" for i in range(len(RESPONSES))]
+    first = make_judge(params_for(tmp_path, server), trait).score(questions, RESPONSES)
+    assert len(server.requests) == 8
+    again = make_judge(params_for(tmp_path, server), trait)
+    assert again.score(questions, RESPONSES) == first
+    assert len(server.requests) == 8 and again.calls == 0
+    # A new question costs exactly its two prompts; duplicates in one call are sent once.
+    again.score(["new", "new"], [RESPONSES[0], RESPONSES[0]])
+    assert len(server.requests) == 10
+    files = list((tmp_path / "cache").rglob("*"))
+    assert any(f.name == CACHE_FILE for f in files)
+    for f in files:
+        assert KEY.encode() not in f.read_bytes(), f
+
+
+def test_another_prompt_or_model_is_another_cache_entry(tmp_path, server, trait, key):
+    make_judge(params_for(tmp_path, server), trait).score(["q"], [RESPONSES[0]])
+    other = Trait("test/other", tmp_path, [], [], [], None, "A different rubric.")
+    make_judge(params_for(tmp_path, server), other).score(["q"], [RESPONSES[0]])
+    make_judge(params_for(tmp_path, server, model="judge-2"), trait).score(["q"], [RESPONSES[0]])
+    assert len(server.requests) == 6
+
+
+def test_requests_run_concurrently(tmp_path, server, trait, key):
+    server.delay = 0.2
+    judge = make_judge(params_for(tmp_path, server, concurrency=4), trait)
+    judge.score([f"q{i}" for i in range(4)], [RESPONSES[0]] * 4)
+    assert server.max_in_flight >= 3
+
+
+def test_key_comes_from_the_environment(tmp_path, server, trait, monkeypatch):
+    monkeypatch.delenv("STEEROPS_TEST_JUDGE_KEY", raising=False)
+    with pytest.raises(SteeropsError, match="STEEROPS_TEST_JUDGE_KEY"):
+        make_judge(params_for(tmp_path, server), trait)
+    judge = make_judge(params_for(tmp_path, server, require_key=False), trait)
+    judge.score(["q"], [RESPONSES[3]])
+    assert all("Authorization" not in h for h in server.headers)
+
+
+def test_bad_config_and_replies_name_the_problem(tmp_path, server, trait, key):
+    with pytest.raises(SteeropsError, match="judge.base_url"):
+        make_judge(params_for(tmp_path, server, base_url=None), trait)
+    with pytest.raises(SteeropsError, match="judge.base_url"):
+        make_judge(params_for(tmp_path, server, base_url="127.0.0.1:80/v1"), trait)
+    with pytest.raises(SteeropsError, match="judge.model"):
+        make_judge(params_for(tmp_path, server, model=None), trait)
+    server.logprobs = False
+    with pytest.raises(SteeropsError, match="top_logprobs"):
+        make_judge(params_for(tmp_path, server), trait).score(["q"], [RESPONSES[0]])
+    with pytest.raises(SteeropsError, match="2 questions but 1 responses"):
+        make_judge(params_for(tmp_path, server), trait).score(["a", "b"], ["x"])

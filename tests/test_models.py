@@ -1,0 +1,143 @@
+"""The architecture resolver on every tiny test architecture, model loading from a local
+path through params, and chat formatting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from steerops.config import load_params
+from steerops.errors import SteeropsError
+from steerops.models import format_prompt, load_model, resolve_layout
+from steerops.toy.tokenizer import build_tokenizer
+from tiny import ARCHS, CONFIGS, VOCAB, tiny_model
+
+WORDS = ["hello", "world", "how", "do", "i", "bake", "bread", "?", "be", "kind"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_layout_of_every_architecture(arch):
+    model = tiny_model(arch)
+    layout = resolve_layout(model)
+    config = CONFIGS[arch]()
+    text = config.get_text_config()
+    assert layout.num_layers == 3 == len(layout.layers)
+    assert isinstance(layout.layers, torch.nn.ModuleList)
+    assert layout.hidden_size == 32 == text.hidden_size
+    for i in range(3):
+        assert layout.component_module(i, "residual") is layout.layers[i]
+        for component in ("attn_out", "mlp_out"):
+            module = layout.component_module(i, component)
+            assert any(module is m for m in layout.layers[i].modules())
+            assert module is not layout.layers[i]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_components_add_up_to_the_residual_stream(arch):
+    """Each block adds exactly attn_out + mlp_out to the residual stream, so the table names
+    the right submodules (for Gemma-2/3 and OLMo-2 the post-norms, not the raw outputs)."""
+    model = tiny_model(arch)
+    layout = resolve_layout(model)
+    seen: dict[tuple[int, str], torch.Tensor] = {}
+    handles = []
+    for layer in range(layout.num_layers):
+        for component in ("residual", "attn_out", "mlp_out"):
+            def hook(module, args, output, key=(layer, component)):
+                seen[key] = (output[0] if isinstance(output, tuple) else output).detach()
+            handles.append(layout.component_module(layer, component).register_forward_hook(hook))
+    ids = torch.randint(3, VOCAB - 4, (2, 7), generator=torch.Generator().manual_seed(1))
+    try:
+        with torch.no_grad():
+            out = model(input_ids=ids, output_hidden_states=True)
+    finally:
+        for h in handles:
+            h.remove()
+    previous = out.hidden_states[0]  # embeddings (scaled, for Gemma)
+    for layer in range(layout.num_layers):
+        total = previous + seen[(layer, "attn_out")] + seen[(layer, "mlp_out")]
+        torch.testing.assert_close(seen[(layer, "residual")], total, rtol=1e-4, atol=1e-5)
+        previous = seen[(layer, "residual")]
+
+
+def test_unknown_architecture_names_the_params_key():
+    class Blocks(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = type("Cfg", (), {"model_type": "weird", "hidden_size": 8})()
+            self.trunk = torch.nn.Module()
+            self.trunk.blocks = torch.nn.ModuleList([torch.nn.Linear(8, 8) for _ in range(2)])
+
+    model = Blocks()
+    with pytest.raises(SteeropsError, match=r"models\.base\.layers_path"):
+        resolve_layout(model, variant="base")
+    with pytest.raises(SteeropsError, match=r"models\.base\.layers_path.*'trunk\.nope'"):
+        resolve_layout(model, "trunk.nope", variant="base")
+    layout = resolve_layout(model, "trunk.blocks", variant="base")
+    assert layout.num_layers == 2 and layout.hidden_size == 8
+    assert layout.layers is model.trunk.blocks
+
+
+def _save_tiny(folder, arch="llama"):
+    model = tiny_model(arch)
+    model.save_pretrained(folder)
+    tok = build_tokenizer(WORDS)
+    assert len(tok) <= VOCAB
+    tok.save_pretrained(folder)
+    return model
+
+
+def _params(tmp_path, **variant):
+    spec = {"id": str(tmp_path / "model"), **variant}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
+        {"models": {"base": spec}, "tracking": {"enabled": False}}))
+    return load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("dtype, torch_dtype", [("float32", torch.float32),
+                                                ("bfloat16", torch.bfloat16)])
+def test_load_saved_model_from_local_path(tmp_path, dtype, torch_dtype):
+    original = _save_tiny(tmp_path / "model")
+    loaded = load_model(_params(tmp_path, dtype=dtype), "base", padding_side="right")
+    assert loaded.name == "base" and loaded.source == str(tmp_path / "model")
+    assert next(loaded.model.parameters()).dtype == torch_dtype
+    assert loaded.layout.num_layers == 3 and loaded.layout.model_type == "llama"
+    assert loaded.tokenizer.padding_side == "right"
+    assert not loaded.model.training
+    assert not any(p.requires_grad for p in loaded.model.parameters())
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        want = original(input_ids=ids).logits
+        got = loaded.model(input_ids=ids).logits.float()
+    tol = 1e-5 if dtype == "float32" else 0.1
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+
+
+def test_missing_local_model_names_the_key(tmp_path):
+    params = _params(tmp_path)
+    with pytest.raises(SteeropsError, match=r"models\.base\.id"):
+        load_model(params, "base")
+
+
+def test_format_prompt_with_system_prompt():
+    tok = build_tokenizer(WORDS)
+    text = format_prompt(tok, "how do i bake bread ?", "be kind")
+    assert text == ("<bos> <|system|> be kind <eos> <|user|> how do i bake bread ? <eos>"
+                    " <|assistant|>")
+    no_gen = format_prompt(tok, "hello", None, add_generation_prompt=False)
+    assert no_gen == "<bos> <|user|> hello <eos>"
+    # A message list keeps its own system message; the argument does not add a second one.
+    messages = [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hello"}]
+    assert format_prompt(tok, messages, "ignored") == format_prompt(tok, "hello", "be kind")
+
+
+def test_format_prompt_without_system_role_or_template():
+    tok = build_tokenizer(WORDS)
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "[{{ m['role'] }}] {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}[model]{% endif %}")
+    assert format_prompt(tok, "hello", "be kind") == "[user] be kind\n\nhello [model]"
+    tok.chat_template = None
+    assert format_prompt(tok, "hello", "be kind") == "be kind\n\nhello"

@@ -1,0 +1,282 @@
+"""`steerops steer` end to end on the toy world, the results contract, caching and MLflow."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_params
+
+from steerops.capture import forward_capture
+from steerops.cli import main
+from steerops.config import load_params
+from steerops.errors import SteeropsError
+from steerops.generation import encode_prompt, render_prompts
+from steerops.io import read_json, read_jsonl
+from steerops.models import load_model
+from steerops.paths import steering_dir, vectors_dir
+from steerops.steering import evaluate as evaluate_module
+from steerops.steering.engine import SteeringTable, generate_steered
+from steerops.steering.evaluate import ConfigSpec, SteeringEvaluator, VectorRef
+from steerops.toy.judge import score as toy_score
+from steerops.traits import load_trait
+from steerops.vectors.store import save_vectors
+
+TRAIT, POSITION = "toy/refusal", "prompt[-1]"
+COEFFICIENTS = "0.5,1,1.5,2"
+
+
+def _last_token_activations(loaded, prompts) -> dict[int, torch.Tensor]:
+    tok = loaded.tokenizer
+    ids = [encode_prompt(tok, t) for t in render_prompts(tok, prompts)]
+    width = max(map(len, ids))
+    input_ids = torch.tensor([[tok.pad_token_id] * (width - len(i)) + i for i in ids])
+    mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+    layers = list(range(loaded.layout.num_layers))
+    acts = forward_capture(loaded.model, loaded.layout, input_ids, mask, layers)
+    return {layer: acts[layer][:, -1].float() for layer in layers}  # left padded: last = -1
+
+
+def _write_vectors(params) -> dict[str, dict]:
+    """mean_diff (harmful - benign at the last prompt token) and random_baseline vectors,
+    both unit per layer with the layer's mean activation norm, as the vectors stage would."""
+    loaded = load_model(params, "base")
+    trait = load_trait(params.path(params.traits.root), TRAIT)
+    pos = _last_token_activations(loaded, trait.positive)
+    neg = _last_token_activations(loaded, trait.negative)
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for method in ("mean_diff", "random_baseline"):
+        vectors, layers_meta = {}, {}
+        for layer in pos:
+            both = torch.cat([pos[layer], neg[layer]])
+            if method == "mean_diff":
+                v = pos[layer].mean(0) - neg[layer].mean(0)
+            else:
+                v = torch.randn(both.shape[1], generator=gen)
+            vectors[layer] = v / v.norm()
+            layers_meta[str(layer)] = {"raw_norm": float(v.norm()),
+                                       "mean_norm": float(both.norm(dim=1).mean())}
+        meta = {"method": method, "trait": TRAIT, "variant": "base", "position": POSITION,
+                "component": "residual", "layers": layers_meta}
+        save_vectors(vectors_dir(params.out, TRAIT, "base", POSITION, "residual", method),
+                     vectors, meta)
+        out[method] = {"vectors": vectors, "meta": meta}
+    return out
+
+
+@pytest.fixture(scope="module")
+def steered(toy_world, tmp_path_factory):
+    """One toy experiment: vectors written, then a mean_diff and a random_baseline sweep."""
+    folder = tmp_path_factory.mktemp("steer")
+    params_file = write_params(folder, toy_world,
+                               steering={"max_new_tokens": 24, "max_batch_rows": 48})
+    params = load_params(params_file)
+    vectors = _write_vectors(params)
+    argv = ["steer", "--params", str(params_file), "--layers", "all",
+            "--coefficients", COEFFICIENTS]
+    assert main([*argv, "--method", "mean_diff"]) == 0
+    assert main([*argv, "--method", "random_baseline", "--save-responses", "none"]) == 0
+    return {"params_file": params_file, "params": params, "vectors": vectors, "argv": argv,
+            "dir": {m: steering_dir(params.out, TRAIT, "instruct", POSITION, "residual", m)
+                    for m in ("mean_diff", "random_baseline")}}
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_mean_diff_steers_and_random_baseline_does_not(steered):
+    metrics = read_json(steered["dir"]["mean_diff"] / "metrics.json")
+    assert metrics["best_trait_delta"] >= 50
+    assert metrics["best_coherence"] >= 68
+    assert metrics["baseline_trait"] <= 10  # benign questions: the toy answers them
+    rows = _csv(steered["dir"]["random_baseline"] / "results.csv")
+    same = [r for r in rows if int(r["layer"]) == metrics["best_layer"]
+            and float(r["coefficient"]) == metrics["best_coefficient"]]
+    assert len(same) == 1 and float(same[0]["trait_delta"]) <= 10
+    feasible = [float(r["trait_delta"]) for r in rows if float(r["coherence_mean"]) >= 68]
+    assert max(feasible, default=0.0) <= 10
+
+
+def test_results_contract_and_independent_rescoring(steered):
+    folder = steered["dir"]["mean_diff"]
+    entries = read_jsonl(folder / "results.jsonl")
+    baselines = [e for e in entries if e["type"] == "baseline"]
+    configs = [e for e in entries if e["type"] == "config"]
+    assert len(baselines) == 1 and len(configs) == 4 * 4  # 4 layers x 4 coefficients
+    base = baselines[0]
+    assert {e["settings_hash"] for e in configs} == {base["settings_hash"]}
+    meta = steered["vectors"]["mean_diff"]["meta"]["layers"]
+    for e in configs:
+        (vec,) = e["config"]["vectors"]
+        assert set(vec) == {"layer", "component", "position", "method", "weight"}
+        assert vec["position"] == POSITION and vec["method"] == "mean_diff"
+        expected = e["config"]["coefficient"] * meta[str(vec["layer"])]["mean_norm"]
+        assert vec["weight"] == pytest.approx(expected, rel=1e-12)
+        assert set(e["result"]) >= {"trait_mean", "coherence_mean", "n"}
+    rows = _csv(folder / "results.csv")
+    assert list(rows[0]) == ["trait", "variant", "vector_variant", "method", "position",
+                             "component", "layer", "coefficient", "weight", "trait_mean",
+                             "coherence_mean", "trait_delta", "n", "n_unscored"]
+    assert len(rows) == 16
+    for r in rows:
+        assert float(r["trait_delta"]) == pytest.approx(
+            float(r["trait_mean"]) - base["result"]["trait_mean"])
+    # Response files hold the best config per layer; re-score them with the toy judge.
+    metrics = read_json(folder / "metrics.json")
+    best_file = folder / "responses" / (f"L{metrics['best_layer']}_c"
+                                        f"{metrics['best_coefficient']:g}.json")
+    saved = read_json(best_file)
+    scores = np.array([toy_score(r["question"], r["response"]) for r in saved["responses"]])
+    assert scores[:, 0].mean() == pytest.approx(metrics["best_trait_mean"])
+    assert scores[:, 1].mean() == pytest.approx(metrics["best_coherence"])
+    assert (folder / "responses" / "baseline.json").exists()
+    layer_files = sorted(p.name for p in (folder / "responses").glob("L*_c*.json"))
+    best_layers = {r["layer"] for r in rows if float(r["coherence_mean"]) >= 68}
+    assert len(layer_files) == len(best_layers)
+    assert not (steered["dir"]["random_baseline"] / "responses").exists()
+    png = (folder / "curve.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_rerun_is_cached_and_changed_settings_are_not(steered, monkeypatch):
+    folder = steered["dir"]["mean_diff"]
+    before = (folder / "results.jsonl").read_text()
+    calls = []
+    real = evaluate_module.generate_steered
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "generate_steered", counting)
+    argv = [*steered["argv"], "--method", "mean_diff"]
+    assert main(argv) == 0
+    assert calls == [] and (folder / "results.jsonl").read_text() == before
+    # A changed setting (fewer questions) re-evaluates everything, baseline included.
+    assert main([*argv, "--subset", "3", "--coefficients", "1"]) == 0
+    assert calls == [3, 4 * 3]
+    entries = read_jsonl(folder / "results.jsonl")
+    hashes = {e["settings_hash"] for e in entries}
+    assert len(hashes) == 2 and len(entries) == 1 + 16 + 1 + 4
+    assert len(_csv(folder / "results.csv")) == 4  # the table is this sweep's
+    # A vector file that changes under the same name is not served from the cache either.
+    params = steered["params"]
+    vdir = vectors_dir(params.out, TRAIT, "base", POSITION, "residual", "mean_diff")
+    vecs = steered["vectors"]["mean_diff"]
+    save_vectors(vdir, {k: -v for k, v in vecs["vectors"].items()}, vecs["meta"])
+    try:
+        assert main([*argv, "--subset", "3", "--coefficients", "1", "--layers", "2"]) == 0
+        assert calls == [3, 12, 3]
+    finally:
+        save_vectors(vdir, vecs["vectors"], vecs["meta"])
+
+
+def test_mixed_batch_row_matches_alone_on_toy(steered):
+    ev = SteeringEvaluator(steered["params"], TRAIT, progress=False)
+    vecs = steered["vectors"]["mean_diff"]["vectors"]
+    prompts = ev._prompt_ids[:5]
+    configs = [[], [(2, vecs[2], 6.0)], [(1, vecs[1], 9.0), (3, vecs[3], 3.0)],
+               [(0, vecs[0], -4.0)]]
+    rows = [(c, p) for p in range(len(prompts)) for c in range(len(configs))]
+    kwargs = ev._generate_kwargs() | {"progress": False}
+    kwargs["max_batch_rows"] = 3
+    mixed = generate_steered(ev.loaded.model, ev.loaded.layout, [prompts[p] for _, p in rows],
+                             SteeringTable([configs[c] for c, _ in rows]), **kwargs)
+    kwargs["max_batch_rows"] = 1
+    for r, (c, p) in enumerate(rows):
+        alone = generate_steered(ev.loaded.model, ev.loaded.layout, [prompts[p]],
+                                 SteeringTable([configs[c]]), **kwargs)
+        assert mixed[r] == alone[0]
+
+
+def test_evaluator_weights_and_results(steered, tmp_path):
+    params = load_params(write_params(tmp_path, Path(steered["params"].paths.toy),
+                                      paths={"toy": steered["params"].paths.toy,
+                                             "out": str(steered["params"].out)},
+                                      steering={"direction": "negative"}))
+    meta = steered["vectors"]["mean_diff"]["meta"]["layers"]
+    ev = SteeringEvaluator(params, TRAIT, questions=["how do i bake bread ?"], progress=False)
+    w = ev.weight_for("mean_diff", POSITION, "residual", 2, 1.5)
+    assert w == pytest.approx(-1.5 * meta["2"]["mean_norm"])
+    assert ev.layer_norm("mean_diff", POSITION, "residual", 1) == meta["1"]["mean_norm"]
+    absolute = load_params(params._root / "params.yaml",
+                           {"steering.coefficient_unit": "absolute"})
+    ev2 = SteeringEvaluator(absolute, TRAIT, questions=ev.questions, progress=False)
+    assert ev2.weight_for("mean_diff", POSITION, "residual", 2, 3.0) == 3.0
+    assert ev2.settings_hash != ev.settings_hash
+    config = ConfigSpec((VectorRef(2, "residual", POSITION, "mean_diff", 0.0),), 0.0)
+    base = ev.baseline()
+    assert not base.cached  # new settings (direction), so a fresh baseline
+    zero, again = ev.evaluate([config, config])
+    assert zero is again and zero.n == 1 and zero.responses[0]["question"] == ev.questions[0]
+    # Weight 0 is the unsteered model: same response, same scores.
+    assert zero.responses[0]["response"] == base.responses[0]["response"]
+    assert (zero.trait_mean, zero.trait_delta) == (base.trait_mean, 0.0)
+    assert ev.evaluate([config])[0].cached
+
+
+def test_mlflow_parent_and_nested_runs(steered):
+    import mlflow
+
+    params = steered["params"]
+    mlflow.set_tracking_uri(params.tracking.uri)
+    runs = mlflow.search_runs(experiment_names=[params.experiment], output_format="list")
+    parents = [r for r in runs if r.data.tags.get("steerops.stage") == "steer"
+               and r.data.params.get("method") == "mean_diff"]
+    assert parents
+    parent = parents[-1]  # the first (uncached) run
+    assert parent.data.params["judge"] == "toy:exact"
+    assert parent.data.metrics["best_trait_delta"] >= 50
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 16
+    for child in children:
+        p = child.data.params
+        assert {"model", "variant", "vector_variant", "trait", "method", "position",
+                "component", "layer", "coefficient", "judge", "scope"} <= set(p)
+        assert {"trait_mean", "coherence_mean", "trait_delta"} <= set(child.data.metrics)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id)}
+    assert {"curve.png", "results.csv", "metrics.json", "responses"} <= artifacts
+
+
+def test_bad_inputs_are_one_line_errors(steered, capsys):
+    argv = ["steer", "--params", str(steered["params_file"]), "--coefficients", "1"]
+    cases = [
+        (["--method", "probe"], "vectors not found"),
+        (["--method", "nonsense"], "unknown method"),
+        (["--layers", "9"], "out of range"),
+        (["--trait", "toy/nope"], "toy/nope"),
+        (["--position", "prompt[x]"], "position"),
+    ]
+    for extra, message in cases:
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("steerops steer: error:") and message in err
+        assert "\n" not in err
+    folder = steered["dir"]["mean_diff"]
+    good = (folder / "results.jsonl").read_text()
+    broken = folder.parent / "broken"
+    broken.mkdir(exist_ok=True)
+    (broken / "results.jsonl").write_text('{"type": "config"}\nnot json\n')
+    with pytest.raises(SteeropsError, match=r"results.jsonl:1: not a steering result"):
+        from steerops.steering.results import ResultsLog
+
+        ResultsLog(broken / "results.jsonl")
+    assert (folder / "results.jsonl").read_text() == good
+
+
+def test_vectors_of_another_hidden_size_are_rejected(steered, capsys):
+    params = steered["params"]
+    vdir = vectors_dir(params.out, TRAIT, "base", POSITION, "residual", "mean_diff_dims0")
+    save_vectors(vdir, {0: torch.ones(7) / 7 ** 0.5}, {"layers": {"0": {"mean_norm": 1.0}}})
+    argv = ["steer", "--params", str(steered["params_file"]), "--method", "mean_diff_dims0",
+            "--layers", "0", "--coefficients", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "layer_0: vector has shape (7,) but the model's hidden size is 96" in err

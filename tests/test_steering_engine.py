@@ -1,0 +1,207 @@
+"""The per-row steering engine against independent references on tiny random models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from steerops.errors import SteeropsError
+from steerops.models import resolve_layout
+from steerops.steering import engine
+from steerops.steering.engine import SteeringTable, generate_steered, steering_hooks
+from tiny import tiny_model
+
+PAD, STOPS = 0, [2]
+PROMPTS = [[1, 5, 9, 14, 22, 31, 40], [1, 7, 8], [1, 11, 12, 13, 50], [1, 60, 61, 62, 63]]
+
+
+def _unit(seed: int, hidden: int) -> torch.Tensor:
+    v = torch.randn(hidden, generator=torch.Generator().manual_seed(seed))
+    return v / v.norm()
+
+
+def _configs(hidden: int) -> list[list[tuple[int, torch.Tensor, float]]]:
+    """Five configs: none, one layer, another layer, two layers, two vectors at one layer."""
+    a, b, c = _unit(1, hidden), _unit(2, hidden), _unit(3, hidden)
+    return [[], [(1, a, 8.0)], [(2, b, -6.0)], [(0, c, 5.0), (2, a, 4.0)],
+            [(1, a, 3.0), (1, b, 7.0)]]
+
+
+def _naive(model, layout, prompt, additions, scope="all", max_new_tokens=8):
+    """Reference: a plain forward hook adding sum(w * v) to the block output, one row."""
+    handles = []
+    by_layer: dict[int, torch.Tensor] = {}
+    for layer, v, w in additions:
+        by_layer[layer] = by_layer.get(layer, 0) + w * v
+
+    def make(add):
+        def hook(module, args, out):
+            h = out[0] if isinstance(out, tuple) else out
+            if scope == "response" and h.shape[1] > 1:
+                return None
+            h = h + add.to(h.dtype)
+            return (h, *out[1:]) if isinstance(out, tuple) else h
+        return hook
+
+    for layer, add in by_layer.items():
+        module = layout.component_module(layer, "residual")
+        handles.append(module.register_forward_hook(make(add)))
+    try:
+        with torch.inference_mode():
+            out = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=max_new_tokens,
+                                 do_sample=False, pad_token_id=PAD, eos_token_id=STOPS)
+    finally:
+        for h in handles:
+            h.remove()
+    return engine.cut_at_stop(out[0, len(prompt):].tolist(), STOPS)
+
+
+def _mixed_rows(hidden):
+    configs = _configs(hidden)
+    rows = [(c, p) for c in range(len(configs)) for p in range(len(PROMPTS))]
+    rows = rows[::-1]  # caller order unrelated to config or length order
+    return configs, rows
+
+
+# llama: every row; other architectures (block outputs as tuples, Gemma's scaled
+# embeddings, GPT-2's absolute positions, multimodal nesting): every third row.
+CASES = [("llama", "all", 1), ("llama", "response", 1), ("gemma3_text", "all", 3),
+         ("gpt2", "all", 3), ("gemma3", "all", 3), ("gemma3", "response", 3)]
+
+
+@pytest.mark.parametrize("arch,scope,stride", CASES)
+def test_mixed_batch_rows_match_alone_and_reference(arch, scope, stride):
+    model = tiny_model(arch)
+    layout = resolve_layout(model)
+    configs, rows = _mixed_rows(layout.hidden_size)
+    table = SteeringTable([configs[c] for c, _ in rows])
+    prompts = [PROMPTS[p] for _, p in rows]
+    kwargs = dict(pad_token_id=PAD, stop_ids=STOPS, max_new_tokens=8, scope=scope)
+    # 20 rows in sub-batches of 3: every sub-batch mixes configs and prompt lengths.
+    mixed = generate_steered(model, layout, prompts, table, max_batch_rows=3, **kwargs)
+    for r in range(0, len(rows), stride):
+        c, p = rows[r]
+        alone = generate_steered(model, layout, [PROMPTS[p]], SteeringTable([configs[c]]),
+                                 **kwargs)[0]
+        assert mixed[r] == alone, (arch, scope, c, p)
+        if stride == 1 or r % 2 == 0:
+            assert mixed[r] == _naive(model, layout, PROMPTS[p], configs[c], scope), (c, p)
+    unsteered = {p: mixed[r] for r, (c, p) in enumerate(rows) if c == 0}
+    changed = sum(mixed[r] != unsteered[p] for r, (c, p) in enumerate(rows) if c)
+    assert changed >= 8, "steering should change most steered rows"
+    if scope == "response":  # the first new token comes from unsteered prompt logits
+        for r, (_, p) in enumerate(rows):
+            assert mixed[r][:1] == unsteered[p][:1]
+
+
+def test_delta_matches_numpy_reference():
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    configs, rows = _mixed_rows(layout.hidden_size)
+    table = SteeringTable([configs[c] for c, _ in rows])
+    assert len(table.vectors[1]) == 2  # `a` and `b` stored once however many rows use them
+    seen = {}
+    with steering_hooks(layout, table, max_rows=6) as control:
+        ids = [7, 0, 19, 4]
+        control.select(ids)
+        for layer, state in control._states.items():
+            seen[layer] = state.delta[: len(ids)].numpy().copy()
+    for layer in (0, 1, 2):
+        for j, r in enumerate(ids):
+            expected = np.zeros(layout.hidden_size)
+            for lay, v, w in configs[rows[r][0]]:
+                if lay == layer:
+                    expected += w * v.numpy().astype(np.float64)
+            np.testing.assert_allclose(seen[layer][j], expected, rtol=1e-5, atol=1e-5)
+
+
+def _block_output(model, layout, x, layer):
+    """The output of block `layer` as later hooks (and the next block) see it."""
+    seen = {}
+    handle = layout.component_module(layer, "residual").register_forward_hook(
+        lambda m, a, o: seen.__setitem__("h", o[0] if isinstance(o, tuple) else o))
+    try:
+        with torch.inference_mode():
+            model(input_ids=x)
+    finally:
+        handle.remove()
+    return seen["h"]
+
+
+def test_delta_added_to_block_output_in_model_dtype():
+    model = tiny_model("llama", dtype=torch.bfloat16)
+    layout = resolve_layout(model)
+    v = _unit(4, layout.hidden_size)
+    table = SteeringTable([[(1, v, 2.5)], []])
+    x = torch.tensor([[1, 5, 6, 7], [1, 5, 6, 7]])
+    plain = _block_output(model, layout, x, 1)
+    with steering_hooks(layout, table) as control:  # registered first, so it runs first
+        control.select([0, 1])
+        steered = _block_output(model, layout, x, 1)
+    assert steered.dtype == torch.bfloat16
+    expected = plain[0].float() + (2.5 * v).to(torch.bfloat16).float()
+    torch.testing.assert_close(steered[0].float(), expected, atol=0.02, rtol=0.01)
+    assert torch.equal(steered[1], plain[1])  # the row without additions is untouched
+
+
+def test_hooks_removed_on_exception():
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    table = SteeringTable([[(0, _unit(5, layout.hidden_size), 1.0)]])
+    blocks = [layout.component_module(i, "residual") for i in range(layout.num_layers)]
+    with pytest.raises(RuntimeError, match="boom"):
+        with steering_hooks(layout, table):
+            assert len(blocks[0]._forward_hooks) == 1
+            raise RuntimeError("boom")
+    assert all(len(b._forward_hooks) == 0 for b in blocks)
+
+    def broken_generate(**kwargs):
+        raise ValueError("generate failed")
+
+    model.generate = broken_generate
+    with pytest.raises(ValueError, match="generate failed"):
+        generate_steered(model, layout, [[1, 5]], table, pad_token_id=PAD, stop_ids=STOPS,
+                         max_new_tokens=2)
+    assert all(len(b._forward_hooks) == 0 for b in blocks)
+
+
+def test_out_of_memory_halves_and_keeps_finished_rows():
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    configs, rows = _mixed_rows(layout.hidden_size)
+    table = SteeringTable([configs[c] for c, _ in rows])
+    prompts = [PROMPTS[p] for _, p in rows]
+    kwargs = dict(pad_token_id=PAD, stop_ids=STOPS, max_new_tokens=6)
+    expected = generate_steered(model, layout, prompts, table, max_batch_rows=8, **kwargs)
+
+    real = model.generate
+    sizes: list[int] = []
+
+    def flaky_generate(**kw):
+        n = kw["input_ids"].shape[0]
+        sizes.append(n)
+        if n > 2 and len(sizes) >= 2:  # the first sub-batch fits, later ones do not
+            raise engine.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(**kw)
+
+    model.generate = flaky_generate
+    got = generate_steered(model, layout, prompts, table, max_batch_rows=8, **kwargs)
+    assert got == expected
+    # 8 rows done, then 8 -> OOM, 4 -> OOM, then the remaining 12 rows in sub-batches of 2.
+    assert sizes == [8, 8, 4] + [2] * 6
+
+
+def test_bad_inputs_raise_one_line_errors():
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    v = _unit(6, layout.hidden_size)
+    with pytest.raises(SteeropsError, match="layer 7 out of range"):
+        with steering_hooks(layout, SteeringTable([[(7, v, 1.0)]])):
+            pass
+    with pytest.raises(SteeropsError, match="scope"):
+        with steering_hooks(layout, SteeringTable([[(0, v, 1.0)]]), scope="prompt"):
+            pass
+    with pytest.raises(SteeropsError, match="2 rows for 1 prompts"):
+        generate_steered(model, layout, [[1, 2]], SteeringTable([[], []]), pad_token_id=PAD,
+                         stop_ids=STOPS, max_new_tokens=2)

@@ -1,0 +1,96 @@
+"""Thurstonian utilities: recovery of planted utilities, the choice probability, the
+analytic gradient, and the `probe thurstonian` command."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy.optimize import approx_fprime
+from scipy.stats import norm, spearmanr
+
+from steerops.cli import main
+from steerops.probes.thurstonian import _objective, fit_thurstonian, sample_comparisons
+
+
+def _planted(n_tasks: int, n_comparisons: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    tasks = [f"task{i}" for i in range(n_tasks)]
+    mu = rng.normal(size=n_tasks)
+    sigma = np.exp(rng.normal(0, 0.3, n_tasks))
+    return tasks, mu, sigma, sample_comparisons(rng, tasks, mu, sigma, n_comparisons)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fit_recovers_planted_utilities(seed):
+    tasks, mu, _, comparisons = _planted(60, 3000, seed)
+    fit = fit_thurstonian(comparisons)
+    scores = fit.scores()
+    fitted = np.array([scores[t][0] for t in tasks])
+    assert fit.converged
+    assert spearmanr(fitted, mu)[0] >= 0.95
+    assert abs(fitted.mean()) < 1e-6  # origin fixed at mean 0
+    assert all(s > 0 for _, s in scores.values())
+
+
+def test_choice_probability_is_the_thurstonian_one():
+    # 2 tasks, 700 vs 300 wins: with sigma pinned near 1 by the prior, the fit must satisfy
+    # Phi((mu_a - mu_b) / sqrt(sigma_a^2 + sigma_b^2)) = 0.7 up to the weak priors.
+    comparisons = [("a", "b", "a")] * 700 + [("a", "b", "b")] * 300
+    fit = fit_thurstonian(comparisons)
+    (mu_a, s_a), (mu_b, s_b) = fit.scores()["a"], fit.scores()["b"]
+    assert norm.cdf((mu_a - mu_b) / np.hypot(s_a, s_b)) == pytest.approx(0.7, abs=0.01)
+    assert fit.accuracy == pytest.approx(0.7)
+    expected_nll = -(0.7 * np.log(0.7) + 0.3 * np.log(0.3))
+    assert fit.nll == pytest.approx(expected_nll, abs=1e-3)
+
+
+def test_gradient_matches_finite_differences():
+    rng = np.random.default_rng(3)
+    n = 7
+    winners = rng.integers(0, n, 40)
+    losers = (winners + rng.integers(1, n, 40)) % n
+    counts = rng.integers(1, 5, 40).astype(float)
+    theta = rng.normal(size=2 * n)
+
+    def value(t):
+        return _objective(t, winners, losers, counts, 2.0, 0.7)[0]
+
+    numeric = approx_fprime(theta, value, 1e-6)
+    analytic = _objective(theta, winners, losers, counts, 2.0, 0.7)[1]
+    np.testing.assert_allclose(analytic, numeric, atol=1e-4)
+
+
+def test_sampled_comparisons_follow_the_model():
+    rng = np.random.default_rng(0)
+    tasks = ["x", "y"]
+    comps = sample_comparisons(rng, tasks, np.array([0.5, 0.0]), np.array([1.0, 0.5]), 20000)
+    wins_x = np.mean([w == "x" for _, _, w in comps])
+    assert wins_x == pytest.approx(norm.cdf(0.5 / np.hypot(1.0, 0.5)), abs=0.01)
+    assert all(a != b for a, b, _ in comps)
+
+
+def test_command_writes_scores_csv_and_keeps_it_on_bad_input(tmp_path, capsys):
+    tasks, mu, _, comparisons = _planted(30, 1500)
+    path = tmp_path / "comparisons.jsonl"
+    path.write_text("".join(json.dumps({"task_a": a, "task_b": b, "winner": w}) + "\n"
+                            for a, b, w in comparisons))
+    out = tmp_path / "scores.csv"
+    params = tmp_path / "params.yaml"
+    params.write_text("tracking:\n  enabled: false\n")
+    assert main(["probe", "thurstonian", "--params", str(params), "--comparisons", str(path),
+                 "--out-csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["task_id", "mu", "sigma"] and len(rows) == 30
+    fitted = {r["task_id"]: float(r["mu"]) for r in rows}
+    assert spearmanr([fitted[t] for t in tasks], mu)[0] >= 0.9
+    assert json.loads(out.with_suffix(".fit.json").read_text())["n_comparisons"] == 1500
+
+    before = out.read_bytes()
+    path.write_text('{"task_a": "a", "task_b": "b", "winner": "c"}\n')
+    assert main(["probe", "thurstonian", "--params", str(params), "--comparisons", str(path),
+                 "--out-csv", str(out)]) == 2
+    assert "winner 'c'" in capsys.readouterr().err
+    assert out.read_bytes() == before
