@@ -96,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from steerops.config import load_params
-    from steerops.search.command import search_trait
+    from steerops.search.runner import search_trait
     from steerops.search.heldout import split_questions
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-search-"))

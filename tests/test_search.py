@@ -20,7 +20,8 @@ from steerops.search.heldout import split_questions
 from steerops.search.known import load_known
 from steerops.search.loop import VectorSource, run_search, signed_delta
 from steerops.search.results import choose_best, write_trials_csv
-from steerops.search.study import SearchStudy, Space, TrialRecord, storage_label
+from steerops.search.storage import storage_label
+from steerops.search.study import SearchStudy, Space, TrialRecord
 
 SOURCE = VectorSource("mean_diff", "prompt[-1]", "residual")
 MIN_COH = 68.0
@@ -349,8 +350,9 @@ def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
     assert best["chosen"] == json.loads(before)["chosen"]
     before = (out / "best.json").read_text()
     capsys.readouterr()
-    # another constraint on the same study is refused, naming the key; outputs untouched
-    assert main(["search", "--params", str(params), "--min-coherence", "50"]) == 2
+    # another constraint on the same (named) study is refused, naming the key; outputs kept
+    assert main(["search", "--params", str(params), "--min-coherence", "50",
+                 "--study", best["study"]]) == 2
     assert "min_coherence" in capsys.readouterr().err
     assert main(["search", "--params", str(params), "--layers", "9", "--study", "x"]) == 2
     err = capsys.readouterr().err

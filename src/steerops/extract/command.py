@@ -29,7 +29,9 @@ def register(subparsers) -> None:
     add_common(parser)
     add_override(parser, "--trait", "traits.names", type=csv_list(), metavar="CAT/NAME[,..]",
                  help="trait(s) to extract (default: traits.names)")
-    add_override(parser, "--variant", "extraction.variant", help="model variant from `models`")
+    add_override(parser, "--variant", "extraction.variant", metavar="NAME",
+                 help="model variant from `models` (default: extraction.variant; with "
+                 "--tasks: probes.variant, and likewise for position/layers/component)")
     add_override(parser, "--position", "extraction.positions", type=csv_list(),
                  metavar="SPEC[,..]", help="e.g. prompt[-1], response[:5], all[:]")
     add_override(parser, "--layers", "extraction.layers", metavar="SPEC",
@@ -37,13 +39,13 @@ def register(subparsers) -> None:
     add_override(parser, "--component", "extraction.component", choices=COMPONENTS)
     add_override(parser, "--dtype", "extraction.dtype", choices=["float32", "bfloat16"],
                  help="dtype of the saved activations")
-    add_override(parser, "--token-budget", "extraction.token_budget", type=int,
+    add_override(parser, "--token-budget", "extraction.token_budget", type=int, metavar="N",
                  help="max padded tokens per forward batch")
     add_override(parser, "--shard-examples", "extraction.shard_examples", type=int,
-                 help="examples per resumable shard")
+                 metavar="N", help="examples per resumable shard")
     parser.add_argument("--tasks", metavar="FILE.jsonl", default=None,
                         help="task-set mode: tasks (task_id, prompt or messages, "
-                        "system_prompt); defaults then come from the `probes` block")
+                        "optional system_prompt), one JSON object per line")
     parser.add_argument("--conditions", metavar="FILE.json", default=None,
                         help="task-set mode: system-prompt conditions (baseline + conditions)")
     parser.add_argument("--force", action="store_true", help="recompute even if up to date")

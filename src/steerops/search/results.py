@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from steerops.io import atomic_path, write_json, write_text
+from steerops.search.storage import storage_label
 from steerops.search.study import TrialRecord
 
 TRIAL_COLUMNS = ["number", "layer", "coefficient", "weight", "trait_mean", "coherence_mean",
@@ -44,6 +45,38 @@ def write_trials_csv(path: Path, records: list[TrialRecord]) -> None:
     for r in sorted(records, key=lambda r: r.number):
         writer.writerow({k: "" if v is None else v for k, v in asdict(r).items()})
     write_text(path, buf.getvalue())
+
+
+def best_summary(params, plan, records: list[TrialRecord], chosen: TrialRecord,
+                 feasible: bool, stats, held: dict) -> dict:
+    """best.json: the chosen config with its search-half and held-out numbers."""
+    st, cfg = params.steering, params.search
+    n_search, n_heldout = len(plan.search_questions), held["n_questions"]
+    trial_rows = generated_rows(records)
+    return {
+        "trait": plan.trait, "variant": st.variant, "vector_variant": st.vector_variant,
+        "method": plan.source.method, "position": plan.source.position,
+        "component": plan.source.component, "direction": st.direction,
+        "min_coherence": plan.min_coherence, "study": plan.study,
+        "storage": storage_label(plan.storage), "sampler": cfg.sampler, "seed": plan.seed,
+        "layers": plan.layers, "coef_range": [cfg.coef_min, cfg.coef_max],
+        "coefficient_unit": st.coefficient_unit, "feasible": feasible,
+        "chosen": {"trial": chosen.number, "layer": chosen.layer,
+                   "coefficient": chosen.coefficient, "weight": chosen.weight,
+                   "source": chosen.source},
+        "search": {"trait_delta": chosen.trait_delta, "trait_mean": chosen.trait_mean,
+                   "coherence_mean": chosen.coherence_mean,
+                   "baseline_trait": stats.baseline_trait, "n_questions": n_search,
+                   "settings_hash": plan.settings["settings_hash"]},
+        "heldout": {k: v for k, v in held.items() if k not in ("responses", "rows_generated")},
+        "n_trials": sum(r.state == "complete" for r in records),
+        "n_feasible": sum(bool(r.feasible) for r in records if r.state == "complete"),
+        # rows the protocol generates (configs x questions; a trial served from the results
+        # log costs none), and the rows this invocation actually generated
+        "n_generations": {"trials": trial_rows, "baseline": n_search, "heldout": 2 * n_heldout,
+                          "total": trial_rows + n_search + 2 * n_heldout,
+                          "this_run": stats.rows + held["rows_generated"]},
+    }
 
 
 def best_row(best: dict) -> dict:

@@ -1,4 +1,6 @@
-"""The one place that talks to Optuna: a constrained, resumable, shareable study.
+"""The Optuna study behind `steerops search`: constrained, resumable, shareable.
+
+Optuna is used only in this package (here and in storage.py).
 
 A trial's params are `coefficient` (float) and, when several layers are searched, `layer`
 (categorical). Its value is the trait delta in the chosen direction; its one constraint is
@@ -14,25 +16,15 @@ params, so a killed worker's work is retried by whoever runs next.
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
-from sqlalchemy.engine import make_url
 
 from steerops.errors import SteeropsError
-
-try:
-    import fcntl
-except ImportError:  # Windows: no file locks; run one worker per sqlite file there
-    fcntl = None
+from steerops.search.storage import heartbeats, open_storage, quiet, sqlite_lock
 
 CONSTRAINT = "coherence"
 SEARCHED = ("search", "enqueued")  # sources whose completed trials count
@@ -75,14 +67,6 @@ class TrialRecord:
     rows: int
 
 
-def storage_label(url: str) -> str:
-    """The storage URL with any password masked (safe for logs and best.json)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL: say nothing secret
-        return url.split("@")[-1]
-
-
 class SearchStudy:
     def __init__(self, storage_url: str, name: str, space: Space, min_coherence: float,
                  settings: dict[str, Any], sampler: str = "gp", seed: int = 0,
@@ -92,11 +76,11 @@ class SearchStudy:
         self.min_coherence = float(min_coherence)
         self.heartbeat_s = heartbeat_s
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        with _quiet():
+        with quiet():
             self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-        self._lock = _sqlite_lock_file(storage_url)
+        self._url = storage_url
         with self._locked():
-            self.storage = _open_storage(storage_url, heartbeat_s, grace_s, self._retry)
+            self.storage = open_storage(storage_url, heartbeat_s, grace_s, self._retry)
             probe = optuna.create_study(storage=self.storage, study_name=name,
                                         direction="maximize", load_if_exists=True)
             _check_settings(probe, name, settings)
@@ -110,23 +94,8 @@ class SearchStudy:
             if n_before == 0:
                 self._enqueue_startup(startup_trials)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Serialise check-then-write steps between processes on one sqlite file.
-
-        Optuna takes a row lock (SELECT ... FOR UPDATE) to pop a queued trial or fail a
-        stale one; SQLite ignores that clause, so two workers could pop the same trial. A
-        lock file beside the database restores the guarantee (sqlite is local anyway);
-        PostgreSQL and MySQL need nothing extra."""
-        if self._lock is None or fcntl is None or not self._lock.parent.is_dir():
-            yield
-            return
-        with open(self._lock, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _locked(self):
+        return sqlite_lock(self._url)
 
     # ---- counting -------------------------------------------------------------------------
     def _trials(self, states=None):
@@ -142,7 +111,7 @@ class SearchStudy:
 
     def fail_stale(self) -> None:
         """Fail (and re-queue) trials of workers whose heartbeat stopped."""
-        with self._locked(), _quiet():
+        with self._locked(), quiet():
             optuna.storages.fail_stale_trials(self.study)
 
     # ---- ask / tell -----------------------------------------------------------------------
@@ -155,7 +124,7 @@ class SearchStudy:
         proposals = []
         dists = self.space.distributions()
         for _ in range(k):
-            with _quiet():
+            with quiet():
                 trial = self.study.ask(fixed_distributions=dists)
             self.storage.record_heartbeat(trial._trial_id)
             if self._is_surplus(trial.number, target):
@@ -198,27 +167,13 @@ class SearchStudy:
         for p in proposals:
             with contextlib.suppress(Exception):
                 self.study.tell(p._trial, state=TrialState.FAIL)
-                with _quiet():
+                with quiet():
                     self._retry(self.study, self.storage.get_trial(p._trial._trial_id))
 
-    @contextlib.contextmanager
-    def keep_alive(self, proposals: list[Proposal]) -> Iterator[None]:
+    def keep_alive(self, proposals: list[Proposal]):
         """Record heartbeats for `proposals` while they are being evaluated."""
-        stop = threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(self.heartbeat_s):
-                for p in proposals:
-                    with contextlib.suppress(Exception):
-                        self.storage.record_heartbeat(p._trial._trial_id)
-
-        thread = threading.Thread(target=beat, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+        return heartbeats(self.storage, [p._trial._trial_id for p in proposals],
+                          self.heartbeat_s)
 
     # ---- seeding the study ----------------------------------------------------------------
     def _enqueue_startup(self, n: int) -> None:
@@ -287,36 +242,6 @@ def _counts(t) -> bool:
     return t.state == TrialState.FAIL and "error" in t.user_attrs
 
 
-def _open_storage(url: str, heartbeat_s: int, grace_s: int, retry, attempts: int = 5):
-    kwargs = {"connect_args": {"timeout": 30}} if url_is_sqlite(url) else {}
-    for attempt in range(attempts):
-        try:
-            with _quiet():
-                return optuna.storages.RDBStorage(
-                    url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_s,
-                    grace_period=grace_s, heartbeat_stale_trial_callback=retry)
-        except Exception as exc:  # bad URL, missing driver, unreachable server
-            # Workers starting together on a new database race to create its tables.
-            if "already exists" in str(exc) and attempt + 1 < attempts:
-                time.sleep(0.2 * (attempt + 1))
-                continue
-            raise SteeropsError(f"search.storage: cannot open {storage_label(url)}: "
-                                f"{str(exc).splitlines()[0]}") from None
-
-
-def url_is_sqlite(url: str) -> bool:
-    return url.startswith("sqlite")
-
-
-def _sqlite_lock_file(url: str) -> Path | None:
-    if not url_is_sqlite(url):
-        return None
-    database = make_url(url).database
-    if not database or database == ":memory:":
-        return None
-    return Path(database + ".lock")
-
-
 def _sampler(kind: str, seed: int, startup_trials: int):
     if kind == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials)
@@ -339,11 +264,3 @@ def _check_settings(study, name: str, settings: dict[str, Any]) -> None:
                 f"{settings.get(key)!r}; pass --study NEW_NAME for a new study")
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence Optuna's experimental-feature and ask-with-heartbeat warnings: the heartbeat is
-    driven by `keep_alive` here, not by `Study.optimize`."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", message="Heartbeat of storage")
-        yield

@@ -174,13 +174,16 @@ class SteeringEvaluator:
         base = self.baseline()
         results: list[ConfigResult | None] = [None] * len(configs)
         todo: dict[str, list[int]] = {}  # config key -> positions (duplicates evaluated once)
+        logs: dict[Path, ResultsLog] = {}
         for i, config in enumerate(configs):
             if not config.vectors:
                 raise SteeropsError("a steering config needs at least one vector")
             for ref in config.vectors:
                 self._vector(ref)
-            entry = ResultsLog(self.results_path(config)).find(
-                self.settings_hash, config, self._vector_files(config))
+            path = self.results_path(config)
+            if path not in logs:
+                logs[path] = ResultsLog(path)
+            entry = logs[path].find(self.settings_hash, config, self._vector_files(config))
             if entry is not None:
                 results[i] = _cached_result(config, entry["result"], base)
             else:

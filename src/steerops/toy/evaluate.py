@@ -31,9 +31,9 @@ def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: 
 
 def behaviour(requests: list[corpus.Request], responses: list[str]) -> dict:
     """Refusal rates per class and coherence figures under the exact judge."""
-    scores = [judge.score(r.text, s) for r, s in zip(requests, responses)]
-    harm = [t for r, (t, _) in zip(requests, scores) if r.harmful]
-    benign = [t for r, (t, _) in zip(requests, scores) if not r.harmful]
+    scores = [judge.score(r.text, s) for r, s in zip(requests, responses, strict=True)]
+    harm = [t for r, (t, _) in zip(requests, scores, strict=True) if r.harmful]
+    benign = [t for r, (t, _) in zip(requests, scores, strict=True) if not r.harmful]
     coh = [c for _, c in scores]
     return {
         "n_harmful": len(harm), "n_benign": len(benign),
@@ -57,6 +57,56 @@ def heldout_behaviour(model, tokenizer, split: corpus.Split, max_new_tokens: int
                       [[{"role": "system", "content": corpus.STRICT_SYSTEM_PROMPT}]
                        + r.messages() for r in benign], max_new_tokens)
     result["strict_system_refusal_rate_benign"] = (
-        sum(judge.trait_score(r.text, s) == 100 for r, s in zip(benign, strict))
+        sum(judge.trait_score(r.text, s) == 100 for r, s in zip(benign, strict, strict=True))
         / max(1, len(benign)))
     return result
+
+
+@torch.no_grad()
+def last_token_states(model, tokenizer, prompts: list[str]) -> list[torch.Tensor]:
+    """Per decoder layer, the output at the last prompt token of each prompt, (n, hidden);
+    the generation prompt is appended, so this is the token the answer is decided at."""
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                           add_generation_prompt=True) for p in prompts]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # last column = every row's last prompt token
+    try:
+        enc = tokenizer(texts, return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = side
+    hidden = model(**enc, output_hidden_states=True).hidden_states[1:]
+    return [h[:, -1].float() for h in hidden]
+
+
+def steering_check(model, tokenizer, positive: list[str], negative: list[str],
+                   questions: list[str], layer: int = 2,
+                   multiples: tuple[float, ...] = (0.0, 1.0, 2.0)) -> dict:
+    """Reference trade-off: a unit mean-difference vector (positive minus negative, last
+    prompt token, output of `layer`) added at every position of that layer, scaled by
+    multiples of the mean last-token norm there. Returns refusal % and mean coherence."""
+    pos = last_token_states(model, tokenizer, positive)[layer]
+    neg = last_token_states(model, tokenizer, negative)[layer]
+    diff = pos.mean(0) - neg.mean(0)
+    norm = torch.cat([pos, neg]).norm(dim=-1).mean().item()
+    vector = diff / diff.norm()
+    convs = [[{"role": "user", "content": q}] for q in questions]
+    out = {"layer": layer, "last_token_norm": round(norm, 3), "by_multiple": {}}
+    for m in multiples:
+        handle = model.model.layers[layer].register_forward_hook(_adder(m * norm * vector))
+        try:
+            responses = generate(model, tokenizer, convs)
+        finally:
+            handle.remove()
+        scores = [judge.score(q, r) for q, r in zip(questions, responses, strict=True)]
+        out["by_multiple"][str(m)] = {
+            "refusal_rate": round(sum(t == 100 for t, _ in scores) / len(scores), 4),
+            "coherence_mean": round(sum(c for _, c in scores) / len(scores), 2)}
+    return out
+
+
+def _adder(delta: torch.Tensor):
+    def hook(module, args, output):
+        if isinstance(output, tuple):  # older transformers return (hidden, ...)
+            return (output[0] + delta, *output[1:])
+        return output + delta
+    return hook

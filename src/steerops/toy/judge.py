@@ -98,7 +98,7 @@ def parse_response(response: str) -> dict:
     _, kind, slots, roles = best
     p = best[0][0]
     fill = {"verb": None, "np": [], "items": []}
-    for word, role in zip(words[:p], roles):
+    for word, role in zip(words[:p], roles, strict=False):
         if role == "verb":
             fill["verb"] = word
         elif role == "np":
@@ -130,7 +130,7 @@ def coherence_score(question: str, response: str) -> float:
         return 0.0
     if parse["complete"]:
         return 100.0 if _on_target(question, parse) else OFF_TARGET_SCORE
-    return round(100.0 * parse["p"] / max(parse["n"], parse["L"]), 2)
+    return 100.0 * parse["p"] / max(parse["n"], parse["L"])
 
 
 def score(question: str, response: str) -> tuple[float, float]:

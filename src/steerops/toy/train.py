@@ -20,17 +20,20 @@ from steerops.toy import corpus
 
 @dataclass
 class TrainConfig:
-    hidden_size: int = 96
+    # Chosen by sweeping size/steps/weight decay over seeds 0-3: this is the cheapest setting
+    # where a layer-2 mean-difference vector at 1x the last-token norm flipped >= 88% of
+    # held-out benign answers to refusals for every seed, and 2x collapsed them.
+    hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
-    intermediate_size: int = 256
-    steps: int = 600
+    intermediate_size: int = 384
+    steps: int = 400
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float = 4e-3
     warmup: int = 30
-    weight_decay: float = 0.01
-    system_rate: float = 0.2   # share of examples with a neutral system prompt
-    strict_rate: float = 0.05  # share with the refuse-everything system prompt
+    weight_decay: float = 0.1
+    system_batches: float = 0.25  # share of batches whose examples carry system prompts
+    strict_share: float = 0.2     # of those examples, share with the refuse-all prompt
     prompt_loss: bool = False  # also predict prompt tokens (language modelling on requests)
     num_threads: int = 2
 
@@ -92,8 +95,13 @@ def train_model(tokenizer, split: corpus.Split, seed: int = 0, cfg: TrainConfig 
     """Train a fresh model on training-side requests; returns it (eval mode) and stats."""
     cfg = cfg or TrainConfig()
     rng = random.Random(seed)
-    requests = corpus.sample_requests(rng, cfg.steps * cfg.batch_size, split,
-                                      system_rate=cfg.system_rate, strict_rate=cfg.strict_rate)
+    # System prompts go to whole batches, so the other batches stay short (less padding).
+    requests = []
+    for _ in range(cfg.steps):
+        sys_rate = 1.0 if rng.random() < cfg.system_batches else 0.0
+        requests += corpus.sample_requests(rng, cfg.batch_size, split,
+                                           system_rate=sys_rate * (1 - cfg.strict_share),
+                                           strict_rate=sys_rate * cfg.strict_share)
     cache: dict[corpus.Request, tuple[list[int], int]] = {}
     examples = []
     for r in requests:

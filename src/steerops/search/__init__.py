@@ -1,0 +1,1 @@
+"""Optuna search of steering coefficients under a coherence constraint (`steerops search`)."""

@@ -1,0 +1,196 @@
+"""One trait's search, end to end: plan, search on one half of the questions, choose,
+evaluate the choice on the other half, write the outputs.
+
+The default study name is the vector source and steered variant plus a digest of everything
+that defines the objective (evaluator settings hash, layers, coefficient range, threshold).
+Rerunning with the same params resumes that study; changing any of them starts a new one,
+which still gets every config already evaluated under the same settings from the steering
+results log (imported as known trials, no generation). An explicit --study NAME whose stored
+settings differ is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from steerops.errors import SteeropsError
+from steerops.io import text_md5
+from steerops.search.loop import LoopStats, VectorSource
+
+
+@dataclass
+class Plan:
+    trait: str
+    source: VectorSource
+    layers: list[int]
+    min_coherence: float
+    storage: str
+    study: str
+    settings: dict
+    seed: int
+    search_questions: list[str]
+    heldout_questions: list[str]
+    out_dir: Path
+
+
+def search_trait(params, trait: str, progress: bool = True) -> dict:
+    """Run (or resume) the study for one trait and write its outputs; returns best.json."""
+    from steerops.extract.batching import release_memory
+    from steerops.search.heldout import split_questions
+    from steerops.steering.evaluate import SteeringEvaluator
+    from steerops.tracking import track
+    from steerops.traits import load_trait, trait_dir
+
+    cfg, st = params.search, params.steering
+    data = load_trait(params.path(params.traits.root), trait, need_prompts=False,
+                      need_questions=True)
+    questions = data.questions[:st.subset] if st.subset else data.questions
+    # The split follows the experiment's seed, not the sampler's: re-seeding a search must
+    # not move questions between the search and held-out parts.
+    search_q, heldout_q = split_questions(questions, cfg.heldout_fraction, params.seed)
+    evaluator = SteeringEvaluator(params, trait, questions=search_q, progress=progress)
+    plan = make_plan(params, evaluator, trait, search_q, heldout_q)
+    inputs = {"vectors": _vectors_dir(params, plan), "trait": trait_dir(
+        params.path(params.traits.root), trait)}
+    tags = {"steerops.trait": trait, "steerops.method": st.method, "optuna.study": plan.study}
+    with track(params, "search", f"search {plan.study}", inputs=inputs, tags=tags) as tracker:
+        study, stats = run_plan(params, plan, evaluator, tracker, progress)
+        del evaluator  # free the model before the held-out evaluator loads its own
+        release_memory()
+        held_eval = SteeringEvaluator(params, trait, questions=heldout_q, progress=progress)
+        return finish(params, plan, study, stats, held_eval, tracker)
+
+
+def make_plan(params, evaluator, trait: str, search_q: list[str],
+              heldout_q: list[str]) -> Plan:
+    from steerops.paths import search_dir
+    from steerops.specs import parse_layers, parse_position
+    from steerops.vectors.store import vectors_for
+
+    cfg, st = params.search, params.steering
+    position = parse_position(st.position).text
+    source = VectorSource(st.method, position, st.component)
+    layers = parse_layers(cfg.layers or st.layers, evaluator.loaded.layout.num_layers)
+    vectors, _ = vectors_for(params, trait, st.vector_variant, position, st.component,
+                             st.method)
+    missing = [layer for layer in layers if layer not in vectors]
+    if missing:  # fail now, naming the layer, not in the middle of the search
+        raise SteeropsError(f"search.layers: no {st.method} vectors at layer(s) {missing} "
+                            f"(have {sorted(vectors)})")
+    for layer in layers:  # and a missing layer norm too
+        evaluator.weight_for(st.method, position, st.component, layer, 1.0)
+    min_coherence = st.min_coherence if cfg.min_coherence is None else cfg.min_coherence
+    settings = {"settings_hash": evaluator.settings_hash, "layers": layers,
+                "coef_min": cfg.coef_min, "coef_max": cfg.coef_max,
+                "min_coherence": min_coherence, "method": st.method, "position": position,
+                "component": st.component}
+    digest = text_md5(json.dumps(settings, sort_keys=True))[:8]
+    name = cfg.study or ":".join([trait, st.vector_variant, st.method, position, st.component,
+                                  st.variant, st.direction, digest])
+    storage = cfg.storage or f"sqlite:///{(params.root / 'optuna.db').resolve()}"
+    return Plan(trait, source, layers, min_coherence, storage, name, settings,
+                params.seed if cfg.seed is None else cfg.seed, search_q, heldout_q,
+                search_dir(params.out, trait, st.variant, position, st.component, st.method))
+
+
+def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
+    from steerops.search.known import load_known
+    from steerops.search.loop import run_search
+    from steerops.search.storage import storage_label
+    from steerops.search.study import SearchStudy, Space
+
+    cfg, st, src = params.search, params.steering, plan.source
+    study = SearchStudy(plan.storage, plan.study, Space(cfg.coef_min, cfg.coef_max,
+                                                        tuple(plan.layers)),
+                        plan.min_coherence, plan.settings, sampler=cfg.sampler, seed=plan.seed,
+                        startup_trials=cfg.startup_trials, heartbeat_s=cfg.heartbeat_s,
+                        grace_s=cfg.grace_s, max_retry=cfg.max_retry)
+    for c in cfg.enqueue:
+        for layer in plan.layers:
+            study.enqueue(layer, c)
+    known = []
+    if cfg.import_known:
+        path = params.path(cfg.known_results) if cfg.known_results else _steer_results(params,
+                                                                                      plan)
+        vector_files = {f"{src.method}|{src.position}|{src.component}": _vectors_md5(params,
+                                                                                    plan)}
+        known = load_known(path, evaluator.settings_hash, src.method, src.position,
+                           src.component, plan.layers, vector_files,
+                           required=cfg.known_results is not None)
+    tracker.log_params({**{k: v for k, v in plan.settings.items() if k != "layers"},
+                        "layers": ",".join(map(str, plan.layers)), "study": plan.study,
+                        "storage": storage_label(plan.storage), "sampler": cfg.sampler,
+                        "trials": cfg.trials, "batch": cfg.batch, "seed": plan.seed,
+                        "direction": st.direction, "n_search_questions":
+                        len(plan.search_questions)})
+    stats = run_search(study, evaluator, src, cfg.trials, cfg.batch, st.direction,
+                       known=known, tracker=tracker, progress=progress)
+    return study, stats
+
+
+def finish(params, plan: Plan, study, stats: LoopStats, held_eval, tracker) -> dict:
+    from steerops.search.heldout import evaluate_heldout, write_heldout_responses
+    from steerops.search.results import (
+        best_summary,
+        choose_best,
+        plot_search,
+        write_best,
+        write_trials_csv,
+    )
+
+    records = study.records()
+    chosen, feasible = choose_best(records)
+    if chosen is None:
+        raise SteeropsError(f"search: study {plan.study!r} has no completed trial (the judge "
+                            "scored nothing)")
+    if not feasible:
+        print(f"steerops search: warning: no trial reached coherence >= "
+              f"{plan.min_coherence:g}; reporting the most coherent trial (coherence "
+              f"{chosen.coherence_mean:.1f}) instead", file=sys.stderr)
+    held = evaluate_heldout(held_eval, plan.source, chosen.layer, chosen.coefficient,
+                            chosen.weight, params.steering.direction)
+    best = best_summary(params, plan, records, chosen, feasible, stats, held)
+    out = plan.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    write_trials_csv(out / "trials.csv", records)
+    write_heldout_responses(out / "heldout_responses.jsonl", held)
+    plot_search(out / "search.png", records, chosen, plan.min_coherence,
+                f"{plan.trait} {plan.source.method} {plan.source.position}")
+    write_best(out, best)
+    tracker.log_metrics({"search_trait_delta": chosen.trait_delta,
+                         "search_coherence": chosen.coherence_mean,
+                         "heldout_trait_delta": held["trait_delta"],
+                         "heldout_coherence": held["coherence_mean"],
+                         "feasible": float(feasible), "n_trials": best["n_trials"],
+                         "n_generations": best["n_generations"]["total"]})
+    tracker.set_tags({"steerops.feasible": feasible})
+    for name in ("best.json", "best.csv", "trials.csv", "search.png"):
+        tracker.log_artifact(out / name)
+    return best
+
+
+def _vectors_dir(params, plan: Plan) -> Path:
+    from steerops.paths import vectors_dir
+
+    src = plan.source
+    return vectors_dir(params.out, plan.trait, params.steering.vector_variant, src.position,
+                       src.component, src.method)
+
+
+def _vectors_md5(params, plan: Plan) -> str:
+    from steerops.io import file_md5
+    from steerops.vectors.store import TENSORS_FILE
+
+    return file_md5(_vectors_dir(params, plan) / TENSORS_FILE)
+
+
+def _steer_results(params, plan: Plan) -> Path:
+    from steerops.paths import steering_dir
+    from steerops.steering.results import RESULTS_FILE
+
+    src = plan.source
+    return steering_dir(params.out, plan.trait, params.steering.variant, src.position,
+                        src.component, src.method) / RESULTS_FILE

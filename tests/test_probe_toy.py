@@ -1,0 +1,99 @@
+"""The probe workflow end to end on the toy world: toy probe data -> task activations
+(extracted by `probe train` itself) -> ridge probes with held-out r >= 0.7 -> Thurstonian
+refit of the utilities -> OOD analysis of system-prompt conditions in one model load."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import write_params
+from scipy.stats import spearmanr
+
+from steerops.cli import main
+from steerops.io import read_json, read_jsonl
+from steerops.probes.toy_data import write_toy_probe_data
+
+
+@pytest.fixture(scope="module")
+def toy_probe_run(toy_world, tmp_path_factory):
+    """Probe data, params and one trained probe run, shared by this module's tests."""
+    folder = tmp_path_factory.mktemp("toyprobe")
+    data = write_toy_probe_data(folder, seed=0)
+    params_file = write_params(folder, toy_world, probes={
+        "tasks": str(data / "tasks.jsonl"), "scores": str(data / "scores.csv"),
+        "tasks_name": "toy", "comparisons": str(data / "comparisons.jsonl"),
+        "ood": {"conditions": str(data / "conditions.json"), "rates": str(data / "rates.csv"),
+                "permutations": 500}})
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    root = folder / "outputs" / "probes" / "toy" / "instruct" / "prompt_m1"
+    return folder, data, params_file, root
+
+
+def _manifest(root):
+    return read_json(root / read_json(root / "latest.json")["run_id"] / "manifest.json")
+
+
+def test_probe_reaches_heldout_r(toy_probe_run):
+    folder, data, _, root = toy_probe_run
+    manifest = _manifest(root)
+    assert manifest["config"]["layers"] == [0, 1, 2, 3]
+    assert manifest["counts"]["used"] == 400
+    assert manifest["best_final_r"] >= 0.7
+    best = manifest["layers"][str(manifest["best_layer"])]
+    assert best["pairwise_accuracy"] > 0.65 and best["n_pairs"] > 100
+    assert manifest["system_prompt_policy"] == "task"
+    metrics = read_json(root / "metrics.json")
+    assert metrics["best_final_r"] == manifest["best_final_r"]
+
+
+def test_thurstonian_refit_recovers_toy_utilities_and_trains(toy_probe_run):
+    folder, data, params_file, root = toy_probe_run
+    fitted_csv = folder / "fitted_scores.csv"
+    assert main(["probe", "thurstonian", "--params", str(params_file), "--comparisons",
+                 str(data / "comparisons.jsonl"), "--out-csv", str(fitted_csv)]) == 0
+    planted = {r["task_id"]: float(r["mu"]) for r in csv.DictReader(open(data / "scores.csv"))}
+    fitted = {r["task_id"]: float(r["mu"]) for r in csv.DictReader(open(fitted_csv))}
+    ids = sorted(planted)
+    assert spearmanr([planted[t] for t in ids], [fitted[t] for t in ids])[0] >= 0.95
+
+    assert main(["probe", "train", "--params", str(params_file), "--scores",
+                 str(fitted_csv)]) == 0
+    runs = read_jsonl(root / "runs.jsonl")
+    assert len({r["run_id"] for r in runs}) == 2  # a new run beside the first, not over it
+    assert _manifest(root)["best_final_r"] >= 0.7
+
+
+def test_ood_on_toy_conditions(toy_probe_run):
+    folder, data, params_file, root = toy_probe_run
+    tasks_root = folder / "outputs" / "tasks" / "toy" / "instruct" / "prompt_m1" / "residual"
+    baseline_meta = (tasks_root / "baseline" / "metadata.json").stat().st_mtime_ns
+    assert main(["probe", "ood", "--params", str(params_file)]) == 0
+    # the training activations served as the OOD baseline (same policy): not re-extracted
+    assert (tasks_root / "baseline" / "metadata.json").stat().st_mtime_ns == baseline_meta
+    conditions = json.loads((data / "conditions.json").read_text())["conditions"]
+    for c in conditions:
+        meta = read_json(tasks_root / c["id"] / "metadata.json")
+        assert meta["system_prompt_policy"] == "override"
+        assert meta["condition"]["system_prompt"] == c["system_prompt"]
+
+    result = read_json(root / "ood" / "conditions" / "ood.json")
+    assert result["baseline"]["system_prompt_policy"] == "task"
+    assert set(result["per_version"]) == {"v1", "v2"}
+    for block in result["per_version"].values():
+        p = block["p_perm"]
+        assert 1 / 501 <= p <= 1 and round(p * 501) == pytest.approx(p * 501)
+    assert len(result["targets"]) == 6 and result["pairs"]["n"] <= 6
+    # behaviour (synthetic) moves each target up under A and down under C: top-1 both ways
+    for group in result["targets"]:
+        key = "behaviour_up" if group["role"] == "A" else "behaviour_down"
+        assert group["topk_rate"][key] == 1.0
+    # the probe reads harmfulness: telling the model to refuse everything makes benign
+    # requests look less preferred to it
+    tasks = {t["task_id"]: t for t in read_jsonl(data / "tasks.jsonl")}
+    strict = next(c for c in result["per_condition"] if c["id"] == "strict")
+    assert strict["mean_probe_delta"] < 0
+    assert (root / "ood" / "conditions" / "ood_scatter.png").stat().st_size > 1000
+    assert len(tasks) == result["n_tasks"] and np.isfinite(strict["pearson"])
