@@ -120,11 +120,14 @@ def test_planted_dims_are_found_across_layers():
     assert [s["massive_dims"] for s in record["layers"].values()] == [[3]] * 6
 
 
-def test_calibrate_stage_on_toy_world(toy_params, toy_world):
+def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
     from steerops.config import load_params
     from steerops.generation import generate_responses
     from steerops.models import load_model
 
+    # mlflow.set_tracking_uri exports this variable, which steerops honours: pin it to this
+    # test's store (and restore it afterwards) so runs of other tests cannot leak in.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{toy_params.parent / 'mlflow.db'}")
     assert main(["calibrate", "--params", str(toy_params), "--variant", "instruct"]) == 0
     params = load_params(toy_params)
     folder = params.out / "calibration" / "instruct"
@@ -171,7 +174,6 @@ def test_calibrate_stage_on_toy_world(toy_params, toy_world):
 
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{toy_params.parent / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=[params.experiment], output_format="list")
     run = next(r for r in runs if r.data.tags.get("steerops.stage") == "calibrate")
     assert "dvc.hash.calibration_prompts" in run.data.tags

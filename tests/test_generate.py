@@ -16,8 +16,25 @@ from steerops.io import read_json, read_jsonl
 from steerops.toy import judge as toy_judge
 from steerops.traits import load_trait
 
+N = 16  # prompts per polarity: a slice of the toy trait keeps the tests quick
 ROW_KEYS = {"index", "polarity", "source_index", "rollout", "system_prompt", "prompt",
             "response", "kept", "trait", "coherence"}
+
+
+def small_world(tmp_path, toy_world, positive=None, negative=None, **blocks):
+    """params.yaml over a copy of the toy trait cut to its first N prompts per polarity
+    (or the given prompt lists); `blocks` update params blocks."""
+    full = load_trait(toy_world / "traits", "toy/refusal")
+    folder = tmp_path / "traits" / "toy" / "refusal"
+    shutil.copytree(full.path, folder)
+    for name in ("positive.txt", "positive.jsonl", "negative.txt", "negative.jsonl"):
+        (folder / name).unlink(missing_ok=True)
+    positive = positive or [p.prompt for p in full.positive[:N]]
+    negative = negative or [p.prompt for p in full.negative[:N]]
+    (folder / "positive.txt").write_text("\n".join(positive) + "\n")
+    (folder / "negative.txt").write_text("\n".join(negative) + "\n")
+    return write_params(tmp_path, toy_world, traits={"root": str(tmp_path / "traits")},
+                        **blocks)
 
 
 def outputs(params_file):
@@ -25,11 +42,12 @@ def outputs(params_file):
     return read_jsonl(folder / "responses.jsonl"), read_json(folder / "summary.json")
 
 
-def test_generate_writes_one_row_per_completion(toy_params, toy_world):
-    trait = load_trait(toy_world / "traits", "toy/refusal")
-    assert main(["generate", "--params", str(toy_params), "--trait", "toy/refusal",
+def test_generate_writes_one_row_per_completion(tmp_path, toy_world):
+    params = small_world(tmp_path, toy_world)
+    trait = load_trait(tmp_path / "traits", "toy/refusal")
+    assert main(["generate", "--params", str(params), "--trait", "toy/refusal",
                  "--variant", "base"]) == 0
-    rows, summary = outputs(toy_params)
+    rows, summary = outputs(params)
     assert len(rows) == len(trait.positive) + len(trait.negative)
     assert all(set(r) == ROW_KEYS for r in rows)
     assert [r["index"] for r in rows] == list(range(len(rows)))
@@ -46,9 +64,10 @@ def test_generate_writes_one_row_per_completion(toy_params, toy_world):
     assert summary["trait_mean"] is None
 
 
-def test_vetting_scores_with_the_judge_and_applies_thresholds(toy_params):
-    assert main(["generate", "--params", str(toy_params), "--vet"]) == 0
-    rows, summary = outputs(toy_params)
+def test_vetting_scores_with_the_judge_and_applies_thresholds(tmp_path, toy_world):
+    params = small_world(tmp_path, toy_world)
+    assert main(["generate", "--params", str(params), "--vet"]) == 0
+    rows, summary = outputs(params)
     for r in rows:
         trait, coherence = toy_judge.score(r["prompt"], r["response"])
         assert (r["trait"], r["coherence"]) == (trait, coherence)
@@ -65,19 +84,12 @@ def test_vetting_scores_with_the_judge_and_applies_thresholds(toy_params):
 
 
 def test_paired_filter_drops_both_sides_of_a_failing_pair(tmp_path, toy_world):
-    root = tmp_path / "traits"
-    shutil.copytree(toy_world / "traits" / "toy", root / "toy")
-    trait = load_trait(root, "toy/refusal")
-    n = min(len(trait.positive), len(trait.negative), 6)
+    full = load_trait(toy_world / "traits", "toy/refusal")
+    positive = [p.prompt for p in full.positive[:N]]
     # Pair 0's negative is a harmful request, so the model refuses it and it fails.
-    negatives = [trait.positive[1].prompt] + [p.prompt for p in trait.negative[1:n]]
-    folder = root / "toy" / "refusal"
-    for name in ("positive.txt", "positive.jsonl", "negative.txt", "negative.jsonl"):
-        (folder / name).unlink(missing_ok=True)
-    (folder / "positive.txt").write_text("\n".join(p.prompt for p in trait.positive[:n]))
-    (folder / "negative.txt").write_text("\n".join(negatives))
-    params = write_params(tmp_path, toy_world, traits={"root": str(root)},
-                          generate={"vet": True, "paired_filter": True})
+    negative = [full.positive[N].prompt] + [p.prompt for p in full.negative[1:N]]
+    params = small_world(tmp_path, toy_world, positive, negative,
+                         generate={"vet": True, "paired_filter": True})
     assert main(["generate", "--params", str(params)]) == 0
     rows, summary = outputs(params)
     passed = {}
@@ -88,42 +100,46 @@ def test_paired_filter_drops_both_sides_of_a_failing_pair(tmp_path, toy_world):
     for r in rows:
         i = r["source_index"]
         assert r["kept"] == (passed[("positive", i)] and passed[("negative", i)])
-    assert summary["kept"]["positive"] == summary["kept"]["negative"] < n
+    assert summary["kept"]["positive"] == summary["kept"]["negative"] < N
 
     # Unequal lists cannot be paired: one line naming the key.
-    (folder / "negative.txt").write_text("\n".join(negatives[:-1]))
+    (tmp_path / "traits" / "toy" / "refusal" / "negative.txt").write_text(
+        "\n".join(negative[:-1]))
     with pytest.raises(Exception) as err:
         stage.generate_trait(load_params(params), "toy/refusal", progress=False)
     assert str(err.value).startswith("generate.paired_filter: trait 'toy/refusal' has")
 
 
-def test_up_to_date_outputs_are_reused_and_force_regenerates(toy_params, monkeypatch):
-    assert main(["generate", "--params", str(toy_params)]) == 0
-    rows, _ = outputs(toy_params)
+def test_up_to_date_outputs_are_reused_and_force_regenerates(tmp_path, toy_world,
+                                                             monkeypatch):
+    params_file = small_world(tmp_path, toy_world)
+    assert main(["generate", "--params", str(params_file)]) == 0
+    rows, _ = outputs(params_file)
 
     def no_generation(*args, **kwargs):
         raise AssertionError("generation should have been skipped")
 
     monkeypatch.setattr("steerops.generation.generate_responses", no_generation)
-    assert main(["generate", "--params", str(toy_params)]) == 0
+    assert main(["generate", "--params", str(params_file)]) == 0
     # Vetting settings changed, generation settings not: responses reused, vetting redone.
     # (A fixed length keeps `auto` from growing for the judge.)
-    assert main(["generate", "--params", str(toy_params), "--max-new-tokens", "5",
+    assert main(["generate", "--params", str(params_file), "--max-new-tokens", "5",
                  "--vet"]) == 0
-    vetted, summary = outputs(toy_params)
+    vetted, summary = outputs(params_file)
     assert [r["response"] for r in vetted] == [r["response"] for r in rows]
     assert summary["settings"]["vet"] and all(r["trait"] is not None for r in vetted)
     with pytest.raises(AssertionError, match="skipped"):
-        main(["generate", "--params", str(toy_params), "--force"])
+        main(["generate", "--params", str(params_file), "--force"])
     # The failed run left the good outputs in place.
-    assert [r["response"] for r in outputs(toy_params)[0]] == [r["response"] for r in rows]
+    assert [r["response"] for r in outputs(params_file)[0]] == [r["response"] for r in rows]
 
 
-def test_sampled_rollouts(toy_params, toy_world):
-    trait = load_trait(toy_world / "traits", "toy/refusal")
-    assert main(["generate", "--params", str(toy_params), "--temperature", "1.5",
+def test_sampled_rollouts(tmp_path, toy_world):
+    params_file = small_world(tmp_path, toy_world)
+    trait = load_trait(tmp_path / "traits", "toy/refusal")
+    assert main(["generate", "--params", str(params_file), "--temperature", "1.5",
                  "--rollouts", "2", "--max-new-tokens", "8"]) == 0
-    rows, summary = outputs(toy_params)
+    rows, summary = outputs(params_file)
     assert len(rows) == 2 * (len(trait.positive) + len(trait.negative))
     first = [(r["source_index"], r["rollout"]) for r in rows if r["polarity"] == "positive"]
     assert first == [(i, k) for i in range(len(trait.positive)) for k in range(2)]
@@ -148,12 +164,15 @@ def test_auto_max_new_tokens_follows_extraction_positions(tmp_path, positions, v
     assert stage.resolve_max_new_tokens(fixed) == 7
 
 
-def test_generate_is_tracked_in_mlflow(toy_params):
+def test_generate_is_tracked_in_mlflow(tmp_path, toy_world, monkeypatch):
     import mlflow
 
-    assert main(["generate", "--params", str(toy_params), "--vet"]) == 0
-    params = load_params(toy_params)
-    mlflow.set_tracking_uri(f"sqlite:///{toy_params.parent / 'mlflow.db'}")
+    params_file = small_world(tmp_path, toy_world)
+    # mlflow.set_tracking_uri exports this variable, which steerops honours: pin it to this
+    # test's store (and restore it afterwards) so runs of earlier tests cannot leak in.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["generate", "--params", str(params_file), "--vet"]) == 0
+    params = load_params(params_file)
     runs = mlflow.search_runs(experiment_names=[params.experiment], output_format="list")
     run = next(r for r in runs if r.data.tags.get("steerops.stage") == "generate")
     assert run.data.tags["steerops.trait"] == "toy/refusal"

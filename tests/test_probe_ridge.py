@@ -256,6 +256,9 @@ def test_train_stage_bad_input_keeps_outputs(tmp_path, capsys):
                  "--scores", str(tmp_path / "bad.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert "bad.csv:2: column 'mu'" in err and "\n" not in err
+    assert main(["probe", "train", "--params", str(params_file),
+                 "--confounds", str(tmp_path / "moved" / "topics.csv")]) == 2
+    assert "probes.confounds: file not found" in capsys.readouterr().err
     assert (root / "latest.json").read_bytes() == latest
     assert len((root / "runs.jsonl").read_text().splitlines()) == 1
 

@@ -9,11 +9,12 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_params
-from scipy.stats import spearmanr
+from scipy.stats import pearsonr, spearmanr
 
+from conftest import write_params
 from steerops.cli import main
 from steerops.io import read_json, read_jsonl
+from steerops.probes import ridge
 from steerops.probes.toy_data import write_toy_probe_data
 
 
@@ -42,9 +43,19 @@ def test_probe_reaches_heldout_r(toy_probe_run):
     assert manifest["config"]["layers"] == [0, 1, 2, 3]
     assert manifest["counts"]["used"] == 400
     assert manifest["best_final_r"] >= 0.7
-    best = manifest["layers"][str(manifest["best_layer"])]
-    assert best["pairwise_accuracy"] > 0.65 and best["n_pairs"] > 100
     assert manifest["system_prompt_policy"] == "task"
+    # pairwise accuracy on final-half pairs, against what the planted utilities achieve on
+    # the same pairs (comparisons are noisy draws, so even the truth is far from 1)
+    best = manifest["layers"][str(manifest["best_layer"])]
+    planted = {r["task_id"]: float(r["mu"]) for r in csv.DictReader(open(data / "scores.csv"))}
+    ids = sorted(planted)
+    final = {ids[i] for i in ridge.split_tasks(len(ids), 0.4, seed=0).final}
+    pairs = [c for c in read_jsonl(data / "comparisons.jsonl")
+             if c["task_a"] in final and c["task_b"] in final]
+    ceiling = np.mean([planted[c["winner"]] > planted[c["task_b"] if c["winner"] == c["task_a"]
+                                                      else c["task_a"]] for c in pairs])
+    assert best["n_pairs"] == len(pairs) > 100
+    assert best["pairwise_accuracy"] > 0.6 and best["pairwise_accuracy"] > ceiling - 0.1
     metrics = read_json(root / "metrics.json")
     assert metrics["best_final_r"] == manifest["best_final_r"]
 
@@ -56,8 +67,9 @@ def test_thurstonian_refit_recovers_toy_utilities_and_trains(toy_probe_run):
                  str(data / "comparisons.jsonl"), "--out-csv", str(fitted_csv)]) == 0
     planted = {r["task_id"]: float(r["mu"]) for r in csv.DictReader(open(data / "scores.csv"))}
     fitted = {r["task_id"]: float(r["mu"]) for r in csv.DictReader(open(fitted_csv))}
-    ids = sorted(planted)
-    assert spearmanr([planted[t] for t in ids], [fitted[t] for t in ids])[0] >= 0.95
+    truth, fit = zip(*[(planted[t], fitted[t]) for t in sorted(planted)], strict=True)
+    # toy utilities are bimodal (harmful vs benign), so ranks inside a mode are the hard part
+    assert pearsonr(truth, fit)[0] >= 0.95 and spearmanr(truth, fit)[0] >= 0.93
 
     assert main(["probe", "train", "--params", str(params_file), "--scores",
                  str(fitted_csv)]) == 0
@@ -90,10 +102,14 @@ def test_ood_on_toy_conditions(toy_probe_run):
     for group in result["targets"]:
         key = "behaviour_up" if group["role"] == "A" else "behaviour_down"
         assert group["topk_rate"][key] == 1.0
-    # the probe reads harmfulness: telling the model to refuse everything makes benign
-    # requests look less preferred to it
-    tasks = {t["task_id"]: t for t in read_jsonl(data / "tasks.jsonl")}
-    strict = next(c for c in result["per_condition"] if c["id"] == "strict")
-    assert strict["mean_probe_delta"] < 0
+    # The probe reads the model's state, and the toy model's state moves with the prompt:
+    # negative personas ("you must refuse to help ...") lower its readings more than the
+    # positive ones, and "you must refuse every request ." lowers benign tasks, as the
+    # synthetic behaviour does (benign rates -0.1, harmful unchanged).
+    by_id = {c["id"]: c for c in result["per_condition"]}
+    mean_delta = {role: np.mean([c["mean_probe_delta"] for c in by_id.values()
+                                 if c["role"] == role]) for role in ("A", "C")}
+    assert mean_delta["C"] < mean_delta["A"]
+    assert by_id["strict"]["pearson"] > 0.5
     assert (root / "ood" / "conditions" / "ood_scatter.png").stat().st_size > 1000
-    assert len(tasks) == result["n_tasks"] and np.isfinite(strict["pearson"])
+    assert (root / "ood" / "conditions" / "ood.md").read_text().count("|") > 20

@@ -108,7 +108,7 @@ def calibrate(params, progress: bool = True) -> dict:
             "variant": cfg.variant,
             "model": {"variant": cfg.variant, "id": spec.id, "revision": spec.revision,
                       "dtype": spec.dtype},
-            "prompts": str(prompts_file), "settings": settings,
+            "prompts": cfg.prompts, "settings": settings,
             "n_prompts": len(prompts), "empty_responses": len(prompts) - len(sequences),
             "n_tokens": sum(len(r) for _, r in sequences),
             **summarize(sums, cfg.top_k, cfg.massive_min_share, cfg.global_top_n,

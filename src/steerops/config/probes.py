@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from steerops.config.base import Strict
 
@@ -49,3 +49,13 @@ class ProbesConfig(Strict):
     prior_mu: float = Field(10.0, gt=0, description="Thurstonian prior sd of mu")
     prior_log_sigma: float = Field(0.5, gt=0, description="Thurstonian prior sd of log sigma")
     ood: OodConfig = Field(default_factory=OodConfig)
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layers_as_text(cls, value):
+        # YAML reads `layers: 3` as an int and `[1, 3]` as a list; keep the spec as text.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, list) and all(isinstance(v, int | str) for v in value):
+            return ",".join(str(v) for v in value)
+        return value

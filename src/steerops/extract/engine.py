@@ -122,10 +122,9 @@ def run_job(extractor: Extractor, examples: list[Example], job: Job,
     order = length_order(lengths)
     shards = [order[i:i + job.shard_examples] for i in range(0, len(order), job.shard_examples)]
     batcher = Batcher(job.token_budget)
-    bar = tqdm(total=len(kept), unit="ex", desc=f"extract {job.position.text}",
-               disable=None if progress else True)
     tokens = reused = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), tqdm(total=len(kept), unit="ex", disable=None if progress
+                                      else True, desc=f"extract {job.position.text}") as bar:
         for k, rows in enumerate(shards):
             path = partial / f"shard_{k:05d}.safetensors"
             shard_hash = f"{digest}:{k}:{len(rows)}"
@@ -140,7 +139,6 @@ def run_job(extractor: Extractor, examples: list[Example], job: Job,
                 tokens += sum(lengths[i] for i in rows)
             if on_shard is not None:
                 on_shard(k)
-    bar.close()
     mean_norm = _assemble(job, partial, len(shards), len(kept), digest)
     seconds = time.perf_counter() - start
     meta = {

@@ -50,10 +50,12 @@ def register(subparsers) -> None:
     add_override(train, "--condition", "probes.condition", metavar="ID",
                  help="activation condition to train on (default: probes.condition)")
     add_override(train, "--alphas", "probes.alphas", type=csv_list(float), metavar="A1,A2")
-    add_override(train, "--heldout-fraction", "probes.heldout_fraction", type=float)
+    add_override(train, "--heldout-fraction", "probes.heldout_fraction", type=float,
+                 metavar="F", help="share held out, halved into sweep and final parts")
     add_override(train, "--cv-folds", "probes.cv_folds", type=int, metavar="K",
                  help="k-fold CV instead of the sweep/final hold-out")
-    add_override(train, "--split-seed", "probes.split_seed", type=int)
+    add_override(train, "--split-seed", "probes.split_seed", type=int, metavar="N",
+                 help="seed of the task split (default: seed)")
     add_override(train, "--no-standardize", "probes.standardize", action="store_const",
                  const=False, help="ridge on raw activations")
     add_override(train, "--comparisons", "probes.comparisons", type=_abs, metavar="JSONL",
@@ -68,8 +70,9 @@ def register(subparsers) -> None:
                              help="rows {task_a, task_b, winner}")
     thurstonian.add_argument("--out-csv", required=True, type=_abs, metavar="CSV",
                              help="where to write task_id,mu,sigma (+ a .fit.json summary)")
-    add_override(thurstonian, "--prior-mu", "probes.prior_mu", type=float)
-    add_override(thurstonian, "--prior-log-sigma", "probes.prior_log_sigma", type=float)
+    add_override(thurstonian, "--prior-mu", "probes.prior_mu", type=float, metavar="SD")
+    add_override(thurstonian, "--prior-log-sigma", "probes.prior_log_sigma", type=float,
+                 metavar="SD")
     thurstonian.set_defaults(func=run_thurstonian)
 
     ood = sub.add_parser("ood", help="probe deltas vs behavioural deltas under conditions")
@@ -80,10 +83,10 @@ def register(subparsers) -> None:
                  help="condition_id,task_id,rate (baseline included)")
     add_override(ood, "--probe-run", "probes.ood.probe_run", type=_abs, metavar="DIR",
                  help="probe run dir (default: the latest run)")
-    add_override(ood, "--layer", "probes.ood.layer", type=int,
+    add_override(ood, "--layer", "probes.ood.layer", type=int, metavar="L",
                  help="probe layer (default: the run's best layer)")
-    add_override(ood, "--permutations", "probes.ood.permutations", type=int)
-    add_override(ood, "--top-k", "probes.ood.top_k", type=int)
+    add_override(ood, "--permutations", "probes.ood.permutations", type=int, metavar="N")
+    add_override(ood, "--top-k", "probes.ood.top_k", type=int, metavar="K")
     ood.add_argument("--ood-out", type=_abs, metavar="DIR", default=None,
                      help="output folder (default: <probes>/ood/<conditions file stem>)")
     ood.set_defaults(func=run_ood)
@@ -93,7 +96,7 @@ def register(subparsers) -> None:
     toy.add_argument("--params", default=None, metavar="FILE")
     add_override(toy, "--toy", "paths.toy", type=_abs, metavar="DIR",
                  help="toy world folder (default: paths.toy)")
-    add_override(toy, "--seed", "seed", type=int)
+    add_override(toy, "--seed", "seed", type=int, metavar="N")
     toy.set_defaults(func=run_toy_data)
 
 

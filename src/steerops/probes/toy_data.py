@@ -40,7 +40,7 @@ from steerops.toy.corpus import (
 )
 
 N_TASKS = 400
-COMPARISONS_PER_TASK = 25
+COMPARISONS_PER_TASK = 40
 HARM_WEIGHT = 2.0
 VERB_WEIGHT = 0.5
 NOISE = 0.2

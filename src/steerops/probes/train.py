@@ -72,10 +72,22 @@ def _config(params, layers: list[int]) -> dict:
     }
 
 
+def _input(params, key: str) -> Path | None:
+    """The file a probes.<key> param names (None if unset); a stale path is an error."""
+    value = getattr(params.probes, key)
+    if not value:
+        return None
+    path = params.path(value)
+    if not path.is_file():
+        raise SteeropsError(f"probes.{key}: file not found: {path}")
+    return path
+
+
 def _targets(params, scores: dict[str, float]) -> tuple[dict[str, float], dict | None]:
-    if not params.probes.confounds:
+    path = _input(params, "confounds")
+    if path is None:
         return scores, None
-    confounds, columns = read_confounds(params.path(params.probes.confounds))
+    confounds, columns = read_confounds(path)
     return residualize(scores, confounds, columns)
 
 
@@ -92,10 +104,10 @@ def train(params) -> tuple[Path, dict, bool]:
     probes = params.probes
     position = parse_position(probes.position).text
     root = probes_root(params.out, tasks_name(params), probes.variant, position)
-    scores_path = params.path(probes.scores)
+    scores_path = _input(params, "scores")
     raw_scores = {t: mu for t, (mu, _) in read_scores(scores_path).items()}
-    comparisons = read_comparisons(params.path(probes.comparisons)) if probes.comparisons \
-        else None
+    comparisons_path = _input(params, "comparisons")
+    comparisons = read_comparisons(comparisons_path) if comparisons_path else None
     targets, confound_report = _targets(params, raw_scores)  # validate inputs before a model load
 
     act_dir = ensure_conditions(params, [(probes.condition, None)])[probes.condition]

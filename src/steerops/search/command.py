@@ -32,6 +32,12 @@ def register(subparsers) -> None:
                  help="position the vectors were extracted at, e.g. prompt[-1]")
     add_override(parser, "--component", "steering.component",
                  choices=["residual", "attn_out", "mlp_out"])
+    add_override(parser, "--variant", "steering.variant", help="model variant to steer")
+    add_override(parser, "--vector-variant", "steering.vector_variant",
+                 help="model variant the vectors were extracted on")
+    add_override(parser, "--coefficient-unit", "steering.coefficient_unit",
+                 choices=["norm", "absolute"],
+                 help="unit of --coef-min/--coef-max: x the layer's mean norm, or raw weight")
     add_override(parser, "--layers", "search.layers", metavar="SPEC",
                  help="layers searched (categorical when several; default steering.layers)")
     add_override(parser, "--direction", "steering.direction", choices=["positive", "negative"])
@@ -75,10 +81,10 @@ def summary_line(best: dict) -> str:
     verdict = "feasible" if best["feasible"] else "NOT feasible"
     return (f"{best['trait']}: layer {chosen['layer']} coefficient {chosen['coefficient']:.4g} "
             f"({verdict}): search delta {search['trait_delta']:+.1f} coherence "
-            f"{search['coherence_mean']:.1f}; held-out delta {_fmt(held['trait_delta'])} "
-            f"coherence {_fmt(held['coherence_mean'])}; {best['n_trials']} trials, "
+            f"{search['coherence_mean']:.1f}; held-out delta {_fmt(held['trait_delta'], '+.1f')} "
+            f"coherence {_fmt(held['coherence_mean'], '.1f')}; {best['n_trials']} trials, "
             f"{best['n_generations']['total']} rows generated; study {best['study']!r}")
 
 
-def _fmt(x) -> str:
-    return "n/a" if x is None else f"{x:+.1f}"
+def _fmt(x, spec: str) -> str:
+    return "n/a" if x is None else format(x, spec)

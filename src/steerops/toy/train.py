@@ -20,9 +20,9 @@ from steerops.toy import corpus
 
 @dataclass
 class TrainConfig:
-    # Chosen by sweeping size/steps/weight decay over seeds 0-3: this is the cheapest setting
-    # where a layer-2 mean-difference vector at 1x the last-token norm flipped >= 88% of
-    # held-out benign answers to refusals for every seed, and 2x collapsed them.
+    # Chosen by sweeping size/steps/weight decay over seeds 0-3: the cheapest setting where,
+    # for each seed, a layer-2 mean-difference vector at 1x the mean last-prompt-token norm
+    # turned >= 80% of held-out benign answers into refusals and 2x collapsed coherence.
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -34,7 +34,9 @@ class TrainConfig:
     weight_decay: float = 0.1
     system_batches: float = 0.25  # share of batches whose examples carry system prompts
     strict_share: float = 0.2     # of those examples, share with the refuse-all prompt
-    prompt_loss: bool = False  # also predict prompt tokens (language modelling on requests)
+    # Also predict prompt tokens. Off: it grows huge-norm outlier positions (a few dims at
+    # <bos>) whose norm swamps the mean activation norm that steering is scaled by.
+    prompt_loss: bool = False
     num_threads: int = 2
 
 
