@@ -145,7 +145,10 @@ def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
         for d in dims[:5]:
             counts[d] = counts.get(d, 0) + 1
     assert set(agg["global_dims"]) == {d for d, c in counts.items() if c >= 3}
-    assert (folder / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from matplotlib.image import imread
+
+    image = imread(folder / "heatmap.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
     # Independent reference: the same greedy responses, one unpadded forward each with
     # output_hidden_states (hidden_states[L + 1] is block L's output, except the last,

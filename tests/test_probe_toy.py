@@ -22,12 +22,13 @@ from steerops.probes.toy_data import write_toy_probe_data
 def toy_probe_run(toy_world, tmp_path_factory):
     """Probe data, params and one trained probe run, shared by this module's tests."""
     folder = tmp_path_factory.mktemp("toyprobe")
-    data = write_toy_probe_data(folder, seed=0)
+    data = folder / "probes"
     params_file = write_params(folder, toy_world, probes={
         "tasks": str(data / "tasks.jsonl"), "scores": str(data / "scores.csv"),
         "tasks_name": "toy", "comparisons": str(data / "comparisons.jsonl"),
         "ood": {"conditions": str(data / "conditions.json"), "rates": str(data / "rates.csv"),
                 "permutations": 500}})
+    assert main(["probe", "toy-data", "--params", str(params_file), "--toy", str(folder)]) == 0
     assert main(["probe", "train", "--params", str(params_file)]) == 0
     root = folder / "outputs" / "probes" / "toy" / "instruct" / "prompt_m1"
     return folder, data, params_file, root
@@ -113,3 +114,21 @@ def test_ood_on_toy_conditions(toy_probe_run):
     assert by_id["strict"]["pearson"] > 0.5
     assert (root / "ood" / "conditions" / "ood_scatter.png").stat().st_size > 1000
     assert (root / "ood" / "conditions" / "ood.md").read_text().count("|") > 20
+
+
+def test_toy_data_is_seeded_and_planted_as_documented(tmp_path):
+    a, b = write_toy_probe_data(tmp_path / "a", seed=3), write_toy_probe_data(tmp_path / "b", 3)
+    for name in ("tasks.jsonl", "scores.csv", "comparisons.jsonl", "conditions.json",
+                 "rates.csv", "confounds.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    planted = read_json(a / "planted.json")
+    tasks = read_jsonl(a / "tasks.jsonl")
+    mu = {r["task_id"]: float(r["mu"]) for r in csv.DictReader(open(a / "scores.csv"))}
+    residual = [mu[t["task_id"]] + planted["HARM_WEIGHT"] * t["harmful"]
+                - planted["VERB_WEIGHT"] * planted["verb_offset"][t["verb"]] for t in tasks]
+    assert np.std(residual) == pytest.approx(planted["NOISE"], rel=0.2)
+    assert 0.3 < np.mean([t["harmful"] for t in tasks]) < 0.4
+    rates = list(csv.DictReader(open(a / "rates.csv")))
+    conditions = json.loads((a / "conditions.json").read_text())
+    assert {r["condition_id"] for r in rates} == \
+        {"baseline"} | {c["id"] for c in conditions["conditions"]}

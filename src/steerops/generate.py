@@ -96,7 +96,7 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
     vet_hash = text_md5(json.dumps(vet, sort_keys=True))
 
     old = _previous_summary(summary_file, rows_file) if not force else None
-    if old and old["generation_hash"] == gen_hash and old["vetting_hash"] == vet_hash:
+    if old and old["generation_hash"] == gen_hash and old.get("vetting_hash") == vet_hash:
         if progress:
             print(f"{name} [{cfg.variant}]: up to date (--force regenerates)")
         return old

@@ -88,7 +88,7 @@ def track(params, stage: str, run_name: str, inputs: dict[str, str | Path] | Non
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(tracking_uri(params))
+    _set_uri_without_exporting(mlflow, tracking_uri(params))
     name = params.tracking.experiment or params.experiment
     if mlflow.get_experiment_by_name(name) is None:
         mlflow.create_experiment(name, artifact_location=(params.root / "mlartifacts").as_uri())
@@ -99,6 +99,17 @@ def track(params, stage: str, run_name: str, inputs: dict[str, str | Path] | Non
     clean_tags = {k: _short(v) for k, v in all_tags.items()}
     with mlflow.start_run(run_name=run_name, tags=clean_tags) as run:
         yield Tracker(mlflow, run)
+
+
+def _set_uri_without_exporting(mlflow, uri: str) -> None:
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which would make the next
+    # params file in this process (tests, sweeps) log into this one's store.
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def input_hash_tags(params, inputs: dict[str, str | Path]) -> dict[str, str]:

@@ -84,7 +84,7 @@ def scatter(path: Path, points: dict[str, tuple[np.ndarray, np.ndarray]],
     ax.axvline(0, color="grey", lw=0.5)
     ax.set_xlabel("behavioural delta (rate - baseline rate)")
     ax.set_ylabel("probe delta (probe - baseline probe)")
-    ax.set_title("probe vs behaviour under system-prompt conditions (x = target task)")
+    ax.set_title("probe vs behaviour deltas per task (x = target task)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -32,8 +32,9 @@ def register(subparsers) -> None:
                  help="position the vectors were extracted at, e.g. prompt[-1]")
     add_override(parser, "--component", "steering.component",
                  choices=["residual", "attn_out", "mlp_out"])
-    add_override(parser, "--variant", "steering.variant", help="model variant to steer")
-    add_override(parser, "--vector-variant", "steering.vector_variant",
+    add_override(parser, "--variant", "steering.variant", metavar="NAME",
+                 help="model variant to steer")
+    add_override(parser, "--vector-variant", "steering.vector_variant", metavar="NAME",
                  help="model variant the vectors were extracted on")
     add_override(parser, "--coefficient-unit", "steering.coefficient_unit",
                  choices=["norm", "absolute"],
@@ -41,16 +42,17 @@ def register(subparsers) -> None:
     add_override(parser, "--layers", "search.layers", metavar="SPEC",
                  help="layers searched (categorical when several; default steering.layers)")
     add_override(parser, "--direction", "steering.direction", choices=["positive", "negative"])
-    add_override(parser, "--min-coherence", "search.min_coherence", type=float,
+    add_override(parser, "--min-coherence", "search.min_coherence", type=float, metavar="C",
                  help="a trial is feasible if its coherence is at least this (0-100)")
-    add_override(parser, "--trials", "search.trials", type=int,
+    add_override(parser, "--trials", "search.trials", type=int, metavar="N",
                  help="completed search trials the study should hold")
-    add_override(parser, "--batch", "search.batch", type=int,
+    add_override(parser, "--batch", "search.batch", type=int, metavar="K",
                  help="trials asked and evaluated in one batched generation")
     add_override(parser, "--sampler", "search.sampler", choices=["gp", "tpe"])
-    add_override(parser, "--seed", "search.seed", type=int)
-    add_override(parser, "--coef-min", "search.coef_min", type=float)
-    add_override(parser, "--coef-max", "search.coef_max", type=float)
+    add_override(parser, "--seed", "search.seed", type=int, metavar="N",
+                 help="sampler seed (the question split follows params `seed`)")
+    add_override(parser, "--coef-min", "search.coef_min", type=float, metavar="C")
+    add_override(parser, "--coef-max", "search.coef_max", type=float, metavar="C")
     add_override(parser, "--enqueue", "search.enqueue", type=csv_list(float), metavar="C1,C2",
                  help="coefficients evaluated first (at every searched layer)")
     add_override(parser, "--known-results", "search.known_results", metavar="JSONL",
@@ -60,7 +62,7 @@ def register(subparsers) -> None:
     add_override(parser, "--storage", "search.storage", metavar="URL",
                  help="SQLAlchemy URL of the study database (sqlite, postgresql, mysql)")
     add_override(parser, "--study", "search.study", metavar="NAME")
-    add_override(parser, "--max-new-tokens", "steering.max_new_tokens", type=int)
+    add_override(parser, "--max-new-tokens", "steering.max_new_tokens", type=int, metavar="N")
     parser.set_defaults(func=run)
 
 

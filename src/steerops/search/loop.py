@@ -9,6 +9,7 @@ trials re-queued from dead workers.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -64,6 +65,7 @@ def run_search(study: SearchStudy, evaluator, source: VectorSource, target: int,
             stats.imported += 1
     bar = tqdm(total=target, initial=min(target, study.n_done()), desc="search trials",
                unit="trial", disable=not progress, dynamic_ncols=True)
+    waiting_said = False
     try:
         while True:
             study.fail_stale()
@@ -74,8 +76,13 @@ def run_search(study: SearchStudy, evaluator, source: VectorSource, target: int,
                 break
             free = target - done - study.n_running()
             proposals = study.ask(min(batch, free), target) if free > 0 else []
-            if not proposals:
-                time.sleep(poll_s)  # the last slots are running elsewhere; wait for them
+            if not proposals:  # the last slots are running elsewhere; wait for them
+                if not waiting_said:
+                    tqdm.write(f"search: waiting for {target - done} trial(s) running in "
+                               "other workers (a dead worker's trials are retried once its "
+                               "heartbeat is stale)", file=sys.stderr)
+                    waiting_said = True
+                time.sleep(poll_s)
                 continue
             _evaluate_batch(study, evaluator, source, proposals, direction, stats, tracker)
     finally:

@@ -174,7 +174,7 @@ def generate_steered(model: torch.nn.Module, layout: ModelLayout, prompts: Seque
     hooks = (steering_hooks(layout, table, scope, size) if table is not None and table.layers
              else contextlib.nullcontext())
     start = 0
-    with hooks as control, tqdm(total=len(order), desc=desc, unit="row",
+    with hooks as control, _compiled_graphs_see_hooks(cache_implementation), tqdm(total=len(order), desc=desc, unit="row",
                                 disable=None if progress else True) as bar:
         while start < len(order):
             chunk = order[start:start + size]
@@ -195,6 +195,16 @@ def generate_steered(model: torch.nn.Module, layout: ModelLayout, prompts: Seque
             start += len(chunk)
             bar.update(len(chunk))
     return results  # type: ignore[return-value]
+
+
+def _compiled_graphs_see_hooks(cache_implementation: str | None):
+    """With a static cache HF compiles the decode step, and by default torch.compile does not
+    guard on module hooks: a graph compiled with one steering table (or none) would be
+    replayed for another. Guarding on hooks makes a changed table recompile instead."""
+    config = getattr(getattr(torch, "_dynamo", None), "config", None)
+    if not cache_implementation or not hasattr(config, "skip_nnmodule_hook_guards"):
+        return contextlib.nullcontext()
+    return config.patch(skip_nnmodule_hook_guards=False)
 
 
 @torch.inference_mode()
