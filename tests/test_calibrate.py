@@ -128,7 +128,12 @@ def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
     # mlflow.set_tracking_uri exports this variable, which steerops honours: pin it to this
     # test's store (and restore it afterwards) so runs of other tests cannot leak in.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{toy_params.parent / 'mlflow.db'}")
-    assert main(["calibrate", "--params", str(toy_params), "--variant", "instruct"]) == 0
+    # The first 16 calibration prompts keep the stage and the reference below quick.
+    lines = (toy_world / "calibration.jsonl").read_text().splitlines()[:16]
+    prompts_file = toy_params.parent / "calibration.jsonl"
+    prompts_file.write_text("\n".join(lines) + "\n")
+    assert main(["calibrate", "--params", str(toy_params), "--variant", "instruct",
+                 "--prompts", str(prompts_file)]) == 0
     params = load_params(toy_params)
     folder = params.out / "calibration" / "instruct"
     record = read_json(folder / "calibration.json")
@@ -154,8 +159,7 @@ def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
     # output_hidden_states (hidden_states[L + 1] is block L's output, except the last,
     # which HF returns after the final norm).
     loaded = load_model(params, "instruct")
-    prompts = [json.loads(line)["prompt"] for line in
-               (toy_world / "calibration.jsonl").read_text().splitlines() if line.strip()]
+    prompts = [json.loads(line)["prompt"] for line in lines]
     done = generate_responses(loaded.model, loaded.tokenizer, prompts,
                               max_new_tokens=params.calibration.max_new_tokens, progress=False)
     per_layer = {layer: [] for layer in range(3)}

@@ -140,7 +140,7 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path):
     assert result["baseline"]["system_prompt_policy"] == "task"
     assert result["probe"]["layer"] == 1 and result["n_tasks"] == len(ids)
 
-    run_dir = root / json.loads((root / "latest.json").read_text())["run_id"]
+    run_dir = root / "runs" / json.loads((root / "runs" / "latest.json").read_text())["run_id"]
     weight, bias, _, _ = load_probe(run_dir, 1)
     by_id = {r[0]: {} for r in rate_rows}
     for c, t, r in rate_rows:

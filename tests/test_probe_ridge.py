@@ -210,8 +210,8 @@ def test_train_stage_writes_runs_and_never_overwrites(tmp_path, capsys):
     params_file, params, ids, mu, layers = probe_world(tmp_path)
     assert main(["probe", "train", "--params", str(params_file)]) == 0
     root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
-    first = json.loads((root / "latest.json").read_text())["run_id"]
-    manifest = json.loads((root / first / "manifest.json").read_text())
+    first = json.loads((root / "runs" / "latest.json").read_text())["run_id"]
+    manifest = json.loads((root / "runs" / first / "manifest.json").read_text())
     assert manifest["best_layer"] == 1 and manifest["best_final_r"] > 0.9
     assert manifest["layers"]["0"]["final_r"] < 0.5
     assert manifest["counts"]["used"] == 160
@@ -221,21 +221,21 @@ def test_train_stage_writes_runs_and_never_overwrites(tmp_path, capsys):
     assert metrics["best_layer"] == 1 and metrics["run_id"] == first
 
     # the stored probe predicts from raw activations exactly as the manifest says it scored
-    weight, bias, layer, _ = load_probe(root / first)
+    weight, bias, layer, _ = load_probe(root / "runs" / first)
     split = ridge.split_tasks(160, 0.4, params.seed)
     pred = layers[1][split.final] @ weight + bias
     assert pearsonr(pred, mu[split.final])[0] == pytest.approx(manifest["best_final_r"],
                                                                 abs=1e-4)
 
-    before = (root / first / "manifest.json").read_bytes()
+    before = (root / "runs" / first / "manifest.json").read_bytes()
     assert main(["probe", "train", "--params", str(params_file)]) == 0
     assert "reusing" in capsys.readouterr().out
     assert main(["probe", "train", "--params", str(params_file), "--alphas", "1,10"]) == 0
-    runs = [json.loads(line) for line in (root / "runs.jsonl").read_text().splitlines()]
+    runs = [json.loads(line) for line in (root / "runs" / "runs.jsonl").read_text().splitlines()]
     assert [r["reused"] for r in runs] == [False, True, False]
     second = runs[-1]["run_id"]
-    assert second != first and (root / first / "manifest.json").read_bytes() == before
-    assert json.loads((root / "latest.json").read_text())["run_id"] == second
+    assert second != first and (root / "runs" / first / "manifest.json").read_bytes() == before
+    assert json.loads((root / "runs" / "latest.json").read_text())["run_id"] == second
 
     import mlflow
 
@@ -250,7 +250,7 @@ def test_train_stage_bad_input_keeps_outputs(tmp_path, capsys):
     params_file, params, *_ = probe_world(tmp_path)
     assert main(["probe", "train", "--params", str(params_file)]) == 0
     root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
-    latest = (root / "latest.json").read_bytes()
+    latest = (root / "runs" / "latest.json").read_bytes()
     (tmp_path / "bad.csv").write_text("task_id,mu\ntask000,oops\n")
     assert main(["probe", "train", "--params", str(params_file),
                  "--scores", str(tmp_path / "bad.csv")]) == 2
@@ -259,8 +259,8 @@ def test_train_stage_bad_input_keeps_outputs(tmp_path, capsys):
     assert main(["probe", "train", "--params", str(params_file),
                  "--confounds", str(tmp_path / "moved" / "topics.csv")]) == 2
     assert "probes.confounds: file not found" in capsys.readouterr().err
-    assert (root / "latest.json").read_bytes() == latest
-    assert len((root / "runs.jsonl").read_text().splitlines()) == 1
+    assert (root / "runs" / "latest.json").read_bytes() == latest
+    assert len((root / "runs" / "runs.jsonl").read_text().splitlines()) == 1
 
 
 def test_train_stage_cv_and_confounds(tmp_path):
@@ -270,8 +270,8 @@ def test_train_stage_cv_and_confounds(tmp_path):
     assert main(["probe", "train", "--params", str(params_file), "--cv-folds", "4",
                  "--confounds", str(tmp_path / "conf.csv")]) == 0
     root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
-    manifest = json.loads((root / json.loads((root / "latest.json").read_text())["run_id"]
-                           / "manifest.json").read_text())
+    run_id = json.loads((root / "runs" / "latest.json").read_text())["run_id"]
+    manifest = json.loads((root / "runs" / run_id / "manifest.json").read_text())
     assert manifest["config"]["protocol"] == "cv" and manifest["config"]["cv_folds"] == 4
     assert manifest["confounds"]["n_dropped"] == 4 and 0 <= manifest["confounds"]["r2"] < 0.2
     assert manifest["counts"]["used"] == 156 and manifest["best_final_r"] > 0.9

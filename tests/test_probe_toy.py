@@ -35,7 +35,8 @@ def toy_probe_run(toy_world, tmp_path_factory):
 
 
 def _manifest(root):
-    return read_json(root / read_json(root / "latest.json")["run_id"] / "manifest.json")
+    runs = root / "runs"
+    return read_json(runs / read_json(runs / "latest.json")["run_id"] / "manifest.json")
 
 
 def test_probe_reaches_heldout_r(toy_probe_run):
@@ -74,7 +75,7 @@ def test_thurstonian_refit_recovers_toy_utilities_and_trains(toy_probe_run):
 
     assert main(["probe", "train", "--params", str(params_file), "--scores",
                  str(fitted_csv)]) == 0
-    runs = read_jsonl(root / "runs.jsonl")
+    runs = read_jsonl(root / "runs" / "runs.jsonl")
     assert len({r["run_id"] for r in runs}) == 2  # a new run beside the first, not over it
     assert _manifest(root)["best_final_r"] >= 0.7
 

@@ -205,3 +205,27 @@ def test_bad_inputs_raise_one_line_errors():
     with pytest.raises(SteeropsError, match="2 rows for 1 prompts"):
         generate_steered(model, layout, [[1, 2]], SteeringTable([[], []]), pad_token_id=PAD,
                          stop_ids=STOPS, max_new_tokens=2)
+
+
+def test_static_cache_compiled_decode_follows_the_steering_table():
+    """HF compiles the decode step under a static cache (forced here on CPU, eager backend).
+    By default torch.compile does not guard on hooks, so the graph compiled for the
+    unsteered baseline would be replayed for steered rows; the engine must prevent that."""
+    from transformers import CompileConfig
+
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    config = CompileConfig(backend="eager", fullgraph=False, mode=None, dynamic=False)
+    config._compile_all_devices = True  # HF compiles only on accelerators otherwise
+    model.generation_config.compile_config = config
+    v = _unit(7, layout.hidden_size)
+    tables = [None, SteeringTable([[(1, v, 8.0)]] * 2), SteeringTable([[(1, v, -8.0)]] * 2)]
+    prompts = [PROMPTS[0], PROMPTS[2]]
+
+    def run(table, cache):
+        return generate_steered(model, layout, prompts, table, pad_token_id=PAD, stop_ids=STOPS,
+                                max_new_tokens=6, cache_implementation=cache)
+
+    dynamic = [run(t, None) for t in tables]
+    assert dynamic[0] != dynamic[1] != dynamic[2]
+    assert [run(t, "static") for t in tables] == dynamic

@@ -34,15 +34,22 @@ def register(subparsers) -> None:
         "max/median ratios, massive dims and norms, plus the global dims across layers.",
     )
     add_common(parser)
-    add_override(parser, "--variant", "calibration.variant", help="model variant from `models`")
+    add_override(parser, "--variant", "calibration.variant", metavar="NAME",
+                 help="model variant from `models`")
     add_override(parser, "--prompts", "calibration.prompts", metavar="JSONL",
                  help="calibration prompts (`prompt`, optional `system_prompt` per line)")
-    add_override(parser, "--max-new-tokens", "calibration.max_new_tokens", type=int)
-    add_override(parser, "--top-k", "calibration.top_k", type=int)
-    add_override(parser, "--massive-threshold", "calibration.massive_threshold", type=float)
-    add_override(parser, "--global-top-n", "calibration.global_top_n", type=int)
-    add_override(parser, "--global-min-layers", "calibration.global_min_layers", type=int)
-    add_override(parser, "--batch-size", "calibration.batch_size", type=int)
+    add_override(parser, "--max-new-tokens", "calibration.max_new_tokens", type=int,
+                 metavar="N", help="response tokens generated per prompt")
+    add_override(parser, "--top-k", "calibration.top_k", type=int, metavar="K",
+                 help="top dims by |mean| recorded per layer")
+    add_override(parser, "--massive-threshold", "calibration.massive_threshold", type=float,
+                 metavar="X", help="massive = |x| over X times the token's median |x|")
+    add_override(parser, "--global-top-n", "calibration.global_top_n", type=int, metavar="N",
+                 help="a dim counts at a layer if in its top-N")
+    add_override(parser, "--global-min-layers", "calibration.global_min_layers", type=int,
+                 metavar="M", help="global dims count at M layers or more")
+    add_override(parser, "--batch-size", "calibration.batch_size", type=int, metavar="N",
+                 help="prompts per batch")
     parser.set_defaults(func=run)
 
 

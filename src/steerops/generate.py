@@ -36,14 +36,16 @@ def register(subparsers) -> None:
     add_common(parser)
     add_override(parser, "--trait", "traits.names", type=csv_list(), metavar="CAT/NAME[,..]",
                  help="trait(s) to complete (default: traits.names)")
-    add_override(parser, "--variant", "generate.variant", help="model variant from `models`")
+    add_override(parser, "--variant", "generate.variant", metavar="NAME",
+                 help="model variant from `models`")
     add_override(parser, "--max-new-tokens", "generate.max_new_tokens", type=_int_or_auto,
                  metavar="N|auto", help="tokens per response; auto = from extraction.positions")
-    add_override(parser, "--temperature", "generate.temperature", type=float,
-                 help="0 = greedy")
-    add_override(parser, "--rollouts", "generate.rollouts", type=int,
+    add_override(parser, "--temperature", "generate.temperature", type=float, metavar="T",
+                 help="sampling temperature; 0 = greedy")
+    add_override(parser, "--rollouts", "generate.rollouts", type=int, metavar="N",
                  help="completions per prompt")
-    add_override(parser, "--batch-size", "generate.batch_size", type=int)
+    add_override(parser, "--batch-size", "generate.batch_size", type=int, metavar="N",
+                 help="prompts per generate batch")
     add_override(parser, "--vet", "generate.vet", action=argparse.BooleanOptionalAction,
                  help="score completions with the judge and mark which are kept")
     add_override(parser, "--paired-filter", "generate.paired_filter",
@@ -89,7 +91,11 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
     rows_file, summary_file = folder / "responses.jsonl", folder / "summary.json"
     gen = _generation_settings(params, trait)
     gen_hash = text_md5(json.dumps(gen, sort_keys=True))
-    judge = _make_judge(params, trait) if cfg.vet else None
+    judge = None
+    if cfg.vet:
+        from steerops.judges import make_judge
+
+        judge = make_judge(params, trait)
     vet = {"vet": cfg.vet, "judge": judge.id if judge else None,
            "positive_min": cfg.positive_min, "negative_max": cfg.negative_max,
            "paired_filter": cfg.paired_filter}
@@ -244,12 +250,6 @@ def _check_pairing(cfg, trait: Trait) -> None:
             f"generate.paired_filter: trait {trait.name!r} has {len(trait.positive)} positive "
             f"but {len(trait.negative)} negative prompts; pairing needs equal counts"
         )
-
-
-def _make_judge(params, trait: Trait):
-    from steerops.judges import make_judge
-
-    return make_judge(params, trait)
 
 
 def _int_or_auto(text: str) -> int | str:

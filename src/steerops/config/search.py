@@ -19,6 +19,12 @@ class SearchConfig(Strict):
                             "coefficient unit (default: multiples of the layer's mean norm)")
     coef_max: float = Field(3.0, gt=0)
     heldout_fraction: float = Field(0.5, gt=0, lt=1)
+    methods: list[str] = Field(
+        default_factory=list, description="studies run by `steerops search` without --method "
+        "(empty: steering.method)")
+    positions: list[str] = Field(
+        default_factory=list, description="... and without --position (empty: "
+        "steering.position)")
     layers: str | None = Field(None, description="layer spec searched; default steering.layers")
     min_coherence: float | None = Field(
         None, ge=0, le=100, description="feasible if coherence >= this; default "

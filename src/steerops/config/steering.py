@@ -14,6 +14,11 @@ class SteeringConfig(Strict):
     vector_variant: str = Field("base", description="variant the vectors were extracted on")
     method: str = "mean_diff"
     position: str = "prompt[-1]"
+    methods: list[str] = Field(
+        default_factory=list, description="grid swept by `steerops steer` without --method "
+        "(empty: just `method`)")
+    positions: list[str] = Field(
+        default_factory=list, description="grid swept without --position (empty: `position`)")
     component: Literal["residual", "attn_out", "mlp_out"] = "residual"
     layers: str = "all"
     coefficients: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])

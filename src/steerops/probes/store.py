@@ -1,15 +1,18 @@
 """Probe runs on disk: one immutable directory per run, never overwritten.
 
     <out>/probes/<tasks>/<variant>/<position>/
-        <run_id>/probes.safetensors   weight_<L> [hidden] and bias_<L> [1], scaler folded in
-        <run_id>/manifest.json        config, inputs with hashes, counts, per-layer sweep
-        runs.jsonl                    append-only index, one line per run (reuses included)
-        latest.json                   pointer to the run of the most recent invocation
-        metrics.json                  that run's headline numbers, at a stable path for DVC
+        runs/<run_id>/probes.safetensors   weight_<L> [hidden] and bias_<L> [1], scaler folded in
+        runs/<run_id>/manifest.json        config, inputs with hashes, counts, per-layer sweep
+        runs/runs.jsonl                    append-only index, one line per invocation
+        runs/latest.json                   pointer to the run of the most recent invocation
+        metrics.json                       that run's headline numbers, for DVC metrics
+        ood/<conditions>/                  written by `probe ood`
 
-A run directory is assembled under a temporary name and renamed into place, so it exists
-only complete. `run_id` = UTC timestamp + the first 8 characters of the run key, a hash of
-the config and the input hashes: an invocation whose key matches a finished run reuses it.
+`runs/` is one folder so DVC can keep it as a single persistent out with metrics.json and
+ood/ beside it (DVC refuses outputs nested inside another output). A run directory is
+assembled under a temporary name and renamed into place, so it exists only complete.
+`run_id` = UTC timestamp + the first 8 characters of the run key, a hash of the config and
+the input hashes: an invocation whose key matches a finished run reuses it.
 """
 
 from __future__ import annotations
@@ -48,11 +51,15 @@ def run_key(config: dict, inputs: dict) -> str:
     return text_md5(json.dumps({"config": config, "inputs": inputs}, sort_keys=True))
 
 
+def runs_dir(root: Path) -> Path:
+    return Path(root) / "runs"
+
+
 def find_run(root: Path, key: str) -> Path | None:
     """The newest finished run with this key, if any."""
-    index = root / "runs.jsonl"
+    index = runs_dir(root) / "runs.jsonl"
     for entry in reversed(read_jsonl(index) if index.exists() else []):
-        run_dir = root / entry["run_id"]
+        run_dir = runs_dir(root) / entry["run_id"]
         if entry.get("key") == key and (run_dir / MANIFEST).is_file():
             return run_dir
     return None
@@ -65,11 +72,11 @@ def new_run_id(key: str) -> str:
 def write_run(root: Path, run_id: str, probes: dict[int, tuple[np.ndarray, float]],
               manifest: dict) -> Path:
     """Write weights + manifest into a fresh run dir (atomically, as a whole)."""
-    run_dir = root / run_id
+    run_dir = runs_dir(root) / run_id
     if run_dir.exists():
         raise SteeropsError(f"{run_dir}: run directory already exists; not overwriting it")
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=root))
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=run_dir.parent))
     try:
         tensors = {}
         for layer, (weight, bias) in probes.items():
@@ -86,14 +93,14 @@ def write_run(root: Path, run_id: str, probes: dict[int, tuple[np.ndarray, float
 
 def record_invocation(root: Path, manifest: dict, reused: bool) -> None:
     """Append to runs.jsonl, then point latest.json and metrics.json at this run."""
-    index = root / "runs.jsonl"
+    index = runs_dir(root) / "runs.jsonl"
     rows = read_jsonl(index) if index.exists() else []
     entry = {"run_id": manifest["run_id"], "key": manifest["key"],
              "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reused": reused,
              "best_layer": manifest["best_layer"], "final_r": manifest["best_final_r"]}
     write_jsonl(index, rows + [entry])
-    write_json(root / "latest.json", {"run_id": manifest["run_id"],
-                                      "path": str(root / manifest["run_id"])})
+    write_json(runs_dir(root) / "latest.json", {
+        "run_id": manifest["run_id"], "path": str(runs_dir(root) / manifest["run_id"])})
     write_json(root / "metrics.json", headline_metrics(manifest))
 
 
@@ -110,14 +117,14 @@ def headline_metrics(manifest: dict) -> dict:
 
 
 def resolve_run(root: Path, run: str | Path | None = None) -> Path:
-    """A run dir: `run` (a path, or a run id under root), else latest.json's."""
+    """A run dir: `run` (a path, or a run id), else the one latest.json points to."""
     if run is None:
-        pointer = root / "latest.json"
+        pointer = runs_dir(root) / "latest.json"
         if not pointer.is_file():
             raise SteeropsError(f"no probe run under {root} (run `steerops probe train` first)")
-        run_dir = root / read_json(pointer)["run_id"]
+        run_dir = runs_dir(root) / read_json(pointer)["run_id"]
     else:
-        run_dir = Path(run) if Path(run).is_dir() else root / str(run)
+        run_dir = Path(run) if Path(run).is_dir() else runs_dir(root) / str(run)
     if not (run_dir / MANIFEST).is_file():
         raise SteeropsError(f"probes.ood.probe_run: not a finished probe run: {run_dir}")
     return run_dir

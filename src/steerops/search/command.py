@@ -71,11 +71,13 @@ def run(args: argparse.Namespace) -> None:
     if params.search.study and len(params.traits.names) > 1:
         raise SteeropsError("search.study: one study name cannot serve several traits; "
                             "pass one --trait")
+    from steerops.grid import grid_cells
     from steerops.search.runner import search_trait
 
-    for trait in params.traits.names:
-        best = search_trait(params, trait, progress=sys.stderr.isatty())
-        print(summary_line(best))
+    for cell in grid_cells(params, args, params.search.methods, params.search.positions):
+        for trait in cell.traits.names:
+            best = search_trait(cell, trait, progress=sys.stderr.isatty())
+            print(summary_line(best))
 
 
 def summary_line(best: dict) -> str:

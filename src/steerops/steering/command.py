@@ -60,19 +60,26 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    params = load_params_for(args)
-    for trait in params.traits.names:
-        summary = steer_trait(params, trait)
-        best = summary["metrics"]
-        where = summary["dir"]
-        if best["best_layer"] is None:
-            print(f"{trait}: no config reached coherence >= {best['min_coherence']:g}; "
-                  f"results in {where}")
-        else:
-            print(f"{trait}: best layer {best['best_layer']} coefficient "
-                  f"{best['best_coefficient']:g}: trait {best['best_trait_mean']:.1f} "
-                  f"(delta {best['best_trait_delta']:+.1f}), coherence "
-                  f"{best['best_coherence']:.1f}; results in {where}")
+    from steerops.grid import grid_cells
+
+    grid = load_params_for(args)
+    cells = grid_cells(grid, args, grid.steering.methods, grid.steering.positions)
+    for params in cells:
+        for trait in params.traits.names:
+            _report(trait, steer_trait(params, trait))
+
+
+def _report(trait: str, summary: dict[str, Any]) -> None:
+    best = summary["metrics"]
+    where = summary["dir"]
+    if best["best_layer"] is None:
+        print(f"{trait}: no config reached coherence >= {best['min_coherence']:g}; "
+              f"results in {where}")
+    else:
+        print(f"{trait}: best layer {best['best_layer']} coefficient "
+              f"{best['best_coefficient']:g}: trait {best['best_trait_mean']:.1f} "
+              f"(delta {best['best_trait_delta']:+.1f}), coherence "
+              f"{best['best_coherence']:.1f}; results in {where}")
 
 
 def steer_trait(params, trait: str, progress: bool = True) -> dict[str, Any]:
