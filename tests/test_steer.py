@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import write_params
 
+from conftest import write_params
 from steerops.capture import forward_capture
 from steerops.cli import main
 from steerops.config import load_params

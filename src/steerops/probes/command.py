@@ -144,9 +144,15 @@ def run_ood(args: argparse.Namespace) -> None:
     params = load_params_for(args)
     out_dir, result = run(params, Path(args.ood_out) if args.ood_out else None)
     print(f"OOD analysis written to {out_dir}")
+    def fmt(value) -> str:
+        return "-" if value is None else f"{value:.3g}"
+
     for version, block in result["per_version"].items():
-        print(f"  {version}: r={block['pearson']}, spearman={block['spearman']}, "
-              f"p={block['p_perm']}, sign agreement={block['sign_agreement']}")
+        print(f"  {version}: pearson {fmt(block['pearson'])}, spearman "
+              f"{fmt(block['spearman'])}, p {fmt(block['p_perm'])}, sign agreement "
+              f"{fmt(block['sign_agreement'])} ({block['n_pairs']} pairs)")
+    pairs = result["pairs"]
+    print(f"  A/C inversions: {pairs['inversions']} of {pairs['n']}")
 
 
 def run_toy_data(args: argparse.Namespace) -> None:

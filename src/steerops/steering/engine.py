@@ -174,8 +174,8 @@ def generate_steered(model: torch.nn.Module, layout: ModelLayout, prompts: Seque
     hooks = (steering_hooks(layout, table, scope, size) if table is not None and table.layers
              else contextlib.nullcontext())
     start = 0
-    with hooks as control, _compiled_graphs_see_hooks(cache_implementation), tqdm(total=len(order), desc=desc, unit="row",
-                                disable=None if progress else True) as bar:
+    bar = tqdm(total=len(order), desc=desc, unit="row", disable=None if progress else True)
+    with hooks as control, _compiled_graphs_see_hooks(cache_implementation), bar:
         while start < len(order):
             chunk = order[start:start + size]
             try:
