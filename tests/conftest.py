@@ -18,10 +18,19 @@ sys.path.insert(0, str(Path(__file__).parent))  # for `tests/tiny.py`
 
 @pytest.fixture(scope="session")
 def toy_world(tmp_path_factory) -> Path:
-    """The toy world built with the default seed (model, traits, calibration prompts)."""
+    """The toy world built with the default seed (model, traits, calibration prompts).
+
+    STEEROPS_TEST_TOY=DIR reuses a world already built with the default seed (local runs)."""
+    import os
+    import shutil
+
     from steerops.toy.build import build_toy_world
 
     out = tmp_path_factory.mktemp("toy")
+    prebuilt = os.environ.get("STEEROPS_TEST_TOY")
+    if prebuilt:
+        shutil.copytree(prebuilt, out, dirs_exist_ok=True)
+        return out
     build_toy_world(out, seed=0, progress=False)
     return out
 

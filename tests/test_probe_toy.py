@@ -116,6 +116,15 @@ def test_ood_on_toy_conditions(toy_probe_run):
     assert (root / "ood" / "conditions" / "ood_scatter.png").stat().st_size > 1000
     assert (root / "ood" / "conditions" / "ood.md").read_text().count("|") > 20
 
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["toy-refusal"],
+                              filter_string="tags.`steerops.stage` = 'probe-ood'")
+    assert len(runs) == 1
+    assert runs["metrics.v1.pearson"][0] == pytest.approx(result["per_version"]["v1"]["pearson"])
+    assert runs["tags.dvc.hash.rates"][0]  # joined to DVC by input hashes
+
 
 def test_toy_data_is_seeded_and_planted_as_documented(tmp_path):
     a, b = write_toy_probe_data(tmp_path / "a", seed=3), write_toy_probe_data(tmp_path / "b", 3)

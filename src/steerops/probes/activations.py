@@ -93,25 +93,33 @@ def stored_layers(folder: Path) -> list[int]:
         return sorted(int(k.split("_", 1)[1]) for k in f.keys() if k.startswith("layer_"))
 
 
-def load_condition(folder: Path, layers: list[int]) -> tuple[list[str], dict[int, np.ndarray],
-                                                              dict]:
-    """(task ids in row order, {layer: [n_tasks, hidden] float64}, metadata)."""
+def read_task_ids(folder: Path, layers: list[int]) -> tuple[list[str], dict]:
+    """(task ids in row order, metadata), after checking that `layers` are stored."""
     metadata = read_json(folder / METADATA)
-    task_ids = [str(t) for t in metadata.get("task_ids", [])]
     have = stored_layers(folder)
     missing = [layer for layer in layers if layer not in have]
     if missing:
         raise SteeropsError(f"probes.layers: layer {missing[0]} not in {folder / ACTIVATIONS} "
                             f"(stored: {have}); delete that folder to re-extract")
-    out = {}
+    return [str(t) for t in metadata.get("task_ids", [])], metadata
+
+
+def read_layer(folder: Path, layer: int, n_rows: int) -> np.ndarray:
+    """One layer as [n_tasks, hidden] float64 (one at a time: all layers of a large model
+    and task set do not fit in memory together)."""
     with safe_open(str(folder / ACTIVATIONS), framework="pt") as f:
-        for layer in layers:
-            matrix = f.get_tensor(f"layer_{layer}").float().numpy().astype(np.float64)
-            if matrix.shape[0] != len(task_ids):
-                raise SteeropsError(f"{folder / METADATA}: {len(task_ids)} task_ids for "
-                                    f"{matrix.shape[0]} activation rows")
-            out[layer] = matrix
-    return task_ids, out, metadata
+        matrix = f.get_tensor(f"layer_{layer}").float().numpy().astype(np.float64)
+    if matrix.shape[0] != n_rows:
+        raise SteeropsError(f"{folder / METADATA}: {n_rows} task_ids for {matrix.shape[0]} "
+                            "activation rows")
+    return matrix
+
+
+def load_condition(folder: Path, layers: list[int]) -> tuple[list[str], dict[int, np.ndarray],
+                                                              dict]:
+    """(task ids in row order, {layer: [n_tasks, hidden] float64}, metadata)."""
+    task_ids, metadata = read_task_ids(folder, layers)
+    return task_ids, {k: read_layer(folder, k, len(task_ids)) for k in layers}, metadata
 
 
 def select_layers(params, folder: Path) -> list[int]:

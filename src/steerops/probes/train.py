@@ -20,7 +20,8 @@ from steerops.probes.activations import (
     ACTIVATIONS,
     METADATA,
     ensure_conditions,
-    load_condition,
+    read_layer,
+    read_task_ids,
     select_layers,
     tasks_name,
 )
@@ -123,7 +124,7 @@ def train(params) -> tuple[Path, dict, bool]:
         print(f"probe train: identical config and inputs already trained: reusing {existing}")
         return existing, manifest, True
 
-    task_ids, acts, metadata = load_condition(act_dir, layers)
+    task_ids, metadata = read_task_ids(act_dir, layers)
     row_of = {t: i for i, t in enumerate(task_ids)}
     used = sorted(t for t in targets if t in row_of)
     if len(used) < 2 * ridge.MIN_PART:
@@ -139,7 +140,7 @@ def train(params) -> tuple[Path, dict, bool]:
     run_id = new_run_id(key)
     per_layer, weights = {}, {}
     for layer in tqdm(layers, desc="probe layers", disable=None):
-        fit = _fit_layer(acts[layer][rows], y, config)
+        fit = _fit_layer(read_layer(act_dir, layer, len(task_ids))[rows], y, config)
         acc, n_pairs = (None, 0)
         if comparisons:
             acc, n_pairs = ridge.pairwise_accuracy(
@@ -163,9 +164,11 @@ def train(params) -> tuple[Path, dict, bool]:
         "weights": "probes.safetensors",
         "note": "best_layer is chosen by sweep_r; final_r is scored on tasks that chose nothing",
     }
+    tracked = {"activations_metadata": act_dir / METADATA, "scores": scores_path}
+    tracked.update({k: Path(v["path"]) for k, v in inputs.items()
+                    if k in ("comparisons", "confounds")})
     with track(params, "probe", f"probe-train-{config['tasks_name']}-{position_slug(position)}",
-               inputs={"activations_metadata": act_dir / METADATA, "scores": scores_path},
-               tags={"steerops.probe_run": run_id}) as tracker:
+               inputs=tracked, tags={"steerops.probe_run": run_id}) as tracker:
         manifest["mlflow_run_id"] = tracker.run_id
         run_dir = write_run(root, run_id, weights, manifest)
         record_invocation(root, manifest, reused=False)
