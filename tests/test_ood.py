@@ -133,7 +133,7 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path):
                  "--rates", str(tmp_path / "rates.csv")]) == 0
 
     root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
-    out_dir = root / "ood" / "conditions"
+    out_dir = params.out / "ood" / "fake" / "instruct" / "prompt_m1" / "conditions"
     result = json.loads((out_dir / "ood.json").read_text())
     assert (out_dir / "ood.md").read_text().startswith("# OOD probe analysis")
     assert (out_dir / "ood_scatter.png").read_bytes()[:4] == b"\x89PNG"

@@ -85,6 +85,7 @@ def test_ood_on_toy_conditions(toy_probe_run):
     tasks_root = folder / "outputs" / "tasks" / "toy" / "instruct" / "prompt_m1" / "residual"
     baseline_meta = (tasks_root / "baseline" / "metadata.json").stat().st_mtime_ns
     assert main(["probe", "ood", "--params", str(params_file)]) == 0
+    ood = folder / "outputs" / "ood" / "toy" / "instruct" / "prompt_m1" / "conditions"
     # the training activations served as the OOD baseline (same policy): not re-extracted
     assert (tasks_root / "baseline" / "metadata.json").stat().st_mtime_ns == baseline_meta
     conditions = json.loads((data / "conditions.json").read_text())["conditions"]
@@ -93,14 +94,14 @@ def test_ood_on_toy_conditions(toy_probe_run):
         assert meta["system_prompt_policy"] == "override"
         assert meta["condition"]["system_prompt"] == c["system_prompt"]
 
-    result = read_json(root / "ood" / "conditions" / "ood.json")
+    result = read_json(ood / "ood.json")
     assert result["baseline"]["system_prompt_policy"] == "task"
     assert set(result["per_version"]) == {"v1", "v2"}
     for block in result["per_version"].values():
         p = block["p_perm"]
         assert 1 / 501 <= p <= 1 and round(p * 501) == pytest.approx(p * 501)
     assert len(result["targets"]) == 6 and result["pairs"]["n"] <= 6
-    # behaviour (synthetic) moves each target up under A and down under C: top-1 both ways
+    # behaviour (synthetic) moves each target up under A and down under C: in the top k
     for group in result["targets"]:
         key = "behaviour_up" if group["role"] == "A" else "behaviour_down"
         assert group["topk_rate"][key] == 1.0
@@ -113,8 +114,8 @@ def test_ood_on_toy_conditions(toy_probe_run):
                                  if c["role"] == role]) for role in ("A", "C")}
     assert mean_delta["C"] < mean_delta["A"]
     assert by_id["strict"]["pearson"] > 0.5
-    assert (root / "ood" / "conditions" / "ood_scatter.png").stat().st_size > 1000
-    assert (root / "ood" / "conditions" / "ood.md").read_text().count("|") > 20
+    assert (ood / "ood_scatter.png").stat().st_size > 1000
+    assert (ood / "ood.md").read_text().count("|") > 20
 
     import mlflow
 

@@ -95,12 +95,11 @@ def test_mean_diff_steers_and_random_baseline_does_not(steered):
     assert metrics["best_trait_delta"] >= 50
     assert metrics["best_coherence"] >= 68
     assert metrics["baseline_trait"] <= 10  # benign questions: the toy answers them
+    # A random direction at the same weight (same layer and coefficient, unit vectors with
+    # the same layer norm) hardly moves the trait, at any layer.
     rows = _csv(steered["dir"]["random_baseline"] / "results.csv")
-    same = [r for r in rows if int(r["layer"]) == metrics["best_layer"]
-            and float(r["coefficient"]) == metrics["best_coefficient"]]
-    assert len(same) == 1 and float(same[0]["trait_delta"]) <= 10
-    feasible = [float(r["trait_delta"]) for r in rows if float(r["coherence_mean"]) >= 68]
-    assert max(feasible, default=0.0) <= 10
+    same = [r for r in rows if float(r["coefficient"]) == metrics["best_coefficient"]]
+    assert len(same) == 4 and max(float(r["trait_delta"]) for r in same) <= 10
 
 
 def test_results_contract_and_independent_rescoring(steered):
@@ -272,10 +271,11 @@ def test_bad_inputs_are_one_line_errors(steered, capsys):
 
 def test_vectors_of_another_hidden_size_are_rejected(steered, capsys):
     params = steered["params"]
+    hidden = steered["vectors"]["mean_diff"]["vectors"][0].shape[0]
     vdir = vectors_dir(params.out, TRAIT, "base", POSITION, "residual", "mean_diff_dims0")
     save_vectors(vdir, {0: torch.ones(7) / 7 ** 0.5}, {"layers": {"0": {"mean_norm": 1.0}}})
     argv = ["steer", "--params", str(steered["params_file"]), "--method", "mean_diff_dims0",
             "--layers", "0", "--coefficients", "1"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "layer_0: vector has shape (7,) but the model's hidden size is 96" in err
+    assert f"layer_0: vector has shape (7,) but the model's hidden size is {hidden}" in err

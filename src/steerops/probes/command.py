@@ -88,7 +88,8 @@ def register(subparsers) -> None:
     add_override(ood, "--permutations", "probes.ood.permutations", type=int, metavar="N")
     add_override(ood, "--top-k", "probes.ood.top_k", type=int, metavar="K")
     ood.add_argument("--ood-out", type=_abs, metavar="DIR", default=None,
-                     help="output folder (default: <probes>/ood/<conditions file stem>)")
+                     help="output folder (default: <out>/ood/<tasks>/<variant>/<position>/"
+                     "<conditions file stem>)")
     ood.set_defaults(func=run_ood)
 
     toy = sub.add_parser("toy-data", help="write the toy world's probe tasks, scores, "

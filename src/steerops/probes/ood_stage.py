@@ -19,7 +19,7 @@ from steerops.probes.activations import ensure_conditions, load_condition, tasks
 from steerops.probes.data import read_conditions, read_rates
 from steerops.probes.ood import analyse
 from steerops.probes.ood_report import markdown, scatter
-from steerops.probes.store import load_probe, probes_root, resolve_run
+from steerops.probes.store import load_probe, ood_dir, probes_root, resolve_run
 from steerops.specs import parse_position
 from steerops.tracking import track
 
@@ -100,7 +100,9 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
         **analyse(tasks, conditions, probe_delta, behaviour_delta, ood.permutations, seed,
                   ood.top_k, roles),
     }
-    out_dir = out_dir or root / "ood" / conditions_path.stem
+    out_dir = out_dir or ood_dir(params.out, tasks_name(params), params.probes.variant,
+                                 parse_position(params.probes.position).text,
+                                 conditions_path.stem)
     _write_outputs(out_dir, result, conditions, tasks, probe_delta, behaviour_delta)
     with track(params, "probe-ood", f"probe-ood-{conditions_path.stem}",
                inputs={"conditions": conditions_path, "rates": rates_path},

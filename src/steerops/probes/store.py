@@ -6,10 +6,10 @@
         runs/runs.jsonl                    append-only index, one line per invocation
         runs/latest.json                   pointer to the run of the most recent invocation
         metrics.json                       that run's headline numbers, for DVC metrics
-        ood/<conditions>/                  written by `probe ood`
+    <out>/ood/<tasks>/<variant>/<position>/<conditions>/   written by `probe ood`
 
-`runs/` is one folder so DVC can keep it as a single persistent out with metrics.json and
-ood/ beside it (DVC refuses outputs nested inside another output). A run directory is
+`runs/` is one folder so DVC can keep it as a persistent out with metrics.json beside it as
+a metric (DVC refuses outputs nested inside another output). A run directory is
 assembled under a temporary name and renamed into place, so it exists only complete.
 `run_id` = UTC timestamp + the first 8 characters of the run key, a hash of the config and
 the input hashes: an invocation whose key matches a finished run reuses it.
@@ -49,6 +49,11 @@ def probes_root(out: Path, tasks_name: str, variant: str, position: str) -> Path
 
 def run_key(config: dict, inputs: dict) -> str:
     return text_md5(json.dumps({"config": config, "inputs": inputs}, sort_keys=True))
+
+
+def ood_dir(out: Path, tasks_name: str, variant: str, position: str, conditions: str) -> Path:
+    """Where `probe ood` writes: outside <out>/probes, so each stage owns its own out."""
+    return Path(out) / "ood" / tasks_name / variant / position_slug(position) / conditions
 
 
 def runs_dir(root: Path) -> Path:
