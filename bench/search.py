@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +44,8 @@ def prepare(toy: Path, work: Path, args) -> Path:
         "tracking": {"enabled": False},
         "steering": {"method": METHOD, "position": POSITION},
         "search": {"coef_min": args.coef_min, "coef_max": args.coef_max,
-                   "layers": str(args.layer), "trials": args.trials, "batch": args.batch,
+                   "layers": args.search_layers or str(args.layer), "trials": args.trials,
+                   "batch": args.batch,
                    "sampler": args.sampler, "import_known": False,
                    "storage": f"sqlite:///{work / 'bench-optuna.db'}"},
     }
@@ -64,21 +64,17 @@ def run_grid(params, coefs: np.ndarray, layer: int, questions: list[str]) -> dic
 
     source = VectorSource(METHOD, POSITION, "residual")
     evaluator = SteeringEvaluator(params, TRAIT, questions=questions, progress=False)
-    started = time.perf_counter()
     base = evaluator.baseline()
     configs = [make_config(source, layer, float(c), evaluator.weight_for(
         METHOD, POSITION, "residual", layer, float(c))) for c in coefs]
     results = evaluator.evaluate(configs)
-    seconds = time.perf_counter() - started
     min_coh = params.steering.min_coherence if params.search.min_coherence is None \
         else params.search.min_coherence
     feasible = [(r.trait_mean - base.trait_mean, c) for c, r in zip(coefs, results, strict=True)
                 if r.coherence_mean is not None and r.coherence_mean >= min_coh]
     best_delta, best_coef = max(feasible) if feasible else (None, None)
     return {"best_delta": best_delta, "best_coef": best_coef, "n_feasible": len(feasible),
-            "rows": (len(coefs) + 1) * len(questions), "seconds": seconds,
-            "curve": [(float(c), r.trait_mean, r.coherence_mean)
-                      for c, r in zip(coefs, results, strict=True)]}
+            "rows": (len(coefs) + 1) * len(questions)}
 
 
 def main() -> None:
@@ -89,55 +85,59 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--sampler", choices=["gp", "tpe"], default="gp")
-    parser.add_argument("--layer", type=int, default=2)
+    parser.add_argument("--layer", type=int, default=2, help="the grid's layer")
+    parser.add_argument("--search-layers", default=None,
+                        help="layer spec the search may use (default: the grid's layer)")
     parser.add_argument("--coef-min", type=float, default=0.0)
     parser.add_argument("--coef-max", type=float, default=3.0)
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args()
 
     from steerops.config import load_params
-    from steerops.search.runner import search_trait
     from steerops.search.heldout import split_questions
+    from steerops.search.runner import search_trait
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-search-"))
     work.mkdir(parents=True, exist_ok=True)
     toy = args.toy or work / "toy"
+    for old in work.glob("bench-optuna.db*"):  # every run starts fresh studies
+        old.unlink()
     params_file = prepare(toy, work, args)
     params = load_params(params_file)
     questions = params_questions(params)
     search_q, heldout_q = split_questions(questions, params.search.heldout_fraction,
                                           params.seed)
-    print(f"questions: {len(search_q)} search, {len(heldout_q)} held-out; layer {args.layer}; "
-          f"coefficients [{args.coef_min:g}, {args.coef_max:g}] x mean norm", flush=True)
+    print(f"questions: {len(search_q)} search, {len(heldout_q)} held-out; grid at layer "
+          f"{args.layer}, search at layers {args.search_layers or args.layer}; coefficients "
+          f"[{args.coef_min:g}, {args.coef_max:g}] x mean norm; {args.sampler}, "
+          f"{args.trials} trials in batches of {args.batch}", flush=True)
 
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         params = load_params(params_file, {"search.seed": seed,
                                            "search.study": f"bench-seed{seed}"})
-        started = time.perf_counter()
-        best = search_trait(params, TRAIT, progress=False)
-        seconds = time.perf_counter() - started
-        rows.append((seed, best, seconds))
+        rows.append((seed, search_trait(params, TRAIT, progress=False)))
 
     grid = run_grid(params, np.linspace(args.coef_min, args.coef_max, args.grid), args.layer,
                     search_q)
     if grid["best_delta"] is None or grid["best_delta"] <= 0:
         raise SystemExit("bench: the grid found no feasible config with a positive delta")
     print(f"\ngrid: {args.grid} coefficients, best feasible delta {grid['best_delta']:.1f} at "
-          f"{grid['best_coef']:.3f} ({grid['n_feasible']} feasible), {grid['rows']} rows, "
-          f"{grid['seconds']:.1f} s")
-    print(f"{'seed':>4} {'coef':>7} {'delta':>7} {'of grid':>8} {'coh':>6} {'rows':>6} "
-          f"{'rows/grid':>9} {'held-out delta':>14} {'held-out coh':>12} {'held rows':>9}")
+          f"{grid['best_coef']:.3f} ({grid['n_feasible']} feasible), {grid['rows']} rows")
+    print(f"{'seed':>4} {'layer':>5} {'coef':>7} {'delta':>7} {'of grid':>8} {'coh':>6} "
+          f"{'rows':>6} {'rows/grid':>9} {'held-out delta':>14} {'held-out coh':>12} "
+          f"{'held rows':>9}")
     fractions, ratios = [], []
-    for seed, best, _ in rows:
+    for seed, best in rows:
         gen = best["n_generations"]
-        search_rows = gen["trials"] + gen["baseline"]
+        # configs x questions, counted even where the results log served a repeated config
+        search_rows = (best["n_trials"] + 1) * len(search_q)
         fraction = best["search"]["trait_delta"] / grid["best_delta"]
         ratio = search_rows / grid["rows"]
         fractions.append(fraction)
         ratios.append(ratio)
         held = best["heldout"]
-        print(f"{seed:>4} {best['chosen']['coefficient']:>7.3f} "
+        print(f"{seed:>4} {best['chosen']['layer']:>5} {best['chosen']['coefficient']:>7.3f} "
               f"{best['search']['trait_delta']:>7.1f} {fraction:>8.1%} "
               f"{best['search']['coherence_mean']:>6.1f} {search_rows:>6} {ratio:>9.3f} "
               f"{held['trait_delta']:>14.1f} {held['coherence_mean']:>12.1f} "

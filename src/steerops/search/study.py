@@ -16,6 +16,7 @@ params, so a killed worker's work is retried by whoever runs next.
 from __future__ import annotations
 
 import contextlib
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +93,7 @@ class SearchStudy:
                 sampler=_sampler(sampler, seed + n_before, startup_trials))
             self.name = name
             if n_before == 0:
-                self._enqueue_startup(startup_trials)
+                self._enqueue_startup(startup_trials, seed)
 
     def _locked(self):
         return sqlite_lock(self._url)
@@ -176,13 +177,18 @@ class SearchStudy:
                           self.heartbeat_s)
 
     # ---- seeding the study ----------------------------------------------------------------
-    def _enqueue_startup(self, n: int) -> None:
-        """Evenly spaced coefficients (cycling through layers) so the model starts informed."""
+    def _enqueue_startup(self, n: int, seed: int) -> None:
+        """A seeded stratified design: one coefficient drawn in each of n equal slices of the
+        range (layers dealt round-robin in a shuffled order), so the model starts informed
+        and no part of the range is skipped."""
+        rng = random.Random(seed)
         lo, hi = self.space.coef_min, self.space.coef_max
+        layers = list(self.space.layers)
+        rng.shuffle(layers)
         for i in range(n):
-            params: dict[str, Any] = {"coefficient": lo + (hi - lo) * (i + 0.5) / n}
-            if len(self.space.layers) > 1:
-                params["layer"] = self.space.layers[i % len(self.space.layers)]
+            params: dict[str, Any] = {"coefficient": lo + (hi - lo) * (i + rng.random()) / n}
+            if len(layers) > 1:
+                params["layer"] = layers[i % len(layers)]
             self.study.enqueue_trial(params, user_attrs={"source": "enqueued"},
                                      skip_if_exists=True)
 

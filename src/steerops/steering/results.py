@@ -164,17 +164,22 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def _rank(row: dict[str, Any], direction: str) -> tuple[float, float]:
+    # Trait moved in `direction` first; among equals, the more coherent config.
+    sign = 1.0 if direction == "positive" else -1.0
+    return sign * row["trait_delta"], row["coherence_mean"]
+
+
 def best_per_layer(rows: list[dict[str, Any]], min_coherence: float,
                    direction: str = "positive") -> dict[Any, dict[str, Any]]:
     """Per layer, the row moving the trait most in `direction` at coherence >= the threshold."""
-    sign = 1.0 if direction == "positive" else -1.0
     best: dict[Any, dict[str, Any]] = {}
     for row in rows:
         delta, coherence = row.get("trait_delta"), row.get("coherence_mean")
         if delta is None or coherence is None or coherence < min_coherence:
             continue
         current = best.get(row["layer"])
-        if current is None or sign * delta > sign * current["trait_delta"]:
+        if current is None or _rank(row, direction) > _rank(current, direction):
             best[row["layer"]] = row
     return best
 
@@ -182,9 +187,8 @@ def best_per_layer(rows: list[dict[str, Any]], min_coherence: float,
 def metrics_summary(rows: list[dict[str, Any]], baseline: dict[str, Any],
                     min_coherence: float, direction: str = "positive") -> dict[str, Any]:
     """The DVC metrics: the best config over all layers and the baseline it is measured from."""
-    sign = 1.0 if direction == "positive" else -1.0
     candidates = list(best_per_layer(rows, min_coherence, direction).values())
-    top = max(candidates, key=lambda r: sign * r["trait_delta"], default=None)
+    top = max(candidates, key=lambda r: _rank(r, direction), default=None)
     summary: dict[str, Any] = {
         "baseline_trait": baseline.get("trait_mean"),
         "baseline_coherence": baseline.get("coherence_mean"),
