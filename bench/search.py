@@ -47,6 +47,7 @@ def prepare(toy: Path, work: Path, args) -> Path:
                    "layers": args.search_layers or str(args.layer), "trials": args.trials,
                    "batch": args.batch,
                    "sampler": args.sampler, "import_known": False,
+                   "startup_trials": args.startup,
                    "storage": f"sqlite:///{work / 'bench-optuna.db'}"},
     }
     path = work / "params.yaml"
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=36, help="grid coefficients (>= 30)")
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--startup", type=int, default=4, help="startup design trials")
     parser.add_argument("--sampler", choices=["gp", "tpe"], default="gp")
     parser.add_argument("--layer", type=int, default=2, help="the grid's layer")
     parser.add_argument("--search-layers", default=None,

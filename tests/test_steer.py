@@ -74,7 +74,7 @@ def steered(toy_world, tmp_path_factory):
     """One toy experiment: vectors written, then a mean_diff and a random_baseline sweep."""
     folder = tmp_path_factory.mktemp("steer")
     params_file = write_params(folder, toy_world,
-                               steering={"max_new_tokens": 24, "max_batch_rows": 48})
+                               steering={"max_new_tokens": 24, "subset": 20})
     params = load_params(params_file)
     vectors = _write_vectors(params)
     argv = ["steer", "--params", str(params_file), "--layers", "all",
