@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from steerops.config import ModelVariant, Params
 from steerops.errors import SteeropsError
@@ -61,6 +62,8 @@ def load_model(params: Params, variant: str, padding_side: str = "left") -> Load
         kwargs["dtype"] = "auto"
     if spec.device_map is not None:
         kwargs["device_map"] = spec.device_map
+    # transformers' per-load progress bar would add a line to every one-line error path
+    hf_logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as exc:

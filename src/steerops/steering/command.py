@@ -3,9 +3,9 @@
 The unsteered baseline is generated once per settings; every layer x coefficient config is
 then generated in as few batched `generate` calls as memory allows (each row carries its own
 steering) and judged. Configs already evaluated under identical settings are served from
-`results.jsonl`. Writes, under `steering_dir(out, trait, variant, position, component,
-method)`: results.jsonl (append-only log), results.csv (this sweep, tidy), metrics.json (the
-best config at coherence >= min-coherence, for DVC), curve.png and responses/.
+`results.jsonl`. Writes, under <out>/steering/<trait>/<variant>/<position>/<component>/
+<method>/: results.jsonl (append-only log), results.csv (this sweep, tidy), metrics.json
+(the best config at coherence >= min-coherence, for DVC), curve.png and responses/.
 """
 
 from __future__ import annotations
@@ -41,20 +41,22 @@ def register(subparsers) -> None:
     add_override(parser, "--coefficient-unit", "steering.coefficient_unit",
                  choices=["norm", "absolute"],
                  help="norm: x the layer's mean activation norm; absolute: raw weight")
-    add_override(parser, "--variant", "steering.variant", help="model variant to steer")
-    add_override(parser, "--vector-variant", "steering.vector_variant",
+    add_override(parser, "--variant", "steering.variant", metavar="NAME",
+                 help="model variant to steer (from `models`)")
+    add_override(parser, "--vector-variant", "steering.vector_variant", metavar="NAME",
                  help="model variant the vectors were extracted on")
-    add_override(parser, "--direction", "steering.direction", choices=["positive", "negative"])
+    add_override(parser, "--direction", "steering.direction", choices=["positive", "negative"],
+                 help="negative subtracts the vector (to suppress the trait)")
     add_override(parser, "--subset", "steering.subset", type=int, metavar="N",
                  help="first N steering questions only")
-    add_override(parser, "--max-new-tokens", "steering.max_new_tokens", type=int)
+    add_override(parser, "--max-new-tokens", "steering.max_new_tokens", type=int, metavar="N")
     add_override(parser, "--save-responses", "steering.save_responses", choices=SAVE_POLICIES,
                  help="response files: per layer the best config, all, or none")
-    add_override(parser, "--min-coherence", "steering.min_coherence", type=float,
+    add_override(parser, "--min-coherence", "steering.min_coherence", type=float, metavar="X",
                  help="coherence a config needs to count as best (0-100)")
     add_override(parser, "--scope", "steering.scope", choices=["all", "response"],
                  help="steer prompt and response tokens, or generated tokens only")
-    add_override(parser, "--max-batch-rows", "steering.max_batch_rows", type=int,
+    add_override(parser, "--max-batch-rows", "steering.max_batch_rows", type=int, metavar="N",
                  help="rows per generate call (halved on out-of-memory)")
     parser.set_defaults(func=run)
 
