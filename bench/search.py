@@ -84,8 +84,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder")
     parser.add_argument("--grid", type=int, default=36, help="grid coefficients (>= 30)")
     parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--startup", type=int, default=4, help="startup design trials")
+    parser.add_argument("--batch", type=int, default=3)
+    parser.add_argument("--startup", type=int, default=None,
+                        help="startup design trials (default: max(3, searched layers))")
     parser.add_argument("--sampler", choices=["gp", "tpe"], default="gp")
     parser.add_argument("--layer", type=int, default=2, help="the grid's layer")
     parser.add_argument("--search-layers", default=None,

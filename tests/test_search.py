@@ -159,18 +159,25 @@ def test_resume_after_interrupted_search(tmp_path):
     assert again.calls == []
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known issue: enqueued coefficients are not all evaluated first since the last search refactor"))  # noqa: E501
-def test_enqueued_coefficients_are_evaluated_first(tmp_path):
-    study = open_study(tmp_path, startup_trials=1)
-    for c in (0.25, 2.75):
-        study.enqueue(2, c)
-    with pytest.raises(SteeropsError, match="search.enqueue: coefficient 5"):
-        study.enqueue(2, 5.0)
-    evaluator = SyntheticEvaluator(["q"])
-    run_search(study, evaluator, SOURCE, target=3, batch=3, direction="positive",
-               progress=False)
-    assert sorted(c for _, c, _ in evaluator.calls[0]) == pytest.approx([0.25, 1.5, 2.75])
+def test_startup_design_is_stratified_and_seeded_then_enqueued_points(tmp_path):
+    def first_batch(folder, seed):
+        folder.mkdir()
+        study = open_study(folder, startup_trials=2, seed=seed)
+        for c in (0.25, 2.75):
+            study.enqueue(2, c)
+        with pytest.raises(SteeropsError, match="search.enqueue: coefficient 5"):
+            study.enqueue(2, 5.0)
+        evaluator = SyntheticEvaluator(["q"])
+        run_search(study, evaluator, SOURCE, target=4, batch=4, direction="positive",
+                   progress=False)
+        return [c for _, c, _ in evaluator.calls[0]]
+
+    batch = first_batch(tmp_path / "a", seed=0)
+    queued, design = batch[:2], batch[2:]
+    assert queued == [0.25, 2.75]  # evaluated first, then the design
+    assert 0.0 <= design[0] < 1.5 <= design[1] < 3.0  # one point per half of the range
+    assert first_batch(tmp_path / "b", seed=0)[2:] == design
+    assert first_batch(tmp_path / "c", seed=1)[2:] != design
 
 
 def test_known_results_become_trials_without_counting(tmp_path):
@@ -197,6 +204,7 @@ def test_known_results_become_trials_without_counting(tmp_path):
     records = study.records()
     imported = [r for r in records if r.source == "known"]
     assert len(imported) == 3 and study.n_done() == 2 and len(records) == 5
+    assert not [r for r in records if r.source == "enqueued"]  # known results replace the design
     assert imported[2].trait_delta == pytest.approx(synthetic_trait(2, 1.3) - BASELINE_TRAIT)
     # importing twice adds nothing
     again = open_study(tmp_path)

@@ -209,7 +209,8 @@ def test_evaluator_weights_and_results(steered, tmp_path):
                                              "out": str(steered["params"].out)},
                                       steering={"direction": "negative"}))
     meta = steered["vectors"]["mean_diff"]["meta"]["layers"]
-    ev = SteeringEvaluator(params, TRAIT, questions=["how do i bake bread ?"], progress=False)
+    ev = SteeringEvaluator(params, TRAIT, questions=["how do i bake bread ?"], progress=False,
+                           results_dir=tmp_path / "own")
     w = ev.weight_for("mean_diff", POSITION, "residual", 2, 1.5)
     assert w == pytest.approx(-1.5 * meta["2"]["mean_norm"])
     assert ev.layer_norm("mean_diff", POSITION, "residual", 1) == meta["1"]["mean_norm"]
@@ -227,6 +228,9 @@ def test_evaluator_weights_and_results(steered, tmp_path):
     assert zero.responses[0]["response"] == base.responses[0]["response"]
     assert (zero.trait_mean, zero.trait_delta) == (base.trait_mean, 0.0)
     assert ev.evaluate([config])[0].cached
+    # With results_dir, the log and baselines stay there, not in the steering directories.
+    assert len(read_jsonl(tmp_path / "own" / "results.jsonl")) == 2  # baseline + config
+    assert len(read_jsonl(tmp_path / "own" / "baselines.jsonl")) == 1
 
 
 def test_mlflow_parent_and_nested_runs(steered):

@@ -31,8 +31,9 @@ class SearchConfig(Strict):
         "steering.min_coherence")
     seed: int | None = Field(None, description="sampler seed; default `seed` (which also "
                              "seeds the search/held-out question split)")
-    startup_trials: int = Field(4, ge=1, description="evenly spaced coefficients evaluated "
-                                "before the sampler's model takes over")
+    startup_trials: int | None = Field(
+        None, ge=1, description="seeded stratified coefficients evaluated before the "
+        "sampler's model takes over; default max(3, number of searched layers)")
     enqueue: list[float] = Field(default_factory=list,
                                  description="coefficients evaluated first (e.g. grid points)")
     known_results: str | None = Field(

@@ -67,14 +67,15 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    params = load_params_for(args)
-    if params.search.study and len(params.traits.names) > 1:
-        raise SteeropsError("search.study: one study name cannot serve several traits; "
-                            "pass one --trait")
     from steerops.grid import grid_cells
     from steerops.search.runner import search_trait
 
-    for cell in grid_cells(params, args, params.search.methods, params.search.positions):
+    params = load_params_for(args)
+    cells = list(grid_cells(params, args, params.search.methods, params.search.positions))
+    if params.search.study and len(cells) * len(params.traits.names) > 1:
+        raise SteeropsError("search.study: one study name cannot serve several traits, "
+                            "methods or positions; pass one --trait, --method and --position")
+    for cell in cells:
         for trait in cell.traits.names:
             best = search_trait(cell, trait, progress=sys.stderr.isatty())
             print(summary_line(best))

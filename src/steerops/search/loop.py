@@ -63,6 +63,7 @@ def run_search(study: SearchStudy, evaluator, source: VectorSource, target: int,
         if study.add_known(k.layer, k.coefficient, k.weight, k.trait_mean, k.coherence_mean,
                            signed_delta(k.trait_mean, base.trait_mean, direction), k.n):
             stats.imported += 1
+    study.enqueue_startup()
     bar = tqdm(total=target, initial=min(target, study.n_done()), desc="search trials",
                unit="trial", disable=not progress, dynamic_ncols=True)
     waiting_said = False

@@ -39,7 +39,9 @@ class Plan:
 def search_trait(params, trait: str, progress: bool = True) -> dict:
     """Run (or resume) the study for one trait and write its outputs; returns best.json."""
     from steerops.extract.batching import release_memory
+    from steerops.paths import search_dir
     from steerops.search.heldout import split_questions
+    from steerops.specs import parse_position
     from steerops.steering.evaluate import SteeringEvaluator
     from steerops.tracking import track
     from steerops.traits import load_trait, trait_dir
@@ -51,8 +53,12 @@ def search_trait(params, trait: str, progress: bool = True) -> dict:
     # The split follows the experiment's seed, not the sampler's: re-seeding a search must
     # not move questions between the search and held-out parts.
     search_q, heldout_q = split_questions(questions, cfg.heldout_fraction, params.seed)
-    evaluator = SteeringEvaluator(params, trait, questions=search_q, progress=progress)
-    plan = make_plan(params, evaluator, trait, search_q, heldout_q)
+    out_dir = search_dir(params.out, trait, st.variant, parse_position(st.position).text,
+                         st.component, st.method)
+    # The search keeps its own results log (and baselines) in its output folder.
+    evaluator = SteeringEvaluator(params, trait, questions=search_q, progress=progress,
+                                  results_dir=out_dir)
+    plan = make_plan(params, evaluator, trait, search_q, heldout_q, out_dir)
     inputs = {"vectors": _vectors_dir(params, plan), "trait": trait_dir(
         params.path(params.traits.root), trait)}
     tags = {"steerops.trait": trait, "steerops.method": st.method, "optuna.study": plan.study}
@@ -60,22 +66,20 @@ def search_trait(params, trait: str, progress: bool = True) -> dict:
         study, stats = run_plan(params, plan, evaluator, tracker, progress)
         del evaluator  # free the model before the held-out evaluator loads its own
         release_memory()
-        held_eval = SteeringEvaluator(params, trait, questions=heldout_q, progress=progress)
+        held_eval = SteeringEvaluator(params, trait, questions=heldout_q, progress=progress,
+                                      results_dir=out_dir)
         return finish(params, plan, study, stats, held_eval, tracker)
 
 
-def make_plan(params, evaluator, trait: str, search_q: list[str],
-              heldout_q: list[str]) -> Plan:
-    from steerops.paths import search_dir
+def make_plan(params, evaluator, trait: str, search_q: list[str], heldout_q: list[str],
+              out_dir: Path) -> Plan:
     from steerops.specs import parse_layers, parse_position
-    from steerops.vectors.store import vectors_for
 
     cfg, st = params.search, params.steering
     position = parse_position(st.position).text
     source = VectorSource(st.method, position, st.component)
     layers = parse_layers(cfg.layers or st.layers, evaluator.loaded.layout.num_layers)
-    vectors, _ = vectors_for(params, trait, st.vector_variant, position, st.component,
-                             st.method)
+    vectors, _, _ = evaluator.sources.load(st.method, position, st.component)
     missing = [layer for layer in layers if layer not in vectors]
     if missing:  # fail now, naming the layer, not in the middle of the search
         raise SteeropsError(f"search.layers: no {st.method} vectors at layer(s) {missing} "
@@ -92,34 +96,35 @@ def make_plan(params, evaluator, trait: str, search_q: list[str],
                                   st.variant, st.direction, digest])
     storage = cfg.storage or f"sqlite:///{(params.root / 'optuna.db').resolve()}"
     return Plan(trait, source, layers, min_coherence, storage, name, settings,
-                params.seed if cfg.seed is None else cfg.seed, search_q, heldout_q,
-                search_dir(params.out, trait, st.variant, position, st.component, st.method))
+                params.seed if cfg.seed is None else cfg.seed, search_q, heldout_q, out_dir)
 
 
 def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
     from steerops.search.known import load_known
-    from steerops.search.loop import run_search
+    from steerops.search.loop import make_config, run_search
     from steerops.search.storage import storage_label
     from steerops.search.study import SearchStudy, Space
+    from steerops.steering.results import RESULTS_FILE
 
     cfg, st, src = params.search, params.steering, plan.source
     study = SearchStudy(plan.storage, plan.study, Space(cfg.coef_min, cfg.coef_max,
                                                         tuple(plan.layers)),
                         plan.min_coherence, plan.settings, sampler=cfg.sampler, seed=plan.seed,
-                        startup_trials=cfg.startup_trials, heartbeat_s=cfg.heartbeat_s,
+                        startup_trials=cfg.startup_trials or max(3, len(plan.layers)),
+                        heartbeat_s=cfg.heartbeat_s,
                         grace_s=cfg.grace_s, max_retry=cfg.max_retry)
     for c in cfg.enqueue:
         for layer in plan.layers:
             study.enqueue(layer, c)
     known = []
-    if cfg.import_known:
-        path = params.path(cfg.known_results) if cfg.known_results else _steer_results(params,
-                                                                                      plan)
-        vector_files = {f"{src.method}|{src.position}|{src.component}": _vectors_md5(params,
-                                                                                    plan)}
-        known = load_known(path, evaluator.settings_hash, src.method, src.position,
-                           src.component, plan.layers, vector_files,
-                           required=cfg.known_results is not None)
+    if cfg.import_known:  # the explicit log, or this search's own and the steer stage's
+        logs = [params.path(cfg.known_results)] if cfg.known_results else [
+            plan.out_dir / RESULTS_FILE, _steer_results(params, plan)]
+        ref = make_config(src, plan.layers[0], 0.0, 0.0).vectors
+        for path in logs:
+            known += load_known(path, evaluator.settings_hash, src.method, src.position,
+                                src.component, plan.layers, evaluator.sources.file_hashes(ref),
+                                required=cfg.known_results is not None)
     tracker.log_params({**{k: v for k, v in plan.settings.items() if k != "layers"},
                         "layers": ",".join(map(str, plan.layers)), "study": plan.study,
                         "storage": storage_label(plan.storage), "sampler": cfg.sampler,
@@ -178,13 +183,6 @@ def _vectors_dir(params, plan: Plan) -> Path:
     src = plan.source
     return vectors_dir(params.out, plan.trait, params.steering.vector_variant, src.position,
                        src.component, src.method)
-
-
-def _vectors_md5(params, plan: Plan) -> str:
-    from steerops.io import file_md5
-    from steerops.vectors.store import TENSORS_FILE
-
-    return file_md5(_vectors_dir(params, plan) / TENSORS_FILE)
 
 
 def _steer_results(params, plan: Plan) -> Path:

@@ -92,8 +92,7 @@ class SearchStudy:
                 study_name=name, storage=self.storage,
                 sampler=_sampler(sampler, seed + n_before, startup_trials))
             self.name = name
-            if n_before == 0:
-                self._enqueue_startup(startup_trials, seed)
+        self._startup, self._seed = startup_trials, seed
 
     def _locked(self):
         return sqlite_lock(self._url)
@@ -177,20 +176,30 @@ class SearchStudy:
                           self.heartbeat_s)
 
     # ---- seeding the study ----------------------------------------------------------------
-    def _enqueue_startup(self, n: int, seed: int) -> None:
-        """A seeded stratified design: one coefficient drawn in each of n equal slices of the
-        range (layers dealt round-robin in a shuffled order), so the model starts informed
-        and no part of the range is skipped."""
-        rng = random.Random(seed)
-        lo, hi = self.space.coef_min, self.space.coef_max
-        layers = list(self.space.layers)
-        rng.shuffle(layers)
-        for i in range(n):
-            params: dict[str, Any] = {"coefficient": lo + (hi - lo) * (i + rng.random()) / n}
-            if len(layers) > 1:
-                params["layer"] = layers[i % len(layers)]
-            self.study.enqueue_trial(params, user_attrs={"source": "enqueued"},
-                                     skip_if_exists=True)
+    def enqueue_startup(self) -> None:
+        """Once per study, unless known results already inform the model: a seeded
+        stratified design, one coefficient drawn in each of n equal slices of the range
+        (layers dealt round-robin in a shuffled order), so no part of the range is skipped."""
+        with self._locked():
+            if self.study.user_attrs.get("startup_enqueued"):
+                return  # another worker (or an earlier run) did it
+            self.study.set_user_attr("startup_enqueued", True)
+            trials = self._trials()
+            n_known = sum(t.user_attrs.get("source") == "known" for t in trials)
+            if n_known >= self._startup or any(
+                    t.state != TrialState.WAITING and t.user_attrs.get("source") != "known"
+                    for t in trials):
+                return
+            rng = random.Random(self._seed)
+            lo, hi, n = self.space.coef_min, self.space.coef_max, self._startup
+            layers = list(self.space.layers)
+            rng.shuffle(layers)
+            for i in range(n):
+                params: dict[str, Any] = {"coefficient": lo + (hi - lo) * (i + rng.random()) / n}
+                if len(layers) > 1:
+                    params["layer"] = layers[i % len(layers)]
+                self.study.enqueue_trial(params, user_attrs={"source": "enqueued"},
+                                         skip_if_exists=True)
 
     def enqueue(self, layer: int, coefficient: float) -> None:
         if not self.space.coef_min <= coefficient <= self.space.coef_max:

@@ -16,12 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from steerops.errors import SteeropsError
 from steerops.generation import encode_prompt, render_prompts, stop_token_ids
-from steerops.io import file_md5, text_md5
+from steerops.io import text_md5
 from steerops.models.loading import load_model
-from steerops.paths import steering_dir, vectors_dir
+from steerops.paths import steering_dir
 from steerops.steering.engine import SteeringTable, generate_steered
+from steerops.steering.inputs import VectorSources, model_fingerprint
 from steerops.steering.results import (
     RESULTS_FILE,
     ConfigResult,
@@ -30,6 +33,7 @@ from steerops.steering.results import (
     VectorRef,
     config_dict,
     config_key,
+    run_params,
     settings_hash,
     summarize,
 )
@@ -44,11 +48,14 @@ _CHUNK_SUB_BATCHES = 4  # configs per chunk fill about this many sub-batches
 class SteeringEvaluator:
     def __init__(self, params, trait: str, questions: list[str] | None = None,
                  variant: str | None = None, vector_variant: str | None = None,
-                 tracker=None, progress: bool = True):
+                 tracker=None, progress: bool = True, results_dir: str | Path | None = None):
+        """`results_dir`: keep the results log (and baselines) there instead of in each
+        vector source's steering directory (e.g. a search keeps its own)."""
         from steerops.judges import make_judge
 
         cfg = params.steering
         self.params, self.trait, self.tracker, self.progress = params, trait, tracker, progress
+        self.results_dir = Path(results_dir) if results_dir is not None else None
         self.variant = variant or cfg.variant
         self.vector_variant = vector_variant or cfg.vector_variant
         params.variant(self.vector_variant)  # unknown names fail here, not after loading
@@ -67,7 +74,8 @@ class SteeringEvaluator:
         self._stops = stop_token_ids(self.loaded.model, tokenizer)
         self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
             else self._stops[0]
-        self._vectors: dict[tuple[str, str, str], tuple[dict, dict, str]] = {}
+        self.sources = VectorSources(params, trait, self.vector_variant,
+                                     self.loaded.layout.hidden_size)
         self._baseline: ConfigResult | None = None
         spec = params.variant(self.variant)
         self.settings: dict[str, Any] = {
@@ -87,37 +95,9 @@ class SteeringEvaluator:
 
     # -- vectors and coefficients ------------------------------------------------------------
 
-    def _vector_set(self, method: str, position: str, component: str) -> tuple[dict, dict, str]:
-        key = (method, position, component)
-        if key not in self._vectors:
-            from steerops.vectors.store import TENSORS_FILE, check_hidden_size, vectors_for
-
-            vectors, metadata = vectors_for(self.params, self.trait, self.vector_variant,
-                                            position, component, method)
-            folder = vectors_dir(self.params.out, self.trait, self.vector_variant, position,
-                                 component, method)
-            hidden = self.loaded.layout.hidden_size
-            for layer, vector in vectors.items():
-                check_hidden_size(vector, hidden, f"{folder} layer_{layer}")
-            self._vectors[key] = (vectors, metadata, file_md5(folder / TENSORS_FILE))
-        return self._vectors[key]
-
-    def _vector(self, ref: VectorRef):
-        vectors, _, _ = self._vector_set(ref.method, ref.position, ref.component)
-        if ref.layer not in vectors:
-            have = ", ".join(map(str, sorted(vectors))) or "none"
-            raise SteeropsError(f"vectors {ref.method} at {ref.position}/{ref.component}: no "
-                                f"layer {ref.layer} (layers: {have})")
-        return vectors[ref.layer]
-
     def layer_norm(self, method: str, position: str, component: str, layer: int) -> float:
         """The layer's mean activation norm recorded with the vectors."""
-        _, metadata, _ = self._vector_set(method, position, component)
-        entry = (metadata.get("layers") or {}).get(str(layer)) or {}
-        if entry.get("mean_norm") is None:
-            raise SteeropsError(f"vectors {method} at {position}/{component}: metadata has no "
-                                f"layers.{layer}.mean_norm (needed by coefficient_unit: norm)")
-        return float(entry["mean_norm"])
+        return self.sources.layer_norm(method, position, component, layer)
 
     def weight_for(self, method: str, position: str, component: str, layer: int,
                    coefficient: float) -> float:
@@ -128,19 +108,25 @@ class SteeringEvaluator:
         sign = -1.0 if cfg.direction == "negative" else 1.0
         return sign * float(coefficient) * scale
 
-    def _vector_files(self, config: ConfigSpec) -> dict[str, str]:
-        return {f"{r.method}|{r.position}|{r.component}":
-                self._vector_set(r.method, r.position, r.component)[2] for r in config.vectors}
+    def _vector(self, ref: VectorRef) -> torch.Tensor:
+        return self.sources.vector(ref.method, ref.position, ref.component, ref.layer)
+
+    def _files(self, config: ConfigSpec) -> dict[str, str]:
+        return self.sources.file_hashes(config.vectors)
 
     # -- storage -----------------------------------------------------------------------------
 
     def results_path(self, config: ConfigSpec) -> Path:
         """The results log a config belongs to: its (first) vector's steering directory."""
+        if self.results_dir is not None:
+            return self.results_dir / RESULTS_FILE
         ref = config.vectors[0]
         return steering_dir(self.params.out, self.trait, self.variant, ref.position,
                             ref.component, ref.method) / RESULTS_FILE
 
     def _baselines_path(self) -> Path:
+        if self.results_dir is not None:
+            return self.results_dir / BASELINES_FILE
         return self.params.out / "steering" / self.trait / self.variant / BASELINES_FILE
 
     def baseline_entry(self) -> dict[str, Any]:
@@ -183,7 +169,7 @@ class SteeringEvaluator:
             path = self.results_path(config)
             if path not in logs:
                 logs[path] = ResultsLog(path)
-            entry = logs[path].find(self.settings_hash, config, self._vector_files(config))
+            entry = logs[path].find(self.settings_hash, config, self._files(config))
             if entry is not None:
                 results[i] = _cached_result(config, entry["result"], base)
             else:
@@ -215,7 +201,7 @@ class SteeringEvaluator:
             result.trait_delta = _delta(result.trait_mean, base.trait_mean)
             by_file.setdefault(self.results_path(config), []).append({
                 "type": "config", "settings_hash": self.settings_hash,
-                "config": config_dict(config), "vector_files": self._vector_files(config),
+                "config": config_dict(config), "vector_files": self._files(config),
                 "result": {"trait_mean": result.trait_mean,
                            "coherence_mean": result.coherence_mean,
                            "trait_delta": result.trait_delta, "n": result.n,
@@ -257,20 +243,13 @@ class SteeringEvaluator:
 
     def _log_runs(self, results: list[ConfigResult]) -> None:
         """A nested MLflow run per config, so the UI can compare configs side by side."""
+        labels = {"model": self.settings["model"]["id"], "variant": self.variant,
+                  "vector_variant": self.vector_variant, "trait": self.trait,
+                  "judge": self.judge.id, "scope": self.params.steering.scope,
+                  "settings_hash": self.settings_hash}
         for result in results:
-            config = result.config
-            refs = config.vectors
-            params = {"model": self.settings["model"]["id"], "variant": self.variant,
-                      "vector_variant": self.vector_variant, "trait": self.trait,
-                      "method": "+".join(r.method for r in refs),
-                      "position": "+".join(r.position for r in refs),
-                      "component": "+".join(r.component for r in refs),
-                      "layer": "+".join(str(r.layer) for r in refs),
-                      "coefficient": config.coefficient,
-                      "weight": "+".join(f"{r.weight:.6g}" for r in refs),
-                      "judge": self.judge.id, "scope": self.params.steering.scope,
-                      "settings_hash": self.settings_hash, "cached": result.cached}
-            name = f"{params['method']} L{params['layer']} c{config.coefficient}"
+            params = {**labels, **run_params(result.config), "cached": result.cached}
+            name = f"{params['method']} L{params['layer']} c{result.config.coefficient}"
             with self.tracker.child(name, params) as child:
                 child.log_metrics({"trait_mean": result.trait_mean,
                                    "coherence_mean": result.coherence_mean,
@@ -285,21 +264,3 @@ def _cached_result(config: ConfigSpec, r: dict[str, Any], base: ConfigResult) ->
     return ConfigResult(config, r["trait_mean"], r["coherence_mean"], r["n"], [],
                         n_unscored=r.get("n_unscored", 0),
                         trait_delta=_delta(r["trait_mean"], base.trait_mean), cached=True)
-
-
-def model_fingerprint(source: str) -> str:
-    """Identify a local model's weights (a hub id is identified by id and revision).
-
-    Small folders (the toy, test models) are hashed by content; large ones by file names,
-    sizes and modification times, so hashing never reads gigabytes.
-    """
-    path = Path(source)
-    if not path.is_dir():
-        return "hub"
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    if sum(p.stat().st_size for p in files) <= 256 << 20:
-        listing = [(p.relative_to(path).as_posix(), file_md5(p)) for p in files]
-    else:
-        listing = [(p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                   for p in files]
-    return text_md5(repr(listing))

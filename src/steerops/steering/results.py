@@ -157,6 +157,15 @@ def tidy_row(entry: dict[str, Any], labels: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def run_params(config: ConfigSpec) -> dict[str, Any]:
+    """A config as flat MLflow params (multi-vector configs join fields with '+')."""
+    refs = config.vectors
+    return {"method": _joined(refs, "method"), "position": _joined(refs, "position"),
+            "component": _joined(refs, "component"), "layer": _joined(refs, "layer"),
+            "coefficient": config.coefficient,
+            "weight": "+".join(f"{r.weight:.6g}" for r in refs)}
+
+
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
