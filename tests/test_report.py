@@ -155,3 +155,54 @@ def test_report_without_results_is_one_line_error(tmp_path, capsys):
     assert main(["report", "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no steering results" in err[0]
+
+
+def _write_search(out, method: str, trials: list[tuple[float, float, float]]):
+    """A search folder as `steerops search` writes it: trials.csv and best.json."""
+    from steerops import paths
+    from steerops.io import write_json
+    from steerops.search.results import choose_best, write_trials_csv
+    from steerops.search.study import TrialRecord
+
+    folder = paths.search_dir(out, "toy/refusal", "instruct", "prompt[-1]", "residual", method)
+    records = [TrialRecord(i, 2, c, c * 10.0, d, coh, d, coh >= 68, "complete", "sampled", 10)
+               for i, (c, d, coh) in enumerate(trials)]
+    records.append(TrialRecord(len(records), 2, 1.9, 19.0, None, None, None, None, "fail",
+                               "sampled", 0))
+    write_trials_csv(folder / "trials.csv", records)
+    chosen, feasible = choose_best(records)
+    write_json(folder / "best.json", {
+        "trait": "toy/refusal", "variant": "instruct", "vector_variant": "base",
+        "method": method, "position": "prompt[-1]", "component": "residual",
+        "feasible": feasible, "chosen": {"trial": chosen.number, "layer": chosen.layer,
+                                         "coefficient": chosen.coefficient},
+        "search": {"trait_delta": chosen.trait_delta, "coherence_mean": chosen.coherence_mean,
+                   "n_questions": 10},
+        "heldout": {"trait_delta": chosen.trait_delta - 7.0, "coherence_mean": 81.0,
+                    "n_questions": 10},
+        "n_trials": len(trials), "n_generations": {"total": 10 * len(trials) + 30}})
+
+
+def test_search_trials_join_the_gap_analysis_and_held_out_numbers_are_reported(tmp_path):
+    import yaml
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "paths": {"out": "outputs"}, "tracking": {"enabled": False},
+        "models": {"instruct": {"id": "m"}, "base": {"id": "m"}}}))
+    _write_results(tmp_path / "outputs", synthetic_frame())
+    # mean_diff's grid best is 70 @ 1.5; the search finds 78 @ 1.6 (feasible) and a larger,
+    # infeasible 99 @ 2.2 that must not count
+    _write_search(tmp_path / "outputs", "mean_diff",
+                  [(0.7, 30.0, 92.0), (1.6, 78.0, 74.0), (2.2, 99.0, 40.0)])
+    assert main(["report", "--params", str(params)]) == 0
+    gap = pd.read_csv(tmp_path / "reports" / "gap_analysis.csv")
+    md = _row(gap, method="mean_diff")
+    assert md["best_delta"] == 78.0 and md["coefficient"] == 1.6
+    assert md["n_configs"] == 4 + 1 + 3  # grid (two layers) + completed search trials
+    searched = pd.read_csv(tmp_path / "reports" / "search_heldout.csv")
+    assert len(searched) == 1
+    row = searched.iloc[0]
+    assert (row["coefficient"], row["search_delta"], row["heldout_delta"]) == (1.6, 78.0, 71.0)
+    assert bool(row["feasible"]) and row["generations"] == 60
+    assert "held-out questions" in (tmp_path / "reports" / "report.md").read_text()

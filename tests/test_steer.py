@@ -291,3 +291,37 @@ def test_vectors_of_another_hidden_size_are_rejected(steered, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"layer_0: vector has shape (7,) but the model's hidden size is {hidden}" in err
+
+
+def test_grid_cells_are_generated_together_and_match_single_runs(steered, monkeypatch):
+    """Without --method, every steering.methods cell is swept; their configs share one
+    generate call, and each cell's results equal what a run of that cell alone serves."""
+    import yaml
+
+    spec = yaml.safe_load(steered["params_file"].read_text())
+    spec["steering"].update(methods=["mean_diff", "random_baseline"], positions=[POSITION])
+    grid_file = steered["params_file"].parent / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump(spec))
+    calls = []
+    real = evaluate_module.generate_steered
+
+    def counting(model, layout, prompts, table, **kwargs):
+        calls.append((len(prompts), table is None))
+        return real(model, layout, prompts, table, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "generate_steered", counting)
+    argv = ["steer", "--params", str(grid_file), "--layers", "1,2", "--coefficients", "0.75"]
+    assert main(argv) == 0
+    steered_calls = [n for n, unsteered in calls if not unsteered]
+    assert steered_calls == [2 * 2 * 20]  # 2 methods x 2 layers x 20 questions, one call
+    for method in ("mean_diff", "random_baseline"):
+        rows = _csv(steered["dir"][method] / "results.csv")
+        assert {r["method"] for r in rows} == {method}
+        assert sorted((r["layer"], r["coefficient"]) for r in rows) == [("1", "0.75"),
+                                                                       ("2", "0.75")]
+    calls.clear()
+    for method in ("mean_diff", "random_baseline"):
+        before = _csv(steered["dir"][method] / "results.csv")
+        assert main([*argv, "--method", method]) == 0
+        assert _csv(steered["dir"][method] / "results.csv") == before
+    assert calls == []  # both cells served from their results logs

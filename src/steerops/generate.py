@@ -133,27 +133,16 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
 
 
 def _generation_settings(params, trait: Trait) -> dict:
+    from steerops.models.loading import model_fingerprint, model_source
+
     cfg = params.generate
     spec = params.variant(cfg.variant)
     prompts = {p: [[x.prompt, x.system_prompt] for x in getattr(trait, p)] for p in POLARITIES}
     return {"model_id": spec.id, "model_revision": spec.revision, "dtype": spec.dtype,
-            "model_fingerprint": _model_fingerprint(params, cfg.variant),
+            "model_fingerprint": model_fingerprint(model_source(params, cfg.variant)),
             "chat_template": spec.chat_template, "prompts_md5": text_md5(json.dumps(prompts)),
             "max_new_tokens": resolve_max_new_tokens(params), "temperature": cfg.temperature,
             "rollouts": cfg.rollouts, "seed": params.seed}
-
-
-def _model_fingerprint(params, variant: str) -> str:
-    """Cheap identity of local weights (names, sizes, mtimes), so a rebuilt model is noticed
-    without hashing gigabytes; hub models are identified by id and revision."""
-    from steerops.models.loading import model_source
-
-    source = Path(model_source(params, variant))
-    if not source.is_dir():
-        return str(source)
-    entries = sorted((p.relative_to(source).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                     for p in source.rglob("*") if p.is_file())
-    return text_md5(json.dumps(entries))
 
 
 def _complete(params, trait: Trait, gen: dict, progress: bool) -> tuple[list[dict], dict]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
@@ -49,6 +50,26 @@ def model_source(params: Params, variant: str) -> str:
     if spec.id.startswith((".", "/", "~")) or not _HUB_ID.match(spec.id):
         raise SteeropsError(f"models.{variant}.id: model not found: {local}")
     return spec.id
+
+
+def model_fingerprint(source: str) -> str:
+    """Identify a local model's weights ("hub" for a hub id, identified by id and revision).
+
+    Small folders (the toy, test models) are hashed by content; large ones by file names,
+    sizes and modification times, so hashing never reads gigabytes.
+    """
+    from steerops.io import file_md5, text_md5
+
+    path = Path(source)
+    if not path.is_dir():
+        return "hub"
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    if sum(p.stat().st_size for p in files) <= 256 << 20:
+        listing = [(p.relative_to(path).as_posix(), file_md5(p)) for p in files]
+    else:
+        listing = [(p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                   for p in files]
+    return text_md5(repr(listing))
 
 
 def load_model(params: Params, variant: str, padding_side: str = "left") -> LoadedModel:

@@ -12,7 +12,7 @@ from steerops.cli import add_common, add_override, load_params_for
 from steerops.errors import SteeropsError
 from steerops.io import write_json, write_text
 from steerops.report import plots, predict, tables
-from steerops.report.load import load_results, vector_features
+from steerops.report.load import load_results, load_search_summaries, vector_features
 
 
 def register(subparsers) -> None:
@@ -49,11 +49,13 @@ def write_report(params, frame: pd.DataFrame, out: Path) -> list[Path]:
     curve = tables.cleaning_curve(grid, threshold)
     coefs = tables.coefficient_table(grid, threshold)
     features = vector_features(params, coefs, grid)
+    searched = load_search_summaries(params)
     errors = predict.loo_errors(features)
     recs = predict.recommendations(features, errors)
     csvs = {"gap_analysis": gap, "preclean_vs_clean_after": prepost, "cleaning_curve": curve,
             "coefficients": coefs, "coefficient_features": features,
-            "coefficient_prediction": errors, "recommendations": recs}
+            "coefficient_prediction": errors, "recommendations": recs,
+            "search_heldout": searched}
     files = []
     for name, table in csvs.items():
         path = out / f"{name}.csv"
@@ -88,6 +90,8 @@ def render_markdown(tables_by_name: dict[str, pd.DataFrame], threshold: float) -
         "coefficients": "Optimal coefficients",
         "coefficient_prediction": "Coefficient prediction (leave-one-out error)",
         "recommendations": "Recommended starting coefficients",
+        "search_heldout": "Coefficient search: the chosen config on the search half and on "
+                          "held-out questions",
     }
     parts = ["# Steering report", "",
              f"Computed from results files; a config counts when coherence >= {threshold:g}.", ""]

@@ -36,11 +36,37 @@ def load_results(params) -> pd.DataFrame:
 
 
 def _search_frame(trials: pd.DataFrame, best: dict) -> pd.DataFrame:
-    trials = trials[trials.get("state", "COMPLETE") == "COMPLETE"].copy()
+    trials = trials[trials["state"].astype(str).str.lower() == "complete"].copy()
     for key in ("trait", "variant", "vector_variant", "position", "component", "method"):
         trials[key] = best.get(key)
-    trials["n"] = best.get("n_search_questions", np.nan)
+    trials["n"] = (best.get("search") or {}).get("n_questions", np.nan)
     return trials.assign(source="search")
+
+
+SEARCH_COLUMNS = ["model", "trait", "position", "method", "feasible", "layer", "coefficient",
+                  "search_delta", "search_coherence", "heldout_delta", "heldout_coherence",
+                  "n_trials", "generations"]
+
+
+def load_search_summaries(params) -> pd.DataFrame:
+    """One row per search study (`best.json`): the chosen config, its trait delta and
+    coherence on the search half, and on the held-out half it never saw."""
+    rows = []
+    for path in sorted((params.out / "search").rglob("best.json")):
+        best = read_json(path)
+        chosen, search, held = best["chosen"], best["search"], best.get("heldout") or {}
+        rows.append({
+            "model": _model_id(params, best["variant"]), "trait": best["trait"],
+            "position": best["position"], "method": best["method"],
+            "feasible": bool(best["feasible"]), "layer": chosen["layer"],
+            "coefficient": chosen["coefficient"], "search_delta": search["trait_delta"],
+            "search_coherence": search["coherence_mean"],
+            "heldout_delta": held.get("trait_delta", np.nan),
+            "heldout_coherence": held.get("coherence_mean", np.nan),
+            "n_trials": best["n_trials"], "generations": best["n_generations"]["total"]})
+    frame = pd.DataFrame(rows, columns=SEARCH_COLUMNS)
+    return frame.sort_values(["model", "trait", "position", "method"],
+                             kind="mergesort").reset_index(drop=True)
 
 
 def _model_id(params, variant: str) -> str:

@@ -1,11 +1,13 @@
-"""`steerops steer`: sweep layers x coefficients of one vector method and score them.
+"""`steerops steer`: sweep layers x coefficients of vector methods and score them.
 
 The unsteered baseline is generated once per settings; every layer x coefficient config is
 then generated in as few batched `generate` calls as memory allows (each row carries its own
-steering) and judged. Configs already evaluated under identical settings are served from
-`results.jsonl`. Writes, under <out>/steering/<trait>/<variant>/<position>/<component>/
-<method>/: results.jsonl (append-only log), results.csv (this sweep, tidy), metrics.json
-(the best config at coherence >= min-coherence, for DVC), curve.png and responses/.
+steering) and judged. Without --method/--position, every cell of steering.methods x
+steering.positions is swept, and the configs of all cells are generated together. Configs
+already evaluated under identical settings are served from `results.jsonl`. Writes, under
+<out>/steering/<trait>/<variant>/<position>/<component>/<method>/: results.jsonl
+(append-only log), results.csv (this sweep, tidy), metrics.json (the best config at
+coherence >= min-coherence, for DVC), curve.png and responses/.
 """
 
 from __future__ import annotations
@@ -65,10 +67,10 @@ def run(args: argparse.Namespace) -> None:
     from steerops.grid import grid_cells
 
     grid = load_params_for(args)
-    cells = grid_cells(grid, args, grid.steering.methods, grid.steering.positions)
-    for params in cells:
-        for trait in params.traits.names:
-            _report(trait, steer_trait(params, trait))
+    cells = list(grid_cells(grid, args, grid.steering.methods, grid.steering.positions))
+    for trait in grid.traits.names:
+        for summary in steer_cells(cells, trait):
+            _report(trait, summary)
 
 
 def _report(trait: str, summary: dict[str, Any]) -> None:
@@ -85,35 +87,67 @@ def _report(trait: str, summary: dict[str, Any]) -> None:
 
 
 def steer_trait(params, trait: str, progress: bool = True) -> dict[str, Any]:
-    """Run the sweep for one trait; returns {dir, metrics, results, baseline}."""
-    from steerops.paths import steering_dir, vectors_dir
+    """Run the sweep of params' one method and position; returns {dir, metrics, results,
+    baseline}."""
+    return steer_cells([params], trait, progress)[0]
+
+
+def steer_cells(cells: list, trait: str, progress: bool = True) -> list[dict[str, Any]]:
+    """Sweep every grid cell (a params copy per method x position) for one trait.
+
+    The cells share the steered model, questions and judge, so one evaluator generates the
+    configs of all of them together: the batches stay full and the model loads once. Each
+    cell still gets its own MLflow parent run and output folder."""
     from steerops.specs import parse_layers, parse_position
     from steerops.steering.evaluate import ConfigSpec, SteeringEvaluator, VectorRef
+    from steerops.vectors.names import parse_method
+
+    first = cells[0].steering
+    for params in cells:
+        parse_method(params.steering.method)
+        parse_position(params.steering.position)
+    if not first.coefficients:
+        raise SteeropsError("steering.coefficients: give at least one coefficient")
+    evaluator = SteeringEvaluator(cells[0], trait, progress=progress)
+    layers = parse_layers(first.layers, evaluator.loaded.layout.num_layers)
+    per_cell: list[list] = []
+    for params in cells:
+        cfg = params.steering
+        position = parse_position(cfg.position).text
+        per_cell.append([
+            ConfigSpec((VectorRef(layer, cfg.component, position, cfg.method,
+                                  evaluator.weight_for(cfg.method, position, cfg.component,
+                                                       layer, c)),), c)
+            for layer in layers for c in cfg.coefficients])
+    baseline = evaluator.baseline()
+    results = evaluator.evaluate([config for configs in per_cell for config in configs])
+    summaries, start = [], 0
+    for params, configs in zip(cells, per_cell, strict=True):
+        cell_results = results[start:start + len(configs)]
+        start += len(configs)
+        summaries.append(_finish_cell(params, trait, evaluator, layers, baseline, cell_results))
+    return summaries
+
+
+def _finish_cell(params, trait: str, evaluator, layers: list[int], baseline,
+                 results: list) -> dict[str, Any]:
+    """One cell's MLflow parent run (with a nested run per config) and output files."""
+    from steerops.paths import steering_dir, vectors_dir
+    from steerops.specs import parse_position
     from steerops.tracking import track
     from steerops.traits import trait_dir
-    from steerops.vectors.names import parse_method
 
     cfg = params.steering
     position = parse_position(cfg.position).text
-    parse_method(cfg.method)
-    if not cfg.coefficients:
-        raise SteeropsError("steering.coefficients: give at least one coefficient")
     out_dir = steering_dir(params.out, trait, cfg.variant, position, cfg.component, cfg.method)
     inputs = {"vectors": vectors_dir(params.out, trait, cfg.vector_variant, position,
                                      cfg.component, cfg.method),
               "trait": trait_dir(params.path(params.traits.root), trait)}
     tags = {"steerops.trait": trait, "steerops.variant": cfg.variant,
             "steerops.method": cfg.method}
-    run_name = f"steer {trait} {cfg.method} {position}"
-    with track(params, "steer", run_name, inputs=inputs, tags=tags) as tracker:
-        evaluator = SteeringEvaluator(params, trait, tracker=tracker, progress=progress)
-        layers = parse_layers(cfg.layers, evaluator.loaded.layout.num_layers)
-        configs = [ConfigSpec((VectorRef(layer, cfg.component, position, cfg.method,
-                                         evaluator.weight_for(cfg.method, position,
-                                                              cfg.component, layer, c)),), c)
-                   for layer in layers for c in cfg.coefficients]
-        baseline = evaluator.baseline()
-        results = evaluator.evaluate(configs)
+    with track(params, "steer", f"steer {trait} {cfg.method} {position}", inputs=inputs,
+               tags=tags) as tracker:
+        evaluator.log_runs(tracker, results)
         summary = write_outputs(params, evaluator, out_dir, baseline, results)
         _log_parent(tracker, params, evaluator, layers, summary, out_dir)
     return {"dir": out_dir, "metrics": summary["metrics"], "results": results,

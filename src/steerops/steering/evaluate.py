@@ -21,10 +21,10 @@ import torch
 from steerops.errors import SteeropsError
 from steerops.generation import encode_prompt, render_prompts, stop_token_ids
 from steerops.io import text_md5
-from steerops.models.loading import load_model
+from steerops.models.loading import load_model, model_fingerprint
 from steerops.paths import steering_dir
 from steerops.steering.engine import SteeringTable, generate_steered
-from steerops.steering.inputs import VectorSources, model_fingerprint
+from steerops.steering.inputs import VectorSources
 from steerops.steering.results import (
     RESULTS_FILE,
     ConfigResult,
@@ -183,7 +183,7 @@ class SteeringEvaluator:
                 for i in todo[config_key(config)]:
                     results[i] = result
         if self.tracker is not None:
-            self._log_runs(results)
+            self.log_runs(self.tracker, results)
         return results  # type: ignore[return-value]
 
     def _run_chunk(self, chunk: list[ConfigSpec], base: ConfigResult) -> list[ConfigResult]:
@@ -241,8 +241,9 @@ class SteeringEvaluator:
                                     summary["n"], responses, n_unscored=summary["n_unscored"]))
         return out
 
-    def _log_runs(self, results: list[ConfigResult]) -> None:
-        """A nested MLflow run per config, so the UI can compare configs side by side."""
+    def log_runs(self, tracker, results: list[ConfigResult]) -> None:
+        """A nested MLflow run per config under `tracker`'s run, so the UI can compare
+        configs side by side."""
         labels = {"model": self.settings["model"]["id"], "variant": self.variant,
                   "vector_variant": self.vector_variant, "trait": self.trait,
                   "judge": self.judge.id, "scope": self.params.steering.scope,
@@ -250,7 +251,7 @@ class SteeringEvaluator:
         for result in results:
             params = {**labels, **run_params(result.config), "cached": result.cached}
             name = f"{params['method']} L{params['layer']} c{result.config.coefficient}"
-            with self.tracker.child(name, params) as child:
+            with tracker.child(name, params) as child:
                 child.log_metrics({"trait_mean": result.trait_mean,
                                    "coherence_mean": result.coherence_mean,
                                    "trait_delta": result.trait_delta})

@@ -7,13 +7,12 @@ from cache after the vectors were recomputed under the same name).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from steerops.errors import SteeropsError
-from steerops.io import file_md5, text_md5
+from steerops.io import file_md5
 from steerops.paths import vectors_dir
 
 
@@ -60,21 +59,3 @@ class VectorSources:
         """{"method|position|component": md5} of the vector files `refs` use."""
         return {f"{r.method}|{r.position}|{r.component}":
                 self.load(r.method, r.position, r.component)[2] for r in refs}
-
-
-def model_fingerprint(source: str) -> str:
-    """Identify a local model's weights (a hub id is identified by id and revision).
-
-    Small folders (the toy, test models) are hashed by content; large ones by file names,
-    sizes and modification times, so hashing never reads gigabytes.
-    """
-    path = Path(source)
-    if not path.is_dir():
-        return "hub"
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    if sum(p.stat().st_size for p in files) <= 256 << 20:
-        listing = [(p.relative_to(path).as_posix(), file_md5(p)) for p in files]
-    else:
-        listing = [(p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                   for p in files]
-    return text_md5(repr(listing))
