@@ -120,8 +120,6 @@ def test_planted_dims_are_found_across_layers():
     assert [s["massive_dims"] for s in record["layers"].values()] == [[3]] * 6
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known issue: per-layer values drifted from the unpadded reference on the final toy build; under investigation"))  # noqa: E501
 def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
     from steerops.config import load_params
     from steerops.generation import generate_responses
@@ -141,11 +139,12 @@ def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
     record = read_json(folder / "calibration.json")
     assert record["variant"] == "instruct"
     assert sorted(record["layers"], key=int) == ["0", "1", "2", "3"]
+    hidden = read_json(toy_world / "model" / "config.json")["hidden_size"]
     for stats in record["layers"].values():
         assert set(stats) >= {"top_dims", "top_values", "relative", "max_median_ratio",
                               "massive_dims", "norm"}
         assert len(stats["top_dims"]) == params.calibration.top_k
-        assert all(0 <= d < 96 for d in stats["top_dims"])
+        assert all(0 <= d < hidden for d in stats["top_dims"])
     agg = record["aggregate"]
     counts: dict[int, int] = {}
     for dims in agg["top_dims_by_layer"].values():

@@ -12,6 +12,7 @@ request header: never logged, never cached, scrubbed from error messages. With
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -21,6 +22,10 @@ from steerops.judges.cached import CachedJudge, Job
 from steerops.judges.prompts import JudgePrompts, prompts_for
 from steerops.judges.scoring import integer_probs, weighted_score
 from steerops.judges.transport import RetryPolicy, post_json
+
+
+class _Skipped(Exception):
+    """A queued job not sent because an earlier one failed."""
 
 
 class OpenAIJudge(CachedJudge):
@@ -63,18 +68,31 @@ class OpenAIJudge(CachedJudge):
     def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry]]:
         pool = ThreadPoolExecutor(max_workers=self.concurrency,
                                   thread_name_prefix="steerops-judge")
-        pending = {pool.submit(self._ask, job): i for i, job in enumerate(jobs)}
+        failed = threading.Event()  # set by the first failure: queued jobs then send nothing
+        pending = {pool.submit(self._ask_unless, failed, job): i for i, job in enumerate(jobs)}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                # Keep the successes of this round before raising a failure.
+                # Keep the successes of this round before raising the failure.
                 for future in sorted(done, key=lambda f: f.exception() is not None):
                     i = pending.pop(future)
-                    yield i, future.result()  # re-raises the worker's SteeropsError
+                    if not isinstance(future.exception(), _Skipped):
+                        yield i, future.result()  # re-raises the worker's SteeropsError
         finally:
             # On error (or an abandoned generator) drop queued requests without waiting for
             # those in flight; answers already yielded are cached, so a re-run resumes.
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _ask_unless(self, failed: threading.Event, job: Job) -> Entry:
+        # A worker may take the next job before the caller sees a failure and cancels the
+        # queue; checking here keeps "fail at once" true (one 401 is one request).
+        if failed.is_set():
+            raise _Skipped
+        try:
+            return self._ask(job)
+        except BaseException:
+            failed.set()
+            raise
 
     def _ask(self, job: Job) -> Entry:
         body = {
