@@ -136,10 +136,14 @@ def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame
 
 
 def _base(method: str) -> str:
-    for suffix in ("_preclean", "_cleaned", "_top1", "_top2", "_top3", "_top5"):
-        if method.endswith(suffix):
-            return method[: -len(suffix)]
-    return method
+    """The registered method a (possibly cleaned) method name builds on."""
+    from steerops.errors import SteeropsError
+    from steerops.vectors.names import parse_method
+
+    try:
+        return parse_method(method).base
+    except SteeropsError:  # a method this install does not know: report it on its own
+        return method
 
 
 def _pairs(frame: pd.DataFrame) -> set[tuple]:
