@@ -113,6 +113,33 @@ def test_load_saved_model_from_local_path(tmp_path, dtype, torch_dtype):
     torch.testing.assert_close(got, want, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("device_map", ["auto", {"model.embed_tokens": "cpu", "model.layers": "cpu",
+                                                "model.norm": "cpu", "lm_head": "cpu"}])
+def test_load_with_device_map(tmp_path, device_map):
+    """The multi-GPU path (accelerate placement) on the devices this machine has: the model
+    loads through the map and computes the same as the original, captures included."""
+    from steerops.capture import forward_capture
+
+    original = _save_tiny(tmp_path / "model")
+    loaded = load_model(_params(tmp_path, device=None, device_map=device_map), "base")
+    assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
+    assert loaded.input_device == torch.device("cpu")
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        want = original(input_ids=ids, output_hidden_states=True)
+        got = loaded.model(input_ids=ids).logits
+    torch.testing.assert_close(got, want.logits, rtol=1e-5, atol=1e-5)
+    acts = forward_capture(loaded.model, loaded.layout, ids, torch.ones_like(ids), [1])
+    torch.testing.assert_close(acts[1], want.hidden_states[2], rtol=1e-5, atol=1e-5)
+
+
+def test_device_and_device_map_together_is_one_clear_error(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"models": {"base": {
+        "id": "x", "device": "cuda", "device_map": "auto"}}}))
+    with pytest.raises(SteeropsError, match="device_map"):
+        load_params(tmp_path / "params.yaml")
+
+
 def test_missing_local_model_names_the_key(tmp_path):
     params = _params(tmp_path)
     with pytest.raises(SteeropsError, match=r"models\.base\.id"):

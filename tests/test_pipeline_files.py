@@ -61,3 +61,17 @@ def test_mlproject_entry_points_parse(name):
         assert command == "dvc repro"
         return
     _parses(command)
+
+
+def test_cli_help_and_stage_parsing_do_not_import_the_heavy_stack():
+    """`steerops --help` and parsing a light stage stay fast: only the named stage's module is
+    imported, and neither pulls in torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from steerops.cli import build_parser; "
+            "build_parser(['steer']).parse_args(['steer']); "
+            "build_parser([]).format_help(); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"

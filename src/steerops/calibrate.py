@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from steerops.calibration.heatmap import plot_heatmap
 from steerops.calibration.stats import LayerSums, summarize
-from steerops.cli import add_common, add_override, load_params_for
+from steerops.cli import add_common, add_override, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.io import write_json
 from steerops.paths import calibration_file
@@ -27,8 +27,8 @@ from steerops.traits import Prompt
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "calibrate", help="find a variant's massive-activation dims (calibration.json)",
+    parser = stage_parser(
+        subparsers, "calibrate",
         description="Generate responses to the calibration prompts and measure, per layer, "
         "the mean residual activation over response tokens: top dims, relative magnitudes, "
         "max/median ratios, massive dims and norms, plus the global dims across layers.",

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import argparse
 
-from steerops.cli import add_override, csv_list, load_params_for
+from steerops.cli import add_override, csv_list, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.vectors.names import parse_method
 from steerops.vectors.stage import add_selection_flags, run_stage
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "clean", help="remove massive dims from steering vectors (before or after fitting)",
+    parser = stage_parser(
+        subparsers, "clean",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_selection_flags(parser)
     add_override(parser, "--variants", "cleaning.variants", type=csv_list(), metavar="M1,M2",

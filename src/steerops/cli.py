@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,21 +17,35 @@ from typing import Any
 from steerops import __version__
 from steerops.errors import SteeropsError
 
-# subcommand -> module defining register(subparsers); order is the pipeline's order.
-STAGES: dict[str, str] = {
-    "toy": "steerops.toy.command",
-    "generate": "steerops.generate",
-    "extract": "steerops.extract.command",
-    "vectors": "steerops.vectors.command",
-    "calibrate": "steerops.calibrate",
-    "clean": "steerops.clean",
-    "steer": "steerops.steering.command",
-    "search": "steerops.search.command",
-    "report": "steerops.report.command",
-    "probe": "steerops.probes.command",
+# subcommand -> (module defining register(subparsers), one-line help); pipeline order.
+STAGES: dict[str, tuple[str, str]] = {
+    "toy": ("steerops.toy.command",
+            "build the embedded toy world (trained model, trait data, judge)"),
+    "generate": ("steerops.generate",
+                 "complete a trait's positive/negative prompts (optionally vetted)"),
+    "extract": ("steerops.extract.command",
+                "extract pooled activations (traits, or a task set for probes)"),
+    "vectors": ("steerops.vectors.command", "compute steering vectors from trait activations"),
+    "calibrate": ("steerops.calibrate",
+                  "find a variant's massive-activation dims (calibration.json)"),
+    "clean": ("steerops.clean",
+              "remove massive dims from steering vectors (before or after fitting)"),
+    "steer": ("steerops.steering.command",
+              "steer with vector methods over layers x coefficients and score them"),
+    "search": ("steerops.search.command",
+               "Optuna search of the steering coefficient under a coherence constraint"),
+    "report": ("steerops.report.command",
+               "tables and plots from tracked steering and search results"),
+    "probe": ("steerops.probes.command",
+              "train preference probes and analyse them under OOD conditions"),
 }
 
 _OVERRIDE = "override:"
+
+
+def stage_parser(subparsers, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """The subparser of stage `name`, with its help line from STAGES."""
+    return subparsers.add_parser(name, help=STAGES[name][1], **kwargs)
 
 
 def add_override(parser: argparse.ArgumentParser, flag: str, key: str, **kwargs: Any) -> None:
@@ -68,28 +81,28 @@ def load_params_for(args: argparse.Namespace):
     return load_params(args.params, overrides_from(args))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI parser. Given `argv`, only the stage it names is imported: stage modules pull
+    in torch, transformers and scikit-learn, so `steerops --help` and one-line errors come
+    back at once. Without `argv`, every stage is registered (tests, documentation)."""
     parser = argparse.ArgumentParser(
         prog="steerops",
         description="Experiment-tracked activation steering and probing for Hugging Face LMs.",
     )
     parser.add_argument("--version", action="version", version=f"steerops {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="STAGE")
-    for module_name in STAGES.values():
-        if _module_exists(module_name):
+    chosen = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    for name, (module_name, help_text) in STAGES.items():
+        if argv is None or name == chosen:
             importlib.import_module(module_name).register(sub)
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
-def _module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

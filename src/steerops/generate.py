@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from steerops.cli import add_common, add_override, csv_list, load_params_for
+from steerops.cli import add_common, add_override, csv_list, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.io import read_json, read_jsonl, text_md5, write_json, write_jsonl
 from steerops.paths import responses_dir
@@ -28,8 +28,8 @@ POLARITIES = ("positive", "negative")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "generate", help="complete a trait's positive/negative prompts (optionally vetted)",
+    parser = stage_parser(
+        subparsers, "generate",
         description="Complete every positive and negative prompt of each trait with a model "
         "variant, batched, and optionally keep only completions the judge confirms.",
     )

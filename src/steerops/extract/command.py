@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from steerops.cli import add_common, add_override, csv_list, load_params_for
+from steerops.cli import add_common, add_override, csv_list, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.models.resolver import COMPONENTS
 from steerops.specs import check_layers, parse_layers, parse_position
@@ -21,8 +21,8 @@ from steerops.traits import load_trait
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "extract", help="extract pooled activations (traits, or a task set for probes)",
+    parser = stage_parser(
+        subparsers, "extract",
         description="Capture a component's output at chosen layers and token positions in "
         "one early-stopped pass per batch; streamed to disk in resumable shards.",
     )

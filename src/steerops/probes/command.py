@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from steerops.cli import add_common, add_override, csv_list, load_params_for
+from steerops.cli import add_common, add_override, csv_list, load_params_for, stage_parser
 
 
 def _abs(text: str) -> str:
@@ -36,8 +36,8 @@ def _selection_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "probe", help="train preference probes and analyse them under OOD conditions",
+    parser = stage_parser(
+        subparsers, "probe",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="probe_command", metavar="ACTION", required=True)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steerops.cli import add_common, add_override, load_params_for
+from steerops.cli import add_common, add_override, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.io import write_json, write_text
 from steerops.report import plots, predict, tables
@@ -16,8 +16,8 @@ from steerops.report.load import load_results, load_search_summaries, vector_fea
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "report", help="tables and plots from tracked steering and search results",
+    parser = stage_parser(
+        subparsers, "report",
         description="Gap analysis, preclean vs clean-after, cleaning curve, coefficient table "
         "and coefficient prediction, computed from the results files under the outputs root.",
     )

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from steerops.cli import add_common, add_override, csv_list, load_params_for
+from steerops.cli import add_common, add_override, csv_list, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "search", help="Optuna search of the steering coefficient under a coherence constraint",
+    parser = stage_parser(
+        subparsers, "search",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(parser)
     add_override(parser, "--trait", "traits.names", type=csv_list(), metavar="CAT/NAME[,..]",

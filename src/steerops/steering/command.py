@@ -16,15 +16,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from steerops.cli import add_common, add_override, csv_list, load_params_for
+from steerops.cli import add_common, add_override, csv_list, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 
 SAVE_POLICIES = ("best", "all", "none")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "steer", help="steer with a vector method over layers x coefficients and score it",
+    parser = stage_parser(
+        subparsers, "steer",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(parser)
     add_override(parser, "--trait", "traits.names", type=csv_list(), metavar="CAT/NAME[,..]",

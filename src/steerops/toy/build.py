@@ -78,6 +78,9 @@ def _save_model_atomically(model, tokenizer, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the toy has its own progress bar; one shard
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if dest.exists():  # swap: move the old folder aside, then drop it

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from steerops.cli import add_override, load_params_for
+from steerops.cli import add_override, load_params_for, stage_parser
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "toy", help="build the embedded toy world (trained model, trait data, judge)",
+    parser = stage_parser(
+        subparsers, "toy",
         description="Build the toy world from a seed: a word-level chat model trained on CPU, "
         "the toy/refusal trait dataset, calibration prompts and probe tasks.",
     )

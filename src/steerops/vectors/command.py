@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 
-from steerops.cli import add_override, csv_list, load_params_for
+from steerops.cli import add_override, csv_list, load_params_for, stage_parser
 from steerops.vectors.stage import add_selection_flags, run_stage
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "vectors", help="compute steering vectors from trait activations",
+    parser = stage_parser(
+        subparsers, "vectors",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_selection_flags(parser)
     add_override(parser, "--methods", "vectors.methods", type=csv_list(), metavar="M1,M2",
