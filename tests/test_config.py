@@ -92,3 +92,15 @@ def test_cli_missing_params_file_exit_2(tmp_path, capsys):
     code = main(["toy", "--params", str(tmp_path / "missing.yaml")])
     assert code == 2
     assert "params file not found" in capsys.readouterr().err
+
+
+def test_layer_specs_written_as_yaml_numbers_or_lists_stay_spec_text(tmp_path):
+    path = _write(tmp_path, "extraction:\n  layers: 15\nsteering:\n  layers: [5, 10, '20-22']\n"
+                            "search:\n  layers: 3\nprobes:\n  layers: 0-30:5\n")
+    params = load_params(path)
+    assert params.extraction.layers == "15"
+    assert params.steering.layers == "5,10,20-22"
+    assert params.search.layers == "3"
+    assert params.probes.layers == "0-30:5"
+    with pytest.raises(SteeropsError, match="steering.layers"):
+        load_params(_write(tmp_path, {"steering": {"layers": {"a": 1}}}))

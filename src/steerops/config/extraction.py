@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from steerops.config.base import Strict
+from steerops.config.base import LayerSpec, Strict
 
 
 class ExtractionConfig(Strict):
     variant: str = "base"
     positions: list[str] = Field(default_factory=lambda: ["prompt[-1]", "response[:5]"])
-    layers: str = Field("all", description="all, 15, 5,10,15, 5-20, 0-30:5, 30%-60%, mixtures")
+    layers: LayerSpec = Field("all", description="all, 15, 5,10,15, 5-20, 0-30:5, 30%-60%, "
+                              "mixtures")
     component: Literal["residual", "attn_out", "mlp_out"] = "residual"
     dtype: Literal["float32", "bfloat16"] = "float32"
     token_budget: int = Field(16384, ge=1, description="max padded tokens per forward batch")
@@ -20,13 +21,3 @@ class ExtractionConfig(Strict):
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     padding_side: Literal["left", "right"] = Field(
         "right", description="padding of extraction batches (results agree either way)")
-
-    @field_validator("layers", mode="before")
-    @classmethod
-    def _layers_as_text(cls, value):
-        # YAML turns `layers: 15` into an int and `[5, 10]` into a list; keep the spec text.
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        if isinstance(value, list) and all(isinstance(v, int | str) for v in value):
-            return ",".join(str(v) for v in value)
-        return value

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from steerops.config.base import Strict
+from steerops.config.base import LayerSpec, Strict
 
 
 class OodConfig(Strict):
@@ -33,7 +33,7 @@ class ProbesConfig(Strict):
     condition: str = Field("baseline", description="activation condition the probe trains on "
                            "(each task keeps its own system prompt)")
     position: str = "prompt[-1]"
-    layers: str = "all"
+    layers: LayerSpec = "all"
     component: Literal["residual", "attn_out", "mlp_out"] = "residual"
     alphas: list[float] = Field(default_factory=lambda: [10.0**k for k in range(-3, 7)],
                                 min_length=1)
@@ -49,13 +49,3 @@ class ProbesConfig(Strict):
     prior_mu: float = Field(10.0, gt=0, description="Thurstonian prior sd of mu")
     prior_log_sigma: float = Field(0.5, gt=0, description="Thurstonian prior sd of log sigma")
     ood: OodConfig = Field(default_factory=OodConfig)
-
-    @field_validator("layers", mode="before")
-    @classmethod
-    def _layers_as_text(cls, value):
-        # YAML reads `layers: 3` as an int and `[1, 3]` as a list; keep the spec as text.
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        if isinstance(value, list) and all(isinstance(v, int | str) for v in value):
-            return ",".join(str(v) for v in value)
-        return value

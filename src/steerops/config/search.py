@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from steerops.config.base import Strict
+from steerops.config.base import LayerSpec, Strict
 
 
 class SearchConfig(Strict):
@@ -25,7 +25,8 @@ class SearchConfig(Strict):
     positions: list[str] = Field(
         default_factory=list, description="... and without --position (empty: "
         "steering.position)")
-    layers: str | None = Field(None, description="layer spec searched; default steering.layers")
+    layers: LayerSpec | None = Field(None, description="layer spec searched; default "
+                                     "steering.layers")
     min_coherence: float | None = Field(
         None, ge=0, le=100, description="feasible if coherence >= this; default "
         "steering.min_coherence")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from steerops.config.base import Strict
+from steerops.config.base import LayerSpec, Strict
 
 
 class SteeringConfig(Strict):
@@ -20,7 +20,7 @@ class SteeringConfig(Strict):
     positions: list[str] = Field(
         default_factory=list, description="grid swept without --position (empty: `position`)")
     component: Literal["residual", "attn_out", "mlp_out"] = "residual"
-    layers: str = "all"
+    layers: LayerSpec = "all"
     coefficients: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
     coefficient_unit: Literal["norm", "absolute"] = Field(
         "norm", description="norm: weight = coefficient x the layer's mean activation norm; "
