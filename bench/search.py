@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--batch", type=int, default=3)
     parser.add_argument("--startup", type=int, default=None,
-                        help="startup design trials (default: max(3, searched layers))")
+                        help="startup design trials (default: as `steerops search`)")
     parser.add_argument("--sampler", choices=["gp", "tpe"], default="gp")
     parser.add_argument("--layer", type=int, default=2, help="the grid's layer")
     parser.add_argument("--search-layers", default=None,

@@ -29,7 +29,7 @@ def _has_key(tree, dotted: str) -> bool:
 def _parses(command: str) -> None:
     argv = shlex.split(command)
     assert argv[0] == "steerops", command
-    args = build_parser().parse_args(argv[1:])
+    args = build_parser(argv[1:]).parse_args(argv[1:])  # as `main` builds it
     assert callable(args.func), command
 
 

@@ -157,7 +157,8 @@ def test_report_without_results_is_one_line_error(tmp_path, capsys):
     assert len(err) == 1 and "no steering results" in err[0]
 
 
-def _write_search(out, method: str, trials: list[tuple[float, float, float]]):
+def _write_search(out, method: str, trials: list[tuple[float, float, float]],
+                  direction: str = "positive"):
     """A search folder as `steerops search` writes it: trials.csv and best.json."""
     from steerops import paths
     from steerops.io import write_json
@@ -174,8 +175,9 @@ def _write_search(out, method: str, trials: list[tuple[float, float, float]]):
     write_json(folder / "best.json", {
         "trait": "toy/refusal", "variant": "instruct", "vector_variant": "base",
         "method": method, "position": "prompt[-1]", "component": "residual",
-        "feasible": feasible, "chosen": {"trial": chosen.number, "layer": chosen.layer,
-                                         "coefficient": chosen.coefficient},
+        "direction": direction, "feasible": feasible,
+        "chosen": {"trial": chosen.number, "layer": chosen.layer,
+                   "coefficient": chosen.coefficient},
         "search": {"trait_delta": chosen.trait_delta, "coherence_mean": chosen.coherence_mean,
                    "n_questions": 10},
         "heldout": {"trait_delta": chosen.trait_delta - 7.0, "coherence_mean": 81.0,
@@ -206,3 +208,26 @@ def test_search_trials_join_the_gap_analysis_and_held_out_numbers_are_reported(t
     assert (row["coefficient"], row["search_delta"], row["heldout_delta"]) == (1.6, 78.0, 71.0)
     assert bool(row["feasible"]) and row["generations"] == 60
     assert "held-out questions" in (tmp_path / "reports" / "report.md").read_text()
+
+
+def test_negative_direction_measures_deltas_toward_suppression(tmp_path):
+    """With steering.direction negative a grid stores trait - baseline (negative when it
+    works) and a search stores its objective (positive when it works); the report puts both
+    in the steering direction, so the largest suppression is the best."""
+    import yaml
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "paths": {"out": "outputs"}, "tracking": {"enabled": False},
+        "steering": {"direction": "negative"},
+        "models": {"instruct": {"id": "m"}, "base": {"id": "m"}}}))
+    frame = synthetic_frame()
+    frame["trait_delta"] = -frame["trait_delta"]
+    _write_results(tmp_path / "outputs", frame)
+    _write_search(tmp_path / "outputs", "mean_diff", [(1.6, 78.0, 74.0), (2.2, 99.0, 40.0)],
+                  direction="negative")
+    assert main(["report", "--params", str(params)]) == 0
+    gap = pd.read_csv(tmp_path / "reports" / "gap_analysis.csv")
+    assert _row(gap, method="mean_diff")["best_delta"] == 78.0  # the search's, not the grid's
+    assert _row(gap, method="probe")["best_delta"] == 95.0
+    assert "steering direction" in (tmp_path / "reports" / "report.md").read_text()

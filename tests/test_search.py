@@ -180,6 +180,61 @@ def test_startup_design_is_stratified_and_seeded_then_enqueued_points(tmp_path):
     assert first_batch(tmp_path / "c", seed=1)[2:] != design
 
 
+def test_a_design_enqueued_twice_is_evaluated_once(tmp_path):
+    """Two workers on a database without the sqlite lock may both enqueue the (identical,
+    seeded) startup design; each point is still evaluated once, and the copies do not count."""
+    study = open_study(tmp_path, startup_trials=3)
+    study.enqueue_startup()
+    first = [t.system_attrs["fixed_params"] for t in study.study.get_trials(deepcopy=False)]
+    study.study.set_user_attr("startup_enqueued", False)  # the second worker's view
+    study.enqueue_startup()
+    for params in first:  # what skip_if_exists misses when two workers insert at once
+        study.study.enqueue_trial(params, user_attrs={"source": "enqueued"})
+    evaluator = SyntheticEvaluator(["q"])
+    run_search(study, evaluator, SOURCE, target=5, batch=3, direction="positive",
+               progress=False)
+    evaluated = [c for call in evaluator.calls for _, c, _ in call]
+    assert len(evaluated) == 5 == len(set(evaluated)) == study.n_done()
+    assert {p["coefficient"] for p in first} <= set(evaluated)
+    assert {r.source for r in study.records()} >= {"duplicate", "enqueued"}
+
+
+def test_a_surplus_design_point_goes_back_to_the_queue(tmp_path):
+    """Asking past the target fails the surplus trial; an enqueued point it had taken is
+    queued again for a later run instead of being lost."""
+    from optuna.trial import TrialState
+
+    study = open_study(tmp_path, startup_trials=2)
+    study.enqueue_startup()
+    design = {t.system_attrs["fixed_params"]["coefficient"]
+              for t in study.study.get_trials(deepcopy=False)}
+    (taken,) = study.ask(2, target=1)
+    trials = study.study.get_trials(deepcopy=False)
+    assert [t.user_attrs["source"] for t in trials if t.state == TrialState.FAIL] == ["surplus"]
+    waiting = {t.system_attrs["fixed_params"]["coefficient"] for t in trials
+               if t.state == TrialState.WAITING}
+    assert waiting == design - {taken.coefficient} and len(waiting) == 1
+
+
+def test_startup_design_size_leaves_the_sampler_half_the_trials():
+    from steerops.search.runner import startup_trials
+
+    assert startup_trials(None, trials=16, n_layers=1) == 3
+    assert startup_trials(None, trials=16, n_layers=4) == 4
+    assert startup_trials(None, trials=16, n_layers=32) == 8
+    assert startup_trials(None, trials=2, n_layers=1) == 1
+    assert startup_trials(5, trials=4, n_layers=1) == 5  # as given
+
+
+def test_known_results_stand_in_for_part_of_the_design(tmp_path):
+    study = open_study(tmp_path, startup_trials=3)
+    assert study.add_known(2, 0.5, 5.0, 50.0, 100.0, 45.0, 2)
+    study.enqueue_startup()
+    queued = [t for t in study.study.get_trials(deepcopy=False)
+              if t.user_attrs.get("source") == "enqueued"]
+    assert len(queued) == 2  # 3 design points, one of them known already
+
+
 def test_known_results_become_trials_without_counting(tmp_path):
     path = tmp_path / "results.jsonl"
     rows = [{"type": "baseline", "settings_hash": "synthetic", "result": {"trait_mean": 5}}]

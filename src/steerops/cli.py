@@ -1,8 +1,8 @@
 """The `steerops` command: one subcommand per pipeline stage.
 
-Each stage module exposes `register(subparsers)`; a stage appears here only once its
-module exists, so `--help` never lists a stage that cannot run. Flags that override params
-are declared with `add_override`, which records the dotted params key they set.
+Each stage module exposes `register(subparsers)`; only the module of the stage named on the
+command line is imported (see `build_parser`). Flags that override params are declared with
+`add_override`, which records the dotted params key they set.
 """
 
 from __future__ import annotations

@@ -34,12 +34,14 @@ class SearchConfig(Strict):
                              "seeds the search/held-out question split)")
     startup_trials: int | None = Field(
         None, ge=1, description="seeded stratified coefficients evaluated before the "
-        "sampler's model takes over; default max(3, number of searched layers)")
+        "sampler's model takes over; default: one per searched layer (at least 3), at "
+        "most half of `trials`")
     enqueue: list[float] = Field(default_factory=list,
                                  description="coefficients evaluated first (e.g. grid points)")
     known_results: str | None = Field(
-        None, description="steering results.jsonl to import as trials; default: the steer "
-        "stage's results for the same trait/method/position when its settings hash matches")
+        None, description="steering results.jsonl to import as trials; default: this "
+        "search's own log and the steer stage's, each only where its settings hash matches "
+        "(the same questions: the steer stage's match only if it ran on the search half)")
     import_known: bool = Field(True, description="import known results (off: search from "
                                "scratch, e.g. for benchmarks)")
     heartbeat_s: int = Field(30, ge=1, description="trial heartbeat period (RDB storages)")

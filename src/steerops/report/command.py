@@ -94,7 +94,8 @@ def render_markdown(tables_by_name: dict[str, pd.DataFrame], threshold: float) -
                           "held-out questions",
     }
     parts = ["# Steering report", "",
-             f"Computed from results files; a config counts when coherence >= {threshold:g}.", ""]
+             f"Computed from results files; a config counts when coherence >= {threshold:g}. "
+             "Trait deltas are measured in the steering direction.", ""]
     for name, title in titles.items():
         parts += [f"## {title.format(t=threshold)}", "", _markdown_table(tables_by_name[name]), ""]
     parts += ["![coefficient curves](coefficient_curves.png)", "",

@@ -18,7 +18,11 @@ COLUMNS = ["model", "trait", "variant", "vector_variant", "position", "component
 
 def load_results(params) -> pd.DataFrame:
     """Every steering grid result (`results.csv`) and search trial (`trials.csv`) under the
-    outputs root, labelled with the model id of the variant they were applied to."""
+    outputs root, labelled with the model id of the variant they were applied to.
+
+    `trait_delta` is measured in the steering direction (`steering.direction`): with
+    `negative`, a drop of the trait is a positive delta, so "best" means the same everywhere
+    in the report."""
     frames = []
     for csv in sorted((params.out / "steering").rglob("results.csv")):
         frames.append(pd.read_csv(csv).assign(source="grid"))
@@ -30,6 +34,7 @@ def load_results(params) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=COLUMNS)
     frame = pd.concat(frames, ignore_index=True)
+    frame["trait_delta"] = frame["trait_delta"] * _sign(params.steering.direction)
     frame["model"] = [_model_id(params, v) for v in frame["variant"]]
     frame = frame.dropna(subset=["trait_mean", "coherence_mean"])
     return frame[COLUMNS].sort_values(COLUMNS[:9], kind="mergesort").reset_index(drop=True)
@@ -37,6 +42,8 @@ def load_results(params) -> pd.DataFrame:
 
 def _search_frame(trials: pd.DataFrame, best: dict) -> pd.DataFrame:
     trials = trials[trials["state"].astype(str).str.lower() == "complete"].copy()
+    # a search stores its objective (the delta in its own direction); undo that sign
+    trials["trait_delta"] = trials["trait_delta"] * _sign(best.get("direction", "positive"))
     for key in ("trait", "variant", "vector_variant", "position", "component", "method"):
         trials[key] = best.get(key)
     trials["n"] = (best.get("search") or {}).get("n_questions", np.nan)
@@ -67,6 +74,10 @@ def load_search_summaries(params) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=SEARCH_COLUMNS)
     return frame.sort_values(["model", "trait", "position", "method"],
                              kind="mergesort").reset_index(drop=True)
+
+
+def _sign(direction: str) -> float:
+    return -1.0 if direction == "negative" else 1.0
 
 
 def _model_id(params, variant: str) -> str:

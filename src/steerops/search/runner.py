@@ -4,9 +4,9 @@ evaluate the choice on the other half, write the outputs.
 The default study name is the vector source and steered variant plus a digest of everything
 that defines the objective (evaluator settings hash, layers, coefficient range, threshold).
 Rerunning with the same params resumes that study; changing any of them starts a new one,
-which still gets every config already evaluated under the same settings from the steering
-results log (imported as known trials, no generation). An explicit --study NAME whose stored
-settings differ is refused.
+which still gets every config already evaluated under the same settings (the same
+questions included) from the results logs (imported as known trials, no generation). An
+explicit --study NAME whose stored settings differ is refused.
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
     study = SearchStudy(plan.storage, plan.study, Space(cfg.coef_min, cfg.coef_max,
                                                         tuple(plan.layers)),
                         plan.min_coherence, plan.settings, sampler=cfg.sampler, seed=plan.seed,
-                        startup_trials=cfg.startup_trials or max(3, len(plan.layers)),
+                        startup_trials=startup_trials(cfg.startup_trials, cfg.trials,
+                                                      len(plan.layers)),
                         heartbeat_s=cfg.heartbeat_s,
                         grace_s=cfg.grace_s, max_retry=cfg.max_retry)
     for c in cfg.enqueue:
@@ -175,6 +176,14 @@ def finish(params, plan: Plan, study, stats: LoopStats, held_eval, tracker) -> d
     for name in ("best.json", "best.csv", "trials.csv", "search.png"):
         tracker.log_artifact(out / name)
     return best
+
+
+def startup_trials(given: int | None, trials: int, n_layers: int) -> int:
+    """The design size: as given, or one point per searched layer (at least 3) but never
+    more than half the trials, so the sampler's model always gets the other half."""
+    if given is not None:
+        return given
+    return max(1, min(max(3, n_layers), trials // 2))
 
 
 def _vectors_dir(params, plan: Plan) -> Path:

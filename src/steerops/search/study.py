@@ -133,6 +133,10 @@ class SearchStudy:
                 self._requeue_if_queued(trial)
                 self.study.tell(trial, state=TrialState.FAIL)
                 break
+            if self._repeats_a_queued_point(trial):
+                trial.set_user_attr("source", "duplicate")
+                self.study.tell(trial, state=TrialState.FAIL)
+                continue
             if "source" not in trial.user_attrs:
                 trial.set_user_attr("source", "search")
             layer = trial.params.get("layer", self.space.layers[0])
@@ -144,9 +148,23 @@ class SearchStudy:
         live = [t.number for t in self._trials() if _counts(t) or t.state == TrialState.RUNNING]
         return sum(n < number for n in live) >= target
 
+    def _repeats_a_queued_point(self, trial) -> bool:
+        """An enqueued point another worker also enqueued, already taken or done (a retry of
+        a failed trial repeats only a failed one, so it is not a repeat)."""
+        if "fixed_params" not in self._system_attrs(trial):
+            return False
+        return any(t.number != trial.number and t.params == trial.params
+                   and "fixed_params" in t.system_attrs
+                   and t.state in (TrialState.RUNNING, TrialState.COMPLETE)
+                   for t in self._trials())
+
+    def _system_attrs(self, trial) -> dict:
+        # a live optuna Trial does not expose its system attrs; its stored record does
+        return self.storage.get_trial(trial._trial_id).system_attrs
+
     def _requeue_if_queued(self, trial) -> None:
-        fixed = trial.system_attrs.get("fixed_params")
-        if fixed is not None or "retry_history" in trial.system_attrs:
+        attrs = self._system_attrs(trial)
+        if "fixed_params" in attrs or "retry_history" in attrs:
             self.study.enqueue_trial(dict(trial.params), user_attrs={"source": "enqueued"})
 
     def tell(self, proposal: Proposal, trait_mean: float | None, coherence: float | None,
@@ -177,29 +195,35 @@ class SearchStudy:
 
     # ---- seeding the study ----------------------------------------------------------------
     def enqueue_startup(self) -> None:
-        """Once per study, unless known results already inform the model: a seeded
-        stratified design, one coefficient drawn in each of n equal slices of the range
-        (layers dealt round-robin in a shuffled order), so no part of the range is skipped."""
+        """Once per study: a seeded stratified design, one coefficient drawn in each of n
+        equal slices of the range (layers dealt round-robin in a shuffled order), so no part
+        of the range is skipped. Known results already in the study stand in for design
+        points; a study that has run trials gets none.
+
+        On sqlite the lock makes this once-only. Other databases have no lock here, so two
+        workers starting together may both enqueue the (identical, seeded) design; `ask`
+        then drops the second copy of each point instead of evaluating it twice."""
         with self._locked():
             if self.study.user_attrs.get("startup_enqueued"):
                 return  # another worker (or an earlier run) did it
-            self.study.set_user_attr("startup_enqueued", True)
             trials = self._trials()
-            n_known = sum(t.user_attrs.get("source") == "known" for t in trials)
-            if n_known >= self._startup or any(
-                    t.state != TrialState.WAITING and t.user_attrs.get("source") != "known"
-                    for t in trials):
-                return
-            rng = random.Random(self._seed)
-            lo, hi, n = self.space.coef_min, self.space.coef_max, self._startup
-            layers = list(self.space.layers)
-            rng.shuffle(layers)
-            for i in range(n):
-                params: dict[str, Any] = {"coefficient": lo + (hi - lo) * (i + rng.random()) / n}
-                if len(layers) > 1:
-                    params["layer"] = layers[i % len(layers)]
-                self.study.enqueue_trial(params, user_attrs={"source": "enqueued"},
-                                         skip_if_exists=True)
+            n = self._startup - sum(t.user_attrs.get("source") == "known" for t in trials)
+            started = any(t.state != TrialState.WAITING and t.user_attrs.get("source") != "known"
+                          for t in trials)
+            if n > 0 and not started:
+                rng = random.Random(self._seed)
+                lo, hi = self.space.coef_min, self.space.coef_max
+                layers = list(self.space.layers)
+                rng.shuffle(layers)
+                for i in range(n):
+                    params: dict[str, Any] = {
+                        "coefficient": lo + (hi - lo) * (i + rng.random()) / n}
+                    if len(layers) > 1:
+                        params["layer"] = layers[i % len(layers)]
+                    self.study.enqueue_trial(params, user_attrs={"source": "enqueued"},
+                                             skip_if_exists=True)
+            # Marked only once the design is in, so a crash in between leaves it to redo.
+            self.study.set_user_attr("startup_enqueued", True)
 
     def enqueue(self, layer: int, coefficient: float) -> None:
         if not self.space.coef_min <= coefficient <= self.space.coef_max:

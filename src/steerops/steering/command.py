@@ -102,10 +102,15 @@ def steer_cells(cells: list, trait: str, progress: bool = True) -> list[dict[str
     from steerops.steering.evaluate import ConfigSpec, SteeringEvaluator, VectorRef
     from steerops.vectors.names import parse_method
 
+    if not cells:
+        raise SteeropsError("steering.methods/steering.positions: the grid has no cells")
     first = cells[0].steering
     for params in cells:
         parse_method(params.steering.method)
         parse_position(params.steering.position)
+        if (params.steering.layers, params.steering.coefficients) != (first.layers,
+                                                                      first.coefficients):
+            raise SteeropsError("steering: grid cells must share layers and coefficients")
     if not first.coefficients:
         raise SteeropsError("steering.coefficients: give at least one coefficient")
     evaluator = SteeringEvaluator(cells[0], trait, progress=progress)
