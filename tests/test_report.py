@@ -205,8 +205,9 @@ def test_search_trials_join_the_gap_analysis_and_held_out_numbers_are_reported(t
     searched = pd.read_csv(tmp_path / "reports" / "search_heldout.csv")
     assert len(searched) == 1
     row = searched.iloc[0]
-    assert (row["coefficient"], row["search_delta"], row["heldout_delta"]) == (1.6, 78.0, 71.0)
-    assert bool(row["feasible"]) and row["generations"] == 60
+    assert (row["coefficient"], row["search_trait_delta"], row["heldout_trait_delta"]) == (
+        1.6, 78.0, 71.0)
+    assert bool(row["feasible"]) and row["n_generations"] == 60
     assert "held-out questions" in (tmp_path / "reports" / "report.md").read_text()
 
 

@@ -386,6 +386,12 @@ def test_toy_search_outputs_and_tracking(toy_search):
     with (out / "best.csv").open() as f:
         [flat] = list(csv.DictReader(f))
     assert float(flat["heldout_trait_delta"]) == pytest.approx(best["heldout"]["trait_delta"])
+    # the stage's DVC metrics file gathers every study's row
+    summary = json.loads((folder / "metrics" / "search.json").read_text())
+    cell = out.relative_to(folder / "outputs" / "search").as_posix()
+    assert list(summary) == [cell]
+    assert summary[cell]["heldout_trait_delta"] == pytest.approx(best["heldout"]["trait_delta"])
+    assert summary[cell]["coefficient"] == best["chosen"]["coefficient"]
     assert (out / "search.png").stat().st_size > 0
     assert best["storage"].startswith("sqlite:///") and best["storage"].endswith("optuna.db")
     # MLflow: one parent run for the study, one nested run per trial

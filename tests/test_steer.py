@@ -319,6 +319,15 @@ def test_grid_cells_are_generated_together_and_match_single_runs(steered, monkey
         assert {r["method"] for r in rows} == {method}
         assert sorted((r["layer"], r["coefficient"]) for r in rows) == [("1", "0.75"),
                                                                        ("2", "0.75")]
+    # the stage's DVC metrics and plots gather every cell
+    summary = read_json(grid_file.parent / "metrics" / "steer.json")
+    curves = _csv(grid_file.parent / "metrics" / "steer_curves.csv")
+    root = steered["params"].out / "steering"
+    for method, folder in steered["dir"].items():
+        cell = folder.relative_to(root).as_posix()
+        assert summary[cell] == read_json(folder / "metrics.json")
+        assert len([r for r in curves if r["cell"] == cell]) == len(_csv(folder / "results.csv"))
+        assert {r["method"] for r in curves if r["cell"] == cell} == {method}
     calls.clear()
     for method in ("mean_diff", "random_baseline"):
         before = _csv(steered["dir"][method] / "results.csv")

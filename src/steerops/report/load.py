@@ -51,26 +51,19 @@ def _search_frame(trials: pd.DataFrame, best: dict) -> pd.DataFrame:
 
 
 SEARCH_COLUMNS = ["model", "trait", "position", "method", "feasible", "layer", "coefficient",
-                  "search_delta", "search_coherence", "heldout_delta", "heldout_coherence",
-                  "n_trials", "generations"]
+                  "search_trait_delta", "search_coherence", "heldout_trait_delta",
+                  "heldout_coherence", "n_trials", "n_generations"]
 
 
 def load_search_summaries(params) -> pd.DataFrame:
     """One row per search study (`best.json`): the chosen config, its trait delta and
     coherence on the search half, and on the held-out half it never saw."""
-    rows = []
-    for path in sorted((params.out / "search").rglob("best.json")):
-        best = read_json(path)
-        chosen, search, held = best["chosen"], best["search"], best.get("heldout") or {}
-        rows.append({
-            "model": _model_id(params, best["variant"]), "trait": best["trait"],
-            "position": best["position"], "method": best["method"],
-            "feasible": bool(best["feasible"]), "layer": chosen["layer"],
-            "coefficient": chosen["coefficient"], "search_delta": search["trait_delta"],
-            "search_coherence": search["coherence_mean"],
-            "heldout_delta": held.get("trait_delta", np.nan),
-            "heldout_coherence": held.get("coherence_mean", np.nan),
-            "n_trials": best["n_trials"], "generations": best["n_generations"]["total"]})
+    from steerops.search.results import best_row
+
+    rows = [best_row(read_json(path))
+            for path in sorted((params.out / "search").rglob("best.json"))]
+    for row in rows:
+        row["model"] = _model_id(params, row["variant"])
     frame = pd.DataFrame(rows, columns=SEARCH_COLUMNS)
     return frame.sort_values(["model", "trait", "position", "method"],
                              kind="mergesort").reset_index(drop=True)

@@ -8,7 +8,8 @@ part; the search only ever sees the first. Coefficients are in steering.coeffici
 database (default: sqlite optuna.db next to the params file, absolute so DVC experiment
 workspaces share it); several processes on one study split the work, and a rerun resumes.
 Writes trials.csv, best.json, best.csv, search.png and heldout_responses.jsonl under
-search_dir(out, trait, variant, position, component, method).
+search_dir(out, trait, variant, position, component, method), and gathers every study's
+outcome into metrics/search.json (DVC metrics).
 """
 
 from __future__ import annotations
@@ -75,10 +76,13 @@ def run(args: argparse.Namespace) -> None:
     if params.search.study and len(cells) * len(params.traits.names) > 1:
         raise SteeropsError("search.study: one study name cannot serve several traits, "
                             "methods or positions; pass one --trait, --method and --position")
+    from steerops.summary import write_search_summary
+
     for cell in cells:
         for trait in cell.traits.names:
             best = search_trait(cell, trait, progress=sys.stderr.isatty())
             print(summary_line(best))
+    write_search_summary(params)
 
 
 def summary_line(best: dict) -> str:

@@ -84,8 +84,9 @@ def best_row(best: dict) -> dict:
     chosen = best.get("chosen") or {}
     search, heldout = best.get("search") or {}, best.get("heldout") or {}
     return {
-        "trait": best["trait"], "method": best["method"], "position": best["position"],
-        "component": best["component"], "feasible": best["feasible"],
+        "trait": best["trait"], "variant": best["variant"], "method": best["method"],
+        "position": best["position"], "component": best["component"],
+        "feasible": best["feasible"],
         "layer": chosen.get("layer"), "coefficient": chosen.get("coefficient"),
         "weight": chosen.get("weight"),
         "search_trait_delta": search.get("trait_delta"),

@@ -7,7 +7,8 @@ steering.positions is swept, and the configs of all cells are generated together
 already evaluated under identical settings are served from `results.jsonl`. Writes, under
 <out>/steering/<trait>/<variant>/<position>/<component>/<method>/: results.jsonl
 (append-only log), results.csv (this sweep, tidy), metrics.json (the best config at
-coherence >= min-coherence, for DVC), curve.png and responses/.
+coherence >= min-coherence), curve.png and responses/; and gathers every cell into
+metrics/steer.json and metrics/steer_curves.csv (DVC metrics and plots).
 """
 
 from __future__ import annotations
@@ -68,9 +69,12 @@ def run(args: argparse.Namespace) -> None:
 
     grid = load_params_for(args)
     cells = list(grid_cells(grid, args, grid.steering.methods, grid.steering.positions))
+    from steerops.summary import write_steer_summary
+
     for trait in grid.traits.names:
         for summary in steer_cells(cells, trait):
             _report(trait, summary)
+    write_steer_summary(grid)
 
 
 def _report(trait: str, summary: dict[str, Any]) -> None:
