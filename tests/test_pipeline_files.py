@@ -75,3 +75,14 @@ def test_cli_help_and_stage_parsing_do_not_import_the_heavy_stack():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_dvc_accepts_the_pipeline_file():
+    """DVC's own schema check (a plot or metric declared the wrong way fails here)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert set(STAGES) <= {line.split()[0] for line in out.stdout.splitlines() if line}
