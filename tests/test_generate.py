@@ -190,3 +190,22 @@ def test_bad_input_is_one_line_naming_it(toy_params, capsys):
     assert "models.chat: unknown model variant" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["generate", "--params", str(toy_params), "--max-new-tokens", "many"])
+
+
+def test_jsonl_trait_prompts_name_the_bad_line(tmp_path):
+    from steerops.errors import SteeropsError
+
+    folder = tmp_path / "traits" / "cat" / "t"
+    folder.mkdir(parents=True)
+    (folder / "negative.txt").write_text("how do i bake bread ?\n")
+    (folder / "positive.jsonl").write_text(
+        '{"prompt": "a", "system_prompt": "be brief"}\n\n{"prompt": "b"}\n')
+    trait = load_trait(tmp_path / "traits", "cat/t")
+    assert [(p.prompt, p.system_prompt) for p in trait.positive] == [("a", "be brief"),
+                                                                     ("b", None)]
+    for line, message in (('{"prompt": "c", "system_prompt": 3}', "'system_prompt' must be"),
+                          ("{oops", "malformed JSON line"),
+                          ('{"text": "c"}', "each line needs a string 'prompt'")):
+        (folder / "positive.jsonl").write_text('{"prompt": "a"}\n' + line + "\n")
+        with pytest.raises(SteeropsError, match=f"positive.jsonl:2: {message}"):
+            load_trait(tmp_path / "traits", "cat/t")

@@ -10,7 +10,6 @@ decoder block on response tokens only. Statistics stream per batch (see
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from steerops.cli import add_common, add_override, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.io import write_json
 from steerops.paths import calibration_file
-from steerops.traits import Prompt
+from steerops.traits import Prompt, read_prompts_jsonl
 
 
 def register(subparsers) -> None:
@@ -64,20 +63,7 @@ def run(args: argparse.Namespace) -> None:
 def load_calibration_prompts(path: Path) -> list[Prompt]:
     if not path.is_file():
         raise SteeropsError(f"calibration.prompts: file not found: {path}")
-    prompts = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise SteeropsError(f"{path}:{lineno}: malformed JSON line") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-            raise SteeropsError(f"{path}:{lineno}: each line needs a string 'prompt'")
-        system = row.get("system_prompt")
-        if system is not None and not isinstance(system, str):
-            raise SteeropsError(f"{path}:{lineno}: 'system_prompt' must be a string")
-        prompts.append(Prompt(row["prompt"], system))
+    prompts = read_prompts_jsonl(path)
     if not prompts:
         raise SteeropsError(f"calibration.prompts: no prompts in {path}")
     return prompts

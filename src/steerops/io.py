@@ -53,6 +53,21 @@ def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
     write_text(path, "\n".join(lines) + ("\n" if lines else ""))
 
 
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for each non-blank line of a user-supplied JSONL file;
+    a line that is not JSON is one clear error naming the file and line."""
+    from steerops.errors import SteeropsError
+
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError:
+                raise SteeropsError(f"{path}:{lineno}: malformed JSON line") from None
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     rows = []
     with open(path, encoding="utf-8") as f:

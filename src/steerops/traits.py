@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from steerops.errors import SteeropsError
-from steerops.io import text_md5
+from steerops.io import iter_jsonl, text_md5
 
 
 @dataclass(frozen=True)
@@ -62,20 +62,23 @@ def load_trait(root: str | Path, name: str, need_prompts: bool = True,
     return Trait(name, path, positive, negative, questions, eval_prompt, definition)
 
 
+def read_prompts_jsonl(path: Path) -> list[Prompt]:
+    """Prompts from JSONL lines `{"prompt": str, "system_prompt": str (optional)}`."""
+    prompts = []
+    for lineno, row in iter_jsonl(path):
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise SteeropsError(f"{path}:{lineno}: each line needs a string 'prompt'")
+        system = row.get("system_prompt")
+        if system is not None and not isinstance(system, str):
+            raise SteeropsError(f"{path}:{lineno}: 'system_prompt' must be a string")
+        prompts.append(Prompt(row["prompt"], system))
+    return prompts
+
+
 def _load_prompts(path: Path, polarity: str) -> list[Prompt]:
     txt, jsonl = path / f"{polarity}.txt", path / f"{polarity}.jsonl"
     if jsonl.exists():
-        prompts = []
-        for lineno, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise SteeropsError(f"{jsonl}:{lineno}: malformed JSON line") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                raise SteeropsError(f"{jsonl}:{lineno}: each line needs a string 'prompt'")
-            prompts.append(Prompt(row["prompt"], row.get("system_prompt")))
+        prompts = read_prompts_jsonl(jsonl)
     elif txt.exists():
         prompts = [Prompt(s.strip()) for s in txt.read_text(encoding="utf-8").splitlines()
                    if s.strip()]

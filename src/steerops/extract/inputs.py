@@ -8,7 +8,6 @@ and appended, so the prompt frame ends exactly where the response frame starts.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from steerops.errors import SteeropsError
 from steerops.extract.engine import Example
 from steerops.generation import encode_prompt
+from steerops.io import iter_jsonl
 from steerops.models import format_prompt
 from steerops.traits import Trait
 
@@ -52,23 +52,16 @@ def load_kept_responses(path: Path, trait: str, variant: str) -> list[dict]:
                             f"completions: run `steerops generate --trait {trait}` with "
                             f"generate.variant={variant} first)")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise SteeropsError(f"{path}:{lineno}: malformed JSON line") from None
-            missing = [k for k in ("polarity", "source_index", "prompt", "response")
-                       if not isinstance(row, dict) or k not in row]
-            if missing:
-                raise SteeropsError(f"{path}:{lineno}: missing key {missing[0]!r}")
-            if row["polarity"] not in POLARITIES:
-                raise SteeropsError(f"{path}:{lineno}: polarity must be positive or negative "
-                                    f"(got {row['polarity']!r})")
-            if row.get("kept", True):
-                rows.append(row)
+    for lineno, row in iter_jsonl(path):
+        missing = [k for k in ("polarity", "source_index", "prompt", "response")
+                   if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise SteeropsError(f"{path}:{lineno}: missing key {missing[0]!r}")
+        if row["polarity"] not in POLARITIES:
+            raise SteeropsError(f"{path}:{lineno}: polarity must be positive or negative "
+                                f"(got {row['polarity']!r})")
+        if row.get("kept", True):
+            rows.append(row)
     if not rows:
         raise SteeropsError(f"{path}: no kept responses to extract from")
     return rows

@@ -25,7 +25,7 @@ from steerops.extract.trait import (
     model_metadata,
     model_settings,
 )
-from steerops.io import text_md5
+from steerops.io import iter_jsonl, text_md5
 from steerops.paths import task_activations_dir
 from steerops.specs import parse_position
 
@@ -56,24 +56,18 @@ def load_tasks(path: str | Path) -> list[Task]:
         raise SteeropsError(f"tasks file not found: {path}")
     tasks: list[Task] = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                task = _parse_task(line, f"{path}:{lineno}")
-                if task.task_id in seen:
-                    raise SteeropsError(f"{path}:{lineno}: duplicate task_id {task.task_id!r}")
-                seen.add(task.task_id)
-                tasks.append(task)
+    for lineno, row in iter_jsonl(path):
+        task = _parse_task(row, f"{path}:{lineno}")
+        if task.task_id in seen:
+            raise SteeropsError(f"{path}:{lineno}: duplicate task_id {task.task_id!r}")
+        seen.add(task.task_id)
+        tasks.append(task)
     if not tasks:
         raise SteeropsError(f"{path}: no tasks")
     return tasks
 
 
-def _parse_task(line: str, where: str) -> Task:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError:
-        raise SteeropsError(f"{where}: malformed JSON line") from None
+def _parse_task(row, where: str) -> Task:
     if not isinstance(row, dict):
         raise SteeropsError(f"{where}: expected a JSON object")
     task_id = row.get("task_id")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steerops.errors import SteeropsError
-from steerops.io import write_text
+from steerops.io import iter_jsonl, write_text
 
 
 def _open_csv(path: Path, required: list[str]) -> list[dict[str, str]]:
@@ -71,25 +71,18 @@ def read_comparisons(path: Path) -> list[tuple[str, str, str]]:
     if not path.is_file():
         raise SteeropsError(f"file not found: {path}")
     out = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise SteeropsError(f"{path}:{line_no}: not valid JSON") from None
-            if not isinstance(row, dict):
-                raise SteeropsError(f"{path}:{line_no}: expected a JSON object")
-            missing = [k for k in ("task_a", "task_b", "winner") if k not in row]
-            if missing:
-                raise SteeropsError(f"{path}:{line_no}: missing key {missing[0]!r}")
-            a, b, w = str(row["task_a"]), str(row["task_b"]), str(row["winner"])
-            if w not in (a, b):
-                raise SteeropsError(f"{path}:{line_no}: winner {w!r} is neither task_a nor task_b")
-            if a == b:
-                raise SteeropsError(f"{path}:{line_no}: task {a!r} compared with itself")
-            out.append((a, b, w))
+    for line_no, row in iter_jsonl(path):
+        if not isinstance(row, dict):
+            raise SteeropsError(f"{path}:{line_no}: expected a JSON object")
+        missing = [k for k in ("task_a", "task_b", "winner") if k not in row]
+        if missing:
+            raise SteeropsError(f"{path}:{line_no}: missing key {missing[0]!r}")
+        a, b, w = str(row["task_a"]), str(row["task_b"]), str(row["winner"])
+        if w not in (a, b):
+            raise SteeropsError(f"{path}:{line_no}: winner {w!r} is neither task_a nor task_b")
+        if a == b:
+            raise SteeropsError(f"{path}:{line_no}: task {a!r} compared with itself")
+        out.append((a, b, w))
     if not out:
         raise SteeropsError(f"{path}: no comparisons")
     return out

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from steerops.errors import SteeropsError
-from steerops.io import atomic_path, text_md5, write_jsonl
+from steerops.io import atomic_path, iter_jsonl, text_md5, write_jsonl
 
 RESULTS_FILE = "results.jsonl"
 CSV_FILE = "results.csv"
@@ -122,13 +122,7 @@ class ResultsLog:
 
 def _read_entries(path: Path) -> list[dict[str, Any]]:
     entries = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            raise SteeropsError(f"{path}:{lineno}: malformed JSON line") from None
+    for lineno, entry in iter_jsonl(path):
         if not isinstance(entry, dict) or entry.get("type") not in ("baseline", "config") \
                 or not isinstance(entry.get("result"), dict) \
                 or (entry["type"] == "config" and not isinstance(entry.get("config"), dict)):
