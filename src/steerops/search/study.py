@@ -127,13 +127,17 @@ class SearchStudy:
             with quiet():
                 trial = self.study.ask(fixed_distributions=dists)
             self.storage.record_heartbeat(trial._trial_id)
-            if self._is_surplus(trial.number, target):
+            # one read of the study per asked trial; a live optuna Trial does not expose its
+            # system attrs, its stored record does
+            trials = self._trials()
+            record = next(t for t in trials if t.number == trial.number)
+            if self._is_surplus(trial.number, target, trials):
                 # Another worker took the last slot between our count and our ask.
                 trial.set_user_attr("source", "surplus")
-                self._requeue_if_queued(trial)
+                self._requeue_if_queued(record)
                 self.study.tell(trial, state=TrialState.FAIL)
                 break
-            if self._repeats_a_queued_point(trial):
+            if self._repeats_a_queued_point(record, trials):
                 trial.set_user_attr("source", "duplicate")
                 self.study.tell(trial, state=TrialState.FAIL)
                 continue
@@ -144,28 +148,26 @@ class SearchStudy:
                                       float(trial.params["coefficient"]), trial))
         return proposals
 
-    def _is_surplus(self, number: int, target: int) -> bool:
-        live = [t.number for t in self._trials() if _counts(t) or t.state == TrialState.RUNNING]
+    @staticmethod
+    def _is_surplus(number: int, target: int, trials) -> bool:
+        live = [t.number for t in trials if _counts(t) or t.state == TrialState.RUNNING]
         return sum(n < number for n in live) >= target
 
-    def _repeats_a_queued_point(self, trial) -> bool:
+    @staticmethod
+    def _repeats_a_queued_point(record, trials) -> bool:
         """An enqueued point another worker also enqueued, already taken or done (a retry of
         a failed trial repeats only a failed one, so it is not a repeat)."""
-        if "fixed_params" not in self._system_attrs(trial):
+        if "fixed_params" not in record.system_attrs:
             return False
-        return any(t.number != trial.number and t.params == trial.params
+        return any(t.number != record.number and t.params == record.params
                    and "fixed_params" in t.system_attrs
                    and t.state in (TrialState.RUNNING, TrialState.COMPLETE)
-                   for t in self._trials())
+                   for t in trials)
 
-    def _system_attrs(self, trial) -> dict:
-        # a live optuna Trial does not expose its system attrs; its stored record does
-        return self.storage.get_trial(trial._trial_id).system_attrs
-
-    def _requeue_if_queued(self, trial) -> None:
-        attrs = self._system_attrs(trial)
+    def _requeue_if_queued(self, record) -> None:
+        attrs = record.system_attrs
         if "fixed_params" in attrs or "retry_history" in attrs:
-            self.study.enqueue_trial(dict(trial.params), user_attrs={"source": "enqueued"})
+            self.study.enqueue_trial(dict(record.params), user_attrs={"source": "enqueued"})
 
     def tell(self, proposal: Proposal, trait_mean: float | None, coherence: float | None,
              delta: float | None, weight: float, rows: int) -> None:

@@ -90,12 +90,6 @@ def _report(trait: str, summary: dict[str, Any]) -> None:
               f"{best['best_coherence']:.1f}; results in {where}")
 
 
-def steer_trait(params, trait: str, progress: bool = True) -> dict[str, Any]:
-    """Run the sweep of params' one method and position; returns {dir, metrics, results,
-    baseline}."""
-    return steer_cells([params], trait, progress)[0]
-
-
 def steer_cells(cells: list, trait: str, progress: bool = True) -> list[dict[str, Any]]:
     """Sweep every grid cell (a params copy per method x position) for one trait.
 
