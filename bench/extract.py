@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from steerops.extract import engine
-from steerops.extract.batching import length_order, plan_batches
 from steerops.models import resolve_layout
+from steerops.models.batching import length_order, plan_batches
 from steerops.specs import parse_layers, parse_position
 
 GEMMA3_4B = dict(vocab_size=262144, hidden_size=2560, intermediate_size=10240,

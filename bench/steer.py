@@ -38,7 +38,7 @@ def load_toy(path: str | None):
     """The toy model and its chat-formatted steering questions, as token ids."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from steerops.generation import encode_prompt, render_prompts, stop_token_ids
+    from steerops.models.generation import encode_prompt, render_prompts, stop_token_ids
 
     root = Path(path) if path else Path(tempfile.mkdtemp(prefix="bench-toy-"))
     if not (root / "model").is_dir():
@@ -73,7 +73,7 @@ def random_gemma3(shape: dict, device: str, dtype: torch.dtype, n_prompts: int, 
 def make_configs(model, layout, prompts, n_configs: int, device: str):
     """n_configs (layer, unit vector, weight) configs: random directions at 4 layers, 0.1x
     to 2x of each layer's mean activation norm on the prompts."""
-    from steerops.capture import forward_capture
+    from steerops.models.capture import forward_capture
 
     layers = sorted({round(f * (layout.num_layers - 1)) for f in (0.25, 0.4, 0.55, 0.7)})
     width = max(len(p) for p in prompts)

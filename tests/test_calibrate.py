@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from steerops.calibration import LayerSums, global_dims, layer_stats, median_last, summarize
+from steerops.calibration.stats import LayerSums, global_dims, layer_stats, median_last, summarize
 from steerops.cli import main
 from steerops.io import read_json
 
@@ -122,8 +122,8 @@ def test_planted_dims_are_found_across_layers():
 
 def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
     from steerops.config import load_params
-    from steerops.generation import generate_responses
     from steerops.models import load_model
+    from steerops.models.generation import generate_responses
 
     # mlflow.set_tracking_uri exports this variable, which steerops honours: pin it to this
     # test's store (and restore it afterwards) so runs of other tests cannot leak in.

@@ -17,12 +17,12 @@ from steerops.cli import main
 from steerops.config import load_params
 from steerops.errors import SteeropsError
 from steerops.extract import engine
-from steerops.extract.batching import Batcher, length_order, plan_batches
 from steerops.extract.store import write_streamed
 from steerops.extract.trait import extract_trait
-from steerops.generation import encode_prompt
 from steerops.io import read_json, tree_md5, write_jsonl
 from steerops.models import format_prompt, load_model, resolve_layout
+from steerops.models.batching import Batcher, length_order, plan_batches
+from steerops.models.generation import encode_prompt
 from steerops.paths import activations_dir, responses_dir
 from steerops.specs import parse_position
 from tiny import ARCHS, VOCAB, tiny_model

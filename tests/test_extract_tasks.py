@@ -22,9 +22,9 @@ from steerops.extract.tasks import (
     load_conditions,
     load_tasks,
 )
-from steerops.generation import encode_prompt
 from steerops.io import file_md5, read_json
 from steerops.models import format_prompt, load_model
+from steerops.models.generation import encode_prompt
 from steerops.paths import task_activations_dir
 
 TASKS = [

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from conftest import write_params
-from steerops import generate as stage
 from steerops.cli import main
 from steerops.config import load_params
+from steerops.generate import command as stage
 from steerops.io import read_json, read_jsonl
 from steerops.toy import judge as toy_judge
 from steerops.traits import load_trait
@@ -119,7 +119,7 @@ def test_up_to_date_outputs_are_reused_and_force_regenerates(tmp_path, toy_world
     def no_generation(*args, **kwargs):
         raise AssertionError("generation should have been skipped")
 
-    monkeypatch.setattr("steerops.generation.generate_responses", no_generation)
+    monkeypatch.setattr("steerops.models.generation.generate_responses", no_generation)
     assert main(["generate", "--params", str(params_file)]) == 0
     # Vetting settings changed, generation settings not: responses reused, vetting redone.
     # (A fixed length keeps `auto` from growing for the judge.)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers as T
 
-from steerops.generation import encode_prompt, generate_responses, render_prompts
+from steerops.models.generation import encode_prompt, generate_responses, render_prompts
 from steerops.toy.tokenizer import build_tokenizer
 from steerops.traits import Prompt
 

@@ -118,7 +118,7 @@ def test_load_saved_model_from_local_path(tmp_path, dtype, torch_dtype):
 def test_load_with_device_map(tmp_path, device_map):
     """The multi-GPU path (accelerate placement) on the devices this machine has: the model
     loads through the map and computes the same as the original, captures included."""
-    from steerops.capture import forward_capture
+    from steerops.models.capture import forward_capture
 
     original = _save_tiny(tmp_path / "model")
     loaded = load_model(_params(tmp_path, device=None, device_map=device_map), "base")

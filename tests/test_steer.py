@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from conftest import write_params
-from steerops.capture import forward_capture
 from steerops.cli import main
 from steerops.config import load_params
 from steerops.errors import SteeropsError
-from steerops.generation import encode_prompt, render_prompts
 from steerops.io import read_json, read_jsonl
 from steerops.models import load_model
+from steerops.models.capture import forward_capture
+from steerops.models.generation import encode_prompt, render_prompts
 from steerops.paths import steering_dir, vectors_dir
 from steerops.steering import evaluate as evaluate_module
 from steerops.steering.engine import SteeringTable, generate_steered

@@ -17,18 +17,19 @@ from typing import Any
 from steerops import __version__
 from steerops.errors import SteeropsError
 
-# subcommand -> (module defining register(subparsers), one-line help); pipeline order.
+# subcommand -> ("module[:function]" whose function, default `register`, adds the subparser,
+# one-line help); pipeline order.
 STAGES: dict[str, tuple[str, str]] = {
     "toy": ("steerops.toy.command",
             "build the embedded toy world (trained model, trait data, judge)"),
-    "generate": ("steerops.generate",
+    "generate": ("steerops.generate.command",
                  "complete a trait's positive/negative prompts (optionally vetted)"),
     "extract": ("steerops.extract.command",
                 "extract pooled activations (traits, or a task set for probes)"),
     "vectors": ("steerops.vectors.command", "compute steering vectors from trait activations"),
-    "calibrate": ("steerops.calibrate",
+    "calibrate": ("steerops.calibration.command",
                   "find a variant's massive-activation dims (calibration.json)"),
-    "clean": ("steerops.clean",
+    "clean": ("steerops.vectors.command:register_clean",
               "remove massive dims from steering vectors (before or after fitting)"),
     "steer": ("steerops.steering.command",
               "steer with vector methods over layers x coefficients and score them"),
@@ -92,9 +93,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"steerops {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="STAGE")
     chosen = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
-    for name, (module_name, help_text) in STAGES.items():
+    for name, (target, help_text) in STAGES.items():
         if argv is None or name == chosen:
-            importlib.import_module(module_name).register(sub)
+            module_name, _, function = target.partition(":")
+            getattr(importlib.import_module(module_name), function or "register")(sub)
         else:
             sub.add_parser(name, help=help_text)
     return parser

@@ -4,7 +4,3 @@
 class SteeropsError(Exception):
     """Bad input or a missing prerequisite, reported to the user as one line."""
 
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise SteeropsError(message)

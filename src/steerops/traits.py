@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from steerops.errors import SteeropsError
-from steerops.io import iter_jsonl, text_md5
+from steerops.io import iter_jsonl
 
 
 @dataclass(frozen=True)
@@ -31,13 +31,6 @@ class Trait:
     questions: list[str] = field(default_factory=list)
     eval_prompt: str | None = None
     definition: str = ""
-
-    @property
-    def slug(self) -> str:
-        return self.name.replace("/", "__")
-
-    def questions_hash(self, questions: list[str] | None = None) -> str:
-        return text_md5(json.dumps(questions if questions is not None else self.questions))
 
 
 def trait_dir(root: Path, name: str) -> Path:

@@ -1,14 +1,4 @@
-"""Massive-activation calibration: streaming per-layer statistics, the global-dims rule and
-the heatmap. The `steerops calibrate` stage lives in `steerops.calibrate`."""
+"""Massive-activation calibration (`steerops calibrate`): streaming per-layer statistics
+(`stats`), the heatmap (`heatmap`) and the stage (`command`).
 
-from steerops.calibration.stats import (
-    LayerSums,
-    global_dims,
-    layer_stats,
-    median_last,
-    relative_magnitude,
-    summarize,
-)
-
-__all__ = ["LayerSums", "global_dims", "layer_stats", "median_last", "relative_magnitude",
-           "summarize"]
+Importing the package is cheap; import the submodule you need."""

@@ -125,8 +125,3 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
         node = child
     node[parts[-1]] = value
 
-
-def dump_defaults() -> str:
-    """The default params as YAML (used to write params.yaml templates)."""
-    return yaml.safe_dump(Params().model_dump(mode="json"), sort_keys=False)
-

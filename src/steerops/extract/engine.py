@@ -2,7 +2,7 @@
 
 Examples (token ids with a prompt/response boundary) are sorted longest first and cut into
 shards of `shard_examples`. Each shard runs in token-budget batches through
-`steerops.capture.forward_capture` (which stops after the deepest requested layer), pools
+`steerops.models.capture.forward_capture` (which stops after the deepest requested layer), pools
 each example's position window in fp32, and is saved to `<out>/.partial/` with the hash of
 everything its result depends on. A rerun reuses every shard whose hash matches, so a killed
 run resumes where it stopped and ends with the same bytes. The final file is assembled one
@@ -24,11 +24,11 @@ import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from steerops.capture import forward_capture
 from steerops.errors import SteeropsError
-from steerops.extract.batching import Batcher, length_order
 from steerops.extract.store import write_streamed
 from steerops.io import read_json, save_tensors, write_json
+from steerops.models.batching import Batcher, length_order
+from steerops.models.capture import forward_capture
 from steerops.models.resolver import ModelLayout
 from steerops.specs import Position
 

@@ -14,9 +14,9 @@ import numpy as np
 
 from steerops.errors import SteeropsError
 from steerops.extract.engine import Example
-from steerops.generation import encode_prompt
 from steerops.io import iter_jsonl
 from steerops.models import format_prompt
+from steerops.models.generation import encode_prompt
 from steerops.traits import Trait
 
 POLARITIES = ("positive", "negative")

@@ -9,6 +9,7 @@ transformers model, same probability-weighted score). `judge.id` names the judge
 and its prompts, for cache keys and settings hashes.
 """
 
-from steerops.judges.base import Judge, Score, make_judge
+from steerops.judges.base import Judge, Score
+from steerops.judges.factory import make_judge
 
 __all__ = ["Judge", "Score", "make_judge"]

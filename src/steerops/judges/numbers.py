@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from steerops.capture import position_ids_for
 from steerops.errors import SteeropsError
 from steerops.judges.scoring import MAX_SCORE
+from steerops.models.capture import position_ids_for
 
 Path = tuple[int, ...]
 

@@ -38,7 +38,7 @@ class Plan:
 
 def search_trait(params, trait: str, progress: bool = True) -> dict:
     """Run (or resume) the study for one trait and write its outputs; returns best.json."""
-    from steerops.extract.batching import release_memory
+    from steerops.models.batching import release_memory
     from steerops.paths import search_dir
     from steerops.search.heldout import split_questions
     from steerops.specs import parse_position

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from steerops.errors import SteeropsError
-from steerops.generation import encode_prompt, render_prompts, stop_token_ids
 from steerops.io import text_md5
+from steerops.models.generation import encode_prompt, render_prompts, stop_token_ids
 from steerops.models.loading import load_model, model_fingerprint
 from steerops.paths import steering_dir
 from steerops.steering.engine import SteeringTable, generate_steered

@@ -36,8 +36,6 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _write_probe_data(out: Path, seed: int) -> None:
-    try:
-        from steerops.probes.toy_data import write_toy_probe_data
-    except ImportError:  # probes package not installed in this build
-        return
+    from steerops.probes.toy_data import write_toy_probe_data
+
     write_toy_probe_data(out, seed=seed)

@@ -1,10 +1,20 @@
-"""`steerops vectors`: one steering vector per layer, per trait, position and method.
+"""`steerops vectors` and `steerops clean`: one steering vector per layer, per trait,
+position and method.
 
     steerops vectors --trait toy/refusal --position 'prompt[-1]' --methods mean_diff,probe
+    steerops clean --trait toy/refusal --variants mean_diff_top1,probe_preclean \
+        --calibration-variant instruct
 
-Reads the activations written by `steerops extract` and writes
+`vectors` reads the activations written by `steerops extract` and writes
 `<out>/vectors/<trait>/<variant>/<position>/<component>/<method>/`. Any method name of
-`steerops.vectors.names` works, cleaned ones included (they read calibration.json).
+`steerops.specs` works, cleaned ones included (they read calibration.json).
+
+`clean` makes the cleaned method names only. Post-extraction variants (`mean_diff_top1`,
+`probe_layertop2`, `mean_diff_cleaned`, `mean_diff_dims12-345`) zero dims of the stored base
+vectors (run `steerops vectors` for the base method first) and renormalise; pre-extraction
+variants (`probe_preclean`, `mean_diff_preclean_top2`) zero the dims in the activations and
+fit the base method again. The dims come from
+`<out>/calibration/<calibration variant>/calibration.json`.
 """
 
 from __future__ import annotations
@@ -12,6 +22,8 @@ from __future__ import annotations
 import argparse
 
 from steerops.cli import add_override, csv_list, load_params_for, stage_parser
+from steerops.errors import SteeropsError
+from steerops.vectors.names import parse_method
 from steerops.vectors.stage import add_selection_flags, run_stage
 
 
@@ -25,7 +37,30 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def register_clean(subparsers) -> None:
+    parser = stage_parser(
+        subparsers, "clean",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_selection_flags(parser)
+    add_override(parser, "--variants", "cleaning.variants", type=csv_list(), metavar="M1,M2",
+                 help="cleaned method names, e.g. mean_diff_top1,probe_preclean "
+                 "(default: cleaning.variants)")
+    parser.set_defaults(func=run_clean)
+
+
 def run(args: argparse.Namespace) -> None:
     params = load_params_for(args)
     for directory in run_stage(params, "vectors", params.vectors.methods):
+        print(directory)
+
+
+def run_clean(args: argparse.Namespace) -> None:
+    params = load_params_for(args)
+    names = params.cleaning.variants
+    for name in names:
+        if parse_method(name).cleaning is None:
+            raise SteeropsError(f"cleaning.variants: {name!r} has no cleaning suffix (e.g. "
+                                f"{name}_top1 or {name}_preclean; plain methods are made "
+                                f"by `steerops vectors`)")
+    for directory in run_stage(params, "clean", names, stored_base=True):
         print(directory)

@@ -71,8 +71,8 @@ def load_calibration_prompts(path: Path) -> list[Prompt]:
 
 def calibrate(params, progress: bool = True) -> dict:
     """Run calibration for `calibration.variant`; returns the calibration.json record."""
-    from steerops.generation import generate_responses
     from steerops.models import load_model
+    from steerops.models.generation import generate_responses
     from steerops.tracking import track
 
     cfg = params.calibration
@@ -118,7 +118,7 @@ def response_stats(loaded, sequences: list[tuple[list[int], list[int]]], thresho
                    batch_size: int, progress: bool = True) -> dict[int, LayerSums]:
     """Stream every layer's residual on response tokens of (prompt_ids, response_ids) pairs
     into per-layer `LayerSums`; batches are length-sorted and left-padded."""
-    from steerops.capture import forward_capture
+    from steerops.models.capture import forward_capture
 
     layout = loaded.layout
     layers = list(range(layout.num_layers))

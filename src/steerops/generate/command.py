@@ -146,8 +146,8 @@ def _generation_settings(params, trait: Trait) -> dict:
 
 
 def _complete(params, trait: Trait, gen: dict, progress: bool) -> tuple[list[dict], dict]:
-    from steerops.generation import generate_responses
     from steerops.models import load_model
+    from steerops.models.generation import generate_responses
 
     cfg = params.generate
     loaded = load_model(params, cfg.variant, padding_side="left")

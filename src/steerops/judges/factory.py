@@ -1,0 +1,31 @@
+"""Build the judge `params.judge.kind` names. Each kind's module is imported only when
+chosen: the endpoint judge needs no torch, the local one loads a model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from steerops.errors import SteeropsError
+from steerops.judges.base import Judge
+
+if TYPE_CHECKING:
+    from steerops.config import Params
+    from steerops.traits import Trait
+
+
+def make_judge(params: Params, trait: Trait | None = None) -> Judge:
+    """The judge named by `params.judge.kind`, with prompts built for `trait`."""
+    kind = params.judge.kind
+    if kind == "toy":
+        from steerops.judges.toy import ToyJudge
+
+        return ToyJudge()
+    if kind == "openai":
+        from steerops.judges.openai import OpenAIJudge
+
+        return OpenAIJudge.from_params(params, trait)
+    if kind == "hf":
+        from steerops.judges.hf import HFJudge
+
+        return HFJudge.from_params(params, trait)
+    raise SteeropsError(f"judge.kind: unknown judge {kind!r} (use toy, openai or hf)")
