@@ -26,7 +26,7 @@ import torch
 
 from steerops.extract import engine
 from steerops.models import resolve_layout
-from steerops.models.batching import length_order, plan_batches
+from steerops.models.batching import length_order, pad_batch, plan_batches
 from steerops.specs import parse_layers, parse_position
 
 GEMMA3_4B = dict(vocab_size=262144, hidden_size=2560, intermediate_size=10240,
@@ -124,7 +124,7 @@ def naive(model, examples, batches, layers, position, device) -> None:
     """Full forward with output_hidden_states, then the window mean-pooled at each layer."""
     for batch in batches:
         seqs = [examples[i].ids for i in batch]
-        ids, mask, _ = engine.pad_batch(seqs, 0, "right")
+        ids, mask, _ = pad_batch(seqs, 0, "right")
         weights = torch.zeros(ids.shape)
         for r, seq in enumerate(seqs):
             window = list(position.window(len(seq), 0))

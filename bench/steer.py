@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from steerops.models import resolve_layout
-from steerops.steering.engine import SteeringTable, cut_at_stop, generate_steered
+from steerops.models.generation import cut_at_stop
+from steerops.steering.engine import SteeringTable, generate_steered
 
 GEMMA3_4B = dict(vocab_size=262144, hidden_size=2560, intermediate_size=10240,
                  num_hidden_layers=34, num_attention_heads=8, num_key_value_heads=4,
@@ -116,7 +117,7 @@ def naive(model, layout, prompts, configs, pad, stops, max_new_tokens, cache_imp
                                      eos_token_id=stops, cache_implementation=cache_impl)
         finally:
             handle.remove()
-        out.extend(cut_at_stop(row, stops) for row in gen[:, width:].tolist())
+        out.extend(cut_at_stop(row, stops)[0] for row in gen[:, width:].tolist())
     return out
 
 

@@ -15,13 +15,11 @@ from safetensors.torch import load_file
 from conftest import write_params
 from steerops.cli import main
 from steerops.config import load_params
-from steerops.errors import SteeropsError
 from steerops.extract import engine
 from steerops.extract.store import write_streamed
 from steerops.extract.trait import extract_trait
 from steerops.io import read_json, tree_md5, write_jsonl
 from steerops.models import format_prompt, load_model, resolve_layout
-from steerops.models.batching import Batcher, length_order, plan_batches
 from steerops.models.generation import encode_prompt
 from steerops.paths import activations_dir, responses_dir
 from steerops.specs import parse_position
@@ -140,47 +138,6 @@ def test_early_stop_never_runs_later_blocks_or_the_head(tmp_path):
     for h in handles:
         h.remove()
     assert calls == []
-
-
-def test_plan_batches_respects_the_budget():
-    rng = np.random.default_rng(1)
-    lengths = [int(x) for x in rng.integers(1, 50, size=200)]
-    order = length_order(lengths)
-    assert [lengths[i] for i in order] == sorted(lengths, reverse=True)
-    for budget in (1, 37, 100, 1000, 10**6):
-        batches = plan_batches(order, lengths, budget)
-        assert [i for b in batches for i in b] == order
-        for b in batches:
-            assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= budget
-        # Greedy: adding the next row would have broken the budget.
-        for b, nxt in zip(batches, batches[1:], strict=False):
-            assert (len(b) + 1) * max(lengths[i] for i in b + nxt[:1]) > budget
-
-
-def test_out_of_memory_halves_the_batch_and_keeps_finished_work():
-    lengths = [10] * 16
-    done, calls = {}, []
-
-    def compute(batch):
-        calls.append(list(batch))
-        if len(batch) * 10 > 40:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return [i * 2 for i in batch]
-
-    batcher = Batcher(token_budget=160)
-    batcher.run(list(range(16)), lengths, compute,
-                lambda batch, result: done.update(zip(batch, result, strict=True)))
-    assert done == {i: i * 2 for i in range(16)}
-    assert batcher.token_budget == 40 and batcher.halvings == 2
-    assert calls[0] == list(range(16)) and calls[1] == list(range(8))
-    assert sum(len(c) for c in calls if len(c) <= 4) == 16  # each row finished exactly once
-
-    with pytest.raises(SteeropsError, match="single example of 10 tokens"):
-        Batcher(10).run([0], lengths, lambda b: (_ for _ in ()).throw(
-            torch.cuda.OutOfMemoryError("out of memory")), lambda b, r: None)
-    with pytest.raises(ValueError, match="unrelated"):  # other errors are not swallowed
-        Batcher(10).run([0], lengths, lambda b: (_ for _ in ()).throw(ValueError("unrelated")),
-                        lambda b, r: None)
 
 
 def test_engine_survives_out_of_memory(tmp_path, monkeypatch):

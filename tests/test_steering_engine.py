@@ -8,7 +8,8 @@ import torch
 
 from steerops.errors import SteeropsError
 from steerops.models import resolve_layout
-from steerops.steering import engine
+from steerops.models.batching import OutOfMemoryError
+from steerops.models.generation import cut_at_stop
 from steerops.steering.engine import SteeringTable, generate_steered, steering_hooks
 from tiny import tiny_model
 
@@ -54,7 +55,7 @@ def _naive(model, layout, prompt, additions, scope="all", max_new_tokens=8):
     finally:
         for h in handles:
             h.remove()
-    return engine.cut_at_stop(out[0, len(prompt):].tolist(), STOPS)
+    return cut_at_stop(out[0, len(prompt):].tolist(), STOPS)[0]
 
 
 def _mixed_rows(hidden):
@@ -182,7 +183,7 @@ def test_out_of_memory_halves_and_keeps_finished_rows():
         n = kw["input_ids"].shape[0]
         sizes.append(n)
         if n > 2 and len(sizes) >= 2:  # the first sub-batch fits, later ones do not
-            raise engine.OutOfMemoryError("CUDA out of memory (simulated)")
+            raise OutOfMemoryError("CUDA out of memory (simulated)")
         return real(**kw)
 
     model.generate = flaky_generate

@@ -118,29 +118,37 @@ def response_stats(loaded, sequences: list[tuple[list[int], list[int]]], thresho
                    batch_size: int, progress: bool = True) -> dict[int, LayerSums]:
     """Stream every layer's residual on response tokens of (prompt_ids, response_ids) pairs
     into per-layer `LayerSums`; batches are length-sorted and left-padded."""
+    from steerops.models.batching import Batcher, length_order, pad_batch
     from steerops.models.capture import forward_capture
 
     layout = loaded.layout
     layers = list(range(layout.num_layers))
     sums = {layer: LayerSums.zeros(layout.hidden_size) for layer in layers}
     pad = loaded.tokenizer.pad_token_id or 0  # padded positions are masked out
-    order = sorted(sequences, key=lambda s: len(s[0]) + len(s[1]))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, desc="calibrate: activations", unit="batch",
-                      disable=None if progress else True):
-        width = max(len(p) + len(r) for p, r in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        response = torch.zeros((len(batch), width), dtype=torch.bool)
-        for row, (p, r) in enumerate(batch):
-            ids[row, width - len(p) - len(r):] = torch.tensor(p + r)
-            mask[row, width - len(p) - len(r):] = 1
-            response[row, width - len(r):] = True
+    seqs = [p + r for p, r in sequences]
+    lengths = [len(s) for s in seqs]
+    batcher = Batcher(max_rows=batch_size, what="calibration sequence",
+                      hint="lower calibration.max_new_tokens or use more memory")
+    bar = tqdm(total=len(seqs), desc="calibrate: activations", unit="seq",
+               disable=None if progress else True)
+
+    def compute(batch: list[int]) -> dict[int, torch.Tensor]:
+        ids, mask, _ = pad_batch([seqs[i] for i in batch], pad, side="left")
         device = loaded.input_device
-        store = forward_capture(loaded.model, layout, ids.to(device), mask.to(device), layers)
+        return forward_capture(loaded.model, layout, ids.to(device), mask.to(device), layers)
+
+    def done(batch: list[int], store: dict[int, torch.Tensor]) -> None:
+        width = max(lengths[i] for i in batch)
+        response = torch.zeros((len(batch), width), dtype=torch.bool)
+        for row, i in enumerate(batch):
+            response[row, width - len(sequences[i][1]):] = True
         for layer in layers:
             out = store[layer]
             sums[layer].add(out[response.to(out.device)], threshold)
+        bar.update(len(batch))
+
+    with bar:
+        batcher.run(length_order(lengths), lengths, compute, done)
     return sums
 
 

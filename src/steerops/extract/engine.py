@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from steerops.errors import SteeropsError
 from steerops.extract.store import write_streamed
 from steerops.io import read_json, save_tensors, write_json
-from steerops.models.batching import Batcher, length_order
+from steerops.models.batching import Batcher, length_order, pad_batch
 from steerops.models.capture import forward_capture
 from steerops.models.resolver import ModelLayout
 from steerops.specs import Position
@@ -187,20 +187,6 @@ def _compute_shard(extractor: Extractor, batcher: Batcher, kept: list[Example],
 
     batcher.run(rows, lengths, compute, done)
     return {f"layer_{layer}": buffers[layer] for layer in job.layers}
-
-
-def pad_batch(seqs: list[np.ndarray], pad_id: int, side: str):
-    """[batch, longest] ids and mask, and where each row's first real token sits."""
-    longest = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), longest), dtype=torch.long)
-    offsets = []
-    for r, seq in enumerate(seqs):
-        off = longest - len(seq) if side == "left" else 0
-        ids[r, off:off + len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        mask[r, off:off + len(seq)] = 1
-        offsets.append(off)
-    return ids, mask, offsets
 
 
 def pool_batch(extractor: Extractor, seqs: list[np.ndarray], windows: list[range],

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from steerops.errors import SteeropsError
 from steerops.judges.cache import Entry, JudgeCache
 from steerops.judges.cached import CachedJudge, Job
-from steerops.judges.numbers import NumberTrie, integer_distributions, number_trie
+from steerops.judges.numbers import NumberTrie, encode, integer_distributions, number_trie
 from steerops.judges.prompts import JudgePrompts, prompts_for
 from steerops.judges.scoring import weighted_score
 from steerops.models import format_prompt
+from steerops.models.batching import Batcher, length_order
 
 
 class HFJudge(CachedJudge):
@@ -52,11 +53,14 @@ class HFJudge(CachedJudge):
 
     def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry]]:
         texts = [self.render(job) for job in jobs]
-        # Similar lengths share a batch, so little compute goes to padding.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            dists = integer_distributions(self.model, self.tokenizer, [texts[i] for i in chunk],
-                                          self.trie, self.prune_prob)
+        lengths = [len(encode(self.tokenizer, t)) for t in texts]
+        batcher = Batcher(max_rows=self.batch_size, what="judge prompt",
+                          hint="lower judge.batch_size or use a smaller judge model")
+
+        def compute(chunk: list[int]) -> list[dict[int, float]]:
+            return integer_distributions(self.model, self.tokenizer, [texts[i] for i in chunk],
+                                         self.trie, self.prune_prob)
+
+        for chunk, dists in batcher.iterate(length_order(lengths), lengths, compute):
             for i, dist in zip(chunk, dists, strict=True):
                 yield i, weighted_score(dist)

@@ -19,6 +19,7 @@ import torch
 
 from steerops.errors import SteeropsError
 from steerops.judges.scoring import MAX_SCORE
+from steerops.models.batching import pad_batch
 from steerops.models.capture import position_ids_for
 
 Path = tuple[int, ...]
@@ -83,11 +84,10 @@ def integer_distributions(model, tokenizer, texts: list[str], trie: NumberTrie,
     if tokenizer.padding_side != "left":
         raise ValueError("integer_distributions needs a left-padding tokenizer")
     device = model.get_input_embeddings().weight.device
-    batch = tokenizer(texts, add_special_tokens=adds_special_tokens(tokenizer), padding=True,
-                      return_tensors="pt")
-    mask = batch["attention_mask"].to(device)
+    ids, mask, _ = pad_batch([encode(tokenizer, t) for t in texts], tokenizer.pad_token_id or 0)
+    mask = mask.to(device)
     extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
-    out = model(input_ids=batch["input_ids"].to(device), attention_mask=mask,
+    out = model(input_ids=ids.to(device), attention_mask=mask,
                 position_ids=position_ids_for(mask), use_cache=True, **extra)
     child_ids = trie.child_tokens
     column = {t: i for i, t in enumerate(child_ids)}

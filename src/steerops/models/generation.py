@@ -3,8 +3,8 @@
 Prompts are tokenized one by one, sorted by length and batched with left padding, so new
 tokens line up at the right edge and padding is minimal. Greedy decoding generates each
 prompt once and copies it to every rollout (they would be identical); sampling seeds each
-batch from `seed`, so a run is reproducible for the same batch size. A batch that runs out
-of accelerator memory is split in half and retried; finished batches are kept.
+batch from `seed`, so a run is reproducible for the same batch size. Batches and the
+out-of-memory rule are `steerops.models.batching`'s.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from steerops.errors import SteeropsError
-from steerops.models import format_prompt
+from steerops.models.batching import Batcher, pad_batch
+from steerops.models.loading import format_prompt
 from steerops.traits import Prompt
 
 
@@ -75,70 +76,60 @@ def generate_responses(model, tokenizer, prompts: Sequence[Prompt | str], *,
     jobs.sort(key=lambda job: -len(encoded[job[0]]))
     stops = stop_token_ids(model, tokenizer)
     settings = {"max_new_tokens": max_new_tokens, "eos_token_id": stops,
-                "pad_token_id": _pad_id(tokenizer, stops), "do_sample": sampled}
+                "pad_token_id": pad_id(tokenizer, stops), "do_sample": sampled}
     if sampled:  # plain temperature sampling: switch off any top-k/top-p the model ships with
         settings.update(temperature=temperature, top_k=0, top_p=1.0)
 
     results: dict[tuple[int, int], list[int]] = {}
+    lengths = [len(encoded[i]) for i, _ in jobs]
+    batcher = Batcher(max_rows=batch_size, what="prompt",
+                      hint="lower max_new_tokens or use a smaller model")
     bar = tqdm(total=len(jobs), desc=desc, unit="seq", disable=None if progress else True)
-    start = 0
-    step = batch_size
+
+    def compute(batch: list[int]) -> list[list[int]]:
+        # Seeded by the position of the batch's first job, as for a fixed batch size.
+        return generate_batch(model, [encoded[jobs[k][0]] for k in batch], settings,
+                              seed=seed + batch[0] if sampled else None)
+
+    def done(batch: list[int], rows) -> None:
+        for k, ids in zip(batch, rows, strict=True):
+            results[jobs[k]] = ids
+        bar.update(len(batch))
+
     with bar:
-        while start < len(jobs):
-            batch = jobs[start:start + step]
-            try:
-                rows = _generate_batch(model, [encoded[i] for i, _ in batch], settings,
-                                       seed=seed + start)
-            except torch.cuda.OutOfMemoryError:
-                if step == 1:
-                    raise
-                step = max(1, step // 2)
-                _empty_cache()
-                continue
-            for job, ids in zip(batch, rows, strict=True):
-                results[job] = ids
-            start += len(batch)
-            bar.update(len(batch))
+        batcher.run(range(len(jobs)), lengths, compute, done)
 
     out = []
     for i, text in enumerate(texts):
         for r in range(rollouts):
             ids = results[(i, r if sampled else 0)]
-            response_ids, stopped = _cut_at_stop(ids, stops)
+            response_ids, stopped = cut_at_stop(ids, stops)
             response = tokenizer.decode(response_ids, skip_special_tokens=True).strip()
             out.append(Completion(i, r, text, encoded[i], response, response_ids, stopped))
     return out
 
 
 @torch.inference_mode()
-def _generate_batch(model, prompt_ids: list[list[int]], settings: dict,
-                    seed: int) -> list[list[int]]:
-    """New token ids (stop and pad tokens included) for one left-padded batch."""
-    width = max(len(ids) for ids in prompt_ids)
-    pad = settings["pad_token_id"]
+def generate_batch(model, prompt_ids: Sequence[Sequence[int]], settings: dict,
+                   seed: int | None = None) -> list[list[int]]:
+    """New token ids (stop and pad tokens included) for one left-padded batch; `settings`
+    are `model.generate` keyword arguments (with `pad_token_id`)."""
+    ids, mask, _ = pad_batch(prompt_ids, settings["pad_token_id"], side="left")
     device = model.get_input_embeddings().weight.device
-    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompt_ids],
-                             device=device)
-    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_ids],
-                        device=device)
-    if settings["do_sample"]:
+    if seed is not None:
         torch.manual_seed(seed)
-    out = model.generate(input_ids=input_ids, attention_mask=mask, **settings)
-    return out[:, width:].tolist()
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **settings)
+    return out[:, ids.shape[1]:].tolist()
 
 
-def _cut_at_stop(ids: list[int], stops: list[int]) -> tuple[list[int], bool]:
+def cut_at_stop(ids: list[int], stops: Sequence[int]) -> tuple[list[int], bool]:
+    """The tokens before the first stop id, and whether one was found."""
     for k, token in enumerate(ids):
         if token in stops:
             return ids[:k], True
     return ids, False
 
 
-def _pad_id(tokenizer, stops: list[int]) -> int:
+def pad_id(tokenizer, stops: list[int]) -> int:
     # Finished rows are filled with pad; with no pad token any stop id works (it is cut).
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-
-
-def _empty_cache() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

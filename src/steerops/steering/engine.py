@@ -23,11 +23,11 @@ import torch
 from tqdm.auto import tqdm
 
 from steerops.errors import SteeropsError
+from steerops.models.batching import Batcher, length_order
+from steerops.models.generation import cut_at_stop, generate_batch
 from steerops.models.resolver import ModelLayout
 
 SCOPES = ("all", "response")
-# torch < 2.5 only has the CUDA-specific class.
-OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 # One steering addition: (layer, unit vector [hidden], weight).
 Addition = tuple[int, torch.Tensor, float]
@@ -156,15 +156,15 @@ def generate_steered(model: torch.nn.Module, layout: ModelLayout, prompts: Seque
     """Greedy new tokens (cut before the first stop id) for each row, in the caller's order.
 
     Row i is `prompts[i]` (token ids) steered as `table` row i (no table: unsteered). Rows
-    are sorted by length (longest first, so an out-of-memory error shows up early) and
-    generated in left-padded sub-batches of at most `max_batch_rows`; a sub-batch that runs
-    out of accelerator memory is halved and retried, finished sub-batches are kept.
+    are generated longest first in left-padded sub-batches of at most `max_batch_rows`,
+    under `steerops.models.batching`'s out-of-memory rule (halved and retried, finished
+    sub-batches kept).
     """
     if table is not None and table.n_rows != len(prompts):
         raise SteeropsError(f"steering table has {table.n_rows} rows for {len(prompts)} prompts")
     if any(len(p) == 0 for p in prompts):
         raise SteeropsError("cannot generate from an empty prompt")
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    lengths = [len(p) for p in prompts]
     size = max(1, min(max_batch_rows, len(prompts)))
     settings = {"max_new_tokens": max_new_tokens, "do_sample": False,
                 "pad_token_id": pad_token_id, "eos_token_id": list(stop_ids)}
@@ -173,27 +173,22 @@ def generate_steered(model: torch.nn.Module, layout: ModelLayout, prompts: Seque
     results: list[list[int] | None] = [None] * len(prompts)
     hooks = (steering_hooks(layout, table, scope, size) if table is not None and table.layers
              else contextlib.nullcontext())
-    start = 0
-    bar = tqdm(total=len(order), desc=desc, unit="row", disable=None if progress else True)
+    batcher = Batcher(max_rows=size, what="row",
+                      hint="lower max_new_tokens or use a smaller model")
+    bar = tqdm(total=len(prompts), desc=desc, unit="row", disable=None if progress else True)
     with hooks as control, _compiled_graphs_see_hooks(cache_implementation), bar:
-        while start < len(order):
-            chunk = order[start:start + size]
-            try:
-                if control is not None:
-                    control.select(chunk)
-                new = _generate_batch(model, [prompts[i] for i in chunk], settings)
-            except OutOfMemoryError:
-                if size == 1:
-                    raise SteeropsError("out of accelerator memory generating a single row: "
-                                        "lower max_new_tokens or use a smaller model") from None
-                size = max(1, size // 2)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                continue
+
+        def compute(chunk: list[int]) -> list[list[int]]:
+            if control is not None:
+                control.select(chunk)
+            return generate_batch(model, [prompts[i] for i in chunk], settings)
+
+        def done(chunk: list[int], new: list[list[int]]) -> None:
             for i, ids in zip(chunk, new, strict=True):
-                results[i] = cut_at_stop(ids, stop_ids)
-            start += len(chunk)
+                results[i] = cut_at_stop(ids, stop_ids)[0]
             bar.update(len(chunk))
+
+        batcher.run(length_order(lengths), lengths, compute, done)
     return results  # type: ignore[return-value]
 
 
@@ -205,24 +200,3 @@ def _compiled_graphs_see_hooks(cache_implementation: str | None):
     if not cache_implementation or not hasattr(config, "skip_nnmodule_hook_guards"):
         return contextlib.nullcontext()
     return config.patch(skip_nnmodule_hook_guards=False)
-
-
-@torch.inference_mode()
-def _generate_batch(model, prompt_ids: list[list[int]], settings: dict) -> list[list[int]]:
-    width = max(len(ids) for ids in prompt_ids)
-    pad = settings["pad_token_id"]
-    device = model.get_input_embeddings().weight.device
-    input_ids = torch.tensor([[pad] * (width - len(ids)) + list(ids) for ids in prompt_ids],
-                             device=device)
-    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_ids],
-                        device=device)
-    out = model.generate(input_ids=input_ids, attention_mask=mask, **settings)
-    return out[:, width:].tolist()
-
-
-def cut_at_stop(ids: list[int], stop_ids: Sequence[int]) -> list[int]:
-    stops = set(stop_ids)
-    for k, token in enumerate(ids):
-        if token in stops:
-            return ids[:k]
-    return ids
