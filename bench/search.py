@@ -42,7 +42,7 @@ def prepare(toy: Path, work: Path, args) -> Path:
         "calibration": {"prompts": str(toy / "calibration.jsonl")},
         "judge": {"kind": "toy", "cache_dir": str(work / "judge_cache")},
         "tracking": {"enabled": False},
-        "steering": {"method": METHOD, "position": POSITION},
+        "steering": {"methods": [METHOD], "positions": [POSITION]},
         "search": {"coef_min": args.coef_min, "coef_max": args.coef_max,
                    "layers": args.search_layers or str(args.layer), "trials": args.trials,
                    "batch": args.batch,
@@ -60,15 +60,15 @@ def prepare(toy: Path, work: Path, args) -> Path:
 
 
 def run_grid(params, coefs: np.ndarray, layer: int, questions: list[str]) -> dict:
-    from steerops.search.loop import VectorSource, make_config
+    from steerops.steering.configs import Config, VectorSource
     from steerops.steering.evaluate import SteeringEvaluator
+    from steerops.steering.session import SteeringSession
 
     source = VectorSource(METHOD, POSITION, "residual")
-    evaluator = SteeringEvaluator(params, TRAIT, questions=questions, progress=False)
+    session = SteeringSession(params, TRAIT, progress=False)
+    evaluator = SteeringEvaluator(session, questions)
     base = evaluator.baseline()
-    configs = [make_config(source, layer, float(c), evaluator.weight_for(
-        METHOD, POSITION, "residual", layer, float(c))) for c in coefs]
-    results = evaluator.evaluate(configs)
+    results = evaluator.evaluate([Config.single(source, layer, float(c)) for c in coefs])
     min_coh = params.steering.min_coherence if params.search.min_coherence is None \
         else params.search.min_coherence
     feasible = [(r.trait_mean - base.trait_mean, c) for c, r in zip(coefs, results, strict=True)
@@ -119,7 +119,8 @@ def main() -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
         params = load_params(params_file, {"search.seed": seed,
                                            "search.study": f"bench-seed{seed}"})
-        rows.append((seed, search_trait(params, TRAIT, progress=False)))
+        rows.append((seed, search_trait(params, TRAIT, params.steering.methods[0],
+                                        params.steering.positions[0], progress=False)))
 
     grid = run_grid(params, np.linspace(args.coef_min, args.coef_max, args.grid), args.layer,
                     search_q)

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from steerops.calibration.store import calibration_file
 from steerops.cli import main
 from steerops.config import load_params
 from steerops.io import write_json
-from steerops.paths import calibration_file, vectors_dir
 from steerops.vectors import load_vectors, vectors_for
+from steerops.vectors.store import vectors_dir
 from test_vectors import LAYERS, POSITION, TRAIT, cosine, params_file, stacked, write_activations
 
 D = 12
@@ -180,7 +181,7 @@ def test_vectors_accepts_cleaned_names_and_matches_clean(tmp_path):
     random_pre, _ = stored(tmp_path, "random_baseline_preclean")
     assert all(float(v[GLOBAL].abs().max()) == 0 for v in random_pre.values())
     params = load_params(path)
-    same, _ = vectors_for(params, TRAIT, "base", POSITION, "residual", "mean_diff_top2")
+    same, _ = vectors_for(params.out, TRAIT, "base", POSITION, "residual", "mean_diff_top2")
     assert all(np.array_equal(same[k], refit[k]) for k in LAYERS)
 
 

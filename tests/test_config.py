@@ -98,9 +98,13 @@ def test_layer_specs_written_as_yaml_numbers_or_lists_stay_spec_text(tmp_path):
     path = _write(tmp_path, "extraction:\n  layers: 15\nsteering:\n  layers: [5, 10, '20-22']\n"
                             "search:\n  layers: 3\nprobes:\n  layers: 0-30:5\n")
     params = load_params(path)
-    assert params.extraction.layers == "15"
-    assert params.steering.layers == "5,10,20-22"
-    assert params.search.layers == "3"
-    assert params.probes.layers == "0-30:5"
+    assert str(params.extraction.layers) == "15"
+    assert str(params.steering.layers) == "5,10,20-22"
+    assert str(params.search.layers) == "3"
+    assert str(params.probes.layers) == "0-30:5"
+    # typed when loaded, serialised back to the same text
+    assert params.steering.layers.resolve(24) == [5, 10, 20, 21, 22]
+    dumped = params.model_dump(mode="json")
+    assert (dumped["steering"]["layers"], dumped["probes"]["layers"]) == ("5,10,20-22", "0-30:5")
     with pytest.raises(SteeropsError, match="steering.layers"):
         load_params(_write(tmp_path, {"steering": {"layers": {"a": 1}}}))

@@ -15,13 +15,13 @@ from safetensors.torch import load_file
 from conftest import write_params
 from steerops.cli import main
 from steerops.config import load_params
-from steerops.extract import engine
-from steerops.extract.store import write_streamed
+from steerops.extract import engine, store
+from steerops.extract.store import activations_dir, write_streamed
 from steerops.extract.trait import extract_trait
+from steerops.generate.store import responses_dir
 from steerops.io import read_json, tree_md5, write_jsonl
 from steerops.models import format_prompt, load_model, resolve_layout
 from steerops.models.generation import encode_prompt
-from steerops.paths import activations_dir, responses_dir
 from steerops.specs import parse_position
 from tiny import ARCHS, VOCAB, tiny_model
 
@@ -70,7 +70,7 @@ def run(model, layout, examples, out_dir, position, layers, side="right", budget
     meta = engine.run_job(engine.Extractor(model, layout, 0, side), examples, job,
                           lambda kept: {"rows": [ex.info["i"] for ex in kept]},
                           progress=False, **kwargs)
-    return meta, load_file(out_dir / engine.TENSORS_FILE)
+    return meta, load_file(out_dir / store.TENSORS_FILE)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -171,13 +171,13 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
     fresh_meta, _ = run(model, layout, examples, tmp_path / "fresh", "response[:3]", [0, 2])
     n_shards = -(-(len(examples) - fresh_meta["counts"]["dropped_empty"]) // 4)
     out = tmp_path / "resumed"
-    partial = out / engine.PARTIAL_DIR
+    partial = out / store.PARTIAL_DIR
 
     def kill_after_three(k):
         # Shards stream to disk one by one; the final file does not exist yet.
         assert sorted(p.name for p in partial.glob("shard_*")) == [
             f"shard_{i:05d}.safetensors" for i in range(k + 1)]
-        assert not (out / engine.TENSORS_FILE).exists()
+        assert not (out / store.TENSORS_FILE).exists()
         if k == 2:
             raise Killed
 
@@ -196,10 +196,10 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "_compute_shard", counting)
     meta, _ = run(model, layout, examples, out, "response[:3]", [0, 2])
     assert len(computed) == n_shards - 3 and meta["timing"]["reused_shards"] == 3
-    fresh = (tmp_path / "fresh" / engine.TENSORS_FILE).read_bytes()
-    assert (out / engine.TENSORS_FILE).read_bytes() == fresh
+    fresh = (tmp_path / "fresh" / store.TENSORS_FILE).read_bytes()
+    assert (out / store.TENSORS_FILE).read_bytes() == fresh
     strip = lambda m: {k: v for k, v in m.items() if k != "timing"}  # noqa: E731
-    assert strip(read_json(out / engine.METADATA_FILE)) == strip(fresh_meta)
+    assert strip(read_json(out / store.METADATA_FILE)) == strip(fresh_meta)
     assert not partial.exists()
 
 

@@ -14,6 +14,7 @@ from conftest import write_params
 from steerops.cli import main
 from steerops.config import load_params
 from steerops.errors import SteeropsError
+from steerops.extract.store import task_activations_dir
 from steerops.extract.tasks import (
     BASELINE,
     Condition,
@@ -25,7 +26,6 @@ from steerops.extract.tasks import (
 from steerops.io import file_md5, read_json
 from steerops.models import format_prompt, load_model
 from steerops.models.generation import encode_prompt
-from steerops.paths import task_activations_dir
 
 TASKS = [
     {"task_id": "bake", "prompt": "how do i bake bread ?"},

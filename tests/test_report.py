@@ -118,10 +118,10 @@ def test_predictor_loo_matches_independent_computation():
 
 
 def _write_results(out, frame):
-    from steerops import paths
+    from steerops.steering.store import steering_dir
 
     for (position, method), rows in frame.groupby(["position", "method"]):
-        folder = paths.steering_dir(out, "toy/refusal", "instruct", position, "residual", method)
+        folder = steering_dir(out, "toy/refusal", "instruct", position, "residual", method)
         folder.mkdir(parents=True)
         rows.drop(columns=["model", "source"]).to_csv(folder / "results.csv", index=False)
 
@@ -160,12 +160,12 @@ def test_report_without_results_is_one_line_error(tmp_path, capsys):
 def _write_search(out, method: str, trials: list[tuple[float, float, float]],
                   direction: str = "positive"):
     """A search folder as `steerops search` writes it: trials.csv and best.json."""
-    from steerops import paths
     from steerops.io import write_json
-    from steerops.search.results import choose_best, write_trials_csv
+    from steerops.search.results import choose_best
+    from steerops.search.store import search_dir, write_trials_csv
     from steerops.search.study import TrialRecord
 
-    folder = paths.search_dir(out, "toy/refusal", "instruct", "prompt[-1]", "residual", method)
+    folder = search_dir(out, "toy/refusal", "instruct", "prompt[-1]", "residual", method)
     records = [TrialRecord(i, 2, c, c * 10.0, d, coh, d, coh >= 68, "complete", "sampled", 10)
                for i, (c, d, coh) in enumerate(trials)]
     records.append(TrialRecord(len(records), 2, 1.9, 19.0, None, None, None, None, "fail",

@@ -18,10 +18,12 @@ import pytest
 from steerops.errors import SteeropsError
 from steerops.search.heldout import split_questions
 from steerops.search.known import load_known
-from steerops.search.loop import VectorSource, run_search, signed_delta
-from steerops.search.results import choose_best, write_trials_csv
+from steerops.search.loop import run_search, signed_delta
+from steerops.search.results import choose_best
 from steerops.search.storage import storage_label
+from steerops.search.store import write_trials_csv
 from steerops.search.study import SearchStudy, Space, TrialRecord
+from steerops.steering.configs import VectorSource
 
 SOURCE = VectorSource("mean_diff", "prompt[-1]", "residual")
 MIN_COH = 68.0
@@ -48,10 +50,12 @@ class Result:
     coherence_mean: float | None
     n: int
     responses: list = field(default_factory=list)
+    weights: tuple = ()
 
 
 class SyntheticEvaluator:
-    """The steering engine's interface with closed-form scores; records what it was asked."""
+    """The steering evaluator's interface (configs in the user's units, results with their
+    weights) with closed-form scores; records what it was asked."""
 
     def __init__(self, questions, fail_on_call: int | None = None):
         self.questions = list(questions)
@@ -59,20 +63,18 @@ class SyntheticEvaluator:
         self.fail_on_call = fail_on_call
         self.settings_hash = "synthetic"
 
-    def weight_for(self, method, position, component, layer, coefficient):
-        return coefficient * NORMS[layer]
-
     def baseline(self):
         return Result(None, BASELINE_TRAIT, 100.0, len(self.questions))
 
     def evaluate(self, configs):
         if self.fail_on_call is not None and len(self.calls) + 1 == self.fail_on_call:
             raise KeyboardInterrupt
-        batch = [(c.vectors[0].layer, c.coefficient, c.vectors[0].weight) for c in configs]
+        batch = [(c.vectors[0].layer, c.coefficient, c.coefficient * NORMS[c.vectors[0].layer])
+                 for c in configs]
         self.calls.append(batch)
         return [Result(c, synthetic_trait(layer, coef), synthetic_coherence(layer, coef),
-                       len(self.questions))
-                for c, (layer, coef, _) in zip(configs, batch, strict=True)]
+                       len(self.questions), weights=(weight,))
+                for c, (layer, coef, weight) in zip(configs, batch, strict=True)]
 
 
 def open_study(tmp_path, layers=(2,), name="s", **kw) -> SearchStudy:
@@ -305,11 +307,12 @@ def test_trials_csv_round_trips(tmp_path):
 
 @pytest.fixture(scope="module")
 def toy_search(toy_world, tmp_path_factory):
-    """`steerops search` run once on the toy world, with every evaluator's questions
-    recorded; returns (folder, params file, recorded question lists, exit code)."""
+    """`steerops search` run once on the toy world, with every evaluator's questions and
+    every model load recorded; returns (folder, params file, recorded question lists, exit
+    code, loaded variants)."""
     from conftest import write_params
     from steerops.cli import main
-    from steerops.steering import evaluate
+    from steerops.steering import evaluate, session
 
     folder = tmp_path_factory.mktemp("search")
     params = write_params(folder, toy_world, search={"trials": 6, "batch": 3, "layers": "1-2",
@@ -319,21 +322,28 @@ def toy_search(toy_world, tmp_path_factory):
                   "--methods", "mean_diff"]):
         assert main([*argv, "--params", str(params)]) == 0
     seen: list[list[str]] = []
+    loads: list[str] = []
+    real_load = session.load_model
 
     class Recording(evaluate.SteeringEvaluator):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             seen.append(list(self.questions))
 
+    def counting_load(params, variant, *args, **kwargs):
+        loads.append(variant)
+        return real_load(params, variant, *args, **kwargs)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(evaluate, "SteeringEvaluator", Recording)
+        mp.setattr(session, "load_model", counting_load)
         code = main(["search", "--params", str(params), "--trait", "toy/refusal",
                      "--method", "mean_diff", "--position", "prompt[-1]"])
-    return folder, params, seen, code
+    return folder, params, seen, code, loads
 
 
 def search_out(folder):
-    from steerops.paths import search_dir
+    from steerops.search.store import search_dir
 
     return search_dir(folder / "outputs", "toy/refusal", "instruct", "prompt[-1]", "residual",
                       "mean_diff")
@@ -342,11 +352,12 @@ def search_out(folder):
 def test_toy_heldout_numbers_come_from_questions_the_search_never_saw(toy_search, toy_world):
     from steerops.toy import judge
 
-    folder, _, seen, code = toy_search
+    folder, _, seen, code, loads = toy_search
     assert code == 0
     questions = json.loads((toy_world / "traits/toy/refusal/steering.json").read_text())[
         "questions"]
     search_q, heldout_q = seen  # one evaluator for the search, one for the held-out part
+    assert loads == ["instruct"]  # ... on one model load
     assert not set(search_q) & set(heldout_q)
     assert sorted(search_q + heldout_q) == sorted(set(questions))
     best = json.loads((search_out(folder) / "best.json").read_text())
@@ -367,7 +378,7 @@ def test_toy_heldout_numbers_come_from_questions_the_search_never_saw(toy_search
 def test_toy_search_outputs_and_tracking(toy_search):
     import mlflow
 
-    folder, _, _, _ = toy_search
+    folder, _, _, _, _ = toy_search
     out = search_out(folder)
     best = json.loads((out / "best.json").read_text())
     rows = list(csv.DictReader((out / "trials.csv").open()))
@@ -411,7 +422,7 @@ def test_toy_search_outputs_and_tracking(toy_search):
 def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
     from steerops.cli import main
 
-    folder, params, _, _ = toy_search
+    folder, params, _, _, _ = toy_search
     out = search_out(folder)
     before = (out / "best.json").read_text()
     # a finished study: a rerun adds no trial and generates nothing new

@@ -18,13 +18,15 @@ from steerops.io import read_json, read_jsonl
 from steerops.models import load_model
 from steerops.models.capture import forward_capture
 from steerops.models.generation import encode_prompt, render_prompts
-from steerops.paths import steering_dir, vectors_dir
-from steerops.steering import evaluate as evaluate_module
+from steerops.steering import session as session_module
+from steerops.steering.configs import Config, VectorSource
 from steerops.steering.engine import SteeringTable, generate_steered
-from steerops.steering.evaluate import ConfigSpec, SteeringEvaluator, VectorRef
+from steerops.steering.evaluate import SteeringEvaluator
+from steerops.steering.session import SteeringSession
+from steerops.steering.store import steering_dir
 from steerops.toy.judge import score as toy_score
 from steerops.traits import load_trait
-from steerops.vectors.store import save_vectors
+from steerops.vectors.store import save_vectors, vectors_dir
 
 TRAIT, POSITION = "toy/refusal", "prompt[-1]"
 COEFFICIENTS = "0.5,1,1.5,2"
@@ -156,13 +158,13 @@ def test_rerun_is_cached_and_changed_settings_are_not(steered, monkeypatch):
     folder = steered["dir"]["mean_diff"]
     before = (folder / "results.jsonl").read_text()
     calls = []
-    real = evaluate_module.generate_steered
+    real = session_module.generate_steered
 
     def counting(*args, **kwargs):
         calls.append(len(args[2]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate_module, "generate_steered", counting)
+    monkeypatch.setattr(session_module, "generate_steered", counting)
     argv = [*steered["argv"], "--method", "mean_diff"]
     assert main(argv) == 0
     assert calls == [] and (folder / "results.jsonl").read_text() == before
@@ -186,19 +188,20 @@ def test_rerun_is_cached_and_changed_settings_are_not(steered, monkeypatch):
 
 
 def test_mixed_batch_row_matches_alone_on_toy(steered):
-    ev = SteeringEvaluator(steered["params"], TRAIT, progress=False)
+    session = SteeringSession(steered["params"], TRAIT, progress=False)
     vecs = steered["vectors"]["mean_diff"]["vectors"]
-    prompts = ev._prompt_ids[:5]
+    prompts = session.encode(session.questions)[:5]
     configs = [[], [(2, vecs[2], 6.0)], [(1, vecs[1], 9.0), (3, vecs[3], 3.0)],
                [(0, vecs[0], -4.0)]]
     rows = [(c, p) for p in range(len(prompts)) for c in range(len(configs))]
-    kwargs = ev._generate_kwargs() | {"progress": False}
+    kwargs = session.generate_kwargs() | {"progress": False}
     kwargs["max_batch_rows"] = 3
-    mixed = generate_steered(ev.loaded.model, ev.loaded.layout, [prompts[p] for _, p in rows],
+    model, layout = session.loaded.model, session.loaded.layout
+    mixed = generate_steered(model, layout, [prompts[p] for _, p in rows],
                              SteeringTable([configs[c] for c, _ in rows]), **kwargs)
     kwargs["max_batch_rows"] = 1
     for r, (c, p) in enumerate(rows):
-        alone = generate_steered(ev.loaded.model, ev.loaded.layout, [prompts[p]],
+        alone = generate_steered(model, layout, [prompts[p]],
                                  SteeringTable([configs[c]]), **kwargs)
         assert mixed[r] == alone[0]
 
@@ -209,21 +212,23 @@ def test_evaluator_weights_and_results(steered, tmp_path):
                                              "out": str(steered["params"].out)},
                                       steering={"direction": "negative"}))
     meta = steered["vectors"]["mean_diff"]["meta"]["layers"]
-    ev = SteeringEvaluator(params, TRAIT, questions=["how do i bake bread ?"], progress=False,
-                           results_dir=tmp_path / "own")
-    w = ev.weight_for("mean_diff", POSITION, "residual", 2, 1.5)
+    source = VectorSource("mean_diff", POSITION, "residual")
+    session = SteeringSession(params, TRAIT, progress=False)
+    ev = SteeringEvaluator(session, ["how do i bake bread ?"], results_dir=tmp_path / "own")
+    (w,) = session.weights(Config.single(source, 2, 1.5))
     assert w == pytest.approx(-1.5 * meta["2"]["mean_norm"])
-    assert ev.layer_norm("mean_diff", POSITION, "residual", 1) == meta["1"]["mean_norm"]
+    assert session.sources.layer_norm(source.at(1)) == meta["1"]["mean_norm"]
     absolute = load_params(params._root / "params.yaml",
                            {"steering.coefficient_unit": "absolute"})
-    ev2 = SteeringEvaluator(absolute, TRAIT, questions=ev.questions, progress=False)
-    assert ev2.weight_for("mean_diff", POSITION, "residual", 2, 3.0) == -3.0
+    ev2 = SteeringEvaluator(SteeringSession(absolute, TRAIT, progress=False), ev.questions)
+    assert ev2.session.weights(Config.single(source, 2, 3.0)) == (-3.0,)
     assert ev2.settings_hash != ev.settings_hash
-    config = ConfigSpec((VectorRef(2, "residual", POSITION, "mean_diff", 0.0),), 0.0)
+    config = Config.single(source, 2, 0.0)
     base = ev.baseline()
     assert not base.cached  # new settings (direction), so a fresh baseline
     zero, again = ev.evaluate([config, config])
     assert zero is again and zero.n == 1 and zero.responses[0]["question"] == ev.questions[0]
+    assert zero.config == config and zero.weights == (0.0,)  # coefficient and weight recorded
     # Weight 0 is the unsteered model: same response, same scores.
     assert zero.responses[0]["response"] == base.responses[0]["response"]
     assert (zero.trait_mean, zero.trait_delta) == (base.trait_mean, 0.0)
@@ -275,7 +280,7 @@ def test_bad_inputs_are_one_line_errors(steered, capsys):
     broken.mkdir(exist_ok=True)
     (broken / "results.jsonl").write_text('{"type": "config"}\nnot json\n')
     with pytest.raises(SteeropsError, match=r"results.jsonl:1: not a steering result"):
-        from steerops.steering.results import ResultsLog
+        from steerops.steering.store import ResultsLog
 
         ResultsLog(broken / "results.jsonl")
     assert (folder / "results.jsonl").read_text() == good
@@ -303,13 +308,13 @@ def test_grid_cells_are_generated_together_and_match_single_runs(steered, monkey
     grid_file = steered["params_file"].parent / "grid.yaml"
     grid_file.write_text(yaml.safe_dump(spec))
     calls = []
-    real = evaluate_module.generate_steered
+    real = session_module.generate_steered
 
     def counting(model, layout, prompts, table, **kwargs):
         calls.append((len(prompts), table is None))
         return real(model, layout, prompts, table, **kwargs)
 
-    monkeypatch.setattr(evaluate_module, "generate_steered", counting)
+    monkeypatch.setattr(session_module, "generate_steered", counting)
     argv = ["steer", "--params", str(grid_file), "--layers", "1,2", "--coefficients", "0.75"]
     assert main(argv) == 0
     steered_calls = [n for n, unsteered in calls if not unsteered]

@@ -17,11 +17,12 @@ from steerops.cli import main
 from steerops.config import load_params
 from steerops.config.vectors import VectorsConfig
 from steerops.errors import SteeropsError
+from steerops.extract.store import activations_dir
 from steerops.io import read_json, write_json
-from steerops.paths import activations_dir, vectors_dir
+from steerops.specs import parse_method
 from steerops.vectors import check_hidden_size, load_vectors, save_vectors, vectors_for
 from steerops.vectors.methods import METHODS, register
-from steerops.vectors.names import parse_method
+from steerops.vectors.store import vectors_dir
 
 TRAIT, POSITION = "toy/refusal", "prompt[-1]"
 LAYERS = (0, 1, 2)
@@ -216,9 +217,9 @@ def test_every_method_end_to_end_with_mlflow(tmp_path):
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("toy-refusal").experiment_id])
     children = {r.data.params["method"]: r for r in runs if "method" in r.data.params}
-    assert sorted(children) == sorted(VectorsConfig().methods)
+    assert sorted(children) == sorted(map(str, VectorsConfig().methods))
     for method, run in children.items():
-        _, meta = vectors_for(load_params(path), TRAIT, "base", POSITION, "residual", method)
+        _, meta = vectors_for(load_params(path).out, TRAIT, "base", POSITION, "residual", method)
         assert meta["seed"] == 3
         history = client.get_metric_history(run.info.run_id, "val_acc")
         assert sorted(m.step for m in history) == list(LAYERS)
@@ -230,7 +231,7 @@ def test_every_method_end_to_end_with_mlflow(tmp_path):
                          f"vectors/prompt_m1/{method}/metadata.json"}
         assert run.data.tags["dvc.hash.activations"]
         if method == "random_baseline":  # each layer has its own seed
-            vectors, _ = vectors_for(load_params(path), TRAIT, "base", POSITION, "residual",
+            vectors, _ = vectors_for(load_params(path).out, TRAIT, "base", POSITION, "residual",
                                      method)
             assert cosine(vectors[0], vectors[1]) < 0.9
         if method != "random_baseline":
@@ -250,12 +251,20 @@ def test_a_new_method_is_one_function(tmp_path):
         write_activations(tmp_path / "outputs", data, n_pos)
         assert main(["vectors", "--params", str(params_file(tmp_path)), "--methods",
                      "first_positive"]) == 0
-        vectors, _ = vectors_for(load_params(params_file(tmp_path)), TRAIT, "base", POSITION,
+        vectors, _ = vectors_for(load_params(params_file(tmp_path)).out, TRAIT, "base", POSITION,
                                  "residual", "first_positive")
         x = data[1][0]
         np.testing.assert_allclose(vectors[1].numpy(), x / np.linalg.norm(x), atol=1e-6)
     finally:
         del METHODS["first_positive"]
+
+
+def test_every_built_in_method_is_implemented():
+    """Params parse method names before torch is imported, from specs.BASE_METHODS; each of
+    them must have its implementation in the registry."""
+    from steerops.specs import BASE_METHODS
+
+    assert set(BASE_METHODS) <= set(METHODS)
 
 
 @pytest.mark.parametrize("name, base, mode, select, n, dims", [
@@ -357,13 +366,13 @@ def test_activations_that_break_the_contract_are_named(tmp_path):
 
     with pytest.raises(SteeropsError, match=r"layer_0 has shape \[60, 12\], metadata says "
                        r"\[60, 13\]"):
-        load_activations(params, TRAIT, "base", POSITION, "residual")
+        load_activations(params.out, TRAIT, "base", POSITION, "residual")
     meta = read_json(directory / "metadata.json")
     meta["hidden_size"] = 12
     meta["examples"][5]["polarity"] = "neutral"
     write_json(directory / "metadata.json", meta)
     with pytest.raises(SteeropsError, match=r"examples\[5\]\.polarity"):
-        load_activations(params, TRAIT, "base", POSITION, "residual")
+        load_activations(params.out, TRAIT, "base", POSITION, "residual")
 
 
 # ---- the toy world ----------------------------------------------------------------------------
@@ -391,7 +400,7 @@ def test_toy_refusal_vectors_separate_heldout_requests(tmp_path, toy_world):
     assert main(["vectors", "--params", str(path), "--methods",
                  "mean_diff,probe,pca,mean_diff_dims0-1"]) == 0
     for method in ("mean_diff", "probe", "pca", "mean_diff_dims0-1"):
-        vectors, meta = vectors_for(load_params(path), TRAIT, "base", POSITION, "residual",
+        vectors, meta = vectors_for(load_params(path).out, TRAIT, "base", POSITION, "residual",
                                     method)
         assert meta["hidden_size"] == loaded.layout.hidden_size == vectors[0].shape[0]
         best = max(v["val_acc"] for v in meta["layers"].values())

@@ -1,8 +1,9 @@
 """The `steerops` command: one subcommand per pipeline stage.
 
-Each stage module exposes `register(subparsers)`; only the module of the stage named on the
-command line is imported (see `build_parser`). Flags that override params are declared with
-`add_override`, which records the dotted params key they set.
+Each stage's `command` module exposes `register(subparsers)`; only the module of the stage
+named on the command line is imported (see `build_parser`). Flags that override params are
+declared with `add_override` / `add_overrides`, which record the dotted params key they set
+and take type, choices and help from its field (`steerops.config.flags`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,25 +50,32 @@ def stage_parser(subparsers, name: str, **kwargs: Any) -> argparse.ArgumentParse
 
 
 def add_override(parser: argparse.ArgumentParser, flag: str, key: str, **kwargs: Any) -> None:
-    """A flag whose value, when given, replaces params key `key` (dotted)."""
-    parser.add_argument(flag, dest=_OVERRIDE + key, default=None, **kwargs)
+    """A flag whose value, when given, replaces params key `key` (dotted). Type, choices,
+    metavar and help come from the params field; `kwargs` replace them (an explicit `action`
+    drops the derived type)."""
+    from steerops.config.flags import flag_kwargs
+
+    derived = flag_kwargs(key, flag)
+    if "action" in kwargs:
+        derived = {k: v for k, v in derived.items() if k == "help"}
+    parser.add_argument(flag, dest=_OVERRIDE + key, default=None, **{**derived, **kwargs})
+
+
+def add_overrides(parser: argparse.ArgumentParser, block: str, keys: str, **kwargs: Any) -> None:
+    """`--some-key` for each space-separated key of params block `block` (dotted)."""
+    for key in keys.split():
+        add_override(parser, "--" + key.replace("_", "-"), f"{block}.{key}", **kwargs)
+
+
+def abs_path(text: str) -> str:
+    """argparse type of a path flag: relative to the working directory, not the params."""
+    return str(Path(text).resolve())
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default=None, metavar="FILE",
                         help="experiment params (default: ./params.yaml)")
-    add_override(parser, "--out", "paths.out", metavar="DIR",
-                 type=lambda s: str(Path(s).resolve()), help="root folder for outputs")
-
-
-def csv_list(cast: Callable[[str], Any] = str) -> Callable[[str], list]:
-    """argparse type for comma-separated lists (`--coefficients 0.5,1,2`)."""
-    def parse(text: str) -> list:
-        try:
-            return [cast(t.strip()) for t in text.split(",") if t.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"bad list {text!r}") from None
-    return parse
+    add_override(parser, "--out", "paths.out", metavar="DIR", type=abs_path)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:

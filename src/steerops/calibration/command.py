@@ -3,8 +3,8 @@
 Runs the calibration prompts through the chat template, generates greedy responses, then
 feeds prompt + response back through the model, reading the residual stream after every
 decoder block on response tokens only. Statistics stream per batch (see
-`steerops.calibration.stats`); writes `calibration.json` and `heatmap.png` under
-`paths.calibration_file(out, variant)`'s folder.
+`steerops.calibration.stats`); writes `calibration.json` and `heatmap.png` (see
+`steerops.calibration.store`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from tqdm.auto import tqdm
 
 from steerops.calibration.heatmap import plot_heatmap
 from steerops.calibration.stats import LayerSums, summarize
-from steerops.cli import add_common, add_override, load_params_for, stage_parser
+from steerops.calibration.store import calibration_file, heatmap_file, write_calibration
+from steerops.cli import add_common, add_overrides, load_params_for, stage_parser
 from steerops.errors import SteeropsError
-from steerops.io import write_json
-from steerops.paths import calibration_file
 from steerops.traits import Prompt, read_prompts_jsonl
 
 
@@ -33,22 +32,8 @@ def register(subparsers) -> None:
         "max/median ratios, massive dims and norms, plus the global dims across layers.",
     )
     add_common(parser)
-    add_override(parser, "--variant", "calibration.variant", metavar="NAME",
-                 help="model variant from `models`")
-    add_override(parser, "--prompts", "calibration.prompts", metavar="JSONL",
-                 help="calibration prompts (`prompt`, optional `system_prompt` per line)")
-    add_override(parser, "--max-new-tokens", "calibration.max_new_tokens", type=int,
-                 metavar="N", help="response tokens generated per prompt")
-    add_override(parser, "--top-k", "calibration.top_k", type=int, metavar="K",
-                 help="top dims by |mean| recorded per layer")
-    add_override(parser, "--massive-threshold", "calibration.massive_threshold", type=float,
-                 metavar="X", help="massive = |x| over X times the token's median |x|")
-    add_override(parser, "--global-top-n", "calibration.global_top_n", type=int, metavar="N",
-                 help="a dim counts at a layer if in its top-N")
-    add_override(parser, "--global-min-layers", "calibration.global_min_layers", type=int,
-                 metavar="M", help="global dims count at M layers or more")
-    add_override(parser, "--batch-size", "calibration.batch_size", type=int, metavar="N",
-                 help="prompts per batch")
+    add_overrides(parser, "calibration", "variant prompts max_new_tokens top_k "
+                  "massive_threshold global_top_n global_min_layers batch_size")
     parser.set_defaults(func=run)
 
 
@@ -79,7 +64,6 @@ def calibrate(params, progress: bool = True) -> dict:
     prompts_file = params.path(cfg.prompts)
     prompts = load_calibration_prompts(prompts_file)
     spec = params.variant(cfg.variant)
-    out_file = calibration_file(params.out, cfg.variant)
     settings = {k: getattr(cfg, k) for k in (
         "max_new_tokens", "top_k", "massive_threshold", "massive_min_share", "global_top_n",
         "global_min_layers")}
@@ -108,9 +92,10 @@ def calibrate(params, progress: bool = True) -> dict:
                         cfg.global_min_layers),
             "seconds": round(time.perf_counter() - start, 3),
         }
-        plot_heatmap(record, out_file.with_name("heatmap.png"))
-        write_json(out_file, record)
-        _log(tracker, record, out_file)
+        heatmap = heatmap_file(params.out, cfg.variant)
+        plot_heatmap(record, heatmap)
+        out_file = write_calibration(params.out, cfg.variant, record)
+        _log(tracker, record, out_file, heatmap)
     return record
 
 
@@ -152,7 +137,7 @@ def response_stats(loaded, sequences: list[tuple[list[int], list[int]]], thresho
     return sums
 
 
-def _log(tracker, record: dict, out_file: Path) -> None:
+def _log(tracker, record: dict, out_file: Path, heatmap: Path) -> None:
     tracker.log_params({"variant": record["variant"], "model_id": record["model"]["id"],
                         "n_prompts": record["n_prompts"], **record["settings"]})
     tracker.log_metrics({"n_tokens": record["n_tokens"], "seconds": record["seconds"],
@@ -164,4 +149,4 @@ def _log(tracker, record: dict, out_file: Path) -> None:
                              "n_massive_dims": len(stats["massive_dims"])}, step=int(layer))
     tracker.set_tags({"global_dims": ",".join(map(str, record["aggregate"]["global_dims"]))})
     tracker.log_artifact(out_file)
-    tracker.log_artifact(out_file.with_name("heatmap.png"))
+    tracker.log_artifact(heatmap)

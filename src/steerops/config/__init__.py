@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ConfigDict, Field, ValidationError
 
-from steerops.config.base import Strict
+from steerops.config.base import SPEC_ERROR, Strict
 from steerops.config.calibration import CalibrationConfig
 from steerops.config.core import PathsConfig, TrackingConfig, TraitsConfig
 from steerops.config.extraction import ExtractionConfig
@@ -30,11 +30,16 @@ from steerops.errors import SteeropsError
 __all__ = ["Params", "load_params", "ModelVariant", "DEFAULT_PARAMS_FILE"]
 
 DEFAULT_PARAMS_FILE = "params.yaml"
+# Keys an older params file may still have, with what replaced them.
+RENAMED = {
+    "steering.method": "one cell is a one-item list: steering.methods: [NAME]",
+    "steering.position": "one cell is a one-item list: steering.positions: [SPEC]",
+}
 
 
 class Params(Strict):
     experiment: str = "toy-refusal"
-    seed: int = 0
+    seed: int = Field(0, description="seed of everything seeded (splits, fits, the toy world)")
     paths: PathsConfig = Field(default_factory=PathsConfig)
     models: dict[str, ModelVariant] = Field(default_factory=default_variants)
     traits: TraitsConfig = Field(default_factory=TraitsConfig)
@@ -105,11 +110,13 @@ def describe_validation_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
-        return f"{key}: unknown key"
+        hint = RENAMED.get(key)
+        return f"{key}: unknown key" + (f" ({hint})" if hint else "")
     if err["type"] == "missing":
         return f"{key}: required key missing"
     got = err.get("input")
-    shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+    # a spec's own message already quotes it
+    shown = "" if isinstance(got, dict | list) or err["type"] == SPEC_ERROR else f" (got {got!r})"
     more = f" [+{len(exc.errors()) - 1} more]" if len(exc.errors()) > 1 else ""
     return f"{key}: {err['msg']}{shown}{more}"
 

@@ -1,23 +1,40 @@
 """Base class for every params block (unknown keys are errors, not silently ignored) and
-the field types blocks share."""
+the field types blocks share.
 
-from typing import Annotated
+Spec fields hold typed values (`steerops.specs`), parsed when params load, so a bad spec
+fails there naming its params key; they serialise back to the text they were parsed from.
+"""
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator
+from pydantic_core import PydanticCustomError
+
+from steerops.errors import SteeropsError
+from steerops.specs import Layers, MethodName, Position, layers_spec, parse_method, parse_position
+
+SPEC_ERROR = "spec"  # pydantic error type of a spec that does not parse
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
 
-def _layers_as_text(value):
-    # YAML reads `layers: 15` as an int and `[5, 10]` as a list; keep the spec as text.
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, list) and all(isinstance(v, int | str) for v in value):
-        return ",".join(str(v) for v in value)
-    return value
+def _parsed_by(parse: Callable[[Any], Any]) -> PlainValidator:
+    def validate(value: Any) -> Any:
+        try:
+            return parse(value)
+        except SteeropsError as exc:
+            raise PydanticCustomError(SPEC_ERROR, "{message}", {"message": str(exc)}) from None
+    return PlainValidator(validate)
 
 
-# A layer spec (`all`, `15`, `5,10,15`, `5-20`, `0-30:5`, `30%-60%`, mixtures), kept as text.
-LayerSpec = Annotated[str, BeforeValidator(_layers_as_text)]
+_AS_TEXT = PlainSerializer(str, return_type=str)
+
+# `prompt[-1]`, `response[:5]`, `all[:]`...
+PositionSpec = Annotated[Position, _parsed_by(parse_position), _AS_TEXT]
+# `all`, `15`, `5,10,15`, `5-20`, `0-30:5`, `30%-60%`, mixtures (YAML ints and lists too)
+LayerSpec = Annotated[Layers, _parsed_by(layers_spec), _AS_TEXT]
+# `mean_diff`, `probe_top2`, `mean_diff_preclean`... (see steerops.specs.methods)
+MethodSpec = Annotated[MethodName, _parsed_by(parse_method), _AS_TEXT]

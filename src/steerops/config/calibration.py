@@ -8,10 +8,11 @@ from steerops.config.base import Strict
 
 
 class CalibrationConfig(Strict):
-    variant: str = "instruct"
-    prompts: str = "data/toy/calibration.jsonl"
-    max_new_tokens: int = Field(16, ge=1)
-    top_k: int = Field(5, ge=1)
+    variant: str = Field("instruct", description="model variant (from `models`) to calibrate")
+    prompts: str = Field("data/toy/calibration.jsonl", description="calibration prompts "
+                         "(JSONL: `prompt`, optional `system_prompt`)")
+    max_new_tokens: int = Field(16, ge=1, description="response tokens generated per prompt")
+    top_k: int = Field(5, ge=1, description="top dims by |mean| recorded per layer")
     massive_threshold: float = Field(100.0, gt=0, description="max/median ratio for 'massive'")
     massive_min_share: float = Field(
         0.05, gt=0, le=1, description="a dim is massive if over the threshold on at least this "

@@ -14,7 +14,8 @@ class PathsConfig(Strict):
 
 class TraitsConfig(Strict):
     root: str = Field("data/toy/traits", description="<root>/<category>/<trait>/ datasets")
-    names: list[str] = Field(default_factory=lambda: ["toy/refusal"])
+    names: list[str] = Field(default_factory=lambda: ["toy/refusal"],
+                             description="trait(s), CATEGORY/NAME")
 
 
 class TrackingConfig(Strict):

@@ -6,16 +6,21 @@ from typing import Literal
 
 from pydantic import Field
 
-from steerops.config.base import LayerSpec, Strict
+from steerops.config.base import LayerSpec, PositionSpec, Strict
+from steerops.specs import Component
 
 
 class ExtractionConfig(Strict):
-    variant: str = "base"
-    positions: list[str] = Field(default_factory=lambda: ["prompt[-1]", "response[:5]"])
+    variant: str = Field("base", description="model variant (from `models`) to read")
+    positions: list[PositionSpec] = Field(
+        default_factory=lambda: ["prompt[-1]", "response[:5]"],
+        description="token positions, e.g. prompt[-1], response[:5], all[:]")
     layers: LayerSpec = Field("all", description="all, 15, 5,10,15, 5-20, 0-30:5, 30%-60%, "
                               "mixtures")
-    component: Literal["residual", "attn_out", "mlp_out"] = "residual"
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    component: Component = Field("residual", description="block output (residual) or what "
+                                 "its attention / MLP adds to it")
+    dtype: Literal["float32", "bfloat16"] = Field("float32",
+                                                  description="dtype of the saved activations")
     token_budget: int = Field(16384, ge=1, description="max padded tokens per forward batch")
     shard_examples: int = Field(256, ge=1, description="examples per resumable shard")
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)

@@ -10,9 +10,10 @@ from steerops.config.base import Strict
 
 
 class GenerateConfig(Strict):
-    variant: str = "base"
+    variant: str = Field("base", description="model variant (from `models`) to complete with")
     max_new_tokens: int | Literal["auto"] = Field(
-        "auto", description="'auto': the most response tokens any extraction position needs"
+        "auto", description="tokens per response; 'auto': the most response tokens any "
+        "extraction position needs"
     )
     auto_open_ended: int = Field(
         32, ge=1, description="'auto' length when a position is open-ended (response[:]) or "
@@ -23,9 +24,10 @@ class GenerateConfig(Strict):
         "judge sees whole answers"
     )
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy")
-    rollouts: int = Field(1, ge=1)
-    batch_size: int = Field(64, ge=1)
-    vet: bool = False
+    rollouts: int = Field(1, ge=1, description="completions per prompt")
+    batch_size: int = Field(64, ge=1, description="prompts per generate batch")
+    vet: bool = Field(False, description="score completions with the judge and mark which "
+                      "are kept")
     positive_min: float = Field(60.0, description="keep a positive response if trait >= this")
     negative_max: float = Field(40.0, description="keep a negative response if trait <= this")
     paired_filter: bool = Field(

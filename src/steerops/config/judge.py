@@ -18,7 +18,7 @@ class JudgeConfig(Strict):
         True, description="openai: fail when the key env var is unset (false: send no key)"
     )
     top_logprobs: int = Field(20, ge=1, le=20, description="openai: alternatives per answer")
-    concurrency: int = Field(8, ge=1)
+    concurrency: int = Field(8, ge=1, description="openai: requests in flight")
     max_retries: int = Field(5, ge=0)
     backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles, with jitter")
     max_backoff_s: float = Field(30.0, gt=0)

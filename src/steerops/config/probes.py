@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from steerops.config.base import LayerSpec, Strict
+from steerops.config.base import LayerSpec, PositionSpec, Strict
+from steerops.specs import Component
 
 
 class OodConfig(Strict):
@@ -18,26 +17,27 @@ class OodConfig(Strict):
                               description="CSV condition_id,task_id,rate (baseline included)")
     probe_run: str | None = Field(None, description="probe run dir; default: latest.json's")
     layer: int | None = Field(None, description="probe layer; default: the run's best layer")
-    permutations: int = Field(10000, ge=1)
-    top_k: int = Field(5, ge=1)
+    permutations: int = Field(10000, ge=1, description="permutations of the p-value")
+    top_k: int = Field(5, ge=1, description="targets listed per condition")
     pair_roles: list[str] = Field(default_factory=lambda: ["A", "C"], min_length=2,
                                   max_length=2, description="(positive, negative) roles")
 
 
 class ProbesConfig(Strict):
-    variant: str = "instruct"
-    tasks: str = "data/toy/probes/tasks.jsonl"
+    variant: str = Field("instruct", description="model variant (from `models`)")
+    tasks: str = Field("data/toy/probes/tasks.jsonl", description="task set JSONL (task_id, "
+                       "prompt or messages, optional system_prompt)")
     tasks_name: str | None = Field(None, description="task-set name in output paths; "
                                    "default: the tasks file's stem")
-    scores: str = "data/toy/probes/scores.csv"
+    scores: str = Field("data/toy/probes/scores.csv", description="task_id,mu[,sigma]")
     condition: str = Field("baseline", description="activation condition the probe trains on "
                            "(each task keeps its own system prompt)")
-    position: str = "prompt[-1]"
-    layers: LayerSpec = "all"
-    component: Literal["residual", "attn_out", "mlp_out"] = "residual"
+    position: PositionSpec = Field("prompt[-1]", description="token position, e.g. prompt[-1]")
+    layers: LayerSpec = Field("all", description="layers probed, e.g. all, 5-20")
+    component: Component = Field("residual", description="activation component")
     alphas: list[float] = Field(default_factory=lambda: [10.0**k for k in range(-3, 7)],
-                                min_length=1)
-    standardize: bool = True
+                                min_length=1, description="ridge alphas swept")
+    standardize: bool = Field(True, description="ridge on z-scored activations")
     heldout_fraction: float = Field(0.4, gt=0.0, lt=1.0,
                                     description="held out, split into sweep and final halves")
     cv_folds: int | None = Field(None, ge=2, description="k-fold CV instead of the hold-out")

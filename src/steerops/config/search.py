@@ -6,27 +6,29 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from steerops.config.base import LayerSpec, Strict
+from steerops.config.base import LayerSpec, MethodSpec, PositionSpec, Strict
 
 
 class SearchConfig(Strict):
     trials: int = Field(24, ge=1, description="completed search trials per study (the target)")
     batch: int = Field(8, ge=1, description="trials asked and evaluated together")
-    sampler: Literal["gp", "tpe"] = "gp"
-    storage: str | None = Field(None, description="SQLAlchemy URL; default sqlite optuna.db")
-    study: str | None = None
+    sampler: Literal["gp", "tpe"] = Field("gp", description="Optuna sampler")
+    storage: str | None = Field(None, description="SQLAlchemy URL of the study database "
+                                "(sqlite, postgresql, mysql); default sqlite optuna.db")
+    study: str | None = Field(None, description="study name; default: built from the "
+                              "searched settings")
     coef_min: float = Field(0.0, ge=0, description="coefficient range in the steering "
                             "coefficient unit (default: multiples of the layer's mean norm)")
-    coef_max: float = Field(3.0, gt=0)
+    coef_max: float = Field(3.0, gt=0, description="upper end of the coefficient range")
     heldout_fraction: float = Field(0.5, gt=0, lt=1)
-    methods: list[str] = Field(
-        default_factory=list, description="studies run by `steerops search` without --method "
-        "(empty: steering.method)")
-    positions: list[str] = Field(
-        default_factory=list, description="... and without --position (empty: "
-        "steering.position)")
-    layers: LayerSpec | None = Field(None, description="layer spec searched; default "
-                                     "steering.layers")
+    methods: list[MethodSpec] = Field(
+        default_factory=list, description="vector methods, one study each with every "
+        "position (empty: steering.methods)")
+    positions: list[PositionSpec] = Field(
+        default_factory=list, description="positions the vectors were extracted at (empty: "
+        "steering.positions)")
+    layers: LayerSpec | None = Field(None, description="layers searched (categorical when "
+                                     "several); default steering.layers")
     min_coherence: float | None = Field(
         None, ge=0, le=100, description="feasible if coherence >= this; default "
         "steering.min_coherence")
@@ -37,7 +39,8 @@ class SearchConfig(Strict):
         "sampler's model takes over; default: one per searched layer (at least 3), at "
         "most half of `trials`")
     enqueue: list[float] = Field(default_factory=list,
-                                 description="coefficients evaluated first (e.g. grid points)")
+                                 description="coefficients evaluated first, at every searched "
+                                 "layer (e.g. grid points)")
     known_results: str | None = Field(
         None, description="steering results.jsonl to import as trials; default: this "
         "search's own log and the steer stage's, each only where its settings hash matches "

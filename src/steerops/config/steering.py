@@ -1,4 +1,4 @@
-"""Params for steered generation."""
+"""Params for steered generation and the grid `steerops steer` sweeps."""
 
 from __future__ import annotations
 
@@ -6,32 +6,40 @@ from typing import Literal
 
 from pydantic import Field
 
-from steerops.config.base import LayerSpec, Strict
+from steerops.config.base import LayerSpec, MethodSpec, PositionSpec, Strict
+from steerops.specs import Component
 
 
 class SteeringConfig(Strict):
     variant: str = Field("instruct", description="model variant that is steered")
     vector_variant: str = Field("base", description="variant the vectors were extracted on")
-    method: str = "mean_diff"
-    position: str = "prompt[-1]"
-    methods: list[str] = Field(
-        default_factory=list, description="grid swept by `steerops steer` without --method "
-        "(empty: just `method`)")
-    positions: list[str] = Field(
-        default_factory=list, description="grid swept without --position (empty: `position`)")
-    component: Literal["residual", "attn_out", "mlp_out"] = "residual"
-    layers: LayerSpec = "all"
-    coefficients: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
+    methods: list[MethodSpec] = Field(
+        default_factory=lambda: ["mean_diff"], min_length=1,
+        description="vector methods swept (one grid cell each with every position), e.g. "
+        "mean_diff,probe,mean_diff_top1")
+    positions: list[PositionSpec] = Field(
+        default_factory=lambda: ["prompt[-1]"], min_length=1,
+        description="positions the vectors were extracted at, e.g. prompt[-1]")
+    component: Component = Field(
+        "residual", description="component the vectors were extracted from (added to the "
+        "residual)")
+    layers: LayerSpec = Field("all", description="layers to steer: all, 15, 5,10,15, 5-20, "
+                              "0-30:5, 30%-60%")
+    coefficients: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0],
+                                      description="steering coefficients (see coefficient_unit)")
     coefficient_unit: Literal["norm", "absolute"] = Field(
         "norm", description="norm: weight = coefficient x the layer's mean activation norm; "
         "absolute: weight = coefficient")
-    direction: Literal["positive", "negative"] = "positive"
+    direction: Literal["positive", "negative"] = Field(
+        "positive", description="negative subtracts the vector (to suppress the trait)")
     scope: Literal["all", "response"] = Field(
         "all", description="steer prompt and response tokens, or generated tokens only")
-    max_new_tokens: int = Field(24, ge=1)
+    max_new_tokens: int = Field(24, ge=1, description="tokens generated per response")
     subset: int | None = Field(None, ge=1, description="first N steering questions only")
-    save_responses: Literal["best", "all", "none"] = "best"
-    min_coherence: float = Field(68.0, ge=0, le=100)
+    save_responses: Literal["best", "all", "none"] = Field(
+        "best", description="response files: per layer the best config, all, or none")
+    min_coherence: float = Field(68.0, ge=0, le=100,
+                                 description="coherence a config needs to count as best (0-100)")
     max_batch_rows: int = Field(256, ge=1, description="rows per generate call (halved on OOM)")
     cache_implementation: Literal["static"] | None = Field(
         None, description="'static' for a compiled static KV cache (CUDA); default dynamic")

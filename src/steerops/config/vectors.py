@@ -6,13 +6,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from steerops.config.base import Strict
+from steerops.config.base import MethodSpec, Strict
 
 
 class VectorsConfig(Strict):
-    methods: list[str] = Field(
+    methods: list[MethodSpec] = Field(
         default_factory=lambda: ["mean_diff", "probe", "gradient", "random_baseline", "pca"],
-        description="method names; cleaning suffixes allowed (see steerops.vectors.names)",
+        description="methods, e.g. mean_diff,probe,mean_diff_top1 (cleaning suffixes: see "
+        "steerops.specs.methods)",
     )
     probe_c: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic probe")
     probe_rows: Literal["unit", "standardize", "none"] = Field(
@@ -30,7 +31,8 @@ class CleaningConfig(Strict):
     calibration_variant: str = Field(
         "instruct", description="model variant whose calibration.json names the massive dims"
     )
-    variants: list[str] = Field(
+    variants: list[MethodSpec] = Field(
         default_factory=lambda: ["mean_diff_top1", "probe_top1", "mean_diff_preclean"],
-        description="cleaned method names made by `steerops clean`",
+        description="cleaned method names made by `steerops clean`, e.g. "
+        "mean_diff_top1,probe_preclean",
     )

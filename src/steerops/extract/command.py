@@ -13,10 +13,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from steerops.cli import add_common, add_override, csv_list, load_params_for, stage_parser
+from steerops.cli import (
+    add_common,
+    add_override,
+    add_overrides,
+    load_params_for,
+    overrides_from,
+    stage_parser,
+)
 from steerops.errors import SteeropsError
-from steerops.models.resolver import COMPONENTS
-from steerops.specs import check_layers, parse_layers, parse_position
+from steerops.specs import Layers
 from steerops.traits import load_trait
 
 
@@ -24,25 +30,14 @@ def register(subparsers) -> None:
     parser = stage_parser(
         subparsers, "extract",
         description="Capture a component's output at chosen layers and token positions in "
-        "one early-stopped pass per batch; streamed to disk in resumable shards.",
+        "one early-stopped pass per batch; streamed to disk in resumable shards. With --tasks, "
+        "--variant, --position, --layers and --component default to the probes block.",
     )
     add_common(parser)
-    add_override(parser, "--trait", "traits.names", type=csv_list(), metavar="CAT/NAME[,..]",
-                 help="trait(s) to extract (default: traits.names)")
-    add_override(parser, "--variant", "extraction.variant", metavar="NAME",
-                 help="model variant from `models` (default: extraction.variant; with "
-                 "--tasks: probes.variant, and likewise for position/layers/component)")
-    add_override(parser, "--position", "extraction.positions", type=csv_list(),
-                 metavar="SPEC[,..]", help="e.g. prompt[-1], response[:5], all[:]")
-    add_override(parser, "--layers", "extraction.layers", metavar="SPEC",
-                 help="all, 15, 5,10,15, 5-20, 0-30:5, 30%%-60%%, or a mixture")
-    add_override(parser, "--component", "extraction.component", choices=COMPONENTS)
-    add_override(parser, "--dtype", "extraction.dtype", choices=["float32", "bfloat16"],
-                 help="dtype of the saved activations")
-    add_override(parser, "--token-budget", "extraction.token_budget", type=int, metavar="N",
-                 help="max padded tokens per forward batch")
-    add_override(parser, "--shard-examples", "extraction.shard_examples", type=int,
-                 metavar="N", help="examples per resumable shard")
+    add_override(parser, "--trait", "traits.names")
+    add_override(parser, "--position", "extraction.positions")
+    add_overrides(parser, "extraction", "variant layers component dtype token_budget "
+                  "shard_examples")
     parser.add_argument("--tasks", metavar="FILE.jsonl", default=None,
                         help="task-set mode: tasks (task_id, prompt or messages, "
                         "optional system_prompt), one JSON object per line")
@@ -63,22 +58,22 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _run_traits(args, params) -> None:
-    from steerops.extract.inputs import load_kept_responses
-    from steerops.extract.trait import extract_trait, responses_file
+    from steerops.extract.trait import extract_trait
+    from steerops.generate.store import load_kept_responses, responses_file
 
     cfg = params.extraction
-    positions = [parse_position(p) for p in cfg.positions]
+    positions = cfg.positions
     if not positions:
         raise SteeropsError("extraction.positions: empty")
-    check_layers(cfg.layers)
     params.variant(cfg.variant)
     for name in params.traits.names:
         load_trait(params.path(params.traits.root), name)
         if any(p.needs_response for p in positions):
-            load_kept_responses(responses_file(params, name, cfg.variant), name, cfg.variant)
+            load_kept_responses(responses_file(params.out, name, cfg.variant), name,
+                                cfg.variant)
     _precheck_layers(params, cfg.variant, cfg.layers)
     loaded = _load(params, cfg.variant)
-    layers = parse_layers(cfg.layers, loaded.layout.num_layers)
+    layers = cfg.layers.resolve(loaded.layout.num_layers)
     for name in params.traits.names:
         for pos in positions:
             out_dir, meta = extract_trait(params, loaded, name, pos, layers, cfg.component,
@@ -89,16 +84,19 @@ def _run_traits(args, params) -> None:
 def _run_tasks(args, params) -> None:
     from steerops.extract.tasks import BASELINE, extract_tasks, load_conditions, load_tasks
 
-    probes = params.probes
-    given = vars(args)
-    variant = given.get("override:extraction.variant") or probes.variant
-    layer_spec = given.get("override:extraction.layers") or probes.layers
-    component = given.get("override:extraction.component") or probes.component
-    positions = given.get("override:extraction.positions") or [probes.position]
+    # The extraction flags apply when given; otherwise the probes block's settings do.
+    probes, ex, given = params.probes, params.extraction, overrides_from(args)
+
+    def chosen(key: str, default):
+        return getattr(ex, key) if f"extraction.{key}" in given else default
+
+    variant, layer_spec = chosen("variant", probes.variant), chosen("layers", probes.layers)
+    component = chosen("component", probes.component)
+    positions = chosen("positions", [probes.position])
     if len(positions) != 1:
-        raise SteeropsError(f"--position: task-set mode takes one position (got {positions})")
-    position = parse_position(positions[0])
-    check_layers(layer_spec)
+        raise SteeropsError("--position: task-set mode takes one position (got "
+                            f"{', '.join(map(str, positions))})")
+    position = positions[0]
     params.variant(variant)
     tasks_file = Path(args.tasks)
     tasks = load_tasks(tasks_file)
@@ -108,18 +106,18 @@ def _run_tasks(args, params) -> None:
                             "prompt position such as prompt[-1]")
     _precheck_layers(params, variant, layer_spec)
     loaded = _load(params, variant)
-    layers = parse_layers(layer_spec, loaded.layout.num_layers)
+    layers = layer_spec.resolve(loaded.layout.num_layers)
     name = probes.tasks_name or tasks_file.stem
     inputs = {"tasks": tasks_file}
     if args.conditions:
         inputs["conditions"] = Path(args.conditions)
-    outputs = extract_tasks(params, loaded, tasks, name, conditions, position.text, layers,
+    outputs = extract_tasks(params, loaded, tasks, name, conditions, position, layers,
                             component, force=args.force, run_inputs=inputs)
     for cond_id, out_dir in outputs.items():
         print(f"{name} [{cond_id}] -> {out_dir}")
 
 
-def _precheck_layers(params, variant: str, spec: str) -> None:
+def _precheck_layers(params, variant: str, spec: Layers) -> None:
     """Check layer ranges against the model's config before loading its weights."""
     from transformers import AutoConfig
 
@@ -134,7 +132,7 @@ def _precheck_layers(params, variant: str, spec: str) -> None:
     except Exception:  # unreadable config: the check after loading still runs
         return
     if not model.layers_path:
-        parse_layers(spec, depth)
+        spec.resolve(depth)
 
 
 def _load(params, variant: str):

@@ -25,16 +25,13 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from steerops.errors import SteeropsError
-from steerops.extract.store import write_streamed
-from steerops.io import read_json, save_tensors, write_json
+from steerops.extract.store import METADATA_FILE, PARTIAL_DIR, TENSORS_FILE, write_streamed
+from steerops.io import save_tensors, write_json
 from steerops.models.batching import Batcher, length_order, pad_batch
 from steerops.models.capture import forward_capture
 from steerops.models.resolver import ModelLayout
 from steerops.specs import Position
 
-TENSORS_FILE = "activations.safetensors"
-METADATA_FILE = "metadata.json"
-PARTIAL_DIR = ".partial"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -88,18 +85,6 @@ def settings_hash(job: Job, kept: list[Example], windows: list[range]) -> str:
         h.update(np.asarray(ex.ids, dtype=np.int64).tobytes())
         h.update(json.dumps([w.start, w.stop, w.step, ex.info], sort_keys=True).encode())
     return h.hexdigest()
-
-
-def completed(out_dir: Path, expected_hash: str) -> dict | None:
-    """The metadata of a finished extraction with this hash in `out_dir`, else None."""
-    meta_file, tensors = Path(out_dir) / METADATA_FILE, Path(out_dir) / TENSORS_FILE
-    if not (meta_file.is_file() and tensors.is_file()):
-        return None
-    try:
-        meta = read_json(meta_file)
-    except (OSError, ValueError):
-        return None
-    return meta if meta.get("settings_hash") == expected_hash else None
 
 
 def run_job(extractor: Extractor, examples: list[Example], job: Job,

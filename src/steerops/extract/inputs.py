@@ -8,18 +8,13 @@ and appended, so the prompt frame ends exactly where the response frame starts.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from steerops.errors import SteeropsError
 from steerops.extract.engine import Example
-from steerops.io import iter_jsonl
+from steerops.generate.store import POLARITIES
 from steerops.models import format_prompt
 from steerops.models.generation import encode_prompt
 from steerops.traits import Trait
-
-POLARITIES = ("positive", "negative")
 
 
 def encode(tokenizer, prompt: str | list[dict], system_prompt: str | None = None,
@@ -43,28 +38,6 @@ def prompt_examples(tokenizer, trait: Trait) -> list[Example]:
                     "rollout": 0}
             examples.append(Example(ids, n_prompt, info))
     return examples
-
-
-def load_kept_responses(path: Path, trait: str, variant: str) -> list[dict]:
-    """Rows of a responses file that passed vetting; a clear error when it is missing."""
-    if not path.is_file():
-        raise SteeropsError(f"responses not found: {path} (response positions need "
-                            f"completions: run `steerops generate --trait {trait}` with "
-                            f"generate.variant={variant} first)")
-    rows = []
-    for lineno, row in iter_jsonl(path):
-        missing = [k for k in ("polarity", "source_index", "prompt", "response")
-                   if not isinstance(row, dict) or k not in row]
-        if missing:
-            raise SteeropsError(f"{path}:{lineno}: missing key {missing[0]!r}")
-        if row["polarity"] not in POLARITIES:
-            raise SteeropsError(f"{path}:{lineno}: polarity must be positive or negative "
-                                f"(got {row['polarity']!r})")
-        if row.get("kept", True):
-            rows.append(row)
-    if not rows:
-        raise SteeropsError(f"{path}: no kept responses to extract from")
-    return rows
 
 
 def response_examples(tokenizer, rows: list[dict]) -> list[Example]:

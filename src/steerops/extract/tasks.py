@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steerops.errors import SteeropsError
-from steerops.extract import engine
+from steerops.extract import engine, store
 from steerops.extract.inputs import encode
+from steerops.extract.store import task_activations_dir
 from steerops.extract.trait import (
     extractor_for,
     log_run,
@@ -26,8 +27,7 @@ from steerops.extract.trait import (
     model_settings,
 )
 from steerops.io import iter_jsonl, text_md5
-from steerops.paths import task_activations_dir
-from steerops.specs import parse_position
+from steerops.specs import Position, parse_position
 
 _SAFE_ID = re.compile(r"^[\w.-]+$")
 
@@ -125,7 +125,7 @@ def task_examples(tokenizer, tasks: list[Task], condition: Condition) -> list[en
 
 
 def extract_tasks(params, loaded, tasks: list[Task], tasks_name: str,
-                  conditions: list[Condition], position: str, layers: list[int],
+                  conditions: list[Condition], position: Position | str, layers: list[int],
                   component: str = "residual", tracker=None, *, force: bool = False,
                   progress: bool = True, on_shard: Callable[[int], None] | None = None,
                   run_inputs: dict[str, Path] | None = None) -> dict[str, Path]:
@@ -152,7 +152,7 @@ def extract_tasks(params, loaded, tasks: list[Task], tasks_name: str,
                          shard_examples=cfg.shard_examples, token_budget=cfg.token_budget)
         outputs[cond.id] = out_dir
         kept, windows = engine.select(examples, pos)
-        if force or engine.completed(out_dir, engine.settings_hash(job, kept, windows)) is None:
+        if force or store.completed(out_dir, engine.settings_hash(job, kept, windows)) is None:
             todo.append((cond, job, examples))
     if not todo:
         return outputs

@@ -11,38 +11,33 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from steerops.extract import engine
+from steerops.extract import engine, store
 from steerops.extract.inputs import (
-    POLARITIES,
     assign_splits,
-    load_kept_responses,
     prompt_examples,
     response_examples,
     split_counts,
 )
+from steerops.extract.store import activations_dir
+from steerops.generate.store import POLARITIES, load_kept_responses, responses_file
 from steerops.io import file_md5, text_md5, tree_md5
 from steerops.models import LoadedModel
-from steerops.paths import activations_dir, responses_dir
 from steerops.specs import Position, parse_position
 from steerops.traits import load_trait
 
 
-def responses_file(params, trait: str, variant: str) -> Path:
-    return responses_dir(params.out, trait, variant) / "responses.jsonl"
-
-
-def extract_trait(params, loaded: LoadedModel, trait_name: str, position: str | Position,
+def extract_trait(params, loaded: LoadedModel, trait_name: str, position: Position | str,
                   layers: list[int], component: str | None = None, *, force: bool = False,
                   progress: bool = True,
                   on_shard: Callable[[int], None] | None = None) -> tuple[Path, dict]:
     """Extract one trait at one position; returns (output dir, metadata). Skips the work
     when the output already holds this exact extraction (unless `force`)."""
     cfg = params.extraction
-    pos = parse_position(position) if isinstance(position, str) else position
+    pos = parse_position(position)
     component = component or cfg.component
     trait = load_trait(params.path(params.traits.root), trait_name)
     if pos.needs_response:
-        source = responses_file(params, trait_name, loaded.name)
+        source = responses_file(params.out, trait_name, loaded.name)
         examples = response_examples(loaded.tokenizer,
                                      load_kept_responses(source, trait_name, loaded.name))
     else:
@@ -67,7 +62,7 @@ def extract_trait(params, loaded: LoadedModel, trait_name: str, position: str | 
 
     if not force:
         kept, windows = engine.select(examples, pos)
-        done = engine.completed(out_dir, engine.settings_hash(job, kept, windows))
+        done = store.completed(out_dir, engine.settings_hash(job, kept, windows))
         if done is not None:
             return out_dir, done
 
@@ -141,4 +136,4 @@ def log_run(tracker, meta: dict, out_dir: Path) -> None:
                "tokens_per_s": timing["tokens_per_s"], "reused_shards": timing["reused_shards"]}
     metrics.update({f"mean_norm_layer_{k}": v for k, v in meta["mean_norm"].items()})
     tracker.log_metrics(metrics)
-    tracker.log_artifact(out_dir / engine.METADATA_FILE)
+    tracker.log_artifact(out_dir / store.METADATA_FILE)

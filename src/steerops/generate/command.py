@@ -1,7 +1,7 @@
 """`steerops generate`: complete a trait's positive and negative prompts with a model variant.
 
-Writes `responses.jsonl` (one row per completion, see docs/internals.md) and `summary.json`
-under `paths.responses_dir`. Optional vetting scores every completion with the configured
+Writes `responses.jsonl` (one row per completion) and `summary.json` under
+`generate.store.responses_dir`. Optional vetting scores every completion with the configured
 judge and marks it `kept`: positives with trait >= `positive_min`, negatives with trait <=
 `negative_max`. With `paired_filter`, positive and negative prompt lists are paired by
 position (equal lengths required) and a (source_index, rollout) pair is kept only if both
@@ -16,15 +16,20 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
-from steerops.cli import add_common, add_override, csv_list, load_params_for, stage_parser
+from steerops.cli import add_common, add_override, add_overrides, load_params_for, stage_parser
 from steerops.errors import SteeropsError
-from steerops.io import read_json, read_jsonl, text_md5, write_json, write_jsonl
-from steerops.paths import responses_dir
+from steerops.generate.store import (
+    POLARITIES,
+    RESPONSES_FILE,
+    SUMMARY_FILE,
+    previous_summary,
+    read_rows,
+    responses_dir,
+    write_responses,
+)
+from steerops.io import text_md5
 from steerops.traits import Trait, load_trait
-
-POLARITIES = ("positive", "negative")
 
 
 def register(subparsers) -> None:
@@ -34,23 +39,9 @@ def register(subparsers) -> None:
         "variant, batched, and optionally keep only completions the judge confirms.",
     )
     add_common(parser)
-    add_override(parser, "--trait", "traits.names", type=csv_list(), metavar="CAT/NAME[,..]",
-                 help="trait(s) to complete (default: traits.names)")
-    add_override(parser, "--variant", "generate.variant", metavar="NAME",
-                 help="model variant from `models`")
-    add_override(parser, "--max-new-tokens", "generate.max_new_tokens", type=_int_or_auto,
-                 metavar="N|auto", help="tokens per response; auto = from extraction.positions")
-    add_override(parser, "--temperature", "generate.temperature", type=float, metavar="T",
-                 help="sampling temperature; 0 = greedy")
-    add_override(parser, "--rollouts", "generate.rollouts", type=int, metavar="N",
-                 help="completions per prompt")
-    add_override(parser, "--batch-size", "generate.batch_size", type=int, metavar="N",
-                 help="prompts per generate batch")
-    add_override(parser, "--vet", "generate.vet", action=argparse.BooleanOptionalAction,
-                 help="score completions with the judge and mark which are kept")
-    add_override(parser, "--paired-filter", "generate.paired_filter",
-                 action=argparse.BooleanOptionalAction,
-                 help="keep a prompt pair only if both completions pass vetting")
+    add_override(parser, "--trait", "traits.names")
+    add_overrides(parser, "generate",
+                  "variant max_new_tokens temperature rollouts batch_size vet paired_filter")
     parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
     parser.set_defaults(func=run)
 
@@ -88,7 +79,6 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
     trait = load_trait(params.path(params.traits.root), name)
     _check_pairing(cfg, trait)
     folder = responses_dir(params.out, name, cfg.variant)
-    rows_file, summary_file = folder / "responses.jsonl", folder / "summary.json"
     gen = _generation_settings(params, trait)
     gen_hash = text_md5(json.dumps(gen, sort_keys=True))
     judge = None
@@ -101,7 +91,7 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
            "paired_filter": cfg.paired_filter}
     vet_hash = text_md5(json.dumps(vet, sort_keys=True))
 
-    old = _previous_summary(summary_file, rows_file) if not force else None
+    old = previous_summary(folder) if not force else None
     if old and old["generation_hash"] == gen_hash and old.get("vetting_hash") == vet_hash:
         if progress:
             print(f"{name} [{cfg.variant}]: up to date (--force regenerates)")
@@ -113,7 +103,7 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
                inputs={"trait": trait.path},
                tags={"steerops.trait": name, "steerops.variant": cfg.variant}) as tracker:
         if old and old["generation_hash"] == gen_hash:
-            rows, timing = read_jsonl(rows_file), old["timing"]
+            rows, timing = read_rows(folder), old["timing"]
         else:
             rows, timing = _complete(params, trait, gen, progress)
         if judge is not None:
@@ -123,12 +113,11 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
                 row.update(kept=True, trait=None, coherence=None)
         summary = _summarize(trait, cfg.variant, gen, vet, rows, timing)
         summary.update(generation_hash=gen_hash, vetting_hash=vet_hash)
-        write_jsonl(rows_file, rows)
-        write_json(summary_file, summary)
+        write_responses(folder, rows, summary)
         tracker.log_params({"trait": name, "variant": cfg.variant, **gen, **vet})
         tracker.log_metrics(_metrics(summary))
-        tracker.log_artifact(summary_file)
-        tracker.log_artifact(rows_file)
+        tracker.log_artifact(folder / SUMMARY_FILE)
+        tracker.log_artifact(folder / RESPONSES_FILE)
     return summary
 
 
@@ -223,16 +212,6 @@ def _mean(values: list[float | None]) -> float | None:
     return round(sum(known) / len(known), 4) if known else None
 
 
-def _previous_summary(summary_file: Path, rows_file: Path) -> dict | None:
-    if not (summary_file.is_file() and rows_file.is_file()):
-        return None
-    try:
-        old = read_json(summary_file)
-    except (OSError, ValueError):
-        return None
-    return old if isinstance(old, dict) and "generation_hash" in old else None
-
-
 def _check_pairing(cfg, trait: Trait) -> None:
     if cfg.vet and cfg.paired_filter and len(trait.positive) != len(trait.negative):
         raise SteeropsError(
@@ -240,11 +219,3 @@ def _check_pairing(cfg, trait: Trait) -> None:
             f"but {len(trait.negative)} negative prompts; pairing needs equal counts"
         )
 
-
-def _int_or_auto(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from steerops.errors import SteeropsError
+from steerops.specs import COMPONENTS
 
 # model_type -> (dotted path of blocks from the top model, attn_out submodule, mlp_out submodule)
 ARCHITECTURES: dict[str, tuple[str, str, str]] = {
@@ -30,7 +31,7 @@ ARCHITECTURES: dict[str, tuple[str, str, str]] = {
     "gpt_neox": ("gpt_neox.layers", "attention", "mlp"),
 }
 
-COMPONENTS = ("residual", "attn_out", "mlp_out")
+
 
 
 @dataclass(frozen=True)

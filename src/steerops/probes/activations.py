@@ -7,15 +7,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from safetensors import safe_open
 
 from steerops.errors import SteeropsError
-from steerops.io import read_json, text_md5
-from steerops.paths import task_activations_dir
-from steerops.specs import parse_layers, parse_position
-
-ACTIVATIONS = "activations.safetensors"
-METADATA = "metadata.json"
+from steerops.extract import store
+from steerops.extract.store import is_complete, read_metadata, stored_layers
+from steerops.io import text_md5
 
 
 def tasks_name(params) -> str:
@@ -24,13 +20,8 @@ def tasks_name(params) -> str:
 
 def condition_dir(params, condition_id: str) -> Path:
     probes = params.probes
-    return task_activations_dir(params.out, tasks_name(params), probes.variant,
-                                parse_position(probes.position).text, probes.component,
-                                condition_id)
-
-
-def is_complete(folder: Path) -> bool:
-    return (folder / ACTIVATIONS).is_file() and (folder / METADATA).is_file()
+    return store.task_activations_dir(params.out, tasks_name(params), probes.variant,
+                                      probes.position, probes.component, condition_id)
 
 
 def tasks_digest(tasks) -> str:
@@ -44,7 +35,7 @@ def is_fresh(params, folder: Path, digest: str, system_prompt: str | None,
     and (at least) these layers (None: params' probes.layers), so no model load is needed."""
     if not is_complete(folder):
         return False
-    meta = read_json(folder / METADATA)
+    meta = read_metadata(folder)
     spec = params.variant(params.probes.variant)
     model = meta.get("model") or {}
     if (meta.get("source_hash") != digest
@@ -75,11 +66,9 @@ def ensure_conditions(params, conditions: list[tuple[str, str | None]],
     from steerops.models import load_model
 
     loaded = load_model(params, probes.variant)
-    wanted = layers if layers is not None else parse_layers(probes.layers,
-                                                           loaded.layout.num_layers)
+    wanted = layers if layers is not None else probes.layers.resolve(loaded.layout.num_layers)
     extract_tasks(params, loaded, tasks, tasks_name(params),
-                  [Condition(cid, prompt) for cid, prompt in stale],
-                  parse_position(probes.position).text, wanted,
+                  [Condition(cid, prompt) for cid, prompt in stale], probes.position, wanted,
                   component=probes.component, tracker=tracker)
     for cid, prompt in stale:
         if not is_fresh(params, dirs[cid], digest, prompt, wanted):
@@ -88,18 +77,14 @@ def ensure_conditions(params, conditions: list[tuple[str, str | None]],
     return dirs
 
 
-def stored_layers(folder: Path) -> list[int]:
-    with safe_open(str(folder / ACTIVATIONS), framework="pt") as f:
-        return sorted(int(k.split("_", 1)[1]) for k in f.keys() if k.startswith("layer_"))
-
-
 def read_task_ids(folder: Path, layers: list[int]) -> tuple[list[str], dict]:
     """(task ids in row order, metadata), after checking that `layers` are stored."""
-    metadata = read_json(folder / METADATA)
+    metadata = read_metadata(folder)
     have = stored_layers(folder)
     missing = [layer for layer in layers if layer not in have]
     if missing:
-        raise SteeropsError(f"probes.layers: layer {missing[0]} not in {folder / ACTIVATIONS} "
+        raise SteeropsError(f"probes.layers: layer {missing[0]} not in "
+                            f"{folder / store.TENSORS_FILE} "
                             f"(stored: {have}); delete that folder to re-extract")
     return [str(t) for t in metadata.get("task_ids", [])], metadata
 
@@ -107,11 +92,10 @@ def read_task_ids(folder: Path, layers: list[int]) -> tuple[list[str], dict]:
 def read_layer(folder: Path, layer: int, n_rows: int) -> np.ndarray:
     """One layer as [n_tasks, hidden] float64 (one at a time: all layers of a large model
     and task set do not fit in memory together)."""
-    with safe_open(str(folder / ACTIVATIONS), framework="pt") as f:
-        matrix = f.get_tensor(f"layer_{layer}").float().numpy().astype(np.float64)
+    matrix = store.read_layer(folder, layer).numpy().astype(np.float64)
     if matrix.shape[0] != n_rows:
-        raise SteeropsError(f"{folder / METADATA}: {n_rows} task_ids for {matrix.shape[0]} "
-                            "activation rows")
+        raise SteeropsError(f"{folder / store.METADATA_FILE}: {n_rows} task_ids for "
+                            f"{matrix.shape[0]} activation rows")
     return matrix
 
 
@@ -124,9 +108,8 @@ def load_condition(folder: Path, layers: list[int]) -> tuple[list[str], dict[int
 
 def select_layers(params, folder: Path) -> list[int]:
     """The params' layer spec, resolved against the model depth stored with activations."""
-    metadata = read_json(folder / METADATA)
-    depth = metadata.get("num_layers")
+    depth = read_metadata(folder).get("num_layers")
     if depth is None:  # fall back to what is stored
-        return stored_layers(folder) if params.probes.layers == "all" else \
-            parse_layers(params.probes.layers, max(stored_layers(folder)) + 1)
-    return parse_layers(params.probes.layers, int(depth))
+        return stored_layers(folder) if params.probes.layers.text == "all" else \
+            params.probes.layers.resolve(max(stored_layers(folder)) + 1)
+    return params.probes.layers.resolve(int(depth))

@@ -16,23 +16,19 @@ import argparse
 import json
 from pathlib import Path
 
-from steerops.cli import add_common, add_override, csv_list, load_params_for, stage_parser
-
-
-def _abs(text: str) -> str:
-    return str(Path(text).resolve())
+from steerops.cli import (
+    abs_path,
+    add_common,
+    add_override,
+    add_overrides,
+    load_params_for,
+    stage_parser,
+)
 
 
 def _selection_flags(parser: argparse.ArgumentParser) -> None:
-    add_override(parser, "--tasks", "probes.tasks", type=_abs, metavar="FILE",
-                 help="task set JSONL (default: probes.tasks)")
-    add_override(parser, "--tasks-name", "probes.tasks_name", metavar="NAME",
-                 help="task-set name in output paths (default: the tasks file's stem)")
-    add_override(parser, "--variant", "probes.variant", metavar="NAME", help="model variant")
-    add_override(parser, "--position", "probes.position", metavar="SPEC",
-                 help="token position, e.g. 'prompt[-1]'")
-    add_override(parser, "--component", "probes.component",
-                 choices=["residual", "attn_out", "mlp_out"], help="activation component")
+    add_overrides(parser, "probes", "tasks", type=abs_path)
+    add_overrides(parser, "probes", "tasks_name variant position component")
 
 
 def register(subparsers) -> None:
@@ -44,50 +40,28 @@ def register(subparsers) -> None:
     train = sub.add_parser("train", help="ridge probes per layer (alpha sweep + held-out r)")
     add_common(train)
     _selection_flags(train)
-    add_override(train, "--scores", "probes.scores", type=_abs, metavar="CSV",
-                 help="task_id,mu[,sigma] (default: probes.scores)")
-    add_override(train, "--layers", "probes.layers", metavar="SPEC", help="e.g. all, 5-20")
-    add_override(train, "--condition", "probes.condition", metavar="ID",
-                 help="activation condition to train on (default: probes.condition)")
-    add_override(train, "--alphas", "probes.alphas", type=csv_list(float), metavar="A1,A2")
-    add_override(train, "--heldout-fraction", "probes.heldout_fraction", type=float,
-                 metavar="F", help="share held out, halved into sweep and final parts")
-    add_override(train, "--cv-folds", "probes.cv_folds", type=int, metavar="K",
-                 help="k-fold CV instead of the sweep/final hold-out")
-    add_override(train, "--split-seed", "probes.split_seed", type=int, metavar="N",
-                 help="seed of the task split (default: seed)")
+    add_overrides(train, "probes", "scores comparisons confounds", type=abs_path)
+    add_overrides(train, "probes", "layers condition alphas heldout_fraction cv_folds "
+                  "split_seed")
     add_override(train, "--no-standardize", "probes.standardize", action="store_const",
-                 const=False, help="ridge on raw activations")
-    add_override(train, "--comparisons", "probes.comparisons", type=_abs, metavar="JSONL",
-                 help="pairwise choices for held-out pairwise accuracy")
-    add_override(train, "--confounds", "probes.confounds", type=_abs, metavar="CSV",
-                 help="task_id + categorical columns to regress out of the scores")
+                 const=False)
     train.set_defaults(func=run_train)
 
     thurstonian = sub.add_parser("thurstonian", help="fit utilities from pairwise choices")
     add_common(thurstonian)
-    thurstonian.add_argument("--comparisons", required=True, type=_abs, metavar="JSONL",
+    thurstonian.add_argument("--comparisons", required=True, type=abs_path, metavar="JSONL",
                              help="rows {task_a, task_b, winner}")
-    thurstonian.add_argument("--out-csv", required=True, type=_abs, metavar="CSV",
+    thurstonian.add_argument("--out-csv", required=True, type=abs_path, metavar="CSV",
                              help="where to write task_id,mu,sigma (+ a .fit.json summary)")
-    add_override(thurstonian, "--prior-mu", "probes.prior_mu", type=float, metavar="SD")
-    add_override(thurstonian, "--prior-log-sigma", "probes.prior_log_sigma", type=float,
-                 metavar="SD")
+    add_overrides(thurstonian, "probes", "prior_mu prior_log_sigma")
     thurstonian.set_defaults(func=run_thurstonian)
 
     ood = sub.add_parser("ood", help="probe deltas vs behavioural deltas under conditions")
     add_common(ood)
     _selection_flags(ood)
-    add_override(ood, "--conditions", "probes.ood.conditions", type=_abs, metavar="JSON")
-    add_override(ood, "--rates", "probes.ood.rates", type=_abs, metavar="CSV",
-                 help="condition_id,task_id,rate (baseline included)")
-    add_override(ood, "--probe-run", "probes.ood.probe_run", type=_abs, metavar="DIR",
-                 help="probe run dir (default: the latest run)")
-    add_override(ood, "--layer", "probes.ood.layer", type=int, metavar="L",
-                 help="probe layer (default: the run's best layer)")
-    add_override(ood, "--permutations", "probes.ood.permutations", type=int, metavar="N")
-    add_override(ood, "--top-k", "probes.ood.top_k", type=int, metavar="K")
-    ood.add_argument("--ood-out", type=_abs, metavar="DIR", default=None,
+    add_overrides(ood, "probes.ood", "conditions rates probe_run", type=abs_path)
+    add_overrides(ood, "probes.ood", "layer permutations top_k")
+    ood.add_argument("--ood-out", type=abs_path, metavar="DIR", default=None,
                      help="output folder (default: <out>/ood/<tasks>/<variant>/<position>/"
                      "<conditions file stem>)")
     ood.set_defaults(func=run_ood)
@@ -95,9 +69,8 @@ def register(subparsers) -> None:
     toy = sub.add_parser("toy-data", help="write the toy world's probe tasks, scores, "
                          "comparisons, conditions and rates")
     toy.add_argument("--params", default=None, metavar="FILE")
-    add_override(toy, "--toy", "paths.toy", type=_abs, metavar="DIR",
-                 help="toy world folder (default: paths.toy)")
-    add_override(toy, "--seed", "seed", type=int, metavar="N")
+    add_override(toy, "--toy", "paths.toy", type=abs_path, metavar="DIR")
+    add_override(toy, "--seed", "seed")
     toy.set_defaults(func=run_toy_data)
 
 

@@ -20,14 +20,13 @@ from steerops.probes.data import read_conditions, read_rates
 from steerops.probes.ood import analyse
 from steerops.probes.ood_report import markdown, scatter
 from steerops.probes.store import load_probe, ood_dir, probes_root, resolve_run
-from steerops.specs import parse_position
 from steerops.tracking import track
 
 
 def _check_probe_matches(params, manifest: dict, run_dir: Path) -> None:
     config, probes = manifest["config"], params.probes
     wanted = {"variant": probes.variant, "component": probes.component,
-              "position": parse_position(probes.position).text}
+              "position": probes.position.text}
     for key, value in wanted.items():
         if config.get(key) != value:
             raise SteeropsError(f"probes.{key}: {value!r} but probe run {run_dir.name} was "
@@ -52,7 +51,7 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
     if baseline.id not in rates:
         raise SteeropsError(f"{rates_path}: no rates for the baseline condition {baseline.id!r}")
     root = probes_root(params.out, tasks_name(params), params.probes.variant,
-                       parse_position(params.probes.position).text)
+                       params.probes.position.text)
     run_dir = resolve_run(root, ood.probe_run)
     weight, bias, layer, manifest = load_probe(run_dir, ood.layer)
     _check_probe_matches(params, manifest, run_dir)
@@ -101,7 +100,7 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
                   ood.top_k, roles),
     }
     out_dir = out_dir or ood_dir(params.out, tasks_name(params), params.probes.variant,
-                                 parse_position(params.probes.position).text,
+                                 params.probes.position.text,
                                  conditions_path.stem)
     _write_outputs(out_dir, result, conditions, tasks, probe_delta, behaviour_delta)
     with track(params, "probe-ood", f"probe-ood-{conditions_path.stem}",

@@ -37,7 +37,7 @@ from steerops.io import (
     write_json,
     write_jsonl,
 )
-from steerops.paths import position_slug
+from steerops.specs import position_slug
 
 WEIGHTS = "probes.safetensors"
 MANIFEST = "manifest.json"

@@ -13,12 +13,10 @@ import numpy as np
 from tqdm import tqdm
 
 from steerops.errors import SteeropsError
+from steerops.extract.store import METADATA_FILE, TENSORS_FILE
 from steerops.io import file_md5, read_json
-from steerops.paths import position_slug
 from steerops.probes import ridge
 from steerops.probes.activations import (
-    ACTIVATIONS,
-    METADATA,
     ensure_conditions,
     read_layer,
     read_task_ids,
@@ -36,7 +34,7 @@ from steerops.probes.store import (
     run_key,
     write_run,
 )
-from steerops.specs import parse_position
+from steerops.specs import position_slug
 from steerops.tracking import track
 
 
@@ -48,8 +46,8 @@ def _inputs(params, act_dir: Path) -> dict[str, dict]:
     """Input files with their hashes. Activations are identified by their metadata (model,
     tasks, condition) plus the tensor file's size: hashing many GB per run would be slow."""
     probes = params.probes
-    inputs = {"activations": {"path": str(act_dir), "md5": file_md5(act_dir / METADATA),
-                              "bytes": (act_dir / ACTIVATIONS).stat().st_size}}
+    inputs = {"activations": {"path": str(act_dir), "md5": file_md5(act_dir / METADATA_FILE),
+                              "bytes": (act_dir / TENSORS_FILE).stat().st_size}}
     for name in ("scores", "comparisons", "confounds"):
         value = getattr(probes, name)
         if value:
@@ -63,7 +61,7 @@ def _config(params, layers: list[int]) -> dict:
     spec = params.variant(probes.variant)
     return {
         "tasks_name": tasks_name(params), "variant": probes.variant, "model": spec.id,
-        "revision": spec.revision, "position": parse_position(probes.position).text,
+        "revision": spec.revision, "position": probes.position.text,
         "component": probes.component, "condition": probes.condition, "layers": layers,
         "alphas": list(probes.alphas), "standardize": probes.standardize,
         "protocol": "cv" if probes.cv_folds else "holdout",
@@ -103,7 +101,7 @@ def _fit_layer(x: np.ndarray, y: np.ndarray, config: dict) -> ridge.ProbeFit:
 def train(params) -> tuple[Path, dict, bool]:
     """Train (or reuse) the probe run for params; returns (run dir, manifest, reused)."""
     probes = params.probes
-    position = parse_position(probes.position).text
+    position = probes.position.text
     root = probes_root(params.out, tasks_name(params), probes.variant, position)
     scores_path = _input(params, "scores")
     raw_scores = {t: mu for t, (mu, _) in read_scores(scores_path).items()}
@@ -164,7 +162,7 @@ def train(params) -> tuple[Path, dict, bool]:
         "weights": "probes.safetensors",
         "note": "best_layer is chosen by sweep_r; final_r is scored on tasks that chose nothing",
     }
-    tracked = {"activations_metadata": act_dir / METADATA, "scores": scores_path}
+    tracked = {"activations_metadata": act_dir / METADATA_FILE, "scores": scores_path}
     tracked.update({k: Path(v["path"]) for k, v in inputs.items()
                     if k in ("comparisons", "confounds")})
     with track(params, "probe", f"probe-train-{config['tasks_name']}-{position_slug(position)}",

@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steerops.cli import add_common, add_override, load_params_for, stage_parser
+from steerops.cli import (
+    abs_path,
+    add_common,
+    add_override,
+    add_overrides,
+    load_params_for,
+    stage_parser,
+)
 from steerops.errors import SteeropsError
 from steerops.io import write_json, write_text
 from steerops.report import plots, predict, tables
@@ -22,10 +29,8 @@ def register(subparsers) -> None:
         "and coefficient prediction, computed from the results files under the outputs root.",
     )
     add_common(parser)
-    add_override(parser, "--report-dir", "report.out", metavar="DIR",
-                 type=lambda s: str(Path(s).resolve()), help="where to write the report")
-    add_override(parser, "--min-coherence", "report.min_coherence", type=float,
-                 help="coherence threshold for a config to count")
+    add_override(parser, "--report-dir", "report.out", type=abs_path)
+    add_overrides(parser, "report", "min_coherence")
     parser.set_defaults(func=run)
 
 

@@ -3,13 +3,15 @@ activation properties the coefficient predictor uses."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-from steerops import paths
-from steerops.io import read_json
+from steerops.calibration.store import stored_global_dims
+from steerops.extract.store import activations_dir, is_complete
+from steerops.extract.store import read_layer as read_activations
+from steerops.search.store import best_row, searches
+from steerops.steering.store import CSV_FILE
+from steerops.vectors.store import is_stored, load_vectors, vectors_dir
 
 COLUMNS = ["model", "trait", "variant", "vector_variant", "position", "component", "method",
            "layer", "coefficient", "weight", "trait_mean", "coherence_mean", "trait_delta", "n",
@@ -24,13 +26,12 @@ def load_results(params) -> pd.DataFrame:
     `negative`, a drop of the trait is a positive delta, so "best" means the same everywhere
     in the report."""
     frames = []
-    for csv in sorted((params.out / "steering").rglob("results.csv")):
+    for csv in sorted((params.out / "steering").rglob(CSV_FILE)):
         frames.append(pd.read_csv(csv).assign(source="grid"))
-    for csv in sorted((params.out / "search").rglob("trials.csv")):
-        trials = pd.read_csv(csv)
-        meta_file = csv.parent / "best.json"
-        if meta_file.exists() and not trials.empty:
-            frames.append(_search_frame(trials, read_json(meta_file)))
+    for trials_csv, best in searches(params.out):
+        trials = pd.read_csv(trials_csv)
+        if not trials.empty:
+            frames.append(_search_frame(trials, best))
     if not frames:
         return pd.DataFrame(columns=COLUMNS)
     frame = pd.concat(frames, ignore_index=True)
@@ -58,10 +59,7 @@ SEARCH_COLUMNS = ["model", "trait", "position", "method", "feasible", "layer", "
 def load_search_summaries(params) -> pd.DataFrame:
     """One row per search study (`best.json`): the chosen config, its trait delta and
     coherence on the search half, and on the held-out half it never saw."""
-    from steerops.search.results import best_row
-
-    rows = [best_row(read_json(path))
-            for path in sorted((params.out / "search").rglob("best.json"))]
+    rows = [best_row(best) for _, best in searches(params.out)]
     for row in rows:
         row["model"] = _model_id(params, row["variant"])
     frame = pd.DataFrame(rows, columns=SEARCH_COLUMNS)
@@ -80,9 +78,8 @@ def _model_id(params, variant: str) -> str:
 def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     """Per best config: the layer's activation norm with and without the calibrated massive
     dims and the projection of the mean activation on the vector."""
-    from steerops.io import load_tensors
-
     rows = []
+    dims = stored_global_dims(params.out, params.cleaning.calibration_variant)
     for _, best in table.iterrows():
         src = frame[(frame["trait"] == best["trait"]) & (frame["method"] == best["method"])
                     & (frame["position"] == best["position"])].iloc[0]
@@ -90,15 +87,13 @@ def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.Data
         feats = {"model": best["model"], "method": best["method"], "position": best["position"],
                  "layer": layer, "coefficient": best["coefficient"], "weight": abs(best["weight"]),
                  "layer_norm": np.nan, "layer_norm_clean": np.nan, "abs_mean_proj": np.nan}
-        acts_dir = paths.activations_dir(params.out, src["trait"], src["vector_variant"],
-                                         src["position"], src["component"])
-        vec_dir = paths.vectors_dir(params.out, src["trait"], src["vector_variant"],
-                                    src["position"], src["component"], src["method"])
-        acts_file, vec_file = acts_dir / "activations.safetensors", vec_dir / "vectors.safetensors"
-        if acts_file.exists() and vec_file.exists():
-            acts = load_tensors(acts_file)[f"layer_{layer}"].float()
-            vec = load_tensors(vec_file)[f"layer_{layer}"].float()
-            dims = _global_dims(params)
+        acts_dir = activations_dir(params.out, src["trait"], src["vector_variant"],
+                                   src["position"], src["component"])
+        vec_dir = vectors_dir(params.out, src["trait"], src["vector_variant"], src["position"],
+                              src["component"], src["method"])
+        if is_complete(acts_dir) and is_stored(vec_dir):
+            acts = read_activations(acts_dir, layer)
+            vec = load_vectors(vec_dir)[0][layer]
             clean = acts.clone()
             if dims:
                 clean[:, [d for d in dims if d < clean.shape[1]]] = 0
@@ -108,9 +103,3 @@ def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.Data
         rows.append(feats)
     return pd.DataFrame(rows)
 
-
-def _global_dims(params) -> list[int]:
-    file = paths.calibration_file(params.out, params.cleaning.calibration_variant)
-    if not Path(file).exists():
-        return []
-    return [int(d) for d in read_json(file)["aggregate"]["global_dims"]]

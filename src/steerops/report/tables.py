@@ -138,7 +138,7 @@ def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame
 def _base(method: str) -> str:
     """The registered method a (possibly cleaned) method name builds on."""
     from steerops.errors import SteeropsError
-    from steerops.vectors.names import parse_method
+    from steerops.specs import parse_method
 
     try:
         return parse_method(method).base

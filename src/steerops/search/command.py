@@ -9,7 +9,8 @@ database (default: sqlite optuna.db next to the params file, absolute so DVC exp
 workspaces share it); several processes on one study split the work, and a rerun resumes.
 Writes trials.csv, best.json, best.csv, search.png and heldout_responses.jsonl under
 search_dir(out, trait, variant, position, component, method), and gathers every study's
-outcome into metrics/search.json (DVC metrics).
+outcome into metrics/search.json (DVC metrics). Without --method/--position, one study runs
+per cell of search.methods x search.positions (empty: the steering grid's lists).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from steerops.cli import add_common, add_override, csv_list, load_params_for, stage_parser
+from steerops.cli import add_common, add_override, add_overrides, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 
 
@@ -26,61 +27,33 @@ def register(subparsers) -> None:
         subparsers, "search",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(parser)
-    add_override(parser, "--trait", "traits.names", type=csv_list(), metavar="CAT/NAME[,..]",
-                 help="trait(s) to search, one study each (default: traits.names)")
-    add_override(parser, "--method", "steering.method", metavar="M")
-    add_override(parser, "--position", "steering.position", metavar="SPEC",
-                 help="position the vectors were extracted at, e.g. prompt[-1]")
-    add_override(parser, "--component", "steering.component",
-                 choices=["residual", "attn_out", "mlp_out"])
-    add_override(parser, "--variant", "steering.variant", metavar="NAME",
-                 help="model variant to steer")
-    add_override(parser, "--vector-variant", "steering.vector_variant", metavar="NAME",
-                 help="model variant the vectors were extracted on")
-    add_override(parser, "--coefficient-unit", "steering.coefficient_unit",
-                 choices=["norm", "absolute"],
-                 help="unit of --coef-min/--coef-max: x the layer's mean norm, or raw weight")
-    add_override(parser, "--layers", "search.layers", metavar="SPEC",
-                 help="layers searched (categorical when several; default steering.layers)")
-    add_override(parser, "--direction", "steering.direction", choices=["positive", "negative"])
-    add_override(parser, "--min-coherence", "search.min_coherence", type=float, metavar="C",
-                 help="a trial is feasible if its coherence is at least this (0-100)")
-    add_override(parser, "--trials", "search.trials", type=int, metavar="N",
-                 help="completed search trials the study should hold")
-    add_override(parser, "--batch", "search.batch", type=int, metavar="K",
-                 help="trials asked and evaluated in one batched generation")
-    add_override(parser, "--sampler", "search.sampler", choices=["gp", "tpe"])
-    add_override(parser, "--seed", "search.seed", type=int, metavar="N",
-                 help="sampler seed (the question split follows params `seed`)")
-    add_override(parser, "--coef-min", "search.coef_min", type=float, metavar="C")
-    add_override(parser, "--coef-max", "search.coef_max", type=float, metavar="C")
-    add_override(parser, "--enqueue", "search.enqueue", type=csv_list(float), metavar="C1,C2",
-                 help="coefficients evaluated first (at every searched layer)")
-    add_override(parser, "--known-results", "search.known_results", metavar="JSONL",
-                 help="steering results log whose matching configs become trials")
+    add_override(parser, "--trait", "traits.names")
+    add_override(parser, "--method", "search.methods")
+    add_override(parser, "--position", "search.positions")
+    add_overrides(parser, "steering", "component variant vector_variant coefficient_unit "
+                  "direction max_new_tokens")
+    add_overrides(parser, "search", "layers min_coherence trials batch sampler seed coef_min "
+                  "coef_max enqueue known_results storage study")
     add_override(parser, "--no-known", "search.import_known", action="store_const",
                  const=False, help="do not import known results as trials")
-    add_override(parser, "--storage", "search.storage", metavar="URL",
-                 help="SQLAlchemy URL of the study database (sqlite, postgresql, mysql)")
-    add_override(parser, "--study", "search.study", metavar="NAME")
-    add_override(parser, "--max-new-tokens", "steering.max_new_tokens", type=int, metavar="N")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
-    from steerops.grid import grid_cells
     from steerops.search.runner import search_trait
+    from steerops.search.store import write_search_summary
+    from steerops.steering.configs import grid_cells
 
     params = load_params_for(args)
-    cells = list(grid_cells(params, args, params.search.methods, params.search.positions))
-    if params.search.study and len(cells) * len(params.traits.names) > 1:
+    cfg = params.search
+    cells = grid_cells(cfg.methods or params.steering.methods,
+                       cfg.positions or params.steering.positions)
+    if cfg.study and len(cells) * len(params.traits.names) > 1:
         raise SteeropsError("search.study: one study name cannot serve several traits, "
                             "methods or positions; pass one --trait, --method and --position")
-    from steerops.summary import write_search_summary
-
-    for cell in cells:
-        for trait in cell.traits.names:
-            best = search_trait(cell, trait, progress=sys.stderr.isatty())
+    for method, position in cells:
+        for trait in params.traits.names:
+            best = search_trait(params, trait, method, position, progress=sys.stderr.isatty())
             print(summary_line(best))
     write_search_summary(params)
 

@@ -7,11 +7,10 @@ questions the search never saw gives an honest number next to the search's own.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 from steerops.errors import SteeropsError
-from steerops.io import write_jsonl
-from steerops.search.loop import make_config, signed_delta
+from steerops.search.loop import signed_delta
+from steerops.steering.configs import Config
 
 
 def split_questions(questions: list[str], heldout_fraction: float,
@@ -30,11 +29,10 @@ def split_questions(questions: list[str], heldout_fraction: float,
     return search, heldout
 
 
-def evaluate_heldout(evaluator, source, layer: int, coefficient: float, weight: float,
-                     direction: str) -> dict:
+def evaluate_heldout(evaluator, config: Config, direction: str) -> dict:
     """Baseline and the chosen config on the evaluator's (held-out) questions."""
     base = evaluator.baseline()
-    [result] = evaluator.evaluate([make_config(source, layer, coefficient, weight)])
+    [result] = evaluator.evaluate([config])
     delta = None if base.trait_mean is None else signed_delta(result.trait_mean,
                                                               base.trait_mean, direction)
     n = len(evaluator.questions)
@@ -48,7 +46,3 @@ def evaluate_heldout(evaluator, source, layer: int, coefficient: float, weight: 
         "responses": list(result.responses),
     }
 
-
-def write_heldout_responses(path: Path, held: dict) -> None:
-    """The chosen config's held-out responses (empty when served from the results log)."""
-    write_jsonl(path, held["responses"])

@@ -28,7 +28,7 @@ def load_known(path: Path, settings_hash: str, method: str, position: str, compo
                layers: list[int], vector_files: dict[str, str] | None = None,
                required: bool = False) -> list[KnownResult]:
     """The comparable results in a results log (none if it does not exist, unless required)."""
-    from steerops.steering.results import ResultsLog
+    from steerops.steering.store import ResultsLog
 
     path = Path(path)
     if not path.is_file():

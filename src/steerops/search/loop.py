@@ -1,7 +1,8 @@
 """The batched ask-evaluate-tell loop: K trials, one steered generation, K results.
 
-The evaluator is anything with `weight_for`, `baseline()`, `evaluate(configs)` and
-`questions` (the steering engine's `SteeringEvaluator`, or a stand-in in tests). The loop
+The evaluator is anything with `baseline()`, `evaluate(configs)` and `questions` (the
+steering `SteeringEvaluator`, or a stand-in in tests): the same calls the steering grid
+makes, with configs in the user's units (the results carry the weights). The loop
 runs until the study holds `target` completed search trials, whoever evaluated them: with
 several workers it waits while the last slots are being evaluated elsewhere, and picks up
 trials re-queued from dead workers.
@@ -18,13 +19,7 @@ from tqdm.auto import tqdm
 from steerops.errors import SteeropsError
 from steerops.search.known import KnownResult
 from steerops.search.study import Proposal, SearchStudy
-
-
-@dataclass(frozen=True)
-class VectorSource:
-    method: str
-    position: str
-    component: str
+from steerops.steering.configs import Config, VectorSource
 
 
 @dataclass
@@ -40,14 +35,6 @@ def signed_delta(trait: float | None, baseline: float, direction: str) -> float 
     if trait is None:
         return None
     return trait - baseline if direction == "positive" else baseline - trait
-
-
-def make_config(source: VectorSource, layer: int, coefficient: float, weight: float):
-    from steerops.steering.evaluate import ConfigSpec, VectorRef
-
-    ref = VectorRef(layer=layer, component=source.component, position=source.position,
-                    method=source.method, weight=weight)
-    return ConfigSpec(vectors=(ref,), coefficient=coefficient)
 
 
 def run_search(study: SearchStudy, evaluator, source: VectorSource, target: int, batch: int,
@@ -95,16 +82,14 @@ def _evaluate_batch(study: SearchStudy, evaluator, source: VectorSource,
                     proposals: list[Proposal], direction: str, stats: LoopStats,
                     tracker) -> None:
     try:
-        weights = [evaluator.weight_for(source.method, source.position, source.component,
-                                        p.layer, p.coefficient) for p in proposals]
-        configs = [make_config(source, p.layer, p.coefficient, w)
-                   for p, w in zip(proposals, weights, strict=True)]
+        configs = [Config.single(source, p.layer, p.coefficient) for p in proposals]
         with study.keep_alive(proposals):
             results = evaluator.evaluate(configs)
     except BaseException:
         study.abandon(proposals)  # re-queued: the next run evaluates them first
         raise
-    for p, w, result in zip(proposals, weights, results, strict=True):
+    for p, result in zip(proposals, results, strict=True):
+        (w,) = result.weights
         # rows generated for this trial: none when the results log already had the config
         rows = 0 if getattr(result, "cached", False) else len(evaluator.questions)
         stats.rows += rows

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from steerops.errors import SteeropsError
 from steerops.io import text_md5
-from steerops.search.loop import LoopStats, VectorSource
+from steerops.search.loop import LoopStats
+from steerops.specs import MethodName, Position
+from steerops.steering.configs import Config, VectorSource
 
 
 @dataclass
@@ -36,75 +38,63 @@ class Plan:
     out_dir: Path
 
 
-def search_trait(params, trait: str, progress: bool = True) -> dict:
-    """Run (or resume) the study for one trait and write its outputs; returns best.json."""
-    from steerops.models.batching import release_memory
-    from steerops.paths import search_dir
+def search_trait(params, trait: str, method: MethodName, position: Position,
+                 progress: bool = True) -> dict:
+    """Run (or resume) the study of one (trait, method, position) and write its outputs;
+    returns best.json. One model load serves the search and the held-out evaluation."""
     from steerops.search.heldout import split_questions
-    from steerops.specs import parse_position
+    from steerops.search.store import search_dir
     from steerops.steering.evaluate import SteeringEvaluator
+    from steerops.steering.session import SteeringSession
     from steerops.tracking import track
-    from steerops.traits import load_trait, trait_dir
+    from steerops.traits import trait_dir
 
-    cfg, st = params.search, params.steering
-    data = load_trait(params.path(params.traits.root), trait, need_prompts=False,
-                      need_questions=True)
-    questions = data.questions[:st.subset] if st.subset else data.questions
+    st = params.steering
+    session = SteeringSession(params, trait, progress=progress)
     # The split follows the experiment's seed, not the sampler's: re-seeding a search must
     # not move questions between the search and held-out parts.
-    search_q, heldout_q = split_questions(questions, cfg.heldout_fraction, params.seed)
-    out_dir = search_dir(params.out, trait, st.variant, parse_position(st.position).text,
-                         st.component, st.method)
+    search_q, heldout_q = split_questions(session.questions, params.search.heldout_fraction,
+                                          params.seed)
+    out_dir = search_dir(params.out, trait, st.variant, position, st.component, method)
     # The search keeps its own results log (and baselines) in its output folder.
-    evaluator = SteeringEvaluator(params, trait, questions=search_q, progress=progress,
-                                  results_dir=out_dir)
-    plan = make_plan(params, evaluator, trait, search_q, heldout_q, out_dir)
+    evaluator = SteeringEvaluator(session, search_q, results_dir=out_dir)
+    plan = make_plan(params, evaluator, VectorSource.of(method, position, st.component),
+                     search_q, heldout_q, out_dir)
     inputs = {"vectors": _vectors_dir(params, plan), "trait": trait_dir(
         params.path(params.traits.root), trait)}
-    tags = {"steerops.trait": trait, "steerops.method": st.method, "optuna.study": plan.study}
+    tags = {"steerops.trait": trait, "steerops.method": method.name, "optuna.study": plan.study}
     with track(params, "search", f"search {plan.study}", inputs=inputs, tags=tags) as tracker:
         study, stats = run_plan(params, plan, evaluator, tracker, progress)
-        del evaluator  # free the model before the held-out evaluator loads its own
-        release_memory()
-        held_eval = SteeringEvaluator(params, trait, questions=heldout_q, progress=progress,
-                                      results_dir=out_dir)
+        held_eval = SteeringEvaluator(session, heldout_q, results_dir=out_dir)
         return finish(params, plan, study, stats, held_eval, tracker)
 
 
-def make_plan(params, evaluator, trait: str, search_q: list[str], heldout_q: list[str],
-              out_dir: Path) -> Plan:
-    from steerops.specs import parse_layers, parse_position
-
+def make_plan(params, evaluator, source: VectorSource, search_q: list[str],
+              heldout_q: list[str], out_dir: Path) -> Plan:
     cfg, st = params.search, params.steering
-    position = parse_position(st.position).text
-    source = VectorSource(st.method, position, st.component)
-    layers = parse_layers(cfg.layers or st.layers, evaluator.loaded.layout.num_layers)
-    vectors, _, _ = evaluator.sources.load(st.method, position, st.component)
-    missing = [layer for layer in layers if layer not in vectors]
-    if missing:  # fail now, naming the layer, not in the middle of the search
-        raise SteeropsError(f"search.layers: no {st.method} vectors at layer(s) {missing} "
-                            f"(have {sorted(vectors)})")
-    for layer in layers:  # and a missing layer norm too
-        evaluator.weight_for(st.method, position, st.component, layer, 1.0)
+    layers = evaluator.session.layers(cfg.layers or st.layers)
+    # fail now, naming the layer (or its missing norm), not in the middle of the search
+    evaluator.check([Config.single(source, layer, cfg.coef_max) for layer in layers])
     min_coherence = st.min_coherence if cfg.min_coherence is None else cfg.min_coherence
     settings = {"settings_hash": evaluator.settings_hash, "layers": layers,
                 "coef_min": cfg.coef_min, "coef_max": cfg.coef_max,
-                "min_coherence": min_coherence, "method": st.method, "position": position,
-                "component": st.component}
+                "min_coherence": min_coherence, "method": source.method,
+                "position": source.position, "component": source.component}
     digest = text_md5(json.dumps(settings, sort_keys=True))[:8]
-    name = cfg.study or ":".join([trait, st.vector_variant, st.method, position, st.component,
-                                  st.variant, st.direction, digest])
+    name = cfg.study or ":".join([evaluator.session.trait, st.vector_variant, source.method,
+                                  source.position, source.component, st.variant, st.direction,
+                                  digest])
     storage = cfg.storage or f"sqlite:///{(params.root / 'optuna.db').resolve()}"
-    return Plan(trait, source, layers, min_coherence, storage, name, settings,
+    return Plan(evaluator.session.trait, source, layers, min_coherence, storage, name, settings,
                 params.seed if cfg.seed is None else cfg.seed, search_q, heldout_q, out_dir)
 
 
 def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
     from steerops.search.known import load_known
-    from steerops.search.loop import make_config, run_search
+    from steerops.search.loop import run_search
     from steerops.search.storage import storage_label
     from steerops.search.study import SearchStudy, Space
-    from steerops.steering.results import RESULTS_FILE
+    from steerops.steering.store import RESULTS_FILE
 
     cfg, st, src = params.search, params.steering, plan.source
     study = SearchStudy(plan.storage, plan.study, Space(cfg.coef_min, cfg.coef_max,
@@ -121,10 +111,10 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
     if cfg.import_known:  # the explicit log, or this search's own and the steer stage's
         logs = [params.path(cfg.known_results)] if cfg.known_results else [
             plan.out_dir / RESULTS_FILE, _steer_results(params, plan)]
-        ref = make_config(src, plan.layers[0], 0.0, 0.0).vectors
+        files = evaluator.vector_files(src)
         for path in logs:
             known += load_known(path, evaluator.settings_hash, src.method, src.position,
-                                src.component, plan.layers, evaluator.sources.file_hashes(ref),
+                                src.component, plan.layers, files,
                                 required=cfg.known_results is not None)
     tracker.log_params({**{k: v for k, v in plan.settings.items() if k != "layers"},
                         "layers": ",".join(map(str, plan.layers)), "study": plan.study,
@@ -138,12 +128,16 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
 
 
 def finish(params, plan: Plan, study, stats: LoopStats, held_eval, tracker) -> dict:
-    from steerops.search.heldout import evaluate_heldout, write_heldout_responses
-    from steerops.search.results import (
-        best_summary,
-        choose_best,
-        plot_search,
+    from steerops.search.heldout import evaluate_heldout
+    from steerops.search.plots import plot_search
+    from steerops.search.results import best_summary, choose_best
+    from steerops.search.store import (
+        BEST_CSV,
+        BEST_FILE,
+        PLOT_FILE,
+        TRIALS_FILE,
         write_best,
+        write_heldout_responses,
         write_trials_csv,
     )
 
@@ -156,14 +150,15 @@ def finish(params, plan: Plan, study, stats: LoopStats, held_eval, tracker) -> d
         print(f"steerops search: warning: no trial reached coherence >= "
               f"{plan.min_coherence:g}; reporting the most coherent trial (coherence "
               f"{chosen.coherence_mean:.1f}) instead", file=sys.stderr)
-    held = evaluate_heldout(held_eval, plan.source, chosen.layer, chosen.coefficient,
-                            chosen.weight, params.steering.direction)
+    held = evaluate_heldout(held_eval, Config.single(plan.source, chosen.layer,
+                                                     chosen.coefficient),
+                            params.steering.direction)
     best = best_summary(params, plan, records, chosen, feasible, stats, held)
     out = plan.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    write_trials_csv(out / "trials.csv", records)
-    write_heldout_responses(out / "heldout_responses.jsonl", held)
-    plot_search(out / "search.png", records, chosen, plan.min_coherence,
+    write_trials_csv(out / TRIALS_FILE, records)
+    write_heldout_responses(out, held)
+    plot_search(out / PLOT_FILE, records, chosen, plan.min_coherence,
                 f"{plan.trait} {plan.source.method} {plan.source.position}")
     write_best(out, best)
     tracker.log_metrics({"search_trait_delta": chosen.trait_delta,
@@ -173,7 +168,7 @@ def finish(params, plan: Plan, study, stats: LoopStats, held_eval, tracker) -> d
                          "feasible": float(feasible), "n_trials": best["n_trials"],
                          "n_generations": best["n_generations"]["total"]})
     tracker.set_tags({"steerops.feasible": feasible})
-    for name in ("best.json", "best.csv", "trials.csv", "search.png"):
+    for name in (BEST_FILE, BEST_CSV, TRIALS_FILE, PLOT_FILE):
         tracker.log_artifact(out / name)
     return best
 
@@ -187,7 +182,7 @@ def startup_trials(given: int | None, trials: int, n_layers: int) -> int:
 
 
 def _vectors_dir(params, plan: Plan) -> Path:
-    from steerops.paths import vectors_dir
+    from steerops.vectors.store import vectors_dir
 
     src = plan.source
     return vectors_dir(params.out, plan.trait, params.steering.vector_variant, src.position,
@@ -195,9 +190,6 @@ def _vectors_dir(params, plan: Plan) -> Path:
 
 
 def _steer_results(params, plan: Plan) -> Path:
-    from steerops.paths import steering_dir
-    from steerops.steering.results import RESULTS_FILE
+    from steerops.steering.store import results_file
 
-    src = plan.source
-    return steering_dir(params.out, plan.trait, params.steering.variant, src.position,
-                        src.component, src.method) / RESULTS_FILE
+    return results_file(params.out, plan.trait, params.steering.variant, plan.source.at(0))

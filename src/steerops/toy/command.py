@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from steerops.cli import add_override, load_params_for, stage_parser
+from steerops.cli import abs_path, add_override, load_params_for, stage_parser
 
 
 def register(subparsers) -> None:
@@ -16,9 +16,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--params", default=None, metavar="FILE",
                         help="experiment params (default: ./params.yaml)")
-    add_override(parser, "--out", "paths.toy", metavar="DIR",
-                 type=lambda s: str(Path(s).resolve()), help="where to build (default: paths.toy)")
-    add_override(parser, "--seed", "seed", type=int, help="world and training seed")
+    add_override(parser, "--out", "paths.toy", metavar="DIR", type=abs_path)
+    add_override(parser, "--seed", "seed")
     parser.set_defaults(func=run)
 
 

@@ -13,14 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from steerops.errors import SteeropsError
-from steerops.io import file_md5, read_json
-from steerops.paths import activations_dir
-
-TENSORS_FILE = "activations.safetensors"
-METADATA_FILE = "metadata.json"
+from steerops.extract import store
+from steerops.io import file_md5
+from steerops.specs import Position
 
 
 @dataclass
@@ -43,36 +40,31 @@ class TraitActivations:
 
     def layer(self, layer: int) -> torch.Tensor:
         """[n_examples, hidden] float32 activations at `layer`."""
-        with safe_open(str(self.directory / TENSORS_FILE), framework="pt") as f:
-            return f.get_tensor(f"layer_{layer}").to(torch.float32)
+        return store.read_layer(self.directory, layer)
 
     def mean_norm(self, layer: int) -> float | None:
         value = (self.metadata.get("mean_norm") or {}).get(str(layer))
         return None if value is None else float(value)
 
 
-def load_activations(params, trait: str, variant: str, position: str,
+def load_activations(out: Path, trait: str, variant: str, position: Position | str,
                      component: str) -> TraitActivations:
-    directory = activations_dir(params.out, trait, variant, position, component)
-    tensors, meta_file = directory / TENSORS_FILE, directory / METADATA_FILE
-    for path in (tensors, meta_file):
-        if not path.is_file():
-            raise SteeropsError(f"activations not found: {path} (run `steerops extract "
-                                f"--trait {trait} --variant {variant} --position "
-                                f"'{position}'` first)")
-    meta = read_json(meta_file)
+    directory = store.activations_dir(out, trait, variant, position, component)
+    store.require_complete(directory, f"`steerops extract --trait {trait} --variant {variant} "
+                           f"--position '{position}'`")
+    tensors, meta_file = directory / store.TENSORS_FILE, directory / store.METADATA_FILE
+    meta = store.read_metadata(directory)
     if not isinstance(meta.get("examples"), list):
         raise SteeropsError(f"{meta_file}: missing key 'examples'")
-    with safe_open(str(tensors), framework="pt") as f:
-        shapes = {key: f.get_slice(key).get_shape() for key in f.keys()}
-    layers = sorted(int(k[len("layer_"):]) for k in shapes if k.startswith("layer_"))
+    shapes = store.layer_shapes(directory)
+    layers = sorted(shapes)
     if not layers:
         raise SteeropsError(f"{tensors}: no layer_<L> tensors")
-    hidden = int(meta.get("hidden_size") or shapes[f"layer_{layers[0]}"][-1])
+    hidden = int(meta.get("hidden_size") or shapes[layers[0]][-1])
     expected = [len(meta["examples"]), hidden]
     for layer in layers:
-        if list(shapes[f"layer_{layer}"]) != expected:
-            raise SteeropsError(f"{tensors}: layer_{layer} has shape {shapes[f'layer_{layer}']}"
+        if shapes[layer] != expected:
+            raise SteeropsError(f"{tensors}: layer_{layer} has shape {shapes[layer]}"
                                 f", metadata says {expected} (examples x hidden_size)")
     train, val = _split_rows(meta["examples"], meta_file)
     return TraitActivations(directory, meta, layers, hidden, file_md5(tensors), train, val)

@@ -1,4 +1,4 @@
-"""Compute one method's vectors (any name the grammar in `names` accepts) and metadata.
+"""Compute one method's vectors (any name `steerops.specs.methods` accepts) and metadata.
 
     plain   fit the base method on the train activations, unit-normalise
     pre     zero the dims in the activations, fit, zero them in the result too (so methods
@@ -19,12 +19,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from steerops.calibration.store import load_calibration
 from steerops.errors import SteeropsError
+from steerops.specs import MethodName, parse_method
 from steerops.vectors.activations import TraitActivations
-from steerops.vectors.cleaning import dims_to_remove, load_calibration, zero_dims
+from steerops.vectors.cleaning import dims_to_remove, zero_dims
 from steerops.vectors.methods import get_method
 from steerops.vectors.metrics import separation
-from steerops.vectors.names import MethodName, parse_method
 from steerops.vectors.store import check_hidden_size
 
 
@@ -53,7 +54,8 @@ def build_method(params, acts: TraitActivations, name: str, *, trait: str, varia
     if cleaning is not None:
         calibration, file = None, None
         if cleaning.needs_calibration:
-            calibration, file = load_calibration(params, calibration_variant, name)
+            calibration, file = load_calibration(params.out, calibration_variant,
+                                                 f"method {name!r}")
         removed = dims_to_remove(cleaning, calibration, acts.layers, acts.hidden_size,
                                  str(file) if file else name)
         calibration_record = {

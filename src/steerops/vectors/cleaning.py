@@ -8,29 +8,12 @@ instruct model, extract from base); the caller records which.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from steerops.errors import SteeropsError
-from steerops.io import read_json
-from steerops.paths import calibration_file
-from steerops.vectors.names import Cleaning
-
-
-def load_calibration(params, variant: str, method: str) -> tuple[dict[str, Any], Path]:
-    path = calibration_file(params.out, variant)
-    if not path.is_file():
-        raise SteeropsError(f"method {method!r} needs calibration: {path} not found (run "
-                            f"`steerops calibrate --variant {variant}` first)")
-    try:
-        data = read_json(path)
-    except ValueError:
-        raise SteeropsError(f"{path}: not valid JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("aggregate"), dict):
-        raise SteeropsError(f"{path}: missing key 'aggregate'")
-    return data, path
+from steerops.specs import Cleaning
 
 
 def dims_to_remove(cleaning: Cleaning, calibration: dict[str, Any] | None, layers: list[int],

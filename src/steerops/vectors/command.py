@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import argparse
 
-from steerops.cli import add_override, csv_list, load_params_for, stage_parser
+from steerops.cli import add_overrides, load_params_for, stage_parser
 from steerops.errors import SteeropsError
-from steerops.vectors.names import parse_method
 from steerops.vectors.stage import add_selection_flags, run_stage
 
 
@@ -32,8 +31,7 @@ def register(subparsers) -> None:
         subparsers, "vectors",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_selection_flags(parser)
-    add_override(parser, "--methods", "vectors.methods", type=csv_list(), metavar="M1,M2",
-                 help="methods, e.g. mean_diff,probe,mean_diff_top1 (default: vectors.methods)")
+    add_overrides(parser, "vectors", "methods")
     parser.set_defaults(func=run)
 
 
@@ -42,9 +40,7 @@ def register_clean(subparsers) -> None:
         subparsers, "clean",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_selection_flags(parser)
-    add_override(parser, "--variants", "cleaning.variants", type=csv_list(), metavar="M1,M2",
-                 help="cleaned method names, e.g. mean_diff_top1,probe_preclean "
-                 "(default: cleaning.variants)")
+    add_overrides(parser, "cleaning", "variants")
     parser.set_defaults(func=run_clean)
 
 
@@ -57,10 +53,10 @@ def run(args: argparse.Namespace) -> None:
 def run_clean(args: argparse.Namespace) -> None:
     params = load_params_for(args)
     names = params.cleaning.variants
-    for name in names:
-        if parse_method(name).cleaning is None:
-            raise SteeropsError(f"cleaning.variants: {name!r} has no cleaning suffix (e.g. "
-                                f"{name}_top1 or {name}_preclean; plain methods are made "
-                                f"by `steerops vectors`)")
+    for method in names:
+        if method.cleaning is None:
+            raise SteeropsError(f"cleaning.variants: {method.name!r} has no cleaning suffix "
+                                f"(e.g. {method.name}_top1 or {method.name}_preclean; plain "
+                                "methods are made by `steerops vectors`)")
     for directory in run_stage(params, "clean", names, stored_base=True):
         print(directory)

@@ -19,12 +19,15 @@ import torch
 
 from steerops.config.vectors import VectorsConfig
 from steerops.errors import SteeropsError
+from steerops.specs.methods import IMPLEMENTATIONS
 
 VectorMethod = Callable[..., torch.Tensor]
-METHODS: dict[str, VectorMethod] = {}
+METHODS: dict[str, VectorMethod] = IMPLEMENTATIONS  # the method-name grammar reads it too
 
 
 def register(name: str) -> Callable[[VectorMethod], VectorMethod]:
+    """Register base method `name`; the method-name grammar (cleaning suffixes included)
+    then accepts it. A built-in is also listed in `steerops.specs.BASE_METHODS`."""
     def add(fn: VectorMethod) -> VectorMethod:
         if name in METHODS:
             raise ValueError(f"vector method {name!r} registered twice")

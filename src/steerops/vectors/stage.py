@@ -10,16 +10,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from steerops.cli import add_common, add_override, csv_list
+from steerops.cli import add_common, add_override, add_overrides
 from steerops.errors import SteeropsError
-from steerops.paths import activations_dir, position_slug, vectors_dir
-from steerops.specs import parse_position
+from steerops.extract.store import activations_dir
+from steerops.specs import MethodName, position_slug
 from steerops.tracking import input_hash_tags, track
 from steerops.traits import trait_dir
 from steerops.vectors.activations import load_activations
 from steerops.vectors.build import Built, build_method
-from steerops.vectors.names import parse_method
-from steerops.vectors.store import METADATA_FILE, TENSORS_FILE, save_vectors, vectors_for
+from steerops.vectors.store import (
+    METADATA_FILE,
+    TENSORS_FILE,
+    save_vectors,
+    vectors_dir,
+    vectors_for,
+)
 
 _PER_LAYER = ("raw_norm", "train_acc", "val_acc", "midpoint")
 
@@ -27,23 +32,14 @@ _PER_LAYER = ("raw_norm", "train_acc", "val_acc", "midpoint")
 def add_selection_flags(parser: argparse.ArgumentParser) -> None:
     """Flags choosing which activations to read (defaults: traits/extraction params)."""
     add_common(parser)
-    add_override(parser, "--trait", "traits.names", type=csv_list(), metavar="CAT/NAME",
-                 help="trait(s), comma-separated (default: traits.names)")
-    add_override(parser, "--variant", "extraction.variant", metavar="NAME",
-                 help="model variant the activations came from (default: extraction.variant)")
-    add_override(parser, "--position", "extraction.positions", type=csv_list(),
-                 metavar="SPEC", help="position spec(s), e.g. 'prompt[-1]' "
-                 "(default: extraction.positions)")
-    add_override(parser, "--component", "extraction.component", metavar="NAME",
-                 help="residual, attn_out or mlp_out (default: extraction.component)")
-    add_override(parser, "--calibration-variant", "cleaning.calibration_variant",
-                 metavar="NAME", help="variant whose calibration.json names the dims to clean "
-                 "(default: cleaning.calibration_variant)")
-    add_override(parser, "--seed", "seed", type=int, metavar="N",
-                 help="seed of gradient and random_baseline (default: seed)")
+    add_override(parser, "--trait", "traits.names")
+    add_override(parser, "--position", "extraction.positions")
+    add_overrides(parser, "extraction", "variant component")
+    add_overrides(parser, "cleaning", "calibration_variant")
+    add_override(parser, "--seed", "seed")
 
 
-def run_stage(params, stage: str, names: list[str], *, stored_base: bool = False,
+def run_stage(params, stage: str, names: list[MethodName], *, stored_base: bool = False,
               progress: bool = True) -> list[Path]:
     """Compute and write every named method for every selected trait and position.
 
@@ -52,9 +48,10 @@ def run_stage(params, stage: str, names: list[str], *, stored_base: bool = False
     """
     if not names:
         raise SteeropsError(f"{stage}: no methods given")
-    # every name and spec is checked before any work, so bad input writes nothing
-    methods = [parse_method(name) for name in names]
-    positions = [parse_position(spec).text for spec in params.extraction.positions]
+    # names and specs were checked when params loaded; trait names are checked before any
+    # work too, so bad input writes nothing
+    methods = names
+    positions = [p.text for p in params.extraction.positions]
     for trait in params.traits.names:
         trait_dir(params.path(params.traits.root), trait)  # CAT/NAME form
     ex = params.extraction
@@ -65,17 +62,18 @@ def run_stage(params, stage: str, names: list[str], *, stored_base: bool = False
               for trait in params.traits.names for pos in positions}
     written = []
     with track(params, stage, run_name=f"{stage} {ex.variant}", inputs=inputs) as tracker:
-        tracker.log_params({**selection, "methods": names, "seed": params.seed,
+        tracker.log_params({**selection, "methods": [m.name for m in methods],
+                            "seed": params.seed,
                             "calibration_variant": params.cleaning.calibration_variant,
                             "vectors": params.vectors.model_dump(exclude={"methods"})})
         for trait in params.traits.names:
             for position in positions:
-                acts = load_activations(params, trait, ex.variant, position, ex.component)
+                acts = load_activations(params.out, trait, ex.variant, position, ex.component)
                 for method in methods:
                     base = None
                     if stored_base and method.cleaning and method.cleaning.mode == "post":
-                        base = vectors_for(params, trait, ex.variant, position, ex.component,
-                                           method.base)
+                        base = vectors_for(params.out, trait, ex.variant, position,
+                                           ex.component, method.base)
                     built = build_method(
                         params, acts, method.name, trait=trait, variant=ex.variant,
                         position=position, component=ex.component,

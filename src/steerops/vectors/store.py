@@ -1,5 +1,9 @@
-"""Steering vectors on disk: `vectors.safetensors` (`layer_<L>`: [hidden] float32 unit
-vectors) and `metadata.json` beside it (contract in docs/internals.md).
+"""Steering vectors on disk, as `steerops vectors` / `clean` write them and steering,
+search and the report read them.
+
+    <out>/vectors/<cat>/<trait>/<variant>/<position>/<component>/<method>/
+        vectors.safetensors   `layer_<L>`: [hidden] float32 unit vectors
+        metadata.json         method, provenance and per-layer numbers (docs/internals.md)
 
 Both files are written atomically, the tensors first; the metadata records the tensors'
 MD5, so a pair left mismatched by a kill between the two renames is reported, not used.
@@ -14,11 +18,21 @@ import torch
 
 from steerops.errors import SteeropsError
 from steerops.io import file_md5, load_tensors, read_json, save_tensors, write_json
-from steerops.paths import vectors_dir
+from steerops.specs import MethodName, Position, parse_method, position_slug
 
 TENSORS_FILE = "vectors.safetensors"
 METADATA_FILE = "metadata.json"
 _PREFIX = "layer_"
+
+
+def vectors_dir(out: Path, trait: str, variant: str, position: str | Position, component: str,
+                method: str | MethodName) -> Path:
+    return (Path(out) / "vectors" / trait / variant / position_slug(position) / component
+            / str(method))
+
+
+def is_stored(directory: str | Path) -> bool:
+    return all((Path(directory) / name).is_file() for name in (TENSORS_FILE, METADATA_FILE))
 
 
 def save_vectors(directory: str | Path, vectors: dict[int, torch.Tensor],
@@ -61,8 +75,6 @@ def load_vectors(directory: str | Path) -> tuple[dict[int, torch.Tensor], dict[s
 
 def _maker(method: str) -> str:
     """The command that writes vectors for `method` (the directory's name)."""
-    from steerops.vectors.names import parse_method
-
     try:
         cleaned = parse_method(method).cleaning is not None
     except SteeropsError:
@@ -72,13 +84,11 @@ def _maker(method: str) -> str:
     return f"`steerops vectors --methods {method}`"
 
 
-def vectors_for(params, trait: str, variant: str, position: str, component: str,
-                method: str) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
+def vectors_for(out: Path, trait: str, variant: str, position: str | Position, component: str,
+                method: str | MethodName) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
     """The vectors a run of `steerops vectors`/`clean` stored for this combination."""
-    from steerops.vectors.names import parse_method
-
     parse_method(method)  # an unknown name gets its own error, not "not found"
-    return load_vectors(vectors_dir(params.out, trait, variant, position, component, method))
+    return load_vectors(vectors_dir(out, trait, variant, position, component, method))
 
 
 def check_hidden_size(vector: torch.Tensor, hidden_size: int, where: str) -> None:

@@ -1,13 +1,9 @@
-"""The two small grammars users write on the command line: token positions and layers.
-
-Position: `FRAME[SELECTOR]` with FRAME one of `prompt` (the chat-formatted prompt, generation
-prompt included), `response` (the response's tokens) or `all` (both), and SELECTOR a Python
-index (`-1`) or slice (`:5`, `2:-1`, `::2`) applied inside the frame. A window of several
-tokens is mean-pooled by the extractor; an empty window drops the example.
-
-Layers: comma-separated terms, each `all`, `N`, `A-B` (inclusive), `A-B:STEP`, or a
+"""Layer specs: comma-separated terms, each `all`, `N`, `A-B` (inclusive), `A-B:STEP`, or a
 percentage of the depth in place of a number (`30%-60%`, `50%`). Ranges are clamped to the
 model, terms may overlap; the result is sorted and deduplicated.
+
+`Layers` is a checked spec (its syntax is known good before any model is loaded); the layers
+it selects depend on the model's depth (`Layers.resolve`).
 """
 
 from __future__ import annotations
@@ -17,96 +13,41 @@ from dataclasses import dataclass
 
 from steerops.errors import SteeropsError
 
-FRAMES = ("prompt", "response", "all")
-
-_POSITION = re.compile(r"^(\w+)\[(.*)\]$")
 _LAYER_TERM = re.compile(r"^(\d+%?)(?:-(\d+%?))?(?::(\d+))?$")
 
 
 @dataclass(frozen=True)
-class Position:
-    text: str  # canonical spelling (no spaces), used in paths and metadata
-    frame: str
-    index: int | None = None  # set for a single index (`prompt[-1]`)
-    start: int | None = None  # otherwise a slice
-    stop: int | None = None
-    step: int | None = None
+class Layers:
+    text: str  # the spec as written (YAML numbers and lists joined with ',')
 
-    @property
-    def needs_response(self) -> bool:
-        return self.frame != "prompt"
+    def __str__(self) -> str:
+        return self.text
 
-    def window(self, prompt_len: int, response_len: int) -> range:
-        """Token indices (into prompt + response ids) this position reads; may be empty."""
-        frame = {"prompt": range(0, prompt_len),
-                 "response": range(prompt_len, prompt_len + response_len),
-                 "all": range(0, prompt_len + response_len)}[self.frame]
-        if self.index is not None:
-            if -len(frame) <= self.index < len(frame):
-                i = frame[self.index]
-                return range(i, i + 1)
-            return range(0)
-        return frame[self.start:self.stop:self.step]
+    def resolve(self, num_layers: int) -> list[int]:
+        return parse_layers(self.text, num_layers)
 
 
-def parse_position(spec: str) -> Position:
-    """Parse `prompt[-1]`, `response[:5]`, `all[:]`...; errors name the bad part."""
-    if not isinstance(spec, str):
-        raise SteeropsError(f"position {spec!r}: expected text such as prompt[-1]")
-    text = re.sub(r"\s+", "", spec)
-    match = _POSITION.match(text)
-    if not match:
-        raise SteeropsError(f"position {spec!r}: expected FRAME[INDEX or SLICE], "
-                            "e.g. prompt[-1] or response[:5]")
-    frame, selector = match.groups()
-    if frame not in FRAMES:
-        raise SteeropsError(f"position {spec!r}: unknown frame {frame!r} "
-                            f"(use {', '.join(FRAMES)})")
-    parts = selector.split(":")
-    if len(parts) > 3:
-        raise SteeropsError(f"position {spec!r}: bad selector {selector!r} (too many ':')")
-    numbers = [_position_int(spec, p) for p in parts]
-    if len(parts) == 1:
-        if numbers[0] is None:
-            raise SteeropsError(f"position {spec!r}: empty selector (use [:] for the frame)")
-        return Position(text, frame, index=numbers[0])
-    start, stop, step = (numbers + [None])[:3]
-    if step == 0:
-        raise SteeropsError(f"position {spec!r}: slice step cannot be zero")
-    return Position(text, frame, start=start, stop=stop, step=step)
+def layers_spec(spec: str | int | list | Layers) -> Layers:
+    """A syntax-checked layer spec; YAML reads `15` as an int and `[5, 10]` as a list."""
+    if isinstance(spec, Layers):
+        return spec
+    check_layers(spec)
+    if isinstance(spec, list | tuple):
+        return Layers(",".join(str(v) for v in spec))
+    return Layers(str(spec))
 
 
-def _position_int(spec: str, part: str) -> int | None:
-    if part == "":
-        return None
-    if not re.fullmatch(r"[+-]?\d+", part):
-        raise SteeropsError(f"position {spec!r}: bad number {part!r}")
-    return int(part)
-
-
-def max_response_tokens(spec: str | Position) -> int | None:
-    """How many response tokens `spec` can read: 0 for prompt positions, N for bounded
-    windows (`response[:5]` -> 5, `response[3]` -> 4), None when it depends on the end of
-    the response (`response[-1]`, `response[:]`). For `all[...]` an upper bound."""
-    pos = parse_position(spec) if isinstance(spec, str) else spec
-    if not pos.needs_response:
-        return 0
-    if pos.index is not None:
-        return pos.index + 1 if pos.index >= 0 else None
-    if pos.step is not None and pos.step < 0:  # reads from `start` backwards
-        return pos.start + 1 if pos.start is not None and pos.start >= 0 else None
-    return pos.stop if pos.stop is not None and pos.stop >= 0 else None
-
-
-def check_layers(spec: str | int | list[int]) -> None:
+def check_layers(spec: str | int | list[int] | Layers) -> None:
     """Syntax check of a layer spec before the model (and its depth) is known."""
+    spec = spec.text if isinstance(spec, Layers) else spec
     for term in _layer_terms(spec):
         if term != "all" and not isinstance(term, int):
             _parse_layer_term(term)
 
 
-def parse_layers(spec: str | int | list[int], num_layers: int) -> list[int]:
+def parse_layers(spec: str | int | list[int] | Layers, num_layers: int) -> list[int]:
     """Layer indices (sorted, unique) selected by `spec` in a model of `num_layers` blocks."""
+    spec = spec.text if isinstance(spec, Layers) else spec
     if num_layers < 1:
         raise SteeropsError(f"layers {spec!r}: the model has no decoder layers")
     last = num_layers - 1

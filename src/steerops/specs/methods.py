@@ -1,11 +1,13 @@
 """Method names: a base method plus an optional cleaning suffix, one grammar everywhere.
 
 Every stage that takes a method (`vectors`, `clean`, `steer`, `search`, `report`) parses
-it here, so a cleaned variant is a method like any other and the vectors directory is
-named after it.
+it here (params when they load), so a cleaned variant is a method like any other and the
+vectors directory is named after it. The base methods are the built-in ones
+(`BASE_METHODS`, known before their torch implementations are imported, so params parse
+without torch) plus any registered with `steerops.vectors.methods.register`.
 
     NAME    := BASE | BASE "_" CLEAN
-    BASE    := a registered method (mean_diff, probe, gradient, random_baseline, pca, ...)
+    BASE    := a built-in or registered method (mean_diff, probe, gradient, ...)
     CLEAN   := SELECT | "cleaned" | "preclean" | "preclean_" SELECT
     SELECT  := "top" N | "layertop" N | "dims" D ("-" D)*       (N >= 1, D >= 0)
 
@@ -25,11 +27,15 @@ Pre-extraction cleaning (zero the dims in every activation, then run the method)
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from steerops.errors import SteeropsError
 
+BASE_METHODS = ("mean_diff", "probe", "gradient", "random_baseline", "pca")
+# name -> implementation; filled by steerops.vectors.methods.register
+IMPLEMENTATIONS: dict[str, Callable[..., Any]] = {}
 _SELECT = re.compile(r"^(?:(top|layertop)([1-9]\d*)|dims(\d+(?:-\d+)*))$")
 GRAMMAR_HINT = ("expected _topN, _layertopN, _dimsA-B-..., _cleaned, _preclean or "
                 "_preclean_<topN|layertopN|dimsA-B>")
@@ -64,15 +70,20 @@ class MethodName:
     base: str  # registered method that computes the direction
     cleaning: Cleaning | None = None
 
+    def __str__(self) -> str:
+        return self.name
+
 
 def known_methods() -> list[str]:
-    from steerops.vectors.methods import METHODS
-
-    return sorted(METHODS)
+    return sorted(set(BASE_METHODS) | set(IMPLEMENTATIONS))
 
 
-def parse_method(name: str) -> MethodName:
+def parse_method(name: str | MethodName) -> MethodName:
     """Split `name` into its base method and cleaning; one-line error naming the bad part."""
+    if isinstance(name, MethodName):
+        return name
+    if not isinstance(name, str):
+        raise SteeropsError(f"method {name!r}: expected a method name such as mean_diff")
     known = known_methods()
     base = next((m for m in sorted(known, key=len, reverse=True)
                  if name == m or name.startswith(m + "_")), None)

@@ -1,0 +1,100 @@
+"""A search's outputs on disk, as `steerops search` writes them and the report reads them.
+
+    <out>/search/<cat>/<trait>/<variant>/<position>/<component>/<method>/
+        trials.csv                 number, layer, coefficient, weight, trait_mean,
+                                   coherence_mean, trait_delta, feasible, state, source, rows
+        best.json                  the chosen config, search and held-out numbers, counts
+        best.csv                   best.json as one flat row
+        search.png                 coefficient vs delta and coherence
+        heldout_responses.jsonl    the chosen config's held-out responses
+        results.jsonl, baselines.jsonl   the search's own steering results log
+
+The Optuna study itself lives in the study database (`search.storage`), not here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from steerops.io import read_json, write_json, write_jsonl, write_text
+from steerops.specs import Position, position_slug
+from steerops.summary import collect, summary_dir
+
+if TYPE_CHECKING:
+    from steerops.search.study import TrialRecord
+
+TRIALS_FILE = "trials.csv"
+BEST_FILE = "best.json"
+BEST_CSV = "best.csv"
+PLOT_FILE = "search.png"
+HELDOUT_FILE = "heldout_responses.jsonl"
+TRIAL_COLUMNS = ["number", "layer", "coefficient", "weight", "trait_mean", "coherence_mean",
+                 "trait_delta", "feasible", "state", "source", "rows"]
+
+
+def search_dir(out: Path, trait: str, variant: str, position: str | Position, component: str,
+               method: str) -> Path:
+    return (Path(out) / "search" / trait / variant / position_slug(position) / component
+            / str(method))
+
+
+def write_trials_csv(path: Path, records: list[TrialRecord]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=TRIAL_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in sorted(records, key=lambda r: r.number):
+        writer.writerow({k: "" if v is None else v for k, v in asdict(r).items()})
+    write_text(path, buf.getvalue())
+
+
+def best_row(best: dict) -> dict:
+    """The one-row, flat view of best.json (best.csv; DVC metrics)."""
+    chosen = best.get("chosen") or {}
+    search, heldout = best.get("search") or {}, best.get("heldout") or {}
+    return {
+        "trait": best["trait"], "variant": best["variant"], "method": best["method"],
+        "position": best["position"], "component": best["component"],
+        "feasible": best["feasible"],
+        "layer": chosen.get("layer"), "coefficient": chosen.get("coefficient"),
+        "weight": chosen.get("weight"),
+        "search_trait_delta": search.get("trait_delta"),
+        "search_coherence": search.get("coherence_mean"),
+        "heldout_trait_delta": heldout.get("trait_delta"),
+        "heldout_coherence": heldout.get("coherence_mean"),
+        "n_trials": best["n_trials"], "n_generations": best["n_generations"]["total"],
+    }
+
+
+def write_best(folder: Path, best: dict) -> None:
+    write_json(folder / BEST_FILE, best)
+    row = best_row(best)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(row), lineterminator="\n")
+    writer.writeheader()
+    writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    write_text(folder / BEST_CSV, buf.getvalue())
+
+
+def write_heldout_responses(folder: Path, held: dict) -> None:
+    """The chosen config's held-out responses (empty when served from the results log)."""
+    write_jsonl(folder / HELDOUT_FILE, held["responses"])
+
+
+def searches(out: Path) -> list[tuple[Path, dict]]:
+    """(trials.csv, best.json) of every finished search under the outputs root."""
+    root = Path(out) / "search"
+    folders = sorted(p.parent for p in root.rglob(BEST_FILE)) if root.is_dir() else []
+    return [(folder / TRIALS_FILE, read_json(folder / BEST_FILE)) for folder in folders
+            if (folder / TRIALS_FILE).is_file()]
+
+
+def write_search_summary(params) -> Path:
+    """metrics/search.json: {cell: best.csv's row} for every study (DVC metrics)."""
+    path = summary_dir(params) / "search.json"
+    write_json(path, {cell: best_row(read_json(p))
+                      for cell, p in collect(params.out / "search", BEST_FILE).items()})
+    return path

@@ -1,0 +1,27 @@
+"""The small grammars users write in params and on the command line, parsed into typed
+values when params load: token positions (`position`), layer specs (`layers`) and method
+names with cleaning suffixes (`methods`); plus the model components steerops reads.
+
+Each value prints as the text it was parsed from (`str(spec)`), which is also what params
+serialise back to.
+"""
+
+from typing import Literal, get_args
+
+from steerops.specs.layers import Layers, check_layers, layers_spec, parse_layers
+from steerops.specs.methods import BASE_METHODS, Cleaning, MethodName, parse_method
+from steerops.specs.position import (
+    FRAMES,
+    Position,
+    max_response_tokens,
+    parse_position,
+    position_slug,
+)
+
+# The block output (`residual`) or what its attention / MLP part adds back to it.
+Component = Literal["residual", "attn_out", "mlp_out"]
+COMPONENTS: tuple[str, ...] = get_args(Component)
+
+__all__ = ["BASE_METHODS", "COMPONENTS", "FRAMES", "Cleaning", "Component", "Layers",
+           "MethodName", "Position", "check_layers", "layers_spec", "max_response_tokens",
+           "parse_layers", "parse_method", "parse_position", "position_slug"]
