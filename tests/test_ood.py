@@ -12,7 +12,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from steerops.cli import main
 from steerops.errors import SteeropsError
-from steerops.probes.data import OodCondition, read_conditions
+from steerops.extract.conditions import OodCondition, read_conditions
 from steerops.probes.ood import analyse, paired_inversions, per_target, permutation_p
 from steerops.probes.store import load_probe
 from test_probe_ridge import fake_activations, probe_world

@@ -1,6 +1,7 @@
 """The repository's pipeline files agree with the code: every DVC stage and MLproject entry
-point is a command the CLI parses, and every params key a DVC stage declares exists (DVC
-refuses to run a stage whose declared params are missing from params.yaml)."""
+point is a command the CLI parses, every params key a DVC stage declares exists (DVC
+refuses to run a stage whose declared params are missing from params.yaml), and every stage
+declares the code and the params its command reads (else DVC keeps stale outputs)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+import codebase
 from steerops.cli import build_parser
-from steerops.config import load_params
+from steerops.config import Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -26,11 +28,30 @@ def _has_key(tree, dotted: str) -> bool:
     return True
 
 
-def _parses(command: str) -> None:
+# Params that say where runs are logged, not what a stage computes.
+NOT_STAGE_INPUTS = ("experiment", "tracking")
+
+
+def _parses(command: str):
     argv = shlex.split(command)
     assert argv[0] == "steerops", command
     args = build_parser(argv[1:]).parse_args(argv[1:])  # as `main` builds it
     assert callable(args.func), command
+    return args.func
+
+
+def _commands(stage: dict) -> list[str]:
+    return stage["cmd"] if isinstance(stage["cmd"], list) else [stage["cmd"]]
+
+
+def _stage_modules(stage: dict) -> set[str]:
+    """Every steerops module the stage's commands can import (statically, transitively)."""
+    found: set[str] = set()
+    for command in _commands(stage):
+        func = _parses(command)
+        found |= codebase.closure(codebase.function_imports(func.__module__, func.__name__))
+        found.add(func.__module__)
+    return found
 
 
 def test_params_yaml_is_valid():
@@ -47,9 +68,38 @@ def test_every_param_a_stage_declares_is_in_params_yaml():
 
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_dvc_stage_commands_parse(name):
-    cmds = STAGES[name]["cmd"]
-    for command in cmds if isinstance(cmds, list) else [cmds]:
+    for command in _commands(STAGES[name]):
         _parses(command)
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_dvc_stage_depends_on_the_code_and_params_its_command_reads(name):
+    stage = STAGES[name]
+    modules = _stage_modules(stage)
+    deps = [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
+    files = sorted(codebase.modules()[m].relative_to(ROOT).as_posix() for m in modules)
+    uncovered = [f for f in files if not any(f == d or f.startswith(d.rstrip("/") + "/")
+                                             for d in deps)]
+    assert uncovered == [], f"{name}: code missing from deps"
+    blocks = frozenset(Params.model_fields)
+    reads = set().union(*(codebase.params_reads(m, blocks) for m in modules))
+    declared = stage.get("params", [])
+    undeclared = sorted(key for key in reads if not key.startswith(NOT_STAGE_INPUTS)
+                        and not any(key == p or key.startswith(p + ".") for p in declared))
+    assert undeclared == [], f"{name}: params read but not declared"
+
+
+def test_the_dependency_check_sees_lazy_imports_and_aliased_params():
+    """The static analysis behind the check above, on modules whose reads are known."""
+    blocks = frozenset(Params.model_fields)
+    # `steer` imports the session inside a function; the session imports the judges there too
+    steer = codebase.closure(codebase.function_imports("steerops.steering.command", "run"))
+    assert {"steerops.steering.session", "steerops.judges.factory",
+            "steerops.models.batching"} <= steer
+    # `cfg = params.generate` then `cfg.vet`: one key, not the whole block
+    reads = codebase.params_reads("steerops.generate.command", blocks)
+    assert {"generate.vet", "extraction.positions", "models", "seed"} <= reads
+    assert "extraction" not in reads
 
 
 @pytest.mark.parametrize("name", sorted(ENTRY_POINTS))

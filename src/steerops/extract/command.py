@@ -85,10 +85,11 @@ def _run_tasks(args, params) -> None:
     from steerops.extract.tasks import BASELINE, extract_tasks, load_conditions, load_tasks
 
     # The extraction flags apply when given; otherwise the probes block's settings do.
-    probes, ex, given = params.probes, params.extraction, overrides_from(args)
+    probes = params.probes
+    given = overrides_from(args)
 
     def chosen(key: str, default):
-        return getattr(ex, key) if f"extraction.{key}" in given else default
+        return getattr(params.extraction, key) if f"extraction.{key}" in given else default
 
     variant, layer_spec = chosen("variant", probes.variant), chosen("layers", probes.layers)
     component = chosen("component", probes.component)

@@ -29,6 +29,7 @@ from steerops.extract.store import METADATA_FILE, PARTIAL_DIR, TENSORS_FILE, wri
 from steerops.io import save_tensors, write_json
 from steerops.models.batching import Batcher, length_order, pad_batch
 from steerops.models.capture import forward_capture
+from steerops.models.loading import LoadedModel
 from steerops.models.resolver import ModelLayout
 from steerops.specs import Position
 
@@ -63,6 +64,13 @@ class Job:
     settings: dict = field(default_factory=dict)  # model identity etc., part of the hash
     shard_examples: int = 256
     token_budget: int = 16384
+
+
+def extractor_for(loaded: LoadedModel, padding_side: str) -> Extractor:
+    tok = loaded.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return Extractor(loaded.model, loaded.layout, int(pad_id or 0), padding_side,
+                     loaded.input_device)
 
 
 def select(examples: list[Example], position: Position) -> tuple[list[Example], list[range]]:

@@ -18,14 +18,8 @@ from pathlib import Path
 from steerops.errors import SteeropsError
 from steerops.extract import engine, store
 from steerops.extract.inputs import encode
+from steerops.extract.provenance import log_run, model_input, model_metadata, model_settings
 from steerops.extract.store import task_activations_dir
-from steerops.extract.trait import (
-    extractor_for,
-    log_run,
-    model_input,
-    model_metadata,
-    model_settings,
-)
 from steerops.io import iter_jsonl, text_md5
 from steerops.specs import Position, parse_position
 
@@ -91,7 +85,7 @@ def _parse_task(row, where: str) -> Task:
 
 def load_conditions(path: str | Path) -> list[Condition]:
     """The OOD conditions file (baseline + conditions) as extraction conditions."""
-    from steerops.probes.data import read_conditions
+    from steerops.extract.conditions import read_conditions
 
     baseline, others = read_conditions(Path(path))
     return check_conditions([Condition(c.id, c.system_prompt) for c in [baseline, *others]])
@@ -173,7 +167,7 @@ def extract_tasks(params, loaded, tasks: list[Task], tasks_name: str,
                     "system_prompt_policy": policy, "variant": loaded.name,
                     "position": pos.text, "component": component, "layers": layers,
                     "dtype": cfg.dtype}) as child:
-                meta = engine.run_job(extractor_for(loaded, cfg.padding_side), examples, job,
+                meta = engine.run_job(engine.extractor_for(loaded, cfg.padding_side), examples, job,
                                       describe, progress=progress, on_shard=on_shard)
                 log_run(child, meta, job.out_dir)
     return outputs

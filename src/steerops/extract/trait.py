@@ -7,7 +7,6 @@ read the kept rows of `steerops generate`'s responses file. One MLflow run per
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,9 +17,10 @@ from steerops.extract.inputs import (
     response_examples,
     split_counts,
 )
+from steerops.extract.provenance import log_run, model_input, model_metadata, model_settings
 from steerops.extract.store import activations_dir
 from steerops.generate.store import POLARITIES, load_kept_responses, responses_file
-from steerops.io import file_md5, text_md5, tree_md5
+from steerops.io import file_md5, tree_md5
 from steerops.models import LoadedModel
 from steerops.specs import Position, parse_position
 from steerops.traits import load_trait
@@ -79,61 +79,8 @@ def extract_trait(params, loaded: LoadedModel, trait_name: str, position: Positi
                             "shard_examples": cfg.shard_examples, "seed": params.seed,
                             "val_fraction": cfg.val_fraction,
                             "padding_side": cfg.padding_side})
-        meta = engine.run_job(extractor_for(loaded, cfg.padding_side), examples, job, describe,
+        meta = engine.run_job(engine.extractor_for(loaded, cfg.padding_side), examples, job,
+                              describe,
                               progress=progress, on_shard=on_shard)
         log_run(tracker, meta, out_dir)
     return out_dir, meta
-
-
-def extractor_for(loaded: LoadedModel, padding_side: str) -> engine.Extractor:
-    tok = loaded.tokenizer
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    return engine.Extractor(loaded.model, loaded.layout, int(pad_id or 0), padding_side,
-                            loaded.input_device)
-
-
-def model_settings(loaded: LoadedModel, padding_side: str) -> dict:
-    spec = loaded.spec
-    return {"model": loaded.source, "revision": spec.revision, "model_dtype": spec.dtype,
-            "weights": weights_fingerprint(Path(loaded.source)),
-            "chat_template": spec.chat_template, "padding_side": padding_side}
-
-
-def weights_fingerprint(path: Path) -> str | None:
-    """Names, sizes and mtimes of local weights: a rebuilt model is noticed without hashing
-    gigabytes. Hub models are identified by id and revision alone."""
-    if not path.is_dir():
-        return None
-    entries = sorted((p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                     for p in path.rglob("*") if p.is_file())
-    return text_md5(json.dumps(entries))
-
-
-def model_metadata(loaded: LoadedModel) -> dict:
-    return {"model": {"variant": loaded.name, "id": loaded.spec.id,
-                      "revision": loaded.spec.revision, "source": loaded.source,
-                      "dtype": loaded.spec.dtype},
-            "hidden_size": loaded.layout.hidden_size, "num_layers": loaded.layout.num_layers}
-
-
-# Hashing local weights costs a full read; above this size only hub id/revision identify them.
-_MODEL_HASH_LIMIT = 2 << 30
-
-
-def model_input(loaded: LoadedModel) -> dict[str, Path]:
-    path = Path(loaded.source)
-    if not path.is_dir():
-        return {}
-    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return {"model": path} if size <= _MODEL_HASH_LIMIT else {}
-
-
-def log_run(tracker, meta: dict, out_dir: Path) -> None:
-    counts, timing = meta.get("counts", {}), meta["timing"]
-    metrics = {"examples": sum(counts.get(k, 0) for k in ("positive", "negative"))
-               or counts.get("tasks"), "dropped_empty": counts.get("dropped_empty"),
-               "seconds": timing["seconds"], "tokens": timing["tokens"],
-               "tokens_per_s": timing["tokens_per_s"], "reused_shards": timing["reused_shards"]}
-    metrics.update({f"mean_norm_layer_{k}": v for k, v in meta["mean_norm"].items()})
-    tracker.log_metrics(metrics)
-    tracker.log_artifact(out_dir / store.METADATA_FILE)

@@ -26,7 +26,7 @@ from collections import defaultdict
 import numpy as np
 from scipy.stats import spearmanr
 
-from steerops.probes.data import OodCondition
+from steerops.extract.conditions import OodCondition
 from steerops.probes.ridge import pearson
 
 _CHUNK = 512  # permutations scored per vectorised batch

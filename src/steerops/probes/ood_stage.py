@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from steerops.errors import SteeropsError
+from steerops.extract.conditions import read_conditions
 from steerops.io import write_json, write_text
 from steerops.probes.activations import ensure_conditions, load_condition, tasks_name
-from steerops.probes.data import read_conditions, read_rates
+from steerops.probes.data import read_rates
 from steerops.probes.ood import analyse
 from steerops.probes.ood_report import markdown, scatter
 from steerops.probes.store import load_probe, ood_dir, probes_root, resolve_run
