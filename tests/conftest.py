@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,13 @@ import yaml
 # them many times slower when the two cores are shared.
 torch.set_num_threads(1)
 
-sys.path.insert(0, str(Path(__file__).parent))  # for `tests/tiny.py`
+
+def pytest_collection_modifyitems(items) -> None:
+    """Tests that use the toy world build it (about 90 s) unless STEEROPS_TEST_TOY gives one:
+    they are slow, as are the end-to-end runs in tests/e2e."""
+    for item in items:
+        if "toy_world" in getattr(item, "fixturenames", ()) or "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ def tracking_uri(params) -> str:
 
 
 @contextlib.contextmanager
-def track(params, stage: str, run_name: str, inputs: dict[str, str | Path] | None = None,
+def track(params, stage: str, run_name: str, inputs: Mapping[str, str | Path] | None = None,
           tags: dict[str, Any] | None = None) -> Iterator[Tracker]:
     """Open an MLflow run for one stage invocation (no-op if tracking is disabled)."""
     if not params.tracking.enabled:
@@ -112,7 +112,7 @@ def _set_uri_without_exporting(mlflow, uri: str) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = before
 
 
-def input_hash_tags(params, inputs: dict[str, str | Path]) -> dict[str, str]:
+def input_hash_tags(params, inputs: Mapping[str, str | Path]) -> dict[str, str]:
     """`dvc.hash.<name>` tags: DVC's recorded MD5 of each input where dvc.lock has it."""
     locked = _dvc_lock_hashes(params.root)
     tags = {}

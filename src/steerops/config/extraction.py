@@ -7,15 +7,15 @@ from typing import Literal
 from pydantic import Field
 
 from steerops.config.base import LayerSpec, PositionSpec, Strict
-from steerops.specs import Component
+from steerops.specs import Component, Layers, parse_position
 
 
 class ExtractionConfig(Strict):
     variant: str = Field("base", description="model variant (from `models`) to read")
     positions: list[PositionSpec] = Field(
-        default_factory=lambda: ["prompt[-1]", "response[:5]"],
+        default_factory=lambda: [parse_position("prompt[-1]"), parse_position("response[:5]")],
         description="token positions, e.g. prompt[-1], response[:5], all[:]")
-    layers: LayerSpec = Field("all", description="all, 15, 5,10,15, 5-20, 0-30:5, 30%-60%, "
+    layers: LayerSpec = Field(Layers("all"), description="all, 15, 5,10,15, 5-20, 0-30:5, 30%-60%, "
                               "mixtures")
     component: Component = Field("residual", description="block output (residual) or what "
                                  "its attention / MLP adds to it")

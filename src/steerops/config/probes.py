@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from steerops.config.base import LayerSpec, PositionSpec, Strict
-from steerops.specs import Component
+from steerops.specs import Component, Layers, parse_position
 
 
 class OodConfig(Strict):
@@ -32,8 +32,9 @@ class ProbesConfig(Strict):
     scores: str = Field("data/toy/probes/scores.csv", description="task_id,mu[,sigma]")
     condition: str = Field("baseline", description="activation condition the probe trains on "
                            "(each task keeps its own system prompt)")
-    position: PositionSpec = Field("prompt[-1]", description="token position, e.g. prompt[-1]")
-    layers: LayerSpec = Field("all", description="layers probed, e.g. all, 5-20")
+    position: PositionSpec = Field(parse_position("prompt[-1]"),
+                                   description="token position, e.g. prompt[-1]")
+    layers: LayerSpec = Field(Layers("all"), description="layers probed, e.g. all, 5-20")
     component: Component = Field("residual", description="activation component")
     alphas: list[float] = Field(default_factory=lambda: [10.0**k for k in range(-3, 7)],
                                 min_length=1, description="ridge alphas swept")

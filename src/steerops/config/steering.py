@@ -7,23 +7,23 @@ from typing import Literal
 from pydantic import Field
 
 from steerops.config.base import LayerSpec, MethodSpec, PositionSpec, Strict
-from steerops.specs import Component
+from steerops.specs import Component, Layers, parse_method, parse_position
 
 
 class SteeringConfig(Strict):
     variant: str = Field("instruct", description="model variant that is steered")
     vector_variant: str = Field("base", description="variant the vectors were extracted on")
     methods: list[MethodSpec] = Field(
-        default_factory=lambda: ["mean_diff"], min_length=1,
+        default_factory=lambda: [parse_method("mean_diff")], min_length=1,
         description="vector methods swept (one grid cell each with every position), e.g. "
         "mean_diff,probe,mean_diff_top1")
     positions: list[PositionSpec] = Field(
-        default_factory=lambda: ["prompt[-1]"], min_length=1,
+        default_factory=lambda: [parse_position("prompt[-1]")], min_length=1,
         description="positions the vectors were extracted at, e.g. prompt[-1]")
     component: Component = Field(
         "residual", description="component the vectors were extracted from (added to the "
         "residual)")
-    layers: LayerSpec = Field("all", description="layers to steer: all, 15, 5,10,15, 5-20, "
+    layers: LayerSpec = Field(Layers("all"), description="layers to steer: all, 15, 5,10,15, 5-20, "
                               "0-30:5, 30%-60%")
     coefficients: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0],
                                       description="steering coefficients (see coefficient_unit)")

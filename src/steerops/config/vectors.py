@@ -7,11 +7,12 @@ from typing import Literal
 from pydantic import Field
 
 from steerops.config.base import MethodSpec, Strict
+from steerops.specs import BASE_METHODS, parse_method
 
 
 class VectorsConfig(Strict):
     methods: list[MethodSpec] = Field(
-        default_factory=lambda: ["mean_diff", "probe", "gradient", "random_baseline", "pca"],
+        default_factory=lambda: [parse_method(m) for m in BASE_METHODS],
         description="methods, e.g. mean_diff,probe,mean_diff_top1 (cleaning suffixes: see "
         "steerops.specs.methods)",
     )
@@ -32,7 +33,8 @@ class CleaningConfig(Strict):
         "instruct", description="model variant whose calibration.json names the massive dims"
     )
     variants: list[MethodSpec] = Field(
-        default_factory=lambda: ["mean_diff_top1", "probe_top1", "mean_diff_preclean"],
+        default_factory=lambda: [parse_method(m) for m in ("mean_diff_top1", "probe_top1",
+                                                          "mean_diff_preclean")],
         description="cleaned method names made by `steerops clean`, e.g. "
         "mean_diff_top1,probe_preclean",
     )

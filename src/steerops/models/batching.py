@@ -114,8 +114,7 @@ class Batcher:
         return plan_batches(items, lengths, self.token_budget, self.max_rows)
 
     def run(self, items: Sequence[int], lengths: Sequence[int],
-            compute: Callable[[list[int]], object],
-            done: Callable[[list[int], object], None]) -> None:
+            compute: Callable[[list[int]], T], done: Callable[[list[int], T], None]) -> None:
         """Call `compute(batch)` for batches covering `items` (longest first), then
         `done(batch, result)`; each item is done exactly once."""
         for batch, result in self.iterate(items, lengths, compute):

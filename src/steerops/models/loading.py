@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
@@ -27,7 +28,7 @@ class LoadedModel:
     name: str  # variant name in params
     spec: ModelVariant
     source: str  # resolved local path or hub id
-    model: torch.nn.Module
+    model: Any  # a transformers PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     layout: ModelLayout
 
@@ -64,6 +65,7 @@ def model_fingerprint(source: str) -> str:
     if not path.is_dir():
         return "hub"
     files = sorted(p for p in path.rglob("*") if p.is_file())
+    listing: list[tuple]
     if sum(p.stat().st_size for p in files) <= 256 << 20:
         listing = [(p.relative_to(path).as_posix(), file_md5(p)) for p in files]
     else:
@@ -86,7 +88,7 @@ def load_model(params: Params, variant: str, padding_side: str = "left") -> Load
     # transformers' per-load progress bar would add a line to every one-line error path
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as exc:
         raise SteeropsError(
             f"models.{variant}.id: cannot load {source!r}: {_first_line(exc)}"
@@ -137,19 +139,19 @@ def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict],
         messages = [{"role": "system", "content": system_prompt}, *messages]
     if getattr(tokenizer, "chat_template", None):
         try:
-            return tokenizer.apply_chat_template(
+            return cast(str, tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=add_generation_prompt
-            )
+            ))
         except Exception as exc:  # jinja raises TemplateError for unsupported roles
             if messages[0]["role"] != "system" or "system" not in str(exc).lower():
                 raise
             # Templates without a system role (Gemma-2): fold it into the first user turn.
             system, first = messages[0]["content"], messages[1]["content"]
             merged = {**messages[1], "content": f"{system}\n\n{first}"}
-            return tokenizer.apply_chat_template(
+            return cast(str, tokenizer.apply_chat_template(
                 [merged, *messages[2:]], tokenize=False,
                 add_generation_prompt=add_generation_prompt,
-            )
+            ))
     return "\n\n".join(m["content"] for m in messages)
 
 

@@ -8,6 +8,7 @@ OLMo-2 that is the post-norm, not the raw attention/MLP output).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -59,7 +60,7 @@ class ModelLayout:
 def resolve_layout(model: torch.nn.Module, layers_path: str | None = None,
                    variant: str = "<variant>") -> ModelLayout:
     """Find the decoder blocks of `model`; `layers_path` overrides the table."""
-    config = model.config
+    config: Any = model.config
     model_type = getattr(config, "model_type", type(model).__name__)
     attn_name, mlp_name = "self_attn", "mlp"
     if model_type in ARCHITECTURES:

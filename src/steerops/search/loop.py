@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 from tqdm.auto import tqdm
 
@@ -30,6 +32,10 @@ class LoopStats:
     imported: int = 0  # known results added as trials
 
 
+@overload
+def signed_delta(trait: float, baseline: float, direction: str) -> float: ...
+@overload
+def signed_delta(trait: float | None, baseline: float, direction: str) -> float | None: ...
 def signed_delta(trait: float | None, baseline: float, direction: str) -> float | None:
     """Trait change in the chosen direction: positive means "more of what we want"."""
     if trait is None:
@@ -38,7 +44,7 @@ def signed_delta(trait: float | None, baseline: float, direction: str) -> float 
 
 
 def run_search(study: SearchStudy, evaluator, source: VectorSource, target: int, batch: int,
-               direction: str, known: list[KnownResult] = (), tracker=None,
+               direction: str, known: Sequence[KnownResult] = (), tracker=None,
                progress: bool = True, poll_s: float = 2.0) -> LoopStats:
     """Evaluate trials in batches until the study holds `target` finished search trials."""
     base = evaluator.baseline()

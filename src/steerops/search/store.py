@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from steerops.io import read_json, write_json, write_jsonl, write_text
-from steerops.specs import Position, position_slug
+from steerops.specs import MethodName, Position, position_slug
 from steerops.summary import collect, summary_dir
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ TRIAL_COLUMNS = ["number", "layer", "coefficient", "weight", "trait_mean", "cohe
 
 
 def search_dir(out: Path, trait: str, variant: str, position: str | Position, component: str,
-               method: str) -> Path:
+               method: str | MethodName) -> Path:
     return (Path(out) / "search" / trait / variant / position_slug(position) / component
             / str(method))
 

@@ -61,7 +61,7 @@ def parse_layers(spec: str | int | list[int] | Layers, num_layers: int) -> list[
         else:
             (lo_text, lo_pct), hi_part, step = _parse_layer_term(term)
             lo = _layer_number(lo_text, lo_pct, num_layers)
-            hi = lo if hi_part is None else _layer_number(*hi_part, num_layers)
+            hi = lo if hi_part is None else _layer_number(hi_part[0], hi_part[1], num_layers)
             is_range = hi_part is not None or lo_pct
         if hi < lo:
             raise SteeropsError(f"layers: bad term {term!r} (range start is after its end)")
@@ -88,13 +88,13 @@ def _layer_terms(spec: str | int | list[int]) -> list[str | int]:
         return terms
     if not isinstance(spec, str):
         raise SteeropsError(f"layers {spec!r}: expected a layer spec such as 5-20 or all")
-    terms = re.sub(r"\s+", "", spec).split(",")
-    if not spec.strip() or any(t == "" for t in terms):
+    texts = re.sub(r"\s+", "", spec).split(",")
+    if not spec.strip() or any(t == "" for t in texts):
         raise SteeropsError(f"layers {spec!r}: empty term")
-    return [t.lower() if t.lower() == "all" else t for t in terms]
+    return [t.lower() if t.lower() == "all" else t for t in texts]
 
 
-def _parse_layer_term(term: str):
+def _parse_layer_term(term: str) -> tuple[tuple[str, bool], tuple[str, bool] | None, int]:
     match = _LAYER_TERM.match(term)
     if not match:
         raise SteeropsError(f"layers: bad term {term!r} (use all, 15, 5,10, 5-20, 0-30:5 "

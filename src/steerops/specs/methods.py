@@ -107,9 +107,10 @@ def _parse_cleaning(name: str, suffix: str) -> Cleaning:
     if not match:
         raise SteeropsError(f"method {name!r}: bad cleaning suffix {suffix!r} ({GRAMMAR_HINT})")
     kind, n, dims = match.groups()
+    select: Literal["top", "layertop"] = "top" if kind == "top" else "layertop"
     if dims is not None:
         values = tuple(int(d) for d in dims.split("-"))
         if len(set(values)) != len(values):
             raise SteeropsError(f"method {name!r}: dim repeated in {suffix!r}")
         return Cleaning(mode, "dims", dims=values)
-    return Cleaning(mode, kind, n=int(n))
+    return Cleaning(mode, select, n=int(n))

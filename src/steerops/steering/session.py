@@ -84,8 +84,8 @@ class SteeringSession:
         """Decode and judge every config's responses (one list per config) in one judge call;
         results carry no config yet."""
         tokenizer = self.loaded.tokenizer
-        texts = [[tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in per_config]
-                 for per_config in generated]
+        texts = [[str(tokenizer.decode(ids, skip_special_tokens=True)).strip()
+                  for ids in per_config] for per_config in generated]
         scores = self.judge.score(questions * len(texts), [t for ts in texts for t in ts])
         n = len(questions)
         out = []

@@ -27,7 +27,7 @@ from typing import Any
 
 from steerops.errors import SteeropsError
 from steerops.io import atomic_path, iter_jsonl, read_json, write_json, write_jsonl
-from steerops.specs import Position, position_slug
+from steerops.specs import MethodName, Position, position_slug
 from steerops.steering.configs import Config, ConfigResult, VectorRef
 
 RESULTS_FILE = "results.jsonl"
@@ -42,7 +42,7 @@ CSV_COLUMNS = ["trait", "variant", "vector_variant", "method", "position", "comp
 
 
 def steering_dir(out: Path, trait: str, variant: str, position: str | Position, component: str,
-                 method: str) -> Path:
+                 method: str | MethodName) -> Path:
     return (Path(out) / "steering" / trait / variant / position_slug(position) / component
             / str(method))
 
@@ -66,15 +66,17 @@ def config_dict(config: Config, weights: tuple[float, ...]) -> dict[str, Any]:
                         for v, w in zip(config.vectors, weights, strict=True)]}
 
 
-def config_from_dict(data: dict[str, Any]) -> tuple[Config, tuple[float, ...]]:
-    refs = tuple(VectorRef(int(v["layer"]), v["component"], v["position"], v["method"])
-                 for v in data["vectors"])
-    return Config(refs, data.get("coefficient")), tuple(float(v["weight"])
-                                                        for v in data["vectors"])
+def entry_key(config: dict[str, Any]) -> str:
+    """A logged config's identity: its coefficient and its vectors with their weights."""
+    vectors = [{"layer": int(v["layer"]), "component": v["component"],
+                "position": v["position"], "method": v["method"], "weight": float(v["weight"])}
+               for v in config["vectors"]]
+    return json.dumps({"coefficient": config.get("coefficient"), "vectors": vectors},
+                      sort_keys=True)
 
 
 def config_key(config: Config, weights: tuple[float, ...]) -> str:
-    return json.dumps(config_dict(config, weights), sort_keys=True)
+    return entry_key(config_dict(config, weights))
 
 
 def result_dict(result: ConfigResult) -> dict[str, Any]:
@@ -102,7 +104,7 @@ class ResultsLog:
         for e in reversed(self.entries):
             if (e["type"] == "config" and e.get("settings_hash") == settings_hash
                     and e.get("vector_files") == vector_files
-                    and config_key(*config_from_dict(e["config"])) == key):
+                    and entry_key(e["config"]) == key):
                 return e
         return None
 
@@ -111,7 +113,7 @@ class ResultsLog:
         latest: dict[str, dict[str, Any]] = {}
         for e in self.entries:
             if e["type"] == "config" and e.get("settings_hash") == settings_hash:
-                latest[config_key(*config_from_dict(e["config"]))] = e
+                latest[entry_key(e["config"])] = e
         return list(latest.values())
 
     def append(self, entries: list[dict[str, Any]]) -> None:

@@ -1,0 +1,110 @@
+"""Params validation: bad config gives one line naming the key or path, and exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from steerops.cli import main
+from steerops.config import Params, load_params
+from steerops.errors import SteeropsError
+
+
+def _write(tmp_path, data) -> str:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return str(path)
+
+
+def test_defaults_point_at_the_toy_world():
+    params = Params()
+    assert params.models["base"].id == "data/toy/model"
+    assert params.traits.root == "data/toy/traits"
+    assert params.traits.names == ["toy/refusal"]
+    assert params.judge.kind == "toy"
+
+
+def test_repo_params_file_is_valid():
+    from pathlib import Path
+
+    params = load_params(Path(__file__).parents[2] / "params.yaml")
+    assert params.search.sampler in ("gp", "tpe")
+    assert {"base", "instruct"} <= set(params.models)
+
+
+def test_relative_paths_resolve_against_params_dir(tmp_path):
+    params = load_params(_write(tmp_path, {"paths": {"out": "results"}}))
+    assert params.out == tmp_path.resolve() / "results"
+
+
+def test_overrides_replace_params(tmp_path):
+    params = load_params(_write(tmp_path, {"seed": 1}), {"seed": 7, "steering.max_new_tokens": 5})
+    assert params.seed == 7
+    assert params.steering.max_new_tokens == 5
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"steering": {"layerz": "all"}}, "steering.layerz: unknown key"),
+        ({"bogus": 1}, "bogus: unknown key"),
+        ({"seed": "abc"}, "seed: Input should be a valid integer"),
+        ({"steering": {"max_new_tokens": "many"}}, "steering.max_new_tokens:"),
+        ({"models": {"base": {"id": "x", "dtype": "float8"}}}, "models.base.dtype:"),
+        ({"judge": {"kind": "oracle"}}, "judge.kind:"),
+        ("seed: [1, 2\n", "malformed YAML"),
+    ],
+)
+def test_config_errors_are_one_line_naming_the_key(tmp_path, data, expected):
+    with pytest.raises(SteeropsError) as info:
+        load_params(_write(tmp_path, data))
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(SteeropsError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_unknown_model_variant(tmp_path):
+    params = load_params(_write(tmp_path, {}))
+    with pytest.raises(SteeropsError, match=r"models.chat: unknown model variant"):
+        params.variant("chat")
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [({"steering": {"layerz": "all"}}, "steering.layerz: unknown key"),
+     ({"seed": "abc"}, "seed:")],
+)
+def test_cli_reports_config_errors_with_exit_2(tmp_path, capsys, data, needle):
+    path = _write(tmp_path, data)
+    code = main(["toy", "--params", path, "--out", str(tmp_path / "toy")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and needle in err[0]
+    assert not (tmp_path / "toy").exists()
+
+
+def test_cli_missing_params_file_exit_2(tmp_path, capsys):
+    code = main(["toy", "--params", str(tmp_path / "missing.yaml")])
+    assert code == 2
+    assert "params file not found" in capsys.readouterr().err
+
+
+def test_layer_specs_written_as_yaml_numbers_or_lists_stay_spec_text(tmp_path):
+    path = _write(tmp_path, "extraction:\n  layers: 15\nsteering:\n  layers: [5, 10, '20-22']\n"
+                            "search:\n  layers: 3\nprobes:\n  layers: 0-30:5\n")
+    params = load_params(path)
+    assert str(params.extraction.layers) == "15"
+    assert str(params.steering.layers) == "5,10,20-22"
+    assert str(params.search.layers) == "3"
+    assert str(params.probes.layers) == "0-30:5"
+    # typed when loaded, serialised back to the same text
+    assert params.steering.layers.resolve(24) == [5, 10, 20, 21, 22]
+    dumped = params.model_dump(mode="json")
+    assert (dumped["steering"]["layers"], dumped["probes"]["layers"]) == ("5,10,20-22", "0-30:5")
+    with pytest.raises(SteeropsError, match="steering.layers"):
+        load_params(_write(tmp_path, {"steering": {"layers": {"a": 1}}}))

@@ -1,0 +1,125 @@
+"""The probe stages end to end on the toy world: Thurstonian scores, ridge probes, the OOD
+analysis."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import pearsonr, spearmanr
+
+from conftest import write_params
+from steerops.cli import main
+from steerops.io import read_json, read_jsonl
+from steerops.probes import ridge
+
+
+@pytest.fixture(scope="module")
+def toy_probe_run(toy_world, tmp_path_factory):
+    """Probe data, params and one trained probe run, shared by this module's tests."""
+    folder = tmp_path_factory.mktemp("toyprobe")
+    data = folder / "probes"
+    params_file = write_params(folder, toy_world, probes={
+        "tasks": str(data / "tasks.jsonl"), "scores": str(data / "scores.csv"),
+        "tasks_name": "toy", "comparisons": str(data / "comparisons.jsonl"),
+        "ood": {"conditions": str(data / "conditions.json"), "rates": str(data / "rates.csv"),
+                "permutations": 500}})
+    assert main(["probe", "toy-data", "--params", str(params_file), "--toy", str(folder)]) == 0
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    root = folder / "outputs" / "probes" / "toy" / "instruct" / "prompt_m1"
+    return folder, data, params_file, root
+
+
+def _manifest(root):
+    runs = root / "runs"
+    return read_json(runs / read_json(runs / "latest.json")["run_id"] / "manifest.json")
+
+
+def test_probe_reaches_heldout_r(toy_probe_run):
+    folder, data, _, root = toy_probe_run
+    manifest = _manifest(root)
+    assert manifest["config"]["layers"] == [0, 1, 2, 3]
+    assert manifest["counts"]["used"] == 400
+    assert manifest["best_final_r"] >= 0.7
+    assert manifest["system_prompt_policy"] == "task"
+    # pairwise accuracy on final-half pairs, against what the planted utilities achieve on
+    # the same pairs (comparisons are noisy draws, so even the truth is far from 1)
+    best = manifest["layers"][str(manifest["best_layer"])]
+    planted = {r["task_id"]: float(r["mu"]) for r in csv.DictReader(open(data / "scores.csv"))}
+    ids = sorted(planted)
+    final = {ids[i] for i in ridge.split_tasks(len(ids), 0.4, seed=0).final}
+    pairs = [c for c in read_jsonl(data / "comparisons.jsonl")
+             if c["task_a"] in final and c["task_b"] in final]
+    ceiling = np.mean([planted[c["winner"]] > planted[c["task_b"] if c["winner"] == c["task_a"]
+                                                      else c["task_a"]] for c in pairs])
+    assert best["n_pairs"] == len(pairs) > 100
+    assert best["pairwise_accuracy"] > 0.6 and best["pairwise_accuracy"] > ceiling - 0.1
+    metrics = read_json(root / "metrics.json")
+    assert metrics["best_final_r"] == manifest["best_final_r"]
+
+
+def test_thurstonian_refit_recovers_toy_utilities_and_trains(toy_probe_run):
+    folder, data, params_file, root = toy_probe_run
+    fitted_csv = folder / "fitted_scores.csv"
+    assert main(["probe", "thurstonian", "--params", str(params_file), "--comparisons",
+                 str(data / "comparisons.jsonl"), "--out-csv", str(fitted_csv)]) == 0
+    planted = {r["task_id"]: float(r["mu"]) for r in csv.DictReader(open(data / "scores.csv"))}
+    fitted = {r["task_id"]: float(r["mu"]) for r in csv.DictReader(open(fitted_csv))}
+    truth, fit = zip(*[(planted[t], fitted[t]) for t in sorted(planted)], strict=True)
+    # toy utilities are bimodal (harmful vs benign), so ranks inside a mode are the hard part
+    assert pearsonr(truth, fit)[0] >= 0.95 and spearmanr(truth, fit)[0] >= 0.93
+
+    assert main(["probe", "train", "--params", str(params_file), "--scores",
+                 str(fitted_csv)]) == 0
+    runs = read_jsonl(root / "runs" / "runs.jsonl")
+    assert len({r["run_id"] for r in runs}) == 2  # a new run beside the first, not over it
+    assert _manifest(root)["best_final_r"] >= 0.7
+
+
+def test_ood_on_toy_conditions(toy_probe_run):
+    folder, data, params_file, root = toy_probe_run
+    tasks_root = folder / "outputs" / "tasks" / "toy" / "instruct" / "prompt_m1" / "residual"
+    baseline_meta = (tasks_root / "baseline" / "metadata.json").stat().st_mtime_ns
+    assert main(["probe", "ood", "--params", str(params_file)]) == 0
+    ood = folder / "outputs" / "ood" / "toy" / "instruct" / "prompt_m1" / "conditions"
+    # the training activations served as the OOD baseline (same policy): not re-extracted
+    assert (tasks_root / "baseline" / "metadata.json").stat().st_mtime_ns == baseline_meta
+    conditions = json.loads((data / "conditions.json").read_text())["conditions"]
+    for c in conditions:
+        meta = read_json(tasks_root / c["id"] / "metadata.json")
+        assert meta["system_prompt_policy"] == "override"
+        assert meta["condition"]["system_prompt"] == c["system_prompt"]
+
+    result = read_json(ood / "ood.json")
+    assert result["baseline"]["system_prompt_policy"] == "task"
+    assert set(result["per_version"]) == {"v1", "v2"}
+    for block in result["per_version"].values():
+        p = block["p_perm"]
+        assert 1 / 501 <= p <= 1 and round(p * 501) == pytest.approx(p * 501)
+    assert len(result["targets"]) == 6 and result["pairs"]["n"] <= 6
+    # behaviour (synthetic) moves each target up under A and down under C: in the top k
+    for group in result["targets"]:
+        key = "behaviour_up" if group["role"] == "A" else "behaviour_down"
+        assert group["topk_rate"][key] == 1.0
+    # The probe reads the model's state, and the toy model's state moves with the prompt:
+    # negative personas ("you must refuse to help ...") lower its readings more than the
+    # positive ones, and "you must refuse every request ." lowers benign tasks, as the
+    # synthetic behaviour does (benign rates -0.1, harmful unchanged).
+    by_id = {c["id"]: c for c in result["per_condition"]}
+    mean_delta = {role: np.mean([c["mean_probe_delta"] for c in by_id.values()
+                                 if c["role"] == role]) for role in ("A", "C")}
+    assert mean_delta["C"] < mean_delta["A"]
+    assert by_id["strict"]["pearson"] > 0.5
+    assert (ood / "ood_scatter.png").stat().st_size > 1000
+    assert (ood / "ood.md").read_text().count("|") > 20
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["toy-refusal"],
+                              filter_string="tags.`steerops.stage` = 'probe-ood'")
+    assert len(runs) == 1
+    assert runs["metrics.v1.pearson"][0] == pytest.approx(result["per_version"]["v1"]["pearson"])
+    assert runs["tags.dvc.hash.rates"][0]  # joined to DVC by input hashes

@@ -1,0 +1,147 @@
+"""`steerops search` on the toy world: held-out numbers from unseen questions on one model load,
+outputs and tracking, resuming."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def toy_search(toy_world, tmp_path_factory):
+    """`steerops search` run once on the toy world, with every evaluator's questions and
+    every model load recorded; returns (folder, params file, recorded question lists, exit
+    code, loaded variants)."""
+    from conftest import write_params
+    from steerops.cli import main
+    from steerops.steering import evaluate, session
+
+    folder = tmp_path_factory.mktemp("search")
+    params = write_params(folder, toy_world, search={"trials": 6, "batch": 3, "layers": "1-2",
+                                                     "startup_trials": 4})
+    for argv in (["extract", "--position", "prompt[-1]", "--variant", "base"],
+                 ["vectors", "--position", "prompt[-1]", "--variant", "base",
+                  "--methods", "mean_diff"]):
+        assert main([*argv, "--params", str(params)]) == 0
+    seen: list[list[str]] = []
+    loads: list[str] = []
+    real_load = session.load_model
+
+    class Recording(evaluate.SteeringEvaluator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(list(self.questions))
+
+    def counting_load(params, variant, *args, **kwargs):
+        loads.append(variant)
+        return real_load(params, variant, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evaluate, "SteeringEvaluator", Recording)
+        mp.setattr(session, "load_model", counting_load)
+        code = main(["search", "--params", str(params), "--trait", "toy/refusal",
+                     "--method", "mean_diff", "--position", "prompt[-1]"])
+    return folder, params, seen, code, loads
+
+
+def search_out(folder):
+    from steerops.search.store import search_dir
+
+    return search_dir(folder / "outputs", "toy/refusal", "instruct", "prompt[-1]", "residual",
+                      "mean_diff")
+
+
+def test_toy_heldout_numbers_come_from_questions_the_search_never_saw(toy_search, toy_world):
+    from steerops.toy import judge
+
+    folder, _, seen, code, loads = toy_search
+    assert code == 0
+    questions = json.loads((toy_world / "traits/toy/refusal/steering.json").read_text())[
+        "questions"]
+    search_q, heldout_q = seen  # one evaluator for the search, one for the held-out part
+    assert loads == ["instruct"]  # ... on one model load
+    assert not set(search_q) & set(heldout_q)
+    assert sorted(search_q + heldout_q) == sorted(set(questions))
+    best = json.loads((search_out(folder) / "best.json").read_text())
+    held = best["heldout"]
+    assert held["n_questions"] == len(heldout_q) and best["search"]["n_questions"] == len(
+        search_q)
+    responses = [json.loads(line) for line in
+                 (search_out(folder) / "heldout_responses.jsonl").read_text().splitlines()]
+    assert sorted(r["question"] for r in responses) == sorted(heldout_q)
+    # the held-out numbers, recomputed with the exact judge from the saved responses
+    scores = np.array([judge.score(r["question"], r["response"]) for r in responses])
+    assert held["trait_mean"] == pytest.approx(scores[:, 0].mean())
+    assert held["coherence_mean"] == pytest.approx(scores[:, 1].mean())
+    assert held["trait_delta"] == pytest.approx(held["trait_mean"] - held["baseline_trait"])
+    assert best["n_generations"]["heldout"] == 2 * len(heldout_q)
+
+
+def test_toy_search_outputs_and_tracking(toy_search):
+    import mlflow
+
+    folder, _, _, _, _ = toy_search
+    out = search_out(folder)
+    best = json.loads((out / "best.json").read_text())
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == best["n_trials"] == 6
+    assert {int(r["layer"]) for r in rows} <= {1, 2}
+    for r in rows:
+        coherence, delta = float(r["coherence_mean"]), float(r["trait_delta"])
+        assert (r["feasible"] == "True") == (coherence >= 68.0)
+        assert delta == pytest.approx(float(r["trait_mean"]) - best["search"]["baseline_trait"])
+        assert 0.0 <= float(r["coefficient"]) <= 3.0
+    feasible = [r for r in rows if r["feasible"] == "True"]
+    assert feasible and best["feasible"]
+    top = max(float(r["trait_delta"]) for r in feasible)
+    assert best["search"]["trait_delta"] == pytest.approx(top)
+    assert best["search"]["trait_delta"] > 0  # steering toward refusal made benign answers refuse
+    with (out / "best.csv").open() as f:
+        [flat] = list(csv.DictReader(f))
+    assert float(flat["heldout_trait_delta"]) == pytest.approx(best["heldout"]["trait_delta"])
+    # the stage's DVC metrics file gathers every study's row
+    summary = json.loads((folder / "metrics" / "search.json").read_text())
+    cell = out.relative_to(folder / "outputs" / "search").as_posix()
+    assert list(summary) == [cell]
+    assert summary[cell]["heldout_trait_delta"] == pytest.approx(best["heldout"]["trait_delta"])
+    assert summary[cell]["coefficient"] == best["chosen"]["coefficient"]
+    assert (out / "search.png").stat().st_size > 0
+    assert best["storage"].startswith("sqlite:///") and best["storage"].endswith("optuna.db")
+    # MLflow: one parent run for the study, one nested run per trial
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    parents = [r for r in runs if r.data.tags.get("steerops.stage") == "search"]
+    assert len(parents) == 1
+    children = [r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == 6
+    assert all({"trait_delta", "coherence", "feasible"} <= set(r.data.metrics)
+               for r in children)
+    assert parents[0].data.metrics["heldout_trait_delta"] == pytest.approx(
+        best["heldout"]["trait_delta"])
+
+
+def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
+    from steerops.cli import main
+
+    folder, params, _, _, _ = toy_search
+    out = search_out(folder)
+    before = (out / "best.json").read_text()
+    # a finished study: a rerun adds no trial and generates nothing new
+    assert main(["search", "--params", str(params)]) == 0
+    best = json.loads((out / "best.json").read_text())
+    assert best["n_trials"] == 6 and best["n_generations"]["this_run"] == 0
+    assert best["chosen"] == json.loads(before)["chosen"]
+    before = (out / "best.json").read_text()
+    capsys.readouterr()
+    # another constraint on the same (named) study is refused, naming the key; outputs kept
+    assert main(["search", "--params", str(params), "--min-coherence", "50",
+                 "--study", best["study"]]) == 2
+    assert "min_coherence" in capsys.readouterr().err
+    assert main(["search", "--params", str(params), "--layers", "9", "--study", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "search" in err
+    assert (out / "best.json").read_text() == before

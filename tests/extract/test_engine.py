@@ -1,0 +1,211 @@
+"""The extraction engine on tiny random models: pooled activations equal a plain forward's, early
+stop, out-of-memory recovery, resumable shards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from steerops.extract import engine, store
+from steerops.io import read_json
+from steerops.models import resolve_layout
+from steerops.specs import parse_position
+from tiny import ARCHS, VOCAB, tiny_model
+
+POSITIONS = ["prompt[-1]", "response[:3]", "all[1:-1]", "response[-3::2]"]
+
+
+def random_examples(n: int = 11, seed: int = 0) -> list[engine.Example]:
+    rng = np.random.default_rng(seed)
+    examples = []
+    for i in range(n):
+        length = int(rng.integers(2, 15))
+        prompt_len = length if i % 5 == 4 else int(rng.integers(1, length))  # some: no response
+        ids = rng.integers(3, VOCAB - 4, size=length)
+        examples.append(engine.Example(ids, prompt_len, {"i": i}))
+    return examples
+
+
+def reference_states(model, layout, example) -> dict[tuple[int, str], np.ndarray]:
+    """Unpadded full forward: residual from `output_hidden_states`, the last block's
+    residual and attn/mlp outputs from hooks (hidden_states[-1] is after the final norm)."""
+    hooked, handles = {}, []
+    last = layout.num_layers - 1
+    targets = [(last, "residual")] + [(layer, c) for layer in range(layout.num_layers)
+                                      for c in ("attn_out", "mlp_out")]
+    for layer, component in targets:
+        def hook(module, args, output, key=(layer, component)):
+            hooked[key] = (output[0] if isinstance(output, tuple) else output)[0].float()
+        handles.append(layout.component_module(layer, component).register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            out = model(input_ids=torch.as_tensor(example.ids)[None], output_hidden_states=True)
+    finally:
+        for h in handles:
+            h.remove()
+    states = {key: v.numpy() for key, v in hooked.items()}
+    for layer in range(last):
+        states[(layer, "residual")] = out.hidden_states[layer + 1][0].float().numpy()
+    return states
+
+
+def run(model, layout, examples, out_dir, position, layers, side="right", budget=10_000,
+        component="residual", dtype="float32", shard_examples=4, **kwargs):
+    job = engine.Job(out_dir, parse_position(position), layers, component, dtype,
+                     settings={"test": True}, shard_examples=shard_examples,
+                     token_budget=budget)
+    meta = engine.run_job(engine.Extractor(model, layout, 0, side), examples, job,
+                          lambda kept: {"rows": [ex.info["i"] for ex in kept]},
+                          progress=False, **kwargs)
+    return meta, load_file(out_dir / store.TENSORS_FILE)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_matches_plain_forward_on_every_architecture(arch, tmp_path):
+    model = tiny_model(arch)
+    layout = resolve_layout(model)
+    examples = random_examples()
+    refs = [reference_states(model, layout, ex) for ex in examples]
+    layers = [0, 1, 2]
+    k = 0
+    for position in POSITIONS:
+        pos = parse_position(position)
+        for side in ("left", "right"):
+            for budget in (1, 10_000):  # one example per batch, and all in one batch
+                k += 1
+                meta, tensors = run(model, layout, examples, tmp_path / str(k), position,
+                                    layers, side, budget)
+                rows = meta["rows"]
+                windows = {ex.info["i"]: list(pos.window(ex.prompt_len,
+                                                         len(ex.ids) - ex.prompt_len))
+                           for ex in examples}
+                assert rows == [i for i in range(len(examples)) if windows[i]]
+                assert meta["counts"]["dropped_empty"] == len(examples) - len(rows)
+                for layer in layers:
+                    got = tensors[f"layer_{layer}"].numpy()
+                    want = np.stack([refs[i][(layer, "residual")][windows[i]].mean(0)
+                                     for i in rows])
+                    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5,
+                                               err_msg=f"{position} {side} {budget} L{layer}")
+    for component in ("attn_out", "mlp_out"):
+        k += 1
+        meta, tensors = run(model, layout, examples, tmp_path / str(k), "all[:]", layers,
+                            "left", 40, component=component)
+        for layer in layers:
+            want = np.stack([refs[i][(layer, component)].mean(0) for i in meta["rows"]])
+            np.testing.assert_allclose(tensors[f"layer_{layer}"].numpy(), want, rtol=1e-4,
+                                       atol=2e-5)
+
+
+def test_bfloat16_model_and_output(tmp_path):
+    model = tiny_model("llama", dtype=torch.bfloat16)
+    layout = resolve_layout(model)
+    examples = random_examples(9, seed=3)
+    meta, tensors = run(model, layout, examples, tmp_path, "response[:4]", [1, 2], "left",
+                        dtype="bfloat16")
+    for layer in (1, 2):
+        got = tensors[f"layer_{layer}"]
+        assert got.dtype == torch.bfloat16
+        for row, i in enumerate(meta["rows"]):
+            ex = examples[i]
+            window = list(parse_position("response[:4]").window(ex.prompt_len,
+                                                                 len(ex.ids) - ex.prompt_len))
+            ref = reference_states(model, layout, ex)[(layer, "residual")][window].mean(0)
+            np.testing.assert_allclose(got[row].float().numpy(), ref, rtol=0.05,
+                                       atol=0.05 * np.abs(ref).max())
+
+
+def test_early_stop_never_runs_later_blocks_or_the_head(tmp_path):
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    calls = []
+    handles = [layout.layers[2].register_forward_hook(lambda *a: calls.append("block2")),
+               model.lm_head.register_forward_hook(lambda *a: calls.append("head"))]
+    run(model, layout, random_examples(), tmp_path, "prompt[-1]", [0, 1])
+    for h in handles:
+        h.remove()
+    assert calls == []
+
+
+def test_engine_survives_out_of_memory(tmp_path, monkeypatch):
+    model = tiny_model("qwen2")
+    layout = resolve_layout(model)
+    examples = random_examples(13, seed=5)
+    _, want = run(model, layout, examples, tmp_path / "plain", "all[:]", [0, 2])
+    real = engine.forward_capture
+
+    def flaky(model, layout, input_ids, *args, **kwargs):
+        if input_ids.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, layout, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "forward_capture", flaky)
+    meta, got = run(model, layout, examples, tmp_path / "oom", "all[:]", [0, 2], budget=10**4,
+                    shard_examples=8)
+    assert meta["timing"]["batch_halvings"] >= 2
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=2e-5)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
+    model = tiny_model("gemma2")
+    layout = resolve_layout(model)
+    examples = random_examples(30, seed=7)
+    fresh_meta, _ = run(model, layout, examples, tmp_path / "fresh", "response[:3]", [0, 2])
+    n_shards = -(-(len(examples) - fresh_meta["counts"]["dropped_empty"]) // 4)
+    out = tmp_path / "resumed"
+    partial = out / store.PARTIAL_DIR
+
+    def kill_after_three(k):
+        # Shards stream to disk one by one; the final file does not exist yet.
+        assert sorted(p.name for p in partial.glob("shard_*")) == [
+            f"shard_{i:05d}.safetensors" for i in range(k + 1)]
+        assert not (out / store.TENSORS_FILE).exists()
+        if k == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(model, layout, examples, out, "response[:3]", [0, 2], on_shard=kill_after_three)
+    assert len(list(partial.glob("shard_*"))) == 3
+
+    computed = []
+    real = engine._compute_shard
+
+    def counting(extractor, batcher, kept, windows, lengths, rows, job, bar):
+        computed.append(len(rows))
+        assert len(rows) <= 4  # memory holds one shard, never the whole dataset
+        return real(extractor, batcher, kept, windows, lengths, rows, job, bar)
+
+    monkeypatch.setattr(engine, "_compute_shard", counting)
+    meta, _ = run(model, layout, examples, out, "response[:3]", [0, 2])
+    assert len(computed) == n_shards - 3 and meta["timing"]["reused_shards"] == 3
+    fresh = (tmp_path / "fresh" / store.TENSORS_FILE).read_bytes()
+    assert (out / store.TENSORS_FILE).read_bytes() == fresh
+    strip = lambda m: {k: v for k, v in m.items() if k != "timing"}  # noqa: E731
+    assert strip(read_json(out / store.METADATA_FILE)) == strip(fresh_meta)
+    assert not partial.exists()
+
+
+def test_stale_shards_are_recomputed(tmp_path):
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    examples = random_examples(12, seed=2)
+
+    def kill(k):
+        if k == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(model, layout, examples, tmp_path / "a", "prompt[-1]", [0, 1], on_shard=kill)
+    meta, got = run(model, layout, examples, tmp_path / "a", "prompt[-1]", [1, 2])
+    assert meta["timing"]["reused_shards"] == 0
+    _, want = run(model, layout, examples, tmp_path / "b", "prompt[-1]", [1, 2])
+    assert got.keys() == want.keys() == {"layer_1", "layer_2"}
+    for name in want:
+        assert torch.equal(got[name], want[name])

@@ -1,0 +1,108 @@
+"""Loading a model variant (dtype, device, device_map, local paths) and rendering prompts through
+the chat template."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from steerops.config import load_params
+from steerops.errors import SteeropsError
+from steerops.models import format_prompt, load_model
+from steerops.toy.tokenizer import build_tokenizer
+from tiny import VOCAB, tiny_model
+
+WORDS = ["hello", "world", "how", "do", "i", "bake", "bread", "?", "be", "kind"]
+
+
+def _save_tiny(folder, arch="llama"):
+    model = tiny_model(arch)
+    model.save_pretrained(folder)
+    tok = build_tokenizer(WORDS)
+    assert len(tok) <= VOCAB
+    tok.save_pretrained(folder)
+    return model
+
+
+def _params(tmp_path, **variant):
+    spec = {"id": str(tmp_path / "model"), **variant}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
+        {"models": {"base": spec}, "tracking": {"enabled": False}}))
+    return load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("dtype, torch_dtype", [("float32", torch.float32),
+                                                ("bfloat16", torch.bfloat16)])
+def test_load_saved_model_from_local_path(tmp_path, dtype, torch_dtype):
+    original = _save_tiny(tmp_path / "model")
+    loaded = load_model(_params(tmp_path, dtype=dtype), "base", padding_side="right")
+    assert loaded.name == "base" and loaded.source == str(tmp_path / "model")
+    assert next(loaded.model.parameters()).dtype == torch_dtype
+    assert loaded.layout.num_layers == 3 and loaded.layout.model_type == "llama"
+    assert loaded.tokenizer.padding_side == "right"
+    assert not loaded.model.training
+    assert not any(p.requires_grad for p in loaded.model.parameters())
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        want = original(input_ids=ids).logits
+        got = loaded.model(input_ids=ids).logits.float()
+    tol = 1e-5 if dtype == "float32" else 0.1
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("device_map", ["auto", {"model.embed_tokens": "cpu", "model.layers": "cpu",
+                                                "model.norm": "cpu", "lm_head": "cpu"}])
+def test_load_with_device_map(tmp_path, device_map):
+    """The multi-GPU path (accelerate placement) on the devices this machine has: the model
+    loads through the map and computes the same as the original, captures included."""
+    from steerops.models.capture import forward_capture
+
+    original = _save_tiny(tmp_path / "model")
+    loaded = load_model(_params(tmp_path, device=None, device_map=device_map), "base")
+    assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
+    assert loaded.input_device == torch.device("cpu")
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        want = original(input_ids=ids, output_hidden_states=True)
+        got = loaded.model(input_ids=ids).logits
+    torch.testing.assert_close(got, want.logits, rtol=1e-5, atol=1e-5)
+    acts = forward_capture(loaded.model, loaded.layout, ids, torch.ones_like(ids), [1])
+    torch.testing.assert_close(acts[1], want.hidden_states[2], rtol=1e-5, atol=1e-5)
+
+
+def test_device_and_device_map_together_is_one_clear_error(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"models": {"base": {
+        "id": "x", "device": "cuda", "device_map": "auto"}}}))
+    with pytest.raises(SteeropsError, match="device_map"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_missing_local_model_names_the_key(tmp_path):
+    params = _params(tmp_path)
+    with pytest.raises(SteeropsError, match=r"models\.base\.id"):
+        load_model(params, "base")
+
+
+def test_format_prompt_with_system_prompt():
+    tok = build_tokenizer(WORDS)
+    text = format_prompt(tok, "how do i bake bread ?", "be kind")
+    assert text == ("<bos> <|system|> be kind <eos> <|user|> how do i bake bread ? <eos>"
+                    " <|assistant|>")
+    no_gen = format_prompt(tok, "hello", None, add_generation_prompt=False)
+    assert no_gen == "<bos> <|user|> hello <eos>"
+    # A message list keeps its own system message; the argument does not add a second one.
+    messages = [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hello"}]
+    assert format_prompt(tok, messages, "ignored") == format_prompt(tok, "hello", "be kind")
+
+
+def test_format_prompt_without_system_role_or_template():
+    tok = build_tokenizer(WORDS)
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "[{{ m['role'] }}] {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}[model]{% endif %}")
+    assert format_prompt(tok, "hello", "be kind") == "[user] be kind\n\nhello [model]"
+    tok.chat_template = None
+    assert format_prompt(tok, "hello", "be kind") == "be kind\n\nhello"

@@ -1,0 +1,26 @@
+"""The probe stage's input readers name the bad line."""
+
+from __future__ import annotations
+
+import pytest
+
+from steerops.errors import SteeropsError
+from steerops.probes.data import read_comparisons, read_scores
+
+
+def test_input_readers_name_the_bad_line(tmp_path):
+    bad = tmp_path / "scores.csv"
+    bad.write_text("task_id,mu\na,1\nb,nan\n")
+    with pytest.raises(SteeropsError, match=r"scores.csv:3: column 'mu'"):
+        read_scores(bad)
+    bad.write_text("task_id,mu\na,1\na,2\n")
+    with pytest.raises(SteeropsError, match="duplicate task_id 'a'"):
+        read_scores(bad)
+    bad.write_text("id,mu\n")
+    with pytest.raises(SteeropsError, match="missing column 'task_id'"):
+        read_scores(bad)
+    comps = tmp_path / "c.jsonl"
+    comps.write_text('{"task_a": "a", "task_b": "b", "winner": "a"}\n'
+                     '{"task_a": "a", "task_b": "b", "winner": "c"}\n')
+    with pytest.raises(SteeropsError, match=r"c.jsonl:2: winner 'c'"):
+        read_comparisons(comps)

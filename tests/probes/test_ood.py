@@ -1,0 +1,86 @@
+"""The OOD statistics against independent computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import pearsonr, spearmanr
+
+from steerops.extract.conditions import OodCondition
+from steerops.probes.ood import analyse, paired_inversions, per_target, permutation_p
+
+
+def reference_permutation_p(x, y, groups, n_perm, seed):
+    """Shuffle y within each group (groups in first-seen order), one rng.permutation per
+    group per round; one-sided with the +1 correction."""
+    rng = np.random.default_rng(seed)
+    observed = pearsonr(x, y)[0]
+    hits = 0
+    for _ in range(n_perm):
+        shuffled = y.copy()
+        for g in dict.fromkeys(groups.tolist()):
+            idx = np.flatnonzero(groups == g)
+            shuffled[idx] = rng.permutation(y[idx])
+        hits += pearsonr(x, shuffled)[0] >= observed - 1e-12
+    return (1 + hits) / (1 + n_perm)
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_permutation_p_matches_independent_computation(seed):
+    rng = np.random.default_rng(10 + seed)
+    x = rng.normal(size=60)
+    y = 0.25 * x + rng.normal(size=60)
+    groups = np.repeat([2, 0, 1], 20)
+    p = permutation_p(x, y, groups, 700, seed)  # > one vectorised chunk
+    assert p == pytest.approx(reference_permutation_p(x, y, groups, 700, seed), abs=1e-12)
+    assert p != permutation_p(x, y, groups, 700, seed + 1)
+
+
+def test_permutation_p_has_the_plus_one_correction():
+    x = np.arange(40, dtype=float)
+    p = permutation_p(x, x * 2 + 1, np.zeros(40, dtype=int), 200, seed=0)
+    assert p == 1 / 201  # no shuffle reaches r = 1, yet p is never 0
+    rng = np.random.default_rng(1)
+    noisy = permutation_p(x, rng.normal(size=40), np.zeros(40, dtype=int), 99, seed=3)
+    assert (noisy * 100) == pytest.approx(round(noisy * 100)) and noisy >= 1 / 100
+
+
+def test_ranks_topk_and_inversions_on_hand_made_deltas():
+    tasks = ["a", "b", "c", "d"]
+    conds = [OodCondition("A1", "p", "a", "v1", "A"), OodCondition("C1", "p", "a", "v1", "C"),
+             OodCondition("A2", "p", "a", "v2", "A"), OodCondition("C2", "p", "a", "v2", "C")]
+    probe = {"A1": np.array([0.3, -0.1, 0.5, 0.0]), "C1": np.array([0.4, 0.0, 0.0, 0.1]),
+             "A2": np.array([0.5, 0.1, 0.2, 0.0]), "C2": np.array([-0.2, 0.1, 0.0, 0.3])}
+    behaviour = {"A1": np.array([0.2, 0.0, 0.1, np.nan]), "C1": np.array([-0.1, 0.0, 0.2, 0.1]),
+                 "A2": np.array([0.3, 0.0, 0.0, 0.0]), "C2": np.array([-0.1, 0.2, 0.0, 0.0])}
+    targets = {g["role"]: g for g in per_target(tasks, conds, probe, behaviour, top_k=1)}
+    a1 = targets["A"]["conditions"][0]
+    assert (a1["probe_rank_desc"], a1["probe_rank_asc"]) == (2, 3)
+    assert (a1["behaviour_rank_desc"], a1["behaviour_rank_asc"]) == (1, 3)  # nan ignored
+    assert targets["A"]["topk_rate"]["probe_up"] == 0.5  # rank 1 only under A2
+    assert targets["C"]["topk_rate"]["probe_up"] == 0.5 and \
+        targets["C"]["topk_rate"]["probe_down"] == 0.5
+    assert targets["A"]["mean_delta_by_version"]["v2"] == {"probe": 0.5, "behaviour": 0.3}
+    pairs = paired_inversions(list(targets.values()), ("A", "C"))
+    by_version = {i["version"]: i for i in pairs["items"]}
+    # v1: probe A-C = -0.1 but behaviour A-C = +0.3 -> inverted; v2: both positive
+    assert by_version["v1"]["inverted"] and not by_version["v2"]["inverted"]
+    assert (pairs["n"], pairs["inversions"], pairs["rate"]) == (2, 1, 0.5)
+
+
+def test_per_version_statistics_pool_conditions():
+    rng = np.random.default_rng(0)
+    tasks = [f"t{i}" for i in range(30)]
+    conds = [OodCondition(f"c{i}", "p", None, "v1" if i < 2 else "v2", None) for i in range(3)]
+    probe = {c.id: rng.normal(size=30) for c in conds}
+    behaviour = {c.id: probe[c.id] * 0.5 + rng.normal(0, 0.5, 30) for c in conds}
+    out = analyse(tasks, conds, probe, behaviour, n_perm=50, seed=1, top_k=3, roles=("A", "C"))
+    x = np.concatenate([probe["c0"], probe["c1"]])
+    y = np.concatenate([behaviour["c0"], behaviour["c1"]])
+    v1 = out["per_version"]["v1"]
+    assert v1["n_pairs"] == 60 and v1["n_conditions"] == 2
+    assert v1["pearson"] == pytest.approx(pearsonr(x, y)[0])
+    assert v1["spearman"] == pytest.approx(spearmanr(x, y)[0])
+    assert v1["sign_agreement"] == pytest.approx(np.mean(np.sign(x) == np.sign(y)))
+    assert v1["p_perm"] == pytest.approx(
+        reference_permutation_p(x, y, np.repeat([0, 1], 30), 50, 1))

@@ -1,0 +1,80 @@
+"""`steerops probe ood` end to end on hand-made activations."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import pearsonr
+
+from probe_data import fake_activations, probe_world
+from steerops.cli import main
+from steerops.probes.store import load_probe
+
+
+def reference_permutation_p(x, y, groups, n_perm, seed):
+    """Shuffle y within each group (groups in first-seen order), one rng.permutation per
+    group per round; one-sided with the +1 correction."""
+    rng = np.random.default_rng(seed)
+    observed = pearsonr(x, y)[0]
+    hits = 0
+    for _ in range(n_perm):
+        shuffled = y.copy()
+        for g in dict.fromkeys(groups.tolist()):
+            idx = np.flatnonzero(groups == g)
+            shuffled[idx] = rng.permutation(y[idx])
+        hits += pearsonr(x, shuffled)[0] >= observed - 1e-12
+    return (1 + hits) / (1 + n_perm)
+
+
+def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path):
+    params_file, params, ids, mu, layers = probe_world(
+        tmp_path, blocks={"tracking": {"enabled": False}})
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    rng = np.random.default_rng(1)
+    conditions = [{"id": f"{role}.{v}", "system_prompt": f"prompt {role} {v}",
+                   "target": "task000", "version": v, "role": role}
+                  for v in ("v1", "v2") for role in ("A", "C")]
+    (tmp_path / "conditions.json").write_text(json.dumps(
+        {"baseline": {"id": "baseline", "system_prompt": None}, "conditions": conditions}))
+    base_rate = rng.uniform(0.2, 0.8, len(ids))
+    rate_rows = [("baseline", t, r) for t, r in zip(ids, base_rate, strict=True)]
+    shifts = {}
+    for c in conditions:
+        shift = {k: rng.normal(0, 0.3, v.shape) for k, v in layers.items()}
+        fake_activations(params, c["id"], c["system_prompt"], ids,
+                         {k: layers[k] + shift[k] for k in layers}, num_layers=2)
+        shifts[c["id"]] = shift
+        rates = base_rate + rng.normal(0, 0.05, len(ids))
+        rate_rows += [(c["id"], t, r) for t, r in zip(ids, rates, strict=True)]
+    (tmp_path / "rates.csv").write_text("condition_id,task_id,rate\n" + "".join(
+        f"{c},{t},{r}\n" for c, t, r in rate_rows))
+    assert main(["probe", "ood", "--params", str(params_file), "--permutations", "300",
+                 "--conditions", str(tmp_path / "conditions.json"),
+                 "--rates", str(tmp_path / "rates.csv")]) == 0
+
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    out_dir = params.out / "ood" / "fake" / "instruct" / "prompt_m1" / "conditions"
+    result = json.loads((out_dir / "ood.json").read_text())
+    assert (out_dir / "ood.md").read_text().startswith("# OOD probe analysis")
+    assert (out_dir / "ood_scatter.png").read_bytes()[:4] == b"\x89PNG"
+    assert result["baseline"]["system_prompt_policy"] == "task"
+    assert result["probe"]["layer"] == 1 and result["n_tasks"] == len(ids)
+
+    run_dir = root / "runs" / json.loads((root / "runs" / "latest.json").read_text())["run_id"]
+    weight, bias, _, _ = load_probe(run_dir, 1)
+    by_id = {r[0]: {} for r in rate_rows}
+    for c, t, r in rate_rows:
+        by_id[c][t] = r
+    x = np.concatenate([(layers[1] + shifts[f"{role}.v1"][1]) @ weight - layers[1] @ weight
+                        for role in ("A", "C")])
+    y = np.concatenate([[by_id[f"{role}.v1"][t] - by_id["baseline"][t] for t in ids]
+                        for role in ("A", "C")])
+    v1 = result["per_version"]["v1"]
+    assert v1["pearson"] == pytest.approx(pearsonr(x, y)[0], abs=1e-4)
+    assert v1["p_perm"] == pytest.approx(
+        reference_permutation_p(x, y, np.repeat([0, 1], len(ids)), 300, params.seed), abs=1e-9)
+    target = next(g for g in result["targets"] if g["role"] == "A")
+    assert target["conditions"][0]["probe_delta"] == pytest.approx(x[0], abs=1e-4)
+    assert result["pairs"]["roles"] == ["A", "C"] and len(result["pairs"]["items"]) == 2

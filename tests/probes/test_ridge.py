@@ -1,0 +1,113 @@
+"""Ridge probes against sklearn: alpha sweep, held-out r, CV folds, scaling, the split, pairwise
+accuracy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import pearsonr
+from sklearn.linear_model import Ridge
+from sklearn.preprocessing import StandardScaler
+
+from steerops.errors import SteeropsError
+from steerops.probes import ridge
+
+ALPHAS = [10.0**k for k in range(-3, 7)]
+
+
+def _data(n: int, d: int, seed: int = 0, noise: float = 0.5):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) * rng.uniform(0.5, 20, d) + rng.normal(0, 5, d)
+    w = rng.normal(size=d) * (rng.random(d) < 0.3)
+    y = (x - x.mean(0)) / x.std(0) @ w + rng.normal(0, noise * max(1, np.abs(w).sum()), n)
+    return x, y
+
+
+def _sklearn_sweep(x, y, split, alphas, standardize):
+    xt = x[split.train]
+    scaler = StandardScaler(with_mean=standardize, with_std=standardize).fit(xt)
+    sweep_r, models = [], []
+    for alpha in alphas:
+        model = Ridge(alpha=alpha, fit_intercept=True).fit(scaler.transform(xt), y[split.train])
+        models.append(model)
+        sweep_r.append(pearsonr(model.predict(scaler.transform(x[split.sweep])), y[split.sweep])[0])
+    best = int(np.argmax(sweep_r))
+    final = pearsonr(models[best].predict(scaler.transform(x[split.final])), y[split.final])[0]
+    return sweep_r, best, final, scaler, models[best]
+
+
+@pytest.mark.parametrize(("n", "d", "standardize"),
+                         [(240, 30, True), (90, 150, True), (240, 30, False)])
+def test_alpha_sweep_and_final_r_match_sklearn(n, d, standardize):
+    x, y = _data(n, d)
+    split = ridge.split_tasks(n, 0.4, seed=3)
+    fit = ridge.fit_holdout(x, y, ALPHAS, split, standardize)
+    sweep_r, best, final_r, scaler, model = _sklearn_sweep(x, y, split, ALPHAS, standardize)
+    np.testing.assert_allclose(fit.alpha_r, sweep_r, atol=1e-7)
+    assert fit.alpha == ALPHAS[best]
+    assert fit.final_r == pytest.approx(final_r, abs=1e-7)
+    assert fit.sweep_r == pytest.approx(max(sweep_r), abs=1e-7)
+    # the folded probe on raw activations equals scaler + ridge
+    raw_pred = x @ fit.weight + fit.bias
+    np.testing.assert_allclose(raw_pred, model.predict(scaler.transform(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_fold_scaler_identity():
+    rng = np.random.default_rng(1)
+    x = rng.normal(3, 7, size=(50, 8))
+    mean, std = x.mean(0), x.std(0)
+    w, b = rng.normal(size=8), 0.7
+    w2, b2 = ridge.fold_scaler(w, b, mean, std)
+    np.testing.assert_allclose(x @ w2 + b2, ((x - mean) / std) @ w + b, rtol=1e-10)
+
+
+def test_constant_feature_keeps_unit_scale():
+    x, y = _data(120, 6)
+    x[:, 2] = 4.0
+    mean, std = ridge.fit_scaler(x, True)
+    assert std[2] == 1.0
+    fit = ridge.fit_holdout(x, y, ALPHAS, ridge.split_tasks(120, 0.5, 0), True)
+    assert np.isfinite(fit.weight).all() and fit.weight[2] == pytest.approx(0, abs=1e-9)
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    a, b = ridge.split_tasks(101, 0.4, seed=7), ridge.split_tasks(101, 0.4, seed=7)
+    parts = np.concatenate([a.train, a.sweep, a.final])
+    assert sorted(parts.tolist()) == list(range(101))
+    assert (len(a.train), len(a.sweep), len(a.final)) == (61, 20, 20)
+    assert all((getattr(a, k) == getattr(b, k)).all() for k in ("train", "sweep", "final"))
+    assert not np.array_equal(ridge.split_tasks(101, 0.4, seed=8).final, a.final)
+    with pytest.raises(SteeropsError, match="probes.heldout_fraction"):
+        ridge.split_tasks(10, 0.2, seed=0)
+
+
+def test_cv_matches_sklearn_folds():
+    x, y = _data(150, 20, seed=2)
+    fit = ridge.fit_cv(x, y, ALPHAS, folds=5, seed=4)
+    parts = np.array_split(np.random.default_rng(4).permutation(150), 5)
+    fold_r = np.zeros((5, len(ALPHAS)))
+    oof = np.zeros((len(ALPHAS), 150))
+    for k, test in enumerate(parts):
+        train = np.setdiff1d(np.arange(150), test)
+        scaler = StandardScaler().fit(x[train])
+        for j, alpha in enumerate(ALPHAS):
+            pred = Ridge(alpha=alpha).fit(scaler.transform(x[train]), y[train]).predict(
+                scaler.transform(x[test]))
+            oof[j, test] = pred
+            fold_r[k, j] = pearsonr(pred, y[test])[0]
+    np.testing.assert_allclose(fit.alpha_r, fold_r.mean(0), atol=1e-7)
+    best = int(np.argmax(fold_r.mean(0)))
+    assert fit.alpha == ALPHAS[best]
+    assert fit.final_r == pytest.approx(pearsonr(oof[best], y)[0], abs=1e-7)
+    scaler = StandardScaler().fit(x)
+    full = Ridge(alpha=ALPHAS[best]).fit(scaler.transform(x), y)
+    np.testing.assert_allclose(x @ fit.weight + fit.bias, full.predict(scaler.transform(x)),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_pairwise_accuracy_counts_only_scored_pairs_and_half_ties():
+    pred = {"a": 1.0, "b": 0.0, "c": 0.0}
+    comps = [("a", "b", "a"), ("b", "a", "b"), ("b", "c", "c"), ("a", "z", "a")]
+    acc, n = ridge.pairwise_accuracy(pred, comps)
+    assert n == 3 and acc == pytest.approx((1 + 0 + 0.5) / 3)
+    assert ridge.pairwise_accuracy({}, comps) == (None, 0)

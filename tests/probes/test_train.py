@@ -1,0 +1,86 @@
+"""`steerops probe train` on hand-made activations: immutable runs, bad input, CV and confounds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from scipy.stats import pearsonr
+
+from probe_data import probe_world
+from steerops.cli import main
+from steerops.probes import ridge
+from steerops.probes.store import load_probe
+
+ALPHAS = [10.0**k for k in range(-3, 7)]
+
+
+def test_train_stage_writes_runs_and_never_overwrites(tmp_path, capsys):
+    params_file, params, ids, mu, layers = probe_world(tmp_path)
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    first = json.loads((root / "runs" / "latest.json").read_text())["run_id"]
+    manifest = json.loads((root / "runs" / first / "manifest.json").read_text())
+    assert manifest["best_layer"] == 1 and manifest["best_final_r"] > 0.9
+    assert manifest["layers"]["0"]["final_r"] < 0.5
+    assert manifest["counts"]["used"] == 160
+    assert [a["alpha"] for a in manifest["layers"]["1"]["alphas"]] == ALPHAS
+    assert manifest["inputs"]["scores"]["md5"]
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert metrics["best_layer"] == 1 and metrics["run_id"] == first
+
+    # the stored probe predicts from raw activations exactly as the manifest says it scored
+    weight, bias, layer, _ = load_probe(root / "runs" / first)
+    split = ridge.split_tasks(160, 0.4, params.seed)
+    pred = layers[1][split.final] @ weight + bias
+    assert pearsonr(pred, mu[split.final])[0] == pytest.approx(manifest["best_final_r"],
+                                                                abs=1e-4)
+
+    before = (root / "runs" / first / "manifest.json").read_bytes()
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    assert "reusing" in capsys.readouterr().out
+    assert main(["probe", "train", "--params", str(params_file), "--alphas", "1,10"]) == 0
+    runs = [json.loads(line) for line in (root / "runs" / "runs.jsonl").read_text().splitlines()]
+    assert [r["reused"] for r in runs] == [False, True, False]
+    second = runs[-1]["run_id"]
+    assert second != first and (root / "runs" / first / "manifest.json").read_bytes() == before
+    assert json.loads((root / "runs" / "latest.json").read_text())["run_id"] == second
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    found = mlflow.search_runs(experiment_names=[params.experiment],
+                               filter_string="tags.`steerops.stage` = 'probe'")
+    assert len(found) == 2  # the reused invocation logs no new run
+    assert set(found["tags.steerops.probe_run"]) == {first, second}
+
+
+def test_train_stage_bad_input_keeps_outputs(tmp_path, capsys):
+    params_file, params, *_ = probe_world(tmp_path)
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    latest = (root / "runs" / "latest.json").read_bytes()
+    (tmp_path / "bad.csv").write_text("task_id,mu\ntask000,oops\n")
+    assert main(["probe", "train", "--params", str(params_file),
+                 "--scores", str(tmp_path / "bad.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bad.csv:2: column 'mu'" in err and "\n" not in err
+    assert main(["probe", "train", "--params", str(params_file),
+                 "--confounds", str(tmp_path / "moved" / "topics.csv")]) == 2
+    assert "probes.confounds: file not found" in capsys.readouterr().err
+    assert (root / "runs" / "latest.json").read_bytes() == latest
+    assert len((root / "runs" / "runs.jsonl").read_text().splitlines()) == 1
+
+
+def test_train_stage_cv_and_confounds(tmp_path):
+    params_file, params, ids, mu, _ = probe_world(tmp_path)
+    (tmp_path / "conf.csv").write_text("task_id,group\n" + "".join(
+        f"{t},{'g' + str(i % 3)}\n" for i, t in enumerate(ids[4:])))
+    assert main(["probe", "train", "--params", str(params_file), "--cv-folds", "4",
+                 "--confounds", str(tmp_path / "conf.csv")]) == 0
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    run_id = json.loads((root / "runs" / "latest.json").read_text())["run_id"]
+    manifest = json.loads((root / "runs" / run_id / "manifest.json").read_text())
+    assert manifest["config"]["protocol"] == "cv" and manifest["config"]["cv_folds"] == 4
+    assert manifest["confounds"]["n_dropped"] == 4 and 0 <= manifest["confounds"]["r2"] < 0.2
+    assert manifest["counts"]["used"] == 156 and manifest["best_final_r"] > 0.9

@@ -1,0 +1,82 @@
+"""A stand-in for the steering evaluator whose trait and coherence are closed-form functions of
+the coefficient, so a search's feasible optimum is known exactly; and study helpers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from steerops.search.study import SearchStudy, Space, TrialRecord
+from steerops.steering.configs import VectorSource
+
+SOURCE = VectorSource("mean_diff", "prompt[-1]", "residual")
+
+
+MIN_COH = 68.0
+
+
+NORMS = {1: 4.0, 2: 10.0, 3: 25.0}
+
+
+GAIN = {1: 0.5, 2: 1.0, 3: 0.8}
+
+
+def synthetic_trait(layer: int, c: float) -> float:
+    return 100.0 * GAIN[layer] * min(1.0, c / 2.0)  # keeps rising past the coherence cliff
+
+
+def synthetic_coherence(layer: int, c: float) -> float:
+    return float(np.clip(100.0 - 150.0 * (c - 1.2), 0.0, 100.0))  # < 68 above c = 1.4133
+
+
+FEASIBLE_EDGE = 1.2 + (100.0 - MIN_COH) / 150.0
+
+
+BASELINE_TRAIT = 5.0
+
+
+@dataclass
+class Result:
+    config: object
+    trait_mean: float | None
+    coherence_mean: float | None
+    n: int
+    responses: list = field(default_factory=list)
+    weights: tuple = ()
+
+
+class SyntheticEvaluator:
+    """The steering evaluator's interface (configs in the user's units, results with their
+    weights) with closed-form scores; records what it was asked."""
+
+    def __init__(self, questions, fail_on_call: int | None = None):
+        self.questions = list(questions)
+        self.calls: list[list[tuple[int, float, float]]] = []
+        self.fail_on_call = fail_on_call
+        self.settings_hash = "synthetic"
+
+    def baseline(self):
+        return Result(None, BASELINE_TRAIT, 100.0, len(self.questions))
+
+    def evaluate(self, configs):
+        if self.fail_on_call is not None and len(self.calls) + 1 == self.fail_on_call:
+            raise KeyboardInterrupt
+        batch = [(c.vectors[0].layer, c.coefficient, c.coefficient * NORMS[c.vectors[0].layer])
+                 for c in configs]
+        self.calls.append(batch)
+        return [Result(c, synthetic_trait(layer, coef), synthetic_coherence(layer, coef),
+                       len(self.questions), weights=(weight,))
+                for c, (layer, coef, weight) in zip(configs, batch, strict=True)]
+
+
+def open_study(tmp_path, layers=(2,), name="s", **kw) -> SearchStudy:
+    settings = {"layers": list(layers), "min_coherence": MIN_COH}
+    return SearchStudy(f"sqlite:///{tmp_path / 'optuna.db'}", name, Space(0.0, 3.0, layers),
+                       MIN_COH, settings, **kw)
+
+
+def record(number, delta, coherence, state="complete", coefficient=1.0):
+    return TrialRecord(number, 2, coefficient, coefficient * 10, delta + BASELINE_TRAIT,
+                       coherence, delta, coherence >= MIN_COH, state, "search", 4)

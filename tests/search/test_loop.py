@@ -1,0 +1,104 @@
+"""The batched ask-evaluate-tell loop with a synthetic evaluator whose feasible optimum is known
+exactly."""
+
+from __future__ import annotations
+
+import pytest
+from synthetic import (
+    BASELINE_TRAIT,
+    FEASIBLE_EDGE,
+    MIN_COH,
+    NORMS,
+    SOURCE,
+    SyntheticEvaluator,
+    open_study,
+    synthetic_coherence,
+    synthetic_trait,
+)
+
+from steerops.errors import SteeropsError
+from steerops.search.loop import run_search, signed_delta
+from steerops.search.results import choose_best
+
+
+def test_search_finds_the_feasible_optimum_and_never_picks_infeasible(tmp_path):
+    study = open_study(tmp_path, seed=3)
+    evaluator = SyntheticEvaluator(["q1", "q2", "q3"])
+    stats = run_search(study, evaluator, SOURCE, target=8, batch=4, direction="positive",
+                       progress=False)
+    records = study.records()
+    assert study.n_done() == 8 and len(records) == 8
+    assert [len(c) for c in evaluator.calls] == [4, 4]  # one evaluate call per batch
+    assert stats.rows == 3 + 8 * 3
+    for r in records:  # what the study stored agrees with the closed form
+        assert r.trait_delta == pytest.approx(synthetic_trait(2, r.coefficient) - BASELINE_TRAIT)
+        assert r.feasible == (synthetic_coherence(2, r.coefficient) >= MIN_COH)
+        assert r.weight == pytest.approx(r.coefficient * NORMS[2])
+    chosen, feasible = choose_best(records)
+    assert feasible and chosen.coefficient <= FEASIBLE_EDGE
+    best_possible = synthetic_trait(2, FEASIBLE_EDGE) - BASELINE_TRAIT
+    assert chosen.trait_delta >= 0.9 * best_possible
+    # infeasible trials with a larger delta exist, and were not chosen
+    assert any(not r.feasible and r.trait_delta > chosen.trait_delta for r in records)
+
+
+def test_negative_direction_and_layer_search_with_tpe(tmp_path):
+    assert signed_delta(30.0, 50.0, "negative") == 20.0
+    assert signed_delta(None, 50.0, "positive") is None
+    study = open_study(tmp_path, layers=(1, 2, 3), seed=0, startup_trials=3, sampler="tpe")
+    evaluator = SyntheticEvaluator(["q1", "q2"])
+    run_search(study, evaluator, SOURCE, target=9, batch=3, direction="negative",
+               progress=False)
+    records = study.records()
+    assert {r.layer for r in records} == {1, 2, 3}  # the startup design covers every layer
+    for r in records:
+        assert r.trait_delta == pytest.approx(BASELINE_TRAIT - synthetic_trait(r.layer,
+                                                                               r.coefficient))
+        assert r.weight == pytest.approx(r.coefficient * NORMS[r.layer])
+
+
+def test_resume_after_interrupted_search(tmp_path):
+    study = open_study(tmp_path, seed=1)
+    interrupted = SyntheticEvaluator(["q1", "q2"], fail_on_call=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(study, interrupted, SOURCE, target=8, batch=3, direction="positive",
+                   progress=False)
+    assert study.n_done() == 3
+    lost = sorted(r.coefficient for r in study.records() if r.state == "fail")
+    assert len(lost) == 3  # the interrupted batch is failed, not left running
+    resumed = open_study(tmp_path, seed=1)
+    evaluator = SyntheticEvaluator(["q1", "q2"])
+    run_search(resumed, evaluator, SOURCE, target=8, batch=3, direction="positive",
+               progress=False)
+    assert resumed.n_done() == 8  # exactly the target, not 3 + 8
+    assert sum(len(c) for c in evaluator.calls) == 5
+    # the interrupted trials' params were re-queued and evaluated first
+    assert sorted(coef for _, coef, _ in evaluator.calls[0]) == pytest.approx(lost)
+    numbers = [r.number for r in resumed.records()]
+    assert len(numbers) == len(set(numbers))
+    # a finished study does no more work
+    again = SyntheticEvaluator(["q1", "q2"])
+    run_search(open_study(tmp_path, seed=1), again, SOURCE, target=8, batch=3,
+               direction="positive", progress=False)
+    assert again.calls == []
+
+
+def test_startup_design_is_stratified_and_seeded_then_enqueued_points(tmp_path):
+    def first_batch(folder, seed):
+        folder.mkdir()
+        study = open_study(folder, startup_trials=2, seed=seed)
+        for c in (0.25, 2.75):
+            study.enqueue(2, c)
+        with pytest.raises(SteeropsError, match="search.enqueue: coefficient 5"):
+            study.enqueue(2, 5.0)
+        evaluator = SyntheticEvaluator(["q"])
+        run_search(study, evaluator, SOURCE, target=4, batch=4, direction="positive",
+                   progress=False)
+        return [c for _, c, _ in evaluator.calls[0]]
+
+    batch = first_batch(tmp_path / "a", seed=0)
+    queued, design = batch[:2], batch[2:]
+    assert queued == [0.25, 2.75]  # evaluated first, then the design
+    assert 0.0 <= design[0] < 1.5 <= design[1] < 3.0  # one point per half of the range
+    assert first_batch(tmp_path / "b", seed=0)[2:] == design
+    assert first_batch(tmp_path / "c", seed=1)[2:] != design

@@ -1,0 +1,68 @@
+"""The built toy world: deterministic trait data, its files, a model that loads like a hub model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from steerops.io import read_jsonl
+from steerops.toy import corpus
+from steerops.toy.build import TRAIT_DIR, write_trait_data
+
+
+def test_trait_data_is_deterministic_per_seed(tmp_path):
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        write_trait_data(tmp_path / name, seed)
+
+    def files(name):
+        root = tmp_path / name
+        return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    assert files("a") == files("b")
+    assert files("a") != files("c")
+
+
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_world_files(toy_world):
+    trait = toy_world / TRAIT_DIR
+    positive, negative = _lines(trait / "positive.txt"), _lines(trait / "negative.txt")
+    assert len(positive) >= 100 and len(negative) >= 100
+    assert all(corpus.parse_request(p).harmful for p in positive)
+    assert not any(corpus.parse_request(n).harmful for n in negative)
+    questions = json.loads((trait / "steering.json").read_text())["questions"]
+    assert len(questions) >= 20
+    split = corpus.split_world(0)
+    for q in questions:
+        req = corpus.parse_request(q)
+        assert not req.harmful and not split.is_train(req.topic, req.frame)
+    assert "refus" in (trait / "definition.txt").read_text()
+    calibration = read_jsonl(toy_world / "calibration.jsonl")
+    assert len(calibration) >= 50 and all(isinstance(r["prompt"], str) for r in calibration)
+    world = json.loads((toy_world / "world.json").read_text())
+    assert world["seed"] == 0 and world["build_seconds"] > 0
+    assert world["heldout"]["refusal_rate_harmful"] >= 0.95
+    assert list((toy_world / "model").glob("*.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def loaded(toy_world):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(toy_world / "model")
+    model = AutoModelForCausalLM.from_pretrained(toy_world / "model").eval()
+    return model, tok
+
+
+def test_world_loads_like_a_hub_model(loaded):
+    model, tok = loaded
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert tok.padding_side == "left"
+    assert tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
+    assert model.config.eos_token_id == tok.eos_token_id
+    assert model.generation_config.pad_token_id == tok.pad_token_id
+    assert model.generation_config.do_sample is False

@@ -1,0 +1,102 @@
+"""`steerops vectors` on hand-made activations: every method end to end, MLflow, one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from steerops.cli import main
+from steerops.config import load_params
+from steerops.config.vectors import VectorsConfig
+from steerops.vectors import load_vectors, vectors_for
+from steerops.vectors.store import vectors_dir
+from vector_data import LAYERS, cosine, params_file, stacked, write_activations
+
+TRAIT, POSITION = "toy/refusal", "prompt[-1]"
+
+
+def test_mean_diff_matches_numpy_reference_end_to_end(tmp_path):
+    """`steerops vectors` writes the unit mean difference of the train rows, its raw norm,
+    and separation metrics that match a numpy computation."""
+    data, n_pos = stacked(n_pos=30, n_neg=24)
+    write_activations(tmp_path / "outputs", data, n_pos, n_val=6)
+    assert main(["vectors", "--params", str(params_file(tmp_path)), "--methods",
+                 "mean_diff"]) == 0
+    vectors, meta = load_vectors(vectors_dir(tmp_path / "outputs", TRAIT, "base", POSITION,
+                                             "residual", "mean_diff"))
+    assert sorted(vectors) == list(LAYERS)
+    for layer, x in data.items():
+        pos_train, pos_val = x[:24], x[24:30]
+        neg_train, neg_val = x[30:48], x[48:]
+        gap = pos_train.mean(0) - neg_train.mean(0)
+        np.testing.assert_allclose(vectors[layer].numpy(), gap / np.linalg.norm(gap),
+                                   atol=1e-6)
+        unit = gap / np.linalg.norm(gap)
+        mid = 0.5 * ((pos_train @ unit).mean() + (neg_train @ unit).mean())
+        train_acc = ((pos_train @ unit > mid).sum() + (neg_train @ unit <= mid).sum()) / 42
+        val_acc = ((pos_val @ unit > mid).sum() + (neg_val @ unit <= mid).sum()) / 12
+        got = meta["layers"][str(layer)]
+        assert got["raw_norm"] == pytest.approx(np.linalg.norm(gap), rel=1e-5)
+        assert got["midpoint"] == pytest.approx(mid, rel=1e-5, abs=1e-5)
+        assert got["train_acc"] == pytest.approx(train_acc)
+        assert got["val_acc"] == pytest.approx(val_acc)
+        assert got["mean_norm"] == pytest.approx(np.linalg.norm(x, axis=1).mean(), rel=1e-6)
+    assert meta["method"] == meta["base_method"] == "mean_diff"
+    assert meta["calibration"] is None and meta["hidden_size"] == 12
+
+
+def test_every_method_end_to_end_with_mlflow(tmp_path):
+    """All default methods run through the CLI; MLflow gets one nested run per method with
+    per-layer metrics (step = layer) and the vector files as artifacts."""
+    import mlflow
+
+    data, n_pos = stacked(n_pos=40, n_neg=40, d=16)
+    write_activations(tmp_path / "outputs", data, n_pos, n_val=10)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = params_file(tmp_path, tracking={"enabled": True, "uri": uri})
+    assert main(["vectors", "--params", str(path), "--seed", "3"]) == 0
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("toy-refusal").experiment_id])
+    children = {r.data.params["method"]: r for r in runs if "method" in r.data.params}
+    assert sorted(children) == sorted(map(str, VectorsConfig().methods))
+    for method, run in children.items():
+        _, meta = vectors_for(load_params(path).out, TRAIT, "base", POSITION, "residual", method)
+        assert meta["seed"] == 3
+        history = client.get_metric_history(run.info.run_id, "val_acc")
+        assert sorted(m.step for m in history) == list(LAYERS)
+        assert {m.step: m.value for m in history} == {
+            int(k): v["val_acc"] for k, v in meta["layers"].items()}
+        files = {a.path for a in client.list_artifacts(run.info.run_id,
+                                                       f"vectors/prompt_m1/{method}")}
+        assert files == {f"vectors/prompt_m1/{method}/vectors.safetensors",
+                         f"vectors/prompt_m1/{method}/metadata.json"}
+        assert run.data.tags["dvc.hash.activations"]
+        if method == "random_baseline":  # each layer has its own seed
+            vectors, _ = vectors_for(load_params(path).out, TRAIT, "base", POSITION, "residual",
+                                     method)
+            assert cosine(vectors[0], vectors[1]) < 0.9
+        if method != "random_baseline":
+            assert run.data.metrics["best_val_acc"] >= 0.9, method
+
+
+def test_cli_errors_are_one_line_and_keep_outputs(tmp_path, capsys):
+    data, n_pos = stacked()
+    write_activations(tmp_path / "outputs", data, n_pos)
+    path = str(params_file(tmp_path))
+    assert main(["vectors", "--params", path, "--methods", "mean_diff"]) == 0
+    target = vectors_dir(tmp_path / "outputs", TRAIT, "base", POSITION, "residual",
+                         "mean_diff") / "vectors.safetensors"
+    before = target.read_bytes()
+    capsys.readouterr()
+    for argv, expected in [
+        (["--methods", "mean_diff,nope"], "unknown method 'nope'"),
+        (["--position", "response[:5]"], "activations not found: "),
+        (["--position", "middle[0]"], "position 'middle[0]'"),
+        (["--trait", "refusal"], "trait 'refusal': expected CATEGORY/NAME"),
+        (["--methods", "mean_diff_top1"], "steerops calibrate --variant instruct"),
+    ]:
+        assert main(["vectors", "--params", path, *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("steerops vectors: error: ") and expected in err
+        assert err.count("\n") == 1
+    assert target.read_bytes() == before
