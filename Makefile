@@ -11,9 +11,11 @@ install:
 repro: install
 	$(BIN)/dvc repro
 
-test: install
-	$(BIN)/ruff check src tests bench
+test: install lint
 	$(BIN)/python -m pytest -q
 
+# Style, format and types (mypy's packages are listed in pyproject.toml).
 lint: install
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy

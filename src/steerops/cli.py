@@ -2,7 +2,7 @@
 
 Each stage's `command` module exposes `register(subparsers)`; only the module of the stage
 named on the command line is imported (see `build_parser`). Flags that override params are
-declared with `add_override` / `add_overrides`, which record the dotted params key they set
+declared with `add_override` / `flags`, which record the dotted params key they set
 and take type, choices and help from its field (`steerops.config.flags`).
 """
 
@@ -44,9 +44,17 @@ STAGES: dict[str, tuple[str, str]] = {
 _OVERRIDE = "override:"
 
 
-def stage_parser(subparsers, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-    """The subparser of stage `name`, with its help line from STAGES."""
-    return subparsers.add_parser(name, help=STAGES[name][1], **kwargs)
+def stage_parser(subparsers, name: str, description: str,
+                 common: bool = True) -> argparse.ArgumentParser:
+    """The subparser of stage `name`: its help line from STAGES, `description` (a module
+    docstring keeps its layout) and, with `common`, --params and --out."""
+    formatter = argparse.RawDescriptionHelpFormatter if "\n" in description \
+        else argparse.HelpFormatter
+    parser = subparsers.add_parser(name, help=STAGES[name][1], description=description,
+                                   formatter_class=formatter)
+    if common:
+        add_common(parser)
+    return parser
 
 
 def add_override(parser: argparse.ArgumentParser, flag: str, key: str, **kwargs: Any) -> None:
@@ -61,10 +69,13 @@ def add_override(parser: argparse.ArgumentParser, flag: str, key: str, **kwargs:
     parser.add_argument(flag, dest=_OVERRIDE + key, default=None, **{**derived, **kwargs})
 
 
-def add_overrides(parser: argparse.ArgumentParser, block: str, keys: str, **kwargs: Any) -> None:
-    """`--some-key` for each space-separated key of params block `block` (dotted)."""
-    for key in keys.split():
-        add_override(parser, "--" + key.replace("_", "-"), f"{block}.{key}", **kwargs)
+def flags(parser: argparse.ArgumentParser, keys: str, **kwargs: Any) -> None:
+    """`add_override` for each space-separated params key: `block.some_key` gives
+    `--some-key`, `--flag=block.key` names the flag itself."""
+    for item in keys.split():
+        flag, _, key = item.rpartition("=")
+        add_override(parser, flag or "--" + key.rsplit(".", 1)[-1].replace("_", "-"), key,
+                     **kwargs)
 
 
 def abs_path(text: str) -> str:

@@ -19,21 +19,20 @@ from tqdm.auto import tqdm
 from steerops.calibration.heatmap import plot_heatmap
 from steerops.calibration.stats import LayerSums, summarize
 from steerops.calibration.store import calibration_file, heatmap_file, write_calibration
-from steerops.cli import add_common, add_overrides, load_params_for, stage_parser
+from steerops.cli import flags, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.traits import Prompt, read_prompts_jsonl
 
 
 def register(subparsers) -> None:
     parser = stage_parser(
-        subparsers, "calibrate",
-        description="Generate responses to the calibration prompts and measure, per layer, "
-        "the mean residual activation over response tokens: top dims, relative magnitudes, "
-        "max/median ratios, massive dims and norms, plus the global dims across layers.",
-    )
-    add_common(parser)
-    add_overrides(parser, "calibration", "variant prompts max_new_tokens top_k "
-                  "massive_threshold global_top_n global_min_layers batch_size")
+        subparsers, "calibrate", "Generate responses to the calibration prompts and "
+        "measure, per layer, the mean residual activation over response tokens: top dims, "
+        "relative magnitudes, max/median ratios, massive dims and norms, plus the global dims "
+        "across layers.")
+    flags(parser, "calibration.variant calibration.prompts calibration.max_new_tokens "
+          "calibration.top_k calibration.massive_threshold calibration.global_top_n "
+          "calibration.global_min_layers calibration.batch_size")
     parser.set_defaults(func=run)
 
 

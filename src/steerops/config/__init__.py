@@ -41,19 +41,21 @@ class Params(Strict):
     experiment: str = "toy-refusal"
     seed: int = Field(0, description="seed of everything seeded (splits, fits, the toy world)")
     paths: PathsConfig = Field(default_factory=PathsConfig)
-    models: dict[str, ModelVariant] = Field(default_factory=default_variants)
     traits: TraitsConfig = Field(default_factory=TraitsConfig)
+    models: dict[str, ModelVariant] = Field(default_factory=default_variants)
+    # one block per stage, in pipeline order
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     extraction: ExtractionConfig = Field(default_factory=ExtractionConfig)
     vectors: VectorsConfig = Field(default_factory=VectorsConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig,
+                               description="scores generate's vetting, steer and search")
     steering: SteeringConfig = Field(default_factory=SteeringConfig)
-    judge: JudgeConfig = Field(default_factory=JudgeConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    probes: ProbesConfig = Field(default_factory=ProbesConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     # Directory that relative paths in this config are resolved against (not a params key).
     model_config = ConfigDict(extra="forbid")

@@ -13,31 +13,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from steerops.cli import (
-    add_common,
-    add_override,
-    add_overrides,
-    load_params_for,
-    overrides_from,
-    stage_parser,
-)
+from steerops.cli import flags, load_params_for, overrides_from, stage_parser
 from steerops.errors import SteeropsError
 from steerops.specs import Layers
 from steerops.traits import load_trait
 
 
 def register(subparsers) -> None:
-    parser = stage_parser(
-        subparsers, "extract",
-        description="Capture a component's output at chosen layers and token positions in "
-        "one early-stopped pass per batch; streamed to disk in resumable shards. With --tasks, "
-        "--variant, --position, --layers and --component default to the probes block.",
-    )
-    add_common(parser)
-    add_override(parser, "--trait", "traits.names")
-    add_override(parser, "--position", "extraction.positions")
-    add_overrides(parser, "extraction", "variant layers component dtype token_budget "
-                  "shard_examples")
+    parser = stage_parser(subparsers, "extract", __doc__)
+    flags(parser, "--trait=traits.names --position=extraction.positions extraction.variant "
+          "extraction.layers extraction.component extraction.dtype extraction.token_budget "
+          "extraction.shard_examples")
     parser.add_argument("--tasks", metavar="FILE.jsonl", default=None,
                         help="task-set mode: tasks (task_id, prompt or messages, "
                         "optional system_prompt), one JSON object per line")

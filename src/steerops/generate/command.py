@@ -17,7 +17,7 @@ import argparse
 import json
 import time
 
-from steerops.cli import add_common, add_override, add_overrides, load_params_for, stage_parser
+from steerops.cli import flags, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.generate.store import (
     POLARITIES,
@@ -34,14 +34,11 @@ from steerops.traits import Trait, load_trait
 
 def register(subparsers) -> None:
     parser = stage_parser(
-        subparsers, "generate",
-        description="Complete every positive and negative prompt of each trait with a model "
-        "variant, batched, and optionally keep only completions the judge confirms.",
-    )
-    add_common(parser)
-    add_override(parser, "--trait", "traits.names")
-    add_overrides(parser, "generate",
-                  "variant max_new_tokens temperature rollouts batch_size vet paired_filter")
+        subparsers, "generate", "Complete every positive and negative prompt of each trait "
+        "with a model variant, batched, and optionally keep only completions the judge confirms.")
+    flags(parser, "--trait=traits.names generate.variant generate.max_new_tokens "
+          "generate.temperature generate.rollouts generate.batch_size generate.vet "
+          "generate.paired_filter")
     parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
     parser.set_defaults(func=run)
 

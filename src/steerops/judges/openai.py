@@ -45,11 +45,13 @@ class OpenAIJudge(CachedJudge):
     @classmethod
     def from_params(cls, params, trait) -> OpenAIJudge:
         cfg = params.judge
-        if not cfg.base_url:
-            raise SteeropsError("judge.base_url: required for judge.kind openai "
-                                "(e.g. https://api.openai.com/v1)")
-        if not cfg.base_url.startswith(("http://", "https://")):
-            raise SteeropsError(f"judge.base_url: expected an http(s) URL, got {cfg.base_url!r}")
+        # an http(s) URL is required
+        url_problem = ("required for judge.kind openai (e.g. https://api.openai.com/v1)"
+                       if not cfg.base_url else None if cfg.base_url.startswith(
+                           ("http://", "https://")) else
+                       f"expected an http(s) URL, got {cfg.base_url!r}")
+        if url_problem:
+            raise SteeropsError(f"judge.base_url: {url_problem}")
         if not cfg.model:
             raise SteeropsError("judge.model: required for judge.kind openai (the endpoint's "
                                 "model name, e.g. gpt-4.1-mini)")

@@ -16,18 +16,12 @@ from steerops.errors import SteeropsError
 from steerops.specs import COMPONENTS
 
 # model_type -> (dotted path of blocks from the top model, attn_out submodule, mlp_out submodule)
+_PLAIN = ("model.layers", "self_attn", "mlp")
+_POST_NORMED = ("model.layers", "post_attention_layernorm", "post_feedforward_layernorm")
 ARCHITECTURES: dict[str, tuple[str, str, str]] = {
-    "llama": ("model.layers", "self_attn", "mlp"),
-    "mistral": ("model.layers", "self_attn", "mlp"),
-    "qwen2": ("model.layers", "self_attn", "mlp"),
-    "phi3": ("model.layers", "self_attn", "mlp"),
-    "gemma": ("model.layers", "self_attn", "mlp"),
-    "gemma2": ("model.layers", "post_attention_layernorm", "post_feedforward_layernorm"),
-    "gemma3_text": ("model.layers", "post_attention_layernorm", "post_feedforward_layernorm"),
-    "gemma3": (
-        "model.language_model.layers", "post_attention_layernorm", "post_feedforward_layernorm"
-    ),
-    "olmo2": ("model.layers", "post_attention_layernorm", "post_feedforward_layernorm"),
+    "llama": _PLAIN, "mistral": _PLAIN, "qwen2": _PLAIN, "phi3": _PLAIN, "gemma": _PLAIN,
+    "gemma2": _POST_NORMED, "gemma3_text": _POST_NORMED, "olmo2": _POST_NORMED,
+    "gemma3": ("model.language_model.layers", *_POST_NORMED[1:]),
     "gpt2": ("transformer.h", "attn", "mlp"),
     "gpt_neox": ("gpt_neox.layers", "attention", "mlp"),
 }

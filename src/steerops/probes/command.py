@@ -16,35 +16,26 @@ import argparse
 import json
 from pathlib import Path
 
-from steerops.cli import (
-    abs_path,
-    add_common,
-    add_override,
-    add_overrides,
-    load_params_for,
-    stage_parser,
-)
+from steerops.cli import abs_path, add_common, add_override, flags, load_params_for, stage_parser
 
 
 def _selection_flags(parser: argparse.ArgumentParser) -> None:
-    add_overrides(parser, "probes", "tasks", type=abs_path)
-    add_overrides(parser, "probes", "tasks_name variant position component")
+    add_common(parser)
+    flags(parser, "--tasks=probes.tasks", type=abs_path)
+    flags(parser, "probes.tasks_name probes.variant probes.position probes.component")
 
 
 def register(subparsers) -> None:
-    parser = stage_parser(
-        subparsers, "probe",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(subparsers, "probe", __doc__, common=False)
     sub = parser.add_subparsers(dest="probe_command", metavar="ACTION", required=True)
 
     train = sub.add_parser("train", help="ridge probes per layer (alpha sweep + held-out r)")
-    add_common(train)
     _selection_flags(train)
-    add_overrides(train, "probes", "scores comparisons confounds", type=abs_path)
-    add_overrides(train, "probes", "layers condition alphas heldout_fraction cv_folds "
-                  "split_seed")
+    flags(train, "probes.scores probes.comparisons probes.confounds", type=abs_path)
+    flags(train, "probes.layers probes.condition probes.alphas probes.heldout_fraction "
+          "probes.cv_folds probes.split_seed")
     add_override(train, "--no-standardize", "probes.standardize", action="store_const",
-                 const=False)
+                 const=False, help="ridge on raw activations")
     train.set_defaults(func=run_train)
 
     thurstonian = sub.add_parser("thurstonian", help="fit utilities from pairwise choices")
@@ -53,14 +44,13 @@ def register(subparsers) -> None:
                              help="rows {task_a, task_b, winner}")
     thurstonian.add_argument("--out-csv", required=True, type=abs_path, metavar="CSV",
                              help="where to write task_id,mu,sigma (+ a .fit.json summary)")
-    add_overrides(thurstonian, "probes", "prior_mu prior_log_sigma")
+    flags(thurstonian, "probes.prior_mu probes.prior_log_sigma")
     thurstonian.set_defaults(func=run_thurstonian)
 
     ood = sub.add_parser("ood", help="probe deltas vs behavioural deltas under conditions")
-    add_common(ood)
     _selection_flags(ood)
-    add_overrides(ood, "probes.ood", "conditions rates probe_run", type=abs_path)
-    add_overrides(ood, "probes.ood", "layer permutations top_k")
+    flags(ood, "probes.ood.conditions probes.ood.rates probes.ood.probe_run", type=abs_path)
+    flags(ood, "probes.ood.layer probes.ood.permutations probes.ood.top_k")
     ood.add_argument("--ood-out", type=abs_path, metavar="DIR", default=None,
                      help="output folder (default: <out>/ood/<tasks>/<variant>/<position>/"
                      "<conditions file stem>)")
@@ -69,8 +59,8 @@ def register(subparsers) -> None:
     toy = sub.add_parser("toy-data", help="write the toy world's probe tasks, scores, "
                          "comparisons, conditions and rates")
     toy.add_argument("--params", default=None, metavar="FILE")
-    add_override(toy, "--toy", "paths.toy", type=abs_path, metavar="DIR")
-    add_override(toy, "--seed", "seed")
+    flags(toy, "--toy=paths.toy", type=abs_path, metavar="DIR")
+    flags(toy, "seed")
     toy.set_defaults(func=run_toy_data)
 
 

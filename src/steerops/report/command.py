@@ -8,14 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steerops.cli import (
-    abs_path,
-    add_common,
-    add_override,
-    add_overrides,
-    load_params_for,
-    stage_parser,
-)
+from steerops.cli import abs_path, flags, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.io import write_json, write_text
 from steerops.report import plots, predict, tables
@@ -24,13 +17,11 @@ from steerops.report.load import load_results, load_search_summaries, vector_fea
 
 def register(subparsers) -> None:
     parser = stage_parser(
-        subparsers, "report",
-        description="Gap analysis, preclean vs clean-after, cleaning curve, coefficient table "
-        "and coefficient prediction, computed from the results files under the outputs root.",
-    )
-    add_common(parser)
-    add_override(parser, "--report-dir", "report.out", type=abs_path)
-    add_overrides(parser, "report", "min_coherence")
+        subparsers, "report", "Gap analysis, preclean vs clean-after, cleaning curve, "
+        "coefficient table and coefficient prediction, computed from the results files under "
+        "the outputs root.")
+    flags(parser, "report.min_coherence")
+    flags(parser, "--report-dir=report.out", type=abs_path)
     parser.set_defaults(func=run)
 
 

@@ -18,22 +18,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from steerops.cli import add_common, add_override, add_overrides, load_params_for, stage_parser
+from steerops.cli import add_override, flags, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 
 
 def register(subparsers) -> None:
-    parser = stage_parser(
-        subparsers, "search",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common(parser)
-    add_override(parser, "--trait", "traits.names")
-    add_override(parser, "--method", "search.methods")
-    add_override(parser, "--position", "search.positions")
-    add_overrides(parser, "steering", "component variant vector_variant coefficient_unit "
-                  "direction max_new_tokens")
-    add_overrides(parser, "search", "layers min_coherence trials batch sampler seed coef_min "
-                  "coef_max enqueue known_results storage study")
+    parser = stage_parser(subparsers, "search", __doc__)
+    flags(parser, "--trait=traits.names --method=search.methods --position=search.positions")
+    # the vector source and how it generates, as `steerops steer` takes them
+    flags(parser, "steering.component steering.variant steering.vector_variant "
+          "steering.coefficient_unit steering.direction steering.max_new_tokens")
+    flags(parser, "search.layers search.min_coherence search.trials search.batch search.sampler "
+          "search.seed search.coef_min search.coef_max search.enqueue search.known_results "
+          "search.storage search.study")
     add_override(parser, "--no-known", "search.import_known", action="store_const",
                  const=False, help="do not import known results as trials")
     parser.set_defaults(func=run)

@@ -17,22 +17,18 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from steerops.cli import add_common, add_override, add_overrides, load_params_for, stage_parser
+from steerops.cli import flags, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.specs import MethodName, Position
 
 
 def register(subparsers) -> None:
-    parser = stage_parser(
-        subparsers, "steer",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common(parser)
-    add_override(parser, "--trait", "traits.names")
-    add_override(parser, "--method", "steering.methods")
-    add_override(parser, "--position", "steering.positions")
-    add_overrides(parser, "steering", "component layers coefficients coefficient_unit variant "
-                  "vector_variant direction subset max_new_tokens save_responses min_coherence "
-                  "scope max_batch_rows")
+    parser = stage_parser(subparsers, "steer", __doc__)
+    flags(parser, "--trait=traits.names --method=steering.methods "
+          "--position=steering.positions steering.component steering.layers "
+          "steering.coefficients steering.coefficient_unit steering.variant "
+          "steering.vector_variant steering.direction steering.subset steering.max_new_tokens "
+          "steering.save_responses steering.min_coherence steering.scope steering.max_batch_rows")
     parser.set_defaults(func=run)
 
 

@@ -21,26 +21,20 @@ from __future__ import annotations
 
 import argparse
 
-from steerops.cli import add_overrides, load_params_for, stage_parser
+from steerops.cli import load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.vectors.stage import add_selection_flags, run_stage
 
 
 def register(subparsers) -> None:
-    parser = stage_parser(
-        subparsers, "vectors",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_selection_flags(parser)
-    add_overrides(parser, "vectors", "methods")
+    parser = stage_parser(subparsers, "vectors", __doc__)
+    add_selection_flags(parser, "vectors.methods")
     parser.set_defaults(func=run)
 
 
 def register_clean(subparsers) -> None:
-    parser = stage_parser(
-        subparsers, "clean",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_selection_flags(parser)
-    add_overrides(parser, "cleaning", "variants")
+    parser = stage_parser(subparsers, "clean", __doc__)
+    add_selection_flags(parser, "--variants=cleaning.variants")
     parser.set_defaults(func=run_clean)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from steerops.cli import add_common, add_override, add_overrides
+from steerops.cli import flags
 from steerops.errors import SteeropsError
 from steerops.extract.store import activations_dir
 from steerops.specs import MethodName, position_slug
@@ -29,14 +29,11 @@ from steerops.vectors.store import (
 _PER_LAYER = ("raw_norm", "train_acc", "val_acc", "midpoint")
 
 
-def add_selection_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags choosing which activations to read (defaults: traits/extraction params)."""
-    add_common(parser)
-    add_override(parser, "--trait", "traits.names")
-    add_override(parser, "--position", "extraction.positions")
-    add_overrides(parser, "extraction", "variant component")
-    add_overrides(parser, "cleaning", "calibration_variant")
-    add_override(parser, "--seed", "seed")
+def add_selection_flags(parser: argparse.ArgumentParser, methods: str) -> None:
+    """Flags choosing which activations to read (defaults: traits/extraction params) and the
+    `methods` flag (a `cli.flags` item)."""
+    flags(parser, f"--trait=traits.names --position=extraction.positions extraction.variant "
+          f"extraction.component cleaning.calibration_variant seed {methods}")
 
 
 def run_stage(params, stage: str, names: list[MethodName], *, stored_base: bool = False,
