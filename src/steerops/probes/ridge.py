@@ -83,10 +83,10 @@ def ridge_path(x: np.ndarray, y: np.ndarray,
     return weights, y_mean - weights @ x_mean
 
 
-def fold_scaler(weight: np.ndarray, bias: float, mean: np.ndarray,
-                std: np.ndarray) -> tuple[np.ndarray, float]:
-    """Weights for raw inputs: w' = w / std, b' = b - sum(w * mean / std)."""
-    return weight / std, float(bias - np.sum(weight * mean / std))
+def fold_scaler(weight: np.ndarray, bias, mean: np.ndarray, std: np.ndarray):
+    """Weights for raw inputs: w' = w / std, b' = b - sum(w * mean / std); `weight` may hold
+    one row per alpha (`bias` then one value per row)."""
+    return weight / std, bias - (weight * (mean / std)).sum(axis=-1)
 
 
 def split_tasks(n: int, heldout_fraction: float, seed: int) -> Split:
@@ -106,7 +106,7 @@ def split_tasks(n: int, heldout_fraction: float, seed: int) -> Split:
 def _fit_on(x: np.ndarray, y: np.ndarray, alphas: list[float], standardize: bool):
     mean, std = fit_scaler(x, standardize)
     weights, biases = ridge_path((x - mean) / std, y, alphas)
-    return weights / std, biases - (weights * (mean / std)).sum(axis=1)  # folded, per alpha
+    return fold_scaler(weights, biases, mean, std)  # per alpha
 
 
 def _best(scores: list[float], alphas: list[float]) -> int:
