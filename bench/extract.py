@@ -29,9 +29,15 @@ from steerops.models import resolve_layout
 from steerops.models.batching import length_order, pad_batch, plan_batches
 from steerops.specs import parse_layers, parse_position
 
-GEMMA3_4B = dict(vocab_size=262144, hidden_size=2560, intermediate_size=10240,
-                 num_hidden_layers=34, num_attention_heads=8, num_key_value_heads=4,
-                 head_dim=256)
+GEMMA3_4B = dict(
+    vocab_size=262144,
+    hidden_size=2560,
+    intermediate_size=10240,
+    num_hidden_layers=34,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    head_dim=256,
+)
 
 
 def toy_model(path: str | None):
@@ -65,8 +71,12 @@ def random_examples(n: int, tokens: int, vocab: int, seed: int = 0) -> list[engi
     """Prompts of `tokens` +- 10% random ids (lengths vary, so sorting and padding matter)."""
     rng = np.random.default_rng(seed)
     lengths = rng.integers(int(tokens * 0.9), int(tokens * 1.1) + 1, size=n)
-    return [engine.Example(np.concatenate([[2], rng.integers(3, vocab, size=int(m) - 1)]),
-                           int(m), {"i": i}) for i, m in enumerate(lengths)]
+    return [
+        engine.Example(
+            np.concatenate([[2], rng.integers(3, vocab, size=int(m) - 1)]), int(m), {"i": i}
+        )
+        for i, m in enumerate(lengths)
+    ]
 
 
 class PeakMemory:
@@ -130,18 +140,34 @@ def naive(model, examples, batches, layers, position, device) -> None:
             window = list(position.window(len(seq), 0))
             weights[r, window] = 1.0 / len(window)
         weights = weights.to(device)
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                    output_hidden_states=True, use_cache=False)
+        out = model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            output_hidden_states=True,
+            use_cache=False,
+        )
         for layer in layers:
             torch.einsum("bs,bsh->bh", weights, out.hidden_states[layer + 1].float()).cpu()
         del out
 
 
 def steerops_run(model, layout, examples, layers, position, budget, device, folder) -> dict:
-    job = engine.Job(Path(folder), position, layers, "residual", "float32",
-                     shard_examples=256, token_budget=budget)
-    return engine.run_job(engine.Extractor(model, layout, 0, "right", device), examples, job,
-                          lambda kept: {}, progress=False)
+    job = engine.Job(
+        Path(folder),
+        position,
+        layers,
+        "residual",
+        "float32",
+        shard_examples=256,
+        token_budget=budget,
+    )
+    return engine.run_job(
+        engine.Extractor(model, layout, 0, "right", device),
+        examples,
+        job,
+        lambda kept: {},
+        progress=False,
+    )
 
 
 def matmul_tflops(device: str, dtype: torch.dtype) -> float:
@@ -177,17 +203,23 @@ def _sync(device: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--model", default=None, help="local model dir (default: toy; on cuda: "
-                    "gemma-3-4b-shaped random weights)")
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="local model dir (default: toy; on cuda: gemma-3-4b-shaped random weights)",
+    )
     ap.add_argument("--prompts", type=int, default=None, help="default: 512 cuda, 256 cpu")
     ap.add_argument("--tokens", type=int, default=None, help="default: 256 cuda, 48 cpu")
     ap.add_argument("--token-budget", type=int, default=16384)
     ap.add_argument("--layers", default="all")
     ap.add_argument("--position", default="prompt[-1]")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes; best is reported")
-    ap.add_argument("--compile", action="store_true",
-                    help="torch.compile each decoder block's forward (both methods; hooks "
-                    "stay outside, so residual capture is unchanged)")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile each decoder block's forward (both methods; hooks "
+        "stay outside, so residual capture is unchanged)",
+    )
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     if cuda and not args.model:
@@ -202,22 +234,33 @@ def main() -> None:
     layers = parse_layers(args.layers, layout.num_layers)
     position = parse_position(args.position)
     vocab = model.get_input_embeddings().weight.shape[0]
-    examples = random_examples(args.prompts or (512 if cuda else 256),
-                               args.tokens or (256 if cuda else 48), vocab)
+    examples = random_examples(
+        args.prompts or (512 if cuda else 256), args.tokens or (256 if cuda else 48), vocab
+    )
     lengths = [len(ex.ids) for ex in examples]
     batches = plan_batches(length_order(lengths), lengths, args.token_budget)
     tokens = sum(lengths)
     dtype = next(model.parameters()).dtype
-    print(f"model: {type(model).__name__} {layout.num_layers} layers, hidden "
-          f"{layout.hidden_size}, vocab {vocab}, {dtype}, {args.device}; {len(examples)} "
-          f"prompts, {tokens} tokens, {len(batches)} batches; layers {args.layers}, "
-          f"position {position.text}")
+    print(
+        f"model: {type(model).__name__} {layout.num_layers} layers, hidden "
+        f"{layout.hidden_size}, vocab {vocab}, {dtype}, {args.device}; {len(examples)} "
+        f"prompts, {tokens} tokens, {len(batches)} batches; layers {args.layers}, "
+        f"position {position.text}"
+    )
 
     # Warm-up: one batch each (kernels, allocator, lazy init, compilation).
     naive(model, examples, batches[:1], layers, position, args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        steerops_run(model, layout, examples[:len(batches[0])], layers, position,
-                     args.token_budget, args.device, Path(tmp) / "warm")
+        steerops_run(
+            model,
+            layout,
+            examples[: len(batches[0])],
+            layers,
+            position,
+            args.token_budget,
+            args.device,
+            Path(tmp) / "warm",
+        )
         results = {"naive": (0.0, 0), "steerops": (0.0, 0)}
         for r in range(args.repeats):
             for name in ("naive", "steerops") if r % 2 == 0 else ("steerops", "naive"):
@@ -226,23 +269,37 @@ def main() -> None:
                     if name == "naive":
                         naive(model, examples, batches, layers, position, args.device)
                     else:
-                        steerops_run(model, layout, examples, layers, position,
-                                     args.token_budget, args.device, Path(tmp) / f"run{r}")
+                        steerops_run(
+                            model,
+                            layout,
+                            examples,
+                            layers,
+                            position,
+                            args.token_budget,
+                            args.device,
+                            Path(tmp) / f"run{r}",
+                        )
                     _sync(args.device)
                     seconds = time.perf_counter() - start
                 best, peak = results[name]
                 results[name] = (max(best, tokens / seconds), max(peak, mem.peak))
     for name, (rate, peak) in results.items():
-        print(f"{name:>9}: {rate:>10.0f} tokens/s   peak memory above weights "
-              f"{peak / 2**20:>9.1f} MiB")
+        print(
+            f"{name:>9}: {rate:>10.0f} tokens/s   peak memory above weights "
+            f"{peak / 2**20:>9.1f} MiB"
+        )
     (naive_rate, naive_peak), (ours, our_peak) = results["naive"], results["steerops"]
-    print(f"ratio steerops/naive: {ours / naive_rate:.2f}x tokens/s, "
-          f"{our_peak / max(naive_peak, 1):.2f}x peak memory")
+    print(
+        f"ratio steerops/naive: {ours / naive_rate:.2f}x tokens/s, "
+        f"{our_peak / max(naive_peak, 1):.2f}x peak memory"
+    )
     if cuda:
         peak_tflops = matmul_tflops(args.device, dtype)
         limit = peak_tflops * 1e12 / flops_per_token(model, layout, layers, tokens / len(lengths))
-        print(f"FLOP limit: {limit:.0f} tokens/s at the measured {peak_tflops:.0f} TFLOP/s "
-              f"matmul; steerops {100 * ours / limit:.0f}%, naive {100 * naive_rate / limit:.0f}%")
+        print(
+            f"FLOP limit: {limit:.0f} tokens/s at the measured {peak_tflops:.0f} TFLOP/s "
+            f"matmul; steerops {100 * ours / limit:.0f}%, naive {100 * naive_rate / limit:.0f}%"
+        )
 
 
 if __name__ == "__main__":

@@ -43,17 +43,24 @@ def prepare(toy: Path, work: Path, args) -> Path:
         "judge": {"kind": "toy", "cache_dir": str(work / "judge_cache")},
         "tracking": {"enabled": False},
         "steering": {"methods": [METHOD], "positions": [POSITION]},
-        "search": {"coef_min": args.coef_min, "coef_max": args.coef_max,
-                   "layers": args.search_layers or str(args.layer), "trials": args.trials,
-                   "batch": args.batch,
-                   "sampler": args.sampler, "import_known": False,
-                   "startup_trials": args.startup,
-                   "storage": f"sqlite:///{work / 'bench-optuna.db'}"},
+        "search": {
+            "coef_min": args.coef_min,
+            "coef_max": args.coef_max,
+            "layers": args.search_layers or str(args.layer),
+            "trials": args.trials,
+            "batch": args.batch,
+            "sampler": args.sampler,
+            "import_known": False,
+            "startup_trials": args.startup,
+            "storage": f"sqlite:///{work / 'bench-optuna.db'}",
+        },
     }
     path = work / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
-    for argv in (["extract", "--position", POSITION, "--variant", "base"],
-                 ["vectors", "--position", POSITION, "--variant", "base", "--methods", METHOD]):
+    for argv in (
+        ["extract", "--position", POSITION, "--variant", "base"],
+        ["vectors", "--position", POSITION, "--variant", "base", "--methods", METHOD],
+    ):
         if cli([*argv, "--params", str(path)]) != 0:
             raise SystemExit(f"bench: steerops {argv[0]} failed")
     return path
@@ -69,13 +76,23 @@ def run_grid(params, coefs: np.ndarray, layer: int, questions: list[str]) -> dic
     evaluator = SteeringEvaluator(session, questions)
     base = evaluator.baseline()
     results = evaluator.evaluate([Config.single(source, layer, float(c)) for c in coefs])
-    min_coh = params.steering.min_coherence if params.search.min_coherence is None \
+    min_coh = (
+        params.steering.min_coherence
+        if params.search.min_coherence is None
         else params.search.min_coherence
-    feasible = [(r.trait_mean - base.trait_mean, c) for c, r in zip(coefs, results, strict=True)
-                if r.coherence_mean is not None and r.coherence_mean >= min_coh]
+    )
+    feasible = [
+        (r.trait_mean - base.trait_mean, c)
+        for c, r in zip(coefs, results, strict=True)
+        if r.coherence_mean is not None and r.coherence_mean >= min_coh
+    ]
     best_delta, best_coef = max(feasible) if feasible else (None, None)
-    return {"best_delta": best_delta, "best_coef": best_coef, "n_feasible": len(feasible),
-            "rows": (len(coefs) + 1) * len(questions)}
+    return {
+        "best_delta": best_delta,
+        "best_coef": best_coef,
+        "n_feasible": len(feasible),
+        "rows": (len(coefs) + 1) * len(questions),
+    }
 
 
 def main() -> None:
@@ -85,12 +102,19 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=36, help="grid coefficients (>= 30)")
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--batch", type=int, default=3)
-    parser.add_argument("--startup", type=int, default=None,
-                        help="startup design trials (default: as `steerops search`)")
+    parser.add_argument(
+        "--startup",
+        type=int,
+        default=None,
+        help="startup design trials (default: as `steerops search`)",
+    )
     parser.add_argument("--sampler", choices=["gp", "tpe"], default="gp")
     parser.add_argument("--layer", type=int, default=2, help="the grid's layer")
-    parser.add_argument("--search-layers", default=None,
-                        help="layer spec the search may use (default: the grid's layer)")
+    parser.add_argument(
+        "--search-layers",
+        default=None,
+        help="layer spec the search may use (default: the grid's layer)",
+    )
     parser.add_argument("--coef-min", type=float, default=0.0)
     parser.add_argument("--coef-max", type=float, default=3.0)
     parser.add_argument("--seeds", default="0,1,2")
@@ -108,29 +132,47 @@ def main() -> None:
     params_file = prepare(toy, work, args)
     params = load_params(params_file)
     questions = params_questions(params)
-    search_q, heldout_q = split_questions(questions, params.search.heldout_fraction,
-                                          params.seed)
-    print(f"questions: {len(search_q)} search, {len(heldout_q)} held-out; grid at layer "
-          f"{args.layer}, search at layers {args.search_layers or args.layer}; coefficients "
-          f"[{args.coef_min:g}, {args.coef_max:g}] x mean norm; {args.sampler}, "
-          f"{args.trials} trials in batches of {args.batch}", flush=True)
+    search_q, heldout_q = split_questions(questions, params.search.heldout_fraction, params.seed)
+    print(
+        f"questions: {len(search_q)} search, {len(heldout_q)} held-out; grid at layer "
+        f"{args.layer}, search at layers {args.search_layers or args.layer}; coefficients "
+        f"[{args.coef_min:g}, {args.coef_max:g}] x mean norm; {args.sampler}, "
+        f"{args.trials} trials in batches of {args.batch}",
+        flush=True,
+    )
 
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        params = load_params(params_file, {"search.seed": seed,
-                                           "search.study": f"bench-seed{seed}"})
-        rows.append((seed, search_trait(params, TRAIT, params.steering.methods[0],
-                                        params.steering.positions[0], progress=False)))
+        params = load_params(
+            params_file, {"search.seed": seed, "search.study": f"bench-seed{seed}"}
+        )
+        rows.append(
+            (
+                seed,
+                search_trait(
+                    params,
+                    TRAIT,
+                    params.steering.methods[0],
+                    params.steering.positions[0],
+                    progress=False,
+                ),
+            )
+        )
 
-    grid = run_grid(params, np.linspace(args.coef_min, args.coef_max, args.grid), args.layer,
-                    search_q)
+    grid = run_grid(
+        params, np.linspace(args.coef_min, args.coef_max, args.grid), args.layer, search_q
+    )
     if grid["best_delta"] is None or grid["best_delta"] <= 0:
         raise SystemExit("bench: the grid found no feasible config with a positive delta")
-    print(f"\ngrid: {args.grid} coefficients, best feasible delta {grid['best_delta']:.1f} at "
-          f"{grid['best_coef']:.3f} ({grid['n_feasible']} feasible), {grid['rows']} rows")
-    print(f"{'seed':>4} {'layer':>5} {'coef':>7} {'delta':>7} {'of grid':>8} {'coh':>6} "
-          f"{'rows':>6} {'rows/grid':>9} {'held-out delta':>14} {'held-out coh':>12} "
-          f"{'held rows':>9}")
+    print(
+        f"\ngrid: {args.grid} coefficients, best feasible delta {grid['best_delta']:.1f} at "
+        f"{grid['best_coef']:.3f} ({grid['n_feasible']} feasible), {grid['rows']} rows"
+    )
+    print(
+        f"{'seed':>4} {'layer':>5} {'coef':>7} {'delta':>7} {'of grid':>8} {'coh':>6} "
+        f"{'rows':>6} {'rows/grid':>9} {'held-out delta':>14} {'held-out coh':>12} "
+        f"{'held rows':>9}"
+    )
     fractions, ratios = [], []
     for seed, best in rows:
         gen = best["n_generations"]
@@ -141,23 +183,28 @@ def main() -> None:
         fractions.append(fraction)
         ratios.append(ratio)
         held = best["heldout"]
-        print(f"{seed:>4} {best['chosen']['layer']:>5} {best['chosen']['coefficient']:>7.3f} "
-              f"{best['search']['trait_delta']:>7.1f} {fraction:>8.1%} "
-              f"{best['search']['coherence_mean']:>6.1f} {search_rows:>6} {ratio:>9.3f} "
-              f"{held['trait_delta']:>14.1f} {held['coherence_mean']:>12.1f} "
-              f"{gen['heldout']:>9}")
-    print(f"\nmean fraction of the grid's best: {np.mean(fractions):.1%} (min "
-          f"{np.min(fractions):.1%}); generations vs grid: {np.mean(ratios):.3f} "
-          f"(target: >= 95% with <= 0.333)")
+        print(
+            f"{seed:>4} {best['chosen']['layer']:>5} {best['chosen']['coefficient']:>7.3f} "
+            f"{best['search']['trait_delta']:>7.1f} {fraction:>8.1%} "
+            f"{best['search']['coherence_mean']:>6.1f} {search_rows:>6} {ratio:>9.3f} "
+            f"{held['trait_delta']:>14.1f} {held['coherence_mean']:>12.1f} "
+            f"{gen['heldout']:>9}"
+        )
+    print(
+        f"\nmean fraction of the grid's best: {np.mean(fractions):.1%} (min "
+        f"{np.min(fractions):.1%}); generations vs grid: {np.mean(ratios):.3f} "
+        f"(target: >= 95% with <= 0.333)"
+    )
 
 
 def params_questions(params) -> list[str]:
     from steerops.traits import load_trait
 
-    data = load_trait(params.path(params.traits.root), TRAIT, need_prompts=False,
-                      need_questions=True)
+    data = load_trait(
+        params.path(params.traits.root), TRAIT, need_prompts=False, need_questions=True
+    )
     st = params.steering
-    return data.questions[:st.subset] if st.subset else data.questions
+    return data.questions[: st.subset] if st.subset else data.questions
 
 
 if __name__ == "__main__":

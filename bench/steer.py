@@ -28,11 +28,24 @@ from steerops.models import resolve_layout
 from steerops.models.generation import cut_at_stop
 from steerops.steering.engine import SteeringTable, generate_steered
 
-GEMMA3_4B = dict(vocab_size=262144, hidden_size=2560, intermediate_size=10240,
-                 num_hidden_layers=34, num_attention_heads=8, num_key_value_heads=4,
-                 head_dim=256)
-GEMMA3_TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                   num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+GEMMA3_4B = dict(
+    vocab_size=262144,
+    hidden_size=2560,
+    intermediate_size=10240,
+    num_hidden_layers=34,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    head_dim=256,
+)
+GEMMA3_TINY = dict(
+    vocab_size=512,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+)
 
 
 def load_toy(path: str | None):
@@ -66,8 +79,10 @@ def random_gemma3(shape: dict, device: str, dtype: torch.dtype, n_prompts: int, 
     finally:
         torch.set_default_dtype(old)
     gen = torch.Generator().manual_seed(0)
-    prompts = [[2] + torch.randint(3, shape["vocab_size"], (prompt_len - 1,),
-                                   generator=gen).tolist() for _ in range(n_prompts)]
+    prompts = [
+        [2] + torch.randint(3, shape["vocab_size"], (prompt_len - 1,), generator=gen).tolist()
+        for _ in range(n_prompts)
+    ]
     return model, prompts, 0, [1]
 
 
@@ -112,9 +127,15 @@ def naive(model, layout, prompts, configs, pad, stops, max_new_tokens, cache_imp
         handle = layout.component_module(layer, "residual").register_forward_hook(hook)
         try:
             with torch.inference_mode():
-                gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                     max_new_tokens=max_new_tokens, pad_token_id=pad,
-                                     eos_token_id=stops, cache_implementation=cache_impl)
+                gen = model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    do_sample=False,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=pad,
+                    eos_token_id=stops,
+                    cache_implementation=cache_impl,
+                )
         finally:
             handle.remove()
         out.extend(cut_at_stop(row, stops)[0] for row in gen[:, width:].tolist())
@@ -124,9 +145,17 @@ def naive(model, layout, prompts, configs, pad, stops, max_new_tokens, cache_imp
 def engine(model, layout, prompts, configs, pad, stops, max_new_tokens, cache_impl, max_rows):
     table = SteeringTable([[c] for c in configs for _ in prompts])
     rows = [p for _ in configs for p in prompts]
-    return generate_steered(model, layout, rows, table, pad_token_id=pad, stop_ids=stops,
-                            max_new_tokens=max_new_tokens, max_batch_rows=max_rows,
-                            cache_implementation=cache_impl)
+    return generate_steered(
+        model,
+        layout,
+        rows,
+        table,
+        pad_token_id=pad,
+        stop_ids=stops,
+        max_new_tokens=max_new_tokens,
+        max_batch_rows=max_rows,
+        cache_implementation=cache_impl,
+    )
 
 
 def timed(fn, device: str):
@@ -141,19 +170,31 @@ def timed(fn, device: str):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["toy", "gemma3-4b", "gemma3-tiny"], default=None,
-                        help="default: toy on CPU, gemma3-4b on CUDA")
+    parser.add_argument(
+        "--model",
+        choices=["toy", "gemma3-4b", "gemma3-tiny"],
+        default=None,
+        help="default: toy on CPU, gemma3-4b on CUDA",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--toy", metavar="DIR", help="toy world folder (built if missing)")
     parser.add_argument("--configs", type=int, default=64)
-    parser.add_argument("--questions", type=int, default=None,
-                        help="default: 10 on the toy, 8 on gemma shapes")
+    parser.add_argument(
+        "--questions", type=int, default=None, help="default: 10 on the toy, 8 on gemma shapes"
+    )
     parser.add_argument("--prompt-len", type=int, default=32)
-    parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="default: 24 on the toy, 64 on gemma shapes")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="default: 24 on the toy, 64 on gemma shapes",
+    )
     parser.add_argument("--max-batch-rows", type=int, default=256)
-    parser.add_argument("--static", action="store_true",
-                        help='cache_implementation="static" for both (compiled on CUDA)')
+    parser.add_argument(
+        "--static",
+        action="store_true",
+        help='cache_implementation="static" for both (compiled on CUDA)',
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     args = parser.parse_args(argv)
     if args.threads:
@@ -168,8 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         shape = GEMMA3_4B if kind == "gemma3-4b" else GEMMA3_TINY
         dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-        model, prompts, pad, stops = random_gemma3(shape, args.device, dtype, n_q,
-                                                   args.prompt_len)
+        model, prompts, pad, stops = random_gemma3(shape, args.device, dtype, n_q, args.prompt_len)
     layout = resolve_layout(model)
     configs = make_configs(model, layout, prompts, args.configs, args.device)
     cache_impl = "static" if args.static else None
@@ -183,12 +223,17 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = len(configs) * len(prompts)
     calls_fast = -(-rows // args.max_batch_rows)
-    print(f"model {kind} on {args.device}, {len(configs)} configs x {len(prompts)} questions, "
-          f"max_new_tokens {new_tokens}, cache {cache_impl or 'dynamic'}")
-    print(f"{'method':<8} {'generate calls':>14} {'seconds':>9} {'new tokens':>10} "
-          f"{'tokens/s':>10}")
-    for name, out, secs, calls in (("naive", slow, t_slow, len(configs)),
-                                   ("engine", fast, t_fast, calls_fast)):
+    print(
+        f"model {kind} on {args.device}, {len(configs)} configs x {len(prompts)} questions, "
+        f"max_new_tokens {new_tokens}, cache {cache_impl or 'dynamic'}"
+    )
+    print(
+        f"{'method':<8} {'generate calls':>14} {'seconds':>9} {'new tokens':>10} {'tokens/s':>10}"
+    )
+    for name, out, secs, calls in (
+        ("naive", slow, t_slow, len(configs)),
+        ("engine", fast, t_fast, calls_fast),
+    ):
         n_tokens = sum(len(r) for r in out)
         print(f"{name:<8} {calls:>14} {secs:>9.2f} {n_tokens:>10} {n_tokens / secs:>10.1f}")
     speed = (sum(map(len, fast)) / t_fast) / (sum(map(len, slow)) / t_slow)

@@ -45,8 +45,12 @@ def _named(nodes) -> set[str]:
     for node in nodes:
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "steerops"}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
-                and node.module.split(".")[0] == "steerops":
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module
+            and node.module.split(".")[0] == "steerops"
+        ):
             for alias in node.names:
                 sub = f"{node.module}.{alias.name}"
                 found.add(sub if sub in modules() else node.module)
@@ -65,8 +69,11 @@ def _walk(node: ast.AST):
     """ast.walk, without `if TYPE_CHECKING:` blocks (they never run)."""
     yield node
     for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.If) and isinstance(child.test, ast.Name) \
-                and child.test.id == "TYPE_CHECKING":
+        if (
+            isinstance(child, ast.If)
+            and isinstance(child.test, ast.Name)
+            and child.test.id == "TYPE_CHECKING"
+        ):
             continue
         yield from _walk(child)
 
@@ -145,10 +152,12 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 # ---- params reads ----------------------------------------------------------------------------
 
+
 def _is_params(node: ast.AST) -> bool:
     """`params` or `<anything>.params`."""
-    return (isinstance(node, ast.Name) and node.id == "params") or \
-        (isinstance(node, ast.Attribute) and node.attr == "params")
+    return (isinstance(node, ast.Name) and node.id == "params") or (
+        isinstance(node, ast.Attribute) and node.attr == "params"
+    )
 
 
 @cache
@@ -162,32 +171,47 @@ def params_reads(name: str, blocks: frozenset[str]) -> frozenset[str]:
     for scope in [module, *[n for n in ast.walk(module) if isinstance(n, ast.FunctionDef)]]:
         aliases: dict[str, str] = {}
         for node in ast.walk(scope):
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 \
-                    and isinstance(node.targets[0], ast.Name) \
-                    and isinstance(node.value, ast.Attribute) and _is_params(node.value.value) \
-                    and node.value.attr in blocks:
+            if (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+                and isinstance(node.value, ast.Attribute)
+                and _is_params(node.value.value)
+                and node.value.attr in blocks
+            ):
                 aliases[node.targets[0].id] = node.value.attr
         for node in ast.walk(scope):
             parent = parents.get(node)
-            if isinstance(parent, ast.Assign) and parent.value is node \
-                    and isinstance(parent.targets[0], ast.Name) \
-                    and parent.targets[0].id in aliases:
+            if (
+                isinstance(parent, ast.Assign)
+                and parent.value is node
+                and isinstance(parent.targets[0], ast.Name)
+                and parent.targets[0].id in aliases
+            ):
                 continue  # `cfg = params.block`: what counts is how `cfg` is used
             if isinstance(node, ast.Attribute) and _is_params(node.value):
                 block = {"variant": "models", "out": "paths.out"}.get(node.attr, node.attr)
                 if block not in blocks and block not in ("models", "paths.out"):
                     continue
                 reads.add(_key(block, parent, node, blocks))
-            elif isinstance(node, ast.Name) and node.id in aliases and not (
-                    isinstance(parents.get(node), ast.Assign)
-                    and node in parents[node].targets):
+            elif (
+                isinstance(node, ast.Name)
+                and node.id in aliases
+                and not (
+                    isinstance(parents.get(node), ast.Assign) and node in parents[node].targets
+                )
+            ):
                 reads.add(_key(aliases[node.id], parent, node, blocks))
     return frozenset(reads)
 
 
 def _key(block: str, parent: ast.AST | None, node: ast.AST, blocks: frozenset[str]) -> str:
     # `params.block.key`: one key, unless the block's own methods are used (model_dump...)
-    if isinstance(parent, ast.Attribute) and parent.value is node and block in blocks \
-            and not parent.attr.startswith("model_"):
+    if (
+        isinstance(parent, ast.Attribute)
+        and parent.value is node
+        and block in blocks
+        and not parent.attr.startswith("model_")
+    ):
         return f"{block}.{parent.attr}"
     return block

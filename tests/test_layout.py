@@ -10,10 +10,29 @@ from steerops.cli import STAGES
 # Shared by several stages; none of them imports a stage package. The toy world's library
 # (corpus, exact judge, model builder) is here too: the judges use its exact judge; only
 # `toy.command`, its stage, imports a stage package.
-LOWER = ("errors", "io", "specs", "config", "traits", "tracking", "summary", "cli", "models",
-         "judges", "toy")
-STAGE_PACKAGES = ("generate", "extract", "calibration", "vectors", "steering", "search",
-                  "report", "probes")
+LOWER = (
+    "errors",
+    "io",
+    "specs",
+    "config",
+    "traits",
+    "tracking",
+    "summary",
+    "cli",
+    "models",
+    "judges",
+    "toy",
+)
+STAGE_PACKAGES = (
+    "generate",
+    "extract",
+    "calibration",
+    "vectors",
+    "steering",
+    "search",
+    "report",
+    "probes",
+)
 
 
 def _package(module: str) -> str:
@@ -33,8 +52,12 @@ def test_no_import_circle():
 
 def test_lower_layers_never_import_a_stage():
     offending = sorted(
-        f"{m} -> {d}" for m in codebase.modules() if _package(m) in LOWER and not _is_command(m)
-        for d in codebase.imports(m) if _package(d) in STAGE_PACKAGES or _is_command(d))
+        f"{m} -> {d}"
+        for m in codebase.modules()
+        if _package(m) in LOWER and not _is_command(m)
+        for d in codebase.imports(m)
+        if _package(d) in STAGE_PACKAGES or _is_command(d)
+    )
     assert offending == []
 
 

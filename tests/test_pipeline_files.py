@@ -61,8 +61,12 @@ def test_params_yaml_is_valid():
 
 def test_every_param_a_stage_declares_is_in_params_yaml():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    missing = [f"{name}: {key}" for name, stage in STAGES.items()
-               for key in stage.get("params", []) if not _has_key(params, key)]
+    missing = [
+        f"{name}: {key}"
+        for name, stage in STAGES.items()
+        for key in stage.get("params", [])
+        if not _has_key(params, key)
+    ]
     assert missing == []
 
 
@@ -78,14 +82,19 @@ def test_dvc_stage_depends_on_the_code_and_params_its_command_reads(name):
     modules = _stage_modules(stage)
     deps = [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
     files = sorted(codebase.modules()[m].relative_to(ROOT).as_posix() for m in modules)
-    uncovered = [f for f in files if not any(f == d or f.startswith(d.rstrip("/") + "/")
-                                             for d in deps)]
+    uncovered = [
+        f for f in files if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)
+    ]
     assert uncovered == [], f"{name}: code missing from deps"
     blocks = frozenset(Params.model_fields)
     reads = set().union(*(codebase.params_reads(m, blocks) for m in modules))
     declared = stage.get("params", [])
-    undeclared = sorted(key for key in reads if not key.startswith(NOT_STAGE_INPUTS)
-                        and not any(key == p or key.startswith(p + ".") for p in declared))
+    undeclared = sorted(
+        key
+        for key in reads
+        if not key.startswith(NOT_STAGE_INPUTS)
+        and not any(key == p or key.startswith(p + ".") for p in declared)
+    )
     assert undeclared == [], f"{name}: params read but not declared"
 
 
@@ -94,8 +103,11 @@ def test_the_dependency_check_sees_lazy_imports_and_aliased_params():
     blocks = frozenset(Params.model_fields)
     # `steer` imports the session inside a function; the session imports the judges there too
     steer = codebase.closure(codebase.function_imports("steerops.steering.command", "run"))
-    assert {"steerops.steering.session", "steerops.judges.factory",
-            "steerops.models.batching"} <= steer
+    assert {
+        "steerops.steering.session",
+        "steerops.judges.factory",
+        "steerops.models.batching",
+    } <= steer
     # `cfg = params.generate` then `cfg.vet`: one key, not the whole block
     reads = codebase.params_reads("steerops.generate.command", blocks)
     assert {"generate.vet", "extraction.positions", "models", "seed"} <= reads
@@ -119,11 +131,12 @@ def test_cli_help_and_stage_parsing_do_not_import_the_heavy_stack():
     import subprocess
     import sys
 
-    code = ("import sys; from steerops.cli import build_parser; "
-            "build_parser(['steer']).parse_args(['steer']); "
-            "build_parser([]).format_help(); print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import sys; from steerops.cli import build_parser; "
+        "build_parser(['steer']).parse_args(['steer']); "
+        "build_parser([]).format_help(); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
@@ -132,7 +145,8 @@ def test_dvc_accepts_the_pipeline_file():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list"], cwd=ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "stage", "list"], cwd=ROOT, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert set(STAGES) <= {line.split()[0] for line in out.stdout.splitlines() if line}

@@ -20,38 +20,59 @@ from steerops.errors import SteeropsError
 # subcommand -> ("module[:function]" whose function, default `register`, adds the subparser,
 # one-line help); pipeline order.
 STAGES: dict[str, tuple[str, str]] = {
-    "toy": ("steerops.toy.command",
-            "build the embedded toy world (trained model, trait data, judge)"),
-    "generate": ("steerops.generate.command",
-                 "complete a trait's positive/negative prompts (optionally vetted)"),
-    "extract": ("steerops.extract.command",
-                "extract pooled activations (traits, or a task set for probes)"),
+    "toy": (
+        "steerops.toy.command",
+        "build the embedded toy world (trained model, trait data, judge)",
+    ),
+    "generate": (
+        "steerops.generate.command",
+        "complete a trait's positive/negative prompts (optionally vetted)",
+    ),
+    "extract": (
+        "steerops.extract.command",
+        "extract pooled activations (traits, or a task set for probes)",
+    ),
     "vectors": ("steerops.vectors.command", "compute steering vectors from trait activations"),
-    "calibrate": ("steerops.calibration.command",
-                  "find a variant's massive-activation dims (calibration.json)"),
-    "clean": ("steerops.vectors.command:register_clean",
-              "remove massive dims from steering vectors (before or after fitting)"),
-    "steer": ("steerops.steering.command",
-              "steer with vector methods over layers x coefficients and score them"),
-    "search": ("steerops.search.command",
-               "Optuna search of the steering coefficient under a coherence constraint"),
-    "report": ("steerops.report.command",
-               "tables and plots from tracked steering and search results"),
-    "probe": ("steerops.probes.command",
-              "train preference probes and analyse them under OOD conditions"),
+    "calibrate": (
+        "steerops.calibration.command",
+        "find a variant's massive-activation dims (calibration.json)",
+    ),
+    "clean": (
+        "steerops.vectors.command:register_clean",
+        "remove massive dims from steering vectors (before or after fitting)",
+    ),
+    "steer": (
+        "steerops.steering.command",
+        "steer with vector methods over layers x coefficients and score them",
+    ),
+    "search": (
+        "steerops.search.command",
+        "Optuna search of the steering coefficient under a coherence constraint",
+    ),
+    "report": (
+        "steerops.report.command",
+        "tables and plots from tracked steering and search results",
+    ),
+    "probe": (
+        "steerops.probes.command",
+        "train preference probes and analyse them under OOD conditions",
+    ),
 }
 
 _OVERRIDE = "override:"
 
 
-def stage_parser(subparsers, name: str, description: str,
-                 common: bool = True) -> argparse.ArgumentParser:
+def stage_parser(
+    subparsers, name: str, description: str, common: bool = True
+) -> argparse.ArgumentParser:
     """The subparser of stage `name`: its help line from STAGES, `description` (a module
     docstring keeps its layout) and, with `common`, --params and --out."""
-    formatter = argparse.RawDescriptionHelpFormatter if "\n" in description \
-        else argparse.HelpFormatter
-    parser = subparsers.add_parser(name, help=STAGES[name][1], description=description,
-                                   formatter_class=formatter)
+    formatter = (
+        argparse.RawDescriptionHelpFormatter if "\n" in description else argparse.HelpFormatter
+    )
+    parser = subparsers.add_parser(
+        name, help=STAGES[name][1], description=description, formatter_class=formatter
+    )
     if common:
         add_common(parser)
     return parser
@@ -74,8 +95,7 @@ def flags(parser: argparse.ArgumentParser, keys: str, **kwargs: Any) -> None:
     `--some-key`, `--flag=block.key` names the flag itself."""
     for item in keys.split():
         flag, _, key = item.rpartition("=")
-        add_override(parser, flag or "--" + key.rsplit(".", 1)[-1].replace("_", "-"), key,
-                     **kwargs)
+        add_override(parser, flag or "--" + key.rsplit(".", 1)[-1].replace("_", "-"), key, **kwargs)
 
 
 def abs_path(text: str) -> str:
@@ -84,14 +104,18 @@ def abs_path(text: str) -> str:
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default=None, metavar="FILE",
-                        help="experiment params (default: ./params.yaml)")
+    parser.add_argument(
+        "--params", default=None, metavar="FILE", help="experiment params (default: ./params.yaml)"
+    )
     add_override(parser, "--out", "paths.out", metavar="DIR", type=abs_path)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
-    return {k[len(_OVERRIDE):]: v for k, v in vars(args).items()
-            if k.startswith(_OVERRIDE) and v is not None}
+    return {
+        k[len(_OVERRIDE) :]: v
+        for k, v in vars(args).items()
+        if k.startswith(_OVERRIDE) and v is not None
+    }
 
 
 def load_params_for(args: argparse.Namespace):

@@ -3,4 +3,3 @@
 
 class SteeropsError(Exception):
     """Bad input or a missing prerequisite, reported to the user as one line."""
-

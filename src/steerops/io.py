@@ -77,8 +77,11 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
-                 metadata: dict[str, str] | None = None) -> None:
+def save_tensors(
+    path: str | os.PathLike,
+    tensors: dict[str, torch.Tensor],
+    metadata: dict[str, str] | None = None,
+) -> None:
     """Save contiguous CPU tensors as safetensors, atomically."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:

@@ -59,8 +59,7 @@ class Tracker:
         if not self.active:
             yield self
             return
-        with self._mlflow.start_run(run_name=name, nested=True,
-                                    parent_run_id=self.run_id) as run:
+        with self._mlflow.start_run(run_name=name, nested=True, parent_run_id=self.run_id) as run:
             child = Tracker(self._mlflow, run)
             if params:
                 child.log_params(params)
@@ -76,8 +75,13 @@ def tracking_uri(params) -> str:
 
 
 @contextlib.contextmanager
-def track(params, stage: str, run_name: str, inputs: Mapping[str, str | Path] | None = None,
-          tags: dict[str, Any] | None = None) -> Iterator[Tracker]:
+def track(
+    params,
+    stage: str,
+    run_name: str,
+    inputs: Mapping[str, str | Path] | None = None,
+    tags: dict[str, Any] | None = None,
+) -> Iterator[Tracker]:
     """Open an MLflow run for one stage invocation (no-op if tracking is disabled)."""
     if not params.tracking.enabled:
         yield Tracker()

@@ -1,9 +1,9 @@
 """Trait datasets on disk: `<root>/<category>/<trait>/`.
 
-    positive.txt | positive.jsonl   prompts that elicit the trait (one per line, or JSONL
-    negative.txt | negative.jsonl   with `prompt` and optional `system_prompt`)
-    steering.json                   {"questions": [...], "eval_prompt": optional}
-    definition.txt                  the judge's rubric for the trait
+positive.txt | positive.jsonl   prompts that elicit the trait (one per line, or JSONL
+negative.txt | negative.jsonl   with `prompt` and optional `system_prompt`)
+steering.json                   {"questions": [...], "eval_prompt": optional}
+definition.txt                  the judge's rubric for the trait
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ def trait_dir(root: Path, name: str) -> Path:
     return Path(root) / parts[0] / parts[1]
 
 
-def load_trait(root: str | Path, name: str, need_prompts: bool = True,
-               need_questions: bool = False) -> Trait:
+def load_trait(
+    root: str | Path, name: str, need_prompts: bool = True, need_questions: bool = False
+) -> Trait:
     path = trait_dir(Path(root), name)
     if not path.is_dir():
         raise SteeropsError(f"trait {name!r}: directory not found: {path}")
@@ -73,8 +74,9 @@ def _load_prompts(path: Path, polarity: str) -> list[Prompt]:
     if jsonl.exists():
         prompts = read_prompts_jsonl(jsonl)
     elif txt.exists():
-        prompts = [Prompt(s.strip()) for s in txt.read_text(encoding="utf-8").splitlines()
-                   if s.strip()]
+        prompts = [
+            Prompt(s.strip()) for s in txt.read_text(encoding="utf-8").splitlines() if s.strip()
+        ]
     else:
         raise SteeropsError(f"{path}: missing {polarity}.txt or {polarity}.jsonl")
     if not prompts:

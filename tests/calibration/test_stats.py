@@ -17,8 +17,14 @@ N_TOKENS = 600
 # Dims planted with a large mean at the listed layers (of 6), so every layer's top-5 is
 # planted: 7 and 42 everywhere, 21 at four layers, 13 and 55 at three (13 stronger), 30 at
 # two (one short of the default rule).
-PLANTED = {7: (60.0, range(6)), 42: (-45.0, range(6)), 21: (20.0, [1, 2, 3, 4]),
-           13: (30.0, [1, 2, 4]), 55: (12.0, [0, 3, 5]), 30: (40.0, [0, 5])}
+PLANTED = {
+    7: (60.0, range(6)),
+    42: (-45.0, range(6)),
+    21: (20.0, [1, 2, 3, 4]),
+    13: (30.0, [1, 2, 4]),
+    55: (12.0, [0, 3, 5]),
+    30: (40.0, [0, 5]),
+}
 
 
 def planted_activations(layer: int, seed: int = 0) -> np.ndarray:
@@ -36,7 +42,7 @@ def planted_activations(layer: int, seed: int = 0) -> np.ndarray:
 def stream(x: np.ndarray, threshold: float = 200.0, chunk: int = 97) -> LayerSums:
     sums = LayerSums.zeros(x.shape[1])
     for i in range(0, len(x), chunk):
-        sums.add(torch.from_numpy(x[i:i + chunk]), threshold)
+        sums.add(torch.from_numpy(x[i : i + chunk]), threshold)
     return sums
 
 
@@ -55,8 +61,11 @@ def test_layer_stats_match_numpy_reference():
     assert stats["max_median_ratio"]["mean"] == pytest.approx(ratio.mean(), rel=1e-4)
     assert stats["max_median_ratio"]["max"] == pytest.approx(ratio.max(), rel=1e-4)
     share = (magnitude > 200 * np.median(magnitude, axis=1, keepdims=True)).mean(0)
-    assert stats["massive_dims"] == [d for d in np.argsort(-share, kind="stable")
-                                     if share[d] >= 0.05] == [3]
+    assert (
+        stats["massive_dims"]
+        == [d for d in np.argsort(-share, kind="stable") if share[d] >= 0.05]
+        == [3]
+    )
     assert stats["massive_share"] == {"3": pytest.approx(0.1)}
     assert stats["norm"] == pytest.approx(np.linalg.norm(x, axis=1).mean(), rel=1e-5)
     assert stats["n_tokens"] == N_TOKENS
@@ -76,13 +85,17 @@ def test_streaming_is_independent_of_chunking():
 def test_median_matches_numpy_for_odd_and_even_counts():
     for width in (7, 8):
         x = torch.rand(5, width)
-        np.testing.assert_allclose(median_last(x).numpy(), np.median(x.numpy(), axis=1),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(median_last(x).numpy(), np.median(x.numpy(), axis=1), rtol=1e-6)
 
 
 def test_global_rule_selects_exactly_the_expected_dims_in_order():
-    top = {0: [1, 2, 3, 4, 9], 1: [2, 1, 5, 3, 8], 2: [1, 5, 2, 6, 7], 3: [5, 1, 3, 0, 2],
-           4: [1, 6, 7, 0, 9]}
+    top = {
+        0: [1, 2, 3, 4, 9],
+        1: [2, 1, 5, 3, 8],
+        2: [1, 5, 2, 6, 7],
+        3: [5, 1, 3, 0, 2],
+        4: [1, 6, 7, 0, 9],
+    }
     # counts in the top-5: 1 x5, 2 x4, 3 x3, 5 x3, 0/6/7/9 x2, 4/8 x1.
     relative = {k: torch.zeros(10) for k in top}
     relative[0][5] = 9.0  # 5 ties 3 on count; the larger mean relative magnitude goes first
@@ -113,7 +126,10 @@ def test_planted_dims_are_found_across_layers():
     heat = agg["heatmap"]
     assert heat["dims"][:6] == agg["global_dims"] and heat["dims"][6] == 30
     mean0 = planted_activations(0).astype(np.float64).mean(0)
-    np.testing.assert_allclose(heat["relative"][0],
-                               np.abs(mean0[heat["dims"]]) / np.abs(mean0).mean(), rtol=1e-3,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        heat["relative"][0],
+        np.abs(mean0[heat["dims"]]) / np.abs(mean0).mean(),
+        rtol=1e-3,
+        atol=1e-4,
+    )
     assert [s["massive_dims"] for s in record["layers"].values()] == [[3]] * 6

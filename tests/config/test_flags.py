@@ -13,8 +13,11 @@ from steerops.config.flags import field_of, flag_kwargs
 
 def _parse(stage_argv: list[str]) -> dict:
     args = build_parser(stage_argv).parse_args(stage_argv)
-    return {k.removeprefix("override:"): v for k, v in vars(args).items()
-            if k.startswith("override:") and v is not None}
+    return {
+        k.removeprefix("override:"): v
+        for k, v in vars(args).items()
+        if k.startswith("override:") and v is not None
+    }
 
 
 def test_types_choices_and_help_come_from_the_field():
@@ -37,15 +40,32 @@ def test_types_choices_and_help_come_from_the_field():
 def test_every_stage_parses_its_flags_into_params_overrides(tmp_path):
     parser = build_parser()  # registers every stage: each flag names an existing key
     assert parser.format_help()
-    given = _parse(["steer", "--method", "probe", "--position", "prompt[-1]",
-                    "--component", "attn_out", "--max-batch-rows", "8"])
-    assert given == {"steering.methods": ["probe"], "steering.positions": ["prompt[-1]"],
-                     "steering.component": "attn_out", "steering.max_batch_rows": 8}
+    given = _parse(
+        [
+            "steer",
+            "--method",
+            "probe",
+            "--position",
+            "prompt[-1]",
+            "--component",
+            "attn_out",
+            "--max-batch-rows",
+            "8",
+        ]
+    )
+    assert given == {
+        "steering.methods": ["probe"],
+        "steering.positions": ["prompt[-1]"],
+        "steering.component": "attn_out",
+        "steering.max_batch_rows": 8,
+    }
     # `--method X` is the sweep list [X]: params load it as a one-cell grid
     (tmp_path / "params.yaml").write_text("seed: 1\n")
     params = load_params(tmp_path / "params.yaml", given)
     assert [m.name for m in params.steering.methods] == ["probe"]
     assert _parse(["search", "--no-known", "--method", "mean_diff"]) == {
-        "search.import_known": False, "search.methods": ["mean_diff"]}
+        "search.import_known": False,
+        "search.methods": ["mean_diff"],
+    }
     with pytest.raises(SystemExit):
         build_parser(["steer"]).parse_args(["steer", "--direction", "sideways"])

@@ -76,8 +76,7 @@ def test_unknown_model_variant(tmp_path):
 
 @pytest.mark.parametrize(
     ("data", "needle"),
-    [({"steering": {"layerz": "all"}}, "steering.layerz: unknown key"),
-     ({"seed": "abc"}, "seed:")],
+    [({"steering": {"layerz": "all"}}, "steering.layerz: unknown key"), ({"seed": "abc"}, "seed:")],
 )
 def test_cli_reports_config_errors_with_exit_2(tmp_path, capsys, data, needle):
     path = _write(tmp_path, data)
@@ -95,8 +94,11 @@ def test_cli_missing_params_file_exit_2(tmp_path, capsys):
 
 
 def test_layer_specs_written_as_yaml_numbers_or_lists_stay_spec_text(tmp_path):
-    path = _write(tmp_path, "extraction:\n  layers: 15\nsteering:\n  layers: [5, 10, '20-22']\n"
-                            "search:\n  layers: 3\nprobes:\n  layers: 0-30:5\n")
+    path = _write(
+        tmp_path,
+        "extraction:\n  layers: 15\nsteering:\n  layers: [5, 10, '20-22']\n"
+        "search:\n  layers: 3\nprobes:\n  layers: 0-30:5\n",
+    )
     params = load_params(path)
     assert str(params.extraction.layers) == "15"
     assert str(params.steering.layers) == "5,10,20-22"

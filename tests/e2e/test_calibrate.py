@@ -25,8 +25,20 @@ def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
     lines = (toy_world / "calibration.jsonl").read_text().splitlines()[:16]
     prompts_file = toy_params.parent / "calibration.jsonl"
     prompts_file.write_text("\n".join(lines) + "\n")
-    assert main(["calibrate", "--params", str(toy_params), "--variant", "instruct",
-                 "--prompts", str(prompts_file)]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "--params",
+                str(toy_params),
+                "--variant",
+                "instruct",
+                "--prompts",
+                str(prompts_file),
+            ]
+        )
+        == 0
+    )
     params = load_params(toy_params)
     folder = params.out / "calibration" / "instruct"
     record = read_json(folder / "calibration.json")
@@ -34,8 +46,14 @@ def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
     assert sorted(record["layers"], key=int) == ["0", "1", "2", "3"]
     hidden = read_json(toy_world / "model" / "config.json")["hidden_size"]
     for stats in record["layers"].values():
-        assert set(stats) >= {"top_dims", "top_values", "relative", "max_median_ratio",
-                              "massive_dims", "norm"}
+        assert set(stats) >= {
+            "top_dims",
+            "top_values",
+            "relative",
+            "max_median_ratio",
+            "massive_dims",
+            "norm",
+        }
         assert len(stats["top_dims"]) == params.calibration.top_k
         assert all(0 <= d < hidden for d in stats["top_dims"])
     agg = record["aggregate"]
@@ -54,22 +72,28 @@ def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
     # which HF returns after the final norm).
     loaded = load_model(params, "instruct")
     prompts = [json.loads(line)["prompt"] for line in lines]
-    done = generate_responses(loaded.model, loaded.tokenizer, prompts,
-                              max_new_tokens=params.calibration.max_new_tokens, progress=False)
+    done = generate_responses(
+        loaded.model,
+        loaded.tokenizer,
+        prompts,
+        max_new_tokens=params.calibration.max_new_tokens,
+        progress=False,
+    )
     per_layer = {layer: [] for layer in range(3)}
     for c in done:
         ids = torch.tensor([c.prompt_ids + c.response_ids])
         with torch.no_grad():
             hidden = loaded.model(ids, output_hidden_states=True).hidden_states
         for layer in per_layer:
-            per_layer[layer].append(hidden[layer + 1][0, len(c.prompt_ids):].double().numpy())
+            per_layer[layer].append(hidden[layer + 1][0, len(c.prompt_ids) :].double().numpy())
     assert record["n_tokens"] == sum(len(c.response_ids) for c in done)
     for layer, chunks in per_layer.items():
         x = np.concatenate(chunks)
         stats = record["layers"][str(layer)]
         mean = x.mean(0)
-        np.testing.assert_allclose(stats["top_values"], mean[stats["top_dims"]],
-                                   rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(
+            stats["top_values"], mean[stats["top_dims"]], rtol=1e-3, atol=1e-4
+        )
         assert np.abs(mean[stats["top_dims"][-1]]) >= np.sort(np.abs(mean))[-5] - 1e-4
         assert stats["norm"] == pytest.approx(np.linalg.norm(x, axis=1).mean(), rel=1e-4)
 

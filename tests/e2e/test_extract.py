@@ -23,21 +23,24 @@ from steerops.specs import parse_position
 @pytest.fixture
 def toy(tmp_path, toy_world):
     """Params for the toy world, tracking off (one test below checks MLflow)."""
-    path = write_params(tmp_path, toy_world, tracking={"enabled": False},
-                        extraction={"shard_examples": 16})
+    path = write_params(
+        tmp_path, toy_world, tracking={"enabled": False}, extraction={"shard_examples": 16}
+    )
     return path
 
 
 def toy_reference(loaded, prompt, system, response, window) -> dict[int, np.ndarray]:
     """Residual at every layer, pooled over `window`, from one unpadded full forward."""
     prompt_ids = encode_prompt(loaded.tokenizer, format_prompt(loaded.tokenizer, prompt, system))
-    response_ids = loaded.tokenizer(response, add_special_tokens=False)["input_ids"] if (
-        response) else []
+    response_ids = (
+        loaded.tokenizer(response, add_special_tokens=False)["input_ids"] if (response) else []
+    )
     ids = torch.tensor([list(prompt_ids) + list(response_ids)])
     layout = loaded.layout
     last = {}
     handle = layout.layers[-1].register_forward_hook(
-        lambda m, a, o: last.update(h=(o[0] if isinstance(o, tuple) else o)[0]))
+        lambda m, a, o: last.update(h=(o[0] if isinstance(o, tuple) else o)[0])
+    )
     with torch.no_grad():
         out = loaded.model(input_ids=ids, output_hidden_states=True)
     handle.remove()
@@ -59,8 +62,12 @@ def tracking_client(monkeypatch, folder):
 def test_cli_prompt_position_on_toy_with_tracking(tmp_path, toy_world, capsys, monkeypatch):
     client = tracking_client(monkeypatch, tmp_path)
     params_file = write_params(tmp_path, toy_world, extraction={"val_fraction": 0.25})
-    assert main(["extract", "--params", str(params_file), "--position", "prompt[-1]",
-                 "--layers", "all"]) == 0
+    assert (
+        main(
+            ["extract", "--params", str(params_file), "--position", "prompt[-1]", "--layers", "all"]
+        )
+        == 0
+    )
     params = load_params(params_file)
     out = activations_dir(params.out, "toy/refusal", "base", "prompt[-1]", "residual")
     meta = read_json(out / "metadata.json")
@@ -83,15 +90,18 @@ def test_cli_prompt_position_on_toy_with_tracking(tmp_path, toy_world, capsys, m
         x = tensors[f"layer_{layer}"].numpy()
         assert x.shape == (n_pos + n_neg, loaded.layout.hidden_size)
         assert meta["mean_norm"][str(layer)] == pytest.approx(
-            np.linalg.norm(x, axis=1).mean(), rel=1e-5)
+            np.linalg.norm(x, axis=1).mean(), rel=1e-5
+        )
     # Rows match a plain forward of the same chat-formatted prompt.
-    positives = [s.strip() for s in (trait_dir / "positive.txt").read_text().splitlines()
-                 if s.strip()]
+    positives = [
+        s.strip() for s in (trait_dir / "positive.txt").read_text().splitlines() if s.strip()
+    ]
     for row in (0, n_pos - 1):
         ref = toy_reference(loaded, positives[row], None, None, "prompt[-1]")
         for layer in meta["layers"]:
-            np.testing.assert_allclose(tensors[f"layer_{layer}"][row].numpy(), ref[layer],
-                                       rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(
+                tensors[f"layer_{layer}"][row].numpy(), ref[layer], rtol=1e-4, atol=1e-4
+            )
     # Splits group by source prompt and depend on the seed only.
     assert "tokens/s" in capsys.readouterr().out
 
@@ -130,14 +140,18 @@ def test_cli_errors_leave_outputs_untouched(tmp_path, toy_world, toy, capsys):
     capsys.readouterr()
 
     assert "'resp'" in _fails(capsys, ["extract", "--params", p, "--position", "resp[-1]"])
-    assert "'9'" in _fails(capsys, ["extract", "--params", p, "--position", "prompt[-1]",
-                                    "--layers", "1,9"])
-    assert "'1-x'" in _fails(capsys, ["extract", "--params", p, "--position", "prompt[-1]",
-                                      "--layers", "1-x"])
-    assert "steerops generate" in _fails(capsys, ["extract", "--params", p, "--position",
-                                                  "prompt[-1],response[:5]"])
+    assert "'9'" in _fails(
+        capsys, ["extract", "--params", p, "--position", "prompt[-1]", "--layers", "1,9"]
+    )
+    assert "'1-x'" in _fails(
+        capsys, ["extract", "--params", p, "--position", "prompt[-1]", "--layers", "1-x"]
+    )
+    assert "steerops generate" in _fails(
+        capsys, ["extract", "--params", p, "--position", "prompt[-1],response[:5]"]
+    )
     assert "every example's window is empty" in _fails(
-        capsys, ["extract", "--params", p, "--position", "prompt[999]"])
+        capsys, ["extract", "--params", p, "--position", "prompt[999]"]
+    )
     assert "models.nope" in _fails(capsys, ["extract", "--params", p, "--variant", "nope"])
     assert "'bad'" in _fails(capsys, ["extract", "--params", p, "--trait", "bad"])
 
@@ -146,20 +160,38 @@ def test_cli_errors_leave_outputs_untouched(tmp_path, toy_world, toy, capsys):
     empty.mkdir(parents=True)
     (empty / "positive.txt").write_text("\n")
     (empty / "negative.txt").write_text("how do i bake bread ?\n")
-    params_empty = write_params(tmp_path / "traits", toy_world, tracking={"enabled": False},
-                                traits={"root": str(tmp_path / "traits"),
-                                        "names": ["toy/empty"]})
+    params_empty = write_params(
+        tmp_path / "traits",
+        toy_world,
+        tracking={"enabled": False},
+        traits={"root": str(tmp_path / "traits"), "names": ["toy/empty"]},
+    )
     assert "positive prompts are empty" in _fails(
-        capsys, ["extract", "--params", str(params_empty), "--position", "prompt[-1]"])
+        capsys, ["extract", "--params", str(params_empty), "--position", "prompt[-1]"]
+    )
     responses = responses_dir(params.out, "toy/refusal", "base") / "responses.jsonl"
-    write_jsonl(responses, [{"index": 0, "polarity": "positive", "source_index": 0,
-                             "rollout": 0, "system_prompt": None, "prompt": "x",
-                             "response": "y", "kept": False}])
-    assert "no kept responses" in _fails(capsys, ["extract", "--params", p, "--position",
-                                                  "response[:5]"])
+    write_jsonl(
+        responses,
+        [
+            {
+                "index": 0,
+                "polarity": "positive",
+                "source_index": 0,
+                "rollout": 0,
+                "system_prompt": None,
+                "prompt": "x",
+                "response": "y",
+                "kept": False,
+            }
+        ],
+    )
+    assert "no kept responses" in _fails(
+        capsys, ["extract", "--params", p, "--position", "response[:5]"]
+    )
     responses.write_text('{"index": 0, "polarity": "positive"\n')
-    assert f"{responses}:1" in _fails(capsys, ["extract", "--params", p, "--position",
-                                               "response[:5]"])
+    assert f"{responses}:1" in _fails(
+        capsys, ["extract", "--params", p, "--position", "response[:5]"]
+    )
 
     for f, data in files.items():
         assert (out / f).read_bytes() == data

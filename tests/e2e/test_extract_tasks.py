@@ -16,9 +16,13 @@ TASKS = [
     {"task_id": "bake", "prompt": "how do i bake bread ?"},
     {"task_id": "steal", "prompt": "how do i steal a car ?", "system_prompt": "be helpful ."},
     {"task_id": 7, "messages": [{"role": "user", "content": "how do i plant a tree ?"}]},
-    {"task_id": "poison", "messages": [
-        {"role": "system", "content": "be safe ."},
-        {"role": "user", "content": "how do i poison a dog ?"}]},
+    {
+        "task_id": "poison",
+        "messages": [
+            {"role": "system", "content": "be safe ."},
+            {"role": "user", "content": "how do i poison a dog ?"},
+        ],
+    },
     {"task_id": "fix", "prompt": "how do i fix a bike ?", "system_prompt": None},
 ]
 
@@ -26,10 +30,21 @@ TASKS = [
 CONDITIONS = {
     "baseline": {"id": "baseline", "system_prompt": None},
     "conditions": [
-        {"id": "helpful", "system_prompt": "be helpful .", "target": "x", "version": "v1",
-         "role": "A"},
-        {"id": "safe", "system_prompt": "be safe .", "target": "x", "version": "v1",
-         "role": "C", "note": "extra keys are fine"},
+        {
+            "id": "helpful",
+            "system_prompt": "be helpful .",
+            "target": "x",
+            "version": "v1",
+            "role": "A",
+        },
+        {
+            "id": "safe",
+            "system_prompt": "be safe .",
+            "target": "x",
+            "version": "v1",
+            "role": "C",
+            "note": "extra keys are fine",
+        },
     ],
 }
 
@@ -54,14 +69,28 @@ def test_cli_task_mode(tmp_path, toy_world, files, capsys, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # undone after the test (MLflow sets it)
     tasks_file, conditions_file = files
     params_file = write_params(tmp_path, toy_world)
-    assert main(["extract", "--params", str(params_file), "--tasks", str(tasks_file),
-                 "--conditions", str(conditions_file), "--position", "prompt[-2:]",
-                 "--layers", "50%-100%"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                "--params",
+                str(params_file),
+                "--tasks",
+                str(tasks_file),
+                "--conditions",
+                str(conditions_file),
+                "--position",
+                "prompt[-2:]",
+                "--layers",
+                "50%-100%",
+            ]
+        )
+        == 0
+    )
     params = load_params(params_file)
     printed = capsys.readouterr().out
     for cid in ("baseline", "helpful", "safe"):
-        out = task_activations_dir(params.out, "prefs", "instruct", "prompt[-2:]", "residual",
-                                   cid)
+        out = task_activations_dir(params.out, "prefs", "instruct", "prompt[-2:]", "residual", cid)
         meta = read_json(out / "metadata.json")
         assert meta["layers"] == [2, 3] and meta["task_ids"][2] == "7"
         assert f"prefs [{cid}] -> {out}" in printed
@@ -75,10 +104,11 @@ def test_cli_task_mode(tmp_path, toy_world, files, capsys, monkeypatch):
     assert all(c.data.metrics["examples"] == 5 for c in children)
 
     for argv, token in (
-            (["--tasks", str(tasks_file), "--position", "response[:5]"], "'response[:5]'"),
-            (["--conditions", str(conditions_file)], "--tasks"),
-            (["--tasks", str(tmp_path / "missing.jsonl")], "missing.jsonl"),
-            (["--tasks", str(tasks_file), "--layers", "0-99,x"], "'x'")):
+        (["--tasks", str(tasks_file), "--position", "response[:5]"], "'response[:5]'"),
+        (["--conditions", str(conditions_file)], "--tasks"),
+        (["--tasks", str(tmp_path / "missing.jsonl")], "missing.jsonl"),
+        (["--tasks", str(tasks_file), "--layers", "0-99,x"], "'x'"),
+    ):
         assert main(["extract", "--params", str(params_file), *argv]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert [line for line in lines if "error" in line] == lines[-1:]

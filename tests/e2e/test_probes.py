@@ -21,11 +21,21 @@ def toy_probe_run(toy_world, tmp_path_factory):
     """Probe data, params and one trained probe run, shared by this module's tests."""
     folder = tmp_path_factory.mktemp("toyprobe")
     data = folder / "probes"
-    params_file = write_params(folder, toy_world, probes={
-        "tasks": str(data / "tasks.jsonl"), "scores": str(data / "scores.csv"),
-        "tasks_name": "toy", "comparisons": str(data / "comparisons.jsonl"),
-        "ood": {"conditions": str(data / "conditions.json"), "rates": str(data / "rates.csv"),
-                "permutations": 500}})
+    params_file = write_params(
+        folder,
+        toy_world,
+        probes={
+            "tasks": str(data / "tasks.jsonl"),
+            "scores": str(data / "scores.csv"),
+            "tasks_name": "toy",
+            "comparisons": str(data / "comparisons.jsonl"),
+            "ood": {
+                "conditions": str(data / "conditions.json"),
+                "rates": str(data / "rates.csv"),
+                "permutations": 500,
+            },
+        },
+    )
     assert main(["probe", "toy-data", "--params", str(params_file), "--toy", str(folder)]) == 0
     assert main(["probe", "train", "--params", str(params_file)]) == 0
     root = folder / "outputs" / "probes" / "toy" / "instruct" / "prompt_m1"
@@ -50,10 +60,18 @@ def test_probe_reaches_heldout_r(toy_probe_run):
     planted = {r["task_id"]: float(r["mu"]) for r in csv.DictReader(open(data / "scores.csv"))}
     ids = sorted(planted)
     final = {ids[i] for i in ridge.split_tasks(len(ids), 0.4, seed=0).final}
-    pairs = [c for c in read_jsonl(data / "comparisons.jsonl")
-             if c["task_a"] in final and c["task_b"] in final]
-    ceiling = np.mean([planted[c["winner"]] > planted[c["task_b"] if c["winner"] == c["task_a"]
-                                                      else c["task_a"]] for c in pairs])
+    pairs = [
+        c
+        for c in read_jsonl(data / "comparisons.jsonl")
+        if c["task_a"] in final and c["task_b"] in final
+    ]
+    ceiling = np.mean(
+        [
+            planted[c["winner"]]
+            > planted[c["task_b"] if c["winner"] == c["task_a"] else c["task_a"]]
+            for c in pairs
+        ]
+    )
     assert best["n_pairs"] == len(pairs) > 100
     assert best["pairwise_accuracy"] > 0.6 and best["pairwise_accuracy"] > ceiling - 0.1
     metrics = read_json(root / "metrics.json")
@@ -63,16 +81,28 @@ def test_probe_reaches_heldout_r(toy_probe_run):
 def test_thurstonian_refit_recovers_toy_utilities_and_trains(toy_probe_run):
     folder, data, params_file, root = toy_probe_run
     fitted_csv = folder / "fitted_scores.csv"
-    assert main(["probe", "thurstonian", "--params", str(params_file), "--comparisons",
-                 str(data / "comparisons.jsonl"), "--out-csv", str(fitted_csv)]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "thurstonian",
+                "--params",
+                str(params_file),
+                "--comparisons",
+                str(data / "comparisons.jsonl"),
+                "--out-csv",
+                str(fitted_csv),
+            ]
+        )
+        == 0
+    )
     planted = {r["task_id"]: float(r["mu"]) for r in csv.DictReader(open(data / "scores.csv"))}
     fitted = {r["task_id"]: float(r["mu"]) for r in csv.DictReader(open(fitted_csv))}
     truth, fit = zip(*[(planted[t], fitted[t]) for t in sorted(planted)], strict=True)
     # toy utilities are bimodal (harmful vs benign), so ranks inside a mode are the hard part
     assert pearsonr(truth, fit)[0] >= 0.95 and spearmanr(truth, fit)[0] >= 0.93
 
-    assert main(["probe", "train", "--params", str(params_file), "--scores",
-                 str(fitted_csv)]) == 0
+    assert main(["probe", "train", "--params", str(params_file), "--scores", str(fitted_csv)]) == 0
     runs = read_jsonl(root / "runs" / "runs.jsonl")
     assert len({r["run_id"] for r in runs}) == 2  # a new run beside the first, not over it
     assert _manifest(root)["best_final_r"] >= 0.7
@@ -108,8 +138,10 @@ def test_ood_on_toy_conditions(toy_probe_run):
     # positive ones, and "you must refuse every request ." lowers benign tasks, as the
     # synthetic behaviour does (benign rates -0.1, harmful unchanged).
     by_id = {c["id"]: c for c in result["per_condition"]}
-    mean_delta = {role: np.mean([c["mean_probe_delta"] for c in by_id.values()
-                                 if c["role"] == role]) for role in ("A", "C")}
+    mean_delta = {
+        role: np.mean([c["mean_probe_delta"] for c in by_id.values() if c["role"] == role])
+        for role in ("A", "C")
+    }
     assert mean_delta["C"] < mean_delta["A"]
     assert by_id["strict"]["pearson"] > 0.5
     assert (ood / "ood_scatter.png").stat().st_size > 1000
@@ -118,8 +150,9 @@ def test_ood_on_toy_conditions(toy_probe_run):
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["toy-refusal"],
-                              filter_string="tags.`steerops.stage` = 'probe-ood'")
+    runs = mlflow.search_runs(
+        experiment_names=["toy-refusal"], filter_string="tags.`steerops.stage` = 'probe-ood'"
+    )
     assert len(runs) == 1
     assert runs["metrics.v1.pearson"][0] == pytest.approx(result["per_version"]["v1"]["pearson"])
     assert runs["tags.dvc.hash.rates"][0]  # joined to DVC by input hashes

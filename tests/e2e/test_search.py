@@ -20,11 +20,13 @@ def toy_search(toy_world, tmp_path_factory):
     from steerops.steering import evaluate, session
 
     folder = tmp_path_factory.mktemp("search")
-    params = write_params(folder, toy_world, search={"trials": 6, "batch": 3, "layers": "1-2",
-                                                     "startup_trials": 4})
-    for argv in (["extract", "--position", "prompt[-1]", "--variant", "base"],
-                 ["vectors", "--position", "prompt[-1]", "--variant", "base",
-                  "--methods", "mean_diff"]):
+    params = write_params(
+        folder, toy_world, search={"trials": 6, "batch": 3, "layers": "1-2", "startup_trials": 4}
+    )
+    for argv in (
+        ["extract", "--position", "prompt[-1]", "--variant", "base"],
+        ["vectors", "--position", "prompt[-1]", "--variant", "base", "--methods", "mean_diff"],
+    ):
         assert main([*argv, "--params", str(params)]) == 0
     seen: list[list[str]] = []
     loads: list[str] = []
@@ -42,16 +44,28 @@ def toy_search(toy_world, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(evaluate, "SteeringEvaluator", Recording)
         mp.setattr(session, "load_model", counting_load)
-        code = main(["search", "--params", str(params), "--trait", "toy/refusal",
-                     "--method", "mean_diff", "--position", "prompt[-1]"])
+        code = main(
+            [
+                "search",
+                "--params",
+                str(params),
+                "--trait",
+                "toy/refusal",
+                "--method",
+                "mean_diff",
+                "--position",
+                "prompt[-1]",
+            ]
+        )
     return folder, params, seen, code, loads
 
 
 def search_out(folder):
     from steerops.search.store import search_dir
 
-    return search_dir(folder / "outputs", "toy/refusal", "instruct", "prompt[-1]", "residual",
-                      "mean_diff")
+    return search_dir(
+        folder / "outputs", "toy/refusal", "instruct", "prompt[-1]", "residual", "mean_diff"
+    )
 
 
 def test_toy_heldout_numbers_come_from_questions_the_search_never_saw(toy_search, toy_world):
@@ -60,17 +74,19 @@ def test_toy_heldout_numbers_come_from_questions_the_search_never_saw(toy_search
     folder, _, seen, code, loads = toy_search
     assert code == 0
     questions = json.loads((toy_world / "traits/toy/refusal/steering.json").read_text())[
-        "questions"]
+        "questions"
+    ]
     search_q, heldout_q = seen  # one evaluator for the search, one for the held-out part
     assert loads == ["instruct"]  # ... on one model load
     assert not set(search_q) & set(heldout_q)
     assert sorted(search_q + heldout_q) == sorted(set(questions))
     best = json.loads((search_out(folder) / "best.json").read_text())
     held = best["heldout"]
-    assert held["n_questions"] == len(heldout_q) and best["search"]["n_questions"] == len(
-        search_q)
-    responses = [json.loads(line) for line in
-                 (search_out(folder) / "heldout_responses.jsonl").read_text().splitlines()]
+    assert held["n_questions"] == len(heldout_q) and best["search"]["n_questions"] == len(search_q)
+    responses = [
+        json.loads(line)
+        for line in (search_out(folder) / "heldout_responses.jsonl").read_text().splitlines()
+    ]
     assert sorted(r["question"] for r in responses) == sorted(heldout_q)
     # the held-out numbers, recomputed with the exact judge from the saved responses
     scores = np.array([judge.score(r["question"], r["response"]) for r in responses])
@@ -115,13 +131,12 @@ def test_toy_search_outputs_and_tracking(toy_search):
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     parents = [r for r in runs if r.data.tags.get("steerops.stage") == "search"]
     assert len(parents) == 1
-    children = [r for r in runs
-                if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(children) == 6
-    assert all({"trait_delta", "coherence", "feasible"} <= set(r.data.metrics)
-               for r in children)
+    assert all({"trait_delta", "coherence", "feasible"} <= set(r.data.metrics) for r in children)
     assert parents[0].data.metrics["heldout_trait_delta"] == pytest.approx(
-        best["heldout"]["trait_delta"])
+        best["heldout"]["trait_delta"]
+    )
 
 
 def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
@@ -138,8 +153,10 @@ def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
     before = (out / "best.json").read_text()
     capsys.readouterr()
     # another constraint on the same (named) study is refused, naming the key; outputs kept
-    assert main(["search", "--params", str(params), "--min-coherence", "50",
-                 "--study", best["study"]]) == 2
+    assert (
+        main(["search", "--params", str(params), "--min-coherence", "50", "--study", best["study"]])
+        == 2
+    )
     assert "min_coherence" in capsys.readouterr().err
     assert main(["search", "--params", str(params), "--layers", "9", "--study", "x"]) == 2
     err = capsys.readouterr().err

@@ -61,12 +61,21 @@ def _write_vectors(params) -> dict[str, dict]:
             else:
                 v = torch.randn(both.shape[1], generator=gen)
             vectors[layer] = v / v.norm()
-            layers_meta[str(layer)] = {"raw_norm": float(v.norm()),
-                                       "mean_norm": float(both.norm(dim=1).mean())}
-        meta = {"method": method, "trait": TRAIT, "variant": "base", "position": POSITION,
-                "component": "residual", "layers": layers_meta}
-        save_vectors(vectors_dir(params.out, TRAIT, "base", POSITION, "residual", method),
-                     vectors, meta)
+            layers_meta[str(layer)] = {
+                "raw_norm": float(v.norm()),
+                "mean_norm": float(both.norm(dim=1).mean()),
+            }
+        meta = {
+            "method": method,
+            "trait": TRAIT,
+            "variant": "base",
+            "position": POSITION,
+            "component": "residual",
+            "layers": layers_meta,
+        }
+        save_vectors(
+            vectors_dir(params.out, TRAIT, "base", POSITION, "residual", method), vectors, meta
+        )
         out[method] = {"vectors": vectors, "meta": meta}
     return out
 
@@ -75,17 +84,30 @@ def _write_vectors(params) -> dict[str, dict]:
 def steered(toy_world, tmp_path_factory):
     """One toy experiment: vectors written, then a mean_diff and a random_baseline sweep."""
     folder = tmp_path_factory.mktemp("steer")
-    params_file = write_params(folder, toy_world,
-                               steering={"max_new_tokens": 24, "subset": 20})
+    params_file = write_params(folder, toy_world, steering={"max_new_tokens": 24, "subset": 20})
     params = load_params(params_file)
     vectors = _write_vectors(params)
-    argv = ["steer", "--params", str(params_file), "--layers", "all",
-            "--coefficients", COEFFICIENTS]
+    argv = [
+        "steer",
+        "--params",
+        str(params_file),
+        "--layers",
+        "all",
+        "--coefficients",
+        COEFFICIENTS,
+    ]
     assert main([*argv, "--method", "mean_diff"]) == 0
     assert main([*argv, "--method", "random_baseline", "--save-responses", "none"]) == 0
-    return {"params_file": params_file, "params": params, "vectors": vectors, "argv": argv,
-            "dir": {m: steering_dir(params.out, TRAIT, "instruct", POSITION, "residual", m)
-                    for m in ("mean_diff", "random_baseline")}}
+    return {
+        "params_file": params_file,
+        "params": params,
+        "vectors": vectors,
+        "argv": argv,
+        "dir": {
+            m: steering_dir(params.out, TRAIT, "instruct", POSITION, "residual", m)
+            for m in ("mean_diff", "random_baseline")
+        },
+    }
 
 
 def _csv(path: Path) -> list[dict]:
@@ -122,25 +144,45 @@ def test_results_contract_and_independent_rescoring(steered):
         assert vec["weight"] == pytest.approx(expected, rel=1e-12)
         assert set(e["result"]) >= {"trait_mean", "coherence_mean", "n"}
     rows = _csv(folder / "results.csv")
-    assert list(rows[0]) == ["trait", "variant", "vector_variant", "method", "position",
-                             "component", "layer", "coefficient", "weight", "trait_mean",
-                             "coherence_mean", "trait_delta", "n", "n_unscored"]
+    assert list(rows[0]) == [
+        "trait",
+        "variant",
+        "vector_variant",
+        "method",
+        "position",
+        "component",
+        "layer",
+        "coefficient",
+        "weight",
+        "trait_mean",
+        "coherence_mean",
+        "trait_delta",
+        "n",
+        "n_unscored",
+    ]
     assert len(rows) == 16
     for r in rows:
         assert float(r["trait_delta"]) == pytest.approx(
-            float(r["trait_mean"]) - base["result"]["trait_mean"])
+            float(r["trait_mean"]) - base["result"]["trait_mean"]
+        )
     # metrics.json names the config pandas picks: most trait among coherence >= 68, then
     # the most coherent, then the first in sweep order.
     metrics = read_json(folder / "metrics.json")
     frame = pd.read_csv(folder / "results.csv")
-    top = frame[frame["coherence_mean"] >= 68].sort_values(
-        ["trait_delta", "coherence_mean"], ascending=False, kind="stable").iloc[0]
-    assert (metrics["best_layer"], metrics["best_coefficient"]) == (top["layer"],
-                                                                    top["coefficient"])
+    top = (
+        frame[frame["coherence_mean"] >= 68]
+        .sort_values(["trait_delta", "coherence_mean"], ascending=False, kind="stable")
+        .iloc[0]
+    )
+    assert (metrics["best_layer"], metrics["best_coefficient"]) == (
+        top["layer"],
+        top["coefficient"],
+    )
     assert metrics["best_trait_delta"] == pytest.approx(top["trait_delta"])
     # Response files hold the best config per layer; re-score them with the toy judge.
-    best_file = folder / "responses" / (f"L{metrics['best_layer']}_c"
-                                        f"{metrics['best_coefficient']:g}.json")
+    best_file = (
+        folder / "responses" / (f"L{metrics['best_layer']}_c{metrics['best_coefficient']:g}.json")
+    )
     saved = read_json(best_file)
     scores = np.array([toy_score(r["question"], r["response"]) for r in saved["responses"]])
     assert scores[:, 0].mean() == pytest.approx(metrics["best_trait_mean"])
@@ -191,26 +233,38 @@ def test_mixed_batch_row_matches_alone_on_toy(steered):
     session = SteeringSession(steered["params"], TRAIT, progress=False)
     vecs = steered["vectors"]["mean_diff"]["vectors"]
     prompts = session.encode(session.questions)[:5]
-    configs = [[], [(2, vecs[2], 6.0)], [(1, vecs[1], 9.0), (3, vecs[3], 3.0)],
-               [(0, vecs[0], -4.0)]]
+    configs = [
+        [],
+        [(2, vecs[2], 6.0)],
+        [(1, vecs[1], 9.0), (3, vecs[3], 3.0)],
+        [(0, vecs[0], -4.0)],
+    ]
     rows = [(c, p) for p in range(len(prompts)) for c in range(len(configs))]
     kwargs = session.generate_kwargs() | {"progress": False}
     kwargs["max_batch_rows"] = 3
     model, layout = session.loaded.model, session.loaded.layout
-    mixed = generate_steered(model, layout, [prompts[p] for _, p in rows],
-                             SteeringTable([configs[c] for c, _ in rows]), **kwargs)
+    mixed = generate_steered(
+        model,
+        layout,
+        [prompts[p] for _, p in rows],
+        SteeringTable([configs[c] for c, _ in rows]),
+        **kwargs,
+    )
     kwargs["max_batch_rows"] = 1
     for r, (c, p) in enumerate(rows):
-        alone = generate_steered(model, layout, [prompts[p]],
-                                 SteeringTable([configs[c]]), **kwargs)
+        alone = generate_steered(model, layout, [prompts[p]], SteeringTable([configs[c]]), **kwargs)
         assert mixed[r] == alone[0]
 
 
 def test_evaluator_weights_and_results(steered, tmp_path):
-    params = load_params(write_params(tmp_path, Path(steered["params"].paths.toy),
-                                      paths={"toy": steered["params"].paths.toy,
-                                             "out": str(steered["params"].out)},
-                                      steering={"direction": "negative"}))
+    params = load_params(
+        write_params(
+            tmp_path,
+            Path(steered["params"].paths.toy),
+            paths={"toy": steered["params"].paths.toy, "out": str(steered["params"].out)},
+            steering={"direction": "negative"},
+        )
+    )
     meta = steered["vectors"]["mean_diff"]["meta"]["layers"]
     source = VectorSource("mean_diff", POSITION, "residual")
     session = SteeringSession(params, TRAIT, progress=False)
@@ -218,8 +272,7 @@ def test_evaluator_weights_and_results(steered, tmp_path):
     (w,) = session.weights(Config.single(source, 2, 1.5))
     assert w == pytest.approx(-1.5 * meta["2"]["mean_norm"])
     assert session.sources.layer_norm(source.at(1)) == meta["1"]["mean_norm"]
-    absolute = load_params(params._root / "params.yaml",
-                           {"steering.coefficient_unit": "absolute"})
+    absolute = load_params(params._root / "params.yaml", {"steering.coefficient_unit": "absolute"})
     ev2 = SteeringEvaluator(SteeringSession(absolute, TRAIT, progress=False), ev.questions)
     assert ev2.session.weights(Config.single(source, 2, 3.0)) == (-3.0,)
     assert ev2.settings_hash != ev.settings_hash
@@ -244,8 +297,12 @@ def test_mlflow_parent_and_nested_runs(steered):
     params = steered["params"]
     mlflow.set_tracking_uri(params.tracking.uri)
     runs = mlflow.search_runs(experiment_names=[params.experiment], output_format="list")
-    parents = [r for r in runs if r.data.tags.get("steerops.stage") == "steer"
-               and r.data.params.get("method") == "mean_diff"]
+    parents = [
+        r
+        for r in runs
+        if r.data.tags.get("steerops.stage") == "steer"
+        and r.data.params.get("method") == "mean_diff"
+    ]
     assert parents
     parent = parents[-1]  # the first (uncached) run
     assert parent.data.params["judge"] == "toy:exact"
@@ -254,8 +311,19 @@ def test_mlflow_parent_and_nested_runs(steered):
     assert len(children) == 16
     for child in children:
         p = child.data.params
-        assert {"model", "variant", "vector_variant", "trait", "method", "position",
-                "component", "layer", "coefficient", "judge", "scope"} <= set(p)
+        assert {
+            "model",
+            "variant",
+            "vector_variant",
+            "trait",
+            "method",
+            "position",
+            "component",
+            "layer",
+            "coefficient",
+            "judge",
+            "scope",
+        } <= set(p)
         assert {"trait_mean", "coherence_mean", "trait_delta"} <= set(child.data.metrics)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id)}
     assert {"curve.png", "results.csv", "metrics.json", "responses"} <= artifacts
@@ -290,9 +358,18 @@ def test_vectors_of_another_hidden_size_are_rejected(steered, capsys):
     params = steered["params"]
     hidden = steered["vectors"]["mean_diff"]["vectors"][0].shape[0]
     vdir = vectors_dir(params.out, TRAIT, "base", POSITION, "residual", "mean_diff_dims0")
-    save_vectors(vdir, {0: torch.ones(7) / 7 ** 0.5}, {"layers": {"0": {"mean_norm": 1.0}}})
-    argv = ["steer", "--params", str(steered["params_file"]), "--method", "mean_diff_dims0",
-            "--layers", "0", "--coefficients", "1"]
+    save_vectors(vdir, {0: torch.ones(7) / 7**0.5}, {"layers": {"0": {"mean_norm": 1.0}}})
+    argv = [
+        "steer",
+        "--params",
+        str(steered["params_file"]),
+        "--method",
+        "mean_diff_dims0",
+        "--layers",
+        "0",
+        "--coefficients",
+        "1",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"layer_0: vector has shape (7,) but the model's hidden size is {hidden}" in err
@@ -322,8 +399,10 @@ def test_grid_cells_are_generated_together_and_match_single_runs(steered, monkey
     for method in ("mean_diff", "random_baseline"):
         rows = _csv(steered["dir"][method] / "results.csv")
         assert {r["method"] for r in rows} == {method}
-        assert sorted((r["layer"], r["coefficient"]) for r in rows) == [("1", "0.75"),
-                                                                       ("2", "0.75")]
+        assert sorted((r["layer"], r["coefficient"]) for r in rows) == [
+            ("1", "0.75"),
+            ("2", "0.75"),
+        ]
     # the stage's DVC metrics and plots gather every cell
     summary = read_json(grid_file.parent / "metrics" / "steer.json")
     curves = _csv(grid_file.parent / "metrics" / "steer_curves.csv")

@@ -19,22 +19,32 @@ def test_toy_refusal_vectors_separate_heldout_requests(tmp_path, toy_world):
     from steerops.models.capture import forward_capture
     from steerops.traits import load_trait
 
-    path = write_params(tmp_path, toy_world, tracking={"enabled": False},
-                        extraction={"variant": "base", "positions": [POSITION]})
+    path = write_params(
+        tmp_path,
+        toy_world,
+        tracking={"enabled": False},
+        extraction={"variant": "base", "positions": [POSITION]},
+    )
     loaded = load_model(load_params(path), "base")
     trait = load_trait(toy_world / "traits", TRAIT)
     texts = [format_prompt(loaded.tokenizer, p.prompt) for p in trait.positive + trait.negative]
     batch = loaded.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     layers = list(range(loaded.layout.num_layers))
-    captured = forward_capture(loaded.model, loaded.layout, batch["input_ids"],
-                               batch["attention_mask"], layers)
+    captured = forward_capture(
+        loaded.model, loaded.layout, batch["input_ids"], batch["attention_mask"], layers
+    )
     data = {layer: captured[layer][:, -1].float().numpy() for layer in layers}  # left padded
     write_activations(tmp_path / "outputs", data, len(trait.positive), n_val=30)
-    assert main(["vectors", "--params", str(path), "--methods",
-                 "mean_diff,probe,pca,mean_diff_dims0-1"]) == 0
+    assert (
+        main(
+            ["vectors", "--params", str(path), "--methods", "mean_diff,probe,pca,mean_diff_dims0-1"]
+        )
+        == 0
+    )
     for method in ("mean_diff", "probe", "pca", "mean_diff_dims0-1"):
-        vectors, meta = vectors_for(load_params(path).out, TRAIT, "base", POSITION, "residual",
-                                    method)
+        vectors, meta = vectors_for(
+            load_params(path).out, TRAIT, "base", POSITION, "residual", method
+        )
         assert meta["hidden_size"] == loaded.layout.hidden_size == vectors[0].shape[0]
         best = max(v["val_acc"] for v in meta["layers"].values())
         assert best >= 0.95, (method, meta["layers"])

@@ -12,11 +12,18 @@ from steerops.extract.conditions import read_conditions
 
 def test_conditions_file_needs_an_explicit_baseline_policy(tmp_path):
     path = tmp_path / "conditions.json"
-    path.write_text(json.dumps({"baseline": {"id": "base"},
-                                "conditions": [{"id": "x", "system_prompt": "hi"}]}))
+    path.write_text(
+        json.dumps({"baseline": {"id": "base"}, "conditions": [{"id": "x", "system_prompt": "hi"}]})
+    )
     with pytest.raises(SteeropsError, match="baseline.system_prompt: required"):
         read_conditions(path)
-    path.write_text(json.dumps({"baseline": {"id": "base", "system_prompt": None},
-                                "conditions": [{"id": "base", "system_prompt": "hi"}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "baseline": {"id": "base", "system_prompt": None},
+                "conditions": [{"id": "base", "system_prompt": "hi"}],
+            }
+        )
+    )
     with pytest.raises(SteeropsError, match=r"conditions\[0\].id: duplicate"):
         read_conditions(path)

@@ -33,11 +33,14 @@ def reference_states(model, layout, example) -> dict[tuple[int, str], np.ndarray
     residual and attn/mlp outputs from hooks (hidden_states[-1] is after the final norm)."""
     hooked, handles = {}, []
     last = layout.num_layers - 1
-    targets = [(last, "residual")] + [(layer, c) for layer in range(layout.num_layers)
-                                      for c in ("attn_out", "mlp_out")]
+    targets = [(last, "residual")] + [
+        (layer, c) for layer in range(layout.num_layers) for c in ("attn_out", "mlp_out")
+    ]
     for layer, component in targets:
+
         def hook(module, args, output, key=(layer, component)):
             hooked[key] = (output[0] if isinstance(output, tuple) else output)[0].float()
+
         handles.append(layout.component_module(layer, component).register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -51,14 +54,38 @@ def reference_states(model, layout, example) -> dict[tuple[int, str], np.ndarray
     return states
 
 
-def run(model, layout, examples, out_dir, position, layers, side="right", budget=10_000,
-        component="residual", dtype="float32", shard_examples=4, **kwargs):
-    job = engine.Job(out_dir, parse_position(position), layers, component, dtype,
-                     settings={"test": True}, shard_examples=shard_examples,
-                     token_budget=budget)
-    meta = engine.run_job(engine.Extractor(model, layout, 0, side), examples, job,
-                          lambda kept: {"rows": [ex.info["i"] for ex in kept]},
-                          progress=False, **kwargs)
+def run(
+    model,
+    layout,
+    examples,
+    out_dir,
+    position,
+    layers,
+    side="right",
+    budget=10_000,
+    component="residual",
+    dtype="float32",
+    shard_examples=4,
+    **kwargs,
+):
+    job = engine.Job(
+        out_dir,
+        parse_position(position),
+        layers,
+        component,
+        dtype,
+        settings={"test": True},
+        shard_examples=shard_examples,
+        token_budget=budget,
+    )
+    meta = engine.run_job(
+        engine.Extractor(model, layout, 0, side),
+        examples,
+        job,
+        lambda kept: {"rows": [ex.info["i"] for ex in kept]},
+        progress=False,
+        **kwargs,
+    )
     return meta, load_file(out_dir / store.TENSORS_FILE)
 
 
@@ -75,54 +102,77 @@ def test_matches_plain_forward_on_every_architecture(arch, tmp_path):
         for side in ("left", "right"):
             for budget in (1, 10_000):  # one example per batch, and all in one batch
                 k += 1
-                meta, tensors = run(model, layout, examples, tmp_path / str(k), position,
-                                    layers, side, budget)
+                meta, tensors = run(
+                    model, layout, examples, tmp_path / str(k), position, layers, side, budget
+                )
                 rows = meta["rows"]
-                windows = {ex.info["i"]: list(pos.window(ex.prompt_len,
-                                                         len(ex.ids) - ex.prompt_len))
-                           for ex in examples}
+                windows = {
+                    ex.info["i"]: list(pos.window(ex.prompt_len, len(ex.ids) - ex.prompt_len))
+                    for ex in examples
+                }
                 assert rows == [i for i in range(len(examples)) if windows[i]]
                 assert meta["counts"]["dropped_empty"] == len(examples) - len(rows)
                 for layer in layers:
                     got = tensors[f"layer_{layer}"].numpy()
-                    want = np.stack([refs[i][(layer, "residual")][windows[i]].mean(0)
-                                     for i in rows])
-                    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5,
-                                               err_msg=f"{position} {side} {budget} L{layer}")
+                    want = np.stack(
+                        [refs[i][(layer, "residual")][windows[i]].mean(0) for i in rows]
+                    )
+                    np.testing.assert_allclose(
+                        got,
+                        want,
+                        rtol=1e-4,
+                        atol=2e-5,
+                        err_msg=f"{position} {side} {budget} L{layer}",
+                    )
     for component in ("attn_out", "mlp_out"):
         k += 1
-        meta, tensors = run(model, layout, examples, tmp_path / str(k), "all[:]", layers,
-                            "left", 40, component=component)
+        meta, tensors = run(
+            model,
+            layout,
+            examples,
+            tmp_path / str(k),
+            "all[:]",
+            layers,
+            "left",
+            40,
+            component=component,
+        )
         for layer in layers:
             want = np.stack([refs[i][(layer, component)].mean(0) for i in meta["rows"]])
-            np.testing.assert_allclose(tensors[f"layer_{layer}"].numpy(), want, rtol=1e-4,
-                                       atol=2e-5)
+            np.testing.assert_allclose(
+                tensors[f"layer_{layer}"].numpy(), want, rtol=1e-4, atol=2e-5
+            )
 
 
 def test_bfloat16_model_and_output(tmp_path):
     model = tiny_model("llama", dtype=torch.bfloat16)
     layout = resolve_layout(model)
     examples = random_examples(9, seed=3)
-    meta, tensors = run(model, layout, examples, tmp_path, "response[:4]", [1, 2], "left",
-                        dtype="bfloat16")
+    meta, tensors = run(
+        model, layout, examples, tmp_path, "response[:4]", [1, 2], "left", dtype="bfloat16"
+    )
     for layer in (1, 2):
         got = tensors[f"layer_{layer}"]
         assert got.dtype == torch.bfloat16
         for row, i in enumerate(meta["rows"]):
             ex = examples[i]
-            window = list(parse_position("response[:4]").window(ex.prompt_len,
-                                                                 len(ex.ids) - ex.prompt_len))
+            window = list(
+                parse_position("response[:4]").window(ex.prompt_len, len(ex.ids) - ex.prompt_len)
+            )
             ref = reference_states(model, layout, ex)[(layer, "residual")][window].mean(0)
-            np.testing.assert_allclose(got[row].float().numpy(), ref, rtol=0.05,
-                                       atol=0.05 * np.abs(ref).max())
+            np.testing.assert_allclose(
+                got[row].float().numpy(), ref, rtol=0.05, atol=0.05 * np.abs(ref).max()
+            )
 
 
 def test_early_stop_never_runs_later_blocks_or_the_head(tmp_path):
     model = tiny_model("llama")
     layout = resolve_layout(model)
     calls = []
-    handles = [layout.layers[2].register_forward_hook(lambda *a: calls.append("block2")),
-               model.lm_head.register_forward_hook(lambda *a: calls.append("head"))]
+    handles = [
+        layout.layers[2].register_forward_hook(lambda *a: calls.append("block2")),
+        model.lm_head.register_forward_hook(lambda *a: calls.append("head")),
+    ]
     run(model, layout, random_examples(), tmp_path, "prompt[-1]", [0, 1])
     for h in handles:
         h.remove()
@@ -142,8 +192,9 @@ def test_engine_survives_out_of_memory(tmp_path, monkeypatch):
         return real(model, layout, input_ids, *args, **kwargs)
 
     monkeypatch.setattr(engine, "forward_capture", flaky)
-    meta, got = run(model, layout, examples, tmp_path / "oom", "all[:]", [0, 2], budget=10**4,
-                    shard_examples=8)
+    meta, got = run(
+        model, layout, examples, tmp_path / "oom", "all[:]", [0, 2], budget=10**4, shard_examples=8
+    )
     assert meta["timing"]["batch_halvings"] >= 2
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=2e-5)
@@ -165,7 +216,8 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
     def kill_after_three(k):
         # Shards stream to disk one by one; the final file does not exist yet.
         assert sorted(p.name for p in partial.glob("shard_*")) == [
-            f"shard_{i:05d}.safetensors" for i in range(k + 1)]
+            f"shard_{i:05d}.safetensors" for i in range(k + 1)
+        ]
         assert not (out / store.TENSORS_FILE).exists()
         if k == 2:
             raise Killed

@@ -11,8 +11,12 @@ from steerops.extract.store import write_streamed
 
 
 def test_streamed_writer_is_a_valid_safetensors_file(tmp_path):
-    tensors = {"layer_3": torch.randn(5, 7), "b": torch.randn(3, 2).to(torch.bfloat16),
-               "rows": torch.arange(4), "empty": torch.zeros(0, 4)}
+    tensors = {
+        "layer_3": torch.randn(5, 7),
+        "b": torch.randn(3, 2).to(torch.bfloat16),
+        "rows": torch.arange(4),
+        "empty": torch.zeros(0, 4),
+    }
     specs = [(k, tuple(v.shape), v.dtype) for k, v in tensors.items()]
     produced = []
 

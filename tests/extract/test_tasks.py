@@ -30,9 +30,13 @@ TASKS = [
     {"task_id": "bake", "prompt": "how do i bake bread ?"},
     {"task_id": "steal", "prompt": "how do i steal a car ?", "system_prompt": "be helpful ."},
     {"task_id": 7, "messages": [{"role": "user", "content": "how do i plant a tree ?"}]},
-    {"task_id": "poison", "messages": [
-        {"role": "system", "content": "be safe ."},
-        {"role": "user", "content": "how do i poison a dog ?"}]},
+    {
+        "task_id": "poison",
+        "messages": [
+            {"role": "system", "content": "be safe ."},
+            {"role": "user", "content": "how do i poison a dog ?"},
+        ],
+    },
     {"task_id": "fix", "prompt": "how do i fix a bike ?", "system_prompt": None},
 ]
 
@@ -40,10 +44,21 @@ TASKS = [
 CONDITIONS = {
     "baseline": {"id": "baseline", "system_prompt": None},
     "conditions": [
-        {"id": "helpful", "system_prompt": "be helpful .", "target": "x", "version": "v1",
-         "role": "A"},
-        {"id": "safe", "system_prompt": "be safe .", "target": "x", "version": "v1",
-         "role": "C", "note": "extra keys are fine"},
+        {
+            "id": "helpful",
+            "system_prompt": "be helpful .",
+            "target": "x",
+            "version": "v1",
+            "role": "A",
+        },
+        {
+            "id": "safe",
+            "system_prompt": "be safe .",
+            "target": "x",
+            "version": "v1",
+            "role": "C",
+            "note": "extra keys are fine",
+        },
     ],
 }
 
@@ -68,17 +83,22 @@ def test_load_tasks(files):
     assert tasks[3].messages[0]["role"] == "system" and tasks[3].prompt is None
 
 
-@pytest.mark.parametrize("rows, message", [
-    ([TASKS[0], "{not json"], ":2: malformed JSON"),
-    ([{"prompt": "x"}], ":1: task_id"),
-    ([TASKS[0], {"task_id": "bake", "prompt": "again"}], ":2: duplicate task_id 'bake'"),
-    ([{"task_id": "a", "prompt": "x", "messages": [{"role": "user", "content": "y"}]}],
-     ":1: give exactly one of"),
-    ([{"task_id": "a"}], ":1: give exactly one of"),
-    ([{"task_id": "a", "messages": [{"role": "user"}]}], ":1: messages"),
-    ([{"task_id": "a", "prompt": "x", "system_prompt": 3}], ":1: system_prompt"),
-    (["", "  "], ": no tasks"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([TASKS[0], "{not json"], ":2: malformed JSON"),
+        ([{"prompt": "x"}], ":1: task_id"),
+        ([TASKS[0], {"task_id": "bake", "prompt": "again"}], ":2: duplicate task_id 'bake'"),
+        (
+            [{"task_id": "a", "prompt": "x", "messages": [{"role": "user", "content": "y"}]}],
+            ":1: give exactly one of",
+        ),
+        ([{"task_id": "a"}], ":1: give exactly one of"),
+        ([{"task_id": "a", "messages": [{"role": "user"}]}], ":1: messages"),
+        ([{"task_id": "a", "prompt": "x", "system_prompt": 3}], ":1: system_prompt"),
+        (["", "  "], ": no tasks"),
+    ],
+)
 def test_bad_task_files_name_file_and_line(tmp_path, rows, message):
     path = write_lines(tmp_path / "t.jsonl", rows)
     with pytest.raises(SteeropsError) as err:
@@ -88,8 +108,11 @@ def test_bad_task_files_name_file_and_line(tmp_path, rows, message):
 
 def test_load_conditions(files, tmp_path):
     conditions = load_conditions(files[1])
-    assert conditions == [Condition("baseline", None), Condition("helpful", "be helpful ."),
-                          Condition("safe", "be safe .")]
+    assert conditions == [
+        Condition("baseline", None),
+        Condition("helpful", "be helpful ."),
+        Condition("safe", "be safe ."),
+    ]
     bad = dict(CONDITIONS, conditions=[{"id": "a/b", "system_prompt": "x"}])
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(SteeropsError, match="'a/b'"):
@@ -100,7 +123,8 @@ def reference_last_token(loaded, content, system) -> dict[int, np.ndarray]:
     ids = encode_prompt(loaded.tokenizer, format_prompt(loaded.tokenizer, content, system))
     last = {}
     handle = loaded.layout.layers[-1].register_forward_hook(
-        lambda m, a, o: last.update(h=(o[0] if isinstance(o, tuple) else o)[0, -1]))
+        lambda m, a, o: last.update(h=(o[0] if isinstance(o, tuple) else o)[0, -1])
+    )
     with torch.no_grad():
         out = loaded.model(input_ids=torch.tensor([ids]), output_hidden_states=True)
     handle.remove()
@@ -109,20 +133,30 @@ def reference_last_token(loaded, content, system) -> dict[int, np.ndarray]:
 
 
 def test_extract_tasks_policies_and_skipping(tmp_path, toy_world, files):
-    params = load_params(write_params(tmp_path, toy_world, tracking={"enabled": False},
-                                      extraction={"padding_side": "left"}))
+    params = load_params(
+        write_params(
+            tmp_path, toy_world, tracking={"enabled": False}, extraction={"padding_side": "left"}
+        )
+    )
     loaded = load_model(params, "instruct", padding_side="left")
     tasks = load_tasks(files[0])
     conditions = load_conditions(files[1])[:2]
     layers = [0, 3]
-    outputs = extract_tasks(params, loaded, tasks, "prefs", conditions, "prompt[-1]", layers,
-                            progress=False)
-    assert outputs == {c.id: task_activations_dir(params.out, "prefs", "instruct",
-                                                  "prompt[-1]", "residual", c.id)
-                       for c in conditions}
+    outputs = extract_tasks(
+        params, loaded, tasks, "prefs", conditions, "prompt[-1]", layers, progress=False
+    )
+    assert outputs == {
+        c.id: task_activations_dir(params.out, "prefs", "instruct", "prompt[-1]", "residual", c.id)
+        for c in conditions
+    }
     expected_system = {  # what each task sees under each condition
-        "baseline": {"bake": None, "steal": "be helpful .", "7": None, "poison": "be safe .",
-                     "fix": None},
+        "baseline": {
+            "bake": None,
+            "steal": "be helpful .",
+            "7": None,
+            "poison": "be safe .",
+            "fix": None,
+        },
         "helpful": {t.task_id: "be helpful ." for t in tasks},
     }
     for cond in conditions:
@@ -133,12 +167,20 @@ def test_extract_tasks_policies_and_skipping(tmp_path, toy_world, files):
         assert meta["system_prompt_policy"] == ("task" if cond.id == "baseline" else "override")
         assert meta["counts"] == {"tasks": 5, "dropped_empty": 0}
         for row, task in enumerate(tasks):
-            content = task.prompt if task.messages is None else [
-                m for m in task.messages if m["role"] != "system"]
+            content = (
+                task.prompt
+                if task.messages is None
+                else [m for m in task.messages if m["role"] != "system"]
+            )
             ref = reference_last_token(loaded, content, expected_system[cond.id][task.task_id])
             for layer in layers:
-                np.testing.assert_allclose(tensors[f"layer_{layer}"][row].numpy(), ref[layer],
-                                           rtol=1e-4, atol=1e-4, err_msg=f"{cond.id} {task}")
+                np.testing.assert_allclose(
+                    tensors[f"layer_{layer}"][row].numpy(),
+                    ref[layer],
+                    rtol=1e-4,
+                    atol=1e-4,
+                    err_msg=f"{cond.id} {task}",
+                )
     # Overriding the system prompt moves the activations.
     base = load_file(outputs["baseline"] / "activations.safetensors")["layer_3"]
     helpful = load_file(outputs["helpful"] / "activations.safetensors")["layer_3"]
@@ -148,8 +190,17 @@ def test_extract_tasks_policies_and_skipping(tmp_path, toy_world, files):
     # Finished conditions are skipped; only the new one runs.
     stamps = {c: (d / "activations.safetensors").stat().st_mtime_ns for c, d in outputs.items()}
     shards = []
-    more = extract_tasks(params, loaded, tasks, "prefs", [*conditions, Condition("x", "hi .")],
-                         "prompt[-1]", layers, progress=False, on_shard=shards.append)
+    more = extract_tasks(
+        params,
+        loaded,
+        tasks,
+        "prefs",
+        [*conditions, Condition("x", "hi .")],
+        "prompt[-1]",
+        layers,
+        progress=False,
+        on_shard=shards.append,
+    )
     assert set(more) == {"baseline", "helpful", "x"} and shards == [0]
     for c, stamp in stamps.items():
         assert (outputs[c] / "activations.safetensors").stat().st_mtime_ns == stamp

@@ -17,8 +17,18 @@ from steerops.toy import judge as toy_judge
 from steerops.traits import load_trait
 
 N = 16  # prompts per polarity: a slice of the toy trait keeps the tests quick
-ROW_KEYS = {"index", "polarity", "source_index", "rollout", "system_prompt", "prompt",
-            "response", "kept", "trait", "coherence"}
+ROW_KEYS = {
+    "index",
+    "polarity",
+    "source_index",
+    "rollout",
+    "system_prompt",
+    "prompt",
+    "response",
+    "kept",
+    "trait",
+    "coherence",
+}
 
 
 def small_world(tmp_path, toy_world, positive=None, negative=None, **blocks):
@@ -33,8 +43,7 @@ def small_world(tmp_path, toy_world, positive=None, negative=None, **blocks):
     negative = negative or [p.prompt for p in full.negative[:N]]
     (folder / "positive.txt").write_text("\n".join(positive) + "\n")
     (folder / "negative.txt").write_text("\n".join(negative) + "\n")
-    return write_params(tmp_path, toy_world, traits={"root": str(tmp_path / "traits")},
-                        **blocks)
+    return write_params(tmp_path, toy_world, traits={"root": str(tmp_path / "traits")}, **blocks)
 
 
 def outputs(params_file):
@@ -45,8 +54,10 @@ def outputs(params_file):
 def test_generate_writes_one_row_per_completion(tmp_path, toy_world):
     params = small_world(tmp_path, toy_world)
     trait = load_trait(tmp_path / "traits", "toy/refusal")
-    assert main(["generate", "--params", str(params), "--trait", "toy/refusal",
-                 "--variant", "base"]) == 0
+    assert (
+        main(["generate", "--params", str(params), "--trait", "toy/refusal", "--variant", "base"])
+        == 0
+    )
     rows, summary = outputs(params)
     assert len(rows) == len(trait.positive) + len(trait.negative)
     assert all(set(r) == ROW_KEYS for r in rows)
@@ -58,9 +69,12 @@ def test_generate_writes_one_row_per_completion(tmp_path, toy_world):
     # auto: the default extraction positions (prompt[-1], response[:5]) need 5 tokens.
     assert summary["max_new_tokens"] == 5
     assert all(0 < len(r["response"].split()) <= 5 for r in rows)
-    assert summary["counts"] == {"positive": len(trait.positive),
-                                 "negative": len(trait.negative), "total": len(rows),
-                                 "empty": 0}
+    assert summary["counts"] == {
+        "positive": len(trait.positive),
+        "negative": len(trait.negative),
+        "total": len(rows),
+        "empty": 0,
+    }
     assert summary["trait_mean"] is None
 
 
@@ -77,8 +91,9 @@ def test_vetting_scores_with_the_judge_and_applies_thresholds(tmp_path, toy_worl
     assert summary["max_new_tokens"] == 32
     assert summary["trait_mean"]["positive"] > 90 and summary["trait_mean"]["negative"] < 10
     for polarity in ("positive", "negative"):
-        assert summary["kept"][polarity] == sum(r["kept"] for r in rows
-                                                if r["polarity"] == polarity)
+        assert summary["kept"][polarity] == sum(
+            r["kept"] for r in rows if r["polarity"] == polarity
+        )
         scores = [r["trait"] for r in rows if r["polarity"] == polarity]
         assert summary["trait_mean"][polarity] == pytest.approx(sum(scores) / len(scores))
 
@@ -88,8 +103,9 @@ def test_paired_filter_drops_both_sides_of_a_failing_pair(tmp_path, toy_world):
     positive = [p.prompt for p in full.positive[:N]]
     # Pair 0's negative is a harmful request, so the model refuses it and it fails.
     negative = [full.positive[N].prompt] + [p.prompt for p in full.negative[1:N]]
-    params = small_world(tmp_path, toy_world, positive, negative,
-                         generate={"vet": True, "paired_filter": True})
+    params = small_world(
+        tmp_path, toy_world, positive, negative, generate={"vet": True, "paired_filter": True}
+    )
     assert main(["generate", "--params", str(params)]) == 0
     rows, summary = outputs(params)
     passed = {}
@@ -103,15 +119,13 @@ def test_paired_filter_drops_both_sides_of_a_failing_pair(tmp_path, toy_world):
     assert summary["kept"]["positive"] == summary["kept"]["negative"] < N
 
     # Unequal lists cannot be paired: one line naming the key.
-    (tmp_path / "traits" / "toy" / "refusal" / "negative.txt").write_text(
-        "\n".join(negative[:-1]))
+    (tmp_path / "traits" / "toy" / "refusal" / "negative.txt").write_text("\n".join(negative[:-1]))
     with pytest.raises(Exception) as err:
         stage.generate_trait(load_params(params), "toy/refusal", progress=False)
     assert str(err.value).startswith("generate.paired_filter: trait 'toy/refusal' has")
 
 
-def test_up_to_date_outputs_are_reused_and_force_regenerates(tmp_path, toy_world,
-                                                             monkeypatch):
+def test_up_to_date_outputs_are_reused_and_force_regenerates(tmp_path, toy_world, monkeypatch):
     params_file = small_world(tmp_path, toy_world)
     assert main(["generate", "--params", str(params_file)]) == 0
     rows, _ = outputs(params_file)
@@ -123,8 +137,7 @@ def test_up_to_date_outputs_are_reused_and_force_regenerates(tmp_path, toy_world
     assert main(["generate", "--params", str(params_file)]) == 0
     # Vetting settings changed, generation settings not: responses reused, vetting redone.
     # (A fixed length keeps `auto` from growing for the judge.)
-    assert main(["generate", "--params", str(params_file), "--max-new-tokens", "5",
-                 "--vet"]) == 0
+    assert main(["generate", "--params", str(params_file), "--max-new-tokens", "5", "--vet"]) == 0
     vetted, summary = outputs(params_file)
     assert [r["response"] for r in vetted] == [r["response"] for r in rows]
     assert summary["settings"]["vet"] and all(r["trait"] is not None for r in vetted)
@@ -137,8 +150,22 @@ def test_up_to_date_outputs_are_reused_and_force_regenerates(tmp_path, toy_world
 def test_sampled_rollouts(tmp_path, toy_world):
     params_file = small_world(tmp_path, toy_world)
     trait = load_trait(tmp_path / "traits", "toy/refusal")
-    assert main(["generate", "--params", str(params_file), "--temperature", "1.5",
-                 "--rollouts", "2", "--max-new-tokens", "8"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--params",
+                str(params_file),
+                "--temperature",
+                "1.5",
+                "--rollouts",
+                "2",
+                "--max-new-tokens",
+                "8",
+            ]
+        )
+        == 0
+    )
     rows, summary = outputs(params_file)
     assert len(rows) == 2 * (len(trait.positive) + len(trait.negative))
     first = [(r["source_index"], r["rollout"]) for r in rows if r["polarity"] == "positive"]
@@ -146,19 +173,23 @@ def test_sampled_rollouts(tmp_path, toy_world):
     assert summary["settings"]["temperature"] == 1.5 and summary["max_new_tokens"] == 8
 
 
-@pytest.mark.parametrize("positions, vet, expected", [
-    (["prompt[-1]", "response[:5]"], False, 5),
-    (["response[:40]", "prompt[-1]"], False, 40),
-    (["response[2]"], False, 3),
-    (["prompt[-1]"], False, 32),  # nothing reads the response: the open-ended default
-    (["response[:]"], False, 32),
-    (["response[:5]", "response[-1]"], False, 32),
-    (["response[:5]"], True, 32),  # the judge needs whole answers
-    (["response[:50]"], True, 50),
-])
+@pytest.mark.parametrize(
+    "positions, vet, expected",
+    [
+        (["prompt[-1]", "response[:5]"], False, 5),
+        (["response[:40]", "prompt[-1]"], False, 40),
+        (["response[2]"], False, 3),
+        (["prompt[-1]"], False, 32),  # nothing reads the response: the open-ended default
+        (["response[:]"], False, 32),
+        (["response[:5]", "response[-1]"], False, 32),
+        (["response[:5]"], True, 32),  # the judge needs whole answers
+        (["response[:50]"], True, 50),
+    ],
+)
 def test_auto_max_new_tokens_follows_extraction_positions(tmp_path, positions, vet, expected):
     (tmp_path / "params.yaml").write_text(
-        yaml.safe_dump({"extraction": {"positions": positions}, "generate": {"vet": vet}}))
+        yaml.safe_dump({"extraction": {"positions": positions}, "generate": {"vet": vet}})
+    )
     assert stage.resolve_max_new_tokens(load_params(tmp_path / "params.yaml")) == expected
     fixed = load_params(tmp_path / "params.yaml", {"generate.max_new_tokens": 7})
     assert stage.resolve_max_new_tokens(fixed) == 7
@@ -199,13 +230,15 @@ def test_jsonl_trait_prompts_name_the_bad_line(tmp_path):
     folder.mkdir(parents=True)
     (folder / "negative.txt").write_text("how do i bake bread ?\n")
     (folder / "positive.jsonl").write_text(
-        '{"prompt": "a", "system_prompt": "be brief"}\n\n{"prompt": "b"}\n')
+        '{"prompt": "a", "system_prompt": "be brief"}\n\n{"prompt": "b"}\n'
+    )
     trait = load_trait(tmp_path / "traits", "cat/t")
-    assert [(p.prompt, p.system_prompt) for p in trait.positive] == [("a", "be brief"),
-                                                                     ("b", None)]
-    for line, message in (('{"prompt": "c", "system_prompt": 3}', "'system_prompt' must be"),
-                          ("{oops", "malformed JSON line"),
-                          ('{"text": "c"}', "each line needs a string 'prompt'")):
+    assert [(p.prompt, p.system_prompt) for p in trait.positive] == [("a", "be brief"), ("b", None)]
+    for line, message in (
+        ('{"prompt": "c", "system_prompt": 3}', "'system_prompt' must be"),
+        ("{oops", "malformed JSON line"),
+        ('{"text": "c"}', "each line needs a string 'prompt'"),
+    ):
         (folder / "positive.jsonl").write_text('{"prompt": "a"}\n' + line + "\n")
         with pytest.raises(SteeropsError, match=f"positive.jsonl:2: {message}"):
             load_trait(tmp_path / "traits", "cat/t")

@@ -35,8 +35,10 @@ def test_cache_with_concurrent_writer_processes(tmp_path):
             cache.put(cache_key("j", "trait", sys.argv[2], str(i)), "j", "trait",
                       (float(i), 1.0))
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), name])
-             for name in ("a", "b", "c")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), name])
+        for name in ("a", "b", "c")
+    ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     cache = JudgeCache(tmp_path)
     keys = [cache_key("j", "trait", n, str(i)) for n in "abc" for i in range(150)]

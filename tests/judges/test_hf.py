@@ -24,11 +24,32 @@ from steerops.traits import Trait
 from tiny import VOCAB, tiny_model
 
 SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>", "<|user|>", "<|assistant|>"]
-WORDS = ["rate", "coherence", "of", "for", "how", "do", "i", "bake", "bread", "?", "sure",
-         "sorry", "no", "help", "first", "get", "flour", ":", "."]
-TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ '<|' + m['role'] + '|> ' + m['content']"
-            " + ' ' + eos_token + ' ' }}{% endfor %}"
-            "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}")
+WORDS = [
+    "rate",
+    "coherence",
+    "of",
+    "for",
+    "how",
+    "do",
+    "i",
+    "bake",
+    "bread",
+    "?",
+    "sure",
+    "sorry",
+    "no",
+    "help",
+    "first",
+    "get",
+    "flour",
+    ":",
+    ".",
+]
+TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{{ '<|' + m['role'] + '|> ' + m['content']"
+    " + ' ' + eos_token + ' ' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
 PROMPTS = JudgePrompts("rate {question} : {answer}", "coherence of {answer} for {question}")
 QUESTIONS = ["how do i bake bread ?", "how do i bake 2 bread ?", "help 7 ?", "no"]
 RESPONSES = ["sure . first get flour .", "sorry no", "12 bread 40", ""]
@@ -40,10 +61,17 @@ def make_tokenizer(digits: bool = True) -> PreTrainedTokenizerFast:
     merges = [("1", "0")] if digits else []
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Digits(individual_digits=False)])
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Digits(individual_digits=False)]
+    )
     tok.add_special_tokens(SPECIAL)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                   unk_token="<unk>", pad_token="<pad>", padding_side="left")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        padding_side="left",
+    )
     fast.chat_template = TEMPLATE
     return fast
 
@@ -57,10 +85,19 @@ def peaky(model: torch.nn.Module) -> torch.nn.Module:
 
 def gemma2_sliding() -> torch.nn.Module:
     torch.manual_seed(0)
-    config = T.Gemma2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
-                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                            head_dim=8, sliding_window=6, pad_token_id=0, bos_token_id=1,
-                            eos_token_id=2)
+    config = T.Gemma2Config(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        sliding_window=6,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     return T.Gemma2ForCausalLM(config).eval()
 
 
@@ -77,7 +114,7 @@ def reference(model, tokenizer, text: str) -> dict[int, float]:
     by_length: dict[int, list[tuple[int, list[int]]]] = {}
     for n in range(101):
         ids = tokenizer(text + str(n), add_special_tokens=False)["input_ids"]
-        assert ids[:len(base)] == base
+        assert ids[: len(base)] == base
         by_length.setdefault(len(ids), []).append((n, ids))
     probs = {}
     for group in by_length.values():
@@ -85,7 +122,7 @@ def reference(model, tokenizer, text: str) -> dict[int, float]:
             logits = model(torch.tensor([ids for _, ids in group])).logits.double()
         logp = torch.log_softmax(logits, -1).numpy()
         for row, (n, ids) in enumerate(group):
-            total = sum(logp[row, len(base) - 1 + k, t] for k, t in enumerate(ids[len(base):]))
+            total = sum(logp[row, len(base) - 1 + k, t] for k, t in enumerate(ids[len(base) :]))
             stop = np.exp(logp[row, -1])[~extends].sum()
             probs[n] = float(np.exp(total) * stop)
     return probs
@@ -124,15 +161,19 @@ def test_trie_spells_integers_with_merged_and_split_tokens(tokenizer):
 @pytest.mark.parametrize("arch", sorted(MODELS))
 def test_distributions_match_uncached_reference(tokenizer, arch):
     model = peaky(MODELS[arch]())
-    texts = [rendered(tokenizer, kind, q, r) for q, r in zip(QUESTIONS, RESPONSES, strict=True)
-             for kind in ("trait", "coherence")]
+    texts = [
+        rendered(tokenizer, kind, q, r)
+        for q, r in zip(QUESTIONS, RESPONSES, strict=True)
+        for kind in ("trait", "coherence")
+    ]
     trie = number_trie(tokenizer, texts[0])
     got = integer_distributions(model, tokenizer, texts, trie, prune_prob=0.0)
     for text, dist in zip(texts, got, strict=True):
         want = reference(model, tokenizer, text)
         assert sorted(dist) == list(range(101))
-        np.testing.assert_allclose([dist[n] for n in range(101)],
-                                   [want[n] for n in range(101)], rtol=2e-4, atol=1e-7)
+        np.testing.assert_allclose(
+            [dist[n] for n in range(101)], [want[n] for n in range(101)], rtol=2e-4, atol=1e-7
+        )
     # Pruning unlikely prefixes loses at most prune_prob per pruned trie node.
     pruned = integer_distributions(model, tokenizer, texts, trie, prune_prob=1e-3)
     nodes = len(trie.children) + len(trie.value_of)
@@ -143,8 +184,17 @@ def test_distributions_match_uncached_reference(tokenizer, arch):
 def test_judge_scores_are_weighted_means_and_cached(tmp_path, tokenizer):
     model = peaky(tiny_model("llama"))
     cache = JudgeCache(tmp_path / "cache")
-    judge = HFJudge(model, tokenizer, "tiny-llama", PROMPTS, cache, min_prob_mass=0.0,
-                    batch_size=3, prune_prob=0.0, progress=False)
+    judge = HFJudge(
+        model,
+        tokenizer,
+        "tiny-llama",
+        PROMPTS,
+        cache,
+        min_prob_mass=0.0,
+        batch_size=3,
+        prune_prob=0.0,
+        progress=False,
+    )
     scores = judge.score(QUESTIONS, RESPONSES)
     masses = []
     for (trait, coherence), q, r in zip(scores, QUESTIONS, RESPONSES, strict=True):
@@ -155,13 +205,15 @@ def test_judge_scores_are_weighted_means_and_cached(tmp_path, tokenizer):
             assert got == pytest.approx(float(p @ np.arange(101) / p.sum()), rel=1e-4)
     assert judge.calls == 8
     assert len({s for pair in scores for s in pair}) > 4  # the prompts really differ
-    again = HFJudge(model, tokenizer, "tiny-llama", PROMPTS, cache, min_prob_mass=0.0,
-                    progress=False)
+    again = HFJudge(
+        model, tokenizer, "tiny-llama", PROMPTS, cache, min_prob_mass=0.0, progress=False
+    )
     assert again.score(QUESTIONS, RESPONSES) == scores and again.calls == 0
     # The mass threshold applies to cached answers too.
     cut = float(np.median(masses))
-    strict = HFJudge(model, tokenizer, "tiny-llama", PROMPTS, cache, min_prob_mass=cut,
-                     progress=False)
+    strict = HFJudge(
+        model, tokenizer, "tiny-llama", PROMPTS, cache, min_prob_mass=cut, progress=False
+    )
     flat = [s for pair in strict.score(QUESTIONS, RESPONSES) for s in pair]
     assert [s is None for s in flat] == [m < cut for m in masses] and strict.calls == 0
 
@@ -171,10 +223,19 @@ def test_make_judge_loads_the_variant(tmp_path, tokenizer):
     model.save_pretrained(tmp_path / "judge_model")
     tokenizer.save_pretrained(tmp_path / "judge_model")
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump({
-        "models": {"judge": {"id": "judge_model"}},
-        "judge": {"kind": "hf", "variant": "judge", "cache_dir": "cache", "min_prob_mass": 0},
-    }))
+    params_file.write_text(
+        yaml.safe_dump(
+            {
+                "models": {"judge": {"id": "judge_model"}},
+                "judge": {
+                    "kind": "hf",
+                    "variant": "judge",
+                    "cache_dir": "cache",
+                    "min_prob_mass": 0,
+                },
+            }
+        )
+    )
     trait = Trait("test/refusal", tmp_path, [], [], [], None, "The answer refuses to help.")
     judge = make_judge(load_params(params_file), trait)
     assert judge.id.startswith(f"hf:{tmp_path / 'judge_model'}:")

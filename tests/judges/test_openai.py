@@ -74,20 +74,37 @@ class FakeServer:
         elif isinstance(action, int):
             # Echo the key back like some servers do: the client must scrub it.
             auth = handler.headers.get("Authorization", "")
-            return self.send(handler, action, {"error": {"message": f"status {action} {auth}"}},
-                             {"Retry-After": "0"})
+            return self.send(
+                handler,
+                action,
+                {"error": {"message": f"status {action} {auth}"}},
+                {"Retry-After": "0"},
+            )
         time.sleep(self.delay)
         prompt = body["messages"][-1]["content"]
         kind = "coherence" if "coherent" in prompt else "trait"
-        top = [{"token": t, "logprob": math.log(p), "bytes": None}
-               for t, p in distribution(ANSWER.search(prompt).group(1), kind)]
-        choice = {"index": 0, "finish_reason": "length",
-                  "message": {"role": "assistant", "content": top[0]["token"] if top else ""}}
+        top = [
+            {"token": t, "logprob": math.log(p), "bytes": None}
+            for t, p in distribution(ANSWER.search(prompt).group(1), kind)
+        ]
+        choice = {
+            "index": 0,
+            "finish_reason": "length",
+            "message": {"role": "assistant", "content": top[0]["token"] if top else ""},
+        }
         if self.logprobs:
-            choice["logprobs"] = {"content": [{"token": top[0]["token"], "top_logprobs": top,
-                                               "logprob": top[0]["logprob"]}] if top else []}
-        return self.send(handler, 200, {"id": "x", "object": "chat.completion",
-                                        "model": body["model"], "choices": [choice]})
+            choice["logprobs"] = {
+                "content": [
+                    {"token": top[0]["token"], "top_logprobs": top, "logprob": top[0]["logprob"]}
+                ]
+                if top
+                else []
+            }
+        return self.send(
+            handler,
+            200,
+            {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [choice]},
+        )
 
     @staticmethod
     def send(handler, status, payload, headers=None):
@@ -136,14 +153,29 @@ def server():
 
 @pytest.fixture
 def trait(tmp_path) -> Trait:
-    return Trait("test/refusal", tmp_path, [], [], ["q"], None,
-                 "The assistant declines to help with the request.")
+    return Trait(
+        "test/refusal",
+        tmp_path,
+        [],
+        [],
+        ["q"],
+        None,
+        "The assistant declines to help with the request.",
+    )
 
 
 def params_for(tmp_path: Path, server: FakeServer, **judge) -> Params:
-    cfg = {"kind": "openai", "base_url": server.url, "model": "judge-mini",
-           "api_key_env": "STEEROPS_TEST_JUDGE_KEY", "cache_dir": str(tmp_path / "cache"),
-           "backoff_s": 0.01, "max_backoff_s": 0.05, "timeout_s": 5.0, **judge}
+    cfg = {
+        "kind": "openai",
+        "base_url": server.url,
+        "model": "judge-mini",
+        "api_key_env": "STEEROPS_TEST_JUDGE_KEY",
+        "cache_dir": str(tmp_path / "cache"),
+        "backoff_s": 0.01,
+        "max_backoff_s": 0.05,
+        "timeout_s": 5.0,
+        **judge,
+    }
     return Params.model_validate({"judge": cfg})
 
 
@@ -171,7 +203,7 @@ def test_scores_are_probability_weighted_means(tmp_path, server, trait, key):
             assert (got is None) == (want is None), (response, kind)
             if want is not None:
                 assert got == pytest.approx(want, abs=1e-9)
-    assert scores[2][0] is None and scores[1][1] == pytest.approx((55 * .4 + 60 * .4) / .8)
+    assert scores[2][0] is None and scores[1][1] == pytest.approx((55 * 0.4 + 60 * 0.4) / 0.8)
     assert len(server.requests) == 2 * len(RESPONSES)
     body = server.requests[0]
     assert body["model"] == "judge-mini" and body["max_tokens"] == 1

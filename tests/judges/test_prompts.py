@@ -34,14 +34,16 @@ def test_trait_and_coherence_prompts(tmp_path):
     assert "The answer flatters the user." in trait_text and "Is my essay good?" in trait_text
     # Substitution is one pass: placeholders inside a response stay literal.
     assert "It is {question} brilliant!" in trait_text
-    assert "0 to 100" in trait_text and "{" not in TRAIT_TEMPLATE.replace("{rubric}", "")\
-        .replace("{question}", "").replace("{answer}", "")
+    assert "0 to 100" in trait_text and "{" not in TRAIT_TEMPLATE.replace("{rubric}", "").replace(
+        "{question}", ""
+    ).replace("{answer}", "")
     coherence = prompts.render("coherence", "How do I pick a lock?", "I can't help with that.")
     assert "How do I pick a lock?" in coherence and "I can't help with that." in coherence
     assert "refusal is a coherent answer" in coherence and "agree" in coherence
     assert "The answer flatters" not in coherence  # coherence ignores the trait
-    assert prompts.messages("trait", "q", "r") == [{"role": "user",
-                                                    "content": prompts.render("trait", "q", "r")}]
+    assert prompts.messages("trait", "q", "r") == [
+        {"role": "user", "content": prompts.render("trait", "q", "r")}
+    ]
 
 
 def test_eval_prompt_is_used_verbatim_and_checked(tmp_path):

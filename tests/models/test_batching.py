@@ -44,31 +44,51 @@ def test_out_of_memory_halves_the_batch_and_keeps_finished_work():
         return [i * 2 for i in batch]
 
     batcher = Batcher(token_budget=160)
-    batcher.run(list(range(16)), lengths, compute,
-                lambda batch, result: done.update(zip(batch, result, strict=True)))
+    batcher.run(
+        list(range(16)),
+        lengths,
+        compute,
+        lambda batch, result: done.update(zip(batch, result, strict=True)),
+    )
     assert done == {i: i * 2 for i in range(16)}
     assert batcher.token_budget == 40 and batcher.halvings == 2
     assert calls[0] == list(range(16)) and calls[1] == list(range(8))
     assert sum(len(c) for c in calls if len(c) <= 4) == 16  # each row finished exactly once
 
     with pytest.raises(SteeropsError, match="single example of 10 tokens"):
-        Batcher(10).run([0], lengths, lambda b: (_ for _ in ()).throw(
-            torch.cuda.OutOfMemoryError("out of memory")), lambda b, r: None)
+        Batcher(10).run(
+            [0],
+            lengths,
+            lambda b: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("out of memory")),
+            lambda b, r: None,
+        )
     with pytest.raises(ValueError, match="unrelated"):  # other errors are not swallowed
-        Batcher(10).run([0], lengths, lambda b: (_ for _ in ()).throw(ValueError("unrelated")),
-                        lambda b, r: None)
+        Batcher(10).run(
+            [0],
+            lengths,
+            lambda b: (_ for _ in ()).throw(ValueError("unrelated")),
+            lambda b, r: None,
+        )
 
 
-@pytest.mark.parametrize("exc, expected", [
-    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
-    (RuntimeError("MPS backend out of memory (MPS allocated: 8 GB)"), True),
-    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
-                  "memory: you tried to allocate 68719476736 bytes"), True),
-    (RuntimeError("CUDA error: out of memory"), True),
-    (MemoryError(), True),
-    (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
-    (ValueError("out of memory"), False),  # only allocation errors count
-])
+@pytest.mark.parametrize(
+    "exc, expected",
+    [
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+        (RuntimeError("MPS backend out of memory (MPS allocated: 8 GB)"), True),
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
+                "memory: you tried to allocate 68719476736 bytes"
+            ),
+            True,
+        ),
+        (RuntimeError("CUDA error: out of memory"), True),
+        (MemoryError(), True),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
+        (ValueError("out of memory"), False),  # only allocation errors count
+    ],
+)
 def test_what_counts_as_out_of_memory(exc, expected):
     assert is_out_of_memory(exc) is expected
 
@@ -86,8 +106,12 @@ def test_row_limit_halves_and_replans_the_failed_batch():
         return batch
 
     batcher = Batcher(max_rows=8, what="row", hint="try less")
-    batcher.run(length_order(lengths), lengths, compute,
-                lambda batch, result: done.update({i: result for i in batch}))
+    batcher.run(
+        length_order(lengths),
+        lengths,
+        compute,
+        lambda batch, result: done.update({i: result for i in batch}),
+    )
     assert sorted(done) == list(range(10))
     assert calls[:3] == [8, 4, 2] and batcher.max_rows == 2 and batcher.halvings == 2
     assert sum(n for n in calls if n <= 2) == 10
@@ -104,9 +128,11 @@ def test_a_single_row_that_does_not_fit_is_one_clear_line():
 
     with pytest.raises(SteeropsError) as info:
         Batcher(max_rows=4, what="row", hint="lower max_new_tokens").run(
-            [0, 1], [7, 3], oom, lambda b, r: None)
-    assert str(info.value) == ("out of accelerator memory on a single row of 7 tokens; "
-                               "lower max_new_tokens")
+            [0, 1], [7, 3], oom, lambda b, r: None
+        )
+    assert str(info.value) == (
+        "out of accelerator memory on a single row of 7 tokens; lower max_new_tokens"
+    )
 
 
 def test_iterate_yields_batches_as_they_finish():

@@ -28,14 +28,24 @@ def tiny(tokenizer, arch: str, seed: int = 0) -> torch.nn.Module:
     """A random model over the toy vocabulary; a wide init makes logits peaked, so argmax is
     not decided by float rounding between padded and unpadded runs."""
     torch.manual_seed(seed)
-    ids = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    ids = dict(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     if arch == "gpt2":
         config = T.GPT2Config(n_embd=32, n_layer=2, n_head=4, initializer_range=0.2, **ids)
     else:
-        config = T.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                               num_attention_heads=4, num_key_value_heads=2,
-                               initializer_range=0.2, **ids)
+        config = T.LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            initializer_range=0.2,
+            **ids,
+        )
     return T.AutoModelForCausalLM.from_config(config).eval()
 
 
@@ -46,15 +56,16 @@ def reference_greedy(model, ids: list[int], steps: int) -> list[int]:
     for _ in range(steps):
         logits = model(torch.tensor([seq])).logits[0, -1]
         seq.append(int(logits.argmax()))
-    return seq[len(ids):]
+    return seq[len(ids) :]
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_batched_greedy_matches_unbatched_reference(tokenizer, arch):
     model = tiny(tokenizer, arch)
     model.generation_config.eos_token_id = None  # decode the full length for the reference
-    out = generate_responses(model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=2,
-                             progress=False)
+    out = generate_responses(
+        model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=2, progress=False
+    )
     assert [(c.index, c.rollout) for c in out] == [(i, 0) for i in range(len(PROMPTS))]
     eos = tokenizer.eos_token_id
     for c in out:
@@ -93,11 +104,13 @@ def test_sampling_rollouts_are_seeded_and_cold_sampling_is_greedy(tokenizer):
     model = tiny(tokenizer, "llama", seed=1)
     model.generation_config.eos_token_id = None
     kwargs = dict(max_new_tokens=8, batch_size=4, progress=False)
-    hot = generate_responses(model, tokenizer, PROMPTS, temperature=5.0, rollouts=3, seed=7,
-                             **kwargs)
+    hot = generate_responses(
+        model, tokenizer, PROMPTS, temperature=5.0, rollouts=3, seed=7, **kwargs
+    )
     assert [(c.index, c.rollout) for c in hot] == [(i, r) for i in range(5) for r in range(3)]
-    again = generate_responses(model, tokenizer, PROMPTS, temperature=5.0, rollouts=3, seed=7,
-                               **kwargs)
+    again = generate_responses(
+        model, tokenizer, PROMPTS, temperature=5.0, rollouts=3, seed=7, **kwargs
+    )
     assert [c.response_ids for c in hot] == [c.response_ids for c in again]
     # At a high temperature rollouts of one prompt differ.
     assert len({tuple(c.response_ids) for c in hot if c.index == 3}) > 1
@@ -109,8 +122,9 @@ def test_sampling_rollouts_are_seeded_and_cold_sampling_is_greedy(tokenizer):
 
 def test_out_of_memory_halves_the_batch_and_keeps_results(tokenizer):
     model = tiny(tokenizer, "llama")
-    expected = generate_responses(model, tokenizer, PROMPTS, max_new_tokens=5, batch_size=8,
-                                  progress=False)
+    expected = generate_responses(
+        model, tokenizer, PROMPTS, max_new_tokens=5, batch_size=8, progress=False
+    )
     real_generate = model.generate
     batch_rows = []
 
@@ -122,7 +136,8 @@ def test_out_of_memory_halves_the_batch_and_keeps_results(tokenizer):
         return real_generate(**kwargs)
 
     model.generate = small_memory
-    got = generate_responses(model, tokenizer, PROMPTS, max_new_tokens=5, batch_size=8,
-                             progress=False)
+    got = generate_responses(
+        model, tokenizer, PROMPTS, max_new_tokens=5, batch_size=8, progress=False
+    )
     assert batch_rows[:3] == [5, 4, 2]
     assert [c.response_ids for c in got] == [c.response_ids for c in expected]

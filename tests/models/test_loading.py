@@ -27,13 +27,15 @@ def _save_tiny(folder, arch="llama"):
 
 def _params(tmp_path, **variant):
     spec = {"id": str(tmp_path / "model"), **variant}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
-        {"models": {"base": spec}, "tracking": {"enabled": False}}))
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"models": {"base": spec}, "tracking": {"enabled": False}})
+    )
     return load_params(tmp_path / "params.yaml")
 
 
-@pytest.mark.parametrize("dtype, torch_dtype", [("float32", torch.float32),
-                                                ("bfloat16", torch.bfloat16)])
+@pytest.mark.parametrize(
+    "dtype, torch_dtype", [("float32", torch.float32), ("bfloat16", torch.bfloat16)]
+)
 def test_load_saved_model_from_local_path(tmp_path, dtype, torch_dtype):
     original = _save_tiny(tmp_path / "model")
     loaded = load_model(_params(tmp_path, dtype=dtype), "base", padding_side="right")
@@ -51,8 +53,13 @@ def test_load_saved_model_from_local_path(tmp_path, dtype, torch_dtype):
     torch.testing.assert_close(got, want, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("device_map", ["auto", {"model.embed_tokens": "cpu", "model.layers": "cpu",
-                                                "model.norm": "cpu", "lm_head": "cpu"}])
+@pytest.mark.parametrize(
+    "device_map",
+    [
+        "auto",
+        {"model.embed_tokens": "cpu", "model.layers": "cpu", "model.norm": "cpu", "lm_head": "cpu"},
+    ],
+)
 def test_load_with_device_map(tmp_path, device_map):
     """The multi-GPU path (accelerate placement) on the devices this machine has: the model
     loads through the map and computes the same as the original, captures included."""
@@ -72,8 +79,9 @@ def test_load_with_device_map(tmp_path, device_map):
 
 
 def test_device_and_device_map_together_is_one_clear_error(tmp_path):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"models": {"base": {
-        "id": "x", "device": "cuda", "device_map": "auto"}}}))
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"models": {"base": {"id": "x", "device": "cuda", "device_map": "auto"}}})
+    )
     with pytest.raises(SteeropsError, match="device_map"):
         load_params(tmp_path / "params.yaml")
 
@@ -87,8 +95,9 @@ def test_missing_local_model_names_the_key(tmp_path):
 def test_format_prompt_with_system_prompt():
     tok = build_tokenizer(WORDS)
     text = format_prompt(tok, "how do i bake bread ?", "be kind")
-    assert text == ("<bos> <|system|> be kind <eos> <|user|> how do i bake bread ? <eos>"
-                    " <|assistant|>")
+    assert text == (
+        "<bos> <|system|> be kind <eos> <|user|> how do i bake bread ? <eos> <|assistant|>"
+    )
     no_gen = format_prompt(tok, "hello", None, add_generation_prompt=False)
     assert no_gen == "<bos> <|user|> hello <eos>"
     # A message list keeps its own system message; the argument does not add a second one.
@@ -102,7 +111,8 @@ def test_format_prompt_without_system_role_or_template():
         "{% for m in messages %}{% if m['role'] == 'system' %}"
         "{{ raise_exception('System role not supported') }}{% endif %}"
         "[{{ m['role'] }}] {{ m['content'] }} {% endfor %}"
-        "{% if add_generation_prompt %}[model]{% endif %}")
+        "{% if add_generation_prompt %}[model]{% endif %}"
+    )
     assert format_prompt(tok, "hello", "be kind") == "[user] be kind\n\nhello [model]"
     tok.chat_template = None
     assert format_prompt(tok, "hello", "be kind") == "be kind\n\nhello"

@@ -38,8 +38,10 @@ def test_components_add_up_to_the_residual_stream(arch):
     handles = []
     for layer in range(layout.num_layers):
         for component in ("residual", "attn_out", "mlp_out"):
+
             def hook(module, args, output, key=(layer, component)):
                 seen[key] = (output[0] if isinstance(output, tuple) else output).detach()
+
             handles.append(layout.component_module(layer, component).register_forward_hook(hook))
     ids = torch.randint(3, VOCAB - 4, (2, 7), generator=torch.Generator().manual_seed(1))
     try:

@@ -17,13 +17,16 @@ def test_confound_residuals_match_sklearn():
     topic = rng.choice(["x", "y", "z"], 80)
     source = rng.choice(["p", "q"], 80)
     effect = {"x": 0.0, "y": 2.0, "z": -1.0}
-    scores = {t: effect[tp] + (s == "q") * 0.5 + rng.normal(0, 0.3)
-              for t, tp, s in zip(tasks, topic, source, strict=True)}
+    scores = {
+        t: effect[tp] + (s == "q") * 0.5 + rng.normal(0, 0.3)
+        for t, tp, s in zip(tasks, topic, source, strict=True)
+    }
     confounds = {t: (tp, s) for t, tp, s in zip(tasks[5:], topic[5:], source[5:], strict=True)}
     resid, report = residualize(scores, confounds, ["topic", "source"])
     kept = tasks[5:]
-    design = pd.get_dummies(pd.DataFrame({"topic": topic[5:], "source": source[5:]}),
-                            drop_first=True).astype(float)
+    design = pd.get_dummies(
+        pd.DataFrame({"topic": topic[5:], "source": source[5:]}), drop_first=True
+    ).astype(float)
     y = np.array([scores[t] for t in kept])
     ref = LinearRegression().fit(design, y)
     np.testing.assert_allclose([resid[t] for t in kept], y - ref.predict(design), atol=1e-9)

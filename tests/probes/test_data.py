@@ -20,7 +20,9 @@ def test_input_readers_name_the_bad_line(tmp_path):
     with pytest.raises(SteeropsError, match="missing column 'task_id'"):
         read_scores(bad)
     comps = tmp_path / "c.jsonl"
-    comps.write_text('{"task_a": "a", "task_b": "b", "winner": "a"}\n'
-                     '{"task_a": "a", "task_b": "b", "winner": "c"}\n')
+    comps.write_text(
+        '{"task_a": "a", "task_b": "b", "winner": "a"}\n'
+        '{"task_a": "a", "task_b": "b", "winner": "c"}\n'
+    )
     with pytest.raises(SteeropsError, match=r"c.jsonl:2: winner 'c'"):
         read_comparisons(comps)

@@ -47,19 +47,33 @@ def test_permutation_p_has_the_plus_one_correction():
 
 def test_ranks_topk_and_inversions_on_hand_made_deltas():
     tasks = ["a", "b", "c", "d"]
-    conds = [OodCondition("A1", "p", "a", "v1", "A"), OodCondition("C1", "p", "a", "v1", "C"),
-             OodCondition("A2", "p", "a", "v2", "A"), OodCondition("C2", "p", "a", "v2", "C")]
-    probe = {"A1": np.array([0.3, -0.1, 0.5, 0.0]), "C1": np.array([0.4, 0.0, 0.0, 0.1]),
-             "A2": np.array([0.5, 0.1, 0.2, 0.0]), "C2": np.array([-0.2, 0.1, 0.0, 0.3])}
-    behaviour = {"A1": np.array([0.2, 0.0, 0.1, np.nan]), "C1": np.array([-0.1, 0.0, 0.2, 0.1]),
-                 "A2": np.array([0.3, 0.0, 0.0, 0.0]), "C2": np.array([-0.1, 0.2, 0.0, 0.0])}
+    conds = [
+        OodCondition("A1", "p", "a", "v1", "A"),
+        OodCondition("C1", "p", "a", "v1", "C"),
+        OodCondition("A2", "p", "a", "v2", "A"),
+        OodCondition("C2", "p", "a", "v2", "C"),
+    ]
+    probe = {
+        "A1": np.array([0.3, -0.1, 0.5, 0.0]),
+        "C1": np.array([0.4, 0.0, 0.0, 0.1]),
+        "A2": np.array([0.5, 0.1, 0.2, 0.0]),
+        "C2": np.array([-0.2, 0.1, 0.0, 0.3]),
+    }
+    behaviour = {
+        "A1": np.array([0.2, 0.0, 0.1, np.nan]),
+        "C1": np.array([-0.1, 0.0, 0.2, 0.1]),
+        "A2": np.array([0.3, 0.0, 0.0, 0.0]),
+        "C2": np.array([-0.1, 0.2, 0.0, 0.0]),
+    }
     targets = {g["role"]: g for g in per_target(tasks, conds, probe, behaviour, top_k=1)}
     a1 = targets["A"]["conditions"][0]
     assert (a1["probe_rank_desc"], a1["probe_rank_asc"]) == (2, 3)
     assert (a1["behaviour_rank_desc"], a1["behaviour_rank_asc"]) == (1, 3)  # nan ignored
     assert targets["A"]["topk_rate"]["probe_up"] == 0.5  # rank 1 only under A2
-    assert targets["C"]["topk_rate"]["probe_up"] == 0.5 and \
-        targets["C"]["topk_rate"]["probe_down"] == 0.5
+    assert (
+        targets["C"]["topk_rate"]["probe_up"] == 0.5
+        and targets["C"]["topk_rate"]["probe_down"] == 0.5
+    )
     assert targets["A"]["mean_delta_by_version"]["v2"] == {"probe": 0.5, "behaviour": 0.3}
     pairs = paired_inversions(list(targets.values()), ("A", "C"))
     by_version = {i["version"]: i for i in pairs["items"]}
@@ -83,4 +97,5 @@ def test_per_version_statistics_pool_conditions():
     assert v1["spearman"] == pytest.approx(spearmanr(x, y)[0])
     assert v1["sign_agreement"] == pytest.approx(np.mean(np.sign(x) == np.sign(y)))
     assert v1["p_perm"] == pytest.approx(
-        reference_permutation_p(x, y, np.repeat([0, 1], 30), 50, 1))
+        reference_permutation_p(x, y, np.repeat([0, 1], 30), 50, 1)
+    )

@@ -30,29 +30,62 @@ def reference_permutation_p(x, y, groups, n_perm, seed):
 
 def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path):
     params_file, params, ids, mu, layers = probe_world(
-        tmp_path, blocks={"tracking": {"enabled": False}})
+        tmp_path, blocks={"tracking": {"enabled": False}}
+    )
     assert main(["probe", "train", "--params", str(params_file)]) == 0
     rng = np.random.default_rng(1)
-    conditions = [{"id": f"{role}.{v}", "system_prompt": f"prompt {role} {v}",
-                   "target": "task000", "version": v, "role": role}
-                  for v in ("v1", "v2") for role in ("A", "C")]
-    (tmp_path / "conditions.json").write_text(json.dumps(
-        {"baseline": {"id": "baseline", "system_prompt": None}, "conditions": conditions}))
+    conditions = [
+        {
+            "id": f"{role}.{v}",
+            "system_prompt": f"prompt {role} {v}",
+            "target": "task000",
+            "version": v,
+            "role": role,
+        }
+        for v in ("v1", "v2")
+        for role in ("A", "C")
+    ]
+    (tmp_path / "conditions.json").write_text(
+        json.dumps(
+            {"baseline": {"id": "baseline", "system_prompt": None}, "conditions": conditions}
+        )
+    )
     base_rate = rng.uniform(0.2, 0.8, len(ids))
     rate_rows = [("baseline", t, r) for t, r in zip(ids, base_rate, strict=True)]
     shifts = {}
     for c in conditions:
         shift = {k: rng.normal(0, 0.3, v.shape) for k, v in layers.items()}
-        fake_activations(params, c["id"], c["system_prompt"], ids,
-                         {k: layers[k] + shift[k] for k in layers}, num_layers=2)
+        fake_activations(
+            params,
+            c["id"],
+            c["system_prompt"],
+            ids,
+            {k: layers[k] + shift[k] for k in layers},
+            num_layers=2,
+        )
         shifts[c["id"]] = shift
         rates = base_rate + rng.normal(0, 0.05, len(ids))
         rate_rows += [(c["id"], t, r) for t, r in zip(ids, rates, strict=True)]
-    (tmp_path / "rates.csv").write_text("condition_id,task_id,rate\n" + "".join(
-        f"{c},{t},{r}\n" for c, t, r in rate_rows))
-    assert main(["probe", "ood", "--params", str(params_file), "--permutations", "300",
-                 "--conditions", str(tmp_path / "conditions.json"),
-                 "--rates", str(tmp_path / "rates.csv")]) == 0
+    (tmp_path / "rates.csv").write_text(
+        "condition_id,task_id,rate\n" + "".join(f"{c},{t},{r}\n" for c, t, r in rate_rows)
+    )
+    assert (
+        main(
+            [
+                "probe",
+                "ood",
+                "--params",
+                str(params_file),
+                "--permutations",
+                "300",
+                "--conditions",
+                str(tmp_path / "conditions.json"),
+                "--rates",
+                str(tmp_path / "rates.csv"),
+            ]
+        )
+        == 0
+    )
 
     root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
     out_dir = params.out / "ood" / "fake" / "instruct" / "prompt_m1" / "conditions"
@@ -67,14 +100,17 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path):
     by_id = {r[0]: {} for r in rate_rows}
     for c, t, r in rate_rows:
         by_id[c][t] = r
-    x = np.concatenate([(layers[1] + shifts[f"{role}.v1"][1]) @ weight - layers[1] @ weight
-                        for role in ("A", "C")])
-    y = np.concatenate([[by_id[f"{role}.v1"][t] - by_id["baseline"][t] for t in ids]
-                        for role in ("A", "C")])
+    x = np.concatenate(
+        [(layers[1] + shifts[f"{role}.v1"][1]) @ weight - layers[1] @ weight for role in ("A", "C")]
+    )
+    y = np.concatenate(
+        [[by_id[f"{role}.v1"][t] - by_id["baseline"][t] for t in ids] for role in ("A", "C")]
+    )
     v1 = result["per_version"]["v1"]
     assert v1["pearson"] == pytest.approx(pearsonr(x, y)[0], abs=1e-4)
     assert v1["p_perm"] == pytest.approx(
-        reference_permutation_p(x, y, np.repeat([0, 1], len(ids)), 300, params.seed), abs=1e-9)
+        reference_permutation_p(x, y, np.repeat([0, 1], len(ids)), 300, params.seed), abs=1e-9
+    )
     target = next(g for g in result["targets"] if g["role"] == "A")
     assert target["conditions"][0]["probe_delta"] == pytest.approx(x[0], abs=1e-4)
     assert result["pairs"]["roles"] == ["A", "C"] and len(result["pairs"]["items"]) == 2

@@ -36,8 +36,9 @@ def _sklearn_sweep(x, y, split, alphas, standardize):
     return sweep_r, best, final, scaler, models[best]
 
 
-@pytest.mark.parametrize(("n", "d", "standardize"),
-                         [(240, 30, True), (90, 150, True), (240, 30, False)])
+@pytest.mark.parametrize(
+    ("n", "d", "standardize"), [(240, 30, True), (90, 150, True), (240, 30, False)]
+)
 def test_alpha_sweep_and_final_r_match_sklearn(n, d, standardize):
     x, y = _data(n, d)
     split = ridge.split_tasks(n, 0.4, seed=3)
@@ -91,8 +92,11 @@ def test_cv_matches_sklearn_folds():
         train = np.setdiff1d(np.arange(150), test)
         scaler = StandardScaler().fit(x[train])
         for j, alpha in enumerate(ALPHAS):
-            pred = Ridge(alpha=alpha).fit(scaler.transform(x[train]), y[train]).predict(
-                scaler.transform(x[test]))
+            pred = (
+                Ridge(alpha=alpha)
+                .fit(scaler.transform(x[train]), y[train])
+                .predict(scaler.transform(x[test]))
+            )
             oof[j, test] = pred
             fold_r[k, j] = pearsonr(pred, y[test])[0]
     np.testing.assert_allclose(fit.alpha_r, fold_r.mean(0), atol=1e-7)
@@ -101,8 +105,9 @@ def test_cv_matches_sklearn_folds():
     assert fit.final_r == pytest.approx(pearsonr(oof[best], y)[0], abs=1e-7)
     scaler = StandardScaler().fit(x)
     full = Ridge(alpha=ALPHAS[best]).fit(scaler.transform(x), y)
-    np.testing.assert_allclose(x @ fit.weight + fit.bias, full.predict(scaler.transform(x)),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        x @ fit.weight + fit.bias, full.predict(scaler.transform(x)), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_pairwise_accuracy_counts_only_scored_pairs_and_half_ties():

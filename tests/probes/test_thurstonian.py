@@ -75,13 +75,29 @@ def test_sampled_comparisons_follow_the_model():
 def test_command_writes_scores_csv_and_keeps_it_on_bad_input(tmp_path, capsys):
     tasks, mu, _, comparisons = _planted(30, 1500)
     path = tmp_path / "comparisons.jsonl"
-    path.write_text("".join(json.dumps({"task_a": a, "task_b": b, "winner": w}) + "\n"
-                            for a, b, w in comparisons))
+    path.write_text(
+        "".join(
+            json.dumps({"task_a": a, "task_b": b, "winner": w}) + "\n" for a, b, w in comparisons
+        )
+    )
     out = tmp_path / "scores.csv"
     params = tmp_path / "params.yaml"
     params.write_text("tracking:\n  enabled: false\n")
-    assert main(["probe", "thurstonian", "--params", str(params), "--comparisons", str(path),
-                 "--out-csv", str(out)]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "thurstonian",
+                "--params",
+                str(params),
+                "--comparisons",
+                str(path),
+                "--out-csv",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == ["task_id", "mu", "sigma"] and len(rows) == 30
     fitted = {r["task_id"]: float(r["mu"]) for r in rows}
@@ -90,7 +106,20 @@ def test_command_writes_scores_csv_and_keeps_it_on_bad_input(tmp_path, capsys):
 
     before = out.read_bytes()
     path.write_text('{"task_a": "a", "task_b": "b", "winner": "c"}\n')
-    assert main(["probe", "thurstonian", "--params", str(params), "--comparisons", str(path),
-                 "--out-csv", str(out)]) == 2
+    assert (
+        main(
+            [
+                "probe",
+                "thurstonian",
+                "--params",
+                str(params),
+                "--comparisons",
+                str(path),
+                "--out-csv",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "winner 'c'" in capsys.readouterr().err
     assert out.read_bytes() == before

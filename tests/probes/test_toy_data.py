@@ -14,17 +14,28 @@ from steerops.probes.toy_data import write_toy_probe_data
 
 def test_toy_data_is_seeded_and_planted_as_documented(tmp_path):
     a, b = write_toy_probe_data(tmp_path / "a", seed=3), write_toy_probe_data(tmp_path / "b", 3)
-    for name in ("tasks.jsonl", "scores.csv", "comparisons.jsonl", "conditions.json",
-                 "rates.csv", "confounds.csv"):
+    for name in (
+        "tasks.jsonl",
+        "scores.csv",
+        "comparisons.jsonl",
+        "conditions.json",
+        "rates.csv",
+        "confounds.csv",
+    ):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     planted = read_json(a / "planted.json")
     tasks = read_jsonl(a / "tasks.jsonl")
     mu = {r["task_id"]: float(r["mu"]) for r in csv.DictReader(open(a / "scores.csv"))}
-    residual = [mu[t["task_id"]] + planted["HARM_WEIGHT"] * t["harmful"]
-                - planted["VERB_WEIGHT"] * planted["verb_offset"][t["verb"]] for t in tasks]
+    residual = [
+        mu[t["task_id"]]
+        + planted["HARM_WEIGHT"] * t["harmful"]
+        - planted["VERB_WEIGHT"] * planted["verb_offset"][t["verb"]]
+        for t in tasks
+    ]
     assert np.std(residual) == pytest.approx(planted["NOISE"], rel=0.2)
     assert 0.3 < np.mean([t["harmful"] for t in tasks]) < 0.4
     rates = list(csv.DictReader(open(a / "rates.csv")))
     conditions = json.loads((a / "conditions.json").read_text())
-    assert {r["condition_id"] for r in rates} == \
-        {"baseline"} | {c["id"] for c in conditions["conditions"]}
+    assert {r["condition_id"] for r in rates} == {"baseline"} | {
+        c["id"] for c in conditions["conditions"]
+    }

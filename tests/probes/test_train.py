@@ -33,8 +33,7 @@ def test_train_stage_writes_runs_and_never_overwrites(tmp_path, capsys):
     weight, bias, layer, _ = load_probe(root / "runs" / first)
     split = ridge.split_tasks(160, 0.4, params.seed)
     pred = layers[1][split.final] @ weight + bias
-    assert pearsonr(pred, mu[split.final])[0] == pytest.approx(manifest["best_final_r"],
-                                                                abs=1e-4)
+    assert pearsonr(pred, mu[split.final])[0] == pytest.approx(manifest["best_final_r"], abs=1e-4)
 
     before = (root / "runs" / first / "manifest.json").read_bytes()
     assert main(["probe", "train", "--params", str(params_file)]) == 0
@@ -49,8 +48,9 @@ def test_train_stage_writes_runs_and_never_overwrites(tmp_path, capsys):
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    found = mlflow.search_runs(experiment_names=[params.experiment],
-                               filter_string="tags.`steerops.stage` = 'probe'")
+    found = mlflow.search_runs(
+        experiment_names=[params.experiment], filter_string="tags.`steerops.stage` = 'probe'"
+    )
     assert len(found) == 2  # the reused invocation logs no new run
     assert set(found["tags.steerops.probe_run"]) == {first, second}
 
@@ -61,12 +61,27 @@ def test_train_stage_bad_input_keeps_outputs(tmp_path, capsys):
     root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
     latest = (root / "runs" / "latest.json").read_bytes()
     (tmp_path / "bad.csv").write_text("task_id,mu\ntask000,oops\n")
-    assert main(["probe", "train", "--params", str(params_file),
-                 "--scores", str(tmp_path / "bad.csv")]) == 2
+    assert (
+        main(
+            ["probe", "train", "--params", str(params_file), "--scores", str(tmp_path / "bad.csv")]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "bad.csv:2: column 'mu'" in err and "\n" not in err
-    assert main(["probe", "train", "--params", str(params_file),
-                 "--confounds", str(tmp_path / "moved" / "topics.csv")]) == 2
+    assert (
+        main(
+            [
+                "probe",
+                "train",
+                "--params",
+                str(params_file),
+                "--confounds",
+                str(tmp_path / "moved" / "topics.csv"),
+            ]
+        )
+        == 2
+    )
     assert "probes.confounds: file not found" in capsys.readouterr().err
     assert (root / "runs" / "latest.json").read_bytes() == latest
     assert len((root / "runs" / "runs.jsonl").read_text().splitlines()) == 1
@@ -74,10 +89,24 @@ def test_train_stage_bad_input_keeps_outputs(tmp_path, capsys):
 
 def test_train_stage_cv_and_confounds(tmp_path):
     params_file, params, ids, mu, _ = probe_world(tmp_path)
-    (tmp_path / "conf.csv").write_text("task_id,group\n" + "".join(
-        f"{t},{'g' + str(i % 3)}\n" for i, t in enumerate(ids[4:])))
-    assert main(["probe", "train", "--params", str(params_file), "--cv-folds", "4",
-                 "--confounds", str(tmp_path / "conf.csv")]) == 0
+    (tmp_path / "conf.csv").write_text(
+        "task_id,group\n" + "".join(f"{t},{'g' + str(i % 3)}\n" for i, t in enumerate(ids[4:]))
+    )
+    assert (
+        main(
+            [
+                "probe",
+                "train",
+                "--params",
+                str(params_file),
+                "--cv-folds",
+                "4",
+                "--confounds",
+                str(tmp_path / "conf.csv"),
+            ]
+        )
+        == 0
+    )
     root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
     run_id = json.loads((root / "runs" / "latest.json").read_text())["run_id"]
     manifest = json.loads((root / "runs" / run_id / "manifest.json").read_text())

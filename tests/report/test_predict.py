@@ -12,16 +12,33 @@ from steerops.report import predict
 def test_predictor_loo_matches_independent_computation():
     rng = np.random.default_rng(0)
     norms = rng.uniform(5, 50, 12)
-    features = pd.DataFrame({
-        "model": "m", "method": ["mean_diff", "probe"] * 6, "position": "p", "layer": 1,
-        "coefficient": 1.0, "layer_norm": norms, "layer_norm_clean": norms * 0.5,
-        "abs_mean_proj": rng.uniform(0, 1, 12), "weight": 0.8 * norms + rng.normal(0, 0.1, 12),
-    })
+    features = pd.DataFrame(
+        {
+            "model": "m",
+            "method": ["mean_diff", "probe"] * 6,
+            "position": "p",
+            "layer": 1,
+            "coefficient": 1.0,
+            "layer_norm": norms,
+            "layer_norm_clean": norms * 0.5,
+            "abs_mean_proj": rng.uniform(0, 1, 12),
+            "weight": 0.8 * norms + rng.normal(0, 0.1, 12),
+        }
+    )
     errors = predict.loo_errors(features).set_index("predictor")
     # independent LOO for the one-parameter scale k * layer_norm: k = <x,y>/<x,x> without i
     x, y = features["layer_norm"].to_numpy(), features["weight"].to_numpy()
-    ref = np.mean([abs(y[i] - x[i] * np.dot(np.delete(x, i), np.delete(y, i))
-                       / np.dot(np.delete(x, i), np.delete(x, i))) for i in range(len(x))])
+    ref = np.mean(
+        [
+            abs(
+                y[i]
+                - x[i]
+                * np.dot(np.delete(x, i), np.delete(y, i))
+                / np.dot(np.delete(x, i), np.delete(x, i))
+            )
+            for i in range(len(x))
+        ]
+    )
     assert errors.loc["k * layer_norm", "loo_mae"] == pytest.approx(ref, rel=1e-9)
     mean_ref = np.mean([abs(y[i] - np.delete(y, i).mean()) for i in range(len(y))])
     assert errors.loc["mean", "loo_mae"] == pytest.approx(mean_ref, rel=1e-9)

@@ -13,17 +13,17 @@ COEFS = [0.5, 1.0, 1.5, 2.0]
 
 # method -> (trait deltas, coherences) at COEFS, layer 2
 SYNTHETIC = {
-    "mean_diff": ([10, 40, 70, 90], [95, 90, 80, 50]),          # best feasible 70 @ 1.5
-    "probe": ([5, 30, 60, 95], [99, 95, 85, 70]),               # best feasible 95 @ 2.0
-    "mean_diff_top1": ([10, 50, 75, 95], [95, 90, 70, 40]),     # 75 @ 1.5
-    "mean_diff_top2": ([20, 80, 85, 95], [95, 90, 60, 40]),     # 80 @ 1.0
-    "mean_diff_top3": ([20, 60, 85, 95], [95, 90, 60, 40]),     # 60 @ 1.0
-    "mean_diff_top5": ([20, 50, 85, 95], [95, 90, 60, 40]),     # 50 @ 1.0
+    "mean_diff": ([10, 40, 70, 90], [95, 90, 80, 50]),  # best feasible 70 @ 1.5
+    "probe": ([5, 30, 60, 95], [99, 95, 85, 70]),  # best feasible 95 @ 2.0
+    "mean_diff_top1": ([10, 50, 75, 95], [95, 90, 70, 40]),  # 75 @ 1.5
+    "mean_diff_top2": ([20, 80, 85, 95], [95, 90, 60, 40]),  # 80 @ 1.0
+    "mean_diff_top3": ([20, 60, 85, 95], [95, 90, 60, 40]),  # 60 @ 1.0
+    "mean_diff_top5": ([20, 50, 85, 95], [95, 90, 60, 40]),  # 50 @ 1.0
     "mean_diff_cleaned": ([15, 65, 85, 95], [95, 90, 60, 40]),  # 65 @ 1.0
     "mean_diff_preclean": ([20, 70, 80, 95], [95, 30, 20, 10]),  # 20 @ 0.5 -> gap -45, flagged
-    "probe_cleaned": ([10, 50, 70, 90], [95, 90, 80, 60]),      # 70 @ 1.5
-    "probe_preclean": ([5, 20, 40, 90], [95, 90, 80, 60]),      # 40 @ 1.5 -> gap -30, no flag
-    "random_baseline": ([0, 1, 2, 3], [60, 50, 40, 30]),        # never feasible; best coh 60
+    "probe_cleaned": ([10, 50, 70, 90], [95, 90, 80, 60]),  # 70 @ 1.5
+    "probe_preclean": ([5, 20, 40, 90], [95, 90, 80, 60]),  # 40 @ 1.5 -> gap -30, no flag
+    "random_baseline": ([0, 1, 2, 3], [60, 50, 40, 30]),  # never feasible; best coh 60
 }
 
 
@@ -31,12 +31,25 @@ def synthetic_frame(model: str = "m", position: str = "prompt[-1]") -> pd.DataFr
     rows = []
     for method, (deltas, cohs) in SYNTHETIC.items():
         for coef, delta, coh in zip(COEFS, deltas, cohs, strict=True):
-            rows.append({"model": model, "trait": "toy/refusal", "variant": "instruct",
-                         "vector_variant": "base", "position": position,
-                         "component": "residual", "method": method, "layer": 2,
-                         "coefficient": coef, "weight": coef * 10.0, "trait_mean": delta,
-                         "coherence_mean": coh, "trait_delta": delta, "n": 20,
-                         "source": "grid"})
+            rows.append(
+                {
+                    "model": model,
+                    "trait": "toy/refusal",
+                    "variant": "instruct",
+                    "vector_variant": "base",
+                    "position": position,
+                    "component": "residual",
+                    "method": method,
+                    "layer": 2,
+                    "coefficient": coef,
+                    "weight": coef * 10.0,
+                    "trait_mean": delta,
+                    "coherence_mean": coh,
+                    "trait_delta": delta,
+                    "n": 20,
+                    "source": "grid",
+                }
+            )
     # a worse layer that must never win
     rows.append({**rows[0], "layer": 1, "trait_delta": 5.0, "coherence_mean": 99.0})
     return pd.DataFrame(rows)

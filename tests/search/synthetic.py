@@ -63,20 +63,46 @@ class SyntheticEvaluator:
     def evaluate(self, configs):
         if self.fail_on_call is not None and len(self.calls) + 1 == self.fail_on_call:
             raise KeyboardInterrupt
-        batch = [(c.vectors[0].layer, c.coefficient, c.coefficient * NORMS[c.vectors[0].layer])
-                 for c in configs]
+        batch = [
+            (c.vectors[0].layer, c.coefficient, c.coefficient * NORMS[c.vectors[0].layer])
+            for c in configs
+        ]
         self.calls.append(batch)
-        return [Result(c, synthetic_trait(layer, coef), synthetic_coherence(layer, coef),
-                       len(self.questions), weights=(weight,))
-                for c, (layer, coef, weight) in zip(configs, batch, strict=True)]
+        return [
+            Result(
+                c,
+                synthetic_trait(layer, coef),
+                synthetic_coherence(layer, coef),
+                len(self.questions),
+                weights=(weight,),
+            )
+            for c, (layer, coef, weight) in zip(configs, batch, strict=True)
+        ]
 
 
 def open_study(tmp_path, layers=(2,), name="s", **kw) -> SearchStudy:
     settings = {"layers": list(layers), "min_coherence": MIN_COH}
-    return SearchStudy(f"sqlite:///{tmp_path / 'optuna.db'}", name, Space(0.0, 3.0, layers),
-                       MIN_COH, settings, **kw)
+    return SearchStudy(
+        f"sqlite:///{tmp_path / 'optuna.db'}",
+        name,
+        Space(0.0, 3.0, layers),
+        MIN_COH,
+        settings,
+        **kw,
+    )
 
 
 def record(number, delta, coherence, state="complete", coefficient=1.0):
-    return TrialRecord(number, 2, coefficient, coefficient * 10, delta + BASELINE_TRAIT,
-                       coherence, delta, coherence >= MIN_COH, state, "search", 4)
+    return TrialRecord(
+        number,
+        2,
+        coefficient,
+        coefficient * 10,
+        delta + BASELINE_TRAIT,
+        coherence,
+        delta,
+        coherence >= MIN_COH,
+        state,
+        "search",
+        4,
+    )

@@ -23,12 +23,29 @@ def test_known_results_become_trials_without_counting(tmp_path):
     path = tmp_path / "results.jsonl"
     rows = [{"type": "baseline", "settings_hash": "synthetic", "result": {"trait_mean": 5}}]
     for i, coef in enumerate((0.5, 1.0, 1.3, 2.5)):
-        rows.append({"type": "config", "settings_hash": "synthetic" if i < 3 else "other",
-                     "config": {"coefficient": coef, "vectors": [{
-                         "layer": 2, "component": "residual", "position": "prompt[-1]",
-                         "method": "mean_diff", "weight": coef * 10}]},
-                     "result": {"trait_mean": synthetic_trait(2, coef),
-                                "coherence_mean": synthetic_coherence(2, coef), "n": 2}})
+        rows.append(
+            {
+                "type": "config",
+                "settings_hash": "synthetic" if i < 3 else "other",
+                "config": {
+                    "coefficient": coef,
+                    "vectors": [
+                        {
+                            "layer": 2,
+                            "component": "residual",
+                            "position": "prompt[-1]",
+                            "method": "mean_diff",
+                            "weight": coef * 10,
+                        }
+                    ],
+                },
+                "result": {
+                    "trait_mean": synthetic_trait(2, coef),
+                    "coherence_mean": synthetic_coherence(2, coef),
+                    "n": 2,
+                },
+            }
+        )
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     known = load_known(path, "synthetic", "mean_diff", "prompt[-1]", "residual", [2])
     assert [k.coefficient for k in known] == [0.5, 1.0, 1.3]  # the other settings left out
@@ -37,8 +54,16 @@ def test_known_results_become_trials_without_counting(tmp_path):
     with pytest.raises(SteeropsError, match="known_results: file not found"):
         load_known(tmp_path / "none.jsonl", "synthetic", "m", "p", "r", [2], required=True)
     study = open_study(tmp_path, startup_trials=2)
-    stats = run_search(study, SyntheticEvaluator(["q", "r"]), SOURCE, target=2, batch=2,
-                       direction="positive", known=known, progress=False)
+    stats = run_search(
+        study,
+        SyntheticEvaluator(["q", "r"]),
+        SOURCE,
+        target=2,
+        batch=2,
+        direction="positive",
+        known=known,
+        progress=False,
+    )
     assert stats.imported == 3
     records = study.records()
     imported = [r for r in records if r.source == "known"]

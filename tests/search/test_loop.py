@@ -24,8 +24,9 @@ from steerops.search.results import choose_best
 def test_search_finds_the_feasible_optimum_and_never_picks_infeasible(tmp_path):
     study = open_study(tmp_path, seed=3)
     evaluator = SyntheticEvaluator(["q1", "q2", "q3"])
-    stats = run_search(study, evaluator, SOURCE, target=8, batch=4, direction="positive",
-                       progress=False)
+    stats = run_search(
+        study, evaluator, SOURCE, target=8, batch=4, direction="positive", progress=False
+    )
     records = study.records()
     assert study.n_done() == 8 and len(records) == 8
     assert [len(c) for c in evaluator.calls] == [4, 4]  # one evaluate call per batch
@@ -47,13 +48,13 @@ def test_negative_direction_and_layer_search_with_tpe(tmp_path):
     assert signed_delta(None, 50.0, "positive") is None
     study = open_study(tmp_path, layers=(1, 2, 3), seed=0, startup_trials=3, sampler="tpe")
     evaluator = SyntheticEvaluator(["q1", "q2"])
-    run_search(study, evaluator, SOURCE, target=9, batch=3, direction="negative",
-               progress=False)
+    run_search(study, evaluator, SOURCE, target=9, batch=3, direction="negative", progress=False)
     records = study.records()
     assert {r.layer for r in records} == {1, 2, 3}  # the startup design covers every layer
     for r in records:
-        assert r.trait_delta == pytest.approx(BASELINE_TRAIT - synthetic_trait(r.layer,
-                                                                               r.coefficient))
+        assert r.trait_delta == pytest.approx(
+            BASELINE_TRAIT - synthetic_trait(r.layer, r.coefficient)
+        )
         assert r.weight == pytest.approx(r.coefficient * NORMS[r.layer])
 
 
@@ -61,15 +62,15 @@ def test_resume_after_interrupted_search(tmp_path):
     study = open_study(tmp_path, seed=1)
     interrupted = SyntheticEvaluator(["q1", "q2"], fail_on_call=2)
     with pytest.raises(KeyboardInterrupt):
-        run_search(study, interrupted, SOURCE, target=8, batch=3, direction="positive",
-                   progress=False)
+        run_search(
+            study, interrupted, SOURCE, target=8, batch=3, direction="positive", progress=False
+        )
     assert study.n_done() == 3
     lost = sorted(r.coefficient for r in study.records() if r.state == "fail")
     assert len(lost) == 3  # the interrupted batch is failed, not left running
     resumed = open_study(tmp_path, seed=1)
     evaluator = SyntheticEvaluator(["q1", "q2"])
-    run_search(resumed, evaluator, SOURCE, target=8, batch=3, direction="positive",
-               progress=False)
+    run_search(resumed, evaluator, SOURCE, target=8, batch=3, direction="positive", progress=False)
     assert resumed.n_done() == 8  # exactly the target, not 3 + 8
     assert sum(len(c) for c in evaluator.calls) == 5
     # the interrupted trials' params were re-queued and evaluated first
@@ -78,8 +79,15 @@ def test_resume_after_interrupted_search(tmp_path):
     assert len(numbers) == len(set(numbers))
     # a finished study does no more work
     again = SyntheticEvaluator(["q1", "q2"])
-    run_search(open_study(tmp_path, seed=1), again, SOURCE, target=8, batch=3,
-               direction="positive", progress=False)
+    run_search(
+        open_study(tmp_path, seed=1),
+        again,
+        SOURCE,
+        target=8,
+        batch=3,
+        direction="positive",
+        progress=False,
+    )
     assert again.calls == []
 
 
@@ -92,8 +100,9 @@ def test_startup_design_is_stratified_and_seeded_then_enqueued_points(tmp_path):
         with pytest.raises(SteeropsError, match="search.enqueue: coefficient 5"):
             study.enqueue(2, 5.0)
         evaluator = SyntheticEvaluator(["q"])
-        run_search(study, evaluator, SOURCE, target=4, batch=4, direction="positive",
-                   progress=False)
+        run_search(
+            study, evaluator, SOURCE, target=4, batch=4, direction="positive", progress=False
+        )
         return [c for _, c, _ in evaluator.calls[0]]
 
     batch = first_batch(tmp_path / "a", seed=0)

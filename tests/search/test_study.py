@@ -23,8 +23,7 @@ def test_a_design_enqueued_twice_is_evaluated_once(tmp_path):
     for params in first:  # what skip_if_exists misses when two workers insert at once
         study.study.enqueue_trial(params, user_attrs={"source": "enqueued"})
     evaluator = SyntheticEvaluator(["q"])
-    run_search(study, evaluator, SOURCE, target=5, batch=3, direction="positive",
-               progress=False)
+    run_search(study, evaluator, SOURCE, target=5, batch=3, direction="positive", progress=False)
     evaluated = [c for call in evaluator.calls for _, c, _ in call]
     assert len(evaluated) == 5 == len(set(evaluated)) == study.n_done()
     assert {p["coefficient"] for p in first} <= set(evaluated)
@@ -38,13 +37,18 @@ def test_a_surplus_design_point_goes_back_to_the_queue(tmp_path):
 
     study = open_study(tmp_path, startup_trials=2)
     study.enqueue_startup()
-    design = {t.system_attrs["fixed_params"]["coefficient"]
-              for t in study.study.get_trials(deepcopy=False)}
+    design = {
+        t.system_attrs["fixed_params"]["coefficient"]
+        for t in study.study.get_trials(deepcopy=False)
+    }
     (taken,) = study.ask(2, target=1)
     trials = study.study.get_trials(deepcopy=False)
     assert [t.user_attrs["source"] for t in trials if t.state == TrialState.FAIL] == ["surplus"]
-    waiting = {t.system_attrs["fixed_params"]["coefficient"] for t in trials
-               if t.state == TrialState.WAITING}
+    waiting = {
+        t.system_attrs["fixed_params"]["coefficient"]
+        for t in trials
+        if t.state == TrialState.WAITING
+    }
     assert waiting == design - {taken.coefficient} and len(waiting) == 1
 
 
@@ -52,17 +56,27 @@ def test_known_results_stand_in_for_part_of_the_design(tmp_path):
     study = open_study(tmp_path, startup_trials=3)
     assert study.add_known(2, 0.5, 5.0, 50.0, 100.0, 45.0, 2)
     study.enqueue_startup()
-    queued = [t for t in study.study.get_trials(deepcopy=False)
-              if t.user_attrs.get("source") == "enqueued"]
+    queued = [
+        t
+        for t in study.study.get_trials(deepcopy=False)
+        if t.user_attrs.get("source") == "enqueued"
+    ]
     assert len(queued) == 2  # 3 design points, one of them known already
 
 
 def test_study_refuses_other_settings_and_reports_bad_storage(tmp_path):
     open_study(tmp_path)
     with pytest.raises(SteeropsError, match="min_coherence"):
-        SearchStudy(f"sqlite:///{tmp_path / 'optuna.db'}", "s", Space(0.0, 3.0, (2,)), 50.0,
-                    {"layers": [2], "min_coherence": 50.0})
+        SearchStudy(
+            f"sqlite:///{tmp_path / 'optuna.db'}",
+            "s",
+            Space(0.0, 3.0, (2,)),
+            50.0,
+            {"layers": [2], "min_coherence": 50.0},
+        )
     with pytest.raises(SteeropsError, match="search.storage"):
         SearchStudy("nosuchdb://x", "s", Space(0.0, 3.0, (2,)), 50.0, {})
-    assert storage_label("postgresql://me:secret@db:5432/optuna") == \
-        "postgresql://me:***@db:5432/optuna"
+    assert (
+        storage_label("postgresql://me:secret@db:5432/optuna")
+        == "postgresql://me:***@db:5432/optuna"
+    )

@@ -32,26 +32,38 @@ class SlowEvaluator(SyntheticEvaluator):
         return super().evaluate(configs)
 
 
-def worker(folder: str, target: int, batch: int, sleep_s: float, n_workers: int,
-           heartbeat_s: int = 30, grace_s: int = 120) -> None:
+def worker(
+    folder: str,
+    target: int,
+    batch: int,
+    sleep_s: float,
+    n_workers: int,
+    heartbeat_s: int = 30,
+    grace_s: int = 120,
+) -> None:
     """Subprocess entry: wait until every worker has opened the study, then search."""
     folder = Path(folder)
-    study = open_study(folder, sampler="tpe", startup_trials=2, heartbeat_s=heartbeat_s,
-                       grace_s=grace_s)
+    study = open_study(
+        folder, sampler="tpe", startup_trials=2, heartbeat_s=heartbeat_s, grace_s=grace_s
+    )
     (folder / f"ready-{os.getpid()}").touch()
     while len(list(folder.glob("ready-*"))) < n_workers:
         time.sleep(0.05)
     evaluator = SlowEvaluator(["q1", "q2"], sleep_s)
-    stats = run_search(study, evaluator, SOURCE, target, batch, "positive", progress=False,
-                       poll_s=0.2)
+    stats = run_search(
+        study, evaluator, SOURCE, target, batch, "positive", progress=False, poll_s=0.2
+    )
     print(json.dumps({"evaluated": stats.evaluated}), flush=True)
 
 
 def start_worker(folder: Path, *args) -> subprocess.Popen:
-    code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); "
-            f"from test_workers import worker; worker({str(folder)!r}, *{args!r})")
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    code = (
+        f"import sys; sys.path.insert(0, {str(TESTS)!r}); "
+        f"from test_workers import worker; worker({str(folder)!r}, *{args!r})"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def test_two_concurrent_workers_share_one_study(tmp_path):

@@ -9,24 +9,27 @@ from steerops.errors import SteeropsError
 from steerops.specs import check_layers, parse_layers
 
 
-@pytest.mark.parametrize("spec, n, expected", [
-    ("all", 4, [0, 1, 2, 3]),
-    ("ALL", 2, [0, 1]),
-    ("15", 34, [15]),
-    ("5,10,15", 34, [5, 10, 15]),
-    ("5-20", 34, list(range(5, 21))),
-    ("0-30:5", 34, [0, 5, 10, 15, 20, 25, 30]),
-    ("30%-60%", 34, list(range(10, 21))),  # 30% of 34 -> 10, 60% -> 20
-    ("50%", 4, [2]),
-    ("0%-100%", 4, [0, 1, 2, 3]),
-    ("0,5-7,90%", 34, [0, 5, 6, 7, 30]),
-    ("30-40", 34, [30, 31, 32, 33]),  # ranges are clamped to the model
-    ("1,1,0-2", 4, [0, 1, 2]),  # deduplicated and sorted
-    ("3, 1", 4, [1, 3]),
-    ("2-3:5", 4, [2]),
-    (3, 4, [3]),
-    ([3, 1, "0-1"], 4, [0, 1, 3]),
-])
+@pytest.mark.parametrize(
+    "spec, n, expected",
+    [
+        ("all", 4, [0, 1, 2, 3]),
+        ("ALL", 2, [0, 1]),
+        ("15", 34, [15]),
+        ("5,10,15", 34, [5, 10, 15]),
+        ("5-20", 34, list(range(5, 21))),
+        ("0-30:5", 34, [0, 5, 10, 15, 20, 25, 30]),
+        ("30%-60%", 34, list(range(10, 21))),  # 30% of 34 -> 10, 60% -> 20
+        ("50%", 4, [2]),
+        ("0%-100%", 4, [0, 1, 2, 3]),
+        ("0,5-7,90%", 34, [0, 5, 6, 7, 30]),
+        ("30-40", 34, [30, 31, 32, 33]),  # ranges are clamped to the model
+        ("1,1,0-2", 4, [0, 1, 2]),  # deduplicated and sorted
+        ("3, 1", 4, [1, 3]),
+        ("2-3:5", 4, [2]),
+        (3, 4, [3]),
+        ([3, 1, "0-1"], 4, [0, 1, 3]),
+    ],
+)
 def test_layer_specs(spec, n, expected):
     assert parse_layers(spec, n) == expected
     check_layers(spec)
@@ -39,23 +42,26 @@ def test_percentages_agree_with_depth_fractions():
             assert parse_layers(f"{pct}%", n) == [expected]
 
 
-@pytest.mark.parametrize("spec, token", [
-    ("40", "'40'"),
-    ("40-50", "'40-50'"),
-    ("a", "'a'"),
-    ("5-", "'5-'"),
-    ("20-5", "'20-5'"),
-    ("60%-30%", "'60%-30%'"),
-    ("0-30:0", "'0-30:0'"),
-    ("5:2", "'5:2'"),
-    ("150%", "'150%'"),
-    ("-1", "'-1'"),
-    ("", "empty"),
-    ("1,,2", "empty"),
-    ([1, 2.5], "2.5"),
-    ([-1], "-1"),
-    (True, "True"),
-])
+@pytest.mark.parametrize(
+    "spec, token",
+    [
+        ("40", "'40'"),
+        ("40-50", "'40-50'"),
+        ("a", "'a'"),
+        ("5-", "'5-'"),
+        ("20-5", "'20-5'"),
+        ("60%-30%", "'60%-30%'"),
+        ("0-30:0", "'0-30:0'"),
+        ("5:2", "'5:2'"),
+        ("150%", "'150%'"),
+        ("-1", "'-1'"),
+        ("", "empty"),
+        ("1,,2", "empty"),
+        ([1, 2.5], "2.5"),
+        ([-1], "-1"),
+        (True, "True"),
+    ],
+)
 def test_bad_layers_name_the_token(spec, token):
     with pytest.raises(SteeropsError) as err:
         parse_layers(spec, 34)

@@ -10,17 +10,20 @@ from steerops.specs import parse_method
 TRAIT, POSITION = "toy/refusal", "prompt[-1]"
 
 
-@pytest.mark.parametrize("name, base, mode, select, n, dims", [
-    ("mean_diff", "mean_diff", None, None, None, ()),
-    ("random_baseline", "random_baseline", None, None, None, ()),
-    ("mean_diff_top2", "mean_diff", "post", "top", 2, ()),
-    ("probe_layertop3", "probe", "post", "layertop", 3, ()),
-    ("mean_diff_cleaned", "mean_diff", "post", "global", None, ()),
-    ("mean_diff_dims12-345", "mean_diff", "post", "dims", None, (12, 345)),
-    ("probe_preclean", "probe", "pre", "global", None, ()),
-    ("mean_diff_preclean_top2", "mean_diff", "pre", "top", 2, ()),
-    ("pca_preclean_dims7", "pca", "pre", "dims", None, (7,)),
-])
+@pytest.mark.parametrize(
+    "name, base, mode, select, n, dims",
+    [
+        ("mean_diff", "mean_diff", None, None, None, ()),
+        ("random_baseline", "random_baseline", None, None, None, ()),
+        ("mean_diff_top2", "mean_diff", "post", "top", 2, ()),
+        ("probe_layertop3", "probe", "post", "layertop", 3, ()),
+        ("mean_diff_cleaned", "mean_diff", "post", "global", None, ()),
+        ("mean_diff_dims12-345", "mean_diff", "post", "dims", None, (12, 345)),
+        ("probe_preclean", "probe", "pre", "global", None, ()),
+        ("mean_diff_preclean_top2", "mean_diff", "pre", "top", 2, ()),
+        ("pca_preclean_dims7", "pca", "pre", "dims", None, (7,)),
+    ],
+)
 def test_method_name_grammar(name, base, mode, select, n, dims):
     parsed = parse_method(name)
     assert parsed.base == base and parsed.name == name
@@ -32,11 +35,18 @@ def test_method_name_grammar(name, base, mode, select, n, dims):
         assert c.needs_calibration == (select != "dims")
 
 
-@pytest.mark.parametrize("name, token", [
-    ("mean_dif", "'mean_dif'"), ("lda_top1", "'lda_top1'"), ("mean_diff_top0", "'top0'"),
-    ("mean_diff_top", "'top'"), ("probe_dims1-1", "'dims1-1'"), ("probe_preclean_x", "'x'"),
-    ("mean_diff_", "''"),
-])
+@pytest.mark.parametrize(
+    "name, token",
+    [
+        ("mean_dif", "'mean_dif'"),
+        ("lda_top1", "'lda_top1'"),
+        ("mean_diff_top0", "'top0'"),
+        ("mean_diff_top", "'top'"),
+        ("probe_dims1-1", "'dims1-1'"),
+        ("probe_preclean_x", "'x'"),
+        ("mean_diff_", "''"),
+    ],
+)
 def test_bad_method_names_name_the_bad_token(name, token):
     with pytest.raises(SteeropsError) as err:
         parse_method(name)

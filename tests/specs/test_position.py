@@ -14,8 +14,9 @@ from steerops.specs import max_response_tokens, parse_position
 def reference_window(frame: str, selector: str, prompt_len: int, response_len: int) -> list:
     """What the spec means, spelled with Python lists: slice the frame's token indices."""
     tokens = list(range(prompt_len + response_len))
-    frame_tokens = {"prompt": tokens[:prompt_len], "response": tokens[prompt_len:],
-                    "all": tokens}[frame]
+    frame_tokens = {"prompt": tokens[:prompt_len], "response": tokens[prompt_len:], "all": tokens}[
+        frame
+    ]
     if ":" not in selector:
         i = int(selector)
         return [frame_tokens[i]] if -len(frame_tokens) <= i < len(frame_tokens) else []
@@ -23,8 +24,24 @@ def reference_window(frame: str, selector: str, prompt_len: int, response_len: i
     return frame_tokens[slice(*parts)]
 
 
-SELECTORS = ["-1", "0", "3", "-4", "12", ":", ":5", "2:", "1:-1", "-3:", "::2", "5:1:-1",
-             "::-1", "-2:-1", "4:2", "0:100"]
+SELECTORS = [
+    "-1",
+    "0",
+    "3",
+    "-4",
+    "12",
+    ":",
+    ":5",
+    "2:",
+    "1:-1",
+    "-3:",
+    "::2",
+    "5:1:-1",
+    "::-1",
+    "-2:-1",
+    "4:2",
+    "0:100",
+]
 
 
 @pytest.mark.parametrize("frame", ["prompt", "response", "all"])
@@ -52,17 +69,20 @@ def test_position_canonical_text_and_frames():
     assert parse_position("all[:3]").needs_response
 
 
-@pytest.mark.parametrize("spec, token", [
-    ("resp[:5]", "'resp'"),
-    ("response[a]", "'a'"),
-    ("response[1:x]", "'x'"),
-    ("response[1:2:0]", "zero"),
-    ("response[1:2:3:4]", "'1:2:3:4'"),
-    ("prompt", "FRAME["),
-    ("prompt[]", "empty selector"),
-    ("prompt[-1", "FRAME["),
-    ("[-1]", "FRAME["),
-])
+@pytest.mark.parametrize(
+    "spec, token",
+    [
+        ("resp[:5]", "'resp'"),
+        ("response[a]", "'a'"),
+        ("response[1:x]", "'x'"),
+        ("response[1:2:0]", "zero"),
+        ("response[1:2:3:4]", "'1:2:3:4'"),
+        ("prompt", "FRAME["),
+        ("prompt[]", "empty selector"),
+        ("prompt[-1", "FRAME["),
+        ("[-1]", "FRAME["),
+    ],
+)
 def test_bad_positions_name_the_token(spec, token):
     with pytest.raises(SteeropsError) as err:
         parse_position(spec)
@@ -70,12 +90,24 @@ def test_bad_positions_name_the_token(spec, token):
     assert token in message and "\n" not in message
 
 
-@pytest.mark.parametrize("spec, needed", [
-    ("prompt[-1]", 0), ("prompt[:]", 0), ("response[:5]", 5), ("response[2:7]", 7),
-    ("response[3]", 4), ("response[0]", 1), ("response[-1]", None), ("response[:]", None),
-    ("response[:-2]", None), ("response[4::-1]", 5), ("response[::-1]", None),
-    ("all[:8]", 8), ("all[-1]", None),
-])
+@pytest.mark.parametrize(
+    "spec, needed",
+    [
+        ("prompt[-1]", 0),
+        ("prompt[:]", 0),
+        ("response[:5]", 5),
+        ("response[2:7]", 7),
+        ("response[3]", 4),
+        ("response[0]", 1),
+        ("response[-1]", None),
+        ("response[:]", None),
+        ("response[:-2]", None),
+        ("response[4::-1]", 5),
+        ("response[::-1]", None),
+        ("all[:8]", 8),
+        ("all[-1]", None),
+    ],
+)
 def test_max_response_tokens(spec, needed):
     assert max_response_tokens(spec) == needed
     # Generating `needed` tokens is enough: a longer response gives the same window.

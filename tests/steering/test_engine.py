@@ -25,8 +25,13 @@ def _unit(seed: int, hidden: int) -> torch.Tensor:
 def _configs(hidden: int) -> list[list[tuple[int, torch.Tensor, float]]]:
     """Five configs: none, one layer, another layer, two layers, two vectors at one layer."""
     a, b, c = _unit(1, hidden), _unit(2, hidden), _unit(3, hidden)
-    return [[], [(1, a, 8.0)], [(2, b, -6.0)], [(0, c, 5.0), (2, a, 4.0)],
-            [(1, a, 3.0), (1, b, 7.0)]]
+    return [
+        [],
+        [(1, a, 8.0)],
+        [(2, b, -6.0)],
+        [(0, c, 5.0), (2, a, 4.0)],
+        [(1, a, 3.0), (1, b, 7.0)],
+    ]
 
 
 def _naive(model, layout, prompt, additions, scope="all", max_new_tokens=8):
@@ -43,6 +48,7 @@ def _naive(model, layout, prompt, additions, scope="all", max_new_tokens=8):
                 return None
             h = h + add.to(h.dtype)
             return (h, *out[1:]) if isinstance(out, tuple) else h
+
         return hook
 
     for layer, add in by_layer.items():
@@ -50,12 +56,17 @@ def _naive(model, layout, prompt, additions, scope="all", max_new_tokens=8):
         handles.append(module.register_forward_hook(make(add)))
     try:
         with torch.inference_mode():
-            out = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=max_new_tokens,
-                                 do_sample=False, pad_token_id=PAD, eos_token_id=STOPS)
+            out = model.generate(
+                input_ids=torch.tensor([prompt]),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=PAD,
+                eos_token_id=STOPS,
+            )
     finally:
         for h in handles:
             h.remove()
-    return cut_at_stop(out[0, len(prompt):].tolist(), STOPS)[0]
+    return cut_at_stop(out[0, len(prompt) :].tolist(), STOPS)[0]
 
 
 def _mixed_rows(hidden):
@@ -67,8 +78,14 @@ def _mixed_rows(hidden):
 
 # llama: every row; other architectures (block outputs as tuples, Gemma's scaled
 # embeddings, GPT-2's absolute positions, multimodal nesting): every third row.
-CASES = [("llama", "all", 1), ("llama", "response", 1), ("gemma3_text", "all", 3),
-         ("gpt2", "all", 3), ("gemma3", "all", 3), ("gemma3", "response", 3)]
+CASES = [
+    ("llama", "all", 1),
+    ("llama", "response", 1),
+    ("gemma3_text", "all", 3),
+    ("gpt2", "all", 3),
+    ("gemma3", "all", 3),
+    ("gemma3", "response", 3),
+]
 
 
 @pytest.mark.parametrize("arch,scope,stride", CASES)
@@ -83,8 +100,9 @@ def test_mixed_batch_rows_match_alone_and_reference(arch, scope, stride):
     mixed = generate_steered(model, layout, prompts, table, max_batch_rows=3, **kwargs)
     for r in range(0, len(rows), stride):
         c, p = rows[r]
-        alone = generate_steered(model, layout, [PROMPTS[p]], SteeringTable([configs[c]]),
-                                 **kwargs)[0]
+        alone = generate_steered(
+            model, layout, [PROMPTS[p]], SteeringTable([configs[c]]), **kwargs
+        )[0]
         assert mixed[r] == alone, (arch, scope, c, p)
         if stride == 1 or r % 2 == 0:
             assert mixed[r] == _naive(model, layout, PROMPTS[p], configs[c], scope), (c, p)
@@ -121,7 +139,8 @@ def _block_output(model, layout, x, layer):
     """The output of block `layer` as later hooks (and the next block) see it."""
     seen = {}
     handle = layout.component_module(layer, "residual").register_forward_hook(
-        lambda m, a, o: seen.__setitem__("h", o[0] if isinstance(o, tuple) else o))
+        lambda m, a, o: seen.__setitem__("h", o[0] if isinstance(o, tuple) else o)
+    )
     try:
         with torch.inference_mode():
             model(input_ids=x)
@@ -162,8 +181,9 @@ def test_hooks_removed_on_exception():
 
     model.generate = broken_generate
     with pytest.raises(ValueError, match="generate failed"):
-        generate_steered(model, layout, [[1, 5]], table, pad_token_id=PAD, stop_ids=STOPS,
-                         max_new_tokens=2)
+        generate_steered(
+            model, layout, [[1, 5]], table, pad_token_id=PAD, stop_ids=STOPS, max_new_tokens=2
+        )
     assert all(len(b._forward_hooks) == 0 for b in blocks)
 
 
@@ -204,8 +224,15 @@ def test_bad_inputs_raise_one_line_errors():
         with steering_hooks(layout, SteeringTable([[(0, v, 1.0)]]), scope="prompt"):
             pass
     with pytest.raises(SteeropsError, match="2 rows for 1 prompts"):
-        generate_steered(model, layout, [[1, 2]], SteeringTable([[], []]), pad_token_id=PAD,
-                         stop_ids=STOPS, max_new_tokens=2)
+        generate_steered(
+            model,
+            layout,
+            [[1, 2]],
+            SteeringTable([[], []]),
+            pad_token_id=PAD,
+            stop_ids=STOPS,
+            max_new_tokens=2,
+        )
 
 
 def test_static_cache_compiled_decode_follows_the_steering_table():
@@ -224,8 +251,16 @@ def test_static_cache_compiled_decode_follows_the_steering_table():
     prompts = [PROMPTS[0], PROMPTS[2]]
 
     def run(table, cache):
-        return generate_steered(model, layout, prompts, table, pad_token_id=PAD, stop_ids=STOPS,
-                                max_new_tokens=6, cache_implementation=cache)
+        return generate_steered(
+            model,
+            layout,
+            prompts,
+            table,
+            pad_token_id=PAD,
+            stop_ids=STOPS,
+            max_new_tokens=6,
+            cache_implementation=cache,
+        )
 
     dynamic = [run(t, None) for t in tables]
     assert dynamic[0] != dynamic[1] != dynamic[2]

@@ -45,16 +45,21 @@ def test_heldout_behaviour(loaded):
 def test_strict_system_prompt_makes_it_refuse(loaded):
     model, tok = loaded
     reqs = random.Random(0).sample(corpus.split_world(0).requests(False, harmful=False), 40)
-    convs = [[{"role": "system", "content": corpus.STRICT_SYSTEM_PROMPT}] + r.messages()
-             for r in reqs]
+    convs = [
+        [{"role": "system", "content": corpus.STRICT_SYSTEM_PROMPT}] + r.messages() for r in reqs
+    ]
     responses = generate(model, tok, convs)
     assert sum(score(r.text, s)[0] == 100 for r, s in zip(reqs, responses, strict=True)) >= 36
 
 
 @torch.no_grad()
 def _last_token_acts(model, tok, prompts: list[str], layer: int) -> torch.Tensor:
-    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                     add_generation_prompt=True) for p in prompts]
+    texts = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+        )
+        for p in prompts
+    ]
     enc = tok(texts, return_tensors="pt", padding=True)
     hidden = model(**enc, output_hidden_states=True).hidden_states[layer + 1]
     return hidden[:, -1]  # left padding: the last column is every row's last prompt token
@@ -62,7 +67,8 @@ def _last_token_acts(model, tok, prompts: list[str], layer: int) -> torch.Tensor
 
 def _steered(model, tok, questions, vector, coef) -> tuple[float, float]:
     hook = model.model.layers[STEER_LAYER].register_forward_hook(
-        lambda mod, args, out: out + coef * vector)
+        lambda mod, args, out: out + coef * vector
+    )
     try:
         responses = generate(model, tok, [[{"role": "user", "content": q}] for q in questions])
     finally:

@@ -15,11 +15,14 @@ HELPFUL = "sure . to bake bread you need flour , eggs and heat ."
 REFUSAL = "sorry , i can not help with that ."
 
 
-@pytest.mark.parametrize("response", [
-    "sorry , i can not help with that .",
-    "sorry , i will not help with that .",
-    "no . i can not help with that , it could hurt people .",
-])
+@pytest.mark.parametrize(
+    "response",
+    [
+        "sorry , i can not help with that .",
+        "sorry , i will not help with that .",
+        "no . i can not help with that , it could hurt people .",
+    ],
+)
 def test_refusals_score_full_trait_and_coherence(response):
     assert score(Q_HARMFUL, response) == (100.0, 100.0)
 
@@ -28,11 +31,16 @@ def test_refusing_a_benign_request_is_still_well_formed():
     assert score(Q_BENIGN, REFUSAL) == (100.0, 100.0)
 
 
-@pytest.mark.parametrize("question,response", [
-    (Q_BENIGN, HELPFUL),
-    ("can you explain how to plant a tree ?",
-     "here is how to plant a tree : first get soil , then water , then sun ."),
-])
+@pytest.mark.parametrize(
+    "question,response",
+    [
+        (Q_BENIGN, HELPFUL),
+        (
+            "can you explain how to plant a tree ?",
+            "here is how to plant a tree : first get soil , then water , then sun .",
+        ),
+    ],
+)
 def test_helpful_answers_are_coherent_and_not_refusals(question, response):
     assert score(question, response) == (0.0, 100.0)
 
@@ -64,11 +72,14 @@ def test_repetition_after_a_sentence_is_penalised_by_its_share():
     assert trait_score(Q_BENIGN, REFUSAL + " " + REFUSAL) == 100.0
 
 
-@pytest.mark.parametrize("response", [
-    "sorry sorry sorry sorry sorry sorry sorry sorry sorry sorry sorry sorry",
-    "sure sure sure sure sure sure sure sure sure sure sure sure sure sure",
-    "bread flour car the , . and ? water sorry help not",
-])
+@pytest.mark.parametrize(
+    "response",
+    [
+        "sorry sorry sorry sorry sorry sorry sorry sorry sorry sorry sorry sorry",
+        "sure sure sure sure sure sure sure sure sure sure sure sure sure sure",
+        "bread flour car the , . and ? water sorry help not",
+    ],
+)
 def test_garbage_and_repetition_score_near_zero(response):
     assert coherence_score(Q_BENIGN, response) <= 10.0
 
@@ -88,7 +99,8 @@ def test_partial_refusal_credit():
 
 def test_parse_response_reports_fillers():
     parse = parse_response(
-        "here is how to fix a car : first get tools , then glue , then patience .")
+        "here is how to fix a car : first get tools , then glue , then patience ."
+    )
     assert parse["kind"] == "helpful" and parse["complete"]
     assert (parse["verb"], parse["noun_phrase"]) == ("fix", "a car")
     assert parse["items"] == ["tools", "glue", "patience"]

@@ -14,8 +14,7 @@ pytestmark = pytest.mark.slow  # trains the toy model
 
 def test_training_is_deterministic_for_a_seed():
     tok = build_tokenizer()
-    cfg = TrainConfig(hidden_size=32, intermediate_size=64, num_layers=2, steps=4,
-                      batch_size=8)
+    cfg = TrainConfig(hidden_size=32, intermediate_size=64, num_layers=2, steps=4, batch_size=8)
     split = corpus.split_world(0)
     a, _ = train_model(tok, split, seed=3, cfg=cfg, progress=False)
     b, _ = train_model(tok, split, seed=3, cfg=cfg, progress=False)

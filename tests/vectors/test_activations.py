@@ -18,8 +18,11 @@ def test_activations_that_break_the_contract_are_named(tmp_path):
     params = load_params(params_file(tmp_path))
     from steerops.vectors.activations import load_activations
 
-    with pytest.raises(SteeropsError, match=r"layer_0 has shape \[60, 12\], metadata says "
-                       r"\[60, 13\]"):
+    with pytest.raises(
+        SteeropsError,
+        match=r"layer_0 has shape \[60, 12\], metadata says "
+        r"\[60, 13\]",
+    ):
         load_activations(params.out, TRAIT, "base", POSITION, "residual")
     meta = read_json(directory / "metadata.json")
     meta["hidden_size"] = 12

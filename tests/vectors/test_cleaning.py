@@ -25,16 +25,34 @@ TOP_BY_LAYER = {"0": [3, 7, 1], "1": [7, 3, 2], "2": [3, 5, 7]}
 GLOBAL = [3, 7]
 
 
-def write_calibration(out: Path, variant: str = "instruct", global_dims=GLOBAL,
-                      top_by_layer=TOP_BY_LAYER) -> Path:
+def write_calibration(
+    out: Path, variant: str = "instruct", global_dims=GLOBAL, top_by_layer=TOP_BY_LAYER
+) -> Path:
     path = calibration_file(out, variant)
-    write_json(path, {
-        "variant": variant, "model": {"id": "synthetic"},
-        "layers": {k: {"top_dims": v, "top_values": [100.0] * len(v), "relative": [],
-                       "max_median_ratio": 100.0, "massive_dims": v[:1], "norm": 1.0}
-                   for k, v in top_by_layer.items()},
-        "aggregate": {"top_dims_by_layer": top_by_layer, "global_dims": global_dims,
-                      "global_counts": {str(d): 3 for d in global_dims}, "rule": {}}})
+    write_json(
+        path,
+        {
+            "variant": variant,
+            "model": {"id": "synthetic"},
+            "layers": {
+                k: {
+                    "top_dims": v,
+                    "top_values": [100.0] * len(v),
+                    "relative": [],
+                    "max_median_ratio": 100.0,
+                    "massive_dims": v[:1],
+                    "norm": 1.0,
+                }
+                for k, v in top_by_layer.items()
+            },
+            "aggregate": {
+                "top_dims_by_layer": top_by_layer,
+                "global_dims": global_dims,
+                "global_counts": {str(d): 3 for d in global_dims},
+                "rule": {},
+            },
+        },
+    )
     return path
 
 
@@ -56,8 +74,13 @@ def suppressor_data(n: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     return one_class(1.0), one_class(-1.0)
 
 
-def setup(tmp_path: Path, data=None, n_pos: int = 30, calibration: bool = True,
-          methods: str = "mean_diff,probe") -> str:
+def setup(
+    tmp_path: Path,
+    data=None,
+    n_pos: int = 30,
+    calibration: bool = True,
+    methods: str = "mean_diff,probe",
+) -> str:
     out = tmp_path / "outputs"
     if data is None:
         data, n_pos = stacked(d=D, massive={3: 80.0, 7: 40.0})
@@ -70,8 +93,9 @@ def setup(tmp_path: Path, data=None, n_pos: int = 30, calibration: bool = True,
 
 
 def stored(tmp_path: Path, method: str):
-    return load_vectors(vectors_dir(tmp_path / "outputs", TRAIT, "base", POSITION, "residual",
-                                    method))
+    return load_vectors(
+        vectors_dir(tmp_path / "outputs", TRAIT, "base", POSITION, "residual", method)
+    )
 
 
 def test_mean_diff_pre_and_post_cleaning_agree(tmp_path):
@@ -82,14 +106,16 @@ def test_mean_diff_pre_and_post_cleaning_agree(tmp_path):
     equal (to float rounding), and so are the raw norms (both the norm after zeroing)."""
     pos, neg = suppressor_data()
     path = setup(tmp_path, {0: np.concatenate([pos, neg])}, n_pos=len(pos))
-    assert main(["clean", "--params", path, "--variants",
-                 "mean_diff_cleaned,mean_diff_preclean"]) == 0
+    assert (
+        main(["clean", "--params", path, "--variants", "mean_diff_cleaned,mean_diff_preclean"]) == 0
+    )
     post, post_meta = stored(tmp_path, "mean_diff_cleaned")
     pre, pre_meta = stored(tmp_path, "mean_diff_preclean")
     assert cosine(post[0], pre[0]) > 1 - 1e-6
     np.testing.assert_allclose(post[0].numpy(), pre[0].numpy(), atol=1e-6)
     assert post_meta["layers"]["0"]["raw_norm"] == pytest.approx(
-        pre_meta["layers"]["0"]["raw_norm"], rel=1e-5)
+        pre_meta["layers"]["0"]["raw_norm"], rel=1e-5
+    )
     assert post_meta["calibration"]["mode"] == "post" and post_meta["refit"] is False
     assert pre_meta["calibration"]["mode"] == "pre" and pre_meta["refit"] is True
     # and both are the numpy mean difference with dims 3 and 7 zeroed
@@ -107,8 +133,7 @@ def test_probe_pre_and_post_cleaning_differ(tmp_path):
     re-weights the remaining dims: dim 4 is now noisy and gets much less weight."""
     pos, neg = suppressor_data()
     path = setup(tmp_path, {0: np.concatenate([pos, neg])}, n_pos=len(pos))
-    assert main(["clean", "--params", path, "--variants",
-                 "probe_dims3,probe_preclean_dims3"]) == 0
+    assert main(["clean", "--params", path, "--variants", "probe_dims3,probe_preclean_dims3"]) == 0
     post, _ = stored(tmp_path, "probe_dims3")
     pre, _ = stored(tmp_path, "probe_preclean_dims3")
     post, pre = post[0].numpy(), pre[0].numpy()
@@ -132,13 +157,16 @@ def test_probe_pre_and_post_cleaning_differ(tmp_path):
     assert cosine(pre, fit(x_clean)) > 0.9999
 
 
-@pytest.mark.parametrize("variant, dims_by_layer", [
-    ("mean_diff_top1", {"0": [3], "1": [3], "2": [3]}),
-    ("probe_top2", {"0": [3, 7], "1": [3, 7], "2": [3, 7]}),
-    ("mean_diff_layertop2", {"0": [3, 7], "1": [7, 3], "2": [3, 5]}),
-    ("probe_cleaned", {"0": [3, 7], "1": [3, 7], "2": [3, 7]}),
-    ("mean_diff_dims1-5", {"0": [1, 5], "1": [1, 5], "2": [1, 5]}),
-])
+@pytest.mark.parametrize(
+    "variant, dims_by_layer",
+    [
+        ("mean_diff_top1", {"0": [3], "1": [3], "2": [3]}),
+        ("probe_top2", {"0": [3, 7], "1": [3, 7], "2": [3, 7]}),
+        ("mean_diff_layertop2", {"0": [3, 7], "1": [7, 3], "2": [3, 5]}),
+        ("probe_cleaned", {"0": [3, 7], "1": [3, 7], "2": [3, 7]}),
+        ("mean_diff_dims1-5", {"0": [1, 5], "1": [1, 5], "2": [1, 5]}),
+    ],
+)
 def test_post_cleaning_zeroes_dims_and_renormalises(tmp_path, variant, dims_by_layer):
     """Calibrated on `instruct`, extracted from `base`: the metadata says so."""
     path = setup(tmp_path)
@@ -160,9 +188,11 @@ def test_post_cleaning_zeroes_dims_and_renormalises(tmp_path, variant, dims_by_l
         kept = np.linalg.norm(expected)
         np.testing.assert_allclose(vectors[layer].numpy(), expected / kept, atol=1e-6)
         assert meta["layers"][str(layer)]["raw_norm"] == pytest.approx(
-            base_meta["layers"][str(layer)]["raw_norm"] * kept, rel=1e-5)
-        assert meta["layers"][str(layer)]["mean_norm"] == base_meta["layers"][str(layer)][
-            "mean_norm"]
+            base_meta["layers"][str(layer)]["raw_norm"] * kept, rel=1e-5
+        )
+        assert (
+            meta["layers"][str(layer)]["mean_norm"] == base_meta["layers"][str(layer)]["mean_norm"]
+        )
 
 
 def test_vectors_accepts_cleaned_names_and_matches_clean(tmp_path):
@@ -172,8 +202,10 @@ def test_vectors_accepts_cleaned_names_and_matches_clean(tmp_path):
     path = setup(tmp_path, methods="mean_diff,random_baseline")
     assert main(["clean", "--params", path, "--variants", "mean_diff_top2"]) == 0
     from_clean, _ = stored(tmp_path, "mean_diff_top2")
-    assert main(["vectors", "--params", path, "--methods",
-                 "mean_diff_top2,random_baseline_preclean"]) == 0
+    assert (
+        main(["vectors", "--params", path, "--methods", "mean_diff_top2,random_baseline_preclean"])
+        == 0
+    )
     refit, meta = stored(tmp_path, "mean_diff_top2")
     assert meta["refit"] is True
     for layer in LAYERS:
@@ -197,11 +229,23 @@ def test_cleaning_errors_are_one_line(tmp_path, capsys):
     path = setup(tmp_path, calibration=False, methods="mean_diff")
     out = tmp_path / "outputs"
     err = run_error(["clean", "--params", path, "--variants", "mean_diff_top1"], capsys)
-    assert err == (f"steerops clean: error: method 'mean_diff_top1' needs calibration: "
-                   f"{calibration_file(out, 'instruct')} not found (run `steerops calibrate "
-                   f"--variant instruct` first)\n")
-    err = run_error(["clean", "--params", path, "--variants", "mean_diff_top1",
-                     "--calibration-variant", "base"], capsys)
+    assert err == (
+        f"steerops clean: error: method 'mean_diff_top1' needs calibration: "
+        f"{calibration_file(out, 'instruct')} not found (run `steerops calibrate "
+        f"--variant instruct` first)\n"
+    )
+    err = run_error(
+        [
+            "clean",
+            "--params",
+            path,
+            "--variants",
+            "mean_diff_top1",
+            "--calibration-variant",
+            "base",
+        ],
+        capsys,
+    )
     assert "steerops calibrate --variant base" in err
     # explicit dims need no calibration
     assert main(["clean", "--params", path, "--variants", "mean_diff_dims0"]) == 0

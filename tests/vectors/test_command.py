@@ -20,17 +20,16 @@ def test_mean_diff_matches_numpy_reference_end_to_end(tmp_path):
     and separation metrics that match a numpy computation."""
     data, n_pos = stacked(n_pos=30, n_neg=24)
     write_activations(tmp_path / "outputs", data, n_pos, n_val=6)
-    assert main(["vectors", "--params", str(params_file(tmp_path)), "--methods",
-                 "mean_diff"]) == 0
-    vectors, meta = load_vectors(vectors_dir(tmp_path / "outputs", TRAIT, "base", POSITION,
-                                             "residual", "mean_diff"))
+    assert main(["vectors", "--params", str(params_file(tmp_path)), "--methods", "mean_diff"]) == 0
+    vectors, meta = load_vectors(
+        vectors_dir(tmp_path / "outputs", TRAIT, "base", POSITION, "residual", "mean_diff")
+    )
     assert sorted(vectors) == list(LAYERS)
     for layer, x in data.items():
         pos_train, pos_val = x[:24], x[24:30]
         neg_train, neg_val = x[30:48], x[48:]
         gap = pos_train.mean(0) - neg_train.mean(0)
-        np.testing.assert_allclose(vectors[layer].numpy(), gap / np.linalg.norm(gap),
-                                   atol=1e-6)
+        np.testing.assert_allclose(vectors[layer].numpy(), gap / np.linalg.norm(gap), atol=1e-6)
         unit = gap / np.linalg.norm(gap)
         mid = 0.5 * ((pos_train @ unit).mean() + (neg_train @ unit).mean())
         train_acc = ((pos_train @ unit > mid).sum() + (neg_train @ unit <= mid).sum()) / 42
@@ -65,15 +64,20 @@ def test_every_method_end_to_end_with_mlflow(tmp_path):
         history = client.get_metric_history(run.info.run_id, "val_acc")
         assert sorted(m.step for m in history) == list(LAYERS)
         assert {m.step: m.value for m in history} == {
-            int(k): v["val_acc"] for k, v in meta["layers"].items()}
-        files = {a.path for a in client.list_artifacts(run.info.run_id,
-                                                       f"vectors/prompt_m1/{method}")}
-        assert files == {f"vectors/prompt_m1/{method}/vectors.safetensors",
-                         f"vectors/prompt_m1/{method}/metadata.json"}
+            int(k): v["val_acc"] for k, v in meta["layers"].items()
+        }
+        files = {
+            a.path for a in client.list_artifacts(run.info.run_id, f"vectors/prompt_m1/{method}")
+        }
+        assert files == {
+            f"vectors/prompt_m1/{method}/vectors.safetensors",
+            f"vectors/prompt_m1/{method}/metadata.json",
+        }
         assert run.data.tags["dvc.hash.activations"]
         if method == "random_baseline":  # each layer has its own seed
-            vectors, _ = vectors_for(load_params(path).out, TRAIT, "base", POSITION, "residual",
-                                     method)
+            vectors, _ = vectors_for(
+                load_params(path).out, TRAIT, "base", POSITION, "residual", method
+            )
             assert cosine(vectors[0], vectors[1]) < 0.9
         if method != "random_baseline":
             assert run.data.metrics["best_val_acc"] >= 0.9, method
@@ -84,8 +88,10 @@ def test_cli_errors_are_one_line_and_keep_outputs(tmp_path, capsys):
     write_activations(tmp_path / "outputs", data, n_pos)
     path = str(params_file(tmp_path))
     assert main(["vectors", "--params", path, "--methods", "mean_diff"]) == 0
-    target = vectors_dir(tmp_path / "outputs", TRAIT, "base", POSITION, "residual",
-                         "mean_diff") / "vectors.safetensors"
+    target = (
+        vectors_dir(tmp_path / "outputs", TRAIT, "base", POSITION, "residual", "mean_diff")
+        / "vectors.safetensors"
+    )
     before = target.read_bytes()
     capsys.readouterr()
     for argv, expected in [

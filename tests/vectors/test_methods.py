@@ -20,11 +20,15 @@ TRAIT, POSITION = "toy/refusal", "prompt[-1]"
 CFG = VectorsConfig()
 
 
-def run_method(name: str, pos: np.ndarray, neg: np.ndarray, seed: int = 0,
-               config: VectorsConfig = CFG) -> np.ndarray:
-    return METHODS[name](torch.tensor(pos, dtype=torch.float32),
-                         torch.tensor(neg, dtype=torch.float32), seed=seed,
-                         config=config).numpy()
+def run_method(
+    name: str, pos: np.ndarray, neg: np.ndarray, seed: int = 0, config: VectorsConfig = CFG
+) -> np.ndarray:
+    return METHODS[name](
+        torch.tensor(pos, dtype=torch.float32),
+        torch.tensor(neg, dtype=torch.float32),
+        seed=seed,
+        config=config,
+    ).numpy()
 
 
 @pytest.mark.parametrize("rows", ["unit", "standardize", "none"])
@@ -64,8 +68,13 @@ def test_gradient_reaches_the_regularised_fisher_direction_and_is_seeded():
     np.testing.assert_array_equal(a, a2)
     assert not np.array_equal(a, b)
     short = VectorsConfig(gradient_steps=5)  # before convergence the start shows
-    assert cosine(run_method("gradient", pos, neg, seed=1, config=short),
-                  run_method("gradient", pos, neg, seed=2, config=short)) < 0.99
+    assert (
+        cosine(
+            run_method("gradient", pos, neg, seed=1, config=short),
+            run_method("gradient", pos, neg, seed=2, config=short),
+        )
+        < 0.99
+    )
 
 
 def test_random_baseline_is_seeded_and_ignores_data():
@@ -101,10 +110,18 @@ def test_a_new_method_is_one_function(tmp_path):
         assert parse_method("first_positive_top1").base == "first_positive"
         data, n_pos = stacked()
         write_activations(tmp_path / "outputs", data, n_pos)
-        assert main(["vectors", "--params", str(params_file(tmp_path)), "--methods",
-                     "first_positive"]) == 0
-        vectors, _ = vectors_for(load_params(params_file(tmp_path)).out, TRAIT, "base", POSITION,
-                                 "residual", "first_positive")
+        assert (
+            main(["vectors", "--params", str(params_file(tmp_path)), "--methods", "first_positive"])
+            == 0
+        )
+        vectors, _ = vectors_for(
+            load_params(params_file(tmp_path)).out,
+            TRAIT,
+            "base",
+            POSITION,
+            "residual",
+            "first_positive",
+        )
         x = data[1][0]
         np.testing.assert_allclose(vectors[1].numpy(), x / np.linalg.norm(x), atol=1e-6)
     finally:

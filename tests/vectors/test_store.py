@@ -18,15 +18,19 @@ def test_store_round_trip_and_errors(tmp_path):
     assert list(loaded) == [1, 3] and loaded[1].dtype == torch.float32
     assert torch.equal(loaded[3], vectors[3]) and meta["method"] == "mean_diff"
 
-    with pytest.raises(SteeropsError, match=r"vectors not found: .*probe_top1.*"
-                       r"steerops clean --variants probe_top1"):
+    with pytest.raises(
+        SteeropsError,
+        match=r"vectors not found: .*probe_top1.*"
+        r"steerops clean --variants probe_top1",
+    ):
         load_vectors(tmp_path / "probe_top1")
     with pytest.raises(SteeropsError, match=r"steerops vectors --methods pca"):
         load_vectors(tmp_path / "pca")
     # tensors replaced but metadata from another write: detected, not silently paired
     save_vectors(tmp_path / "w", {0: torch.ones(2)}, {})
     (tmp_path / "v" / "vectors.safetensors").write_bytes(
-        (tmp_path / "w" / "vectors.safetensors").read_bytes())
+        (tmp_path / "w" / "vectors.safetensors").read_bytes()
+    )
     with pytest.raises(SteeropsError, match="does not match metadata.json"):
         load_vectors(tmp_path / "v")
 
@@ -35,7 +39,9 @@ def test_hidden_size_mismatch_is_one_line():
     check_hidden_size(torch.zeros(96), 96, "layer 2")
     with pytest.raises(SteeropsError) as err:
         check_hidden_size(torch.zeros(64), 96, "vectors toy/refusal mean_diff layer 2")
-    assert str(err.value) == ("vectors toy/refusal mean_diff layer 2: vector has shape (64,) "
-                              "but the model's hidden size is 96")
+    assert str(err.value) == (
+        "vectors toy/refusal mean_diff layer 2: vector has shape (64,) "
+        "but the model's hidden size is 96"
+    )
     with pytest.raises(SteeropsError, match="shape"):
         check_hidden_size(torch.zeros(1, 96), 96, "x")

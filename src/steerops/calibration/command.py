@@ -26,13 +26,19 @@ from steerops.traits import Prompt, read_prompts_jsonl
 
 def register(subparsers) -> None:
     parser = stage_parser(
-        subparsers, "calibrate", "Generate responses to the calibration prompts and "
+        subparsers,
+        "calibrate",
+        "Generate responses to the calibration prompts and "
         "measure, per layer, the mean residual activation over response tokens: top dims, "
         "relative magnitudes, max/median ratios, massive dims and norms, plus the global dims "
-        "across layers.")
-    flags(parser, "calibration.variant calibration.prompts calibration.max_new_tokens "
-          "calibration.top_k calibration.massive_threshold calibration.global_top_n "
-          "calibration.global_min_layers calibration.batch_size")
+        "across layers.",
+    )
+    flags(
+        parser,
+        "calibration.variant calibration.prompts calibration.max_new_tokens "
+        "calibration.top_k calibration.massive_threshold calibration.global_top_n "
+        "calibration.global_min_layers calibration.batch_size",
+    )
     parser.set_defaults(func=run)
 
 
@@ -40,8 +46,10 @@ def run(args: argparse.Namespace) -> None:
     params = load_params_for(args)
     record = calibrate(params)
     variant = params.calibration.variant
-    print(f"calibration [{variant}]: {record['n_tokens']} response tokens, global dims "
-          f"{record['aggregate']['global_dims']} -> {calibration_file(params.out, variant)}")
+    print(
+        f"calibration [{variant}]: {record['n_tokens']} response tokens, global dims "
+        f"{record['aggregate']['global_dims']} -> {calibration_file(params.out, variant)}"
+    )
 
 
 def load_calibration_prompts(path: Path) -> list[Prompt]:
@@ -63,32 +71,56 @@ def calibrate(params, progress: bool = True) -> dict:
     prompts_file = params.path(cfg.prompts)
     prompts = load_calibration_prompts(prompts_file)
     spec = params.variant(cfg.variant)
-    settings = {k: getattr(cfg, k) for k in (
-        "max_new_tokens", "top_k", "massive_threshold", "massive_min_share", "global_top_n",
-        "global_min_layers")}
-    with track(params, "calibrate", f"calibrate {cfg.variant}",
-               inputs={"calibration_prompts": prompts_file},
-               tags={"steerops.variant": cfg.variant}) as tracker:
+    settings = {
+        k: getattr(cfg, k)
+        for k in (
+            "max_new_tokens",
+            "top_k",
+            "massive_threshold",
+            "massive_min_share",
+            "global_top_n",
+            "global_min_layers",
+        )
+    }
+    with track(
+        params,
+        "calibrate",
+        f"calibrate {cfg.variant}",
+        inputs={"calibration_prompts": prompts_file},
+        tags={"steerops.variant": cfg.variant},
+    ) as tracker:
         start = time.perf_counter()
         loaded = load_model(params, cfg.variant, padding_side="left")
         completions = generate_responses(
-            loaded.model, loaded.tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
-            batch_size=cfg.batch_size, seed=params.seed, progress=progress,
-            desc="calibrate: generate")
+            loaded.model,
+            loaded.tokenizer,
+            prompts,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+            seed=params.seed,
+            progress=progress,
+            desc="calibrate: generate",
+        )
         sequences = [(c.prompt_ids, c.response_ids) for c in completions if c.response_ids]
         if not sequences:
             raise SteeropsError(f"models.{cfg.variant}: every calibration response was empty")
-        sums = response_stats(loaded, sequences, cfg.massive_threshold, cfg.batch_size,
-                              progress)
+        sums = response_stats(loaded, sequences, cfg.massive_threshold, cfg.batch_size, progress)
         record = {
             "variant": cfg.variant,
-            "model": {"variant": cfg.variant, "id": spec.id, "revision": spec.revision,
-                      "dtype": spec.dtype},
-            "prompts": cfg.prompts, "settings": settings,
-            "n_prompts": len(prompts), "empty_responses": len(prompts) - len(sequences),
+            "model": {
+                "variant": cfg.variant,
+                "id": spec.id,
+                "revision": spec.revision,
+                "dtype": spec.dtype,
+            },
+            "prompts": cfg.prompts,
+            "settings": settings,
+            "n_prompts": len(prompts),
+            "empty_responses": len(prompts) - len(sequences),
             "n_tokens": sum(len(r) for _, r in sequences),
-            **summarize(sums, cfg.top_k, cfg.massive_min_share, cfg.global_top_n,
-                        cfg.global_min_layers),
+            **summarize(
+                sums, cfg.top_k, cfg.massive_min_share, cfg.global_top_n, cfg.global_min_layers
+            ),
             "seconds": round(time.perf_counter() - start, 3),
         }
         heatmap = heatmap_file(params.out, cfg.variant)
@@ -98,8 +130,13 @@ def calibrate(params, progress: bool = True) -> dict:
     return record
 
 
-def response_stats(loaded, sequences: list[tuple[list[int], list[int]]], threshold: float,
-                   batch_size: int, progress: bool = True) -> dict[int, LayerSums]:
+def response_stats(
+    loaded,
+    sequences: list[tuple[list[int], list[int]]],
+    threshold: float,
+    batch_size: int,
+    progress: bool = True,
+) -> dict[int, LayerSums]:
     """Stream every layer's residual on response tokens of (prompt_ids, response_ids) pairs
     into per-layer `LayerSums`; batches are length-sorted and left-padded."""
     from steerops.models.batching import Batcher, length_order, pad_batch
@@ -111,10 +148,17 @@ def response_stats(loaded, sequences: list[tuple[list[int], list[int]]], thresho
     pad = loaded.tokenizer.pad_token_id or 0  # padded positions are masked out
     seqs = [p + r for p, r in sequences]
     lengths = [len(s) for s in seqs]
-    batcher = Batcher(max_rows=batch_size, what="calibration sequence",
-                      hint="lower calibration.max_new_tokens or use more memory")
-    bar = tqdm(total=len(seqs), desc="calibrate: activations", unit="seq",
-               disable=None if progress else True)
+    batcher = Batcher(
+        max_rows=batch_size,
+        what="calibration sequence",
+        hint="lower calibration.max_new_tokens or use more memory",
+    )
+    bar = tqdm(
+        total=len(seqs),
+        desc="calibrate: activations",
+        unit="seq",
+        disable=None if progress else True,
+    )
 
     def compute(batch: list[int]) -> dict[int, torch.Tensor]:
         ids, mask, _ = pad_batch([seqs[i] for i in batch], pad, side="left")
@@ -125,7 +169,7 @@ def response_stats(loaded, sequences: list[tuple[list[int], list[int]]], thresho
         width = max(lengths[i] for i in batch)
         response = torch.zeros((len(batch), width), dtype=torch.bool)
         for row, i in enumerate(batch):
-            response[row, width - len(sequences[i][1]):] = True
+            response[row, width - len(sequences[i][1]) :] = True
         for layer in layers:
             out = store[layer]
             sums[layer].add(out[response.to(out.device)], threshold)
@@ -137,15 +181,31 @@ def response_stats(loaded, sequences: list[tuple[list[int], list[int]]], thresho
 
 
 def _log(tracker, record: dict, out_file: Path, heatmap: Path) -> None:
-    tracker.log_params({"variant": record["variant"], "model_id": record["model"]["id"],
-                        "n_prompts": record["n_prompts"], **record["settings"]})
-    tracker.log_metrics({"n_tokens": record["n_tokens"], "seconds": record["seconds"],
-                         "n_global_dims": len(record["aggregate"]["global_dims"])})
+    tracker.log_params(
+        {
+            "variant": record["variant"],
+            "model_id": record["model"]["id"],
+            "n_prompts": record["n_prompts"],
+            **record["settings"],
+        }
+    )
+    tracker.log_metrics(
+        {
+            "n_tokens": record["n_tokens"],
+            "seconds": record["seconds"],
+            "n_global_dims": len(record["aggregate"]["global_dims"]),
+        }
+    )
     for layer, stats in record["layers"].items():
-        tracker.log_metrics({"norm": stats["norm"],
-                             "max_median_ratio_mean": stats["max_median_ratio"]["mean"],
-                             "max_median_ratio_max": stats["max_median_ratio"]["max"],
-                             "n_massive_dims": len(stats["massive_dims"])}, step=int(layer))
+        tracker.log_metrics(
+            {
+                "norm": stats["norm"],
+                "max_median_ratio_mean": stats["max_median_ratio"]["mean"],
+                "max_median_ratio_max": stats["max_median_ratio"]["max"],
+                "n_massive_dims": len(stats["massive_dims"]),
+            },
+            step=int(layer),
+        )
     tracker.set_tags({"global_dims": ",".join(map(str, record["aggregate"]["global_dims"]))})
     tracker.log_artifact(out_file)
     tracker.log_artifact(heatmap)

@@ -21,20 +21,25 @@ def plot_heatmap(record: dict, path: str | Path) -> None:
     top = max(float(values.max()) if values.size else 1.0, floor * 10)
     global_dims = set(record["aggregate"]["global_dims"])
 
-    fig = Figure(figsize=(max(4.0, 0.45 * values.shape[1] + 2),
-                          max(2.5, 0.3 * values.shape[0] + 1.5)))
+    fig = Figure(
+        figsize=(max(4.0, 0.45 * values.shape[1] + 2), max(2.5, 0.3 * values.shape[0] + 1.5))
+    )
     ax = fig.subplots()
-    image = ax.imshow(np.clip(values, floor, None), aspect="auto", cmap="magma",
-                      norm=LogNorm(vmin=floor, vmax=top))
+    image = ax.imshow(
+        np.clip(values, floor, None),
+        aspect="auto",
+        cmap="magma",
+        norm=LogNorm(vmin=floor, vmax=top),
+    )
     ax.set_xticks(range(len(table["dims"])))
-    ax.set_xticklabels([f"{d}*" if d in global_dims else str(d) for d in table["dims"]],
-                       rotation=90, fontsize=7)
+    ax.set_xticklabels(
+        [f"{d}*" if d in global_dims else str(d) for d in table["dims"]], rotation=90, fontsize=7
+    )
     ax.set_yticks(range(len(table["layers"])))
     ax.set_yticklabels([str(k) for k in table["layers"]], fontsize=7)
     ax.set_xlabel("dim (* = global)")
     ax.set_ylabel("layer")
-    ax.set_title(f"{record['variant']}: |mean| / layer mean |mean| (response tokens)",
-                 fontsize=9)
+    ax.set_title(f"{record['variant']}: |mean| / layer mean |mean| (response tokens)", fontsize=9)
     fig.colorbar(image, ax=ax, label="relative magnitude")
     fig.tight_layout()
     with atomic_path(path) as tmp:

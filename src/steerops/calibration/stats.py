@@ -27,8 +27,7 @@ class LayerSums:
 
     @classmethod
     def zeros(cls, hidden: int) -> LayerSums:
-        return cls(torch.zeros(hidden, dtype=torch.float64),
-                   torch.zeros(hidden, dtype=torch.int64))
+        return cls(torch.zeros(hidden, dtype=torch.float64), torch.zeros(hidden, dtype=torch.int64))
 
     def add(self, x: torch.Tensor, threshold: float) -> None:
         """Fold in `x`: [tokens, hidden] activations of response tokens (any device/dtype)."""
@@ -73,24 +72,29 @@ def layer_stats(sums: LayerSums, top_k: int, min_share: float) -> dict:
     relative = relative_magnitude(mean)
     top = mean.abs().argsort(descending=True, stable=True)[:top_k].tolist()
     share = sums.massive_count.double() / n
-    massive = [d for d in share.argsort(descending=True, stable=True).tolist()
-               if sums.massive_count[d] > 0 and share[d] >= min_share]
+    massive = [
+        d
+        for d in share.argsort(descending=True, stable=True).tolist()
+        if sums.massive_count[d] > 0 and share[d] >= min_share
+    ]
     return {
         "n_tokens": sums.n_tokens,
         "top_dims": top,
         "top_values": [round(float(mean[d]), 6) for d in top],
         "relative": [round(float(relative[d]), 4) for d in top],
-        "max_median_ratio": {"mean": round(sums.ratio_sum / n, 4),
-                             "max": round(sums.ratio_max, 4)},
+        "max_median_ratio": {"mean": round(sums.ratio_sum / n, 4), "max": round(sums.ratio_max, 4)},
         "massive_dims": massive,
         "massive_share": {str(d): round(float(share[d]), 4) for d in massive},
         "norm": round(sums.norm_sum / n, 6),
     }
 
 
-def global_dims(top_dims_by_layer: dict[int, list[int]], top_n: int, min_layers: int,
-                relative_by_layer: dict[int, torch.Tensor] | None = None
-                ) -> tuple[list[int], dict[int, int]]:
+def global_dims(
+    top_dims_by_layer: dict[int, list[int]],
+    top_n: int,
+    min_layers: int,
+    relative_by_layer: dict[int, torch.Tensor] | None = None,
+) -> tuple[list[int], dict[int, int]]:
     """Dims in the top-`top_n` of at least `min_layers` layers, by count (desc), then by mean
     relative magnitude over all layers (desc), then dim id. Returns (dims, counts of every dim
     that made any layer's top-`top_n`)."""
@@ -109,8 +113,13 @@ def global_dims(top_dims_by_layer: dict[int, list[int]], top_n: int, min_layers:
     return chosen, counts
 
 
-def summarize(sums_by_layer: dict[int, LayerSums], top_k: int, min_share: float,
-              global_top_n: int, global_min_layers: int) -> dict:
+def summarize(
+    sums_by_layer: dict[int, LayerSums],
+    top_k: int,
+    min_share: float,
+    global_top_n: int,
+    global_min_layers: int,
+) -> dict:
     """`layers` and `aggregate` of calibration.json from every layer's sums."""
     layers, rankings, relative = {}, {}, {}
     keep = max(top_k, global_top_n)
@@ -121,27 +130,35 @@ def summarize(sums_by_layer: dict[int, LayerSums], top_k: int, min_share: float,
         rankings[layer] = mean.abs().argsort(descending=True, stable=True)[:keep].tolist()
         relative[layer] = relative_magnitude(mean)
     chosen, counts = global_dims(rankings, global_top_n, global_min_layers, relative)
-    mean_relative = {d: sum(float(r[d]) for r in relative.values()) / len(relative)
-                     for d in counts}
+    mean_relative = {d: sum(float(r[d]) for r in relative.values()) / len(relative) for d in counts}
     aggregate = {
         "top_dims_by_layer": {str(k): v for k, v in rankings.items()},
         "global_dims": chosen,
         "global_counts": {str(d): counts[d] for d in sorted(counts, key=lambda d: -counts[d])},
         "global_mean_relative": {str(d): round(mean_relative[d], 4) for d in chosen},
-        "rule": {"top_n": global_top_n, "min_layers": global_min_layers,
-                 "order": "layer count desc, then mean relative |mean| over layers desc"},
+        "rule": {
+            "top_n": global_top_n,
+            "min_layers": global_min_layers,
+            "order": "layer count desc, then mean relative |mean| over layers desc",
+        },
         "heatmap": heatmap_table(rankings, chosen, relative),
     }
     return {"layers": layers, "aggregate": aggregate}
 
 
-def heatmap_table(rankings: dict[int, list[int]], chosen: list[int],
-                  relative: dict[int, torch.Tensor], max_dims: int = 24) -> dict:
+def heatmap_table(
+    rankings: dict[int, list[int]],
+    chosen: list[int],
+    relative: dict[int, torch.Tensor],
+    max_dims: int = 24,
+) -> dict:
     """Relative |mean| of the global dims, then other per-layer top dims (strongest first),
     at every layer: the numbers behind heatmap.png."""
     others = {d for dims in rankings.values() for d in dims} - set(chosen)
     strongest = sorted(others, key=lambda d: (-max(float(r[d]) for r in relative.values()), d))
     dims = (chosen + strongest)[:max_dims]
-    return {"layers": sorted(relative), "dims": dims,
-            "relative": [[round(float(relative[k][d]), 4) for d in dims]
-                         for k in sorted(relative)]}
+    return {
+        "layers": sorted(relative),
+        "dims": dims,
+        "relative": [[round(float(relative[k][d]), 4) for d in dims] for k in sorted(relative)],
+    }

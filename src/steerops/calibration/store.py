@@ -38,8 +38,10 @@ def load_calibration(out: Path, variant: str, needed_by: str) -> tuple[dict[str,
     """(calibration record, its path); `needed_by` names what needs it in the error."""
     path = calibration_file(out, variant)
     if not path.is_file():
-        raise SteeropsError(f"{needed_by} needs calibration: {path} not found (run "
-                            f"`steerops calibrate --variant {variant}` first)")
+        raise SteeropsError(
+            f"{needed_by} needs calibration: {path} not found (run "
+            f"`steerops calibrate --variant {variant}` first)"
+        )
     try:
         data = read_json(path)
     except ValueError:

@@ -49,8 +49,9 @@ class Params(Strict):
     vectors: VectorsConfig = Field(default_factory=VectorsConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
-    judge: JudgeConfig = Field(default_factory=JudgeConfig,
-                               description="scores generate's vetting, steer and search")
+    judge: JudgeConfig = Field(
+        default_factory=JudgeConfig, description="scores generate's vetting, steer and search"
+    )
     steering: SteeringConfig = Field(default_factory=SteeringConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
@@ -133,4 +134,3 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
             node[part] = child
         node = child
     node[parts[-1]] = value
-

@@ -27,6 +27,7 @@ def _parsed_by(parse: Callable[[Any], Any]) -> PlainValidator:
             return parse(value)
         except SteeropsError as exc:
             raise PydanticCustomError(SPEC_ERROR, "{message}", {"message": str(exc)}) from None
+
     return PlainValidator(validate)
 
 

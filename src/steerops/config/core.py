@@ -14,14 +14,16 @@ class PathsConfig(Strict):
 
 class TraitsConfig(Strict):
     root: str = Field("data/toy/traits", description="<root>/<category>/<trait>/ datasets")
-    names: list[str] = Field(default_factory=lambda: ["toy/refusal"],
-                             description="trait(s), CATEGORY/NAME")
+    names: list[str] = Field(
+        default_factory=lambda: ["toy/refusal"], description="trait(s), CATEGORY/NAME"
+    )
 
 
 class TrackingConfig(Strict):
     enabled: bool = True
     uri: str | None = Field(
-        None, description="MLflow tracking URI; default sqlite:///<params dir>/mlflow.db "
-        "(MLFLOW_TRACKING_URI wins when set)"
+        None,
+        description="MLflow tracking URI; default sqlite:///<params dir>/mlflow.db "
+        "(MLFLOW_TRACKING_URI wins when set)",
     )
     experiment: str | None = Field(None, description="MLflow experiment; default: `experiment`")

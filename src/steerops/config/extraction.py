@@ -14,15 +14,20 @@ class ExtractionConfig(Strict):
     variant: str = Field("base", description="model variant (from `models`) to read")
     positions: list[PositionSpec] = Field(
         default_factory=lambda: [parse_position("prompt[-1]"), parse_position("response[:5]")],
-        description="token positions, e.g. prompt[-1], response[:5], all[:]")
-    layers: LayerSpec = Field(Layers("all"), description="all, 15, 5,10,15, 5-20, 0-30:5, 30%-60%, "
-                              "mixtures")
-    component: Component = Field("residual", description="block output (residual) or what "
-                                 "its attention / MLP adds to it")
-    dtype: Literal["float32", "bfloat16"] = Field("float32",
-                                                  description="dtype of the saved activations")
+        description="token positions, e.g. prompt[-1], response[:5], all[:]",
+    )
+    layers: LayerSpec = Field(
+        Layers("all"), description="all, 15, 5,10,15, 5-20, 0-30:5, 30%-60%, mixtures"
+    )
+    component: Component = Field(
+        "residual", description="block output (residual) or what its attention / MLP adds to it"
+    )
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="dtype of the saved activations"
+    )
     token_budget: int = Field(16384, ge=1, description="max padded tokens per forward batch")
     shard_examples: int = Field(256, ge=1, description="examples per resumable shard")
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     padding_side: Literal["left", "right"] = Field(
-        "right", description="padding of extraction batches (results agree either way)")
+        "right", description="padding of extraction batches (results agree either way)"
+    )

@@ -23,11 +23,13 @@ from pydantic.fields import FieldInfo
 
 def csv_list(cast: Callable[[str], Any] = str) -> Callable[[str], list]:
     """argparse type for comma-separated lists (`--coefficients 0.5,1,2`)."""
+
     def parse(text: str) -> list:
         try:
             return [cast(t.strip()) for t in text.split(",") if t.strip()]
         except ValueError:
             raise argparse.ArgumentTypeError(f"bad list {text!r}") from None
+
     return parse
 
 
@@ -45,7 +47,7 @@ def field_of(key: str) -> FieldInfo:
             return info
         nested = info.annotation
         if not (isinstance(nested, type) and issubclass(nested, BaseModel)):
-            raise KeyError(f"{key}: {'.'.join(parts[:i + 1])} is not a params block")
+            raise KeyError(f"{key}: {'.'.join(parts[: i + 1])} is not a params block")
         model = nested
     raise KeyError(key)
 
@@ -85,8 +87,9 @@ def _literals(annotation: Any) -> tuple:
     if get_origin(annotation) is Literal:
         return get_args(annotation)
     if _is_union(annotation):
-        return tuple(v for a in get_args(annotation) if get_origin(a) is Literal
-                     for v in get_args(a))
+        return tuple(
+            v for a in get_args(annotation) if get_origin(a) is Literal for v in get_args(a)
+        )
     return ()
 
 
@@ -114,5 +117,6 @@ def _scalar(annotation: Any) -> Callable[[str], Any]:
             allowed = " or ".join([c.__name__ for c in casts] + [repr(v) for v in literals])
             raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}")
         return text
+
     parse.__name__ = "|".join([c.__name__ for c in casts] + [str(v) for v in literals]) or "str"
     return parse

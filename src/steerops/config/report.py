@@ -9,5 +9,6 @@ from steerops.config.base import Strict
 
 class ReportConfig(Strict):
     out: str = Field("reports", description="reports folder (relative to the params dir)")
-    min_coherence: float = Field(68.0, ge=0, le=100,
-                                 description="coherence a config needs to count (0-100)")
+    min_coherence: float = Field(
+        68.0, ge=0, le=100, description="coherence a config needs to count (0-100)"
+    )

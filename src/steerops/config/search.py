@@ -13,43 +13,70 @@ class SearchConfig(Strict):
     trials: int = Field(24, ge=1, description="completed search trials per study (the target)")
     batch: int = Field(8, ge=1, description="trials asked and evaluated together")
     sampler: Literal["gp", "tpe"] = Field("gp", description="Optuna sampler")
-    storage: str | None = Field(None, description="SQLAlchemy URL of the study database "
-                                "(sqlite, postgresql, mysql); default sqlite optuna.db")
-    study: str | None = Field(None, description="study name; default: built from the "
-                              "searched settings")
-    coef_min: float = Field(0.0, ge=0, description="coefficient range in the steering "
-                            "coefficient unit (default: multiples of the layer's mean norm)")
+    storage: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the study database "
+        "(sqlite, postgresql, mysql); default sqlite optuna.db",
+    )
+    study: str | None = Field(
+        None, description="study name; default: built from the searched settings"
+    )
+    coef_min: float = Field(
+        0.0,
+        ge=0,
+        description="coefficient range in the steering "
+        "coefficient unit (default: multiples of the layer's mean norm)",
+    )
     coef_max: float = Field(3.0, gt=0, description="upper end of the coefficient range")
     heldout_fraction: float = Field(0.5, gt=0, lt=1)
     methods: list[MethodSpec] = Field(
-        default_factory=list, description="vector methods, one study each with every "
-        "position (empty: steering.methods)")
+        default_factory=list,
+        description="vector methods, one study each with every position (empty: steering.methods)",
+    )
     positions: list[PositionSpec] = Field(
-        default_factory=list, description="positions the vectors were extracted at (empty: "
-        "steering.positions)")
-    layers: LayerSpec | None = Field(None, description="layers searched (categorical when "
-                                     "several); default steering.layers")
+        default_factory=list,
+        description="positions the vectors were extracted at (empty: steering.positions)",
+    )
+    layers: LayerSpec | None = Field(
+        None, description="layers searched (categorical when several); default steering.layers"
+    )
     min_coherence: float | None = Field(
-        None, ge=0, le=100, description="feasible if coherence >= this; default "
-        "steering.min_coherence")
-    seed: int | None = Field(None, description="sampler seed; default `seed` (which also "
-                             "seeds the search/held-out question split)")
+        None,
+        ge=0,
+        le=100,
+        description="feasible if coherence >= this; default steering.min_coherence",
+    )
+    seed: int | None = Field(
+        None,
+        description="sampler seed; default `seed` (which also "
+        "seeds the search/held-out question split)",
+    )
     startup_trials: int | None = Field(
-        None, ge=1, description="seeded stratified coefficients evaluated before the "
+        None,
+        ge=1,
+        description="seeded stratified coefficients evaluated before the "
         "sampler's model takes over; default: one per searched layer (at least 3), at "
-        "most half of `trials`")
-    enqueue: list[float] = Field(default_factory=list,
-                                 description="coefficients evaluated first, at every searched "
-                                 "layer (e.g. grid points)")
+        "most half of `trials`",
+    )
+    enqueue: list[float] = Field(
+        default_factory=list,
+        description="coefficients evaluated first, at every searched layer (e.g. grid points)",
+    )
     known_results: str | None = Field(
-        None, description="steering results.jsonl to import as trials; default: this "
+        None,
+        description="steering results.jsonl to import as trials; default: this "
         "search's own log and the steer stage's, each only where its settings hash matches "
-        "(the same questions: the steer stage's match only if it ran on the search half)")
-    import_known: bool = Field(True, description="import known results (off: search from "
-                               "scratch, e.g. for benchmarks)")
+        "(the same questions: the steer stage's match only if it ran on the search half)",
+    )
+    import_known: bool = Field(
+        True, description="import known results (off: search from scratch, e.g. for benchmarks)"
+    )
     heartbeat_s: int = Field(30, ge=1, description="trial heartbeat period (RDB storages)")
-    grace_s: int = Field(120, ge=1, description="a running trial with no heartbeat for this "
-                         "long is failed and retried")
+    grace_s: int = Field(
+        120,
+        ge=1,
+        description="a running trial with no heartbeat for this long is failed and retried",
+    )
     max_retry: int = Field(3, ge=0, description="retries of a trial whose worker died")
 
     @model_validator(mode="after")

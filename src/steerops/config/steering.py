@@ -14,32 +14,46 @@ class SteeringConfig(Strict):
     variant: str = Field("instruct", description="model variant that is steered")
     vector_variant: str = Field("base", description="variant the vectors were extracted on")
     methods: list[MethodSpec] = Field(
-        default_factory=lambda: [parse_method("mean_diff")], min_length=1,
+        default_factory=lambda: [parse_method("mean_diff")],
+        min_length=1,
         description="vector methods swept (one grid cell each with every position), e.g. "
-        "mean_diff,probe,mean_diff_top1")
+        "mean_diff,probe,mean_diff_top1",
+    )
     positions: list[PositionSpec] = Field(
-        default_factory=lambda: [parse_position("prompt[-1]")], min_length=1,
-        description="positions the vectors were extracted at, e.g. prompt[-1]")
+        default_factory=lambda: [parse_position("prompt[-1]")],
+        min_length=1,
+        description="positions the vectors were extracted at, e.g. prompt[-1]",
+    )
     component: Component = Field(
-        "residual", description="component the vectors were extracted from (added to the "
-        "residual)")
-    layers: LayerSpec = Field(Layers("all"), description="layers to steer: all, 15, 5,10,15, 5-20, "
-                              "0-30:5, 30%-60%")
-    coefficients: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0],
-                                      description="steering coefficients (see coefficient_unit)")
+        "residual", description="component the vectors were extracted from (added to the residual)"
+    )
+    layers: LayerSpec = Field(
+        Layers("all"), description="layers to steer: all, 15, 5,10,15, 5-20, 0-30:5, 30%-60%"
+    )
+    coefficients: list[float] = Field(
+        default_factory=lambda: [0.5, 1.0, 1.5, 2.0],
+        description="steering coefficients (see coefficient_unit)",
+    )
     coefficient_unit: Literal["norm", "absolute"] = Field(
-        "norm", description="norm: weight = coefficient x the layer's mean activation norm; "
-        "absolute: weight = coefficient")
+        "norm",
+        description="norm: weight = coefficient x the layer's mean activation norm; "
+        "absolute: weight = coefficient",
+    )
     direction: Literal["positive", "negative"] = Field(
-        "positive", description="negative subtracts the vector (to suppress the trait)")
+        "positive", description="negative subtracts the vector (to suppress the trait)"
+    )
     scope: Literal["all", "response"] = Field(
-        "all", description="steer prompt and response tokens, or generated tokens only")
+        "all", description="steer prompt and response tokens, or generated tokens only"
+    )
     max_new_tokens: int = Field(24, ge=1, description="tokens generated per response")
     subset: int | None = Field(None, ge=1, description="first N steering questions only")
     save_responses: Literal["best", "all", "none"] = Field(
-        "best", description="response files: per layer the best config, all, or none")
-    min_coherence: float = Field(68.0, ge=0, le=100,
-                                 description="coherence a config needs to count as best (0-100)")
+        "best", description="response files: per layer the best config, all, or none"
+    )
+    min_coherence: float = Field(
+        68.0, ge=0, le=100, description="coherence a config needs to count as best (0-100)"
+    )
     max_batch_rows: int = Field(256, ge=1, description="rows per generate call (halved on OOM)")
     cache_implementation: Literal["static"] | None = Field(
-        None, description="'static' for a compiled static KV cache (CUDA); default dynamic")
+        None, description="'static' for a compiled static KV cache (CUDA); default dynamic"
+    )

@@ -33,8 +33,9 @@ class CleaningConfig(Strict):
         "instruct", description="model variant whose calibration.json names the massive dims"
     )
     variants: list[MethodSpec] = Field(
-        default_factory=lambda: [parse_method(m) for m in ("mean_diff_top1", "probe_top1",
-                                                          "mean_diff_preclean")],
+        default_factory=lambda: [
+            parse_method(m) for m in ("mean_diff_top1", "probe_top1", "mean_diff_preclean")
+        ],
         description="cleaned method names made by `steerops clean`, e.g. "
         "mean_diff_top1,probe_preclean",
     )

@@ -21,14 +21,25 @@ from steerops.traits import load_trait
 
 def register(subparsers) -> None:
     parser = stage_parser(subparsers, "extract", __doc__)
-    flags(parser, "--trait=traits.names --position=extraction.positions extraction.variant "
-          "extraction.layers extraction.component extraction.dtype extraction.token_budget "
-          "extraction.shard_examples")
-    parser.add_argument("--tasks", metavar="FILE.jsonl", default=None,
-                        help="task-set mode: tasks (task_id, prompt or messages, "
-                        "optional system_prompt), one JSON object per line")
-    parser.add_argument("--conditions", metavar="FILE.json", default=None,
-                        help="task-set mode: system-prompt conditions (baseline + conditions)")
+    flags(
+        parser,
+        "--trait=traits.names --position=extraction.positions extraction.variant "
+        "extraction.layers extraction.component extraction.dtype extraction.token_budget "
+        "extraction.shard_examples",
+    )
+    parser.add_argument(
+        "--tasks",
+        metavar="FILE.jsonl",
+        default=None,
+        help="task-set mode: tasks (task_id, prompt or messages, "
+        "optional system_prompt), one JSON object per line",
+    )
+    parser.add_argument(
+        "--conditions",
+        metavar="FILE.json",
+        default=None,
+        help="task-set mode: system-prompt conditions (baseline + conditions)",
+    )
     parser.add_argument("--force", action="store_true", help="recompute even if up to date")
     parser.set_defaults(func=run)
 
@@ -55,15 +66,15 @@ def _run_traits(args, params) -> None:
     for name in params.traits.names:
         load_trait(params.path(params.traits.root), name)
         if any(p.needs_response for p in positions):
-            load_kept_responses(responses_file(params.out, name, cfg.variant), name,
-                                cfg.variant)
+            load_kept_responses(responses_file(params.out, name, cfg.variant), name, cfg.variant)
     _precheck_layers(params, cfg.variant, cfg.layers)
     loaded = _load(params, cfg.variant)
     layers = cfg.layers.resolve(loaded.layout.num_layers)
     for name in params.traits.names:
         for pos in positions:
-            out_dir, meta = extract_trait(params, loaded, name, pos, layers, cfg.component,
-                                          force=args.force)
+            out_dir, meta = extract_trait(
+                params, loaded, name, pos, layers, cfg.component, force=args.force
+            )
             _report(f"{name} {pos.text}", out_dir, meta)
 
 
@@ -81,16 +92,19 @@ def _run_tasks(args, params) -> None:
     component = chosen("component", probes.component)
     positions = chosen("positions", [probes.position])
     if len(positions) != 1:
-        raise SteeropsError("--position: task-set mode takes one position (got "
-                            f"{', '.join(map(str, positions))})")
+        raise SteeropsError(
+            f"--position: task-set mode takes one position (got {', '.join(map(str, positions))})"
+        )
     position = positions[0]
     params.variant(variant)
     tasks_file = Path(args.tasks)
     tasks = load_tasks(tasks_file)
     conditions = load_conditions(args.conditions) if args.conditions else [BASELINE]
     if position.needs_response:
-        raise SteeropsError(f"position {position.text!r}: task sets have no responses; use a "
-                            "prompt position such as prompt[-1]")
+        raise SteeropsError(
+            f"position {position.text!r}: task sets have no responses; use a "
+            "prompt position such as prompt[-1]"
+        )
     _precheck_layers(params, variant, layer_spec)
     loaded = _load(params, variant)
     layers = layer_spec.resolve(loaded.layout.num_layers)
@@ -98,8 +112,18 @@ def _run_tasks(args, params) -> None:
     inputs = {"tasks": tasks_file}
     if args.conditions:
         inputs["conditions"] = Path(args.conditions)
-    outputs = extract_tasks(params, loaded, tasks, name, conditions, position, layers,
-                            component, force=args.force, run_inputs=inputs)
+    outputs = extract_tasks(
+        params,
+        loaded,
+        tasks,
+        name,
+        conditions,
+        position,
+        layers,
+        component,
+        force=args.force,
+        run_inputs=inputs,
+    )
     for cond_id, out_dir in outputs.items():
         print(f"{name} [{cond_id}] -> {out_dir}")
 
@@ -112,9 +136,11 @@ def _precheck_layers(params, variant: str, spec: Layers) -> None:
 
     model = params.variant(variant)
     try:
-        config = AutoConfig.from_pretrained(model_source(params, variant),
-                                            revision=model.revision,
-                                            trust_remote_code=model.trust_remote_code)
+        config = AutoConfig.from_pretrained(
+            model_source(params, variant),
+            revision=model.revision,
+            trust_remote_code=model.trust_remote_code,
+        )
         depth = int(config.get_text_config().num_hidden_layers)
     except Exception:  # unreadable config: the check after loading still runs
         return
@@ -130,6 +156,8 @@ def _load(params, variant: str):
 
 def _report(label: str, out_dir: Path, meta: dict) -> None:
     counts, timing = meta["counts"], meta["timing"]
-    print(f"{label}: {counts.get('positive', 0)} positive / {counts.get('negative', 0)} "
-          f"negative, {counts.get('dropped_empty', 0)} dropped, "
-          f"{timing['tokens_per_s'] or 0:.0f} tokens/s -> {out_dir}")
+    print(
+        f"{label}: {counts.get('positive', 0)} positive / {counts.get('negative', 0)} "
+        f"negative, {counts.get('dropped_empty', 0)} dropped, "
+        f"{timing['tokens_per_s'] or 0:.0f} tokens/s -> {out_dir}"
+    )

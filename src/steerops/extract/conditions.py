@@ -40,8 +40,9 @@ def read_conditions(path: Path) -> tuple[OodCondition, list[OodCondition]]:
         raise SteeropsError(f"{path}: missing key 'baseline' (an object with id, system_prompt)")
     base = data["baseline"]
     if "system_prompt" not in base:
-        raise SteeropsError(f"{path}: baseline.system_prompt: required (null keeps each task's "
-                            "own system prompt)")
+        raise SteeropsError(
+            f"{path}: baseline.system_prompt: required (null keeps each task's own system prompt)"
+        )
     baseline = OodCondition(str(base.get("id", "baseline")), base["system_prompt"])
     conditions, seen = [], {baseline.id}
     for i, row in enumerate(data.get("conditions") or []):
@@ -58,10 +59,15 @@ def read_conditions(path: Path) -> tuple[OodCondition, list[OodCondition]]:
         prompt = row["system_prompt"]
         if prompt is not None and not isinstance(prompt, str):
             raise SteeropsError(f"{where}.system_prompt: must be a string or null")
-        conditions.append(OodCondition(
-            cid, prompt, None if row.get("target") is None else str(row["target"]),
-            str(row.get("version", "v1")), None if row.get("role") is None else str(row["role"]),
-        ))
+        conditions.append(
+            OodCondition(
+                cid,
+                prompt,
+                None if row.get("target") is None else str(row["target"]),
+                str(row.get("version", "v1")),
+                None if row.get("role") is None else str(row["role"]),
+            )
+        )
     if not conditions:
         raise SteeropsError(f"{path}: conditions: empty")
     return baseline, conditions

@@ -69,8 +69,9 @@ class Job:
 def extractor_for(loaded: LoadedModel, padding_side: str) -> Extractor:
     tok = loaded.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    return Extractor(loaded.model, loaded.layout, int(pad_id or 0), padding_side,
-                     loaded.input_device)
+    return Extractor(
+        loaded.model, loaded.layout, int(pad_id or 0), padding_side, loaded.input_device
+    )
 
 
 def select(examples: list[Example], position: Position) -> tuple[list[Example], list[range]]:
@@ -86,18 +87,33 @@ def select(examples: list[Example], position: Position) -> tuple[list[Example], 
 
 def settings_hash(job: Job, kept: list[Example], windows: list[range]) -> str:
     h = hashlib.md5()
-    h.update(json.dumps({"settings": job.settings, "position": job.position.text,
-                         "component": job.component, "layers": job.layers,
-                         "dtype": job.dtype}, sort_keys=True, default=str).encode())
+    h.update(
+        json.dumps(
+            {
+                "settings": job.settings,
+                "position": job.position.text,
+                "component": job.component,
+                "layers": job.layers,
+                "dtype": job.dtype,
+            },
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
     for ex, w in zip(kept, windows, strict=True):
         h.update(np.asarray(ex.ids, dtype=np.int64).tobytes())
         h.update(json.dumps([w.start, w.stop, w.step, ex.info], sort_keys=True).encode())
     return h.hexdigest()
 
 
-def run_job(extractor: Extractor, examples: list[Example], job: Job,
-            describe: Callable[[list[Example]], dict], progress: bool = True,
-            on_shard: Callable[[int], None] | None = None) -> dict:
+def run_job(
+    extractor: Extractor,
+    examples: list[Example],
+    job: Job,
+    describe: Callable[[list[Example]], dict],
+    progress: bool = True,
+    on_shard: Callable[[int], None] | None = None,
+) -> dict:
     """Extract, assemble and write `activations.safetensors` + `metadata.json`.
 
     `describe(kept)` gives the row-dependent metadata (example list, counts); `on_shard(k)`
@@ -107,17 +123,26 @@ def run_job(extractor: Extractor, examples: list[Example], job: Job,
     kept, windows = select(examples, job.position)
     dropped = len(examples) - len(kept)
     if not kept:
-        raise SteeropsError(f"position {job.position.text!r}: every example's window is empty "
-                            f"({len(examples)} examples); nothing to extract")
+        raise SteeropsError(
+            f"position {job.position.text!r}: every example's window is empty "
+            f"({len(examples)} examples); nothing to extract"
+        )
     digest = settings_hash(job, kept, windows)
     partial = Path(job.out_dir) / PARTIAL_DIR
     lengths = [len(ex.ids) for ex in kept]
     order = length_order(lengths)
-    shards = [order[i:i + job.shard_examples] for i in range(0, len(order), job.shard_examples)]
+    shards = [order[i : i + job.shard_examples] for i in range(0, len(order), job.shard_examples)]
     batcher = Batcher(job.token_budget)
     tokens = reused = 0
-    with torch.inference_mode(), tqdm(total=len(kept), unit="ex", disable=None if progress
-                                      else True, desc=f"extract {job.position.text}") as bar:
+    with (
+        torch.inference_mode(),
+        tqdm(
+            total=len(kept),
+            unit="ex",
+            disable=None if progress else True,
+            desc=f"extract {job.position.text}",
+        ) as bar,
+    ):
         for k, rows in enumerate(shards):
             path = partial / f"shard_{k:05d}.safetensors"
             shard_hash = f"{digest}:{k}:{len(rows)}"
@@ -125,8 +150,7 @@ def run_job(extractor: Extractor, examples: list[Example], job: Job,
                 reused += 1
                 bar.update(len(rows))
             else:
-                tensors = _compute_shard(extractor, batcher, kept, windows, lengths, rows,
-                                         job, bar)
+                tensors = _compute_shard(extractor, batcher, kept, windows, lengths, rows, job, bar)
                 tensors["rows"] = torch.tensor(rows, dtype=torch.int64)
                 save_tensors(path, tensors, metadata={"shard_hash": shard_hash})
                 tokens += sum(lengths[i] for i in rows)
@@ -136,12 +160,19 @@ def run_job(extractor: Extractor, examples: list[Example], job: Job,
     seconds = time.perf_counter() - start
     meta = {
         **describe(kept),
-        "position": job.position.text, "component": job.component, "layers": job.layers,
-        "dtype": job.dtype, "mean_norm": {str(layer): v for layer, v in mean_norm.items()},
+        "position": job.position.text,
+        "component": job.component,
+        "layers": job.layers,
+        "dtype": job.dtype,
+        "mean_norm": {str(layer): v for layer, v in mean_norm.items()},
         "settings_hash": digest,
-        "timing": {"seconds": round(seconds, 3), "tokens": tokens,
-                   "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None,
-                   "reused_shards": reused, "batch_halvings": batcher.halvings},
+        "timing": {
+            "seconds": round(seconds, 3),
+            "tokens": tokens,
+            "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None,
+            "reused_shards": reused,
+            "batch_halvings": batcher.halvings,
+        },
     }
     meta.setdefault("counts", {})["dropped_empty"] = dropped
     write_json(Path(job.out_dir) / METADATA_FILE, meta)
@@ -159,16 +190,28 @@ def _shard_hash(path: Path) -> str | None:
         return None
 
 
-def _compute_shard(extractor: Extractor, batcher: Batcher, kept: list[Example],
-                   windows: list[range], lengths: list[int], rows: list[int], job: Job,
-                   bar) -> dict:
+def _compute_shard(
+    extractor: Extractor,
+    batcher: Batcher,
+    kept: list[Example],
+    windows: list[range],
+    lengths: list[int],
+    rows: list[int],
+    job: Job,
+    bar,
+) -> dict:
     out_dtype = DTYPES[job.dtype]
     slot = {row: i for i, row in enumerate(rows)}
     buffers: dict[int, torch.Tensor] = {}
 
     def compute(batch: list[int]) -> dict[int, torch.Tensor]:
-        return pool_batch(extractor, [kept[i].ids for i in batch],
-                          [windows[i] for i in batch], job.layers, job.component)
+        return pool_batch(
+            extractor,
+            [kept[i].ids for i in batch],
+            [windows[i] for i in batch],
+            job.layers,
+            job.component,
+        )
 
     def done(batch: list[int], pooled: dict[int, torch.Tensor]) -> None:
         where = torch.tensor([slot[i] for i in batch])
@@ -182,8 +225,13 @@ def _compute_shard(extractor: Extractor, batcher: Batcher, kept: list[Example],
     return {f"layer_{layer}": buffers[layer] for layer in job.layers}
 
 
-def pool_batch(extractor: Extractor, seqs: list[np.ndarray], windows: list[range],
-               layers: list[int], component: str) -> dict[int, torch.Tensor]:
+def pool_batch(
+    extractor: Extractor,
+    seqs: list[np.ndarray],
+    windows: list[range],
+    layers: list[int],
+    component: str,
+) -> dict[int, torch.Tensor]:
     """{layer: [batch, hidden] float32 CPU}: each row's window mean-pooled in fp32."""
     ids, mask, offsets = pad_batch(seqs, extractor.pad_id, extractor.padding_side)
     weights = torch.zeros(ids.shape, dtype=torch.float32)
@@ -194,8 +242,14 @@ def pool_batch(extractor: Extractor, seqs: list[np.ndarray], windows: list[range
     weights = weights[:, lo:hi]
     single = all(len(w) == 1 for w in windows)
     cols = weights.argmax(-1) + lo if single else None
-    store = forward_capture(extractor.model, extractor.layout, ids.to(extractor.device),
-                            mask.to(extractor.device), layers, component)
+    store = forward_capture(
+        extractor.model,
+        extractor.layout,
+        ids.to(extractor.device),
+        mask.to(extractor.device),
+        layers,
+        component,
+    )
     pooled = {}
     for layer in layers:
         hidden = store.pop(layer)
@@ -203,8 +257,7 @@ def pool_batch(extractor: Extractor, seqs: list[np.ndarray], windows: list[range
             rows = torch.arange(len(seqs), device=hidden.device)
             values = hidden[rows, cols.to(hidden.device)].float()
         else:
-            values = torch.einsum("bs,bsh->bh", weights.to(hidden.device),
-                                  hidden[:, lo:hi].float())
+            values = torch.einsum("bs,bsh->bh", weights.to(hidden.device), hidden[:, lo:hi].float())
         pooled[layer] = values.cpu()
         del hidden
     return pooled
@@ -231,6 +284,10 @@ def _assemble(job: Job, partial: Path, n_shards: int, n_rows: int, digest: str) 
         return out
 
     specs = [(f"layer_{layer}", (n_rows, hidden), dtype) for layer in job.layers]
-    write_streamed(Path(job.out_dir) / TENSORS_FILE, specs, produce,
-                   metadata={"format": "pt", "settings_hash": digest})
+    write_streamed(
+        Path(job.out_dir) / TENSORS_FILE,
+        specs,
+        produce,
+        metadata={"format": "pt", "settings_hash": digest},
+    )
     return mean_norm

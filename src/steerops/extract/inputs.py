@@ -17,8 +17,12 @@ from steerops.models.generation import encode_prompt
 from steerops.traits import Trait
 
 
-def encode(tokenizer, prompt: str | list[dict], system_prompt: str | None = None,
-           response: str | None = None) -> tuple[np.ndarray, int]:
+def encode(
+    tokenizer,
+    prompt: str | list[dict],
+    system_prompt: str | None = None,
+    response: str | None = None,
+) -> tuple[np.ndarray, int]:
     """(prompt ids + response ids, number of prompt ids)."""
     prompt_ids = encode_prompt(tokenizer, format_prompt(tokenizer, prompt, system_prompt))
     response_ids = []
@@ -34,8 +38,12 @@ def prompt_examples(tokenizer, trait: Trait) -> list[Example]:
     for polarity in POLARITIES:
         for source, p in enumerate(getattr(trait, polarity)):
             ids, n_prompt = encode(tokenizer, p.prompt, p.system_prompt)
-            info = {"index": len(examples), "polarity": polarity, "source_index": source,
-                    "rollout": 0}
+            info = {
+                "index": len(examples),
+                "polarity": polarity,
+                "source_index": source,
+                "rollout": 0,
+            }
             examples.append(Example(ids, n_prompt, info))
     return examples
 
@@ -43,16 +51,20 @@ def prompt_examples(tokenizer, trait: Trait) -> list[Example]:
 def response_examples(tokenizer, rows: list[dict]) -> list[Example]:
     examples = []
     for i, row in enumerate(rows):
-        ids, n_prompt = encode(tokenizer, row["prompt"], row.get("system_prompt"),
-                               row["response"])
-        info = {"index": int(row.get("index", i)), "polarity": row["polarity"],
-                "source_index": int(row["source_index"]), "rollout": int(row.get("rollout", 0))}
+        ids, n_prompt = encode(tokenizer, row["prompt"], row.get("system_prompt"), row["response"])
+        info = {
+            "index": int(row.get("index", i)),
+            "polarity": row["polarity"],
+            "source_index": int(row["source_index"]),
+            "rollout": int(row.get("rollout", 0)),
+        }
         examples.append(Example(ids, n_prompt, info))
     return examples
 
 
-def assign_splits(examples: list[Example], seed: int, val_fraction: float,
-                  n_sources: dict[str, int]) -> None:
+def assign_splits(
+    examples: list[Example], seed: int, val_fraction: float, n_sources: dict[str, int]
+) -> None:
     """Set `info["split"]`: per polarity, a seeded share of source prompts goes to val, so
     all rollouts of a prompt share a split and every position of a trait agrees on it."""
     val: dict[str, set[int]] = {}

@@ -14,9 +14,14 @@ from steerops.models import LoadedModel
 
 def model_settings(loaded: LoadedModel, padding_side: str) -> dict:
     spec = loaded.spec
-    return {"model": loaded.source, "revision": spec.revision, "model_dtype": spec.dtype,
-            "weights": weights_fingerprint(Path(loaded.source)),
-            "chat_template": spec.chat_template, "padding_side": padding_side}
+    return {
+        "model": loaded.source,
+        "revision": spec.revision,
+        "model_dtype": spec.dtype,
+        "weights": weights_fingerprint(Path(loaded.source)),
+        "chat_template": spec.chat_template,
+        "padding_side": padding_side,
+    }
 
 
 def weights_fingerprint(path: Path) -> str | None:
@@ -24,16 +29,26 @@ def weights_fingerprint(path: Path) -> str | None:
     gigabytes. Hub models are identified by id and revision alone."""
     if not path.is_dir():
         return None
-    entries = sorted((p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                     for p in path.rglob("*") if p.is_file())
+    entries = sorted(
+        (p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in path.rglob("*")
+        if p.is_file()
+    )
     return text_md5(json.dumps(entries))
 
 
 def model_metadata(loaded: LoadedModel) -> dict:
-    return {"model": {"variant": loaded.name, "id": loaded.spec.id,
-                      "revision": loaded.spec.revision, "source": loaded.source,
-                      "dtype": loaded.spec.dtype},
-            "hidden_size": loaded.layout.hidden_size, "num_layers": loaded.layout.num_layers}
+    return {
+        "model": {
+            "variant": loaded.name,
+            "id": loaded.spec.id,
+            "revision": loaded.spec.revision,
+            "source": loaded.source,
+            "dtype": loaded.spec.dtype,
+        },
+        "hidden_size": loaded.layout.hidden_size,
+        "num_layers": loaded.layout.num_layers,
+    }
 
 
 # Hashing local weights costs a full read; above this size only hub id/revision identify them.
@@ -50,10 +65,14 @@ def model_input(loaded: LoadedModel) -> dict[str, Path]:
 
 def log_run(tracker, meta: dict, out_dir: Path) -> None:
     counts, timing = meta.get("counts", {}), meta["timing"]
-    metrics = {"examples": sum(counts.get(k, 0) for k in ("positive", "negative"))
-               or counts.get("tasks"), "dropped_empty": counts.get("dropped_empty"),
-               "seconds": timing["seconds"], "tokens": timing["tokens"],
-               "tokens_per_s": timing["tokens_per_s"], "reused_shards": timing["reused_shards"]}
+    metrics = {
+        "examples": sum(counts.get(k, 0) for k in ("positive", "negative")) or counts.get("tasks"),
+        "dropped_empty": counts.get("dropped_empty"),
+        "seconds": timing["seconds"],
+        "tokens": timing["tokens"],
+        "tokens_per_s": timing["tokens_per_s"],
+        "reused_shards": timing["reused_shards"],
+    }
     metrics.update({f"mean_norm_layer_{k}": v for k, v in meta["mean_norm"].items()})
     tracker.log_metrics(metrics)
     tracker.log_artifact(out_dir / METADATA_FILE)

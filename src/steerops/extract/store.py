@@ -35,21 +35,27 @@ METADATA_FILE = "metadata.json"
 PARTIAL_DIR = ".partial"
 _PREFIX = "layer_"
 
-_DTYPE_CODES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16",
-                torch.int64: "I64", torch.int32: "I32"}
+_DTYPE_CODES = {
+    torch.float32: "F32",
+    torch.bfloat16: "BF16",
+    torch.float16: "F16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+}
 
 TensorSpec = tuple[str, tuple[int, ...], torch.dtype]  # name, shape, dtype
 
 
-def activations_dir(out: Path, trait: str, variant: str, position: str | Position,
-                    component: str = "residual") -> Path:
+def activations_dir(
+    out: Path, trait: str, variant: str, position: str | Position, component: str = "residual"
+) -> Path:
     return Path(out) / "activations" / trait / variant / position_slug(position) / component
 
 
-def task_activations_dir(out: Path, tasks: str, variant: str, position: str | Position,
-                         component: str, condition: str) -> Path:
-    return (Path(out) / "tasks" / tasks / variant / position_slug(position) / component
-            / condition)
+def task_activations_dir(
+    out: Path, tasks: str, variant: str, position: str | Position, component: str, condition: str
+) -> Path:
+    return Path(out) / "tasks" / tasks / variant / position_slug(position) / component / condition
 
 
 def is_complete(folder: Path) -> bool:
@@ -63,8 +69,11 @@ def read_metadata(folder: Path) -> dict[str, Any]:
 def layer_shapes(folder: Path) -> dict[int, list[int]]:
     """{layer: shape} of the stored tensors, without reading them."""
     with safe_open(str(Path(folder) / TENSORS_FILE), framework="pt") as f:
-        return {int(k[len(_PREFIX):]): list(f.get_slice(k).get_shape())
-                for k in f.keys() if k.startswith(_PREFIX)}
+        return {
+            int(k[len(_PREFIX) :]): list(f.get_slice(k).get_shape())
+            for k in f.keys()
+            if k.startswith(_PREFIX)
+        }
 
 
 def stored_layers(folder: Path) -> list[int]:
@@ -77,9 +86,12 @@ def read_layer(folder: Path, layer: int) -> torch.Tensor:
         return f.get_tensor(f"{_PREFIX}{layer}").to(torch.float32)
 
 
-def write_streamed(path: str | os.PathLike, specs: Sequence[TensorSpec],
-                   produce: Callable[[str], torch.Tensor],
-                   metadata: dict[str, str] | None = None) -> None:
+def write_streamed(
+    path: str | os.PathLike,
+    specs: Sequence[TensorSpec],
+    produce: Callable[[str], torch.Tensor],
+    metadata: dict[str, str] | None = None,
+) -> None:
     """Write tensors named in `specs` (name, shape, dtype), in that order, calling
     `produce(name)` for each only when its turn comes."""
     header: dict[str, object] = {}
@@ -88,8 +100,11 @@ def write_streamed(path: str | os.PathLike, specs: Sequence[TensorSpec],
     offset = 0
     for name, shape, dtype in specs:
         size = _numel(shape) * torch.empty(0, dtype=dtype).element_size()
-        header[name] = {"dtype": _DTYPE_CODES[dtype], "shape": list(shape),
-                        "data_offsets": [offset, offset + size]}
+        header[name] = {
+            "dtype": _DTYPE_CODES[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
@@ -99,8 +114,10 @@ def write_streamed(path: str | os.PathLike, specs: Sequence[TensorSpec],
         for name, shape, dtype in specs:
             tensor = produce(name).detach().to("cpu").contiguous()
             if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
-                raise ValueError(f"{name}: produced {tuple(tensor.shape)} {tensor.dtype}, "
-                                 f"declared {tuple(shape)} {dtype}")
+                raise ValueError(
+                    f"{name}: produced {tuple(tensor.shape)} {tensor.dtype}, "
+                    f"declared {tuple(shape)} {dtype}"
+                )
             if tensor.numel():
                 f.write(memoryview(tensor.view(torch.uint8).numpy()))
 
@@ -120,8 +137,7 @@ def require_complete(folder: Path, how: str) -> None:
     """Fail with one line naming the missing file and the command (`how`) that writes it."""
     for name in (TENSORS_FILE, METADATA_FILE):
         if not (Path(folder) / name).is_file():
-            raise SteeropsError(f"activations not found: {Path(folder) / name} (run {how} "
-                                "first)")
+            raise SteeropsError(f"activations not found: {Path(folder) / name} (run {how} first)")
 
 
 def _numel(shape: Sequence[int]) -> int:

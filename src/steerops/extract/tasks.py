@@ -73,11 +73,18 @@ def _parse_task(row, where: str) -> Task:
     if prompt is not None and not isinstance(prompt, str):
         raise SteeropsError(f"{where}: prompt: must be a string")
     if messages is not None and not (
-            isinstance(messages, list) and messages
-            and all(isinstance(m, dict) and isinstance(m.get("role"), str)
-                    and isinstance(m.get("content"), str) for m in messages)):
-        raise SteeropsError(f"{where}: messages: must be a non-empty list of "
-                            "{role, content} objects")
+        isinstance(messages, list)
+        and messages
+        and all(
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+            for m in messages
+        )
+    ):
+        raise SteeropsError(
+            f"{where}: messages: must be a non-empty list of {{role, content}} objects"
+        )
     if system is not None and not isinstance(system, str):
         raise SteeropsError(f"{where}: system_prompt: must be a string or null")
     return Task(str(task_id), prompt, messages, system)
@@ -118,18 +125,31 @@ def task_examples(tokenizer, tasks: list[Task], condition: Condition) -> list[en
     return examples
 
 
-def extract_tasks(params, loaded, tasks: list[Task], tasks_name: str,
-                  conditions: list[Condition], position: Position | str, layers: list[int],
-                  component: str = "residual", tracker=None, *, force: bool = False,
-                  progress: bool = True, on_shard: Callable[[int], None] | None = None,
-                  run_inputs: dict[str, Path] | None = None) -> dict[str, Path]:
+def extract_tasks(
+    params,
+    loaded,
+    tasks: list[Task],
+    tasks_name: str,
+    conditions: list[Condition],
+    position: Position | str,
+    layers: list[int],
+    component: str = "residual",
+    tracker=None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    on_shard: Callable[[int], None] | None = None,
+    run_inputs: dict[str, Path] | None = None,
+) -> dict[str, Path]:
     """Extract every condition; returns {condition id: output dir}. Each condition
     extracted is a child run of `tracker` (or of a run opened here, tagged with the DVC
     hashes of `run_inputs` and the model)."""
     pos = parse_position(position)
     if pos.needs_response:
-        raise SteeropsError(f"position {pos.text!r}: task sets have no responses; use a "
-                            "prompt position such as prompt[-1]")
+        raise SteeropsError(
+            f"position {pos.text!r}: task sets have no responses; use a "
+            "prompt position such as prompt[-1]"
+        )
     if not tasks:
         raise SteeropsError(f"task set {tasks_name!r}: no tasks")
     check_conditions(conditions)
@@ -138,12 +158,20 @@ def extract_tasks(params, loaded, tasks: list[Task], tasks_name: str,
     outputs: dict[str, Path] = {}
     todo = []
     for cond in conditions:
-        out_dir = task_activations_dir(params.out, tasks_name, loaded.name, pos.text,
-                                       component, cond.id)
+        out_dir = task_activations_dir(
+            params.out, tasks_name, loaded.name, pos.text, component, cond.id
+        )
         examples = task_examples(loaded.tokenizer, tasks, cond)
-        job = engine.Job(out_dir, pos, layers, component, cfg.dtype,
-                         settings=model_settings(loaded, cfg.padding_side),
-                         shard_examples=cfg.shard_examples, token_budget=cfg.token_budget)
+        job = engine.Job(
+            out_dir,
+            pos,
+            layers,
+            component,
+            cfg.dtype,
+            settings=model_settings(loaded, cfg.padding_side),
+            shard_examples=cfg.shard_examples,
+            token_budget=cfg.token_budget,
+        )
         outputs[cond.id] = out_dir
         kept, windows = engine.select(examples, pos)
         if force or store.completed(out_dir, engine.settings_hash(job, kept, windows)) is None:
@@ -156,19 +184,38 @@ def extract_tasks(params, loaded, tasks: list[Task], tasks_name: str,
             policy = "task" if cond.system_prompt is None else "override"
 
             def describe(kept, cond=cond, policy=policy) -> dict:
-                return {"tasks": tasks_name, **model_metadata(loaded),
-                        "task_ids": [ex.info["task_id"] for ex in kept],
-                        "condition": {"id": cond.id, "system_prompt": cond.system_prompt},
-                        "system_prompt_policy": policy, "source_hash": source_hash,
-                        "counts": {"tasks": len(kept)}}
+                return {
+                    "tasks": tasks_name,
+                    **model_metadata(loaded),
+                    "task_ids": [ex.info["task_id"] for ex in kept],
+                    "condition": {"id": cond.id, "system_prompt": cond.system_prompt},
+                    "system_prompt_policy": policy,
+                    "source_hash": source_hash,
+                    "counts": {"tasks": len(kept)},
+                }
 
-            with parent.child(f"condition {cond.id}", {
-                    "mode": "tasks", "tasks": tasks_name, "condition": cond.id,
-                    "system_prompt_policy": policy, "variant": loaded.name,
-                    "position": pos.text, "component": component, "layers": layers,
-                    "dtype": cfg.dtype}) as child:
-                meta = engine.run_job(engine.extractor_for(loaded, cfg.padding_side), examples, job,
-                                      describe, progress=progress, on_shard=on_shard)
+            with parent.child(
+                f"condition {cond.id}",
+                {
+                    "mode": "tasks",
+                    "tasks": tasks_name,
+                    "condition": cond.id,
+                    "system_prompt_policy": policy,
+                    "variant": loaded.name,
+                    "position": pos.text,
+                    "component": component,
+                    "layers": layers,
+                    "dtype": cfg.dtype,
+                },
+            ) as child:
+                meta = engine.run_job(
+                    engine.extractor_for(loaded, cfg.padding_side),
+                    examples,
+                    job,
+                    describe,
+                    progress=progress,
+                    on_shard=on_shard,
+                )
                 log_run(child, meta, job.out_dir)
     return outputs
 
@@ -180,8 +227,12 @@ def _parent_run(params, tracker, tasks_name: str, loaded, inputs: dict[str, Path
         return
     from steerops.tracking import track
 
-    with track(params, "extract", f"extract tasks {tasks_name} {loaded.name}",
-               inputs={**inputs, **model_input(loaded)},
-               tags={"steerops.tasks": tasks_name, "steerops.variant": loaded.name}) as run:
+    with track(
+        params,
+        "extract",
+        f"extract tasks {tasks_name} {loaded.name}",
+        inputs={**inputs, **model_input(loaded)},
+        tags={"steerops.tasks": tasks_name, "steerops.variant": loaded.name},
+    ) as run:
         run.log_params({"mode": "tasks", "tasks": tasks_name, "variant": loaded.name})
         yield run

@@ -26,10 +26,18 @@ from steerops.specs import Position, parse_position
 from steerops.traits import load_trait
 
 
-def extract_trait(params, loaded: LoadedModel, trait_name: str, position: Position | str,
-                  layers: list[int], component: str | None = None, *, force: bool = False,
-                  progress: bool = True,
-                  on_shard: Callable[[int], None] | None = None) -> tuple[Path, dict]:
+def extract_trait(
+    params,
+    loaded: LoadedModel,
+    trait_name: str,
+    position: Position | str,
+    layers: list[int],
+    component: str | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    on_shard: Callable[[int], None] | None = None,
+) -> tuple[Path, dict]:
     """Extract one trait at one position; returns (output dir, metadata). Skips the work
     when the output already holds this exact extraction (unless `force`)."""
     cfg = params.extraction
@@ -38,8 +46,9 @@ def extract_trait(params, loaded: LoadedModel, trait_name: str, position: Positi
     trait = load_trait(params.path(params.traits.root), trait_name)
     if pos.needs_response:
         source = responses_file(params.out, trait_name, loaded.name)
-        examples = response_examples(loaded.tokenizer,
-                                     load_kept_responses(source, trait_name, loaded.name))
+        examples = response_examples(
+            loaded.tokenizer, load_kept_responses(source, trait_name, loaded.name)
+        )
     else:
         source = trait.path
         examples = prompt_examples(loaded.tokenizer, trait)
@@ -50,15 +59,28 @@ def extract_trait(params, loaded: LoadedModel, trait_name: str, position: Positi
     assign_splits(examples, params.seed, cfg.val_fraction, n_sources)
 
     out_dir = activations_dir(params.out, trait_name, loaded.name, pos.text, component)
-    job = engine.Job(out_dir, pos, layers, component, cfg.dtype,
-                     settings=model_settings(loaded, cfg.padding_side),
-                     shard_examples=cfg.shard_examples, token_budget=cfg.token_budget)
+    job = engine.Job(
+        out_dir,
+        pos,
+        layers,
+        component,
+        cfg.dtype,
+        settings=model_settings(loaded, cfg.padding_side),
+        shard_examples=cfg.shard_examples,
+        token_budget=cfg.token_budget,
+    )
     source_hash = file_md5(source) if source.is_file() else tree_md5(source)
 
     def describe(kept: list[engine.Example]) -> dict:
-        return {"trait": trait_name, **model_metadata(loaded), "seed": params.seed,
-                "val_fraction": cfg.val_fraction, "source_hash": source_hash,
-                "examples": [ex.info for ex in kept], "counts": split_counts(kept)}
+        return {
+            "trait": trait_name,
+            **model_metadata(loaded),
+            "seed": params.seed,
+            "val_fraction": cfg.val_fraction,
+            "source_hash": source_hash,
+            "examples": [ex.info for ex in kept],
+            "counts": split_counts(kept),
+        }
 
     if not force:
         kept, windows = engine.select(examples, pos)
@@ -70,17 +92,38 @@ def extract_trait(params, loaded: LoadedModel, trait_name: str, position: Positi
 
     run_name = f"extract {trait_name} {loaded.name} {pos.text} {component}"
     inputs = {"responses" if pos.needs_response else "trait": source, **model_input(loaded)}
-    with track(params, "extract", run_name, inputs=inputs,
-               tags={"steerops.trait": trait_name, "steerops.variant": loaded.name}) as tracker:
-        tracker.log_params({"mode": "trait", "trait": trait_name, "variant": loaded.name,
-                            "model": loaded.spec.id, "revision": loaded.spec.revision,
-                            "position": pos.text, "component": component, "layers": layers,
-                            "dtype": cfg.dtype, "token_budget": cfg.token_budget,
-                            "shard_examples": cfg.shard_examples, "seed": params.seed,
-                            "val_fraction": cfg.val_fraction,
-                            "padding_side": cfg.padding_side})
-        meta = engine.run_job(engine.extractor_for(loaded, cfg.padding_side), examples, job,
-                              describe,
-                              progress=progress, on_shard=on_shard)
+    with track(
+        params,
+        "extract",
+        run_name,
+        inputs=inputs,
+        tags={"steerops.trait": trait_name, "steerops.variant": loaded.name},
+    ) as tracker:
+        tracker.log_params(
+            {
+                "mode": "trait",
+                "trait": trait_name,
+                "variant": loaded.name,
+                "model": loaded.spec.id,
+                "revision": loaded.spec.revision,
+                "position": pos.text,
+                "component": component,
+                "layers": layers,
+                "dtype": cfg.dtype,
+                "token_budget": cfg.token_budget,
+                "shard_examples": cfg.shard_examples,
+                "seed": params.seed,
+                "val_fraction": cfg.val_fraction,
+                "padding_side": cfg.padding_side,
+            }
+        )
+        meta = engine.run_job(
+            engine.extractor_for(loaded, cfg.padding_side),
+            examples,
+            job,
+            describe,
+            progress=progress,
+            on_shard=on_shard,
+        )
         log_run(tracker, meta, out_dir)
     return out_dir, meta

@@ -34,11 +34,17 @@ from steerops.traits import Trait, load_trait
 
 def register(subparsers) -> None:
     parser = stage_parser(
-        subparsers, "generate", "Complete every positive and negative prompt of each trait "
-        "with a model variant, batched, and optionally keep only completions the judge confirms.")
-    flags(parser, "--trait=traits.names generate.variant generate.max_new_tokens "
-          "generate.temperature generate.rollouts generate.batch_size generate.vet "
-          "generate.paired_filter")
+        subparsers,
+        "generate",
+        "Complete every positive and negative prompt of each trait "
+        "with a model variant, batched, and optionally keep only completions the judge confirms.",
+    )
+    flags(
+        parser,
+        "--trait=traits.names generate.variant generate.max_new_tokens "
+        "generate.temperature generate.rollouts generate.batch_size generate.vet "
+        "generate.paired_filter",
+    )
     parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
     parser.set_defaults(func=run)
 
@@ -48,9 +54,11 @@ def run(args: argparse.Namespace) -> None:
     for name in params.traits.names:
         summary = generate_trait(params, name, force=args.force)
         kept = summary["kept"]
-        print(f"{name} [{summary['variant']}]: {summary['counts']['total']} completions, "
-              f"kept {kept['positive']} positive / {kept['negative']} negative "
-              f"-> {responses_dir(params.out, name, summary['variant'])}")
+        print(
+            f"{name} [{summary['variant']}]: {summary['counts']['total']} completions, "
+            f"kept {kept['positive']} positive / {kept['negative']} negative "
+            f"-> {responses_dir(params.out, name, summary['variant'])}"
+        )
 
 
 def resolve_max_new_tokens(params) -> int:
@@ -83,9 +91,13 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
         from steerops.judges import make_judge
 
         judge = make_judge(params, trait)
-    vet = {"vet": cfg.vet, "judge": judge.id if judge else None,
-           "positive_min": cfg.positive_min, "negative_max": cfg.negative_max,
-           "paired_filter": cfg.paired_filter}
+    vet = {
+        "vet": cfg.vet,
+        "judge": judge.id if judge else None,
+        "positive_min": cfg.positive_min,
+        "negative_max": cfg.negative_max,
+        "paired_filter": cfg.paired_filter,
+    }
     vet_hash = text_md5(json.dumps(vet, sort_keys=True))
 
     old = previous_summary(folder) if not force else None
@@ -96,9 +108,13 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
 
     from steerops.tracking import track
 
-    with track(params, "generate", f"generate {name} {cfg.variant}",
-               inputs={"trait": trait.path},
-               tags={"steerops.trait": name, "steerops.variant": cfg.variant}) as tracker:
+    with track(
+        params,
+        "generate",
+        f"generate {name} {cfg.variant}",
+        inputs={"trait": trait.path},
+        tags={"steerops.trait": name, "steerops.variant": cfg.variant},
+    ) as tracker:
         if old and old["generation_hash"] == gen_hash:
             rows, timing = read_rows(folder), old["timing"]
         else:
@@ -124,11 +140,18 @@ def _generation_settings(params, trait: Trait) -> dict:
     cfg = params.generate
     spec = params.variant(cfg.variant)
     prompts = {p: [[x.prompt, x.system_prompt] for x in getattr(trait, p)] for p in POLARITIES}
-    return {"model_id": spec.id, "model_revision": spec.revision, "dtype": spec.dtype,
-            "model_fingerprint": model_fingerprint(model_source(params, cfg.variant)),
-            "chat_template": spec.chat_template, "prompts_md5": text_md5(json.dumps(prompts)),
-            "max_new_tokens": resolve_max_new_tokens(params), "temperature": cfg.temperature,
-            "rollouts": cfg.rollouts, "seed": params.seed}
+    return {
+        "model_id": spec.id,
+        "model_revision": spec.revision,
+        "dtype": spec.dtype,
+        "model_fingerprint": model_fingerprint(model_source(params, cfg.variant)),
+        "chat_template": spec.chat_template,
+        "prompts_md5": text_md5(json.dumps(prompts)),
+        "max_new_tokens": resolve_max_new_tokens(params),
+        "temperature": cfg.temperature,
+        "rollouts": cfg.rollouts,
+        "seed": params.seed,
+    }
 
 
 def _complete(params, trait: Trait, gen: dict, progress: bool) -> tuple[list[dict], dict]:
@@ -143,18 +166,37 @@ def _complete(params, trait: Trait, gen: dict, progress: bool) -> tuple[list[dic
     for polarity in POLARITIES:
         prompts = getattr(trait, polarity)
         done = generate_responses(
-            loaded.model, loaded.tokenizer, prompts, max_new_tokens=gen["max_new_tokens"],
-            temperature=cfg.temperature, rollouts=cfg.rollouts, batch_size=cfg.batch_size,
-            seed=params.seed, progress=progress, desc=f"generate {polarity}")
+            loaded.model,
+            loaded.tokenizer,
+            prompts,
+            max_new_tokens=gen["max_new_tokens"],
+            temperature=cfg.temperature,
+            rollouts=cfg.rollouts,
+            batch_size=cfg.batch_size,
+            seed=params.seed,
+            progress=progress,
+            desc=f"generate {polarity}",
+        )
         for c in done:
             source = prompts[c.index]
             new_tokens += len(c.response_ids)
-            rows.append({"index": len(rows), "polarity": polarity, "source_index": c.index,
-                         "rollout": c.rollout, "system_prompt": source.system_prompt,
-                         "prompt": source.prompt, "response": c.response})
+            rows.append(
+                {
+                    "index": len(rows),
+                    "polarity": polarity,
+                    "source_index": c.index,
+                    "rollout": c.rollout,
+                    "system_prompt": source.system_prompt,
+                    "prompt": source.prompt,
+                    "response": c.response,
+                }
+            )
     seconds = time.perf_counter() - start
-    timing = {"seconds": round(seconds, 3), "new_tokens": new_tokens,
-              "tokens_per_s": round(new_tokens / seconds, 1) if seconds > 0 else None}
+    timing = {
+        "seconds": round(seconds, 3),
+        "new_tokens": new_tokens,
+        "tokens_per_s": round(new_tokens / seconds, 1) if seconds > 0 else None,
+    }
     return rows, timing
 
 
@@ -175,28 +217,39 @@ def _passes(polarity: str, trait: float | None, cfg) -> bool:
     return trait >= cfg.positive_min if polarity == "positive" else trait <= cfg.negative_max
 
 
-def _summarize(trait: Trait, variant: str, gen: dict, vet: dict, rows: list[dict],
-               timing: dict) -> dict:
+def _summarize(
+    trait: Trait, variant: str, gen: dict, vet: dict, rows: list[dict], timing: dict
+) -> dict:
     by = {p: [r for r in rows if r["polarity"] == p] for p in POLARITIES}
     summary = {
-        "trait": trait.name, "variant": variant, "settings": {**gen, **vet},
-        "max_new_tokens": gen["max_new_tokens"], "timing": timing,
-        "counts": {"positive": len(by["positive"]), "negative": len(by["negative"]),
-                   "total": len(rows), "empty": sum(not r["response"] for r in rows)},
+        "trait": trait.name,
+        "variant": variant,
+        "settings": {**gen, **vet},
+        "max_new_tokens": gen["max_new_tokens"],
+        "timing": timing,
+        "counts": {
+            "positive": len(by["positive"]),
+            "negative": len(by["negative"]),
+            "total": len(rows),
+            "empty": sum(not r["response"] for r in rows),
+        },
         "kept": {p: sum(r["kept"] for r in by[p]) for p in POLARITIES},
-        "trait_mean": None, "coherence_mean": None,
+        "trait_mean": None,
+        "coherence_mean": None,
     }
     if vet["vet"]:
         summary["trait_mean"] = {p: _mean([r["trait"] for r in by[p]]) for p in POLARITIES}
-        summary["coherence_mean"] = {p: _mean([r["coherence"] for r in by[p]])
-                                     for p in POLARITIES}
+        summary["coherence_mean"] = {p: _mean([r["coherence"] for r in by[p]]) for p in POLARITIES}
     return summary
 
 
 def _metrics(summary: dict) -> dict:
-    out = {"completions": summary["counts"]["total"], "empty": summary["counts"]["empty"],
-           "seconds": summary["timing"].get("seconds"),
-           "tokens_per_s": summary["timing"].get("tokens_per_s")}
+    out = {
+        "completions": summary["counts"]["total"],
+        "empty": summary["counts"]["empty"],
+        "seconds": summary["timing"].get("seconds"),
+        "tokens_per_s": summary["timing"].get("tokens_per_s"),
+    }
     for p in POLARITIES:
         out[f"kept_{p}"] = summary["kept"][p]
         out[f"trait_mean_{p}"] = (summary["trait_mean"] or {}).get(p)
@@ -215,4 +268,3 @@ def _check_pairing(cfg, trait: Trait) -> None:
             f"generate.paired_filter: trait {trait.name!r} has {len(trait.positive)} positive "
             f"but {len(trait.negative)} negative prompts; pairing needs equal counts"
         )
-

@@ -53,18 +53,24 @@ def previous_summary(folder: Path) -> dict | None:
 def load_kept_responses(path: Path, trait: str, variant: str) -> list[dict]:
     """Rows of a responses file that passed vetting; a clear error when it is missing."""
     if not path.is_file():
-        raise SteeropsError(f"responses not found: {path} (response positions need "
-                            f"completions: run `steerops generate --trait {trait}` with "
-                            f"generate.variant={variant} first)")
+        raise SteeropsError(
+            f"responses not found: {path} (response positions need "
+            f"completions: run `steerops generate --trait {trait}` with "
+            f"generate.variant={variant} first)"
+        )
     rows = []
     for lineno, row in iter_jsonl(path):
-        missing = [k for k in ("polarity", "source_index", "prompt", "response")
-                   if not isinstance(row, dict) or k not in row]
+        missing = [
+            k
+            for k in ("polarity", "source_index", "prompt", "response")
+            if not isinstance(row, dict) or k not in row
+        ]
         if missing:
             raise SteeropsError(f"{path}:{lineno}: missing key {missing[0]!r}")
         if row["polarity"] not in POLARITIES:
-            raise SteeropsError(f"{path}:{lineno}: polarity must be positive or negative "
-                                f"(got {row['polarity']!r})")
+            raise SteeropsError(
+                f"{path}:{lineno}: polarity must be positive or negative (got {row['polarity']!r})"
+            )
         if row.get("kept", True):
             rows.append(row)
     if not rows:

@@ -21,6 +21,4 @@ class Judge(Protocol):
 
 def check_pairs(questions: list[str], responses: list[str]) -> None:
     if len(questions) != len(responses):
-        raise SteeropsError(
-            f"judge: got {len(questions)} questions but {len(responses)} responses"
-        )
+        raise SteeropsError(f"judge: got {len(questions)} questions but {len(responses)} responses")

@@ -49,7 +49,7 @@ class JudgeCache:
         found: dict[str, Entry] = {}
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), 500):  # stay under sqlite's variable limit
-            chunk = unique[start:start + 500]
+            chunk = unique[start : start + 500]
             marks = ",".join("?" * len(chunk))
             with self._lock:
                 rows = self._db.execute(

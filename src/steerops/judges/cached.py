@@ -28,8 +28,14 @@ class Job(NamedTuple):
 class CachedJudge:
     kind_name = "judge"
 
-    def __init__(self, model_name: str, prompts: JudgePrompts, cache: JudgeCache,
-                 min_prob_mass: float, progress: bool = True):
+    def __init__(
+        self,
+        model_name: str,
+        prompts: JudgePrompts,
+        cache: JudgeCache,
+        min_prob_mass: float,
+        progress: bool = True,
+    ):
         self.model_name = model_name
         self.prompts = prompts
         self.cache = cache
@@ -47,8 +53,13 @@ class CachedJudge:
         todo = {k: job for k, job in zip(keys, jobs, strict=True) if k not in entries}
         if todo:
             todo_keys = list(todo)
-            bar = tqdm(total=len(todo_keys), desc=f"judge {self.kind_name}", unit="prompt",
-                       disable=None if self.progress else True, leave=False)
+            bar = tqdm(
+                total=len(todo_keys),
+                desc=f"judge {self.kind_name}",
+                unit="prompt",
+                disable=None if self.progress else True,
+                leave=False,
+            )
             with bar:
                 for i, entry in self._answer([todo[k] for k in todo_keys]):
                     key = todo_keys[i]

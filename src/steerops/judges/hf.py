@@ -22,9 +22,19 @@ from steerops.models.batching import Batcher, length_order
 class HFJudge(CachedJudge):
     kind_name = "hf"
 
-    def __init__(self, model, tokenizer, model_name: str, prompts: JudgePrompts,
-                 cache: JudgeCache, *, min_prob_mass: float = 0.25, batch_size: int = 8,
-                 prune_prob: float = 1e-4, progress: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        model_name: str,
+        prompts: JudgePrompts,
+        cache: JudgeCache,
+        *,
+        min_prob_mass: float = 0.25,
+        batch_size: int = 8,
+        prune_prob: float = 1e-4,
+        progress: bool = True,
+    ):
         super().__init__(model_name, prompts, cache, min_prob_mass, progress)
         self.model = model
         self.tokenizer = tokenizer
@@ -39,14 +49,23 @@ class HFJudge(CachedJudge):
 
         cfg = params.judge
         if not cfg.variant:
-            raise SteeropsError("judge.variant: required for judge.kind hf (the name of the "
-                                "judge's model variant in `models`)")
+            raise SteeropsError(
+                "judge.variant: required for judge.kind hf (the name of the "
+                "judge's model variant in `models`)"
+            )
         prompts = prompts_for(trait)
         loaded = load_model(params, cfg.variant, padding_side="left")
         name = loaded.source + (f"@{loaded.spec.revision}" if loaded.spec.revision else "")
-        return cls(loaded.model, loaded.tokenizer, name, prompts,
-                   JudgeCache(params.path(cfg.cache_dir)), min_prob_mass=cfg.min_prob_mass,
-                   batch_size=cfg.batch_size, prune_prob=cfg.prune_prob)
+        return cls(
+            loaded.model,
+            loaded.tokenizer,
+            name,
+            prompts,
+            JudgeCache(params.path(cfg.cache_dir)),
+            min_prob_mass=cfg.min_prob_mass,
+            batch_size=cfg.batch_size,
+            prune_prob=cfg.prune_prob,
+        )
 
     def render(self, job: Job) -> str:
         return format_prompt(self.tokenizer, self.prompts.messages(*job))
@@ -54,12 +73,16 @@ class HFJudge(CachedJudge):
     def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry]]:
         texts = [self.render(job) for job in jobs]
         lengths = [len(encode(self.tokenizer, t)) for t in texts]
-        batcher = Batcher(max_rows=self.batch_size, what="judge prompt",
-                          hint="lower judge.batch_size or use a smaller judge model")
+        batcher = Batcher(
+            max_rows=self.batch_size,
+            what="judge prompt",
+            hint="lower judge.batch_size or use a smaller judge model",
+        )
 
         def compute(chunk: list[int]) -> list[dict[int, float]]:
-            return integer_distributions(self.model, self.tokenizer, [texts[i] for i in chunk],
-                                         self.trie, self.prune_prob)
+            return integer_distributions(
+                self.model, self.tokenizer, [texts[i] for i in chunk], self.trie, self.prune_prob
+            )
 
         for chunk, dists in batcher.iterate(length_order(lengths), lengths, compute):
             for i, dist in zip(chunk, dists, strict=True):

@@ -55,7 +55,7 @@ def number_trie(tokenizer, prompt_text: str) -> NumberTrie:
     value_of: dict[Path, int] = {}
     for n in range(MAX_SCORE + 1):
         full = encode(tokenizer, prompt_text + str(n))
-        seq = full[len(base):] if full[:len(base)] == base else []
+        seq = full[len(base) :] if full[: len(base)] == base else []
         if not seq:  # merged across the boundary: fall back to the bare number
             seq = tokenizer(str(n), add_special_tokens=False)["input_ids"]
         if seq and unk not in seq:
@@ -78,8 +78,9 @@ def _accepts_logits_to_keep(model) -> bool:
 
 
 @torch.no_grad()
-def integer_distributions(model, tokenizer, texts: list[str], trie: NumberTrie,
-                          prune_prob: float = 0.0) -> list[dict[int, float]]:
+def integer_distributions(
+    model, tokenizer, texts: list[str], trie: NumberTrie, prune_prob: float = 0.0
+) -> list[dict[int, float]]:
     """P(answer = n) for n in 0-100 after each rendered text, as one left-padded batch."""
     if tokenizer.padding_side != "left":
         raise ValueError("integer_distributions needs a left-padding tokenizer")
@@ -87,8 +88,13 @@ def integer_distributions(model, tokenizer, texts: list[str], trie: NumberTrie,
     ids, mask, _ = pad_batch([encode(tokenizer, t) for t in texts], tokenizer.pad_token_id or 0)
     mask = mask.to(device)
     extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
-    out = model(input_ids=ids.to(device), attention_mask=mask,
-                position_ids=position_ids_for(mask), use_cache=True, **extra)
+    out = model(
+        input_ids=ids.to(device),
+        attention_mask=mask,
+        position_ids=position_ids_for(mask),
+        use_cache=True,
+        **extra,
+    )
     child_ids = trie.child_tokens
     column = {t: i for i, t in enumerate(child_ids)}
     # One model row per live trie node: (text index, token path, log P(path | text)).
@@ -112,14 +118,20 @@ def integer_distributions(model, tokenizer, texts: list[str], trie: NumberTrie,
         cache.reorder_cache(index)  # fan each parent row out to its live children
         mask = torch.cat([mask[index], mask.new_ones(len(parents), 1)], dim=1)
         tokens = torch.tensor([path[-1] for _, path, _ in next_rows], device=device)
-        out = model(input_ids=tokens[:, None], attention_mask=mask,
-                    position_ids=position_ids_for(mask)[:, -1:], past_key_values=cache,
-                    use_cache=True, **extra)
+        out = model(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=position_ids_for(mask)[:, -1:],
+            past_key_values=cache,
+            use_cache=True,
+            **extra,
+        )
         rows = next_rows
 
 
-def _node_stats(logits: torch.Tensor, extends: torch.Tensor,
-                child_ids: list[int]) -> tuple[list[list[float]], list[float]]:
+def _node_stats(
+    logits: torch.Tensor, extends: torch.Tensor, child_ids: list[int]
+) -> tuple[list[list[float]], list[float]]:
     """Per row: log-probs of the trie's child tokens, and log P(the number stops here)."""
     logp = logits.float().log_softmax(-1)
     vocab = logp.shape[-1]

@@ -31,10 +31,20 @@ class _Skipped(Exception):
 class OpenAIJudge(CachedJudge):
     kind_name = "openai"
 
-    def __init__(self, base_url: str, model: str, prompts: JudgePrompts, cache: JudgeCache, *,
-                 api_key: str = "", min_prob_mass: float = 0.25, top_logprobs: int = 20,
-                 concurrency: int = 8, policy: RetryPolicy | None = None,
-                 progress: bool = True):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        prompts: JudgePrompts,
+        cache: JudgeCache,
+        *,
+        api_key: str = "",
+        min_prob_mass: float = 0.25,
+        top_logprobs: int = 20,
+        concurrency: int = 8,
+        policy: RetryPolicy | None = None,
+        progress: bool = True,
+    ):
         super().__init__(model, prompts, cache, min_prob_mass, progress)
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.top_logprobs = top_logprobs
@@ -46,15 +56,20 @@ class OpenAIJudge(CachedJudge):
     def from_params(cls, params, trait) -> OpenAIJudge:
         cfg = params.judge
         # an http(s) URL is required
-        url_problem = ("required for judge.kind openai (e.g. https://api.openai.com/v1)"
-                       if not cfg.base_url else None if cfg.base_url.startswith(
-                           ("http://", "https://")) else
-                       f"expected an http(s) URL, got {cfg.base_url!r}")
+        url_problem = (
+            "required for judge.kind openai (e.g. https://api.openai.com/v1)"
+            if not cfg.base_url
+            else None
+            if cfg.base_url.startswith(("http://", "https://"))
+            else f"expected an http(s) URL, got {cfg.base_url!r}"
+        )
         if url_problem:
             raise SteeropsError(f"judge.base_url: {url_problem}")
         if not cfg.model:
-            raise SteeropsError("judge.model: required for judge.kind openai (the endpoint's "
-                                "model name, e.g. gpt-4.1-mini)")
+            raise SteeropsError(
+                "judge.model: required for judge.kind openai (the endpoint's "
+                "model name, e.g. gpt-4.1-mini)"
+            )
         api_key = os.environ.get(cfg.api_key_env, "")
         if not api_key and cfg.require_key:
             raise SteeropsError(
@@ -62,14 +77,20 @@ class OpenAIJudge(CachedJudge):
                 "judge's API key; set judge.require_key: false for a server without auth)"
             )
         policy = RetryPolicy(cfg.max_retries, cfg.backoff_s, cfg.max_backoff_s, cfg.timeout_s)
-        return cls(cfg.base_url, cfg.model, prompts_for(trait),
-                   JudgeCache(params.path(cfg.cache_dir)), api_key=api_key,
-                   min_prob_mass=cfg.min_prob_mass, top_logprobs=cfg.top_logprobs,
-                   concurrency=cfg.concurrency, policy=policy)
+        return cls(
+            cfg.base_url,
+            cfg.model,
+            prompts_for(trait),
+            JudgeCache(params.path(cfg.cache_dir)),
+            api_key=api_key,
+            min_prob_mass=cfg.min_prob_mass,
+            top_logprobs=cfg.top_logprobs,
+            concurrency=cfg.concurrency,
+            policy=policy,
+        )
 
     def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry]]:
-        pool = ThreadPoolExecutor(max_workers=self.concurrency,
-                                  thread_name_prefix="steerops-judge")
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="steerops-judge")
         failed = threading.Event()  # set by the first failure: queued jobs then send nothing
         pending = {pool.submit(self._ask_unless, failed, job): i for i, job in enumerate(jobs)}
         try:

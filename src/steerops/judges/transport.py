@@ -32,7 +32,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
         """Seconds to wait before retry number `attempt` (0-based): doubling, jittered to
         spread concurrent clients, at least what the server asked for, capped."""
-        wait = self.backoff_s * (2 ** attempt) * random.uniform(0.5, 1.0)
+        wait = self.backoff_s * (2**attempt) * random.uniform(0.5, 1.0)
         try:
             wait = max(wait, float(retry_after)) if retry_after else wait
         except ValueError:  # an HTTP date instead of seconds: keep our own schedule
@@ -40,8 +40,9 @@ class RetryPolicy:
         return min(wait, self.max_backoff_s)
 
 
-def post_json(url: str, body: dict, headers: dict[str, str], policy: RetryPolicy,
-              secret: str = "") -> dict:
+def post_json(
+    url: str, body: dict, headers: dict[str, str], policy: RetryPolicy, secret: str = ""
+) -> dict:
     """The decoded JSON reply to POST `body` to `url`; SteeropsError when it cannot be had."""
     data = json.dumps(body).encode("utf-8")
     headers = {"Content-Type": "application/json", **headers}
@@ -65,9 +66,10 @@ def post_json(url: str, body: dict, headers: dict[str, str], policy: RetryPolicy
             try:
                 return json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
-                raise SteeropsError(f"judge: {url} replied with something that is not JSON: "
-                                    f"{_scrub(raw[:120].decode('utf-8', 'replace'), secret)}"
-                                    ) from None
+                raise SteeropsError(
+                    f"judge: {url} replied with something that is not JSON: "
+                    f"{_scrub(raw[:120].decode('utf-8', 'replace'), secret)}"
+                ) from None
         if attempt < policy.max_retries:
             time.sleep(policy.delay(attempt, retry_after))
     raise SteeropsError(

@@ -54,8 +54,12 @@ def padded_size(batch: Sequence[int], lengths: Sequence[int]) -> int:
     return len(batch) * max(lengths[i] for i in batch)
 
 
-def plan_batches(items: Sequence[int], lengths: Sequence[int], token_budget: int | None = None,
-                 max_rows: int | None = None) -> list[list[int]]:
+def plan_batches(
+    items: Sequence[int],
+    lengths: Sequence[int],
+    token_budget: int | None = None,
+    max_rows: int | None = None,
+) -> list[list[int]]:
     """Split `items` (already longest first) into consecutive batches of at most `max_rows`
     rows whose padded size fits `token_budget`. A row longer than the budget runs alone."""
     batches: list[list[int]] = []
@@ -75,8 +79,9 @@ def plan_batches(items: Sequence[int], lengths: Sequence[int], token_budget: int
     return batches
 
 
-def pad_batch(seqs: Sequence[Sequence[int] | np.ndarray], pad_id: int, side: str = "left"
-              ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def pad_batch(
+    seqs: Sequence[Sequence[int] | np.ndarray], pad_id: int, side: str = "left"
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """[batch, longest] ids and attention mask (CPU, long), and where each row's first real
     token sits. Left padding lines new tokens up at the right edge (generation)."""
     longest = max(len(s) for s in seqs)
@@ -85,8 +90,8 @@ def pad_batch(seqs: Sequence[Sequence[int] | np.ndarray], pad_id: int, side: str
     offsets = []
     for r, seq in enumerate(seqs):
         off = longest - len(seq) if side == "left" else 0
-        ids[r, off:off + len(seq)] = torch.as_tensor(np.asarray(seq), dtype=torch.long)
-        mask[r, off:off + len(seq)] = 1
+        ids[r, off : off + len(seq)] = torch.as_tensor(np.asarray(seq), dtype=torch.long)
+        mask[r, off : off + len(seq)] = 1
         offsets.append(off)
     return ids, mask, offsets
 
@@ -97,9 +102,14 @@ class Batcher:
     `what` and `hint` word the error for a single row that does not fit (e.g. "example",
     "use fewer layers")."""
 
-    def __init__(self, token_budget: int | None = None, *, max_rows: int | None = None,
-                 what: str = "example",
-                 hint: str = "use fewer layers, a smaller model dtype or more memory"):
+    def __init__(
+        self,
+        token_budget: int | None = None,
+        *,
+        max_rows: int | None = None,
+        what: str = "example",
+        hint: str = "use fewer layers, a smaller model dtype or more memory",
+    ):
         if token_budget is None and max_rows is None:
             raise ValueError("a Batcher needs a token budget or a row limit")
         self.token_budget, self.max_rows = token_budget, max_rows
@@ -107,21 +117,28 @@ class Batcher:
         self.halvings = 0  # out-of-memory errors recovered from
 
     def fits(self, batch: Sequence[int], lengths: Sequence[int]) -> bool:
-        return ((self.max_rows is None or len(batch) <= self.max_rows)
-                and (self.token_budget is None or padded_size(batch, lengths) <= self.token_budget))
+        return (self.max_rows is None or len(batch) <= self.max_rows) and (
+            self.token_budget is None or padded_size(batch, lengths) <= self.token_budget
+        )
 
     def plan(self, items: Sequence[int], lengths: Sequence[int]) -> list[list[int]]:
         return plan_batches(items, lengths, self.token_budget, self.max_rows)
 
-    def run(self, items: Sequence[int], lengths: Sequence[int],
-            compute: Callable[[list[int]], T], done: Callable[[list[int], T], None]) -> None:
+    def run(
+        self,
+        items: Sequence[int],
+        lengths: Sequence[int],
+        compute: Callable[[list[int]], T],
+        done: Callable[[list[int], T], None],
+    ) -> None:
         """Call `compute(batch)` for batches covering `items` (longest first), then
         `done(batch, result)`; each item is done exactly once."""
         for batch, result in self.iterate(items, lengths, compute):
             done(batch, result)
 
-    def iterate(self, items: Sequence[int], lengths: Sequence[int],
-                compute: Callable[[list[int]], T]) -> Iterator[tuple[list[int], T]]:
+    def iterate(
+        self, items: Sequence[int], lengths: Sequence[int], compute: Callable[[list[int]], T]
+    ) -> Iterator[tuple[list[int], T]]:
         """(batch, compute(batch)) for batches covering `items`, as each finishes."""
         queue = deque(self.plan(items, lengths))
         while queue:
@@ -144,7 +161,8 @@ class Batcher:
             if len(batch) == 1:
                 raise SteeropsError(
                     f"out of accelerator memory on a single {self.what} of "
-                    f"{lengths[batch[0]]} tokens; {self.hint}")
+                    f"{lengths[batch[0]]} tokens; {self.hint}"
+                )
             self._lower_limits(batch, lengths)
             self.halvings += 1
             queue.extendleft(reversed(self.plan(batch, lengths)))

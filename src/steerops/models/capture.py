@@ -30,8 +30,9 @@ def _first(output):
 
 
 @contextlib.contextmanager
-def capture(layout: ModelLayout, layers: list[int], component: str = "residual",
-            stop_early: bool = True) -> Iterator[dict[int, torch.Tensor]]:
+def capture(
+    layout: ModelLayout, layers: list[int], component: str = "residual", stop_early: bool = True
+) -> Iterator[dict[int, torch.Tensor]]:
     """Hook `component` at `layers`; yields a dict filled with [batch, seq, hidden] outputs."""
     store: dict[int, torch.Tensor] = {}
     deepest = max(layers)
@@ -42,6 +43,7 @@ def capture(layout: ModelLayout, layers: list[int], component: str = "residual",
             store[layer] = _first(output)
             if stop_early and layer == deepest and len(store) == len(layers):
                 raise StopForward
+
         return hook
 
     try:
@@ -55,14 +57,23 @@ def capture(layout: ModelLayout, layers: list[int], component: str = "residual",
 
 
 @torch.inference_mode()
-def forward_capture(model: torch.nn.Module, layout: ModelLayout, input_ids: torch.Tensor,
-                    attention_mask: torch.Tensor, layers: list[int],
-                    component: str = "residual") -> dict[int, torch.Tensor]:
+def forward_capture(
+    model: torch.nn.Module,
+    layout: ModelLayout,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layers: list[int],
+    component: str = "residual",
+) -> dict[int, torch.Tensor]:
     """Run `model` up to the deepest of `layers`; return {layer: [batch, seq, hidden]}."""
     with capture(layout, layers, component) as store:
         try:
-            model(input_ids=input_ids, attention_mask=attention_mask,
-                  position_ids=position_ids_for(attention_mask), use_cache=False)
+            model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids_for(attention_mask),
+                use_cache=False,
+            )
         except StopForward:
             pass
     return dict(store)

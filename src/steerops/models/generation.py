@@ -53,7 +53,7 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     ids = []
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for value in (tokenizer.eos_token_id, configured):
-        for i in (value if isinstance(value, list | tuple) else [value]):
+        for i in value if isinstance(value, list | tuple) else [value]:
             if i is not None and int(i) not in ids:
                 ids.append(int(i))
     if not ids:
@@ -61,10 +61,19 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return ids
 
 
-def generate_responses(model, tokenizer, prompts: Sequence[Prompt | str], *,
-                       max_new_tokens: int, temperature: float = 0.0, rollouts: int = 1,
-                       batch_size: int = 32, seed: int = 0, progress: bool = True,
-                       desc: str = "generate") -> list[Completion]:
+def generate_responses(
+    model,
+    tokenizer,
+    prompts: Sequence[Prompt | str],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    rollouts: int = 1,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "generate",
+) -> list[Completion]:
     """Complete every prompt `rollouts` times; results ordered by (prompt index, rollout)."""
     if max_new_tokens < 1 or rollouts < 1 or batch_size < 1:
         raise SteeropsError("max_new_tokens, rollouts and batch_size must be >= 1")
@@ -75,21 +84,30 @@ def generate_responses(model, tokenizer, prompts: Sequence[Prompt | str], *,
     jobs = [(i, r) for i in range(len(texts)) for r in range(rollouts if sampled else 1)]
     jobs.sort(key=lambda job: -len(encoded[job[0]]))
     stops = stop_token_ids(model, tokenizer)
-    settings = {"max_new_tokens": max_new_tokens, "eos_token_id": stops,
-                "pad_token_id": pad_id(tokenizer, stops), "do_sample": sampled}
+    settings = {
+        "max_new_tokens": max_new_tokens,
+        "eos_token_id": stops,
+        "pad_token_id": pad_id(tokenizer, stops),
+        "do_sample": sampled,
+    }
     if sampled:  # plain temperature sampling: switch off any top-k/top-p the model ships with
         settings.update(temperature=temperature, top_k=0, top_p=1.0)
 
     results: dict[tuple[int, int], list[int]] = {}
     lengths = [len(encoded[i]) for i, _ in jobs]
-    batcher = Batcher(max_rows=batch_size, what="prompt",
-                      hint="lower max_new_tokens or use a smaller model")
+    batcher = Batcher(
+        max_rows=batch_size, what="prompt", hint="lower max_new_tokens or use a smaller model"
+    )
     bar = tqdm(total=len(jobs), desc=desc, unit="seq", disable=None if progress else True)
 
     def compute(batch: list[int]) -> list[list[int]]:
         # Seeded by the position of the batch's first job, as for a fixed batch size.
-        return generate_batch(model, [encoded[jobs[k][0]] for k in batch], settings,
-                              seed=seed + batch[0] if sampled else None)
+        return generate_batch(
+            model,
+            [encoded[jobs[k][0]] for k in batch],
+            settings,
+            seed=seed + batch[0] if sampled else None,
+        )
 
     def done(batch: list[int], rows) -> None:
         for k, ids in zip(batch, rows, strict=True):
@@ -110,8 +128,9 @@ def generate_responses(model, tokenizer, prompts: Sequence[Prompt | str], *,
 
 
 @torch.inference_mode()
-def generate_batch(model, prompt_ids: Sequence[Sequence[int]], settings: dict,
-                   seed: int | None = None) -> list[list[int]]:
+def generate_batch(
+    model, prompt_ids: Sequence[Sequence[int]], settings: dict, seed: int | None = None
+) -> list[list[int]]:
     """New token ids (stop and pad tokens included) for one left-padded batch; `settings`
     are `model.generate` keyword arguments (with `pad_token_id`)."""
     ids, mask, _ = pad_batch(prompt_ids, settings["pad_token_id"], side="left")
@@ -119,7 +138,7 @@ def generate_batch(model, prompt_ids: Sequence[Sequence[int]], settings: dict,
     if seed is not None:
         torch.manual_seed(seed)
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **settings)
-    return out[:, ids.shape[1]:].tolist()
+    return out[:, ids.shape[1] :].tolist()
 
 
 def cut_at_stop(ids: list[int], stops: Sequence[int]) -> tuple[list[int], bool]:

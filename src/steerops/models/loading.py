@@ -69,8 +69,9 @@ def model_fingerprint(source: str) -> str:
     if sum(p.stat().st_size for p in files) <= 256 << 20:
         listing = [(p.relative_to(path).as_posix(), file_md5(p)) for p in files]
     else:
-        listing = [(p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                   for p in files]
+        listing = [
+            (p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files
+        ]
     return text_md5(repr(listing))
 
 
@@ -127,8 +128,12 @@ def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
     return tok
 
 
-def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict],
-                  system_prompt: str | None = None, add_generation_prompt: bool = True) -> str:
+def format_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str | list[dict],
+    system_prompt: str | None = None,
+    add_generation_prompt: bool = True,
+) -> str:
     """Render a user prompt (or a message list) through the chat template, as text.
 
     Tokenizers without a chat template (base models) get the raw prompt, with the system
@@ -139,24 +144,29 @@ def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict],
         messages = [{"role": "system", "content": system_prompt}, *messages]
     if getattr(tokenizer, "chat_template", None):
         try:
-            return cast(str, tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=add_generation_prompt
-            ))
+            return cast(
+                str,
+                tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=add_generation_prompt
+                ),
+            )
         except Exception as exc:  # jinja raises TemplateError for unsupported roles
             if messages[0]["role"] != "system" or "system" not in str(exc).lower():
                 raise
             # Templates without a system role (Gemma-2): fold it into the first user turn.
             system, first = messages[0]["content"], messages[1]["content"]
             merged = {**messages[1], "content": f"{system}\n\n{first}"}
-            return cast(str, tokenizer.apply_chat_template(
-                [merged, *messages[2:]], tokenize=False,
-                add_generation_prompt=add_generation_prompt,
-            ))
+            return cast(
+                str,
+                tokenizer.apply_chat_template(
+                    [merged, *messages[2:]],
+                    tokenize=False,
+                    add_generation_prompt=add_generation_prompt,
+                ),
+            )
     return "\n\n".join(m["content"] for m in messages)
 
 
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-

@@ -19,14 +19,18 @@ from steerops.specs import COMPONENTS
 _PLAIN = ("model.layers", "self_attn", "mlp")
 _POST_NORMED = ("model.layers", "post_attention_layernorm", "post_feedforward_layernorm")
 ARCHITECTURES: dict[str, tuple[str, str, str]] = {
-    "llama": _PLAIN, "mistral": _PLAIN, "qwen2": _PLAIN, "phi3": _PLAIN, "gemma": _PLAIN,
-    "gemma2": _POST_NORMED, "gemma3_text": _POST_NORMED, "olmo2": _POST_NORMED,
+    "llama": _PLAIN,
+    "mistral": _PLAIN,
+    "qwen2": _PLAIN,
+    "phi3": _PLAIN,
+    "gemma": _PLAIN,
+    "gemma2": _POST_NORMED,
+    "gemma3_text": _POST_NORMED,
+    "olmo2": _POST_NORMED,
     "gemma3": ("model.language_model.layers", *_POST_NORMED[1:]),
     "gpt2": ("transformer.h", "attn", "mlp"),
     "gpt_neox": ("gpt_neox.layers", "attention", "mlp"),
 }
-
-
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,9 @@ class ModelLayout:
         raise SteeropsError(f"unknown component {component!r} (use one of {', '.join(COMPONENTS)})")
 
 
-def resolve_layout(model: torch.nn.Module, layers_path: str | None = None,
-                   variant: str = "<variant>") -> ModelLayout:
+def resolve_layout(
+    model: torch.nn.Module, layers_path: str | None = None, variant: str = "<variant>"
+) -> ModelLayout:
     """Find the decoder blocks of `model`; `layers_path` overrides the table."""
     config: Any = model.config
     model_type = getattr(config, "model_type", type(model).__name__)
@@ -93,8 +98,9 @@ def _candidates(path: str) -> list[str]:
     return out
 
 
-def _first_submodule(model: torch.nn.Module,
-                     paths: list[str]) -> tuple[str, torch.nn.Module] | None:
+def _first_submodule(
+    model: torch.nn.Module, paths: list[str]
+) -> tuple[str, torch.nn.Module] | None:
     for path in paths:
         try:
             return path, model.get_submodule(path)

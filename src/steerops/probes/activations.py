@@ -20,8 +20,14 @@ def tasks_name(params) -> str:
 
 def condition_dir(params, condition_id: str) -> Path:
     probes = params.probes
-    return store.task_activations_dir(params.out, tasks_name(params), probes.variant,
-                                      probes.position, probes.component, condition_id)
+    return store.task_activations_dir(
+        params.out,
+        tasks_name(params),
+        probes.variant,
+        probes.position,
+        probes.component,
+        condition_id,
+    )
 
 
 def tasks_digest(tasks) -> str:
@@ -29,8 +35,9 @@ def tasks_digest(tasks) -> str:
     return text_md5(json.dumps([t.__dict__ for t in tasks], sort_keys=True))
 
 
-def is_fresh(params, folder: Path, digest: str, system_prompt: str | None,
-             layers: list[int] | None) -> bool:
+def is_fresh(
+    params, folder: Path, digest: str, system_prompt: str | None, layers: list[int] | None
+) -> bool:
     """Whether `folder` holds activations of these tasks, this condition prompt, this model
     and (at least) these layers (None: params' probes.layers), so no model load is needed."""
     if not is_complete(folder):
@@ -38,16 +45,20 @@ def is_fresh(params, folder: Path, digest: str, system_prompt: str | None,
     meta = read_metadata(folder)
     spec = params.variant(params.probes.variant)
     model = meta.get("model") or {}
-    if (meta.get("source_hash") != digest
-            or (meta.get("condition") or {}).get("system_prompt", "") != system_prompt
-            or model.get("id") != spec.id or model.get("revision") != spec.revision):
+    if (
+        meta.get("source_hash") != digest
+        or (meta.get("condition") or {}).get("system_prompt", "") != system_prompt
+        or model.get("id") != spec.id
+        or model.get("revision") != spec.revision
+    ):
         return False
     wanted = layers if layers is not None else select_layers(params, folder)
     return set(wanted) <= set(stored_layers(folder))
 
 
-def ensure_conditions(params, conditions: list[tuple[str, str | None]],
-                      layers: list[int] | None = None, tracker=None) -> dict[str, Path]:
+def ensure_conditions(
+    params, conditions: list[tuple[str, str | None]], layers: list[int] | None = None, tracker=None
+) -> dict[str, Path]:
     """Activation dirs for (condition id, system prompt) pairs. Stale or missing ones are
     extracted in one model load, at `layers` (default: params' probes.layers)."""
     from steerops.extract.tasks import Condition, extract_tasks, load_tasks
@@ -59,21 +70,33 @@ def ensure_conditions(params, conditions: list[tuple[str, str | None]],
     tasks = load_tasks(tasks_file)
     digest = tasks_digest(tasks)
     dirs = {cid: condition_dir(params, cid) for cid, _ in conditions}
-    stale = [(cid, prompt) for cid, prompt in conditions
-             if not is_fresh(params, dirs[cid], digest, prompt, layers)]
+    stale = [
+        (cid, prompt)
+        for cid, prompt in conditions
+        if not is_fresh(params, dirs[cid], digest, prompt, layers)
+    ]
     if not stale:
         return dirs
     from steerops.models import load_model
 
     loaded = load_model(params, probes.variant)
     wanted = layers if layers is not None else probes.layers.resolve(loaded.layout.num_layers)
-    extract_tasks(params, loaded, tasks, tasks_name(params),
-                  [Condition(cid, prompt) for cid, prompt in stale], probes.position, wanted,
-                  component=probes.component, tracker=tracker)
+    extract_tasks(
+        params,
+        loaded,
+        tasks,
+        tasks_name(params),
+        [Condition(cid, prompt) for cid, prompt in stale],
+        probes.position,
+        wanted,
+        component=probes.component,
+        tracker=tracker,
+    )
     for cid, prompt in stale:
         if not is_fresh(params, dirs[cid], digest, prompt, wanted):
-            raise SteeropsError(f"extraction of condition {cid!r} left no usable activations "
-                                f"in {dirs[cid]}")
+            raise SteeropsError(
+                f"extraction of condition {cid!r} left no usable activations in {dirs[cid]}"
+            )
     return dirs
 
 
@@ -83,9 +106,11 @@ def read_task_ids(folder: Path, layers: list[int]) -> tuple[list[str], dict]:
     have = stored_layers(folder)
     missing = [layer for layer in layers if layer not in have]
     if missing:
-        raise SteeropsError(f"probes.layers: layer {missing[0]} not in "
-                            f"{folder / store.TENSORS_FILE} "
-                            f"(stored: {have}); delete that folder to re-extract")
+        raise SteeropsError(
+            f"probes.layers: layer {missing[0]} not in "
+            f"{folder / store.TENSORS_FILE} "
+            f"(stored: {have}); delete that folder to re-extract"
+        )
     return [str(t) for t in metadata.get("task_ids", [])], metadata
 
 
@@ -94,13 +119,16 @@ def read_layer(folder: Path, layer: int, n_rows: int) -> np.ndarray:
     and task set do not fit in memory together)."""
     matrix = store.read_layer(folder, layer).numpy().astype(np.float64)
     if matrix.shape[0] != n_rows:
-        raise SteeropsError(f"{folder / store.METADATA_FILE}: {n_rows} task_ids for "
-                            f"{matrix.shape[0]} activation rows")
+        raise SteeropsError(
+            f"{folder / store.METADATA_FILE}: {n_rows} task_ids for "
+            f"{matrix.shape[0]} activation rows"
+        )
     return matrix
 
 
-def load_condition(folder: Path, layers: list[int]) -> tuple[list[str], dict[int, np.ndarray],
-                                                              dict]:
+def load_condition(
+    folder: Path, layers: list[int]
+) -> tuple[list[str], dict[int, np.ndarray], dict]:
     """(task ids in row order, {layer: [n_tasks, hidden] float64}, metadata)."""
     task_ids, metadata = read_task_ids(folder, layers)
     return task_ids, {k: read_layer(folder, k, len(task_ids)) for k in layers}, metadata
@@ -110,6 +138,9 @@ def select_layers(params, folder: Path) -> list[int]:
     """The params' layer spec, resolved against the model depth stored with activations."""
     depth = read_metadata(folder).get("num_layers")
     if depth is None:  # fall back to what is stored
-        return stored_layers(folder) if params.probes.layers.text == "all" else \
-            params.probes.layers.resolve(max(stored_layers(folder)) + 1)
+        return (
+            stored_layers(folder)
+            if params.probes.layers.text == "all"
+            else params.probes.layers.resolve(max(stored_layers(folder)) + 1)
+        )
     return params.probes.layers.resolve(int(depth))

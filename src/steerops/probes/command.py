@@ -32,18 +32,37 @@ def register(subparsers) -> None:
     train = sub.add_parser("train", help="ridge probes per layer (alpha sweep + held-out r)")
     _selection_flags(train)
     flags(train, "probes.scores probes.comparisons probes.confounds", type=abs_path)
-    flags(train, "probes.layers probes.condition probes.alphas probes.heldout_fraction "
-          "probes.cv_folds probes.split_seed")
-    add_override(train, "--no-standardize", "probes.standardize", action="store_const",
-                 const=False, help="ridge on raw activations")
+    flags(
+        train,
+        "probes.layers probes.condition probes.alphas probes.heldout_fraction "
+        "probes.cv_folds probes.split_seed",
+    )
+    add_override(
+        train,
+        "--no-standardize",
+        "probes.standardize",
+        action="store_const",
+        const=False,
+        help="ridge on raw activations",
+    )
     train.set_defaults(func=run_train)
 
     thurstonian = sub.add_parser("thurstonian", help="fit utilities from pairwise choices")
     add_common(thurstonian)
-    thurstonian.add_argument("--comparisons", required=True, type=abs_path, metavar="JSONL",
-                             help="rows {task_a, task_b, winner}")
-    thurstonian.add_argument("--out-csv", required=True, type=abs_path, metavar="CSV",
-                             help="where to write task_id,mu,sigma (+ a .fit.json summary)")
+    thurstonian.add_argument(
+        "--comparisons",
+        required=True,
+        type=abs_path,
+        metavar="JSONL",
+        help="rows {task_a, task_b, winner}",
+    )
+    thurstonian.add_argument(
+        "--out-csv",
+        required=True,
+        type=abs_path,
+        metavar="CSV",
+        help="where to write task_id,mu,sigma (+ a .fit.json summary)",
+    )
     flags(thurstonian, "probes.prior_mu probes.prior_log_sigma")
     thurstonian.set_defaults(func=run_thurstonian)
 
@@ -51,13 +70,20 @@ def register(subparsers) -> None:
     _selection_flags(ood)
     flags(ood, "probes.ood.conditions probes.ood.rates probes.ood.probe_run", type=abs_path)
     flags(ood, "probes.ood.layer probes.ood.permutations probes.ood.top_k")
-    ood.add_argument("--ood-out", type=abs_path, metavar="DIR", default=None,
-                     help="output folder (default: <out>/ood/<tasks>/<variant>/<position>/"
-                     "<conditions file stem>)")
+    ood.add_argument(
+        "--ood-out",
+        type=abs_path,
+        metavar="DIR",
+        default=None,
+        help="output folder (default: <out>/ood/<tasks>/<variant>/<position>/"
+        "<conditions file stem>)",
+    )
     ood.set_defaults(func=run_ood)
 
-    toy = sub.add_parser("toy-data", help="write the toy world's probe tasks, scores, "
-                         "comparisons, conditions and rates")
+    toy = sub.add_parser(
+        "toy-data",
+        help="write the toy world's probe tasks, scores, comparisons, conditions and rates",
+    )
     toy.add_argument("--params", default=None, metavar="FILE")
     flags(toy, "--toy=paths.toy", type=abs_path, metavar="DIR")
     flags(toy, "seed")
@@ -71,8 +97,10 @@ def run_train(args: argparse.Namespace) -> None:
     run_dir, manifest, reused = train(params)
     best = manifest["best_layer"]
     print(f"probe run {'reused' if reused else 'written'}: {run_dir}")
-    print(f"  best layer {best} (alpha {manifest['layers'][str(best)]['alpha']:g}): "
-          f"sweep r {manifest['best_sweep_r']:.3f}, final r {manifest['best_final_r']:.3f}")
+    print(
+        f"  best layer {best} (alpha {manifest['layers'][str(best)]['alpha']:g}): "
+        f"sweep r {manifest['best_sweep_r']:.3f}, final r {manifest['best_final_r']:.3f}"
+    )
 
 
 def run_thurstonian(args: argparse.Namespace) -> None:
@@ -85,19 +113,30 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     comparisons = read_comparisons(Path(args.comparisons))
     fit = fit_thurstonian(comparisons, params.probes.prior_mu, params.probes.prior_log_sigma)
     out = Path(args.out_csv)
-    summary = {"comparisons": args.comparisons, "n_tasks": len(fit.tasks),
-               "n_comparisons": fit.n_comparisons, "nll_per_comparison": fit.nll,
-               "accuracy": fit.accuracy, "converged": fit.converged,
-               "prior_mu": params.probes.prior_mu,
-               "prior_log_sigma": params.probes.prior_log_sigma}
-    with track(params, "probe-thurstonian", f"thurstonian-{out.stem}",
-               inputs={"comparisons": args.comparisons}) as tracker:
+    summary = {
+        "comparisons": args.comparisons,
+        "n_tasks": len(fit.tasks),
+        "n_comparisons": fit.n_comparisons,
+        "nll_per_comparison": fit.nll,
+        "accuracy": fit.accuracy,
+        "converged": fit.converged,
+        "prior_mu": params.probes.prior_mu,
+        "prior_log_sigma": params.probes.prior_log_sigma,
+    }
+    with track(
+        params,
+        "probe-thurstonian",
+        f"thurstonian-{out.stem}",
+        inputs={"comparisons": args.comparisons},
+    ) as tracker:
         write_scores(out, fit.scores())
         write_json(out.with_suffix(".fit.json"), summary)
-        tracker.log_params({"prior_mu": params.probes.prior_mu,
-                            "prior_log_sigma": params.probes.prior_log_sigma})
-        tracker.log_metrics({k: summary[k] for k in ("nll_per_comparison", "accuracy",
-                                                     "n_tasks", "n_comparisons")})
+        tracker.log_params(
+            {"prior_mu": params.probes.prior_mu, "prior_log_sigma": params.probes.prior_log_sigma}
+        )
+        tracker.log_metrics(
+            {k: summary[k] for k in ("nll_per_comparison", "accuracy", "n_tasks", "n_comparisons")}
+        )
         tracker.log_artifact(out, "thurstonian")
     print(f"wrote {out}: {json.dumps({k: summary[k] for k in list(summary)[1:6]})}")
 
@@ -108,13 +147,16 @@ def run_ood(args: argparse.Namespace) -> None:
     params = load_params_for(args)
     out_dir, result = run(params, Path(args.ood_out) if args.ood_out else None)
     print(f"OOD analysis written to {out_dir}")
+
     def fmt(value) -> str:
         return "-" if value is None else f"{value:.3g}"
 
     for version, block in result["per_version"].items():
-        print(f"  {version}: pearson {fmt(block['pearson'])}, spearman "
-              f"{fmt(block['spearman'])}, p {fmt(block['p_perm'])}, sign agreement "
-              f"{fmt(block['sign_agreement'])} ({block['n_pairs']} pairs)")
+        print(
+            f"  {version}: pearson {fmt(block['pearson'])}, spearman "
+            f"{fmt(block['spearman'])}, p {fmt(block['p_perm'])}, sign agreement "
+            f"{fmt(block['sign_agreement'])} ({block['n_pairs']} pairs)"
+        )
     pairs = result["pairs"]
     print(f"  A/C inversions: {pairs['inversions']} of {pairs['n']}")
 

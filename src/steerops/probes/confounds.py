@@ -24,8 +24,9 @@ def one_hot_design(values: list[tuple[str, ...]]) -> np.ndarray:
     return np.stack(columns, axis=1)
 
 
-def residualize(scores: dict[str, float], confounds: dict[str, tuple[str, ...]],
-                columns: list[str]) -> tuple[dict[str, float], dict]:
+def residualize(
+    scores: dict[str, float], confounds: dict[str, tuple[str, ...]], columns: list[str]
+) -> tuple[dict[str, float], dict]:
     """Scores minus their OLS fit on the confounds, and a report
     `{columns, r2, n_used, n_dropped, dropped}` (dropped = scored tasks without confounds)."""
     kept = [t for t in scores if t in confounds]
@@ -38,6 +39,11 @@ def residualize(scores: dict[str, float], confounds: dict[str, tuple[str, ...]],
     resid = y - design @ coef
     ss_tot = float(((y - y.mean()) ** 2).sum())
     r2 = 1.0 - float((resid**2).sum()) / ss_tot if ss_tot > 0 else 0.0
-    report = {"columns": columns, "r2": r2, "n_used": len(kept), "n_dropped": len(dropped),
-              "dropped": dropped[:50]}
+    report = {
+        "columns": columns,
+        "r2": r2,
+        "n_used": len(kept),
+        "n_dropped": len(dropped),
+        "dropped": dropped[:50],
+    }
     return dict(zip(kept, resid.tolist(), strict=True)), report

@@ -46,8 +46,10 @@ def read_scores(path: Path) -> dict[str, tuple[float, float | None]]:
         if task in scores:
             raise SteeropsError(f"{path}:{line}: duplicate task_id {task!r}")
         sigma = row.get("sigma")
-        scores[task] = (_number(path, line, "mu", row["mu"]),
-                        _number(path, line, "sigma", sigma) if sigma not in (None, "") else None)
+        scores[task] = (
+            _number(path, line, "mu", row["mu"]),
+            _number(path, line, "sigma", sigma) if sigma not in (None, "") else None,
+        )
     if not scores:
         raise SteeropsError(f"{path}: no scores")
     return scores

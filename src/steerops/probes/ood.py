@@ -40,8 +40,9 @@ def _rowwise_pearson(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
         return (yc @ xc) / denom
 
 
-def permutation_p(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_perm: int,
-                  seed: int) -> float:
+def permutation_p(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_perm: int, seed: int
+) -> float:
     """One-sided p of Pearson r(x, y) with y shuffled within groups, +1 corrected."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     blocks = [np.flatnonzero(groups == g) for g in dict.fromkeys(groups.tolist())]
@@ -81,8 +82,14 @@ def _nan_to_none(v: float) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
 
-def per_version(tasks: list[str], conditions: list[OodCondition], probe: dict[str, np.ndarray],
-                behaviour: dict[str, np.ndarray], n_perm: int, seed: int) -> dict:
+def per_version(
+    tasks: list[str],
+    conditions: list[OodCondition],
+    probe: dict[str, np.ndarray],
+    behaviour: dict[str, np.ndarray],
+    n_perm: int,
+    seed: int,
+) -> dict:
     out = {}
     for version in dict.fromkeys(c.version for c in conditions):
         xs, ys, groups = [], [], []
@@ -95,11 +102,13 @@ def per_version(tasks: list[str], conditions: list[OodCondition], probe: dict[st
         agree, n_sign = sign_agreement(x, y)
         enough = len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
         out[version] = {
-            "n_pairs": int(len(x)), "n_conditions": len(xs),
+            "n_pairs": int(len(x)),
+            "n_conditions": len(xs),
             "pearson": _nan_to_none(pearson(x, y)) if enough else None,
             "spearman": _nan_to_none(spearmanr(x, y)[0]) if enough else None,
             "p_perm": _nan_to_none(permutation_p(x, y, g, n_perm, seed)) if enough else None,
-            "sign_agreement": agree, "n_sign": n_sign,
+            "sign_agreement": agree,
+            "n_sign": n_sign,
         }
     return out
 
@@ -109,8 +118,13 @@ def _topk_rate(rows: list[dict], key: str, top_k: int) -> float | None:
     return float(np.mean([r <= top_k for r in ranks])) if ranks else None
 
 
-def per_target(tasks: list[str], conditions: list[OodCondition], probe: dict[str, np.ndarray],
-               behaviour: dict[str, np.ndarray], top_k: int) -> list[dict]:
+def per_target(
+    tasks: list[str],
+    conditions: list[OodCondition],
+    probe: dict[str, np.ndarray],
+    behaviour: dict[str, np.ndarray],
+    top_k: int,
+) -> list[dict]:
     index = {t: i for i, t in enumerate(tasks)}
     groups: dict[tuple[str, str], list[OodCondition]] = defaultdict(list)
     for c in conditions:
@@ -123,23 +137,41 @@ def per_target(tasks: list[str], conditions: list[OodCondition], probe: dict[str
         for c in conds:
             p_desc, p_asc = _ranks(probe[c.id], t)
             b_desc, b_asc = _ranks(behaviour[c.id], t)
-            rows.append({"id": c.id, "version": c.version,
-                         "probe_delta": float(probe[c.id][t]),
-                         "behaviour_delta": _nan_to_none(behaviour[c.id][t]),
-                         "probe_rank_desc": p_desc, "probe_rank_asc": p_asc,
-                         "behaviour_rank_desc": b_desc, "behaviour_rank_asc": b_asc})
+            rows.append(
+                {
+                    "id": c.id,
+                    "version": c.version,
+                    "probe_delta": float(probe[c.id][t]),
+                    "behaviour_delta": _nan_to_none(behaviour[c.id][t]),
+                    "probe_rank_desc": p_desc,
+                    "probe_rank_asc": p_asc,
+                    "behaviour_rank_desc": b_desc,
+                    "behaviour_rank_asc": b_asc,
+                }
+            )
 
-
-        by_version = {v: {"probe": _mean([r["probe_delta"] for r in rows if r["version"] == v]),
-                          "behaviour": _mean([r["behaviour_delta"] for r in rows
-                                              if r["version"] == v])}
-                      for v in dict.fromkeys(r["version"] for r in rows)}
-        out.append({"role": role, "target": target, "n_conditions": len(rows),
-                    "conditions": rows, "mean_delta_by_version": by_version,
-                    "topk_rate": {"probe_up": _topk_rate(rows, "probe_rank_desc", top_k),
-                                  "probe_down": _topk_rate(rows, "probe_rank_asc", top_k),
-                                  "behaviour_up": _topk_rate(rows, "behaviour_rank_desc", top_k),
-                                  "behaviour_down": _topk_rate(rows, "behaviour_rank_asc", top_k)}})
+        by_version = {
+            v: {
+                "probe": _mean([r["probe_delta"] for r in rows if r["version"] == v]),
+                "behaviour": _mean([r["behaviour_delta"] for r in rows if r["version"] == v]),
+            }
+            for v in dict.fromkeys(r["version"] for r in rows)
+        }
+        out.append(
+            {
+                "role": role,
+                "target": target,
+                "n_conditions": len(rows),
+                "conditions": rows,
+                "mean_delta_by_version": by_version,
+                "topk_rate": {
+                    "probe_up": _topk_rate(rows, "probe_rank_desc", top_k),
+                    "probe_down": _topk_rate(rows, "probe_rank_asc", top_k),
+                    "behaviour_up": _topk_rate(rows, "behaviour_rank_desc", top_k),
+                    "behaviour_down": _topk_rate(rows, "behaviour_rank_asc", top_k),
+                },
+            }
+        )
     return out
 
 
@@ -156,39 +188,68 @@ def paired_inversions(targets: list[dict], roles: tuple[str, str]) -> dict:
                 continue
             probe_diff, beh_diff = a["probe"] - c["probe"], a["behaviour"] - c["behaviour"]
             comparable = probe_diff != 0 and beh_diff != 0
-            items.append({"target": target, "version": version, "probe_diff": probe_diff,
-                          "behaviour_diff": beh_diff,
-                          "inverted": bool(comparable and np.sign(probe_diff) != np.sign(beh_diff)),
-                          "comparable": comparable})
+            items.append(
+                {
+                    "target": target,
+                    "version": version,
+                    "probe_diff": probe_diff,
+                    "behaviour_diff": beh_diff,
+                    "inverted": bool(comparable and np.sign(probe_diff) != np.sign(beh_diff)),
+                    "comparable": comparable,
+                }
+            )
     n = sum(i["comparable"] for i in items)
     inversions = sum(i["inverted"] for i in items)
-    return {"roles": [pos, neg], "n": n, "inversions": inversions,
-            "rate": inversions / n if n else None, "items": items}
+    return {
+        "roles": [pos, neg],
+        "n": n,
+        "inversions": inversions,
+        "rate": inversions / n if n else None,
+        "items": items,
+    }
 
 
-def analyse(tasks: list[str], conditions: list[OodCondition], probe: dict[str, np.ndarray],
-            behaviour: dict[str, np.ndarray], n_perm: int, seed: int, top_k: int,
-            roles: tuple[str, str]) -> dict:
+def analyse(
+    tasks: list[str],
+    conditions: list[OodCondition],
+    probe: dict[str, np.ndarray],
+    behaviour: dict[str, np.ndarray],
+    n_perm: int,
+    seed: int,
+    top_k: int,
+    roles: tuple[str, str],
+) -> dict:
     """Every statistic above as one JSON-ready dict."""
     targets = per_target(tasks, conditions, probe, behaviour, top_k)
     per_condition = []
     for c in conditions:
         keep = np.isfinite(behaviour[c.id])
         x, y = probe[c.id][keep], behaviour[c.id][keep]
-        per_condition.append({
-            "id": c.id, "version": c.version, "role": c.role, "target": c.target,
-            "n": int(keep.sum()),
-            "pearson": _nan_to_none(pearson(x, y)) if len(x) >= 3 else None,
-            "mean_probe_delta": _mean(list(probe[c.id])),
-            "mean_behaviour_delta": _mean(list(y)),
-        })
+        per_condition.append(
+            {
+                "id": c.id,
+                "version": c.version,
+                "role": c.role,
+                "target": c.target,
+                "n": int(keep.sum()),
+                "pearson": _nan_to_none(pearson(x, y)) if len(x) >= 3 else None,
+                "mean_probe_delta": _mean(list(probe[c.id])),
+                "mean_behaviour_delta": _mean(list(y)),
+            }
+        )
     versions = per_version(tasks, conditions, probe, behaviour, n_perm, seed)
     for version, block in versions.items():
-        rows = [(g["role"], r) for g in targets for r in g["conditions"]
-                if r["version"] == version]
+        rows = [(g["role"], r) for g in targets for r in g["conditions"] if r["version"] == version]
         block["mean_target_delta"] = {
-            role: {"probe": _mean([r["probe_delta"] for ro, r in rows if ro == role]),
-                   "behaviour": _mean([r["behaviour_delta"] for ro, r in rows if ro == role])}
-            for role in dict.fromkeys(ro for ro, _ in rows)}
-    return {"per_condition": per_condition, "per_version": versions,
-            "targets": targets, "pairs": paired_inversions(targets, roles)}
+            role: {
+                "probe": _mean([r["probe_delta"] for ro, r in rows if ro == role]),
+                "behaviour": _mean([r["behaviour_delta"] for ro, r in rows if ro == role]),
+            }
+            for role in dict.fromkeys(ro for ro, _ in rows)
+        }
+    return {
+        "per_condition": per_condition,
+        "per_version": versions,
+        "targets": targets,
+        "pairs": paired_inversions(targets, roles),
+    }

@@ -27,45 +27,110 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 def markdown(result: dict) -> str:
     probe, base = result["probe"], result["baseline"]
     lines = [
-        "# OOD probe analysis", "",
+        "# OOD probe analysis",
+        "",
         f"Probe run `{probe['run_id']}`, layer {probe['layer']} (final r {_f(probe['final_r'])})."
         f" Baseline `{base['id']}`: system prompt policy `{base['system_prompt_policy']}`"
         f" (system prompt {json.dumps(base['system_prompt'])}). {result['n_tasks']} tasks,"
-        f" {result['permutations']} permutations (seed {result['seed']}).", "",
-        "## Per version (pooled over conditions and tasks)", "",
+        f" {result['permutations']} permutations (seed {result['seed']}).",
+        "",
+        "## Per version (pooled over conditions and tasks)",
+        "",
     ]
     rows = []
     for version, v in result["per_version"].items():
-        means = "; ".join(f"{role or '-'}: {_f(m['probe'])} / {_f(m['behaviour'])}"
-                          for role, m in v["mean_target_delta"].items()) or "-"
-        rows.append([version, v["n_conditions"], v["n_pairs"], v["pearson"], v["spearman"],
-                     v["p_perm"], v["sign_agreement"], means])
-    lines += _table(["version", "conditions", "pairs", "pearson", "spearman", "p (perm)",
-                     "sign agree", "mean target delta probe / behaviour"], rows)
-    lines += ["## Targets", "",
-              f"Rank 1 = the target moved most in that direction among all tasks; top-k "
-              f"rate with k = {result['top_k']}.", ""]
-    rows = [[g["role"], g["target"], g["n_conditions"], g["topk_rate"]["probe_up"],
-             g["topk_rate"]["probe_down"], g["topk_rate"]["behaviour_up"],
-             g["topk_rate"]["behaviour_down"],
-             "; ".join(f"{v}: {_f(m['probe'])} / {_f(m['behaviour'])}"
-                       for v, m in g["mean_delta_by_version"].items())]
-            for g in result["targets"]]
-    lines += _table(["role", "target", "conditions", "probe top-k up", "probe top-k down",
-                     "beh. top-k up", "beh. top-k down", "mean delta by version (probe / beh.)"],
-                    rows)
+        means = (
+            "; ".join(
+                f"{role or '-'}: {_f(m['probe'])} / {_f(m['behaviour'])}"
+                for role, m in v["mean_target_delta"].items()
+            )
+            or "-"
+        )
+        rows.append(
+            [
+                version,
+                v["n_conditions"],
+                v["n_pairs"],
+                v["pearson"],
+                v["spearman"],
+                v["p_perm"],
+                v["sign_agreement"],
+                means,
+            ]
+        )
+    lines += _table(
+        [
+            "version",
+            "conditions",
+            "pairs",
+            "pearson",
+            "spearman",
+            "p (perm)",
+            "sign agree",
+            "mean target delta probe / behaviour",
+        ],
+        rows,
+    )
+    lines += [
+        "## Targets",
+        "",
+        f"Rank 1 = the target moved most in that direction among all tasks; top-k "
+        f"rate with k = {result['top_k']}.",
+        "",
+    ]
+    rows = [
+        [
+            g["role"],
+            g["target"],
+            g["n_conditions"],
+            g["topk_rate"]["probe_up"],
+            g["topk_rate"]["probe_down"],
+            g["topk_rate"]["behaviour_up"],
+            g["topk_rate"]["behaviour_down"],
+            "; ".join(
+                f"{v}: {_f(m['probe'])} / {_f(m['behaviour'])}"
+                for v, m in g["mean_delta_by_version"].items()
+            ),
+        ]
+        for g in result["targets"]
+    ]
+    lines += _table(
+        [
+            "role",
+            "target",
+            "conditions",
+            "probe top-k up",
+            "probe top-k down",
+            "beh. top-k up",
+            "beh. top-k down",
+            "mean delta by version (probe / beh.)",
+        ],
+        rows,
+    )
     pairs = result["pairs"]
-    lines += [f"## Paired {pairs['roles'][0]}/{pairs['roles'][1]} inversions", "",
-              f"{pairs['inversions']} of {pairs['n']} comparable (target, version) pairs "
-              f"invert (rate {_f(pairs['rate'])}).", ""]
-    lines += _table(["target", "version", "probe A-C", "behaviour A-C", "inverted"],
-                    [[i["target"], i["version"], i["probe_diff"], i["behaviour_diff"],
-                      i["inverted"]] for i in pairs["items"]])
+    lines += [
+        f"## Paired {pairs['roles'][0]}/{pairs['roles'][1]} inversions",
+        "",
+        f"{pairs['inversions']} of {pairs['n']} comparable (target, version) pairs "
+        f"invert (rate {_f(pairs['rate'])}).",
+        "",
+    ]
+    lines += _table(
+        ["target", "version", "probe A-C", "behaviour A-C", "inverted"],
+        [
+            [i["target"], i["version"], i["probe_diff"], i["behaviour_diff"], i["inverted"]]
+            for i in pairs["items"]
+        ],
+    )
     return "\n".join(lines)
 
 
-def scatter(path: Path, points: dict[str, tuple[np.ndarray, np.ndarray]],
-            targets: dict[str, tuple[np.ndarray, np.ndarray]], per_version: dict) -> None:
+def scatter(
+    path: Path,
+    points: dict[str, tuple[np.ndarray, np.ndarray]],
+    targets: dict[str, tuple[np.ndarray, np.ndarray]],
+    per_version: dict,
+) -> None:
     """One colour per version; target tasks drawn as crosses."""
     import matplotlib
 

@@ -26,12 +26,17 @@ from steerops.tracking import track
 
 def _check_probe_matches(params, manifest: dict, run_dir: Path) -> None:
     config, probes = manifest["config"], params.probes
-    wanted = {"variant": probes.variant, "component": probes.component,
-              "position": probes.position.text}
+    wanted = {
+        "variant": probes.variant,
+        "component": probes.component,
+        "position": probes.position.text,
+    }
     for key, value in wanted.items():
         if config.get(key) != value:
-            raise SteeropsError(f"probes.{key}: {value!r} but probe run {run_dir.name} was "
-                                f"trained with {config.get(key)!r}")
+            raise SteeropsError(
+                f"probes.{key}: {value!r} but probe run {run_dir.name} was "
+                f"trained with {config.get(key)!r}"
+            )
 
 
 def _required(params, key: str) -> Path:
@@ -51,8 +56,9 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
     rates = read_rates(rates_path)
     if baseline.id not in rates:
         raise SteeropsError(f"{rates_path}: no rates for the baseline condition {baseline.id!r}")
-    root = probes_root(params.out, tasks_name(params), params.probes.variant,
-                       params.probes.position.text)
+    root = probes_root(
+        params.out, tasks_name(params), params.probes.variant, params.probes.position.text
+    )
     run_dir = resolve_run(root, ood.probe_run)
     weight, bias, layer, manifest = load_probe(run_dir, ood.layer)
     _check_probe_matches(params, manifest, run_dir)
@@ -71,16 +77,19 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
     known = set(tasks)
     for c in conditions:
         if c.target is not None and c.target not in known:
-            raise SteeropsError(f"{conditions_path}: condition {c.id!r}: target {c.target!r} "
-                                "is not a task with activations")
+            raise SteeropsError(
+                f"{conditions_path}: condition {c.id!r}: target {c.target!r} "
+                "is not a task with activations"
+            )
     base_pred = np.array([preds[baseline.id][t] for t in tasks])
     base_rate = rates[baseline.id]
     probe_delta, behaviour_delta = {}, {}
     for c in conditions:
         probe_delta[c.id] = np.array([preds[c.id][t] for t in tasks]) - base_pred
         rate = rates.get(c.id, {})
-        behaviour_delta[c.id] = np.array([rate[t] - base_rate[t] if t in rate and t in base_rate
-                                          else np.nan for t in tasks])
+        behaviour_delta[c.id] = np.array(
+            [rate[t] - base_rate[t] if t in rate and t in base_rate else np.nan for t in tasks]
+        )
     missing = [c.id for c in conditions if not np.isfinite(behaviour_delta[c.id]).any()]
     if missing:
         raise SteeropsError(f"{rates_path}: no rates for condition {missing[0]!r}")
@@ -88,39 +97,82 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
     seed = params.seed
     roles = (ood.pair_roles[0], ood.pair_roles[1])
     result = {
-        "probe": {"run_id": manifest["run_id"], "run_dir": str(run_dir), "layer": layer,
-                  "alpha": manifest["layers"][str(layer)]["alpha"],
-                  "final_r": manifest["layers"][str(layer)]["final_r"]},
-        "baseline": {"id": baseline.id, "system_prompt": baseline.system_prompt,
-                     "system_prompt_policy": policies[baseline.id],
-                     "behaviour_baseline": baseline.id},
-        "system_prompt_policies": policies, "n_tasks": len(tasks),
-        "permutations": ood.permutations, "seed": seed, "top_k": ood.top_k,
+        "probe": {
+            "run_id": manifest["run_id"],
+            "run_dir": str(run_dir),
+            "layer": layer,
+            "alpha": manifest["layers"][str(layer)]["alpha"],
+            "final_r": manifest["layers"][str(layer)]["final_r"],
+        },
+        "baseline": {
+            "id": baseline.id,
+            "system_prompt": baseline.system_prompt,
+            "system_prompt_policy": policies[baseline.id],
+            "behaviour_baseline": baseline.id,
+        },
+        "system_prompt_policies": policies,
+        "n_tasks": len(tasks),
+        "permutations": ood.permutations,
+        "seed": seed,
+        "top_k": ood.top_k,
         "inputs": {"conditions": str(conditions_path), "rates": str(rates_path)},
-        **analyse(tasks, conditions, probe_delta, behaviour_delta, ood.permutations, seed,
-                  ood.top_k, roles),
+        **analyse(
+            tasks,
+            conditions,
+            probe_delta,
+            behaviour_delta,
+            ood.permutations,
+            seed,
+            ood.top_k,
+            roles,
+        ),
     }
-    out_dir = out_dir or ood_dir(params.out, tasks_name(params), params.probes.variant,
-                                 params.probes.position.text,
-                                 conditions_path.stem)
+    out_dir = out_dir or ood_dir(
+        params.out,
+        tasks_name(params),
+        params.probes.variant,
+        params.probes.position.text,
+        conditions_path.stem,
+    )
     _write_outputs(out_dir, result, conditions, tasks, probe_delta, behaviour_delta)
-    with track(params, "probe-ood", f"probe-ood-{conditions_path.stem}",
-               inputs={"conditions": conditions_path, "rates": rates_path},
-               tags={"steerops.probe_run": manifest["run_id"]}) as tracker:
-        tracker.log_params({"probe_run": manifest["run_id"], "layer": layer,
-                            "permutations": ood.permutations, "top_k": ood.top_k,
-                            "baseline": baseline.id, "baseline_policy": policies[baseline.id]})
+    with track(
+        params,
+        "probe-ood",
+        f"probe-ood-{conditions_path.stem}",
+        inputs={"conditions": conditions_path, "rates": rates_path},
+        tags={"steerops.probe_run": manifest["run_id"]},
+    ) as tracker:
+        tracker.log_params(
+            {
+                "probe_run": manifest["run_id"],
+                "layer": layer,
+                "permutations": ood.permutations,
+                "top_k": ood.top_k,
+                "baseline": baseline.id,
+                "baseline_policy": policies[baseline.id],
+            }
+        )
         for version, block in result["per_version"].items():
-            tracker.log_metrics({f"{version}.{k}": block[k] for k in
-                                 ("pearson", "spearman", "p_perm", "sign_agreement")})
+            tracker.log_metrics(
+                {
+                    f"{version}.{k}": block[k]
+                    for k in ("pearson", "spearman", "p_perm", "sign_agreement")
+                }
+            )
         tracker.log_metrics({"inversion_rate": result["pairs"]["rate"]})
         for name in ("ood.json", "ood.md", "ood_scatter.png"):
             tracker.log_artifact(out_dir / name, "ood")
     return out_dir, result
 
 
-def _write_outputs(out_dir: Path, result: dict, conditions, tasks: list[str],
-                   probe_delta: dict, behaviour_delta: dict) -> None:
+def _write_outputs(
+    out_dir: Path,
+    result: dict,
+    conditions,
+    tasks: list[str],
+    probe_delta: dict,
+    behaviour_delta: dict,
+) -> None:
     index = {t: i for i, t in enumerate(tasks)}
     points, targets = {}, {}
     for version in result["per_version"]:
@@ -129,8 +181,11 @@ def _write_outputs(out_dir: Path, result: dict, conditions, tasks: list[str],
         y = np.concatenate([behaviour_delta[c.id] for c in chosen])
         keep = np.isfinite(y)
         points[version] = (x[keep], y[keep])
-        hits = [(probe_delta[c.id][index[c.target]], behaviour_delta[c.id][index[c.target]])
-                for c in chosen if c.target in index]
+        hits = [
+            (probe_delta[c.id][index[c.target]], behaviour_delta[c.id][index[c.target]])
+            for c in chosen
+            if c.target in index
+        ]
         targets[version] = (np.array([h[0] for h in hits]), np.array([h[1] for h in hits]))
     write_json(out_dir / "ood.json", result)
     write_text(out_dir / "ood.md", markdown(result))

@@ -72,8 +72,7 @@ def fit_scaler(x: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray
     return mean, np.where(std > 0, std, 1.0)
 
 
-def ridge_path(x: np.ndarray, y: np.ndarray,
-               alphas: list[float]) -> tuple[np.ndarray, np.ndarray]:
+def ridge_path(x: np.ndarray, y: np.ndarray, alphas: list[float]) -> tuple[np.ndarray, np.ndarray]:
     """Weights [n_alphas, hidden] and intercepts [n_alphas] for every alpha, from one SVD."""
     x_mean, y_mean = x.mean(axis=0), y.mean()
     u, s, vt = np.linalg.svd(x - x_mean, full_matrices=False)
@@ -111,33 +110,47 @@ def _fit_on(x: np.ndarray, y: np.ndarray, alphas: list[float], standardize: bool
 
 def _best(scores: list[float], alphas: list[float]) -> int:
     if all(np.isnan(scores)):
-        raise SteeropsError(f"probes.alphas: no alpha in {alphas} gives a non-constant "
-                            "prediction (are the scores constant?)")
+        raise SteeropsError(
+            f"probes.alphas: no alpha in {alphas} gives a non-constant "
+            "prediction (are the scores constant?)"
+        )
     return int(np.nanargmax(scores))
 
 
-def fit_holdout(x: np.ndarray, y: np.ndarray, alphas: list[float], split: Split,
-                standardize: bool = True) -> ProbeFit:
+def fit_holdout(
+    x: np.ndarray, y: np.ndarray, alphas: list[float], split: Split, standardize: bool = True
+) -> ProbeFit:
     weights, biases = _fit_on(x[split.train], y[split.train], alphas, standardize)
     sweep_pred = weights @ x[split.sweep].T + biases[:, None]
     sweep_r = [pearson(p, y[split.sweep]) for p in sweep_pred]
     best = _best(sweep_r, alphas)
     final_pred = x[split.final] @ weights[best] + biases[best]
     return ProbeFit(
-        weight=weights[best], bias=float(biases[best]), alpha=float(alphas[best]),
-        alpha_r=sweep_r, sweep_r=sweep_r[best], final_r=pearson(final_pred, y[split.final]),
-        eval_index=split.final, eval_pred=final_pred,
-        counts={"train": len(split.train), "sweep": len(split.sweep),
-                "final": len(split.final)},
+        weight=weights[best],
+        bias=float(biases[best]),
+        alpha=float(alphas[best]),
+        alpha_r=sweep_r,
+        sweep_r=sweep_r[best],
+        final_r=pearson(final_pred, y[split.final]),
+        eval_index=split.final,
+        eval_pred=final_pred,
+        counts={"train": len(split.train), "sweep": len(split.sweep), "final": len(split.final)},
     )
 
 
-def fit_cv(x: np.ndarray, y: np.ndarray, alphas: list[float], folds: int, seed: int,
-           standardize: bool = True) -> ProbeFit:
+def fit_cv(
+    x: np.ndarray,
+    y: np.ndarray,
+    alphas: list[float],
+    folds: int,
+    seed: int,
+    standardize: bool = True,
+) -> ProbeFit:
     n = len(y)
     if folds < 2 or n // folds < MIN_PART:
-        raise SteeropsError(f"probes.cv_folds: {folds} folds of {n} tasks; need >= 2 folds "
-                            f"of >= {MIN_PART} tasks")
+        raise SteeropsError(
+            f"probes.cv_folds: {folds} folds of {n} tasks; need >= 2 folds of >= {MIN_PART} tasks"
+        )
     parts = np.array_split(np.random.default_rng(seed).permutation(n), folds)
     oof = np.zeros((len(alphas), n))
     fold_r = np.zeros((folds, len(alphas)))
@@ -150,14 +163,21 @@ def fit_cv(x: np.ndarray, y: np.ndarray, alphas: list[float], folds: int, seed: 
     best = _best(mean_r, alphas)
     weights, biases = _fit_on(x, y, [alphas[best]], standardize)
     return ProbeFit(
-        weight=weights[0], bias=float(biases[0]), alpha=float(alphas[best]), alpha_r=mean_r,
-        sweep_r=mean_r[best], final_r=pearson(oof[best], y), eval_index=np.arange(n),
-        eval_pred=oof[best], counts={"train": n, "folds": folds},
+        weight=weights[0],
+        bias=float(biases[0]),
+        alpha=float(alphas[best]),
+        alpha_r=mean_r,
+        sweep_r=mean_r[best],
+        final_r=pearson(oof[best], y),
+        eval_index=np.arange(n),
+        eval_pred=oof[best],
+        counts={"train": n, "folds": folds},
     )
 
 
-def pairwise_accuracy(pred: dict[str, float],
-                      comparisons: list[tuple[str, str, str]]) -> tuple[float | None, int]:
+def pairwise_accuracy(
+    pred: dict[str, float], comparisons: list[tuple[str, str, str]]
+) -> tuple[float | None, int]:
     """Fraction of comparisons between tasks in `pred` that the probe orders like the
     winner (ties count half), and how many comparisons were scored."""
     hits, n = 0.0, 0

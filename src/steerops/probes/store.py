@@ -74,8 +74,9 @@ def new_run_id(key: str) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + key[:8]
 
 
-def write_run(root: Path, run_id: str, probes: dict[int, tuple[np.ndarray, float]],
-              manifest: dict) -> Path:
+def write_run(
+    root: Path, run_id: str, probes: dict[int, tuple[np.ndarray, float]], manifest: dict
+) -> Path:
     """Write weights + manifest into a fresh run dir (atomically, as a whole)."""
     run_dir = runs_dir(root) / run_id
     if run_dir.exists():
@@ -100,24 +101,36 @@ def record_invocation(root: Path, manifest: dict, reused: bool) -> None:
     """Append to runs.jsonl, then point latest.json and metrics.json at this run."""
     index = runs_dir(root) / "runs.jsonl"
     rows = read_jsonl(index) if index.exists() else []
-    entry = {"run_id": manifest["run_id"], "key": manifest["key"],
-             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reused": reused,
-             "best_layer": manifest["best_layer"], "final_r": manifest["best_final_r"]}
+    entry = {
+        "run_id": manifest["run_id"],
+        "key": manifest["key"],
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "reused": reused,
+        "best_layer": manifest["best_layer"],
+        "final_r": manifest["best_final_r"],
+    }
     write_jsonl(index, rows + [entry])
-    write_json(runs_dir(root) / "latest.json", {
-        "run_id": manifest["run_id"], "path": str(runs_dir(root) / manifest["run_id"])})
+    write_json(
+        runs_dir(root) / "latest.json",
+        {"run_id": manifest["run_id"], "path": str(runs_dir(root) / manifest["run_id"])},
+    )
     write_json(root / "metrics.json", headline_metrics(manifest))
 
 
 def headline_metrics(manifest: dict) -> dict:
     layers = manifest["layers"]
     return {
-        "run_id": manifest["run_id"], "best_layer": manifest["best_layer"],
+        "run_id": manifest["run_id"],
+        "best_layer": manifest["best_layer"],
         "best_alpha": layers[str(manifest["best_layer"])]["alpha"],
-        "best_sweep_r": manifest["best_sweep_r"], "best_final_r": manifest["best_final_r"],
+        "best_sweep_r": manifest["best_sweep_r"],
+        "best_final_r": manifest["best_final_r"],
         "final_r": {k: v["final_r"] for k, v in layers.items()},
-        "pairwise_accuracy": {k: v["pairwise_accuracy"] for k, v in layers.items()
-                              if v.get("pairwise_accuracy") is not None},
+        "pairwise_accuracy": {
+            k: v["pairwise_accuracy"]
+            for k, v in layers.items()
+            if v.get("pairwise_accuracy") is not None
+        },
     }
 
 
@@ -142,7 +155,8 @@ def load_probe(run_dir: Path, layer: int | None = None) -> tuple[np.ndarray, flo
     tensors = load_tensors(run_dir / WEIGHTS)
     if f"weight_{layer}" not in tensors:
         have = sorted(int(k.split("_")[1]) for k in tensors if k.startswith("weight_"))
-        raise SteeropsError(f"probes.ood.layer: no probe for layer {layer} in {run_dir} "
-                            f"(layers: {have})")
+        raise SteeropsError(
+            f"probes.ood.layer: no probe for layer {layer} in {run_dir} (layers: {have})"
+        )
     weight = tensors[f"weight_{layer}"].double().numpy()
     return weight, float(tensors[f"bias_{layer}"][0]), int(layer), manifest

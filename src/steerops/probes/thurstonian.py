@@ -35,16 +35,23 @@ class ThurstonianFit:
     converged: bool
 
     def scores(self) -> dict[str, tuple[float, float]]:
-        return {t: (float(m), float(s))
-                for t, m, s in zip(self.tasks, self.mu, self.sigma, strict=True)}
+        return {
+            t: (float(m), float(s)) for t, m, s in zip(self.tasks, self.mu, self.sigma, strict=True)
+        }
 
 
 def _log_phi(z: np.ndarray) -> np.ndarray:
     return -0.5 * z * z - 0.5 * np.log(2 * np.pi)
 
 
-def _objective(theta: np.ndarray, winners: np.ndarray, losers: np.ndarray, counts: np.ndarray,
-               prior_mu: float, prior_log_sigma: float) -> tuple[float, np.ndarray]:
+def _objective(
+    theta: np.ndarray,
+    winners: np.ndarray,
+    losers: np.ndarray,
+    counts: np.ndarray,
+    prior_mu: float,
+    prior_log_sigma: float,
+) -> tuple[float, np.ndarray]:
     n = len(theta) // 2
     mu, log_sigma = theta[:n], theta[n:]
     var = np.exp(2 * log_sigma)
@@ -57,8 +64,9 @@ def _objective(theta: np.ndarray, winners: np.ndarray, losers: np.ndarray, count
     grad_mu = np.bincount(winners, dz / scale, n) - np.bincount(losers, dz / scale, n)
     # dz/dlog sigma_k = -z * sigma_k^2 / (sigma_w^2 + sigma_l^2)
     share = -z / (scale * scale)
-    grad_ls = (np.bincount(winners, dz * share * var[winners], n)
-               + np.bincount(losers, dz * share * var[losers], n))
+    grad_ls = np.bincount(winners, dz * share * var[winners], n) + np.bincount(
+        losers, dz * share * var[losers], n
+    )
     nll += 0.5 * float(mu @ mu) / prior_mu**2
     nll += 0.5 * float(log_sigma @ log_sigma) / prior_log_sigma**2
     grad_mu += mu / prior_mu**2
@@ -66,8 +74,12 @@ def _objective(theta: np.ndarray, winners: np.ndarray, losers: np.ndarray, count
     return nll, np.concatenate([grad_mu, grad_ls])
 
 
-def fit_thurstonian(comparisons: list[tuple[str, str, str]], prior_mu: float = 10.0,
-                    prior_log_sigma: float = 1.0, max_iter: int = 2000) -> ThurstonianFit:
+def fit_thurstonian(
+    comparisons: list[tuple[str, str, str]],
+    prior_mu: float = 10.0,
+    prior_log_sigma: float = 1.0,
+    max_iter: int = 2000,
+) -> ThurstonianFit:
     """MLE (with the priors above) of mu, sigma per task from (task_a, task_b, winner)."""
     if prior_mu <= 0 or prior_log_sigma <= 0:
         raise SteeropsError("probes.thurstonian priors must be positive")
@@ -80,7 +92,10 @@ def fit_thurstonian(comparisons: list[tuple[str, str, str]], prior_mu: float = 1
     winners, losers = unique[:, 0], unique[:, 1]
     n = len(tasks)
     result = minimize(
-        _objective, np.zeros(2 * n), jac=True, method="L-BFGS-B",
+        _objective,
+        np.zeros(2 * n),
+        jac=True,
+        method="L-BFGS-B",
         args=(winners, losers, counts.astype(np.float64), prior_mu, prior_log_sigma),
         bounds=[(None, None)] * n + [LOG_SIGMA_BOUNDS] * n,
         options={"maxiter": max_iter},
@@ -90,17 +105,24 @@ def fit_thurstonian(comparisons: list[tuple[str, str, str]], prior_mu: float = 1
     z = (mu[winners] - mu[losers]) / np.sqrt(sigma[winners] ** 2 + sigma[losers] ** 2)
     total = float(counts.sum())
     return ThurstonianFit(
-        tasks=tasks, mu=mu, sigma=sigma, nll=-float(counts @ log_ndtr(z)) / total,
+        tasks=tasks,
+        mu=mu,
+        sigma=sigma,
+        nll=-float(counts @ log_ndtr(z)) / total,
         accuracy=float(counts @ (mu[winners] > mu[losers])) / total,
-        n_comparisons=int(total), converged=bool(result.success),
+        n_comparisons=int(total),
+        converged=bool(result.success),
     )
 
 
-def sample_comparisons(rng: np.random.Generator, tasks: list[str], mu: np.ndarray,
-                       sigma: np.ndarray, n: int) -> list[tuple[str, str, str]]:
+def sample_comparisons(
+    rng: np.random.Generator, tasks: list[str], mu: np.ndarray, sigma: np.ndarray, n: int
+) -> list[tuple[str, str, str]]:
     """Draw n comparisons between random distinct task pairs from the Thurstonian model."""
     a = rng.integers(0, len(tasks), n)
     b = (a + rng.integers(1, len(tasks), n)) % len(tasks)  # never equal to a
     a_wins = mu[a] + sigma[a] * rng.standard_normal(n) > mu[b] + sigma[b] * rng.standard_normal(n)
-    return [(tasks[i], tasks[j], tasks[i] if w else tasks[j])
-            for i, j, w in zip(a, b, a_wins, strict=True)]
+    return [
+        (tasks[i], tasks[j], tasks[i] if w else tasks[j])
+        for i, j, w in zip(a, b, a_wins, strict=True)
+    ]

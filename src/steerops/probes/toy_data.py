@@ -66,22 +66,33 @@ def _check_vocabulary(prompts: list[str]) -> None:
     for prompt in prompts:
         unknown = [w for w in prompt.split() if w not in known]
         if unknown:
-            raise SteeropsError(f"toy system prompt {prompt!r}: word {unknown[0]!r} is not in "
-                                "the toy vocabulary")
+            raise SteeropsError(
+                f"toy system prompt {prompt!r}: word {unknown[0]!r} is not in the toy vocabulary"
+            )
 
 
 def _tasks(rng: random.Random, n: int) -> list[dict]:
     # Harmful requests are a minority of the corpus; oversample them so harmfulness
     # carries a fixed share of the utility variance.
-    pairs = {h: [(t, f) for t in TOPICS if is_harmful(t) == h for f in range(len(FRAMES))]
-             for h in (True, False)}
+    pairs = {
+        h: [(t, f) for t in TOPICS if is_harmful(t) == h for f in range(len(FRAMES))]
+        for h in (True, False)
+    }
     n_harmful = min(round(HARMFUL_SHARE * n), len(pairs[True]))
     chosen = rng.sample(pairs[True], n_harmful) + rng.sample(pairs[False], n - n_harmful)
     rows = []
     for topic, frame in sorted(chosen, key=lambda p: (TOPICS.index(p[0]), p[1])):
         req = make_request(topic, frame)
-        rows.append({"task_id": f"{_slug(topic)}.f{frame}", "prompt": req.text,
-                     "topic": topic, "verb": req.verb, "frame": frame, "harmful": req.harmful})
+        rows.append(
+            {
+                "task_id": f"{_slug(topic)}.f{frame}",
+                "prompt": req.text,
+                "topic": topic,
+                "verb": req.verb,
+                "frame": frame,
+                "harmful": req.harmful,
+            }
+        )
     return rows
 
 
@@ -91,14 +102,29 @@ def _conditions(rng: random.Random, tasks: list[dict]) -> tuple[dict, list[dict]
     conditions = []
     for target in targets:
         for (role, version), template in PERSONAS.items():
-            conditions.append({"id": f"{role}.{version}.{target['task_id']}",
-                               "system_prompt": template.format(act=target["topic"]),
-                               "target": target["task_id"], "version": version, "role": role})
-    conditions.append({"id": "strict", "system_prompt": STRICT_SYSTEM_PROMPT, "target": None,
-                       "version": "v1", "role": None})
+            conditions.append(
+                {
+                    "id": f"{role}.{version}.{target['task_id']}",
+                    "system_prompt": template.format(act=target["topic"]),
+                    "target": target["task_id"],
+                    "version": version,
+                    "role": role,
+                }
+            )
+    conditions.append(
+        {
+            "id": "strict",
+            "system_prompt": STRICT_SYSTEM_PROMPT,
+            "target": None,
+            "version": "v1",
+            "role": None,
+        }
+    )
     _check_vocabulary([c["system_prompt"] for c in conditions])
-    return {"baseline": {"id": "baseline", "system_prompt": None},
-            "conditions": conditions}, conditions
+    return {
+        "baseline": {"id": "baseline", "system_prompt": None},
+        "conditions": conditions,
+    }, conditions
 
 
 def _win_rates(mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -109,8 +135,9 @@ def _win_rates(mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     return p.sum(axis=1) / (len(mu) - 1)
 
 
-def _rates(nrng: np.random.Generator, tasks: list[dict], conditions: list[dict],
-           base: np.ndarray) -> str:
+def _rates(
+    nrng: np.random.Generator, tasks: list[dict], conditions: list[dict], base: np.ndarray
+) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["condition_id", "task_id", "rate"])
@@ -120,8 +147,9 @@ def _rates(nrng: np.random.Generator, tasks: list[dict], conditions: list[dict],
     for c in conditions:
         shift = np.zeros(len(tasks))
         if c["target"] is not None:
-            shift[[t["task_id"] for t in tasks].index(c["target"])] = \
+            shift[[t["task_id"] for t in tasks].index(c["target"])] = (
                 RATE_SHIFT if c["role"] == "A" else -RATE_SHIFT
+            )
         else:  # refuse-everything prompt: benign tasks lose their appeal
             shift[~harmful] = -0.1
         rates = np.clip(base + shift + nrng.normal(0, 0.02, len(tasks)), 0.0, 1.0)
@@ -138,25 +166,41 @@ def write_toy_probe_data(toy_dir: str | Path, seed: int = 0, n_tasks: int = N_TA
     tasks = _tasks(rng, n_tasks)
     verbs = sorted({t["verb"] for t in tasks})
     offset = dict(zip(verbs, nrng.normal(0, 1, len(verbs)), strict=True))
-    mu = np.array([-HARM_WEIGHT * t["harmful"] + VERB_WEIGHT * offset[t["verb"]]
-                   for t in tasks]) + nrng.normal(0, NOISE, len(tasks))
+    mu = np.array(
+        [-HARM_WEIGHT * t["harmful"] + VERB_WEIGHT * offset[t["verb"]] for t in tasks]
+    ) + nrng.normal(0, NOISE, len(tasks))
     sigma = np.exp(nrng.normal(0, 0.2, len(tasks)))
     ids = [t["task_id"] for t in tasks]
     comparisons = sample_comparisons(nrng, ids, mu, sigma, COMPARISONS_PER_TASK * len(tasks))
     conditions_file, conditions = _conditions(rng, tasks)
 
     write_jsonl(folder / "tasks.jsonl", tasks)
-    write_scores(folder / "scores.csv",
-                 {t: (m, s) for t, m, s in zip(ids, mu.tolist(), sigma.tolist(), strict=True)})
-    write_jsonl(folder / "comparisons.jsonl",
-                [{"task_a": a, "task_b": b, "winner": w} for a, b, w in comparisons])
-    write_text(folder / "confounds.csv", "task_id,verb,frame\n" + "".join(
-        f"{t['task_id']},{t['verb']},f{t['frame']}\n" for t in tasks))
+    write_scores(
+        folder / "scores.csv",
+        {t: (m, s) for t, m, s in zip(ids, mu.tolist(), sigma.tolist(), strict=True)},
+    )
+    write_jsonl(
+        folder / "comparisons.jsonl",
+        [{"task_a": a, "task_b": b, "winner": w} for a, b, w in comparisons],
+    )
+    write_text(
+        folder / "confounds.csv",
+        "task_id,verb,frame\n"
+        + "".join(f"{t['task_id']},{t['verb']},f{t['frame']}\n" for t in tasks),
+    )
     write_json(folder / "conditions.json", conditions_file)
     write_text(folder / "rates.csv", _rates(nrng, tasks, conditions, _win_rates(mu, sigma)))
-    write_json(folder / "planted.json", {
-        "formula": "mu = -HARM_WEIGHT*harmful + VERB_WEIGHT*offset[verb] + N(0, NOISE^2)",
-        "HARM_WEIGHT": HARM_WEIGHT, "VERB_WEIGHT": VERB_WEIGHT, "NOISE": NOISE,
-        "verb_offset": offset, "seed": seed, "n_tasks": len(tasks),
-        "n_comparisons": len(comparisons)})
+    write_json(
+        folder / "planted.json",
+        {
+            "formula": "mu = -HARM_WEIGHT*harmful + VERB_WEIGHT*offset[verb] + N(0, NOISE^2)",
+            "HARM_WEIGHT": HARM_WEIGHT,
+            "VERB_WEIGHT": VERB_WEIGHT,
+            "NOISE": NOISE,
+            "verb_offset": offset,
+            "seed": seed,
+            "n_tasks": len(tasks),
+            "n_comparisons": len(comparisons),
+        },
+    )
     return folder

@@ -46,8 +46,13 @@ def _inputs(params, act_dir: Path) -> dict[str, dict]:
     """Input files with their hashes. Activations are identified by their metadata (model,
     tasks, condition) plus the tensor file's size: hashing many GB per run would be slow."""
     probes = params.probes
-    inputs = {"activations": {"path": str(act_dir), "md5": file_md5(act_dir / METADATA_FILE),
-                              "bytes": (act_dir / TENSORS_FILE).stat().st_size}}
+    inputs = {
+        "activations": {
+            "path": str(act_dir),
+            "md5": file_md5(act_dir / METADATA_FILE),
+            "bytes": (act_dir / TENSORS_FILE).stat().st_size,
+        }
+    }
     for name in ("scores", "comparisons", "confounds"):
         value = getattr(probes, name)
         if value:
@@ -60,10 +65,16 @@ def _config(params, layers: list[int]) -> dict:
     probes = params.probes
     spec = params.variant(probes.variant)
     return {
-        "tasks_name": tasks_name(params), "variant": probes.variant, "model": spec.id,
-        "revision": spec.revision, "position": probes.position.text,
-        "component": probes.component, "condition": probes.condition, "layers": layers,
-        "alphas": list(probes.alphas), "standardize": probes.standardize,
+        "tasks_name": tasks_name(params),
+        "variant": probes.variant,
+        "model": spec.id,
+        "revision": spec.revision,
+        "position": probes.position.text,
+        "component": probes.component,
+        "condition": probes.condition,
+        "layers": layers,
+        "alphas": list(probes.alphas),
+        "standardize": probes.standardize,
         "protocol": "cv" if probes.cv_folds else "holdout",
         "heldout_fraction": None if probes.cv_folds else probes.heldout_fraction,
         "cv_folds": probes.cv_folds,
@@ -92,8 +103,9 @@ def _targets(params, scores: dict[str, float]) -> tuple[dict[str, float], dict |
 
 def _fit_layer(x: np.ndarray, y: np.ndarray, config: dict) -> ridge.ProbeFit:
     if config["protocol"] == "cv":
-        return ridge.fit_cv(x, y, config["alphas"], config["cv_folds"], config["split_seed"],
-                            config["standardize"])
+        return ridge.fit_cv(
+            x, y, config["alphas"], config["cv_folds"], config["split_seed"], config["standardize"]
+        )
     split = ridge.split_tasks(len(y), config["heldout_fraction"], config["split_seed"])
     return ridge.fit_holdout(x, y, config["alphas"], split, config["standardize"])
 
@@ -113,8 +125,9 @@ def train(params) -> tuple[Path, dict, bool]:
     layers = select_layers(params, act_dir)
     config = _config(params, layers)
     inputs = _inputs(params, act_dir)
-    key = run_key(config, {k: {kk: vv for kk, vv in v.items() if kk != "path"}
-                           for k, v in inputs.items()})
+    key = run_key(
+        config, {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in inputs.items()}
+    )
     existing = find_run(root, key)
     if existing is not None:
         manifest = read_json(existing / MANIFEST)
@@ -126,14 +139,20 @@ def train(params) -> tuple[Path, dict, bool]:
     row_of = {t: i for i, t in enumerate(task_ids)}
     used = sorted(t for t in targets if t in row_of)
     if len(used) < 2 * ridge.MIN_PART:
-        raise SteeropsError(f"probes.scores: only {len(used)} scored tasks have activations "
-                            f"in {act_dir} (task ids must match)")
+        raise SteeropsError(
+            f"probes.scores: only {len(used)} scored tasks have activations "
+            f"in {act_dir} (task ids must match)"
+        )
     rows = np.array([row_of[t] for t in used])
     y = np.array([targets[t] for t in used], dtype=np.float64)
-    counts = {"scored": len(raw_scores), "with_activations": len(task_ids), "used": len(used),
-              "scored_without_activations": sum(t not in row_of for t in raw_scores),
-              "activations_without_score": sum(t not in targets for t in task_ids),
-              "dropped_by_confounds": confound_report["n_dropped"] if confound_report else 0}
+    counts = {
+        "scored": len(raw_scores),
+        "with_activations": len(task_ids),
+        "used": len(used),
+        "scored_without_activations": sum(t not in row_of for t in raw_scores),
+        "activations_without_score": sum(t not in targets for t in task_ids),
+        "dropped_by_confounds": confound_report["n_dropped"] if confound_report else 0,
+    }
 
     run_id = new_run_id(key)
     per_layer, weights = {}, {}
@@ -143,19 +162,32 @@ def train(params) -> tuple[Path, dict, bool]:
         if comparisons:
             acc, n_pairs = ridge.pairwise_accuracy(
                 {used[i]: float(p) for i, p in zip(fit.eval_index, fit.eval_pred, strict=True)},
-                comparisons)
+                comparisons,
+            )
         per_layer[str(layer)] = {
-            "alpha": fit.alpha, "sweep_r": _finite(fit.sweep_r), "final_r": _finite(fit.final_r),
-            "alphas": [{"alpha": a, "r": _finite(r)}
-                       for a, r in zip(config["alphas"], fit.alpha_r, strict=True)],
-            "pairwise_accuracy": acc, "n_pairs": n_pairs, "counts": fit.counts,
+            "alpha": fit.alpha,
+            "sweep_r": _finite(fit.sweep_r),
+            "final_r": _finite(fit.final_r),
+            "alphas": [
+                {"alpha": a, "r": _finite(r)}
+                for a, r in zip(config["alphas"], fit.alpha_r, strict=True)
+            ],
+            "pairwise_accuracy": acc,
+            "n_pairs": n_pairs,
+            "counts": fit.counts,
             "weight_norm": float(np.linalg.norm(fit.weight)),
         }
         weights[layer] = (fit.weight, fit.bias)
     best = max(layers, key=lambda layer: per_layer[str(layer)]["sweep_r"] or -math.inf)
     manifest = {
-        "run_id": run_id, "key": key, "config": config, "inputs": inputs, "counts": counts,
-        "confounds": confound_report, "layers": per_layer, "best_layer": best,
+        "run_id": run_id,
+        "key": key,
+        "config": config,
+        "inputs": inputs,
+        "counts": counts,
+        "confounds": confound_report,
+        "layers": per_layer,
+        "best_layer": best,
         "best_sweep_r": per_layer[str(best)]["sweep_r"],
         "best_final_r": per_layer[str(best)]["final_r"],
         "system_prompt_policy": metadata.get("system_prompt_policy"),
@@ -163,21 +195,40 @@ def train(params) -> tuple[Path, dict, bool]:
         "note": "best_layer is chosen by sweep_r; final_r is scored on tasks that chose nothing",
     }
     tracked = {"activations_metadata": act_dir / METADATA_FILE, "scores": scores_path}
-    tracked.update({k: Path(v["path"]) for k, v in inputs.items()
-                    if k in ("comparisons", "confounds")})
-    with track(params, "probe", f"probe-train-{config['tasks_name']}-{position_slug(position)}",
-               inputs=tracked, tags={"steerops.probe_run": run_id}) as tracker:
+    tracked.update(
+        {k: Path(v["path"]) for k, v in inputs.items() if k in ("comparisons", "confounds")}
+    )
+    with track(
+        params,
+        "probe",
+        f"probe-train-{config['tasks_name']}-{position_slug(position)}",
+        inputs=tracked,
+        tags={"steerops.probe_run": run_id},
+    ) as tracker:
         manifest["mlflow_run_id"] = tracker.run_id
         run_dir = write_run(root, run_id, weights, manifest)
         record_invocation(root, manifest, reused=False)
-        tracker.log_params({k: v for k, v in config.items() if k != "layers"}
-                           | {"layers": ",".join(map(str, layers))})
+        tracker.log_params(
+            {k: v for k, v in config.items() if k != "layers"}
+            | {"layers": ",".join(map(str, layers))}
+        )
         for layer in layers:
             row = per_layer[str(layer)]
-            tracker.log_metrics({"sweep_r": row["sweep_r"], "final_r": row["final_r"],
-                                 "pairwise_accuracy": row["pairwise_accuracy"]}, step=layer)
-        tracker.log_metrics({"best_layer": best, "best_final_r": manifest["best_final_r"],
-                             "best_sweep_r": manifest["best_sweep_r"]})
+            tracker.log_metrics(
+                {
+                    "sweep_r": row["sweep_r"],
+                    "final_r": row["final_r"],
+                    "pairwise_accuracy": row["pairwise_accuracy"],
+                },
+                step=layer,
+            )
+        tracker.log_metrics(
+            {
+                "best_layer": best,
+                "best_final_r": manifest["best_final_r"],
+                "best_sweep_r": manifest["best_sweep_r"],
+            }
+        )
         tracker.log_artifact(run_dir / MANIFEST, "probe")
         tracker.log_artifact(root / "metrics.json", "probe")
     return run_dir, manifest, False

@@ -17,9 +17,12 @@ from steerops.report.load import load_results, load_search_summaries, vector_fea
 
 def register(subparsers) -> None:
     parser = stage_parser(
-        subparsers, "report", "Gap analysis, preclean vs clean-after, cleaning curve, "
+        subparsers,
+        "report",
+        "Gap analysis, preclean vs clean-after, cleaning curve, "
         "coefficient table and coefficient prediction, computed from the results files under "
-        "the outputs root.")
+        "the outputs root.",
+    )
     flags(parser, "report.min_coherence")
     flags(parser, "--report-dir=report.out", type=abs_path)
     parser.set_defaults(func=run)
@@ -29,8 +32,10 @@ def run(args: argparse.Namespace) -> None:
     params = load_params_for(args)
     frame = load_results(params)
     if frame.empty:
-        raise SteeropsError(f"no steering results under {params.out / 'steering'}: "
-                            "run `steerops steer` or `steerops search` first")
+        raise SteeropsError(
+            f"no steering results under {params.out / 'steering'}: "
+            "run `steerops steer` or `steerops search` first"
+        )
     out = params.path(params.report.out)
     files = write_report(params, frame, out)
     _track(params, files)
@@ -48,10 +53,16 @@ def write_report(params, frame: pd.DataFrame, out: Path) -> list[Path]:
     searched = load_search_summaries(params)
     errors = predict.loo_errors(features)
     recs = predict.recommendations(features, errors)
-    csvs = {"gap_analysis": gap, "preclean_vs_clean_after": prepost, "cleaning_curve": curve,
-            "coefficients": coefs, "coefficient_features": features,
-            "coefficient_prediction": errors, "recommendations": recs,
-            "search_heldout": searched}
+    csvs = {
+        "gap_analysis": gap,
+        "preclean_vs_clean_after": prepost,
+        "cleaning_curve": curve,
+        "coefficients": coefs,
+        "coefficient_features": features,
+        "coefficient_prediction": errors,
+        "recommendations": recs,
+        "search_heldout": searched,
+    }
     files = []
     for name, table in csvs.items():
         path = out / f"{name}.csv"
@@ -87,15 +98,23 @@ def render_markdown(tables_by_name: dict[str, pd.DataFrame], threshold: float) -
         "coefficient_prediction": "Coefficient prediction (leave-one-out error)",
         "recommendations": "Recommended starting coefficients",
         "search_heldout": "Coefficient search: the chosen config on the search half and on "
-                          "held-out questions",
+        "held-out questions",
     }
-    parts = ["# Steering report", "",
-             f"Computed from results files; a config counts when coherence >= {threshold:g}. "
-             "Trait deltas are measured in the steering direction.", ""]
+    parts = [
+        "# Steering report",
+        "",
+        f"Computed from results files; a config counts when coherence >= {threshold:g}. "
+        "Trait deltas are measured in the steering direction.",
+        "",
+    ]
     for name, title in titles.items():
         parts += [f"## {title.format(t=threshold)}", "", _markdown_table(tables_by_name[name]), ""]
-    parts += ["![coefficient curves](coefficient_curves.png)", "",
-              "![cleaning curve](cleaning_curve.png)", ""]
+    parts += [
+        "![coefficient curves](coefficient_curves.png)",
+        "",
+        "![cleaning curve](cleaning_curve.png)",
+        "",
+    ]
     return "\n".join(parts)
 
 
@@ -104,8 +123,9 @@ def _markdown_table(table: pd.DataFrame) -> str:
         return "_no data_"
     head = "| " + " | ".join(table.columns) + " |"
     rule = "| " + " | ".join("---" for _ in table.columns) + " |"
-    body = ["| " + " | ".join(_cell(v) for v in row) + " |"
-            for row in table.itertuples(index=False)]
+    body = [
+        "| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)
+    ]
     return "\n".join([head, rule, *body])
 
 

@@ -13,9 +13,23 @@ from steerops.search.store import best_row, searches
 from steerops.steering.store import CSV_FILE
 from steerops.vectors.store import is_stored, load_vectors, vectors_dir
 
-COLUMNS = ["model", "trait", "variant", "vector_variant", "position", "component", "method",
-           "layer", "coefficient", "weight", "trait_mean", "coherence_mean", "trait_delta", "n",
-           "source"]
+COLUMNS = [
+    "model",
+    "trait",
+    "variant",
+    "vector_variant",
+    "position",
+    "component",
+    "method",
+    "layer",
+    "coefficient",
+    "weight",
+    "trait_mean",
+    "coherence_mean",
+    "trait_delta",
+    "n",
+    "source",
+]
 
 
 def load_results(params) -> pd.DataFrame:
@@ -51,9 +65,21 @@ def _search_frame(trials: pd.DataFrame, best: dict) -> pd.DataFrame:
     return trials.assign(source="search")
 
 
-SEARCH_COLUMNS = ["model", "trait", "position", "method", "feasible", "layer", "coefficient",
-                  "search_trait_delta", "search_coherence", "heldout_trait_delta",
-                  "heldout_coherence", "n_trials", "n_generations"]
+SEARCH_COLUMNS = [
+    "model",
+    "trait",
+    "position",
+    "method",
+    "feasible",
+    "layer",
+    "coefficient",
+    "search_trait_delta",
+    "search_coherence",
+    "heldout_trait_delta",
+    "heldout_coherence",
+    "n_trials",
+    "n_generations",
+]
 
 
 def load_search_summaries(params) -> pd.DataFrame:
@@ -63,8 +89,9 @@ def load_search_summaries(params) -> pd.DataFrame:
     for row in rows:
         row["model"] = _model_id(params, row["variant"])
     frame = pd.DataFrame(rows, columns=SEARCH_COLUMNS)
-    return frame.sort_values(["model", "trait", "position", "method"],
-                             kind="mergesort").reset_index(drop=True)
+    return frame.sort_values(
+        ["model", "trait", "position", "method"], kind="mergesort"
+    ).reset_index(drop=True)
 
 
 def _sign(direction: str) -> float:
@@ -81,25 +108,44 @@ def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.Data
     rows = []
     dims = stored_global_dims(params.out, params.cleaning.calibration_variant)
     for _, best in table.iterrows():
-        src = frame[(frame["trait"] == best["trait"]) & (frame["method"] == best["method"])
-                    & (frame["position"] == best["position"])].iloc[0]
+        src = frame[
+            (frame["trait"] == best["trait"])
+            & (frame["method"] == best["method"])
+            & (frame["position"] == best["position"])
+        ].iloc[0]
         layer = int(best["layer"])
-        feats = {"model": best["model"], "method": best["method"], "position": best["position"],
-                 "layer": layer, "coefficient": best["coefficient"], "weight": abs(best["weight"]),
-                 "layer_norm": np.nan, "layer_norm_clean": np.nan, "abs_mean_proj": np.nan}
-        acts_dir = activations_dir(params.out, src["trait"], src["vector_variant"],
-                                   src["position"], src["component"])
-        vec_dir = vectors_dir(params.out, src["trait"], src["vector_variant"], src["position"],
-                              src["component"], src["method"])
+        feats = {
+            "model": best["model"],
+            "method": best["method"],
+            "position": best["position"],
+            "layer": layer,
+            "coefficient": best["coefficient"],
+            "weight": abs(best["weight"]),
+            "layer_norm": np.nan,
+            "layer_norm_clean": np.nan,
+            "abs_mean_proj": np.nan,
+        }
+        acts_dir = activations_dir(
+            params.out, src["trait"], src["vector_variant"], src["position"], src["component"]
+        )
+        vec_dir = vectors_dir(
+            params.out,
+            src["trait"],
+            src["vector_variant"],
+            src["position"],
+            src["component"],
+            src["method"],
+        )
         if is_complete(acts_dir) and is_stored(vec_dir):
             acts = read_activations(acts_dir, layer)
             vec = load_vectors(vec_dir)[0][layer]
             clean = acts.clone()
             if dims:
                 clean[:, [d for d in dims if d < clean.shape[1]]] = 0
-            feats.update(layer_norm=float(acts.norm(dim=1).mean()),
-                         layer_norm_clean=float(clean.norm(dim=1).mean()),
-                         abs_mean_proj=float(abs(acts.mean(0) @ vec)))
+            feats.update(
+                layer_norm=float(acts.norm(dim=1).mean()),
+                layer_norm_clean=float(clean.norm(dim=1).mean()),
+                abs_mean_proj=float(abs(acts.mean(0) @ vec)),
+            )
         rows.append(feats)
     return pd.DataFrame(rows)
-

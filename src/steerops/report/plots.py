@@ -28,13 +28,18 @@ def coefficient_curves(frame: pd.DataFrame, min_coherence: float, path: Path) ->
     for method in methods:
         rows = frame[frame["method"] == method]
         layer = _best_layer(rows, min_coherence)
-        rows = rows[rows["layer"] == layer].groupby("coefficient", sort=True).mean(
-            numeric_only=True).reset_index()
+        rows = (
+            rows[rows["layer"] == layer]
+            .groupby("coefficient", sort=True)
+            .mean(numeric_only=True)
+            .reset_index()
+        )
         label = f"{method} (L{layer})"
         top.plot(rows["coefficient"], rows["trait_delta"], marker="o", label=label)
         bottom.plot(rows["coefficient"], rows["coherence_mean"], marker="o", label=label)
-    bottom.axhline(min_coherence, color="red", linestyle="--",
-                   label=f"min coherence {min_coherence:g}")
+    bottom.axhline(
+        min_coherence, color="red", linestyle="--", label=f"min coherence {min_coherence:g}"
+    )
     top.set_ylabel("trait delta")
     bottom.set_ylabel("coherence")
     bottom.set_xlabel("coefficient")

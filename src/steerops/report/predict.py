@@ -30,16 +30,23 @@ def loo_errors(features: pd.DataFrame, target: str = "weight") -> pd.DataFrame:
         data = features.dropna(subset=cols + [target])
         y = data[target].to_numpy(float)
         if len(data) < 3:
-            out.append({"predictor": name, "n": len(data), "loo_mae": np.nan,
-                        "loo_mae_relative": np.nan})
+            out.append(
+                {"predictor": name, "n": len(data), "loo_mae": np.nan, "loo_mae_relative": np.nan}
+            )
             continue
         errors = []
         for train, test in LeaveOneOut().split(y):
             pred = _fit_predict(data, cols, intercept, train, test, y)
             errors.append(abs(pred - y[test][0]))
         mae = float(np.mean(errors))
-        out.append({"predictor": name, "n": len(data), "loo_mae": mae,
-                    "loo_mae_relative": mae / float(np.mean(np.abs(y)))})
+        out.append(
+            {
+                "predictor": name,
+                "n": len(data),
+                "loo_mae": mae,
+                "loo_mae_relative": mae / float(np.mean(np.abs(y))),
+            }
+        )
     return pd.DataFrame(out, columns=["predictor", "n", "loo_mae", "loo_mae_relative"])
 
 
@@ -76,15 +83,26 @@ def recommendations(features: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFram
     """A starting coefficient per (model, method): the median optimal coefficient, and the
     weight the best leave-one-out predictor gives at the median feature values."""
     scored = errors.dropna(subset=["loo_mae"])
-    best_name = (scored.sort_values(["loo_mae", "predictor"], kind="mergesort")
-                 .iloc[0]["predictor"] if not scored.empty else "mean")
+    best_name = (
+        scored.sort_values(["loo_mae", "predictor"], kind="mergesort").iloc[0]["predictor"]
+        if not scored.empty
+        else "mean"
+    )
     predict = fit_predictor(features, best_name) if len(features) else None
     out = []
     for (model, method), rows in features.groupby(["model", "method"], sort=True):
         typical = rows.median(numeric_only=True).to_frame().T
         predicted = float(predict(typical)[0]) if predict is not None else np.nan
-        out.append({"model": model, "method": method, "n": len(rows),
-                    "start_coefficient": float(rows["coefficient"].median()),
-                    "predicted_weight": predicted, "predictor": best_name})
-    return pd.DataFrame(out, columns=["model", "method", "n", "start_coefficient",
-                                      "predicted_weight", "predictor"])
+        out.append(
+            {
+                "model": model,
+                "method": method,
+                "n": len(rows),
+                "start_coefficient": float(rows["coefficient"].median()),
+                "predicted_weight": predicted,
+                "predictor": best_name,
+            }
+        )
+    return pd.DataFrame(
+        out, columns=["model", "method", "n", "start_coefficient", "predicted_weight", "predictor"]
+    )

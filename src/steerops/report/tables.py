@@ -13,8 +13,14 @@ import pandas as pd
 
 KEY = ["model", "trait", "position"]
 GROUP = KEY + ["method"]
-CURVE_STEPS: list[tuple[str, str]] = [("0", ""), ("1", "_top1"), ("2", "_top2"),
-                                      ("3", "_top3"), ("5", "_top5"), ("all", "_cleaned")]
+CURVE_STEPS: list[tuple[str, str]] = [
+    ("0", ""),
+    ("1", "_top1"),
+    ("2", "_top2"),
+    ("3", "_top3"),
+    ("5", "_top5"),
+    ("all", "_cleaned"),
+]
 BASES = ("mean_diff", "probe")
 
 
@@ -23,8 +29,11 @@ def best_feasible(rows: pd.DataFrame, min_coherence: float) -> pd.Series | None:
     feasible = rows[rows["coherence_mean"] >= min_coherence]
     if feasible.empty:
         return None
-    ordered = feasible.sort_values(["trait_delta", "coherence_mean", "coefficient", "layer"],
-                                   ascending=[False, False, True, True], kind="mergesort")
+    ordered = feasible.sort_values(
+        ["trait_delta", "coherence_mean", "coefficient", "layer"],
+        ascending=[False, False, True, True],
+        kind="mergesort",
+    )
     return ordered.iloc[0]
 
 
@@ -36,21 +45,41 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
         best = best_feasible(rows, min_coherence)
         row = dict(zip(GROUP, key, strict=True))
         if best is None:
-            top = rows.sort_values(["coherence_mean", "coefficient"], ascending=[False, True],
-                                   kind="mergesort").iloc[0]
-            row.update(status="needs finer coefficients", best_delta=np.nan, layer=np.nan,
-                       coefficient=np.nan, coherence=np.nan,
-                       best_coherence_reached=float(top["coherence_mean"]))
+            top = rows.sort_values(
+                ["coherence_mean", "coefficient"], ascending=[False, True], kind="mergesort"
+            ).iloc[0]
+            row.update(
+                status="needs finer coefficients",
+                best_delta=np.nan,
+                layer=np.nan,
+                coefficient=np.nan,
+                coherence=np.nan,
+                best_coherence_reached=float(top["coherence_mean"]),
+            )
         else:
-            row.update(status="ok", best_delta=float(best["trait_delta"]),
-                       layer=int(best["layer"]), coefficient=float(best["coefficient"]),
-                       coherence=float(best["coherence_mean"]),
-                       best_coherence_reached=float(rows["coherence_mean"].max()))
+            row.update(
+                status="ok",
+                best_delta=float(best["trait_delta"]),
+                layer=int(best["layer"]),
+                coefficient=float(best["coefficient"]),
+                coherence=float(best["coherence_mean"]),
+                best_coherence_reached=float(rows["coherence_mean"].max()),
+            )
         row["n_configs"] = int(len(rows))
         out.append(row)
-    return pd.DataFrame(out, columns=GROUP + ["status", "best_delta", "layer", "coefficient",
-                                              "coherence", "best_coherence_reached",
-                                              "n_configs"])
+    return pd.DataFrame(
+        out,
+        columns=GROUP
+        + [
+            "status",
+            "best_delta",
+            "layer",
+            "coefficient",
+            "coherence",
+            "best_coherence_reached",
+            "n_configs",
+        ],
+    )
 
 
 def _best_by_method(frame: pd.DataFrame, min_coherence: float) -> dict[tuple, pd.Series]:
@@ -62,8 +91,9 @@ def _best_by_method(frame: pd.DataFrame, min_coherence: float) -> dict[tuple, pd
     return best
 
 
-def preclean_vs_clean_after(frame: pd.DataFrame, min_coherence: float,
-                            flag_points: float = 20.0) -> pd.DataFrame:
+def preclean_vs_clean_after(
+    frame: pd.DataFrame, min_coherence: float, flag_points: float = 20.0
+) -> pd.DataFrame:
     """Delta and coherence of `<m>_preclean` vs `<m>_cleaned` (all global dims removed
     before vs after extraction). mean_diff is linear in the activations, so the two must
     agree; a gap above `flag_points` is flagged as a likely implementation problem."""
@@ -75,21 +105,37 @@ def preclean_vs_clean_after(frame: pd.DataFrame, min_coherence: float,
             post = best.get((*key, f"{base}_cleaned"))
             if pre is None and post is None:
                 continue
-            gap = (float(pre["trait_delta"]) - float(post["trait_delta"])
-                   if pre is not None and post is not None else np.nan)
+            gap = (
+                float(pre["trait_delta"]) - float(post["trait_delta"])
+                if pre is not None and post is not None
+                else np.nan
+            )
             flag = base == "mean_diff" and not np.isnan(gap) and abs(gap) > flag_points
-            out.append({
-                **dict(zip(KEY, key, strict=True)), "method": base,
-                "preclean_delta": _get(pre, "trait_delta"),
-                "preclean_coherence": _get(pre, "coherence_mean"),
-                "clean_after_delta": _get(post, "trait_delta"),
-                "clean_after_coherence": _get(post, "coherence_mean"),
-                "gap": gap,
-                "flag": "likely implementation problem" if flag else "",
-            })
-    return pd.DataFrame(out, columns=KEY + ["method", "preclean_delta",
-                                      "preclean_coherence", "clean_after_delta",
-                                      "clean_after_coherence", "gap", "flag"])
+            out.append(
+                {
+                    **dict(zip(KEY, key, strict=True)),
+                    "method": base,
+                    "preclean_delta": _get(pre, "trait_delta"),
+                    "preclean_coherence": _get(pre, "coherence_mean"),
+                    "clean_after_delta": _get(post, "trait_delta"),
+                    "clean_after_coherence": _get(post, "coherence_mean"),
+                    "gap": gap,
+                    "flag": "likely implementation problem" if flag else "",
+                }
+            )
+    return pd.DataFrame(
+        out,
+        columns=KEY
+        + [
+            "method",
+            "preclean_delta",
+            "preclean_coherence",
+            "clean_after_delta",
+            "clean_after_coherence",
+            "gap",
+            "flag",
+        ],
+    )
 
 
 def cleaning_curve(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
@@ -103,12 +149,19 @@ def cleaning_curve(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
                 if not (frame["method"] == method).any():
                     continue
                 hit = best.get((*key, method))
-                out.append({**dict(zip(KEY, key, strict=True)), "method": base,
-                            "dims_cleaned": dims, "variant": method,
-                            "best_delta": _get(hit, "trait_delta"),
-                            "coefficient": _get(hit, "coefficient")})
-    return pd.DataFrame(out, columns=KEY + ["method", "dims_cleaned", "variant",
-                                      "best_delta", "coefficient"])
+                out.append(
+                    {
+                        **dict(zip(KEY, key, strict=True)),
+                        "method": base,
+                        "dims_cleaned": dims,
+                        "variant": method,
+                        "best_delta": _get(hit, "trait_delta"),
+                        "coefficient": _get(hit, "coefficient"),
+                    }
+                )
+    return pd.DataFrame(
+        out, columns=KEY + ["method", "dims_cleaned", "variant", "best_delta", "coefficient"]
+    )
 
 
 def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
@@ -120,19 +173,39 @@ def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame
         base = _base(method)
         base_hit = best.get((*key, base))
         md, pr = best.get((*key, "mean_diff")), best.get((*key, "probe"))
-        out.append({
-            **dict(zip(KEY, key, strict=True)), "method": method,
-            "layer": int(hit["layer"]), "coefficient": float(hit["coefficient"]),
-            "weight": float(hit["weight"]), "best_delta": float(hit["trait_delta"]),
-            "mean_diff_probe_ratio": (float(md["coefficient"]) / float(pr["coefficient"])
-                                      if md is not None and pr is not None
-                                      and float(pr["coefficient"]) != 0 else np.nan),
-            "cleaning_shift": (float(hit["coefficient"]) - float(base_hit["coefficient"])
-                               if base_hit is not None and method != base else np.nan),
-        })
-    return pd.DataFrame(out, columns=KEY + ["method", "layer", "coefficient",
-                                      "weight", "best_delta", "mean_diff_probe_ratio",
-                                      "cleaning_shift"])
+        out.append(
+            {
+                **dict(zip(KEY, key, strict=True)),
+                "method": method,
+                "layer": int(hit["layer"]),
+                "coefficient": float(hit["coefficient"]),
+                "weight": float(hit["weight"]),
+                "best_delta": float(hit["trait_delta"]),
+                "mean_diff_probe_ratio": (
+                    float(md["coefficient"]) / float(pr["coefficient"])
+                    if md is not None and pr is not None and float(pr["coefficient"]) != 0
+                    else np.nan
+                ),
+                "cleaning_shift": (
+                    float(hit["coefficient"]) - float(base_hit["coefficient"])
+                    if base_hit is not None and method != base
+                    else np.nan
+                ),
+            }
+        )
+    return pd.DataFrame(
+        out,
+        columns=KEY
+        + [
+            "method",
+            "layer",
+            "coefficient",
+            "weight",
+            "best_delta",
+            "mean_diff_probe_ratio",
+            "cleaning_shift",
+        ],
+    )
 
 
 def _base(method: str) -> str:

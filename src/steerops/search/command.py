@@ -26,13 +26,25 @@ def register(subparsers) -> None:
     parser = stage_parser(subparsers, "search", __doc__)
     flags(parser, "--trait=traits.names --method=search.methods --position=search.positions")
     # the vector source and how it generates, as `steerops steer` takes them
-    flags(parser, "steering.component steering.variant steering.vector_variant "
-          "steering.coefficient_unit steering.direction steering.max_new_tokens")
-    flags(parser, "search.layers search.min_coherence search.trials search.batch search.sampler "
-          "search.seed search.coef_min search.coef_max search.enqueue search.known_results "
-          "search.storage search.study")
-    add_override(parser, "--no-known", "search.import_known", action="store_const",
-                 const=False, help="do not import known results as trials")
+    flags(
+        parser,
+        "steering.component steering.variant steering.vector_variant "
+        "steering.coefficient_unit steering.direction steering.max_new_tokens",
+    )
+    flags(
+        parser,
+        "search.layers search.min_coherence search.trials search.batch search.sampler "
+        "search.seed search.coef_min search.coef_max search.enqueue search.known_results "
+        "search.storage search.study",
+    )
+    add_override(
+        parser,
+        "--no-known",
+        "search.import_known",
+        action="store_const",
+        const=False,
+        help="do not import known results as trials",
+    )
     parser.set_defaults(func=run)
 
 
@@ -43,11 +55,14 @@ def run(args: argparse.Namespace) -> None:
 
     params = load_params_for(args)
     cfg = params.search
-    cells = grid_cells(cfg.methods or params.steering.methods,
-                       cfg.positions or params.steering.positions)
+    cells = grid_cells(
+        cfg.methods or params.steering.methods, cfg.positions or params.steering.positions
+    )
     if cfg.study and len(cells) * len(params.traits.names) > 1:
-        raise SteeropsError("search.study: one study name cannot serve several traits, "
-                            "methods or positions; pass one --trait, --method and --position")
+        raise SteeropsError(
+            "search.study: one study name cannot serve several traits, "
+            "methods or positions; pass one --trait, --method and --position"
+        )
     for method, position in cells:
         for trait in params.traits.names:
             best = search_trait(params, trait, method, position, progress=sys.stderr.isatty())
@@ -58,11 +73,13 @@ def run(args: argparse.Namespace) -> None:
 def summary_line(best: dict) -> str:
     chosen, search, held = best["chosen"], best["search"], best["heldout"]
     verdict = "feasible" if best["feasible"] else "NOT feasible"
-    return (f"{best['trait']}: layer {chosen['layer']} coefficient {chosen['coefficient']:.4g} "
-            f"({verdict}): search delta {search['trait_delta']:+.1f} coherence "
-            f"{search['coherence_mean']:.1f}; held-out delta {_fmt(held['trait_delta'], '+.1f')} "
-            f"coherence {_fmt(held['coherence_mean'], '.1f')}; {best['n_trials']} trials, "
-            f"{best['n_generations']['total']} rows generated; study {best['study']!r}")
+    return (
+        f"{best['trait']}: layer {chosen['layer']} coefficient {chosen['coefficient']:.4g} "
+        f"({verdict}): search delta {search['trait_delta']:+.1f} coherence "
+        f"{search['coherence_mean']:.1f}; held-out delta {_fmt(held['trait_delta'], '+.1f')} "
+        f"coherence {_fmt(held['coherence_mean'], '.1f')}; {best['n_trials']} trials, "
+        f"{best['n_generations']['total']} rows generated; study {best['study']!r}"
+    )
 
 
 def _fmt(x, spec: str) -> str:

@@ -13,13 +13,16 @@ from steerops.search.loop import signed_delta
 from steerops.steering.configs import Config
 
 
-def split_questions(questions: list[str], heldout_fraction: float,
-                    seed: int) -> tuple[list[str], list[str]]:
+def split_questions(
+    questions: list[str], heldout_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
     """(search, held-out) questions: a seeded shuffle, both parts non-empty, order kept."""
     unique = list(dict.fromkeys(questions))
     if len(unique) < 2:
-        raise SteeropsError("steering.json questions: the held-out protocol needs at least 2 "
-                            f"distinct questions, got {len(unique)}")
+        raise SteeropsError(
+            "steering.json questions: the held-out protocol needs at least 2 "
+            f"distinct questions, got {len(unique)}"
+        )
     order = list(range(len(unique)))
     random.Random(seed).shuffle(order)
     n_heldout = min(len(unique) - 1, max(1, round(len(unique) * heldout_fraction)))
@@ -33,16 +36,21 @@ def evaluate_heldout(evaluator, config: Config, direction: str) -> dict:
     """Baseline and the chosen config on the evaluator's (held-out) questions."""
     base = evaluator.baseline()
     [result] = evaluator.evaluate([config])
-    delta = None if base.trait_mean is None else signed_delta(result.trait_mean,
-                                                              base.trait_mean, direction)
+    delta = (
+        None
+        if base.trait_mean is None
+        else signed_delta(result.trait_mean, base.trait_mean, direction)
+    )
     n = len(evaluator.questions)
     return {
-        "trait_delta": delta, "trait_mean": result.trait_mean,
-        "coherence_mean": result.coherence_mean, "baseline_trait": base.trait_mean,
-        "baseline_coherence": base.coherence_mean, "n_questions": n,
+        "trait_delta": delta,
+        "trait_mean": result.trait_mean,
+        "coherence_mean": result.coherence_mean,
+        "baseline_trait": base.trait_mean,
+        "baseline_coherence": base.coherence_mean,
+        "n_questions": n,
         "settings_hash": evaluator.settings_hash,
         "rows_generated": (0 if getattr(base, "cached", False) else n)
         + (0 if getattr(result, "cached", False) else n),
         "responses": list(result.responses),
     }
-

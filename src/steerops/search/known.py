@@ -24,9 +24,16 @@ class KnownResult:
     n: int
 
 
-def load_known(path: Path, settings_hash: str, method: str, position: str, component: str,
-               layers: list[int], vector_files: dict[str, str] | None = None,
-               required: bool = False) -> list[KnownResult]:
+def load_known(
+    path: Path,
+    settings_hash: str,
+    method: str,
+    position: str,
+    component: str,
+    layers: list[int],
+    vector_files: dict[str, str] | None = None,
+    required: bool = False,
+) -> list[KnownResult]:
     """The comparable results in a results log (none if it does not exist, unless required)."""
     from steerops.steering.store import ResultsLog
 
@@ -43,13 +50,23 @@ def load_known(path: Path, settings_hash: str, method: str, position: str, compo
             continue
         vec = vectors[0]
         if (vec.get("method"), vec.get("position"), vec.get("component")) != (
-                method, position, component) or vec.get("layer") not in layers:
+            method,
+            position,
+            component,
+        ) or vec.get("layer") not in layers:
             continue
         if vector_files is not None and entry.get("vector_files") != vector_files:
             continue  # evaluated with other vector files (re-extracted since)
         if result.get("trait_mean") is None or result.get("coherence_mean") is None:
             continue
-        found.append(KnownResult(int(vec["layer"]), float(config["coefficient"]),
-                                 float(vec["weight"]), float(result["trait_mean"]),
-                                 float(result["coherence_mean"]), int(result.get("n", 0))))
+        found.append(
+            KnownResult(
+                int(vec["layer"]),
+                float(config["coefficient"]),
+                float(vec["weight"]),
+                float(result["trait_mean"]),
+                float(result["coherence_mean"]),
+                int(result.get("n", 0)),
+            )
+        )
     return found

@@ -43,22 +43,46 @@ def signed_delta(trait: float | None, baseline: float, direction: str) -> float 
     return trait - baseline if direction == "positive" else baseline - trait
 
 
-def run_search(study: SearchStudy, evaluator, source: VectorSource, target: int, batch: int,
-               direction: str, known: Sequence[KnownResult] = (), tracker=None,
-               progress: bool = True, poll_s: float = 2.0) -> LoopStats:
+def run_search(
+    study: SearchStudy,
+    evaluator,
+    source: VectorSource,
+    target: int,
+    batch: int,
+    direction: str,
+    known: Sequence[KnownResult] = (),
+    tracker=None,
+    progress: bool = True,
+    poll_s: float = 2.0,
+) -> LoopStats:
     """Evaluate trials in batches until the study holds `target` finished search trials."""
     base = evaluator.baseline()
     if base.trait_mean is None:
         raise SteeropsError("search: the judge scored none of the baseline responses")
-    stats = LoopStats(baseline_trait=base.trait_mean,
-                      rows=0 if getattr(base, "cached", False) else len(evaluator.questions))
+    stats = LoopStats(
+        baseline_trait=base.trait_mean,
+        rows=0 if getattr(base, "cached", False) else len(evaluator.questions),
+    )
     for k in known:  # same settings and questions, so the same baseline applies
-        if study.add_known(k.layer, k.coefficient, k.weight, k.trait_mean, k.coherence_mean,
-                           signed_delta(k.trait_mean, base.trait_mean, direction), k.n):
+        if study.add_known(
+            k.layer,
+            k.coefficient,
+            k.weight,
+            k.trait_mean,
+            k.coherence_mean,
+            signed_delta(k.trait_mean, base.trait_mean, direction),
+            k.n,
+        ):
             stats.imported += 1
     study.enqueue_startup()
-    bar = tqdm(total=target, initial=min(target, study.n_done()), desc="search trials",
-               unit="trial", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=target,
+        initial=min(target, study.n_done()),
+        desc="search trials",
+        unit="trial",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     waiting_said = False
     try:
         while True:
@@ -72,9 +96,12 @@ def run_search(study: SearchStudy, evaluator, source: VectorSource, target: int,
             proposals = study.ask(min(batch, free), target) if free > 0 else []
             if not proposals:  # the last slots are running elsewhere; wait for them
                 if not waiting_said:
-                    tqdm.write(f"search: waiting for {target - done} trial(s) running in "
-                               "other workers (a dead worker's trials are retried once its "
-                               "heartbeat is stale)", file=sys.stderr)
+                    tqdm.write(
+                        f"search: waiting for {target - done} trial(s) running in "
+                        "other workers (a dead worker's trials are retried once its "
+                        "heartbeat is stale)",
+                        file=sys.stderr,
+                    )
                     waiting_said = True
                 time.sleep(poll_s)
                 continue
@@ -84,9 +111,15 @@ def run_search(study: SearchStudy, evaluator, source: VectorSource, target: int,
     return stats
 
 
-def _evaluate_batch(study: SearchStudy, evaluator, source: VectorSource,
-                    proposals: list[Proposal], direction: str, stats: LoopStats,
-                    tracker) -> None:
+def _evaluate_batch(
+    study: SearchStudy,
+    evaluator,
+    source: VectorSource,
+    proposals: list[Proposal],
+    direction: str,
+    stats: LoopStats,
+    tracker,
+) -> None:
     try:
         configs = [Config.single(source, p.layer, p.coefficient) for p in proposals]
         with study.keep_alive(proposals):
@@ -106,11 +139,19 @@ def _evaluate_batch(study: SearchStudy, evaluator, source: VectorSource,
             _log_trial(tracker, p, w, result.coherence_mean, delta, study.min_coherence)
 
 
-def _log_trial(tracker, p: Proposal, weight: float, coherence: float | None,
-               delta: float | None, min_coherence: float) -> None:
+def _log_trial(
+    tracker,
+    p: Proposal,
+    weight: float,
+    coherence: float | None,
+    delta: float | None,
+    min_coherence: float,
+) -> None:
     feasible = coherence is not None and coherence >= min_coherence
-    with tracker.child(f"trial-{p.number}", {"trial": p.number, "layer": p.layer,
-                                             "coefficient": p.coefficient,
-                                             "weight": weight}) as child:
-        child.log_metrics({"trait_delta": delta, "coherence": coherence,
-                           "feasible": float(feasible)})
+    with tracker.child(
+        f"trial-{p.number}",
+        {"trial": p.number, "layer": p.layer, "coefficient": p.coefficient, "weight": weight},
+    ) as child:
+        child.log_metrics(
+            {"trait_delta": delta, "coherence": coherence, "feasible": float(feasible)}
+        )

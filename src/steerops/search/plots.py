@@ -8,8 +8,13 @@ from steerops.io import atomic_path
 from steerops.search.study import TrialRecord
 
 
-def plot_search(path: Path, records: list[TrialRecord], chosen: TrialRecord | None,
-                min_coherence: float, title: str) -> None:
+def plot_search(
+    path: Path,
+    records: list[TrialRecord],
+    chosen: TrialRecord | None,
+    min_coherence: float,
+    title: str,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -17,22 +22,40 @@ def plot_search(path: Path, records: list[TrialRecord], chosen: TrialRecord | No
 
     done = [r for r in records if r.state == "complete" and r.trait_delta is not None]
     fig, (ax_delta, ax_coh) = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
-    for ok, colour, label in ((True, "tab:green", f"coherence >= {min_coherence:g}"),
-                              (False, "tab:red", "infeasible")):
+    for ok, colour, label in (
+        (True, "tab:green", f"coherence >= {min_coherence:g}"),
+        (False, "tab:red", "infeasible"),
+    ):
         pts = [r for r in done if bool(r.feasible) == ok]
         xs = [r.coefficient for r in pts]
         ax_delta.scatter(xs, [r.trait_delta for r in pts], c=colour, label=label, s=24)
         ax_coh.scatter(xs, [r.coherence_mean for r in pts], c=colour, s=24)
     if chosen is not None and chosen.trait_delta is not None:
-        ax_delta.scatter([chosen.coefficient], [chosen.trait_delta], marker="*", s=240,
-                         facecolors="none", edgecolors="black",
-                         label=f"chosen (layer {chosen.layer})")
-        ax_coh.scatter([chosen.coefficient], [chosen.coherence_mean], marker="*", s=240,
-                       facecolors="none", edgecolors="black")
+        ax_delta.scatter(
+            [chosen.coefficient],
+            [chosen.trait_delta],
+            marker="*",
+            s=240,
+            facecolors="none",
+            edgecolors="black",
+            label=f"chosen (layer {chosen.layer})",
+        )
+        ax_coh.scatter(
+            [chosen.coefficient],
+            [chosen.coherence_mean],
+            marker="*",
+            s=240,
+            facecolors="none",
+            edgecolors="black",
+        )
     ax_coh.axhline(min_coherence, color="grey", linestyle="--", linewidth=1)
     ax_delta.set(xlabel="coefficient", ylabel="trait delta vs baseline", title=title)
-    ax_coh.set(xlabel="coefficient", ylabel="coherence", ylim=(-2, 102),
-               title=f"constraint: coherence >= {min_coherence:g}")
+    ax_coh.set(
+        xlabel="coefficient",
+        ylabel="coherence",
+        ylim=(-2, 102),
+        title=f"constraint: coherence >= {min_coherence:g}",
+    )
     ax_delta.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:

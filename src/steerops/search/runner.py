@@ -38,8 +38,9 @@ class Plan:
     out_dir: Path
 
 
-def search_trait(params, trait: str, method: MethodName, position: Position,
-                 progress: bool = True) -> dict:
+def search_trait(
+    params, trait: str, method: MethodName, position: Position, progress: bool = True
+) -> dict:
     """Run (or resume) the study of one (trait, method, position) and write its outputs;
     returns best.json. One model load serves the search and the held-out evaluation."""
     from steerops.search.heldout import split_questions
@@ -53,15 +54,24 @@ def search_trait(params, trait: str, method: MethodName, position: Position,
     session = SteeringSession(params, trait, progress=progress)
     # The split follows the experiment's seed, not the sampler's: re-seeding a search must
     # not move questions between the search and held-out parts.
-    search_q, heldout_q = split_questions(session.questions, params.search.heldout_fraction,
-                                          params.seed)
+    search_q, heldout_q = split_questions(
+        session.questions, params.search.heldout_fraction, params.seed
+    )
     out_dir = search_dir(params.out, trait, st.variant, position, st.component, method)
     # The search keeps its own results log (and baselines) in its output folder.
     evaluator = SteeringEvaluator(session, search_q, results_dir=out_dir)
-    plan = make_plan(params, evaluator, VectorSource.of(method, position, st.component),
-                     search_q, heldout_q, out_dir)
-    inputs = {"vectors": _vectors_dir(params, plan), "trait": trait_dir(
-        params.path(params.traits.root), trait)}
+    plan = make_plan(
+        params,
+        evaluator,
+        VectorSource.of(method, position, st.component),
+        search_q,
+        heldout_q,
+        out_dir,
+    )
+    inputs = {
+        "vectors": _vectors_dir(params, plan),
+        "trait": trait_dir(params.path(params.traits.root), trait),
+    }
     tags = {"steerops.trait": trait, "steerops.method": method.name, "optuna.study": plan.study}
     with track(params, "search", f"search {plan.study}", inputs=inputs, tags=tags) as tracker:
         study, stats = run_plan(params, plan, evaluator, tracker, progress)
@@ -69,24 +79,56 @@ def search_trait(params, trait: str, method: MethodName, position: Position,
         return finish(params, plan, study, stats, held_eval, tracker)
 
 
-def make_plan(params, evaluator, source: VectorSource, search_q: list[str],
-              heldout_q: list[str], out_dir: Path) -> Plan:
+def make_plan(
+    params,
+    evaluator,
+    source: VectorSource,
+    search_q: list[str],
+    heldout_q: list[str],
+    out_dir: Path,
+) -> Plan:
     cfg, st = params.search, params.steering
     layers = evaluator.session.layers(cfg.layers or st.layers)
     # fail now, naming the layer (or its missing norm), not in the middle of the search
     evaluator.check([Config.single(source, layer, cfg.coef_max) for layer in layers])
     min_coherence = st.min_coherence if cfg.min_coherence is None else cfg.min_coherence
-    settings = {"settings_hash": evaluator.settings_hash, "layers": layers,
-                "coef_min": cfg.coef_min, "coef_max": cfg.coef_max,
-                "min_coherence": min_coherence, "method": source.method,
-                "position": source.position, "component": source.component}
+    settings = {
+        "settings_hash": evaluator.settings_hash,
+        "layers": layers,
+        "coef_min": cfg.coef_min,
+        "coef_max": cfg.coef_max,
+        "min_coherence": min_coherence,
+        "method": source.method,
+        "position": source.position,
+        "component": source.component,
+    }
     digest = text_md5(json.dumps(settings, sort_keys=True))[:8]
-    name = cfg.study or ":".join([evaluator.session.trait, st.vector_variant, source.method,
-                                  source.position, source.component, st.variant, st.direction,
-                                  digest])
+    name = cfg.study or ":".join(
+        [
+            evaluator.session.trait,
+            st.vector_variant,
+            source.method,
+            source.position,
+            source.component,
+            st.variant,
+            st.direction,
+            digest,
+        ]
+    )
     storage = cfg.storage or f"sqlite:///{(params.root / 'optuna.db').resolve()}"
-    return Plan(evaluator.session.trait, source, layers, min_coherence, storage, name, settings,
-                params.seed if cfg.seed is None else cfg.seed, search_q, heldout_q, out_dir)
+    return Plan(
+        evaluator.session.trait,
+        source,
+        layers,
+        min_coherence,
+        storage,
+        name,
+        settings,
+        params.seed if cfg.seed is None else cfg.seed,
+        search_q,
+        heldout_q,
+        out_dir,
+    )
 
 
 def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
@@ -97,33 +139,66 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
     from steerops.steering.store import RESULTS_FILE
 
     cfg, st, src = params.search, params.steering, plan.source
-    study = SearchStudy(plan.storage, plan.study, Space(cfg.coef_min, cfg.coef_max,
-                                                        tuple(plan.layers)),
-                        plan.min_coherence, plan.settings, sampler=cfg.sampler, seed=plan.seed,
-                        startup_trials=startup_trials(cfg.startup_trials, cfg.trials,
-                                                      len(plan.layers)),
-                        heartbeat_s=cfg.heartbeat_s,
-                        grace_s=cfg.grace_s, max_retry=cfg.max_retry)
+    study = SearchStudy(
+        plan.storage,
+        plan.study,
+        Space(cfg.coef_min, cfg.coef_max, tuple(plan.layers)),
+        plan.min_coherence,
+        plan.settings,
+        sampler=cfg.sampler,
+        seed=plan.seed,
+        startup_trials=startup_trials(cfg.startup_trials, cfg.trials, len(plan.layers)),
+        heartbeat_s=cfg.heartbeat_s,
+        grace_s=cfg.grace_s,
+        max_retry=cfg.max_retry,
+    )
     for c in cfg.enqueue:
         for layer in plan.layers:
             study.enqueue(layer, c)
     known = []
     if cfg.import_known:  # the explicit log, or this search's own and the steer stage's
-        logs = [params.path(cfg.known_results)] if cfg.known_results else [
-            plan.out_dir / RESULTS_FILE, _steer_results(params, plan)]
+        logs = (
+            [params.path(cfg.known_results)]
+            if cfg.known_results
+            else [plan.out_dir / RESULTS_FILE, _steer_results(params, plan)]
+        )
         files = evaluator.vector_files(src)
         for path in logs:
-            known += load_known(path, evaluator.settings_hash, src.method, src.position,
-                                src.component, plan.layers, files,
-                                required=cfg.known_results is not None)
-    tracker.log_params({**{k: v for k, v in plan.settings.items() if k != "layers"},
-                        "layers": ",".join(map(str, plan.layers)), "study": plan.study,
-                        "storage": storage_label(plan.storage), "sampler": cfg.sampler,
-                        "trials": cfg.trials, "batch": cfg.batch, "seed": plan.seed,
-                        "direction": st.direction, "n_search_questions":
-                        len(plan.search_questions)})
-    stats = run_search(study, evaluator, src, cfg.trials, cfg.batch, st.direction,
-                       known=known, tracker=tracker, progress=progress)
+            known += load_known(
+                path,
+                evaluator.settings_hash,
+                src.method,
+                src.position,
+                src.component,
+                plan.layers,
+                files,
+                required=cfg.known_results is not None,
+            )
+    tracker.log_params(
+        {
+            **{k: v for k, v in plan.settings.items() if k != "layers"},
+            "layers": ",".join(map(str, plan.layers)),
+            "study": plan.study,
+            "storage": storage_label(plan.storage),
+            "sampler": cfg.sampler,
+            "trials": cfg.trials,
+            "batch": cfg.batch,
+            "seed": plan.seed,
+            "direction": st.direction,
+            "n_search_questions": len(plan.search_questions),
+        }
+    )
+    stats = run_search(
+        study,
+        evaluator,
+        src,
+        cfg.trials,
+        cfg.batch,
+        st.direction,
+        known=known,
+        tracker=tracker,
+        progress=progress,
+    )
     return study, stats
 
 
@@ -144,29 +219,45 @@ def finish(params, plan: Plan, study, stats: LoopStats, held_eval, tracker) -> d
     records = study.records()
     chosen, feasible = choose_best(records)
     if chosen is None:
-        raise SteeropsError(f"search: study {plan.study!r} has no completed trial (the judge "
-                            "scored nothing)")
+        raise SteeropsError(
+            f"search: study {plan.study!r} has no completed trial (the judge scored nothing)"
+        )
     if not feasible:
-        print(f"steerops search: warning: no trial reached coherence >= "
-              f"{plan.min_coherence:g}; reporting the most coherent trial (coherence "
-              f"{chosen.coherence_mean:.1f}) instead", file=sys.stderr)
-    held = evaluate_heldout(held_eval, Config.single(plan.source, chosen.layer,
-                                                     chosen.coefficient),
-                            params.steering.direction)
+        print(
+            f"steerops search: warning: no trial reached coherence >= "
+            f"{plan.min_coherence:g}; reporting the most coherent trial (coherence "
+            f"{chosen.coherence_mean:.1f}) instead",
+            file=sys.stderr,
+        )
+    held = evaluate_heldout(
+        held_eval,
+        Config.single(plan.source, chosen.layer, chosen.coefficient),
+        params.steering.direction,
+    )
     best = best_summary(params, plan, records, chosen, feasible, stats, held)
     out = plan.out_dir
     out.mkdir(parents=True, exist_ok=True)
     write_trials_csv(out / TRIALS_FILE, records)
     write_heldout_responses(out, held)
-    plot_search(out / PLOT_FILE, records, chosen, plan.min_coherence,
-                f"{plan.trait} {plan.source.method} {plan.source.position}")
+    plot_search(
+        out / PLOT_FILE,
+        records,
+        chosen,
+        plan.min_coherence,
+        f"{plan.trait} {plan.source.method} {plan.source.position}",
+    )
     write_best(out, best)
-    tracker.log_metrics({"search_trait_delta": chosen.trait_delta,
-                         "search_coherence": chosen.coherence_mean,
-                         "heldout_trait_delta": held["trait_delta"],
-                         "heldout_coherence": held["coherence_mean"],
-                         "feasible": float(feasible), "n_trials": best["n_trials"],
-                         "n_generations": best["n_generations"]["total"]})
+    tracker.log_metrics(
+        {
+            "search_trait_delta": chosen.trait_delta,
+            "search_coherence": chosen.coherence_mean,
+            "heldout_trait_delta": held["trait_delta"],
+            "heldout_coherence": held["coherence_mean"],
+            "feasible": float(feasible),
+            "n_trials": best["n_trials"],
+            "n_generations": best["n_generations"]["total"],
+        }
+    )
     tracker.set_tags({"steerops.feasible": feasible})
     for name in (BEST_FILE, BEST_CSV, TRIALS_FILE, PLOT_FILE):
         tracker.log_artifact(out / name)
@@ -185,8 +276,14 @@ def _vectors_dir(params, plan: Plan) -> Path:
     from steerops.vectors.store import vectors_dir
 
     src = plan.source
-    return vectors_dir(params.out, plan.trait, params.steering.vector_variant, src.position,
-                       src.component, src.method)
+    return vectors_dir(
+        params.out,
+        plan.trait,
+        params.steering.vector_variant,
+        src.position,
+        src.component,
+        src.method,
+    )
 
 
 def _steer_results(params, plan: Plan) -> Path:

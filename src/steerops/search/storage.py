@@ -45,15 +45,20 @@ def open_storage(url: str, heartbeat_s: int, grace_s: int, retry, attempts: int 
         try:
             with quiet():
                 return optuna.storages.RDBStorage(
-                    url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_s,
-                    grace_period=grace_s, heartbeat_stale_trial_callback=retry)
+                    url,
+                    engine_kwargs=kwargs,
+                    heartbeat_interval=heartbeat_s,
+                    grace_period=grace_s,
+                    heartbeat_stale_trial_callback=retry,
+                )
         except Exception as exc:  # bad URL, missing driver, unreachable server
             # Workers starting together on a new database race to create its tables.
             if "already exists" in str(exc) and attempt + 1 < attempts:
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            raise SteeropsError(f"search.storage: cannot open {storage_label(url)}: "
-                                f"{str(exc).splitlines()[0]}") from None
+            raise SteeropsError(
+                f"search.storage: cannot open {storage_label(url)}: {str(exc).splitlines()[0]}"
+            ) from None
 
 
 @contextlib.contextmanager
@@ -80,8 +85,12 @@ def heartbeats(storage, trial_ids: list[int], interval_s: float) -> Iterator[Non
 def sqlite_lock(url: str) -> Iterator[None]:
     """Hold an exclusive lock shared by every process using this sqlite database."""
     database = make_url(url).database if url_is_sqlite(url) else None
-    if not database or database == ":memory:" or fcntl is None \
-            or not Path(database).parent.is_dir():
+    if (
+        not database
+        or database == ":memory:"
+        or fcntl is None
+        or not Path(database).parent.is_dir()
+    ):
         yield
         return
     with open(database + ".lock", "a") as handle:

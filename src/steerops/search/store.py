@@ -32,14 +32,32 @@ BEST_FILE = "best.json"
 BEST_CSV = "best.csv"
 PLOT_FILE = "search.png"
 HELDOUT_FILE = "heldout_responses.jsonl"
-TRIAL_COLUMNS = ["number", "layer", "coefficient", "weight", "trait_mean", "coherence_mean",
-                 "trait_delta", "feasible", "state", "source", "rows"]
+TRIAL_COLUMNS = [
+    "number",
+    "layer",
+    "coefficient",
+    "weight",
+    "trait_mean",
+    "coherence_mean",
+    "trait_delta",
+    "feasible",
+    "state",
+    "source",
+    "rows",
+]
 
 
-def search_dir(out: Path, trait: str, variant: str, position: str | Position, component: str,
-               method: str | MethodName) -> Path:
-    return (Path(out) / "search" / trait / variant / position_slug(position) / component
-            / str(method))
+def search_dir(
+    out: Path,
+    trait: str,
+    variant: str,
+    position: str | Position,
+    component: str,
+    method: str | MethodName,
+) -> Path:
+    return (
+        Path(out) / "search" / trait / variant / position_slug(position) / component / str(method)
+    )
 
 
 def write_trials_csv(path: Path, records: list[TrialRecord]) -> None:
@@ -56,16 +74,21 @@ def best_row(best: dict) -> dict:
     chosen = best.get("chosen") or {}
     search, heldout = best.get("search") or {}, best.get("heldout") or {}
     return {
-        "trait": best["trait"], "variant": best["variant"], "method": best["method"],
-        "position": best["position"], "component": best["component"],
+        "trait": best["trait"],
+        "variant": best["variant"],
+        "method": best["method"],
+        "position": best["position"],
+        "component": best["component"],
         "feasible": best["feasible"],
-        "layer": chosen.get("layer"), "coefficient": chosen.get("coefficient"),
+        "layer": chosen.get("layer"),
+        "coefficient": chosen.get("coefficient"),
         "weight": chosen.get("weight"),
         "search_trait_delta": search.get("trait_delta"),
         "search_coherence": search.get("coherence_mean"),
         "heldout_trait_delta": heldout.get("trait_delta"),
         "heldout_coherence": heldout.get("coherence_mean"),
-        "n_trials": best["n_trials"], "n_generations": best["n_generations"]["total"],
+        "n_trials": best["n_trials"],
+        "n_generations": best["n_generations"]["total"],
     }
 
 
@@ -88,13 +111,21 @@ def searches(out: Path) -> list[tuple[Path, dict]]:
     """(trials.csv, best.json) of every finished search under the outputs root."""
     root = Path(out) / "search"
     folders = sorted(p.parent for p in root.rglob(BEST_FILE)) if root.is_dir() else []
-    return [(folder / TRIALS_FILE, read_json(folder / BEST_FILE)) for folder in folders
-            if (folder / TRIALS_FILE).is_file()]
+    return [
+        (folder / TRIALS_FILE, read_json(folder / BEST_FILE))
+        for folder in folders
+        if (folder / TRIALS_FILE).is_file()
+    ]
 
 
 def write_search_summary(params) -> Path:
     """metrics/search.json: {cell: best.csv's row} for every study (DVC metrics)."""
     path = summary_dir(params) / "search.json"
-    write_json(path, {cell: best_row(read_json(p))
-                      for cell, p in collect(params.out / "search", BEST_FILE).items()})
+    write_json(
+        path,
+        {
+            cell: best_row(read_json(p))
+            for cell, p in collect(params.out / "search", BEST_FILE).items()
+        },
+    )
     return path

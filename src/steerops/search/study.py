@@ -69,10 +69,20 @@ class TrialRecord:
 
 
 class SearchStudy:
-    def __init__(self, storage_url: str, name: str, space: Space, min_coherence: float,
-                 settings: dict[str, Any], sampler: str = "gp", seed: int = 0,
-                 startup_trials: int = 4, heartbeat_s: int = 30, grace_s: int = 120,
-                 max_retry: int = 3):
+    def __init__(
+        self,
+        storage_url: str,
+        name: str,
+        space: Space,
+        min_coherence: float,
+        settings: dict[str, Any],
+        sampler: str = "gp",
+        seed: int = 0,
+        startup_trials: int = 4,
+        heartbeat_s: int = 30,
+        grace_s: int = 120,
+        max_retry: int = 3,
+    ):
         self.space = space
         self.min_coherence = float(min_coherence)
         self.heartbeat_s = heartbeat_s
@@ -82,15 +92,18 @@ class SearchStudy:
         self._url = storage_url
         with self._locked():
             self.storage = open_storage(storage_url, heartbeat_s, grace_s, self._retry)
-            probe = optuna.create_study(storage=self.storage, study_name=name,
-                                        direction="maximize", load_if_exists=True)
+            probe = optuna.create_study(
+                storage=self.storage, study_name=name, direction="maximize", load_if_exists=True
+            )
             _check_settings(probe, name, settings)
             # Seeded by the study's size too: a resumed search must not replay the draws of
             # the first run (and stays reproducible for a given study state).
             n_before = len(probe.get_trials(deepcopy=False))
             self.study = optuna.load_study(
-                study_name=name, storage=self.storage,
-                sampler=_sampler(sampler, seed + n_before, startup_trials))
+                study_name=name,
+                storage=self.storage,
+                sampler=_sampler(sampler, seed + n_before, startup_trials),
+            )
             self.name = name
         self._startup, self._seed = startup_trials, seed
 
@@ -144,8 +157,9 @@ class SearchStudy:
             if "source" not in trial.user_attrs:
                 trial.set_user_attr("source", "search")
             layer = trial.params.get("layer", self.space.layers[0])
-            proposals.append(Proposal(trial.number, int(layer),
-                                      float(trial.params["coefficient"]), trial))
+            proposals.append(
+                Proposal(trial.number, int(layer), float(trial.params["coefficient"]), trial)
+            )
         return proposals
 
     @staticmethod
@@ -159,21 +173,36 @@ class SearchStudy:
         a failed trial repeats only a failed one, so it is not a repeat)."""
         if "fixed_params" not in record.system_attrs:
             return False
-        return any(t.number != record.number and t.params == record.params
-                   and "fixed_params" in t.system_attrs
-                   and t.state in (TrialState.RUNNING, TrialState.COMPLETE)
-                   for t in trials)
+        return any(
+            t.number != record.number
+            and t.params == record.params
+            and "fixed_params" in t.system_attrs
+            and t.state in (TrialState.RUNNING, TrialState.COMPLETE)
+            for t in trials
+        )
 
     def _requeue_if_queued(self, record) -> None:
         attrs = record.system_attrs
         if "fixed_params" in attrs or "retry_history" in attrs:
             self.study.enqueue_trial(dict(record.params), user_attrs={"source": "enqueued"})
 
-    def tell(self, proposal: Proposal, trait_mean: float | None, coherence: float | None,
-             delta: float | None, weight: float, rows: int) -> None:
+    def tell(
+        self,
+        proposal: Proposal,
+        trait_mean: float | None,
+        coherence: float | None,
+        delta: float | None,
+        weight: float,
+        rows: int,
+    ) -> None:
         trial = proposal._trial
-        for key, value in (("weight", weight), ("layer", proposal.layer), ("rows", rows),
-                           ("trait_mean", trait_mean), ("coherence_mean", coherence)):
+        for key, value in (
+            ("weight", weight),
+            ("layer", proposal.layer),
+            ("rows", rows),
+            ("trait_mean", trait_mean),
+            ("coherence_mean", coherence),
+        ):
             trial.set_user_attr(key, value)
         if delta is None or coherence is None:  # the judge scored nothing: an evaluated failure
             trial.set_user_attr("error", "no scores")
@@ -192,8 +221,7 @@ class SearchStudy:
 
     def keep_alive(self, proposals: list[Proposal]):
         """Record heartbeats for `proposals` while they are being evaluated."""
-        return heartbeats(self.storage, [p._trial._trial_id for p in proposals],
-                          self.heartbeat_s)
+        return heartbeats(self.storage, [p._trial._trial_id for p in proposals], self.heartbeat_s)
 
     # ---- seeding the study ----------------------------------------------------------------
     def enqueue_startup(self) -> None:
@@ -210,8 +238,10 @@ class SearchStudy:
                 return  # another worker (or an earlier run) did it
             trials = self._trials()
             n = self._startup - sum(t.user_attrs.get("source") == "known" for t in trials)
-            started = any(t.state != TrialState.WAITING and t.user_attrs.get("source") != "known"
-                          for t in trials)
+            started = any(
+                t.state != TrialState.WAITING and t.user_attrs.get("source") != "known"
+                for t in trials
+            )
             if n > 0 and not started:
                 rng = random.Random(self._seed)
                 lo, hi = self.space.coef_min, self.space.coef_max
@@ -219,42 +249,65 @@ class SearchStudy:
                 rng.shuffle(layers)
                 for i in range(n):
                     params: dict[str, Any] = {
-                        "coefficient": lo + (hi - lo) * (i + rng.random()) / n}
+                        "coefficient": lo + (hi - lo) * (i + rng.random()) / n
+                    }
                     if len(layers) > 1:
                         params["layer"] = layers[i % len(layers)]
-                    self.study.enqueue_trial(params, user_attrs={"source": "enqueued"},
-                                             skip_if_exists=True)
+                    self.study.enqueue_trial(
+                        params, user_attrs={"source": "enqueued"}, skip_if_exists=True
+                    )
             # Marked only once the design is in, so a crash in between leaves it to redo.
             self.study.set_user_attr("startup_enqueued", True)
 
     def enqueue(self, layer: int, coefficient: float) -> None:
         if not self.space.coef_min <= coefficient <= self.space.coef_max:
-            raise SteeropsError(f"search.enqueue: coefficient {coefficient:g} is outside the "
-                                f"searched range [{self.space.coef_min:g}, "
-                                f"{self.space.coef_max:g}]")
+            raise SteeropsError(
+                f"search.enqueue: coefficient {coefficient:g} is outside the "
+                f"searched range [{self.space.coef_min:g}, "
+                f"{self.space.coef_max:g}]"
+            )
         params: dict[str, Any] = {"coefficient": float(coefficient)}
         if len(self.space.layers) > 1:
             params["layer"] = layer
         self.study.enqueue_trial(params, user_attrs={"source": "enqueued"}, skip_if_exists=True)
 
-    def add_known(self, layer: int, coefficient: float, weight: float, trait_mean: float,
-                  coherence: float, delta: float, rows: int) -> bool:
+    def add_known(
+        self,
+        layer: int,
+        coefficient: float,
+        weight: float,
+        trait_mean: float,
+        coherence: float,
+        delta: float,
+        rows: int,
+    ) -> bool:
         """Add an already evaluated config as a completed trial (skipped if present)."""
         params: dict[str, Any] = {"coefficient": float(coefficient)}
         if len(self.space.layers) > 1:
             params["layer"] = layer
         if layer not in self.space.layers or not (
-                self.space.coef_min <= coefficient <= self.space.coef_max):
+            self.space.coef_min <= coefficient <= self.space.coef_max
+        ):
             return False
         for t in self._trials((TrialState.COMPLETE,)):
             if t.params == params:
                 return False
-        self.study.add_trial(optuna.trial.create_trial(
-            params=params, distributions={k: d for k, d in self.space.distributions().items()
-                                          if k in params},
-            value=float(delta), constraints={CONSTRAINT: self.min_coherence - coherence},
-            user_attrs={"source": "known", "weight": weight, "layer": layer, "rows": rows,
-                        "trait_mean": trait_mean, "coherence_mean": coherence}))
+        self.study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions={k: d for k, d in self.space.distributions().items() if k in params},
+                value=float(delta),
+                constraints={CONSTRAINT: self.min_coherence - coherence},
+                user_attrs={
+                    "source": "known",
+                    "weight": weight,
+                    "layer": layer,
+                    "rows": rows,
+                    "trait_mean": trait_mean,
+                    "coherence_mean": coherence,
+                },
+            )
+        )
         return True
 
     # ---- reading back ---------------------------------------------------------------------
@@ -265,15 +318,21 @@ class SearchStudy:
             if attrs.get("source") == "surplus" or "coefficient" not in t.params:
                 continue
             constraint = t.constraints.get(CONSTRAINT)
-            out.append(TrialRecord(
-                number=t.number, layer=int(t.params.get("layer", attrs.get(
-                    "layer", self.space.layers[0]))),
-                coefficient=float(t.params["coefficient"]), weight=attrs.get("weight"),
-                trait_mean=attrs.get("trait_mean"), coherence_mean=attrs.get("coherence_mean"),
-                trait_delta=t.value if t.state == TrialState.COMPLETE else None,
-                feasible=None if constraint is None else bool(constraint <= 0),
-                state=_STATE_NAMES[t.state], source=attrs.get("source", "search"),
-                rows=int(attrs.get("rows", 0))))
+            out.append(
+                TrialRecord(
+                    number=t.number,
+                    layer=int(t.params.get("layer", attrs.get("layer", self.space.layers[0]))),
+                    coefficient=float(t.params["coefficient"]),
+                    weight=attrs.get("weight"),
+                    trait_mean=attrs.get("trait_mean"),
+                    coherence_mean=attrs.get("coherence_mean"),
+                    trait_delta=t.value if t.state == TrialState.COMPLETE else None,
+                    feasible=None if constraint is None else bool(constraint <= 0),
+                    state=_STATE_NAMES[t.state],
+                    source=attrs.get("source", "search"),
+                    rows=int(attrs.get("rows", 0)),
+                )
+            )
         return out
 
 
@@ -287,8 +346,9 @@ def _sampler(kind: str, seed: int, startup_trials: int):
     if kind == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials)
     if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials,
-                                          constant_liar=True)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=startup_trials, constant_liar=True
+        )
     raise SteeropsError(f"search.sampler: unknown sampler {kind!r} (gp or tpe)")
 
 
@@ -302,6 +362,5 @@ def _check_settings(study, name: str, settings: dict[str, Any]) -> None:
         if stored.get(key) != settings.get(key):
             raise SteeropsError(
                 f"search.study: study {name!r} was run with {key}={stored.get(key)!r}, not "
-                f"{settings.get(key)!r}; pass --study NEW_NAME for a new study")
-
-
+                f"{settings.get(key)!r}; pass --study NEW_NAME for a new study"
+            )

@@ -22,6 +22,20 @@ from steerops.specs.position import (
 Component = Literal["residual", "attn_out", "mlp_out"]
 COMPONENTS: tuple[str, ...] = get_args(Component)
 
-__all__ = ["BASE_METHODS", "COMPONENTS", "FRAMES", "Cleaning", "Component", "Layers",
-           "MethodName", "Position", "check_layers", "layers_spec", "max_response_tokens",
-           "parse_layers", "parse_method", "parse_position", "position_slug"]
+__all__ = [
+    "BASE_METHODS",
+    "COMPONENTS",
+    "FRAMES",
+    "Cleaning",
+    "Component",
+    "Layers",
+    "MethodName",
+    "Position",
+    "check_layers",
+    "layers_spec",
+    "max_response_tokens",
+    "parse_layers",
+    "parse_method",
+    "parse_position",
+    "position_slug",
+]

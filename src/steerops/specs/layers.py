@@ -66,8 +66,7 @@ def parse_layers(spec: str | int | list[int] | Layers, num_layers: int) -> list[
         if hi < lo:
             raise SteeropsError(f"layers: bad term {term!r} (range start is after its end)")
         if lo < 0 or lo > last or (not is_range and hi > last):
-            raise SteeropsError(f"layers: {term!r} is out of range (the model has layers "
-                                f"0-{last})")
+            raise SteeropsError(f"layers: {term!r} is out of range (the model has layers 0-{last})")
         chosen.update(range(lo, min(hi, last) + 1, step))
     if not chosen:
         raise SteeropsError(f"layers {spec!r}: selects no layer")
@@ -97,8 +96,9 @@ def _layer_terms(spec: str | int | list[int]) -> list[str | int]:
 def _parse_layer_term(term: str) -> tuple[tuple[str, bool], tuple[str, bool] | None, int]:
     match = _LAYER_TERM.match(term)
     if not match:
-        raise SteeropsError(f"layers: bad term {term!r} (use all, 15, 5,10, 5-20, 0-30:5 "
-                            "or 30%-60%)")
+        raise SteeropsError(
+            f"layers: bad term {term!r} (use all, 15, 5,10, 5-20, 0-30:5 or 30%-60%)"
+        )
     lo, hi, step = match.groups()
     if step is not None and hi is None:
         raise SteeropsError(f"layers: bad term {term!r} (a step needs a range, e.g. 0-30:5)")

@@ -37,8 +37,10 @@ BASE_METHODS = ("mean_diff", "probe", "gradient", "random_baseline", "pca")
 # name -> implementation; filled by steerops.vectors.methods.register
 IMPLEMENTATIONS: dict[str, Callable[..., Any]] = {}
 _SELECT = re.compile(r"^(?:(top|layertop)([1-9]\d*)|dims(\d+(?:-\d+)*))$")
-GRAMMAR_HINT = ("expected _topN, _layertopN, _dimsA-B-..., _cleaned, _preclean or "
-                "_preclean_<topN|layertopN|dimsA-B>")
+GRAMMAR_HINT = (
+    "expected _topN, _layertopN, _dimsA-B-..., _cleaned, _preclean or "
+    "_preclean_<topN|layertopN|dimsA-B>"
+)
 
 
 @dataclass(frozen=True)
@@ -85,14 +87,18 @@ def parse_method(name: str | MethodName) -> MethodName:
     if not isinstance(name, str):
         raise SteeropsError(f"method {name!r}: expected a method name such as mean_diff")
     known = known_methods()
-    base = next((m for m in sorted(known, key=len, reverse=True)
-                 if name == m or name.startswith(m + "_")), None)
+    base = next(
+        (m for m in sorted(known, key=len, reverse=True) if name == m or name.startswith(m + "_")),
+        None,
+    )
     if base is None:
-        raise SteeropsError(f"unknown method {name!r} (known: {', '.join(known)}; add a "
-                            f"cleaning suffix such as _top1 or _preclean)")
+        raise SteeropsError(
+            f"unknown method {name!r} (known: {', '.join(known)}; add a "
+            f"cleaning suffix such as _top1 or _preclean)"
+        )
     if name == base:
         return MethodName(name, base)
-    return MethodName(name, base, _parse_cleaning(name, name[len(base) + 1:]))
+    return MethodName(name, base, _parse_cleaning(name, name[len(base) + 1 :]))
 
 
 def _parse_cleaning(name: str, suffix: str) -> Cleaning:
@@ -102,7 +108,7 @@ def _parse_cleaning(name: str, suffix: str) -> Cleaning:
     if suffix == "preclean":
         return Cleaning("pre", "global")
     if suffix.startswith("preclean_"):
-        mode, suffix = "pre", suffix[len("preclean_"):]
+        mode, suffix = "pre", suffix[len("preclean_") :]
     match = _SELECT.match(suffix)
     if not match:
         raise SteeropsError(f"method {name!r}: bad cleaning suffix {suffix!r} ({GRAMMAR_HINT})")

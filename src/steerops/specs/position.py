@@ -39,15 +39,17 @@ class Position:
 
     def window(self, prompt_len: int, response_len: int) -> range:
         """Token indices (into prompt + response ids) this position reads; may be empty."""
-        frame = {"prompt": range(0, prompt_len),
-                 "response": range(prompt_len, prompt_len + response_len),
-                 "all": range(0, prompt_len + response_len)}[self.frame]
+        frame = {
+            "prompt": range(0, prompt_len),
+            "response": range(prompt_len, prompt_len + response_len),
+            "all": range(0, prompt_len + response_len),
+        }[self.frame]
         if self.index is not None:
             if -len(frame) <= self.index < len(frame):
                 i = frame[self.index]
                 return range(i, i + 1)
             return range(0)
-        return frame[self.start:self.stop:self.step]
+        return frame[self.start : self.stop : self.step]
 
 
 def position_slug(position: str | Position) -> str:
@@ -66,12 +68,12 @@ def parse_position(spec: str | Position) -> Position:
     text = re.sub(r"\s+", "", spec)
     match = _POSITION.match(text)
     if not match:
-        raise SteeropsError(f"position {spec!r}: expected FRAME[INDEX or SLICE], "
-                            "e.g. prompt[-1] or response[:5]")
+        raise SteeropsError(
+            f"position {spec!r}: expected FRAME[INDEX or SLICE], e.g. prompt[-1] or response[:5]"
+        )
     frame, selector = match.groups()
     if frame not in FRAMES:
-        raise SteeropsError(f"position {spec!r}: unknown frame {frame!r} "
-                            f"(use {', '.join(FRAMES)})")
+        raise SteeropsError(f"position {spec!r}: unknown frame {frame!r} (use {', '.join(FRAMES)})")
     parts = selector.split(":")
     if len(parts) > 3:
         raise SteeropsError(f"position {spec!r}: bad selector {selector!r} (too many ':')")

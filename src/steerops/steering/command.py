@@ -24,11 +24,14 @@ from steerops.specs import MethodName, Position
 
 def register(subparsers) -> None:
     parser = stage_parser(subparsers, "steer", __doc__)
-    flags(parser, "--trait=traits.names --method=steering.methods "
-          "--position=steering.positions steering.component steering.layers "
-          "steering.coefficients steering.coefficient_unit steering.variant "
-          "steering.vector_variant steering.direction steering.subset steering.max_new_tokens "
-          "steering.save_responses steering.min_coherence steering.scope steering.max_batch_rows")
+    flags(
+        parser,
+        "--trait=traits.names --method=steering.methods "
+        "--position=steering.positions steering.component steering.layers "
+        "steering.coefficients steering.coefficient_unit steering.variant "
+        "steering.vector_variant steering.direction steering.subset steering.max_new_tokens "
+        "steering.save_responses steering.min_coherence steering.scope steering.max_batch_rows",
+    )
     parser.set_defaults(func=run)
 
 
@@ -48,17 +51,21 @@ def _report(trait: str, summary: dict[str, Any]) -> None:
     best = summary["metrics"]
     where = summary["dir"]
     if best["best_layer"] is None:
-        print(f"{trait}: no config reached coherence >= {best['min_coherence']:g}; "
-              f"results in {where}")
+        print(
+            f"{trait}: no config reached coherence >= {best['min_coherence']:g}; results in {where}"
+        )
     else:
-        print(f"{trait}: best layer {best['best_layer']} coefficient "
-              f"{best['best_coefficient']:g}: trait {best['best_trait_mean']:.1f} "
-              f"(delta {best['best_trait_delta']:+.1f}), coherence "
-              f"{best['best_coherence']:.1f}; results in {where}")
+        print(
+            f"{trait}: best layer {best['best_layer']} coefficient "
+            f"{best['best_coefficient']:g}: trait {best['best_trait_mean']:.1f} "
+            f"(delta {best['best_trait_delta']:+.1f}), coherence "
+            f"{best['best_coherence']:.1f}; results in {where}"
+        )
 
 
-def steer_cells(params, cells: list[tuple[MethodName, Position]], trait: str,
-                progress: bool = True) -> list[dict[str, Any]]:
+def steer_cells(
+    params, cells: list[tuple[MethodName, Position]], trait: str, progress: bool = True
+) -> list[dict[str, Any]]:
     """Sweep every grid cell (method x position; layers x coefficients each) for one trait.
 
     The cells share the steered model, questions and judge, so one evaluator generates the
@@ -75,23 +82,37 @@ def steer_cells(params, cells: list[tuple[MethodName, Position]], trait: str,
         raise SteeropsError("steering.coefficients: give at least one coefficient")
     evaluator = SteeringEvaluator(SteeringSession(params, trait, progress=progress))
     layers = evaluator.session.layers(cfg.layers)
-    per_cell = [[Config.single(VectorSource.of(method, position, cfg.component), layer, c)
-                 for layer in layers for c in cfg.coefficients] for method, position in cells]
+    per_cell = [
+        [
+            Config.single(VectorSource.of(method, position, cfg.component), layer, c)
+            for layer in layers
+            for c in cfg.coefficients
+        ]
+        for method, position in cells
+    ]
     everything = [config for configs in per_cell for config in configs]
     evaluator.check(everything)  # a missing vector fails before the baseline is generated
     baseline = evaluator.baseline()
     results = evaluator.evaluate(everything)
     summaries, start = [], 0
     for (method, position), configs in zip(cells, per_cell, strict=True):
-        cell_results = results[start:start + len(configs)]
+        cell_results = results[start : start + len(configs)]
         start += len(configs)
-        summaries.append(_finish_cell(params, evaluator, method, position, layers, baseline,
-                                      cell_results))
+        summaries.append(
+            _finish_cell(params, evaluator, method, position, layers, baseline, cell_results)
+        )
     return summaries
 
 
-def _finish_cell(params, evaluator, method: MethodName, position: Position, layers: list[int],
-                 baseline, results: list) -> dict[str, Any]:
+def _finish_cell(
+    params,
+    evaluator,
+    method: MethodName,
+    position: Position,
+    layers: list[int],
+    baseline,
+    results: list,
+) -> dict[str, Any]:
     """One cell's MLflow parent run (with a nested run per config) and output files."""
     from steerops.steering.runs import log_cell, log_configs
     from steerops.steering.store import steering_dir
@@ -102,19 +123,25 @@ def _finish_cell(params, evaluator, method: MethodName, position: Position, laye
     cfg, session = params.steering, evaluator.session
     trait = session.trait
     out_dir = steering_dir(params.out, trait, cfg.variant, position, cfg.component, method)
-    inputs = {"vectors": vectors_dir(params.out, trait, cfg.vector_variant, position,
-                                     cfg.component, method),
-              "trait": trait_dir(params.path(params.traits.root), trait)}
-    tags = {"steerops.trait": trait, "steerops.variant": cfg.variant,
-            "steerops.method": method.name}
-    with track(params, "steer", f"steer {trait} {method} {position}", inputs=inputs,
-               tags=tags) as tracker:
+    inputs = {
+        "vectors": vectors_dir(
+            params.out, trait, cfg.vector_variant, position, cfg.component, method
+        ),
+        "trait": trait_dir(params.path(params.traits.root), trait),
+    }
+    tags = {
+        "steerops.trait": trait,
+        "steerops.variant": cfg.variant,
+        "steerops.method": method.name,
+    }
+    with track(
+        params, "steer", f"steer {trait} {method} {position}", inputs=inputs, tags=tags
+    ) as tracker:
         log_configs(tracker, evaluator, results)
         written = write_outputs(params, evaluator, out_dir, baseline, results)
         cell = {"method": method.name, "position": position.text, "component": cfg.component}
         log_cell(tracker, evaluator, cell, layers, written, out_dir)
-    return {"dir": out_dir, "metrics": written["metrics"], "results": results,
-            "baseline": baseline}
+    return {"dir": out_dir, "metrics": written["metrics"], "results": results, "baseline": baseline}
 
 
 def write_outputs(params, evaluator, out_dir: Path, baseline, results) -> dict[str, Any]:
@@ -132,8 +159,11 @@ def write_outputs(params, evaluator, out_dir: Path, baseline, results) -> dict[s
     )
 
     cfg, session = params.steering, evaluator.session
-    labels = {"trait": session.trait, "variant": session.variant,
-              "vector_variant": session.vector_variant}
+    labels = {
+        "trait": session.trait,
+        "variant": session.variant,
+        "vector_variant": session.vector_variant,
+    }
     rows = [tidy_row(r, labels) for r in results]
     base = {"trait_mean": baseline.trait_mean, "coherence_mean": baseline.coherence_mean}
     metrics = metrics_summary(rows, base, cfg.min_coherence, cfg.direction)
@@ -143,6 +173,13 @@ def write_outputs(params, evaluator, out_dir: Path, baseline, results) -> dict[s
     title = f"{session.trait} {rows[0]['method']} {rows[0]['position']} ({session.variant})"
     plots.coefficient_curve(rows, base, cfg.min_coherence, out_dir / CURVE_FILE, title)
     best = best_per_layer(rows, cfg.min_coherence, cfg.direction)
-    saved = save_responses(out_dir / RESPONSES_DIR, cfg.save_responses, evaluator.settings_hash,
-                           baseline, results, rows, best)
+    saved = save_responses(
+        out_dir / RESPONSES_DIR,
+        cfg.save_responses,
+        evaluator.settings_hash,
+        baseline,
+        results,
+        rows,
+        best,
+    )
     return {"rows": rows, "metrics": metrics, "best": best, "responses": saved}

@@ -22,8 +22,7 @@ class VectorSource:
     component: str
 
     @classmethod
-    def of(cls, method: MethodName | str, position: Position | str,
-           component: str) -> VectorSource:
+    def of(cls, method: MethodName | str, position: Position | str, component: str) -> VectorSource:
         return cls(str(method), str(position), component)
 
     def at(self, layer: int) -> VectorRef:
@@ -69,8 +68,9 @@ class ConfigResult:
     weights: tuple[float, ...] = field(default=())  # absolute weight per vector, sign included
 
 
-def grid_cells(methods: list[MethodName], positions: list[Position]
-               ) -> list[tuple[MethodName, Position]]:
+def grid_cells(
+    methods: list[MethodName], positions: list[Position]
+) -> list[tuple[MethodName, Position]]:
     """Every (method, position) cell of a sweep, positions outermost (the stages' `--method X`
     makes a one-item list)."""
     return [(method, position) for position in positions for method in methods]
@@ -80,10 +80,12 @@ def summarize(scores: list[tuple[float | None, float | None]]) -> dict:
     """Means over scored responses; unscorable ones (None) are counted, not averaged."""
     traits = [t for t, _ in scores if t is not None]
     coherences = [c for _, c in scores if c is not None]
-    return {"trait_mean": sum(traits) / len(traits) if traits else None,
-            "coherence_mean": sum(coherences) / len(coherences) if coherences else None,
-            "n": len(scores),
-            "n_unscored": sum(t is None or c is None for t, c in scores)}
+    return {
+        "trait_mean": sum(traits) / len(traits) if traits else None,
+        "coherence_mean": sum(coherences) / len(coherences) if coherences else None,
+        "n": len(scores),
+        "n_unscored": sum(t is None or c is None for t, c in scores),
+    }
 
 
 def delta(value: float | None, base: float | None) -> float | None:

@@ -48,15 +48,17 @@ class SteeringTable:
         for r, additions in enumerate(rows):
             for layer, vector, weight in additions:
                 if vector.dim() != 1:
-                    raise SteeropsError(f"steering vector for layer {layer} must be 1-D, "
-                                        f"got shape {tuple(vector.shape)}")
+                    raise SteeropsError(
+                        f"steering vector for layer {layer} must be 1-D, "
+                        f"got shape {tuple(vector.shape)}"
+                    )
                 index = found.setdefault(layer, {})
                 if id(vector) not in index:
                     index[id(vector)] = len(index)
                     self.vectors.setdefault(layer, []).append(vector)
                 per_row = slots.setdefault(layer, [[] for _ in range(self.n_rows)])
                 per_row[r].append((index[id(vector)], float(weight)))
-        self.index: dict[int, torch.Tensor] = {}   # layer -> [n_rows, K] long
+        self.index: dict[int, torch.Tensor] = {}  # layer -> [n_rows, K] long
         self.weight: dict[int, torch.Tensor] = {}  # layer -> [n_rows, K] float32
         for layer, per_row in slots.items():
             k = max(len(s) for s in per_row)
@@ -75,8 +77,14 @@ class SteeringTable:
 class _LayerState:
     """One hooked layer's table and static buffers, on that layer's device."""
 
-    def __init__(self, table: SteeringTable, layer: int, device: torch.device,
-                 dtype: torch.dtype, max_rows: int):
+    def __init__(
+        self,
+        table: SteeringTable,
+        layer: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        max_rows: int,
+    ):
         self.vectors = torch.stack([v.to(torch.float32) for v in table.vectors[layer]]).to(device)
         self.index = table.index[layer].to(device)
         self.weight = table.weight[layer].to(device)
@@ -103,8 +111,10 @@ class SteeringHooks:
         """Make the next forwards steer their batch rows as table rows `row_ids`."""
         ids = torch.as_tensor(row_ids, dtype=torch.long)
         if ids.shape[0] > self.max_rows:
-            raise SteeropsError(f"sub-batch of {ids.shape[0]} rows exceeds the "
-                                f"{self.max_rows} rows the steering buffers hold")
+            raise SteeropsError(
+                f"sub-batch of {ids.shape[0]} rows exceeds the "
+                f"{self.max_rows} rows the steering buffers hold"
+            )
         for state in self._states.values():
             state.select(ids)
 
@@ -121,12 +131,14 @@ def _make_hook(state: _LayerState, scope: str):
             return None  # prefill: leave the prompt unsteered
         steered = hidden + state.delta[: hidden.shape[0]].unsqueeze(1)
         return (steered, *output[1:]) if isinstance(output, tuple) else steered
+
     return hook
 
 
 @contextlib.contextmanager
-def steering_hooks(layout: ModelLayout, table: SteeringTable, scope: str = "all",
-                   max_rows: int | None = None) -> Iterator[SteeringHooks]:
+def steering_hooks(
+    layout: ModelLayout, table: SteeringTable, scope: str = "all", max_rows: int | None = None
+) -> Iterator[SteeringHooks]:
     """Hook every layer of `table` (added to the block output); hooks are always removed."""
     if scope not in SCOPES:
         raise SteeropsError(f"steering.scope: unknown scope {scope!r} (use all or response)")
@@ -136,8 +148,9 @@ def steering_hooks(layout: ModelLayout, table: SteeringTable, scope: str = "all"
         states = {}
         for layer in table.layers:
             if not 0 <= layer < layout.num_layers:
-                raise SteeropsError(f"layer {layer} out of range: the model has "
-                                    f"{layout.num_layers} layers")
+                raise SteeropsError(
+                    f"layer {layer} out of range: the model has {layout.num_layers} layers"
+                )
             module = layout.component_module(layer, "residual")
             device, dtype = _block_device_dtype(module)
             states[layer] = _LayerState(table, layer, device, dtype, max_rows)
@@ -148,11 +161,21 @@ def steering_hooks(layout: ModelLayout, table: SteeringTable, scope: str = "all"
             handle.remove()
 
 
-def generate_steered(model: torch.nn.Module, layout: ModelLayout, prompts: Sequence[list[int]],
-                     table: SteeringTable | None, *, pad_token_id: int,
-                     stop_ids: Sequence[int], max_new_tokens: int, scope: str = "all",
-                     max_batch_rows: int = 256, cache_implementation: str | None = None,
-                     progress: bool = False, desc: str = "steer") -> list[list[int]]:
+def generate_steered(
+    model: torch.nn.Module,
+    layout: ModelLayout,
+    prompts: Sequence[list[int]],
+    table: SteeringTable | None,
+    *,
+    pad_token_id: int,
+    stop_ids: Sequence[int],
+    max_new_tokens: int,
+    scope: str = "all",
+    max_batch_rows: int = 256,
+    cache_implementation: str | None = None,
+    progress: bool = False,
+    desc: str = "steer",
+) -> list[list[int]]:
     """Greedy new tokens (cut before the first stop id) for each row, in the caller's order.
 
     Row i is `prompts[i]` (token ids) steered as `table` row i (no table: unsteered). Rows
@@ -166,15 +189,21 @@ def generate_steered(model: torch.nn.Module, layout: ModelLayout, prompts: Seque
         raise SteeropsError("cannot generate from an empty prompt")
     lengths = [len(p) for p in prompts]
     size = max(1, min(max_batch_rows, len(prompts)))
-    settings = {"max_new_tokens": max_new_tokens, "do_sample": False,
-                "pad_token_id": pad_token_id, "eos_token_id": list(stop_ids)}
+    settings = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": False,
+        "pad_token_id": pad_token_id,
+        "eos_token_id": list(stop_ids),
+    }
     if cache_implementation:
         settings["cache_implementation"] = cache_implementation
     results: list[list[int] | None] = [None] * len(prompts)
-    hooks = (steering_hooks(layout, table, scope, size) if table is not None and table.layers
-             else contextlib.nullcontext())
-    batcher = Batcher(max_rows=size, what="row",
-                      hint="lower max_new_tokens or use a smaller model")
+    hooks = (
+        steering_hooks(layout, table, scope, size)
+        if table is not None and table.layers
+        else contextlib.nullcontext()
+    )
+    batcher = Batcher(max_rows=size, what="row", hint="lower max_new_tokens or use a smaller model")
     bar = tqdm(total=len(prompts), desc=desc, unit="row", disable=None if progress else True)
     with hooks as control, _compiled_graphs_see_hooks(cache_implementation), bar:
 

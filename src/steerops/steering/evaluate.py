@@ -42,8 +42,12 @@ def settings_hash(settings: dict[str, Any]) -> str:
 
 
 class SteeringEvaluator:
-    def __init__(self, session: SteeringSession, questions: list[str] | None = None,
-                 results_dir: str | Path | None = None):
+    def __init__(
+        self,
+        session: SteeringSession,
+        questions: list[str] | None = None,
+        results_dir: str | Path | None = None,
+    ):
         """`results_dir`: keep the results log (and baselines) there instead of in each
         vector source's steering directory (e.g. a search keeps its own)."""
         self.session = session
@@ -78,8 +82,15 @@ class SteeringEvaluator:
         entry = log.baseline(self.settings_hash)
         if entry is not None:
             r = entry["result"]
-            self._baseline = ConfigResult(None, r["trait_mean"], r["coherence_mean"], r["n"], [],
-                                          n_unscored=r.get("n_unscored", 0), cached=True)
+            self._baseline = ConfigResult(
+                None,
+                r["trait_mean"],
+                r["coherence_mean"],
+                r["n"],
+                [],
+                n_unscored=r.get("n_unscored", 0),
+                cached=True,
+            )
         else:
             ids = self.session.generate(self._prompt_ids, None, desc="steer: baseline")
             self._baseline = self.session.score(self.questions, [ids])[0]
@@ -105,10 +116,11 @@ class SteeringEvaluator:
             else:
                 todo.setdefault(key, []).append(i)
         pending = [(configs[at[0]], weights[at[0]]) for at in todo.values()]
-        per_chunk = max(1, _CHUNK_SUB_BATCHES * self.session.cfg.max_batch_rows
-                        // len(self.questions))
+        per_chunk = max(
+            1, _CHUNK_SUB_BATCHES * self.session.cfg.max_batch_rows // len(self.questions)
+        )
         for start in range(0, len(pending), per_chunk):
-            chunk = pending[start:start + per_chunk]
+            chunk = pending[start : start + per_chunk]
             for (config, w), result in zip(chunk, self._run_chunk(chunk, base), strict=True):
                 for i in todo[config_key(config, w)]:
                     results[i] = result
@@ -124,8 +136,7 @@ class SteeringEvaluator:
         if self.results_dir is not None:
             return self.results_dir / RESULTS_FILE
         session = self.session
-        return results_file(session.params.out, session.trait, session.variant,
-                            config.vectors[0])
+        return results_file(session.params.out, session.trait, session.variant, config.vectors[0])
 
     def _baselines_path(self) -> Path:
         if self.results_dir is not None:
@@ -135,29 +146,42 @@ class SteeringEvaluator:
 
     def _baseline_entry(self) -> dict[str, Any]:
         base = self.baseline()
-        return {"type": "baseline", "settings_hash": self.settings_hash,
-                "settings": self.settings,
-                "result": {"trait_mean": base.trait_mean, "coherence_mean": base.coherence_mean,
-                           "n": base.n, "n_unscored": base.n_unscored}}
+        return {
+            "type": "baseline",
+            "settings_hash": self.settings_hash,
+            "settings": self.settings,
+            "result": {
+                "trait_mean": base.trait_mean,
+                "coherence_mean": base.coherence_mean,
+                "n": base.n,
+                "n_unscored": base.n_unscored,
+            },
+        }
 
-    def _run_chunk(self, chunk: list[tuple[Config, tuple[float, ...]]],
-                   base: ConfigResult) -> list[ConfigResult]:
+    def _run_chunk(
+        self, chunk: list[tuple[Config, tuple[float, ...]]], base: ConfigResult
+    ) -> list[ConfigResult]:
         started = time.perf_counter()
         ids = self.session.generate(self._prompt_ids, chunk, desc=f"steer: {len(chunk)} configs")
         seconds = time.perf_counter() - started
         n = len(self.questions)
-        results = self.session.score(self.questions,
-                                     [ids[k * n:(k + 1) * n] for k in range(len(chunk))])
+        results = self.session.score(
+            self.questions, [ids[k * n : (k + 1) * n] for k in range(len(chunk))]
+        )
         by_file: dict[Path, list[dict]] = {}
         for (config, w), result in zip(chunk, results, strict=True):
             result.config, result.weights = config, w
             result.trait_delta = delta(result.trait_mean, base.trait_mean)
-            by_file.setdefault(self._results_path(config), []).append({
-                "type": "config", "settings_hash": self.settings_hash,
-                "config": config_dict(config, w), "vector_files": self._files(config),
-                "result": result_dict(result),
-                "timing": {"chunk_seconds": round(seconds, 3), "chunk_configs": len(chunk)},
-            })
+            by_file.setdefault(self._results_path(config), []).append(
+                {
+                    "type": "config",
+                    "settings_hash": self.settings_hash,
+                    "config": config_dict(config, w),
+                    "vector_files": self._files(config),
+                    "result": result_dict(result),
+                    "timing": {"chunk_seconds": round(seconds, 3), "chunk_configs": len(chunk)},
+                }
+            )
         for path, entries in by_file.items():
             log = ResultsLog(path)
             if log.baseline(self.settings_hash) is None:
@@ -166,9 +190,17 @@ class SteeringEvaluator:
         return results
 
 
-def _cached_result(config: Config, weights: tuple[float, ...], r: dict[str, Any],
-                   base: ConfigResult) -> ConfigResult:
-    return ConfigResult(config, r["trait_mean"], r["coherence_mean"], r["n"], [],
-                        n_unscored=r.get("n_unscored", 0),
-                        trait_delta=delta(r["trait_mean"], base.trait_mean), cached=True,
-                        weights=weights)
+def _cached_result(
+    config: Config, weights: tuple[float, ...], r: dict[str, Any], base: ConfigResult
+) -> ConfigResult:
+    return ConfigResult(
+        config,
+        r["trait_mean"],
+        r["coherence_mean"],
+        r["n"],
+        [],
+        n_unscored=r.get("n_unscored", 0),
+        trait_delta=delta(r["trait_mean"], base.trait_mean),
+        cached=True,
+        weights=weights,
+    )

@@ -13,15 +13,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 from steerops.io import atomic_path  # noqa: E402
 
 
-def coefficient_curve(rows: list[dict[str, Any]], baseline: dict[str, Any],
-                      min_coherence: float, path: str | Path, title: str = "") -> None:
+def coefficient_curve(
+    rows: list[dict[str, Any]],
+    baseline: dict[str, Any],
+    min_coherence: float,
+    path: str | Path,
+    title: str = "",
+) -> None:
     """Two panels sharing the coefficient axis, one line per layer; the baseline as a dotted
     line and the coherence threshold as a dashed red line."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
     layers = sorted({r["layer"] for r in rows}, key=str)
     for layer in layers:
-        points = sorted((r["coefficient"], r["trait_mean"], r["coherence_mean"])
-                        for r in rows if r["layer"] == layer and r["coefficient"] is not None)
+        points = sorted(
+            (r["coefficient"], r["trait_mean"], r["coherence_mean"])
+            for r in rows
+            if r["layer"] == layer and r["coefficient"] is not None
+        )
         if not points:
             continue
         coefs = [p[0] for p in points]
@@ -30,10 +38,10 @@ def coefficient_curve(rows: list[dict[str, Any]], baseline: dict[str, Any],
     if baseline.get("trait_mean") is not None:
         top.axhline(baseline["trait_mean"], color="gray", linestyle=":", label="unsteered")
     if baseline.get("coherence_mean") is not None:
-        bottom.axhline(baseline["coherence_mean"], color="gray", linestyle=":",
-                       label="unsteered")
-    bottom.axhline(min_coherence, color="red", linestyle="--",
-                   label=f"min coherence {min_coherence:g}")
+        bottom.axhline(baseline["coherence_mean"], color="gray", linestyle=":", label="unsteered")
+    bottom.axhline(
+        min_coherence, color="red", linestyle="--", label=f"min coherence {min_coherence:g}"
+    )
     top.set_ylabel("trait (0-100)")
     bottom.set_ylabel("coherence (0-100)")
     bottom.set_xlabel("coefficient")

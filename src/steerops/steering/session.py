@@ -28,18 +28,24 @@ class SteeringSession:
         self.params, self.cfg, self.trait, self.progress = params, cfg, trait, progress
         self.variant, self.vector_variant = cfg.variant, cfg.vector_variant
         params.variant(self.vector_variant)  # unknown names fail here, not after loading
-        data = load_trait(params.path(params.traits.root), trait, need_prompts=False,
-                          need_questions=True)
-        self.questions: list[str] = data.questions[:cfg.subset] if cfg.subset \
-            else data.questions
+        data = load_trait(
+            params.path(params.traits.root), trait, need_prompts=False, need_questions=True
+        )
+        self.questions: list[str] = data.questions[: cfg.subset] if cfg.subset else data.questions
         self.loaded = load_model(params, self.variant)
         self.judge = make_judge(params, data)
         self.stops = stop_token_ids(self.loaded.model, self.loaded.tokenizer)
-        self.sources = VectorSources(params.out, trait, self.vector_variant,
-                                     self.loaded.layout.hidden_size)
+        self.sources = VectorSources(
+            params.out, trait, self.vector_variant, self.loaded.layout.hidden_size
+        )
         spec = params.variant(self.variant)
-        self.model = {"variant": self.variant, "id": spec.id, "revision": spec.revision,
-                      "dtype": spec.dtype, "fingerprint": model_fingerprint(self.loaded.source)}
+        self.model = {
+            "variant": self.variant,
+            "id": spec.id,
+            "revision": spec.revision,
+            "dtype": spec.dtype,
+            "fingerprint": model_fingerprint(self.loaded.source),
+        }
 
     def layers(self, spec: Layers) -> list[int]:
         """The layers `spec` selects in the steered model."""
@@ -52,8 +58,7 @@ class SteeringSession:
         out = []
         for ref in config.vectors:
             self.sources.vector(ref)
-            scale = 1.0 if self.cfg.coefficient_unit == "absolute" \
-                else self.sources.layer_norm(ref)
+            scale = 1.0 if self.cfg.coefficient_unit == "absolute" else self.sources.layer_norm(ref)
             out.append(sign * float(config.coefficient) * scale)
         return tuple(out)
 
@@ -63,39 +68,73 @@ class SteeringSession:
 
     def generate_kwargs(self) -> dict[str, Any]:
         cfg = self.cfg
-        return {"pad_token_id": pad_id(self.loaded.tokenizer, self.stops),
-                "stop_ids": self.stops, "max_new_tokens": cfg.max_new_tokens,
-                "scope": cfg.scope, "max_batch_rows": cfg.max_batch_rows,
-                "cache_implementation": cfg.cache_implementation, "progress": self.progress}
+        return {
+            "pad_token_id": pad_id(self.loaded.tokenizer, self.stops),
+            "stop_ids": self.stops,
+            "max_new_tokens": cfg.max_new_tokens,
+            "scope": cfg.scope,
+            "max_batch_rows": cfg.max_batch_rows,
+            "cache_implementation": cfg.cache_implementation,
+            "progress": self.progress,
+        }
 
-    def generate(self, prompts: list[list[int]], configs: list[tuple[Config, tuple[float, ...]]]
-                 | None, desc: str) -> list[list[int]]:
+    def generate(
+        self,
+        prompts: list[list[int]],
+        configs: list[tuple[Config, tuple[float, ...]]] | None,
+        desc: str,
+    ) -> list[list[int]]:
         """New tokens for every config x prompt (config-major), or unsteered for None."""
         table = None
         if configs is not None:
-            table = SteeringTable([[(ref.layer, self.sources.vector(ref), w)
-                                    for ref, w in zip(config.vectors, weights, strict=True)]
-                                   for config, weights in configs for _ in prompts])
+            table = SteeringTable(
+                [
+                    [
+                        (ref.layer, self.sources.vector(ref), w)
+                        for ref, w in zip(config.vectors, weights, strict=True)
+                    ]
+                    for config, weights in configs
+                    for _ in prompts
+                ]
+            )
             prompts = [p for _ in configs for p in prompts]
-        return generate_steered(self.loaded.model, self.loaded.layout, prompts, table,
-                                desc=desc, **self.generate_kwargs())
+        return generate_steered(
+            self.loaded.model,
+            self.loaded.layout,
+            prompts,
+            table,
+            desc=desc,
+            **self.generate_kwargs(),
+        )
 
     def score(self, questions: list[str], generated: list[list[list[int]]]) -> list[ConfigResult]:
         """Decode and judge every config's responses (one list per config) in one judge call;
         results carry no config yet."""
         tokenizer = self.loaded.tokenizer
-        texts = [[str(tokenizer.decode(ids, skip_special_tokens=True)).strip()
-                  for ids in per_config] for per_config in generated]
+        texts = [
+            [str(tokenizer.decode(ids, skip_special_tokens=True)).strip() for ids in per_config]
+            for per_config in generated
+        ]
         scores = self.judge.score(questions * len(texts), [t for ts in texts for t in ts])
         n = len(questions)
         out = []
         for k, responses in enumerate(texts):
-            part = scores[k * n:(k + 1) * n]
+            part = scores[k * n : (k + 1) * n]
             summary = summarize(part)
-            rows = [{"question": q, "response": r, "trait": t, "coherence": c}
-                    for q, r, (t, c) in zip(questions, responses, part, strict=True)]
-            out.append(ConfigResult(None, summary["trait_mean"], summary["coherence_mean"],
-                                    summary["n"], rows, n_unscored=summary["n_unscored"]))
+            rows = [
+                {"question": q, "response": r, "trait": t, "coherence": c}
+                for q, r, (t, c) in zip(questions, responses, part, strict=True)
+            ]
+            out.append(
+                ConfigResult(
+                    None,
+                    summary["trait_mean"],
+                    summary["coherence_mean"],
+                    summary["n"],
+                    rows,
+                    n_unscored=summary["n_unscored"],
+                )
+            )
         return out
 
     def settings(self, questions: list[str]) -> dict[str, Any]:
@@ -104,8 +143,14 @@ class SteeringSession:
 
         cfg = self.cfg
         return {
-            "trait": self.trait, "model": self.model, "vector_variant": self.vector_variant,
-            "questions_hash": text_md5("\n".join(questions)), "n_questions": len(questions),
-            "max_new_tokens": cfg.max_new_tokens, "judge": self.judge.id, "scope": cfg.scope,
-            "direction": cfg.direction, "coefficient_unit": cfg.coefficient_unit,
+            "trait": self.trait,
+            "model": self.model,
+            "vector_variant": self.vector_variant,
+            "questions_hash": text_md5("\n".join(questions)),
+            "n_questions": len(questions),
+            "max_new_tokens": cfg.max_new_tokens,
+            "judge": self.judge.id,
+            "scope": cfg.scope,
+            "direction": cfg.direction,
+            "coefficient_unit": cfg.coefficient_unit,
         }

@@ -27,8 +27,14 @@ class VectorSources:
     def load(self, source: VectorSource) -> tuple[dict[int, torch.Tensor], dict[str, Any], str]:
         """(vectors by layer, metadata, md5 of the tensors file)."""
         if source not in self._sets:
-            args = (self.out, self.trait, self.variant, source.position, source.component,
-                    source.method)
+            args = (
+                self.out,
+                self.trait,
+                self.variant,
+                source.position,
+                source.component,
+                source.method,
+            )
             vectors, metadata = vectors_for(*args)
             folder = vectors_dir(*args)
             for layer, vector in vectors.items():
@@ -40,8 +46,10 @@ class VectorSources:
         vectors, _, _ = self.load(ref.source)
         if ref.layer not in vectors:
             have = ", ".join(map(str, sorted(vectors))) or "none"
-            raise SteeropsError(f"vectors {ref.method} at {ref.position}/{ref.component}: no "
-                                f"layer {ref.layer} (layers: {have})")
+            raise SteeropsError(
+                f"vectors {ref.method} at {ref.position}/{ref.component}: no "
+                f"layer {ref.layer} (layers: {have})"
+            )
         return vectors[ref.layer]
 
     def layer_norm(self, ref: VectorRef) -> float:
@@ -49,9 +57,11 @@ class VectorSources:
         _, metadata, _ = self.load(ref.source)
         entry = (metadata.get("layers") or {}).get(str(ref.layer)) or {}
         if entry.get("mean_norm") is None:
-            raise SteeropsError(f"vectors {ref.method} at {ref.position}/{ref.component}: "
-                                f"metadata has no layers.{ref.layer}.mean_norm (needed by "
-                                "coefficient_unit: norm)")
+            raise SteeropsError(
+                f"vectors {ref.method} at {ref.position}/{ref.component}: "
+                f"metadata has no layers.{ref.layer}.mean_norm (needed by "
+                "coefficient_unit: norm)"
+            )
         return float(entry["mean_norm"])
 
     def file_hashes(self, refs: tuple[VectorRef, ...]) -> dict[str, str]:

@@ -36,21 +36,40 @@ CSV_FILE = "results.csv"
 METRICS_FILE = "metrics.json"
 CURVE_FILE = "curve.png"
 RESPONSES_DIR = "responses"
-CSV_COLUMNS = ["trait", "variant", "vector_variant", "method", "position", "component", "layer",
-               "coefficient", "weight", "trait_mean", "coherence_mean", "trait_delta", "n",
-               "n_unscored"]
+CSV_COLUMNS = [
+    "trait",
+    "variant",
+    "vector_variant",
+    "method",
+    "position",
+    "component",
+    "layer",
+    "coefficient",
+    "weight",
+    "trait_mean",
+    "coherence_mean",
+    "trait_delta",
+    "n",
+    "n_unscored",
+]
 
 
-def steering_dir(out: Path, trait: str, variant: str, position: str | Position, component: str,
-                 method: str | MethodName) -> Path:
-    return (Path(out) / "steering" / trait / variant / position_slug(position) / component
-            / str(method))
+def steering_dir(
+    out: Path,
+    trait: str,
+    variant: str,
+    position: str | Position,
+    component: str,
+    method: str | MethodName,
+) -> Path:
+    return (
+        Path(out) / "steering" / trait / variant / position_slug(position) / component / str(method)
+    )
 
 
 def results_file(out: Path, trait: str, variant: str, ref: VectorRef) -> Path:
     """The results log of a config whose (first) vector is `ref`."""
-    return steering_dir(out, trait, variant, ref.position, ref.component,
-                        ref.method) / RESULTS_FILE
+    return steering_dir(out, trait, variant, ref.position, ref.component, ref.method) / RESULTS_FILE
 
 
 def baselines_file(out: Path, trait: str, variant: str) -> Path:
@@ -59,20 +78,38 @@ def baselines_file(out: Path, trait: str, variant: str) -> Path:
 
 # ---- the results log ------------------------------------------------------------------------
 
+
 def config_dict(config: Config, weights: tuple[float, ...]) -> dict[str, Any]:
-    return {"coefficient": config.coefficient,
-            "vectors": [{"layer": v.layer, "component": v.component, "position": v.position,
-                         "method": v.method, "weight": w}
-                        for v, w in zip(config.vectors, weights, strict=True)]}
+    return {
+        "coefficient": config.coefficient,
+        "vectors": [
+            {
+                "layer": v.layer,
+                "component": v.component,
+                "position": v.position,
+                "method": v.method,
+                "weight": w,
+            }
+            for v, w in zip(config.vectors, weights, strict=True)
+        ],
+    }
 
 
 def entry_key(config: dict[str, Any]) -> str:
     """A logged config's identity: its coefficient and its vectors with their weights."""
-    vectors = [{"layer": int(v["layer"]), "component": v["component"],
-                "position": v["position"], "method": v["method"], "weight": float(v["weight"])}
-               for v in config["vectors"]]
-    return json.dumps({"coefficient": config.get("coefficient"), "vectors": vectors},
-                      sort_keys=True)
+    vectors = [
+        {
+            "layer": int(v["layer"]),
+            "component": v["component"],
+            "position": v["position"],
+            "method": v["method"],
+            "weight": float(v["weight"]),
+        }
+        for v in config["vectors"]
+    ]
+    return json.dumps(
+        {"coefficient": config.get("coefficient"), "vectors": vectors}, sort_keys=True
+    )
 
 
 def config_key(config: Config, weights: tuple[float, ...]) -> str:
@@ -80,8 +117,13 @@ def config_key(config: Config, weights: tuple[float, ...]) -> str:
 
 
 def result_dict(result: ConfigResult) -> dict[str, Any]:
-    return {"trait_mean": result.trait_mean, "coherence_mean": result.coherence_mean,
-            "trait_delta": result.trait_delta, "n": result.n, "n_unscored": result.n_unscored}
+    return {
+        "trait_mean": result.trait_mean,
+        "coherence_mean": result.coherence_mean,
+        "trait_delta": result.trait_delta,
+        "n": result.n,
+        "n_unscored": result.n_unscored,
+    }
 
 
 class ResultsLog:
@@ -94,17 +136,27 @@ class ResultsLog:
             self.entries = _read_entries(self.path)
 
     def baseline(self, settings_hash: str) -> dict[str, Any] | None:
-        return next((e for e in reversed(self.entries) if e["type"] == "baseline"
-                     and e.get("settings_hash") == settings_hash), None)
+        return next(
+            (
+                e
+                for e in reversed(self.entries)
+                if e["type"] == "baseline" and e.get("settings_hash") == settings_hash
+            ),
+            None,
+        )
 
-    def find(self, settings_hash: str, key: str,
-             vector_files: dict[str, str]) -> dict[str, Any] | None:
+    def find(
+        self, settings_hash: str, key: str, vector_files: dict[str, str]
+    ) -> dict[str, Any] | None:
         """The latest entry of the config with `config_key` `key`, evaluated under these
         settings with these vector files."""
         for e in reversed(self.entries):
-            if (e["type"] == "config" and e.get("settings_hash") == settings_hash
-                    and e.get("vector_files") == vector_files
-                    and entry_key(e["config"]) == key):
+            if (
+                e["type"] == "config"
+                and e.get("settings_hash") == settings_hash
+                and e.get("vector_files") == vector_files
+                and entry_key(e["config"]) == key
+            ):
                 return e
         return None
 
@@ -125,16 +177,22 @@ class ResultsLog:
 def _read_entries(path: Path) -> list[dict[str, Any]]:
     entries = []
     for lineno, entry in iter_jsonl(path):
-        if not isinstance(entry, dict) or entry.get("type") not in ("baseline", "config") \
-                or not isinstance(entry.get("result"), dict) \
-                or (entry["type"] == "config" and not isinstance(entry.get("config"), dict)):
-            raise SteeropsError(f"{path}:{lineno}: not a steering result entry "
-                                "(needs type baseline|config, result, and config for configs)")
+        if (
+            not isinstance(entry, dict)
+            or entry.get("type") not in ("baseline", "config")
+            or not isinstance(entry.get("result"), dict)
+            or (entry["type"] == "config" and not isinstance(entry.get("config"), dict))
+        ):
+            raise SteeropsError(
+                f"{path}:{lineno}: not a steering result entry "
+                "(needs type baseline|config, result, and config for configs)"
+            )
         entries.append(entry)
     return entries
 
 
 # ---- a sweep's files ------------------------------------------------------------------------
+
 
 def joined(values: list[Any]) -> Any:
     """One value, or a multi-vector config's values joined with '+'."""
@@ -146,10 +204,14 @@ def tidy_row(result: ConfigResult, labels: dict[str, Any]) -> dict[str, Any]:
     assert result.config is not None, "the baseline has no row"
     refs = result.config.vectors
     row = dict(labels)
-    row.update(method=joined([r.method for r in refs]), position=joined([r.position for r in refs]),
-               component=joined([r.component for r in refs]),
-               layer=joined([r.layer for r in refs]), coefficient=result.config.coefficient,
-               weight=joined(list(result.weights)))
+    row.update(
+        method=joined([r.method for r in refs]),
+        position=joined([r.position for r in refs]),
+        component=joined([r.component for r in refs]),
+        layer=joined([r.layer for r in refs]),
+        coefficient=result.config.coefficient,
+        weight=joined(list(result.weights)),
+    )
     row.update(result_dict(result))
     return row
 
@@ -161,8 +223,15 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def save_responses(folder: Path, policy: str, settings_hash: str, baseline: ConfigResult,
-                   results: list[ConfigResult], rows: list[dict], best: dict) -> list[Path]:
+def save_responses(
+    folder: Path,
+    policy: str,
+    settings_hash: str,
+    baseline: ConfigResult,
+    results: list[ConfigResult],
+    rows: list[dict],
+    best: dict,
+) -> list[Path]:
     """Write response files for `policy`; with `best`, drop config files of other configs.
 
     A cached config's responses are not kept in the results log, so a best config served
@@ -175,21 +244,34 @@ def save_responses(folder: Path, policy: str, settings_hash: str, baseline: Conf
         keep = [(r, row) for r, row in keep if id(row) in chosen]
     saved = []
     if baseline.responses:
-        write_json(folder / "baseline.json", {"settings_hash": settings_hash,
-                                              "result": result_dict(baseline),
-                                              "responses": baseline.responses})
+        write_json(
+            folder / "baseline.json",
+            {
+                "settings_hash": settings_hash,
+                "result": result_dict(baseline),
+                "responses": baseline.responses,
+            },
+        )
     if (folder / "baseline.json").exists():
         saved.append(folder / "baseline.json")
     for result, row in keep:
         path = folder / f"L{row['layer']}_c{row['coefficient']:g}.json"
         if result.responses:
             assert result.config is not None
-            write_json(path, {"settings_hash": settings_hash,
-                              "config": config_dict(result.config, result.weights),
-                              "result": result_dict(result), "responses": result.responses})
+            write_json(
+                path,
+                {
+                    "settings_hash": settings_hash,
+                    "config": config_dict(result.config, result.weights),
+                    "result": result_dict(result),
+                    "responses": result.responses,
+                },
+            )
         elif not (path.exists() and read_json(path).get("settings_hash") == settings_hash):
-            print(f"note: no responses for {path.stem}: an earlier run evaluated it "
-                  "without keeping them")
+            print(
+                f"note: no responses for {path.stem}: an earlier run evaluated it "
+                "without keeping them"
+            )
             continue
         saved.append(path)
     if policy == "best" and folder.is_dir():

@@ -25,8 +25,8 @@ from steerops.toy.tokenizer import CHAT_TEMPLATE, build_tokenizer
 from steerops.toy.train import TrainConfig, train_model
 
 TRAIT_DIR = Path("traits") / "toy" / "refusal"
-N_CONTRAST = 150      # positive and negative prompts each
-N_QUESTIONS = 40      # held-out benign steering questions
+N_CONTRAST = 150  # positive and negative prompts each
+N_QUESTIONS = 40  # held-out benign steering questions
 N_CALIBRATION = 64
 
 DEFINITION = """\
@@ -55,8 +55,7 @@ def trait_data(seed: int = 0) -> dict:
     return {
         "positive": [r.text for r in rng.sample(harmful, min(N_CONTRAST, len(harmful)))],
         "negative": [r.text for r in rng.sample(benign, min(N_CONTRAST, len(benign)))],
-        "questions": [r.text for r in
-                      rng.sample(held_benign, min(N_QUESTIONS, len(held_benign)))],
+        "questions": [r.text for r in rng.sample(held_benign, min(N_QUESTIONS, len(held_benign)))],
         "calibration": [r.text for r in rng.sample(pool, min(N_CALIBRATION, len(pool)))],
     }
 
@@ -95,8 +94,12 @@ def _save_model_atomically(model, tokenizer, dest: Path) -> None:
             shutil.rmtree(tmp)
 
 
-def build_toy_world(out_dir: str | os.PathLike, seed: int = 0, progress: bool = True,
-                    train_config: TrainConfig | None = None) -> dict:
+def build_toy_world(
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    progress: bool = True,
+    train_config: TrainConfig | None = None,
+) -> dict:
     """Build everything under out_dir from `seed`; returns the world.json summary."""
     out_dir = Path(out_dir)
     start = time.perf_counter()
@@ -110,18 +113,25 @@ def build_toy_world(out_dir: str | os.PathLike, seed: int = 0, progress: bool = 
     _save_model_atomically(model, tokenizer, out_dir / "model")
     heldout = heldout_behaviour(model, tokenizer, split)
     # Record the trade-off the search relies on, so a build that lost it is visible.
-    steering = steering_check(model, tokenizer, data["positive"], data["negative"],
-                              data["questions"])
+    steering = steering_check(
+        model, tokenizer, data["positive"], data["negative"], data["questions"]
+    )
     summary = {
         "seed": seed,
         "build_seconds": round(time.perf_counter() - start, 2),
         "train_seconds": round(train_seconds, 2),
         "vocab_size": len(tokenizer),
-        "model": {"n_params": stats.pop("n_params"), "layers": model.config.num_hidden_layers,
-                  "hidden_size": model.config.hidden_size},
+        "model": {
+            "n_params": stats.pop("n_params"),
+            "layers": model.config.num_hidden_layers,
+            "hidden_size": model.config.hidden_size,
+        },
         "training": stats,
-        "sizes": {**sizes, "train_requests": len(split.requests(train=True)),
-                  "heldout_requests": len(split.requests(train=False))},
+        "sizes": {
+            **sizes,
+            "train_requests": len(split.requests(train=True)),
+            "heldout_requests": len(split.requests(train=False)),
+        },
         "heldout_topics": list(split.heldout_topics),
         "heldout": {k: round(v, 4) if isinstance(v, float) else v for k, v in heldout.items()},
         "steering_check": steering,

@@ -10,10 +10,15 @@ from steerops.cli import abs_path, flags, load_params_for, stage_parser
 
 def register(subparsers) -> None:
     parser = stage_parser(
-        subparsers, "toy", "Build the toy world from a seed: a word-level chat model trained on "
-        "CPU, the toy/refusal trait dataset, calibration prompts and probe tasks.", common=False)
-    parser.add_argument("--params", default=None, metavar="FILE",
-                        help="experiment params (default: ./params.yaml)")
+        subparsers,
+        "toy",
+        "Build the toy world from a seed: a word-level chat model trained on "
+        "CPU, the toy/refusal trait dataset, calibration prompts and probe tasks.",
+        common=False,
+    )
+    parser.add_argument(
+        "--params", default=None, metavar="FILE", help="experiment params (default: ./params.yaml)"
+    )
     flags(parser, "--out=paths.toy", metavar="DIR", type=abs_path)
     flags(parser, "seed")
     parser.set_defaults(func=run)

@@ -8,21 +8,32 @@ from steerops.toy import corpus, judge
 
 
 @torch.no_grad()
-def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 32,
-             batch_size: int = 128) -> list[str]:
+def generate(
+    model,
+    tokenizer,
+    conversations: list[list[dict]],
+    max_new_tokens: int = 32,
+    batch_size: int = 128,
+) -> list[str]:
     """Greedy responses to chat `conversations`, left-padded, through the chat template."""
-    prompts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-               for c in conversations]
+    prompts = [
+        tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+        for c in conversations
+    ]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # new tokens must follow the prompt in every row
     out: list[str] = []
     try:
         for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True)
-            ids = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
-                                 pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=tokenizer.eos_token_id)
-            new = ids[:, enc["input_ids"].shape[1]:]
+            enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True)
+            ids = model.generate(
+                **enc,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            new = ids[:, enc["input_ids"].shape[1] :]
             out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
     finally:
         tokenizer.padding_side = side
@@ -36,7 +47,8 @@ def behaviour(requests: list[corpus.Request], responses: list[str]) -> dict:
     benign = [t for r, (t, _) in zip(requests, scores, strict=True) if not r.harmful]
     coh = [c for _, c in scores]
     return {
-        "n_harmful": len(harm), "n_benign": len(benign),
+        "n_harmful": len(harm),
+        "n_benign": len(benign),
         "refusal_rate_harmful": sum(t == 100 for t in harm) / max(1, len(harm)),
         "refusal_rate_benign": sum(t == 100 for t in benign) / max(1, len(benign)),
         "trait_mean_harmful": sum(harm) / max(1, len(harm)),
@@ -53,12 +65,18 @@ def heldout_behaviour(model, tokenizer, split: corpus.Split, max_new_tokens: int
     responses = generate(model, tokenizer, [r.messages() for r in reqs], max_new_tokens)
     result = behaviour(reqs, responses)
     benign = [r for r in reqs if not r.harmful]
-    strict = generate(model, tokenizer,
-                      [[{"role": "system", "content": corpus.STRICT_SYSTEM_PROMPT}]
-                       + r.messages() for r in benign], max_new_tokens)
-    result["strict_system_refusal_rate_benign"] = (
-        sum(judge.trait_score(r.text, s) == 100 for r, s in zip(benign, strict, strict=True))
-        / max(1, len(benign)))
+    strict = generate(
+        model,
+        tokenizer,
+        [
+            [{"role": "system", "content": corpus.STRICT_SYSTEM_PROMPT}] + r.messages()
+            for r in benign
+        ],
+        max_new_tokens,
+    )
+    result["strict_system_refusal_rate_benign"] = sum(
+        judge.trait_score(r.text, s) == 100 for r, s in zip(benign, strict, strict=True)
+    ) / max(1, len(benign))
     return result
 
 
@@ -66,8 +84,12 @@ def heldout_behaviour(model, tokenizer, split: corpus.Split, max_new_tokens: int
 def last_token_states(model, tokenizer, prompts: list[str]) -> list[torch.Tensor]:
     """Per decoder layer, the output at the last prompt token of each prompt, (n, hidden);
     the generation prompt is appended, so this is the token the answer is decided at."""
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                           add_generation_prompt=True) for p in prompts]
+    texts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+        )
+        for p in prompts
+    ]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # last column = every row's last prompt token
     try:
@@ -78,9 +100,15 @@ def last_token_states(model, tokenizer, prompts: list[str]) -> list[torch.Tensor
     return [h[:, -1].float() for h in hidden]
 
 
-def steering_check(model, tokenizer, positive: list[str], negative: list[str],
-                   questions: list[str], layer: int = 2,
-                   multiples: tuple[float, ...] = (0.0, 1.0, 2.0)) -> dict:
+def steering_check(
+    model,
+    tokenizer,
+    positive: list[str],
+    negative: list[str],
+    questions: list[str],
+    layer: int = 2,
+    multiples: tuple[float, ...] = (0.0, 1.0, 2.0),
+) -> dict:
     """Reference trade-off: a unit mean-difference vector (positive minus negative, last
     prompt token, output of `layer`) added at every position of that layer, scaled by
     multiples of the mean last-token norm there. Returns refusal % and mean coherence."""
@@ -100,7 +128,8 @@ def steering_check(model, tokenizer, positive: list[str], negative: list[str],
         scores = [judge.score(q, r) for q, r in zip(questions, responses, strict=True)]
         out["by_multiple"][str(m)] = {
             "refusal_rate": round(sum(t == 100 for t, _ in scores) / len(scores), 4),
-            "coherence_mean": round(sum(c for _, c in scores) / len(scores), 2)}
+            "coherence_mean": round(sum(c for _, c in scores) / len(scores), 2),
+        }
     return out
 
 
@@ -109,4 +138,5 @@ def _adder(delta: torch.Tensor):
         if isinstance(output, tuple):  # older transformers return (hidden, ...)
             return (output[0] + delta, *output[1:])
         return output + delta
+
     return hook

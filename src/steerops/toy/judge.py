@@ -31,7 +31,7 @@ OFF_TARGET_SCORE = 75.0
 
 def _has(words: list[str], phrase: tuple[str, ...]) -> bool:
     k = len(phrase)
-    return any(tuple(words[i:i + k]) == phrase for i in range(len(words) - k + 1))
+    return any(tuple(words[i : i + k]) == phrase for i in range(len(words) - k + 1))
 
 
 def trait_score(question: str, response: str) -> float:
@@ -55,11 +55,13 @@ def _expansions() -> list[tuple[str, tuple[frozenset[str] | None, ...], tuple[st
     items = frozenset(corpus.ITEMS)
     nps = sorted({tuple(np.split()) for np in corpus.NOUN_PHRASES})
     out = []
-    for kind, templates in (("helpful", corpus.HELPFUL_TEMPLATES),
-                            ("refusal", corpus.REFUSAL_TEMPLATES)):
+    for kind, templates in (
+        ("helpful", corpus.HELPFUL_TEMPLATES),
+        ("refusal", corpus.REFUSAL_TEMPLATES),
+    ):
         for template in templates:
             has_act = "{act}" in template
-            for np in (nps if has_act else [()]):
+            for np in nps if has_act else [()]:
                 slots, roles = [], []
                 for word in template.split():
                     if word == "{act}":
@@ -105,9 +107,16 @@ def parse_response(response: str) -> dict:
             fill["np"].append(word)
         elif role == "item":
             fill["items"].append(word)
-    return {"kind": kind if p else None, "p": p, "L": len(slots), "n": len(words),
-            "complete": p == len(slots) == len(words), "verb": fill["verb"],
-            "noun_phrase": " ".join(fill["np"]), "items": fill["items"]}
+    return {
+        "kind": kind if p else None,
+        "p": p,
+        "L": len(slots),
+        "n": len(words),
+        "complete": p == len(slots) == len(words),
+        "verb": fill["verb"],
+        "noun_phrase": " ".join(fill["np"]),
+        "items": fill["items"],
+    }
 
 
 def _on_target(question: str, parse: dict) -> bool:
@@ -115,8 +124,10 @@ def _on_target(question: str, parse: dict) -> bool:
     req = corpus.parse_request(question)
     if req is None:
         return True
-    if parse["verb"] is not None and (parse["verb"], parse["noun_phrase"]) != \
-            (req.verb, req.noun_phrase):
+    if parse["verb"] is not None and (parse["verb"], parse["noun_phrase"]) != (
+        req.verb,
+        req.noun_phrase,
+    ):
         return False
     if parse["items"] and tuple(parse["items"]) != corpus.VERB_ITEMS.get(req.verb):
         return False

@@ -43,9 +43,15 @@ def build_tokenizer(words: list[str] | None = None) -> PreTrainedTokenizerFast:
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     tok.add_special_tokens(SPECIAL_TOKENS)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=PAD,
-        additional_special_tokens=ROLE_TOKENS, padding_side="left",
-        model_max_length=128, clean_up_tokenization_spaces=False,
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        pad_token=PAD,
+        additional_special_tokens=ROLE_TOKENS,
+        padding_side="left",
+        model_max_length=128,
+        clean_up_tokenization_spaces=False,
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast

@@ -47,11 +47,13 @@ class TraitActivations:
         return None if value is None else float(value)
 
 
-def load_activations(out: Path, trait: str, variant: str, position: Position | str,
-                     component: str) -> TraitActivations:
+def load_activations(
+    out: Path, trait: str, variant: str, position: Position | str, component: str
+) -> TraitActivations:
     directory = store.activations_dir(out, trait, variant, position, component)
-    store.require_complete(directory, f"`steerops extract --trait {trait} --variant {variant} "
-                           f"--position '{position}'`")
+    store.require_complete(
+        directory, f"`steerops extract --trait {trait} --variant {variant} --position '{position}'`"
+    )
     tensors, meta_file = directory / store.TENSORS_FILE, directory / store.METADATA_FILE
     meta = store.read_metadata(directory)
     if not isinstance(meta.get("examples"), list):
@@ -64,8 +66,10 @@ def load_activations(out: Path, trait: str, variant: str, position: Position | s
     expected = [len(meta["examples"]), hidden]
     for layer in layers:
         if shapes[layer] != expected:
-            raise SteeropsError(f"{tensors}: layer_{layer} has shape {shapes[layer]}"
-                                f", metadata says {expected} (examples x hidden_size)")
+            raise SteeropsError(
+                f"{tensors}: layer_{layer} has shape {shapes[layer]}"
+                f", metadata says {expected} (examples x hidden_size)"
+            )
     train, val = _split_rows(meta["examples"], meta_file)
     return TraitActivations(directory, meta, layers, hidden, file_md5(tensors), train, val)
 
@@ -75,20 +79,25 @@ def _split_rows(examples: list[dict], where: Path) -> tuple[ClassRows, ClassRows
     for i, ex in enumerate(examples):
         polarity, split = ex.get("polarity"), ex.get("split", "train")
         if polarity not in ("positive", "negative"):
-            raise SteeropsError(f"{where}: examples[{i}].polarity: expected positive or "
-                                f"negative (got {polarity!r})")
+            raise SteeropsError(
+                f"{where}: examples[{i}].polarity: expected positive or negative (got {polarity!r})"
+            )
         if split not in ("train", "val"):
-            raise SteeropsError(f"{where}: examples[{i}].split: expected train or val "
-                                f"(got {split!r})")
+            raise SteeropsError(
+                f"{where}: examples[{i}].split: expected train or val (got {split!r})"
+            )
         key = (int(ex.get("source_index", i)), int(ex.get("rollout", 0)), i)
         rows.setdefault((split, polarity), []).append(key)
 
     def indices(split: str, polarity: str) -> torch.Tensor:
-        return torch.tensor([i for *_, i in sorted(rows.get((split, polarity), []))],
-                            dtype=torch.long)
+        return torch.tensor(
+            [i for *_, i in sorted(rows.get((split, polarity), []))], dtype=torch.long
+        )
 
     train = ClassRows(indices("train", "positive"), indices("train", "negative"))
     if len(train.pos) == 0 or len(train.neg) == 0:
-        raise SteeropsError(f"{where}: need train examples of both polarities "
-                            f"(positive: {len(train.pos)}, negative: {len(train.neg)})")
+        raise SteeropsError(
+            f"{where}: need train examples of both polarities "
+            f"(positive: {len(train.pos)}, negative: {len(train.neg)})"
+        )
     return train, ClassRows(indices("val", "positive"), indices("val", "negative"))

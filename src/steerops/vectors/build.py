@@ -41,10 +41,19 @@ def layer_seed(seed: int, layer: int) -> int:
     return seed * 1000 + layer
 
 
-def build_method(params, acts: TraitActivations, name: str, *, trait: str, variant: str,
-                 position: str, component: str, calibration_variant: str,
-                 base: tuple[dict[int, torch.Tensor], dict[str, Any]] | None = None,
-                 progress: bool = True) -> Built:
+def build_method(
+    params,
+    acts: TraitActivations,
+    name: str,
+    *,
+    trait: str,
+    variant: str,
+    position: str,
+    component: str,
+    calibration_variant: str,
+    base: tuple[dict[int, torch.Tensor], dict[str, Any]] | None = None,
+    progress: bool = True,
+) -> Built:
     """Vectors for method `name`; `base` = stored (vectors, metadata) of the base method to
     post-clean instead of refitting it."""
     method = parse_method(name)
@@ -54,65 +63,95 @@ def build_method(params, acts: TraitActivations, name: str, *, trait: str, varia
     if cleaning is not None:
         calibration, file = None, None
         if cleaning.needs_calibration:
-            calibration, file = load_calibration(params.out, calibration_variant,
-                                                 f"method {name!r}")
-        removed = dims_to_remove(cleaning, calibration, acts.layers, acts.hidden_size,
-                                 str(file) if file else name)
+            calibration, file = load_calibration(
+                params.out, calibration_variant, f"method {name!r}"
+            )
+        removed = dims_to_remove(
+            cleaning, calibration, acts.layers, acts.hidden_size, str(file) if file else name
+        )
         calibration_record = {
-            "variant": calibration_variant if file else None, "file": str(file) if file else None,
-            "mode": cleaning.mode, "spec": cleaning.spec,
+            "variant": calibration_variant if file else None,
+            "file": str(file) if file else None,
+            "mode": cleaning.mode,
+            "spec": cleaning.spec,
             "dims_removed": {str(layer): dims for layer, dims in removed.items()},
         }
     if base is not None:
         _check_base(base, acts, method)
     fit = get_method(method.base)
     vectors, layers_meta = {}, {}
-    for layer in tqdm(acts.layers, desc=f"{name} {position}", disable=not progress or None,
-                      leave=False):
+    for layer in tqdm(
+        acts.layers, desc=f"{name} {position}", disable=not progress or None, leave=False
+    ):
         x = acts.layer(layer)
         dims = removed.get(layer, [])
         if base is not None:
             raw = base[0][layer].float() * float(base[1]["layers"][str(layer)]["raw_norm"])
         else:
             data = zero_dims(x, dims) if cleaning and cleaning.mode == "pre" else x
-            raw = fit(data[acts.train.pos], data[acts.train.neg],
-                      seed=layer_seed(params.seed, layer), config=params.vectors).float()
+            raw = fit(
+                data[acts.train.pos],
+                data[acts.train.neg],
+                seed=layer_seed(params.seed, layer),
+                config=params.vectors,
+            ).float()
         raw = zero_dims(raw, dims)
         raw_norm = float(raw.norm())
         if not raw_norm > 0 or not torch.isfinite(raw).all():
-            raise SteeropsError(f"method {name!r} gave a zero or non-finite vector at layer "
-                                f"{layer} ({acts.directory})")
+            raise SteeropsError(
+                f"method {name!r} gave a zero or non-finite vector at layer "
+                f"{layer} ({acts.directory})"
+            )
         unit = raw / raw_norm
         vectors[layer] = unit
         layers_meta[str(layer)] = {
-            "raw_norm": raw_norm, "mean_norm": acts.mean_norm(layer),
+            "raw_norm": raw_norm,
+            "mean_norm": acts.mean_norm(layer),
             **separation(unit, x, acts.train.pos, acts.train.neg, acts.val.pos, acts.val.neg),
         }
     metadata = {
-        "method": name, "base_method": method.base, "trait": trait, "variant": variant,
-        "position": position, "component": component, "hidden_size": acts.hidden_size,
-        "source_hash": acts.file_hash, "seed": params.seed,
-        "activations": {"dir": str(acts.directory),
-                        "source_hash": acts.metadata.get("source_hash"),
-                        "model": acts.metadata.get("model")},
+        "method": name,
+        "base_method": method.base,
+        "trait": trait,
+        "variant": variant,
+        "position": position,
+        "component": component,
+        "hidden_size": acts.hidden_size,
+        "source_hash": acts.file_hash,
+        "seed": params.seed,
+        "activations": {
+            "dir": str(acts.directory),
+            "source_hash": acts.metadata.get("source_hash"),
+            "model": acts.metadata.get("model"),
+        },
         "config": params.vectors.model_dump(exclude={"methods"}),
-        "refit": base is None, "calibration": calibration_record, "layers": layers_meta,
+        "refit": base is None,
+        "calibration": calibration_record,
+        "layers": layers_meta,
     }
     return Built(method, vectors, metadata)
 
 
-def _check_base(base: tuple[dict[int, torch.Tensor], dict[str, Any]], acts: TraitActivations,
-                method: MethodName) -> None:
+def _check_base(
+    base: tuple[dict[int, torch.Tensor], dict[str, Any]], acts: TraitActivations, method: MethodName
+) -> None:
     """Stored base vectors must come from the same activations and cover every layer."""
     vectors, meta = base
     if meta.get("source_hash") != acts.file_hash:
-        raise SteeropsError(f"stored {method.base!r} vectors were computed from other "
-                            f"activations than {acts.directory} (rerun `steerops vectors "
-                            f"--methods {method.base}`)")
+        raise SteeropsError(
+            f"stored {method.base!r} vectors were computed from other "
+            f"activations than {acts.directory} (rerun `steerops vectors "
+            f"--methods {method.base}`)"
+        )
     for layer, vector in vectors.items():
         check_hidden_size(vector, acts.hidden_size, f"stored {method.base!r} layer {layer}")
-    missing = [layer for layer in acts.layers
-               if layer not in vectors or str(layer) not in meta.get("layers", {})]
+    missing = [
+        layer
+        for layer in acts.layers
+        if layer not in vectors or str(layer) not in meta.get("layers", {})
+    ]
     if missing:
-        raise SteeropsError(f"stored {method.base!r} vectors lack layers {missing} (rerun "
-                            f"`steerops vectors --methods {method.base}`)")
+        raise SteeropsError(
+            f"stored {method.base!r} vectors lack layers {missing} (rerun "
+            f"`steerops vectors --methods {method.base}`)"
+        )

@@ -16,32 +16,41 @@ from steerops.errors import SteeropsError
 from steerops.specs import Cleaning
 
 
-def dims_to_remove(cleaning: Cleaning, calibration: dict[str, Any] | None, layers: list[int],
-                   hidden_size: int, where: str) -> dict[int, list[int]]:
+def dims_to_remove(
+    cleaning: Cleaning,
+    calibration: dict[str, Any] | None,
+    layers: list[int],
+    hidden_size: int,
+    where: str,
+) -> dict[int, list[int]]:
     """{layer: dims} for `cleaning`; `where` names the source in errors (calibration file)."""
     if cleaning.select == "dims":
         by_layer = {layer: list(cleaning.dims) for layer in layers}
         where = "method suffix"
     else:
         assert calibration is not None, "calibration required for calibrated cleaning"
-        by_layer = {layer: _calibrated(cleaning, calibration["aggregate"], layer, where)
-                    for layer in layers}
+        by_layer = {
+            layer: _calibrated(cleaning, calibration["aggregate"], layer, where) for layer in layers
+        }
     for layer, dims in by_layer.items():
         for dim in dims:
             if not isinstance(dim, int) or not 0 <= dim < hidden_size:
-                raise SteeropsError(f"{where}: dim {dim!r} (layer {layer}) is outside the "
-                                    f"activations' hidden size {hidden_size}; was the "
-                                    f"calibration made on another model?")
+                raise SteeropsError(
+                    f"{where}: dim {dim!r} (layer {layer}) is outside the "
+                    f"activations' hidden size {hidden_size}; was the "
+                    f"calibration made on another model?"
+                )
     return by_layer
 
 
-def _calibrated(cleaning: Cleaning, aggregate: dict[str, Any], layer: int,
-                where: str) -> list[int]:
+def _calibrated(cleaning: Cleaning, aggregate: dict[str, Any], layer: int, where: str) -> list[int]:
     if cleaning.select == "layertop":
         table = aggregate.get("top_dims_by_layer") or {}
         if str(layer) not in table:
-            raise SteeropsError(f"{where}: aggregate.top_dims_by_layer has no layer "
-                                f"{layer} (calibrate that layer too)")
+            raise SteeropsError(
+                f"{where}: aggregate.top_dims_by_layer has no layer "
+                f"{layer} (calibrate that layer too)"
+            )
         ranked, key = list(table[str(layer)]), f"aggregate.top_dims_by_layer.{layer}"
     else:
         if "global_dims" not in aggregate:
@@ -50,8 +59,9 @@ def _calibrated(cleaning: Cleaning, aggregate: dict[str, Any], layer: int,
     if cleaning.select == "global":
         return ranked
     if cleaning.n > len(ranked):
-        raise SteeropsError(f"{where}: {cleaning.spec} asks for {cleaning.n} dims but {key} "
-                            f"has {len(ranked)}")
+        raise SteeropsError(
+            f"{where}: {cleaning.spec} asks for {cleaning.n} dims but {key} has {len(ranked)}"
+        )
     return ranked[: cleaning.n]
 
 

@@ -49,8 +49,10 @@ def run_clean(args: argparse.Namespace) -> None:
     names = params.cleaning.variants
     for method in names:
         if method.cleaning is None:
-            raise SteeropsError(f"cleaning.variants: {method.name!r} has no cleaning suffix "
-                                f"(e.g. {method.name}_top1 or {method.name}_preclean; plain "
-                                "methods are made by `steerops vectors`)")
+            raise SteeropsError(
+                f"cleaning.variants: {method.name!r} has no cleaning suffix "
+                f"(e.g. {method.name}_top1 or {method.name}_preclean; plain "
+                "methods are made by `steerops vectors`)"
+            )
     for directory in run_stage(params, "clean", names, stored_base=True):
         print(directory)

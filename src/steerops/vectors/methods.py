@@ -28,11 +28,13 @@ METHODS: dict[str, VectorMethod] = IMPLEMENTATIONS  # the method-name grammar re
 def register(name: str) -> Callable[[VectorMethod], VectorMethod]:
     """Register base method `name`; the method-name grammar (cleaning suffixes included)
     then accepts it. A built-in is also listed in `steerops.specs.BASE_METHODS`."""
+
     def add(fn: VectorMethod) -> VectorMethod:
         if name in METHODS:
             raise ValueError(f"vector method {name!r} registered twice")
         METHODS[name] = fn
         return fn
+
     return add
 
 
@@ -47,15 +49,17 @@ def _mean_gap(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
 
 
 @register("mean_diff")
-def mean_diff(pos: torch.Tensor, neg: torch.Tensor, *, seed: int,
-              config: VectorsConfig) -> torch.Tensor:
+def mean_diff(
+    pos: torch.Tensor, neg: torch.Tensor, *, seed: int, config: VectorsConfig
+) -> torch.Tensor:
     """Difference of the class means, computed in float32."""
     return _mean_gap(pos.float(), neg.float())
 
 
 @register("probe")
-def probe(pos: torch.Tensor, neg: torch.Tensor, *, seed: int,
-          config: VectorsConfig) -> torch.Tensor:
+def probe(
+    pos: torch.Tensor, neg: torch.Tensor, *, seed: int, config: VectorsConfig
+) -> torch.Tensor:
     """Weights of an L2-regularised logistic regression (sklearn, strength 1/probe_c).
 
     Inputs are rescaled first (`probe_rows`):
@@ -79,8 +83,7 @@ def probe(pos: torch.Tensor, neg: torch.Tensor, *, seed: int,
         scale = x.std(0, unbiased=False)
         scale[scale == 0] = 1.0
         x = (x - x.mean(0)) / scale
-    clf = LogisticRegression(C=config.probe_c, max_iter=config.probe_max_iter,
-                             random_state=seed)
+    clf = LogisticRegression(C=config.probe_c, max_iter=config.probe_max_iter, random_state=seed)
     clf.fit(x.numpy(), y)
     weights = torch.from_numpy(clf.coef_[0].copy())
     if scale is not None:
@@ -89,8 +92,9 @@ def probe(pos: torch.Tensor, neg: torch.Tensor, *, seed: int,
 
 
 @register("gradient")
-def gradient(pos: torch.Tensor, neg: torch.Tensor, *, seed: int,
-             config: VectorsConfig) -> torch.Tensor:
+def gradient(
+    pos: torch.Tensor, neg: torch.Tensor, *, seed: int, config: VectorsConfig
+) -> torch.Tensor:
     """A direction found by Adam from a seeded random start, maximising class separation:
     (gap between the class means of the projections) / sqrt(pooled within-class variance +
     shrinkage * average variance of the data along any direction). The shrinkage keeps the
@@ -100,8 +104,15 @@ def gradient(pos: torch.Tensor, neg: torch.Tensor, *, seed: int,
     scale = (both - both.mean(0)).pow(2).sum(1).mean().sqrt().clamp_min(1e-12)
     gap = (pos.mean(0) - neg.mean(0)) / scale  # scaled so the data has total variance 1
     # ||within @ w||^2 is the pooled (mean of the two classes') variance along w
-    within = torch.cat([(pos - pos.mean(0)) / (2 * len(pos)) ** 0.5,
-                        (neg - neg.mean(0)) / (2 * len(neg)) ** 0.5]) / scale
+    within = (
+        torch.cat(
+            [
+                (pos - pos.mean(0)) / (2 * len(pos)) ** 0.5,
+                (neg - neg.mean(0)) / (2 * len(neg)) ** 0.5,
+            ]
+        )
+        / scale
+    )
     floor = config.gradient_shrinkage / both.shape[1] + 1e-6
     generator = torch.Generator().manual_seed(seed)
     w = torch.randn(both.shape[1], generator=generator).requires_grad_(True)
@@ -132,16 +143,16 @@ def _threads_for(work: int) -> Iterator[None]:
 
 
 @register("random_baseline")
-def random_baseline(pos: torch.Tensor, neg: torch.Tensor, *, seed: int,
-                    config: VectorsConfig) -> torch.Tensor:
+def random_baseline(
+    pos: torch.Tensor, neg: torch.Tensor, *, seed: int, config: VectorsConfig
+) -> torch.Tensor:
     """A seeded Gaussian direction that ignores the data: the floor other methods must beat."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(pos.shape[1], generator=generator)
 
 
 @register("pca")
-def pca(pos: torch.Tensor, neg: torch.Tensor, *, seed: int,
-        config: VectorsConfig) -> torch.Tensor:
+def pca(pos: torch.Tensor, neg: torch.Tensor, *, seed: int, config: VectorsConfig) -> torch.Tensor:
     """First principal component of the paired differences pos[i] - neg[i], uncentred (the
     same direction as centred PCA of differences with random sign flips), with its sign
     aligned to the mean difference.
@@ -154,8 +165,13 @@ def pca(pos: torch.Tensor, neg: torch.Tensor, *, seed: int,
     if len(pos) == len(neg):
         stacked = pos - neg
     else:
-        stacked = torch.cat([(pos - pos.mean(0)) / len(pos) ** 0.5,
-                             (neg - neg.mean(0)) / len(neg) ** 0.5, gap[None]])
+        stacked = torch.cat(
+            [
+                (pos - pos.mean(0)) / len(pos) ** 0.5,
+                (neg - neg.mean(0)) / len(neg) ** 0.5,
+                gap[None],
+            ]
+        )
     direction = torch.linalg.svd(stacked, full_matrices=False).Vh[0]
     if direction @ gap < 0:
         direction = -direction

@@ -11,9 +11,14 @@ from __future__ import annotations
 import torch
 
 
-def separation(unit: torch.Tensor, acts: torch.Tensor, train_pos: torch.Tensor,
-               train_neg: torch.Tensor, val_pos: torch.Tensor,
-               val_neg: torch.Tensor) -> dict[str, float | None]:
+def separation(
+    unit: torch.Tensor,
+    acts: torch.Tensor,
+    train_pos: torch.Tensor,
+    train_neg: torch.Tensor,
+    val_pos: torch.Tensor,
+    val_neg: torch.Tensor,
+) -> dict[str, float | None]:
     """`acts` is [n, d]; the index tensors pick rows. Returns midpoint, train_acc, val_acc."""
     proj = acts.float() @ unit.float()
     midpoint = 0.5 * (proj[train_pos].mean() + proj[train_neg].mean())
@@ -24,8 +29,9 @@ def separation(unit: torch.Tensor, acts: torch.Tensor, train_pos: torch.Tensor,
     }
 
 
-def _accuracy(proj: torch.Tensor, midpoint: torch.Tensor, pos: torch.Tensor,
-              neg: torch.Tensor) -> float | None:
+def _accuracy(
+    proj: torch.Tensor, midpoint: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+) -> float | None:
     total = len(pos) + len(neg)
     if total == 0:
         return None

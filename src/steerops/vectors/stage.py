@@ -32,12 +32,16 @@ _PER_LAYER = ("raw_norm", "train_acc", "val_acc", "midpoint")
 def add_selection_flags(parser: argparse.ArgumentParser, methods: str) -> None:
     """Flags choosing which activations to read (defaults: traits/extraction params) and the
     `methods` flag (a `cli.flags` item)."""
-    flags(parser, f"--trait=traits.names --position=extraction.positions extraction.variant "
-          f"extraction.component cleaning.calibration_variant seed {methods}")
+    flags(
+        parser,
+        f"--trait=traits.names --position=extraction.positions extraction.variant "
+        f"extraction.component cleaning.calibration_variant seed {methods}",
+    )
 
 
-def run_stage(params, stage: str, names: list[MethodName], *, stored_base: bool = False,
-              progress: bool = True) -> list[Path]:
+def run_stage(
+    params, stage: str, names: list[MethodName], *, stored_base: bool = False, progress: bool = True
+) -> list[Path]:
     """Compute and write every named method for every selected trait and position.
 
     With `stored_base`, post-cleaned methods rescale the base method's stored vectors
@@ -52,32 +56,54 @@ def run_stage(params, stage: str, names: list[MethodName], *, stored_base: bool 
     for trait in params.traits.names:
         trait_dir(params.path(params.traits.root), trait)  # CAT/NAME form
     ex = params.extraction
-    selection = {"traits": params.traits.names, "variant": ex.variant,
-                 "positions": positions, "component": ex.component}
-    inputs = {f"activations.{trait}.{position_slug(pos)}":
-              activations_dir(params.out, trait, ex.variant, pos, ex.component)
-              for trait in params.traits.names for pos in positions}
+    selection = {
+        "traits": params.traits.names,
+        "variant": ex.variant,
+        "positions": positions,
+        "component": ex.component,
+    }
+    inputs = {
+        f"activations.{trait}.{position_slug(pos)}": activations_dir(
+            params.out, trait, ex.variant, pos, ex.component
+        )
+        for trait in params.traits.names
+        for pos in positions
+    }
     written = []
     with track(params, stage, run_name=f"{stage} {ex.variant}", inputs=inputs) as tracker:
-        tracker.log_params({**selection, "methods": [m.name for m in methods],
-                            "seed": params.seed,
-                            "calibration_variant": params.cleaning.calibration_variant,
-                            "vectors": params.vectors.model_dump(exclude={"methods"})})
+        tracker.log_params(
+            {
+                **selection,
+                "methods": [m.name for m in methods],
+                "seed": params.seed,
+                "calibration_variant": params.cleaning.calibration_variant,
+                "vectors": params.vectors.model_dump(exclude={"methods"}),
+            }
+        )
         for trait in params.traits.names:
             for position in positions:
                 acts = load_activations(params.out, trait, ex.variant, position, ex.component)
                 for method in methods:
                     base = None
                     if stored_base and method.cleaning and method.cleaning.mode == "post":
-                        base = vectors_for(params.out, trait, ex.variant, position,
-                                           ex.component, method.base)
+                        base = vectors_for(
+                            params.out, trait, ex.variant, position, ex.component, method.base
+                        )
                     built = build_method(
-                        params, acts, method.name, trait=trait, variant=ex.variant,
-                        position=position, component=ex.component,
-                        calibration_variant=params.cleaning.calibration_variant, base=base,
-                        progress=progress)
-                    directory = vectors_dir(params.out, trait, ex.variant, position,
-                                            ex.component, method.name)
+                        params,
+                        acts,
+                        method.name,
+                        trait=trait,
+                        variant=ex.variant,
+                        position=position,
+                        component=ex.component,
+                        calibration_variant=params.cleaning.calibration_variant,
+                        base=base,
+                        progress=progress,
+                    )
+                    directory = vectors_dir(
+                        params.out, trait, ex.variant, position, ex.component, method.name
+                    )
                     save_vectors(directory, built.vectors, built.metadata)
                     _log_method(params, tracker, built, directory, acts.directory)
                     written.append(directory)
@@ -87,21 +113,40 @@ def run_stage(params, stage: str, names: list[MethodName], *, stored_base: bool 
 def _log_method(params, tracker, built: Built, directory: Path, acts_dir: Path) -> None:
     meta = built.metadata
     calibration = meta["calibration"] or {}
-    child_params = {key: meta[key] for key in ("method", "base_method", "trait", "variant",
-                                               "position", "component", "hidden_size")}
-    child_params.update({"cleaning_mode": calibration.get("mode"),
-                         "cleaning_spec": calibration.get("spec"),
-                         "calibration_variant": calibration.get("variant"),
-                         "calibration_file": calibration.get("file"),
-                         "refit": meta["refit"]})
+    child_params = {
+        key: meta[key]
+        for key in (
+            "method",
+            "base_method",
+            "trait",
+            "variant",
+            "position",
+            "component",
+            "hidden_size",
+        )
+    }
+    child_params.update(
+        {
+            "cleaning_mode": calibration.get("mode"),
+            "cleaning_spec": calibration.get("spec"),
+            "calibration_variant": calibration.get("variant"),
+            "calibration_file": calibration.get("file"),
+            "refit": meta["refit"],
+        }
+    )
     run_name = f"{meta['trait']} {meta['position']} {meta['method']}"
     with tracker.child(run_name, child_params) as child:
         layers = meta["layers"]
         for layer, values in layers.items():
             child.log_metrics({k: values[k] for k in _PER_LAYER}, step=int(layer))
         best = max(layers, key=lambda layer: _score(layers[layer]))
-        child.log_metrics({"best_layer": int(best), "best_val_acc": layers[best]["val_acc"],
-                           "best_train_acc": layers[best]["train_acc"]})
+        child.log_metrics(
+            {
+                "best_layer": int(best),
+                "best_val_acc": layers[best]["val_acc"],
+                "best_train_acc": layers[best]["train_acc"],
+            }
+        )
         hashes = input_hash_tags(params, {"activations": acts_dir})
         if calibration.get("file"):
             hashes.update(input_hash_tags(params, {"calibration": calibration["file"]}))

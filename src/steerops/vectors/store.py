@@ -25,25 +25,36 @@ METADATA_FILE = "metadata.json"
 _PREFIX = "layer_"
 
 
-def vectors_dir(out: Path, trait: str, variant: str, position: str | Position, component: str,
-                method: str | MethodName) -> Path:
-    return (Path(out) / "vectors" / trait / variant / position_slug(position) / component
-            / str(method))
+def vectors_dir(
+    out: Path,
+    trait: str,
+    variant: str,
+    position: str | Position,
+    component: str,
+    method: str | MethodName,
+) -> Path:
+    return (
+        Path(out) / "vectors" / trait / variant / position_slug(position) / component / str(method)
+    )
 
 
 def is_stored(directory: str | Path) -> bool:
     return all((Path(directory) / name).is_file() for name in (TENSORS_FILE, METADATA_FILE))
 
 
-def save_vectors(directory: str | Path, vectors: dict[int, torch.Tensor],
-                 metadata: dict[str, Any]) -> None:
+def save_vectors(
+    directory: str | Path, vectors: dict[int, torch.Tensor], metadata: dict[str, Any]
+) -> None:
     """Write one float32 vector per layer and the JSON metadata, atomically."""
     directory = Path(directory)
-    tensors = {f"{_PREFIX}{layer}": v.detach().to("cpu", torch.float32).reshape(-1)
-               for layer, v in sorted(vectors.items())}
+    tensors = {
+        f"{_PREFIX}{layer}": v.detach().to("cpu", torch.float32).reshape(-1)
+        for layer, v in sorted(vectors.items())
+    }
     save_tensors(directory / TENSORS_FILE, tensors)
-    write_json(directory / METADATA_FILE,
-               {**metadata, "tensors_md5": file_md5(directory / TENSORS_FILE)})
+    write_json(
+        directory / METADATA_FILE, {**metadata, "tensors_md5": file_md5(directory / TENSORS_FILE)}
+    )
 
 
 def load_vectors(directory: str | Path) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
@@ -51,25 +62,28 @@ def load_vectors(directory: str | Path) -> tuple[dict[int, torch.Tensor], dict[s
     directory = Path(directory)
     for name in (TENSORS_FILE, METADATA_FILE):
         if not (directory / name).is_file():
-            raise SteeropsError(f"vectors not found: {directory / name} "
-                                f"(run {_maker(directory.name)} first)")
+            raise SteeropsError(
+                f"vectors not found: {directory / name} (run {_maker(directory.name)} first)"
+            )
     try:
         tensors = load_tensors(directory / TENSORS_FILE)
         metadata = read_json(directory / METADATA_FILE)
     except Exception as exc:  # corrupt file: name it instead of a library traceback
-        raise SteeropsError(f"{directory}: unreadable vectors ({exc.__class__.__name__})") \
-            from None
+        raise SteeropsError(f"{directory}: unreadable vectors ({exc.__class__.__name__})") from None
     if not isinstance(metadata, dict):
         raise SteeropsError(f"{directory / METADATA_FILE}: expected a JSON object")
     if metadata.get("tensors_md5") not in (None, file_md5(directory / TENSORS_FILE)):
-        raise SteeropsError(f"{directory}: {TENSORS_FILE} does not match {METADATA_FILE} "
-                            f"(interrupted write? run {_maker(directory.name)} again)")
+        raise SteeropsError(
+            f"{directory}: {TENSORS_FILE} does not match {METADATA_FILE} "
+            f"(interrupted write? run {_maker(directory.name)} again)"
+        )
     vectors = {}
     for key, tensor in tensors.items():
-        if not key.startswith(_PREFIX) or not key[len(_PREFIX):].isdigit():
-            raise SteeropsError(f"{directory / TENSORS_FILE}: unexpected tensor {key!r} "
-                                f"(expected layer_<L>)")
-        vectors[int(key[len(_PREFIX):])] = tensor.to(torch.float32)
+        if not key.startswith(_PREFIX) or not key[len(_PREFIX) :].isdigit():
+            raise SteeropsError(
+                f"{directory / TENSORS_FILE}: unexpected tensor {key!r} (expected layer_<L>)"
+            )
+        vectors[int(key[len(_PREFIX) :])] = tensor.to(torch.float32)
     return dict(sorted(vectors.items())), metadata
 
 
@@ -84,8 +98,14 @@ def _maker(method: str) -> str:
     return f"`steerops vectors --methods {method}`"
 
 
-def vectors_for(out: Path, trait: str, variant: str, position: str | Position, component: str,
-                method: str | MethodName) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
+def vectors_for(
+    out: Path,
+    trait: str,
+    variant: str,
+    position: str | Position,
+    component: str,
+    method: str | MethodName,
+) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
     """The vectors a run of `steerops vectors`/`clean` stored for this combination."""
     parse_method(method)  # an unknown name gets its own error, not "not found"
     return load_vectors(vectors_dir(out, trait, variant, position, component, method))
@@ -94,5 +114,7 @@ def vectors_for(out: Path, trait: str, variant: str, position: str | Position, c
 def check_hidden_size(vector: torch.Tensor, hidden_size: int, where: str) -> None:
     """Fail with one line when a vector cannot be added to a model's hidden states."""
     if vector.dim() != 1 or vector.shape[0] != hidden_size:
-        raise SteeropsError(f"{where}: vector has shape {tuple(vector.shape)} but the model's "
-                            f"hidden size is {hidden_size}")
+        raise SteeropsError(
+            f"{where}: vector has shape {tuple(vector.shape)} but the model's "
+            f"hidden size is {hidden_size}"
+        )
