@@ -90,6 +90,11 @@ def add_override(parser: argparse.ArgumentParser, flag: str, key: str, **kwargs:
     parser.add_argument(flag, dest=_OVERRIDE + key, default=None, **{**derived, **kwargs})
 
 
+def no_flag(parser: argparse.ArgumentParser, flag: str, key: str, help: str) -> None:
+    """A `--no-...` flag that sets boolean params key `key` to false."""
+    add_override(parser, flag, key, action="store_const", const=False, help=help)
+
+
 def flags(parser: argparse.ArgumentParser, keys: str, **kwargs: Any) -> None:
     """`add_override` for each space-separated params key: `block.some_key` gives
     `--some-key`, `--flag=block.key` names the flag itself."""

@@ -17,11 +17,7 @@ class CalibrationConfig(Strict):
     top_k: int = Field(5, ge=1, description="top dims by |mean| recorded per layer")
     massive_threshold: float = Field(100.0, gt=0, description="max/median ratio for 'massive'")
     massive_min_share: float = Field(
-        0.05,
-        gt=0,
-        le=1,
-        description="a dim is massive if over the threshold on at least this "
-        "share of response tokens",
+        0.05, gt=0, le=1, description="share of response tokens a massive dim must be over it on"
     )
     global_top_n: int = Field(5, ge=1, description="a dim counts at a layer if in its top-N")
     global_min_layers: int = Field(3, ge=1, description="... at this many layers or more")

@@ -14,18 +14,13 @@ class SearchConfig(Strict):
     batch: int = Field(8, ge=1, description="trials asked and evaluated together")
     sampler: Literal["gp", "tpe"] = Field("gp", description="Optuna sampler")
     storage: str | None = Field(
-        None,
-        description="SQLAlchemy URL of the study database "
-        "(sqlite, postgresql, mysql); default sqlite optuna.db",
+        None, description="SQLAlchemy URL (sqlite, postgresql, mysql); default sqlite optuna.db"
     )
     study: str | None = Field(
         None, description="study name; default: built from the searched settings"
     )
     coef_min: float = Field(
-        0.0,
-        ge=0,
-        description="coefficient range in the steering "
-        "coefficient unit (default: multiples of the layer's mean norm)",
+        0.0, ge=0, description="low end, in steering.coefficient_unit (x the layer's mean norm)"
     )
     coef_max: float = Field(3.0, gt=0, description="upper end of the coefficient range")
     heldout_fraction: float = Field(0.5, gt=0, lt=1)

@@ -1,15 +1,58 @@
-"""What an extraction records about the model it read: the settings that enter its hash, the
-metadata beside the activations, the MLflow inputs (with DVC hashes) and the run's metrics.
-Shared by trait mode and task-set mode."""
+"""How an extraction is set up from params and what it records about the model it read: the
+job, the settings that enter its hash, the metadata beside the activations, the MLflow
+inputs (with DVC hashes) and the run's metrics. Shared by trait mode and task-set mode."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+from steerops.extract.engine import Example, Job, extractor_for, run_job
 from steerops.extract.store import METADATA_FILE
 from steerops.io import text_md5
 from steerops.models import LoadedModel
+from steerops.specs import Position
+
+
+def make_job(
+    params,
+    loaded: LoadedModel,
+    out_dir: Path,
+    position: Position,
+    layers: list[int],
+    component: str,
+) -> Job:
+    """The extraction job of one output folder, as params' `extraction` block sets it up."""
+    cfg = params.extraction
+    settings = model_settings(loaded, cfg.padding_side)
+    return Job(
+        out_dir,
+        position,
+        layers,
+        component,
+        cfg.dtype,
+        settings=settings,
+        shard_examples=cfg.shard_examples,
+        token_budget=cfg.token_budget,
+    )
+
+
+def run_logged(
+    tracker,
+    params,
+    loaded: LoadedModel,
+    examples: list[Example],
+    job: Job,
+    describe: Callable[[list[Example]], dict],
+    progress: bool,
+    on_shard: Callable[[int], None] | None,
+) -> dict:
+    """Run `job` on the model and log the run's metrics and metadata to `tracker`."""
+    extractor = extractor_for(loaded, params.extraction.padding_side)
+    meta = run_job(extractor, examples, job, describe, progress=progress, on_shard=on_shard)
+    log_run(tracker, meta, job.out_dir)
+    return meta
 
 
 def model_settings(loaded: LoadedModel, padding_side: str) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 from steerops.errors import SteeropsError
 from steerops.extract import engine, store
 from steerops.extract.inputs import encode
-from steerops.extract.provenance import log_run, model_input, model_metadata, model_settings
+from steerops.extract.provenance import make_job, model_input, model_metadata, run_logged
 from steerops.extract.store import task_activations_dir
 from steerops.io import iter_jsonl, text_md5
 from steerops.specs import Position, parse_position
@@ -162,16 +162,7 @@ def extract_tasks(
             params.out, tasks_name, loaded.name, pos.text, component, cond.id
         )
         examples = task_examples(loaded.tokenizer, tasks, cond)
-        job = engine.Job(
-            out_dir,
-            pos,
-            layers,
-            component,
-            cfg.dtype,
-            settings=model_settings(loaded, cfg.padding_side),
-            shard_examples=cfg.shard_examples,
-            token_budget=cfg.token_budget,
-        )
+        job = make_job(params, loaded, out_dir, pos, layers, component)
         outputs[cond.id] = out_dir
         kept, windows = engine.select(examples, pos)
         if force or store.completed(out_dir, engine.settings_hash(job, kept, windows)) is None:
@@ -208,15 +199,7 @@ def extract_tasks(
                     "dtype": cfg.dtype,
                 },
             ) as child:
-                meta = engine.run_job(
-                    engine.extractor_for(loaded, cfg.padding_side),
-                    examples,
-                    job,
-                    describe,
-                    progress=progress,
-                    on_shard=on_shard,
-                )
-                log_run(child, meta, job.out_dir)
+                run_logged(child, params, loaded, examples, job, describe, progress, on_shard)
     return outputs
 
 

@@ -17,7 +17,7 @@ from steerops.extract.inputs import (
     response_examples,
     split_counts,
 )
-from steerops.extract.provenance import log_run, model_input, model_metadata, model_settings
+from steerops.extract.provenance import make_job, model_input, model_metadata, run_logged
 from steerops.extract.store import activations_dir
 from steerops.generate.store import POLARITIES, load_kept_responses, responses_file
 from steerops.io import file_md5, tree_md5
@@ -59,16 +59,7 @@ def extract_trait(
     assign_splits(examples, params.seed, cfg.val_fraction, n_sources)
 
     out_dir = activations_dir(params.out, trait_name, loaded.name, pos.text, component)
-    job = engine.Job(
-        out_dir,
-        pos,
-        layers,
-        component,
-        cfg.dtype,
-        settings=model_settings(loaded, cfg.padding_side),
-        shard_examples=cfg.shard_examples,
-        token_budget=cfg.token_budget,
-    )
+    job = make_job(params, loaded, out_dir, pos, layers, component)
     source_hash = file_md5(source) if source.is_file() else tree_md5(source)
 
     def describe(kept: list[engine.Example]) -> dict:
@@ -117,13 +108,5 @@ def extract_trait(
                 "padding_side": cfg.padding_side,
             }
         )
-        meta = engine.run_job(
-            engine.extractor_for(loaded, cfg.padding_side),
-            examples,
-            job,
-            describe,
-            progress=progress,
-            on_shard=on_shard,
-        )
-        log_run(tracker, meta, out_dir)
+        meta = run_logged(tracker, params, loaded, examples, job, describe, progress, on_shard)
     return out_dir, meta

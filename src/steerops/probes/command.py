@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from steerops.cli import abs_path, add_common, add_override, flags, load_params_for, stage_parser
+from steerops.cli import abs_path, add_common, flags, load_params_for, no_flag, stage_parser
 
 
 def _selection_flags(parser: argparse.ArgumentParser) -> None:
@@ -37,14 +37,7 @@ def register(subparsers) -> None:
         "probes.layers probes.condition probes.alphas probes.heldout_fraction "
         "probes.cv_folds probes.split_seed",
     )
-    add_override(
-        train,
-        "--no-standardize",
-        "probes.standardize",
-        action="store_const",
-        const=False,
-        help="ridge on raw activations",
-    )
+    no_flag(train, "--no-standardize", "probes.standardize", "ridge on raw activations")
     train.set_defaults(func=run_train)
 
     thurstonian = sub.add_parser("thurstonian", help="fit utilities from pairwise choices")

@@ -29,6 +29,10 @@ from scipy.stats import spearmanr
 from steerops.extract.conditions import OodCondition
 from steerops.probes.ridge import pearson
 
+Tasks = list[str]  # task ids in row order
+Conditions = list[OodCondition]
+Deltas = dict[str, np.ndarray]  # condition id -> [n_tasks] deltas against the baseline
+
 _CHUNK = 512  # permutations scored per vectorised batch
 
 
@@ -83,12 +87,7 @@ def _nan_to_none(v: float) -> float | None:
 
 
 def per_version(
-    tasks: list[str],
-    conditions: list[OodCondition],
-    probe: dict[str, np.ndarray],
-    behaviour: dict[str, np.ndarray],
-    n_perm: int,
-    seed: int,
+    tasks: Tasks, conditions: Conditions, probe: Deltas, behaviour: Deltas, n_perm: int, seed: int
 ) -> dict:
     out = {}
     for version in dict.fromkeys(c.version for c in conditions):
@@ -119,11 +118,7 @@ def _topk_rate(rows: list[dict], key: str, top_k: int) -> float | None:
 
 
 def per_target(
-    tasks: list[str],
-    conditions: list[OodCondition],
-    probe: dict[str, np.ndarray],
-    behaviour: dict[str, np.ndarray],
-    top_k: int,
+    tasks: list[str], conditions: Conditions, probe: Deltas, behaviour: Deltas, top_k: int
 ) -> list[dict]:
     index = {t: i for i, t in enumerate(tasks)}
     groups: dict[tuple[str, str], list[OodCondition]] = defaultdict(list)
@@ -211,9 +206,9 @@ def paired_inversions(targets: list[dict], roles: tuple[str, str]) -> dict:
 
 def analyse(
     tasks: list[str],
-    conditions: list[OodCondition],
-    probe: dict[str, np.ndarray],
-    behaviour: dict[str, np.ndarray],
+    conditions: Conditions,
+    probe: Deltas,
+    behaviour: Deltas,
     n_perm: int,
     seed: int,
     top_k: int,

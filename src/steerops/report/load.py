@@ -13,23 +13,10 @@ from steerops.search.store import best_row, searches
 from steerops.steering.store import CSV_FILE
 from steerops.vectors.store import is_stored, load_vectors, vectors_dir
 
-COLUMNS = [
-    "model",
-    "trait",
-    "variant",
-    "vector_variant",
-    "position",
-    "component",
-    "method",
-    "layer",
-    "coefficient",
-    "weight",
-    "trait_mean",
-    "coherence_mean",
-    "trait_delta",
-    "n",
-    "source",
-]
+COLUMNS = (
+    "model trait variant vector_variant position component method layer coefficient "
+    "weight trait_mean coherence_mean trait_delta n source"
+).split()
 
 
 def load_results(params) -> pd.DataFrame:
@@ -65,21 +52,10 @@ def _search_frame(trials: pd.DataFrame, best: dict) -> pd.DataFrame:
     return trials.assign(source="search")
 
 
-SEARCH_COLUMNS = [
-    "model",
-    "trait",
-    "position",
-    "method",
-    "feasible",
-    "layer",
-    "coefficient",
-    "search_trait_delta",
-    "search_coherence",
-    "heldout_trait_delta",
-    "heldout_coherence",
-    "n_trials",
-    "n_generations",
-]
+SEARCH_COLUMNS = (
+    "model trait position method feasible layer coefficient search_trait_delta "
+    "search_coherence heldout_trait_delta heldout_coherence n_trials n_generations"
+).split()
 
 
 def load_search_summaries(params) -> pd.DataFrame:

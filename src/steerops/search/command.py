@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from steerops.cli import add_override, flags, load_params_for, stage_parser
+from steerops.cli import flags, load_params_for, no_flag, stage_parser
 from steerops.errors import SteeropsError
 
 
@@ -37,14 +37,7 @@ def register(subparsers) -> None:
         "search.seed search.coef_min search.coef_max search.enqueue search.known_results "
         "search.storage search.study",
     )
-    add_override(
-        parser,
-        "--no-known",
-        "search.import_known",
-        action="store_const",
-        const=False,
-        help="do not import known results as trials",
-    )
+    no_flag(parser, "--no-known", "search.import_known", "do not import known results")
     parser.set_defaults(func=run)
 
 

@@ -31,23 +31,10 @@ def plot_search(
         ax_delta.scatter(xs, [r.trait_delta for r in pts], c=colour, label=label, s=24)
         ax_coh.scatter(xs, [r.coherence_mean for r in pts], c=colour, s=24)
     if chosen is not None and chosen.trait_delta is not None:
-        ax_delta.scatter(
-            [chosen.coefficient],
-            [chosen.trait_delta],
-            marker="*",
-            s=240,
-            facecolors="none",
-            edgecolors="black",
-            label=f"chosen (layer {chosen.layer})",
-        )
-        ax_coh.scatter(
-            [chosen.coefficient],
-            [chosen.coherence_mean],
-            marker="*",
-            s=240,
-            facecolors="none",
-            edgecolors="black",
-        )
+        star = {"marker": "*", "s": 240, "facecolors": "none", "edgecolors": "black"}
+        x = [chosen.coefficient]
+        ax_delta.scatter(x, [chosen.trait_delta], label=f"chosen (layer {chosen.layer})", **star)
+        ax_coh.scatter(x, [chosen.coherence_mean], **star)
     ax_coh.axhline(min_coherence, color="grey", linestyle="--", linewidth=1)
     ax_delta.set(xlabel="coefficient", ylabel="trait delta vs baseline", title=title)
     ax_coh.set(

@@ -17,11 +17,12 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from steerops.io import read_json, write_json, write_jsonl, write_text
-from steerops.specs import MethodName, Position, position_slug
+from steerops.paths import cell_dir
 from steerops.summary import collect, summary_dir
 
 if TYPE_CHECKING:
@@ -32,32 +33,14 @@ BEST_FILE = "best.json"
 BEST_CSV = "best.csv"
 PLOT_FILE = "search.png"
 HELDOUT_FILE = "heldout_responses.jsonl"
-TRIAL_COLUMNS = [
-    "number",
-    "layer",
-    "coefficient",
-    "weight",
-    "trait_mean",
-    "coherence_mean",
-    "trait_delta",
-    "feasible",
-    "state",
-    "source",
-    "rows",
-]
+TRIAL_COLUMNS = (
+    "number layer coefficient weight trait_mean coherence_mean trait_delta feasible state "
+    "source rows"
+).split()
 
 
-def search_dir(
-    out: Path,
-    trait: str,
-    variant: str,
-    position: str | Position,
-    component: str,
-    method: str | MethodName,
-) -> Path:
-    return (
-        Path(out) / "search" / trait / variant / position_slug(position) / component / str(method)
-    )
+# search_dir(out, trait, variant, position, component, method)
+search_dir = partial(cell_dir, "search")
 
 
 def write_trials_csv(path: Path, records: list[TrialRecord]) -> None:

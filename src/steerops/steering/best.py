@@ -16,18 +16,9 @@ from steerops.io import read_json, write_json, write_text
 from steerops.steering.store import CSV_FILE, METRICS_FILE
 from steerops.summary import collect, summary_dir
 
-CURVE_COLUMNS = [
-    "cell",
-    "trait",
-    "variant",
-    "method",
-    "position",
-    "layer",
-    "coefficient",
-    "trait_mean",
-    "coherence_mean",
-    "trait_delta",
-]
+CURVE_COLUMNS = (
+    "cell trait variant method position layer coefficient trait_mean coherence_mean trait_delta"
+).split()
 
 
 def _rank(row: dict[str, Any], direction: str) -> tuple[float, float]:

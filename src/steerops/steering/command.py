@@ -21,17 +21,19 @@ from steerops.cli import flags, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.specs import MethodName, Position
 
+# The params keys the flags override (see `steerops.cli.flags`).
+FLAGS = (
+    "--trait=traits.names --method=steering.methods --position=steering.positions "
+    "steering.component steering.layers steering.coefficients steering.coefficient_unit "
+    "steering.variant steering.vector_variant steering.direction steering.subset "
+    "steering.max_new_tokens steering.save_responses steering.min_coherence steering.scope "
+    "steering.max_batch_rows"
+)
+
 
 def register(subparsers) -> None:
     parser = stage_parser(subparsers, "steer", __doc__)
-    flags(
-        parser,
-        "--trait=traits.names --method=steering.methods "
-        "--position=steering.positions steering.component steering.layers "
-        "steering.coefficients steering.coefficient_unit steering.variant "
-        "steering.vector_variant steering.direction steering.subset steering.max_new_tokens "
-        "steering.save_responses steering.min_coherence steering.scope steering.max_batch_rows",
-    )
+    flags(parser, FLAGS)
     parser.set_defaults(func=run)
 
 

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import csv
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from steerops.errors import SteeropsError
 from steerops.io import atomic_path, iter_jsonl, read_json, write_json, write_jsonl
-from steerops.specs import MethodName, Position, position_slug
+from steerops.paths import cell_dir
 from steerops.steering.configs import Config, ConfigResult, VectorRef
 
 RESULTS_FILE = "results.jsonl"
@@ -36,35 +37,14 @@ CSV_FILE = "results.csv"
 METRICS_FILE = "metrics.json"
 CURVE_FILE = "curve.png"
 RESPONSES_DIR = "responses"
-CSV_COLUMNS = [
-    "trait",
-    "variant",
-    "vector_variant",
-    "method",
-    "position",
-    "component",
-    "layer",
-    "coefficient",
-    "weight",
-    "trait_mean",
-    "coherence_mean",
-    "trait_delta",
-    "n",
-    "n_unscored",
-]
+CSV_COLUMNS = (
+    "trait variant vector_variant method position component layer coefficient weight "
+    "trait_mean coherence_mean trait_delta n n_unscored"
+).split()
 
 
-def steering_dir(
-    out: Path,
-    trait: str,
-    variant: str,
-    position: str | Position,
-    component: str,
-    method: str | MethodName,
-) -> Path:
-    return (
-        Path(out) / "steering" / trait / variant / position_slug(position) / component / str(method)
-    )
+# steering_dir(out, trait, variant, position, component, method)
+steering_dir = partial(cell_dir, "steering")
 
 
 def results_file(out: Path, trait: str, variant: str, ref: VectorRef) -> Path:

@@ -11,6 +11,7 @@ MD5, so a pair left mismatched by a kill between the two renames is reported, no
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +19,16 @@ import torch
 
 from steerops.errors import SteeropsError
 from steerops.io import file_md5, load_tensors, read_json, save_tensors, write_json
-from steerops.specs import MethodName, Position, parse_method, position_slug
+from steerops.paths import MethodLike, PositionLike, cell_dir
+from steerops.specs import parse_method
 
 TENSORS_FILE = "vectors.safetensors"
 METADATA_FILE = "metadata.json"
 _PREFIX = "layer_"
 
 
-def vectors_dir(
-    out: Path,
-    trait: str,
-    variant: str,
-    position: str | Position,
-    component: str,
-    method: str | MethodName,
-) -> Path:
-    return (
-        Path(out) / "vectors" / trait / variant / position_slug(position) / component / str(method)
-    )
+# vectors_dir(out, trait, variant, position, component, method)
+vectors_dir = partial(cell_dir, "vectors")
 
 
 def is_stored(directory: str | Path) -> bool:
@@ -99,12 +92,7 @@ def _maker(method: str) -> str:
 
 
 def vectors_for(
-    out: Path,
-    trait: str,
-    variant: str,
-    position: str | Position,
-    component: str,
-    method: str | MethodName,
+    out: Path, trait: str, variant: str, position: PositionLike, component: str, method: MethodLike
 ) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
     """The vectors a run of `steerops vectors`/`clean` stored for this combination."""
     parse_method(method)  # an unknown name gets its own error, not "not found"

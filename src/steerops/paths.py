@@ -1,0 +1,25 @@
+"""The folder scheme of the per-cell artifacts vectors, steering results and searches share:
+
+<out>/<kind>/<cat>/<trait>/<variant>/<position>/<component>/<method>/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from steerops.specs import MethodName, Position, position_slug
+
+PositionLike = str | Position
+MethodLike = str | MethodName
+
+
+def cell_dir(
+    kind: str,
+    out: Path,
+    trait: str,
+    variant: str,
+    position: PositionLike,
+    component: str,
+    method: MethodLike,
+) -> Path:
+    return Path(out) / kind / trait / variant / position_slug(position) / component / str(method)
