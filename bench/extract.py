@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from steerops.extract import engine
-from steerops.models import resolve_layout
 from steerops.models.batching import length_order, pad_batch, plan_batches
+from steerops.models.resolver import resolve_layout
 from steerops.specs import parse_layers, parse_position
 
 GEMMA3_4B = dict(

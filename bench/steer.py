@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from steerops.models import resolve_layout
 from steerops.models.generation import cut_at_stop
+from steerops.models.resolver import resolve_layout
 from steerops.steering.engine import SteeringTable, generate_steered
 
 GEMMA3_4B = dict(

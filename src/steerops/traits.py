@@ -18,7 +18,7 @@ from steerops.io import iter_jsonl
 
 @dataclass(frozen=True)
 class Prompt:
-    prompt: str
+    prompt: str | list[dict]  # the user's text, or a whole message list
     system_prompt: str | None = None
 
 

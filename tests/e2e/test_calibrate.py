@@ -15,8 +15,8 @@ from steerops.io import read_json
 
 def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
     from steerops.config import load_params
-    from steerops.models import load_model
     from steerops.models.generation import generate_responses
+    from steerops.models.loading import load_model
 
     # mlflow.set_tracking_uri exports this variable, which steerops honours: pin it to this
     # test's store (and restore it afterwards) so runs of other tests cannot leak in.

@@ -15,8 +15,8 @@ from steerops.config import load_params
 from steerops.extract.store import activations_dir
 from steerops.generate.store import responses_dir
 from steerops.io import read_json, tree_md5, write_jsonl
-from steerops.models import format_prompt, load_model
-from steerops.models.generation import encode_prompt
+from steerops.models.generation import encode_prompt, format_prompt
+from steerops.models.loading import load_model
 from steerops.specs import parse_position
 
 

@@ -15,9 +15,9 @@ from steerops.cli import main
 from steerops.config import load_params
 from steerops.errors import SteeropsError
 from steerops.io import read_json, read_jsonl
-from steerops.models import load_model
 from steerops.models.capture import forward_capture
 from steerops.models.generation import encode_prompt, render_prompts
+from steerops.models.loading import load_model
 from steerops.steering import session as session_module
 from steerops.steering.configs import Config, VectorSource
 from steerops.steering.engine import SteeringTable, generate_steered

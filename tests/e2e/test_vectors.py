@@ -15,8 +15,9 @@ def test_toy_refusal_vectors_separate_heldout_requests(tmp_path, toy_world):
     the extract contract) give mean_diff, probe and pca vectors that separate held-out
     harmful from benign requests at their best layer."""
     from conftest import write_params
-    from steerops.models import format_prompt, load_model
     from steerops.models.capture import forward_capture
+    from steerops.models.generation import format_prompt
+    from steerops.models.loading import load_model
     from steerops.traits import load_trait
 
     path = write_params(

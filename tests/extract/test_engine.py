@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from steerops.extract import engine, store
 from steerops.io import read_json
-from steerops.models import resolve_layout
+from steerops.models.resolver import resolve_layout
 from steerops.specs import parse_position
 from tiny import ARCHS, VOCAB, tiny_model
 

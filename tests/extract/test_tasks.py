@@ -23,8 +23,8 @@ from steerops.extract.tasks import (
     load_tasks,
 )
 from steerops.io import read_json
-from steerops.models import format_prompt, load_model
-from steerops.models.generation import encode_prompt
+from steerops.models.generation import encode_prompt, format_prompt
+from steerops.models.loading import load_model
 
 TASKS = [
     {"task_id": "bake", "prompt": "how do i bake bread ?"},

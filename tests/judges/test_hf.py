@@ -143,7 +143,7 @@ def tokenizer():
 
 
 def rendered(tokenizer, kind: str, q: str, r: str) -> str:
-    from steerops.models import format_prompt
+    from steerops.models.generation import format_prompt
 
     return format_prompt(tokenizer, PROMPTS.messages(kind, q, r))
 

@@ -9,7 +9,8 @@ import yaml
 
 from steerops.config import load_params
 from steerops.errors import SteeropsError
-from steerops.models import format_prompt, load_model
+from steerops.models.generation import format_prompt
+from steerops.models.loading import load_model
 from steerops.toy.tokenizer import build_tokenizer
 from tiny import VOCAB, tiny_model
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from steerops.errors import SteeropsError
-from steerops.models import resolve_layout
+from steerops.models.resolver import resolve_layout
 from tiny import ARCHS, CONFIGS, VOCAB, tiny_model
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from steerops.errors import SteeropsError
-from steerops.models import resolve_layout
 from steerops.models.batching import OutOfMemoryError
 from steerops.models.generation import cut_at_stop
+from steerops.models.resolver import resolve_layout
 from steerops.steering.engine import SteeringTable, generate_steered, steering_hooks
 from tiny import tiny_model
 

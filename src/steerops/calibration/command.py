@@ -63,8 +63,8 @@ def load_calibration_prompts(path: Path) -> list[Prompt]:
 
 def calibrate(params, progress: bool = True) -> dict:
     """Run calibration for `calibration.variant`; returns the calibration.json record."""
-    from steerops.models import load_model
     from steerops.models.generation import generate_responses
+    from steerops.models.loading import load_model
     from steerops.tracking import track
 
     cfg = params.calibration

@@ -149,7 +149,7 @@ def _precheck_layers(params, variant: str, spec: Layers) -> None:
 
 
 def _load(params, variant: str):
-    from steerops.models import load_model
+    from steerops.models.loading import load_model
 
     return load_model(params, variant, padding_side=params.extraction.padding_side)
 

@@ -12,8 +12,7 @@ import numpy as np
 
 from steerops.extract.engine import Example
 from steerops.generate.store import POLARITIES
-from steerops.models import format_prompt
-from steerops.models.generation import encode_prompt
+from steerops.models.generation import encode_prompt, format_prompt
 from steerops.traits import Trait
 
 

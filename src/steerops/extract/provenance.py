@@ -11,7 +11,7 @@ from pathlib import Path
 from steerops.extract.engine import Example, Job, extractor_for, run_job
 from steerops.extract.store import METADATA_FILE
 from steerops.io import text_md5
-from steerops.models import LoadedModel
+from steerops.models.loading import LoadedModel
 from steerops.specs import Position
 
 

@@ -155,8 +155,8 @@ def _generation_settings(params, trait: Trait) -> dict:
 
 
 def _complete(params, trait: Trait, gen: dict, progress: bool) -> tuple[list[dict], dict]:
-    from steerops.models import load_model
     from steerops.models.generation import generate_responses
+    from steerops.models.loading import load_model
 
     cfg = params.generate
     loaded = load_model(params, cfg.variant, padding_side="left")

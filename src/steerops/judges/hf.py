@@ -15,8 +15,8 @@ from steerops.judges.cached import CachedJudge, Job
 from steerops.judges.numbers import NumberTrie, encode, integer_distributions, number_trie
 from steerops.judges.prompts import JudgePrompts, prompts_for
 from steerops.judges.scoring import weighted_score
-from steerops.models import format_prompt
 from steerops.models.batching import Batcher, length_order
+from steerops.models.generation import format_prompt
 
 
 class HFJudge(CachedJudge):
@@ -45,7 +45,7 @@ class HFJudge(CachedJudge):
 
     @classmethod
     def from_params(cls, params, trait) -> HFJudge:
-        from steerops.models import load_model
+        from steerops.models.loading import load_model
 
         cfg = params.judge
         if not cfg.variant:

@@ -1,6 +1,5 @@
-"""Model loading and the one architecture resolver every stage uses."""
+"""The model side every stage shares: loading a variant (`loading`), where an architecture
+keeps its blocks (`resolver`), reading activations (`capture`), generating (`generation`)
+and batching (`batching`).
 
-from steerops.models.loading import LoadedModel, format_prompt, load_model
-from steerops.models.resolver import ModelLayout, resolve_layout
-
-__all__ = ["LoadedModel", "ModelLayout", "format_prompt", "load_model", "resolve_layout"]
+Importing the package is cheap; import the submodule you need."""

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
 
 from steerops.errors import SteeropsError
 from steerops.models.batching import Batcher, pad_batch
-from steerops.models.loading import format_prompt
 from steerops.traits import Prompt
 
 
@@ -30,6 +31,45 @@ class Completion:
     response: str
     response_ids: list[int]  # generated tokens before the first stop token
     stopped: bool  # ended on a stop token (False: hit max_new_tokens)
+
+
+def format_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str | list[dict],
+    system_prompt: str | None = None,
+    add_generation_prompt: bool = True,
+) -> str:
+    """Render a user prompt (or a message list) through the chat template, as text.
+
+    Tokenizers without a chat template (base models) get the raw prompt, with the system
+    prompt prepended as plain text so it is not silently dropped.
+    """
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    if system_prompt is not None and not any(m["role"] == "system" for m in messages):
+        messages = [{"role": "system", "content": system_prompt}, *messages]
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            return cast(
+                str,
+                tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=add_generation_prompt
+                ),
+            )
+        except Exception as exc:  # jinja raises TemplateError for unsupported roles
+            if messages[0]["role"] != "system" or "system" not in str(exc).lower():
+                raise
+            # Templates without a system role (Gemma-2): fold it into the first user turn.
+            system, first = messages[0]["content"], messages[1]["content"]
+            merged = {**messages[1], "content": f"{system}\n\n{first}"}
+            return cast(
+                str,
+                tokenizer.apply_chat_template(
+                    [merged, *messages[2:]],
+                    tokenize=False,
+                    add_generation_prompt=add_generation_prompt,
+                ),
+            )
+    return "\n\n".join(m["content"] for m in messages)
 
 
 def render_prompts(tokenizer, prompts: Sequence[Prompt | str]) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
@@ -126,45 +126,6 @@ def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
             template = path.read_text(encoding="utf-8")
         tok.chat_template = template
     return tok
-
-
-def format_prompt(
-    tokenizer: PreTrainedTokenizerBase,
-    prompt: str | list[dict],
-    system_prompt: str | None = None,
-    add_generation_prompt: bool = True,
-) -> str:
-    """Render a user prompt (or a message list) through the chat template, as text.
-
-    Tokenizers without a chat template (base models) get the raw prompt, with the system
-    prompt prepended as plain text so it is not silently dropped.
-    """
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    if system_prompt is not None and not any(m["role"] == "system" for m in messages):
-        messages = [{"role": "system", "content": system_prompt}, *messages]
-    if getattr(tokenizer, "chat_template", None):
-        try:
-            return cast(
-                str,
-                tokenizer.apply_chat_template(
-                    messages, tokenize=False, add_generation_prompt=add_generation_prompt
-                ),
-            )
-        except Exception as exc:  # jinja raises TemplateError for unsupported roles
-            if messages[0]["role"] != "system" or "system" not in str(exc).lower():
-                raise
-            # Templates without a system role (Gemma-2): fold it into the first user turn.
-            system, first = messages[0]["content"], messages[1]["content"]
-            merged = {**messages[1], "content": f"{system}\n\n{first}"}
-            return cast(
-                str,
-                tokenizer.apply_chat_template(
-                    [merged, *messages[2:]],
-                    tokenize=False,
-                    add_generation_prompt=add_generation_prompt,
-                ),
-            )
-    return "\n\n".join(m["content"] for m in messages)
 
 
 def _first_line(exc: Exception) -> str:

@@ -77,7 +77,7 @@ def ensure_conditions(
     ]
     if not stale:
         return dirs
-    from steerops.models import load_model
+    from steerops.models.loading import load_model
 
     loaded = load_model(params, probes.variant)
     wanted = layers if layers is not None else probes.layers.resolve(loaded.layout.num_layers)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from steerops.models.batching import pad_batch
+from steerops.models.generation import encode_prompt, generate_responses
 from steerops.toy import corpus, judge
+from steerops.traits import Prompt
 
 
-@torch.no_grad()
 def generate(
     model,
     tokenizer,
@@ -15,29 +17,17 @@ def generate(
     max_new_tokens: int = 32,
     batch_size: int = 128,
 ) -> list[str]:
-    """Greedy responses to chat `conversations`, left-padded, through the chat template."""
-    prompts = [
-        tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-        for c in conversations
-    ]
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # new tokens must follow the prompt in every row
-    out: list[str] = []
-    try:
-        for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True)
-            ids = model.generate(
-                **enc,
-                do_sample=False,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            new = ids[:, enc["input_ids"].shape[1] :]
-            out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = side
-    return [" ".join(r.split()) for r in out]
+    """Greedy responses to chat `conversations`, through the chat template, in the
+    left-padded batches of `steerops.models.generation`."""
+    done = generate_responses(
+        model,
+        tokenizer,
+        [Prompt(c) for c in conversations],
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=False,
+    )
+    return [" ".join(c.response.split()) for c in done]
 
 
 def behaviour(requests: list[corpus.Request], responses: list[str]) -> dict:
@@ -90,13 +80,9 @@ def last_token_states(model, tokenizer, prompts: list[str]) -> list[torch.Tensor
         )
         for p in prompts
     ]
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # last column = every row's last prompt token
-    try:
-        enc = tokenizer(texts, return_tensors="pt", padding=True)
-    finally:
-        tokenizer.padding_side = side
-    hidden = model(**enc, output_hidden_states=True).hidden_states[1:]
+    # left padded: the last column is every row's last prompt token
+    ids, mask, _ = pad_batch([encode_prompt(tokenizer, t) for t in texts], tokenizer.pad_token_id)
+    hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[1:]
     return [h[:, -1].float() for h in hidden]
 
 
