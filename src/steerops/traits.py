@@ -15,6 +15,8 @@ from pathlib import Path
 from steerops.errors import SteeropsError
 from steerops.io import iter_jsonl
 
+POLARITIES = ("positive", "negative")  # a trait's two prompt sets
+
 
 @dataclass(frozen=True)
 class Prompt:

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from steerops.config.base import LayerSpec, MethodSpec, PositionSpec, Strict
-from steerops.specs import Component, Layers, parse_method, parse_position
+from steerops.specs import Component, Layers, Scope, parse_method, parse_position
 
 
 class SteeringConfig(Strict):
@@ -42,7 +42,7 @@ class SteeringConfig(Strict):
     direction: Literal["positive", "negative"] = Field(
         "positive", description="negative subtracts the vector (to suppress the trait)"
     )
-    scope: Literal["all", "response"] = Field(
+    scope: Scope = Field(
         "all", description="steer prompt and response tokens, or generated tokens only"
     )
     max_new_tokens: int = Field(24, ge=1, description="tokens generated per response")

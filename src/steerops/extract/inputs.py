@@ -11,9 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from steerops.extract.engine import Example
-from steerops.generate.store import POLARITIES
 from steerops.models.generation import encode_prompt, format_prompt
-from steerops.traits import Trait
+from steerops.traits import POLARITIES, Trait
 
 
 def encode(
@@ -80,7 +79,7 @@ def assign_splits(
 
 
 def split_counts(examples: list[Example]) -> dict[str, int]:
-    counts = {key: 0 for key in ("positive", "negative", "train", "val")}
+    counts = {key: 0 for key in (*POLARITIES, "train", "val")}
     for ex in examples:
         counts[ex.info["polarity"]] += 1
         counts[ex.info["split"]] += 1

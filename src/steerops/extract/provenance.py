@@ -13,6 +13,7 @@ from steerops.extract.store import METADATA_FILE
 from steerops.io import text_md5
 from steerops.models.loading import LoadedModel
 from steerops.specs import Position
+from steerops.traits import POLARITIES
 
 
 def make_job(
@@ -109,7 +110,7 @@ def model_input(loaded: LoadedModel) -> dict[str, Path]:
 def log_run(tracker, meta: dict, out_dir: Path) -> None:
     counts, timing = meta.get("counts", {}), meta["timing"]
     metrics = {
-        "examples": sum(counts.get(k, 0) for k in ("positive", "negative")) or counts.get("tasks"),
+        "examples": sum(counts.get(k, 0) for k in POLARITIES) or counts.get("tasks"),
         "dropped_empty": counts.get("dropped_empty"),
         "seconds": timing["seconds"],
         "tokens": timing["tokens"],

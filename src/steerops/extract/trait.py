@@ -19,11 +19,11 @@ from steerops.extract.inputs import (
 )
 from steerops.extract.provenance import make_job, model_input, model_metadata, run_logged
 from steerops.extract.store import activations_dir
-from steerops.generate.store import POLARITIES, load_kept_responses, responses_file
+from steerops.generate.store import load_kept_responses, responses_file
 from steerops.io import file_md5, tree_md5
 from steerops.models.loading import LoadedModel
 from steerops.specs import Position, parse_position
-from steerops.traits import load_trait
+from steerops.traits import POLARITIES, load_trait
 
 
 def extract_trait(

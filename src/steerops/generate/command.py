@@ -20,7 +20,6 @@ import time
 from steerops.cli import flags, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.generate.store import (
-    POLARITIES,
     RESPONSES_FILE,
     SUMMARY_FILE,
     previous_summary,
@@ -29,7 +28,7 @@ from steerops.generate.store import (
     write_responses,
 )
 from steerops.io import text_md5
-from steerops.traits import Trait, load_trait
+from steerops.traits import POLARITIES, Trait, load_trait
 
 
 def register(subparsers) -> None:

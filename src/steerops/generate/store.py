@@ -14,10 +14,10 @@ from typing import Any
 
 from steerops.errors import SteeropsError
 from steerops.io import iter_jsonl, read_json, read_jsonl, write_json, write_jsonl
+from steerops.traits import POLARITIES
 
 RESPONSES_FILE = "responses.jsonl"
 SUMMARY_FILE = "summary.json"
-POLARITIES = ("positive", "negative")
 
 
 def responses_dir(out: Path, trait: str, variant: str) -> Path:

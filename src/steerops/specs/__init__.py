@@ -21,6 +21,9 @@ from steerops.specs.position import (
 # The block output (`residual`) or what its attention / MLP part adds back to it.
 Component = Literal["residual", "attn_out", "mlp_out"]
 COMPONENTS: tuple[str, ...] = get_args(Component)
+# Which tokens steering changes: prompt and generated ones, or generated ones only.
+Scope = Literal["all", "response"]
+SCOPES: tuple[str, ...] = get_args(Scope)
 
 __all__ = [
     "BASE_METHODS",
@@ -31,6 +34,8 @@ __all__ = [
     "Layers",
     "MethodName",
     "Position",
+    "SCOPES",
+    "Scope",
     "check_layers",
     "layers_spec",
     "max_response_tokens",

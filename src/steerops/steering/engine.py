@@ -26,8 +26,7 @@ from steerops.errors import SteeropsError
 from steerops.models.batching import Batcher, length_order
 from steerops.models.generation import cut_at_stop, generate_batch
 from steerops.models.resolver import ModelLayout
-
-SCOPES = ("all", "response")
+from steerops.specs import SCOPES
 
 # One steering addition: (layer, unit vector [hidden], weight).
 Addition = tuple[int, torch.Tensor, float]

@@ -18,6 +18,7 @@ from steerops.errors import SteeropsError
 from steerops.extract import store
 from steerops.io import file_md5
 from steerops.specs import Position
+from steerops.traits import POLARITIES
 
 
 @dataclass
@@ -78,7 +79,7 @@ def _split_rows(examples: list[dict], where: Path) -> tuple[ClassRows, ClassRows
     rows: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
     for i, ex in enumerate(examples):
         polarity, split = ex.get("polarity"), ex.get("split", "train")
-        if polarity not in ("positive", "negative"):
+        if polarity not in POLARITIES:
             raise SteeropsError(
                 f"{where}: examples[{i}].polarity: expected positive or negative (got {polarity!r})"
             )
