@@ -99,8 +99,7 @@ def _evaluate_batch(study: SearchStudy, evaluator, source: VectorSource,
                                         p.layer, p.coefficient) for p in proposals]
         configs = [make_config(source, p.layer, p.coefficient, w)
                    for p, w in zip(proposals, weights, strict=True)]
-        with study.keep_alive(proposals):
-            results = evaluator.evaluate(configs)
+        results = evaluator.evaluate(configs)  # the study keeps the trials' heartbeats
     except BaseException:
         study.abandon(proposals)  # re-queued: the next run evaluates them first
         raise
