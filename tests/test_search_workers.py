@@ -156,7 +156,8 @@ def test_killed_worker_elsewhere_is_retried_after_the_grace_period(tmp_path):
     evaluator = SyntheticEvaluator(["q1", "q2"])
     run_search(resumed, evaluator, SOURCE, 4, 2, "positive", progress=False, poll_s=0.2)
     # two free slots first, then, once the grace period is over, the retried ones
-    assert sorted(c for _, c, _ in evaluator.calls[-1]) == pytest.approx(killed)
+    retried = sorted(c for call in evaluator.calls[1:] for _, c, _ in call)
+    assert retried == pytest.approx(killed)
     failed = sorted(r.coefficient for r in resumed.records() if r.state == "fail")
     assert failed == pytest.approx(killed)
     assert resumed.n_done() == 4 and resumed.n_running() == 0
@@ -312,3 +313,48 @@ def test_best_summary_counts_search_trials_not_imported_ones():
                         SimpleNamespace(baseline_trait=5.0, rows=0), held)
     assert best["n_trials"] == 2 and best["n_known"] == 1
     assert best["n_feasible"] == 3
+
+
+def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):
+    """Two `steerops search` processes on one study of the toy world: the trials are split,
+    exactly one process writes the outputs and the study's MLflow results."""
+    import csv
+
+    import mlflow
+
+    from conftest import write_params
+    from steerops.cli import main
+    from test_search import search_out
+
+    params = write_params(tmp_path, toy_world, search={"trials": 6, "batch": 2,
+                                                       "layers": "1-2", "startup_trials": 2})
+    for argv in (["extract", "--position", "prompt[-1]", "--variant", "base"],
+                 ["vectors", "--position", "prompt[-1]", "--variant", "base",
+                  "--methods", "mean_diff"]):
+        assert main([*argv, "--params", str(params)]) == 0
+    argv = [sys.executable, "-m", "steerops", "search", "--params", str(params), "--trait",
+            "toy/refusal", "--method", "mean_diff", "--position", "prompt[-1]"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for _ in range(2)]
+    outs = [proc.communicate(timeout=600) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [err for _, err in outs]
+    summaries = [out for out, _ in outs if out.startswith("toy/refusal: layer")]
+    assert len(summaries) == 1
+    assert sum("another worker finalises it" in err for _, err in outs) == 1
+    out = search_out(tmp_path)
+    best = json.loads((out / "best.json").read_text())
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    done = [(r["layer"], r["coefficient"]) for r in rows if r["state"] == "complete"]
+    assert best["n_trials"] == len(done) == len(set(done)) == 6
+    assert (out / "heldout_responses.jsonl").read_text().strip()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    parents = [r for r in runs if r.data.tags.get("steerops.stage") == "search"]
+    roles = sorted(r.data.tags.get("steerops.search_role") for r in parents)
+    assert roles == ["finaliser", "worker"]
+    [study_run] = [r for r in parents if "heldout_trait_delta" in r.data.metrics]
+    assert study_run.data.tags["steerops.search_role"] == "finaliser"
+    ids = {r.info.run_id for r in parents}
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in ids]
+    assert len(trials) == 6

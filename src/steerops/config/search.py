@@ -13,7 +13,8 @@ class SearchConfig(Strict):
     trials: int = Field(24, ge=1, description="completed search trials per study (the target)")
     batch: int = Field(8, ge=1, description="trials asked and evaluated together")
     sampler: Literal["gp", "tpe"] = "gp"
-    storage: str | None = Field(None, description="SQLAlchemy URL; default sqlite optuna.db")
+    storage: str | None = Field(None, description="SQLAlchemy URL or journal:///PATH (Optuna's "
+                                "journal file); default sqlite optuna.db")
     study: str | None = None
     coef_min: float = Field(0.0, ge=0, description="coefficient range in the steering "
                             "coefficient unit (default: multiples of the layer's mean norm)")
@@ -44,9 +45,10 @@ class SearchConfig(Strict):
         "(the same questions: the steer stage's match only if it ran on the search half)")
     import_known: bool = Field(True, description="import known results (off: search from "
                                "scratch, e.g. for benchmarks)")
-    heartbeat_s: int = Field(30, ge=1, description="trial heartbeat period (RDB storages)")
+    heartbeat_s: int = Field(30, ge=1, description="trial heartbeat period")
     grace_s: int = Field(120, ge=1, description="a running trial with no heartbeat for this "
-                         "long is failed and retried")
+                         "long is failed and retried (at once if its worker ended on this "
+                         "machine)")
     max_retry: int = Field(3, ge=0, description="retries of a trial whose worker died")
 
     @model_validator(mode="after")

@@ -61,7 +61,8 @@ def register(subparsers) -> None:
     add_override(parser, "--no-known", "search.import_known", action="store_const",
                  const=False, help="do not import known results as trials")
     add_override(parser, "--storage", "search.storage", metavar="URL",
-                 help="SQLAlchemy URL of the study database (sqlite, postgresql, mysql)")
+                 help="study storage: SQLAlchemy URL (sqlite, postgresql, mysql) or "
+                 "journal:///PATH (Optuna's journal file on a shared disk)")
     add_override(parser, "--study", "search.study", metavar="NAME")
     add_override(parser, "--max-new-tokens", "steering.max_new_tokens", type=int, metavar="N")
     parser.set_defaults(func=run)
@@ -78,11 +79,15 @@ def run(args: argparse.Namespace) -> None:
                             "methods or positions; pass one --trait, --method and --position")
     from steerops.summary import write_search_summary
 
+    finalised = False
     for cell in cells:
         for trait in cell.traits.names:
             best = search_trait(cell, trait, progress=sys.stderr.isatty())
-            print(summary_line(best))
-    write_search_summary(params)
+            if best is not None:  # None: another worker finalises the study
+                print(summary_line(best))
+                finalised = True
+    if finalised:
+        write_search_summary(params)
 
 
 def summary_line(best: dict) -> str:

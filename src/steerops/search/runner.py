@@ -36,8 +36,9 @@ class Plan:
     out_dir: Path
 
 
-def search_trait(params, trait: str, progress: bool = True) -> dict:
-    """Run (or resume) the study for one trait and write its outputs; returns best.json."""
+def search_trait(params, trait: str, progress: bool = True) -> dict | None:
+    """Run (or resume) the study for one trait and write its outputs; returns best.json, or
+    None when another worker of the study finalises it."""
     from steerops.extract.batching import release_memory
     from steerops.paths import search_dir
     from steerops.search.heldout import split_questions
@@ -66,9 +67,15 @@ def search_trait(params, trait: str, progress: bool = True) -> dict:
         study, stats = run_plan(params, plan, evaluator, tracker, progress)
         del evaluator  # free the model before the held-out evaluator loads its own
         release_memory()
-        held_eval = SteeringEvaluator(params, trait, questions=heldout_q, progress=progress,
-                                      results_dir=out_dir)
-        return finish(params, plan, study, stats, held_eval, tracker)
+        with study.finalising() as mine:  # one worker of the study finalises it
+            tracker.set_tags({"steerops.search_role": "finaliser" if mine else "worker"})
+            if not mine:
+                print(f"steerops search: study {plan.study!r} is complete; another worker "
+                      "finalises it", file=sys.stderr)
+                return None
+            held_eval = SteeringEvaluator(params, trait, questions=heldout_q,
+                                          progress=progress, results_dir=out_dir)
+            return finish(params, plan, study, stats, held_eval, tracker)
 
 
 def make_plan(params, evaluator, trait: str, search_q: list[str], heldout_q: list[str],
