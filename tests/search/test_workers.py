@@ -1,7 +1,9 @@
-"""Several `steerops search` processes on one study: shared work, killed workers retried.
+"""Several `steerops search` processes on one study: shared work, one finaliser, and no trial
+left behind by a killed worker.
 
-Each worker is a real subprocess with its own storage connection to one sqlite database,
-driving the real study and loop with the synthetic evaluator of synthetic.py.
+Each worker is a real subprocess with its own storage connection, driving the real study and
+loop with the synthetic evaluator of test_search.py, on sqlite, Optuna's journal file and a
+throwaway PostgreSQL server (tests/postgres.py).
 """
 
 from __future__ import annotations
@@ -15,11 +17,33 @@ import time
 from pathlib import Path
 
 import pytest
-from synthetic import SOURCE, SyntheticEvaluator, open_study
+from synthetic import MIN_COH, SOURCE, SyntheticEvaluator, record
 
+from postgres import postgres_server, postgres_url  # noqa: F401 - fixtures
+from steerops.search.heldout import evaluate_heldout
 from steerops.search.loop import run_search
+from steerops.search.results import choose_best
+from steerops.search.store import write_heldout_responses
+from steerops.search.study import SearchStudy, Space
+from steerops.steering.configs import Config
 
 TESTS = Path(__file__).parent
+HELDOUT = ["h1", "h2", "h3"]
+
+
+@pytest.fixture(params=["sqlite", "journal", "postgresql"])
+def storage_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'optuna.db'}"
+    if request.param == "journal":
+        return f"journal://{tmp_path / 'study.journal'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def open_url(url: str, **kw) -> SearchStudy:
+    return SearchStudy(
+        url, "s", Space(0.0, 3.0, (2,)), MIN_COH, {"layers": [2], "min_coherence": MIN_COH}, **kw
+    )
 
 
 class SlowEvaluator(SyntheticEvaluator):
@@ -29,10 +53,16 @@ class SlowEvaluator(SyntheticEvaluator):
 
     def evaluate(self, configs):
         time.sleep(self.sleep_s)
-        return super().evaluate(configs)
+        results = super().evaluate(configs)
+        for r in results:  # responses, as the held-out part writes them
+            r.responses = [
+                {"question": q, "response": f"{r.config.coefficient:.3f}"} for q in self.questions
+            ]
+        return results
 
 
 def worker(
+    url: str,
     folder: str,
     target: int,
     batch: int,
@@ -40,12 +70,16 @@ def worker(
     n_workers: int,
     heartbeat_s: int = 30,
     grace_s: int = 120,
+    sampler: str = "tpe",
 ) -> None:
-    """Subprocess entry: wait until every worker has opened the study, then search."""
+    """Subprocess entry: wait until every worker has opened the study, search, then finalise
+    if this worker is the one to do it."""
     folder = Path(folder)
-    study = open_study(
-        folder, sampler="tpe", startup_trials=2, heartbeat_s=heartbeat_s, grace_s=grace_s
+    study = open_url(
+        url, sampler=sampler, startup_trials=2, heartbeat_s=heartbeat_s, grace_s=grace_s
     )
+    for c in (0.5, 2.5):  # every worker enqueues the same points, as `search.enqueue` does
+        study.enqueue(2, c)
     (folder / f"ready-{os.getpid()}").touch()
     while len(list(folder.glob("ready-*"))) < n_workers:
         time.sleep(0.05)
@@ -53,60 +87,339 @@ def worker(
     stats = run_search(
         study, evaluator, SOURCE, target, batch, "positive", progress=False, poll_s=0.2
     )
-    print(json.dumps({"evaluated": stats.evaluated}), flush=True)
+    with study.finalising() as mine:
+        if mine:
+            chosen, _ = choose_best(study.records())
+            config = Config.single(SOURCE, chosen.layer, chosen.coefficient)
+            held = evaluate_heldout(SlowEvaluator(HELDOUT, 0.0), config, "positive")
+            write_heldout_responses(folder, held)
+    configs = [c for call in evaluator.calls for _, c, _ in call]
+    print(
+        json.dumps({"evaluated": stats.evaluated, "configs": configs, "finalised": mine}),
+        flush=True,
+    )
 
 
-def start_worker(folder: Path, *args) -> subprocess.Popen:
+def start(entry: str, *args) -> subprocess.Popen:
     code = (
-        f"import sys; sys.path.insert(0, {str(TESTS)!r}); "
-        f"from test_workers import worker; worker({str(folder)!r}, *{args!r})"
+        f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(TESTS.parent)!r}]; "
+        f"from test_workers import {entry}; {entry}(*{args!r})"
     )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
-def test_two_concurrent_workers_share_one_study(tmp_path):
-    procs = [start_worker(tmp_path, 12, 2, 0.4, 2) for _ in range(2)]
-    evaluated = []
+def finish(procs) -> list[dict]:
+    outs = []
     for proc in procs:
-        out, err = proc.communicate(timeout=300)
+        out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
-        evaluated.append(json.loads(out.strip().splitlines()[-1])["evaluated"])
-    a, b = map(set, evaluated)
-    assert a and b  # both did work
-    assert not a & b  # no trial evaluated twice
-    study = open_study(tmp_path)
-    records = study.records()
-    complete = [r.number for r in records if r.state == "complete"]
-    assert sorted(a | b) == sorted(complete)  # none lost
-    assert len(complete) == len(a) + len(b) == 12 == study.n_done()  # and not more
-    assert len({r.number for r in records}) == len(records)
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    return outs
 
 
-def test_killed_worker_trials_are_failed_by_heartbeat_and_retried(tmp_path):
-    proc = start_worker(tmp_path, 4, 2, 600.0, 1, 1, 2)  # never finishes its first batch
+@pytest.mark.parametrize(
+    "storage_url,sampler", [("postgresql", "gp"), ("journal", "tpe")], indirect=["storage_url"]
+)
+def test_three_workers_share_one_study(storage_url, sampler, tmp_path):
+    from optuna.trial import TrialState
+
+    target = 10
+    study = open_url(storage_url)
+    for _ in range(2):  # two copies of one point, as two workers enqueueing at once leave
+        study.study.enqueue_trial({"coefficient": 1.25}, user_attrs={"source": "enqueued"})
+    outs = finish(
+        [
+            start("worker", storage_url, str(tmp_path), target, 2, 0.3, 3, 30, 120, sampler)
+            for _ in range(3)
+        ]
+    )
+    assert [o["finalised"] for o in outs].count(True) == 1  # exactly one finaliser ...
+    responses = (tmp_path / "heldout_responses.jsonl").read_text().splitlines()
+    assert sorted(json.loads(r)["question"] for r in responses) == HELDOUT  # ... with responses
+    numbers = [n for o in outs for n in o["evaluated"]]
+    configs = [c for o in outs for c in o["configs"]]
+    assert len(numbers) == len(set(numbers)) == target  # no trial evaluated twice
+    assert len(configs) == len(set(configs)) == target  # and no config either
+    assert sum(bool(o["evaluated"]) for o in outs) >= 2  # the work was shared
+    trials = study.study.get_trials(deepcopy=False)
+    queued = [
+        t.system_attrs["fixed_params"]["coefficient"]
+        for t in trials
+        if "fixed_params" in t.system_attrs and "retry_history" not in t.system_attrs
+    ]
+    assert set(queued) >= {0.5, 1.25, 2.5} and len(set(queued)) == 5  # 2 design + 3 enqueued
+    for c in set(queued):  # every queued point evaluated exactly once
+        assert configs.count(c) == 1
+    assert study.n_done() == target and study.n_running() == 0
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == target
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_killed_worker_is_retried_at_once_on_this_node(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    killed = _kill_mid_batch(url, tmp_path)
+    resumed = open_url(url, heartbeat_s=1, grace_s=3600)
+    resumed.fail_stale()  # the holder's process has ended: no need to wait for the grace
+    assert resumed.n_running() == 0
+    evaluator = SyntheticEvaluator(["q1", "q2"])
+    run_search(resumed, evaluator, SOURCE, 4, 2, "positive", progress=False, poll_s=0.2)
+    records = resumed.records()
+    assert sorted(r.coefficient for r in records if r.state == "fail") == pytest.approx(killed)
+    first_batch = sorted(c for _, c, _ in evaluator.calls[0])
+    assert first_batch == pytest.approx(killed)  # retried first, with the same params
+    assert resumed.n_done() == 4 and resumed.n_running() == 0
+
+
+def test_killed_worker_elsewhere_is_retried_after_the_grace_period(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    killed = _kill_mid_batch(url, tmp_path, node="elsewhere")
+    patient = open_url(url, heartbeat_s=1, grace_s=3600)
+    patient.fail_stale()  # another node's process cannot be checked: it might be alive
+    assert patient.n_running() == 2
+    resumed = open_url(url, heartbeat_s=1, grace_s=2)
+    evaluator = SyntheticEvaluator(["q1", "q2"])
+    run_search(resumed, evaluator, SOURCE, 4, 2, "positive", progress=False, poll_s=0.2)
+    # two free slots first, then, once the grace period is over, the retried ones
+    retried = sorted(c for call in evaluator.calls[1:] for _, c, _ in call)
+    assert retried == pytest.approx(killed)
+    failed = sorted(r.coefficient for r in resumed.records() if r.state == "fail")
+    assert failed == pytest.approx(killed)
+    assert resumed.n_done() == 4 and resumed.n_running() == 0
+
+
+def evaluating_worker(url: str, folder: str, node: str | None) -> None:
+    """Subprocess entry: start a batch of 2 whose evaluation never ends (killed by the test),
+    optionally pretending to run on another node."""
+    from steerops.search import liveness
+
+    if node is not None:
+        liveness.node_id = lambda: node
+    study = open_url(url, sampler="tpe", startup_trials=2, heartbeat_s=1, grace_s=2)
+    (Path(folder) / "ready").touch()
+    run_search(study, SlowEvaluator(["q1", "q2"], 600.0), SOURCE, 4, 2, "positive", progress=False)
+
+
+def _kill_mid_batch(url: str, folder: Path, node: str | None = None) -> list[float]:
+    """Kill a worker while it evaluates its first batch; the batch's coefficients."""
+    proc = start("evaluating_worker", url, str(folder), node)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            if (tmp_path / "optuna.db").exists() and list(tmp_path.glob("ready-*")):
-                watcher = open_study(tmp_path, heartbeat_s=1, grace_s=2)
+            if (folder / "ready").exists():
+                watcher = open_url(url, heartbeat_s=1, grace_s=3600)
                 if watcher.n_running() == 2:
                     break
             time.sleep(0.2)
         else:
             pytest.fail("the worker never started its first batch")
-        killed = sorted(r.coefficient for r in watcher.records() if r.state == "running")
+        return sorted(r.coefficient for r in watcher.records() if r.state == "running")
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    time.sleep(3.5)  # longer than the grace period: the dead worker's trials are now stale
-    resumed = open_study(tmp_path, heartbeat_s=1, grace_s=2)
+
+
+def asking_worker(url: str, node: str | None) -> None:
+    """Subprocess entry: die inside `ask`, after the trial exists and before its params are
+    drawn (the window in which a trial used to be left running without a heartbeat)."""
+    import optuna
+
+    from steerops.search import liveness, study
+
+    if node is not None:
+        liveness.node_id = lambda: node
+
+    class DiesWhileSampling(optuna.samplers.RandomSampler):
+        def before_trial(self, study, trial):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    study._sampler = lambda *args: DiesWhileSampling()
+    open_url(url, heartbeat_s=1, grace_s=2).ask(1, target=4)
+
+
+def test_a_worker_killed_inside_ask_leaves_no_orphan(storage_url):
+    proc = start("asking_worker", storage_url, None)
+    proc.wait(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    resumed = open_url(storage_url, heartbeat_s=1, grace_s=3600)
+    assert resumed.n_running() == 1  # the killed worker's trial, without params
+    resumed.fail_stale()  # its worker is known to be gone: failed at once, no wait
+    assert resumed.n_running() == 0
     evaluator = SyntheticEvaluator(["q1", "q2"])
-    run_search(resumed, evaluator, SOURCE, 4, 2, "positive", progress=False, poll_s=0.2)
-    records = resumed.records()
-    failed = sorted(r.coefficient for r in records if r.state == "fail")
-    assert failed == pytest.approx(killed)  # the dead worker's trials were failed ...
-    first_batch = sorted(c for _, c, _ in evaluator.calls[0])
-    assert first_batch == pytest.approx(killed)  # ... and retried first, with the same params
-    assert resumed.n_done() == 4 and resumed.n_running() == 0
+    run_search(resumed, evaluator, SOURCE, 3, 2, "positive", progress=False, poll_s=0.2)
+    assert resumed.n_done() == 3 and resumed.n_running() == 0
+    assert sum(len(c) for c in evaluator.calls) == 3  # nothing to retry: it had no params
+
+
+def test_trials_without_a_live_worker_record_fail_after_the_grace_period(tmp_path):
+    """A trial held by a silent worker on another node, and one with no worker record at all
+    (made by plain Optuna, or a pop interrupted before the record), both fail once they are
+    older than the grace period, and not before."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    proc = start("asking_worker", url, "elsewhere")
+    proc.wait(timeout=300)
+    open_url(url)  # creates the study's tables and settings
+    optuna.load_study(study_name="s", storage=url).ask()  # no worker record
+    patient = open_url(url, heartbeat_s=1, grace_s=3600)
+    patient.fail_stale()
+    assert patient.n_running() == 2
+    time.sleep(1.2)
+    strict = open_url(url, heartbeat_s=1, grace_s=1)
+    strict.fail_stale()
+    assert strict.n_running() == 0
+    run_search(strict, SyntheticEvaluator(["q"]), SOURCE, 2, 2, "positive", progress=False)
+    assert strict.n_done() == 2 and strict.n_running() == 0
+
+
+def test_one_finaliser_per_round_and_a_failed_one_is_replaced(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    a, b = open_url(url), open_url(url)
+    with a.finalising() as mine_a:
+        with b.finalising() as mine_b:
+            assert mine_a and not mine_b  # a claim is running
+    with b.finalising() as mine_b:
+        assert not mine_b  # finalised since b opened the study
+    with open_url(url).finalising() as mine:
+        assert mine  # a later rerun finalises again
+    c, d = open_url(url), open_url(url)
+    with pytest.raises(RuntimeError), c.finalising() as mine_c:
+        assert mine_c
+        raise RuntimeError("judge down")
+    with d.finalising() as mine_d:
+        assert mine_d  # the failed finalisation is taken over
+
+
+def finalising_worker(url: str, folder: str) -> None:
+    """Subprocess entry: claim the finalisation and hang in it (killed by the test)."""
+    study = open_url(url)
+    with study.finalising() as mine:
+        assert mine
+        (Path(folder) / "claimed").touch()
+        time.sleep(600)
+
+
+def test_a_killed_finaliser_is_replaced_at_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    waiting = open_url(url)  # a worker that opened the study before the claim
+    proc = start("finalising_worker", url, str(tmp_path))
+    try:
+        deadline = time.monotonic() + 300
+        while not (tmp_path / "claimed").exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        with waiting.finalising() as mine:
+            assert not mine  # the claim's worker is alive
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with waiting.finalising() as mine:
+        assert mine  # its worker is gone: the claim failed and was taken over
+
+
+def test_best_summary_counts_search_trials_not_imported_ones():
+    from types import SimpleNamespace
+
+    from steerops.search.results import best_summary
+
+    records = [
+        record(0, 10.0, 90.0),
+        record(1, 20.0, 80.0),
+        record(2, 5.0, 95.0),
+        record(3, 1.0, 90.0, state="fail"),
+    ]
+    records[0].source = "known"
+    params = SimpleNamespace(
+        steering=SimpleNamespace(
+            variant="v", vector_variant="v", direction="positive", coefficient_unit="norm"
+        ),
+        search=SimpleNamespace(sampler="gp", coef_min=0.0, coef_max=3.0),
+    )
+    plan = SimpleNamespace(
+        search_questions=["q"],
+        trait="t",
+        source=SOURCE,
+        min_coherence=MIN_COH,
+        study="s",
+        storage="sqlite:///x.db",
+        seed=0,
+        layers=[2],
+        settings={"settings_hash": "h"},
+    )
+    held = {"n_questions": 1, "rows_generated": 0, "responses": []}
+    best = best_summary(
+        params, plan, records, records[1], True, SimpleNamespace(baseline_trait=5.0, rows=0), held
+    )
+    assert best["n_trials"] == 2 and best["n_known"] == 1
+    assert best["n_feasible"] == 3
+
+
+def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):
+    """Two `steerops search` processes on one study of the toy world: the trials are split,
+    exactly one process writes the outputs and the study's MLflow results."""
+    import csv
+
+    import mlflow
+
+    from conftest import write_params
+    from steerops.cli import main
+    from steerops.search.store import search_dir
+
+    params = write_params(
+        tmp_path, toy_world, search={"trials": 6, "batch": 2, "layers": "1-2", "startup_trials": 2}
+    )
+    for argv in (
+        ["extract", "--position", "prompt[-1]", "--variant", "base"],
+        ["vectors", "--position", "prompt[-1]", "--variant", "base", "--methods", "mean_diff"],
+    ):
+        assert main([*argv, "--params", str(params)]) == 0
+    argv = [
+        sys.executable,
+        "-m",
+        "steerops",
+        "search",
+        "--params",
+        str(params),
+        "--trait",
+        "toy/refusal",
+        "--method",
+        "mean_diff",
+        "--position",
+        "prompt[-1]",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
+    outs = [proc.communicate(timeout=600) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [err for _, err in outs]
+    summaries = [out for out, _ in outs if out.startswith("toy/refusal: layer")]
+    assert len(summaries) == 1
+    assert sum("another worker finalises it" in err for _, err in outs) == 1
+    out = search_dir(
+        tmp_path / "outputs", "toy/refusal", "instruct", "prompt[-1]", "residual", "mean_diff"
+    )
+    best = json.loads((out / "best.json").read_text())
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    done = [(r["layer"], r["coefficient"]) for r in rows if r["state"] == "complete"]
+    assert best["n_trials"] == len(done) == len(set(done)) == 6
+    assert (out / "heldout_responses.jsonl").read_text().strip()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    parents = [r for r in runs if r.data.tags.get("steerops.stage") == "search"]
+    roles = sorted(r.data.tags.get("steerops.search_role") for r in parents)
+    assert roles == ["finaliser", "worker"]
+    [study_run] = [r for r in parents if "heldout_trait_delta" in r.data.metrics]
+    assert study_run.data.tags["steerops.search_role"] == "finaliser"
+    ids = {r.info.run_id for r in parents}
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in ids]
+    assert len(trials) == 6

@@ -14,7 +14,9 @@ class SearchConfig(Strict):
     batch: int = Field(8, ge=1, description="trials asked and evaluated together")
     sampler: Literal["gp", "tpe"] = Field("gp", description="Optuna sampler")
     storage: str | None = Field(
-        None, description="SQLAlchemy URL (sqlite, postgresql, mysql); default sqlite optuna.db"
+        None,
+        description="SQLAlchemy URL (sqlite, postgresql, mysql) or journal:///PATH "
+        "(Optuna's journal file); default sqlite optuna.db",
     )
     study: str | None = Field(
         None, description="study name; default: built from the searched settings"
@@ -66,11 +68,12 @@ class SearchConfig(Strict):
     import_known: bool = Field(
         True, description="import known results (off: search from scratch, e.g. for benchmarks)"
     )
-    heartbeat_s: int = Field(30, ge=1, description="trial heartbeat period (RDB storages)")
+    heartbeat_s: int = Field(30, ge=1, description="trial heartbeat period")
     grace_s: int = Field(
         120,
         ge=1,
-        description="a running trial with no heartbeat for this long is failed and retried",
+        description="a running trial with no heartbeat for this long is failed and retried "
+        "(at once if its worker ended on this machine)",
     )
     max_retry: int = Field(3, ge=0, description="retries of a trial whose worker died")
 

@@ -56,11 +56,15 @@ def run(args: argparse.Namespace) -> None:
             "search.study: one study name cannot serve several traits, "
             "methods or positions; pass one --trait, --method and --position"
         )
+    finalised = False
     for method, position in cells:
         for trait in params.traits.names:
             best = search_trait(params, trait, method, position, progress=sys.stderr.isatty())
-            print(summary_line(best))
-    write_search_summary(params)
+            if best is not None:  # None: another worker finalises the study
+                print(summary_line(best))
+                finalised = True
+    if finalised:
+        write_search_summary(params)
 
 
 def summary_line(best: dict) -> str:

@@ -122,8 +122,7 @@ def _evaluate_batch(
 ) -> None:
     try:
         configs = [Config.single(source, p.layer, p.coefficient) for p in proposals]
-        with study.keep_alive(proposals):
-            results = evaluator.evaluate(configs)
+        results = evaluator.evaluate(configs)  # the study keeps the trials' heartbeats
     except BaseException:
         study.abandon(proposals)  # re-queued: the next run evaluates them first
         raise

@@ -70,7 +70,9 @@ def best_summary(
             "settings_hash": plan.settings["settings_hash"],
         },
         "heldout": {k: v for k, v in held.items() if k not in ("responses", "rows_generated")},
-        "n_trials": sum(r.state == "complete" for r in records),
+        # completed search trials (the --trials target); imported results come on top
+        "n_trials": sum(r.state == "complete" and r.source != "known" for r in records),
+        "n_known": sum(r.source == "known" for r in records),
         "n_feasible": sum(bool(r.feasible) for r in records if r.state == "complete"),
         # rows the protocol generates (configs x questions; a trial served from the results
         # log costs none), and the rows this invocation actually generated

@@ -40,9 +40,10 @@ class Plan:
 
 def search_trait(
     params, trait: str, method: MethodName, position: Position, progress: bool = True
-) -> dict:
+) -> dict | None:
     """Run (or resume) the study of one (trait, method, position) and write its outputs;
-    returns best.json. One model load serves the search and the held-out evaluation."""
+    returns best.json, or None when another worker of the study finalises it. One model
+    load serves the search and the held-out evaluation."""
     from steerops.search.heldout import split_questions
     from steerops.search.store import search_dir
     from steerops.steering.evaluate import SteeringEvaluator
@@ -75,8 +76,17 @@ def search_trait(
     tags = {"steerops.trait": trait, "steerops.method": method.name, "optuna.study": plan.study}
     with track(params, "search", f"search {plan.study}", inputs=inputs, tags=tags) as tracker:
         study, stats = run_plan(params, plan, evaluator, tracker, progress)
-        held_eval = SteeringEvaluator(session, heldout_q, results_dir=out_dir)
-        return finish(params, plan, study, stats, held_eval, tracker)
+        with study.finalising() as mine:  # one worker of the study finalises it
+            tracker.set_tags({"steerops.search_role": "finaliser" if mine else "worker"})
+            if not mine:
+                print(
+                    f"steerops search: study {plan.study!r} is complete; another worker "
+                    "finalises it",
+                    file=sys.stderr,
+                )
+                return None
+            held_eval = SteeringEvaluator(session, heldout_q, results_dir=out_dir)
+            return finish(params, plan, study, stats, held_eval, tracker)
 
 
 def make_plan(

@@ -1,9 +1,17 @@
-"""Optuna RDB storage shared by several processes: opening it, heartbeats, sqlite locking.
+"""The study storage shared by several worker processes: opening it, its lock, and the
+record of which worker holds which trial.
 
-Optuna takes a row lock (SELECT ... FOR UPDATE) to pop a queued trial or to fail a stale
-one; SQLite ignores that clause, so two workers on one sqlite file could pop the same
-trial. `sqlite_lock` restores the guarantee with a lock file beside the database (sqlite is
-local anyway); PostgreSQL and MySQL need nothing extra.
+Storages: any SQLAlchemy URL Optuna supports (sqlite, postgresql, mysql) or Optuna's journal
+file on a shared disk (`journal:///path/to/study.journal`).
+
+A trial never runs unaccounted for: it is created with its worker's identity and a first
+heartbeat in one write (`LIFE`, a system attr), and from then until it is told the worker
+renews the heartbeat every `heartbeat_s`. `stale_trial_ids` finds the running trials whose
+worker is gone: a process on this node that ended (known at once), a heartbeat older than
+the grace period, or a trial with no worker record (created by something else, or popped
+from the queue by a worker that died before recording itself) that started longer ago than
+the grace period. Heartbeats use the workers' clocks, which must agree to well within the
+grace period (NTP).
 """
 
 from __future__ import annotations
@@ -12,18 +20,21 @@ import contextlib
 import threading
 import time
 import warnings
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import optuna
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from steerops.errors import SteeropsError
+from steerops.search.liveness import is_gone, this_worker
+from steerops.search.locks import StudyLock, file_lock_path
 
-try:
-    import fcntl
-except ImportError:  # Windows: no file locks; run one worker per sqlite file there
-    fcntl = None
+LIFE = "steerops_worker"  # trial system attr: {"node", "pid", "start", "beat"}
+JOURNAL = "journal:"
 
 
 def storage_label(url: str) -> str:
@@ -34,78 +45,171 @@ def storage_label(url: str) -> str:
         return url.split("@")[-1]
 
 
-def url_is_sqlite(url: str) -> bool:
-    return url.startswith("sqlite")
+def journal_path(url: str) -> str | None:
+    """The file of a `journal:` storage URL, else None."""
+    if not url.startswith(JOURNAL):
+        return None
+    path = url[len(JOURNAL) :]
+    return path[2:] if path.startswith("//") else path
 
 
-def open_storage(url: str, heartbeat_s: int, grace_s: int, retry, attempts: int = 5):
-    """An RDBStorage with heartbeats; a stale trial is passed to `retry` (re-queued)."""
-    kwargs = {"connect_args": {"timeout": 30}} if url_is_sqlite(url) else {}
+class _Holder:
+    """Mixin for a storage class: records and renews the worker of every trial it runs."""
+
+    if TYPE_CHECKING:  # provided by the optuna storage class this is mixed into
+        set_trial_system_attr: Callable[..., None]
+        get_all_trials: Callable[..., list]
+
+    def _init_holder(self, heartbeat_s: float) -> None:
+        self.heartbeat_s = heartbeat_s
+        self._held: set[int] = set()
+        self._held_lock = threading.Lock()
+        self._beater: threading.Thread | None = None
+
+    @staticmethod
+    def _life() -> dict:
+        return {**this_worker(), "beat": time.time()}
+
+    def _running_template(self):
+        return optuna.trial.create_trial(
+            state=TrialState.RUNNING, system_attrs={LIFE: self._life()}
+        )
+
+    def beat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, LIFE, self._life())
+
+    def _hold(self, trial_id: int) -> None:
+        with self._held_lock:
+            self._held.add(trial_id)
+            if self._beater is None:
+                self._beater = threading.Thread(
+                    target=self._beat_held, daemon=True, name="steerops-heartbeat"
+                )
+                self._beater.start()
+
+    def _beat_held(self) -> None:
+        while True:
+            time.sleep(self.heartbeat_s)
+            with self._held_lock:
+                ids = sorted(self._held)
+                if not ids:
+                    self._beater = None
+                    return
+            for trial_id in ids:
+                try:
+                    self.beat(trial_id)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    self._release(trial_id)  # failed by another worker: stop beating
+                except Exception:  # noqa: S110 - a missed beat is retried next period
+                    pass
+
+    def _release(self, trial_id: int) -> None:
+        with self._held_lock:
+            self._held.discard(trial_id)
+
+    def set_trial_state_values(self, trial_id, state, values=None) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)  # type: ignore[misc]
+        if state == TrialState.RUNNING and changed:  # popped from the queue: ours now
+            self.beat(trial_id)
+            self._hold(trial_id)
+        elif state.is_finished():
+            self._release(trial_id)
+        return changed
+
+    def stale_trial_ids(self, study_id: int, grace_s: float) -> list[int]:
+        now = time.time()
+        stale = []
+        for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            if t._trial_id in self._held:
+                continue
+            life = t.system_attrs.get(LIFE)
+            if life is not None:
+                if is_gone(life) or now - life["beat"] > grace_s:
+                    stale.append(t._trial_id)
+            elif t.datetime_start is None or now - t.datetime_start.timestamp() > grace_s:
+                stale.append(t._trial_id)
+        return stale
+
+
+class WorkerRDBStorage(_Holder, RDBStorage):
+    def __init__(self, url: str, heartbeat_s: float, **kwargs):
+        RDBStorage.__init__(self, url, **kwargs)
+        self._init_holder(heartbeat_s)
+
+    # Every RDB trial creation (plain or through Optuna's cache) goes through this method.
+    def _create_new_trial(self, study_id, template_trial=None):
+        frozen = super()._create_new_trial(study_id, template_trial or self._running_template())
+        if frozen.state == TrialState.RUNNING:
+            self._hold(frozen._trial_id)
+        return frozen
+
+
+class WorkerJournalStorage(_Holder, JournalStorage):
+    def __init__(self, path: str, heartbeat_s: float):
+        JournalStorage.__init__(self, JournalFileBackend(path))
+        self._init_holder(heartbeat_s)
+
+    def create_new_trial(self, study_id, template_trial=None) -> int:
+        template = template_trial or self._running_template()
+        trial_id = super().create_new_trial(study_id, template)
+        if template.state == TrialState.RUNNING:
+            self._hold(trial_id)
+        return trial_id
+
+
+def open_storage(url: str, heartbeat_s: float, attempts: int = 5):
+    """The study storage for `url`, with worker records and heartbeats."""
+    path = journal_path(url)
+    if path is not None:
+        try:
+            return WorkerJournalStorage(path, heartbeat_s)
+        except OSError as exc:
+            raise SteeropsError(
+                f"search.storage: cannot open journal {path}: {exc.strerror or exc}"
+            ) from None
+    kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
     for attempt in range(attempts):
         try:
             with quiet():
-                return optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs=kwargs,
-                    heartbeat_interval=heartbeat_s,
-                    grace_period=grace_s,
-                    heartbeat_stale_trial_callback=retry,
-                )
+                return WorkerRDBStorage(url, heartbeat_s, engine_kwargs=kwargs)
         except Exception as exc:  # bad URL, missing driver, unreachable server
             # Workers starting together on a new database race to create its tables.
-            if "already exists" in str(exc) and attempt + 1 < attempts:
+            if _creation_race(exc) and attempt + 1 < attempts:
                 time.sleep(0.2 * (attempt + 1))
                 continue
             raise SteeropsError(
                 f"search.storage: cannot open {storage_label(url)}: {str(exc).splitlines()[0]}"
             ) from None
+    raise AssertionError("unreachable")
 
 
-@contextlib.contextmanager
-def heartbeats(storage, trial_ids: list[int], interval_s: float) -> Iterator[None]:
-    """Keep recording heartbeats for `trial_ids` (trials being evaluated) in a thread."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(interval_s):
-            for trial_id in trial_ids:
-                with contextlib.suppress(Exception):  # a missed beat is retried next time
-                    storage.record_heartbeat(trial_id)
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+def _creation_race(exc: Exception) -> bool:
+    text = str(exc)
+    return "already exists" in text or "duplicate key" in text
 
 
-@contextlib.contextmanager
-def sqlite_lock(url: str) -> Iterator[None]:
-    """Hold an exclusive lock shared by every process using this sqlite database."""
-    database = make_url(url).database if url_is_sqlite(url) else None
-    if (
-        not database
-        or database == ":memory:"
-        or fcntl is None
-        or not Path(database).parent.is_dir()
-    ):
-        yield
-        return
-    with open(database + ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def study_lock(url: str, storage, name: str) -> StudyLock:
+    """The lock every worker on study `name` in `storage` shares."""
+    path = journal_path(url)
+    if path is not None:
+        # not PATH.lock: Optuna's journal writer takes that one
+        return StudyLock("file", name, path=file_lock_path(path, ".workers.lock"))
+    dialect = make_url(url).get_backend_name()
+    if dialect == "sqlite":
+        return StudyLock("file", name, path=file_lock_path(make_url(url).database))
+    if dialect == "postgresql":
+        return StudyLock("postgresql", name, engine=storage.engine)
+    if dialect in ("mysql", "mariadb"):
+        return StudyLock("mysql", name, engine=storage.engine)
+    raise SteeropsError(
+        f"search.storage: {dialect} has no lock shared by search workers; "
+        "use sqlite, postgresql, mysql or journal:///PATH"
+    )
 
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Silence Optuna's experimental-feature and ask-with-heartbeat warnings: the heartbeat is
-    driven by `keep_alive` here, not by `Study.optimize`."""
+    """Silence Optuna's experimental-feature warnings."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", message="Heartbeat of storage")
         yield

@@ -7,16 +7,19 @@ A trial's params are `coefficient` (float) and, when several layers are searched
 `min_coherence - coherence` (Optuna counts <= 0 as feasible). What the rest of steerops sees
 are plain `Proposal`s and `TrialRecord`s, never Optuna objects.
 
-Sharing and resuming: every worker opens the same RDB study; Optuna hands each `ask` a
-distinct trial (waiting trials are popped atomically). A heartbeat marks the trials a worker is
-evaluating; a trial whose heartbeat stops for `grace_s` is failed and re-queued with the same
-params, so a killed worker's work is retried by whoever runs next.
+Sharing and resuming: every worker opens the same study; what changes its shared state
+(asking, enqueueing, importing known results, claiming the finalisation) happens under one
+study lock (storage.study_lock), so workers ask distinct configs and every queued point is
+evaluated once. Each trial records its worker from its creation on; a trial whose worker is
+gone (ended on this node, or silent for `grace_s`) is failed and re-queued with the same
+params, so a killed worker's work is retried by whoever runs next, at once on the same node.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +28,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from steerops.errors import SteeropsError
-from steerops.search.storage import heartbeats, open_storage, quiet, sqlite_lock
+from steerops.search.storage import LIFE, open_storage, quiet, study_lock
 
 CONSTRAINT = "coherence"
 SEARCHED = ("search", "enqueued")  # sources whose completed trials count
+FINALISE = ":finalise"  # suffix of the study holding a study's finalisation claims
+MAX_REPEATS = 3  # sampled configs equal to an existing one dropped per ask
 _STATE_NAMES = {s: s.name.lower() for s in TrialState}
 
 
@@ -85,30 +90,27 @@ class SearchStudy:
     ):
         self.space = space
         self.min_coherence = float(min_coherence)
-        self.heartbeat_s = heartbeat_s
+        self.grace_s, self.max_retry = grace_s, max_retry
+        self._kind, self._seed, self._startup = sampler, seed, startup_trials
+        _sampler(sampler, seed, startup_trials)  # an unknown sampler fails before any write
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        with quiet():
-            self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-        self._url = storage_url
-        with self._locked():
-            self.storage = open_storage(storage_url, heartbeat_s, grace_s, self._retry)
-            probe = optuna.create_study(
+        self.storage = open_storage(storage_url, heartbeat_s)
+        self._lock = study_lock(storage_url, self.storage, name)
+        with self._lock, quiet():
+            self.study = optuna.create_study(
                 storage=self.storage, study_name=name, direction="maximize", load_if_exists=True
             )
-            _check_settings(probe, name, settings)
-            # Seeded by the study's size too: a resumed search must not replay the draws of
-            # the first run (and stays reproducible for a given study state).
-            n_before = len(probe.get_trials(deepcopy=False))
-            self.study = optuna.load_study(
-                study_name=name,
+            _check_settings(self.study, name, settings)
+            # Finalisation claims live in a study of their own, so no ask ever pops one.
+            self._finals = optuna.create_study(
                 storage=self.storage,
-                sampler=_sampler(sampler, seed + n_before, startup_trials),
+                study_name=name + FINALISE,
+                direction="maximize",
+                load_if_exists=True,
+                sampler=optuna.samplers.RandomSampler(),
             )
-            self.name = name
-        self._startup, self._seed = startup_trials, seed
-
-    def _locked(self):
-        return sqlite_lock(self._url)
+            self._rounds_seen = len(self._finals.get_trials(deepcopy=False))
+        self.name = name
 
     # ---- counting -------------------------------------------------------------------------
     def _trials(self, states=None):
@@ -123,23 +125,60 @@ class SearchStudy:
         return len(self._trials((TrialState.RUNNING,)))
 
     def fail_stale(self) -> None:
-        """Fail (and re-queue) trials of workers whose heartbeat stopped."""
-        with self._locked(), quiet():
-            optuna.storages.fail_stale_trials(self.study)
+        """Fail the trials of workers that are gone and queue their params again."""
+        with self._lock:
+            self._fail_stale(self.study, retry=True)
+
+    def _fail_stale(self, study, retry: bool) -> None:
+        study_id = self.storage.get_study_id_from_name(study.study_name)
+        for trial_id in self.storage.stale_trial_ids(study_id, self.grace_s):
+            try:
+                if not self.storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # finished meanwhile
+            if retry:
+                self._retry(self.storage.get_trial(trial_id))
+
+    def _retry(self, trial) -> None:
+        """Queue a failed trial's params again (up to max_retry times), without its worker
+        record. A trial that died before its params were drawn has nothing to retry."""
+        attrs = {k: v for k, v in trial.system_attrs.items() if k != LIFE}
+        history = [*attrs.get("retry_history", []), trial.number]
+        if len(history) > self.max_retry or not (trial.params or "fixed_params" in attrs):
+            return
+        attrs.update(failed_trial=attrs.get("failed_trial", trial.number), retry_history=history)
+        self.study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs=trial.user_attrs,
+                system_attrs=attrs,
+            )
+        )
 
     # ---- ask / tell -----------------------------------------------------------------------
     def ask(self, k: int, target: int) -> list[Proposal]:
-        """Up to `k` new trials, never taking the study past `target` counted trials."""
-        with self._locked():
+        """Up to `k` new trials, never taking the study past `target` counted trials.
+
+        Asking is serialised across workers by the study lock, and each asked trial's
+        sampler is seeded by the study's size at that moment: distinct for every worker,
+        reproducible for a given study state. A config equal to one already running or
+        done is dropped (an enqueued copy always; a sampled repeat up to MAX_REPEATS times,
+        after which the sampler's insistence is taken as its answer)."""
+        with self._lock:
             return self._ask(k, target)
 
     def _ask(self, k: int, target: int) -> list[Proposal]:
-        proposals = []
+        proposals: list[Proposal] = []
         dists = self.space.distributions()
-        for _ in range(k):
+        trials = self._trials()
+        repeats = 0
+        while len(proposals) < k:
+            self.study.sampler = _sampler(self._kind, self._seed + len(trials), self._startup)
             with quiet():
                 trial = self.study.ask(fixed_distributions=dists)
-            self.storage.record_heartbeat(trial._trial_id)
             # one read of the study per asked trial; a live optuna Trial does not expose its
             # system attrs, its stored record does
             trials = self._trials()
@@ -150,7 +189,9 @@ class SearchStudy:
                 self._requeue_if_queued(record)
                 self.study.tell(trial, state=TrialState.FAIL)
                 break
-            if self._repeats_a_queued_point(record, trials):
+            queued = "fixed_params" in record.system_attrs
+            if (queued or repeats < MAX_REPEATS) and _repeats(record, trials):
+                repeats += not queued
                 trial.set_user_attr("source", "duplicate")
                 self.study.tell(trial, state=TrialState.FAIL)
                 continue
@@ -167,20 +208,6 @@ class SearchStudy:
         live = [t.number for t in trials if _counts(t) or t.state == TrialState.RUNNING]
         return sum(n < number for n in live) >= target
 
-    @staticmethod
-    def _repeats_a_queued_point(record, trials) -> bool:
-        """An enqueued point another worker also enqueued, already taken or done (a retry of
-        a failed trial repeats only a failed one, so it is not a repeat)."""
-        if "fixed_params" not in record.system_attrs:
-            return False
-        return any(
-            t.number != record.number
-            and t.params == record.params
-            and "fixed_params" in t.system_attrs
-            and t.state in (TrialState.RUNNING, TrialState.COMPLETE)
-            for t in trials
-        )
-
     def _requeue_if_queued(self, record) -> None:
         attrs = record.system_attrs
         if "fixed_params" in attrs or "retry_history" in attrs:
@@ -194,34 +221,66 @@ class SearchStudy:
         delta: float | None,
         weight: float,
         rows: int,
-    ) -> None:
+    ) -> bool:
+        """Store an evaluated trial; False when it was failed meanwhile (its worker was
+        taken for gone), in which case its retry is served from the results log."""
         trial = proposal._trial
-        for key, value in (
-            ("weight", weight),
-            ("layer", proposal.layer),
-            ("rows", rows),
-            ("trait_mean", trait_mean),
-            ("coherence_mean", coherence),
-        ):
-            trial.set_user_attr(key, value)
-        if delta is None or coherence is None:  # the judge scored nothing: an evaluated failure
-            trial.set_user_attr("error", "no scores")
-            self.study.tell(trial, state=TrialState.FAIL)
-            return
-        trial.set_constraint(CONSTRAINT, self.min_coherence - coherence)
-        self.study.tell(trial, float(delta))
+        try:
+            for key, value in (
+                ("weight", weight),
+                ("layer", proposal.layer),
+                ("rows", rows),
+                ("trait_mean", trait_mean),
+                ("coherence_mean", coherence),
+            ):
+                trial.set_user_attr(key, value)
+            if delta is None or coherence is None:  # the judge scored nothing
+                trial.set_user_attr("error", "no scores")
+                self.study.tell(trial, state=TrialState.FAIL)
+                return True
+            trial.set_constraint(CONSTRAINT, self.min_coherence - coherence)
+            self.study.tell(trial, float(delta))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False
+        return True
 
     def abandon(self, proposals: list[Proposal]) -> None:
         """Fail interrupted trials now and re-queue their params for the next run."""
         for p in proposals:
             with contextlib.suppress(Exception):
                 self.study.tell(p._trial, state=TrialState.FAIL)
-                with quiet():
-                    self._retry(self.study, self.storage.get_trial(p._trial._trial_id))
+                self._retry(self.storage.get_trial(p._trial._trial_id))
 
-    def keep_alive(self, proposals: list[Proposal]):
-        """Record heartbeats for `proposals` while they are being evaluated."""
-        return heartbeats(self.storage, [p._trial._trial_id for p in proposals], self.heartbeat_s)
+    # ---- finalising -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def finalising(self) -> Iterator[bool]:
+        """Whether this worker finalises the finished study (held-out evaluation, outputs):
+        exactly one of the workers that finish it together does, the others get False.
+
+        A claim is a trial of the study's finalisation study, held (and heartbeated) by the
+        finalising worker: a claim running elsewhere, or one completed since this worker
+        opened the study, means the study is taken care of. A rerun opened after the last
+        claim finalises again; a claim whose worker is gone or whose body raised is failed
+        and left to the next worker."""
+        with self._lock:
+            self._fail_stale(self._finals, retry=False)
+            claims = self._finals.get_trials(deepcopy=False)
+            taken = any(
+                t.state == TrialState.RUNNING
+                or (t.state == TrialState.COMPLETE and t.number >= self._rounds_seen)
+                for t in claims
+            )
+            claim = None if taken else self._finals.ask()
+        if claim is None:
+            yield False
+            return
+        try:
+            yield True
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._finals.tell(claim, state=TrialState.FAIL)
+            raise
+        self._finals.tell(claim, float(self.n_done()))
 
     # ---- seeding the study ----------------------------------------------------------------
     def enqueue_startup(self) -> None:
@@ -230,10 +289,9 @@ class SearchStudy:
         of the range is skipped. Known results already in the study stand in for design
         points; a study that has run trials gets none.
 
-        On sqlite the lock makes this once-only. Other databases have no lock here, so two
-        workers starting together may both enqueue the (identical, seeded) design; `ask`
-        then drops the second copy of each point instead of evaluating it twice."""
-        with self._locked():
+        The study lock makes this once-only; a study that holds copies anyway (enqueued by
+        an older version) has the second copy of each point dropped by `ask`."""
+        with self._lock:
             if self.study.user_attrs.get("startup_enqueued"):
                 return  # another worker (or an earlier run) did it
             trials = self._trials()
@@ -269,7 +327,8 @@ class SearchStudy:
         params: dict[str, Any] = {"coefficient": float(coefficient)}
         if len(self.space.layers) > 1:
             params["layer"] = layer
-        self.study.enqueue_trial(params, user_attrs={"source": "enqueued"}, skip_if_exists=True)
+        with self._lock:
+            self.study.enqueue_trial(params, user_attrs={"source": "enqueued"}, skip_if_exists=True)
 
     def add_known(
         self,
@@ -289,25 +348,26 @@ class SearchStudy:
             self.space.coef_min <= coefficient <= self.space.coef_max
         ):
             return False
-        for t in self._trials((TrialState.COMPLETE,)):
-            if t.params == params:
+        dists = {k: d for k, d in self.space.distributions().items() if k in params}
+        with self._lock:
+            if any(t.params == params for t in self._trials((TrialState.COMPLETE,))):
                 return False
-        self.study.add_trial(
-            optuna.trial.create_trial(
-                params=params,
-                distributions={k: d for k, d in self.space.distributions().items() if k in params},
-                value=float(delta),
-                constraints={CONSTRAINT: self.min_coherence - coherence},
-                user_attrs={
-                    "source": "known",
-                    "weight": weight,
-                    "layer": layer,
-                    "rows": rows,
-                    "trait_mean": trait_mean,
-                    "coherence_mean": coherence,
-                },
+            self.study.add_trial(
+                optuna.trial.create_trial(
+                    params=params,
+                    distributions=dists,
+                    value=float(delta),
+                    constraints={CONSTRAINT: self.min_coherence - coherence},
+                    user_attrs={
+                        "source": "known",
+                        "weight": weight,
+                        "layer": layer,
+                        "rows": rows,
+                        "trait_mean": trait_mean,
+                        "coherence_mean": coherence,
+                    },
+                )
             )
-        )
         return True
 
     # ---- reading back ---------------------------------------------------------------------
@@ -334,6 +394,17 @@ class SearchStudy:
                 )
             )
         return out
+
+
+def _repeats(record, trials) -> bool:
+    """Another trial runs or ran these exact params (a retry of a failed trial repeats only
+    a failed one, so it is not a repeat)."""
+    return any(
+        t.number != record.number
+        and t.params == record.params
+        and t.state in (TrialState.RUNNING, TrialState.COMPLETE)
+        for t in trials
+    )
 
 
 def _counts(t) -> bool:

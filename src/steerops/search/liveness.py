@@ -1,0 +1,60 @@
+"""Which search worker process holds a trial, and whether that process still runs.
+
+A trial records its worker as (node, pid, start): `node` names one kernel boot and process-id
+namespace, so two workers with the same node can see each other's processes; `start` (the
+process start time in clock ticks) tells a reused pid apart. A worker on the same node can
+then tell at once that the holder of a trial is gone; a worker elsewhere waits for the
+holder's heartbeat to go stale. Without /proc (not Linux) `node` is None and only the
+heartbeat is used.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import cache
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+@cache
+def node_id() -> str | None:
+    """This process's node: host name, kernel boot and pid namespace (None without /proc)."""
+    try:
+        boot = (PROC / "sys/kernel/random/boot_id").read_text().strip()
+        pid_ns = os.readlink(PROC / "self/ns/pid")
+    except OSError:
+        return None
+    return f"{socket.gethostname()}/{boot}/{pid_ns}"
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields after the command name of /proc/PID/stat (None if there is no such pid)."""
+    try:
+        text = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # the command name may hold spaces
+
+
+def process_start(pid: int) -> int | None:
+    fields = _stat(pid)
+    return None if fields is None else int(fields[19])  # field 22: starttime
+
+
+def this_worker() -> dict:
+    """The identity recorded with the trials this process holds."""
+    pid = os.getpid()
+    return {"node": node_id(), "pid": pid, "start": process_start(pid)}
+
+
+def is_gone(worker: dict) -> bool:
+    """True only when `worker` ran on this node and its process has ended (a zombie counts
+    as ended); False when it runs, or when this node cannot tell."""
+    if worker.get("node") is None or worker.get("node") != node_id():
+        return False
+    fields = _stat(int(worker["pid"]))
+    if fields is None or fields[0] in ("Z", "X"):
+        return True
+    return int(fields[19]) != worker.get("start")
