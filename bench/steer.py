@@ -1,29 +1,36 @@
-"""Steered generation throughput: the per-row engine vs one `generate` per config.
+"""Steered decoding: the engine's static loop vs the engine on HF generate vs the naive way.
 
-The naive way is what common steering libraries do: for each config, register a forward
-hook that adds `weight * vector` at its layer and call `generate` on the questions (batch =
-questions). The engine generates every config x question row together, each row carrying
-its own steering. Both run the same configs in the same process, after a warm-up; the
-script prints a table, the ratio of new tokens/s, and whether both produced the same tokens.
+Three ways produce the same greedy tokens for every (config, question) row:
+- static: `generate_steered(loop="static")`, the engine's own loop (static cache, compiled
+  fixed-shape step, finished rows' slots refilled);
+- hf: `generate_steered(loop="hf")`, the same per-row steering around HF `generate`;
+- naive: one `generate` per config with a plain forward hook (batch = the questions).
+Each way is warmed up (the static loop compiles its step for every slot count it uses),
+then the ways alternate, `--repeats` times, in rotating order. Printed: median seconds and
+new tokens/s with [min-max], the share of computed decode row-steps that produced a token
+of a live row, host syncs per decode step, and the per-repeat speed ratios.
 
-    python bench/steer.py                        # toy world on CPU (builds it if needed)
-    python bench/steer.py --device cuda --model gemma3-4b [--static]
+    python bench/steer.py --model data/toy/model              # toy world, CPU
+    python bench/steer.py --model hf-folder --questions data/toy/traits/toy/refusal/steering.json
+    python bench/steer.py --model gemma3-4b --device cuda --configs 64,256,1024 --ways static,hf
 
-`gemma3-4b` is a random-weight bf16 model of gemma-3-4b's text shape (hidden 2560, 34
-layers, 8 heads, 4 kv heads, head_dim 256, intermediate 10240, vocab 262144) fed random
-32-token prompts; `gemma3-tiny` is the same architecture shrunk, to try the path on CPU.
+`gemma3-4b` is a random-weight bf16 model of gemma-3-4b's text shape fed random 32-token
+prompts (random weights rarely stop early, so rows run to max_new_tokens); `gemma3-tiny` is
+the same architecture shrunk, to try that path on CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import tempfile
+import os
+import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from steerops.models import decode
 from steerops.models.generation import cut_at_stop
 from steerops.models.resolver import resolve_layout
 from steerops.steering.engine import SteeringTable, generate_steered
@@ -48,21 +55,19 @@ GEMMA3_TINY = dict(
 )
 
 
-def load_toy(path: str | None):
-    """The toy model and its chat-formatted steering questions, as token ids."""
+def load_folder(path: str, questions_file: str | None, n_questions: int):
+    """A local HF model and its chat-formatted steering questions, as token ids."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from steerops.models.generation import encode_prompt, render_prompts, stop_token_ids
 
-    root = Path(path) if path else Path(tempfile.mkdtemp(prefix="bench-toy-"))
-    if not (root / "model").is_dir():
-        from steerops.toy.build import build_toy_world
-
-        print(f"building the toy world in {root} ...")
-        build_toy_world(root, seed=0, progress=True)
-    model = AutoModelForCausalLM.from_pretrained(root / "model").eval()
-    tok = AutoTokenizer.from_pretrained(root / "model")
-    questions = json.loads((root / "traits/toy/refusal/steering.json").read_text())["questions"]
+    default = Path(path).parent / "traits/toy/refusal/steering.json"  # the toy world's layout
+    source = Path(questions_file) if questions_file else default
+    if not source.is_file():
+        raise SystemExit(f"--questions: no steering.json at {source}")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    questions = json.loads(source.read_text())["questions"][:n_questions]
     prompts = [encode_prompt(tok, t) for t in render_prompts(tok, questions)]
     return model, prompts, tok.pad_token_id, stop_token_ids(model, tok)
 
@@ -86,18 +91,10 @@ def random_gemma3(shape: dict, device: str, dtype: torch.dtype, n_prompts: int, 
     return model, prompts, 0, [1]
 
 
-def make_configs(model, layout, prompts, n_configs: int, device: str):
-    """n_configs (layer, unit vector, weight) configs: random directions at 4 layers, 0.1x
-    to 2x of each layer's mean activation norm on the prompts."""
-    from steerops.models.capture import forward_capture
-
+def make_configs(layout, n_configs: int, norm: float):
+    """n_configs (layer, unit vector, weight) configs: random directions at 4 layers, weights
+    0.1x to 2x `norm` (the mean activation norm at the middle layer)."""
     layers = sorted({round(f * (layout.num_layers - 1)) for f in (0.25, 0.4, 0.55, 0.7)})
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    acts = forward_capture(model, layout, ids, mask, layers)
-    real = mask.bool()
-    norms = {layer: float(acts[layer][real].float().norm(dim=-1).mean()) for layer in layers}
     gen = torch.Generator().manual_seed(1)
     per_layer = -(-n_configs // len(layers))
     configs = []
@@ -105,11 +102,23 @@ def make_configs(model, layout, prompts, n_configs: int, device: str):
         v = torch.randn(layout.hidden_size, generator=gen)
         v = v / v.norm()
         for k in range(per_layer):
-            configs.append((layer, v, norms[layer] * (0.1 + 1.9 * k / max(1, per_layer - 1))))
+            configs.append((layer, v, norm * (0.1 + 1.9 * k / max(1, per_layer - 1))))
     return configs[:n_configs]
 
 
-def naive(model, layout, prompts, configs, pad, stops, max_new_tokens, cache_impl):
+def activation_norm(model, layout, prompts) -> float:
+    from steerops.models.capture import forward_capture
+
+    layer = layout.num_layers // 2
+    device = model.get_input_embeddings().weight.device
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    acts = forward_capture(model, layout, ids, mask, [layer])[layer]
+    return float(acts[mask.bool()].float().norm(dim=-1).mean())
+
+
+def naive(model, layout, prompts, configs, pad, stops, max_new_tokens):
     """One generate per config with a plain forward hook; batch = the prompts."""
     width = max(len(p) for p in prompts)
     device = model.get_input_embeddings().weight.device
@@ -134,7 +143,6 @@ def naive(model, layout, prompts, configs, pad, stops, max_new_tokens, cache_imp
                     max_new_tokens=max_new_tokens,
                     pad_token_id=pad,
                     eos_token_id=stops,
-                    cache_implementation=cache_impl,
                 )
         finally:
             handle.remove()
@@ -142,103 +150,226 @@ def naive(model, layout, prompts, configs, pad, stops, max_new_tokens, cache_imp
     return out
 
 
-def engine(model, layout, prompts, configs, pad, stops, max_new_tokens, cache_impl, max_rows):
+def padded_share(prompts, outputs, batches, max_new_tokens) -> float:
+    """Useful share of decode row-steps when each batch runs until its longest row stops."""
+    useful = total = 0
+    for batch in batches:
+        steps = [min(len(outputs[i]) + 1, max_new_tokens) - 1 for i in batch]
+        useful += sum(steps)
+        total += max(steps) * len(batch)
+    return useful / total if total else 1.0
+
+
+def spread(values) -> str:
+    return f"{statistics.median(values):.3g} [{min(values):.3g}-{max(values):.3g}]"
+
+
+def bench(args, model, layout, prompts, pad, stops, n_configs) -> list[str]:
+    device = str(model.get_input_embeddings().weight.device)
+    configs = make_configs(layout, n_configs, activation_norm(model, layout, prompts))
     table = SteeringTable([[c] for c in configs for _ in prompts])
     rows = [p for _ in configs for p in prompts]
-    return generate_steered(
-        model,
-        layout,
-        rows,
-        table,
-        pad_token_id=pad,
-        stop_ids=stops,
-        max_new_tokens=max_new_tokens,
-        max_batch_rows=max_rows,
-        cache_implementation=cache_impl,
+    options = decode.StaticLoop(
+        backend=None if args.backend == "none" else args.backend, check_every=args.check_every
     )
+    stats: dict[str, decode.DecodeStats] = {}
+
+    def engine(loop):
+        stats[loop] = decode.DecodeStats()
+        return generate_steered(
+            model,
+            layout,
+            rows,
+            table,
+            pad_token_id=pad,
+            stop_ids=stops,
+            max_new_tokens=args.max_new_tokens,
+            loop=loop,
+            max_batch_rows=args.max_batch_rows,
+            loop_options=options,
+            stats=stats[loop],
+        )
+
+    ways = {
+        "static": lambda: engine("static"),
+        "hf": lambda: engine("hf"),
+        "naive": lambda: naive(model, layout, prompts, configs, pad, stops, args.max_new_tokens),
+    }
+    ways = {name: ways[name] for name in args.ways.split(",")}
+    # Warm-up: a compiled step needs the whole workload (every slot count it will use);
+    # otherwise one config's rows warm the kernels and the allocator.
+    compiled = args.backend != "none" and (args.backend != "auto" or device.startswith("cuda"))
+    started = time.perf_counter()
+    if "static" in ways:
+        warm = configs if compiled else configs[:1]
+        generate_steered(
+            model,
+            layout,
+            [p for _ in warm for p in prompts],
+            SteeringTable([[c] for c in warm for _ in prompts]),
+            pad_token_id=pad,
+            stop_ids=stops,
+            max_new_tokens=args.max_new_tokens,
+            loop="static",
+            max_batch_rows=args.max_batch_rows,
+            loop_options=options,
+        )
+    print(f"  warm-up of the static loop: {time.perf_counter() - started:.1f} s", flush=True)
+    if "hf" in ways or "naive" in ways:
+        naive(model, layout, prompts, configs[:1], pad, stops, args.max_new_tokens)
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
+    outputs: dict[str, list[list[int]]] = {}
+    for rep in range(args.repeats):
+        names = list(ways)
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            _sync(device)
+            start = time.perf_counter()
+            outputs[name] = ways[name]()
+            _sync(device)
+            seconds[name].append(time.perf_counter() - start)
+            print(
+                f"  {n_configs} configs, {name}, repeat {rep + 1}: {seconds[name][-1]:.1f} s",
+                flush=True,
+            )
+    tokens = {name: sum(map(len, out)) for name, out in outputs.items()}
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    shares = {
+        "hf": padded_share(
+            rows,
+            outputs.get("hf"),
+            [order[i : i + args.max_batch_rows] for i in range(0, len(order), args.max_batch_rows)],
+            args.max_new_tokens,
+        )
+        if "hf" in outputs
+        else None,
+        "naive": padded_share(
+            rows,
+            outputs.get("naive"),
+            [range(k * len(prompts), (k + 1) * len(prompts)) for k in range(len(configs))],
+            args.max_new_tokens,
+        )
+        if "naive" in outputs
+        else None,
+    }
+    records = []
+    for name in ways:
+        st = stats.get(name) if name == "static" else None
+        records.append(
+            {
+                "configs": n_configs,
+                "rows": len(rows),
+                "way": name,
+                "seconds": seconds[name],
+                "tokens": tokens[name],
+                "tokens_per_s": [tokens[name] / t for t in seconds[name]],
+                "useful_share": st.useful_share if st else shares[name],
+                "host_syncs_per_step": st.host_syncs / max(1, st.steps) if st else None,
+                "identical_rows": sum(
+                    x == y for x, y in zip(outputs[name], outputs[next(iter(ways))], strict=True)
+                )
+                / len(rows),
+                "time_vs_first": [
+                    a / b for a, b in zip(seconds[name], seconds[next(iter(ways))], strict=True)
+                ],
+            }
+        )
+    return records
 
 
-def timed(fn, device: str):
+def report(records) -> list[str]:
+    """Table rows: one per (configs, way). `time / first way` is this way's time over the
+    first way's in the same repeat: > 1 means the first way was that much faster (every
+    way generates the same tokens when `identical` is 100%)."""
+    lines = []
+    for r in records:
+        syncs = (
+            f"{r['host_syncs_per_step']:.2f}"
+            if r["host_syncs_per_step"] is not None
+            else ">=1 (stop check)"
+        )
+        lines.append(
+            f"{r['configs']:>7} {r['way']:<7} {spread(r['seconds']):>22} "
+            f"{r['tokens']:>8} {spread(r['tokens_per_s']):>24} "
+            f"{r['useful_share']:>7.1%} {syncs:>17} "
+            f"{spread(r['time_vs_first']):>20} {r['identical_rows']:>9.1%}"
+        )
+    return lines
+
+
+HEADER = (
+    f"{'configs':>7} {'way':<7} {'seconds':>22} {'tokens':>8} {'new tokens/s':>24} "
+    f"{'useful':>7} {'host syncs/step':>17} {'time / first way':>20} {'identical':>9}"
+)
+
+
+def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model",
-        choices=["toy", "gemma3-4b", "gemma3-tiny"],
-        default=None,
-        help="default: toy on CPU, gemma3-4b on CUDA",
+        required=True,
+        help="an HF model folder (e.g. the toy's), gemma3-4b or gemma3-tiny",
+    )
+    parser.add_argument(
+        "--questions", help="steering.json (default: the toy world's, next to the model folder)"
     )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--toy", metavar="DIR", help="toy world folder (built if missing)")
-    parser.add_argument("--configs", type=int, default=64)
+    parser.add_argument("--configs", default="64", help="comma-separated config counts")
     parser.add_argument(
-        "--questions", type=int, default=None, help="default: 10 on the toy, 8 on gemma shapes"
+        "--n-questions",
+        type=int,
+        default=40,
+        help="the default grid's question count (random models: --prompts)",
     )
+    parser.add_argument("--prompts", type=int, default=4, help="random prompts (gemma shapes)")
     parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--max-batch-rows", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ways", default="static,hf,naive")
     parser.add_argument(
-        "--max-new-tokens",
+        "--backend",
+        default="auto",
+        help="static loop step: auto (inductor on CUDA, eager on CPU), "
+        "inductor, eager (dynamo only) or none",
+    )
+    parser.add_argument(
+        "--check-every",
         type=int,
         default=None,
-        help="default: 24 on the toy, 64 on gemma shapes",
-    )
-    parser.add_argument("--max-batch-rows", type=int, default=256)
-    parser.add_argument(
-        "--static",
-        action="store_true",
-        help='cache_implementation="static" for both (compiled on CUDA)',
+        help="steps between reads of the done mask (default: 1 CPU, 4 CUDA)",
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--json", metavar="FILE", help="also write the measurements here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    kind = args.model or ("toy" if args.device == "cpu" else "gemma3-4b")
-    n_q = args.questions or (10 if kind == "toy" else 8)
-    new_tokens = args.max_new_tokens or (24 if kind == "toy" else 64)
-    if kind == "toy":
-        model, prompts, pad, stops = load_toy(args.toy)
-        model.to(args.device)
-        prompts = prompts[:n_q]
-    else:
-        shape = GEMMA3_4B if kind == "gemma3-4b" else GEMMA3_TINY
+    if args.model in ("gemma3-4b", "gemma3-tiny"):
         dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-        model, prompts, pad, stops = random_gemma3(shape, args.device, dtype, n_q, args.prompt_len)
+        shape = GEMMA3_4B if args.model == "gemma3-4b" else GEMMA3_TINY
+        model, prompts, pad, stops = random_gemma3(
+            shape, args.device, dtype, args.prompts, args.prompt_len
+        )
+    else:
+        model, prompts, pad, stops = load_folder(args.model, args.questions, args.n_questions)
+        model.to(args.device)
     layout = resolve_layout(model)
-    configs = make_configs(model, layout, prompts, args.configs, args.device)
-    cache_impl = "static" if args.static else None
-    run_args = (model, layout, prompts, configs, pad, stops, new_tokens, cache_impl)
-
-    # Warm-up: kernels, allocator and (with --static) compilation of the shapes timed below.
-    naive(*run_args[:3], configs[:1], *run_args[4:])
-    engine(*run_args, args.max_batch_rows)
-    slow, t_slow = timed(lambda: naive(*run_args), args.device)
-    fast, t_fast = timed(lambda: engine(*run_args, args.max_batch_rows), args.device)
-
-    rows = len(configs) * len(prompts)
-    calls_fast = -(-rows // args.max_batch_rows)
     print(
-        f"model {kind} on {args.device}, {len(configs)} configs x {len(prompts)} questions, "
-        f"max_new_tokens {new_tokens}, cache {cache_impl or 'dynamic'}"
+        f"model {args.model} on {args.device} ({torch.get_num_threads()} threads), "
+        f"{len(prompts)} questions, max_new_tokens {args.max_new_tokens}, "
+        f"max_batch_rows {args.max_batch_rows}, load average {os.getloadavg()[0]:.1f}"
     )
-    print(
-        f"{'method':<8} {'generate calls':>14} {'seconds':>9} {'new tokens':>10} {'tokens/s':>10}"
-    )
-    for name, out, secs, calls in (
-        ("naive", slow, t_slow, len(configs)),
-        ("engine", fast, t_fast, calls_fast),
-    ):
-        n_tokens = sum(len(r) for r in out)
-        print(f"{name:<8} {calls:>14} {secs:>9.2f} {n_tokens:>10} {n_tokens / secs:>10.1f}")
-    speed = (sum(map(len, fast)) / t_fast) / (sum(map(len, slow)) / t_slow)
-    same = sum(a == b for a, b in zip(slow, fast, strict=True)) / rows
-    print(f"ratio engine/naive (new tokens/s): {speed:.1f}x; identical rows: {same:.0%}")
+    records = []
+    for n in (int(c) for c in args.configs.split(",")):
+        records += bench(args, model, layout, prompts, pad, stops, n)
+        print(HEADER, *report(records), sep="\n", flush=True)  # so far, in case of a timeout
+        if args.json:
+            Path(args.json).write_text(json.dumps(records, indent=1))
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

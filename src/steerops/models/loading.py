@@ -9,15 +9,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from steerops.config import ModelVariant, Params
 from steerops.errors import SteeropsError
 from steerops.models.resolver import ModelLayout, resolve_layout
+
+if TYPE_CHECKING:  # annotations only: extraction and its bench run without pydantic
+    from steerops.config import ModelVariant, Params
 
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

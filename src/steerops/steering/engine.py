@@ -17,16 +17,21 @@ template never renders one).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from steerops.errors import SteeropsError
+from steerops.models import decode
 from steerops.models.batching import Batcher, length_order
 from steerops.models.generation import cut_at_stop, generate_batch
 from steerops.models.resolver import ModelLayout
 from steerops.specs import SCOPES
+
+log = logging.getLogger(__name__)
+LOOPS = ("static", "hf")
 
 # One steering addition: (layer, unit vector [hidden], weight).
 Addition = tuple[int, torch.Tensor, float]
@@ -41,7 +46,8 @@ class SteeringTable:
 
     def __init__(self, rows: Sequence[Sequence[Addition]]):
         self.n_rows = len(rows)
-        slots: dict[int, list[list[tuple[int, float]]]] = {}
+        # layer -> parallel lists (row, slot within the row, vector index, weight); one pass
+        entries: dict[int, tuple[list[int], list[int], list[int], list[float]]] = {}
         found: dict[int, dict[int, int]] = {}  # layer -> id(vector) -> index
         self.vectors: dict[int, list[torch.Tensor]] = {}
         for r, additions in enumerate(rows):
@@ -55,42 +61,60 @@ class SteeringTable:
                 if id(vector) not in index:
                     index[id(vector)] = len(index)
                     self.vectors.setdefault(layer, []).append(vector)
-                per_row = slots.setdefault(layer, [[] for _ in range(self.n_rows)])
-                per_row[r].append((index[id(vector)], float(weight)))
+                row, slot, vec, wt = entries.setdefault(layer, ([], [], [], []))
+                slot.append(slot[-1] + 1 if row and row[-1] == r else 0)
+                row.append(r)
+                vec.append(index[id(vector)])
+                wt.append(float(weight))
         self.index: dict[int, torch.Tensor] = {}  # layer -> [n_rows, K] long
         self.weight: dict[int, torch.Tensor] = {}  # layer -> [n_rows, K] float32
-        for layer, per_row in slots.items():
-            k = max(len(s) for s in per_row)
-            index = torch.zeros(self.n_rows, k, dtype=torch.long)
-            weight = torch.zeros(self.n_rows, k, dtype=torch.float32)
-            for r, row_slots in enumerate(per_row):
-                for j, (i, w) in enumerate(row_slots):
-                    index[r, j], weight[r, j] = i, w
-            self.index[layer], self.weight[layer] = index, weight
+        for layer, (row, slot, vec, wt) in entries.items():
+            k = max(slot) + 1
+            self.index[layer] = torch.zeros(self.n_rows, k, dtype=torch.long)
+            self.weight[layer] = torch.zeros(self.n_rows, k, dtype=torch.float32)
+            at = (torch.tensor(row), torch.tensor(slot))
+            self.index[layer][at] = torch.tensor(vec)
+            self.weight[layer][at] = torch.tensor(wt, dtype=torch.float32)
 
     @property
     def layers(self) -> list[int]:
         return sorted(self.vectors)
 
+    def groups(self) -> list[int]:
+        """A group id per row; rows of one group carry the same steering."""
+        keys: list[tuple] = [() for _ in range(self.n_rows)]
+        for layer in self.layers:
+            pairs = zip(self.index[layer].tolist(), self.weight[layer].tolist(), strict=True)
+            keys = [(*key, layer, *i, *w) for key, (i, w) in zip(keys, pairs, strict=True)]
+        ids: dict[tuple, int] = {}
+        return [ids.setdefault(key, len(ids)) for key in keys]
+
 
 class _LayerState:
-    """One hooked layer's table and static buffers, on that layer's device."""
+    """One hooked layer's table and static buffers, on that layer's device. A layer the
+    table does not steer keeps a zero delta (hooked so one compiled graph fits all tables)."""
 
     def __init__(
         self,
         table: SteeringTable,
         layer: int,
+        hidden: int,
         device: torch.device,
         dtype: torch.dtype,
         max_rows: int,
     ):
-        self.vectors = torch.stack([v.to(torch.float32) for v in table.vectors[layer]]).to(device)
-        self.index = table.index[layer].to(device)
-        self.weight = table.weight[layer].to(device)
+        self.vectors = None
+        if layer in table.vectors:
+            self.vectors = torch.stack([v.to(torch.float32) for v in table.vectors[layer]])
+            self.vectors = self.vectors.to(device)
+            self.index = table.index[layer].to(device)
+            self.weight = table.weight[layer].to(device)
         self.row_ids = torch.zeros(max_rows, dtype=torch.long, device=device)
-        self.delta = torch.zeros(max_rows, self.vectors.shape[1], dtype=dtype, device=device)
+        self.delta = torch.zeros(max_rows, hidden, dtype=dtype, device=device)
 
     def select(self, row_ids: torch.Tensor) -> None:
+        if self.vectors is None:
+            return
         n = row_ids.shape[0]
         rows = self.row_ids[:n]
         rows.copy_(row_ids, non_blocking=True)
@@ -136,23 +160,28 @@ def _make_hook(state: _LayerState, scope: str):
 
 @contextlib.contextmanager
 def steering_hooks(
-    layout: ModelLayout, table: SteeringTable, scope: str = "all", max_rows: int | None = None
+    layout: ModelLayout,
+    table: SteeringTable,
+    scope: str = "all",
+    max_rows: int | None = None,
+    layers: Sequence[int] | None = None,
 ) -> Iterator[SteeringHooks]:
-    """Hook every layer of `table` (added to the block output); hooks are always removed."""
+    """Hook every layer of `table` (added to the block output); hooks are always removed.
+    `layers` hooks more layers than the table steers (they add zero)."""
     if scope not in SCOPES:
         raise SteeropsError(f"steering.scope: unknown scope {scope!r} (use all or response)")
     max_rows = max_rows or table.n_rows
     handles = []
     try:
         states = {}
-        for layer in table.layers:
+        for layer in sorted({*table.layers, *(layers or ())}):
             if not 0 <= layer < layout.num_layers:
                 raise SteeropsError(
                     f"layer {layer} out of range: the model has {layout.num_layers} layers"
                 )
             module = layout.component_module(layer, "residual")
             device, dtype = _block_device_dtype(module)
-            states[layer] = _LayerState(table, layer, device, dtype, max_rows)
+            states[layer] = _LayerState(table, layer, layout.hidden_size, device, dtype, max_rows)
             handles.append(module.register_forward_hook(_make_hook(states[layer], scope)))
         yield SteeringHooks(states, max_rows)
     finally:
@@ -174,18 +203,53 @@ def generate_steered(
     cache_implementation: str | None = None,
     progress: bool = False,
     desc: str = "steer",
+    loop: str = "hf",
+    loop_options: decode.StaticLoop | None = None,
+    stats: decode.DecodeStats | None = None,
 ) -> list[list[int]]:
     """Greedy new tokens (cut before the first stop id) for each row, in the caller's order.
 
-    Row i is `prompts[i]` (token ids) steered as `table` row i (no table: unsteered). Rows
-    are generated longest first in left-padded sub-batches of at most `max_batch_rows`,
-    under `steerops.models.batching`'s out-of-memory rule (halved and retried, finished
-    sub-batches kept).
+    Row i is `prompts[i]` (token ids) steered as `table` row i (no table: unsteered).
+    `loop="static"`: the engine's own decode loop (`steerops.models.decode`: static cache,
+    compiled fixed-shape step, finished rows' slots refilled; `stats` gets its counters),
+    or HF `generate` for a model it does not cover. `loop="hf"`: HF `generate`, the
+    reference, in left-padded sub-batches, longest first. Either way at most
+    `max_batch_rows` rows at a time, under `steerops.models.batching`'s out-of-memory rule
+    (halved and retried, finished rows kept); `cache_implementation` applies to HF only.
     """
     if table is not None and table.n_rows != len(prompts):
         raise SteeropsError(f"steering table has {table.n_rows} rows for {len(prompts)} prompts")
     if any(len(p) == 0 for p in prompts):
         raise SteeropsError("cannot generate from an empty prompt")
+    if loop not in LOOPS:
+        raise SteeropsError(f"steering.loop: unknown loop {loop!r} (use static or hf)")
+    why_not = decode.covers(model) if loop == "static" else None
+    if why_not:
+        log.warning("steered decoding falls back to HF generate: %s", why_not)
+    static = loop == "static" and not why_not
+    log.info(
+        "steered decoding of %d rows with %s",
+        len(prompts),
+        "the static decode loop" if static else "HF generate",
+    )
+    if static:
+        with tqdm(
+            total=len(prompts), desc=desc, unit="row", disable=None if progress else True
+        ) as bar:
+            return _generate_static(
+                model,
+                layout,
+                prompts,
+                table,
+                scope,
+                max_batch_rows,
+                loop_options or decode.StaticLoop(),
+                stats,
+                bar.update,
+                pad_token_id=pad_token_id,
+                stop_ids=stop_ids,
+                max_new_tokens=max_new_tokens,
+            )
     lengths = [len(p) for p in prompts]
     size = max(1, min(max_batch_rows, len(prompts)))
     settings = {
@@ -218,6 +282,30 @@ def generate_steered(
 
         batcher.run(length_order(lengths), lengths, compute, done)
     return results  # type: ignore[return-value]
+
+
+def _generate_static(
+    model, layout, prompts, table, scope, max_batch_rows, options, stats, on_done, **settings
+) -> list[list[int]]:
+    # Every layer is hooked (adding zero where the table does not steer) into buffers sized
+    # for the largest slot count, so one compiled step per slot count serves every table.
+    table = table if table is not None else SteeringTable([[]] * len(prompts))
+    slots = decode.bucket_sizes(max_batch_rows)[0]
+    with (
+        steering_hooks(layout, table, scope, slots, layers=range(layout.num_layers)) as control,
+        _compiled_graphs_see_hooks("static"),
+    ):
+        return decode.decode_greedy(
+            model,
+            prompts,
+            max_rows=slots,
+            steer=control.select,
+            groups=table.groups(),
+            options=options,
+            stats=stats,
+            on_done=on_done,
+            **settings,
+        )
 
 
 def _compiled_graphs_see_hooks(cache_implementation: str | None):

@@ -1,0 +1,204 @@
+"""Greedy decoding in a static KV cache: one compiled fixed-shape step, refilled slots.
+
+The cache holds `slots` rows and one write index `t` shared by every slot. A step feeds
+one token per slot (its own position id, its own attention mask over the cache), takes
+the argmax and updates the done mask, all on the device: `torch.compile(fullgraph=True)`
+captures it, and on CUDA `mode="reduce-overhead"` replays it as a CUDA graph. The host
+reads the done mask only every `check_every` steps. A finished row's slot is refilled
+with a pending row: its prompt is prefilled (eagerly, in a throwaway dynamic cache) and
+copied into the slot right-aligned to end at `t`, so finished rows stop costing compute.
+When `t` nears the end of the cache, every slot shifts left by the padding all live rows
+share (rotary and absolute positions come from position ids, not cache indices, and a
+row's tokens stay contiguous, so sliding windows keep their meaning). When no row is
+pending, live rows move to fewer slots (`_SlotPlan`: a few buckets for a compiled step).
+
+Every layer is a full-length cache layer: sliding-window layers get their window from
+the attention mask HF builds, not from a rolling buffer. HF's own continuous batching
+(`generate_batch`) packs every request into one flat sequence behind a scheduler thread,
+where a per-row steering hook could not tell its rows apart; hence this loop.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from steerops.errors import SteeropsError
+from steerops.models.batching import is_out_of_memory, release_memory
+from steerops.models.decode_run import Run
+from steerops.models.decode_step import compiled_step, decode_step, release, slot_state
+
+# Model types whose tokens the loop reproduces exactly (tested against HF generate).
+LOOP_ARCHITECTURES = frozenset(
+    {
+        "llama",
+        "mistral",
+        "qwen2",
+        "gemma2",
+        "gemma3_text",
+        "gemma3",
+        "gpt2",
+        "gpt_neox",
+        "phi3",
+        "olmo2",
+    }
+)
+SMALLEST_BUCKET = 8
+
+
+@dataclass(frozen=True)
+class StaticLoop:
+    """How the loop runs. `backend`: a torch.compile backend for the step, None to run it
+    eagerly, "auto" for inductor on CUDA (with `mode=None`: "reduce-overhead", i.e. CUDA
+    graphs) and eager on CPU, where inductor's minutes of compiling did not pay back on
+    SmolLM2 (matmul-bound) and gained about 1.2x on the toy. `check_every`: decode steps
+    between reads of the done mask; None: 4 on CUDA, 1 on CPU (a read costs no sync)."""
+
+    backend: str | Callable | None = "auto"
+    mode: str | None = None
+    check_every: int | None = None
+
+
+@dataclass
+class DecodeStats:
+    steps: int = 0  # decode-step replays
+    row_steps: int = 0  # steps x slots
+    useful_row_steps: int = 0  # row-steps that produced a token of a live row
+    host_syncs: int = 0  # reads of the done mask
+    prefills: int = 0
+    reused_prompt_tokens: int = 0  # prompt tokens not recomputed (a group's shared prefix)
+    shifts: int = 0  # cache shifts to the left
+    buckets: list[int] = field(default_factory=list)
+
+    @property
+    def useful_share(self) -> float:
+        return self.useful_row_steps / self.row_steps if self.row_steps else 1.0
+
+
+def covers(model: torch.nn.Module) -> str | None:
+    """None when the loop can decode `model` exactly, else why not (one phrase)."""
+    model_type = getattr(model.config, "model_type", type(model).__name__)
+    if model_type not in LOOP_ARCHITECTURES:
+        return f"architecture {model_type!r} is not covered by the static loop"
+    if len({p.device for p in model.parameters()}) > 1:
+        return "the model is split over several devices"
+    return None
+
+
+def bucket_sizes(max_rows: int) -> list[int]:
+    """Slot counts, largest first: max_rows, then halves down to SMALLEST_BUCKET (at most
+    half the slots idle when rows are fewer; each count compiles its own graph)."""
+    sizes = [max(1, max_rows)]
+    while sizes[-1] // 2 >= SMALLEST_BUCKET:
+        sizes.append(sizes[-1] // 2)
+    return sizes
+
+
+class _SlotPlan:
+    """Slot counts. A compiled step has one graph per count, so counts come from
+    `bucket_sizes`; an eager step takes any count (rows rounded up to 8), and moves to fewer
+    slots once a quarter of them would sit idle."""
+
+    def __init__(self, max_rows: int, compiled: bool):
+        self.max_rows, self.compiled = max_rows, compiled
+        self.sizes = bucket_sizes(max_rows)
+
+    def fit(self, rows: int) -> int:
+        if not self.compiled:
+            return min(self.max_rows, -(-rows // 8) * 8)
+        return min((s for s in self.sizes if s >= rows), default=self.sizes[0])
+
+    def smaller(self, slots: int, live: int) -> int | None:
+        target = self.fit(live)
+        return target if target < slots and (self.compiled or 4 * target <= 3 * slots) else None
+
+
+def decode_greedy(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    *,
+    pad_token_id: int,
+    stop_ids: Sequence[int],
+    max_new_tokens: int,
+    max_rows: int,
+    steer: Callable[[Sequence[int]], None] | None = None,
+    groups: Sequence[int] | None = None,
+    options: StaticLoop = StaticLoop(),
+    stats: DecodeStats | None = None,
+    on_done: Callable[[int], object] | None = None,
+) -> list[list[int]]:
+    """Greedy new tokens for each prompt (cut before the first stop id), in input order.
+
+    At most `max_rows` rows decode at once. `steer(rows)` is called with the prompt indices
+    of the next forward's batch rows (before every prefill, and with the slot layout before
+    decode steps resume). Rows with equal `groups` ids carry the same steering, so they
+    share their prompts' common prefix. Out of memory (`models.batching`'s rule), the slot
+    count is halved and the unfinished rows run again; finished rows are kept.
+    """
+    stats = stats if stats is not None else DecodeStats()
+    run = Run(model, prompts, pad_token_id, stop_ids, max_new_tokens, steer, groups, stats)
+    while True:
+        try:
+            _decode(run, max_rows, options, on_done)
+            return [run.results[i] for i in range(len(prompts))]
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if max_rows == 1:
+                raise SteeropsError(
+                    "out of memory decoding a single row: lower "
+                    "max_new_tokens or use a smaller model"
+                ) from None
+        release(model)
+        release_memory()
+        max_rows //= 2
+
+
+def _decode(run: Run, max_rows: int, options: StaticLoop, on_done) -> None:
+    """Decode every row not in `run.results` yet, at most `max_rows` at a time."""
+    model, prompts, groups, stats = run.model, run.prompts, run.groups, run.stats
+    # Group by group (its shared prefix is then freed early), longest prompt first within.
+    rank = {g: k for k, g in enumerate(dict.fromkeys(groups or [0]))}
+    order = sorted(
+        (i for i in range(len(prompts)) if i not in run.results),
+        key=lambda i: (rank[groups[i]] if groups else 0, -len(prompts[i])),
+    )
+    if not order:
+        return
+    pending = deque(order)
+    # longest_left[j]: the longest prompt among order[j:] (refills need t >= its length)
+    longest_left = [len(prompts[i]) for i in order] + [0]
+    for j in range(len(order) - 1, -1, -1):
+        longest_left[j] = max(longest_left[j], longest_left[j + 1])
+    cuda = run.device.type == "cuda"
+    every = options.check_every or (4 if cuda else 1)
+    cache_len = -(-(longest_left[0] + run.max_new + max(2 * every, 8)) // 8) * 8
+    width = run.max_new + 1
+    backend = ("inductor" if cuda else None) if options.backend == "auto" else options.backend
+    step = decode_step if backend is None else compiled_step(backend, options.mode, model)
+    plan, keep = _SlotPlan(max_rows, compiled=backend is not None), backend is not None
+    state = slot_state(model, plan.fit(len(order)), cache_len, width, keep)
+    run.start(state, longest_left[0], order)
+    stats.buckets.append(run.state.slots)
+    # One graph per slot count and cache shape: allow more than dynamo's default 8.
+    with torch.inference_mode(), torch._dynamo.config.patch(recompile_limit=64):
+        live = 0
+        while pending or live:
+            run.refill(pending)
+            live = sum(r >= 0 for r in run.rows)
+            smaller = None if pending else plan.smaller(run.state.slots, live)
+            if smaller:
+                run.compact(smaller, cache_len, width, keep)
+            run.make_room(every, longest_left[len(order) - len(pending)])
+            for _ in range(every):
+                step(model, run.state, run.stops, run.max_new)
+            run.state.advanced(every)
+            stats.steps += every
+            stats.row_steps += every * run.state.slots
+            finished = run.harvest()
+            live = sum(r >= 0 for r in run.rows)
+            if on_done is not None and finished:
+                on_done(finished)

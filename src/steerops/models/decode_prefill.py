@@ -1,0 +1,137 @@
+"""Prefill for the decode loop, reusing the prompt prefix that rows of one steering share.
+
+Chat prompts start with the same tokens (template, system prompt), and rows that carry the
+same steering compute the same keys and values there: causal attention never lets a prefix
+token see what follows it. So the shared prefix is computed once per steering group, and
+each row's prefill feeds only the rest of its prompt, with the group's prefix keys and
+values as its past. Every row stays contiguous and right-aligned (past, then its input),
+so positions and sliding windows mean what they would without the reuse.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import torch
+from transformers.cache_utils import DynamicCache
+
+# Inputs of one token would look like decode steps to a response-scope steering hook.
+MIN_INPUT = 2
+MIN_SHARED = 8  # a shorter shared prefix does not pay for its own forward
+
+KeysValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer, [rows, heads, seq, dim]
+
+
+class Prefiller:
+    """Prefills batches of `rows` (prompt indices); rows with equal `groups` ids share
+    steering. `steer(rows)` is called before each forward with its batch rows."""
+
+    def __init__(
+        self,
+        model: Any,
+        prompts: Sequence[Sequence[int]],
+        groups: Sequence[int] | None,
+        pad: int,
+        steer: Callable[[Sequence[int]], None] | None,
+        rows: Sequence[int],
+        stats: Any,
+    ):
+        self.model, self.prompts, self.pad, self.steer = model, prompts, pad, steer
+        self.stats = stats
+        self.device = model.get_input_embeddings().weight.device
+        self.groups: Sequence[int] = groups or []
+        mine = [list(prompts[r]) for r in rows]
+        shared = len(os.path.commonprefix(mine)) if groups else 0
+        # Keep at least MIN_INPUT tokens of every prompt as prefill input.
+        self.shared = min(shared, min(map(len, mine)) - MIN_INPUT)
+        self.prefix: dict[int, KeysValues] = {}  # group -> its shared prefix, per layer
+        self.left: dict[int, int] = {}  # group -> rows not yet prefilled
+        for r in rows if groups else ():
+            self.left[self.groups[r]] = self.left.get(self.groups[r], 0) + 1
+
+    @torch.inference_mode()
+    def __call__(self, rows: list[int]) -> tuple[torch.Tensor, KeysValues, torch.Tensor]:
+        """Greedy first token, per-layer keys and values, and mask of `rows`' prompts; all
+        [rows, ..., width] with the prompts right-aligned to end at the last index."""
+        use = self.shared >= MIN_SHARED
+        longest = max(len(self.prompts[r]) for r in rows)
+        input_len = max(MIN_INPUT, longest - self.shared) if use else longest
+        reuse = [max(0, len(self.prompts[r]) - input_len) if use else 0 for r in rows]
+        past = max(reuse)
+        self.stats.reused_prompt_tokens += sum(reuse)
+        cache = DynamicCache()
+        if past:
+            self._compute_prefixes(rows)
+            for layer, (keys, values) in enumerate(self._pasts(rows, reuse, past)):
+                cache.update(keys, values, layer)
+        ids, mask = [], []
+        for r, m in zip(rows, reuse, strict=True):
+            tail = list(self.prompts[r][m:])
+            pad = input_len - len(tail)
+            ids.append([self.pad] * pad + tail)
+            mask.append([0] * (past - m) + [1] * m + [0] * pad + [1] * len(tail))
+        mask_t = torch.tensor(mask, device=self.device)
+        if self.steer is not None:
+            self.steer(rows)
+        out = self.model(
+            input_ids=torch.tensor(ids, device=self.device),
+            attention_mask=mask_t,
+            position_ids=(mask_t.cumsum(-1) - 1).clamp(min=0)[:, past:],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        for r in rows if use else ():
+            self.left[self.groups[r]] -= 1
+            if not self.left[self.groups[r]]:  # the group's last row: drop its prefix
+                self.prefix.pop(self.groups[r], None)
+        return out.logits[:, -1].argmax(-1), _states(cache), mask_t.bool()
+
+    def _pasts(self, rows: list[int], reuse: list[int], past: int) -> KeysValues:
+        """Per layer, row i's group prefix cut to reuse[i] entries, right-aligned in `past`."""
+        shift = torch.tensor([past - m for m in reuse], device=self.device)
+        index = (torch.arange(past, device=self.device)[None] - shift[:, None]).clamp(min=0)
+        per_row = [self.prefix[self.groups[r]] for r in rows]
+        out = []
+        for layer in range(len(per_row[0])):
+            keys = torch.stack([p[layer][0][:, :past] for p in per_row])
+            values = torch.stack([p[layer][1][:, :past] for p in per_row])
+            out.append((_gather_seq(keys, index), _gather_seq(values, index)))
+        return out
+
+    def _compute_prefixes(self, rows: list[int]) -> None:
+        """One forward over the shared prefix for each group of `rows` not computed yet."""
+        first: dict[int, int] = {}  # group -> its first row here
+        for r in rows:
+            if self.groups[r] not in self.prefix:
+                first.setdefault(self.groups[r], r)
+        if not first:
+            return
+        reps = list(first.values())
+        if self.steer is not None:
+            self.steer(reps)
+        ids = torch.tensor([list(self.prompts[r][: self.shared]) for r in reps], device=self.device)
+        cache = DynamicCache()
+        self.model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=torch.arange(self.shared, device=self.device)[None].expand_as(ids),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        states = _states(cache)
+        for j, g in enumerate(first):
+            self.prefix[g] = [(keys[j], values[j]) for keys, values in states]
+
+
+def _states(cache: DynamicCache) -> KeysValues:
+    return [(layer.keys, layer.values) for layer in cast(list[Any], cache.layers)]
+
+
+def _gather_seq(states: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """[rows, heads, seq, dim] states read along the sequence at `index` [rows, seq']."""
+    at = index[:, None, :, None].expand(-1, states.shape[1], -1, states.shape[3])
+    return states.gather(2, at)

@@ -1,0 +1,303 @@
+"""The static decode loop against HF generate with the same steering hooks (tiny models)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+import pytest
+import torch
+import transformers as T
+
+from steerops.models import decode, decode_run
+from steerops.models.resolver import resolve_layout
+from steerops.steering.engine import SteeringTable, generate_steered
+from tiny import _COMMON, ARCHS, CONFIGS, tiny_model
+
+PAD = 0
+EAGER = decode.StaticLoop(backend=None)  # the step uncompiled: same code, fast to run
+# Prompts share a 9-token head (a chat template's, say) and differ in length (left padding).
+HEAD = [1, 30, 31, 32, 33, 34, 35, 36, 37]
+PROMPTS = [
+    HEAD + tail
+    for tail in (
+        [5, 9, 14, 22, 31, 40],
+        [7, 8],
+        [11, 12, 13, 50],
+        [60, 61, 62, 63],
+        [44],
+        [70, 71, 72, 73, 74, 75, 76, 77],
+    )
+]
+
+
+def _unit(seed: int, hidden: int) -> torch.Tensor:
+    v = torch.randn(hidden, generator=torch.Generator().manual_seed(seed))
+    return v / v.norm()
+
+
+def _grid(hidden: int, copies: int = 2):
+    """Rows of mixed steering: none, one layer, another layer, two layers, two vectors at
+    one layer; each config on every prompt, in an order unrelated to config or length."""
+    a, b, c = _unit(1, hidden), _unit(2, hidden), _unit(3, hidden)
+    configs = [
+        [],
+        [(1, a, 6.0)],
+        [(2, b, -5.0)],
+        [(0, c, 4.0), (2, a, 3.0)],
+        [(1, a, 2.0), (1, b, 5.0)],
+    ]
+    rows = [(k, p) for k in range(len(configs)) for p in range(len(PROMPTS))][::-1] * copies
+    return SteeringTable([configs[k] for k, _ in rows]), [PROMPTS[p] for _, p in rows]
+
+
+def _stops(model, layout, prompts, table) -> list[int]:
+    """Eos, the most common first token and the most common later token: many rows stop
+    at once, the others at varied lengths."""
+    free = generate_steered(
+        model, layout, prompts, table, pad_token_id=PAD, stop_ids=[2], max_new_tokens=10, loop="hf"
+    )
+    first = Counter(row[0] for row in free if row).most_common(1)
+    later = Counter(t for row in free for t in row[1:]).most_common(2)
+    return sorted({2, *(t for t, _ in first + later)})
+
+
+def _counting():
+    """Options compiling the step (fullgraph, dynamo only) and the list of graphs made."""
+    graphs = []
+
+    def backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    return graphs, decode.StaticLoop(backend=backend)
+
+
+def _both(model, layout, prompts, table, stats=None, options=EAGER, slots=32, **kwargs):
+    kwargs = {"pad_token_id": PAD, "max_new_tokens": 10, **kwargs}
+    reference = generate_steered(
+        model, layout, prompts, table, loop="hf", max_batch_rows=7, **kwargs
+    )
+    loop = generate_steered(
+        model,
+        layout,
+        prompts,
+        table,
+        loop="static",
+        max_batch_rows=slots,
+        loop_options=options,
+        stats=stats,
+        **kwargs,
+    )
+    return reference, loop
+
+
+def _compiled_grid(arch: str):
+    """60 rows through 32 slots, refilled as rows stop, on a counted compiled step."""
+    model = tiny_model(arch)
+    layout = resolve_layout(model)
+    table, prompts = _grid(layout.hidden_size)
+    stats = decode.DecodeStats()
+    graphs, options = _counting()
+    stops = _stops(model, layout, prompts, table)
+    reference, loop = _both(model, layout, prompts, table, stats, options, stop_ids=stops)
+    return reference, loop, stats, graphs
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_loop_matches_hf_generate(arch):
+    """Prompts also share a prefix, computed once per steering group; the step compiles
+    (fullgraph) as one graph per slot count."""
+    reference, loop, stats, graphs = _compiled_grid(arch)
+    assert loop == reference
+    assert stats.prefills >= 2
+    assert stats.reused_prompt_tokens > 0  # the shared head, computed once per config
+    assert len(graphs) == len(set(stats.buckets))
+    # every decode row-step counted as useful produced one of the reference's tokens
+    assert stats.useful_row_steps == sum(min(n + 1, 10) - 1 for n in map(len, reference))
+
+
+def test_refill_then_fewer_slots_for_the_last_rows():
+    reference, loop, stats, graphs = _compiled_grid("llama")
+    assert loop == reference
+    assert len({len(row) for row in reference}) >= 3, "rows should stop at varied lengths"
+    assert stats.prefills >= 3  # the first fill, then slots freed by stopped rows
+    # the last rows move to fewer slots (halving down to 8, a graph each), some left empty
+    assert stats.buckets[0] == 32 and stats.buckets[-1] == 8
+    assert stats.buckets == sorted(stats.buckets, reverse=True)
+    assert len(graphs) == len(stats.buckets)
+
+
+@pytest.mark.parametrize(
+    "arch,scope", [("llama", "response"), ("gemma3", "response"), ("gpt2", "all")]
+)
+def test_loop_matches_hf_generate_long_runs(arch, scope):
+    """More rows than slots by far, so the cache shifts left; response scope leaves every
+    prefill (the shared prefix's too) unsteered."""
+    model = tiny_model(arch, seed=1)
+    layout = resolve_layout(model)
+    table, prompts = _grid(layout.hidden_size, copies=4)
+    stats = decode.DecodeStats()
+    reference, loop = _both(
+        model, layout, prompts, table, stats, stop_ids=[2, 7, 40], scope=scope, max_new_tokens=12
+    )
+    assert loop == reference
+    assert stats.shifts >= 1
+
+
+@pytest.mark.parametrize("arch", ["gemma2", "gemma3_text"])
+def test_sliding_window_layers_with_prompts_longer_than_the_window(arch):
+    config = CONFIGS[arch]()
+    config.sliding_window = 4
+    config.layer_types = ["sliding_attention", "full_attention", "sliding_attention"]
+    torch.manual_seed(0)
+    model = T.AutoModelForCausalLM.from_config(config).eval()
+    layout = resolve_layout(model)
+    table, prompts = _grid(layout.hidden_size, copies=4)
+    stats = decode.DecodeStats()
+    reference, loop = _both(
+        model, layout, prompts, table, stats, stop_ids=[2, 3], max_new_tokens=12
+    )
+    assert loop == reference
+    assert stats.shifts >= 1
+    wide = T.AutoModelForCausalLM.from_config(CONFIGS[arch]())
+    wide.load_state_dict(model.state_dict())
+    unwindowed = generate_steered(
+        wide.eval(),
+        resolve_layout(wide),
+        prompts,
+        table,
+        pad_token_id=PAD,
+        stop_ids=[2, 3],
+        max_new_tokens=12,
+        loop="hf",
+    )
+    assert unwindowed != reference, "the window should matter for these prompts"
+
+
+def test_one_compiled_graph_serves_every_steering_table():
+    graphs, options = _counting()
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    h = layout.hidden_size
+    prompts = PROMPTS[:4] * 2
+    two_layers = [[(0, _unit(5, h), -4.0), (2, _unit(6, h), 3.0 + i)] for i in range(8)]
+    tables = [
+        None,
+        SteeringTable([[(1, _unit(4, h), 6.0)]] * 8),
+        SteeringTable(two_layers),
+        SteeringTable([[(1, _unit(4, h), -6.0)]] * 8),
+    ]
+    outputs = []
+    for table in tables:
+        reference, loop = _both(
+            model, layout, prompts, table, options=options, stop_ids=[2], slots=8
+        )
+        assert loop == reference
+        outputs.append(loop)
+    assert len(graphs) == 1  # one slot count (8), whatever the table steers, or none
+    assert len({str(o) for o in outputs}) == 4, "each table should change the tokens"
+
+
+def test_architecture_outside_the_loop_takes_hf_generate(caplog):
+    torch.manual_seed(0)
+    model = T.AutoModelForCausalLM.from_config(T.Qwen3Config(**_COMMON, head_dim=8)).eval()
+    layout = resolve_layout(model, layers_path="model.layers")
+    assert decode.covers(model) is not None
+    calls = []
+    real = model.generate
+    model.generate = lambda **kw: calls.append(kw["input_ids"].shape[0]) or real(**kw)
+    table = SteeringTable([[(1, _unit(7, 32), 5.0)]] * 3)
+    kwargs = {"pad_token_id": PAD, "stop_ids": [2], "max_new_tokens": 5}
+    with caplog.at_level(logging.INFO, logger="steerops.steering.engine"):
+        got = generate_steered(model, layout, PROMPTS[:3], table, loop="static", **kwargs)
+    assert calls == [3]
+    assert "qwen3" in caplog.text and "HF generate" in caplog.text
+    assert got == generate_steered(model, layout, PROMPTS[:3], table, loop="hf", **kwargs)
+
+
+def test_out_of_memory_halves_the_slots_and_keeps_finished_rows(monkeypatch):
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    table, prompts = _grid(layout.hidden_size)
+    stops = _stops(model, layout, prompts, table)  # as above: the last rows move to fewer slots
+    reference, _ = _both(model, layout, prompts, table, stop_ids=stops)
+    real_state, real_prefill = decode.slot_state, decode_run.Prefiller.__call__
+    asked: list[int] = []
+    prefilled: list[int] = []
+
+    def short_of_memory(model, slots, *args):  # the tail's first smaller state does not fit
+        asked.append(slots)
+        if len(asked) == 2:
+            raise torch.OutOfMemoryError("out of memory (simulated)")
+        return real_state(model, slots, *args)
+
+    def counted(self, rows):
+        prefilled.extend(rows)
+        return real_prefill(self, rows)
+
+    for module in (decode, decode_run):  # the first state, and the smaller ones
+        monkeypatch.setattr(module, "slot_state", short_of_memory)
+    monkeypatch.setattr(decode_run.Prefiller, "__call__", counted)
+    got = generate_steered(
+        model,
+        layout,
+        prompts,
+        table,
+        pad_token_id=PAD,
+        stop_ids=stops,
+        max_new_tokens=10,
+        loop="static",
+        max_batch_rows=32,
+        loop_options=EAGER,
+    )
+    assert got == reference
+    assert asked[0] == 32 and asked[1] < 32 and max(asked[2:]) <= 16  # then half the slots
+    # Rows that finished before the failure are not generated again; rows in flight are.
+    assert len(prompts) < len(prefilled) <= len(prompts) + 8
+
+
+def _reference_table(rows):
+    """Per-row lists built naively: (index, weight) slots per layer, vectors by identity."""
+    vectors: dict[int, list] = {}
+    slots: dict[int, dict[int, list]] = {}
+    for r, additions in enumerate(rows):
+        for layer, v, w in additions:
+            known = vectors.setdefault(layer, [])
+            i = next((j for j, u in enumerate(known) if u is v), None)
+            if i is None:
+                known.append(v)
+                i = len(known) - 1
+            slots.setdefault(layer, {}).setdefault(r, []).append((i, w))
+    return vectors, slots
+
+
+def test_table_build_is_linear_and_matches_a_naive_build():
+    hidden = 16
+    vectors = [_unit(s, hidden) for s in range(40)]
+    rows = [
+        [(k % 5, vectors[k % 40], 0.5 * k), (k % 3, vectors[(7 * k) % 40], -1.0)] if k % 7 else []
+        for k in range(4096)
+    ]
+    started = time.perf_counter()
+    table = SteeringTable(rows)
+    assert time.perf_counter() - started < 1.0  # the quadratic build took about 50 s
+    expected_vectors, expected_slots = _reference_table(rows)
+    assert table.layers == sorted(expected_vectors)
+    for layer in table.layers:
+        assert all(
+            a is b for a, b in zip(table.vectors[layer], expected_vectors[layer], strict=True)
+        )
+        for r in range(len(rows)):
+            got = [
+                (i, w)
+                for i, w in zip(
+                    table.index[layer][r].tolist(), table.weight[layer][r].tolist(), strict=True
+                )
+            ]
+            want = expected_slots[layer].get(r, [])
+            k = table.index[layer].shape[1]
+            assert got == [(i, float(torch.tensor(w))) for i, w in want] + [(0, 0.0)] * (
+                k - len(want)
+            )
