@@ -37,11 +37,13 @@ INSTALL_HINT = f"pip install --no-deps {PACKAGE}` and `pip install {GGUF_READER}
 
 def require_packages() -> None:
     """One line naming what is missing and how to install it (nothing is downloaded)."""
-    missing = [name for name, module in ((PACKAGE, MODULE), (GGUF_READER, GGUF_READER))
-               if importlib.util.find_spec(module) is None]
+    missing = [
+        name
+        for name, module in ((PACKAGE, MODULE), (GGUF_READER, GGUF_READER))
+        if importlib.util.find_spec(module) is None
+    ]
     if missing:
-        raise SteeropsError(f"smollm2: {' and '.join(missing)} not installed: "
-                            f"run `{INSTALL_HINT}`")
+        raise SteeropsError(f"smollm2: {' and '.join(missing)} not installed: run `{INSTALL_HINT}`")
 
 
 def locate_gguf() -> Path:
@@ -52,9 +54,11 @@ def locate_gguf() -> Path:
         path = Path(folder) / GGUF_FILE
         if path.is_file():
             return path
-    raise SteeropsError(f"smollm2: {GGUF_FILE} not found in the installed {PACKAGE} "
-                        f"({', '.join(folders) or 'no package folder'}): reinstall it with "
-                        f"`{INSTALL_HINT}`")
+    raise SteeropsError(
+        f"smollm2: {GGUF_FILE} not found in the installed {PACKAGE} "
+        f"({', '.join(folders) or 'no package folder'}): reinstall it with "
+        f"`{INSTALL_HINT}`"
+    )
 
 
 def build_smollm2(out_dir: str | os.PathLike) -> dict:
@@ -63,8 +67,12 @@ def build_smollm2(out_dir: str | os.PathLike) -> dict:
     out_dir = Path(out_dir)
     require_packages()
     gguf_path = locate_gguf()
-    source = {"package": PACKAGE, "version": importlib.metadata.version(PACKAGE),
-              "file": GGUF_FILE, "md5": file_md5(gguf_path)}
+    source = {
+        "package": PACKAGE,
+        "version": importlib.metadata.version(PACKAGE),
+        "file": GGUF_FILE,
+        "md5": file_md5(gguf_path),
+    }
     existing = verified_manifest(out_dir, source["md5"])
     if existing is not None:
         return {**existing, "skipped": True}
@@ -91,8 +99,10 @@ def verified_manifest(out_dir: Path, source_md5: str) -> dict | None:
         if manifest["source"]["md5"] != source_md5:
             return None
         files = manifest["files"]
-        if all((out_dir / name).is_file() and file_md5(out_dir / name) == digest
-               for name, digest in files.items()):
+        if all(
+            (out_dir / name).is_file() and file_md5(out_dir / name) == digest
+            for name, digest in files.items()
+        ):
             return manifest
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -108,8 +118,9 @@ def _convert(gguf_path: Path, dest: Path) -> None:
     folder, name = str(gguf_path.parent), gguf_path.name
     # The GGUF reader draws its own tqdm bar on stderr, outside transformers' switch.
     with contextlib.redirect_stderr(io.StringIO()):
-        quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name,
-                                                         dtype=torch.float32)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=torch.float32
+        )
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         config = AutoConfig.from_pretrained(folder, gguf_file=name)
     config.__dict__.pop("quantization_config", None)

