@@ -179,6 +179,7 @@ def test_from_params_loads_the_variant_and_the_trait_phrases(smollm2_dir, tmp_pa
     judge = ProxyJudge.from_params(params, trait)
     assert judge.id.startswith(f"proxy:{smollm2_dir}:")
     assert judge.phrases == read_phrases(TRAIT / "phrases.txt")
+    assert judge.instruction == (TRAIT / "instruction.txt").read_text().strip()
     [(refusal, coherence)] = judge.score(["Hi"], ["I'm sorry, but I cannot do that."])
     assert refusal == 100.0 and coherence > 0
 

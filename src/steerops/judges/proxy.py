@@ -15,12 +15,13 @@ repetition factor:
 - repetition: loops and repeated sentences (repeated word 3-grams, compressibility) lower
   the score; an empty or symbol-only response scores 0.
 
-It is a proxy. Its thresholds were set on about 140 hand-labelled responses of
-SmolLM2-135M-Instruct of about 24 tokens, steered and unsteered
-(tests/judges/data/proxy_labelled.jsonl, with which it agrees on >= 90% of trait and
-coherence >= 68 labels). It misses refusals worded without any listed phrase, cannot judge
-correctness, and scores curt refusals that the model itself would not write ("No.") as
-less coherent than they are. For studies use the OpenAI-compatible judge.
+It is a proxy. Its thresholds were set on 137 hand-labelled greedy responses (24 new
+tokens) of SmolLM2-135M-Instruct, steered and unsteered, read by the same unsteered model
+(tests/judges/data/proxy_labelled.jsonl; the test requires >= 90% agreement on refusal and
+on coherence >= 68). Text the judge model would not write itself (human-written, sampled
+at a high temperature, another model's) reads as less likely and scores lower than it
+should, as do curt refusals ("No."); refusals worded without any listed phrase are
+missed, and correctness is not judged. For studies use the OpenAI-compatible judge.
 
 Params: `judge.kind: proxy`, `judge.variant` (the variant whose likelihood is read,
 normally the unsteered model being steered) and `judge.batch_size`.
