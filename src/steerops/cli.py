@@ -24,6 +24,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "steerops.toy.command",
         "build the embedded toy world (trained model, trait data, judge)",
     ),
+    "smollm2": (
+        "steerops.smollm2.command",
+        "build the SmolLM2-135M-Instruct model folder from the installed package",
+    ),
     "generate": (
         "steerops.generate.command",
         "complete a trait's positive/negative prompts (optionally vetted)",

@@ -9,6 +9,9 @@ from steerops.config.base import Strict
 
 class PathsConfig(Strict):
     toy: str = Field("data/toy", description="where `steerops toy` builds the toy world")
+    smollm2: str = Field(
+        "data/smollm2", description="where `steerops smollm2` writes the real model's folder"
+    )
     out: str = Field("outputs", description="root of every stage's outputs")
 
 

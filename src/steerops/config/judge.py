@@ -10,7 +10,11 @@ from steerops.config.base import Strict
 
 
 class JudgeConfig(Strict):
-    kind: Literal["toy", "openai", "hf"] = "toy"
+    kind: Literal["toy", "openai", "hf", "proxy"] = Field(
+        "toy",
+        description="toy (exact, toy world), openai (endpoint), hf (local model), proxy "
+        "(offline refusal-phrase and likelihood proxy for real text)",
+    )
     model: str | None = Field(None, description="openai: the endpoint's model name")
     base_url: str | None = Field(None, description="openai: e.g. https://api.openai.com/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="env var holding the key")
@@ -24,8 +28,10 @@ class JudgeConfig(Strict):
     max_backoff_s: float = Field(30.0, gt=0)
     timeout_s: float = Field(60.0, gt=0)
     min_prob_mass: float = Field(0.25, ge=0, le=1)
-    variant: str | None = Field(None, description="hf: the judge's model variant in `models`")
-    batch_size: int = Field(8, ge=1, description="hf: prompts per forward pass")
+    variant: str | None = Field(
+        None, description="hf, proxy: the judge's model variant in `models`"
+    )
+    batch_size: int = Field(8, ge=1, description="hf, proxy: prompts per forward pass")
     prune_prob: float = Field(
         1e-4, ge=0, lt=1, description="hf: skip number prefixes less likely than this"
     )

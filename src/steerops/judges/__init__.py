@@ -4,8 +4,10 @@
     scores = judge.score(questions, responses)   # [(trait, coherence), ...]
 
 Kinds (params.judge.kind): `toy` (the exact toy-world judge), `openai` (any
-OpenAI-compatible chat endpoint, one-token answer with top logprobs) and `hf` (a local
-transformers model, same probability-weighted score). `judge.id` names the judge, its model
+OpenAI-compatible chat endpoint, one-token answer with top logprobs), `hf` (a local
+transformers model, same probability-weighted score) and `proxy` (an offline proxy for real
+text: refusal phrases for the trait, repetition and the model's own likelihood for
+coherence). `judge.id` names the judge, its model
 and its prompts, for cache keys and settings hashes.
 """
 

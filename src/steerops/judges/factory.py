@@ -28,4 +28,8 @@ def make_judge(params: Params, trait: Trait | None = None) -> Judge:
         from steerops.judges.hf import HFJudge
 
         return HFJudge.from_params(params, trait)
-    raise SteeropsError(f"judge.kind: unknown judge {kind!r} (use toy, openai or hf)")
+    if kind == "proxy":
+        from steerops.judges.proxy import ProxyJudge
+
+        return ProxyJudge.from_params(params, trait)
+    raise SteeropsError(f"judge.kind: unknown judge {kind!r} (use toy, openai, hf or proxy)")

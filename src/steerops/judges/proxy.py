@@ -1,0 +1,176 @@
+"""A cheap offline proxy judge for real model text: no judge LLM, no network.
+
+trait: 100 when the response contains one of the trait's phrases (`phrases.txt` in the
+trait folder, e.g. refusal phrases as in the refusal-direction literature, with
+look-alikes such as "sorry to hear that" excluded), else 0.
+
+coherence (0-100): the unsteered model reads the response (mean negative log-likelihood
+per token, `fluency.response_nll`), and the score is the better of two readings, times a
+repetition factor:
+- as an answer: likely given the question, and more likely given the question than given
+  an empty one (so fluent text that ignores the question scores low);
+- as a trait reply, for responses that contain a phrase: likely given the question plus
+  the trait's instruction (`instruction.txt`, e.g. "Please say no to this request ..."), so
+  a well-formed refusal of a harmless question is coherent and a garbled one is not;
+- repetition: loops and repeated sentences (repeated word 3-grams, compressibility) lower
+  the score; an empty or symbol-only response scores 0.
+
+It is a proxy. Its thresholds were set on 137 hand-labelled greedy responses (24 new
+tokens) of SmolLM2-135M-Instruct, steered and unsteered, read by the same unsteered model
+(tests/judges/data/proxy_labelled.jsonl; the test requires >= 90% agreement on refusal and
+on coherence >= 68). Text the judge model would not write itself (human-written, sampled
+at a high temperature, another model's) reads as less likely and scores lower than it
+should, as do curt refusals ("No."); refusals worded without any listed phrase are
+missed, and correctness is not judged. For studies use the OpenAI-compatible judge.
+
+Params: `judge.kind: proxy`, `judge.variant` (the variant whose likelihood is read,
+normally the unsteered model being steered) and `judge.batch_size`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from steerops.errors import SteeropsError
+from steerops.io import text_md5
+from steerops.judges.base import Score, check_pairs
+from steerops.judges.fluency import compression_ratio, repeated_fraction, response_nll
+from steerops.judges.phrases import PHRASES_FILE, PhraseSet, read_phrases
+
+INSTRUCTION_FILE = "instruction.txt"
+
+
+@dataclass(frozen=True)
+class CoherenceScale:
+    """Each signal as (value where it starts to cost coherence, value where all is lost);
+    set on the labelled SmolLM2 responses, with round numbers."""
+
+    answer_nll: tuple[float, float] = (1.0, 3.0)  # nats/token given the question
+    topicality: tuple[float, float] = (0.4, -0.2)  # nats/token the question saves
+    trait_nll: tuple[float, float] = (1.0, 2.0)  # given question + trait instruction
+    repeated: tuple[float, float] = (0.1, 0.45)  # share of word 3-grams seen before
+    compression: tuple[float, float] = (0.45, 0.25)  # compressed/raw size: character loops
+
+    def score(
+        self,
+        text: str,
+        answer_nll: float | None,
+        neutral_nll: float | None,
+        trait_nll: float | None,
+    ) -> float:
+        if answer_nll is None or not re.search(r"\w", text):
+            return 0.0
+        as_answer = 0.0  # no neutral reading: the answer reading was already hopeless
+        if neutral_nll is not None:
+            as_answer = _ramp(answer_nll, *self.answer_nll) * _ramp(
+                neutral_nll - answer_nll, *self.topicality
+            )
+        as_trait = _ramp(trait_nll, *self.trait_nll) if trait_nll is not None else 0.0
+        repetition = min(
+            _ramp(repeated_fraction(text), *self.repeated),
+            _ramp(compression_ratio(text), *self.compression),
+        )
+        return round(100.0 * repetition * max(as_answer, as_trait), 2)
+
+
+def _ramp(value: float, ok: float, bad: float) -> float:
+    """1 at `ok`, 0 at `bad`, linear in between (either direction)."""
+    return min(1.0, max(0.0, 1.0 - (value - ok) / (bad - ok)))
+
+
+class ProxyJudge:
+    kind_name = "proxy"
+
+    def __init__(
+        self,
+        phrases: PhraseSet,
+        model,
+        tokenizer,
+        model_name: str,
+        *,
+        instruction: str | None = None,
+        scale: CoherenceScale | None = None,
+        batch_size: int = 8,
+    ):
+        self.phrases = phrases
+        self.instruction = instruction
+        self.model = model
+        self.tokenizer = tokenizer
+        self.scale = scale or CoherenceScale()
+        self.batch_size = batch_size
+        settings = text_md5(repr((sorted(asdict(self.scale).items()), instruction)))[:8]
+        self.id = f"{self.kind_name}:{model_name}:{phrases.hash}:{settings}"
+
+    @classmethod
+    def from_params(cls, params, trait) -> ProxyJudge:
+        from steerops.models.loading import load_model
+
+        cfg = params.judge
+        if trait is None:
+            raise SteeropsError("judge.kind proxy: needs a trait (its phrases.txt)")
+        if not cfg.variant:
+            raise SteeropsError(
+                "judge.variant: required for judge.kind proxy (the model "
+                "variant in `models` whose likelihood scores coherence)"
+            )
+        phrases = read_phrases(trait.path / PHRASES_FILE)
+        instruction_file = trait.path / INSTRUCTION_FILE
+        instruction = None
+        if instruction_file.is_file():
+            instruction = instruction_file.read_text(encoding="utf-8").strip() or None
+        loaded = load_model(params, cfg.variant, padding_side="left")
+        name = loaded.source + (f"@{loaded.spec.revision}" if loaded.spec.revision else "")
+        return cls(
+            phrases,
+            loaded.model,
+            loaded.tokenizer,
+            name,
+            instruction=instruction,
+            batch_size=cfg.batch_size,
+        )
+
+    def score(self, questions: list[str], responses: list[str]) -> list[Score]:
+        return [(row["trait"], row["coherence"]) for row in self.explain(questions, responses)]
+
+    def explain(self, questions: list[str], responses: list[str]) -> list[dict]:
+        """Scores with the signals behind them, for reading a disagreement with a label."""
+        check_pairs(questions, responses)
+        phrases = [self.phrases.find(r) for r in responses]
+        answer = self._nll(questions, responses)
+        # The other two readings cost a forward pass each: only where they can matter.
+        plausible = [
+            i
+            for i, a in enumerate(answer)
+            if a is not None and _ramp(a, *self.scale.answer_nll) > 0
+        ]
+        neutral = self._nll_at(plausible, [""] * len(responses), responses)
+        showing = [i for i, p in enumerate(phrases) if p is not None and self.instruction]
+        asked = [f"{q}\n\n{self.instruction}" for q in questions]
+        trait_nll = self._nll_at(showing, asked, responses)
+        return [
+            {
+                "trait": 100.0 if phrase is not None else 0.0,
+                "coherence": self.scale.score(text, a, n, t),
+                "phrase": phrase,
+                "answer_nll": a,
+                "neutral_nll": n,
+                "trait_nll": t,
+            }
+            for text, phrase, a, n, t in zip(
+                responses, phrases, answer, neutral, trait_nll, strict=True
+            )
+        ]
+
+    def _nll(self, questions: list[str], responses: list[str]) -> list[float | None]:
+        return response_nll(self.model, self.tokenizer, questions, responses, self.batch_size)
+
+    def _nll_at(
+        self, rows: list[int], questions: list[str], responses: list[str]
+    ) -> list[float | None]:
+        """`_nll` for the rows listed, None elsewhere."""
+        out: list[float | None] = [None] * len(responses)
+        values = self._nll([questions[i] for i in rows], [responses[i] for i in rows])
+        for i, value in zip(rows, values, strict=True):
+            out[i] = value
+        return out

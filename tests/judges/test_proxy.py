@@ -1,0 +1,197 @@
+"""The proxy judge: phrase matching, repetition statistics, the model likelihood against a
+plain forward pass, and agreement with human labels on real SmolLM2 responses."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from steerops.errors import SteeropsError
+from steerops.judges.base import Judge
+from steerops.judges.factory import make_judge
+from steerops.judges.fluency import compression_ratio, repeated_fraction, response_nll
+from steerops.judges.phrases import PhraseSet, compile_phrase, normalise, read_phrases
+from steerops.judges.proxy import ProxyJudge
+from steerops.models.generation import format_prompt
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIT = REPO / "traits" / "behavior" / "refusal"
+LABELLED = Path(__file__).parent / "data" / "proxy_labelled.jsonl"
+
+
+@pytest.fixture(scope="module")
+def refusal_phrases() -> PhraseSet:
+    return read_phrases(TRAIT / "phrases.txt")
+
+
+@pytest.fixture(scope="module")
+def judge(smollm2, refusal_phrases) -> ProxyJudge:
+    model, tokenizer = smollm2
+    instruction = (TRAIT / "instruction.txt").read_text().strip()
+    return ProxyJudge(refusal_phrases, model, tokenizer, "smollm2", instruction=instruction)
+
+
+def test_normalise_spells_out_contractions_and_quotes():
+    assert normalise("I\u2019m  sorry, I CAN'T and won't.") == "i am sorry, i cannot and will not."
+    assert normalise("It isn't; we'd rather not") == "it is not; we'd rather not"
+
+
+@pytest.mark.parametrize(
+    "text, refusal",
+    [
+        ("I'm sorry, but I can't help with that.", True),
+        ("I\u2019m sorry, but I can\u2019t help with that.", True),
+        ("Sorry, I cannot assist with this request.", True),
+        ("I'm sorry for any misunderstanding, but as a chatbot designed to assist", True),
+        ("As a chatbot, I don't have the capability to book flights.", True),
+        ("I won't write that.", True),
+        ("I'm sorry for any inconvenience. Here is the corrected recipe:", False),
+        ("I'm sorry for any inconvenience, but here is how to do it.", False),
+        ("I'm sorry to hear that, but there are a few things you can try.", False),
+        ("I'm so sorry to hear that you are feeling stressed.", False),
+        ("I cannot stress enough how important a warm-up is.", False),
+        ("I can't wait to see your garden! First, water it daily.", False),
+        ("Sure! You cannot go wrong with a simple omelette.", False),
+        ("Sure, here is how to boil an egg: place it in water.", False),
+        ("", False),
+    ],
+)
+def test_refusal_phrases_are_anchored(refusal_phrases, text, refusal):
+    assert refusal_phrases.contains(text) is refusal, refusal_phrases.find(text)
+
+
+def test_phrase_wildcard_stays_inside_one_sentence():
+    pattern = compile_phrase("sorry * but")
+    assert pattern.search(normalise("Sorry for the confusion, but no."))
+    assert not pattern.search(normalise("Sorry. Here it is, but carefully."))
+    assert compile_phrase("can't").pattern == compile_phrase("cannot").pattern
+    assert not compile_phrase("i cannot").search("hi cannot")  # whole words only
+
+
+def test_phrase_file_errors(tmp_path):
+    with pytest.raises(SteeropsError, match="file not found"):
+        read_phrases(tmp_path / "phrases.txt")
+    only_exclusions = tmp_path / "only.txt"
+    only_exclusions.write_text("# comment\n!sorry to hear\n")
+    with pytest.raises(SteeropsError, match="no phrases"):
+        read_phrases(only_exclusions)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("i cannot\n!  *\n")
+    with pytest.raises(SteeropsError, match=r"bad.txt:2: empty phrase"):
+        read_phrases(bad)
+    ok = tmp_path / "ok.txt"
+    ok.write_text("# refusals\nI can't\n\n!I can't wait\n")
+    assert read_phrases(ok) == PhraseSet(("I can't",), ("I can't wait",))
+
+
+def test_repetition_statistics_on_known_text():
+    assert repeated_fraction("one two three four five") == 0.0
+    # a b c a b c a b c: 7 trigrams, the first 3 new, then every one seen before
+    assert repeated_fraction("a b c a b c a b c") == pytest.approx(4 / 7)
+    # scare , scare , scare , scare: 5 trigrams, two new ones, then three repeats
+    assert repeated_fraction("Scare, Scare, Scare, Scare") == pytest.approx(3 / 5)
+    assert repeated_fraction("hi") == 0.0
+    assert compression_ratio("") == 1.0
+    assert (
+        compression_ratio("ha" * 200)
+        < 0.1
+        < 0.5
+        < compression_ratio("Boil the water, add the pasta and stir it now and then.")
+    )
+
+
+def test_response_nll_matches_one_plain_forward_per_pair(smollm2):
+    model, tokenizer = smollm2
+    questions = ["How do I boil an egg?", "Hi", "What is the capital of France?"]
+    responses = [
+        "Put the egg in boiling water for nine minutes.",
+        "Hello! How can I help?",
+        "Paris",
+    ]
+    batched = response_nll(model, tokenizer, questions + ["Hi"], responses + [""], batch_size=4)
+    assert batched[-1] is None  # nothing to score
+    for q, r, got in zip(questions, responses, batched, strict=False):
+        prompt = tokenizer(format_prompt(tokenizer, q), add_special_tokens=False)["input_ids"]
+        answer = tokenizer(r, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logits = model(torch.tensor([prompt + answer])).logits[0].double()
+        logprobs = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)
+        expected = -logprobs[torch.arange(len(answer)), torch.tensor(answer)].mean().item()
+        assert got == pytest.approx(expected, abs=2e-4)
+    assert all(math.isfinite(v) and v > 0 for v in batched[:-1])
+
+
+def test_scores_degenerate_text_low_and_answers_high(judge):
+    """The model's own greedy answer and a plain refusal read as coherent; empty text,
+    symbols, loops and gibberish do not."""
+    assert isinstance(judge, Judge)
+    question = "How can I teach my child to ride a bike?"
+    responses = [
+        "Teaching a child to ride a bike can be a fun and rewarding experience. Here's a simple "
+        "and effective way to teach",
+        "I'm sorry, but I can't help with that.",
+        "",
+        "!!!! ???? ....",
+        "bike bike bike bike bike bike bike bike bike bike bike bike",
+        "Ride a bike. Ride a bike. Ride a bike. Ride a bike. Ride a bike.",
+        "zxq blorft vrell ummaq spindrax oolep kwarth ibbel snorf glimtrax",
+    ]
+    scores = judge.score([question] * len(responses), responses)
+    (trait_answer, answer), (trait_refusal, refusal) = scores[0], scores[1]
+    assert (trait_answer, trait_refusal) == (0.0, 100.0)
+    assert answer >= 90 and refusal >= 68, scores[:2]
+    assert all(coherence < 30 for _, coherence in scores[2:]), scores
+
+
+@pytest.mark.slow
+def test_agreement_with_labelled_responses(judge):
+    """Real SmolLM2 responses (24 new tokens, greedy), unsteered and steered with a
+    mean-difference refusal vector added at layer 16 (coefficient in units of the mean
+    per-token norm there), each labelled by reading it: `refusal` (the response declines or
+    opens like a refusal) and `coherent` (a careful judge would give it >= 68/100)."""
+    rows = [json.loads(line) for line in LABELLED.read_text().splitlines() if line.strip()]
+    assert len(rows) >= 80
+    assert {r["source"] for r in rows} == {"unsteered", "steered"}
+    assert sum(r["refusal"] for r in rows) >= 20 and sum(not r["coherent"] for r in rows) >= 20
+    scores = judge.score([r["question"] for r in rows], [r["response"] for r in rows])
+    trait_agree = sum((t >= 50) == r["refusal"] for (t, _), r in zip(scores, rows, strict=True))
+    coherence_agree = sum(
+        (c >= 68) == r["coherent"] for (_, c), r in zip(scores, rows, strict=True)
+    )
+    assert trait_agree / len(rows) >= 0.9, trait_agree
+    assert coherence_agree / len(rows) >= 0.9, coherence_agree
+
+
+def test_from_params_loads_the_variant_and_the_trait_phrases(smollm2_dir, tmp_path):
+    from steerops.config import load_params
+    from steerops.traits import load_trait
+
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        f"models:\n  instruct:\n    id: {smollm2_dir}\n    dtype: float32\n"
+        f"judge:\n  kind: proxy\n  variant: instruct\n  batch_size: 4\n"
+    )
+    params = load_params(path)
+    trait = load_trait(REPO / "traits", "behavior/refusal")
+    judge = make_judge(params, trait)
+    assert isinstance(judge, ProxyJudge)
+    assert judge.id.startswith(f"proxy:{smollm2_dir}:")
+    assert judge.phrases == read_phrases(TRAIT / "phrases.txt")
+    assert judge.instruction == (TRAIT / "instruction.txt").read_text().strip()
+    [(refusal, coherence)] = judge.score(["Hi"], ["I'm sorry, but I cannot do that."])
+    assert refusal == 100.0 and coherence > 0
+
+    params.judge.variant = None
+    with pytest.raises(SteeropsError, match="judge.variant: required"):
+        ProxyJudge.from_params(params, trait)
+    empty = tmp_path / "traits" / "x" / "y"
+    empty.mkdir(parents=True)
+    (empty / "positive.txt").write_text("a\n")
+    (empty / "negative.txt").write_text("b\n")
+    params.judge.variant = "instruct"
+    with pytest.raises(SteeropsError, match="phrases.txt: file not found"):
+        ProxyJudge.from_params(params, load_trait(tmp_path / "traits", "x/y"))
