@@ -22,7 +22,7 @@ from synthetic import MIN_COH, SOURCE, SyntheticEvaluator, record
 from postgres import postgres_server, postgres_url  # noqa: F401 - fixtures
 from steerops.search.heldout import evaluate_heldout
 from steerops.search.loop import run_search
-from steerops.search.results import choose_best
+from steerops.search.results import choose_best, selection_rows
 from steerops.search.store import write_heldout_responses
 from steerops.search.study import SearchStudy, Space
 from steerops.steering.configs import Config
@@ -89,9 +89,12 @@ def worker(
     )
     with study.finalising() as mine:
         if mine:
-            chosen, _ = choose_best(study.records())
+            rows = selection_rows(
+                study.records(), SlowEvaluator(["q1", "q2"], 0.0), SOURCE, "positive", 0
+            )
+            chosen = choose_best(rows, MIN_COH)
             config = Config.single(SOURCE, chosen.layer, chosen.coefficient)
-            held = evaluate_heldout(SlowEvaluator(HELDOUT, 0.0), config, "positive")
+            held = evaluate_heldout(SlowEvaluator(HELDOUT, 0.0), config, "positive", 0)
             write_heldout_responses(folder, held)
     configs = [c for call in evaluator.calls for _, c, _ in call]
     print(
