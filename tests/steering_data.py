@@ -111,3 +111,43 @@ def reference_interval(d: np.ndarray, seed: int, resamples: int = 2000):
     draws = rng.integers(0, len(d), size=(resamples, len(d)))
     means = np.array([sum(d[i] for i in row) / len(row) for row in draws])
     return float(d.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def refusing(questions: list[str], fraction: float) -> set[str]:
+    """The first `fraction` of `questions` (the ones a config makes refuse)."""
+    return set(questions[: round(fraction * len(questions))])
+
+
+def write_grid(
+    out: Path,
+    cells: dict[tuple[str, str], list[tuple]],
+    questions: list[str],
+    seed: int = 0,
+    heldout_fraction: float = 0.5,
+    same_vectors: dict[str, str] | None = None,
+    baseline_trait: float = 0.0,
+) -> tuple[list[str], list[str]]:
+    """Cell logs as `steerops steer` writes them. `cells[(method, position)]` lists configs
+    `(layer, coefficient, selection refusal fraction, held-out refusal fraction, coherence)`;
+    the baseline scores `baseline_trait` (coherence 100) and a "refusing" question
+    100 - `baseline_trait`. `same_vectors` maps a method to the one whose vector hashes it
+    shares. Returns the (selection, held-out) questions of the split."""
+    from steerops.stats import split_questions
+
+    selection, heldout = split_questions(questions, heldout_fraction, seed)
+    settings = settings_for(questions)
+    base = [(baseline_trait, 100.0)] * len(questions)
+    for (method, position), configs in cells.items():
+        entries = [baseline_entry(settings, questions, base)]
+        same = (same_vectors or {}).get(method, method)
+        for layer, coef, sel, held, coherence in configs:
+            refuse = refusing(selection, sel) | refusing(heldout, held)
+            moved = 100.0 - baseline_trait
+            scores = [(moved if q in refuse else baseline_trait, coherence) for q in questions]
+            entries.append(
+                config_entry(
+                    settings, method, position, layer, coef, scores, vector_hash=f"{same}-{layer}"
+                )
+            )
+        write_log(cell_log(out, method, position), entries)
+    return selection, heldout

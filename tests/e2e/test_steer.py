@@ -19,13 +19,13 @@ from steerops.io import read_json, read_jsonl
 from steerops.models.capture import forward_capture
 from steerops.models.generation import encode_prompt, render_prompts
 from steerops.models.loading import load_model
+from steerops.stats import split_questions
 from steerops.steering import session as session_module
+from steerops.steering.best import ROW_COLUMNS, best_per_layer, compact
 from steerops.steering.configs import Config, VectorSource
 from steerops.steering.engine import SteeringTable, generate_steered
 from steerops.steering.evaluate import SteeringEvaluator
 from steerops.steering.session import SteeringSession
-from steerops.stats import split_questions
-from steerops.steering.best import ROW_COLUMNS, best_per_layer, compact
 from steerops.steering.store import steering_dir
 from steerops.toy.judge import score as toy_score
 from steerops.traits import load_trait

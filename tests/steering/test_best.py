@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from steering_data import (
     baseline_entry,
     config_entry,
@@ -13,7 +14,6 @@ from steering_data import (
     settings_hash_of,
     write_log,
 )
-
 from steerops import stats
 from steerops.steering.best import (
     Protocol,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 
 import pytest
+
 from steering_data import (
     baseline_entry,
     config_entry,
@@ -13,7 +14,6 @@ from steering_data import (
     settings_hash_of,
     write_log,
 )
-
 from steerops.errors import SteeropsError
 from steerops.io import read_jsonl
 from steerops.steering.store import ResultsLog, entry_key, scope_of

@@ -71,17 +71,23 @@ def protocol(params) -> Protocol:
 
 
 def config_rows(
-    log: ResultsLog, settings_hash: str, proto: Protocol, labels: dict[str, Any]
+    log: ResultsLog,
+    settings_hash: str,
+    proto: Protocol,
+    labels: dict[str, Any],
+    keep_heldout: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per config logged under `settings_hash` with per-question scores: its numbers
     on all questions (`trait_delta` = trait - baseline), and on each half (deltas in the
-    steering direction, with their interval)."""
+    steering direction, with their interval); with `keep_heldout`, `heldout_traits` maps each
+    held-out question to the config's trait score (for paired comparisons of configs)."""
     questions = log.questions(settings_hash)
     base = scores_of(log.baseline(settings_hash) or {})
     if questions is None or base is None:
         return []
     first = {q: i for i, q in reversed(list(enumerate(questions)))}
-    selection, heldout = ([first[q] for q in half] for half in proto.split(questions))
+    halves = proto.split(questions)
+    selection, heldout = ([first[q] for q in half] for half in halves)
     base_all = summarize(base)
     rows = []
     for entry in log.configs(settings_hash):
@@ -110,6 +116,8 @@ def config_rows(
                 [scores[i] for i in at], [base[i] for i in at], proto.seed, proto.sign
             )
             row.update(half.prefixed(name))
+        if keep_heldout:
+            row["heldout_traits"] = {q: scores[first[q]][0] for q in halves[1]}
         rows.append(row)
     return rows
 
