@@ -433,3 +433,40 @@ def test_grid_cells_are_generated_together_and_match_single_runs(steered, monkey
         assert main([*argv, "--method", method]) == 0
         assert _csv(steered["dir"][method] / "results.csv") == before
     assert calls == []  # both cells served from their results logs
+
+
+def test_identical_vectors_are_evaluated_once_and_reported_as_aliases(steered, monkeypatch):
+    """Two cleaned variants whose cleaning changed nothing hold the same tensors: one set of
+    rows is generated for both, each cell gets its results, and the later name is an alias."""
+    import yaml
+
+    params = steered["params"]
+    vecs = steered["vectors"]["mean_diff"]
+    for name in ("mean_diff_top1", "mean_diff_top2"):
+        folder = vectors_dir(params.out, TRAIT, "base", POSITION, "residual", name)
+        save_vectors(folder, vecs["vectors"], {**vecs["meta"], "method": name})
+    spec = yaml.safe_load(steered["params_file"].read_text())
+    spec["steering"].update(methods=["mean_diff_top2", "mean_diff_top1"], positions=[POSITION])
+    grid_file = steered["params_file"].parent / "aliases.yaml"
+    grid_file.write_text(yaml.safe_dump(spec))
+    calls = []
+    real = session_module.generate_steered
+
+    def counting(model, layout, prompts, table, **kwargs):
+        calls.append((len(prompts), table is None))
+        return real(model, layout, prompts, table, **kwargs)
+
+    monkeypatch.setattr(session_module, "generate_steered", counting)
+    argv = ["steer", "--params", str(grid_file), "--layers", "2", "--coefficients", "0.9"]
+    assert main(argv) == 0
+    assert [n for n, unsteered in calls if not unsteered] == [20]  # one config's rows
+    folders = {
+        m: steering_dir(params.out, TRAIT, "instruct", POSITION, "residual", m)
+        for m in ("mean_diff_top1", "mean_diff_top2")
+    }
+    top1, top2 = (_csv(folders[m] / "results.csv") for m in sorted(folders))
+    assert len(top1) == len(top2) == 1
+    assert top1[0]["trait_mean"] == top2[0]["trait_mean"]
+    assert top1[0]["vector_hash"] == top2[0]["vector_hash"]
+    assert read_json(folders["mean_diff_top2"] / "metrics.json")["alias_of"] == "mean_diff_top1"
+    assert read_json(folders["mean_diff_top1"] / "metrics.json")["alias_of"] is None

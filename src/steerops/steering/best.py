@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,9 +173,9 @@ def compact(metrics: dict[str, Any]) -> dict[str, Any]:
     return {short: metrics.get(full) for short, full in COMPACT.items()}
 
 
-def best_per_layer(rows: list[dict[str, Any]], min_coherence: float) -> dict[Any, dict]:
+def best_per_layer(rows: list[dict[str, Any]], min_coherence: float) -> dict[Any, Mapping]:
     """Per layer, the config `stats.choose` picks among that layer's configs (selection half)."""
-    best = {}
+    best: dict[Any, Mapping] = {}
     for layer in dict.fromkeys(r["layer"] for r in rows):
         pick, _ = stats.choose([r for r in rows if r["layer"] == layer], min_coherence)
         if pick is not None:

@@ -10,6 +10,7 @@ configs generated in this sweep and never deleted.
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def _row_key(row: dict[str, Any]) -> tuple:
+def _row_key(row: Mapping[str, Any]) -> tuple:
     return (str(row["layer"]), float(row["coefficient"]))
 
 

@@ -216,7 +216,7 @@ class ResultsLog:
         covering = self.covering(scope, questions)
         for e in reversed(self.entries):
             h = e.get("settings_hash")
-            at = covering.get(h)  # type: ignore[arg-type]
+            at = covering.get(h)
             if (
                 at is not None
                 and e["type"] == "config"
