@@ -1,7 +1,10 @@
 """Atomic, pickle-free artifact I/O shared by every stage.
 
 Every write goes to a temporary file in the destination directory and is renamed into
-place, so an interrupted stage never leaves a truncated artifact over a good one.
+place, so an interrupted stage never leaves a truncated artifact over a good one. Files get
+the permissions any new file gets under the process umask (a team can read them on a shared
+machine), not the owner-only mode of a bare temporary file. JSON is standard JSON: a
+non-finite number (NaN, infinity) is written as null.
 """
 
 from __future__ import annotations
@@ -9,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -35,21 +43,59 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask: from /proc on Linux; elsewhere reading it means setting it, which
+    is done briefly and under a lock."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    write_text(path, json_text(obj, indent=2) + "\n")
+
+
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """Standard JSON (keys sorted): non-finite numbers become null, never NaN/Infinity."""
+    return json.dumps(
+        _finite(obj), indent=indent, sort_keys=True, default=_json_default, allow_nan=False
+    )
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    return json.loads(read_text(path))
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A user-supplied text file as UTF-8; anything else is one clear error naming it."""
+    from steerops.errors import SteeropsError
+
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SteeropsError(f"{path}:{line}: not UTF-8 text (byte {exc.start})") from None
 
 
 def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
-    lines = [json.dumps(r, sort_keys=True, default=_json_default) for r in rows]
+    lines = [json_text(r) for r in rows]
     write_text(path, "\n".join(lines) + ("\n" if lines else ""))
 
 
@@ -58,8 +104,12 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     a line that is not JSON is one clear error naming the file and line."""
     from steerops.errors import SteeropsError
 
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SteeropsError(f"{path}:{lineno}: not UTF-8 text (byte {exc.start})") from None
             if not line.strip():
                 continue
             try:
@@ -114,6 +164,20 @@ def tree_md5(path: str | os.PathLike) -> str:
 
 def text_md5(text: str) -> str:
     return hashlib.md5(text.encode("utf-8")).hexdigest()
+
+
+def _finite(obj: Any) -> Any:
+    """`obj` with every non-finite float (Python or numpy) replaced by None."""
+    if isinstance(obj, float) or (hasattr(obj, "dtype") and getattr(obj, "ndim", 1) == 0):
+        value = obj.item() if hasattr(obj, "item") else obj
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # arrays and tensors
+        return _finite(obj.tolist())
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
