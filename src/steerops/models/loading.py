@@ -20,7 +20,7 @@ from transformers.utils import logging as hf_logging
 from steerops.config import ModelVariant, Params
 from steerops.errors import SteeropsError
 from steerops.models.fingerprint import model_fingerprint
-from steerops.models.resolver import ModelLayout, resolve_layout
+from steerops.models.resolver import ModelLayout, module_device, resolve_layout
 
 __all__ = ["LoadedModel", "load_model", "load_tokenizer", "model_fingerprint", "model_source"]
 
@@ -45,27 +45,6 @@ class LoadedModel:
     def input_device(self) -> torch.device:
         """Where input ids go (the embedding's device, also under a device_map)."""
         return module_device(self.model.get_input_embeddings(), self.model)
-
-
-def module_device(module: torch.nn.Module, root: torch.nn.Module | None = None) -> torch.device:
-    """Where `module` computes: its parameters' device, or for a module offloaded by
-    accelerate (parameters on `meta`, loaded at each call) the device its offload hook
-    runs it on (found on it or its nearest ancestor in `root`)."""
-    param = next(module.parameters(), None)
-    if param is not None and param.device.type != "meta":
-        return param.device
-    chain = [module]
-    if root is not None:  # ancestors, nearest first
-        names = {id(m): n for n, m in root.named_modules()}
-        name = names.get(id(module), "")
-        while name:
-            name = name.rpartition(".")[0]
-            chain.append(root.get_submodule(name))
-    for m in chain:
-        device = getattr(getattr(m, "_hf_hook", None), "execution_device", None)
-        if device is not None:
-            return torch.device(device)
-    return torch.device("cpu")
 
 
 def model_source(params: Params, variant: str) -> str:

@@ -148,3 +148,24 @@ def _first_submodule(
         except AttributeError:
             continue
     return None
+
+
+def module_device(module: torch.nn.Module, root: torch.nn.Module | None = None) -> torch.device:
+    """Where `module` computes: its parameters' device, or for a module offloaded by
+    accelerate (parameters on `meta`, loaded at each call) the device its offload hook
+    runs it on (found on it or its nearest ancestor in `root`)."""
+    param = next(module.parameters(), None)
+    if param is not None and param.device.type != "meta":
+        return param.device
+    chain = [module]
+    if root is not None:  # ancestors, nearest first
+        names = {id(m): n for n, m in root.named_modules()}
+        name = names.get(id(module), "")
+        while name:
+            name = name.rpartition(".")[0]
+            chain.append(root.get_submodule(name))
+    for m in chain:
+        device = getattr(getattr(m, "_hf_hook", None), "execution_device", None)
+        if device is not None:
+            return torch.device(device)
+    return torch.device("cpu")
