@@ -10,10 +10,12 @@ non-finite number (NaN, infinity) is written as null.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import math
 import os
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -23,13 +25,21 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+_HOST = socket.gethostname().replace(".", "_")
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it over `path` only on success."""
+    """Yield a temporary path next to `path`; rename it over `path` only on success.
+
+    The temporary name carries this host and pid, so the leftover of a writer that was
+    killed (SIGKILL skips every cleanup) is removed by the next write of the same file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_orphans(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -40,6 +50,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temporary files for `path` left by dead writers on this host."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        parts = tmp.name[len(path.name) + 2 :].rsplit(".", 3)  # host, pid, random, "tmp"
+        if (
+            len(parts) == 4
+            and parts[0] == _HOST
+            and parts[1].isdigit()
+            and not _alive(int(parts[1]))
+        ):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 _UMASK_LOCK = threading.Lock()

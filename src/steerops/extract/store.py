@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -211,7 +212,11 @@ def completed(folder: Path, expected_hash: str) -> dict | None:
         print(f"{folder}: {problem}; extracting it again", file=sys.stderr)
         return None
     meta = read_json(Path(folder) / METADATA_FILE)
-    return meta if meta.get("settings_hash") == expected_hash else None
+    if meta.get("settings_hash") != expected_hash:
+        return None
+    # shards left by a run killed between its last write and their removal
+    shutil.rmtree(Path(folder) / PARTIAL_DIR, ignore_errors=True)
+    return meta
 
 
 def require_complete(folder: Path, how: str) -> None:
