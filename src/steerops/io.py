@@ -20,10 +20,12 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
+from steerops.errors import SteeropsError
+
+if TYPE_CHECKING:  # torch loads only with the first tensor written (`steerops --help` stays light)
+    import torch
 
 _HOST = socket.gethostname().replace(".", "_")
 
@@ -116,8 +118,6 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def read_text(path: str | os.PathLike) -> str:
     """A user-supplied text file as UTF-8; anything else is one clear error naming it."""
-    from steerops.errors import SteeropsError
-
     data = Path(path).read_bytes()
     try:
         return data.decode("utf-8")
@@ -134,8 +134,6 @@ def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value) for each non-blank line of a user-supplied JSONL file;
     a line that is not JSON is one clear error naming the file and line."""
-    from steerops.errors import SteeropsError
-
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
@@ -165,12 +163,16 @@ def save_tensors(
     metadata: dict[str, str] | None = None,
 ) -> None:
     """Save contiguous CPU tensors as safetensors, atomically."""
+    from safetensors.torch import save_file
+
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     return load_file(str(path))
 
 
@@ -220,3 +222,33 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# Names from params and the command line that become folders (traits, variants, task sets).
+
+
+def check_folder_name(value: str, what: str) -> str:
+    """`value` if it names one folder inside its parent (outputs never escape the out root)."""
+    if (
+        not isinstance(value, str)
+        or value in ("", ".", "..")
+        or any(c in value for c in "/\\\0")
+        or value.startswith("~")
+    ):
+        raise SteeropsError(
+            f"{what}: {value!r} is not a plain folder name (no '/', '\\', '~' or '..')"
+        )
+    return value
+
+
+def check_trait_name(name: str) -> list[str]:
+    """The two folder names of a trait `CATEGORY/NAME`; anything that could leave the
+    dataset or outputs root (`..`, an absolute path) is one clear error."""
+    if isinstance(name, str) and name.startswith(("/", "~")):
+        raise SteeropsError(f"trait {name!r}: an absolute path, expected CATEGORY/NAME")
+    parts = name.removesuffix("/").split("/") if isinstance(name, str) else []
+    if len(parts) != 2 or not all(parts):
+        raise SteeropsError(f"trait {name!r}: expected CATEGORY/NAME (e.g. toy/refusal)")
+    for part in parts:
+        check_folder_name(part, f"trait {name!r}")
+    return parts

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from steerops.errors import SteeropsError
-from steerops.io import iter_jsonl, read_json, read_text
-from steerops.paths import check_trait_name
+from steerops.io import check_trait_name, iter_jsonl, read_json, read_text
 
 POLARITIES = ("positive", "negative")  # a trait's two prompt sets
 

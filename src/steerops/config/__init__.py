@@ -74,7 +74,10 @@ class Params(Strict):
 
     @property
     def out(self) -> Path:
-        return self.path(self.paths.out)
+        out = self.path(self.paths.out)
+        if out.exists() and not out.is_dir():  # e.g. `--out` naming a file
+            raise SteeropsError(f"paths.out: {out} is a file, not a folder")
+        return out
 
     def variant(self, name: str) -> ModelVariant:
         if name not in self.models:
@@ -106,8 +109,6 @@ def load_params(file: str | Path | None = None, overrides: dict[str, Any] | None
     except ValidationError as exc:
         raise SteeropsError(f"{path}: {describe_validation_error(exc)}") from None
     params._root = path.resolve().parent
-    if params.out.exists() and not params.out.is_dir():
-        raise SteeropsError(f"paths.out: {params.out} is a file, not a folder")
     return params
 
 

@@ -32,8 +32,7 @@ import torch
 from safetensors import safe_open
 
 from steerops.errors import SteeropsError
-from steerops.io import atomic_path, file_md5, read_json
-from steerops.paths import check_folder_name, check_trait_name
+from steerops.io import atomic_path, check_folder_name, check_trait_name, file_md5, read_json
 from steerops.specs import Position, position_slug
 
 TENSORS_FILE = "activations.safetensors"

@@ -32,6 +32,7 @@ import torch
 
 from steerops.errors import SteeropsError
 from steerops.io import (
+    check_folder_name,
     current_umask,
     file_md5,
     load_tensors,
@@ -42,7 +43,6 @@ from steerops.io import (
     write_json,
     write_jsonl,
 )
-from steerops.paths import check_folder_name
 from steerops.specs import position_slug
 
 WEIGHTS = "probes.safetensors"
