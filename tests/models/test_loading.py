@@ -149,11 +149,11 @@ def test_pin_device_overrides_every_variant_for_the_run(tmp_path):
 
     _save_tiny(tmp_path / "model")
     params = _params(tmp_path, device=None, device_map="auto")
-    pin_device(params.models, "cpu")
+    pin_device(params, "cpu")
     assert params.models["base"].device == "cpu" and params.models["base"].device_map is None
     loaded = load_model(params, "base")
     assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
     assert not hasattr(loaded.model, "hf_device_map")
-    pin_device(params.models, "cuda:3")
+    pin_device(params, "cuda:3")
     with pytest.raises(SteeropsError, match=r"models\.base\.device: cuda:3"):
         load_model(params, "base")

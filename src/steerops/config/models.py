@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -43,13 +43,14 @@ class ModelVariant(Strict):
         return self
 
 
-def pin_device(models: dict[str, ModelVariant], device: str | None) -> None:
-    """`--device`: every variant this run loads goes on `device`, replacing the params'
-    device / device_map (one worker per GPU on a shared params file)."""
+def pin_device(run: Any, device: str | None) -> None:
+    """`--device`: every variant the run (its Params) loads goes on `device`, replacing the
+    params' device / device_map (one worker per GPU on a shared params file). Placement is
+    not a stage input: results do not depend on it."""
     if not device:
         return
-    for name, spec in models.items():
-        models[name] = spec.model_copy(update={"device": device, "device_map": None})
+    for name, spec in run.models.items():
+        run.models[name] = spec.model_copy(update={"device": device, "device_map": None})
 
 
 def default_variants() -> dict[str, ModelVariant]:

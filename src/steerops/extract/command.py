@@ -15,8 +15,8 @@ from pathlib import Path
 
 from steerops.cli import flags, load_params_for, overrides_from, stage_parser
 from steerops.errors import SteeropsError
-from steerops.specs import Layers
 from steerops.io import check_folder_name
+from steerops.specs import Layers
 from steerops.traits import load_trait
 
 
