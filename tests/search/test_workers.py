@@ -198,7 +198,7 @@ def test_killed_worker_elsewhere_is_retried_after_the_grace_period(tmp_path):
 def evaluating_worker(url: str, folder: str, node: str | None) -> None:
     """Subprocess entry: start a batch of 2 whose evaluation never ends (killed by the test),
     optionally pretending to run on another node."""
-    from steerops.search import liveness
+    from steerops import liveness
 
     if node is not None:
         liveness.node_id = lambda: node
@@ -231,7 +231,8 @@ def asking_worker(url: str, node: str | None) -> None:
     drawn (the window in which a trial used to be left running without a heartbeat)."""
     import optuna
 
-    from steerops.search import liveness, study
+    from steerops import liveness
+    from steerops.search import study
 
     if node is not None:
         liveness.node_id = lambda: node

@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from steerops.errors import SteeropsError
-from steerops.search.liveness import is_gone, this_worker
+from steerops.liveness import is_gone, this_worker
 from steerops.search.locks import StudyLock, file_lock_path
 
 LIFE = "steerops_worker"  # trial system attr: {"node", "pid", "start", "beat"}

@@ -9,6 +9,10 @@ already evaluated under identical settings are served from `results.jsonl`. Writ
 (append-only log), results.csv (this sweep, tidy), metrics.json (the best config at
 coherence >= min-coherence), curve.png and responses/; and gathers every cell into
 metrics/steer.json and metrics/steer_curves.csv (DVC metrics and plots).
+
+Run by DVC (or with --pipeline) it writes the pipeline's outputs; run by hand it is a scratch
+run: it reads the pipeline's vectors and writes everything under runs/steer-<time>/ (or
+--out DIR), then prints a layer x coefficient table per cell and the MLflow run's link.
 """
 
 from __future__ import annotations
@@ -32,52 +36,81 @@ FLAGS = (
 
 
 def register(subparsers) -> None:
-    parser = stage_parser(subparsers, "steer", __doc__)
+    parser = stage_parser(subparsers, "steer", __doc__, scratch=True)
     flags(parser, FLAGS)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    from steerops.cli import display_path
     from steerops.steering.best import write_steer_summary
     from steerops.steering.configs import grid_cells
+    from steerops.steering.preflight import check_grid
+    from steerops.steering.runs import invocation_name
+    from steerops.steering.terminal import cell_table
+    from steerops.tracking import track
+    from steerops.traits import trait_dir
 
     params = load_params_for(args)
-    cells = grid_cells(params.steering.methods, params.steering.positions)
-    for trait in params.traits.names:
-        for summary in steer_cells(params, cells, trait):
-            _report(trait, summary)
-    write_steer_summary(params)
-
-
-def _report(trait: str, summary: dict[str, Any]) -> None:
-    best = summary["metrics"]
-    where = summary["dir"]
-    if best["best_layer"] is None:
-        print(
-            f"{trait}: no config reached coherence >= {best['min_coherence']:g}; results in {where}"
+    cfg, traits = params.steering, params.traits.names
+    cells = grid_cells(cfg.methods, cfg.positions)
+    # every input, layer and vector checked before the model loads and the run opens
+    check_grid(params, traits, cells, cfg.layers, "steering.layers", cfg.coefficients, "steer")
+    root = params.path(params.traits.root)
+    questions = {
+        f"{t} questions": (trait_dir(root, t) / "steering.json", "questions") for t in traits
+    }
+    tags = {"steerops.trait": traits[0] if len(traits) == 1 else None}
+    name = invocation_name("steer", traits, cells)
+    with track(params, "steer", name, tags=tags, datasets=questions) as tracker:
+        tracker.log_params(
+            {
+                "traits": traits,
+                "methods": [m.name for m in cfg.methods],
+                "positions": [p.text for p in cfg.positions],
+                "layers": str(cfg.layers),
+                "coefficients": cfg.coefficients,
+                "min_coherence": cfg.min_coherence,
+            }
         )
-    else:
-        print(
-            f"{trait}: best layer {best['best_layer']} coefficient "
-            f"{best['best_coefficient']:g}: trait {best['best_trait_mean']:.1f} "
-            f"(delta {best['best_trait_delta']:+.1f}), coherence "
-            f"{best['best_coherence']:.1f}; results in {where}"
-        )
+        for trait in traits:
+            for summary in steer_cells(params, cells, trait, tracker=tracker):
+                print(
+                    cell_table(
+                        summary["title"],
+                        summary["baseline"],
+                        summary["results"],
+                        summary["metrics"],
+                        display_path(summary["dir"]),
+                    )
+                )
+        write_steer_summary(params)
+    link = tracker.link()
+    if link:
+        print(f"MLflow run: {link}")
 
 
 def steer_cells(
-    params, cells: list[tuple[MethodName, Position]], trait: str, progress: bool = True
+    params,
+    cells: list[tuple[MethodName, Position]],
+    trait: str,
+    progress: bool = True,
+    tracker=None,
 ) -> list[dict[str, Any]]:
     """Sweep every grid cell (method x position; layers x coefficients each) for one trait.
 
     The cells share the steered model, questions and judge, so one evaluator generates the
     configs of all of them together: the batches stay full and the model loads once. Each
-    cell still gets its own MLflow parent run and output folder."""
+    cell still gets its own MLflow run (nested under `tracker`'s) and output folder."""
+    import time
+
     from steerops.steering.configs import Config, VectorSource
     from steerops.steering.evaluate import SteeringEvaluator
     from steerops.steering.session import SteeringSession
+    from steerops.tracking import Tracker
 
     cfg = params.steering
+    tracker = tracker or Tracker()
     if not cells:
         raise SteeropsError("steering.methods/steering.positions: the grid has no cells")
     if not cfg.coefficients:
@@ -94,14 +127,18 @@ def steer_cells(
     ]
     everything = [config for configs in per_cell for config in configs]
     evaluator.check(everything)  # a missing vector fails before the baseline is generated
+    started = time.time()
     baseline = evaluator.baseline()
     results = evaluator.evaluate(everything)
+    span = (started, time.time())  # every config was generated in this one evaluation
     summaries, start = [], 0
     for (method, position), configs in zip(cells, per_cell, strict=True):
         cell_results = results[start : start + len(configs)]
         start += len(configs)
         summaries.append(
-            _finish_cell(params, evaluator, method, position, layers, baseline, cell_results)
+            _finish_cell(
+                params, evaluator, method, position, layers, baseline, cell_results, tracker, span
+            )
         )
     return summaries
 
@@ -114,11 +151,13 @@ def _finish_cell(
     layers: list[int],
     baseline,
     results: list,
+    tracker,
+    span: tuple[float, float],
 ) -> dict[str, Any]:
-    """One cell's MLflow parent run (with a nested run per config) and output files."""
-    from steerops.steering.runs import log_cell, log_configs
+    """One cell's MLflow run (with a nested run per config) and output files."""
+    from steerops.steering.runs import cell_name, log_cell, log_configs
     from steerops.steering.store import steering_dir
-    from steerops.tracking import track
+    from steerops.tracking import input_hash_tags
     from steerops.traits import trait_dir
     from steerops.vectors.store import vectors_dir
 
@@ -127,7 +166,7 @@ def _finish_cell(
     out_dir = steering_dir(params.out, trait, cfg.variant, position, cfg.component, method)
     inputs = {
         "vectors": vectors_dir(
-            params.out, trait, cfg.vector_variant, position, cfg.component, method
+            params.inputs, trait, cfg.vector_variant, position, cfg.component, method
         ),
         "trait": trait_dir(params.path(params.traits.root), trait),
     }
@@ -135,15 +174,23 @@ def _finish_cell(
         "steerops.trait": trait,
         "steerops.variant": cfg.variant,
         "steerops.method": method.name,
+        "steerops.position": position.text,
+        "steerops.component": cfg.component,
     }
-    with track(
-        params, "steer", f"steer {trait} {method} {position}", inputs=inputs, tags=tags
-    ) as tracker:
-        log_configs(tracker, evaluator, results)
+    name = cell_name(method, position, trait)
+    with tracker.child(name, tags=tags, start=span[0]) as cell_run:
+        cell_run.set_tags(input_hash_tags(params, inputs))
+        log_configs(cell_run, evaluator, results, span)
         written = write_outputs(params, evaluator, out_dir, baseline, results)
         cell = {"method": method.name, "position": position.text, "component": cfg.component}
-        log_cell(tracker, evaluator, cell, layers, written, out_dir)
-    return {"dir": out_dir, "metrics": written["metrics"], "results": results, "baseline": baseline}
+        log_cell(cell_run, evaluator, cell, layers, written, out_dir)
+    return {
+        "title": f"{trait} {method} {position}",
+        "dir": out_dir,
+        "metrics": written["metrics"],
+        "results": results,
+        "baseline": baseline,
+    }
 
 
 def write_outputs(params, evaluator, out_dir: Path, baseline, results) -> dict[str, Any]:
