@@ -57,6 +57,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "steerops.search.command",
         "Optuna search of the steering coefficient under a coherence constraint",
     ),
+    "dashboard": (
+        "steerops.search.command:register_dashboard",
+        "optuna-dashboard on the search studies (best trial = best feasible)",
+    ),
     "report": (
         "steerops.report.command",
         "tables and plots from tracked steering and search results",
