@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -74,6 +75,12 @@ STAGES: dict[str, tuple[str, str]] = {
 _OVERRIDE = "override:"
 _FLAG_OF: dict[str, str] = {}  # params key -> the flag that sets it (for error messages)
 RUNS_DIR = "runs"  # scratch run folders, next to the params file
+_invocation: list[str] = []  # this process's command line, as `main` got it
+
+
+def invocation() -> str | None:
+    """`steerops STAGE ARGS...` of the running command (None outside `main`)."""
+    return shlex.join(["steerops", *_invocation]) if _invocation else None
 
 
 def stage_parser(
@@ -256,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
         lines_when_not_a_terminal()
     argv = sys.argv[1:] if argv is None else list(argv)
+    _invocation[:] = argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

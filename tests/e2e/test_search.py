@@ -47,6 +47,7 @@ def toy_search(toy_world, tmp_path_factory):
         code = main(
             [
                 "search",
+                "--pipeline",
                 "--params",
                 str(params),
                 "--trait",
@@ -146,7 +147,7 @@ def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
     out = search_out(folder)
     before = (out / "best.json").read_text()
     # a finished study: a rerun adds no trial and generates nothing new
-    assert main(["search", "--params", str(params)]) == 0
+    assert main(["search", "--pipeline", "--params", str(params)]) == 0
     best = json.loads((out / "best.json").read_text())
     assert best["n_trials"] == 6 and best["n_generations"]["this_run"] == 0
     assert best["chosen"] == json.loads(before)["chosen"]
@@ -154,11 +155,25 @@ def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
     capsys.readouterr()
     # another constraint on the same (named) study is refused, naming the key; outputs kept
     assert (
-        main(["search", "--params", str(params), "--min-coherence", "50", "--study", best["study"]])
+        main(
+            [
+                "search",
+                "--pipeline",
+                "--params",
+                str(params),
+                "--min-coherence",
+                "50",
+                "--study",
+                best["study"],
+            ]
+        )
         == 2
     )
     assert "min_coherence" in capsys.readouterr().err
-    assert main(["search", "--params", str(params), "--layers", "9", "--study", "x"]) == 2
+    assert (
+        main(["search", "--pipeline", "--params", str(params), "--layers", "9", "--study", "x"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "search" in err
     assert (out / "best.json").read_text() == before

@@ -387,6 +387,7 @@ def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):
         "-m",
         "steerops",
         "search",
+        "--pipeline",
         "--params",
         str(params),
         "--trait",

@@ -13,7 +13,6 @@ import contextlib
 import getpass
 import itertools
 import os
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -288,5 +287,6 @@ def track(
 
 
 def command_line(stage: str) -> str:
-    argv = sys.argv[1:] if Path(sys.argv[0]).name in ("steerops", "__main__.py") else [stage]
-    return " ".join(["steerops", *argv])
+    from steerops.cli import invocation
+
+    return invocation() or f"steerops {stage}"
