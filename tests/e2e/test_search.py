@@ -130,14 +130,22 @@ def test_toy_search_outputs_and_tracking(toy_search):
     # MLflow: one parent run for the study, one nested run per trial
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    parents = [r for r in runs if r.data.tags.get("steerops.stage") == "search"]
+    parents = [
+        r
+        for r in runs
+        if r.data.tags.get("steerops.stage") == "search" and "mlflow.parentRunId" not in r.data.tags
+    ]
     assert len(parents) == 1
+    assert parents[0].info.run_name == "search mean_diff prompt[-1] toy/refusal"
+    assert parents[0].data.tags["optuna.study"] == best["study"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(children) == 6
-    assert all({"trait_delta", "coherence", "feasible"} <= set(r.data.metrics) for r in children)
+    assert all(r.data.tags["steerops.stage"] == "search" for r in children)
+    assert all({"trait_delta", "coherence_mean"} <= set(r.data.metrics) for r in children)
     assert parents[0].data.metrics["heldout_trait_delta"] == pytest.approx(
         best["heldout"]["trait_delta"]
     )
+    assert parents[0].data.params["storage"] == "sqlite:///optuna.db"  # project-relative
 
 
 def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):

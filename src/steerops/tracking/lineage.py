@@ -40,7 +40,7 @@ def input_hash_tags(project, inputs: Mapping[str, str | Path]) -> dict[str, str]
     """`dvc.hash.<name>` for each existing input: dvc.lock's MD5 where it records the path
     (relative or absolute), else the same MD5 computed here. `project`: the params (or the
     folder of dvc.lock)."""
-    root = Path(getattr(project, "root", project))
+    root = Path(project if isinstance(project, str | Path) else project.root)
     locked = dvc_lock_hashes(root)
     tags = {}
     for name, path in inputs.items():
