@@ -232,9 +232,11 @@ def display_path(path: str | Path) -> str:
 
 
 def _drop_if_empty(folder: Path | None) -> None:
-    """Remove a scratch run folder a failed command left empty."""
+    """Remove a scratch run folder a failed command left empty (and runs/, if that was all)."""
     if folder is not None and folder.is_dir() and not any(folder.rglob("*")):
         folder.rmdir()
+        if not any(folder.parent.iterdir()):
+            folder.parent.rmdir()
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:

@@ -99,6 +99,7 @@ def test_failing_commands_fail_before_the_model_loads_and_leave_nothing(
     pipeline, capsys, monkeypatch
 ):
     from steerops.models import loading
+    from steerops.steering import session
 
     folder, params = pipeline
 
@@ -106,6 +107,7 @@ def test_failing_commands_fail_before_the_model_loads_and_leave_nothing(
         raise AssertionError("the model loaded before the inputs were checked")
 
     monkeypatch.setattr(loading, "load_model", no_model)
+    monkeypatch.setattr(session, "load_model", no_model)  # the name the stage calls
     uri = load_params(params).tracking.uri
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("toy-refusal").experiment_id

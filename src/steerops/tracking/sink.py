@@ -139,7 +139,8 @@ def _worker_env() -> dict[str, str]:
 
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+    line = f"{type(exc).__name__}: {text[0] if text else ''}"
+    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def apply(client, experiment_id: str | None, ids: dict[str, str], op: dict[str, Any]) -> None:
