@@ -96,7 +96,7 @@ def search(study, evaluator) -> None:
 
 def worker(url: str, heartbeat: int, grace: int, elsewhere: bool) -> None:
     """Subprocess entry: search with an evaluation that never ends."""
-    from steerops.search import liveness
+    from steerops import liveness
 
     if elsewhere:
         liveness.node_id = lambda: "another-node"

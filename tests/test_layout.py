@@ -18,6 +18,8 @@ LOWER = (
     "config",
     "traits",
     "tracking",
+    "liveness",
+    "progress",
     "summary",
     "stats",
     "cli",

@@ -4,13 +4,22 @@ Each stage's `command` module exposes `register(subparsers)`; only the module of
 named on the command line is imported (see `build_parser`). Flags that override params are
 declared with `add_override` / `flags`, which record the dotted params key they set
 and take type, choices and help from its field (`steerops.config.flags`).
+
+Scratch runs: a stage registered with `scratch=True` (steer, search) writes the pipeline's
+outputs only when it is the pipeline's run: when DVC runs it (DVC sets DVC_STAGE for every
+stage command) or with `--pipeline`. Run by hand, it is a scratch run with a folder of its
+own, `runs/<stage>-<time>/` next to the params file or `--out DIR`: it reads the pipeline's
+outputs (vectors) and writes everything it makes there (see `Params.set_run_folder`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +62,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "steerops.search.command",
         "Optuna search of the steering coefficient under a coherence constraint",
     ),
+    "dashboard": (
+        "steerops.search.command:register_dashboard",
+        "optuna-dashboard on the search studies (best trial = best feasible)",
+    ),
     "report": (
         "steerops.report.command",
         "tables and plots from tracked steering and search results",
@@ -64,13 +77,22 @@ STAGES: dict[str, tuple[str, str]] = {
 }
 
 _OVERRIDE = "override:"
+_FLAG_OF: dict[str, str] = {}  # params key -> the flag that sets it (for error messages)
+RUNS_DIR = "runs"  # scratch run folders, next to the params file
+_invocation: list[str] = []  # this process's command line, as `main` got it
+
+
+def invocation() -> str | None:
+    """`steerops STAGE ARGS...` of the running command (None outside `main`)."""
+    return shlex.join(["steerops", *_invocation]) if _invocation else None
 
 
 def stage_parser(
-    subparsers, name: str, description: str, common: bool = True
+    subparsers, name: str, description: str, common: bool = True, scratch: bool = False
 ) -> argparse.ArgumentParser:
     """The subparser of stage `name`: its help line from STAGES, `description` (a module
-    docstring keeps its layout) and, with `common`, --params and --out."""
+    docstring keeps its layout) and, with `common`, --params and --out (and --pipeline for
+    a stage whose hand-made runs are scratch runs)."""
     formatter = (
         argparse.RawDescriptionHelpFormatter if "\n" in description else argparse.HelpFormatter
     )
@@ -78,7 +100,7 @@ def stage_parser(
         name, help=STAGES[name][1], description=description, formatter_class=formatter
     )
     if common:
-        add_common(parser)
+        add_common(parser, scratch)
     return parser
 
 
@@ -91,6 +113,7 @@ def add_override(parser: argparse.ArgumentParser, flag: str, key: str, **kwargs:
     derived = flag_kwargs(key, flag)
     if "action" in kwargs:
         derived = {k: v for k, v in derived.items() if k == "help"}
+    _FLAG_OF[key] = flag
     parser.add_argument(flag, dest=_OVERRIDE + key, default=None, **{**derived, **kwargs})
 
 
@@ -112,11 +135,38 @@ def abs_path(text: str) -> str:
     return str(Path(text).resolve())
 
 
-def add_common(parser: argparse.ArgumentParser) -> None:
+def add_common(parser: argparse.ArgumentParser, scratch: bool = False) -> None:
     parser.add_argument(
         "--params", default=None, metavar="FILE", help="experiment params (default: ./params.yaml)"
     )
-    add_override(parser, "--out", "paths.out", metavar="DIR", type=abs_path)
+    if scratch:
+        parser.add_argument(
+            "--out",
+            dest="run_folder",
+            type=abs_path,
+            metavar="DIR",
+            help="this run's folder (default when run by hand: runs/<stage>-<time>/ next to "
+            "the params file): its outputs, metrics/, judge cache, Optuna study and, unless "
+            "tracking.uri or MLFLOW_TRACKING_URI says otherwise, its MLflow store; inputs "
+            "are read from the pipeline's outputs (paths.out)",
+        )
+        parser.add_argument(
+            "--pipeline",
+            action="store_true",
+            help="write the pipeline's outputs (paths.out, metrics/), as `dvc repro` does; "
+            "DVC's own runs are the pipeline's without it",
+        )
+    else:
+        parser.add_argument(
+            "--out",
+            dest="run_folder",
+            type=abs_path,
+            metavar="DIR",
+            help="outputs root for this run instead of paths.out (read and written), with "
+            "its metrics/, judge cache and, unless tracking.uri or MLFLOW_TRACKING_URI says "
+            "otherwise, its MLflow store",
+        )
+    parser.set_defaults(scratch_stage=scratch)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,9 +178,69 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_params_for(args: argparse.Namespace):
+    """The params of this invocation: the params file, the flags' overrides and the run's
+    place (the pipeline's outputs, --out DIR, or a scratch run folder)."""
     from steerops.config import load_params
 
-    return load_params(args.params, overrides_from(args))
+    overrides = overrides_from(args)
+    folder = getattr(args, "run_folder", None)
+    scratch = getattr(args, "scratch_stage", False)
+    if folder and not scratch:
+        overrides["paths.out"] = folder  # the whole run, inputs included, lives there
+    flags = {key: _FLAG_OF[key] for key in overrides if key in _FLAG_OF}
+    if folder:
+        flags["paths.out"] = "--out"
+    params = load_params(args.params, overrides, flags)
+    if folder:
+        _check_folder(Path(folder))
+        params.set_run_folder(Path(folder), named=True)
+    elif scratch and not (getattr(args, "pipeline", False) or os.environ.get("DVC_STAGE")):
+        args.scratch_folder = new_run_folder(params.root, args.command)
+        params.set_run_folder(args.scratch_folder, named=False)
+        print(
+            f"steerops {args.command}: scratch run in {display_path(args.scratch_folder)} "
+            f"(it reads the pipeline's outputs in {display_path(params.inputs)}/ and writes none; "
+            "--pipeline or `dvc repro` writes them)",
+            file=sys.stderr,
+        )
+    return params
+
+
+def _check_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise SteeropsError(f"--out: {folder} is a file, not a folder")
+
+
+def new_run_folder(root: Path, stage: str) -> Path:
+    """A fresh `runs/<stage>-<time>[-n]` folder next to the params file (created now, so
+    two runs started in the same second get two folders)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 1000):
+        folder = root / RUNS_DIR / (f"{stage}-{stamp}" + (f"-{n}" if n > 1 else ""))
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
+    raise SteeropsError(f"cannot create a run folder under {root / RUNS_DIR}")
+
+
+def display_path(path: str | Path) -> str:
+    """`path` relative to the working directory when it lies inside it (short terminal
+    lines), else as it is."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix() or "."
+    except ValueError:
+        return str(path)
+
+
+def _drop_if_empty(folder: Path | None) -> None:
+    """Remove a scratch run folder a failed command left empty (and runs/, if that was all)."""
+    if folder is not None and folder.is_dir() and not any(folder.rglob("*")):
+        folder.rmdir()
+        if not any(folder.parent.iterdir()):
+            folder.parent.rmdir()
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -154,7 +264,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the console script: progress as periodic lines when logged to a file
+        from steerops.progress import lines_when_not_a_terminal
+
+        lines_when_not_a_terminal()
     argv = sys.argv[1:] if argv is None else list(argv)
+    _invocation[:] = argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -164,9 +279,11 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except SteeropsError as exc:
         print(f"steerops {args.command}: error: {exc}", file=sys.stderr)
+        _drop_if_empty(getattr(args, "scratch_folder", None))
         return 2
     except KeyboardInterrupt:
         print(f"steerops {args.command}: interrupted; finished work is kept", file=sys.stderr)
+        _drop_if_empty(getattr(args, "scratch_folder", None))
         return 130
     return 0
 

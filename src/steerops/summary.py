@@ -23,7 +23,8 @@ SUMMARY_DIR = "metrics"
 
 
 def summary_dir(params) -> Path:
-    return params.root / SUMMARY_DIR
+    """metrics/ next to the params file, or in a scratch run's own folder."""
+    return params.run_root / SUMMARY_DIR
 
 
 def collect(root: Path, name: str) -> dict[str, Path]:

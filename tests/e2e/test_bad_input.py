@@ -168,8 +168,8 @@ def variant_escapes(p: Path) -> list[str]:
 
 
 CASES: list[tuple[Callable[[Path], list[str]], str]] = [
-    (nan_coefficient, "steering.coefficients.0: Input should be a finite number"),
-    (inf_coefficient, "steering.coefficients.1: Input should be a finite number"),
+    (nan_coefficient, "--coefficients: Input should be a finite number (got nan)"),
+    (inf_coefficient, "--coefficients: Input should be a finite number (got inf)"),
     (nan_in_params, "steering.coefficients.0: Input should be a finite number"),
     (non_utf8_params, "latin1.yaml:"),
     (non_utf8_prompts, "positive.txt:2: not UTF-8 text"),
@@ -178,7 +178,7 @@ CASES: list[tuple[Callable[[Path], list[str]], str]] = [
     (truncated_activations, "not a complete safetensors file"),
     (pickled_activations, "not a complete safetensors file"),
     (flipped_activations, "does not match the MD5 in metadata.json"),
-    (out_is_a_file, "paths.out: "),
+    (out_is_a_file, "--out: "),
     (empty_experiment, "experiment: "),
     (blank_experiment, "experiment: "),
     (trait_dot_dot, "trait '../../outside'"),

@@ -25,6 +25,7 @@ EXTRACT = ["extract"]
 GENERATE = ["generate"]
 STEER = [
     "steer",
+    "--pipeline",
     "--method",
     "mean_diff",
     "--position",

@@ -57,6 +57,7 @@ def toy_search(toy_world, tmp_path_factory):
         code = main(
             [
                 "search",
+                "--pipeline",
                 "--params",
                 str(params),
                 "--trait",
@@ -163,14 +164,22 @@ def test_toy_search_outputs_and_tracking(toy_search):
     # MLflow: one parent run for the study, one nested run per trial
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    parents = [r for r in runs if r.data.tags.get("steerops.stage") == "search"]
+    parents = [
+        r
+        for r in runs
+        if r.data.tags.get("steerops.stage") == "search" and "mlflow.parentRunId" not in r.data.tags
+    ]
     assert len(parents) == 1
+    assert parents[0].info.run_name == "search mean_diff prompt[-1] toy/refusal"
+    assert parents[0].data.tags["optuna.study"] == best["study"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(children) == 6
-    assert all({"trait_delta", "coherence", "feasible"} <= set(r.data.metrics) for r in children)
+    assert all(r.data.tags["steerops.stage"] == "search" for r in children)
+    assert all({"trait_delta", "coherence_mean"} <= set(r.data.metrics) for r in children)
     assert parents[0].data.metrics["heldout_trait_delta"] == pytest.approx(
         best["heldout"]["trait_delta"]
     )
+    assert parents[0].data.params["storage"] == "sqlite:///optuna.db"  # project-relative
 
 
 def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
@@ -180,7 +189,7 @@ def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
     out = search_out(folder)
     before = (out / "best.json").read_text()
     # a finished study: a rerun adds no trial and generates nothing new
-    assert main(["search", "--params", str(params)]) == 0
+    assert main(["search", "--pipeline", "--params", str(params)]) == 0
     best = json.loads((out / "best.json").read_text())
     assert best["n_trials"] == 6 and best["n_generations"]["this_run"] == 0
     assert best["chosen"] == json.loads(before)["chosen"]
@@ -188,11 +197,25 @@ def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
     capsys.readouterr()
     # another constraint on the same (named) study is refused, naming the key; outputs kept
     assert (
-        main(["search", "--params", str(params), "--min-coherence", "50", "--study", best["study"]])
+        main(
+            [
+                "search",
+                "--pipeline",
+                "--params",
+                str(params),
+                "--min-coherence",
+                "50",
+                "--study",
+                best["study"],
+            ]
+        )
         == 2
     )
     assert "min_coherence" in capsys.readouterr().err
-    assert main(["search", "--params", str(params), "--layers", "9", "--study", "x"]) == 2
+    assert (
+        main(["search", "--pipeline", "--params", str(params), "--layers", "9", "--study", "x"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "search" in err
     assert (out / "best.json").read_text() == before
@@ -225,10 +248,22 @@ def test_toy_search_reuses_the_grid_and_starts_at_its_feasible_band(toy_search):
 
     folder, params, _, _, _ = toy_search
     grid = ["--layers", "1-2", "--coefficients", "0.5,1,1.5,2", "--method", "mean_diff"]
-    assert main(["steer", "--params", str(params), "--position", "prompt[-1]", *grid]) == 0
+    assert (
+        main(["steer", "--pipeline", "--params", str(params), "--position", "prompt[-1]", *grid])
+        == 0
+    )
     with pytest.MonkeyPatch.context() as mp:
         steered, unsteered = _record_generation(mp)
-        argv = ["search", "--params", str(params), "--method", "mean_diff", "--study", "reuse"]
+        argv = [
+            "search",
+            "--pipeline",
+            "--params",
+            str(params),
+            "--method",
+            "mean_diff",
+            "--study",
+            "reuse",
+        ]
         assert main([*argv, "--position", "prompt[-1]"]) == 0
     assert unsteered == []  # both baselines are the grid's, on each half
     grid_points = {(layer, c) for layer in (1, 2) for c in (0.5, 1.0, 1.5, 2.0)}
@@ -249,7 +284,7 @@ def test_toy_search_with_random_vectors_finds_no_feasible_steering(toy_search, c
     from steerops.cli import main
 
     folder, params, _, _, _ = toy_search
-    argv = ["search", "--params", str(params), "--method", "random_baseline"]
+    argv = ["search", "--pipeline", "--params", str(params), "--method", "random_baseline"]
     assert main([*argv, "--position", "prompt[-1]"]) == 0
     out = search_out(folder, "random_baseline")
     best = json.loads((out / "best.json").read_text())

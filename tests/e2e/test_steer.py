@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,7 @@ def steered(toy_world, tmp_path_factory):
     vectors = _write_vectors(params)
     argv = [
         "steer",
+        "--pipeline",
         "--params",
         str(params_file),
         "--layers",
@@ -303,42 +305,70 @@ def test_evaluator_weights_and_results(steered, tmp_path):
     assert len(read_jsonl(tmp_path / "own" / "baselines.jsonl")) == 1
 
 
-def test_mlflow_parent_and_nested_runs(steered):
-    import mlflow
+def test_mlflow_runs_found_by_tags_and_names(steered):
+    """One run per invocation, a nested run per cell and under it one per config, named by
+    what differs and tagged so a search by stage, method or name finds them."""
+    from mlflow import MlflowClient
 
     params = steered["params"]
-    mlflow.set_tracking_uri(params.tracking.uri)
-    runs = mlflow.search_runs(experiment_names=[params.experiment], output_format="list")
-    parents = [
-        r
-        for r in runs
-        if r.data.tags.get("steerops.stage") == "steer"
-        and r.data.params.get("method") == "mean_diff"
-    ]
-    assert parents
-    parent = parents[-1]  # the first (uncached) run
-    assert parent.data.params["judge"] == "toy:exact"
-    assert parent.data.metrics["heldout_trait_delta"] >= 50
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 16
-    for child in children:
-        p = child.data.params
+    client = MlflowClient(params.tracking.uri)
+    experiment = client.get_experiment_by_name(params.experiment)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    ids = [experiment.experiment_id]
+
+    def find(query: str) -> list:
+        return client.search_runs(ids, filter_string=query, max_results=1000)
+
+    invocations = find("attributes.run_name = 'steer mean_diff prompt[-1] toy/refusal'")
+    first = min(invocations, key=lambda r: r.info.start_time)  # the uncached sweep
+    assert first.info.status == "FINISHED" and "mlflow.parentRunId" not in first.data.tags
+    assert first.data.tags["mlflow.note.content"].startswith("steerops steer --pipeline")
+    assert [d.dataset.name for d in first.inputs.dataset_inputs] == ["toy/refusal questions"]
+    (cell,) = find(f"tags.`mlflow.parentRunId` = '{first.info.run_id}'")
+    assert cell.info.run_name == "mean_diff prompt[-1] toy/refusal"
+    assert cell.data.params["judge"] == "toy:exact" and cell.data.params["min_coherence"] == "68"
+    assert cell.data.metrics["heldout_trait_delta"] >= 50
+    assert "min_coherence" not in cell.data.metrics  # a setting, not a measurement
+    metrics = read_json(client.download_artifacts(cell.info.run_id, "metrics.json"))
+    assert cell.data.metrics["heldout_trait_delta"] == metrics["heldout_trait_delta"]
+    assert cell.data.tags["steerops.best"] == f"L{metrics['layer']} c{metrics['coefficient']:g}"
+    # the cell's run spans the generation, not only its logging
+    assert cell.info.end_time - cell.info.start_time > 1000
+    configs = find(f"tags.`mlflow.parentRunId` = '{cell.info.run_id}'")
+    assert sorted(r.info.run_name for r in configs) == sorted(
+        f"L{layer} c{c:g} mean_diff prompt[-1]" for layer in range(4) for c in (0.5, 1, 1.5, 2)
+    )
+    for run in configs:
+        p = run.data.params
         assert {
-            "model",
+            "model_id",
             "variant",
-            "vector_variant",
             "trait",
             "method",
             "position",
-            "component",
             "layer",
             "coefficient",
-            "judge",
-            "scope",
         } <= set(p)
-        assert {"trait_mean", "coherence_mean", "trait_delta"} <= set(child.data.metrics)
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id)}
-    assert {"curve.png", "results.csv", "metrics.json", "responses"} <= artifacts
+        assert "cached" not in p and "model" not in p
+        assert "None" not in p.values() and not any(v.startswith("[") for v in p.values())
+        assert run.data.tags["steerops.stage"] == "steer"  # stage tags on nested runs too
+        assert run.data.tags["steerops.cached"] == "false"
+        assert {"trait_mean", "coherence_mean", "trait_delta"} <= set(run.data.metrics)
+    # searching on tags and names finds nested runs: layer 3 of mean_diff in the first sweep
+    layer3 = find(
+        "tags.`steerops.method` = 'mean_diff' and tags.`steerops.cached` = 'false' "
+        "and attributes.run_name LIKE 'L3 c%'"
+    )
+    assert {r.info.run_id for r in layer3} >= {
+        r.info.run_id for r in configs if r.info.run_name.startswith("L3 ")
+    }
+    artifacts = {a.path for a in client.list_artifacts(cell.info.run_id)}
+    assert {"curve.png", "results.csv", "metrics.json", "responses.json"} <= artifacts
+    table = json.loads(
+        Path(client.download_artifacts(cell.info.run_id, "responses.json")).read_text()
+    )
+    assert "question" in table["columns"] and "response" in table["columns"]
+    assert len(table["data"]) >= 20  # the baseline's responses and the best configs'
 
 
 def test_bad_inputs_are_one_line_errors(steered, capsys):
@@ -373,6 +403,7 @@ def test_vectors_of_another_hidden_size_are_rejected(steered, capsys):
     save_vectors(vdir, {0: torch.ones(7) / 7**0.5}, {"layers": {"0": {"mean_norm": 1.0}}})
     argv = [
         "steer",
+        "--pipeline",
         "--params",
         str(steered["params_file"]),
         "--method",
@@ -404,7 +435,16 @@ def test_grid_cells_are_generated_together_and_match_single_runs(steered, monkey
         return real(model, layout, prompts, table, **kwargs)
 
     monkeypatch.setattr(session_module, "generate_steered", counting)
-    argv = ["steer", "--params", str(grid_file), "--layers", "1,2", "--coefficients", "0.75"]
+    argv = [
+        "steer",
+        "--pipeline",
+        "--params",
+        str(grid_file),
+        "--layers",
+        "1,2",
+        "--coefficients",
+        "0.75",
+    ]
     responses = steered["dir"]["mean_diff"] / "responses"
     saved_before = {p.name: p.read_bytes() for p in responses.iterdir()}
     assert main(argv) == 0
@@ -457,7 +497,8 @@ def test_identical_vectors_are_evaluated_once_and_reported_as_aliases(steered, m
         return real(model, layout, prompts, table, **kwargs)
 
     monkeypatch.setattr(session_module, "generate_steered", counting)
-    argv = ["steer", "--params", str(grid_file), "--layers", "2", "--coefficients", "0.9"]
+    argv = ["steer", "--pipeline", "--params", str(grid_file), "--layers", "2"]
+    argv += ["--coefficients", "0.9"]
     assert main(argv) == 0
     assert [n for n, unsteered in calls if not unsteered] == [20]  # one config's rows
     folders = {

@@ -201,7 +201,7 @@ def test_killed_worker_elsewhere_is_retried_after_the_grace_period(tmp_path):
 def evaluating_worker(url: str, folder: str, node: str | None) -> None:
     """Subprocess entry: start a batch of 2 whose evaluation never ends (killed by the test),
     optionally pretending to run on another node."""
-    from steerops.search import liveness
+    from steerops import liveness
 
     if node is not None:
         liveness.node_id = lambda: node
@@ -234,7 +234,8 @@ def asking_worker(url: str, node: str | None) -> None:
     drawn (the window in which a trial used to be left running without a heartbeat)."""
     import optuna
 
-    from steerops.search import liveness, study
+    from steerops import liveness
+    from steerops.search import study
 
     if node is not None:
         liveness.node_id = lambda: node
@@ -414,6 +415,7 @@ def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):
         "-m",
         "steerops",
         "search",
+        "--pipeline",
         "--params",
         str(params),
         "--trait",
@@ -443,7 +445,12 @@ def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):
     assert (out / "heldout_responses.jsonl").read_text().strip()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    parents = [r for r in runs if r.data.tags.get("steerops.stage") == "search"]
+    parents = [
+        r
+        for r in runs
+        if r.data.tags.get("steerops.stage") == "search"
+        and "mlflow.parentRunId" not in r.data.tags
+    ]
     roles = sorted(r.data.tags.get("steerops.search_role") for r in parents)
     assert roles == ["finaliser", "worker"]
     [study_run] = [r for r in parents if "heldout_trait_delta" in r.data.metrics]

@@ -3,6 +3,11 @@
 Each stage's block lives in its own module here; `Params` composes them. Paths inside
 params are resolved against the directory of the params file, so an experiment folder can
 be run from anywhere.
+
+Where a run writes: the pipeline's run (DVC's, or `--pipeline`) writes the outputs under
+`paths.out` and the project's files (metrics/, optuna.db, mlflow.db) next to the params file.
+A scratch run has a folder of its own (`Params.set_run_folder`): `out`, `run_root` and the
+judge cache point there, while `inputs` stays the pipeline's outputs.
 """
 
 from __future__ import annotations
@@ -62,10 +67,34 @@ class Params(Strict):
     # Directory that relative paths in this config are resolved against (not a params key).
     model_config = ConfigDict(extra="forbid")
     _root: Path = Path(".")
+    _run_folder: Path | None = None
+    _run_named: bool = False
 
     @property
     def root(self) -> Path:
         return self._root
+
+    @property
+    def run_folder(self) -> Path | None:
+        """This run's own folder (a scratch run or `--out`), None for the pipeline's run."""
+        return self._run_folder
+
+    @property
+    def run_named(self) -> bool:
+        """True for a run folder given with --out (the default MLflow store goes there)."""
+        return self._run_named
+
+    @property
+    def run_root(self) -> Path:
+        """Where this run's project-level files go: metrics/, the default optuna.db and, for
+        `--out`, the default MLflow store; the params file's directory for the pipeline."""
+        return self._run_folder or self._root
+
+    def set_run_folder(self, folder: Path, named: bool) -> None:
+        """Make this a run of its own in `folder`: outputs, metrics/ and the judge cache go
+        there. `named` (given with --out): the default MLflow store goes there too."""
+        self._run_folder, self._run_named = Path(folder), named
+        self.judge.cache_dir = str(Path(folder) / "judge_cache")
 
     def path(self, value: str | Path) -> Path:
         """Resolve a path from params against the params file's directory."""
@@ -74,10 +103,16 @@ class Params(Strict):
 
     @property
     def out(self) -> Path:
-        out = self.path(self.paths.out)
+        """Where this run writes its stage outputs."""
+        out = self._run_folder or self.path(self.paths.out)
         if out.exists() and not out.is_dir():  # e.g. `--out` naming a file
             raise SteeropsError(f"paths.out: {out} is a file, not a folder")
         return out
+
+    @property
+    def inputs(self) -> Path:
+        """The pipeline's outputs, where a stage reads what earlier stages wrote."""
+        return self.path(self.paths.out)
 
     def variant(self, name: str) -> ModelVariant:
         if name not in self.models:
@@ -86,8 +121,13 @@ class Params(Strict):
         return self.models[name]
 
 
-def load_params(file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Params:
-    """Load and validate params; `overrides` maps dotted keys to values (CLI flags)."""
+def load_params(
+    file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    flag_names: dict[str, str] | None = None,
+) -> Params:
+    """Load and validate params; `overrides` maps dotted keys to values (CLI flags), and
+    `flag_names` those keys to their flags, so a bad flag value is blamed on the flag."""
     path = Path(file or DEFAULT_PARAMS_FILE)
     if file is None and not path.exists():
         data: dict[str, Any] = {}
@@ -107,9 +147,19 @@ def load_params(file: str | Path | None = None, overrides: dict[str, Any] | None
     try:
         params = Params.model_validate(data)
     except ValidationError as exc:
-        raise SteeropsError(f"{path}: {describe_validation_error(exc)}") from None
+        raise SteeropsError(_blame(exc, path, flag_names or {})) from None
     params._root = path.resolve().parent
     return params
+
+
+def _blame(exc: ValidationError, path: Path, flag_names: dict[str, str]) -> str:
+    """The error line, on the flag that gave the bad value, else on the params file."""
+    message = describe_validation_error(exc)  # "<key>: <what is wrong>"
+    key = ".".join(str(p) for p in exc.errors()[0]["loc"])
+    for name, flag in flag_names.items():
+        if key == name or key.startswith(name + "."):
+            return f"{flag}: {message.removeprefix(key + ': ')} (params: {key})"
+    return f"{path}: {message}"
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -46,7 +46,9 @@ class SteeringConfig(Strict):
         "all", description="steer prompt and response tokens, or generated tokens only"
     )
     max_new_tokens: int = Field(24, ge=1, description="tokens generated per response")
-    subset: int | None = Field(None, ge=1, description="first N steering questions only")
+    subset: int | None = Field(
+        None, ge=0, description="first N steering questions only (0 or unset: all)"
+    )
     save_responses: Literal["best", "all", "none"] = Field(
         "best", description="response files: per layer the best config, all, or none"
     )

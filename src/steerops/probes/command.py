@@ -77,7 +77,9 @@ def register(subparsers) -> None:
         "toy-data",
         help="write the toy world's probe tasks, scores, comparisons, conditions and rates",
     )
-    toy.add_argument("--params", default=None, metavar="FILE")
+    toy.add_argument(
+        "--params", default=None, metavar="FILE", help="experiment params (default: ./params.yaml)"
+    )
     flags(toy, "--toy=paths.toy", type=abs_path, metavar="DIR")
     flags(toy, "seed")
     toy.set_defaults(func=run_toy_data)

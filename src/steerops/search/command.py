@@ -5,25 +5,28 @@ One study per (trait, vector variant, method, position, component, steered varia
 direction). The steering questions are split (seeded) into a search part and a held-out
 part; the search only ever sees the first. Coefficients are in steering.coefficient_unit
 (default: multiples of the layer's mean activation norm). The study lives in an SQLAlchemy
-database (default: sqlite optuna.db next to the params file, absolute so DVC experiment
-workspaces share it); several processes on one study split the work, and a rerun resumes.
+database (default: sqlite optuna.db next to the params file, or in a scratch run's folder);
+several processes on one study split the work, and a rerun resumes.
 Writes trials.csv, best.json, best.csv, search.png and heldout_responses.jsonl under
 search_dir(out, trait, variant, position, component, method), and gathers every study's
 outcome into metrics/search.json (DVC metrics). Without --method/--position, one study runs
 per cell of search.methods x search.positions (empty: the steering grid's lists).
+
+Run by DVC (or with --pipeline, as extra workers on the pipeline's study do) it writes the
+pipeline's outputs; run by hand it is a scratch run under runs/search-<time>/ (or --out DIR)
+that reads the pipeline's vectors. `steerops dashboard` shows the studies in optuna-dashboard.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from steerops.cli import flags, load_params_for, no_flag, stage_parser
+from steerops.cli import abs_path, flags, load_params_for, no_flag, stage_parser
 from steerops.errors import SteeropsError
 
 
 def register(subparsers) -> None:
-    parser = stage_parser(subparsers, "search", __doc__)
+    parser = stage_parser(subparsers, "search", __doc__, scratch=True)
     flags(parser, "--trait=traits.names --method=search.methods --position=search.positions")
     # the vector source and how it generates, as `steerops steer` takes them
     flags(
@@ -45,26 +48,31 @@ def run(args: argparse.Namespace) -> None:
     from steerops.search.runner import search_trait
     from steerops.search.store import write_search_summary
     from steerops.steering.configs import grid_cells
+    from steerops.steering.preflight import check_grid
 
     params = load_params_for(args)
-    cfg = params.search
-    cells = grid_cells(
-        cfg.methods or params.steering.methods, cfg.positions or params.steering.positions
-    )
+    cfg, st = params.search, params.steering
+    cells = grid_cells(cfg.methods or st.methods, cfg.positions or st.positions)
     if cfg.study and len(cells) * len(params.traits.names) > 1:
         raise SteeropsError(
             "search.study: one study name cannot serve several traits, "
             "methods or positions; pass one --trait, --method and --position"
         )
-    finalised = False
+    # every input, layer and vector checked before a model loads or a run opens
+    layers, key = (cfg.layers, "search.layers") if cfg.layers else (st.layers, "steering.layers")
+    coefficients = [cfg.coef_min, cfg.coef_max, *cfg.enqueue]
+    check_grid(params, params.traits.names, cells, layers, key, coefficients, "search")
+    finalised, links = False, list[str]()
     for method, position in cells:
         for trait in params.traits.names:
-            best = search_trait(params, trait, method, position, progress=sys.stderr.isatty())
+            best = search_trait(params, trait, method, position, links=links)
             if best is not None:  # None: another worker finalises the study
                 print(summary_line(best))
                 finalised = True
     if finalised:
         write_search_summary(params)
+    for link in links:
+        print(f"MLflow run: {link}")
 
 
 def summary_line(best: dict) -> str:
@@ -86,3 +94,44 @@ def summary_line(best: dict) -> str:
 
 def _fmt(x, spec: str) -> str:
     return "n/a" if x is None else format(x, spec)
+
+
+DASHBOARD = """Serve optuna-dashboard on the search studies (search.storage, default
+optuna.db next to the params file, or a scratch run's with --out). Its "Best Trial" is the
+best feasible trial (coherence >= the study's threshold), as the search reports it; a
+plain `optuna-dashboard URL` shows the best value regardless of feasibility. Needs the
+optuna-dashboard package."""
+
+
+def register_dashboard(subparsers) -> None:
+    parser = stage_parser(subparsers, "dashboard", DASHBOARD, common=False)
+    parser.add_argument(
+        "--params", default=None, metavar="FILE", help="experiment params (default: ./params.yaml)"
+    )
+    parser.add_argument(
+        "--out",
+        dest="run_folder",
+        type=abs_path,
+        metavar="DIR",
+        help="a scratch run's folder (runs/search-<time>/): show the study it kept",
+    )
+    flags(parser, "search.storage")
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
+    parser.add_argument("--port", type=int, default=8080, help="port to serve on")
+    parser.set_defaults(func=run_dashboard)
+
+
+def run_dashboard(args: argparse.Namespace) -> None:
+    from steerops.search.storage import dashboard_storage, default_storage_url, storage_label
+
+    params = load_params_for(args)
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise SteeropsError(
+            "dashboard: optuna-dashboard is not installed (pip install optuna-dashboard)"
+        ) from None
+    url = default_storage_url(params)
+    storage = dashboard_storage(url)
+    print(f"optuna-dashboard on {storage_label(url, params.root)}: http://{args.host}:{args.port}/")
+    run_server(storage, host=args.host, port=args.port)

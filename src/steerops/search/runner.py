@@ -39,11 +39,17 @@ class Plan:
 
 
 def search_trait(
-    params, trait: str, method: MethodName, position: Position, progress: bool = True
+    params,
+    trait: str,
+    method: MethodName,
+    position: Position,
+    progress: bool = True,
+    links: list[str] | None = None,
 ) -> dict | None:
     """Run (or resume) the study of one (trait, method, position) and write its outputs;
     returns best.json, or None when another worker of the study finalises it. One model
-    load serves the search and the held-out evaluation."""
+    load serves the search and the held-out evaluation. The MLflow run opens before the
+    model loads (its duration covers the work); its link is appended to `links`."""
     from steerops.search.heldout import split_questions
     from steerops.search.store import search_dir
     from steerops.steering.evaluate import SteeringEvaluator
@@ -52,31 +58,41 @@ def search_trait(
     from steerops.traits import trait_dir
 
     st = params.steering
-    session = SteeringSession(params, trait, progress=progress)
-    # The split follows the experiment's seed, not the sampler's: re-seeding a search must
-    # not move questions between the search and held-out parts.
-    search_q, heldout_q = split_questions(
-        session.questions, params.search.heldout_fraction, params.seed
-    )
-    out_dir = search_dir(params.out, trait, st.variant, position, st.component, method)
-    # The search keeps its own results log (and baselines) in its output folder, and is
-    # served from the grid's scores (and an explicit known-results log) where they cover it.
-    extra = (params.path(params.search.known_results),) if params.search.known_results else ()
-    evaluator = SteeringEvaluator(session, search_q, results_dir=out_dir, read_also=extra)
-    plan = make_plan(
-        params,
-        evaluator,
-        VectorSource.of(method, position, st.component),
-        search_q,
-        heldout_q,
-        out_dir,
-    )
+    folder = trait_dir(params.path(params.traits.root), trait)
     inputs = {
-        "vectors": _vectors_dir(params, plan),
-        "trait": trait_dir(params.path(params.traits.root), trait),
+        "vectors": _vectors_dir(params, trait, method, position),
+        "trait": folder,
     }
-    tags = {"steerops.trait": trait, "steerops.method": method.name, "optuna.study": plan.study}
-    with track(params, "search", f"search {plan.study}", inputs=inputs, tags=tags) as tracker:
+    tags = {
+        "steerops.trait": trait,
+        "steerops.method": method.name,
+        "steerops.position": position.text,
+        "steerops.component": st.component,
+    }
+    datasets = {f"{trait} questions": (folder / "steering.json", "questions")}
+    name = f"search {method} {position} {trait}"
+    with track(params, "search", name, inputs=inputs, tags=tags, datasets=datasets) as tracker:
+        session = SteeringSession(params, trait, progress=progress)
+        # The split follows the experiment's seed, not the sampler's: re-seeding a search
+        # must not move questions between the search and held-out parts.
+        search_q, heldout_q = split_questions(
+            session.questions, params.search.heldout_fraction, params.seed
+        )
+        out_dir = search_dir(params.out, trait, st.variant, position, st.component, method)
+        # The search keeps its own results log (and baselines) in its output folder, and is
+        # served from the grid's scores (and an explicit known-results log) where they cover
+        # it.
+        extra = (params.path(params.search.known_results),) if params.search.known_results else ()
+        evaluator = SteeringEvaluator(session, search_q, results_dir=out_dir, read_also=extra)
+        plan = make_plan(
+            params,
+            evaluator,
+            VectorSource.of(method, position, st.component),
+            search_q,
+            heldout_q,
+            out_dir,
+        )
+        tracker.set_tags({"optuna.study": plan.study})
         study, stats = run_plan(params, plan, evaluator, tracker, progress)
         with study.finalising() as mine:  # one worker of the study finalises it
             tracker.set_tags({"steerops.search_role": "finaliser" if mine else "worker"})
@@ -86,9 +102,16 @@ def search_trait(
                     "finalises it",
                     file=sys.stderr,
                 )
-                return None
-            held_eval = SteeringEvaluator(session, heldout_q, results_dir=out_dir, read_also=extra)
-            return finish(params, plan, study, stats, evaluator, held_eval, tracker)
+                best = None
+            else:
+                held_eval = SteeringEvaluator(
+                    session, heldout_q, results_dir=out_dir, read_also=extra
+                )
+                best = finish(params, plan, study, stats, evaluator, held_eval, tracker)
+    link = tracker.link()
+    if links is not None and link:
+        links.append(link)
+    return best
 
 
 def make_plan(
@@ -103,6 +126,8 @@ def make_plan(
     layers = evaluator.session.layers(cfg.layers or st.layers)
     # fail now, naming the layer (or its missing norm), not in the middle of the search
     evaluator.check([Config.single(source, layer, cfg.coef_max) for layer in layers])
+    from steerops.search.storage import default_storage_url
+
     min_coherence = st.min_coherence if cfg.min_coherence is None else cfg.min_coherence
     settings = {
         "settings_hash": evaluator.settings_hash,
@@ -127,7 +152,7 @@ def make_plan(
             digest,
         ]
     )
-    storage = cfg.storage or f"sqlite:///{(params.root / 'optuna.db').resolve()}"
+    storage = default_storage_url(params)
     return Plan(
         evaluator.session.trait,
         source,
@@ -199,7 +224,7 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
             **{k: v for k, v in plan.settings.items() if k != "layers"},
             "layers": ",".join(map(str, plan.layers)),
             "study": plan.study,
-            "storage": storage_label(plan.storage),
+            "storage": storage_label(plan.storage, params.root),
             "sampler": cfg.sampler,
             "trials": cfg.trials,
             "batch": cfg.batch,
@@ -287,9 +312,20 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
             "n_generations": best["n_generations"]["total"],
         }
     )
-    tracker.set_tags({"steerops.feasible": best["feasible"], "steerops.status": best["status"]})
+    tags = {"steerops.feasible": best["feasible"], "steerops.status": best["status"]}
+    if pick is not None:
+        study.record_choice(pick.number, best["feasible"])
+        tags |= {
+            "steerops.best": f"L{pick.layer} c{pick.coefficient:.4g}",
+            "optuna.chosen_trial": pick.number,
+        }
+    tracker.set_tags(tags)
     for name in (BEST_FILE, BEST_CSV, TRIALS_FILE, PLOT_FILE):
         tracker.log_artifact(out / name)
+    if pick is not None and held is not None:
+        label = f"L{pick.layer} c{pick.coefficient:.4g}"
+        rows = [{"config": label, **r} for r in held.get("responses", [])]
+        tracker.log_table(rows, "heldout_responses.json")
     return best
 
 
@@ -301,21 +337,15 @@ def startup_trials(given: int | None, trials: int, n_layers: int) -> int:
     return max(1, min(max(3, n_layers), trials // 2))
 
 
-def _vectors_dir(params, plan: Plan) -> Path:
+def _vectors_dir(params, trait: str, method: MethodName, position: Position) -> Path:
     from steerops.vectors.store import vectors_dir
 
-    src = plan.source
-    return vectors_dir(
-        params.out,
-        plan.trait,
-        params.steering.vector_variant,
-        src.position,
-        src.component,
-        src.method,
-    )
+    st = params.steering
+    return vectors_dir(params.inputs, trait, st.vector_variant, position, st.component, method)
 
 
 def _steer_results(params, plan: Plan) -> Path:
     from steerops.steering.store import results_file
 
-    return results_file(params.out, plan.trait, params.steering.variant, plan.source.at(0))
+    # the pipeline's steer results (a scratch search reads them, never writes them)
+    return results_file(params.inputs, plan.trait, params.steering.variant, plan.source.at(0))

@@ -21,6 +21,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
@@ -30,15 +31,31 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from steerops.errors import SteeropsError
-from steerops.search.liveness import is_gone, this_worker
+from steerops.liveness import is_gone, this_worker
 from steerops.search.locks import StudyLock, file_lock_path
 
 LIFE = "steerops_worker"  # trial system attr: {"node", "pid", "start", "beat"}
 JOURNAL = "journal:"
 
 
-def storage_label(url: str) -> str:
-    """The storage URL with any password masked (safe for logs and best.json)."""
+def default_storage_url(params) -> str:
+    """search.storage, else sqlite optuna.db next to the params file (in a scratch run's
+    folder for a scratch run); absolute, so DVC's experiment workspaces share it."""
+    return params.search.storage or f"sqlite:///{(params.run_root / 'optuna.db').resolve()}"
+
+
+def storage_label(url: str, root: Path | None = None) -> str:
+    """The storage URL with any password masked (safe for logs and best.json), and a file
+    inside `root` (the project) relative to it, so the record survives a moved project."""
+    path = journal_path(url)
+    if path is None and url.startswith("sqlite:"):
+        path = make_url(url).database
+    if path and root is not None:
+        try:
+            inside = Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+            return (JOURNAL if url.startswith(JOURNAL) else "sqlite:") + "///" + inside
+        except ValueError:
+            pass
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not an SQLAlchemy URL: say nothing secret
@@ -155,6 +172,52 @@ class WorkerJournalStorage(_Holder, JournalStorage):
         if template.state == TrialState.RUNNING:
             self._hold(trial_id)
         return trial_id
+
+
+class _FeasibleBest:
+    """A storage whose best trial is the best feasible one (Optuna's `Study.best_trial`
+    rule; the storage's own `get_best_trial`, which optuna-dashboard shows, ignores
+    constraints). With none feasible, the least infeasible (the search reports it too)."""
+
+    if TYPE_CHECKING:
+        get_all_trials: Callable[..., list]
+        get_study_directions: Callable[..., list]
+
+    def get_best_trial(self, study_id: int):
+        trials = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+        if not trials:
+            raise ValueError("No trials are completed yet.")
+        sign = 1.0 if self.get_study_directions(study_id)[0].name == "MAXIMIZE" else -1.0
+
+        def worst(t) -> float:
+            return max(t.constraints.values(), default=0.0)
+
+        feasible = [t for t in trials if worst(t) <= 0]
+        if feasible:
+            return max(feasible, key=lambda t: sign * t.value)
+        return min(trials, key=lambda t: (worst(t), -sign * t.value))
+
+
+class DashboardRDBStorage(_FeasibleBest, RDBStorage):
+    pass
+
+
+class DashboardJournalStorage(_FeasibleBest, JournalStorage):
+    pass
+
+
+def dashboard_storage(url: str):
+    """The study storage at `url` as optuna-dashboard should read it (best = best feasible)."""
+    path = journal_path(url)
+    if path is not None:
+        return DashboardJournalStorage(JournalFileBackend(path))
+    try:
+        with quiet():
+            return DashboardRDBStorage(url, skip_table_creation=True)
+    except Exception as exc:  # bad URL, missing driver, unreachable server
+        raise SteeropsError(
+            f"search.storage: cannot open {storage_label(url)}: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def open_storage(url: str, heartbeat_s: float, attempts: int = 5):

@@ -3,9 +3,12 @@
 Optuna is used only in this package (here and in storage.py).
 
 A trial's params are `coefficient` (float) and, when several layers are searched, `layer`
-(categorical). Its value is the trait delta in the chosen direction; its one constraint is
-`min_coherence - coherence` (Optuna counts <= 0 as feasible). What the rest of steerops sees
-are plain `Proposal`s and `TrialRecord`s, never Optuna objects.
+(categorical). Its value is the trait delta in the chosen direction (the study's metric
+name `trait_delta`); its one constraint is `min_coherence - coherence` (Optuna counts <= 0
+as feasible), kept where optuna-dashboard and Optuna both read it (the trial's
+`constraints` system attr), with a readable `feasible` user attr. The study's user attrs say
+what it optimises in words. What the rest of steerops sees are plain `Proposal`s and
+`TrialRecord`s, never Optuna objects.
 
 Sharing and resuming: every worker opens the same study; what changes its shared state
 (asking, enqueueing, importing known results, claiming the finalisation) happens under one
@@ -31,6 +34,8 @@ from steerops.errors import SteeropsError
 from steerops.search.storage import LIFE, open_storage, quiet, study_lock
 
 CONSTRAINT = "coherence"
+CONSTRAINTS_ATTR = "constraints"  # Optuna's list form: the one optuna-dashboard reads
+METRIC_NAME = "trait_delta"
 SEARCHED = ("search", "enqueued")  # sources whose completed trials count
 FINALISE = ":finalise"  # suffix of the study holding a study's finalisation claims
 MAX_REPEATS = 3  # sampled configs equal to an existing one dropped per ask
@@ -101,6 +106,7 @@ class SearchStudy:
                 storage=self.storage, study_name=name, direction="maximize", load_if_exists=True
             )
             _check_settings(self.study, name, settings)
+            _describe(self.study, self.min_coherence, settings)
             # Finalisation claims live in a study of their own, so no ask ever pops one.
             self._finals = optuna.create_study(
                 storage=self.storage,
@@ -238,7 +244,9 @@ class SearchStudy:
                 trial.set_user_attr("error", "no scores")
                 self.study.tell(trial, state=TrialState.FAIL)
                 return True
-            trial.set_constraint(CONSTRAINT, self.min_coherence - coherence)
+            violation = self.min_coherence - coherence
+            trial.set_user_attr("feasible", violation <= 0)
+            self.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_ATTR, [violation])
             self.study.tell(trial, float(delta))
         except optuna.exceptions.UpdateFinishedTrialError:
             return False
@@ -281,6 +289,12 @@ class SearchStudy:
                 self._finals.tell(claim, state=TrialState.FAIL)
             raise
         self._finals.tell(claim, float(self.n_done()))
+
+    def record_choice(self, number: int, feasible: bool) -> None:
+        """The trial the search reports (the best feasible one, else the most coherent), as
+        study user attrs a dashboard shows next to its own notion of best."""
+        self.study.set_user_attr("chosen_trial", number)
+        self.study.set_user_attr("chosen_is_feasible", feasible)
 
     # ---- seeding the study ----------------------------------------------------------------
     def enqueue_startup(self) -> None:
@@ -357,8 +371,9 @@ class SearchStudy:
                     params=params,
                     distributions=dists,
                     value=float(delta),
-                    constraints={CONSTRAINT: self.min_coherence - coherence},
+                    system_attrs={CONSTRAINTS_ATTR: [self.min_coherence - coherence]},
                     user_attrs={
+                        "feasible": coherence >= self.min_coherence,
                         "source": "known",
                         "weight": weight,
                         "layer": layer,
@@ -377,7 +392,7 @@ class SearchStudy:
             attrs = t.user_attrs
             if attrs.get("source") == "surplus" or "coefficient" not in t.params:
                 continue
-            constraint = t.constraints.get(CONSTRAINT)
+            constraint = violation(t)
             out.append(
                 TrialRecord(
                     number=t.number,
@@ -394,6 +409,37 @@ class SearchStudy:
                 )
             )
         return out
+
+
+def violation(trial) -> float | None:
+    """The trial's coherence constraint (<= 0: feasible), in either form a study holds it
+    (the list optuna-dashboard reads, or the named one older studies have)."""
+    constraints = trial.constraints
+    if CONSTRAINT in constraints:
+        return constraints[CONSTRAINT]
+    return next(iter(constraints.values()), None)
+
+
+def _describe(study, min_coherence: float, settings: dict[str, Any]) -> None:
+    """Once per study: the objective's name and, in words, what it optimises (the user attrs
+    optuna-dashboard shows on the study's page)."""
+    if study.metric_names is None:
+        study.set_metric_names([METRIC_NAME])
+    if "objective" in study.user_attrs:
+        return
+    layers = settings.get("layers") or []
+    words = {
+        "objective": "maximise the trait delta (trait_mean minus the unsteered baseline's, "
+        "in the search direction) on the search questions",
+        "constraint": f"coherence_mean >= {min_coherence:g} (feasible when the trial's "
+        "constraint, min_coherence - coherence_mean, is <= 0)",
+        "vectors": f"{settings.get('method')} at {settings.get('position')} "
+        f"({settings.get('component')})",
+        "layers": ",".join(map(str, layers)),
+        "coefficient_range": f"{settings.get('coef_min')} to {settings.get('coef_max')}",
+    }
+    for key, value in words.items():
+        study.set_user_attr(key, value)
 
 
 def _repeats(record, trials) -> bool:

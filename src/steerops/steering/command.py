@@ -13,6 +13,10 @@ or "needs finer coefficients". Writes, under
 (append-only log), results.csv (every config under these settings), metrics.json, curve.png
 and responses/; and gathers every cell into metrics/steer.json and metrics/steer_curves.csv
 (DVC metrics and plots).
+
+Run by DVC (or with --pipeline) it writes the pipeline's outputs; run by hand it is a scratch
+run: it reads the pipeline's vectors and writes everything under runs/steer-<time>/ (or
+--out DIR), then prints a layer x coefficient table per cell and the MLflow run's link.
 """
 
 from __future__ import annotations
@@ -35,68 +39,82 @@ FLAGS = (
 
 
 def register(subparsers) -> None:
-    parser = stage_parser(subparsers, "steer", __doc__)
+    parser = stage_parser(subparsers, "steer", __doc__, scratch=True)
     flags(parser, FLAGS)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    from steerops.cli import display_path
     from steerops.steering.best import write_steer_summary
     from steerops.steering.configs import grid_cells
+    from steerops.steering.preflight import check_grid
+    from steerops.steering.runs import invocation_name
+    from steerops.steering.terminal import cell_table
+    from steerops.tracking import track
+    from steerops.traits import trait_dir
 
     params = load_params_for(args)
-    cells = grid_cells(params.steering.methods, params.steering.positions)
-    for trait in params.traits.names:
-        for summary in steer_cells(params, cells, trait):
-            _report(trait, summary)
-    write_steer_summary(params)
-
-
-def _report(trait: str, summary: dict[str, Any]) -> None:
-    print(
-        f"{trait} {summary['method']} @ {summary['position']}: " + verdict_line(summary["metrics"])
-    )
-
-
-def verdict_line(m: dict[str, Any]) -> str:
-    """One line: the verdict and the held-out numbers of the chosen config."""
-    if m.get("alias_of"):
-        note = f" (alias of {m['alias_of']}: identical vectors)"
-    else:
-        note = ""
-    if m["layer"] is None:
-        reached = m.get("best_coherence_reached")
-        best = "none scored" if reached is None else f"best {reached:.1f}"
-        return (
-            f"{m['status']}{note}: no steered config reached coherence >= "
-            f"{m['min_coherence']:g} on the selection half ({best})"
+    cfg, traits = params.steering, params.traits.names
+    cells = grid_cells(cfg.methods, cfg.positions)
+    # every input, layer and vector checked before the model loads and the run opens
+    check_grid(params, traits, cells, cfg.layers, "steering.layers", cfg.coefficients, "steer")
+    root = params.path(params.traits.root)
+    questions = {
+        f"{t} questions": (trait_dir(root, t) / "steering.json", "questions") for t in traits
+    }
+    tags = {"steerops.trait": traits[0] if len(traits) == 1 else None}
+    name = invocation_name("steer", traits, cells)
+    with track(params, "steer", name, tags=tags, datasets=questions) as tracker:
+        tracker.log_params(
+            {
+                "traits": traits,
+                "methods": [m.name for m in cfg.methods],
+                "positions": [p.text for p in cfg.positions],
+                "layers": str(cfg.layers),
+                "coefficients": cfg.coefficients,
+                "min_coherence": cfg.min_coherence,
+            }
         )
-    return (
-        f"{m['status']}{note}: layer {m['layer']} coefficient {m['coefficient']:g} (chosen on "
-        f"{m['selection_n']} questions); held-out delta {_fmt(m['heldout_trait_delta'])} "
-        f"[{_fmt(m['heldout_delta_lo'])}, {_fmt(m['heldout_delta_hi'])}], coherence "
-        f"{_fmt(m['heldout_coherence'], '.1f')}, n {m['heldout_n']}"
-    )
-
-
-def _fmt(x, spec: str = "+.1f") -> str:
-    return "n/a" if x is None else format(x, spec)
+        for trait in traits:
+            for summary in steer_cells(params, cells, trait, tracker=tracker):
+                print(
+                    cell_table(
+                        summary["title"],
+                        summary["baseline"],
+                        summary["results"],
+                        summary["metrics"],
+                        display_path(summary["dir"]),
+                    )
+                )
+        write_steer_summary(params)
+    link = tracker.link()
+    if link:
+        print(f"MLflow run: {link}")
 
 
 def steer_cells(
-    params, cells: list[tuple[MethodName, Position]], trait: str, progress: bool = True
+    params,
+    cells: list[tuple[MethodName, Position]],
+    trait: str,
+    progress: bool = True,
+    tracker=None,
 ) -> list[dict[str, Any]]:
     """Sweep every grid cell (method x position; layers x coefficients each) for one trait.
 
     The cells share the steered model, questions and judge, so one evaluator generates the
     configs of all of them together: the batches stay full and the model loads once. Each
-    cell still gets its own MLflow parent run and output folder."""
+    cell still gets its own MLflow run (nested under `tracker`'s) and output folder."""
+    import time
+
     from steerops.steering.best import protocol
     from steerops.steering.configs import Config, VectorSource
     from steerops.steering.evaluate import SteeringEvaluator
     from steerops.steering.session import SteeringSession
+    from steerops.tracking import Tracker
 
     cfg = params.steering
+    tracker = tracker or Tracker()
     if not cells:
         raise SteeropsError("steering.methods/steering.positions: the grid has no cells")
     if not cfg.coefficients:
@@ -114,8 +132,10 @@ def steer_cells(
     ]
     everything = [config for configs in per_cell for config in configs]
     evaluator.check(everything)  # a missing vector fails before the baseline is generated
+    started = time.time()
     baseline = evaluator.baseline()
     results = evaluator.evaluate(everything)
+    span = (started, time.time())  # every config was generated in this one evaluation
     alias = _aliases(evaluator, cells, layers, cfg.component)
     summaries, start = [], 0
     for (method, position), configs in zip(cells, per_cell, strict=True):
@@ -131,6 +151,8 @@ def steer_cells(
                 baseline,
                 cell_results,
                 alias.get((position.text, method.name)),
+                tracker,
+                span,
             )
         )
     return summaries
@@ -164,12 +186,14 @@ def _finish_cell(
     baseline,
     results: list,
     alias_of: str | None,
+    tracker,
+    span: tuple[float, float],
 ) -> dict[str, Any]:
-    """One cell's MLflow parent run (with a nested run per config) and output files."""
+    """One cell's MLflow run (with a nested run per config) and output files."""
     from steerops.steering.outputs import write_cell
-    from steerops.steering.runs import log_cell, log_configs
+    from steerops.steering.runs import cell_name, log_cell, log_configs
     from steerops.steering.store import steering_dir
-    from steerops.tracking import track
+    from steerops.tracking import input_hash_tags
     from steerops.traits import trait_dir
     from steerops.vectors.store import vectors_dir
 
@@ -178,7 +202,7 @@ def _finish_cell(
     out_dir = steering_dir(params.out, trait, cfg.variant, position, cfg.component, method)
     inputs = {
         "vectors": vectors_dir(
-            params.out, trait, cfg.vector_variant, position, cfg.component, method
+            params.inputs, trait, cfg.vector_variant, position, cfg.component, method
         ),
         "trait": trait_dir(params.path(params.traits.root), trait),
     }
@@ -186,15 +210,18 @@ def _finish_cell(
         "steerops.trait": trait,
         "steerops.variant": cfg.variant,
         "steerops.method": method.name,
+        "steerops.position": position.text,
+        "steerops.component": cfg.component,
     }
-    with track(
-        params, "steer", f"steer {trait} {method} {position}", inputs=inputs, tags=tags
-    ) as tracker:
-        log_configs(tracker, evaluator, results)
+    name = cell_name(method, position, trait)
+    with tracker.child(name, tags=tags, start=span[0]) as cell_run:
+        cell_run.set_tags(input_hash_tags(params, inputs))
+        log_configs(cell_run, evaluator, results, span)
         written = write_cell(params, evaluator, out_dir, results, alias_of)
         cell = {"method": method.name, "position": position.text, "component": cfg.component}
-        log_cell(tracker, evaluator, cell, layers, written, out_dir)
+        log_cell(cell_run, evaluator, cell, layers, written, out_dir)
     return {
+        "title": f"{trait} {method} {position}",
         "dir": out_dir,
         "method": method.name,
         "position": position.text,

@@ -1,14 +1,42 @@
-"""MLflow records of a steering sweep: a parent run per grid cell (its settings, its best
-config and files) with a nested run per config, so the UI compares configs side by side."""
+"""MLflow records of a steering sweep: the invocation's run, a nested run per grid cell (its
+settings, its best config, its files and responses) and under it a run per config, so the
+UI compares configs side by side and filters them by stage, trait, method or position.
+
+Names lead with what differs between siblings: a cell is `mean_diff prompt[-1] toy/refusal`,
+a config `L2 c1.5 mean_diff prompt[-1]`. Settings are params, measurements are metrics,
+whether a result came from the cache is a tag (`steerops.cached`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from steerops.io import read_json
 from steerops.steering.configs import ConfigResult
 from steerops.steering.evaluate import SteeringEvaluator
 from steerops.steering.store import CSV_FILE, CURVE_FILE, METRICS_FILE, RESULTS_FILE, joined
+
+# metrics.json keys that are settings (params) or the chosen config (tags), not measurements
+SETTING_KEYS = ("min_coherence", "n_questions", "settings_hash", "heldout_fraction", "seed")
+CHOSEN_KEYS = ("layer", "coefficient", "weight", "alias_of", "status")
+RESPONSES_TABLE = "responses.json"
+
+
+def invocation_name(stage: str, traits: list[str], cells: list[tuple[Any, Any]]) -> str:
+    """`steer mean_diff prompt[-1] toy/refusal`, or for a grid `steer 34 cells toy/refusal`."""
+    what = f"{cells[0][0]} {cells[0][1]}" if len(cells) == 1 else f"{len(cells)} cells"
+    who = traits[0] if len(traits) == 1 else f"{len(traits)} traits"
+    return f"{stage} {what} {who}"
+
+
+def cell_name(method: Any, position: Any, trait: str) -> str:
+    return f"{method} {position} {trait}"
+
+
+def config_name(result: ConfigResult) -> str:
+    params = config_params(result)
+    return f"L{params['layer']} c{params['coefficient']:g} {params['method']} {params['position']}"
 
 
 def config_params(result: ConfigResult) -> dict[str, Any]:
@@ -25,65 +53,107 @@ def config_params(result: ConfigResult) -> dict[str, Any]:
     }
 
 
-def log_configs(tracker, evaluator: SteeringEvaluator, results: list[ConfigResult]) -> None:
-    """A nested run per config under `tracker`'s run."""
-    session = evaluator.session
-    labels = {
-        "model": session.model["id"],
+def session_params(evaluator: SteeringEvaluator) -> dict[str, Any]:
+    """The settings every config of an evaluator shares."""
+    session, cfg = evaluator.session, evaluator.session.cfg
+    return {
+        "trait": session.trait,
+        "model_id": session.model["id"],
         "variant": session.variant,
         "vector_variant": session.vector_variant,
-        "trait": session.trait,
         "judge": session.judge.id,
-        "scope": session.cfg.scope,
+        "scope": cfg.scope,
+        "direction": cfg.direction,
+        "coefficient_unit": cfg.coefficient_unit,
+        "max_new_tokens": cfg.max_new_tokens,
+        "n_questions": len(evaluator.questions),
         "settings_hash": evaluator.settings_hash,
     }
+
+
+def log_configs(
+    cell_run,
+    evaluator: SteeringEvaluator,
+    results: list[ConfigResult],
+    span: tuple[float, float] | None = None,
+) -> None:
+    """A nested run per config under the cell's run, spanning the batched evaluation that
+    produced it (`span`, epoch seconds; configs are generated together)."""
+    shared = session_params(evaluator)
+    start, end = span or (None, None)
     for result in results:
-        params = {**labels, **config_params(result), "cached": result.cached}
-        name = f"{params['method']} L{params['layer']} c{params['coefficient']}"
-        with tracker.child(name, params) as child:
-            child.log_metrics(
-                {
-                    "trait_mean": result.trait_mean,
-                    "coherence_mean": result.coherence_mean,
-                    "trait_delta": result.trait_delta,
-                }
-            )
+        cell_run.add_child(
+            config_name(result),
+            params={**shared, **config_params(result)},
+            metrics={
+                "trait_mean": result.trait_mean,
+                "coherence_mean": result.coherence_mean,
+                "trait_delta": result.trait_delta,
+                "n": result.n,
+                "n_unscored": result.n_unscored,
+            },
+            tags={"steerops.cached": result.cached},
+            start=start,
+            end=end,
+        )
 
 
 def log_cell(
-    tracker,
+    cell_run,
     evaluator: SteeringEvaluator,
     cell: dict[str, Any],
     layers: list[int],
     written: dict[str, Any],
     out_dir: Path,
 ) -> None:
-    """The cell's parent run: its settings, the best-config metrics and its files."""
-    session, cfg = evaluator.session, evaluator.session.cfg
-    tracker.log_params(
+    """The cell's run: its settings, the best config's measurements, its files and a
+    table of the saved responses."""
+    cfg = evaluator.session.cfg
+    metrics = written["metrics"]
+    cell_run.log_params(
         {
-            "model": session.model["id"],
-            "variant": session.variant,
-            "vector_variant": session.vector_variant,
-            "trait": session.trait,
+            **session_params(evaluator),
             **cell,
-            "layers": ",".join(map(str, layers)),
-            "coefficients": ",".join(f"{c:g}" for c in cfg.coefficients),
-            "coefficient_unit": cfg.coefficient_unit,
-            "direction": cfg.direction,
-            "judge": session.judge.id,
-            "scope": cfg.scope,
-            "max_new_tokens": cfg.max_new_tokens,
-            "n_questions": len(evaluator.questions),
-            "min_coherence": cfg.min_coherence,
-            "settings_hash": evaluator.settings_hash,
+            "layers": layers,
+            "coefficients": cfg.coefficients,
+            **{k: metrics.get(k) for k in SETTING_KEYS if k != "settings_hash"},
         }
     )
-    metrics = written["metrics"]
-    tracker.log_metrics(
-        {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    cell_run.log_metrics(
+        {
+            k: v
+            for k, v in metrics.items()
+            if k not in SETTING_KEYS + CHOSEN_KEYS and not isinstance(v, bool | str)
+        }
     )
+    chosen = {f"steerops.{k}": metrics.get(k) for k in CHOSEN_KEYS}
+    if metrics.get("layer") is not None:
+        chosen["steerops.best"] = f"L{metrics['layer']} c{metrics['coefficient']:g}"
+    cell_run.set_tags(chosen)
     for name in (CSV_FILE, METRICS_FILE, CURVE_FILE, RESULTS_FILE):
-        tracker.log_artifact(out_dir / name)
-    for path in written["responses"]:
-        tracker.log_artifact(path, "responses")
+        cell_run.log_artifact(out_dir / name)
+    cell_run.log_table(responses_table(written["responses"]), RESPONSES_TABLE)
+
+
+def responses_table(files: list[Path]) -> list[dict[str, Any]]:
+    """Rows (config, layer, coefficient, question, response, trait, coherence) of the saved
+    response files, the baseline first."""
+    rows = []
+    for path in files:
+        saved = read_json(path)
+        vectors = (saved.get("config") or {}).get("vectors") or [{}]
+        coefficient = (saved.get("config") or {}).get("coefficient")
+        label = path.stem if saved.get("config") else "baseline"
+        for r in saved.get("responses", []):
+            rows.append(
+                {
+                    "config": label,
+                    "layer": vectors[0].get("layer"),
+                    "coefficient": coefficient,
+                    "question": r.get("question"),
+                    "response": r.get("response"),
+                    "trait": r.get("trait"),
+                    "coherence": r.get("coherence"),
+                }
+            )
+    return rows

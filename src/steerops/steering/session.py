@@ -35,8 +35,8 @@ class SteeringSession:
         self.loaded = load_model(params, self.variant)
         self.judge = make_judge(params, data)
         self.stops = stop_token_ids(self.loaded.model, self.loaded.tokenizer)
-        self.sources = VectorSources(
-            params.out, trait, self.vector_variant, self.loaded.layout.hidden_size
+        self.sources = VectorSources(  # the pipeline's vectors, also for a scratch run
+            params.inputs, trait, self.vector_variant, self.loaded.layout.hidden_size
         )
         spec = params.variant(self.variant)
         self.model = {

@@ -1,7 +1,7 @@
-"""Which search worker process holds a trial, and whether that process still runs.
+"""Which process holds a search trial or an MLflow run, and whether that process still runs.
 
-A trial records its worker as (node, pid, start): `node` names one kernel boot and process-id
-namespace, so two workers with the same node can see each other's processes; `start` (the
+A trial (or a run) records its process as (node, pid, start): `node` names one kernel boot
+and process-id namespace, so two processes with the same node can see each other; `start` (the
 process start time in clock ticks) tells a reused pid apart. A worker on the same node can
 then tell at once that the holder of a trial is gone; a worker elsewhere waits for the
 holder's heartbeat to go stale. Without /proc (not Linux) `node` is None and only the
@@ -44,7 +44,7 @@ def process_start(pid: int) -> int | None:
 
 
 def this_worker() -> dict:
-    """The identity recorded with the trials this process holds."""
+    """The identity recorded with the trials and runs this process holds."""
     pid = os.getpid()
     return {"node": node_id(), "pid": pid, "start": process_start(pid)}
 

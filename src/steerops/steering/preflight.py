@@ -1,0 +1,126 @@
+"""Everything a steering sweep or search needs, checked before a model loads or an MLflow
+run opens: the traits and their questions, the model's layer count and width (from its
+config file, no weights), the layers, and every vector set and layer norm the configs use.
+A coefficient far outside its unit's sensible range is said now, not after generating.
+
+A run on a real model takes minutes to load it; a typo in a layer or a missing vector
+should cost a second, and leave no FAILED run behind.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from steerops.errors import SteeropsError
+from steerops.specs import Layers, MethodName, Position
+
+SENSIBLE_NORM_MULTIPLE = 10.0  # past 10x the layer's activation norm, text is noise
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    num_layers: int | None  # None: the config could not tell (checked after loading)
+    hidden_size: int | None
+
+
+def model_shape(params, variant: str) -> ModelShape:
+    """The decoder's layer count and width from the model's config, without its weights."""
+    from transformers import AutoConfig
+
+    from steerops.models.loading import model_source
+
+    spec = params.variant(variant)
+    source = model_source(params, variant)  # a missing local folder fails here
+    try:
+        config = AutoConfig.from_pretrained(
+            source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
+    except (OSError, ValueError):  # a hub id offline, or an unknown architecture: later
+        return ModelShape(None, None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return ModelShape(getattr(text, "num_hidden_layers", None), getattr(text, "hidden_size", None))
+
+
+def resolve_layers(spec: Layers, shape: ModelShape, key: str) -> list[int] | None:
+    """The layers `spec` selects, with an error naming the params key `key`."""
+    if shape.num_layers is None:
+        return None
+    try:
+        return spec.resolve(shape.num_layers)
+    except SteeropsError as exc:
+        message = str(exc)
+        raise SteeropsError(
+            key + message[len("layers") :] if message.startswith("layers") else message
+        ) from None
+
+
+def check_grid(
+    params,
+    traits: list[str],
+    cells: list[tuple[MethodName, Position]],
+    layers_spec: Layers,
+    layers_key: str,
+    coefficients: list[float],
+    stage: str,
+) -> dict[str, list[int] | None]:
+    """Check a sweep's (or search's) inputs; {trait: layers} (None: known after loading).
+
+    Vectors are read from the pipeline's outputs (`params.inputs`), where a scratch run
+    finds them too."""
+    from steerops.steering.configs import VectorSource
+    from steerops.steering.sources import VectorSources
+    from steerops.traits import load_trait
+
+    cfg = params.steering
+    if not cells:
+        raise SteeropsError("steering.methods/steering.positions: the grid has no cells")
+    if not coefficients:
+        raise SteeropsError("steering.coefficients: give at least one coefficient")
+    params.variant(cfg.vector_variant)
+    shape = model_shape(params, cfg.variant)
+    layers = resolve_layers(layers_spec, shape, layers_key)
+    out: dict[str, list[int] | None] = {}
+    for trait in traits:
+        load_trait(params.path(params.traits.root), trait, need_prompts=False, need_questions=True)
+        out[trait] = layers
+        if layers is None or shape.hidden_size is None:
+            continue
+        sources = VectorSources(params.inputs, trait, cfg.vector_variant, shape.hidden_size)
+        norms = []
+        for method, position in cells:
+            source = VectorSource.of(method, position, cfg.component)
+            for layer in layers:
+                ref = source.at(layer)
+                sources.vector(ref)
+                if cfg.coefficient_unit == "norm":
+                    sources.layer_norm(ref)
+                else:
+                    _, metadata, _ = sources.load(source)
+                    entry = (metadata.get("layers") or {}).get(str(layer)) or {}
+                    if entry.get("mean_norm"):
+                        norms.append(float(entry["mean_norm"]))
+        warn_far_coefficients(stage, coefficients, cfg.coefficient_unit, norms)
+    return out
+
+
+def warn_far_coefficients(
+    stage: str, coefficients: list[float], unit: str, norms: list[float]
+) -> None:
+    """One warning line when a coefficient is over 10x the layer's activation norm."""
+    biggest = max(abs(c) for c in coefficients)
+    if unit == "norm" and biggest > SENSIBLE_NORM_MULTIPLE:
+        print(
+            f"steerops {stage}: warning: coefficient {biggest:g} is {biggest:g}x the layer's "
+            f"mean activation norm (coefficient_unit: norm; steering works at about 0.1-"
+            f"{SENSIBLE_NORM_MULTIPLE:g}); for an absolute weight, as the research scripts "
+            "take it, pass --coefficient-unit absolute",
+            file=sys.stderr,
+        )
+    elif unit == "absolute" and norms and biggest > SENSIBLE_NORM_MULTIPLE * max(norms):
+        print(
+            f"steerops {stage}: warning: coefficient {biggest:g} is over "
+            f"{SENSIBLE_NORM_MULTIPLE:g}x the largest steered layer's mean activation norm "
+            f"({max(norms):.4g}; coefficient_unit: absolute)",
+            file=sys.stderr,
+        )

@@ -1,0 +1,73 @@
+"""What `steerops steer` prints per grid cell: a layer x coefficient table of trait and
+coherence (and n when configs differ in it), the baseline, the verdict with the chosen
+config's held-out numbers and where the files are (relative to the working directory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def cell_table(
+    title: str,
+    baseline: Any,
+    results: list[Any],
+    metrics: dict[str, Any],
+    folder: str | Path,
+) -> str:
+    """`results`: ConfigResults of single-vector configs (layer, coefficient)."""
+    cells = {(r.config.vectors[0].layer, r.config.coefficient): r for r in results}
+    layers = sorted({layer for layer, _ in cells})
+    coefficients = sorted({c for _, c in cells})
+    counts = {r.n for r in results}
+    same_n = len(counts) == 1
+    best = (metrics.get("layer"), metrics.get("coefficient"))
+    head = (
+        f"{title}: trait / coherence per layer x coefficient"
+        + (f" (n {counts.pop()} per config)" if same_n else "")
+        + f"; baseline {_num(baseline.trait_mean)} / {_num(baseline.coherence_mean)}"
+    )
+    rows = [["", *(f"c={c:g}" for c in coefficients)]]
+    for layer in layers:
+        row = [f"L{layer}"]
+        for c in coefficients:
+            r = cells.get((layer, c))
+            text = "" if r is None else f"{_num(r.trait_mean)} / {_num(r.coherence_mean)}"
+            if r is not None and not same_n:
+                text += f" n{r.n}"
+            row.append(text + (" *" if (layer, c) == best else "  "))
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [head] + [
+        "  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.append("  * " + verdict_line(metrics))
+    lines.append(f"  files: {folder}")
+    return "\n".join(lines)
+
+
+def verdict_line(m: dict[str, Any]) -> str:
+    """One line: the verdict and the held-out numbers of the chosen config."""
+    note = f" (alias of {m['alias_of']}: identical vectors)" if m.get("alias_of") else ""
+    if m["layer"] is None:
+        reached = m.get("best_coherence_reached")
+        best = "none scored" if reached is None else f"best {reached:.1f}"
+        return (
+            f"{m['status']}{note}: no steered config reached coherence >= "
+            f"{m['min_coherence']:g} on the selection half ({best})"
+        )
+    return (
+        f"{m['status']}{note}: layer {m['layer']} coefficient {m['coefficient']:g} (chosen on "
+        f"{m['selection_n']} questions); held-out delta {_fmt(m['heldout_trait_delta'])} "
+        f"[{_fmt(m['heldout_delta_lo'])}, {_fmt(m['heldout_delta_hi'])}], coherence "
+        f"{_fmt(m['heldout_coherence'], '.1f')}, n {m['heldout_n']}"
+    )
+
+
+def _fmt(x, spec: str = "+.1f") -> str:
+    return "n/a" if x is None else format(x, spec)

@@ -1,0 +1,88 @@
+"""What earlier runs left behind, settled when a stage next opens the store: the journal
+of a run whose tracking failed is sent, and a run left RUNNING by a process that is gone
+(killed, or its machine rebooted) is ended as KILLED.
+
+A run records its process in tags (`steerops.node`, `steerops.pid`, `steerops.pid_start`),
+so only runs of this node whose process has ended are touched; a run another machine holds
+is left to that machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from steerops.liveness import is_gone, node_id
+from steerops.tracking.sink import apply, one_line
+
+NODE, PID, PID_START = "steerops.node", "steerops.pid", "steerops.pid_start"
+
+
+def reconcile(client, uri: str, journal_dir: Path) -> None:
+    replay_journals(client, uri, journal_dir)  # first: a replay ends its runs properly
+    end_killed_runs(client)
+
+
+def replay_journals(client, uri: str, journal_dir: Path) -> None:
+    from steerops.tracking.store import experiment_id
+
+    for path in sorted(journal_dir.glob("pending-*.json")):
+        claimed = path.with_name(f"{path.stem}.replaying-{os.getpid()}")
+        try:
+            path.rename(claimed)  # one process replays a journal
+        except OSError:
+            continue
+        data = json.loads(claimed.read_text())
+        if data["uri"] != uri:  # another store's: leave it for a run that logs there
+            claimed.rename(path)
+            continue
+        exp = experiment_id(client, data["experiment"], uri, data.get("description", ""))
+        ids, ops = data["ids"], data["ops"]
+        for i, op in enumerate(ops):
+            try:
+                apply(client, exp, ids, op)
+            except Exception as exc:  # noqa: BLE001 - keep the rest for the next start
+                data.update(ids=ids, ops=ops[i:])
+                claimed.write_text(json.dumps(data))
+                claimed.rename(path)
+                print(
+                    f"steerops: warning: {len(ops) - i} tracking records in {path} still "
+                    f"wait ({one_line(exc)})",
+                    file=sys.stderr,
+                )
+                break
+        else:
+            claimed.unlink()
+            print(
+                f"steerops: logged {len(ops)} tracking records an earlier run left in {path}",
+                file=sys.stderr,
+            )
+
+
+def end_killed_runs(client) -> list[str]:
+    """End as KILLED this node's RUNNING runs whose process is gone; their ids."""
+    node = node_id()
+    if node is None:
+        return []
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    quoted = node.replace("'", "\\'")
+    runs = client.search_runs(
+        experiments,
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{NODE}` = '{quoted}'",
+        max_results=1000,
+    )
+    ended = []
+    for run in runs:
+        tags = run.data.tags
+        try:
+            holder = {"node": tags[NODE], "pid": int(tags[PID]), "start": int(tags[PID_START])}
+        except (KeyError, ValueError):
+            continue
+        if is_gone(holder):
+            client.set_terminated(run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+    return ended

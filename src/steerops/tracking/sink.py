@@ -1,0 +1,196 @@
+"""The MLflow side of tracking: a companion process that sends what the stage recorded.
+
+A stage records runs, params, metrics, tags, artifacts, tables and datasets as plain
+operations (JSON-able dicts, below) and hands them to `Sink`, which passes them as JSON
+lines to a process of its own (`python -m steerops.tracking.worker`). That process imports
+MLflow, opens the store, reconciles what earlier runs left behind and sends the operations
+in order, each run's values in one `log_batch`: the import, the store and the requests cost
+the stage no time on its own core and hold no lock the stage needs. The stage waits for it
+only when it closes its run. When MLflow fails, the worker stops sending, says so in one
+line and keeps every operation it could not send in a journal (`pending-*.json` in the
+journal folder) that the next start sends. If the stage dies, the worker ends its open runs
+as KILLED.
+
+Operations (`run` is a key local to this invocation; MLflow's id is known once created):
+    {"op": "start", "run", "parent", "name", "tags", "time"}
+    {"op": "log", "run", "params": {k: str}, "metrics": [[k, value, time, step]], "tags"}
+    {"op": "artifact", "run", "path", "dir"}      {"op": "table", "run", "data", "file"}
+    {"op": "input", "run", "name", "digest", "source", "context"}
+    {"op": "lineage", "run", "root", "inputs": {name: path}}   (dvc.hash.<name> tags)
+    {"op": "end", "run", "status", "time"}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import steerops
+
+MAX_PER_BATCH = 100  # MLflow's limit on params and on tags per log_batch
+MAX_METRICS = 900  # and on entities per log_batch (1000), leaving room for the rest
+
+
+class Sink:
+    def __init__(self, uri: str, experiment: str, description: str, journal_dir: Path):
+        self.uri = uri
+        self.experiment_id: str | None = None
+        self.failure: str | None = None
+        self.busy_s = 0.0  # seconds the worker spent on MLflow (import and store included)
+        self.wait_s = 0.0  # seconds the stage waited for it
+        self._ids: dict[str, str] = {}
+        self._created: dict[str, threading.Event] = {}
+        self._done = threading.Event()
+        config = {
+            "uri": uri,
+            "experiment": experiment,
+            "description": description,
+            "journal_dir": str(journal_dir),
+        }
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "steerops.tracking.worker", json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_worker_env(),
+        )
+        self._out: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._write, name="steerops-tracking-out", daemon=True).start()
+        threading.Thread(target=self._read, name="steerops-tracking-in", daemon=True).start()
+
+    def put(self, op: dict[str, Any]) -> None:
+        if op["op"] == "start":
+            self._created.setdefault(op["run"], threading.Event())
+        self._out.put(json.dumps(op))
+
+    def run_id(self, key: str) -> str | None:
+        """MLflow's id of run `key`, waiting for its creation (None if tracking failed)."""
+        event = self._created.get(key)
+        if event is not None and not event.is_set():
+            start = time.perf_counter()
+            event.wait()
+            self.wait_s += time.perf_counter() - start
+        return self._ids.get(key)
+
+    def close(self) -> None:
+        """Let the worker send everything recorded (the stage waits here)."""
+        start = time.perf_counter()
+        self._out.put(json.dumps({"op": "close"}))
+        self._out.put(None)
+        self._done.wait()
+        self._proc.wait()
+        self.wait_s += time.perf_counter() - start
+
+    # ---- the two pipe threads ---------------------------------------------------------------
+    def _write(self) -> None:
+        stdin = self._proc.stdin
+        assert stdin is not None
+        try:
+            while (line := self._out.get()) is not None:
+                stdin.write(line + "\n")
+                stdin.flush()
+            stdin.close()
+        except (BrokenPipeError, OSError, ValueError):  # the worker is gone: _read says so
+            pass
+
+    def _read(self) -> None:
+        stdout = self._proc.stdout
+        assert stdout is not None
+        for line in stdout:
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # not ours (a library printing to stdout)
+            if "experiment_id" in message:
+                self.experiment_id = message["experiment_id"]
+            if "created" in message:
+                self._ids[message["created"]] = message["run_id"]
+                self._created.setdefault(message["created"], threading.Event()).set()
+            if "failure" in message:
+                self.failure = message["failure"]
+                self._release_waiters()
+            if "busy_s" in message:
+                self.busy_s = message["busy_s"]
+        if self._proc.wait() != 0 and self.failure is None:
+            self.failure = f"the tracking worker exited with status {self._proc.returncode}"
+        self._release_waiters()
+        self._done.set()
+
+    def _release_waiters(self) -> None:
+        for event in list(self._created.values()):
+            event.set()  # nobody waits for a run id that will not come
+
+
+def _worker_env() -> dict[str, str]:
+    """The stage's environment, with this steerops importable (it may run from a source
+    tree the environment does not name)."""
+    src = str(Path(steerops.__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    line = f"{type(exc).__name__}: {text[0] if text else ''}"
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def apply(client, experiment_id: str | None, ids: dict[str, str], op: dict[str, Any]) -> None:
+    """Send one operation (also used to replay a journal)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+
+    kind, key = op["op"], op["run"]
+    if kind == "start":
+        if key in ids:
+            return  # created before a failure; the journal knows its id
+        tags = dict(op["tags"])
+        if op.get("parent"):
+            tags["mlflow.parentRunId"] = ids[op["parent"]]
+        run = client.create_run(
+            experiment_id, start_time=op["time"], tags=tags, run_name=op["name"]
+        )
+        ids[key] = run.info.run_id
+        return
+    run_id = ids[key]
+    if kind == "log":
+        params = [Param(k, v) for k, v in op["params"].items()]
+        tags = [RunTag(k, v) for k, v in op["tags"].items()]
+        metrics = [Metric(k, v, t, s or 0) for k, v, t, s in op["metrics"]]
+        while params or tags or metrics:
+            client.log_batch(
+                run_id,
+                metrics=metrics[:MAX_METRICS],
+                params=params[:MAX_PER_BATCH],
+                tags=tags[:MAX_PER_BATCH],
+            )
+            params, tags = params[MAX_PER_BATCH:], tags[MAX_PER_BATCH:]
+            metrics = metrics[MAX_METRICS:]
+    elif kind == "artifact":
+        path = Path(op["path"])
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), op["dir"])
+        elif path.is_file():
+            client.log_artifact(run_id, str(path), op["dir"])
+    elif kind == "lineage":
+        from steerops.tracking.lineage import input_hash_tags
+
+        hashes = input_hash_tags(Path(op["root"]), op["inputs"])
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in hashes.items()])
+    elif kind == "table":
+        client.log_table(run_id, op["data"], op["file"])
+    elif kind == "input":
+        dataset = Dataset(op["name"], op["digest"], "local", op["source"])
+        context = [InputTag("mlflow.data.context", op["context"])]
+        client.log_inputs(run_id, [DatasetInput(dataset, tags=context)])
+    elif kind == "end":
+        client.set_terminated(run_id, op["status"], end_time=op["time"])
+    else:
+        raise ValueError(f"unknown tracking operation {kind!r}")

@@ -1,0 +1,131 @@
+"""`python -m steerops.tracking.worker CONFIG`: the process that sends a stage's tracking
+operations to MLflow (see `sink`). It reads operations as JSON lines on stdin and answers
+on stdout: {"experiment_id"}, {"created", "run_id"} per run, {"failure"} once, {"busy_s"}
+at the end. It ignores Ctrl-C (the stage ends its runs itself); when its input ends without
+{"op": "close"}, the stage died, and it ends the stage's open runs as KILLED.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from steerops.io import write_json
+from steerops.tracking.sink import apply, one_line
+from steerops.tracking.store import shown_uri
+
+
+class Worker:
+    def __init__(self, config: dict[str, Any]):
+        self.uri, self.experiment = config["uri"], config["experiment"]
+        self.description = config["description"]
+        self.journal_dir = Path(config["journal_dir"])
+        self.client: Any = None
+        self.experiment_id: str | None = None
+        self.ids: dict[str, str] = {}
+        self.open_runs: list[str] = []
+        self.pending: list[dict[str, Any]] = []
+        self.failure: str | None = None
+        self.busy_s = 0.0
+
+    def serve(self, lines) -> None:
+        self._timed(self._open)
+        closed = False
+        for line in lines:
+            op = json.loads(line)
+            if op["op"] == "close":
+                closed = True
+                break
+            self.handle(op)
+        if not closed:  # the stage is gone without closing its runs
+            for key in reversed(self.open_runs):
+                self.handle({"op": "end", "run": key, "status": "KILLED", "time": _now_ms()})
+        if self.pending:
+            self._write_journal()
+        say(busy_s=round(self.busy_s, 3))
+
+    def handle(self, op: dict[str, Any]) -> None:
+        if self.failure is not None:
+            self.pending.append(op)
+            return
+        if not self._timed(apply, self.client, self.experiment_id, self.ids, op):
+            self.pending.append(op)
+            return
+        if op["op"] == "start":
+            self.open_runs.append(op["run"])
+            say(created=op["run"], run_id=self.ids[op["run"]])
+        elif op["op"] == "end" and op["run"] in self.open_runs:
+            self.open_runs.remove(op["run"])
+
+    def _open(self) -> None:
+        from steerops.tracking.reconcile import reconcile
+        from steerops.tracking.store import experiment_id, open_client
+
+        self.client = open_client(self.uri)
+        self.experiment_id = experiment_id(self.client, self.experiment, self.uri, self.description)
+        say(experiment_id=self.experiment_id)
+        reconcile(self.client, self.uri, self.journal_dir)
+
+    def _timed(self, fn, *args) -> bool:
+        """Run `fn`; False (and the failure said, once) when MLflow failed."""
+        start = time.perf_counter()
+        try:
+            fn(*args)
+            return True
+        except Exception as exc:  # noqa: BLE001 - any MLflow failure: journal it, one line
+            self._fail(exc)
+            return False
+        finally:
+            self.busy_s += time.perf_counter() - start
+
+    def _fail(self, exc: Exception) -> None:
+        self.failure = one_line(exc)
+        self.journal = self.journal_dir / (
+            f"pending-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.json"
+        )
+        print(
+            f"steerops: warning: MLflow tracking at {shown_uri(self.uri)} failed "
+            f"({self.failure}); local results are unaffected and the runs are logged on the "
+            f"next start (kept in {self.journal})",
+            file=sys.stderr,
+            flush=True,
+        )
+        say(failure=self.failure)
+
+    def _write_journal(self) -> None:
+        write_json(
+            self.journal,
+            {
+                "uri": self.uri,
+                "experiment": self.experiment,
+                "description": self.description,
+                "ids": self.ids,
+                "ops": self.pending,
+            },
+        )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def say(**message: Any) -> None:
+    try:
+        print(json.dumps(message), flush=True)
+    except (BrokenPipeError, OSError):  # the stage is gone; nobody listens
+        pass
+
+
+def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    Worker(json.loads(argv[0])).serve(sys.stdin)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,164 @@
+"""Scratch runs: `steerops steer` run by hand reads the pipeline's vectors and writes only in
+its own run folder; the pipeline's outputs stay byte-identical. What it needs is checked
+before the model loads, and a failing command leaves no run folder and no MLflow run."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from steer_world import SMALL, steer_params
+from steerops.cli import main
+from steerops.config import load_params
+from steerops.errors import SteeropsError
+from steerops.io import read_json
+from steerops.steering.best import compact
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    """md5 of every pipeline file: outputs/ and metrics/ next to the params file."""
+    files = [p for d in ("outputs", "metrics") for p in (folder / d).rglob("*") if p.is_file()]
+    return {
+        p.relative_to(folder).as_posix(): hashlib.md5(p.read_bytes()).hexdigest() for p in files
+    }
+
+
+@pytest.fixture(scope="module")
+def pipeline(toy_world, tmp_path_factory):
+    """A project whose pipeline has steered once (outputs/ and metrics/ exist)."""
+    folder = tmp_path_factory.mktemp("scratch")
+    params = steer_params(folder, toy_world)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DVC_STAGE", "steer")  # as `dvc repro` runs it
+        assert main(["steer", "--params", str(params), *SMALL]) == 0
+    assert (folder / "metrics" / "steer.json").is_file()
+    assert not (folder / "runs").exists()
+    return folder, params
+
+
+def test_an_ad_hoc_steer_leaves_the_pipeline_outputs_byte_identical(pipeline, capsys):
+    folder, params = pipeline
+    before = _snapshot(folder)
+    argv = ["steer", "--params", str(params), "--subset", "4", "--max-new-tokens", "6"]
+    assert main([*argv, "--layers", "3", "--coefficients", "2,3"]) == 0
+    assert _snapshot(folder) == before
+    (run,) = (folder / "runs").iterdir()
+    assert run.name.startswith("steer-")
+    cell = run / "steering/toy/refusal/instruct/prompt_m1/residual/mean_diff"
+    metrics = read_json(cell / "metrics.json")
+    assert read_json(run / "metrics" / "steer.json") == {
+        "toy/refusal/instruct/prompt_m1/residual/mean_diff": compact(metrics)
+    }
+    out = capsys.readouterr()
+    assert "scratch run in" in out.err and run.name in out.err
+    # the terminal table: one row per layer, one column per coefficient, and the run link
+    assert "c=2" in out.out and "c=3" in out.out and "\n  L3 " in out.out
+    assert "MLflow run: http://127.0.0.1:5000/#/experiments/" in out.out
+
+
+def test_out_puts_everything_of_the_run_in_its_folder(pipeline, tmp_path, monkeypatch):
+    folder, params_file = pipeline
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    spec = yaml.safe_load(params_file.read_text())
+    del spec["tracking"]  # the default store: next to the params file, or in --out's folder
+    own = folder / "own_store.yaml"
+    own.write_text(yaml.safe_dump(spec))
+    before = _snapshot(folder)
+    run = tmp_path / "mine"
+    assert main(["steer", "--params", str(own), "--out", str(run), *SMALL]) == 0
+    assert _snapshot(folder) == before
+    assert (run / "metrics" / "steer.json").is_file()
+    assert (run / "steering" / "toy" / "refusal" / "instruct" / "baselines.jsonl").is_file()
+
+    def tagged(db: Path) -> list:
+        client = MlflowClient(f"sqlite:///{db}")
+        experiment = client.get_experiment_by_name("toy-refusal").experiment_id
+        query = f"tags.`steerops.run_folder` = '{run}'"
+        return client.search_runs([experiment], filter_string=query)
+
+    assert len(tagged(run / "mlflow.db")) == 1 + 1 + 4  # invocation, cell, 2 x 2 configs
+    assert tagged(folder / "mlflow.db") == []  # the project's store saw nothing of it
+    # the rest of what a run keeps goes there too
+    from steerops.cli import build_parser, load_params_for
+
+    args = build_parser(["steer"]).parse_args(["steer", "--params", str(own), "--out", str(run)])
+    params = load_params_for(args)
+    assert params.out == run and params.run_root == run and params.inputs == folder / "outputs"
+    assert Path(params.judge.cache_dir) == run / "judge_cache"
+    from steerops.search.storage import default_storage_url
+    from steerops.tracking import tracking_uri
+
+    assert default_storage_url(params) == f"sqlite:///{run / 'optuna.db'}"
+    assert tracking_uri(params) == f"sqlite:///{run / 'mlflow.db'}"
+
+
+def test_failing_commands_fail_before_the_model_loads_and_leave_nothing(
+    pipeline, capsys, monkeypatch
+):
+    from steerops.models import loading
+    from steerops.steering import session
+
+    folder, params = pipeline
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded before the inputs were checked")
+
+    monkeypatch.setattr(loading, "load_model", no_model)
+    monkeypatch.setattr(session, "load_model", no_model)  # the name the stage calls
+    uri = load_params(params).tracking.uri
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("toy-refusal").experiment_id
+    runs_before = len(client.search_runs([experiment], max_results=1000))
+    scratch_before = set((folder / "runs").iterdir()) if (folder / "runs").exists() else set()
+    argv = ["steer", "--params", str(params), "--coefficients", "1"]
+    cases = [
+        (["--layers", "9"], "steering.layers: '9' is out of range (the model has layers 0-3)"),
+        (["--method", "probe"], "vectors not found"),
+        (["--trait", "toy/nope"], "toy/nope"),
+        (["--subset", "-1"], "--subset: Input should be greater than or equal to 0"),
+        (["--max-new-tokens", "0"], "--max-new-tokens: Input should be greater than or equal"),
+    ]
+    for extra, message in cases:
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("steerops steer: error:") and message in err[-1], err
+        assert "params.yaml" not in err[-1] or "--" not in message
+    assert len(client.search_runs([experiment], max_results=1000)) == runs_before
+    after = set((folder / "runs").iterdir()) if (folder / "runs").exists() else set()
+    assert after == scratch_before  # no empty scratch folder left behind
+
+
+def test_far_coefficients_warn_before_generating(pipeline, capsys, monkeypatch):
+    from steerops.steering import session
+
+    folder, params = pipeline
+
+    def stop(*args, **kwargs):
+        raise SteeropsError("stopped before loading the model")
+
+    monkeypatch.setattr(session, "load_model", stop)
+    assert main(["steer", "--params", str(params), "--layers", "1", "--coefficients", "1100"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "coefficient 1100 is 1100x the layer's mean activation norm" in err[-2]
+    assert "--coefficient-unit absolute" in err[-2] and "stopped before loading" in err[-1]
+    absolute = ["--coefficient-unit", "absolute", "--coefficients", "1100"]
+    assert main(["steer", "--params", str(params), "--layers", "1", *absolute]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "over 10x the largest steered layer's mean activation norm (20" in err[-2]
+    assert main(["steer", "--params", str(params), "--layers", "1", "--coefficients", "2"]) == 2
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_subset_zero_means_every_question(pipeline):
+    from steerops.steering.session import SteeringSession
+
+    folder, params = pipeline
+    everything = SteeringSession(load_params(params), "toy/refusal", progress=False)
+    zero = SteeringSession(
+        load_params(params, {"steering.subset": 0}), "toy/refusal", progress=False
+    )
+    assert zero.questions == everything.questions and len(zero.questions) == 40

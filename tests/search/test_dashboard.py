@@ -1,0 +1,104 @@
+"""A search study as optuna-dashboard shows it, read through the dashboard's own web API: every
+trial's feasibility, the objective's name, the study's settings in words, and, through
+`steerops dashboard`, the best feasible trial as "Best Trial" although an infeasible trial
+has the top value."""
+
+from __future__ import annotations
+
+import json
+import wsgiref.util
+
+import pytest
+from synthetic import MIN_COH, SOURCE, SyntheticEvaluator, open_study
+
+from steerops.search.loop import run_search
+
+optuna_dashboard = pytest.importorskip("optuna_dashboard._app")
+
+
+def _api(storage, path: str) -> dict:
+    app = optuna_dashboard.create_app(storage)
+    environ: dict = {}
+    wsgiref.util.setup_testing_defaults(environ)
+    environ.update(PATH_INFO=path, REQUEST_METHOD="GET")
+    status: list[str] = []
+    body = b"".join(app(environ, lambda s, headers, exc=None: status.append(s)))
+    assert status[0].startswith("200"), status
+    return json.loads(body)
+
+
+@pytest.fixture
+def searched(tmp_path):
+    """A finished study whose top value is infeasible: the synthetic trait keeps rising past
+    the coherence cliff, and a known result at coherence 16.7 has the largest delta."""
+    study = open_study(tmp_path, startup_trials=3)
+    assert study.add_known(2, 2.9, 29.0, 99.0, 16.7, 94.0, 4)
+    run_search(study, SyntheticEvaluator(["q"]), SOURCE, 8, 4, "positive", progress=False, poll_s=0)
+    return study, f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
+def test_the_dashboard_sees_feasibility_names_and_settings(searched):
+    from optuna.storages import RDBStorage
+
+    study, url = searched
+    plain = RDBStorage(url)  # what `optuna-dashboard sqlite:///optuna.db` opens
+    sid = plain.get_study_id_from_name("s")
+    detail = _api(plain, f"/api/studies/{sid}")
+    assert detail["objective_names"] == ["trait_delta"]
+    attrs = {a["key"]: a["value"] for a in detail["user_attrs"]}
+    assert attrs["constraint"].startswith(f"coherence_mean >= {MIN_COH:g}")
+    assert "trait delta" in attrs["objective"]
+    complete = [t for t in detail["trials"] if t["state"] == "Complete"]
+    records = {r.number: r for r in study.records()}
+    assert len(complete) >= 9
+    for trial in complete:
+        record = records[trial["number"]]
+        (violation,) = trial["constraints"]
+        assert violation == pytest.approx(MIN_COH - record.coherence_mean)
+        shown = {a["key"]: a["value"] for a in trial["user_attrs"]}
+        assert shown["feasible"] == str(record.feasible)
+    top = max(complete, key=lambda t: t["values"][0])
+    assert top["constraints"][0] > 0  # the top value is infeasible...
+
+
+def test_steerops_dashboard_shows_the_best_feasible_trial_as_best(searched):
+    from steerops.search.storage import dashboard_storage
+
+    study, url = searched
+    storage = dashboard_storage(url)
+    detail = _api(storage, f"/api/studies/{storage.get_study_id_from_name('s')}")
+    (best,) = detail["best_trials"]
+    feasible = [r for r in study.records() if r.feasible and r.state == "complete"]
+    expected = max(feasible, key=lambda r: r.trait_delta)
+    assert best["number"] == expected.number and best["constraints"][0] <= 0
+    assert max(r.trait_delta for r in study.records() if r.trait_delta is not None) > (
+        expected.trait_delta
+    )  # ...while a higher, infeasible value exists
+
+
+def test_with_no_feasible_trial_the_least_infeasible_is_best(tmp_path):
+    from steerops.search.storage import dashboard_storage
+
+    study = open_study(tmp_path)
+    study.add_known(2, 2.5, 25.0, 90.0, 30.0, 85.0, 4)
+    study.add_known(2, 2.0, 20.0, 60.0, 50.0, 55.0, 4)
+    storage = dashboard_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    best = storage.get_best_trial(storage.get_study_id_from_name("s"))
+    assert best.params["coefficient"] == 2.0
+
+
+def test_the_dashboard_command_serves_the_default_study(tmp_path, monkeypatch):
+    import optuna_dashboard
+
+    from steerops.cli import main
+    from steerops.search.storage import DashboardRDBStorage
+
+    open_study(tmp_path)  # optuna.db next to the params file
+    (tmp_path / "params.yaml").write_text("experiment: d\n")
+    served = {}
+    monkeypatch.setattr(
+        optuna_dashboard, "run_server", lambda storage, host, port: served.update(s=storage)
+    )
+    assert main(["dashboard", "--params", str(tmp_path / "params.yaml"), "--port", "9"]) == 0
+    assert isinstance(served["s"], DashboardRDBStorage)
+    assert served["s"].get_study_id_from_name("s") is not None

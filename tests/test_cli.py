@@ -1,0 +1,88 @@
+"""The command line as a user meets it: complete, clean help for every stage and flag; flag
+errors blamed on the flag; scratch or pipeline decided before anything is written."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+import pytest
+
+from steerops.cli import build_parser, load_params_for, main
+
+
+def _parsers(parser: argparse.ArgumentParser, path=("steerops",)):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def test_every_flag_of_every_stage_has_clean_help():
+    problems = []
+    for path, parser in _parsers(build_parser()):
+        text = parser.format_help()
+        for leak in ("OVERRIDE", "override:", "<function", "(self", "lambda", "object at 0x"):
+            if leak in text:
+                problems.append(f"{' '.join(path)}: help shows {leak!r}")
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) or action.dest == "help":
+                continue
+            if not action.help or not action.help.strip():
+                problems.append(f"{' '.join(path)} {action.option_strings}: no help")
+            metavar = action.metavar if isinstance(action.metavar, str) else ""
+            if metavar and not re.fullmatch(r"[A-Z][A-Z0-9_]*(\.[a-z]+)?(\[,\.\.\])?", metavar):
+                problems.append(f"{' '.join(path)} {action.option_strings}: metavar {metavar}")
+    assert problems == []
+
+
+def test_flag_values_are_blamed_on_the_flag(tmp_path, capsys):
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    code = main(["steer", "--params", str(tmp_path / "params.yaml"), "--max-new-tokens", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0] == (
+        "steerops steer: error: --max-new-tokens: Input should be greater than or equal to 1 "
+        "(got 0) (params: steering.max_new_tokens)"
+    )
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "bad.yaml").write_text("steering: {max_new_tokens: 0}\n")
+    assert main(["steer", "--params", str(tmp_path / "bad.yaml")]) == 2
+    assert "bad.yaml: steering.max_new_tokens:" in capsys.readouterr().err
+
+
+def _params(tmp_path, *argv, stage="steer"):
+    (tmp_path / "params.yaml").write_text("paths: {out: outputs}\n")
+    args = build_parser([stage]).parse_args(
+        [stage, "--params", str(tmp_path / "params.yaml"), *argv]
+    )
+    return load_params_for(args)
+
+
+def test_hand_runs_of_steer_are_scratch_runs_and_dvc_runs_are_the_pipeline(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    scratch = _params(tmp_path)
+    assert scratch.run_folder.parent == tmp_path / "runs" and scratch.run_folder.is_dir()
+    assert scratch.out == scratch.run_root == scratch.run_folder
+    assert scratch.inputs == tmp_path / "outputs"  # vectors come from the pipeline
+    assert "scratch run in" in capsys.readouterr().err
+    again = _params(tmp_path)
+    assert again.run_folder != scratch.run_folder  # two runs in one second: two folders
+    for pipeline in (_params(tmp_path, "--pipeline"),):
+        assert pipeline.run_folder is None and pipeline.out == tmp_path / "outputs"
+        assert pipeline.run_root == tmp_path
+    monkeypatch.setenv("DVC_STAGE", "steer")
+    assert _params(tmp_path).run_folder is None
+    # a producer stage run by hand still writes the pipeline's outputs
+    monkeypatch.delenv("DVC_STAGE")
+    assert _params(tmp_path, stage="vectors").run_folder is None
+
+
+def test_out_on_a_producer_stage_moves_its_whole_run(tmp_path):
+    params = _params(tmp_path, "--out", str(tmp_path / "elsewhere"), stage="vectors")
+    assert params.out == params.inputs == params.run_root == tmp_path / "elsewhere"
+    with pytest.raises(SystemExit):
+        build_parser(["steer"]).parse_args(["steer", "--pipeline=1"])

@@ -1,0 +1,210 @@
+"""Runs as MLflow stores them: nested runs with the stage's tags, one batch per run, spans that
+cover the work; runs of a killed process ended as KILLED; a fresh store opened by several
+processes at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from steerops.config import load_params
+from steerops.tracking import track
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def _params(folder: Path, **tracking):
+    (folder / "params.yaml").write_text(
+        yaml.safe_dump({"experiment": "t", "tracking": {"uri": _uri(folder), **tracking}})
+    )
+    return load_params(folder / "params.yaml")
+
+
+def _uri(folder: Path) -> str:
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def _runs(folder: Path, query: str = "") -> list:
+    client = MlflowClient(_uri(folder))
+    experiment = client.get_experiment_by_name("t")
+    return client.search_runs([experiment.experiment_id], filter_string=query, max_results=500)
+
+
+def test_nested_runs_carry_the_stage_tags_and_the_span_of_their_work(tmp_path):
+    params = _params(tmp_path)
+    (tmp_path / "questions.json").write_text('{"questions": ["q"]}')
+    work_start = time.time()
+    with track(
+        params,
+        "steer",
+        "steer mean_diff prompt[-1] toy/refusal",
+        tags={"steerops.trait": "toy/refusal"},
+        datasets={"questions": (tmp_path / "questions.json", "questions")},
+        description="what this run is for",
+    ) as tracker:
+        tracker.log_params({"layers": [1, 2], "model": "m", "subset": None})
+        with tracker.child("mean_diff prompt[-1]", tags={"steerops.method": "mean_diff"}) as cell:
+            time.sleep(1.2)  # the cell's work
+            for layer in range(3):
+                cell.add_child(
+                    f"L{layer} c1 mean_diff",
+                    params={"layer": layer, "coefficient": 1.0},
+                    metrics={"trait_mean": 10.0 * layer, "coherence": 90.0},
+                    tags={"steerops.cached": layer == 0},
+                    start=work_start,
+                    end=work_start + 2.0,
+                )
+            cell.log_table([{"question": "q", "response": "r"}], "responses.json")
+    (top,) = _runs(tmp_path, "attributes.run_name = 'steer mean_diff prompt[-1] toy/refusal'")
+    assert top.info.status == "FINISHED"
+    assert top.data.params == {"layers": "1,2", "model_id": "m"}
+    assert top.data.tags["mlflow.note.content"] == "what this run is for"
+    assert top.inputs.dataset_inputs[0].dataset.source == '{"uri": "questions.json"}'
+    (cell,) = _runs(tmp_path, f"tags.`mlflow.parentRunId` = '{top.info.run_id}'")
+    assert cell.info.end_time - cell.info.start_time >= 1200
+    configs = _runs(tmp_path, f"tags.`mlflow.parentRunId` = '{cell.info.run_id}'")
+    assert sorted(r.info.run_name for r in configs) == [f"L{i} c1 mean_diff" for i in range(3)]
+    for run in configs:
+        assert run.data.tags["steerops.stage"] == "steer"
+        assert run.data.tags["steerops.trait"] == "toy/refusal"
+        assert run.data.tags["steerops.method"] == "mean_diff"
+        assert run.data.metrics["coherence_mean"] == 90.0
+        assert run.info.end_time - run.info.start_time == pytest.approx(2000, abs=1)
+    cached = _runs(tmp_path, "tags.`steerops.cached` = 'true'")
+    assert [r.info.run_name for r in cached] == ["L0 c1 mean_diff"]
+    experiment = MlflowClient(_uri(tmp_path)).get_experiment_by_name("t")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()
+    assert (tmp_path / "mlartifacts" / cell.info.run_id / "artifacts" / "responses.json").exists()
+    assert tracker.link().startswith(
+        f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs/{top.info.run_id}"
+    )
+
+
+def test_a_failing_stage_ends_its_run_failed(tmp_path):
+    params = _params(tmp_path)
+    with pytest.raises(RuntimeError), track(params, "steer", "doomed") as tracker:
+        tracker.log_metrics({"x": 1})
+        raise RuntimeError("boom")
+    (run,) = _runs(tmp_path)
+    assert run.info.status == "FAILED" and run.data.metrics == {"x": 1.0}
+
+
+def test_disabled_tracking_is_a_no_op(tmp_path):
+    params = _params(tmp_path, enabled=False)
+    with track(params, "steer", "nothing") as tracker:
+        tracker.log_params({"a": 1})
+        with tracker.child("c") as child:
+            child.log_metrics({"m": 1})
+    assert tracker.run_id is None and tracker.link() is None
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+HOLDER = """
+import sys, time
+sys.path.insert(0, {src!r})
+from steerops.config import load_params
+from steerops.tracking import track
+params = load_params({params!r})
+with track(params, "search", "held") as tracker:
+    with tracker.child("trial") as trial:
+        print(tracker.run_id, trial.run_id, flush=True)
+        time.sleep(600)
+"""
+
+
+def _holder(folder: Path, **popen) -> tuple[subprocess.Popen, list[str]]:
+    code = HOLDER.format(src=SRC, params=str(folder / "params.yaml"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, **popen
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().split()
+
+
+def _status(folder: Path, run_id: str) -> str:
+    return MlflowClient(_uri(folder)).get_run(run_id).info.status
+
+
+def test_a_killed_stage_has_its_runs_ended_killed(tmp_path):
+    """Killed alone, the stage's tracking process ends its runs at once; killed together
+    (the whole process group), the next start finds them RUNNING and ends them."""
+    _params(tmp_path)
+    proc, ids = _holder(tmp_path)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 120
+    while any(_status(tmp_path, i) == "RUNNING" for i in ids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert [_status(tmp_path, i) for i in ids] == ["KILLED", "KILLED"]
+
+    proc, ids = _holder(tmp_path, start_new_session=True)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1)
+    assert [_status(tmp_path, i) for i in ids] == ["RUNNING", "RUNNING"]
+    with track(load_params(tmp_path / "params.yaml"), "report", "next start"):
+        pass
+    assert [_status(tmp_path, i) for i in ids] == ["KILLED", "KILLED"]
+
+
+FIRST_USE = """
+import sys
+sys.path.insert(0, {src!r})
+from steerops.config import load_params
+from steerops.tracking import track
+with track(load_params({params!r}), "search", "worker") as tracker:
+    tracker.log_metrics({{"x": 1}})
+"""
+
+
+def test_processes_opening_a_fresh_store_together_all_log(tmp_path):
+    _params(tmp_path)
+    code = FIRST_USE.format(src=SRC, params=str(tmp_path / "params.yaml"))
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    errors = [p.communicate()[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    assert not any("warning" in e for e in errors), errors
+    runs = _runs(tmp_path)
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    assert len(MlflowClient(_uri(tmp_path)).search_experiments()) == 2  # Default and "t"
+
+
+def test_a_journal_left_by_a_failed_run_is_sent_on_the_next_start(tmp_path):
+    params = _params(tmp_path)
+    with track(params, "steer", "first"):
+        pass  # the store and experiment exist
+    journal = tmp_path / ".steerops" / "tracking" / "pending-1-1.json"
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    now = int(time.time() * 1000)
+    ops = [
+        {"op": "start", "run": "r0", "parent": None, "name": "late", "tags": {}, "time": now},
+        {
+            "op": "log",
+            "run": "r0",
+            "params": {"a": "1"},
+            "metrics": [["m", 2.0, now, 0]],
+            "tags": {},
+        },
+        {"op": "end", "run": "r0", "status": "FINISHED", "time": now + 5},
+    ]
+    body = {"uri": _uri(tmp_path), "experiment": "t", "description": "", "ids": {}, "ops": ops}
+    journal.write_text(json.dumps(body))
+    with track(params, "steer", "second"):
+        pass
+    (late,) = _runs(tmp_path, "attributes.run_name = 'late'")
+    assert late.info.status == "FINISHED" and late.data.params == {"a": "1"}
+    assert late.data.metrics == {"m": 2.0}
+    assert not list(journal.parent.glob("pending-*"))
