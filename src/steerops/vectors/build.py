@@ -60,6 +60,7 @@ def build_method(
     cleaning = method.cleaning
     removed: dict[int, list[int]] = {}
     calibration_record = None
+    dim_set = params.cleaning.dim_set
     if cleaning is not None:
         calibration, file = None, None
         if cleaning.needs_calibration:
@@ -67,13 +68,20 @@ def build_method(
                 params.out, calibration_variant, f"method {name!r}"
             )
         removed = dims_to_remove(
-            cleaning, calibration, acts.layers, acts.hidden_size, str(file) if file else name
+            cleaning,
+            calibration,
+            acts.layers,
+            acts.hidden_size,
+            str(file) if file else name,
+            dim_set,
         )
         calibration_record = {
             "variant": calibration_variant if file else None,
             "file": str(file) if file else None,
             "mode": cleaning.mode,
             "spec": cleaning.spec,
+            # which calibrated set the dims come from (none for an explicit dims list)
+            "dim_set": dim_set if cleaning.needs_calibration else None,
             "dims_removed": {str(layer): dims for layer, dims in removed.items()},
         }
     if base is not None:
