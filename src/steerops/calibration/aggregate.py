@@ -1,10 +1,10 @@
 """Cross-layer summary of calibration.json: `layers` and `aggregate` from every layer's sums.
 
-    aggregate.global_dims        top_mean set: dims in the top-N by |mean| at >= M layers
-    aggregate.top_dims_by_layer  each layer's ranking by |mean|
-    aggregate.massive_dims       massive set: dims massive at >= 1 layer, by number of
-                                 layers, then peak ratio
-    aggregate.massive_by_layer   each layer's massive dims, by peak
+aggregate.global_dims        top_mean set: dims in the top-N by |mean| at >= M layers
+aggregate.top_dims_by_layer  each layer's ranking by |mean|
+aggregate.massive_dims       massive set: dims massive at >= 1 layer, by number of
+                             layers, then peak ratio
+aggregate.massive_by_layer   each layer's massive dims, by peak
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from steerops.calibration.heatmap import plot_heatmap
 from steerops.calibration.aggregate import summarize
+from steerops.calibration.heatmap import plot_heatmap
 from steerops.calibration.stats import LayerSums
 from steerops.calibration.store import calibration_file, heatmap_file, write_calibration
 from steerops.cli import flags, load_params_for, stage_parser

@@ -2,8 +2,8 @@
 
 Tensors are read one layer at a time, so memory holds one [n_examples, hidden] matrix
 whatever the number of layers. Row order inside each class is sorted by
-(source_index, rollout): with paired datasets, positive row i and negative row i then come
-from the same source prompt, which is what `pca` pairs on.
+(source_index, rollout). `ClassRows.pairs` matches rows by (source_index, rollout) across
+the classes, which is what `pca` subtracts on a paired trait (metadata `paired`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ class ClassRows:
 
     pos: torch.Tensor
     neg: torch.Tensor
+    # (positive rows, negative rows) with the same (source_index, rollout), in that order
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -42,6 +44,12 @@ class TraitActivations:
     def layer(self, layer: int) -> torch.Tensor:
         """[n_examples, hidden] float32 activations at `layer`."""
         return store.read_layer(self.directory, layer)
+
+    @property
+    def paired(self) -> bool | None:
+        """Whether the trait pairs its prompts (None: activations that predate the flag)."""
+        value = self.metadata.get("paired")
+        return None if value is None else bool(value)
 
     def mean_norm(self, layer: int) -> float | None:
         value = (self.metadata.get("mean_norm") or {}).get(str(layer))
@@ -95,10 +103,22 @@ def _split_rows(examples: list[dict], where: Path) -> tuple[ClassRows, ClassRows
             [i for *_, i in sorted(rows.get((split, polarity), []))], dtype=torch.long
         )
 
-    train = ClassRows(indices("train", "positive"), indices("train", "negative"))
+    def pairs(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        negative = {(s, r): i for s, r, i in rows.get((split, "negative"), [])}
+        matched = [
+            (i, negative[(s, r)])
+            for s, r, i in sorted(rows.get((split, "positive"), []))
+            if (s, r) in negative
+        ]
+        return (
+            torch.tensor([p for p, _ in matched], dtype=torch.long),
+            torch.tensor([n for _, n in matched], dtype=torch.long),
+        )
+
+    train = ClassRows(indices("train", "positive"), indices("train", "negative"), pairs("train"))
     if len(train.pos) == 0 or len(train.neg) == 0:
         raise SteeropsError(
             f"{where}: need train examples of both polarities "
             f"(positive: {len(train.pos)}, negative: {len(train.neg)})"
         )
-    return train, ClassRows(indices("val", "positive"), indices("val", "negative"))
+    return train, ClassRows(indices("val", "positive"), indices("val", "negative"), pairs("val"))

@@ -24,7 +24,7 @@ from steerops.errors import SteeropsError
 from steerops.specs import MethodName, parse_method
 from steerops.vectors.activations import TraitActivations
 from steerops.vectors.cleaning import dims_to_remove, zero_dims
-from steerops.vectors.methods import get_method
+from steerops.vectors.methods import PAIRED_METHODS, get_method
 from steerops.vectors.metrics import separation
 from steerops.vectors.store import check_hidden_size
 
@@ -97,11 +97,13 @@ def build_method(
             raw = base[0][layer].float() * float(base[1]["layers"][str(layer)]["raw_norm"])
         else:
             data = zero_dims(x, dims) if cleaning and cleaning.mode == "pre" else x
+            rows, extra = fit_rows(acts, method.base)
             raw = fit(
-                data[acts.train.pos],
-                data[acts.train.neg],
+                data[rows[0]],
+                data[rows[1]],
                 seed=layer_seed(params.seed, layer),
                 config=params.vectors,
+                **extra,
             ).float()
         raw = zero_dims(raw, dims)
         raw_norm = float(raw.norm())
@@ -138,6 +140,18 @@ def build_method(
         "layers": layers_meta,
     }
     return Built(method, vectors, metadata)
+
+
+def fit_rows(acts: TraitActivations, base: str) -> tuple[tuple[torch.Tensor, torch.Tensor], dict]:
+    """(positive rows, negative rows) to fit on and extra keyword arguments: a paired method
+    gets matched pairs on a paired trait; activations without the `paired` flag keep the
+    old rule (rows paired by index when the counts are equal)."""
+    train = acts.train
+    if base not in PAIRED_METHODS or acts.paired is None:
+        return (train.pos, train.neg), {}
+    if acts.paired and train.pairs is not None and len(train.pairs[0]):
+        return train.pairs, {"paired": True}
+    return (train.pos, train.neg), {"paired": False}
 
 
 def _check_base(
