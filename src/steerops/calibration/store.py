@@ -70,3 +70,15 @@ def stored_massive_dims(out: Path, variant: str) -> list[int]:
     if not path.exists():
         return []
     return [int(d) for d in read_json(path)["aggregate"].get("massive_dims", [])]
+
+
+def stored_massive_by_layer(out: Path, variant: str) -> dict[int, list[int]] | None:
+    """{layer: massive dims} of the variant's calibration; None when it was not calibrated
+    or the calibration predates the massive rule."""
+    path = calibration_file(out, variant)
+    if not path.exists():
+        return None
+    table = read_json(path).get("aggregate", {}).get("massive_by_layer")
+    if table is None:
+        return None
+    return {int(k): [int(d) for d in v] for k, v in table.items()}

@@ -52,8 +52,22 @@ class TraitActivations:
         return None if value is None else bool(value)
 
     def mean_norm(self, layer: int) -> float | None:
+        """Mean norm of the pooled rows (depends on the window; a record only)."""
         value = (self.metadata.get("mean_norm") or {}).get(str(layer))
         return None if value is None else float(value)
+
+    def token_norm(self, layer: int) -> dict | None:
+        """The per-token norm summary (`steerops.extract.token_norm`), None when the
+        activations predate it."""
+        return (self.metadata.get("token_norm") or {}).get(str(layer))
+
+    def norm_unit(self, layer: int) -> tuple[float | None, str]:
+        """(the `norm` coefficient unit, its kind): the mean per-token norm, or for older
+        activations the pooled rows' mean norm."""
+        entry = self.token_norm(layer)
+        if entry is not None and entry.get("token_norm") is not None:
+            return float(entry["token_norm"]), "token"
+        return self.mean_norm(layer), "pooled_window"
 
 
 def load_activations(

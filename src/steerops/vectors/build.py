@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from steerops.calibration.store import load_calibration
+from steerops.calibration.store import load_calibration, stored_massive_by_layer
 from steerops.errors import SteeropsError
 from steerops.specs import MethodName, parse_method
 from steerops.vectors.activations import TraitActivations
@@ -27,6 +27,7 @@ from steerops.vectors.cleaning import dims_to_remove, zero_dims
 from steerops.vectors.methods import PAIRED_METHODS, get_method
 from steerops.vectors.metrics import separation
 from steerops.vectors.store import check_hidden_size
+from steerops.vectors.warnings import collect, massive_share
 
 
 @dataclass
@@ -87,6 +88,7 @@ def build_method(
     if base is not None:
         _check_base(base, acts, method)
     fit = get_method(method.base)
+    massive = stored_massive_by_layer(params.out, calibration_variant)
     vectors, layers_meta = {}, {}
     for layer in tqdm(
         acts.layers, desc=f"{name} {position}", disable=not progress or None, leave=False
@@ -114,11 +116,21 @@ def build_method(
             )
         unit = raw / raw_norm
         vectors[layer] = unit
+        norm_unit, unit_kind = acts.norm_unit(layer)
+        token = acts.token_norm(layer) or {}
         layers_meta[str(layer)] = {
             "raw_norm": raw_norm,
-            "mean_norm": acts.mean_norm(layer),
+            # the `norm` coefficient unit steering multiplies by (see norm_unit)
+            "mean_norm": norm_unit,
+            "norm_unit": unit_kind,
+            "pooled_norm": acts.mean_norm(layer),
+            "window_massive": token.get("window_massive"),
+            "massive_share": massive_share(
+                unit, None if massive is None else massive.get(layer, [])
+            ),
             **separation(unit, x, acts.train.pos, acts.train.neg, acts.val.pos, acts.val.neg),
         }
+    n_examples = len(acts.metadata.get("examples", []))
     metadata = {
         "method": name,
         "base_method": method.base,
@@ -138,6 +150,7 @@ def build_method(
         "refit": base is None,
         "calibration": calibration_record,
         "layers": layers_meta,
+        "warnings": collect(name, position, layers_meta, n_examples),
     }
     return Built(method, vectors, metadata)
 
