@@ -35,7 +35,7 @@ def add_selection_flags(parser: argparse.ArgumentParser, methods: str) -> None:
     flags(
         parser,
         f"--trait=traits.names --position=extraction.positions extraction.variant "
-        f"extraction.component cleaning.calibration_variant seed {methods}",
+        f"extraction.component cleaning.calibration_variant cleaning.dim_set seed {methods}",
     )
 
 
