@@ -19,6 +19,7 @@ LOWER = (
     "traits",
     "tracking",
     "summary",
+    "stats",
     "cli",
     "models",
     "judges",

@@ -1,4 +1,5 @@
-"""Tiny randomly initialised configs of every architecture the resolver supports."""
+"""Tiny randomly initialised configs of every architecture the resolver supports, and of a
+few it does not list (`UNLISTED`), which work only once params name their modules."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ CONFIGS = {
     "llama": lambda: T.LlamaConfig(**_COMMON),
     "mistral": lambda: T.MistralConfig(**_COMMON),
     "qwen2": lambda: T.Qwen2Config(**_COMMON),
+    "gemma": lambda: T.GemmaConfig(**_COMMON, head_dim=8),
     "gemma2": lambda: T.Gemma2Config(**_COMMON, head_dim=8),
     "gemma3_text": lambda: T.Gemma3TextConfig(**_COMMON, head_dim=8),
     "gemma3": _gemma3_multimodal,
@@ -71,11 +73,43 @@ CONFIGS = {
 
 ARCHS = sorted(CONFIGS)
 
+_SMALL = dict(vocab_size=VOCAB, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+# name -> (config, the params a user gives: layers_path, attn_path, mlp_path)
+UNLISTED = {
+    # Granite scales attention and MLP outputs by residual_multiplier before adding them.
+    "granite": (
+        lambda: T.GraniteConfig(**_COMMON, residual_multiplier=0.5),
+        ("model.layers", "self_attn", "mlp"),
+    ),
+    # Falcon-7B style: attention and MLP in parallel on one input, both added.
+    "falcon": (
+        lambda: T.FalconConfig(
+            **_SMALL, hidden_size=32, num_hidden_layers=3, num_attention_heads=4
+        ),
+        ("transformer.h", "self_attention", "mlp"),
+    ),
+    "gptj": (
+        lambda: T.GPTJConfig(**_SMALL, n_embd=32, n_layer=3, n_head=4, rotary_dim=4),
+        ("transformer.h", "attn", "mlp"),
+    ),
+    "opt": (
+        lambda: T.OPTConfig(
+            **_SMALL,
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            ffn_dim=64,
+            word_embed_proj_dim=32,
+        ),
+        ("model.decoder.layers", "self_attn", "fc2"),
+    ),
+}
+
 
 def tiny_model(arch: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """A random-weight model of `arch`, in eval mode, with 3 decoder blocks and hidden 32."""
     torch.manual_seed(seed)
-    config = CONFIGS[arch]()
+    config = CONFIGS[arch]() if arch in CONFIGS else UNLISTED[arch][0]()
     if arch == "gemma3":
         model = T.Gemma3ForConditionalGeneration(config)
     else:

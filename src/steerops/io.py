@@ -1,38 +1,99 @@
 """Atomic, pickle-free artifact I/O shared by every stage.
 
 Every write goes to a temporary file in the destination directory and is renamed into
-place, so an interrupted stage never leaves a truncated artifact over a good one.
+place, so an interrupted stage never leaves a truncated artifact over a good one. Files get
+the permissions any new file gets under the process umask (a team can read them on a shared
+machine), not the owner-only mode of a bare temporary file. JSON is standard JSON: a
+non-finite number (NaN, infinity) is written as null.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
+import math
 import os
+import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
+from steerops.errors import SteeropsError
+
+if TYPE_CHECKING:  # torch loads only with the first tensor written (`steerops --help` stays light)
+    import torch
+
+_HOST = socket.gethostname().replace(".", "_")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it over `path` only on success."""
+    """Yield a temporary path next to `path`; rename it over `path` only on success.
+
+    The temporary name carries this host and pid, so the leftover of a writer that was
+    killed (SIGKILL skips every cleanup) is removed by the next write of the same file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_orphans(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes the file 0600 (and some writers recreate it): set the mode last
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temporary files for `path` left by dead writers on this host."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        parts = tmp.name[len(path.name) + 2 :].rsplit(".", 3)  # host, pid, random, "tmp"
+        if (
+            len(parts) == 4
+            and parts[0] == _HOST
+            and parts[1].isdigit()
+            and not _alive(int(parts[1]))
+        ):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask: from /proc on Linux; elsewhere reading it means setting it, which
+    is done briefly and under a lock."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -41,25 +102,44 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    write_text(path, json_text(obj, indent=2) + "\n")
+
+
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """Standard JSON (keys sorted): non-finite numbers become null, never NaN/Infinity."""
+    return json.dumps(
+        _finite(obj), indent=indent, sort_keys=True, default=_json_default, allow_nan=False
+    )
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    return json.loads(read_text(path))
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A user-supplied text file as UTF-8; anything else is one clear error naming it."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SteeropsError(f"{path}:{line}: not UTF-8 text (byte {exc.start})") from None
 
 
 def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
-    lines = [json.dumps(r, sort_keys=True, default=_json_default) for r in rows]
+    lines = [json_text(r) for r in rows]
     write_text(path, "\n".join(lines) + ("\n" if lines else ""))
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value) for each non-blank line of a user-supplied JSONL file;
     a line that is not JSON is one clear error naming the file and line."""
-    from steerops.errors import SteeropsError
-
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SteeropsError(f"{path}:{lineno}: not UTF-8 text (byte {exc.start})") from None
             if not line.strip():
                 continue
             try:
@@ -83,12 +163,16 @@ def save_tensors(
     metadata: dict[str, str] | None = None,
 ) -> None:
     """Save contiguous CPU tensors as safetensors, atomically."""
+    from safetensors.torch import save_file
+
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     return load_file(str(path))
 
 
@@ -116,6 +200,20 @@ def text_md5(text: str) -> str:
     return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
+def _finite(obj: Any) -> Any:
+    """`obj` with every non-finite float (Python or numpy) replaced by None."""
+    if isinstance(obj, float) or (hasattr(obj, "dtype") and getattr(obj, "ndim", 1) == 0):
+        value = obj.item() if hasattr(obj, "item") else obj
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # arrays and tensors
+        return _finite(obj.tolist())
+    return obj
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
@@ -124,3 +222,33 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# Names from params and the command line that become folders (traits, variants, task sets).
+
+
+def check_folder_name(value: str, what: str) -> str:
+    """`value` if it names one folder inside its parent (outputs never escape the out root)."""
+    if (
+        not isinstance(value, str)
+        or value in ("", ".", "..")
+        or any(c in value for c in "/\\\0")
+        or value.startswith("~")
+    ):
+        raise SteeropsError(
+            f"{what}: {value!r} is not a plain folder name (no '/', '\\', '~' or '..')"
+        )
+    return value
+
+
+def check_trait_name(name: str) -> list[str]:
+    """The two folder names of a trait `CATEGORY/NAME`; anything that could leave the
+    dataset or outputs root (`..`, an absolute path) is one clear error."""
+    if isinstance(name, str) and name.startswith(("/", "~")):
+        raise SteeropsError(f"trait {name!r}: an absolute path, expected CATEGORY/NAME")
+    parts = name.removesuffix("/").split("/") if isinstance(name, str) else []
+    if len(parts) != 2 or not all(parts):
+        raise SteeropsError(f"trait {name!r}: expected CATEGORY/NAME (e.g. toy/refusal)")
+    for part in parts:
+        check_folder_name(part, f"trait {name!r}")
+    return parts

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from steerops.io import check_folder_name, check_trait_name
 from steerops.specs import MethodName, Position, position_slug
 
 PositionLike = str | Position
@@ -22,4 +23,6 @@ def cell_dir(
     component: str,
     method: MethodLike,
 ) -> Path:
+    check_trait_name(trait)
+    check_folder_name(variant, "variant")
     return Path(out) / kind / trait / variant / position_slug(position) / component / str(method)

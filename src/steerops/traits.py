@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from steerops.errors import SteeropsError
-from steerops.io import iter_jsonl
+from steerops.io import check_trait_name, iter_jsonl, read_json, read_text
 
 POLARITIES = ("positive", "negative")  # a trait's two prompt sets
 
@@ -36,10 +36,8 @@ class Trait:
 
 
 def trait_dir(root: Path, name: str) -> Path:
-    parts = name.strip("/").split("/")
-    if len(parts) != 2 or not all(parts):
-        raise SteeropsError(f"trait {name!r}: expected CATEGORY/NAME (e.g. toy/refusal)")
-    return Path(root) / parts[0] / parts[1]
+    category, trait = check_trait_name(name)
+    return Path(root) / category / trait
 
 
 def load_trait(
@@ -54,7 +52,7 @@ def load_trait(
     definition_file = path / "definition.txt"
     definition = ""
     if definition_file.exists():
-        definition = definition_file.read_text(encoding="utf-8").strip()
+        definition = read_text(definition_file).strip()
     return Trait(name, path, positive, negative, questions, eval_prompt, definition)
 
 
@@ -76,9 +74,7 @@ def _load_prompts(path: Path, polarity: str) -> list[Prompt]:
     if jsonl.exists():
         prompts = read_prompts_jsonl(jsonl)
     elif txt.exists():
-        prompts = [
-            Prompt(s.strip()) for s in txt.read_text(encoding="utf-8").splitlines() if s.strip()
-        ]
+        prompts = [Prompt(s.strip()) for s in read_text(txt).splitlines() if s.strip()]
     else:
         raise SteeropsError(f"{path}: missing {polarity}.txt or {polarity}.jsonl")
     if not prompts:
@@ -93,7 +89,7 @@ def _load_steering(path: Path, required: bool) -> tuple[list[str], str | None]:
             raise SteeropsError(f"{file}: file not found (steering questions)")
         return [], None
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = read_json(file)
     except json.JSONDecodeError:
         raise SteeropsError(f"{file}: malformed JSON") from None
     questions = data.get("questions") if isinstance(data, dict) else None

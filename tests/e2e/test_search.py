@@ -9,6 +9,8 @@ import json
 import numpy as np
 import pytest
 
+from steering_data import reference_interval
+
 
 @pytest.fixture(scope="module")
 def toy_search(toy_world, tmp_path_factory):
@@ -25,7 +27,15 @@ def toy_search(toy_world, tmp_path_factory):
     )
     for argv in (
         ["extract", "--position", "prompt[-1]", "--variant", "base"],
-        ["vectors", "--position", "prompt[-1]", "--variant", "base", "--methods", "mean_diff"],
+        [
+            "vectors",
+            "--position",
+            "prompt[-1]",
+            "--variant",
+            "base",
+            "--methods",
+            "mean_diff,random_baseline",
+        ],
     ):
         assert main([*argv, "--params", str(params)]) == 0
     seen: list[list[str]] = []
@@ -60,11 +70,11 @@ def toy_search(toy_world, tmp_path_factory):
     return folder, params, seen, code, loads
 
 
-def search_out(folder):
+def search_out(folder, method="mean_diff"):
     from steerops.search.store import search_dir
 
     return search_dir(
-        folder / "outputs", "toy/refusal", "instruct", "prompt[-1]", "residual", "mean_diff"
+        folder / "outputs", "toy/refusal", "instruct", "prompt[-1]", "residual", method
     )
 
 
@@ -94,6 +104,21 @@ def test_toy_heldout_numbers_come_from_questions_the_search_never_saw(toy_search
     assert held["coherence_mean"] == pytest.approx(scores[:, 1].mean())
     assert held["trait_delta"] == pytest.approx(held["trait_mean"] - held["baseline_trait"])
     assert best["n_generations"]["heldout"] == 2 * len(heldout_q)
+    # the interval: the documented paired bootstrap against the held-out baseline, recomputed
+    # from the saved responses (in the held-out questions' order) and the logged baseline
+    entries = [json.loads(line) for line in (search_out(folder) / "results.jsonl").open()]
+    [held_base] = [
+        e
+        for e in entries
+        if e["type"] == "baseline" and e["settings_hash"] == held["settings_hash"]
+    ]
+    base = dict(zip(held_base["questions"], (t for t, _ in held_base["scores"]), strict=True))
+    assert [r["question"] for r in responses] == heldout_q
+    d = np.array([s[0] - base[r["question"]] for s, r in zip(scores, responses, strict=True)])
+    mean, lo, hi = reference_interval(d, seed=0)
+    assert held["trait_delta"] == pytest.approx(mean) and held["n"] == len(heldout_q)
+    assert (held["delta_lo"], held["delta_hi"]) == pytest.approx((lo, hi))
+    assert best["status"] == "ok" and held["delta_lo"] > 0
 
 
 def test_toy_search_outputs_and_tracking(toy_search):
@@ -110,10 +135,11 @@ def test_toy_search_outputs_and_tracking(toy_search):
         assert (r["feasible"] == "True") == (coherence >= 68.0)
         assert delta == pytest.approx(float(r["trait_mean"]) - best["search"]["baseline_trait"])
         assert 0.0 <= float(r["coefficient"]) <= 3.0
-    feasible = [r for r in rows if r["feasible"] == "True"]
-    assert feasible and best["feasible"]
+    feasible = [r for r in rows if r["feasible"] == "True" and float(r["coefficient"]) > 0]
+    assert feasible and best["feasible"] and best["search"]["feasible"]
     top = max(float(r["trait_delta"]) for r in feasible)
     assert best["search"]["trait_delta"] == pytest.approx(top)
+    assert best["search"]["delta_lo"] > 0 and best["search"]["n"] == best["search"]["n_questions"]
     assert best["search"]["trait_delta"] > 0  # steering toward refusal made benign answers refuse
     with (out / "best.csv").open() as f:
         [flat] = list(csv.DictReader(f))
@@ -122,8 +148,16 @@ def test_toy_search_outputs_and_tracking(toy_search):
     summary = json.loads((folder / "metrics" / "search.json").read_text())
     cell = out.relative_to(folder / "outputs" / "search").as_posix()
     assert list(summary) == [cell]
-    assert summary[cell]["heldout_trait_delta"] == pytest.approx(best["heldout"]["trait_delta"])
-    assert summary[cell]["coefficient"] == best["chosen"]["coefficient"]
+    assert summary[cell] == {
+        "status": "ok",
+        "layer": best["chosen"]["layer"],
+        "coefficient": best["chosen"]["coefficient"],
+        "delta": pytest.approx(best["heldout"]["trait_delta"]),
+        "delta_lo": pytest.approx(best["heldout"]["delta_lo"]),
+        "delta_hi": pytest.approx(best["heldout"]["delta_hi"]),
+        "coherence": pytest.approx(best["heldout"]["coherence_mean"]),
+        "n": best["heldout"]["n"],
+    }
     assert (out / "search.png").stat().st_size > 0
     assert best["storage"].startswith("sqlite:///") and best["storage"].endswith("optuna.db")
     # MLflow: one parent run for the study, one nested run per trial
@@ -162,3 +196,71 @@ def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "search" in err
     assert (out / "best.json").read_text() == before
+
+
+def _record_generation(mp):
+    """Record the (layer, coefficient) of every steered row group generated, and the number
+    of unsteered (baseline) generations."""
+    from steerops.steering import session
+
+    steered, unsteered = [], []
+    real = session.SteeringSession.generate
+
+    def recording(self, prompts, configs, desc):
+        if configs is None:
+            unsteered.append(len(prompts))
+        else:
+            steered.extend((c.vectors[0].layer, c.coefficient) for c, _ in configs)
+        return real(self, prompts, configs, desc)
+
+    mp.setattr(session.SteeringSession, "generate", recording)
+    return steered, unsteered
+
+
+def test_toy_search_reuses_the_grid_and_starts_at_its_feasible_band(toy_search):
+    """The grid runs on all questions; a new study on the same settings gets the grid's scores
+    on its half as known trials (no baseline, no grid config generated again) and its first
+    trials bracket the grid's strongest coherent coefficient."""
+    from steerops.cli import main
+
+    folder, params, _, _, _ = toy_search
+    grid = ["--layers", "1-2", "--coefficients", "0.5,1,1.5,2", "--method", "mean_diff"]
+    assert main(["steer", "--params", str(params), "--position", "prompt[-1]", *grid]) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        steered, unsteered = _record_generation(mp)
+        argv = ["search", "--params", str(params), "--method", "mean_diff", "--study", "reuse"]
+        assert main([*argv, "--position", "prompt[-1]"]) == 0
+    assert unsteered == []  # both baselines are the grid's, on each half
+    grid_points = {(layer, c) for layer in (1, 2) for c in (0.5, 1.0, 1.5, 2.0)}
+    assert steered and not set(steered) & grid_points
+    best = json.loads((search_out(folder) / "best.json").read_text())
+    assert best["n_known"] == 8 + 6  # the grid's, and the first study's trials
+    rows = list(csv.DictReader((search_out(folder) / "trials.csv").open()))
+    known = {(int(r["layer"]), float(r["coefficient"])) for r in rows if r["source"] == "known"}
+    assert grid_points <= known
+    first = [r for r in rows if r["source"] == "enqueued"]
+    assert first  # the band brackets are enqueued before any sampled trial
+    assert min(int(r["number"]) for r in first) < min(
+        (int(r["number"]) for r in rows if r["source"] == "search"), default=10**6
+    )
+
+
+def test_toy_search_with_random_vectors_finds_no_feasible_steering(toy_search, capsys):
+    from steerops.cli import main
+
+    folder, params, _, _, _ = toy_search
+    argv = ["search", "--params", str(params), "--method", "random_baseline"]
+    assert main([*argv, "--position", "prompt[-1]"]) == 0
+    out = search_out(folder, "random_baseline")
+    best = json.loads((out / "best.json").read_text())
+    assert best["status"] == "no feasible steering found"
+    assert best["chosen"] is None and best["heldout"] is None and not best["feasible"]
+    assert "no feasible steering found" in capsys.readouterr().out
+    assert (out / "heldout_responses.jsonl").read_text() == ""
+    with (out / "best.csv").open() as f:
+        [flat] = list(csv.DictReader(f))
+    assert flat["status"] == "no feasible steering found" and flat["coefficient"] == ""
+    summary = json.loads((folder / "metrics" / "search.json").read_text())
+    cell = out.relative_to(folder / "outputs" / "search").as_posix()
+    assert summary[cell]["status"] == "no feasible steering found"
+    assert summary[cell]["coefficient"] is None

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import write_params
+from steering_data import reference_interval
 from steerops.cli import main
 from steerops.config import load_params
 from steerops.errors import SteeropsError
@@ -18,7 +19,9 @@ from steerops.io import read_json, read_jsonl
 from steerops.models.capture import forward_capture
 from steerops.models.generation import encode_prompt, render_prompts
 from steerops.models.loading import load_model
+from steerops.stats import split_questions
 from steerops.steering import session as session_module
+from steerops.steering.best import ROW_COLUMNS, best_per_layer, compact
 from steerops.steering.configs import Config, VectorSource
 from steerops.steering.engine import SteeringTable, generate_steered
 from steerops.steering.evaluate import SteeringEvaluator
@@ -117,14 +120,18 @@ def _csv(path: Path) -> list[dict]:
 
 def test_mean_diff_steers_and_random_baseline_does_not(steered):
     metrics = read_json(steered["dir"]["mean_diff"] / "metrics.json")
-    assert metrics["best_trait_delta"] >= 50
-    assert metrics["best_coherence"] >= 68
+    assert metrics["status"] == "ok" and metrics["heldout_feasible"]
+    assert metrics["heldout_trait_delta"] >= 50 and metrics["heldout_delta_lo"] > 0
+    assert metrics["heldout_coherence"] >= 68
     assert metrics["baseline_trait"] <= 10  # benign questions: the toy answers them
+    assert metrics["selection_n"] + metrics["heldout_n"] == metrics["n_questions"] == 20
     # A random direction at the same weight (same layer and coefficient, unit vectors with
-    # the same layer norm) hardly moves the trait, at any layer.
+    # the same layer norm) hardly moves the trait, at any layer: no effect, no pick to act on.
     rows = _csv(steered["dir"]["random_baseline"] / "results.csv")
-    same = [r for r in rows if float(r["coefficient"]) == metrics["best_coefficient"]]
+    same = [r for r in rows if float(r["coefficient"]) == metrics["coefficient"]]
     assert len(same) == 4 and max(float(r["trait_delta"]) for r in same) <= 10
+    random = read_json(steered["dir"]["random_baseline"] / "metrics.json")
+    assert random["status"] in ("no effect", "needs finer coefficients")
 
 
 def test_results_contract_and_independent_rescoring(steered):
@@ -143,54 +150,52 @@ def test_results_contract_and_independent_rescoring(steered):
         expected = e["config"]["coefficient"] * meta[str(vec["layer"])]["mean_norm"]
         assert vec["weight"] == pytest.approx(expected, rel=1e-12)
         assert set(e["result"]) >= {"trait_mean", "coherence_mean", "n"}
+    assert len(base["scores"]) == len(base["questions"]) == 20
+    for e in configs:  # per-question scores in the baseline's question order
+        scores = np.array(e["scores"], dtype=float)
+        assert scores.shape == (20, 2)
+        assert e["result"]["trait_mean"] == pytest.approx(scores[:, 0].mean())
     rows = _csv(folder / "results.csv")
-    assert list(rows[0]) == [
-        "trait",
-        "variant",
-        "vector_variant",
-        "method",
-        "position",
-        "component",
-        "layer",
-        "coefficient",
-        "weight",
-        "trait_mean",
-        "coherence_mean",
-        "trait_delta",
-        "n",
-        "n_unscored",
-    ]
+    assert list(rows[0]) == ROW_COLUMNS
     assert len(rows) == 16
     for r in rows:
         assert float(r["trait_delta"]) == pytest.approx(
             float(r["trait_mean"]) - base["result"]["trait_mean"]
         )
-    # metrics.json names the config pandas picks: most trait among coherence >= 68, then
-    # the most coherent, then the first in sweep order.
+    # metrics.json: chosen on the selection half, numbers from the held-out half, recomputed
+    # here from the log with an independent bootstrap
     metrics = read_json(folder / "metrics.json")
+    selection, heldout = split_questions(base["questions"], 0.5, 0)
     frame = pd.read_csv(folder / "results.csv")
-    top = (
-        frame[frame["coherence_mean"] >= 68]
-        .sort_values(["trait_delta", "coherence_mean"], ascending=False, kind="stable")
-        .iloc[0]
-    )
-    assert (metrics["best_layer"], metrics["best_coefficient"]) == (
-        top["layer"],
-        top["coefficient"],
-    )
-    assert metrics["best_trait_delta"] == pytest.approx(top["trait_delta"])
+    coherent = frame[(frame["selection_coherence_mean"] >= 68) & (frame["coefficient"] != 0)]
+    effective = coherent[coherent["selection_delta_lo"] > 0]
+    top = effective.sort_values(
+        ["selection_trait_delta", "selection_coherence_mean", "coefficient", "layer"],
+        ascending=[False, False, True, True],
+        kind="stable",
+    ).iloc[0]
+    assert (metrics["layer"], metrics["coefficient"]) == (top["layer"], top["coefficient"])
+    [entry] = [
+        e
+        for e in configs
+        if e["config"]["vectors"][0]["layer"] == metrics["layer"]
+        and e["config"]["coefficient"] == metrics["coefficient"]
+    ]
+    at = [base["questions"].index(q) for q in heldout]
+    d = np.array([entry["scores"][i][0] - base["scores"][i][0] for i in at])
+    mean, lo, hi = reference_interval(d, seed=0)
+    assert metrics["heldout_trait_delta"] == pytest.approx(mean)
+    assert (metrics["heldout_delta_lo"], metrics["heldout_delta_hi"]) == pytest.approx((lo, hi))
+    assert metrics["heldout_n"] == len(heldout) and metrics["selection_n"] == len(selection)
     # Response files hold the best config per layer; re-score them with the toy judge.
-    best_file = (
-        folder / "responses" / (f"L{metrics['best_layer']}_c{metrics['best_coefficient']:g}.json")
-    )
+    best_file = folder / "responses" / (f"L{metrics['layer']}_c{metrics['coefficient']:g}.json")
     saved = read_json(best_file)
     scores = np.array([toy_score(r["question"], r["response"]) for r in saved["responses"]])
-    assert scores[:, 0].mean() == pytest.approx(metrics["best_trait_mean"])
-    assert scores[:, 1].mean() == pytest.approx(metrics["best_coherence"])
+    assert scores[:, 0].mean() == pytest.approx(float(top["trait_mean"]))
+    assert scores[:, 1].mean() == pytest.approx(float(top["coherence_mean"]))
     assert (folder / "responses" / "baseline.json").exists()
     layer_files = sorted(p.name for p in (folder / "responses").glob("L*_c*.json"))
-    best_layers = {r["layer"] for r in rows if float(r["coherence_mean"]) >= 68}
-    assert len(layer_files) == len(best_layers)
+    assert len(layer_files) == len(best_per_layer(frame.to_dict("records"), 68.0))
     assert not (steered["dir"]["random_baseline"] / "responses").exists()
     png = (folder / "curve.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
@@ -210,20 +215,27 @@ def test_rerun_is_cached_and_changed_settings_are_not(steered, monkeypatch):
     argv = [*steered["argv"], "--method", "mean_diff"]
     assert main(argv) == 0
     assert calls == [] and (folder / "results.jsonl").read_text() == before
-    # A changed setting (fewer questions) re-evaluates everything, baseline included.
+    # Fewer questions, all logged: served from the log's per-question scores, and logged
+    # under the new settings so the cell's files hold them.
     assert main([*argv, "--subset", "3", "--coefficients", "1"]) == 0
+    assert calls == []
+    entries = read_jsonl(folder / "results.jsonl")
+    assert len(entries) == 1 + 16 + 1 + 4
+    assert len(_csv(folder / "results.csv")) == 4  # the configs under the latest settings
+    # A changed setting that changes responses re-evaluates everything, baseline included.
+    assert main([*argv, "--subset", "3", "--coefficients", "1", "--max-new-tokens", "12"]) == 0
     assert calls == [3, 4 * 3]
     entries = read_jsonl(folder / "results.jsonl")
     hashes = {e["settings_hash"] for e in entries}
-    assert len(hashes) == 2 and len(entries) == 1 + 16 + 1 + 4
-    assert len(_csv(folder / "results.csv")) == 4  # the table is this sweep's
+    assert len(hashes) == 3 and len(entries) == 1 + 16 + 1 + 4 + 1 + 4
     # A vector file that changes under the same name is not served from the cache either.
     params = steered["params"]
     vdir = vectors_dir(params.out, TRAIT, "base", POSITION, "residual", "mean_diff")
     vecs = steered["vectors"]["mean_diff"]
     save_vectors(vdir, {k: -v for k, v in vecs["vectors"].items()}, vecs["meta"])
     try:
-        assert main([*argv, "--subset", "3", "--coefficients", "1", "--layers", "2"]) == 0
+        argv += ["--subset", "3", "--coefficients", "1", "--layers", "2", "--max-new-tokens", "12"]
+        assert main(argv) == 0
         assert calls == [3, 12, 3]
     finally:
         save_vectors(vdir, vecs["vectors"], vecs["meta"])
@@ -280,7 +292,7 @@ def test_evaluator_weights_and_results(steered, tmp_path):
     base = ev.baseline()
     assert not base.cached  # new settings (direction), so a fresh baseline
     zero, again = ev.evaluate([config, config])
-    assert zero is again and zero.n == 1 and zero.responses[0]["question"] == ev.questions[0]
+    assert zero == again and zero.n == 1 and zero.responses[0]["question"] == ev.questions[0]
     assert zero.config == config and zero.weights == (0.0,)  # coefficient and weight recorded
     # Weight 0 is the unsteered model: same response, same scores.
     assert zero.responses[0]["response"] == base.responses[0]["response"]
@@ -306,7 +318,7 @@ def test_mlflow_parent_and_nested_runs(steered):
     assert parents
     parent = parents[-1]  # the first (uncached) run
     assert parent.data.params["judge"] == "toy:exact"
-    assert parent.data.metrics["best_trait_delta"] >= 50
+    assert parent.data.metrics["heldout_trait_delta"] >= 50
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 16
     for child in children:
@@ -393,23 +405,26 @@ def test_grid_cells_are_generated_together_and_match_single_runs(steered, monkey
 
     monkeypatch.setattr(session_module, "generate_steered", counting)
     argv = ["steer", "--params", str(grid_file), "--layers", "1,2", "--coefficients", "0.75"]
+    responses = steered["dir"]["mean_diff"] / "responses"
+    saved_before = {p.name: p.read_bytes() for p in responses.iterdir()}
     assert main(argv) == 0
+    # a follow-up sweep never deletes or rewrites the responses an earlier one saved
+    assert {p.name: p.read_bytes() for p in responses.iterdir()}.items() >= saved_before.items()
     steered_calls = [n for n, unsteered in calls if not unsteered]
     assert steered_calls == [2 * 2 * 20]  # 2 methods x 2 layers x 20 questions, one call
     for method in ("mean_diff", "random_baseline"):
         rows = _csv(steered["dir"][method] / "results.csv")
         assert {r["method"] for r in rows} == {method}
-        assert sorted((r["layer"], r["coefficient"]) for r in rows) == [
-            ("1", "0.75"),
-            ("2", "0.75"),
-        ]
+        # the new configs join the cell's earlier sweep (same settings): nothing dropped
+        assert {("1", "0.75"), ("2", "0.75")} < {(r["layer"], r["coefficient"]) for r in rows}
+        assert len(rows) == 16 + 2
     # the stage's DVC metrics and plots gather every cell
     summary = read_json(grid_file.parent / "metrics" / "steer.json")
     curves = _csv(grid_file.parent / "metrics" / "steer_curves.csv")
     root = steered["params"].out / "steering"
     for method, folder in steered["dir"].items():
         cell = folder.relative_to(root).as_posix()
-        assert summary[cell] == read_json(folder / "metrics.json")
+        assert summary[cell] == compact(read_json(folder / "metrics.json"))
         assert len([r for r in curves if r["cell"] == cell]) == len(_csv(folder / "results.csv"))
         assert {r["method"] for r in curves if r["cell"] == cell} == {method}
     calls.clear()
@@ -418,3 +433,40 @@ def test_grid_cells_are_generated_together_and_match_single_runs(steered, monkey
         assert main([*argv, "--method", method]) == 0
         assert _csv(steered["dir"][method] / "results.csv") == before
     assert calls == []  # both cells served from their results logs
+
+
+def test_identical_vectors_are_evaluated_once_and_reported_as_aliases(steered, monkeypatch):
+    """Two cleaned variants whose cleaning changed nothing hold the same tensors: one set of
+    rows is generated for both, each cell gets its results, and the later name is an alias."""
+    import yaml
+
+    params = steered["params"]
+    vecs = steered["vectors"]["mean_diff"]
+    for name in ("mean_diff_top1", "mean_diff_top2"):
+        folder = vectors_dir(params.out, TRAIT, "base", POSITION, "residual", name)
+        save_vectors(folder, vecs["vectors"], {**vecs["meta"], "method": name})
+    spec = yaml.safe_load(steered["params_file"].read_text())
+    spec["steering"].update(methods=["mean_diff_top2", "mean_diff_top1"], positions=[POSITION])
+    grid_file = steered["params_file"].parent / "aliases.yaml"
+    grid_file.write_text(yaml.safe_dump(spec))
+    calls = []
+    real = session_module.generate_steered
+
+    def counting(model, layout, prompts, table, **kwargs):
+        calls.append((len(prompts), table is None))
+        return real(model, layout, prompts, table, **kwargs)
+
+    monkeypatch.setattr(session_module, "generate_steered", counting)
+    argv = ["steer", "--params", str(grid_file), "--layers", "2", "--coefficients", "0.9"]
+    assert main(argv) == 0
+    assert [n for n, unsteered in calls if not unsteered] == [20]  # one config's rows
+    folders = {
+        m: steering_dir(params.out, TRAIT, "instruct", POSITION, "residual", m)
+        for m in ("mean_diff_top1", "mean_diff_top2")
+    }
+    top1, top2 = (_csv(folders[m] / "results.csv") for m in sorted(folders))
+    assert len(top1) == len(top2) == 1
+    assert top1[0]["trait_mean"] == top2[0]["trait_mean"]
+    assert top1[0]["vector_hash"] == top2[0]["vector_hash"]
+    assert read_json(folders["mean_diff_top2"] / "metrics.json")["alias_of"] == "mean_diff_top1"
+    assert read_json(folders["mean_diff_top1"] / "metrics.json")["alias_of"] is None

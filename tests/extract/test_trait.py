@@ -169,3 +169,116 @@ def test_toy_run_killed_midway_resumes_identically(tmp_path, toy_world):
     assert meta["timing"]["reused_shards"] == 4
     assert outs["killed"] == outs["fresh"]
     assert load_file(out / "activations.safetensors")["layer_1"].dtype == torch.bfloat16
+
+
+def _corrupt(path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        path.write_bytes(bytes(data[: len(data) - 100]))
+    elif how == "flipped":  # same size, one byte of one activation changed
+        data[-5] ^= 0x40
+        path.write_bytes(bytes(data))
+    else:  # a pickle where a safetensors file belongs
+        torch.save({"layer_1": torch.zeros(3)}, path)
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped", "pickled"])
+def test_damaged_activations_are_extracted_again_not_skipped(toy, how, capsys):
+    params = load_params(toy)
+    loaded = load_model(params, "base")
+    out, meta = extract_trait(params, loaded, "toy/refusal", "prompt[-1]", [1, 2], progress=False)
+    tensors = out / "activations.safetensors"
+    good = tensors.read_bytes()
+    from steerops.io import file_md5
+
+    assert meta["tensors_md5"] == file_md5(tensors)
+    _corrupt(tensors, how)
+    capsys.readouterr()
+    out, meta = extract_trait(params, loaded, "toy/refusal", "prompt[-1]", [1, 2], progress=False)
+    assert "extracting it again" in capsys.readouterr().err
+    assert meta["timing"]["tokens"] > 0  # recomputed, not "up to date"
+    assert tensors.read_bytes() == good
+    # Intact now: the next run skips it.
+    stamp = tensors.stat().st_mtime_ns
+    extract_trait(params, loaded, "toy/refusal", "prompt[-1]", [1, 2], progress=False)
+    assert tensors.stat().st_mtime_ns == stamp
+
+
+def test_damaged_shard_is_recomputed_on_resume(tmp_path, toy_world):
+    params = load_params(
+        write_params(
+            tmp_path, toy_world, tracking={"enabled": False}, extraction={"shard_examples": 8}
+        )
+    )
+    loaded = load_model(params, "base")
+
+    def kill(k):
+        if k == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        extract_trait(
+            params, loaded, "toy/refusal", "prompt[-1]", [1], progress=False, on_shard=kill
+        )
+    partial = sorted((tmp_path / "outputs").rglob(".partial/shard_*.safetensors"))
+    assert len(partial) == 3
+    data = bytearray(partial[1].read_bytes())
+    data[-3] ^= 0x01  # a flipped bit inside the shard's tensor bytes
+    partial[1].write_bytes(bytes(data))
+    out, meta = extract_trait(params, loaded, "toy/refusal", "prompt[-1]", [1], progress=False)
+    assert meta["timing"]["reused_shards"] == 2  # shards 0 and 2; shard 1 recomputed
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    params2 = load_params(
+        write_params(
+            fresh, toy_world, tracking={"enabled": False}, extraction={"shard_examples": 8}
+        )
+    )
+    out2, _ = extract_trait(params2, loaded, "toy/refusal", "prompt[-1]", [1], progress=False)
+    assert (out / "activations.safetensors").read_bytes() == (
+        out2 / "activations.safetensors"
+    ).read_bytes()
+
+
+def test_a_copied_project_and_model_are_up_to_date(tmp_path, toy_world):
+    """The settings hash holds content, not paths: a copied model folder and outputs tree
+    are not extracted again."""
+    import shutil
+
+    first = tmp_path / "first"
+    first.mkdir()
+    shutil.copytree(toy_world / "model", first / "model")
+    params = load_params(
+        write_params(
+            first,
+            toy_world,
+            tracking={"enabled": False},
+            models={"base": {"id": "model"}, "instruct": {"id": "model"}},
+        )
+    )
+    out, meta = extract_trait(
+        params, load_model(params, "base"), "toy/refusal", "prompt[-1]", [1], progress=False
+    )
+    second = tmp_path / "second"
+    shutil.copytree(first, second)  # new paths, new modification times
+    params2 = load_params(
+        write_params(
+            second,
+            toy_world,
+            tracking={"enabled": False},
+            models={"base": {"id": "model"}, "instruct": {"id": "model"}},
+        )
+    )
+    loaded2 = load_model(params2, "base")
+    assert loaded2.source == str(second / "model")
+    out2, meta2 = extract_trait(params2, loaded2, "toy/refusal", "prompt[-1]", [1], progress=False)
+    assert out2 == second / out.relative_to(first)
+    assert meta2 == meta  # the stored metadata, returned as up to date
+    # Other weights are noticed.
+    weights = second / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-7] ^= 0x10
+    weights.write_bytes(bytes(data))
+    loaded3 = load_model(params2, "base")
+    _, meta3 = extract_trait(params2, loaded3, "toy/refusal", "prompt[-1]", [1], progress=False)
+    assert meta3["settings_hash"] != meta["settings_hash"] and meta3["timing"]["tokens"] > 0

@@ -242,3 +242,60 @@ def test_jsonl_trait_prompts_name_the_bad_line(tmp_path):
         (folder / "positive.jsonl").write_text('{"prompt": "a"}\n' + line + "\n")
         with pytest.raises(SteeropsError, match=f"positive.jsonl:2: {message}"):
             load_trait(tmp_path / "traits", "cat/t")
+
+
+def test_a_judge_failure_keeps_the_completions_and_the_rerun_only_vets(
+    tmp_path, toy_world, monkeypatch, capsys
+):
+    from steerops.errors import SteeropsError
+    from steerops.generate.store import load_kept_responses, responses_file
+
+    params_file = small_world(tmp_path, toy_world, generate={"max_new_tokens": 12})
+
+    class BrokenJudge:
+        id = "toy:exact"
+
+        def score(self, questions, responses):
+            raise SteeropsError("judge: http://judge/v1 answered HTTP 503: down")
+
+    monkeypatch.setattr("steerops.judges.make_judge", lambda params, trait: BrokenJudge())
+    assert main(["generate", "--params", str(params_file), "--vet"]) == 2
+    assert "HTTP 503" in capsys.readouterr().err
+    pending, summary = outputs(params_file)
+    assert len(pending) == 2 * N and all(r["response"] for r in pending)
+    assert all(r["kept"] is None and r["trait"] is None for r in pending)
+    assert summary["vetting_hash"] is None
+    path = responses_file(load_params(params_file).out, "toy/refusal", "base")
+    with pytest.raises(
+        SteeropsError, match="not vetted yet.*steerops generate --trait toy/refusal"
+    ):
+        load_kept_responses(path, "toy/refusal", "base")
+
+    monkeypatch.undo()
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the completions should have been reused")
+
+    monkeypatch.setattr("steerops.models.generation.generate_responses", no_generation)
+    assert main(["generate", "--params", str(params_file), "--vet"]) == 0
+    vetted, summary = outputs(params_file)
+    assert [r["response"] for r in vetted] == [r["response"] for r in pending]
+    for r in vetted:
+        assert (r["trait"], r["coherence"]) == toy_judge.score(r["prompt"], r["response"])
+    assert summary["vetting_hash"] and summary["kept"]["positive"] > 0
+
+
+def test_damaged_responses_are_generated_again(tmp_path, toy_world, monkeypatch, capsys):
+    params_file = small_world(tmp_path, toy_world)
+    assert main(["generate", "--params", str(params_file)]) == 0
+    rows, summary = outputs(params_file)
+    folder = load_params(params_file).out / "responses" / "toy" / "refusal" / "base"
+    good = (folder / "responses.jsonl").read_bytes()
+    (folder / "responses.jsonl").write_bytes(good[: len(good) // 2])  # cut mid-file
+    capsys.readouterr()
+    assert main(["generate", "--params", str(params_file)]) == 0
+    assert "generating the responses again" in capsys.readouterr().err
+    assert (folder / "responses.jsonl").read_bytes() == good
+    # Intact: up to date.
+    assert main(["generate", "--params", str(params_file)]) == 0
+    assert "up to date" in capsys.readouterr().out

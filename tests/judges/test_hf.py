@@ -5,6 +5,8 @@ per (prompt, integer) without cache, batching or padding."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -206,13 +208,18 @@ def test_judge_scores_are_weighted_means_and_cached(tmp_path, tokenizer):
     assert judge.calls == 8
     assert len({s for pair in scores for s in pair}) > 4  # the prompts really differ
     again = HFJudge(
-        model, tokenizer, "tiny-llama", PROMPTS, cache, min_prob_mass=0.0, progress=False
+        model, tokenizer, "tiny-llama", PROMPTS, cache, min_prob_mass=0.0, prune_prob=0.0
     )
     assert again.score(QUESTIONS, RESPONSES) == scores and again.calls == 0
+    # Pruning changes the answer, so it is part of the judge's cache identity.
+    pruned = HFJudge(model, tokenizer, "tiny-llama", PROMPTS, cache, prune_prob=0.01)
+    assert pruned.id != judge.id
+    pruned.score(QUESTIONS[:1], RESPONSES[:1])
+    assert pruned.calls == 2
     # The mass threshold applies to cached answers too.
     cut = float(np.median(masses))
     strict = HFJudge(
-        model, tokenizer, "tiny-llama", PROMPTS, cache, min_prob_mass=cut, progress=False
+        model, tokenizer, "tiny-llama", PROMPTS, cache, min_prob_mass=cut, prune_prob=0.0
     )
     flat = [s for pair in strict.score(QUESTIONS, RESPONSES) for s in pair]
     assert [s is None for s in flat] == [m < cut for m in masses] and strict.calls == 0
@@ -238,7 +245,15 @@ def test_make_judge_loads_the_variant(tmp_path, tokenizer):
     )
     trait = Trait("test/refusal", tmp_path, [], [], [], None, "The answer refuses to help.")
     judge = make_judge(load_params(params_file), trait)
-    assert judge.id.startswith(f"hf:{tmp_path / 'judge_model'}:")
+    # Named by the weights' content, not the folder's path: a copy keeps its cache.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copytree(tmp_path / "judge_model", copy / "judge_model")
+    shutil.copy(params_file, copy / "params.yaml")
+    assert make_judge(load_params(copy / "params.yaml"), trait).id == judge.id
+    assert judge.id.startswith("hf:local-") and str(tmp_path) not in judge.id
+    versioned = load_params(params_file, {"judge.version": "retrained-2"})
+    assert make_judge(versioned, trait).id != judge.id
     scores = judge.score(QUESTIONS[:2], RESPONSES[:2])
     assert all(0 <= s <= 100 for pair in scores for s in pair)
     assert (tmp_path / "cache").is_dir()

@@ -44,6 +44,11 @@ class FakeServer:
             def log_message(self, *args):  # keep pytest output clean
                 pass
 
+            def do_GET(self):  # what a followed 301/302/303 turns a POST into
+                with server.lock:
+                    server.headers.append(dict(self.headers))
+                server.send(self, 404, {"error": {"message": "no such route"}})
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server.lock:
@@ -66,6 +71,9 @@ class FakeServer:
     def serve(self, handler, action, body):
         if handler.path != "/v1/chat/completions":
             return self.send(handler, 404, {"error": {"message": "no such route"}})
+        if isinstance(action, tuple) and action[0] == "redirect":
+            _, code, location = action
+            return self.send(handler, code, {}, {"Location": location})
         if action == "drop":
             handler.close_connection = True
             return None
@@ -300,3 +308,49 @@ def test_bad_config_and_replies_name_the_problem(tmp_path, server, trait, key):
         make_judge(params_for(tmp_path, server), trait).score(["q"], [RESPONSES[0]])
     with pytest.raises(SteeropsError, match="2 questions but 1 responses"):
         make_judge(params_for(tmp_path, server), trait).score(["a", "b"], ["x"])
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_redirects_are_not_followed_and_the_key_goes_nowhere_else(
+    tmp_path, server, trait, key, code
+):
+    elsewhere = FakeServer()  # another port: another origin
+    try:
+        server.script = [("redirect", code, elsewhere.url + "/chat/completions")]
+        judge = make_judge(params_for(tmp_path, server, concurrency=4), trait)
+        with pytest.raises(SteeropsError, match=f"HTTP {code}.*judge.base_url") as err:
+            judge.score(["q1", "q2"], RESPONSES[:2])
+        assert elsewhere.url in str(err.value) and KEY not in str(err.value)
+        assert elsewhere.headers == [] and elsewhere.requests == []
+        assert len(server.requests) == 1
+    finally:
+        elsewhere.close()
+
+
+def test_a_rejected_key_costs_one_request_whatever_the_concurrency(tmp_path, server, trait, key):
+    server.script = [401] * 20
+    judge = make_judge(params_for(tmp_path, server, concurrency=8), trait)
+    with pytest.raises(SteeropsError, match="HTTP 401"):
+        judge.score([f"q{i}" for i in range(10)], RESPONSES[:1] * 10)
+    assert len(server.requests) == 1
+    server.script = []
+    judge.score([f"q{i}" for i in range(10)], RESPONSES[:1] * 10)  # then concurrent again
+    assert len(server.requests) == 1 + 20
+
+
+def test_judge_settings_and_version_are_part_of_the_cache_key(tmp_path, server, trait, key):
+    base = make_judge(params_for(tmp_path, server), trait)
+    base.score(["q"], [RESPONSES[0]])
+    assert len(server.requests) == 2
+    make_judge(params_for(tmp_path, server), trait).score(["q"], [RESPONSES[0]])
+    assert len(server.requests) == 2  # same judge: cached
+    for change in ({"version": "2024-06 retrain"}, {"top_logprobs": 5}):
+        judge = make_judge(params_for(tmp_path, server, **change), trait)
+        assert judge.id != base.id
+        judge.score(["q"], [RESPONSES[0]])
+    assert len(server.requests) == 6
+    # Retry, concurrency and threshold settings do not change an answer: same key.
+    same = make_judge(
+        params_for(tmp_path, server, concurrency=2, max_retries=1, min_prob_mass=0.5), trait
+    )
+    assert same.id == base.id

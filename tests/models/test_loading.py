@@ -117,3 +117,43 @@ def test_format_prompt_without_system_role_or_template():
     assert format_prompt(tok, "hello", "be kind") == "[user] be kind\n\nhello [model]"
     tok.chat_template = None
     assert format_prompt(tok, "hello", "be kind") == "be kind\n\nhello"
+
+
+def test_a_pickle_only_model_folder_is_refused_in_one_line(tmp_path):
+    from safetensors.torch import load_file
+
+    _save_tiny(tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    torch.save(load_file(weights), tmp_path / "model" / "pytorch_model.bin")
+    weights.unlink()
+    with pytest.raises(SteeropsError, match=r"models\.base\.id: .*pytorch_model\.bin.*safetensors"):
+        load_model(_params(tmp_path), "base")
+    # Beside safetensors weights a pickle is never read: the safetensors ones load.
+    _save_tiny(tmp_path / "model")
+    loaded = load_model(_params(tmp_path), "base")
+    assert loaded.layout.num_layers == 3
+
+
+@pytest.mark.parametrize(
+    "device, message",
+    [("cuda:7", r"cuda:7 is not available \(\d+ CUDA devices\)"), ("gpu0", "is not a device")],
+)
+def test_an_unusable_device_is_one_line_before_loading(tmp_path, device, message):
+    _save_tiny(tmp_path / "model")
+    with pytest.raises(SteeropsError, match=rf"models\.base\.device: .*{message}"):
+        load_model(_params(tmp_path, device=device), "base")
+
+
+def test_pin_device_overrides_every_variant_for_the_run(tmp_path):
+    from steerops.config.models import pin_device
+
+    _save_tiny(tmp_path / "model")
+    params = _params(tmp_path, device=None, device_map="auto")
+    pin_device(params, "cpu")
+    assert params.models["base"].device == "cpu" and params.models["base"].device_map is None
+    loaded = load_model(params, "base")
+    assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
+    assert not hasattr(loaded.model, "hf_device_map")
+    pin_device(params, "cuda:3")
+    with pytest.raises(SteeropsError, match=r"models\.base\.device: cuda:3"):
+        load_model(params, "base")

@@ -1,57 +1,17 @@
-"""`steerops report` from results files: deterministic, one-line errors, search trials and held-
-out numbers, the steering direction."""
+"""`steerops report` from results logs: deterministic, one-line errors, chosen on the selection
+half and reported held out with the right interval, "no effect" without a recommendation,
+searches in a table of their own, the steering direction, and plots per (method, position)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import pytest
 
+from report_data import QUESTIONS, cells, synthetic_grid, write_params
+from steering_data import reference_interval, refusing, write_grid
 from steerops.cli import main
-
-COEFS = [0.5, 1.0, 1.5, 2.0]
-
-
-# method -> (trait deltas, coherences) at COEFS, layer 2
-SYNTHETIC = {
-    "mean_diff": ([10, 40, 70, 90], [95, 90, 80, 50]),  # best feasible 70 @ 1.5
-    "probe": ([5, 30, 60, 95], [99, 95, 85, 70]),  # best feasible 95 @ 2.0
-    "mean_diff_top1": ([10, 50, 75, 95], [95, 90, 70, 40]),  # 75 @ 1.5
-    "mean_diff_top2": ([20, 80, 85, 95], [95, 90, 60, 40]),  # 80 @ 1.0
-    "mean_diff_top3": ([20, 60, 85, 95], [95, 90, 60, 40]),  # 60 @ 1.0
-    "mean_diff_top5": ([20, 50, 85, 95], [95, 90, 60, 40]),  # 50 @ 1.0
-    "mean_diff_cleaned": ([15, 65, 85, 95], [95, 90, 60, 40]),  # 65 @ 1.0
-    "mean_diff_preclean": ([20, 70, 80, 95], [95, 30, 20, 10]),  # 20 @ 0.5 -> gap -45, flagged
-    "probe_cleaned": ([10, 50, 70, 90], [95, 90, 80, 60]),  # 70 @ 1.5
-    "probe_preclean": ([5, 20, 40, 90], [95, 90, 80, 60]),  # 40 @ 1.5 -> gap -30, no flag
-    "random_baseline": ([0, 1, 2, 3], [60, 50, 40, 30]),  # never feasible; best coh 60
-}
-
-
-def synthetic_frame(model: str = "m", position: str = "prompt[-1]") -> pd.DataFrame:
-    rows = []
-    for method, (deltas, cohs) in SYNTHETIC.items():
-        for coef, delta, coh in zip(COEFS, deltas, cohs, strict=True):
-            rows.append(
-                {
-                    "model": model,
-                    "trait": "toy/refusal",
-                    "variant": "instruct",
-                    "vector_variant": "base",
-                    "position": position,
-                    "component": "residual",
-                    "method": method,
-                    "layer": 2,
-                    "coefficient": coef,
-                    "weight": coef * 10.0,
-                    "trait_mean": delta,
-                    "coherence_mean": coh,
-                    "trait_delta": delta,
-                    "n": 20,
-                    "source": "grid",
-                }
-            )
-    # a worse layer that must never win
-    rows.append({**rows[0], "layer": 1, "trait_delta": 5.0, "coherence_mean": 99.0})
-    return pd.DataFrame(rows)
+from steerops.io import read_json
 
 
 def _row(table, **keys):
@@ -62,33 +22,15 @@ def _row(table, **keys):
     return hit.iloc[0]
 
 
-def _write_results(out, frame):
-    from steerops.steering.store import steering_dir
-
-    for (position, method), rows in frame.groupby(["position", "method"]):
-        folder = steering_dir(out, "toy/refusal", "instruct", position, "residual", method)
-        folder.mkdir(parents=True)
-        rows.drop(columns=["model", "source"]).to_csv(folder / "results.csv", index=False)
+def _report(tmp_path, **blocks):
+    assert main(["report", "--params", str(write_params(tmp_path, **blocks))]) == 0
+    return tmp_path / "reports"
 
 
 def test_report_command_is_deterministic(tmp_path):
-    import yaml
-
-    params = tmp_path / "params.yaml"
-    params.write_text(
-        yaml.safe_dump(
-            {
-                "paths": {"out": "outputs"},
-                "tracking": {"enabled": False},
-                "models": {"instruct": {"id": "m"}, "base": {"id": "m"}},
-            }
-        )
-    )
-    _write_results(tmp_path / "outputs", synthetic_frame())
-    assert main(["report", "--params", str(params)]) == 0
-    first = {p.name: p.read_bytes() for p in (tmp_path / "reports").iterdir()}
-    assert main(["report", "--params", str(params)]) == 0
-    second = {p.name: p.read_bytes() for p in (tmp_path / "reports").iterdir()}
+    synthetic_grid(tmp_path)
+    first = {p.name: p.read_bytes() for p in _report(tmp_path).iterdir()}
+    second = {p.name: p.read_bytes() for p in _report(tmp_path).iterdir()}
     assert first == second
     assert {
         "report.md",
@@ -96,138 +38,158 @@ def test_report_command_is_deterministic(tmp_path):
         "cleaning_curve.csv",
         "coefficients.csv",
         "coefficient_curves.png",
+        "coefficient_curves.csv",
         "cleaning_curve.png",
         "metrics.json",
     } <= set(first)
     text = first["report.md"].decode()
-    assert "needs finer coefficients" in text and "likely implementation problem" in text
+    for words in ("needs finer coefficients", "no effect", "likely implementation problem"):
+        assert words in text
+    assert "held-out" in text and "paired bootstrap" in text
 
 
 def test_report_without_results_is_one_line_error(tmp_path, capsys):
-    import yaml
-
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"paths": {"out": "outputs"}, "tracking": {"enabled": False}}))
-    assert main(["report", "--params", str(params)]) == 2
+    assert main(["report", "--params", str(write_params(tmp_path))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no steering results" in err[0]
 
 
-def _write_search(
-    out, method: str, trials: list[tuple[float, float, float]], direction: str = "positive"
-):
-    """A search folder as `steerops search` writes it: trials.csv and best.json."""
+def test_the_best_is_chosen_in_sample_and_reported_held_out_with_its_interval(tmp_path):
+    """mean_diff at 1.5 is the best on the selection half (70) but poor held out (20); at
+    1.0 it is the reverse (40 / 80). The report picks 1.5 and prints 20 with the bootstrap
+    interval of the held-out questions."""
+    spec = {(m, "prompt[-1]"): c for (m, _), c in cells().items() if m == "mean_diff"}
+    spec[("mean_diff", "prompt[-1]")] = [
+        (2, 0.5, 0.1, 0.1, 95.0),
+        (2, 1.0, 0.4, 0.8, 90.0),
+        (2, 1.5, 0.7, 0.2, 80.0),
+        (2, 2.0, 0.9, 0.9, 50.0),
+    ]
+    _, heldout = write_grid(tmp_path / "outputs", spec, QUESTIONS, seed=5)
+    out = _report(tmp_path, seed=5)
+    gap = _row(pd.read_csv(out / "gap_analysis.csv"), method="mean_diff")
+    assert (gap["coefficient"], gap["selection_delta"], gap["delta"]) == (1.5, 70, 20)
+    d = np.array([100.0 if q in refusing(heldout, 0.2) else 0.0 for q in heldout])
+    _, lo, hi = reference_interval(d, seed=5)
+    assert gap["n"] == len(heldout) == 20
+    assert (gap["delta_lo"], gap["delta_hi"]) == pytest.approx((lo, hi), abs=1e-4)
+    assert f"+20.0 [{lo:+.1f}, {hi:+.1f}]" in (out / "report.md").read_text()
+
+
+def test_a_no_effect_cell_is_labelled_so_and_gives_no_recommendation(tmp_path):
+    synthetic_grid(tmp_path)
+    out = _report(tmp_path)
+    gap = pd.read_csv(out / "gap_analysis.csv")
+    assert _row(gap, method="random_baseline")["status"] == "no effect"
+    for name in ("coefficients.csv", "recommendations.csv", "coefficient_features.csv"):
+        table = pd.read_csv(out / name)
+        assert not {"random_baseline", "gradient"} & set(table["method"]), name
+    metrics = read_json(out / "metrics.json")
+    assert metrics["cells_no_effect"] == 1 and metrics["cells_needing_finer_coefficients"] == 1
+
+
+def test_no_config_reaching_the_threshold_is_reported_not_a_crash(tmp_path):
+    spec = {"probe": ([10, 40, 70, 90], [60, 50, 40, 30])}
+    synthetic_grid(tmp_path, spec)
+    out = _report(tmp_path)
+    gap = _row(pd.read_csv(out / "gap_analysis.csv"), method="probe")
+    # the best coherence a steered config reached (the unsteered config has 100)
+    assert gap["status"] == "needs finer coefficients" and gap["best_coherence_reached"] == 60
+    assert pd.read_csv(out / "recommendations.csv").empty
+
+
+def _write_search(out, method: str, best: dict):
     from steerops.io import write_json
-    from steerops.search.results import choose_best
-    from steerops.search.store import search_dir, write_trials_csv
-    from steerops.search.study import TrialRecord
+    from steerops.search.store import search_dir
 
     folder = search_dir(out, "toy/refusal", "instruct", "prompt[-1]", "residual", method)
-    records = [
-        TrialRecord(i, 2, c, c * 10.0, d, coh, d, coh >= 68, "complete", "sampled", 10)
-        for i, (c, d, coh) in enumerate(trials)
-    ]
-    records.append(
-        TrialRecord(len(records), 2, 1.9, 19.0, None, None, None, None, "fail", "sampled", 0)
-    )
-    write_trials_csv(folder / "trials.csv", records)
-    chosen, feasible = choose_best(records)
-    write_json(
-        folder / "best.json",
+    (folder / "trials.csv").parent.mkdir(parents=True, exist_ok=True)
+    (folder / "trials.csv").write_text("number,layer,coefficient\n")
+    base = {
+        "trait": "toy/refusal",
+        "variant": "instruct",
+        "vector_variant": "base",
+        "method": method,
+        "position": "prompt[-1]",
+        "component": "residual",
+        "direction": "positive",
+        "n_trials": 6,
+        "n_known": 8,
+        "n_feasible": 3,
+        "n_generations": {"total": 100},
+    }
+    write_json(folder / "best.json", {**base, **best})
+
+
+def test_searches_are_a_table_of_their_own(tmp_path):
+    synthetic_grid(tmp_path)
+    before = pd.read_csv(_report(tmp_path) / "gap_analysis.csv")
+    held = {"trait_delta": 71.0, "delta_lo": 60.0, "delta_hi": 80.0, "coherence_mean": 81.0}
+    _write_search(
+        tmp_path / "outputs",
+        "mean_diff",
         {
-            "trait": "toy/refusal",
-            "variant": "instruct",
-            "vector_variant": "base",
-            "method": method,
-            "position": "prompt[-1]",
-            "component": "residual",
-            "direction": direction,
-            "feasible": feasible,
-            "chosen": {
-                "trial": chosen.number,
-                "layer": chosen.layer,
-                "coefficient": chosen.coefficient,
-            },
-            "search": {
-                "trait_delta": chosen.trait_delta,
-                "coherence_mean": chosen.coherence_mean,
-                "n_questions": 10,
-            },
-            "heldout": {
-                "trait_delta": chosen.trait_delta - 7.0,
-                "coherence_mean": 81.0,
-                "n_questions": 10,
-            },
-            "n_trials": len(trials),
-            "n_generations": {"total": 10 * len(trials) + 30},
+            "status": "ok",
+            "feasible": True,
+            "chosen": {"trial": 1, "layer": 2, "coefficient": 1.6, "weight": 16.0},
+            "search": {"trait_delta": 78.0, "delta_lo": 70.0, "delta_hi": 85.0, "n": 20},
+            "heldout": {**held, "n": 20},
         },
     )
-
-
-def test_search_trials_join_the_gap_analysis_and_held_out_numbers_are_reported(tmp_path):
-    import yaml
-
-    params = tmp_path / "params.yaml"
-    params.write_text(
-        yaml.safe_dump(
-            {
-                "paths": {"out": "outputs"},
-                "tracking": {"enabled": False},
-                "models": {"instruct": {"id": "m"}, "base": {"id": "m"}},
-            }
-        )
-    )
-    _write_results(tmp_path / "outputs", synthetic_frame())
-    # mean_diff's grid best is 70 @ 1.5; the search finds 78 @ 1.6 (feasible) and a larger,
-    # infeasible 99 @ 2.2 that must not count
     _write_search(
-        tmp_path / "outputs", "mean_diff", [(0.7, 30.0, 92.0), (1.6, 78.0, 74.0), (2.2, 99.0, 40.0)]
+        tmp_path / "outputs",
+        "random_baseline",
+        {"status": "no feasible steering found", "feasible": False, "chosen": None},
     )
-    assert main(["report", "--params", str(params)]) == 0
-    gap = pd.read_csv(tmp_path / "reports" / "gap_analysis.csv")
-    md = _row(gap, method="mean_diff")
-    assert md["best_delta"] == 78.0 and md["coefficient"] == 1.6
-    assert md["n_configs"] == 4 + 1 + 3  # grid (two layers) + completed search trials
-    searched = pd.read_csv(tmp_path / "reports" / "search_heldout.csv")
-    assert len(searched) == 1
-    row = searched.iloc[0]
-    assert (row["coefficient"], row["search_trait_delta"], row["heldout_trait_delta"]) == (
+    out = _report(tmp_path)
+    # a search trial (other questions, another baseline) never joins a grid table
+    pd.testing.assert_frame_equal(pd.read_csv(out / "gap_analysis.csv"), before)
+    searched = pd.read_csv(out / "search_heldout.csv")
+    md = _row(searched, method="mean_diff")
+    assert (md["coefficient"], md["search_trait_delta"], md["heldout_trait_delta"]) == (
         1.6,
         78.0,
         71.0,
     )
-    assert bool(row["feasible"]) and row["n_generations"] == 60
-    assert "held-out questions" in (tmp_path / "reports" / "report.md").read_text()
+    assert (md["heldout_delta_lo"], md["heldout_delta_hi"], md["heldout_n"]) == (60, 80, 20)
+    rb = _row(searched, method="random_baseline")
+    assert rb["status"] == "no feasible steering found" and np.isnan(rb["coefficient"])
+    text = (out / "report.md").read_text()
+    assert "+71.0 [+60.0, +80.0]" in text and "no feasible steering found" in text
 
 
 def test_negative_direction_measures_deltas_toward_suppression(tmp_path):
-    """With steering.direction negative a grid stores trait - baseline (negative when it
-    works) and a search stores its objective (positive when it works); the report puts both
-    in the steering direction, so the largest suppression is the best."""
-    import yaml
+    """With steering.direction negative the baseline refuses and steering suppresses it; the
+    report's deltas are in the steering direction, so the largest suppression is the best."""
+    write_grid(tmp_path / "outputs", cells(), QUESTIONS, baseline_trait=100.0)
+    out = _report(tmp_path, steering={"direction": "negative"})
+    gap = pd.read_csv(out / "gap_analysis.csv")
+    assert _row(gap, method="mean_diff")["delta"] == 70.0
+    assert _row(gap, method="probe")["delta"] == 95.0
+    assert "steering direction" in (out / "report.md").read_text()
 
-    params = tmp_path / "params.yaml"
-    params.write_text(
-        yaml.safe_dump(
-            {
-                "paths": {"out": "outputs"},
-                "tracking": {"enabled": False},
-                "steering": {"direction": "negative"},
-                "models": {"instruct": {"id": "m"}, "base": {"id": "m"}},
-            }
-        )
-    )
-    frame = synthetic_frame()
-    frame["trait_delta"] = -frame["trait_delta"]
-    _write_results(tmp_path / "outputs", frame)
-    _write_search(
-        tmp_path / "outputs",
-        "mean_diff",
-        [(1.6, 78.0, 74.0), (2.2, 99.0, 40.0)],
-        direction="negative",
-    )
-    assert main(["report", "--params", str(params)]) == 0
-    gap = pd.read_csv(tmp_path / "reports" / "gap_analysis.csv")
-    assert _row(gap, method="mean_diff")["best_delta"] == 78.0  # the search's, not the grid's
-    assert _row(gap, method="probe")["best_delta"] == 95.0
-    assert "steering direction" in (tmp_path / "reports" / "report.md").read_text()
+
+def test_plot_series_are_per_method_and_position_and_trace_to_grid_configs(tmp_path):
+    from steerops.config import load_params
+    from steerops.report.load import load_results
+
+    spec = cells()
+    spec.update(cells(position="response[:5]"))
+    write_grid(tmp_path / "outputs", spec, QUESTIONS)
+    out = _report(tmp_path)
+    points = pd.read_csv(out / "coefficient_curves.csv")
+    series = points.groupby(["method", "position"])
+    # one series per (method, position) with a single layer each; aliases drawn once
+    assert len(series) == 2 * len({m for m, _ in spec})
+    assert (series["layer"].nunique() == 1).all()
+    frame = load_results(load_params(tmp_path / "params.yaml"))
+    for p in points.itertuples():
+        [config] = frame[
+            (frame["method"] == p.method)
+            & (frame["position"] == p.position)
+            & (frame["layer"] == p.layer)
+            & (frame["coefficient"] == p.coefficient)
+        ].itertuples()
+        assert config.heldout_trait_delta == pytest.approx(p.delta)
+    png = (out / "coefficient_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -46,6 +46,11 @@ class Result:
     responses: list = field(default_factory=list)
     weights: tuple = ()
 
+    @property
+    def scores(self) -> list:
+        """The same (trait, coherence) on every question."""
+        return [(self.trait_mean, self.coherence_mean)] * self.n
+
 
 class SyntheticEvaluator:
     """The steering evaluator's interface (configs in the user's units, results with their

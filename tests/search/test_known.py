@@ -1,8 +1,7 @@
-"""Known results from a steering results log become trials that do not count."""
+"""Known results: the grid's scores on the search half become trials that do not count, the
+search starts at the grid's feasible band, and never asks for a config the grid evaluated."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 from synthetic import (
@@ -14,65 +13,100 @@ from synthetic import (
     synthetic_trait,
 )
 
+from steering_data import baseline_entry, config_entry, settings_for, write_log
 from steerops.errors import SteeropsError
-from steerops.search.known import load_known
+from steerops.search.known import band_points, load_known
 from steerops.search.loop import run_search
+from steerops.stats import split_questions
+from steerops.steering.store import scope_of
+
+QUESTIONS = [f"q{i}" for i in range(8)]
+GRID = (0.5, 1.0, 1.5, 2.0)
 
 
-def test_known_results_become_trials_without_counting(tmp_path):
-    path = tmp_path / "results.jsonl"
-    rows = [{"type": "baseline", "settings_hash": "synthetic", "result": {"trait_mean": 5}}]
-    for i, coef in enumerate((0.5, 1.0, 1.3, 2.5)):
-        rows.append(
-            {
-                "type": "config",
-                "settings_hash": "synthetic" if i < 3 else "other",
-                "config": {
-                    "coefficient": coef,
-                    "vectors": [
-                        {
-                            "layer": 2,
-                            "component": "residual",
-                            "position": "prompt[-1]",
-                            "method": "mean_diff",
-                            "weight": coef * 10,
-                        }
-                    ],
-                },
-                "result": {
-                    "trait_mean": synthetic_trait(2, coef),
-                    "coherence_mean": synthetic_coherence(2, coef),
-                    "n": 2,
-                },
-            }
+def grid_log(tmp_path, layers=(2,), noisy_question: str | None = None):
+    """A grid results log on all questions, scored by the synthetic closed form (one
+    question scored differently when `noisy_question` is set)."""
+    settings = settings_for(QUESTIONS)
+    entries = [baseline_entry(settings, QUESTIONS, [(BASELINE_TRAIT, 100.0)] * len(QUESTIONS))]
+    for layer in layers:
+        for c in GRID:
+            score = (synthetic_trait(layer, c), synthetic_coherence(layer, c))
+            scores = [(0.0, 0.0) if q == noisy_question else score for q in QUESTIONS]
+            entries.append(config_entry(settings, "mean_diff", "prompt[-1]", layer, c, scores))
+    entries.append(  # another scope: never imported
+        config_entry(
+            settings_for(QUESTIONS, max_new_tokens=99),
+            "mean_diff",
+            "prompt[-1]",
+            2,
+            0.75,
+            [(90.0, 90.0)] * len(QUESTIONS),
         )
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    known = load_known(path, "synthetic", "mean_diff", "prompt[-1]", "residual", [2])
-    assert [k.coefficient for k in known] == [0.5, 1.0, 1.3]  # the other settings left out
-    assert load_known(path, "synthetic", "mean_diff", "prompt[-1]", "residual", [1]) == []
-    assert load_known(tmp_path / "none.jsonl", "synthetic", "m", "p", "r", [2]) == []
+    )
+    return write_log(tmp_path / "grid" / "results.jsonl", entries), scope_of(settings)
+
+
+def test_grid_scores_on_the_search_half_become_known_trials(tmp_path):
+    search, _ = split_questions(QUESTIONS, 0.5, 0)
+    noisy = search[0]
+    path, scope = grid_log(tmp_path, noisy_question=noisy)
+    known = load_known(path, scope, search, "mean_diff", "prompt[-1]", "residual", [2])
+    assert [k.coefficient for k in known] == list(GRID)
+    for k in known:  # means over the search half only, the noisy question among them
+        clean = synthetic_trait(2, k.coefficient)
+        assert k.trait_mean == pytest.approx(clean * (len(search) - 1) / len(search))
+        assert k.n == len(search) and len(k.scores) == len(search)
+    assert load_known(path, scope, search, "mean_diff", "prompt[-1]", "residual", [1]) == []
+    assert load_known(path, scope, ["unseen"], "mean_diff", "prompt[-1]", "residual", [2]) == []
+    assert load_known(tmp_path / "none.jsonl", scope, search, "m", "p", "r", [2]) == []
     with pytest.raises(SteeropsError, match="known_results: file not found"):
-        load_known(tmp_path / "none.jsonl", "synthetic", "m", "p", "r", [2], required=True)
-    study = open_study(tmp_path, startup_trials=2)
+        load_known(tmp_path / "none.jsonl", scope, search, "m", "p", "r", [2], required=True)
+    (tmp_path / "bad.jsonl").write_text('{"type": "config"\n')
+    with pytest.raises(SteeropsError, match="bad.jsonl:1: malformed JSON"):
+        load_known(tmp_path / "bad.jsonl", scope, search, "mean_diff", "prompt[-1]", "r", [2])
+
+
+def test_band_points_bracket_the_strongest_coherent_grid_coefficient():
+    search, _ = split_questions(QUESTIONS, 0.5, 0)
+    from steerops.search.known import KnownResult
+
+    known = [
+        KnownResult(2, c, 10 * c, synthetic_trait(2, c), synthetic_coherence(2, c), 4) for c in GRID
+    ]
+    # coherent up to 1.0 (1.5 gives 55): start between 1.0 and 1.5
+    assert band_points(known, BASELINE_TRAIT, 68.0, 3.0) == [(2, 1.166667), (2, 1.333333)]
+    # the largest known coefficient still coherent: half a step beyond, within the range
+    assert band_points(known[:2], BASELINE_TRAIT, 68.0, 1.2) == [(2, 1.2)]
+    # nothing coherent with a gain: nowhere to start from
+    assert band_points(known[2:], BASELINE_TRAIT, 68.0, 3.0) == []
+
+
+def test_a_search_given_grid_results_asks_for_no_config_already_evaluated(tmp_path):
+    search, _ = split_questions(QUESTIONS, 0.5, 0)
+    path, scope = grid_log(tmp_path, layers=(1, 2))
+    known = load_known(path, scope, search, "mean_diff", "prompt[-1]", "residual", [1, 2])
+    assert len(known) == 8
+    study = open_study(tmp_path, layers=(1, 2), seed=0, startup_trials=4)
+    for layer, c in band_points(known, BASELINE_TRAIT, 68.0, 3.0):
+        study.enqueue(layer, c)
+    for c in GRID:  # as `search.enqueue: [grid points]` would: already known, never asked
+        study.enqueue(2, c)
+    evaluator = SyntheticEvaluator(search)
     stats = run_search(
         study,
-        SyntheticEvaluator(["q", "r"]),
+        evaluator,
         SOURCE,
-        target=2,
-        batch=2,
+        target=6,
+        batch=3,
         direction="positive",
         known=known,
         progress=False,
     )
-    assert stats.imported == 3
-    records = study.records()
-    imported = [r for r in records if r.source == "known"]
-    assert len(imported) == 3 and study.n_done() == 2 and len(records) == 5
-    assert not [r for r in records if r.source == "enqueued"]  # known results replace the design
-    assert imported[2].trait_delta == pytest.approx(synthetic_trait(2, 1.3) - BASELINE_TRAIT)
-    # importing twice adds nothing
-    again = open_study(tmp_path)
-    assert not again.add_known(2, 1.3, 13.0, 65.0, 100.0, 60.0, 2)
-    path.write_text('{"type": "config"\n')
-    with pytest.raises(SteeropsError, match="results.jsonl:1: malformed JSON"):
-        load_known(path, "synthetic", "mean_diff", "prompt[-1]", "residual", [2])
+    assert stats.imported == 8
+    asked = [(layer, c) for call in evaluator.calls for layer, c, _ in call]
+    assert len(asked) == 6
+    assert not set(asked) & {(k.layer, k.coefficient) for k in known}
+    # the first batch starts at the grid's feasible band (layer 2 gains most: 1.0 < c < 1.5)
+    assert sorted(asked[:2]) == [(2, pytest.approx(1.166667)), (2, pytest.approx(1.333333))]
+    assert not [r for r in study.records() if r.source == "enqueued" and r.coefficient in GRID]

@@ -18,7 +18,7 @@ from synthetic import (
 
 from steerops.errors import SteeropsError
 from steerops.search.loop import run_search, signed_delta
-from steerops.search.results import choose_best
+from steerops.search.results import choose_best, selection_rows
 
 
 def test_search_finds_the_feasible_optimum_and_never_picks_infeasible(tmp_path):
@@ -35,8 +35,8 @@ def test_search_finds_the_feasible_optimum_and_never_picks_infeasible(tmp_path):
         assert r.trait_delta == pytest.approx(synthetic_trait(2, r.coefficient) - BASELINE_TRAIT)
         assert r.feasible == (synthetic_coherence(2, r.coefficient) >= MIN_COH)
         assert r.weight == pytest.approx(r.coefficient * NORMS[2])
-    chosen, feasible = choose_best(records)
-    assert feasible and chosen.coefficient <= FEASIBLE_EDGE
+    chosen = choose_best(selection_rows(records, evaluator, SOURCE, "positive", 0), MIN_COH)
+    assert chosen is not None and chosen.coefficient <= FEASIBLE_EDGE
     best_possible = synthetic_trait(2, FEASIBLE_EDGE) - BASELINE_TRAIT
     assert chosen.trait_delta >= 0.9 * best_possible
     # infeasible trials with a larger delta exist, and were not chosen

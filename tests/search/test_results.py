@@ -1,23 +1,60 @@
-"""Choosing the searched config never takes an infeasible trial."""
+"""Choosing the searched config: never infeasible, never coefficient 0, never a trial without
+an effect beyond its interval; "no feasible steering found" otherwise."""
 
 from __future__ import annotations
 
-from synthetic import record
+from synthetic import (
+    BASELINE_TRAIT,
+    MIN_COH,
+    SOURCE,
+    SyntheticEvaluator,
+    record,
+    synthetic_coherence,
+    synthetic_trait,
+)
 
-from steerops.search.results import choose_best
+from steerops.search.results import choose_best, selection_rows
 
 
-def test_infeasible_trial_never_chosen_even_with_the_largest_delta():
+def _rows(records, questions=("q1", "q2", "q3")):
+    return selection_rows(records, SyntheticEvaluator(list(questions)), SOURCE, "positive", 0)
+
+
+def _trial(number, coefficient, state="complete"):
+    """A trial whose stored numbers are the synthetic evaluator's closed form."""
+    delta = synthetic_trait(2, coefficient) - BASELINE_TRAIT
+    return record(number, delta, synthetic_coherence(2, coefficient), state, coefficient)
+
+
+def test_infeasible_or_unsteered_trials_are_never_chosen():
     records = [
-        record(0, 30.0, 90.0),
-        record(1, 95.0, 40.0),
-        record(2, 60.0, 70.0),
-        record(3, 99.0, 67.9),
-        record(4, 100.0, 99.0, state="fail"),
+        _trial(0, 0.5),
+        _trial(1, 2.5),  # largest delta, incoherent
+        _trial(2, 1.3),  # the largest coherent delta
+        _trial(3, 1.42),  # just past the coherence edge (67.0)
+        _trial(4, 1.0, state="fail"),
+        _trial(5, 0.0),  # the unsteered model
     ]
-    chosen, feasible = choose_best(records)
-    assert feasible and chosen.number == 2
-    # nothing feasible: say so, and report the most coherent trial
-    chosen, feasible = choose_best([record(0, 95.0, 40.0), record(1, 10.0, 60.0)])
-    assert not feasible and chosen.number == 1
-    assert choose_best([]) == (None, False)
+    rows = _rows(records)
+    assert sorted(r["trial"].number for r in rows) == [0, 2]  # coherent, steered, complete
+    chosen = choose_best(rows, MIN_COH)
+    assert chosen is not None and chosen.number == 2
+    # nothing coherent and steered: no choice at all (not the most coherent trial, not c = 0)
+    assert choose_best(_rows([records[1], records[3], records[5]]), MIN_COH) is None
+    assert choose_best([], MIN_COH) is None
+
+
+def test_a_coherent_trial_without_an_effect_beyond_its_interval_is_not_a_pick():
+    rows = [
+        {
+            "trial": record(0, 5.0, 95.0),
+            "layer": 2,
+            "coefficient": 1.0,
+            "selection_trait_delta": 5.0,
+            "selection_delta_lo": 0.0,  # one refusal in twenty questions
+            "selection_coherence_mean": 95.0,
+        }
+    ]
+    assert choose_best(rows, MIN_COH) is None
+    rows[0]["selection_delta_lo"] = 0.5
+    assert choose_best(rows, MIN_COH) is rows[0]["trial"]

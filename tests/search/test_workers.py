@@ -22,7 +22,7 @@ from synthetic import MIN_COH, SOURCE, SyntheticEvaluator, record
 from postgres import postgres_server, postgres_url  # noqa: F401 - fixtures
 from steerops.search.heldout import evaluate_heldout
 from steerops.search.loop import run_search
-from steerops.search.results import choose_best
+from steerops.search.results import choose_best, selection_rows
 from steerops.search.store import write_heldout_responses
 from steerops.search.study import SearchStudy, Space
 from steerops.steering.configs import Config
@@ -89,9 +89,12 @@ def worker(
     )
     with study.finalising() as mine:
         if mine:
-            chosen, _ = choose_best(study.records())
+            rows = selection_rows(
+                study.records(), SlowEvaluator(["q1", "q2"], 0.0), SOURCE, "positive", 0
+            )
+            chosen = choose_best(rows, MIN_COH)
             config = Config.single(SOURCE, chosen.layer, chosen.coefficient)
-            held = evaluate_heldout(SlowEvaluator(HELDOUT, 0.0), config, "positive")
+            held = evaluate_heldout(SlowEvaluator(HELDOUT, 0.0), config, "positive", 0)
             write_heldout_responses(folder, held)
     configs = [c for call in evaluator.calls for _, c, _ in call]
     print(
@@ -345,6 +348,7 @@ def test_best_summary_counts_search_trials_not_imported_ones():
     )
     plan = SimpleNamespace(
         search_questions=["q"],
+        heldout_questions=["h"],
         trait="t",
         source=SOURCE,
         min_coherence=MIN_COH,
@@ -354,12 +358,33 @@ def test_best_summary_counts_search_trials_not_imported_ones():
         layers=[2],
         settings={"settings_hash": "h"},
     )
-    held = {"n_questions": 1, "rows_generated": 0, "responses": []}
+    held = {
+        "n_questions": 1,
+        "n": 1,
+        "rows_generated": 0,
+        "responses": [],
+        "delta_lo": 5.0,
+        "coherence_mean": 80.0,
+    }
+    chosen = {
+        "trial": records[1],
+        "selection_trait_delta": 20.0,
+        "selection_delta_lo": 10.0,
+        "selection_delta_hi": 30.0,
+        "selection_n": 1,
+    }
     best = best_summary(
-        params, plan, records, records[1], True, SimpleNamespace(baseline_trait=5.0, rows=0), held
+        params, plan, records, chosen, SimpleNamespace(baseline_trait=5.0, rows=0), held
     )
     assert best["n_trials"] == 2 and best["n_known"] == 1
     assert best["n_feasible"] == 3
+    assert best["status"] == "ok" and best["feasible"] and best["chosen"]["trial"] == 1
+    # nothing chosen: no feasible steering found, and no pick reported
+    best = best_summary(
+        params, plan, records, None, SimpleNamespace(baseline_trait=5.0, rows=0), None
+    )
+    assert best["status"] == "no feasible steering found" and best["chosen"] is None
+    assert not best["feasible"] and best["heldout"] is None
 
 
 def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):
@@ -374,7 +399,10 @@ def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):
     from steerops.search.store import search_dir
 
     params = write_params(
-        tmp_path, toy_world, search={"trials": 6, "batch": 2, "layers": "1-2", "startup_trials": 2}
+        tmp_path,
+        toy_world,
+        # 1.0 is inside the toy's feasible band, so the study has a pick to finalise
+        search={"trials": 6, "batch": 2, "layers": "1-2", "startup_trials": 2, "enqueue": [1.0]},
     )
     for argv in (
         ["extract", "--position", "prompt[-1]", "--variant", "base"],
@@ -402,7 +430,7 @@ def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):
     ]
     outs = [proc.communicate(timeout=600) for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], [err for _, err in outs]
-    summaries = [out for out, _ in outs if out.startswith("toy/refusal: layer")]
+    summaries = [out for out, _ in outs if out.startswith("toy/refusal: ok: layer")]
     assert len(summaries) == 1
     assert sum("another worker finalises it" in err for _, err in outs) == 1
     out = search_dir(

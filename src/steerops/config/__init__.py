@@ -26,6 +26,7 @@ from steerops.config.search import SearchConfig
 from steerops.config.steering import SteeringConfig
 from steerops.config.vectors import CleaningConfig, VectorsConfig
 from steerops.errors import SteeropsError
+from steerops.io import read_text
 
 __all__ = ["Params", "load_params", "ModelVariant", "DEFAULT_PARAMS_FILE"]
 
@@ -38,7 +39,7 @@ RENAMED = {
 
 
 class Params(Strict):
-    experiment: str = "toy-refusal"
+    experiment: str = Field("toy-refusal", min_length=1, pattern=r"\S")
     seed: int = Field(0, description="seed of everything seeded (splits, fits, the toy world)")
     paths: PathsConfig = Field(default_factory=PathsConfig)
     traits: TraitsConfig = Field(default_factory=TraitsConfig)
@@ -73,7 +74,10 @@ class Params(Strict):
 
     @property
     def out(self) -> Path:
-        return self.path(self.paths.out)
+        out = self.path(self.paths.out)
+        if out.exists() and not out.is_dir():  # e.g. `--out` naming a file
+            raise SteeropsError(f"paths.out: {out} is a file, not a folder")
+        return out
 
     def variant(self, name: str) -> ModelVariant:
         if name not in self.models:
@@ -91,7 +95,7 @@ def load_params(file: str | Path | None = None, overrides: dict[str, Any] | None
         if not path.is_file():
             raise SteeropsError(f"params file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(read_text(path)) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark else ""

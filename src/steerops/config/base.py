@@ -18,7 +18,10 @@ SPEC_ERROR = "spec"  # pydantic error type of a spec that does not parse
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+    # NaN and infinity are never a setting (and JSON cannot write them).
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, validate_default=True, allow_inf_nan=False
+    )
 
 
 def _parsed_by(parse: Callable[[Any], Any]) -> PlainValidator:

@@ -36,3 +36,8 @@ class JudgeConfig(Strict):
         1e-4, ge=0, lt=1, description="hf: skip number prefixes less likely than this"
     )
     cache_dir: str = "outputs/judge_cache"
+    version: str = Field(
+        "",
+        description="a label in the judge's cache key: change it when the judge behind an "
+        "unchanged model name changed, so no stale score is served",
+    )

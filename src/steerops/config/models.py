@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -16,12 +16,23 @@ class ModelVariant(Strict):
     revision: str | None = None
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     device: str | None = Field("cpu", description="cpu, cuda, cuda:1, mps; or use device_map")
-    device_map: str | dict[str, int | str] | None = None
+    device_map: str | dict[str, int | str] | None = Field(
+        None, description="accelerate placement: auto, or {module: device | cpu | disk}"
+    )
+    offload_folder: str | None = Field(
+        None, description="with device_map: where modules mapped to disk are kept"
+    )
     chat_template: str | None = Field(
         None, description="Jinja template or path to one; default: the tokenizer's own"
     )
     layers_path: str | None = Field(
         None, description="dotted path of the decoder blocks for architectures we do not know"
+    )
+    attn_path: str | None = Field(
+        None, description="block submodule whose output is added as attn_out (unknown archs)"
+    )
+    mlp_path: str | None = Field(
+        None, description="block submodule whose output is added as mlp_out (unknown archs)"
     )
     trust_remote_code: bool = False
 
@@ -30,6 +41,16 @@ class ModelVariant(Strict):
         if self.device_map is not None and self.device not in (None, "cpu"):
             raise ValueError("set either device or device_map, not both")
         return self
+
+
+def pin_device(run: Any, device: str | None) -> None:
+    """`--device`: every variant the run (its Params) loads goes on `device`, replacing the
+    params' device / device_map (one worker per GPU on a shared params file). Placement is
+    not a stage input: results do not depend on it."""
+    if not device:
+        return
+    for name, spec in run.models.items():
+        run.models[name] = spec.model_copy(update={"device": device, "device_map": None})
 
 
 def default_variants() -> dict[str, ModelVariant]:

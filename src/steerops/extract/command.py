@@ -15,6 +15,7 @@ from pathlib import Path
 
 from steerops.cli import flags, load_params_for, overrides_from, stage_parser
 from steerops.errors import SteeropsError
+from steerops.io import check_folder_name
 from steerops.specs import Layers
 from steerops.traits import load_trait
 
@@ -67,7 +68,7 @@ def _run_traits(args, params) -> None:
         load_trait(params.path(params.traits.root), name)
         if any(p.needs_response for p in positions):
             load_kept_responses(responses_file(params.out, name, cfg.variant), name, cfg.variant)
-    _precheck_layers(params, cfg.variant, cfg.layers)
+    _precheck(params, cfg.variant, cfg.layers, cfg.component)
     loaded = _load(params, cfg.variant)
     layers = cfg.layers.resolve(loaded.layout.num_layers)
     for name in params.traits.names:
@@ -105,10 +106,11 @@ def _run_tasks(args, params) -> None:
             f"position {position.text!r}: task sets have no responses; use a "
             "prompt position such as prompt[-1]"
         )
-    _precheck_layers(params, variant, layer_spec)
+    name = probes.tasks_name or tasks_file.stem
+    check_folder_name(name, "probes.tasks_name" if probes.tasks_name else f"--tasks {tasks_file}")
+    _precheck(params, variant, layer_spec, component)
     loaded = _load(params, variant)
     layers = layer_spec.resolve(loaded.layout.num_layers)
-    name = probes.tasks_name or tasks_file.stem
     inputs = {"tasks": tasks_file}
     if args.conditions:
         inputs["conditions"] = Path(args.conditions)
@@ -128,11 +130,13 @@ def _run_tasks(args, params) -> None:
         print(f"{name} [{cond_id}] -> {out_dir}")
 
 
-def _precheck_layers(params, variant: str, spec: Layers) -> None:
-    """Check layer ranges against the model's config before loading its weights."""
+def _precheck(params, variant: str, spec: Layers, component: str) -> None:
+    """Check layer ranges and the component against the model's config before loading its
+    weights."""
     from transformers import AutoConfig
 
     from steerops.models.loading import model_source
+    from steerops.models.resolver import check_component, component_paths
 
     model = params.variant(variant)
     try:
@@ -146,6 +150,9 @@ def _precheck_layers(params, variant: str, spec: Layers) -> None:
         return
     if not model.layers_path:
         spec.resolve(depth)
+    model_type = getattr(config, "model_type", "")
+    attn, mlp = component_paths(model_type, model.attn_path, model.mlp_path)
+    check_component(model_type, component, attn if component == "attn_out" else mlp, variant)
 
 
 def _load(params, variant: str):

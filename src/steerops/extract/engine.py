@@ -4,10 +4,11 @@ Examples (token ids with a prompt/response boundary) are sorted longest first an
 shards of `shard_examples`. Each shard runs in token-budget batches through
 `steerops.models.capture.forward_capture` (which stops after the deepest requested layer), pools
 each example's position window in fp32 (and gathers the per-token norms of the `norm`
-coefficient unit, `steerops.extract.token_norm`), and is saved to `<out>/.partial/` with the hash of
-everything its result depends on. A rerun reuses every shard whose hash matches, so a killed
-run resumes where it stopped and ends with the same bytes. The final file is assembled one
-layer at a time in example order, then `metadata.json` is written and the shards removed.
+coefficient unit, `steerops.extract.token_norm`), and is saved to `<out>/.partial/` with the
+hash of everything its result depends on and the MD5 of its tensor bytes. A rerun reuses
+every shard whose settings hash and bytes match, so a killed run resumes where it stopped
+and ends with the same bytes. The final file is assembled one layer at a time in example
+order, then `metadata.json` (with the file's MD5) is written and the shards removed.
 """
 
 from __future__ import annotations
@@ -150,17 +151,18 @@ def run_job(
         for k, rows in enumerate(shards):
             path = partial / f"shard_{k:05d}.safetensors"
             shard_hash = f"{digest}:{k}:{len(rows)}"
-            if _shard_hash(path) == shard_hash:
+            if _intact_shard(path, shard_hash):
                 reused += 1
                 bar.update(len(rows))
             else:
                 tensors = _compute_shard(extractor, batcher, kept, windows, lengths, rows, job, bar)
                 tensors["rows"] = torch.tensor(rows, dtype=torch.int64)
-                save_tensors(path, tensors, metadata={"shard_hash": shard_hash})
+                metadata = {"shard_hash": shard_hash, "data_md5": _tensors_md5(tensors)}
+                save_tensors(path, tensors, metadata=metadata)
                 tokens += sum(lengths[i] for i in rows)
             if on_shard is not None:
                 on_shard(k)
-    mean_norm, token_norms = _assemble(job, partial, len(shards), len(kept), digest)
+    mean_norm, token_norms, tensors_md5 = _assemble(job, partial, len(shards), len(kept), digest)
     seconds = time.perf_counter() - start
     meta = {
         **describe(kept),
@@ -178,6 +180,7 @@ def run_job(
             "massive_ratio": job.massive[1],
         },
         "settings_hash": digest,
+        "tensors_md5": tensors_md5,
         "timing": {
             "seconds": round(seconds, 3),
             "tokens": tokens,
@@ -192,14 +195,30 @@ def run_job(
     return meta
 
 
-def _shard_hash(path: Path) -> str | None:
+def _intact_shard(path: Path, shard_hash: str) -> bool:
+    """Whether `path` is a shard of these settings whose tensor bytes are as written."""
     if not path.is_file():
-        return None
+        return False
     try:
         with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("shard_hash")
-    except Exception:  # a foreign or damaged file: recompute it
-        return None
+            meta = f.metadata() or {}
+            if meta.get("shard_hash") != shard_hash:
+                return False
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception:  # a foreign, truncated or damaged file: recompute it
+        return False
+    return meta.get("data_md5") == _tensors_md5(tensors)
+
+
+def _tensors_md5(tensors: dict[str, torch.Tensor]) -> str:
+    """MD5 over the names, dtypes, shapes and bytes of `tensors`, in name order."""
+    h = hashlib.md5()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{list(t.shape)}".encode())
+        if t.numel():
+            h.update(memoryview(t.view(torch.uint8).numpy()))
+    return h.hexdigest()
 
 
 def _compute_shard(
@@ -302,9 +321,9 @@ def pool_batch(
 
 def _assemble(
     job: Job, partial: Path, n_shards: int, n_rows: int, digest: str
-) -> tuple[dict, dict]:
+) -> tuple[dict[int, float], dict[int, dict], str]:
     """Write the final tensors in example order, one layer at a time; (mean norms of the
-    pooled rows, token-norm summaries) out."""
+    pooled rows, token-norm summaries, MD5)."""
     paths = [partial / f"shard_{k:05d}.safetensors" for k in range(n_shards)]
     rows = []
     for path in paths:
@@ -331,10 +350,10 @@ def _assemble(
                 totals += f.get_tensor(f"tokennorm_{layer}").sum(0)
         token_norms[layer] = token_norm.summarize(totals)
     specs = [(f"layer_{layer}", (n_rows, hidden), dtype) for layer in job.layers]
-    write_streamed(
+    md5 = write_streamed(
         Path(job.out_dir) / TENSORS_FILE,
         specs,
         produce,
         metadata={"format": "pt", "settings_hash": digest},
     )
-    return mean_norm, token_norms
+    return mean_norm, token_norms, md5

@@ -4,13 +4,13 @@ inputs (with DVC hashes) and the run's metrics. Shared by trait mode and task-se
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 from steerops.extract.engine import Example, Job, extractor_for, run_job
 from steerops.extract.store import METADATA_FILE
 from steerops.io import text_md5
+from steerops.models.fingerprint import HUB, model_fingerprint
 from steerops.models.loading import LoadedModel
 from steerops.specs import Position
 from steerops.traits import POLARITIES
@@ -58,28 +58,18 @@ def run_logged(
 
 
 def model_settings(loaded: LoadedModel, padding_side: str) -> dict:
+    """What identifies the model in the settings hash: content, never a path, so a copied
+    project (or model folder) finds its extractions up to date."""
     spec = loaded.spec
+    fingerprint = model_fingerprint(loaded.source)
     return {
-        "model": loaded.source,
+        "model": spec.id if fingerprint == HUB else None,  # a hub id names its weights
         "revision": spec.revision,
         "model_dtype": spec.dtype,
-        "weights": weights_fingerprint(Path(loaded.source)),
-        "chat_template": spec.chat_template,
+        "weights": fingerprint,
+        "chat_template": text_md5(str(loaded.tokenizer.chat_template or "")),
         "padding_side": padding_side,
     }
-
-
-def weights_fingerprint(path: Path) -> str | None:
-    """Names, sizes and mtimes of local weights: a rebuilt model is noticed without hashing
-    gigabytes. Hub models are identified by id and revision alone."""
-    if not path.is_dir():
-        return None
-    entries = sorted(
-        (p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-        for p in path.rglob("*")
-        if p.is_file()
-    )
-    return text_md5(json.dumps(entries))
 
 
 def model_metadata(loaded: LoadedModel) -> dict:

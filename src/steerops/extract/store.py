@@ -5,7 +5,9 @@
 
 Each folder holds `activations.safetensors` (`layer_<L>`: [n_examples, hidden]) and
 `metadata.json` (row order and provenance; contract in docs/internals.md), and while an
-extraction runs, its resumable shards in `.partial/`.
+extraction runs, its resumable shards in `.partial/`. The metadata, written last, records
+the tensors file's MD5 (`tensors_md5`): a finished extraction is skipped only when the file
+still has that hash, and readers name a damaged file with the command that rebuilds it.
 
 The final tensors file holds one [n_examples, hidden] matrix per layer, more than memory may
 hold at once, so `write_streamed` writes it tensor by tensor: the header (names, dtypes,
@@ -17,8 +19,11 @@ into place only when complete. Readers read one layer at a time for the same rea
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,7 @@ import torch
 from safetensors import safe_open
 
 from steerops.errors import SteeropsError
-from steerops.io import atomic_path, read_json
+from steerops.io import atomic_path, check_folder_name, check_trait_name, file_md5, read_json
 from steerops.specs import Position, position_slug
 
 TENSORS_FILE = "activations.safetensors"
@@ -49,12 +54,17 @@ TensorSpec = tuple[str, tuple[int, ...], torch.dtype]  # name, shape, dtype
 def activations_dir(
     out: Path, trait: str, variant: str, position: str | Position, component: str = "residual"
 ) -> Path:
+    check_trait_name(trait)
+    check_folder_name(variant, "variant")
     return Path(out) / "activations" / trait / variant / position_slug(position) / component
 
 
 def task_activations_dir(
     out: Path, tasks: str, variant: str, position: str | Position, component: str, condition: str
 ) -> Path:
+    check_folder_name(tasks, "probes.tasks_name")
+    check_folder_name(variant, "variant")
+    check_folder_name(condition, "condition id")
     return Path(out) / "tasks" / tasks / variant / position_slug(position) / component / condition
 
 
@@ -62,13 +72,20 @@ def is_complete(folder: Path) -> bool:
     return (folder / TENSORS_FILE).is_file() and (folder / METADATA_FILE).is_file()
 
 
-def read_metadata(folder: Path) -> dict[str, Any]:
-    return read_json(Path(folder) / METADATA_FILE)
+def read_metadata(folder: Path, how: str | None = None) -> dict[str, Any]:
+    path = Path(folder) / METADATA_FILE
+    try:
+        meta = read_json(path)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise SteeropsError(f"{path}: damaged activations metadata; {rebuild_hint(folder, how)}")
+    return meta
 
 
 def layer_shapes(folder: Path) -> dict[int, list[int]]:
     """{layer: shape} of the stored tensors, without reading them."""
-    with safe_open(str(Path(folder) / TENSORS_FILE), framework="pt") as f:
+    with _open(folder) as f:
         return {
             int(k[len(_PREFIX) :]): list(f.get_slice(k).get_shape())
             for k in f.keys()
@@ -82,8 +99,63 @@ def stored_layers(folder: Path) -> list[int]:
 
 def read_layer(folder: Path, layer: int) -> torch.Tensor:
     """[n_examples, hidden] float32 activations at `layer` (one layer in memory at a time)."""
-    with safe_open(str(Path(folder) / TENSORS_FILE), framework="pt") as f:
+    with _open(folder) as f:
         return f.get_tensor(f"{_PREFIX}{layer}").to(torch.float32)
+
+
+def _open(folder: Path, how: str | None = None):
+    """The tensors file opened lazily; a truncated, foreign or pickled file is one line
+    naming it and the command that writes it again (never unpickled)."""
+    path = Path(folder) / TENSORS_FILE
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as exc:  # safetensors' own error type, OSError
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SteeropsError(
+            f"{path}: not a complete safetensors file ({reason}); {rebuild_hint(folder, how)}"
+        ) from None
+
+
+def damage(folder: Path) -> str | None:
+    """Why the finished extraction in `folder` cannot be trusted, or None when it is intact:
+    the metadata must be readable and the tensors file must still have the MD5 it records."""
+    folder = Path(folder)
+    try:
+        meta = read_json(folder / METADATA_FILE)
+    except (OSError, ValueError, SteeropsError):
+        return f"{METADATA_FILE} is unreadable"
+    if not isinstance(meta, dict):
+        return f"{METADATA_FILE} is not a JSON object"
+    recorded = meta.get("tensors_md5")
+    if recorded is None:
+        return f"{METADATA_FILE} records no tensors_md5 (written by an older steerops)"
+    if file_md5(folder / TENSORS_FILE) != recorded:
+        return f"{TENSORS_FILE} does not match the MD5 in {METADATA_FILE}"
+    return None
+
+
+def verify(folder: Path) -> None:
+    """One clear line when the activations in `folder` are damaged (see `damage`)."""
+    problem = damage(folder)
+    if problem is not None:
+        raise SteeropsError(f"{folder}: damaged activations: {problem}; {rebuild_hint(folder)}")
+
+
+def rebuild_hint(folder: Path, how: str | None = None) -> str:
+    """The command (`how`, else read from the metadata) that writes `folder` again."""
+    if how:
+        return f"run {how} again"
+    try:
+        meta = read_json(Path(folder) / METADATA_FILE)
+        args = (
+            f"--variant {meta['model']['variant']} --position '{meta['position']}' "
+            f"--component {meta['component']}"
+        )
+        if meta.get("trait"):
+            return f"run `steerops extract --trait {meta['trait']} {args}` again"
+        return f"run `steerops extract --tasks FILE.jsonl {args}` again"
+    except Exception:  # metadata gone too: the generic command
+        return "run `steerops extract` for it again"
 
 
 def write_streamed(
@@ -91,9 +163,9 @@ def write_streamed(
     specs: Sequence[TensorSpec],
     produce: Callable[[str], torch.Tensor],
     metadata: dict[str, str] | None = None,
-) -> None:
+) -> str:
     """Write tensors named in `specs` (name, shape, dtype), in that order, calling
-    `produce(name)` for each only when its turn comes."""
+    `produce(name)` for each only when its turn comes; returns the file's MD5."""
     header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -108,9 +180,15 @@ def write_streamed(
         offset += size
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
+    md5 = hashlib.md5()
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(len(text).to_bytes(8, "little"))
-        f.write(text)
+
+        def write(data) -> None:
+            f.write(data)
+            md5.update(data)
+
+        write(len(text).to_bytes(8, "little"))
+        write(text)
         for name, shape, dtype in specs:
             tensor = produce(name).detach().to("cpu").contiguous()
             if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
@@ -119,25 +197,36 @@ def write_streamed(
                     f"declared {tuple(shape)} {dtype}"
                 )
             if tensor.numel():
-                f.write(memoryview(tensor.view(torch.uint8).numpy()))
+                write(memoryview(tensor.view(torch.uint8).numpy()))
+    return md5.hexdigest()
 
 
 def completed(folder: Path, expected_hash: str) -> dict | None:
-    """The metadata of a finished extraction with this settings hash in `folder`, else None."""
+    """The metadata of a finished, intact extraction with this settings hash in `folder`,
+    else None (nothing there, other settings, or damaged: then a line says it is redone)."""
     if not is_complete(Path(folder)):
         return None
-    try:
-        meta = read_metadata(folder)
-    except (OSError, ValueError):
+    problem = damage(folder)
+    if problem is not None:
+        print(f"{folder}: {problem}; extracting it again", file=sys.stderr)
         return None
-    return meta if meta.get("settings_hash") == expected_hash else None
+    meta = read_json(Path(folder) / METADATA_FILE)
+    if meta.get("settings_hash") != expected_hash:
+        return None
+    # shards left by a run killed between its last write and their removal
+    shutil.rmtree(Path(folder) / PARTIAL_DIR, ignore_errors=True)
+    return meta
 
 
 def require_complete(folder: Path, how: str) -> None:
-    """Fail with one line naming the missing file and the command (`how`) that writes it."""
+    """Fail with one line naming the missing or unreadable file and the command (`how`)
+    that writes it."""
     for name in (TENSORS_FILE, METADATA_FILE):
         if not (Path(folder) / name).is_file():
             raise SteeropsError(f"activations not found: {Path(folder) / name} (run {how} first)")
+    read_metadata(folder, how)
+    with _open(folder, how):
+        pass
 
 
 def _numel(shape: Sequence[int]) -> int:

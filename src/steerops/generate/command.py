@@ -8,7 +8,8 @@ position (equal lengths required) and a (source_index, rollout) pair is kept onl
 of its completions pass.
 
 Re-running with the same generation settings reuses the responses (only vetting is redone
-if its settings changed); `--force` regenerates.
+if its settings changed, or if it did not finish: completions are written before vetting);
+`--force` regenerates.
 """
 
 from __future__ import annotations
@@ -118,6 +119,20 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
             rows, timing = read_rows(folder), old["timing"]
         else:
             rows, timing = _complete(params, trait, gen, progress)
+            if judge is not None:  # keep the completions should the judge fail
+                pending = [{**row, "kept": None, "trait": None, "coherence": None} for row in rows]
+                write_responses(
+                    folder,
+                    pending,
+                    {
+                        "trait": name,
+                        "variant": cfg.variant,
+                        "settings": gen,
+                        "timing": timing,
+                        "generation_hash": gen_hash,
+                        "vetting_hash": None,
+                    },
+                )
         if judge is not None:
             _vet(rows, judge, cfg)
         else:
@@ -125,7 +140,7 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
                 row.update(kept=True, trait=None, coherence=None)
         summary = _summarize(trait, cfg.variant, gen, vet, rows, timing)
         summary.update(generation_hash=gen_hash, vetting_hash=vet_hash)
-        write_responses(folder, rows, summary)
+        summary = write_responses(folder, rows, summary)
         tracker.log_params({"trait": name, "variant": cfg.variant, **gen, **vet})
         tracker.log_metrics(_metrics(summary))
         tracker.log_artifact(folder / SUMMARY_FILE)

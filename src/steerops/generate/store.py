@@ -4,16 +4,21 @@
     <out>/responses/<cat>/<trait>/<variant>/summary.json      settings hashes, counts, timing
 
 A row is `{index, polarity, source_index, rollout, system_prompt, prompt, response, kept,
-trait, coherence}` (`kept` after vetting; scores null when not vetted).
+trait, coherence}` (`kept` after vetting; scores null when not vetted). Completions are
+written before they are vetted, with `kept: null` and a summary whose `vetting_hash` is
+null, so a judge failure loses no completion: the next run vets them without generating.
+The summary records the rows file's MD5 (`responses_md5`); a rows file that no longer has
+it is generated again rather than trusted.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from steerops.errors import SteeropsError
-from steerops.io import iter_jsonl, read_json, read_jsonl, write_json, write_jsonl
+from steerops.io import file_md5, iter_jsonl, read_json, read_jsonl, write_json, write_jsonl
 from steerops.traits import POLARITIES
 
 RESPONSES_FILE = "responses.jsonl"
@@ -28,10 +33,13 @@ def responses_file(out: Path, trait: str, variant: str) -> Path:
     return responses_dir(out, trait, variant) / RESPONSES_FILE
 
 
-def write_responses(folder: Path, rows: list[dict], summary: dict[str, Any]) -> None:
-    """The rows, then the summary that says they are complete."""
+def write_responses(folder: Path, rows: list[dict], summary: dict[str, Any]) -> dict[str, Any]:
+    """The rows, then the summary that says they are complete (with their MD5); returns the
+    summary written."""
     write_jsonl(folder / RESPONSES_FILE, rows)
+    summary = {**summary, "responses_md5": file_md5(folder / RESPONSES_FILE)}
     write_json(folder / SUMMARY_FILE, summary)
+    return summary
 
 
 def read_rows(folder: Path) -> list[dict]:
@@ -39,15 +47,23 @@ def read_rows(folder: Path) -> list[dict]:
 
 
 def previous_summary(folder: Path) -> dict | None:
-    """The summary of a finished earlier run in `folder`, if any."""
+    """The summary of an earlier run in `folder` whose rows are intact, if any (a damaged
+    pair is reported on stderr and treated as absent, so it is generated again)."""
     summary_file, rows_file = folder / SUMMARY_FILE, folder / RESPONSES_FILE
     if not (summary_file.is_file() and rows_file.is_file()):
         return None
     try:
         old = read_json(summary_file)
-    except (OSError, ValueError):
-        return None
-    return old if isinstance(old, dict) and "generation_hash" in old else None
+    except (OSError, ValueError, SteeropsError):
+        old = None
+    if not isinstance(old, dict) or "generation_hash" not in old:
+        problem = f"{SUMMARY_FILE} is unreadable"
+    elif old.get("responses_md5") != file_md5(rows_file):
+        problem = f"{RESPONSES_FILE} does not match the MD5 in {SUMMARY_FILE}"
+    else:
+        return old
+    print(f"{folder}: {problem}; generating the responses again", file=sys.stderr)
+    return None
 
 
 def load_kept_responses(path: Path, trait: str, variant: str) -> list[dict]:
@@ -70,6 +86,11 @@ def load_kept_responses(path: Path, trait: str, variant: str) -> list[dict]:
         if row["polarity"] not in POLARITIES:
             raise SteeropsError(
                 f"{path}:{lineno}: polarity must be positive or negative (got {row['polarity']!r})"
+            )
+        if "kept" in row and row["kept"] is None:
+            raise SteeropsError(
+                f"{path}:{lineno}: responses not vetted yet (the judge failed or was "
+                f"interrupted): run `steerops generate --trait {trait}` again to vet them"
             )
         if row.get("kept", True):
             rows.append(row)

@@ -2,12 +2,19 @@
 
 A subclass only says how to answer a list of uncached prompts (`_answer`); answers are
 written to the cache as they arrive, so an interrupted run keeps what it paid for.
+
+The judge's id (`kind:model:prompts hash:settings hash`) keys the cache: the settings are
+everything else that shapes an answer (for the endpoint judge: top_logprobs and the request
+form; for a local one its weights and dtype) plus `judge.version`, a label the user bumps
+when the judge behind an unchanged name changed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from tqdm.auto import tqdm
 
@@ -35,13 +42,15 @@ class CachedJudge:
         cache: JudgeCache,
         min_prob_mass: float,
         progress: bool = True,
+        settings: dict[str, Any] | None = None,
     ):
         self.model_name = model_name
         self.prompts = prompts
         self.cache = cache
         self.min_prob_mass = min_prob_mass
         self.progress = progress
-        self.id = f"{self.kind_name}:{model_name}:{prompts.hash}"
+        self.settings = dict(settings or {})
+        self.id = f"{self.kind_name}:{model_name}:{prompts.hash}:{settings_hash(self.settings)}"
         self.calls = 0  # prompts actually sent to the judge model by this object
 
     def score(self, questions: list[str], responses: list[str]) -> list[Score]:
@@ -73,3 +82,8 @@ class CachedJudge:
     def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry]]:
         """Yield (index into jobs, (mean, mass)) for every job, in any order."""
         raise NotImplementedError
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    blob = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]

@@ -34,8 +34,10 @@ class HFJudge(CachedJudge):
         batch_size: int = 8,
         prune_prob: float = 1e-4,
         progress: bool = True,
+        settings: dict | None = None,
     ):
-        super().__init__(model_name, prompts, cache, min_prob_mass, progress)
+        settings = {**(settings or {}), "prune_prob": prune_prob}
+        super().__init__(model_name, prompts, cache, min_prob_mass, progress, settings)
         self.model = model
         self.tokenizer = tokenizer
         tokenizer.padding_side = "left"  # the answer distribution is read at the last column
@@ -45,7 +47,7 @@ class HFJudge(CachedJudge):
 
     @classmethod
     def from_params(cls, params, trait) -> HFJudge:
-        from steerops.models.loading import load_model
+        from steerops.models.loading import load_model, model_fingerprint
 
         cfg = params.judge
         if not cfg.variant:
@@ -55,7 +57,15 @@ class HFJudge(CachedJudge):
             )
         prompts = prompts_for(trait)
         loaded = load_model(params, cfg.variant, padding_side="left")
-        name = loaded.source + (f"@{loaded.spec.revision}" if loaded.spec.revision else "")
+        # Named by content, not by path: a copied cache stays valid, changed weights do not.
+        fingerprint = model_fingerprint(loaded.source)
+        name = loaded.spec.id if fingerprint == "hub" else f"local-{fingerprint[:12]}"
+        name += f"@{loaded.spec.revision}" if loaded.spec.revision else ""
+        settings = {
+            "dtype": loaded.spec.dtype,
+            "chat_template": str(loaded.tokenizer.chat_template or ""),
+            "version": cfg.version,
+        }
         return cls(
             loaded.model,
             loaded.tokenizer,
@@ -65,6 +75,7 @@ class HFJudge(CachedJudge):
             min_prob_mass=cfg.min_prob_mass,
             batch_size=cfg.batch_size,
             prune_prob=cfg.prune_prob,
+            settings=settings,
         )
 
     def render(self, job: Job) -> str:

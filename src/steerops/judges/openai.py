@@ -23,6 +23,9 @@ from steerops.judges.prompts import JudgePrompts, prompts_for
 from steerops.judges.scoring import integer_probs, weighted_score
 from steerops.judges.transport import RetryPolicy, post_json
 
+# The request form every answer comes from (part of the judge's cache identity).
+_REQUEST = {"max_tokens": 1, "temperature": 0, "logprobs": True}
+
 
 class _Skipped(Exception):
     """A queued job not sent because an earlier one failed."""
@@ -44,13 +47,16 @@ class OpenAIJudge(CachedJudge):
         concurrency: int = 8,
         policy: RetryPolicy | None = None,
         progress: bool = True,
+        version: str = "",
     ):
-        super().__init__(model, prompts, cache, min_prob_mass, progress)
+        settings = {**_REQUEST, "top_logprobs": top_logprobs, "version": version}
+        super().__init__(model, prompts, cache, min_prob_mass, progress, settings)
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.top_logprobs = top_logprobs
         self.concurrency = concurrency
         self.policy = policy or RetryPolicy()
         self._api_key = api_key
+        self._answered = False  # until one request succeeded, requests go one at a time
 
     @classmethod
     def from_params(cls, params, trait) -> OpenAIJudge:
@@ -87,9 +93,17 @@ class OpenAIJudge(CachedJudge):
             top_logprobs=cfg.top_logprobs,
             concurrency=cfg.concurrency,
             policy=policy,
+            version=cfg.version,
         )
 
     def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry]]:
+        if jobs and not self._answered:
+            # The first request goes alone: a bad key, URL or model costs one request, not
+            # one per worker.
+            yield 0, self._ask(jobs[0])
+            self._answered = True
+            yield from ((i + 1, entry) for i, entry in self._answer(jobs[1:]))
+            return
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="steerops-judge")
         failed = threading.Event()  # set by the first failure: queued jobs then send nothing
         pending = {pool.submit(self._ask_unless, failed, job): i for i, job in enumerate(jobs)}
@@ -121,9 +135,7 @@ class OpenAIJudge(CachedJudge):
         body = {
             "model": self.model_name,
             "messages": self.prompts.messages(*job),
-            "max_tokens": 1,
-            "temperature": 0,
-            "logprobs": True,
+            **_REQUEST,
             "top_logprobs": self.top_logprobs,
         }
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}

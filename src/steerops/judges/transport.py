@@ -2,7 +2,8 @@
 dropped connections; any other HTTP error fails at once. Stdlib only.
 
 The API key travels in a header and is scrubbed from every error message, since servers
-sometimes echo what they were sent.
+sometimes echo what they were sent. Redirects are never followed: urllib would resend the
+header to whatever host the redirect names, so a redirect is an error naming its target.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ from steerops.errors import SteeropsError
 # Worth another try: the server is busy or broken right now, or the network dropped us.
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 RETRY_ERRORS = (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises the 3xx as an HTTPError
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 @dataclass(frozen=True)
@@ -51,9 +60,15 @@ def post_json(
         retry_after = None
         request = urllib.request.Request(url, data=data, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=policy.timeout_s) as reply:
+            with _OPENER.open(request, timeout=policy.timeout_s) as reply:
                 raw = reply.read()
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                target = _scrub(str(exc.headers.get("Location", "?")), secret)
+                raise SteeropsError(
+                    f"judge: {url} redirects (HTTP {exc.code}) to {target}; redirects are not "
+                    "followed, so the key goes nowhere else: set judge.base_url to the final URL"
+                ) from None
             detail = _scrub(_error_body(exc), secret)
             if exc.code not in RETRY_STATUS:
                 raise SteeropsError(f"judge: {url} answered HTTP {exc.code}: {detail}") from None

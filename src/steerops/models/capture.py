@@ -12,7 +12,10 @@ from collections.abc import Iterator
 
 import torch
 
+from steerops.errors import SteeropsError
 from steerops.models.resolver import ModelLayout
+
+_KEYS = {"attn_out": "attn_path", "mlp_out": "mlp_path"}
 
 
 class StopForward(Exception):
@@ -41,6 +44,13 @@ def capture(
     def make_hook(layer: int):
         def hook(module, args, output):
             store[layer] = _first(output)
+            if store[layer].dim() != 3:
+                raise SteeropsError(
+                    f"component {component} at layer {layer}: the module outputs shape "
+                    f"{list(store[layer].shape)}, not [batch, seq, hidden]; set "
+                    f"models.{layout.variant}.{_KEYS.get(component, 'layers_path')} to a "
+                    "module whose output is"
+                )
             if stop_early and layer == deepest and len(store) == len(layers):
                 raise StopForward
 

@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from steerops.errors import SteeropsError
 from steerops.models.batching import Batcher, pad_batch
+from steerops.models.resolver import module_device
 from steerops.traits import Prompt
 
 
@@ -174,7 +175,7 @@ def generate_batch(
     """New token ids (stop and pad tokens included) for one left-padded batch; `settings`
     are `model.generate` keyword arguments (with `pad_token_id`)."""
     ids, mask, _ = pad_batch(prompt_ids, settings["pad_token_id"], side="left")
-    device = model.get_input_embeddings().weight.device
+    device = module_device(model.get_input_embeddings(), model)  # not `meta` when offloaded
     if seed is not None:
         torch.manual_seed(seed)
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **settings)

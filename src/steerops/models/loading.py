@@ -1,7 +1,9 @@
 """Load a model variant from params: hub id or local path, dtype, placement, chat template.
 
 Padding side is set explicitly: left for anything that generates (new tokens line up at the
-right edge) and is passed by callers that need another side.
+right edge) and is passed by callers that need another side. Weights load from safetensors
+only: a pickle (`pytorch_model.bin`) can run code when read, so a folder that has nothing
+else is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from transformers.utils import logging as hf_logging
 
 from steerops.errors import SteeropsError
-from steerops.models.resolver import ModelLayout, resolve_layout
+from steerops.models.fingerprint import model_fingerprint
+from steerops.models.resolver import ModelLayout, module_device, resolve_layout
+
+__all__ = ["LoadedModel", "load_model", "load_tokenizer", "model_fingerprint", "model_source"]
 
 if TYPE_CHECKING:  # annotations only: extraction and its bench run without pydantic
     from steerops.config import ModelVariant, Params
@@ -36,12 +41,12 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return module_device(self.model)
 
     @property
     def input_device(self) -> torch.device:
         """Where input ids go (the embedding's device, also under a device_map)."""
-        return self.model.get_input_embeddings().weight.device
+        return module_device(self.model.get_input_embeddings(), self.model)
 
 
 def model_source(params: Params, variant: str) -> str:
@@ -55,39 +60,25 @@ def model_source(params: Params, variant: str) -> str:
     return spec.id
 
 
-def model_fingerprint(source: str) -> str:
-    """Identify a local model's weights ("hub" for a hub id, identified by id and revision).
-
-    Small folders (the toy, test models) are hashed by content; large ones by file names,
-    sizes and modification times, so hashing never reads gigabytes.
-    """
-    from steerops.io import file_md5, text_md5
-
-    path = Path(source)
-    if not path.is_dir():
-        return "hub"
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    listing: list[tuple]
-    if sum(p.stat().st_size for p in files) <= 256 << 20:
-        listing = [(p.relative_to(path).as_posix(), file_md5(p)) for p in files]
-    else:
-        listing = [
-            (p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files
-        ]
-    return text_md5(repr(listing))
-
-
 def load_model(params: Params, variant: str, padding_side: str = "left") -> LoadedModel:
     spec = params.variant(variant)
     source = model_source(params, variant)
+    _refuse_pickles(source, variant)
+    _check_device(spec.device, variant)
     tokenizer = load_tokenizer(params, variant, padding_side=padding_side)
-    kwargs: dict = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+    kwargs: dict = {
+        "revision": spec.revision,
+        "trust_remote_code": spec.trust_remote_code,
+        "use_safetensors": True,
+    }
     if spec.dtype != "auto":
         kwargs["dtype"] = _DTYPES[spec.dtype]
     else:
         kwargs["dtype"] = "auto"
     if spec.device_map is not None:
         kwargs["device_map"] = spec.device_map
+        if spec.offload_folder:
+            kwargs["offload_folder"] = str(params.path(spec.offload_folder))
     # transformers' per-load progress bar would add a line to every one-line error path
     hf_logging.disable_progress_bar()
     try:
@@ -100,7 +91,7 @@ def load_model(params: Params, variant: str, padding_side: str = "left") -> Load
         model.to(spec.device or "cpu")
     model.eval()
     model.requires_grad_(False)
-    layout = resolve_layout(model, spec.layers_path, variant)
+    layout = resolve_layout(model, spec.layers_path, variant, spec.attn_path, spec.mlp_path)
     return LoadedModel(variant, spec, source, model, tokenizer, layout)
 
 
@@ -128,6 +119,42 @@ def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
             template = path.read_text(encoding="utf-8")
         tok.chat_template = template
     return tok
+
+
+_PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def _refuse_pickles(source: str, variant: str) -> None:
+    """A local folder must have safetensors weights; pickled ones are never read."""
+    path = Path(source)
+    if not path.is_dir() or any(path.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for pattern in _PICKLES for p in path.glob(pattern))
+    if pickled:
+        raise SteeropsError(
+            f"models.{variant}.id: {path} has only pickled weights ({', '.join(pickled)}); "
+            "steerops loads safetensors only (convert them once in a trusted environment)"
+        )
+
+
+def _check_device(device: str | None, variant: str) -> None:
+    """A device that cannot be used is one line, not a CUDA traceback after loading."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise SteeropsError(
+            f"models.{variant}.device: {device!r} is not a device (cpu, cuda, cuda:1, mps)"
+        ) from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (dev.index or 0) >= count:
+            raise SteeropsError(
+                f"models.{variant}.device: {device} is not available ({count} CUDA devices)"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise SteeropsError(f"models.{variant}.device: mps is not available on this machine")
 
 
 def _first_line(exc: Exception) -> str:

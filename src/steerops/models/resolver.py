@@ -1,8 +1,16 @@
 """Where an architecture keeps its decoder blocks and the modules each block adds back.
 
 One table, tested on a tiny random config of every entry. `attn_out`/`mlp_out` name the
-submodule whose output is what the block adds to the residual stream (for Gemma-2/3 and
-OLMo-2 that is the post-norm, not the raw attention/MLP output).
+submodule whose output the block adds to the residual stream as it is, so that
+residual(L) = residual(L-1) + attn_out(L) + mlp_out(L). For Gemma-2/3 and OLMo-2 that is
+the post-norm (post_attention_layernorm / post_feedforward_layernorm), not the raw
+attention or MLP output.
+
+On an architecture outside the table, `residual` works once `models.<variant>.layers_path`
+names the blocks, but the components need `models.<variant>.attn_path` / `mlp_path`: the
+submodule (relative to a block) whose output is added. steerops cannot check that the block
+adds it unchanged: Granite, for one, multiplies both by `residual_multiplier` first, so there
+`attn_out` would be the output before that factor.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ ARCHITECTURES: dict[str, tuple[str, str, str]] = {
     "gpt2": ("transformer.h", "attn", "mlp"),
     "gpt_neox": ("gpt_neox.layers", "attention", "mlp"),
 }
+_KEYS = {"attn_out": "attn_path", "mlp_out": "mlp_path"}
 
 
 @dataclass(frozen=True)
@@ -40,33 +49,56 @@ class ModelLayout:
     layers: torch.nn.ModuleList
     hidden_size: int
     num_layers: int
-    attn_name: str
-    mlp_name: str
+    attn_name: str | None  # None: unknown for this architecture (no attn_path given)
+    mlp_name: str | None
+    variant: str = "<variant>"
 
     def component_module(self, layer: int, component: str) -> torch.nn.Module:
         """The module whose forward output is `component` at `layer`."""
         block = self.layers[layer]
         if component == "residual":
             return block
-        if component == "attn_out":
-            return block.get_submodule(self.attn_name)
-        if component == "mlp_out":
-            return block.get_submodule(self.mlp_name)
-        raise SteeropsError(f"unknown component {component!r} (use one of {', '.join(COMPONENTS)})")
+        if component not in _KEYS:
+            raise SteeropsError(
+                f"unknown component {component!r} (use one of {', '.join(COMPONENTS)})"
+            )
+        name = self.attn_name if component == "attn_out" else self.mlp_name
+        check_component(self.model_type, component, name, self.variant)
+        return block.get_submodule(name)  # type: ignore[arg-type]
+
+
+def component_paths(
+    model_type: str, attn_path: str | None = None, mlp_path: str | None = None
+) -> tuple[str | None, str | None]:
+    """(attn_out, mlp_out) submodule names: params first, then the table."""
+    _, attn, mlp = ARCHITECTURES.get(model_type, (None, None, None))
+    return attn_path or attn, mlp_path or mlp
+
+
+def check_component(model_type: str, component: str, name: str | None, variant: str) -> None:
+    """One clear line when `component` cannot be read on this architecture."""
+    if component in _KEYS and not name:
+        raise SteeropsError(
+            f"component {component}: steerops does not know where {model_type!r} adds it to "
+            f"the residual stream; set models.{variant}.{_KEYS[component]} to the block "
+            "submodule whose output is added (e.g. self_attn / mlp; see docs/internals.md, "
+            "components), or use component residual"
+        )
 
 
 def resolve_layout(
-    model: torch.nn.Module, layers_path: str | None = None, variant: str = "<variant>"
+    model: torch.nn.Module,
+    layers_path: str | None = None,
+    variant: str = "<variant>",
+    attn_path: str | None = None,
+    mlp_path: str | None = None,
 ) -> ModelLayout:
-    """Find the decoder blocks of `model`; `layers_path` overrides the table."""
+    """Find the decoder blocks of `model`; `layers_path`, `attn_path` and `mlp_path`
+    (params) override the table."""
     config: Any = model.config
     model_type = getattr(config, "model_type", type(model).__name__)
-    attn_name, mlp_name = "self_attn", "mlp"
-    if model_type in ARCHITECTURES:
-        path, attn_name, mlp_name = ARCHITECTURES[model_type]
-    if layers_path:
-        path = layers_path
-    elif model_type not in ARCHITECTURES:
+    path = layers_path or ARCHITECTURES.get(model_type, (None,))[0]
+    if path is None:
         raise SteeropsError(
             f"unknown architecture {model_type!r}: set models.{variant}.layers_path in "
             "params.yaml to the dotted path of its decoder blocks (e.g. model.layers)"
@@ -79,11 +111,20 @@ def resolve_layout(
     path, layers = found
     if not isinstance(layers, torch.nn.ModuleList):
         raise SteeropsError(f"models.{variant}.layers_path: {path!r} is not a list of blocks")
+    attn_name, mlp_name = component_paths(model_type, attn_path, mlp_path)
+    for key, name in (("attn_path", attn_path), ("mlp_path", mlp_path)):
+        if name and _first_submodule(layers[0], [name]) is None:
+            raise SteeropsError(
+                f"models.{variant}.{key}: block {type(layers[0]).__name__} has no submodule "
+                f"{name!r}"
+            )
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     hidden = getattr(text_config, "hidden_size", None) or getattr(text_config, "n_embd", None)
     if hidden is None:
         raise SteeropsError(f"cannot read the hidden size of {model_type!r} from its config")
-    return ModelLayout(model_type, path, layers, int(hidden), len(layers), attn_name, mlp_name)
+    return ModelLayout(
+        model_type, path, layers, int(hidden), len(layers), attn_name, mlp_name, variant
+    )
 
 
 def _candidates(path: str) -> list[str]:
@@ -107,3 +148,24 @@ def _first_submodule(
         except AttributeError:
             continue
     return None
+
+
+def module_device(module: torch.nn.Module, root: torch.nn.Module | None = None) -> torch.device:
+    """Where `module` computes: its parameters' device, or for a module offloaded by
+    accelerate (parameters on `meta`, loaded at each call) the device its offload hook
+    runs it on (found on it or its nearest ancestor in `root`)."""
+    param = next(module.parameters(), None)
+    if param is not None and param.device.type != "meta":
+        return param.device
+    chain = [module]
+    if root is not None:  # ancestors, nearest first
+        names = {id(m): n for n, m in root.named_modules()}
+        name = names.get(id(module), "")
+        while name:
+            name = name.rpartition(".")[0]
+            chain.append(root.get_submodule(name))
+    for m in chain:
+        device = getattr(getattr(m, "_hf_hook", None), "execution_device", None)
+        if device is not None:
+            return torch.device(device)
+    return torch.device("cpu")

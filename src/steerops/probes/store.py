@@ -12,7 +12,9 @@
 a metric (DVC refuses outputs nested inside another output). A run directory is
 assembled under a temporary name and renamed into place, so it exists only complete.
 `run_id` = UTC timestamp + the first 8 characters of the run key, a hash of the config and
-the input hashes: an invocation whose key matches a finished run reuses it.
+the input hashes: an invocation whose key matches a finished run reuses it, provided its
+weights still have the MD5 its manifest records (`weights_md5`); a damaged run is trained
+again, and `probe ood` names it with the command that does so.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +32,9 @@ import torch
 
 from steerops.errors import SteeropsError
 from steerops.io import (
+    check_folder_name,
+    current_umask,
+    file_md5,
     load_tensors,
     read_json,
     read_jsonl,
@@ -44,6 +50,8 @@ MANIFEST = "manifest.json"
 
 
 def probes_root(out: Path, tasks_name: str, variant: str, position: str) -> Path:
+    check_folder_name(tasks_name, "probes.tasks_name")
+    check_folder_name(variant, "probes.variant")
     return Path(out) / "probes" / tasks_name / variant / position_slug(position)
 
 
@@ -53,6 +61,9 @@ def run_key(config: dict, inputs: dict) -> str:
 
 def ood_dir(out: Path, tasks_name: str, variant: str, position: str, conditions: str) -> Path:
     """Where `probe ood` writes: outside <out>/probes, so each stage owns its own out."""
+    check_folder_name(tasks_name, "probes.tasks_name")
+    check_folder_name(variant, "probes.variant")
+    check_folder_name(conditions, "conditions file name")
     return Path(out) / "ood" / tasks_name / variant / position_slug(position) / conditions
 
 
@@ -61,12 +72,31 @@ def runs_dir(root: Path) -> Path:
 
 
 def find_run(root: Path, key: str) -> Path | None:
-    """The newest finished run with this key, if any."""
+    """The newest finished, intact run with this key, if any (a damaged one is reported on
+    stderr and passed over, so it is trained again)."""
     index = runs_dir(root) / "runs.jsonl"
     for entry in reversed(read_jsonl(index) if index.exists() else []):
         run_dir = runs_dir(root) / entry["run_id"]
         if entry.get("key") == key and (run_dir / MANIFEST).is_file():
-            return run_dir
+            problem = run_damage(run_dir)
+            if problem is None:
+                return run_dir
+            print(f"{run_dir}: {problem}; training it again", file=sys.stderr)
+    return None
+
+
+def run_damage(run_dir: Path) -> str | None:
+    """Why a finished run cannot be trusted, or None: its manifest must be readable and its
+    weights must have the MD5 the manifest records."""
+    try:
+        manifest = read_json(run_dir / MANIFEST)
+    except (OSError, ValueError, SteeropsError):
+        return f"{MANIFEST} is unreadable"
+    recorded = manifest.get("weights_md5") if isinstance(manifest, dict) else None
+    if recorded is None:
+        return f"{MANIFEST} records no weights_md5"
+    if not (run_dir / WEIGHTS).is_file() or file_md5(run_dir / WEIGHTS) != recorded:
+        return f"{WEIGHTS} does not match the MD5 in {MANIFEST}"
     return None
 
 
@@ -84,12 +114,13 @@ def write_run(
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=run_dir.parent))
     try:
+        staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700
         tensors = {}
         for layer, (weight, bias) in probes.items():
             tensors[f"weight_{layer}"] = torch.from_numpy(np.asarray(weight, dtype=np.float32))
             tensors[f"bias_{layer}"] = torch.tensor([bias], dtype=torch.float32)
         save_tensors(staging / WEIGHTS, tensors, metadata={"run_id": run_id})
-        write_json(staging / MANIFEST, manifest)
+        write_json(staging / MANIFEST, {**manifest, "weights_md5": file_md5(staging / WEIGHTS)})
         os.replace(staging, run_dir)
     finally:
         if staging.exists():
@@ -145,6 +176,11 @@ def resolve_run(root: Path, run: str | Path | None = None) -> Path:
         run_dir = Path(run) if Path(run).is_dir() else runs_dir(root) / str(run)
     if not (run_dir / MANIFEST).is_file():
         raise SteeropsError(f"probes.ood.probe_run: not a finished probe run: {run_dir}")
+    problem = run_damage(run_dir)
+    if problem is not None:
+        raise SteeropsError(
+            f"{run_dir}: damaged probe run ({problem}); run `steerops probe train` again"
+        )
     return run_dir
 
 

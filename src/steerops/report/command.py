@@ -1,4 +1,5 @@
-"""`steerops report`: the massive-activations analyses as markdown + CSV + PNG."""
+"""`steerops report`: the massive-activations analyses as markdown + CSV + PNG, every number
+chosen on the selection half of the questions and reported on the held-out half."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from steerops import stats
 from steerops.cli import abs_path, flags, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.io import write_json, write_text
 from steerops.report import plots, predict, tables
-from steerops.report.load import load_results, load_search_summaries, vector_features
+from steerops.report.load import COLUMNS, load_results, load_search_summaries, vector_features
+from steerops.steering.best import protocol
 
 
 def register(subparsers) -> None:
@@ -31,28 +34,33 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> None:
     params = load_params_for(args)
     frame = load_results(params)
-    if frame.empty:
+    searched = load_search_summaries(params)
+    if frame.empty and searched.empty:
         raise SteeropsError(
             f"no steering results under {params.out / 'steering'}: "
             "run `steerops steer` or `steerops search` first"
         )
     out = params.path(params.report.out)
-    files = write_report(params, frame, out)
+    files = write_report(params, frame, searched, out)
     _track(params, files)
     print(f"report written to {out / 'report.md'}")
 
 
-def write_report(params, frame: pd.DataFrame, out: Path) -> list[Path]:
+def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path) -> list[Path]:
+    """Every table from grid cells only (chosen on the selection half, reported on the
+    held-out half); the searches in a table of their own."""
     threshold = params.report.min_coherence
-    grid = frame[frame["source"] == "grid"] if (frame["source"] == "grid").any() else frame
+    proto = protocol(params)
+    if frame.empty:
+        frame = pd.DataFrame(columns=COLUMNS)
     gap = tables.gap_analysis(frame, threshold)
-    prepost = tables.preclean_vs_clean_after(grid, threshold)
-    curve = tables.cleaning_curve(grid, threshold)
-    coefs = tables.coefficient_table(grid, threshold)
-    features = vector_features(params, coefs, grid)
-    searched = load_search_summaries(params)
+    prepost = tables.preclean_vs_clean_after(frame, threshold, proto.seed, proto.sign)
+    curve = tables.cleaning_curve(frame, threshold)
+    coefs = tables.coefficient_table(frame, threshold)
+    features = vector_features(params, coefs, frame)
     errors = predict.loo_errors(features)
     recs = predict.recommendations(features, errors)
+    points = plots.curve_points(frame, gap)
     csvs = {
         "gap_analysis": gap,
         "preclean_vs_clean_after": prepost,
@@ -62,53 +70,92 @@ def write_report(params, frame: pd.DataFrame, out: Path) -> list[Path]:
         "coefficient_prediction": errors,
         "recommendations": recs,
         "search_heldout": searched,
+        "coefficient_curves": points,
     }
     files = []
     for name, table in csvs.items():
         path = out / f"{name}.csv"
         write_text(path, table.to_csv(index=False, float_format="%.6g"))
         files.append(path)
-    plots.coefficient_curves(grid, threshold, out / "coefficient_curves.png")
-    files.append(out / "coefficient_curves.png")
-    if not curve.empty:
-        plots.cleaning_curve(curve, out / "cleaning_curve.png")
-        files.append(out / "cleaning_curve.png")
-    write_json(out / "metrics.json", _metrics(gap, prepost, errors))
-    write_text(out / "report.md", render_markdown(csvs, threshold))
+    plots.coefficient_curves(points, threshold, out / "coefficient_curves.png")
+    plots.cleaning_curve(curve, out / "cleaning_curve.png")
+    files += [out / "coefficient_curves.png", out / "cleaning_curve.png"]
+    write_json(out / "metrics.json", _metrics(gap, prepost, errors, searched))
+    text = render_markdown(
+        csvs, threshold, _halves(frame), seed=proto.seed, fraction=proto.heldout_fraction
+    )
+    write_text(out / "report.md", text)
     return files + [out / "metrics.json", out / "report.md"]
 
 
-def _metrics(gap, prepost, errors) -> dict:
-    ok = gap[gap["status"] == "ok"]
+def _metrics(gap, prepost, errors, searched) -> dict:
+    """A handful of counts and the best held-out delta among "ok" cells."""
+    ok = gap[(gap["status"] == stats.OK) & (gap["alias_of"] == "")]
+    count = gap[gap["alias_of"] == ""]["status"].value_counts()
     return {
-        "configs_feasible_methods": int(len(ok)),
-        "methods_needing_finer_coefficients": int((gap["status"] != "ok").sum()),
-        "best_delta": _num(ok["best_delta"].max()) if len(ok) else None,
+        "cells": int((gap["alias_of"] == "").sum()),
+        "cells_ok": int(count.get(stats.OK, 0)),
+        "cells_no_effect": int(count.get(stats.NO_EFFECT, 0)),
+        "cells_incoherent_heldout": int(count.get(stats.INCOHERENT, 0)),
+        "cells_needing_finer_coefficients": int(count.get(stats.NEEDS_FINER, 0)),
+        "aliases": int((gap["alias_of"] != "").sum()),
+        "best_heldout_delta": _num(ok["delta"].max()) if len(ok) else None,
         "flagged_preclean_gaps": int((prepost["flag"] != "").sum()) if len(prepost) else 0,
         "best_predictor_loo_mae": _num(errors["loo_mae"].min()) if len(errors) else None,
+        "searches": int(len(searched)),
+        "searches_ok": int((searched["status"] == stats.OK).sum()) if len(searched) else 0,
     }
 
 
-def render_markdown(tables_by_name: dict[str, pd.DataFrame], threshold: float) -> str:
+def _halves(frame: pd.DataFrame) -> str:
+    """ "n = A selection / B held-out questions" (the ranges when cells differ)."""
+    if frame.empty:
+        return "no grid results"
+    parts = []
+    for name in ("selection", "heldout"):
+        values = sorted({int(v) for v in frame[f"{name}_n"].dropna()})
+        span = "-".join(map(str, sorted({values[0], values[-1]}))) if values else "?"
+        parts.append(f"{span} {'selection' if name == 'selection' else 'held-out'}")
+    return " / ".join(parts) + " questions"
+
+
+INTRO = (
+    "Computed from the results logs. Every grid best is chosen on a seeded selection half "
+    "of the steering questions and reported on the disjoint held-out half ({halves}; seed "
+    "{seed}, `search.heldout_fraction` {fraction:g}): `delta` is the held-out trait delta in "
+    "the steering direction against the unsteered baseline on the same questions, "
+    "`delta_lo`/`delta_hi` its 95% interval (paired bootstrap over questions, "
+    "{resamples} resamples), `coherence` the held-out mean coherence, `n` the held-out "
+    "questions. A config is a candidate when it is steered (coefficient != 0) and reaches "
+    "coherence >= {t:g} on the selection half; the largest selection-half delta with an "
+    "interval above zero wins. Verdicts: **ok** (held-out interval above zero, still "
+    "coherent held out), **no effect** (the interval reaches zero: no optimal or "
+    "recommended coefficient), **incoherent held out**, **needs finer coefficients** (no "
+    "steered config coherent; `best_coherence_reached` is the best a steered config got). "
+    "`alias_of` names a method whose vectors are the same tensors: the alias was evaluated "
+    "once and is left out of counts and of the coefficient fit. Searches are a separate "
+    "table: their trials use the search half only and are never mixed into grid tables."
+)
+
+
+def render_markdown(
+    tables_by_name: dict[str, pd.DataFrame], threshold: float, halves: str, **protocol_
+) -> str:
     titles = {
-        "gap_analysis": "Gap analysis: best trait delta at coherence >= {t:g}",
-        "preclean_vs_clean_after": "Preclean vs clean-after (all global massive dims)",
-        "cleaning_curve": "Cleaning curve: massive dims cleaned vs best delta",
-        "coefficients": "Optimal coefficients",
-        "coefficient_prediction": "Coefficient prediction (leave-one-out error)",
-        "recommendations": "Recommended starting coefficients",
-        "search_heldout": "Coefficient search: the chosen config on the search half and on "
-        "held-out questions",
+        "gap_analysis": "Gap analysis: the chosen config per method, held out",
+        "preclean_vs_clean_after": "Preclean vs clean-after (all global massive dims); gap "
+        "= preclean - clean-after on the held-out questions, paired interval",
+        "cleaning_curve": "Cleaning curve: massive dims cleaned vs held-out delta",
+        "coefficients": "Optimal coefficients (ok cells only)",
+        "coefficient_prediction": "Coefficient prediction (leave-one-out error on distinct "
+        "ok cells)",
+        "recommendations": "Recommended starting coefficients (from ok cells only)",
+        "search_heldout": "Coefficient searches: the chosen config on the search half and on "
+        "held-out questions (no choice: no feasible steering found)",
     }
-    parts = [
-        "# Steering report",
-        "",
-        f"Computed from results files; a config counts when coherence >= {threshold:g}. "
-        "Trait deltas are measured in the steering direction.",
-        "",
-    ]
+    parts = ["# Steering report", "", _intro(threshold, halves, **protocol_), ""]
     for name, title in titles.items():
-        parts += [f"## {title.format(t=threshold)}", "", _markdown_table(tables_by_name[name]), ""]
+        parts += [f"## {title}", "", _markdown_table(tables_by_name[name]), ""]
     parts += [
         "![coefficient curves](coefficient_curves.png)",
         "",
@@ -118,15 +165,41 @@ def render_markdown(tables_by_name: dict[str, pd.DataFrame], threshold: float) -
     return "\n".join(parts)
 
 
+def _intro(threshold: float, halves: str, seed: int = 0, fraction: float = 0.5) -> str:
+    return INTRO.format(
+        t=threshold, halves=halves, seed=seed, fraction=fraction, resamples=stats.RESAMPLES
+    )
+
+
+# (estimate, low, high) columns printed as one "estimate [low, high]" column
+INTERVALS = [
+    ("delta", "delta_lo", "delta_hi"),
+    ("gap", "gap_lo", "gap_hi"),
+    ("search_trait_delta", "search_delta_lo", "search_delta_hi"),
+    ("heldout_trait_delta", "heldout_delta_lo", "heldout_delta_hi"),
+]
+
+
 def _markdown_table(table: pd.DataFrame) -> str:
     if table.empty:
         return "_no data_"
+    table = table.copy()
+    for mid, lo, hi in INTERVALS:
+        if {mid, lo, hi} <= set(table.columns):
+            table[mid] = [_interval(*v) for v in zip(table[mid], table[lo], table[hi], strict=True)]
+            table = table.drop(columns=[lo, hi]).rename(columns={mid: f"{mid} [95% CI]"})
     head = "| " + " | ".join(table.columns) + " |"
     rule = "| " + " | ".join("---" for _ in table.columns) + " |"
     body = [
         "| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)
     ]
     return "\n".join([head, rule, *body])
+
+
+def _interval(mid, lo, hi) -> str:
+    if mid is None or (isinstance(mid, float) and np.isnan(mid)):
+        return ""
+    return f"{mid:+.1f} [{lo:+.1f}, {hi:+.1f}]"
 
 
 def _cell(value) -> str:

@@ -1,5 +1,13 @@
-"""Collect tracked steering and search results into one tidy frame, plus the vector and
-activation properties the coefficient predictor uses."""
+"""Collect steering grid results and search outcomes into tidy frames, plus the vector and
+activation properties the coefficient predictor uses.
+
+Grid results come from each cell's results log, under the settings its `metrics.json` names
+(the cell's latest sweep; every config ever evaluated under them), with each config's
+numbers on all questions, on the selection half and on the held-out half
+(`steering.best.config_rows`, the split and intervals of `steerops.stats`). Search outcomes
+come from each study's `best.json`. The two are separate frames: a search trial is measured
+on other questions against another baseline, so it never joins a grid table.
+"""
 
 from __future__ import annotations
 
@@ -9,58 +17,87 @@ import pandas as pd
 from steerops.calibration.store import stored_global_dims
 from steerops.extract.store import activations_dir, is_complete
 from steerops.extract.store import read_layer as read_activations
+from steerops.io import read_json
 from steerops.search.store import best_row, searches
-from steerops.steering.store import CSV_FILE
+from steerops.steering.best import ROW_COLUMNS, aliases, config_rows, protocol, vector_map
+from steerops.steering.store import METRICS_FILE, RESULTS_FILE, ResultsLog
 from steerops.vectors.store import is_stored, load_vectors, vectors_dir
 
-COLUMNS = (
-    "model trait variant vector_variant position component method layer coefficient "
-    "weight trait_mean coherence_mean trait_delta n source"
-).split()
+COLUMNS = ["model", *ROW_COLUMNS, "alias_of", "heldout_traits"]
+CELL = ["model", "trait", "variant", "position", "component"]
 
 
 def load_results(params) -> pd.DataFrame:
-    """Every steering grid result (`results.csv`) and search trial (`trials.csv`) under the
-    outputs root, labelled with the model id of the variant they were applied to.
+    """One row per config of every steering cell under the outputs root. Deltas on the halves
+    are in the steering direction; `heldout_traits` maps each held-out question to the
+    config's trait score (for paired comparisons between configs); `alias_of` names the
+    method whose vectors are the same tensors at every layer."""
+    proto = protocol(params)
+    rows: list[dict] = []
+    root = params.out / "steering"
+    for path in sorted(root.rglob(RESULTS_FILE)) if root.is_dir() else []:
+        log = ResultsLog(path)
+        settings_hash = _cell_settings(log, path.parent / METRICS_FILE)
+        baseline = log.baseline(settings_hash) if settings_hash else None
+        if baseline is None:
+            continue
+        settings = baseline.get("settings") or {}
+        model = settings.get("model") or {}
+        labels = {
+            "trait": settings.get("trait"),
+            "variant": model.get("variant"),
+            "vector_variant": settings.get("vector_variant"),
+            "model": _model_id(params, model.get("variant"), model.get("id")),
+        }
+        rows += config_rows(log, settings_hash, proto, labels, keep_heldout=True)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    if frame.empty:
+        return frame
+    frame["alias_of"] = _alias_column(frame)
+    order = ["model", "trait", "variant", "position", "component", "method", "layer", "coefficient"]
+    return frame.sort_values(order, kind="mergesort", key=_sort_key).reset_index(drop=True)
 
-    `trait_delta` is measured in the steering direction (`steering.direction`): with
-    `negative`, a drop of the trait is a positive delta, so "best" means the same everywhere
-    in the report."""
-    frames = []
-    for csv in sorted((params.out / "steering").rglob(CSV_FILE)):
-        frames.append(pd.read_csv(csv).assign(source="grid"))
-    for trials_csv, best in searches(params.out):
-        trials = pd.read_csv(trials_csv)
-        if not trials.empty:
-            frames.append(_search_frame(trials, best))
-    if not frames:
-        return pd.DataFrame(columns=COLUMNS)
-    frame = pd.concat(frames, ignore_index=True)
-    frame["trait_delta"] = frame["trait_delta"] * _sign(params.steering.direction)
-    frame["model"] = [_model_id(params, v) for v in frame["variant"]]
-    frame = frame.dropna(subset=["trait_mean", "coherence_mean"])
-    return frame[COLUMNS].sort_values(COLUMNS[:9], kind="mergesort").reset_index(drop=True)
+
+def _cell_settings(log: ResultsLog, metrics_file) -> str | None:
+    """The settings hash the cell's files describe (its latest sweep's)."""
+    if metrics_file.is_file():
+        value = read_json(metrics_file).get("settings_hash")
+        if value:
+            return str(value)
+    configs = [e for e in log.entries if e["type"] == "config"]
+    return configs[-1].get("settings_hash") if configs else None
 
 
-def _search_frame(trials: pd.DataFrame, best: dict) -> pd.DataFrame:
-    trials = trials[trials["state"].astype(str).str.lower() == "complete"].copy()
-    # a search stores its objective (the delta in its own direction); undo that sign
-    trials["trait_delta"] = trials["trait_delta"] * _sign(best.get("direction", "positive"))
-    for key in ("trait", "variant", "vector_variant", "position", "component", "method"):
-        trials[key] = best.get(key)
-    trials["n"] = (best.get("search") or {}).get("n_questions", np.nan)
-    return trials.assign(source="search")
+def _alias_column(frame: pd.DataFrame) -> list[str]:
+    names: dict[tuple, str] = {}
+    for key, cell in frame.groupby(CELL, sort=True, dropna=False):
+        maps = {m: vector_map(rows.to_dict("records")) for m, rows in cell.groupby("method")}
+        for method, canonical in aliases(maps).items():
+            names[(*key, method)] = canonical
+    return [
+        names.get((*(r[c] for c in CELL), r["method"]), "")
+        for r in frame[CELL + ["method"]].to_dict("records")
+    ]
+
+
+def _sort_key(column: pd.Series) -> pd.Series:
+    """Layers in numeric order (multi-vector configs' "1+2" after single layers)."""
+    if column.name != "layer":
+        return column
+    return column.map(lambda v: f"{v:09d}" if isinstance(v, int) else f"~{v}")
 
 
 SEARCH_COLUMNS = (
-    "model trait position method feasible layer coefficient search_trait_delta "
-    "search_coherence heldout_trait_delta heldout_coherence n_trials n_generations"
+    "model trait position method status feasible layer coefficient search_n "
+    "search_trait_delta search_delta_lo search_delta_hi search_coherence heldout_n "
+    "heldout_trait_delta heldout_delta_lo heldout_delta_hi heldout_coherence n_trials n_known "
+    "n_generations"
 ).split()
 
 
 def load_search_summaries(params) -> pd.DataFrame:
-    """One row per search study (`best.json`): the chosen config, its trait delta and
-    coherence on the search half, and on the held-out half it never saw."""
+    """One row per search study (`best.json`): its outcome, and the chosen config's numbers
+    on the search half and on the held-out half it never saw, each with its interval."""
     rows = [best_row(best) for _, best in searches(params.out)]
     for row in rows:
         row["model"] = _model_id(params, row["variant"])
@@ -70,16 +107,20 @@ def load_search_summaries(params) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def _sign(direction: str) -> float:
-    return -1.0 if direction == "negative" else 1.0
+def _model_id(params, variant: str | None, fallback: str | None = None) -> str:
+    if variant in params.models:
+        return params.models[variant].id
+    return str(fallback or variant)
 
 
-def _model_id(params, variant: str) -> str:
-    return params.models[variant].id if variant in params.models else str(variant)
+FEATURE_COLUMNS = (
+    "model method position alias_of layer coefficient weight layer_norm layer_norm_clean "
+    "abs_mean_proj"
+).split()
 
 
 def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
-    """Per best config: the layer's activation norm with and without the calibrated massive
+    """Per chosen config: the layer's activation norm with and without the calibrated massive
     dims and the projection of the mean activation on the vector."""
     rows = []
     dims = stored_global_dims(params.out, params.cleaning.calibration_variant)
@@ -94,6 +135,7 @@ def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.Data
             "model": best["model"],
             "method": best["method"],
             "position": best["position"],
+            "alias_of": best.get("alias_of", ""),
             "layer": layer,
             "coefficient": best["coefficient"],
             "weight": abs(best["weight"]),
@@ -124,4 +166,4 @@ def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.Data
                 abs_mean_proj=float(abs(acts.mean(0) @ vec)),
             )
         rows.append(feats)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=FEATURE_COLUMNS)  # the columns even with no "ok" cell

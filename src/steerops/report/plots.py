@@ -1,4 +1,12 @@
-"""Report plots, written deterministically (no timestamps in the PNG metadata)."""
+"""Report plots, one facet per (model, trait, position), written deterministically (no
+timestamps in the PNG metadata).
+
+Coefficient curves: per method, every coefficient at the layer chosen on the selection half,
+with held-out numbers (delta with its 95% interval, coherence); each line is labelled with
+its layer at its end, so every point is one grid config (`coefficient_curves.csv` lists
+them). Cleaning curve: dims cleaned as categories, one dodged series per base method with
+intervals; hollow markers where the verdict is not "ok".
+"""
 
 from __future__ import annotations
 
@@ -11,60 +19,170 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from steerops.io import atomic_path  # noqa: E402
+from steerops.report.tables import CURVE_STEPS, KEY  # noqa: E402
 
 _PNG_META = {"Software": None}
+MARKERS = "osD^vP*Xh<>"
+CURVE_COLUMNS = KEY + [
+    "method",
+    "layer",
+    "coefficient",
+    "series",
+    "status",
+    "n",
+    "delta",
+    "delta_lo",
+    "delta_hi",
+    "coherence",
+]
 
 
 def save(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata=_PNG_META)
+        fig.savefig(tmp, format="png", dpi=100, metadata=_PNG_META, bbox_inches="tight")
     plt.close(fig)
 
 
-def coefficient_curves(frame: pd.DataFrame, min_coherence: float, path: Path) -> None:
-    """Trait delta and coherence vs coefficient, one line per method (at its best layer)."""
-    methods = sorted(frame["method"].unique())
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
-    for method in methods:
-        rows = frame[frame["method"] == method]
-        layer = _best_layer(rows, min_coherence)
-        rows = (
-            rows[rows["layer"] == layer]
-            .groupby("coefficient", sort=True)
-            .mean(numeric_only=True)
-            .reset_index()
-        )
-        label = f"{method} (L{layer})"
-        top.plot(rows["coefficient"], rows["trait_delta"], marker="o", label=label)
-        bottom.plot(rows["coefficient"], rows["coherence_mean"], marker="o", label=label)
-    bottom.axhline(
-        min_coherence, color="red", linestyle="--", label=f"min coherence {min_coherence:g}"
+def _style(names: list[str]) -> dict[str, dict]:
+    """A distinct colour and marker per name, the same in every facet."""
+    cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+    return {
+        name: {"color": cmap(i % cmap.N), "marker": MARKERS[i % len(MARKERS)]}
+        for i, name in enumerate(names)
+    }
+
+
+def curve_points(frame: pd.DataFrame, gap: pd.DataFrame) -> pd.DataFrame:
+    """Every config on each method's curve: the coefficients at its chosen layer (or, with
+    nothing chosen, at the layer reaching the best selection-half coherence); aliases are
+    drawn once, under the name they alias."""
+    rows = []
+    for _, cell in gap[gap["alias_of"] == ""].iterrows():
+        configs = frame[(frame[KEY + ["method"]] == cell[KEY + ["method"]]).all(axis=1)]
+        layer = _layer(cell["layer"])
+        if pd.isna(layer):
+            steered = configs[configs["coefficient"] != 0]
+            by = steered.sort_values("selection_coherence_mean", ascending=False, kind="stable")
+            layer = by.iloc[0]["layer"] if len(by) else configs.iloc[0]["layer"]
+        for _, c in configs[configs["layer"] == layer].sort_values("coefficient").iterrows():
+            rows.append(
+                {
+                    **{k: cell[k] for k in KEY + ["method", "status"]},
+                    "layer": layer,
+                    "coefficient": c["coefficient"],
+                    "series": f"{cell['method']} @ {cell['position']} L{layer}",
+                    "n": c["heldout_n"],
+                    "delta": c["heldout_trait_delta"],
+                    "delta_lo": c["heldout_delta_lo"],
+                    "delta_hi": c["heldout_delta_hi"],
+                    "coherence": c["heldout_coherence_mean"],
+                }
+            )
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def _layer(value):
+    """A layer as the frame holds it (an int; "1+2" for multi-vector configs)."""
+    try:
+        return int(value) if float(value) == int(float(value)) else value
+    except (TypeError, ValueError):
+        return value
+
+
+def coefficient_curves(points: pd.DataFrame, min_coherence: float, path: Path) -> None:
+    """Held-out trait delta (with interval) and coherence vs coefficient: a column of two
+    panels per (model, trait, position), a line per method at its chosen layer."""
+    groups = sorted(points.groupby(KEY).groups) if len(points) else [("", "", "")]
+    style = _style(sorted(points["method"].unique()) if len(points) else [])
+    fig, axes = plt.subplots(
+        2, len(groups), figsize=(5.5 * len(groups), 7), sharex=True, squeeze=False
     )
-    top.set_ylabel("trait delta")
-    bottom.set_ylabel("coherence")
-    bottom.set_xlabel("coefficient")
-    top.legend(fontsize=7, ncol=2)
-    bottom.legend(fontsize=7, ncol=2)
-    top.set_title("Trait and coherence vs coefficient")
+    for col, key in enumerate(groups):
+        top, bottom = axes[0][col], axes[1][col]
+        rows = points[(points[KEY] == list(key)).all(axis=1)] if len(points) else points
+        for method, line in rows.groupby("method", sort=True):
+            s = style[method]
+            err = [line["delta"] - line["delta_lo"], line["delta_hi"] - line["delta"]]
+            top.errorbar(line["coefficient"], line["delta"], yerr=err, capsize=2, label=method, **s)
+            bottom.plot(line["coefficient"], line["coherence"], **s)
+            last = line.iloc[-1]
+            top.annotate(
+                f"L{last['layer']}",
+                (last["coefficient"], last["delta"]),
+                fontsize=7,
+                color=s["color"],
+                xytext=(4, 0),
+                textcoords="offset points",
+            )
+        top.axhline(0, color="grey", linewidth=0.8)
+        bottom.axhline(min_coherence, color="red", linestyle="--", linewidth=1)
+        top.set_title(" | ".join(str(k) for k in key), fontsize=9)
+        top.set_ylabel("held-out trait delta (95% interval)")
+        bottom.set_ylabel("held-out coherence")
+        bottom.set_xlabel("coefficient")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
+    if handles:
+        fig.legend(
+            [handles[k] for k in sorted(handles)],
+            sorted(handles),
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            fontsize=8,
+            title="method (line end: layer)",
+        )
+    fig.suptitle(f"Trait and coherence vs coefficient (red: min coherence {min_coherence:g})")
+    fig.tight_layout()
     save(fig, path)
 
 
 def cleaning_curve(curve: pd.DataFrame, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    order = ["0", "1", "2", "3", "5", "all"]
-    for (position, method), rows in curve.groupby(["position", "method"], sort=True):
-        present = set(rows["dims_cleaned"])
-        rows = rows.set_index("dims_cleaned").reindex([o for o in order if o in present])
-        ax.plot(rows.index, rows["best_delta"], marker="o", label=f"{method} @ {position}")
-    ax.set_xlabel("massive dims cleaned")
-    ax.set_ylabel("best trait delta (coherence >= threshold)")
-    ax.set_title("Cleaning curve")
-    ax.legend(fontsize=7)
+    """Held-out delta of each base method's chosen config vs massive dims cleaned, as
+    categories, one facet per (model, trait, position); methods with a single step (nothing
+    to compare) are left out."""
+    order = [dims for dims, _ in CURVE_STEPS]
+    series = curve.groupby(KEY + ["method"]).filter(lambda rows: len(rows) > 1)
+    groups = sorted(series.groupby(KEY).groups) if len(series) else [("", "", "")]
+    style = _style(sorted(series["method"].unique()) if len(series) else [])
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
+    for col, key in enumerate(groups):
+        ax = axes[0][col]
+        rows = series[(series[KEY] == list(key)).all(axis=1)] if len(series) else series
+        methods = sorted(rows["method"].unique()) if len(rows) else []
+        for k, method in enumerate(methods):
+            line = rows[rows["method"] == method]
+            line = line.assign(x=[order.index(d) for d in line["dims_cleaned"]]).sort_values("x")
+            x = line["x"] + (k - (len(methods) - 1) / 2) * 0.12  # dodge the series
+            s = style[method]
+            err = [line["delta"] - line["delta_lo"], line["delta_hi"] - line["delta"]]
+            ax.errorbar(x, line["delta"], yerr=err, capsize=2, label=method, **s)
+            hollow = line["status"] != "ok"
+            ax.scatter(
+                x[hollow],
+                line["delta"][hollow],
+                s=60,
+                facecolors="white",
+                edgecolors=s["color"],
+                marker=s["marker"],
+                zorder=3,
+            )
+        ax.set_xticks(range(len(order)), order)
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_xlabel("massive dims cleaned")
+        ax.set_ylabel("held-out trait delta (95% interval)")
+        ax.set_title(" | ".join(str(k) for k in key), fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
+    if handles:
+        fig.legend(
+            [handles[k] for k in sorted(handles)],
+            sorted(handles),
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            fontsize=8,
+            title="method (hollow: not ok)",
+        )
+    fig.suptitle("Cleaning curve")
+    fig.tight_layout()
     save(fig, path)
-
-
-def _best_layer(rows: pd.DataFrame, min_coherence: float) -> int:
-    feasible = rows[rows["coherence_mean"] >= min_coherence]
-    pick = feasible if not feasible.empty else rows
-    pick = pick.sort_values(["trait_delta", "layer"], ascending=[False, True], kind="mergesort")
-    return int(pick.iloc[0]["layer"])

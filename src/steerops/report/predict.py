@@ -4,6 +4,10 @@ Each candidate predictor is a least-squares fit of the optimal absolute weight o
 features of the (layer, vector) it was found at; leave-one-out mean absolute error says how
 well it generalises, compared against predicting the mean. Few points (one per method x
 position x model), so predictors stay small: a scale on one norm, or a 2-feature linear fit.
+
+The rows are the report's "ok" cells only (an effect held out), and distinct ones: an alias
+(the same vectors under another name) and a row equal to another in every feature and the
+weight are left out, so a held-out row never has its twin in the fit.
 """
 
 from __future__ import annotations
@@ -23,9 +27,22 @@ PREDICTORS: dict[str, tuple[list[str], bool]] = {
 }
 
 
+FEATURES = ["layer_norm", "layer_norm_clean", "abs_mean_proj"]
+
+
+def distinct(features: pd.DataFrame, target: str = "weight") -> pd.DataFrame:
+    """Rows that are neither aliases nor copies of an earlier row (model, features, target)."""
+    if "alias_of" in features:
+        features = features[features["alias_of"].fillna("") == ""]
+    keys = [c for c in ["model", *FEATURES, target] if c in features]
+    return features.drop_duplicates(subset=keys, keep="first")
+
+
 def loo_errors(features: pd.DataFrame, target: str = "weight") -> pd.DataFrame:
-    """Leave-one-out MAE of every predictor (rows with missing features are skipped)."""
+    """Leave-one-out MAE of every predictor on the distinct rows (rows with missing features
+    are skipped)."""
     out = []
+    features = distinct(features, target)
     for name, (cols, intercept) in PREDICTORS.items():
         data = features.dropna(subset=cols + [target])
         y = data[target].to_numpy(float)
@@ -82,6 +99,7 @@ def fit_predictor(features: pd.DataFrame, name: str, target: str = "weight"):
 def recommendations(features: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFrame:
     """A starting coefficient per (model, method): the median optimal coefficient, and the
     weight the best leave-one-out predictor gives at the median feature values."""
+    features = distinct(features)
     scored = errors.dropna(subset=["loo_mae"])
     best_name = (
         scored.sort_values(["loo_mae", "predictor"], kind="mergesort").iloc[0]["predictor"]

@@ -1,15 +1,22 @@
-"""The report's tables as pure functions of a tidy results frame.
+"""The report's tables as pure functions of the tidy grid frame (`report.load`).
 
-The frame has one row per evaluated steering config: model, trait, position, component,
-method, layer, coefficient, weight, trait_mean, coherence_mean, trait_delta, n, source
-("grid" or "search"). Every function is deterministic (sorted keys, stable tie-breaks), so
-the same inputs give byte-identical reports.
+One row per evaluated config: model, trait, position, component, method, layer, coefficient,
+weight, its numbers on the selection half (`selection_*`) and on the held-out half
+(`heldout_*`: n, trait delta in the steering direction with its 95% interval, coherence),
+and `alias_of`. Every "best" is `stats.choose`'s: chosen on the selection half, reported on
+the held-out half, with the verdict "ok", "no effect", "incoherent held out" or "needs finer
+coefficients". Only "ok" rows give optimal coefficients. Every function is deterministic
+(sorted keys, stable tie-breaks), so the same inputs give byte-identical reports.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
+
+from steerops import stats
 
 KEY = ["model", "trait", "position"]
 GROUP = KEY + ["method"]
@@ -22,190 +29,184 @@ CURVE_STEPS: list[tuple[str, str]] = [
     ("all", "_cleaned"),
 ]
 BASES = ("mean_diff", "probe")
+# a chosen config's held-out numbers, as every table prints them
+HELD = {
+    "heldout_n": "n",
+    "heldout_trait_delta": "delta",
+    "heldout_delta_lo": "delta_lo",
+    "heldout_delta_hi": "delta_hi",
+    "heldout_coherence_mean": "coherence",
+}
 
 
-def best_feasible(rows: pd.DataFrame, min_coherence: float) -> pd.Series | None:
-    """The row with the largest trait delta among those with coherence >= threshold."""
-    feasible = rows[rows["coherence_mean"] >= min_coherence]
-    if feasible.empty:
-        return None
-    ordered = feasible.sort_values(
-        ["trait_delta", "coherence_mean", "coefficient", "layer"],
-        ascending=[False, False, True, True],
-        kind="mergesort",
-    )
-    return ordered.iloc[0]
+def pick(rows: pd.DataFrame, min_coherence: float) -> tuple[dict[str, Any] | None, str]:
+    """The group's chosen config (a record) and verdict."""
+    chosen, status = stats.choose(rows.to_dict("records"), min_coherence)
+    return (None if chosen is None else dict(chosen)), status
+
+
+def picks(frame: pd.DataFrame, min_coherence: float) -> dict[tuple, tuple[dict | None, str]]:
+    return {key: pick(rows, min_coherence) for key, rows in frame.groupby(GROUP, sort=True)}
+
+
+def _held(chosen: dict | None, prefix: str = "") -> dict[str, Any]:
+    return {prefix + short: _get(chosen, full) for full, short in HELD.items()}
 
 
 def gap_analysis(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
-    """Per (model, trait, position, method): best feasible delta and its coefficient, or a note
-    that the grid never reached the coherence threshold."""
+    """Per (model, trait, position, method): the verdict, the chosen config, its selection-
+    half delta and its held-out numbers; with no coherent steered config, the best coherence
+    a steered config reached."""
     out = []
     for key, rows in frame.groupby(GROUP, sort=True):
-        best = best_feasible(rows, min_coherence)
-        row = dict(zip(GROUP, key, strict=True))
-        if best is None:
-            top = rows.sort_values(
-                ["coherence_mean", "coefficient"], ascending=[False, True], kind="mergesort"
-            ).iloc[0]
-            row.update(
-                status="needs finer coefficients",
-                best_delta=np.nan,
-                layer=np.nan,
-                coefficient=np.nan,
-                coherence=np.nan,
-                best_coherence_reached=float(top["coherence_mean"]),
-            )
-        else:
-            row.update(
-                status="ok",
-                best_delta=float(best["trait_delta"]),
-                layer=int(best["layer"]),
-                coefficient=float(best["coefficient"]),
-                coherence=float(best["coherence_mean"]),
-                best_coherence_reached=float(rows["coherence_mean"].max()),
-            )
-        row["n_configs"] = int(len(rows))
-        out.append(row)
-    return pd.DataFrame(
-        out,
-        columns=GROUP
-        + [
-            "status",
-            "best_delta",
-            "layer",
-            "coefficient",
-            "coherence",
-            "best_coherence_reached",
-            "n_configs",
-        ],
-    )
-
-
-def _best_by_method(frame: pd.DataFrame, min_coherence: float) -> dict[tuple, pd.Series]:
-    best = {}
-    for key, rows in frame.groupby(GROUP, sort=True):
-        hit = best_feasible(rows, min_coherence)
-        if hit is not None:
-            best[key] = hit
-    return best
+        chosen, status = pick(rows, min_coherence)
+        out.append(
+            {
+                **dict(zip(GROUP, key, strict=True)),
+                "status": status,
+                "alias_of": rows["alias_of"].iloc[0],
+                "layer": _get(chosen, "layer"),
+                "coefficient": _get(chosen, "coefficient"),
+                "selection_n": _get(chosen, "selection_n"),
+                "selection_delta": _get(chosen, "selection_trait_delta"),
+                **_held(chosen),
+                "best_coherence_reached": (
+                    stats.best_steered_coherence(rows.to_dict("records"))
+                    if chosen is None
+                    else np.nan
+                ),
+                "n_configs": int(len(rows)),
+            }
+        )
+    columns = GROUP + ["status", "alias_of", "layer", "coefficient", "selection_n"]
+    columns += ["selection_delta", *HELD.values(), "best_coherence_reached", "n_configs"]
+    return pd.DataFrame(out, columns=columns)
 
 
 def preclean_vs_clean_after(
-    frame: pd.DataFrame, min_coherence: float, flag_points: float = 20.0
+    frame: pd.DataFrame,
+    min_coherence: float,
+    seed: int = 0,
+    sign: float = 1.0,
+    flag_points: float = 20.0,
 ) -> pd.DataFrame:
-    """Delta and coherence of `<m>_preclean` vs `<m>_cleaned` (all global dims removed
-    before vs after extraction). mean_diff is linear in the activations, so the two must
-    agree; a gap above `flag_points` is flagged as a likely implementation problem."""
-    best = _best_by_method(frame, min_coherence)
+    """Held-out delta of `<m>_preclean` vs `<m>_cleaned` (all global dims removed before vs
+    after extraction), each chosen on the selection half, and their gap with a paired
+    bootstrap interval over the held-out questions both were scored on. mean_diff is linear
+    in the activations, so the two must agree: a gap above `flag_points` whose interval
+    excludes zero is flagged as a likely implementation problem."""
+    chosen = picks(frame, min_coherence)
     out = []
     for key in sorted(_pairs(frame)):
         for base in BASES:
-            pre = best.get((*key, f"{base}_preclean"))
-            post = best.get((*key, f"{base}_cleaned"))
-            if pre is None and post is None:
+            pre, pre_status = chosen.get((*key, f"{base}_preclean"), (None, ""))
+            post, post_status = chosen.get((*key, f"{base}_cleaned"), (None, ""))
+            if not pre_status and not post_status:
                 continue
-            gap = (
-                float(pre["trait_delta"]) - float(post["trait_delta"])
-                if pre is not None and post is not None
-                else np.nan
+            gap = _paired_gap(pre, post, seed, sign)
+            flag = (
+                base == "mean_diff"
+                and gap.mean is not None
+                and abs(gap.mean) > flag_points
+                and (gap.lo or 0) * (gap.hi or 0) > 0
             )
-            flag = base == "mean_diff" and not np.isnan(gap) and abs(gap) > flag_points
             out.append(
                 {
                     **dict(zip(KEY, key, strict=True)),
                     "method": base,
-                    "preclean_delta": _get(pre, "trait_delta"),
-                    "preclean_coherence": _get(pre, "coherence_mean"),
-                    "clean_after_delta": _get(post, "trait_delta"),
-                    "clean_after_coherence": _get(post, "coherence_mean"),
-                    "gap": gap,
+                    "preclean_status": pre_status,
+                    "preclean_delta": _get(pre, "heldout_trait_delta"),
+                    "preclean_coherence": _get(pre, "heldout_coherence_mean"),
+                    "clean_after_status": post_status,
+                    "clean_after_delta": _get(post, "heldout_trait_delta"),
+                    "clean_after_coherence": _get(post, "heldout_coherence_mean"),
+                    "n": gap.n,
+                    "gap": _nan(gap.mean),
+                    "gap_lo": _nan(gap.lo),
+                    "gap_hi": _nan(gap.hi),
                     "flag": "likely implementation problem" if flag else "",
                 }
             )
-    return pd.DataFrame(
-        out,
-        columns=KEY
-        + [
-            "method",
-            "preclean_delta",
-            "preclean_coherence",
-            "clean_after_delta",
-            "clean_after_coherence",
-            "gap",
-            "flag",
-        ],
-    )
+    columns = KEY + ["method", "preclean_status", "preclean_delta", "preclean_coherence"]
+    columns += ["clean_after_status", "clean_after_delta", "clean_after_coherence", "n"]
+    return pd.DataFrame(out, columns=columns + ["gap", "gap_lo", "gap_hi", "flag"])
+
+
+def _paired_gap(pre: dict | None, post: dict | None, seed: int, sign: float) -> stats.Interval:
+    """pre - post in the steering direction (`sign`) over the held-out questions both were
+    scored on: the paired bootstrap of the two configs' per-question trait scores (the
+    baseline cancels)."""
+    if pre is None or post is None:
+        return stats.Interval(0, None, None, None)
+    a, b = pre.get("heldout_traits") or {}, post.get("heldout_traits") or {}
+    common = [q for q in a if q in b]
+    return stats.paired_delta([a[q] for q in common], [b[q] for q in common], seed, sign)
 
 
 def cleaning_curve(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
-    """Best feasible delta against the number of massive dims cleaned (0,1,2,3,5,all)."""
-    best = _best_by_method(frame, min_coherence)
+    """The chosen config's held-out delta against the number of massive dims cleaned
+    (0, 1, 2, 3, 5, all), per base method."""
+    chosen = picks(frame, min_coherence)
+    aliases = frame.groupby(GROUP, sort=True)["alias_of"].first().to_dict()
     out = []
     for key in sorted(_pairs(frame)):
         for base in sorted({_base(m) for m in frame["method"].unique()}):
             for dims, suffix in CURVE_STEPS:
                 method = base + suffix
-                if not (frame["method"] == method).any():
+                if (*key, method) not in chosen:
                     continue
-                hit = best.get((*key, method))
+                hit, status = chosen[(*key, method)]
                 out.append(
                     {
                         **dict(zip(KEY, key, strict=True)),
                         "method": base,
                         "dims_cleaned": dims,
                         "variant": method,
-                        "best_delta": _get(hit, "trait_delta"),
+                        "status": status,
+                        "alias_of": aliases[(*key, method)],
+                        "layer": _get(hit, "layer"),
                         "coefficient": _get(hit, "coefficient"),
+                        **_held(hit),
                     }
                 )
-    return pd.DataFrame(
-        out, columns=KEY + ["method", "dims_cleaned", "variant", "best_delta", "coefficient"]
-    )
+    columns = KEY + ["method", "dims_cleaned", "variant", "status", "alias_of", "layer"]
+    return pd.DataFrame(out, columns=columns + ["coefficient", *HELD.values()])
 
 
 def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
-    """Optimal coefficient per (model, trait, position, method), the mean_diff/probe ratio of the
-    base methods, and the shift cleaning causes relative to the uncleaned base method."""
-    best = _best_by_method(frame, min_coherence)
+    """The optimal coefficient of every "ok" (model, trait, position, method), with its
+    held-out numbers, the mean_diff/probe ratio and the shift cleaning causes relative to the
+    uncleaned base method (both only between "ok" rows). Cells without an effect held out
+    have no optimal coefficient."""
+    ok = {k: c for k, (c, status) in picks(frame, min_coherence).items() if status == stats.OK}
+    aliases = frame.groupby(GROUP, sort=True)["alias_of"].first().to_dict()
     out = []
-    for (*key, method), hit in sorted(best.items()):
-        base = _base(method)
-        base_hit = best.get((*key, base))
-        md, pr = best.get((*key, "mean_diff")), best.get((*key, "probe"))
+    for (*key, method), hit in sorted(ok.items()):
+        base = ok.get((*key, _base(method)))
+        md, pr = ok.get((*key, "mean_diff")), ok.get((*key, "probe"))
         out.append(
             {
                 **dict(zip(KEY, key, strict=True)),
                 "method": method,
-                "layer": int(hit["layer"]),
+                "alias_of": aliases[(*key, method)],
+                "layer": hit["layer"],
                 "coefficient": float(hit["coefficient"]),
                 "weight": float(hit["weight"]),
-                "best_delta": float(hit["trait_delta"]),
+                **_held(hit),
                 "mean_diff_probe_ratio": (
                     float(md["coefficient"]) / float(pr["coefficient"])
-                    if md is not None and pr is not None and float(pr["coefficient"]) != 0
+                    if md is not None and pr is not None
                     else np.nan
                 ),
                 "cleaning_shift": (
-                    float(hit["coefficient"]) - float(base_hit["coefficient"])
-                    if base_hit is not None and method != base
+                    float(hit["coefficient"]) - float(base["coefficient"])
+                    if base is not None and method != _base(method)
                     else np.nan
                 ),
             }
         )
-    return pd.DataFrame(
-        out,
-        columns=KEY
-        + [
-            "method",
-            "layer",
-            "coefficient",
-            "weight",
-            "best_delta",
-            "mean_diff_probe_ratio",
-            "cleaning_shift",
-        ],
-    )
+    columns = KEY + ["method", "alias_of", "layer", "coefficient", "weight", *HELD.values()]
+    return pd.DataFrame(out, columns=columns + ["mean_diff_probe_ratio", "cleaning_shift"])
 
 
 def _base(method: str) -> str:
@@ -223,5 +224,11 @@ def _pairs(frame: pd.DataFrame) -> set[tuple]:
     return set(map(tuple, frame[KEY].drop_duplicates().to_numpy().tolist()))
 
 
-def _get(row: pd.Series | None, key: str) -> float:
-    return float(row[key]) if row is not None else np.nan
+def _get(row: dict | None, key: str) -> Any:
+    if row is None or row.get(key) is None:
+        return np.nan
+    return row[key]
+
+
+def _nan(value: float | None) -> float:
+    return np.nan if value is None else float(value)

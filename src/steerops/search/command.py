@@ -69,13 +69,18 @@ def run(args: argparse.Namespace) -> None:
 
 def summary_line(best: dict) -> str:
     chosen, search, held = best["chosen"], best["search"], best["heldout"]
-    verdict = "feasible" if best["feasible"] else "NOT feasible"
-    return (
-        f"{best['trait']}: layer {chosen['layer']} coefficient {chosen['coefficient']:.4g} "
-        f"({verdict}): search delta {search['trait_delta']:+.1f} coherence "
-        f"{search['coherence_mean']:.1f}; held-out delta {_fmt(held['trait_delta'], '+.1f')} "
-        f"coherence {_fmt(held['coherence_mean'], '.1f')}; {best['n_trials']} trials, "
+    tail = (
+        f"{best['n_trials']} trials ({best['n_known']} known), "
         f"{best['n_generations']['total']} rows generated; study {best['study']!r}"
+    )
+    if chosen is None:
+        return f"{best['trait']}: {best['status']} ({best['n_feasible']} coherent trials); {tail}"
+    return (
+        f"{best['trait']}: {best['status']}: layer {chosen['layer']} coefficient "
+        f"{chosen['coefficient']:.4g}: search delta {_fmt(search['trait_delta'], '+.1f')} "
+        f"(n {search['n']}); held-out delta {_fmt(held['trait_delta'], '+.1f')} "
+        f"[{_fmt(held['delta_lo'], '+.1f')}, {_fmt(held['delta_hi'], '+.1f')}] coherence "
+        f"{_fmt(held['coherence_mean'], '.1f')} (n {held['n']}); {tail}"
     )
 
 

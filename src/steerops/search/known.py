@@ -1,17 +1,21 @@
-"""Known results: configs already evaluated under the same settings become study trials.
+"""Known results: configs already evaluated on the search's questions become study trials,
+and the grid's feasible band says where the search starts.
 
-They come from a steering results log (`results.jsonl`, the steer stage's contract). Only
-single-vector configs of the searched vector source, on a searched layer, evaluated under the
-search evaluator's settings hash (same model, questions, generation and judge settings) and
-with the same vector files are comparable; everything else is ignored.
+They come from steering results logs (`results.jsonl`, the steer stage's contract): the
+grid's cell, this search's own log, or `search.known_results`. A logged config counts when
+it is a single-vector config of the searched vector source on a searched layer, logged with
+the same vector files, under the search evaluator's scope (same model, judge, generation
+settings; see `steering.store`), and with scores on every search question: the grid runs on
+all questions, so its scores on the search half are the search's own numbers for that config.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from steerops.errors import SteeropsError
+from steerops.steering.configs import summarize
 
 
 @dataclass(frozen=True)
@@ -22,11 +26,13 @@ class KnownResult:
     trait_mean: float
     coherence_mean: float
     n: int
+    scores: list = field(default_factory=list, compare=False)  # per search question
 
 
 def load_known(
     path: Path,
-    settings_hash: str,
+    scope: str,
+    questions: list[str],
     method: str,
     position: str,
     component: str,
@@ -34,19 +40,21 @@ def load_known(
     vector_files: dict[str, str] | None = None,
     required: bool = False,
 ) -> list[KnownResult]:
-    """The comparable results in a results log (none if it does not exist, unless required)."""
-    from steerops.steering.store import ResultsLog
+    """The comparable results in a results log, on `questions` (none if the log does not
+    exist, unless required)."""
+    from steerops.steering.store import ResultsLog, entry_key
 
     path = Path(path)
     if not path.is_file():
         if required:
             raise SteeropsError(f"search.known_results: file not found: {path}")
         return []
-    found = []
-    for entry in ResultsLog(path).configs(settings_hash):
-        config, result = entry.get("config") or {}, entry.get("result") or {}
+    log = ResultsLog(path)
+    found: dict[tuple[int, float], KnownResult] = {}
+    for entry in reversed(log.entries):
+        config = entry.get("config") or {}
         vectors = config.get("vectors") or []
-        if len(vectors) != 1 or config.get("coefficient") is None:
+        if entry["type"] != "config" or len(vectors) != 1 or config.get("coefficient") is None:
             continue
         vec = vectors[0]
         if (vec.get("method"), vec.get("position"), vec.get("component")) != (
@@ -55,18 +63,64 @@ def load_known(
             component,
         ) or vec.get("layer") not in layers:
             continue
-        if vector_files is not None and entry.get("vector_files") != vector_files:
-            continue  # evaluated with other vector files (re-extracted since)
-        if result.get("trait_mean") is None or result.get("coherence_mean") is None:
+        files = vector_files if vector_files is not None else entry.get("vector_files") or {}
+        point = (int(vec["layer"]), float(config["coefficient"]))
+        if point in found:
             continue
-        found.append(
-            KnownResult(
-                int(vec["layer"]),
-                float(config["coefficient"]),
-                float(vec["weight"]),
-                float(result["trait_mean"]),
-                float(result["coherence_mean"]),
-                int(result.get("n", 0)),
-            )
+        scores = log.config_scores(scope, questions, entry_key(config), files)
+        if scores is None:
+            continue  # other settings, other questions, other vector files, or no scores
+        summary = summarize(scores)
+        if summary["trait_mean"] is None or summary["coherence_mean"] is None:
+            continue
+        found[point] = KnownResult(
+            point[0],
+            point[1],
+            float(vec["weight"]),
+            summary["trait_mean"],
+            summary["coherence_mean"],
+            summary["n"],
+            scores,
         )
-    return found
+    return sorted(found.values(), key=lambda k: (k.layer, k.coefficient))
+
+
+def band_points(
+    known: list[KnownResult],
+    baseline_trait: float,
+    min_coherence: float,
+    coef_max: float,
+    direction: str = "positive",
+    layers: int = 2,
+) -> list[tuple[int, float]]:
+    """Where the search starts: at the `layers` layers with the largest coherent trait gain
+    among known results, the two thirds-points between the strongest coherent coefficient
+    and the next known one above it (where coherence broke), or a half step beyond it when
+    it is the largest known; points already known are left out."""
+    sign = 1.0 if direction == "positive" else -1.0
+    best: dict[int, KnownResult] = {}
+    for k in known:
+        gain = sign * (k.trait_mean - baseline_trait)
+        if k.coefficient == 0 or k.coherence_mean < min_coherence or gain <= 0:
+            continue
+        if k.layer not in best or gain > sign * (best[k.layer].trait_mean - baseline_trait):
+            best[k.layer] = k
+    ranked = sorted(best.values(), key=lambda k: -sign * (k.trait_mean - baseline_trait))
+    seen = {(k.layer, k.coefficient) for k in known}
+    points: list[tuple[int, float]] = []
+    for top in ranked[:layers]:
+        coefs = sorted(k.coefficient for k in known if k.layer == top.layer)
+        above = [c for c in coefs if c > top.coefficient]
+        below = [c for c in coefs if c < top.coefficient]
+        if above:
+            step = above[0] - top.coefficient
+            new = [top.coefficient + step / 3, top.coefficient + 2 * step / 3]
+        else:
+            step = top.coefficient - (below[-1] if below else 0.0)
+            new = [top.coefficient + step / 2]
+        for c in new:
+            c = round(min(c, coef_max), 6)
+            if (top.layer, c) not in seen and c > top.coefficient:
+                points.append((top.layer, c))
+                seen.add((top.layer, c))
+    return points

@@ -1,28 +1,60 @@
 """Choosing the searched config and summarising the search (best.json).
 
-The choice never takes an infeasible trial while a feasible one exists: best = the largest
-trait delta among completed trials with coherence >= the threshold (ties: the smaller
-coefficient, then the more coherent). With no feasible trial the most coherent one is
-reported instead, marked `feasible: false`.
+The choice is the grid's (`steerops.stats.select`) on the search half: among completed
+trials with coefficient != 0 and coherence >= the threshold whose trait delta is above zero
+beyond its interval, the largest delta (ties: more coherent, smaller coefficient). When no
+trial qualifies the outcome is "no feasible steering found": nothing is chosen, and nothing
+is reported as a pick. The chosen config is then evaluated once on the held-out half, which
+decides `feasible` (coherence there) and the verdict ("ok", "no effect", "incoherent held
+out").
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from steerops import stats
 from steerops.search.storage import storage_label
 from steerops.search.study import TrialRecord
+from steerops.steering.configs import Config, VectorSource
+
+NO_FEASIBLE = "no feasible steering found"
 
 
-def choose_best(records: list[TrialRecord]) -> tuple[TrialRecord | None, bool]:
-    """(chosen trial, whether it is feasible); (None, False) when nothing completed."""
-    done = [r for r in records if r.state == "complete" and r.trait_delta is not None]
-    feasible = [r for r in done if r.feasible]
-    if feasible:
-        return max(
-            feasible, key=lambda r: (r.trait_delta, -abs(r.coefficient), r.coherence_mean)
-        ), True
-    if done:
-        return max(done, key=lambda r: (r.coherence_mean, r.trait_delta)), False
-    return None, False
+def selection_rows(
+    records: list[TrialRecord], evaluator, source: VectorSource, direction: str, seed: int
+) -> list[dict[str, Any]]:
+    """The coherent completed trials with their search-half numbers and interval. Their
+    per-question scores come from the results logs (every trial was logged when evaluated,
+    imported ones by the grid), so nothing is generated here."""
+    done = [
+        r
+        for r in records
+        if r.state == "complete" and r.trait_delta is not None and r.feasible and r.coefficient
+    ]
+    if not done:
+        return []
+    base = evaluator.baseline()
+    results = evaluator.evaluate([Config.single(source, r.layer, r.coefficient) for r in done])
+    sign = -1.0 if direction == "negative" else 1.0
+    rows = []
+    for record, result in zip(done, results, strict=True):
+        half = stats.half_stats(result.scores, base.scores, seed, sign)
+        rows.append(
+            {
+                "trial": record,
+                "layer": record.layer,
+                "coefficient": record.coefficient,
+                **half.prefixed("selection"),
+            }
+        )
+    return rows
+
+
+def choose_best(rows: list[dict[str, Any]], min_coherence: float) -> TrialRecord | None:
+    """The chosen trial, or None: no feasible steering found."""
+    pick, verdict = stats.select(rows, min_coherence)
+    return None if pick is None or verdict is not None else pick["trial"]
 
 
 def generated_rows(records: list[TrialRecord]) -> int:
@@ -31,12 +63,31 @@ def generated_rows(records: list[TrialRecord]) -> int:
 
 
 def best_summary(
-    params, plan, records: list[TrialRecord], chosen: TrialRecord, feasible: bool, stats, held: dict
+    params,
+    plan,
+    records: list[TrialRecord],
+    chosen: dict[str, Any] | None,
+    stats_,
+    held: dict | None,
 ) -> dict:
-    """best.json: the chosen config with its search-half and held-out numbers."""
+    """best.json: the outcome, and the chosen config with its search-half and held-out
+    numbers (each with its interval), or no choice at all."""
     st, cfg = params.steering, params.search
-    n_search, n_heldout = len(plan.search_questions), held["n_questions"]
+    n_search = len(plan.search_questions)
+    n_heldout = len(plan.heldout_questions)
     trial_rows = generated_rows(records)
+    if chosen is None or held is None:
+        status, feasible = NO_FEASIBLE, False
+    else:
+        row = {
+            "heldout_delta_lo": held["delta_lo"],
+            "heldout_coherence_mean": held["coherence_mean"],
+        }
+        status = stats.heldout_verdict(row, plan.min_coherence)
+        feasible = held["coherence_mean"] is not None and (
+            held["coherence_mean"] >= plan.min_coherence
+        )
+    record: TrialRecord | None = None if chosen is None else chosen["trial"]
     return {
         "trait": plan.trait,
         "variant": st.variant,
@@ -53,23 +104,32 @@ def best_summary(
         "layers": plan.layers,
         "coef_range": [cfg.coef_min, cfg.coef_max],
         "coefficient_unit": st.coefficient_unit,
-        "feasible": feasible,
-        "chosen": {
-            "trial": chosen.number,
-            "layer": chosen.layer,
-            "coefficient": chosen.coefficient,
-            "weight": chosen.weight,
-            "source": chosen.source,
+        "status": status,
+        "feasible": feasible,  # decided on the held-out half
+        "chosen": None
+        if record is None
+        else {
+            "trial": record.number,
+            "layer": record.layer,
+            "coefficient": record.coefficient,
+            "weight": record.weight,
+            "source": record.source,
         },
         "search": {
-            "trait_delta": chosen.trait_delta,
-            "trait_mean": chosen.trait_mean,
-            "coherence_mean": chosen.coherence_mean,
-            "baseline_trait": stats.baseline_trait,
+            "trait_delta": None if chosen is None else chosen["selection_trait_delta"],
+            "delta_lo": None if chosen is None else chosen["selection_delta_lo"],
+            "delta_hi": None if chosen is None else chosen["selection_delta_hi"],
+            "trait_mean": None if record is None else record.trait_mean,
+            "coherence_mean": None if record is None else record.coherence_mean,
+            "feasible": record is not None,
+            "baseline_trait": stats_.baseline_trait,
+            "n": None if chosen is None else chosen["selection_n"],
             "n_questions": n_search,
             "settings_hash": plan.settings["settings_hash"],
         },
-        "heldout": {k: v for k, v in held.items() if k not in ("responses", "rows_generated")},
+        "heldout": None
+        if held is None
+        else {k: v for k, v in held.items() if k not in ("responses", "rows_generated")},
         # completed search trials (the --trials target); imported results come on top
         "n_trials": sum(r.state == "complete" and r.source != "known" for r in records),
         "n_known": sum(r.source == "known" for r in records),
@@ -79,8 +139,8 @@ def best_summary(
         "n_generations": {
             "trials": trial_rows,
             "baseline": n_search,
-            "heldout": 2 * n_heldout,
-            "total": trial_rows + n_search + 2 * n_heldout,
-            "this_run": stats.rows + held["rows_generated"],
+            "heldout": 0 if held is None else 2 * n_heldout,
+            "total": trial_rows + n_search + (0 if held is None else 2 * n_heldout),
+            "this_run": stats_.rows + (0 if held is None else held["rows_generated"]),
         },
     }

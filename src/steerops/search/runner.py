@@ -59,8 +59,10 @@ def search_trait(
         session.questions, params.search.heldout_fraction, params.seed
     )
     out_dir = search_dir(params.out, trait, st.variant, position, st.component, method)
-    # The search keeps its own results log (and baselines) in its output folder.
-    evaluator = SteeringEvaluator(session, search_q, results_dir=out_dir)
+    # The search keeps its own results log (and baselines) in its output folder, and is
+    # served from the grid's scores (and an explicit known-results log) where they cover it.
+    extra = (params.path(params.search.known_results),) if params.search.known_results else ()
+    evaluator = SteeringEvaluator(session, search_q, results_dir=out_dir, read_also=extra)
     plan = make_plan(
         params,
         evaluator,
@@ -85,8 +87,8 @@ def search_trait(
                     file=sys.stderr,
                 )
                 return None
-            held_eval = SteeringEvaluator(session, heldout_q, results_dir=out_dir)
-            return finish(params, plan, study, stats, held_eval, tracker)
+            held_eval = SteeringEvaluator(session, heldout_q, results_dir=out_dir, read_also=extra)
+            return finish(params, plan, study, stats, evaluator, held_eval, tracker)
 
 
 def make_plan(
@@ -142,7 +144,7 @@ def make_plan(
 
 
 def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
-    from steerops.search.known import load_known
+    from steerops.search.known import band_points, load_known
     from steerops.search.loop import run_search
     from steerops.search.storage import storage_label
     from steerops.search.study import SearchStudy, Space
@@ -176,7 +178,8 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
         for path in logs:
             known += load_known(
                 path,
-                evaluator.settings_hash,
+                evaluator.scope,
+                evaluator.questions,
                 src.method,
                 src.position,
                 src.component,
@@ -184,6 +187,13 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
                 files,
                 required=cfg.known_results is not None,
             )
+        # start where the known results found the feasible band
+        base = evaluator.baseline()
+        if base.trait_mean is not None:
+            for layer, c in band_points(
+                known, base.trait_mean, plan.min_coherence, cfg.coef_max, st.direction
+            ):
+                study.enqueue(layer, c)
     tracker.log_params(
         {
             **{k: v for k, v in plan.settings.items() if k != "layers"},
@@ -212,10 +222,15 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
     return study, stats
 
 
-def finish(params, plan: Plan, study, stats: LoopStats, held_eval, tracker) -> dict:
+def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tracker) -> dict:
     from steerops.search.heldout import evaluate_heldout
     from steerops.search.plots import plot_search
-    from steerops.search.results import best_summary, choose_best
+    from steerops.search.results import (
+        NO_FEASIBLE,
+        best_summary,
+        choose_best,
+        selection_rows,
+    )
     from steerops.search.store import (
         BEST_CSV,
         BEST_FILE,
@@ -227,24 +242,25 @@ def finish(params, plan: Plan, study, stats: LoopStats, held_eval, tracker) -> d
     )
 
     records = study.records()
-    chosen, feasible = choose_best(records)
-    if chosen is None:
+    if not any(r.state == "complete" for r in records):
         raise SteeropsError(
             f"search: study {plan.study!r} has no completed trial (the judge scored nothing)"
         )
-    if not feasible:
+    direction = params.steering.direction
+    rows = selection_rows(records, evaluator, plan.source, direction, params.seed)
+    pick = choose_best(rows, plan.min_coherence)
+    chosen = next((r for r in rows if r["trial"] is pick), None)
+    held = None
+    if pick is None:
         print(
-            f"steerops search: warning: no trial reached coherence >= "
-            f"{plan.min_coherence:g}; reporting the most coherent trial (coherence "
-            f"{chosen.coherence_mean:.1f}) instead",
+            f"steerops search: {NO_FEASIBLE}: no trial reached coherence >= "
+            f"{plan.min_coherence:g} with a trait delta above zero beyond its interval",
             file=sys.stderr,
         )
-    held = evaluate_heldout(
-        held_eval,
-        Config.single(plan.source, chosen.layer, chosen.coefficient),
-        params.steering.direction,
-    )
-    best = best_summary(params, plan, records, chosen, feasible, stats, held)
+    else:
+        config = Config.single(plan.source, pick.layer, pick.coefficient)
+        held = evaluate_heldout(held_eval, config, direction, params.seed)
+    best = best_summary(params, plan, records, chosen, stats, held)
     out = plan.out_dir
     out.mkdir(parents=True, exist_ok=True)
     write_trials_csv(out / TRIALS_FILE, records)
@@ -252,23 +268,26 @@ def finish(params, plan: Plan, study, stats: LoopStats, held_eval, tracker) -> d
     plot_search(
         out / PLOT_FILE,
         records,
-        chosen,
+        pick,
         plan.min_coherence,
         f"{plan.trait} {plan.source.method} {plan.source.position}",
     )
     write_best(out, best)
+    held_metrics = held or {}
     tracker.log_metrics(
         {
-            "search_trait_delta": chosen.trait_delta,
-            "search_coherence": chosen.coherence_mean,
-            "heldout_trait_delta": held["trait_delta"],
-            "heldout_coherence": held["coherence_mean"],
-            "feasible": float(feasible),
+            "search_trait_delta": pick.trait_delta if pick else None,
+            "search_coherence": pick.coherence_mean if pick else None,
+            "heldout_trait_delta": held_metrics.get("trait_delta"),
+            "heldout_delta_lo": held_metrics.get("delta_lo"),
+            "heldout_delta_hi": held_metrics.get("delta_hi"),
+            "heldout_coherence": held_metrics.get("coherence_mean"),
+            "feasible": float(best["feasible"]),
             "n_trials": best["n_trials"],
             "n_generations": best["n_generations"]["total"],
         }
     )
-    tracker.set_tags({"steerops.feasible": feasible})
+    tracker.set_tags({"steerops.feasible": best["feasible"], "steerops.status": best["status"]})
     for name in (BEST_FILE, BEST_CSV, TRIALS_FILE, PLOT_FILE):
         tracker.log_artifact(out / name)
     return best

@@ -3,7 +3,8 @@
     <out>/search/<cat>/<trait>/<variant>/<position>/<component>/<method>/
         trials.csv                 number, layer, coefficient, weight, trait_mean,
                                    coherence_mean, trait_delta, feasible, state, source, rows
-        best.json                  the chosen config, search and held-out numbers, counts
+        best.json                  the outcome, the chosen config (or none), its search-half
+                                   and held-out numbers with intervals, counts
         best.csv                   best.json as one flat row
         search.png                 coefficient vs delta and coherence
         heldout_responses.jsonl    the chosen config's held-out responses
@@ -53,7 +54,8 @@ def write_trials_csv(path: Path, records: list[TrialRecord]) -> None:
 
 
 def best_row(best: dict) -> dict:
-    """The one-row, flat view of best.json (best.csv; DVC metrics)."""
+    """The one-row, flat view of best.json (best.csv): the outcome and the chosen config's
+    numbers on the search half and on the held-out half, each with its interval."""
     chosen = best.get("chosen") or {}
     search, heldout = best.get("search") or {}, best.get("heldout") or {}
     return {
@@ -62,17 +64,43 @@ def best_row(best: dict) -> dict:
         "method": best["method"],
         "position": best["position"],
         "component": best["component"],
+        "status": best.get("status"),
         "feasible": best["feasible"],
         "layer": chosen.get("layer"),
         "coefficient": chosen.get("coefficient"),
         "weight": chosen.get("weight"),
+        "search_n": search.get("n"),
         "search_trait_delta": search.get("trait_delta"),
+        "search_delta_lo": search.get("delta_lo"),
+        "search_delta_hi": search.get("delta_hi"),
         "search_coherence": search.get("coherence_mean"),
+        "heldout_n": heldout.get("n"),
         "heldout_trait_delta": heldout.get("trait_delta"),
+        "heldout_delta_lo": heldout.get("delta_lo"),
+        "heldout_delta_hi": heldout.get("delta_hi"),
         "heldout_coherence": heldout.get("coherence_mean"),
         "n_trials": best["n_trials"],
+        "n_known": best.get("n_known"),
         "n_generations": best["n_generations"]["total"],
     }
+
+
+# the headline numbers per study in metrics/search.json (held-out, with the interval)
+COMPACT = {
+    "status": "status",
+    "layer": "layer",
+    "coefficient": "coefficient",
+    "delta": "heldout_trait_delta",
+    "delta_lo": "heldout_delta_lo",
+    "delta_hi": "heldout_delta_hi",
+    "coherence": "heldout_coherence",
+    "n": "heldout_n",
+}
+
+
+def compact(best: dict) -> dict:
+    row = best_row(best)
+    return {short: row[full] for short, full in COMPACT.items()}
 
 
 def write_best(folder: Path, best: dict) -> None:
@@ -85,9 +113,10 @@ def write_best(folder: Path, best: dict) -> None:
     write_text(folder / BEST_CSV, buf.getvalue())
 
 
-def write_heldout_responses(folder: Path, held: dict) -> None:
-    """The chosen config's held-out responses (empty when served from the results log)."""
-    write_jsonl(folder / HELDOUT_FILE, held["responses"])
+def write_heldout_responses(folder: Path, held: dict | None) -> None:
+    """The chosen config's held-out responses (empty when served from a results log, or when
+    nothing was chosen)."""
+    write_jsonl(folder / HELDOUT_FILE, [] if held is None else held["responses"])
 
 
 def searches(out: Path) -> list[tuple[Path, dict]]:
@@ -102,12 +131,12 @@ def searches(out: Path) -> list[tuple[Path, dict]]:
 
 
 def write_search_summary(params) -> Path:
-    """metrics/search.json: {cell: best.csv's row} for every study (DVC metrics)."""
+    """metrics/search.json: {cell: its headline numbers} for every study (DVC metrics)."""
     path = summary_dir(params) / "search.json"
     write_json(
         path,
         {
-            cell: best_row(read_json(p))
+            cell: compact(read_json(p))
             for cell, p in collect(params.out / "search", BEST_FILE).items()
         },
     )

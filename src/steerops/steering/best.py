@@ -1,96 +1,225 @@
-"""The best configs of a sweep at the coherence threshold, and the stage's DVC summary.
+"""A steering cell's configs on both halves of the questions, the config it reports, and the
+stage's DVC summary.
 
-`metrics.json` of a cell names the config that moves the trait most in the steering
-direction among configs with coherence >= `steering.min_coherence` (ties: the more coherent,
-then the first in sweep order). `metrics/steer.json` and `metrics/steer_curves.csv` gather
-every cell's metrics and curve rows (see `steerops.summary`).
+Every config evaluated under a cell's settings (every sweep's, from the results log) gets
+its numbers on all questions, on the selection half and on the held-out half
+(`config_rows`; the halves and intervals are `steerops.stats`'). The cell's `metrics.json`
+names the config chosen on the selection half (`stats.choose`) with its held-out numbers and
+verdict ("ok", "no effect", "incoherent held out", "needs finer coefficients"), and which
+cell's vectors it shares when they are the same tensors (`alias_of`). `metrics/steer.json`
+holds a few headline numbers per cell (DVC metrics) and `metrics/steer_curves.csv` every
+config (DVC plots); see `steerops.summary`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from steerops import stats
 from steerops.io import read_json, write_json, write_text
-from steerops.steering.store import CSV_FILE, METRICS_FILE
+from steerops.steering.configs import summarize
+from steerops.steering.store import METRICS_FILE, ResultsLog, joined, scores_of
 from steerops.summary import collect, summary_dir
 
 CURVE_COLUMNS = (
-    "cell trait variant method position layer coefficient trait_mean coherence_mean trait_delta"
+    "cell trait variant method position layer coefficient series trait_mean coherence_mean "
+    "trait_delta n"
 ).split()
+HALF_FIELDS = "n trait_mean coherence_mean trait_delta delta_lo delta_hi".split()
+ROW_COLUMNS = (
+    "trait variant vector_variant method position component layer coefficient weight "
+    "trait_mean coherence_mean trait_delta n n_unscored".split()
+    + [f"selection_{k}" for k in HALF_FIELDS]
+    + [f"heldout_{k}" for k in HALF_FIELDS]
+    + ["vector_hash"]
+)
+# the headline numbers per cell in metrics/steer.json (held-out, with the interval)
+COMPACT = {
+    "status": "status",
+    "layer": "layer",
+    "coefficient": "coefficient",
+    "delta": "heldout_trait_delta",
+    "delta_lo": "heldout_delta_lo",
+    "delta_hi": "heldout_delta_hi",
+    "coherence": "heldout_coherence",
+    "n": "heldout_n",
+}
 
 
-def _rank(row: dict[str, Any], direction: str) -> tuple[float, float]:
-    # Trait moved in `direction` first; among equals, the more coherent config.
-    sign = 1.0 if direction == "positive" else -1.0
-    return sign * row["trait_delta"], row["coherence_mean"]
+@dataclass(frozen=True)
+class Protocol:
+    """How questions are split and deltas signed: the same for grid, search and report."""
+
+    heldout_fraction: float
+    seed: int
+    sign: float  # -1 when steering suppresses the trait
+
+    def split(self, questions: list[str]) -> tuple[list[str], list[str]]:
+        return stats.split_questions(questions, self.heldout_fraction, self.seed)
 
 
-def best_per_layer(
-    rows: list[dict[str, Any]], min_coherence: float, direction: str = "positive"
-) -> dict[Any, dict[str, Any]]:
-    """Per layer, the row moving the trait most in `direction` at coherence >= the threshold."""
-    best: dict[Any, dict[str, Any]] = {}
-    for row in rows:
-        delta, coherence = row.get("trait_delta"), row.get("coherence_mean")
-        if delta is None or coherence is None or coherence < min_coherence:
-            continue
-        current = best.get(row["layer"])
-        if current is None or _rank(row, direction) > _rank(current, direction):
-            best[row["layer"]] = row
+def protocol(params) -> Protocol:
+    return Protocol(
+        params.search.heldout_fraction,
+        params.seed,
+        -1.0 if params.steering.direction == "negative" else 1.0,
+    )
+
+
+def config_rows(
+    log: ResultsLog,
+    settings_hash: str,
+    proto: Protocol,
+    labels: dict[str, Any],
+    keep_heldout: bool = False,
+) -> list[dict[str, Any]]:
+    """One row per config logged under `settings_hash` with per-question scores: its numbers
+    on all questions (`trait_delta` = trait - baseline), and on each half (deltas in the
+    steering direction, with their interval); with `keep_heldout`, `heldout_traits` maps each
+    held-out question to the config's trait score (for paired comparisons of configs)."""
+    questions = log.questions(settings_hash)
+    base = scores_of(log.baseline(settings_hash) or {})
+    if questions is None or base is None:
+        return []
+    first = {q: i for i, q in reversed(list(enumerate(questions)))}
+    halves = proto.split(questions)
+    selection, heldout = ([first[q] for q in half] for half in halves)
+    base_all = summarize(base)
+    rows = []
+    for entry in log.configs(settings_hash):
+        scores = scores_of(entry)
+        if scores is None or len(scores) != len(questions):
+            continue  # logged before scores were kept: evaluated again on the next sweep
+        vectors = entry["config"]["vectors"]
+        every = summarize(scores)
+        row = dict(labels)
+        row.update(
+            method=joined([v["method"] for v in vectors]),
+            position=joined([v["position"] for v in vectors]),
+            component=joined([v["component"] for v in vectors]),
+            layer=joined([v["layer"] for v in vectors]),
+            coefficient=entry["config"]["coefficient"],
+            weight=joined([v["weight"] for v in vectors]),
+            trait_mean=every["trait_mean"],
+            coherence_mean=every["coherence_mean"],
+            trait_delta=_minus(every["trait_mean"], base_all["trait_mean"]),
+            n=every["n"],
+            n_unscored=every["n_unscored"],
+            vector_hash="+".join(entry.get("vector_hashes") or []),
+        )
+        for name, at in (("selection", selection), ("heldout", heldout)):
+            half = stats.half_stats(
+                [scores[i] for i in at], [base[i] for i in at], proto.seed, proto.sign
+            )
+            row.update(half.prefixed(name))
+        if keep_heldout:
+            row["heldout_traits"] = {q: scores[first[q]][0] for q in halves[1]}
+        rows.append(row)
+    return rows
+
+
+def baseline_means(log: ResultsLog, settings_hash: str) -> dict[str, Any]:
+    entry = log.baseline(settings_hash) or {}
+    result = entry.get("result") or {}
+    return {"trait_mean": result.get("trait_mean"), "coherence_mean": result.get("coherence_mean")}
+
+
+def cell_metrics(
+    rows: list[dict[str, Any]],
+    min_coherence: float,
+    proto: Protocol,
+    alias_of: str | None = None,
+) -> dict[str, Any]:
+    """The cell's metrics.json: the config chosen on the selection half, its numbers on both
+    halves, and the verdict from the held-out half."""
+    pick, status = stats.choose(rows, min_coherence)
+    metrics: dict[str, Any] = {
+        "status": status,
+        "alias_of": alias_of,
+        "min_coherence": min_coherence,
+        "n_configs": len(rows),
+        "n_coherent": len(stats.steered_coherent(rows, min_coherence)),
+        "best_coherence_reached": stats.best_steered_coherence(rows),
+        "heldout_fraction": proto.heldout_fraction,
+        "seed": proto.seed,
+        "interval": f"{stats.CONFIDENCE:.0%} paired bootstrap over questions "
+        f"({stats.RESAMPLES} resamples)",
+        "layer": None,
+        "coefficient": None,
+        "weight": None,
+    }
+    for name in ("selection", "heldout"):
+        for k in HALF_FIELDS:
+            metrics[f"{name}_{k}"] = None
+        metrics[f"{name}_coherence"] = None
+    metrics["heldout_feasible"] = None
+    if pick is not None:
+        metrics.update(layer=pick["layer"], coefficient=pick["coefficient"], weight=pick["weight"])
+        for name in ("selection", "heldout"):
+            for k in HALF_FIELDS:
+                metrics[f"{name}_{k}"] = pick[f"{name}_{k}"]
+            metrics[f"{name}_coherence"] = pick[f"{name}_coherence_mean"]
+        coherence = pick["heldout_coherence_mean"]
+        metrics["heldout_feasible"] = coherence is not None and coherence >= min_coherence
+    return metrics
+
+
+def compact(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The cell's headline numbers for `dvc metrics show` (held-out, with the interval)."""
+    return {short: metrics.get(full) for short, full in COMPACT.items()}
+
+
+def best_per_layer(rows: list[dict[str, Any]], min_coherence: float) -> dict[Any, Mapping]:
+    """Per layer, the config `stats.choose` picks among that layer's configs (selection half)."""
+    best: dict[Any, Mapping] = {}
+    for layer in dict.fromkeys(r["layer"] for r in rows):
+        pick, _ = stats.choose([r for r in rows if r["layer"] == layer], min_coherence)
+        if pick is not None:
+            best[layer] = pick
     return best
 
 
-def metrics_summary(
-    rows: list[dict[str, Any]],
-    baseline: dict[str, Any],
-    min_coherence: float,
-    direction: str = "positive",
-) -> dict[str, Any]:
-    """The DVC metrics: the best config over all layers and the baseline it is measured from."""
-    candidates = list(best_per_layer(rows, min_coherence, direction).values())
-    top = max(candidates, key=lambda r: _rank(r, direction), default=None)
-    summary: dict[str, Any] = {
-        "baseline_trait": baseline.get("trait_mean"),
-        "baseline_coherence": baseline.get("coherence_mean"),
-        "min_coherence": min_coherence,
-        "n_configs": len(rows),
-        "n_feasible": sum(
-            r.get("coherence_mean") is not None and r["coherence_mean"] >= min_coherence
-            for r in rows
-        ),
-        "best_trait_delta": None,
-        "best_trait_mean": None,
-        "best_coherence": None,
-        "best_layer": None,
-        "best_coefficient": None,
-        "best_weight": None,
-    }
-    if top is not None:
-        summary.update(
-            best_trait_delta=top["trait_delta"],
-            best_trait_mean=top["trait_mean"],
-            best_coherence=top["coherence_mean"],
-            best_layer=top["layer"],
-            best_coefficient=top["coefficient"],
-            best_weight=top["weight"],
-        )
-    return summary
+def aliases(vectors: dict[str, dict[Any, str]]) -> dict[str, str]:
+    """{name: the name it is an alias of} for vector sets whose every layer holds the same
+    tensor as an earlier set in sorted-name order (the first of a group is its name)."""
+    out: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for name in sorted(vectors):
+        key = tuple(sorted(vectors[name].items(), key=lambda kv: str(kv[0])))
+        if not key:
+            continue
+        if key in seen:
+            out[name] = seen[key]
+        else:
+            seen[key] = name
+    return out
+
+
+def vector_map(rows: Iterable[dict[str, Any]]) -> dict[Any, str]:
+    """{layer: vector hash} of a cell's single-vector configs."""
+    return {r["layer"]: r["vector_hash"] for r in rows if r.get("vector_hash")}
 
 
 def write_steer_summary(params) -> None:
-    """metrics/steer.json ({cell: its metrics.json}) and metrics/steer_curves.csv (every
-    config of every cell: trait and coherence vs coefficient)."""
+    """metrics/steer.json ({cell: its headline numbers}) and metrics/steer_curves.csv (every
+    config of every cell: trait and coherence vs coefficient on all questions)."""
     root = params.out / "steering"
     write_json(
         summary_dir(params) / "steer.json",
-        {cell: read_json(p) for cell, p in collect(root, METRICS_FILE).items()},
+        {cell: compact(read_json(p)) for cell, p in collect(root, METRICS_FILE).items()},
     )
+    from steerops.steering.store import CSV_FILE
+
     rows: list[dict[str, Any]] = []
     for cell, path in collect(root, CSV_FILE).items():
         with open(path, newline="", encoding="utf-8") as f:
-            rows += [{**row, "cell": cell} for row in csv.DictReader(f)]
+            for row in csv.DictReader(f):
+                series = f"{row['method']} @ {row['position']} L{row['layer']}"
+                rows.append({**row, "cell": cell, "series": series})
     buf = io.StringIO()
     writer = csv.DictWriter(
         buf, fieldnames=CURVE_COLUMNS, extrasaction="ignore", lineterminator="\n"
@@ -98,3 +227,7 @@ def write_steer_summary(params) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text(summary_dir(params) / "steer_curves.csv", buf.getvalue())
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b

@@ -3,18 +3,21 @@
 The unsteered baseline is generated once per settings; every layer x coefficient config is
 then generated in as few batched `generate` calls as memory allows (each row carries its own
 steering) and judged. Without --method/--position, every cell of steering.methods x
-steering.positions is swept, and the configs of all cells are generated together. Configs
-already evaluated under identical settings are served from `results.jsonl`. Writes, under
+steering.positions is swept, and the configs of all cells are generated together; configs
+whose vectors are identical tensors are generated once. Configs already evaluated under
+identical settings are served from `results.jsonl`. Each cell's best config is chosen on a
+seeded selection half of the questions and reported on the held-out half, with a 95%
+interval (paired bootstrap against the baseline): "ok", "no effect", "incoherent held out"
+or "needs finer coefficients". Writes, under
 <out>/steering/<trait>/<variant>/<position>/<component>/<method>/: results.jsonl
-(append-only log), results.csv (this sweep, tidy), metrics.json (the best config at
-coherence >= min-coherence), curve.png and responses/; and gathers every cell into
-metrics/steer.json and metrics/steer_curves.csv (DVC metrics and plots).
+(append-only log), results.csv (every config under these settings), metrics.json, curve.png
+and responses/; and gathers every cell into metrics/steer.json and metrics/steer_curves.csv
+(DVC metrics and plots).
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from steerops.cli import flags, load_params_for, stage_parser
@@ -50,19 +53,34 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _report(trait: str, summary: dict[str, Any]) -> None:
-    best = summary["metrics"]
-    where = summary["dir"]
-    if best["best_layer"] is None:
-        print(
-            f"{trait}: no config reached coherence >= {best['min_coherence']:g}; results in {where}"
-        )
+    print(
+        f"{trait} {summary['method']} @ {summary['position']}: " + verdict_line(summary["metrics"])
+    )
+
+
+def verdict_line(m: dict[str, Any]) -> str:
+    """One line: the verdict and the held-out numbers of the chosen config."""
+    if m.get("alias_of"):
+        note = f" (alias of {m['alias_of']}: identical vectors)"
     else:
-        print(
-            f"{trait}: best layer {best['best_layer']} coefficient "
-            f"{best['best_coefficient']:g}: trait {best['best_trait_mean']:.1f} "
-            f"(delta {best['best_trait_delta']:+.1f}), coherence "
-            f"{best['best_coherence']:.1f}; results in {where}"
+        note = ""
+    if m["layer"] is None:
+        reached = m.get("best_coherence_reached")
+        best = "none scored" if reached is None else f"best {reached:.1f}"
+        return (
+            f"{m['status']}{note}: no steered config reached coherence >= "
+            f"{m['min_coherence']:g} on the selection half ({best})"
         )
+    return (
+        f"{m['status']}{note}: layer {m['layer']} coefficient {m['coefficient']:g} (chosen on "
+        f"{m['selection_n']} questions); held-out delta {_fmt(m['heldout_trait_delta'])} "
+        f"[{_fmt(m['heldout_delta_lo'])}, {_fmt(m['heldout_delta_hi'])}], coherence "
+        f"{_fmt(m['heldout_coherence'], '.1f')}, n {m['heldout_n']}"
+    )
+
+
+def _fmt(x, spec: str = "+.1f") -> str:
+    return "n/a" if x is None else format(x, spec)
 
 
 def steer_cells(
@@ -73,6 +91,7 @@ def steer_cells(
     The cells share the steered model, questions and judge, so one evaluator generates the
     configs of all of them together: the batches stay full and the model loads once. Each
     cell still gets its own MLflow parent run and output folder."""
+    from steerops.steering.best import protocol
     from steerops.steering.configs import Config, VectorSource
     from steerops.steering.evaluate import SteeringEvaluator
     from steerops.steering.session import SteeringSession
@@ -83,6 +102,7 @@ def steer_cells(
     if not cfg.coefficients:
         raise SteeropsError("steering.coefficients: give at least one coefficient")
     evaluator = SteeringEvaluator(SteeringSession(params, trait, progress=progress))
+    protocol(params).split(evaluator.questions)  # too few questions to hold any out: fail now
     layers = evaluator.session.layers(cfg.layers)
     per_cell = [
         [
@@ -96,14 +116,43 @@ def steer_cells(
     evaluator.check(everything)  # a missing vector fails before the baseline is generated
     baseline = evaluator.baseline()
     results = evaluator.evaluate(everything)
+    alias = _aliases(evaluator, cells, layers, cfg.component)
     summaries, start = [], 0
     for (method, position), configs in zip(cells, per_cell, strict=True):
         cell_results = results[start : start + len(configs)]
         start += len(configs)
         summaries.append(
-            _finish_cell(params, evaluator, method, position, layers, baseline, cell_results)
+            _finish_cell(
+                params,
+                evaluator,
+                method,
+                position,
+                layers,
+                baseline,
+                cell_results,
+                alias.get((position.text, method.name)),
+            )
         )
     return summaries
+
+
+def _aliases(evaluator, cells, layers: list[int], component: str) -> dict[tuple, str]:
+    """{(position, method): the method it is an alias of} among this sweep's cells."""
+    from steerops.steering.best import aliases
+    from steerops.steering.configs import VectorSource
+
+    out = {}
+    for position in dict.fromkeys(p for _, p in cells):
+        maps = {
+            method.name: {
+                layer: evaluator.vector_hash(VectorSource.of(method, position, component).at(layer))
+                for layer in layers
+            }
+            for method, p in cells
+            if p == position
+        }
+        out.update({(position.text, m): a for m, a in aliases(maps).items()})
+    return out
 
 
 def _finish_cell(
@@ -114,8 +163,10 @@ def _finish_cell(
     layers: list[int],
     baseline,
     results: list,
+    alias_of: str | None,
 ) -> dict[str, Any]:
     """One cell's MLflow parent run (with a nested run per config) and output files."""
+    from steerops.steering.outputs import write_cell
     from steerops.steering.runs import log_cell, log_configs
     from steerops.steering.store import steering_dir
     from steerops.tracking import track
@@ -140,48 +191,14 @@ def _finish_cell(
         params, "steer", f"steer {trait} {method} {position}", inputs=inputs, tags=tags
     ) as tracker:
         log_configs(tracker, evaluator, results)
-        written = write_outputs(params, evaluator, out_dir, baseline, results)
+        written = write_cell(params, evaluator, out_dir, results, alias_of)
         cell = {"method": method.name, "position": position.text, "component": cfg.component}
         log_cell(tracker, evaluator, cell, layers, written, out_dir)
-    return {"dir": out_dir, "metrics": written["metrics"], "results": results, "baseline": baseline}
-
-
-def write_outputs(params, evaluator, out_dir: Path, baseline, results) -> dict[str, Any]:
-    from steerops.io import write_json
-    from steerops.steering import plots
-    from steerops.steering.best import best_per_layer, metrics_summary
-    from steerops.steering.store import (
-        CSV_FILE,
-        CURVE_FILE,
-        METRICS_FILE,
-        RESPONSES_DIR,
-        save_responses,
-        tidy_row,
-        write_csv,
-    )
-
-    cfg, session = params.steering, evaluator.session
-    labels = {
-        "trait": session.trait,
-        "variant": session.variant,
-        "vector_variant": session.vector_variant,
+    return {
+        "dir": out_dir,
+        "method": method.name,
+        "position": position.text,
+        "metrics": written["metrics"],
+        "results": results,
+        "baseline": baseline,
     }
-    rows = [tidy_row(r, labels) for r in results]
-    base = {"trait_mean": baseline.trait_mean, "coherence_mean": baseline.coherence_mean}
-    metrics = metrics_summary(rows, base, cfg.min_coherence, cfg.direction)
-    metrics.update(settings_hash=evaluator.settings_hash, n_questions=len(evaluator.questions))
-    write_csv(out_dir / CSV_FILE, rows)
-    write_json(out_dir / METRICS_FILE, metrics)
-    title = f"{session.trait} {rows[0]['method']} {rows[0]['position']} ({session.variant})"
-    plots.coefficient_curve(rows, base, cfg.min_coherence, out_dir / CURVE_FILE, title)
-    best = best_per_layer(rows, cfg.min_coherence, cfg.direction)
-    saved = save_responses(
-        out_dir / RESPONSES_DIR,
-        cfg.save_responses,
-        evaluator.settings_hash,
-        baseline,
-        results,
-        rows,
-        best,
-    )
-    return {"rows": rows, "metrics": metrics, "best": best, "responses": saved}

@@ -66,6 +66,8 @@ class ConfigResult:
     trait_delta: float | None = None
     cached: bool = False  # served from the results log
     weights: tuple[float, ...] = field(default=())  # absolute weight per vector, sign included
+    # (trait, coherence) per question in question order, served results included
+    scores: list[tuple[float | None, float | None]] = field(default_factory=list)
 
 
 def grid_cells(

@@ -112,6 +112,17 @@ class _LayerState:
         self.row_ids = torch.zeros(max_rows, dtype=torch.long, device=device)
         self.delta = torch.zeros(max_rows, hidden, dtype=dtype, device=device)
 
+    def follow(self, hidden: torch.Tensor) -> None:
+        """Move the buffers to the device and dtype of the hidden states, which for an
+        offloaded block (parameters on `meta`) or a quantized one (integer parameters) are
+        not its parameters'. A no-op after the first forward, so compiled graphs see fixed
+        buffers (the check is on static tensor metadata, a guard, not a graph break)."""
+        if self.delta.device != hidden.device or self.delta.dtype != hidden.dtype:
+            device = hidden.device
+            self.vectors, self.index = self.vectors.to(device), self.index.to(device)
+            self.weight, self.row_ids = self.weight.to(device), self.row_ids.to(device)
+            self.delta = self.delta.to(device, hidden.dtype)
+
     def select(self, row_ids: torch.Tensor) -> None:
         if self.vectors is None:
             return
@@ -143,13 +154,16 @@ class SteeringHooks:
 
 
 def _block_device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    # A first guess only (the hook's `follow` corrects it): never `meta`, always a float.
     param = next(module.parameters())
-    return param.device, param.dtype
+    device = param.device if param.device.type != "meta" else torch.device("cpu")
+    return device, param.dtype if param.dtype.is_floating_point else torch.float32
 
 
 def _make_hook(state: _LayerState, scope: str):
     def hook(module, args, output):
         hidden = output[0] if isinstance(output, tuple) else output
+        state.follow(hidden)  # on the prefill, which runs eagerly, also with scope response
         if scope == "response" and hidden.shape[1] != 1:
             return None  # prefill: leave the prompt unsteered
         steered = hidden + state.delta[: hidden.shape[0]].unsqueeze(1)

@@ -4,16 +4,24 @@
 session's model: `check(configs)` fails early on a missing vector or layer norm,
 `baseline()` is the unsteered result and `evaluate(configs)` generates every uncached config
 x question through the per-row engine in as few `generate` calls as
-`steering.max_batch_rows` allows, judges them in one call per chunk, and appends each result
-to the `results.jsonl` of its vectors' steering directory (or of `results_dir`, as a search
-keeps its own), so a re-run under the same settings serves it from there. The settings hash
-covers everything that changes a response or its score except the config itself (see
-`SteeringSession.settings`). Several evaluators (a search's and its held-out questions) share
-one session and so one model load.
+`steering.max_batch_rows` allows, judges them in one call per chunk, and appends each result,
+with its per-question scores, to the `results.jsonl` of its vectors' steering directory (or of
+`results_dir`, as a search keeps its own). Results carry their scores in question order.
+
+A result is served instead of generated when a log holds the same config under the same
+scope (the settings hash's inputs but for the questions; see `SteeringSession.settings`)
+with scores on every asked question: the evaluator's own log, the config's steering cell
+(where the grid logs) and any `read_also` log. So a search on half of the questions reuses
+the grid's scores on that half. Configs whose vectors are identical tensors (e.g. a cleaned
+and a precleaned vector when the dims coincide) are generated once and logged under each
+name. Several evaluators (a search's and its held-out questions) share one session and so
+one model load.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -21,17 +29,26 @@ from typing import Any
 
 from steerops.errors import SteeropsError
 from steerops.io import text_md5
-from steerops.steering.configs import Config, ConfigResult, VectorSource, delta
+from steerops.steering.configs import (
+    Config,
+    ConfigResult,
+    VectorRef,
+    VectorSource,
+    delta,
+    summarize,
+)
 from steerops.steering.session import SteeringSession
 from steerops.steering.store import (
     BASELINES_FILE,
     RESULTS_FILE,
     ResultsLog,
+    Score,
     baselines_file,
     config_dict,
     config_key,
     result_dict,
     results_file,
+    scope_of,
 )
 
 _CHUNK_SUB_BATCHES = 4  # configs per chunk fill about this many sub-batches
@@ -47,18 +64,23 @@ class SteeringEvaluator:
         session: SteeringSession,
         questions: list[str] | None = None,
         results_dir: str | Path | None = None,
+        read_also: tuple[Path, ...] = (),
     ):
         """`results_dir`: keep the results log (and baselines) there instead of in each
-        vector source's steering directory (e.g. a search keeps its own)."""
+        vector source's steering directory (e.g. a search keeps its own); `read_also`: more
+        results logs to serve scores from."""
         self.session = session
         self.questions = list(session.questions if questions is None else questions)
         if not self.questions:
             raise SteeropsError(f"trait {session.trait!r}: no steering questions to evaluate")
         self.results_dir = Path(results_dir) if results_dir is not None else None
+        self.read_also = tuple(Path(p) for p in read_also)
         self.settings = session.settings(self.questions)
         self.settings_hash = settings_hash(self.settings)
+        self.scope = scope_of(self.settings)
         self._prompt_ids = session.encode(self.questions)
         self._baseline: ConfigResult | None = None
+        self._hashes: dict[VectorRef, str] = {}
 
     # -- what the grid and the search call -------------------------------------------------
 
@@ -74,56 +96,64 @@ class SteeringEvaluator:
         result must match to stand for one evaluated now)."""
         return self.session.sources.file_hashes((source.at(0),))
 
+    def vector_hash(self, ref: VectorRef) -> str:
+        """The md5 of one vector's values: equal for identical tensors under any name."""
+        if ref not in self._hashes:
+            values = self.session.sources.vector(ref).detach().float().cpu().contiguous()
+            self._hashes[ref] = hashlib.md5(values.numpy().tobytes()).hexdigest()[:16]
+        return self._hashes[ref]
+
     def baseline(self) -> ConfigResult:
-        """The unsteered result, generated once per settings and then served from disk."""
+        """The unsteered result, generated once per scope and questions, then served."""
         if self._baseline is not None:
             return self._baseline
-        log = ResultsLog(self._baselines_path())
-        entry = log.baseline(self.settings_hash)
-        if entry is not None:
-            r = entry["result"]
-            self._baseline = ConfigResult(
-                None,
-                r["trait_mean"],
-                r["coherence_mean"],
-                r["n"],
-                [],
-                n_unscored=r.get("n_unscored", 0),
-                cached=True,
-            )
-        else:
-            ids = self.session.generate(self._prompt_ids, None, desc="steer: baseline")
-            self._baseline = self.session.score(self.questions, [ids])[0]
-            log.append([self._baseline_entry()])
+        for path in self._baseline_paths():
+            scores = ResultsLog(path).baseline_scores(self.scope, self.questions)
+            if scores is not None:
+                self._baseline = _from_scores(None, (), scores, None)
+                return self._baseline
+        ids = self.session.generate(self._prompt_ids, None, desc="steer: baseline")
+        self._baseline = self.session.score(self.questions, [ids])[0]
+        self._baseline.scores = _scores(self._baseline)
+        ResultsLog(self._baseline_paths()[0]).append([self._baseline_entry()])
         return self._baseline
 
     def evaluate(self, configs: list[Config]) -> list[ConfigResult]:
-        """Results in `configs` order; uncached configs are generated together."""
+        """Results in `configs` order; uncached configs are generated together, configs with
+        identical vectors and weights once."""
         self.check(configs)
         base = self.baseline()
         weights = [self.session.weights(c) for c in configs]
         results: list[ConfigResult | None] = [None] * len(configs)
-        todo: dict[str, list[int]] = {}  # config key -> positions (duplicates evaluated once)
+        todo: dict[str, list[int]] = {}  # content key -> positions (evaluated once)
         logs: dict[Path, ResultsLog] = {}
+        copies: dict[str, tuple[Config, tuple[float, ...], ConfigResult]] = {}
         for i, (config, w) in enumerate(zip(configs, weights, strict=True)):
-            path = self._results_path(config)
-            if path not in logs:
-                logs[path] = ResultsLog(path)
-            key = config_key(config, w)
-            entry = logs[path].find(self.settings_hash, key, self._files(config))
-            if entry is not None:
-                results[i] = _cached_result(config, w, entry["result"], base)
+            found = self._logged(config, w, logs)
+            if found is not None:
+                scores, here = found
+                served = results[i] = _from_scores(config, w, scores, base)
+                if not here:  # served from other settings or another log: log it here too
+                    copies[config_key(config, w)] = (config, w, served)
             else:
-                todo.setdefault(key, []).append(i)
+                todo.setdefault(self._content_key(config, w), []).append(i)
+        self._log(list(copies.values()), base)
         pending = [(configs[at[0]], weights[at[0]]) for at in todo.values()]
         per_chunk = max(
             1, _CHUNK_SUB_BATCHES * self.session.cfg.max_batch_rows // len(self.questions)
         )
         for start in range(0, len(pending), per_chunk):
             chunk = pending[start : start + per_chunk]
-            for (config, w), result in zip(chunk, self._run_chunk(chunk, base), strict=True):
-                for i in todo[config_key(config, w)]:
-                    results[i] = result
+            generated = self._run_chunk(chunk, base)
+            done: dict[str, tuple[Config, tuple[float, ...], ConfigResult]] = {}
+            for (config, w), result in zip(chunk, generated, strict=True):
+                for i in todo[self._content_key(config, w)]:
+                    key = config_key(configs[i], weights[i])
+                    if key not in done:  # an alias: the same rows under another name
+                        twin = dataclasses.replace(result, config=configs[i], weights=weights[i])
+                        done[key] = (configs[i], weights[i], twin)
+                    results[i] = done[key][2]
+            self._log(list(done.values()), base)
         return results  # type: ignore[return-value]
 
     # -- inside ----------------------------------------------------------------------------
@@ -131,18 +161,47 @@ class SteeringEvaluator:
     def _files(self, config: Config) -> dict[str, str]:
         return self.session.sources.file_hashes(config.vectors)
 
+    def _content_key(self, config: Config, weights: tuple[float, ...]) -> str:
+        """What the generated rows depend on: each vector's values, layer and weight."""
+        return json.dumps(
+            [
+                [ref.layer, self.vector_hash(ref), float(w)]
+                for ref, w in zip(config.vectors, weights, strict=True)
+            ]
+        )
+
     def _results_path(self, config: Config) -> Path:
         """The results log a config belongs to: its (first) vector's steering directory."""
         if self.results_dir is not None:
             return self.results_dir / RESULTS_FILE
+        return self._cell_log(config)
+
+    def _cell_log(self, config: Config) -> Path:
         session = self.session
         return results_file(session.params.out, session.trait, session.variant, config.vectors[0])
 
-    def _baselines_path(self) -> Path:
-        if self.results_dir is not None:
-            return self.results_dir / BASELINES_FILE
+    def _logged(
+        self, config: Config, w: tuple[float, ...], logs: dict[Path, ResultsLog]
+    ) -> tuple[list[Score], bool] | None:
+        """(scores on these questions from the first log that has the config, whether that
+        is its own log under these exact settings), or None."""
+        key, files = config_key(config, w), self._files(config)
+        own = self._results_path(config)
+        for path in dict.fromkeys([own, self._cell_log(config), *self.read_also]):
+            if path not in logs:
+                logs[path] = ResultsLog(path)
+            found = logs[path].config_match(self.scope, self.questions, key, files)
+            if found is not None:
+                return found[1], path == own and found[0] == self.settings_hash
+        return None
+
+    def _baseline_paths(self) -> list[Path]:
+        """Where baselines are logged (first) and read from."""
         session = self.session
-        return baselines_file(session.params.out, session.trait, session.variant)
+        shared = baselines_file(session.params.out, session.trait, session.variant)
+        if self.results_dir is None:
+            return [shared, *self.read_also]
+        return [self.results_dir / BASELINES_FILE, shared, *self.read_also]
 
     def _baseline_entry(self) -> dict[str, Any]:
         base = self.baseline()
@@ -150,6 +209,8 @@ class SteeringEvaluator:
             "type": "baseline",
             "settings_hash": self.settings_hash,
             "settings": self.settings,
+            "questions": self.questions,
+            "scores": [list(s) for s in base.scores],
             "result": {
                 "trait_mean": base.trait_mean,
                 "coherence_mean": base.coherence_mean,
@@ -163,44 +224,67 @@ class SteeringEvaluator:
     ) -> list[ConfigResult]:
         started = time.perf_counter()
         ids = self.session.generate(self._prompt_ids, chunk, desc=f"steer: {len(chunk)} configs")
-        seconds = time.perf_counter() - started
+        self._seconds = time.perf_counter() - started
         n = len(self.questions)
         results = self.session.score(
             self.questions, [ids[k * n : (k + 1) * n] for k in range(len(chunk))]
         )
-        by_file: dict[Path, list[dict]] = {}
         for (config, w), result in zip(chunk, results, strict=True):
             result.config, result.weights = config, w
             result.trait_delta = delta(result.trait_mean, base.trait_mean)
-            by_file.setdefault(self._results_path(config), []).append(
-                {
-                    "type": "config",
-                    "settings_hash": self.settings_hash,
-                    "config": config_dict(config, w),
-                    "vector_files": self._files(config),
-                    "result": result_dict(result),
-                    "timing": {"chunk_seconds": round(seconds, 3), "chunk_configs": len(chunk)},
-                }
-            )
-        for path, entries in by_file.items():
-            log = ResultsLog(path)
-            if log.baseline(self.settings_hash) is None:
-                entries = [self._baseline_entry(), *entries]
-            log.append(entries)
+            result.scores = _scores(result)
         return results
 
+    def _log(
+        self, done: list[tuple[Config, tuple[float, ...], ConfigResult]], base: ConfigResult
+    ) -> None:
+        """Append results to their logs (with the baseline entry their scores' question order
+        refers to, the first time); generated ones carry their chunk's timing."""
+        by_file: dict[Path, list[dict]] = {}
+        for config, w, result in done:
+            entry = {
+                "type": "config",
+                "settings_hash": self.settings_hash,
+                "config": config_dict(config, w),
+                "vector_files": self._files(config),
+                "vector_hashes": [self.vector_hash(ref) for ref in config.vectors],
+                "scores": [list(s) for s in result.scores],
+                "result": result_dict(result),
+            }
+            if not result.cached:
+                entry["timing"] = {
+                    "chunk_seconds": round(self._seconds, 3),
+                    "chunk_configs": len(done),
+                }
+            by_file.setdefault(self._results_path(config), []).append(entry)
+        for path, entries in by_file.items():
+            log = ResultsLog(path)
+            if log.questions(self.settings_hash) is None:
+                entries = [self._baseline_entry(), *entries]
+            log.append(entries)
 
-def _cached_result(
-    config: Config, weights: tuple[float, ...], r: dict[str, Any], base: ConfigResult
+
+def _scores(result: ConfigResult) -> list[Score]:
+    return [(r["trait"], r["coherence"]) for r in result.responses]
+
+
+def _from_scores(
+    config: Config | None,
+    weights: tuple[float, ...],
+    scores: list[Score],
+    base: ConfigResult | None,
 ) -> ConfigResult:
+    """A result served from a log: its means recomputed from the scores on these questions."""
+    summary = summarize(scores)
     return ConfigResult(
         config,
-        r["trait_mean"],
-        r["coherence_mean"],
-        r["n"],
+        summary["trait_mean"],
+        summary["coherence_mean"],
+        summary["n"],
         [],
-        n_unscored=r.get("n_unscored", 0),
-        trait_delta=delta(r["trait_mean"], base.trait_mean),
+        n_unscored=summary["n_unscored"],
+        trait_delta=None if base is None else delta(summary["trait_mean"], base.trait_mean),
         cached=True,
         weights=weights,
+        scores=scores,
     )

@@ -1,4 +1,5 @@
-"""The coefficient curve of a steering sweep: trait and coherence vs coefficient per layer."""
+"""The coefficient curve of a steering cell: trait and coherence vs coefficient per layer,
+on all the cell's questions (every config is drawn, so nothing here is a selected maximum)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ def coefficient_curve(
 ) -> None:
     """Two panels sharing the coefficient axis, one line per layer; the baseline as a dotted
     line and the coherence threshold as a dashed red line."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8.5, 6.5), sharex=True)
     layers = sorted({r["layer"] for r in rows}, key=str)
-    for layer in layers:
+    colours = plt.get_cmap("tab20" if len(layers) > 10 else "tab10")
+    for k, layer in enumerate(layers):
         points = sorted(
             (r["coefficient"], r["trait_mean"], r["coherence_mean"])
             for r in rows
@@ -33,8 +35,9 @@ def coefficient_curve(
         if not points:
             continue
         coefs = [p[0] for p in points]
-        top.plot(coefs, [_nan(p[1]) for p in points], marker="o", label=f"layer {layer}")
-        bottom.plot(coefs, [_nan(p[2]) for p in points], marker="o", label=f"layer {layer}")
+        style = {"marker": "o", "label": f"layer {layer}", "color": colours(k % colours.N)}
+        top.plot(coefs, [_nan(p[1]) for p in points], **style)
+        bottom.plot(coefs, [_nan(p[2]) for p in points], **style)
     if baseline.get("trait_mean") is not None:
         top.axhline(baseline["trait_mean"], color="gray", linestyle=":", label="unsteered")
     if baseline.get("coherence_mean") is not None:
@@ -48,8 +51,8 @@ def coefficient_curve(
     for ax in (top, bottom):
         ax.set_ylim(-5, 105)
         ax.grid(alpha=0.3)
-    top.legend(fontsize=8, loc="best")
-    bottom.legend(fontsize=8, loc="best")
+    for ax in (top, bottom):  # outside the data, right of the panels
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         top.set_title(title, fontsize=10)
     fig.tight_layout()

@@ -3,33 +3,46 @@ folder) and the search and the report read them.
 
     <out>/steering/<cat>/<trait>/<variant>/baselines.jsonl    unsteered results per settings
     <out>/steering/<cat>/<trait>/<variant>/<position>/<component>/<method>/
-        results.jsonl   append-only log of baseline and config entries
-        results.csv     this sweep's configs, tidy (one row per config)
-        metrics.json    the best config at the coherence threshold (DVC metric)
+        results.jsonl   append-only log of baseline and config entries (every sweep's)
+        results.csv     every config evaluated under the latest sweep's settings, tidy
+        metrics.json    the cell's chosen config and its held-out numbers (see steering.best)
         curve.png       trait and coherence vs coefficient per layer
-        responses/      baseline.json and L<layer>_c<coefficient>.json
+        responses/      baseline.json and L<layer>_c<coefficient>.json (never deleted)
 
-`results.jsonl` holds one `{"type": "baseline", settings_hash, settings, result}` entry per
-settings and one `{"type": "config", settings_hash, config: {coefficient, vectors: [{layer,
-component, position, method, weight}]}, vector_files, result: {trait_mean, coherence_mean,
-trait_delta, n, n_unscored}}` entry per evaluated config. Entries are only ever added (the
-whole file is rewritten atomically), and a config is served from the log only when its
-settings hash, its config (coefficient and weights) and the md5 of the vector files it used
-all match.
+`results.jsonl` holds one `{"type": "baseline", settings_hash, settings, questions, scores,
+result}` entry per settings and one `{"type": "config", settings_hash, config: {coefficient,
+vectors: [{layer, component, position, method, weight}]}, vector_files, vector_hashes,
+scores, result: {trait_mean, coherence_mean, trait_delta, n, n_unscored}}` entry per
+evaluated config. `scores` are the judge's [trait, coherence] per question, in the order of
+the `questions` of the baseline entry with the same settings hash, so any split of the
+questions can be recomputed from the log. Entries are only ever appended, under a file lock,
+so several writers on one cell never lose each other's entries.
+
+A logged config stands for a config evaluated now when its scope (the settings but for the
+questions), its config (coefficient and weights) and the md5 of its vector files match and
+its questions cover the ones asked for; its scores on those questions are then served. Entries
+written before scores were logged are kept and read, but never served: they are evaluated
+again.
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import json
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from steerops.errors import SteeropsError
-from steerops.io import atomic_path, iter_jsonl, read_json, write_json, write_jsonl
+from steerops.io import text_md5
 from steerops.paths import cell_dir
 from steerops.steering.configs import Config, ConfigResult, VectorRef
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: one writer per cell there
+    fcntl = None  # type: ignore[assignment]
 
 RESULTS_FILE = "results.jsonl"
 BASELINES_FILE = "baselines.jsonl"
@@ -37,11 +50,9 @@ CSV_FILE = "results.csv"
 METRICS_FILE = "metrics.json"
 CURVE_FILE = "curve.png"
 RESPONSES_DIR = "responses"
-CSV_COLUMNS = (
-    "trait variant vector_variant method position component layer coefficient weight "
-    "trait_mean coherence_mean trait_delta n n_unscored"
-).split()
+QUESTION_KEYS = ("questions_hash", "n_questions")  # the settings that name the questions
 
+Score = tuple[float | None, float | None]
 
 # steering_dir(out, trait, variant, position, component, method)
 steering_dir = partial(cell_dir, "steering")
@@ -56,7 +67,13 @@ def baselines_file(out: Path, trait: str, variant: str) -> Path:
     return Path(out) / "steering" / trait / variant / BASELINES_FILE
 
 
-# ---- the results log ------------------------------------------------------------------------
+def scope_of(settings: dict[str, Any]) -> str:
+    """What must match for a logged score to stand for one evaluated now, questions aside."""
+    rest = {k: v for k, v in settings.items() if k not in QUESTION_KEYS}
+    return text_md5(json.dumps(rest, sort_keys=True))[:16]
+
+
+# ---- entries --------------------------------------------------------------------------------
 
 
 def config_dict(config: Config, weights: tuple[float, ...]) -> dict[str, Any]:
@@ -106,12 +123,21 @@ def result_dict(result: ConfigResult) -> dict[str, Any]:
     }
 
 
+def scores_of(entry: dict[str, Any]) -> list[Score] | None:
+    scores = entry.get("scores")
+    return None if scores is None else [(s[0], s[1]) for s in scores]
+
+
+# ---- the log ---------------------------------------------------------------------------------
+
+
 class ResultsLog:
     """An append-only JSONL of baseline and config entries."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.entries: list[dict[str, Any]] = []
+        self._covering: dict[tuple[str, tuple[str, ...]], dict[str, list[int]]] = {}
         if self.path.exists():
             self.entries = _read_entries(self.path)
 
@@ -125,20 +151,19 @@ class ResultsLog:
             None,
         )
 
-    def find(
-        self, settings_hash: str, key: str, vector_files: dict[str, str]
-    ) -> dict[str, Any] | None:
-        """The latest entry of the config with `config_key` `key`, evaluated under these
-        settings with these vector files."""
-        for e in reversed(self.entries):
-            if (
-                e["type"] == "config"
+    def questions(self, settings_hash: str) -> list[str] | None:
+        """The questions (in score order) of the settings, from their baseline entry."""
+        entry = next(
+            (
+                e
+                for e in reversed(self.entries)
+                if e["type"] == "baseline"
                 and e.get("settings_hash") == settings_hash
-                and e.get("vector_files") == vector_files
-                and entry_key(e["config"]) == key
-            ):
-                return e
-        return None
+                and isinstance(e.get("questions"), list)
+            ),
+            None,
+        )
+        return None if entry is None else list(entry["questions"])
 
     def configs(self, settings_hash: str) -> list[dict[str, Any]]:
         """The latest entry of each config evaluated under these settings, in first-seen order."""
@@ -148,15 +173,120 @@ class ResultsLog:
                 latest[entry_key(e["config"])] = e
         return list(latest.values())
 
+    def covering(self, scope: str, questions: list[str]) -> dict[str, list[int]]:
+        """{settings hash: where each of `questions` sits in its question list} for logged
+        settings of this scope whose questions include all of them (the exact question
+        list first)."""
+        memo = (scope, tuple(questions))
+        if memo not in self._covering:
+            self._covering[memo] = self._find_covering(scope, questions)
+        return self._covering[memo]
+
+    def _find_covering(self, scope: str, questions: list[str]) -> dict[str, list[int]]:
+        found: dict[str, list[int]] = {}
+        for e in reversed(self.entries):
+            h = e.get("settings_hash")
+            if e["type"] != "baseline" or h in found or not isinstance(e.get("questions"), list):
+                continue
+            if scope_of(e.get("settings") or {}) != scope:
+                continue
+            where = {q: i for i, q in reversed(list(enumerate(e["questions"])))}
+            if all(q in where for q in questions):
+                found[h] = [where[q] for q in questions]
+        return dict(sorted(found.items(), key=lambda kv: kv[1] != list(range(len(questions)))))
+
+    def baseline_scores(self, scope: str, questions: list[str]) -> list[Score] | None:
+        for h, at in self.covering(scope, questions).items():
+            scores = scores_of(self.baseline(h) or {})
+            if scores is not None:
+                return [scores[i] for i in at]
+        return None
+
+    def config_scores(
+        self, scope: str, questions: list[str], key: str, vector_files: dict[str, str]
+    ) -> list[Score] | None:
+        """The logged scores of config `key` on `questions`, or None."""
+        found = self.config_match(scope, questions, key, vector_files)
+        return None if found is None else found[1]
+
+    def config_match(
+        self, scope: str, questions: list[str], key: str, vector_files: dict[str, str]
+    ) -> tuple[str, list[Score]] | None:
+        """(settings hash it was logged under, its scores on `questions`), or None."""
+        covering = self.covering(scope, questions)
+        for e in reversed(self.entries):
+            h = e.get("settings_hash")
+            at = covering.get(h)
+            if (
+                at is not None
+                and e["type"] == "config"
+                and e.get("scores") is not None
+                and e.get("vector_files") == vector_files
+                and entry_key(e["config"]) == key
+            ):
+                scores = scores_of(e)
+                assert scores is not None and h is not None
+                return h, [scores[i] for i in at]
+        return None
+
     def append(self, entries: list[dict[str, Any]]) -> None:
-        if entries:
-            write_jsonl(self.path, self.entries + entries)
-            self.entries = self.entries + entries
+        """Add entries at the end of the file, under the file's lock (other writers' entries
+        are never lost; the unfinished line of a writer killed mid-write is dropped)."""
+        if not entries:
+            return
+        text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with locked(self.path), open(self.path, "a+b") as f:
+            _drop_torn_tail(f)
+            f.write(text.encode("utf-8"))
+            f.flush()
+        self.entries = self.entries + entries
+        self._covering.clear()
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` across processes (a lock file beside it; the kernel drops
+    the lock if its holder dies)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _drop_torn_tail(f) -> None:
+    """Cut a last line with no newline (a write torn by a kill; under the lock no live
+    writer is mid-line)."""
+    f.seek(0, 2)
+    if f.tell() == 0:
+        return
+    f.seek(-1, 2)
+    if f.read(1) == b"\n":
+        return
+    f.seek(0)
+    data = f.read()
+    f.truncate(data.rfind(b"\n") + 1)
+    f.seek(0, 2)
 
 
 def _read_entries(path: Path) -> list[dict[str, Any]]:
     entries = []
-    for lineno, entry in iter_jsonl(path):
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            if lineno == len(lines):  # no newline after it: a write torn by a kill
+                break
+            raise SteeropsError(f"{path}:{lineno}: malformed JSON line") from None
         if (
             not isinstance(entry, dict)
             or entry.get("type") not in ("baseline", "config")
@@ -171,90 +301,6 @@ def _read_entries(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-# ---- a sweep's files ------------------------------------------------------------------------
-
-
 def joined(values: list[Any]) -> Any:
     """One value, or a multi-vector config's values joined with '+'."""
     return values[0] if len(set(values)) == 1 else "+".join(map(str, values))
-
-
-def tidy_row(result: ConfigResult, labels: dict[str, Any]) -> dict[str, Any]:
-    """One CSV row of a config result; multi-vector configs join their fields with '+'."""
-    assert result.config is not None, "the baseline has no row"
-    refs = result.config.vectors
-    row = dict(labels)
-    row.update(
-        method=joined([r.method for r in refs]),
-        position=joined([r.position for r in refs]),
-        component=joined([r.component for r in refs]),
-        layer=joined([r.layer for r in refs]),
-        coefficient=result.config.coefficient,
-        weight=joined(list(result.weights)),
-    )
-    row.update(result_dict(result))
-    return row
-
-
-def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def save_responses(
-    folder: Path,
-    policy: str,
-    settings_hash: str,
-    baseline: ConfigResult,
-    results: list[ConfigResult],
-    rows: list[dict],
-    best: dict,
-) -> list[Path]:
-    """Write response files for `policy`; with `best`, drop config files of other configs.
-
-    A cached config's responses are not kept in the results log, so a best config served
-    from cache keeps the file an earlier run wrote for it (when one exists)."""
-    if policy == "none":
-        return []
-    keep = list(zip(results, rows, strict=True))
-    if policy == "best":
-        chosen = {id(row) for row in best.values()}
-        keep = [(r, row) for r, row in keep if id(row) in chosen]
-    saved = []
-    if baseline.responses:
-        write_json(
-            folder / "baseline.json",
-            {
-                "settings_hash": settings_hash,
-                "result": result_dict(baseline),
-                "responses": baseline.responses,
-            },
-        )
-    if (folder / "baseline.json").exists():
-        saved.append(folder / "baseline.json")
-    for result, row in keep:
-        path = folder / f"L{row['layer']}_c{row['coefficient']:g}.json"
-        if result.responses:
-            assert result.config is not None
-            write_json(
-                path,
-                {
-                    "settings_hash": settings_hash,
-                    "config": config_dict(result.config, result.weights),
-                    "result": result_dict(result),
-                    "responses": result.responses,
-                },
-            )
-        elif not (path.exists() and read_json(path).get("settings_hash") == settings_hash):
-            print(
-                f"note: no responses for {path.stem}: an earlier run evaluated it "
-                "without keeping them"
-            )
-            continue
-        saved.append(path)
-    if policy == "best" and folder.is_dir():
-        for stale in set(folder.glob("L*_c*.json")) - set(saved):
-            stale.unlink()
-    return saved

@@ -1,0 +1,73 @@
+"""Content fingerprints of local model folders, so settings hashes survive a copied project.
+
+A fingerprint depends on the files' relative names and bytes only: not on the folder's
+absolute path, nor on modification times (a copy changes both). Reading every byte of a
+large model on each load would cost a minute, so the hash of a large file is remembered in
+a small cache keyed by (real path, size, mtime, inode): a file is read once per machine and
+copy. Files of a Hugging Face hub cache are links to blobs named by their SHA-256, which is
+used as is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from steerops.io import file_md5, text_md5, write_json
+
+HUB = "hub"  # the fingerprint of a hub id: identified by id and revision instead
+_BLOB = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
+_CACHE_ABOVE = 64 << 20  # files larger than this go through the cache
+
+
+def cache_file() -> Path:
+    """`$STEEROPS_CACHE_DIR/fingerprints.json` (default: the user's cache folder)."""
+    root = os.environ.get("STEEROPS_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "steerops"
+    )
+    return Path(root) / "fingerprints.json"
+
+
+def model_fingerprint(source: str) -> str:
+    """The content fingerprint of a local model folder, or `HUB` for a hub id."""
+    path = Path(source)
+    if not path.is_dir():
+        return HUB
+    cache = _load_cache()
+    before = dict(cache)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    listing = [(p.relative_to(path).as_posix(), _file_hash(p, cache)) for p in files]
+    if cache != before:
+        _save_cache(cache)
+    return text_md5(json.dumps(listing))
+
+
+def _file_hash(path: Path, cache: dict[str, str]) -> str:
+    if path.is_symlink():
+        target = Path(os.path.realpath(path))
+        if target.parent.name == "blobs" and _BLOB.match(target.name):
+            return target.name
+    stat = path.stat()
+    if stat.st_size <= _CACHE_ABOVE:
+        return file_md5(path)
+    key = f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+    if key not in cache:
+        cache[key] = file_md5(path)
+    return cache[key]
+
+
+def _load_cache() -> dict[str, str]:
+    try:
+        data = json.loads(cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_cache(cache: dict[str, str]) -> None:
+    try:
+        write_json(cache_file(), cache)
+    except OSError:  # a read-only home: the hash is just computed again next time
+        pass

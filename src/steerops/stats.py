@@ -1,0 +1,229 @@
+"""The statistics behind every steering number a researcher reads.
+
+One seeded split of the steering questions into a selection half and a held-out half is
+shared by the grid, the search and the report (`split_questions`). A "best" config is
+always chosen on the selection half (`choose`) and reported with its numbers on the
+held-out half, which played no part in choosing it.
+
+Each number comes with a 95% interval for the trait delta: a paired bootstrap over
+questions against the unsteered baseline on the same questions (`paired_delta`). The recipe,
+so anyone can recompute it:
+
+    d[i]  = sign * (trait[i] - baseline_trait[i])  for every question scored in both
+    rng   = numpy.random.default_rng(seed)
+    idx   = rng.integers(0, n, size=(RESAMPLES, n))  # questions drawn with replacement
+    means = d[idx].mean(axis=1)
+    lo, hi = numpy.quantile(means, [0.025, 0.975])  # percentile interval
+
+`sign` is -1 with `steering.direction: negative`, so a positive delta always means "more of
+what the steering aims for". A config "has an effect" when `lo > 0`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from steerops.errors import SteeropsError
+
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+
+# verdicts of a choice (the grid's and the report's; a search words its own, see search)
+OK = "ok"
+NO_EFFECT = "no effect"
+INCOHERENT = "incoherent held out"
+NEEDS_FINER = "needs finer coefficients"
+
+Score = tuple[float | None, float | None]  # (trait, coherence) of one response
+
+
+def split_questions(
+    questions: Sequence[str], heldout_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """(selection, held-out) questions: a seeded shuffle of the distinct questions, both parts
+    non-empty, each in the questions' order."""
+    unique = list(dict.fromkeys(questions))
+    if len(unique) < 2:
+        raise SteeropsError(
+            "steering.json questions: the held-out protocol needs at least 2 "
+            f"distinct questions, got {len(unique)}"
+        )
+    order = list(range(len(unique)))
+    random.Random(seed).shuffle(order)
+    n_heldout = min(len(unique) - 1, max(1, round(len(unique) * heldout_fraction)))
+    heldout_idx = set(order[:n_heldout])
+    selection = [q for i, q in enumerate(unique) if i not in heldout_idx]
+    heldout = [q for i, q in enumerate(unique) if i in heldout_idx]
+    return selection, heldout
+
+
+@dataclass(frozen=True)
+class Interval:
+    n: int  # questions in the estimate
+    mean: float | None
+    lo: float | None
+    hi: float | None
+
+
+def paired_delta(
+    steered: Sequence[float | None],
+    baseline: Sequence[float | None],
+    seed: int,
+    sign: float = 1.0,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> Interval:
+    """Mean of sign * (steered - baseline) over the questions scored in both, with its paired
+    bootstrap percentile interval (see the module docstring)."""
+    if len(steered) != len(baseline):
+        raise ValueError("paired_delta: steered and baseline need one score per question each")
+    d = np.array(
+        [
+            sign * (s - b)
+            for s, b in zip(steered, baseline, strict=True)
+            if s is not None and b is not None
+        ],
+        dtype=float,
+    )
+    n = len(d)
+    if n == 0:
+        return Interval(0, None, None, None)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(means, [tail, 1.0 - tail])
+    return Interval(n, float(d.mean()), float(lo), float(hi))
+
+
+@dataclass(frozen=True)
+class HalfStats:
+    """A config's numbers on one half of the questions, against the baseline on that half."""
+
+    n: int  # questions scored for the delta
+    trait_mean: float | None
+    coherence_mean: float | None
+    trait_delta: float | None  # in the steering direction
+    delta_lo: float | None
+    delta_hi: float | None
+
+    def prefixed(self, prefix: str) -> dict[str, Any]:
+        return {f"{prefix}_{k}": v for k, v in asdict(self).items()}
+
+
+def half_stats(
+    steered: Sequence[Score], baseline: Sequence[Score], seed: int, sign: float = 1.0
+) -> HalfStats:
+    """Means over scored responses and the paired delta interval (scores in question order)."""
+    delta = paired_delta([t for t, _ in steered], [t for t, _ in baseline], seed, sign)
+    return HalfStats(
+        delta.n,
+        _mean([t for t, _ in steered]),
+        _mean([c for _, c in steered]),
+        delta.mean,
+        delta.lo,
+        delta.hi,
+    )
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    scored = [v for v in values if v is not None]
+    return sum(scored) / len(scored) if scored else None
+
+
+def restrict(scores: Mapping[str, Score], questions: Sequence[str]) -> list[Score]:
+    """The scores of `questions`, in their order, from {question: score}."""
+    return [scores[q] for q in questions]
+
+
+# ---- choosing on the selection half ---------------------------------------------------------
+
+
+def choose(
+    rows: Sequence[Mapping[str, Any]], min_coherence: float
+) -> tuple[Mapping[str, Any] | None, str]:
+    """The config to report, chosen on selection-half numbers only, and its verdict.
+
+    Rows carry `coefficient`, `selection_trait_delta`, `selection_delta_lo`,
+    `selection_coherence_mean` and the held-out `heldout_delta_lo` and
+    `heldout_coherence_mean`. The choice is `select`'s; the held-out half then gives the
+    verdict (`heldout_verdict`)."""
+    pick, verdict = select(rows, min_coherence)
+    if pick is None or verdict is not None:
+        return pick, verdict or NEEDS_FINER
+    return pick, heldout_verdict(pick, min_coherence)
+
+
+def select(
+    rows: Sequence[Mapping[str, Any]], min_coherence: float
+) -> tuple[Mapping[str, Any] | None, str | None]:
+    """Choose on the selection half: candidates are steered configs (coefficient != 0)
+    coherent there; among those with an effect there (interval above zero) the largest delta
+    wins (ties: more coherent, smaller |coefficient|, lower layer) -> (pick, None). With
+    coherent candidates but none with an effect, (the strongest, NO_EFFECT); with none,
+    (None, NEEDS_FINER)."""
+    coherent = steered_coherent(rows, min_coherence)
+    if not coherent:
+        return None, NEEDS_FINER
+    effective = [r for r in coherent if (as_number(r.get("selection_delta_lo")) or 0.0) > 0]
+    if not effective:
+        return max(coherent, key=_rank), NO_EFFECT
+    return max(effective, key=_rank), None
+
+
+def steered_coherent(
+    rows: Sequence[Mapping[str, Any]], min_coherence: float
+) -> list[Mapping[str, Any]]:
+    """Steered configs (coefficient != 0) coherent on the selection half."""
+    return [
+        r
+        for r in rows
+        if as_number(r.get("coefficient")) not in (None, 0.0)
+        and as_number(r.get("selection_trait_delta")) is not None
+        and (as_number(r.get("selection_coherence_mean")) or -1.0) >= min_coherence
+    ]
+
+
+def heldout_verdict(row: Mapping[str, Any], min_coherence: float) -> str:
+    lo, coherence = (
+        as_number(row.get("heldout_delta_lo")),
+        as_number(row.get("heldout_coherence_mean")),
+    )
+    if lo is None or lo <= 0:
+        return NO_EFFECT
+    return OK if coherence is not None and coherence >= min_coherence else INCOHERENT
+
+
+def best_steered_coherence(rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """The best selection-half coherence any steered (coefficient != 0) config reached."""
+    values = [
+        as_number(r.get("selection_coherence_mean"))
+        for r in rows
+        if as_number(r.get("coefficient")) not in (None, 0.0)
+    ]
+    scored = [v for v in values if v is not None]
+    return max(scored) if scored else None
+
+
+def _rank(row: Mapping[str, Any]) -> tuple[float, float, float, float]:
+    return (
+        as_number(row["selection_trait_delta"]) or 0.0,
+        as_number(row.get("selection_coherence_mean")) or 0.0,
+        -abs(as_number(row["coefficient"]) or 0.0),
+        -(as_number(row.get("layer")) or 0.0),
+    )
+
+
+def as_number(value: Any) -> float | None:
+    """A float, or None for missing and NaN (pandas rows carry NaN for missing)."""
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if x != x else x

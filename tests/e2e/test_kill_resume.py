@@ -1,0 +1,188 @@
+"""Kill and resume: each resumable stage (generate, extract, steer) is killed with SIGKILL at
+several points (mid-computation, between two artifact writes, just before or after the
+last rename), then run again; the resumed outputs equal those of an uninterrupted run.
+
+Killed runs are subprocesses (`killer.py`); reference and resumed runs run in-process.
+Fields that record wall time (`timing`) are the only ones left out of the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+import killer
+from conftest import write_params
+from steerops.cli import main
+from steerops.io import read_json, read_jsonl
+
+TRAIT = "toy/refusal"
+EXTRACT = ["extract"]
+GENERATE = ["generate"]
+STEER = [
+    "steer",
+    "--method",
+    "mean_diff",
+    "--position",
+    "prompt[-1]",
+    "--layers",
+    "1,2",
+    "--coefficients",
+    "0.5,1",
+    "--max-new-tokens",
+    "12",
+    "--subset",
+    "8",
+]
+
+
+def _project(folder: Path, toy_world: Path) -> Path:
+    """A toy project whose trait has 12 prompts per polarity (quick), tracking off."""
+    traits = folder / "traits" / "toy" / "refusal"
+    shutil.copytree(toy_world / "traits" / "toy" / "refusal", traits)
+    for polarity in ("positive", "negative"):
+        lines = (traits / f"{polarity}.txt").read_text().splitlines()[:12]
+        (traits / f"{polarity}.txt").write_text("\n".join(lines) + "\n")
+    write_params(
+        folder,
+        toy_world,
+        traits={"root": str(folder / "traits"), "names": [TRAIT]},
+        tracking={"enabled": False},
+        generate={"vet": True, "max_new_tokens": 10, "batch_size": 4},
+        extraction={
+            "positions": ["prompt[-1]", "response[:3]"],
+            "layers": "1,2",
+            "shard_examples": 6,
+            "token_budget": 96,
+        },
+    )
+    # Paths relative to the params file, so a copied project is a project of its own.
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["paths"]["out"] = "outputs"
+    params["traits"]["root"] = "traits"
+    params["judge"]["cache_dir"] = "judge_cache"
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    return folder
+
+
+def _run(folder: Path, argv: list[str]) -> None:
+    assert main([*argv, "--params", str(folder / "params.yaml")]) == 0
+
+
+def _drop_timing(value):
+    if isinstance(value, dict):
+        return {k: _drop_timing(v) for k, v in value.items() if k != "timing"}
+    if isinstance(value, list):
+        return [_drop_timing(v) for v in value]
+    return value
+
+
+def _contents(folder: Path, within: list[str]) -> dict[str, object]:
+    """Every file under `within` (relative to `folder`): JSON parsed without timing, JSONL
+    as sorted parsed rows, anything else as bytes."""
+    out: dict[str, object] = {}
+    for top in within:
+        for path in sorted((folder / top).rglob("*")):
+            if not path.is_file():
+                continue
+            key = str(path.relative_to(folder))
+            if path.suffix == ".json":
+                out[key] = _drop_timing(read_json(path))
+            elif path.suffix == ".jsonl":
+                rows = [_drop_timing(r) for r in read_jsonl(path)]
+                out[key] = sorted(json.dumps(r, sort_keys=True) for r in rows)
+            else:
+                out[key] = path.read_bytes()
+    return out
+
+
+def _kill_and_resume(base: Path, name: str, argv: list[str], kill: str, within: list[str]):
+    folder = base.parent / f"{base.name}-{name}"
+    shutil.copytree(base, folder)
+    result = killer.run([*argv, "--params", str(folder / "params.yaml")], folder, folder, kill)
+    assert killer.killed(result), (kill, result.returncode, result.stderr[-2000:])
+    _run(folder, argv)
+    return _contents(folder, within)
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory, toy_world):
+    """Reference runs of generate, extract, vectors and steer, and the project state before
+    each stage (a copy to kill that stage in)."""
+    root = tmp_path_factory.mktemp("kill")
+    ref = _project(root / "ref", toy_world)
+    before = {}
+    for stage, argv in (
+        ("generate", GENERATE),
+        ("extract", EXTRACT),
+        ("vectors", ["vectors", "--methods", "mean_diff"]),
+        ("steer", STEER),
+    ):
+        before[stage] = root / f"before-{stage}"
+        shutil.copytree(ref, before[stage])
+        _run(ref, argv)
+    return ref, before
+
+
+def _points(folder: Path, argv: list[str]) -> dict:
+    """Renames (paths, in order) and batch calls of an uninterrupted run of `argv`."""
+    probe = folder.parent / f"{folder.name}-count"
+    shutil.copytree(folder, probe)
+    result = killer.run([*argv, "--params", str(probe / "params.yaml")], probe, probe, "count")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads((probe / "kill_counts.json").read_text())
+
+
+def test_generate_killed_anywhere_resumes_to_the_same_responses(stages):
+    ref, before = stages
+    within = ["outputs/responses"]
+    want = _contents(ref, within)
+    counts = _points(before["generate"], GENERATE)
+    renamed = counts["renamed"]
+    # the completions, then their summary, are written before vetting
+    assert [Path(p).name for p in renamed] == ["responses.jsonl", "summary.json"] * 2
+    for kill in ("call:2", "after:2", "before:3", "after:3"):
+        got = _kill_and_resume(before["generate"], kill.replace(":", ""), GENERATE, kill, within)
+        assert got == want, kill
+
+
+def test_generate_resumed_after_the_completions_only_vets(stages):
+    _, before = stages
+    folder = before["generate"].parent / "generate-vet-only"
+    shutil.copytree(before["generate"], folder)
+    argv = [*GENERATE, "--params", str(folder / "params.yaml")]
+    assert killer.killed(killer.run(argv, folder, folder, "after:2"))
+    result = killer.run(argv, folder, folder, "count")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((folder / "kill_counts.json").read_text())["calls"] == 0
+
+
+def test_extract_killed_anywhere_resumes_to_the_same_activations(stages):
+    ref, before = stages
+    within = ["outputs/activations"]
+    want = _contents(ref, within)
+    counts = _points(before["extract"], EXTRACT)
+    renamed, calls = counts["renamed"], counts["calls"]
+    assert calls >= 6 and sum(".partial" in p for p in renamed) >= 6
+    last = len(renamed)  # the second position's metadata.json
+    assert renamed[-1].endswith("metadata.json") and renamed[-2].endswith(".safetensors")
+    for kill in (f"call:{calls // 2}", "after:3", f"before:{last - 1}", f"before:{last}"):
+        got = _kill_and_resume(before["extract"], kill.replace(":", ""), EXTRACT, kill, within)
+        assert got == want, kill
+
+
+def test_steer_killed_anywhere_resumes_to_the_same_results(stages):
+    ref, before = stages
+    within = ["outputs/steering", "metrics"]
+    want = _contents(ref, within)
+    counts = _points(before["steer"], STEER)
+    last = counts["renames"]
+    differ = {}
+    for kill in ("call:2", "after:2", "after:5", f"before:{last}"):
+        got = _kill_and_resume(before["steer"], kill.replace(":", ""), STEER, kill, within)
+        differ[kill] = sorted(k for k in {*got, *want} if got.get(k) != want.get(k))
+    assert differ == {kill: [] for kill in differ}

@@ -1,0 +1,117 @@
+"""A cell's chosen config: selected on one half of the questions, reported on the other with
+the paired bootstrap interval, checked against an independent computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from steering_data import (
+    baseline_entry,
+    config_entry,
+    reference_interval,
+    settings_for,
+    settings_hash_of,
+    write_log,
+)
+from steerops import stats
+from steerops.steering.best import (
+    Protocol,
+    aliases,
+    best_per_layer,
+    cell_metrics,
+    compact,
+    config_rows,
+)
+from steerops.steering.store import ResultsLog
+
+QUESTIONS = [f"question {i}" for i in range(20)]
+PROTO = Protocol(0.5, seed=3, sign=1.0)
+
+
+def _scores(refuse: set[str], coherence: float = 90.0) -> list:
+    return [(100.0 if q in refuse else 0.0, coherence) for q in QUESTIONS]
+
+
+def synthetic_cell(tmp_path):
+    """Layer 1 refuses on every selection question but half the held-out ones (the
+    in-sample best); layer 2 on 60% of the selection and 90% of the held-out questions."""
+    selection, heldout = PROTO.split(QUESTIONS)
+    settings = settings_for(QUESTIONS)
+    entries = [
+        baseline_entry(settings, QUESTIONS, _scores(set())),
+        config_entry(settings, "m", "prompt[-1]", 1, 1.0, _scores({*selection, *heldout[::2]})),
+        config_entry(settings, "m", "prompt[-1]", 2, 1.0, _scores({*selection[:6], *heldout[:9]})),
+        config_entry(settings, "m", "prompt[-1]", 2, 0.0, _scores(set(), 100.0)),
+        config_entry(settings, "m", "prompt[-1]", 1, 3.0, _scores(set(QUESTIONS), 20.0)),
+    ]
+    log = ResultsLog(write_log(tmp_path / "results.jsonl", entries))
+    return log, settings_hash_of(settings), selection, heldout
+
+
+def test_the_cell_picks_on_the_selection_half_and_reports_the_held_out_half(tmp_path):
+    log, h, selection, heldout = synthetic_cell(tmp_path)
+    assert len(selection) == len(heldout) == 10
+    rows = config_rows(log, h, PROTO, {"trait": "t"})
+    assert len(rows) == 4
+    layer1 = next(r for r in rows if r["layer"] == 1 and r["coefficient"] == 1.0)
+    assert layer1["trait_delta"] == pytest.approx(75.0)  # all questions: 15 of 20 refuse
+    assert layer1["selection_trait_delta"] == 100.0 and layer1["heldout_trait_delta"] == 50.0
+    metrics = cell_metrics(rows, 68.0, PROTO)
+    # layer 2 is better held out (90 vs 50) but the choice never looks there
+    assert (metrics["layer"], metrics["coefficient"]) == (1, 1.0)
+    assert metrics["selection_trait_delta"] == 100.0
+    d = np.array([100.0 if i % 2 == 0 else 0.0 for i in range(10)])  # held out, question order
+    mean, lo, hi = reference_interval(d, seed=3)
+    assert (metrics["heldout_trait_delta"], metrics["heldout_n"]) == (mean, 10)
+    assert (metrics["heldout_delta_lo"], metrics["heldout_delta_hi"]) == pytest.approx((lo, hi))
+    assert metrics["status"] == stats.OK and metrics["heldout_feasible"]
+    assert metrics["n_configs"] == 4 and metrics["n_coherent"] == 2  # not the unsteered one
+    head = compact(metrics)
+    assert list(head) == [
+        "status",
+        "layer",
+        "coefficient",
+        "delta",
+        "delta_lo",
+        "delta_hi",
+        "coherence",
+        "n",
+    ]
+    assert head["delta"] == 50.0 and head["n"] == 10
+    assert {k: r["coefficient"] for k, r in best_per_layer(rows, 68.0).items()} == {1: 1.0, 2: 1.0}
+
+
+def test_a_cell_without_an_effect_is_no_effect_and_unsteered_never_counts(tmp_path):
+    settings = settings_for(QUESTIONS)
+    selection, _ = PROTO.split(QUESTIONS)
+    entries = [
+        baseline_entry(settings, QUESTIONS, _scores(set(), 100.0)),
+        config_entry(settings, "r", "prompt[-1]", 1, 0.0, _scores(set(), 100.0)),
+        config_entry(settings, "r", "prompt[-1]", 1, 0.5, _scores({selection[0]}, 95.0)),
+        config_entry(settings, "r", "prompt[-1]", 1, 2.0, _scores(set(QUESTIONS), 10.0)),
+    ]
+    log = ResultsLog(write_log(tmp_path / "results.jsonl", entries))
+    rows = config_rows(log, settings_hash_of(settings), PROTO, {})
+    metrics = cell_metrics(rows, 68.0, PROTO)
+    # one refusal in ten selection questions: interval reaches zero -> no effect
+    assert metrics["status"] == stats.NO_EFFECT and metrics["coefficient"] == 0.5
+    # no steered config coherent: needs finer coefficients, best coherence from a steered one
+    rows = [r for r in rows if r["coefficient"] != 0.5]
+    metrics = cell_metrics(rows, 68.0, PROTO)
+    assert metrics["status"] == stats.NEEDS_FINER and metrics["layer"] is None
+    assert metrics["best_coherence_reached"] == 10.0  # not the unsteered config's 100
+
+
+def test_aliases_are_named_after_the_first_identical_set():
+    maps = {
+        "mean_diff_top2": {1: "a", 2: "b"},
+        "mean_diff_top1": {1: "a", 2: "b"},
+        "mean_diff_top3": {1: "a", 2: "c"},
+        "mean_diff_preclean": {1: "x", 2: "y"},
+        "mean_diff_cleaned": {1: "x", 2: "y"},
+    }
+    assert aliases(maps) == {
+        "mean_diff_top2": "mean_diff_top1",
+        "mean_diff_preclean": "mean_diff_cleaned",
+    }

@@ -1,0 +1,96 @@
+"""The results log: appends from concurrent writers are all kept, a torn line is closed, and
+scores are served on any covered subset of the questions, never across scopes."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+
+from steering_data import (
+    baseline_entry,
+    config_entry,
+    settings_for,
+    settings_hash_of,
+    write_log,
+)
+from steerops.errors import SteeropsError
+from steerops.io import read_jsonl
+from steerops.steering.store import ResultsLog, entry_key, scope_of
+
+QUESTIONS = [f"q{i}" for i in range(6)]
+
+
+def _append_many(path, writer: int, count: int) -> None:
+    for i in range(count):
+        ResultsLog(path).append(
+            [
+                {
+                    "type": "config",
+                    "config": {"coefficient": i, "vectors": []},
+                    "result": {"w": writer},
+                }
+            ]
+        )
+
+
+def test_concurrent_writers_lose_no_entry(tmp_path):
+    path = tmp_path / "cell" / "results.jsonl"
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_append_many, args=(path, w, 40)) for w in range(4)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join()
+        assert p.exitcode == 0
+    entries = read_jsonl(path)
+    assert len(entries) == 4 * 40
+    for w in range(4):
+        got = [e["config"]["coefficient"] for e in entries if e["result"]["w"] == w]
+        assert got == list(range(40))  # each writer's entries, in its order
+
+
+def test_a_torn_last_line_is_dropped(tmp_path):
+    path = tmp_path / "results.jsonl"
+    settings = settings_for(QUESTIONS)
+    good = baseline_entry(settings, QUESTIONS, [(0.0, 100.0)] * 6)
+    path.write_text(__import__("json").dumps(good) + '\n{"type": "config", "sett')
+    log = ResultsLog(path)
+    assert len(log.entries) == 1  # the torn write is ignored
+    entry = config_entry(settings, "mean_diff", "prompt[-1]", 1, 1.0, [(50.0, 90.0)] * 6)
+    log.append([entry])
+    again = ResultsLog(path)
+    assert [e["type"] for e in again.entries] == ["baseline", "config"]
+    path.write_text('{"type": "config"\n{"type": "baseline"}\n')
+    with pytest.raises(SteeropsError, match=r"results.jsonl:1: malformed JSON line"):
+        ResultsLog(path)
+
+
+def test_scores_are_served_on_a_covered_subset_in_its_order(tmp_path):
+    settings = settings_for(QUESTIONS)
+    base = [(float(i), 100.0 - i) for i in range(6)]
+    scores = [(10.0 * i, 90.0) for i in range(6)]
+    entry = config_entry(settings, "mean_diff", "prompt[-1]", 2, 1.5, scores)
+    legacy = config_entry(settings, "mean_diff", "prompt[-1]", 2, 0.5, scores)
+    del legacy["scores"]  # written before scores were logged
+    path = write_log(
+        tmp_path / "results.jsonl", [baseline_entry(settings, QUESTIONS, base), entry, legacy]
+    )
+    log = ResultsLog(path)
+    subset = ["q4", "q1", "q3"]
+    scope = scope_of(settings_for(subset))
+    assert scope == scope_of(settings)  # the questions are not part of the scope
+    key, files = entry_key(entry["config"]), entry["vector_files"]
+    assert log.config_scores(scope, subset, key, files) == [
+        (40.0, 90.0),
+        (10.0, 90.0),
+        (30.0, 90.0),
+    ]
+    assert log.baseline_scores(scope, subset) == [base[4], base[1], base[3]]
+    # a question the log never saw, another scope, other vector files, a legacy entry: none
+    assert log.config_scores(scope, ["q1", "q9"], key, files) is None
+    other = scope_of(settings_for(subset, max_new_tokens=48))
+    assert log.config_scores(other, subset, key, files) is None
+    assert log.config_scores(scope, subset, key, {"x": "other md5"}) is None
+    assert log.config_scores(scope, subset, entry_key(legacy["config"]), files) is None
+    assert log.questions(settings_hash_of(settings)) == QUESTIONS

@@ -1,0 +1,68 @@
+"""The stage summary DVC reads: a few held-out headline numbers per cell, so
+`dvc metrics show --json` stays small on the default grid (17 methods x 2 positions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from steering_data import write_grid
+from steerops.config import load_params
+from steerops.io import read_json
+from steerops.steering.best import COMPACT, write_steer_summary
+from steerops.steering.outputs import write_csv
+
+METHODS = (
+    "mean_diff probe gradient random_baseline pca mean_diff_top1 mean_diff_top2 mean_diff_top3 "
+    "mean_diff_top5 mean_diff_cleaned mean_diff_preclean probe_top1 probe_top2 probe_top3 "
+    "probe_top5 probe_cleaned probe_preclean"
+).split()
+POSITIONS = ["prompt[-1]", "response[:5]"]
+QUESTIONS = [f"q{i}" for i in range(10)]
+
+
+def _leaves(tree) -> int:
+    if isinstance(tree, dict):
+        return sum(_leaves(v) for v in tree.values())
+    return 1
+
+
+def test_dvc_metrics_show_has_a_handful_of_columns_per_cell(tmp_path):
+    from steerops.steering.best import cell_metrics, config_rows, protocol
+    from steerops.steering.store import METRICS_FILE, ResultsLog
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"paths": {"out": "outputs"}}))
+    params = load_params(tmp_path / "params.yaml")
+    configs = [(layer, c, 0.6, 0.6, 90.0) for layer in range(4) for c in (0.5, 1.0, 1.5)]
+    grid = {(m, p): configs for m in METHODS for p in POSITIONS}
+    write_grid(params.out, grid, QUESTIONS)
+    for path in sorted((params.out / "steering").rglob("results.jsonl")):
+        log = ResultsLog(path)
+        h = log.entries[0]["settings_hash"]
+        rows = config_rows(log, h, protocol(params), {"trait": "t"})
+        write_csv(path.parent / "results.csv", rows)
+        (path.parent / METRICS_FILE).write_text(
+            json.dumps(cell_metrics(rows, 68, protocol(params)))
+        )
+    write_steer_summary(params)
+    summary = read_json(tmp_path / "metrics" / "steer.json")
+    assert len(summary) == len(METHODS) * len(POSITIONS)
+    assert all(set(cell) == set(COMPACT) for cell in summary.values())
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True
+    )
+    (tmp_path / "dvc.yaml").write_text("metrics:\n  - metrics/steer.json\n")
+    shown = subprocess.run(
+        [sys.executable, "-m", "dvc", "metrics", "show", "--json"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    data = json.loads(shown.stdout)[""]["data"]["metrics/steer.json"]["data"]
+    assert _leaves(data) == len(COMPACT) * len(summary) == 8 * 34
+    cell = data[next(iter(data))]
+    assert cell["status"] == "ok" and cell["n"] == 5 and cell["delta_lo"] < 60 < cell["delta_hi"]

@@ -1,0 +1,100 @@
+"""Artifact I/O: permissions follow the umask, JSON is standard JSON, user text is UTF-8 or
+one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+import torch
+
+from steerops.errors import SteeropsError
+from steerops.extract.store import write_streamed
+from steerops.io import (
+    iter_jsonl,
+    json_text,
+    read_json,
+    read_text,
+    save_tensors,
+    write_json,
+    write_jsonl,
+    write_text,
+)
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, restoring it after."""
+    saved = os.umask(0o022)
+    os.umask(saved)
+
+    def set_mask(mask: int) -> None:
+        os.umask(mask)
+
+    yield set_mask
+    os.umask(saved)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002, 0o077])
+def test_every_writer_respects_the_umask(tmp_path, umask, mask):
+    umask(mask)
+    writers = {
+        "a.txt": lambda p: write_text(p, "x"),
+        "b.json": lambda p: write_json(p, {"a": 1}),
+        "c.jsonl": lambda p: write_jsonl(p, [{"a": 1}]),
+        "d.safetensors": lambda p: save_tensors(p, {"t": torch.ones(2)}),
+        "e.safetensors": lambda p: write_streamed(
+            p, [("t", (2,), torch.float32)], lambda name: torch.ones(2)
+        ),
+    }
+    for name, write in writers.items():
+        write(tmp_path / name)
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask, name
+    # Rewriting over an existing file gives the same mode, not the temporary file's 0600.
+    write_json(tmp_path / "b.json", {"a": 2})
+    assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o666 & ~mask
+
+
+def test_non_finite_numbers_are_written_as_null(tmp_path):
+    value = {
+        "nan": float("nan"),
+        "inf": float("inf"),
+        "np": np.float32("-inf"),
+        "array": np.array([1.5, np.nan]),
+        "tensor": torch.tensor([2.0, float("inf")]),
+        "scalar": torch.tensor(float("nan")),
+        "ok": [1, 2.5, np.int64(3)],
+    }
+    write_json(tmp_path / "a.json", value)
+    write_jsonl(tmp_path / "a.jsonl", [value])
+
+    def strict(text: str):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard {c}"))
+
+    expected = {
+        "nan": None,
+        "inf": None,
+        "np": None,
+        "array": [1.5, None],
+        "tensor": [2.0, None],
+        "scalar": None,
+        "ok": [1, 2.5, 3],
+    }
+    assert strict((tmp_path / "a.json").read_text()) == expected
+    assert strict((tmp_path / "a.jsonl").read_text()) == expected
+    assert json_text({"b": 1, "a": 2}) == '{"a": 2, "b": 1}'
+
+
+def test_text_that_is_not_utf8_is_one_line_naming_file_and_line(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_bytes(b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n')
+    with pytest.raises(SteeropsError, match=r"prompts\.jsonl:2: not UTF-8 text"):
+        list(iter_jsonl(path))
+    with pytest.raises(SteeropsError, match=r"prompts\.jsonl:2: not UTF-8 text"):
+        read_text(path)
+    (tmp_path / "x.json").write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(SteeropsError, match=r"x\.json:1: not UTF-8 text \(byte 7\)"):
+        read_json(tmp_path / "x.json")

@@ -1,0 +1,99 @@
+"""The shared statistics: the question split, the paired bootstrap (against an independent
+numpy computation and scipy's bootstrap) and the choice on the selection half."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from steerops import stats
+from steerops.errors import SteeropsError
+
+
+def reference_interval(steered, baseline, seed, sign=1.0, resamples=2000):
+    """The documented recipe, written out draw by draw."""
+    pairs = list(zip(steered, baseline, strict=True))
+    d = np.array([sign * (s - b) for s, b in pairs if s is not None and b is not None])
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(d), size=(resamples, len(d)))
+    means = np.array([np.mean([d[i] for i in row]) for row in draws])
+    return d.mean(), np.quantile(means, 0.025), np.quantile(means, 0.975)
+
+
+def test_question_split_is_disjoint_seeded_and_complete():
+    questions = [f"q{i}" for i in range(11)]
+    selection, heldout = stats.split_questions(questions, 0.5, seed=7)
+    assert not set(selection) & set(heldout)
+    assert sorted(selection + heldout) == sorted(questions)
+    assert len(heldout) == round(11 * 0.5)
+    assert (selection, heldout) == stats.split_questions(questions, 0.5, seed=7)
+    assert (selection, heldout) != stats.split_questions(questions, 0.5, seed=8)
+    assert selection == [q for q in questions if q in selection]  # question order kept
+    with pytest.raises(SteeropsError, match="at least 2"):
+        stats.split_questions(["only", "only"], 0.5, seed=0)
+
+
+def test_paired_bootstrap_matches_the_documented_recipe_and_scipy():
+    rng = np.random.default_rng(3)
+    baseline = list(rng.choice([0.0, 100.0], size=25, p=[0.8, 0.2]))
+    steered = [min(100.0, b + x) for b, x in zip(baseline, rng.choice([0, 100], 25), strict=True)]
+    steered[4] = None  # unscored: the pair is left out
+    got = stats.paired_delta(steered, baseline, seed=11)
+    mean, lo, hi = reference_interval(steered, baseline, seed=11)
+    assert got.n == 24
+    assert (got.mean, got.lo, got.hi) == pytest.approx((mean, lo, hi), abs=1e-12)
+    # scipy's own percentile bootstrap (other draws) agrees within resampling noise
+    d = np.array([s - b for s, b in zip(steered, baseline, strict=True) if s is not None])
+    ref = scipy_stats.bootstrap(
+        (d,), np.mean, n_resamples=20000, method="percentile", random_state=1
+    ).confidence_interval
+    assert got.lo == pytest.approx(ref.low, abs=4.0) and got.hi == pytest.approx(ref.high, abs=4.0)
+    # the steering direction flips the sign of the delta and mirrors the interval
+    neg = stats.paired_delta(steered, baseline, seed=11, sign=-1.0)
+    assert (neg.mean, neg.lo, neg.hi) == pytest.approx((-mean, -hi, -lo), abs=1e-9)
+    assert stats.paired_delta([None], [50.0], seed=0) == stats.Interval(0, None, None, None)
+
+
+def test_half_stats_means_and_delta():
+    steered = [(100.0, 80.0), (0.0, 90.0), (None, None), (100.0, 70.0)]
+    base = [(0.0, 100.0), (0.0, 100.0), (0.0, 100.0), (0.0, 95.0)]
+    half = stats.half_stats(steered, base, seed=0)
+    assert half.n == 3 and half.trait_mean == pytest.approx(200 / 3)
+    assert half.coherence_mean == pytest.approx(80.0)
+    assert half.trait_delta == pytest.approx(200 / 3)
+    assert half.prefixed("heldout")["heldout_delta_lo"] == half.delta_lo
+
+
+def _row(coef, sel_delta, sel_lo, sel_coh, held_lo=10.0, held_coh=90.0, layer=1):
+    return {
+        "layer": layer,
+        "coefficient": coef,
+        "selection_trait_delta": sel_delta,
+        "selection_delta_lo": sel_lo,
+        "selection_coherence_mean": sel_coh,
+        "heldout_delta_lo": held_lo,
+        "heldout_coherence_mean": held_coh,
+    }
+
+
+def test_choose_never_picks_coefficient_zero_and_words_its_verdict():
+    rows = [
+        _row(0.0, 90.0, 80.0, 100.0),  # unsteered: never a pick
+        _row(1.0, 60.0, 40.0, 80.0),
+        _row(2.0, 95.0, 70.0, 50.0),  # incoherent on the selection half
+        _row(1.5, 70.0, 50.0, 75.0, held_lo=-5.0),  # best, but no effect held out
+    ]
+    pick, verdict = stats.choose(rows, 68)
+    assert pick is rows[3] and verdict == stats.NO_EFFECT
+    pick, verdict = stats.choose(rows[:3], 68)
+    assert pick is rows[1] and verdict == stats.OK
+    rows[1]["heldout_coherence_mean"] = 60.0
+    assert stats.choose(rows[:3], 68)[1] == stats.INCOHERENT
+    # coherent configs without an effect on the selection half: the strongest, "no effect"
+    flat = [_row(1.0, 5.0, -5.0, 99.0), _row(2.0, 2.5, -2.5, 95.0)]
+    pick, verdict = stats.choose(flat, 68)
+    assert pick is flat[0] and verdict == stats.NO_EFFECT
+    # nothing coherent but the unsteered config
+    assert stats.choose([rows[0], rows[2]], 68) == (None, stats.NEEDS_FINER)
+    assert stats.best_steered_coherence([rows[0], rows[2]]) == 50.0
