@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from steerops.calibration.stats import LayerSums, global_dims, layer_stats, median_last, summarize
+from steerops.calibration.aggregate import global_dims, summarize
+from steerops.calibration.median import LogHistogram
+from steerops.calibration.stats import LayerSums, layer_stats, median_last
 
 HIDDEN = 64
 
@@ -33,44 +35,62 @@ def planted_activations(layer: int, seed: int = 0) -> np.ndarray:
     for dim, (value, layers) in PLANTED.items():
         if layer in layers:
             x[:, dim] += value
-    # Dim 3 spikes to 500 on 10% of tokens: massive (tests use a 200x threshold, above the
-    # planted means), and a mean of ~50 at every layer.
-    x[: N_TOKENS // 10, 3] = 500.0
+    # Dim 3 spikes to 5000 on the first token of each 60-token "sequence": massive (the
+    # median |x| is ~0.7), and a mean of ~83 at every layer. Dim 9 peaks at 300 once: over
+    # the 100 floor but only ~450x the median, so not massive.
+    x[::60, 3] = 5000.0
+    x[7, 9] = -300.0
     return x.astype(np.float32)
 
 
-def stream(x: np.ndarray, threshold: float = 200.0, chunk: int = 97) -> LayerSums:
+def where_of(n: int) -> torch.Tensor:
+    """(sequence, position) of token i, sequences of 60 tokens."""
+    i = torch.arange(n)
+    return torch.stack([i // 60, i % 60], 1)
+
+
+def stream(x: np.ndarray, chunk: int = 97) -> LayerSums:
     sums = LayerSums.zeros(x.shape[1])
+    where = where_of(len(x))
     for i in range(0, len(x), chunk):
-        sums.add(torch.from_numpy(x[i : i + chunk]), threshold)
+        sums.add(torch.from_numpy(x[i : i + chunk]), where[i : i + chunk])
     return sums
 
 
 def test_layer_stats_match_numpy_reference():
     x = planted_activations(layer=1)
-    x[:2, 5] = 500.0  # a rare spike: 2 tokens of 600
-    stats = layer_stats(stream(x), top_k=4, min_share=0.05)
+    stats = layer_stats(stream(x), top_k=4, threshold=100.0, ratio=1000.0)
     mean = x.astype(np.float64).mean(0)
     order = np.argsort(-np.abs(mean), kind="stable")[:4]
-    assert stats["top_dims"] == order.tolist() == [7, 3, 42, 13]
+    assert stats["top_dims"] == order.tolist() == [3, 7, 42, 13]
     np.testing.assert_allclose(stats["top_values"], mean[order], rtol=1e-5)
     relative = np.abs(mean) / np.abs(mean).mean()
     np.testing.assert_allclose(stats["relative"], relative[order], rtol=1e-3)
     magnitude = np.abs(x.astype(np.float64))
-    ratio = magnitude.max(1) / np.median(magnitude, axis=1)
-    assert stats["max_median_ratio"]["mean"] == pytest.approx(ratio.mean(), rel=1e-4)
-    assert stats["max_median_ratio"]["max"] == pytest.approx(ratio.max(), rel=1e-4)
-    share = (magnitude > 200 * np.median(magnitude, axis=1, keepdims=True)).mean(0)
-    assert (
-        stats["massive_dims"]
-        == [d for d in np.argsort(-share, kind="stable") if share[d] >= 0.05]
-        == [3]
-    )
-    assert stats["massive_share"] == {"3": pytest.approx(0.1)}
+    median = np.median(magnitude)  # over all tokens and dims of the layer
+    assert stats["median_abs"] == pytest.approx(median, rel=3e-3)
+    peak = magnitude.max(0)
+    assert stats["max_median_ratio"] == pytest.approx(peak.max() / median, rel=3e-3)
+    ranked = np.argsort(-peak, kind="stable")[:4]
+    top = stats["top_max"]
+    assert [e["dim"] for e in top] == ranked.tolist()
+    for e in top:
+        row = int(magnitude[:, e["dim"]].argmax())
+        assert e["value"] == pytest.approx(x[row, e["dim"]], rel=1e-5)
+        assert (e["sequence"], e["position"]) == (row // 60, row % 60)
+        assert e["ratio"] == pytest.approx(peak[e["dim"]] / median, rel=3e-3)
+    ranked_all = np.argsort(-peak, kind="stable")
+    expected = [d for d in ranked_all if peak[d] > 100 and peak[d] > 1000 * median]
+    assert stats["massive_dims"] == expected == [3]
+    assert stats["massive"]["3"]["position"] == 0 and stats["massive"]["3"]["value"] == 5000.0
+    assert top[1]["dim"] == 9 and top[1]["value"] == -300.0  # large, yet not massive
     assert stats["norm"] == pytest.approx(np.linalg.norm(x, axis=1).mean(), rel=1e-5)
     assert stats["n_tokens"] == N_TOKENS
-    # The rare spike is massive only under a lower share.
-    assert 5 in layer_stats(stream(x), top_k=4, min_share=0.003)["massive_dims"]
+    # The ratio alone is not enough: scaled down, dim 3 keeps its ratio but not its size.
+    small = layer_stats(stream(x * 0.01), top_k=4, threshold=100.0, ratio=1000.0)
+    assert small["massive_dims"] == [] and small["max_median_ratio"] > 1000
+    # A lower ratio admits dim 9 as well.
+    assert layer_stats(stream(x), top_k=4, threshold=100.0, ratio=300.0)["massive_dims"] == [3, 9]
 
 
 def test_streaming_is_independent_of_chunking():
@@ -78,8 +98,19 @@ def test_streaming_is_independent_of_chunking():
     one, many = stream(x, chunk=len(x)), stream(x, chunk=13)
     assert one.n_tokens == many.n_tokens
     torch.testing.assert_close(one.sum, many.sum, rtol=1e-9, atol=1e-6)
-    assert torch.equal(one.massive_count, many.massive_count)
-    assert one.ratio_max == pytest.approx(many.ratio_max)
+    assert torch.equal(one.peak, many.peak) and torch.equal(one.peak_where, many.peak_where)
+    assert torch.equal(one.histogram.counts, many.histogram.counts)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 250.0])
+def test_histogram_median_matches_numpy(scale):
+    rng = np.random.default_rng(3)
+    for size in (1, 1001, 4000, 50_000):  # dense enough for the middle values to meet
+        values = np.abs(rng.standard_cauchy(size)) * scale
+        hist = LogHistogram()
+        hist.add(torch.from_numpy(values.astype(np.float32)))
+        assert hist.median() == pytest.approx(np.median(values), rel=3e-3)
+    assert LogHistogram().median() == 0.0
 
 
 def test_median_matches_numpy_for_odd_and_even_counts():
@@ -109,7 +140,9 @@ def test_global_rule_selects_exactly_the_expected_dims_in_order():
 
 def test_planted_dims_are_found_across_layers():
     sums = {layer: stream(planted_activations(layer)) for layer in range(6)}
-    record = summarize(sums, top_k=5, min_share=0.05, global_top_n=5, global_min_layers=3)
+    record = summarize(
+        sums, top_k=5, threshold=100.0, ratio=1000.0, global_top_n=5, global_min_layers=3
+    )
     agg = record["aggregate"]
     # Independent count: top-5 by |mean| per layer, from numpy.
     counts: dict[int, int] = {}
@@ -119,8 +152,8 @@ def test_planted_dims_are_found_across_layers():
         assert agg["top_dims_by_layer"][str(layer)] == top
         for d in top:
             counts[d] = counts.get(d, 0) + 1
-    # 3 (spike mean ~50) is in every layer's top-5; ties on count go by magnitude.
-    assert agg["global_dims"] == [7, 3, 42, 21, 13, 55]
+    # 3 (spike mean ~83) is in every layer's top-5; ties on count go by magnitude.
+    assert agg["global_dims"] == [3, 7, 42, 21, 13, 55]
     assert {int(d) for d, c in counts.items() if c >= 3} == set(agg["global_dims"])
     assert agg["global_counts"]["30"] == 2
     heat = agg["heatmap"]
@@ -133,3 +166,9 @@ def test_planted_dims_are_found_across_layers():
         atol=1e-4,
     )
     assert [s["massive_dims"] for s in record["layers"].values()] == [[3]] * 6
+    # The massive set is kept apart from the top_mean set.
+    assert agg["massive_dims"] == [3] and agg["massive_layers"] == {"3": list(range(6))}
+    assert agg["massive_by_layer"] == {str(k): [3] for k in range(6)}
+    table = agg["massive_heatmap"]
+    assert table["dims"][0] == 3 and table["massive"] == [3]
+    assert all(row[0] > 1000 for row in table["ratio"])

@@ -51,6 +51,8 @@ def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
             "top_values",
             "relative",
             "max_median_ratio",
+            "median_abs",
+            "top_max",
             "massive_dims",
             "norm",
         }
@@ -85,8 +87,9 @@ def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
         with torch.no_grad():
             hidden = loaded.model(ids, output_hidden_states=True).hidden_states
         for layer in per_layer:
-            per_layer[layer].append(hidden[layer + 1][0, len(c.prompt_ids) :].double().numpy())
-    assert record["n_tokens"] == sum(len(c.response_ids) for c in done)
+            per_layer[layer].append(hidden[layer + 1][0].double().numpy())  # every token
+    assert record["n_tokens"] == sum(len(c.prompt_ids) + len(c.response_ids) for c in done)
+    assert record["n_response_tokens"] == sum(len(c.response_ids) for c in done)
     for layer, chunks in per_layer.items():
         x = np.concatenate(chunks)
         stats = record["layers"][str(layer)]
@@ -96,6 +99,13 @@ def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
         )
         assert np.abs(mean[stats["top_dims"][-1]]) >= np.sort(np.abs(mean))[-5] - 1e-4
         assert stats["norm"] == pytest.approx(np.linalg.norm(x, axis=1).mean(), rel=1e-4)
+        assert stats["median_abs"] == pytest.approx(np.median(np.abs(x)), rel=5e-3)
+        peak = np.abs(x).max(0)
+        assert [e["dim"] for e in stats["top_max"]] == np.argsort(-peak)[
+            : len(stats["top_max"])
+        ].tolist()
+        # The toy has no massive activations: nothing passes 100 and 1000x the median.
+        assert stats["massive_dims"] == [] and peak.max() < 1000 * np.median(np.abs(x))
 
     import mlflow
 

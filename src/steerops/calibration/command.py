@@ -2,7 +2,8 @@
 
 Runs the calibration prompts through the chat template, generates greedy responses, then
 feeds prompt + response back through the model, reading the residual stream after every
-decoder block on response tokens only. Statistics stream per batch (see
+decoder block on every token: the first token and the template's tokens included, since
+that is where massive activations live. Statistics stream per batch (see
 `steerops.calibration.stats`); writes `calibration.json` and `heatmap.png` (see
 `steerops.calibration.store`).
 """
@@ -16,8 +17,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from steerops.calibration.aggregate import summarize
 from steerops.calibration.heatmap import plot_heatmap
-from steerops.calibration.stats import LayerSums, summarize
+from steerops.calibration.stats import LayerSums
 from steerops.calibration.store import calibration_file, heatmap_file, write_calibration
 from steerops.cli import flags, load_params_for, stage_parser
 from steerops.errors import SteeropsError
@@ -29,14 +31,16 @@ def register(subparsers) -> None:
         subparsers,
         "calibrate",
         "Generate responses to the calibration prompts and "
-        "measure, per layer, the mean residual activation over response tokens: top dims, "
-        "relative magnitudes, max/median ratios, massive dims and norms, plus the global dims "
-        "across layers.",
+        "measure, per layer, the residual activations over all tokens: each dim's peak |x| "
+        "and the token it occurs at, max/median ratios, massive dims (peak > "
+        "massive_threshold and > massive_ratio x the layer median), the dims with the largest "
+        "mean, norms, and the global dims across layers.",
     )
     flags(
         parser,
         "calibration.variant calibration.prompts calibration.max_new_tokens "
-        "calibration.top_k calibration.massive_threshold calibration.global_top_n "
+        "calibration.top_k calibration.massive_threshold calibration.massive_ratio "
+        "calibration.global_top_n "
         "calibration.global_min_layers calibration.batch_size",
     )
     parser.set_defaults(func=run)
@@ -47,7 +51,8 @@ def run(args: argparse.Namespace) -> None:
     record = calibrate(params)
     variant = params.calibration.variant
     print(
-        f"calibration [{variant}]: {record['n_tokens']} response tokens, global dims "
+        f"calibration [{variant}]: {record['n_tokens']} tokens, massive dims "
+        f"{record['aggregate']['massive_dims']}, global dims "
         f"{record['aggregate']['global_dims']} -> {calibration_file(params.out, variant)}"
     )
 
@@ -77,7 +82,7 @@ def calibrate(params, progress: bool = True) -> dict:
             "max_new_tokens",
             "top_k",
             "massive_threshold",
-            "massive_min_share",
+            "massive_ratio",
             "global_top_n",
             "global_min_layers",
         )
@@ -104,7 +109,8 @@ def calibrate(params, progress: bool = True) -> dict:
         sequences = [(c.prompt_ids, c.response_ids) for c in completions if c.response_ids]
         if not sequences:
             raise SteeropsError(f"models.{cfg.variant}: every calibration response was empty")
-        sums = response_stats(loaded, sequences, cfg.massive_threshold, cfg.batch_size, progress)
+        seqs = [p + r for p, r in sequences]
+        sums = token_stats(loaded, seqs, cfg.batch_size, progress)
         record = {
             "variant": cfg.variant,
             "model": {
@@ -117,9 +123,16 @@ def calibrate(params, progress: bool = True) -> dict:
             "settings": settings,
             "n_prompts": len(prompts),
             "empty_responses": len(prompts) - len(sequences),
-            "n_tokens": sum(len(r) for _, r in sequences),
+            "n_tokens": sum(len(s) for s in seqs),
+            "n_response_tokens": sum(len(r) for _, r in sequences),
             **summarize(
-                sums, cfg.top_k, cfg.massive_min_share, cfg.global_top_n, cfg.global_min_layers
+                sums,
+                top_k=cfg.top_k,
+                threshold=cfg.massive_threshold,
+                ratio=cfg.massive_ratio,
+                global_top_n=cfg.global_top_n,
+                global_min_layers=cfg.global_min_layers,
+                token_text=lambda seq, pos: loaded.tokenizer.decode([seqs[seq][pos]]),
             ),
             "seconds": round(time.perf_counter() - start, 3),
         }
@@ -130,15 +143,11 @@ def calibrate(params, progress: bool = True) -> dict:
     return record
 
 
-def response_stats(
-    loaded,
-    sequences: list[tuple[list[int], list[int]]],
-    threshold: float,
-    batch_size: int,
-    progress: bool = True,
+def token_stats(
+    loaded, seqs: list[list[int]], batch_size: int, progress: bool = True
 ) -> dict[int, LayerSums]:
-    """Stream every layer's residual on response tokens of (prompt_ids, response_ids) pairs
-    into per-layer `LayerSums`; batches are length-sorted and left-padded."""
+    """Stream every layer's residual on every token of `seqs` into per-layer `LayerSums`;
+    batches are length-sorted and left-padded (padding is masked out)."""
     from steerops.models.batching import Batcher, length_order, pad_batch
     from steerops.models.capture import forward_capture
 
@@ -146,7 +155,6 @@ def response_stats(
     layers = list(range(layout.num_layers))
     sums = {layer: LayerSums.zeros(layout.hidden_size) for layer in layers}
     pad = loaded.tokenizer.pad_token_id or 0  # padded positions are masked out
-    seqs = [p + r for p, r in sequences]
     lengths = [len(s) for s in seqs]
     batcher = Batcher(
         max_rows=batch_size,
@@ -167,12 +175,15 @@ def response_stats(
 
     def done(batch: list[int], store: dict[int, torch.Tensor]) -> None:
         width = max(lengths[i] for i in batch)
-        response = torch.zeros((len(batch), width), dtype=torch.bool)
+        real = torch.zeros((len(batch), width), dtype=torch.bool)
+        where = torch.zeros((len(batch), width, 2), dtype=torch.int64)
         for row, i in enumerate(batch):
-            response[row, width - len(sequences[i][1]) :] = True
+            real[row, width - lengths[i] :] = True
+            where[row, width - lengths[i] :, 0] = i
+            where[row, width - lengths[i] :, 1] = torch.arange(lengths[i])
         for layer in layers:
             out = store[layer]
-            sums[layer].add(out[response.to(out.device)], threshold)
+            sums[layer].add(out[real.to(out.device)], where[real])
         bar.update(len(batch))
 
     with bar:
@@ -194,18 +205,25 @@ def _log(tracker, record: dict, out_file: Path, heatmap: Path) -> None:
             "n_tokens": record["n_tokens"],
             "seconds": record["seconds"],
             "n_global_dims": len(record["aggregate"]["global_dims"]),
+            "n_massive_dims": len(record["aggregate"]["massive_dims"]),
         }
     )
     for layer, stats in record["layers"].items():
         tracker.log_metrics(
             {
                 "norm": stats["norm"],
-                "max_median_ratio_mean": stats["max_median_ratio"]["mean"],
-                "max_median_ratio_max": stats["max_median_ratio"]["max"],
+                "median_abs": stats["median_abs"],
+                "max_median_ratio": stats["max_median_ratio"],
                 "n_massive_dims": len(stats["massive_dims"]),
             },
             step=int(layer),
         )
-    tracker.set_tags({"global_dims": ",".join(map(str, record["aggregate"]["global_dims"]))})
+    aggregate = record["aggregate"]
+    tracker.set_tags(
+        {
+            "global_dims": ",".join(map(str, aggregate["global_dims"])),
+            "massive_dims": ",".join(map(str, aggregate["massive_dims"])),
+        }
+    )
     tracker.log_artifact(out_file)
     tracker.log_artifact(heatmap)

@@ -1,4 +1,8 @@
-"""heatmap.png: relative |mean| per (layer, dim) for the dims calibration singled out."""
+"""heatmap.png: two panels per (layer, dim), log colour scales.
+
+Left, the massive set: peak |x| / the layer's median |x| (massive dims marked `!`).
+Right, the top_mean set: |mean| / the layer's mean |mean| (global dims marked `*`).
+"""
 
 from __future__ import annotations
 
@@ -8,39 +12,58 @@ from steerops.io import atomic_path
 
 
 def plot_heatmap(record: dict, path: str | Path) -> None:
-    """Draw `record["aggregate"]["heatmap"]` (layers x dims), log colour scale, atomically."""
+    """Draw `aggregate.massive_heatmap` and `aggregate.heatmap` side by side, atomically."""
     # A bare Figure renders with Agg and leaves pyplot's global backend/state alone.
-    import numpy as np
-    from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
 
-    table = record["aggregate"]["heatmap"]
-    values = np.asarray(table["relative"], dtype=float).reshape(len(table["layers"]), -1)
-    positive = values[values > 0]
-    floor = max(float(positive.min()), 1e-2) if positive.size else 1e-2
-    top = max(float(values.max()) if values.size else 1.0, floor * 10)
-    global_dims = set(record["aggregate"]["global_dims"])
-
-    fig = Figure(
-        figsize=(max(4.0, 0.45 * values.shape[1] + 2), max(2.5, 0.3 * values.shape[0] + 1.5))
+    agg = record["aggregate"]
+    peaks, means = agg["massive_heatmap"], agg["heatmap"]
+    n_layers = len(means["layers"])
+    width = 0.45 * (len(peaks["dims"]) + len(means["dims"])) + 5
+    fig = Figure(figsize=(max(7.0, width), max(2.5, 0.3 * n_layers + 1.5)))
+    left, right = fig.subplots(1, 2, width_ratios=[max(len(peaks["dims"]), 1), len(means["dims"])])
+    massive = set(peaks["massive"])
+    _panel(
+        fig,
+        left,
+        peaks["ratio"],
+        peaks["layers"],
+        [f"{d}!" if d in massive else str(d) for d in peaks["dims"]],
+        "peak |x| / layer median |x|  (! = massive)",
+        "max / median",
     )
-    ax = fig.subplots()
-    image = ax.imshow(
-        np.clip(values, floor, None),
-        aspect="auto",
-        cmap="magma",
-        norm=LogNorm(vmin=floor, vmax=top),
+    global_dims = set(agg["global_dims"])
+    _panel(
+        fig,
+        right,
+        means["relative"],
+        means["layers"],
+        [f"{d}*" if d in global_dims else str(d) for d in means["dims"]],
+        "|mean| / layer mean |mean|  (* = global)",
+        "relative |mean|",
     )
-    ax.set_xticks(range(len(table["dims"])))
-    ax.set_xticklabels(
-        [f"{d}*" if d in global_dims else str(d) for d in table["dims"]], rotation=90, fontsize=7
-    )
-    ax.set_yticks(range(len(table["layers"])))
-    ax.set_yticklabels([str(k) for k in table["layers"]], fontsize=7)
-    ax.set_xlabel("dim (* = global)")
-    ax.set_ylabel("layer")
-    ax.set_title(f"{record['variant']}: |mean| / layer mean |mean| (response tokens)", fontsize=9)
-    fig.colorbar(image, ax=ax, label="relative magnitude")
+    fig.suptitle(f"{record['variant']}: calibration over all tokens", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
+
+
+def _panel(fig, ax, rows, layers, labels, title, colour_label) -> None:
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    values = np.nan_to_num(np.asarray(rows, dtype=float).reshape(len(layers), -1))
+    positive = values[values > 0]
+    floor = max(float(positive.min()), 1e-2) if positive.size else 1e-2
+    top = max(float(values.max()) if values.size else 1.0, floor * 10)
+    image = ax.imshow(
+        np.clip(values, floor, None), aspect="auto", cmap="magma", norm=LogNorm(floor, top)
+    )
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(layers)))
+    ax.set_yticklabels([str(k) for k in layers], fontsize=7)
+    ax.set_xlabel("dim")
+    ax.set_ylabel("layer")
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(image, ax=ax, label=colour_label)

@@ -1,12 +1,15 @@
 """Massive-activation statistics as pure functions on tensors.
 
-Per layer, response-token activations stream through `LayerSums.add` (running sums only,
-never all tokens in memory); `layer_stats` turns the sums into the calibration record and
-`global_dims` applies the one cross-layer rule every stage shares.
+Per layer, the activations of every token of the calibration texts (first token and chat
+template tokens included) stream through `LayerSums.add`: running sums, each dim's peak
+|x| and where it occurred, and a histogram of |x| for the layer's median; never all tokens
+in memory. `layer_stats` turns the sums into the calibration record.
 
-Massive-dim rule: a token's dim is massive when |x_d| > threshold x median_d'(|x_d'|) of
-that token; a dim is listed in `massive_dims` when that holds on at least `min_share` of the
-layer's response tokens (and on at least one token).
+Two dim sets, kept apart:
+- massive (the massive-activations rule): a dim is massive at a layer when its peak |x|
+  exceeds `threshold` and `ratio` x the median |x| over all tokens and dims of that layer;
+- top_mean: the dims with the largest |mean| over tokens, ranked per layer, and the
+  cross-layer `global_dims` rule in `steerops.calibration.aggregate`.
 """
 
 from __future__ import annotations
@@ -15,37 +18,49 @@ from dataclasses import dataclass
 
 import torch
 
+from steerops.calibration.median import LogHistogram
+
 
 @dataclass
 class LayerSums:
     sum: torch.Tensor  # [hidden] float64, sum of activations over tokens
-    massive_count: torch.Tensor  # [hidden] int64, tokens on which the dim was massive
+    peak: torch.Tensor  # [hidden] float32, max |x| over tokens
+    peak_value: torch.Tensor  # [hidden] float32, the signed x at the peak
+    peak_where: torch.Tensor  # [hidden, 2] int64, (sequence, position) of the peak
+    histogram: LogHistogram
     n_tokens: int = 0
     norm_sum: float = 0.0  # sum of token L2 norms
-    ratio_sum: float = 0.0  # sum over tokens of max|x| / median|x|
-    ratio_max: float = 0.0
 
     @classmethod
     def zeros(cls, hidden: int) -> LayerSums:
-        return cls(torch.zeros(hidden, dtype=torch.float64), torch.zeros(hidden, dtype=torch.int64))
+        return cls(
+            torch.zeros(hidden, dtype=torch.float64),
+            torch.full((hidden,), -1.0),
+            torch.zeros(hidden),
+            torch.zeros((hidden, 2), dtype=torch.int64),
+            LogHistogram(),
+        )
 
-    def add(self, x: torch.Tensor, threshold: float) -> None:
-        """Fold in `x`: [tokens, hidden] activations of response tokens (any device/dtype)."""
+    def add(self, x: torch.Tensor, where: torch.Tensor) -> None:
+        """Fold in `x`: [tokens, hidden] activations; `where`: [tokens, 2] (sequence index,
+        position in the sequence) of each row."""
         if x.shape[0] == 0:
             return
         x = x.float()
         magnitude = x.abs()
-        median = median_last(magnitude).clamp_min(torch.finfo(torch.float32).tiny)
-        ratio = magnitude.amax(-1) / median
-        massive = magnitude > threshold * median[:, None]
         # Float64 sums keep the mean exact over millions of tokens (MPS has no float64).
         wide = torch.float32 if x.device.type == "mps" else torch.float64
         self.sum += x.sum(0, dtype=wide).cpu().double()
-        self.massive_count += massive.sum(0).cpu()
         self.n_tokens += x.shape[0]
         self.norm_sum += float(x.norm(dim=-1).sum(dtype=wide))
-        self.ratio_sum += float(ratio.double().sum())
-        self.ratio_max = max(self.ratio_max, float(ratio.max()))
+        self.histogram.add(magnitude)
+        best, row = magnitude.max(0)
+        best, row = best.cpu(), row.cpu()
+        better = best > self.peak
+        self.peak = torch.where(better, best, self.peak)
+        picked = x.gather(0, row.to(x.device)[None]).squeeze(0).cpu()
+        self.peak_value = torch.where(better, picked, self.peak_value)
+        self.peak_where[better] = where.cpu()[row[better]]
 
 
 def median_last(x: torch.Tensor) -> torch.Tensor:
@@ -65,100 +80,52 @@ def relative_magnitude(mean: torch.Tensor) -> torch.Tensor:
     return magnitude / scale if scale > 0 else torch.zeros_like(magnitude)
 
 
-def layer_stats(sums: LayerSums, top_k: int, min_share: float) -> dict:
-    """The per-layer calibration record (see docs/internals.md, Calibration)."""
+def massive_dims(sums: LayerSums, threshold: float, ratio: float) -> list[int]:
+    """Dims whose peak |x| exceeds `threshold` and `ratio` x the layer median, by peak."""
+    median = sums.histogram.median()
+    order = sums.peak.argsort(descending=True, stable=True).tolist()
+    return [d for d in order if sums.peak[d] > threshold and sums.peak[d] > ratio * median]
+
+
+def layer_stats(
+    sums: LayerSums, top_k: int, threshold: float, ratio: float, token_text=None
+) -> dict:
+    """The per-layer calibration record (see docs/internals.md, Calibration).
+
+    `token_text(sequence, position)` names the token at a peak (default: no text)."""
     n = max(sums.n_tokens, 1)
     mean = sums.sum / n
     relative = relative_magnitude(mean)
     top = mean.abs().argsort(descending=True, stable=True)[:top_k].tolist()
-    share = sums.massive_count.double() / n
-    massive = [
-        d
-        for d in share.argsort(descending=True, stable=True).tolist()
-        if sums.massive_count[d] > 0 and share[d] >= min_share
-    ]
+    median = sums.histogram.median()
+    scale = median if median > 0 else float("nan")
+    massive = massive_dims(sums, threshold, ratio)
+    peaks = sums.peak.argsort(descending=True, stable=True)[:top_k].tolist()
+
+    def peak(d: int) -> dict:
+        seq, pos = (int(v) for v in sums.peak_where[d])
+        entry = {
+            "dim": d,
+            "value": round(float(sums.peak_value[d]), 4),
+            "ratio": round(float(sums.peak[d]) / scale, 2),
+            "sequence": seq,
+            "position": pos,
+        }
+        if token_text is not None:
+            entry["token"] = token_text(seq, pos)
+        return entry
+
     return {
         "n_tokens": sums.n_tokens,
+        # top_mean: largest |mean| over tokens
         "top_dims": top,
         "top_values": [round(float(mean[d]), 6) for d in top],
         "relative": [round(float(relative[d]), 4) for d in top],
-        "max_median_ratio": {"mean": round(sums.ratio_sum / n, 4), "max": round(sums.ratio_max, 4)},
+        # peaks: largest max |x| over tokens, with the token where each occurred
+        "median_abs": round(median, 6),
+        "max_median_ratio": round(float(sums.peak.max()) / scale, 2),
+        "top_max": [peak(d) for d in peaks],
         "massive_dims": massive,
-        "massive_share": {str(d): round(float(share[d]), 4) for d in massive},
+        "massive": {str(d): peak(d) for d in massive},
         "norm": round(sums.norm_sum / n, 6),
-    }
-
-
-def global_dims(
-    top_dims_by_layer: dict[int, list[int]],
-    top_n: int,
-    min_layers: int,
-    relative_by_layer: dict[int, torch.Tensor] | None = None,
-) -> tuple[list[int], dict[int, int]]:
-    """Dims in the top-`top_n` of at least `min_layers` layers, by count (desc), then by mean
-    relative magnitude over all layers (desc), then dim id. Returns (dims, counts of every dim
-    that made any layer's top-`top_n`)."""
-    counts: dict[int, int] = {}
-    for dims in top_dims_by_layer.values():
-        for d in dims[:top_n]:
-            counts[d] = counts.get(d, 0) + 1
-
-    def mean_relative(d: int) -> float:
-        if not relative_by_layer:
-            return 0.0
-        return sum(float(r[d]) for r in relative_by_layer.values()) / len(relative_by_layer)
-
-    chosen = [d for d, c in counts.items() if c >= min_layers]
-    chosen.sort(key=lambda d: (-counts[d], -mean_relative(d), d))
-    return chosen, counts
-
-
-def summarize(
-    sums_by_layer: dict[int, LayerSums],
-    top_k: int,
-    min_share: float,
-    global_top_n: int,
-    global_min_layers: int,
-) -> dict:
-    """`layers` and `aggregate` of calibration.json from every layer's sums."""
-    layers, rankings, relative = {}, {}, {}
-    keep = max(top_k, global_top_n)
-    for layer in sorted(sums_by_layer):
-        sums = sums_by_layer[layer]
-        mean = sums.sum / max(sums.n_tokens, 1)
-        layers[str(layer)] = layer_stats(sums, top_k, min_share)
-        rankings[layer] = mean.abs().argsort(descending=True, stable=True)[:keep].tolist()
-        relative[layer] = relative_magnitude(mean)
-    chosen, counts = global_dims(rankings, global_top_n, global_min_layers, relative)
-    mean_relative = {d: sum(float(r[d]) for r in relative.values()) / len(relative) for d in counts}
-    aggregate = {
-        "top_dims_by_layer": {str(k): v for k, v in rankings.items()},
-        "global_dims": chosen,
-        "global_counts": {str(d): counts[d] for d in sorted(counts, key=lambda d: -counts[d])},
-        "global_mean_relative": {str(d): round(mean_relative[d], 4) for d in chosen},
-        "rule": {
-            "top_n": global_top_n,
-            "min_layers": global_min_layers,
-            "order": "layer count desc, then mean relative |mean| over layers desc",
-        },
-        "heatmap": heatmap_table(rankings, chosen, relative),
-    }
-    return {"layers": layers, "aggregate": aggregate}
-
-
-def heatmap_table(
-    rankings: dict[int, list[int]],
-    chosen: list[int],
-    relative: dict[int, torch.Tensor],
-    max_dims: int = 24,
-) -> dict:
-    """Relative |mean| of the global dims, then other per-layer top dims (strongest first),
-    at every layer: the numbers behind heatmap.png."""
-    others = {d for dims in rankings.values() for d in dims} - set(chosen)
-    strongest = sorted(others, key=lambda d: (-max(float(r[d]) for r in relative.values()), d))
-    dims = (chosen + strongest)[:max_dims]
-    return {
-        "layers": sorted(relative),
-        "dims": dims,
-        "relative": [[round(float(relative[k][d]), 4) for d in dims] for k in sorted(relative)],
     }

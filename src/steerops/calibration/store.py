@@ -3,9 +3,13 @@
     <out>/calibration/<variant>/calibration.json   per-layer stats and the global dims
     <out>/calibration/<variant>/heatmap.png
 
-calibration.json: `{variant, model, layers: {"<L>": {top_dims, top_values, relative,
-max_median_ratio, massive_dims, norm}}, aggregate: {top_dims_by_layer: {"<L>": [...]},
-global_dims: [...], global_counts: {...}, rule: {...}}}`.
+calibration.json: `{variant, model, n_tokens, layers: {"<L>": {top_dims, top_values,
+relative, median_abs, max_median_ratio, top_max: [{dim, value, ratio, sequence, position,
+token}], massive_dims, massive: {"<d>": {...as top_max}}, norm}}, aggregate:
+{top_dims_by_layer: {"<L>": [...]}, global_dims: [...], global_counts: {...}, rule: {...},
+massive_dims: [...], massive_by_layer: {"<L>": [...]}, massive_layers: {"<d>": [...]},
+massive_rule: {...}}}`. `top_dims`/`global_dims` are the top_mean set (largest |mean|),
+`massive_dims` the massive set (see `steerops.calibration.stats`).
 """
 
 from __future__ import annotations
@@ -57,3 +61,24 @@ def stored_global_dims(out: Path, variant: str) -> list[int]:
     if not path.exists():
         return []
     return [int(d) for d in read_json(path)["aggregate"]["global_dims"]]
+
+
+def stored_massive_dims(out: Path, variant: str) -> list[int]:
+    """The variant's massive dims (any layer), or none when it was not calibrated or the
+    calibration predates the massive rule."""
+    path = calibration_file(out, variant)
+    if not path.exists():
+        return []
+    return [int(d) for d in read_json(path)["aggregate"].get("massive_dims", [])]
+
+
+def stored_massive_by_layer(out: Path, variant: str) -> dict[int, list[int]] | None:
+    """{layer: massive dims} of the variant's calibration; None when it was not calibrated
+    or the calibration predates the massive rule."""
+    path = calibration_file(out, variant)
+    if not path.exists():
+        return None
+    table = read_json(path).get("aggregate", {}).get("massive_by_layer")
+    if table is None:
+        return None
+    return {int(k): [int(d) for d in v] for k, v in table.items()}

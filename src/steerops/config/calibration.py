@@ -15,9 +15,11 @@ class CalibrationConfig(Strict):
     )
     max_new_tokens: int = Field(16, ge=1, description="response tokens generated per prompt")
     top_k: int = Field(5, ge=1, description="top dims by |mean| recorded per layer")
-    massive_threshold: float = Field(100.0, gt=0, description="max/median ratio for 'massive'")
-    massive_min_share: float = Field(
-        0.05, gt=0, le=1, description="share of response tokens a massive dim must be over it on"
+    massive_threshold: float = Field(
+        100.0, gt=0, description="|activation| a dim must exceed somewhere to be massive"
+    )
+    massive_ratio: float = Field(
+        1000.0, gt=0, description="... and exceed this many times the layer's median |activation|"
     )
     global_top_n: int = Field(5, ge=1, description="a dim counts at a layer if in its top-N")
     global_min_layers: int = Field(3, ge=1, description="... at this many layers or more")

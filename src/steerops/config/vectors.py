@@ -39,3 +39,8 @@ class CleaningConfig(Strict):
         description="cleaned method names made by `steerops clean`, e.g. "
         "mean_diff_top1,probe_preclean",
     )
+    dim_set: Literal["top_mean", "massive"] = Field(
+        "top_mean",
+        description="calibrated dims cleaning zeroes: largest mean (`top_mean`) or massive "
+        "by the magnitude rule (`massive`)",
+    )

@@ -3,11 +3,12 @@
 Examples (token ids with a prompt/response boundary) are sorted longest first and cut into
 shards of `shard_examples`. Each shard runs in token-budget batches through
 `steerops.models.capture.forward_capture` (which stops after the deepest requested layer), pools
-each example's position window in fp32, and is saved to `<out>/.partial/` with the hash of
-everything its result depends on and the MD5 of its tensor bytes. A rerun reuses every shard
-whose settings hash and bytes match, so a killed run resumes where it stopped and ends with
-the same bytes. The final file is assembled one layer at a time in example order, then
-`metadata.json` (with the file's MD5) is written and the shards removed.
+each example's position window in fp32 (and gathers the per-token norms of the `norm`
+coefficient unit, `steerops.extract.token_norm`), and is saved to `<out>/.partial/` with the
+hash of everything its result depends on and the MD5 of its tensor bytes. A rerun reuses
+every shard whose settings hash and bytes match, so a killed run resumes where it stopped
+and ends with the same bytes. The final file is assembled one layer at a time in example
+order, then `metadata.json` (with the file's MD5) is written and the shards removed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from steerops.errors import SteeropsError
+from steerops.extract import token_norm
 from steerops.extract.store import METADATA_FILE, PARTIAL_DIR, TENSORS_FILE, write_streamed
 from steerops.io import save_tensors, write_json
 from steerops.models.batching import Batcher, length_order, pad_batch
@@ -65,6 +67,7 @@ class Job:
     settings: dict = field(default_factory=dict)  # model identity etc., part of the hash
     shard_examples: int = 256
     token_budget: int = 16384
+    massive: tuple[float, float] = (100.0, 1000.0)  # (threshold, ratio) of a massive token
 
 
 def extractor_for(loaded: LoadedModel, padding_side: str) -> Extractor:
@@ -96,6 +99,7 @@ def settings_hash(job: Job, kept: list[Example], windows: list[range]) -> str:
                 "component": job.component,
                 "layers": job.layers,
                 "dtype": job.dtype,
+                "token_norm": {"massive": list(job.massive), "version": 1},
             },
             sort_keys=True,
             default=str,
@@ -158,7 +162,7 @@ def run_job(
                 tokens += sum(lengths[i] for i in rows)
             if on_shard is not None:
                 on_shard(k)
-    mean_norm, tensors_md5 = _assemble(job, partial, len(shards), len(kept), digest)
+    mean_norm, token_norms, tensors_md5 = _assemble(job, partial, len(shards), len(kept), digest)
     seconds = time.perf_counter() - start
     meta = {
         **describe(kept),
@@ -166,7 +170,15 @@ def run_job(
         "component": job.component,
         "layers": job.layers,
         "dtype": job.dtype,
+        # mean norm of the pooled rows (a record; not the coefficient unit)
         "mean_norm": {str(layer): v for layer, v in mean_norm.items()},
+        # the `norm` coefficient unit and its massive-token counts, per layer
+        "token_norm": {str(layer): v for layer, v in token_norms.items()},
+        "token_norm_rule": {
+            "tokens": "prompt tokens of every example, massive tokens excluded",
+            "massive_threshold": job.massive[0],
+            "massive_ratio": job.massive[1],
+        },
         "settings_hash": digest,
         "tensors_md5": tensors_md5,
         "timing": {
@@ -222,26 +234,37 @@ def _compute_shard(
     out_dtype = DTYPES[job.dtype]
     slot = {row: i for i, row in enumerate(rows)}
     buffers: dict[int, torch.Tensor] = {}
+    norms = {
+        layer: torch.zeros(len(rows), len(token_norm.FIELDS), dtype=torch.float64)
+        for layer in job.layers
+    }
 
-    def compute(batch: list[int]) -> dict[int, torch.Tensor]:
+    def compute(batch: list[int]):
         return pool_batch(
             extractor,
             [kept[i].ids for i in batch],
             [windows[i] for i in batch],
             job.layers,
             job.component,
+            prompt_lens=[kept[i].prompt_len for i in batch],
+            massive=job.massive,
         )
 
-    def done(batch: list[int], pooled: dict[int, torch.Tensor]) -> None:
+    def done(batch: list[int], result) -> None:
+        pooled, stats = result
         where = torch.tensor([slot[i] for i in batch])
         for layer, values in pooled.items():
             if layer not in buffers:
                 buffers[layer] = torch.empty(len(rows), values.shape[-1], dtype=out_dtype)
             buffers[layer][where] = values.to(out_dtype)
+            norms[layer][where] = stats[layer]
         bar.update(len(batch))
 
     batcher.run(rows, lengths, compute, done)
-    return {f"layer_{layer}": buffers[layer] for layer in job.layers}
+    return {
+        **{f"layer_{layer}": buffers[layer] for layer in job.layers},
+        **{f"tokennorm_{layer}": norms[layer] for layer in job.layers},
+    }
 
 
 def pool_batch(
@@ -250,9 +273,19 @@ def pool_batch(
     windows: list[range],
     layers: list[int],
     component: str,
-) -> dict[int, torch.Tensor]:
-    """{layer: [batch, hidden] float32 CPU}: each row's window mean-pooled in fp32."""
+    prompt_lens: list[int] | None = None,
+    massive: tuple[float, float] = (100.0, 1000.0),
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """({layer: [batch, hidden] float32 CPU}: each row's window mean-pooled in fp32,
+    {layer: [batch, 4] token-norm stats} when `prompt_lens` is given, else {})."""
     ids, mask, offsets = pad_batch(seqs, extractor.pad_id, extractor.padding_side)
+    prompt = window_mask = None
+    if prompt_lens is not None:
+        prompt = torch.zeros(ids.shape, dtype=torch.bool)
+        window_mask = torch.zeros(ids.shape, dtype=torch.bool)
+        for r, (n, window, off) in enumerate(zip(prompt_lens, windows, offsets, strict=True)):
+            prompt[r, off : off + n] = True
+            window_mask[r, torch.tensor(list(window)) + off] = True
     weights = torch.zeros(ids.shape, dtype=torch.float32)
     for r, (window, off) in enumerate(zip(windows, offsets, strict=True)):
         weights[r, torch.tensor(list(window)) + off] = 1.0 / len(window)
@@ -269,9 +302,13 @@ def pool_batch(
         layers,
         component,
     )
-    pooled = {}
+    pooled, norms = {}, {}
     for layer in layers:
         hidden = store.pop(layer)
+        if prompt is not None:
+            norms[layer] = token_norm.token_norm_stats(
+                hidden, prompt.to(hidden.device), window_mask.to(hidden.device), *massive
+            )
         if single:
             rows = torch.arange(len(seqs), device=hidden.device)
             values = hidden[rows, cols.to(hidden.device)].float()
@@ -279,13 +316,14 @@ def pool_batch(
             values = torch.einsum("bs,bsh->bh", weights.to(hidden.device), hidden[:, lo:hi].float())
         pooled[layer] = values.cpu()
         del hidden
-    return pooled
+    return pooled, norms
 
 
 def _assemble(
     job: Job, partial: Path, n_shards: int, n_rows: int, digest: str
-) -> tuple[dict[int, float], str]:
-    """Write the final tensors in example order, one layer at a time; (mean norms, MD5)."""
+) -> tuple[dict[int, float], dict[int, dict], str]:
+    """Write the final tensors in example order, one layer at a time; (mean norms of the
+    pooled rows, token-norm summaries, MD5)."""
     paths = [partial / f"shard_{k:05d}.safetensors" for k in range(n_shards)]
     rows = []
     for path in paths:
@@ -304,6 +342,13 @@ def _assemble(
         mean_norm[layer] = round(float(out.float().norm(dim=-1).mean()), 6)
         return out
 
+    token_norms = {}
+    for layer in job.layers:
+        totals = torch.zeros(len(token_norm.FIELDS), dtype=torch.float64)
+        for path in paths:
+            with safe_open(str(path), framework="pt") as f:
+                totals += f.get_tensor(f"tokennorm_{layer}").sum(0)
+        token_norms[layer] = token_norm.summarize(totals)
     specs = [(f"layer_{layer}", (n_rows, hidden), dtype) for layer in job.layers]
     md5 = write_streamed(
         Path(job.out_dir) / TENSORS_FILE,
@@ -311,4 +356,4 @@ def _assemble(
         produce,
         metadata={"format": "pt", "settings_hash": digest},
     )
-    return mean_norm, md5
+    return mean_norm, token_norms, md5

@@ -63,19 +63,30 @@ def response_examples(tokenizer, rows: list[dict]) -> list[Example]:
 def assign_splits(
     examples: list[Example], seed: int, val_fraction: float, n_sources: dict[str, int]
 ) -> None:
-    """Set `info["split"]`: per polarity, a seeded share of source prompts goes to val, so
-    all rollouts of a prompt share a split and every position of a trait agrees on it."""
+    """Set `info["split"]`: a seeded share of source prompts goes to val, so all rollouts of a
+    prompt share a split and every position of a trait agrees on it.
+
+    A paired trait (`is_paired`: positive i and negative i written from the same source
+    prompt) draws one split per source, so a pair is never torn across train and val (`pca`
+    subtracts pair members); an unpaired trait draws each polarity's split on its own."""
     val: dict[str, set[int]] = {}
+    paired = is_paired(n_sources)
     for k, polarity in enumerate(POLARITIES):
         n = n_sources.get(polarity, 0)
         n_val = round(val_fraction * n)
         if val_fraction > 0 and n >= 2:
             n_val = min(max(n_val, 1), n - 1)
-        order = np.random.default_rng([seed, k]).permutation(n)
+        order = np.random.default_rng([seed, 0 if paired else k]).permutation(n)
         val[polarity] = {int(i) for i in order[:n_val]}
     for ex in examples:
         inside = ex.info["source_index"] in val[ex.info["polarity"]]
         ex.info["split"] = "val" if inside else "train"
+
+
+def is_paired(n_sources: dict[str, int]) -> bool:
+    """Equal, non-zero prompt counts per polarity: the trait layout's pairing convention."""
+    counts = [n_sources.get(p, 0) for p in POLARITIES]
+    return counts[0] > 0 and len(set(counts)) == 1
 
 
 def split_counts(examples: list[Example]) -> dict[str, int]:

@@ -36,6 +36,7 @@ def make_job(
         settings=settings,
         shard_examples=cfg.shard_examples,
         token_budget=cfg.token_budget,
+        massive=(params.calibration.massive_threshold, params.calibration.massive_ratio),
     )
 
 
@@ -108,5 +109,8 @@ def log_run(tracker, meta: dict, out_dir: Path) -> None:
         "reused_shards": timing["reused_shards"],
     }
     metrics.update({f"mean_norm_layer_{k}": v for k, v in meta["mean_norm"].items()})
+    for layer, entry in (meta.get("token_norm") or {}).items():
+        metrics[f"token_norm_layer_{layer}"] = entry["token_norm"]
+        metrics[f"massive_tokens_layer_{layer}"] = entry["massive_tokens"]
     tracker.log_metrics(metrics)
     tracker.log_artifact(out_dir / METADATA_FILE)

@@ -13,6 +13,7 @@ from pathlib import Path
 from steerops.extract import engine, store
 from steerops.extract.inputs import (
     assign_splits,
+    is_paired,
     prompt_examples,
     response_examples,
     split_counts,
@@ -68,6 +69,8 @@ def extract_trait(
             **model_metadata(loaded),
             "seed": params.seed,
             "val_fraction": cfg.val_fraction,
+            # positive i and negative i share source prompt i (pca pairs them)
+            "paired": is_paired(n_sources),
             "source_hash": source_hash,
             "examples": [ex.info for ex in kept],
             "counts": split_counts(kept),

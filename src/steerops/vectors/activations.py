@@ -2,8 +2,8 @@
 
 Tensors are read one layer at a time, so memory holds one [n_examples, hidden] matrix
 whatever the number of layers. Row order inside each class is sorted by
-(source_index, rollout): with paired datasets, positive row i and negative row i then come
-from the same source prompt, which is what `pca` pairs on.
+(source_index, rollout). `ClassRows.pairs` matches rows by (source_index, rollout) across
+the classes, which is what `pca` subtracts on a paired trait (metadata `paired`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ class ClassRows:
 
     pos: torch.Tensor
     neg: torch.Tensor
+    # (positive rows, negative rows) with the same (source_index, rollout), in that order
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -43,9 +45,29 @@ class TraitActivations:
         """[n_examples, hidden] float32 activations at `layer`."""
         return store.read_layer(self.directory, layer)
 
+    @property
+    def paired(self) -> bool | None:
+        """Whether the trait pairs its prompts (None: activations that predate the flag)."""
+        value = self.metadata.get("paired")
+        return None if value is None else bool(value)
+
     def mean_norm(self, layer: int) -> float | None:
+        """Mean norm of the pooled rows (depends on the window; a record only)."""
         value = (self.metadata.get("mean_norm") or {}).get(str(layer))
         return None if value is None else float(value)
+
+    def token_norm(self, layer: int) -> dict | None:
+        """The per-token norm summary (`steerops.extract.token_norm`), None when the
+        activations predate it."""
+        return (self.metadata.get("token_norm") or {}).get(str(layer))
+
+    def norm_unit(self, layer: int) -> tuple[float | None, str]:
+        """(the `norm` coefficient unit, its kind): the mean per-token norm, or for older
+        activations the pooled rows' mean norm."""
+        entry = self.token_norm(layer)
+        if entry is not None and entry.get("token_norm") is not None:
+            return float(entry["token_norm"]), "token"
+        return self.mean_norm(layer), "pooled_window"
 
 
 def load_activations(
@@ -95,10 +117,22 @@ def _split_rows(examples: list[dict], where: Path) -> tuple[ClassRows, ClassRows
             [i for *_, i in sorted(rows.get((split, polarity), []))], dtype=torch.long
         )
 
-    train = ClassRows(indices("train", "positive"), indices("train", "negative"))
+    def pairs(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        negative = {(s, r): i for s, r, i in rows.get((split, "negative"), [])}
+        matched = [
+            (i, negative[(s, r)])
+            for s, r, i in sorted(rows.get((split, "positive"), []))
+            if (s, r) in negative
+        ]
+        return (
+            torch.tensor([p for p, _ in matched], dtype=torch.long),
+            torch.tensor([n for _, n in matched], dtype=torch.long),
+        )
+
+    train = ClassRows(indices("train", "positive"), indices("train", "negative"), pairs("train"))
     if len(train.pos) == 0 or len(train.neg) == 0:
         raise SteeropsError(
             f"{where}: need train examples of both polarities "
             f"(positive: {len(train.pos)}, negative: {len(train.neg)})"
         )
-    return train, ClassRows(indices("val", "positive"), indices("val", "negative"))
+    return train, ClassRows(indices("val", "positive"), indices("val", "negative"), pairs("val"))

@@ -19,14 +19,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from steerops.calibration.store import load_calibration
+from steerops.calibration.store import load_calibration, stored_massive_by_layer
 from steerops.errors import SteeropsError
 from steerops.specs import MethodName, parse_method
 from steerops.vectors.activations import TraitActivations
 from steerops.vectors.cleaning import dims_to_remove, zero_dims
-from steerops.vectors.methods import get_method
+from steerops.vectors.methods import PAIRED_METHODS, get_method
 from steerops.vectors.metrics import separation
 from steerops.vectors.store import check_hidden_size
+from steerops.vectors.warnings import collect, massive_share
 
 
 @dataclass
@@ -60,6 +61,7 @@ def build_method(
     cleaning = method.cleaning
     removed: dict[int, list[int]] = {}
     calibration_record = None
+    dim_set = params.cleaning.dim_set
     if cleaning is not None:
         calibration, file = None, None
         if cleaning.needs_calibration:
@@ -67,18 +69,26 @@ def build_method(
                 params.out, calibration_variant, f"method {name!r}"
             )
         removed = dims_to_remove(
-            cleaning, calibration, acts.layers, acts.hidden_size, str(file) if file else name
+            cleaning,
+            calibration,
+            acts.layers,
+            acts.hidden_size,
+            str(file) if file else name,
+            dim_set,
         )
         calibration_record = {
             "variant": calibration_variant if file else None,
             "file": str(file) if file else None,
             "mode": cleaning.mode,
             "spec": cleaning.spec,
+            # which calibrated set the dims come from (none for an explicit dims list)
+            "dim_set": dim_set if cleaning.needs_calibration else None,
             "dims_removed": {str(layer): dims for layer, dims in removed.items()},
         }
     if base is not None:
         _check_base(base, acts, method)
     fit = get_method(method.base)
+    massive = stored_massive_by_layer(params.out, calibration_variant)
     vectors, layers_meta = {}, {}
     for layer in tqdm(
         acts.layers, desc=f"{name} {position}", disable=not progress or None, leave=False
@@ -89,11 +99,13 @@ def build_method(
             raw = base[0][layer].float() * float(base[1]["layers"][str(layer)]["raw_norm"])
         else:
             data = zero_dims(x, dims) if cleaning and cleaning.mode == "pre" else x
+            rows, extra = fit_rows(acts, method.base)
             raw = fit(
-                data[acts.train.pos],
-                data[acts.train.neg],
+                data[rows[0]],
+                data[rows[1]],
                 seed=layer_seed(params.seed, layer),
                 config=params.vectors,
+                **extra,
             ).float()
         raw = zero_dims(raw, dims)
         raw_norm = float(raw.norm())
@@ -104,11 +116,21 @@ def build_method(
             )
         unit = raw / raw_norm
         vectors[layer] = unit
+        norm_unit, unit_kind = acts.norm_unit(layer)
+        token = acts.token_norm(layer) or {}
         layers_meta[str(layer)] = {
             "raw_norm": raw_norm,
-            "mean_norm": acts.mean_norm(layer),
+            # the `norm` coefficient unit steering multiplies by (see norm_unit)
+            "mean_norm": norm_unit,
+            "norm_unit": unit_kind,
+            "pooled_norm": acts.mean_norm(layer),
+            "window_massive": token.get("window_massive"),
+            "massive_share": massive_share(
+                unit, None if massive is None else massive.get(layer, [])
+            ),
             **separation(unit, x, acts.train.pos, acts.train.neg, acts.val.pos, acts.val.neg),
         }
+    n_examples = len(acts.metadata.get("examples", []))
     metadata = {
         "method": name,
         "base_method": method.base,
@@ -128,8 +150,21 @@ def build_method(
         "refit": base is None,
         "calibration": calibration_record,
         "layers": layers_meta,
+        "warnings": collect(name, position, layers_meta, n_examples),
     }
     return Built(method, vectors, metadata)
+
+
+def fit_rows(acts: TraitActivations, base: str) -> tuple[tuple[torch.Tensor, torch.Tensor], dict]:
+    """(positive rows, negative rows) to fit on and extra keyword arguments: a paired method
+    gets matched pairs on a paired trait; activations without the `paired` flag keep the
+    old rule (rows paired by index when the counts are equal)."""
+    train = acts.train
+    if base not in PAIRED_METHODS or acts.paired is None:
+        return (train.pos, train.neg), {}
+    if acts.paired and train.pairs is not None and len(train.pairs[0]):
+        return train.pairs, {"paired": True}
+    return (train.pos, train.neg), {"paired": False}
 
 
 def _check_base(

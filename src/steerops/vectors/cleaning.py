@@ -1,7 +1,11 @@
 """Which massive dims a cleaned method removes, read from a calibration.json.
 
-The dims come from `aggregate` in the calibration contract (docs/internals.md):
-`global_dims` ordered by importance, and `top_dims_by_layer["<L>"]` ordered per layer.
+The dims come from `aggregate` in the calibration contract (docs/internals.md), from one of
+two sets (`cleaning.dim_set`):
+- `top_mean`: `global_dims` ordered by importance, `top_dims_by_layer["<L>"]` per layer;
+- `massive`: `massive_dims` (massive at any layer), `massive_by_layer["<L>"]` per layer. A
+  layer with fewer massive dims than `layertopN` asks for loses the ones it has (none at
+  layers without massive activations).
 The calibration may come from another model variant than the activations (calibrate the
 instruct model, extract from base); the caller records which.
 """
@@ -22,6 +26,7 @@ def dims_to_remove(
     layers: list[int],
     hidden_size: int,
     where: str,
+    dim_set: str = "top_mean",
 ) -> dict[int, list[int]]:
     """{layer: dims} for `cleaning`; `where` names the source in errors (calibration file)."""
     if cleaning.select == "dims":
@@ -30,7 +35,8 @@ def dims_to_remove(
     else:
         assert calibration is not None, "calibration required for calibrated cleaning"
         by_layer = {
-            layer: _calibrated(cleaning, calibration["aggregate"], layer, where) for layer in layers
+            layer: _calibrated(cleaning, calibration["aggregate"], layer, where, dim_set)
+            for layer in layers
         }
     for layer, dims in by_layer.items():
         for dim in dims:
@@ -43,19 +49,32 @@ def dims_to_remove(
     return by_layer
 
 
-def _calibrated(cleaning: Cleaning, aggregate: dict[str, Any], layer: int, where: str) -> list[int]:
+_KEYS = {  # dim_set -> (all-layer key, per-layer key)
+    "top_mean": ("global_dims", "top_dims_by_layer"),
+    "massive": ("massive_dims", "massive_by_layer"),
+}
+
+
+def _calibrated(
+    cleaning: Cleaning, aggregate: dict[str, Any], layer: int, where: str, dim_set: str
+) -> list[int]:
+    overall, per_layer = _KEYS[dim_set]
     if cleaning.select == "layertop":
-        table = aggregate.get("top_dims_by_layer") or {}
+        table = aggregate.get(per_layer)
+        if table is None:
+            raise SteeropsError(f"{where}: missing key aggregate.{per_layer} (calibrate again)")
         if str(layer) not in table:
             raise SteeropsError(
-                f"{where}: aggregate.top_dims_by_layer has no layer "
-                f"{layer} (calibrate that layer too)"
+                f"{where}: aggregate.{per_layer} has no layer {layer} (calibrate that layer too)"
             )
-        ranked, key = list(table[str(layer)]), f"aggregate.top_dims_by_layer.{layer}"
+        ranked = list(table[str(layer)])
+        if dim_set == "massive":
+            return ranked[: cleaning.n]
+        key = f"aggregate.{per_layer}.{layer}"
     else:
-        if "global_dims" not in aggregate:
-            raise SteeropsError(f"{where}: missing key aggregate.global_dims")
-        ranked, key = list(aggregate["global_dims"]), "aggregate.global_dims"
+        if overall not in aggregate:
+            raise SteeropsError(f"{where}: missing key aggregate.{overall} (calibrate again)")
+        ranked, key = list(aggregate[overall]), f"aggregate.{overall}"
     if cleaning.select == "global":
         return ranked
     if cleaning.n > len(ranked):

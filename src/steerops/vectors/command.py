@@ -14,7 +14,9 @@ position and method.
 vectors (run `steerops vectors` for the base method first) and renormalise; pre-extraction
 variants (`probe_preclean`, `mean_diff_preclean_top2`) zero the dims in the activations and
 fit the base method again. The dims come from
-`<out>/calibration/<calibration variant>/calibration.json`.
+`<out>/calibration/<calibration variant>/calibration.json`, from its massive set (`--dim-set
+massive`: peak |x| > 100 and > 1000x the layer median) or its largest-mean set (`top_mean`,
+the default); the vector metadata records which.
 """
 
 from __future__ import annotations

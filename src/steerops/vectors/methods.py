@@ -151,18 +151,35 @@ def random_baseline(
     return torch.randn(pos.shape[1], generator=generator)
 
 
+# Methods that take `paired=`: the caller passes matched rows (same source prompt, same
+# rollout) and paired=True on a paired trait, paired=False on an unpaired one.
+PAIRED_METHODS = {"pca"}
+
+
 @register("pca")
-def pca(pos: torch.Tensor, neg: torch.Tensor, *, seed: int, config: VectorsConfig) -> torch.Tensor:
+def pca(
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    *,
+    seed: int,
+    config: VectorsConfig,
+    paired: bool | None = None,
+) -> torch.Tensor:
     """First principal component of the paired differences pos[i] - neg[i], uncentred (the
     same direction as centred PCA of differences with random sign flips), with its sign
     aligned to the mean difference.
 
-    With unequal class counts there are no pairs; the fallback is the top direction of the
-    second moment of every cross difference pos[i] - neg[j], which is
-    cov(pos) + cov(neg) + gap gap^T, read off an SVD without forming any d x d matrix."""
+    Without pairs (paired=False, or paired=None with unequal class counts) the rule is the
+    top direction of the second moment of every cross difference pos[i] - neg[j], which is
+    cov(pos) + cov(neg) + gap gap^T (class-centred rows plus the mean gap), read off an SVD
+    without forming any d x d matrix. paired=None with equal counts pairs rows by index."""
     pos, neg = pos.double(), neg.double()
     gap = _mean_gap(pos, neg)
-    if len(pos) == len(neg):
+    if paired is None:
+        paired = len(pos) == len(neg)
+    if paired:
+        if len(pos) != len(neg):
+            raise SteeropsError(f"pca: {len(pos)} positive rows but {len(neg)} negative pairs")
         stacked = pos - neg
     else:
         stacked = torch.cat(

@@ -35,7 +35,7 @@ def add_selection_flags(parser: argparse.ArgumentParser, methods: str) -> None:
     flags(
         parser,
         f"--trait=traits.names --position=extraction.positions extraction.variant "
-        f"extraction.component cleaning.calibration_variant seed {methods}",
+        f"extraction.component cleaning.calibration_variant cleaning.dim_set seed {methods}",
     )
 
 
@@ -150,7 +150,10 @@ def _log_method(params, tracker, built: Built, directory: Path, acts_dir: Path) 
         hashes = input_hash_tags(params, {"activations": acts_dir})
         if calibration.get("file"):
             hashes.update(input_hash_tags(params, {"calibration": calibration["file"]}))
-        child.set_tags({**hashes, "steerops.method": meta["method"]})
+        tags = {**hashes, "steerops.method": meta["method"]}
+        if meta.get("warnings"):  # one line each; the full text is in metadata.json
+            tags["steerops.warnings"] = "\n".join(meta["warnings"])[:4000]
+        child.set_tags(tags)
         artifact_dir = f"vectors/{position_slug(meta['position'])}/{meta['method']}"
         for name in (TENSORS_FILE, METADATA_FILE):
             child.log_artifact(directory / name, artifact_path=artifact_dir)

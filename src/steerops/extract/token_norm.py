@@ -1,0 +1,61 @@
+"""The `norm` coefficient unit: the mean per-token residual norm at a layer.
+
+    token_norm(L) = mean over kept tokens t of || h_L(t) ||_2
+
+Kept tokens are every prompt token of every example (the chat template's tokens included)
+except massive-activation tokens. A token is massive at layer L when its largest |x|
+exceeds `threshold` and `ratio` x the median |x| over its sequence's prompt tokens and all
+dims (the calibration rule, `calibration.massive_threshold` / `massive_ratio`, with the
+sequence's prompt as the reference population so the unit does not depend on batching).
+
+Why per token and over the prompt: a pooled window's mean is shorter than its tokens
+(averaging cancels), so a unit read off the pooled rows meant a different strength at
+`response[:5]` than at `prompt[-1]`; the prompt tokens are the same for every position of
+a trait. Why massive tokens are left out: on models with massive activations the first
+token's norm is 100-200x an ordinary token's and would set the unit alone.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Per example and layer: sum of kept token norms, kept tokens, massive prompt tokens, and
+# whether the pooled window holds a massive token (0/1).
+FIELDS = ("norm_sum", "kept", "massive", "window_massive")
+
+
+def token_norm_stats(
+    hidden: torch.Tensor,
+    prompt: torch.Tensor,
+    window: torch.Tensor,
+    threshold: float,
+    ratio: float,
+) -> torch.Tensor:
+    """[batch, 4] float64 (`FIELDS`) from `hidden` [batch, seq, hid] and boolean masks
+    [batch, seq] of each row's prompt tokens and pooled window."""
+    magnitude = hidden.float().abs()
+    peak = magnitude.amax(-1)  # [batch, seq]
+    out = torch.zeros((hidden.shape[0], len(FIELDS)), dtype=torch.float64)
+    for r in range(hidden.shape[0]):
+        tokens = prompt[r]
+        # torch.median is the lower middle value; over thousands of values that is the
+        # median to the precision the rule needs.
+        median = magnitude[r, tokens].flatten().median()
+        massive = (peak[r] > threshold) & (peak[r] > ratio * median)
+        kept = tokens & ~massive
+        out[r, 0] = hidden[r, kept].float().norm(dim=-1).double().sum()
+        out[r, 1] = int(kept.sum())
+        out[r, 2] = int((tokens & massive).sum())
+        out[r, 3] = float(bool((window[r] & massive).any()))
+    return out
+
+
+def summarize(totals: torch.Tensor) -> dict:
+    """Per-layer metadata from the `FIELDS` column sums over every example."""
+    norm_sum, kept, massive, window_massive = (float(v) for v in totals)
+    return {
+        "token_norm": round(norm_sum / kept, 6) if kept else None,
+        "tokens": int(kept),
+        "massive_tokens": int(massive),
+        "window_massive": int(window_massive),
+    }
