@@ -3,13 +3,27 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install repro test lint
+.PHONY: install repro toy test lint
 
 install:
 	@bash scripts/install.sh
 
+# The main job: the real-model experiment (params.yaml) up to its report.
 repro: install
-	$(BIN)/dvc repro
+	$(BIN)/dvc repro report
+
+# The second experiment: the toy world (experiments/toy/params.yaml), every stage in order.
+TOY := --params experiments/toy/params.yaml
+toy: install
+	$(BIN)/steerops toy $(TOY)
+	$(BIN)/steerops generate $(TOY)
+	$(BIN)/steerops extract $(TOY)
+	$(BIN)/steerops calibrate $(TOY)
+	$(BIN)/steerops vectors $(TOY)
+	$(BIN)/steerops clean $(TOY)
+	$(BIN)/steerops steer --pipeline $(TOY)
+	$(BIN)/steerops search --pipeline $(TOY)
+	$(BIN)/steerops report $(TOY)
 
 test: install lint
 	$(BIN)/python -m pytest -q

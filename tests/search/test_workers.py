@@ -448,8 +448,7 @@ def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):
     parents = [
         r
         for r in runs
-        if r.data.tags.get("steerops.stage") == "search"
-        and "mlflow.parentRunId" not in r.data.tags
+        if r.data.tags.get("steerops.stage") == "search" and "mlflow.parentRunId" not in r.data.tags
     ]
     roles = sorted(r.data.tags.get("steerops.search_role") for r in parents)
     assert roles == ["finaliser", "worker"]

@@ -56,6 +56,12 @@ class SteeringConfig(Strict):
         68.0, ge=0, le=100, description="coherence a config needs to count as best (0-100)"
     )
     max_batch_rows: int = Field(256, ge=1, description="rows per generate call (halved on OOM)")
+    loop: Literal["static", "hf"] = Field(
+        "static",
+        description="decode loop: static (the engine's own: static cache, one fixed-shape step, "
+        "CUDA graphs on CUDA, finished rows refilled) or hf (HF generate, the reference); "
+        "both give the same tokens",
+    )
     cache_implementation: Literal["static"] | None = Field(
-        None, description="'static' for a compiled static KV cache (CUDA); default dynamic"
+        None, description="loop hf: 'static' for a compiled static KV cache (CUDA); default dynamic"
     )

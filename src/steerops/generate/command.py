@@ -215,7 +215,14 @@ def _complete(params, trait: Trait, gen: dict, progress: bool) -> tuple[list[dic
 
 
 def _vet(rows: list[dict], judge, cfg) -> None:
-    scores = judge.score([r["prompt"] for r in rows], [r["response"] for r in rows])
+    prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
+    # Keeping a completion depends on its trait score alone; a judge that can give that
+    # without its costlier coherence reading (the proxy: phrases, no forward pass) does.
+    trait_only = getattr(judge, "trait_scores", None)
+    if trait_only is not None:
+        scores = [(t, None) for t in trait_only(prompts, responses)]
+    else:
+        scores = judge.score(prompts, responses)
     for row, (trait, coherence) in zip(rows, scores, strict=True):
         row.update(trait=trait, coherence=coherence, kept=_passes(row["polarity"], trait, cfg))
     if cfg.paired_filter:

@@ -133,6 +133,11 @@ class ProxyJudge:
     def score(self, questions: list[str], responses: list[str]) -> list[Score]:
         return [(row["trait"], row["coherence"]) for row in self.explain(questions, responses)]
 
+    def trait_scores(self, questions: list[str], responses: list[str]) -> list[float]:
+        """The trait reading alone (phrase matching; no forward pass)."""
+        check_pairs(questions, responses)
+        return [100.0 if self.phrases.find(r) is not None else 0.0 for r in responses]
+
     def explain(self, questions: list[str], responses: list[str]) -> list[dict]:
         """Scores with the signals behind them, for reading a disagreement with a label."""
         check_pairs(questions, responses)

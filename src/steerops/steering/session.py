@@ -75,6 +75,7 @@ class SteeringSession:
             "scope": cfg.scope,
             "max_batch_rows": cfg.max_batch_rows,
             "cache_implementation": cfg.cache_implementation,
+            "loop": cfg.loop,
             "progress": self.progress,
         }
 

@@ -93,8 +93,15 @@ def load_activations(
                 f"{tensors}: layer_{layer} has shape {shapes[layer]}"
                 f", metadata says {expected} (examples x hidden_size)"
             )
+    md5 = file_md5(tensors)
+    recorded = meta.get("tensors_md5")
+    if recorded is not None and md5 != recorded:  # older extractions record none
+        raise SteeropsError(
+            f"{tensors}: does not match the MD5 in {store.METADATA_FILE}; "
+            f"rerun `steerops extract --trait {trait} --position '{position}'`"
+        )
     train, val = _split_rows(meta["examples"], meta_file)
-    return TraitActivations(directory, meta, layers, hidden, file_md5(tensors), train, val)
+    return TraitActivations(directory, meta, layers, hidden, md5, train, val)
 
 
 def _split_rows(examples: list[dict], where: Path) -> tuple[ClassRows, ClassRows]:

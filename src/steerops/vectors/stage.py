@@ -69,6 +69,13 @@ def run_stage(
         for trait in params.traits.names
         for pos in positions
     }
+    # every input read (and its MD5 checked) before the run opens: a damaged activations
+    # file is one error line that leaves the tracking store untouched
+    activations = {
+        (trait, position): load_activations(params.out, trait, ex.variant, position, ex.component)
+        for trait in params.traits.names
+        for position in positions
+    }
     written = []
     with track(params, stage, run_name=f"{stage} {ex.variant}", inputs=inputs) as tracker:
         tracker.log_params(
@@ -82,7 +89,7 @@ def run_stage(
         )
         for trait in params.traits.names:
             for position in positions:
-                acts = load_activations(params.out, trait, ex.variant, position, ex.component)
+                acts = activations[trait, position]
                 for method in methods:
                     base = None
                     if stored_base and method.cleaning and method.cleaning.mode == "post":
