@@ -9,6 +9,11 @@ from steerops.config.base import Strict
 
 class ReportConfig(Strict):
     out: str = Field("reports", description="reports folder (relative to the params dir)")
+    results: str | None = Field(
+        None,
+        description="results page written from the run (e.g. docs/results.md, relative to the "
+        "params dir); none: not written",
+    )
     min_coherence: float = Field(
         68.0, ge=0, le=100, description="coherence a config needs to count (0-100)"
     )

@@ -4,6 +4,7 @@ chosen on the selection half of the questions and reported on the held-out half.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,10 @@ from steerops import stats
 from steerops.cli import abs_path, flags, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.io import write_json, write_text
-from steerops.report import plots, predict, tables
+from steerops.report import calibrated, plots, predict, tables
 from steerops.report.load import COLUMNS, load_results, load_search_summaries, vector_features
+from steerops.report.markdown import markdown_table
+from steerops.report.results import render_results
 from steerops.steering.best import protocol
 
 
@@ -56,6 +59,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     gap = tables.gap_analysis(frame, threshold)
     prepost = tables.preclean_vs_clean_after(frame, threshold, proto.seed, proto.sign)
     curve = tables.cleaning_curve(frame, threshold)
+    calibrated.with_dim_sets(curve, prepost, calibrated.dim_sets(params, frame))
     coefs = tables.coefficient_table(frame, threshold)
     features = vector_features(params, coefs, frame)
     errors = predict.loo_errors(features)
@@ -81,11 +85,31 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     plots.cleaning_curve(curve, out / "cleaning_curve.png")
     files += [out / "coefficient_curves.png", out / "cleaning_curve.png"]
     write_json(out / "metrics.json", _metrics(gap, prepost, errors, searched))
+    record = calibrated.calibration_record(params)
+    massive = calibrated.massive_table(record)
+    write_text(out / "massive_activations.csv", massive.to_csv(index=False, float_format="%.6g"))
     text = render_markdown(
-        csvs, threshold, _halves(frame), seed=proto.seed, fraction=proto.heldout_fraction
+        {**csvs, "massive": massive, "dims": calibrated.dims_line(record)},
+        threshold,
+        _halves(frame),
+        seed=proto.seed,
+        fraction=proto.heldout_fraction,
     )
     write_text(out / "report.md", text)
-    return files + [out / "metrics.json", out / "report.md"]
+    files += [out / "massive_activations.csv", out / "metrics.json", out / "report.md"]
+    if params.report.results:
+        results = params.path(params.report.results)
+        setup = {"seed": proto.seed, "fraction": proto.heldout_fraction, "threshold": threshold}
+        setup["out"] = _relative(params.out, params.path("."))
+        write_text(results, render_results(frame, searched, csvs, record, setup))
+        files.append(results)
+    return files
+
+
+def _relative(path: Path, root: Path) -> str:
+    """`path` as the results page names it: relative to the params dir when inside it."""
+    path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    return (path.relative_to(root) if path.is_relative_to(root) else path).as_posix() + "/"
 
 
 def _metrics(gap, prepost, errors, searched) -> dict:
@@ -138,14 +162,15 @@ INTRO = (
 )
 
 
-def render_markdown(
-    tables_by_name: dict[str, pd.DataFrame], threshold: float, halves: str, **protocol_
-) -> str:
+def render_markdown(tables_by_name: dict, threshold: float, halves: str, **protocol_) -> str:
+    """report.md: the massive activations (`massive`, with the `dims` lines), then the
+    tables, each under its title."""
     titles = {
         "gap_analysis": "Gap analysis: the chosen config per method, held out",
-        "preclean_vs_clean_after": "Preclean vs clean-after (all global massive dims); gap "
-        "= preclean - clean-after on the held-out questions, paired interval",
-        "cleaning_curve": "Cleaning curve: massive dims cleaned vs held-out delta",
+        "preclean_vs_clean_after": "Preclean vs clean-after (every dim of the set `dim_set` "
+        "names); gap = preclean - clean-after on the held-out questions, paired interval",
+        "cleaning_curve": "Cleaning curve: dims cleaned (of the set `dim_set` names) vs "
+        "held-out delta",
         "coefficients": "Optimal coefficients (ok cells only)",
         "coefficient_prediction": "Coefficient prediction (leave-one-out error on distinct "
         "ok cells)",
@@ -154,8 +179,10 @@ def render_markdown(
         "held-out questions (no choice: no feasible steering found)",
     }
     parts = ["# Steering report", "", _intro(threshold, halves, **protocol_), ""]
+    parts += ["## Massive activations (calibration)", "", str(tables_by_name["dims"]), ""]
+    parts += [markdown_table(calibrated.massive_display(tables_by_name["massive"])), ""]
     for name, title in titles.items():
-        parts += [f"## {title}", "", _markdown_table(tables_by_name[name]), ""]
+        parts += [f"## {title}", "", markdown_table(tables_by_name[name]), ""]
     parts += [
         "![coefficient curves](coefficient_curves.png)",
         "",
@@ -169,43 +196,6 @@ def _intro(threshold: float, halves: str, seed: int = 0, fraction: float = 0.5) 
     return INTRO.format(
         t=threshold, halves=halves, seed=seed, fraction=fraction, resamples=stats.RESAMPLES
     )
-
-
-# (estimate, low, high) columns printed as one "estimate [low, high]" column
-INTERVALS = [
-    ("delta", "delta_lo", "delta_hi"),
-    ("gap", "gap_lo", "gap_hi"),
-    ("search_trait_delta", "search_delta_lo", "search_delta_hi"),
-    ("heldout_trait_delta", "heldout_delta_lo", "heldout_delta_hi"),
-]
-
-
-def _markdown_table(table: pd.DataFrame) -> str:
-    if table.empty:
-        return "_no data_"
-    table = table.copy()
-    for mid, lo, hi in INTERVALS:
-        if {mid, lo, hi} <= set(table.columns):
-            table[mid] = [_interval(*v) for v in zip(table[mid], table[lo], table[hi], strict=True)]
-            table = table.drop(columns=[lo, hi]).rename(columns={mid: f"{mid} [95% CI]"})
-    head = "| " + " | ".join(table.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
-    body = [
-        "| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)
-    ]
-    return "\n".join([head, rule, *body])
-
-
-def _interval(mid, lo, hi) -> str:
-    if mid is None or (isinstance(mid, float) and np.isnan(mid)):
-        return ""
-    return f"{mid:+.1f} [{lo:+.1f}, {hi:+.1f}]"
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return "" if np.isnan(value) else f"{value:.4g}"
-    return str(value)
 
 
 def _num(value) -> float | None:

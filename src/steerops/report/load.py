@@ -23,7 +23,7 @@ from steerops.steering.best import ROW_COLUMNS, aliases, config_rows, protocol, 
 from steerops.steering.store import METRICS_FILE, RESULTS_FILE, ResultsLog
 from steerops.vectors.store import is_stored, load_vectors, vectors_dir
 
-COLUMNS = ["model", *ROW_COLUMNS, "alias_of", "heldout_traits"]
+COLUMNS = ["model", *ROW_COLUMNS, "alias_of", "heldout_traits", "judge"]
 CELL = ["model", "trait", "variant", "position", "component"]
 
 
@@ -31,7 +31,8 @@ def load_results(params) -> pd.DataFrame:
     """One row per config of every steering cell under the outputs root. Deltas on the halves
     are in the steering direction; `heldout_traits` maps each held-out question to the
     config's trait score (for paired comparisons between configs); `alias_of` names the
-    method whose vectors are the same tensors at every layer."""
+    method whose vectors are the same tensors at every layer; `judge` is the judge the
+    cell's baseline settings name."""
     proto = protocol(params)
     rows: list[dict] = []
     root = params.out / "steering"
@@ -48,6 +49,7 @@ def load_results(params) -> pd.DataFrame:
             "variant": model.get("variant"),
             "vector_variant": settings.get("vector_variant"),
             "model": _model_id(params, model.get("variant"), model.get("id")),
+            "judge": str(settings.get("judge") or ""),
         }
         rows += config_rows(log, settings_hash, proto, labels, keep_heldout=True)
     frame = pd.DataFrame(rows, columns=COLUMNS)

@@ -1,0 +1,119 @@
+"""What the report says about the calibrated dims: the massive activations per layer and the
+large-mean global dims, from the calibration JSON (`steerops.calibration.store`), and which
+dim set each cleaned method's vectors were cleaned with (vector metadata `calibration`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from steerops.calibration.store import calibration_file
+from steerops.io import read_json
+from steerops.vectors.store import METADATA_FILE, vectors_dir
+
+MASSIVE_COLUMNS = ["layer", "dim", "peak", "ratio_to_median", "median_abs", "token", "position"]
+
+
+def calibration_record(params) -> dict[str, Any] | None:
+    """The calibration of `cleaning.calibration_variant`, or None when it was not run."""
+    path = calibration_file(params.out, params.cleaning.calibration_variant)
+    return read_json(path) if path.is_file() else None
+
+
+def massive_table(record: dict[str, Any] | None) -> pd.DataFrame:
+    """One row per (layer, massive dim): its peak signed value, the peak's ratio to the
+    layer's median |activation|, that median, and the token (and position) where it peaks."""
+    rows = []
+    for key, layer in sorted((record or {}).get("layers", {}).items(), key=lambda kv: int(kv[0])):
+        for dim in layer.get("massive_dims", []):
+            peak = layer.get("massive", {}).get(str(dim), {})
+            rows.append(
+                {
+                    "layer": int(key),
+                    "dim": int(dim),
+                    "peak": peak.get("value"),
+                    "ratio_to_median": peak.get("ratio"),
+                    "median_abs": layer.get("median_abs"),
+                    "token": peak.get("token", ""),
+                    "position": peak.get("position"),
+                }
+            )
+    return pd.DataFrame(rows, columns=MASSIVE_COLUMNS)
+
+
+def massive_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The massive table as printed: peaks to 0.1, ratios to 1, medians to 4 digits."""
+    shown = table.copy()
+    for column, spec in (("peak", ".1f"), ("ratio_to_median", ".0f"), ("median_abs", ".4g")):
+        shown[column] = [format(v, spec) if v is not None else "" for v in shown[column]]
+    return shown
+
+
+def dims_line(record: dict[str, Any] | None) -> str:
+    """The massive set and the large-mean global set on one line each (markdown)."""
+    if record is None:
+        return "_no calibration_"
+    aggregate = record.get("aggregate", {})
+    rule = aggregate.get("massive_rule") or {}
+    massive = aggregate.get("massive_dims")
+    layers = aggregate.get("massive_layers") or {}
+    spans = ", ".join(f"{d} at layers {_span(layers.get(str(d), []))}" for d in massive or [])
+    return "\n".join(
+        [
+            f"- Massive dims (peak |x| > {_num(rule.get('threshold'))} and > "
+            f"{_num(rule.get('ratio'))}x the layer's median |x|, over all "
+            f"{record.get('n_tokens', '?')} calibration tokens): "
+            + (spans or ("none" if massive is not None else "not recorded (older calibration)")),
+            "- Large-mean global dims (in a layer's top "
+            f"{aggregate.get('rule', {}).get('top_n', '?')} by |mean| at >= "
+            f"{aggregate.get('rule', {}).get('min_layers', '?')} layers; not necessarily "
+            "massive): " + (", ".join(map(str, aggregate.get("global_dims", []))) or "none"),
+        ]
+    )
+
+
+def _num(value: Any) -> str:
+    return "?" if value is None else f"{value:g}"
+
+
+def _span(layers: list[int]) -> str:
+    """[11, 12, 13, 20] -> "11-13, 20"."""
+    runs: list[list[int]] = []
+    for layer in sorted(layers):
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs) or "none"
+
+
+def dim_sets(params, frame: pd.DataFrame) -> dict[tuple[str, str, str], str]:
+    """{(trait, position, method): the dim set its vectors were cleaned with} for every
+    method of the grid whose metadata records one (uncleaned methods have none)."""
+    found: dict[tuple[str, str, str], str] = {}
+    keys = ["trait", "vector_variant", "position", "component", "method"]
+    for trait, variant, position, component, method in (
+        frame[keys].drop_duplicates().itertuples(index=False, name=None)
+    ):
+        path = vectors_dir(params.out, trait, variant, position, component, method)
+        meta = path / METADATA_FILE
+        if not meta.is_file():
+            continue
+        calibration = read_json(meta).get("calibration") or {}
+        if calibration.get("dim_set"):
+            found[(trait, position, method)] = str(calibration["dim_set"])
+    return found
+
+
+def with_dim_sets(curve: pd.DataFrame, prepost: pd.DataFrame, sets: dict) -> None:
+    """Add the `dim_set` column to the cleaning curve and preclean tables (in place)."""
+    curve["dim_set"] = [
+        sets.get((t, p, v), "")
+        for t, p, v in zip(curve["trait"], curve["position"], curve["variant"], strict=True)
+    ]
+    column = []
+    for t, p, m in zip(prepost["trait"], prepost["position"], prepost["method"], strict=True):
+        pre, post = sets.get((t, p, f"{m}_preclean"), ""), sets.get((t, p, f"{m}_cleaned"), "")
+        column.append(pre if pre == post else f"preclean {pre or '?'}, clean-after {post or '?'}")
+    prepost["dim_set"] = column

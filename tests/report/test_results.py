@@ -1,0 +1,221 @@
+"""The results page (`report.results`) and the report's massive-activations section, on a
+synthetic run: the page is written only when asked, every number on it is the one in the
+run's files (calibration JSON, the report's CSVs, the search summary), a no-effect cell is
+reported as such, and cleaned methods name the dim set their vectors were cleaned with."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+from report_data import synthetic_grid, write_params
+from steering_data import COMPONENT, TRAIT
+from steerops.calibration.store import write_calibration
+from steerops.cli import main
+from steerops.io import write_json
+from steerops.search.store import search_dir
+from steerops.vectors.store import vectors_dir
+
+POSITION = "prompt[-1]"
+PEAKS = {2: 24859.23, 3: -1234.56}  # dim 7's peak per layer (signed)
+DIM_SETS = {  # the set each cleaned method's vectors record
+    "mean_diff_cleaned": "massive",
+    "mean_diff_preclean": "massive",
+    "mean_diff_top1": "massive",
+    "probe_cleaned": "massive",
+    "probe_preclean": "top_mean",
+}
+
+
+def _layer(massive: dict[int, float], median: float) -> dict:
+    return {
+        "median_abs": median,
+        "massive_dims": sorted(massive),
+        "massive": {
+            str(d): {
+                "dim": d,
+                "value": v,
+                "ratio": round(abs(v) / median, 2),
+                "sequence": 0,
+                "position": 0,
+                "token": "<|im_start|>",
+            }
+            for d, v in massive.items()
+        },
+    }
+
+
+def _calibration(out) -> dict:
+    record = {
+        "variant": "instruct",
+        "model": {"id": "m"},
+        "n_tokens": 321,
+        "layers": {
+            "1": _layer({}, 0.5),
+            "2": _layer({7: PEAKS[2]}, 2.5),
+            "3": _layer({7: PEAKS[3]}, 1.2),
+        },
+        "aggregate": {
+            "global_dims": [7, 3, 11],
+            "rule": {"top_n": 5, "min_layers": 2},
+            "massive_dims": [7],
+            "massive_by_layer": {"1": [], "2": [7], "3": [7]},
+            "massive_layers": {"7": [2, 3]},
+            "massive_rule": {"threshold": 100.0, "ratio": 1000.0},
+        },
+    }
+    write_calibration(out, "instruct", record)
+    return record
+
+
+def _run(tmp_path) -> dict:
+    """A grid, its calibration, the cleaned vectors' metadata and one search."""
+    out = tmp_path / "outputs"
+    synthetic_grid(tmp_path)
+    record = _calibration(out)
+    for method, dim_set in DIM_SETS.items():
+        folder = vectors_dir(out, TRAIT, "base", POSITION, COMPONENT, method)
+        write_json(folder / "metadata.json", {"calibration": {"dim_set": dim_set}})
+    best = {
+        "trait": TRAIT,
+        "variant": "instruct",
+        "vector_variant": "base",
+        "component": COMPONENT,
+        "direction": "positive",
+        "method": "mean_diff",
+        "position": POSITION,
+        "status": "ok",
+        "feasible": True,
+        "chosen": {"trial": 1, "layer": 2, "coefficient": 1.6, "weight": 16.0},
+        "search": {"trait_delta": 78.0, "delta_lo": 70.0, "delta_hi": 85.0, "n": 20},
+        "heldout": {
+            "trait_delta": 71.0,
+            "delta_lo": 60.5,
+            "delta_hi": 80.3,
+            "coherence_mean": 81.0,
+            "n": 20,
+        },
+        "n_trials": 6,
+        "n_known": 8,
+        "n_generations": {"total": 100},
+    }
+    folder = search_dir(out, TRAIT, "instruct", POSITION, COMPONENT, "mean_diff")
+    write_json(folder / "best.json", best)
+    (folder / "trials.csv").write_text("number,layer,coefficient\n")  # a finished search
+    return {"record": record, "best": best}
+
+
+def _report(tmp_path, results: str | None = "docs/results.md"):
+    report = {"results": results} if results else {}
+    assert main(["report", "--params", str(write_params(tmp_path, report=report))]) == 0
+    return tmp_path / "reports"
+
+
+def _section(text: str, title: str) -> str:
+    return text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+
+def _rows(section: str) -> list[dict[str, str]]:
+    """The section's markdown table as dicts (pipes escaped as \\| stay inside a cell)."""
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
+    head, body = cells[0], cells[2:]
+    assert all(len(row) == len(head) for row in body), "a cell split the table"
+    return [dict(zip(head, row, strict=True)) for row in body]
+
+
+def test_the_results_page_is_written_only_when_asked(tmp_path):
+    _run(tmp_path)
+    _report(tmp_path, results=None)
+    assert not (tmp_path / "docs").exists()
+    _report(tmp_path)
+    first = (tmp_path / "docs" / "results.md").read_bytes()
+    _report(tmp_path)
+    assert (tmp_path / "docs" / "results.md").read_bytes() == first  # deterministic
+    text = first.decode()
+    assert "Generated by `steerops report`" in text and "`make repro`" in text
+    for line in ("- Model: m", f"- Trait: {TRAIT}", "- Judge: toy (`toy:exact`)"):
+        assert line in text
+    assert "40 scored (20 selection / 20 held-out)" in text
+
+
+def test_massive_dims_per_layer_come_from_the_calibration_json(tmp_path):
+    record = _run(tmp_path)["record"]
+    out = _report(tmp_path)
+    for text in ((tmp_path / "docs" / "results.md").read_text(), (out / "report.md").read_text()):
+        section = _section(text, "Massive activations")
+        rows = _rows(section)
+        assert [(int(r["layer"]), int(r["dim"])) for r in rows] == [(2, 7), (3, 7)]
+        for row in rows:
+            layer = record["layers"][row["layer"]]
+            peak = layer["massive"]["7"]
+            assert float(row["peak"]) == pytest.approx(peak["value"], abs=0.05)
+            assert float(row["ratio_to_median"]) == pytest.approx(peak["ratio"], abs=0.5)
+            assert float(row["median_abs"]) == pytest.approx(layer["median_abs"])
+            assert row["token"] == r"<\|im_start\|>" and row["position"] == "0"
+        assert "7 at layers 2-3" in section
+        assert "Large-mean global dims" in section and ": 7, 3, 11" in section
+    csv = pd.read_csv(out / "massive_activations.csv")
+    assert csv["peak"].tolist() == pytest.approx([PEAKS[2], PEAKS[3]], rel=1e-5)  # %.6g
+
+
+def test_verdicts_and_coefficients_match_the_gap_table_and_no_effect_says_so(tmp_path):
+    _run(tmp_path)
+    out = _report(tmp_path)
+    text = (tmp_path / "docs" / "results.md").read_text()
+    section = _section(text, "Optimal coefficients, held out")
+    gap = pd.read_csv(out / "gap_analysis.csv")
+    for row in gap.itertuples():
+        [line] = [x for x in section.splitlines() if f"`{row.method}`" in x]
+        assert f"**{row.status}**" in line
+        if row.status != "needs finer coefficients":
+            numbers = f"{row.delta:+.1f} [{row.delta_lo:+.1f}, {row.delta_hi:+.1f}]"
+            assert numbers in line and f"coefficient {row.coefficient:g}:" in line
+            assert f"layer {row.layer:g}," in line
+        assert ("optimal layer" in line) == (row.status == "ok")
+    [no_effect] = [x for x in section.splitlines() if "`random_baseline`" in x]
+    assert "**no effect**, no optimal coefficient" in no_effect
+    ok = gap[gap["status"] == "ok"]["method"]
+    assert set(ok) == set(pd.read_csv(out / "coefficients.csv")["method"])
+
+
+def test_cleaning_tables_name_the_dim_set_from_the_vector_metadata(tmp_path):
+    _run(tmp_path)
+    out = _report(tmp_path)
+    curve = pd.read_csv(out / "cleaning_curve.csv", keep_default_na=False)
+    for row in curve.itertuples():
+        assert row.dim_set == DIM_SETS.get(row.variant, ""), row.variant
+    prepost = pd.read_csv(out / "preclean_vs_clean_after.csv", keep_default_na=False)
+    sets = dict(zip(prepost["method"], prepost["dim_set"], strict=True))
+    assert sets == {"mean_diff": "massive", "probe": "preclean top_mean, clean-after massive"}
+    text = (tmp_path / "docs" / "results.md").read_text()
+    rows = _rows(_section(text, "Cleaning curve"))
+    assert [r["dim_set"] for r in rows] == list(curve["dim_set"])
+    curve = pd.read_csv(out / "cleaning_curve.csv")
+    assert [r["delta [95% CI]"] for r in rows] == _intervals(curve, "delta")
+    prepost = pd.read_csv(out / "preclean_vs_clean_after.csv")
+    rows = _rows(_section(text, "Preclean vs clean-after"))
+    assert [r["gap [95% CI]"] for r in rows] == _intervals(prepost, "gap")
+
+
+def _intervals(table: pd.DataFrame, name: str) -> list[str]:
+    """The CSV's "estimate [low, high]" per row ("" where nothing was chosen)."""
+    return [
+        "" if pd.isna(mid) else f"{mid:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+        for mid, lo, hi in zip(table[name], table[f"{name}_lo"], table[f"{name}_hi"], strict=True)
+    ]
+
+
+def test_the_search_result_is_the_summary_s_held_out_numbers(tmp_path):
+    best = _run(tmp_path)["best"]
+    _report(tmp_path)
+    text = (tmp_path / "docs" / "results.md").read_text()
+    [row] = _rows(_section(text, "The search, held out"))
+    held = best["heldout"]
+    assert row["heldout_trait_delta [95% CI]"] == (
+        f"{held['trait_delta']:+.1f} [{held['delta_lo']:+.1f}, {held['delta_hi']:+.1f}]"
+    )
+    assert float(row["heldout_coherence"]) == held["coherence_mean"]
+    assert (row["status"], row["coefficient"], row["heldout_n"]) == ("ok", "1.6", "20")
