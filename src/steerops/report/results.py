@@ -80,7 +80,7 @@ def _setup_lines(frame, searched, record, setup) -> list[str]:
         + (f" (calibrated: {calibrated})" if calibrated else ""),
         f"- Trait: {', '.join(traits) or '?'}",
         f"- Judge: {', '.join(_judge(j) for j in judges) or '?'}",
-        f"- Questions: {_questions(frame)}; split seed {setup['seed']}, held-out fraction "
+        f"- Questions per cell: {_questions(frame)}; split seed {setup['seed']}, held-out fraction "
         f"{setup['fraction']:g}; a config counts when its coherence >= {setup['threshold']:g}",
     ]
 
@@ -95,7 +95,7 @@ def _questions(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "no grid results"
     spans = []
-    for column, name in (("n", "scored"), ("selection_n", "selection"), ("heldout_n", "held-out")):
+    for column, name in (("n", "scored"), ("selection_n", "selection"), ("heldout_n", "held out")):
         values = sorted({int(v) for v in frame[column].dropna()})
         spans.append(f"{'-'.join(map(str, sorted({values[0], values[-1]})))} {name}")
     return " = ".join(spans[:1]) + " (" + " / ".join(spans[1:]) + ")"
