@@ -86,3 +86,17 @@ def test_out_on_a_producer_stage_moves_its_whole_run(tmp_path):
     assert params.out == params.inputs == params.run_root == tmp_path / "elsewhere"
     with pytest.raises(SystemExit):
         build_parser(["steer"]).parse_args(["steer", "--pipeline=1"])
+
+
+def test_device_flag_pins_every_variant_of_the_run(toy_params):
+    """`--device` (one worker per GPU on a shared params file) replaces every variant's
+    device and device_map for this run; the params file is not changed."""
+
+    before = toy_params.read_text()
+    argv = ["steer", "--params", str(toy_params), "--pipeline", "--device", "cuda:1"]
+    params = load_params_for(build_parser(["steer"]).parse_args(argv))
+    assert {v.device for v in params.models.values()} == {"cuda:1"}
+    assert {v.device_map for v in params.models.values()} == {None}
+    unpinned = load_params_for(build_parser(["steer"]).parse_args(argv[:-2]))
+    assert {v.device for v in unpinned.models.values()} == {"cpu"}
+    assert toy_params.read_text() == before

@@ -166,6 +166,13 @@ def add_common(parser: argparse.ArgumentParser, scratch: bool = False) -> None:
             "its metrics/, judge cache and, unless tracking.uri or MLFLOW_TRACKING_URI says "
             "otherwise, its MLflow store",
         )
+    parser.add_argument(
+        "--device",
+        default=None,
+        metavar="DEV",
+        help="put every model this run loads on DEV (e.g. cuda:1: one worker per GPU on a "
+        "shared params file), replacing models.<variant>.device / device_map",
+    )
     parser.set_defaults(scratch_stage=scratch)
 
 
@@ -181,6 +188,7 @@ def load_params_for(args: argparse.Namespace):
     """The params of this invocation: the params file, the flags' overrides and the run's
     place (the pipeline's outputs, --out DIR, or a scratch run folder)."""
     from steerops.config import load_params
+    from steerops.config.models import pin_device
 
     overrides = overrides_from(args)
     folder = getattr(args, "run_folder", None)
@@ -191,6 +199,7 @@ def load_params_for(args: argparse.Namespace):
     if folder:
         flags["paths.out"] = "--out"
     params = load_params(args.params, overrides, flags)
+    pin_device(params, getattr(args, "device", None))
     if folder:
         _check_folder(Path(folder))
         params.set_run_folder(Path(folder), named=True)

@@ -148,6 +148,9 @@ def test_results_contract_and_independent_rescoring(steered):
     for e in configs:
         (vec,) = e["config"]["vectors"]
         assert set(vec) == {"layer", "component", "position", "method", "weight"}
+        # the unit each weight was computed in: these test vectors record a norm without
+        # saying it is per token, i.e. an older pooled-window one
+        assert e["coefficient_unit"] == "norm:pooled_window"
         assert vec["position"] == POSITION and vec["method"] == "mean_diff"
         expected = e["config"]["coefficient"] * meta[str(vec["layer"])]["mean_norm"]
         assert vec["weight"] == pytest.approx(expected, rel=1e-12)

@@ -104,6 +104,7 @@ class ProxyJudge:
 
     @classmethod
     def from_params(cls, params, trait) -> ProxyJudge:
+        from steerops.models.fingerprint import model_fingerprint
         from steerops.models.loading import load_model
 
         cfg = params.judge
@@ -120,7 +121,10 @@ class ProxyJudge:
         if instruction_file.is_file():
             instruction = instruction_file.read_text(encoding="utf-8").strip() or None
         loaded = load_model(params, cfg.variant, padding_side="left")
-        name = loaded.source + (f"@{loaded.spec.revision}" if loaded.spec.revision else "")
+        # Named by content, not by path: a copied project keeps its scores and caches.
+        fingerprint = model_fingerprint(loaded.source)
+        name = loaded.spec.id if fingerprint == "hub" else f"local-{fingerprint[:12]}"
+        name += f"@{loaded.spec.revision}" if loaded.spec.revision else ""
         return cls(
             phrases,
             loaded.model,

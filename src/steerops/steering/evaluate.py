@@ -235,6 +235,13 @@ class SteeringEvaluator:
             result.scores = _scores(result)
         return results
 
+    def _unit(self, config: Config) -> str:
+        """The coefficient's unit as logged: absolute, or norm with what the norm is."""
+        if self.session.cfg.coefficient_unit != "norm":
+            return "absolute"
+        kinds = dict.fromkeys(self.session.sources.norm_unit(ref) for ref in config.vectors)
+        return "norm:" + "+".join(kinds)
+
     def _log(
         self, done: list[tuple[Config, tuple[float, ...], ConfigResult]], base: ConfigResult
     ) -> None:
@@ -248,6 +255,7 @@ class SteeringEvaluator:
                 "config": config_dict(config, w),
                 "vector_files": self._files(config),
                 "vector_hashes": [self.vector_hash(ref) for ref in config.vectors],
+                "coefficient_unit": self._unit(config),
                 "scores": [list(s) for s in result.scores],
                 "result": result_dict(result),
             }

@@ -64,6 +64,13 @@ class VectorSources:
             )
         return float(entry["mean_norm"])
 
+    def norm_unit(self, ref: VectorRef) -> str:
+        """What the layer's `mean_norm` measures: "token" (the mean per-token norm) or, for
+        vectors built from older activations, "pooled_window"."""
+        _, metadata, _ = self.load(ref.source)
+        entry = (metadata.get("layers") or {}).get(str(ref.layer)) or {}
+        return str(entry.get("norm_unit") or "pooled_window")
+
     def file_hashes(self, refs: tuple[VectorRef, ...]) -> dict[str, str]:
         """{"method|position|component": md5} of the vector files `refs` use."""
         return {f"{r.method}|{r.position}|{r.component}": self.load(r.source)[2] for r in refs}
