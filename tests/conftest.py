@@ -24,6 +24,18 @@ def pytest_collection_modifyitems(items) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True)
+def _tracking_uri_stays_with_its_test():
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, which steerops honours: a test
+    that calls it must not send the runs of the tests after it to its database."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session")
 def toy_world(tmp_path_factory) -> Path:
     """The toy world built with the default seed (model, traits, calibration prompts).

@@ -3,7 +3,8 @@
     STEEROPS_KILL=before:N   SIGKILL just before the N-th atomic rename into the outputs
                              folder (the new file is complete on disk, not yet in place)
     STEEROPS_KILL=after:N    just after the N-th such rename
-    STEEROPS_KILL=call:N     at the N-th generation or extraction batch (mid-computation)
+    STEEROPS_KILL=call:N     at the N-th generation or extraction batch (mid-computation;
+                             for the engine's decode loop, its N-th prefill)
     STEEROPS_KILL=count      no kill; write the number of renames and calls to
                              $STEEROPS_KILL_COUNTS at exit
 
@@ -48,6 +49,7 @@ def replace(src, dst, *args, **kwargs):
 os.replace = replace
 
 import steerops.extract.engine as extraction
+import steerops.models.decode_prefill as prefill
 import steerops.models.generation as generation
 
 def counted(module, name):
@@ -60,6 +62,7 @@ def counted(module, name):
     setattr(module, name, call)
 
 counted(generation, "generate_batch")
+counted(prefill.Prefiller, "__call__")
 counted(extraction, "pool_batch")
 
 if mode == "count":

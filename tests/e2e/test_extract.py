@@ -18,6 +18,7 @@ from steerops.io import read_json, tree_md5, write_jsonl
 from steerops.models.generation import encode_prompt, format_prompt
 from steerops.models.loading import load_model
 from steerops.specs import parse_position
+from steerops.tracking.lineage import dvc_md5
 
 
 @pytest.fixture
@@ -112,7 +113,7 @@ def test_cli_prompt_position_on_toy_with_tracking(tmp_path, toy_world, capsys, m
     assert data.params["position"] == "prompt[-1]" and data.params["mode"] == "trait"
     assert data.metrics["examples"] == n_pos + n_neg and data.metrics["tokens_per_s"] > 0
     assert data.metrics["mean_norm_layer_0"] == pytest.approx(meta["mean_norm"]["0"])
-    assert data.tags["dvc.hash.trait"] == tree_md5(trait_dir)
+    assert data.tags["dvc.hash.trait"] == dvc_md5(trait_dir)  # as DVC hashes the folder
     assert data.tags["steerops.stage"] == "extract"
 
     # Up to date: a second run neither recomputes nor rewrites.

@@ -22,9 +22,9 @@ def toy_search(toy_world, tmp_path_factory):
     from steerops.steering import evaluate, session
 
     folder = tmp_path_factory.mktemp("search")
-    params = write_params(
-        folder, toy_world, search={"trials": 6, "batch": 3, "layers": "1-2", "startup_trials": 4}
-    )
+    # 1.3 (in units of the per-token norm) lies in the toy's narrow feasible band
+    search = {"trials": 6, "batch": 3, "layers": "1-2", "startup_trials": 4, "enqueue": [1.3]}
+    params = write_params(folder, toy_world, search=search)
     for argv in (
         ["extract", "--position", "prompt[-1]", "--variant", "base"],
         [

@@ -179,7 +179,8 @@ def test_from_params_loads_the_variant_and_the_trait_phrases(smollm2_dir, tmp_pa
     trait = load_trait(REPO / "traits", "behavior/refusal")
     judge = make_judge(params, trait)
     assert isinstance(judge, ProxyJudge)
-    assert judge.id.startswith(f"proxy:{smollm2_dir}:")
+    # named by the weights' content, not their path: a copied project keeps its scores
+    assert judge.id.startswith("proxy:local-") and str(smollm2_dir) not in judge.id
     assert judge.phrases == read_phrases(TRAIT / "phrases.txt")
     assert judge.instruction == (TRAIT / "instruction.txt").read_text().strip()
     [(refusal, coherence)] = judge.score(["Hi"], ["I'm sorry, but I cannot do that."])

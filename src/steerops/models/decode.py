@@ -37,6 +37,7 @@ LOOP_ARCHITECTURES = frozenset(
         "llama",
         "mistral",
         "qwen2",
+        "gemma",
         "gemma2",
         "gemma3_text",
         "gemma3",

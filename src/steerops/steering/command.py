@@ -34,7 +34,7 @@ FLAGS = (
     "steering.component steering.layers steering.coefficients steering.coefficient_unit "
     "steering.variant steering.vector_variant steering.direction steering.subset "
     "steering.max_new_tokens steering.save_responses steering.min_coherence steering.scope "
-    "steering.max_batch_rows"
+    "steering.max_batch_rows steering.loop"
 )
 
 

@@ -156,6 +156,23 @@ class SteeringEvaluator:
             self._log(list(done.values()), base)
         return results  # type: ignore[return-value]
 
+    def responses(self, results: list[ConfigResult]) -> list[ConfigResult]:
+        """`results` served from a log carry no responses: generate them again (greedy, so
+        the same text; nothing is logged) for the files an interrupted run never wrote."""
+        base = self.baseline()
+        chunk = [(r.config, r.weights) for r in results if r.config is not None]
+        return self._run_chunk(chunk, base) if chunk else []
+
+    def baseline_responses(self) -> ConfigResult:
+        """The baseline with its responses (generated again when it was served)."""
+        base = self.baseline()
+        if base.responses:
+            return base
+        ids = self.session.generate(self._prompt_ids, None, desc="steer: baseline responses")
+        fresh = self.session.score(self.questions, [ids])[0]
+        fresh.scores = _scores(fresh)
+        return fresh
+
     # -- inside ----------------------------------------------------------------------------
 
     def _files(self, config: Config) -> dict[str, str]:

@@ -69,15 +69,52 @@ def write_cell(
             plots.coefficient_curve(rows, base, cfg.min_coherence, out_dir / CURVE_FILE, title)
     best = best_per_layer(rows, cfg.min_coherence)
     keep = {_row_key(r) for r in best.values()}
+    folder = out_dir / RESPONSES_DIR
+    baseline, results = _with_missing_responses(
+        evaluator, folder, cfg.save_responses, results, keep
+    )
     saved = save_responses(
-        out_dir / RESPONSES_DIR,
-        cfg.save_responses,
-        evaluator.settings_hash,
-        evaluator.baseline(),
-        results,
-        keep,
+        folder, cfg.save_responses, evaluator.settings_hash, baseline, results, keep
     )
     return {"rows": rows, "metrics": metrics, "best": best, "responses": saved}
+
+
+def _with_missing_responses(
+    evaluator, folder: Path, policy: str, results: list[ConfigResult], keep: set[tuple]
+) -> tuple[ConfigResult, list[ConfigResult]]:
+    """The baseline and `results`, with responses generated again for the files `policy`
+    wants that no run wrote (a run killed after logging a config's scores, before writing
+    its responses): an interrupted sweep resumes to the files an uninterrupted one writes."""
+    baseline = evaluator.baseline()
+    if policy == "none":
+        return baseline, results
+    settings = evaluator.settings_hash
+    if not baseline.responses and not _has_file(folder / "baseline.json", settings):
+        baseline = evaluator.baseline_responses()
+    missing = [
+        i
+        for i, r in enumerate(results)
+        if not r.responses
+        and r.config is not None
+        and (policy == "all" or _result_key(r) in keep)
+        and not _has_file(folder / f"L{_result_key(r)[0]}_c{r.config.coefficient:g}.json", settings)
+    ]
+    if missing:
+        fresh = evaluator.responses([results[i] for i in missing])
+        results = list(results)
+        for i, result in zip(missing, fresh, strict=True):
+            results[i] = result
+    return baseline, results
+
+
+def _result_key(result: ConfigResult) -> tuple:
+    assert result.config is not None
+    layer = "+".join(str(v.layer) for v in result.config.vectors)
+    return (layer, float(result.config.coefficient))
+
+
+def _has_file(path: Path, settings_hash: str) -> bool:
+    return path.exists() and read_json(path).get("settings_hash") == settings_hash
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
