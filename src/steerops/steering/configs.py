@@ -65,6 +65,9 @@ class ConfigResult:
     n_unscored: int = 0  # responses the judge could not score (excluded from the means)
     trait_delta: float | None = None
     cached: bool = False  # served from the results log
+    # served from an entry logged under the same settings (a run that logged it and may
+    # have died before writing its response files), not copied from other settings
+    logged_here: bool = False
     weights: tuple[float, ...] = field(default=())  # absolute weight per vector, sign included
     # (trait, coherence) per question in question order, served results included
     scores: list[tuple[float | None, float | None]] = field(default_factory=list)

@@ -108,9 +108,13 @@ class SteeringEvaluator:
         if self._baseline is not None:
             return self._baseline
         for path in self._baseline_paths():
-            scores = ResultsLog(path).baseline_scores(self.scope, self.questions)
+            log = ResultsLog(path)
+            scores = log.baseline_scores(self.scope, self.questions)
             if scores is not None:
                 self._baseline = _from_scores(None, (), scores, None)
+                # logged under these settings (by a run that may have died before writing
+                # its response files), not served from other settings' questions
+                self._baseline.logged_here = log.baseline(self.settings_hash) is not None
                 return self._baseline
         ids = self.session.generate(self._prompt_ids, None, desc="steer: baseline")
         self._baseline = self.session.score(self.questions, [ids])[0]
@@ -133,6 +137,7 @@ class SteeringEvaluator:
             if found is not None:
                 scores, here = found
                 served = results[i] = _from_scores(config, w, scores, base)
+                served.logged_here = here
                 if not here:  # served from other settings or another log: log it here too
                     copies[config_key(config, w)] = (config, w, served)
             else:

@@ -88,17 +88,23 @@ def _with_missing_responses(
     baseline = evaluator.baseline()
     if policy == "none":
         return baseline, results
-    settings = evaluator.settings_hash
-    if not baseline.responses and not _has_file(folder / "baseline.json", settings):
-        baseline = evaluator.baseline_responses()
+    # only configs logged under these settings: served from other settings (e.g. a subset
+    # of logged questions) they were never meant to have files here
     missing = [
         i
         for i, r in enumerate(results)
         if not r.responses
+        and r.logged_here
         and r.config is not None
         and (policy == "all" or _result_key(r) in keep)
-        and not _has_file(folder / f"L{_result_key(r)[0]}_c{r.config.coefficient:g}.json", settings)
+        and not (folder / f"L{_result_key(r)[0]}_c{r.config.coefficient:g}.json").exists()
     ]
+    if (
+        (missing or baseline.logged_here)
+        and not baseline.responses
+        and not (folder / "baseline.json").exists()  # earlier files are never rewritten
+    ):
+        baseline = evaluator.baseline_responses()
     if missing:
         fresh = evaluator.responses([results[i] for i in missing])
         results = list(results)
@@ -111,10 +117,6 @@ def _result_key(result: ConfigResult) -> tuple:
     assert result.config is not None
     layer = "+".join(str(v.layer) for v in result.config.vectors)
     return (layer, float(result.config.coefficient))
-
-
-def _has_file(path: Path, settings_hash: str) -> bool:
-    return path.exists() and read_json(path).get("settings_hash") == settings_hash
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
