@@ -122,16 +122,7 @@ def coefficient_curves(points: pd.DataFrame, min_coherence: float, path: Path) -
         bottom.set_xlabel("coefficient")
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
-    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
-    if handles:
-        fig.legend(
-            [handles[k] for k in sorted(handles)],
-            sorted(handles),
-            loc="center left",
-            bbox_to_anchor=(1.0, 0.5),
-            fontsize=8,
-            title="method (line end: layer)",
-        )
+    _legend_outside(fig, axes, "method (line end: layer)")
     fig.suptitle(f"Trait and coherence vs coefficient (red: min coherence {min_coherence:g})")
     fig.tight_layout()
     save(fig, path)
@@ -173,6 +164,14 @@ def cleaning_curve(curve: pd.DataFrame, path: Path) -> None:
         ax.set_ylabel("held-out trait delta (95% interval)")
         ax.set_title(" | ".join(str(k) for k in key), fontsize=9)
         ax.grid(alpha=0.3, axis="y")
+    _legend_outside(fig, axes, "method (hollow: not ok)")
+    fig.suptitle("Cleaning curve")
+    fig.tight_layout()
+    save(fig, path)
+
+
+def _legend_outside(fig, axes, title: str) -> None:
+    """One legend for every facet, right of the plots (never over the data)."""
     handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
     if handles:
         fig.legend(
@@ -181,8 +180,5 @@ def cleaning_curve(curve: pd.DataFrame, path: Path) -> None:
             loc="center left",
             bbox_to_anchor=(1.0, 0.5),
             fontsize=8,
-            title="method (hollow: not ok)",
+            title=title,
         )
-    fig.suptitle("Cleaning curve")
-    fig.tight_layout()
-    save(fig, path)

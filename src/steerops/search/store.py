@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from steerops.io import read_json, write_json, write_jsonl, write_text
 from steerops.paths import cell_dir
+from steerops.steering.best import COMPACT as CELL_HEADLINES
 from steerops.summary import collect, summary_dir
 
 if TYPE_CHECKING:
@@ -85,17 +86,8 @@ def best_row(best: dict) -> dict:
     }
 
 
-# the headline numbers per study in metrics/search.json (held-out, with the interval)
-COMPACT = {
-    "status": "status",
-    "layer": "layer",
-    "coefficient": "coefficient",
-    "delta": "heldout_trait_delta",
-    "delta_lo": "heldout_delta_lo",
-    "delta_hi": "heldout_delta_hi",
-    "coherence": "heldout_coherence",
-    "n": "heldout_n",
-}
+# the headline numbers per study in metrics/search.json: the same as a grid cell's
+COMPACT = CELL_HEADLINES
 
 
 def compact(best: dict) -> dict:

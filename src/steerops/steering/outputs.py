@@ -97,7 +97,7 @@ def _with_missing_responses(
         and r.logged_here
         and r.config is not None
         and (policy == "all" or _result_key(r) in keep)
-        and not (folder / f"L{_result_key(r)[0]}_c{r.config.coefficient:g}.json").exists()
+        and not _response_file(folder, r).exists()
     ]
     if (
         (missing or baseline.logged_here)
@@ -124,6 +124,11 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=ROW_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _response_file(folder: Path, result: ConfigResult) -> Path:
+    layer, coefficient = _result_key(result)
+    return folder / f"L{layer}_c{coefficient:g}.json"
 
 
 def _row_key(row: Mapping[str, Any]) -> tuple:
@@ -161,11 +166,10 @@ def save_responses(
     for result in results:
         assert result.config is not None
         key = config_key(result.config, result.weights)
-        layer = "+".join(str(v.layer) for v in result.config.vectors)
-        if key in seen or (policy == "best" and (layer, result.config.coefficient) not in best):
+        if key in seen or (policy == "best" and _result_key(result) not in best):
             continue
         seen.add(key)
-        path = folder / f"L{layer}_c{result.config.coefficient:g}.json"
+        path = _response_file(folder, result)
         if result.responses:
             write_json(
                 path,
