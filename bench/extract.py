@@ -5,8 +5,10 @@ requested position from each layer's hidden states: it runs every block and the 
 (a [batch, seq, vocab] logits tensor). steerops runs blocks only up to the deepest requested
 layer through its hooks and streams pooled results to disk in resumable shards (that I/O is
 timed too). Both use the same length-sorted batches under the same token budget, after a
-warm-up batch each. Prints tokens/s, peak memory above the weights, and the ratios; on CUDA
-also the share of the FLOP-limited rate, measured with a bf16 matmul in the same run.
+check that both ways return the same activations (layers below the last, read the same way)
+on the first two batches. The two ways alternate; prints median tokens/s with the range over
+the repeats, peak memory above the weights, and the ratios; on CUDA also the share of the
+FLOP-limited rate, measured with a bf16 matmul in the same run.
 
     python bench/extract.py                        # toy world on CPU (built in a temp dir)
     python bench/extract.py --model data/toy/model
@@ -16,6 +18,8 @@ also the share of the FLOP-limited rate, measured with a bf16 matmul in the same
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
 import tempfile
 import threading
 import time
@@ -23,9 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from steerops.extract import engine
+from steerops.extract.store import TENSORS_FILE
 from steerops.models.batching import length_order, pad_batch, plan_batches
+from steerops.models.compiled_blocks import compiled_blocks
 from steerops.models.resolver import resolve_layout
 from steerops.specs import parse_layers, parse_position
 
@@ -130,8 +137,11 @@ def _rss() -> int:
 
 
 @torch.inference_mode()
-def naive(model, examples, batches, layers, position, device) -> None:
-    """Full forward with output_hidden_states, then the window mean-pooled at each layer."""
+def naive(model, examples, batches, layers, position, device) -> dict[int, torch.Tensor]:
+    """Full forward with output_hidden_states, then the window mean-pooled at each layer;
+    {layer: [examples, hidden]} in example order (layers below the last: HF's last hidden
+    state is taken after the final norm, steerops reads the block's output)."""
+    pooled: dict[int, list] = {layer: [None] * len(examples) for layer in layers}
     for batch in batches:
         seqs = [examples[i].ids for i in batch]
         ids, mask, _ = pad_batch(seqs, 0, "right")
@@ -147,11 +157,20 @@ def naive(model, examples, batches, layers, position, device) -> None:
             use_cache=False,
         )
         for layer in layers:
-            torch.einsum("bs,bsh->bh", weights, out.hidden_states[layer + 1].float()).cpu()
+            rows = torch.einsum("bs,bsh->bh", weights, out.hidden_states[layer + 1].float()).cpu()
+            for i, row in zip(batch, rows, strict=True):
+                pooled[layer][i] = row
         del out
+    return {
+        layer: torch.stack(rows)
+        for layer, rows in pooled.items()
+        if all(r is not None for r in rows)
+    }
 
 
-def steerops_run(model, layout, examples, layers, position, budget, device, folder) -> dict:
+def steerops_run(
+    model, layout, examples, layers, position, budget, device, folder, compile=False
+) -> dict:
     job = engine.Job(
         Path(folder),
         position,
@@ -162,7 +181,7 @@ def steerops_run(model, layout, examples, layers, position, budget, device, fold
         token_budget=budget,
     )
     return engine.run_job(
-        engine.Extractor(model, layout, 0, "right", device),
+        engine.Extractor(model, layout, 0, "right", device, compile),
         examples,
         job,
         lambda kept: {},
@@ -200,6 +219,37 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def same_activations(model, layout, examples, layers, position, args, folder) -> float:
+    """Both ways on the same examples: the largest |difference| between their pooled
+    activations relative to the activations' scale, at every layer both read the same way
+    (all but the last). Fails when it exceeds the dtype's rounding."""
+    lengths = [len(ex.ids) for ex in examples]
+    batches = plan_batches(length_order(lengths), lengths, args.token_budget)
+    want = naive(model, examples, batches, layers, position, args.device)
+    steerops_run(
+        model,
+        layout,
+        examples,
+        layers,
+        position,
+        args.token_budget,
+        args.device,
+        folder,
+        args.compile,
+    )
+    got = load_file(str(folder / TENSORS_FILE))
+    last = layout.num_layers - 1
+    worst = 0.0
+    for layer in (layer for layer in layers if layer != last):
+        ours, theirs = got[f"layer_{layer}"].float(), want[layer]
+        worst = max(worst, float((ours - theirs).abs().max() / theirs.abs().max()))
+    bf16 = next(model.parameters()).dtype == torch.bfloat16
+    tolerance = 2e-2 if bf16 else 1e-4
+    if worst > tolerance:
+        raise SystemExit(f"the two ways disagree: relative difference {worst:.2e}")
+    return worst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
@@ -213,12 +263,12 @@ def main() -> None:
     ap.add_argument("--token-budget", type=int, default=16384)
     ap.add_argument("--layers", default="all")
     ap.add_argument("--position", default="prompt[-1]")
-    ap.add_argument("--repeats", type=int, default=3, help="timed passes; best is reported")
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes of each way")
     ap.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile each decoder block's forward (both methods; hooks "
-        "stay outside, so residual capture is unchanged)",
+        help="compiled decoder blocks (both ways: steerops with extraction.compile, the "
+        "naive way with the same compiled blocks)",
     )
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
@@ -228,9 +278,6 @@ def main() -> None:
         model = toy_model(args.model).to(args.device)
     model.requires_grad_(False)
     layout = resolve_layout(model)
-    if args.compile:
-        for block in layout.layers:
-            block.forward = torch.compile(block.forward, dynamic=True)
     layers = parse_layers(args.layers, layout.num_layers)
     position = parse_position(args.position)
     vocab = model.get_input_embeddings().weight.shape[0]
@@ -248,20 +295,15 @@ def main() -> None:
         f"position {position.text}"
     )
 
-    # Warm-up: one batch each (kernels, allocator, lazy init, compilation).
-    naive(model, examples, batches[:1], layers, position, args.device)
-    with tempfile.TemporaryDirectory() as tmp:
-        steerops_run(
-            model,
-            layout,
-            examples[: len(batches[0])],
-            layers,
-            position,
-            args.token_budget,
-            args.device,
-            Path(tmp) / "warm",
-        )
-        results = {"naive": (0.0, 0), "steerops": (0.0, 0)}
+    blocks = (
+        compiled_blocks(layout, layout.num_layers - 1) if args.compile else contextlib.nullcontext()
+    )
+    with tempfile.TemporaryDirectory() as tmp, blocks:
+        # Equality on the first two batches' examples, which also warms both ways up.
+        check = [examples[i] for batch in batches[:2] for i in batch]
+        worst = same_activations(model, layout, check, layers, position, args, Path(tmp) / "eq")
+        print(f"same activations: largest difference {worst:.1e} of the activation scale")
+        results: dict[str, tuple[list[float], int]] = {"naive": ([], 0), "steerops": ([], 0)}
         for r in range(args.repeats):
             for name in ("naive", "steerops") if r % 2 == 0 else ("steerops", "naive"):
                 with PeakMemory(args.device) as mem:
@@ -278,17 +320,21 @@ def main() -> None:
                             args.token_budget,
                             args.device,
                             Path(tmp) / f"run{r}",
+                            args.compile,
                         )
                     _sync(args.device)
                     seconds = time.perf_counter() - start
-                best, peak = results[name]
-                results[name] = (max(best, tokens / seconds), max(peak, mem.peak))
-    for name, (rate, peak) in results.items():
+                rates, peak = results[name]
+                results[name] = ([*rates, tokens / seconds], max(peak, mem.peak))
+    for name, (rates, peak) in results.items():
         print(
-            f"{name:>9}: {rate:>10.0f} tokens/s   peak memory above weights "
+            f"{name:>9}: {statistics.median(rates):>10.0f} tokens/s median "
+            f"[{min(rates):.0f}-{max(rates):.0f}] of {len(rates)}   peak memory above weights "
             f"{peak / 2**20:>9.1f} MiB"
         )
-    (naive_rate, naive_peak), (ours, our_peak) = results["naive"], results["steerops"]
+    naive_rate = statistics.median(results["naive"][0])
+    ours = statistics.median(results["steerops"][0])
+    naive_peak, our_peak = results["naive"][1], results["steerops"][1]
     print(
         f"ratio steerops/naive: {ours / naive_rate:.2f}x tokens/s, "
         f"{our_peak / max(naive_peak, 1):.2f}x peak memory"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU benches in one call, for a lent CUDA machine: steered decoding (the engine's static
 # loop vs the engine on HF generate) at 64, 256 and 1,024 distinct configs, and extraction of
-# 512 prompts x 256 tokens, on a gemma-3-4b-shaped model with random bf16 weights; ends with
-# one table. Needs torch, transformers and numpy only (no tracking or search packages).
+# 512 prompts x 256 tokens (eager and with compiled blocks, each checked against the naive
+# way's activations), on a gemma-3-4b-shaped model with random bf16 weights; ends with one
+# table. Needs torch, transformers and numpy only (no tracking or search packages).
 #
 #     bash bench/gpu.sh                      # CUDA; budget about 8 minutes on an H200
 #     bash bench/gpu.sh --smoke [TOY_MODEL]  # tiny shapes on CPU: checks it runs end to end
@@ -30,6 +31,7 @@ start=$SECONDS
 steer_seconds=$((SECONDS - start))
 start=$SECONDS
 "$py" "$root/bench/extract.py" "${extract[@]}" | tee "$out/extract.txt"
+"$py" "$root/bench/extract.py" "${extract[@]}" --compile | tee "$out/extract_compiled.txt"
 extract_seconds=$((SECONDS - start))
 
 "$py" - "$out" "$steer_seconds" "$extract_seconds" <<'PY'
@@ -46,14 +48,20 @@ for r in json.load(open(f"{out}/steer.json")):
                  f"useful {r['useful_share']:.0%}, syncs/step {syncs}, "
                  f"time/static {statistics.median(r['time_vs_first']):.2f}x, "
                  f"identical {r['identical_rows']:.0%}"))
-text = open(f"{out}/extract.txt").read()
-limit = re.search(r"FLOP limit: (\d+)", text)
-for name in ("steerops", "naive"):
-    m = re.search(rf"{name}:\s+(\d+) tokens/s\s+peak memory above weights\s+([\d.]+) MiB", text)
-    if m:
-        share = f", {100 * int(m[1]) / int(limit[1]):.0f}% of the FLOP limit" if limit else ""
-        rows.append(("extract 512x256" if limit else "extract (smoke)", name,
-                     f"{int(m[1]):,}", f"peak {float(m[2]):,.0f} MiB above weights{share}"))
+for blocks in ("extract", "extract_compiled"):
+    text = open(f"{out}/{blocks}.txt").read()
+    limit = re.search(r"FLOP limit: (\d+)", text)
+    same = re.search(r"same activations: largest difference (\S+)", text)
+    for name in ("steerops", "naive"):
+        m = re.search(rf"{name}:\s+(\d+) tokens/s median \[(\d+)-(\d+)\] of \d+\s+"
+                      r"peak memory above weights\s+([\d.]+) MiB", text)
+        if m:
+            share = f", {100 * int(m[1]) / int(limit[1]):.0f}% of the FLOP limit" if limit else ""
+            label = ("extract 512x256" if limit else "extract (smoke)") + (
+                " compiled" if blocks.endswith("compiled") else "")
+            rows.append((label, name, f"{int(m[1]):,} [{int(m[2]):,}-{int(m[3]):,}]",
+                         f"peak {float(m[4]):,.0f} MiB above weights{share}, "
+                         f"max diff {same[1] if same else '?'}"))
 head = ("bench", "way", "tokens/s median [min-max]", "note")
 width = [max(len(r[i]) for r in [*rows, head]) for i in range(3)]
 print()

@@ -167,42 +167,80 @@ def params_reads(name: str, blocks: frozenset[str]) -> frozenset[str]:
     `params.variant(...)` reads `models`, `params.out` reads `paths.out`."""
     module = tree(name)
     parents = {child: node for node in ast.walk(module) for child in ast.iter_child_nodes(node)}
+    functions = {n.name: n for n in module.body if isinstance(n, ast.FunctionDef)}
+
+    def used(block: str, node: ast.AST, seen: frozenset = frozenset()) -> set[str]:
+        """Keys of `block` read where `node` (the block's value) is used: `node.key` reads
+        one key; passed to a function of this module, what that function reads of its
+        parameter; any other use reads the block whole."""
+        parent = parents.get(node)
+        call = parents.get(parent) if isinstance(parent, ast.keyword) else parent
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name):
+            function = functions.get(call.func.id)
+            param = _parameter(function, call, node) if function else None
+            if param and (function.name, param) not in seen:
+                loads = [
+                    n
+                    for n in ast.walk(function)
+                    if isinstance(n, ast.Name) and n.id == param and isinstance(n.ctx, ast.Load)
+                ]
+                inner = seen | {(function.name, param)}
+                return set().union(set(), *(used(block, n, inner) for n in loads))
+        return {_key(block, parent, node, blocks)}
+
     reads: set[str] = set()
     for scope in [module, *[n for n in ast.walk(module) if isinstance(n, ast.FunctionDef)]]:
         aliases: dict[str, str] = {}
+        aliased: set[ast.AST] = set()  # the `params.block` values bound to an alias
         for node in ast.walk(scope):
-            if (
-                isinstance(node, ast.Assign)
-                and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name)
-                and isinstance(node.value, ast.Attribute)
-                and _is_params(node.value.value)
-                and node.value.attr in blocks
-            ):
-                aliases[node.targets[0].id] = node.value.attr
+            for target, value in _bindings(node):
+                if (
+                    isinstance(target, ast.Name)
+                    and isinstance(value, ast.Attribute)
+                    and _is_params(value.value)
+                    and value.attr in blocks
+                ):
+                    aliases[target.id] = value.attr
+                    aliased.add(value)
         for node in ast.walk(scope):
-            parent = parents.get(node)
-            if (
-                isinstance(parent, ast.Assign)
-                and parent.value is node
-                and isinstance(parent.targets[0], ast.Name)
-                and parent.targets[0].id in aliases
-            ):
+            if node in aliased:
                 continue  # `cfg = params.block`: what counts is how `cfg` is used
             if isinstance(node, ast.Attribute) and _is_params(node.value):
                 block = {"variant": "models", "out": "paths.out"}.get(node.attr, node.attr)
                 if block not in blocks and block not in ("models", "paths.out"):
                     continue
-                reads.add(_key(block, parent, node, blocks))
+                reads |= used(block, node)
             elif (
                 isinstance(node, ast.Name)
                 and node.id in aliases
-                and not (
-                    isinstance(parents.get(node), ast.Assign) and node in parents[node].targets
-                )
+                and not isinstance(node.ctx, ast.Store)
             ):
-                reads.add(_key(aliases[node.id], parent, node, blocks))
+                reads |= used(aliases[node.id], node)
     return frozenset(reads)
+
+
+def _parameter(function: ast.FunctionDef, call: ast.Call, arg: ast.AST) -> str | None:
+    """The name of `function`'s parameter that `arg` binds in `call` (None when unsure)."""
+    positional = [a.arg for a in [*function.args.posonlyargs, *function.args.args]]
+    if arg in call.args:
+        index = call.args.index(arg)
+        starred = any(isinstance(a, ast.Starred) for a in call.args[: index + 1])
+        return positional[index] if index < len(positional) and not starred else None
+    keyword = next((k.arg for k in call.keywords if k.value is arg), None)
+    names = positional + [a.arg for a in function.args.kwonlyargs]
+    return keyword if keyword in names else None
+
+
+def _bindings(node: ast.AST) -> list[tuple[ast.AST, ast.AST]]:
+    """(target, value) pairs an assignment binds: `a = x` and `a, b = x, y`."""
+    if not isinstance(node, ast.Assign) or len(node.targets) != 1:
+        return []
+    target, value = node.targets[0], node.value
+    if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple):
+        if len(target.elts) == len(value.elts):
+            return list(zip(target.elts, value.elts, strict=True))
+        return []
+    return [(target, value)]
 
 
 def _key(block: str, parent: ast.AST | None, node: ast.AST, blocks: frozenset[str]) -> str:

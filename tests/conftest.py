@@ -28,8 +28,13 @@ def pytest_collection_modifyitems(items) -> None:
 def _tracking_uri_stays_with_its_test():
     """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, which steerops honours: a test
     that calls it must not send the runs of the tests after it to its database."""
+    from mlflow.tracking._tracking_service import utils as mlflow_uri
+
     before = os.environ.get("MLFLOW_TRACKING_URI")
     yield
+    # set_tracking_uri also pins an in-process global that outranks the variable: a later
+    # test's mlflow.search_runs would read this test's database without the reset.
+    mlflow_uri._tracking_uri = None
     if before is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:

@@ -98,6 +98,49 @@ def test_dvc_stage_depends_on_the_code_and_params_its_command_reads(name):
     assert undeclared == [], f"{name}: params read but not declared"
 
 
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_dvc_stage_declares_a_whole_params_block_only_where_it_reads_it_whole(name):
+    """Per-key deps: a block declared whole but read key by key re-runs the stage for keys
+    it never reads (`steering.save_responses` re-ran the search)."""
+    blocks = frozenset(Params.model_fields)
+    reads = set().union(*(codebase.params_reads(m, blocks) for m in _stage_modules(STAGES[name])))
+    too_wide = []
+    for key in STAGES[name].get("params", []):
+        fields = getattr(Params.model_fields.get(key, None), "annotation", None)
+        keys = getattr(fields, "model_fields", None)
+        if keys is None or key in reads:
+            continue
+        unread = sorted(k for k in keys if f"{key}.{k}" not in reads)
+        if unread:
+            too_wide.append(f"{key} (never reads {', '.join(unread)})")
+    assert too_wide == [], f"{name}: declare the keys it reads"
+
+
+def test_the_dependency_check_follows_tuple_aliases_and_calls():
+    """`a, b = params.x, params.y` aliases both; a block passed to a function of the same
+    module counts the keys that function reads of its parameter."""
+    import ast
+
+    source = (
+        "def inner(c):\n"
+        "    return c.one\n"
+        "def run(params):\n"
+        "    st, se = params.steering, params.search\n"
+        "    inner(st)\n"
+        "    inner(c=params.generate)\n"
+        "    other(se)\n"
+    )
+    blocks = frozenset({"steering", "search", "generate"})
+    codebase.tree.cache_clear()
+    original = codebase.tree
+    try:
+        codebase.tree = lambda name: ast.parse(source)  # type: ignore[assignment]
+        reads = codebase.params_reads.__wrapped__("probe", blocks)
+    finally:
+        codebase.tree = original
+    assert reads == {"steering.one", "generate.one", "search"}
+
+
 def test_the_dependency_check_sees_lazy_imports_and_aliased_params():
     """The static analysis behind the check above, on modules whose reads are known."""
     blocks = frozenset(Params.model_fields)

@@ -273,6 +273,66 @@ def test_mixed_batch_row_matches_alone_on_toy(steered):
         assert mixed[r] == alone[0]
 
 
+def test_judging_a_chunk_overlaps_the_next_chunks_generation(steered, tmp_path):
+    """With several chunks, chunk k is judged while chunk k+1 generates (the judge of chunk
+    k waits for generation k+1 to start: run one after the other, it waits in vain);
+    results and logs equal those of the sequential reference."""
+    import threading
+
+    params = load_params(
+        write_params(
+            tmp_path,
+            Path(steered["params"].paths.toy),
+            paths={"toy": steered["params"].paths.toy, "out": str(steered["params"].out)},
+            steering={"max_batch_rows": 2},
+        )
+    )
+    source = VectorSource("mean_diff", POSITION, "residual")
+    # coefficients the grid did not run (its results would be served, not generated)
+    configs = [Config.single(source, layer, c) for layer in (1, 2) for c in (0.75, 1.25, 1.75)]
+    questions = load_trait(params.path(params.traits.root), TRAIT).questions[:4]
+
+    def run(overlap: bool, folder: str, wait_s: float) -> tuple[list, list, list[str]]:
+        session = SteeringSession(params, TRAIT, progress=False)
+        events: list[str] = []
+        generated = threading.Condition()
+        generate, score = session.generate, session.judge.score
+
+        def generating(*args, **kwargs):
+            if args[1] is not None:  # a steered chunk (the baseline passes None)
+                with generated:
+                    events.append("generate")
+                    generated.notify_all()
+            return generate(*args, **kwargs)
+
+        def judging(*args, **kwargs):
+            if len(args[0]) > len(questions):  # a chunk's configs, not the baseline
+                chunk = sum(e.startswith("judge") for e in events) + 1
+                with generated:  # wait for the next chunk's generation (none after the last)
+                    overlapped = chunk < 3 and generated.wait_for(
+                        lambda: events.count("generate") > chunk, wait_s
+                    )
+                events.append("judge after next chunk started" if overlapped else "judge")
+            return score(*args, **kwargs)
+
+        session.generate, session.judge.score = generating, judging
+        ev = SteeringEvaluator(session, questions, results_dir=tmp_path / folder, overlap=overlap)
+        results = ev.evaluate(configs)
+        entries = read_jsonl(tmp_path / folder / "results.jsonl")
+        return results, [{k: v for k, v in e.items() if k != "timing"} for e in entries], events
+
+    parallel, parallel_log, parallel_events = run(True, "overlap", 10.0)
+    serial, serial_log, serial_events = run(False, "serial", 0.5)
+    assert [(r.trait_mean, r.coherence_mean, r.responses) for r in parallel] == [
+        (r.trait_mean, r.coherence_mean, r.responses) for r in serial
+    ]
+    assert parallel_log == serial_log  # same entries, same order
+    chunks = parallel_events.count("generate")
+    assert chunks == 3  # 2 rows per sub-batch x 4 sub-batches / 4 questions: 2 configs
+    assert parallel_events.count("judge after next chunk started") == chunks - 1
+    assert "judge after next chunk started" not in serial_events
+
+
 def test_evaluator_weights_and_results(steered, tmp_path):
     params = load_params(
         write_params(

@@ -261,3 +261,36 @@ def test_stale_shards_are_recomputed(tmp_path):
     assert got.keys() == want.keys() == {"layer_1", "layer_2"}
     for name in want:
         assert torch.equal(got[name], want[name])
+
+
+def test_compiled_blocks_give_the_eager_activations(tmp_path):
+    """`extraction.compile`: the blocks run through torch.compile (inductor), the capture
+    hooks stay outside the graphs; the pooled activations equal the eager run's, and the
+    blocks' eager forwards come back afterwards."""
+    from torch._dynamo.utils import counters
+
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    examples = random_examples()
+    position, layers = "all[1:-1]", [0, 2]
+    _, eager = run(model, layout, examples, tmp_path / "eager", position, layers, budget=40)
+    job = engine.Job(
+        tmp_path / "compiled",
+        parse_position(position),
+        layers,
+        settings={"test": True},
+        shard_examples=4,
+        token_budget=40,
+    )
+    extractor = engine.Extractor(model, layout, 0, "right", compile=True)
+    counters.clear()
+    engine.run_job(extractor, examples, job, lambda kept: {}, progress=False)
+    compiled = load_file(tmp_path / "compiled" / store.TENSORS_FILE)
+    assert compiled.keys() == eager.keys()
+    assert counters["stats"]["unique_graphs"] >= 1  # dynamo did compile the blocks
+    for layer in layers:
+        torch.testing.assert_close(
+            compiled[f"layer_{layer}"], eager[f"layer_{layer}"], rtol=1e-5, atol=1e-5
+        )
+    assert all("forward" not in block.__dict__ for block in layout.layers)
+    assert all(block.__dict__["_steerops_compiled"] for block in layout.layers[:3])

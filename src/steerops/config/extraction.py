@@ -31,3 +31,8 @@ class ExtractionConfig(Strict):
     padding_side: Literal["left", "right"] = Field(
         "right", description="padding of extraction batches (results agree either way)"
     )
+    compile: bool = Field(
+        False,
+        description="run the decoder blocks compiled with torch.compile (GPU: faster; "
+        "activations agree to float rounding; the first batches pay the compile time)",
+    )

@@ -13,6 +13,7 @@ order, then `metadata.json` (with the file's MD5) is written and the shards remo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -32,6 +33,7 @@ from steerops.extract.store import METADATA_FILE, PARTIAL_DIR, TENSORS_FILE, wri
 from steerops.io import save_tensors, write_json
 from steerops.models.batching import Batcher, length_order, pad_batch
 from steerops.models.capture import forward_capture
+from steerops.models.compiled_blocks import compiled_blocks
 from steerops.models.loading import LoadedModel
 from steerops.models.resolver import ModelLayout
 from steerops.specs import Position
@@ -55,6 +57,7 @@ class Extractor:
     pad_id: int
     padding_side: str = "right"
     device: torch.device | str = "cpu"  # where input ids go
+    compile: bool = False  # decoder blocks compiled (same activations, up to float order)
 
 
 @dataclass
@@ -70,11 +73,11 @@ class Job:
     massive: tuple[float, float] = (100.0, 1000.0)  # (threshold, ratio) of a massive token
 
 
-def extractor_for(loaded: LoadedModel, padding_side: str) -> Extractor:
+def extractor_for(loaded: LoadedModel, padding_side: str, compile: bool = False) -> Extractor:
     tok = loaded.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     return Extractor(
-        loaded.model, loaded.layout, int(pad_id or 0), padding_side, loaded.input_device
+        loaded.model, loaded.layout, int(pad_id or 0), padding_side, loaded.input_device, compile
     )
 
 
@@ -139,8 +142,14 @@ def run_job(
     shards = [order[i : i + job.shard_examples] for i in range(0, len(order), job.shard_examples)]
     batcher = Batcher(job.token_budget)
     tokens = reused = 0
+    blocks = (
+        compiled_blocks(extractor.layout, max(job.layers))
+        if extractor.compile
+        else contextlib.nullcontext()
+    )
     with (
         torch.inference_mode(),
+        blocks,
         tqdm(
             total=len(kept),
             unit="ex",
@@ -303,20 +312,35 @@ def pool_batch(
         component,
     )
     pooled, norms = {}, {}
+    queued = False
     for layer in layers:
         hidden = store.pop(layer)
         if prompt is not None:
-            norms[layer] = token_norm.token_norm_stats(
-                hidden, prompt.to(hidden.device), window_mask.to(hidden.device), *massive
+            norms[layer] = _to_host(
+                token_norm.token_norm_stats(
+                    hidden, prompt.to(hidden.device), window_mask.to(hidden.device), *massive
+                )
             )
         if single:
             rows = torch.arange(len(seqs), device=hidden.device)
             values = hidden[rows, cols.to(hidden.device)].float()
         else:
             values = torch.einsum("bs,bsh->bh", weights.to(hidden.device), hidden[:, lo:hi].float())
-        pooled[layer] = values.cpu()
+        pooled[layer] = _to_host(values)
+        queued = queued or values.device.type == "cuda"
         del hidden
+    if queued:
+        torch.cuda.synchronize()  # the copies above were queued without waiting
     return pooled, norms
+
+
+def _to_host(values: torch.Tensor) -> torch.Tensor:
+    """`values` on the CPU; from a GPU, queued into pinned memory without waiting (the
+    caller synchronises once per batch, not once per layer)."""
+    if values.device.type != "cuda":
+        return values.cpu()
+    out = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+    return out.copy_(values, non_blocking=True)
 
 
 def _assemble(

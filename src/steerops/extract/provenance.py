@@ -51,7 +51,8 @@ def run_logged(
     on_shard: Callable[[int], None] | None,
 ) -> dict:
     """Run `job` on the model and log the run's metrics and metadata to `tracker`."""
-    extractor = extractor_for(loaded, params.extraction.padding_side)
+    cfg = params.extraction
+    extractor = extractor_for(loaded, cfg.padding_side, cfg.compile)
     meta = run_job(extractor, examples, job, describe, progress=progress, on_shard=on_shard)
     log_run(tracker, meta, job.out_dir)
     return meta

@@ -4,7 +4,8 @@
 session's model: `check(configs)` fails early on a missing vector or layer norm,
 `baseline()` is the unsteered result and `evaluate(configs)` generates every uncached config
 x question through the per-row engine in as few `generate` calls as
-`steering.max_batch_rows` allows, judges them in one call per chunk, and appends each result,
+`steering.max_batch_rows` allows, judges them in one call per chunk (while the next chunk
+generates), and appends each result,
 with its per-question scores, to the `results.jsonl` of its vectors' steering directory (or of
 `results_dir`, as a search keeps its own). Results carry their scores in question order.
 
@@ -24,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +67,13 @@ class SteeringEvaluator:
         questions: list[str] | None = None,
         results_dir: str | Path | None = None,
         read_also: tuple[Path, ...] = (),
+        overlap: bool = True,
     ):
         """`results_dir`: keep the results log (and baselines) there instead of in each
         vector source's steering directory (e.g. a search keeps its own); `read_also`: more
-        results logs to serve scores from."""
+        results logs to serve scores from; `overlap`: judge one chunk while the next one
+        generates (off: one after the other, the reference)."""
+        self.overlap = overlap
         self.session = session
         self.questions = list(session.questions if questions is None else questions)
         if not self.questions:
@@ -144,12 +149,11 @@ class SteeringEvaluator:
                 todo.setdefault(self._content_key(config, w), []).append(i)
         self._log(list(copies.values()), base)
         pending = [(configs[at[0]], weights[at[0]]) for at in todo.values()]
-        per_chunk = max(
-            1, _CHUNK_SUB_BATCHES * self.session.cfg.max_batch_rows // len(self.questions)
-        )
-        for start in range(0, len(pending), per_chunk):
-            chunk = pending[start : start + per_chunk]
-            generated = self._run_chunk(chunk, base)
+        rows = self.session.params.steering.max_batch_rows
+        per_chunk = max(1, _CHUNK_SUB_BATCHES * rows // len(self.questions))
+
+        def judge_and_log(chunk, ids, seconds: float) -> None:
+            generated = self._score_chunk(chunk, ids, base)
             done: dict[str, tuple[Config, tuple[float, ...], ConfigResult]] = {}
             for (config, w), result in zip(chunk, generated, strict=True):
                 for i in todo[self._content_key(config, w)]:
@@ -158,7 +162,24 @@ class SteeringEvaluator:
                         twin = dataclasses.replace(result, config=configs[i], weights=weights[i])
                         done[key] = (configs[i], weights[i], twin)
                     results[i] = done[key][2]
-            self._log(list(done.values()), base)
+            self._log(list(done.values()), base, seconds)
+
+        # One chunk is judged and logged while the next one generates (the judge is its own
+        # model or an endpoint, never the steered model); one at a time, in order, so the
+        # log grows as without the overlap and an interrupt loses only unjudged chunks.
+        with ThreadPoolExecutor(1, thread_name_prefix="steer-judge") as judging:
+            judged: Future | None = None
+            for start in range(0, len(pending), per_chunk):
+                chunk = pending[start : start + per_chunk]
+                ids, seconds = self._generate_chunk(chunk)
+                if judged is not None:
+                    judged.result()  # the previous chunk's errors surface here
+                if self.overlap:
+                    judged = judging.submit(judge_and_log, chunk, ids, seconds)
+                else:
+                    judge_and_log(chunk, ids, seconds)
+            if judged is not None:
+                judged.result()
         return results  # type: ignore[return-value]
 
     def responses(self, results: list[ConfigResult]) -> list[ConfigResult]:
@@ -244,9 +265,22 @@ class SteeringEvaluator:
     def _run_chunk(
         self, chunk: list[tuple[Config, tuple[float, ...]]], base: ConfigResult
     ) -> list[ConfigResult]:
+        return self._score_chunk(chunk, self._generate_chunk(chunk)[0], base)
+
+    def _generate_chunk(
+        self, chunk: list[tuple[Config, tuple[float, ...]]]
+    ) -> tuple[list[list[int]], float]:
+        """Every config x question of `chunk` generated, and the seconds it took."""
         started = time.perf_counter()
         ids = self.session.generate(self._prompt_ids, chunk, desc=f"steer: {len(chunk)} configs")
-        self._seconds = time.perf_counter() - started
+        return ids, time.perf_counter() - started
+
+    def _score_chunk(
+        self,
+        chunk: list[tuple[Config, tuple[float, ...]]],
+        ids: list[list[int]],
+        base: ConfigResult,
+    ) -> list[ConfigResult]:
         n = len(self.questions)
         results = self.session.score(
             self.questions, [ids[k * n : (k + 1) * n] for k in range(len(chunk))]
@@ -259,13 +293,16 @@ class SteeringEvaluator:
 
     def _unit(self, config: Config) -> str:
         """The coefficient's unit as logged: absolute, or norm with what the norm is."""
-        if self.session.cfg.coefficient_unit != "norm":
+        if self.session.params.steering.coefficient_unit != "norm":
             return "absolute"
         kinds = dict.fromkeys(self.session.sources.norm_unit(ref) for ref in config.vectors)
         return "norm:" + "+".join(kinds)
 
     def _log(
-        self, done: list[tuple[Config, tuple[float, ...], ConfigResult]], base: ConfigResult
+        self,
+        done: list[tuple[Config, tuple[float, ...], ConfigResult]],
+        base: ConfigResult,
+        seconds: float | None = None,
     ) -> None:
         """Append results to their logs (with the baseline entry their scores' question order
         refers to, the first time); generated ones carry their chunk's timing."""
@@ -281,9 +318,9 @@ class SteeringEvaluator:
                 "scores": [list(s) for s in result.scores],
                 "result": result_dict(result),
             }
-            if not result.cached:
+            if not result.cached and seconds is not None:
                 entry["timing"] = {
-                    "chunk_seconds": round(self._seconds, 3),
+                    "chunk_seconds": round(seconds, 3),
                     "chunk_configs": len(done),
                 }
             by_file.setdefault(self._results_path(config), []).append(entry)

@@ -55,7 +55,7 @@ def config_params(result: ConfigResult) -> dict[str, Any]:
 
 def session_params(evaluator: SteeringEvaluator) -> dict[str, Any]:
     """The settings every config of an evaluator shares."""
-    session, cfg = evaluator.session, evaluator.session.cfg
+    session, cfg = evaluator.session, evaluator.session.params.steering
     return {
         "trait": session.trait,
         "model_id": session.model["id"],
@@ -108,7 +108,7 @@ def log_cell(
 ) -> None:
     """The cell's run: its settings, the best config's measurements, its files and a
     table of the saved responses."""
-    cfg = evaluator.session.cfg
+    cfg = evaluator.session.params.steering
     metrics = written["metrics"]
     cell_run.log_params(
         {

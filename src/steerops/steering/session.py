@@ -25,7 +25,7 @@ class SteeringSession:
         from steerops.judges import make_judge
 
         cfg = params.steering
-        self.params, self.cfg, self.trait, self.progress = params, cfg, trait, progress
+        self.params, self.trait, self.progress = params, trait, progress
         self.variant, self.vector_variant = cfg.variant, cfg.vector_variant
         params.variant(self.vector_variant)  # unknown names fail here, not after loading
         data = load_trait(
@@ -54,11 +54,12 @@ class SteeringSession:
     def weights(self, config: Config) -> tuple[float, ...]:
         """Absolute weight on each unit vector of `config`, direction sign included; fails
         with one line when a vector (or its layer norm) is missing."""
-        sign = -1.0 if self.cfg.direction == "negative" else 1.0
+        cfg = self.params.steering
+        sign = -1.0 if cfg.direction == "negative" else 1.0
         out = []
         for ref in config.vectors:
             self.sources.vector(ref)
-            scale = 1.0 if self.cfg.coefficient_unit == "absolute" else self.sources.layer_norm(ref)
+            scale = 1.0 if cfg.coefficient_unit == "absolute" else self.sources.layer_norm(ref)
             out.append(sign * float(config.coefficient) * scale)
         return tuple(out)
 
@@ -67,7 +68,7 @@ class SteeringSession:
         return [encode_prompt(tokenizer, t) for t in render_prompts(tokenizer, questions)]
 
     def generate_kwargs(self) -> dict[str, Any]:
-        cfg = self.cfg
+        cfg = self.params.steering
         return {
             "pad_token_id": pad_id(self.loaded.tokenizer, self.stops),
             "stop_ids": self.stops,
@@ -142,7 +143,7 @@ class SteeringSession:
         """Everything that changes a response or its score except the config itself."""
         from steerops.io import text_md5
 
-        cfg = self.cfg
+        cfg = self.params.steering
         return {
             "trait": self.trait,
             "model": self.model,
