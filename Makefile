@@ -26,7 +26,7 @@ toy: install
 	$(BIN)/steerops report $(TOY)
 
 test: install lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # Style, format and types (mypy's packages are listed in pyproject.toml).
 lint: install

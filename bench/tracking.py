@@ -1,5 +1,5 @@
-"""Tracking's share of a small cached `steerops steer` run: this checkout vs another one (the
-code before batched tracking), each with MLflow on and off.
+"""Tracking's share of a small cached `steerops steer` run, MLflow on vs off, in this checkout
+and optionally another one (e.g. the code before batched tracking).
 
 The workload is the issue's: a toy grid (2 methods x 4 layers x 4 coefficients, 20
 questions) whose configs are all served from the results log, so what is left is the model
@@ -8,7 +8,7 @@ load, the judge-free bookkeeping, the outputs and the tracking. Each variant run
 four variants alternate, and each is repeated; printed: median wall time and spread, and the
 tracking share = (tracked - untracked) / tracked.
 
-    python bench/tracking.py --toy data/toy --before ../main/src [--repeats 3]
+    python bench/tracking.py --toy data/toy [--before ../other/src] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -84,13 +84,18 @@ def steer(src: Path, params: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--toy", type=Path, required=True, help="a built toy world")
-    parser.add_argument("--before", type=Path, required=True, help="src/ of the other checkout")
+    parser.add_argument(
+        "--before", type=Path, default=None, help="src/ of another checkout to compare with"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-tracking-"))
+    codes = [("after", HERE)]
+    if args.before is not None:
+        codes.insert(0, ("before", args.before.resolve()))
     variants = {
         (code, tracked): (src, project(args.toy, work / f"{code}-{tracked}", tracked))
-        for code, src in (("before", args.before.resolve()), ("after", HERE))
+        for code, src in codes
         for tracked in (True, False)
     }
     for src, params in variants.values():  # fill the results logs (and the stores)
@@ -102,7 +107,7 @@ def main() -> None:
     print(f"cached toy steer, {len(METHODS)} cells x 16 configs, {args.repeats} repeats")
     print("| code | MLflow | wall s (median) | spread | tracking share |")
     print("| --- | --- | --- | --- | --- |")
-    for code in ("before", "after"):
+    for code, _ in codes:
         on, off = (statistics.median(times[(code, t)]) for t in (True, False))
         for tracked in (True, False):
             t = times[(code, tracked)]

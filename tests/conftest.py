@@ -4,6 +4,7 @@ real model (SmolLM2-135M-Instruct, converted once per session)."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -46,17 +47,30 @@ def toy_world(tmp_path_factory) -> Path:
     """The toy world built with the default seed (model, traits, calibration prompts).
 
     STEEROPS_TEST_TOY=DIR reuses a world already built with the default seed (local runs)."""
-    import shutil
-
     from steerops.toy.build import build_toy_world
 
     out = tmp_path_factory.mktemp("toy")
-    prebuilt = os.environ.get("STEEROPS_TEST_TOY")
-    if prebuilt:
-        shutil.copytree(prebuilt, out, dirs_exist_ok=True)
-        return out
-    build_toy_world(out, seed=0, progress=False)
+    prebuilt = os.environ.get("STEEROPS_TEST_TOY") or built_once(
+        tmp_path_factory, "toy", lambda folder: build_toy_world(folder, seed=0, progress=False)
+    )
+    shutil.copytree(prebuilt, out, dirs_exist_ok=True)  # each session gets its own copy
     return out
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """`build(folder)` run once per test run: with pytest-xdist the workers share one build
+    (the first builds under a file lock, the others wait and reuse it)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, done = shared / f"built-{name}", shared / f"built-{name}.done"
+    with FileLock(str(shared / f"built-{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            done.touch()
+    return folder
 
 
 def write_params(folder: Path, toy: Path, **blocks) -> Path:
@@ -99,9 +113,7 @@ def smollm2_dir(tmp_path_factory) -> Path:
         return Path(prebuilt)
     from steerops.smollm2.build import build_smollm2
 
-    out = tmp_path_factory.mktemp("smollm2") / "model"
-    build_smollm2(out)
-    return out
+    return built_once(tmp_path_factory, "smollm2", build_smollm2)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,105 @@
+"""Judging while generating: the steering evaluator with each chunk judged while the next one
+generates vs one after the other, same session, same configs, one run.
+
+A session (steered model and judge) is loaded once from a project's params; each pass
+evaluates `--configs` configs of the first grid method at the first grid layer, with
+coefficients the grid does not use, on a fresh results folder (nothing is served from a
+log). The two ways alternate, `--repeats` times each; printed: median seconds with
+[min-max], the speed ratio, and the share of the sequential pass spent judging (the most
+the overlap can save). Chunks hold `4 x --max-batch-rows / questions` configs; the overlap
+needs at least two.
+
+    python bench/judge_overlap.py --params params.yaml --configs 8 --max-batch-rows 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from steerops.config import load_params
+from steerops.steering.configs import Config, VectorSource
+from steerops.steering.evaluate import SteeringEvaluator
+from steerops.steering.session import SteeringSession
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--configs", type=int, default=8)
+    parser.add_argument("--questions", type=int, default=20)
+    parser.add_argument("--max-batch-rows", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    params = load_params(args.params, {"steering.max_batch_rows": args.max_batch_rows})
+    cfg = params.steering
+    trait = params.traits.names[0]
+    session = SteeringSession(params, trait, progress=False)
+    questions = session.questions[: args.questions]
+    method = cfg.methods[0]
+    layer = session.layers(cfg.layers)[0]
+    source = VectorSource.of(method, cfg.positions[0], cfg.component)
+    # odd coefficients: never a grid value, so nothing is served from the grid's log
+    configs = [Config.single(source, layer, 0.0513 + 0.0271 * k) for k in range(args.configs)]
+    judge_seconds: list[float] = []
+    score = session.judge.score
+
+    def timed_score(*a, **kw):
+        start = time.perf_counter()
+        try:
+            return score(*a, **kw)
+        finally:
+            judge_seconds.append(time.perf_counter() - start)
+
+    session.judge.score = timed_score  # type: ignore[method-assign]
+    per_chunk = max(1, 4 * args.max_batch_rows // len(questions))
+    print(
+        f"{trait}: {method} layer {layer}, {len(configs)} configs x {len(questions)} questions, "
+        f"{-(-len(configs) // per_chunk)} chunks of <= {per_chunk} configs, "
+        f"{torch.get_num_threads()} torch threads"
+    )
+    seconds: dict[str, list[float]] = {"overlap": [], "sequential": []}
+    judged: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        warm = SteeringEvaluator(session, questions, results_dir=Path(tmp) / "warm")
+        warm.evaluate(configs[:1])  # model, judge and baseline warmed up (baseline reused)
+        for r in range(args.repeats):
+            order = ("overlap", "sequential") if r % 2 == 0 else ("sequential", "overlap")
+            for way in order:
+                folder = Path(tmp) / f"{way}{r}"
+                folder.mkdir()
+                (folder / "baselines.jsonl").write_bytes(
+                    (Path(tmp) / "warm" / "baselines.jsonl").read_bytes()
+                )
+                ev = SteeringEvaluator(
+                    session, questions, results_dir=folder, overlap=way == "overlap"
+                )
+                judge_seconds.clear()
+                start = time.perf_counter()
+                ev.evaluate(configs)
+                seconds[way].append(time.perf_counter() - start)
+                if way == "sequential":
+                    judged.append(sum(judge_seconds) / seconds[way][-1])
+    for way, values in seconds.items():
+        print(
+            f"{way:>10}: {statistics.median(values):7.1f} s median "
+            f"[{min(values):.1f}-{max(values):.1f}] of {len(values)}"
+        )
+    ratios = [s / o for s, o in zip(seconds["sequential"], seconds["overlap"], strict=True)]
+    print(
+        f"sequential/overlap: {statistics.median(ratios):.2f}x "
+        f"[{min(ratios):.2f}-{max(ratios):.2f}]; judging is "
+        f"{100 * statistics.median(judged):.0f}% of the sequential pass"
+    )
+
+
+if __name__ == "__main__":
+    main()
