@@ -9,23 +9,67 @@ log). The two ways alternate, `--repeats` times each; printed: median seconds wi
 the overlap can save). Chunks hold `4 x --max-batch-rows / questions` configs; the overlap
 needs at least two.
 
+`--endpoint-latency S` judges through the OpenAI-compatible client instead, against an
+endpoint on loopback that answers each request after S seconds (a stand-in for a hosted
+LLM judge: network-bound, so it does not compete with generation for the cores); each pass
+gets a fresh judge cache.
+
     python bench/judge_overlap.py --params params.yaml --configs 8 --max-batch-rows 40
+    python bench/judge_overlap.py --params params.yaml --endpoint-latency 0.5
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
 import statistics
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import torch
 
 from steerops.config import load_params
+from steerops.judges import make_judge
 from steerops.steering.configs import Config, VectorSource
 from steerops.steering.evaluate import SteeringEvaluator
 from steerops.steering.session import SteeringSession
+from steerops.traits import load_trait
+
+
+def slow_endpoint(latency: float) -> str:
+    """A chat-completions endpoint on loopback that answers every request after `latency`
+    seconds with the score 50 (probability 0.9) in its top logprobs; returns its base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            time.sleep(latency)
+            top = [{"token": "50", "logprob": math.log(0.9), "bytes": None}]
+            choice = {
+                "index": 0,
+                "finish_reason": "length",
+                "message": {"role": "assistant", "content": "50"},
+                "logprobs": {"content": [{**top[0], "top_logprobs": top}]},
+            }
+            data = json.dumps({"id": "x", "model": body["model"], "choices": [choice]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_address[1]}/v1"
 
 
 def main() -> None:
@@ -36,10 +80,22 @@ def main() -> None:
     parser.add_argument("--max-batch-rows", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument(
+        "--endpoint-latency", type=float, default=None, help="judge through a loopback endpoint"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    params = load_params(args.params, {"steering.max_batch_rows": args.max_batch_rows})
+    overrides: dict = {"steering.max_batch_rows": args.max_batch_rows}
+    if args.endpoint_latency is not None:
+        os.environ["STEEROPS_BENCH_JUDGE_KEY"] = "bench"
+        overrides |= {
+            "judge.kind": "openai",
+            "judge.base_url": slow_endpoint(args.endpoint_latency),
+            "judge.model": "bench-judge",
+            "judge.api_key_env": "STEEROPS_BENCH_JUDGE_KEY",
+        }
+    params = load_params(args.params, overrides)
     cfg = params.steering
     trait = params.traits.names[0]
     session = SteeringSession(params, trait, progress=False)
@@ -50,16 +106,30 @@ def main() -> None:
     # odd coefficients: never a grid value, so nothing is served from the grid's log
     configs = [Config.single(source, layer, 0.0513 + 0.0271 * k) for k in range(args.configs)]
     judge_seconds: list[float] = []
-    score = session.judge.score
+    trait_data = load_trait(params.path(params.traits.root), trait)
 
-    def timed_score(*a, **kw):
-        start = time.perf_counter()
-        try:
-            return score(*a, **kw)
-        finally:
-            judge_seconds.append(time.perf_counter() - start)
+    def timed(judge):
+        score = judge.score
 
-    session.judge.score = timed_score  # type: ignore[method-assign]
+        def timed_score(*a, **kw):
+            start = time.perf_counter()
+            try:
+                return score(*a, **kw)
+            finally:
+                judge_seconds.append(time.perf_counter() - start)
+
+        judge.score = timed_score
+        return judge
+
+    def fresh_judge(folder: Path) -> None:
+        """An endpoint judge with an empty cache (the proxy judge keeps none)."""
+        if args.endpoint_latency is not None:
+            cached = load_params(args.params, {**overrides, "judge.cache_dir": str(folder)})
+            session.judge = timed(make_judge(cached, trait_data))
+
+    if args.endpoint_latency is None:
+        session.judge = timed(session.judge)
+
     per_chunk = max(1, 4 * args.max_batch_rows // len(questions))
     print(
         f"{trait}: {method} layer {layer}, {len(configs)} configs x {len(questions)} questions, "
@@ -69,6 +139,7 @@ def main() -> None:
     seconds: dict[str, list[float]] = {"overlap": [], "sequential": []}
     judged: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
+        fresh_judge(Path(tmp) / "warm-cache")
         warm = SteeringEvaluator(session, questions, results_dir=Path(tmp) / "warm")
         warm.evaluate(configs[:1])  # model, judge and baseline warmed up (baseline reused)
         for r in range(args.repeats):
@@ -79,6 +150,7 @@ def main() -> None:
                 (folder / "baselines.jsonl").write_bytes(
                     (Path(tmp) / "warm" / "baselines.jsonl").read_bytes()
                 )
+                fresh_judge(folder / "cache")
                 ev = SteeringEvaluator(
                     session, questions, results_dir=folder, overlap=way == "overlap"
                 )

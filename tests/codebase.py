@@ -190,7 +190,7 @@ def params_reads(name: str, blocks: frozenset[str]) -> frozenset[str]:
 
     reads: set[str] = set()
     for scope in [module, *[n for n in ast.walk(module) if isinstance(n, ast.FunctionDef)]]:
-        aliases: dict[str, str] = {}
+        bound: dict[str, set[str]] = {}
         aliased: set[ast.AST] = set()  # the `params.block` values bound to an alias
         for node in ast.walk(scope):
             for target, value in _bindings(node):
@@ -200,8 +200,12 @@ def params_reads(name: str, blocks: frozenset[str]) -> frozenset[str]:
                     and _is_params(value.value)
                     and value.attr in blocks
                 ):
-                    aliases[target.id] = value.attr
+                    bound.setdefault(target.id, set()).add(value.attr)
                     aliased.add(value)
+        # a name bound to two blocks in one scope (`cfg = params.a` ... `cfg = params.b`):
+        # which block a use reads is not known here, so both count whole
+        aliases = {name: next(iter(b)) for name, b in bound.items() if len(b) == 1}
+        reads |= {block for b in bound.values() if len(b) > 1 for block in b}
         for node in ast.walk(scope):
             if node in aliased:
                 continue  # `cfg = params.block`: what counts is how `cfg` is used

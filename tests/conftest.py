@@ -59,16 +59,24 @@ def toy_world(tmp_path_factory) -> Path:
 
 def built_once(tmp_path_factory, name: str, build) -> Path:
     """`build(folder)` run once per test run: with pytest-xdist the workers share one build
-    (the first builds under a file lock, the others wait and reuse it)."""
+    (the first builds under a file lock, the others wait and reuse it; after a failed build
+    they fail at once). Tests read the folder and never write into it."""
     from filelock import FileLock
 
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    folder, done = shared / f"built-{name}", shared / f"built-{name}.done"
+    folder = shared / f"built-{name}"
+    done, failed = shared / f"built-{name}.done", shared / f"built-{name}.failed"
     with FileLock(str(shared / f"built-{name}.lock")):
+        if failed.exists():
+            pytest.fail(f"building {name} failed in another worker: {failed.read_text()}")
         if not done.exists():
             shutil.rmtree(folder, ignore_errors=True)
-            build(folder)
+            try:
+                build(folder)
+            except BaseException as exc:
+                failed.write_text(f"{type(exc).__name__}: {exc}")
+                raise
             done.touch()
     return folder
 

@@ -118,7 +118,8 @@ def test_dvc_stage_declares_a_whole_params_block_only_where_it_reads_it_whole(na
 
 def test_the_dependency_check_follows_tuple_aliases_and_calls():
     """`a, b = params.x, params.y` aliases both; a block passed to a function of the same
-    module counts the keys that function reads of its parameter."""
+    module counts the keys that function reads of its parameter; a name bound to two
+    blocks counts both whole."""
     import ast
 
     source = (
@@ -129,6 +130,11 @@ def test_the_dependency_check_follows_tuple_aliases_and_calls():
         "    inner(st)\n"
         "    inner(c=params.generate)\n"
         "    other(se)\n"
+        "def twice(params):\n"
+        "    cfg = params.steering\n"
+        "    cfg.one\n"
+        "    cfg = params.generate\n"
+        "    cfg.two\n"
     )
     blocks = frozenset({"steering", "search", "generate"})
     codebase.tree.cache_clear()
@@ -138,7 +144,8 @@ def test_the_dependency_check_follows_tuple_aliases_and_calls():
         reads = codebase.params_reads.__wrapped__("probe", blocks)
     finally:
         codebase.tree = original
-    assert reads == {"steering.one", "generate.one", "search"}
+    # `twice` rebinds one name to two blocks: both count whole
+    assert reads == {"steering.one", "generate.one", "search", "steering", "generate"}
 
 
 def test_the_dependency_check_sees_lazy_imports_and_aliased_params():

@@ -331,6 +331,24 @@ def test_judging_a_chunk_overlaps_the_next_chunks_generation(steered, tmp_path):
     assert chunks == 3  # 2 rows per sub-batch x 4 sub-batches / 4 questions: 2 configs
     assert parallel_events.count("judge after next chunk started") == chunks - 1
     assert "judge after next chunk started" not in serial_events
+    # By default the overlap is on where the judge does not share the steered model's
+    # device: an endpoint or the toy judge, or a judge model placed elsewhere.
+    from types import SimpleNamespace
+
+    def beside(judge: dict, judge_device: str) -> bool:
+        models = {
+            "instruct": {"id": "m", "device": "cpu"},
+            "judge": {"id": "m", "device": judge_device},
+        }
+        p = load_params(write_params(tmp_path, toy, models=models, judge=judge))
+        session = SimpleNamespace(params=p, variant="instruct")
+        return SteeringSession.judge_beside_generation(session)  # type: ignore[arg-type]
+
+    toy = Path(steered["params"].paths.toy)
+    assert beside({"kind": "toy"}, "cpu")
+    assert not beside({"kind": "proxy", "variant": "judge"}, "cpu")
+    assert not beside({"kind": "hf", "variant": "instruct"}, "cpu")
+    assert beside({"kind": "proxy", "variant": "judge"}, "cuda:1")
 
 
 def test_evaluator_weights_and_results(steered, tmp_path):

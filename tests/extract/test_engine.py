@@ -294,3 +294,27 @@ def test_compiled_blocks_give_the_eager_activations(tmp_path):
         )
     assert all("forward" not in block.__dict__ for block in layout.layers)
     assert all(block.__dict__["_steerops_compiled"] for block in layout.layers[:3])
+    # a hook inside a block would be traced into its graph: attn_out/mlp_out run eager
+    for component in ("mlp_out", "attn_out"):
+        _, want = run(
+            model,
+            layout,
+            examples,
+            tmp_path / f"e-{component}",
+            position,
+            layers,
+            component=component,
+        )
+        job = engine.Job(
+            tmp_path / f"c-{component}",
+            parse_position(position),
+            layers,
+            component,
+            settings={"test": True},
+            shard_examples=4,
+            token_budget=40,
+        )
+        engine.run_job(extractor, examples, job, lambda kept: {}, progress=False)
+        got = load_file(tmp_path / f"c-{component}" / store.TENSORS_FILE)
+        for layer in layers:
+            torch.testing.assert_close(got[f"layer_{layer}"], want[f"layer_{layer}"])

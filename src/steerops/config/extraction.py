@@ -33,6 +33,7 @@ class ExtractionConfig(Strict):
     )
     compile: bool = Field(
         False,
-        description="run the decoder blocks compiled with torch.compile (GPU: faster; "
-        "activations agree to float rounding; the first batches pay the compile time)",
+        description="run the decoder blocks compiled with torch.compile for the residual "
+        "component (GPU: faster; activations agree to float rounding; the first batches pay "
+        "the compile time; attn_out/mlp_out and offloaded blocks run eager)",
     )

@@ -142,9 +142,10 @@ def run_job(
     shards = [order[i : i + job.shard_examples] for i in range(0, len(order), job.shard_examples)]
     batcher = Batcher(job.token_budget)
     tokens = reused = 0
+    # hooks inside a block would be traced into its graph: only `residual` runs compiled
     blocks = (
         compiled_blocks(extractor.layout, max(job.layers))
-        if extractor.compile
+        if extractor.compile and job.component == "residual"
         else contextlib.nullcontext()
     )
     with (
@@ -312,7 +313,7 @@ def pool_batch(
         component,
     )
     pooled, norms = {}, {}
-    queued = False
+    queued: set[torch.device] = set()  # GPUs whose copies to pinned memory are in flight
     for layer in layers:
         hidden = store.pop(layer)
         if prompt is not None:
@@ -327,10 +328,11 @@ def pool_batch(
         else:
             values = torch.einsum("bs,bsh->bh", weights.to(hidden.device), hidden[:, lo:hi].float())
         pooled[layer] = _to_host(values)
-        queued = queued or values.device.type == "cuda"
+        if values.device.type == "cuda":
+            queued.add(values.device)
         del hidden
-    if queued:
-        torch.cuda.synchronize()  # the copies above were queued without waiting
+    for device in queued:  # a device_map spreads layers over several GPUs
+        torch.cuda.synchronize(device)
     return pooled, norms
 
 

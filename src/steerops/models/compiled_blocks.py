@@ -1,9 +1,11 @@
 """Decoder blocks compiled with `torch.compile` for a forward-only pass (extraction).
 
-Each block's `forward` is compiled, not the block's call: the capture hooks run around
-`forward`, so they stay eager (they read outputs and stop the forward early) and one graph
-per block shape serves every batch. On CUDA this removes most per-kernel launch overhead;
-on CPU the compile time rarely pays for itself on short jobs.
+Each block's `forward` is compiled, not the block's call: hooks on the blocks (the
+`residual` capture) run around `forward`, so they stay eager (they read outputs and stop the
+forward early) and one graph per block shape serves every batch. Hooks on modules inside a
+block (`attn_out`, `mlp_out`) would be traced into the graph, so callers compile only for
+`residual`; blocks under accelerate's offload hooks stay eager. On CUDA this removes most
+per-kernel launch overhead; on CPU the compile time rarely pays for itself on short jobs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ def compiled_blocks(layout: ModelLayout, deepest: int, backend: str = "inductor"
     """Within the block, blocks 0..`deepest` run compiled; their eager `forward` comes back
     on exit. Compiled forwards are kept on the block, so later jobs reuse the graphs."""
     blocks = layout.layers[: deepest + 1]
+    if any(hasattr(block, "_hf_hook") for block in blocks):
+        # accelerate's wrapper moves inputs and onloads offloaded weights: keep it eager
+        yield
+        return
     eager = [block.__dict__.get("forward") for block in blocks]
     try:
         for block in blocks:

@@ -67,13 +67,14 @@ class SteeringEvaluator:
         questions: list[str] | None = None,
         results_dir: str | Path | None = None,
         read_also: tuple[Path, ...] = (),
-        overlap: bool = True,
+        overlap: bool | None = None,
     ):
         """`results_dir`: keep the results log (and baselines) there instead of in each
         vector source's steering directory (e.g. a search keeps its own); `read_also`: more
         results logs to serve scores from; `overlap`: judge one chunk while the next one
-        generates (off: one after the other, the reference)."""
-        self.overlap = overlap
+        generates (False: one after the other, the reference; None: when the judge does not
+        share the steered model's device, `session.judge_beside_generation`)."""
+        self.overlap = session.judge_beside_generation() if overlap is None else overlap
         self.session = session
         self.questions = list(session.questions if questions is None else questions)
         if not self.questions:
@@ -166,11 +167,14 @@ class SteeringEvaluator:
 
         # One chunk is judged and logged while the next one generates (the judge is its own
         # model or an endpoint, never the steered model); one at a time, in order, so the
-        # log grows as without the overlap and an interrupt loses only unjudged chunks.
+        # log grows as without the overlap. An interrupt waits for the chunk being judged,
+        # which is then logged: only chunks never judged are generated again on resume.
         with ThreadPoolExecutor(1, thread_name_prefix="steer-judge") as judging:
             judged: Future | None = None
             for start in range(0, len(pending), per_chunk):
                 chunk = pending[start : start + per_chunk]
+                if judged is not None and judged.done():
+                    judged.result()  # a judge that already failed stops before generating
                 ids, seconds = self._generate_chunk(chunk)
                 if judged is not None:
                     judged.result()  # the previous chunk's errors surface here

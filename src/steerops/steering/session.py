@@ -47,6 +47,19 @@ class SteeringSession:
             "fingerprint": model_fingerprint(self.loaded.source),
         }
 
+    def judge_beside_generation(self) -> bool:
+        """Whether judging can run while the steered model generates without taking its
+        compute: an endpoint or the exact toy judge, or a judge model on another device
+        (on the same one the two would share cores or GPU memory for no gain)."""
+        judge = self.params.judge
+        if judge.kind in ("openai", "toy"):
+            return True
+        steered = self.params.variant(self.variant)
+        own = self.params.variant(judge.variant or self.variant)
+        return (own.device or "cpu") != (steered.device or "cpu") and not (
+            own.device_map or steered.device_map
+        )
+
     def layers(self, spec: Layers) -> list[int]:
         """The layers `spec` selects in the steered model."""
         return spec.resolve(self.loaded.layout.num_layers)
