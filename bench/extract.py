@@ -168,9 +168,8 @@ def naive(model, examples, batches, layers, position, device) -> dict[int, torch
     }
 
 
-def steerops_run(
-    model, layout, examples, layers, position, budget, device, folder, compile=False
-) -> dict:
+def steerops_run(model, layout, examples, layers, position, args, folder) -> dict:
+    """steerops extraction with the command line's token budget, device and --compile."""
     job = engine.Job(
         Path(folder),
         position,
@@ -178,10 +177,10 @@ def steerops_run(
         "residual",
         "float32",
         shard_examples=256,
-        token_budget=budget,
+        token_budget=args.token_budget,
     )
     return engine.run_job(
-        engine.Extractor(model, layout, 0, "right", device, compile),
+        engine.Extractor(model, layout, 0, "right", args.device, args.compile),
         examples,
         job,
         lambda kept: {},
@@ -226,17 +225,7 @@ def same_activations(model, layout, examples, layers, position, args, folder) ->
     lengths = [len(ex.ids) for ex in examples]
     batches = plan_batches(length_order(lengths), lengths, args.token_budget)
     want = naive(model, examples, batches, layers, position, args.device)
-    steerops_run(
-        model,
-        layout,
-        examples,
-        layers,
-        position,
-        args.token_budget,
-        args.device,
-        folder,
-        args.compile,
-    )
+    steerops_run(model, layout, examples, layers, position, args, folder)
     got = load_file(str(folder / TENSORS_FILE))
     last = layout.num_layers - 1
     worst = 0.0
@@ -311,17 +300,8 @@ def main() -> None:
                     if name == "naive":
                         naive(model, examples, batches, layers, position, args.device)
                     else:
-                        steerops_run(
-                            model,
-                            layout,
-                            examples,
-                            layers,
-                            position,
-                            args.token_budget,
-                            args.device,
-                            Path(tmp) / f"run{r}",
-                            args.compile,
-                        )
+                        folder = Path(tmp) / f"run{r}"
+                        steerops_run(model, layout, examples, layers, position, args, folder)
                     _sync(args.device)
                     seconds = time.perf_counter() - start
                 rates, peak = results[name]

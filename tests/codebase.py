@@ -185,7 +185,7 @@ def params_reads(name: str, blocks: frozenset[str]) -> frozenset[str]:
                     if isinstance(n, ast.Name) and n.id == param and isinstance(n.ctx, ast.Load)
                 ]
                 inner = seen | {(function.name, param)}
-                return set().union(set(), *(used(block, n, inner) for n in loads))
+                return set().union(*(used(block, n, inner) for n in loads))
         return {_key(block, parent, node, blocks)}
 
     reads: set[str] = set()
