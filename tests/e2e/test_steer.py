@@ -335,9 +335,9 @@ def test_judging_a_chunk_overlaps_the_next_chunks_generation(steered, tmp_path):
     # device: an endpoint or the toy judge, or a judge model placed elsewhere.
     from types import SimpleNamespace
 
-    def beside(judge: dict, judge_device: str) -> bool:
+    def beside(judge: dict, judge_device: str, steered_device: str = "cpu") -> bool:
         models = {
-            "instruct": {"id": "m", "device": "cpu"},
+            "instruct": {"id": "m", "device": steered_device},
             "judge": {"id": "m", "device": judge_device},
         }
         p = load_params(write_params(tmp_path, toy, models=models, judge=judge))
@@ -349,6 +349,7 @@ def test_judging_a_chunk_overlaps_the_next_chunks_generation(steered, tmp_path):
     assert not beside({"kind": "proxy", "variant": "judge"}, "cpu")
     assert not beside({"kind": "hf", "variant": "instruct"}, "cpu")
     assert beside({"kind": "proxy", "variant": "judge"}, "cuda:1")
+    assert not beside({"kind": "proxy", "variant": "judge"}, "cuda:0", "cuda")  # one GPU
 
 
 def test_evaluator_weights_and_results(steered, tmp_path):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from steerops.models.generation import encode_prompt, pad_id, render_prompts, stop_token_ids
 from steerops.models.loading import load_model, model_fingerprint
 from steerops.specs import Layers
@@ -56,9 +58,9 @@ class SteeringSession:
             return True
         steered = self.params.variant(self.variant)
         own = self.params.variant(judge.variant or self.variant)
-        return (own.device or "cpu") != (steered.device or "cpu") and not (
-            own.device_map or steered.device_map
-        )
+        if own.device_map or steered.device_map:
+            return False
+        return _place(own.device) != _place(steered.device)
 
     def layers(self, spec: Layers) -> list[int]:
         """The layers `spec` selects in the steered model."""
@@ -169,3 +171,9 @@ class SteeringSession:
             "direction": cfg.direction,
             "coefficient_unit": cfg.coefficient_unit,
         }
+
+
+def _place(device: str | None) -> torch.device:
+    """A device spec as the device it names (`cuda` is `cuda:0`, unset is the CPU)."""
+    place = torch.device(device or "cpu")
+    return torch.device(place.type, 0) if place.type == "cuda" and place.index is None else place
