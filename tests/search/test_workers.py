@@ -457,3 +457,24 @@ def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):
     ids = {r.info.run_id for r in parents}
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in ids]
     assert len(trials) == 6
+
+
+def open_together(url: str, folder: str, n_workers: int) -> None:
+    """Subprocess entry: wait until every worker is ready, then open the study at once."""
+    folder = Path(folder)
+    (folder / f"ready-{os.getpid()}").touch()
+    while len(list(folder.glob("ready-*"))) < n_workers:
+        time.sleep(0.005)
+    open_url(url)
+    print(json.dumps({"opened": True}), flush=True)
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_workers_starting_together_create_a_new_sqlite_study_once(tmp_path, round_):
+    # Creating the tables and Alembic's version row raced: one worker died with
+    # "UNIQUE constraint failed: alembic_version.version_num".
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    n = 6
+    outs = finish([start("open_together", url, str(tmp_path), n) for _ in range(n)])
+    assert outs == [{"opened": True}] * n
+    assert open_url(url).study.study_name == "s"

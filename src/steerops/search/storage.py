@@ -230,10 +230,18 @@ def open_storage(url: str, heartbeat_s: float, attempts: int = 5):
             raise SteeropsError(
                 f"search.storage: cannot open journal {path}: {exc.strerror or exc}"
             ) from None
-    kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
+    sqlite = url.startswith("sqlite")
+    kwargs = {"connect_args": {"timeout": 30}} if sqlite else {}
+    # Workers starting together on a new sqlite file would race to create its tables (and
+    # Alembic's version row); the file lock beside it makes creation one at a time.
+    creating = (
+        StudyLock("file", "create", path=file_lock_path(make_url(url).database))
+        if sqlite
+        else contextlib.nullcontext()
+    )
     for attempt in range(attempts):
         try:
-            with quiet():
+            with creating, quiet():
                 return WorkerRDBStorage(url, heartbeat_s, engine_kwargs=kwargs)
         except Exception as exc:  # bad URL, missing driver, unreachable server
             # Workers starting together on a new database race to create its tables.
@@ -248,7 +256,10 @@ def open_storage(url: str, heartbeat_s: float, attempts: int = 5):
 
 def _creation_race(exc: Exception) -> bool:
     text = str(exc)
-    return "already exists" in text or "duplicate key" in text
+    return any(
+        mark in text
+        for mark in ("already exists", "duplicate key", "UNIQUE constraint", "Duplicate entry")
+    )
 
 
 def study_lock(url: str, storage, name: str) -> StudyLock:
