@@ -118,8 +118,9 @@ def activation_norm(model, layout, prompts) -> float:
     return float(acts[mask.bool()].float().norm(dim=-1).mean())
 
 
-def naive(model, layout, prompts, configs, pad, stops, max_new_tokens):
-    """One generate per config with a plain forward hook; batch = the prompts."""
+def naive(model, layout, prompts, configs, pad, stops, max_new_tokens, scope="all"):
+    """One generate per config with a plain forward hook; batch = the prompts (response
+    scope: the hook skips the prompt's forward)."""
     width = max(len(p) for p in prompts)
     device = model.get_input_embeddings().weight.device
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
@@ -129,6 +130,9 @@ def naive(model, layout, prompts, configs, pad, stops, max_new_tokens):
         add = (weight * vector).to(device, next(model.parameters()).dtype)
 
         def hook(module, args, output, add=add):
+            hidden = output[0] if isinstance(output, tuple) else output
+            if scope == "response" and hidden.shape[1] > 1:
+                return None
             if isinstance(output, tuple):
                 return (output[0] + add, *output[1:])
             return output + add
@@ -188,12 +192,15 @@ def bench(args, model, layout, prompts, pad, stops, n_configs) -> list[str]:
             max_batch_rows=args.max_batch_rows,
             loop_options=options,
             stats=stats[loop],
+            scope=args.scope,
         )
 
     ways = {
         "static": lambda: engine("static"),
         "hf": lambda: engine("hf"),
-        "naive": lambda: naive(model, layout, prompts, configs, pad, stops, args.max_new_tokens),
+        "naive": lambda: naive(
+            model, layout, prompts, configs, pad, stops, args.max_new_tokens, args.scope
+        ),
     }
     ways = {name: ways[name] for name in args.ways.split(",")}
     # Warm-up: a compiled step needs the whole workload (every slot count it will use);
@@ -213,6 +220,7 @@ def bench(args, model, layout, prompts, pad, stops, n_configs) -> list[str]:
             loop="static",
             max_batch_rows=args.max_batch_rows,
             loop_options=options,
+            scope=args.scope,
         )
     print(f"  warm-up of the static loop: {time.perf_counter() - started:.1f} s", flush=True)
     if "hf" in ways or "naive" in ways:
@@ -343,6 +351,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="steps between reads of the done mask (default: 1 CPU, 4 CUDA)",
     )
+    parser.add_argument(
+        "--scope",
+        default="all",
+        choices=["all", "response"],
+        help="steer prompt and response (all) or only the response",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--json", metavar="FILE", help="also write the measurements here")
     args = parser.parse_args(argv)
@@ -361,7 +375,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"model {args.model} on {args.device} ({torch.get_num_threads()} threads), "
         f"{len(prompts)} questions, max_new_tokens {args.max_new_tokens}, "
-        f"max_batch_rows {args.max_batch_rows}, load average {os.getloadavg()[0]:.1f}"
+        f"max_batch_rows {args.max_batch_rows}, scope {args.scope}, "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     records = []
     for n in (int(c) for c in args.configs.split(",")):

@@ -301,3 +301,38 @@ def test_table_build_is_linear_and_matches_a_naive_build():
             assert got == [(i, float(torch.tensor(w))) for i, w in want] + [(0, 0.0)] * (
                 k - len(want)
             )
+
+
+def test_response_scope_prefills_each_prompt_once_per_refill():
+    """No prompt is steered under response scope, so the configs of one prompt share its
+    prefill: the loop computes at most one row per distinct prompt in each refill."""
+    model = tiny_model("llama", seed=1)
+    layout = resolve_layout(model)
+    table, prompts = _grid(layout.hidden_size, copies=4)  # 5 configs x 6 prompts x 4
+    settings = {"pad_token_id": PAD, "max_new_tokens": 12, "stop_ids": [2, 7, 40]}
+    reference = generate_steered(
+        model, layout, prompts, table, loop="hf", max_batch_rows=7, scope="response", **settings
+    )
+    widths: list[tuple[int, int]] = []
+    embed = model.get_input_embeddings()
+    handle = embed.register_forward_hook(lambda m, args, out: widths.append(args[0].shape))
+    stats = decode.DecodeStats()
+    loop = generate_steered(
+        model,
+        layout,
+        prompts,
+        table,
+        loop="static",
+        max_batch_rows=32,
+        loop_options=EAGER,
+        stats=stats,
+        scope="response",
+        **settings,
+    )
+    handle.remove()
+    assert loop == reference
+    prefill_rows = sum(rows for rows, width in widths if width > 1)
+    # the shared head once, then at most the 6 distinct prompts per refill
+    assert prefill_rows <= 1 + stats.prefills * len(PROMPTS)
+    assert prefill_rows < len(prompts) // 4
+    assert stats.reused_prompt_tokens > sum(map(len, prompts)) // 2

@@ -135,9 +135,10 @@ def decode_greedy(
 
     At most `max_rows` rows decode at once. `steer(rows)` is called with the prompt indices
     of the next forward's batch rows (before every prefill, and with the slot layout before
-    decode steps resume). Rows with equal `groups` ids carry the same steering, so they
-    share their prompts' common prefix. Out of memory (`models.batching`'s rule), the slot
-    count is halved and the unfinished rows run again; finished rows are kept.
+    decode steps resume). Rows with equal `groups` ids carry the same steering over their
+    prompts, so they share their prompts' common prefix, and equal prompts prefill once.
+    Out of memory (`models.batching`'s rule), the slot count is halved and the unfinished
+    rows run again; finished rows are kept.
     """
     stats = stats if stats is not None else DecodeStats()
     run = Run(model, prompts, pad_token_id, stop_ids, max_new_tokens, steer, groups, stats)
@@ -161,11 +162,13 @@ def decode_greedy(
 def _decode(run: Run, max_rows: int, options: StaticLoop, on_done) -> None:
     """Decode every row not in `run.results` yet, at most `max_rows` at a time."""
     model, prompts, groups, stats = run.model, run.prompts, run.groups, run.stats
-    # Group by group (its shared prefix is then freed early), longest prompt first within.
+    # Group by group (its shared prefix is then freed early), longest prompt first within,
+    # equal prompts side by side (a group prefills each prompt once per refill).
     rank = {g: k for k, g in enumerate(dict.fromkeys(groups or [0]))}
+    same = {p: k for k, p in enumerate(dict.fromkeys(map(tuple, prompts)))}
     order = sorted(
         (i for i in range(len(prompts)) if i not in run.results),
-        key=lambda i: (rank[groups[i]] if groups else 0, -len(prompts[i])),
+        key=lambda i: (rank[groups[i]] if groups else 0, -len(prompts[i]), same[tuple(prompts[i])]),
     )
     if not order:
         return

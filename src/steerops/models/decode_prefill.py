@@ -55,6 +55,31 @@ class Prefiller:
     def __call__(self, rows: list[int]) -> tuple[torch.Tensor, KeysValues, torch.Tensor]:
         """Greedy first token, per-layer keys and values, and mask of `rows`' prompts; all
         [rows, ..., width] with the prompts right-aligned to end at the last index."""
+        # Rows of one group with the same prompt compute the same states: once each.
+        first_of: dict[tuple, int] = {}  # (group, prompt) -> its index among `reps`
+        reps: list[int] = []
+        where: list[int] = []
+        for r in rows:
+            key = (self.groups[r], tuple(self.prompts[r])) if self.groups else (r,)
+            if key not in first_of:
+                first_of[key] = len(reps)
+                reps.append(r)
+            where.append(first_of[key])
+        self.stats.reused_prompt_tokens += sum(
+            len(self.prompts[r]) for k, r in zip(where, rows, strict=True) if reps[k] != r
+        )
+        first, states, mask = self._forward(reps)
+        for r in rows if self.left else ():
+            self.left[self.groups[r]] -= 1
+            if not self.left[self.groups[r]]:  # the group's last row: drop its prefix
+                self.prefix.pop(self.groups[r], None)
+        if len(reps) == len(rows):
+            return first, states, mask
+        index = torch.tensor(where, device=self.device)
+        states = [(k[index], v[index]) for k, v in states]
+        return first[index], states, mask[index]
+
+    def _forward(self, rows: list[int]) -> tuple[torch.Tensor, KeysValues, torch.Tensor]:
         use = self.shared >= MIN_SHARED
         longest = max(len(self.prompts[r]) for r in rows)
         input_len = max(MIN_INPUT, longest - self.shared) if use else longest
@@ -83,10 +108,6 @@ class Prefiller:
             use_cache=True,
             logits_to_keep=1,
         )
-        for r in rows if use else ():
-            self.left[self.groups[r]] -= 1
-            if not self.left[self.groups[r]]:  # the group's last row: drop its prefix
-                self.prefix.pop(self.groups[r], None)
         return out.logits[:, -1].argmax(-1), _states(cache), mask_t.bool()
 
     def _pasts(self, rows: list[int], reuse: list[int], past: int) -> KeysValues:

@@ -314,7 +314,8 @@ def _generate_static(
             prompts,
             max_rows=slots,
             steer=control.select,
-            groups=table.groups(),
+            # response scope: no prompt is steered, so every row of a prompt shares its prefill
+            groups=[0] * len(prompts) if scope == "response" else table.groups(),
             options=options,
             stats=stats,
             on_done=on_done,
