@@ -32,22 +32,26 @@ def token_norm_stats(
     ratio: float,
 ) -> torch.Tensor:
     """[batch, 4] float64 (`FIELDS`) from `hidden` [batch, seq, hid] and boolean masks
-    [batch, seq] of each row's prompt tokens and pooled window."""
+    [batch, seq] of each row's prompt tokens and pooled window; on `hidden`'s device, with
+    no host synchronisation (the caller copies it to the host with the pooled rows)."""
     magnitude = hidden.float().abs()
     peak = magnitude.amax(-1)  # [batch, seq]
-    out = torch.zeros((hidden.shape[0], len(FIELDS)), dtype=torch.float64)
-    for r in range(hidden.shape[0]):
-        tokens = prompt[r]
-        # torch.median is the lower middle value; over thousands of values that is the
-        # median to the precision the rule needs.
-        median = magnitude[r, tokens].flatten().median()
-        massive = (peak[r] > threshold) & (peak[r] > ratio * median)
-        kept = tokens & ~massive
-        out[r, 0] = hidden[r, kept].float().norm(dim=-1).double().sum()
-        out[r, 1] = int(kept.sum())
-        out[r, 2] = int((tokens & massive).sum())
-        out[r, 3] = float(bool((window[r] & massive).any()))
-    return out
+    # Each row's median over its prompt tokens and all dims. torch's (nan)median is the lower
+    # middle value; over thousands of values that is the median to the precision needed.
+    median = magnitude.masked_fill(~prompt[..., None], float("nan")).flatten(1).nanmedian(-1)
+    massive = (peak > threshold) & (peak > ratio * median.values[:, None])
+    kept = prompt & ~massive
+    wide = torch.float32 if hidden.device.type == "mps" else torch.float64  # mps: no float64
+    norm_sum = (hidden.float().norm(dim=-1).to(wide) * kept).sum(-1)
+    return torch.stack(
+        [
+            norm_sum,
+            kept.sum(-1).to(wide),
+            (prompt & massive).sum(-1).to(wide),
+            (window & massive).any(-1).to(wide),
+        ],
+        dim=1,
+    )
 
 
 def summarize(totals: torch.Tensor) -> dict:

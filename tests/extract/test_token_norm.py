@@ -1,0 +1,56 @@
+"""The `norm` unit's per-example statistics against a plain numpy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from steerops.extract.token_norm import FIELDS, summarize, token_norm_stats
+
+
+def reference(hidden, prompt, window, threshold, ratio) -> np.ndarray:
+    """Row by row in numpy: the lower median of |x| over the prompt, massive tokens, sums."""
+    out = np.zeros((hidden.shape[0], len(FIELDS)))
+    for r in range(hidden.shape[0]):
+        values = np.sort(np.abs(hidden[r][prompt[r]]).ravel())
+        median = values[(len(values) - 1) // 2]
+        peak = np.abs(hidden[r]).max(-1)
+        massive = (peak > threshold) & (peak > ratio * median)
+        kept = prompt[r] & ~massive
+        out[r] = (
+            np.linalg.norm(hidden[r][kept].astype(np.float64), axis=-1).sum(),
+            kept.sum(),
+            (prompt[r] & massive).sum(),
+            (window[r] & massive).any(),
+        )
+    return out
+
+
+def test_stats_match_a_row_by_row_reference():
+    rng = np.random.default_rng(0)
+    batch, seq, hid = 6, 19, 40
+    hidden = rng.normal(size=(batch, seq, hid)).astype(np.float32)
+    lengths = [19, 12, 15, 19, 7, 10]  # left padding: prompts end at the last column
+    prompt = np.zeros((batch, seq), dtype=bool)
+    for r, n in enumerate(lengths):
+        prompt[r, seq - n :] = True
+    hidden[4, : seq - 7] = 10.0  # padding that would raise row 4's median if it counted
+    hidden[:, 0, 11] = 800.0  # a massive first token, as on real chat models
+    prompt[:, 0] = True
+    hidden[3, 5, 2] = -650.0  # one inside a prompt
+    hidden[4, 15, 3] = 150.0  # massive against the prompt's median only
+    hidden[5, 12, 2] = 30.0  # large, but under the threshold
+    window = np.zeros((batch, seq), dtype=bool)
+    window[:, -3:] = True
+    window[3, 5] = True  # a window holding a massive token
+    got = token_norm_stats(
+        torch.from_numpy(hidden), torch.from_numpy(prompt), torch.from_numpy(window), 100.0, 50.0
+    )
+    want = reference(hidden, prompt, window, 100.0, 50.0)
+    assert got.dtype == torch.float64 and got.shape == (batch, len(FIELDS))
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+    assert want[:, 2].tolist() == [1, 1, 1, 2, 2, 1]  # the planted massive tokens were found
+    assert want[:, 3].tolist() == [0, 0, 0, 1, 0, 0]
+    unit = summarize(got.sum(0))
+    assert unit["massive_tokens"] == 8 and unit["window_massive"] == 1
+    assert unit["token_norm"] == round(want[:, 0].sum() / want[:, 1].sum(), 6)
