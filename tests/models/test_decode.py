@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -74,22 +75,34 @@ def _counting():
     return graphs, decode.StaticLoop(backend=backend)
 
 
-def _both(model, layout, prompts, table, stats=None, options=EAGER, slots=32, **kwargs):
+def _both(
+    model,
+    layout,
+    prompts,
+    table,
+    stats=None,
+    options=EAGER,
+    slots=32,
+    around=contextlib.nullcontext,
+    **kwargs,
+):
+    """HF generate's tokens, then the static loop's (run inside `around()`)."""
     kwargs = {"pad_token_id": PAD, "max_new_tokens": 10, **kwargs}
     reference = generate_steered(
         model, layout, prompts, table, loop="hf", max_batch_rows=7, **kwargs
     )
-    loop = generate_steered(
-        model,
-        layout,
-        prompts,
-        table,
-        loop="static",
-        max_batch_rows=slots,
-        loop_options=options,
-        stats=stats,
-        **kwargs,
-    )
+    with around():
+        loop = generate_steered(
+            model,
+            layout,
+            prompts,
+            table,
+            loop="static",
+            max_batch_rows=slots,
+            loop_options=options,
+            stats=stats,
+            **kwargs,
+        )
     return reference, loop
 
 
@@ -309,27 +322,29 @@ def test_response_scope_prefills_each_prompt_once_per_refill():
     model = tiny_model("llama", seed=1)
     layout = resolve_layout(model)
     table, prompts = _grid(layout.hidden_size, copies=4)  # 5 configs x 6 prompts x 4
-    settings = {"pad_token_id": PAD, "max_new_tokens": 12, "stop_ids": [2, 7, 40]}
-    reference = generate_steered(
-        model, layout, prompts, table, loop="hf", max_batch_rows=7, scope="response", **settings
-    )
     widths: list[tuple[int, int]] = []
-    embed = model.get_input_embeddings()
-    handle = embed.register_forward_hook(lambda m, args, out: widths.append(args[0].shape))
+
+    @contextlib.contextmanager
+    def watching_inputs():
+        embed = model.get_input_embeddings()
+        handle = embed.register_forward_hook(lambda m, args, out: widths.append(args[0].shape))
+        try:
+            yield
+        finally:
+            handle.remove()
+
     stats = decode.DecodeStats()
-    loop = generate_steered(
+    reference, loop = _both(
         model,
         layout,
         prompts,
         table,
-        loop="static",
-        max_batch_rows=32,
-        loop_options=EAGER,
-        stats=stats,
+        stats,
+        around=watching_inputs,
         scope="response",
-        **settings,
+        stop_ids=[2, 7, 40],
+        max_new_tokens=12,
     )
-    handle.remove()
     assert loop == reference
     prefill_rows = sum(rows for rows, width in widths if width > 1)
     # the shared head once, then at most the 6 distinct prompts per refill
