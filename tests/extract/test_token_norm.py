@@ -40,6 +40,7 @@ def test_stats_match_a_row_by_row_reference():
     hidden[3, 5, 2] = -650.0  # one inside a prompt
     hidden[4, 15, 3] = 150.0  # massive against the prompt's median only
     hidden[5, 12, 2] = 30.0  # large, but under the threshold
+    hidden[4, 3] = np.nan  # a non-finite padding position (fp16 overflow, say) is left out
     window = np.zeros((batch, seq), dtype=bool)
     window[:, -3:] = True
     window[3, 5] = True  # a window holding a massive token
@@ -51,6 +52,12 @@ def test_stats_match_a_row_by_row_reference():
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
     assert want[:, 2].tolist() == [1, 1, 1, 2, 2, 1]  # the planted massive tokens were found
     assert want[:, 3].tolist() == [0, 0, 0, 1, 0, 0]
+    as_bf16 = torch.from_numpy(hidden).bfloat16()
+    got16 = token_norm_stats(
+        as_bf16, torch.from_numpy(prompt), torch.from_numpy(window), 100.0, 50.0
+    )
+    want16 = reference(as_bf16.float().numpy(), prompt, window, 100.0, 50.0)
+    np.testing.assert_allclose(got16.numpy(), want16, rtol=1e-6)
     unit = summarize(got.sum(0))
     assert unit["massive_tokens"] == 8 and unit["window_massive"] == 1
     assert unit["token_norm"] == round(want[:, 0].sum() / want[:, 1].sum(), 6)

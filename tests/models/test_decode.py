@@ -351,3 +351,17 @@ def test_response_scope_prefills_each_prompt_once_per_refill():
     assert prefill_rows <= 1 + stats.prefills * len(PROMPTS)
     assert prefill_rows < len(prompts) // 4
     assert stats.reused_prompt_tokens > sum(map(len, prompts)) // 2
+
+
+def test_response_scope_one_token_prompts_keep_their_own_steering():
+    """A one-token prompt's forward looks like a decode step, so response scope steers it:
+    its configs must not share one prefill."""
+    model = tiny_model("llama", seed=1)
+    layout = resolve_layout(model)
+    table, _ = _grid(layout.hidden_size, copies=1)  # 5 configs x 6 prompts
+    prompts = [[5 + k % 6] for k in range(table.n_rows)]
+    reference, loop = _both(
+        model, layout, prompts, table, scope="response", stop_ids=[2], max_new_tokens=6
+    )
+    assert loop == reference
+    assert len({str(r) for r in reference}) > 6, "configs should differ on one prompt"

@@ -23,6 +23,7 @@ from postgres import postgres_server, postgres_url  # noqa: F401 - fixtures
 from steerops.search.heldout import evaluate_heldout
 from steerops.search.loop import run_search
 from steerops.search.results import choose_best, selection_rows
+from steerops.search.storage import open_storage
 from steerops.search.store import write_heldout_responses
 from steerops.search.study import SearchStudy, Space
 from steerops.steering.configs import Config
@@ -465,7 +466,7 @@ def open_together(url: str, folder: str, n_workers: int) -> None:
     (folder / f"ready-{os.getpid()}").touch()
     while len(list(folder.glob("ready-*"))) < n_workers:
         time.sleep(0.005)
-    open_url(url)
+    open_storage(url, 30, attempts=1)  # no retry: only the creation lock may save it
     print(json.dumps({"opened": True}), flush=True)
 
 
@@ -477,4 +478,4 @@ def test_workers_starting_together_create_a_new_sqlite_study_once(tmp_path, roun
     n = 6
     outs = finish([start("open_together", url, str(tmp_path), n) for _ in range(n)])
     assert outs == [{"opened": True}] * n
-    assert open_url(url).study.study_name == "s"
+    assert open_url(url).study.study_name == "s"  # the tables the workers made are whole

@@ -34,15 +34,17 @@ def token_norm_stats(
     """[batch, 4] float64 (`FIELDS`) from `hidden` [batch, seq, hid] and boolean masks
     [batch, seq] of each row's prompt tokens and pooled window; on `hidden`'s device, with
     no host synchronisation (the caller copies it to the host with the pooled rows)."""
+    wide = torch.float32 if hidden.device.type == "mps" else torch.float64  # mps: no float64
+    norms = hidden.float().norm(dim=-1)  # [batch, seq]; before `magnitude`, one copy at a time
     magnitude = hidden.float().abs()
     peak = magnitude.amax(-1)  # [batch, seq]
     # Each row's median over its prompt tokens and all dims. torch's (nan)median is the lower
     # middle value; over thousands of values that is the median to the precision needed.
-    median = magnitude.masked_fill(~prompt[..., None], float("nan")).flatten(1).nanmedian(-1)
+    median = magnitude.masked_fill_(~prompt[..., None], float("nan")).flatten(1).nanmedian(-1)
     massive = (peak > threshold) & (peak > ratio * median.values[:, None])
     kept = prompt & ~massive
-    wide = torch.float32 if hidden.device.type == "mps" else torch.float64  # mps: no float64
-    norm_sum = (hidden.float().norm(dim=-1).to(wide) * kept).sum(-1)
+    # where, not a product: a non-finite value at a padding position must not reach the sum
+    norm_sum = torch.where(kept, norms.to(wide), 0.0).sum(-1)
     return torch.stack(
         [
             norm_sum,

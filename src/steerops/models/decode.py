@@ -70,7 +70,7 @@ class DecodeStats:
     useful_row_steps: int = 0  # row-steps that produced a token of a live row
     host_syncs: int = 0  # reads of the done mask
     prefills: int = 0
-    reused_prompt_tokens: int = 0  # prompt tokens not recomputed (a group's shared prefix)
+    reused_prompt_tokens: int = 0  # prompt tokens not recomputed (shared prefix, equal prompt)
     shifts: int = 0  # cache shifts to the left
     buckets: list[int] = field(default_factory=list)
 

@@ -232,16 +232,9 @@ def open_storage(url: str, heartbeat_s: float, attempts: int = 5):
             ) from None
     sqlite = url.startswith("sqlite")
     kwargs = {"connect_args": {"timeout": 30}} if sqlite else {}
-    # Workers starting together on a new sqlite file would race to create its tables (and
-    # Alembic's version row); the file lock beside it makes creation one at a time.
-    creating = (
-        StudyLock("file", "create", path=file_lock_path(make_url(url).database))
-        if sqlite
-        else contextlib.nullcontext()
-    )
     for attempt in range(attempts):
         try:
-            with creating, quiet():
+            with _creating(url) if sqlite else contextlib.nullcontext(), quiet():
                 return WorkerRDBStorage(url, heartbeat_s, engine_kwargs=kwargs)
         except Exception as exc:  # bad URL, missing driver, unreachable server
             # Workers starting together on a new database race to create its tables.
@@ -252,6 +245,14 @@ def open_storage(url: str, heartbeat_s: float, attempts: int = 5):
                 f"search.storage: cannot open {storage_label(url)}: {str(exc).splitlines()[0]}"
             ) from None
     raise AssertionError("unreachable")
+
+
+def _creating(sqlite_url: str) -> StudyLock:
+    """Workers starting together on a new sqlite file would race to create its tables (and
+    Alembic's version row): a lock file of its own beside it (not the study lock's, which a
+    worker holds while it asks) makes creation one at a time."""
+    path = file_lock_path(make_url(sqlite_url).database, ".create.lock")
+    return StudyLock("file", "create", path=path)
 
 
 def _creation_race(exc: Exception) -> bool:

@@ -314,13 +314,22 @@ def _generate_static(
             prompts,
             max_rows=slots,
             steer=control.select,
-            # response scope: no prompt is steered, so every row of a prompt shares its prefill
-            groups=[0] * len(prompts) if scope == "response" else table.groups(),
+            groups=_prefill_groups(prompts, table, scope),
             options=options,
             stats=stats,
             on_done=on_done,
             **settings,
         )
+
+
+def _prefill_groups(prompts, table: SteeringTable, scope: str) -> list[int]:
+    """Rows of one group prefill alike. Under response scope no prompt is steered, so all
+    rows form one group (every config of a question shares its prefill), except one-token
+    prompts, whose forward looks like a decode step and is steered."""
+    groups = table.groups()
+    if scope != "response":
+        return groups
+    return [0 if len(p) > 1 else 1 + g for p, g in zip(prompts, groups, strict=True)]
 
 
 def _compiled_graphs_see_hooks(cache_implementation: str | None):
