@@ -74,8 +74,9 @@ def test_study_refuses_other_settings_and_reports_bad_storage(tmp_path):
             50.0,
             {"layers": [2], "min_coherence": 50.0},
         )
-    with pytest.raises(SteeropsError, match="search.storage"):
-        SearchStudy("nosuchdb://x", "s", Space(0.0, 3.0, (2,)), 50.0, {})
+    for bad in ("nosuchdb://x", "sqlite:/x.db"):  # no driver; a malformed sqlite URL
+        with pytest.raises(SteeropsError, match="search.storage: cannot open"):
+            SearchStudy(bad, "s", Space(0.0, 3.0, (2,)), 50.0, {})
     assert (
         storage_label("postgresql://me:secret@db:5432/optuna")
         == "postgresql://me:***@db:5432/optuna"

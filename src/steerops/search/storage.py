@@ -49,7 +49,8 @@ def storage_label(url: str, root: Path | None = None) -> str:
     inside `root` (the project) relative to it, so the record survives a moved project."""
     path = journal_path(url)
     if path is None and url.startswith("sqlite:"):
-        path = make_url(url).database
+        with contextlib.suppress(Exception):  # a malformed URL is labelled as it is below
+            path = make_url(url).database
     if path and root is not None:
         try:
             inside = Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
