@@ -62,6 +62,14 @@ class SlowEvaluator(SyntheticEvaluator):
         return results
 
 
+def wait_for_all(folder: Path, n_workers: int, poll_s: float) -> None:
+    """A barrier across worker processes: each marks itself ready in `folder`, then waits
+    until all `n_workers` have."""
+    (folder / f"ready-{os.getpid()}").touch()
+    while len(list(folder.glob("ready-*"))) < n_workers:
+        time.sleep(poll_s)
+
+
 def worker(
     url: str,
     folder: str,
@@ -81,9 +89,7 @@ def worker(
     )
     for c in (0.5, 2.5):  # every worker enqueues the same points, as `search.enqueue` does
         study.enqueue(2, c)
-    (folder / f"ready-{os.getpid()}").touch()
-    while len(list(folder.glob("ready-*"))) < n_workers:
-        time.sleep(0.05)
+    wait_for_all(folder, n_workers, poll_s=0.05)
     evaluator = SlowEvaluator(["q1", "q2"], sleep_s)
     stats = run_search(
         study, evaluator, SOURCE, target, batch, "positive", progress=False, poll_s=0.2
@@ -462,10 +468,7 @@ def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):
 
 def open_together(url: str, folder: str, n_workers: int) -> None:
     """Subprocess entry: wait until every worker is ready, then open the study at once."""
-    folder = Path(folder)
-    (folder / f"ready-{os.getpid()}").touch()
-    while len(list(folder.glob("ready-*"))) < n_workers:
-        time.sleep(0.005)
+    wait_for_all(Path(folder), n_workers, poll_s=0.005)
     open_storage(url, 30, attempts=1)  # no retry: only the creation lock may save it
     print(json.dumps({"opened": True}), flush=True)
 
