@@ -105,24 +105,45 @@ def test_repetition_statistics_on_known_text():
 
 
 def test_response_nll_matches_one_plain_forward_per_pair(smollm2):
+    """Many responses per question, in scattered order and in batches that split a
+    question's responses: each equals a forward over its own prompt and response, and the
+    prompts are read once per batch (their common chat prefix once per call)."""
     model, tokenizer = smollm2
-    questions = ["How do I boil an egg?", "Hi", "What is the capital of France?"]
-    responses = [
-        "Put the egg in boiling water for nine minutes.",
-        "Hello! How can I help?",
-        "Paris",
-    ]
-    batched = response_nll(model, tokenizer, questions + ["Hi"], responses + [""], batch_size=4)
-    assert batched[-1] is None  # nothing to score
-    for q, r, got in zip(questions, responses, batched, strict=False):
+    asked = {
+        "How do I boil an egg?": [
+            "Put the egg in boiling water for nine minutes.",
+            "I'm sorry, but I can't help with that.",
+            "Boil",
+        ],
+        "Hi": ["Hello! How can I help?", "Hi there.", "Hello hello hello hello hello"],
+        "What is the capital of France?": ["Paris", "The capital of France is Paris.", ""],
+    }
+    pairs = [(q, r) for q, rs in asked.items() for r in rs]
+    pairs = pairs[1::2] + pairs[::2]  # a question's responses are not side by side
+    questions, responses = [q for q, _ in pairs], [r for _, r in pairs]
+    fed: list[int] = []
+    hook = model.get_input_embeddings().register_forward_hook(
+        lambda module, args, out: fed.append(args[0].numel())
+    )
+    try:
+        batched = response_nll(model, tokenizer, questions, responses, batch_size=5)
+    finally:
+        hook.remove()
+    plain_tokens = 0
+    for q, r, got in zip(questions, responses, batched, strict=True):
         prompt = tokenizer(format_prompt(tokenizer, q), add_special_tokens=False)["input_ids"]
         answer = tokenizer(r, add_special_tokens=False)["input_ids"]
+        if not answer:
+            assert got is None  # nothing to score
+            continue
+        plain_tokens += len(prompt) + len(answer)
         with torch.inference_mode():
             logits = model(torch.tensor([prompt + answer])).logits[0].double()
         logprobs = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)
         expected = -logprobs[torch.arange(len(answer)), torch.tensor(answer)].mean().item()
-        assert got == pytest.approx(expected, abs=2e-4)
-    assert all(math.isfinite(v) and v > 0 for v in batched[:-1])
+        assert got == pytest.approx(expected, abs=2e-4), (q, r)
+        assert math.isfinite(got) and got > 0
+    assert sum(fed) < 0.6 * plain_tokens, (fed, plain_tokens)
 
 
 def test_scores_degenerate_text_low_and_answers_high(judge):

@@ -17,6 +17,10 @@ from collections.abc import Sequence
 
 import torch
 
+from transformers.cache_utils import DynamicCache
+
+from steerops.models.decode import DecodeStats
+from steerops.models.decode_prefill import Prefiller
 from steerops.models.generation import format_prompt
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -57,40 +61,59 @@ def response_nll(
     """Mean negative log-likelihood (nats per token) of each response given its question
     rendered through the chat template; None for an empty response.
 
-    Rows are left-padded so every response ends at the last column, and logits are kept
-    only for the response columns (the vocabulary projection dominates memory)."""
-    rows = []
+    A judge reads many responses to one question, so the prompt is read once: the prompts'
+    common prefix (template, system prompt) once per call and each distinct prompt once per
+    batch of `batch_size` responses (`Prefiller`, as in the decode loop). The responses
+    then read on from their prompt's keys and values, right-padded after it."""
+    prompts, answers = [], []
     for question, response in zip(questions, responses, strict=True):
-        prompt_ids = tokenizer(format_prompt(tokenizer, question), add_special_tokens=False)[
-            "input_ids"
-        ]
-        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-        rows.append((prompt_ids, response_ids))
-    device = model.get_input_embeddings().weight.device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out: list[float | None] = [None] * len(rows)
+        text = format_prompt(tokenizer, question)
+        prompts.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+        answers.append(tokenizer(response, add_special_tokens=False)["input_ids"])
+    out: list[float | None] = [None] * len(answers)
+    # Equal prompts side by side (one prefill each per batch), shortest first (less padding).
     order = sorted(
-        (i for i, (_, r) in enumerate(rows) if r), key=lambda i: len(rows[i][0]) + len(rows[i][1])
+        (i for i, a in enumerate(answers) if a),
+        key=lambda i: (len(prompts[i]), prompts[i], len(answers[i])),
     )
+    if not order:
+        return out
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    prefill = Prefiller(model, prompts, [0] * len(prompts), pad, None, order, DecodeStats())
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        seqs = [rows[i][0] + rows[i][1] for i in chunk]
-        width = max(len(s) for s in seqs)
-        keep = max(len(rows[i][1]) for i in chunk)
-        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=device)
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = (
-            model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep + 1
-            )
-            .logits[:, :-1]
-            .float()
+        nll = _chunk_nll(
+            model, prefill, chunk, [prompts[i] for i in chunk], [answers[i] for i in chunk], pad
         )
-        logprobs = torch.log_softmax(logits, dim=-1)
-        targets = ids[:, -keep:]
-        token_nll = -logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        for row, i in enumerate(chunk):
-            n = len(rows[i][1])
-            out[i] = token_nll[row, -n:].mean().item()
+        for i, value in zip(chunk, nll, strict=True):
+            out[i] = value
     return out
+
+
+def _chunk_nll(model, prefill, rows, prompts, answers, pad) -> list[float]:
+    """Mean NLL of each answer: its first token from the prompt's last logits, the rest
+    from one forward over the answers with the prompts' keys and values as the past."""
+    first, states, prompt_mask = prefill(rows)
+    width = max(map(len, answers))
+    device = prompt_mask.device
+    ids = torch.tensor([a + [pad] * (width - len(a)) for a in answers], device=device)
+    answer_mask = (
+        torch.arange(width, device=device)[None]
+        < torch.tensor([len(a) for a in answers], device=device)[:, None]
+    )
+    cache = DynamicCache()
+    for layer, (keys, values) in enumerate(states):
+        cache.update(keys, values, layer)
+    positions = torch.tensor([len(p) for p in prompts], device=device)[:, None]
+    logits = model(
+        input_ids=ids,
+        attention_mask=torch.cat([prompt_mask, answer_mask], dim=1).long(),
+        position_ids=positions + torch.arange(width, device=device)[None],
+        cache=cache,
+        use_cache=True,
+    ).logits
+    # Column j predicts token j: the prompt's logits, then the answer's own up to width - 1.
+    logprobs = torch.log_softmax(torch.cat([first[:, None], logits[:, :-1]], dim=1).float(), -1)
+    token_nll = -logprobs.gather(-1, ids[..., None]).squeeze(-1)
+    token_nll = torch.where(answer_mask, token_nll, 0.0)
+    return (token_nll.sum(1) / answer_mask.sum(1)).tolist()

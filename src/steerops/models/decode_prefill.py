@@ -53,8 +53,9 @@ class Prefiller:
 
     @torch.inference_mode()
     def __call__(self, rows: list[int]) -> tuple[torch.Tensor, KeysValues, torch.Tensor]:
-        """Greedy first token, per-layer keys and values, and mask of `rows`' prompts; all
-        [rows, ..., width] with the prompts right-aligned to end at the last index."""
+        """Logits after each of `rows`' prompts [rows, vocab], then the prompts' per-layer
+        keys and values and their mask, [rows, ..., width] with the prompts right-aligned to
+        end at the last index."""
         # Rows of one group with the same prompt compute the same states: once each.
         first_of: dict[tuple, int] = {}  # (group, prompt) -> its index among `reps`
         reps: list[int] = []
@@ -68,16 +69,16 @@ class Prefiller:
         self.stats.reused_prompt_tokens += sum(
             len(self.prompts[r]) for k, r in zip(where, rows, strict=True) if reps[k] != r
         )
-        first, states, mask = self._forward(reps)
+        logits, states, mask = self._forward(reps)
         for r in rows if self.left else ():
             self.left[self.groups[r]] -= 1
             if not self.left[self.groups[r]]:  # the group's last row: drop its prefix
                 self.prefix.pop(self.groups[r], None)
         if len(reps) == len(rows):
-            return first, states, mask
+            return logits, states, mask
         index = torch.tensor(where, device=self.device)
         states = [(k[index], v[index]) for k, v in states]
-        return first[index], states, mask[index]
+        return logits[index], states, mask[index]
 
     def _forward(self, rows: list[int]) -> tuple[torch.Tensor, KeysValues, torch.Tensor]:
         use = self.shared >= MIN_SHARED
@@ -108,7 +109,7 @@ class Prefiller:
             use_cache=True,
             logits_to_keep=1,
         )
-        return out.logits[:, -1].argmax(-1), _states(cache), mask_t.bool()
+        return out.logits[:, -1], _states(cache), mask_t.bool()
 
     def _pasts(self, rows: list[int], reuse: list[int], past: int) -> KeysValues:
         """Per layer, row i's group prefix cut to reuse[i] entries, right-aligned in `past`."""

@@ -37,7 +37,8 @@ class Run:
         if not free or (live and len(free) < min(len(pending), self.state.slots // 8)):
             return
         new = [pending.popleft() for _ in free]
-        first, kv, mask = self.prefill(new)
+        logits, kv, mask = self.prefill(new)
+        first = logits.argmax(-1)
         t = self.state.t
         lengths = [len(self.prompts[r]) for r in new]
         self.state.place(free, first, kv, mask, lengths, self.stops, self.max_new)
