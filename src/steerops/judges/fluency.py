@@ -16,7 +16,6 @@ import zlib
 from collections.abc import Sequence
 
 import torch
-
 from transformers.cache_utils import DynamicCache
 
 from steerops.models.decode import DecodeStats
