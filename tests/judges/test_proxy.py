@@ -188,7 +188,10 @@ def test_agreement_with_labelled_responses(judge):
 
 
 def test_from_params_loads_the_variant_and_the_trait_phrases(smollm2_dir, tmp_path):
+    from dataclasses import replace
+
     from steerops.config import load_params
+    from steerops.models.loading import load_model
     from steerops.traits import load_trait
 
     path = tmp_path / "params.yaml"
@@ -206,6 +209,11 @@ def test_from_params_loads_the_variant_and_the_trait_phrases(smollm2_dir, tmp_pa
     assert judge.instruction == (TRAIT / "instruction.txt").read_text().strip()
     [(refusal, coherence)] = judge.score(["Hi"], ["I'm sorry, but I cannot do that."])
     assert refusal == 100.0 and coherence > 0
+    # The steered model, when it is the judge's variant, is read as it is (no second copy);
+    # another variant of the same weights is loaded.
+    steered = load_model(params, "instruct")
+    assert make_judge(params, trait, steered).model is steered.model
+    assert make_judge(params, trait, replace(steered, name="base")).model is not steered.model
 
     params.judge.variant = None
     with pytest.raises(SteeropsError, match="judge.variant: required"):

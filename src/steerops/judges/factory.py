@@ -10,11 +10,15 @@ from steerops.judges.base import Judge
 
 if TYPE_CHECKING:
     from steerops.config import Params
+    from steerops.models.loading import LoadedModel
     from steerops.traits import Trait
 
 
-def make_judge(params: Params, trait: Trait | None = None) -> Judge:
-    """The judge named by `params.judge.kind`, with prompts built for `trait`."""
+def make_judge(
+    params: Params, trait: Trait | None = None, loaded: LoadedModel | None = None
+) -> Judge:
+    """The judge named by `params.judge.kind`, with prompts built for `trait`. A local
+    judge (hf, proxy) whose `judge.variant` is the `loaded` model reads with it."""
     kind = params.judge.kind
     if kind == "toy":
         from steerops.judges.toy import ToyJudge
@@ -27,9 +31,9 @@ def make_judge(params: Params, trait: Trait | None = None) -> Judge:
     if kind == "hf":
         from steerops.judges.hf import HFJudge
 
-        return HFJudge.from_params(params, trait)
+        return HFJudge.from_params(params, trait, loaded)
     if kind == "proxy":
         from steerops.judges.proxy import ProxyJudge
 
-        return ProxyJudge.from_params(params, trait)
+        return ProxyJudge.from_params(params, trait, loaded)
     raise SteeropsError(f"judge.kind: unknown judge {kind!r} (use toy, openai, hf or proxy)")

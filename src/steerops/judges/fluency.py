@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from transformers.cache_utils import DynamicCache
 
-from steerops.models.decode import DecodeStats
+from steerops.models.decode import DecodeStats, covers
 from steerops.models.decode_prefill import Prefiller
 from steerops.models.generation import format_prompt
 
@@ -53,53 +53,62 @@ def compression_ratio(text: str) -> float:
     return min(1.0, len(zlib.compress(raw, 9)) / len(raw))
 
 
-@torch.inference_mode()
 def response_nll(
     model, tokenizer, questions: Sequence[str], responses: Sequence[str], batch_size: int = 8
 ) -> list[float | None]:
     """Mean negative log-likelihood (nats per token) of each response given its question
-    rendered through the chat template; None for an empty response.
-
-    A judge reads many responses to one question, so the prompt is read once: the prompts'
-    common prefix (template, system prompt) once per call and each distinct prompt once per
-    batch of `batch_size` responses (`Prefiller`, as in the decode loop). The responses
-    then read on from their prompt's keys and values, right-padded after it."""
+    rendered through the chat template; None for an empty response (`answer_nll`)."""
     prompts, answers = [], []
     for question, response in zip(questions, responses, strict=True):
         text = format_prompt(tokenizer, question)
         prompts.append(tokenizer(text, add_special_tokens=False)["input_ids"])
         answers.append(tokenizer(response, add_special_tokens=False)["input_ids"])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return answer_nll(model, prompts, answers, pad, batch_size)
+
+
+@torch.inference_mode()
+def answer_nll(
+    model,
+    prompts: Sequence[list[int]],
+    answers: Sequence[list[int]],
+    pad: int,
+    batch_size: int = 8,
+) -> list[float | None]:
+    """Mean NLL of each answer's tokens after its prompt's (None for an empty answer), in
+    batches of `batch_size` answers.
+
+    A judge reads many answers to one prompt, so each prompt is read once: the prompts'
+    common prefix (template, system prompt) once per call and each distinct prompt once per
+    batch (`Prefiller`, as in the decode loop), and the answers read on from their prompt's
+    keys and values. Architectures the decode loop does not cover read every row whole."""
     out: list[float | None] = [None] * len(answers)
     # Equal prompts side by side (one prefill each per batch), shortest first (less padding).
     order = sorted(
         (i for i, a in enumerate(answers) if a),
         key=lambda i: (len(prompts[i]), prompts[i], len(answers[i])),
     )
-    if not order:
-        return out
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    prefill = Prefiller(model, prompts, [0] * len(prompts), pad, None, order, DecodeStats())
+    prefill = None
+    if order and covers(model) is None:
+        prefill = Prefiller(model, prompts, [0] * len(prompts), pad, None, order, DecodeStats())
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        nll = _chunk_nll(
-            model, prefill, chunk, [prompts[i] for i in chunk], [answers[i] for i in chunk], pad
-        )
+        mine = [prompts[i] for i in chunk], [answers[i] for i in chunk]
+        if prefill is None:
+            nll = _whole_rows(model, *mine, pad)
+        else:
+            nll = _after_prefill(model, prefill(chunk), *mine, pad)
         for i, value in zip(chunk, nll, strict=True):
             out[i] = value
     return out
 
 
-def _chunk_nll(model, prefill, rows, prompts, answers, pad) -> list[float]:
-    """Mean NLL of each answer: its first token from the prompt's last logits, the rest
-    from one forward over the answers with the prompts' keys and values as the past."""
-    first, states, prompt_mask = prefill(rows)
-    width = max(map(len, answers))
+def _after_prefill(model, prefilled, prompts, answers, pad) -> list[float]:
+    """Each answer's first token read from its prompt's last logits, the rest in one
+    forward over the answers (right-padded) with the prompts' keys and values as the past."""
+    first, states, prompt_mask = prefilled
     device = prompt_mask.device
-    ids = torch.tensor([a + [pad] * (width - len(a)) for a in answers], device=device)
-    answer_mask = (
-        torch.arange(width, device=device)[None]
-        < torch.tensor([len(a) for a in answers], device=device)[:, None]
-    )
+    ids, answer_mask = _padded(answers, pad, device, left=False)
     cache = DynamicCache()
     for layer, (keys, values) in enumerate(states):
         cache.update(keys, values, layer)
@@ -107,12 +116,42 @@ def _chunk_nll(model, prefill, rows, prompts, answers, pad) -> list[float]:
     logits = model(
         input_ids=ids,
         attention_mask=torch.cat([prompt_mask, answer_mask], dim=1).long(),
-        position_ids=positions + torch.arange(width, device=device)[None],
+        position_ids=positions + torch.arange(ids.shape[1], device=device)[None],
         cache=cache,
         use_cache=True,
     ).logits
-    # Column j predicts token j: the prompt's logits, then the answer's own up to width - 1.
-    logprobs = torch.log_softmax(torch.cat([first[:, None], logits[:, :-1]], dim=1).float(), -1)
-    token_nll = -logprobs.gather(-1, ids[..., None]).squeeze(-1)
-    token_nll = torch.where(answer_mask, token_nll, 0.0)
-    return (token_nll.sum(1) / answer_mask.sum(1)).tolist()
+    # Column j predicts answer token j: the prompt's logits, then the answer's own.
+    return _mean_nll(torch.cat([first[:, None], logits[:, :-1]], dim=1), ids, answer_mask)
+
+
+def _whole_rows(model, prompts, answers, pad) -> list[float]:
+    """Each row its whole prompt and answer, left-padded; logits only for answer columns."""
+    device = model.get_input_embeddings().weight.device
+    ids, mask = _padded([p + a for p, a in zip(prompts, answers, strict=True)], pad, device)
+    keep = max(map(len, answers))
+    logits = model(
+        input_ids=ids,
+        attention_mask=mask.long(),
+        position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0),
+        logits_to_keep=keep + 1,
+    ).logits[:, :-1]
+    answer_mask = _padded(answers, pad, device)[1]
+    return _mean_nll(logits, ids[:, -keep:], answer_mask)
+
+
+def _padded(rows, pad, device, left=True) -> tuple[torch.Tensor, torch.Tensor]:
+    """[rows, width] ids padded with `pad` (on the left or right) and their mask."""
+    width = max(map(len, rows))
+    ids = [[pad] * (width - len(r)) + r if left else r + [pad] * (width - len(r)) for r in rows]
+    lengths = torch.tensor([len(r) for r in rows], device=device)[:, None]
+    at = torch.arange(width, device=device)[None]
+    mask = at >= width - lengths if left else at < lengths
+    return torch.tensor(ids, device=device), mask
+
+
+def _mean_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> list[float]:
+    """Mean over `mask` of -log p(target) with `logits[:, j]` predicting `targets[:, j]`."""
+    # at least float32 (bf16 logits would round the normaliser), float64 kept
+    logprobs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
+    token_nll = -logprobs.gather(-1, targets[..., None]).squeeze(-1)
+    return (torch.where(mask, token_nll, 0.0).sum(1) / mask.sum(1)).tolist()

@@ -46,7 +46,7 @@ class HFJudge(CachedJudge):
         self.trie: NumberTrie = number_trie(tokenizer, self.render(Job("trait", "q", "a")))
 
     @classmethod
-    def from_params(cls, params, trait) -> HFJudge:
+    def from_params(cls, params, trait, loaded=None) -> HFJudge:
         from steerops.models.loading import load_model, model_fingerprint
 
         cfg = params.judge
@@ -56,7 +56,7 @@ class HFJudge(CachedJudge):
                 "judge's model variant in `models`)"
             )
         prompts = prompts_for(trait)
-        loaded = load_model(params, cfg.variant, padding_side="left")
+        loaded = load_model(params, cfg.variant, padding_side="left", reuse=loaded)
         # Named by content, not by path: a copied cache stays valid, changed weights do not.
         fingerprint = model_fingerprint(loaded.source)
         name = loaded.spec.id if fingerprint == "hub" else f"local-{fingerprint[:12]}"

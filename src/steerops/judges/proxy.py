@@ -103,7 +103,7 @@ class ProxyJudge:
         self.id = f"{self.kind_name}:{model_name}:{phrases.hash}:{settings}"
 
     @classmethod
-    def from_params(cls, params, trait) -> ProxyJudge:
+    def from_params(cls, params, trait, loaded=None) -> ProxyJudge:
         from steerops.models.fingerprint import model_fingerprint
         from steerops.models.loading import load_model
 
@@ -120,7 +120,7 @@ class ProxyJudge:
         instruction = None
         if instruction_file.is_file():
             instruction = instruction_file.read_text(encoding="utf-8").strip() or None
-        loaded = load_model(params, cfg.variant, padding_side="left")
+        loaded = load_model(params, cfg.variant, padding_side="left", reuse=loaded)
         # Named by content, not by path: a copied project keeps its scores and caches.
         fingerprint = model_fingerprint(loaded.source)
         name = loaded.spec.id if fingerprint == "hub" else f"local-{fingerprint[:12]}"

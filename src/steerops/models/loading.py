@@ -60,7 +60,14 @@ def model_source(params: Params, variant: str) -> str:
     return spec.id
 
 
-def load_model(params: Params, variant: str, padding_side: str = "left") -> LoadedModel:
+def load_model(
+    params: Params, variant: str, padding_side: str = "left", reuse: LoadedModel | None = None
+) -> LoadedModel:
+    """Load model variant `variant` of params (weights, tokenizer, layout). `reuse`: a model
+    loaded before, returned as it is when it is this variant with this padding side, so a
+    judge reading the steered model does not hold a second copy."""
+    if reuse and reuse.name == variant and reuse.tokenizer.padding_side == padding_side:
+        return reuse
     spec = params.variant(variant)
     source = model_source(params, variant)
     _refuse_pickles(source, variant)

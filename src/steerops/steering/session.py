@@ -35,7 +35,7 @@ class SteeringSession:
         )
         self.questions: list[str] = data.questions[: cfg.subset] if cfg.subset else data.questions
         self.loaded = load_model(params, self.variant)
-        self.judge = make_judge(params, data)
+        self.judge = make_judge(params, data, self.loaded)
         self.stops = stop_token_ids(self.loaded.model, self.loaded.tokenizer)
         self.sources = VectorSources(  # the pipeline's vectors, also for a scratch run
             params.inputs, trait, self.vector_variant, self.loaded.layout.hidden_size

@@ -1,0 +1,76 @@
+"""`answer_nll` on tiny random models: reading each prompt once gives the NLL of one plain
+forward per (prompt, answer), for sliding-window layers too, and architectures the decode
+loop does not cover read whole rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as T
+
+from steerops.judges.fluency import answer_nll
+from steerops.models.decode import covers
+from tiny import CONFIGS, tiny_model
+
+PREFIX = list(range(3, 14))  # 11 tokens every prompt starts with, like a chat template
+PROMPTS = [PREFIX + [20, 21], PREFIX + [22, 23, 24, 25, 26, 27], PREFIX + [30]]
+ANSWERS = {0: [[40, 41, 42], [43], [44, 45, 46, 47, 48, 49]], 1: [[40, 41, 42], [50, 51]], 2: [[]]}
+
+
+def _rows() -> tuple[list[list[int]], list[list[int]]]:
+    """Answers scattered over the input order, one prompt's answers not side by side."""
+    pairs = [(PROMPTS[p], a) for p, answers in ANSWERS.items() for a in answers]
+    pairs = pairs[1::2] + pairs[::2]
+    return [p for p, _ in pairs], [a for _, a in pairs]
+
+
+def _plain(model, prompt: list[int], answer: list[int]) -> float:
+    with torch.inference_mode():
+        logits = model(torch.tensor([prompt + answer])).logits[0]
+    logprobs = torch.log_softmax(logits[len(prompt) - 1 : -1].double(), dim=-1)
+    return -logprobs[torch.arange(len(answer)), torch.tensor(answer)].mean().item()
+
+
+def _windowed(arch: str):
+    config = CONFIGS[arch]()
+    config.sliding_window = 4
+    config.layer_types = ["sliding_attention", "full_attention", "sliding_attention"]
+    torch.manual_seed(0)
+    return T.AutoModelForCausalLM.from_config(config).double().eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2", "gemma3_text", "falcon"])
+def test_answer_nll_equals_a_plain_forward_per_pair(arch):
+    windowed = arch.startswith("gemma")
+    model = _windowed(arch) if windowed else tiny_model(arch, dtype=torch.float64)
+    assert (covers(model) is None) == (arch != "falcon")  # falcon: whole rows
+    prompts, answers = _rows()
+    got = answer_nll(model, prompts, answers, pad=0, batch_size=3)
+    for prompt, answer, value in zip(prompts, answers, got, strict=True):
+        if not answer:
+            assert value is None
+            continue
+        assert value == pytest.approx(_plain(model, prompt, answer), abs=1e-9)
+    # The readings depend on the prompt (and, for gemma, on the window) far beyond 1e-9.
+    same_answer = [_plain(model, p, [40, 41, 42]) for p in PROMPTS[:2]]
+    assert abs(same_answer[0] - same_answer[1]) > 1e-5
+    if windowed:
+        wide = T.AutoModelForCausalLM.from_config(CONFIGS[arch]()).double().eval()
+        wide.load_state_dict(model.state_dict())
+        assert abs(_plain(wide, PROMPTS[1], [40, 41, 42]) - same_answer[1]) > 1e-5
+
+
+def test_answer_nll_reads_each_prompt_once_per_batch():
+    model = tiny_model("llama", dtype=torch.float64)
+    prompts, answers = _rows()
+    fed: list[int] = []
+    hook = model.get_input_embeddings().register_forward_hook(
+        lambda module, args, out: fed.append(args[0].numel())
+    )
+    try:
+        answer_nll(model, prompts, answers, pad=0, batch_size=len(prompts))
+    finally:
+        hook.remove()
+    # the common prefix once (11 tokens: the shortest prompt keeps its last 2 as input),
+    # then the two distinct prompts' tails (the longer one's 6 tokens), then 5 answers of <= 6
+    assert fed == [len(PREFIX), 2 * 6, 5 * 6]
