@@ -11,7 +11,7 @@ import pytest
 import torch
 import transformers as T
 
-from steerops.models import decode, decode_run
+from steerops.models import decode, decode_run, decode_step
 from steerops.models.resolver import resolve_layout
 from steerops.steering.engine import SteeringTable, generate_steered
 from tiny import _COMMON, ARCHS, CONFIGS, tiny_model
@@ -157,6 +157,29 @@ def test_loop_matches_hf_generate_long_runs(arch, scope):
     )
     assert loop == reference
     assert stats.shifts >= 1
+
+
+def test_eager_steps_attend_only_from_the_first_live_row_to_the_last_write(monkeypatch):
+    """The cache left of every live row (padding) and right of the write index cost no
+    attention on an eager step; the tokens stay HF generate's."""
+    model = tiny_model("llama", seed=1)
+    layout = resolve_layout(model)
+    table, prompts = _grid(layout.hidden_size, copies=4)
+    widths: list[tuple[int, int]] = []  # (keys attended, cache length)
+    update = decode_step.WindowLayer.update
+
+    def recorded(self, *args, **kwargs):
+        keys, values = update(self, *args, **kwargs)
+        widths.append((keys.shape[2], self.max_cache_len))
+        return keys, values
+
+    monkeypatch.setattr(decode_step.WindowLayer, "update", recorded)
+    reference, loop = _both(model, layout, prompts, table, stop_ids=[2, 7, 40], max_new_tokens=12)
+    assert loop == reference
+    cache_len = widths[0][1]
+    # at least a prompt and the token being written; far from the whole cache on average
+    assert min(w for w, _ in widths) >= min(map(len, prompts)) + 1
+    assert sum(w for w, _ in widths) / len(widths) < 0.75 * cache_len, (widths, cache_len)
 
 
 @pytest.mark.parametrize("arch", ["gemma2", "gemma3_text"])

@@ -197,6 +197,8 @@ def _decode(run: Run, max_rows: int, options: StaticLoop, on_done) -> None:
             if smaller:
                 run.compact(smaller, cache_len, width, keep)
             run.make_room(every, longest_left[len(order) - len(pending)])
+            if backend is None:  # eager: attend from the first live row's start to the last write
+                run.state.attend((run.first_start(), run.state.t + every))
             for _ in range(every):
                 step(model, run.state, run.stops, run.max_new)
             run.state.advanced(every)

@@ -74,6 +74,10 @@ class Run:
         self.stats.buckets.append(slots)
         self._steer_slots()
 
+    def first_start(self) -> int:
+        """The cache index where the earliest live row begins (every row left of it pads)."""
+        return min((self.start_of[s] for s, r in enumerate(self.rows) if r >= 0), default=0)
+
     def make_room(self, steps: int, keep: int) -> None:
         """Shift the cache left so `steps` more writes fit; keep t >= `keep` for refills."""
         t = self.state.t

@@ -14,13 +14,35 @@ import torch
 from transformers.cache_utils import Cache, StaticLayer
 
 
+class WindowLayer(StaticLayer):
+    """A static cache layer whose attention can read only cache indices [lo, hi): on an
+    eager step, the indices padding for every live row and those not written yet cost no
+    attention (the mask keeps absolute indices through the offset, so sliding windows and
+    padding read the same). None: the whole cache (a compiled step's fixed shape)."""
+
+    window: tuple[int, int] | None = None
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        keys, values = super().update(key_states, value_states, *args, **kwargs)
+        if self.window is None:
+            return keys, values
+        lo, hi = self.window
+        return keys[:, :, lo:hi], values[:, :, lo:hi]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        if self.window is None:
+            return super().get_mask_sizes(query_length)
+        lo, hi = self.window
+        return hi - lo, lo
+
+
 class SlotState:
     """A static cache of `slots` rows and the per-slot buffers a step reads and writes."""
 
     def __init__(self, n_layers: int, slots: int, cache_len: int, width: int, device):
         self.slots, self.cache_len = slots, cache_len
         # Full-length layers only: a sliding window comes from the attention mask.
-        self.layers = [StaticLayer(cache_len) for _ in range(n_layers)]
+        self.layers = [WindowLayer(cache_len) for _ in range(n_layers)]
         self.cache = Cache(layers=list[Any](self.layers))
         self.keys: list[torch.Tensor] = []  # per layer, allocated by the first placement
         self.values: list[torch.Tensor] = []
@@ -41,6 +63,11 @@ class SlotState:
         self.keys = [cast(torch.Tensor, layer.keys) for layer in self.layers]
         self.values = [cast(torch.Tensor, layer.values) for layer in self.layers]
         self._set_t(self._t)
+
+    def attend(self, window: tuple[int, int] | None) -> None:
+        """Let the next steps attend to cache indices [lo, hi) only (None: all)."""
+        for layer in self.layers:
+            layer.window = window
 
     @property
     def t(self) -> int:
