@@ -60,7 +60,9 @@ def main() -> None:
                 seconds[way].append(time.perf_counter() - start)
         fluency.covers = covers
         diff = max(
-            abs(a - b) for a, b in zip(values["shared"], values["whole"], strict=True) if a is not None
+            abs(a - b)
+            for a, b in zip(values["shared"], values["whole"], strict=True)
+            if a is not None
         )
         ratios = [w / s for w, s in zip(seconds["whole"], seconds["shared"], strict=True)]
         print(
