@@ -127,8 +127,8 @@ def main() -> None:
             cached = load_params(args.params, {**overrides, "judge.cache_dir": str(folder)})
             session.judge = timed(make_judge(cached, trait_data))
 
-    if args.endpoint_latency is None:
-        session.judge = timed(session.judge)
+    if args.endpoint_latency is None:  # a copy of its own: it reads while the model steers
+        session.judge = timed(make_judge(params, trait_data))
 
     per_chunk = max(1, 4 * args.max_batch_rows // len(questions))
     print(

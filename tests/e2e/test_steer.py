@@ -341,7 +341,9 @@ def test_judging_a_chunk_overlaps_the_next_chunks_generation(steered, tmp_path):
             "judge": {"id": "m", "device": judge_device},
         }
         p = load_params(write_params(tmp_path, toy, models=models, judge=judge))
-        session = SimpleNamespace(params=p, variant="instruct")
+        session = SimpleNamespace(
+            params=p, variant="instruct", judge_reads_steered_model=lambda: False
+        )
         return SteeringSession.judge_beside_generation(session)  # type: ignore[arg-type]
 
     toy = Path(steered["params"].paths.toy)
@@ -350,6 +352,14 @@ def test_judging_a_chunk_overlaps_the_next_chunks_generation(steered, tmp_path):
     assert not beside({"kind": "hf", "variant": "instruct"}, "cpu")
     assert beside({"kind": "proxy", "variant": "judge"}, "cuda:1")
     assert not beside({"kind": "proxy", "variant": "judge"}, "cuda:0", "cuda")  # one GPU
+    # A judge reading with the steered model itself (a local judge of the steered variant)
+    # never judges while it generates: the steering hooks would steer the judge.
+    shared = SteeringSession(params, TRAIT, progress=False)
+    shared.judge.model = shared.loaded.model  # type: ignore[attr-defined]
+    assert shared.judge_reads_steered_model() and not shared.judge_beside_generation()
+    assert not SteeringEvaluator(shared, questions).overlap
+    with pytest.raises(SteeropsError, match="reads with the steered model itself"):
+        SteeringEvaluator(shared, questions, overlap=True)
 
 
 def test_evaluator_weights_and_results(steered, tmp_path):

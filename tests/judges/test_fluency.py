@@ -46,11 +46,13 @@ def test_answer_nll_equals_a_plain_forward_per_pair(arch):
     assert (covers(model) is None) == (arch != "falcon")  # falcon: whole rows
     prompts, answers = _rows()
     got = answer_nll(model, prompts, answers, pad=0, batch_size=3)
-    for prompt, answer, value in zip(prompts, answers, got, strict=True):
+    alone = answer_nll(model, prompts, answers, pad=0, batch_size=1)  # one-token answers too
+    for prompt, answer, value, single in zip(prompts, answers, got, alone, strict=True):
         if not answer:
-            assert value is None
+            assert value is None and single is None
             continue
         assert value == pytest.approx(_plain(model, prompt, answer), abs=1e-9)
+        assert single == pytest.approx(value, abs=1e-9)
     # The readings depend on the prompt (and, for gemma, on the window) far beyond 1e-9.
     same_answer = [_plain(model, p, [40, 41, 42]) for p in PROMPTS[:2]]
     assert abs(same_answer[0] - same_answer[1]) > 1e-5
@@ -72,5 +74,20 @@ def test_answer_nll_reads_each_prompt_once_per_batch():
     finally:
         hook.remove()
     # the common prefix once (11 tokens: the shortest prompt keeps its last 2 as input),
-    # then the two distinct prompts' tails (the longer one's 6 tokens), then 5 answers of <= 6
-    assert fed == [len(PREFIX), 2 * 6, 5 * 6]
+    # then the two distinct prompts' tails (the longer one's 6 tokens), then 5 answers of
+    # <= 6 tokens but their last (which predicts nothing read here)
+    assert fed == [len(PREFIX), 2 * 6, 5 * 5]
+
+
+def test_answer_padding_never_takes_a_position_past_its_rows_tokens():
+    """GPT-2 has 20 absolute positions: a long prompt with a short answer, batched with a
+    long answer, must not give the short row's padding positions 20 and beyond."""
+    config = CONFIGS["gpt2"]()
+    config.n_positions = 20
+    torch.manual_seed(0)
+    model = T.AutoModelForCausalLM.from_config(config).double().eval()
+    prompts = [PREFIX + list(range(20, 27)), PREFIX + [30, 31]]  # 18 and 13 tokens
+    answers = [[40], [41, 42, 43, 44, 45, 46, 47]]  # rows end at positions 18 and 19
+    got = answer_nll(model, prompts, answers, pad=0, batch_size=2)
+    for prompt, answer, value in zip(prompts, answers, got, strict=True):
+        assert value == pytest.approx(_plain(model, prompt, answer), abs=1e-9)

@@ -159,9 +159,11 @@ def test_loop_matches_hf_generate_long_runs(arch, scope):
     assert stats.shifts >= 1
 
 
-def test_eager_steps_attend_only_from_the_first_live_row_to_the_last_write(monkeypatch):
+@pytest.mark.parametrize("every", [1, 4])
+def test_eager_steps_attend_only_from_the_first_live_row_to_the_last_write(monkeypatch, every):
     """The cache left of every live row (padding) and right of the write index cost no
-    attention on an eager step; the tokens stay HF generate's."""
+    attention on an eager step; the tokens stay HF generate's, also when `every` steps run
+    between reads of the done mask (the window then spans indices not written yet)."""
     model = tiny_model("llama", seed=1)
     layout = resolve_layout(model)
     table, prompts = _grid(layout.hidden_size, copies=4)
@@ -174,7 +176,10 @@ def test_eager_steps_attend_only_from_the_first_live_row_to_the_last_write(monke
         return keys, values
 
     monkeypatch.setattr(decode_step.WindowLayer, "update", recorded)
-    reference, loop = _both(model, layout, prompts, table, stop_ids=[2, 7, 40], max_new_tokens=12)
+    options = decode.StaticLoop(backend=None, check_every=every)
+    reference, loop = _both(
+        model, layout, prompts, table, options=options, stop_ids=[2, 7, 40], max_new_tokens=12
+    )
     assert loop == reference
     cache_len = widths[0][1]
     # at least a prompt and the token being written; far from the whole cache on average

@@ -18,7 +18,9 @@ from collections.abc import Sequence
 import torch
 from transformers.cache_utils import DynamicCache
 
-from steerops.models.decode import DecodeStats, covers
+from steerops.models.batching import pad_batch
+from steerops.models.capture import position_ids_for
+from steerops.models.decode import covers
 from steerops.models.decode_prefill import Prefiller
 from steerops.models.generation import format_prompt
 
@@ -82,6 +84,8 @@ def answer_nll(
     common prefix (template, system prompt) once per call and each distinct prompt once per
     batch (`Prefiller`, as in the decode loop), and the answers read on from their prompt's
     keys and values. Architectures the decode loop does not cover read every row whole."""
+    if any(not p for p in prompts):
+        raise ValueError("answer_nll: an empty prompt (nothing to read an answer after)")
     out: list[float | None] = [None] * len(answers)
     # Equal prompts side by side (one prefill each per batch), shortest first (less padding).
     order = sorted(
@@ -90,15 +94,15 @@ def answer_nll(
     )
     prefill = None
     if order and covers(model) is None:
-        prefill = Prefiller(model, prompts, [0] * len(prompts), pad, None, order, DecodeStats())
+        prefill = Prefiller(model, prompts, [0] * len(prompts), pad, None, order)
     for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        mine = [prompts[i] for i in chunk], [answers[i] for i in chunk]
+        rows = order[start : start + batch_size]
+        mine, theirs = [prompts[i] for i in rows], [answers[i] for i in rows]
         if prefill is None:
-            nll = _whole_rows(model, *mine, pad)
+            nll = _whole_rows(model, mine, theirs, pad)
         else:
-            nll = _after_prefill(model, prefill(chunk), *mine, pad)
-        for i, value in zip(chunk, nll, strict=True):
+            nll = _after_prefill(model, prefill(rows), mine, theirs, pad)
+        for i, value in zip(rows, nll, strict=True):
             out[i] = value
     return out
 
@@ -106,47 +110,42 @@ def answer_nll(
 def _after_prefill(model, prefilled, prompts, answers, pad) -> list[float]:
     """Each answer's first token read from its prompt's last logits, the rest in one
     forward over the answers (right-padded) with the prompts' keys and values as the past."""
-    first, states, prompt_mask = prefilled
+    last_logits, states, prompt_mask = prefilled
     device = prompt_mask.device
-    ids, answer_mask = _padded(answers, pad, device, left=False)
+    ids, answer_mask, _ = pad_batch(answers, pad, side="right")
+    ids, answer_mask = ids.to(device), answer_mask.to(device)
+    if ids.shape[1] == 1:  # one-token answers: the prompts' logits are all there is to read
+        return _mean_nll(last_logits[:, None], ids, answer_mask)
     cache = DynamicCache()
     for layer, (keys, values) in enumerate(states):
         cache.update(keys, values, layer)
-    positions = torch.tensor([len(p) for p in prompts], device=device)[:, None]
+    lengths = torch.tensor([len(p) for p in prompts], device=device)[:, None]
     logits = model(
-        input_ids=ids,
-        attention_mask=torch.cat([prompt_mask, answer_mask], dim=1).long(),
-        position_ids=positions + torch.arange(ids.shape[1], device=device)[None],
+        input_ids=ids[:, :-1],  # the last column predicts nothing read here
+        attention_mask=torch.cat([prompt_mask.long(), answer_mask[:, :-1]], dim=1),
+        # padding columns keep the row's last position (never past its real tokens)
+        position_ids=lengths + position_ids_for(answer_mask[:, :-1]),
         cache=cache,
         use_cache=True,
     ).logits
     # Column j predicts answer token j: the prompt's logits, then the answer's own.
-    return _mean_nll(torch.cat([first[:, None], logits[:, :-1]], dim=1), ids, answer_mask)
+    return _mean_nll(torch.cat([last_logits[:, None], logits], dim=1), ids, answer_mask)
 
 
 def _whole_rows(model, prompts, answers, pad) -> list[float]:
     """Each row its whole prompt and answer, left-padded; logits only for answer columns."""
     device = model.get_input_embeddings().weight.device
-    ids, mask = _padded([p + a for p, a in zip(prompts, answers, strict=True)], pad, device)
+    ids, mask, _ = pad_batch([p + a for p, a in zip(prompts, answers, strict=True)], pad)
+    ids, mask = ids.to(device), mask.to(device)
     keep = max(map(len, answers))
     logits = model(
         input_ids=ids,
-        attention_mask=mask.long(),
-        position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0),
+        attention_mask=mask,
+        position_ids=position_ids_for(mask),
         logits_to_keep=keep + 1,
     ).logits[:, :-1]
-    answer_mask = _padded(answers, pad, device)[1]
+    answer_mask = pad_batch(answers, pad)[1].to(device)
     return _mean_nll(logits, ids[:, -keep:], answer_mask)
-
-
-def _padded(rows, pad, device, left=True) -> tuple[torch.Tensor, torch.Tensor]:
-    """[rows, width] ids padded with `pad` (on the left or right) and their mask."""
-    width = max(map(len, rows))
-    ids = [[pad] * (width - len(r)) + r if left else r + [pad] * (width - len(r)) for r in rows]
-    lengths = torch.tensor([len(r) for r in rows], device=device)[:, None]
-    at = torch.arange(width, device=device)[None]
-    mask = at >= width - lengths if left else at < lengths
-    return torch.tensor(ids, device=device), mask
 
 
 def _mean_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> list[float]:
@@ -154,4 +153,4 @@ def _mean_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -
     # at least float32 (bf16 logits would round the normaliser), float64 kept
     logprobs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
     token_nll = -logprobs.gather(-1, targets[..., None]).squeeze(-1)
-    return (torch.where(mask, token_nll, 0.0).sum(1) / mask.sum(1)).tolist()
+    return (torch.where(mask.bool(), token_nll, 0.0).sum(1) / mask.sum(1)).tolist()

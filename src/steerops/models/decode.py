@@ -11,6 +11,8 @@ When `t` nears the end of the cache, every slot shifts left by the padding all l
 share (rotary and absolute positions come from position ids, not cache indices, and a
 row's tokens stay contiguous, so sliding windows keep their meaning). When no row is
 pending, live rows move to fewer slots (`_SlotPlan`: a few buckets for a compiled step).
+An eager step (CPU) attends only from the first live row's start to the last write
+(`WindowLayer`): the padding every row shares and the unwritten end cost nothing.
 
 Every layer is a full-length cache layer: sliding-window layers get their window from
 the attention mask HF builds, not from a rolling buffer. HF's own continuous batching
@@ -184,6 +186,10 @@ def _decode(run: Run, max_rows: int, options: StaticLoop, on_done) -> None:
     backend = ("inductor" if cuda else None) if options.backend == "auto" else options.backend
     step = decode_step if backend is None else compiled_step(backend, options.mode, model)
     plan, keep = _SlotPlan(max_rows, compiled=backend is not None), backend is not None
+    # An eager step may attend to a window of the cache (a compiled one keeps its shape);
+    # flash attention's mask ignores the window's offset, sdpa's and eager's read it.
+    attention = getattr(model.config, "_attn_implementation", None)
+    windowed = backend is None and attention in ("sdpa", "eager")
     state = slot_state(model, plan.fit(len(order)), cache_len, width, keep)
     run.start(state, longest_left[0], order)
     stats.buckets.append(run.state.slots)
@@ -197,7 +203,7 @@ def _decode(run: Run, max_rows: int, options: StaticLoop, on_done) -> None:
             if smaller:
                 run.compact(smaller, cache_len, width, keep)
             run.make_room(every, longest_left[len(order) - len(pending)])
-            if backend is None:  # eager: attend from the first live row's start to the last write
+            if windowed:  # attend from the first live row's start to the last write
                 run.state.attend((run.first_start(), run.state.t + every))
             for _ in range(every):
                 step(model, run.state, run.stops, run.max_new)

@@ -1,4 +1,5 @@
-"""Prefill for the decode loop, reusing the prompt prefix that rows of one steering share.
+"""Prefill for the decode loop and the proxy judge's likelihood, reusing the prompt prefix
+that rows of one steering share.
 
 Chat prompts start with the same tokens (template, system prompt), and rows that carry the
 same steering compute the same keys and values there: causal attention never lets a prefix
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any, cast
 
 import torch
@@ -36,10 +38,10 @@ class Prefiller:
         pad: int,
         steer: Callable[[Sequence[int]], None] | None,
         rows: Sequence[int],
-        stats: Any,
+        stats: Any = None,
     ):
         self.model, self.prompts, self.pad, self.steer = model, prompts, pad, steer
-        self.stats = stats
+        self.stats = stats if stats is not None else SimpleNamespace(reused_prompt_tokens=0)
         self.device = model.get_input_embeddings().weight.device
         self.groups: Sequence[int] = groups or []
         mine = [list(prompts[r]) for r in rows]

@@ -75,7 +75,8 @@ class Run:
         self._steer_slots()
 
     def first_start(self) -> int:
-        """The cache index where the earliest live row begins (every row left of it pads)."""
+        """The cache index where the earliest live row begins: every index left of it is
+        padding for all live rows."""
         return min((self.start_of[s] for s, r in enumerate(self.rows) if r >= 0), default=0)
 
     def make_room(self, steps: int, keep: int) -> None:

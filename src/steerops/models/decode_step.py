@@ -29,9 +29,9 @@ class WindowLayer(StaticLayer):
         lo, hi = self.window
         return keys[:, :, lo:hi], values[:, :, lo:hi]
 
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+    def get_mask_sizes(self, *args, **kwargs) -> tuple[int, int]:
         if self.window is None:
-            return super().get_mask_sizes(query_length)
+            return super().get_mask_sizes(*args, **kwargs)
         lo, hi = self.window
         return hi - lo, lo
 

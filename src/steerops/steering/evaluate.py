@@ -75,6 +75,11 @@ class SteeringEvaluator:
         generates (False: one after the other, the reference; None: when the judge does not
         share the steered model's device, `session.judge_beside_generation`)."""
         self.overlap = session.judge_beside_generation() if overlap is None else overlap
+        if self.overlap and session.judge_reads_steered_model():
+            raise SteeropsError(
+                "the judge reads with the steered model itself: it cannot judge one chunk "
+                "while the next generates (the steering hooks would steer it)"
+            )
         self.session = session
         self.questions = list(session.questions if questions is None else questions)
         if not self.questions:

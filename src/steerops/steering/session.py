@@ -53,6 +53,8 @@ class SteeringSession:
         """Whether judging can run while the steered model generates without taking its
         compute: an endpoint or the exact toy judge, or a judge model on another device
         (on the same one the two would share cores or GPU memory for no gain)."""
+        if self.judge_reads_steered_model():
+            return False
         judge = self.params.judge
         if judge.kind in ("openai", "toy"):
             return True
@@ -61,6 +63,11 @@ class SteeringSession:
         if own.device_map or steered.device_map:
             return False
         return _place(own.device) != _place(steered.device)
+
+    def judge_reads_steered_model(self) -> bool:
+        """Whether the judge reads with the steered model object (a local judge of the
+        steered variant): it must never run while steering hooks are on that model."""
+        return getattr(self.judge, "model", None) is self.loaded.model
 
     def layers(self, spec: Layers) -> list[int]:
         """The layers `spec` selects in the steered model."""
