@@ -1,16 +1,18 @@
-"""The main job's steer stage as it runs now vs as it ran before the fast paths, one run.
+"""The main job's steer stage as it runs now vs two earlier ways, one run.
 
-Both ways run `steerops steer` on the same params as a fresh scratch run (its own output
+Every way runs `steerops steer` on the same params as a fresh scratch run (its own output
 folder, judge cache and tracking store, so nothing is served from a log):
-- now: the stage as configured (the static decode loop; the proxy judge reads with the
-  steered model, each prompt once per batch and the common chat prefix once per call);
-- before: `--loop hf` (HF generate), and the proxy judge loads its own copy of the model
-  and reads every row whole, prompt and response (`judges.fluency`'s path for
-  architectures the decode loop does not cover).
+- now: the stage as configured (the static decode loop, its eager steps attending only to
+  the live part of the cache; the proxy judge reads with the steered model, each prompt
+  once per batch and the common chat prefix once per call);
+- whole: the static loop attending to the whole cache, and the proxy judge loading its own
+  copy of the model and reading every row whole, prompt and response (`judges.fluency`'s
+  path for architectures the decode loop does not cover);
+- hf: as `whole`, on HF generate (`--loop hf`), the reference loop.
 Each run is a subprocess timed from start to exit: imports, model loading, tracking and
 plots included, as under DVC. The ways alternate, `--repeats` times, in rotating order.
-Printed: median seconds [min-max] per way, the paired ratio before / now, and whether
-both wrote the same metrics (metrics/steer.json; coherence to 0.01).
+Printed: median seconds [min-max] per way, paired ratios to `now`, and whether every way
+wrote the same metrics (metrics/steer.json; coherence to 0.01).
 
     python bench/steer_stage.py --params params.yaml --repeats 3
 """
@@ -26,17 +28,22 @@ import tempfile
 import time
 from pathlib import Path
 
+WAYS = ("now", "whole", "hf")
+
 
 def child(way: str, params: str, out: str) -> int:
     """One stage run in this process (`--child`)."""
     from steerops import cli, judges
     from steerops.judges import fluency
+    from steerops.models import decode_step
 
     argv = ["steer", "--params", params, "--out", out]
-    if way == "before":
+    if way in ("whole", "hf"):
         make_judge = judges.make_judge
         judges.make_judge = lambda params, trait, loaded=None: make_judge(params, trait)
-        fluency.covers = lambda model: "read whole rows, as before"
+        fluency.covers = lambda model: "read whole rows"
+        decode_step.SlotState.attend = lambda self, window: None  # type: ignore[method-assign]
+    if way == "hf":
         argv += ["--loop", "hf"]
     return cli.main(argv)
 
@@ -53,17 +60,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--child", choices=["now", "before"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=WAYS, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         sys.exit(child(args.child, args.params, args.out))
-    ways = ["now", "before"]
+    ways = list(WAYS)
     seconds: dict[str, list[float]] = {w: [] for w in ways}
     found: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="steer-stage-") as tmp:
         for repeat in range(args.repeats):
-            for way in ways[repeat % 2 :] + ways[: repeat % 2]:
+            for way in ways[repeat % 3 :] + ways[: repeat % 3]:
                 out = Path(tmp) / f"{way}-{repeat}"
                 command = [sys.executable, __file__, "--child", way]
                 command += ["--params", args.params, "--out", str(out)]
@@ -75,11 +82,13 @@ def main() -> None:
     for way in ways:
         s = seconds[way]
         print(f"{way:>6}: {statistics.median(s):.1f} s [{min(s):.1f}-{max(s):.1f}]")
-    ratios = [b / n for b, n in zip(seconds["before"], seconds["now"], strict=True)]
-    print(
-        f"before / now, paired: {statistics.median(ratios):.2f} "
-        f"[{min(ratios):.2f}-{max(ratios):.2f}]; same metrics: {found['now'] == found['before']}"
-    )
+    for way in ways[1:]:
+        ratios = [b / n for b, n in zip(seconds[way], seconds["now"], strict=True)]
+        print(
+            f"{way} / now, paired: {statistics.median(ratios):.2f} "
+            f"[{min(ratios):.2f}-{max(ratios):.2f}]"
+        )
+    print(f"same metrics: {all(found[w] == found['now'] for w in ways)}")
 
 
 if __name__ == "__main__":
