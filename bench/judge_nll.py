@@ -1,8 +1,9 @@
 """The proxy judge's likelihood reading: each prompt read once vs every row read whole.
 
 `judges.fluency.response_nll` on the labelled SmolLM2 responses of the proxy judge's test
-data (real greedy responses, several per question), two readings as the judge makes them:
-as an answer (question + response) and neutral (empty question + response). Ways:
+data (real greedy responses, several per question), in two of the judge's readings: as an
+answer (question + response) and after an empty question (the judge makes that reading
+only for plausible answers; here every row). Ways:
 - shared: the common chat prefix once per call, each distinct prompt once per batch, the
   responses read on from the prompt's keys and values (what the judge does);
 - whole: every row its whole prompt and response (the judge's path for architectures the

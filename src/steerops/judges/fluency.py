@@ -97,11 +97,11 @@ def answer_nll(
         prefill = Prefiller(model, prompts, [0] * len(prompts), pad, None, order)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        mine, theirs = [prompts[i] for i in rows], [answers[i] for i in rows]
+        batch = [prompts[i] for i in rows], [answers[i] for i in rows]
         if prefill is None:
-            nll = _whole_rows(model, mine, theirs, pad)
+            nll = _whole_rows(model, *batch, pad)
         else:
-            nll = _after_prefill(model, prefill(rows), mine, theirs, pad)
+            nll = _after_prefill(model, prefill(rows), *batch, pad)
         for i, value in zip(rows, nll, strict=True):
             out[i] = value
     return out
