@@ -16,12 +16,11 @@ import zlib
 from collections.abc import Sequence
 
 import torch
-from transformers.cache_utils import DynamicCache
 
 from steerops.models.batching import pad_batch
 from steerops.models.capture import position_ids_for
 from steerops.models.decode import covers
-from steerops.models.decode_prefill import Prefiller
+from steerops.models.decode_prefill import Prefiller, cache_of
 from steerops.models.generation import format_prompt
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -116,16 +115,13 @@ def _after_prefill(model, prefilled, prompts, answers, pad) -> list[float]:
     ids, answer_mask = ids.to(device), answer_mask.to(device)
     if ids.shape[1] == 1:  # one-token answers: the prompts' logits are all there is to read
         return _mean_nll(last_logits[:, None], ids, answer_mask)
-    cache = DynamicCache()
-    for layer, (keys, values) in enumerate(states):
-        cache.update(keys, values, layer)
     lengths = torch.tensor([len(p) for p in prompts], device=device)[:, None]
     logits = model(
         input_ids=ids[:, :-1],  # the last column predicts nothing read here
         attention_mask=torch.cat([prompt_mask.long(), answer_mask[:, :-1]], dim=1),
         # padding columns keep the row's last position (never past its real tokens)
         position_ids=lengths + position_ids_for(answer_mask[:, :-1]),
-        cache=cache,
+        cache=cache_of(states),
         use_cache=True,
     ).logits
     # Column j predicts answer token j: the prompt's logits, then the answer's own.

@@ -89,11 +89,9 @@ class Prefiller:
         reuse = [max(0, len(self.prompts[r]) - input_len) if use else 0 for r in rows]
         past = max(reuse)
         self.stats.reused_prompt_tokens += sum(reuse)
-        cache = DynamicCache()
         if past:
             self._compute_prefixes(rows)
-            for layer, (keys, values) in enumerate(self._pasts(rows, reuse, past)):
-                cache.update(keys, values, layer)
+        cache = cache_of(self._pasts(rows, reuse, past) if past else [])
         ids, mask = [], []
         for r, m in zip(rows, reuse, strict=True):
             tail = list(self.prompts[r][m:])
@@ -149,6 +147,14 @@ class Prefiller:
         states = _states(cache)
         for j, g in enumerate(first):
             self.prefix[g] = [(keys[j], values[j]) for keys, values in states]
+
+
+def cache_of(states: KeysValues) -> DynamicCache:
+    """A dynamic cache holding per-layer keys and values (a past to read on from)."""
+    cache = DynamicCache()
+    for layer, (keys, values) in enumerate(states):
+        cache.update(keys, values, layer)
+    return cache
 
 
 def _states(cache: DynamicCache) -> KeysValues:
