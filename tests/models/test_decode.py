@@ -241,6 +241,27 @@ def test_one_compiled_graph_serves_every_steering_table():
     assert len({str(o) for o in outputs}) == 4, "each table should change the tokens"
 
 
+def test_a_kept_state_made_in_inference_mode_serves_the_next_call(monkeypatch):
+    """On CUDA the cache's write index moves to the GPU at the first placement, inside
+    inference mode; a compiled step keeps that state for the next call, which resets it."""
+    real = decode_step.WindowLayer.lazy_initialization
+
+    def like_cuda(self, keys, values):
+        real(self, keys, values)
+        self.cumulative_length = self.cumulative_length.clone()  # as `.to("cuda")` does
+
+    monkeypatch.setattr(decode_step.WindowLayer, "lazy_initialization", like_cuda)
+    _, options = _counting()
+    model = tiny_model("gemma3")
+    layout = resolve_layout(model)
+    table = SteeringTable([[(1, _unit(4, layout.hidden_size), 6.0)]] * 4)
+    for _ in range(2):
+        reference, loop = _both(
+            model, layout, PROMPTS[:4], table, options=options, stop_ids=[2], slots=4
+        )
+        assert loop == reference
+
+
 def test_architecture_outside_the_loop_takes_hf_generate(caplog):
     torch.manual_seed(0)
     model = T.AutoModelForCausalLM.from_config(T.Qwen3Config(**_COMMON, head_dim=8)).eval()

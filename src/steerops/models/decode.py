@@ -190,11 +190,13 @@ def _decode(run: Run, max_rows: int, options: StaticLoop, on_done) -> None:
     # flash attention's mask ignores the window's offset, sdpa's and eager's read it.
     attention = getattr(model.config, "_attn_implementation", None)
     windowed = backend is None and attention in ("sdpa", "eager")
-    state = slot_state(model, plan.fit(len(order)), cache_len, width, keep)
-    run.start(state, longest_left[0], order)
-    stats.buckets.append(run.state.slots)
     # One graph per slot count and cache shape: allow more than dynamo's default 8.
     with torch.inference_mode(), torch._dynamo.config.patch(recompile_limit=64):
+        # A kept state's tensors are made in inference mode (on CUDA the cache's write
+        # index is moved there at its first placement), so they are reset in it too.
+        state = slot_state(model, plan.fit(len(order)), cache_len, width, keep)
+        run.start(state, longest_left[0], order)
+        stats.buckets.append(run.state.slots)
         live = 0
         while pending or live:
             run.refill(pending)
