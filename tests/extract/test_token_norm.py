@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from steerops.extract.token_norm import FIELDS, summarize, token_norm_stats
+from steerops.extract.token_norm import (
+    FIELDS,
+    bisected_median,
+    prompt_median,
+    summarize,
+    token_norm_stats,
+)
 
 
 def reference(hidden, prompt, window, threshold, ratio) -> np.ndarray:
@@ -61,3 +68,31 @@ def test_stats_match_a_row_by_row_reference():
     unit = summarize(got.sum(0))
     assert unit["massive_tokens"] == 8 and unit["window_massive"] == 1
     assert unit["token_norm"] == round(want[:, 0].sum() / want[:, 1].sum(), 6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("median", [prompt_median, bisected_median])
+def test_prompt_median_is_the_lower_median_of_each_rows_prompt_values(median, dtype):
+    rng = np.random.default_rng(1)
+    batch, seq, hid = 9, 13, 6
+    # ties (values in steps of 0.5) and every parity of the prompt's value count
+    magnitude = np.round(np.abs(rng.normal(size=(batch, seq, hid))) * 2) / 2
+    magnitude[5, 2, 1] = 1e-3  # subnormal in float16: still ordered by its bits
+    prompt = rng.random((batch, seq)) < 0.6
+    prompt[0] = False  # no prompt token: NaN, as nanmedian gives
+    prompt[1] = True
+    prompt[2] = False
+    prompt[2, 4] = True  # one token: the median of its dims alone
+    magnitude[3, ~prompt[3]] = 1e4  # other tokens' values never count
+    magnitude[6] = np.linspace(0.5, 9.5, seq * hid).reshape(seq, hid)  # no ties: each rank shows
+    magnitude[6, prompt[6].argmax(), :2] = np.inf  # inf counts, NaNs are left out
+    magnitude[6, prompt[6].argmax(), 2:4] = np.nan
+    values = torch.from_numpy(magnitude).to(dtype)
+    got = median(values, torch.from_numpy(prompt))
+    assert got.dtype == dtype
+    exact = values.double().numpy()  # the values as stored in `dtype`
+    for r in range(batch):
+        kept = np.sort(exact[r][prompt[r]].ravel())
+        kept = kept[~np.isnan(kept)]
+        want = kept[(len(kept) - 1) // 2] if len(kept) else np.nan
+        np.testing.assert_equal(got[r].double().item(), want)

@@ -36,12 +36,10 @@ def token_norm_stats(
     no host synchronisation (the caller copies it to the host with the pooled rows)."""
     wide = torch.float32 if hidden.device.type == "mps" else torch.float64  # mps: no float64
     norms = hidden.float().norm(dim=-1)  # [batch, seq]; before `magnitude`, one copy at a time
-    magnitude = hidden.float().abs()
-    peak = magnitude.amax(-1)  # [batch, seq]
-    # Each row's median over its prompt tokens and all dims. torch's (nan)median is the lower
-    # middle value; over thousands of values that is the median to the precision needed.
-    median = magnitude.masked_fill_(~prompt[..., None], float("nan")).flatten(1).nanmedian(-1)
-    massive = (peak > threshold) & (peak > ratio * median.values[:, None])
+    magnitude = hidden.abs()  # exact in the hidden states' dtype: half the bytes of fp32
+    peak = magnitude.amax(-1).float()  # [batch, seq]
+    median = prompt_median(magnitude, prompt).float()
+    massive = (peak > threshold) & (peak > ratio * median[:, None])
     kept = prompt & ~massive
     # where, not a product: a non-finite value at a padding position must not reach the sum
     norm_sum = torch.where(kept, norms.to(wide), 0.0).sum(-1)
@@ -54,6 +52,48 @@ def token_norm_stats(
         ],
         dim=1,
     )
+
+
+def prompt_median(magnitude: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+    """[batch]: each row's lower median (numpy's sorted[(n - 1) // 2]) of `magnitude`
+    [batch, seq, hid] >= 0 over its `prompt` tokens and all dims, NaNs left out; NaN for a
+    row without any. On CUDA by bisection (a sort of every prompt value took 5.6 ms per layer
+    of a 64 x 256 x 2560 batch on an H200, a third of extraction), elsewhere by nanmedian's
+    sort (faster on a CPU)."""
+    if magnitude.device.type == "cuda":
+        return bisected_median(magnitude, prompt)
+    masked = magnitude.masked_fill(~prompt[..., None], float("nan")).flatten(1)
+    return masked.nanmedian(-1).values
+
+
+# Non-negative floats order as their bit patterns read as signed integers; per dtype: that
+# integer type, the pattern of +inf (the largest non-NaN value) and a pattern above it.
+_BITS = {
+    torch.bfloat16: (torch.int16, 0x7F80, 0x7FFF),
+    torch.float16: (torch.int16, 0x7C00, 0x7FFF),
+    torch.float32: (torch.int32, 0x7F800000, 0x7FFFFFFF),
+}
+
+
+def bisected_median(magnitude: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+    """`prompt_median` by bisection on the values' bit patterns: a fixed number of counting
+    passes (15 for 16-bit floats, 31 for float32), no sort and no host synchronisation."""
+    if magnitude.dtype not in _BITS:
+        magnitude = magnitude.float()
+    int_type, inf, above = _BITS[magnitude.dtype]
+    bits = magnitude.contiguous().view(int_type)
+    valid = prompt[..., None] & ~magnitude.isnan()  # NaNs of either sign are left out
+    bits = torch.where(valid, bits, above).flatten(1)  # the rest count above every value
+    # the lower median is the smallest v with at least `rank` values <= v
+    rank = torch.div(valid.flatten(1).sum(-1) + 1, 2, rounding_mode="floor")
+    lo = torch.full_like(rank, -1)  # fewer than `rank` values <= lo
+    hi = torch.full_like(rank, inf)  # at least `rank` values <= hi (for rows with any)
+    for _ in range(int(inf).bit_length()):
+        mid = (lo + hi) // 2
+        enough = (bits <= mid[:, None].to(int_type)).sum(-1) >= rank
+        hi, lo = torch.where(enough, mid, hi), torch.where(enough, lo, mid)
+    median = hi.to(int_type).view(magnitude.dtype)
+    return torch.where(rank > 0, median, float("nan"))
 
 
 def summarize(totals: torch.Tensor) -> dict:
