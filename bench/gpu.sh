@@ -1,55 +1,78 @@
 #!/usr/bin/env bash
-# The GPU benches in one call, for a lent CUDA machine: steered decoding (the engine's static
-# loop vs the engine on HF generate) at 64, 256 and 1,024 distinct configs, and extraction of
-# 512 prompts x 256 tokens (eager and with compiled blocks, each checked against the naive
-# way's activations), on a gemma-3-4b-shaped model with random bf16 weights; ends with one
-# table. Needs torch, transformers and numpy only (no tracking or search packages).
+# The GPU benches in one call, for a lent CUDA machine, on a gemma-3-4b-shaped model with
+# random bf16 weights; ends with one table. Needs torch, transformers and numpy only (no
+# tracking or search packages). Stages, each under its own time limit:
+#   token_norm        the extraction's per-layer prompt median, bisection vs sort (5 s)
+#   extract           512 prompts x 256 tokens vs the naive forward, same activations (45 s)
+#   steer             the static loop vs the engine on HF generate at 64, 256 and 1,024
+#                     distinct configs, then one profiled static pass (about 330 s)
+#   extract_compiled  extraction with compiled blocks (60 s)
 #
-#     bash bench/gpu.sh                      # CUDA; budget about 8 minutes on an H200
+#     bash bench/gpu.sh                      # CUDA: 7.5 minutes on an H200
 #     bash bench/gpu.sh --smoke [TOY_MODEL]  # tiny shapes on CPU: checks it runs end to end
 #
 # Steered decoding: 4 random 32-token prompts per config, 64 new tokens (random weights do
 # not stop early), at most 256 rows at a time, 3 alternating repeats after a warm-up that
 # compiles the loop's step (one CUDA graph: 256 slots serve every config count). Set PYTHON
-# to choose the interpreter.
-set -euo pipefail
+# to choose the interpreter, BENCH_OUT to keep the stages' outputs (default: a temp dir),
+# STEER_S / EXTRACT_S to change the stages' limits in seconds.
+set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py="${PYTHON:-python}"
-out="$(mktemp -d)"
+out="${BENCH_OUT:-$(mktemp -d)}"  # each stage's output lands here as it runs
+mkdir -p "$out"
 if [[ "${1:-}" == "--smoke" ]]; then
     steer=(--model gemma3-tiny --device cpu --configs 4,8,16 --max-new-tokens 8 --threads 1)
     extract=(--device cpu --model "${2:-$root/data/toy/model}" --prompts 32 --tokens 24)
+    median=(--device cpu)
 else
     steer=(--model gemma3-4b --device cuda --configs 64,256,1024 --max-new-tokens 64)
     extract=(--device cuda)
+    median=(--device cuda --batch 64 --seq 256 --hidden 2560)  # an extraction batch's layer
+    nvidia-smi -L 2>/dev/null
 fi
+"$py" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
 
-start=$SECONDS
-"$py" "$root/bench/steer.py" "${steer[@]}" --prompts 4 --prompt-len 32 --ways static,hf \
-    --repeats 3 --json "$out/steer.json" | tee "$out/steer.txt"
-steer_seconds=$((SECONDS - start))
-start=$SECONDS
-"$py" "$root/bench/extract.py" "${extract[@]}" | tee "$out/extract.txt"
-"$py" "$root/bench/extract.py" "${extract[@]}" --compile | tee "$out/extract_compiled.txt"
-extract_seconds=$((SECONDS - start))
+# Each stage has a time limit, so one that hangs or runs long cannot take the others'
+# time; a stage cut short keeps what it printed (the steer bench writes its JSON after
+# every config count).
+stage() {  # stage NAME SECONDS COMMAND...
+    local name=$1 limit=$2 start=$SECONDS
+    shift 2
+    timeout "$limit" "$@" 2>&1 | tee "$out/$name.txt"
+    local status=${PIPESTATUS[0]}
+    ((status == 0)) || echo "$name: exit $status (124: cut at its ${limit} s limit)"
+    echo "$name: $((SECONDS - start)) s" | tee -a "$out/seconds.txt"
+}
+stage token_norm 60 "$py" "$root/bench/token_norm.py" "${median[@]}"
+stage extract "${EXTRACT_S:-75}" "$py" "$root/bench/extract.py" "${extract[@]}"
+stage steer "${STEER_S:-360}" "$py" "$root/bench/steer.py" "${steer[@]}" --prompts 4 \
+    --prompt-len 32 --ways static,hf --repeats 3 --json "$out/steer.json" --profile
+stage extract_compiled "${EXTRACT_S:-75}" "$py" "$root/bench/extract.py" "${extract[@]}" --compile
 
-"$py" - "$out" "$steer_seconds" "$extract_seconds" <<'PY'
-import json, re, statistics, sys
-out, steer_s, extract_s = sys.argv[1], sys.argv[2], sys.argv[3]
+"$py" - "$out" <<'PY'
+import json, os, re, statistics, sys
+out = sys.argv[1]
+
+def read(name):  # a stage cut short or failed leaves no file or part of one
+    path = os.path.join(out, name)
+    return open(path).read() if os.path.exists(path) else ""
 
 def spread(v):
     return f"{statistics.median(v):,.0f} [{min(v):,.0f}-{max(v):,.0f}]"
 
 rows = []
-for r in json.load(open(f"{out}/steer.json")):
+for r in json.loads(read("steer.json") or "[]"):
     syncs = "-" if r["host_syncs_per_step"] is None else f"{r['host_syncs_per_step']:.2f}"
+    per_step = r.get("ms_per_step")
+    step = f"{statistics.median(per_step):.1f} ms/step (prefill in), " if per_step else ""
     rows.append((f"steer {r['configs']} configs", r["way"], spread(r["tokens_per_s"]),
-                 f"useful {r['useful_share']:.0%}, syncs/step {syncs}, "
+                 f"{step}useful {r['useful_share']:.0%}, syncs/step {syncs}, "
                  f"time/static {statistics.median(r['time_vs_first']):.2f}x, "
                  f"identical {r['identical_rows']:.0%}"))
 for blocks in ("extract", "extract_compiled"):
-    text = open(f"{out}/{blocks}.txt").read()
+    text = read(f"{blocks}.txt")
     limit = re.search(r"FLOP limit: (\d+)", text)
     same = re.search(r"same activations: largest difference (\S+)", text)
     for name in ("steerops", "naive"):
@@ -62,10 +85,14 @@ for blocks in ("extract", "extract_compiled"):
             rows.append((label, name, f"{int(m[1]):,} [{int(m[2]):,}-{int(m[3]):,}]",
                          f"peak {float(m[4]):,.0f} MiB above weights{share}, "
                          f"max diff {same[1] if same else '?'}"))
+median = re.search(r"nanmedian / bisection: (\S+) \[(\S+)-(\S+)\]", read("token_norm.txt"))
+if median:
+    rows.append(("token-norm median", "bisection", "-",
+                 f"time: nanmedian / bisection {median[1]} [{median[2]}-{median[3]}]"))
 head = ("bench", "way", "tokens/s median [min-max]", "note")
 width = [max(len(r[i]) for r in [*rows, head]) for i in range(3)]
 print()
 for r in [head, *rows]:
     print(f"{r[0]:<{width[0]}}  {r[1]:<{width[1]}}  {r[2]:<{width[2]}}  {r[3]}")
-print(f"wall time: steer {steer_s} s, extract {extract_s} s")
+print("wall time:", ", ".join(read("seconds.txt").split("\n")).strip(", "))
 PY

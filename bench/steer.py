@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch._dynamo.utils import counters
 
 from steerops.models import decode
 from steerops.models.generation import cut_at_stop
@@ -168,7 +169,7 @@ def spread(values) -> str:
     return f"{statistics.median(values):.3g} [{min(values):.3g}-{max(values):.3g}]"
 
 
-def bench(args, model, layout, prompts, pad, stops, n_configs) -> list[str]:
+def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[dict]:
     device = str(model.get_input_embeddings().weight.device)
     configs = make_configs(layout, n_configs, activation_norm(model, layout, prompts))
     table = SteeringTable([[c] for c in configs for _ in prompts])
@@ -208,7 +209,9 @@ def bench(args, model, layout, prompts, pad, stops, n_configs) -> list[str]:
     compiled = args.backend != "none" and (args.backend != "auto" or device.startswith("cuda"))
     started = time.perf_counter()
     if "static" in ways:
-        warm = configs if compiled else configs[:1]
+        # later config counts use the slot counts the first compiled: one chunk warms them
+        whole = compiled and first
+        warm = configs if whole else configs[: max(1, args.max_batch_rows // len(prompts))]
         generate_steered(
             model,
             layout,
@@ -223,6 +226,9 @@ def bench(args, model, layout, prompts, pad, stops, n_configs) -> list[str]:
             scope=args.scope,
         )
     print(f"  warm-up of the static loop: {time.perf_counter() - started:.1f} s", flush=True)
+    if device.startswith("cuda"):
+        graphs = {k: v for k, v in counters["inductor"].items() if "cudagraph" in k}
+        print(f"  inductor's CUDA graph counters: {graphs or 'none'}", flush=True)
     if "hf" in ways or "naive" in ways:
         naive(model, layout, prompts, configs[:1], pad, stops, args.max_new_tokens)
     seconds: dict[str, list[float]] = {name: [] for name in ways}
@@ -272,6 +278,8 @@ def bench(args, model, layout, prompts, pad, stops, n_configs) -> list[str]:
                 "tokens_per_s": [tokens[name] / t for t in seconds[name]],
                 "useful_share": st.useful_share if st else shares[name],
                 "host_syncs_per_step": st.host_syncs / max(1, st.steps) if st else None,
+                # per pass: its seconds over its decode steps (its prefills included)
+                "ms_per_step": [1e3 * t / st.steps for t in seconds[name]] if st else None,
                 "identical_rows": sum(
                     x == y for x, y in zip(outputs[name], outputs[next(iter(ways))], strict=True)
                 )
@@ -359,6 +367,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--json", metavar="FILE", help="also write the measurements here")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="end with one static pass of the first config count under torch.profiler",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -379,12 +392,52 @@ def main(argv: list[str] | None = None) -> None:
         f"load average {os.getloadavg()[0]:.1f}"
     )
     records = []
-    for n in (int(c) for c in args.configs.split(",")):
-        records += bench(args, model, layout, prompts, pad, stops, n)
+    for k, n in enumerate(int(c) for c in args.configs.split(",")):
+        records += bench(args, model, layout, prompts, pad, stops, n, first=k == 0)
         print(HEADER, *report(records), sep="\n", flush=True)  # so far, in case of a timeout
         if args.json:
             Path(args.json).write_text(json.dumps(records, indent=1))
+    if args.profile:
+        profile_static(args, model, layout, prompts, pad, stops, int(args.configs.split(",")[0]))
     print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+def profile_static(args, model, layout, prompts, pad, stops, n_configs) -> None:
+    """One static pass under torch.profiler: where a decode step's time goes (kernels on
+    the device, or the host launching them)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    configs = make_configs(layout, n_configs, activation_norm(model, layout, prompts))
+    rows = [p for _ in configs for p in prompts]
+    table = SteeringTable([[c] for c in configs for _ in prompts])
+    cuda = str(model.get_input_embeddings().weight.device).startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    stats = decode.DecodeStats()
+    options = decode.StaticLoop(
+        backend=None if args.backend == "none" else args.backend, check_every=args.check_every
+    )
+    with profile(activities=activities) as prof:
+        generate_steered(
+            model,
+            layout,
+            rows,
+            table,
+            pad_token_id=pad,
+            stop_ids=stops,
+            max_new_tokens=args.max_new_tokens,
+            loop="static",
+            max_batch_rows=args.max_batch_rows,
+            loop_options=options,
+            stats=stats,
+            scope=args.scope,
+        )
+        _sync(str(model.get_input_embeddings().weight.device))
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    print(
+        f"profile of one static pass, {n_configs} configs, {stats.steps} decode steps, "
+        f"{stats.prefills} prefills:"
+    )
+    print(prof.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=60))
 
 
 if __name__ == "__main__":
