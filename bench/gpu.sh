@@ -4,18 +4,21 @@
 # tracking or search packages). Stages, each under its own time limit:
 #   token_norm        the extraction's per-layer prompt median, bisection vs sort (5 s)
 #   extract           512 prompts x 256 tokens vs the naive forward, same activations (45 s)
-#   steer             the static loop vs the engine on HF generate at 64, 256 and 1,024
-#                     distinct configs, then one profiled static pass (about 330 s)
+#   steer             the static loop vs the engine on HF generate at 64 and 256 distinct
+#                     configs (256 rows a step), then one profiled static pass (130 s)
+#   steer_wide        the static loop at 1,024 configs, 1,024 rows a step (100 s; HF
+#                     generate's rate does not depend on the config count: 6.4k new tok/s
+#                     at 64, 256 and 1,024 on an H200)
 #   extract_compiled  extraction with compiled blocks (60 s)
 #
-#     bash bench/gpu.sh                      # CUDA: 7.5 minutes on an H200
+#     bash bench/gpu.sh                      # CUDA: about 6 minutes on an H200
 #     bash bench/gpu.sh --smoke [TOY_MODEL]  # tiny shapes on CPU: checks it runs end to end
 #
 # Steered decoding: 4 random 32-token prompts per config, 64 new tokens (random weights do
-# not stop early), at most 256 rows at a time, 3 alternating repeats after a warm-up that
-# compiles the loop's step (one CUDA graph: 256 slots serve every config count). Set PYTHON
+# not stop early), 3 alternating repeats after a warm-up that compiles the loop's step (one
+# CUDA graph per slot count serves every config count). Set PYTHON
 # to choose the interpreter, BENCH_OUT to keep the stages' outputs (default: a temp dir),
-# STEER_S / EXTRACT_S to change the stages' limits in seconds.
+# STEER_S / STEER_WIDE_S / EXTRACT_S to change the stages' limits in seconds.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -23,11 +26,13 @@ py="${PYTHON:-python}"
 out="${BENCH_OUT:-$(mktemp -d)}"  # each stage's output lands here as it runs
 mkdir -p "$out"
 if [[ "${1:-}" == "--smoke" ]]; then
-    steer=(--model gemma3-tiny --device cpu --configs 4,8,16 --max-new-tokens 8 --threads 1)
+    steer=(--model gemma3-tiny --device cpu --configs 4,8 --max-new-tokens 8 --threads 1)
+    wide=(--model gemma3-tiny --device cpu --configs 16 --max-new-tokens 8 --threads 1 --max-batch-rows 64)
     extract=(--device cpu --model "${2:-$root/data/toy/model}" --prompts 32 --tokens 24)
     median=(--device cpu)
 else
-    steer=(--model gemma3-4b --device cuda --configs 64,256,1024 --max-new-tokens 64)
+    steer=(--model gemma3-4b --device cuda --configs 64,256 --max-new-tokens 64)
+    wide=(--model gemma3-4b --device cuda --configs 1024 --max-new-tokens 64 --max-batch-rows 1024)
     extract=(--device cuda)
     median=(--device cuda --batch 64 --seq 256 --hidden 2560)  # an extraction batch's layer
     nvidia-smi -L 2>/dev/null
@@ -47,8 +52,10 @@ stage() {  # stage NAME SECONDS COMMAND...
 }
 stage token_norm 60 "$py" "$root/bench/token_norm.py" "${median[@]}"
 stage extract "${EXTRACT_S:-75}" "$py" "$root/bench/extract.py" "${extract[@]}"
-stage steer "${STEER_S:-360}" "$py" "$root/bench/steer.py" "${steer[@]}" --prompts 4 \
+stage steer "${STEER_S:-200}" "$py" "$root/bench/steer.py" "${steer[@]}" --prompts 4 \
     --prompt-len 32 --ways static,hf --repeats 3 --json "$out/steer.json" --profile
+stage steer_wide "${STEER_WIDE_S:-150}" "$py" "$root/bench/steer.py" "${wide[@]}" --prompts 4 \
+    --prompt-len 32 --ways static --repeats 3 --json "$out/steer_wide.json"
 stage extract_compiled "${EXTRACT_S:-75}" "$py" "$root/bench/extract.py" "${extract[@]}" --compile
 
 "$py" - "$out" <<'PY'
@@ -63,11 +70,12 @@ def spread(v):
     return f"{statistics.median(v):,.0f} [{min(v):,.0f}-{max(v):,.0f}]"
 
 rows = []
-for r in json.loads(read("steer.json") or "[]"):
+for r in [*json.loads(read("steer.json") or "[]"), *json.loads(read("steer_wide.json") or "[]")]:
     syncs = "-" if r["host_syncs_per_step"] is None else f"{r['host_syncs_per_step']:.2f}"
     per_step = r.get("ms_per_step")
     step = f"{statistics.median(per_step):.1f} ms/step (prefill in), " if per_step else ""
-    rows.append((f"steer {r['configs']} configs", r["way"], spread(r["tokens_per_s"]),
+    rows.append((f"steer {r['configs']} configs, {r['max_batch_rows']} rows", r["way"],
+                 spread(r["tokens_per_s"]),
                  f"{step}useful {r['useful_share']:.0%}, syncs/step {syncs}, "
                  f"time/static {statistics.median(r['time_vs_first']):.2f}x, "
                  f"identical {r['identical_rows']:.0%}"))

@@ -272,6 +272,7 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
             {
                 "configs": n_configs,
                 "rows": len(rows),
+                "max_batch_rows": args.max_batch_rows,
                 "way": name,
                 "seconds": seconds[name],
                 "tokens": tokens[name],
