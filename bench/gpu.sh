@@ -2,6 +2,9 @@
 # The GPU benches in one call, for a lent CUDA machine, on a gemma-3-4b-shaped model with
 # random bf16 weights; ends with one table. Needs torch, transformers and numpy only (no
 # tracking or search packages). Stages, each under its own time limit:
+#   checks            exactness of the CUDA paths (bench/gpu_checks.py: the static loop
+#                     vs HF generate on every covered architecture, two calls in a row;
+#                     the token-norm median; the judge's readings) (about 2 minutes)
 #   token_norm        the extraction's per-layer prompt median, bisection vs sort (5 s)
 #   extract           512 prompts x 256 tokens vs the naive forward, same activations (45 s)
 #   steer             the static loop vs the engine on HF generate at 64 and 256 distinct
@@ -11,14 +14,14 @@
 #                     at 64, 256 and 1,024 on an H200)
 #   extract_compiled  extraction with compiled blocks (60 s)
 #
-#     bash bench/gpu.sh                      # CUDA: about 6 minutes on an H200
+#     bash bench/gpu.sh                      # CUDA: about 8 minutes on an H200
 #     bash bench/gpu.sh --smoke [TOY_MODEL]  # tiny shapes on CPU: checks it runs end to end
 #
 # Steered decoding: 4 random 32-token prompts per config, 64 new tokens (random weights do
 # not stop early), 3 alternating repeats after a warm-up that compiles the loop's step (one
 # CUDA graph per slot count serves every config count). Set PYTHON
 # to choose the interpreter, BENCH_OUT to keep the stages' outputs (default: a temp dir),
-# STEER_S / STEER_WIDE_S / EXTRACT_S to change the stages' limits in seconds.
+# CHECKS_S / STEER_S / STEER_WIDE_S / EXTRACT_S to change the stages' limits in seconds.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -30,11 +33,13 @@ if [[ "${1:-}" == "--smoke" ]]; then
     wide=(--model gemma3-tiny --device cpu --configs 16 --max-new-tokens 8 --threads 1 --max-batch-rows 64)
     extract=(--device cpu --model "${2:-$root/data/toy/model}" --prompts 32 --tokens 24)
     median=(--device cpu)
+    checks=(--device cpu)
 else
     steer=(--model gemma3-4b --device cuda --configs 64,256 --max-new-tokens 64)
     wide=(--model gemma3-4b --device cuda --configs 1024 --max-new-tokens 64 --max-batch-rows 1024)
     extract=(--device cuda)
     median=(--device cuda --batch 64 --seq 256 --hidden 2560)  # an extraction batch's layer
+    checks=(--device cuda)
     nvidia-smi -L 2>/dev/null
 fi
 "$py" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
@@ -50,6 +55,7 @@ stage() {  # stage NAME SECONDS COMMAND...
     ((status == 0)) || echo "$name: exit $status (124: cut at its ${limit} s limit)"
     echo "$name: $((SECONDS - start)) s" | tee -a "$out/seconds.txt"
 }
+stage checks "${CHECKS_S:-150}" "$py" "$root/bench/gpu_checks.py" "${checks[@]}"
 stage token_norm 60 "$py" "$root/bench/token_norm.py" "${median[@]}"
 stage extract "${EXTRACT_S:-75}" "$py" "$root/bench/extract.py" "${extract[@]}"
 stage steer "${STEER_S:-200}" "$py" "$root/bench/steer.py" "${steer[@]}" --prompts 4 \
@@ -97,6 +103,10 @@ median = re.search(r"nanmedian / bisection: (\S+) \[(\S+)-(\S+)\]", read("token_
 if median:
     rows.append(("token-norm median", "bisection", "-",
                  f"time: nanmedian / bisection {median[1]} [{median[2]}-{median[3]}]"))
+checks = re.search(r"(\d+) of (\d+) checks passed", read("checks.txt"))
+failed = [line for line in read("checks.txt").splitlines() if line.startswith("FAIL")]
+rows.append(("exactness checks", "-", f"{checks[1]} of {checks[2]} passed" if checks else
+             "did not finish", "; ".join(failed)))
 head = ("bench", "way", "tokens/s median [min-max]", "note")
 width = [max(len(r[i]) for r in [*rows, head]) for i in range(3)]
 print()

@@ -1,0 +1,138 @@
+"""Exactness on a GPU, where the CPU tests cannot look: the compiled step's CUDA graphs, a
+kept cache state across calls, the token-norm median's bisection and the judge's readings.
+
+Tiny random float32 models of every architecture the static loop covers (tests/tiny.py):
+- the static loop gives HF generate's tokens (mixed steering tables, left padding, refills),
+  in two calls in a row (the second reuses the kept cache state). gemma3 runs the CUDA
+  default (inductor, CUDA graphs); the others run dynamo only, which keeps state the same way;
+- `bisected_median` equals nanmedian on bf16, float16 and float32 batches;
+- `answer_nll` on the GPU equals the same model's on the CPU.
+Prints one line per check and exits non-zero if any fails.
+
+    python bench/gpu_checks.py                 # CUDA
+    python bench/gpu_checks.py --device cpu    # the same checks on CPU (the script's own check)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from steerops.extract.token_norm import bisected_median  # noqa: E402
+from steerops.judges.fluency import answer_nll  # noqa: E402
+from steerops.models import decode  # noqa: E402
+from steerops.models.resolver import resolve_layout  # noqa: E402
+from steerops.steering.engine import SteeringTable, generate_steered  # noqa: E402
+from tiny import ARCHS, tiny_model  # noqa: E402
+
+DEVICE = "cuda"
+HEAD = [1, 30, 31, 32, 33, 34, 35, 36, 37]  # a shared chat-template-like head
+TAILS = [[5, 9, 14, 22, 31, 40], [7, 8], [11, 12, 13, 50], [60, 61, 62, 63], [44], [70, 71, 72]]
+PROMPTS = [HEAD + tail for tail in TAILS]
+
+
+def unit(seed: int, hidden: int) -> torch.Tensor:
+    v = torch.randn(hidden, generator=torch.Generator().manual_seed(seed))
+    return v / v.norm()
+
+
+def grid(hidden: int) -> tuple[SteeringTable, list[list[int]]]:
+    """Every prompt under five configs (none, one layer, another, two layers, two vectors
+    at one layer), rows in an order unrelated to config or length, twice over."""
+    a, b, c = unit(1, hidden), unit(2, hidden), unit(3, hidden)
+    configs = [
+        [],
+        [(1, a, 6.0)],
+        [(2, b, -5.0)],
+        [(0, c, 4.0), (2, a, 3.0)],
+        [(1, a, 2.0), (1, b, 5.0)],
+    ]
+    rows = [(k, p) for k in range(len(configs)) for p in range(len(PROMPTS))][::-1] * 2
+    return SteeringTable([configs[k] for k, _ in rows]), [PROMPTS[p] for _, p in rows]
+
+
+def check_loop(arch: str) -> tuple[bool, str]:
+    model = tiny_model(arch).to(DEVICE)
+    if decode.covers(model) is not None:
+        return True, "not covered by the static loop (HF generate serves it)"
+    layout = resolve_layout(model)
+    table, prompts = grid(layout.hidden_size)
+    settings = dict(pad_token_id=0, stop_ids=[2], max_new_tokens=10)
+    want = generate_steered(model, layout, prompts, table, loop="hf", max_batch_rows=7, **settings)
+    backend = "auto" if arch == "gemma3" else "eager"
+    options = decode.StaticLoop(backend=backend)
+    same = []
+    for _ in range(2):
+        got = generate_steered(
+            model, layout, prompts, table, loop="static", max_batch_rows=16,
+            loop_options=options, **settings,
+        )  # fmt: skip
+        same.append(sum(g == w for g, w in zip(got, want, strict=True)) / len(want))
+    ok = all(s == 1.0 for s in same)
+    return ok, f"backend {backend}: rows equal to HF generate {same[0]:.0%}, {same[1]:.0%}"
+
+
+def check_median() -> tuple[bool, str]:
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
+    notes, ok = [], True
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        hidden = (torch.randn(16, 40, 64, generator=gen, device=DEVICE) * 3).to(dtype)
+        hidden[3, 7, :4] = float("nan")
+        lengths = torch.randint(0, 41, (16,), generator=gen, device=DEVICE)
+        prompt = torch.arange(40, device=DEVICE) >= (40 - lengths)[:, None]
+        magnitude = hidden.abs()
+        masked = magnitude.masked_fill(~prompt[..., None], float("nan")).flatten(1)
+        want = masked.nanmedian(-1).values
+        got = bisected_median(magnitude, prompt)
+        equal = torch.equal(got.isnan(), want.isnan()) and torch.equal(
+            got.nan_to_num(-1.0), want.nan_to_num(-1.0)
+        )
+        ok &= equal
+        notes.append(f"{str(dtype).removeprefix('torch.')} {'equal' if equal else 'DIFFERENT'}")
+    return ok, ", ".join(notes)
+
+
+def check_answer_nll() -> tuple[bool, str]:
+    model = tiny_model("llama")
+    gen = torch.Generator().manual_seed(3)
+    answers = [torch.randint(3, 90, (n,), generator=gen).tolist() for n in (1, 4, 9, 6, 2, 7)]
+    prompts = [PROMPTS[i % 3] for i in range(len(answers))]
+    want = answer_nll(model, prompts, answers, pad=0, batch_size=4)
+    got = answer_nll(copy.deepcopy(model).to(DEVICE), prompts, answers, pad=0, batch_size=4)
+    worst = max(abs(g - w) for g, w in zip(got, want, strict=True))
+    return worst < 1e-4, f"largest difference from the CPU's: {worst:.1e} nats"
+
+
+def main() -> None:
+    global DEVICE
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda")
+    DEVICE = ap.parse_args().device
+    if DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("gpu_checks: no CUDA device")
+    torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 here
+    checks = [(f"static loop, {arch}", lambda arch=arch: check_loop(arch)) for arch in ARCHS]
+    checks += [("token-norm median", check_median), ("judge readings", check_answer_nll)]
+    failed = 0
+    for name, check in checks:
+        start = time.perf_counter()
+        try:
+            ok, note = check()
+        except Exception as exc:  # one broken check must not hide the others
+            ok, note = False, f"{type(exc).__name__}: {exc}"
+        failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {note} ({time.perf_counter() - start:.1f} s)")
+    print(f"{len(checks) - failed} of {len(checks)} checks passed")
+    if failed:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
