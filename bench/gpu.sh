@@ -28,6 +28,7 @@ export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py="${PYTHON:-python}"
 out="${BENCH_OUT:-$(mktemp -d)}"  # each stage's output lands here as it runs
 mkdir -p "$out"
+rm -f "$out"/*.json "$out"/*.txt  # a reused folder must not show an earlier run's results
 if [[ "${1:-}" == "--smoke" ]]; then
     steer=(--model gemma3-tiny --device cpu --configs 4,8 --max-new-tokens 8 --threads 1)
     wide=(--model gemma3-tiny --device cpu --configs 16 --max-new-tokens 8 --threads 1 --max-batch-rows 64)
@@ -51,8 +52,9 @@ stage() {  # stage NAME SECONDS COMMAND...
     local name=$1 limit=$2 start=$SECONDS
     shift 2
     timeout "$limit" "$@" 2>&1 | tee "$out/$name.txt"
-    local status=${PIPESTATUS[0]}
-    ((status == 0)) || echo "$name: exit $status (124: cut at its ${limit} s limit)"
+    local status=${PIPESTATUS[0]} why=""
+    ((status == 124)) && why=", cut at its ${limit} s limit"
+    ((status == 0)) || echo "$name: exit $status$why" | tee -a "$out/failed.txt"
     echo "$name: $((SECONDS - start)) s" | tee -a "$out/seconds.txt"
 }
 stage checks "${CHECKS_S:-150}" "$py" "$root/bench/gpu_checks.py" "${checks[@]}"
@@ -100,9 +102,13 @@ for blocks in ("extract", "extract_compiled"):
                          f"peak {float(m[4]):,.0f} MiB above weights{share}, "
                          f"max diff {same[1] if same else '?'}"))
 median = re.search(r"nanmedian / bisection: (\S+) \[(\S+)-(\S+)\]", read("token_norm.txt"))
-if median:
+identical = re.search(r"identical: (\w+)", read("token_norm.txt"))
+if median or identical:
     rows.append(("token-norm median", "bisection", "-",
-                 f"time: nanmedian / bisection {median[1]} [{median[2]}-{median[3]}]"))
+                 (f"time: nanmedian / bisection {median[1]} [{median[2]}-{median[3]}], "
+                  if median else "") + f"identical: {identical[1] if identical else '?'}"))
+for line in read("failed.txt").splitlines():  # a stage that failed or was cut short
+    rows.append((f"stage {line.split(':')[0]}", "-", "FAILED", line))
 checks = re.search(r"(\d+) of (\d+) checks passed", read("checks.txt"))
 failed = [line for line in read("checks.txt").splitlines() if line.startswith("FAIL")]
 rows.append(("exactness checks", "-", f"{checks[1]} of {checks[2]} passed" if checks else

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from steerops.extract import token_norm
 from steerops.extract.token_norm import (
     FIELDS,
     bisected_median,
@@ -33,7 +34,9 @@ def reference(hidden, prompt, window, threshold, ratio) -> np.ndarray:
     return out
 
 
-def test_stats_match_a_row_by_row_reference():
+@pytest.mark.parametrize("median", [prompt_median, bisected_median])  # CPU's, CUDA's
+def test_stats_match_a_row_by_row_reference(median, monkeypatch):
+    monkeypatch.setattr(token_norm, "prompt_median", median)
     rng = np.random.default_rng(0)
     batch, seq, hid = 6, 19, 40
     hidden = rng.normal(size=(batch, seq, hid)).astype(np.float32)
@@ -77,7 +80,6 @@ def test_prompt_median_is_the_lower_median_of_each_rows_prompt_values(median, dt
     batch, seq, hid = 9, 13, 6
     # ties (values in steps of 0.5) and every parity of the prompt's value count
     magnitude = np.round(np.abs(rng.normal(size=(batch, seq, hid))) * 2) / 2
-    magnitude[5, 2, 1] = 1e-3  # subnormal in float16: still ordered by its bits
     prompt = rng.random((batch, seq)) < 0.6
     prompt[0] = False  # no prompt token: NaN, as nanmedian gives
     prompt[1] = True
@@ -88,6 +90,9 @@ def test_prompt_median_is_the_lower_median_of_each_rows_prompt_values(median, dt
     magnitude[6, prompt[6].argmax(), :2] = np.inf  # inf counts, NaNs are left out
     magnitude[6, prompt[6].argmax(), 2:4] = np.nan
     values = torch.from_numpy(magnitude).to(dtype)
+    tiny = torch.finfo(dtype).tiny  # row 5 is all subnormals: still ordered by their bits
+    values[5] = torch.linspace(1, 3, seq * hid).reshape(seq, hid).to(dtype) * (tiny / 8)
+    assert 0 < values[5].min() and values[5].max() < tiny
     got = median(values, torch.from_numpy(prompt))
     assert got.dtype == dtype
     exact = values.double().numpy()  # the values as stored in `dtype`

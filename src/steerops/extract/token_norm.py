@@ -62,8 +62,9 @@ def prompt_median(magnitude: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor
     sort (faster on a CPU)."""
     if magnitude.device.type == "cuda":
         return bisected_median(magnitude, prompt)
-    masked = magnitude.masked_fill(~prompt[..., None], float("nan")).flatten(1)
-    return masked.nanmedian(-1).values
+    # sorted in float32 (the same values), which every backend's nanmedian takes
+    masked = magnitude.float().masked_fill(~prompt[..., None], float("nan")).flatten(1)
+    return masked.nanmedian(-1).values.to(magnitude.dtype)
 
 
 # Non-negative floats order as their bit patterns read as signed integers; per dtype: that
