@@ -43,6 +43,9 @@ def _windowed(arch: str):
 def test_answer_nll_equals_a_plain_forward_per_pair(arch):
     windowed = arch.startswith("gemma")
     model = _windowed(arch) if windowed else tiny_model(arch, dtype=torch.float64)
+    # Gemma's norms compute in float32 even in a float64 model: float32 rounding, which
+    # differs between batch shapes by about 1e-8 on some CPUs.
+    tol = 1e-6 if windowed else 1e-9
     assert (covers(model) is None) == (arch != "falcon")  # falcon: whole rows
     prompts, answers = _rows()
     got = answer_nll(model, prompts, answers, pad=0, batch_size=3)
@@ -51,9 +54,9 @@ def test_answer_nll_equals_a_plain_forward_per_pair(arch):
         if not answer:
             assert value is None and single is None
             continue
-        assert value == pytest.approx(_plain(model, prompt, answer), abs=1e-9)
-        assert single == pytest.approx(value, abs=1e-9)
-    # The readings depend on the prompt (and, for gemma, on the window) far beyond 1e-9.
+        assert value == pytest.approx(_plain(model, prompt, answer), abs=tol)
+        assert single == pytest.approx(value, abs=tol)
+    # The readings depend on the prompt (and, for gemma, on the window) far beyond tol.
     same_answer = [_plain(model, p, [40, 41, 42]) for p in PROMPTS[:2]]
     assert abs(same_answer[0] - same_answer[1]) > 1e-5
     if windowed:

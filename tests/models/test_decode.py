@@ -316,8 +316,9 @@ def test_out_of_memory_halves_the_slots_and_keeps_finished_rows(monkeypatch):
     )
     assert got == reference
     assert asked[0] == 32 and asked[1] < 32 and max(asked[2:]) <= 16  # then half the slots
-    # Rows that finished before the failure are not generated again; rows in flight are.
-    assert len(prompts) < len(prefilled) <= len(prompts) + 8
+    # Rows that finished before the failure are not generated again; rows in flight are
+    # (an eager step moves to fewer slots once at most 24 of its 32 are live).
+    assert len(prompts) < len(prefilled) <= len(prompts) + 24
 
 
 def _reference_table(rows):

@@ -20,8 +20,9 @@ import torch
 from steerops.models.batching import pad_batch
 from steerops.models.capture import position_ids_for
 from steerops.models.decode import covers
-from steerops.models.decode_prefill import Prefiller, cache_of
+from steerops.models.decode_prefill import Prefiller
 from steerops.models.generation import format_prompt
+from steerops.models.kv import cache_of
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 

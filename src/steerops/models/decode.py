@@ -32,6 +32,7 @@ from steerops.errors import SteeropsError
 from steerops.models.batching import is_out_of_memory, release_memory
 from steerops.models.decode_run import Run
 from steerops.models.decode_step import compiled_step, decode_step, release, slot_state
+from steerops.models.decode_trunk import Trunk
 
 # Model types whose tokens the loop reproduces exactly (tested against HF generate).
 LOOP_ARCHITECTURES = frozenset(
@@ -50,6 +51,10 @@ LOOP_ARCHITECTURES = frozenset(
     }
 )
 SMALLEST_BUCKET = 8
+# With a trunk, rows are ordered prompt by prompt within blocks of this many steering
+# groups: a prefill then holds many configs of one prompt (their trunk is computed once),
+# while at most this many groups keep their shared prefix in memory at a time.
+TRUNK_GROUPS = 64
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,7 @@ def decode_greedy(
     options: StaticLoop = StaticLoop(),
     stats: DecodeStats | None = None,
     on_done: Callable[[int], object] | None = None,
+    trunk: Trunk | None = None,
 ) -> list[list[int]]:
     """Greedy new tokens for each prompt (cut before the first stop id), in input order.
 
@@ -139,11 +145,12 @@ def decode_greedy(
     of the next forward's batch rows (before every prefill, and with the slot layout before
     decode steps resume). Rows with equal `groups` ids carry the same steering over their
     prompts, so they share their prompts' common prefix, and equal prompts prefill once.
-    Out of memory (`models.batching`'s rule), the slot count is halved and the unfinished
-    rows run again; finished rows are kept.
+    With a `trunk`, rows of one prompt prefill the blocks below their steering once
+    (`decode_trunk`). Out of memory (`models.batching`'s rule), the slot count is halved and
+    the unfinished rows run again; finished rows are kept.
     """
     stats = stats if stats is not None else DecodeStats()
-    run = Run(model, prompts, pad_token_id, stop_ids, max_new_tokens, steer, groups, stats)
+    run = Run(model, prompts, pad_token_id, stop_ids, max_new_tokens, steer, groups, stats, trunk)
     while True:
         try:
             _decode(run, max_rows, options, on_done)
@@ -165,13 +172,17 @@ def _decode(run: Run, max_rows: int, options: StaticLoop, on_done) -> None:
     """Decode every row not in `run.results` yet, at most `max_rows` at a time."""
     model, prompts, groups, stats = run.model, run.prompts, run.groups, run.stats
     # Group by group (its shared prefix is then freed early), longest prompt first within,
-    # equal prompts side by side (a group prefills each prompt once per refill).
+    # equal prompts side by side (a group prefills each prompt once per refill). With a
+    # trunk, blocks of groups instead, prompt by prompt within (see TRUNK_GROUPS).
     rank = {g: k for k, g in enumerate(dict.fromkeys(groups or [0]))}
     same = {p: k for k, p in enumerate(dict.fromkeys(map(tuple, prompts)))}
-    order = sorted(
-        (i for i in range(len(prompts)) if i not in run.results),
-        key=lambda i: (rank[groups[i]] if groups else 0, -len(prompts[i]), same[tuple(prompts[i])]),
-    )
+    per_block = TRUNK_GROUPS if run.trunk else 1
+
+    def place(i: int) -> tuple[int, ...]:
+        group = rank[groups[i]] if groups else 0
+        return (group // per_block, -len(prompts[i]), same[tuple(prompts[i])], group)
+
+    order = sorted((i for i in range(len(prompts)) if i not in run.results), key=place)
     if not order:
         return
     pending = deque(order)

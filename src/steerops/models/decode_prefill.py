@@ -6,7 +6,8 @@ same steering compute the same keys and values there: causal attention never let
 token see what follows it. So the shared prefix is computed once per steering group, and
 each row's prefill feeds only the rest of its prompt, with the group's prefix keys and
 values as its past. Every row stays contiguous and right-aligned (past, then its input),
-so positions and sliding windows mean what they would without the reuse.
+so positions and sliding windows mean what they would without the reuse. Rows of one
+prompt under different steering share the blocks below their steering (`decode_trunk`).
 """
 
 from __future__ import annotations
@@ -14,21 +15,24 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import torch
 from transformers.cache_utils import DynamicCache
+
+from steerops.models.decode_trunk import Trunk, distinct, forward_sharing_trunk
+from steerops.models.kv import KeysValues, cache_of, states_of
 
 # Inputs of one token would look like decode steps to a response-scope steering hook.
 MIN_INPUT = 2
 MIN_SHARED = 8  # a shorter shared prefix does not pay for its own forward
 
-KeysValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer, [rows, heads, seq, dim]
-
 
 class Prefiller:
     """Prefills batches of `rows` (prompt indices); rows with equal `groups` ids share
-    steering. `steer(rows)` is called before each forward with its batch rows."""
+    steering. `steer(rows)` is called before each forward with its batch rows. With a
+    `trunk`, rows of one prompt compute the blocks below their steering once
+    (`decode_trunk`)."""
 
     def __init__(
         self,
@@ -39,8 +43,10 @@ class Prefiller:
         steer: Callable[[Sequence[int]], None] | None,
         rows: Sequence[int],
         stats: Any = None,
+        trunk: Trunk | None = None,
     ):
         self.model, self.prompts, self.pad, self.steer = model, prompts, pad, steer
+        self.trunk = trunk
         self.stats = stats if stats is not None else SimpleNamespace(reused_prompt_tokens=0)
         self.device = model.get_input_embeddings().weight.device
         self.groups: Sequence[int] = groups or []
@@ -99,17 +105,35 @@ class Prefiller:
             ids.append([self.pad] * pad + tail)
             mask.append([0] * (past - m) + [1] * m + [0] * pad + [1] * len(tail))
         mask_t = torch.tensor(mask, device=self.device)
+        inputs = {
+            "input_ids": torch.tensor(ids, device=self.device),
+            "attention_mask": mask_t,
+            "position_ids": (mask_t.cumsum(-1) - 1).clamp(min=0)[:, past:],
+        }
+        # a row's input is its prompt's tail, and its past that prompt's head
+        out = self._run(rows, [tuple(self.prompts[r]) for r in rows], inputs, cache, past)
+        return out.logits[:, -1], states_of(cache), mask_t.bool()
+
+    def _run(self, rows: list[int], inputs_of: list, inputs: dict, cache, past: int) -> Any:
+        """The model's forward over batch `rows`, whose inputs are equal where `inputs_of`
+        is: with a trunk, they compute the blocks below their steering once."""
+        depth = min(self.trunk.depths[r] for r in rows) if self.trunk else 0
+        kwargs = {**inputs, "use_cache": True, "logits_to_keep": 1}
+        if depth and len(set(inputs_of)) < len(rows):
+            steer = self.steer
+            return forward_sharing_trunk(
+                self.model,
+                self.trunk.blocks,  # type: ignore[union-attr]
+                depth,
+                distinct(inputs_of)[1],
+                kwargs,
+                cache,
+                past,
+                None if steer is None else lambda at: steer([rows[i] for i in at]),
+            )
         if self.steer is not None:
             self.steer(rows)
-        out = self.model(
-            input_ids=torch.tensor(ids, device=self.device),
-            attention_mask=mask_t,
-            position_ids=(mask_t.cumsum(-1) - 1).clamp(min=0)[:, past:],
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        return out.logits[:, -1], _states(cache), mask_t.bool()
+        return self.model(**kwargs, cache=cache)
 
     def _pasts(self, rows: list[int], reuse: list[int], past: int) -> KeysValues:
         """Per layer, row i's group prefix cut to reuse[i] entries, right-aligned in `past`."""
@@ -132,33 +156,17 @@ class Prefiller:
         if not first:
             return
         reps = list(first.values())
-        if self.steer is not None:
-            self.steer(reps)
         ids = torch.tensor([list(self.prompts[r][: self.shared]) for r in reps], device=self.device)
+        inputs = {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "position_ids": torch.arange(self.shared, device=self.device)[None].expand_as(ids),
+        }
         cache = DynamicCache()
-        self.model(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            position_ids=torch.arange(self.shared, device=self.device)[None].expand_as(ids),
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        states = _states(cache)
+        self._run(reps, [0] * len(reps), inputs, cache, 0)  # every group's prefix is the same
+        states = states_of(cache)
         for j, g in enumerate(first):
             self.prefix[g] = [(keys[j], values[j]) for keys, values in states]
-
-
-def cache_of(states: KeysValues) -> DynamicCache:
-    """A dynamic cache holding per-layer keys and values (a past to read on from)."""
-    cache = DynamicCache()
-    for layer, (keys, values) in enumerate(states):
-        cache.update(keys, values, layer)
-    return cache
-
-
-def _states(cache: DynamicCache) -> KeysValues:
-    return [(layer.keys, layer.values) for layer in cast(list[Any], cache.layers)]
 
 
 def _gather_seq(states: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

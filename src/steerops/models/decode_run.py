@@ -14,9 +14,9 @@ from steerops.models.generation import cut_at_stop
 class Run:
     """One call: pending rows, the slot -> row map, and the host side of the loop."""
 
-    def __init__(self, model, prompts, pad, stop_ids, max_new, steer, groups, stats):
+    def __init__(self, model, prompts, pad, stop_ids, max_new, steer, groups, stats, trunk=None):
         self.model, self.prompts, self.pad, self.max_new = model, prompts, pad, max_new
-        self.steer, self.groups, self.stats = steer, groups, stats
+        self.steer, self.groups, self.stats, self.trunk = steer, groups, stats, trunk
         self.device = model.get_input_embeddings().weight.device
         self.stop_ids = list(stop_ids)
         self.stops = torch.tensor(sorted(set(stop_ids)) or [-1], device=self.device)
@@ -24,7 +24,14 @@ class Run:
 
     def start(self, state: SlotState, t: int, order: list[int]) -> None:
         self.prefill = Prefiller(
-            self.model, self.prompts, self.groups, self.pad, self.steer, order, self.stats
+            self.model,
+            self.prompts,
+            self.groups,
+            self.pad,
+            self.steer,
+            order,
+            self.stats,
+            self.trunk,
         )
         self.state, self.rows = state, [-1] * state.slots
         self.start_of = [0] * state.slots  # cache index where each slot's row begins

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from steerops.errors import SteeropsError
 from steerops.models import decode
 from steerops.models.batching import Batcher, length_order
+from steerops.models.decode_trunk import Trunk
 from steerops.models.generation import cut_at_stop, generate_batch
 from steerops.models.resolver import ModelLayout
 from steerops.specs import SCOPES
@@ -315,11 +316,26 @@ def _generate_static(
             max_rows=slots,
             steer=control.select,
             groups=_prefill_groups(prompts, table, scope),
+            # under response scope no prompt is steered: its groups already share it whole
+            trunk=Trunk(layout.layers, unsteered_depths(table, layout.num_layers))
+            if scope == "all"
+            else None,
             options=options,
             stats=stats,
             on_done=on_done,
             **settings,
         )
+
+
+def unsteered_depths(table: SteeringTable, num_layers: int) -> list[int]:
+    """Per row, how many leading blocks its steering leaves alone: its first steered
+    layer + 1 (the hook adds after that block), every block for an unsteered row."""
+    depths = [num_layers] * table.n_rows
+    for layer in sorted(table.layers, reverse=True):  # the first steered layer wins
+        for r, steered in enumerate((table.weight[layer] != 0).any(1).tolist()):
+            if steered:
+                depths[r] = layer + 1
+    return depths
 
 
 def _prefill_groups(prompts, table: SteeringTable, scope: str) -> list[int]:

@@ -1,0 +1,170 @@
+"""Blocks below the steering, computed once per prompt: against a plain forward and HF
+generate (tiny models, float32)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as T
+from transformers.cache_utils import DynamicCache
+
+from steerops.models import decode
+from steerops.models.decode_trunk import distinct, forward_sharing_trunk
+from steerops.models.kv import cache_of, states_of
+from steerops.models.resolver import resolve_layout
+from steerops.steering.engine import (
+    SteeringTable,
+    generate_steered,
+    steering_hooks,
+    unsteered_depths,
+)
+from tiny import CONFIGS, tiny_model
+
+PAD = 0
+EAGER = decode.StaticLoop(backend=None)
+# Prompts of several lengths behind a shared 9-token head (a chat template's, say).
+PROMPTS = [
+    [1, 30, 31, 32, 33, 34, 35, 36, 37, *tail]
+    for tail in ([5, 9, 14, 22, 31, 40], [7, 8], [11, 12, 13, 50], [44], [70, 71, 72, 73, 74])
+]
+
+
+def _unit(seed: int, hidden: int) -> torch.Tensor:
+    v = torch.randn(hidden, generator=torch.Generator().manual_seed(seed))
+    return v / v.norm()
+
+
+def test_distinct_gives_first_positions_and_each_keys_index():
+    assert distinct(["b", "a", "b", "c", "a"]) == ([0, 1, 3], [0, 1, 0, 2, 1])
+    assert distinct([7, 7, 7]) == ([0], [0, 0, 0])
+
+
+def test_depths_are_the_first_steered_layer_plus_one():
+    v = _unit(1, 8)
+    table = SteeringTable([[], [(2, v, 1.0)], [(3, v, 1.0), (1, v, 2.0)], [(0, v, 0.0)]])
+    assert unsteered_depths(table, 5) == [5, 3, 2, 5]  # a zero weight steers nothing
+
+
+def _inputs_seen(block: torch.nn.Module):
+    """A list of the (batch, sequence) sizes `block`'s first child runs on (a replayed
+    block does not call its children), and the hook's handle."""
+    seen: list[tuple[int, int]] = []
+
+    def note(module, args, kwargs):
+        hidden = args[0] if args else next(iter(kwargs.values()))
+        seen.append((hidden.shape[0], hidden.shape[1]))
+
+    child = next(iter(block.children()))
+    return seen, child.register_forward_pre_hook(note, with_kwargs=True)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_a_shared_trunk_reads_as_a_plain_forward(arch, depth):
+    """Five rows of three prompts in scattered order, each with a past of its own (as a
+    group's shared prefix), steered at block depth-1 and above: the logits and every
+    layer's keys and values equal one plain forward, and block 0 runs 3 rows, not 5."""
+    model = tiny_model(arch, seed=2)
+    layout = resolve_layout(model)
+    hidden = layout.hidden_size
+    configs = [[], [(depth - 1, _unit(4, hidden), 3.0)], [(2, _unit(5, hidden), -2.0)]]
+    table = SteeringTable([configs[k % 3] for k in range(5)])
+    tails = [[5, 9, 14], [7, 8, 9], [5, 9, 14], [11, 12, 13], [7, 8, 9]]
+    where = [0, 1, 0, 2, 1]
+    past, n = 4, len(tails)
+    pasts = [
+        (torch.randn(n, k.shape[1], past, k.shape[3]), torch.randn(n, k.shape[1], past, k.shape[3]))
+        for k, _ in _prefix_states(model, past)
+    ]
+    ids = torch.tensor(tails)
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones(n, past + ids.shape[1], dtype=torch.long),
+        "position_ids": torch.arange(past, past + ids.shape[1])[None].expand(n, -1),
+        "use_cache": True,
+    }
+    # the trunk's blocks see the same past for equal prompts (as unsteered prefixes do)
+    for layer in range(depth):
+        for t in pasts[layer]:
+            t[2], t[4] = t[0], t[1]
+    with torch.inference_mode(), steering_hooks(layout, table, "all", 8) as control:
+        control.select(list(range(n)))
+        plain = cache_of([(k.clone(), v.clone()) for k, v in pasts])
+        expected = model(**inputs, cache=plain).logits
+        shared = cache_of([(k.clone(), v.clone()) for k, v in pasts])
+        seen, handle = _inputs_seen(layout.layers[0])
+        try:
+            got = forward_sharing_trunk(
+                model, layout.layers, depth, where, inputs, shared, past, control.select
+            ).logits
+        finally:
+            handle.remove()
+    assert seen == [(3, 3)]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(shared.layers, plain.layers, strict=True):
+        torch.testing.assert_close(mine.keys, theirs.keys, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mine.values, theirs.values, rtol=1e-5, atol=1e-5)
+    # the blocks come back as they were
+    assert all("forward" not in block.__dict__ for block in layout.layers)
+
+
+def _prefix_states(model, length: int):
+    """Per layer (keys, values) of a short forward: their shapes."""
+    cache = DynamicCache()
+    with torch.inference_mode():
+        model(input_ids=torch.arange(1, length + 1)[None], cache=cache, use_cache=True)
+    return states_of(cache)
+
+
+def _grid_below_the_first_block(hidden: int, copies: int):
+    """Configs steering blocks 1 and 2 only (so the loop's trunk is 1 or 2 blocks deep),
+    one with a zero weight (no steering at all), and none; every config on every prompt."""
+    a, b = _unit(1, hidden), _unit(2, hidden)
+    configs = [[], [(1, a, 6.0)], [(2, b, -5.0)], [(1, b, 0.0)], [(2, a, 3.0), (1, b, 2.0)]]
+    rows = [(k, p) for p in range(len(PROMPTS)) for k in range(len(configs))][::-1] * copies
+    return SteeringTable([configs[k] for k, _ in rows]), [PROMPTS[p] for _, p in rows]
+
+
+def _sliding_gemma3():
+    config = CONFIGS["gemma3_text"]()
+    config.sliding_window = 4
+    config.layer_types = ["sliding_attention", "full_attention", "sliding_attention"]
+    torch.manual_seed(0)
+    return T.AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3_sliding"])
+def test_the_loop_with_a_trunk_matches_hf_generate(arch):
+    """Configs of one prompt prefill their unsteered blocks once: tokens equal HF
+    generate's (gemma3 with a sliding window shorter than the prompts), and block 0
+    prefills under half the rows the last block prefills."""
+    model = _sliding_gemma3() if arch == "gemma3_sliding" else tiny_model(arch, seed=1)
+    layout = resolve_layout(model)
+    table, prompts = _grid_below_the_first_block(layout.hidden_size, copies=2)
+    settings = {"pad_token_id": PAD, "stop_ids": [2, 3, 40], "max_new_tokens": 12}
+    reference = generate_steered(
+        model, layout, prompts, table, loop="hf", max_batch_rows=7, **settings
+    )
+    first, first_handle = _inputs_seen(layout.layers[0])
+    last, last_handle = _inputs_seen(layout.layers[-1])
+    try:
+        loop = generate_steered(
+            model,
+            layout,
+            prompts,
+            table,
+            loop="static",
+            max_batch_rows=32,
+            loop_options=EAGER,
+            **settings,
+        )
+    finally:
+        first_handle.remove()
+        last_handle.remove()
+    assert loop == reference
+    assert len({str(row) for row in reference}) > len(PROMPTS), "configs should differ"
+
+    def prefill_rows(seen):
+        return sum(rows for rows, width in seen if width > 1)
+
+    assert 0 < 2 * prefill_rows(first) < prefill_rows(last), (first, last)
