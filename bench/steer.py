@@ -1,8 +1,10 @@
 """Steered decoding: the engine's static loop vs the engine on HF generate vs the naive way.
 
-Three ways produce the same greedy tokens for every (config, question) row:
+Every way produces the same greedy tokens for every (config, question) row:
 - static: `generate_steered(loop="static")`, the engine's own loop (static cache, compiled
   fixed-shape step, finished rows' slots refilled);
+- static_own: the same loop (same row order) with every row computing the blocks below its
+  steering itself, i.e. without `models.decode_trunk`'s sharing: that sharing's gain alone;
 - hf: `generate_steered(loop="hf")`, the same per-row steering around HF `generate`;
 - naive: one `generate` per config with a plain forward hook (batch = the questions).
 Each way is warmed up (the static loop compiles its step for every slot count it uses),
@@ -31,7 +33,7 @@ from pathlib import Path
 import torch
 from torch._dynamo.utils import counters
 
-from steerops.models import decode
+from steerops.models import decode, decode_prefill
 from steerops.models.generation import cut_at_stop
 from steerops.models.resolver import resolve_layout
 from steerops.steering.engine import SteeringTable, generate_steered
@@ -179,8 +181,8 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
     )
     stats: dict[str, decode.DecodeStats] = {}
 
-    def engine(loop):
-        stats[loop] = decode.DecodeStats()
+    def engine(loop, name=None):
+        stats[name or loop] = decode.DecodeStats()
         return generate_steered(
             model,
             layout,
@@ -192,12 +194,28 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
             loop=loop,
             max_batch_rows=args.max_batch_rows,
             loop_options=options,
-            stats=stats[loop],
+            stats=stats[name or loop],
             scope=args.scope,
         )
 
+    def own_trunks():
+        """The static loop as before the trunk: every row computes every block itself."""
+        shared = decode_prefill.forward_sharing_trunk
+
+        def every_row_its_own(model, blocks, depth, where, inputs, cache, past, steer):
+            if steer is not None:
+                steer(list(range(len(where))))
+            return model(**inputs, cache=cache)
+
+        decode_prefill.forward_sharing_trunk = every_row_its_own
+        try:
+            return engine("static", "static_own")
+        finally:
+            decode_prefill.forward_sharing_trunk = shared
+
     ways = {
         "static": lambda: engine("static"),
+        "static_own": own_trunks,
         "hf": lambda: engine("hf"),
         "naive": lambda: naive(
             model, layout, prompts, configs, pad, stops, args.max_new_tokens, args.scope
@@ -208,7 +226,7 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
     # otherwise one config's rows warm the kernels and the allocator.
     compiled = args.backend != "none" and (args.backend != "auto" or device.startswith("cuda"))
     started = time.perf_counter()
-    if "static" in ways:
+    if any(name.startswith("static") for name in ways):
         # later config counts use the slot counts the first compiled: one chunk warms them
         whole = compiled and first
         warm = configs if whole else configs[: max(1, args.max_batch_rows // len(prompts))]
@@ -267,7 +285,7 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
     }
     records = []
     for name in ways:
-        st = stats.get(name) if name == "static" else None
+        st = stats.get(name) if name.startswith("static") else None
         records.append(
             {
                 "configs": n_configs,
@@ -305,7 +323,7 @@ def report(records) -> list[str]:
             else ">=1 (stop check)"
         )
         lines.append(
-            f"{r['configs']:>7} {r['way']:<7} {spread(r['seconds']):>22} "
+            f"{r['configs']:>7} {r['way']:<10} {spread(r['seconds']):>22} "
             f"{r['tokens']:>8} {spread(r['tokens_per_s']):>24} "
             f"{r['useful_share']:>7.1%} {syncs:>17} "
             f"{spread(r['time_vs_first']):>20} {r['identical_rows']:>9.1%}"
@@ -314,7 +332,7 @@ def report(records) -> list[str]:
 
 
 HEADER = (
-    f"{'configs':>7} {'way':<7} {'seconds':>22} {'tokens':>8} {'new tokens/s':>24} "
+    f"{'configs':>7} {'way':<10} {'seconds':>22} {'tokens':>8} {'new tokens/s':>24} "
     f"{'useful':>7} {'host syncs/step':>17} {'time / first way':>20} {'identical':>9}"
 )
 

@@ -8,13 +8,15 @@ folder, judge cache and tracking store, so nothing is served from a log):
 - whole: the static loop attending to the whole cache, and the proxy judge loading its own
   copy of the model and reading every row whole, prompt and response (`judges.fluency`'s
   path for architectures the decode loop does not cover);
-- hf: as `whole`, on HF generate (`--loop hf`), the reference loop.
+- hf: as `whole`, on HF generate (`--loop hf`), the reference loop;
+- own: as `now`, with every row computing the blocks below its steering itself (without
+  `models.decode_trunk`'s sharing).
 Each run is a subprocess timed from start to exit: imports, model loading, tracking and
 plots included, as under DVC. The ways alternate, `--repeats` times, in rotating order.
 Printed: median seconds [min-max] per way, paired ratios to `now`, and whether every way
 wrote the same metrics (metrics/steer.json; coherence to 0.01).
 
-    python bench/steer_stage.py --params params.yaml --repeats 3
+    python bench/steer_stage.py --params params.yaml --repeats 3 [--ways now,whole,hf,own]
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-WAYS = ("now", "whole", "hf")
+WAYS = ("now", "whole", "hf", "own")
 
 
 def child(way: str, params: str, out: str) -> int:
@@ -45,6 +47,15 @@ def child(way: str, params: str, out: str) -> int:
         decode_step.SlotState.attend = lambda self, window: None  # type: ignore[method-assign]
     if way == "hf":
         argv += ["--loop", "hf"]
+    if way == "own":
+        from steerops.models import decode_prefill
+
+        def every_row_its_own(model, blocks, depth, where, inputs, cache, past, steer):
+            if steer is not None:
+                steer(list(range(len(where))))
+            return model(**inputs, cache=cache)
+
+        decode_prefill.forward_sharing_trunk = every_row_its_own
     return cli.main(argv)
 
 
@@ -60,17 +71,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ways", default="now,whole,hf", help="comma-separated, `now` first")
     parser.add_argument("--child", choices=WAYS, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         sys.exit(child(args.child, args.params, args.out))
-    ways = list(WAYS)
+    ways = args.ways.split(",")
+    if ways[0] != "now" or not set(ways) <= set(WAYS):
+        parser.error(f"--ways: `now` first, then any of {', '.join(WAYS[1:])}")
     seconds: dict[str, list[float]] = {w: [] for w in ways}
     found: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="steer-stage-") as tmp:
         for repeat in range(args.repeats):
-            for way in ways[repeat % 3 :] + ways[: repeat % 3]:
+            for way in ways[repeat % len(ways) :] + ways[: repeat % len(ways)]:
                 out = Path(tmp) / f"{way}-{repeat}"
                 command = [sys.executable, __file__, "--child", way]
                 command += ["--params", args.params, "--out", str(out)]

@@ -8,7 +8,7 @@ import torch
 import transformers as T
 from transformers.cache_utils import DynamicCache
 
-from steerops.models import decode
+from steerops.models import decode, decode_prefill
 from steerops.models.decode_trunk import distinct, forward_sharing_trunk
 from steerops.models.kv import cache_of, states_of
 from steerops.models.resolver import resolve_layout
@@ -58,35 +58,44 @@ def _inputs_seen(block: torch.nn.Module):
     return seen, child.register_forward_pre_hook(note, with_kwargs=True)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2", "gpt_neox"])
-@pytest.mark.parametrize("depth", [1, 2, 3])
-def test_a_shared_trunk_reads_as_a_plain_forward(arch, depth):
-    """Five rows of three prompts in scattered order, each with a past of its own (as a
-    group's shared prefix), steered at block depth-1 and above: the logits and every
-    layer's keys and values equal one plain forward, and block 0 runs 3 rows, not 5."""
-    model = tiny_model(arch, seed=2)
-    layout = resolve_layout(model)
-    hidden = layout.hidden_size
-    configs = [[], [(depth - 1, _unit(4, hidden), 3.0)], [(2, _unit(5, hidden), -2.0)]]
-    table = SteeringTable([configs[k % 3] for k in range(5)])
-    tails = [[5, 9, 14], [7, 8, 9], [5, 9, 14], [11, 12, 13], [7, 8, 9]]
-    where = [0, 1, 0, 2, 1]
+def _scattered_batch(model, depth: int):
+    """Five rows of three prompts in scattered order, left-padded to 3 tokens (masks and
+    positions differ by prompt), each after a past of 4 random entries of its own (a
+    group's shared prefix) that equal prompts share below `depth` (as unsteered prefixes
+    do); `where` labels the prompts out of first-occurrence order."""
+    tails = [[5, 9, 14], [0, 7, 8], [5, 9, 14], [0, 0, 11], [0, 7, 8]]
+    where = [7, 3, 7, 9, 3]
     past, n = 4, len(tails)
     pasts = [
         (torch.randn(n, k.shape[1], past, k.shape[3]), torch.randn(n, k.shape[1], past, k.shape[3]))
         for k, _ in _prefix_states(model, past)
     ]
-    ids = torch.tensor(tails)
-    inputs = {
-        "input_ids": ids,
-        "attention_mask": torch.ones(n, past + ids.shape[1], dtype=torch.long),
-        "position_ids": torch.arange(past, past + ids.shape[1])[None].expand(n, -1),
-        "use_cache": True,
-    }
-    # the trunk's blocks see the same past for equal prompts (as unsteered prefixes do)
     for layer in range(depth):
         for t in pasts[layer]:
             t[2], t[4] = t[0], t[1]
+    ids = torch.tensor(tails)
+    mask = torch.cat([torch.ones(n, past, dtype=torch.long), (ids != 0).long()], dim=1)
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)[:, past:],
+        "use_cache": True,
+    }
+    return inputs, pasts, where, past
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_a_shared_trunk_reads_as_a_plain_forward(arch, depth):
+    """Rows steered at block depth-1 and above: the logits and every layer's keys and
+    values equal one plain forward, and block 0 runs 3 rows, not 5."""
+    model = tiny_model(arch, seed=2)
+    layout = resolve_layout(model)
+    hidden = layout.hidden_size
+    configs = [[], [(depth - 1, _unit(4, hidden), 3.0)], [(2, _unit(5, hidden), -2.0)]]
+    table = SteeringTable([configs[k % 3] for k in range(5)])
+    inputs, pasts, where, past = _scattered_batch(model, depth)
+    n = len(where)
     with torch.inference_mode(), steering_hooks(layout, table, "all", 8) as control:
         control.select(list(range(n)))
         plain = cache_of([(k.clone(), v.clone()) for k, v in pasts])
@@ -108,6 +117,31 @@ def test_a_shared_trunk_reads_as_a_plain_forward(arch, depth):
     assert all("forward" not in block.__dict__ for block in layout.layers)
 
 
+def test_a_block_s_own_forward_comes_back_even_after_an_error():
+    """A block with an instance forward (an offload wrapper's, say) gets it back, also when
+    the batch forward fails."""
+    model = tiny_model("llama", seed=2)
+    layout = resolve_layout(model)
+    block = layout.layers[0]
+    wrapper = block.forward  # a bound method, kept as the block's own attribute
+    block.forward = wrapper
+    inputs, pasts, where, past = _scattered_batch(model, 2)
+    calls: list[list[int]] = []
+
+    def failing_steer(positions: list[int]) -> None:
+        calls.append(positions)
+        if len(calls) == 2:  # the batch forward's steering, while blocks are replayed
+            raise RuntimeError("steering failed")
+
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="steering failed"):
+        forward_sharing_trunk(
+            model, layout.layers, 2, where, inputs, cache_of(pasts), past, failing_steer
+        )
+    assert block.__dict__["forward"] is wrapper
+    assert "forward" not in layout.layers[1].__dict__
+    assert calls == [[0, 1, 3], [0, 1, 2, 3, 4]]
+
+
 def _prefix_states(model, length: int):
     """Per layer (keys, values) of a short forward: their shapes."""
     cache = DynamicCache()
@@ -120,7 +154,16 @@ def _grid_below_the_first_block(hidden: int, copies: int):
     """Configs steering blocks 1 and 2 only (so the loop's trunk is 1 or 2 blocks deep),
     one with a zero weight (no steering at all), and none; every config on every prompt."""
     a, b = _unit(1, hidden), _unit(2, hidden)
-    configs = [[], [(1, a, 6.0)], [(2, b, -5.0)], [(1, b, 0.0)], [(2, a, 3.0), (1, b, 2.0)]]
+    configs = [
+        [],
+        [(1, a, 6.0)],
+        [(1, a, -4.0)],
+        [(1, b, 3.0)],
+        [(2, a, 3.0), (1, b, 2.0)],
+        [(2, b, -5.0)],
+        [(2, a, 4.0)],
+        [(1, b, 0.0)],
+    ]
     rows = [(k, p) for p in range(len(PROMPTS)) for k in range(len(configs))][::-1] * copies
     return SteeringTable([configs[k] for k, _ in rows]), [PROMPTS[p] for _, p in rows]
 
@@ -134,10 +177,10 @@ def _sliding_gemma3():
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3_sliding"])
-def test_the_loop_with_a_trunk_matches_hf_generate(arch):
+def test_the_loop_with_a_trunk_matches_hf_generate(arch, monkeypatch):
     """Configs of one prompt prefill their unsteered blocks once: tokens equal HF
     generate's (gemma3 with a sliding window shorter than the prompts), and block 0
-    prefills under half the rows the last block prefills."""
+    prefills under half the rows it prefills when every row computes its own."""
     model = _sliding_gemma3() if arch == "gemma3_sliding" else tiny_model(arch, seed=1)
     layout = resolve_layout(model)
     table, prompts = _grid_below_the_first_block(layout.hidden_size, copies=2)
@@ -145,26 +188,32 @@ def test_the_loop_with_a_trunk_matches_hf_generate(arch):
     reference = generate_steered(
         model, layout, prompts, table, loop="hf", max_batch_rows=7, **settings
     )
-    first, first_handle = _inputs_seen(layout.layers[0])
-    last, last_handle = _inputs_seen(layout.layers[-1])
-    try:
-        loop = generate_steered(
-            model,
-            layout,
-            prompts,
-            table,
-            loop="static",
-            max_batch_rows=32,
-            loop_options=EAGER,
-            **settings,
-        )
-    finally:
-        first_handle.remove()
-        last_handle.remove()
-    assert loop == reference
     assert len({str(row) for row in reference}) > len(PROMPTS), "configs should differ"
 
-    def prefill_rows(seen):
+    def block0_prefill_rows() -> int:
+        seen, handle = _inputs_seen(layout.layers[0])
+        try:
+            loop = generate_steered(
+                model,
+                layout,
+                prompts,
+                table,
+                loop="static",
+                max_batch_rows=32,
+                loop_options=EAGER,
+                **settings,
+            )
+        finally:
+            handle.remove()
+        assert loop == reference
         return sum(rows for rows, width in seen if width > 1)
 
-    assert 0 < 2 * prefill_rows(first) < prefill_rows(last), (first, last)
+    shared = block0_prefill_rows()
+
+    def every_row_its_own(model, blocks, depth, where, inputs, cache, past, steer):
+        if steer is not None:
+            steer(list(range(len(where))))
+        return model(**inputs, cache=cache)
+
+    monkeypatch.setattr(decode_prefill, "forward_sharing_trunk", every_row_its_own)
+    assert 0 < 2 * shared < block0_prefill_rows()

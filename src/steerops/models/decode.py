@@ -11,6 +11,8 @@ When `t` nears the end of the cache, every slot shifts left by the padding all l
 share (rotary and absolute positions come from position ids, not cache indices, and a
 row's tokens stay contiguous, so sliding windows keep their meaning). When no row is
 pending, live rows move to fewer slots (`_SlotPlan`: a few buckets for a compiled step).
+Under steering of the prompt, rows of one prompt side by side prefill the blocks below
+their steering once (`decode_trunk`).
 An eager step (CPU) attends only from the first live row's start to the last write
 (`WindowLayer`): the padding every row shares and the unwritten end cost nothing.
 
@@ -51,10 +53,11 @@ LOOP_ARCHITECTURES = frozenset(
     }
 )
 SMALLEST_BUCKET = 8
-# With a trunk, rows are ordered prompt by prompt within blocks of this many steering
-# groups: a prefill then holds many configs of one prompt (their trunk is computed once),
-# while at most this many groups keep their shared prefix in memory at a time.
-TRUNK_GROUPS = 64
+# With a trunk, rows are ordered by depth, then prompt by prompt, within blocks of
+# max_rows // GROUPS_PER_BLOCK steering groups: a prefill then holds many configs of one
+# prompt (their trunk is computed once), while the groups whose shared prefix is kept
+# stay about as many as a quarter of the slots (fewer after an out-of-memory retry).
+GROUPS_PER_BLOCK = 4
 
 
 @dataclass(frozen=True)
@@ -173,14 +176,17 @@ def _decode(run: Run, max_rows: int, options: StaticLoop, on_done) -> None:
     model, prompts, groups, stats = run.model, run.prompts, run.groups, run.stats
     # Group by group (its shared prefix is then freed early), longest prompt first within,
     # equal prompts side by side (a group prefills each prompt once per refill). With a
-    # trunk, blocks of groups instead, prompt by prompt within (see TRUNK_GROUPS).
+    # trunk, blocks of groups instead, by depth then prompt by prompt within
+    # (see GROUPS_PER_BLOCK).
     rank = {g: k for k, g in enumerate(dict.fromkeys(groups or [0]))}
     same = {p: k for k, p in enumerate(dict.fromkeys(map(tuple, prompts)))}
-    per_block = TRUNK_GROUPS if run.trunk else 1
+    per_block = max(1, max_rows // GROUPS_PER_BLOCK) if run.trunk else 1
+    depths = run.trunk.depths if run.trunk else [0] * len(prompts)
 
     def place(i: int) -> tuple[int, ...]:
         group = rank[groups[i]] if groups else 0
-        return (group // per_block, -len(prompts[i]), same[tuple(prompts[i])], group)
+        # a prefill shares the trunk of its shallowest row: equal depths side by side
+        return (group // per_block, -depths[i], -len(prompts[i]), same[tuple(prompts[i])], group)
 
     order = sorted((i for i in range(len(prompts)) if i not in run.results), key=place)
     if not order:

@@ -60,7 +60,7 @@ def forward_sharing_trunk(
     [0, depth) alike: once for the first row of each. Tensors in `inputs` are per row;
     `past`: the cache's length before the forward; `steer(positions)` steers the next
     forward as those batch positions."""
-    firsts, _ = distinct(where)
+    firsts, where = distinct(where)  # numbered by first occurrence, as `kept` is
     pick = torch.tensor(firsts, device=inputs["input_ids"].device)
     trunk_cache = cache_of([(k[pick], v[pick]) for k, v in states_of(cache)[:depth]])
     if steer is not None:  # blocks below depth - 1 add zero for every row
@@ -68,9 +68,9 @@ def forward_sharing_trunk(
     firsts_only = {k: v[pick] if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     kept = _run_until(model, blocks[depth - 1], firsts_only, trunk_cache)
     written = [(k[:, :, past:], v[:, :, past:]) for k, v in states_of(trunk_cache)]
-    if steer is not None:
-        steer(list(range(len(where))))
     with _replayed(blocks[:depth], kept, written, torch.tensor(where, device=pick.device), cache):
+        if steer is not None:
+            steer(list(range(len(where))))
         return model(**inputs, cache=cache)
 
 
@@ -101,8 +101,12 @@ def _replayed(
 ) -> Iterator[None]:
     """Each block writes its kept keys and values and returns the last block's kept
     output, gathered per row by `where` (the next block ignores it unless it is real)."""
-    if isinstance(kept, tuple):
-        output: Any = (kept[0][where], *kept[1:])
+    if isinstance(kept, tuple):  # older blocks: (hidden, per-row extras or None, ...)
+        rows = kept[0].shape[0]
+        output: Any = tuple(
+            x[where] if isinstance(x, torch.Tensor) and x.dim() and x.shape[0] == rows else x
+            for x in kept
+        )
     else:
         output = kept[where]
 
