@@ -424,8 +424,10 @@ def test_mlflow_runs_found_by_tags_and_names(steered):
     metrics = read_json(client.download_artifacts(cell.info.run_id, "metrics.json"))
     assert cell.data.metrics["heldout_trait_delta"] == metrics["heldout_trait_delta"]
     assert cell.data.tags["steerops.best"] == f"L{metrics['layer']} c{metrics['coefficient']:g}"
-    # the cell's run spans the generation, not only its logging
-    assert cell.info.end_time - cell.info.start_time > 1000
+    # the cell's run spans the generation, not only its logging: most of the invocation
+    # (a ratio, as a fast machine generates the toy's rows in under a second)
+    cell_span = cell.info.end_time - cell.info.start_time
+    assert cell_span >= 0.75 * (first.info.end_time - first.info.start_time)
     configs = find(f"tags.`mlflow.parentRunId` = '{cell.info.run_id}'")
     assert sorted(r.info.run_name for r in configs) == sorted(
         f"L{layer} c{c:g} mean_diff prompt[-1]" for layer in range(4) for c in (0.5, 1, 1.5, 2)
