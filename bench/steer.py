@@ -4,7 +4,7 @@ Every way produces the same greedy tokens for every (config, question) row:
 - static: `generate_steered(loop="static")`, the engine's own loop (static cache, compiled
   fixed-shape step, finished rows' slots refilled);
 - static_own: the same loop (same row order) with every row computing the blocks below its
-  steering itself, i.e. without `models.decode_trunk`'s sharing: that sharing's gain alone;
+  steering itself (`StaticLoop(share_trunk=False)`): `models.decode_trunk`'s gain alone;
 - hf: `generate_steered(loop="hf")`, the same per-row steering around HF `generate`;
 - naive: one `generate` per config with a plain forward hook (batch = the questions).
 Each way is warmed up (the static loop compiles its step for every slot count it uses),
@@ -24,6 +24,7 @@ the same architecture shrunk, to try that path on CPU.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -33,7 +34,7 @@ from pathlib import Path
 import torch
 from torch._dynamo.utils import counters
 
-from steerops.models import decode, decode_prefill
+from steerops.models import decode
 from steerops.models.generation import cut_at_stop
 from steerops.models.resolver import resolve_layout
 from steerops.steering.engine import SteeringTable, generate_steered
@@ -181,7 +182,7 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
     )
     stats: dict[str, decode.DecodeStats] = {}
 
-    def engine(loop, name=None):
+    def engine(loop, name=None, share_trunk=True):
         stats[name or loop] = decode.DecodeStats()
         return generate_steered(
             model,
@@ -193,29 +194,14 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
             max_new_tokens=args.max_new_tokens,
             loop=loop,
             max_batch_rows=args.max_batch_rows,
-            loop_options=options,
+            loop_options=dataclasses.replace(options, share_trunk=share_trunk),
             stats=stats[name or loop],
             scope=args.scope,
         )
 
-    def own_trunks():
-        """The static loop as before the trunk: every row computes every block itself."""
-        shared = decode_prefill.forward_sharing_trunk
-
-        def every_row_its_own(model, blocks, depth, where, inputs, cache, past, steer):
-            if steer is not None:
-                steer(list(range(len(where))))
-            return model(**inputs, cache=cache)
-
-        decode_prefill.forward_sharing_trunk = every_row_its_own
-        try:
-            return engine("static", "static_own")
-        finally:
-            decode_prefill.forward_sharing_trunk = shared
-
     ways = {
         "static": lambda: engine("static"),
-        "static_own": own_trunks,
+        "static_own": lambda: engine("static", "static_own", share_trunk=False),
         "hf": lambda: engine("hf"),
         "naive": lambda: naive(
             model, layout, prompts, configs, pad, stops, args.max_new_tokens, args.scope

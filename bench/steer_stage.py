@@ -22,6 +22,7 @@ wrote the same metrics (metrics/steer.json; coherence to 0.01).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -37,7 +38,7 @@ def child(way: str, params: str, out: str) -> int:
     """One stage run in this process (`--child`)."""
     from steerops import cli, judges
     from steerops.judges import fluency
-    from steerops.models import decode_step
+    from steerops.models import decode, decode_step
 
     argv = ["steer", "--params", params, "--out", out]
     if way in ("whole", "hf"):
@@ -47,15 +48,8 @@ def child(way: str, params: str, out: str) -> int:
         decode_step.SlotState.attend = lambda self, window: None  # type: ignore[method-assign]
     if way == "hf":
         argv += ["--loop", "hf"]
-    if way == "own":
-        from steerops.models import decode_prefill
-
-        def every_row_its_own(model, blocks, depth, where, inputs, cache, past, steer):
-            if steer is not None:
-                steer(list(range(len(where))))
-            return model(**inputs, cache=cache)
-
-        decode_prefill.forward_sharing_trunk = every_row_its_own
+    if way == "own":  # the loop's default options, every row prefilling its own blocks
+        decode.StaticLoop = functools.partial(decode.StaticLoop, share_trunk=False)
     return cli.main(argv)
 
 

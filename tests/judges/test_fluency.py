@@ -8,6 +8,7 @@ import pytest
 import torch
 import transformers as T
 
+from decode_data import windowed
 from steerops.judges.fluency import answer_nll
 from steerops.models.decode import covers
 from tiny import CONFIGS, tiny_model
@@ -32,11 +33,7 @@ def _plain(model, prompt: list[int], answer: list[int]) -> float:
 
 
 def _windowed(arch: str):
-    config = CONFIGS[arch]()
-    config.sliding_window = 4
-    config.layer_types = ["sliding_attention", "full_attention", "sliding_attention"]
-    torch.manual_seed(0)
-    return T.AutoModelForCausalLM.from_config(config).double().eval()
+    return windowed(arch).double()
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2", "gemma3_text", "falcon"])

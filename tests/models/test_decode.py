@@ -11,37 +11,17 @@ import pytest
 import torch
 import transformers as T
 
+from decode_data import EAGER, PAD, PROMPTS, both, unit, windowed
 from steerops.models import decode, decode_run, decode_step
 from steerops.models.resolver import resolve_layout
 from steerops.steering.engine import SteeringTable, generate_steered
 from tiny import _COMMON, ARCHS, CONFIGS, tiny_model
 
-PAD = 0
-EAGER = decode.StaticLoop(backend=None)  # the step uncompiled: same code, fast to run
-# Prompts share a 9-token head (a chat template's, say) and differ in length (left padding).
-HEAD = [1, 30, 31, 32, 33, 34, 35, 36, 37]
-PROMPTS = [
-    HEAD + tail
-    for tail in (
-        [5, 9, 14, 22, 31, 40],
-        [7, 8],
-        [11, 12, 13, 50],
-        [60, 61, 62, 63],
-        [44],
-        [70, 71, 72, 73, 74, 75, 76, 77],
-    )
-]
-
-
-def _unit(seed: int, hidden: int) -> torch.Tensor:
-    v = torch.randn(hidden, generator=torch.Generator().manual_seed(seed))
-    return v / v.norm()
-
 
 def _grid(hidden: int, copies: int = 2):
     """Rows of mixed steering: none, one layer, another layer, two layers, two vectors at
     one layer; each config on every prompt, in an order unrelated to config or length."""
-    a, b, c = _unit(1, hidden), _unit(2, hidden), _unit(3, hidden)
+    a, b, c = unit(1, hidden), unit(2, hidden), unit(3, hidden)
     configs = [
         [],
         [(1, a, 6.0)],
@@ -75,37 +55,6 @@ def _counting():
     return graphs, decode.StaticLoop(backend=backend)
 
 
-def _both(
-    model,
-    layout,
-    prompts,
-    table,
-    stats=None,
-    options=EAGER,
-    slots=32,
-    around=contextlib.nullcontext,
-    **kwargs,
-):
-    """HF generate's tokens, then the static loop's (run inside `around()`)."""
-    kwargs = {"pad_token_id": PAD, "max_new_tokens": 10, **kwargs}
-    reference = generate_steered(
-        model, layout, prompts, table, loop="hf", max_batch_rows=7, **kwargs
-    )
-    with around():
-        loop = generate_steered(
-            model,
-            layout,
-            prompts,
-            table,
-            loop="static",
-            max_batch_rows=slots,
-            loop_options=options,
-            stats=stats,
-            **kwargs,
-        )
-    return reference, loop
-
-
 def _compiled_grid(arch: str):
     """60 rows through 32 slots, refilled as rows stop, on a counted compiled step."""
     model = tiny_model(arch)
@@ -114,7 +63,7 @@ def _compiled_grid(arch: str):
     stats = decode.DecodeStats()
     graphs, options = _counting()
     stops = _stops(model, layout, prompts, table)
-    reference, loop = _both(model, layout, prompts, table, stats, options, stop_ids=stops)
+    reference, loop = both(model, layout, prompts, table, stats, options, stop_ids=stops)
     return reference, loop, stats, graphs
 
 
@@ -152,7 +101,7 @@ def test_loop_matches_hf_generate_long_runs(arch, scope):
     layout = resolve_layout(model)
     table, prompts = _grid(layout.hidden_size, copies=4)
     stats = decode.DecodeStats()
-    reference, loop = _both(
+    reference, loop = both(
         model, layout, prompts, table, stats, stop_ids=[2, 7, 40], scope=scope, max_new_tokens=12
     )
     assert loop == reference
@@ -177,7 +126,7 @@ def test_eager_steps_attend_only_from_the_first_live_row_to_the_last_write(monke
 
     monkeypatch.setattr(decode_step.WindowLayer, "update", recorded)
     options = decode.StaticLoop(backend=None, check_every=every)
-    reference, loop = _both(
+    reference, loop = both(
         model, layout, prompts, table, options=options, stop_ids=[2, 7, 40], max_new_tokens=12
     )
     assert loop == reference
@@ -189,17 +138,11 @@ def test_eager_steps_attend_only_from_the_first_live_row_to_the_last_write(monke
 
 @pytest.mark.parametrize("arch", ["gemma2", "gemma3_text"])
 def test_sliding_window_layers_with_prompts_longer_than_the_window(arch):
-    config = CONFIGS[arch]()
-    config.sliding_window = 4
-    config.layer_types = ["sliding_attention", "full_attention", "sliding_attention"]
-    torch.manual_seed(0)
-    model = T.AutoModelForCausalLM.from_config(config).eval()
+    model = windowed(arch)
     layout = resolve_layout(model)
     table, prompts = _grid(layout.hidden_size, copies=4)
     stats = decode.DecodeStats()
-    reference, loop = _both(
-        model, layout, prompts, table, stats, stop_ids=[2, 3], max_new_tokens=12
-    )
+    reference, loop = both(model, layout, prompts, table, stats, stop_ids=[2, 3], max_new_tokens=12)
     assert loop == reference
     assert stats.shifts >= 1
     wide = T.AutoModelForCausalLM.from_config(CONFIGS[arch]())
@@ -223,16 +166,16 @@ def test_one_compiled_graph_serves_every_steering_table():
     layout = resolve_layout(model)
     h = layout.hidden_size
     prompts = PROMPTS[:4] * 2
-    two_layers = [[(0, _unit(5, h), -4.0), (2, _unit(6, h), 3.0 + i)] for i in range(8)]
+    two_layers = [[(0, unit(5, h), -4.0), (2, unit(6, h), 3.0 + i)] for i in range(8)]
     tables = [
         None,
-        SteeringTable([[(1, _unit(4, h), 6.0)]] * 8),
+        SteeringTable([[(1, unit(4, h), 6.0)]] * 8),
         SteeringTable(two_layers),
-        SteeringTable([[(1, _unit(4, h), -6.0)]] * 8),
+        SteeringTable([[(1, unit(4, h), -6.0)]] * 8),
     ]
     outputs = []
     for table in tables:
-        reference, loop = _both(
+        reference, loop = both(
             model, layout, prompts, table, options=options, stop_ids=[2], slots=8
         )
         assert loop == reference
@@ -254,9 +197,9 @@ def test_a_kept_state_made_in_inference_mode_serves_the_next_call(monkeypatch):
     _, options = _counting()
     model = tiny_model("gemma3")
     layout = resolve_layout(model)
-    table = SteeringTable([[(1, _unit(4, layout.hidden_size), 6.0)]] * 4)
+    table = SteeringTable([[(1, unit(4, layout.hidden_size), 6.0)]] * 4)
     for _ in range(2):
-        reference, loop = _both(
+        reference, loop = both(
             model, layout, PROMPTS[:4], table, options=options, stop_ids=[2], slots=4
         )
         assert loop == reference
@@ -270,7 +213,7 @@ def test_architecture_outside_the_loop_takes_hf_generate(caplog):
     calls = []
     real = model.generate
     model.generate = lambda **kw: calls.append(kw["input_ids"].shape[0]) or real(**kw)
-    table = SteeringTable([[(1, _unit(7, 32), 5.0)]] * 3)
+    table = SteeringTable([[(1, unit(7, 32), 5.0)]] * 3)
     kwargs = {"pad_token_id": PAD, "stop_ids": [2], "max_new_tokens": 5}
     with caplog.at_level(logging.INFO, logger="steerops.steering.engine"):
         got = generate_steered(model, layout, PROMPTS[:3], table, loop="static", **kwargs)
@@ -284,7 +227,7 @@ def test_out_of_memory_halves_the_slots_and_keeps_finished_rows(monkeypatch):
     layout = resolve_layout(model)
     table, prompts = _grid(layout.hidden_size)
     stops = _stops(model, layout, prompts, table)  # as above: the last rows move to fewer slots
-    reference, _ = _both(model, layout, prompts, table, stop_ids=stops)
+    reference, _ = both(model, layout, prompts, table, stop_ids=stops)
     real_state, real_prefill = decode.slot_state, decode_run.Prefiller.__call__
     asked: list[int] = []
     prefilled: list[int] = []
@@ -338,7 +281,7 @@ def _reference_table(rows):
 
 def test_table_build_is_linear_and_matches_a_naive_build():
     hidden = 16
-    vectors = [_unit(s, hidden) for s in range(40)]
+    vectors = [unit(s, hidden) for s in range(40)]
     rows = [
         [(k % 5, vectors[k % 40], 0.5 * k), (k % 3, vectors[(7 * k) % 40], -1.0)] if k % 7 else []
         for k in range(4096)
@@ -384,7 +327,7 @@ def test_response_scope_prefills_each_prompt_once_per_refill():
             handle.remove()
 
     stats = decode.DecodeStats()
-    reference, loop = _both(
+    reference, loop = both(
         model,
         layout,
         prompts,
@@ -410,7 +353,7 @@ def test_response_scope_one_token_prompts_keep_their_own_steering():
     layout = resolve_layout(model)
     table, _ = _grid(layout.hidden_size, copies=1)  # 5 configs x 6 prompts
     prompts = [[5 + k % 6] for k in range(table.n_rows)]
-    reference, loop = _both(
+    reference, loop = both(
         model, layout, prompts, table, scope="response", stop_ids=[2], max_new_tokens=6
     )
     assert loop == reference

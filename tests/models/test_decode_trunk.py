@@ -3,35 +3,19 @@ generate (tiny models, float32)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+
 import pytest
 import torch
-import transformers as T
 from transformers.cache_utils import DynamicCache
 
-from steerops.models import decode, decode_prefill
+from decode_data import EAGER, PROMPTS, both, unit, windowed
 from steerops.models.decode_trunk import distinct, forward_sharing_trunk
 from steerops.models.kv import cache_of, states_of
 from steerops.models.resolver import resolve_layout
-from steerops.steering.engine import (
-    SteeringTable,
-    generate_steered,
-    steering_hooks,
-    unsteered_depths,
-)
-from tiny import CONFIGS, tiny_model
-
-PAD = 0
-EAGER = decode.StaticLoop(backend=None)
-# Prompts of several lengths behind a shared 9-token head (a chat template's, say).
-PROMPTS = [
-    [1, 30, 31, 32, 33, 34, 35, 36, 37, *tail]
-    for tail in ([5, 9, 14, 22, 31, 40], [7, 8], [11, 12, 13, 50], [44], [70, 71, 72, 73, 74])
-]
-
-
-def _unit(seed: int, hidden: int) -> torch.Tensor:
-    v = torch.randn(hidden, generator=torch.Generator().manual_seed(seed))
-    return v / v.norm()
+from steerops.steering.engine import SteeringTable, steering_hooks, unsteered_depths
+from tiny import tiny_model
 
 
 def test_distinct_gives_first_positions_and_each_keys_index():
@@ -40,7 +24,7 @@ def test_distinct_gives_first_positions_and_each_keys_index():
 
 
 def test_depths_are_the_first_steered_layer_plus_one():
-    v = _unit(1, 8)
+    v = unit(1, 8)
     table = SteeringTable([[], [(2, v, 1.0)], [(3, v, 1.0), (1, v, 2.0)], [(0, v, 0.0)]])
     assert unsteered_depths(table, 5) == [5, 3, 2, 5]  # a zero weight steers nothing
 
@@ -92,7 +76,7 @@ def test_a_shared_trunk_reads_as_a_plain_forward(arch, depth):
     model = tiny_model(arch, seed=2)
     layout = resolve_layout(model)
     hidden = layout.hidden_size
-    configs = [[], [(depth - 1, _unit(4, hidden), 3.0)], [(2, _unit(5, hidden), -2.0)]]
+    configs = [[], [(depth - 1, unit(4, hidden), 3.0)], [(2, unit(5, hidden), -2.0)]]
     table = SteeringTable([configs[k % 3] for k in range(5)])
     inputs, pasts, where, past = _scattered_batch(model, depth)
     n = len(where)
@@ -153,7 +137,7 @@ def _prefix_states(model, length: int):
 def _grid_below_the_first_block(hidden: int, copies: int):
     """Configs steering blocks 1 and 2 only (so the loop's trunk is 1 or 2 blocks deep),
     one with a zero weight (no steering at all), and none; every config on every prompt."""
-    a, b = _unit(1, hidden), _unit(2, hidden)
+    a, b = unit(1, hidden), unit(2, hidden)
     configs = [
         [],
         [(1, a, 6.0)],
@@ -168,52 +152,38 @@ def _grid_below_the_first_block(hidden: int, copies: int):
     return SteeringTable([configs[k] for k, _ in rows]), [PROMPTS[p] for _, p in rows]
 
 
-def _sliding_gemma3():
-    config = CONFIGS["gemma3_text"]()
-    config.sliding_window = 4
-    config.layer_types = ["sliding_attention", "full_attention", "sliding_attention"]
-    torch.manual_seed(0)
-    return T.AutoModelForCausalLM.from_config(config).eval()
-
-
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3_sliding"])
-def test_the_loop_with_a_trunk_matches_hf_generate(arch, monkeypatch):
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3_text"])
+def test_the_loop_with_a_trunk_matches_hf_generate(arch):
     """Configs of one prompt prefill their unsteered blocks once: tokens equal HF
     generate's (gemma3 with a sliding window shorter than the prompts), and block 0
     prefills under half the rows it prefills when every row computes its own."""
-    model = _sliding_gemma3() if arch == "gemma3_sliding" else tiny_model(arch, seed=1)
+    model = windowed(arch) if arch == "gemma3_text" else tiny_model(arch, seed=1)
     layout = resolve_layout(model)
     table, prompts = _grid_below_the_first_block(layout.hidden_size, copies=2)
-    settings = {"pad_token_id": PAD, "stop_ids": [2, 3, 40], "max_new_tokens": 12}
-    reference = generate_steered(
-        model, layout, prompts, table, loop="hf", max_batch_rows=7, **settings
-    )
-    assert len({str(row) for row in reference}) > len(PROMPTS), "configs should differ"
+    block0_prefill_rows: list[int] = []
 
-    def block0_prefill_rows() -> int:
+    @contextlib.contextmanager
+    def counting():
         seen, handle = _inputs_seen(layout.layers[0])
         try:
-            loop = generate_steered(
-                model,
-                layout,
-                prompts,
-                table,
-                loop="static",
-                max_batch_rows=32,
-                loop_options=EAGER,
-                **settings,
-            )
+            yield
         finally:
             handle.remove()
+        block0_prefill_rows.append(sum(rows for rows, width in seen if width > 1))
+
+    for share in (True, False):
+        options = dataclasses.replace(EAGER, share_trunk=share)
+        reference, loop = both(
+            model,
+            layout,
+            prompts,
+            table,
+            options=options,
+            around=counting,
+            stop_ids=[2, 3, 40],
+            max_new_tokens=12,
+        )
         assert loop == reference
-        return sum(rows for rows, width in seen if width > 1)
-
-    shared = block0_prefill_rows()
-
-    def every_row_its_own(model, blocks, depth, where, inputs, cache, past, steer):
-        if steer is not None:
-            steer(list(range(len(where))))
-        return model(**inputs, cache=cache)
-
-    monkeypatch.setattr(decode_prefill, "forward_sharing_trunk", every_row_its_own)
-    assert 0 < 2 * shared < block0_prefill_rows()
+    assert len({str(row) for row in reference}) > len(PROMPTS), "configs should differ"
+    shared, own = block0_prefill_rows
+    assert 0 < 2 * shared < own

@@ -66,11 +66,15 @@ class StaticLoop:
     eagerly, "auto" for inductor on CUDA (with `mode=None`: "reduce-overhead", i.e. CUDA
     graphs) and eager on CPU, where inductor's minutes of compiling did not pay back on
     SmolLM2 (matmul-bound) and gained about 1.2x on the toy. `check_every`: decode steps
-    between reads of the done mask; None: 4 on CUDA, 1 on CPU (a read costs no sync)."""
+    between reads of the done mask; None: 4 on CUDA, 1 on CPU (a read costs no sync).
+    `share_trunk`: rows of one prompt prefill the blocks below their steering once
+    (`decode_trunk`); off, every row computes its own, in the same row order (to measure
+    the sharing)."""
 
     backend: str | Callable | None = "auto"
     mode: str | None = None
     check_every: int | None = None
+    share_trunk: bool = True
 
 
 @dataclass
@@ -212,7 +216,7 @@ def _decode(run: Run, max_rows: int, options: StaticLoop, on_done) -> None:
         # A kept state's tensors are made in inference mode (on CUDA the cache's write
         # index is moved there at its first placement), so they are reset in it too.
         state = slot_state(model, plan.fit(len(order)), cache_len, width, keep)
-        run.start(state, longest_left[0], order)
+        run.start(state, longest_left[0], order, options.share_trunk)
         stats.buckets.append(run.state.slots)
         live = 0
         while pending or live:

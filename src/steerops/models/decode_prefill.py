@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicCache
 
-from steerops.models.decode_trunk import Trunk, distinct, forward_sharing_trunk
+from steerops.models.decode_trunk import Trunk, forward_sharing_trunk
 from steerops.models.kv import KeysValues, cache_of, states_of
 
 # Inputs of one token would look like decode steps to a response-scope steering hook.
@@ -125,7 +125,7 @@ class Prefiller:
                 self.model,
                 self.trunk.blocks,  # type: ignore[union-attr]
                 depth,
-                distinct(inputs_of)[1],
+                inputs_of,
                 kwargs,
                 cache,
                 past,

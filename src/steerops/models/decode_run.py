@@ -22,7 +22,9 @@ class Run:
         self.stops = torch.tensor(sorted(set(stop_ids)) or [-1], device=self.device)
         self.results: dict[int, list[int]] = {}  # kept across out-of-memory retries
 
-    def start(self, state: SlotState, t: int, order: list[int]) -> None:
+    def start(self, state: SlotState, t: int, order: list[int], share_trunk: bool) -> None:
+        """Begin decoding `order` into `state` (rows are ordered by the trunk either way;
+        `share_trunk` off, each row prefills its own blocks)."""
         self.prefill = Prefiller(
             self.model,
             self.prompts,
@@ -31,7 +33,7 @@ class Run:
             self.steer,
             order,
             self.stats,
-            self.trunk,
+            self.trunk if share_trunk else None,
         )
         self.state, self.rows = state, [-1] * state.slots
         self.start_of = [0] * state.slots  # cache index where each slot's row begins

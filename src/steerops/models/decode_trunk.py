@@ -13,7 +13,7 @@ block `depth - 1`'s steering is added as it would be.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,17 +50,17 @@ def forward_sharing_trunk(
     model: Any,
     blocks: Sequence[torch.nn.Module],
     depth: int,
-    where: list[int],
+    where: Sequence[Hashable],
     inputs: dict[str, Any],
     cache: DynamicCache,
     past: int,
     steer: Callable[[list[int]], None] | None,
 ) -> Any:
-    """`model(**inputs, cache=cache)` where batch rows with equal `where` compute blocks
-    [0, depth) alike: once for the first row of each. Tensors in `inputs` are per row;
+    """`model(**inputs, cache=cache)` where batch rows with equal `where` labels compute
+    blocks [0, depth) alike: once for the first row of each. Tensors in `inputs` are per row;
     `past`: the cache's length before the forward; `steer(positions)` steers the next
     forward as those batch positions."""
-    firsts, where = distinct(where)  # numbered by first occurrence, as `kept` is
+    firsts, index = distinct(where)  # numbered by first occurrence, as `kept` is
     pick = torch.tensor(firsts, device=inputs["input_ids"].device)
     trunk_cache = cache_of([(k[pick], v[pick]) for k, v in states_of(cache)[:depth]])
     if steer is not None:  # blocks below depth - 1 add zero for every row
@@ -68,7 +68,7 @@ def forward_sharing_trunk(
     firsts_only = {k: v[pick] if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     kept = _run_until(model, blocks[depth - 1], firsts_only, trunk_cache)
     written = [(k[:, :, past:], v[:, :, past:]) for k, v in states_of(trunk_cache)]
-    with _replayed(blocks[:depth], kept, written, torch.tensor(where, device=pick.device), cache):
+    with _replayed(blocks[:depth], kept, written, torch.tensor(index, device=pick.device), cache):
         if steer is not None:
             steer(list(range(len(where))))
         return model(**inputs, cache=cache)
