@@ -7,7 +7,7 @@ folder, judge cache and tracking store, so nothing is served from a log):
   once per batch and the common chat prefix once per call);
 - whole: the static loop attending to the whole cache, and the proxy judge loading its own
   copy of the model and reading every row whole, prompt and response (`judges.fluency`'s
-  path for architectures the decode loop does not cover);
+  path for architectures the decode loop does not cover), equal rows read again;
 - hf: as `whole`, on HF generate (`--loop hf`), the reference loop;
 - own: as `now`, with every row computing the blocks below its steering itself (without
   `models.decode_trunk`'s sharing).
@@ -37,7 +37,7 @@ WAYS = ("now", "whole", "hf", "own")
 def child(way: str, params: str, out: str) -> int:
     """One stage run in this process (`--child`)."""
     from steerops import cli, judges
-    from steerops.judges import fluency
+    from steerops.judges import fluency, proxy
     from steerops.models import decode, decode_step
 
     argv = ["steer", "--params", params, "--out", out]
@@ -46,11 +46,22 @@ def child(way: str, params: str, out: str) -> int:
         judges.make_judge = lambda params, trait, loaded=None: make_judge(params, trait)
         fluency.covers = lambda model: "read whole rows"
         decode_step.SlotState.attend = lambda self, window: None  # type: ignore[method-assign]
+        proxy.ProxyJudge._nll_at = _every_row  # type: ignore[method-assign]
     if way == "hf":
         argv += ["--loop", "hf"]
     if way == "own":  # the loop's default options, every row prefilling its own blocks
         decode.StaticLoop = functools.partial(decode.StaticLoop, share_trunk=False)
     return cli.main(argv)
+
+
+def _every_row(judge, rows, questions, responses):
+    """The proxy judge's readings before equal pairs were read once."""
+    rows = list(rows)
+    out = [None] * len(responses)
+    values = judge._nll([questions[i] for i in rows], [responses[i] for i in rows])
+    for i, value in zip(rows, values, strict=True):
+        out[i] = value
+    return out
 
 
 def metrics(out: Path) -> dict:

@@ -229,7 +229,7 @@ def test_rerun_is_cached_and_changed_settings_are_not(steered, monkeypatch):
     assert len(_csv(folder / "results.csv")) == 4  # the configs under the latest settings
     # A changed setting that changes responses re-evaluates everything, baseline included.
     assert main([*argv, "--subset", "3", "--coefficients", "1", "--max-new-tokens", "12"]) == 0
-    assert calls == [3, 4 * 3]
+    assert calls == [3 + 4 * 3]  # the baseline's rows generated with the configs'
     entries = read_jsonl(folder / "results.jsonl")
     hashes = {e["settings_hash"] for e in entries}
     assert len(hashes) == 3 and len(entries) == 1 + 16 + 1 + 4 + 1 + 4
@@ -241,7 +241,7 @@ def test_rerun_is_cached_and_changed_settings_are_not(steered, monkeypatch):
     try:
         argv += ["--subset", "3", "--coefficients", "1", "--layers", "2", "--max-new-tokens", "12"]
         assert main(argv) == 0
-        assert calls == [3, 12, 3]
+        assert calls == [15, 3]
     finally:
         save_vectors(vdir, vecs["vectors"], vecs["meta"])
 
@@ -273,6 +273,52 @@ def test_mixed_batch_row_matches_alone_on_toy(steered):
         assert mixed[r] == alone[0]
 
 
+def test_a_baseline_generated_with_the_first_chunk_equals_one_generated_alone(steered, tmp_path):
+    """No log has the baseline (new settings): the grid's evaluation generates its rows in
+    the first chunk's batches and judges them in the same call; its scores, responses and
+    log entry are those of the baseline generated on its own."""
+    params = load_params(
+        write_params(
+            tmp_path,
+            Path(steered["params"].paths.toy),
+            paths={"toy": steered["params"].paths.toy, "out": str(steered["params"].out)},
+            steering={"max_new_tokens": 7},
+        )
+    )
+    questions = load_trait(params.path(params.traits.root), TRAIT).questions[:4]
+    configs = [Config.single(VectorSource("mean_diff", POSITION, "residual"), 2, 1.0)]
+
+    def evaluator(folder: str) -> tuple[SteeringEvaluator, list[int]]:
+        session = SteeringSession(params, TRAIT, progress=False)
+        rows: list[int] = []
+        generate = session.generate
+        session.generate = lambda prompts, chunk, desc: (
+            rows.append(len(chunk)) or generate(prompts, chunk, desc)
+        )
+        return SteeringEvaluator(session, questions, results_dir=tmp_path / folder), rows
+
+    alone, alone_calls = evaluator("alone")
+    first = alone.baseline()
+    assert alone.evaluate(configs)[0].trait_delta is not None
+    together, together_calls = evaluator("together")
+    [result] = together.evaluate(configs)
+    assert (alone_calls, together_calls) == ([1, 1], [2])  # configs per generate call
+    base = together.baseline()
+    assert (base.scores, base.responses) == (first.scores, first.responses)
+    assert result.trait_delta == alone.evaluate(configs)[0].trait_delta
+    log = [
+        {k: v for k, v in e.items() if k != "timing"}
+        for e in read_jsonl(tmp_path / "together" / "results.jsonl")
+    ]
+    assert log == [
+        {k: v for k, v in e.items() if k != "timing"}
+        for e in read_jsonl(tmp_path / "alone" / "results.jsonl")
+    ]
+    assert read_jsonl(tmp_path / "together" / "baselines.jsonl") == read_jsonl(
+        tmp_path / "alone" / "baselines.jsonl"
+    )
+
+
 def test_judging_a_chunk_overlaps_the_next_chunks_generation(steered, tmp_path):
     """With several chunks, chunk k is judged while chunk k+1 generates (the judge of chunk
     k waits for generation k+1 to start: run one after the other, it waits in vain);
@@ -299,7 +345,7 @@ def test_judging_a_chunk_overlaps_the_next_chunks_generation(steered, tmp_path):
         generate, score = session.generate, session.judge.score
 
         def generating(*args, **kwargs):
-            if args[1] is not None:  # a steered chunk (the baseline passes None)
+            if args[1] != [None]:  # a steered chunk (not the baseline alone)
                 with generated:
                     events.append("generate")
                     generated.notify_all()

@@ -168,6 +168,33 @@ def test_scores_degenerate_text_low_and_answers_high(judge):
     assert all(coherence < 30 for _, coherence in scores[2:]), scores
 
 
+def test_equal_pairs_are_read_once(judge, monkeypatch):
+    """Configs that leave an answer unchanged repeat a (question, response) pair: each
+    reading reads it once (the empty question's reading once per response), and every row
+    gets the values its pair reads alone."""
+    refusal, answer = "I'm sorry, but I can't help with that.", "Boil it for nine minutes."
+    rows = [("Hi", refusal), ("How do I boil an egg?", answer), ("Hi", refusal)]
+    rows += [("How do I boil an egg?", refusal), ("Hi", refusal), ("How do I boil an egg?", "")]
+    read: list[list[tuple[str, str]]] = []
+    nll = judge._nll
+    monkeypatch.setattr(
+        judge, "_nll", lambda qs, rs: read.append(list(zip(qs, rs, strict=True))) or nll(qs, rs)
+    )
+    got = judge.explain([q for q, _ in rows], [r for _, r in rows])
+    answer_read, neutral_read, trait_read = read
+    assert sorted(answer_read) == sorted(set(rows))  # 4 of 6 rows
+    plausible = {r for (_, r), row in zip(rows, got, strict=True) if row["neutral_nll"]}
+    assert refusal in plausible  # four rows, one reading
+    assert sorted(neutral_read) == sorted(("", r) for r in plausible)
+    assert len(trait_read) == 2 and {r for _, r in trait_read} == {refusal}
+    monkeypatch.undo()
+    for (q, r), row in zip(rows, got, strict=True):
+        [alone] = judge.explain([q], [r])
+        for key in ("answer_nll", "neutral_nll", "trait_nll"):
+            assert row[key] == pytest.approx(alone[key], abs=1e-5), (q, r, key)
+        assert row["coherence"] == pytest.approx(alone["coherence"], abs=0.01)
+
+
 @pytest.mark.slow
 def test_agreement_with_labelled_responses(judge):
     """Real SmolLM2 responses (24 new tokens, greedy), unsteered and steered with a

@@ -22,6 +22,7 @@ from steerops.models.capture import position_ids_for
 from steerops.models.decode import covers
 from steerops.models.decode_prefill import Prefiller
 from steerops.models.generation import format_prompt
+from steerops.models.head import contiguous_head_input
 from steerops.models.kv import cache_of
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -135,12 +136,13 @@ def _whole_rows(model, prompts, answers, pad) -> list[float]:
     ids, mask, _ = pad_batch([p + a for p, a in zip(prompts, answers, strict=True)], pad)
     ids, mask = ids.to(device), mask.to(device)
     keep = max(map(len, answers))
-    logits = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=position_ids_for(mask),
-        logits_to_keep=keep + 1,
-    ).logits[:, :-1]
+    with contiguous_head_input(model):
+        logits = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_for(mask),
+            logits_to_keep=keep + 1,
+        ).logits[:, :-1]
     answer_mask = pad_batch(answers, pad)[1].to(device)
     return _mean_nll(logits, ids[:, -keep:], answer_mask)
 

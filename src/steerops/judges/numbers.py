@@ -21,6 +21,7 @@ from steerops.errors import SteeropsError
 from steerops.judges.scoring import MAX_SCORE
 from steerops.models.batching import pad_batch
 from steerops.models.capture import position_ids_for
+from steerops.models.head import contiguous_head_input
 
 Path = tuple[int, ...]
 
@@ -88,13 +89,14 @@ def integer_distributions(
     ids, mask, _ = pad_batch([encode(tokenizer, t) for t in texts], tokenizer.pad_token_id or 0)
     mask = mask.to(device)
     extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
-    out = model(
-        input_ids=ids.to(device),
-        attention_mask=mask,
-        position_ids=position_ids_for(mask),
-        use_cache=True,
-        **extra,
-    )
+    with contiguous_head_input(model):
+        out = model(
+            input_ids=ids.to(device),
+            attention_mask=mask,
+            position_ids=position_ids_for(mask),
+            use_cache=True,
+            **extra,
+        )
     child_ids = trie.child_tokens
     column = {t: i for i, t in enumerate(child_ids)}
     # One model row per live trie node: (text index, token path, log P(path | text)).

@@ -30,6 +30,7 @@ normally the unsteered model being steered) and `judge.batch_size`.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from steerops.errors import SteeropsError
@@ -146,7 +147,7 @@ class ProxyJudge:
         """Scores with the signals behind them, for reading a disagreement with a label."""
         check_pairs(questions, responses)
         phrases = [self.phrases.find(r) for r in responses]
-        answer = self._nll(questions, responses)
+        answer = self._nll_at(range(len(responses)), questions, responses)
         # The other two readings cost a forward pass each: only where they can matter.
         plausible = [
             i
@@ -175,11 +176,17 @@ class ProxyJudge:
         return response_nll(self.model, self.tokenizer, questions, responses, self.batch_size)
 
     def _nll_at(
-        self, rows: list[int], questions: list[str], responses: list[str]
+        self, rows: Iterable[int], questions: list[str], responses: list[str]
     ) -> list[float | None]:
-        """`_nll` for the rows listed, None elsewhere."""
+        """`_nll` for the rows listed, None elsewhere. Equal (question, response) pairs are
+        read once: configs that leave a question's answer unchanged repeat it (in the main
+        job's steer stage a quarter of the rows repeat another, and every response read
+        after the empty question is a pair of ("", response))."""
+        pairs = {i: (questions[i], responses[i]) for i in rows}
+        unique = list(dict.fromkeys(pairs.values()))
+        read = self._nll([q for q, _ in unique], [r for _, r in unique])
+        values = dict(zip(unique, read, strict=True))
         out: list[float | None] = [None] * len(responses)
-        values = self._nll([questions[i] for i in rows], [responses[i] for i in rows])
-        for i, value in zip(rows, values, strict=True):
-            out[i] = value
+        for i, pair in pairs.items():
+            out[i] = values[pair]
         return out

@@ -21,6 +21,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from steerops.models.decode_trunk import Trunk, forward_sharing_trunk
+from steerops.models.head import contiguous_head_input
 from steerops.models.kv import KeysValues, cache_of, states_of
 
 # Inputs of one token would look like decode steps to a response-scope steering hook.
@@ -119,21 +120,22 @@ class Prefiller:
         is: with a trunk, they compute the blocks below their steering once."""
         depth = min(self.trunk.depths[r] for r in rows) if self.trunk else 0
         kwargs = {**inputs, "use_cache": True, "logits_to_keep": 1}
-        if depth and len(set(inputs_of)) < len(rows):
-            steer = self.steer
-            return forward_sharing_trunk(
-                self.model,
-                self.trunk.blocks,  # type: ignore[union-attr]
-                depth,
-                inputs_of,
-                kwargs,
-                cache,
-                past,
-                None if steer is None else lambda at: steer([rows[i] for i in at]),
-            )
-        if self.steer is not None:
-            self.steer(rows)
-        return self.model(**kwargs, cache=cache)
+        with contiguous_head_input(self.model):
+            if depth and len(set(inputs_of)) < len(rows):
+                steer = self.steer
+                return forward_sharing_trunk(
+                    self.model,
+                    self.trunk.blocks,  # type: ignore[union-attr]
+                    depth,
+                    inputs_of,
+                    kwargs,
+                    cache,
+                    past,
+                    None if steer is None else lambda at: steer([rows[i] for i in at]),
+                )
+            if self.steer is not None:
+                self.steer(rows)
+            return self.model(**kwargs, cache=cache)
 
     def _pasts(self, rows: list[int], reuse: list[int], past: int) -> KeysValues:
         """Per layer, row i's group prefix cut to reuse[i] entries, right-aligned in `past`."""

@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from steerops.errors import SteeropsError
 from steerops.models.batching import Batcher, pad_batch
+from steerops.models.head import contiguous_head_input
 from steerops.models.resolver import module_device
 from steerops.traits import Prompt
 
@@ -178,7 +179,8 @@ def generate_batch(
     device = module_device(model.get_input_embeddings(), model)  # not `meta` when offloaded
     if seed is not None:
         torch.manual_seed(seed)
-    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **settings)
+    with contiguous_head_input(model):  # the prefill's last logits
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **settings)
     return out[:, ids.shape[1] :].tolist()
 
 

@@ -131,10 +131,10 @@ def steer_cells(
         for method, position in cells
     ]
     everything = [config for configs in per_cell for config in configs]
-    evaluator.check(everything)  # a missing vector fails before the baseline is generated
+    evaluator.check(everything)  # a missing vector fails before anything is generated
     started = time.time()
+    results = evaluator.evaluate(everything)  # the baseline too, with the first chunk
     baseline = evaluator.baseline()
-    results = evaluator.evaluate(everything)
     span = (started, time.time())  # every config was generated in this one evaluation
     alias = _aliases(evaluator, cells, layers, cfg.component)
     summaries, start = [], 0

@@ -54,6 +54,7 @@ from steerops.steering.store import (
 )
 
 _CHUNK_SUB_BATCHES = 4  # configs per chunk fill about this many sub-batches
+Chunked = tuple[Config, tuple[float, ...]] | None  # a config to generate, or the baseline
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
@@ -116,59 +117,57 @@ class SteeringEvaluator:
 
     def baseline(self) -> ConfigResult:
         """The unsteered result, generated once per scope and questions, then served."""
-        if self._baseline is not None:
-            return self._baseline
-        for path in self._baseline_paths():
-            log = ResultsLog(path)
-            scores = log.baseline_scores(self.scope, self.questions)
-            if scores is not None:
-                self._baseline = _from_scores(None, (), scores, None)
-                # logged under these settings (by a run that may have died before writing
-                # its response files), not served from other settings' questions
-                self._baseline.logged_here = log.baseline(self.settings_hash) is not None
-                return self._baseline
-        ids = self.session.generate(self._prompt_ids, None, desc="steer: baseline")
-        self._baseline = self.session.score(self.questions, [ids])[0]
-        self._baseline.scores = _scores(self._baseline)
-        ResultsLog(self._baseline_paths()[0]).append([self._baseline_entry()])
-        return self._baseline
+        found = self._logged_baseline()
+        if found is not None:
+            return found
+        ids = self.session.generate(self._prompt_ids, [None], desc="steer: baseline")
+        self._set_baseline(self.session.score(self.questions, [ids])[0])
+        return self._baseline  # type: ignore[return-value]
 
     def evaluate(self, configs: list[Config]) -> list[ConfigResult]:
         """Results in `configs` order; uncached configs are generated together, configs with
-        identical vectors and weights once."""
+        identical vectors and weights once. A baseline no log has is generated and judged
+        with the first chunk when no config is served (its rows fill the same batches and
+        share the blocks below the steering), else first, on its own."""
         self.check(configs)
-        base = self.baseline()
         weights = [self.session.weights(c) for c in configs]
         results: list[ConfigResult | None] = [None] * len(configs)
         todo: dict[str, list[int]] = {}  # content key -> positions (evaluated once)
         logs: dict[Path, ResultsLog] = {}
-        copies: dict[str, tuple[Config, tuple[float, ...], ConfigResult]] = {}
+        served: dict[int, tuple[list[Score], bool]] = {}
         for i, (config, w) in enumerate(zip(configs, weights, strict=True)):
             found = self._logged(config, w, logs)
             if found is not None:
-                scores, here = found
-                served = results[i] = _from_scores(config, w, scores, base)
-                served.logged_here = here
-                if not here:  # served from other settings or another log: log it here too
-                    copies[config_key(config, w)] = (config, w, served)
+                served[i] = found
             else:
                 todo.setdefault(self._content_key(config, w), []).append(i)
-        self._log(list(copies.values()), base)
-        pending = [(configs[at[0]], weights[at[0]]) for at in todo.values()]
+        base = self._logged_baseline()
+        if base is None and (served or not todo):
+            base = self.baseline()
+        copies: dict[str, tuple[Config, tuple[float, ...], ConfigResult]] = {}
+        for i, (scores, here) in served.items():
+            result = results[i] = _from_scores(configs[i], weights[i], scores, base)
+            result.logged_here = here
+            if not here:  # served from other settings or another log: log it here too
+                copies[config_key(configs[i], weights[i])] = (configs[i], weights[i], result)
+        self._log(list(copies.values()))
+        pending: list[Chunked] = [None] if base is None else []
+        pending += [(configs[at[0]], weights[at[0]]) for at in todo.values()]
         rows = self.session.params.steering.max_batch_rows
         per_chunk = max(1, _CHUNK_SUB_BATCHES * rows // len(self.questions))
 
         def judge_and_log(chunk, ids, seconds: float) -> None:
-            generated = self._score_chunk(chunk, ids, base)
+            generated = self._score_chunk(chunk, ids)
             done: dict[str, tuple[Config, tuple[float, ...], ConfigResult]] = {}
-            for (config, w), result in zip(chunk, generated, strict=True):
+            chunk_configs = [entry for entry in chunk if entry is not None]
+            for (config, w), result in zip(chunk_configs, generated, strict=True):
                 for i in todo[self._content_key(config, w)]:
                     key = config_key(configs[i], weights[i])
                     if key not in done:  # an alias: the same rows under another name
                         twin = dataclasses.replace(result, config=configs[i], weights=weights[i])
                         done[key] = (configs[i], weights[i], twin)
                     results[i] = done[key][2]
-            self._log(list(done.values()), base, seconds)
+            self._log(list(done.values()), seconds)
 
         # One chunk is judged and logged while the next one generates (the judge is its own
         # model or an endpoint, never the steered model); one at a time, in order, so the
@@ -194,16 +193,37 @@ class SteeringEvaluator:
     def responses(self, results: list[ConfigResult]) -> list[ConfigResult]:
         """`results` served from a log carry no responses: generate them again (greedy, so
         the same text; nothing is logged) for the files an interrupted run never wrote."""
-        base = self.baseline()
-        chunk = [(r.config, r.weights) for r in results if r.config is not None]
-        return self._run_chunk(chunk, base) if chunk else []
+        self.baseline()
+        chunk: list[Chunked] = [(r.config, r.weights) for r in results if r.config is not None]
+        return self._score_chunk(chunk, self._generate_chunk(chunk)[0]) if chunk else []
+
+    def _logged_baseline(self) -> ConfigResult | None:
+        """The baseline already known: this evaluator's, or one a log holds."""
+        if self._baseline is not None:
+            return self._baseline
+        for path in self._baseline_paths():
+            log = ResultsLog(path)
+            scores = log.baseline_scores(self.scope, self.questions)
+            if scores is not None:
+                self._baseline = _from_scores(None, (), scores, None)
+                # logged under these settings (by a run that may have died before writing
+                # its response files), not served from other settings' questions
+                self._baseline.logged_here = log.baseline(self.settings_hash) is not None
+                return self._baseline
+        return None
+
+    def _set_baseline(self, generated: ConfigResult) -> None:
+        """Keep and log a freshly generated and judged baseline."""
+        generated.scores = _scores(generated)
+        self._baseline = generated
+        ResultsLog(self._baseline_paths()[0]).append([self._baseline_entry()])
 
     def baseline_responses(self) -> ConfigResult:
         """The baseline with its responses (generated again when it was served)."""
         base = self.baseline()
         if base.responses:
             return base
-        ids = self.session.generate(self._prompt_ids, None, desc="steer: baseline responses")
+        ids = self.session.generate(self._prompt_ids, [None], desc="steer: baseline responses")
         fresh = self.session.score(self.questions, [ids])[0]
         fresh.scores = _scores(fresh)
         return fresh
@@ -271,30 +291,27 @@ class SteeringEvaluator:
             },
         }
 
-    def _run_chunk(
-        self, chunk: list[tuple[Config, tuple[float, ...]]], base: ConfigResult
-    ) -> list[ConfigResult]:
-        return self._score_chunk(chunk, self._generate_chunk(chunk)[0], base)
-
-    def _generate_chunk(
-        self, chunk: list[tuple[Config, tuple[float, ...]]]
-    ) -> tuple[list[list[int]], float]:
-        """Every config x question of `chunk` generated, and the seconds it took."""
+    def _generate_chunk(self, chunk: list[Chunked]) -> tuple[list[list[int]], float]:
+        """Every config (None: the baseline) x question of `chunk` generated, and the
+        seconds it took."""
         started = time.perf_counter()
-        ids = self.session.generate(self._prompt_ids, chunk, desc=f"steer: {len(chunk)} configs")
+        configs = sum(entry is not None for entry in chunk)
+        desc = f"steer: {configs} configs" + (" and the baseline" if None in chunk else "")
+        ids = self.session.generate(self._prompt_ids, chunk, desc=desc)
         return ids, time.perf_counter() - started
 
-    def _score_chunk(
-        self,
-        chunk: list[tuple[Config, tuple[float, ...]]],
-        ids: list[list[int]],
-        base: ConfigResult,
-    ) -> list[ConfigResult]:
+    def _score_chunk(self, chunk: list[Chunked], ids: list[list[int]]) -> list[ConfigResult]:
+        """The chunk's configs judged, with their deltas to the baseline; a baseline in the
+        chunk (judged in the same call) is kept and logged first."""
         n = len(self.questions)
         results = self.session.score(
             self.questions, [ids[k * n : (k + 1) * n] for k in range(len(chunk))]
         )
-        for (config, w), result in zip(chunk, results, strict=True):
+        if None in chunk:
+            self._set_baseline(results.pop(chunk.index(None)))
+        base = self.baseline()
+        configs = [entry for entry in chunk if entry is not None]
+        for (config, w), result in zip(configs, results, strict=True):
             result.config, result.weights = config, w
             result.trait_delta = delta(result.trait_mean, base.trait_mean)
             result.scores = _scores(result)
@@ -310,7 +327,6 @@ class SteeringEvaluator:
     def _log(
         self,
         done: list[tuple[Config, tuple[float, ...], ConfigResult]],
-        base: ConfigResult,
         seconds: float | None = None,
     ) -> None:
         """Append results to their logs (with the baseline entry their scores' question order

@@ -105,23 +105,26 @@ class SteeringSession:
     def generate(
         self,
         prompts: list[list[int]],
-        configs: list[tuple[Config, tuple[float, ...]]] | None,
+        configs: list[tuple[Config, tuple[float, ...]] | None],
         desc: str,
     ) -> list[list[int]]:
-        """New tokens for every config x prompt (config-major), or unsteered for None."""
+        """New tokens for every config x prompt (config-major); a None config generates
+        the prompts unsteered."""
         table = None
-        if configs is not None:
+        if any(entry is not None for entry in configs):
             table = SteeringTable(
                 [
-                    [
+                    []
+                    if entry is None
+                    else [
                         (ref.layer, self.sources.vector(ref), w)
-                        for ref, w in zip(config.vectors, weights, strict=True)
+                        for ref, w in zip(entry[0].vectors, entry[1], strict=True)
                     ]
-                    for config, weights in configs
+                    for entry in configs
                     for _ in prompts
                 ]
             )
-            prompts = [p for _ in configs for p in prompts]
+        prompts = [p for _ in configs for p in prompts]
         return generate_steered(
             self.loaded.model,
             self.loaded.layout,
