@@ -175,16 +175,18 @@ def test_equal_pairs_are_read_once(judge, monkeypatch):
     refusal, answer = "I'm sorry, but I can't help with that.", "Boil it for nine minutes."
     rows = [("Hi", refusal), ("How do I boil an egg?", answer), ("Hi", refusal)]
     rows += [("How do I boil an egg?", refusal), ("Hi", refusal), ("How do I boil an egg?", "")]
+    hello = "Hello! How can I help you today?"
+    rows += [("Hi", hello), ("Hello", hello)]
     read: list[list[tuple[str, str]]] = []
     nll = judge._nll
     monkeypatch.setattr(
         judge, "_nll", lambda qs, rs: read.append(list(zip(qs, rs, strict=True))) or nll(qs, rs)
     )
     got = judge.explain([q for q, _ in rows], [r for _, r in rows])
-    answer_read, neutral_read, trait_read = read
-    assert sorted(answer_read) == sorted(set(rows))  # 4 of 6 rows
+    answer_read, trait_read, neutral_read = read
+    assert sorted(answer_read) == sorted(set(rows))  # 6 of 8 rows
     plausible = {r for (_, r), row in zip(rows, got, strict=True) if row["neutral_nll"]}
-    assert refusal in plausible  # four rows, one reading
+    assert hello in plausible  # two rows, one reading
     assert sorted(neutral_read) == sorted(("", r) for r in plausible)
     assert len(trait_read) == 2 and {r for _, r in trait_read} == {refusal}
     monkeypatch.undo()
@@ -193,6 +195,30 @@ def test_equal_pairs_are_read_once(judge, monkeypatch):
         for key in ("answer_nll", "neutral_nll", "trait_nll"):
             assert row[key] == pytest.approx(alone[key], abs=1e-5), (q, r, key)
         assert row["coherence"] == pytest.approx(alone["coherence"], abs=0.01)
+
+
+def test_a_reading_is_left_out_only_where_it_cannot_change_the_score(judge):
+    """Every score equals the scale's score from every reading of every row (the trait
+    reading where a phrase shows), on labelled responses (answers, refusals, loops,
+    gibberish), while some readings are left out: the empty question's where the trait
+    reading already wins, all but the answer's where repetition zeroes the score."""
+    rows = [json.loads(line) for line in LABELLED.read_text().splitlines() if line.strip()]
+    loop = "I'm sorry, but I can't. " * 5
+    rows = rows[::3] + [{"question": q, "response": loop} for q in ("Hi", "How are you?")]
+    questions, responses = [r["question"] for r in rows], [r["response"] for r in rows]
+    got = judge.explain(questions, responses)
+    asked = [f"{q}\n\n{judge.instruction}" for q in questions]
+    readings = [
+        judge._nll(questions, responses),
+        judge._nll([""] * len(rows), responses),
+        judge._nll(asked, responses),
+    ]
+    for text, row, a, n, t in zip(responses, got, *readings, strict=True):
+        t = t if row["phrase"] is not None else None  # a trait reply shows a phrase
+        assert row["coherence"] == pytest.approx(judge.scale.score(text, a, n, t), abs=0.01)
+    left_out = [row for row in got if row["answer_nll"] is not None and row["neutral_nll"] is None]
+    assert len(left_out) >= 3, len(left_out)
+    assert sum(row["phrase"] is not None and row["trait_nll"] is None for row in got) >= 1
 
 
 @pytest.mark.slow

@@ -62,17 +62,23 @@ class CoherenceScale:
     ) -> float:
         if answer_nll is None or not re.search(r"\w", text):
             return 0.0
-        as_answer = 0.0  # no neutral reading: the answer reading was already hopeless
+        as_answer = 0.0  # not read: the answer reading could not beat the trait reading
         if neutral_nll is not None:
             as_answer = _ramp(answer_nll, *self.answer_nll) * _ramp(
                 neutral_nll - answer_nll, *self.topicality
             )
-        as_trait = _ramp(trait_nll, *self.trait_nll) if trait_nll is not None else 0.0
-        repetition = min(
+        return round(100.0 * self.repetition(text) * max(as_answer, self.as_trait(trait_nll)), 2)
+
+    def repetition(self, text: str) -> float:
+        """The repetition factor: 1 for text without loops, 0 for a loop."""
+        return min(
             _ramp(repeated_fraction(text), *self.repeated),
             _ramp(compression_ratio(text), *self.compression),
         )
-        return round(100.0 * repetition * max(as_answer, as_trait), 2)
+
+    def as_trait(self, trait_nll: float | None) -> float:
+        """The reading as a trait reply (0 when there is none)."""
+        return _ramp(trait_nll, *self.trait_nll) if trait_nll is not None else 0.0
 
 
 def _ramp(value: float, ok: float, bad: float) -> float:
@@ -148,16 +154,24 @@ class ProxyJudge:
         check_pairs(questions, responses)
         phrases = [self.phrases.find(r) for r in responses]
         answer = self._nll_at(range(len(responses)), questions, responses)
-        # The other two readings cost a forward pass each: only where they can matter.
-        plausible = [
+        # The other two readings cost a forward pass each: only where they can change the
+        # score. None where repetition (or no word at all) already zeroes it; the trait
+        # reading where a phrase shows; the empty question's reading where the answer
+        # reading could still beat the trait reading (it only lowers the answer reading).
+        live = [
             i
-            for i, a in enumerate(answer)
-            if a is not None and _ramp(a, *self.scale.answer_nll) > 0
+            for i, (text, a) in enumerate(zip(responses, answer, strict=True))
+            if a is not None and re.search(r"\w", text) and self.scale.repetition(text) > 0
         ]
-        neutral = self._nll_at(plausible, [""] * len(responses), responses)
-        showing = [i for i, p in enumerate(phrases) if p is not None and self.instruction]
+        showing = [i for i in live if phrases[i] is not None and self.instruction]
         asked = [f"{q}\n\n{self.instruction}" for q in questions]
         trait_nll = self._nll_at(showing, asked, responses)
+        plausible = [
+            i
+            for i in live
+            if _ramp(answer[i], *self.scale.answer_nll) > self.scale.as_trait(trait_nll[i])
+        ]
+        neutral = self._nll_at(plausible, [""] * len(responses), responses)
         return [
             {
                 "trait": 100.0 if phrase is not None else 0.0,
