@@ -7,7 +7,8 @@ folder, judge cache and tracking store, so nothing is served from a log):
   once per batch and the common chat prefix once per call);
 - whole: the static loop attending to the whole cache, and the proxy judge loading its own
   copy of the model and reading every row whole, prompt and response (`judges.fluency`'s
-  path for architectures the decode loop does not cover), equal rows read again;
+  path for architectures the decode loop does not cover), every reading of every row (equal
+  rows again), and the baseline generated and judged first, on its own;
 - hf: as `whole`, on HF generate (`--loop hf`), the reference loop;
 - own: as `now`, with every row computing the blocks below its steering itself (without
   `models.decode_trunk`'s sharing).
@@ -39,6 +40,7 @@ def child(way: str, params: str, out: str) -> int:
     from steerops import cli, judges
     from steerops.judges import fluency, proxy
     from steerops.models import decode, decode_step
+    from steerops.steering.evaluate import SteeringEvaluator
 
     argv = ["steer", "--params", params, "--out", out]
     if way in ("whole", "hf"):
@@ -47,6 +49,13 @@ def child(way: str, params: str, out: str) -> int:
         fluency.covers = lambda model: "read whole rows"
         decode_step.SlotState.attend = lambda self, window: None  # type: ignore[method-assign]
         proxy.ProxyJudge._nll_at = _every_row  # type: ignore[method-assign]
+        proxy.ProxyJudge.explain = _every_reading  # type: ignore[method-assign]
+
+        def baseline_first(self, configs, evaluate=SteeringEvaluator.evaluate):
+            self.baseline()  # generated and judged on its own
+            return evaluate(self, configs)
+
+        SteeringEvaluator.evaluate = baseline_first  # type: ignore[method-assign]
     if way == "hf":
         argv += ["--loop", "hf"]
     if way == "own":  # the loop's default options, every row prefilling its own blocks
@@ -62,6 +71,32 @@ def _every_row(judge, rows, questions, responses):
     for i, value in zip(rows, values, strict=True):
         out[i] = value
     return out
+
+
+def _every_reading(judge, questions, responses):
+    """The proxy judge's signals before readings that cannot change a score were left out:
+    the empty question's reading wherever the answer reading is not hopeless, the trait
+    reading wherever a phrase shows."""
+    from steerops.judges.proxy import _ramp
+
+    phrases = [judge.phrases.find(r) for r in responses]
+    answer = judge._nll_at(range(len(responses)), questions, responses)
+    plausible = [
+        i for i, a in enumerate(answer) if a is not None and _ramp(a, *judge.scale.answer_nll) > 0
+    ]
+    neutral = judge._nll_at(plausible, [""] * len(responses), responses)
+    showing = [i for i, p in enumerate(phrases) if p is not None and judge.instruction]
+    asked = [f"{q}\n\n{judge.instruction}" for q in questions]
+    trait_nll = judge._nll_at(showing, asked, responses)
+    return [
+        {
+            "trait": 100.0 if phrase is not None else 0.0,
+            "coherence": judge.scale.score(text, a, n, t),
+        }
+        for text, phrase, a, n, t in zip(
+            responses, phrases, answer, neutral, trait_nll, strict=True
+        )
+    ]
 
 
 def metrics(out: Path) -> dict:
