@@ -1,10 +1,11 @@
 """The LM head fed a contiguous input.
 
 HF models slice the last positions before the head (`logits_to_keep`), and on CPU torch's
-matmul does not fold a non-contiguous [rows, 1, hidden] slice into one matrix product: it
-broadcasts the head's weight into a batched product, about 12x slower (SmolLM2: 1.3 s
-instead of 0.11 s for the last logits of 240 prefilled rows, once per prefill). Copying the
-slice costs rows x hidden values.
+matmul does not fold a non-contiguous [rows, 1, hidden] slice into one matrix product when
+the weight does not require grad (as `models.loading` leaves it): it broadcasts the weight
+into a batched product, about 10x slower (SmolLM2: 1.18 s instead of 0.11 s for the last
+logits of 240 prefilled rows, once per prefill; `bench/head.py`). Copying the slice costs
+rows x hidden values.
 """
 
 from __future__ import annotations
