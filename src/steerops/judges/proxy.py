@@ -157,7 +157,7 @@ class ProxyJudge:
         # The other two readings cost a forward pass each: only where they can change the
         # score. None where repetition (or no word at all) already zeroes it; the trait
         # reading where a phrase shows; the empty question's reading where the answer
-        # reading could still beat the trait reading (it only lowers the answer reading).
+        # reading could still beat the trait reading (that reading can only lower it).
         live = [
             i
             for i, (text, a) in enumerate(zip(responses, answer, strict=True))
