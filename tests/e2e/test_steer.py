@@ -273,18 +273,28 @@ def test_mixed_batch_row_matches_alone_on_toy(steered):
         assert mixed[r] == alone[0]
 
 
-def test_a_baseline_generated_with_the_first_chunk_equals_one_generated_alone(steered, tmp_path):
-    """No log has the baseline (new settings): the grid's evaluation generates its rows in
-    the first chunk's batches and judges them in the same call; its scores, responses and
-    log entry are those of the baseline generated on its own."""
-    params = load_params(
+def _beside_the_grid(steered, tmp_path: Path, steering: dict):
+    """Params over the grid's toy world and outputs, with `steering` settings changed."""
+    return load_params(
         write_params(
             tmp_path,
             Path(steered["params"].paths.toy),
             paths={"toy": steered["params"].paths.toy, "out": str(steered["params"].out)},
-            steering={"max_new_tokens": 7},
+            steering=steering,
         )
     )
+
+
+def _untimed(log: Path) -> list[dict]:
+    """A results log's entries without their timing (which differs run to run)."""
+    return [{k: v for k, v in e.items() if k != "timing"} for e in read_jsonl(log)]
+
+
+def test_a_baseline_generated_with_the_first_chunk_equals_one_generated_alone(steered, tmp_path):
+    """No log has the baseline (new settings): the grid's evaluation generates its rows in
+    the first chunk's batches and judges them in the same call; its scores, responses and
+    log entry are those of the baseline generated on its own."""
+    params = _beside_the_grid(steered, tmp_path, {"max_new_tokens": 7})
     questions = load_trait(params.path(params.traits.root), TRAIT).questions[:4]
     configs = [Config.single(VectorSource("mean_diff", POSITION, "residual"), 2, 1.0)]
 
@@ -306,14 +316,9 @@ def test_a_baseline_generated_with_the_first_chunk_equals_one_generated_alone(st
     base = together.baseline()
     assert (base.scores, base.responses) == (first.scores, first.responses)
     assert result.trait_delta == alone.evaluate(configs)[0].trait_delta
-    log = [
-        {k: v for k, v in e.items() if k != "timing"}
-        for e in read_jsonl(tmp_path / "together" / "results.jsonl")
-    ]
-    assert log == [
-        {k: v for k, v in e.items() if k != "timing"}
-        for e in read_jsonl(tmp_path / "alone" / "results.jsonl")
-    ]
+    assert _untimed(tmp_path / "together" / "results.jsonl") == _untimed(
+        tmp_path / "alone" / "results.jsonl"
+    )
     assert read_jsonl(tmp_path / "together" / "baselines.jsonl") == read_jsonl(
         tmp_path / "alone" / "baselines.jsonl"
     )
@@ -325,14 +330,7 @@ def test_judging_a_chunk_overlaps_the_next_chunks_generation(steered, tmp_path):
     results and logs equal those of the sequential reference."""
     import threading
 
-    params = load_params(
-        write_params(
-            tmp_path,
-            Path(steered["params"].paths.toy),
-            paths={"toy": steered["params"].paths.toy, "out": str(steered["params"].out)},
-            steering={"max_batch_rows": 2},
-        )
-    )
+    params = _beside_the_grid(steered, tmp_path, {"max_batch_rows": 2})
     source = VectorSource("mean_diff", POSITION, "residual")
     # coefficients the grid did not run (its results would be served, not generated)
     configs = [Config.single(source, layer, c) for layer in (1, 2) for c in (0.75, 1.25, 1.75)]
@@ -364,8 +362,7 @@ def test_judging_a_chunk_overlaps_the_next_chunks_generation(steered, tmp_path):
         session.generate, session.judge.score = generating, judging
         ev = SteeringEvaluator(session, questions, results_dir=tmp_path / folder, overlap=overlap)
         results = ev.evaluate(configs)
-        entries = read_jsonl(tmp_path / folder / "results.jsonl")
-        return results, [{k: v for k, v in e.items() if k != "timing"} for e in entries], events
+        return results, _untimed(tmp_path / folder / "results.jsonl"), events
 
     parallel, parallel_log, parallel_events = run(True, "overlap", 10.0)
     serial, serial_log, serial_events = run(False, "serial", 0.5)
@@ -409,14 +406,7 @@ def test_judging_a_chunk_overlaps_the_next_chunks_generation(steered, tmp_path):
 
 
 def test_evaluator_weights_and_results(steered, tmp_path):
-    params = load_params(
-        write_params(
-            tmp_path,
-            Path(steered["params"].paths.toy),
-            paths={"toy": steered["params"].paths.toy, "out": str(steered["params"].out)},
-            steering={"direction": "negative"},
-        )
-    )
+    params = _beside_the_grid(steered, tmp_path, {"direction": "negative"})
     meta = steered["vectors"]["mean_diff"]["meta"]["layers"]
     source = VectorSource("mean_diff", POSITION, "residual")
     session = SteeringSession(params, TRAIT, progress=False)
