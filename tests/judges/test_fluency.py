@@ -9,6 +9,7 @@ import torch
 import transformers as T
 
 from decode_data import windowed
+from steerops.judges import fluency
 from steerops.judges.fluency import answer_nll
 from steerops.models.decode import covers
 from tiny import CONFIGS, tiny_model
@@ -91,3 +92,18 @@ def test_answer_padding_never_takes_a_position_past_its_rows_tokens():
     got = answer_nll(model, prompts, answers, pad=0, batch_size=2)
     for prompt, answer, value in zip(prompts, answers, got, strict=True):
         assert value == pytest.approx(_plain(model, prompt, answer), abs=1e-9)
+
+
+def test_readings_in_row_chunks_equal_one_whole_log_softmax(monkeypatch):
+    """The log-softmax is taken a few rows at a time (no vocabulary-sized copy of a
+    batch's logits): the values are those of one log-softmax over the whole batch."""
+    model = tiny_model("llama", dtype=torch.float64)
+    prompts, answers = _rows()
+    whole = answer_nll(model, prompts, answers, pad=0, batch_size=len(prompts))
+    vocab = model.config.vocab_size
+    monkeypatch.setattr(fluency, "_CHUNK_ELEMENTS", vocab * 5)  # one row of 5 columns
+    chunked = answer_nll(model, prompts, answers, pad=0, batch_size=len(prompts))
+    assert chunked == whole
+    for prompt, answer, value in zip(prompts, answers, chunked, strict=True):
+        if answer:
+            assert value == pytest.approx(_plain(model, prompt, answer), abs=1e-9)

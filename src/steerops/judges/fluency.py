@@ -26,6 +26,7 @@ from steerops.models.head import contiguous_head_input
 from steerops.models.kv import cache_of
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+_CHUNK_ELEMENTS = 1 << 21  # logits per log-softmax chunk (8 MiB in float32)
 
 
 def words(text: str) -> list[str]:
@@ -116,7 +117,7 @@ def _after_prefill(model, prefilled, prompts, answers, pad) -> list[float]:
     ids, answer_mask, _ = pad_batch(answers, pad, side="right")
     ids, answer_mask = ids.to(device), answer_mask.to(device)
     if ids.shape[1] == 1:  # one-token answers: the prompts' logits are all there is to read
-        return _mean_nll(last_logits[:, None], ids, answer_mask)
+        return _mean_nll([last_logits[:, None]], ids, answer_mask)
     lengths = torch.tensor([len(p) for p in prompts], device=device)[:, None]
     logits = model(
         input_ids=ids[:, :-1],  # the last column predicts nothing read here
@@ -127,7 +128,7 @@ def _after_prefill(model, prefilled, prompts, answers, pad) -> list[float]:
         use_cache=True,
     ).logits
     # Column j predicts answer token j: the prompt's logits, then the answer's own.
-    return _mean_nll(torch.cat([last_logits[:, None], logits], dim=1), ids, answer_mask)
+    return _mean_nll([last_logits[:, None], logits], ids, answer_mask)
 
 
 def _whole_rows(model, prompts, answers, pad) -> list[float]:
@@ -144,12 +145,31 @@ def _whole_rows(model, prompts, answers, pad) -> list[float]:
             logits_to_keep=keep + 1,
         ).logits[:, :-1]
     answer_mask = pad_batch(answers, pad)[1].to(device)
-    return _mean_nll(logits, ids[:, -keep:], answer_mask)
+    return _mean_nll([logits], ids[:, -keep:], answer_mask)
 
 
-def _mean_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> list[float]:
-    """Mean over `mask` of -log p(target) with `logits[:, j]` predicting `targets[:, j]`."""
+def _mean_nll(
+    logits: Sequence[torch.Tensor], targets: torch.Tensor, mask: torch.Tensor
+) -> list[float]:
+    """Mean over `mask` of -log p(target), with the column blocks `logits` side by side
+    ([rows, columns, vocab] each) predicting `targets[:, j]` at column j.
+
+    Read a few rows at a time: a batch's log-probabilities are as large as its logits
+    (hundreds of MB for a 49k vocabulary), and a copy that size costs more in fresh pages
+    than the log-softmax itself."""
     # at least float32 (bf16 logits would round the normaliser), float64 kept
-    logprobs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
-    token_nll = -logprobs.gather(-1, targets[..., None]).squeeze(-1)
+    dtype = torch.promote_types(logits[0].dtype, torch.float32)
+    token_nll = torch.empty(targets.shape, dtype=dtype, device=targets.device)
+    column = 0
+    for block in logits:
+        width = block.shape[1]
+        rows = max(1, _CHUNK_ELEMENTS // max(1, width * block.shape[2]))
+        for start in range(0, block.shape[0], rows):
+            part = block[start : start + rows]
+            logprobs = torch.log_softmax(part.to(dtype), -1)
+            picked = targets[start : start + rows, column : column + width, None]
+            token_nll[start : start + rows, column : column + width] = -logprobs.gather(
+                -1, picked
+            ).squeeze(-1)
+        column += width
     return (torch.where(mask.bool(), token_nll, 0.0).sum(1) / mask.sum(1)).tolist()
