@@ -7,8 +7,9 @@ folder, judge cache and tracking store, so nothing is served from a log):
   once per batch and the common chat prefix once per call);
 - whole: the static loop attending to the whole cache, and the proxy judge loading its own
   copy of the model and reading every row whole, prompt and response (`judges.fluency`'s
-  path for architectures the decode loop does not cover), every reading of every row (equal
-  rows again), and the baseline generated and judged first, on its own;
+  path for architectures the decode loop does not cover) with one log-softmax over each
+  batch's logits, every reading of every row (equal rows again), and the baseline
+  generated and judged first, on its own;
 - hf: as `whole`, on HF generate (`--loop hf`), the reference loop;
 - own: as `now`, with every row computing the blocks below its steering itself (without
   `models.decode_trunk`'s sharing).
@@ -50,6 +51,7 @@ def child(way: str, params: str, out: str) -> int:
         decode_step.SlotState.attend = lambda self, window: None  # type: ignore[method-assign]
         proxy.ProxyJudge._nll_at = _every_row  # type: ignore[method-assign]
         proxy.ProxyJudge.explain = _every_reading  # type: ignore[method-assign]
+        fluency._mean_nll = _one_log_softmax
 
         def baseline_first(self, configs, evaluate=SteeringEvaluator.evaluate):
             self.baseline()  # generated and judged on its own
@@ -71,6 +73,17 @@ def _every_row(judge, rows, questions, responses):
     for i, value in zip(rows, values, strict=True):
         out[i] = value
     return out
+
+
+def _one_log_softmax(logits, targets, mask):
+    """The judge's likelihood before it took the log-softmax a few rows at a time: one
+    log-softmax over the batch's logits (one block: whole rows)."""
+    import torch
+
+    (block,) = logits
+    logprobs = torch.log_softmax(block.to(torch.promote_types(block.dtype, torch.float32)), -1)
+    token_nll = -logprobs.gather(-1, targets[..., None]).squeeze(-1)
+    return (torch.where(mask.bool(), token_nll, 0.0).sum(1) / mask.sum(1)).tolist()
 
 
 def _every_reading(judge, questions, responses):

@@ -1,0 +1,66 @@
+"""The judge's likelihood of a batch: the log-softmax a few rows at a time vs over the whole.
+
+`judges.fluency` reads a batch's per-token NLL from the prompts' last logits and the
+answers' own ([rows, 1 + columns, vocab] in all). It used to concatenate the two and take one
+log-softmax: two fresh copies as large as the logits (about 150 MB each for 32 rows of 24
+tokens and SmolLM2's 49,152 words), paid in page faults. Now it takes the log-softmax of a
+few rows at a time from each block. Both ways run on the same random logits, alternate
+`--repeats` times, and must give the same values.
+
+    python bench/nll_chunks.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from steerops.judges.fluency import _mean_nll
+
+
+def one_log_softmax(last: torch.Tensor, logits: torch.Tensor, targets, mask) -> list[float]:
+    """The way before: one concatenated batch, one log-softmax."""
+    whole = torch.cat([last[:, None], logits], dim=1)
+    token_nll = -torch.log_softmax(whole, -1).gather(-1, targets[..., None]).squeeze(-1)
+    return (torch.where(mask.bool(), token_nll, 0.0).sum(1) / mask.sum(1)).tolist()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=32, help="the judge's batch_size")
+    ap.add_argument("--tokens", type=int, default=24, help="answer tokens per row")
+    ap.add_argument("--vocab", type=int, default=49152, help="SmolLM2's")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    last = torch.randn(args.rows, args.vocab)
+    logits = torch.randn(args.rows, args.tokens - 1, args.vocab)
+    targets = torch.randint(0, args.vocab, (args.rows, args.tokens))
+    mask = torch.ones(args.rows, args.tokens)
+    ways = {
+        "chunked": lambda: _mean_nll([last[:, None], logits], targets, mask),
+        "one": lambda: one_log_softmax(last, logits, targets, mask),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
+    values = {}
+    for _ in range(args.repeats):
+        for name, way in ways.items():
+            start = time.perf_counter()
+            values[name] = way()
+            seconds[name].append(time.perf_counter() - start)
+    for name, s in seconds.items():
+        low, mid, high = (1e3 * x for x in (min(s), statistics.median(s), max(s)))
+        print(f"{name:>8}: {mid:.0f} ms [{low:.0f}-{high:.0f}]")
+    ratios = [o / c for o, c in zip(seconds["one"], seconds["chunked"], strict=True)]
+    low, mid, high = min(ratios), statistics.median(ratios), max(ratios)
+    print(f"one / chunked, paired: {mid:.1f}x [{low:.1f}-{high:.1f}]")
+    print(f"same values: {values['chunked'] == values['one']}")
+
+
+if __name__ == "__main__":
+    main()
