@@ -18,14 +18,8 @@ import time
 
 import torch
 
+from steer_stage import _one_log_softmax  # the way before, as the stage bench runs it
 from steerops.judges.fluency import _mean_nll
-
-
-def one_log_softmax(last: torch.Tensor, logits: torch.Tensor, targets, mask) -> list[float]:
-    """The way before: one concatenated batch, one log-softmax."""
-    whole = torch.cat([last[:, None], logits], dim=1)
-    token_nll = -torch.log_softmax(whole, -1).gather(-1, targets[..., None]).squeeze(-1)
-    return (torch.where(mask.bool(), token_nll, 0.0).sum(1) / mask.sum(1)).tolist()
 
 
 def main() -> None:
@@ -44,7 +38,7 @@ def main() -> None:
     mask = torch.ones(args.rows, args.tokens)
     ways = {
         "chunked": lambda: _mean_nll([last[:, None], logits], targets, mask),
-        "one": lambda: one_log_softmax(last, logits, targets, mask),
+        "one": lambda: _one_log_softmax([last[:, None], logits], targets, mask),
     }
     seconds: dict[str, list[float]] = {name: [] for name in ways}
     values = {}

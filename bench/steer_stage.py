@@ -76,11 +76,11 @@ def _every_row(judge, rows, questions, responses):
 
 
 def _one_log_softmax(logits, targets, mask):
-    """The judge's likelihood before it took the log-softmax a few rows at a time: one
-    log-softmax over the batch's logits (one block: whole rows)."""
+    """The judge's likelihood before it took the log-softmax a few rows at a time: the
+    column blocks `logits` concatenated (one block: whole rows), one log-softmax over them."""
     import torch
 
-    (block,) = logits
+    block = logits[0] if len(logits) == 1 else torch.cat(list(logits), dim=1)
     logprobs = torch.log_softmax(block.to(torch.promote_types(block.dtype, torch.float32)), -1)
     token_nll = -logprobs.gather(-1, targets[..., None]).squeeze(-1)
     return (torch.where(mask.bool(), token_nll, 0.0).sum(1) / mask.sum(1)).tolist()
