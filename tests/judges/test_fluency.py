@@ -33,6 +33,18 @@ def _plain(model, prompt: list[int], answer: list[int]) -> float:
     return -logprobs[torch.arange(len(answer)), torch.tensor(answer)].mean().item()
 
 
+def _fed(model, prompts, answers, batch_size: int) -> tuple[list[int], list[float | None]]:
+    """The tokens each forward fed (in order), and `answer_nll`'s readings."""
+    fed: list[int] = []
+    hook = model.get_input_embeddings().register_forward_hook(
+        lambda module, args, out: fed.append(args[0].numel())
+    )
+    try:
+        return fed, answer_nll(model, prompts, answers, pad=0, batch_size=batch_size)
+    finally:
+        hook.remove()
+
+
 def _windowed(arch: str):
     return windowed(arch).double()
 
@@ -63,21 +75,36 @@ def test_answer_nll_equals_a_plain_forward_per_pair(arch):
         assert abs(_plain(wide, PROMPTS[1], [40, 41, 42]) - same_answer[1]) > 1e-5
 
 
-def test_answer_nll_reads_each_prompt_once_per_batch():
-    model = tiny_model("llama", dtype=torch.float64)
+def test_answer_nll_reads_each_prompt_once():
     prompts, answers = _rows()
-    fed: list[int] = []
-    hook = model.get_input_embeddings().register_forward_hook(
-        lambda module, args, out: fed.append(args[0].numel())
-    )
-    try:
-        answer_nll(model, prompts, answers, pad=0, batch_size=len(prompts))
-    finally:
-        hook.remove()
+    fed, _ = _fed(tiny_model("llama", dtype=torch.float64), prompts, answers, len(prompts))
     # the common prefix once (11 tokens: the shortest prompt keeps its last 2 as input),
     # then the two distinct prompts' tails (the longer one's 6 tokens), then 5 answers of
     # <= 6 tokens but their last (which predicts nothing read here)
     assert fed == [len(PREFIX), 2 * 6, 5 * 5]
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "expected"),
+    [
+        # both prompts fit one prefill: 11 prefix tokens, then 2 tails of <= 6, then the
+        # batches [p0: 1 and 3 tokens], [p0: 6, p1: 2], [p1: 3] (their last token not fed)
+        (2, [len(PREFIX), 2 * 6, 2 * 2, 2 * 5, 1 * 2]),
+        # one prompt a prefill: prompt 0's tail (2 tokens) for its three batches (the
+        # one-token answer reads the prompt's logits alone), then prompt 1's (6) for its two
+        (1, [len(PREFIX), 2, 2, 5, 6, 1, 2]),
+    ],
+)
+def test_consecutive_batches_share_one_prefill_of_their_prompts(batch_size, expected):
+    """A forward over a few rows costs about as much as reading the weights: the distinct
+    prompts of consecutive batches, up to `batch_size` of them, are prefilled together."""
+    model = tiny_model("llama", dtype=torch.float64)
+    prompts, answers = _rows()
+    fed, got = _fed(model, prompts, answers, batch_size)
+    assert fed == expected
+    for prompt, answer, value in zip(prompts, answers, got, strict=True):
+        if answer:
+            assert value == pytest.approx(_plain(model, prompt, answer), abs=1e-9)
 
 
 def test_answer_padding_never_takes_a_position_past_its_rows_tokens():

@@ -83,30 +83,55 @@ def answer_nll(
     batches of `batch_size` answers.
 
     A judge reads many answers to one prompt, so each prompt is read once: the prompts'
-    common prefix (template, system prompt) once per call and each distinct prompt once per
-    batch (`Prefiller`, as in the decode loop), and the answers read on from their prompt's
-    keys and values. Architectures the decode loop does not cover read every row whole."""
+    common prefix (template, system prompt) once per call, and the distinct prompts of as
+    many consecutive batches as hold `batch_size` of them in one forward (`Prefiller`, as in
+    the decode loop: a forward of a few rows costs about as much as reading the weights),
+    the answers read on from their prompt's keys and values. Architectures the decode loop
+    does not cover read every row whole."""
     if any(not p for p in prompts):
         raise ValueError("answer_nll: an empty prompt (nothing to read an answer after)")
     out: list[float | None] = [None] * len(answers)
-    # Equal prompts side by side (one prefill each per batch), shortest first (less padding).
+    # Equal prompts side by side (one prefill each), shortest first (less padding).
     order = sorted(
         (i for i, a in enumerate(answers) if a),
         key=lambda i: (len(prompts[i]), prompts[i], len(answers[i])),
     )
-    prefill = None
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     if order and covers(model) is None:
         prefill = Prefiller(model, prompts, [0] * len(prompts), pad, None, order)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        batch = [prompts[i] for i in rows], [answers[i] for i in rows]
-        if prefill is None:
-            nll = _whole_rows(model, *batch, pad)
-        else:
-            nll = _after_prefill(model, prefill(rows), *batch, pad)
-        for i, value in zip(rows, nll, strict=True):
-            out[i] = value
+        for block in _prompt_blocks(batches, prompts, batch_size):
+            prefilled = prefill.read([i for rows in block for i in rows])
+            for rows in block:
+                batch = [prompts[i] for i in rows], [answers[i] for i in rows]
+                _put(out, rows, _after_prefill(model, prefilled.take(rows), *batch, pad))
+    else:
+        for rows in batches:
+            batch = [prompts[i] for i in rows], [answers[i] for i in rows]
+            _put(out, rows, _whole_rows(model, *batch, pad))
     return out
+
+
+def _prompt_blocks(
+    batches: list[list[int]], prompts: Sequence[list[int]], most: int
+) -> list[list[list[int]]]:
+    """Consecutive batches grouped while their distinct prompts number at most `most` (a
+    batch with more is a block of its own)."""
+    blocks: list[list[list[int]]] = []
+    distinct: set[tuple[int, ...]] = set()
+    for rows in batches:
+        mine = {tuple(prompts[i]) for i in rows}
+        if blocks and len(distinct | mine) <= most:
+            blocks[-1].append(rows)
+            distinct |= mine
+        else:
+            blocks.append([rows])
+            distinct = mine
+    return blocks
+
+
+def _put(out: list[float | None], rows: list[int], values: list[float]) -> None:
+    for i, value in zip(rows, values, strict=True):
+        out[i] = value
 
 
 def _after_prefill(model, prefilled, prompts, answers, pad) -> list[float]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -65,29 +66,30 @@ class Prefiller:
         """Logits after each of `rows`' prompts [rows, vocab], then the prompts' per-layer
         keys and values and their mask, [rows, ..., width] with the prompts right-aligned to
         end at the last index."""
+        return self.read(rows).take(rows)
+
+    @torch.inference_mode()
+    def read(self, rows: list[int]) -> Prefilled:
+        """`rows`' prompts prefilled, each distinct one once; `take` gives them per row."""
         # Rows of one group with the same prompt compute the same states: once each.
         first_of: dict[tuple, int] = {}  # (group, prompt) -> its index among `reps`
         reps: list[int] = []
-        where: list[int] = []
+        where: dict[int, int] = {}
         for r in rows:
             key = (self.groups[r], tuple(self.prompts[r])) if self.groups else (r,)
             if key not in first_of:
                 first_of[key] = len(reps)
                 reps.append(r)
-            where.append(first_of[key])
+            where[r] = first_of[key]
         self.stats.reused_prompt_tokens += sum(
-            len(self.prompts[r]) for k, r in zip(where, rows, strict=True) if reps[k] != r
+            len(self.prompts[r]) for r in rows if reps[where[r]] != r
         )
         logits, states, mask = self._forward(reps)
         for r in rows if self.left else ():
             self.left[self.groups[r]] -= 1
             if not self.left[self.groups[r]]:  # the group's last row: drop its prefix
                 self.prefix.pop(self.groups[r], None)
-        if len(reps) == len(rows):
-            return logits, states, mask
-        index = torch.tensor(where, device=self.device)
-        states = [(k[index], v[index]) for k, v in states]
-        return logits[index], states, mask[index]
+        return Prefilled(logits, states, mask, where)
 
     def _forward(self, rows: list[int]) -> tuple[torch.Tensor, KeysValues, torch.Tensor]:
         use = self.shared >= MIN_SHARED
@@ -169,6 +171,27 @@ class Prefiller:
         states = states_of(cache)
         for j, g in enumerate(first):
             self.prefix[g] = [(keys[j], values[j]) for keys, values in states]
+
+
+@dataclass(frozen=True)
+class Prefilled:
+    """Distinct prompts' last logits, per-layer keys and values and mask (`Prefiller`),
+    and each row's index among them."""
+
+    logits: torch.Tensor
+    states: KeysValues
+    mask: torch.Tensor
+    where: dict[int, int]
+
+    def take(self, rows: Sequence[int]) -> tuple[torch.Tensor, KeysValues, torch.Tensor]:
+        """(logits, keys and values, mask) of `rows`, in that order (copies unless they
+        are the distinct prompts themselves, in order)."""
+        at = [self.where[r] for r in rows]
+        if at == list(range(len(self.logits))):
+            return self.logits, self.states, self.mask
+        index = torch.tensor(at, device=self.mask.device)
+        states = [(k[index], v[index]) for k, v in self.states]
+        return self.logits[index], states, self.mask[index]
 
 
 def _gather_seq(states: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
