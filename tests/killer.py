@@ -62,7 +62,7 @@ def counted(module, name):
     setattr(module, name, call)
 
 counted(generation, "generate_batch")
-counted(prefill.Prefiller, "__call__")
+counted(prefill.Prefiller, "read")  # every prefill, the loop's and the judge's
 counted(extraction, "pool_batch")
 
 if mode == "count":

@@ -104,6 +104,7 @@ def answer_nll(
             for rows in block:
                 batch = [prompts[i] for i in rows], [answers[i] for i in rows]
                 _put(out, rows, _after_prefill(model, prefilled.take(rows), *batch, pad))
+            del prefilled  # one block's prompts held at a time, as with one batch's before
     else:
         for rows in batches:
             batch = [prompts[i] for i in rows], [answers[i] for i in rows]
