@@ -283,6 +283,8 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
                 "tokens_per_s": [tokens[name] / t for t in seconds[name]],
                 "useful_share": st.useful_share if st else shares[name],
                 "host_syncs_per_step": st.host_syncs / max(1, st.steps) if st else None,
+                # (block, token) pairs of the last pass's prefills the trunk did not compute
+                "trunk_block_tokens": st.trunk_block_tokens if st else None,
                 # per pass: its seconds over its decode steps (its prefills included)
                 "ms_per_step": [1e3 * t / st.steps for t in seconds[name]] if st else None,
                 "identical_rows": sum(
@@ -300,7 +302,9 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
 def report(records) -> list[str]:
     """Table rows: one per (configs, way). `time / first way` is this way's time over the
     first way's in the same repeat: > 1 means the first way was that much faster (every
-    way generates the same tokens when `identical` is 100%)."""
+    way generates the same tokens when `identical` is 100%). `trunk saved`: the (block,
+    token) pairs of a pass's prefills that rows of one prompt did not compute again
+    (`models.decode_trunk`; 0 under response scope, where prompts are unsteered)."""
     lines = []
     for r in records:
         syncs = (
@@ -312,14 +316,16 @@ def report(records) -> list[str]:
             f"{r['configs']:>7} {r['way']:<10} {spread(r['seconds']):>22} "
             f"{r['tokens']:>8} {spread(r['tokens_per_s']):>24} "
             f"{r['useful_share']:>7.1%} {syncs:>17} "
-            f"{spread(r['time_vs_first']):>20} {r['identical_rows']:>9.1%}"
+            f"{spread(r['time_vs_first']):>20} {r['identical_rows']:>9.1%} "
+            f"{'-' if r['trunk_block_tokens'] is None else r['trunk_block_tokens']:>12}"
         )
     return lines
 
 
 HEADER = (
     f"{'configs':>7} {'way':<10} {'seconds':>22} {'tokens':>8} {'new tokens/s':>24} "
-    f"{'useful':>7} {'host syncs/step':>17} {'time / first way':>20} {'identical':>9}"
+    f"{'useful':>7} {'host syncs/step':>17} {'time / first way':>20} {'identical':>9} "
+    f"{'trunk saved':>12}"
 )
 
 

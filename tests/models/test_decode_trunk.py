@@ -11,6 +11,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from decode_data import EAGER, PROMPTS, both, unit, windowed
+from steerops.models.decode import DecodeStats
 from steerops.models.decode_trunk import distinct, forward_sharing_trunk
 from steerops.models.kv import cache_of, states_of
 from steerops.models.resolver import resolve_layout
@@ -161,29 +162,39 @@ def test_the_loop_with_a_trunk_matches_hf_generate(arch):
     layout = resolve_layout(model)
     table, prompts = _grid_below_the_first_block(layout.hidden_size, copies=2)
     block0_prefill_rows: list[int] = []
+    prefill_block_tokens: list[int] = []  # (block, token) pairs the prefills computed
+    saved: list[int] = []
 
     @contextlib.contextmanager
     def counting():
-        seen, handle = _inputs_seen(layout.layers[0])
+        seen = [_inputs_seen(block) for block in layout.layers]
         try:
             yield
         finally:
-            handle.remove()
-        block0_prefill_rows.append(sum(rows for rows, width in seen if width > 1))
+            for _, handle in seen:
+                handle.remove()
+        prefills = [[(rows, width) for rows, width in mine if width > 1] for mine, _ in seen]
+        block0_prefill_rows.append(sum(rows for rows, _ in prefills[0]))
+        prefill_block_tokens.append(sum(rows * width for mine in prefills for rows, width in mine))
 
     for share in (True, False):
         options = dataclasses.replace(EAGER, share_trunk=share)
+        stats = DecodeStats()
         reference, loop = both(
             model,
             layout,
             prompts,
             table,
+            stats=stats,
             options=options,
             around=counting,
             stop_ids=[2, 3, 40],
             max_new_tokens=12,
         )
         assert loop == reference
+        saved.append(stats.trunk_block_tokens)
     assert len({str(row) for row in reference}) > len(PROMPTS), "configs should differ"
     shared, own = block0_prefill_rows
     assert 0 < 2 * shared < own
+    # the counter: what the blocks computed without sharing less what they computed with it
+    assert saved == [prefill_block_tokens[1] - prefill_block_tokens[0], 0]

@@ -85,6 +85,7 @@ class DecodeStats:
     host_syncs: int = 0  # reads of the done mask
     prefills: int = 0
     reused_prompt_tokens: int = 0  # prompt tokens not recomputed (shared prefix, equal prompt)
+    trunk_block_tokens: int = 0  # (block, token) pairs of prefills the trunk did not compute
     shifts: int = 0  # cache shifts to the left
     buckets: list[int] = field(default_factory=list)
 

@@ -49,7 +49,11 @@ class Prefiller:
     ):
         self.model, self.prompts, self.pad, self.steer = model, prompts, pad, steer
         self.trunk = trunk
-        self.stats = stats if stats is not None else SimpleNamespace(reused_prompt_tokens=0)
+        self.stats = (
+            stats
+            if stats is not None
+            else SimpleNamespace(reused_prompt_tokens=0, trunk_block_tokens=0)
+        )
         self.device = model.get_input_embeddings().weight.device
         self.groups: Sequence[int] = groups or []
         mine = [list(prompts[r]) for r in rows]
@@ -124,6 +128,8 @@ class Prefiller:
         kwargs = {**inputs, "use_cache": True, "logits_to_keep": 1}
         with contiguous_head_input(self.model):
             if depth and len(set(inputs_of)) < len(rows):
+                repeats = len(rows) - len(set(inputs_of))
+                self.stats.trunk_block_tokens += repeats * depth * inputs["input_ids"].shape[1]
                 steer = self.steer
                 return forward_sharing_trunk(
                     self.model,
