@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicCache
 
-from steerops.models.decode_trunk import Trunk, forward_sharing_trunk
+from steerops.models.decode_trunk import Trunk, distinct, forward_sharing_trunk
 from steerops.models.head import contiguous_head_input
 from steerops.models.kv import KeysValues, cache_of, states_of
 
@@ -76,15 +76,11 @@ class Prefiller:
     def read(self, rows: list[int]) -> Prefilled:
         """`rows`' prompts prefilled, each distinct one once; `take` gives them per row."""
         # Rows of one group with the same prompt compute the same states: once each.
-        first_of: dict[tuple, int] = {}  # (group, prompt) -> its index among `reps`
-        reps: list[int] = []
-        where: dict[int, int] = {}
-        for r in rows:
-            key = (self.groups[r], tuple(self.prompts[r])) if self.groups else (r,)
-            if key not in first_of:
-                first_of[key] = len(reps)
-                reps.append(r)
-            where[r] = first_of[key]
+        firsts, index = distinct(
+            [(self.groups[r], tuple(self.prompts[r])) if self.groups else (r,) for r in rows]
+        )
+        reps = [rows[k] for k in firsts]
+        where = dict(zip(rows, index, strict=True))  # row -> its index among `reps`
         self.stats.reused_prompt_tokens += sum(
             len(self.prompts[r]) for r in rows if reps[where[r]] != r
         )
@@ -127,8 +123,8 @@ class Prefiller:
         depth = min(self.trunk.depths[r] for r in rows) if self.trunk else 0
         kwargs = {**inputs, "use_cache": True, "logits_to_keep": 1}
         with contiguous_head_input(self.model):
-            if depth and len(set(inputs_of)) < len(rows):
-                repeats = len(rows) - len(set(inputs_of))
+            repeats = len(rows) - len(set(inputs_of))
+            if depth and repeats:
                 self.stats.trunk_block_tokens += repeats * depth * inputs["input_ids"].shape[1]
                 steer = self.steer
                 return forward_sharing_trunk(
