@@ -3,8 +3,10 @@
 Every way runs `steerops steer` on the same params as a fresh scratch run (its own output
 folder, judge cache and tracking store, so nothing is served from a log):
 - now: the stage as configured (the static decode loop, its eager steps attending only to
-  the live part of the cache; the proxy judge reads with the steered model, each prompt
-  once per batch and the common chat prefix once per call);
+  the live part of the cache; the proxy judge reads with the steered model, the prompts
+  of consecutive batches in one forward and the common chat prefix once per call, each
+  response after its question from the block its steering began at, with the states
+  generation kept);
 - whole: the static loop attending to the whole cache, and the proxy judge loading its own
   copy of the model and reading every row whole, prompt and response (`judges.fluency`'s
   path for architectures the decode loop does not cover) with one log-softmax over each
@@ -12,13 +14,15 @@ folder, judge cache and tracking store, so nothing is served from a log):
   generated and judged first, on its own;
 - hf: as `whole`, on HF generate (`--loop hf`), the reference loop;
 - own: as `now`, with every row computing the blocks below its steering itself (without
-  `models.decode_trunk`'s sharing).
+  `models.decode_trunk`'s sharing);
+- unkept: as `now`, with the proxy judge reading every response from block 0 (without
+  starting from the states generation kept, `models.unsteered`).
 Each run is a subprocess timed from start to exit: imports, model loading, tracking and
 plots included, as under DVC. The ways alternate, `--repeats` times, in rotating order.
 Printed: median seconds [min-max] per way, paired ratios to `now`, and whether every way
 wrote the same metrics (metrics/steer.json; coherence to 0.01).
 
-    python bench/steer_stage.py --params params.yaml --repeats 3 [--ways now,whole,hf,own]
+    python bench/steer_stage.py --params params.yaml --repeats 3 [--ways now,whole,hf,own,unkept]
 """
 
 from __future__ import annotations
@@ -33,14 +37,14 @@ import tempfile
 import time
 from pathlib import Path
 
-WAYS = ("now", "whole", "hf", "own")
+WAYS = ("now", "whole", "hf", "own", "unkept")
 
 
 def child(way: str, params: str, out: str) -> int:
     """One stage run in this process (`--child`)."""
     from steerops import cli, judges
     from steerops.judges import fluency, proxy
-    from steerops.models import decode, decode_step
+    from steerops.models import decode, decode_step, unsteered
     from steerops.steering.evaluate import SteeringEvaluator
 
     argv = ["steer", "--params", params, "--out", out]
@@ -62,6 +66,8 @@ def child(way: str, params: str, out: str) -> int:
         argv += ["--loop", "hf"]
     if way == "own":  # the loop's default options, every row prefilling its own blocks
         decode.StaticLoop = functools.partial(decode.StaticLoop, share_trunk=False)
+    if way in ("whole", "hf", "unkept"):  # nothing kept for the judge
+        unsteered.keep = lambda model, blocks: None
     return cli.main(argv)
 
 

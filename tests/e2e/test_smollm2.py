@@ -81,3 +81,32 @@ def test_mean_diff_raises_refusal_held_out_and_random_does_not(project):
     best_random = random["heldout_trait_delta"]
     assert best_random is None or best_random <= 10, json.dumps(random, indent=1)
     assert random["status"] != "ok"
+
+
+def test_the_judge_reads_on_from_what_steered_generation_kept(project):
+    """The proxy judge reads with the steered model: generation keeps the unsteered states
+    below each row's steering (`models.unsteered`), the judge's scores are those of a
+    reading from block 0, and nothing is kept once they are given."""
+    from steerops.config import load_params
+    from steerops.models import unsteered
+    from steerops.steering.configs import Config, VectorSource
+    from steerops.steering.session import SteeringSession
+
+    session = SteeringSession(load_params(project / "params.yaml"), TRAIT, progress=False)
+    store = unsteered.kept(session.loaded.model)
+    assert store is not None and session.judge_reads_steered_model()
+    questions = session.questions[:8]
+    config = Config.single(VectorSource("mean_diff", "response[:5]", "residual"), 12, 0.2)
+    entries = [None, (config, session.weights(config))]
+    ids = session.generate(session.encode(questions), entries, desc="kept")
+    n = len(questions)
+    generated = [ids[:n], ids[n:]]
+    assert {kept.depth for kept in store.values()} == {13, 30}  # steered after block 12; none
+    assert len(store) >= n
+    scored = session.score(questions, generated)
+    assert len(store) == 0
+    whole = session.score(questions, generated)  # nothing kept now: read from block 0
+    for mine, theirs in zip(scored, whole, strict=True):
+        assert [r["trait"] for r in mine.responses] == [r["trait"] for r in theirs.responses]
+        for a, b in zip(mine.responses, theirs.responses, strict=True):
+            assert a["coherence"] == pytest.approx(b["coherence"], abs=0.01)

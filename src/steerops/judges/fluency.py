@@ -11,6 +11,7 @@ Two signals, each cheap and each blind to what the other catches:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import zlib
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from steerops.models.decode_prefill import Prefiller
 from steerops.models.generation import format_prompt
 from steerops.models.head import contiguous_head_input
 from steerops.models.kv import cache_of
+from steerops.models.unsteered import kept, starting_at
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _CHUNK_ELEMENTS = 1 << 21  # logits per log-softmax chunk (8 MiB in float32)
@@ -99,11 +101,23 @@ def answer_nll(
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     if order and covers(model) is None:
         prefill = Prefiller(model, prompts, [0] * len(prompts), pad, None, order)
+        store = kept(model)
+        found = (
+            {i: store.get((tuple(prompts[i]), tuple(answers[i]))) for i in order} if store else {}
+        )
         for block in _prompt_blocks(batches, prompts, batch_size):
             prefilled = prefill.read([i for rows in block for i in rows])
-            for rows in block:
-                batch = [prompts[i] for i in rows], [answers[i] for i in rows]
-                _put(out, rows, _after_prefill(model, prefilled.take(rows), *batch, pad))
+            # Rows generation kept states for start where those end (`models.unsteered`),
+            # the others at block 0: the block's rows are batched by where they start.
+            for depth, same in _by_start([i for rows in block for i in rows], found).items():
+                for rows in (same[k : k + batch_size] for k in range(0, len(same), batch_size)):
+                    start = None
+                    if depth:
+                        states = [found[i].states for i in rows]  # type: ignore[union-attr]
+                        start = (store.blocks, depth, states)  # type: ignore[union-attr]
+                    batch = [prompts[i] for i in rows], [answers[i] for i in rows]
+                    values = _after_prefill(model, prefilled.take(rows), *batch, pad, start)
+                    _put(out, rows, values)
             del prefilled  # one block's prompts held at a time, as with one batch's before
     else:
         for rows in batches:
@@ -130,14 +144,24 @@ def _prompt_blocks(
     return blocks
 
 
+def _by_start(rows: list[int], found: dict) -> dict[int, list[int]]:
+    """`rows` by the block their reading starts at (0: no kept states), in order."""
+    out: dict[int, list[int]] = {}
+    for i in rows:
+        out.setdefault(found[i].depth if found.get(i) else 0, []).append(i)
+    return out
+
+
 def _put(out: list[float | None], rows: list[int], values: list[float]) -> None:
     for i, value in zip(rows, values, strict=True):
         out[i] = value
 
 
-def _after_prefill(model, prefilled, prompts, answers, pad) -> list[float]:
+def _after_prefill(model, prefilled, prompts, answers, pad, start=None) -> list[float]:
     """Each answer's first token read from its prompt's last logits, the rest in one
-    forward over the answers (right-padded) with the prompts' keys and values as the past."""
+    forward over the answers (right-padded) with the prompts' keys and values as the past.
+    `start`: (blocks, depth, per answer [tokens - 1, hidden] states of block depth - 1)
+    kept from generation (`models.unsteered`): the forward begins at block `depth`."""
     last_logits, states, prompt_mask = prefilled
     device = prompt_mask.device
     ids, answer_mask, _ = pad_batch(answers, pad, side="right")
@@ -145,14 +169,22 @@ def _after_prefill(model, prefilled, prompts, answers, pad) -> list[float]:
     if ids.shape[1] == 1:  # one-token answers: the prompts' logits are all there is to read
         return _mean_nll([last_logits[:, None]], ids, answer_mask)
     lengths = torch.tensor([len(p) for p in prompts], device=device)[:, None]
-    logits = model(
-        input_ids=ids[:, :-1],  # the last column predicts nothing read here
-        attention_mask=torch.cat([prompt_mask.long(), answer_mask[:, :-1]], dim=1),
-        # padding columns keep the row's last position (never past its real tokens)
-        position_ids=lengths + position_ids_for(answer_mask[:, :-1]),
-        cache=cache_of(states),
-        use_cache=True,
-    ).logits
+    skipping = contextlib.nullcontext()
+    if start is not None:
+        blocks, depth, kept_states = start
+        hidden = kept_states[0].new_zeros(len(answers), ids.shape[1] - 1, kept_states[0].shape[-1])
+        for row, rows_states in enumerate(kept_states):
+            hidden[row, : rows_states.shape[0]] = rows_states
+        skipping = starting_at(blocks, depth, hidden)
+    with skipping:
+        logits = model(
+            input_ids=ids[:, :-1],  # the last column predicts nothing read here
+            attention_mask=torch.cat([prompt_mask.long(), answer_mask[:, :-1]], dim=1),
+            # padding columns keep the row's last position (never past its real tokens)
+            position_ids=lengths + position_ids_for(answer_mask[:, :-1]),
+            cache=cache_of(states),
+            use_cache=True,
+        ).logits
     # Column j predicts answer token j: the prompt's logits, then the answer's own.
     return _mean_nll([last_logits[:, None], logits], ids, answer_mask)
 

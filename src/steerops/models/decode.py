@@ -24,6 +24,7 @@ where a per-row steering hook could not tell its rows apart; hence this loop.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from steerops.models.batching import is_out_of_memory, release_memory
 from steerops.models.decode_run import Run
 from steerops.models.decode_step import compiled_step, decode_step, release, slot_state
 from steerops.models.decode_trunk import Trunk
+from steerops.models.unsteered import Keeper
 
 # Model types whose tokens the loop reproduces exactly (tested against HF generate).
 LOOP_ARCHITECTURES = frozenset(
@@ -146,6 +148,7 @@ def decode_greedy(
     stats: DecodeStats | None = None,
     on_done: Callable[[int], object] | None = None,
     trunk: Trunk | None = None,
+    keeper: Keeper | None = None,
 ) -> list[list[int]]:
     """Greedy new tokens for each prompt (cut before the first stop id), in input order.
 
@@ -154,14 +157,16 @@ def decode_greedy(
     decode steps resume). Rows with equal `groups` ids carry the same steering over their
     prompts, so they share their prompts' common prefix, and equal prompts prefill once.
     With a `trunk`, rows of one prompt prefill the blocks below their steering once
-    (`decode_trunk`). Out of memory (`models.batching`'s rule), the slot count is halved and
-    the unfinished rows run again; finished rows are kept.
+    (`decode_trunk`). A `keeper` records what the unsteered model computes along each
+    row's response when the step runs eagerly (`models.unsteered`). Out of memory
+    (`models.batching`'s rule), the slot count is halved and the unfinished rows run again;
+    finished rows are kept.
     """
     stats = stats if stats is not None else DecodeStats()
     run = Run(model, prompts, pad_token_id, stop_ids, max_new_tokens, steer, groups, stats, trunk)
     while True:
         try:
-            _decode(run, max_rows, options, on_done)
+            _decode(run, max_rows, options, on_done, keeper)
             return [run.results[i] for i in range(len(prompts))]
         except Exception as exc:
             if not is_out_of_memory(exc):
@@ -176,7 +181,7 @@ def decode_greedy(
         max_rows //= 2
 
 
-def _decode(run: Run, max_rows: int, options: StaticLoop, on_done) -> None:
+def _decode(run: Run, max_rows: int, options: StaticLoop, on_done, keeper: Keeper | None) -> None:
     """Decode every row not in `run.results` yet, at most `max_rows` at a time."""
     model, prompts, groups, stats = run.model, run.prompts, run.groups, run.stats
     # Group by group (its shared prefix is then freed early), longest prompt first within,
@@ -212,8 +217,11 @@ def _decode(run: Run, max_rows: int, options: StaticLoop, on_done) -> None:
     # flash attention's mask ignores the window's offset, sdpa's and eager's read it.
     attention = getattr(model.config, "_attn_implementation", None)
     windowed = backend is None and attention in ("sdpa", "eager")
+    # A compiled step cannot hand states to the host: only an eager one keeps them.
+    keeper = keeper if backend is None else None
+    capturing = keeper.capturing() if keeper is not None else contextlib.nullcontext()
     # One graph per slot count and cache shape: allow more than dynamo's default 8.
-    with torch.inference_mode(), torch._dynamo.config.patch(recompile_limit=64):
+    with torch.inference_mode(), torch._dynamo.config.patch(recompile_limit=64), capturing:
         # A kept state's tensors are made in inference mode (on CUDA the cache's write
         # index is moved there at its first placement), so they are reset in it too.
         state = slot_state(model, plan.fit(len(order)), cache_len, width, keep)
@@ -230,11 +238,18 @@ def _decode(run: Run, max_rows: int, options: StaticLoop, on_done) -> None:
             if windowed:  # attend from the first live row's start to the last write
                 run.state.attend((run.first_start(), run.state.t + every))
             for _ in range(every):
+                if keeper is not None:
+                    keeper.on = True
                 step(model, run.state, run.stops, run.max_new)
+                if keeper is not None:
+                    keeper.on = False
+                    keeper.step(run.rows)
             run.state.advanced(every)
             stats.steps += every
             stats.row_steps += every * run.state.slots
             finished = run.harvest()
+            if keeper is not None and finished:
+                keeper.finished(run.results)
             live = sum(r >= 0 for r in run.rows)
             if on_done is not None and finished:
                 on_done(finished)

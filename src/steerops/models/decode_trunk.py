@@ -83,7 +83,7 @@ def _run_until(model, last: torch.nn.Module, inputs: dict, cache: DynamicCache) 
         kept.append(inner(*args, **kwargs))
         raise StopForward
 
-    with _forward_replaced(last, forward):
+    with forward_replaced(last, forward):
         try:
             model(**inputs, cache=cache)
         except StopForward:
@@ -121,12 +121,12 @@ def _replayed(
 
     with contextlib.ExitStack() as stack:
         for layer, block in enumerate(blocks):
-            stack.enter_context(_forward_replaced(block, replay(layer)))
+            stack.enter_context(forward_replaced(block, replay(layer)))
         yield
 
 
 @contextlib.contextmanager
-def _forward_replaced(block: torch.nn.Module, forward: Callable) -> Iterator[None]:
+def forward_replaced(block: torch.nn.Module, forward: Callable) -> Iterator[None]:
     """`block.forward` is `forward` inside; an instance's own forward (an offload
     wrapper's, say) comes back afterwards."""
     own = block.__dict__.get("forward")

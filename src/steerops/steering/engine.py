@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steerops.errors import SteeropsError
-from steerops.models import decode
+from steerops.models import decode, unsteered
 from steerops.models.batching import Batcher, length_order
 from steerops.models.decode_trunk import Trunk
 from steerops.models.generation import cut_at_stop, generate_batch
@@ -306,6 +306,8 @@ def _generate_static(
     # for the largest slot count, so one compiled step per slot count serves every table.
     table = table if table is not None else SteeringTable([[]] * len(prompts))
     slots = decode.bucket_sizes(max_batch_rows)[0]
+    depths = unsteered_depths(table, layout.num_layers)
+    store = unsteered.kept(model)  # on when the judge reads these responses with this model
     with (
         steering_hooks(layout, table, scope, slots, layers=range(layout.num_layers)) as control,
         _compiled_graphs_see_hooks("static"),
@@ -317,9 +319,8 @@ def _generate_static(
             steer=control.select,
             groups=_prefill_groups(prompts, table, scope),
             # under response scope no prompt is steered: its groups already share it whole
-            trunk=Trunk(layout.layers, unsteered_depths(table, layout.num_layers))
-            if scope == "all"
-            else None,
+            trunk=Trunk(layout.layers, depths) if scope == "all" else None,
+            keeper=unsteered.Keeper(store, prompts, depths) if store is not None else None,
             options=options,
             stats=stats,
             on_done=on_done,

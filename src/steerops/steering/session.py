@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from steerops.models import unsteered
 from steerops.models.generation import encode_prompt, pad_id, render_prompts, stop_token_ids
 from steerops.models.loading import load_model, model_fingerprint
 from steerops.specs import Layers
@@ -36,6 +37,9 @@ class SteeringSession:
         self.questions: list[str] = data.questions[: cfg.subset] if cfg.subset else data.questions
         self.loaded = load_model(params, self.variant)
         self.judge = make_judge(params, data, self.loaded)
+        if self.judge_reads_steered_model() and params.judge.kind == "proxy":
+            # its likelihood reading starts where generation's unsteered blocks end
+            unsteered.keep(self.loaded.model, list(self.loaded.layout.layers))
         self.stops = stop_token_ids(self.loaded.model, self.loaded.tokenizer)
         self.sources = VectorSources(  # the pipeline's vectors, also for a scratch run
             params.inputs, trait, self.vector_variant, self.loaded.layout.hidden_size
@@ -142,7 +146,12 @@ class SteeringSession:
             [str(tokenizer.decode(ids, skip_special_tokens=True)).strip() for ids in per_config]
             for per_config in generated
         ]
-        scores = self.judge.score(questions * len(texts), [t for ts in texts for t in ts])
+        try:
+            scores = self.judge.score(questions * len(texts), [t for ts in texts for t in ts])
+        finally:
+            kept = unsteered.kept(self.loaded.model)
+            if kept is not None:
+                kept.clear()  # read or not, these responses are done with
         n = len(questions)
         out = []
         for k, responses in enumerate(texts):
