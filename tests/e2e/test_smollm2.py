@@ -83,11 +83,12 @@ def test_mean_diff_raises_refusal_held_out_and_random_does_not(project):
     assert random["status"] != "ok"
 
 
-def test_the_judge_reads_on_from_what_steered_generation_kept(project):
+def test_the_judge_reads_on_from_what_steered_generation_kept(project, monkeypatch):
     """The proxy judge reads with the steered model: generation keeps the unsteered states
     below each row's steering (`models.unsteered`), the judge's scores are those of a
     reading from block 0, and nothing is kept once they are given."""
     from steerops.config import load_params
+    from steerops.judges import fluency
     from steerops.models import unsteered
     from steerops.steering.configs import Config, VectorSource
     from steerops.steering.session import SteeringSession
@@ -103,7 +104,25 @@ def test_the_judge_reads_on_from_what_steered_generation_kept(project):
     generated = [ids[:n], ids[n:]]
     assert {kept.depth for kept in store.values()} == {13, 30}  # steered after block 12; none
     assert len(store) >= n
+    started: list[int] = []  # rows per reading that started from kept states
+    starting_at = fluency.starting_at
+
+    def counted(blocks, depth, hidden):
+        started.append(hidden.shape[0])
+        return starting_at(blocks, depth, hidden)
+
+    monkeypatch.setattr(fluency, "starting_at", counted)
+    tokenizer = session.loaded.tokenizer
+    # a response is looked up by the ids its text tokenizes to (an ending may merge)
+    responses = [list(response) for _, response in store]
+    texts = [tokenizer.decode(r, skip_special_tokens=True).strip() for r in responses]
+    readable = sum(
+        tokenizer(text, add_special_tokens=False)["input_ids"] == response
+        for text, response in zip(texts, responses, strict=True)
+    )
+    assert readable >= 0.75 * len(store)
     scored = session.score(questions, generated)
+    assert sum(started) == readable  # each read from its states, once
     assert len(store) == 0
     whole = session.score(questions, generated)  # nothing kept now: read from block 0
     for mine, theirs in zip(scored, whole, strict=True):

@@ -99,6 +99,7 @@ class Keeper:
 
     def _hook(self, layer: int):
         def hook(module, args, output):
+            # Blocks of older transformers return tuples: nothing kept, readings start at 0.
             if self.on and isinstance(output, torch.Tensor):
                 self.outputs[layer] = output
             return None
@@ -107,10 +108,16 @@ class Keeper:
 
     def step(self, rows: Sequence[int]) -> None:
         """After one decode step over slots holding `rows` (-1: free)."""
+        slots: dict[int, list[int]] = {}  # layer -> the slots whose rows start after it
         for slot, row in enumerate(rows):
-            out = self.outputs.get(self.depths[row] - 1) if row >= 0 else None
-            if out is not None:
-                self.fed.setdefault(row, []).append(out[slot, -1])
+            if row >= 0 and self.depths[row] - 1 in self.outputs:
+                slots.setdefault(self.depths[row] - 1, []).append(slot)
+        for layer, mine in slots.items():
+            out = self.outputs[layer]
+            # a copy of those rows only: the step's whole output is not held on to
+            picked = out[torch.tensor(mine, device=out.device), -1]
+            for slot, state in zip(mine, picked, strict=True):
+                self.fed.setdefault(rows[slot], []).append(state)
         self.outputs.clear()
 
     def finished(self, results: dict[int, list[int]]) -> None:
