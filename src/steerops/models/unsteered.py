@@ -125,8 +125,8 @@ class Keeper:
         for row in [r for r in self.fed if r in results]:
             states, tokens = self.fed.pop(row), results[row]
             if 2 <= len(tokens) <= len(states) + 1:
-                kept = Kept(self.depths[row], torch.stack(states[: len(tokens) - 1]))
-                self.store.file(self.prompts[row], tokens, kept)
+                entry = Kept(self.depths[row], torch.stack(states[: len(tokens) - 1]))
+                self.store.file(self.prompts[row], tokens, entry)
 
 
 @contextlib.contextmanager
