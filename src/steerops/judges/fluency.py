@@ -25,7 +25,7 @@ from steerops.models.decode_prefill import Prefiller
 from steerops.models.generation import format_prompt
 from steerops.models.head import contiguous_head_input
 from steerops.models.kv import cache_of
-from steerops.models.unsteered import kept, starting_at
+from steerops.models.unsteered import Kept, KeptStates, kept, starting_at
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _CHUNK_ELEMENTS = 1 << 21  # logits per log-softmax chunk (8 MiB in float32)
@@ -101,20 +101,20 @@ def answer_nll(
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     if order and covers(model) is None:
         prefill = Prefiller(model, prompts, [0] * len(prompts), pad, None, order)
-        store = kept(model)
-        found = (
-            {i: store.get((tuple(prompts[i]), tuple(answers[i]))) for i in order} if store else {}
-        )
+        store = kept(model) or KeptStates([])
+        found: dict[int, Kept] = {}  # row -> the states generation kept for its answer
+        for i in order if store else ():
+            if (entry := store.get((tuple(prompts[i]), tuple(answers[i])))) is not None:
+                found[i] = entry
         for block in _prompt_blocks(batches, prompts, batch_size):
             prefilled = prefill.read([i for rows in block for i in rows])
             # Rows generation kept states for start where those end (`models.unsteered`),
             # the others at block 0: the block's rows are batched by where they start.
             for depth, same in _by_start([i for rows in block for i in rows], found).items():
                 for rows in (same[k : k + batch_size] for k in range(0, len(same), batch_size)):
-                    start = None
-                    if depth:
-                        states = [found[i].states for i in rows]  # type: ignore[union-attr]
-                        start = (store.blocks, depth, states)  # type: ignore[union-attr]
+                    start = (
+                        (store.blocks, depth, [found[i].states for i in rows]) if depth else None
+                    )
                     batch = [prompts[i] for i in rows], [answers[i] for i in rows]
                     values = _after_prefill(model, prefilled.take(rows), *batch, pad, start)
                     _put(out, rows, values)
@@ -144,11 +144,11 @@ def _prompt_blocks(
     return blocks
 
 
-def _by_start(rows: list[int], found: dict) -> dict[int, list[int]]:
+def _by_start(rows: list[int], found: dict[int, Kept]) -> dict[int, list[int]]:
     """`rows` by the block their reading starts at (0: no kept states), in order."""
     out: dict[int, list[int]] = {}
     for i in rows:
-        out.setdefault(found[i].depth if found.get(i) else 0, []).append(i)
+        out.setdefault(found[i].depth if i in found else 0, []).append(i)
     return out
 
 

@@ -238,15 +238,8 @@ def _decode(run: Run, max_rows: int, options: StaticLoop, on_done, keeper: Keepe
             if windowed:  # attend from the first live row's start to the last write
                 run.state.attend((run.first_start(), run.state.t + every))
             for _ in range(every):
-                if keeper is None:
+                with keeper.stepping(run.rows) if keeper else contextlib.nullcontext():
                     step(model, run.state, run.stops, run.max_new)
-                    continue
-                keeper.on = True
-                try:
-                    step(model, run.state, run.stops, run.max_new)
-                finally:  # an out-of-memory retry's prefills record nothing
-                    keeper.on = False
-                keeper.step(run.rows)
             run.state.advanced(every)
             stats.steps += every
             stats.row_steps += every * run.state.slots

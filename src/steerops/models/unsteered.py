@@ -44,12 +44,12 @@ class KeptStates(dict):
         super().__init__()
         self.blocks = blocks
 
-    def file(self, prompt: Sequence[int], response: Sequence[int], kept: Kept) -> None:
+    def file(self, prompt: Sequence[int], response: Sequence[int], entry: Kept) -> None:
         """Keep the deepest start for equal rows (a config that leaves the response as
         the baseline's computed all of it unsteered there)."""
         key = (tuple(prompt), tuple(response))
-        if key not in self or self[key].depth < kept.depth:
-            self[key] = kept
+        if key not in self or self[key].depth < entry.depth:
+            self[key] = entry
 
 
 _STORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -105,6 +105,17 @@ class Keeper:
             return None
 
         return hook
+
+    @contextlib.contextmanager
+    def stepping(self, rows: Sequence[int]) -> Iterator[None]:
+        """Around one decode step over slots holding `rows` (-1: free): its outputs are
+        recorded when it completes (a failed step's retry prefills record nothing)."""
+        self.on = True
+        try:
+            yield
+        finally:
+            self.on = False
+        self.step(rows)
 
     def step(self, rows: Sequence[int]) -> None:
         """After one decode step over slots holding `rows` (-1: free)."""
