@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -27,23 +28,31 @@ def test_cache_round_trip_and_keys(tmp_path):
 
 
 def test_cache_with_concurrent_writer_processes(tmp_path):
+    # The processes start together and open the same fresh files one after another, so
+    # some open a file while another switches it to WAL, and all write the same tables.
     script = textwrap.dedent("""
-        import sys
+        import sys, time
+        from pathlib import Path
         from steerops.judges.cache import JudgeCache, cache_key
-        cache = JudgeCache(sys.argv[1])
-        for i in range(150):
-            cache.put(cache_key("j", "trait", sys.argv[2], str(i)), "j", "trait",
-                      (float(i), 1.0))
+        time.sleep(max(0.0, float(sys.argv[3]) - time.time()))
+        for folder in range(40):
+            cache = JudgeCache(Path(sys.argv[1]) / str(folder))
+            for i in range(5):
+                cache.put(cache_key("j", "trait", sys.argv[2], str(i)), "j", "trait",
+                          (float(i), 1.0))
+            cache.close()
     """)
+    start = str(time.time() + 3)
+    names = "abcd"
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), name])
-        for name in ("a", "b", "c")
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), name, start])
+        for name in names
     ]
-    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
-    cache = JudgeCache(tmp_path)
-    keys = [cache_key("j", "trait", n, str(i)) for n in "abc" for i in range(150)]
-    found = cache.get_many(keys)
-    assert len(found) == 450 and found[keys[-1]] == (149.0, 1.0)
+    assert [p.wait(timeout=120) for p in procs] == [0] * len(names)
+    keys = [cache_key("j", "trait", n, str(i)) for n in names for i in range(5)]
+    for folder in range(40):
+        found = JudgeCache(tmp_path / str(folder)).get_many(keys)
+        assert len(found) == 20 and found[keys[-1]] == (4.0, 1.0)
 
 
 def test_cache_dir_that_cannot_be_created(tmp_path):

@@ -35,15 +35,29 @@ class JudgeCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Callers may score from worker threads; one lock serialises this connection.
             self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: still safe on a crash
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, judge TEXT, "
-                "kind TEXT, mean REAL, mass REAL NOT NULL, created REAL)"
-            )
-            self._db.commit()
+            self._set_up(deadline=time.monotonic() + 60)
         except (OSError, sqlite3.Error) as exc:
             raise SteeropsError(f"judge.cache_dir: cannot open {self.path}: {exc}") from None
+
+    def _set_up(self, deadline: float) -> None:
+        # Switching a new file to WAL takes an exclusive lock and sqlite answers "locked" at
+        # once, without its busy timeout, when another process opens the file at that moment.
+        while True:
+            try:
+                if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: still safe on a crash
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, judge TEXT, "
+                    "kind TEXT, mean REAL, mass REAL NOT NULL, created REAL)"
+                )
+                self._db.commit()
+                return
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def get_many(self, keys: list[str]) -> dict[str, Entry]:
         found: dict[str, Entry] = {}
