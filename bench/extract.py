@@ -13,6 +13,10 @@ FLOP-limited rate, measured with a bf16 matmul in the same run.
     python bench/extract.py                        # toy world on CPU (built in a temp dir)
     python bench/extract.py --model data/toy/model
     python bench/extract.py --device cuda          # gemma-3-4b-shaped random bf16 model
+    python bench/extract.py --ways steerops,inline --prompts 1024   # the shard writer thread
+
+`inline` is steerops with each shard written before the next one computes (no writer
+thread): the way before shards were written in the background.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import statistics
 import tempfile
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +193,33 @@ def steerops_run(model, layout, examples, layers, position, args, folder) -> dic
     )
 
 
+class InlineWriter:
+    """Stands in for the engine's writer thread: runs each write at once, in the caller."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def submit(self, fn, *args) -> Future:
+        done: Future = Future()
+        done.set_result(fn(*args))
+        return done
+
+
+def inline_run(*args) -> dict:
+    real = engine.ThreadPoolExecutor
+    engine.ThreadPoolExecutor = InlineWriter  # type: ignore[misc,assignment]
+    try:
+        return steerops_run(*args)
+    finally:
+        engine.ThreadPoolExecutor = real  # type: ignore[misc]
+
+
 def matmul_tflops(device: str, dtype: torch.dtype) -> float:
     n = 8192 if device.startswith("cuda") else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
@@ -253,6 +285,7 @@ def main() -> None:
     ap.add_argument("--layers", default="all")
     ap.add_argument("--position", default="prompt[-1]")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes of each way")
+    ap.add_argument("--ways", default="steerops,naive", help="of steerops, naive, inline")
     ap.add_argument(
         "--compile",
         action="store_true",
@@ -292,16 +325,18 @@ def main() -> None:
         check = [examples[i] for batch in batches[:2] for i in batch]
         worst = same_activations(model, layout, check, layers, position, args, Path(tmp) / "eq")
         print(f"same activations: largest difference {worst:.1e} of the activation scale")
-        results: dict[str, tuple[list[float], int]] = {"naive": ([], 0), "steerops": ([], 0)}
+        ways = args.ways.split(",")
+        results: dict[str, tuple[list[float], int]] = {name: ([], 0) for name in ways}
         for r in range(args.repeats):
-            for name in ("naive", "steerops") if r % 2 == 0 else ("steerops", "naive"):
+            for name in ways[r % len(ways) :] + ways[: r % len(ways)]:  # rotate the order
                 with PeakMemory(args.device) as mem:
                     start = time.perf_counter()
                     if name == "naive":
                         naive(model, examples, batches, layers, position, args.device)
                     else:
-                        folder = Path(tmp) / f"run{r}"
-                        steerops_run(model, layout, examples, layers, position, args, folder)
+                        folder = Path(tmp) / f"run{r}-{name}"
+                        way = inline_run if name == "inline" else steerops_run
+                        way(model, layout, examples, layers, position, args, folder)
                     _sync(args.device)
                     seconds = time.perf_counter() - start
                 rates, peak = results[name]
@@ -312,13 +347,16 @@ def main() -> None:
             f"[{min(rates):.0f}-{max(rates):.0f}] of {len(rates)}   peak memory above weights "
             f"{peak / 2**20:>9.1f} MiB"
         )
-    naive_rate = statistics.median(results["naive"][0])
-    ours = statistics.median(results["steerops"][0])
-    naive_peak, our_peak = results["naive"][1], results["steerops"][1]
-    print(
-        f"ratio steerops/naive: {ours / naive_rate:.2f}x tokens/s, "
-        f"{our_peak / max(naive_peak, 1):.2f}x peak memory"
-    )
+    first = ways[0]
+    for name in ways[1:]:
+        paired = [a / b for a, b in zip(results[first][0], results[name][0], strict=True)]
+        peaks = results[first][1] / max(results[name][1], 1)
+        print(
+            f"ratio {first}/{name}: {statistics.median(paired):.2f}x tokens/s "
+            f"[{min(paired):.2f}-{max(paired):.2f}] paired, {peaks:.2f}x peak memory"
+        )
+    ours = statistics.median(results["steerops"][0]) if "steerops" in results else 0.0
+    naive_rate = statistics.median(results["naive"][0]) if "naive" in results else 0.0
     if cuda:
         peak_tflops = matmul_tflops(args.device, dtype)
         limit = peak_tflops * 1e12 / flops_per_token(model, layout, layers, tokens / len(lengths))

@@ -6,7 +6,8 @@
 #                     vs HF generate on every covered architecture, two calls in a row;
 #                     the token-norm median; the judge's readings) (about 2 minutes)
 #   token_norm        the extraction's per-layer prompt median, bisection vs sort (5 s)
-#   extract           512 prompts x 256 tokens vs the naive forward, same activations (45 s)
+#   extract           512 prompts x 256 tokens vs the naive forward, same activations, and
+#                     vs shards written inline (no writer thread) (60 s)
 #   steer             the static loop vs the engine on HF generate at 64 and 256 distinct
 #                     configs (256 rows a step), then one profiled static pass (130 s)
 #   steer_wide        the static loop at 1,024 configs, 1,024 rows a step (100 s; HF
@@ -59,7 +60,8 @@ stage() {  # stage NAME SECONDS COMMAND...
 }
 stage checks "${CHECKS_S:-150}" "$py" "$root/bench/gpu_checks.py" "${checks[@]}"
 stage token_norm 60 "$py" "$root/bench/token_norm.py" "${median[@]}"
-stage extract "${EXTRACT_S:-75}" "$py" "$root/bench/extract.py" "${extract[@]}"
+stage extract "${EXTRACT_S:-90}" "$py" "$root/bench/extract.py" "${extract[@]}" \
+    --ways steerops,naive,inline
 stage steer "${STEER_S:-200}" "$py" "$root/bench/steer.py" "${steer[@]}" --prompts 4 \
     --prompt-len 32 --ways static,hf --repeats 3 --json "$out/steer.json" --profile
 stage steer_wide "${STEER_WIDE_S:-150}" "$py" "$root/bench/steer.py" "${wide[@]}" --prompts 4 \
@@ -91,7 +93,7 @@ for blocks in ("extract", "extract_compiled"):
     text = read(f"{blocks}.txt")
     limit = re.search(r"FLOP limit: (\d+)", text)
     same = re.search(r"same activations: largest difference (\S+)", text)
-    for name in ("steerops", "naive"):
+    for name in ("steerops", "naive", "inline"):
         m = re.search(rf"{name}:\s+(\d+) tokens/s median \[(\d+)-(\d+)\] of \d+\s+"
                       r"peak memory above weights\s+([\d.]+) MiB", text)
         if m:

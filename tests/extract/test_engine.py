@@ -3,6 +3,8 @@ stop, out-of-memory recovery, resumable shards."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -242,6 +244,56 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
     strip = lambda m: {k: v for k, v in m.items() if k != "timing"}  # noqa: E731
     assert strip(read_json(out / store.METADATA_FILE)) == strip(fresh_meta)
     assert not partial.exists()
+
+
+def test_a_shard_is_written_while_the_next_one_computes(tmp_path, monkeypatch):
+    """Shard 0's write must start before shard 1's forwards finish (a writer thread); the
+    last shard goes into the final file without a shard file; activations as unpatched."""
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    examples = random_examples(12, seed=3)
+    second_computed = threading.Event()
+    waited: list[bool] = []
+    real_write, real_compute = engine._write_shard, engine._compute_shard
+
+    def write(path, tensors, shard_hash):
+        written.append(path.name)
+        if not waited:  # shard 0's write holds until shard 1 is computed: only a thread can
+            waited.append(second_computed.wait(timeout=10))
+        real_write(path, tensors, shard_hash)
+
+    def compute(extractor, batcher, kept, windows, lengths, rows, job, bar):
+        result = real_compute(extractor, batcher, kept, windows, lengths, rows, job, bar)
+        computed.append(len(rows))
+        if len(computed) == 2:
+            second_computed.set()
+        return result
+
+    computed: list[int] = []
+    written: list[str] = []
+    monkeypatch.setattr(engine, "_write_shard", write)
+    monkeypatch.setattr(engine, "_compute_shard", compute)
+    _, got = run(model, layout, examples, tmp_path / "a", "prompt[-1]", [0, 1])
+    assert waited == [True] and len(computed) == 3
+    assert written == ["shard_00000.safetensors", "shard_00001.safetensors"]
+    monkeypatch.undo()
+    _, want = run(model, layout, examples, tmp_path / "b", "prompt[-1]", [0, 1])
+    assert all(torch.equal(got[name], want[name]) for name in want)
+
+
+def test_a_failed_shard_write_stops_the_run(tmp_path, monkeypatch):
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    examples = random_examples(12, seed=3)
+
+    def full_disk(path, specs, produce, metadata=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(engine, "write_streamed", full_disk)
+    reported = []
+    with pytest.raises(OSError, match="No space"):
+        run(model, layout, examples, tmp_path, "prompt[-1]", [0], on_shard=reported.append)
+    assert reported == [] and not (tmp_path / store.TENSORS_FILE).exists()
 
 
 def test_stale_shards_are_recomputed(tmp_path):

@@ -5,10 +5,11 @@ shards of `shard_examples`. Each shard runs in token-budget batches through
 `steerops.models.capture.forward_capture` (which stops after the deepest requested layer), pools
 each example's position window in fp32 (and gathers the per-token norms of the `norm`
 coefficient unit, `steerops.extract.token_norm`), and is saved to `<out>/.partial/` with the
-hash of everything its result depends on and the MD5 of its tensor bytes. A rerun reuses
-every shard whose settings hash and bytes match, so a killed run resumes where it stopped
-and ends with the same bytes. The final file is assembled one layer at a time in example
-order, then `metadata.json` (with the file's MD5) is written and the shards removed.
+hash of everything its result depends on and the MD5 of its tensor bytes, by a writer thread
+while the next shard computes. A rerun reuses every shard whose settings hash and bytes
+match, so a killed run resumes where it stopped and ends with the same bytes. The final
+file is assembled one layer at a time in example order, then `metadata.json` (with the
+file's MD5) is written and the shards removed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from tqdm.auto import tqdm
 from steerops.errors import SteeropsError
 from steerops.extract import token_norm
 from steerops.extract.store import METADATA_FILE, PARTIAL_DIR, TENSORS_FILE, write_streamed
-from steerops.io import save_tensors, write_json
+from steerops.io import write_json
 from steerops.models.batching import Batcher, length_order, pad_batch
 from steerops.models.capture import forward_capture
 from steerops.models.compiled_blocks import compiled_blocks
@@ -125,7 +127,8 @@ def run_job(
     """Extract, assemble and write `activations.safetensors` + `metadata.json`.
 
     `describe(kept)` gives the row-dependent metadata (example list, counts); `on_shard(k)`
-    is called after shard k is on disk (tests use it to simulate a kill).
+    is called after shard k is on disk, or for a computed last shard, in memory (tests use
+    it to simulate a kill).
     """
     start = time.perf_counter()
     kept, windows = select(examples, job.position)
@@ -158,21 +161,37 @@ def run_job(
             desc=f"extract {job.position.text}",
         ) as bar,
     ):
-        for k, rows in enumerate(shards):
-            path = partial / f"shard_{k:05d}.safetensors"
-            shard_hash = f"{digest}:{k}:{len(rows)}"
-            if _intact_shard(path, shard_hash):
-                reused += 1
-                bar.update(len(rows))
-            else:
-                tensors = _compute_shard(extractor, batcher, kept, windows, lengths, rows, job, bar)
-                tensors["rows"] = torch.tensor(rows, dtype=torch.int64)
-                metadata = {"shard_hash": shard_hash, "data_md5": _tensors_md5(tensors)}
-                save_tensors(path, tensors, metadata=metadata)
-                tokens += sum(lengths[i] for i in rows)
-            if on_shard is not None:
-                on_shard(k)
-    mean_norm, token_norms, tensors_md5 = _assemble(job, partial, len(shards), len(kept), digest)
+        # Shard k is written by a thread while shard k+1 computes. `on_shard(k)` runs once
+        # shard k is on disk and before shard k+1's write starts, so a kill there leaves
+        # exactly shards 0..k behind. A computed last shard goes straight into the final
+        # file: writing it and reading it back costs more than recomputing it after a kill.
+        previous: tuple[int, Future | None] | None = None
+        sources: list[Path | dict[str, torch.Tensor]] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
+            for k, rows in enumerate(shards):
+                path = partial / f"shard_{k:05d}.safetensors"
+                shard_hash = f"{digest}:{k}:{len(rows)}"
+                written = None
+                if _intact_shard(path, shard_hash):
+                    reused += 1
+                    bar.update(len(rows))
+                    sources.append(path)
+                    _shard_done(previous, on_shard)
+                else:
+                    tensors = _compute_shard(
+                        extractor, batcher, kept, windows, lengths, rows, job, bar
+                    )
+                    tensors["rows"] = torch.tensor(rows, dtype=torch.int64)
+                    tokens += sum(lengths[i] for i in rows)
+                    _shard_done(previous, on_shard)
+                    if k < len(shards) - 1:
+                        written = writer.submit(_write_shard, path, tensors, shard_hash)
+                        sources.append(path)
+                    else:
+                        sources.append(tensors)
+                previous = (k, written)
+            _shard_done(previous, on_shard)
+    mean_norm, token_norms, tensors_md5 = _assemble(job, sources, len(kept), digest)
     seconds = time.perf_counter() - start
     meta = {
         **describe(kept),
@@ -203,6 +222,25 @@ def run_job(
     write_json(Path(job.out_dir) / METADATA_FILE, meta)
     shutil.rmtree(partial, ignore_errors=True)
     return meta
+
+
+def _write_shard(path: Path, tensors: dict[str, torch.Tensor], shard_hash: str) -> None:
+    """One shard, atomically, with the hash of its settings and of its tensor bytes. Hashing
+    and file writes release the GIL, so the next shard's forwards keep running meanwhile."""
+    metadata = {"shard_hash": shard_hash, "data_md5": _tensors_md5(tensors)}
+    specs = [(name, tuple(t.shape), t.dtype) for name, t in sorted(tensors.items())]
+    write_streamed(path, specs, tensors.__getitem__, metadata=metadata)
+
+
+def _shard_done(shard: tuple[int, Future | None] | None, on_shard) -> None:
+    """Wait until shard k's write (if any) is on disk, then report k."""
+    if shard is None:
+        return
+    k, written = shard
+    if written is not None:
+        written.result()  # a failed write raises here
+    if on_shard is not None:
+        on_shard(k)
 
 
 def _intact_shard(path: Path, shard_hash: str) -> bool:
@@ -346,24 +384,19 @@ def _to_host(values: torch.Tensor) -> torch.Tensor:
 
 
 def _assemble(
-    job: Job, partial: Path, n_shards: int, n_rows: int, digest: str
+    job: Job, shards: list[Path | dict[str, torch.Tensor]], n_rows: int, digest: str
 ) -> tuple[dict[int, float], dict[int, dict], str]:
-    """Write the final tensors in example order, one layer at a time; (mean norms of the
-    pooled rows, token-norm summaries, MD5)."""
-    paths = [partial / f"shard_{k:05d}.safetensors" for k in range(n_shards)]
-    rows = []
-    for path in paths:
-        with safe_open(str(path), framework="pt") as f:
-            rows.append(f.get_tensor("rows"))
-            hidden = f.get_slice(f"layer_{job.layers[0]}").get_shape()[-1]
+    """Write the final tensors in example order, one layer at a time, from the shards (files,
+    or tensors still in memory); (mean norms of the pooled rows, token-norm summaries, MD5)."""
+    rows = [_shard_tensor(shard, "rows") for shard in shards]
+    hidden = _shard_tensor(shards[0], f"layer_{job.layers[0]}").shape[-1]
     dtype = DTYPES[job.dtype]
     mean_norm: dict[int, float] = {}
 
     def produce(name: str) -> torch.Tensor:
         out = torch.empty(n_rows, hidden, dtype=dtype)
-        for path, where in zip(paths, rows, strict=True):
-            with safe_open(str(path), framework="pt") as f:
-                out[where] = f.get_tensor(name)
+        for shard, where in zip(shards, rows, strict=True):
+            out[where] = _shard_tensor(shard, name)
         layer = int(name.removeprefix("layer_"))
         mean_norm[layer] = round(float(out.float().norm(dim=-1).mean()), 6)
         return out
@@ -371,9 +404,8 @@ def _assemble(
     token_norms = {}
     for layer in job.layers:
         totals = torch.zeros(len(token_norm.FIELDS), dtype=torch.float64)
-        for path in paths:
-            with safe_open(str(path), framework="pt") as f:
-                totals += f.get_tensor(f"tokennorm_{layer}").sum(0)
+        for shard in shards:
+            totals += _shard_tensor(shard, f"tokennorm_{layer}").sum(0)
         token_norms[layer] = token_norm.summarize(totals)
     specs = [(f"layer_{layer}", (n_rows, hidden), dtype) for layer in job.layers]
     md5 = write_streamed(
@@ -383,3 +415,10 @@ def _assemble(
         metadata={"format": "pt", "settings_hash": digest},
     )
     return mean_norm, token_norms, md5
+
+
+def _shard_tensor(shard: Path | dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    if isinstance(shard, dict):
+        return shard[name]
+    with safe_open(str(shard), framework="pt") as f:
+        return f.get_tensor(name)

@@ -41,6 +41,7 @@ PARTIAL_DIR = ".partial"
 _PREFIX = "layer_"
 
 _DTYPE_CODES = {
+    torch.float64: "F64",
     torch.float32: "F32",
     torch.bfloat16: "BF16",
     torch.float16: "F16",
