@@ -13,17 +13,17 @@ import torch
 import transformers as T
 import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from transformers import DynamicCache, PreTrainedTokenizerFast
 
 from steerops.config import load_params
 from steerops.errors import SteeropsError
 from steerops.judges import make_judge
 from steerops.judges.cache import JudgeCache
 from steerops.judges.hf import HFJudge
-from steerops.judges.numbers import integer_distributions, number_trie
+from steerops.judges.numbers import encode, integer_distributions, number_trie, tree_fits
 from steerops.judges.prompts import JudgePrompts
 from steerops.traits import Trait
-from tiny import VOCAB, tiny_model
+from tiny import ARCHS, VOCAB, tiny_model
 
 SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>", "<|user|>", "<|assistant|>"]
 WORDS = [
@@ -103,14 +103,15 @@ def gemma2_sliding() -> torch.nn.Module:
     return T.Gemma2ForCausalLM(config).eval()
 
 
-MODELS = {"llama": lambda: tiny_model("llama"), "gemma2_sliding": gemma2_sliding}
+MODELS = {arch: (lambda arch=arch: tiny_model(arch)) for arch in ARCHS}
+MODELS["gemma2_sliding"] = gemma2_sliding  # a window shorter than the prompts
 
 
 def reference(model, tokenizer, text: str) -> dict[int, float]:
     """P(n) = prod P(number tokens) * P(next token is not a digit token): full forwards of
     prompt + number, no cache and no padding (sequences of equal length share a batch)."""
     base = tokenizer(text, add_special_tokens=False)["input_ids"]
-    extends = np.zeros(model.config.vocab_size, dtype=bool)
+    extends = np.zeros(model.config.get_text_config().vocab_size, dtype=bool)
     for piece, i in tokenizer.get_vocab().items():
         extends[i] = piece[0].isdigit()
     by_length: dict[int, list[tuple[int, list[int]]]] = {}
@@ -161,7 +162,9 @@ def test_trie_spells_integers_with_merged_and_split_tokens(tokenizer):
 
 
 @pytest.mark.parametrize("arch", sorted(MODELS))
-def test_distributions_match_uncached_reference(tokenizer, arch):
+def test_distributions_match_uncached_reference(tokenizer, arch, monkeypatch):
+    """Tree attention where the model allows it (every architecture, unless a sliding
+    window is shorter than prompt + tree), else rows fanned out with cache copies."""
     model = peaky(MODELS[arch]())
     texts = [
         rendered(tokenizer, kind, q, r)
@@ -169,6 +172,11 @@ def test_distributions_match_uncached_reference(tokenizer, arch):
         for kind in ("trait", "coherence")
     ]
     trie = number_trie(tokenizer, texts[0])
+    longest = max(len(encode(tokenizer, t)) for t in texts)
+    tree = tree_fits(model, longest, trie)
+    assert tree == (arch != "gemma2_sliding")
+    if tree:  # the tree reads the prompt's cache in place: no row is copied
+        monkeypatch.setattr(DynamicCache, "reorder_cache", None)
     got = integer_distributions(model, tokenizer, texts, trie, prune_prob=0.0)
     for text, dist in zip(texts, got, strict=True):
         want = reference(model, tokenizer, text)
@@ -181,6 +189,17 @@ def test_distributions_match_uncached_reference(tokenizer, arch):
     nodes = len(trie.children) + len(trie.value_of)
     for full, cut in zip(got, pruned, strict=True):
         assert sum(full.values()) - nodes * 1e-3 <= sum(cut.values()) <= sum(full.values()) + 1e-6
+
+
+def test_tree_attention_only_where_its_mask_reaches_the_model(tokenizer):
+    trie = number_trie(tokenizer, rendered(tokenizer, "trait", "q", "a"))
+    columns = len({seq[:k] for seq in trie.value_of for k in range(len(seq))})
+    model = tiny_model("gemma2")  # eager attention, sliding window 4096
+    window = model.config.sliding_window
+    assert tree_fits(model, window - columns - 2, trie)
+    assert not tree_fits(model, window - columns - 1, trie)  # a sliding cache could drop one
+    model.config._attn_implementation = "flash_attention_2"  # takes no 4D mask
+    assert not tree_fits(model, 10, trie)
 
 
 def test_judge_scores_are_weighted_means_and_cached(tmp_path, tokenizer):

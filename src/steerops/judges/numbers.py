@@ -4,9 +4,12 @@ span several tokens ("1","0","0" for digit tokenizers, "10","0" after a merge).
 P(n) = P(token sequence of n | prompt) * P(next token does not extend the number), the
 second factor so that "1" does not also count the mass of "10"-"19" and "100". Every
 integer's tokens form a trie; one prompt forward gives the root's distribution, then each
-level feeds one more token per live trie node, reusing the prompt's KV cache (reordered
-with the beam-search API, so rows can fan out). Prefixes less likely than `prune_prob` are
-not expanded: the mass they hide is below prune_prob each.
+level feeds one more token per live trie node, reusing the prompt's KV cache. With tree
+attention (sdpa or eager attention, the tree inside any sliding window) a level appends
+its text's live nodes to the text's own row, under a mask that shows each node only its
+prompt, its ancestors and itself; otherwise every node becomes a row of its own, with a
+copy of its prompt's cache (the beam-search reorder). Prefixes less likely than
+`prune_prob` are not expanded: the mass they hide is below prune_prob each.
 """
 
 from __future__ import annotations
@@ -78,11 +81,22 @@ def _accepts_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
+# A live trie node: (text index, token path, log P(path | text), cache columns of the path).
+Node = tuple[int, Path, float, tuple[int, ...]]
+
+
 @torch.no_grad()
 def integer_distributions(
-    model, tokenizer, texts: list[str], trie: NumberTrie, prune_prob: float = 0.0
+    model,
+    tokenizer,
+    texts: list[str],
+    trie: NumberTrie,
+    prune_prob: float = 0.0,
+    tree: bool | None = None,
 ) -> list[dict[int, float]]:
-    """P(answer = n) for n in 0-100 after each rendered text, as one left-padded batch."""
+    """P(answer = n) for n in 0-100 after each rendered text, as one left-padded batch.
+    `tree`: read the trie's levels with tree attention (None: wherever the model allows,
+    `tree_fits`), else fan rows out with copies of the prompt's cache."""
     if tokenizer.padding_side != "left":
         raise ValueError("integer_distributions needs a left-padding tokenizer")
     device = model.get_input_embeddings().weight.device
@@ -97,38 +111,127 @@ def integer_distributions(
             use_cache=True,
             **extra,
         )
+    nodes: list[Node] = [(b, (), 0.0, ()) for b in range(len(texts))]
+    dists: list[dict[int, float]] = [{} for _ in texts]
+    logits = out.logits[:, -1]
+    level: _FanOut | _TreeLevels
+    if tree_fits(model, ids.shape[1], trie) if tree is None else tree:
+        level = _TreeLevels(model, out.cache, mask, tokenizer.pad_token_id or 0)
+    else:
+        level = _FanOut(model, out.cache, mask, extra)
+    while True:
+        nodes, parents = _expand(nodes, logits, trie, prune_prob, dists)
+        if not nodes:
+            return dists
+        logits, nodes = level(nodes, parents)
+
+
+def _expand(
+    nodes: list[Node], logits: torch.Tensor, trie: NumberTrie, prune_prob: float, dists
+) -> tuple[list[Node], list[int]]:
+    """Record the integers the nodes spell (`logits`: one row per node); their children
+    likelier than `prune_prob`, with the index of each one's parent in `nodes`."""
     child_ids = trie.child_tokens
     column = {t: i for i, t in enumerate(child_ids)}
-    # One model row per live trie node: (text index, token path, log P(path | text)).
-    rows: list[tuple[int, Path, float]] = [(b, (), 0.0) for b in range(len(texts))]
-    dists: list[dict[int, float]] = [{} for _ in texts]
-    while True:
-        child_logp, stop_logp = _node_stats(out.logits[:, -1], trie.extends, child_ids)
-        next_rows, parents = [], []
-        for r, (b, path, logp) in enumerate(rows):
-            if path in trie.value_of:
-                dists[b][trie.value_of[path]] = math.exp(logp + stop_logp[r])
-            for t in trie.children.get(path, []):
-                child_logp_rt = logp + child_logp[r][column[t]]
-                if math.exp(child_logp_rt) >= prune_prob:
-                    next_rows.append((b, (*path, t), child_logp_rt))
-                    parents.append(r)
-        if not next_rows:
-            return dists
+    child_logp, stop_logp = _node_stats(logits, trie.extends, child_ids)
+    children: list[Node] = []
+    parents: list[int] = []
+    for r, (b, path, logp, cols) in enumerate(nodes):
+        if path in trie.value_of:
+            dists[b][trie.value_of[path]] = math.exp(logp + stop_logp[r])
+        for t in trie.children.get(path, []):
+            child = logp + child_logp[r][column[t]]
+            if math.exp(child) >= prune_prob:
+                children.append((b, (*path, t), child, cols))
+                parents.append(r)
+    return children, parents
+
+
+def tree_fits(model, prompt_columns: int, trie: NumberTrie) -> bool:
+    """Whether tree attention reads this model exactly: a custom 4D mask reaches its
+    attention (sdpa or eager, not flash), and a whole tree fits inside its sliding window
+    (then the window hides nothing and no sliding cache layer drops columns)."""
+    config = model.config.get_text_config(decoder=True)
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
+        return False
+    columns = prompt_columns + len({seq[:k] for seq in trie.value_of for k in range(len(seq))})
+    windows = [getattr(config, name, None) for name in ("sliding_window", "attention_chunk_size")]
+    return all(columns + 1 < w for w in windows if w)
+
+
+class _FanOut:
+    """Each level feeds one token per live node as its own row, fanning each parent's
+    cache out to its children (`reorder_cache` copies the prompt's keys and values)."""
+
+    def __init__(self, model, cache, mask: torch.Tensor, extra: dict):
+        self.model, self.cache, self.mask, self.extra = model, cache, mask, extra
+
+    def __call__(self, nodes: list[Node], parents: list[int]) -> tuple[torch.Tensor, list[Node]]:
+        """The next-token logits of each node (one row each), and the nodes."""
+        device = self.mask.device
         index = torch.tensor(parents, device=device)
-        cache = out.past_key_values
-        cache.reorder_cache(index)  # fan each parent row out to its live children
-        mask = torch.cat([mask[index], mask.new_ones(len(parents), 1)], dim=1)
-        tokens = torch.tensor([path[-1] for _, path, _ in next_rows], device=device)
-        out = model(
+        self.cache.reorder_cache(index)  # the last level's rows are its nodes, in order
+        self.mask = torch.cat([self.mask[index], self.mask.new_ones(len(nodes), 1)], dim=1)
+        tokens = torch.tensor([path[-1] for _, path, _, _ in nodes], device=device)
+        out = self.model(
             input_ids=tokens[:, None],
-            attention_mask=mask,
-            position_ids=position_ids_for(mask)[:, -1:],
-            past_key_values=cache,
+            attention_mask=self.mask,
+            position_ids=position_ids_for(self.mask)[:, -1:],
+            cache=self.cache,
             use_cache=True,
-            **extra,
+            **self.extra,
         )
-        rows = next_rows
+        return out.logits[:, -1], nodes
+
+
+class _TreeLevels:
+    """Each level appends every live node's token to its own text's row, and a 4D mask
+    lets a node see only its text's prompt, its ancestors and itself: the prompt's keys
+    and values are read in place, never copied per node. A node of depth d sits at
+    position (real prompt length + d - 1), as in the unbranched sequence."""
+
+    def __init__(self, model, cache, mask: torch.Tensor, pad_id: int):
+        self.model, self.cache, self.pad_id = model, cache, pad_id
+        self.prompt = mask.bool()  # [texts, prompt columns]
+        self.lengths = mask.long().sum(-1)  # real prompt tokens per text
+        self.columns = mask.shape[1]  # columns in the cache so far
+        self.dtype = model.get_input_embeddings().weight.dtype
+
+    def __call__(self, nodes: list[Node], parents: list[int]) -> tuple[torch.Tensor, list[Node]]:
+        """The next-token logits of each node, and the nodes with their own columns added."""
+        texts, device = self.prompt.shape[0], self.prompt.device
+        slot = [0] * texts  # the next free query slot of each text's row
+        where = []
+        for b, *_ in nodes:
+            where.append((b, slot[b]))
+            slot[b] += 1
+        width, past = max(slot), self.columns
+        total = past + width
+        tokens = torch.full((texts, width), self.pad_id, dtype=torch.long)
+        depth = torch.zeros(texts, width, dtype=torch.long)
+        sees = torch.zeros(texts, width, total, dtype=torch.bool)
+        prompt = self.prompt.cpu()
+        placed: list[Node] = []
+        for (b, j), (_, path, logp, cols) in zip(where, nodes, strict=True):
+            tokens[b, j], depth[b, j] = path[-1], len(path) - 1
+            sees[b, j, : prompt.shape[1]] = prompt[b]
+            sees[b, j, list(cols)] = True  # its ancestors' columns
+            placed.append((b, path, logp, (*cols, past + j)))
+        sees[:, torch.arange(width), past + torch.arange(width)] = True  # itself (spare: only)
+        mask = torch.zeros(sees.shape, dtype=self.dtype)
+        mask.masked_fill_(~sees, torch.finfo(self.dtype).min)
+        positions = self.lengths[:, None].cpu() + depth
+        out = self.model(
+            input_ids=tokens.to(device),
+            attention_mask=mask[:, None].to(device),
+            position_ids=positions.to(device),
+            cache=self.cache,
+            use_cache=True,
+        )
+        self.columns = total
+        rows = torch.tensor([b for b, _ in where], device=device)
+        slots = torch.tensor([j for _, j in where], device=device)
+        return out.logits[rows, slots], placed
 
 
 def _node_stats(
