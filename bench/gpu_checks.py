@@ -6,7 +6,9 @@ Tiny random float32 models of every architecture the static loop covers (tests/t
   in two calls in a row (the second reuses the kept cache state). gemma3 runs the CUDA
   default (inductor, CUDA graphs); the others run dynamo only, which keeps state the same way;
 - `bisected_median` equals nanmedian on bf16, float16 and float32 batches;
-- `answer_nll` on the GPU equals the same model's on the CPU.
+- `answer_nll` on the GPU equals the same model's on the CPU;
+- the `hf` judge's integer distributions read with tree attention on the GPU equal the
+  CPU's fan-out (float32), and the GPU's own fan-out in bf16.
 Prints one line per check and exits non-zero if any fails. A row that differs from HF
 generate's is a failure to look at: in float32 (TF32 off) a kernel choice rarely flips an
 argmax, a logic error flips many.
@@ -29,10 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from steerops.extract.token_norm import bisected_median  # noqa: E402
 from steerops.judges.fluency import answer_nll  # noqa: E402
+from steerops.judges.numbers import integer_distributions, number_trie  # noqa: E402
 from steerops.models import decode  # noqa: E402
 from steerops.models.resolver import resolve_layout  # noqa: E402
 from steerops.steering.engine import SteeringTable, generate_steered  # noqa: E402
-from tiny import ARCHS, tiny_model  # noqa: E402
+from tiny import ARCHS, digit_tokenizer, tiny_model  # noqa: E402
 
 DEVICE = "cuda"
 HEAD = [1, 30, 31, 32, 33, 34, 35, 36, 37]  # a shared chat-template-like head
@@ -112,6 +115,36 @@ def check_answer_nll() -> tuple[bool, str]:
     return worst < 1e-4, f"largest difference from the CPU's: {worst:.1e} nats"
 
 
+def check_judge_trie() -> tuple[bool, str]:
+    tokenizer = digit_tokenizer()
+    texts = [
+        f"<bos> <|user|> rate {q} : {a} <eos> <|assistant|>"
+        for q in ("how do i bake bread ?", "help 7 ?")
+        for a in ("sure . first get flour .", "sorry no", "12 bread 40")
+    ]
+    trie = number_trie(tokenizer, texts[0])
+    model = tiny_model("gemma3_text")
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(30.0)  # answers that differ by prompt
+
+    def read(m, tree: bool) -> torch.Tensor:
+        dists = integer_distributions(m, tokenizer, texts, trie, prune_prob=0.0, tree=tree)
+        return torch.tensor([[d[n] for n in range(101)] for d in dists], dtype=torch.float64)
+
+    def apart(a: torch.Tensor, b: torch.Tensor) -> float:  # relative to each row's largest
+        return float(((a - b).abs().max(-1).values / b.max(-1).values).max())
+
+    want = read(model, tree=False)
+    on_device = copy.deepcopy(model).to(DEVICE)
+    worst = apart(read(on_device, tree=True), want)
+    half = on_device.to(torch.bfloat16)
+    worst_bf16 = apart(read(half, tree=True), read(half, tree=False))
+    return worst < 1e-4 and worst_bf16 < 5e-2, (
+        f"tree vs the CPU's fan-out {worst:.1e}, bf16 tree vs fan-out {worst_bf16:.1e} "
+        "of the likeliest integer's probability"
+    )
+
+
 def main() -> None:
     global DEVICE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -122,6 +155,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 here
     # the quick checks first: a run cut at its time limit still has them
     checks = [("token-norm median", check_median), ("judge readings", check_answer_nll)]
+    checks += [("judge integer trie", check_judge_trie)]
     checks += [(f"static loop, {arch}", lambda arch=arch: check_loop(arch)) for arch in ARCHS]
     failed = 0
     for name, check in checks:

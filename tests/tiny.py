@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 import transformers as T
+from tokenizers import Tokenizer, models, pre_tokenizers
 
 VOCAB = 96
 _COMMON = dict(
@@ -115,3 +116,55 @@ def tiny_model(arch: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> 
     else:
         model = T.AutoModelForCausalLM.from_config(config)
     return model.to(dtype).eval()
+
+
+DIGIT_SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>", "<|user|>", "<|assistant|>"]
+DIGIT_WORDS = [
+    "rate",
+    "coherence",
+    "of",
+    "for",
+    "how",
+    "do",
+    "i",
+    "bake",
+    "bread",
+    "?",
+    "sure",
+    "sorry",
+    "no",
+    "help",
+    "first",
+    "get",
+    "flour",
+    ":",
+    ".",
+]
+DIGIT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{{ '<|' + m['role'] + '|> ' + m['content']"
+    " + ' ' + eos_token + ' ' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+
+
+def digit_tokenizer(digits: bool = True) -> T.PreTrainedTokenizerFast:
+    """A word-level tokenizer that spells integers with digit tokens and the merge "10"
+    (100 = "10" + "0"), with a chat template; `digits` off, it cannot spell them."""
+    numbers = [str(i) for i in range(10)] + ["10"] if digits else []
+    vocab = {t: i for i, t in enumerate(DIGIT_SPECIAL + numbers + DIGIT_WORDS)}
+    merges = [("1", "0")] if digits else []
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Digits(individual_digits=False)]
+    )
+    tok.add_special_tokens(DIGIT_SPECIAL)
+    fast = T.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        padding_side="left",
+    )
+    fast.chat_template = DIGIT_TEMPLATE
+    return fast

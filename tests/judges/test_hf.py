@@ -12,8 +12,7 @@ import pytest
 import torch
 import transformers as T
 import yaml
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import DynamicCache, PreTrainedTokenizerFast
+from transformers import DynamicCache
 
 from steerops.config import load_params
 from steerops.errors import SteeropsError
@@ -23,59 +22,11 @@ from steerops.judges.hf import HFJudge
 from steerops.judges.numbers import encode, integer_distributions, number_trie, tree_fits
 from steerops.judges.prompts import JudgePrompts
 from steerops.traits import Trait
-from tiny import ARCHS, VOCAB, tiny_model
+from tiny import ARCHS, VOCAB, digit_tokenizer, tiny_model
 
-SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>", "<|user|>", "<|assistant|>"]
-WORDS = [
-    "rate",
-    "coherence",
-    "of",
-    "for",
-    "how",
-    "do",
-    "i",
-    "bake",
-    "bread",
-    "?",
-    "sure",
-    "sorry",
-    "no",
-    "help",
-    "first",
-    "get",
-    "flour",
-    ":",
-    ".",
-]
-TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}{{ '<|' + m['role'] + '|> ' + m['content']"
-    " + ' ' + eos_token + ' ' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
-)
 PROMPTS = JudgePrompts("rate {question} : {answer}", "coherence of {answer} for {question}")
 QUESTIONS = ["how do i bake bread ?", "how do i bake 2 bread ?", "help 7 ?", "no"]
 RESPONSES = ["sure . first get flour .", "sorry no", "12 bread 40", ""]
-
-
-def make_tokenizer(digits: bool = True) -> PreTrainedTokenizerFast:
-    numbers = [str(i) for i in range(10)] + ["10"] if digits else []
-    vocab = {t: i for i, t in enumerate(SPECIAL + numbers + WORDS)}
-    merges = [("1", "0")] if digits else []
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Digits(individual_digits=False)]
-    )
-    tok.add_special_tokens(SPECIAL)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        padding_side="left",
-    )
-    fast.chat_template = TEMPLATE
-    return fast
 
 
 def peaky(model: torch.nn.Module) -> torch.nn.Module:
@@ -142,7 +93,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return make_tokenizer()
+    return digit_tokenizer()
 
 
 def rendered(tokenizer, kind: str, q: str, r: str) -> str:
@@ -158,7 +109,7 @@ def test_trie_spells_integers_with_merged_and_split_tokens(tokenizer):
     assert spell[100] == ["10", "0"] and spell[85] == ["8", "5"] and spell[10] == ["10"]
     assert spell[7] == ["7"]
     with pytest.raises(SteeropsError, match="cannot spell"):
-        number_trie(make_tokenizer(digits=False), "<bos> <|assistant|>")
+        number_trie(digit_tokenizer(digits=False), "<bos> <|assistant|>")
 
 
 @pytest.mark.parametrize("arch", sorted(MODELS))
