@@ -147,12 +147,13 @@ DIGIT_TEMPLATE = (
 )
 
 
-def digit_tokenizer(digits: bool = True) -> T.PreTrainedTokenizerFast:
+def digit_tokenizer(digits: bool = True, merge_ten: bool = True) -> T.PreTrainedTokenizerFast:
     """A word-level tokenizer that spells integers with digit tokens and the merge "10"
-    (100 = "10" + "0"), with a chat template; `digits` off, it cannot spell them."""
-    numbers = [str(i) for i in range(10)] + ["10"] if digits else []
+    (100 = "10" + "0"; without `merge_ten`, "1" + "0" + "0"), with a chat template;
+    `digits` off, it cannot spell them."""
+    numbers = [str(i) for i in range(10)] + (["10"] if merge_ten else []) if digits else []
     vocab = {t: i for i, t in enumerate(DIGIT_SPECIAL + numbers + DIGIT_WORDS)}
-    merges = [("1", "0")] if digits else []
+    merges = [("1", "0")] if digits and merge_ten else []
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Digits(individual_digits=False)]

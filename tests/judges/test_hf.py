@@ -22,7 +22,7 @@ from steerops.judges.hf import HFJudge
 from steerops.judges.numbers import encode, integer_distributions, number_trie, tree_fits
 from steerops.judges.prompts import JudgePrompts
 from steerops.traits import Trait
-from tiny import ARCHS, VOCAB, digit_tokenizer, tiny_model
+from tiny import ARCHS, UNLISTED, VOCAB, digit_tokenizer, tiny_model
 
 PROMPTS = JudgePrompts("rate {question} : {answer}", "coherence of {answer} for {question}")
 QUESTIONS = ["how do i bake bread ?", "how do i bake 2 bread ?", "help 7 ?", "no"]
@@ -142,15 +142,67 @@ def test_distributions_match_uncached_reference(tokenizer, arch, monkeypatch):
         assert sum(full.values()) - nodes * 1e-3 <= sum(cut.values()) <= sum(full.values()) + 1e-6
 
 
-def test_tree_attention_only_where_its_mask_reaches_the_model(tokenizer):
-    trie = number_trie(tokenizer, rendered(tokenizer, "trait", "q", "a"))
-    columns = len({seq[:k] for seq in trie.value_of for k in range(len(seq))})
-    model = tiny_model("gemma2")  # eager attention, sliding window 4096
-    window = model.config.sliding_window
-    assert tree_fits(model, window - columns - 2, trie)
-    assert not tree_fits(model, window - columns - 1, trie)  # a sliding cache could drop one
-    model.config._attn_implementation = "flash_attention_2"  # takes no 4D mask
+def all_texts(tokenizer) -> list[str]:
+    return [
+        rendered(tokenizer, kind, q, r)
+        for q, r in zip(QUESTIONS, RESPONSES, strict=True)
+        for kind in ("trait", "coherence")
+    ]
+
+
+@pytest.mark.parametrize("merge_ten", [True, False])
+@pytest.mark.parametrize("arch", ["gemma2", "gemma3_text"])
+def test_tree_at_the_edge_of_a_sliding_window(arch, merge_ten):
+    """With the window just wide enough for the longest prompt and every trie node (depth
+    2 with the merge "10", 3 without), the tree reads what the fan-out reads; one column
+    more and the fan-out is used."""
+    tokenizer = digit_tokenizer(merge_ten=merge_ten)
+    texts = all_texts(tokenizer)
+    trie = number_trie(tokenizer, texts[0])
+    assert max(map(len, trie.value_of)) == (2 if merge_ten else 3)
+    nodes = len({seq[:k] for seq in trie.value_of for k in range(1, len(seq) + 1)})
+    longest = max(len(encode(tokenizer, t)) for t in texts)
+    model = peaky(tiny_model(arch))
+    model.config.get_text_config().sliding_window = longest + nodes + 2
+    assert tree_fits(model, longest, trie) and not tree_fits(model, longest + 1, trie)
+    tree = integer_distributions(model, tokenizer, texts, trie, prune_prob=0.0, tree=True)
+    fan = integer_distributions(model, tokenizer, texts, trie, prune_prob=0.0, tree=False)
+    for got, want in zip(tree, fan, strict=True):
+        np.testing.assert_allclose(
+            [got[n] for n in range(101)], [want[n] for n in range(101)], rtol=1e-4, atol=1e-9
+        )
+
+
+def alibi_falcon() -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = T.FalconConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, alibi=True
+    )
+    return T.FalconForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("arch", [*sorted(UNLISTED), "falcon_alibi", "flash"])
+def test_the_fan_out_where_a_custom_mask_is_not_known_to_reach_every_layer(tokenizer, arch):
+    """Architectures not tested with tree attention (ALiBi reads positions from a 2D mask;
+    recurrent layers ignore a 4D one) and flash attention (no 4D mask) keep the fan-out,
+    and read the reference's probabilities."""
+    if arch == "flash":
+        model = tiny_model("llama")
+        model.config._attn_implementation = "flash_attention_2"
+    else:
+        model = alibi_falcon() if arch == "falcon_alibi" else tiny_model(arch)
+    model = peaky(model)
+    texts = all_texts(tokenizer)[:4]
+    trie = number_trie(tokenizer, texts[0])
     assert not tree_fits(model, 10, trie)
+    if arch == "flash":
+        return  # flash attention is not installed here: nothing to run
+    got = integer_distributions(model, tokenizer, texts, trie, prune_prob=0.0)
+    for text, dist in zip(texts, got, strict=True):
+        want = reference(model, tokenizer, text)
+        np.testing.assert_allclose(
+            [dist[n] for n in range(101)], [want[n] for n in range(101)], rtol=2e-4, atol=1e-7
+        )
 
 
 def test_judge_scores_are_weighted_means_and_cached(tmp_path, tokenizer):

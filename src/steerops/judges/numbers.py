@@ -24,6 +24,7 @@ from steerops.errors import SteeropsError
 from steerops.judges.scoring import MAX_SCORE
 from steerops.models.batching import pad_batch
 from steerops.models.capture import position_ids_for
+from steerops.models.decode import LOOP_ARCHITECTURES
 from steerops.models.head import contiguous_head_input
 
 Path = tuple[int, ...]
@@ -80,6 +81,10 @@ def number_trie(tokenizer, prompt_text: str) -> NumberTrie:
 def _accepts_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
+
+# Architectures read exactly with tree attention: every one is tested against full forwards
+# (tests/judges/test_hf.py), the same set the decode loop covers.
+TREE_ARCHITECTURES = LOOP_ARCHITECTURES
 
 # A live trie node: (text index, token path, log P(path | text), cache columns of the path).
 Node = tuple[int, Path, float, tuple[int, ...]]
@@ -148,15 +153,24 @@ def _expand(
 
 
 def tree_fits(model, prompt_columns: int, trie: NumberTrie) -> bool:
-    """Whether tree attention reads this model exactly: a custom 4D mask reaches its
-    attention (sdpa or eager, not flash), and a whole tree fits inside its sliding window
-    (then the window hides nothing and no sliding cache layer drops columns)."""
+    """Whether tree attention reads this model exactly: an architecture whose every layer
+    attends through the custom 4D mask (tested for each one: not recurrent or linear
+    layers, not ALiBi), sdpa or eager attention (not flash), and the prompt plus every
+    node of the trie inside any sliding window (then the window hides nothing and no
+    sliding cache layer drops a column)."""
     config = model.config.get_text_config(decoder=True)
+    if getattr(model.config, "model_type", None) not in TREE_ARCHITECTURES:
+        return False
     if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
         return False
-    columns = prompt_columns + len({seq[:k] for seq in trie.value_of for k in range(len(seq))})
+    if not set(getattr(config, "layer_types", None) or []) <= {
+        "full_attention",
+        "sliding_attention",
+    }:
+        return False
+    nodes = len({seq[:k] for seq in trie.value_of for k in range(1, len(seq) + 1)})
     windows = [getattr(config, name, None) for name in ("sliding_window", "attention_chunk_size")]
-    return all(columns + 1 < w for w in windows if w)
+    return all(prompt_columns + nodes + 1 < w for w in windows if w)
 
 
 class _FanOut:
@@ -229,8 +243,8 @@ class _TreeLevels:
             use_cache=True,
         )
         self.columns = total
-        rows = torch.tensor([b for b, _ in where], device=device)
-        slots = torch.tensor([j for _, j in where], device=device)
+        rows = torch.tensor([b for b, _ in where], device=out.logits.device)
+        slots = torch.tensor([j for _, j in where], device=out.logits.device)
         return out.logits[rows, slots], placed
 
 
