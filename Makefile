@@ -2,6 +2,9 @@
 # Both create .venv and install what they need first.
 VENV := .venv
 BIN := $(VENV)/bin
+# Recipes, and the stage commands `dvc repro` runs from them (`steerops ...`), find the
+# venv's tools without an activated environment.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install repro toy test lint
 

@@ -6,6 +6,7 @@ declares the code and the params its command reads (else DVC keeps stale outputs
 from __future__ import annotations
 
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,19 @@ def test_dvc_accepts_the_pipeline_file():
     )
     assert out.returncode == 0, out.stderr
     assert set(STAGES) <= {line.split()[0] for line in out.stdout.splitlines() if line}
+
+
+def test_make_recipes_find_the_venvs_steerops_without_activation(tmp_path):
+    """`make repro` runs `dvc repro`, whose stages call `steerops` by name: from a shell
+    whose PATH lacks the venv, a recipe still finds the venv's `steerops` first."""
+    probe = tmp_path / "probe.mk"
+    probe.write_text("probe:\n\t@command -v steerops\n")
+    found = subprocess.run(
+        ["make", "-s", "-f", "Makefile", "-f", str(probe), "probe"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert found == str(ROOT / ".venv" / "bin" / "steerops")
