@@ -40,6 +40,7 @@ from steerops.models.batching import length_order, pad_batch, plan_batches
 from steerops.models.compiled_blocks import compiled_blocks
 from steerops.models.resolver import resolve_layout
 from steerops.specs import parse_layers, parse_position
+from summary import ratios, spread
 
 GEMMA3_4B = dict(
     vocab_size=262144,
@@ -349,12 +350,9 @@ def main() -> None:
         )
     first = ways[0]
     for name in ways[1:]:
-        paired = [a / b for a, b in zip(results[first][0], results[name][0], strict=True)]
+        paired = spread(ratios(results[first][0], results[name][0]), unit="x tokens/s")
         peaks = results[first][1] / max(results[name][1], 1)
-        print(
-            f"ratio {first}/{name}: {statistics.median(paired):.2f}x tokens/s "
-            f"[{min(paired):.2f}-{max(paired):.2f}] paired, {peaks:.2f}x peak memory"
-        )
+        print(f"ratio {first}/{name}: {paired} paired, {peaks:.2f}x peak memory")
     ours = statistics.median(results["steerops"][0]) if "steerops" in results else 0.0
     naive_rate = statistics.median(results["naive"][0]) if "naive" in results else 0.0
     if cuda:

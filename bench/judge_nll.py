@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
 from steerops.judges import fluency
+from summary import ratios, spread
 
 LABELLED = Path(__file__).parents[1] / "tests/judges/data/proxy_labelled.jsonl"
 
@@ -65,15 +65,11 @@ def main() -> None:
             for a, b in zip(values["shared"], values["whole"], strict=True)
             if a is not None
         )
-        ratios = [w / s for w, s in zip(seconds["whole"], seconds["shared"], strict=True)]
         print(
             f"{reading}: "
-            + ", ".join(
-                f"{w} {statistics.median(s):.2f} s [{min(s):.2f}-{max(s):.2f}]"
-                for w, s in seconds.items()
-            )
-            + f"; whole / shared {statistics.median(ratios):.2f} "
-            f"[{min(ratios):.2f}-{max(ratios):.2f}]; largest difference {diff:.1e} nats"
+            + ", ".join(f"{w} {spread(s, unit=' s')}" for w, s in seconds.items())
+            + f"; whole / shared {spread(ratios(seconds['whole'], seconds['shared']))}; "
+            f"largest difference {diff:.1e} nats"
         )
 
 

@@ -29,6 +29,7 @@ from steerops.judges.numbers import encode, integer_distributions, number_trie
 from steerops.judges.prompts import prompts_for
 from steerops.models.generation import format_prompt
 from steerops.traits import load_trait
+from summary import ratios, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELLED = ROOT / "tests/judges/data/proxy_labelled.jsonl"
@@ -82,14 +83,10 @@ def main() -> None:
         for a, b in zip(values["tree"], values["fanout"], strict=True)
         for n in range(101)
     )
-    ratios = [f / t for f, t in zip(seconds["fanout"], seconds["tree"], strict=True)]
     print(
-        ", ".join(
-            f"{way} {statistics.median(s):.2f} s [{min(s):.2f}-{max(s):.2f}]"
-            for way, s in seconds.items()
-        )
-        + f"; fanout / tree {statistics.median(ratios):.2f} [{min(ratios):.2f}-"
-        f"{max(ratios):.2f}]; largest difference {diff:.1e} in a probability"
+        ", ".join(f"{way} {spread(s, unit=' s')}" for way, s in seconds.items())
+        + f"; fanout / tree {spread(ratios(seconds['fanout'], seconds['tree']))}; "
+        f"largest difference {diff:.1e} in a probability"
     )
 
 

@@ -14,7 +14,6 @@ on the same random shards, alternating, and print median [min-max] seconds.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 from steerops.extract import engine
 from steerops.specs import parse_position
+from summary import ratios, spread
 
 
 def shard(rows: range, layers: list[int], hidden: int) -> dict[str, torch.Tensor]:
@@ -69,13 +69,9 @@ def main() -> None:
         ("now", "now: final file from shard 0's file and shard 1 in memory"),
         ("write", f"one shard's write, off the critical path now ({mb:.0f} MB)"),
     ):
-        v = times[way]
-        print(f"{label:<62} {statistics.median(v):.3f} s [{min(v):.3f}-{max(v):.3f}]")
-    paired = [a / b for a, b in zip(times["inline"], times["now"], strict=True)]
-    print(
-        f"inline / now: {statistics.median(paired):.2f}x [{min(paired):.2f}-{max(paired):.2f}] "
-        f"paired, over {args.repeats} repeats"
-    )
+        print(f"{label:<62} {spread(times[way], '.3f', ' s')}")
+    paired = spread(ratios(times["inline"], times["now"]), unit="x")
+    print(f"inline / now: {paired} paired, over {args.repeats} repeats")
 
 
 if __name__ == "__main__":

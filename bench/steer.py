@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from steerops.models import decode
 from steerops.models.generation import cut_at_stop
 from steerops.models.resolver import resolve_layout
 from steerops.steering.engine import SteeringTable, generate_steered
+from summary import spread
 
 GEMMA3_4B = dict(
     vocab_size=262144,
@@ -166,10 +166,6 @@ def padded_share(prompts, outputs, batches, max_new_tokens) -> float:
         useful += sum(steps)
         total += max(steps) * len(batch)
     return useful / total if total else 1.0
-
-
-def spread(values) -> str:
-    return f"{statistics.median(values):.3g} [{min(values):.3g}-{max(values):.3g}]"
 
 
 def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[dict]:
@@ -313,10 +309,10 @@ def report(records) -> list[str]:
             else ">=1 (stop check)"
         )
         lines.append(
-            f"{r['configs']:>7} {r['way']:<10} {spread(r['seconds']):>22} "
-            f"{r['tokens']:>8} {spread(r['tokens_per_s']):>24} "
+            f"{r['configs']:>7} {r['way']:<10} {spread(r['seconds'], '.3g'):>22} "
+            f"{r['tokens']:>8} {spread(r['tokens_per_s'], '.3g'):>24} "
             f"{r['useful_share']:>7.1%} {syncs:>17} "
-            f"{spread(r['time_vs_first']):>20} {r['identical_rows']:>9.1%} "
+            f"{spread(r['time_vs_first'], '.3g'):>20} {r['identical_rows']:>9.1%} "
             f"{'-' if r['trunk_block_tokens'] is None else r['trunk_block_tokens']:>12}"
         )
     return lines

@@ -19,6 +19,7 @@ import time
 import torch
 
 from steerops.extract.token_norm import bisected_median
+from summary import ratios, spread
 
 
 def nanmedian(magnitude: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
@@ -69,11 +70,8 @@ def main() -> None:
         )
     if not same:
         raise SystemExit("the two ways disagree")
-    ratios = [b / a for a, b in zip(seconds["bisection"], seconds["nanmedian"], strict=True)]
-    print(
-        f"nanmedian / bisection: {statistics.median(ratios):.1f}x "
-        f"[{min(ratios):.1f}-{max(ratios):.1f}]"
-    )
+    paired = ratios(seconds["nanmedian"], seconds["bisection"])
+    print(f"nanmedian / bisection: {spread(paired, '.1f', 'x')}")
 
 
 if __name__ == "__main__":
