@@ -171,24 +171,22 @@ def run_job(
             for k, rows in enumerate(shards):
                 path = partial / f"shard_{k:05d}.safetensors"
                 shard_hash = f"{digest}:{k}:{len(rows)}"
-                written = None
+                tensors = None
                 if _intact_shard(path, shard_hash):
                     reused += 1
                     bar.update(len(rows))
-                    sources.append(path)
-                    _shard_done(previous, on_shard)
                 else:
                     tensors = _compute_shard(
                         extractor, batcher, kept, windows, lengths, rows, job, bar
                     )
                     tensors["rows"] = torch.tensor(rows, dtype=torch.int64)
                     tokens += sum(lengths[i] for i in rows)
-                    _shard_done(previous, on_shard)
-                    if k < len(shards) - 1:
-                        written = writer.submit(_write_shard, path, tensors, shard_hash)
-                        sources.append(path)
-                    else:
-                        sources.append(tensors)
+                _shard_done(previous, on_shard)
+                last = k == len(shards) - 1
+                written = None
+                if tensors is not None and not last:
+                    written = writer.submit(_write_shard, path, tensors, shard_hash)
+                sources.append(tensors if tensors is not None and last else path)
                 previous = (k, written)
             _shard_done(previous, on_shard)
     mean_norm, token_norms, tensors_md5 = _assemble(job, sources, len(kept), digest)

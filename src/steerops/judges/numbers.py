@@ -5,10 +5,11 @@ P(n) = P(token sequence of n | prompt) * P(next token does not extend the number
 second factor so that "1" does not also count the mass of "10"-"19" and "100". Every
 integer's tokens form a trie; one prompt forward gives the root's distribution, then each
 level feeds one more token per live trie node, reusing the prompt's KV cache. With tree
-attention (sdpa or eager attention, the tree inside any sliding window) a level appends
-its text's live nodes to the text's own row, under a mask that shows each node only its
-prompt, its ancestors and itself; otherwise every node becomes a row of its own, with a
-copy of its prompt's cache (the beam-search reorder). Prefixes less likely than
+attention (`tree_fits`: an architecture it is tested on, sdpa or eager attention, the
+prompt and the whole trie inside any sliding window) a level appends its text's live
+nodes to the text's own row, under a mask that shows each node only its prompt, its
+ancestors and itself; otherwise every node becomes a row of its own, with a copy of its
+prompt's cache (the beam-search reorder). Prefixes less likely than
 `prune_prob` are not expanded: the mass they hide is below prune_prob each.
 """
 
