@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from report_data import synthetic_grid, write_params
+from report_data import SYNTHETIC, synthetic_grid, write_params
 from steerops.config import load_params
 from steerops.report import tables
 from steerops.report.load import load_results
@@ -58,6 +58,18 @@ def test_preclean_vs_clean_after_gap_is_paired_on_held_out_questions(frame):
     pr = _row(table, method="probe")
     assert (pr["preclean_delta"], pr["clean_after_delta"]) == (40, 70)
     assert pr["flag"] == ""
+
+
+def test_a_preclean_side_the_grid_did_not_steer_reads_not_steered(tmp_path):
+    spec = {m: v for m, v in SYNTHETIC.items() if m != "mean_diff_preclean"}
+    synthetic_grid(tmp_path, spec)
+    one_sided = load_results(load_params(write_params(tmp_path)))
+    table = tables.preclean_vs_clean_after(one_sided, 68, seed=0)
+    md = _row(table, method="mean_diff")
+    assert (md["preclean_status"], md["clean_after_status"]) == (tables.NOT_STEERED, "ok")
+    assert np.isnan(md["preclean_delta"]) and md["clean_after_delta"] == 65
+    assert md["n"] == 0 and np.isnan(md["gap"]) and md["flag"] == ""
+    assert _row(table, method="probe")["preclean_status"] == "ok"
 
 
 def test_cleaning_curve_known_answers(frame):

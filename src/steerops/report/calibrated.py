@@ -10,6 +10,7 @@ import pandas as pd
 
 from steerops.calibration.store import calibration_file
 from steerops.io import read_json
+from steerops.report import tables
 from steerops.vectors.store import METADATA_FILE, vectors_dir
 
 MASSIVE_COLUMNS = ["layer", "dim", "peak", "ratio_to_median", "median_abs", "token", "position"]
@@ -113,7 +114,15 @@ def with_dim_sets(curve: pd.DataFrame, prepost: pd.DataFrame, sets: dict) -> Non
         for t, p, v in zip(curve["trait"], curve["position"], curve["variant"], strict=True)
     ]
     column = []
-    for t, p, m in zip(prepost["trait"], prepost["position"], prepost["method"], strict=True):
+    for row in prepost.itertuples():
+        t, p, m = row.trait, row.position, row.method
         pre, post = sets.get((t, p, f"{m}_preclean"), ""), sets.get((t, p, f"{m}_cleaned"), "")
-        column.append(pre if pre == post else f"preclean {pre or '?'}, clean-after {post or '?'}")
+        if row.preclean_status == tables.NOT_STEERED:  # only the side that ran is named
+            column.append(post)
+        elif row.clean_after_status == tables.NOT_STEERED:
+            column.append(pre)
+        else:
+            column.append(
+                pre if pre == post else f"preclean {pre or '?'}, clean-after {post or '?'}"
+            )
     prepost["dim_set"] = column

@@ -29,6 +29,8 @@ CURVE_STEPS: list[tuple[str, str]] = [
     ("all", "_cleaned"),
 ]
 BASES = ("mean_diff", "probe")
+# the status of a preclean or clean-after variant the steering grid did not include
+NOT_STEERED = "not steered"
 # a chosen config's held-out numbers, as every table prints them
 HELD = {
     "heldout_n": "n",
@@ -94,7 +96,8 @@ def preclean_vs_clean_after(
     after extraction), each chosen on the selection half, and their gap with a paired
     bootstrap interval over the held-out questions both were scored on. mean_diff is linear
     in the activations, so the two must agree: a gap above `flag_points` whose interval
-    excludes zero is flagged as a likely implementation problem."""
+    excludes zero is flagged as a likely implementation problem. A side the grid did not
+    steer reads `NOT_STEERED`, with no numbers and no gap."""
     chosen = picks(frame, min_coherence)
     out = []
     for key in sorted(_pairs(frame)):
@@ -103,6 +106,7 @@ def preclean_vs_clean_after(
             post, post_status = chosen.get((*key, f"{base}_cleaned"), (None, ""))
             if not pre_status and not post_status:
                 continue
+            pre_status, post_status = pre_status or NOT_STEERED, post_status or NOT_STEERED
             gap = _paired_gap(pre, post, seed, sign)
             flag = (
                 base == "mean_diff"
