@@ -14,13 +14,13 @@ SmolLM2-shaped model's head (real weights from `--model`, else random), alternat
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from types import SimpleNamespace
 
 import torch
 
 from steerops.models.head import contiguous_head_input
+from summary import ratios, spread
 
 
 def main() -> None:
@@ -58,11 +58,10 @@ def main() -> None:
                     seconds[way].append(time.perf_counter() - start)
                     torch.testing.assert_close(got, plain, rtol=1e-5, atol=1e-5)
         s, c = seconds["slice"], seconds["contiguous"]
-        ratios = [a / b for a, b in zip(s, c, strict=True)]
+        ms = [1e3 * x for x in s], [1e3 * x for x in c]
         print(
-            f"{rows} | {1e3 * statistics.median(s):.1f} [{1e3 * min(s):.1f}-{1e3 * max(s):.1f}]"
-            f" | {1e3 * statistics.median(c):.1f} [{1e3 * min(c):.1f}-{1e3 * max(c):.1f}]"
-            f" | {statistics.median(ratios):.1f} [{min(ratios):.1f}-{max(ratios):.1f}]"
+            f"{rows} | {spread(ms[0], '.1f')} | {spread(ms[1], '.1f')}"
+            f" | {spread(ratios(s, c), '.1f')}"
         )
 
 

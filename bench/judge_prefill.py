@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import transformers as T
 
 from steerops.judges import fluency
 from steerops.models.generation import format_prompt
+from summary import ratios, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIT = ROOT / "traits" / "behavior" / "refusal"
@@ -82,10 +82,9 @@ def main() -> None:
             values[name] = read(ways[name])
             seconds[name].append(time.perf_counter() - start)
     for name, s in seconds.items():
-        print(f"{name:>9}: {statistics.median(s):.2f} s [{min(s):.2f}-{max(s):.2f}]")
-    ratios = [b / a for a, b in zip(seconds["blocks"], seconds["per_batch"], strict=True)]
-    low, mid, high = min(ratios), statistics.median(ratios), max(ratios)
-    print(f"per_batch / blocks, paired: {mid:.2f}x [{low:.2f}-{high:.2f}]")
+        print(f"{name:>9}: {spread(s, unit=' s')}")
+    paired = spread(ratios(seconds["per_batch"], seconds["blocks"]), unit="x")
+    print(f"per_batch / blocks, paired: {paired}")
     pairs = [
         (a, b)
         for mine, theirs in zip(values["blocks"], values["per_batch"], strict=True)

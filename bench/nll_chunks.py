@@ -13,13 +13,13 @@ few rows at a time from each block. Both ways run on the same random logits, alt
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 
 from steer_stage import _one_log_softmax  # the way before, as the stage bench runs it
 from steerops.judges.fluency import _mean_nll
+from summary import ratios, spread
 
 
 def main() -> None:
@@ -48,11 +48,9 @@ def main() -> None:
             values[name] = way()
             seconds[name].append(time.perf_counter() - start)
     for name, s in seconds.items():
-        low, mid, high = (1e3 * x for x in (min(s), statistics.median(s), max(s)))
-        print(f"{name:>8}: {mid:.0f} ms [{low:.0f}-{high:.0f}]")
-    ratios = [o / c for o, c in zip(seconds["one"], seconds["chunked"], strict=True)]
-    low, mid, high = min(ratios), statistics.median(ratios), max(ratios)
-    print(f"one / chunked, paired: {mid:.1f}x [{low:.1f}-{high:.1f}]")
+        print(f"{name:>8}: {spread([1e3 * x for x in s], '.0f', ' ms')}")
+    paired = spread(ratios(seconds["one"], seconds["chunked"]), ".1f", "x")
+    print(f"one / chunked, paired: {paired}")
     print(f"same values: {values['chunked'] == values['one']}")
 
 

@@ -30,12 +30,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from summary import ratios, spread
 
 WAYS = ("now", "whole", "hf", "own", "unkept")
 
@@ -154,13 +155,9 @@ def main() -> None:
                 print(f"repeat {repeat} {way}: {seconds[way][-1]:.1f} s", flush=True)
     for way in ways:
         s = seconds[way]
-        print(f"{way:>6}: {statistics.median(s):.1f} s [{min(s):.1f}-{max(s):.1f}]")
+        print(f"{way:>6}: {spread(s, '.1f', ' s')}")
     for way in ways[1:]:
-        ratios = [b / n for b, n in zip(seconds[way], seconds["now"], strict=True)]
-        print(
-            f"{way} / now, paired: {statistics.median(ratios):.2f} "
-            f"[{min(ratios):.2f}-{max(ratios):.2f}]"
-        )
+        print(f"{way} / now, paired: {spread(ratios(seconds[way], seconds['now']))}")
     print(f"same metrics: {all(found[w] == found['now'] for w in ways)}")
 
 
