@@ -222,16 +222,26 @@ def dashboard_storage(url: str):
 
 
 def open_storage(url: str, heartbeat_s: float, attempts: int = 5):
-    """The study storage for `url`, with worker records and heartbeats."""
+    """The study storage for `url`, with worker records and heartbeats. The folder of a
+    journal or sqlite file is created (a fresh `--out` has none yet)."""
     path = journal_path(url)
     if path is not None:
         try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             return WorkerJournalStorage(path, heartbeat_s)
         except OSError as exc:
             raise SteeropsError(
                 f"search.storage: cannot open journal {path}: {exc.strerror or exc}"
             ) from None
     sqlite = url.startswith("sqlite")
+    database = _sqlite_file(url) if sqlite else None
+    if database is not None:
+        try:
+            database.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SteeropsError(
+                f"search.storage: cannot create {database.parent}: {exc.strerror or exc}"
+            ) from None
     kwargs = {"connect_args": {"timeout": 30}} if sqlite else {}
     for attempt in range(attempts):
         try:
@@ -246,6 +256,16 @@ def open_storage(url: str, heartbeat_s: float, attempts: int = 5):
                 f"search.storage: cannot open {storage_label(url)}: {str(exc).splitlines()[0]}"
             ) from None
     raise AssertionError("unreachable")
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a sqlite URL (None: in memory, or a URL sqlalchemy cannot parse, which
+    the open below reports)."""
+    try:
+        database = make_url(url).database
+    except Exception:
+        return None
+    return Path(database) if database and database != ":memory:" else None
 
 
 def _creating(sqlite_url: str) -> StudyLock:
