@@ -106,3 +106,34 @@ def test_cli_errors_are_one_line_and_keep_outputs(tmp_path, capsys):
         assert err.startswith("steerops vectors: error: ") and expected in err
         assert err.count("\n") == 1
     assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("stage", "names", "expected"),
+    [
+        ("vectors", "mean_diff,mean_diff_top1", "steerops calibrate --variant instruct"),
+        ("clean", "mean_diff_dims1,probe_dims1", "probe"),  # probe's vectors were never stored
+    ],
+)
+def test_a_method_that_cannot_be_built_fails_before_any_write_or_run(
+    tmp_path, capsys, stage, names, expected
+):
+    data, n_pos = stacked()
+    write_activations(tmp_path / "outputs", data, n_pos)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = str(params_file(tmp_path, tracking={"enabled": True, "uri": uri}))
+    assert main(["vectors", "--params", path, "--methods", "mean_diff"]) == 0
+    folder = vectors_dir(tmp_path / "outputs", TRAIT, "base", POSITION, "residual", "mean_diff")
+    stamps = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("toy-refusal").experiment_id
+    runs = len(client.search_runs([experiment]))
+    capsys.readouterr()
+    flag = "--methods" if stage == "vectors" else "--variants"
+    assert main([stage, "--params", path, flag, names]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err, err
+    assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == stamps
+    assert len(client.search_runs([experiment])) == runs

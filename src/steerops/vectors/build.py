@@ -42,6 +42,37 @@ def layer_seed(seed: int, layer: int) -> int:
     return seed * 1000 + layer
 
 
+def plan_cleaning(
+    params, acts: TraitActivations, name: str, calibration_variant: str
+) -> tuple[dict[int, list[int]], dict[str, Any] | None]:
+    """({layer: dims to zero}, the metadata's calibration record) for method `name` over
+    these activations; raises (one line) when its calibration is missing or unusable."""
+    cleaning = parse_method(name).cleaning
+    if cleaning is None:
+        return {}, None
+    dim_set = params.cleaning.dim_set
+    calibration, file = None, None
+    if cleaning.needs_calibration:
+        calibration, file = load_calibration(params.out, calibration_variant, f"method {name!r}")
+    removed = dims_to_remove(
+        cleaning,
+        calibration,
+        acts.layers,
+        acts.hidden_size,
+        str(file) if file else name,
+        dim_set,
+    )
+    return removed, {
+        "variant": calibration_variant if file else None,
+        "file": str(file) if file else None,
+        "mode": cleaning.mode,
+        "spec": cleaning.spec,
+        # which calibrated set the dims come from (none for an explicit dims list)
+        "dim_set": dim_set if cleaning.needs_calibration else None,
+        "dims_removed": {str(layer): dims for layer, dims in removed.items()},
+    }
+
+
 def build_method(
     params,
     acts: TraitActivations,
@@ -59,34 +90,9 @@ def build_method(
     post-clean instead of refitting it."""
     method = parse_method(name)
     cleaning = method.cleaning
-    removed: dict[int, list[int]] = {}
-    calibration_record = None
-    dim_set = params.cleaning.dim_set
-    if cleaning is not None:
-        calibration, file = None, None
-        if cleaning.needs_calibration:
-            calibration, file = load_calibration(
-                params.out, calibration_variant, f"method {name!r}"
-            )
-        removed = dims_to_remove(
-            cleaning,
-            calibration,
-            acts.layers,
-            acts.hidden_size,
-            str(file) if file else name,
-            dim_set,
-        )
-        calibration_record = {
-            "variant": calibration_variant if file else None,
-            "file": str(file) if file else None,
-            "mode": cleaning.mode,
-            "spec": cleaning.spec,
-            # which calibrated set the dims come from (none for an explicit dims list)
-            "dim_set": dim_set if cleaning.needs_calibration else None,
-            "dims_removed": {str(layer): dims for layer, dims in removed.items()},
-        }
+    removed, calibration_record = plan_cleaning(params, acts, name, calibration_variant)
     if base is not None:
-        _check_base(base, acts, method)
+        check_base(base, acts, method)
     fit = get_method(method.base)
     massive = stored_massive_by_layer(params.out, calibration_variant)
     vectors, layers_meta = {}, {}
@@ -167,7 +173,7 @@ def fit_rows(acts: TraitActivations, base: str) -> tuple[tuple[torch.Tensor, tor
     return (train.pos, train.neg), {"paired": False}
 
 
-def _check_base(
+def check_base(
     base: tuple[dict[int, torch.Tensor], dict[str, Any]], acts: TraitActivations, method: MethodName
 ) -> None:
     """Stored base vectors must come from the same activations and cover every layer."""

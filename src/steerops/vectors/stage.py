@@ -17,7 +17,7 @@ from steerops.specs import MethodName, position_slug
 from steerops.tracking import input_hash_tags, track
 from steerops.traits import trait_dir
 from steerops.vectors.activations import load_activations
-from steerops.vectors.build import Built, build_method
+from steerops.vectors.build import Built, build_method, check_base, plan_cleaning
 from steerops.vectors.store import (
     METADATA_FILE,
     TENSORS_FILE,
@@ -76,6 +76,18 @@ def run_stage(
         for trait in params.traits.names
         for position in positions
     }
+    # every method's calibration and stored base vectors checked too: a method that cannot
+    # be built fails before anything is written or tracked
+    bases = {}
+    for (trait, position), acts in activations.items():
+        for method in methods:
+            plan_cleaning(params, acts, method.name, params.cleaning.calibration_variant)
+            if stored_base and method.cleaning and method.cleaning.mode == "post":
+                base = vectors_for(
+                    params.out, trait, ex.variant, position, ex.component, method.base
+                )
+                check_base(base, acts, method)
+                bases[trait, position, method.name] = base
     written = []
     with track(params, stage, run_name=f"{stage} {ex.variant}", inputs=inputs) as tracker:
         tracker.log_params(
@@ -91,11 +103,6 @@ def run_stage(
             for position in positions:
                 acts = activations[trait, position]
                 for method in methods:
-                    base = None
-                    if stored_base and method.cleaning and method.cleaning.mode == "post":
-                        base = vectors_for(
-                            params.out, trait, ex.variant, position, ex.component, method.base
-                        )
                     built = build_method(
                         params,
                         acts,
@@ -105,7 +112,7 @@ def run_stage(
                         position=position,
                         component=ex.component,
                         calibration_variant=params.cleaning.calibration_variant,
-                        base=base,
+                        base=bases.get((trait, position, method.name)),
                         progress=progress,
                     )
                     directory = vectors_dir(
