@@ -52,6 +52,26 @@ def test_flag_values_are_blamed_on_the_flag(tmp_path, capsys):
     assert "bad.yaml: steering.max_new_tokens:" in capsys.readouterr().err
 
 
+def test_a_check_across_keys_is_blamed_on_the_flags_it_names(tmp_path, capsys):
+    (tmp_path / "params.yaml").write_text("search: {coef_min: 0.5, coef_max: 2.0}\n")
+    params = str(tmp_path / "params.yaml")
+    for argv, blamed in [
+        (["--coef-min", "3", "--coef-max", "1"], "--coef-min/--coef-max"),
+        (["--coef-min", "3"], "--coef-min"),
+        (["--coef-max", "0.1", "--trials", "4"], "--coef-max"),
+    ]:
+        assert main(["search", "--params", params, *argv]) == 2
+        [err] = capsys.readouterr().err.strip().splitlines()
+        assert err == (
+            f"steerops search: error: {blamed}: coef_max must be greater than coef_min "
+            "(params: search)"
+        )
+    (tmp_path / "params.yaml").write_text("search: {coef_min: 3, coef_max: 1}\n")
+    assert main(["search", "--params", params, "--trials", "4"]) == 2
+    [err] = capsys.readouterr().err.strip().splitlines()
+    assert err.endswith("params.yaml: search: coef_max must be greater than coef_min")
+
+
 def _params(tmp_path, *argv, stage="steer"):
     (tmp_path / "params.yaml").write_text("paths: {out: outputs}\n")
     args = build_parser([stage]).parse_args(

@@ -12,6 +12,7 @@ judge cache point there, while `inputs` stays the pipeline's outputs.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +157,19 @@ def _blame(exc: ValidationError, path: Path, flag_names: dict[str, str]) -> str:
     """The error line, on the flag that gave the bad value, else on the params file."""
     message = describe_validation_error(exc)  # "<key>: <what is wrong>"
     key = ".".join(str(p) for p in exc.errors()[0]["loc"])
+    what = message.removeprefix(key + ": ")
     for name, flag in flag_names.items():
         if key == name or key.startswith(name + "."):
-            return f"{flag}: {message.removeprefix(key + ': ')} (params: {key})"
+            return f"{flag}: {what} (params: {key})"
+    # a check across a block's keys (e.g. coef_max > coef_min) is blamed on the flags
+    # that set a key it names
+    named = [
+        flag
+        for name, flag in flag_names.items()
+        if name.startswith(key + ".") and re.search(rf"\b{re.escape(name[len(key) + 1 :])}\b", what)
+    ]
+    if named:
+        return f"{'/'.join(named)}: {what} (params: {key})"
     return f"{path}: {message}"
 
 
@@ -175,7 +186,9 @@ def describe_validation_error(exc: ValidationError) -> str:
     # a spec's own message already quotes it
     shown = "" if isinstance(got, dict | list) or err["type"] == SPEC_ERROR else f" (got {got!r})"
     more = f" [+{len(exc.errors()) - 1} more]" if len(exc.errors()) > 1 else ""
-    return f"{key}: {err['msg']}{shown}{more}"
+    # pydantic prefixes a validator's own message with its kind
+    msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return f"{key}: {msg}{shown}{more}"
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
