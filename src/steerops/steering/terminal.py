@@ -7,6 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# below this many held-out questions the verdict line warns that its interval is weak
+FEW_QUESTIONS = 10
+
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
@@ -61,12 +64,21 @@ def verdict_line(m: dict[str, Any]) -> str:
             f"{m['status']}{note}: no steered config reached coherence >= "
             f"{m['min_coherence']:g} on the selection half ({best})"
         )
-    return (
-        f"{m['status']}{note}: layer {m['layer']} coefficient {m['coefficient']:g} (chosen on "
-        f"{m['selection_n']} questions); held-out delta {_fmt(m['heldout_trait_delta'])} "
-        f"[{_fmt(m['heldout_delta_lo'])}, {_fmt(m['heldout_delta_hi'])}], coherence "
-        f"{_fmt(m['heldout_coherence'], '.1f')}, n {m['heldout_n']}"
+    # only an "ok" config is an optimal one; another verdict still shows what was checked
+    chosen = f"layer {m['layer']} coefficient {m['coefficient']:g}"
+    head = chosen if m["status"] == "ok" else f"no optimal coefficient (chosen: {chosen})"
+    line = (
+        f"{m['status']}{note}: {head}, chosen on {m['selection_n']} questions; held-out delta "
+        f"{_fmt(m['heldout_trait_delta'])} [{_fmt(m['heldout_delta_lo'])}, "
+        f"{_fmt(m['heldout_delta_hi'])}], coherence {_fmt(m['heldout_coherence'], '.1f')}, "
+        f"n {m['heldout_n']}"
     )
+    if (m["heldout_n"] or 0) < FEW_QUESTIONS:
+        line += (
+            f" (only {m['heldout_n'] or 0} held-out questions: too few for the interval to "
+            "mean much; steer more questions, e.g. --subset 40)"
+        )
+    return line
 
 
 def _fmt(x, spec: str = "+.1f") -> str:

@@ -1,0 +1,50 @@
+"""The verdict line `steerops steer` prints under each cell's table."""
+
+from __future__ import annotations
+
+from steerops.steering.terminal import FEW_QUESTIONS, verdict_line
+
+
+def _metrics(status: str, n: int = 20, **more) -> dict:
+    return {
+        "status": status,
+        "layer": 12,
+        "coefficient": 0.2,
+        "selection_n": n,
+        "heldout_trait_delta": 50.0,
+        "heldout_delta_lo": 20.0,
+        "heldout_delta_hi": 75.0,
+        "heldout_coherence": 83.2,
+        "heldout_n": n,
+        "min_coherence": 68.0,
+        **more,
+    }
+
+
+def test_only_an_ok_verdict_names_its_config_as_the_answer():
+    ok = verdict_line(_metrics("ok"))
+    assert ok.startswith("ok: layer 12 coefficient 0.2, chosen on 20 questions; held-out")
+    assert "[+20.0, +75.0], coherence 83.2, n 20" in ok and "optimal" not in ok
+    for status in ("no effect", "incoherent held out"):
+        line = verdict_line(_metrics(status))
+        assert line.startswith(
+            f"{status}: no optimal coefficient (chosen: layer 12 coefficient 0.2), chosen on 20"
+        )
+
+
+def test_too_few_held_out_questions_are_called_out():
+    assert "too few" not in verdict_line(_metrics("ok", n=FEW_QUESTIONS))
+    few = verdict_line(_metrics("ok", n=2, heldout_delta_lo=50.0, heldout_delta_hi=50.0))
+    assert "n 2 (only 2 held-out questions: too few for the interval" in few
+
+
+def test_no_coherent_config_gives_the_best_coherence_reached():
+    line = verdict_line(
+        _metrics(
+            "needs finer coefficients", layer=None, coefficient=None, best_coherence_reached=41.25
+        )
+    )
+    assert line == (
+        "needs finer coefficients: no steered config reached coherence >= 68 on the "
+        "selection half (best 41.2)"
+    )
