@@ -55,7 +55,9 @@ class SteeringConfig(Strict):
     min_coherence: float = Field(
         68.0, ge=0, le=100, description="coherence a config needs to count as best (0-100)"
     )
-    max_batch_rows: int = Field(256, ge=1, description="rows per generate call (halved on OOM)")
+    max_batch_rows: int = Field(
+        256, ge=1, description="rows decoded at once (halved on out-of-memory)"
+    )
     loop: Literal["static", "hf"] = Field(
         "static",
         description="decode loop: static (the engine's own: static cache, one fixed-shape step, "

@@ -15,8 +15,9 @@ vectors (run `steerops vectors` for the base method first) and renormalise; pre-
 variants (`probe_preclean`, `mean_diff_preclean_top2`) zero the dims in the activations and
 fit the base method again. The dims come from
 `<out>/calibration/<calibration variant>/calibration.json`, from its massive set (`--dim-set
-massive`: peak |x| > 100 and > 1000x the layer median) or its largest-mean set (`top_mean`,
-the default); the vector metadata records which.
+massive`: peak |x| > 100 and > 1000x the layer median, the main job's choice) or its
+largest-mean set (`top_mean`, used when params set no cleaning.dim_set); the vector metadata
+records which.
 """
 
 from __future__ import annotations
