@@ -116,3 +116,11 @@ def test_pairwise_accuracy_counts_only_scored_pairs_and_half_ties():
     acc, n = ridge.pairwise_accuracy(pred, comps)
     assert n == 3 and acc == pytest.approx((1 + 0 + 0.5) / 3)
     assert ridge.pairwise_accuracy({}, comps) == (None, 0)
+
+
+def test_pearson_interval_needs_four_points_and_two_varying_sides():
+    x = np.arange(6.0)
+    assert ridge.pearson_interval(x[:3], x[:3] ** 2) == (None, None)
+    assert ridge.pearson_interval(x, np.ones(6)) == (None, None)
+    low, high = ridge.pearson_interval(x, x + np.array([0.3, -0.2, 0.1, 0.4, -0.5, 0.2]))
+    assert low < ridge.pearson(x, x + np.array([0.3, -0.2, 0.1, 0.4, -0.5, 0.2])) < high <= 1

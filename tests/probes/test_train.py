@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
@@ -18,6 +19,7 @@ ALPHAS = [10.0**k for k in range(-3, 7)]
 def test_train_stage_writes_runs_and_never_overwrites(tmp_path, capsys):
     params_file, params, ids, mu, layers = probe_world(tmp_path)
     assert main(["probe", "train", "--params", str(params_file)]) == 0
+    printed = capsys.readouterr().out
     root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
     first = json.loads((root / "runs" / "latest.json").read_text())["run_id"]
     manifest = json.loads((root / "runs" / first / "manifest.json").read_text())
@@ -34,6 +36,15 @@ def test_train_stage_writes_runs_and_never_overwrites(tmp_path, capsys):
     split = ridge.split_tasks(160, 0.4, params.seed)
     pred = layers[1][split.final] @ weight + bias
     assert pearsonr(pred, mu[split.final])[0] == pytest.approx(manifest["best_final_r"], abs=1e-4)
+    # final r carries n and a 95% interval (Fisher z by hand as the reference)
+    n, r = len(split.final), manifest["best_final_r"]
+    half = 1.959964 / np.sqrt(n - 3)
+    interval = [np.tanh(np.arctanh(r) - half), np.tanh(np.arctanh(r) + half)]
+    best = manifest["layers"]["1"]
+    assert best["final_n"] == n == metrics["best_final_n"]
+    assert best["final_r_ci"] == pytest.approx(interval, abs=1e-6) == metrics["best_final_r_ci"]
+    low, high = interval
+    assert f"final r {r:.3f} [{low:.3f}, {high:.3f}] (n {n})" in printed
 
     before = (root / "runs" / first / "manifest.json").read_bytes()
     assert main(["probe", "train", "--params", str(params_file)]) == 0

@@ -91,10 +91,14 @@ def run_train(args: argparse.Namespace) -> None:
     params = load_params_for(args)
     run_dir, manifest, reused = train(params)
     best = manifest["best_layer"]
+    layer = manifest["layers"][str(best)]
     print(f"probe run {'reused' if reused else 'written'}: {run_dir}")
+    low, high = layer.get("final_r_ci") or (None, None)
+    interval = "" if low is None else f" [{low:.3f}, {high:.3f}]"
+    n = f" (n {layer['final_n']})" if layer.get("final_n") else ""
     print(
-        f"  best layer {best} (alpha {manifest['layers'][str(best)]['alpha']:g}): "
-        f"sweep r {manifest['best_sweep_r']:.3f}, final r {manifest['best_final_r']:.3f}"
+        f"  best layer {best} (alpha {layer['alpha']:g}): sweep r "
+        f"{manifest['best_sweep_r']:.3f}, final r {manifest['best_final_r']:.3f}{interval}{n}"
     )
 
 

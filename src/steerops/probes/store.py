@@ -156,6 +156,8 @@ def headline_metrics(manifest: dict) -> dict:
         "best_alpha": layers[str(manifest["best_layer"])]["alpha"],
         "best_sweep_r": manifest["best_sweep_r"],
         "best_final_r": manifest["best_final_r"],
+        "best_final_r_ci": layers[str(manifest["best_layer"])].get("final_r_ci"),
+        "best_final_n": layers[str(manifest["best_layer"])].get("final_n"),
         "final_r": {k: v["final_r"] for k, v in layers.items()},
         "pairwise_accuracy": {
             k: v["pairwise_accuracy"]

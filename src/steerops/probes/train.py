@@ -168,6 +168,9 @@ def train(params) -> tuple[Path, dict, bool]:
             "alpha": fit.alpha,
             "sweep_r": _finite(fit.sweep_r),
             "final_r": _finite(fit.final_r),
+            # n and a 95% interval of final_r: the tasks it is scored on chose nothing
+            "final_n": len(fit.eval_index),
+            "final_r_ci": list(ridge.pearson_interval(fit.eval_pred, y[fit.eval_index])),
             "alphas": [
                 {"alpha": a, "r": _finite(r)}
                 for a, r in zip(config["alphas"], fit.alpha_r, strict=True)
