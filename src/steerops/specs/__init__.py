@@ -2,8 +2,9 @@
 values when params load: token positions (`position`), layer specs (`layers`) and method
 names with cleaning suffixes (`methods`); plus the model components steerops reads.
 
-Each value prints as the text it was parsed from (`str(spec)`), which is also what params
-serialise back to.
+Each value prints as its spec text (`str(spec)`), which is also what params serialise back
+to: the text it was parsed from, except positions, which print their one canonical spelling
+(`prompt[+1]` and `prompt[1:2]` are `prompt[1]`; see `steerops.specs.position`).
 """
 
 from typing import Literal, get_args

@@ -2,11 +2,30 @@
 generation prompt included), `response` (the response's tokens) or `all` (both), and
 SELECTOR a Python index (`-1`) or slice (`:5`, `2:-1`, `::2`) applied inside the frame. A
 window of several tokens is mean-pooled by the extractor; an empty window drops the example.
+
+Every spelling of one selection parses to one canonical `Position` (its `text` names output
+folders, metrics and logs), so `prompt[+1]`, `prompt[01]` and `prompt[1:2]` are all
+`prompt[1]`. Two spellings are the same selection when they pick the same token indices, in
+the same order, from a frame of every length. The rules, applied at parse time:
+
+- numbers are plain decimals (no `+`, no leading zeros, `-0` is `0`); no spaces;
+- defaults are left out: a step of 1 or an empty step, a start of 0 with a positive step, a
+  start of -1 with a negative step (`[0:]`, `[::1]`, `[::]` are `[:]`);
+- a step wider than the window ever is (at any frame length) is cut to that width;
+- a slice that reads the same single token as an index at every length is that index
+  (`[-1:]`, `[3:4]`, `[0::-1]`, `[-2:-3:-1]`); one that reads one token at most and can be
+  read forwards is (`[0:-4:-1]` is `[-3:1]`);
+- a slice that reads from the front forwards, or from the end backwards, stops just past
+  its last token (`[:11:3]` and `[:12:3]` are `[:10:3]`: tokens 0, 3, 6, 9);
+- a selector that reads no token at any length (`[4:2]`, `[:0]`) is an error.
+
+Order counts: `[::-1]` and `[:]` pool the same tokens but stay distinct specs.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from steerops.errors import SteeropsError
@@ -18,10 +37,10 @@ _POSITION = re.compile(r"^(\w+)\[(.*)\]$")
 
 @dataclass(frozen=True)
 class Position:
-    text: str  # canonical spelling (no spaces), used in paths and metadata
+    text: str  # canonical spelling, used in paths and metadata
     frame: str
     index: int | None = None  # set for a single index (`prompt[-1]`)
-    start: int | None = None  # otherwise a slice
+    start: int | None = None  # otherwise a slice (None where the default applies)
     stop: int | None = None
     step: int | None = None
 
@@ -35,7 +54,7 @@ class Position:
     @property
     def slug(self) -> str:
         """A filesystem-safe, readable name: `response[:5]` -> `response_to5`."""
-        return position_slug(self.text)
+        return position_slug(self)
 
     def window(self, prompt_len: int, response_len: int) -> range:
         """Token indices (into prompt + response ids) this position reads; may be empty."""
@@ -45,28 +64,26 @@ class Position:
             "all": range(0, prompt_len + response_len),
         }[self.frame]
         if self.index is not None:
-            if -len(frame) <= self.index < len(frame):
-                i = frame[self.index]
-                return range(i, i + 1)
-            return range(0)
+            return _index_window(frame, self.index)
         return frame[self.start : self.stop : self.step]
 
 
 def position_slug(position: str | Position) -> str:
-    """A filesystem-safe, readable name for a position spec: `response[:5]` -> `response_to5`."""
-    slug = str(position).replace(" ", "").replace("]", "").replace("[", "_")
+    """A filesystem-safe, readable name for a position spec, from its canonical spelling:
+    `response[:5]` -> `response_to5` (and so does `response[0:5:1]`)."""
+    slug = parse_position(position).text.replace("]", "").replace("[", "_")
     slug = slug.replace(":", "to").replace("-", "m")
     return re.sub(r"[^A-Za-z0-9_.]", "_", slug)
 
 
 def parse_position(spec: str | Position) -> Position:
-    """Parse `prompt[-1]`, `response[:5]`, `all[:]`...; errors name the bad part."""
+    """Parse `prompt[-1]`, `response[:5]`, `all[:]`... into its canonical form; errors name
+    the bad part."""
     if isinstance(spec, Position):
         return spec
     if not isinstance(spec, str):
         raise SteeropsError(f"position {spec!r}: expected text such as prompt[-1]")
-    text = re.sub(r"\s+", "", spec)
-    match = _POSITION.match(text)
+    match = _POSITION.match(re.sub(r"\s+", "", spec))
     if not match:
         raise SteeropsError(
             f"position {spec!r}: expected FRAME[INDEX or SLICE], e.g. prompt[-1] or response[:5]"
@@ -81,11 +98,11 @@ def parse_position(spec: str | Position) -> Position:
     if len(parts) == 1:
         if numbers[0] is None:
             raise SteeropsError(f"position {spec!r}: empty selector (use [:] for the frame)")
-        return Position(text, frame, index=numbers[0])
+        return _index_position(frame, numbers[0])
     start, stop, step = (numbers + [None])[:3]
     if step == 0:
         raise SteeropsError(f"position {spec!r}: slice step cannot be zero")
-    return Position(text, frame, start=start, stop=stop, step=step)
+    return _slice_position(spec, frame, start, stop, step or 1)
 
 
 def _position_int(spec: str, part: str) -> int | None:
@@ -94,6 +111,70 @@ def _position_int(spec: str, part: str) -> int | None:
     if not re.fullmatch(r"[+-]?\d+", part):
         raise SteeropsError(f"position {spec!r}: bad number {part!r}")
     return int(part)
+
+
+def _index_position(frame: str, index: int) -> Position:
+    return Position(f"{frame}[{index}]", frame, index=index)
+
+
+def _index_window(frame: range, index: int) -> range:
+    if -len(frame) <= index < len(frame):
+        i = frame[index]
+        return range(i, i + 1)
+    return range(0)
+
+
+def _slice_position(spec: str, frame: str, start: int | None, stop: int | None, step: int):
+    """The canonical Position of `frame[start:stop:step]` (see the module's rules)."""
+    default_start = 0 if step > 0 else -1
+    if start == default_start:
+        start = None
+    lengths = _deciding_lengths(start, stop)
+
+    def same(other: Callable[[range], range]) -> bool:
+        return all(range(n)[start:stop:step] == other(range(n)) for n in lengths)
+
+    spans = [_span(start, stop, step, n) for n in lengths]
+    if spans[-1] <= spans[-2]:  # bounded: `widest` is the most it ever spans (over all n)
+        widest = max(spans)
+        if widest <= 0:
+            raise SteeropsError(f"position {spec!r}: selects no token at any length")
+        if abs(step) >= widest:  # one token at most at any length: any wider step is the same
+            step = widest if step > 0 else -widest
+            index = default_start if start is None else start
+            if same(lambda r: _index_window(r, index)):
+                return _index_position(frame, index)
+            if step < 0 and start is not None and stop is not None:
+                forward = slice(stop + 1, start + 1)  # e.g. [0:-4:-1] is [-3:1]
+                if stop < 0 <= start and same(lambda r: r[forward]):
+                    start, stop, step = forward.start, forward.stop, 1
+    first = (0 if step > 0 else -1) if start is None else start
+    if stop is not None and (first >= 0) == (stop >= 0) == (step > 0):
+        # reads from the front forwards or from the end backwards, so no clamp shifts its
+        # tokens: stop just past the last one
+        last = first + (abs(stop - first) - 1) // abs(step) * step
+        stop = last + (1 if step > 0 else -1)
+    step = None if step == 1 else step
+    selector = ":".join(
+        "" if n is None else str(n) for n in [start, stop, step][: 3 if step else 2]
+    )
+    return Position(f"{frame}[{selector}]", frame, start=start, stop=stop, step=step)
+
+
+def _deciding_lengths(start: int | None, stop: int | None) -> list[int]:
+    """Frame lengths on which windows of slices made of `start`, `stop` (and numbers within
+    1 of them) are equal only if they are equal at every length, and that show a window's
+    widest span. A clamp to the frame switches, and a window turns empty, only where the
+    length is within 2 of 0, |start|, |stop|, their sum or their difference; between two such
+    lengths every bound moves linearly. Two lengths past each of them (the last two past
+    all of them) pin down each stretch; the whole range would cost `prompt[:10**9]` 10**9."""
+    a, b = abs(start or 0), abs(stop or 0)
+    return sorted({n for c in {0, a, b, a + b, abs(a - b)} for n in range(c - 3, c + 5) if n >= 0})
+
+
+def _span(start: int | None, stop: int | None, step: int, n: int) -> int:
+    lo, hi, _ = slice(start, stop, step).indices(n)
+    return hi - lo if step > 0 else lo - hi
 
 
 def max_response_tokens(spec: str | Position) -> int | None:
