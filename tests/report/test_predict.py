@@ -48,3 +48,23 @@ def test_predictor_loo_matches_independent_computation():
     assert md["predictor"] in ("k * layer_norm", "k * layer_norm_clean")
     expected = 0.8 * np.median(norms[::2])
     assert md["predicted_weight"] == pytest.approx(expected, rel=0.05)
+
+
+def test_equal_errors_recommend_the_simplest_predictor():
+    # every optimum the same weight at one layer: every predictor's LOO error is 0, and
+    # none explains more than the mean
+    features = pd.DataFrame(
+        {
+            "model": "m",
+            "method": ["mean_diff", "probe", "pca", "mean_diff_cleaned"],
+            "layer": 1,
+            "coefficient": 2.0,
+            "layer_norm": 3.0,
+            "layer_norm_clean": 2.5,
+            "abs_mean_proj": [0.1, 0.4, 0.2, 0.3],
+            "weight": 2.0,
+        }
+    )
+    errors = predict.loo_errors(features)
+    assert errors["loo_mae"].max() == pytest.approx(0, abs=1e-9)
+    assert set(predict.recommendations(features, errors)["predictor"]) == {"mean"}

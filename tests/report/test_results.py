@@ -175,6 +175,8 @@ def test_verdicts_and_coefficients_match_the_gap_table_and_no_effect_says_so(tmp
             assert numbers in line and f"coefficient {row.coefficient:g}:" in line
             assert f"layer {row.layer:g}," in line
         assert ("optimal layer" in line) == (row.status == "ok")
+        edge = "the grid's largest coefficient at this layer, so a larger one may steer more"
+        assert (edge in line) == (row.status == "ok" and row.at_largest_coefficient)
     [no_effect] = [x for x in section.splitlines() if "`random_baseline`" in x]
     assert "**no effect**, no optimal coefficient" in no_effect
     ok = gap[gap["status"] == "ok"]["method"]

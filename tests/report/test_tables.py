@@ -33,6 +33,9 @@ def test_gap_analysis_known_answers(frame):
     assert (md["status"], md["delta"], md["coefficient"], md["layer"]) == ("ok", 70, 1.5, 2)
     assert (md["n"], md["selection_n"]) == (20, 20) and 0 < md["delta_lo"] < 70 < md["delta_hi"]
     assert _row(gap, method="probe")["delta"] == 95
+    # probe's optimum is the grid's largest coefficient (2.0): it may lie beyond the grid
+    assert _row(gap, method="probe")["at_largest_coefficient"]
+    assert not md["at_largest_coefficient"]
     # coherent but without an effect: "no effect"
     rb = _row(gap, method="random_baseline")
     assert rb["status"] == "no effect" and rb["delta_lo"] <= 0

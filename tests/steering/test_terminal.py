@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from steerops.steering.terminal import FEW_QUESTIONS, verdict_line
+from types import SimpleNamespace
+
+from steerops.steering.terminal import FEW_QUESTIONS, cell_table, verdict_line
 
 
 def _metrics(status: str, n: int = 20, **more) -> dict:
@@ -48,3 +50,22 @@ def test_no_coherent_config_gives_the_best_coherence_reached():
         "needs finer coefficients: no steered config reached coherence >= 68 on the "
         "selection half (best 41.2)"
     )
+
+
+def _result(layer: int, coefficient: float) -> SimpleNamespace:
+    vector = SimpleNamespace(layer=layer)
+    config = SimpleNamespace(vectors=[vector], coefficient=coefficient)
+    return SimpleNamespace(config=config, trait_mean=50.0, coherence_mean=80.0, n=20)
+
+
+def test_an_optimum_at_the_grid_s_largest_coefficient_is_called_out():
+    results = [_result(layer, c) for layer in (12, 16) for c in (0.2, 0.25)]
+    baseline = SimpleNamespace(trait_mean=5.0, coherence_mean=99.0)
+    edge = "the grid's largest coefficient at this layer"
+    for coefficient, status, called in [
+        (0.25, "ok", True),
+        (0.2, "ok", False),
+        (0.25, "no effect", False),
+    ]:
+        metrics = _metrics(status, coefficient=coefficient)
+        assert (edge in cell_table("cell", baseline, results, metrics, "f")) == called

@@ -101,11 +101,12 @@ def recommendations(features: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFram
     weight the best leave-one-out predictor gives at the median feature values."""
     features = distinct(features)
     scored = errors.dropna(subset=["loo_mae"])
-    best_name = (
-        scored.sort_values(["loo_mae", "predictor"], kind="mergesort").iloc[0]["predictor"]
-        if not scored.empty
-        else "mean"
-    )
+    best_name = "mean"
+    if not scored.empty:
+        # on a tie (up to rounding) the simplest predictor wins: PREDICTORS' order
+        least = float(scored["loo_mae"].min())
+        tied = set(scored[scored["loo_mae"] <= least * (1 + 1e-9) + 1e-12]["predictor"])
+        best_name = next(name for name in PREDICTORS if name in tied)
     predict = fit_predictor(features, best_name) if len(features) else None
     out = []
     for (model, method), rows in features.groupby(["model", "method"], sort=True):

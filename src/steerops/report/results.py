@@ -119,7 +119,13 @@ def _verdict_lines(gap: pd.DataFrame) -> list[str]:
             f"{cell(row.coherence)}, n {cell(row.n)}"
         )
         if row.status == stats.OK:
-            lines.append(f"- {where}{alias}: **ok**, optimal {numbers}")
+            edge = (
+                "; the grid's largest coefficient at this layer, so a larger one may steer "
+                "more (extend `steering.coefficients` or run `steerops search`)"
+                if row.at_largest_coefficient
+                else ""
+            )
+            lines.append(f"- {where}{alias}: **ok**, optimal {numbers}{edge}")
         elif row.status == stats.NO_EFFECT:
             lines.append(
                 f"- {where}{alias}: **no effect**, no optimal coefficient (chosen {numbers})"

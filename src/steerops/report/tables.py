@@ -78,11 +78,22 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
                     else np.nan
                 ),
                 "n_configs": int(len(rows)),
+                "at_largest_coefficient": _at_largest(rows, chosen),
             }
         )
     columns = GROUP + ["status", "alias_of", "layer", "coefficient", "selection_n"]
     columns += ["selection_delta", *HELD.values(), "best_coherence_reached", "n_configs"]
+    columns += ["at_largest_coefficient"]
     return pd.DataFrame(out, columns=columns)
+
+
+def _at_largest(rows: pd.DataFrame, chosen: dict | None) -> bool:
+    """Whether the chosen config sits at the largest |coefficient| its layer was steered
+    with: the optimum may lie beyond the grid."""
+    if chosen is None:
+        return False
+    same_layer = rows[rows["layer"] == chosen["layer"]]["coefficient"].abs()
+    return len(same_layer.unique()) > 1 and abs(chosen["coefficient"]) >= same_layer.max()
 
 
 def preclean_vs_clean_after(

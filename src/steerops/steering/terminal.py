@@ -50,6 +50,12 @@ def cell_table(
         for row in rows
     ]
     lines.append("  * " + verdict_line(metrics))
+    steered = [abs(c) for layer, c in cells if layer == best[0]]
+    if metrics.get("status") == "ok" and len(set(steered)) > 1 and abs(best[1]) >= max(steered):
+        lines.append(
+            "    the grid's largest coefficient at this layer: a larger one may steer more "
+            "(extend --coefficients, or run `steerops search`)"
+        )
     lines.append(f"  files: {folder}")
     return "\n".join(lines)
 
