@@ -14,6 +14,7 @@ import torch
 from steerops.errors import SteeropsError
 from steerops.extract.store import write_streamed
 from steerops.io import (
+    atomic_folder,
     iter_jsonl,
     json_text,
     read_json,
@@ -98,3 +99,22 @@ def test_text_that_is_not_utf8_is_one_line_naming_file_and_line(tmp_path):
     (tmp_path / "x.json").write_bytes(b'{"a": "\xff"}')
     with pytest.raises(SteeropsError, match=r"x\.json:1: not UTF-8 text \(byte 7\)"):
         read_json(tmp_path / "x.json")
+
+
+def test_an_atomic_folder_replaces_the_old_one_whole_or_not_at_all(tmp_path, umask):
+    umask(0o022)
+    dest = tmp_path / "world"
+    with atomic_folder(dest) as building:
+        write_text(building / "a.txt", "old")
+        write_text(building / "gone.txt", "old")
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o755
+    with pytest.raises(KeyboardInterrupt), atomic_folder(dest) as building:
+        write_text(building / "a.txt", "half")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]  # nothing left beside
+    assert (dest / "a.txt").read_text() == "old" and (dest / "gone.txt").exists()
+    with atomic_folder(dest) as building:
+        write_text(building / "a.txt", "new")
+    assert sorted(p.name for p in dest.iterdir()) == ["a.txt"]  # no file of the old one
+    assert (dest / "a.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -52,6 +53,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty folder next to `path`; on success it takes `path`'s place (an old
+    folder is moved aside first and dropped only once the new one is in), on failure or
+    interrupt it is removed and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".building", dir=path.parent))
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def _remove_orphans(path: Path) -> None:

@@ -66,3 +66,25 @@ def test_world_loads_like_a_hub_model(loaded):
     assert model.config.eos_token_id == tok.eos_token_id
     assert model.generation_config.pad_token_id == tok.pad_token_id
     assert model.generation_config.do_sample is False
+
+
+def test_an_interrupted_toy_build_leaves_the_old_world(tmp_path, monkeypatch, capsys):
+    from steerops.cli import main
+    from steerops.toy import build
+
+    world = tmp_path / "toy"
+    write_trait_data(world, seed=0)
+    (world / "world.json").write_text('{"seed": 0}')
+    before = {p.relative_to(world): p.read_bytes() for p in world.rglob("*") if p.is_file()}
+
+    def interrupted_build(out_dir, seed=0, progress=True, train_config=None):
+        write_trait_data(out_dir, seed)  # the trait data goes first, as the real build does
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "build_toy_world", interrupted_build)
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    argv = ["toy", "--params", str(tmp_path / "params.yaml"), "--out", str(world), "--seed", "1"]
+    assert main(argv) != 0
+    after = {p.relative_to(world): p.read_bytes() for p in world.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "toy"]

