@@ -154,11 +154,11 @@ def _slice_position(spec: str, frame: str, start: int | None, stop: int | None, 
         # tokens: stop just past the last one
         last = first + (abs(stop - first) - 1) // abs(step) * step
         stop = last + (1 if step > 0 else -1)
-    step = None if step == 1 else step
+    shown_step = None if step == 1 else step
     selector = ":".join(
-        "" if n is None else str(n) for n in [start, stop, step][: 3 if step else 2]
+        "" if n is None else str(n) for n in [start, stop, shown_step][: 3 if shown_step else 2]
     )
-    return Position(f"{frame}[{selector}]", frame, start=start, stop=stop, step=step)
+    return Position(f"{frame}[{selector}]", frame, start=start, stop=stop, step=shown_step)
 
 
 def _deciding_lengths(start: int | None, stop: int | None) -> list[int]:

@@ -3,8 +3,9 @@
 The unsteered baseline is generated once per settings; every layer x coefficient config is
 then generated in batches of up to steering.max_batch_rows rows, each row carrying its own
 steering: by the engine's static-cache decode loop (steering.loop: static, the default;
-finished rows' slots are refilled) or by HF `generate` (loop: hf, the reference), and judged. Without --method/--position, every cell of steering.methods x
-steering.positions is swept, and the configs of all cells are generated together; configs
+finished rows' slots are refilled) or by HF `generate` (loop: hf, the reference), and
+judged. Without --method/--position, every cell of steering.methods x steering.positions is
+swept, and the configs of all cells are generated together; configs
 whose vectors are identical tensors are generated once. Configs already evaluated under
 identical settings are served from `results.jsonl`. Each cell's best config is chosen on a
 seeded selection half of the questions and reported on the held-out half, with a 95%

@@ -51,7 +51,8 @@ def cell_table(
     ]
     lines.append("  * " + verdict_line(metrics))
     steered = [abs(c) for layer, c in cells if layer == best[0]]
-    if metrics.get("status") == "ok" and len(set(steered)) > 1 and abs(best[1]) >= max(steered):
+    chosen = abs(best[1] or 0)
+    if metrics.get("status") == "ok" and len(set(steered)) > 1 and chosen >= max(steered):
         lines.append(
             "    the grid's largest coefficient at this layer: a larger one may steer more "
             "(extend --coefficients, or run `steerops search`)"
