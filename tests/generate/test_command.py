@@ -223,6 +223,33 @@ def test_bad_input_is_one_line_naming_it(toy_params, capsys):
         main(["generate", "--params", str(toy_params), "--max-new-tokens", "many"])
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--device", "bogus"], "models.base.device: 'bogus' is not a device"),
+        (["--device", "cuda:99"], "models.base.device: cuda:99 is not available"),
+    ],
+    ids=["not-a-device", "device-not-here"],
+)
+def test_a_bad_device_fails_before_loading_and_tracking(
+    tmp_path, toy_world, monkeypatch, capsys, argv, message
+):
+    from steerops.models import loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the bad device was refused")
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(loading, "load_model", refuse)
+    params = write_params(tmp_path, toy_world)
+    capsys.readouterr()
+    assert main(["generate", "--params", str(params), *argv]) == 2
+    [err] = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith("steerops generate: error: ") and message in err
+    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run was opened
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_jsonl_trait_prompts_name_the_bad_line(tmp_path):
     from steerops.errors import SteeropsError
 

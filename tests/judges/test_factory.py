@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from steerops.config import load_params
@@ -13,3 +15,66 @@ def test_unknown_judge_kind_is_a_params_error(tmp_path):
     path.write_text("judge:\n  kind: gpt\n")
     with pytest.raises(SteeropsError, match="judge.kind"):
         load_params(path)
+
+
+def _params(tmp_path, judge: str, models: str = ""):
+    path = tmp_path / "params.yaml"
+    path.write_text(f"judge: {judge}\n{models}")
+    return load_params(path)
+
+
+def _trait(tmp_path):
+    from steerops.traits import Trait
+
+    (tmp_path / "t").mkdir(exist_ok=True)
+    return Trait("cat/t", tmp_path / "t", [], [], definition="refuses", questions=["q?"])
+
+
+OPENAI = "{kind: openai, base_url: 'https://judge.invalid/v1', model: m, api_key_env: KEY_XYZ}"
+
+
+@pytest.mark.parametrize(
+    "judge, models, message",
+    [
+        (OPENAI, "", "judge.api_key_env: environment variable KEY_XYZ is not set"),
+        ("{kind: openai, model: m}", "", "judge.base_url: required"),
+        ("{kind: openai, base_url: 'https://x/v1'}", "", "judge.model: required"),
+        ("{kind: hf}", "", "judge.variant: required for judge.kind hf"),
+        ("{kind: hf, variant: nosuch}", "", "judge.variant: models.nosuch: unknown"),
+        ("{kind: proxy, variant: nosuch}", "", "judge.variant: models.nosuch: unknown"),
+        (
+            "{kind: hf, variant: judge}",
+            "models: {judge: {id: org/judge, device: bogus}}\n",
+            "models.judge.device: 'bogus' is not a device",
+        ),
+        (
+            "{kind: proxy, variant: judge}",
+            "models: {judge: {id: org/judge, device: 'cuda:99'}}\n",
+            "models.judge.device: cuda:99 is not available",
+        ),
+        ("{kind: proxy, variant: judge}", "models: {judge: {id: org/j}}\n", "phrases.txt"),
+    ],
+)
+def test_check_judge_refuses_what_make_judge_would_without_building_it(
+    tmp_path, monkeypatch, judge, models, message
+):
+    from steerops.judges import check_judge
+    from steerops.models import loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("check_judge loaded a model")
+
+    monkeypatch.delenv("KEY_XYZ", raising=False)
+    monkeypatch.setattr(loading, "load_model", refuse)
+    with pytest.raises(SteeropsError, match=re.escape(message)):
+        check_judge(_params(tmp_path, judge, models), _trait(tmp_path))
+
+
+def test_check_judge_reads_the_key_from_the_environment_and_keeps_nothing(tmp_path, monkeypatch):
+    from steerops.judges import check_judge
+
+    monkeypatch.setenv("KEY_XYZ", "sk-secret-xyz")
+    params = _params(tmp_path, OPENAI)
+    assert check_judge(params, _trait(tmp_path)) is None
+    assert "sk-secret-xyz" not in repr(params)
+    check_judge(_params(tmp_path, "{kind: toy}"))  # the exact judge needs nothing

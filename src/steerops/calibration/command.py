@@ -69,13 +69,14 @@ def load_calibration_prompts(path: Path) -> list[Prompt]:
 def calibrate(params, progress: bool = True) -> dict:
     """Run calibration for `calibration.variant`; returns the calibration.json record."""
     from steerops.models.generation import generate_responses
-    from steerops.models.loading import load_model
+    from steerops.models.loading import check_variant, load_model
     from steerops.tracking import track
 
     cfg = params.calibration
     prompts_file = params.path(cfg.prompts)
     prompts = load_calibration_prompts(prompts_file)
     spec = params.variant(cfg.variant)
+    check_variant(params, cfg.variant)  # a bad source or device fails before the run opens
     settings = {
         k: getattr(cfg, k)
         for k in (

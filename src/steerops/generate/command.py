@@ -80,9 +80,12 @@ def resolve_max_new_tokens(params) -> int:
 
 def generate_trait(params, name: str, force: bool = False, progress: bool = True) -> dict:
     """Complete (and vet) one trait; returns the summary written to `summary.json`."""
+    from steerops.models.loading import check_variant
+
     cfg = params.generate
     trait = load_trait(params.path(params.traits.root), name)
     _check_pairing(cfg, trait)
+    check_variant(params, cfg.variant)  # a bad source or device fails before the run opens
     folder = responses_dir(params.out, name, cfg.variant)
     gen = _generation_settings(params, trait)
     gen_hash = text_md5(json.dumps(gen, sort_keys=True))

@@ -22,3 +22,19 @@ class Judge(Protocol):
 def check_pairs(questions: list[str], responses: list[str]) -> None:
     if len(questions) != len(responses):
         raise SteeropsError(f"judge: got {len(questions)} questions but {len(responses)} responses")
+
+
+def check_judge_variant(params, role: str) -> str:
+    """`judge.variant` of a local judge (`role`: what it is for, in the error): set, a known
+    variant, and one that can load here (its source, weights and device); no weights read."""
+    from steerops.models.loading import check_variant
+
+    variant = params.judge.variant
+    if not variant:
+        raise SteeropsError(f"judge.variant: required for judge.kind {params.judge.kind} ({role})")
+    try:
+        params.variant(variant)
+    except SteeropsError as exc:
+        raise SteeropsError(f"judge.variant: {exc}") from None
+    check_variant(params, variant)
+    return variant

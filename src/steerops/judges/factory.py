@@ -36,4 +36,30 @@ def make_judge(
         from steerops.judges.proxy import ProxyJudge
 
         return ProxyJudge.from_params(params, trait, loaded)
-    raise SteeropsError(f"judge.kind: unknown judge {kind!r} (use toy, openai, hf or proxy)")
+    raise _unknown(kind)
+
+
+def check_judge(params: Params, trait: Trait | None = None) -> None:
+    """Refuse, without building it, what `make_judge` would refuse for `trait`: params
+    (an endpoint's URL and model, its key's variable set), the rubric or phrases, the
+    judge's model variant (known, its source, its device). Sends nothing, loads no model
+    and keeps no key: a stage calls it before it loads its own model or opens a run."""
+    kind = params.judge.kind
+    if kind == "openai":
+        from steerops.judges.openai import OpenAIJudge
+
+        OpenAIJudge.check_params(params, trait)
+    elif kind == "hf":
+        from steerops.judges.hf import HFJudge
+
+        HFJudge.check_params(params, trait)
+    elif kind == "proxy":
+        from steerops.judges.proxy import ProxyJudge
+
+        ProxyJudge.check_params(params, trait)
+    elif kind != "toy":
+        raise _unknown(kind)
+
+
+def _unknown(kind: str) -> SteeropsError:
+    return SteeropsError(f"judge.kind: unknown judge {kind!r} (use toy, openai, hf or proxy)")

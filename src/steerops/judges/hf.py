@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from steerops.errors import SteeropsError
+from steerops.judges.base import check_judge_variant
 from steerops.judges.cache import Entry, JudgeCache
 from steerops.judges.cached import CachedJudge, Job
 from steerops.judges.numbers import NumberTrie, encode, integer_distributions, number_trie
@@ -46,16 +46,19 @@ class HFJudge(CachedJudge):
         self.trie: NumberTrie = number_trie(tokenizer, self.render(Job("trait", "q", "a")))
 
     @classmethod
+    def check_params(cls, params, trait) -> JudgePrompts:
+        """Refuse what `from_params` would refuse before it loads a model: no
+        judge.variant, an unknown one or one that cannot load here (source, device), no
+        rubric. Returns the prompts."""
+        check_judge_variant(params, "the name of the judge's model variant in `models`")
+        return prompts_for(trait)
+
+    @classmethod
     def from_params(cls, params, trait, loaded=None) -> HFJudge:
         from steerops.models.loading import load_model, model_fingerprint
 
         cfg = params.judge
-        if not cfg.variant:
-            raise SteeropsError(
-                "judge.variant: required for judge.kind hf (the name of the "
-                "judge's model variant in `models`)"
-            )
-        prompts = prompts_for(trait)
+        prompts = cls.check_params(params, trait)
         loaded = load_model(params, cfg.variant, padding_side="left", reuse=loaded)
         # Named by content, not by path: a copied cache stays valid, changed weights do not.
         fingerprint = model_fingerprint(loaded.source)

@@ -59,34 +59,20 @@ class OpenAIJudge(CachedJudge):
         self._answered = False  # until one request succeeded, requests go one at a time
 
     @classmethod
+    def check_params(cls, params, trait) -> None:
+        """Refuse what `from_params` would refuse (URL, model, rubric, an unset key
+        variable) without building the judge or sending anything; the key is not kept."""
+        _checked(params, trait)
+
+    @classmethod
     def from_params(cls, params, trait) -> OpenAIJudge:
         cfg = params.judge
-        # an http(s) URL is required
-        url_problem = (
-            "required for judge.kind openai (e.g. https://api.openai.com/v1)"
-            if not cfg.base_url
-            else None
-            if cfg.base_url.startswith(("http://", "https://"))
-            else f"expected an http(s) URL, got {cfg.base_url!r}"
-        )
-        if url_problem:
-            raise SteeropsError(f"judge.base_url: {url_problem}")
-        if not cfg.model:
-            raise SteeropsError(
-                "judge.model: required for judge.kind openai (the endpoint's "
-                "model name, e.g. gpt-4.1-mini)"
-            )
-        api_key = os.environ.get(cfg.api_key_env, "")
-        if not api_key and cfg.require_key:
-            raise SteeropsError(
-                f"judge.api_key_env: environment variable {cfg.api_key_env} is not set (the "
-                "judge's API key; set judge.require_key: false for a server without auth)"
-            )
+        prompts, api_key = _checked(params, trait)
         policy = RetryPolicy(cfg.max_retries, cfg.backoff_s, cfg.max_backoff_s, cfg.timeout_s)
         return cls(
             cfg.base_url,
             cfg.model,
-            prompts_for(trait),
+            prompts,
             JudgeCache(params.path(cfg.cache_dir)),
             api_key=api_key,
             min_prob_mass=cfg.min_prob_mass,
@@ -159,3 +145,31 @@ class OpenAIJudge(CachedJudge):
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIJudge(id={self.id!r}, url={self.url!r})"
+
+
+def _checked(params, trait) -> tuple[JudgePrompts, str]:
+    """The judge's prompts and API key after checking params: an http(s) base URL, a model
+    name, a rubric, and the key's environment variable set (unless judge.require_key is
+    false). The key is read from the environment here and nowhere else."""
+    cfg = params.judge
+    url_problem = (
+        "required for judge.kind openai (e.g. https://api.openai.com/v1)"
+        if not cfg.base_url
+        else None
+        if cfg.base_url.startswith(("http://", "https://"))
+        else f"expected an http(s) URL, got {cfg.base_url!r}"
+    )
+    if url_problem:
+        raise SteeropsError(f"judge.base_url: {url_problem}")
+    if not cfg.model:
+        raise SteeropsError(
+            "judge.model: required for judge.kind openai (the endpoint's "
+            "model name, e.g. gpt-4.1-mini)"
+        )
+    api_key = os.environ.get(cfg.api_key_env, "")
+    if not api_key and cfg.require_key:
+        raise SteeropsError(
+            f"judge.api_key_env: environment variable {cfg.api_key_env} is not set (the "
+            "judge's API key; set judge.require_key: false for a server without auth)"
+        )
+    return prompts_for(trait), api_key

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 
 from steerops.errors import SteeropsError
 from steerops.io import text_md5
-from steerops.judges.base import Score, check_pairs
+from steerops.judges.base import Score, check_judge_variant, check_pairs
 from steerops.judges.fluency import compression_ratio, repeated_fraction, response_nll
 from steerops.judges.phrases import PHRASES_FILE, PhraseSet, read_phrases
 
@@ -110,19 +110,24 @@ class ProxyJudge:
         self.id = f"{self.kind_name}:{model_name}:{phrases.hash}:{settings}"
 
     @classmethod
+    def check_params(cls, params, trait) -> PhraseSet:
+        """Refuse what `from_params` would refuse before it loads a model: no trait or
+        phrases, no judge.variant, an unknown one or one that cannot load here (source,
+        device). Returns the trait's phrases."""
+        if trait is None:
+            raise SteeropsError("judge.kind proxy: needs a trait (its phrases.txt)")
+        check_judge_variant(
+            params, "the model variant in `models` whose likelihood scores coherence"
+        )
+        return read_phrases(trait.path / PHRASES_FILE)
+
+    @classmethod
     def from_params(cls, params, trait, loaded=None) -> ProxyJudge:
         from steerops.models.fingerprint import model_fingerprint
         from steerops.models.loading import load_model
 
         cfg = params.judge
-        if trait is None:
-            raise SteeropsError("judge.kind proxy: needs a trait (its phrases.txt)")
-        if not cfg.variant:
-            raise SteeropsError(
-                "judge.variant: required for judge.kind proxy (the model "
-                "variant in `models` whose likelihood scores coherence)"
-            )
-        phrases = read_phrases(trait.path / PHRASES_FILE)
+        phrases = cls.check_params(params, trait)
         instruction_file = trait.path / INSTRUCTION_FILE
         instruction = None
         if instruction_file.is_file():

@@ -21,7 +21,14 @@ from steerops.errors import SteeropsError
 from steerops.models.fingerprint import model_fingerprint
 from steerops.models.resolver import ModelLayout, module_device, resolve_layout
 
-__all__ = ["LoadedModel", "load_model", "load_tokenizer", "model_fingerprint", "model_source"]
+__all__ = [
+    "LoadedModel",
+    "check_variant",
+    "load_model",
+    "load_tokenizer",
+    "model_fingerprint",
+    "model_source",
+]
 
 if TYPE_CHECKING:  # annotations only: extraction and its bench run without pydantic
     from steerops.config import ModelVariant, Params
@@ -69,9 +76,7 @@ def load_model(
     if reuse and reuse.name == variant and reuse.tokenizer.padding_side == padding_side:
         return reuse
     spec = params.variant(variant)
-    source = model_source(params, variant)
-    _refuse_pickles(source, variant)
-    _check_device(spec.device, variant)
+    source = check_variant(params, variant)
     tokenizer = load_tokenizer(params, variant, padding_side=padding_side)
     kwargs: dict = {
         "revision": spec.revision,
@@ -100,6 +105,17 @@ def load_model(
     model.requires_grad_(False)
     layout = resolve_layout(model, spec.layers_path, variant, spec.attn_path, spec.mlp_path)
     return LoadedModel(variant, spec, source, model, tokenizer, layout)
+
+
+def check_variant(params: Params, variant: str) -> str:
+    """What `load_model` checks before it reads anything: a known variant, its source (a
+    local folder or a hub id), safetensors weights, a usable device; returns the source.
+    Cheap, so a stage calls it before opening its MLflow run (no FAILED run for a typo)."""
+    spec = params.variant(variant)
+    source = model_source(params, variant)
+    _refuse_pickles(source, variant)
+    _check_device(spec.device, variant)
+    return source
 
 
 def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):

@@ -420,6 +420,19 @@ def violation(trial) -> float | None:
     return next(iter(constraints.values()), None)
 
 
+def check_storage(storage_url: str, heartbeat_s: int) -> None:
+    """Open the study storage and its workers' lock as `SearchStudy` will, then let go: a
+    bad URL, a missing driver, an unreachable server, a journal folder that cannot be made
+    or a database with no shared lock fails here, before a model loads or a run opens."""
+    storage = open_storage(storage_url, heartbeat_s)
+    try:
+        study_lock(storage_url, storage, "check")
+    finally:
+        engine = getattr(storage, "engine", None)  # an RDB storage's pooled connections
+        if engine is not None:
+            engine.dispose()
+
+
 def _describe(study, min_coherence: float, settings: dict[str, Any]) -> None:
     """Once per study: the objective's name and, in words, what it optimises (the user attrs
     optuna-dashboard shows on the study's page)."""

@@ -1,6 +1,8 @@
 """Everything a steering sweep or search needs, checked before a model loads or an MLflow
-run opens: the traits and their questions, the model's layer count and width (from its
-config file, no weights), the layers, and every vector set and layer norm the configs use.
+run opens: the traits and their questions, the steered variant (its source and device), the
+judge (its params, rubric, key variable and model variant; nothing sent, nothing loaded),
+the model's layer count and width (from its config file, no weights), the layers, and every
+vector set and layer norm the configs use.
 A coefficient far outside its unit's sensible range is said now, not after generating.
 
 A run on a real model takes minutes to load it; a typo in a layer or a missing vector
@@ -68,6 +70,8 @@ def check_grid(
 
     Vectors are read from the pipeline's outputs (`params.inputs`), where a scratch run
     finds them too."""
+    from steerops.judges import check_judge
+    from steerops.models.loading import check_variant
     from steerops.steering.configs import VectorSource
     from steerops.steering.sources import VectorSources
     from steerops.traits import load_trait
@@ -78,11 +82,15 @@ def check_grid(
     if not coefficients:
         raise SteeropsError("steering.coefficients: give at least one coefficient")
     params.variant(cfg.vector_variant)
+    check_variant(params, cfg.variant)  # its source, safetensors weights and device
     shape = model_shape(params, cfg.variant)
     layers = resolve_layers(layers_spec, shape, layers_key)
     out: dict[str, list[int] | None] = {}
     for trait in traits:
-        load_trait(params.path(params.traits.root), trait, need_prompts=False, need_questions=True)
+        data = load_trait(
+            params.path(params.traits.root), trait, need_prompts=False, need_questions=True
+        )
+        check_judge(params, data)
         out[trait] = layers
         if layers is None or shape.hidden_size is None:
             continue

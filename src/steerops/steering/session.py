@@ -25,7 +25,7 @@ from steerops.traits import load_trait
 
 class SteeringSession:
     def __init__(self, params, trait: str, progress: bool = True):
-        from steerops.judges import make_judge
+        from steerops.judges import check_judge, make_judge
 
         cfg = params.steering
         self.params, self.trait, self.progress = params, trait, progress
@@ -35,6 +35,7 @@ class SteeringSession:
             params.path(params.traits.root), trait, need_prompts=False, need_questions=True
         )
         self.questions: list[str] = data.questions[: cfg.subset] if cfg.subset else data.questions
+        check_judge(params, data)  # a bad judge fails before the model loads, not after
         self.loaded = load_model(params, self.variant)
         self.judge = make_judge(params, data, self.loaded)
         if self.judge_reads_steered_model() and params.judge.kind == "proxy":

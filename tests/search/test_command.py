@@ -1,0 +1,62 @@
+"""`steerops search` opens its study storage before the model loads or an MLflow run opens: a
+storage that cannot work is one error line and exit code 2, with no FAILED run left."""
+
+from __future__ import annotations
+
+import pytest
+
+from steer_world import steer_params
+from steerops.cli import main
+from steerops.models import loading
+from steerops.steering import session
+
+FLAGS = ["--max-new-tokens", "6", "--layers", "1", "--trials", "1"]
+
+
+def _refuse_model_loads(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the bad storage was refused")
+
+    monkeypatch.setattr(loading, "load_model", refuse)
+    monkeypatch.setattr(session, "load_model", refuse)
+
+
+@pytest.mark.parametrize(
+    "storage, message",
+    [
+        ("bogus://x", "search.storage: cannot open bogus://x: "),
+        ("journal:///{tmp}/a_file/study.log", "search.storage: cannot open journal "),
+    ],
+    ids=["unknown-scheme", "journal-folder-cannot-be-made"],
+)
+def test_a_storage_that_cannot_open_fails_before_loading_and_tracking(
+    tmp_path, toy_world, monkeypatch, capsys, storage, message
+):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _refuse_model_loads(monkeypatch)
+    (tmp_path / "a_file").write_text("")
+    params = steer_params(tmp_path, toy_world)
+    argv = ["search", "--params", str(params), "--out", str(tmp_path / "run"), *FLAGS]
+    capsys.readouterr()
+    assert main([*argv, "--storage", storage.format(tmp=tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"steerops search: error: {message}"), err
+    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run was opened
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_journal_in_a_folder_not_made_yet_passes_the_check(tmp_path):
+    from steerops.search.study import check_storage
+
+    file = tmp_path / "new" / "study.log"
+    check_storage(f"journal:///{file}", 30)
+    assert file.parent.is_dir()
+
+
+def test_a_sqlite_storage_passes_the_check_and_is_let_go(tmp_path):
+    from steerops.search.study import check_storage
+
+    file = tmp_path / "optuna.db"
+    check_storage(f"sqlite:///{file}", 30)
+    check_storage(f"sqlite:///{file}", 30)  # opened again: nothing held it
+    assert file.is_file()

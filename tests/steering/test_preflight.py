@@ -1,0 +1,123 @@
+"""Bad judge and device settings fail `steerops steer` (and `search`, which shares the
+preflight) with one error line and exit code 2 before the model loads or an MLflow run
+opens: no FAILED run is left in the tracking store."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from steer_world import steer_params
+from steerops.cli import main
+from steerops.models import loading
+from steerops.steering import session
+
+SMALL = ["--subset", "4", "--max-new-tokens", "6", "--layers", "1", "--coefficients", "0.5"]
+OPENAI = {"kind": "openai", "base_url": "https://judge.invalid/v1", "model": "m"}
+
+
+def _refuse_model_loads(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the bad input was refused")
+
+    monkeypatch.setattr(loading, "load_model", refuse)
+    monkeypatch.setattr(session, "load_model", refuse)
+
+
+def _params(tmp_path, toy_world, judge=None, device=None):
+    path = steer_params(tmp_path, toy_world)
+    data = yaml.safe_load(path.read_text())
+    data["judge"].update(judge or {})
+    if device:
+        for spec in data["models"].values():
+            spec["device"] = device
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+CASES = [
+    pytest.param(
+        {**OPENAI, "api_key_env": "NO_SUCH_KEY_XYZ"},
+        None,
+        [],
+        "judge.api_key_env: environment variable NO_SUCH_KEY_XYZ is not set",
+        id="openai-key-unset",
+    ),
+    pytest.param(
+        {**OPENAI, "base_url": None},
+        None,
+        [],
+        "judge.base_url: required for judge.kind openai",
+        id="openai-no-base-url",
+    ),
+    pytest.param(
+        {"kind": "hf", "variant": "nosuch"},
+        None,
+        [],
+        "judge.variant: models.nosuch: unknown model variant",
+        id="hf-unknown-variant",
+    ),
+    pytest.param(
+        {"kind": "proxy", "variant": "nosuch"},
+        None,
+        [],
+        "judge.variant: models.nosuch: unknown model variant",
+        id="proxy-unknown-variant",
+    ),
+    pytest.param(
+        None, None, ["--device", "bogus"], "'bogus' is not a device", id="device-flag-bogus"
+    ),
+    pytest.param(
+        None,
+        "cuda:99",
+        [],
+        "models.instruct.device: cuda:99 is not available",
+        id="device-not-available",
+    ),
+]
+
+
+@pytest.mark.parametrize("stage", ["steer", "search"])
+@pytest.mark.parametrize("judge, device, extra, message", CASES)
+def test_bad_judge_or_device_fails_before_loading_and_tracking(
+    tmp_path, toy_world, monkeypatch, capsys, stage, judge, device, extra, message
+):
+    monkeypatch.delenv("NO_SUCH_KEY_XYZ", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _refuse_model_loads(monkeypatch)
+    params = _params(tmp_path, toy_world, judge, device)
+    flags = SMALL if stage == "steer" else ["--max-new-tokens", "6", "--layers", "1"]
+    argv = [stage, "--params", str(params), "--out", str(tmp_path / "run"), *flags, *extra]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"steerops {stage}: error: "), err
+    assert message in err[0]
+    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run was opened
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_device_this_machine_lacks_is_refused_up_front(tmp_path, toy_world, monkeypatch, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    _refuse_model_loads(monkeypatch)
+    params = _params(tmp_path, toy_world, device="cuda")
+    assert main(["steer", "--params", str(params), "--out", str(tmp_path / "run"), *SMALL]) == 2
+    [err] = capsys.readouterr().err.strip().splitlines()
+    assert "models.instruct.device: cuda is not available" in err
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_judge_key_is_read_not_kept_or_written(tmp_path, toy_world, monkeypatch, capsys):
+    """With the key set, the preflight passes the judge and keeps nothing of the key: the
+    run goes on to load the model (refused here), and no file holds the key."""
+    secret = "sk-preflight-secret-1234"
+    monkeypatch.setenv("STEEROPS_TEST_JUDGE_KEY", secret)
+    _refuse_model_loads(monkeypatch)
+    params = _params(tmp_path, toy_world, {**OPENAI, "api_key_env": "STEEROPS_TEST_JUDGE_KEY"})
+    with pytest.raises(AssertionError, match="a model was loaded"):
+        main(["steer", "--params", str(params), "--out", str(tmp_path / "run"), *SMALL])
+    out = capsys.readouterr()
+    assert secret not in out.out + out.err
+    assert not any(secret.encode() in f.read_bytes() for f in tmp_path.rglob("*") if f.is_file())
