@@ -58,3 +58,29 @@ def test_a_coherent_trial_without_an_effect_beyond_its_interval_is_not_a_pick():
     assert choose_best(rows, MIN_COH) is None
     rows[0]["selection_delta_lo"] = 0.5
     assert choose_best(rows, MIN_COH) is rows[0]["trial"]
+
+
+def test_the_console_line_gives_both_halves_with_their_intervals():
+    from steerops.search.command import summary_line
+
+    best = {
+        "trait": "behavior/refusal",
+        "status": "ok",
+        "chosen": {"layer": 12, "coefficient": 0.2333},
+        "search": {"trait_delta": 70.0, "delta_lo": 50.0, "delta_hi": 90.0, "n": 20},
+        "heldout": {
+            "trait_delta": 55.0,
+            "delta_lo": 30.0,
+            "delta_hi": 80.0,
+            "coherence_mean": 71.2,
+            "n": 20,
+        },
+        "n_trials": 12,
+        "n_known": 0,
+        "n_generations": {"total": 480},
+        "study": "s",
+    }
+    assert summary_line(best).startswith(
+        "behavior/refusal: ok: layer 12 coefficient 0.2333: search delta +70.0 [+50.0, +90.0] "
+        "(n 20); held-out delta +55.0 [+30.0, +80.0] coherence 71.2 (n 20); 12 trials"
+    )

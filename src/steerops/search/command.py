@@ -46,7 +46,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from steerops.search.runner import search_trait
+    from steerops.search.storage import default_storage_url
     from steerops.search.store import write_search_summary
+    from steerops.search.study import check_storage
     from steerops.steering.configs import grid_cells
     from steerops.steering.preflight import check_grid
 
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> None:
     layers, key = (cfg.layers, "search.layers") if cfg.layers else (st.layers, "steering.layers")
     coefficients = [cfg.coef_min, cfg.coef_max, *cfg.enqueue]
     check_grid(params, params.traits.names, cells, layers, key, coefficients, "search")
+    check_storage(default_storage_url(params), cfg.heartbeat_s)
     finalised, links = False, list[str]()
     for method, position in cells:
         for trait in params.traits.names:
@@ -86,6 +89,7 @@ def summary_line(best: dict) -> str:
     return (
         f"{best['trait']}: {best['status']}: layer {chosen['layer']} coefficient "
         f"{chosen['coefficient']:.4g}: search delta {_fmt(search['trait_delta'], '+.1f')} "
+        f"[{_fmt(search.get('delta_lo'), '+.1f')}, {_fmt(search.get('delta_hi'), '+.1f')}] "
         f"(n {search['n']}); held-out delta {_fmt(held['trait_delta'], '+.1f')} "
         f"[{_fmt(held['delta_lo'], '+.1f')}, {_fmt(held['delta_hi'], '+.1f')}] coherence "
         f"{_fmt(held['coherence_mean'], '.1f')} (n {held['n']}); {tail}"
