@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from steerops.cli import build_parser, load_params_for, main
+from steerops.cli import abs_path, build_parser, load_params_for, main
 
 
 def _parsers(parser: argparse.ArgumentParser, path=("steerops",)):
@@ -35,6 +35,49 @@ def test_every_flag_of_every_stage_has_clean_help():
             if metavar and not re.fullmatch(r"[A-Z][A-Z0-9_]*(\.[a-z]+)?(\[,\.\.\])?", metavar):
                 problems.append(f"{' '.join(path)} {action.option_strings}: metavar {metavar}")
     assert problems == []
+
+
+# params keys that name a file or folder: in the params file they are relative to it, given
+# as a flag relative to the working directory (as a shell user expects)
+PATH_KEYS = {
+    "paths.toy",
+    "paths.smollm2",
+    "paths.out",
+    "traits.root",
+    "calibration.prompts",
+    "probes.tasks",
+    "probes.scores",
+    "probes.comparisons",
+    "probes.confounds",
+    "probes.ood.conditions",
+    "probes.ood.rates",
+    "probes.ood.probe_run",
+    "report.out",
+    "report.results",
+    "search.known_results",
+    "judge.cache_dir",
+}
+
+
+def test_every_path_flag_is_relative_to_the_working_directory():
+    loose = []
+    for path, parser in _parsers(build_parser()):
+        for action in parser._actions:
+            key = action.dest.removeprefix("override:")
+            if key in PATH_KEYS and action.type is not abs_path:
+                loose.append(f"{' '.join(path)} {action.option_strings}")
+    assert loose == []
+
+
+def test_a_relative_path_flag_reads_from_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "params.yaml").write_text("seed: 0\n")
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(
+        ["calibrate", "--params", "exp/params.yaml", "--prompts", "data/prompts.jsonl"]
+    )
+    params = load_params_for(args)
+    assert params.path(params.calibration.prompts) == tmp_path / "data" / "prompts.jsonl"
 
 
 def test_flag_values_are_blamed_on_the_flag(tmp_path, capsys):

@@ -21,7 +21,7 @@ from steerops.calibration.aggregate import summarize
 from steerops.calibration.heatmap import plot_heatmap
 from steerops.calibration.stats import LayerSums
 from steerops.calibration.store import calibration_file, heatmap_file, write_calibration
-from steerops.cli import flags, load_params_for, stage_parser
+from steerops.cli import abs_path, flags, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.traits import Prompt, read_prompts_jsonl
 
@@ -38,11 +38,11 @@ def register(subparsers) -> None:
     )
     flags(
         parser,
-        "calibration.variant calibration.prompts calibration.max_new_tokens "
-        "calibration.top_k calibration.massive_threshold calibration.massive_ratio "
+        "calibration.variant calibration.max_new_tokens calibration.top_k calibration.massive_threshold calibration.massive_ratio "
         "calibration.global_top_n "
         "calibration.global_min_layers calibration.batch_size",
     )
+    flags(parser, "calibration.prompts", type=abs_path)  # relative to the working directory
     parser.set_defaults(func=run)
 
 

@@ -37,9 +37,9 @@ def register(subparsers) -> None:
     flags(
         parser,
         "search.layers search.min_coherence search.trials search.batch search.sampler "
-        "search.seed search.coef_min search.coef_max search.enqueue search.known_results "
-        "search.storage search.study",
+        "search.seed search.coef_min search.coef_max search.enqueue search.storage search.study",
     )
+    flags(parser, "search.known_results", type=abs_path)  # relative to the working directory
     no_flag(parser, "--no-known", "search.import_known", "do not import known results")
     parser.set_defaults(func=run)
 
