@@ -38,8 +38,8 @@ def register(subparsers) -> None:
     )
     flags(
         parser,
-        "calibration.variant calibration.max_new_tokens calibration.top_k calibration.massive_threshold calibration.massive_ratio "
-        "calibration.global_top_n "
+        "calibration.variant calibration.max_new_tokens calibration.top_k "
+        "calibration.massive_threshold calibration.massive_ratio calibration.global_top_n "
         "calibration.global_min_layers calibration.batch_size",
     )
     flags(parser, "calibration.prompts", type=abs_path)  # relative to the working directory
