@@ -78,7 +78,7 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
                     else np.nan
                 ),
                 "n_configs": int(len(rows)),
-                "at_largest_coefficient": _at_largest(rows, chosen),
+                "at_largest_coefficient": status == stats.OK and _at_largest(rows, chosen),
             }
         )
     columns = GROUP + ["status", "alias_of", "layer", "coefficient", "selection_n"]
