@@ -85,7 +85,6 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
     cfg = params.generate
     trait = load_trait(params.path(params.traits.root), name)
     _check_pairing(cfg, trait)
-    check_variant(params, cfg.variant)  # a bad source or device fails before the run opens
     folder = responses_dir(params.out, name, cfg.variant)
     gen = _generation_settings(params, trait)
     gen_hash = text_md5(json.dumps(gen, sort_keys=True))
@@ -108,6 +107,8 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
         if progress:
             print(f"{name} [{cfg.variant}]: up to date (--force regenerates)")
         return old
+    # an up-to-date trait needs no model; one to generate fails here, before the run opens
+    check_variant(params, cfg.variant)
 
     from steerops.tracking import track
 
