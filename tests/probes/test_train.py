@@ -124,3 +124,6 @@ def test_train_stage_cv_and_confounds(tmp_path):
     assert manifest["config"]["protocol"] == "cv" and manifest["config"]["cv_folds"] == 4
     assert manifest["confounds"]["n_dropped"] == 4 and 0 <= manifest["confounds"]["r2"] < 0.2
     assert manifest["counts"]["used"] == 156 and manifest["best_final_r"] > 0.9
+    # out-of-fold r chose alpha and layer: n, but no interval that would claim otherwise
+    best = manifest["layers"][str(manifest["best_layer"])]
+    assert best["final_n"] == 156 and best["final_r_ci"] == [None, None]

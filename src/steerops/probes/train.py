@@ -168,9 +168,12 @@ def train(params) -> tuple[Path, dict, bool]:
             "alpha": fit.alpha,
             "sweep_r": _finite(fit.sweep_r),
             "final_r": _finite(fit.final_r),
-            # n and a 95% interval of final_r: the tasks it is scored on chose nothing
+            # n and a 95% interval of final_r where the tasks it is scored on chose nothing
+            # (holdout); under cv the same out-of-fold predictions chose alpha and layer
             "final_n": len(fit.eval_index),
-            "final_r_ci": list(ridge.pearson_interval(fit.eval_pred, y[fit.eval_index])),
+            "final_r_ci": list(ridge.pearson_interval(fit.eval_pred, y[fit.eval_index]))
+            if config["protocol"] == "holdout"
+            else [None, None],
             "alphas": [
                 {"alpha": a, "r": _finite(r)}
                 for a, r in zip(config["alphas"], fit.alpha_r, strict=True)
