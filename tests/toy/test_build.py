@@ -88,3 +88,19 @@ def test_an_interrupted_toy_build_leaves_the_old_world(tmp_path, monkeypatch, ca
     after = {p.relative_to(world): p.read_bytes() for p in world.rglob("*") if p.is_file()}
     assert after == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "toy"]
+
+
+def test_a_toy_build_refuses_a_folder_with_files_it_would_not_make(tmp_path, capsys):
+    from steerops.cli import main
+
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    for extra in ("notes.txt", "traits/mine/sycophancy/positive.txt"):
+        world = tmp_path / extra.split("/")[0].replace(".txt", "") / "world"
+        write_trait_data(world, seed=0)
+        (world / extra).parent.mkdir(parents=True, exist_ok=True)
+        (world / extra).write_text("keep me")
+        argv = ["toy", "--params", str(tmp_path / "params.yaml"), "--out", str(world)]
+        assert main(argv) == 2
+        [err] = capsys.readouterr().err.strip().splitlines()
+        assert "which the toy world does not make" in err and extra.split("/")[0] in err
+        assert (world / extra).read_text() == "keep me"

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from steerops.cli import abs_path, flags, load_params_for, stage_parser
+from steerops.errors import SteeropsError
 from steerops.io import atomic_folder
 
 
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> None:
 
     params = load_params_for(args)
     out = params.path(params.paths.toy)
+    _check_replaceable(out)
     # built beside `out` and swapped in whole: an interrupted build leaves the old world
     with atomic_folder(out) as building:
         summary = build_toy_world(building, seed=params.seed, progress=True)
@@ -44,3 +46,31 @@ def _write_probe_data(out: Path, seed: int) -> None:
     from steerops.probes.toy_data import write_toy_probe_data
 
     write_toy_probe_data(out, seed=seed)
+
+
+# what a toy world folder holds (`build_toy_world` and the probe data): the build replaces
+# the folder whole, so anything else in it would be lost
+WORLD_ENTRIES = {"model", "traits", "calibration.jsonl", "world.json", "probes"}
+
+
+def _check_replaceable(out: Path) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise SteeropsError(f"--out: {out} is a file, not a folder")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in WORLD_ENTRIES)
+    traits = out / "traits"
+    if traits.is_dir():
+        foreign += [
+            str(p.relative_to(out))
+            for p in sorted(traits.glob("*/*"))
+            if p.relative_to(traits).as_posix() != "toy/refusal"
+        ]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise SteeropsError(
+            f"--out: {out} holds {shown}, which the toy world does not make; the build "
+            "replaces the folder whole: give an empty folder or an existing toy world"
+        )
