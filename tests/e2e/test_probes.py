@@ -108,6 +108,25 @@ def test_thurstonian_refit_recovers_toy_utilities_and_trains(toy_probe_run):
     assert _manifest(root)["best_final_r"] >= 0.7
 
 
+def test_thurstonian_reads_and_writes_the_params_files(toy_probe_run, toy_world, tmp_path, capsys):
+    folder, data, params_file, root = toy_probe_run
+    flagged = tmp_path / "flagged.csv"
+    argv = ["probe", "thurstonian", "--params", str(params_file)]
+    assert (
+        main([*argv, "--comparisons", str(data / "comparisons.jsonl"), "--out-csv", str(flagged)])
+        == 0
+    )
+    probes = {"comparisons": str(data / "comparisons.jsonl"), "scores": "fit/scores.csv"}
+    own = write_params(tmp_path, toy_world, probes=probes)
+    assert main(["probe", "thurstonian", "--params", str(own)]) == 0
+    assert (tmp_path / "fit" / "scores.csv").read_bytes() == flagged.read_bytes()
+    (tmp_path / "bare").mkdir()
+    bare = write_params(tmp_path / "bare", toy_world, probes={"comparisons": None})
+    capsys.readouterr()
+    assert main(["probe", "thurstonian", "--params", str(bare)]) == 2
+    assert "probes.comparisons: not set" in capsys.readouterr().err
+
+
 def test_ood_on_toy_conditions(toy_probe_run):
     folder, data, params_file, root = toy_probe_run
     tasks_root = folder / "outputs" / "tasks" / "toy" / "instruct" / "prompt_m1" / "residual"

@@ -1,6 +1,6 @@
 """`steerops probe`: preference probes on task activations.
 
-    steerops probe thurstonian --comparisons comparisons.jsonl --out-csv scores.csv
+    steerops probe thurstonian [--comparisons comparisons.jsonl] [--out-csv scores.csv]
     steerops probe train [--scores scores.csv] [--layers 5-20] [--cv-folds 5]
     steerops probe ood [--conditions conditions.json] [--rates rates.csv]
     steerops probe toy-data [--toy data/toy]
@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from steerops.cli import abs_path, add_common, flags, load_params_for, no_flag, stage_parser
+from steerops.errors import SteeropsError
 
 
 def _selection_flags(parser: argparse.ArgumentParser) -> None:
@@ -42,19 +43,19 @@ def register(subparsers) -> None:
 
     thurstonian = sub.add_parser("thurstonian", help="fit utilities from pairwise choices")
     add_common(thurstonian)
-    thurstonian.add_argument(
-        "--comparisons",
-        required=True,
+    flags(
+        thurstonian,
+        "probes.comparisons",
         type=abs_path,
         metavar="JSONL",
-        help="rows {task_a, task_b, winner}",
+        help="rows {task_a, task_b, winner} to fit (params: probes.comparisons)",
     )
-    thurstonian.add_argument(
-        "--out-csv",
-        required=True,
+    flags(
+        thurstonian,
+        "--out-csv=probes.scores",
         type=abs_path,
         metavar="CSV",
-        help="where to write task_id,mu,sigma (+ a .fit.json summary)",
+        help="where to write task_id,mu,sigma (+ a .fit.json summary) (params: probes.scores)",
     )
     flags(thurstonian, "probes.prior_mu probes.prior_log_sigma")
     thurstonian.set_defaults(func=run_thurstonian)
@@ -109,11 +110,14 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     from steerops.tracking import track
 
     params = load_params_for(args)
-    comparisons = read_comparisons(Path(args.comparisons))
+    if not params.probes.comparisons:
+        raise SteeropsError("probes.comparisons: not set (give --comparisons FILE or set it)")
+    source = params.path(params.probes.comparisons)
+    comparisons = read_comparisons(source)
     fit = fit_thurstonian(comparisons, params.probes.prior_mu, params.probes.prior_log_sigma)
-    out = Path(args.out_csv)
+    out = params.path(params.probes.scores)
     summary = {
-        "comparisons": args.comparisons,
+        "comparisons": str(source),
         "n_tasks": len(fit.tasks),
         "n_comparisons": fit.n_comparisons,
         "nll_per_comparison": fit.nll,
@@ -126,7 +130,7 @@ def run_thurstonian(args: argparse.Namespace) -> None:
         params,
         "probe-thurstonian",
         f"thurstonian-{out.stem}",
-        inputs={"comparisons": args.comparisons},
+        inputs={"comparisons": source},
     ) as tracker:
         write_scores(out, fit.scores())
         write_json(out.with_suffix(".fit.json"), summary)
