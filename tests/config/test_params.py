@@ -110,3 +110,17 @@ def test_layer_specs_written_as_yaml_numbers_or_lists_stay_spec_text(tmp_path):
     assert (dumped["steering"]["layers"], dumped["probes"]["layers"]) == ("5,10,20-22", "0-30:5")
     with pytest.raises(SteeropsError, match="steering.layers"):
         load_params(_write(tmp_path, {"steering": {"layers": {"a": 1}}}))
+
+
+def test_two_spellings_of_one_position_are_one_position(tmp_path):
+    spellings = ["prompt[-1]", "prompt[-1:]", "response[:5]", "response[0:5]", "prompt[-1]"]
+    block = {"positions": spellings}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"extraction": block, "steering": block, "search": block}))
+    params = load_params(path)
+    for positions in (
+        params.extraction.positions,
+        params.steering.positions,
+        params.search.positions,
+    ):
+        assert [p.text for p in positions] == ["prompt[-1]", "response[:5]"]

@@ -8,7 +8,7 @@ fails there naming its params key; they serialise back to the text they were par
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, PlainValidator
 from pydantic_core import PydanticCustomError
 
 from steerops.errors import SteeropsError
@@ -38,6 +38,8 @@ _AS_TEXT = PlainSerializer(str, return_type=str)
 
 # `prompt[-1]`, `response[:5]`, `all[:]`...
 PositionSpec = Annotated[Position, _parsed_by(parse_position), _AS_TEXT]
+# a list of positions, each once: two spellings of one selection are one position
+Positions = Annotated[list[PositionSpec], AfterValidator(lambda items: list(dict.fromkeys(items)))]
 # `all`, `15`, `5,10,15`, `5-20`, `0-30:5`, `30%-60%`, mixtures (YAML ints and lists too)
 LayerSpec = Annotated[Layers, _parsed_by(layers_spec), _AS_TEXT]
 # `mean_diff`, `probe_top2`, `mean_diff_preclean`... (see steerops.specs.methods)

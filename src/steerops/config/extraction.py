@@ -6,13 +6,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from steerops.config.base import LayerSpec, PositionSpec, Strict
+from steerops.config.base import LayerSpec, Positions, Strict
 from steerops.specs import Component, Layers, parse_position
 
 
 class ExtractionConfig(Strict):
     variant: str = Field("base", description="model variant (from `models`) to read")
-    positions: list[PositionSpec] = Field(
+    positions: Positions = Field(
         default_factory=lambda: [parse_position("prompt[-1]"), parse_position("response[:5]")],
         description="token positions, e.g. prompt[-1], response[:5], all[:]",
     )

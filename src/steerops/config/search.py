@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from steerops.config.base import LayerSpec, MethodSpec, PositionSpec, Strict
+from steerops.config.base import LayerSpec, MethodSpec, Positions, Strict
 
 
 class SearchConfig(Strict):
@@ -30,7 +30,7 @@ class SearchConfig(Strict):
         default_factory=list,
         description="vector methods, one study each with every position (empty: steering.methods)",
     )
-    positions: list[PositionSpec] = Field(
+    positions: Positions = Field(
         default_factory=list,
         description="positions the vectors were extracted at (empty: steering.positions)",
     )

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from steerops.config.base import LayerSpec, MethodSpec, PositionSpec, Strict
+from steerops.config.base import LayerSpec, MethodSpec, Positions, Strict
 from steerops.specs import Component, Layers, Scope, parse_method, parse_position
 
 
@@ -19,7 +19,7 @@ class SteeringConfig(Strict):
         description="vector methods swept (one grid cell each with every position), e.g. "
         "mean_diff,probe,mean_diff_top1",
     )
-    positions: list[PositionSpec] = Field(
+    positions: Positions = Field(
         default_factory=lambda: [parse_position("prompt[-1]")],
         min_length=1,
         description="positions the vectors were extracted at, e.g. prompt[-1]",
