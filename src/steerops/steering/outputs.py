@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from steerops.errors import SteeropsError
 from steerops.io import atomic_path, read_json, write_json
 from steerops.steering import plots
 from steerops.steering.best import (
@@ -180,11 +181,24 @@ def save_responses(
                     "responses": result.responses,
                 },
             )
-        elif not (path.exists() and read_json(path).get("settings_hash") == settings_hash):
+        elif _kept_hash(path) != settings_hash:
+            if path.exists() and _kept_hash(path) is None:
+                path.unlink()  # damaged: no half file beside the good ones
             print(
                 f"note: no responses for {path.stem}: an earlier run evaluated it "
-                "without keeping them"
+                "without keeping them (or kept a damaged file, now removed)"
             )
             continue
         saved.append(path)
     return saved
+
+
+def _kept_hash(path: Path) -> str | None:
+    """The settings hash of a response file an earlier run kept; None when there is none
+    or it is damaged (unreadable JSON is not a reason to stop a sweep whose scores are in
+    the log)."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError, SteeropsError):
+        return None
+    return data.get("settings_hash") if isinstance(data, dict) else None
