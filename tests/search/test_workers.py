@@ -461,6 +461,14 @@ def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):
     assert roles == ["finaliser", "worker"]
     [study_run] = [r for r in parents if "heldout_trait_delta" in r.data.metrics]
     assert study_run.data.tags["steerops.search_role"] == "finaliser"
+    # both halves' numbers with their n and interval, as best.json has them
+    logged = study_run.data.metrics
+    for half, prefix in (("search", "search"), ("heldout", "heldout")):
+        numbers = best[half]
+        assert logged[f"{prefix}_n"] == numbers["n"]
+        assert (logged[f"{prefix}_delta_lo"], logged[f"{prefix}_delta_hi"]) == pytest.approx(
+            (numbers["delta_lo"], numbers["delta_hi"])
+        )
     ids = {r.info.run_id for r in parents}
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in ids]
     assert len(trials) == 6

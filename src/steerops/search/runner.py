@@ -299,10 +299,15 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
     )
     write_best(out, best)
     held_metrics = held or {}
+    searched = best.get("search") or {}
     tracker.log_metrics(
         {
             "search_trait_delta": pick.trait_delta if pick else None,
+            "search_delta_lo": searched.get("delta_lo"),
+            "search_delta_hi": searched.get("delta_hi"),
+            "search_n": searched.get("n"),
             "search_coherence": pick.coherence_mean if pick else None,
+            "heldout_n": held_metrics.get("n"),
             "heldout_trait_delta": held_metrics.get("trait_delta"),
             "heldout_delta_lo": held_metrics.get("delta_lo"),
             "heldout_delta_hi": held_metrics.get("delta_hi"),
