@@ -68,3 +68,26 @@ def test_equal_errors_recommend_the_simplest_predictor():
     errors = predict.loo_errors(features)
     assert errors["loo_mae"].max() == pytest.approx(0, abs=1e-9)
     assert set(predict.recommendations(features, errors)["predictor"]) == {"mean"}
+
+
+def test_a_left_out_row_keeps_no_twin_in_what_its_predictor_reads():
+    # two layers' norms, each shared by 8 methods at the same weight: 2 points, not 16
+    rows = []
+    for layer, (norm, clean, weight) in {1: (3.0, 2.0, 1.5), 2: (5.0, 4.5, 2.5)}.items():
+        for k in range(8):
+            rows.append(
+                {
+                    "model": "m",
+                    "method": f"method{k}",
+                    "layer": layer,
+                    "coefficient": 2.0,
+                    "layer_norm": norm,
+                    "layer_norm_clean": clean,
+                    "abs_mean_proj": 0.1 * k + layer,
+                    "weight": weight,
+                }
+            )
+    errors = predict.loo_errors(pd.DataFrame(rows)).set_index("predictor")
+    assert errors.loc["linear(layer_norm, layer_norm_clean)", "n"] == 2
+    assert np.isnan(errors.loc["linear(layer_norm, layer_norm_clean)", "loo_mae"])
+    assert errors.loc["a + b * |mean_proj|", "n"] == 16  # its feature tells the rows apart

@@ -6,8 +6,9 @@ well it generalises, compared against predicting the mean. Few points (one per m
 position x model), so predictors stay small: a scale on one norm, or a 2-feature linear fit.
 
 The rows are the report's "ok" cells only (an effect held out), and distinct ones: an alias
-(the same vectors under another name) and a row equal to another in every feature and the
-weight are left out, so a held-out row never has its twin in the fit.
+(the same vectors under another name) and, per predictor, a row equal to another in the
+features it reads and the weight are left out, so a held-out row never has its twin in the
+fit (rows of two methods at one layer share its norms).
 """
 
 from __future__ import annotations
@@ -30,11 +31,17 @@ PREDICTORS: dict[str, tuple[list[str], bool]] = {
 FEATURES = ["layer_norm", "layer_norm_clean", "abs_mean_proj"]
 
 
-def distinct(features: pd.DataFrame, target: str = "weight") -> pd.DataFrame:
-    """Rows that are neither aliases nor copies of an earlier row (model, features, target)."""
+def distinct(
+    features: pd.DataFrame, target: str = "weight", columns: list[str] | None = None
+) -> pd.DataFrame:
+    """Rows that are neither aliases nor copies of an earlier row in the model, the target
+    and `columns` (default: every feature). A predictor's rows are distinct in the columns
+    it reads: rows that differ only in a feature it ignores are one point to it (the mean,
+    reading none, keeps the rows distinct in every feature: different cells)."""
     if "alias_of" in features:
         features = features[features["alias_of"].fillna("") == ""]
-    keys = [c for c in ["model", *FEATURES, target] if c in features]
+    used = FEATURES if columns is None else columns
+    keys = [c for c in ["model", *used, target] if c in features]
     return features.drop_duplicates(subset=keys, keep="first")
 
 
@@ -42,9 +49,9 @@ def loo_errors(features: pd.DataFrame, target: str = "weight") -> pd.DataFrame:
     """Leave-one-out MAE of every predictor on the distinct rows (rows with missing features
     are skipped)."""
     out = []
-    features = distinct(features, target)
     for name, (cols, intercept) in PREDICTORS.items():
-        data = features.dropna(subset=cols + [target])
+        # a left-out row must not keep a twin (in what this predictor reads) in the fit
+        data = distinct(features, target, cols or None).dropna(subset=cols + [target])
         y = data[target].to_numpy(float)
         if len(data) < 3:
             out.append(
@@ -78,7 +85,7 @@ def _fit_predict(data, cols, intercept, train, test, y) -> float:
 def fit_predictor(features: pd.DataFrame, name: str, target: str = "weight"):
     """Fit predictor `name` on all rows; returns a callable features-frame -> predictions."""
     cols, intercept = PREDICTORS[name]
-    data = features.dropna(subset=cols + [target])
+    data = distinct(features, target, cols or None).dropna(subset=cols + [target])
     y = data[target].to_numpy(float)
     if not cols:
         mean = float(np.mean(y))
