@@ -8,6 +8,7 @@ Fields that record wall time (`timing`) are the only ones left out of the compar
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -38,6 +39,21 @@ STEER = [
     "12",
     "--subset",
     "8",
+]
+
+SEARCH = [
+    "search",
+    "--pipeline",
+    "--method",
+    "mean_diff",
+    "--position",
+    "prompt[-1]",
+    "--layers",
+    "1,2",
+    "--trials",
+    "8",
+    "--batch",
+    "2",
 ]
 
 
@@ -122,6 +138,7 @@ def stages(tmp_path_factory, toy_world):
         ("extract", EXTRACT),
         ("vectors", ["vectors", "--methods", "mean_diff"]),
         ("steer", STEER),
+        ("search", SEARCH),
     ):
         before[stage] = root / f"before-{stage}"
         shutil.copytree(ref, before[stage])
@@ -188,3 +205,27 @@ def test_steer_killed_anywhere_resumes_to_the_same_results(stages):
         got = _kill_and_resume(before["steer"], kill.replace(":", ""), STEER, kill, within)
         differ[kill] = sorted(k for k in {*got, *want} if got.get(k) != want.get(k))
     assert differ == {kill: [] for kill in differ}
+
+
+def test_a_resumed_search_starts_from_the_same_points(stages):
+    # A resumed search enqueued starting points from its own results log, which an
+    # uninterrupted run never had. (Its later trials may still differ: a killed trial is
+    # failed and retried, and the sampler sees it.)
+    ref, before = stages
+    counts = _points(before["search"], SEARCH)
+    want = _enqueued(ref)
+    assert want  # the startup design and the band from the steer stage's results
+    for kill in (f"call:{max(1, counts['calls'] // 2)}", f"call:{counts['calls']}"):
+        folder = before["search"].parent / f"{before['search'].name}-{kill.replace(':', '')}"
+        _kill_and_resume(before["search"], kill.replace(":", ""), SEARCH, kill, [])
+        assert _enqueued(folder) == want, kill
+
+
+def _enqueued(project: Path) -> set[tuple[str, str]]:
+    """(layer, coefficient) of the search's enqueued trials, each once (a killed one is
+    failed and enqueued again with the same point)."""
+    folder = project / "outputs" / "search" / TRAIT / "instruct" / "prompt_m1" / "residual"
+    with open(folder / "mean_diff" / "trials.csv", newline="") as f:
+        return {
+            (r["layer"], r["coefficient"]) for r in csv.DictReader(f) if r["source"] == "enqueued"
+        }

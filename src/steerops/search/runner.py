@@ -200,8 +200,9 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
             else [plan.out_dir / RESULTS_FILE, _steer_results(params, plan)]
         )
         files = evaluator.vector_files(src)
+        outside = []  # what the search did not measure itself: where it starts
         for path in logs:
-            known += load_known(
+            found = load_known(
                 path,
                 evaluator.scope,
                 evaluator.questions,
@@ -212,11 +213,15 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
                 files,
                 required=cfg.known_results is not None,
             )
-        # start where the known results found the feasible band
+            known += found
+            if path != plan.out_dir / RESULTS_FILE:
+                outside += found
+        # start where the outside results found the feasible band; the search's own log
+        # (a resumed run's) must not add starting points an uninterrupted run never had
         base = evaluator.baseline()
         if base.trait_mean is not None:
             for layer, c in band_points(
-                known, base.trait_mean, plan.min_coherence, cfg.coef_max, st.direction
+                outside, base.trait_mean, plan.min_coherence, cfg.coef_max, st.direction
             ):
                 study.enqueue(layer, c)
     tracker.log_params(
