@@ -81,6 +81,35 @@ def built_once(tmp_path_factory, name: str, build) -> Path:
     return folder
 
 
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Any model load fails the test (bad input must be refused before one), and MLflow's
+    store is the test folder's own."""
+    from steerops.models import loading
+    from steerops.steering import session
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the bad input was refused")
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(loading, "load_model", refuse)
+    monkeypatch.setattr(session, "load_model", refuse)
+
+
+def refused_up_front(argv: list[str], folder: Path, capsys, outputs: str = "outputs") -> str:
+    """Run `steerops argv` and check it was refused before anything ran: exit code 2, one
+    error line, no MLflow store in `folder` and no `outputs` folder there. Returns the line."""
+    from steerops.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"steerops {argv[0]}: error: "), err
+    assert not (folder / "mlflow.db").exists()  # no MLflow run was opened
+    assert not (folder / outputs).exists()
+    return err[0]
+
+
 def write_params(folder: Path, toy: Path, **blocks) -> Path:
     """A params.yaml in `folder` using the toy world, outputs under `folder/outputs`, and
     MLflow tracking in a sqlite file of its own. `blocks` update top-level params blocks."""

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import write_params
+from conftest import refused_up_front, write_params
 from steerops.cli import main
 from steerops.config import load_params
 from steerops.generate import command as stage
@@ -232,22 +232,11 @@ def test_bad_input_is_one_line_naming_it(toy_params, capsys):
     ids=["not-a-device", "device-not-here"],
 )
 def test_a_bad_device_fails_before_loading_and_tracking(
-    tmp_path, toy_world, monkeypatch, capsys, argv, message
+    tmp_path, toy_world, no_model_loads, capsys, argv, message
 ):
-    from steerops.models import loading
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the bad device was refused")
-
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(loading, "load_model", refuse)
     params = write_params(tmp_path, toy_world)
-    capsys.readouterr()
-    assert main(["generate", "--params", str(params), *argv]) == 2
-    [err] = capsys.readouterr().err.strip().splitlines()
-    assert err.startswith("steerops generate: error: ") and message in err
-    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run was opened
-    assert not (tmp_path / "outputs").exists()
+    err = refused_up_front(["generate", "--params", str(params), *argv], tmp_path, capsys)
+    assert message in err
 
 
 def test_jsonl_trait_prompts_name_the_bad_line(tmp_path):

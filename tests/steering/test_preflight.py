@@ -8,21 +8,12 @@ import pytest
 import torch
 import yaml
 
+from conftest import refused_up_front
 from steer_world import steer_params
 from steerops.cli import main
-from steerops.models import loading
-from steerops.steering import session
 
 SMALL = ["--subset", "4", "--max-new-tokens", "6", "--layers", "1", "--coefficients", "0.5"]
 OPENAI = {"kind": "openai", "base_url": "https://judge.invalid/v1", "model": "m"}
-
-
-def _refuse_model_loads(monkeypatch) -> None:
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the bad input was refused")
-
-    monkeypatch.setattr(loading, "load_model", refuse)
-    monkeypatch.setattr(session, "load_model", refuse)
 
 
 def _params(tmp_path, toy_world, judge=None, device=None):
@@ -81,40 +72,33 @@ CASES = [
 @pytest.mark.parametrize("stage", ["steer", "search"])
 @pytest.mark.parametrize("judge, device, extra, message", CASES)
 def test_bad_judge_or_device_fails_before_loading_and_tracking(
-    tmp_path, toy_world, monkeypatch, capsys, stage, judge, device, extra, message
+    tmp_path, toy_world, monkeypatch, no_model_loads, capsys, stage, judge, device, extra, message
 ):
     monkeypatch.delenv("NO_SUCH_KEY_XYZ", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    _refuse_model_loads(monkeypatch)
     params = _params(tmp_path, toy_world, judge, device)
     flags = SMALL if stage == "steer" else ["--max-new-tokens", "6", "--layers", "1"]
     argv = [stage, "--params", str(params), "--out", str(tmp_path / "run"), *flags, *extra]
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"steerops {stage}: error: "), err
-    assert message in err[0]
-    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run was opened
-    assert not (tmp_path / "run").exists()
+    assert message in refused_up_front(argv, tmp_path, capsys, outputs="run")
 
 
-def test_a_device_this_machine_lacks_is_refused_up_front(tmp_path, toy_world, monkeypatch, capsys):
+def test_a_device_this_machine_lacks_is_refused_up_front(
+    tmp_path, toy_world, no_model_loads, capsys
+):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    _refuse_model_loads(monkeypatch)
     params = _params(tmp_path, toy_world, device="cuda")
-    assert main(["steer", "--params", str(params), "--out", str(tmp_path / "run"), *SMALL]) == 2
-    [err] = capsys.readouterr().err.strip().splitlines()
+    argv = ["steer", "--params", str(params), "--out", str(tmp_path / "run"), *SMALL]
+    err = refused_up_front(argv, tmp_path, capsys, outputs="run")
     assert "models.instruct.device: cuda is not available" in err
-    assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_the_judge_key_is_read_not_kept_or_written(tmp_path, toy_world, monkeypatch, capsys):
+def test_the_judge_key_is_read_not_kept_or_written(
+    tmp_path, toy_world, monkeypatch, no_model_loads, capsys
+):
     """With the key set, the preflight passes the judge and keeps nothing of the key: the
     run goes on to load the model (refused here), and no file holds the key."""
     secret = "sk-preflight-secret-1234"
     monkeypatch.setenv("STEEROPS_TEST_JUDGE_KEY", secret)
-    _refuse_model_loads(monkeypatch)
     params = _params(tmp_path, toy_world, {**OPENAI, "api_key_env": "STEEROPS_TEST_JUDGE_KEY"})
     with pytest.raises(AssertionError, match="a model was loaded"):
         main(["steer", "--params", str(params), "--out", str(tmp_path / "run"), *SMALL])
