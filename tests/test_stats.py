@@ -97,3 +97,13 @@ def test_choose_never_picks_coefficient_zero_and_words_its_verdict():
     # nothing coherent but the unsteered config
     assert stats.choose([rows[0], rows[2]], 68) == (None, stats.NEEDS_FINER)
     assert stats.best_steered_coherence([rows[0], rows[2]]) == 50.0
+
+
+def test_a_pick_at_its_layer_s_largest_coefficient_is_at_the_grid_edge():
+    rows = [{"layer": layer, "coefficient": c} for layer in (1, 2) for c in (-3.0, 0.0, 2.0)]
+    rows.append({"layer": 3, "coefficient": 2.0})
+    assert stats.at_largest_coefficient(rows, {"layer": 1, "coefficient": -3.0})  # by |c|
+    assert not stats.at_largest_coefficient(rows, {"layer": 2, "coefficient": 2.0})
+    assert not stats.at_largest_coefficient(rows, {"layer": 3, "coefficient": 2.0})  # one only
+    rows.append({"layer": 3, "coefficient": float("nan")})  # a missing coefficient is not one
+    assert not stats.at_largest_coefficient(rows, {"layer": 3, "coefficient": 2.0})

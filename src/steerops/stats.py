@@ -198,6 +198,17 @@ def heldout_verdict(row: Mapping[str, Any], min_coherence: float) -> str:
     return OK if coherence is not None and coherence >= min_coherence else INCOHERENT
 
 
+def at_largest_coefficient(rows: Sequence[Mapping[str, Any]], pick: Mapping[str, Any]) -> bool:
+    """Whether `pick` sits at the largest |coefficient| its layer was run with (of more than
+    one): the optimum may lie beyond the grid."""
+    at_layer = {
+        abs(c)
+        for r in rows
+        if r.get("layer") == pick["layer"] and (c := as_number(r.get("coefficient"))) is not None
+    }
+    return len(at_layer) > 1 and abs(as_number(pick["coefficient"]) or 0.0) >= max(at_layer)
+
+
 def best_steered_coherence(rows: Sequence[Mapping[str, Any]]) -> float | None:
     """The best selection-half coherence any steered (coefficient != 0) config reached."""
     values = [

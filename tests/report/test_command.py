@@ -191,5 +191,16 @@ def test_plot_series_are_per_method_and_position_and_trace_to_grid_configs(tmp_p
             & (frame["coefficient"] == p.coefficient)
         ].itertuples()
         assert config.heldout_trait_delta == pytest.approx(p.delta)
+        # a point's own coherence, not its cell's verdict, says whether it is usable
+        assert p.heldout_coherent == (config.heldout_coherence_mean >= 68)
+    gap = pd.read_csv(out / "gap_analysis.csv")
+    for (method, position), line in series:
+        cell = _row(gap, method=method, position=position)
+        assert (line["cell_status"] == cell["status"]).all()
+        chosen = line[line["chosen"]]
+        if pd.isna(cell["coefficient"]):
+            assert chosen.empty
+        else:
+            assert list(chosen["coefficient"]) == [cell["coefficient"]]
     png = (out / "coefficient_curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -70,6 +70,26 @@ def test_equal_errors_recommend_the_simplest_predictor():
     assert set(predict.recommendations(features, errors)["predictor"]) == {"mean"}
 
 
+def test_a_start_from_optima_at_the_grid_edge_says_how_many():
+    features = pd.DataFrame(
+        {
+            "model": "m",
+            "method": ["mean_diff", "mean_diff", "mean_diff", "probe"],
+            "layer": [1, 2, 3, 1],
+            "coefficient": [2.0, 3.0, 4.0, 1.0],
+            "weight": [2.0, 3.0, 4.0, 1.0],
+            "at_largest_coefficient": [True, False, True, False],
+            "layer_norm": [3.0, 4.0, 5.0, 3.0],
+            "layer_norm_clean": [2.5, 3.5, 4.5, 2.5],
+            "abs_mean_proj": [0.1, 0.4, 0.2, 0.3],
+        }
+    )
+    recs = predict.recommendations(features, predict.loo_errors(features)).set_index("method")
+    assert recs.loc["mean_diff", "n_at_largest_coefficient"] == 2
+    assert recs.loc["probe", "n_at_largest_coefficient"] == 0
+    assert recs.loc["mean_diff", "start_coefficient"] == 3.0
+
+
 def test_a_left_out_row_keeps_no_twin_in_what_its_predictor_reads():
     # two layers' norms, each shared by 8 methods at the same weight: 2 points, not 16
     rows = []

@@ -221,3 +221,27 @@ def test_the_search_result_is_the_summary_s_held_out_numbers(tmp_path):
     )
     assert float(row["heldout_coherence"]) == held["coherence_mean"]
     assert (row["status"], row["coefficient"], row["heldout_n"]) == ("ok", "1.6", "20")
+
+
+def test_whether_cleaning_helps_is_read_from_the_paired_gain(tmp_path):
+    _run(tmp_path)
+    out = _report(tmp_path)
+    curve = pd.read_csv(out / "cleaning_curve.csv", keep_default_na=False)
+    compared = curve[curve["gain"] != ""]
+    assert len(compared) and set(compared["dims_cleaned"]) <= {"1", "2", "3", "5", "all"}
+    section = _section((tmp_path / "docs" / "results.md").read_text(), "Does removing")
+    lines = [x for x in section.splitlines() if x.startswith("- ")]
+    assert len(lines) == len(compared)
+    for line, row in zip(lines, compared.itertuples(), strict=True):
+        gain, lo, hi = float(row.gain), float(row.gain_lo), float(row.gain_hi)
+        assert f"`{row.variant}`" in line and f"[{lo:+.1f}, {hi:+.1f}], n {row.gain_n}" in line
+        says = (
+            "cleaning helps"
+            if lo > 0
+            else "cleaning hurts"
+            if hi < 0
+            else "every held-out question scored the same"
+            if lo == hi
+            else "no detectable difference"
+        )
+        assert f"{gain:+.1f}" in line and says in line

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from report_data import SYNTHETIC, synthetic_grid, write_params
+from steering_data import reference_interval
 from steerops.config import load_params
 from steerops.report import tables
 from steerops.report.load import load_results
@@ -71,7 +72,7 @@ def test_a_preclean_side_the_grid_did_not_steer_reads_not_steered(tmp_path):
     md = _row(table, method="mean_diff")
     assert (md["preclean_status"], md["clean_after_status"]) == (tables.NOT_STEERED, "ok")
     assert np.isnan(md["preclean_delta"]) and md["clean_after_delta"] == 65
-    assert md["n"] == 0 and np.isnan(md["gap"]) and md["flag"] == ""
+    assert np.isnan(md["n"]) and np.isnan(md["gap"]) and md["flag"] == ""  # nothing compared
     assert _row(table, method="probe")["preclean_status"] == "ok"
 
 
@@ -85,6 +86,34 @@ def test_cleaning_curve_known_answers(frame):
     assert _row(curve, method="random_baseline")["status"] == "no effect"
 
 
+def test_the_cleaning_gain_is_paired_against_the_uncleaned_choice(frame):
+    curve = tables.cleaning_curve(frame, 68, seed=4)
+    md = curve[curve["method"] == "mean_diff"].set_index("dims_cleaned")
+
+    def held_out(variant: str) -> dict:
+        step = md.loc[md["variant"] == variant].iloc[0]
+        [row] = frame[
+            (frame["method"] == variant)
+            & (frame["layer"] == step["layer"])
+            & (frame["coefficient"] == step["coefficient"])
+        ].to_dict("records")
+        return row["heldout_traits"]
+
+    uncleaned = held_out("mean_diff")
+    assert np.isnan(md.loc["0", "gain"])  # the uncleaned step is the reference
+    for dims, variant in (("1", "mean_diff_top1"), ("all", "mean_diff_cleaned")):
+        cleaned = held_out(variant)
+        common = [q for q in cleaned if q in uncleaned]
+        d = np.array([cleaned[q] - uncleaned[q] for q in common], dtype=float)
+        mean, lo, hi = reference_interval(d, seed=4)
+        assert md.loc[dims, "gain_n"] == len(common) > 0
+        assert (md.loc[dims, "gain"], md.loc[dims, "gain_lo"], md.loc[dims, "gain_hi"]) == (
+            pytest.approx((mean, lo, hi))
+        )
+    # the held-out deltas differ by the gain (both against the same baseline)
+    assert md.loc["all", "gain"] == pytest.approx(md.loc["all", "delta"] - md.loc["0", "delta"])
+
+
 def test_coefficient_table_has_ok_cells_only(frame):
     table = tables.coefficient_table(frame, 68)
     md = _row(table, method="mean_diff")
@@ -93,3 +122,6 @@ def test_coefficient_table_has_ok_cells_only(frame):
     assert _row(table, method="mean_diff_top2")["cleaning_shift"] == pytest.approx(-0.5)
     assert _row(table, method="probe_cleaned")["cleaning_shift"] == pytest.approx(-0.5)
     assert not {"random_baseline", "gradient"} & set(table["method"])
+    # the grid-edge flag travels with the optimum (probe's is at its largest coefficient)
+    assert _row(table, method="probe")["at_largest_coefficient"]
+    assert not md["at_largest_coefficient"]

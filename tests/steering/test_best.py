@@ -80,6 +80,10 @@ def test_the_cell_picks_on_the_selection_half_and_reports_the_held_out_half(tmp_
     ]
     assert head["delta"] == 50.0 and head["n"] == 10
     assert {k: r["coefficient"] for k, r in best_per_layer(rows, 68.0).items()} == {1: 1.0, 2: 1.0}
+    # layer 1 ran 1.0 and 3.0: the choice is inside the grid; layer 2 alone sits at its edge
+    assert not metrics["at_largest_coefficient"]
+    edge = cell_metrics([r for r in rows if r["layer"] == 2], 68.0, PROTO)
+    assert edge["status"] == stats.OK and edge["at_largest_coefficient"]
 
 
 def test_a_cell_without_an_effect_is_no_effect_and_unsteered_never_counts(tmp_path):

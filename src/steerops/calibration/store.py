@@ -56,7 +56,8 @@ def load_calibration(out: Path, variant: str, needed_by: str) -> tuple[dict[str,
 
 
 def stored_global_dims(out: Path, variant: str) -> list[int]:
-    """The variant's global massive dims, or none when it was not calibrated."""
+    """The variant's global large-mean dims (the `top_mean` set), or none when it was not
+    calibrated."""
     path = calibration_file(out, variant)
     if not path.exists():
         return []

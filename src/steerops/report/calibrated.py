@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from steerops.calibration.store import calibration_file
@@ -89,10 +90,11 @@ def _span(layers: list[int]) -> str:
     return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs) or "none"
 
 
-def dim_sets(params, frame: pd.DataFrame) -> dict[tuple[str, str, str], str]:
-    """{(trait, position, method): the dim set its vectors were cleaned with} for every
-    method of the grid whose metadata records one (uncleaned methods have none)."""
-    found: dict[tuple[str, str, str], str] = {}
+def dim_sets(params, frame: pd.DataFrame) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """{(trait, position, method): the calibration its vectors were cleaned with (`dim_set`,
+    `dims_removed` per layer)} for every method of the grid whose metadata records a dim set
+    (uncleaned methods have none)."""
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
     keys = ["trait", "vector_variant", "position", "component", "method"]
     for trait, variant, position, component, method in (
         frame[keys].drop_duplicates().itertuples(index=False, name=None)
@@ -103,20 +105,25 @@ def dim_sets(params, frame: pd.DataFrame) -> dict[tuple[str, str, str], str]:
             continue
         calibration = read_json(meta).get("calibration") or {}
         if calibration.get("dim_set"):
-            found[(trait, position, method)] = str(calibration["dim_set"])
+            found[(trait, position, method)] = calibration
     return found
 
 
 def with_dim_sets(curve: pd.DataFrame, prepost: pd.DataFrame, sets: dict) -> None:
-    """Add the `dim_set` column to the cleaning curve and preclean tables (in place)."""
-    curve["dim_set"] = [
-        sets.get((t, p, v), "")
-        for t, p, v in zip(curve["trait"], curve["position"], curve["variant"], strict=True)
+    """Add the `dim_set` column to the cleaning curve and preclean tables, and to the curve
+    `dims_removed`, how many dims the chosen layer's vector lost ("all" is a set's size, which
+    can be fewer than 5) (in place)."""
+    names = {key: str(calibration["dim_set"]) for key, calibration in sets.items()}
+    keys = list(zip(curve["trait"], curve["position"], curve["variant"], strict=True))
+    curve["dim_set"] = [names.get(key, "") for key in keys]
+    curve["dims_removed"] = [
+        0 if dims == "0" else _removed(sets.get(key), layer)
+        for key, dims, layer in zip(keys, curve["dims_cleaned"], curve["layer"], strict=True)
     ]
     column = []
     for row in prepost.itertuples():
         t, p, m = row.trait, row.position, row.method
-        pre, post = sets.get((t, p, f"{m}_preclean"), ""), sets.get((t, p, f"{m}_cleaned"), "")
+        pre, post = names.get((t, p, f"{m}_preclean"), ""), names.get((t, p, f"{m}_cleaned"), "")
         if row.preclean_status == tables.NOT_STEERED:  # only the side that ran is named
             column.append(post)
         elif row.clean_after_status == tables.NOT_STEERED:
@@ -126,3 +133,13 @@ def with_dim_sets(curve: pd.DataFrame, prepost: pd.DataFrame, sets: dict) -> Non
                 pre if pre == post else f"preclean {pre or '?'}, clean-after {post or '?'}"
             )
     prepost["dim_set"] = column
+
+
+def _removed(calibration: dict[str, Any] | None, layer: Any) -> float:
+    """Dims removed from a cleaned vector at `layer` (NaN when unknown: no layer chosen, or
+    no metadata with the per-layer record)."""
+    removed = (calibration or {}).get("dims_removed") or {}
+    try:
+        return len(removed[str(int(layer))])
+    except (KeyError, TypeError, ValueError):
+        return np.nan

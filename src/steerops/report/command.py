@@ -58,13 +58,13 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
         frame = pd.DataFrame(columns=COLUMNS)
     gap = tables.gap_analysis(frame, threshold)
     prepost = tables.preclean_vs_clean_after(frame, threshold, proto.seed, proto.sign)
-    curve = tables.cleaning_curve(frame, threshold)
+    curve = tables.cleaning_curve(frame, threshold, proto.seed, proto.sign)
     calibrated.with_dim_sets(curve, prepost, calibrated.dim_sets(params, frame))
     coefs = tables.coefficient_table(frame, threshold)
     features = vector_features(params, coefs, frame)
     errors = predict.loo_errors(features)
     recs = predict.recommendations(features, errors)
-    points = plots.curve_points(frame, gap)
+    points = plots.curve_points(frame, gap, threshold)
     csvs = {
         "gap_analysis": gap,
         "preclean_vs_clean_after": prepost,
@@ -170,11 +170,13 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "preclean_vs_clean_after": "Preclean vs clean-after (every dim of the set `dim_set` "
         "names); gap = preclean - clean-after on the held-out questions, paired interval",
         "cleaning_curve": "Cleaning curve: dims cleaned (of the set `dim_set` names) vs "
-        "held-out delta",
+        "held-out delta; gain = cleaned - uncleaned on the held-out questions, paired interval",
         "coefficients": "Optimal coefficients (ok cells only)",
         "coefficient_prediction": "Coefficient prediction (leave-one-out error on distinct "
         "ok cells)",
-        "recommendations": "Recommended starting coefficients (from ok cells only)",
+        "recommendations": "Recommended starting coefficients (from ok cells only; "
+        "`n_at_largest_coefficient` of them chose their layer's largest coefficient, where the "
+        "optimum may lie beyond the grid)",
         "search_heldout": "Coefficient searches: the chosen config on the search half and on "
         "held-out questions (no choice: no feasible steering found)",
     }

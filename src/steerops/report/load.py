@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from steerops.calibration.store import stored_global_dims
+from steerops.calibration.store import stored_global_dims, stored_massive_dims
 from steerops.extract.store import activations_dir, is_complete
 from steerops.extract.store import read_layer as read_activations
 from steerops.io import read_json
@@ -90,7 +90,7 @@ def _sort_key(column: pd.Series) -> pd.Series:
 
 
 SEARCH_COLUMNS = (
-    "model trait position method status feasible layer coefficient search_n "
+    "model trait position method status heldout_feasible layer coefficient search_n "
     "search_trait_delta search_delta_lo search_delta_hi search_coherence heldout_n "
     "heldout_trait_delta heldout_delta_lo heldout_delta_hi heldout_coherence n_trials n_known "
     "n_generations"
@@ -116,8 +116,8 @@ def _model_id(params, variant: str | None, fallback: str | None = None) -> str:
 
 
 FEATURE_COLUMNS = (
-    "model method position alias_of layer coefficient weight layer_norm layer_norm_clean "
-    "abs_mean_proj"
+    "model method position alias_of layer coefficient weight at_largest_coefficient layer_norm "
+    "layer_norm_clean abs_mean_proj"
 ).split()
 
 
@@ -125,7 +125,9 @@ def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.Data
     """Per chosen config: the layer's activation norm with and without the calibrated massive
     dims and the projection of the mean activation on the vector."""
     rows = []
-    dims = stored_global_dims(params.out, params.cleaning.calibration_variant)
+    # the dims cleaning removes: the calibrated set `cleaning.dim_set` names
+    stored = stored_massive_dims if params.cleaning.dim_set == "massive" else stored_global_dims
+    dims = stored(params.out, params.cleaning.calibration_variant)
     for _, best in table.iterrows():
         src = frame[
             (frame["trait"] == best["trait"])
@@ -141,6 +143,7 @@ def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.Data
             "layer": layer,
             "coefficient": best["coefficient"],
             "weight": abs(best["weight"]),
+            "at_largest_coefficient": bool(best.get("at_largest_coefficient", False)),
             "layer_norm": np.nan,
             "layer_norm_clean": np.nan,
             "abs_mean_proj": np.nan,

@@ -10,6 +10,7 @@ import pandas as pd
 INTERVALS = [
     ("delta", "delta_lo", "delta_hi"),
     ("gap", "gap_lo", "gap_hi"),
+    ("gain", "gain_lo", "gain_hi"),
     ("search_trait_delta", "search_delta_lo", "search_delta_hi"),
     ("heldout_trait_delta", "heldout_delta_lo", "heldout_delta_hi"),
 ]

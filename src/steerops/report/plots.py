@@ -28,12 +28,14 @@ CURVE_COLUMNS = KEY + [
     "layer",
     "coefficient",
     "series",
-    "status",
+    "cell_status",
+    "chosen",
     "n",
     "delta",
     "delta_lo",
     "delta_hi",
     "coherence",
+    "heldout_coherent",
 ]
 
 
@@ -52,10 +54,12 @@ def _style(names: list[str]) -> dict[str, dict]:
     }
 
 
-def curve_points(frame: pd.DataFrame, gap: pd.DataFrame) -> pd.DataFrame:
+def curve_points(frame: pd.DataFrame, gap: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
     """Every config on each method's curve: the coefficients at its chosen layer (or, with
     nothing chosen, at the layer reaching the best selection-half coherence); aliases are
-    drawn once, under the name they alias."""
+    drawn once, under the name they alias. `cell_status` is the cell's verdict, not the
+    point's: `chosen` marks the cell's choice and `heldout_coherent` each point's own
+    coherence against the threshold."""
     rows = []
     for _, cell in gap[gap["alias_of"] == ""].iterrows():
         configs = frame[(frame[KEY + ["method"]] == cell[KEY + ["method"]]).all(axis=1)]
@@ -67,15 +71,19 @@ def curve_points(frame: pd.DataFrame, gap: pd.DataFrame) -> pd.DataFrame:
         for _, c in configs[configs["layer"] == layer].sort_values("coefficient").iterrows():
             rows.append(
                 {
-                    **{k: cell[k] for k in KEY + ["method", "status"]},
+                    **{k: cell[k] for k in KEY + ["method"]},
                     "layer": layer,
                     "coefficient": c["coefficient"],
                     "series": f"{cell['method']} @ {cell['position']} L{layer}",
+                    "cell_status": cell["status"],
+                    "chosen": _layer(cell["layer"]) == layer
+                    and cell["coefficient"] == c["coefficient"],
                     "n": c["heldout_n"],
                     "delta": c["heldout_trait_delta"],
                     "delta_lo": c["heldout_delta_lo"],
                     "delta_hi": c["heldout_delta_hi"],
                     "coherence": c["heldout_coherence_mean"],
+                    "heldout_coherent": (c["heldout_coherence_mean"] or -1.0) >= min_coherence,
                 }
             )
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
@@ -105,6 +113,16 @@ def coefficient_curves(points: pd.DataFrame, min_coherence: float, path: Path) -
             err = [line["delta"] - line["delta_lo"], line["delta_hi"] - line["delta"]]
             top.errorbar(line["coefficient"], line["delta"], yerr=err, capsize=2, label=method, **s)
             bottom.plot(line["coefficient"], line["coherence"], **s)
+            chosen = line[line["chosen"].astype(bool)]
+            top.scatter(
+                chosen["coefficient"],
+                chosen["delta"],
+                s=160,
+                facecolors="none",
+                edgecolors=s["color"],
+                linewidths=1.5,
+                zorder=3,
+            )
             last = line.iloc[-1]
             top.annotate(
                 f"L{last['layer']}",
@@ -122,7 +140,7 @@ def coefficient_curves(points: pd.DataFrame, min_coherence: float, path: Path) -
         bottom.set_xlabel("coefficient")
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
-    _legend_outside(fig, axes, "method (line end: layer)")
+    _legend_outside(fig, axes, "method (line end: layer; ring: chosen)")
     fig.suptitle(f"Trait and coherence vs coefficient (red: min coherence {min_coherence:g})")
     fig.tight_layout()
     save(fig, path)

@@ -105,7 +105,9 @@ def fit_predictor(features: pd.DataFrame, name: str, target: str = "weight"):
 
 def recommendations(features: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFrame:
     """A starting coefficient per (model, method): the median optimal coefficient, and the
-    weight the best leave-one-out predictor gives at the median feature values."""
+    weight the best leave-one-out predictor gives at the median feature values. The optimum
+    of a cell chosen at its layer's largest coefficient may lie beyond the grid, so a start
+    from such cells is a lower bound: `n_at_largest_coefficient` counts them."""
     features = distinct(features)
     scored = errors.dropna(subset=["loo_mae"])
     best_name = "mean"
@@ -127,8 +129,10 @@ def recommendations(features: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFram
                 "start_coefficient": float(rows["coefficient"].median()),
                 "predicted_weight": predicted,
                 "predictor": best_name,
+                "n_at_largest_coefficient": int(rows["at_largest_coefficient"].astype(bool).sum())
+                if "at_largest_coefficient" in rows
+                else 0,
             }
         )
-    return pd.DataFrame(
-        out, columns=["model", "method", "n", "start_coefficient", "predicted_weight", "predictor"]
-    )
+    columns = ["model", "method", "n", "start_coefficient", "predicted_weight", "predictor"]
+    return pd.DataFrame(out, columns=[*columns, "n_at_largest_coefficient"])

@@ -47,7 +47,12 @@ def render_results(
         "",
         markdown_table(massive_display(massive_table(record))),
         "",
-        "## Cleaning curve: held-out delta by dims cleaned (`dim_set`: the set cleaned)",
+        "## Does removing massive dims help?",
+        "",
+        *_cleaning_lines(tables["cleaning_curve"]),
+        "",
+        "## Cleaning curve: held-out delta by dims cleaned (`dim_set`: the set cleaned; "
+        "gain = cleaned - uncleaned, paired, held out)",
         "",
         markdown_table(_drop(tables["cleaning_curve"], "alias_of")),
         "",
@@ -101,6 +106,42 @@ def _questions(frame: pd.DataFrame) -> str:
     return " = ".join(spans[:1]) + " (" + " / ".join(spans[1:]) + ")"
 
 
+def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
+    """Per cleaned variant: its held-out trait against the uncleaned method's, each at its own
+    chosen config, paired over the questions both were scored on, and what that says."""
+    lines = []
+    uncleaned = {
+        (r.model, r.trait, r.position, r.method): r.status
+        for r in curve.itertuples(index=False)
+        if r.dims_cleaned == "0"
+    }
+    for row in curve.itertuples(index=False):
+        if pd.isna(row.gain):
+            continue
+        if row.gain_lo > 0:
+            says = "cleaning helps"
+        elif row.gain_hi < 0:
+            says = "cleaning hurts"
+        elif row.gain_lo == row.gain_hi:
+            says = "no difference: every held-out question scored the same"
+        else:
+            says = "no detectable difference"
+        removed = (
+            ""
+            if pd.isna(row.dims_removed)
+            else f"; {int(row.dims_removed)} removed at layer {cell(row.layer)}"
+        )
+        lines.append(
+            f"- {row.trait} {row.position} `{row.variant}` (dims cleaned: {row.dims_cleaned}"
+            f"{removed}) against `{row.method}`: held-out trait "
+            f"{interval(row.gain, row.gain_lo, row.gain_hi)}, n {int(row.gain_n)} "
+            f"(verdicts: {row.status} cleaned, "
+            f"{uncleaned.get((row.model, row.trait, row.position, row.method), '?')} uncleaned): "
+            f"**{says}**"
+        )
+    return lines or ["_no cleaned variant with an uncleaned one to compare_"]
+
+
 def _verdict_lines(gap: pd.DataFrame) -> list[str]:
     """One line per method: the optimal coefficient with its held-out interval, or why none."""
     lines = []
@@ -137,7 +178,8 @@ def _verdict_lines(gap: pd.DataFrame) -> list[str]:
 
 def _search_columns(searched: pd.DataFrame) -> pd.DataFrame:
     keep = ["trait", "position", "method", "status", "layer", "coefficient", "search_n"]
-    keep += ["search_trait_delta", "search_delta_lo", "search_delta_hi", "heldout_n"]
+    keep += ["search_trait_delta", "search_delta_lo", "search_delta_hi", "search_coherence"]
+    keep += ["heldout_n"]
     keep += ["heldout_trait_delta", "heldout_delta_lo", "heldout_delta_hi", "heldout_coherence"]
     return searched[keep]
 

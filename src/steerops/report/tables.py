@@ -78,22 +78,14 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
                     else np.nan
                 ),
                 "n_configs": int(len(rows)),
-                "at_largest_coefficient": status == stats.OK and _at_largest(rows, chosen),
+                "at_largest_coefficient": status == stats.OK
+                and stats.at_largest_coefficient(rows.to_dict("records"), chosen),
             }
         )
     columns = GROUP + ["status", "alias_of", "layer", "coefficient", "selection_n"]
     columns += ["selection_delta", *HELD.values(), "best_coherence_reached", "n_configs"]
     columns += ["at_largest_coefficient"]
     return pd.DataFrame(out, columns=columns)
-
-
-def _at_largest(rows: pd.DataFrame, chosen: dict | None) -> bool:
-    """Whether the chosen config sits at the largest |coefficient| its layer was steered
-    with: the optimum may lie beyond the grid."""
-    if chosen is None:
-        return False
-    same_layer = rows[rows["layer"] == chosen["layer"]]["coefficient"].abs()
-    return len(same_layer.unique()) > 1 and abs(chosen["coefficient"]) >= same_layer.max()
 
 
 def preclean_vs_clean_after(
@@ -135,7 +127,8 @@ def preclean_vs_clean_after(
                     "clean_after_status": post_status,
                     "clean_after_delta": _get(post, "heldout_trait_delta"),
                     "clean_after_coherence": _get(post, "heldout_coherence_mean"),
-                    "n": gap.n,
+                    # one side not steered: nothing was compared, so no n either
+                    "n": gap.n if pre is not None and post is not None else np.nan,
                     "gap": _nan(gap.mean),
                     "gap_lo": _nan(gap.lo),
                     "gap_hi": _nan(gap.hi),
@@ -158,9 +151,14 @@ def _paired_gap(pre: dict | None, post: dict | None, seed: int, sign: float) -> 
     return stats.paired_delta([a[q] for q in common], [b[q] for q in common], seed, sign)
 
 
-def cleaning_curve(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
+def cleaning_curve(
+    frame: pd.DataFrame, min_coherence: float, seed: int = 0, sign: float = 1.0
+) -> pd.DataFrame:
     """The chosen config's held-out delta against the number of massive dims cleaned
-    (0, 1, 2, 3, 5, all), per base method."""
+    (0, 1, 2, 3, 5, all), per base method, and whether cleaning helps: `gain` is each
+    step's held-out trait minus the uncleaned method's (each at its own chosen config),
+    paired over the held-out questions both were scored on, with its interval (two
+    separate intervals cannot show a difference)."""
     chosen = picks(frame, min_coherence)
     aliases = frame.groupby(GROUP, sort=True)["alias_of"].first().to_dict()
     out = []
@@ -171,6 +169,8 @@ def cleaning_curve(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
                 if (*key, method) not in chosen:
                     continue
                 hit, status = chosen[(*key, method)]
+                uncleaned = chosen.get((*key, base), (None, ""))[0]
+                gain = _paired_gap(hit, uncleaned, seed, sign) if suffix else None
                 out.append(
                     {
                         **dict(zip(KEY, key, strict=True)),
@@ -182,10 +182,15 @@ def cleaning_curve(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
                         "layer": _get(hit, "layer"),
                         "coefficient": _get(hit, "coefficient"),
                         **_held(hit),
+                        "gain_n": gain.n if gain and gain.mean is not None else np.nan,
+                        "gain": _nan(gain.mean) if gain else np.nan,
+                        "gain_lo": _nan(gain.lo) if gain else np.nan,
+                        "gain_hi": _nan(gain.hi) if gain else np.nan,
                     }
                 )
     columns = KEY + ["method", "dims_cleaned", "variant", "status", "alias_of", "layer"]
-    return pd.DataFrame(out, columns=columns + ["coefficient", *HELD.values()])
+    columns += ["coefficient", *HELD.values(), "gain_n", "gain", "gain_lo", "gain_hi"]
+    return pd.DataFrame(out, columns=columns)
 
 
 def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
@@ -194,6 +199,7 @@ def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame
     uncleaned base method (both only between "ok" rows). Cells without an effect held out
     have no optimal coefficient."""
     ok = {k: c for k, (c, status) in picks(frame, min_coherence).items() if status == stats.OK}
+    cells = dict(iter(frame.groupby(GROUP, sort=True)))
     aliases = frame.groupby(GROUP, sort=True)["alias_of"].first().to_dict()
     out = []
     for (*key, method), hit in sorted(ok.items()):
@@ -218,10 +224,14 @@ def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame
                     if base is not None and method != _base(method)
                     else np.nan
                 ),
+                "at_largest_coefficient": stats.at_largest_coefficient(
+                    cells[(*key, method)].to_dict("records"), hit
+                ),
             }
         )
     columns = KEY + ["method", "alias_of", "layer", "coefficient", "weight", *HELD.values()]
-    return pd.DataFrame(out, columns=columns + ["mean_diff_probe_ratio", "cleaning_shift"])
+    columns += ["mean_diff_probe_ratio", "cleaning_shift", "at_largest_coefficient"]
+    return pd.DataFrame(out, columns=columns)
 
 
 def _base(method: str) -> str:

@@ -66,7 +66,7 @@ def best_row(best: dict) -> dict:
         "position": best["position"],
         "component": best["component"],
         "status": best.get("status"),
-        "feasible": best["feasible"],
+        "heldout_feasible": best["feasible"],  # the held-out verdict, not the trials'
         "layer": chosen.get("layer"),
         "coefficient": chosen.get("coefficient"),
         "weight": chosen.get("weight"),

@@ -151,6 +151,7 @@ def cell_metrics(
         "layer": None,
         "coefficient": None,
         "weight": None,
+        "at_largest_coefficient": False,
     }
     for name in ("selection", "heldout"):
         for k in HALF_FIELDS:
@@ -165,6 +166,9 @@ def cell_metrics(
             metrics[f"{name}_coherence"] = pick[f"{name}_coherence_mean"]
         coherence = pick["heldout_coherence_mean"]
         metrics["heldout_feasible"] = coherence is not None and coherence >= min_coherence
+        metrics["at_largest_coefficient"] = status == stats.OK and stats.at_largest_coefficient(
+            rows, pick
+        )
     return metrics
 
 

@@ -50,9 +50,7 @@ def cell_table(
         for row in rows
     ]
     lines.append("  * " + verdict_line(metrics))
-    steered = [abs(c) for layer, c in cells if layer == best[0]]
-    chosen = abs(best[1] or 0)
-    if metrics.get("status") == "ok" and len(set(steered)) > 1 and chosen >= max(steered):
+    if metrics.get("at_largest_coefficient"):
         lines.append(
             "    the grid's largest coefficient at this layer: a larger one may steer more "
             "(extend --coefficients, or run `steerops search`)"
