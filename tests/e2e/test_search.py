@@ -176,6 +176,9 @@ def test_toy_search_outputs_and_tracking(toy_search):
     assert len(children) == 6
     assert all(r.data.tags["steerops.stage"] == "search" for r in children)
     assert all({"trait_delta", "coherence_mean"} <= set(r.data.metrics) for r in children)
+    for r in children:  # named by what each tried
+        number, layer, c = (r.data.params[k] for k in ("trial", "layer", "coefficient"))
+        assert r.info.run_name == f"trial {number}: L{layer} c{float(c):.4g}"
     assert parents[0].data.metrics["heldout_trait_delta"] == pytest.approx(
         best["heldout"]["trait_delta"]
     )

@@ -148,7 +148,8 @@ def _log_trial(
 ) -> None:
     feasible = coherence is not None and coherence >= min_coherence
     with tracker.child(
-        f"trial-{p.number}",
+        # named by what it tried: trial numbers alone repeat across studies in the UI
+        f"trial {p.number}: L{p.layer} c{p.coefficient:.4g}",
         {"trial": p.number, "layer": p.layer, "coefficient": p.coefficient, "weight": weight},
     ) as child:
         child.log_metrics(
