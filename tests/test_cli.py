@@ -163,3 +163,20 @@ def test_device_flag_pins_every_variant_of_the_run(toy_params):
     unpinned = load_params_for(build_parser(["steer"]).parse_args(argv[:-2]))
     assert {v.device for v in unpinned.models.values()} == {"cpu"}
     assert toy_params.read_text() == before
+
+
+def test_an_interrupt_exits_130_saying_how_to_resume(tmp_path, monkeypatch, capsys):
+    from report_data import synthetic_grid, write_params
+
+    synthetic_grid(tmp_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("steerops.report.command.write_report", interrupted)
+    assert main(["report", "--params", str(write_params(tmp_path))]) == 130
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        "steerops report: interrupted; whatever finished before it is kept: run the same "
+        "command again to resume"
+    )

@@ -291,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         _drop_if_empty(getattr(args, "scratch_folder", None))
         return 2
     except KeyboardInterrupt:
-        print(f"steerops {args.command}: interrupted; finished work is kept", file=sys.stderr)
+        print(
+            f"steerops {args.command}: interrupted; whatever finished before it is kept: "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
         _drop_if_empty(getattr(args, "scratch_folder", None))
         return 130
     return 0

@@ -163,6 +163,8 @@ def test_results_contract_and_independent_rescoring(steered):
     rows = _csv(folder / "results.csv")
     assert list(rows[0]) == ROW_COLUMNS
     assert len(rows) == 16
+    grid = [(int(r["layer"]), float(r["coefficient"])) for r in rows]
+    assert grid == sorted(grid)  # as a grid reads, whatever order the log has
     for r in rows:
         assert float(r["trait_delta"]) == pytest.approx(
             float(r["trait_mean"]) - base["result"]["trait_mean"]

@@ -119,3 +119,17 @@ def test_aliases_are_named_after_the_first_identical_set():
         "mean_diff_top2": "mean_diff_top1",
         "mean_diff_preclean": "mean_diff_cleaned",
     }
+
+
+def test_grid_order_reads_layers_as_numbers_then_coefficients():
+    from steerops.steering.best import grid_order
+
+    rows = [
+        {"layer": "10", "coefficient": -1.0},
+        {"layer": "2+10", "coefficient": 1.0},
+        {"layer": 9, "coefficient": 2.0},
+        {"layer": "2+3", "coefficient": 1.0},
+        {"layer": 9, "coefficient": -0.5},
+    ]
+    ordered = [(r["layer"], r["coefficient"]) for r in sorted(rows, key=grid_order)]
+    assert ordered == [(9, -0.5), (9, 2.0), ("10", -1.0), ("2+3", 1.0), ("2+10", 1.0)]

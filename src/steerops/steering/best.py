@@ -203,6 +203,13 @@ def aliases(vectors: dict[str, dict[Any, str]]) -> dict[str, str]:
     return out
 
 
+def grid_order(row: dict[str, Any]) -> tuple:
+    """Sort key of a cell's rows as a grid reads: by layer (multi-vector configs' joined
+    "a+b" layers by their numbers), then coefficient; the log keeps the order they ran in."""
+    layers = tuple(int(x) for x in str(row["layer"]).split("+"))
+    return (len(layers), layers, float(row["coefficient"]))
+
+
 def vector_map(rows: Iterable[dict[str, Any]]) -> dict[Any, str]:
     """{layer: vector hash} of a cell's single-vector configs."""
     return {r["layer"]: r["vector_hash"] for r in rows if r.get("vector_hash")}

@@ -23,6 +23,7 @@ from steerops.steering.best import (
     best_per_layer,
     cell_metrics,
     config_rows,
+    grid_order,
     protocol,
 )
 from steerops.steering.configs import ConfigResult
@@ -63,7 +64,7 @@ def write_cell(
             baseline_trait=base["trait_mean"],
             baseline_coherence=base["coherence_mean"],
         )
-        write_csv(out_dir / CSV_FILE, rows)
+        write_csv(out_dir / CSV_FILE, sorted(rows, key=grid_order))
         write_json(out_dir / METRICS_FILE, metrics)
         if rows:
             title = f"{session.trait} {rows[0]['method']} {rows[0]['position']} ({session.variant})"
