@@ -209,6 +209,16 @@ def at_largest_coefficient(rows: Sequence[Mapping[str, Any]], pick: Mapping[str,
     return len(at_layer) > 1 and abs(as_number(pick["coefficient"]) or 0.0) >= max(at_layer)
 
 
+def degenerate(lo: Any, hi: Any) -> bool:
+    """Whether a bootstrap interval has no width: every question gave the same difference,
+    so resampling cannot vary it (few questions, not precision)."""
+    lo, hi = as_number(lo), as_number(hi)
+    return lo is not None and lo == hi
+
+
+DEGENERATE_NOTE = "every question gave the same delta: an interval of no width, not precision"
+
+
 def best_steered_coherence(rows: Sequence[Mapping[str, Any]]) -> float | None:
     """The best selection-half coherence any steered (coefficient != 0) config reached."""
     values = [

@@ -245,3 +245,21 @@ def test_whether_cleaning_helps_is_read_from_the_paired_gain(tmp_path):
             else "no detectable difference"
         )
         assert f"{gain:+.1f}" in line and says in line
+
+
+def test_a_verdict_with_an_interval_of_no_width_says_why():
+    from steerops.report.results import _verdict_lines
+
+    row = {"trait": "t", "position": "p", "method": "m", "alias_of": "", "layer": 2}
+    row |= {"coefficient": 1.0, "coherence": 98.0, "n": 20, "at_largest_coefficient": False}
+    gap = pd.DataFrame(
+        [
+            row | {"status": "no effect", "delta": 0.0, "delta_lo": 0.0, "delta_hi": 0.0},
+            row | {"status": "ok", "delta": 50.0, "delta_lo": 20.0, "delta_hi": 75.0},
+        ]
+    )
+    flat, ok = _verdict_lines(gap)
+    assert flat.endswith(
+        "n 20 (every question gave the same delta: an interval of no width, not precision))"
+    )
+    assert "no width" not in ok

@@ -65,3 +65,11 @@ def test_an_optimum_at_the_grid_s_largest_coefficient_is_called_out():
     for at_edge in (True, False):
         metrics = _metrics("ok", coefficient=0.25, at_largest_coefficient=at_edge)
         assert (edge in cell_table("cell", baseline, results, metrics, "f")) == at_edge
+
+
+def test_an_interval_of_no_width_is_not_read_as_precision():
+    line = verdict_line(_metrics("no effect", heldout_delta_lo=0.0, heldout_delta_hi=0.0))
+    assert line.endswith(
+        "n 20 (every question gave the same delta: an interval of no width, not precision)"
+    )
+    assert "no width" not in verdict_line(_metrics("ok"))

@@ -159,6 +159,8 @@ def _verdict_lines(gap: pd.DataFrame) -> list[str]:
             f"{interval(row.delta, row.delta_lo, row.delta_hi)}, coherence "
             f"{cell(row.coherence)}, n {cell(row.n)}"
         )
+        if stats.degenerate(row.delta_lo, row.delta_hi):
+            numbers += f" ({stats.DEGENERATE_NOTE})"
         if row.status == stats.OK:
             edge = (
                 "; the grid's largest coefficient at this layer, so a larger one may steer "

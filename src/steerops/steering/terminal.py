@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from steerops import stats
+
 # below this many held-out questions the verdict line warns that its interval is weak
 FEW_QUESTIONS = 10
 
@@ -83,6 +85,8 @@ def verdict_line(m: dict[str, Any]) -> str:
             f" (only {m['heldout_n'] or 0} held-out questions: too few for the interval to "
             "mean much; steer more questions, e.g. --subset 40)"
         )
+    if stats.degenerate(m["heldout_delta_lo"], m["heldout_delta_hi"]):
+        line += f" ({stats.DEGENERATE_NOTE})"
     return line
 
 
