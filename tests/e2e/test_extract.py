@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,6 +84,8 @@ def test_cli_prompt_position_on_toy_with_tracking(tmp_path, toy_world, capsys, m
     assert meta["counts"]["val"] == round(0.25 * n_pos) + round(0.25 * n_neg)
     assert meta["counts"]["train"] + meta["counts"]["val"] == n_pos + n_neg
     assert meta["model"]["variant"] == "base" and meta["model"]["id"] == str(toy_world / "model")
+    # a model folder outside the project folder keeps its full path (inside, a relative one)
+    assert Path(meta["model"]["source"]) == (toy_world / "model").resolve()
     assert meta["hidden_size"] == loaded.layout.hidden_size
     assert meta["num_layers"] == n_layers and meta["dtype"] == "float32"
     assert meta["source_hash"] == tree_md5(trait_dir)

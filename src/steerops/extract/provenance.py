@@ -13,6 +13,7 @@ from steerops.io import text_md5
 from steerops.models.fingerprint import HUB, model_fingerprint
 from steerops.models.loading import LoadedModel
 from steerops.specs import Position
+from steerops.tracking.names import relative
 from steerops.traits import POLARITIES
 
 
@@ -73,13 +74,16 @@ def model_settings(loaded: LoadedModel, padding_side: str) -> dict:
     }
 
 
-def model_metadata(loaded: LoadedModel) -> dict:
+def model_metadata(loaded: LoadedModel, root: Path) -> dict:
+    """The model an artifact came from; a local folder named relative to the project `root`
+    (the params folder), so the artifact reads the same on every machine."""
+    local = Path(loaded.source).exists()
     return {
         "model": {
             "variant": loaded.name,
             "id": loaded.spec.id,
             "revision": loaded.spec.revision,
-            "source": loaded.source,
+            "source": relative(loaded.source, root) if local else loaded.source,
             "dtype": loaded.spec.dtype,
         },
         "hidden_size": loaded.layout.hidden_size,

@@ -177,7 +177,7 @@ def extract_tasks(
             def describe(kept, cond=cond, policy=policy) -> dict:
                 return {
                     "tasks": tasks_name,
-                    **model_metadata(loaded),
+                    **model_metadata(loaded, params.root),
                     "task_ids": [ex.info["task_id"] for ex in kept],
                     "condition": {"id": cond.id, "system_prompt": cond.system_prompt},
                     "system_prompt_policy": policy,

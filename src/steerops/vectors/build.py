@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from steerops.calibration.store import load_calibration, stored_massive_by_layer
 from steerops.errors import SteeropsError
 from steerops.specs import MethodName, parse_method
+from steerops.tracking.names import relative
 from steerops.vectors.activations import TraitActivations
 from steerops.vectors.cleaning import dims_to_remove, zero_dims
 from steerops.vectors.methods import PAIRED_METHODS, get_method
@@ -64,7 +65,7 @@ def plan_cleaning(
     )
     return removed, {
         "variant": calibration_variant if file else None,
-        "file": str(file) if file else None,
+        "file": relative(file, params.root) if file else None,
         "mode": cleaning.mode,
         "spec": cleaning.spec,
         # which calibrated set the dims come from (none for an explicit dims list)
@@ -148,7 +149,7 @@ def build_method(
         "source_hash": acts.file_hash,
         "seed": params.seed,
         "activations": {
-            "dir": str(acts.directory),
+            "dir": relative(acts.directory, params.root),
             "source_hash": acts.metadata.get("source_hash"),
             "model": acts.metadata.get("model"),
         },

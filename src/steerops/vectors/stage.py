@@ -163,7 +163,9 @@ def _log_method(params, tracker, built: Built, directory: Path, acts_dir: Path) 
         )
         hashes = input_hash_tags(params, {"activations": acts_dir})
         if calibration.get("file"):
-            hashes.update(input_hash_tags(params, {"calibration": calibration["file"]}))
+            # recorded relative to the project folder
+            file = params.root / calibration["file"]
+            hashes.update(input_hash_tags(params, {"calibration": file}))
         tags = {**hashes, "steerops.method": meta["method"]}
         if meta.get("warnings"):  # one line each; the full text is in metadata.json
             tags["steerops.warnings"] = "\n".join(meta["warnings"])[:4000]
