@@ -180,3 +180,38 @@ def test_an_interrupt_exits_130_saying_how_to_resume(tmp_path, monkeypatch, caps
         "steerops report: interrupted; whatever finished before it is kept: run the same "
         "command again to resume"
     )
+
+
+def test_an_interrupt_while_the_stage_imports_is_one_line(monkeypatch, capsys):
+    import steerops.cli as cli
+
+    def importing(argv=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", importing)
+    assert main(["report"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["steerops: interrupted"]
+
+
+def test_ridge_alphas_must_be_positive(tmp_path, capsys):
+    from report_data import write_params
+
+    params = str(write_params(tmp_path))
+    assert main(["probe", "train", "--params", params, "--alphas=-1000,10"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("steerops probe: error: --alphas: Input should be greater than 0")
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_response_length_below_one_token_is_refused_up_front(tmp_path, capsys):
+    from report_data import write_params
+
+    params = str(write_params(tmp_path))
+    for bad in ("0", "-3"):
+        assert main(["generate", "--params", params, "--max-new-tokens", bad]) == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line == (
+            f"steerops generate: error: --max-new-tokens: must be >= 1 or auto (got {bad}) "
+            "(params: generate.max_new_tokens)"
+        )
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "mlflow.db").exists()

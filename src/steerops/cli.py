@@ -279,8 +279,12 @@ def main(argv: list[str] | None = None) -> int:
         lines_when_not_a_terminal()
     argv = sys.argv[1:] if argv is None else list(argv)
     _invocation[:] = argv
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:  # a Ctrl-C while the stage's libraries import is an interrupt like any other
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("steerops: interrupted", file=sys.stderr)
+        return 130
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

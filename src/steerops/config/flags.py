@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import types
 from collections.abc import Callable
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -103,7 +103,9 @@ def _others(annotation: Any) -> list[Any]:
 def _scalar(annotation: Any) -> Callable[[str], Any]:
     """Parse one value: a number, text (specs and paths), or a number-or-literal union."""
     literals, others = _literals(annotation), _others(annotation)
-    casts = [c for c in others if c in (int, float)]
+    # constrained numbers (PositiveInt, ...) parse as their base type; pydantic checks the rest
+    bases = [get_args(a)[0] if get_origin(a) is Annotated else a for a in others]
+    casts = [c for c in bases if c in (int, float)]
 
     def parse(text: str) -> Any:
         if text in literals:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from steerops.config.base import Strict
 
@@ -29,3 +29,10 @@ class GenerateConfig(Strict):
     paired_filter: bool = Field(
         False, description="keep a prompt pair only if both completions pass (equal counts)"
     )
+
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _at_least_one_token(cls, value: int | str) -> int | str:
+        if value != "auto" and int(value) < 1:
+            raise ValueError("must be >= 1 or auto")
+        return value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, PositiveFloat
 
 from steerops.config.base import LayerSpec, PositionSpec, Strict
 from steerops.specs import Component, Layers, parse_position
@@ -49,7 +49,7 @@ class ProbesConfig(Strict):
     )
     layers: LayerSpec = Field(Layers("all"), description="layers probed, e.g. all, 5-20")
     component: Component = Field("residual", description="activation component")
-    alphas: list[float] = Field(
+    alphas: list[PositiveFloat] = Field(
         default_factory=lambda: [10.0**k for k in range(-3, 7)],
         min_length=1,
         description="ridge alphas swept",
