@@ -120,6 +120,11 @@ def test_thurstonian_reads_and_writes_the_params_files(toy_probe_run, toy_world,
     own = write_params(tmp_path, toy_world, probes=probes)
     assert main(["probe", "thurstonian", "--params", str(own)]) == 0
     assert (tmp_path / "fit" / "scores.csv").read_bytes() == flagged.read_bytes()
+    # with --out the fit goes into that folder, not over the params' scores
+    before = (tmp_path / "fit" / "scores.csv").stat().st_mtime_ns
+    assert main(["probe", "thurstonian", "--params", str(own), "--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "probe_scores" / "scores.csv").read_bytes() == flagged.read_bytes()
+    assert (tmp_path / "fit" / "scores.csv").stat().st_mtime_ns == before
     (tmp_path / "bare").mkdir()
     bare = write_params(tmp_path / "bare", toy_world, probes={"comparisons": None})
     capsys.readouterr()

@@ -204,3 +204,20 @@ def test_plot_series_are_per_method_and_position_and_trace_to_grid_configs(tmp_p
             assert list(chosen["coefficient"]) == [cell["coefficient"]]
     png = (out / "coefficient_curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_report_with_out_writes_into_that_folder_only(tmp_path, capsys):
+    synthetic_grid(tmp_path)  # the pipeline's results, and its report
+    params = str(write_params(tmp_path, report={"results": "docs/results.md"}))
+    assert main(["report", "--params", params]) == 0
+    pipeline = {p: p.read_bytes() for p in tmp_path.glob("*/*.*") if p.parent.name != "outputs"}
+    assert len(pipeline) > 5
+    run = tmp_path / "run"
+    write_grid(run, cells(), QUESTIONS)  # another run's results
+    capsys.readouterr()
+    assert main(["report", "--params", params, "--out", str(run)]) == 0
+    assert capsys.readouterr().out.strip() == f"report written to {run / 'reports' / 'report.md'}"
+    assert (run / "reports" / "results.md").is_file() and (
+        run / "reports" / "gap_analysis.csv"
+    ).is_file()
+    assert {p: p.read_bytes() for p in pipeline} == pipeline  # the pipeline's report untouched
