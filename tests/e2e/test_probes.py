@@ -180,3 +180,20 @@ def test_ood_on_toy_conditions(toy_probe_run):
     assert len(runs) == 1
     assert runs["metrics.v1.pearson"][0] == pytest.approx(result["per_version"]["v1"]["pearson"])
     assert runs["tags.dvc.hash.rates"][0]  # joined to DVC by input hashes
+
+
+def test_damaged_task_activations_are_extracted_again_not_trained_on(toy_probe_run, capsys):
+    from steerops.extract.store import TENSORS_FILE, damage
+
+    folder, _, params_file, root = toy_probe_run
+    tasks = folder / "outputs" / "tasks" / "toy" / "instruct" / "prompt_m1" / "residual"
+    tensors = tasks / "baseline" / TENSORS_FILE
+    assert main(["probe", "train", "--params", str(params_file)]) == 0  # on intact ones
+    intact, before = tensors.read_bytes(), _manifest(root)["best_final_r"]
+    blob = bytearray(intact)
+    blob[-64:] = bytes(64)  # the same size, other numbers
+    tensors.write_bytes(bytes(blob))
+    assert damage(tasks / "baseline") is not None
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    assert damage(tasks / "baseline") is None and tensors.read_bytes() == intact
+    assert _manifest(root)["best_final_r"] == before

@@ -84,6 +84,7 @@ def model_metadata(loaded: LoadedModel, root: Path) -> dict:
             "id": loaded.spec.id,
             "revision": loaded.spec.revision,
             "source": relative(loaded.source, root) if local else loaded.source,
+            "weights": model_fingerprint(loaded.source),  # content, or "hub" for a hub id
             "dtype": loaded.spec.dtype,
         },
         "hidden_size": loaded.layout.hidden_size,

@@ -10,8 +10,9 @@ import numpy as np
 
 from steerops.errors import SteeropsError
 from steerops.extract import store
-from steerops.extract.store import is_complete, read_metadata, stored_layers
+from steerops.extract.store import damage, is_complete, read_metadata, stored_layers
 from steerops.io import text_md5
+from steerops.models.fingerprint import model_fingerprint
 
 
 def tasks_name(params) -> str:
@@ -45,11 +46,16 @@ def is_fresh(
     meta = read_metadata(folder)
     spec = params.variant(params.probes.variant)
     model = meta.get("model") or {}
+    from steerops.models.loading import model_source  # imports transformers
+
     if (
         meta.get("source_hash") != digest
         or (meta.get("condition") or {}).get("system_prompt", "") != system_prompt
         or model.get("id") != spec.id
         or model.get("revision") != spec.revision
+        # the same folder with other weights (a fine-tune written over it) is another model
+        or model.get("weights") != model_fingerprint(model_source(params, params.probes.variant))
+        or damage(folder) is not None  # tensors changed since they were written
     ):
         return False
     wanted = layers if layers is not None else select_layers(params, folder)
