@@ -134,6 +134,20 @@ def test_a_pickle_only_model_folder_is_refused_in_one_line(tmp_path):
     assert loaded.layout.num_layers == 3
 
 
+def test_a_folder_that_is_no_model_or_holds_damaged_weights_is_one_line(tmp_path):
+    from steerops.models.loading import check_variant
+
+    (tmp_path / "model").mkdir()  # e.g. the parent of the model folder, by a typo
+    (tmp_path / "model" / "notes.txt").write_text("x")
+    with pytest.raises(SteeropsError, match=r"models\.base\.id: .* is not a model folder"):
+        check_variant(_params(tmp_path), "base")  # before any run opens
+    _save_tiny(tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # cut short
+    with pytest.raises(SteeropsError, match=r"models\.base\.id: cannot load .*deserializing"):
+        load_model(_params(tmp_path), "base")
+
+
 @pytest.mark.parametrize(
     "device, message",
     [("cuda:7", r"cuda:7 is not available \(\d+ CUDA devices\)"), ("gpu0", "is not a device")],

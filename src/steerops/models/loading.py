@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -95,7 +96,7 @@ def load_model(
     hf_logging.disable_progress_bar()
     try:
         model: Any = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # missing, unknown or damaged
         raise SteeropsError(
             f"models.{variant}.id: cannot load {source!r}: {_first_line(exc)}"
         ) from None
@@ -125,7 +126,7 @@ def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
         tok = AutoTokenizer.from_pretrained(
             source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
         )
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # missing or unreadable tokenizer files
         raise SteeropsError(
             f"models.{variant}.id: cannot load tokenizer: {_first_line(exc)}"
         ) from None
@@ -150,6 +151,10 @@ _PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 def _refuse_pickles(source: str, variant: str) -> None:
     """A local folder must have safetensors weights; pickled ones are never read."""
     path = Path(source)
+    if path.exists() and not (path / "config.json").is_file():
+        raise SteeropsError(
+            f"models.{variant}.id: {path} is not a model folder (no config.json in it)"
+        )
     if not path.is_dir() or any(path.glob("*.safetensors")):
         return
     pickled = sorted(p.name for pattern in _PICKLES for p in path.glob(pattern))
