@@ -136,8 +136,16 @@ def json_text(obj: Any, indent: int | None = None) -> str:
     )
 
 
+class NotJSON(SteeropsError, ValueError):
+    """A JSON file that does not parse (a ValueError, as json's own error is)."""
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(read_text(path))
+    """A JSON file; a damaged one is one clear error naming it and the line."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise NotJSON(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
 
 
 def read_text(path: str | os.PathLike) -> str:

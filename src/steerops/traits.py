@@ -8,7 +8,6 @@ definition.txt                  the judge's rubric for the trait
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,7 +89,7 @@ def _load_steering(path: Path, required: bool) -> tuple[list[str], str | None]:
         return [], None
     try:
         data = read_json(file)
-    except json.JSONDecodeError:
+    except ValueError:
         raise SteeropsError(f"{file}: malformed JSON") from None
     questions = data.get("questions") if isinstance(data, dict) else None
     if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):

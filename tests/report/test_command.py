@@ -221,3 +221,19 @@ def test_a_report_with_out_writes_into_that_folder_only(tmp_path, capsys):
         run / "reports" / "gap_analysis.csv"
     ).is_file()
     assert {p: p.read_bytes() for p in pipeline} == pipeline  # the pipeline's report untouched
+
+
+def test_a_damaged_input_leaves_the_report_as_it_was(tmp_path, capsys):
+    from steerops.calibration.store import calibration_file
+
+    synthetic_grid(tmp_path)
+    out = _report(tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    damaged = calibration_file(tmp_path / "outputs", "instruct")
+    damaged.parent.mkdir(parents=True, exist_ok=True)
+    damaged.write_text('{"layers": {"1": ')  # cut short
+    capsys.readouterr()
+    assert main(["report", "--params", str(tmp_path / "params.yaml")]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == f"steerops report: error: {damaged}: not valid JSON (line 1: Expecting value)"
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == before

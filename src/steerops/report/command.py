@@ -54,6 +54,10 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     held-out half); the searches in a table of their own."""
     threshold = params.report.min_coherence
     proto = protocol(params)
+    # every input is read before the first file is written: a damaged one leaves the
+    # report as it was, not half rewritten
+    record = calibrated.calibration_record(params)
+    massive = calibrated.massive_table(record)
     if frame.empty:
         frame = pd.DataFrame(columns=COLUMNS)
     gap = tables.gap_analysis(frame, threshold)
@@ -85,8 +89,6 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     plots.cleaning_curve(curve, out / "cleaning_curve.png")
     files += [out / "coefficient_curves.png", out / "cleaning_curve.png"]
     write_json(out / "metrics.json", _metrics(gap, prepost, errors, searched))
-    record = calibrated.calibration_record(params)
-    massive = calibrated.massive_table(record)
     write_text(out / "massive_activations.csv", massive.to_csv(index=False, float_format="%.6g"))
     text = render_markdown(
         {**csvs, "massive": massive, "dims": calibrated.dims_line(record)},
