@@ -215,3 +215,16 @@ def test_a_response_length_below_one_token_is_refused_up_front(tmp_path, capsys)
             "(params: generate.max_new_tokens)"
         )
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_path_of_the_wrong_kind_is_one_line(tmp_path, capsys):
+    from report_data import synthetic_grid, write_params
+
+    synthetic_grid(tmp_path)
+    taken = tmp_path / "a_file"
+    taken.write_text("keep me")
+    argv = ["report", "--params", str(write_params(tmp_path)), "--report-dir", str(taken)]
+    assert main(argv) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("steerops report: error: ") and str(taken) in line
+    assert taken.read_text() == "keep me"

@@ -118,3 +118,15 @@ def test_an_atomic_folder_replaces_the_old_one_whole_or_not_at_all(tmp_path, uma
     assert sorted(p.name for p in dest.iterdir()) == ["a.txt"]  # no file of the old one
     assert (dest / "a.txt").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]
+
+
+def test_a_damaged_jsonl_line_is_one_error_naming_file_and_line(tmp_path):
+    from steerops.errors import SteeropsError
+    from steerops.io import read_jsonl
+
+    path = tmp_path / "runs.jsonl"
+    path.write_text('{"run_id": "a"}\n\n{"run_id": "b"}\nnot json\n')
+    with pytest.raises(SteeropsError, match=r"runs\.jsonl:4: malformed JSON line"):
+        read_jsonl(path)
+    path.write_text('{"run_id": "a"}\n\n{"run_id": "b"}\n')
+    assert read_jsonl(path) == [{"run_id": "a"}, {"run_id": "b"}]

@@ -310,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"steerops {args.command}: error: {exc}", file=sys.stderr)
         _drop_if_empty(getattr(args, "scratch_folder", None))
         return 2
+    except OSError as exc:  # a path of the wrong kind, a full disk, no permission
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"steerops {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        _drop_if_empty(getattr(args, "scratch_folder", None))
+        return 2
     except KeyboardInterrupt:
         print(
             f"steerops {args.command}: interrupted; whatever finished before it is kept: "

@@ -26,3 +26,14 @@ def test_input_readers_name_the_bad_line(tmp_path):
     )
     with pytest.raises(SteeropsError, match=r"c.jsonl:2: winner 'c'"):
         read_comparisons(comps)
+
+
+@pytest.mark.parametrize("pointer", ['{"run_id": ', "{}", '["r1"]'])
+def test_a_damaged_latest_run_pointer_is_one_line(tmp_path, pointer):
+    from steerops.errors import SteeropsError
+    from steerops.probes.store import resolve_run, runs_dir
+
+    runs_dir(tmp_path).mkdir(parents=True)
+    (runs_dir(tmp_path) / "latest.json").write_text(pointer)
+    with pytest.raises(SteeropsError, match=r"latest\.json: (not valid JSON|names no run_id)"):
+        resolve_run(tmp_path)

@@ -173,7 +173,11 @@ def resolve_run(root: Path, run: str | Path | None = None) -> Path:
         pointer = runs_dir(root) / "latest.json"
         if not pointer.is_file():
             raise SteeropsError(f"no probe run under {root} (run `steerops probe train` first)")
-        run_dir = runs_dir(root) / read_json(pointer)["run_id"]
+        run_id = read_json(pointer)
+        run_id = run_id.get("run_id") if isinstance(run_id, dict) else None
+        if not isinstance(run_id, str):
+            raise SteeropsError(f"{pointer}: names no run_id; run `steerops probe train` again")
+        run_dir = runs_dir(root) / run_id
     else:
         run_dir = Path(run) if Path(run).is_dir() else runs_dir(root) / str(run)
     if not (run_dir / MANIFEST).is_file():
