@@ -125,3 +125,11 @@ def test_bad_calibration_prompts_name_the_line_and_keep_outputs(tmp_path, toy_pa
     assert main(["calibrate", "--params", str(toy_params), "--variant", "nope"]) == 2
     assert "models.nope: unknown model variant" in capsys.readouterr().err
     assert not (tmp_path / "outputs" / "calibration").exists()
+
+
+def test_a_global_rule_no_dim_could_meet_is_refused(tmp_path, toy_params, capsys):
+    argv = ["calibrate", "--params", str(toy_params), "--global-min-layers", "99"]
+    assert main(argv) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith("calibration.global_min_layers: 99 is more than the model's 4 layers")
+    assert not (tmp_path / "outputs" / "calibration").exists()

@@ -97,6 +97,11 @@ def calibrate(params, progress: bool = True) -> dict:
     ) as tracker:
         start = time.perf_counter()
         loaded = load_model(params, cfg.variant, padding_side="left")
+        if cfg.global_min_layers > loaded.layout.num_layers:  # no dim could ever be global
+            raise SteeropsError(
+                f"calibration.global_min_layers: {cfg.global_min_layers} is more than the "
+                f"model's {loaded.layout.num_layers} layers"
+            )
         completions = generate_responses(
             loaded.model,
             loaded.tokenizer,
