@@ -9,7 +9,7 @@ import torch
 
 from conftest import write_params
 from steerops.config import load_params
-from steerops.io import save_tensors, write_json, write_jsonl
+from steerops.io import file_md5, save_tensors, write_json, write_jsonl
 from steerops.probes.activations import condition_dir, tasks_digest
 
 
@@ -40,6 +40,7 @@ def fake_activations(
             "model": {"variant": params.probes.variant, "id": spec.id, "revision": spec.revision},
             "num_layers": num_layers,
             "layers": sorted(layers),
+            "tensors_md5": file_md5(folder / "activations.safetensors"),  # as extract records
         },
     )
     return folder

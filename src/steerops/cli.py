@@ -203,8 +203,6 @@ def load_params_for(args: argparse.Namespace):
     if folder:
         _check_folder(Path(folder))
         params.set_run_folder(Path(folder), named=True)
-        if not scratch:
-            _files_into_run(params, args, Path(folder), set(overrides))
     elif scratch and not (getattr(args, "pipeline", False) or os.environ.get("DVC_STAGE")):
         args.scratch_folder = new_run_folder(params.root, args.command)
         params.set_run_folder(args.scratch_folder, named=False)
@@ -215,20 +213,6 @@ def load_params_for(args: argparse.Namespace):
             file=sys.stderr,
         )
     return params
-
-
-def _files_into_run(params, args: argparse.Namespace, folder: Path, given: set[str]) -> None:
-    """With --out DIR the run's files live in DIR: the report (and its results page) and
-    fitted probe scores go there rather than over the pipeline's; `probe train`/`ood` read
-    the scores a `thurstonian --out DIR` fitted there. A path given by its flag is kept."""
-    if "report.out" not in given:
-        params.report.out = str(folder / "reports")
-    if params.report.results and "report.results" not in given:
-        params.report.results = str(folder / "reports" / "results.md")
-    scores = folder / "probe_scores" / "scores.csv"
-    fitting = getattr(args, "probe_command", None) == "thurstonian"
-    if "probes.scores" not in given and (fitting or scores.is_file()):
-        params.probes.scores = str(scores)
 
 
 def _check_folder(folder: Path) -> None:

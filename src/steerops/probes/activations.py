@@ -46,20 +46,25 @@ def is_fresh(
     meta = read_metadata(folder)
     spec = params.variant(params.probes.variant)
     model = meta.get("model") or {}
-    from steerops.models.loading import model_source  # imports transformers
-
     if (
         meta.get("source_hash") != digest
         or (meta.get("condition") or {}).get("system_prompt", "") != system_prompt
         or model.get("id") != spec.id
         or model.get("revision") != spec.revision
         # the same folder with other weights (a fine-tune written over it) is another model
-        or model.get("weights") != model_fingerprint(model_source(params, params.probes.variant))
+        or ("weights" in model and model["weights"] != _weights(params))
         or damage(folder) is not None  # tensors changed since they were written
     ):
         return False
     wanted = layers if layers is not None else select_layers(params, folder)
     return set(wanted) <= set(stored_layers(folder))
+
+
+def _weights(params) -> str:
+    """The weights fingerprint of the probes' model as it is now."""
+    from steerops.models.loading import model_source  # imports transformers
+
+    return model_fingerprint(model_source(params, params.probes.variant))
 
 
 def ensure_conditions(

@@ -16,7 +16,15 @@ import argparse
 import json
 from pathlib import Path
 
-from steerops.cli import abs_path, add_common, flags, load_params_for, no_flag, stage_parser
+from steerops.cli import (
+    abs_path,
+    add_common,
+    flags,
+    load_params_for,
+    no_flag,
+    overrides_from,
+    stage_parser,
+)
 from steerops.errors import SteeropsError
 
 
@@ -86,10 +94,20 @@ def register(subparsers) -> None:
     toy.set_defaults(func=run_toy_data)
 
 
+def _scores_in_run(params, args: argparse.Namespace, fitting: bool):
+    """With --out DIR the run's scores live in DIR: `thurstonian` fits them there rather than
+    over the params' file, and `train` reads the ones fitted there (a --scores flag wins)."""
+    if params.run_named and "probes.scores" not in overrides_from(args):
+        scores = params.run_folder / "probe_scores" / "scores.csv"
+        if fitting or scores.is_file():
+            params.probes.scores = str(scores)
+    return params
+
+
 def run_train(args: argparse.Namespace) -> None:
     from steerops.probes.train import train
 
-    params = load_params_for(args)
+    params = _scores_in_run(load_params_for(args), args, fitting=False)
     run_dir, manifest, reused = train(params)
     best = manifest["best_layer"]
     layer = manifest["layers"][str(best)]
@@ -109,7 +127,7 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     from steerops.probes.thurstonian import fit_thurstonian
     from steerops.tracking import track
 
-    params = load_params_for(args)
+    params = _scores_in_run(load_params_for(args), args, fitting=True)
     if not params.probes.comparisons:
         raise SteeropsError("probes.comparisons: not set (give --comparisons FILE or set it)")
     source = params.path(params.probes.comparisons)
