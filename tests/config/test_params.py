@@ -126,3 +126,9 @@ def test_two_spellings_of_one_position_are_one_position(tmp_path):
         params.search.positions,
     ):
         assert [p.text for p in positions] == ["prompt[-1]", "response[:5]"]
+
+
+def test_a_trait_named_twice_runs_once():
+    params = load_params(None, {"traits.names": ["toy/refusal", "a/b", "toy/refusal"]})
+    assert params.traits.names == ["toy/refusal", "a/b"]  # first order kept
+    assert params.model_dump()["traits"]["names"] == ["toy/refusal", "a/b"]

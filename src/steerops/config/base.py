@@ -38,8 +38,10 @@ _AS_TEXT = PlainSerializer(str, return_type=str)
 
 # `prompt[-1]`, `response[:5]`, `all[:]`...
 PositionSpec = Annotated[Position, _parsed_by(parse_position), _AS_TEXT]
+# a list's items each once, in their first order (a repeated name would run twice)
+Once = AfterValidator(lambda items: list(dict.fromkeys(items)))
 # a list of positions, each once: two spellings of one selection are one position
-Positions = Annotated[list[PositionSpec], AfterValidator(lambda items: list(dict.fromkeys(items)))]
+Positions = Annotated[list[PositionSpec], Once]
 # `all`, `15`, `5,10,15`, `5-20`, `0-30:5`, `30%-60%`, mixtures (YAML ints and lists too)
 LayerSpec = Annotated[Layers, _parsed_by(layers_spec), _AS_TEXT]
 # `mean_diff`, `probe_top2`, `mean_diff_preclean`... (see steerops.specs.methods)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
-from steerops.config.base import Strict
+from steerops.config.base import Once, Strict
 
 
 class PathsConfig(Strict):
@@ -17,7 +19,7 @@ class PathsConfig(Strict):
 
 class TraitsConfig(Strict):
     root: str = Field("data/toy/traits", description="<root>/<category>/<trait>/ datasets")
-    names: list[str] = Field(
+    names: Annotated[list[str], Once] = Field(
         default_factory=lambda: ["toy/refusal"], description="trait(s), CATEGORY/NAME"
     )
 
