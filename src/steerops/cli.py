@@ -244,6 +244,22 @@ def display_path(path: str | Path) -> str:
         return str(path)
 
 
+def _one_line(exc: Exception) -> str:
+    """The error line: a SteeropsError's text; an OS error's reason and the file it names."""
+    if isinstance(exc, OSError) and not isinstance(exc, SteeropsError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return str(exc)
+
+
+def run_file(params, args: argparse.Namespace, key: str, name: str) -> Path | None:
+    """Where a file at params `key` goes in a run of its own (--out DIR): DIR/`name`, so the
+    run does not write over the pipeline's; None for the pipeline's run, or when the key's
+    flag gave the path."""
+    if not params.run_named or key in overrides_from(args):
+        return None
+    return params.run_folder / name
+
+
 def _drop_if_empty(folder: Path | None) -> None:
     """Remove a scratch run folder a failed command left empty (and runs/, if that was all)."""
     if folder is not None and folder.is_dir() and not any(folder.rglob("*")):
@@ -290,13 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args.func(args)
-    except SteeropsError as exc:
-        print(f"steerops {args.command}: error: {exc}", file=sys.stderr)
-        _drop_if_empty(getattr(args, "scratch_folder", None))
-        return 2
-    except OSError as exc:  # a path of the wrong kind, a full disk, no permission
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"steerops {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+    except (SteeropsError, OSError) as exc:  # OSError: a path of the wrong kind, a full disk
+        print(f"steerops {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         _drop_if_empty(getattr(args, "scratch_folder", None))
         return 2
     except KeyboardInterrupt:

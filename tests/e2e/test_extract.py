@@ -16,6 +16,7 @@ from steerops.config import load_params
 from steerops.extract.store import activations_dir
 from steerops.generate.store import responses_dir
 from steerops.io import read_json, tree_md5, write_jsonl
+from steerops.models.fingerprint import model_fingerprint
 from steerops.models.generation import encode_prompt, format_prompt
 from steerops.models.loading import load_model
 from steerops.specs import parse_position
@@ -86,6 +87,8 @@ def test_cli_prompt_position_on_toy_with_tracking(tmp_path, toy_world, capsys, m
     assert meta["model"]["variant"] == "base" and meta["model"]["id"] == str(toy_world / "model")
     # a model folder outside the project folder keeps its full path (inside, a relative one)
     assert Path(meta["model"]["source"]) == (toy_world / "model").resolve()
+    # the weights' content, which probe reuse compares against the folder as it is now
+    assert meta["model"]["weights"] == model_fingerprint(str(toy_world / "model"))
     assert meta["hidden_size"] == loaded.layout.hidden_size
     assert meta["num_layers"] == n_layers and meta["dtype"] == "float32"
     assert meta["source_hash"] == tree_md5(trait_dir)

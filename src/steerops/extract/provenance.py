@@ -74,9 +74,10 @@ def model_settings(loaded: LoadedModel, padding_side: str) -> dict:
     }
 
 
-def model_metadata(loaded: LoadedModel, root: Path) -> dict:
+def model_metadata(loaded: LoadedModel, root: Path, weights: str) -> dict:
     """The model an artifact came from; a local folder named relative to the project `root`
-    (the params folder), so the artifact reads the same on every machine."""
+    (the params folder), so the artifact reads the same on every machine. `weights`: the
+    fingerprint its job's settings already hold (`model_settings`)."""
     local = Path(loaded.source).exists()
     return {
         "model": {
@@ -84,7 +85,7 @@ def model_metadata(loaded: LoadedModel, root: Path) -> dict:
             "id": loaded.spec.id,
             "revision": loaded.spec.revision,
             "source": relative(loaded.source, root) if local else loaded.source,
-            "weights": model_fingerprint(loaded.source),  # content, or "hub" for a hub id
+            "weights": weights,  # content, or "hub" for a hub id
             "dtype": loaded.spec.dtype,
         },
         "hidden_size": loaded.layout.hidden_size,

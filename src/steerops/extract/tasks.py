@@ -174,10 +174,10 @@ def extract_tasks(
         for cond, job, examples in todo:
             policy = "task" if cond.system_prompt is None else "override"
 
-            def describe(kept, cond=cond, policy=policy) -> dict:
+            def describe(kept, cond=cond, policy=policy, weights=job.settings["weights"]) -> dict:
                 return {
                     "tasks": tasks_name,
-                    **model_metadata(loaded, params.root),
+                    **model_metadata(loaded, params.root, weights),
                     "task_ids": [ex.info["task_id"] for ex in kept],
                     "condition": {"id": cond.id, "system_prompt": cond.system_prompt},
                     "system_prompt_policy": policy,

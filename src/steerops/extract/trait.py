@@ -66,7 +66,7 @@ def extract_trait(
     def describe(kept: list[engine.Example]) -> dict:
         return {
             "trait": trait_name,
-            **model_metadata(loaded, params.root),
+            **model_metadata(loaded, params.root, job.settings["weights"]),
             "seed": params.seed,
             "val_fraction": cfg.val_fraction,
             # positive i and negative i share source prompt i (pca pairs them)

@@ -22,7 +22,7 @@ from steerops.cli import (
     flags,
     load_params_for,
     no_flag,
-    overrides_from,
+    run_file,
     stage_parser,
 )
 from steerops.errors import SteeropsError
@@ -97,10 +97,9 @@ def register(subparsers) -> None:
 def _scores_in_run(params, args: argparse.Namespace, fitting: bool):
     """With --out DIR the run's scores live in DIR: `thurstonian` fits them there rather than
     over the params' file, and `train` reads the ones fitted there (a --scores flag wins)."""
-    if params.run_named and "probes.scores" not in overrides_from(args):
-        scores = params.run_folder / "probe_scores" / "scores.csv"
-        if fitting or scores.is_file():
-            params.probes.scores = str(scores)
+    scores = run_file(params, args, "probes.scores", "probe_scores/scores.csv")
+    if scores is not None and (fitting or scores.is_file()):
+        params.probes.scores = str(scores)
     return params
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from steerops import stats
-from steerops.cli import abs_path, flags, load_params_for, overrides_from, stage_parser
+from steerops.cli import abs_path, flags, load_params_for, run_file, stage_parser
 from steerops.errors import SteeropsError
 from steerops.io import write_json, write_text
 from steerops.report import calibrated, plots, predict, tables
@@ -36,12 +36,13 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> None:
     params = load_params_for(args)
-    if params.run_named:  # --out DIR: the report (and its results page) go there
-        given = overrides_from(args)
-        if "report.out" not in given:
-            params.report.out = str(params.out / "reports")
-        if params.report.results and "report.results" not in given:
-            params.report.results = str(params.out / "reports" / "results.md")
+    # --out DIR: the report and its results page go there
+    reports = run_file(params, args, "report.out", "reports")
+    if reports is not None:
+        params.report.out = str(reports)
+    results = run_file(params, args, "report.results", "reports/results.md")
+    if results is not None and params.report.results:
+        params.report.results = str(results)
     frame = load_results(params)
     searched = load_search_summaries(params)
     if frame.empty and searched.empty:
