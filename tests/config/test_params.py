@@ -53,6 +53,7 @@ def test_overrides_replace_params(tmp_path):
         ({"models": {"base": {"id": "x", "dtype": "float8"}}}, "models.base.dtype:"),
         ({"judge": {"kind": "oracle"}}, "judge.kind:"),
         ("seed: [1, 2\n", "malformed YAML"),
+        ({"generate": {"rollouts": 2}}, "rollouts > 1 needs temperature > 0"),
     ],
 )
 def test_config_errors_are_one_line_naming_the_key(tmp_path, data, expected):

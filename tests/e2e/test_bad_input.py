@@ -162,6 +162,12 @@ def tasks_name_escapes(p: Path) -> list[str]:
     return ["extract", "--params", str(params), "--tasks", str(tasks)]
 
 
+def trait_with_tasks(p: Path) -> list[str]:
+    tasks = p / "tasks.jsonl"
+    tasks.write_text('{"task_id": "a", "prompt": "hi"}\n')
+    return ["extract", "--tasks", str(tasks), "--trait", "toy/refusal"]
+
+
 def variant_escapes(p: Path) -> list[str]:
     params = _params_with(p, "variant.yaml", models={"../x": {"id": "model"}})
     return ["vectors", "--params", str(params), "--variant", "../x"]
@@ -187,6 +193,7 @@ CASES: list[tuple[Callable[[Path], list[str]], str]] = [
     (trait_dot_dot_steer, "trait 'toy/../../x'"),
     (tasks_name_escapes, "probes.tasks_name: '../../x' is not a plain folder name"),
     (variant_escapes, "'../x' is not a plain folder name"),
+    (trait_with_tasks, "--trait: task-set mode (--tasks) extracts the tasks"),
 ]
 
 

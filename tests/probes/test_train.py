@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
-from probe_data import probe_world
+from probe_data import fake_activations, probe_world
 from steerops.cli import main
 from steerops.probes import ridge
 from steerops.probes.store import load_probe
@@ -94,6 +94,17 @@ def test_train_stage_bad_input_keeps_outputs(tmp_path, capsys):
         == 2
     )
     assert "probes.confounds: file not found" in capsys.readouterr().err
+    argv = ["probe", "train", "--params", str(params_file), "--cv-folds", "4"]
+    assert main([*argv, "--heldout-fraction", "0.3"]) == 2
+    assert "--heldout-fraction: not used with --cv-folds" in capsys.readouterr().err
+    # a condition the conditions file does not name has no prompt to extract it with
+    argv = ["probe", "train", "--params", str(params_file), "--condition", "nope"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "probes.condition 'nope': not a condition in no conditions file" in err
+    assert not (
+        params.out / "tasks" / "fake" / "instruct" / "prompt_m1" / "residual" / "nope"
+    ).exists()
     assert (root / "runs" / "latest.json").read_bytes() == latest
     assert len((root / "runs" / "runs.jsonl").read_text().splitlines()) == 1
 
@@ -127,3 +138,34 @@ def test_train_stage_cv_and_confounds(tmp_path):
     # out-of-fold r chose alpha and layer: n, but no interval that would claim otherwise
     best = manifest["layers"][str(manifest["best_layer"])]
     assert best["final_n"] == 156 and best["final_r_ci"] == [None, None]
+
+
+def test_train_on_a_named_condition_reads_its_activations(tmp_path, capsys):
+    """A condition's activations (extracted with its system prompt) are trained on as they
+    are: the prompt comes from the conditions file, so they are not extracted again."""
+    conditions = tmp_path / "conditions.json"
+    conditions.write_text(
+        json.dumps(
+            {
+                "baseline": {"id": "baseline", "system_prompt": None},
+                "conditions": [{"id": "terse", "system_prompt": "be terse"}],
+            }
+        )
+    )
+    params_file, params, ids, mu, layers = probe_world(
+        tmp_path, condition="terse", ood={"conditions": str(conditions)}
+    )
+    flipped = {k: -v for k, v in layers.items()}  # another condition, other activations
+    fake_activations(params, "terse", "be terse", ids, flipped, num_layers=2)
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    run_id = json.loads((root / "runs" / "latest.json").read_text())["run_id"]
+    manifest = json.loads((root / "runs" / run_id / "manifest.json").read_text())
+    assert manifest["config"]["condition"] == "terse" and manifest["best_layer"] == 1
+    assert manifest["inputs"]["activations"]["path"].endswith("terse")
+    argv = ["probe", "train", "--params", str(params_file), "--condition", "loud"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        "probes.condition 'loud': not a condition in" in err and "(it has baseline, terse)" in err
+    )

@@ -223,7 +223,18 @@ def test_a_report_with_out_writes_into_that_folder_only(tmp_path, capsys):
     assert {p: p.read_bytes() for p in pipeline} == pipeline  # the pipeline's report untouched
 
 
-def test_a_damaged_input_leaves_the_report_as_it_was(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"layers": {"1": ', "not valid JSON (line 1: Expecting value)"),
+        ('{"layers": [1, 2], "aggregate": {}}', "layers: Input should be a valid dictionary"),
+        (
+            '{"aggregate": {"massive_dims": "507"}}',
+            "aggregate.massive_dims: Input should be a valid list",
+        ),
+    ],
+)
+def test_a_damaged_input_leaves_the_report_as_it_was(tmp_path, capsys, text, problem):
     from steerops.calibration.store import calibration_file
 
     synthetic_grid(tmp_path)
@@ -231,9 +242,9 @@ def test_a_damaged_input_leaves_the_report_as_it_was(tmp_path, capsys):
     before = {p: p.stat().st_mtime_ns for p in out.iterdir()}
     damaged = calibration_file(tmp_path / "outputs", "instruct")
     damaged.parent.mkdir(parents=True, exist_ok=True)
-    damaged.write_text('{"layers": {"1": ')  # cut short
+    damaged.write_text(text)  # cut short, or not the shape calibrate writes
     capsys.readouterr()
     assert main(["report", "--params", str(tmp_path / "params.yaml")]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
-    assert line == f"steerops report: error: {damaged}: not valid JSON (line 1: Expecting value)"
+    assert line.startswith(f"steerops report: error: {damaged}: {problem}")
     assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == before

@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from steerops.errors import SteeropsError
 from steerops.io import read_json, write_json
 
@@ -38,6 +40,46 @@ def write_calibration(out: Path, variant: str, record: dict[str, Any]) -> Path:
     return path
 
 
+class _Aggregate(BaseModel):
+    """The keys of `aggregate` that cleaning and the report read (the rest is free)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    global_dims: list[int] = []
+    top_dims_by_layer: dict[str, list[int]] | None = None
+    massive_dims: list[int] = []
+    massive_by_layer: dict[str, list[int]] | None = None
+
+
+class _Layer(BaseModel):
+    """The keys of a layer's entry the report reads."""
+
+    model_config = ConfigDict(extra="allow")
+    massive_dims: list[int] = []
+    massive: dict[str, dict[str, Any]] = {}
+    median_abs: float | None = None
+
+
+class _Calibration(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    layers: dict[str, _Layer] = {}
+    aggregate: _Aggregate
+
+
+def read_calibration(path: Path) -> dict[str, Any]:
+    """A calibration file's record, its shape checked: a hand-edited or foreign file is one
+    error line naming the key, not a crash in whatever reads it next."""
+    data = read_json(path)  # not JSON: one line naming the file
+    if not isinstance(data, dict) or "aggregate" not in data:
+        raise SteeropsError(f"{path}: missing key 'aggregate'")
+    try:
+        _Calibration.model_validate(data)
+    except ValidationError as exc:
+        from steerops.config import describe_validation_error
+
+        raise SteeropsError(f"{path}: {describe_validation_error(exc)}") from None
+    return data
+
+
 def load_calibration(out: Path, variant: str, needed_by: str) -> tuple[dict[str, Any], Path]:
     """(calibration record, its path); `needed_by` names what needs it in the error."""
     path = calibration_file(out, variant)
@@ -46,40 +88,32 @@ def load_calibration(out: Path, variant: str, needed_by: str) -> tuple[dict[str,
             f"{needed_by} needs calibration: {path} not found (run "
             f"`steerops calibrate --variant {variant}` first)"
         )
-    try:
-        data = read_json(path)
-    except ValueError:
-        raise SteeropsError(f"{path}: not valid JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("aggregate"), dict):
-        raise SteeropsError(f"{path}: missing key 'aggregate'")
-    return data, path
+    return read_calibration(path), path
+
+
+def _stored_aggregate(out: Path, variant: str) -> dict[str, Any] | None:
+    path = calibration_file(out, variant)
+    return read_calibration(path)["aggregate"] if path.exists() else None
 
 
 def stored_global_dims(out: Path, variant: str) -> list[int]:
     """The variant's global large-mean dims (the `top_mean` set), or none when it was not
     calibrated."""
-    path = calibration_file(out, variant)
-    if not path.exists():
-        return []
-    return [int(d) for d in read_json(path)["aggregate"]["global_dims"]]
+    aggregate = _stored_aggregate(out, variant) or {}
+    return list(aggregate.get("global_dims", []))
 
 
 def stored_massive_dims(out: Path, variant: str) -> list[int]:
     """The variant's massive dims (any layer), or none when it was not calibrated or the
     calibration predates the massive rule."""
-    path = calibration_file(out, variant)
-    if not path.exists():
-        return []
-    return [int(d) for d in read_json(path)["aggregate"].get("massive_dims", [])]
+    aggregate = _stored_aggregate(out, variant) or {}
+    return list(aggregate.get("massive_dims", []))
 
 
 def stored_massive_by_layer(out: Path, variant: str) -> dict[int, list[int]] | None:
     """{layer: massive dims} of the variant's calibration; None when it was not calibrated
     or the calibration predates the massive rule."""
-    path = calibration_file(out, variant)
-    if not path.exists():
-        return None
-    table = read_json(path).get("aggregate", {}).get("massive_by_layer")
+    table = (_stored_aggregate(out, variant) or {}).get("massive_by_layer")
     if table is None:
         return None
-    return {int(k): [int(d) for d in v] for k, v in table.items()}
+    return {int(k): list(v) for k, v in table.items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from steerops.config.base import Strict
 
@@ -36,3 +36,10 @@ class GenerateConfig(Strict):
         if value != "auto" and int(value) < 1:
             raise ValueError("must be >= 1 or auto")
         return value
+
+    @model_validator(mode="after")
+    def _rollouts_sample(self) -> GenerateConfig:
+        # Greedy completions of one prompt are identical: more rollouts only repeat rows.
+        if self.rollouts > 1 and self.temperature == 0:
+            raise ValueError("rollouts > 1 needs temperature > 0 (greedy rollouts are copies)")
+        return self

@@ -85,6 +85,8 @@ def _run_tasks(args, params) -> None:
     # The extraction flags apply when given; otherwise the probes block's settings do.
     probes = params.probes
     given = overrides_from(args)
+    if "traits.names" in given:
+        raise SteeropsError("--trait: task-set mode (--tasks) extracts the tasks, not a trait")
 
     def chosen(key: str, default):
         return getattr(params.extraction, key) if f"extraction.{key}" in given else default

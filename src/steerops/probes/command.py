@@ -22,6 +22,7 @@ from steerops.cli import (
     flags,
     load_params_for,
     no_flag,
+    overrides_from,
     run_file,
     stage_parser,
 )
@@ -106,6 +107,9 @@ def _scores_in_run(params, args: argparse.Namespace, fitting: bool):
 def run_train(args: argparse.Namespace) -> None:
     from steerops.probes.train import train
 
+    given = overrides_from(args)
+    if "probes.cv_folds" in given and "probes.heldout_fraction" in given:
+        raise SteeropsError("--heldout-fraction: not used with --cv-folds (k-fold CV replaces it)")
     params = _scores_in_run(load_params_for(args), args, fitting=False)
     run_dir, manifest, reused = train(params)
     best = manifest["best_layer"]

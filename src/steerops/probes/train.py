@@ -101,6 +101,29 @@ def _targets(params, scores: dict[str, float]) -> tuple[dict[str, float], dict |
     return residualize(scores, confounds, columns)
 
 
+def condition_prompt(params) -> str | None:
+    """The system prompt of the condition the probe trains on, from the OOD conditions file
+    (so `train` and `ood` extract a condition's folder alike); `baseline` not named there
+    keeps each task's own. Another id has no prompt to extract with: an error."""
+    from steerops.extract.conditions import read_conditions
+    from steerops.extract.tasks import BASELINE
+
+    wanted, path = params.probes.condition, params.probes.ood.conditions
+    known: dict[str, str | None] = {}
+    if path and params.path(path).is_file():
+        baseline, others = read_conditions(params.path(path))
+        known = {c.id: c.system_prompt for c in (baseline, *others)}
+    if wanted in known:
+        return known[wanted]
+    if wanted == BASELINE.id:
+        return None
+    where = f"{params.path(path)}" if known else "no conditions file (probes.ood.conditions)"
+    ids = list(known)
+    more = f", ... {len(ids)} in all" if len(ids) > 6 else ""
+    listed = f" (it has {', '.join(ids[:6])}{more})" if known else ""
+    raise SteeropsError(f"probes.condition {wanted!r}: not a condition in {where}{listed}")
+
+
 def _fit_layer(x: np.ndarray, y: np.ndarray, config: dict) -> ridge.ProbeFit:
     if config["protocol"] == "cv":
         return ridge.fit_cv(
@@ -120,8 +143,9 @@ def train(params) -> tuple[Path, dict, bool]:
     comparisons_path = _input(params, "comparisons")
     comparisons = read_comparisons(comparisons_path) if comparisons_path else None
     targets, confound_report = _targets(params, raw_scores)  # validate inputs before a model load
+    prompt = condition_prompt(params)
 
-    act_dir = ensure_conditions(params, [(probes.condition, None)])[probes.condition]
+    act_dir = ensure_conditions(params, [(probes.condition, prompt)])[probes.condition]
     layers = select_layers(params, act_dir)
     config = _config(params, layers)
     inputs = _inputs(params, act_dir)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steerops.calibration.store import calibration_file
+from steerops.calibration.store import calibration_file, read_calibration
 from steerops.io import read_json
 from steerops.report import tables
 from steerops.vectors.store import METADATA_FILE, vectors_dir
@@ -20,7 +20,7 @@ MASSIVE_COLUMNS = ["layer", "dim", "peak", "ratio_to_median", "median_abs", "tok
 def calibration_record(params) -> dict[str, Any] | None:
     """The calibration of `cleaning.calibration_variant`, or None when it was not run."""
     path = calibration_file(params.out, params.cleaning.calibration_variant)
-    return read_json(path) if path.is_file() else None
+    return read_calibration(path) if path.is_file() else None
 
 
 def massive_table(record: dict[str, Any] | None) -> pd.DataFrame:
