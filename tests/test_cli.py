@@ -228,3 +228,19 @@ def test_a_path_of_the_wrong_kind_is_one_line(tmp_path, capsys):
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("steerops report: error: ") and str(taken) in line
     assert taken.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["steer", "--direction", "up"], "argument --direction: invalid choice: 'up'"),
+        (["probe", "train", "--cv-folds", "x"], "argument --cv-folds: expected int, got 'x'"),
+        (["bogus"], "argument STAGE: invalid choice: 'bogus'"),
+    ],
+)
+def test_a_bad_flag_is_one_error_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert message in line and line.startswith("steerops")

@@ -99,6 +99,15 @@ def test_choose_never_picks_coefficient_zero_and_words_its_verdict():
     assert stats.best_steered_coherence([rows[0], rows[2]]) == 50.0
 
 
+def test_a_coherence_of_zero_is_a_score_not_a_missing_one():
+    # with the bar at 0 every scored config is coherent, 0.0 included; a missing one is not
+    rows = [_row(1.0, 50.0, 40.0, 0.0, held_coh=0.0), _row(2.0, 60.0, 45.0, None)]
+    pick, verdict = stats.choose(rows, 0.0)
+    assert pick is rows[0] and verdict == stats.OK
+    assert stats.coherent(0.0, 0.0) and not stats.coherent(None, 0.0)
+    assert not stats.coherent(float("nan"), 0.0) and not stats.coherent(67.9, 68)
+
+
 def test_a_pick_at_its_layer_s_largest_coefficient_is_at_the_grid_edge():
     rows = [{"layer": layer, "coefficient": c} for layer in (1, 2) for c in (-3.0, 0.0, 2.0)]
     rows.append({"layer": 3, "coefficient": 2.0})

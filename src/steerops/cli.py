@@ -268,11 +268,19 @@ def _drop_if_empty(folder: Path | None) -> None:
             folder.parent.rmdir()
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one error line and exit code 2, like every other bad input (argparse
+    prints the whole usage first); subcommand parsers inherit the class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The CLI parser. Given `argv`, only the stage it names is imported: stage modules pull
     in torch, transformers and scikit-learn, so `steerops --help` and one-line errors come
     back at once. Without `argv`, every stage is registered (tests, documentation)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="steerops",
         description="Experiment-tracked activation steering and probing for Hugging Face LMs.",
     )

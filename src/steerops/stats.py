@@ -184,8 +184,14 @@ def steered_coherent(
         for r in rows
         if as_number(r.get("coefficient")) not in (None, 0.0)
         and as_number(r.get("selection_trait_delta")) is not None
-        and (as_number(r.get("selection_coherence_mean")) or -1.0) >= min_coherence
+        and coherent(r.get("selection_coherence_mean"), min_coherence)
     ]
+
+
+def coherent(coherence: Any, min_coherence: float) -> bool:
+    """Whether a coherence reaches the bar; a missing one does not (0.0 is a score)."""
+    value = as_number(coherence)
+    return value is not None and value >= min_coherence
 
 
 def heldout_verdict(row: Mapping[str, Any], min_coherence: float) -> str:
@@ -195,7 +201,7 @@ def heldout_verdict(row: Mapping[str, Any], min_coherence: float) -> str:
     )
     if lo is None or lo <= 0:
         return NO_EFFECT
-    return OK if coherence is not None and coherence >= min_coherence else INCOHERENT
+    return OK if coherent(coherence, min_coherence) else INCOHERENT
 
 
 def at_largest_coefficient(rows: Sequence[Mapping[str, Any]], pick: Mapping[str, Any]) -> bool:

@@ -64,12 +64,16 @@ def read_prompts_jsonl(path: Path) -> list[Prompt]:
         system = row.get("system_prompt")
         if system is not None and not isinstance(system, str):
             raise SteeropsError(f"{path}:{lineno}: 'system_prompt' must be a string")
+        if not row["prompt"].strip():  # the .txt form skips blank lines; no empty prompts
+            raise SteeropsError(f"{path}:{lineno}: 'prompt' is empty")
         prompts.append(Prompt(row["prompt"], system))
     return prompts
 
 
 def _load_prompts(path: Path, polarity: str) -> list[Prompt]:
     txt, jsonl = path / f"{polarity}.txt", path / f"{polarity}.jsonl"
+    if jsonl.exists() and txt.exists():
+        raise SteeropsError(f"{path}: both {polarity}.txt and {polarity}.jsonl; keep one")
     if jsonl.exists():
         prompts = read_prompts_jsonl(jsonl)
     elif txt.exists():
@@ -87,13 +91,22 @@ def _load_steering(path: Path, required: bool) -> tuple[list[str], str | None]:
         if required:
             raise SteeropsError(f"{file}: file not found (steering questions)")
         return [], None
-    try:
-        data = read_json(file)
-    except ValueError:
-        raise SteeropsError(f"{file}: malformed JSON") from None
+    data = read_json(file)  # not JSON: one line naming the file and line
     questions = data.get("questions") if isinstance(data, dict) else None
     if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
         raise SteeropsError(f"{file}: 'questions' must be a list of strings")
     if required and not questions:
         raise SteeropsError(f"{file}: 'questions' is empty")
-    return questions, data.get("eval_prompt")
+    first: dict[str, int] = {}
+    for i, question in enumerate(questions, 1):
+        if not question.strip():
+            raise SteeropsError(f"{file}: question {i} is empty")
+        # each question is one paired sample of the held-out protocol: a repeat would count
+        # twice in the means and once in the split
+        if question in first:
+            raise SteeropsError(f"{file}: question {i} repeats question {first[question]}")
+        first[question] = i
+    eval_prompt = data.get("eval_prompt")
+    if eval_prompt is not None and not isinstance(eval_prompt, str):
+        raise SteeropsError(f"{file}: 'eval_prompt' must be a string")
+    return questions, eval_prompt

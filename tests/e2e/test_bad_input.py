@@ -168,6 +168,14 @@ def trait_with_tasks(p: Path) -> list[str]:
     return ["extract", "--tasks", str(tasks), "--trait", "toy/refusal"]
 
 
+def only_coefficient_zero(p: Path) -> list[str]:
+    return ["steer", "--coefficients", "0", "--method", "mean_diff", "--position", "prompt[-1]"]
+
+
+def subset_of_one(p: Path) -> list[str]:
+    return ["steer", "--subset", "1", "--method", "mean_diff", "--position", "prompt[-1]"]
+
+
 def variant_escapes(p: Path) -> list[str]:
     params = _params_with(p, "variant.yaml", models={"../x": {"id": "model"}})
     return ["vectors", "--params", str(params), "--variant", "../x"]
@@ -193,6 +201,8 @@ CASES: list[tuple[Callable[[Path], list[str]], str]] = [
     (trait_dot_dot_steer, "trait 'toy/../../x'"),
     (tasks_name_escapes, "probes.tasks_name: '../../x' is not a plain folder name"),
     (variant_escapes, "'../x' is not a plain folder name"),
+    (only_coefficient_zero, "steering.coefficients: only 0, the unsteered model"),
+    (subset_of_one, "needs at least 2 distinct questions, got 1, under --subset 1"),
     (trait_with_tasks, "--trait: task-set mode (--tasks) extracts the tasks"),
 ]
 

@@ -29,6 +29,7 @@ from steerops.steering.evaluate import SteeringEvaluator
 from steerops.steering.session import SteeringSession
 from steerops.steering.store import steering_dir
 from steerops.toy.judge import score as toy_score
+from steerops.tracking.lineage import dvc_md5
 from steerops.traits import load_trait
 from steerops.vectors.store import save_vectors, vectors_dir
 
@@ -433,6 +434,14 @@ def test_evaluator_weights_and_results(steered, tmp_path):
     # With results_dir, the log and baselines stay there, not in the steering directories.
     assert len(read_jsonl(tmp_path / "own" / "results.jsonl")) == 2  # baseline + config
     assert len(read_jsonl(tmp_path / "own" / "baselines.jsonl")) == 1
+    # every delta is in the steering direction: here, baseline minus steered trait
+    pushed = Config.single(source, 2, 3.0)
+    fresh = ev.evaluate([pushed])[0]
+    served = ev.evaluate([pushed])[0]
+    assert served.cached and fresh.trait_delta == served.trait_delta
+    assert fresh.trait_delta == pytest.approx(base.trait_mean - fresh.trait_mean)
+    logged = read_jsonl(tmp_path / "own" / "results.jsonl")[-1]["result"]
+    assert logged["trait_delta"] == pytest.approx(base.trait_mean - logged["trait_mean"])
 
 
 def test_mlflow_runs_found_by_tags_and_names(steered):
@@ -459,6 +468,10 @@ def test_mlflow_runs_found_by_tags_and_names(steered):
     assert cell.data.params["judge"] == "toy:exact" and cell.data.params["min_coherence"] == "68"
     assert cell.data.metrics["heldout_trait_delta"] >= 50
     assert "min_coherence" not in cell.data.metrics  # a setting, not a measurement
+    # joined to DVC by its inputs, the steered weights among them
+    model = params.variant(params.steering.variant).id
+    assert cell.data.tags["dvc.hash.model"] == dvc_md5(params.path(model))
+    assert cell.data.tags["dvc.hash.vectors"].endswith(".dir")
     metrics = read_json(client.download_artifacts(cell.info.run_id, "metrics.json"))
     assert cell.data.metrics["heldout_trait_delta"] == metrics["heldout_trait_delta"]
     assert cell.data.tags["steerops.best"] == f"L{metrics['layer']} c{metrics['coefficient']:g}"

@@ -126,6 +126,16 @@ def test_matches_plain_forward_on_every_architecture(arch, tmp_path):
                         atol=2e-5,
                         err_msg=f"{position} {side} {budget} L{layer}",
                     )
+                    # the unit: every example's prompt tokens, dropped examples' included
+                    prompt_norms = np.concatenate(
+                        [
+                            np.linalg.norm(refs[i][(layer, "residual")][: ex.prompt_len], axis=-1)
+                            for i, ex in enumerate(examples)
+                        ]
+                    )
+                    unit = meta["token_norm"][str(layer)]
+                    assert unit["tokens"] == len(prompt_norms) and unit["window_massive"] == 0
+                    assert unit["token_norm"] == pytest.approx(prompt_norms.mean(), rel=1e-4)
     for component in ("attn_out", "mlp_out"):
         k += 1
         meta, tensors = run(
@@ -211,7 +221,8 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path, monkeypatch):
     layout = resolve_layout(model)
     examples = random_examples(30, seed=7)
     fresh_meta, _ = run(model, layout, examples, tmp_path / "fresh", "response[:3]", [0, 2])
-    n_shards = -(-(len(examples) - fresh_meta["counts"]["dropped_empty"]) // 4)
+    assert fresh_meta["counts"]["dropped_empty"] > 0  # their prompts ride along (token norms)
+    n_shards = -(-len(examples) // 4)
     out = tmp_path / "resumed"
     partial = out / store.PARTIAL_DIR
 

@@ -3,6 +3,7 @@ filter, reuse of up-to-date outputs, `auto` lengths and MLflow records."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -254,10 +255,36 @@ def test_jsonl_trait_prompts_name_the_bad_line(tmp_path):
         ('{"prompt": "c", "system_prompt": 3}', "'system_prompt' must be"),
         ("{oops", "malformed JSON line"),
         ('{"text": "c"}', "each line needs a string 'prompt'"),
+        ('{"prompt": "  "}', "'prompt' is empty"),
     ):
         (folder / "positive.jsonl").write_text('{"prompt": "a"}\n' + line + "\n")
         with pytest.raises(SteeropsError, match=f"positive.jsonl:2: {message}"):
             load_trait(tmp_path / "traits", "cat/t")
+
+
+def test_trait_files_that_disagree_or_repeat_are_one_line(tmp_path):
+    from steerops.errors import SteeropsError
+
+    folder = tmp_path / "traits" / "cat" / "t"
+    folder.mkdir(parents=True)
+    (folder / "negative.txt").write_text("how do i bake bread ?\n")
+    (folder / "positive.txt").write_text("how do i make a bomb ?\n")
+    (folder / "positive.jsonl").write_text('{"prompt": "a"}\n')
+    with pytest.raises(SteeropsError, match="both positive.txt and positive.jsonl; keep one"):
+        load_trait(tmp_path / "traits", "cat/t")
+    (folder / "positive.jsonl").unlink()
+    steering = folder / "steering.json"
+    for data, message in (
+        ({"questions": ["a ?", "b ?", "a ?"]}, "question 3 repeats question 1"),
+        ({"questions": ["a ?", " "]}, "question 2 is empty"),
+        ({"questions": ["a ?", "b ?"], "eval_prompt": 5}, "'eval_prompt' must be a string"),
+    ):
+        steering.write_text(json.dumps(data))
+        with pytest.raises(SteeropsError, match=f"steering.json: {message}"):
+            load_trait(tmp_path / "traits", "cat/t", need_questions=True)
+    steering.write_text('{"questions": ["a ?",\n oops]}')
+    with pytest.raises(SteeropsError, match=r"steering.json: not valid JSON \(line 2"):
+        load_trait(tmp_path / "traits", "cat/t", need_questions=True)
 
 
 def test_a_judge_failure_keeps_the_completions_and_the_rerun_only_vets(

@@ -37,6 +37,7 @@ class FakeServer:
         self.delay = 0.0
         self.in_flight = self.max_in_flight = 0
         self.logprobs = True
+        self.top = None  # a top_logprobs list to send instead of the real one
         self.lock = threading.Lock()
         server = self
 
@@ -98,15 +99,16 @@ class FakeServer:
         choice = {
             "index": 0,
             "finish_reason": "length",
-            "message": {"role": "assistant", "content": top[0]["token"] if top else ""},
+            "message": {
+                "role": "assistant",
+                "content": "" if self.top is not None or not top else top[0]["token"],
+            },
         }
+        if self.top is not None:
+            top = self.top
         if self.logprobs:
             choice["logprobs"] = {
-                "content": [
-                    {"token": top[0]["token"], "top_logprobs": top, "logprob": top[0]["logprob"]}
-                ]
-                if top
-                else []
+                "content": [{"token": "1", "top_logprobs": top, "logprob": -0.1}] if top else []
             }
         return self.send(
             handler,
@@ -308,6 +310,11 @@ def test_bad_config_and_replies_name_the_problem(tmp_path, server, trait, key):
         make_judge(params_for(tmp_path, server), trait).score(["q"], [RESPONSES[0]])
     with pytest.raises(SteeropsError, match="2 questions but 1 responses"):
         make_judge(params_for(tmp_path, server), trait).score(["a", "b"], ["x"])
+    server.logprobs = True
+    for top in ([85, "90", None], [{"token": "85", "logprob": 1e308}], [{"token": "85"}]):
+        server.top = top
+        with pytest.raises(SteeropsError, match="malformed top_logprobs entry"):
+            make_judge(params_for(tmp_path, server), trait).score(["q"], [RESPONSES[0]])
 
 
 @pytest.mark.parametrize("code", [301, 302, 303, 307, 308])

@@ -45,6 +45,31 @@ def test_a_storage_that_cannot_open_fails_before_loading_and_tracking(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--enqueue", "9"], "enqueue: coefficient 9 is outside the searched range"),
+        (["--known-results", "{tmp}/none.jsonl"], "search.known_results: file not found"),
+        (["--known-results", "{tmp}/bad.jsonl"], "bad.jsonl:1: malformed JSON line"),
+    ],
+    ids=["enqueue-outside-range", "known-results-missing", "known-results-not-jsonl"],
+)
+def test_search_inputs_fail_before_loading_and_tracking(
+    tmp_path, toy_world, monkeypatch, capsys, extra, message
+):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _refuse_model_loads(monkeypatch)
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    params = steer_params(tmp_path, toy_world)
+    argv = ["search", "--params", str(params), "--out", str(tmp_path / "run"), *FLAGS]
+    capsys.readouterr()
+    assert main([*argv, *(a.format(tmp=tmp_path) for a in extra)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run was opened
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_journal_in_a_folder_not_made_yet_passes_the_check(tmp_path):
     from steerops.search.study import check_storage
 

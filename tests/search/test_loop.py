@@ -17,8 +17,9 @@ from synthetic import (
 )
 
 from steerops.errors import SteeropsError
-from steerops.search.loop import run_search, signed_delta
+from steerops.search.loop import run_search
 from steerops.search.results import choose_best, selection_rows
+from steerops.steering.configs import delta
 
 
 def test_search_finds_the_feasible_optimum_and_never_picks_infeasible(tmp_path):
@@ -44,8 +45,8 @@ def test_search_finds_the_feasible_optimum_and_never_picks_infeasible(tmp_path):
 
 
 def test_negative_direction_and_layer_search_with_tpe(tmp_path):
-    assert signed_delta(30.0, 50.0, "negative") == 20.0
-    assert signed_delta(None, 50.0, "positive") is None
+    assert delta(30.0, 50.0, "negative") == 20.0
+    assert delta(None, 50.0, "positive") is None
     study = open_study(tmp_path, layers=(1, 2, 3), seed=0, startup_trials=3, sampler="tpe")
     evaluator = SyntheticEvaluator(["q1", "q2"])
     run_search(study, evaluator, SOURCE, target=9, batch=3, direction="negative", progress=False)

@@ -105,3 +105,20 @@ def test_the_judge_key_is_read_not_kept_or_written(
     out = capsys.readouterr()
     assert secret not in out.out + out.err
     assert not any(secret.encode() in f.read_bytes() for f in tmp_path.rglob("*") if f.is_file())
+
+
+def test_a_judge_that_scores_nothing_is_said(tmp_path, toy_world, monkeypatch, capsys):
+    """Every verdict would read as if nothing steered, when nothing was measured."""
+
+    class Mute:
+        id = "mute"
+
+        def score(self, questions, responses):
+            return [(None, None) for _ in responses]
+
+    monkeypatch.setattr("steerops.judges.make_judge", lambda *args, **kwargs: Mute())
+    params = _params(tmp_path, toy_world)
+    argv = ["steer", "--params", str(params), "--out", str(tmp_path / "run"), *SMALL]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "warning: the judge scored none of the 8 answers" in err  # baseline + 1 config

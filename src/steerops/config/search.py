@@ -81,4 +81,10 @@ class SearchConfig(Strict):
     def _range(self) -> SearchConfig:
         if self.coef_max <= self.coef_min:
             raise ValueError("coef_max must be greater than coef_min")
+        for c in self.enqueue:
+            if not self.coef_min <= c <= self.coef_max:
+                raise ValueError(
+                    f"enqueue: coefficient {c:g} is outside the searched range "
+                    f"[{self.coef_min:g}, {self.coef_max:g}] (coef_min, coef_max)"
+                )
         return self

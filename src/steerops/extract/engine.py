@@ -94,6 +94,17 @@ def select(examples: list[Example], position: Position) -> tuple[list[Example], 
     return kept, windows
 
 
+def prompts_only(examples: list[Example], position: Position) -> list[Example]:
+    """The examples `select` drops, cut to their prompts: they pool nothing, but the
+    coefficient unit counts every example's prompt tokens, so it is the same at every
+    position (a prompt token's state does not depend on the response after it)."""
+    return [
+        Example(ex.ids[: ex.prompt_len], ex.prompt_len, ex.info)
+        for ex in examples
+        if not len(position.window(ex.prompt_len, len(ex.ids) - ex.prompt_len))
+    ]
+
+
 def settings_hash(job: Job, kept: list[Example], windows: list[range]) -> str:
     h = hashlib.md5()
     h.update(
@@ -113,6 +124,17 @@ def settings_hash(job: Job, kept: list[Example], windows: list[range]) -> str:
     for ex, w in zip(kept, windows, strict=True):
         h.update(np.asarray(ex.ids, dtype=np.int64).tobytes())
         h.update(json.dumps([w.start, w.stop, w.step, ex.info], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _with_prompts_only(digest: str, extra: list[Example]) -> str:
+    """The settings hash with the prompts-only rows (unchanged when there are none)."""
+    if not extra:
+        return digest
+    h = hashlib.md5(digest.encode())
+    for ex in extra:
+        h.update(b"prompt only")
+        h.update(np.asarray(ex.ids, dtype=np.int64).tobytes())
     return h.hexdigest()
 
 
@@ -138,9 +160,12 @@ def run_job(
             f"position {job.position.text!r}: every example's window is empty "
             f"({len(examples)} examples); nothing to extract"
         )
-    digest = settings_hash(job, kept, windows)
+    extra = prompts_only(examples, job.position)
+    digest = _with_prompts_only(settings_hash(job, kept, windows), extra)
+    # rows: the kept examples, then the dropped ones' prompts (token norms only)
+    rows_in, row_windows = kept + extra, windows + [range(0)] * len(extra)
     partial = Path(job.out_dir) / PARTIAL_DIR
-    lengths = [len(ex.ids) for ex in kept]
+    lengths = [len(ex.ids) for ex in rows_in]
     order = length_order(lengths)
     shards = [order[i : i + job.shard_examples] for i in range(0, len(order), job.shard_examples)]
     batcher = Batcher(job.token_budget)
@@ -155,7 +180,7 @@ def run_job(
         torch.inference_mode(),
         blocks,
         tqdm(
-            total=len(kept),
+            total=len(rows_in),
             unit="ex",
             disable=None if progress else True,
             desc=f"extract {job.position.text}",
@@ -177,7 +202,7 @@ def run_job(
                     bar.update(len(rows))
                 else:
                     tensors = _compute_shard(
-                        extractor, batcher, kept, windows, lengths, rows, job, bar
+                        extractor, batcher, rows_in, row_windows, lengths, rows, job, bar
                     )
                     tensors["rows"] = torch.tensor(rows, dtype=torch.int64)
                     tokens += sum(lengths[i] for i in rows)
@@ -331,12 +356,14 @@ def pool_batch(
         window_mask = torch.zeros(ids.shape, dtype=torch.bool)
         for r, (n, window, off) in enumerate(zip(prompt_lens, windows, offsets, strict=True)):
             prompt[r, off : off + n] = True
-            window_mask[r, torch.tensor(list(window)) + off] = True
+            if len(window):
+                window_mask[r, torch.tensor(list(window)) + off] = True
     weights = torch.zeros(ids.shape, dtype=torch.float32)
     for r, (window, off) in enumerate(zip(windows, offsets, strict=True)):
-        weights[r, torch.tensor(list(window)) + off] = 1.0 / len(window)
+        if len(window):  # an empty window (a prompts-only row) pools nothing
+            weights[r, torch.tensor(list(window)) + off] = 1.0 / len(window)
     used = weights.sum(0).nonzero().flatten()
-    lo, hi = int(used.min()), int(used.max()) + 1
+    lo, hi = (int(used.min()), int(used.max()) + 1) if len(used) else (0, 0)
     weights = weights[:, lo:hi]
     single = all(len(w) == 1 for w in windows)
     cols = weights.argmax(-1) + lo if single else None
@@ -394,7 +421,8 @@ def _assemble(
     def produce(name: str) -> torch.Tensor:
         out = torch.empty(n_rows, hidden, dtype=dtype)
         for shard, where in zip(shards, rows, strict=True):
-            out[where] = _shard_tensor(shard, name)
+            pooled = where < n_rows  # rows past n_rows are prompts only: no pooled row
+            out[where[pooled]] = _shard_tensor(shard, name)[pooled]
         layer = int(name.removeprefix("layer_"))
         mean_norm[layer] = round(float(out.float().norm(dim=-1).mean()), 6)
         return out

@@ -93,18 +93,6 @@ def model_metadata(loaded: LoadedModel, root: Path, weights: str) -> dict:
     }
 
 
-# Hashing local weights costs a full read; above this size only hub id/revision identify them.
-_MODEL_HASH_LIMIT = 2 << 30
-
-
-def model_input(loaded: LoadedModel) -> dict[str, Path]:
-    path = Path(loaded.source)
-    if not path.is_dir():
-        return {}
-    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return {"model": path} if size <= _MODEL_HASH_LIMIT else {}
-
-
 def log_run(tracker, meta: dict, out_dir: Path) -> None:
     counts, timing = meta.get("counts", {}), meta["timing"]
     metrics = {

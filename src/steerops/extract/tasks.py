@@ -18,10 +18,11 @@ from pathlib import Path
 from steerops.errors import SteeropsError
 from steerops.extract import engine, store
 from steerops.extract.inputs import encode
-from steerops.extract.provenance import make_job, model_input, model_metadata, run_logged
+from steerops.extract.provenance import make_job, model_metadata, run_logged
 from steerops.extract.store import task_activations_dir
 from steerops.io import iter_jsonl, text_md5
 from steerops.specs import Position, parse_position
+from steerops.tracking.lineage import model_input
 
 _SAFE_ID = re.compile(r"^[\w.-]+$")
 
@@ -214,7 +215,7 @@ def _parent_run(params, tracker, tasks_name: str, loaded, inputs: dict[str, Path
         params,
         "extract",
         f"extract tasks {tasks_name} {loaded.name}",
-        inputs={**inputs, **model_input(loaded)},
+        inputs={**inputs, **model_input(loaded.source)},
         tags={"steerops.tasks": tasks_name, "steerops.variant": loaded.name},
     ) as run:
         run.log_params({"mode": "tasks", "tasks": tasks_name, "variant": loaded.name})

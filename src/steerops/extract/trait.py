@@ -18,12 +18,13 @@ from steerops.extract.inputs import (
     response_examples,
     split_counts,
 )
-from steerops.extract.provenance import make_job, model_input, model_metadata, run_logged
+from steerops.extract.provenance import make_job, model_metadata, run_logged
 from steerops.extract.store import activations_dir
 from steerops.generate.store import load_kept_responses, responses_file
 from steerops.io import file_md5, tree_md5
 from steerops.models.loading import LoadedModel
 from steerops.specs import Position, parse_position
+from steerops.tracking.lineage import model_input
 from steerops.traits import POLARITIES, load_trait
 
 
@@ -85,7 +86,7 @@ def extract_trait(
     from steerops.tracking import track
 
     run_name = f"extract {trait_name} {loaded.name} {pos.text} {component}"
-    inputs = {"responses" if pos.needs_response else "trait": source, **model_input(loaded)}
+    inputs = {"responses" if pos.needs_response else "trait": source, **model_input(loaded.source)}
     with track(
         params,
         "extract",

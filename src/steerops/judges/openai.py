@@ -141,6 +141,14 @@ class OpenAIJudge(CachedJudge):
                 f"judge: {self.url} returned no top_logprobs for model {self.model_name!r}; "
                 "the judge needs an endpoint and model that support logprobs"
             )
+        for entry in top:
+            logprob = entry.get("logprob") if isinstance(entry, dict) else None
+            # a log probability is a number <= 0 (NaN is skipped when scoring)
+            if not isinstance(logprob, int | float) or isinstance(logprob, bool) or logprob > 0:
+                raise SteeropsError(
+                    f"judge: {self.url} returned a malformed top_logprobs entry for model "
+                    f"{self.model_name!r}: {str(entry)[:80]} (expected {{token, logprob <= 0}})"
+                )
         return top
 
     def __repr__(self) -> str:  # never show the key

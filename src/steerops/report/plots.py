@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from steerops import stats  # noqa: E402
 from steerops.io import atomic_path  # noqa: E402
 from steerops.report.tables import CURVE_STEPS, KEY  # noqa: E402
 
@@ -83,7 +84,7 @@ def curve_points(frame: pd.DataFrame, gap: pd.DataFrame, min_coherence: float) -
                     "delta_lo": c["heldout_delta_lo"],
                     "delta_hi": c["heldout_delta_hi"],
                     "coherence": c["heldout_coherence_mean"],
-                    "heldout_coherent": (c["heldout_coherence_mean"] or -1.0) >= min_coherence,
+                    "heldout_coherent": stats.coherent(c["heldout_coherence_mean"], min_coherence),
                 }
             )
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)

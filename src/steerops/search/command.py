@@ -45,6 +45,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from steerops.search.known import check_known_file
     from steerops.search.runner import search_trait
     from steerops.search.storage import default_storage_url
     from steerops.search.store import write_search_summary
@@ -64,6 +65,8 @@ def run(args: argparse.Namespace) -> None:
     layers, key = (cfg.layers, "search.layers") if cfg.layers else (st.layers, "steering.layers")
     coefficients = [cfg.coef_min, cfg.coef_max, *cfg.enqueue]
     check_grid(params, params.traits.names, cells, layers, key, coefficients, "search")
+    if cfg.import_known and cfg.known_results:
+        check_known_file(params.path(cfg.known_results))
     check_storage(default_storage_url(params), cfg.heartbeat_s)
     finalised, links = False, list[str]()
     for method, position in cells:

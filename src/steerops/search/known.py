@@ -29,6 +29,15 @@ class KnownResult:
     scores: list = field(default_factory=list, compare=False)  # per search question
 
 
+def check_known_file(path: Path) -> None:
+    """An explicit known-results log exists and reads (before a run opens)."""
+    from steerops.steering.store import ResultsLog
+
+    if not Path(path).is_file():
+        raise SteeropsError(f"search.known_results: file not found: {path}")
+    ResultsLog(path)  # a malformed line: one error naming it
+
+
 def load_known(
     path: Path,
     scope: str,

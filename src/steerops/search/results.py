@@ -84,9 +84,7 @@ def best_summary(
             "heldout_coherence_mean": held["coherence_mean"],
         }
         status = stats.heldout_verdict(row, plan.min_coherence)
-        feasible = held["coherence_mean"] is not None and (
-            held["coherence_mean"] >= plan.min_coherence
-        )
+        feasible = stats.coherent(held["coherence_mean"], plan.min_coherence)
     record: TrialRecord | None = None if chosen is None else chosen["trial"]
     return {
         "trait": plan.trait,

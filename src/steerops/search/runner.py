@@ -50,11 +50,12 @@ def search_trait(
     returns best.json, or None when another worker of the study finalises it. One model
     load serves the search and the held-out evaluation. The MLflow run opens before the
     model loads (its duration covers the work); its link is appended to `links`."""
+    from steerops.models.loading import model_source
     from steerops.search.heldout import split_questions
     from steerops.search.store import search_dir
     from steerops.steering.evaluate import SteeringEvaluator
     from steerops.steering.session import SteeringSession
-    from steerops.tracking import track
+    from steerops.tracking import model_input, track
     from steerops.traits import trait_dir
 
     st = params.steering
@@ -62,6 +63,7 @@ def search_trait(
     inputs = {
         "vectors": _vectors_dir(params, trait, method, position),
         "trait": folder,
+        **model_input(model_source(params, st.variant)),  # the steered weights
     }
     tags = {
         "steerops.trait": trait,

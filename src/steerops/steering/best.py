@@ -78,9 +78,9 @@ def config_rows(
     keep_heldout: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per config logged under `settings_hash` with per-question scores: its numbers
-    on all questions (`trait_delta` = trait - baseline), and on each half (deltas in the
-    steering direction, with their interval); with `keep_heldout`, `heldout_traits` maps each
-    held-out question to the config's trait score (for paired comparisons of configs)."""
+    on all questions (`trait_delta`: trait - baseline in the steering direction), and on
+    each half (deltas likewise, with their interval); with `keep_heldout`, `heldout_traits`
+    maps each held-out question to the config's trait score (for paired comparisons)."""
     questions = log.questions(settings_hash)
     base = scores_of(log.baseline(settings_hash) or {})
     if questions is None or base is None:
@@ -106,7 +106,7 @@ def config_rows(
             weight=joined([v["weight"] for v in vectors]),
             trait_mean=every["trait_mean"],
             coherence_mean=every["coherence_mean"],
-            trait_delta=_minus(every["trait_mean"], base_all["trait_mean"]),
+            trait_delta=_signed(proto.sign, _minus(every["trait_mean"], base_all["trait_mean"])),
             n=every["n"],
             n_unscored=every["n_unscored"],
             vector_hash="+".join(entry.get("vector_hashes") or []),
@@ -164,8 +164,7 @@ def cell_metrics(
             for k in HALF_FIELDS:
                 metrics[f"{name}_{k}"] = pick[f"{name}_{k}"]
             metrics[f"{name}_coherence"] = pick[f"{name}_coherence_mean"]
-        coherence = pick["heldout_coherence_mean"]
-        metrics["heldout_feasible"] = coherence is not None and coherence >= min_coherence
+        metrics["heldout_feasible"] = stats.coherent(pick["heldout_coherence_mean"], min_coherence)
         metrics["at_largest_coefficient"] = status == stats.OK and stats.at_largest_coefficient(
             rows, pick
         )
@@ -242,3 +241,7 @@ def write_steer_summary(params) -> None:
 
 def _minus(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
+
+
+def _signed(sign: float, value: float | None) -> float | None:
+    return None if value is None else sign * value

@@ -24,6 +24,7 @@ run: it reads the pipeline's vectors and writes everything under runs/steer-<tim
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from steerops.cli import flags, load_params_for, stage_parser
@@ -137,6 +138,7 @@ def steer_cells(
     started = time.time()
     results = evaluator.evaluate(everything)  # the baseline too, with the first chunk
     baseline = evaluator.baseline()
+    _warn_unscored([baseline, *results], len(evaluator.questions))
     span = (started, time.time())  # every config was generated in this one evaluation
     alias = _aliases(evaluator, cells, layers, cfg.component)
     summaries, start = [], 0
@@ -158,6 +160,17 @@ def steer_cells(
             )
         )
     return summaries
+
+
+def _warn_unscored(results: list, n_questions: int) -> None:
+    """One warning line when the judge gave no usable score to any answer: every verdict
+    would then read as if nothing steered, when nothing was measured."""
+    if all(r.trait_mean is None and r.coherence_mean is None for r in results):
+        print(
+            f"warning: the judge scored none of the {len(results) * n_questions} answers "
+            "(no number it could read); check judge.model, its prompts and judge.min_prob_mass",
+            file=sys.stderr,
+        )
 
 
 def _aliases(evaluator, cells, layers: list[int], component: str) -> dict[tuple, str]:
@@ -195,7 +208,7 @@ def _finish_cell(
     from steerops.steering.outputs import write_cell
     from steerops.steering.runs import cell_name, log_cell, log_configs
     from steerops.steering.store import steering_dir
-    from steerops.tracking import input_hash_tags
+    from steerops.tracking import input_hash_tags, model_input
     from steerops.traits import trait_dir
     from steerops.vectors.store import vectors_dir
 
@@ -207,6 +220,7 @@ def _finish_cell(
             params.inputs, trait, cfg.vector_variant, position, cfg.component, method
         ),
         "trait": trait_dir(params.path(params.traits.root), trait),
+        **model_input(session.loaded.source),  # the steered weights
     }
     tags = {
         "steerops.trait": trait,

@@ -9,6 +9,7 @@ a result records both the config and those weights.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import overload
 
 from steerops.specs import MethodName, Position
 
@@ -93,5 +94,13 @@ def summarize(scores: list[tuple[float | None, float | None]]) -> dict:
     }
 
 
-def delta(value: float | None, base: float | None) -> float | None:
-    return None if value is None or base is None else value - base
+@overload
+def delta(value: float, base: float, direction: str) -> float: ...
+@overload
+def delta(value: float | None, base: float | None, direction: str) -> float | None: ...
+def delta(value: float | None, base: float | None, direction: str) -> float | None:
+    """Trait change from the baseline in the steering direction: positive means more of what
+    the steering aims for (as every half's delta and the search's objective)."""
+    if value is None or base is None:
+        return None
+    return value - base if direction == "positive" else base - value

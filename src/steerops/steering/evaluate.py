@@ -82,6 +82,7 @@ class SteeringEvaluator:
                 "while the next generates (the steering hooks would steer it)"
             )
         self.session = session
+        self.direction = session.params.steering.direction  # the sign of every delta
         self.questions = list(session.questions if questions is None else questions)
         if not self.questions:
             raise SteeropsError(f"trait {session.trait!r}: no steering questions to evaluate")
@@ -146,7 +147,7 @@ class SteeringEvaluator:
             base = self.baseline()
         copies: dict[str, tuple[Config, tuple[float, ...], ConfigResult]] = {}
         for i, (scores, here) in served.items():
-            result = results[i] = _from_scores(configs[i], weights[i], scores, base)
+            result = results[i] = _from_scores(configs[i], weights[i], scores, base, self.direction)
             result.logged_here = here
             if not here:  # served from other settings or another log: log it here too
                 copies[config_key(configs[i], weights[i])] = (configs[i], weights[i], result)
@@ -205,7 +206,7 @@ class SteeringEvaluator:
             log = ResultsLog(path)
             scores = log.baseline_scores(self.scope, self.questions)
             if scores is not None:
-                self._baseline = _from_scores(None, (), scores, None)
+                self._baseline = _from_scores(None, (), scores, None, self.direction)
                 # logged under these settings (by a run that may have died before writing
                 # its response files), not served from other settings' questions
                 self._baseline.logged_here = log.baseline(self.settings_hash) is not None
@@ -313,7 +314,7 @@ class SteeringEvaluator:
         configs = [entry for entry in chunk if entry is not None]
         for (config, w), result in zip(configs, results, strict=True):
             result.config, result.weights = config, w
-            result.trait_delta = delta(result.trait_mean, base.trait_mean)
+            result.trait_delta = delta(result.trait_mean, base.trait_mean, self.direction)
             result.scores = _scores(result)
         return results
 
@@ -365,6 +366,7 @@ def _from_scores(
     weights: tuple[float, ...],
     scores: list[Score],
     base: ConfigResult | None,
+    direction: str,
 ) -> ConfigResult:
     """A result served from a log: its means recomputed from the scores on these questions."""
     summary = summarize(scores)
@@ -375,7 +377,9 @@ def _from_scores(
         summary["n"],
         [],
         n_unscored=summary["n_unscored"],
-        trait_delta=None if base is None else delta(summary["trait_mean"], base.trait_mean),
+        trait_delta=None
+        if base is None
+        else delta(summary["trait_mean"], base.trait_mean, direction),
         cached=True,
         weights=weights,
         scores=scores,

@@ -81,6 +81,11 @@ def check_grid(
         raise SteeropsError("steering.methods/steering.positions: the grid has no cells")
     if not coefficients:
         raise SteeropsError("steering.coefficients: give at least one coefficient")
+    if not any(coefficients):
+        raise SteeropsError(
+            "steering.coefficients: only 0, the unsteered model (the baseline is run "
+            "anyway): give a steered coefficient"
+        )
     params.variant(cfg.vector_variant)
     check_variant(params, cfg.variant)  # its source, safetensors weights and device
     shape = model_shape(params, cfg.variant)
@@ -91,6 +96,7 @@ def check_grid(
             params.path(params.traits.root), trait, need_prompts=False, need_questions=True
         )
         check_judge(params, data)
+        check_split(params, data.questions)
         out[trait] = layers
         if layers is None or shape.hidden_size is None:
             continue
@@ -110,6 +116,20 @@ def check_grid(
                         norms.append(float(entry["mean_norm"]))
         warn_far_coefficients(stage, coefficients, cfg.coefficient_unit, norms)
     return out
+
+
+def check_split(params, questions: list[str]) -> None:
+    """The questions a run steers (`steering.subset` of them) can be split into a selection
+    and a held-out half."""
+    from steerops.steering.best import protocol
+
+    subset = params.steering.subset
+    try:
+        protocol(params).split(questions[:subset] if subset else questions)
+    except SteeropsError as exc:
+        if not subset:
+            raise
+        raise SteeropsError(f"{exc}, under --subset {subset} (steering.subset)") from None
 
 
 def warn_far_coefficients(

@@ -16,8 +16,16 @@ inputs, computed as DVC computes them (`lineage`), so an MLflow run and a DVC re
     links.py     the run's page in the MLflow UI
 """
 
-from steerops.tracking.lineage import dvc_md5, input_hash_tags
+from steerops.tracking.lineage import dvc_md5, input_hash_tags, model_input
 from steerops.tracking.store import check_reachable, tracking_uri
 from steerops.tracking.tracker import Tracker, track
 
-__all__ = ["Tracker", "track", "tracking_uri", "check_reachable", "input_hash_tags", "dvc_md5"]
+__all__ = [
+    "Tracker",
+    "track",
+    "tracking_uri",
+    "check_reachable",
+    "input_hash_tags",
+    "dvc_md5",
+    "model_input",
+]

@@ -36,6 +36,19 @@ def dvc_md5(path: str | Path) -> str:
     return digest + ".dir"
 
 
+# Hashing local weights costs a full read; above this size only hub id/revision identify them.
+MODEL_HASH_LIMIT = 2 << 30
+
+
+def model_input(source: str | Path) -> dict[str, Path]:
+    """{"model": folder} for a local model folder small enough to hash, else {}."""
+    path = Path(source)
+    if not path.is_dir():
+        return {}
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return {"model": path} if size <= MODEL_HASH_LIMIT else {}
+
+
 def input_hash_tags(project, inputs: Mapping[str, str | Path]) -> dict[str, str]:
     """`dvc.hash.<name>` for each existing input: dvc.lock's MD5 where it records the path
     (relative or absolute), else the same MD5 computed here. `project`: the params (or the
