@@ -69,3 +69,15 @@ def test_every_stage_parses_its_flags_into_params_overrides(tmp_path):
     }
     with pytest.raises(SystemExit):
         build_parser(["steer"]).parse_args(["steer", "--direction", "sideways"])
+
+
+def test_an_empty_list_item_is_a_typo_not_a_shorter_list():
+    import argparse
+
+    from steerops.config.flags import csv_list
+
+    parse = csv_list(float)
+    assert parse("0.5, 1,2") == [0.5, 1.0, 2.0] and parse("") == []
+    for text in ("mean_diff,,probe", "1,", ",1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="empty item"):
+            csv_list()(text)

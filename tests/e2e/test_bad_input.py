@@ -108,6 +108,16 @@ def pickled_model(p: Path) -> list[str]:
     return ["extract", "--params", str(params)]
 
 
+def truncated_model(p: Path) -> list[str]:
+    model = p / "truncated_model"
+    if not model.exists():
+        shutil.copytree(Path(load_params(p / "params.yaml").models["base"].id), model)
+        weights = model / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-64])
+    params = _params_with(p, "truncated.yaml", models={"base": {"id": str(model)}})
+    return ["calibrate", "--params", str(params), "--variant", "base"]
+
+
 def truncated_activations(p: Path) -> list[str]:
     path = _activations(p)
     path.write_bytes(path.read_bytes()[:-64])
@@ -189,6 +199,7 @@ CASES: list[tuple[Callable[[Path], list[str]], str]] = [
     (non_utf8_prompts, "positive.txt:2: not UTF-8 text"),
     (non_utf8_steering_json, "steering.json:1: not UTF-8 text"),
     (pickled_model, "only pickled weights (pytorch_model.bin)"),
+    (truncated_model, "model.safetensors is not a complete safetensors file"),
     (truncated_activations, "not a complete safetensors file"),
     (pickled_activations, "not a complete safetensors file"),
     (flipped_activations, "does not match the MD5 in metadata.json"),

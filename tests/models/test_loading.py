@@ -143,9 +143,15 @@ def test_a_folder_that_is_no_model_or_holds_damaged_weights_is_one_line(tmp_path
         check_variant(_params(tmp_path), "base")  # before any run opens
     _save_tiny(tmp_path / "model")
     weights = tmp_path / "model" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # cut short
-    with pytest.raises(SteeropsError, match=r"models\.base\.id: cannot load .*deserializing"):
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])  # cut short: told before any run opens
+    with pytest.raises(SteeropsError, match=r"models\.base\.id: .*model.safetensors is not a com"):
+        check_variant(_params(tmp_path), "base")
+    weights.write_bytes(b"\xff" * 16 + whole[16:])  # a header that is no header
+    with pytest.raises(SteeropsError, match=r"not a complete safetensors file"):
         load_model(_params(tmp_path), "base")
+    weights.write_bytes(whole)
+    assert check_variant(_params(tmp_path), "base")  # the intact file passes
 
 
 @pytest.mark.parametrize(

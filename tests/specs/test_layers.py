@@ -57,6 +57,7 @@ def test_percentages_agree_with_depth_fractions():
         ("-1", "'-1'"),
         ("", "empty"),
         ("1,,2", "empty"),
+        ("\u0663", "'\u0663'"),  # an Arabic-Indic 3: plain decimals only
         ([1, 2.5], "2.5"),
         ([-1], "-1"),
         (True, "True"),

@@ -36,6 +36,24 @@ def test_method_name_grammar(name, base, mode, select, n, dims):
 
 
 @pytest.mark.parametrize(
+    "written, canonical",
+    [
+        ("mean_diff_dims05", "mean_diff_dims5"),
+        ("mean_diff_dims345-12", "mean_diff_dims12-345"),
+        ("probe_preclean_dims7-007-3", None),  # 7 twice
+        ("pca_preclean_dims3-1", "pca_preclean_dims1-3"),
+    ],
+)
+def test_every_spelling_of_a_cleaning_is_one_method(written, canonical):
+    if canonical is None:
+        with pytest.raises(SteeropsError, match="dim repeated"):
+            parse_method(written)
+        return
+    assert parse_method(written) == parse_method(canonical)
+    assert parse_method(written).name == canonical
+
+
+@pytest.mark.parametrize(
     "name, token",
     [
         ("mean_dif", "'mean_dif'"),
@@ -45,6 +63,7 @@ def test_method_name_grammar(name, base, mode, select, n, dims):
         ("probe_dims1-1", "'dims1-1'"),
         ("probe_preclean_x", "'x'"),
         ("mean_diff_", "''"),
+        ("mean_diff_dims\u0663", "'dims\u0663'"),  # an Arabic-Indic digit: not a plain decimal
     ],
 )
 def test_bad_method_names_name_the_bad_token(name, token):

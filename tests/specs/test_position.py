@@ -88,6 +88,7 @@ def test_position_canonical_text_and_frames():
         ("prompt[]", "empty selector"),
         ("prompt[-1", "FRAME["),
         ("[-1]", "FRAME["),
+        ("prompt[\u0661]", "'\u0661'"),  # an Arabic-Indic 1: plain decimals only
     ],
 )
 def test_bad_positions_name_the_token(spec, token):

@@ -45,3 +45,25 @@ def test_hidden_size_mismatch_is_one_line():
     )
     with pytest.raises(SteeropsError, match="shape"):
         check_hidden_size(torch.zeros(1, 96), 96, "x")
+
+
+def test_missing_vectors_name_the_commands_that_make_them(tmp_path):
+    from steerops.extract.store import activations_dir
+    from steerops.vectors.store import vectors_for
+
+    args = (tmp_path, "toy/refusal", "base", "response[:5]", "residual")
+    where = "--trait toy/refusal --variant base --position 'response[:5]'"
+    with pytest.raises(SteeropsError) as err:
+        vectors_for(*args, "mean_diff")
+    assert (
+        f"(no activations there either: run `steerops extract {where}`, then "
+        f"`steerops vectors --methods mean_diff {where}`)"
+    ) in str(err.value)
+    folder = activations_dir(*args)
+    folder.mkdir(parents=True)
+    (folder / "metadata.json").write_text("{}")
+    with pytest.raises(SteeropsError) as err:
+        vectors_for(*args, "mean_diff_top1")
+    assert str(err.value).endswith(
+        f"(run `steerops clean --variants mean_diff_top1 {where}` first)"
+    )

@@ -25,8 +25,11 @@ def csv_list(cast: Callable[[str], Any] = str) -> Callable[[str], list]:
     """argparse type for comma-separated lists (`--coefficients 0.5,1,2`)."""
 
     def parse(text: str) -> list:
+        items = [t.strip() for t in text.split(",")] if text.strip() else []
+        if "" in items:  # `a,,b` or `a,`: a typo, not a shorter list
+            raise argparse.ArgumentTypeError(f"empty item in {text!r}")
         try:
-            return [cast(t.strip()) for t in text.split(",") if t.strip()]
+            return [cast(t) for t in items]
         except ValueError:
             raise argparse.ArgumentTypeError(f"bad list {text!r}") from None
 

@@ -8,6 +8,7 @@ else is refused.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,9 @@ def _refuse_pickles(source: str, variant: str) -> None:
         raise SteeropsError(
             f"models.{variant}.id: {path} is not a model folder (no config.json in it)"
         )
+    if path.is_dir():
+        for weights in sorted(path.glob("*.safetensors")):
+            _check_complete(weights, variant)
     if not path.is_dir() or any(path.glob("*.safetensors")):
         return
     pickled = sorted(p.name for pattern in _PICKLES for p in path.glob(pattern))
@@ -162,6 +166,27 @@ def _refuse_pickles(source: str, variant: str) -> None:
         raise SteeropsError(
             f"models.{variant}.id: {path} has only pickled weights ({', '.join(pickled)}); "
             "steerops loads safetensors only (convert them once in a trusted environment)"
+        )
+
+
+def _check_complete(weights: Path, variant: str) -> None:
+    """A safetensors file whose header parses and whose size is what the header says: a
+    truncated or foreign file is one line before any run opens (no full read)."""
+    size = weights.stat().st_size
+    try:
+        with weights.open("rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 2 <= n <= min(size - 8, 100 << 20):
+                raise ValueError
+            header = json.loads(f.read(n))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        complete = size == 8 + n + max(ends, default=0)
+    except (ValueError, KeyError, TypeError, IndexError):
+        complete = False
+    if not complete:
+        raise SteeropsError(
+            f"models.{variant}.id: {weights} is not a complete safetensors file "
+            f"({size} bytes; truncated or damaged?)"
         )
 
 

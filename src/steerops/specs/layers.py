@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from steerops.errors import SteeropsError
 
-_LAYER_TERM = re.compile(r"^(\d+%?)(?:-(\d+%?))?(?::(\d+))?$")
+_LAYER_TERM = re.compile(r"^(\d+%?)(?:-(\d+%?))?(?::(\d+))?$", re.ASCII)  # plain decimals
 
 
 @dataclass(frozen=True)

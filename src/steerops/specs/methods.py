@@ -36,7 +36,7 @@ from steerops.errors import SteeropsError
 BASE_METHODS = ("mean_diff", "probe", "gradient", "random_baseline", "pca")
 # name -> implementation; filled by steerops.vectors.methods.register
 IMPLEMENTATIONS: dict[str, Callable[..., Any]] = {}
-_SELECT = re.compile(r"^(?:(top|layertop)([1-9]\d*)|dims(\d+(?:-\d+)*))$")
+_SELECT = re.compile(r"^(?:(top|layertop)([1-9][0-9]*)|dims([0-9]+(?:-[0-9]+)*))$")
 GRAMMAR_HINT = (
     "expected _topN, _layertopN, _dimsA-B-..., _cleaned, _preclean or "
     "_preclean_<topN|layertopN|dimsA-B>"
@@ -68,7 +68,7 @@ class Cleaning:
 
 @dataclass(frozen=True)
 class MethodName:
-    name: str  # as written, also the vectors directory name
+    name: str  # canonical spelling, also the vectors directory name
     base: str  # registered method that computes the direction
     cleaning: Cleaning | None = None
 
@@ -98,7 +98,15 @@ def parse_method(name: str | MethodName) -> MethodName:
         )
     if name == base:
         return MethodName(name, base)
-    return MethodName(name, base, _parse_cleaning(name, name[len(base) + 1 :]))
+    cleaning = _parse_cleaning(name, name[len(base) + 1 :])
+    # one spelling per cleaning (`dims07-3` is `dims3-7`), as positions: one folder, one cell
+    return MethodName(_canonical(base, cleaning), base, cleaning)
+
+
+def _canonical(base: str, cleaning: Cleaning) -> str:
+    if cleaning.select == "global":
+        return f"{base}_{'preclean' if cleaning.mode == 'pre' else 'cleaned'}"
+    return f"{base}_{'preclean_' if cleaning.mode == 'pre' else ''}{cleaning.spec}"
 
 
 def _parse_cleaning(name: str, suffix: str) -> Cleaning:
@@ -118,5 +126,5 @@ def _parse_cleaning(name: str, suffix: str) -> Cleaning:
         values = tuple(int(d) for d in dims.split("-"))
         if len(set(values)) != len(values):
             raise SteeropsError(f"method {name!r}: dim repeated in {suffix!r}")
-        return Cleaning(mode, "dims", dims=values)
+        return Cleaning(mode, "dims", dims=tuple(sorted(values)))
     return Cleaning(mode, select, n=int(n))

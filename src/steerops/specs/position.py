@@ -108,7 +108,7 @@ def parse_position(spec: str | Position) -> Position:
 def _position_int(spec: str, part: str) -> int | None:
     if part == "":
         return None
-    if not re.fullmatch(r"[+-]?\d+", part):
+    if not re.fullmatch(r"[+-]?[0-9]+", part):
         raise SteeropsError(f"position {spec!r}: bad number {part!r}")
     return int(part)
 

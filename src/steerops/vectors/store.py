@@ -96,7 +96,33 @@ def vectors_for(
 ) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
     """The vectors a run of `steerops vectors`/`clean` stored for this combination."""
     parse_method(method)  # an unknown name gets its own error, not "not found"
-    return load_vectors(vectors_dir(out, trait, variant, position, component, method))
+    directory = vectors_dir(out, trait, variant, position, component, method)
+    missing = [
+        directory / n for n in (TENSORS_FILE, METADATA_FILE) if not (directory / n).is_file()
+    ]
+    if missing:
+        raise SteeropsError(
+            f"vectors not found: {missing[0]} "
+            f"({_remedy(out, trait, variant, position, component, method)})"
+        )
+    return load_vectors(directory)
+
+
+def _remedy(
+    out: Path, trait: str, variant: str, position: PositionLike, component: str, method: MethodLike
+) -> str:
+    """The commands that make the missing vectors, extraction first when the position's
+    activations are missing too."""
+    from steerops.extract.store import activations_dir
+    from steerops.specs import parse_position
+
+    where = f"--trait {trait} --variant {variant} --position '{parse_position(position).text}'"
+    if component != "residual":
+        where += f" --component {component}"
+    make = _maker(str(method))[:-1] + f" {where}`"
+    if not (activations_dir(out, trait, variant, position, component) / METADATA_FILE).is_file():
+        return f"no activations there either: run `steerops extract {where}`, then {make}"
+    return f"run {make} first"
 
 
 def check_hidden_size(vector: torch.Tensor, hidden_size: int, where: str) -> None:
