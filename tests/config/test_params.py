@@ -54,6 +54,7 @@ def test_overrides_replace_params(tmp_path):
         ({"judge": {"kind": "oracle"}}, "judge.kind:"),
         ("seed: [1, 2\n", "malformed YAML"),
         ({"generate": {"rollouts": 2}}, "rollouts > 1 needs temperature > 0"),
+        ({"steering": {"coefficients": []}}, "steering.coefficients: List should have at least 1"),
     ],
 )
 def test_config_errors_are_one_line_naming_the_key(tmp_path, data, expected):

@@ -32,6 +32,7 @@ class SteeringConfig(Strict):
     )
     coefficients: list[float] = Field(
         default_factory=lambda: [0.5, 1.0, 1.5, 2.0],
+        min_length=1,
         description="steering coefficients (see coefficient_unit)",
     )
     coefficient_unit: Literal["norm", "absolute"] = Field(
