@@ -134,3 +134,22 @@ def test_a_trait_named_twice_runs_once():
     params = load_params(None, {"traits.names": ["toy/refusal", "a/b", "toy/refusal"]})
     assert params.traits.names == ["toy/refusal", "a/b"]  # first order kept
     assert params.model_dump()["traits"]["names"] == ["toy/refusal", "a/b"]
+
+
+def test_two_spellings_of_one_method_are_one_method(tmp_path):
+    spellings = ["mean_diff_dims3-7", "mean_diff", "mean_diff_dims7-" + "03", "mean_diff"]
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "steering": {"methods": spellings},
+                "search": {"methods": spellings},
+                "vectors": {"methods": spellings},
+                "cleaning": {"variants": spellings[:1] + spellings[2:3]},
+            }
+        )
+    )
+    params = load_params(path)
+    for methods in (params.steering.methods, params.search.methods, params.vectors.methods):
+        assert [m.name for m in methods] == ["mean_diff_dims3-7", "mean_diff"]
+    assert [m.name for m in params.cleaning.variants] == ["mean_diff_dims3-7"]

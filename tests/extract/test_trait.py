@@ -107,6 +107,9 @@ def test_response_positions_on_toy(toy, toy_world, position):
             np.testing.assert_allclose(
                 tensors[f"layer_{layer}"][row_i].numpy(), ref[layer], rtol=1e-4, atol=1e-4
             )
+    # finished, with an example dropped: up to date, not extracted again
+    _, again = extract_trait(params, loaded, "toy/refusal", position, [0, 3], progress=False)
+    assert again == meta
 
 
 def test_padding_sides_agree_on_toy(tmp_path, toy_world):

@@ -311,10 +311,14 @@ def test_bad_config_and_replies_name_the_problem(tmp_path, server, trait, key):
     with pytest.raises(SteeropsError, match="2 questions but 1 responses"):
         make_judge(params_for(tmp_path, server), trait).score(["a", "b"], ["x"])
     server.logprobs = True
-    for top in ([85, "90", None], [{"token": "85", "logprob": 1e308}], [{"token": "85"}]):
+    for top in ([85, "90", None], [{"token": "85", "logprob": 1e308}], [{"logprob": -1.0}]):
         server.top = top
         with pytest.raises(SteeropsError, match="malformed top_logprobs entry"):
             make_judge(params_for(tmp_path, server), trait).score(["q"], [RESPONSES[0]])
+    # a null logprob (some servers send one) is skipped, not a failure
+    server.top = [{"token": "80", "logprob": None}, {"token": "90", "logprob": 0.0}]
+    [(trait_score, _)] = make_judge(params_for(tmp_path, server), trait).score(["q"], ["r"])
+    assert trait_score == 90.0
 
 
 @pytest.mark.parametrize("code", [301, 302, 303, 307, 308])

@@ -46,3 +46,5 @@ Positions = Annotated[list[PositionSpec], Once]
 LayerSpec = Annotated[Layers, _parsed_by(layers_spec), _AS_TEXT]
 # `mean_diff`, `probe_top2`, `mean_diff_preclean`... (see steerops.specs.methods)
 MethodSpec = Annotated[MethodName, _parsed_by(parse_method), _AS_TEXT]
+# a list of methods, each once: two spellings of one cleaning are one method
+Methods = Annotated[list[MethodSpec], Once]

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from steerops.config.base import LayerSpec, MethodSpec, Positions, Strict
+from steerops.config.base import LayerSpec, Methods, Positions, Strict
 
 
 class SearchConfig(Strict):
@@ -26,7 +26,7 @@ class SearchConfig(Strict):
     )
     coef_max: float = Field(3.0, gt=0, description="upper end of the coefficient range")
     heldout_fraction: float = Field(0.5, gt=0, lt=1)
-    methods: list[MethodSpec] = Field(
+    methods: Methods = Field(
         default_factory=list,
         description="vector methods, one study each with every position (empty: steering.methods)",
     )

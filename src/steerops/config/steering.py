@@ -6,14 +6,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from steerops.config.base import LayerSpec, MethodSpec, Positions, Strict
+from steerops.config.base import LayerSpec, Methods, Positions, Strict
 from steerops.specs import Component, Layers, Scope, parse_method, parse_position
 
 
 class SteeringConfig(Strict):
     variant: str = Field("instruct", description="model variant that is steered")
     vector_variant: str = Field("base", description="variant the vectors were extracted on")
-    methods: list[MethodSpec] = Field(
+    methods: Methods = Field(
         default_factory=lambda: [parse_method("mean_diff")],
         min_length=1,
         description="vector methods swept (one grid cell each with every position), e.g. "

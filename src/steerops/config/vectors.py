@@ -6,12 +6,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from steerops.config.base import MethodSpec, Strict
+from steerops.config.base import Methods, Strict
 from steerops.specs import BASE_METHODS, parse_method
 
 
 class VectorsConfig(Strict):
-    methods: list[MethodSpec] = Field(
+    methods: Methods = Field(
         default_factory=lambda: [parse_method(m) for m in BASE_METHODS],
         description="methods, e.g. mean_diff,probe,mean_diff_top1 (cleaning suffixes: see "
         "steerops.specs.methods)",
@@ -32,7 +32,7 @@ class CleaningConfig(Strict):
     calibration_variant: str = Field(
         "instruct", description="model variant whose calibration.json names the massive dims"
     )
-    variants: list[MethodSpec] = Field(
+    variants: Methods = Field(
         default_factory=lambda: [
             parse_method(m) for m in ("mean_diff_top1", "probe_top1", "mean_diff_preclean")
         ],

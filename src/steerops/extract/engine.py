@@ -127,8 +127,12 @@ def settings_hash(job: Job, kept: list[Example], windows: list[range]) -> str:
     return h.hexdigest()
 
 
-def _with_prompts_only(digest: str, extra: list[Example]) -> str:
-    """The settings hash with the prompts-only rows (unchanged when there are none)."""
+def job_hash(job: Job, examples: list[Example]) -> str:
+    """The hash a finished extraction of `examples` records (`settings_hash`): what it
+    pooled, and the prompts-only rows of the unit (unchanged when there are none)."""
+    kept, windows = select(examples, job.position)
+    digest = settings_hash(job, kept, windows)
+    extra = prompts_only(examples, job.position)
     if not extra:
         return digest
     h = hashlib.md5(digest.encode())
@@ -161,7 +165,7 @@ def run_job(
             f"({len(examples)} examples); nothing to extract"
         )
     extra = prompts_only(examples, job.position)
-    digest = _with_prompts_only(settings_hash(job, kept, windows), extra)
+    digest = job_hash(job, examples)
     # rows: the kept examples, then the dropped ones' prompts (token norms only)
     rows_in, row_windows = kept + extra, windows + [range(0)] * len(extra)
     partial = Path(job.out_dir) / PARTIAL_DIR
@@ -365,7 +369,8 @@ def pool_batch(
     used = weights.sum(0).nonzero().flatten()
     lo, hi = (int(used.min()), int(used.max()) + 1) if len(used) else (0, 0)
     weights = weights[:, lo:hi]
-    single = all(len(w) == 1 for w in windows)
+    # one token per row (a prompts-only row's empty window takes column lo; it is dropped)
+    single = len(used) > 0 and all(len(w) <= 1 for w in windows)
     cols = weights.argmax(-1) + lo if single else None
     store = forward_capture(
         extractor.model,

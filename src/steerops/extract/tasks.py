@@ -165,8 +165,7 @@ def extract_tasks(
         examples = task_examples(loaded.tokenizer, tasks, cond)
         job = make_job(params, loaded, out_dir, pos, layers, component)
         outputs[cond.id] = out_dir
-        kept, windows = engine.select(examples, pos)
-        if force or store.completed(out_dir, engine.settings_hash(job, kept, windows)) is None:
+        if force or store.completed(out_dir, engine.job_hash(job, examples)) is None:
             todo.append((cond, job, examples))
     if not todo:
         return outputs

@@ -78,8 +78,7 @@ def extract_trait(
         }
 
     if not force:
-        kept, windows = engine.select(examples, pos)
-        done = store.completed(out_dir, engine.settings_hash(job, kept, windows))
+        done = store.completed(out_dir, engine.job_hash(job, examples))
         if done is not None:
             return out_dir, done
 

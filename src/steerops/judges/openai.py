@@ -142,9 +142,13 @@ class OpenAIJudge(CachedJudge):
                 "the judge needs an endpoint and model that support logprobs"
             )
         for entry in top:
-            logprob = entry.get("logprob") if isinstance(entry, dict) else None
-            # a log probability is a number <= 0 (NaN is skipped when scoring)
-            if not isinstance(logprob, int | float) or isinstance(logprob, bool) or logprob > 0:
+            if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
+                bad = True
+            else:  # a log probability is a number <= 0; null or NaN is skipped when scoring
+                logprob = entry.get("logprob")
+                number = isinstance(logprob, int | float) and not isinstance(logprob, bool)
+                bad = logprob is not None and (not number or logprob > 0)
+            if bad:
                 raise SteeropsError(
                     f"judge: {self.url} returned a malformed top_logprobs entry for model "
                     f"{self.model_name!r}: {str(entry)[:80]} (expected {{token, logprob <= 0}})"

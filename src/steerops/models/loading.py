@@ -172,21 +172,25 @@ def _refuse_pickles(source: str, variant: str) -> None:
 def _check_complete(weights: Path, variant: str) -> None:
     """A safetensors file whose header parses and whose size is what the header says: a
     truncated or foreign file is one line before any run opens (no full read)."""
-    size = weights.stat().st_size
+    size = -1
     try:
+        size = weights.stat().st_size  # a broken link fails here
         with weights.open("rb") as f:
             n = int.from_bytes(f.read(8), "little")
             if not 2 <= n <= min(size - 8, 100 << 20):
                 raise ValueError
             header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError
         ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
         complete = size == 8 + n + max(ends, default=0)
-    except (ValueError, KeyError, TypeError, IndexError):
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
         complete = False
     if not complete:
+        got = f"{size} bytes" if size >= 0 else "unreadable"
         raise SteeropsError(
             f"models.{variant}.id: {weights} is not a complete safetensors file "
-            f"({size} bytes; truncated or damaged?)"
+            f"({got}; truncated or damaged?)"
         )
 
 

@@ -114,7 +114,7 @@ def steer_cells(
     from steerops.steering.configs import Config, VectorSource
     from steerops.steering.evaluate import SteeringEvaluator
     from steerops.steering.session import SteeringSession
-    from steerops.tracking import Tracker
+    from steerops.tracking import Tracker, input_hash_tags, model_input
 
     cfg = params.steering
     tracker = tracker or Tracker()
@@ -141,6 +141,7 @@ def steer_cells(
     _warn_unscored([baseline, *results], len(evaluator.questions))
     span = (started, time.time())  # every config was generated in this one evaluation
     alias = _aliases(evaluator, cells, layers, cfg.component)
+    model_tags = input_hash_tags(params, model_input(evaluator.session.loaded.source))
     summaries, start = [], 0
     for (method, position), configs in zip(cells, per_cell, strict=True):
         cell_results = results[start : start + len(configs)]
@@ -157,6 +158,7 @@ def steer_cells(
                 alias.get((position.text, method.name)),
                 tracker,
                 span,
+                model_tags,
             )
         )
     return summaries
@@ -203,12 +205,14 @@ def _finish_cell(
     alias_of: str | None,
     tracker,
     span: tuple[float, float],
+    model_tags: dict[str, str],
 ) -> dict[str, Any]:
-    """One cell's MLflow run (with a nested run per config) and output files."""
+    """One cell's MLflow run (with a nested run per config) and output files;
+    `model_tags`: the steered weights' hash tag (hashed once for every cell)."""
     from steerops.steering.outputs import write_cell
     from steerops.steering.runs import cell_name, log_cell, log_configs
     from steerops.steering.store import steering_dir
-    from steerops.tracking import input_hash_tags, model_input
+    from steerops.tracking import input_hash_tags
     from steerops.traits import trait_dir
     from steerops.vectors.store import vectors_dir
 
@@ -220,7 +224,6 @@ def _finish_cell(
             params.inputs, trait, cfg.vector_variant, position, cfg.component, method
         ),
         "trait": trait_dir(params.path(params.traits.root), trait),
-        **model_input(session.loaded.source),  # the steered weights
     }
     tags = {
         "steerops.trait": trait,
@@ -231,7 +234,7 @@ def _finish_cell(
     }
     name = cell_name(method, position, trait)
     with tracker.child(name, tags=tags, start=span[0]) as cell_run:
-        cell_run.set_tags(input_hash_tags(params, inputs))
+        cell_run.set_tags({**input_hash_tags(params, inputs), **model_tags})
         log_configs(cell_run, evaluator, results, span)
         written = write_cell(params, evaluator, out_dir, results, alias_of)
         cell = {"method": method.name, "position": position.text, "component": cfg.component}
