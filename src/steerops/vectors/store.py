@@ -113,14 +113,16 @@ def _remedy(
 ) -> str:
     """The commands that make the missing vectors, extraction first when the position's
     activations are missing too."""
-    from steerops.extract.store import activations_dir
     from steerops.specs import parse_position
 
+    # the activations folder (`extract.store.activations_dir`, the same scheme one level up;
+    # importing it would make every stage that reads vectors depend on extraction code)
+    activations = cell_dir("activations", out, trait, variant, position, component, method).parent
     where = f"--trait {trait} --variant {variant} --position '{parse_position(position).text}'"
     if component != "residual":
         where += f" --component {component}"
     make = _maker(str(method))[:-1] + f" {where}`"
-    if not (activations_dir(out, trait, variant, position, component) / METADATA_FILE).is_file():
+    if not (activations / METADATA_FILE).is_file():
         return f"no activations there either: run `steerops extract {where}`, then {make}"
     return f"run {make} first"
 
