@@ -21,6 +21,22 @@ def _refuse_model_loads(monkeypatch) -> None:
     monkeypatch.setattr(session, "load_model", refuse)
 
 
+def _refused(tmp_path, toy_world, monkeypatch, capsys, extra: list[str]) -> str:
+    """The one error line of `steerops search` with `extra` flags ({tmp}: tmp_path), after
+    checking that it exits 2 with no model loaded, no MLflow run and no run folder."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _refuse_model_loads(monkeypatch)
+    params = steer_params(tmp_path, toy_world)
+    argv = ["search", "--params", str(params), "--out", str(tmp_path / "run"), *FLAGS]
+    capsys.readouterr()
+    assert main([*argv, *(a.format(tmp=tmp_path) for a in extra)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run was opened
+    assert not (tmp_path / "run").exists()
+    return err[0]
+
+
 @pytest.mark.parametrize(
     "storage, message",
     [
@@ -32,17 +48,9 @@ def _refuse_model_loads(monkeypatch) -> None:
 def test_a_storage_that_cannot_open_fails_before_loading_and_tracking(
     tmp_path, toy_world, monkeypatch, capsys, storage, message
 ):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    _refuse_model_loads(monkeypatch)
     (tmp_path / "a_file").write_text("")
-    params = steer_params(tmp_path, toy_world)
-    argv = ["search", "--params", str(params), "--out", str(tmp_path / "run"), *FLAGS]
-    capsys.readouterr()
-    assert main([*argv, "--storage", storage.format(tmp=tmp_path)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"steerops search: error: {message}"), err
-    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run was opened
-    assert not (tmp_path / "run").exists()
+    line = _refused(tmp_path, toy_world, monkeypatch, capsys, ["--storage", storage])
+    assert line.startswith(f"steerops search: error: {message}"), line
 
 
 @pytest.mark.parametrize(
@@ -57,17 +65,8 @@ def test_a_storage_that_cannot_open_fails_before_loading_and_tracking(
 def test_search_inputs_fail_before_loading_and_tracking(
     tmp_path, toy_world, monkeypatch, capsys, extra, message
 ):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    _refuse_model_loads(monkeypatch)
     (tmp_path / "bad.jsonl").write_text("{not json\n")
-    params = steer_params(tmp_path, toy_world)
-    argv = ["search", "--params", str(params), "--out", str(tmp_path / "run"), *FLAGS]
-    capsys.readouterr()
-    assert main([*argv, *(a.format(tmp=tmp_path) for a in extra)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0], err
-    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run was opened
-    assert not (tmp_path / "run").exists()
+    assert message in _refused(tmp_path, toy_world, monkeypatch, capsys, extra)
 
 
 def test_a_journal_in_a_folder_not_made_yet_passes_the_check(tmp_path):

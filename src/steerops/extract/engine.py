@@ -128,11 +128,14 @@ def settings_hash(job: Job, kept: list[Example], windows: list[range]) -> str:
 
 
 def job_hash(job: Job, examples: list[Example]) -> str:
-    """The hash a finished extraction of `examples` records (`settings_hash`): what it
-    pooled, and the prompts-only rows of the unit (unchanged when there are none)."""
+    """The hash a finished extraction of `examples` records: what it pooled, and the
+    prompts-only rows of the unit (unchanged when there are none)."""
     kept, windows = select(examples, job.position)
+    return _rows_hash(job, kept, windows, prompts_only(examples, job.position))
+
+
+def _rows_hash(job: Job, kept: list[Example], windows: list[range], extra: list[Example]) -> str:
     digest = settings_hash(job, kept, windows)
-    extra = prompts_only(examples, job.position)
     if not extra:
         return digest
     h = hashlib.md5(digest.encode())
@@ -165,7 +168,7 @@ def run_job(
             f"({len(examples)} examples); nothing to extract"
         )
     extra = prompts_only(examples, job.position)
-    digest = job_hash(job, examples)
+    digest = _rows_hash(job, kept, windows, extra)
     # rows: the kept examples, then the dropped ones' prompts (token norms only)
     rows_in, row_windows = kept + extra, windows + [range(0)] * len(extra)
     partial = Path(job.out_dir) / PARTIAL_DIR

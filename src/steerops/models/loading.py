@@ -8,14 +8,13 @@ else is refused.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -170,28 +169,17 @@ def _refuse_pickles(source: str, variant: str) -> None:
 
 
 def _check_complete(weights: Path, variant: str) -> None:
-    """A safetensors file whose header parses and whose size is what the header says: a
-    truncated or foreign file is one line before any run opens (no full read)."""
-    size = -1
+    """A safetensors file that opens: safetensors checks its header and that its size is
+    what the header says (a lazy open reads no weights), so a truncated or foreign file is
+    one line before any run opens."""
     try:
-        size = weights.stat().st_size  # a broken link fails here
-        with weights.open("rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if not 2 <= n <= min(size - 8, 100 << 20):
-                raise ValueError
-            header = json.loads(f.read(n))
-        if not isinstance(header, dict):
-            raise ValueError
-        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
-        complete = size == 8 + n + max(ends, default=0)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
-        complete = False
-    if not complete:
-        got = f"{size} bytes" if size >= 0 else "unreadable"
+        with safe_open(str(weights), framework="pt"):
+            pass
+    except Exception as exc:  # safetensors' own error type, OSError (a broken link)
         raise SteeropsError(
             f"models.{variant}.id: {weights} is not a complete safetensors file "
-            f"({got}; truncated or damaged?)"
-        )
+            f"({_first_line(exc)}; truncated or damaged?)"
+        ) from None
 
 
 def _check_device(device: str | None, variant: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from steerops import stats
 from steerops.io import read_json, write_json, write_text
-from steerops.steering.configs import summarize
+from steerops.steering.configs import delta, summarize
 from steerops.steering.store import METRICS_FILE, ResultsLog, joined, scores_of
 from steerops.summary import collect, summary_dir
 
@@ -60,6 +60,10 @@ class Protocol:
 
     def split(self, questions: list[str]) -> tuple[list[str], list[str]]:
         return stats.split_questions(questions, self.heldout_fraction, self.seed)
+
+    @property
+    def direction(self) -> str:
+        return "negative" if self.sign < 0 else "positive"
 
 
 def protocol(params) -> Protocol:
@@ -106,7 +110,7 @@ def config_rows(
             weight=joined([v["weight"] for v in vectors]),
             trait_mean=every["trait_mean"],
             coherence_mean=every["coherence_mean"],
-            trait_delta=_signed(proto.sign, _minus(every["trait_mean"], base_all["trait_mean"])),
+            trait_delta=delta(every["trait_mean"], base_all["trait_mean"], proto.direction),
             n=every["n"],
             n_unscored=every["n_unscored"],
             vector_hash="+".join(entry.get("vector_hashes") or []),
@@ -237,11 +241,3 @@ def write_steer_summary(params) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text(summary_dir(params) / "steer_curves.csv", buf.getvalue())
-
-
-def _minus(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
-
-
-def _signed(sign: float, value: float | None) -> float | None:
-    return None if value is None else sign * value
