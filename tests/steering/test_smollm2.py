@@ -74,3 +74,43 @@ def test_mixed_batch_rows_match_alone_and_a_plain_hook(smollm2):
             assert mixed[r] == naive(model, layout, prompts[p], configs[c], 8), (c, p)
     unsteered = {p: mixed[r] for r, (c, p) in enumerate(rows) if c == 0}
     assert sum(mixed[r] != unsteered[p] for r, (c, p) in enumerate(rows) if c) >= 6
+
+
+def test_screened_head_gives_the_float32_heads_tokens(smollm2):
+    """The eager loop's bf16-screened head (`models.head_screen`) against the whole float32
+    head on the real model's 49,152 words: the same tokens on steered and unsteered rows."""
+    from steerops.models import decode
+    from steerops.models.head_screen import screened_head
+
+    model, tokenizer = smollm2
+    layout = resolve_layout(model)
+    prompts = [
+        tokenizer(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False
+            ),
+            add_special_tokens=False,
+        )["input_ids"]
+        for q in QUESTIONS
+    ]
+    a = unit(3, layout.hidden_size)
+    configs = [[], [(12, a, 100.0)], [(12, a, -100.0)], [(20, a, 200.0)]]
+    rows = [(c, p) for c in configs for p in prompts]
+    head = screened_head(model, force=True)
+    assert head is not None
+    before = head.rows
+    tokens = {}
+    for screen in (True, False):
+        tokens[screen] = generate_steered(
+            model,
+            layout,
+            [p for _, p in rows],
+            SteeringTable([c for c, _ in rows]),
+            pad_token_id=PAD,
+            stop_ids=STOPS,
+            max_new_tokens=16,
+            loop="static",
+            loop_options=decode.StaticLoop(backend=None, head_screen=screen),
+        )
+    assert tokens[True] == tokens[False]
+    assert head.rows - before >= 12 * 10  # the screened run's steps went through it
