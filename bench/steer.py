@@ -5,8 +5,6 @@ Every way produces the same greedy tokens for every (config, question) row:
   fixed-shape step, finished rows' slots refilled);
 - static_own: the same loop (same row order) with every row computing the blocks below its
   steering itself (`StaticLoop(share_trunk=False)`): `models.decode_trunk`'s gain alone;
-- static_full: the same loop with the float32 head computed whole on every eager step
-  (`StaticLoop(head_screen=False)`): `models.head_screen`'s gain alone;
 - hf: `generate_steered(loop="hf")`, the same per-row steering around HF `generate`;
 - naive: one `generate` per config with a plain forward hook (batch = the questions).
 Each way is warmed up (the static loop compiles its step for every slot count it uses),
@@ -180,7 +178,7 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
     )
     stats: dict[str, decode.DecodeStats] = {}
 
-    def engine(loop, name=None, **changes):
+    def engine(loop, name=None, share_trunk=True):
         stats[name or loop] = decode.DecodeStats()
         return generate_steered(
             model,
@@ -192,7 +190,7 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
             max_new_tokens=args.max_new_tokens,
             loop=loop,
             max_batch_rows=args.max_batch_rows,
-            loop_options=dataclasses.replace(options, **changes),
+            loop_options=dataclasses.replace(options, share_trunk=share_trunk),
             stats=stats[name or loop],
             scope=args.scope,
         )
@@ -200,7 +198,6 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
     ways = {
         "static": lambda: engine("static"),
         "static_own": lambda: engine("static", "static_own", share_trunk=False),
-        "static_full": lambda: engine("static", "static_full", head_screen=False),
         "hf": lambda: engine("hf"),
         "naive": lambda: naive(
             model, layout, prompts, configs, pad, stops, args.max_new_tokens, args.scope

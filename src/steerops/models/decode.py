@@ -36,7 +36,6 @@ from steerops.models.batching import is_out_of_memory, release_memory
 from steerops.models.decode_run import Run
 from steerops.models.decode_step import compiled_step, decode_step, release, slot_state
 from steerops.models.decode_trunk import Trunk
-from steerops.models.head_screen import screened_head
 from steerops.models.unsteered import Keeper
 
 # Model types whose tokens the loop reproduces exactly (tested against HF generate).
@@ -72,15 +71,12 @@ class StaticLoop:
     between reads of the done mask; None: 4 on CUDA, 1 on CPU (a read costs no sync).
     `share_trunk`: rows of one prompt prefill the blocks below their steering once
     (`decode_trunk`); off, every row computes its own, in the same row order (to measure
-    the sharing). `head_screen`: an eager step takes its greedy token from the bf16-screened
-    head (`models.head_screen`); None where that pays (a large float32 head on a CPU with
-    bf16 instructions), True on any float32 CPU head, False never."""
+    the sharing)."""
 
     backend: str | Callable | None = "auto"
     mode: str | None = None
     check_every: int | None = None
     share_trunk: bool = True
-    head_screen: bool | None = None
 
 
 @dataclass
@@ -216,7 +212,6 @@ def _decode(run: Run, max_rows: int, options: StaticLoop, on_done, keeper: Keepe
     width = run.max_new + 1
     backend = ("inductor" if cuda else None) if options.backend == "auto" else options.backend
     step = decode_step if backend is None else compiled_step(backend, options.mode, model)
-    head = screened_head(model, options.head_screen) if backend is None else None
     plan, keep = _SlotPlan(max_rows, compiled=backend is not None), backend is not None
     # An eager step may attend to a window of the cache (a compiled one keeps its shape);
     # flash attention's mask ignores the window's offset, sdpa's and eager's read it.
@@ -244,10 +239,7 @@ def _decode(run: Run, max_rows: int, options: StaticLoop, on_done, keeper: Keepe
                 run.state.attend((run.first_start(), run.state.t + every))
             for _ in range(every):
                 with keeper.stepping(run.rows) if keeper else contextlib.nullcontext():
-                    if head is None:
-                        step(model, run.state, run.stops, run.max_new)
-                    else:
-                        step(model, run.state, run.stops, run.max_new, head)
+                    step(model, run.state, run.stops, run.max_new)
             run.state.advanced(every)
             stats.steps += every
             stats.row_steps += every * run.state.slots

@@ -13,8 +13,6 @@ from typing import Any, cast
 import torch
 from transformers.cache_utils import Cache, StaticLayer
 
-from steerops.models.head_screen import ScreenedHead
-
 
 class WindowLayer(StaticLayer):
     """A static cache layer whose attention can read only cache indices [lo, hi): on an
@@ -166,25 +164,18 @@ def slot_state(model, slots: int, cache_len: int, width: int, keep: bool) -> Slo
     return pool[key]
 
 
-def decode_step(
-    model, state: SlotState, stops: torch.Tensor, max_new: int, head: ScreenedHead | None = None
-) -> None:
-    """Feed each slot its last token, append the argmax; finished slots stay finished.
-    With a `head` (an eager step on CPU), the blocks' output goes to its screened argmax
-    instead of the model's own head."""
+def decode_step(model, state: SlotState, stops: torch.Tensor, max_new: int) -> None:
+    """Feed each slot its last token, append the argmax; finished slots stay finished."""
     t = state.layers[0].cumulative_length
     state.mask.index_fill_(1, t.view(1), True)
-    inputs = dict(
+    logits = model(
         input_ids=state.tokens[:, None],
         position_ids=state.positions[:, None],
         attention_mask=state.mask,
         cache=state.cache,
         use_cache=True,
-    )
-    if head is None:
-        token = model(**inputs).logits[:, -1].argmax(-1)
-    else:
-        token = head.argmax(model.base_model(**inputs).last_hidden_state[:, -1])
+    ).logits[:, -1]
+    token = logits.argmax(-1)
     live = ~state.done
     # A finished row writes past its count (column max_new is scratch), never over its tokens.
     state.out.scatter_(1, state.count.clamp(max=max_new)[:, None], token[:, None])
