@@ -349,6 +349,7 @@ def test_best_summary_counts_search_trials_not_imported_ones():
     ]
     records[0].source = "known"
     params = SimpleNamespace(
+        root=Path("."),
         steering=SimpleNamespace(
             variant="v", vector_variant="v", direction="positive", coefficient_unit="norm"
         ),

@@ -96,7 +96,7 @@ def best_summary(
         "direction": st.direction,
         "min_coherence": plan.min_coherence,
         "study": plan.study,
-        "storage": storage_label(plan.storage),
+        "storage": storage_label(plan.storage, params.root),  # portable: relative in the project
         "sampler": cfg.sampler,
         "seed": plan.seed,
         "layers": plan.layers,
