@@ -36,6 +36,7 @@ class Result:
     trait_mean: float
     coherence_mean: float
     responses: tuple = ()
+    weights: tuple = ()
 
 
 class Evaluator:
@@ -53,12 +54,19 @@ class Evaluator:
     def baseline(self):
         return Result(5.0, 100.0)
 
+    def served(self, configs):
+        return [False] * len(configs)
+
     def evaluate(self, configs):
         self.calls.append((time.monotonic(), [c.coefficient for c in configs]))
         if self.hang:
             time.sleep(3600)
         return [
-            Result(50.0 * min(1.0, c.coefficient / 2), 100.0 - 30.0 * c.coefficient)
+            Result(
+                50.0 * min(1.0, c.coefficient / 2),
+                100.0 - 30.0 * c.coefficient,
+                weights=(c.coefficient,),
+            )
             for c in configs
         ]
 
@@ -131,7 +139,7 @@ def one_case(folder: Path, heartbeat: int, grace: int, elsewhere: bool) -> float
         c: min((t for t, coefs in evaluator.calls if c in coefs), default=None) for c in killed
     }
     if None in started.values():
-        raise SystemExit(f"bench: the killed batch {killed} was not retried: {evaluator.calls}")
+        raise SystemExit(f"bench: the killed batch {killed} was not taken over: {evaluator.calls}")
     return max(started.values()) - start
 
 

@@ -1,14 +1,15 @@
-"""Kill and resume: each resumable stage (generate, extract, steer) is killed with SIGKILL at
-several points (mid-computation, between two artifact writes, just before or after the
-last rename), then run again; the resumed outputs equal those of an uninterrupted run.
+"""Kill and resume: each resumable stage (generate, extract, steer, search) is killed with
+SIGKILL at several points (mid-computation, between two artifact writes, just before or
+after the last rename), then run again; the resumed outputs equal those of an uninterrupted
+run.
 
 Killed runs are subprocesses (`killer.py`); reference and resumed runs run in-process.
-Fields that record wall time (`timing`) are the only ones left out of the comparison.
+Fields that record wall time (`timing`) or what one invocation did itself (a search's
+`n_generations.this_run`) are the only ones left out of the comparison.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +21,7 @@ import killer
 from conftest import write_params
 from steerops.cli import main
 from steerops.io import read_json, read_jsonl
+from steerops.search.store import HELDOUT_FILE as HELDOUT
 
 TRAIT = "toy/refusal"
 EXTRACT = ["extract"]
@@ -92,7 +94,7 @@ def _run(folder: Path, argv: list[str]) -> None:
 
 def _drop_timing(value):
     if isinstance(value, dict):
-        return {k: _drop_timing(v) for k, v in value.items() if k != "timing"}
+        return {k: _drop_timing(v) for k, v in value.items() if k not in ("timing", "this_run")}
     if isinstance(value, list):
         return [_drop_timing(v) for v in value]
     return value
@@ -207,25 +209,18 @@ def test_steer_killed_anywhere_resumes_to_the_same_results(stages):
     assert differ == {kill: [] for kill in differ}
 
 
-def test_a_resumed_search_starts_from_the_same_points(stages):
-    # A resumed search enqueued starting points from its own results log, which an
-    # uninterrupted run never had. (Its later trials may still differ: a killed trial is
-    # failed and retried, and the sampler sees it.)
+def test_search_killed_anywhere_resumes_to_the_same_outputs(stages):
+    """Killed mid-search (its batch's trials taken over as they stood: same numbers, params
+    and sampler seeds), mid held-out evaluation, or between the outputs' writes, the resumed
+    search writes what an uninterrupted one writes, held-out responses included."""
     ref, before = stages
+    within = ["outputs/search", "metrics"]
+    want = _contents(ref, within)
     counts = _points(before["search"], SEARCH)
-    want = _enqueued(ref)
-    assert want  # the startup design and the band from the steer stage's results
-    for kill in (f"call:{max(1, counts['calls'] // 2)}", f"call:{counts['calls']}"):
-        folder = before["search"].parent / f"{before['search'].name}-{kill.replace(':', '')}"
-        _kill_and_resume(before["search"], kill.replace(":", ""), SEARCH, kill, [])
-        assert _enqueued(folder) == want, kill
-
-
-def _enqueued(project: Path) -> set[tuple[str, str]]:
-    """(layer, coefficient) of the search's enqueued trials, each once (a killed one is
-    failed and enqueued again with the same point)."""
-    folder = project / "outputs" / "search" / TRAIT / "instruct" / "prompt_m1" / "residual"
-    with open(folder / "mean_diff" / "trials.csv", newline="") as f:
-        return {
-            (r["layer"], r["coefficient"]) for r in csv.DictReader(f) if r["source"] == "enqueued"
-        }
+    calls, last = counts["calls"], counts["renames"]
+    assert [Path(p).name for p in counts["renamed"]][:2] == ["trials.csv", HELDOUT]
+    differ = {}
+    for kill in ("call:3", f"call:{calls}", "after:1", f"before:{last}"):
+        got = _kill_and_resume(before["search"], kill.replace(":", ""), SEARCH, kill, within)
+        differ[kill] = sorted(k for k in {*got, *want} if got.get(k) != want.get(k))
+    assert differ == {kill: [] for kill in differ}

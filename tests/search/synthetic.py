@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from steerops.search.study import SearchStudy, Space, TrialRecord
+from steerops.search.study import SearchStudy, Space
+from steerops.search.trials import TrialRecord
 from steerops.steering.configs import VectorSource
 
 SOURCE = VectorSource("mean_diff", "prompt[-1]", "residual")
@@ -45,6 +46,8 @@ class Result:
     n: int
     responses: list = field(default_factory=list)
     weights: tuple = ()
+    cached: bool = False  # served from a log
+    logged_here: bool = False  # ... that this search wrote
 
     @property
     def scores(self) -> list:
@@ -64,6 +67,9 @@ class SyntheticEvaluator:
 
     def baseline(self):
         return Result(None, BASELINE_TRAIT, 100.0, len(self.questions))
+
+    def served(self, configs):
+        return [False] * len(configs)
 
     def evaluate(self, configs):
         if self.fail_on_call is not None and len(self.calls) + 1 == self.fail_on_call:
@@ -85,12 +91,12 @@ class SyntheticEvaluator:
         ]
 
 
-def open_study(tmp_path, layers=(2,), name="s", **kw) -> SearchStudy:
+def open_study(tmp_path, layers=(2,), name="s", coef_range=(0.0, 3.0), **kw) -> SearchStudy:
     settings = {"layers": list(layers), "min_coherence": MIN_COH}
     return SearchStudy(
         f"sqlite:///{tmp_path / 'optuna.db'}",
         name,
-        Space(0.0, 3.0, layers),
+        Space(*coef_range, layers),
         MIN_COH,
         settings,
         **kw,

@@ -1,6 +1,8 @@
-"""The held-out protocol's question split."""
+"""The held-out protocol: its question split, and the responses of a served choice."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
@@ -18,3 +20,62 @@ def test_question_split_is_disjoint_seeded_and_complete():
     assert (search, heldout) != split_questions(questions, 0.5, seed=8)
     with pytest.raises(SteeropsError, match="at least 2"):
         split_questions(["only"], 0.5, seed=0)
+
+
+class ServedHeldout:
+    """A held-out evaluator whose chosen config is served from a log: the search's own
+    (`logged_here`, a run killed before writing its responses) or another one."""
+
+    def __init__(self, logged_here: bool):
+        from synthetic import Result
+
+        self.questions, self.settings_hash, self.regenerated = ["h1", "h2"], "held", 0
+        self.result = Result(None, 80.0, 90.0, 2, cached=True, logged_here=logged_here)
+        self.base = Result(None, 10.0, 95.0, 2, cached=True)
+
+    def baseline(self):
+        return self.base
+
+    def evaluate(self, configs):
+        return [self.result]
+
+    def responses(self, results):
+        self.regenerated += 1
+        rows = [{"question": q, "response": "again", "trait": 80.0} for q in self.questions]
+        return [dataclasses.replace(self.result, responses=rows)]
+
+
+def test_heldout_responses_a_killed_finaliser_never_wrote_are_written_after_all(tmp_path):
+    from synthetic import SOURCE
+
+    from steerops.search.heldout import evaluate_heldout
+    from steerops.search.store import write_best, written_heldout_responses
+    from steerops.steering.configs import Config
+
+    config = Config.single(SOURCE, 2, 1.5)
+    # logged by this search, no responses file for it yet: generated again, and counted
+    own = ServedHeldout(logged_here=True)
+    held = evaluate_heldout(own, config, "positive", 0)
+    assert [r["response"] for r in held["responses"]] == ["again", "again"]
+    assert held["rows_generated"] == 2 and own.regenerated == 1
+    # written by an earlier finalisation of the same choice (a rerun): kept, nothing generated
+    (tmp_path / "heldout_responses.jsonl").write_text(
+        "".join(f'{{"question": "{q}", "response": "kept"}}\n' for q in own.questions)
+    )
+    assert written_heldout_responses(tmp_path, 2, 1.5, "held", own.questions) is None  # no best
+    best = {"chosen": {"layer": 2, "coefficient": 1.5}, "heldout": {"settings_hash": "held"}}
+    write_best(tmp_path, {**best, **_best_row_keys()})
+    written = written_heldout_responses(tmp_path, 2, 1.5, "held", own.questions)
+    assert written is not None and {r["response"] for r in written} == {"kept"}
+    assert written_heldout_responses(tmp_path, 2, 1.25, "held", own.questions) is None
+    held = evaluate_heldout(own, config, "positive", 0, written)
+    assert held["responses"] == written and held["rows_generated"] == 0
+    # served from another log (the grid's): no responses, as documented
+    held = evaluate_heldout(ServedHeldout(logged_here=False), config, "positive", 0)
+    assert held["responses"] == [] and held["rows_generated"] == 0
+
+
+def _best_row_keys() -> dict:
+    """The rest of what best.csv reads from best.json."""
+    keys = "trait variant method position component n_trials".split()
+    return {**dict.fromkeys(keys, ""), "feasible": True, "n_generations": {"total": 0}}

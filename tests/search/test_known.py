@@ -110,3 +110,29 @@ def test_a_search_given_grid_results_asks_for_no_config_already_evaluated(tmp_pa
     # the first batch starts at the grid's feasible band (layer 2 gains most: 1.0 < c < 1.5)
     assert sorted(asked[:2]) == [(2, pytest.approx(1.166667)), (2, pytest.approx(1.333333))]
     assert not [r for r in study.records() if r.source == "enqueued" and r.coefficient in GRID]
+
+
+def test_a_log_written_under_another_spelling_of_the_method_is_known_and_served(tmp_path):
+    """Logs keep the spelling they were written with (dims unsorted or with leading zeros, a
+    position written as a slice, from before the grammar gave each method and position one
+    spelling); the search and the evaluator read them in the canonical spelling."""
+    from steerops.steering.configs import Config, VectorSource
+    from steerops.steering.store import ResultsLog, config_key
+
+    search, _ = split_questions(QUESTIONS, 0.5, 0)
+    settings = settings_for(QUESTIONS)
+    method, position = "mean_diff_dims07-3", "prompt[-1" + ":]"  # built: the repo's are canonical
+    entries = [baseline_entry(settings, QUESTIONS, [(BASELINE_TRAIT, 100.0)] * len(QUESTIONS))]
+    for c in GRID:
+        scores = [(synthetic_trait(2, c), synthetic_coherence(2, c))] * len(QUESTIONS)
+        files = {f"{method}|{position}|residual": "md5"}
+        entries.append(config_entry(settings, method, position, 2, c, scores, vector_files=files))
+    path = write_log(tmp_path / "results.jsonl", entries)
+    source = VectorSource("mean_diff_dims3-7", "prompt[-1]", "residual")
+    files = {"mean_diff_dims3-7|prompt[-1]|residual": "md5"}
+    scope = scope_of(settings)
+    known = load_known(path, scope, search, source.method, source.position, "residual", [2], files)
+    assert [k.coefficient for k in known] == list(GRID)
+    # the evaluator serves them too (a finished config is not generated again)
+    key = config_key(Config.single(source, 2, GRID[0]), (GRID[0] * 10.0,))
+    assert ResultsLog(path).config_scores(scope, search, key, files) is not None

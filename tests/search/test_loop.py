@@ -67,17 +67,19 @@ def test_resume_after_interrupted_search(tmp_path):
             study, interrupted, SOURCE, target=8, batch=3, direction="positive", progress=False
         )
     assert study.n_done() == 3
-    lost = sorted(r.coefficient for r in study.records() if r.state == "fail")
-    assert len(lost) == 3  # the interrupted batch is failed, not left running
-    resumed = open_study(tmp_path, seed=1)
+    lost = [r for r in study.records() if r.state == "running"]
+    assert len(lost) == 3  # the interrupted batch is handed back as it stands
+    resumed = open_study(tmp_path, seed=1, grace_s=3600)  # handed back: no grace to wait
     evaluator = SyntheticEvaluator(["q1", "q2"])
     run_search(resumed, evaluator, SOURCE, target=8, batch=3, direction="positive", progress=False)
     assert resumed.n_done() == 8  # exactly the target, not 3 + 8
     assert sum(len(c) for c in evaluator.calls) == 5
-    # the interrupted trials' params were re-queued and evaluated first
-    assert sorted(coef for _, coef, _ in evaluator.calls[0]) == pytest.approx(lost)
-    numbers = [r.number for r in resumed.records()]
-    assert len(numbers) == len(set(numbers))
+    # the interrupted trials were taken over and evaluated first, as the same trials
+    assert [coef for _, coef, _ in evaluator.calls[0]] == [r.coefficient for r in lost]
+    records = resumed.records()
+    assert [r.number for r in records] == list(range(8)) and {r.state for r in records} == {
+        "complete"
+    }
     # a finished study does no more work
     again = SyntheticEvaluator(["q1", "q2"])
     run_search(
@@ -112,3 +114,24 @@ def test_startup_design_is_stratified_and_seeded_then_enqueued_points(tmp_path):
     assert 0.0 <= design[0] < 1.5 <= design[1] < 3.0  # one point per half of the range
     assert first_batch(tmp_path / "b", seed=0)[2:] == design
     assert first_batch(tmp_path / "c", seed=1)[2:] != design
+
+
+def test_a_narrow_range_spends_the_budget_on_distinct_configs_then_stops(tmp_path, capsys):
+    """In a narrow range the GP sampler soon proposes only the edge it found best, again and
+    again: the copies are neither evaluated nor counted, and once the sampler proposes
+    nothing new the search stops short of its target, saying so."""
+    study = open_study(tmp_path, coef_range=(1.0, 1.01), seed=0, startup_trials=2)
+    evaluator = SyntheticEvaluator(["q"])
+    run_search(study, evaluator, SOURCE, target=8, batch=2, direction="positive", progress=False)
+    asked = [c for call in evaluator.calls for _, c, _ in call]
+    assert len(asked) == len(set(asked))  # no config evaluated twice
+    done = [r for r in study.records() if r.state == "complete"]
+    assert study.n_done() == len(done) == len({r.coefficient for r in done}) == len(asked)
+    assert study.n_done() < 8 and study.exhausted()
+    err = capsys.readouterr().err
+    assert f"search: stopped after {len(asked)} of 8 trials" in err and "1.01" in err
+    # the study stays exhausted: a rerun asks nothing more, and says why
+    again = SyntheticEvaluator(["q"])
+    reopened = open_study(tmp_path, coef_range=(1.0, 1.01), seed=0, startup_trials=2)
+    run_search(reopened, again, SOURCE, target=8, batch=2, direction="positive", progress=False)
+    assert again.calls == [] and "search: stopped after" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Several `steerops search` processes on one study: shared work, one finaliser, and no trial
-left behind by a killed worker.
+left behind by a killed worker (taken over as it stands, so a resumed study is the one an
+uninterrupted search builds).
 
 Each worker is a real subprocess with its own storage connection, driving the real study and
 loop with the synthetic evaluator of test_search.py, on sqlite, Optuna's journal file and a
@@ -21,7 +22,7 @@ from synthetic import MIN_COH, SOURCE, SyntheticEvaluator, record
 
 from postgres import postgres_server, postgres_url  # noqa: F401 - fixtures
 from steerops.search.heldout import evaluate_heldout
-from steerops.search.loop import run_search
+from steerops.search.loop import LoopStats, run_search
 from steerops.search.results import choose_best, selection_rows
 from steerops.search.storage import open_storage
 from steerops.search.store import write_heldout_responses
@@ -173,35 +174,34 @@ def test_three_workers_share_one_study(storage_url, sampler, tmp_path):
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
-def test_killed_worker_is_retried_at_once_on_this_node(tmp_path):
+def test_killed_worker_is_taken_over_at_once_on_this_node(tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     killed = _kill_mid_batch(url, tmp_path)
     resumed = open_url(url, heartbeat_s=1, grace_s=3600)
-    resumed.fail_stale()  # the holder's process has ended: no need to wait for the grace
-    assert resumed.n_running() == 0
+    resumed.recover_stale()  # the holder's process has ended: no need to wait for the grace
+    assert resumed.n_running() == 2 and resumed.free_slots(4) == 4  # running here now
     evaluator = SyntheticEvaluator(["q1", "q2"])
     run_search(resumed, evaluator, SOURCE, 4, 2, "positive", progress=False, poll_s=0.2)
     records = resumed.records()
-    assert sorted(r.coefficient for r in records if r.state == "fail") == pytest.approx(killed)
+    assert [(r.number, r.state) for r in records] == [(n, "complete") for n in range(4)]
     first_batch = sorted(c for _, c, _ in evaluator.calls[0])
-    assert first_batch == pytest.approx(killed)  # retried first, with the same params
+    assert first_batch == pytest.approx(killed)  # evaluated first, as the same trials
     assert resumed.n_done() == 4 and resumed.n_running() == 0
 
 
-def test_killed_worker_elsewhere_is_retried_after_the_grace_period(tmp_path):
+def test_killed_worker_elsewhere_is_taken_over_after_the_grace_period(tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     killed = _kill_mid_batch(url, tmp_path, node="elsewhere")
     patient = open_url(url, heartbeat_s=1, grace_s=3600)
-    patient.fail_stale()  # another node's process cannot be checked: it might be alive
-    assert patient.n_running() == 2
+    patient.recover_stale()  # another node's process cannot be checked: it might be alive
+    assert patient.n_running() == 2 and patient.free_slots(4) == 2
     resumed = open_url(url, heartbeat_s=1, grace_s=2)
     evaluator = SyntheticEvaluator(["q1", "q2"])
     run_search(resumed, evaluator, SOURCE, 4, 2, "positive", progress=False, poll_s=0.2)
-    # two free slots first, then, once the grace period is over, the retried ones
-    retried = sorted(c for call in evaluator.calls[1:] for _, c, _ in call)
-    assert retried == pytest.approx(killed)
-    failed = sorted(r.coefficient for r in resumed.records() if r.state == "fail")
-    assert failed == pytest.approx(killed)
+    # two free slots first, then, once the grace period is over, the taken-over ones
+    taken = sorted(c for call in evaluator.calls[1:] for _, c, _ in call)
+    assert taken == pytest.approx(killed)
+    assert {r.state for r in resumed.records()} == {"complete"}
     assert resumed.n_done() == 4 and resumed.n_running() == 0
 
 
@@ -236,6 +236,67 @@ def _kill_mid_batch(url: str, folder: Path, node: str | None = None) -> list[flo
         proc.wait()
 
 
+class LoggingEvaluator(SyntheticEvaluator):
+    """Keeps a results log on disk (the coefficients evaluated, served when asked again) and
+    kills its process (SIGKILL: no cleanup) at its `die_at`-th batch: before evaluating it,
+    or once its results are logged (before the study is told)."""
+
+    def __init__(self, questions, log: str, die_at: int, after_log: bool):
+        super().__init__(questions)
+        self.log, self.die_at, self.after_log = Path(log), die_at, after_log
+
+    def _logged(self) -> list[float]:
+        return json.loads(self.log.read_text()) if self.log.exists() else []
+
+    def served(self, configs):
+        return [c.coefficient in self._logged() for c in configs]
+
+    def evaluate(self, configs):
+        dies = len(self.calls) + 1 == self.die_at
+        if dies and not self.after_log:
+            os.kill(os.getpid(), signal.SIGKILL)
+        results, logged = super().evaluate(configs), self._logged()
+        for r in results:
+            r.cached = r.logged_here = r.config.coefficient in logged
+        self.log.write_text(json.dumps(logged + [r.config.coefficient for r in results]))
+        if dies:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return results
+
+
+def searching_worker(url: str, sampler: str, die_at: int, after_log: bool) -> None:
+    """Subprocess entry: a whole search of 8 trials in batches of 2 (killed at the
+    `die_at`-th batch, if any), its results log beside the study."""
+    study = open_url(url, sampler=sampler, startup_trials=2, seed=5, heartbeat_s=1)
+    log = url.removeprefix("sqlite:///") + ".log.json"
+    evaluator = LoggingEvaluator(["q1", "q2"], log, die_at, after_log)
+    run_search(study, evaluator, SOURCE, 8, 2, "positive", progress=False)
+
+
+def _search_in_subprocess(url: str, sampler: str, die_at: int = 0, after_log=False) -> None:
+    proc = start("searching_worker", url, sampler, die_at, after_log)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == (-signal.SIGKILL if die_at else 0), err
+
+
+@pytest.mark.parametrize(
+    "sampler,die_at,after_log", [("gp", 1, False), ("gp", 3, True), ("tpe", 2, False)]
+)
+def test_a_search_killed_mid_batch_resumes_to_the_uninterrupted_study(
+    tmp_path, sampler, die_at, after_log
+):
+    """The killed worker's trials are taken over as they were (numbers, params, order, the
+    rows they cost even when the killed worker had logged their results), so the sampler
+    sees the same study and the resumed study equals one never interrupted."""
+    reference, killed = (f"sqlite:///{tmp_path / name}" for name in ("ref.db", "killed.db"))
+    _search_in_subprocess(reference, sampler)
+    _search_in_subprocess(killed, sampler, die_at, after_log)
+    _search_in_subprocess(killed, sampler)  # resumed, as a rerun of the command would
+    want, got = (open_url(url).records() for url in (reference, killed))
+    assert got == want
+    assert [r.state for r in got] == ["complete"] * 8 and {r.rows for r in got} == {2}
+
+
 def asking_worker(url: str, node: str | None) -> None:
     """Subprocess entry: die inside `ask`, after the trial exists and before its params are
     drawn (the window in which a trial used to be left running without a heartbeat)."""
@@ -261,18 +322,20 @@ def test_a_worker_killed_inside_ask_leaves_no_orphan(storage_url):
     assert proc.returncode == -signal.SIGKILL
     resumed = open_url(storage_url, heartbeat_s=1, grace_s=3600)
     assert resumed.n_running() == 1  # the killed worker's trial, without params
-    resumed.fail_stale()  # its worker is known to be gone: failed at once, no wait
-    assert resumed.n_running() == 0
+    resumed.recover_stale()  # its worker is known to be gone: taken over at once, no wait
+    assert resumed.free_slots(3) == 3
     evaluator = SyntheticEvaluator(["q1", "q2"])
     run_search(resumed, evaluator, SOURCE, 3, 2, "positive", progress=False, poll_s=0.2)
     assert resumed.n_done() == 3 and resumed.n_running() == 0
-    assert sum(len(c) for c in evaluator.calls) == 3  # nothing to retry: it had no params
+    assert sum(len(c) for c in evaluator.calls) == 3
+    # its params drawn by the worker that took it over: no orphan, no failed trial
+    assert [(r.number, r.state) for r in resumed.records()] == [(n, "complete") for n in range(3)]
 
 
-def test_trials_without_a_live_worker_record_fail_after_the_grace_period(tmp_path):
+def test_trials_without_a_live_worker_record_are_taken_over_after_the_grace_period(tmp_path):
     """A trial held by a silent worker on another node, and one with no worker record at all
-    (made by plain Optuna, or a pop interrupted before the record), both fail once they are
-    older than the grace period, and not before."""
+    (made by plain Optuna, or a pop interrupted before the record), are both taken over once
+    they are older than the grace period, and not before."""
     import optuna
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -281,14 +344,16 @@ def test_trials_without_a_live_worker_record_fail_after_the_grace_period(tmp_pat
     open_url(url)  # creates the study's tables and settings
     optuna.load_study(study_name="s", storage=url).ask()  # no worker record
     patient = open_url(url, heartbeat_s=1, grace_s=3600)
-    patient.fail_stale()
-    assert patient.n_running() == 2
+    patient.recover_stale()
+    assert patient.free_slots(2) == 0  # both held elsewhere
     time.sleep(1.2)
     strict = open_url(url, heartbeat_s=1, grace_s=1)
-    strict.fail_stale()
-    assert strict.n_running() == 0
-    run_search(strict, SyntheticEvaluator(["q"]), SOURCE, 2, 2, "positive", progress=False)
+    strict.recover_stale()
+    assert strict.free_slots(2) == 2  # both held here now
+    evaluator = SyntheticEvaluator(["q"])
+    run_search(strict, evaluator, SOURCE, 2, 2, "positive", progress=False)
     assert strict.n_done() == 2 and strict.n_running() == 0
+    assert [len(call) for call in evaluator.calls] == [2]  # the two, and nothing else
 
 
 def test_one_finaliser_per_round_and_a_failed_one_is_replaced(tmp_path):
@@ -349,6 +414,7 @@ def test_best_summary_counts_search_trials_not_imported_ones():
     ]
     records[0].source = "known"
     params = SimpleNamespace(
+        root=Path("."),
         steering=SimpleNamespace(
             variant="v", vector_variant="v", direction="positive", coefficient_unit="norm"
         ),
@@ -381,16 +447,12 @@ def test_best_summary_counts_search_trials_not_imported_ones():
         "selection_delta_hi": 30.0,
         "selection_n": 1,
     }
-    best = best_summary(
-        params, plan, records, chosen, SimpleNamespace(baseline_trait=5.0, rows=0), held
-    )
+    best = best_summary(params, plan, records, chosen, LoopStats(baseline_trait=5.0), held)
     assert best["n_trials"] == 2 and best["n_known"] == 1
     assert best["n_feasible"] == 3
     assert best["status"] == "ok" and best["feasible"] and best["chosen"]["trial"] == 1
     # nothing chosen: no feasible steering found, and no pick reported
-    best = best_summary(
-        params, plan, records, None, SimpleNamespace(baseline_trait=5.0, rows=0), None
-    )
+    best = best_summary(params, plan, records, None, LoopStats(baseline_trait=5.0), None)
     assert best["status"] == "no feasible steering found" and best["chosen"] is None
     assert not best["feasible"] and best["heldout"] is None
 

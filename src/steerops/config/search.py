@@ -10,7 +10,12 @@ from steerops.config.base import LayerSpec, Methods, Positions, Strict
 
 
 class SearchConfig(Strict):
-    trials: int = Field(24, ge=1, description="completed search trials per study (the target)")
+    trials: int = Field(
+        24,
+        ge=1,
+        description="distinct configs evaluated per study (the target; fewer when the "
+        "sampler proposes only configs already evaluated: the range is exhausted)",
+    )
     batch: int = Field(8, ge=1, description="trials asked and evaluated together")
     sampler: Literal["gp", "tpe"] = Field("gp", description="Optuna sampler")
     storage: str | None = Field(
@@ -72,10 +77,12 @@ class SearchConfig(Strict):
     grace_s: int = Field(
         120,
         ge=1,
-        description="a running trial with no heartbeat for this long is failed and retried "
-        "(at once if its worker ended on this machine)",
+        description="a running trial with no heartbeat for this long is taken over by "
+        "another worker (at once if its worker ended on this machine)",
     )
-    max_retry: int = Field(3, ge=0, description="retries of a trial whose worker died")
+    max_retry: int = Field(
+        3, ge=0, description="takeovers of a trial whose worker died, then it fails for good"
+    )
 
     @model_validator(mode="after")
     def _range(self) -> SearchConfig:

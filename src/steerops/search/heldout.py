@@ -14,14 +14,26 @@ from steerops.steering.configs import Config
 __all__ = ["evaluate_heldout", "split_questions"]
 
 
-def evaluate_heldout(evaluator, config: Config, direction: str, seed: int) -> dict:
+def evaluate_heldout(
+    evaluator, config: Config, direction: str, seed: int, written: list[dict] | None = None
+) -> dict:
     """Baseline and the chosen config on the evaluator's (held-out) questions: means, the
-    delta in the steering direction and its paired bootstrap interval."""
+    delta in the steering direction and its paired bootstrap interval, and the responses.
+
+    Served from a log, the config has no responses: none when another log had it; when this
+    search's own log had it (a run killed before writing its responses, or a rerun) the
+    ones `written` for it, else generated again (greedy: the same text; not logged)."""
     base = evaluator.baseline()
     [result] = evaluator.evaluate([config])
     sign = -1.0 if direction == "negative" else 1.0
     half = half_stats(result.scores, base.scores, seed, sign)
     n = len(evaluator.questions)
+    responses, again = list(result.responses), 0
+    if not responses and getattr(result, "logged_here", False):
+        if written is not None:
+            responses = written
+        else:
+            responses, again = list(evaluator.responses([result])[0].responses), n
     return {
         "trait_delta": half.trait_delta,
         "delta_lo": half.delta_lo,
@@ -34,6 +46,7 @@ def evaluate_heldout(evaluator, config: Config, direction: str, seed: int) -> di
         "n_questions": n,
         "settings_hash": evaluator.settings_hash,
         "rows_generated": (0 if getattr(base, "cached", False) else n)
-        + (0 if getattr(result, "cached", False) else n),
-        "responses": list(result.responses),
+        + (0 if getattr(result, "cached", False) else n)
+        + again,
+        "responses": responses,
     }

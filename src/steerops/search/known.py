@@ -3,7 +3,8 @@ and the grid's feasible band says where the search starts.
 
 They come from steering results logs (`results.jsonl`, the steer stage's contract): the
 grid's cell, this search's own log, or `search.known_results`. A logged config counts when
-it is a single-vector config of the searched vector source on a searched layer, logged with
+it is a single-vector config of the searched vector source (its method and position in
+any spelling: both sides are compared canonically) on a searched layer, logged with
 the same vector files, under the search evaluator's scope (same model, judge, generation
 settings; see `steering.store`), and with scores on every search question: the grid runs on
 all questions, so its scores on the search half are the search's own numbers for that config.
@@ -51,9 +52,12 @@ def load_known(
 ) -> list[KnownResult]:
     """The comparable results in a results log, on `questions` (none if the log does not
     exist, unless required)."""
+    from steerops.specs import canonical_method, canonical_position
     from steerops.steering.store import ResultsLog, entry_key
 
     path = Path(path)
+    # logs keep the spelling they were written with: compare both sides canonically
+    wanted = (canonical_method(method), canonical_position(position), component)
     if not path.is_file():
         if required:
             raise SteeropsError(f"search.known_results: file not found: {path}")
@@ -66,11 +70,12 @@ def load_known(
         if entry["type"] != "config" or len(vectors) != 1 or config.get("coefficient") is None:
             continue
         vec = vectors[0]
-        if (vec.get("method"), vec.get("position"), vec.get("component")) != (
-            method,
-            position,
-            component,
-        ) or vec.get("layer") not in layers:
+        logged = (
+            canonical_method(str(vec.get("method"))),
+            canonical_position(str(vec.get("position"))),
+            vec.get("component"),
+        )
+        if logged != wanted or vec.get("layer") not in layers:
             continue
         files = vector_files if vector_files is not None else entry.get("vector_files") or {}
         point = (int(vec["layer"]), float(config["coefficient"]))

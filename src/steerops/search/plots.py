@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from steerops.io import atomic_path
-from steerops.search.study import TrialRecord
+from steerops.search.trials import TrialRecord
 
 
 def plot_search(

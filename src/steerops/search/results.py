@@ -15,7 +15,7 @@ from typing import Any
 
 from steerops import stats
 from steerops.search.storage import storage_label
-from steerops.search.study import TrialRecord
+from steerops.search.trials import TrialRecord
 from steerops.steering.configs import Config, VectorSource
 
 NO_FEASIBLE = "no feasible steering found"
@@ -96,7 +96,7 @@ def best_summary(
         "direction": st.direction,
         "min_coherence": plan.min_coherence,
         "study": plan.study,
-        "storage": storage_label(plan.storage),
+        "storage": storage_label(plan.storage, params.root),  # portable: relative in the project
         "sampler": cfg.sampler,
         "seed": plan.seed,
         "layers": plan.layers,
@@ -131,6 +131,8 @@ def best_summary(
         # completed search trials (the --trials target); imported results come on top
         "n_trials": sum(r.state == "complete" and r.source != "known" for r in records),
         "n_known": sum(r.source == "known" for r in records),
+        # stopped short of the target: the sampler proposed only configs already evaluated
+        "range_exhausted": stats_.exhausted,
         "n_feasible": sum(bool(r.feasible) for r in records if r.state == "complete"),
         # rows the protocol generates (configs x questions; a trial served from the results
         # log costs none), and the rows this invocation actually generated

@@ -271,6 +271,7 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
         write_best,
         write_heldout_responses,
         write_trials_csv,
+        written_heldout_responses,
     )
 
     records = study.records()
@@ -291,7 +292,9 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
         )
     else:
         config = Config.single(plan.source, pick.layer, pick.coefficient)
-        held = evaluate_heldout(held_eval, config, direction, params.seed)
+        args = (pick.layer, pick.coefficient, held_eval.settings_hash, plan.heldout_questions)
+        written = written_heldout_responses(plan.out_dir, *args)
+        held = evaluate_heldout(held_eval, config, direction, params.seed, written)
     best = best_summary(params, plan, records, chosen, stats, held)
     out = plan.out_dir
     out.mkdir(parents=True, exist_ok=True)

@@ -8,10 +8,11 @@ A trial never runs unaccounted for: it is created with its worker's identity and
 heartbeat in one write (`LIFE`, a system attr), and from then until it is told the worker
 renews the heartbeat every `heartbeat_s`. `stale_trial_ids` finds the running trials whose
 worker is gone: a process on this node that ended (known at once), a heartbeat older than
-the grace period, or a trial with no worker record (created by something else, or popped
-from the queue by a worker that died before recording itself) that started longer ago than
-the grace period. Heartbeats use the workers' clocks, which must agree to well within the
-grace period (NTP).
+the grace period, a trial its worker handed back (`release`, known at once), or a trial with
+no worker record (created by something else, or popped from the queue by a worker that died
+before recording itself) that started longer ago than the grace period. Another worker then
+records itself as the trial's worker (`take_over`). Heartbeats use the workers' clocks,
+which must agree to well within the grace period (NTP).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from steerops.errors import SteeropsError
 from steerops.liveness import is_gone, this_worker
 from steerops.search.locks import StudyLock, file_lock_path
 
-LIFE = "steerops_worker"  # trial system attr: {"node", "pid", "start", "beat"}
+LIFE = "steerops_worker"  # trial system attr: {"node", "pid", "start", "beat"[, "released"]}
 JOURNAL = "journal:"
 
 
@@ -125,6 +126,16 @@ class _Holder:
         with self._held_lock:
             self._held.discard(trial_id)
 
+    def take_over(self, trial_id: int) -> None:
+        """Hold a running trial whose worker is gone, as if this worker had created it."""
+        self.beat(trial_id)
+        self._hold(trial_id)
+
+    def release(self, trial_id: int) -> None:
+        """Hand a running trial back (its evaluation was interrupted): stale at once."""
+        self._release(trial_id)
+        self.set_trial_system_attr(trial_id, LIFE, {**self._life(), "released": True})
+
     def set_trial_state_values(self, trial_id, state, values=None) -> bool:
         changed = super().set_trial_state_values(trial_id, state, values)  # type: ignore[misc]
         if state == TrialState.RUNNING and changed:  # popped from the queue: ours now
@@ -142,7 +153,7 @@ class _Holder:
                 continue
             life = t.system_attrs.get(LIFE)
             if life is not None:
-                if is_gone(life) or now - life["beat"] > grace_s:
+                if life.get("released") or is_gone(life) or now - life["beat"] > grace_s:
                     stale.append(t._trial_id)
             elif t.datetime_start is None or now - t.datetime_start.timestamp() > grace_s:
                 stale.append(t._trial_id)

@@ -22,13 +22,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from steerops.io import read_json, write_json, write_jsonl, write_text
+from steerops.io import read_json, read_jsonl, write_json, write_jsonl, write_text
 from steerops.paths import cell_dir
 from steerops.steering.best import COMPACT as CELL_HEADLINES
 from steerops.summary import collect, summary_dir
 
 if TYPE_CHECKING:
-    from steerops.search.study import TrialRecord
+    from steerops.search.trials import TrialRecord
 
 TRIALS_FILE = "trials.csv"
 BEST_FILE = "best.json"
@@ -106,9 +106,25 @@ def write_best(folder: Path, best: dict) -> None:
 
 
 def write_heldout_responses(folder: Path, held: dict | None) -> None:
-    """The chosen config's held-out responses (empty when served from a results log, or when
-    nothing was chosen)."""
+    """The chosen config's held-out responses (empty when served from another results log
+    than the search's own, or when nothing was chosen)."""
     write_jsonl(folder / HELDOUT_FILE, [] if held is None else held["responses"])
+
+
+def written_heldout_responses(
+    folder: Path, layer: int, coefficient: float, settings_hash: str, questions: list[str]
+) -> list[dict] | None:
+    """The held-out responses an earlier finalisation wrote for this same choice (best.json,
+    written after them, names the config and the held-out settings), or None."""
+    try:
+        best, rows = read_json(folder / BEST_FILE), read_jsonl(folder / HELDOUT_FILE)
+    except (OSError, ValueError):  # not written yet, or damaged: generate them again
+        return None
+    chosen, held = best.get("chosen") or {}, best.get("heldout") or {}
+    same = (chosen.get("layer"), chosen.get("coefficient"), held.get("settings_hash"))
+    if same != (layer, coefficient, settings_hash):
+        return None
+    return rows if [r.get("question") for r in rows] == questions else None
 
 
 def searches(out: Path) -> list[tuple[Path, dict]]:

@@ -1,6 +1,6 @@
 """The Optuna study behind `steerops search`: constrained, resumable, shareable.
 
-Optuna is used only in this package (here and in storage.py).
+Optuna is used only in this package (here, in trials.py and in storage.py).
 
 A trial's params are `coefficient` (float) and, when several layers are searched, `layer`
 (categorical). Its value is the trait delta in the chosen direction (the study's metric
@@ -14,8 +14,16 @@ Sharing and resuming: every worker opens the same study; what changes its shared
 (asking, enqueueing, importing known results, claiming the finalisation) happens under one
 study lock (storage.study_lock), so workers ask distinct configs and every queued point is
 evaluated once. Each trial records its worker from its creation on; a trial whose worker is
-gone (ended on this node, or silent for `grace_s`) is failed and re-queued with the same
-params, so a killed worker's work is retried by whoever runs next, at once on the same node.
+gone (ended on this node, or silent for `grace_s`) is taken over as it stands (its number,
+params and place among the others; params not drawn yet are drawn as its asking would have
+drawn them) by whoever runs next, at once on the same node. A failed copy would shift the
+seeds and numbers of every later trial; taken over, a killed search resumes to the study an
+uninterrupted one builds.
+
+The budget (`target`) counts distinct configs: a sampled config equal to one running or done
+is dropped, not evaluated. When the sampler proposes only such copies MAX_REPEATS times in a
+row, the range holds nothing new it wants to try: the study is marked exhausted and its
+search stops short of the target.
 """
 
 from __future__ import annotations
@@ -31,15 +39,22 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from steerops.errors import SteeropsError
-from steerops.search.storage import LIFE, open_storage, quiet, study_lock
+from steerops.search.storage import open_storage, quiet, study_lock
+from steerops.search.trials import (
+    CONSTRAINTS_ATTR,
+    TrialRecord,
+    copies_before,
+    counts,
+    repeats,
+    to_record,
+)
 
-CONSTRAINT = "coherence"
-CONSTRAINTS_ATTR = "constraints"  # Optuna's list form: the one optuna-dashboard reads
 METRIC_NAME = "trait_delta"
-SEARCHED = ("search", "enqueued")  # sources whose completed trials count
 FINALISE = ":finalise"  # suffix of the study holding a study's finalisation claims
-MAX_REPEATS = 3  # sampled configs equal to an existing one dropped per ask
-_STATE_NAMES = {s: s.name.lower() for s in TrialState}
+MAX_REPEATS = 3  # sampled copies in a row that exhaust the study
+EXHAUSTED = "exhausted"  # study user attr: the sampler proposes nothing new
+TAKEOVERS = "takeovers"  # trial system attr: times taken over from a gone worker
+_EVALUATED = (TrialState.RUNNING, TrialState.COMPLETE)
 
 
 @dataclass(frozen=True)
@@ -61,21 +76,7 @@ class Proposal:
     layer: int
     coefficient: float
     _trial: Any  # the optuna Trial; only this module touches it
-
-
-@dataclass
-class TrialRecord:
-    number: int
-    layer: int
-    coefficient: float
-    weight: float | None
-    trait_mean: float | None
-    coherence_mean: float | None
-    trait_delta: float | None
-    feasible: bool | None
-    state: str
-    source: str
-    rows: int
+    rows: int | None = None  # rows its evaluation costs, once recorded (`record_rows`)
 
 
 class SearchStudy:
@@ -96,6 +97,7 @@ class SearchStudy:
         self.space = space
         self.min_coherence = float(min_coherence)
         self.grace_s, self.max_retry = grace_s, max_retry
+        self._taken: list[int] = []  # trial ids taken over from gone workers, to evaluate
         self._kind, self._seed, self._startup = sampler, seed, startup_trials
         _sampler(sampler, seed, startup_trials)  # an unknown sampler fails before any write
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -125,99 +127,126 @@ class SearchStudy:
     def n_done(self) -> int:
         """Trials a search finished: completed, or failed because nothing could be scored
         (imported known results do not count)."""
-        return sum(_counts(t) for t in self._trials((TrialState.COMPLETE, TrialState.FAIL)))
+        return sum(counts(t) for t in self._trials((TrialState.COMPLETE, TrialState.FAIL)))
 
     def n_running(self) -> int:
         return len(self._trials((TrialState.RUNNING,)))
 
-    def fail_stale(self) -> None:
-        """Fail the trials of workers that are gone and queue their params again."""
+    def free_slots(self, target: int) -> int:
+        """Trials to ask for before `target`; the running ones taken over here are ours."""
+        return target - self.n_done() - self.n_running() + len(self._taken)
+
+    def exhausted(self) -> bool:
+        return bool(self.study.user_attrs.get(EXHAUSTED))
+
+    def recover_stale(self) -> None:
+        """Take over the trials of workers that are gone: `ask` hands them out first, as
+        they stand. One taken over more than max_retry times (its config may be what kills
+        its workers) is failed for good; the search asks another config instead."""
         with self._lock:
-            self._fail_stale(self.study, retry=True)
+            for trial_id in self._stale(self.study):
+                takeovers = self.storage.get_trial(trial_id).system_attrs.get(TAKEOVERS, 0) + 1
+                try:
+                    if takeovers > self.max_retry:
+                        self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+                        continue
+                    self.storage.set_trial_system_attr(trial_id, TAKEOVERS, takeovers)
+                    self.storage.take_over(trial_id)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    continue  # finished meanwhile
+                self._taken.append(trial_id)
+            self._taken.sort()  # ids grow with trial numbers: in the order they were asked
 
-    def _fail_stale(self, study, retry: bool) -> None:
+    def _stale(self, study) -> list[int]:
         study_id = self.storage.get_study_id_from_name(study.study_name)
-        for trial_id in self.storage.stale_trial_ids(study_id, self.grace_s):
-            try:
-                if not self.storage.set_trial_state_values(trial_id, TrialState.FAIL):
-                    continue
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # finished meanwhile
-            if retry:
-                self._retry(self.storage.get_trial(trial_id))
-
-    def _retry(self, trial) -> None:
-        """Queue a failed trial's params again (up to max_retry times), without its worker
-        record. A trial that died before its params were drawn has nothing to retry."""
-        attrs = {k: v for k, v in trial.system_attrs.items() if k != LIFE}
-        history = [*attrs.get("retry_history", []), trial.number]
-        if len(history) > self.max_retry or not (trial.params or "fixed_params" in attrs):
-            return
-        attrs.update(failed_trial=attrs.get("failed_trial", trial.number), retry_history=history)
-        self.study.add_trial(
-            optuna.trial.create_trial(
-                state=TrialState.WAITING,
-                params=trial.params,
-                distributions=trial.distributions,
-                user_attrs=trial.user_attrs,
-                system_attrs=attrs,
-            )
-        )
+        return self.storage.stale_trial_ids(study_id, self.grace_s)
 
     # ---- ask / tell -----------------------------------------------------------------------
     def ask(self, k: int, target: int) -> list[Proposal]:
-        """Up to `k` new trials, never taking the study past `target` counted trials.
+        """Up to `k` trials, never taking the study past `target` counted trials: the ones
+        taken over from gone workers first, then new ones (none once it is exhausted).
 
         Asking is serialised across workers by the study lock, and each asked trial's
-        sampler is seeded by the study's size at that moment: distinct for every worker,
-        reproducible for a given study state. A config equal to one already running or
-        done is dropped (an enqueued copy always; a sampled repeat up to MAX_REPEATS times,
-        after which the sampler's insistence is taken as its answer)."""
+        sampler is seeded by the study's size at that moment (a new trial's number):
+        distinct for every worker, reproducible for a given study state. A config equal to
+        one already running or done is dropped: an enqueued copy always, a sampled one
+        until MAX_REPEATS of them in a row exhaust the study."""
         with self._lock:
             return self._ask(k, target)
 
     def _ask(self, k: int, target: int) -> list[Proposal]:
         proposals: list[Proposal] = []
-        dists = self.space.distributions()
         trials = self._trials()
-        repeats = 0
         while len(proposals) < k:
-            self.study.sampler = _sampler(self._kind, self._seed + len(trials), self._startup)
-            with quiet():
-                trial = self.study.ask(fixed_distributions=dists)
-            # one read of the study per asked trial; a live optuna Trial does not expose its
-            # system attrs, its stored record does
-            trials = self._trials()
-            record = next(t for t in trials if t.number == trial.number)
-            if self._is_surplus(trial.number, target, trials):
-                # Another worker took the last slot between our count and our ask.
-                trial.set_user_attr("source", "surplus")
-                self._requeue_if_queued(record)
-                self.study.tell(trial, state=TrialState.FAIL)
+            taken = self._taken.pop(0) if self._taken else None
+            if taken is None and self.exhausted():
                 break
-            queued = "fixed_params" in record.system_attrs
-            if (queued or repeats < MAX_REPEATS) and _repeats(record, trials):
-                repeats += not queued
-                trial.set_user_attr("source", "duplicate")
-                self.study.tell(trial, state=TrialState.FAIL)
-                continue
-            if "source" not in trial.user_attrs:
-                trial.set_user_attr("source", "search")
-            layer = trial.params.get("layer", self.space.layers[0])
-            proposals.append(
-                Proposal(trial.number, int(layer), float(trial.params["coefficient"]), trial)
-            )
+            try:
+                trial = self._draw(taken, len(trials))
+                # one read of the study per asked trial; a live optuna Trial does not expose
+                # its system attrs, its stored record does
+                trials = self._trials()
+                proposal, stop = self._admit(trial, trials, taken is not None, target)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # taken over from a slow worker, which told it meanwhile
+            if proposal is not None:
+                proposals.append(proposal)
+            if stop:
+                break
         return proposals
+
+    def _draw(self, taken: int | None, size: int):
+        """A new trial, its sampler seeded by the study's size (the trial's number), or a
+        taken-over one as it stands, params it lacks drawn as its asking would have."""
+        number = size if taken is None else self.storage.get_trial(taken).number
+        self.study.sampler = _sampler(self._kind, self._seed + number, self._startup)
+        with quiet():
+            if taken is None:
+                return self.study.ask(fixed_distributions=self.space.distributions())
+            return _resume(self.study, taken, self.space.distributions())
+
+    def _admit(self, trial, trials, taken: bool, target: int) -> tuple[Proposal | None, bool]:
+        """(the trial as a proposal, or None when it is dropped; whether to stop asking:
+        the target is reached, or the study is exhausted)."""
+        record = next(t for t in trials if t.number == trial.number)
+        if record.state != TrialState.RUNNING:
+            return None, False  # taken over, then told by its slow worker after all
+        source = record.user_attrs.get("source")  # a taken-over trial's may be set already
+        if source == "surplus" or (not taken and self._is_surplus(trial.number, target, trials)):
+            # Another worker took the last slot between our count and our ask.
+            trial.set_user_attr("source", "surplus")
+            self._requeue_if_queued(record)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return None, True
+        if source == "duplicate" or repeats(record, trials):
+            trial.set_user_attr("source", "duplicate")
+            self.study.tell(trial, state=TrialState.FAIL)
+            queued = "fixed_params" in record.system_attrs
+            if not queued and copies_before(trials, trial.number) + 1 >= MAX_REPEATS:
+                self.study.set_user_attr(EXHAUSTED, True)
+                return None, True
+            return None, False
+        if source is None:
+            trial.set_user_attr("source", "search")
+        layer = int(trial.params.get("layer", self.space.layers[0]))
+        rows = record.user_attrs.get("rows")  # recorded before its worker died
+        return Proposal(trial.number, layer, float(trial.params["coefficient"]), trial, rows), False
 
     @staticmethod
     def _is_surplus(number: int, target: int, trials) -> bool:
-        live = [t.number for t in trials if _counts(t) or t.state == TrialState.RUNNING]
+        live = [t.number for t in trials if counts(t) or t.state == TrialState.RUNNING]
         return sum(n < number for n in live) >= target
 
     def _requeue_if_queued(self, record) -> None:
         attrs = record.system_attrs
-        if "fixed_params" in attrs or "retry_history" in attrs:
+        if "fixed_params" in attrs or "retry_history" in attrs:  # retries: older studies
             self.study.enqueue_trial(dict(record.params), user_attrs={"source": "enqueued"})
+
+    def record_rows(self, proposal: Proposal, rows: int) -> None:
+        """What evaluating the trial costs (0: a results log has it), recorded before its
+        rows are generated: a trial taken over after they were logged keeps its cost."""
+        proposal._trial.set_user_attr("rows", rows)
+        proposal.rows = rows
 
     def tell(
         self,
@@ -226,16 +255,14 @@ class SearchStudy:
         coherence: float | None,
         delta: float | None,
         weight: float,
-        rows: int,
     ) -> bool:
-        """Store an evaluated trial; False when it was failed meanwhile (its worker was
-        taken for gone), in which case its retry is served from the results log."""
+        """Store an evaluated trial; False when it was finished meanwhile (taken over from
+        this worker, taken for gone, and told by the worker that took it over)."""
         trial = proposal._trial
         try:
             for key, value in (
                 ("weight", weight),
                 ("layer", proposal.layer),
-                ("rows", rows),
                 ("trait_mean", trait_mean),
                 ("coherence_mean", coherence),
             ):
@@ -253,11 +280,11 @@ class SearchStudy:
         return True
 
     def abandon(self, proposals: list[Proposal]) -> None:
-        """Fail interrupted trials now and re-queue their params for the next run."""
+        """Hand interrupted trials back as they stand: the next run (any worker) takes them
+        over at once."""
         for p in proposals:
             with contextlib.suppress(Exception):
-                self.study.tell(p._trial, state=TrialState.FAIL)
-                self._retry(self.storage.get_trial(p._trial._trial_id))
+                self.storage.release(p._trial._trial_id)
 
     # ---- finalising -----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -271,7 +298,9 @@ class SearchStudy:
         claim finalises again; a claim whose worker is gone or whose body raised is failed
         and left to the next worker."""
         with self._lock:
-            self._fail_stale(self._finals, retry=False)
+            for trial_id in self._stale(self._finals):
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
             claims = self._finals.get_trials(deepcopy=False)
             taken = any(
                 t.state == TrialState.RUNNING
@@ -364,7 +393,8 @@ class SearchStudy:
             return False
         dists = {k: d for k, d in self.space.distributions().items() if k in params}
         with self._lock:
-            if any(t.params == params for t in self._trials((TrialState.COMPLETE,))):
+            # a running one too: a killed run's trial, logged before it was told
+            if any(t.params == params for t in self._trials(_EVALUATED)):
                 return False
             self.study.add_trial(
                 optuna.trial.create_trial(
@@ -387,37 +417,9 @@ class SearchStudy:
 
     # ---- reading back ---------------------------------------------------------------------
     def records(self) -> list[TrialRecord]:
-        out = []
-        for t in self._trials((TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)):
-            attrs = t.user_attrs
-            if attrs.get("source") == "surplus" or "coefficient" not in t.params:
-                continue
-            constraint = violation(t)
-            out.append(
-                TrialRecord(
-                    number=t.number,
-                    layer=int(t.params.get("layer", attrs.get("layer", self.space.layers[0]))),
-                    coefficient=float(t.params["coefficient"]),
-                    weight=attrs.get("weight"),
-                    trait_mean=attrs.get("trait_mean"),
-                    coherence_mean=attrs.get("coherence_mean"),
-                    trait_delta=t.value if t.state == TrialState.COMPLETE else None,
-                    feasible=None if constraint is None else bool(constraint <= 0),
-                    state=_STATE_NAMES[t.state],
-                    source=attrs.get("source", "search"),
-                    rows=int(attrs.get("rows", 0)),
-                )
-            )
-        return out
-
-
-def violation(trial) -> float | None:
-    """The trial's coherence constraint (<= 0: feasible), in either form a study holds it
-    (the list optuna-dashboard reads, or the named one older studies have)."""
-    constraints = trial.constraints
-    if CONSTRAINT in constraints:
-        return constraints[CONSTRAINT]
-    return next(iter(constraints.values()), None)
+        default_layer = self.space.layers[0]
+        trials = self._trials((TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING))
+        return [r for r in (to_record(t, default_layer) for t in trials) if r is not None]
 
 
 def check_storage(storage_url: str, heartbeat_s: int) -> None:
@@ -455,21 +457,13 @@ def _describe(study, min_coherence: float, settings: dict[str, Any]) -> None:
         study.set_user_attr(key, value)
 
 
-def _repeats(record, trials) -> bool:
-    """Another trial runs or ran these exact params (a retry of a failed trial repeats only
-    a failed one, so it is not a repeat)."""
-    return any(
-        t.number != record.number
-        and t.params == record.params
-        and t.state in (TrialState.RUNNING, TrialState.COMPLETE)
-        for t in trials
-    )
-
-
-def _counts(t) -> bool:
-    if t.state == TrialState.COMPLETE:
-        return t.user_attrs.get("source", "search") in SEARCHED
-    return t.state == TrialState.FAIL and "error" in t.user_attrs
+def _resume(study, trial_id: int, dists: dict[str, Any]):
+    """A taken-over trial as `Study.ask` returns one: params it lacks drawn now."""
+    study._thread_local.cached_all_trials = None  # as ask: the sampler reads a fresh study
+    trial = optuna.Trial(study, trial_id)
+    for name, dist in dists.items():
+        trial._suggest(name, dist)
+    return trial
 
 
 def _sampler(kind: str, seed: int, startup_trials: int):

@@ -18,6 +18,7 @@ from steerops.specs.position import (
     parse_position,
     position_slug,
 )
+from steerops.specs.spelling import canonical_method, canonical_position
 
 # The block output (`residual`) or what its attention / MLP part adds back to it.
 Component = Literal["residual", "attn_out", "mlp_out"]
@@ -37,6 +38,8 @@ __all__ = [
     "Position",
     "SCOPES",
     "Scope",
+    "canonical_method",
+    "canonical_position",
     "check_layers",
     "layers_spec",
     "max_response_tokens",

@@ -2,7 +2,8 @@
 
 `SteeringEvaluator(session, questions)` evaluates configs in the user's units on the
 session's model: `check(configs)` fails early on a missing vector or layer norm,
-`baseline()` is the unsteered result and `evaluate(configs)` generates every uncached config
+`baseline()` is the unsteered result, `served(configs)` says which configs a log already
+has, and `evaluate(configs)` generates every uncached config
 x question through the per-row engine in as few `generate` calls as
 `steering.max_batch_rows` allows, judges them in one call per chunk (while the next chunk
 generates), and appends each result,
@@ -124,6 +125,11 @@ class SteeringEvaluator:
         ids = self.session.generate(self._prompt_ids, [None], desc="steer: baseline")
         self._set_baseline(self.session.score(self.questions, [ids])[0])
         return self._baseline  # type: ignore[return-value]
+
+    def served(self, configs: list[Config]) -> list[bool]:
+        """Whether a log already has each config, so evaluating it generates nothing."""
+        logs: dict[Path, ResultsLog] = {}
+        return [self._logged(c, self.session.weights(c), logs) is not None for c in configs]
 
     def evaluate(self, configs: list[Config]) -> list[ConfigResult]:
         """Results in `configs` order; uncached configs are generated together, configs with

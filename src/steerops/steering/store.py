@@ -20,9 +20,10 @@ so several writers on one cell never lose each other's entries.
 
 A logged config stands for a config evaluated now when its scope (the settings but for the
 questions), its config (coefficient and weights) and the md5 of its vector files match and
-its questions cover the ones asked for; its scores on those questions are then served. Entries
-written before scores were logged are kept and read, but never served: they are evaluated
-again.
+its questions cover the ones asked for (methods and positions compared in their canonical
+spelling, whatever spelling the log was written with); its scores on those questions are
+then served. Entries written before scores were logged are kept and read, but never
+served: they are evaluated again.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 from steerops.errors import SteeropsError
 from steerops.io import text_md5
 from steerops.paths import cell_dir
+from steerops.specs import canonical_method, canonical_position
 from steerops.steering.configs import Config, ConfigResult, VectorRef
 
 try:
@@ -92,14 +94,26 @@ def config_dict(config: Config, weights: tuple[float, ...]) -> dict[str, Any]:
     }
 
 
+def canonical_files(vector_files: dict[str, str] | None) -> dict[str, str] | None:
+    """`vector_files` ({"method|position|component": md5}) with canonical names."""
+    if vector_files is None:
+        return None
+    out = {}
+    for key, md5 in vector_files.items():
+        method, position, component = (key.split("|") + ["", ""])[:3]
+        out[f"{canonical_method(method)}|{canonical_position(position)}|{component}"] = md5
+    return out
+
+
 def entry_key(config: dict[str, Any]) -> str:
-    """A logged config's identity: its coefficient and its vectors with their weights."""
+    """A logged config's identity: its coefficient and its vectors with their weights
+    (method and position in their canonical spelling)."""
     vectors = [
         {
             "layer": int(v["layer"]),
             "component": v["component"],
-            "position": v["position"],
-            "method": v["method"],
+            "position": canonical_position(v["position"]),
+            "method": canonical_method(v["method"]),
             "weight": float(v["weight"]),
         }
         for v in config["vectors"]
@@ -214,6 +228,7 @@ class ResultsLog:
     ) -> tuple[str, list[Score]] | None:
         """(settings hash it was logged under, its scores on `questions`), or None."""
         covering = self.covering(scope, questions)
+        files = canonical_files(vector_files)
         for e in reversed(self.entries):
             h = e.get("settings_hash")
             at = covering.get(h)
@@ -221,7 +236,7 @@ class ResultsLog:
                 at is not None
                 and e["type"] == "config"
                 and e.get("scores") is not None
-                and e.get("vector_files") == vector_files
+                and canonical_files(e.get("vector_files")) == files
                 and entry_key(e["config"]) == key
             ):
                 scores = scores_of(e)

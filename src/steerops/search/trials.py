@@ -1,0 +1,93 @@
+"""What a study's stored trials say, read without the study: the plain records the rest of
+steerops sees (`TrialRecord`, never Optuna objects), which trials count toward the target,
+and which are copies of others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from optuna.trial import FrozenTrial, TrialState
+
+CONSTRAINT = "coherence"
+CONSTRAINTS_ATTR = "constraints"  # Optuna's list form: the one optuna-dashboard reads
+SEARCHED = ("search", "enqueued")  # sources whose completed trials count
+_STATE_NAMES = {s: s.name.lower() for s in TrialState}
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    layer: int
+    coefficient: float
+    weight: float | None
+    trait_mean: float | None
+    coherence_mean: float | None
+    trait_delta: float | None
+    feasible: bool | None
+    state: str
+    source: str
+    rows: int
+
+
+def to_record(t: FrozenTrial, default_layer: int) -> TrialRecord | None:
+    """A trial as the search reports it (None: a surplus trial, or one with no params)."""
+    attrs = t.user_attrs
+    if attrs.get("source") == "surplus" or "coefficient" not in t.params:
+        return None
+    constraint = violation(t)
+    return TrialRecord(
+        number=t.number,
+        layer=int(t.params.get("layer", attrs.get("layer", default_layer))),
+        coefficient=float(t.params["coefficient"]),
+        weight=attrs.get("weight"),
+        trait_mean=attrs.get("trait_mean"),
+        coherence_mean=attrs.get("coherence_mean"),
+        trait_delta=t.value if t.state == TrialState.COMPLETE else None,
+        feasible=None if constraint is None else bool(constraint <= 0),
+        state=_STATE_NAMES[t.state],
+        source=attrs.get("source", "search"),
+        rows=int(attrs.get("rows", 0)),
+    )
+
+
+def violation(trial) -> float | None:
+    """The trial's coherence constraint (<= 0: feasible), in either form a study holds it
+    (the list optuna-dashboard reads, or the named one older studies have)."""
+    constraints = trial.constraints
+    if CONSTRAINT in constraints:
+        return constraints[CONSTRAINT]
+    return next(iter(constraints.values()), None)
+
+
+def counts(t) -> bool:
+    """The trial counts toward the target: a search's completed trial, or one failed because
+    nothing could be scored."""
+    if t.state == TrialState.COMPLETE:
+        return t.user_attrs.get("source", "search") in SEARCHED
+    return t.state == TrialState.FAIL and "error" in t.user_attrs
+
+
+def repeats(record, trials) -> bool:
+    """Another trial runs or ran these exact params (one that failed does not count)."""
+    return any(
+        t.number != record.number
+        and t.params == record.params
+        and t.state in (TrialState.RUNNING, TrialState.COMPLETE)
+        for t in trials
+    )
+
+
+def copies_before(trials, number: int) -> int:
+    """Sampled copies in a row just before trial `number` (a fresh trial ends the run;
+    queued points, known results and surplus trials are not the sampler's)."""
+    n = 0
+    for t in sorted(trials, key=lambda t: t.number, reverse=True):
+        source = t.user_attrs.get("source")
+        if t.number >= number or t.state == TrialState.WAITING:
+            continue
+        if source == "duplicate" and "fixed_params" not in t.system_attrs:
+            n += 1
+        elif source in ("search", "enqueued"):
+            break
+    return n
