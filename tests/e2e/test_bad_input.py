@@ -212,7 +212,7 @@ CASES: list[tuple[Callable[[Path], list[str]], str]] = [
     (trait_dot_dot_steer, "trait 'toy/../../x'"),
     (tasks_name_escapes, "probes.tasks_name: '../../x' is not a plain folder name"),
     (variant_escapes, "'../x' is not a plain folder name"),
-    (only_coefficient_zero, "steering.coefficients: only 0, the unsteered model"),
+    (only_coefficient_zero, "--coefficients: only 0, the unsteered model"),
     (subset_of_one, "needs at least 2 distinct questions, got 1, under --subset 1"),
     (trait_with_tasks, "--trait: task-set mode (--tasks) extracts the tasks"),
 ]

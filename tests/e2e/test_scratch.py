@@ -116,7 +116,10 @@ def test_failing_commands_fail_before_the_model_loads_and_leave_nothing(
     scratch_before = set((folder / "runs").iterdir()) if (folder / "runs").exists() else set()
     argv = ["steer", "--params", str(params), "--coefficients", "1"]
     cases = [
-        (["--layers", "9"], "steering.layers: '9' is out of range (the model has layers 0-3)"),
+        (
+            ["--layers", "9"],
+            "--layers: '9' is out of range (the model has layers 0-3) (params: steering.layers)",
+        ),
         (["--method", "probe"], "vectors not found"),
         (["--trait", "toy/nope"], "toy/nope"),
         (["--subset", "-1"], "--subset: Input should be greater than or equal to 0"),

@@ -34,7 +34,7 @@ from steerops.config.vectors import CleaningConfig, VectorsConfig
 from steerops.errors import SteeropsError
 from steerops.io import read_text
 
-__all__ = ["Params", "load_params", "ModelVariant", "DEFAULT_PARAMS_FILE"]
+__all__ = ["Params", "load_params", "ModelVariant", "DEFAULT_PARAMS_FILE", "name_the_flag"]
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 # Keys an older params file may still have, with what replaced them.
@@ -115,10 +115,13 @@ class Params(Strict):
         """The pipeline's outputs, where a stage reads what earlier stages wrote."""
         return self.path(self.paths.out)
 
-    def variant(self, name: str) -> ModelVariant:
+    def variant(self, name: str, key: str | None = None) -> ModelVariant:
+        """The variant `name`; `key`: the params key that named it (its flag, when one gave
+        it, is then named in the error)."""
         if name not in self.models:
             known = ", ".join(sorted(self.models)) or "none"
-            raise SteeropsError(f"models.{name}: unknown model variant (known: {known})")
+            where = f"{key}: " if key else ""
+            raise SteeropsError(f"{where}models.{name}: unknown model variant (known: {known})")
         return self.models[name]
 
 
@@ -158,9 +161,9 @@ def _blame(exc: ValidationError, path: Path, flag_names: dict[str, str]) -> str:
     message = describe_validation_error(exc)  # "<key>: <what is wrong>"
     key = ".".join(str(p) for p in exc.errors()[0]["loc"])
     what = message.removeprefix(key + ": ")
-    for name, flag in flag_names.items():
-        if key == name or key.startswith(name + "."):
-            return f"{flag}: {what} (params: {key})"
+    on_flag = name_the_flag(message, flag_names)
+    if on_flag != message:
+        return on_flag
     # a check across a block's keys (e.g. coef_max > coef_min) is blamed on the flags
     # that set a key it names
     named = [
@@ -171,6 +174,19 @@ def _blame(exc: ValidationError, path: Path, flag_names: dict[str, str]) -> str:
     if named:
         return f"{'/'.join(named)}: {what} (params: {key})"
     return f"{path}: {message}"
+
+
+def name_the_flag(message: str, flag_names: dict[str, str]) -> str:
+    """`message` ("<key>: <what is wrong>", or "<key> <value>: ...") naming the flag that
+    set the key instead, with the key in parentheses; unchanged when no flag set it. A key
+    may hold `*` for one part (`models.*.device`, which --device sets)."""
+    head, sep, what = message.partition(": ")
+    for name, flag in flag_names.items():
+        part = re.escape(name).replace(r"\*", r"[^.]+")
+        match = re.fullmatch(rf"({part}(?:\.\S+)?)( .+)?", head) if sep else None
+        if match:
+            return f"{flag}{match[2] or ''}: {what} (params: {match[1]})"
+    return message
 
 
 def describe_validation_error(exc: ValidationError) -> str:

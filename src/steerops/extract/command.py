@@ -63,14 +63,14 @@ def _run_traits(args, params) -> None:
     positions = cfg.positions
     if not positions:
         raise SteeropsError("extraction.positions: empty")
-    params.variant(cfg.variant)
+    params.variant(cfg.variant, "extraction.variant")
     for name in params.traits.names:
         load_trait(params.path(params.traits.root), name)
         if any(p.needs_response for p in positions):
             load_kept_responses(responses_file(params.out, name, cfg.variant), name, cfg.variant)
-    _precheck(params, cfg.variant, cfg.layers, cfg.component)
+    _precheck(params, cfg.variant, cfg.layers, "extraction.layers", cfg.component)
     loaded = _load(params, cfg.variant)
-    layers = cfg.layers.resolve(loaded.layout.num_layers)
+    layers = cfg.layers.resolve(loaded.layout.num_layers, "extraction.layers")
     for name in params.traits.names:
         for pos in positions:
             out_dir, meta = extract_trait(
@@ -91,6 +91,9 @@ def _run_tasks(args, params) -> None:
     def chosen(key: str, default):
         return getattr(params.extraction, key) if f"extraction.{key}" in given else default
 
+    def key_of(name: str) -> str:  # the params key a setting came from (errors name it)
+        return f"extraction.{name}" if f"extraction.{name}" in given else f"probes.{name}"
+
     variant, layer_spec = chosen("variant", probes.variant), chosen("layers", probes.layers)
     component = chosen("component", probes.component)
     positions = chosen("positions", [probes.position])
@@ -99,7 +102,7 @@ def _run_tasks(args, params) -> None:
             f"--position: task-set mode takes one position (got {', '.join(map(str, positions))})"
         )
     position = positions[0]
-    params.variant(variant)
+    params.variant(variant, key_of("variant"))
     tasks_file = Path(args.tasks)
     tasks = load_tasks(tasks_file)
     conditions = load_conditions(args.conditions) if args.conditions else [BASELINE]
@@ -110,9 +113,9 @@ def _run_tasks(args, params) -> None:
         )
     name = probes.tasks_name or tasks_file.stem
     check_folder_name(name, "probes.tasks_name" if probes.tasks_name else f"--tasks {tasks_file}")
-    _precheck(params, variant, layer_spec, component)
+    _precheck(params, variant, layer_spec, key_of("layers"), component)
     loaded = _load(params, variant)
-    layers = layer_spec.resolve(loaded.layout.num_layers)
+    layers = layer_spec.resolve(loaded.layout.num_layers, key_of("layers"))
     inputs = {"tasks": tasks_file}
     if args.conditions:
         inputs["conditions"] = Path(args.conditions)
@@ -132,9 +135,9 @@ def _run_tasks(args, params) -> None:
         print(f"{name} [{cond_id}] -> {out_dir}")
 
 
-def _precheck(params, variant: str, spec: Layers, component: str) -> None:
-    """Check layer ranges and the component against the model's config before loading its
-    weights."""
+def _precheck(params, variant: str, spec: Layers, key: str, component: str) -> None:
+    """Check layer ranges (of params key `key`) and the component against the model's
+    config before loading its weights."""
     from transformers import AutoConfig
 
     from steerops.models.loading import model_source
@@ -151,7 +154,7 @@ def _precheck(params, variant: str, spec: Layers, component: str) -> None:
     except Exception:  # unreadable config: the check after loading still runs
         return
     if not model.layers_path:
-        spec.resolve(depth)
+        spec.resolve(depth, key)
     model_type = getattr(config, "model_type", "")
     attn, mlp = component_paths(model_type, model.attn_path, model.mlp_path)
     check_component(model_type, component, attn if component == "attn_out" else mlp, variant)

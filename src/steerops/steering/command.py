@@ -124,7 +124,7 @@ def steer_cells(
         raise SteeropsError("steering.coefficients: give at least one coefficient")
     evaluator = SteeringEvaluator(SteeringSession(params, trait, progress=progress))
     protocol(params).split(evaluator.questions)  # too few questions to hold any out: fail now
-    layers = evaluator.session.layers(cfg.layers)
+    layers = evaluator.session.layers(cfg.layers, "steering.layers")
     per_cell = [
         [
             Config.single(VectorSource.of(method, position, cfg.component), layer, c)
