@@ -191,3 +191,19 @@ def test_an_error_about_a_key_a_flag_set_names_the_flag(message, expected):
     }
     assert name_the_flag(message, flags) == expected
 
+
+@pytest.mark.parametrize(
+    "written, shown",
+    [
+        ("1e400", "'1e400' is out of range (beyond 1.8e308, the largest float)"),
+        ("1.0e+400", "'1.0e+400' is out of range (beyond 1.8e308, the largest float)"),
+        ("-1.5e+999", "'-1.5e+999' is out of range (beyond 1.8e308, the largest float)"),
+        (".inf", "'.inf' is not a finite number"),
+        (".nan", "'.nan' is not a finite number"),
+    ],
+)
+def test_a_number_in_params_that_is_not_finite_is_named_as_written(tmp_path, written, shown):
+    path = _write(tmp_path, f"steering: {{coefficients: [0.5, {written}], min_coherence: 60}}\n")
+    with pytest.raises(SteeropsError) as info:
+        load_params(path)
+    assert str(info.value) == f"{path}: steering.coefficients.1: {shown}"

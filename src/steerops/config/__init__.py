@@ -23,6 +23,7 @@ from steerops.config.base import SPEC_ERROR, Strict
 from steerops.config.calibration import CalibrationConfig
 from steerops.config.core import PathsConfig, TrackingConfig, TraitsConfig
 from steerops.config.extraction import ExtractionConfig
+from steerops.config.finite import ParamsLoader, not_finite, written_text
 from steerops.config.generate import GenerateConfig
 from steerops.config.judge import JudgeConfig
 from steerops.config.models import ModelVariant, default_variants
@@ -139,7 +140,7 @@ def load_params(
         if not path.is_file():
             raise SteeropsError(f"params file not found: {path}")
         try:
-            data = yaml.safe_load(read_text(path)) or {}
+            data = yaml.load(read_text(path), Loader=ParamsLoader) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark else ""
@@ -199,6 +200,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     if err["type"] == "missing":
         return f"{key}: required key missing"
     got = err.get("input")
+    if err["type"] == "finite_number":
+        return f"{key}: {not_finite(written_text(got))}"
     # a spec's own message already quotes it
     shown = "" if isinstance(got, dict | list) or err["type"] == SPEC_ERROR else f" (got {got!r})"
     more = f" [+{len(exc.errors()) - 1} more]" if len(exc.errors()) > 1 else ""
