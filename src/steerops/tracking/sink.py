@@ -9,7 +9,7 @@ the stage no time on its own core and hold no lock the stage needs. The stage wa
 only when it closes its run. When MLflow fails, the worker stops sending, says so in one
 line and keeps every operation it could not send in a journal (`pending-*.json` in the
 journal folder) that the next start sends. If the stage dies, the worker ends its open runs
-as KILLED.
+(KILLED, or FINISHED when their outputs are complete: `completion`).
 
 Operations (`run` is a key local to this invocation; MLflow's id is known once created):
     {"op": "start", "run", "parent", "name", "tags", "time"}

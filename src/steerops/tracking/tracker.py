@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from steerops.tracking import names
+from steerops.tracking import completion, names
 from steerops.tracking.sink import Sink
 
 JOURNAL_DIR = ".steerops/tracking"  # next to the params file
@@ -228,11 +228,14 @@ def track(
     tags: Mapping[str, Any] | None = None,
     description: str | None = None,
     datasets: Mapping[str, tuple[str | Path, str]] | None = None,
+    done_when: Mapping[str | Path, str] | None = None,
 ) -> Iterator[Tracker]:
     """Open an MLflow run for one stage invocation (a no-op if tracking is disabled).
 
     `inputs` ({name: path}) become `dvc.hash.<name>` tags; `datasets` ({name: (path,
-    context)}) dataset inputs; `description` the run's note (default: the command line).
+    context)}) dataset inputs; `description` the run's note (default: the command line);
+    `done_when` ({output file: settings hash}) the files whose hashes say the work finished,
+    should the process die before the run is closed (`completion`).
     The tracking store is checked first: an unreachable server is one error line, before
     the stage loads a model."""
     if not params.tracking.enabled:
@@ -253,6 +256,8 @@ def track(
     shared = base_tags(params, stage, tags)
     tracker = Tracker(sink, params.root, shared)
     own = {"mlflow.note.content": description or command_line(stage)}
+    if done_when:  # the run's own, not inherited by its nested runs
+        own.update(completion.done_when(done_when))
     if os.environ.get("MLFLOW_RUN_ID"):  # inside `mlflow run`: nest under the project's run
         own["mlflow.parentRunId"] = os.environ["MLFLOW_RUN_ID"]
     tracker._inherited = shared
