@@ -100,6 +100,28 @@ def test_a_failing_stage_ends_its_run_failed(tmp_path):
     assert run.info.status == "FAILED" and run.data.metrics == {"x": 1.0}
 
 
+def test_a_held_run_is_logged_only_when_kept_or_when_it_fails(tmp_path):
+    params = _params(tmp_path)
+    with track(params, "steer", "nothing new", held=True) as tracker:
+        with tracker.child("cell") as cell:
+            cell.log_metrics({"m": 1})
+    assert not tracker.kept and tracker.run_id is None and _runs(tmp_path) == []
+    opened = time.time()
+    with track(params, "steer", "something new", held=True) as tracker:
+        time.sleep(1.1)
+        with tracker.child("cell") as cell:
+            cell.log_metrics({"m": 1})
+        tracker.keep()  # what was held is sent, stamped with its own times
+    (top,) = _runs(tmp_path, "attributes.run_name = 'something new'")
+    assert top.info.start_time <= opened * 1000 + 500 and top.info.status == "FINISHED"
+    (cell,) = _runs(tmp_path, f"tags.`mlflow.parentRunId` = '{top.info.run_id}'")
+    assert cell.data.metrics == {"m": 1.0}
+    with pytest.raises(RuntimeError), track(params, "steer", "failed", held=True):
+        raise RuntimeError("boom")
+    (failed,) = _runs(tmp_path, "attributes.run_name = 'failed'")
+    assert failed.info.status == "FAILED"
+
+
 def test_disabled_tracking_is_a_no_op(tmp_path):
     params = _params(tmp_path, enabled=False)
     with track(params, "steer", "nothing") as tracker:
