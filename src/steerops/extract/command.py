@@ -19,6 +19,9 @@ from steerops.io import check_folder_name
 from steerops.specs import Layers
 from steerops.traits import load_trait
 
+SERVED = "up to date, served from disk"
+FORCE_HINT = "(--force extracts again)"
+
 
 def register(subparsers) -> None:
     parser = stage_parser(subparsers, "extract", __doc__)
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _run_traits(args, params) -> None:
+    from steerops.extract.store import activations_dir
     from steerops.extract.trait import extract_trait
     from steerops.generate.store import load_kept_responses, responses_file
 
@@ -73,13 +77,16 @@ def _run_traits(args, params) -> None:
     layers = cfg.layers.resolve(loaded.layout.num_layers, "extraction.layers")
     for name in params.traits.names:
         for pos in positions:
+            folder = activations_dir(params.out, name, cfg.variant, pos, cfg.component)
+            before = _written(folder)
             out_dir, meta = extract_trait(
                 params, loaded, name, pos, layers, cfg.component, force=args.force
             )
-            _report(f"{name} {pos.text}", out_dir, meta)
+            _report(f"{name} {pos.text}", out_dir, meta, served=_written(folder) == before)
 
 
 def _run_tasks(args, params) -> None:
+    from steerops.extract.store import task_activations_dir
     from steerops.extract.tasks import BASELINE, extract_tasks, load_conditions, load_tasks
 
     # The extraction flags apply when given; otherwise the probes block's settings do.
@@ -116,6 +123,10 @@ def _run_tasks(args, params) -> None:
     _precheck(params, variant, layer_spec, key_of("layers"), component)
     loaded = _load(params, variant)
     layers = layer_spec.resolve(loaded.layout.num_layers, key_of("layers"))
+    before = {
+        c.id: _written(task_activations_dir(params.out, name, variant, position, component, c.id))
+        for c in conditions
+    }
     inputs = {"tasks": tasks_file}
     if args.conditions:
         inputs["conditions"] = Path(args.conditions)
@@ -132,7 +143,9 @@ def _run_tasks(args, params) -> None:
         run_inputs=inputs,
     )
     for cond_id, out_dir in outputs.items():
-        print(f"{name} [{cond_id}] -> {out_dir}")
+        served = _written(out_dir) == before[cond_id]
+        done = f"{SERVED} {FORCE_HINT}" if served else "extracted"
+        print(f"{name} [{cond_id}]: {done} -> {out_dir}")
 
 
 def _precheck(params, variant: str, spec: Layers, key: str, component: str) -> None:
@@ -166,10 +179,31 @@ def _load(params, variant: str):
     return load_model(params, variant, padding_side=params.extraction.padding_side)
 
 
-def _report(label: str, out_dir: Path, meta: dict) -> None:
+def _written(folder: Path) -> tuple[int, int] | None:
+    """Which write of `folder`'s metadata.json is on disk (an extraction writes it last, as
+    a new file; serving the folder leaves it), None when there is none."""
+    from steerops.extract.store import METADATA_FILE
+
+    try:
+        stat = (folder / METADATA_FILE).stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def _report(label: str, out_dir: Path, meta: dict, served: bool) -> None:
+    """One line per position: what an extraction did, or that it was served from disk."""
     counts, timing = meta["counts"], meta["timing"]
+    examples = (
+        f"{counts.get('positive', 0)} positive / {counts.get('negative', 0)} negative, "
+        f"{counts.get('dropped_empty', 0)} dropped"
+    )
+    if served:  # its timing is the earlier run's: no speed for no work
+        print(f"{label}: {SERVED}: {examples} {FORCE_HINT} -> {out_dir}")
+        return
+    resumed = timing.get("reused_shards")
+    resumed_from = f", {resumed} shards from an interrupted run reused" if resumed else ""
     print(
-        f"{label}: {counts.get('positive', 0)} positive / {counts.get('negative', 0)} "
-        f"negative, {counts.get('dropped_empty', 0)} dropped, "
-        f"{timing['tokens_per_s'] or 0:.0f} tokens/s -> {out_dir}"
+        f"{label}: extracted {examples}, {timing['tokens_per_s'] or 0:.0f} tokens/s"
+        f"{resumed_from} -> {out_dir}"
     )
