@@ -244,3 +244,87 @@ def test_a_bad_flag_is_one_error_line(argv, message, capsys):
     assert exit_.value.code == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert message in line and line.startswith("steerops")
+
+
+# Checks that need the model's depth or the params' variants run after params load; an
+# error about a key a flag set still names the flag the user typed, before any run opens.
+TOY_LAYERS = "the model has layers 0-3"
+UNKNOWN_CHAT = "models.chat: unknown model variant (known: base, instruct)"
+CHECKED_LATER = [
+    (
+        ["steer", "--layers", "7"],
+        f"--layers: '7' is out of range ({TOY_LAYERS}) (params: steering.layers)",
+    ),
+    (
+        ["steer", "--layers", "1", "--coefficients", "0"],
+        "--coefficients: only 0, the unsteered model (the baseline is run anyway): give a "
+        "steered coefficient (params: steering.coefficients)",
+    ),
+    (["steer", "--variant", "chat"], f"--variant: {UNKNOWN_CHAT} (params: steering.variant)"),
+    (
+        ["steer", "--vector-variant", "chat"],
+        f"--vector-variant: {UNKNOWN_CHAT} (params: steering.vector_variant)",
+    ),
+    (
+        ["steer", "--device", "cuda:99"],
+        "--device: cuda:99 is not available (0 CUDA devices) (params: models.instruct.device)",
+    ),
+    (
+        ["search", "--layers", "7"],
+        f"--layers: '7' is out of range ({TOY_LAYERS}) (params: search.layers)",
+    ),
+    (
+        ["extract", "--position", "prompt[-1]", "--layers", "2,7"],
+        f"--layers: '7' is out of range ({TOY_LAYERS}) (params: extraction.layers)",
+    ),
+    (
+        ["extract", "--tasks", "TASKS", "--layers", "7"],
+        f"--layers: '7' is out of range ({TOY_LAYERS}) (params: extraction.layers)",
+    ),
+    (
+        ["extract", "--tasks", "TASKS", "--variant", "chat"],
+        f"--variant: {UNKNOWN_CHAT} (params: extraction.variant)",
+    ),
+    (["extract", "--variant", "chat"], f"--variant: {UNKNOWN_CHAT} (params: extraction.variant)"),
+    (["generate", "--variant", "chat"], f"--variant: {UNKNOWN_CHAT} (params: generate.variant)"),
+    (
+        ["calibrate", "--variant", "chat"],
+        f"--variant: {UNKNOWN_CHAT} (params: calibration.variant)",
+    ),
+    (
+        ["calibrate", "--prompts", "missing.jsonl"],
+        "--prompts: file not found: MISSING (params: calibration.prompts)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "argv, message", CHECKED_LATER, ids=[" ".join(a) for a, _ in CHECKED_LATER]
+)
+def test_a_flag_value_checked_after_params_load_is_blamed_on_the_flag(
+    tmp_path, toy_world, no_model_loads, capsys, monkeypatch, argv, message
+):
+    from conftest import refused_up_front, write_params
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"task_id": "a", "prompt": "hi"}\n')
+    argv = [a.replace("TASKS", str(tasks)) for a in argv]
+    argv += ["--params", str(write_params(tmp_path, toy_world))]
+    if argv[0] in ("steer", "search"):
+        argv.append("--pipeline")  # no scratch-run line
+    monkeypatch.chdir(tmp_path)
+    line = refused_up_front(argv, tmp_path, capsys)
+    assert line == f"steerops {argv[0]}: error: " + message.replace(
+        "MISSING", str(tmp_path / "missing.jsonl")
+    )
+
+
+def test_the_same_problem_in_the_params_file_names_the_params_key(
+    tmp_path, toy_world, no_model_loads, capsys
+):
+    from conftest import refused_up_front, write_params
+
+    params = write_params(tmp_path, toy_world, steering={"layers": "7"})
+    line = refused_up_front(["steer", "--params", str(params), "--pipeline"], tmp_path, capsys)
+    assert line == f"steerops steer: error: steering.layers: '7' is out of range ({TOY_LAYERS})"

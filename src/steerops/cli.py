@@ -195,10 +195,7 @@ def load_params_for(args: argparse.Namespace):
     scratch = getattr(args, "scratch_stage", False)
     if folder and not scratch:
         overrides["paths.out"] = folder  # the whole run, inputs included, lives there
-    flags = {key: _FLAG_OF[key] for key in overrides if key in _FLAG_OF}
-    if folder:
-        flags["paths.out"] = "--out"
-    params = load_params(args.params, overrides, flags)
+    params = load_params(args.params, overrides, flags_given(args))
     pin_device(params, getattr(args, "device", None))
     if folder:
         _check_folder(Path(folder))
@@ -213,6 +210,17 @@ def load_params_for(args: argparse.Namespace):
             file=sys.stderr,
         )
     return params
+
+
+def flags_given(args: argparse.Namespace) -> dict[str, str]:
+    """{params key: the flag on this command line that set it}, so that an error about the
+    key names what the user typed (`steerops.config.name_the_flag`)."""
+    given = {key: _FLAG_OF[key] for key in overrides_from(args) if key in _FLAG_OF}
+    if getattr(args, "run_folder", None):
+        given["paths.out"] = "--out"
+    if getattr(args, "device", None):
+        given["models.*.device"] = "--device"
+    return given
 
 
 def _check_folder(folder: Path) -> None:
@@ -315,7 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (SteeropsError, OSError) as exc:  # OSError: a path of the wrong kind, a full disk
-        print(f"steerops {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        from steerops.config import name_the_flag
+
+        line = name_the_flag(_one_line(exc), flags_given(args))
+        print(f"steerops {args.command}: error: {line}", file=sys.stderr)
         _drop_if_empty(getattr(args, "scratch_folder", None))
         return 2
     except KeyboardInterrupt:

@@ -11,8 +11,12 @@ from conftest import refused_up_front, write_params
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--device", "bogus"], "models.instruct.device: 'bogus' is not a device"),
-        (["--device", "cuda:99"], "models.instruct.device: cuda:99 is not available"),
+        (
+            ["--device", "bogus"],
+            "--device: 'bogus' is not a device (cpu, cuda, cuda:1, mps) "
+            "(params: models.instruct.device)",
+        ),
+        (["--device", "cuda:99"], "--device: cuda:99 is not available"),
     ],
     ids=["not-a-device", "device-not-here"],
 )

@@ -81,3 +81,33 @@ def test_an_empty_list_item_is_a_typo_not_a_shorter_list():
     for text in ("mean_diff,,probe", "1,", ",1"):
         with pytest.raises(argparse.ArgumentTypeError, match="empty item"):
             csv_list()(text)
+
+
+OUT_OF_RANGE = "is out of range (beyond 1.8e308, the largest float)"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["steer", "--coefficients", "1e400"], f"argument --coefficients: '1e400' {OUT_OF_RANGE}"),
+        (["steer", "--coefficients", "1,-2E+999"], f"--coefficients: '-2E+999' {OUT_OF_RANGE}"),
+        (["steer", "--coefficients", "1,nan"], "argument --coefficients: 'nan' is not a finite"),
+        (["steer", "--min-coherence", "inf"], "argument --min-coherence: 'inf' is not a finite"),
+        (["probe", "train", "--alphas", "1,1e999"], f"argument --alphas: '1e999' {OUT_OF_RANGE}"),
+        (["generate", "--temperature", "1e309"], f"--temperature: '1e309' {OUT_OF_RANGE}"),
+    ],
+)
+def test_a_number_flag_that_is_not_finite_is_named_as_typed(argv, message, capsys):
+    """A float too large for a float reads as inf: the error quotes what was typed."""
+    from steerops.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"steerops {argv[0]}") and message in line, line
+
+
+def test_an_integer_flag_of_any_size_parses_as_typed():
+    huge = "1" + "0" * 400  # too large for a float, a fine Python int
+    assert _parse(["steer", "--subset", huge]) == {"steering.subset": int(huge)}

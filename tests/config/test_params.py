@@ -153,3 +153,57 @@ def test_two_spellings_of_one_method_are_one_method(tmp_path):
     for methods in (params.steering.methods, params.search.methods, params.vectors.methods):
         assert [m.name for m in methods] == ["mean_diff_dims3-7", "mean_diff"]
     assert [m.name for m in params.cleaning.variants] == ["mean_diff_dims3-7"]
+
+
+@pytest.mark.parametrize(
+    "message, expected",
+    [
+        (
+            "steering.layers: '7' is out of range",
+            "--layers: '7' is out of range (params: steering.layers)",
+        ),
+        (  # an item of a list the flag set
+            "steering.coefficients.1: Input should be a finite number",
+            "--coefficients: Input should be a finite number (params: steering.coefficients.1)",
+        ),
+        (  # a key followed by the value it is about
+            "steering.layers '9-9': selects no layer",
+            "--layers '9-9': selects no layer (params: steering.layers)",
+        ),
+        (
+            "models.base.device: 'x' is not a device",
+            "--device: 'x' is not a device (params: models.base.device)",
+        ),
+        # keys no flag set, or text that only starts like one, stay as they are
+        ("steering.direction: bad", "steering.direction: bad"),
+        ("steering.layers_extra: bad", "steering.layers_extra: bad"),
+        ("models.base.id: cannot load", "models.base.id: cannot load"),
+        ("vectors not found: x", "vectors not found: x"),
+    ],
+)
+def test_an_error_about_a_key_a_flag_set_names_the_flag(message, expected):
+    from steerops.config import name_the_flag
+
+    flags = {
+        "steering.layers": "--layers",
+        "steering.coefficients": "--coefficients",
+        "models.*.device": "--device",
+    }
+    assert name_the_flag(message, flags) == expected
+
+
+@pytest.mark.parametrize(
+    "written, shown",
+    [
+        ("1e400", "'1e400' is out of range (beyond 1.8e308, the largest float)"),
+        ("1.0e+400", "'1.0e+400' is out of range (beyond 1.8e308, the largest float)"),
+        ("-1.5e+999", "'-1.5e+999' is out of range (beyond 1.8e308, the largest float)"),
+        (".inf", "'.inf' is not a finite number"),
+        (".nan", "'.nan' is not a finite number"),
+    ],
+)
+def test_a_number_in_params_that_is_not_finite_is_named_as_written(tmp_path, written, shown):
+    path = _write(tmp_path, f"steering: {{coefficients: [0.5, {written}], min_coherence: 60}}\n")
+    with pytest.raises(SteeropsError) as info:
+        load_params(path)
+    assert str(info.value) == f"{path}: steering.coefficients.1: {shown}"

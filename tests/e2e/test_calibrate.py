@@ -131,5 +131,8 @@ def test_a_global_rule_no_dim_could_meet_is_refused(tmp_path, toy_params, capsys
     argv = ["calibrate", "--params", str(toy_params), "--global-min-layers", "99"]
     assert main(argv) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
-    assert line.endswith("calibration.global_min_layers: 99 is more than the model's 4 layers")
+    assert line.endswith(
+        "--global-min-layers: 99 is more than the model's 4 layers "
+        "(params: calibration.global_min_layers)"
+    )
     assert not (tmp_path / "outputs" / "calibration").exists()

@@ -93,7 +93,7 @@ def test_cli_task_mode(tmp_path, toy_world, files, capsys, monkeypatch):
         out = task_activations_dir(params.out, "prefs", "instruct", "prompt[-2:]", "residual", cid)
         meta = read_json(out / "metadata.json")
         assert meta["layers"] == [2, 3] and meta["task_ids"][2] == "7"
-        assert f"prefs [{cid}] -> {out}" in printed
+        assert f"prefs [{cid}]: extracted -> {out}" in printed
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name(params.experiment).experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]

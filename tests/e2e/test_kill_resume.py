@@ -10,8 +10,10 @@ Fields that record wall time (`timing`) or what one invocation did itself (a sea
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -193,6 +195,45 @@ def test_extract_killed_anywhere_resumes_to_the_same_activations(stages):
     for kill in (f"call:{calls // 2}", "after:3", f"before:{last - 1}", f"before:{last}"):
         got = _kill_and_resume(before["extract"], kill.replace(":", ""), EXTRACT, kill, within)
         assert got == want, kill
+
+
+def test_an_extraction_killed_after_its_last_write_is_finished_in_mlflow(
+    tmp_path, toy_world, monkeypatch
+):
+    """SIGKILLed just after writing its last file (the second position's metadata.json),
+    before closing its MLflow run: its outputs are complete and the next run serves them,
+    so the run ends FINISHED (at that write), not KILLED. Killed just before it, KILLED."""
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracked = _project(tmp_path / "tracked", toy_world)
+    _run(tracked, GENERATE)
+    params = yaml.safe_load((tracked / "params.yaml").read_text())
+    params["tracking"] = {}  # on, in mlflow.db next to each copy's params file
+    (tracked / "params.yaml").write_text(yaml.safe_dump(params))
+    last = len(_points(tracked, EXTRACT)["renamed"])
+    for kill, status in ((f"after:{last}", "FINISHED"), (f"before:{last}", "KILLED")):
+        folder = tracked.parent / f"{tracked.name}-{kill.replace(':', '')}"
+        shutil.copytree(tracked, folder)
+        argv = [*EXTRACT, "--params", str(folder / "params.yaml")]
+        assert killer.killed(killer.run(argv, folder, folder, kill))
+        runs = functools.partial(_runs, MlflowClient(f"sqlite:///{folder / 'mlflow.db'}"))
+        deadline = time.monotonic() + 60  # the tracking process ends it once the stage died
+        while any(r.info.status == "RUNNING" for r in runs()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        first, killed = runs()
+        assert (first.info.status, killed.info.status) == ("FINISHED", status), kill
+        metadata = folder / "outputs/activations" / TRAIT / "base/response_to3/residual"
+        if status == "FINISHED":
+            assert killed.info.end_time == int((metadata / "metadata.json").stat().st_mtime * 1000)
+            assert "outputs were complete" in killed.data.tags["steerops.ended"]
+        _run(folder, EXTRACT)  # served (FINISHED) or resumed (KILLED): a run only for the latter
+        assert len(runs()) == (2 if status == "FINISHED" else 3), kill
+
+
+def _runs(client) -> list:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, order_by=["attributes.start_time"])
 
 
 def test_steer_killed_anywhere_resumes_to_the_same_results(stages):

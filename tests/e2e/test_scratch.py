@@ -116,7 +116,10 @@ def test_failing_commands_fail_before_the_model_loads_and_leave_nothing(
     scratch_before = set((folder / "runs").iterdir()) if (folder / "runs").exists() else set()
     argv = ["steer", "--params", str(params), "--coefficients", "1"]
     cases = [
-        (["--layers", "9"], "steering.layers: '9' is out of range (the model has layers 0-3)"),
+        (
+            ["--layers", "9"],
+            "--layers: '9' is out of range (the model has layers 0-3) (params: steering.layers)",
+        ),
         (["--method", "probe"], "vectors not found"),
         (["--trait", "toy/nope"], "toy/nope"),
         (["--subset", "-1"], "--subset: Input should be greater than or equal to 0"),
@@ -162,3 +165,36 @@ def test_subset_zero_means_every_question(pipeline):
         load_params(params, {"steering.subset": 0}), "toy/refusal", progress=False
     )
     assert zero.questions == everything.questions and len(zero.questions) == 40
+
+
+def test_a_rerun_served_entirely_from_the_logs_opens_no_mlflow_run(
+    pipeline, tmp_path, capsys, monkeypatch
+):
+    """A sweep whose every config and baseline its logs hold under the same settings, and
+    whose files it leaves byte-identical, records nothing new: no MLflow run (parent, cell or
+    config) is opened again, and a line says why. One that changes a file (another coherence
+    threshold picks its best anew) is logged as before."""
+    folder, params = pipeline
+    client = MlflowClient(load_params(params).tracking.uri)
+    experiment = client.get_experiment_by_name("toy-refusal").experiment_id
+
+    def runs() -> int:
+        return len(client.search_runs([experiment], max_results=5000))
+
+    before, files = runs(), _snapshot(folder)
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DVC_STAGE", "steer")  # `dvc repro` running the stage again
+        assert main(["steer", "--params", str(params), *SMALL]) == 0
+    assert runs() == before and _snapshot(folder) == files
+    out = capsys.readouterr().out
+    assert "c=0.5" in out and "MLflow run:" not in out  # the table, and no run to link
+    assert "every config was served from the results logs" in out
+
+    run = ["steer", "--params", str(params), "--out", str(tmp_path / "mine"), *SMALL]
+    assert main(run) == 0
+    assert runs() == before + 1 + 1 + 4  # invocation, cell, 2 x 2 configs
+    assert main(run) == 0
+    assert runs() == before + 6
+    assert main([*run, "--min-coherence", "99"]) == 0
+    assert runs() == before + 12

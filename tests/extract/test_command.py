@@ -20,3 +20,31 @@ def test_an_always_empty_window_is_refused_up_front(
         tasks.write_text('{"task_id": "a", "prompt": "hi"}\n')
         argv += ["--tasks", str(tasks)]
     assert f"position {position!r}" in refused_up_front(argv, tmp_path, capsys)
+
+
+def test_the_console_tells_a_fresh_extraction_from_one_served_from_disk(
+    tmp_path, toy_world, capsys
+):
+    from steerops.cli import main
+
+    params = str(write_params(tmp_path, toy_world, tracking={"enabled": False}))
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"task_id": "a", "prompt": "hi"}\n{"task_id": "b", "prompt": "bye"}\n')
+    trait = ["extract", "--params", params, "--position", "prompt[-1]", "--layers", "1"]
+    for argv, label in (
+        (trait, "toy/refusal prompt[-1]"),
+        ([*trait, "--tasks", str(tasks)], "tasks [baseline]"),
+    ):
+        lines = []
+        for again in ([], [], ["--force"]):
+            assert main([*argv, *again]) == 0
+            [line] = capsys.readouterr().out.strip().splitlines()
+            lines.append(line)
+        fresh, served, forced = lines
+        assert fresh.startswith(f"{label}: extracted ") and forced.startswith(
+            f"{label}: extracted "
+        )
+        assert served.startswith(f"{label}: up to date, served from disk"), served
+        assert fresh.split(" -> ")[1] == served.split(" -> ")[1]  # the same folder
+        if label.startswith("toy"):
+            assert "tokens/s" in fresh and "tokens/s" not in served  # no speed for no work

@@ -227,8 +227,12 @@ def test_bad_input_is_one_line_naming_it(toy_params, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--device", "bogus"], "models.base.device: 'bogus' is not a device"),
-        (["--device", "cuda:99"], "models.base.device: cuda:99 is not available"),
+        (
+            ["--device", "bogus"],
+            "--device: 'bogus' is not a device (cpu, cuda, cuda:1, mps) "
+            "(params: models.base.device)",
+        ),
+        (["--device", "cuda:99"], "--device: cuda:99 is not available"),
     ],
     ids=["not-a-device", "device-not-here"],
 )

@@ -93,7 +93,7 @@ def test_train_stage_bad_input_keeps_outputs(tmp_path, capsys):
         )
         == 2
     )
-    assert "probes.confounds: file not found" in capsys.readouterr().err
+    assert "--confounds: file not found" in capsys.readouterr().err
     argv = ["probe", "train", "--params", str(params_file), "--cv-folds", "4"]
     assert main([*argv, "--heldout-fraction", "0.3"]) == 2
     assert "--heldout-fraction: not used with --cv-folds" in capsys.readouterr().err
@@ -101,7 +101,7 @@ def test_train_stage_bad_input_keeps_outputs(tmp_path, capsys):
     argv = ["probe", "train", "--params", str(params_file), "--condition", "nope"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert "probes.condition 'nope': not a condition in no conditions file" in err
+    assert "--condition 'nope': not a condition in no conditions file" in err
     assert not (
         params.out / "tasks" / "fake" / "instruct" / "prompt_m1" / "residual" / "nope"
     ).exists()
@@ -166,6 +166,4 @@ def test_train_on_a_named_condition_reads_its_activations(tmp_path, capsys):
     argv = ["probe", "train", "--params", str(params_file), "--condition", "loud"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert (
-        "probes.condition 'loud': not a condition in" in err and "(it has baseline, terse)" in err
-    )
+    assert "--condition 'loud': not a condition in" in err and "(it has baseline, terse)" in err

@@ -40,8 +40,8 @@ def _refused(tmp_path, toy_world, monkeypatch, capsys, extra: list[str]) -> str:
 @pytest.mark.parametrize(
     "storage, message",
     [
-        ("bogus://x", "search.storage: cannot open bogus://x: "),
-        ("journal:///{tmp}/a_file/study.log", "search.storage: cannot open journal "),
+        ("bogus://x", "--storage: cannot open bogus://x: "),
+        ("journal:///{tmp}/a_file/study.log", "--storage: cannot open journal "),
     ],
     ids=["unknown-scheme", "journal-folder-cannot-be-made"],
 )
@@ -51,13 +51,14 @@ def test_a_storage_that_cannot_open_fails_before_loading_and_tracking(
     (tmp_path / "a_file").write_text("")
     line = _refused(tmp_path, toy_world, monkeypatch, capsys, ["--storage", storage])
     assert line.startswith(f"steerops search: error: {message}"), line
+    assert line.endswith("(params: search.storage)")  # the flag, with the key it sets
 
 
 @pytest.mark.parametrize(
     "extra, message",
     [
         (["--enqueue", "9"], "enqueue: coefficient 9 is outside the searched range"),
-        (["--known-results", "{tmp}/none.jsonl"], "search.known_results: file not found"),
+        (["--known-results", "{tmp}/none.jsonl"], "--known-results: file not found"),
         (["--known-results", "{tmp}/bad.jsonl"], "bad.jsonl:1: malformed JSON line"),
     ],
     ids=["enqueue-outside-range", "known-results-missing", "known-results-not-jsonl"],

@@ -16,10 +16,11 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+import steerops
 from steerops.config import load_params
 from steerops.tracking import track
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+SRC = str(Path(steerops.__file__).resolve().parents[1])  # the steerops under test
 
 
 def _params(folder: Path, **tracking):
@@ -99,6 +100,28 @@ def test_a_failing_stage_ends_its_run_failed(tmp_path):
     assert run.info.status == "FAILED" and run.data.metrics == {"x": 1.0}
 
 
+def test_a_held_run_is_logged_only_when_kept_or_when_it_fails(tmp_path):
+    params = _params(tmp_path)
+    with track(params, "steer", "nothing new", held=True) as tracker:
+        with tracker.child("cell") as cell:
+            cell.log_metrics({"m": 1})
+    assert not tracker.kept and tracker.run_id is None and _runs(tmp_path) == []
+    opened = time.time()
+    with track(params, "steer", "something new", held=True) as tracker:
+        time.sleep(1.1)
+        with tracker.child("cell") as cell:
+            cell.log_metrics({"m": 1})
+        tracker.keep()  # what was held is sent, stamped with its own times
+    (top,) = _runs(tmp_path, "attributes.run_name = 'something new'")
+    assert top.info.start_time <= opened * 1000 + 500 and top.info.status == "FINISHED"
+    (cell,) = _runs(tmp_path, f"tags.`mlflow.parentRunId` = '{top.info.run_id}'")
+    assert cell.data.metrics == {"m": 1.0}
+    with pytest.raises(RuntimeError), track(params, "steer", "failed", held=True):
+        raise RuntimeError("boom")
+    (failed,) = _runs(tmp_path, "attributes.run_name = 'failed'")
+    assert failed.info.status == "FAILED"
+
+
 def test_disabled_tracking_is_a_no_op(tmp_path):
     params = _params(tmp_path, enabled=False)
     with track(params, "steer", "nothing") as tracker:
@@ -155,6 +178,62 @@ def test_a_killed_stage_has_its_runs_ended_killed(tmp_path):
     with track(load_params(tmp_path / "params.yaml"), "report", "next start"):
         pass
     assert [_status(tmp_path, i) for i in ids] == ["KILLED", "KILLED"]
+
+
+DONE_WHEN = """
+import json, sys, time
+sys.path.insert(0, {src!r})
+from pathlib import Path
+from steerops.config import load_params
+from steerops.tracking import track
+out, written = Path({out!r}), {written!r}
+with track(load_params({params!r}), "extract", "held", done_when={{out: "h1"}}) as tracker:
+    if written is not None:  # the work's last write, before its run could end
+        out.write_text(json.dumps({{"settings_hash": written, "tensors_md5": "m"}}))
+    print(tracker.run_id, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["stage-alone", "stage-and-worker"])
+def test_a_run_killed_after_its_outputs_were_complete_ends_finished(tmp_path, group):
+    """A stage killed between its last output write and closing its run (SIGKILL, no
+    cleanup): the run ends FINISHED, at the time of that write, when its outputs record the
+    settings it was opened for; KILLED when they are missing or another run's."""
+    _params(tmp_path)
+    ended = {}
+    for written in ("h1", None, "h0"):
+        out = tmp_path / f"metadata-{written}.json"
+        code = DONE_WHEN.format(
+            src=SRC, params=str(tmp_path / "params.yaml"), out=str(out), written=written
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=group,
+        )
+        assert proc.stdout is not None
+        (run_id,) = proc.stdout.readline().split()
+        os.killpg(proc.pid, signal.SIGKILL) if group else proc.kill()
+        proc.wait()
+        ended[written] = (run_id, out)
+    if group:  # the tracking worker died too: the next start settles the runs
+        with track(load_params(tmp_path / "params.yaml"), "report", "next start"):
+            pass
+    client = MlflowClient(_uri(tmp_path))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any(
+        _status(tmp_path, run_id) == "RUNNING" for run_id, _ in ended.values()
+    ):
+        time.sleep(0.5)
+    statuses = {w: _status(tmp_path, run_id) for w, (run_id, _) in ended.items()}
+    assert statuses == {"h1": "FINISHED", None: "KILLED", "h0": "KILLED"}
+    run_id, out = ended["h1"]
+    done = client.get_run(run_id)
+    assert done.info.end_time == int(out.stat().st_mtime * 1000)
+    assert "outputs were complete" in done.data.tags["steerops.ended"]
+    assert "steerops.ended" not in client.get_run(ended[None][0]).data.tags
 
 
 FIRST_USE = """

@@ -75,7 +75,7 @@ def calibrate(params, progress: bool = True) -> dict:
     cfg = params.calibration
     prompts_file = params.path(cfg.prompts)
     prompts = load_calibration_prompts(prompts_file)
-    spec = params.variant(cfg.variant)
+    spec = params.variant(cfg.variant, "calibration.variant")
     check_variant(params, cfg.variant)  # a bad source or device fails before the run opens
     settings = {
         k: getattr(cfg, k)

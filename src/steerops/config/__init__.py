@@ -23,6 +23,7 @@ from steerops.config.base import SPEC_ERROR, Strict
 from steerops.config.calibration import CalibrationConfig
 from steerops.config.core import PathsConfig, TrackingConfig, TraitsConfig
 from steerops.config.extraction import ExtractionConfig
+from steerops.config.finite import ParamsLoader, not_finite, written_text
 from steerops.config.generate import GenerateConfig
 from steerops.config.judge import JudgeConfig
 from steerops.config.models import ModelVariant, default_variants
@@ -34,7 +35,7 @@ from steerops.config.vectors import CleaningConfig, VectorsConfig
 from steerops.errors import SteeropsError
 from steerops.io import read_text
 
-__all__ = ["Params", "load_params", "ModelVariant", "DEFAULT_PARAMS_FILE"]
+__all__ = ["Params", "load_params", "ModelVariant", "DEFAULT_PARAMS_FILE", "name_the_flag"]
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 # Keys an older params file may still have, with what replaced them.
@@ -115,10 +116,13 @@ class Params(Strict):
         """The pipeline's outputs, where a stage reads what earlier stages wrote."""
         return self.path(self.paths.out)
 
-    def variant(self, name: str) -> ModelVariant:
+    def variant(self, name: str, key: str | None = None) -> ModelVariant:
+        """The variant `name`; `key`: the params key that named it (its flag, when one gave
+        it, is then named in the error)."""
         if name not in self.models:
             known = ", ".join(sorted(self.models)) or "none"
-            raise SteeropsError(f"models.{name}: unknown model variant (known: {known})")
+            where = f"{key}: " if key else ""
+            raise SteeropsError(f"{where}models.{name}: unknown model variant (known: {known})")
         return self.models[name]
 
 
@@ -136,7 +140,7 @@ def load_params(
         if not path.is_file():
             raise SteeropsError(f"params file not found: {path}")
         try:
-            data = yaml.safe_load(read_text(path)) or {}
+            data = yaml.load(read_text(path), Loader=ParamsLoader) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark else ""
@@ -158,9 +162,9 @@ def _blame(exc: ValidationError, path: Path, flag_names: dict[str, str]) -> str:
     message = describe_validation_error(exc)  # "<key>: <what is wrong>"
     key = ".".join(str(p) for p in exc.errors()[0]["loc"])
     what = message.removeprefix(key + ": ")
-    for name, flag in flag_names.items():
-        if key == name or key.startswith(name + "."):
-            return f"{flag}: {what} (params: {key})"
+    on_flag = name_the_flag(message, flag_names)
+    if on_flag != message:
+        return on_flag
     # a check across a block's keys (e.g. coef_max > coef_min) is blamed on the flags
     # that set a key it names
     named = [
@@ -173,6 +177,19 @@ def _blame(exc: ValidationError, path: Path, flag_names: dict[str, str]) -> str:
     return f"{path}: {message}"
 
 
+def name_the_flag(message: str, flag_names: dict[str, str]) -> str:
+    """`message` ("<key>: <what is wrong>", or "<key> <value>: ...") naming the flag that
+    set the key instead, with the key in parentheses; unchanged when no flag set it. A key
+    may hold `*` for one part (`models.*.device`, which --device sets)."""
+    head, sep, what = message.partition(": ")
+    for name, flag in flag_names.items():
+        part = re.escape(name).replace(r"\*", r"[^.]+")
+        match = re.fullmatch(rf"({part}(?:\.\S+)?)( .+)?", head) if sep else None
+        if match:
+            return f"{flag}{match[2] or ''}: {what} (params: {match[1]})"
+    return message
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """One line naming the first offending key, e.g. `steering.layers: unknown key`."""
     err = exc.errors()[0]
@@ -183,6 +200,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     if err["type"] == "missing":
         return f"{key}: required key missing"
     got = err.get("input")
+    if err["type"] == "finite_number":
+        return f"{key}: {not_finite(written_text(got))}"
     # a spec's own message already quotes it
     shown = "" if isinstance(got, dict | list) or err["type"] == SPEC_ERROR else f" (got {got!r})"
     more = f" [+{len(exc.errors()) - 1} more]" if len(exc.errors()) > 1 else ""

@@ -13,12 +13,15 @@ Spec fields (positions, layers, methods) take text; params parse it when they lo
 from __future__ import annotations
 
 import argparse
+import math
 import types
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+
+from steerops.config.finite import not_finite
 
 
 def csv_list(cast: Callable[[str], Any] = str) -> Callable[[str], list]:
@@ -115,9 +118,12 @@ def _scalar(annotation: Any) -> Callable[[str], Any]:
             return text
         for cast in casts:
             try:
-                return cast(text)
+                value = cast(text)
             except ValueError:
-                pass
+                continue
+            if isinstance(value, float) and not math.isfinite(value):  # `1e400` is inf
+                raise argparse.ArgumentTypeError(not_finite(text))
+            return value
         if casts or literals:
             allowed = " or ".join([c.__name__ for c in casts] + [repr(v) for v in literals])
             raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}")

@@ -19,6 +19,9 @@ from steerops.io import check_folder_name
 from steerops.specs import Layers
 from steerops.traits import load_trait
 
+SERVED = "up to date, served from disk"
+FORCE_HINT = "(--force extracts again)"
+
 
 def register(subparsers) -> None:
     parser = stage_parser(subparsers, "extract", __doc__)
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _run_traits(args, params) -> None:
+    from steerops.extract.store import activations_dir
     from steerops.extract.trait import extract_trait
     from steerops.generate.store import load_kept_responses, responses_file
 
@@ -63,23 +67,26 @@ def _run_traits(args, params) -> None:
     positions = cfg.positions
     if not positions:
         raise SteeropsError("extraction.positions: empty")
-    params.variant(cfg.variant)
+    params.variant(cfg.variant, "extraction.variant")
     for name in params.traits.names:
         load_trait(params.path(params.traits.root), name)
         if any(p.needs_response for p in positions):
             load_kept_responses(responses_file(params.out, name, cfg.variant), name, cfg.variant)
-    _precheck(params, cfg.variant, cfg.layers, cfg.component)
+    _precheck(params, cfg.variant, cfg.layers, "extraction.layers", cfg.component)
     loaded = _load(params, cfg.variant)
-    layers = cfg.layers.resolve(loaded.layout.num_layers)
+    layers = cfg.layers.resolve(loaded.layout.num_layers, "extraction.layers")
     for name in params.traits.names:
         for pos in positions:
+            folder = activations_dir(params.out, name, cfg.variant, pos, cfg.component)
+            before = _written(folder)
             out_dir, meta = extract_trait(
                 params, loaded, name, pos, layers, cfg.component, force=args.force
             )
-            _report(f"{name} {pos.text}", out_dir, meta)
+            _report(f"{name} {pos.text}", out_dir, meta, served=_written(folder) == before)
 
 
 def _run_tasks(args, params) -> None:
+    from steerops.extract.store import task_activations_dir
     from steerops.extract.tasks import BASELINE, extract_tasks, load_conditions, load_tasks
 
     # The extraction flags apply when given; otherwise the probes block's settings do.
@@ -91,6 +98,9 @@ def _run_tasks(args, params) -> None:
     def chosen(key: str, default):
         return getattr(params.extraction, key) if f"extraction.{key}" in given else default
 
+    def key_of(name: str) -> str:  # the params key a setting came from (errors name it)
+        return f"extraction.{name}" if f"extraction.{name}" in given else f"probes.{name}"
+
     variant, layer_spec = chosen("variant", probes.variant), chosen("layers", probes.layers)
     component = chosen("component", probes.component)
     positions = chosen("positions", [probes.position])
@@ -99,7 +109,7 @@ def _run_tasks(args, params) -> None:
             f"--position: task-set mode takes one position (got {', '.join(map(str, positions))})"
         )
     position = positions[0]
-    params.variant(variant)
+    params.variant(variant, key_of("variant"))
     tasks_file = Path(args.tasks)
     tasks = load_tasks(tasks_file)
     conditions = load_conditions(args.conditions) if args.conditions else [BASELINE]
@@ -110,9 +120,13 @@ def _run_tasks(args, params) -> None:
         )
     name = probes.tasks_name or tasks_file.stem
     check_folder_name(name, "probes.tasks_name" if probes.tasks_name else f"--tasks {tasks_file}")
-    _precheck(params, variant, layer_spec, component)
+    _precheck(params, variant, layer_spec, key_of("layers"), component)
     loaded = _load(params, variant)
-    layers = layer_spec.resolve(loaded.layout.num_layers)
+    layers = layer_spec.resolve(loaded.layout.num_layers, key_of("layers"))
+    before = {
+        c.id: _written(task_activations_dir(params.out, name, variant, position, component, c.id))
+        for c in conditions
+    }
     inputs = {"tasks": tasks_file}
     if args.conditions:
         inputs["conditions"] = Path(args.conditions)
@@ -129,12 +143,14 @@ def _run_tasks(args, params) -> None:
         run_inputs=inputs,
     )
     for cond_id, out_dir in outputs.items():
-        print(f"{name} [{cond_id}] -> {out_dir}")
+        served = _written(out_dir) == before[cond_id]
+        done = f"{SERVED} {FORCE_HINT}" if served else "extracted"
+        print(f"{name} [{cond_id}]: {done} -> {out_dir}")
 
 
-def _precheck(params, variant: str, spec: Layers, component: str) -> None:
-    """Check layer ranges and the component against the model's config before loading its
-    weights."""
+def _precheck(params, variant: str, spec: Layers, key: str, component: str) -> None:
+    """Check layer ranges (of params key `key`) and the component against the model's
+    config before loading its weights."""
     from transformers import AutoConfig
 
     from steerops.models.loading import model_source
@@ -151,7 +167,7 @@ def _precheck(params, variant: str, spec: Layers, component: str) -> None:
     except Exception:  # unreadable config: the check after loading still runs
         return
     if not model.layers_path:
-        spec.resolve(depth)
+        spec.resolve(depth, key)
     model_type = getattr(config, "model_type", "")
     attn, mlp = component_paths(model_type, model.attn_path, model.mlp_path)
     check_component(model_type, component, attn if component == "attn_out" else mlp, variant)
@@ -163,10 +179,31 @@ def _load(params, variant: str):
     return load_model(params, variant, padding_side=params.extraction.padding_side)
 
 
-def _report(label: str, out_dir: Path, meta: dict) -> None:
+def _written(folder: Path) -> tuple[int, int] | None:
+    """Which write of `folder`'s metadata.json is on disk (an extraction writes it last, as
+    a new file; serving the folder leaves it), None when there is none."""
+    from steerops.extract.store import METADATA_FILE
+
+    try:
+        stat = (folder / METADATA_FILE).stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def _report(label: str, out_dir: Path, meta: dict, served: bool) -> None:
+    """One line per position: what an extraction did, or that it was served from disk."""
     counts, timing = meta["counts"], meta["timing"]
+    examples = (
+        f"{counts.get('positive', 0)} positive / {counts.get('negative', 0)} negative, "
+        f"{counts.get('dropped_empty', 0)} dropped"
+    )
+    if served:  # its timing is the earlier run's: no speed for no work
+        print(f"{label}: {SERVED}: {examples} {FORCE_HINT} -> {out_dir}")
+        return
+    resumed = timing.get("reused_shards")
+    resumed_from = f", {resumed} shards from an interrupted run reused" if resumed else ""
     print(
-        f"{label}: {counts.get('positive', 0)} positive / {counts.get('negative', 0)} "
-        f"negative, {counts.get('dropped_empty', 0)} dropped, "
-        f"{timing['tokens_per_s'] or 0:.0f} tokens/s -> {out_dir}"
+        f"{label}: extracted {examples}, {timing['tokens_per_s'] or 0:.0f} tokens/s"
+        f"{resumed_from} -> {out_dir}"
     )

@@ -22,6 +22,7 @@ from steerops.extract.provenance import make_job, model_metadata, run_logged
 from steerops.extract.store import task_activations_dir
 from steerops.io import iter_jsonl, text_md5
 from steerops.specs import Position, parse_position
+from steerops.tracking.completion import done_when
 from steerops.tracking.lineage import model_input
 
 _SAFE_ID = re.compile(r"^[\w.-]+$")
@@ -165,13 +166,16 @@ def extract_tasks(
         examples = task_examples(loaded.tokenizer, tasks, cond)
         job = make_job(params, loaded, out_dir, pos, layers, component)
         outputs[cond.id] = out_dir
-        if force or store.completed(out_dir, engine.job_hash(job, examples)) is None:
-            todo.append((cond, job, examples))
+        digest = engine.job_hash(job, examples)
+        if force or store.completed(out_dir, digest) is None:
+            todo.append((cond, job, examples, {out_dir / store.METADATA_FILE: digest}))
     if not todo:
         return outputs
 
-    with _parent_run(params, tracker, tasks_name, loaded, run_inputs or {}) as parent:
-        for cond, job, examples in todo:
+    # a run killed once its metadata files are written (last) still finished its work
+    everything = {path: digest for *_, done in todo for path, digest in done.items()}
+    with _parent_run(params, tracker, tasks_name, loaded, run_inputs or {}, everything) as parent:
+        for cond, job, examples, done in todo:
             policy = "task" if cond.system_prompt is None else "override"
 
             def describe(kept, cond=cond, policy=policy, weights=job.settings["weights"]) -> dict:
@@ -198,13 +202,16 @@ def extract_tasks(
                     "layers": layers,
                     "dtype": cfg.dtype,
                 },
+                tags=done_when(done),
             ) as child:
                 run_logged(child, params, loaded, examples, job, describe, progress, on_shard)
     return outputs
 
 
 @contextlib.contextmanager
-def _parent_run(params, tracker, tasks_name: str, loaded, inputs: dict[str, Path]):
+def _parent_run(
+    params, tracker, tasks_name: str, loaded, inputs: dict[str, Path], done: dict[Path, str]
+):
     if tracker is not None:
         yield tracker
         return
@@ -216,6 +223,7 @@ def _parent_run(params, tracker, tasks_name: str, loaded, inputs: dict[str, Path
         f"extract tasks {tasks_name} {loaded.name}",
         inputs={**inputs, **model_input(loaded.source)},
         tags={"steerops.tasks": tasks_name, "steerops.variant": loaded.name},
+        done_when=done,
     ) as run:
         run.log_params({"mode": "tasks", "tasks": tasks_name, "variant": loaded.name})
         yield run

@@ -77,8 +77,9 @@ def extract_trait(
             "counts": split_counts(kept),
         }
 
+    digest = engine.job_hash(job, examples)
     if not force:
-        done = store.completed(out_dir, engine.job_hash(job, examples))
+        done = store.completed(out_dir, digest)
         if done is not None:
             return out_dir, done
 
@@ -92,6 +93,8 @@ def extract_trait(
         run_name,
         inputs=inputs,
         tags={"steerops.trait": trait_name, "steerops.variant": loaded.name},
+        # killed once the metadata is written (last), the run still finished
+        done_when={out_dir / store.METADATA_FILE: digest},
     ) as tracker:
         tracker.log_params(
             {

@@ -83,6 +83,7 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
     from steerops.models.loading import check_variant
 
     cfg = params.generate
+    params.variant(cfg.variant, "generate.variant")
     trait = load_trait(params.path(params.traits.root), name)
     _check_pairing(cfg, trait)
     folder = responses_dir(params.out, name, cfg.variant)

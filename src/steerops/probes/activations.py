@@ -44,7 +44,7 @@ def is_fresh(
     if not is_complete(folder):
         return False
     meta = read_metadata(folder)
-    spec = params.variant(params.probes.variant)
+    spec = params.variant(params.probes.variant, "probes.variant")
     model = meta.get("model") or {}
     if (
         meta.get("source_hash") != digest
@@ -91,7 +91,11 @@ def ensure_conditions(
     from steerops.models.loading import load_model
 
     loaded = load_model(params, probes.variant)
-    wanted = layers if layers is not None else probes.layers.resolve(loaded.layout.num_layers)
+    wanted = (
+        layers
+        if layers is not None
+        else probes.layers.resolve(loaded.layout.num_layers, "probes.layers")
+    )
     extract_tasks(
         params,
         loaded,
@@ -152,6 +156,6 @@ def select_layers(params, folder: Path) -> list[int]:
         return (
             stored_layers(folder)
             if params.probes.layers.text == "all"
-            else params.probes.layers.resolve(max(stored_layers(folder)) + 1)
+            else params.probes.layers.resolve(max(stored_layers(folder)) + 1, "probes.layers")
         )
-    return params.probes.layers.resolve(int(depth))
+    return params.probes.layers.resolve(int(depth), "probes.layers")

@@ -63,7 +63,7 @@ def _inputs(params, act_dir: Path) -> dict[str, dict]:
 
 def _config(params, layers: list[int]) -> dict:
     probes = params.probes
-    spec = params.variant(probes.variant)
+    spec = params.variant(probes.variant, "probes.variant")
     return {
         "tasks_name": tasks_name(params),
         "variant": probes.variant,

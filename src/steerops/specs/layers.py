@@ -23,8 +23,13 @@ class Layers:
     def __str__(self) -> str:
         return self.text
 
-    def resolve(self, num_layers: int) -> list[int]:
-        return parse_layers(self.text, num_layers)
+    def resolve(self, num_layers: int, key: str = "layers") -> list[int]:
+        """The layers selected in a model of `num_layers` blocks; an error names `key`, the
+        params key the spec came from (and so, on the command line, its flag)."""
+        try:
+            return parse_layers(self.text, num_layers)
+        except SteeropsError as exc:  # every message starts with "layers"
+            raise SteeropsError(key + str(exc).removeprefix("layers")) from None
 
 
 def layers_spec(spec: str | int | list | Layers) -> Layers:

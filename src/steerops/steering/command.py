@@ -18,7 +18,9 @@ and responses/; and gathers every cell into metrics/steer.json and metrics/steer
 
 Run by DVC (or with --pipeline) it writes the pipeline's outputs; run by hand it is a scratch
 run: it reads the pipeline's vectors and writes everything under runs/steer-<time>/ (or
---out DIR), then prints a layer x coefficient table per cell and the MLflow run's link.
+--out DIR), then prints a layer x coefficient table per cell and the MLflow run's link. A
+rerun that evaluates nothing new and leaves every cell's files as they were opens no MLflow
+run: the runs that evaluated those configs already hold them.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ def run(args: argparse.Namespace) -> None:
     }
     tags = {"steerops.trait": traits[0] if len(traits) == 1 else None}
     name = invocation_name("steer", traits, cells)
-    with track(params, "steer", name, tags=tags, datasets=questions) as tracker:
+    # held: logged once something is new (see steer_cells)
+    with track(params, "steer", name, tags=tags, datasets=questions, held=True) as tracker:
         tracker.log_params(
             {
                 "traits": traits,
@@ -91,6 +94,11 @@ def run(args: argparse.Namespace) -> None:
                     )
                 )
         write_steer_summary(params)
+    if tracker.active and not tracker.kept:
+        print(
+            "steerops steer: every config was served from the results logs and no output "
+            "changed: no new MLflow run (the runs that evaluated them hold these results)"
+        )
     link = tracker.link()
     if link:
         print(f"MLflow run: {link}")
@@ -107,13 +115,16 @@ def steer_cells(
 
     The cells share the steered model, questions and judge, so one evaluator generates the
     configs of all of them together: the batches stay full and the model loads once. Each
-    cell still gets its own MLflow run (nested under `tracker`'s) and output folder."""
+    cell still gets its own MLflow run (nested under `tracker`'s) and output folder; a held
+    `tracker` is kept only when something is generated or a cell's files change."""
     import time
 
     from steerops.steering.best import protocol
     from steerops.steering.configs import Config, VectorSource
     from steerops.steering.evaluate import SteeringEvaluator
+    from steerops.steering.runs import folder_digests
     from steerops.steering.session import SteeringSession
+    from steerops.steering.store import steering_dir
     from steerops.tracking import Tracker, input_hash_tags, model_input
 
     cfg = params.steering
@@ -124,7 +135,7 @@ def steer_cells(
         raise SteeropsError("steering.coefficients: give at least one coefficient")
     evaluator = SteeringEvaluator(SteeringSession(params, trait, progress=progress))
     protocol(params).split(evaluator.questions)  # too few questions to hold any out: fail now
-    layers = evaluator.session.layers(cfg.layers)
+    layers = evaluator.session.layers(cfg.layers, "steering.layers")
     per_cell = [
         [
             Config.single(VectorSource.of(method, position, cfg.component), layer, c)
@@ -135,6 +146,10 @@ def steer_cells(
     ]
     everything = [config for configs in per_cell for config in configs]
     evaluator.check(everything)  # a missing vector fails before anything is generated
+    folders = [steering_dir(params.out, trait, cfg.variant, p, cfg.component, m) for m, p in cells]
+    before = folder_digests(folders)
+    if not evaluator.all_logged(everything):
+        tracker.keep()  # new results: the run covers their generation
     started = time.time()
     results = evaluator.evaluate(everything)  # the baseline too, with the first chunk
     baseline = evaluator.baseline()
@@ -161,6 +176,8 @@ def steer_cells(
                 model_tags,
             )
         )
+    if folder_digests(folders) != before:
+        tracker.keep()  # all served, but a cell's files changed (e.g. another min_coherence)
     return summaries
 
 

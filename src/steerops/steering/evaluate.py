@@ -105,6 +105,19 @@ class SteeringEvaluator:
                 raise SteeropsError("a steering config needs at least one vector")
             self.session.weights(config)
 
+    def all_logged(self, configs: list[Config]) -> bool:
+        """Whether evaluating `configs` would generate and log nothing: the baseline and
+        every config are in a log under these very settings."""
+        base = self._logged_baseline()
+        if base is None or not base.logged_here:
+            return False
+        logs: dict[Path, ResultsLog] = {}
+        for config in configs:
+            found = self._logged(config, self.session.weights(config), logs)
+            if found is None or not found[1]:
+                return False
+        return True
+
     def vector_files(self, source: VectorSource) -> dict[str, str]:
         """The md5 of the vector files a config of `source` is evaluated with (what a logged
         result must match to stand for one evaluated now)."""

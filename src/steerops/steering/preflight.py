@@ -46,15 +46,7 @@ def model_shape(params, variant: str) -> ModelShape:
 
 def resolve_layers(spec: Layers, shape: ModelShape, key: str) -> list[int] | None:
     """The layers `spec` selects, with an error naming the params key `key`."""
-    if shape.num_layers is None:
-        return None
-    try:
-        return spec.resolve(shape.num_layers)
-    except SteeropsError as exc:
-        message = str(exc)
-        raise SteeropsError(
-            key + message[len("layers") :] if message.startswith("layers") else message
-        ) from None
+    return None if shape.num_layers is None else spec.resolve(shape.num_layers, key)
 
 
 def check_grid(
@@ -86,7 +78,8 @@ def check_grid(
             "steering.coefficients: only 0, the unsteered model (the baseline is run "
             "anyway): give a steered coefficient"
         )
-    params.variant(cfg.vector_variant)
+    params.variant(cfg.vector_variant, "steering.vector_variant")
+    params.variant(cfg.variant, "steering.variant")
     check_variant(params, cfg.variant)  # its source, safetensors weights and device
     shape = model_shape(params, cfg.variant)
     layers = resolve_layers(layers_spec, shape, layers_key)

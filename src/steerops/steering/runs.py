@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from steerops.io import read_json
+from steerops.io import read_json, tree_md5
 from steerops.steering.configs import ConfigResult
 from steerops.steering.evaluate import SteeringEvaluator
 from steerops.steering.store import CSV_FILE, CURVE_FILE, METRICS_FILE, RESULTS_FILE, joined
@@ -28,6 +28,12 @@ def invocation_name(stage: str, traits: list[str], cells: list[tuple[Any, Any]])
     what = f"{cells[0][0]} {cells[0][1]}" if len(cells) == 1 else f"{len(cells)} cells"
     who = traits[0] if len(traits) == 1 else f"{len(traits)} traits"
     return f"{stage} {what} {who}"
+
+
+def folder_digests(folders: list[Path]) -> list[str | None]:
+    """Each folder's content hash (None: not there yet). A sweep after which its cells'
+    hashes are unchanged, and that generated nothing, has nothing new to log."""
+    return [tree_md5(folder) if folder.is_dir() else None for folder in folders]
 
 
 def cell_name(method: Any, position: Any, trait: str) -> str:

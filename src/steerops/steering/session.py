@@ -74,9 +74,9 @@ class SteeringSession:
         steered variant): it must never run while steering hooks are on that model."""
         return getattr(self.judge, "model", None) is self.loaded.model
 
-    def layers(self, spec: Layers) -> list[int]:
-        """The layers `spec` selects in the steered model."""
-        return spec.resolve(self.loaded.layout.num_layers)
+    def layers(self, spec: Layers, key: str = "layers") -> list[int]:
+        """The layers `spec` (params key `key`) selects in the steered model."""
+        return spec.resolve(self.loaded.layout.num_layers, key)
 
     def weights(self, config: Config) -> tuple[float, ...]:
         """Absolute weight on each unit vector of `config`, direction sign included; fails

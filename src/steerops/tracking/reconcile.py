@@ -1,6 +1,7 @@
 """What earlier runs left behind, settled when a stage next opens the store: the journal
 of a run whose tracking failed is sent, and a run left RUNNING by a process that is gone
-(killed, or its machine rebooted) is ended as KILLED.
+(killed, or its machine rebooted) is ended: FINISHED when the outputs it named are complete
+(`completion`), else KILLED.
 
 A run records its process in tags (`steerops.node`, `steerops.pid`, `steerops.pid_start`),
 so only runs of this node whose process has ended are touched; a run another machine holds
@@ -12,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from steerops.liveness import is_gone, node_id
+from steerops.tracking.completion import left_open
 from steerops.tracking.sink import apply, one_line
 
 NODE, PID, PID_START = "steerops.node", "steerops.pid", "steerops.pid_start"
@@ -62,7 +65,8 @@ def replay_journals(client, uri: str, journal_dir: Path) -> None:
 
 
 def end_killed_runs(client) -> list[str]:
-    """End as KILLED this node's RUNNING runs whose process is gone; their ids."""
+    """End this node's RUNNING runs whose process is gone (FINISHED when their outputs are
+    complete, else KILLED); their ids."""
     node = node_id()
     if node is None:
         return []
@@ -83,6 +87,9 @@ def end_killed_runs(client) -> list[str]:
         except (KeyError, ValueError):
             continue
         if is_gone(holder):
-            client.set_terminated(run.info.run_id, "KILLED")
+            status, end, extra = left_open(tags, int(time.time() * 1000))
+            for key, value in extra.items():
+                client.set_tag(run.info.run_id, key, value)
+            client.set_terminated(run.info.run_id, status, end_time=end)
             ended.append(run.info.run_id)
     return ended

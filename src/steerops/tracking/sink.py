@@ -9,7 +9,9 @@ the stage no time on its own core and hold no lock the stage needs. The stage wa
 only when it closes its run. When MLflow fails, the worker stops sending, says so in one
 line and keeps every operation it could not send in a journal (`pending-*.json` in the
 journal folder) that the next start sends. If the stage dies, the worker ends its open runs
-as KILLED.
+(KILLED, or FINISHED when their outputs are complete: `completion`). A sink opened `held`
+keeps every operation back until `release` (the stage found something to log) and drops
+them at `close` if it never came: a rerun whose work was all done leaves no run.
 
 Operations (`run` is a key local to this invocation; MLflow's id is known once created):
     {"op": "start", "run", "parent", "name", "tags", "time"}
@@ -39,7 +41,9 @@ MAX_METRICS = 900  # and on entities per log_batch (1000), leaving room for the 
 
 
 class Sink:
-    def __init__(self, uri: str, experiment: str, description: str, journal_dir: Path):
+    def __init__(
+        self, uri: str, experiment: str, description: str, journal_dir: Path, held: bool = False
+    ):
         self.uri = uri
         self.experiment_id: str | None = None
         self.failure: str | None = None
@@ -48,6 +52,8 @@ class Sink:
         self._ids: dict[str, str] = {}
         self._created: dict[str, threading.Event] = {}
         self._done = threading.Event()
+        self._held: list[str] | None = [] if held else None  # operations kept back
+        self._holding = threading.Lock()
         config = {
             "uri": uri,
             "experiment": experiment,
@@ -68,10 +74,29 @@ class Sink:
     def put(self, op: dict[str, Any]) -> None:
         if op["op"] == "start":
             self._created.setdefault(op["run"], threading.Event())
-        self._out.put(json.dumps(op))
+        line = json.dumps(op)
+        with self._holding:
+            if self._held is not None:
+                self._held.append(line)
+                return
+        self._out.put(line)
+
+    @property
+    def holding(self) -> bool:
+        return self._held is not None
+
+    def release(self) -> None:
+        """Send the operations held back, in order, and every one from now on."""
+        with self._holding:
+            for line in self._held or []:
+                self._out.put(line)
+            self._held = None
 
     def run_id(self, key: str) -> str | None:
-        """MLflow's id of run `key`, waiting for its creation (None if tracking failed)."""
+        """MLflow's id of run `key`, waiting for its creation (None if tracking failed, or
+        while the run is held back)."""
+        if self.holding:
+            return None
         event = self._created.get(key)
         if event is not None and not event.is_set():
             start = time.perf_counter()
@@ -80,7 +105,8 @@ class Sink:
         return self._ids.get(key)
 
     def close(self) -> None:
-        """Let the worker send everything recorded (the stage waits here)."""
+        """Let the worker send everything recorded (the stage waits here); operations still
+        held back are dropped."""
         start = time.perf_counter()
         self._out.put(json.dumps({"op": "close"}))
         self._out.put(None)

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from steerops.tracking import names
+from steerops.tracking import completion, names
 from steerops.tracking.sink import Sink
 
 JOURNAL_DIR = ".steerops/tracking"  # next to the params file
@@ -49,6 +49,17 @@ class Tracker:
     @property
     def active(self) -> bool:
         return self._sink is not None
+
+    @property
+    def kept(self) -> bool:
+        """Whether this run reaches MLflow (False: disabled, or held back and not kept)."""
+        return self._sink is not None and not self._sink.holding
+
+    def keep(self) -> None:
+        """Log the invocation's run after all (see `track(..., held=True)`): its operations
+        so far, stamped with their own times, and every one after."""
+        if self._sink is not None:
+            self._sink.release()
 
     @property
     def run_id(self) -> str | None:
@@ -228,11 +239,17 @@ def track(
     tags: Mapping[str, Any] | None = None,
     description: str | None = None,
     datasets: Mapping[str, tuple[str | Path, str]] | None = None,
+    done_when: Mapping[str | Path, str] | None = None,
+    held: bool = False,
 ) -> Iterator[Tracker]:
     """Open an MLflow run for one stage invocation (a no-op if tracking is disabled).
 
     `inputs` ({name: path}) become `dvc.hash.<name>` tags; `datasets` ({name: (path,
-    context)}) dataset inputs; `description` the run's note (default: the command line).
+    context)}) dataset inputs; `description` the run's note (default: the command line);
+    `done_when` ({output file: settings hash}) the files whose hashes say the work finished,
+    should the process die before the run is closed (`completion`). `held`: nothing reaches
+    MLflow until `tracker.keep()`, for a stage that may find its work already done: a block
+    left without it logs no run, unless it failed or was interrupted.
     The tracking store is checked first: an unreachable server is one error line, before
     the stage loads a model."""
     if not params.tracking.enabled:
@@ -249,10 +266,13 @@ def track(
         f"steerops experiment {experiment!r}: one run per stage invocation (tag "
         "steerops.stage), nested runs per cell, config or trial",
         params.root / JOURNAL_DIR,
+        held=held,
     )
     shared = base_tags(params, stage, tags)
     tracker = Tracker(sink, params.root, shared)
     own = {"mlflow.note.content": description or command_line(stage)}
+    if done_when:  # the run's own, not inherited by its nested runs
+        own.update(completion.done_when(done_when))
     if os.environ.get("MLFLOW_RUN_ID"):  # inside `mlflow run`: nest under the project's run
         own["mlflow.parentRunId"] = os.environ["MLFLOW_RUN_ID"]
     tracker._inherited = shared
@@ -282,6 +302,8 @@ def track(
         status = "FAILED"
         raise
     finally:
+        if status != "FINISHED":
+            tracker.keep()  # a failed or interrupted run is always on record
         tracker.end(status)
         sink.close()
 

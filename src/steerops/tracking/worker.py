@@ -2,7 +2,8 @@
 operations to MLflow (see `sink`). It reads operations as JSON lines on stdin and answers
 on stdout: {"experiment_id"}, {"created", "run_id"} per run, {"failure"} once, {"busy_s"}
 at the end. It ignores Ctrl-C (the stage ends its runs itself); when its input ends without
-{"op": "close"}, the stage died, and it ends the stage's open runs as KILLED.
+{"op": "close"}, the stage died, and it ends the stage's open runs: FINISHED when the outputs
+a run named are complete (`completion`), else KILLED.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from steerops.io import write_json
+from steerops.tracking.completion import left_open
 from steerops.tracking.sink import apply, one_line
 from steerops.tracking.store import shown_uri
 
@@ -29,6 +31,7 @@ class Worker:
         self.experiment_id: str | None = None
         self.ids: dict[str, str] = {}
         self.open_runs: list[str] = []
+        self.run_tags: dict[str, dict[str, str]] = {}  # what each run was opened with
         self.pending: list[dict[str, Any]] = []
         self.failure: str | None = None
         self.busy_s = 0.0
@@ -44,7 +47,12 @@ class Worker:
             self.handle(op)
         if not closed:  # the stage is gone without closing its runs
             for key in reversed(self.open_runs):
-                self.handle({"op": "end", "run": key, "status": "KILLED", "time": _now_ms()})
+                status, end, tags = left_open(self.run_tags.get(key, {}), _now_ms())
+                if tags:
+                    self.handle(
+                        {"op": "log", "run": key, "params": {}, "metrics": [], "tags": tags}
+                    )
+                self.handle({"op": "end", "run": key, "status": status, "time": end})
         if self.pending:
             self._write_journal()
         say(busy_s=round(self.busy_s, 3))
@@ -58,6 +66,7 @@ class Worker:
             return
         if op["op"] == "start":
             self.open_runs.append(op["run"])
+            self.run_tags[op["run"]] = op["tags"]
             say(created=op["run"], run_id=self.ids[op["run"]])
         elif op["op"] == "end" and op["run"] in self.open_runs:
             self.open_runs.remove(op["run"])

@@ -1,0 +1,49 @@
+"""Numbers that are not finite, said as the user wrote them.
+
+NaN and infinity are never a setting, and a number too large for a float (`1e400`) reads as
+infinity: the error would then quote `inf`, which nobody typed. So a flag's value and a
+params file's number are refused with their own text: `'1e400' is out of range`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import yaml
+
+_SPELLED = ("inf", "infinity", "nan")  # how infinity and NaN are written on purpose
+
+
+def not_finite(text: str) -> str:
+    """Why the number written `text` (not finite as a float) is refused."""
+    if text.strip().lstrip("+-.").lower() in _SPELLED:
+        return f"{text!r} is not a finite number"
+    return f"{text!r} is out of range (beyond 1.8e308, the largest float)"
+
+
+class WrittenFloat(float):
+    """A non-finite float read from a params file, keeping the text it was written as."""
+
+    text: str
+
+
+def written_text(value: Any) -> str:
+    """The text a refused number was written as (its repr when it did not come from YAML)."""
+    return getattr(value, "text", value if isinstance(value, str) else repr(value))
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """YAML's safe loader, with non-finite floats remembering their text."""
+
+
+def _float(loader: ParamsLoader, node: yaml.ScalarNode) -> float:
+    value = loader.construct_yaml_float(node)
+    if math.isfinite(value):
+        return value
+    written = WrittenFloat(value)
+    written.text = str(node.value)
+    return written
+
+
+ParamsLoader.add_constructor("tag:yaml.org,2002:float", _float)
