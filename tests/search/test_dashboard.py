@@ -9,6 +9,7 @@ import json
 import wsgiref.util
 
 import pytest
+from optuna.trial import TrialState
 from synthetic import MIN_COH, SOURCE, SyntheticEvaluator, open_study
 
 from steerops.search.loop import run_search
@@ -37,13 +38,19 @@ def searched(tmp_path):
     return study, f"sqlite:///{tmp_path / 'optuna.db'}"
 
 
-def test_the_dashboard_sees_feasibility_names_and_settings(searched):
+@pytest.mark.parametrize("opened_by", ["optuna-dashboard", "steerops dashboard"])
+def test_the_dashboard_sees_feasibility_names_and_settings(searched, opened_by):
+    """Plain optuna-dashboard shows each trial's `feasible` attr; `steerops dashboard` also
+    its constraint value (stored by `trial.set_constraint`, shown in the dashboard's form)."""
     from optuna.storages import RDBStorage
 
+    from steerops.search.storage import dashboard_storage
+
     study, url = searched
-    plain = RDBStorage(url)  # what `optuna-dashboard sqlite:///optuna.db` opens
-    sid = plain.get_study_id_from_name("s")
-    detail = _api(plain, f"/api/studies/{sid}")
+    # what `optuna-dashboard sqlite:///optuna.db` opens, or `steerops dashboard`
+    storage = RDBStorage(url) if opened_by == "optuna-dashboard" else dashboard_storage(url)
+    sid = storage.get_study_id_from_name("s")
+    detail = _api(storage, f"/api/studies/{sid}")
     assert detail["objective_names"] == ["trait_delta"]
     attrs = {a["key"]: a["value"] for a in detail["user_attrs"]}
     assert attrs["constraint"].startswith(f"coherence_mean >= {MIN_COH:g}")
@@ -53,12 +60,27 @@ def test_the_dashboard_sees_feasibility_names_and_settings(searched):
     assert len(complete) >= 9
     for trial in complete:
         record = records[trial["number"]]
-        (violation,) = trial["constraints"]
-        assert violation == pytest.approx(MIN_COH - record.coherence_mean)
         shown = {a["key"]: a["value"] for a in trial["user_attrs"]}
         assert shown["feasible"] == str(record.feasible)
+        if opened_by == "steerops dashboard":
+            (violation,) = trial["constraints"]
+            assert violation == pytest.approx(MIN_COH - record.coherence_mean)
     top = max(complete, key=lambda t: t["values"][0])
-    assert top["constraints"][0] > 0  # the top value is infeasible...
+    top_attrs = {a["key"]: a["value"] for a in top["user_attrs"]}
+    assert top_attrs["feasible"] == "False"  # the top value is infeasible
+
+
+def test_trials_carry_the_constraint_optunas_samplers_read(searched):
+    """`trial.set_constraint`'s named form: what GPSampler and TPESampler read as the
+    trial's constraints, one per trial."""
+    study, _ = searched
+    records = {r.number: r for r in study.records()}
+    complete = study.study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) >= 9
+    for trial in complete:
+        assert trial.constraints == {
+            "coherence": pytest.approx(MIN_COH - records[trial.number].coherence_mean)
+        }
 
 
 def test_steerops_dashboard_shows_the_best_feasible_trial_as_best(searched):

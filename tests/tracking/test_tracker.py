@@ -199,13 +199,20 @@ with track(load_params({params!r}), "extract", "held", done_when={{out: "h1"}}) 
 def test_a_run_killed_after_its_outputs_were_complete_ends_finished(tmp_path, group):
     """A stage killed between its last output write and closing its run (SIGKILL, no
     cleanup): the run ends FINISHED, at the time of that write, when its outputs record the
-    settings it was opened for; KILLED when they are missing or another run's."""
+    settings it was opened for; KILLED when they are missing or another run's, or hold
+    its settings from before it opened (a forced rerun killed before its last write)."""
     _params(tmp_path)
     ended = {}
-    for written in ("h1", None, "h0"):
+    for written in ("h1", None, "h0", "before"):
         out = tmp_path / f"metadata-{written}.json"
+        if written == "before":  # an earlier run's complete output, same settings
+            out.write_text(json.dumps({"settings_hash": "h1", "tensors_md5": "m"}))
+            os.utime(out, (time.time() - 60, time.time() - 60))
         code = DONE_WHEN.format(
-            src=SRC, params=str(tmp_path / "params.yaml"), out=str(out), written=written
+            src=SRC,
+            params=str(tmp_path / "params.yaml"),
+            out=str(out),
+            written=None if written == "before" else written,
         )
         proc = subprocess.Popen(
             [sys.executable, "-c", code],
@@ -228,7 +235,7 @@ def test_a_run_killed_after_its_outputs_were_complete_ends_finished(tmp_path, gr
     ):
         time.sleep(0.5)
     statuses = {w: _status(tmp_path, run_id) for w, (run_id, _) in ended.items()}
-    assert statuses == {"h1": "FINISHED", None: "KILLED", "h0": "KILLED"}
+    assert statuses == {"h1": "FINISHED", None: "KILLED", "h0": "KILLED", "before": "KILLED"}
     run_id, out = ended["h1"]
     done = client.get_run(run_id)
     assert done.info.end_time == int(out.stat().st_mtime * 1000)
@@ -287,3 +294,23 @@ def test_a_journal_left_by_a_failed_run_is_sent_on_the_next_start(tmp_path):
     assert late.info.status == "FINISHED" and late.data.params == {"a": "1"}
     assert late.data.metrics == {"m": 2.0}
     assert not list(journal.parent.glob("pending-*"))
+
+
+def test_the_finished_check_names_many_outputs_in_one_tag_or_none(tmp_path):
+    """Outputs are named under their common folder, so a task set's conditions fit MLflow's
+    tag limit; a list too long for it is left out (the run then ends KILLED if killed)."""
+    from steerops.tracking.completion import DONE_WHEN, done_when, finished_at
+    from steerops.tracking.names import MAX_TAG
+
+    folder = tmp_path / ("deep-" * 20) / "activations"
+    outputs = {folder / f"condition-{k:03d}" / "metadata.json": f"h{k}" for k in range(60)}
+    tag = done_when(outputs)[DONE_WHEN]
+    assert len(tag) <= MAX_TAG and str(folder) in tag
+    for path, value in outputs.items():
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"settings_hash": value}))
+    assert finished_at({DONE_WHEN: tag}) == max(p.stat().st_mtime for p in outputs)
+    next(iter(outputs)).write_text(json.dumps({"settings_hash": "other"}))
+    assert finished_at({DONE_WHEN: tag}) is None
+    many = {folder / f"condition-{k:04d}" / "metadata.json": "h" * 64 for k in range(200)}
+    assert done_when(many) == {}

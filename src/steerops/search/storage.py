@@ -18,6 +18,7 @@ which must agree to well within the grace period (NTP).
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 import time
 import warnings
@@ -189,11 +190,16 @@ class WorkerJournalStorage(_Holder, JournalStorage):
 class _FeasibleBest:
     """A storage whose best trial is the best feasible one (Optuna's `Study.best_trial`
     rule; the storage's own `get_best_trial`, which optuna-dashboard shows, ignores
-    constraints). With none feasible, the least infeasible (the search reports it too)."""
+    constraints). With none feasible, the least infeasible (the search reports it too).
+    Its trials also carry their constraints in the list form optuna-dashboard reads
+    (`trial.set_constraint` stores them under named keys)."""
 
     if TYPE_CHECKING:
-        get_all_trials: Callable[..., list]
         get_study_directions: Callable[..., list]
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list:
+        read = super().get_all_trials  # type: ignore[misc]
+        return [_listed(t) for t in read(study_id, deepcopy=deepcopy, states=states)]
 
     def get_best_trial(self, study_id: int):
         trials = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
@@ -208,6 +214,21 @@ class _FeasibleBest:
         if feasible:
             return max(feasible, key=lambda t: sign * t.value)
         return min(trials, key=lambda t: (worst(t), -sign * t.value))
+
+
+DASHBOARD_CONSTRAINTS = "constraints"  # the system attr optuna-dashboard reads: a list
+
+
+def _listed(trial):
+    """A copy of `trial` whose constraints are also in the list form (unchanged if there)."""
+    if DASHBOARD_CONSTRAINTS in trial.system_attrs or not trial.constraints:
+        return trial
+    listed = copy.copy(trial)
+    listed.system_attrs = {
+        **trial.system_attrs,
+        DASHBOARD_CONSTRAINTS: list(trial.constraints.values()),
+    }
+    return listed
 
 
 class DashboardRDBStorage(_FeasibleBest, RDBStorage):

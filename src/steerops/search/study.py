@@ -5,8 +5,9 @@ Optuna is used only in this package (here, in trials.py and in storage.py).
 A trial's params are `coefficient` (float) and, when several layers are searched, `layer`
 (categorical). Its value is the trait delta in the chosen direction (the study's metric
 name `trait_delta`); its one constraint is `min_coherence - coherence` (Optuna counts <= 0
-as feasible), kept where optuna-dashboard and Optuna both read it (the trial's
-`constraints` system attr), with a readable `feasible` user attr. The study's user attrs say
+as feasible), set with `trial.set_constraint` (Optuna's samplers read it; `steerops
+dashboard` shows it to optuna-dashboard, which reads an older form), with a readable
+`feasible` user attr. The study's user attrs say
 what it optimises in words. What the rest of steerops sees are plain `Proposal`s and
 `TrialRecord`s, never Optuna objects.
 
@@ -41,7 +42,7 @@ from optuna.trial import TrialState
 from steerops.errors import SteeropsError
 from steerops.search.storage import open_storage, quiet, study_lock
 from steerops.search.trials import (
-    CONSTRAINTS_ATTR,
+    CONSTRAINT,
     TrialRecord,
     copies_before,
     counts,
@@ -273,7 +274,7 @@ class SearchStudy:
                 return True
             violation = self.min_coherence - coherence
             trial.set_user_attr("feasible", violation <= 0)
-            self.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_ATTR, [violation])
+            trial.set_constraint(CONSTRAINT, violation)
             self.study.tell(trial, float(delta))
         except optuna.exceptions.UpdateFinishedTrialError:
             return False
@@ -396,23 +397,22 @@ class SearchStudy:
             # a running one too: a killed run's trial, logged before it was told
             if any(t.params == params for t in self._trials(_EVALUATED)):
                 return False
-            self.study.add_trial(
-                optuna.trial.create_trial(
-                    params=params,
-                    distributions=dists,
-                    value=float(delta),
-                    system_attrs={CONSTRAINTS_ATTR: [self.min_coherence - coherence]},
-                    user_attrs={
-                        "feasible": coherence >= self.min_coherence,
-                        "source": "known",
-                        "weight": weight,
-                        "layer": layer,
-                        "rows": rows,
-                        "trait_mean": trait_mean,
-                        "coherence_mean": coherence,
-                    },
-                )
+            known = optuna.trial.create_trial(
+                params=params,
+                distributions=dists,
+                value=float(delta),
+                user_attrs={
+                    "feasible": coherence >= self.min_coherence,
+                    "source": "known",
+                    "weight": weight,
+                    "layer": layer,
+                    "rows": rows,
+                    "trait_mean": trait_mean,
+                    "coherence_mean": coherence,
+                },
             )
+            known.set_constraint(CONSTRAINT, self.min_coherence - coherence)
+            self.study.add_trial(known)
         return True
 
     # ---- reading back ---------------------------------------------------------------------

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from optuna.trial import FrozenTrial, TrialState
 
 CONSTRAINT = "coherence"
-CONSTRAINTS_ATTR = "constraints"  # Optuna's list form: the one optuna-dashboard reads
 SEARCHED = ("search", "enqueued")  # sources whose completed trials count
 _STATE_NAMES = {s: s.name.lower() for s in TrialState}
 
@@ -53,7 +52,8 @@ def to_record(t: FrozenTrial, default_layer: int) -> TrialRecord | None:
 
 def violation(trial) -> float | None:
     """The trial's coherence constraint (<= 0: feasible), in either form a study holds it
-    (the list optuna-dashboard reads, or the named one older studies have)."""
+    (named, as `trial.set_constraint` stores it, or the list studies of older steerops
+    versions hold)."""
     constraints = trial.constraints
     if CONSTRAINT in constraints:
         return constraints[CONSTRAINT]
