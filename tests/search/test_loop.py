@@ -132,6 +132,9 @@ def test_a_narrow_range_spends_the_budget_on_distinct_configs_then_stops(tmp_pat
     assert study.n_done() < 8 and study.exhausted()
     err = capsys.readouterr().err
     assert f"search: stopped after {len(asked)} of 8 trials" in err and "1.01" in err
+    # the advice holds for an explicit --study NAME (which refuses other settings) too
+    assert "a wider range (search.coef_min/coef_max or search.layers) is a new study" in err
+    assert "--study, under a new name" in err
     # the study stays exhausted: a rerun asks nothing more, and says why
     again = SyntheticEvaluator(["q"])
     reopened = open_study(tmp_path, coef_range=(1.0, 1.01), seed=0, startup_trials=2)

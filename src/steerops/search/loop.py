@@ -111,8 +111,9 @@ def exhausted_line(study: SearchStudy, done: int, target: int) -> str:
     return (
         f"search: stopped after {done} of {target} trials: the sampler proposed only configs "
         f"already evaluated ({MAX_REPEATS} times in a row): the range [{space.coef_min:g}, "
-        f"{space.coef_max:g}] at layer(s) {layers} holds nothing new for it; widen "
-        "search.coef_min/coef_max (or search.layers) to search further"
+        f"{space.coef_max:g}] at layer(s) {layers} holds nothing new for it; a wider range "
+        "(search.coef_min/coef_max or search.layers) is a new study: rerun with it (with "
+        "--study, under a new name) to search further"
     )
 
 
