@@ -431,6 +431,19 @@ def test_evaluator_weights_and_results(steered, tmp_path):
     assert zero.responses[0]["response"] == base.responses[0]["response"]
     assert (zero.trait_mean, zero.trait_delta) == (base.trait_mean, 0.0)
     assert ev.evaluate([config])[0].cached
+    # What a log has: `served` (any log), `all_logged` (the baseline and every config in
+    # the evaluator's own log under these settings: evaluating them logs nothing)
+    other = Config.single(source, 1, 0.5)
+    assert ev.served([config, other]) == [True, False]
+    rerun = SteeringEvaluator(session, ev.questions, results_dir=tmp_path / "own")
+    assert rerun.all_logged([config]) and not rerun.all_logged([config, other])
+    grid_session = SteeringSession(steered["params"], TRAIT, progress=False)
+    beside = SteeringEvaluator(grid_session, results_dir=tmp_path / "beside")
+    known = Config.single(source, 2, 1.0)  # the grid ran it: served, but not logged here
+    assert beside.served([known]) == [True] and not beside.all_logged([known])
+    assert beside.evaluate([known])[0].cached  # ... and copied into its own log
+    beside = SteeringEvaluator(grid_session, results_dir=tmp_path / "beside")
+    assert beside.all_logged([known])
     # With results_dir, the log and baselines stay there, not in the steering directories.
     assert len(read_jsonl(tmp_path / "own" / "results.jsonl")) == 2  # baseline + config
     assert len(read_jsonl(tmp_path / "own" / "baselines.jsonl")) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -24,7 +25,7 @@ def test_question_split_is_disjoint_seeded_and_complete():
 
 class ServedHeldout:
     """A held-out evaluator whose chosen config is served from a log: the search's own
-    (`logged_here`, a run killed before writing its responses) or another one."""
+    (`logged_here`, a run killed before writing its responses) or another one (the grid's)."""
 
     def __init__(self, logged_here: bool):
         from synthetic import Result
@@ -70,9 +71,60 @@ def test_heldout_responses_a_killed_finaliser_never_wrote_are_written_after_all(
     assert written_heldout_responses(tmp_path, 2, 1.25, "held", own.questions) is None
     held = evaluate_heldout(own, config, "positive", 0, written)
     assert held["responses"] == written and held["rows_generated"] == 0
-    # served from another log (the grid's): no responses, as documented
-    held = evaluate_heldout(ServedHeldout(logged_here=False), config, "positive", 0)
-    assert held["responses"] == [] and held["rows_generated"] == 0
+    # served from another log (the grid's): generated, so the choice's responses are readable
+    other = ServedHeldout(logged_here=False)
+    held = evaluate_heldout(other, config, "positive", 0)
+    assert [r["response"] for r in held["responses"]] == ["again", "again"]
+    assert held["rows_generated"] == 2 and other.regenerated == 1
+
+
+class CopyingHeldout(ServedHeldout):
+    """The chosen config served from the grid's log: the first evaluation copies it into the
+    search's own log under the held-out settings, so every later one finds it there."""
+
+    def __init__(self):
+        super().__init__(logged_here=False)
+        self.evaluated = 0
+
+    def evaluate(self, configs):
+        self.evaluated += 1
+        return [dataclasses.replace(self.result, logged_here=self.evaluated > 1)]
+
+
+def _finalise(folder, held_eval, config) -> str:
+    """What `runner.finish` does with the held-out half: the file it leaves."""
+    from steerops.search.heldout import evaluate_heldout
+    from steerops.search.store import (
+        HELDOUT_FILE,
+        write_best,
+        write_heldout_responses,
+        written_heldout_responses,
+    )
+
+    args = (config.vectors[0].layer, 1.5, held_eval.settings_hash, held_eval.questions)
+    written = written_heldout_responses(folder, *args)
+    held = evaluate_heldout(held_eval, config, "positive", 0, written)
+    write_heldout_responses(folder, held)
+    best = {"chosen": {"layer": args[0], "coefficient": 1.5}, "heldout": {"settings_hash": "held"}}
+    write_best(folder, {**best, **_best_row_keys()})
+    return (folder / HELDOUT_FILE).read_text()
+
+
+def test_heldout_responses_of_a_known_winner_are_the_same_on_a_rerun(tmp_path):
+    """A known (grid) trial wins: the first run writes its held-out responses, and a rerun
+    (or a resume after a kill), which finds the copied entry in the search's own log, keeps
+    that file as it is: a no-op `dvc repro` changes no DVC output."""
+    from synthetic import SOURCE
+
+    from steerops.steering.configs import Config
+
+    config = Config.single(SOURCE, 2, 1.5)
+    held_eval = CopyingHeldout()
+    first = _finalise(tmp_path, held_eval, config)
+    assert [json.loads(line)["question"] for line in first.splitlines()] == ["h1", "h2"]
+    assert held_eval.regenerated == 1
+    assert _finalise(tmp_path, held_eval, config) == first
+    assert held_eval.evaluated == 2 and held_eval.regenerated == 1  # nothing generated again
 
 
 def _best_row_keys() -> dict:

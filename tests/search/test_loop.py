@@ -3,6 +3,8 @@ exactly."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from synthetic import (
     BASELINE_TRAIT,
@@ -130,8 +132,57 @@ def test_a_narrow_range_spends_the_budget_on_distinct_configs_then_stops(tmp_pat
     assert study.n_done() < 8 and study.exhausted()
     err = capsys.readouterr().err
     assert f"search: stopped after {len(asked)} of 8 trials" in err and "1.01" in err
+    # the advice holds for an explicit --study NAME (which refuses other settings) too
+    assert "a wider range (search.coef_min/coef_max or search.layers) is a new study" in err
+    assert "--study, under a new name" in err
     # the study stays exhausted: a rerun asks nothing more, and says why
     again = SyntheticEvaluator(["q"])
     reopened = open_study(tmp_path, coef_range=(1.0, 1.01), seed=0, startup_trials=2)
     run_search(reopened, again, SOURCE, target=8, batch=2, direction="positive", progress=False)
     assert again.calls == [] and "search: stopped after" in capsys.readouterr().err
+
+
+class RecordingTracker:
+    """The tracker's `child` runs, recorded by name."""
+
+    def __init__(self):
+        self.children: list[str] = []
+
+    @contextlib.contextmanager
+    def child(self, name, params):
+        self.children.append(name)
+        yield self
+
+    def log_metrics(self, metrics):
+        pass
+
+
+def test_a_trial_finished_elsewhere_meanwhile_gets_no_second_mlflow_run(tmp_path):
+    """Another worker (slow but alive) finished one of this batch's trials while it was
+    evaluated here: tell() refuses it, and no nested MLflow run is logged for it."""
+    from optuna.trial import TrialState
+
+    study = open_study(tmp_path, seed=3)
+
+    class Overtaken(SyntheticEvaluator):
+        def evaluate(self, configs):
+            if not self.calls:  # the first trial of the first batch is told elsewhere
+                other = open_study(tmp_path, seed=3).study
+                [first, *_] = other.get_trials(states=(TrialState.RUNNING,))
+                other.tell(first.number, 1.0)
+            return super().evaluate(configs)
+
+    tracker = RecordingTracker()
+    stats = run_search(
+        study,
+        Overtaken(["q"]),
+        SOURCE,
+        target=4,
+        batch=2,
+        direction="positive",
+        tracker=tracker,
+        progress=False,
+    )
+    numbers = [int(name.split(":")[0].removeprefix("trial ")) for name in tracker.children]
+    assert 0 not in numbers and len(numbers) == len(set(numbers))
+    assert sorted(numbers) == sorted(n for n in stats.evaluated if n != 0)

@@ -20,16 +20,18 @@ def evaluate_heldout(
     """Baseline and the chosen config on the evaluator's (held-out) questions: means, the
     delta in the steering direction and its paired bootstrap interval, and the responses.
 
-    Served from a log, the config has no responses: none when another log had it; when this
-    search's own log had it (a run killed before writing its responses, or a rerun) the
-    ones `written` for it, else generated again (greedy: the same text; not logged)."""
+    Served from a log (the search's own, or another one such as the grid's when the winner is
+    a known trial), the config has no responses: the ones `written` for this same choice by
+    an earlier finalisation (a rerun), else generated (greedy: the same text; not logged,
+    counted in `rows_generated`). Whichever log served it, so a first run and a rerun or
+    resume (which finds a copied entry in the search's own log) write the same file."""
     base = evaluator.baseline()
     [result] = evaluator.evaluate([config])
     sign = -1.0 if direction == "negative" else 1.0
     half = half_stats(result.scores, base.scores, seed, sign)
     n = len(evaluator.questions)
     responses, again = list(result.responses), 0
-    if not responses and getattr(result, "logged_here", False):
+    if not responses:
         if written is not None:
             responses = written
         else:

@@ -117,7 +117,12 @@ class _Holder:
                     return
             for trial_id in ids:
                 try:
-                    self.beat(trial_id)
+                    # checked and written under the lock: a trial `release`d since the copy
+                    # keeps its handed-back record (taken at once), not a fresh beat
+                    with self._held_lock:
+                        if trial_id not in self._held:
+                            continue
+                        self.beat(trial_id)
                 except optuna.exceptions.UpdateFinishedTrialError:
                     self._release(trial_id)  # failed by another worker: stop beating
                 except Exception:  # noqa: S110 - a missed beat is retried next period
@@ -133,7 +138,8 @@ class _Holder:
         self._hold(trial_id)
 
     def release(self, trial_id: int) -> None:
-        """Hand a running trial back (its evaluation was interrupted): stale at once."""
+        """Hand a running trial back (its evaluation was interrupted): stale at once. No
+        beat overwrites the record once the trial has left `_held` (see `_beat_held`)."""
         self._release(trial_id)
         self.set_trial_system_attr(trial_id, LIFE, {**self._life(), "released": True})
 

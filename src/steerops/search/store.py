@@ -106,8 +106,7 @@ def write_best(folder: Path, best: dict) -> None:
 
 
 def write_heldout_responses(folder: Path, held: dict | None) -> None:
-    """The chosen config's held-out responses (empty when served from another results log
-    than the search's own, or when nothing was chosen)."""
+    """The chosen config's held-out responses (empty when nothing was chosen)."""
     write_jsonl(folder / HELDOUT_FILE, [] if held is None else held["responses"])
 
 

@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -109,14 +110,7 @@ class SteeringEvaluator:
         """Whether evaluating `configs` would generate and log nothing: the baseline and
         every config are in a log under these very settings."""
         base = self._logged_baseline()
-        if base is None or not base.logged_here:
-            return False
-        logs: dict[Path, ResultsLog] = {}
-        for config in configs:
-            found = self._logged(config, self.session.weights(config), logs)
-            if found is None or not found[1]:
-                return False
-        return True
+        return base is not None and base.logged_here and all(self._where_logged(configs))
 
     def vector_files(self, source: VectorSource) -> dict[str, str]:
         """The md5 of the vector files a config of `source` is evaluated with (what a logged
@@ -141,8 +135,7 @@ class SteeringEvaluator:
 
     def served(self, configs: list[Config]) -> list[bool]:
         """Whether a log already has each config, so evaluating it generates nothing."""
-        logs: dict[Path, ResultsLog] = {}
-        return [self._logged(c, self.session.weights(c), logs) is not None for c in configs]
+        return [here is not None for here in self._where_logged(configs)]
 
     def evaluate(self, configs: list[Config]) -> list[ConfigResult]:
         """Results in `configs` order; uncached configs are generated together, configs with
@@ -271,6 +264,14 @@ class SteeringEvaluator:
     def _cell_log(self, config: Config) -> Path:
         session = self.session
         return results_file(session.params.out, session.trait, session.variant, config.vectors[0])
+
+    def _where_logged(self, configs: list[Config]) -> Iterator[bool | None]:
+        """For each config in turn (lazily, so a caller may stop at the first): None when
+        no log has it, else whether its own log has it under these exact settings."""
+        logs: dict[Path, ResultsLog] = {}
+        for config in configs:
+            found = self._logged(config, self.session.weights(config), logs)
+            yield None if found is None else found[1]
 
     def _logged(
         self, config: Config, w: tuple[float, ...], logs: dict[Path, ResultsLog]
