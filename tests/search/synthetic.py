@@ -117,3 +117,30 @@ def record(number, delta, coherence, state="complete", coefficient=1.0):
         "search",
         4,
     )
+
+
+def summary_context(root, storage: str):
+    """The params and plan `results.best_summary` reads, for a study 's' of layer 2 searched
+    on [0, 3] (one search and one held-out question)."""
+    from types import SimpleNamespace
+
+    params = SimpleNamespace(
+        root=root,
+        steering=SimpleNamespace(
+            variant="v", vector_variant="v", direction="positive", coefficient_unit="norm"
+        ),
+        search=SimpleNamespace(sampler="gp", coef_min=0.0, coef_max=3.0),
+    )
+    plan = SimpleNamespace(
+        search_questions=["q"],
+        heldout_questions=["h"],
+        trait="t",
+        source=SOURCE,
+        min_coherence=MIN_COH,
+        study="s",
+        storage=storage,
+        seed=0,
+        layers=[2],
+        settings={"settings_hash": "h"},
+    )
+    return params, plan

@@ -9,6 +9,7 @@ from synthetic import (
     SOURCE,
     SyntheticEvaluator,
     record,
+    summary_context,
     synthetic_coherence,
     synthetic_trait,
 )
@@ -91,30 +92,12 @@ def test_the_console_line_gives_both_halves_with_their_intervals():
 
 def test_best_json_records_the_study_storage_relative_to_the_project(tmp_path):
     """best.json is a DVC output: the same study gives the same file in any checkout."""
-    from types import SimpleNamespace
 
     from steerops.search.loop import LoopStats
     from steerops.search.results import best_summary
 
-    params = SimpleNamespace(
-        root=tmp_path,
-        steering=SimpleNamespace(
-            variant="v", vector_variant="v", direction="positive", coefficient_unit="norm"
-        ),
-        search=SimpleNamespace(sampler="gp", coef_min=0.0, coef_max=3.0),
-    )
-    plan = SimpleNamespace(
-        search_questions=["q"],
-        heldout_questions=["h"],
-        trait="t",
-        source=SOURCE,
-        min_coherence=MIN_COH,
-        study="s",
-        storage=f"sqlite:///{tmp_path.resolve() / 'optuna.db'}",  # as default_storage_url
-        seed=0,
-        layers=[2],
-        settings={"settings_hash": "h"},
-    )
+    storage = f"sqlite:///{tmp_path.resolve() / 'optuna.db'}"  # as default_storage_url
+    params, plan = summary_context(tmp_path, storage)
     stats_ = LoopStats(baseline_trait=BASELINE_TRAIT)
     best = best_summary(params, plan, [_trial(0, 1.0)], None, stats_, None)
     assert best["storage"] == "sqlite:///optuna.db"

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from synthetic import MIN_COH, SOURCE, SyntheticEvaluator, record
+from synthetic import MIN_COH, SOURCE, SyntheticEvaluator, record, summary_context
 
 from postgres import postgres_server, postgres_url  # noqa: F401 - fixtures
 from steerops.search.heldout import evaluate_heldout
@@ -402,7 +402,6 @@ def test_a_killed_finaliser_is_replaced_at_once(tmp_path):
 
 
 def test_best_summary_counts_search_trials_not_imported_ones():
-    from types import SimpleNamespace
 
     from steerops.search.results import best_summary
 
@@ -413,25 +412,7 @@ def test_best_summary_counts_search_trials_not_imported_ones():
         record(3, 1.0, 90.0, state="fail"),
     ]
     records[0].source = "known"
-    params = SimpleNamespace(
-        root=Path("."),
-        steering=SimpleNamespace(
-            variant="v", vector_variant="v", direction="positive", coefficient_unit="norm"
-        ),
-        search=SimpleNamespace(sampler="gp", coef_min=0.0, coef_max=3.0),
-    )
-    plan = SimpleNamespace(
-        search_questions=["q"],
-        heldout_questions=["h"],
-        trait="t",
-        source=SOURCE,
-        min_coherence=MIN_COH,
-        study="s",
-        storage="sqlite:///x.db",
-        seed=0,
-        layers=[2],
-        settings={"settings_hash": "h"},
-    )
+    params, plan = summary_context(Path("."), "sqlite:///x.db")
     held = {
         "n_questions": 1,
         "n": 1,
