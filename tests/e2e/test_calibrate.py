@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import refused_up_front
 from steerops.cli import main
 from steerops.io import read_json
 
@@ -127,12 +128,12 @@ def test_bad_calibration_prompts_name_the_line_and_keep_outputs(tmp_path, toy_pa
     assert not (tmp_path / "outputs" / "calibration").exists()
 
 
-def test_a_global_rule_no_dim_could_meet_is_refused(tmp_path, toy_params, capsys):
+def test_a_global_rule_no_dim_could_meet_is_refused_before_loading(
+    tmp_path, toy_params, capsys, no_model_loads
+):
     argv = ["calibrate", "--params", str(toy_params), "--global-min-layers", "99"]
-    assert main(argv) == 2
-    [line] = capsys.readouterr().err.strip().splitlines()
+    line = refused_up_front(argv, tmp_path, capsys)  # read from the config: no run, no load
     assert line.endswith(
         "--global-min-layers: 99 is more than the model's 4 layers "
         "(params: calibration.global_min_layers)"
     )
-    assert not (tmp_path / "outputs" / "calibration").exists()

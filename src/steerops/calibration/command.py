@@ -69,7 +69,7 @@ def load_calibration_prompts(path: Path) -> list[Prompt]:
 def calibrate(params, progress: bool = True) -> dict:
     """Run calibration for `calibration.variant`; returns the calibration.json record."""
     from steerops.models.generation import generate_responses
-    from steerops.models.loading import check_variant, load_model
+    from steerops.models.loading import check_variant, load_model, model_shape
     from steerops.tracking import track
 
     cfg = params.calibration
@@ -77,6 +77,7 @@ def calibrate(params, progress: bool = True) -> dict:
     prompts = load_calibration_prompts(prompts_file)
     spec = params.variant(cfg.variant, "calibration.variant")
     check_variant(params, cfg.variant)  # a bad source or device fails before the run opens
+    _check_global_min_layers(cfg.global_min_layers, model_shape(params, cfg.variant).num_layers)
     settings = {
         k: getattr(cfg, k)
         for k in (
@@ -97,11 +98,7 @@ def calibrate(params, progress: bool = True) -> dict:
     ) as tracker:
         start = time.perf_counter()
         loaded = load_model(params, cfg.variant, padding_side="left")
-        if cfg.global_min_layers > loaded.layout.num_layers:  # no dim could ever be global
-            raise SteeropsError(
-                f"calibration.global_min_layers: {cfg.global_min_layers} is more than the "
-                f"model's {loaded.layout.num_layers} layers"
-            )
+        _check_global_min_layers(cfg.global_min_layers, loaded.layout.num_layers)
         completions = generate_responses(
             loaded.model,
             loaded.tokenizer,
@@ -147,6 +144,15 @@ def calibrate(params, progress: bool = True) -> dict:
         out_file = write_calibration(params.out, cfg.variant, record)
         _log(tracker, record, out_file, heatmap)
     return record
+
+
+def _check_global_min_layers(min_layers: int, num_layers: int | None) -> None:
+    """No dim could ever be global past the model's depth (None: known after loading)."""
+    if num_layers is not None and min_layers > num_layers:
+        raise SteeropsError(
+            f"calibration.global_min_layers: {min_layers} is more than the model's "
+            f"{num_layers} layers"
+        )
 
 
 def token_stats(

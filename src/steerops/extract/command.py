@@ -151,24 +151,16 @@ def _run_tasks(args, params) -> None:
 def _precheck(params, variant: str, spec: Layers, key: str, component: str) -> None:
     """Check layer ranges (of params key `key`) and the component against the model's
     config before loading its weights."""
-    from transformers import AutoConfig
-
-    from steerops.models.loading import model_source
+    from steerops.models.loading import model_shape
     from steerops.models.resolver import check_component, component_paths
 
     model = params.variant(variant)
-    try:
-        config = AutoConfig.from_pretrained(
-            model_source(params, variant),
-            revision=model.revision,
-            trust_remote_code=model.trust_remote_code,
-        )
-        depth = int(config.get_text_config().num_hidden_layers)
-    except Exception:  # unreadable config: the check after loading still runs
+    shape = model_shape(params, variant)
+    if shape.model_type is None:  # unreadable config: the check after loading still runs
         return
-    if not model.layers_path:
-        spec.resolve(depth, key)
-    model_type = getattr(config, "model_type", "")
+    if shape.num_layers is not None:
+        spec.resolve(shape.num_layers, key)
+    model_type = shape.model_type
     attn, mlp = component_paths(model_type, model.attn_path, model.mlp_path)
     check_component(model_type, component, attn if component == "attn_out" else mlp, variant)
 

@@ -24,10 +24,12 @@ from steerops.models.resolver import ModelLayout, module_device, resolve_layout
 
 __all__ = [
     "LoadedModel",
+    "ModelShape",
     "check_variant",
     "load_model",
     "load_tokenizer",
     "model_fingerprint",
+    "model_shape",
     "model_source",
 ]
 
@@ -66,6 +68,38 @@ def model_source(params: Params, variant: str) -> str:
     if spec.id.startswith((".", "/", "~")) or not _HUB_ID.match(spec.id):
         raise SteeropsError(f"models.{variant}.id: model not found: {local}")
     return spec.id
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What a variant's config file says, read without its weights. None: the config
+    could not tell (a hub id offline, an unknown architecture, a custom `layers_path`);
+    the checks after loading still run."""
+
+    num_layers: int | None
+    hidden_size: int | None
+    model_type: str | None
+
+
+def model_shape(params: Params, variant: str) -> ModelShape:
+    """The decoder's layer count and width and the model type, from the config file only,
+    so a stage can check layers against them before it loads weights or opens a run."""
+    from transformers import AutoConfig
+
+    spec = params.variant(variant)
+    source = model_source(params, variant)  # a missing local folder fails here
+    try:
+        config = AutoConfig.from_pretrained(
+            source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
+    except (OSError, ValueError):
+        return ModelShape(None, None, None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    # A custom layers_path picks its own module list, which the config may not count.
+    layers = None if spec.layers_path else getattr(text, "num_hidden_layers", None)
+    return ModelShape(
+        layers, getattr(text, "hidden_size", None), getattr(config, "model_type", None)
+    )
 
 
 def load_model(

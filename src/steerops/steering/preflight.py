@@ -12,36 +12,15 @@ should cost a second, and leave no FAILED run behind.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from steerops.errors import SteeropsError
 from steerops.specs import Layers, MethodName, Position
 
+if TYPE_CHECKING:
+    from steerops.models.loading import ModelShape
+
 SENSIBLE_NORM_MULTIPLE = 10.0  # past 10x the layer's activation norm, text is noise
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    num_layers: int | None  # None: the config could not tell (checked after loading)
-    hidden_size: int | None
-
-
-def model_shape(params, variant: str) -> ModelShape:
-    """The decoder's layer count and width from the model's config, without its weights."""
-    from transformers import AutoConfig
-
-    from steerops.models.loading import model_source
-
-    spec = params.variant(variant)
-    source = model_source(params, variant)  # a missing local folder fails here
-    try:
-        config = AutoConfig.from_pretrained(
-            source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
-        )
-    except (OSError, ValueError):  # a hub id offline, or an unknown architecture: later
-        return ModelShape(None, None)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return ModelShape(getattr(text, "num_hidden_layers", None), getattr(text, "hidden_size", None))
 
 
 def resolve_layers(spec: Layers, shape: ModelShape, key: str) -> list[int] | None:
@@ -63,7 +42,7 @@ def check_grid(
     Vectors are read from the pipeline's outputs (`params.inputs`), where a scratch run
     finds them too."""
     from steerops.judges import check_judge
-    from steerops.models.loading import check_variant
+    from steerops.models.loading import check_variant, model_shape
     from steerops.steering.configs import VectorSource
     from steerops.steering.sources import VectorSources
     from steerops.traits import load_trait
