@@ -431,6 +431,7 @@ def test_evaluator_weights_and_results(steered, tmp_path):
     assert zero.responses[0]["response"] == base.responses[0]["response"]
     assert (zero.trait_mean, zero.trait_delta) == (base.trait_mean, 0.0)
     assert ev.evaluate([config])[0].cached
+    assert ev.all_logged([config])  # the baseline it generated itself is logged here too
     # What a log has: `served` (any log), `all_logged` (the baseline and every config in
     # the evaluator's own log under these settings: evaluating them logs nothing)
     other = Config.single(source, 1, 0.5)

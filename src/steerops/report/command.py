@@ -182,7 +182,10 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "held-out delta; gain = cleaned - uncleaned on the held-out questions, paired interval",
         "coefficients": "Optimal coefficients (ok cells only)",
         "coefficient_prediction": "Coefficient prediction (leave-one-out error on distinct "
-        "ok cells)",
+        "ok cells; features per chosen config: `layer_norm` is the mean L2 norm of the "
+        "layer's extraction activations, each a mean-pooled window at the vector's position, "
+        "not the per-token coefficient unit; `layer_norm_clean` the same with the cleaned "
+        "dims zeroed; `abs_mean_proj` |mean activation . vector|)",
         "recommendations": "Recommended starting coefficients (from ok cells only; "
         "`n_at_largest_coefficient` of them chose their layer's largest coefficient, where the "
         "optimum may lie beyond the grid)",

@@ -228,6 +228,7 @@ class SteeringEvaluator:
     def _set_baseline(self, generated: ConfigResult) -> None:
         """Keep and log a freshly generated and judged baseline."""
         generated.scores = _scores(generated)
+        generated.logged_here = True  # logged under these settings just below
         self._baseline = generated
         ResultsLog(self._baseline_paths()[0]).append([self._baseline_entry()])
 
