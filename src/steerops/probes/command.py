@@ -13,7 +13,6 @@ reuses a finished run with identical config and inputs) and never touches earlie
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from steerops.cli import (
@@ -127,7 +126,7 @@ def run_train(args: argparse.Namespace) -> None:
 def run_thurstonian(args: argparse.Namespace) -> None:
     from steerops.io import write_json
     from steerops.probes.data import read_comparisons, write_scores
-    from steerops.probes.thurstonian import fit_thurstonian
+    from steerops.probes.thurstonian import fit_thurstonian, heldout_accuracy
     from steerops.tracking import track
 
     params = _scores_in_run(load_params_for(args), args, fitting=True)
@@ -135,17 +134,29 @@ def run_thurstonian(args: argparse.Namespace) -> None:
         raise SteeropsError("probes.comparisons: not set (give --comparisons FILE or set it)")
     source = params.path(params.probes.comparisons)
     comparisons = read_comparisons(source)
-    fit = fit_thurstonian(comparisons, params.probes.prior_mu, params.probes.prior_log_sigma)
+    priors = (params.probes.prior_mu, params.probes.prior_log_sigma)
+    try:
+        fit = fit_thurstonian(comparisons, *priors)
+    except SteeropsError as exc:
+        raise SteeropsError(f"{source}: {exc}") from None
+    # in-sample accuracy flatters sparse comparisons; the held-out one is the fit's quality
+    held = heldout_accuracy(comparisons, *priors, seed=params.seed)
     out = params.path(params.probes.scores)
     summary = {
         "comparisons": str(source),
         "n_tasks": len(fit.tasks),
         "n_comparisons": fit.n_comparisons,
         "nll_per_comparison": fit.nll,
-        "accuracy": fit.accuracy,
+        "in_sample_accuracy": fit.accuracy,
+        "heldout_accuracy": held["accuracy"],
+        "heldout_accuracy_ci": held["ci"],
+        "heldout_n": held["n"],
+        "heldout_fraction": held["fraction"],
+        "chance_accuracy": 0.5,
         "converged": fit.converged,
         "prior_mu": params.probes.prior_mu,
         "prior_log_sigma": params.probes.prior_log_sigma,
+        "seed": params.seed,
     }
     with track(
         params,
@@ -159,10 +170,31 @@ def run_thurstonian(args: argparse.Namespace) -> None:
             {"prior_mu": params.probes.prior_mu, "prior_log_sigma": params.probes.prior_log_sigma}
         )
         tracker.log_metrics(
-            {k: summary[k] for k in ("nll_per_comparison", "accuracy", "n_tasks", "n_comparisons")}
+            {
+                k: summary[k]
+                for k in (
+                    "nll_per_comparison",
+                    "in_sample_accuracy",
+                    "heldout_accuracy",
+                    "n_tasks",
+                    "n_comparisons",
+                )
+            }
         )
         tracker.log_artifact(out, "thurstonian")
-    print(f"wrote {out}: {json.dumps({k: summary[k] for k in list(summary)[1:6]})}")
+    if held["accuracy"] is None:
+        quality = "held-out accuracy - (too few comparisons to hold any out)"
+    else:
+        low, high = held["ci"]
+        quality = (
+            f"held-out accuracy {held['accuracy']:.3f} [{low:.3f}, {high:.3f}] "
+            f"(n {held['n']} comparisons, chance 0.5)"
+        )
+    print(
+        f"wrote {out}: {fit.n_comparisons} comparisons of {len(fit.tasks)} tasks; {quality}; "
+        f"in-sample accuracy {fit.accuracy:.3f}"
+        + ("" if fit.converged else "; the optimiser did NOT converge")
+    )
 
 
 def run_ood(args: argparse.Namespace) -> None:
