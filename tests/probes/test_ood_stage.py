@@ -114,3 +114,47 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path):
     target = next(g for g in result["targets"] if g["role"] == "A")
     assert target["conditions"][0]["probe_delta"] == pytest.approx(x[0], abs=1e-4)
     assert result["pairs"]["roles"] == ["A", "C"] and len(result["pairs"]["items"]) == 2
+
+
+def test_conditions_without_rates_or_with_unknown_targets_are_refused_before_extraction(
+    tmp_path, capsys, no_model_loads
+):
+    """A condition the rates file has no rows for (a typo'd id), or a target that is not a
+    task, is refused before the conditions' activations are extracted (a model load, then
+    every task under every condition), and nothing is written."""
+    params_file, params, ids, *_ = probe_world(tmp_path, blocks={"tracking": {"enabled": False}})
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    conditions = tmp_path / "conditions.json"
+
+    def write(target: str) -> None:
+        conditions.write_text(
+            json.dumps(
+                {
+                    "baseline": {"id": "baseline", "system_prompt": None},
+                    "conditions": [
+                        {"id": "A1", "system_prompt": "be kind", "target": target, "role": "A"}
+                    ],
+                }
+            )
+        )
+
+    rates = tmp_path / "rates.csv"
+    rates.write_text(
+        "condition_id,task_id,rate\n"
+        + "".join(f"baseline,{t},0.5\n" for t in ids)
+        + "".join(f"A_1,{t},0.6\n" for t in ids)  # the condition is A1
+    )
+    argv = ["probe", "ood", "--params", str(params_file)]
+    argv += ["--conditions", str(conditions), "--rates", str(rates), "--permutations", "10"]
+    write("task001")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rates.csv: no rates for condition 'A1'" in err[0]
+    rates.write_text(rates.read_text().replace("A_1,", "A1,"))
+    write("task999")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "target 'task999' is not a task in" in err[0]
+    tasks_root = params.out / "tasks" / "fake" / "instruct" / "prompt_m1" / "residual"
+    assert not (tasks_root / "A1").exists() and not (params.out / "ood").exists()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
+from conftest import refused_up_front
 from probe_data import fake_activations, probe_world
 from steerops.cli import main
 from steerops.probes import ridge
@@ -167,3 +168,28 @@ def test_train_on_a_named_condition_reads_its_activations(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "--condition 'loud': not a condition in" in err and "(it has baseline, terse)" in err
+
+
+def test_scores_of_another_task_set_are_refused_before_extraction(tmp_path, capsys, no_model_loads):
+    """Scores whose task ids are not the task set's (or too few of them for the split) are
+    refused up front: the activations are missing, so only a model load would have found
+    it, after extracting every task."""
+    import shutil
+
+    params_file, params, ids, mu, _ = probe_world(tmp_path)
+    shutil.rmtree(params.out)  # no activations: the extraction would need a model load
+    (tmp_path / "other.csv").write_text(
+        "task_id,mu\n" + "".join(f"other{i:03d},{m}\n" for i, m in enumerate(mu))
+    )
+    argv = ["probe", "train", "--params", str(params_file), "--scores", str(tmp_path / "other.csv")]
+    line = refused_up_front(argv, tmp_path, capsys)
+    assert "other.csv: none of its 160 task ids is a task" in line and "'other000'" in line
+    # 10 matching tasks cannot be split 0.4 into parts of at least 3 tasks each
+    (tmp_path / "few.csv").write_text(
+        "task_id,mu\n" + "".join(f"{t},{m}\n" for t, m in zip(ids[:10], mu, strict=False))
+    )
+    argv = ["probe", "train", "--params", str(params_file), "--scores", str(tmp_path / "few.csv")]
+    line = refused_up_front(argv, tmp_path, capsys)
+    assert "heldout_fraction: 0.4 of 10 tasks" in line
+    line = refused_up_front([*argv, "--cv-folds", "4"], tmp_path, capsys)
+    assert "--cv-folds: 4 folds of 10 tasks" in line
