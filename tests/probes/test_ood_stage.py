@@ -158,3 +158,34 @@ def test_conditions_without_rates_or_with_unknown_targets_are_refused_before_ext
     assert len(err) == 1 and "target 'task999' is not a task in" in err[0]
     tasks_root = params.out / "tasks" / "fake" / "instruct" / "prompt_m1" / "residual"
     assert not (tasks_root / "A1").exists() and not (params.out / "ood").exists()
+
+
+def test_a_probe_of_another_model_is_refused_before_extraction(tmp_path, capsys, no_model_loads):
+    """The probe run under the variant's folder was trained on another model (the variant now
+    points elsewhere): refused before extracting, not applied to the new model's activations."""
+    import yaml
+
+    params_file, params, ids, *_ = probe_world(tmp_path, blocks={"tracking": {"enabled": False}})
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    (tmp_path / "conditions.json").write_text(
+        json.dumps(
+            {
+                "baseline": {"id": "baseline", "system_prompt": None},
+                "conditions": [{"id": "A1", "system_prompt": "be kind"}],
+            }
+        )
+    )
+    (tmp_path / "rates.csv").write_text(
+        "condition_id,task_id,rate\n"
+        + "".join(f"{c},{t},0.5\n" for c in ("baseline", "A1") for t in ids)
+    )
+    raw = yaml.safe_load(params_file.read_text())
+    raw["models"]["instruct"]["id"] = str(tmp_path / "bigger_model")
+    params_file.write_text(yaml.safe_dump(raw))
+    argv = ["probe", "ood", "--params", str(params_file), "--conditions"]
+    argv += [str(tmp_path / "conditions.json"), "--rates", str(tmp_path / "rates.csv")]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "models.instruct.id: " in err[0] and "bigger_model" in err[0]
+    assert not (params.out / "ood").exists()

@@ -31,11 +31,16 @@ def _check_probe_matches(params, manifest: dict, run_dir: Path) -> None:
         "component": probes.component,
         "position": probes.position.text,
     }
-    for key, value in wanted.items():
+    # a probe of another model reads these activations as garbage (or fails on the hidden
+    # size after every condition was extracted)
+    spec = params.variant(probes.variant, "probes.variant")
+    models = {"model": spec.id, "revision": spec.revision}
+    for key, value in (wanted | models).items():
         if config.get(key) != value:
+            name = f"models.{probes.variant}.{'id' if key == 'model' else key}"
             raise SteeropsError(
-                f"probes.{key}: {value!r} but probe run {run_dir.name} was "
-                f"trained with {config.get(key)!r}"
+                f"{name if key in models else 'probes.' + key}: {value!r} but probe run "
+                f"{run_dir.name} was trained with {config.get(key)!r}"
             )
 
 
