@@ -110,7 +110,7 @@ def test_train_stage_bad_input_keeps_outputs(tmp_path, capsys):
     assert len((root / "runs" / "runs.jsonl").read_text().splitlines()) == 1
 
 
-def test_train_stage_cv_and_confounds(tmp_path):
+def test_train_stage_cv_and_confounds(tmp_path, capsys):
     params_file, params, ids, mu, _ = probe_world(tmp_path)
     (tmp_path / "conf.csv").write_text(
         "task_id,group\n" + "".join(f"{t},{'g' + str(i % 3)}\n" for i, t in enumerate(ids[4:]))
@@ -139,6 +139,10 @@ def test_train_stage_cv_and_confounds(tmp_path):
     # out-of-fold r chose alpha and layer: n, but no interval that would claim otherwise
     best = manifest["layers"][str(manifest["best_layer"])]
     assert best["final_n"] == 156 and best["final_r_ci"] == [None, None]
+    # ... and it is not printed or noted as a held-out r
+    printed = capsys.readouterr().out
+    assert "final r" not in printed and "out-of-fold r (optimistic" in printed
+    assert "tasks that chose nothing" not in manifest["note"]
 
 
 def test_train_on_a_named_condition_reads_its_activations(tmp_path, capsys):

@@ -246,7 +246,10 @@ def train(params) -> tuple[Path, dict, bool]:
         "best_final_r": per_layer[str(best)]["final_r"],
         "system_prompt_policy": metadata.get("system_prompt_policy"),
         "weights": "probes.safetensors",
-        "note": "best_layer is chosen by sweep_r; final_r is scored on tasks that chose nothing",
+        "note": "best_layer is chosen by sweep_r; final_r is scored on tasks that chose nothing"
+        if config["protocol"] == "holdout"
+        else "best_layer is chosen by sweep_r (mean fold r); final_r is the out-of-fold r of "
+        "the same folds that chose alpha and layer: optimistic, not a held-out r",
     }
     tracked = {"activations_metadata": act_dir / METADATA_FILE, "scores": scores_path}
     tracked.update(
