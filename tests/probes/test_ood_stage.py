@@ -28,7 +28,7 @@ def reference_permutation_p(x, y, groups, n_perm, seed):
     return (1 + hits) / (1 + n_perm)
 
 
-def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path):
+def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path, capsys):
     params_file, params, ids, mu, layers = probe_world(
         tmp_path, blocks={"tracking": {"enabled": False}}
     )
@@ -111,6 +111,14 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path):
     assert v1["p_perm"] == pytest.approx(
         reference_permutation_p(x, y, np.repeat([0, 1], len(ids)), 300, params.seed), abs=1e-9
     )
+    # the within-condition r (what p tests) is printed with its interval and n first
+    centred = [(m - m.mean(1, keepdims=True)).ravel() for m in (x.reshape(2, -1), y.reshape(2, -1))]
+    assert v1["pearson_within"] == pytest.approx(pearsonr(*centred)[0], abs=1e-4)
+    low, high = v1["pearson_within_ci"]
+    printed = capsys.readouterr().out
+    assert f"v1: within-condition r {v1['pearson_within']:.3g} [{low:.3g}, {high:.3g}]" in printed
+    assert f"({len(ids)} tasks x 2 conditions); pooled pearson" in printed
+    assert "| within-condition r [95%] | pooled pearson |" in (out_dir / "ood.md").read_text()
     target = next(g for g in result["targets"] if g["role"] == "A")
     assert target["conditions"][0]["probe_delta"] == pytest.approx(x[0], abs=1e-4)
     assert result["pairs"]["roles"] == ["A", "C"] and len(result["pairs"]["items"]) == 2

@@ -211,10 +211,16 @@ def run_ood(args: argparse.Namespace) -> None:
         return "-" if value is None else f"{value:.3g}"
 
     for version, block in result["per_version"].items():
+        # the pooled r also counts the conditions' mean shifts (2-3 points with 2-3
+        # conditions); the within-condition r is what the permutation p tests
+        low, high = block["pearson_within_ci"]
+        interval = "" if low is None else f" [{low:.3g}, {high:.3g}]"
         print(
-            f"  {version}: pearson {fmt(block['pearson'])}, spearman "
-            f"{fmt(block['spearman'])}, p {fmt(block['p_perm'])}, sign agreement "
-            f"{fmt(block['sign_agreement'])} ({block['n_pairs']} pairs)"
+            f"  {version}: within-condition r {fmt(block['pearson_within'])}{interval}, "
+            f"p {fmt(block['p_perm'])} ({block['n_tasks']} tasks x {block['n_conditions']} "
+            f"conditions); pooled pearson {fmt(block['pearson'])}, spearman "
+            f"{fmt(block['spearman'])}, sign agreement {fmt(block['sign_agreement'])} "
+            f"({block['n_pairs']} pairs)"
         )
     pairs = result["pairs"]
     print(f"  A/C inversions: {pairs['inversions']} of {pairs['n']}")

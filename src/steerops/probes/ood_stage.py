@@ -188,7 +188,7 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
             tracker.log_metrics(
                 {
                     f"{version}.{k}": block[k]
-                    for k in ("pearson", "spearman", "p_perm", "sign_agreement")
+                    for k in ("pearson", "pearson_within", "spearman", "p_perm", "sign_agreement")
                 }
             )
         tracker.log_metrics({"inversion_rate": result["pairs"]["rate"]})
