@@ -197,3 +197,28 @@ def test_scores_of_another_task_set_are_refused_before_extraction(tmp_path, caps
     assert "heldout_fraction: 0.4 of 10 tasks" in line
     line = refused_up_front([*argv, "--cv-folds", "4"], tmp_path, capsys)
     assert "--cv-folds: 4 folds of 10 tasks" in line
+
+
+def test_pairwise_accuracy_comes_with_its_n(tmp_path):
+    """metrics.json (what `dvc metrics show` prints) gives each layer's pairwise accuracy with
+    the number of comparisons it was scored on: those between final-split tasks only."""
+    rng = np.random.default_rng(2)
+    n = 160
+    pairs = [tuple(rng.choice(n, 2, replace=False)) for _ in range(600)]
+    comparisons = tmp_path / "comparisons.jsonl"
+    comparisons.write_text(
+        "".join(
+            json.dumps({"task_a": f"task{a:03d}", "task_b": f"task{b:03d}", "winner": w}) + "\n"
+            for a, b in pairs
+            for w in [f"task{a:03d}"]
+        )
+    )
+    params_file, params, *_ = probe_world(tmp_path, comparisons=str(comparisons))
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    metrics = json.loads(
+        (params.out / "probes" / "fake" / "instruct" / "prompt_m1" / "metrics.json").read_text()
+    )
+    final = set(ridge.split_tasks(n, 0.4, params.seed).final.tolist())
+    expected = sum(a in final and b in final for a, b in pairs)
+    assert metrics["pairwise_n"] == {"0": expected, "1": expected} and expected > 0
+    assert set(metrics["pairwise_accuracy"]) == {"0", "1"}
