@@ -7,7 +7,13 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 
 from steerops.extract.conditions import OodCondition
-from steerops.probes.ood import analyse, paired_inversions, per_target, permutation_p
+from steerops.probes.ood import (
+    _within_r,
+    analyse,
+    paired_inversions,
+    per_target,
+    permutation_p,
+)
 
 
 def reference_permutation_p(x, y, groups, n_perm, seed):
@@ -99,3 +105,33 @@ def test_per_version_statistics_pool_conditions():
     assert v1["p_perm"] == pytest.approx(
         reference_permutation_p(x, y, np.repeat([0, 1], 30), 50, 1)
     )
+
+
+def test_two_condition_shifts_are_not_task_level_agreement():
+    # Two conditions shift probe and behaviour the same way; within a condition the deltas
+    # are unrelated. The pooled r is near 1 from those 2 points; the within-condition r (the
+    # one the permutation p tests) is near 0 and its bootstrap interval over tasks holds 0.
+    rng = np.random.default_rng(0)
+    tasks = [f"t{i}" for i in range(300)]
+    conds = [OodCondition(c, "p", None, "v1", None) for c in ("A", "C")]
+    probe = {"A": 1 + rng.normal(0, 0.3, 300), "C": -1 + rng.normal(0, 0.3, 300)}
+    behaviour = {"A": 0.2 + rng.normal(0, 0.05, 300), "C": -0.2 + rng.normal(0, 0.05, 300)}
+    v1 = analyse(tasks, conds, probe, behaviour, 50, 0, 3, ("A", "C"))["per_version"]["v1"]
+    assert v1["pearson"] > 0.9 and v1["n_tasks"] == 300
+    centred = [np.concatenate([d[c] - d[c].mean() for c in "AC"]) for d in (probe, behaviour)]
+    assert v1["pearson_within"] == pytest.approx(pearsonr(*centred)[0], abs=1e-12)
+    low, high = v1["pearson_within_ci"]
+    assert low < 0 < high and high - low < 0.3
+
+
+def test_within_r_weights_are_resampled_rows():
+    # a bootstrap draw's weights (task counts) equal repeating each task's rows that often
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=40), rng.normal(size=40)
+    groups, task = np.repeat([0, 1], 20), np.tile(np.arange(20), 2)
+    counts = rng.multinomial(20, np.full(20, 0.05))
+    rows = np.repeat(np.arange(40), counts[task])
+    xs, ys, gs = x[rows], y[rows], groups[rows]
+    centred = [np.concatenate([v[gs == g] - v[gs == g].mean() for g in (0, 1)]) for v in (xs, ys)]
+    weighted = _within_r(x, y, groups, counts[task][None].astype(float))[0]
+    assert weighted == pytest.approx(pearsonr(*centred)[0], abs=1e-12)

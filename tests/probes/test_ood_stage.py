@@ -28,7 +28,7 @@ def reference_permutation_p(x, y, groups, n_perm, seed):
     return (1 + hits) / (1 + n_perm)
 
 
-def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path):
+def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path, capsys):
     params_file, params, ids, mu, layers = probe_world(
         tmp_path, blocks={"tracking": {"enabled": False}}
     )
@@ -111,6 +111,89 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path):
     assert v1["p_perm"] == pytest.approx(
         reference_permutation_p(x, y, np.repeat([0, 1], len(ids)), 300, params.seed), abs=1e-9
     )
+    # the within-condition r (what p tests) is printed with its interval and n first
+    centred = [(m - m.mean(1, keepdims=True)).ravel() for m in (x.reshape(2, -1), y.reshape(2, -1))]
+    assert v1["pearson_within"] == pytest.approx(pearsonr(*centred)[0], abs=1e-4)
+    low, high = v1["pearson_within_ci"]
+    printed = capsys.readouterr().out
+    assert f"v1: within-condition r {v1['pearson_within']:.3g} [{low:.3g}, {high:.3g}]" in printed
+    assert f"({len(ids)} tasks x 2 conditions); pooled pearson" in printed
+    assert "| within-condition r [95%] | pooled pearson |" in (out_dir / "ood.md").read_text()
     target = next(g for g in result["targets"] if g["role"] == "A")
     assert target["conditions"][0]["probe_delta"] == pytest.approx(x[0], abs=1e-4)
     assert result["pairs"]["roles"] == ["A", "C"] and len(result["pairs"]["items"]) == 2
+
+
+def test_conditions_without_rates_or_with_unknown_targets_are_refused_before_extraction(
+    tmp_path, capsys, no_model_loads
+):
+    """A condition the rates file has no rows for (a typo'd id), or a target that is not a
+    task, is refused before the conditions' activations are extracted (a model load, then
+    every task under every condition), and nothing is written."""
+    params_file, params, ids, *_ = probe_world(tmp_path, blocks={"tracking": {"enabled": False}})
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    conditions = tmp_path / "conditions.json"
+
+    def write(target: str) -> None:
+        conditions.write_text(
+            json.dumps(
+                {
+                    "baseline": {"id": "baseline", "system_prompt": None},
+                    "conditions": [
+                        {"id": "A1", "system_prompt": "be kind", "target": target, "role": "A"}
+                    ],
+                }
+            )
+        )
+
+    rates = tmp_path / "rates.csv"
+    rates.write_text(
+        "condition_id,task_id,rate\n"
+        + "".join(f"baseline,{t},0.5\n" for t in ids)
+        + "".join(f"A_1,{t},0.6\n" for t in ids)  # the condition is A1
+    )
+    argv = ["probe", "ood", "--params", str(params_file)]
+    argv += ["--conditions", str(conditions), "--rates", str(rates), "--permutations", "10"]
+    write("task001")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rates.csv: no rates for condition 'A1'" in err[0]
+    rates.write_text(rates.read_text().replace("A_1,", "A1,"))
+    write("task999")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "target 'task999' is not a task in" in err[0]
+    tasks_root = params.out / "tasks" / "fake" / "instruct" / "prompt_m1" / "residual"
+    assert not (tasks_root / "A1").exists() and not (params.out / "ood").exists()
+
+
+def test_a_probe_of_another_model_is_refused_before_extraction(tmp_path, capsys, no_model_loads):
+    """The probe run under the variant's folder was trained on another model (the variant now
+    points elsewhere): refused before extracting, not applied to the new model's activations."""
+    import yaml
+
+    params_file, params, ids, *_ = probe_world(tmp_path, blocks={"tracking": {"enabled": False}})
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    (tmp_path / "conditions.json").write_text(
+        json.dumps(
+            {
+                "baseline": {"id": "baseline", "system_prompt": None},
+                "conditions": [{"id": "A1", "system_prompt": "be kind"}],
+            }
+        )
+    )
+    (tmp_path / "rates.csv").write_text(
+        "condition_id,task_id,rate\n"
+        + "".join(f"{c},{t},0.5\n" for c in ("baseline", "A1") for t in ids)
+    )
+    raw = yaml.safe_load(params_file.read_text())
+    raw["models"]["instruct"]["id"] = str(tmp_path / "bigger_model")
+    params_file.write_text(yaml.safe_dump(raw))
+    argv = ["probe", "ood", "--params", str(params_file), "--conditions"]
+    argv += [str(tmp_path / "conditions.json"), "--rates", str(tmp_path / "rates.csv")]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "models.instruct.id: " in err[0] and "bigger_model" in err[0]
+    assert not (params.out / "ood").exists()

@@ -9,10 +9,17 @@ import json
 import numpy as np
 import pytest
 from scipy.optimize import approx_fprime
-from scipy.stats import norm, spearmanr
+from scipy.stats import binomtest, norm, spearmanr
 
 from steerops.cli import main
-from steerops.probes.thurstonian import _objective, fit_thurstonian, sample_comparisons
+from steerops.errors import SteeropsError
+from steerops.probes.thurstonian import (
+    _objective,
+    fit_thurstonian,
+    heldout_accuracy,
+    sample_comparisons,
+    wilson_interval,
+)
 
 
 def _planted(n_tasks: int, n_comparisons: int, seed: int = 0):
@@ -63,6 +70,36 @@ def test_gradient_matches_finite_differences():
     np.testing.assert_allclose(analytic, numeric, atol=1e-4)
 
 
+def test_disconnected_comparisons_are_refused():
+    # Two groups never compared with each other: the priors centre each at 0, so a planted
+    # offset of 3 between them would vanish without a word.
+    rng = np.random.default_rng(0)
+    left = sample_comparisons(rng, ["a0", "a1", "a2"], np.zeros(3), np.ones(3), 300)
+    right = sample_comparisons(rng, ["b0", "b1"], np.full(2, 3.0), np.ones(2), 200)
+    with pytest.raises(SteeropsError, match=r"into 2 groups .*sizes \[3, 2\].*'a0' and 'b0'"):
+        fit_thurstonian(left + right)
+    fit_thurstonian(left + right + [("a0", "b0", "b0")])  # one link makes one scale
+
+
+def test_heldout_accuracy_is_chance_on_coin_flips_where_in_sample_is_not():
+    # 600 tasks with 4 coin-flip comparisons each: the in-sample accuracy looks like a fit
+    rng = np.random.default_rng(3)
+    tasks = [f"t{i}" for i in range(600)]
+    comparisons = sample_comparisons(rng, tasks, np.zeros(600), np.ones(600), 2400)
+    assert fit_thurstonian(comparisons, 10.0, 0.5).accuracy > 0.6
+    held = heldout_accuracy(comparisons, 10.0, 0.5, fraction=0.2, seed=3)
+    assert held["n"] == 480 and held["ci"][0] < 0.5 < held["ci"][1]
+    planted, mu, _, planted_comps = _planted(60, 3000)
+    good = heldout_accuracy(planted_comps, fraction=0.2, seed=0)
+    assert good["ci"][0] > 0.6
+
+
+def test_wilson_interval_matches_scipy():
+    for hits, n in [(0, 10), (7, 10), (480, 1000), (1000, 1000)]:
+        ci = binomtest(hits, n).proportion_ci(0.95, method="wilson")
+        assert wilson_interval(hits, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
+
+
 def test_sampled_comparisons_follow_the_model():
     rng = np.random.default_rng(0)
     tasks = ["x", "y"]
@@ -102,7 +139,13 @@ def test_command_writes_scores_csv_and_keeps_it_on_bad_input(tmp_path, capsys):
     assert list(rows[0]) == ["task_id", "mu", "sigma"] and len(rows) == 30
     fitted = {r["task_id"]: float(r["mu"]) for r in rows}
     assert spearmanr([fitted[t] for t in tasks], mu)[0] >= 0.9
-    assert json.loads(out.with_suffix(".fit.json").read_text())["n_comparisons"] == 1500
+    summary = json.loads(out.with_suffix(".fit.json").read_text())
+    assert summary["n_comparisons"] == 1500 and summary["heldout_n"] == 300
+    low, high = summary["heldout_accuracy_ci"]
+    assert 0.5 < low < summary["heldout_accuracy"] < high
+    printed = capsys.readouterr().out
+    assert f"held-out accuracy {summary['heldout_accuracy']:.3f} [{low:.3f}, {high:.3f}]" in printed
+    assert "(n 300 comparisons, chance 0.5)" in printed
 
     before = out.read_bytes()
     path.write_text('{"task_a": "a", "task_b": "b", "winner": "c"}\n')

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
+from conftest import refused_up_front
 from probe_data import fake_activations, probe_world
 from steerops.cli import main
 from steerops.probes import ridge
@@ -109,7 +110,7 @@ def test_train_stage_bad_input_keeps_outputs(tmp_path, capsys):
     assert len((root / "runs" / "runs.jsonl").read_text().splitlines()) == 1
 
 
-def test_train_stage_cv_and_confounds(tmp_path):
+def test_train_stage_cv_and_confounds(tmp_path, capsys):
     params_file, params, ids, mu, _ = probe_world(tmp_path)
     (tmp_path / "conf.csv").write_text(
         "task_id,group\n" + "".join(f"{t},{'g' + str(i % 3)}\n" for i, t in enumerate(ids[4:]))
@@ -138,6 +139,10 @@ def test_train_stage_cv_and_confounds(tmp_path):
     # out-of-fold r chose alpha and layer: n, but no interval that would claim otherwise
     best = manifest["layers"][str(manifest["best_layer"])]
     assert best["final_n"] == 156 and best["final_r_ci"] == [None, None]
+    # ... and it is not printed or noted as a held-out r
+    printed = capsys.readouterr().out
+    assert "final r" not in printed and "out-of-fold r (optimistic" in printed
+    assert "tasks that chose nothing" not in manifest["note"]
 
 
 def test_train_on_a_named_condition_reads_its_activations(tmp_path, capsys):
@@ -167,3 +172,53 @@ def test_train_on_a_named_condition_reads_its_activations(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "--condition 'loud': not a condition in" in err and "(it has baseline, terse)" in err
+
+
+def test_scores_of_another_task_set_are_refused_before_extraction(tmp_path, capsys, no_model_loads):
+    """Scores whose task ids are not the task set's (or too few of them for the split) are
+    refused up front: the activations are missing, so only a model load would have found
+    it, after extracting every task."""
+    import shutil
+
+    params_file, params, ids, mu, _ = probe_world(tmp_path)
+    shutil.rmtree(params.out)  # no activations: the extraction would need a model load
+    (tmp_path / "other.csv").write_text(
+        "task_id,mu\n" + "".join(f"other{i:03d},{m}\n" for i, m in enumerate(mu))
+    )
+    argv = ["probe", "train", "--params", str(params_file), "--scores", str(tmp_path / "other.csv")]
+    line = refused_up_front(argv, tmp_path, capsys)
+    assert "other.csv: none of its 160 task ids is a task" in line and "'other000'" in line
+    # 10 matching tasks cannot be split 0.4 into parts of at least 3 tasks each
+    (tmp_path / "few.csv").write_text(
+        "task_id,mu\n" + "".join(f"{t},{m}\n" for t, m in zip(ids[:10], mu, strict=False))
+    )
+    argv = ["probe", "train", "--params", str(params_file), "--scores", str(tmp_path / "few.csv")]
+    line = refused_up_front(argv, tmp_path, capsys)
+    assert "heldout_fraction: 0.4 of 10 tasks" in line
+    line = refused_up_front([*argv, "--cv-folds", "4"], tmp_path, capsys)
+    assert "--cv-folds: 4 folds of 10 tasks" in line
+
+
+def test_pairwise_accuracy_comes_with_its_n(tmp_path):
+    """metrics.json (what `dvc metrics show` prints) gives each layer's pairwise accuracy with
+    the number of comparisons it was scored on: those between final-split tasks only."""
+    rng = np.random.default_rng(2)
+    n = 160
+    pairs = [tuple(rng.choice(n, 2, replace=False)) for _ in range(600)]
+    comparisons = tmp_path / "comparisons.jsonl"
+    comparisons.write_text(
+        "".join(
+            json.dumps({"task_a": f"task{a:03d}", "task_b": f"task{b:03d}", "winner": w}) + "\n"
+            for a, b in pairs
+            for w in [f"task{a:03d}"]
+        )
+    )
+    params_file, params, *_ = probe_world(tmp_path, comparisons=str(comparisons))
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    metrics = json.loads(
+        (params.out / "probes" / "fake" / "instruct" / "prompt_m1" / "metrics.json").read_text()
+    )
+    final = set(ridge.split_tasks(n, 0.4, params.seed).final.tolist())
+    expected = sum(a in final and b in final for a, b in pairs)
+    assert metrics["pairwise_n"] == {"0": expected, "1": expected} and expected > 0
+    assert set(metrics["pairwise_accuracy"]) == {"0", "1"}

@@ -13,7 +13,6 @@ reuses a finished run with identical config and inputs) and never touches earlie
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from steerops.cli import (
@@ -118,16 +117,19 @@ def run_train(args: argparse.Namespace) -> None:
     low, high = layer.get("final_r_ci") or (None, None)
     interval = "" if low is None else f" [{low:.3f}, {high:.3f}]"
     n = f" (n {layer['final_n']})" if layer.get("final_n") else ""
+    # under CV the same out-of-fold predictions chose alpha and layer: not a held-out r
+    cv = manifest["config"]["protocol"] == "cv"
+    final = "out-of-fold r (optimistic: it chose alpha and layer)" if cv else "final r"
     print(
         f"  best layer {best} (alpha {layer['alpha']:g}): sweep r "
-        f"{manifest['best_sweep_r']:.3f}, final r {manifest['best_final_r']:.3f}{interval}{n}"
+        f"{manifest['best_sweep_r']:.3f}, {final} {manifest['best_final_r']:.3f}{interval}{n}"
     )
 
 
 def run_thurstonian(args: argparse.Namespace) -> None:
     from steerops.io import write_json
     from steerops.probes.data import read_comparisons, write_scores
-    from steerops.probes.thurstonian import fit_thurstonian
+    from steerops.probes.thurstonian import fit_thurstonian, heldout_accuracy
     from steerops.tracking import track
 
     params = _scores_in_run(load_params_for(args), args, fitting=True)
@@ -135,17 +137,29 @@ def run_thurstonian(args: argparse.Namespace) -> None:
         raise SteeropsError("probes.comparisons: not set (give --comparisons FILE or set it)")
     source = params.path(params.probes.comparisons)
     comparisons = read_comparisons(source)
-    fit = fit_thurstonian(comparisons, params.probes.prior_mu, params.probes.prior_log_sigma)
+    priors = (params.probes.prior_mu, params.probes.prior_log_sigma)
+    try:
+        fit = fit_thurstonian(comparisons, *priors)
+    except SteeropsError as exc:
+        raise SteeropsError(f"{source}: {exc}") from None
+    # in-sample accuracy flatters sparse comparisons; the held-out one is the fit's quality
+    held = heldout_accuracy(comparisons, *priors, seed=params.seed)
     out = params.path(params.probes.scores)
     summary = {
         "comparisons": str(source),
         "n_tasks": len(fit.tasks),
         "n_comparisons": fit.n_comparisons,
         "nll_per_comparison": fit.nll,
-        "accuracy": fit.accuracy,
+        "in_sample_accuracy": fit.accuracy,
+        "heldout_accuracy": held["accuracy"],
+        "heldout_accuracy_ci": held["ci"],
+        "heldout_n": held["n"],
+        "heldout_fraction": held["fraction"],
+        "chance_accuracy": 0.5,
         "converged": fit.converged,
         "prior_mu": params.probes.prior_mu,
         "prior_log_sigma": params.probes.prior_log_sigma,
+        "seed": params.seed,
     }
     with track(
         params,
@@ -159,10 +173,31 @@ def run_thurstonian(args: argparse.Namespace) -> None:
             {"prior_mu": params.probes.prior_mu, "prior_log_sigma": params.probes.prior_log_sigma}
         )
         tracker.log_metrics(
-            {k: summary[k] for k in ("nll_per_comparison", "accuracy", "n_tasks", "n_comparisons")}
+            {
+                k: summary[k]
+                for k in (
+                    "nll_per_comparison",
+                    "in_sample_accuracy",
+                    "heldout_accuracy",
+                    "n_tasks",
+                    "n_comparisons",
+                )
+            }
         )
         tracker.log_artifact(out, "thurstonian")
-    print(f"wrote {out}: {json.dumps({k: summary[k] for k in list(summary)[1:6]})}")
+    if held["accuracy"] is None:
+        quality = "held-out accuracy - (too few comparisons to hold any out)"
+    else:
+        low, high = held["ci"]
+        quality = (
+            f"held-out accuracy {held['accuracy']:.3f} [{low:.3f}, {high:.3f}] "
+            f"(n {held['n']} comparisons, chance 0.5)"
+        )
+    print(
+        f"wrote {out}: {fit.n_comparisons} comparisons of {len(fit.tasks)} tasks; {quality}; "
+        f"in-sample accuracy {fit.accuracy:.3f}"
+        + ("" if fit.converged else "; the optimiser did NOT converge")
+    )
 
 
 def run_ood(args: argparse.Namespace) -> None:
@@ -176,10 +211,16 @@ def run_ood(args: argparse.Namespace) -> None:
         return "-" if value is None else f"{value:.3g}"
 
     for version, block in result["per_version"].items():
+        # the pooled r also counts the conditions' mean shifts (2-3 points with 2-3
+        # conditions); the within-condition r is what the permutation p tests
+        low, high = block["pearson_within_ci"]
+        interval = "" if low is None else f" [{low:.3g}, {high:.3g}]"
         print(
-            f"  {version}: pearson {fmt(block['pearson'])}, spearman "
-            f"{fmt(block['spearman'])}, p {fmt(block['p_perm'])}, sign agreement "
-            f"{fmt(block['sign_agreement'])} ({block['n_pairs']} pairs)"
+            f"  {version}: within-condition r {fmt(block['pearson_within'])}{interval}, "
+            f"p {fmt(block['p_perm'])} ({block['n_tasks']} tasks x {block['n_conditions']} "
+            f"conditions); pooled pearson {fmt(block['pearson'])}, spearman "
+            f"{fmt(block['spearman'])}, sign agreement {fmt(block['sign_agreement'])} "
+            f"({block['n_pairs']} pairs)"
         )
     pairs = result["pairs"]
     print(f"  A/C inversions: {pairs['inversions']} of {pairs['n']}")

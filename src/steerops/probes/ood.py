@@ -10,6 +10,13 @@ delta = rate(condition) - rate(baseline) (nan where a rate is missing).
   mistaken for task-level agreement), with `numpy.random.default_rng(seed)` drawing one
   `permutation` per condition per round, in condition order; one-sided,
   p = (1 + #{r_perm >= r_obs}) / (1 + n_perm).
+- Per version, the within-condition Pearson r (both deltas centred in each condition): the
+  task-level agreement the permutation p tests. The pooled r also counts how the conditions'
+  mean shifts agree, which with 2-3 conditions rests on 2-3 points (two conditions that
+  shift probe and behaviour the same way give a pooled r near 1 with no task-level
+  agreement at all). Its 95% interval is a percentile bootstrap over tasks (a task's pairs
+  in every condition resampled together, as multinomial weights), `BOOTSTRAP` draws from
+  `default_rng(seed)`.
 - Per (role, target): the target task's deltas in each condition, its rank among all tasks
   by descending delta (1 = moved up most) and by ascending delta (1 = moved down most), the
   top-k rate in each direction, and its mean delta per version.
@@ -33,7 +40,8 @@ Tasks = list[str]  # task ids in row order
 Conditions = list[OodCondition]
 Deltas = dict[str, np.ndarray]  # condition id -> [n_tasks] deltas against the baseline
 
-_CHUNK = 512  # permutations scored per vectorised batch
+_CHUNK = 512  # permutations (or bootstrap draws) scored per vectorised batch
+BOOTSTRAP = 2000
 
 
 def _rowwise_pearson(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -64,6 +72,42 @@ def permutation_p(
     return (1 + hits) / (1 + n_perm)
 
 
+def _within_r(x: np.ndarray, y: np.ndarray, groups: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Pearson r of x, y centred within each group, with row weights w [draws, n]."""
+    sums = np.zeros((3, len(w)))  # sxy, sxx, syy per draw
+    for g in np.unique(groups):
+        m = groups == g
+        wg = w[:, m]
+        total = np.maximum(wg.sum(axis=1, keepdims=True), 1e-300)
+        dx = x[m] - (wg @ x[m])[:, None] / total
+        dy = y[m] - (wg @ y[m])[:, None] / total
+        sums += [(wg * dx * dy).sum(1), (wg * dx * dx).sum(1), (wg * dy * dy).sum(1)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums[0] / np.sqrt(sums[1] * sums[2])
+
+
+def within_pearson(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, task: np.ndarray, seed: int
+) -> tuple[float, list[float | None]]:
+    """Within-group Pearson r and its 95% bootstrap interval over tasks (`task`: each
+    row's task index); the interval is None where a draw has no spread."""
+    r = float(_within_r(x, y, groups, np.ones((1, len(x))))[0])
+    tasks, row_task = np.unique(task, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    draws = []
+    chunk = max(1, min(_CHUNK, 2_000_000 // len(x)))  # [chunk, pairs] weights stay ~16 MB
+    for start in range(0, BOOTSTRAP, chunk):
+        counts = rng.multinomial(
+            len(tasks), np.full(len(tasks), 1 / len(tasks)), size=min(chunk, BOOTSTRAP - start)
+        )
+        draws.append(_within_r(x, y, groups, counts[:, row_task].astype(np.float64)))
+    boot = np.concatenate(draws)
+    if not np.isfinite(r) or not np.isfinite(boot).all():
+        return r, [None, None]
+    low, high = np.quantile(boot, [0.025, 0.975])
+    return r, [float(low), float(high)]
+
+
 def sign_agreement(x: np.ndarray, y: np.ndarray) -> tuple[float | None, int]:
     mask = (x != 0) & (y != 0)
     n = int(mask.sum())
@@ -91,19 +135,25 @@ def per_version(
 ) -> dict:
     out = {}
     for version in dict.fromkeys(c.version for c in conditions):
-        xs, ys, groups = [], [], []
+        xs, ys, groups, rows = [], [], [], []
         for k, c in enumerate(c for c in conditions if c.version == version):
             keep = np.isfinite(behaviour[c.id])
             xs.append(probe[c.id][keep])
             ys.append(behaviour[c.id][keep])
             groups.append(np.full(int(keep.sum()), k))
+            rows.append(np.flatnonzero(keep))
         x, y, g = np.concatenate(xs), np.concatenate(ys), np.concatenate(groups)
+        task = np.concatenate(rows)
         agree, n_sign = sign_agreement(x, y)
         enough = len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
+        within, within_ci = within_pearson(x, y, g, task, seed) if enough else (None, [None, None])
         out[version] = {
             "n_pairs": int(len(x)),
             "n_conditions": len(xs),
+            "n_tasks": int(len(np.unique(task))),
             "pearson": _nan_to_none(pearson(x, y)) if enough else None,
+            "pearson_within": _nan_to_none(within),
+            "pearson_within_ci": within_ci,
             "spearman": _nan_to_none(spearmanr(x, y)[0]) if enough else None,
             "p_perm": _nan_to_none(permutation_p(x, y, g, n_perm, seed)) if enough else None,
             "sign_agreement": agree,

@@ -36,6 +36,10 @@ def markdown(result: dict) -> str:
         "",
         "## Per version (pooled over conditions and tasks)",
         "",
+        "The within-condition r (deltas centred in each condition; 95% bootstrap interval"
+        " over tasks) is the task-level agreement the permutation p tests; the pooled r also"
+        " counts the conditions' mean shifts, one point per condition.",
+        "",
     ]
     rows = []
     for version, v in result["per_version"].items():
@@ -46,11 +50,14 @@ def markdown(result: dict) -> str:
             )
             or "-"
         )
+        low, high = v["pearson_within_ci"]
+        within = _f(v["pearson_within"]) + ("" if low is None else f" [{_f(low)}, {_f(high)}]")
         rows.append(
             [
                 version,
                 v["n_conditions"],
                 v["n_pairs"],
+                within,
                 v["pearson"],
                 v["spearman"],
                 v["p_perm"],
@@ -63,7 +70,8 @@ def markdown(result: dict) -> str:
             "version",
             "conditions",
             "pairs",
-            "pearson",
+            "within-condition r [95%]",
+            "pooled pearson",
             "spearman",
             "p (perm)",
             "sign agree",

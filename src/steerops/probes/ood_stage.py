@@ -31,11 +31,16 @@ def _check_probe_matches(params, manifest: dict, run_dir: Path) -> None:
         "component": probes.component,
         "position": probes.position.text,
     }
-    for key, value in wanted.items():
+    # a probe of another model reads these activations as garbage (or fails on the hidden
+    # size after every condition was extracted)
+    spec = params.variant(probes.variant, "probes.variant")
+    models = {"model": spec.id, "revision": spec.revision}
+    for key, value in (wanted | models).items():
         if config.get(key) != value:
+            name = f"models.{probes.variant}.{'id' if key == 'model' else key}"
             raise SteeropsError(
-                f"probes.{key}: {value!r} but probe run {run_dir.name} was "
-                f"trained with {config.get(key)!r}"
+                f"{name if key in models else 'probes.' + key}: {value!r} but probe run "
+                f"{run_dir.name} was trained with {config.get(key)!r}"
             )
 
 
@@ -49,6 +54,32 @@ def _required(params, key: str) -> Path:
     return path
 
 
+def _check_against_tasks(
+    params, rates_path: Path, rates: dict, baseline_id: str, conditions, conditions_path: Path
+) -> None:
+    """Refuse, before any extraction (a model load, then every task under every condition),
+    a condition without one rate for a task of the set that the baseline also rates (a
+    typo'd id), and a target that is not a task of the set."""
+    from steerops.extract.tasks import load_tasks
+
+    tasks_file = params.path(params.probes.tasks)
+    if not tasks_file.is_file():
+        raise SteeropsError(f"probes.tasks: file not found: {tasks_file}")
+    known = {t.task_id for t in load_tasks(tasks_file)}
+    based = known & set(rates[baseline_id])
+    for c in conditions:
+        if not based & set(rates.get(c.id, {})):
+            raise SteeropsError(
+                f"{rates_path}: no rates for condition {c.id!r} on tasks of {tasks_file} "
+                f"that the baseline {baseline_id!r} also has rates for"
+            )
+        if c.target is not None and c.target not in known:
+            raise SteeropsError(
+                f"{conditions_path}: condition {c.id!r}: target {c.target!r} "
+                f"is not a task in {tasks_file}"
+            )
+
+
 def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
     ood = params.probes.ood
     conditions_path, rates_path = _required(params, "conditions"), _required(params, "rates")
@@ -56,6 +87,7 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
     rates = read_rates(rates_path)
     if baseline.id not in rates:
         raise SteeropsError(f"{rates_path}: no rates for the baseline condition {baseline.id!r}")
+    _check_against_tasks(params, rates_path, rates, baseline.id, conditions, conditions_path)
     root = probes_root(
         params.out, tasks_name(params), params.probes.variant, params.probes.position.text
     )
@@ -156,7 +188,7 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
             tracker.log_metrics(
                 {
                     f"{version}.{k}": block[k]
-                    for k in ("pearson", "spearman", "p_perm", "sign_agreement")
+                    for k in ("pearson", "pearson_within", "spearman", "p_perm", "sign_agreement")
                 }
             )
         tracker.log_metrics({"inversion_rate": result["pairs"]["rate"]})

@@ -113,6 +113,13 @@ def split_tasks(n: int, heldout_fraction: float, seed: int) -> Split:
     return split
 
 
+def check_folds(n: int, folds: int) -> None:
+    if folds < 2 or n // folds < MIN_PART:
+        raise SteeropsError(
+            f"probes.cv_folds: {folds} folds of {n} tasks; need >= 2 folds of >= {MIN_PART} tasks"
+        )
+
+
 def _fit_on(x: np.ndarray, y: np.ndarray, alphas: list[float], standardize: bool):
     mean, std = fit_scaler(x, standardize)
     weights, biases = ridge_path((x - mean) / std, y, alphas)
@@ -158,10 +165,7 @@ def fit_cv(
     standardize: bool = True,
 ) -> ProbeFit:
     n = len(y)
-    if folds < 2 or n // folds < MIN_PART:
-        raise SteeropsError(
-            f"probes.cv_folds: {folds} folds of {n} tasks; need >= 2 folds of >= {MIN_PART} tasks"
-        )
+    check_folds(n, folds)
     parts = np.array_split(np.random.default_rng(seed).permutation(n), folds)
     oof = np.zeros((len(alphas), n))
     fold_r = np.zeros((folds, len(alphas)))

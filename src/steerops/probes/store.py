@@ -164,6 +164,10 @@ def headline_metrics(manifest: dict) -> dict:
             for k, v in layers.items()
             if v.get("pairwise_accuracy") is not None
         },
+        # comparisons between evaluated tasks each accuracy is scored on (chance 0.5)
+        "pairwise_n": {
+            k: v["n_pairs"] for k, v in layers.items() if v.get("pairwise_accuracy") is not None
+        },
     }
 
 

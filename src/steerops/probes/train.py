@@ -124,6 +124,29 @@ def condition_prompt(params) -> str | None:
     raise SteeropsError(f"probes.condition {wanted!r}: not a condition in {where}{listed}")
 
 
+def _check_scored_tasks(params, targets: dict[str, float], scores_path: Path) -> None:
+    """Refuse, before any extraction (a model load, then every task through it), scores
+    that name none of the task set's ids, or too few of them for the split or the folds."""
+    from steerops.extract.tasks import load_tasks
+
+    probes = params.probes
+    tasks_file = params.path(probes.tasks)
+    if not tasks_file.is_file():
+        raise SteeropsError(f"probes.tasks: file not found: {tasks_file}")
+    known = {t.task_id for t in load_tasks(tasks_file)}
+    n = sum(t in known for t in targets)
+    if n == 0:
+        raise SteeropsError(
+            f"{scores_path}: none of its {len(targets)} task ids is a task in {tasks_file} "
+            f"(e.g. {next(iter(targets))!r}); are the scores of another task set?"
+        )
+    if probes.cv_folds:
+        ridge.check_folds(n, probes.cv_folds)
+    else:
+        seed = params.seed if probes.split_seed is None else probes.split_seed
+        ridge.split_tasks(n, probes.heldout_fraction, seed)
+
+
 def _fit_layer(x: np.ndarray, y: np.ndarray, config: dict) -> ridge.ProbeFit:
     if config["protocol"] == "cv":
         return ridge.fit_cv(
@@ -143,6 +166,7 @@ def train(params) -> tuple[Path, dict, bool]:
     comparisons_path = _input(params, "comparisons")
     comparisons = read_comparisons(comparisons_path) if comparisons_path else None
     targets, confound_report = _targets(params, raw_scores)  # validate inputs before a model load
+    _check_scored_tasks(params, targets, scores_path)
     prompt = condition_prompt(params)
 
     act_dir = ensure_conditions(params, [(probes.condition, prompt)])[probes.condition]
@@ -222,7 +246,10 @@ def train(params) -> tuple[Path, dict, bool]:
         "best_final_r": per_layer[str(best)]["final_r"],
         "system_prompt_policy": metadata.get("system_prompt_policy"),
         "weights": "probes.safetensors",
-        "note": "best_layer is chosen by sweep_r; final_r is scored on tasks that chose nothing",
+        "note": "best_layer is chosen by sweep_r; final_r is scored on tasks that chose nothing"
+        if config["protocol"] == "holdout"
+        else "best_layer is chosen by sweep_r (mean fold r); final_r is the out-of-fold r of "
+        "the same folds that chose alpha and layer: optimistic, not a held-out r",
     }
     tracked = {"activations_metadata": act_dir / METADATA_FILE, "scores": scores_path}
     tracked.update(
