@@ -365,3 +365,68 @@ def test_judge_settings_and_version_are_part_of_the_cache_key(tmp_path, server, 
         params_for(tmp_path, server, concurrency=2, max_retries=1, min_prob_mass=0.5), trait
     )
     assert same.id == base.id
+
+
+def test_a_key_variable_holding_the_key_itself_is_refused_without_echoing_it(tmp_path, server):
+    from steerops.judges import check_judge
+
+    with pytest.raises(SteeropsError, match="not the key itself") as err:
+        check_judge(params_for(tmp_path, server, api_key_env=KEY), _trait(tmp_path))
+    assert KEY not in str(err.value) and server.requests == []
+
+
+@pytest.mark.parametrize("value", [f"{KEY}\rX", f"“{KEY}”", f"{KEY} extra", f"{KEY}é"])
+def test_a_key_http_cannot_send_is_refused_before_a_run_without_echoing_it(
+    tmp_path, server, monkeypatch, value
+):
+    from steerops.judges import check_judge
+
+    monkeypatch.setenv("STEEROPS_TEST_JUDGE_KEY", value)
+    with pytest.raises(SteeropsError, match="STEEROPS_TEST_JUDGE_KEY.*not shown") as err:
+        check_judge(params_for(tmp_path, server), _trait(tmp_path))
+    assert KEY not in str(err.value) and server.requests == []
+
+
+def test_a_key_read_with_its_newline_is_sent_without_it(tmp_path, server, trait, monkeypatch):
+    monkeypatch.setenv("STEEROPS_TEST_JUDGE_KEY", KEY + "\r\n")
+    make_judge(params_for(tmp_path, server), trait).score(["q"], [RESPONSES[3]])
+    assert [h["Authorization"] for h in server.headers] == [f"Bearer {KEY}"] * 2
+
+
+def test_a_header_http_refuses_fails_without_the_key_in_the_error_or_its_context():
+    from steerops.judges.transport import RetryPolicy, post_json
+
+    secret = KEY + "\r"  # past the params check, e.g. a judge built in code
+    with pytest.raises(SteeropsError, match="cannot send") as err:
+        post_json(
+            "http://127.0.0.1:9/v1",
+            {},
+            {"Authorization": f"Bearer {secret}"},
+            RetryPolicy(max_retries=3, backoff_s=0.01),
+            secret=secret,
+        )
+    assert KEY not in str(err.value) and err.value.__context__ is None
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("http://", "no host"),
+        ("http://localhost:80O0/v1", "bad port"),
+        ("http://localhost:8000/v1 ", "spaces"),
+        ("https://user:pw-12345@judge.example/v1", "credentials"),
+        ("https://judge.example/v1?api-version=2024", "query"),
+    ],
+)
+def test_a_base_url_urllib_cannot_send_to_is_refused_before_a_run(
+    tmp_path, server, key, url, problem
+):
+    from steerops.judges import check_judge
+
+    with pytest.raises(SteeropsError, match=f"judge.base_url: .*{problem}") as err:
+        check_judge(params_for(tmp_path, server, base_url=url), _trait(tmp_path))
+    assert "pw-12345" not in str(err.value)
+
+
+def _trait(tmp_path) -> Trait:
+    return Trait("test/refusal", tmp_path, [], [], ["q"], None, "Declines the request.")

@@ -12,7 +12,9 @@ request header: never logged, never cached, scrubbed from error messages. With
 from __future__ import annotations
 
 import os
+import re
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -164,13 +166,7 @@ def _checked(params, trait) -> tuple[JudgePrompts, str]:
     name, a rubric, and the key's environment variable set (unless judge.require_key is
     false). The key is read from the environment here and nowhere else."""
     cfg = params.judge
-    url_problem = (
-        "required for judge.kind openai (e.g. https://api.openai.com/v1)"
-        if not cfg.base_url
-        else None
-        if cfg.base_url.startswith(("http://", "https://"))
-        else f"expected an http(s) URL, got {cfg.base_url!r}"
-    )
+    url_problem = _url_problem(cfg.base_url)
     if url_problem:
         raise SteeropsError(f"judge.base_url: {url_problem}")
     if not cfg.model:
@@ -178,10 +174,53 @@ def _checked(params, trait) -> tuple[JudgePrompts, str]:
             "judge.model: required for judge.kind openai (the endpoint's "
             "model name, e.g. gpt-4.1-mini)"
         )
-    api_key = os.environ.get(cfg.api_key_env, "")
+    if not _ENV_NAME.fullmatch(cfg.api_key_env):
+        # Not echoed: a value that is no variable name is most often the key itself.
+        raise SteeropsError(
+            "judge.api_key_env: expected the name of the environment variable that holds "
+            "the key (e.g. OPENAI_API_KEY), not the key itself"
+        )
+    # Surrounding whitespace (a key read from a file with its newline) is not part of a key.
+    api_key = os.environ.get(cfg.api_key_env, "").strip()
     if not api_key and cfg.require_key:
         raise SteeropsError(
             f"judge.api_key_env: environment variable {cfg.api_key_env} is not set (the "
             "judge's API key; set judge.require_key: false for a server without auth)"
         )
+    if not _HEADER_SAFE.fullmatch(api_key):
+        # http.client would refuse the header with the key in its message.
+        raise SteeropsError(
+            f"judge.api_key_env: the value of {cfg.api_key_env} has characters no API key "
+            "has (spaces, quotes pasted with it, non-ASCII); the value is not shown"
+        )
     return prompts_for(trait), api_key
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HEADER_SAFE = re.compile(r"[!#-&(-~]*")  # visible ASCII without the quotes
+
+
+def _url_problem(url: str | None) -> str | None:
+    """What is wrong with `url` as judge.base_url, found before a run opens (a URL urllib
+    cannot send to would otherwise be retried, and fail only after generation)."""
+    if not url:
+        return "required for judge.kind openai (e.g. https://api.openai.com/v1)"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return f"expected an http(s) URL, got {url!r}"
+    if "@" in parts.netloc:  # not echoed: it holds credentials
+        return (
+            "credentials in the URL would be logged with the params: put the key in the "
+            "environment variable judge.api_key_env names"
+        )
+    if re.search(r"[\x00-\x20\x7f]", url):
+        return f"spaces or control characters in {url!r}"
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        return f"bad port in {url!r}"
+    if not parts.hostname:
+        return f"no host in {url!r}"
+    if parts.query or parts.fragment:
+        return f"{url!r} has a query or fragment; /chat/completions is appended to the URL"
+    return None

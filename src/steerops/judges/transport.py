@@ -55,7 +55,7 @@ def post_json(
     """The decoded JSON reply to POST `body` to `url`; SteeropsError when it cannot be had."""
     data = json.dumps(body).encode("utf-8")
     headers = {"Content-Type": "application/json", **headers}
-    last = ""
+    last = refused = ""
     for attempt in range(policy.max_retries + 1):
         retry_after = None
         request = urllib.request.Request(url, data=data, headers=headers, method="POST")
@@ -77,6 +77,11 @@ def post_json(
         except RETRY_ERRORS as exc:
             reason = getattr(exc, "reason", None) or exc
             last = _scrub(f"{type(exc).__name__}: {reason}", secret)
+        except ValueError as exc:
+            # A header or URL http.client will not send: its message quotes the header (the
+            # key, escaped past scrubbing), so only the type is said, raised outside this
+            # block so the exception does not travel along as the error's context.
+            refused = type(exc).__name__
         else:
             try:
                 return json.loads(raw)
@@ -85,6 +90,11 @@ def post_json(
                     f"judge: {url} replied with something that is not JSON: "
                     f"{_scrub(raw[:120].decode('utf-8', 'replace'), secret)}"
                 ) from None
+        if refused:
+            raise SteeropsError(
+                f"judge: cannot send a request to {url} ({refused}): check judge.base_url "
+                "and the key in the variable judge.api_key_env names"
+            )
         if attempt < policy.max_retries:
             time.sleep(policy.delay(attempt, retry_after))
     raise SteeropsError(
