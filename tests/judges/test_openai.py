@@ -38,6 +38,7 @@ class FakeServer:
         self.in_flight = self.max_in_flight = 0
         self.logprobs = True
         self.top = None  # a top_logprobs list to send instead of the real one
+        self.tokens = ["1"]  # the answer's tokens (logprobs.content), the first with `top`
         self.lock = threading.Lock()
         server = self
 
@@ -108,7 +109,12 @@ class FakeServer:
             top = self.top
         if self.logprobs:
             choice["logprobs"] = {
-                "content": [{"token": "1", "top_logprobs": top, "logprob": -0.1}] if top else []
+                "content": [
+                    {"token": t, "logprob": -0.1, "top_logprobs": top if i == 0 else []}
+                    for i, t in enumerate(self.tokens)
+                ]
+                if top or self.top is not None
+                else []
             }
         return self.send(
             handler,
@@ -216,7 +222,7 @@ def test_scores_are_probability_weighted_means(tmp_path, server, trait, key):
     assert scores[2][0] is None and scores[1][1] == pytest.approx((55 * 0.4 + 60 * 0.4) / 0.8)
     assert len(server.requests) == 2 * len(RESPONSES)
     body = server.requests[0]
-    assert body["model"] == "judge-mini" and body["max_tokens"] == 1
+    assert body["model"] == "judge-mini" and body["max_tokens"] == 2
     assert body["temperature"] == 0 and body["logprobs"] is True and body["top_logprobs"] == 20
     sent = [r["messages"][-1]["content"] for r in server.requests]
     assert any("question 3" in s and RESPONSES[3] in s for s in sent)
@@ -430,3 +436,27 @@ def test_a_base_url_urllib_cannot_send_to_is_refused_before_a_run(
 
 def _trait(tmp_path) -> Trait:
     return Trait("test/refusal", tmp_path, [], [], ["q"], None, "Declines the request.")
+
+
+def test_a_judge_that_writes_numbers_digit_by_digit_is_refused(tmp_path, server, trait, key):
+    # A Gemma/Qwen-style tokenizer: 85 is "8" "5", and the first token's alternatives are
+    # digits, which would read as a score of 8.
+    server.tokens = ["8", "5"]
+    server.top = [{"token": "8", "logprob": math.log(0.7)}, {"token": "9", "logprob": -1.5}]
+    judge = make_judge(params_for(tmp_path, server), trait)
+    with pytest.raises(SteeropsError, match="several tokens.*'8' '5'.*judge.kind hf"):
+        judge.score(["q"], [RESPONSES[0]])
+    assert len(judge.cache) == 0
+    server.tokens = ["85", "<|eot_id|>"]  # a whole-number token, then the end: scored
+    server.top = [{"token": "85", "logprob": 0.0}]
+    assert judge.score(["q"], [RESPONSES[0]]) == [(85.0, 85.0)]
+
+
+def test_an_endpoint_that_ignores_top_logprobs_is_an_error_not_an_unscored_answer(
+    tmp_path, server, trait, key
+):
+    server.top = []  # the answer's token, but no alternatives (top_logprobs not honoured)
+    judge = make_judge(params_for(tmp_path, server), trait)
+    with pytest.raises(SteeropsError, match="no top_logprobs"):
+        judge.score(["q"], [RESPONSES[0]])
+    assert len(judge.cache) == 0

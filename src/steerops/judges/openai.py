@@ -1,8 +1,9 @@
 """Judge behind any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp...).
 
-Each prompt is one request for a single answer token with its top log-probabilities; the
-score is the probability-weighted mean over the integer tokens 0-100 among them (see
-`scoring`). Requests run concurrently and go through the disk cache first.
+Each prompt is one request; the score is the probability-weighted mean over the integer
+tokens 0-100 among the first answer token's top log-probabilities (see `scoring`). A judge
+whose tokenizer splits numbers into digits cannot be read this way and is refused. Requests
+run concurrently and go through the disk cache first.
 
 The API key is read from the environment variable `judge.api_key_env` and lives only in the
 request header: never logged, never cached, scrubbed from error messages. With
@@ -27,6 +28,10 @@ from steerops.judges.transport import RetryPolicy, post_json
 
 # The request form every answer comes from (part of the judge's cache identity).
 _REQUEST = {"max_tokens": 1, "temperature": 0, "logprobs": True}
+# Tokens actually asked for: the second shows a number written digit by digit. The score
+# reads only the first token's alternatives, which a longer answer does not change, so the
+# cache identity keeps max_tokens 1.
+_SENT_TOKENS = 2
 
 
 class _Skipped(Exception):
@@ -124,6 +129,7 @@ class OpenAIJudge(CachedJudge):
             "model": self.model_name,
             "messages": self.prompts.messages(*job),
             **_REQUEST,
+            "max_tokens": _SENT_TOKENS,
             "top_logprobs": self.top_logprobs,
         }
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
@@ -131,6 +137,7 @@ class OpenAIJudge(CachedJudge):
         return weighted_score(integer_probs(self._top_logprobs(reply)))
 
     def _top_logprobs(self, reply: dict) -> list[dict]:
+        content = None
         try:
             content = reply["choices"][0]["logprobs"]["content"]
             if not content:  # the model stopped at once: it gave no number
@@ -138,7 +145,17 @@ class OpenAIJudge(CachedJudge):
             top = content[0]["top_logprobs"]
         except (KeyError, IndexError, TypeError):
             top = None
-        if not isinstance(top, list):
+        answer = content[:2] if isinstance(content, list) else []
+        tokens = [str(c.get("token", "")) for c in answer if isinstance(c, dict)]
+        if len(tokens) == 2 and tokens[0].strip().isdigit() and tokens[1][:1].isdigit():
+            # A tokenizer that spells 85 as "8" "5" (Gemma, Qwen, Mistral): the first token's
+            # alternatives are digits, and the score would read 8 for 85.
+            raise SteeropsError(
+                f"judge: model {self.model_name!r} writes its answer as several tokens "
+                f"({tokens[0]!r} {tokens[1]!r}), so a one-token answer cannot be scored: use a "
+                "judge model with whole-number tokens (GPT-4o/4.1, Llama 3) or judge.kind hf"
+            )
+        if not isinstance(top, list) or not top:  # the answer's token is always among them
             raise SteeropsError(
                 f"judge: {self.url} returned no top_logprobs for model {self.model_name!r}; "
                 "the judge needs an endpoint and model that support logprobs"
