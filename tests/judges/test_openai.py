@@ -73,6 +73,9 @@ class FakeServer:
     def serve(self, handler, action, body):
         if handler.path != "/v1/chat/completions":
             return self.send(handler, 404, {"error": {"message": "no such route"}})
+        if isinstance(action, tuple) and action[0] == "late":  # ("late", seconds, action)
+            time.sleep(action[1])
+            action = action[2]
         if isinstance(action, tuple) and action[0] == "redirect":
             _, code, location = action
             return self.send(handler, code, {}, {"Location": location})
@@ -460,3 +463,18 @@ def test_an_endpoint_that_ignores_top_logprobs_is_an_error_not_an_unscored_answe
     with pytest.raises(SteeropsError, match="no top_logprobs"):
         judge.score(["q"], [RESPONSES[0]])
     assert len(judge.cache) == 0
+
+
+def test_a_failure_stops_the_retries_of_requests_in_flight(tmp_path, server, trait, key):
+    # The first prompt goes alone; then two get a 500 and wait to retry when the third's
+    # 401 fails the run: they must not retry (a process would wait for them at exit).
+    server.script = [None, 500, 500, ("late", 0.3, 401)]
+    params = params_for(tmp_path, server, concurrency=4, backoff_s=1.0, max_backoff_s=1.0)
+    judge = make_judge(params, trait)
+    with pytest.raises(SteeropsError, match="HTTP 401"):
+        judge.score(["q1", "q2"], RESPONSES[:2])
+    sent = len(server.requests)
+    assert sent == 4
+    time.sleep(1.2)  # past every retry delay
+    assert len(server.requests) == sent
+    assert not [t for t in threading.enumerate() if t.name.startswith("steerops-judge")]

@@ -24,7 +24,7 @@ from steerops.judges.cache import Entry, JudgeCache
 from steerops.judges.cached import CachedJudge, Job
 from steerops.judges.prompts import JudgePrompts, prompts_for
 from steerops.judges.scoring import integer_probs, weighted_score
-from steerops.judges.transport import RetryPolicy, post_json
+from steerops.judges.transport import RetryPolicy, Stopped, post_json
 
 # The request form every answer comes from (part of the judge's cache identity).
 _REQUEST = {"max_tokens": 1, "temperature": 0, "logprobs": True}
@@ -35,7 +35,7 @@ _SENT_TOKENS = 2
 
 
 class _Skipped(Exception):
-    """A queued job not sent because an earlier one failed."""
+    """A queued job not sent, or a retry not made, because another job failed."""
 
 
 class OpenAIJudge(CachedJudge):
@@ -109,8 +109,10 @@ class OpenAIJudge(CachedJudge):
                     if not isinstance(future.exception(), _Skipped):
                         yield i, future.result()  # re-raises the worker's SteeropsError
         finally:
-            # On error (or an abandoned generator) drop queued requests without waiting for
-            # those in flight; answers already yielded are cached, so a re-run resumes.
+            # On error, Ctrl-C (or an abandoned generator) drop queued requests, and those in
+            # flight stop before their next retry; answers already yielded are cached, so a
+            # re-run resumes.
+            failed.set()
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _ask_unless(self, failed: threading.Event, job: Job) -> Entry:
@@ -119,12 +121,14 @@ class OpenAIJudge(CachedJudge):
         if failed.is_set():
             raise _Skipped
         try:
-            return self._ask(job)
+            return self._ask(job, stop=failed)
+        except Stopped:  # stopped by the failure being raised, not a failure of its own
+            raise _Skipped from None
         except BaseException:
             failed.set()
             raise
 
-    def _ask(self, job: Job) -> Entry:
+    def _ask(self, job: Job, stop: threading.Event | None = None) -> Entry:
         body = {
             "model": self.model_name,
             "messages": self.prompts.messages(*job),
@@ -133,7 +137,7 @@ class OpenAIJudge(CachedJudge):
             "top_logprobs": self.top_logprobs,
         }
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        reply = post_json(self.url, body, headers, self.policy, secret=self._api_key)
+        reply = post_json(self.url, body, headers, self.policy, self._api_key, stop)
         return weighted_score(integer_probs(self._top_logprobs(reply)))
 
     def _top_logprobs(self, reply: dict) -> list[dict]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
-import time
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -21,6 +21,10 @@ from steerops.errors import SteeropsError
 # Worth another try: the server is busy or broken right now, or the network dropped us.
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 RETRY_ERRORS = (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException)
+
+
+class Stopped(SteeropsError):
+    """Given up while waiting to retry: the caller set `stop` (it no longer wants the answer)."""
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -50,9 +54,16 @@ class RetryPolicy:
 
 
 def post_json(
-    url: str, body: dict, headers: dict[str, str], policy: RetryPolicy, secret: str = ""
+    url: str,
+    body: dict,
+    headers: dict[str, str],
+    policy: RetryPolicy,
+    secret: str = "",
+    stop: threading.Event | None = None,
 ) -> dict:
-    """The decoded JSON reply to POST `body` to `url`; SteeropsError when it cannot be had."""
+    """The decoded JSON reply to POST `body` to `url`; SteeropsError when it cannot be had,
+    or when `stop` is set while waiting to retry (the caller gave up on the answer)."""
+    stop = stop or threading.Event()
     data = json.dumps(body).encode("utf-8")
     headers = {"Content-Type": "application/json", **headers}
     last = refused = ""
@@ -95,8 +106,9 @@ def post_json(
                 f"judge: cannot send a request to {url} ({refused}): check judge.base_url "
                 "and the key in the variable judge.api_key_env names"
             )
-        if attempt < policy.max_retries:
-            time.sleep(policy.delay(attempt, retry_after))
+        # An interrupted or failed run must not wait at exit for workers that keep retrying.
+        if attempt < policy.max_retries and stop.wait(policy.delay(attempt, retry_after)):
+            raise Stopped(f"judge: {url}: stopped before retrying; last error: {last}")
     raise SteeropsError(
         f"judge: {url} failed after {policy.max_retries + 1} attempts; last error: {last}"
     )
