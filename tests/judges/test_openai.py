@@ -79,6 +79,13 @@ class FakeServer:
         if isinstance(action, tuple) and action[0] == "redirect":
             _, code, location = action
             return self.send(handler, code, {}, {"Location": location})
+        if action == "garbled":  # a 200 whose body was cut off (by a proxy, say)
+            data = b'{"id": "x", "choices": [{"index": 0, "logpr'
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return None
         if action == "drop":
             handler.close_connection = True
             return None
@@ -478,3 +485,14 @@ def test_a_failure_stops_the_retries_of_requests_in_flight(tmp_path, server, tra
     time.sleep(1.2)  # past every retry delay
     assert len(server.requests) == sent
     assert not [t for t in threading.enumerate() if t.name.startswith("steerops-judge")]
+
+
+def test_a_reply_that_is_not_json_is_retried(tmp_path, server, trait, key):
+    server.script = ["garbled"]
+    judge = make_judge(params_for(tmp_path, server, concurrency=1), trait)
+    [(trait_score, _)] = judge.score(["q"], [RESPONSES[3]])
+    assert trait_score == pytest.approx(100.0) and len(server.requests) == 3
+    server.script = ["garbled"] * 3
+    judge = make_judge(params_for(tmp_path, server, concurrency=1, max_retries=2), trait)
+    with pytest.raises(SteeropsError, match="after 3 attempts; last error: .*not JSON"):
+        judge.score(["q2"], [RESPONSES[3]])

@@ -1,5 +1,5 @@
-"""POST JSON with retries: exponential backoff with jitter on 429, 5xx, timeouts and
-dropped connections; any other HTTP error fails at once. Stdlib only.
+"""POST JSON with retries: exponential backoff with jitter on 429, 5xx, timeouts, dropped
+connections and replies that are not JSON; any other HTTP error fails at once. Stdlib only.
 
 The API key travels in a header and is scrubbed from every error message, since servers
 sometimes echo what they were sent. Redirects are never followed: urllib would resend the
@@ -97,10 +97,9 @@ def post_json(
             try:
                 return json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
-                raise SteeropsError(
-                    f"judge: {url} replied with something that is not JSON: "
-                    f"{_scrub(raw[:120].decode('utf-8', 'replace'), secret)}"
-                ) from None
+                # Often a reply cut off mid-body (a proxy, a dropped connection): try again.
+                text = _scrub(raw[:120].decode("utf-8", "replace"), secret)
+                last = f"a reply that is not JSON: {text}"
         if refused:
             raise SteeropsError(
                 f"judge: cannot send a request to {url} ({refused}): check judge.base_url "
