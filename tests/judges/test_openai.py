@@ -451,11 +451,12 @@ def _trait(tmp_path) -> Trait:
 def test_a_judge_that_writes_numbers_digit_by_digit_is_refused(tmp_path, server, trait, key):
     # A Gemma/Qwen-style tokenizer: 85 is "8" "5", and the first token's alternatives are
     # digits, which would read as a score of 8.
-    server.tokens = ["8", "5"]
     server.top = [{"token": "8", "logprob": math.log(0.7)}, {"token": "9", "logprob": -1.5}]
     judge = make_judge(params_for(tmp_path, server), trait)
-    with pytest.raises(SteeropsError, match="several tokens.*'8' '5'.*judge.kind hf"):
-        judge.score(["q"], [RESPONSES[0]])
+    for first in ("8", "\u25818"):  # also with a SentencePiece word-start marker
+        server.tokens = [first, "5"]
+        with pytest.raises(SteeropsError, match="several tokens.*'5'.*judge.kind hf"):
+            judge.score(["q"], [RESPONSES[0]])
     assert len(judge.cache) == 0
     server.tokens = ["85", "<|eot_id|>"]  # a whole-number token, then the end: scored
     server.top = [{"token": "85", "logprob": 0.0}]

@@ -23,7 +23,7 @@ from steerops.errors import SteeropsError
 from steerops.judges.cache import Entry, JudgeCache
 from steerops.judges.cached import CachedJudge, Job
 from steerops.judges.prompts import JudgePrompts, prompts_for
-from steerops.judges.scoring import integer_probs, weighted_score
+from steerops.judges.scoring import as_score_int, integer_probs, weighted_score
 from steerops.judges.transport import RetryPolicy, Stopped, post_json
 
 # The request form every answer comes from (part of the judge's cache identity).
@@ -151,7 +151,7 @@ class OpenAIJudge(CachedJudge):
             top = None
         answer = content[:2] if isinstance(content, list) else []
         tokens = [str(c.get("token", "")) for c in answer if isinstance(c, dict)]
-        if len(tokens) == 2 and tokens[0].strip().isdigit() and tokens[1][:1].isdigit():
+        if len(tokens) == 2 and as_score_int(tokens[0]) is not None and tokens[1][:1].isdigit():
             # A tokenizer that spells 85 as "8" "5" (Gemma, Qwen, Mistral): the first token's
             # alternatives are digits, and the score would read 8 for 85.
             raise SteeropsError(
