@@ -59,3 +59,38 @@ def test_cache_dir_that_cannot_be_created(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(SteeropsError, match="judge.cache_dir"):
         JudgeCache(tmp_path / "file" / "sub")
+
+
+def test_a_row_that_is_not_a_number_is_a_miss_not_a_crash(tmp_path):
+    import sqlite3
+
+    cache = JudgeCache(tmp_path)
+    keys = [cache_key("j", "trait", "q", str(i)) for i in range(4)]
+    cache.put(keys[0], "j", "trait", (50.0, 0.9))
+    with sqlite3.connect(cache.path) as db:  # written by hand or by another tool
+        db.executemany(
+            "INSERT INTO answers VALUES (?, 'j', 'trait', ?, ?, 0)",
+            [(keys[1], "fifty", 0.9), (keys[2], 50.0, "x"), (keys[3], 50.0, float("inf"))],
+        )
+    assert cache.get_many(keys) == {keys[0]: (50.0, 0.9)}
+
+
+def test_a_damaged_cache_file_is_read_as_far_as_it_can_be_and_the_run_goes_on(tmp_path, capsys):
+    cache = JudgeCache(tmp_path)
+    keys = [cache_key("j", "trait", "q" * 200, str(i)) for i in range(300)]
+    for k in keys:
+        cache.put(k, "j", "trait", (1.0, 1.0))
+    cache.close()
+    data = bytearray(cache.path.read_bytes())
+    data[3 * 4096 : 4 * 4096] = b"Z" * 4096  # one page of the table overwritten
+    cache.path.write_bytes(bytes(data))
+    again = JudgeCache(tmp_path)
+    found = again.get_many(keys)
+    assert 0 < len(found) < len(keys) and set(found.values()) == {(1.0, 1.0)}
+    for k in keys[:50]:
+        again.put(k, "j", "trait", (2.0, 1.0))  # kept where the file allows it, else said
+    new = cache_key("j", "trait", "new", "x")
+    again.put(new, "j", "trait", (3.0, 1.0))
+    assert again.get_many([new]) == {new: (3.0, 1.0)}
+    err = capsys.readouterr().err
+    assert err.count("warning: judge cache") == 1 and "malformed" in err

@@ -38,6 +38,7 @@ class FakeServer:
         self.in_flight = self.max_in_flight = 0
         self.logprobs = True
         self.top = None  # a top_logprobs list to send instead of the real one
+        self.tokens = ["1"]  # the answer's tokens (logprobs.content), the first with `top`
         self.lock = threading.Lock()
         server = self
 
@@ -72,9 +73,19 @@ class FakeServer:
     def serve(self, handler, action, body):
         if handler.path != "/v1/chat/completions":
             return self.send(handler, 404, {"error": {"message": "no such route"}})
+        if isinstance(action, tuple) and action[0] == "late":  # ("late", seconds, action)
+            time.sleep(action[1])
+            action = action[2]
         if isinstance(action, tuple) and action[0] == "redirect":
             _, code, location = action
             return self.send(handler, code, {}, {"Location": location})
+        if action == "garbled":  # a 200 whose body was cut off (by a proxy, say)
+            data = b'{"id": "x", "choices": [{"index": 0, "logpr'
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return None
         if action == "drop":
             handler.close_connection = True
             return None
@@ -108,7 +119,12 @@ class FakeServer:
             top = self.top
         if self.logprobs:
             choice["logprobs"] = {
-                "content": [{"token": "1", "top_logprobs": top, "logprob": -0.1}] if top else []
+                "content": [
+                    {"token": t, "logprob": -0.1, "top_logprobs": top if i == 0 else []}
+                    for i, t in enumerate(self.tokens)
+                ]
+                if top or self.top is not None
+                else []
             }
         return self.send(
             handler,
@@ -216,7 +232,7 @@ def test_scores_are_probability_weighted_means(tmp_path, server, trait, key):
     assert scores[2][0] is None and scores[1][1] == pytest.approx((55 * 0.4 + 60 * 0.4) / 0.8)
     assert len(server.requests) == 2 * len(RESPONSES)
     body = server.requests[0]
-    assert body["model"] == "judge-mini" and body["max_tokens"] == 1
+    assert body["model"] == "judge-mini" and body["max_tokens"] == 2
     assert body["temperature"] == 0 and body["logprobs"] is True and body["top_logprobs"] == 20
     sent = [r["messages"][-1]["content"] for r in server.requests]
     assert any("question 3" in s and RESPONSES[3] in s for s in sent)
@@ -365,3 +381,119 @@ def test_judge_settings_and_version_are_part_of_the_cache_key(tmp_path, server, 
         params_for(tmp_path, server, concurrency=2, max_retries=1, min_prob_mass=0.5), trait
     )
     assert same.id == base.id
+
+
+def test_a_key_variable_holding_the_key_itself_is_refused_without_echoing_it(tmp_path, server):
+    from steerops.judges import check_judge
+
+    with pytest.raises(SteeropsError, match="not the key itself") as err:
+        check_judge(params_for(tmp_path, server, api_key_env=KEY), _trait(tmp_path))
+    assert KEY not in str(err.value) and server.requests == []
+
+
+@pytest.mark.parametrize("value", [f"{KEY}\rX", f"“{KEY}”", f"{KEY} extra", f"{KEY}é"])
+def test_a_key_http_cannot_send_is_refused_before_a_run_without_echoing_it(
+    tmp_path, server, monkeypatch, value
+):
+    from steerops.judges import check_judge
+
+    monkeypatch.setenv("STEEROPS_TEST_JUDGE_KEY", value)
+    with pytest.raises(SteeropsError, match="STEEROPS_TEST_JUDGE_KEY.*not shown") as err:
+        check_judge(params_for(tmp_path, server), _trait(tmp_path))
+    assert KEY not in str(err.value) and server.requests == []
+
+
+def test_a_key_read_with_its_newline_is_sent_without_it(tmp_path, server, trait, monkeypatch):
+    monkeypatch.setenv("STEEROPS_TEST_JUDGE_KEY", KEY + "\r\n")
+    make_judge(params_for(tmp_path, server), trait).score(["q"], [RESPONSES[3]])
+    assert [h["Authorization"] for h in server.headers] == [f"Bearer {KEY}"] * 2
+
+
+def test_a_header_http_refuses_fails_without_the_key_in_the_error_or_its_context():
+    from steerops.judges.transport import RetryPolicy, post_json
+
+    secret = KEY + "\r"  # past the params check, e.g. a judge built in code
+    with pytest.raises(SteeropsError, match="cannot send") as err:
+        post_json(
+            "http://127.0.0.1:9/v1",
+            {},
+            {"Authorization": f"Bearer {secret}"},
+            RetryPolicy(max_retries=3, backoff_s=0.01),
+            secret=secret,
+        )
+    assert KEY not in str(err.value) and err.value.__context__ is None
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("http://", "no host"),
+        ("http://localhost:80O0/v1", "bad port"),
+        ("http://localhost:8000/v1 ", "spaces"),
+        ("https://user:pw-12345@judge.example/v1", "credentials"),
+        ("https://judge.example/v1?api-version=2024", "query"),
+    ],
+)
+def test_a_base_url_urllib_cannot_send_to_is_refused_before_a_run(
+    tmp_path, server, key, url, problem
+):
+    from steerops.judges import check_judge
+
+    with pytest.raises(SteeropsError, match=f"judge.base_url: .*{problem}") as err:
+        check_judge(params_for(tmp_path, server, base_url=url), _trait(tmp_path))
+    assert "pw-12345" not in str(err.value)
+
+
+def _trait(tmp_path) -> Trait:
+    return Trait("test/refusal", tmp_path, [], [], ["q"], None, "Declines the request.")
+
+
+def test_a_judge_that_writes_numbers_digit_by_digit_is_refused(tmp_path, server, trait, key):
+    # A Gemma/Qwen-style tokenizer: 85 is "8" "5", and the first token's alternatives are
+    # digits, which would read as a score of 8.
+    server.top = [{"token": "8", "logprob": math.log(0.7)}, {"token": "9", "logprob": -1.5}]
+    judge = make_judge(params_for(tmp_path, server), trait)
+    for first in ("8", "\u25818"):  # also with a SentencePiece word-start marker
+        server.tokens = [first, "5"]
+        with pytest.raises(SteeropsError, match="several tokens.*'5'.*judge.kind hf"):
+            judge.score(["q"], [RESPONSES[0]])
+    assert len(judge.cache) == 0
+    server.tokens = ["85", "<|eot_id|>"]  # a whole-number token, then the end: scored
+    server.top = [{"token": "85", "logprob": 0.0}]
+    assert judge.score(["q"], [RESPONSES[0]]) == [(85.0, 85.0)]
+
+
+def test_an_endpoint_that_ignores_top_logprobs_is_an_error_not_an_unscored_answer(
+    tmp_path, server, trait, key
+):
+    server.top = []  # the answer's token, but no alternatives (top_logprobs not honoured)
+    judge = make_judge(params_for(tmp_path, server), trait)
+    with pytest.raises(SteeropsError, match="no top_logprobs"):
+        judge.score(["q"], [RESPONSES[0]])
+    assert len(judge.cache) == 0
+
+
+def test_a_failure_stops_the_retries_of_requests_in_flight(tmp_path, server, trait, key):
+    # The first prompt goes alone; then two get a 500 and wait to retry when the third's
+    # 401 fails the run: they must not retry (a process would wait for them at exit).
+    server.script = [None, 500, 500, ("late", 0.3, 401)]
+    params = params_for(tmp_path, server, concurrency=4, backoff_s=1.0, max_backoff_s=1.0)
+    judge = make_judge(params, trait)
+    with pytest.raises(SteeropsError, match="HTTP 401"):
+        judge.score(["q1", "q2"], RESPONSES[:2])
+    sent = len(server.requests)
+    assert sent == 4
+    time.sleep(1.2)  # past every retry delay
+    assert len(server.requests) == sent
+    assert not [t for t in threading.enumerate() if t.name.startswith("steerops-judge")]
+
+
+def test_a_reply_that_is_not_json_is_retried(tmp_path, server, trait, key):
+    server.script = ["garbled"]
+    judge = make_judge(params_for(tmp_path, server, concurrency=1), trait)
+    [(trait_score, _)] = judge.score(["q"], [RESPONSES[3]])
+    assert trait_score == pytest.approx(100.0) and len(server.requests) == 3
+    server.script = ["garbled"] * 3
+    judge = make_judge(params_for(tmp_path, server, concurrency=1, max_retries=2), trait)
+    with pytest.raises(SteeropsError, match="after 3 attempts; last error: .*not JSON"):
+        judge.score(["q2"], [RESPONSES[3]])

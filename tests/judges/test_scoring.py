@@ -13,6 +13,8 @@ from steerops.judges.scoring import as_score_int, integer_probs, thresholded, we
 
 def test_integer_tokens():
     assert [as_score_int(t) for t in ["0", " 42", "100\n", "7 "]] == [0, 42, 100, 7]
+    # token text with the tokenizer's word-start marker, as some servers send it
+    assert [as_score_int(t) for t in ["\u258185", "\u012085", "\u2581"]] == [85, 85, None]
     for bad in ["101", "-1", "4.5", "", " ", "ten", "１", "1e2", "1000", "+5"]:
         assert as_score_int(bad) is None, bad
 

@@ -4,14 +4,18 @@ One sqlite file (stdlib, transactional, safe with several processes writing at o
 mode). A row is keyed by the sha256 of (judge id, score kind, question, response); the judge
 id already names the judge model and hashes the prompt templates and rubric. The value is
 the raw (mean, mass) of the answer, so the None threshold is applied on read and can change
-without new calls. Nothing secret (no key, no header) is ever stored.
+without new calls. Nothing secret (no key, no header) is ever stored. A row that cannot be
+read (a damaged file, a value that is not a number) is a miss, so a damaged cache costs
+calls, never a crashed run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,10 +31,18 @@ def cache_key(judge_id: str, kind: str, question: str, response: str) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def _valid(mean, mass) -> bool:
+    def number(x) -> bool:
+        return isinstance(x, int | float) and math.isfinite(x)
+
+    return number(mass) and mass >= 0 and (mean is None or number(mean))
+
+
 class JudgeCache:
     def __init__(self, folder: str | Path):
         self.path = Path(folder) / CACHE_FILE
         self._lock = threading.Lock()
+        self._warned = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Callers may score from worker threads; one lock serialises this connection.
@@ -60,24 +72,53 @@ class JudgeCache:
                 time.sleep(0.05)
 
     def get_many(self, keys: list[str]) -> dict[str, Entry]:
+        """The cached (mean, mass) of each key that has a readable one; a row that cannot
+        be read (a damaged file, a value that is not a number) is a miss, asked again."""
         found: dict[str, Entry] = {}
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), 500):  # stay under sqlite's variable limit
             chunk = unique[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            with self._lock:
-                rows = self._db.execute(
-                    f"SELECT key, mean, mass FROM answers WHERE key IN ({marks})", chunk
-                ).fetchall()
-            found.update({key: (mean, mass) for key, mean, mass in rows})
+            try:
+                rows = self._select(chunk)
+            except sqlite3.DatabaseError:  # one damaged page: read what can still be read
+                rows = [row for key in chunk for row in self._select_or_warn(key)]
+            found.update({key: (mean, mass) for key, mean, mass in rows if _valid(mean, mass)})
         return found
 
+    def _select(self, keys: list[str]) -> list[tuple]:
+        marks = ",".join("?" * len(keys))
+        with self._lock:
+            return self._db.execute(
+                f"SELECT key, mean, mass FROM answers WHERE key IN ({marks})", keys
+            ).fetchall()
+
+    def _select_or_warn(self, key: str) -> list[tuple]:
+        try:
+            return self._select([key])
+        except sqlite3.DatabaseError as exc:
+            self._warn(exc)
+            return []
+
     def put(self, key: str, judge_id: str, kind: str, entry: Entry) -> None:
+        """Store an answer; one the file cannot take (damaged, disk full) is said once and
+        not cached: the run keeps it and goes on."""
         mean, mass = entry
-        with self._lock, self._db:  # one transaction: the row lands whole or not at all
-            self._db.execute(
-                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
-                (key, judge_id, kind, mean, float(mass), time.time()),
+        try:
+            with self._lock, self._db:  # one transaction: the row lands whole or not at all
+                self._db.execute(
+                    "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
+                    (key, judge_id, kind, mean, float(mass), time.time()),
+                )
+        except sqlite3.DatabaseError as exc:
+            self._warn(exc)
+
+    def _warn(self, exc: Exception) -> None:
+        if not self._warned:
+            self._warned = True
+            print(
+                f"steerops: warning: judge cache {self.path}: {exc}; answers it cannot "
+                "read or keep are asked again (move the file aside for a fresh cache)",
+                file=sys.stderr,
             )
 
     def __len__(self) -> int:

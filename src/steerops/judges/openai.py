@@ -1,8 +1,9 @@
 """Judge behind any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp...).
 
-Each prompt is one request for a single answer token with its top log-probabilities; the
-score is the probability-weighted mean over the integer tokens 0-100 among them (see
-`scoring`). Requests run concurrently and go through the disk cache first.
+Each prompt is one request; the score is the probability-weighted mean over the integer
+tokens 0-100 among the first answer token's top log-probabilities (see `scoring`). A judge
+whose tokenizer splits numbers into digits cannot be read this way and is refused. Requests
+run concurrently and go through the disk cache first.
 
 The API key is read from the environment variable `judge.api_key_env` and lives only in the
 request header: never logged, never cached, scrubbed from error messages. With
@@ -12,7 +13,9 @@ request header: never logged, never cached, scrubbed from error messages. With
 from __future__ import annotations
 
 import os
+import re
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -20,15 +23,19 @@ from steerops.errors import SteeropsError
 from steerops.judges.cache import Entry, JudgeCache
 from steerops.judges.cached import CachedJudge, Job
 from steerops.judges.prompts import JudgePrompts, prompts_for
-from steerops.judges.scoring import integer_probs, weighted_score
-from steerops.judges.transport import RetryPolicy, post_json
+from steerops.judges.scoring import as_score_int, integer_probs, weighted_score
+from steerops.judges.transport import RetryPolicy, Stopped, post_json
 
 # The request form every answer comes from (part of the judge's cache identity).
 _REQUEST = {"max_tokens": 1, "temperature": 0, "logprobs": True}
+# Tokens actually asked for: the second shows a number written digit by digit. The score
+# reads only the first token's alternatives, which a longer answer does not change, so the
+# cache identity keeps max_tokens 1.
+_SENT_TOKENS = 2
 
 
 class _Skipped(Exception):
-    """A queued job not sent because an earlier one failed."""
+    """A queued job not sent, or a retry not made, because another job failed."""
 
 
 class OpenAIJudge(CachedJudge):
@@ -102,8 +109,10 @@ class OpenAIJudge(CachedJudge):
                     if not isinstance(future.exception(), _Skipped):
                         yield i, future.result()  # re-raises the worker's SteeropsError
         finally:
-            # On error (or an abandoned generator) drop queued requests without waiting for
-            # those in flight; answers already yielded are cached, so a re-run resumes.
+            # On error, Ctrl-C (or an abandoned generator) drop queued requests, and those in
+            # flight stop before their next retry; answers already yielded are cached, so a
+            # re-run resumes.
+            failed.set()
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _ask_unless(self, failed: threading.Event, job: Job) -> Entry:
@@ -112,23 +121,27 @@ class OpenAIJudge(CachedJudge):
         if failed.is_set():
             raise _Skipped
         try:
-            return self._ask(job)
+            return self._ask(job, stop=failed)
+        except Stopped:  # stopped by the failure being raised, not a failure of its own
+            raise _Skipped from None
         except BaseException:
             failed.set()
             raise
 
-    def _ask(self, job: Job) -> Entry:
+    def _ask(self, job: Job, stop: threading.Event | None = None) -> Entry:
         body = {
             "model": self.model_name,
             "messages": self.prompts.messages(*job),
             **_REQUEST,
+            "max_tokens": _SENT_TOKENS,
             "top_logprobs": self.top_logprobs,
         }
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        reply = post_json(self.url, body, headers, self.policy, secret=self._api_key)
+        reply = post_json(self.url, body, headers, self.policy, self._api_key, stop)
         return weighted_score(integer_probs(self._top_logprobs(reply)))
 
     def _top_logprobs(self, reply: dict) -> list[dict]:
+        content = None
         try:
             content = reply["choices"][0]["logprobs"]["content"]
             if not content:  # the model stopped at once: it gave no number
@@ -136,7 +149,17 @@ class OpenAIJudge(CachedJudge):
             top = content[0]["top_logprobs"]
         except (KeyError, IndexError, TypeError):
             top = None
-        if not isinstance(top, list):
+        answer = content[:2] if isinstance(content, list) else []
+        tokens = [str(c.get("token", "")) for c in answer if isinstance(c, dict)]
+        if len(tokens) == 2 and as_score_int(tokens[0]) is not None and tokens[1][:1].isdigit():
+            # A tokenizer that spells 85 as "8" "5" (Gemma, Qwen, Mistral): the first token's
+            # alternatives are digits, and the score would read 8 for 85.
+            raise SteeropsError(
+                f"judge: model {self.model_name!r} writes its answer as several tokens "
+                f"({tokens[0]!r} {tokens[1]!r}), so a one-token answer cannot be scored: use a "
+                "judge model with whole-number tokens (GPT-4o/4.1, Llama 3) or judge.kind hf"
+            )
+        if not isinstance(top, list) or not top:  # the answer's token is always among them
             raise SteeropsError(
                 f"judge: {self.url} returned no top_logprobs for model {self.model_name!r}; "
                 "the judge needs an endpoint and model that support logprobs"
@@ -164,13 +187,7 @@ def _checked(params, trait) -> tuple[JudgePrompts, str]:
     name, a rubric, and the key's environment variable set (unless judge.require_key is
     false). The key is read from the environment here and nowhere else."""
     cfg = params.judge
-    url_problem = (
-        "required for judge.kind openai (e.g. https://api.openai.com/v1)"
-        if not cfg.base_url
-        else None
-        if cfg.base_url.startswith(("http://", "https://"))
-        else f"expected an http(s) URL, got {cfg.base_url!r}"
-    )
+    url_problem = _url_problem(cfg.base_url)
     if url_problem:
         raise SteeropsError(f"judge.base_url: {url_problem}")
     if not cfg.model:
@@ -178,10 +195,53 @@ def _checked(params, trait) -> tuple[JudgePrompts, str]:
             "judge.model: required for judge.kind openai (the endpoint's "
             "model name, e.g. gpt-4.1-mini)"
         )
-    api_key = os.environ.get(cfg.api_key_env, "")
+    if not _ENV_NAME.fullmatch(cfg.api_key_env):
+        # Not echoed: a value that is no variable name is most often the key itself.
+        raise SteeropsError(
+            "judge.api_key_env: expected the name of the environment variable that holds "
+            "the key (e.g. OPENAI_API_KEY), not the key itself"
+        )
+    # Surrounding whitespace (a key read from a file with its newline) is not part of a key.
+    api_key = os.environ.get(cfg.api_key_env, "").strip()
     if not api_key and cfg.require_key:
         raise SteeropsError(
             f"judge.api_key_env: environment variable {cfg.api_key_env} is not set (the "
             "judge's API key; set judge.require_key: false for a server without auth)"
         )
+    if not _HEADER_SAFE.fullmatch(api_key):
+        # http.client would refuse the header with the key in its message.
+        raise SteeropsError(
+            f"judge.api_key_env: the value of {cfg.api_key_env} has characters no API key "
+            "has (spaces, quotes pasted with it, non-ASCII); the value is not shown"
+        )
     return prompts_for(trait), api_key
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HEADER_SAFE = re.compile(r"[!#-&(-~]*")  # visible ASCII without the quotes
+
+
+def _url_problem(url: str | None) -> str | None:
+    """What is wrong with `url` as judge.base_url, found before a run opens (a URL urllib
+    cannot send to would otherwise be retried, and fail only after generation)."""
+    if not url:
+        return "required for judge.kind openai (e.g. https://api.openai.com/v1)"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return f"expected an http(s) URL, got {url!r}"
+    if "@" in parts.netloc:  # not echoed: it holds credentials
+        return (
+            "credentials in the URL would be logged with the params: put the key in the "
+            "environment variable judge.api_key_env names"
+        )
+    if re.search(r"[\x00-\x20\x7f]", url):
+        return f"spaces or control characters in {url!r}"
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        return f"bad port in {url!r}"
+    if not parts.hostname:
+        return f"no host in {url!r}"
+    if parts.query or parts.fragment:
+        return f"{url!r} has a query or fragment; /chat/completions is appended to the URL"
+    return None

@@ -14,9 +14,14 @@ from collections.abc import Iterable, Mapping
 MAX_SCORE = 100
 
 
+# Word-start markers some servers leave in token text (vLLM: "▁85" for SentencePiece,
+# "Ġ85" for byte-level BPE): a space, not part of the number.
+_SPACE_MARKERS = str.maketrans({"\u2581": " ", "\u0120": " "})
+
+
 def as_score_int(token: str) -> int | None:
     """The integer 0-100 a token spells (surrounding whitespace ignored), else None."""
-    text = token.strip()
+    text = token.translate(_SPACE_MARKERS).strip()
     if not text or not (text.isascii() and text.isdigit()) or len(text) > 3:
         return None
     value = int(text)

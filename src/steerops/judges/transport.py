@@ -1,5 +1,5 @@
-"""POST JSON with retries: exponential backoff with jitter on 429, 5xx, timeouts and
-dropped connections; any other HTTP error fails at once. Stdlib only.
+"""POST JSON with retries: exponential backoff with jitter on 429, 5xx, timeouts, dropped
+connections and replies that are not JSON; any other HTTP error fails at once. Stdlib only.
 
 The API key travels in a header and is scrubbed from every error message, since servers
 sometimes echo what they were sent. Redirects are never followed: urllib would resend the
@@ -11,7 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
-import time
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -21,6 +21,10 @@ from steerops.errors import SteeropsError
 # Worth another try: the server is busy or broken right now, or the network dropped us.
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 RETRY_ERRORS = (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException)
+
+
+class Stopped(SteeropsError):
+    """Given up while waiting to retry: the caller set `stop` (it no longer wants the answer)."""
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -50,12 +54,19 @@ class RetryPolicy:
 
 
 def post_json(
-    url: str, body: dict, headers: dict[str, str], policy: RetryPolicy, secret: str = ""
+    url: str,
+    body: dict,
+    headers: dict[str, str],
+    policy: RetryPolicy,
+    secret: str = "",
+    stop: threading.Event | None = None,
 ) -> dict:
-    """The decoded JSON reply to POST `body` to `url`; SteeropsError when it cannot be had."""
+    """The decoded JSON reply to POST `body` to `url`; SteeropsError when it cannot be had,
+    or when `stop` is set while waiting to retry (the caller gave up on the answer)."""
+    stop = stop or threading.Event()
     data = json.dumps(body).encode("utf-8")
     headers = {"Content-Type": "application/json", **headers}
-    last = ""
+    last = refused = ""
     for attempt in range(policy.max_retries + 1):
         retry_after = None
         request = urllib.request.Request(url, data=data, headers=headers, method="POST")
@@ -77,16 +88,26 @@ def post_json(
         except RETRY_ERRORS as exc:
             reason = getattr(exc, "reason", None) or exc
             last = _scrub(f"{type(exc).__name__}: {reason}", secret)
+        except ValueError as exc:
+            # A header or URL http.client will not send: its message quotes the header (the
+            # key, escaped past scrubbing), so only the type is said, raised outside this
+            # block so the exception does not travel along as the error's context.
+            refused = type(exc).__name__
         else:
             try:
                 return json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
-                raise SteeropsError(
-                    f"judge: {url} replied with something that is not JSON: "
-                    f"{_scrub(raw[:120].decode('utf-8', 'replace'), secret)}"
-                ) from None
-        if attempt < policy.max_retries:
-            time.sleep(policy.delay(attempt, retry_after))
+                # Often a reply cut off mid-body (a proxy, a dropped connection): try again.
+                text = _scrub(raw[:120].decode("utf-8", "replace"), secret)
+                last = f"a reply that is not JSON: {text}"
+        if refused:
+            raise SteeropsError(
+                f"judge: cannot send a request to {url} ({refused}): check judge.base_url "
+                "and the key in the variable judge.api_key_env names"
+            )
+        # An interrupted or failed run must not wait at exit for workers that keep retrying.
+        if attempt < policy.max_retries and stop.wait(policy.delay(attempt, retry_after)):
+            raise Stopped(f"judge: {url}: stopped before retrying; last error: {last}")
     raise SteeropsError(
         f"judge: {url} failed after {policy.max_retries + 1} attempts; last error: {last}"
     )
