@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from steerops.errors import SteeropsError
-from steerops.probes.data import read_comparisons, read_scores
+from steerops.probes.data import read_comparisons, read_rates, read_scores
 
 
 def test_input_readers_name_the_bad_line(tmp_path):
@@ -37,3 +37,25 @@ def test_a_damaged_latest_run_pointer_is_one_line(tmp_path, pointer):
     (runs_dir(tmp_path) / "latest.json").write_text(pointer)
     with pytest.raises(SteeropsError, match=r"latest\.json: (not valid JSON|names no run_id)"):
         resolve_run(tmp_path)
+
+
+def test_empty_ids_are_refused_with_their_line(tmp_path):
+    comps = tmp_path / "c.jsonl"
+    good = '{"task_a": "a", "task_b": "b", "winner": "a"}\n'
+    for row, key in [
+        ('{"task_a": "", "task_b": "b", "winner": "b"}', "task_a"),
+        ('{"task_a": "a", "task_b": "  ", "winner": "a"}', "task_b"),
+        ('{"task_a": "a", "task_b": "b", "winner": null}', "winner"),
+    ]:
+        comps.write_text(good + row + "\n")
+        with pytest.raises(SteeropsError, match=rf"c.jsonl:2: empty {key} ") as err:
+            read_comparisons(comps)
+        assert "\n" not in str(err.value)
+    rates = tmp_path / "rates.csv"
+    for text, col in [
+        ("condition_id,task_id,rate\nbase,a,0.5\n,a,0.5\n", "condition_id"),
+        ("condition_id,task_id,rate\nbase,a,0.5\nbase, ,0.5\n", "task_id"),
+    ]:
+        rates.write_text(text)
+        with pytest.raises(SteeropsError, match=rf"rates.csv:3: empty {col}$"):
+            read_rates(rates)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import pearsonr, rankdata, spearmanr
 
 from steerops.extract.conditions import OodCondition
 from steerops.probes.ood import (
@@ -135,3 +135,51 @@ def test_within_r_weights_are_resampled_rows():
     centred = [np.concatenate([v[gs == g] - v[gs == g].mean() for g in (0, 1)]) for v in (xs, ys)]
     weighted = _within_r(x, y, groups, counts[task][None].astype(float))[0]
     assert weighted == pytest.approx(pearsonr(*centred)[0], abs=1e-12)
+
+
+def _centre(v, groups):
+    return np.concatenate([v[groups == g] - v[groups == g].mean() for g in np.unique(groups)])
+
+
+def test_pooled_statistics_have_bootstrap_intervals_from_the_within_r_draws():
+    """Pooled Pearson, Spearman and sign agreement get 95% intervals from the same task
+    resamples as the within-condition r: checked draw by draw against scipy on the rows the
+    draw repeats (ties and zero deltas included)."""
+    from steerops.probes.ood import BOOTSTRAP, _weighted_ranks
+
+    rng = np.random.default_rng(4)
+    n = 25
+    tasks = [f"t{i}" for i in range(n)]
+    conds = [OodCondition(c, "p", None, "v1", None) for c in ("A", "C")]
+    probe = {c: np.round(rng.normal(s, 1, n), 1) for c, s in (("A", 0.5), ("C", -0.5))}
+    behaviour = {c: np.round(0.3 * probe[c] + rng.normal(0, 0.5, n), 1) for c in "AC"}
+    behaviour["C"][3] = np.nan  # a missing rate drops that pair only
+    v1 = analyse(tasks, conds, probe, behaviour, 20, 7, 3, ("A", "C"))["per_version"]["v1"]
+
+    keep = {c: np.isfinite(behaviour[c]) for c in "AC"}
+    x = np.concatenate([probe[c][keep[c]] for c in "AC"])
+    y = np.concatenate([behaviour[c][keep[c]] for c in "AC"])
+    groups = np.concatenate([np.full(keep[c].sum(), k) for k, c in enumerate("AC")])
+    task = np.concatenate([np.flatnonzero(keep[c]) for c in "AC"])
+    draws = np.random.default_rng(7).multinomial(n, np.full(n, 1 / n), size=BOOTSTRAP)
+    ref = {k: [] for k in ("pearson_within", "pearson", "spearman", "sign_agreement")}
+    for counts in draws:
+        rows = np.repeat(np.arange(len(x)), counts[task])
+        xs, ys, gs = x[rows], y[rows], groups[rows]
+        centred = [
+            np.concatenate([v[gs == g] - v[gs == g].mean() for g in (0, 1)]) for v in (xs, ys)
+        ]
+        ref["pearson_within"].append(pearsonr(*centred)[0])
+        ref["pearson"].append(pearsonr(xs, ys)[0])
+        ref["spearman"].append(spearmanr(xs, ys)[0])
+        both = (xs != 0) & (ys != 0)
+        ref["sign_agreement"].append(np.mean(np.sign(xs[both]) == np.sign(ys[both])))
+    for key, values in ref.items():
+        expected = np.quantile(values, [0.025, 0.975])
+        assert v1[f"{key}_ci"] == pytest.approx(expected, abs=1e-9), key
+        low, high = v1[f"{key}_ci"]
+        assert low <= v1[key] <= high
+    w = draws[:1, task].astype(float)
+    rows = np.repeat(np.arange(len(x)), draws[0][task])
+    ranks = _weighted_ranks(x, w)[0]
+    np.testing.assert_allclose(ranks[rows], rankdata(x[rows]))

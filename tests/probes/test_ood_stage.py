@@ -118,7 +118,9 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"v1: within-condition r {v1['pearson_within']:.3g} [{low:.3g}, {high:.3g}]" in printed
     assert f"({len(ids)} tasks x 2 conditions); pooled pearson" in printed
-    assert "| within-condition r [95%] | pooled pearson |" in (out_dir / "ood.md").read_text()
+    assert "| within-condition r [95%] | pooled pearson [95%] |" in (out_dir / "ood.md").read_text()
+    low, high = v1["pearson_ci"]
+    assert f"pooled pearson {v1['pearson']:.3g} [{low:.3g}, {high:.3g}]" in printed
     target = next(g for g in result["targets"] if g["role"] == "A")
     assert target["conditions"][0]["probe_delta"] == pytest.approx(x[0], abs=1e-4)
     assert result["pairs"]["roles"] == ["A", "C"] and len(result["pairs"]["items"]) == 2

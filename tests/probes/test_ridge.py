@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import pearsonr
+from scipy.stats import ConstantInputWarning, pearsonr
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
@@ -124,3 +124,22 @@ def test_pearson_interval_needs_four_points_and_two_varying_sides():
     assert ridge.pearson_interval(x, np.ones(6)) == (None, None)
     low, high = ridge.pearson_interval(x, x + np.array([0.3, -0.2, 0.1, 0.4, -0.5, 0.2]))
     assert low < ridge.pearson(x, x + np.array([0.3, -0.2, 0.1, 0.4, -0.5, 0.2])) < high <= 1
+
+
+def test_alpha_edge_names_the_end_of_the_grid():
+    assert ridge.alpha_edge(1e-3, ALPHAS) == "lowest"
+    assert ridge.alpha_edge(1e6, ALPHAS) == "highest"
+    assert ridge.alpha_edge(1.0, ALPHAS) is None
+    assert ridge.alpha_edge(5.0, [5.0]) is None  # one alpha is no sweep
+
+
+def test_constant_predictions_are_a_degenerate_fit_not_a_score_problem():
+    x, y = _data(120, 6)
+    x[:] = 0.1  # constant activations: every probe predicts one value
+    pred = np.full(40, 0.1)
+    with pytest.warns(ConstantInputWarning):  # scipy: r is not defined
+        assert np.isnan(ridge.pearson(pred, y[:40])) and np.isnan(pearsonr(pred, y[:40])[0])
+    assert ridge.constant_features(x) and not ridge.constant_features(_data(120, 6)[0])
+    with pytest.raises(ridge.DegenerateFit) as err:
+        ridge.fit_holdout(x, y, ALPHAS, ridge.split_tasks(120, 0.5, 0))
+    assert "scores" not in str(err.value)

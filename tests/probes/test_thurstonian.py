@@ -166,3 +166,77 @@ def test_command_writes_scores_csv_and_keeps_it_on_bad_input(tmp_path, capsys):
     )
     assert "winner 'c'" in capsys.readouterr().err
     assert out.read_bytes() == before
+
+
+def _write_comparisons(path, comparisons):
+    path.write_text(
+        "".join(
+            json.dumps({"task_a": a, "task_b": b, "winner": w}) + "\n" for a, b, w in comparisons
+        )
+    )
+
+
+def test_an_interrupted_write_leaves_a_pair_that_train_refuses_and_a_rerun_redoes(
+    tmp_path, capsys, monkeypatch
+):
+    """scores.csv and its .fit.json are two files: a fit killed between the two writes must
+    not leave new scores beside an old summary (or the reverse) that nothing notices."""
+    from steerops import io
+    from steerops.probes.data import fit_summary_path, scores_out_of_step
+
+    comps, out, params = tmp_path / "c.jsonl", tmp_path / "scores.csv", tmp_path / "params.yaml"
+    params.write_text("tracking:\n  enabled: false\n")
+    argv = ["probe", "thurstonian", "--params", str(params), "--comparisons", str(comps)]
+    argv += ["--out-csv", str(out)]
+    _write_comparisons(comps, _planted(30, 1500)[3])
+    assert main(argv) == 0
+    summary = json.loads(fit_summary_path(out).read_text())
+    assert summary["scores_md5"] == io.file_md5(out) and scores_out_of_step(out) is None
+
+    _write_comparisons(comps, _planted(30, 1500, seed=1)[3])  # new choices, new fit
+    write_text = io.write_text
+
+    def killed_at_scores(path, text):
+        if path == out:
+            raise KeyboardInterrupt  # killed after the summary was written
+        write_text(path, text)
+
+    monkeypatch.setattr(io, "write_text", killed_at_scores)
+    assert main(argv) == 130
+    monkeypatch.undo()
+    assert "is not the fit" in scores_out_of_step(out)
+    capsys.readouterr()
+    assert main(["probe", "train", "--params", str(params), "--scores", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "scores.csv is not the fit" in err
+    assert "run `steerops probe thurstonian` again" in err
+
+    assert main(argv) == 0  # the rerun notices the pair and writes both again
+    assert "writing both again" in capsys.readouterr().err
+    summary = json.loads(fit_summary_path(out).read_text())
+    assert summary["scores_md5"] == io.file_md5(out) and scores_out_of_step(out) is None
+
+
+def test_a_fit_that_does_not_converge_is_refused_and_keeps_earlier_scores(
+    tmp_path, capsys, monkeypatch
+):
+    import functools
+
+    from steerops.probes import thurstonian
+
+    comps, out, params = tmp_path / "c.jsonl", tmp_path / "scores.csv", tmp_path / "params.yaml"
+    params.write_text("tracking:\n  enabled: false\n")
+    argv = ["probe", "thurstonian", "--params", str(params), "--comparisons", str(comps)]
+    argv += ["--out-csv", str(out)]
+    _write_comparisons(comps, _planted(30, 1500)[3])
+    assert main(argv) == 0
+    before = out.read_bytes(), out.with_suffix(".fit.json").read_bytes()
+    fit = functools.partial(thurstonian.fit_thurstonian, max_iter=3)
+    assert not fit(_planted(30, 1500)[3], 10.0, 0.5).converged
+    monkeypatch.setattr(thurstonian, "fit_thurstonian", fit)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "did not converge" in err and "max_iter 3" in err
+    assert "probes.prior_mu / probes.prior_log_sigma" in err
+    assert (out.read_bytes(), out.with_suffix(".fit.json").read_bytes()) == before

@@ -222,3 +222,68 @@ def test_pairwise_accuracy_comes_with_its_n(tmp_path):
     expected = sum(a in final and b in final for a, b in pairs)
     assert metrics["pairwise_n"] == {"0": expected, "1": expected} and expected > 0
     assert set(metrics["pairwise_accuracy"]) == {"0", "1"}
+
+
+def test_a_constant_layer_is_reported_and_the_others_train(tmp_path, capsys):
+    """Activations that are the same for every task (e.g. at prompt[0], a BOS token) give no
+    r on that layer: it is skipped and named, and the other layers still train."""
+    params_file, params, ids, mu, layers = probe_world(tmp_path)
+    fake_activations(
+        params, "baseline", None, ids, {0: np.full((160, 24), 2.5), 1: layers[1]}, num_layers=2
+    )
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    printed = capsys.readouterr().out
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    metrics = json.loads((root / "metrics.json").read_text())
+    manifest = json.loads((root / "runs" / metrics["run_id"] / "manifest.json").read_text())
+    assert manifest["best_layer"] == 1 and manifest["best_final_r"] > 0.9
+    skipped = manifest["layers"]["0"]
+    assert skipped["sweep_r"] is None and skipped["final_r"] is None
+    assert "activations are constant across the 160 tasks" in skipped["skipped"]
+    assert metrics["skipped_layers"] == {"0": skipped["skipped"]}
+    assert metrics["final_r"]["0"] is None
+    assert "layer 0 skipped (r undefined" in printed and "activations are constant" in printed
+    assert "scores constant" not in printed
+    with pytest.raises(Exception, match="no probe for layer 0"):
+        load_probe(root / "runs" / metrics["run_id"], 0)
+
+
+def test_constant_scores_are_refused_before_extraction(tmp_path, capsys, no_model_loads):
+    import shutil
+
+    params_file, params, ids, *_ = probe_world(tmp_path)
+    shutil.rmtree(params.out)  # no activations: the extraction would need a model load
+    flat = tmp_path / "flat.csv"
+    flat.write_text("task_id,mu\n" + "".join(f"{t},0.25\n" for t in ids))
+    argv = ["probe", "train", "--params", str(params_file), "--scores", str(flat)]
+    line = refused_up_front(argv, tmp_path, capsys)
+    assert "flat.csv: the 160 scores of the tasks used are all 0.25" in line
+    assert "a probe needs scores that vary" in line
+
+
+def test_best_layer_counts_r_zero_and_skips_undefined():
+    from steerops.probes.train import best_layer
+
+    # `sweep_r or -inf` read 0.0 as missing and picked the layer with r -0.2
+    rows = {"0": {"sweep_r": -0.2}, "1": {"sweep_r": 0.0}, "2": {"sweep_r": None}}
+    assert best_layer(rows) == 1
+    assert best_layer({"3": {"sweep_r": 0.5}, "4": {"sweep_r": 0.5}}) == 3  # first on ties
+    assert best_layer({"0": {"sweep_r": None}}) is None
+
+
+def test_best_alpha_at_the_grid_edge_is_flagged(tmp_path, capsys):
+    params_file, params, *_ = probe_world(tmp_path)
+    # layer 1 is near noise-free: strong penalties only shrink it, so the lowest one wins
+    argv = ["probe", "train", "--params", str(params_file), "--alphas", "1e4,1e5,1e6"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert metrics["best_alpha"] == 1e4 and metrics["best_alpha_at_edge"] == "lowest"
+    assert "best alpha 10000 is the lowest in probes.alphas" in printed
+    assert "may lie below the grid" in printed
+    # an interior optimum is not flagged
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert metrics["best_alpha_at_edge"] is None and metrics["best_alpha"] not in (1e-3, 1e6)
+    assert "may lie" not in capsys.readouterr().out

@@ -124,11 +124,31 @@ def run_train(args: argparse.Namespace) -> None:
         f"  best layer {best} (alpha {layer['alpha']:g}): sweep r "
         f"{manifest['best_sweep_r']:.3f}, {final} {manifest['best_final_r']:.3f}{interval}{n}"
     )
+    edge = layer.get("alpha_at_edge")
+    if edge:
+        way = "below" if edge == "lowest" else "above"
+        print(
+            f"  best alpha {layer['alpha']:g} is the {edge} in probes.alphas: the optimum may "
+            f"lie {way} the grid (extend probes.alphas {way} it)"
+        )
+    for name, row in manifest["layers"].items():
+        if row.get("skipped"):
+            print(
+                f"  layer {name} skipped (r undefined, not a best-layer candidate): "
+                + row["skipped"]
+            )
 
 
 def run_thurstonian(args: argparse.Namespace) -> None:
-    from steerops.io import write_json
-    from steerops.probes.data import read_comparisons, write_scores
+    import sys
+
+    from steerops.io import text_md5, write_json, write_text
+    from steerops.probes.data import (
+        fit_summary_path,
+        read_comparisons,
+        scores_out_of_step,
+        scores_text,
+    )
     from steerops.probes.thurstonian import fit_thurstonian, heldout_accuracy
     from steerops.tracking import track
 
@@ -142,9 +162,19 @@ def run_thurstonian(args: argparse.Namespace) -> None:
         fit = fit_thurstonian(comparisons, *priors)
     except SteeropsError as exc:
         raise SteeropsError(f"{source}: {exc}") from None
+    out = params.path(params.probes.scores)
+    if not fit.converged:  # scores of an unfinished optimisation: keep the earlier ones
+        raise SteeropsError(
+            f"{source}: the Thurstonian fit did not converge ({fit.message}); {out} left as "
+            "it was; change the priors probes.prior_mu / probes.prior_log_sigma (smaller is "
+            "tighter)"
+        )
     # in-sample accuracy flatters sparse comparisons; the held-out one is the fit's quality
     held = heldout_accuracy(comparisons, *priors, seed=params.seed)
-    out = params.path(params.probes.scores)
+    problem = scores_out_of_step(out)
+    if problem is not None:
+        print(f"{problem}: writing both again", file=sys.stderr)
+    text = scores_text(fit.scores())
     summary = {
         "comparisons": str(source),
         "n_tasks": len(fit.tasks),
@@ -160,6 +190,7 @@ def run_thurstonian(args: argparse.Namespace) -> None:
         "prior_mu": params.probes.prior_mu,
         "prior_log_sigma": params.probes.prior_log_sigma,
         "seed": params.seed,
+        "scores_md5": text_md5(text),  # `probe train` refuses a CSV that differs
     }
     with track(
         params,
@@ -167,8 +198,10 @@ def run_thurstonian(args: argparse.Namespace) -> None:
         f"thurstonian-{out.stem}",
         inputs={"comparisons": source},
     ) as tracker:
-        write_scores(out, fit.scores())
-        write_json(out.with_suffix(".fit.json"), summary)
+        # the summary first: interrupted between the two writes, the scores' MD5 in it no
+        # longer matches the CSV, which `probe train` refuses and a rerun writes again
+        write_json(fit_summary_path(out), summary)
+        write_text(out, text)
         tracker.log_params(
             {"prior_mu": params.probes.prior_mu, "prior_log_sigma": params.probes.prior_log_sigma}
         )
@@ -196,7 +229,6 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     print(
         f"wrote {out}: {fit.n_comparisons} comparisons of {len(fit.tasks)} tasks; {quality}; "
         f"in-sample accuracy {fit.accuracy:.3f}"
-        + ("" if fit.converged else "; the optimiser did NOT converge")
     )
 
 
@@ -213,14 +245,15 @@ def run_ood(args: argparse.Namespace) -> None:
     for version, block in result["per_version"].items():
         # the pooled r also counts the conditions' mean shifts (2-3 points with 2-3
         # conditions); the within-condition r is what the permutation p tests
-        low, high = block["pearson_within_ci"]
-        interval = "" if low is None else f" [{low:.3g}, {high:.3g}]"
+        def ci(key: str, block=block) -> str:
+            low, high = block[f"{key}_ci"]
+            return fmt(block[key]) + ("" if low is None else f" [{low:.3g}, {high:.3g}]")
+
         print(
-            f"  {version}: within-condition r {fmt(block['pearson_within'])}{interval}, "
+            f"  {version}: within-condition r {ci('pearson_within')}, "
             f"p {fmt(block['p_perm'])} ({block['n_tasks']} tasks x {block['n_conditions']} "
-            f"conditions); pooled pearson {fmt(block['pearson'])}, spearman "
-            f"{fmt(block['spearman'])}, sign agreement {fmt(block['sign_agreement'])} "
-            f"({block['n_pairs']} pairs)"
+            f"conditions); pooled pearson {ci('pearson')}, spearman {ci('spearman')}, "
+            f"sign agreement {ci('sign_agreement')} ({block['n_pairs']} pairs)"
         )
     pairs = result["pairs"]
     print(f"  A/C inversions: {pairs['inversions']} of {pairs['n']}")

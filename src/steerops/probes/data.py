@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from pathlib import Path
 
 from steerops.errors import SteeropsError
-from steerops.io import iter_jsonl, write_text
+from steerops.io import file_md5, iter_jsonl, write_text
 
 
 def _open_csv(path: Path, required: list[str]) -> list[dict[str, str]]:
@@ -55,14 +56,39 @@ def read_scores(path: Path) -> dict[str, tuple[float, float | None]]:
     return scores
 
 
-def write_scores(path: Path, scores: dict[str, tuple[float, float]]) -> None:
+def scores_text(scores: dict[str, tuple[float, float]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["task_id", "mu", "sigma"])
     for task in sorted(scores):
         mu, sigma = scores[task]
         writer.writerow([task, f"{mu:.6g}", f"{sigma:.6g}"])
-    write_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_scores(path: Path, scores: dict[str, tuple[float, float]]) -> None:
+    write_text(path, scores_text(scores))
+
+
+def fit_summary_path(scores: Path) -> Path:
+    """The `.fit.json` that `probe thurstonian` writes beside its scores CSV."""
+    return Path(scores).with_suffix(".fit.json")
+
+
+def scores_out_of_step(scores: Path) -> str | None:
+    """Why a scores CSV is not the one its `.fit.json` describes, or None. The summary is
+    written first and records the scores' MD5, so a fit interrupted between the two writes
+    leaves a mismatch here rather than a summary of other scores."""
+    summary = fit_summary_path(scores)
+    if not summary.is_file() or not Path(scores).is_file():
+        return None
+    try:
+        recorded = json.loads(summary.read_text(encoding="utf-8")).get("scores_md5")
+    except (ValueError, AttributeError):
+        return f"{summary} is unreadable"
+    if recorded is None or recorded == file_md5(scores):  # no MD5: written before it was kept
+        return None
+    return f"{scores} is not the fit {summary} describes (an interrupted `probe thurstonian`?)"
 
 
 def read_comparisons(path: Path) -> list[tuple[str, str, str]]:
@@ -77,6 +103,10 @@ def read_comparisons(path: Path) -> list[tuple[str, str, str]]:
         missing = [k for k in ("task_a", "task_b", "winner") if k not in row]
         if missing:
             raise SteeropsError(f"{path}:{line_no}: missing key {missing[0]!r}")
+        for key in ("task_a", "task_b", "winner"):
+            # an empty id (or null, which str() would make the id "None") names no task
+            if row[key] is None or not str(row[key]).strip():
+                raise SteeropsError(f"{path}:{line_no}: empty {key} ({row[key]!r})")
         a, b, w = str(row["task_a"]), str(row["task_b"]), str(row["winner"])
         if w not in (a, b):
             raise SteeropsError(f"{path}:{line_no}: winner {w!r} is neither task_a nor task_b")
@@ -109,6 +139,9 @@ def read_rates(path: Path) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for line, row in enumerate(rows, start=2):
         cond, task = (row["condition_id"] or "").strip(), (row["task_id"] or "").strip()
+        for col, value in (("condition_id", cond), ("task_id", task)):
+            if not value:
+                raise SteeropsError(f"{path}:{line}: empty {col}")
         per = out.setdefault(cond, {})
         if task in per:
             raise SteeropsError(f"{path}:{line}: duplicate rate for ({cond!r}, {task!r})")

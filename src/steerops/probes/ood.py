@@ -14,9 +14,11 @@ delta = rate(condition) - rate(baseline) (nan where a rate is missing).
   task-level agreement the permutation p tests. The pooled r also counts how the conditions'
   mean shifts agree, which with 2-3 conditions rests on 2-3 points (two conditions that
   shift probe and behaviour the same way give a pooled r near 1 with no task-level
-  agreement at all). Its 95% interval is a percentile bootstrap over tasks (a task's pairs
-  in every condition resampled together, as multinomial weights), `BOOTSTRAP` draws from
-  `default_rng(seed)`.
+  agreement at all).
+- Per version, 95% intervals of the within-condition r, the pooled Pearson and Spearman r and
+  the sign agreement: a percentile bootstrap over tasks (a task's pairs in every condition
+  resampled together, as multinomial weights), the same `BOOTSTRAP` draws from
+  `default_rng(seed)` for all four.
 - Per (role, target): the target task's deltas in each condition, its rank among all tasks
   by descending delta (1 = moved up most) and by ascending delta (1 = moved down most), the
   top-k rate in each direction, and its mean delta per version.
@@ -86,26 +88,60 @@ def _within_r(x: np.ndarray, y: np.ndarray, groups: np.ndarray, w: np.ndarray) -
         return sums[0] / np.sqrt(sums[1] * sums[2])
 
 
-def within_pearson(
+def _weighted_r(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Pearson r of a, b ([n] or [draws, n]) with row weights w [draws, n]."""
+    total = np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
+    da = a - (w * a).sum(axis=1, keepdims=True) / total
+    db = b - (w * b).sum(axis=1, keepdims=True) / total
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w * da * db).sum(1) / np.sqrt((w * da * da).sum(1) * (w * db * db).sum(1))
+
+
+def _weighted_ranks(v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Average ranks (scipy's, ties share them) of v in the sample that repeats row i
+    w[:, i] times, per draw [draws, n]."""
+    order = np.argsort(v, kind="stable")
+    _, first, inverse = np.unique(v[order], return_index=True, return_inverse=True)
+    tie = np.add.reduceat(w[:, order], first, axis=1)  # weight of each distinct value
+    rank = np.cumsum(tie, axis=1) - tie + (tie + 1) / 2
+    out = np.empty_like(w)
+    out[:, order] = rank[:, inverse]
+    return out
+
+
+def bootstrap_intervals(
     x: np.ndarray, y: np.ndarray, groups: np.ndarray, task: np.ndarray, seed: int
-) -> tuple[float, list[float | None]]:
-    """Within-group Pearson r and its 95% bootstrap interval over tasks (`task`: each
-    row's task index); the interval is None where a draw has no spread."""
-    r = float(_within_r(x, y, groups, np.ones((1, len(x))))[0])
+) -> dict[str, list[float | None]]:
+    """95% percentile bootstrap intervals over tasks (`task`: each row's task index) of the
+    within-group r, the pooled Pearson and Spearman r and the sign agreement, all from the
+    same draws; an interval is None where a draw leaves the statistic undefined."""
     tasks, row_task = np.unique(task, return_inverse=True)
+    both = (x != 0) & (y != 0)  # sign agreement counts pairs where both deltas move
+    agree = (both & (np.sign(x) == np.sign(y))).astype(np.float64)
     rng = np.random.default_rng(seed)
-    draws = []
+    draws: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("pearson_within", "pearson", "spearman", "sign_agreement")
+    }
     chunk = max(1, min(_CHUNK, 2_000_000 // len(x)))  # [chunk, pairs] weights stay ~16 MB
     for start in range(0, BOOTSTRAP, chunk):
         counts = rng.multinomial(
             len(tasks), np.full(len(tasks), 1 / len(tasks)), size=min(chunk, BOOTSTRAP - start)
         )
-        draws.append(_within_r(x, y, groups, counts[:, row_task].astype(np.float64)))
-    boot = np.concatenate(draws)
-    if not np.isfinite(r) or not np.isfinite(boot).all():
-        return r, [None, None]
-    low, high = np.quantile(boot, [0.025, 0.975])
-    return r, [float(low), float(high)]
+        w = counts[:, row_task].astype(np.float64)
+        draws["pearson_within"].append(_within_r(x, y, groups, w))
+        draws["pearson"].append(_weighted_r(x, y, w))
+        draws["spearman"].append(_weighted_r(_weighted_ranks(x, w), _weighted_ranks(y, w), w))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            draws["sign_agreement"].append((w @ agree) / (w @ both))
+    out: dict[str, list[float | None]] = {}
+    for key, parts in draws.items():
+        boot = np.concatenate(parts)
+        out[key] = (
+            [float(q) for q in np.quantile(boot, [0.025, 0.975])]
+            if np.isfinite(boot).all()
+            else [None, None]
+        )
+    return out
 
 
 def sign_agreement(x: np.ndarray, y: np.ndarray) -> tuple[float | None, int]:
@@ -146,18 +182,25 @@ def per_version(
         task = np.concatenate(rows)
         agree, n_sign = sign_agreement(x, y)
         enough = len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0
-        within, within_ci = within_pearson(x, y, g, task, seed) if enough else (None, [None, None])
+        point = {
+            "pearson_within": _within_r(x, y, g, np.ones((1, len(x))))[0] if enough else None,
+            "pearson": pearson(x, y) if enough else None,
+            "spearman": spearmanr(x, y)[0] if enough else None,
+        }
+        point = {k: _nan_to_none(v) for k, v in point.items()} | {"sign_agreement": agree}
+        cis = bootstrap_intervals(x, y, g, task, seed) if len(x) >= 3 else {}
         out[version] = {
             "n_pairs": int(len(x)),
             "n_conditions": len(xs),
             "n_tasks": int(len(np.unique(task))),
-            "pearson": _nan_to_none(pearson(x, y)) if enough else None,
-            "pearson_within": _nan_to_none(within),
-            "pearson_within_ci": within_ci,
-            "spearman": _nan_to_none(spearmanr(x, y)[0]) if enough else None,
             "p_perm": _nan_to_none(permutation_p(x, y, g, n_perm, seed)) if enough else None,
-            "sign_agreement": agree,
             "n_sign": n_sign,
+            **point,
+            # 95% bootstrap over tasks, the same draws for all four; none without a point
+            **{
+                f"{k}_ci": cis.get(k, [None, None]) if v is not None else [None, None]
+                for k, v in point.items()
+            },
         }
     return out
 

@@ -24,6 +24,12 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return lines + [""]
 
 
+def _with_ci(block: dict, key: str) -> str:
+    """A statistic with its 95% bootstrap interval (runs written before it had none)."""
+    low, high = block.get(f"{key}_ci") or (None, None)
+    return _f(block[key]) + ("" if low is None else f" [{_f(low)}, {_f(high)}]")
+
+
 def markdown(result: dict) -> str:
     probe, base = result["probe"], result["baseline"]
     lines = [
@@ -36,9 +42,9 @@ def markdown(result: dict) -> str:
         "",
         "## Per version (pooled over conditions and tasks)",
         "",
-        "The within-condition r (deltas centred in each condition; 95% bootstrap interval"
-        " over tasks) is the task-level agreement the permutation p tests; the pooled r also"
-        " counts the conditions' mean shifts, one point per condition.",
+        "The within-condition r (deltas centred in each condition) is the task-level"
+        " agreement the permutation p tests; the pooled r also counts the conditions' mean"
+        " shifts, one point per condition. Intervals: 95% bootstrap over tasks.",
         "",
     ]
     rows = []
@@ -50,18 +56,16 @@ def markdown(result: dict) -> str:
             )
             or "-"
         )
-        low, high = v["pearson_within_ci"]
-        within = _f(v["pearson_within"]) + ("" if low is None else f" [{_f(low)}, {_f(high)}]")
         rows.append(
             [
                 version,
                 v["n_conditions"],
                 v["n_pairs"],
-                within,
-                v["pearson"],
-                v["spearman"],
+                _with_ci(v, "pearson_within"),
+                _with_ci(v, "pearson"),
+                _with_ci(v, "spearman"),
                 v["p_perm"],
-                v["sign_agreement"],
+                _with_ci(v, "sign_agreement"),
                 means,
             ]
         )
@@ -71,10 +75,10 @@ def markdown(result: dict) -> str:
             "conditions",
             "pairs",
             "within-condition r [95%]",
-            "pooled pearson",
-            "spearman",
+            "pooled pearson [95%]",
+            "spearman [95%]",
             "p (perm)",
-            "sign agree",
+            "sign agree [95%]",
             "mean target delta probe / behaviour",
         ],
         rows,

@@ -56,7 +56,9 @@ class ProbeFit:
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson r; nan when either side is constant."""
+    """Pearson r; nan when either side is constant (as scipy's pearsonr)."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:  # centring by a rounded mean leaves a tiny non-zero
+        return float("nan")
     a = np.asarray(a, dtype=np.float64) - np.mean(a)
     b = np.asarray(b, dtype=np.float64) - np.mean(b)
     denom = np.sqrt((a * a).sum() * (b * b).sum())
@@ -126,13 +128,31 @@ def _fit_on(x: np.ndarray, y: np.ndarray, alphas: list[float], standardize: bool
     return fold_scaler(weights, biases, mean, std)  # per alpha
 
 
+class DegenerateFit(SteeropsError):
+    """No alpha gives a prediction with a defined r: the layer is reported, not fatal."""
+
+
+def constant_features(x: np.ndarray) -> bool:
+    """True when every feature is constant across the rows (e.g. activations at a BOS
+    token): any probe then predicts one value and its r is undefined."""
+    return bool(np.ptp(x, axis=0).max(initial=0.0) == 0)
+
+
 def _best(scores: list[float], alphas: list[float]) -> int:
     if all(np.isnan(scores)):
-        raise SteeropsError(
-            f"probes.alphas: no alpha in {alphas} gives a non-constant "
-            "prediction (are the scores constant?)"
+        # the scores are checked to vary before any fit, so the predictions are constant
+        raise DegenerateFit(
+            f"no alpha in {alphas} gives a prediction that varies across the tasks scored"
         )
     return int(np.nanargmax(scores))
+
+
+def alpha_edge(alpha: float, alphas: list[float]) -> str | None:
+    """ "lowest" or "highest" when the chosen alpha is at that end of a grid of >= 2 values:
+    the optimum may lie beyond it."""
+    if len(set(alphas)) < 2:
+        return None
+    return "lowest" if alpha == min(alphas) else "highest" if alpha == max(alphas) else None
 
 
 def fit_holdout(

@@ -154,11 +154,15 @@ def headline_metrics(manifest: dict) -> dict:
         "run_id": manifest["run_id"],
         "best_layer": manifest["best_layer"],
         "best_alpha": layers[str(manifest["best_layer"])]["alpha"],
+        # "lowest"/"highest": the best alpha is at that end of probes.alphas (may lie beyond)
+        "best_alpha_at_edge": layers[str(manifest["best_layer"])].get("alpha_at_edge"),
         "best_sweep_r": manifest["best_sweep_r"],
         "best_final_r": manifest["best_final_r"],
         "best_final_r_ci": layers[str(manifest["best_layer"])].get("final_r_ci"),
         "best_final_n": layers[str(manifest["best_layer"])].get("final_n"),
         "final_r": {k: v["final_r"] for k, v in layers.items()},
+        # layers that gave no probe (r undefined, not in the best-layer choice), and why
+        "skipped_layers": {k: v["skipped"] for k, v in layers.items() if v.get("skipped")},
         "pairwise_accuracy": {
             k: v["pairwise_accuracy"]
             for k, v in layers.items()

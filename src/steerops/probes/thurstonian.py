@@ -42,6 +42,7 @@ class ThurstonianFit:
     accuracy: float  # fraction of comparisons won by the task with the higher mu
     n_comparisons: int
     converged: bool
+    message: str = ""  # the optimiser's, e.g. why it stopped short of convergence
 
     def scores(self) -> dict[str, tuple[float, float]]:
         return {
@@ -112,8 +113,9 @@ def _check_connected(tasks: list[str], pairs: np.ndarray) -> None:
 
 def _fit(
     n: int, pairs: np.ndarray, prior_mu: float, prior_log_sigma: float, max_iter: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
-    """(mu, sigma, winners, losers, counts, converged) for n tasks from (winner, loser) rows."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool, str]:
+    """(mu, sigma, winners, losers, counts, converged, the optimiser's message) for n tasks
+    from (winner, loser) rows."""
     unique, counts = np.unique(pairs, axis=0, return_counts=True)
     winners, losers = unique[:, 0], unique[:, 1]
     result = minimize(
@@ -126,7 +128,8 @@ def _fit(
         options={"maxiter": max_iter},
     )
     mu = result.x[:n] - result.x[:n].mean()
-    return mu, np.exp(result.x[n:]), winners, losers, counts, bool(result.success)
+    message = f"{result.message} after {result.nit} of max_iter {max_iter} iterations"
+    return mu, np.exp(result.x[n:]), winners, losers, counts, bool(result.success), message
 
 
 def fit_thurstonian(
@@ -140,7 +143,7 @@ def fit_thurstonian(
         raise SteeropsError("probes.thurstonian priors must be positive")
     tasks, pairs = _index(comparisons)
     _check_connected(tasks, pairs)
-    mu, sigma, winners, losers, counts, converged = _fit(
+    mu, sigma, winners, losers, counts, converged, message = _fit(
         len(tasks), pairs, prior_mu, prior_log_sigma, max_iter
     )
     z = (mu[winners] - mu[losers]) / np.sqrt(sigma[winners] ** 2 + sigma[losers] ** 2)
@@ -153,6 +156,7 @@ def fit_thurstonian(
         accuracy=float(counts @ (mu[winners] > mu[losers])) / total,
         n_comparisons=int(total),
         converged=converged,
+        message=message,
     )
 
 

@@ -24,7 +24,12 @@ from steerops.probes.activations import (
     tasks_name,
 )
 from steerops.probes.confounds import residualize
-from steerops.probes.data import read_comparisons, read_confounds, read_scores
+from steerops.probes.data import (
+    read_comparisons,
+    read_confounds,
+    read_scores,
+    scores_out_of_step,
+)
 from steerops.probes.store import (
     MANIFEST,
     find_run,
@@ -124,7 +129,21 @@ def condition_prompt(params) -> str | None:
     raise SteeropsError(f"probes.condition {wanted!r}: not a condition in {where}{listed}")
 
 
-def _check_scored_tasks(params, targets: dict[str, float], scores_path: Path) -> None:
+def check_varies(values, scores_path: Path, confounded: bool) -> None:
+    """Refuse scores that are all equal: every probe's r would be undefined, on every layer."""
+    v = np.asarray(values, dtype=np.float64)
+    # residualised scores that the confounds explain fully differ only by rounding
+    if np.ptp(v) <= 1e-9 * max(1.0, float(np.abs(v).max())):
+        after = " after regressing out probes.confounds" if confounded else ""
+        raise SteeropsError(
+            f"{scores_path}: the {len(v)} scores of the tasks used are all {v[0]:.6g}{after}; "
+            "a probe needs scores that vary"
+        )
+
+
+def _check_scored_tasks(
+    params, targets: dict[str, float], scores_path: Path, confounded: bool
+) -> None:
     """Refuse, before any extraction (a model load, then every task through it), scores
     that name none of the task set's ids, or too few of them for the split or the folds."""
     from steerops.extract.tasks import load_tasks
@@ -140,6 +159,7 @@ def _check_scored_tasks(params, targets: dict[str, float], scores_path: Path) ->
             f"{scores_path}: none of its {len(targets)} task ids is a task in {tasks_file} "
             f"(e.g. {next(iter(targets))!r}); are the scores of another task set?"
         )
+    check_varies([v for t, v in targets.items() if t in known], scores_path, confounded)
     if probes.cv_folds:
         ridge.check_folds(n, probes.cv_folds)
     else:
@@ -156,17 +176,47 @@ def _fit_layer(x: np.ndarray, y: np.ndarray, config: dict) -> ridge.ProbeFit:
     return ridge.fit_holdout(x, y, config["alphas"], split, config["standardize"])
 
 
+def skipped_layer(reason: str) -> dict:
+    """A layer's manifest entry when it gives no probe: r undefined, no weights saved."""
+    return {
+        "skipped": reason,
+        "alpha": None,
+        "sweep_r": None,
+        "final_r": None,
+        "final_n": 0,
+        "final_r_ci": [None, None],
+        "alphas": [],
+        "alpha_at_edge": None,
+        "pairwise_accuracy": None,
+        "n_pairs": 0,
+        "counts": {},
+        "weight_norm": None,
+    }
+
+
+def best_layer(per_layer: dict[str, dict]) -> int | None:
+    """The layer with the highest sweep r (the first on ties); an r of 0.0 counts, an
+    undefined one (None) does not."""
+    rs = {int(k): v["sweep_r"] for k, v in per_layer.items() if v["sweep_r"] is not None}
+    return max(rs, key=lambda layer: rs[layer]) if rs else None
+
+
 def train(params) -> tuple[Path, dict, bool]:
     """Train (or reuse) the probe run for params; returns (run dir, manifest, reused)."""
     probes = params.probes
     position = probes.position.text
     root = probes_root(params.out, tasks_name(params), probes.variant, position)
     scores_path = _input(params, "scores")
+    if scores_path is None:
+        raise SteeropsError("probes.scores: not set (give --scores FILE or set it)")
+    problem = scores_out_of_step(scores_path)
+    if problem is not None:
+        raise SteeropsError(f"{problem}; run `steerops probe thurstonian` again")
     raw_scores = {t: mu for t, (mu, _) in read_scores(scores_path).items()}
     comparisons_path = _input(params, "comparisons")
     comparisons = read_comparisons(comparisons_path) if comparisons_path else None
     targets, confound_report = _targets(params, raw_scores)  # validate inputs before a model load
-    _check_scored_tasks(params, targets, scores_path)
+    _check_scored_tasks(params, targets, scores_path, confound_report is not None)
     prompt = condition_prompt(params)
 
     act_dir = ensure_conditions(params, [(probes.condition, prompt)])[probes.condition]
@@ -193,6 +243,7 @@ def train(params) -> tuple[Path, dict, bool]:
         )
     rows = np.array([row_of[t] for t in used])
     y = np.array([targets[t] for t in used], dtype=np.float64)
+    check_varies(y, scores_path, confound_report is not None)  # the tasks with activations
     counts = {
         "scored": len(raw_scores),
         "with_activations": len(task_ids),
@@ -205,7 +256,16 @@ def train(params) -> tuple[Path, dict, bool]:
     run_id = new_run_id(key)
     per_layer, weights = {}, {}
     for layer in tqdm(layers, desc="probe layers", disable=None):
-        fit = _fit_layer(read_layer(act_dir, layer, len(task_ids))[rows], y, config)
+        x = read_layer(act_dir, layer, len(task_ids))[rows]
+        # one degenerate layer (e.g. constant activations at prompt[0]) is reported, and the
+        # other layers still train
+        try:
+            if ridge.constant_features(x):
+                raise ridge.DegenerateFit(f"activations are constant across the {len(y)} tasks")
+            fit = _fit_layer(x, y, config)
+        except ridge.DegenerateFit as exc:
+            per_layer[str(layer)] = skipped_layer(str(exc))
+            continue
         acc, n_pairs = (None, 0)
         if comparisons:
             acc, n_pairs = ridge.pairwise_accuracy(
@@ -226,13 +286,17 @@ def train(params) -> tuple[Path, dict, bool]:
                 {"alpha": a, "r": _finite(r)}
                 for a, r in zip(config["alphas"], fit.alpha_r, strict=True)
             ],
+            "alpha_at_edge": ridge.alpha_edge(fit.alpha, config["alphas"]),
             "pairwise_accuracy": acc,
             "n_pairs": n_pairs,
             "counts": fit.counts,
             "weight_norm": float(np.linalg.norm(fit.weight)),
         }
         weights[layer] = (fit.weight, fit.bias)
-    best = max(layers, key=lambda layer: per_layer[str(layer)]["sweep_r"] or -math.inf)
+    best = best_layer(per_layer)
+    if best is None:
+        reasons = "; ".join(f"layer {k}: {v['skipped']}" for k, v in per_layer.items())
+        raise SteeropsError(f"probes.layers: no layer gives a probe with a defined r ({reasons})")
     manifest = {
         "run_id": run_id,
         "key": key,
