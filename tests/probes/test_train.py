@@ -287,3 +287,22 @@ def test_best_alpha_at_the_grid_edge_is_flagged(tmp_path, capsys):
     metrics = json.loads((root / "metrics.json").read_text())
     assert metrics["best_alpha_at_edge"] is None and metrics["best_alpha"] not in (1e-3, 1e6)
     assert "may lie" not in capsys.readouterr().out
+
+
+def test_an_undefined_final_r_is_printed_as_such(tmp_path, capsys, monkeypatch):
+    """A best layer whose predictions on the final split do not vary has no final r (None
+    in the manifest): the printout says so instead of failing to format it."""
+    from steerops.probes import train as train_module
+
+    params_file, *_ = probe_world(tmp_path)
+    real = train_module.train
+
+    def constant_on_final(params):
+        run_dir, manifest, reused = real(params)
+        manifest["best_final_r"] = None
+        manifest["layers"][str(manifest["best_layer"])]["final_r_ci"] = [None, None]
+        return run_dir, manifest, reused
+
+    monkeypatch.setattr(train_module, "train", constant_on_final)
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    assert "final r undefined (constant predictions) (n " in capsys.readouterr().out

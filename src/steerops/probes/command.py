@@ -120,9 +120,12 @@ def run_train(args: argparse.Namespace) -> None:
     # under CV the same out-of-fold predictions chose alpha and layer: not a held-out r
     cv = manifest["config"]["protocol"] == "cv"
     final = "out-of-fold r (optimistic: it chose alpha and layer)" if cv else "final r"
+    final_r = manifest["best_final_r"]
+    # None: the layer's predictions on the tasks it is scored on do not vary (r undefined)
+    scored = "undefined (constant predictions)" if final_r is None else f"{final_r:.3f}"
     print(
         f"  best layer {best} (alpha {layer['alpha']:g}): sweep r "
-        f"{manifest['best_sweep_r']:.3f}, {final} {manifest['best_final_r']:.3f}{interval}{n}"
+        f"{manifest['best_sweep_r']:.3f}, {final} {scored}{interval}{n}"
     )
     edge = layer.get("alpha_at_edge")
     if edge:
