@@ -46,6 +46,9 @@ def test_report_command_is_deterministic(tmp_path):
     for words in ("needs finer coefficients", "no effect", "likely implementation problem"):
         assert words in text
     assert "held-out" in text and "paired bootstrap" in text
+    # the prediction features are said under their table, not only in the code
+    prediction = text.split("## Coefficient prediction")[1].split("##")[0]
+    assert "`layer_norm` is the mean L2 norm" in prediction
 
 
 def test_report_without_results_is_one_line_error(tmp_path, capsys):

@@ -182,10 +182,7 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "held-out delta; gain = cleaned - uncleaned on the held-out questions, paired interval",
         "coefficients": "Optimal coefficients (ok cells only)",
         "coefficient_prediction": "Coefficient prediction (leave-one-out error on distinct "
-        "ok cells; features per chosen config: `layer_norm` is the mean L2 norm of the "
-        "layer's extraction activations, each a mean-pooled window at the vector's position, "
-        "not the per-token coefficient unit; `layer_norm_clean` the same with the cleaned "
-        "dims zeroed; `abs_mean_proj` |mean activation . vector|)",
+        "ok cells)",
         "recommendations": "Recommended starting coefficients (from ok cells only; "
         "`n_at_largest_coefficient` of them chose their layer's largest coefficient, where the "
         "optimum may lie beyond the grid)",
@@ -195,8 +192,16 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
     parts = ["# Steering report", "", _intro(threshold, halves, **protocol_), ""]
     parts += ["## Massive activations (calibration)", "", str(tables_by_name["dims"]), ""]
     parts += [markdown_table(calibrated.massive_display(tables_by_name["massive"])), ""]
+    notes = {  # what a table's names do not say
+        "coefficient_prediction": "Features per chosen config (`coefficient_features.csv`): "
+        "`layer_norm` is the mean L2 norm of the layer's extraction activations, each a "
+        "mean-pooled window at the vector's position (not the per-token coefficient unit); "
+        "`layer_norm_clean` the same with the cleaned dims zeroed; `abs_mean_proj` is "
+        "|mean activation . vector|.",
+    }
     for name, title in titles.items():
-        parts += [f"## {title}", "", markdown_table(tables_by_name[name]), ""]
+        note = [notes[name], ""] if name in notes else []
+        parts += [f"## {title}", "", *note, markdown_table(tables_by_name[name]), ""]
     parts += [
         "![coefficient curves](coefficient_curves.png)",
         "",
