@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from steerops.calibration.store import stored_massive_by_layer
 from steerops.cli import flags
 from steerops.errors import SteeropsError
 from steerops.extract.store import activations_dir
@@ -78,6 +79,9 @@ def run_stage(
     }
     # every method's calibration and stored base vectors checked too: a method that cannot
     # be built fails before anything is written or tracked
+    # the calibration every method's warnings read (massive_share), so a damaged one is
+    # refused here even when no method cleans
+    stored_massive_by_layer(params.out, params.cleaning.calibration_variant)
     bases = {}
     for (trait, position), acts in activations.items():
         for method in methods:
