@@ -90,7 +90,7 @@ def run_stage(
                 base = vectors_for(
                     params.out, trait, ex.variant, position, ex.component, method.base
                 )
-                check_base(base, acts, method)
+                check_base(base, acts, method, params)
                 bases[trait, position, method.name] = base
     written = []
     with track(params, stage, run_name=f"{stage} {ex.variant}", inputs=inputs) as tracker:
