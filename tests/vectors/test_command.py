@@ -42,6 +42,7 @@ def test_mean_diff_matches_numpy_reference_end_to_end(tmp_path):
         assert got["mean_norm"] == pytest.approx(np.linalg.norm(x, axis=1).mean(), rel=1e-6)
     assert meta["method"] == meta["base_method"] == "mean_diff"
     assert meta["calibration"] is None and meta["hidden_size"] == 12
+    assert meta["n"] == {"train_pos": 24, "train_neg": 18, "val_pos": 6, "val_neg": 6}
 
 
 def test_every_method_end_to_end_with_mlflow(tmp_path):
@@ -74,6 +75,8 @@ def test_every_method_end_to_end_with_mlflow(tmp_path):
             f"vectors/prompt_m1/{method}/metadata.json",
         }
         assert run.data.tags["dvc.hash.activations"]
+        assert run.data.params["n_val_pos"] == run.data.params["n_val_neg"] == "10"
+        assert run.data.params["n_train_pos"] == "30"
         if method == "random_baseline":  # each layer has its own seed
             vectors, _ = vectors_for(
                 load_params(path).out, TRAIT, "base", POSITION, "residual", method

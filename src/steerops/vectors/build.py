@@ -158,6 +158,12 @@ def build_method(
         },
         "config": params.vectors.model_dump(exclude={"methods"}),
         "refit": base is None,
+        # the examples train_acc and val_acc count, by class (an accuracy needs its n)
+        "n": {
+            f"{split}_{polarity}": len(getattr(getattr(acts, split), polarity))
+            for split in ("train", "val")
+            for polarity in ("pos", "neg")
+        },
         "calibration": calibration_record,
         "layers": layers_meta,
         "warnings": collect(name, position, layers_meta, n_examples),

@@ -150,6 +150,7 @@ def _log_method(params, tracker, built: Built, directory: Path, acts_dir: Path) 
             "calibration_variant": calibration.get("variant"),
             "calibration_file": calibration.get("file"),
             "refit": meta["refit"],
+            **{f"n_{k}": v for k, v in meta["n"].items()},
         }
     )
     run_name = f"{meta['trait']} {meta['position']} {meta['method']}"
