@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from sklearn.linear_model import LogisticRegression
 
 from steerops.calibration.store import calibration_file
 from steerops.cli import main
 from steerops.config import load_params
-from steerops.io import write_json
+from steerops.io import file_md5, write_json
 from steerops.vectors import load_vectors, vectors_for
 from steerops.vectors.store import vectors_dir
 from vector_data import LAYERS, POSITION, TRAIT, cosine, params_file, stacked, write_activations
@@ -281,3 +282,34 @@ def test_cleaning_errors_are_one_line(tmp_path, capsys):
     err = run_error(["clean", "--params", path, "--variants", "mean_diff_top1"], capsys)
     assert "computed from other activations" in err
     assert not vectors_dir(out, TRAIT, "base", POSITION, "residual", "mean_diff_top1").exists()
+
+
+def test_post_cleaning_refuses_a_base_fitted_with_other_params(tmp_path, capsys):
+    """`vectors --seed 5` then `clean` at seed 0 (or another probe_c) would post-clean the
+    seed-5 vectors under metadata saying seed 0: refused, naming the param. The record also
+    says which calibration content the dims came from."""
+    path = setup(tmp_path, methods="random_baseline")
+    out = tmp_path / "outputs"
+    assert main(["vectors", "--params", path, "--methods", "random_baseline", "--seed", "5"]) == 0
+    err = run_error(["clean", "--params", path, "--variants", "random_baseline_top1"], capsys)
+    assert "fitted with seed 5, params say 0" in err
+    assert "steerops vectors --methods random_baseline" in err
+    assert not vectors_dir(
+        out, TRAIT, "base", POSITION, "residual", "random_baseline_top1"
+    ).exists()
+    argv = ["clean", "--params", path, "--variants", "random_baseline_top1", "--seed", "5"]
+    assert main(argv) == 0
+    vectors, meta = stored(tmp_path, "random_baseline_top1")
+    base, _ = stored(tmp_path, "random_baseline")
+    expected = base[0].numpy().copy()
+    expected[GLOBAL[0]] = 0
+    np.testing.assert_allclose(vectors[0].numpy(), expected / np.linalg.norm(expected), atol=1e-6)
+    assert meta["seed"] == 5
+    assert meta["calibration"]["md5"] == file_md5(calibration_file(out, "instruct"))
+
+    # another vectors param than the base's: refused too
+    path = setup(tmp_path / "c", methods="probe")
+    params = yaml.safe_load(Path(path).read_text())
+    Path(path).write_text(yaml.safe_dump({**params, "vectors": {"probe_c": 0.1}}))
+    err = run_error(["clean", "--params", path, "--variants", "probe_top1"], capsys)
+    assert "fitted with probe_c 1.0, params say 0.1" in err

@@ -42,6 +42,7 @@ def test_mean_diff_matches_numpy_reference_end_to_end(tmp_path):
         assert got["mean_norm"] == pytest.approx(np.linalg.norm(x, axis=1).mean(), rel=1e-6)
     assert meta["method"] == meta["base_method"] == "mean_diff"
     assert meta["calibration"] is None and meta["hidden_size"] == 12
+    assert meta["n"] == {"train_pos": 24, "train_neg": 18, "val_pos": 6, "val_neg": 6}
 
 
 def test_every_method_end_to_end_with_mlflow(tmp_path):
@@ -74,6 +75,8 @@ def test_every_method_end_to_end_with_mlflow(tmp_path):
             f"vectors/prompt_m1/{method}/metadata.json",
         }
         assert run.data.tags["dvc.hash.activations"]
+        assert run.data.params["n_val_pos"] == run.data.params["n_val_neg"] == "10"
+        assert run.data.params["n_train_pos"] == "30"
         if method == "random_baseline":  # each layer has its own seed
             vectors, _ = vectors_for(
                 load_params(path).out, TRAIT, "base", POSITION, "residual", method
@@ -137,3 +140,26 @@ def test_a_method_that_cannot_be_built_fails_before_any_write_or_run(
     assert err.count("\n") == 1 and expected in err, err
     assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == stamps
     assert len(client.search_runs([experiment])) == runs
+
+
+def test_a_damaged_calibration_is_refused_before_the_run_even_for_plain_methods(tmp_path, capsys):
+    """Plain methods read the calibration too (massive_share): a hand-edited one is one line
+    before any MLflow run opens or any vector is written, not a failed run."""
+    from conftest import refused_up_front
+    from steerops.calibration.store import calibration_file
+
+    data, n_pos = stacked()
+    write_activations(tmp_path / "outputs", data, n_pos)
+    path = params_file(
+        tmp_path, tracking={"enabled": True, "uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    )
+    file = calibration_file(tmp_path / "outputs", "instruct")
+    file.parent.mkdir(parents=True)
+    file.write_text('{"aggregate": {"massive_by_layer": {"0": "x"}}}')
+    line = refused_up_front(
+        ["vectors", "--params", str(path), "--methods", "mean_diff"],
+        tmp_path,
+        capsys,
+        outputs="outputs/vectors",
+    )
+    assert "aggregate.massive_by_layer.0" in line

@@ -46,9 +46,30 @@ def test_probe_unit_rows_is_sklearn_on_unit_rows():
     pos, neg, _ = planted(60, 50, 10, seed=4, massive={2: 30.0})
     x = np.concatenate([pos, neg])
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
-    ref = LogisticRegression(C=0.5, max_iter=5000).fit(x, [1] * 60 + [0] * 50).coef_[0]
+    ref = LogisticRegression(C=0.5, tol=1e-10, max_iter=5000).fit(x, [1] * 60 + [0] * 50).coef_[0]
     w = run_method("probe", pos, neg, config=VectorsConfig(probe_c=0.5))
     np.testing.assert_allclose(w, ref, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("rows", ["unit", "none"])
+def test_probe_with_a_real_sized_massive_dim_is_sklearn_run_to_convergence(rows):
+    """A massive dim at SmolLM2's scale (~24,900 against ~1 elsewhere) carries nearly all of
+    each row: the probe must still be the documented fit (sklearn on the scaled rows, run to
+    a tight tolerance), not the all-zero weights sklearn stops at with its default one."""
+    from sklearn.linear_model import LogisticRegression
+
+    pos, neg, u = planted(300, 300, 96, seed=11, shift=1.0, massive={50: 24900.0})
+    x = np.concatenate([pos, neg])
+    if rows == "unit":
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    # centred: the same optimum (the intercept is not penalised), which sklearn reaches
+    # from the raw 24,900 offset only to about 1e-3
+    ref = LogisticRegression(C=1.0, tol=1e-12, max_iter=100_000)
+    ref = ref.fit(x - x.mean(0), [1] * 300 + [0] * 300).coef_[0]
+    w = run_method("probe", pos, neg, config=VectorsConfig(probe_rows=rows))
+    assert np.abs(w).max() > 0
+    np.testing.assert_allclose(w, ref, rtol=0, atol=2e-3 * np.abs(ref).max())
+    assert cosine(w, u) > 0.75
 
 
 def test_gradient_reaches_the_regularised_fisher_direction_and_is_seeded():

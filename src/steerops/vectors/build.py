@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from steerops.calibration.store import load_calibration, stored_massive_by_layer
 from steerops.errors import SteeropsError
+from steerops.io import file_md5
 from steerops.specs import MethodName, parse_method
 from steerops.tracking.names import relative
 from steerops.vectors.activations import TraitActivations
@@ -66,6 +67,8 @@ def plan_cleaning(
     return removed, {
         "variant": calibration_variant if file else None,
         "file": relative(file, params.root) if file else None,
+        # which calibration.json content the dims came from (the file is rewritten in place)
+        "md5": file_md5(file) if file else None,
         "mode": cleaning.mode,
         "spec": cleaning.spec,
         # which calibrated set the dims come from (none for an explicit dims list)
@@ -93,7 +96,7 @@ def build_method(
     cleaning = method.cleaning
     removed, calibration_record = plan_cleaning(params, acts, name, calibration_variant)
     if base is not None:
-        check_base(base, acts, method)
+        check_base(base, acts, method, params)
     fit = get_method(method.base)
     massive = stored_massive_by_layer(params.out, calibration_variant)
     vectors, layers_meta = {}, {}
@@ -155,6 +158,12 @@ def build_method(
         },
         "config": params.vectors.model_dump(exclude={"methods"}),
         "refit": base is None,
+        # the examples train_acc and val_acc count, by class (an accuracy needs its n)
+        "n": {
+            f"{split}_{polarity}": len(getattr(getattr(acts, split), polarity))
+            for split in ("train", "val")
+            for polarity in ("pos", "neg")
+        },
         "calibration": calibration_record,
         "layers": layers_meta,
         "warnings": collect(name, position, layers_meta, n_examples),
@@ -175,9 +184,13 @@ def fit_rows(acts: TraitActivations, base: str) -> tuple[tuple[torch.Tensor, tor
 
 
 def check_base(
-    base: tuple[dict[int, torch.Tensor], dict[str, Any]], acts: TraitActivations, method: MethodName
+    base: tuple[dict[int, torch.Tensor], dict[str, Any]],
+    acts: TraitActivations,
+    method: MethodName,
+    params=None,
 ) -> None:
-    """Stored base vectors must come from the same activations and cover every layer."""
+    """Stored base vectors must come from the same activations, the same seed and vectors
+    params (when `params` is given), and cover every layer."""
     vectors, meta = base
     if meta.get("source_hash") != acts.file_hash:
         raise SteeropsError(
@@ -185,6 +198,18 @@ def check_base(
             f"activations than {acts.directory} (rerun `steerops vectors "
             f"--methods {method.base}`)"
         )
+    if params is not None:
+        # the cleaned vectors' metadata records the params' seed and config: a base fitted
+        # with others (e.g. `vectors --seed 5`, then `clean` at seed 0) would make it lie
+        now = {"seed": params.seed, **params.vectors.model_dump(exclude={"methods"})}
+        then = {"seed": meta.get("seed"), **(meta.get("config") or {})}
+        changed = [k for k in now if k in then and then[k] is not None and then[k] != now[k]]
+        if changed:
+            key = changed[0]
+            raise SteeropsError(
+                f"stored {method.base!r} vectors were fitted with {key} {then[key]!r}, params "
+                f"say {now[key]!r} (rerun `steerops vectors --methods {method.base}`)"
+            )
     for layer, vector in vectors.items():
         check_hidden_size(vector, acts.hidden_size, f"stored {method.base!r} layer {layer}")
     missing = [

@@ -83,9 +83,20 @@ def probe(
         scale = x.std(0, unbiased=False)
         scale[scale == 0] = 1.0
         x = (x - x.mean(0)) / scale
-    clf = LogisticRegression(C=config.probe_c, max_iter=config.probe_max_iter, random_state=seed)
-    clf.fit(x.numpy(), y)
-    weights = torch.from_numpy(clf.coef_[0].copy())
+    # The same optimum, fitted in well-scaled coordinates: centring moves only the
+    # (unpenalised) intercept, and features divided by s with C * s^2 give weights times s.
+    # Unscaled, a massive dim that carries ~all of a unit row (|x| ~ 10^4 x the rest) leaves
+    # the other features ~10^-4, sklearn's gradient is below its tolerance at w = 0 and the
+    # probe came back all zeros. s is the median column std, so a few massive dims do not
+    # set it.
+    x = x - x.mean(0)
+    std = x.std(0, unbiased=False)
+    s = float(std.median()) or float(std.max()) or 1.0
+    clf = LogisticRegression(
+        C=config.probe_c * s**2, max_iter=config.probe_max_iter, random_state=seed
+    )
+    clf.fit((x / s).numpy(), y)
+    weights = torch.from_numpy(clf.coef_[0].copy()) / s
     if scale is not None:
         weights = weights / scale
     return weights.float()

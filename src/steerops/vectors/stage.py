@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from steerops.calibration.store import stored_massive_by_layer
 from steerops.cli import flags
 from steerops.errors import SteeropsError
 from steerops.extract.store import activations_dir
@@ -78,6 +79,9 @@ def run_stage(
     }
     # every method's calibration and stored base vectors checked too: a method that cannot
     # be built fails before anything is written or tracked
+    # the calibration every method's warnings read (massive_share), so a damaged one is
+    # refused here even when no method cleans
+    stored_massive_by_layer(params.out, params.cleaning.calibration_variant)
     bases = {}
     for (trait, position), acts in activations.items():
         for method in methods:
@@ -86,7 +90,7 @@ def run_stage(
                 base = vectors_for(
                     params.out, trait, ex.variant, position, ex.component, method.base
                 )
-                check_base(base, acts, method)
+                check_base(base, acts, method, params)
                 bases[trait, position, method.name] = base
     written = []
     with track(params, stage, run_name=f"{stage} {ex.variant}", inputs=inputs) as tracker:
@@ -146,6 +150,7 @@ def _log_method(params, tracker, built: Built, directory: Path, acts_dir: Path) 
             "calibration_variant": calibration.get("variant"),
             "calibration_file": calibration.get("file"),
             "refit": meta["refit"],
+            **{f"n_{k}": v for k, v in meta["n"].items()},
         }
     )
     run_name = f"{meta['trait']} {meta['position']} {meta['method']}"
