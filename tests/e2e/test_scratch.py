@@ -198,3 +198,39 @@ def test_a_rerun_served_entirely_from_the_logs_opens_no_mlflow_run(
     assert runs() == before + 6
     assert main([*run, "--min-coherence", "99"]) == 0
     assert runs() == before + 12
+
+
+def test_a_scratch_search_is_served_the_pipelines_grid_scores(toy_world, tmp_path):
+    """A search run by hand (`--out`) imports the pipeline grid's scores on its half as known
+    trials; it is served them too: neither a baseline nor a grid config is generated again
+    (choosing among the trials reads their scores), and best.json counts what it generated."""
+    from steerops.steering import session
+
+    params = steer_params(tmp_path, toy_world, steering={"subset": 4, "max_new_tokens": 6})
+    grid = ["--layers", "1,2", "--coefficients", "0.5,1"]
+    assert main(["steer", "--pipeline", "--params", str(params), *grid]) == 0
+    before = _snapshot(tmp_path)
+    steered, unsteered = [], []
+    real = session.SteeringSession.generate
+
+    def recording(self, prompts, configs, desc):
+        if configs is None or None in configs:
+            unsteered.append(desc)
+        steered.extend((c.vectors[0].layer, c.coefficient) for c, _ in filter(None, configs or ()))
+        return real(self, prompts, configs, desc)
+
+    out = tmp_path / "scratch"
+    # every trial counts as coherent, so choosing among them reads every trial's scores
+    argv = ["search", "--params", str(params), "--out", str(out), "--min-coherence", "0"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(session.SteeringSession, "generate", recording)
+        assert main([*argv, "--layers", "1,2", "--trials", "5", "--study", "scratch"]) == 0
+    assert _snapshot(tmp_path) == before  # the pipeline's files are left as they were
+    assert unsteered == []  # both halves' baselines are the grid's
+    grid_points = {(layer, c) for layer in (1, 2) for c in (0.5, 1.0)}
+    assert not set(steered) & grid_points
+    cell = out / "search/toy/refusal/instruct/prompt_m1/residual/mean_diff"
+    best = read_json(cell / "best.json")
+    assert best["n_known"] == 4
+    per_question = 2  # 4 questions: 2 on the search half, 2 held out
+    assert best["n_generations"]["this_run"] == per_question * len(steered)

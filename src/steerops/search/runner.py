@@ -83,13 +83,19 @@ def search_trait(
         out_dir = search_dir(params.out, trait, st.variant, position, st.component, method)
         # The search keeps its own results log (and baselines) in its output folder, and is
         # served from the grid's scores (and an explicit known-results log) where they cover
-        # it.
-        extra = (params.path(params.search.known_results),) if params.search.known_results else ()
+        # it. The grid is the pipeline's (paths.out) also in a scratch run (--out), whose
+        # own steering folder has none: the trials imported from it are served, not generated.
+        source = VectorSource.of(method, position, st.component)
+        extra: tuple[Path, ...] = ()
+        if params.search.known_results:
+            extra += (params.path(params.search.known_results),)
+        if params.out != params.inputs:
+            extra += (_steer_results(params, trait, source),)
         evaluator = SteeringEvaluator(session, search_q, results_dir=out_dir, read_also=extra)
         plan = make_plan(
             params,
             evaluator,
-            VectorSource.of(method, position, st.component),
+            source,
             search_q,
             heldout_q,
             out_dir,
@@ -199,7 +205,7 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
         logs = (
             [params.path(cfg.known_results)]
             if cfg.known_results
-            else [plan.out_dir / RESULTS_FILE, _steer_results(params, plan)]
+            else [plan.out_dir / RESULTS_FILE, _steer_results(params, plan.trait, src)]
         )
         files = evaluator.vector_files(src)
         outside = []  # what the search did not measure itself: where it starts
@@ -359,8 +365,8 @@ def _vectors_dir(params, trait: str, method: MethodName, position: Position) -> 
     return vectors_dir(params.inputs, trait, st.vector_variant, position, st.component, method)
 
 
-def _steer_results(params, plan: Plan) -> Path:
+def _steer_results(params, trait: str, source: VectorSource) -> Path:
     from steerops.steering.store import results_file
 
     # the pipeline's steer results (a scratch search reads them, never writes them)
-    return results_file(params.inputs, plan.trait, params.steering.variant, plan.source.at(0))
+    return results_file(params.inputs, trait, params.steering.variant, source.at(0))
