@@ -60,8 +60,15 @@ def test_a_storage_that_cannot_open_fails_before_loading_and_tracking(
         (["--enqueue", "9"], "enqueue: coefficient 9 is outside the searched range"),
         (["--known-results", "{tmp}/none.jsonl"], "--known-results: file not found"),
         (["--known-results", "{tmp}/bad.jsonl"], "bad.jsonl:1: malformed JSON line"),
+        # a small trial search takes the first questions, as `steer --subset` does
+        (["--subset", "1"], "under --subset 1 (steering.subset)"),
     ],
-    ids=["enqueue-outside-range", "known-results-missing", "known-results-not-jsonl"],
+    ids=[
+        "enqueue-outside-range",
+        "known-results-missing",
+        "known-results-not-jsonl",
+        "subset-too-small-to-split",
+    ],
 )
 def test_search_inputs_fail_before_loading_and_tracking(
     tmp_path, toy_world, monkeypatch, capsys, extra, message

@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     flags(
         parser,
         "steering.component steering.variant steering.vector_variant "
-        "steering.coefficient_unit steering.direction steering.max_new_tokens",
+        "steering.coefficient_unit steering.direction steering.max_new_tokens "
+        "steering.subset",
     )
     flags(
         parser,
