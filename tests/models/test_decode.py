@@ -358,3 +358,36 @@ def test_response_scope_one_token_prompts_keep_their_own_steering():
     )
     assert loop == reference
     assert len({str(r) for r in reference}) > 6, "configs should differ on one prompt"
+
+
+def test_progress_moves_every_step_and_sums_to_the_rows():
+    """Progress comes a token at a time (1 / max_new_tokens of a row), so it moves while a
+    first batch of rows that all stop together is still decoding; each row counts once."""
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    table, prompts = _grid(layout.hidden_size)
+    reported: list[float] = []
+    finished_rows: list[int] = []
+    real_harvest = decode_run.Run.harvest
+
+    def harvest(self):
+        finished, progress = real_harvest(self)
+        finished_rows.append(finished)
+        return finished, progress
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(decode_run.Run, "harvest", harvest)
+        decode.decode_greedy(
+            model,
+            prompts,
+            pad_token_id=PAD,
+            stop_ids=[-5],  # nothing stops a row early: every row runs to max_new_tokens
+            max_new_tokens=10,
+            max_rows=64,
+            options=EAGER,
+            on_progress=reported.append,
+        )
+    assert len(prompts) <= 64 and finished_rows[-1] == len(prompts)  # all end together
+    assert not any(finished_rows[:-1]) and len(reported) == len(finished_rows)
+    assert reported[0] == pytest.approx(len(prompts) * 2 / 10)  # prefill's token + a step's
+    assert sum(reported) == pytest.approx(len(prompts))

@@ -146,7 +146,7 @@ def decode_greedy(
     groups: Sequence[int] | None = None,
     options: StaticLoop = StaticLoop(),
     stats: DecodeStats | None = None,
-    on_done: Callable[[int], object] | None = None,
+    on_progress: Callable[[float], object] | None = None,
     trunk: Trunk | None = None,
     keeper: Keeper | None = None,
 ) -> list[list[int]]:
@@ -166,7 +166,7 @@ def decode_greedy(
     run = Run(model, prompts, pad_token_id, stop_ids, max_new_tokens, steer, groups, stats, trunk)
     while True:
         try:
-            _decode(run, max_rows, options, on_done, keeper)
+            _decode(run, max_rows, options, on_progress, keeper)
             return [run.results[i] for i in range(len(prompts))]
         except Exception as exc:
             if not is_out_of_memory(exc):
@@ -181,7 +181,9 @@ def decode_greedy(
         max_rows //= 2
 
 
-def _decode(run: Run, max_rows: int, options: StaticLoop, on_done, keeper: Keeper | None) -> None:
+def _decode(
+    run: Run, max_rows: int, options: StaticLoop, on_progress, keeper: Keeper | None
+) -> None:
     """Decode every row not in `run.results` yet, at most `max_rows` at a time."""
     model, prompts, groups, stats = run.model, run.prompts, run.groups, run.stats
     # Group by group (its shared prefix is then freed early), longest prompt first within,
@@ -243,9 +245,9 @@ def _decode(run: Run, max_rows: int, options: StaticLoop, on_done, keeper: Keepe
             run.state.advanced(every)
             stats.steps += every
             stats.row_steps += every * run.state.slots
-            finished = run.harvest()
+            finished, progress = run.harvest()
             if keeper is not None and finished:
                 keeper.finished(run.results)
             live = sum(r >= 0 for r in run.rows)
-            if on_done is not None and finished:
-                on_done(finished)
+            if on_progress is not None and progress:
+                on_progress(progress)

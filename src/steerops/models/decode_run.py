@@ -19,6 +19,7 @@ class Run:
         self.steer, self.groups, self.stats, self.trunk = steer, groups, stats, trunk
         self.device = model.get_input_embeddings().weight.device
         self.stop_ids = list(stop_ids)
+        self.credited: dict[int, int] = {}  # row -> its tokens already reported as progress
         self.stops = torch.tensor(sorted(set(stop_ids)) or [-1], device=self.device)
         self.results: dict[int, list[int]] = {}  # kept across out-of-memory retries
 
@@ -60,10 +61,19 @@ class Run:
         if self.steer is not None:  # empty slots steer as row 0; their tokens are ignored
             self.steer([max(r, 0) for r in self.rows])
 
-    def harvest(self) -> int:
-        """Collect finished rows; returns how many finished."""
+    def harvest(self) -> tuple[int, float]:
+        """Collect finished rows; returns how many finished and the progress since the last
+        harvest in rows: each row is worth 1, reported a token (1 / max_new) at a time and
+        in full when it finishes, so progress moves while the first rows are decoding."""
         done, count = self.state.read_done()
         self.stats.host_syncs += 1
+        reported = 0
+        for s, r in enumerate(self.rows):
+            if r >= 0:
+                now = self.max_new if done[s] else count[s]
+                # a row run again after running out of memory reports nothing twice
+                reported += max(0, now - self.credited.get(r, 0))
+                self.credited[r] = max(now, self.credited.get(r, 0))
         finished = [s for s, r in enumerate(self.rows) if r >= 0 and done[s]]
         if finished:
             outs = self.state.out[finished].tolist()
@@ -71,7 +81,7 @@ class Run:
                 self.stats.useful_row_steps += count[s] - 1  # the first came from prefill
                 self.results[self.rows[s]] = cut_at_stop(tokens[: count[s]], self.stop_ids)[0]
                 self.rows[s] = -1
-        return len(finished)
+        return len(finished), reported / self.max_new
 
     def compact(self, slots: int, cache_len: int, width: int, keep: bool) -> None:
         live = [s for s, r in enumerate(self.rows) if r >= 0]

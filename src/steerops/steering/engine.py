@@ -248,8 +248,14 @@ def generate_steered(
         "the static decode loop" if static else "HF generate",
     )
     if static:
+        # rows in tokens' worth (`decode_greedy`'s on_progress): the bar moves every step,
+        # not only when rows finish (a first sub-batch of every row finishes at its end)
         with tqdm(
-            total=len(prompts), desc=desc, unit="row", disable=None if progress else True
+            total=len(prompts),
+            desc=desc,
+            unit="row",
+            disable=None if progress else True,
+            bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]",
         ) as bar:
             return _generate_static(
                 model,
@@ -300,7 +306,7 @@ def generate_steered(
 
 
 def _generate_static(
-    model, layout, prompts, table, scope, max_batch_rows, options, stats, on_done, **settings
+    model, layout, prompts, table, scope, max_batch_rows, options, stats, on_progress, **settings
 ) -> list[list[int]]:
     # Every layer is hooked (adding zero where the table does not steer) into buffers sized
     # for the largest slot count, so one compiled step per slot count serves every table.
@@ -323,7 +329,7 @@ def _generate_static(
             keeper=unsteered.Keeper(store, prompts, depths) if store is not None else None,
             options=options,
             stats=stats,
-            on_done=on_done,
+            on_progress=on_progress,
             **settings,
         )
 
