@@ -88,6 +88,12 @@ def test_the_console_line_gives_both_halves_with_their_intervals():
     )
     best["range_exhausted"] = True  # stopped short of its target: said on the line too
     assert "12 trials (0 known; range exhausted), 480 rows" in summary_line(best)
+    # a choice that failed held out is said not to be an optimal coefficient, as steer says
+    best.update(status="incoherent held out")
+    assert summary_line(best).startswith(
+        "behavior/refusal: incoherent held out: no optimal coefficient (chosen on the search "
+        "half: layer 12 coefficient 0.2333): search delta +70.0"
+    )
 
 
 def test_best_json_records_the_study_storage_relative_to_the_project(tmp_path):

@@ -92,9 +92,12 @@ def summary_line(best: dict) -> str:
     )
     if chosen is None:
         return f"{best['trait']}: {best['status']} ({best['n_feasible']} coherent trials); {tail}"
+    # only an "ok" choice is an optimal coefficient; another verdict shows what was checked
+    picked = f"layer {chosen['layer']} coefficient {chosen['coefficient']:.4g}"
+    if best["status"] != "ok":
+        picked = f"no optimal coefficient (chosen on the search half: {picked})"
     return (
-        f"{best['trait']}: {best['status']}: layer {chosen['layer']} coefficient "
-        f"{chosen['coefficient']:.4g}: search delta {_fmt(search['trait_delta'], '+.1f')} "
+        f"{best['trait']}: {best['status']}: {picked}: search delta {_fmt(search['trait_delta'], '+.1f')} "
         f"[{_fmt(search.get('delta_lo'), '+.1f')}, {_fmt(search.get('delta_hi'), '+.1f')}] "
         f"(n {search['n']}); held-out delta {_fmt(held['trait_delta'], '+.1f')} "
         f"[{_fmt(held['delta_lo'], '+.1f')}, {_fmt(held['delta_hi'], '+.1f')}] coherence "
