@@ -97,7 +97,8 @@ def summary_line(best: dict) -> str:
     if best["status"] != "ok":
         picked = f"no optimal coefficient (chosen on the search half: {picked})"
     return (
-        f"{best['trait']}: {best['status']}: {picked}: search delta {_fmt(search['trait_delta'], '+.1f')} "
+        f"{best['trait']}: {best['status']}: {picked}: search delta "
+        f"{_fmt(search['trait_delta'], '+.1f')} "
         f"[{_fmt(search.get('delta_lo'), '+.1f')}, {_fmt(search.get('delta_hi'), '+.1f')}] "
         f"(n {search['n']}); held-out delta {_fmt(held['trait_delta'], '+.1f')} "
         f"[{_fmt(held['delta_lo'], '+.1f')}, {_fmt(held['delta_hi'], '+.1f')}] coherence "
