@@ -10,7 +10,7 @@ import torch
 from report_data import synthetic_grid, write_params
 from steerops.calibration.store import write_calibration
 from steerops.config import load_params
-from steerops.report import tables
+from steerops.report import calibrated, tables
 from steerops.report.load import load_results, vector_features
 from steerops.vectors.store import save_vectors, vectors_dir
 from vector_data import write_activations
@@ -19,10 +19,18 @@ from vector_data import write_activations
 AGGREGATE = {"global_dims": [0, 1, 2], "massive_dims": [3]}
 
 
-@pytest.mark.parametrize("dim_set", ["massive", "top_mean"])
-def test_the_clean_norm_leaves_out_the_dims_cleaning_removes(tmp_path, dim_set):
-    synthetic_grid(tmp_path)
+@pytest.mark.parametrize(
+    "dim_set, scratch", [("massive", False), ("top_mean", False), ("massive", True)]
+)
+def test_the_clean_norm_leaves_out_the_dims_cleaning_removes(tmp_path, dim_set, scratch):
+    """`scratch`: the results are a scratch run's (`--out`), whose steering read the
+    pipeline's vectors: the features come from the pipeline's outputs too."""
     params = load_params(write_params(tmp_path, cleaning={"dim_set": dim_set}))
+    if scratch:
+        params.set_run_folder(tmp_path / "runs" / "steer-1", named=True)
+    synthetic_grid(params.out.parent if scratch else tmp_path)
+    if scratch:  # the grid's results moved into the run folder, nothing else
+        (params.out.parent / "outputs").rename(params.out)
     frame = load_results(params)
     table = tables.coefficient_table(frame, 68)
     best = table[table["method"] == "mean_diff"].iloc[0]
@@ -31,7 +39,7 @@ def test_the_clean_norm_leaves_out_the_dims_cleaning_removes(tmp_path, dim_set):
     rng = np.random.default_rng(0)
     acts = rng.normal(size=(12, 6)) + np.array([9.0, 0, 0, 40.0, 0, 0])
     write_activations(
-        params.out,
+        params.inputs,
         {layer: acts},
         6,
         trait=src["trait"],
@@ -41,7 +49,7 @@ def test_the_clean_norm_leaves_out_the_dims_cleaning_removes(tmp_path, dim_set):
     )
     vector = rng.normal(size=6)
     folder = vectors_dir(
-        params.out,
+        params.inputs,
         src["trait"],
         src["vector_variant"],
         src["position"],
@@ -49,8 +57,10 @@ def test_the_clean_norm_leaves_out_the_dims_cleaning_removes(tmp_path, dim_set):
         "mean_diff",
     )
     save_vectors(folder, {layer: torch.tensor(vector)}, {})
-    write_calibration(params.out, "instruct", {"layers": {}, "aggregate": AGGREGATE})
+    write_calibration(params.inputs, "instruct", {"layers": {}, "aggregate": AGGREGATE})
 
+    # the report's massive-activations section reads the same calibration
+    assert calibrated.calibration_record(params)["aggregate"] == AGGREGATE
     features = vector_features(params, table, frame)
     md = features[features["method"] == "mean_diff"].iloc[0]
     removed = AGGREGATE["massive_dims" if dim_set == "massive" else "global_dims"]

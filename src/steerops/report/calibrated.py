@@ -18,8 +18,9 @@ MASSIVE_COLUMNS = ["layer", "dim", "peak", "ratio_to_median", "median_abs", "tok
 
 
 def calibration_record(params) -> dict[str, Any] | None:
-    """The calibration of `cleaning.calibration_variant`, or None when it was not run."""
-    path = calibration_file(params.out, params.cleaning.calibration_variant)
+    """The calibration of `cleaning.calibration_variant`, or None when it was not run.
+    Read from the pipeline's outputs, as the vectors a scratch run steers with are."""
+    path = calibration_file(params.inputs, params.cleaning.calibration_variant)
     return read_calibration(path) if path.is_file() else None
 
 
@@ -99,7 +100,7 @@ def dim_sets(params, frame: pd.DataFrame) -> dict[tuple[str, str, str], dict[str
     for trait, variant, position, component, method in (
         frame[keys].drop_duplicates().itertuples(index=False, name=None)
     ):
-        path = vectors_dir(params.out, trait, variant, position, component, method)
+        path = vectors_dir(params.inputs, trait, variant, position, component, method)
         meta = path / METADATA_FILE
         if not meta.is_file():
             continue

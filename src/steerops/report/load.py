@@ -127,7 +127,8 @@ def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.Data
     rows = []
     # the dims cleaning removes: the calibrated set `cleaning.dim_set` names
     stored = stored_massive_dims if params.cleaning.dim_set == "massive" else stored_global_dims
-    dims = stored(params.out, params.cleaning.calibration_variant)
+    # inputs: the pipeline's outputs, which a scratch run's steering read its vectors from
+    dims = stored(params.inputs, params.cleaning.calibration_variant)
     for _, best in table.iterrows():
         src = frame[
             (frame["trait"] == best["trait"])
@@ -149,10 +150,10 @@ def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.Data
             "abs_mean_proj": np.nan,
         }
         acts_dir = activations_dir(
-            params.out, src["trait"], src["vector_variant"], src["position"], src["component"]
+            params.inputs, src["trait"], src["vector_variant"], src["position"], src["component"]
         )
         vec_dir = vectors_dir(
-            params.out,
+            params.inputs,
             src["trait"],
             src["vector_variant"],
             src["position"],
