@@ -313,3 +313,8 @@ def test_post_cleaning_refuses_a_base_fitted_with_other_params(tmp_path, capsys)
     Path(path).write_text(yaml.safe_dump({**params, "vectors": {"probe_c": 0.1}}))
     err = run_error(["clean", "--params", path, "--variants", "probe_top1"], capsys)
     assert "fitted with probe_c 1.0, params say 0.1" in err
+    # ... but only a param of the base's own method: probe_c leaves mean_diff as it was
+    path = setup(tmp_path / "d", methods="mean_diff")
+    params = yaml.safe_load(Path(path).read_text())
+    Path(path).write_text(yaml.safe_dump({**params, "vectors": {"probe_c": 0.1}}))
+    assert main(["clean", "--params", path, "--variants", "mean_diff_top1"]) == 0

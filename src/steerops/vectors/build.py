@@ -183,6 +183,9 @@ def fit_rows(acts: TraitActivations, base: str) -> tuple[tuple[torch.Tensor, tor
     return (train.pos, train.neg), {"paired": False}
 
 
+METHOD_PARAMS = ("probe", "gradient")  # methods with vectors params of their own (probe_c)
+
+
 def check_base(
     base: tuple[dict[int, torch.Tensor], dict[str, Any]],
     acts: TraitActivations,
@@ -203,7 +206,13 @@ def check_base(
         # with others (e.g. `vectors --seed 5`, then `clean` at seed 0) would make it lie
         now = {"seed": params.seed, **params.vectors.model_dump(exclude={"methods"})}
         then = {"seed": meta.get("seed"), **(meta.get("config") or {})}
-        changed = [k for k in now if k in then and then[k] is not None and then[k] != now[k]]
+        # a param named after another method (probe_c for mean_diff) does not change the base
+        others = tuple(f"{m}_" for m in METHOD_PARAMS if m != method.base)
+        changed = [
+            k
+            for k in now
+            if k in then and then[k] is not None and then[k] != now[k] and not k.startswith(others)
+        ]
         if changed:
             key = changed[0]
             raise SteeropsError(
