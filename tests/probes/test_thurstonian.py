@@ -176,6 +176,18 @@ def _write_comparisons(path, comparisons):
     )
 
 
+def _fitted_once(tmp_path):
+    """A `probe thurstonian` run that fitted 30 planted tasks: (comparisons file, scores
+    csv, params file, the argv that ran it)."""
+    comps, out, params = tmp_path / "c.jsonl", tmp_path / "scores.csv", tmp_path / "params.yaml"
+    params.write_text("tracking:\n  enabled: false\n")
+    argv = ["probe", "thurstonian", "--params", str(params), "--comparisons", str(comps)]
+    argv += ["--out-csv", str(out)]
+    _write_comparisons(comps, _planted(30, 1500)[3])
+    assert main(argv) == 0
+    return comps, out, params, argv
+
+
 def test_an_interrupted_write_leaves_a_pair_that_train_refuses_and_a_rerun_redoes(
     tmp_path, capsys, monkeypatch
 ):
@@ -184,12 +196,7 @@ def test_an_interrupted_write_leaves_a_pair_that_train_refuses_and_a_rerun_redoe
     from steerops import io
     from steerops.probes.data import fit_summary_path, scores_out_of_step
 
-    comps, out, params = tmp_path / "c.jsonl", tmp_path / "scores.csv", tmp_path / "params.yaml"
-    params.write_text("tracking:\n  enabled: false\n")
-    argv = ["probe", "thurstonian", "--params", str(params), "--comparisons", str(comps)]
-    argv += ["--out-csv", str(out)]
-    _write_comparisons(comps, _planted(30, 1500)[3])
-    assert main(argv) == 0
+    comps, out, params, argv = _fitted_once(tmp_path)
     summary = json.loads(fit_summary_path(out).read_text())
     assert summary["scores_md5"] == io.file_md5(out) and scores_out_of_step(out) is None
 
@@ -224,12 +231,7 @@ def test_a_fit_that_does_not_converge_is_refused_and_keeps_earlier_scores(
 
     from steerops.probes import thurstonian
 
-    comps, out, params = tmp_path / "c.jsonl", tmp_path / "scores.csv", tmp_path / "params.yaml"
-    params.write_text("tracking:\n  enabled: false\n")
-    argv = ["probe", "thurstonian", "--params", str(params), "--comparisons", str(comps)]
-    argv += ["--out-csv", str(out)]
-    _write_comparisons(comps, _planted(30, 1500)[3])
-    assert main(argv) == 0
+    comps, out, params, argv = _fitted_once(tmp_path)
     before = out.read_bytes(), out.with_suffix(".fit.json").read_bytes()
     fit = functools.partial(thurstonian.fit_thurstonian, max_iter=3)
     assert not fit(_planted(30, 1500)[3], 10.0, 0.5).converged
