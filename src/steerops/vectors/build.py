@@ -26,7 +26,7 @@ from steerops.specs import MethodName, parse_method
 from steerops.tracking.names import relative
 from steerops.vectors.activations import TraitActivations
 from steerops.vectors.cleaning import dims_to_remove, zero_dims
-from steerops.vectors.methods import PAIRED_METHODS, get_method
+from steerops.vectors.methods import METHODS, PAIRED_METHODS, get_method
 from steerops.vectors.metrics import separation
 from steerops.vectors.store import check_hidden_size
 from steerops.vectors.warnings import collect, massive_share
@@ -183,9 +183,6 @@ def fit_rows(acts: TraitActivations, base: str) -> tuple[tuple[torch.Tensor, tor
     return (train.pos, train.neg), {"paired": False}
 
 
-METHOD_PARAMS = ("probe", "gradient")  # methods with vectors params of their own (probe_c)
-
-
 def check_base(
     base: tuple[dict[int, torch.Tensor], dict[str, Any]],
     acts: TraitActivations,
@@ -207,7 +204,7 @@ def check_base(
         now = {"seed": params.seed, **params.vectors.model_dump(exclude={"methods"})}
         then = {"seed": meta.get("seed"), **(meta.get("config") or {})}
         # a param named after another method (probe_c for mean_diff) does not change the base
-        others = tuple(f"{m}_" for m in METHOD_PARAMS if m != method.base)
+        others = tuple(f"{m}_" for m in METHODS if m != method.base)
         changed = [
             k
             for k in now
