@@ -70,10 +70,10 @@ class Run:
         reported = 0
         for s, r in enumerate(self.rows):
             if r >= 0:
-                now = self.max_new if done[s] else count[s]
-                # a row run again after running out of memory reports nothing twice
-                reported += max(0, now - self.credited.get(r, 0))
-                self.credited[r] = max(now, self.credited.get(r, 0))
+                now, seen = self.max_new if done[s] else count[s], self.credited.get(r, 0)
+                if now > seen:  # a row run again after running out of memory: not twice
+                    reported += now - seen
+                    self.credited[r] = now
         finished = [s for s, r in enumerate(self.rows) if r >= 0 and done[s]]
         if finished:
             outs = self.state.out[finished].tolist()
