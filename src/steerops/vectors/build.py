@@ -187,10 +187,10 @@ def check_base(
     base: tuple[dict[int, torch.Tensor], dict[str, Any]],
     acts: TraitActivations,
     method: MethodName,
-    params=None,
+    params,
 ) -> None:
-    """Stored base vectors must come from the same activations, the same seed and vectors
-    params (when `params` is given), and cover every layer."""
+    """Stored base vectors must come from the same activations, the same seed and params of
+    their own method, and cover every layer."""
     vectors, meta = base
     if meta.get("source_hash") != acts.file_hash:
         raise SteeropsError(
@@ -198,24 +198,23 @@ def check_base(
             f"activations than {acts.directory} (rerun `steerops vectors "
             f"--methods {method.base}`)"
         )
-    if params is not None:
-        # the cleaned vectors' metadata records the params' seed and config: a base fitted
-        # with others (e.g. `vectors --seed 5`, then `clean` at seed 0) would make it lie
-        now = {"seed": params.seed, **params.vectors.model_dump(exclude={"methods"})}
-        then = {"seed": meta.get("seed"), **(meta.get("config") or {})}
-        # a param named after another method (probe_c for mean_diff) does not change the base
-        others = tuple(f"{m}_" for m in METHODS if m != method.base)
-        changed = [
-            k
-            for k in now
-            if k in then and then[k] is not None and then[k] != now[k] and not k.startswith(others)
-        ]
-        if changed:
-            key = changed[0]
-            raise SteeropsError(
-                f"stored {method.base!r} vectors were fitted with {key} {then[key]!r}, params "
-                f"say {now[key]!r} (rerun `steerops vectors --methods {method.base}`)"
-            )
+    # the cleaned vectors' metadata records the params' seed and config: a base fitted with
+    # others (e.g. `vectors --seed 5`, then `clean` at seed 0) would make it lie
+    now = {"seed": params.seed, **params.vectors.model_dump(exclude={"methods"})}
+    then = {"seed": meta.get("seed"), **(meta.get("config") or {})}
+    # a param named after another method (probe_c for mean_diff) does not change the base
+    others = tuple(f"{m}_" for m in METHODS if m != method.base)
+    changed = [
+        k
+        for k in now
+        if k in then and then[k] is not None and then[k] != now[k] and not k.startswith(others)
+    ]
+    if changed:
+        key = changed[0]
+        raise SteeropsError(
+            f"stored {method.base!r} vectors were fitted with {key} {then[key]!r}, params "
+            f"say {now[key]!r} (rerun `steerops vectors --methods {method.base}`)"
+        )
     for layer, vector in vectors.items():
         check_hidden_size(vector, acts.hidden_size, f"stored {method.base!r} layer {layer}")
     missing = [
