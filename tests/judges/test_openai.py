@@ -39,6 +39,7 @@ class FakeServer:
         self.logprobs = True
         self.top = None  # a top_logprobs list to send instead of the real one
         self.tokens = ["1"]  # the answer's tokens (logprobs.content), the first with `top`
+        self.refuse = None  # prompts holding this text get HTTP 400 (a content filter)
         self.lock = threading.Lock()
         server = self
 
@@ -102,6 +103,8 @@ class FakeServer:
             )
         time.sleep(self.delay)
         prompt = body["messages"][-1]["content"]
+        if self.refuse is not None and self.refuse in prompt:
+            return self.send(handler, 400, {"error": {"message": "content_filter triggered"}})
         kind = "coherence" if "coherent" in prompt else "trait"
         top = [
             {"token": t, "logprob": math.log(p), "bytes": None}
@@ -497,3 +500,40 @@ def test_a_reply_that_is_not_json_is_retried(tmp_path, server, trait, key):
     judge = make_judge(params_for(tmp_path, server, concurrency=1, max_retries=2), trait)
     with pytest.raises(SteeropsError, match="after 3 attempts; last error: .*not JSON"):
         judge.score(["q2"], [RESPONSES[3]])
+
+
+def test_a_prompt_the_endpoint_refuses_is_unscored_not_fatal_and_asked_again(
+    tmp_path, server, trait, key, capsys
+):
+    """A 400 for one prompt (a content filter on a harmful answer) leaves that answer
+    unscored with one warning line, and is not cached: a rerun asks again, and is not
+    failed by it even when the refused prompt is the first one it sends."""
+    server.refuse = "FILTERED"
+    responses = ["FILTERED " + RESPONSES[0], RESPONSES[1], RESPONSES[3]]
+    questions = ["q0", "q1", "q3"]
+    judge = make_judge(params_for(tmp_path, server, concurrency=4), trait)
+    scores = judge.score(questions, responses)
+    assert scores[0] == (None, None)
+    for got, response in zip(scores[1:], responses[1:], strict=True):
+        assert got[0] == pytest.approx(expected(response, "trait", 0.25))
+    err = capsys.readouterr().err
+    assert "HTTP 400: content_filter triggered (and 1 more of 6 prompts sent)" in err
+    assert KEY not in err
+    assert len(server.requests) == 6
+
+    again = make_judge(params_for(tmp_path, server, concurrency=4), trait)
+    assert again.score(questions, responses) == scores
+    assert len(server.requests) == 8  # only the two refused prompts, asked again
+    server.refuse = None  # the filter lifted: the answer is scored and cached
+    fixed = make_judge(params_for(tmp_path, server), trait).score(questions[:1], responses[:1])
+    assert fixed[0][0] == pytest.approx(expected(responses[0], "trait", 0.25))
+
+
+def test_an_endpoint_that_refuses_every_request_fails_after_a_few(tmp_path, server, trait, key):
+    """Refused before any answer (a model or setting the endpoint rejects): a few requests,
+    then the error, not a run of unscored answers."""
+    server.refuse = "QQQ"  # in every question
+    judge = make_judge(params_for(tmp_path, server, concurrency=8), trait)
+    with pytest.raises(SteeropsError, match="HTTP 400: content_filter triggered"):
+        judge.score([f"QQQ {i}" for i in range(10)], [RESPONSES[0]] * 10)
+    assert len(server.requests) == 3

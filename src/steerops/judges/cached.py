@@ -1,7 +1,9 @@
 """What every model-backed judge shares: prompts, the disk cache and the None threshold.
 
 A subclass only says how to answer a list of uncached prompts (`_answer`); answers are
-written to the cache as they arrive, so an interrupted run keeps what it paid for.
+written to the cache as they arrive, so an interrupted run keeps what it paid for. A prompt
+the endpoint refused on its own (`Unanswered`) is unscored, said in one warning line, and
+not cached.
 
 The judge's id (`kind:model:prompts hash:settings hash`) keys the cache: the settings are
 everything else that shapes an answer (for the endpoint judge: top_logprobs and the request
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -30,6 +33,13 @@ class Job(NamedTuple):
     kind: str
     question: str
     response: str
+
+
+class Unanswered(NamedTuple):
+    """A prompt the endpoint refused on its own (e.g. a content filter): unscored in this
+    run and not cached, so a rerun asks again."""
+
+    reason: str
 
 
 class CachedJudge:
@@ -52,6 +62,8 @@ class CachedJudge:
         self.settings = dict(settings or {})
         self.id = f"{self.kind_name}:{model_name}:{prompts.hash}:{settings_hash(self.settings)}"
         self.calls = 0  # prompts actually sent to the judge model by this object
+        # whether this judge has answered before (a cache hit): its endpoint takes the request
+        self.answered_before = False
 
     def score(self, questions: list[str], responses: list[str]) -> list[Score]:
         check_pairs(questions, responses)
@@ -60,6 +72,8 @@ class CachedJudge:
         keys = [cache_key(self.id, *job) for job in jobs]
         entries = self.cache.get_many(keys)
         todo = {k: job for k, job in zip(keys, jobs, strict=True) if k not in entries}
+        self.answered_before = self.answered_before or bool(entries)
+        refused: list[str] = []
         if todo:
             todo_keys = list(todo)
             bar = tqdm(
@@ -72,15 +86,25 @@ class CachedJudge:
             with bar:
                 for i, entry in self._answer([todo[k] for k in todo_keys]):
                     key = todo_keys[i]
-                    self.cache.put(key, self.id, todo[key].kind, entry)
-                    entries[key] = entry
+                    if isinstance(entry, Unanswered):
+                        refused.append(entry.reason)
+                        entries[key] = (None, 0.0)
+                    else:
+                        self.cache.put(key, self.id, todo[key].kind, entry)
+                        entries[key] = entry
                     self.calls += 1
                     bar.update()
+        if refused:
+            print(
+                f"warning: {refused[0]} (and {len(refused) - 1} more of {len(todo)} prompts "
+                "sent): counted unscored, not cached, asked again on a rerun",
+                file=sys.stderr,
+            )
         values = [thresholded(*entries[k], self.min_prob_mass) for k in keys]
         return [(values[2 * i], values[2 * i + 1]) for i in range(len(questions))]
 
-    def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry]]:
-        """Yield (index into jobs, (mean, mass)) for every job, in any order."""
+    def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry | Unanswered]]:
+        """Yield (index into jobs, (mean, mass) or Unanswered) for every job, in any order."""
         raise NotImplementedError
 
 

@@ -21,10 +21,10 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from steerops.errors import SteeropsError
 from steerops.judges.cache import Entry, JudgeCache
-from steerops.judges.cached import CachedJudge, Job
+from steerops.judges.cached import CachedJudge, Job, Unanswered
 from steerops.judges.prompts import JudgePrompts, prompts_for
 from steerops.judges.scoring import as_score_int, integer_probs, weighted_score
-from steerops.judges.transport import RetryPolicy, Stopped, post_json
+from steerops.judges.transport import Refused, RetryPolicy, Stopped, post_json
 
 # The request form every answer comes from (part of the judge's cache identity).
 _REQUEST = {"max_tokens": 1, "temperature": 0, "logprobs": True}
@@ -32,6 +32,8 @@ _REQUEST = {"max_tokens": 1, "temperature": 0, "logprobs": True}
 # reads only the first token's alternatives, which a longer answer does not change, so the
 # cache identity keeps max_tokens 1.
 _SENT_TOKENS = 2
+# Refusals (HTTP 400) of the first prompts, none answered: the endpoint refuses the request.
+_REFUSALS_BEFORE_AN_ANSWER = 3
 
 
 class _Skipped(Exception):
@@ -89,13 +91,30 @@ class OpenAIJudge(CachedJudge):
             version=cfg.version,
         )
 
-    def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry]]:
-        if jobs and not self._answered:
-            # The first request goes alone: a bad key, URL or model costs one request, not
-            # one per worker.
-            yield 0, self._ask(jobs[0])
-            self._answered = True
-            yield from ((i + 1, entry) for i, entry in self._answer(jobs[1:]))
+    def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry | Unanswered]]:
+        first = 0
+        refused: list[Unanswered] = []
+        while first < len(jobs) and not self._answered:
+            # Requests go alone until one is answered: a bad key, URL or model costs one
+            # request, not one per worker. A prompt the endpoint refuses (HTTP 400: a content
+            # filter on a harmful answer, a prompt over its context) is that prompt's own
+            # problem once the endpoint has answered this judge, here or in the cache;
+            # before that, a few refusals in a row mean it refuses the request itself.
+            try:
+                entry = self._ask(jobs[first])
+            except Refused as exc:
+                if not self.answered_before and (
+                    len(refused) + 1 == _REFUSALS_BEFORE_AN_ANSWER or first + 1 == len(jobs)
+                ):
+                    raise
+                refused.append(Unanswered(str(exc)))
+            else:
+                self._answered = True
+                yield first, entry
+            first += 1
+        yield from enumerate(refused)  # the first jobs, each refused on its own
+        jobs, offset = jobs[first:], first
+        if not jobs:
             return
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="steerops-judge")
         failed = threading.Event()  # set by the first failure: queued jobs then send nothing
@@ -107,7 +126,8 @@ class OpenAIJudge(CachedJudge):
                 for future in sorted(done, key=lambda f: f.exception() is not None):
                     i = pending.pop(future)
                     if not isinstance(future.exception(), _Skipped):
-                        yield i, future.result()  # re-raises the worker's SteeropsError
+                        # re-raises the worker's SteeropsError
+                        yield offset + i, future.result()
         finally:
             # On error, Ctrl-C (or an abandoned generator) drop queued requests, and those in
             # flight stop before their next retry; answers already yielded are cached, so a
@@ -115,7 +135,7 @@ class OpenAIJudge(CachedJudge):
             failed.set()
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _ask_unless(self, failed: threading.Event, job: Job) -> Entry:
+    def _ask_unless(self, failed: threading.Event, job: Job) -> Entry | Unanswered:
         # A worker may take the next job before the caller sees a failure and cancels the
         # queue; checking here keeps "fail at once" true (one 401 is one request).
         if failed.is_set():
@@ -124,6 +144,8 @@ class OpenAIJudge(CachedJudge):
             return self._ask(job, stop=failed)
         except Stopped:  # stopped by the failure being raised, not a failure of its own
             raise _Skipped from None
+        except Refused as exc:  # this prompt's own problem: the endpoint answers others
+            return Unanswered(str(exc))
         except BaseException:
             failed.set()
             raise

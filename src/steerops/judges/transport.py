@@ -1,5 +1,6 @@
 """POST JSON with retries: exponential backoff with jitter on 429, 5xx, timeouts, dropped
-connections and replies that are not JSON; any other HTTP error fails at once. Stdlib only.
+connections and replies that are not JSON; any other HTTP error fails at once (a 400, 413 or
+422 as `Refused`, which a caller may take as this one prompt's problem). Stdlib only.
 
 The API key travels in a header and is scrubbed from every error message, since servers
 sometimes echo what they were sent. Redirects are never followed: urllib would resend the
@@ -23,8 +24,17 @@ RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 RETRY_ERRORS = (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException)
 
 
+# The server will not take this one request (too long for the judge's context, a content
+# filter on a harmful answer): another prompt may well be answered.
+REFUSED_STATUS = frozenset({400, 413, 422})
+
+
 class Stopped(SteeropsError):
     """Given up while waiting to retry: the caller set `stop` (it no longer wants the answer)."""
+
+
+class Refused(SteeropsError):
+    """The server answered this request with a client error (`REFUSED_STATUS`)."""
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -82,7 +92,8 @@ def post_json(
                 ) from None
             detail = _scrub(_error_body(exc), secret)
             if exc.code not in RETRY_STATUS:
-                raise SteeropsError(f"judge: {url} answered HTTP {exc.code}: {detail}") from None
+                error = Refused if exc.code in REFUSED_STATUS else SteeropsError
+                raise error(f"judge: {url} answered HTTP {exc.code}: {detail}") from None
             last = f"HTTP {exc.code}: {detail}"
             retry_after = exc.headers.get("Retry-After") if exc.headers else None
         except RETRY_ERRORS as exc:
