@@ -537,3 +537,17 @@ def test_an_endpoint_that_refuses_every_request_fails_after_a_few(tmp_path, serv
     with pytest.raises(SteeropsError, match="HTTP 400: content_filter triggered"):
         judge.score([f"QQQ {i}" for i in range(10)], [RESPONSES[0]] * 10)
     assert len(server.requests) == 3
+
+
+def test_a_retry_after_longer_than_our_backoff_is_honoured():
+    """A 429 with Retry-After: 45 waits 45 s, not the 30 s cap of our own schedule (another
+    429 would waste the retry); a nonsense or absurd value does not stall the run."""
+    from steerops.judges.transport import MAX_RETRY_AFTER_S, RetryPolicy
+
+    policy = RetryPolicy(backoff_s=1.0, max_backoff_s=30.0)
+    assert policy.delay(0, "45") == 45.0
+    assert 0.5 <= policy.delay(0, "0") <= 1.0  # our own schedule when the server asks less
+    assert 0.5 <= policy.delay(0, "-5") <= 1.0 and 0.5 <= policy.delay(0, "nan") <= 1.0
+    assert 0.5 <= policy.delay(0, "Wed, 21 Oct 2026 07:28:00 GMT") <= 1.0
+    assert policy.delay(10) == 30.0
+    assert policy.delay(0, "86400") == MAX_RETRY_AFTER_S

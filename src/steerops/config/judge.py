@@ -25,7 +25,9 @@ class JudgeConfig(Strict):
     concurrency: int = Field(8, ge=1, description="openai: requests in flight")
     max_retries: int = Field(5, ge=0)
     backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles, with jitter")
-    max_backoff_s: float = Field(30.0, gt=0)
+    max_backoff_s: float = Field(
+        30.0, gt=0, description="cap of our own delays; a longer Retry-After is honoured"
+    )
     timeout_s: float = Field(60.0, gt=0)
     min_prob_mass: float = Field(0.25, ge=0, le=1)
     variant: str | None = Field(

@@ -21,6 +21,7 @@ from steerops.errors import SteeropsError
 
 # Worth another try: the server is busy or broken right now, or the network dropped us.
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
+MAX_RETRY_AFTER_S = 600.0  # a server asking for longer is down, not busy
 RETRY_ERRORS = (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException)
 
 
@@ -54,13 +55,17 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
         """Seconds to wait before retry number `attempt` (0-based): doubling, jittered to
-        spread concurrent clients, at least what the server asked for, capped."""
-        wait = self.backoff_s * (2**attempt) * random.uniform(0.5, 1.0)
+        spread concurrent clients and capped at max_backoff_s, or what the server asked for
+        when that is longer (up to `MAX_RETRY_AFTER_S`: asking again sooner only spends a
+        retry on another 429)."""
+        wait = min(self.backoff_s * (2**attempt) * random.uniform(0.5, 1.0), self.max_backoff_s)
         try:
-            wait = max(wait, float(retry_after)) if retry_after else wait
+            asked = float(retry_after) if retry_after else 0.0
         except ValueError:  # an HTTP date instead of seconds: keep our own schedule
-            pass
-        return min(wait, self.max_backoff_s)
+            asked = 0.0
+        if not asked >= 0:  # negative or NaN
+            asked = 0.0
+        return max(wait, min(asked, MAX_RETRY_AFTER_S))
 
 
 def post_json(
