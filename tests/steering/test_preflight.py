@@ -122,3 +122,50 @@ def test_a_judge_that_scores_nothing_is_said(tmp_path, toy_world, monkeypatch, c
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "warning: the judge scored none of the 8 answers" in err  # baseline + 1 config
+
+
+@pytest.mark.parametrize("changed", ["activations", "calibration"])
+def test_vectors_older_than_their_inputs_are_refused_up_front(
+    tmp_path, toy_world, no_model_loads, capsys, changed
+):
+    """Activations extracted again (or a calibration redone) after the vectors were built:
+    steering would use an old direction under today's inputs. The same files unchanged
+    pass the preflight (the run goes on to load the model, refused here)."""
+    import json
+
+    from steer_world import POSITION, TRAIT
+    from steerops.calibration.store import calibration_file
+    from steerops.config import load_params
+    from steerops.extract import store as acts_store
+    from steerops.io import file_md5
+    from steerops.vectors.store import save_vectors, vectors_dir, vectors_for
+
+    path = steer_params(tmp_path, toy_world)
+    params = load_params(path)
+    acts = acts_store.activations_dir(params.inputs, TRAIT, "base", POSITION, "residual")
+    acts.mkdir(parents=True)
+    (acts / acts_store.TENSORS_FILE).write_bytes(b"activations")
+    (acts / acts_store.METADATA_FILE).write_text(json.dumps({"tensors_md5": "md5-of-today"}))
+    calibration = calibration_file(params.inputs, "instruct")
+    calibration.parent.mkdir(parents=True)
+    calibration.write_text('{"layers": {}}')
+    folder = vectors_dir(params.inputs, TRAIT, "base", POSITION, "residual", "mean_diff")
+    vectors, meta = vectors_for(params.inputs, TRAIT, "base", POSITION, "residual", "mean_diff")
+    meta["source_hash"] = "md5-of-today"
+    meta["calibration"] = {"variant": "instruct", "md5": file_md5(calibration)}
+    save_vectors(folder, vectors, meta)
+    argv = ["steer", "--params", str(path), "--out", str(tmp_path / "run"), *SMALL]
+    if changed == "activations":
+        (acts / acts_store.METADATA_FILE).write_text(json.dumps({"tensors_md5": "md5-later"}))
+        expected = "were built from other activations than"
+    else:
+        calibration.write_text('{"layers": {"1": {}}}')
+        expected = "removed the dims of another calibration than"
+    err = refused_up_front(argv, tmp_path, capsys, outputs="run")
+    assert expected in err and "rerun `steerops vectors --methods mean_diff`" in err
+
+    meta["source_hash"] = "md5-later" if changed == "activations" else "md5-of-today"
+    meta["calibration"]["md5"] = file_md5(calibration)
+    save_vectors(folder, vectors, meta)
+    with pytest.raises(AssertionError, match="a model was loaded"):
+        main(argv)

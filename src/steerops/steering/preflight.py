@@ -76,6 +76,7 @@ def check_grid(
         norms = []
         for method, position in cells:
             source = VectorSource.of(method, position, cfg.component)
+            sources.check_current(source)
             for layer in layers:
                 ref = source.at(layer)
                 sources.vector(ref)

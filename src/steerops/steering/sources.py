@@ -13,8 +13,11 @@ from typing import Any
 
 import torch
 
+from steerops.calibration.store import calibration_file
 from steerops.errors import SteeropsError
+from steerops.extract import store as activation_store
 from steerops.io import file_md5
+from steerops.specs import parse_method
 from steerops.steering.configs import VectorRef, VectorSource
 from steerops.vectors.store import TENSORS_FILE, check_hidden_size, vectors_dir, vectors_for
 
@@ -41,6 +44,41 @@ class VectorSources:
                 check_hidden_size(vector, self.hidden_size, f"{folder} layer_{layer}")
             self._sets[source] = (vectors, metadata, file_md5(folder / TENSORS_FILE))
         return self._sets[source]
+
+    def check_current(self, source: VectorSource) -> None:
+        """Refuse vectors whose activations or calibration have changed since they were
+        built (extract or calibrate rerun by hand, vectors not): the run would steer with
+        an old direction, or old removed dims, under today's inputs. DVC reruns them
+        together; an input that is gone cannot be compared and is not."""
+        _, metadata, _ = self.load(source)
+        what = f"vectors {source.method} at {source.position}/{source.component}"
+        cleaned = parse_method(source.method).cleaning is not None
+        rerun = (
+            f"`steerops clean --variants {source.method}`"
+            if cleaned
+            else f"`steerops vectors --methods {source.method}`"
+        )
+        acts = activation_store.activations_dir(
+            self.out, self.trait, self.variant, source.position, source.component
+        )
+        built_from = metadata.get("source_hash")
+        if built_from and activation_store.is_complete(acts):
+            now = activation_store.read_metadata(acts).get("tensors_md5") or file_md5(
+                acts / activation_store.TENSORS_FILE
+            )
+            if now != built_from:
+                raise SteeropsError(
+                    f"{what} were built from other activations than {acts} now holds "
+                    f"(extracted again since?): rerun {rerun}"
+                )
+        record = metadata.get("calibration") or {}
+        if record.get("md5") and record.get("variant"):
+            file = calibration_file(self.out, str(record["variant"]))
+            if file.is_file() and file_md5(file) != record["md5"]:
+                raise SteeropsError(
+                    f"{what} removed the dims of another calibration than {file} now "
+                    f"holds (calibrated again since?): rerun {rerun}"
+                )
 
     def vector(self, ref: VectorRef) -> torch.Tensor:
         vectors, _, _ = self.load(ref.source)
