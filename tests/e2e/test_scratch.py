@@ -5,6 +5,7 @@ before the model loads, and a failing command leaves no run folder and no MLflow
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,41 @@ def test_a_scratch_search_is_served_the_pipelines_grid_scores(toy_world, tmp_pat
     assert best["n_known"] == 4
     per_question = 2  # 4 questions: 2 on the search half, 2 held out
     assert best["n_generations"]["this_run"] == per_question * len(steered)
+
+
+def test_a_scratch_steer_is_served_the_pipelines_grid_scores(toy_world, tmp_path):
+    """A steer run by hand (`--out`) generates only the configs the pipeline's grid has not
+    logged under the same settings, and gives the served ones the grid's scores."""
+    from steerops.steering import session
+
+    params = steer_params(tmp_path, toy_world, steering={"subset": 4, "max_new_tokens": 6})
+    grid = ["--layers", "1,2", "--coefficients", "0.5,1"]
+    assert main(["steer", "--pipeline", "--params", str(params), *grid]) == 0
+    before = _snapshot(tmp_path)
+    steered: list[tuple[int, float]] = []
+    real = session.SteeringSession.generate
+
+    def recording(self, prompts, configs, desc):
+        steered.extend((c.vectors[0].layer, c.coefficient) for c, _ in filter(None, configs or ()))
+        return real(self, prompts, configs, desc)
+
+    out = tmp_path / "scratch"
+    argv = ["steer", "--params", str(params), "--out", str(out)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(session.SteeringSession, "generate", recording)
+        assert main([*argv, "--layers", "1,2", "--coefficients", "0.5,1,1.5"]) == 0
+    assert _snapshot(tmp_path) == before  # the pipeline's files are left as they were
+    assert sorted(set(steered)) == [(1, 1.5), (2, 1.5)]
+
+    def scores(folder: Path) -> dict[tuple, list]:
+        log = folder / "steering/toy/refusal/instruct/prompt_m1/residual/mean_diff/results.jsonl"
+        rows = [json.loads(line) for line in log.read_text().splitlines()]
+        return {
+            (r["config"]["vectors"][0]["layer"], r["config"]["coefficient"]): r["scores"]
+            for r in rows
+            if r.get("type") != "baseline"
+        }
+
+    mine, grid_scores = scores(out), scores(tmp_path / "outputs")
+    assert set(mine) == {(layer, c) for layer in (1, 2) for c in (0.5, 1.0, 1.5)}
+    assert all(mine[key] == grid_scores[key] for key in grid_scores)

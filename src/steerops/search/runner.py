@@ -83,14 +83,13 @@ def search_trait(
         out_dir = search_dir(params.out, trait, st.variant, position, st.component, method)
         # The search keeps its own results log (and baselines) in its output folder, and is
         # served from the grid's scores (and an explicit known-results log) where they cover
-        # it. The grid is the pipeline's (paths.out) also in a scratch run (--out), whose
-        # own steering folder has none: the trials imported from it are served, not generated.
+        # it. The evaluator reads the pipeline's grid (paths.out) also in a scratch run
+        # (--out), whose own steering folder has none: the trials imported from it are
+        # served, not generated.
         source = VectorSource.of(method, position, st.component)
         extra: tuple[Path, ...] = ()
         if params.search.known_results:
             extra += (params.path(params.search.known_results),)
-        if params.out != params.inputs:
-            extra += (_steer_results(params, trait, source),)
         evaluator = SteeringEvaluator(session, search_q, results_dir=out_dir, read_also=extra)
         plan = make_plan(
             params,

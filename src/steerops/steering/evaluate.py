@@ -13,7 +13,8 @@ with its per-question scores, to the `results.jsonl` of its vectors' steering di
 A result is served instead of generated when a log holds the same config under the same
 scope (the settings hash's inputs but for the questions; see `SteeringSession.settings`)
 with scores on every asked question: the evaluator's own log, the config's steering cell
-(where the grid logs) and any `read_also` log. So a search on half of the questions reuses
+(where the grid logs; in a scratch run, `--out`, the pipeline's cell too) and any
+`read_also` log. So a search on half of the questions reuses
 the grid's scores on that half. Configs whose vectors are identical tensors (e.g. a cleaned
 and a precleaned vector when the dims coincide) are generated once and logged under each
 name. Several evaluators (a search's and its held-out questions) share one session and so
@@ -214,7 +215,8 @@ class SteeringEvaluator:
         """The baseline already known: this evaluator's, or one a log holds."""
         if self._baseline is not None:
             return self._baseline
-        for path in self._baseline_paths():
+        paths = self._baseline_paths()
+        for path in paths:
             log = ResultsLog(path)
             scores = log.baseline_scores(self.scope, self.questions)
             if scores is not None:
@@ -222,8 +224,19 @@ class SteeringEvaluator:
                 # logged under these settings (by a run that may have died before writing
                 # its response files), not served from other settings' questions
                 self._baseline.logged_here = log.baseline(self.settings_hash) is not None
+                if path == self._pipeline_baselines() and path != paths[0]:
+                    # a scratch run keeps its own record of the baseline it was served
+                    ResultsLog(paths[0]).append([self._baseline_entry()])
+                    self._baseline.logged_here = True
                 return self._baseline
         return None
+
+    def _pipeline_baselines(self) -> Path | None:
+        """The pipeline's baselines file, when this is a scratch run (`--out`)."""
+        params = self.session.params
+        if params.out == params.inputs:
+            return None
+        return baselines_file(params.inputs, self.session.trait, self.session.variant)
 
     def _set_baseline(self, generated: ConfigResult) -> None:
         """Keep and log a freshly generated and judged baseline."""
@@ -262,9 +275,11 @@ class SteeringEvaluator:
             return self.results_dir / RESULTS_FILE
         return self._cell_log(config)
 
-    def _cell_log(self, config: Config) -> Path:
+    def _cell_log(self, config: Config, out: Path | None = None) -> Path:
+        """The config's steering cell log under `out` (default: where this run writes)."""
         session = self.session
-        return results_file(session.params.out, session.trait, session.variant, config.vectors[0])
+        out = session.params.out if out is None else out
+        return results_file(out, session.trait, session.variant, config.vectors[0])
 
     def _where_logged(self, configs: list[Config]) -> Iterator[bool | None]:
         """For each config in turn (lazily, so a caller may stop at the first): None when
@@ -281,7 +296,8 @@ class SteeringEvaluator:
         is its own log under these exact settings), or None."""
         key, files = config_key(config, w), self._files(config)
         own = self._results_path(config)
-        for path in dict.fromkeys([own, self._cell_log(config), *self.read_also]):
+        cells = [self._cell_log(config), self._cell_log(config, self.session.params.inputs)]
+        for path in dict.fromkeys([own, *cells, *self.read_also]):
             if path not in logs:
                 logs[path] = ResultsLog(path)
             found = logs[path].config_match(self.scope, self.questions, key, files)
@@ -292,10 +308,13 @@ class SteeringEvaluator:
     def _baseline_paths(self) -> list[Path]:
         """Where baselines are logged (first) and read from."""
         session = self.session
-        shared = baselines_file(session.params.out, session.trait, session.variant)
+        shared = [
+            baselines_file(out, session.trait, session.variant)
+            for out in dict.fromkeys([session.params.out, session.params.inputs])
+        ]
         if self.results_dir is None:
-            return [shared, *self.read_also]
-        return [self.results_dir / BASELINES_FILE, shared, *self.read_also]
+            return [*shared, *self.read_also]
+        return [self.results_dir / BASELINES_FILE, *shared, *self.read_also]
 
     def _baseline_entry(self) -> dict[str, Any]:
         base = self.baseline()
