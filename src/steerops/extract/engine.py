@@ -202,7 +202,9 @@ def run_job(
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
             for k, rows in enumerate(shards):
                 path = partial / f"shard_{k:05d}.safetensors"
-                shard_hash = f"{digest}:{k}:{len(rows)}"
+                # the shard's slice of the length order: a shard of another shard size
+                # (a resume with a new `shard_examples`) holds other rows
+                shard_hash = f"{digest}:{k * job.shard_examples}:{len(rows)}"
                 tensors = None
                 if _intact_shard(path, shard_hash):
                     reused += 1
