@@ -48,3 +48,22 @@ def test_the_console_tells_a_fresh_extraction_from_one_served_from_disk(
         assert fresh.split(" -> ")[1] == served.split(" -> ")[1]  # the same folder
         if label.startswith("toy"):
             assert "tokens/s" in fresh and "tokens/s" not in served  # no speed for no work
+
+
+@pytest.mark.parametrize("mode", ["trait", "tasks"])
+def test_a_window_empty_for_every_example_opens_no_run(tmp_path, toy_world, capsys, mode):
+    """`prompt[999]` reads a token at some length, so only the tokenized examples show it
+    is empty for all of them: refused after the model loads but before an MLflow run."""
+    from steerops.cli import main
+
+    params = write_params(tmp_path, toy_world)
+    argv = ["extract", "--params", str(params), "--position", "prompt[999]", "--layers", "1"]
+    if mode == "tasks":
+        tasks = tmp_path / "tasks.jsonl"
+        tasks.write_text('{"task_id": "a", "prompt": "hi"}\n')
+        argv += ["--tasks", str(tasks)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "every example's window is empty" in errors[0], errors
+    assert not (tmp_path / "mlflow.db").exists()  # no run was opened (and none failed)

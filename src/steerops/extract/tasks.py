@@ -164,6 +164,7 @@ def extract_tasks(
             params.out, tasks_name, loaded.name, pos.text, component, cond.id
         )
         examples = task_examples(loaded.tokenizer, tasks, cond)
+        engine.require_windows(examples, pos)
         job = make_job(params, loaded, out_dir, pos, layers, component)
         outputs[cond.id] = out_dir
         digest = engine.job_hash(job, examples)

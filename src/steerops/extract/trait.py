@@ -77,6 +77,7 @@ def extract_trait(
             "counts": split_counts(kept),
         }
 
+    engine.require_windows(examples, pos)
     digest = engine.job_hash(job, examples)
     if not force:
         done = store.completed(out_dir, digest)
