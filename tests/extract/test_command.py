@@ -48,3 +48,43 @@ def test_the_console_tells_a_fresh_extraction_from_one_served_from_disk(
         assert fresh.split(" -> ")[1] == served.split(" -> ")[1]  # the same folder
         if label.startswith("toy"):
             assert "tokens/s" in fresh and "tokens/s" not in served  # no speed for no work
+
+
+@pytest.mark.parametrize("mode", ["trait", "tasks"])
+def test_a_window_empty_for_every_example_opens_no_run(tmp_path, toy_world, capsys, mode):
+    """`prompt[999]` reads a token at some length, so only the tokenized examples show it
+    is empty for all of them: refused after the model loads but before an MLflow run."""
+    from steerops.cli import main
+
+    params = write_params(tmp_path, toy_world)
+    argv = ["extract", "--params", str(params), "--position", "prompt[999]", "--layers", "1"]
+    if mode == "tasks":
+        tasks = tmp_path / "tasks.jsonl"
+        tasks.write_text('{"task_id": "a", "prompt": "hi"}\n')
+        argv += ["--tasks", str(tasks)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "every example's window is empty" in errors[0], errors
+    assert not (tmp_path / "mlflow.db").exists()  # no run was opened (and none failed)
+
+
+def test_a_window_past_the_generated_length_is_refused_up_front(
+    tmp_path, toy_world, no_model_loads, capsys
+):
+    """Responses generated with at most 4 new tokens have no 8th token: `response[:8]`
+    would silently pool the same tokens as `response[:4]`."""
+    from steerops.config import load_params
+    from steerops.generate.store import check_generated_length, responses_dir
+    from steerops.io import write_json, write_jsonl
+
+    params = write_params(tmp_path, toy_world, extraction={"positions": ["response[:4]"]})
+    folder = responses_dir(load_params(params).out, "toy/refusal", "base")
+    row = {"polarity": "positive", "source_index": 0, "prompt": "hi", "response": "no ."}
+    write_jsonl(folder / "responses.jsonl", [row])
+    write_json(folder / "summary.json", {"max_new_tokens": 4})
+    for fine in ("response[:4]", "response[3]", "response[-1]", "response[:]", "all[:8]"):
+        check_generated_length(folder / "responses.jsonl", "toy/refusal", fine)
+    argv = ["extract", "--params", str(params), "--position", "response[:8]", "--layers", "1"]
+    line = refused_up_front(argv, tmp_path, capsys, outputs="outputs/activations")
+    assert "'response[:8]' reads up to 8 response tokens" in line and "at most 4" in line

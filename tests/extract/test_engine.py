@@ -381,3 +381,25 @@ def test_compiled_blocks_give_the_eager_activations(tmp_path):
         got = load_file(tmp_path / f"c-{component}" / store.TENSORS_FILE)
         for layer in layers:
             torch.testing.assert_close(got[f"layer_{layer}"], want[f"layer_{layer}"])
+
+
+def test_shards_of_another_shard_size_are_not_reused(tmp_path):
+    """A run killed with `shard_examples` 2 leaves shard 2 = sorted rows 4-5; resumed with
+    4, shard 2 is the last one (rows 8-9, also 2 rows): the old file must not stand in for
+    it, or rows 8-9 of the final file are never written."""
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    examples = random_examples(10, seed=4)
+    _, want = run(model, layout, examples, tmp_path / "fresh", "all[:]", [0, 1], shard_examples=4)
+
+    def kill(k):
+        if k == 3:
+            raise Killed
+
+    out = tmp_path / "resumed"
+    with pytest.raises(Killed):
+        run(model, layout, examples, out, "all[:]", [0, 1], shard_examples=2, on_shard=kill)
+    meta, got = run(model, layout, examples, out, "all[:]", [0, 1], shard_examples=4)
+    assert meta["timing"]["reused_shards"] == 0
+    for name in want:
+        assert torch.equal(got[name], want[name]), name

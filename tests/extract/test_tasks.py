@@ -96,6 +96,19 @@ def test_load_tasks(files):
         ([{"task_id": "a"}], ":1: give exactly one of"),
         ([{"task_id": "a", "messages": [{"role": "user"}]}], ":1: messages"),
         ([{"task_id": "a", "prompt": "x", "system_prompt": 3}], ":1: system_prompt"),
+        (
+            [
+                {
+                    "task_id": "a",
+                    "messages": [
+                        {"role": "system", "content": "A"},
+                        {"role": "user", "content": "y"},
+                    ],
+                    "system_prompt": "B",
+                }
+            ],
+            ":1: system_prompt: the messages already hold a system message",
+        ),
         (["", "  "], ": no tasks"),
     ],
 )

@@ -61,7 +61,11 @@ def run(args: argparse.Namespace) -> None:
 def _run_traits(args, params) -> None:
     from steerops.extract.store import activations_dir
     from steerops.extract.trait import extract_trait
-    from steerops.generate.store import load_kept_responses, responses_file
+    from steerops.generate.store import (
+        check_generated_length,
+        load_kept_responses,
+        responses_file,
+    )
 
     cfg = params.extraction
     positions = cfg.positions
@@ -71,7 +75,10 @@ def _run_traits(args, params) -> None:
     for name in params.traits.names:
         load_trait(params.path(params.traits.root), name)
         if any(p.needs_response for p in positions):
-            load_kept_responses(responses_file(params.out, name, cfg.variant), name, cfg.variant)
+            source = responses_file(params.out, name, cfg.variant)
+            load_kept_responses(source, name, cfg.variant)
+            for pos in positions:
+                check_generated_length(source, name, pos)
     _precheck(params, cfg.variant, cfg.layers, "extraction.layers", cfg.component)
     loaded = _load(params, cfg.variant)
     layers = cfg.layers.resolve(loaded.layout.num_layers, "extraction.layers")

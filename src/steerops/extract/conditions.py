@@ -43,6 +43,8 @@ def read_conditions(path: Path) -> tuple[OodCondition, list[OodCondition]]:
         raise SteeropsError(
             f"{path}: baseline.system_prompt: required (null keeps each task's own system prompt)"
         )
+    if base["system_prompt"] is not None and not isinstance(base["system_prompt"], str):
+        raise SteeropsError(f"{path}: baseline.system_prompt: must be a string or null")
     baseline = OodCondition(str(base.get("id", "baseline")), base["system_prompt"])
     conditions, seen = [], {baseline.id}
     for i, row in enumerate(data.get("conditions") or []):

@@ -94,6 +94,16 @@ def select(examples: list[Example], position: Position) -> tuple[list[Example], 
     return kept, windows
 
 
+def require_windows(examples: list[Example], position: Position) -> None:
+    """One line when `position` reads no token of any example (callers check it before a
+    tracking run opens)."""
+    if not any(len(position.window(ex.prompt_len, len(ex.ids) - ex.prompt_len)) for ex in examples):
+        raise SteeropsError(
+            f"position {position.text!r}: every example's window is empty "
+            f"({len(examples)} examples); nothing to extract"
+        )
+
+
 def prompts_only(examples: list[Example], position: Position) -> list[Example]:
     """The examples `select` drops, cut to their prompts: they pool nothing, but the
     coefficient unit counts every example's prompt tokens, so it is the same at every
@@ -160,13 +170,9 @@ def run_job(
     it to simulate a kill).
     """
     start = time.perf_counter()
+    require_windows(examples, job.position)
     kept, windows = select(examples, job.position)
     dropped = len(examples) - len(kept)
-    if not kept:
-        raise SteeropsError(
-            f"position {job.position.text!r}: every example's window is empty "
-            f"({len(examples)} examples); nothing to extract"
-        )
     extra = prompts_only(examples, job.position)
     digest = _rows_hash(job, kept, windows, extra)
     # rows: the kept examples, then the dropped ones' prompts (token norms only)
@@ -202,7 +208,9 @@ def run_job(
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
             for k, rows in enumerate(shards):
                 path = partial / f"shard_{k:05d}.safetensors"
-                shard_hash = f"{digest}:{k}:{len(rows)}"
+                # the shard's slice of the length order: a shard of another shard size
+                # (a resume with a new `shard_examples`) holds other rows
+                shard_hash = f"{digest}:{k * job.shard_examples}:{len(rows)}"
                 tensors = None
                 if _intact_shard(path, shard_hash):
                     reused += 1

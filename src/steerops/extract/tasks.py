@@ -89,6 +89,11 @@ def _parse_task(row, where: str) -> Task:
         )
     if system is not None and not isinstance(system, str):
         raise SteeropsError(f"{where}: system_prompt: must be a string or null")
+    if system is not None and messages is not None and any(m["role"] == "system" for m in messages):
+        # the chat would keep the message's and silently drop `system_prompt`
+        raise SteeropsError(
+            f"{where}: system_prompt: the messages already hold a system message; give it once"
+        )
     return Task(str(task_id), prompt, messages, system)
 
 
@@ -164,6 +169,7 @@ def extract_tasks(
             params.out, tasks_name, loaded.name, pos.text, component, cond.id
         )
         examples = task_examples(loaded.tokenizer, tasks, cond)
+        engine.require_windows(examples, pos)
         job = make_job(params, loaded, out_dir, pos, layers, component)
         outputs[cond.id] = out_dir
         digest = engine.job_hash(job, examples)

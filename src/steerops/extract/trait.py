@@ -20,7 +20,7 @@ from steerops.extract.inputs import (
 )
 from steerops.extract.provenance import make_job, model_metadata, run_logged
 from steerops.extract.store import activations_dir
-from steerops.generate.store import load_kept_responses, responses_file
+from steerops.generate.store import check_generated_length, load_kept_responses, responses_file
 from steerops.io import file_md5, tree_md5
 from steerops.models.loading import LoadedModel
 from steerops.specs import Position, parse_position
@@ -48,6 +48,7 @@ def extract_trait(
     trait = load_trait(params.path(params.traits.root), trait_name)
     if pos.needs_response:
         source = responses_file(params.out, trait_name, loaded.name)
+        check_generated_length(source, trait_name, pos)
         examples = response_examples(
             loaded.tokenizer, load_kept_responses(source, trait_name, loaded.name)
         )
@@ -77,6 +78,7 @@ def extract_trait(
             "counts": split_counts(kept),
         }
 
+    engine.require_windows(examples, pos)
     digest = engine.job_hash(job, examples)
     if not force:
         done = store.completed(out_dir, digest)

@@ -66,6 +66,29 @@ def previous_summary(folder: Path) -> dict | None:
     return None
 
 
+def check_generated_length(path: Path, trait: str, position) -> None:
+    """One line when a bounded `response[...]` window reads further into the responses than
+    they were generated (`max_new_tokens` in the summary beside `path`): its tokens past
+    that length do not exist, so it would silently pool a shorter window (`response[:32]`
+    the same as `response[:12]`). A responses file without a summary is not checked."""
+    from steerops.specs import max_response_tokens, parse_position
+
+    pos = parse_position(position)
+    needs = max_response_tokens(pos)
+    if pos.frame != "response" or needs is None:  # all[...] counts prompt tokens too
+        return
+    try:
+        generated = read_json(Path(path).parent / SUMMARY_FILE).get("max_new_tokens")
+    except (OSError, ValueError, SteeropsError, AttributeError):
+        return
+    if isinstance(generated, int) and needs > generated:
+        raise SteeropsError(
+            f"position {pos.text!r} reads up to {needs} response tokens, but the responses "
+            f"in {Path(path).parent} were generated with at most {generated}: run `steerops "
+            f"generate --trait {trait} --max-new-tokens {needs}` (or auto) first"
+        )
+
+
 def load_kept_responses(path: Path, trait: str, variant: str) -> list[dict]:
     """Rows of a responses file that passed vetting; a clear error when it is missing."""
     if not path.is_file():
