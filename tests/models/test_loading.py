@@ -164,6 +164,30 @@ def test_an_unusable_device_is_one_line_before_loading(tmp_path, device, message
         load_model(_params(tmp_path, device=device), "base")
 
 
+@pytest.mark.parametrize(
+    "device_map, message",
+    [
+        ("autoo", r"models\.base\.device_map: 'autoo' is not a device \(auto, balanced"),
+        ("cuda:7", r"models\.base\.device_map: cuda:7 is not available"),
+        ({"": "gpu"}, r"models\.base\.device_map\.\(whole model\): 'gpu' is not a device"),
+        ({"model.layers": 7}, r"models\.base\.device_map\.model\.layers: device 7 is not avail"),
+        ({"lm_head": "cuda:7"}, r"models\.base\.device_map\.lm_head: cuda:7 is not available"),
+    ],
+)
+def test_an_unusable_device_map_is_one_line_before_any_run_opens(tmp_path, device_map, message):
+    """A device_map naming a device this machine lacks, or no device at all, is refused by
+    the check stages run before their MLflow run opens, on its own key (it was a transformers
+    message blamed on models.base.id, or a CUDA assertion, after loading began)."""
+    from steerops.models.loading import check_variant
+
+    _save_tiny(tmp_path / "model")
+    params = _params(tmp_path, device=None, device_map=device_map)
+    with pytest.raises(SteeropsError, match=message):
+        check_variant(params, "base")
+    for fine in ("auto", "sequential", "cpu", {"model": "cpu", "lm_head": "disk"}):
+        assert check_variant(_params(tmp_path, device=None, device_map=fine), "base")
+
+
 def test_pin_device_overrides_every_variant_for_the_run(tmp_path):
     from steerops.config.models import pin_device
 

@@ -20,6 +20,7 @@ from transformers.utils import logging as hf_logging
 
 from steerops.errors import SteeropsError
 from steerops.models.fingerprint import model_fingerprint
+from steerops.models.placement import check_placement
 from steerops.models.resolver import ModelLayout, module_device, resolve_layout
 
 __all__ = [
@@ -143,13 +144,13 @@ def load_model(
 
 
 def check_variant(params: Params, variant: str) -> str:
-    """What `load_model` checks before it reads anything: a known variant, its source (a
-    local folder or a hub id), safetensors weights, a usable device; returns the source.
+    """What `load_model` checks before it reads anything: a known variant, a usable device
+    or device_map, its source (a local folder or a hub id), safetensors weights; returns the
+    source.
     Cheap, so a stage calls it before opening its MLflow run (no FAILED run for a typo)."""
-    spec = params.variant(variant)
+    check_placement(params.variant(variant), variant)
     source = model_source(params, variant)
     _refuse_pickles(source, variant)
-    _check_device(spec.device, variant)
     return source
 
 
@@ -214,26 +215,6 @@ def _check_complete(weights: Path, variant: str) -> None:
             f"models.{variant}.id: {weights} is not a complete safetensors file "
             f"({_first_line(exc)}; truncated or damaged?)"
         ) from None
-
-
-def _check_device(device: str | None, variant: str) -> None:
-    """A device that cannot be used is one line, not a CUDA traceback after loading."""
-    if device is None:
-        return
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise SteeropsError(
-            f"models.{variant}.device: {device!r} is not a device (cpu, cuda, cuda:1, mps)"
-        ) from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (dev.index or 0) >= count:
-            raise SteeropsError(
-                f"models.{variant}.device: {device} is not available ({count} CUDA devices)"
-            )
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise SteeropsError(f"models.{variant}.device: mps is not available on this machine")
 
 
 def _first_line(exc: Exception) -> str:
