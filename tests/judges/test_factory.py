@@ -52,7 +52,7 @@ OPENAI = "{kind: openai, base_url: 'https://judge.invalid/v1', model: m, api_key
             "models: {judge: {id: org/judge, device: 'cuda:99'}}\n",
             "models.judge.device: cuda:99 is not available",
         ),
-        ("{kind: proxy, variant: judge}", "models: {judge: {id: org/j}}\n", "phrases.txt"),
+        ("{kind: proxy, variant: judge}", "models: {judge: {id: j}}\n", "phrases.txt"),
     ],
 )
 def test_check_judge_refuses_what_make_judge_would_without_building_it(
@@ -66,6 +66,8 @@ def test_check_judge_refuses_what_make_judge_would_without_building_it(
 
     monkeypatch.delenv("KEY_XYZ", raising=False)
     monkeypatch.setattr(loading, "load_model", refuse)
+    (tmp_path / "j").mkdir()  # a local model folder (its config is all the checks read)
+    (tmp_path / "j" / "config.json").write_text("{}")
     with pytest.raises(SteeropsError, match=re.escape(message)):
         check_judge(_params(tmp_path, judge, models), _trait(tmp_path))
 

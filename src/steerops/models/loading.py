@@ -20,6 +20,7 @@ from transformers.utils import logging as hf_logging
 
 from steerops.errors import SteeropsError
 from steerops.models.fingerprint import model_fingerprint
+from steerops.models.hub import check_hub_id
 from steerops.models.placement import check_placement
 from steerops.models.resolver import ModelLayout, module_device, resolve_layout
 
@@ -61,13 +62,15 @@ class LoadedModel:
 
 
 def model_source(params: Params, variant: str) -> str:
-    """The local path (resolved against params) or hub id a variant loads from."""
+    """The local path (resolved against params) or hub id a variant loads from (a hub id
+    that is neither in the local cache nor downloadable is refused: `hub`)."""
     spec = params.variant(variant)
     local = params.path(spec.id)
     if local.exists():
         return str(local)
     if spec.id.startswith((".", "/", "~")) or not _HUB_ID.match(spec.id):
         raise SteeropsError(f"models.{variant}.id: model not found: {local}")
+    check_hub_id(spec.id, spec.revision, local, variant)
     return spec.id
 
 
