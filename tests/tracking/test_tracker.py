@@ -91,6 +91,22 @@ def test_nested_runs_carry_the_stage_tags_and_the_span_of_their_work(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "uri, shown",
+    [
+        ("https://alice:tok-123@mlflow.example/", "https://mlflow.example/#/experiments/1/runs/r"),
+        ("postgresql://alice:pw-123@db:5432/mlflow", "postgresql://db:5432/mlflow"),
+    ],
+)
+def test_the_printed_run_link_holds_no_credentials(uri, shown):
+    """A stage prints its run's link on the terminal (and so in DVC's or a CI's log): the
+    user and token of the tracking URI stay out of it, as they do of every error line."""
+    from steerops.tracking.links import run_link
+
+    link = run_link(uri, "1", "r")
+    assert shown in link and "123" not in link and "alice" not in link
+
+
 def test_a_failing_stage_ends_its_run_failed(tmp_path):
     params = _params(tmp_path)
     with pytest.raises(RuntimeError), track(params, "steer", "doomed") as tracker:
