@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -114,6 +115,27 @@ def test_a_failing_stage_ends_its_run_failed(tmp_path):
         raise RuntimeError("boom")
     (run,) = _runs(tmp_path)
     assert run.info.status == "FAILED" and run.data.metrics == {"x": 1.0}
+
+
+@pytest.mark.parametrize(
+    "uri, reason",
+    [
+        ("sqlite:/mlflow.db", "a sqlite store is sqlite:///PATH"),
+        ("sqlite://mlflow.db", "a sqlite store is sqlite:///PATH"),
+        ("mlfow://localhost:5000", "MLflow has no tracking store for the scheme 'mlfow'"),
+    ],
+)
+def test_a_tracking_uri_no_store_opens_is_one_line_before_the_stage(tmp_path, uri, reason):
+    """Bad input, refused before the stage's work: it used to run to the end untracked,
+    after a warning from the tracking worker, its runs journalled for a store never opened."""
+    from steerops.errors import SteeropsError
+
+    params = _params(tmp_path)
+    params.tracking.uri = uri
+    with pytest.raises(SteeropsError, match=rf"^tracking: '{re.escape(uri)}' .*\({reason}\)"):
+        with track(params, "steer", "never"):
+            pytest.fail("the stage ran")
+    assert not (tmp_path / ".steerops").exists() and not (tmp_path / "mlflow.db").exists()
 
 
 def test_a_held_run_is_logged_only_when_kept_or_when_it_fails(tmp_path):
