@@ -188,6 +188,28 @@ def test_an_unusable_device_map_is_one_line_before_any_run_opens(tmp_path, devic
         assert check_variant(_params(tmp_path, device=None, device_map=fine), "base")
 
 
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        ("{% for m in messages %}{{ m.content }", r"\(line 1\): unexpected '}'$"),
+        ("{{ messages[0].content | nosuch }}", r"No filter named 'nosuch'"),
+        ("no_such_template.jinja", r"file not found: .*no_such_template\.jinja$"),
+    ],
+)
+def test_a_broken_chat_template_is_one_line_before_any_run_opens(tmp_path, template, message):
+    """models.<variant>.chat_template that does not compile is refused by the check stages
+    run before their MLflow run, naming the key (it was a Jinja traceback at the first prompt,
+    inside the run)."""
+    from steerops.models.loading import check_variant
+
+    _save_tiny(tmp_path / "model")
+    with pytest.raises(SteeropsError, match=r"^models\.base\.chat_template: .*" + message):
+        check_variant(_params(tmp_path, chat_template=template), "base")
+    (tmp_path / "chat.jinja").write_text("{% for m in messages %}{{ m['content'] }} {% endfor %}")
+    loaded = load_model(_params(tmp_path, chat_template="chat.jinja"), "base")
+    assert format_prompt(loaded.tokenizer, "hello", "be kind") == "be kind hello "
+
+
 def test_pin_device_overrides_every_variant_for_the_run(tmp_path):
     from steerops.config.models import pin_device
 

@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from transformers.utils import logging as hf_logging
 
 from steerops.errors import SteeropsError
+from steerops.models.chat_template import chat_template
 from steerops.models.fingerprint import model_fingerprint
 from steerops.models.hub import check_hub_id
 from steerops.models.placement import check_placement
@@ -148,12 +149,13 @@ def load_model(
 
 def check_variant(params: Params, variant: str) -> str:
     """What `load_model` checks before it reads anything: a known variant, a usable device
-    or device_map, its source (a local folder or a hub id), safetensors weights; returns the
-    source.
+    or device_map, its source (a local folder or a hub id), safetensors weights, a chat
+    template that compiles; returns the source.
     Cheap, so a stage calls it before opening its MLflow run (no FAILED run for a typo)."""
     check_placement(params.variant(variant), variant)
     source = model_source(params, variant)
     _refuse_pickles(source, variant)
+    chat_template(params, variant)
     return source
 
 
@@ -172,13 +174,8 @@ def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
     if tok.pad_token_id is None:
         # Common for base models; padded positions are masked, so any id works.
         tok.pad_token = tok.eos_token
-    if spec.chat_template:
-        template = spec.chat_template
-        path = params.path(template)
-        if len(template) < 4096 and "{" not in template:
-            if not path.is_file():
-                raise SteeropsError(f"models.{variant}.chat_template: file not found: {path}")
-            template = path.read_text(encoding="utf-8")
+    template = chat_template(params, variant)
+    if template is not None:
         tok.chat_template = template
     return tok
 
