@@ -138,6 +138,17 @@ def test_a_tracking_uri_no_store_opens_is_one_line_before_the_stage(tmp_path, ur
     assert not (tmp_path / ".steerops").exists() and not (tmp_path / "mlflow.db").exists()
 
 
+def test_an_interrupt_ends_the_nested_run_killed_as_its_parent(tmp_path):
+    """Ctrl-C inside a nested run (a cell, a trial) ends it KILLED, as its parent: an
+    interrupted config is not a failed one when runs are filtered by status."""
+    params = _params(tmp_path)
+    with pytest.raises(KeyboardInterrupt), track(params, "steer", "stopped") as tracker:
+        with tracker.child("cell"):
+            raise KeyboardInterrupt
+    statuses = {r.info.run_name: r.info.status for r in _runs(tmp_path)}
+    assert statuses == {"stopped": "KILLED", "cell": "KILLED"}
+
+
 def test_a_held_run_is_logged_only_when_kept_or_when_it_fails(tmp_path):
     params = _params(tmp_path)
     with track(params, "steer", "nothing new", held=True) as tracker:

@@ -130,6 +130,9 @@ class Tracker:
         status = "FINISHED"
         try:
             yield child
+        except KeyboardInterrupt:  # as its parent ends: interrupted, not failed
+            status = "KILLED"
+            raise
         except BaseException:
             status = "FAILED"
             raise
