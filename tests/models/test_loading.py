@@ -210,6 +210,26 @@ def test_a_broken_chat_template_is_one_line_before_any_run_opens(tmp_path, templ
     assert format_prompt(loaded.tokenizer, "hello", "be kind") == "be kind hello "
 
 
+@pytest.mark.parametrize(
+    "paths, message",
+    [
+        ({"layers_path": "model.blocks"}, r"layers_path: LlamaForCausalLM has no submodule"),
+        ({"attn_path": "attention"}, r"attn_path: block LlamaDecoderLayer has no submodule"),
+    ],
+)
+def test_a_wrong_module_path_is_one_line_before_any_run_opens(tmp_path, paths, message):
+    """layers_path / attn_path / mlp_path are resolved on the model built from its config on
+    the meta device by the check stages run before their MLflow run (they were resolved
+    only after the weights loaded, inside the run, which then ended FAILED)."""
+    from steerops.models.loading import check_variant
+
+    _save_tiny(tmp_path / "model")
+    with pytest.raises(SteeropsError, match=rf"^models\.base\.{message}"):
+        check_variant(_params(tmp_path, **paths), "base")
+    fine = {"layers_path": "model.layers", "attn_path": "self_attn", "mlp_path": "mlp"}
+    assert check_variant(_params(tmp_path, **fine), "base")
+
+
 def test_pin_device_overrides_every_variant_for_the_run(tmp_path):
     from steerops.config.models import pin_device
 

@@ -156,7 +156,30 @@ def check_variant(params: Params, variant: str) -> str:
     source = model_source(params, variant)
     _refuse_pickles(source, variant)
     chat_template(params, variant)
+    _check_paths(params, variant, source)
     return source
+
+
+def _check_paths(params: Params, variant: str, source: str) -> None:
+    """`layers_path` / `attn_path` / `mlp_path`, when params set them, resolved on the
+    model built from its config on the meta device (no weights, no memory), so a wrong path
+    is one line before the run opens, not a FAILED run after the weights loaded."""
+    from transformers import AutoConfig
+
+    spec = params.variant(variant)
+    if not (spec.layers_path or spec.attn_path or spec.mlp_path):
+        return
+    try:
+        config = AutoConfig.from_pretrained(
+            source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(
+                config, trust_remote_code=spec.trust_remote_code
+            )
+    except (OSError, ValueError):  # the config cannot tell: the check after loading runs
+        return
+    resolve_layout(skeleton, spec.layers_path, variant, spec.attn_path, spec.mlp_path)
 
 
 def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
