@@ -66,8 +66,12 @@ def test_check_judge_refuses_what_make_judge_would_without_building_it(
 
     monkeypatch.delenv("KEY_XYZ", raising=False)
     monkeypatch.setattr(loading, "load_model", refuse)
-    (tmp_path / "j").mkdir()  # a local model folder (its config is all the checks read)
-    (tmp_path / "j" / "config.json").write_text("{}")
+    if "{id: j}" in models:  # a local model folder: its weights are never read here
+        from steerops.toy.tokenizer import build_tokenizer
+        from tiny import tiny_model
+
+        tiny_model("llama").save_pretrained(tmp_path / "j")
+        build_tokenizer(["a"]).save_pretrained(tmp_path / "j")
     with pytest.raises(SteeropsError, match=re.escape(message)):
         check_judge(_params(tmp_path, judge, models), _trait(tmp_path))
 

@@ -230,6 +230,21 @@ def test_a_wrong_module_path_is_one_line_before_any_run_opens(tmp_path, paths, m
     assert check_variant(_params(tmp_path, **fine), "base")
 
 
+def test_a_model_folder_without_tokenizer_or_with_a_damaged_config_is_one_line_early(tmp_path):
+    """What load_model reads besides the weights is read by the check stages run before
+    their MLflow run (a folder saved without its tokenizer ended a run FAILED at load)."""
+    from steerops.models.loading import check_variant
+
+    tiny_model("llama").save_pretrained(tmp_path / "model")  # the tokenizer not saved
+    with pytest.raises(SteeropsError, match=r"^models\.base\.id: cannot load tokenizer"):
+        check_variant(_params(tmp_path), "base")
+    _save_tiny(tmp_path / "model")
+    assert check_variant(_params(tmp_path), "base")
+    (tmp_path / "model" / "config.json").write_text("{not json")
+    with pytest.raises(SteeropsError, match=r"^models\.base\.id: cannot read the model's config"):
+        check_variant(_params(tmp_path), "base")
+
+
 def test_pin_device_overrides_every_variant_for_the_run(tmp_path):
     from steerops.config.models import pin_device
 

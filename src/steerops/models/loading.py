@@ -150,34 +150,42 @@ def load_model(
 def check_variant(params: Params, variant: str) -> str:
     """What `load_model` checks before it reads anything: a known variant, a usable device
     or device_map, its source (a local folder or a hub id), safetensors weights, a chat
-    template that compiles; returns the source.
+    template that compiles, a readable config and tokenizer, module paths that resolve;
+    returns the source.
     Cheap, so a stage calls it before opening its MLflow run (no FAILED run for a typo)."""
     check_placement(params.variant(variant), variant)
     source = model_source(params, variant)
     _refuse_pickles(source, variant)
     chat_template(params, variant)
-    _check_paths(params, variant, source)
+    _check_readable(params, variant, source)
     return source
 
 
-def _check_paths(params: Params, variant: str, source: str) -> None:
-    """`layers_path` / `attn_path` / `mlp_path`, when params set them, resolved on the
-    model built from its config on the meta device (no weights, no memory), so a wrong path
-    is one line before the run opens, not a FAILED run after the weights loaded."""
+def _check_readable(params: Params, variant: str, source: str) -> None:
+    """The config and tokenizer read (a folder without tokenizer files, a damaged config
+    are one line before the run opens, not a FAILED run), and `layers_path` / `attn_path` /
+    `mlp_path`, when params set them, resolved on the model built from its config on the
+    meta device (no weights, no memory)."""
     from transformers import AutoConfig
 
     spec = params.variant(variant)
-    if not (spec.layers_path or spec.attn_path or spec.mlp_path):
-        return
     try:
         config = AutoConfig.from_pretrained(
             source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
         )
+    except (OSError, ValueError) as exc:
+        raise SteeropsError(
+            f"models.{variant}.id: cannot read the model's config: {_first_line(exc)}"
+        ) from None
+    load_tokenizer(params, variant)
+    if not (spec.layers_path or spec.attn_path or spec.mlp_path):
+        return
+    try:
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(
                 config, trust_remote_code=spec.trust_remote_code
             )
-    except (OSError, ValueError):  # the config cannot tell: the check after loading runs
+    except (OSError, ValueError):  # not a causal LM transformers builds: loading will say
         return
     resolve_layout(skeleton, spec.layers_path, variant, spec.attn_path, spec.mlp_path)
 
