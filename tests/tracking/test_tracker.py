@@ -363,3 +363,43 @@ def test_the_finished_check_names_many_outputs_in_one_tag_or_none(tmp_path):
     assert finished_at({DONE_WHEN: tag}) is None
     many = {folder / f"condition-{k:04d}" / "metadata.json": "h" * 64 for k in range(200)}
     assert done_when(many) == {}
+
+
+def test_a_journal_keeps_no_credentials_and_is_still_sent_to_its_store(tmp_path, capsys):
+    """A journal (left next to the params file, in the project) records the tracking URI
+    without its user and token, and the next start with the full URI still sends it."""
+    from types import SimpleNamespace
+
+    from steerops.tracking.reconcile import replay_journals
+    from steerops.tracking.store import EXPERIMENT_KIND
+    from steerops.tracking.worker import Worker
+
+    uri = "https://alice:tok-123@mlflow.example"
+    worker = Worker(
+        {"uri": uri, "experiment": "t", "description": "", "journal_dir": str(tmp_path)}
+    )
+    worker._fail(RuntimeError("server gone"))
+    now = int(time.time() * 1000)
+    worker.pending = [
+        {"op": "start", "run": "r0", "parent": None, "name": "late", "tags": {}, "time": now}
+    ]
+    worker._write_journal()
+    (journal,) = tmp_path.glob("pending-*.json")
+    assert "tok-123" not in journal.read_text() and "alice" not in journal.read_text()
+
+    class Client:
+        created: list[str] = []
+
+        def get_experiment_by_name(self, name):
+            tags = dict([EXPERIMENT_KIND])
+            return SimpleNamespace(
+                experiment_id="1", tags=tags, artifact_location="mlflow-artifacts:/1"
+            )
+
+        def create_run(self, experiment_id, start_time, tags, run_name):
+            self.created.append(run_name)
+            return SimpleNamespace(info=SimpleNamespace(run_id="id0"))
+
+    client = Client()
+    replay_journals(client, uri, tmp_path)
+    assert client.created == ["late"] and not journal.exists()
