@@ -32,7 +32,8 @@ def chat_template(params: Params, variant: str) -> str | None:
     try:
         _compile_template(template)
     except TemplateError as exc:
-        line = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+        lineno = getattr(exc, "lineno", None)  # a syntax error knows its line
+        line = f" (line {lineno})" if lineno else ""
         raise SteeropsError(
             f"{key}: not a Jinja template transformers can render{line}: {exc.message or exc}"
         ) from None
