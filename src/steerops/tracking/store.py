@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from steerops.errors import SteeropsError
+from steerops.tracking.workspace import lasting_folder
 
 try:
     import fcntl
@@ -37,13 +38,14 @@ HTTP_LIMITS = {
 
 def tracking_uri(params) -> str:
     """MLFLOW_TRACKING_URI, else tracking.uri, else sqlite mlflow.db next to the params file
-    (in the run folder for a run given --out)."""
+    (in the run folder for a run given --out; for a temporary DVC experiment workspace, in
+    the repository's own folder: `workspace`)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     if params.tracking.uri:
         return params.tracking.uri
-    folder = params.run_root if params.run_named else params.root
-    return f"sqlite:///{(Path(folder) / 'mlflow.db').resolve()}"
+    folder = lasting_folder(params.run_root if params.run_named else params.root)
+    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 def scheme(uri: str) -> str:
