@@ -52,7 +52,7 @@ OPENAI = "{kind: openai, base_url: 'https://judge.invalid/v1', model: m, api_key
             "models: {judge: {id: org/judge, device: 'cuda:99'}}\n",
             "models.judge.device: cuda:99 is not available",
         ),
-        ("{kind: proxy, variant: judge}", "models: {judge: {id: org/j}}\n", "phrases.txt"),
+        ("{kind: proxy, variant: judge}", "models: {judge: {id: j}}\n", "phrases.txt"),
     ],
 )
 def test_check_judge_refuses_what_make_judge_would_without_building_it(
@@ -66,6 +66,12 @@ def test_check_judge_refuses_what_make_judge_would_without_building_it(
 
     monkeypatch.delenv("KEY_XYZ", raising=False)
     monkeypatch.setattr(loading, "load_model", refuse)
+    if "{id: j}" in models:  # a local model folder: its weights are never read here
+        from steerops.toy.tokenizer import build_tokenizer
+        from tiny import tiny_model
+
+        tiny_model("llama").save_pretrained(tmp_path / "j")
+        build_tokenizer(["a"]).save_pretrained(tmp_path / "j")
     with pytest.raises(SteeropsError, match=re.escape(message)):
         check_judge(_params(tmp_path, judge, models), _trait(tmp_path))
 

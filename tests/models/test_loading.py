@@ -164,6 +164,87 @@ def test_an_unusable_device_is_one_line_before_loading(tmp_path, device, message
         load_model(_params(tmp_path, device=device), "base")
 
 
+@pytest.mark.parametrize(
+    "device_map, message",
+    [
+        ("autoo", r"models\.base\.device_map: 'autoo' is not a device \(auto, balanced"),
+        ("cuda:7", r"models\.base\.device_map: cuda:7 is not available"),
+        ({"": "gpu"}, r"models\.base\.device_map\.\(whole model\): 'gpu' is not a device"),
+        ({"model.layers": 7}, r"models\.base\.device_map\.model\.layers: device 7 is not avail"),
+        ({"lm_head": "cuda:7"}, r"models\.base\.device_map\.lm_head: cuda:7 is not available"),
+    ],
+)
+def test_an_unusable_device_map_is_one_line_before_any_run_opens(tmp_path, device_map, message):
+    """A device_map naming a device this machine lacks, or no device at all, is refused by
+    the check stages run before their MLflow run opens, on its own key (it was a transformers
+    message blamed on models.base.id, or a CUDA assertion, after loading began)."""
+    from steerops.models.loading import check_variant
+
+    _save_tiny(tmp_path / "model")
+    params = _params(tmp_path, device=None, device_map=device_map)
+    with pytest.raises(SteeropsError, match=message):
+        check_variant(params, "base")
+    for fine in ("auto", "sequential", "cpu", {"model": "cpu", "lm_head": "disk"}):
+        assert check_variant(_params(tmp_path, device=None, device_map=fine), "base")
+
+
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        ("{% for m in messages %}{{ m.content }", r"\(line 1\): unexpected '}'$"),
+        ("{{ messages[0].content | nosuch }}", r"No filter named 'nosuch'"),
+        ("no_such_template.jinja", r"file not found: .*no_such_template\.jinja$"),
+    ],
+)
+def test_a_broken_chat_template_is_one_line_before_any_run_opens(tmp_path, template, message):
+    """models.<variant>.chat_template that does not compile is refused by the check stages
+    run before their MLflow run, naming the key (it was a Jinja traceback at the first prompt,
+    inside the run)."""
+    from steerops.models.loading import check_variant
+
+    _save_tiny(tmp_path / "model")
+    with pytest.raises(SteeropsError, match=r"^models\.base\.chat_template: .*" + message):
+        check_variant(_params(tmp_path, chat_template=template), "base")
+    (tmp_path / "chat.jinja").write_text("{% for m in messages %}{{ m['content'] }} {% endfor %}")
+    loaded = load_model(_params(tmp_path, chat_template="chat.jinja"), "base")
+    assert format_prompt(loaded.tokenizer, "hello", "be kind") == "be kind hello "
+
+
+@pytest.mark.parametrize(
+    "paths, message",
+    [
+        ({"layers_path": "model.blocks"}, r"layers_path: LlamaForCausalLM has no submodule"),
+        ({"attn_path": "attention"}, r"attn_path: block LlamaDecoderLayer has no submodule"),
+    ],
+)
+def test_a_wrong_module_path_is_one_line_before_any_run_opens(tmp_path, paths, message):
+    """layers_path / attn_path / mlp_path are resolved on the model built from its config on
+    the meta device by the check stages run before their MLflow run (they were resolved
+    only after the weights loaded, inside the run, which then ended FAILED)."""
+    from steerops.models.loading import check_variant
+
+    _save_tiny(tmp_path / "model")
+    with pytest.raises(SteeropsError, match=rf"^models\.base\.{message}"):
+        check_variant(_params(tmp_path, **paths), "base")
+    fine = {"layers_path": "model.layers", "attn_path": "self_attn", "mlp_path": "mlp"}
+    assert check_variant(_params(tmp_path, **fine), "base")
+
+
+def test_a_model_folder_without_tokenizer_or_with_a_damaged_config_is_one_line_early(tmp_path):
+    """What load_model reads besides the weights is read by the check stages run before
+    their MLflow run (a folder saved without its tokenizer ended a run FAILED at load)."""
+    from steerops.models.loading import check_variant
+
+    tiny_model("llama").save_pretrained(tmp_path / "model")  # the tokenizer not saved
+    with pytest.raises(SteeropsError, match=r"^models\.base\.id: cannot load tokenizer"):
+        check_variant(_params(tmp_path), "base")
+    _save_tiny(tmp_path / "model")
+    assert check_variant(_params(tmp_path), "base")
+    (tmp_path / "model" / "config.json").write_text("{not json")
+    with pytest.raises(SteeropsError, match=r"^models\.base\.id: cannot read the model's config"):
+        check_variant(_params(tmp_path), "base")
+
+
 def test_pin_device_overrides_every_variant_for_the_run(tmp_path):
     from steerops.config.models import pin_device
 

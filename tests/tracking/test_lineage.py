@@ -3,6 +3,7 @@ the repository, whether dvc.lock recorded them or not."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,22 @@ def test_lock_hash_wins_and_missing_inputs_are_skipped(tmp_path):
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
     tags = input_hash_tags(tmp_path, {"data": tmp_path / "data", "gone": tmp_path / "nope"})
     assert tags == {"dvc.hash.data": "recorded.dir"}
+
+
+def test_an_input_changed_since_dvc_lock_is_tagged_with_its_own_hash(tmp_path):
+    """A file edited after dvc.lock was written (and read by a hand run) is tagged with what
+    it holds now, not with the hash the lock recorded for its earlier content."""
+    _tree(tmp_path / "data")
+    lock = {"stages": {"s": {"deps": [{"path": "data", "md5": "recorded.dir"}]}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    edited = next(p for p in (tmp_path / "data").rglob("*") if p.is_file())
+    edited.write_text("edited by hand\n")
+    later = (tmp_path / "dvc.lock").stat().st_mtime + 5
+    os.utime(edited, (later, later))
+    tags = input_hash_tags(tmp_path, {"data": tmp_path / "data"})
+    assert (
+        tags == {"dvc.hash.data": dvc_md5(tmp_path / "data")} != {"dvc.hash.data": "recorded.dir"}
+    )
 
 
 def test_dataset_inputs_are_project_relative_with_a_content_digest(tmp_path):

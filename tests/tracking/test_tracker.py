@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,6 +92,22 @@ def test_nested_runs_carry_the_stage_tags_and_the_span_of_their_work(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "uri, shown",
+    [
+        ("https://alice:tok-123@mlflow.example/", "https://mlflow.example/#/experiments/1/runs/r"),
+        ("postgresql://alice:pw-123@db:5432/mlflow", "postgresql://db:5432/mlflow"),
+    ],
+)
+def test_the_printed_run_link_holds_no_credentials(uri, shown):
+    """A stage prints its run's link on the terminal (and so in DVC's or a CI's log): the
+    user and token of the tracking URI stay out of it, as they do of every error line."""
+    from steerops.tracking.links import run_link
+
+    link = run_link(uri, "1", "r")
+    assert shown in link and "123" not in link and "alice" not in link
+
+
 def test_a_failing_stage_ends_its_run_failed(tmp_path):
     params = _params(tmp_path)
     with pytest.raises(RuntimeError), track(params, "steer", "doomed") as tracker:
@@ -98,6 +115,38 @@ def test_a_failing_stage_ends_its_run_failed(tmp_path):
         raise RuntimeError("boom")
     (run,) = _runs(tmp_path)
     assert run.info.status == "FAILED" and run.data.metrics == {"x": 1.0}
+
+
+@pytest.mark.parametrize(
+    "uri, reason",
+    [
+        ("sqlite:/mlflow.db", "a sqlite store is sqlite:///PATH"),
+        ("sqlite://mlflow.db", "a sqlite store is sqlite:///PATH"),
+        ("mlfow://localhost:5000", "MLflow has no tracking store for the scheme 'mlfow'"),
+    ],
+)
+def test_a_tracking_uri_no_store_opens_is_one_line_before_the_stage(tmp_path, uri, reason):
+    """Bad input, refused before the stage's work: it used to run to the end untracked,
+    after a warning from the tracking worker, its runs journalled for a store never opened."""
+    from steerops.errors import SteeropsError
+
+    params = _params(tmp_path)
+    params.tracking.uri = uri
+    with pytest.raises(SteeropsError, match=rf"^tracking: '{re.escape(uri)}' .*\({reason}\)"):
+        with track(params, "steer", "never"):
+            pytest.fail("the stage ran")
+    assert not (tmp_path / ".steerops").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_interrupt_ends_the_nested_run_killed_as_its_parent(tmp_path):
+    """Ctrl-C inside a nested run (a cell, a trial) ends it KILLED, as its parent: an
+    interrupted config is not a failed one when runs are filtered by status."""
+    params = _params(tmp_path)
+    with pytest.raises(KeyboardInterrupt), track(params, "steer", "stopped") as tracker:
+        with tracker.child("cell"):
+            raise KeyboardInterrupt
+    statuses = {r.info.run_name: r.info.status for r in _runs(tmp_path)}
+    assert statuses == {"stopped": "KILLED", "cell": "KILLED"}
 
 
 def test_a_held_run_is_logged_only_when_kept_or_when_it_fails(tmp_path):
@@ -314,3 +363,43 @@ def test_the_finished_check_names_many_outputs_in_one_tag_or_none(tmp_path):
     assert finished_at({DONE_WHEN: tag}) is None
     many = {folder / f"condition-{k:04d}" / "metadata.json": "h" * 64 for k in range(200)}
     assert done_when(many) == {}
+
+
+def test_a_journal_keeps_no_credentials_and_is_still_sent_to_its_store(tmp_path, capsys):
+    """A journal (left next to the params file, in the project) records the tracking URI
+    without its user and token, and the next start with the full URI still sends it."""
+    from types import SimpleNamespace
+
+    from steerops.tracking.reconcile import replay_journals
+    from steerops.tracking.store import EXPERIMENT_KIND
+    from steerops.tracking.worker import Worker
+
+    uri = "https://alice:tok-123@mlflow.example"
+    worker = Worker(
+        {"uri": uri, "experiment": "t", "description": "", "journal_dir": str(tmp_path)}
+    )
+    worker._fail(RuntimeError("server gone"))
+    now = int(time.time() * 1000)
+    worker.pending = [
+        {"op": "start", "run": "r0", "parent": None, "name": "late", "tags": {}, "time": now}
+    ]
+    worker._write_journal()
+    (journal,) = tmp_path.glob("pending-*.json")
+    assert "tok-123" not in journal.read_text() and "alice" not in journal.read_text()
+
+    class Client:
+        created: list[str] = []
+
+        def get_experiment_by_name(self, name):
+            tags = dict([EXPERIMENT_KIND])
+            return SimpleNamespace(
+                experiment_id="1", tags=tags, artifact_location="mlflow-artifacts:/1"
+            )
+
+        def create_run(self, experiment_id, start_time, tags, run_name):
+            self.created.append(run_name)
+            return SimpleNamespace(info=SimpleNamespace(run_id="id0"))
+
+    client = Client()
+    replay_journals(client, uri, tmp_path)
+    assert client.created == ["late"] and not journal.exists()

@@ -19,7 +19,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from transformers.utils import logging as hf_logging
 
 from steerops.errors import SteeropsError
+from steerops.models.chat_template import chat_template
 from steerops.models.fingerprint import model_fingerprint
+from steerops.models.hub import check_hub_id
+from steerops.models.placement import check_placement
 from steerops.models.resolver import ModelLayout, module_device, resolve_layout
 
 __all__ = [
@@ -60,13 +63,15 @@ class LoadedModel:
 
 
 def model_source(params: Params, variant: str) -> str:
-    """The local path (resolved against params) or hub id a variant loads from."""
+    """The local path (resolved against params) or hub id a variant loads from (a hub id
+    that is neither in the local cache nor downloadable is refused: `hub`)."""
     spec = params.variant(variant)
     local = params.path(spec.id)
     if local.exists():
         return str(local)
     if spec.id.startswith((".", "/", "~")) or not _HUB_ID.match(spec.id):
         raise SteeropsError(f"models.{variant}.id: model not found: {local}")
+    check_hub_id(spec.id, spec.revision, local, variant)
     return spec.id
 
 
@@ -143,14 +148,46 @@ def load_model(
 
 
 def check_variant(params: Params, variant: str) -> str:
-    """What `load_model` checks before it reads anything: a known variant, its source (a
-    local folder or a hub id), safetensors weights, a usable device; returns the source.
+    """What `load_model` checks before it reads anything: a known variant, a usable device
+    or device_map, its source (a local folder or a hub id), safetensors weights, a chat
+    template that compiles, a readable config and tokenizer, module paths that resolve;
+    returns the source.
     Cheap, so a stage calls it before opening its MLflow run (no FAILED run for a typo)."""
-    spec = params.variant(variant)
+    check_placement(params.variant(variant), variant)
     source = model_source(params, variant)
     _refuse_pickles(source, variant)
-    _check_device(spec.device, variant)
+    chat_template(params, variant)
+    _check_readable(params, variant, source)
     return source
+
+
+def _check_readable(params: Params, variant: str, source: str) -> None:
+    """The config and tokenizer read (a folder without tokenizer files, a damaged config
+    are one line before the run opens, not a FAILED run), and `layers_path` / `attn_path` /
+    `mlp_path`, when params set them, resolved on the model built from its config on the
+    meta device (no weights, no memory)."""
+    from transformers import AutoConfig
+
+    spec = params.variant(variant)
+    try:
+        config = AutoConfig.from_pretrained(
+            source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise SteeropsError(
+            f"models.{variant}.id: cannot read the model's config: {_first_line(exc)}"
+        ) from None
+    load_tokenizer(params, variant)
+    if not (spec.layers_path or spec.attn_path or spec.mlp_path):
+        return
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(
+                config, trust_remote_code=spec.trust_remote_code
+            )
+    except (OSError, ValueError):  # not a causal LM transformers builds: loading will say
+        return
+    resolve_layout(skeleton, spec.layers_path, variant, spec.attn_path, spec.mlp_path)
 
 
 def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
@@ -168,13 +205,8 @@ def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
     if tok.pad_token_id is None:
         # Common for base models; padded positions are masked, so any id works.
         tok.pad_token = tok.eos_token
-    if spec.chat_template:
-        template = spec.chat_template
-        path = params.path(template)
-        if len(template) < 4096 and "{" not in template:
-            if not path.is_file():
-                raise SteeropsError(f"models.{variant}.chat_template: file not found: {path}")
-            template = path.read_text(encoding="utf-8")
+    template = chat_template(params, variant)
+    if template is not None:
         tok.chat_template = template
     return tok
 
@@ -214,26 +246,6 @@ def _check_complete(weights: Path, variant: str) -> None:
             f"models.{variant}.id: {weights} is not a complete safetensors file "
             f"({_first_line(exc)}; truncated or damaged?)"
         ) from None
-
-
-def _check_device(device: str | None, variant: str) -> None:
-    """A device that cannot be used is one line, not a CUDA traceback after loading."""
-    if device is None:
-        return
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise SteeropsError(
-            f"models.{variant}.device: {device!r} is not a device (cpu, cuda, cuda:1, mps)"
-        ) from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (dev.index or 0) >= count:
-            raise SteeropsError(
-                f"models.{variant}.device: {device} is not available ({count} CUDA devices)"
-            )
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise SteeropsError(f"models.{variant}.device: mps is not available on this machine")
 
 
 def _first_line(exc: Exception) -> str:

@@ -51,8 +51,9 @@ def model_input(source: str | Path) -> dict[str, Path]:
 
 def input_hash_tags(project, inputs: Mapping[str, str | Path]) -> dict[str, str]:
     """`dvc.hash.<name>` for each existing input: dvc.lock's MD5 where it records the path
-    (relative or absolute), else the same MD5 computed here. `project`: the params (or the
-    folder of dvc.lock)."""
+    (relative or absolute) and nothing in it changed since dvc.lock was written, else the
+    same MD5 computed here (an input edited and read by a hand run is not tagged with the
+    content it had). `project`: the params (or the folder of dvc.lock)."""
     root = Path(project if isinstance(project, str | Path) else project.root)
     locked = dvc_lock_hashes(root)
     tags = {}
@@ -60,11 +61,17 @@ def input_hash_tags(project, inputs: Mapping[str, str | Path]) -> dict[str, str]
         path = Path(path)
         if not path.exists():
             continue
-        key = relative(path, root)
-        tags[f"dvc.hash.{name}"] = (
-            locked.get(key) or locked.get(str(path.resolve())) or dvc_md5(path)
-        )
+        recorded = locked.get(relative(path, root)) or locked.get(str(path.resolve()))
+        if recorded and _changed_since(path, (root / "dvc.lock").stat().st_mtime):
+            recorded = None
+        tags[f"dvc.hash.{name}"] = recorded or dvc_md5(path)
     return tags
+
+
+def _changed_since(path: Path, when: float) -> bool:
+    """Whether `path` (a file, or a folder and anything in it) was modified after `when`."""
+    entries = [path, *path.rglob("*")] if path.is_dir() else [path]
+    return any(p.stat().st_mtime > when for p in entries)
 
 
 def dvc_lock_hashes(root: Path) -> dict[str, str]:

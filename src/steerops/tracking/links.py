@@ -5,19 +5,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from steerops.tracking.store import HTTP, scheme, sqlite_file
+from steerops.tracking.store import HTTP, scheme, shown_uri, sqlite_file
 
 LOCAL_UI = "http://127.0.0.1:5000"
 
 
 def run_link(uri: str, experiment_id: str, run_id: str, root: Path | None = None) -> str:
     """The run's page: on the tracking server, or, for a local store, the `mlflow ui`
-    command that serves it (the store path relative to the working directory) and the page."""
+    command that serves it (the store path relative to the working directory) and the page.
+    Credentials in `uri` (user:token@, a database password) are left out: it is printed."""
     page = f"#/experiments/{experiment_id}/runs/{run_id}"
     if scheme(uri) in HTTP:
-        return f"{uri.rstrip('/')}/{page}"
+        return f"{shown_uri(uri).rstrip('/')}/{page}"
     db = sqlite_file(uri)
-    store = uri if db is None else f"sqlite:///{_from_cwd(db)}"
+    store = shown_uri(uri) if db is None else f"sqlite:///{_from_cwd(db)}"
     return f"{LOCAL_UI}/{page} (serve it with: mlflow ui --backend-store-uri {store})"
 
 

@@ -29,7 +29,7 @@ def reconcile(client, uri: str, journal_dir: Path) -> None:
 
 
 def replay_journals(client, uri: str, journal_dir: Path) -> None:
-    from steerops.tracking.store import experiment_id
+    from steerops.tracking.store import experiment_id, shown_uri
 
     for path in sorted(journal_dir.glob("pending-*.json")):
         claimed = path.with_name(f"{path.stem}.replaying-{os.getpid()}")
@@ -38,7 +38,7 @@ def replay_journals(client, uri: str, journal_dir: Path) -> None:
         except OSError:
             continue
         data = json.loads(claimed.read_text())
-        if data["uri"] != uri:  # another store's: leave it for a run that logs there
+        if data["uri"] not in (uri, shown_uri(uri)):  # another store's: left for it
             claimed.rename(path)
             continue
         exp = experiment_id(client, data["experiment"], uri, data.get("description", ""))

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from steerops.errors import SteeropsError
+from steerops.tracking.workspace import lasting_folder
 
 try:
     import fcntl
@@ -26,6 +27,7 @@ except ImportError:  # Windows: no file lock; open a fresh store from one proces
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 HTTP = ("http", "https")
 DATABASES = ("postgresql", "mysql", "mssql")
+OTHER_SCHEMES = ("file", "databricks", "databricks-uc", "uc")  # MLflow's other stores
 # A server that stops answering fails a request in seconds, not minutes (user settings win).
 HTTP_LIMITS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -36,13 +38,14 @@ HTTP_LIMITS = {
 
 def tracking_uri(params) -> str:
     """MLFLOW_TRACKING_URI, else tracking.uri, else sqlite mlflow.db next to the params file
-    (in the run folder for a run given --out)."""
+    (in the run folder for a run given --out; for a temporary DVC experiment workspace, in
+    the repository's own folder: `workspace`)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     if params.tracking.uri:
         return params.tracking.uri
-    folder = params.run_root if params.run_named else params.root
-    return f"sqlite:///{(Path(folder) / 'mlflow.db').resolve()}"
+    folder = lasting_folder(params.run_root if params.run_named else params.root)
+    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 def scheme(uri: str) -> str:
@@ -82,11 +85,37 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     elif kind in DATABASES:
         _check_database(uri, timeout_s)
     else:
+        _check_form(uri, kind)
         folder = local_folder(uri)
         if folder is not None:
             existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
             if existing is None or not os.access(existing, os.W_OK):
                 raise SteeropsError(f"tracking: cannot write the MLflow store in {folder}")
+
+
+def _check_form(uri: str, kind: str) -> None:
+    """A URI no MLflow store opens (a sqlite URI without its file, an unknown scheme) is
+    bad input: refused now, not warned about by the tracking worker after the stage began,
+    with every run of every start journalled for a store that never comes."""
+    if kind == "sqlite" and sqlite_file(uri) is None:
+        raise _unusable(uri, "a sqlite store is sqlite:///PATH")
+    if kind not in ("sqlite", *OTHER_SCHEMES) and len(kind) > 1 and kind not in _plugins():
+        raise _unusable(uri, f"MLflow has no tracking store for the scheme {kind!r}")
+
+
+def _plugins() -> set[str]:
+    """Schemes of the tracking stores installed MLflow plugins add."""
+    from importlib.metadata import entry_points
+
+    return {e.name for e in entry_points(group="mlflow.tracking_store")}
+
+
+def _unusable(uri: str, reason: str) -> SteeropsError:
+    return SteeropsError(
+        f"tracking: {shown_uri(uri)!r} is not a tracking URI MLflow can log to ({reason}); "
+        "set tracking.uri / MLFLOW_TRACKING_URI to sqlite:///PATH, http(s)://HOST:PORT or a "
+        "database URL, or unset both to log to mlflow.db next to the params file"
+    )
 
 
 def _check_database(uri: str, timeout_s: float) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from steerops.tracking import completion, names
 from steerops.tracking.sink import Sink
 
-JOURNAL_DIR = ".steerops/tracking"  # next to the params file
+JOURNAL_DIR = ".steerops/tracking"  # next to the params file (`workspace.lasting_folder`)
 _keys = itertools.count()
 
 
@@ -130,6 +130,9 @@ class Tracker:
         status = "FINISHED"
         try:
             yield child
+        except KeyboardInterrupt:  # as its parent ends: interrupted, not failed
+            status = "KILLED"
+            raise
         except BaseException:
             status = "FAILED"
             raise
@@ -256,6 +259,7 @@ def track(
         yield Tracker()
         return
     from steerops.tracking.store import check_reachable, tracking_uri
+    from steerops.tracking.workspace import lasting_folder
 
     uri = tracking_uri(params)
     check_reachable(uri)
@@ -265,7 +269,7 @@ def track(
         experiment,
         f"steerops experiment {experiment!r}: one run per stage invocation (tag "
         "steerops.stage), nested runs per cell, config or trial",
-        params.root / JOURNAL_DIR,
+        lasting_folder(params.root) / JOURNAL_DIR,
         held=held,
     )
     shared = base_tags(params, stage, tags)

@@ -110,7 +110,7 @@ class Worker:
         write_json(
             self.journal,
             {
-                "uri": self.uri,
+                "uri": shown_uri(self.uri),  # no credentials on disk: matched without them
                 "experiment": self.experiment,
                 "description": self.description,
                 "ids": self.ids,
