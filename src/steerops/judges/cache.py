@@ -38,6 +38,14 @@ def _valid(mean, mass) -> bool:
     return number(mass) and mass >= 0 and (mean is None or number(mean))
 
 
+def cache_folder(params) -> Path:
+    """judge.cache_dir; in a temporary DVC experiment workspace, the repository's (the
+    cache is no DVC output, and would be removed with the workspace)."""
+    from steerops.workspace import lasting_folder
+
+    return lasting_folder(params.path(params.judge.cache_dir))
+
+
 class JudgeCache:
     def __init__(self, folder: str | Path):
         self.path = Path(folder) / CACHE_FILE

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from steerops.errors import SteeropsError
-from steerops.judges.cache import Entry, JudgeCache
+from steerops.judges.cache import Entry, JudgeCache, cache_folder
 from steerops.judges.cached import CachedJudge, Job, Unanswered
 from steerops.judges.prompts import JudgePrompts, prompts_for
 from steerops.judges.scoring import as_score_int, integer_probs, weighted_score
@@ -82,7 +82,7 @@ class OpenAIJudge(CachedJudge):
             cfg.base_url,
             cfg.model,
             prompts,
-            JudgeCache(params.path(cfg.cache_dir)),
+            JudgeCache(cache_folder(params)),
             api_key=api_key,
             min_prob_mass=cfg.min_prob_mass,
             top_logprobs=cfg.top_logprobs,

@@ -35,6 +35,7 @@ from sqlalchemy.engine import make_url
 from steerops.errors import SteeropsError
 from steerops.liveness import is_gone, this_worker
 from steerops.search.locks import StudyLock, file_lock_path
+from steerops.workspace import lasting_folder
 
 LIFE = "steerops_worker"  # trial system attr: {"node", "pid", "start", "beat"[, "released"]}
 JOURNAL = "journal:"
@@ -42,8 +43,11 @@ JOURNAL = "journal:"
 
 def default_storage_url(params) -> str:
     """search.storage, else sqlite optuna.db next to the params file (in a scratch run's
-    folder for a scratch run); absolute, so DVC's experiment workspaces share it."""
-    return params.search.storage or f"sqlite:///{(params.run_root / 'optuna.db').resolve()}"
+    folder for a scratch run); in a temporary DVC experiment workspace, the repository's
+    (the workspace and what it holds are removed when the experiment ends)."""
+    if params.search.storage:
+        return params.search.storage
+    return f"sqlite:///{lasting_folder(params.run_root) / 'optuna.db'}"
 
 
 def storage_label(url: str, root: Path | None = None) -> str:

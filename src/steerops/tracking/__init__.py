@@ -14,7 +14,6 @@ inputs, computed as DVC computes them (`lineage`), so an MLflow run and a DVC re
     reconcile.py journals sent and killed runs ended, at the next start
     lineage.py   dvc.hash tags, git commit, dataset inputs
     links.py     the run's page in the MLflow UI
-    workspace.py the repository folder a temporary DVC experiment workspace stands for
 """
 
 from steerops.tracking.lineage import dvc_md5, input_hash_tags, model_input

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from steerops.errors import SteeropsError
-from steerops.tracking.workspace import lasting_folder
+from steerops.workspace import lasting_folder
 
 try:
     import fcntl

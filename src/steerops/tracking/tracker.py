@@ -259,7 +259,7 @@ def track(
         yield Tracker()
         return
     from steerops.tracking.store import check_reachable, tracking_uri
-    from steerops.tracking.workspace import lasting_folder
+    from steerops.workspace import lasting_folder
 
     uri = tracking_uri(params)
     check_reachable(uri)

@@ -1,9 +1,10 @@
-"""Where a run's tracking records last: `dvc exp run --temp` and queued experiments (`dvc
-exp run --queue`, `dvc queue start`) run the pipeline in a copy of the repository under
+"""Where a run's records last: `dvc exp run --temp` and queued experiments (`dvc exp run
+--queue`, `dvc queue start`) run the pipeline in a copy of the repository under
 `.dvc/tmp/exps/<workspace>/`, removed when the experiment ends, with every untracked file in
-it: an MLflow store (or a journal of unsent runs) next to the params file there would go with
-it. Such a folder maps to the same folder of the repository the workspace copies (found by
-the copy's `.dvc` folder, whatever DVC nests the workspace in).
+it: an MLflow store (or a journal of unsent runs), an Optuna study or a judge cache next to
+the params file there would go with it. Such a folder maps to the same folder of the
+repository the workspace copies (found by the copy's `.dvc` folder, whatever DVC nests the
+workspace in).
 """
 
 from __future__ import annotations

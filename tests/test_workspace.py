@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 import steerops
 from steerops.config import load_params
 from steerops.tracking.store import tracking_uri
-from steerops.tracking.workspace import lasting_folder
+from steerops.workspace import lasting_folder
 
 SRC = str(Path(steerops.__file__).resolve().parents[1])  # the steerops under test
 
@@ -33,6 +33,24 @@ def test_a_folder_of_a_temporary_workspace_maps_to_the_repository(tmp_path, monk
     (sub / "proj" / ".dvc").mkdir(parents=True)
     assert lasting_folder(sub / "proj") == repo / "proj"
     assert lasting_folder(tmp_path / "elsewhere") == tmp_path / "elsewhere"
+
+
+def test_the_study_and_the_judge_cache_of_a_temporary_workspace_last(tmp_path):
+    """The default Optuna storage and the judge cache (no DVC outputs) of a temporary
+    workspace's stage live in the repository, as its MLflow store does."""
+    from steerops.judges.cache import cache_folder
+    from steerops.search.storage import default_storage_url
+
+    repo = tmp_path / "repo"
+    copy = repo / ".dvc" / "tmp" / "exps" / "run" / "tmpef56"
+    (copy / ".dvc").mkdir(parents=True)
+    (copy / "params.yaml").write_text("experiment: t\n")
+    params = load_params(copy / "params.yaml")
+    assert default_storage_url(params) == f"sqlite:///{repo / 'optuna.db'}"
+    assert cache_folder(params) == repo / "outputs" / "judge_cache"
+    (repo / "params.yaml").write_text("experiment: t\nsearch: {storage: sqlite:///x.db}\n")
+    assert default_storage_url(load_params(repo / "params.yaml")) == "sqlite:///x.db"
+    assert cache_folder(load_params(repo / "params.yaml")) == repo / "outputs" / "judge_cache"
 
 
 def test_a_temp_experiment_is_logged_in_the_repository(tmp_path, monkeypatch):
