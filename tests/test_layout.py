@@ -19,6 +19,7 @@ LOWER = (
     "traits",
     "tracking",
     "liveness",
+    "workspace",
     "progress",
     "summary",
     "stats",
