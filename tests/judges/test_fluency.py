@@ -134,3 +134,37 @@ def test_readings_in_row_chunks_equal_one_whole_log_softmax(monkeypatch):
     for prompt, answer, value in zip(prompts, answers, chunked, strict=True):
         if answer:
             assert value == pytest.approx(_plain(model, prompt, answer), abs=1e-9)
+
+
+def _bos_adding_tokenizer(template: bool):
+    """A tokenizer that adds <bos> itself, with a chat template that does not write it
+    (or none): the prompt generation encodes starts with <bos>."""
+    from tokenizers import processors
+
+    from tiny import digit_tokenizer
+
+    tok = digit_tokenizer()
+    tok.chat_template = tok.chat_template.replace("{{ bos_token }}", "") if template else None
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", tok.bos_token_id)]
+    )
+    return tok
+
+
+@pytest.mark.parametrize("template", [True, False])
+def test_response_nll_reads_after_the_prompt_generation_encoded(template):
+    """The response is read after the prompt ids generation fed the model (`encode_prompt`:
+    a <bos> the template does not write is added), not after the template text alone;
+    an empty question of a model without a template reads after <bos>."""
+    from steerops.judges.fluency import response_nll
+    from steerops.models.generation import encode_prompt, format_prompt
+
+    tok = _bos_adding_tokenizer(template)
+    model = tiny_model("llama", dtype=torch.float64)
+    response = "sure 1 2 : 10 0 ."
+    answer = tok(response, add_special_tokens=False)["input_ids"]
+    for question in ["how do i bake bread ?", ""]:
+        prompt = encode_prompt(tok, format_prompt(tok, question))
+        assert prompt[0] == tok.bos_token_id
+        got = response_nll(model, tok, [question], [response])[0]
+        assert got == pytest.approx(_plain(model, prompt, answer), abs=1e-9)

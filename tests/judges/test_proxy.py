@@ -70,6 +70,10 @@ def test_phrase_wildcard_stays_inside_one_sentence():
     assert not pattern.search(normalise("Sorry. Here it is, but carefully."))
     assert compile_phrase("can't").pattern == compile_phrase("cannot").pattern
     assert not compile_phrase("i cannot").search("hi cannot")  # whole words only
+    # whole words on both sides of the gap too
+    assert not pattern.search(normalise("Sorry to keep you waiting, my debut is today."))
+    assert not pattern.search(normalise("Sorrybut"))
+    assert pattern.search(normalise("Sorry,but no."))
 
 
 def test_phrase_file_errors(tmp_path):

@@ -22,7 +22,7 @@ from steerops.models.batching import pad_batch
 from steerops.models.capture import position_ids_for
 from steerops.models.decode import covers
 from steerops.models.decode_prefill import Prefiller
-from steerops.models.generation import format_prompt
+from steerops.models.generation import encode_prompt, format_prompt
 from steerops.models.head import contiguous_head_input
 from steerops.models.kv import cache_of
 from steerops.models.unsteered import Kept, KeptStates, kept, starting_at
@@ -63,11 +63,14 @@ def response_nll(
     model, tokenizer, questions: Sequence[str], responses: Sequence[str], batch_size: int = 8
 ) -> list[float | None]:
     """Mean negative log-likelihood (nats per token) of each response given its question
-    rendered through the chat template; None for an empty response (`answer_nll`)."""
+    rendered through the chat template and encoded as generation encodes it (a BOS the
+    template does not write is added, as the model saw it); None for an empty response
+    (`answer_nll`). An empty question without a template (a base model's empty prompt)
+    reads after the BOS token, or the EOS token (the document separator) without one."""
+    start = [t for t in (tokenizer.bos_token_id, tokenizer.eos_token_id) if t is not None][:1]
     prompts, answers = [], []
     for question, response in zip(questions, responses, strict=True):
-        text = format_prompt(tokenizer, question)
-        prompts.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+        prompts.append(encode_prompt(tokenizer, format_prompt(tokenizer, question)) or start)
         answers.append(tokenizer(response, add_special_tokens=False)["input_ids"])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return answer_nll(model, prompts, answers, pad, batch_size)

@@ -51,15 +51,19 @@ def compile_phrase(phrase: str) -> re.Pattern:
     words = normalise(phrase).split(" ")
     if not phrase.strip() or all(w == "*" for w in words):
         raise ValueError("empty phrase")
-    parts, gap_before = [], False
+    parts, gap_before, last = [], False, ""
     for word in words:
         if word == "*":
             gap_before = True
             continue
-        if parts:
-            parts.append(r"\s*" + _GAP + r"\s*" if gap_before else r"\s+")
+        if parts and gap_before:  # whole words on both sides ("sorry * but" not "debut")
+            before = r"(?!\w)" if re.search(r"\w$", last) else ""
+            after = r"(?<!\w)" if re.match(r"\w", word) else ""
+            parts.append(before + r"\s*" + _GAP + r"\s*" + after)
+        elif parts:
+            parts.append(r"\s+")
         parts.append(re.escape(word))
-        gap_before = False
+        gap_before, last = False, word
     start = r"(?<!\w)" if re.match(r"\w", words[0]) else ""
     end = r"(?!\w)" if re.search(r"\w$", words[-1]) else ""
     return re.compile(start + "".join(parts) + end)

@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
+from steerops.io import text_md5
 from steerops.models import unsteered
+from steerops.models.chat_template import chat_template
 from steerops.models.generation import encode_prompt, pad_id, render_prompts, stop_token_ids
 from steerops.models.loading import load_model, model_fingerprint
 from steerops.specs import Layers
@@ -53,6 +55,9 @@ class SteeringSession:
             "dtype": spec.dtype,
             "fingerprint": model_fingerprint(self.loaded.source),
         }
+        template = chat_template(params, self.variant)  # one from params, not the folder's
+        if template is not None:
+            self.model["chat_template"] = text_md5(template)
 
     def judge_beside_generation(self) -> bool:
         """Whether judging can run while the steered model generates without taking its
@@ -176,10 +181,9 @@ class SteeringSession:
 
     def settings(self, questions: list[str]) -> dict[str, Any]:
         """Everything that changes a response or its score except the config itself."""
-        from steerops.io import text_md5
-
         cfg = self.params.steering
         return {
+            **self._judge_settings(),
             "trait": self.trait,
             "model": self.model,
             "vector_variant": self.vector_variant,
@@ -191,6 +195,25 @@ class SteeringSession:
             "direction": cfg.direction,
             "coefficient_unit": cfg.coefficient_unit,
         }
+
+    def _judge_settings(self) -> dict[str, Any]:
+        """What changes a score beside the judge's id, under keys present only when they
+        apply (settings logged without them stay valid): the threshold of a judge that
+        reads numbers (applied after its cache, so not in its id), and the dtype and own
+        chat template of a local judge's variant other than the steered one (the steered
+        variant's are in `model`)."""
+        out: dict[str, Any] = {}
+        mass = getattr(self.judge, "min_prob_mass", None)
+        if mass is not None:
+            out["judge_min_prob_mass"] = mass
+        variant = self.params.judge.variant
+        if self.params.judge.kind in ("hf", "proxy") and variant and variant != self.variant:
+            template = chat_template(self.params, variant)
+            out["judge_model"] = {
+                "dtype": self.params.variant(variant).dtype,
+                "chat_template": text_md5(template) if template is not None else None,
+            }
+        return out
 
 
 def _place(device: str | None) -> torch.device:

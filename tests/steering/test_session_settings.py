@@ -1,0 +1,58 @@
+"""What a logged steering result must match to be served: the session's settings change
+with every judge input that changes a score, and stay as logged where none is set."""
+
+from __future__ import annotations
+
+import shutil
+
+from conftest import write_params
+from steerops.config import load_params
+from steerops.steering.evaluate import settings_hash
+from steerops.steering.session import SteeringSession
+
+TRAIT = "toy/refusal"
+TEMPLATE = (
+    "{% for m in messages %}{{ '<|' + m['role'] + '|> ' + m['content'] + ' ' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+
+
+def _settings(tmp_path, toy, judge: dict, instruct=None, base=None, traits=None) -> str:
+    folder = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
+    folder.mkdir()
+    model = {"id": str(toy / "model")}
+    blocks = {
+        "judge": {"cache_dir": str(folder / "cache"), **judge},
+        "models": {"base": {**model, **(base or {})}, "instruct": {**model, **(instruct or {})}},
+    }
+    if traits is not None:
+        blocks["traits"] = {"root": str(traits), "names": [TRAIT]}
+    session = SteeringSession(load_params(write_params(folder, toy, **blocks)), TRAIT, False)
+    return settings_hash(session.settings(session.questions))
+
+
+def test_a_judge_input_that_changes_scores_changes_the_settings(tmp_path, toy_world, monkeypatch):
+    monkeypatch.setenv("KEY_XYZ", "sk-test")  # nothing is sent: the judge is only built
+    endpoint = {"kind": "openai", "base_url": "https://judge.invalid/v1", "model": "m"}
+    endpoint["api_key_env"] = "KEY_XYZ"
+    first = _settings(tmp_path, toy_world, endpoint)
+    assert _settings(tmp_path, toy_world, endpoint) == first
+    # min_prob_mass is applied after the judge's cache (not in its id): a result logged
+    # under another threshold holds other None scores
+    assert _settings(tmp_path, toy_world, {**endpoint, "min_prob_mass": 0.9}) != first
+    # a chat template from params changes the steered model's prompts (the folder's own
+    # template is in its fingerprint)
+    assert _settings(tmp_path, toy_world, endpoint, instruct={"chat_template": TEMPLATE}) != first
+    # the proxy judge reading another variant than the steered one: its dtype and chat
+    # template change the likelihoods
+    traits = tmp_path / "traits"
+    shutil.copytree(toy_world / "traits", traits)
+    (traits / TRAIT / "phrases.txt").write_text("sorry\n")
+    proxy = {"kind": "proxy", "variant": "base"}
+    read = _settings(tmp_path, toy_world, proxy, traits=traits)
+    assert _settings(tmp_path, toy_world, proxy, base={"dtype": "bfloat16"}, traits=traits) != read
+    templated = {"chat_template": TEMPLATE}
+    assert _settings(tmp_path, toy_world, proxy, base=templated, traits=traits) != read
+    # the exact toy judge has no threshold: settings logged before stay served
+    toy = _settings(tmp_path, toy_world, {"kind": "toy"})
+    assert _settings(tmp_path, toy_world, {"kind": "toy", "min_prob_mass": 0.9}) == toy
