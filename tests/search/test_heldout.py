@@ -131,3 +131,34 @@ def _best_row_keys() -> dict:
     """The rest of what best.csv reads from best.json."""
     keys = "trait variant method position component n_trials".split()
     return {**dict.fromkeys(keys, ""), "feasible": True, "n_generations": {"total": 0}}
+
+
+def test_heldout_responses_of_another_choice_left_by_a_killed_finaliser_are_not_reused(
+    tmp_path,
+):
+    """A finalisation of another choice (another study writing to the same folder) killed
+    between its held-out responses and its best.json leaves them beside the best.json of
+    the earlier choice: a rerun of that choice generates its own again instead of reporting
+    the other config's responses as its own."""
+    from synthetic import SOURCE
+
+    from steerops.search.heldout import evaluate_heldout
+    from steerops.search.store import HELDOUT_FILE, write_heldout_responses
+    from steerops.steering.configs import Config
+
+    config = Config.single(SOURCE, 2, 1.5)
+    held_eval = CopyingHeldout()
+    first = _finalise(tmp_path, held_eval, config)  # choice L2 c1.5: responses, best.json
+    other = ServedHeldout(logged_here=True)
+    other.responses = lambda results: [  # the other choice's (L2 c1.25) responses
+        dataclasses.replace(
+            other.result,
+            responses=[{"question": q, "response": "other", "trait": 5.0} for q in ["h1", "h2"]],
+        )
+    ]
+    held = evaluate_heldout(other, Config.single(SOURCE, 2, 1.25), "positive", 0)
+    write_heldout_responses(tmp_path, held)  # ... SIGKILL before its best.json
+    assert "other" in (tmp_path / HELDOUT_FILE).read_text()
+    assert _finalise(tmp_path, held_eval, config) == first
+    assert "other" not in (tmp_path / HELDOUT_FILE).read_text()
+    assert held_eval.regenerated == 2  # generated again, not taken from the other choice

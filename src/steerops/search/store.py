@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from steerops.io import read_json, read_jsonl, write_json, write_jsonl, write_text
+from steerops.io import file_md5, read_json, read_jsonl, write_json, write_jsonl, write_text
 from steerops.paths import cell_dir
 from steerops.steering.best import COMPACT as CELL_HEADLINES
 from steerops.summary import collect, summary_dir
@@ -96,6 +96,11 @@ def compact(best: dict) -> dict:
 
 
 def write_best(folder: Path, best: dict) -> None:
+    """best.json (with the MD5 of the held-out responses written before it, so a later
+    file of another choice is not read as this one's) and best.csv."""
+    held = best.get("heldout")
+    if isinstance(held, dict) and (folder / HELDOUT_FILE).is_file():
+        best = {**best, "heldout": {**held, "responses_md5": file_md5(folder / HELDOUT_FILE)}}
     write_json(folder / BEST_FILE, best)
     row = best_row(best)
     buf = io.StringIO()
@@ -122,6 +127,10 @@ def written_heldout_responses(
     chosen, held = best.get("chosen") or {}, best.get("heldout") or {}
     same = (chosen.get("layer"), chosen.get("coefficient"), held.get("settings_hash"))
     if same != (layer, coefficient, settings_hash):
+        return None
+    # a finalisation of another choice killed before its best.json left its responses here
+    # (no MD5: a best.json written before it was kept)
+    if held.get("responses_md5") not in (None, file_md5(folder / HELDOUT_FILE)):
         return None
     return rows if [r.get("question") for r in rows] == questions else None
 
