@@ -306,3 +306,31 @@ def test_an_undefined_final_r_is_printed_as_such(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(train_module, "train", constant_on_final)
     assert main(["probe", "train", "--params", str(params_file)]) == 0
     assert "final r undefined (constant predictions) (n " in capsys.readouterr().out
+
+
+def test_train_killed_after_its_run_is_in_place_reuses_it(tmp_path):
+    """SIGKILLed after its run folder is renamed into place, before runs.jsonl indexes it:
+    the rerun reuses that finished run (indexing it) instead of training it again."""
+    import shutil
+
+    import killer
+
+    params_file, params, *_ = probe_world(tmp_path)
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    argv = ["probe", "train", "--params", str(params_file)]
+    counted = killer.run(argv, tmp_path, root, "count")
+    assert counted.returncode == 0, counted.stderr[-2000:]
+    renamed = json.loads((tmp_path / "kill_counts.json").read_text())["renamed"]
+    shutil.rmtree(root)
+    at = renamed.index("runs/runs.jsonl")  # the run folder is the rename just before
+    assert killer.killed(killer.run(argv, tmp_path, root, f"before:{at + 1}"))
+    [run] = [p.name for p in (root / "runs").iterdir() if not p.name.startswith(".")]
+    assert not (root / "runs" / "runs.jsonl").exists()
+    result = killer.run(argv, tmp_path, root, "count")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "reusing" in result.stdout
+    listed = sorted(p.name for p in (root / "runs").iterdir() if not p.name.startswith("."))
+    assert listed == sorted([run, "latest.json", "runs.jsonl"])  # no second run trained
+    runs = [json.loads(line) for line in (root / "runs" / "runs.jsonl").read_text().splitlines()]
+    assert [(r["run_id"], r["reused"]) for r in runs] == [(run, True)]
+    assert json.loads((root / "runs" / "latest.json").read_text())["run_id"] == run

@@ -75,13 +75,23 @@ def find_run(root: Path, key: str) -> Path | None:
     """The newest finished, intact run with this key, if any (a damaged one is reported on
     stderr and passed over, so it is trained again)."""
     index = runs_dir(root) / "runs.jsonl"
-    for entry in reversed(read_jsonl(index) if index.exists() else []):
+    entries = read_jsonl(index) if index.exists() else []
+    for entry in reversed(entries):
         run_dir = runs_dir(root) / entry["run_id"]
         if entry.get("key") == key and (run_dir / MANIFEST).is_file():
             problem = run_damage(run_dir)
             if problem is None:
                 return run_dir
             print(f"{run_dir}: {problem}; training it again", file=sys.stderr)
+    # a run renamed into place by an invocation killed before it indexed it is finished too
+    # (run ids sort by time; a dot folder is a run still being assembled)
+    indexed = {entry.get("run_id") for entry in entries}
+    for manifest in sorted(runs_dir(root).glob(f"*/{MANIFEST}"), reverse=True):
+        run_dir = manifest.parent
+        if run_dir.name in indexed or run_dir.name.startswith("."):
+            continue
+        if run_damage(run_dir) is None and read_json(manifest).get("key") == key:
+            return run_dir
     return None
 
 
