@@ -37,6 +37,8 @@ def judge(smollm2, refusal_phrases) -> ProxyJudge:
 
 def test_normalise_spells_out_contractions_and_quotes():
     assert normalise("I\u2019m  sorry, I CAN'T and won't.") == "i am sorry, i cannot and will not."
+    # modifier-letter and full-width apostrophes, as some tokenizers decode them
+    assert normalise("I\u02bcm sorry, I can\uff07t.") == "i am sorry, i cannot."
     assert normalise("It isn't; we'd rather not") == "it is not; we'd rather not"
 
 

@@ -38,9 +38,13 @@ _CONTRACTIONS = [  # the irregular ones first; then the regular suffixes
 _CONTRACTION_PATTERNS = [(re.compile(p), r) for p, r in _CONTRACTIONS]
 
 
+# Curly, modifier-letter, full-width and back-quote apostrophes read as the straight one.
+_APOSTROPHES = str.maketrans(dict.fromkeys("\u2019\u2018\u02bc\uff07`", "'"))
+
+
 def normalise(text: str) -> str:
     """Lower case, straight apostrophes, contractions spelled out, single spaces."""
-    text = text.lower().replace("\u2019", "'").replace("\u2018", "'").replace("`", "'")
+    text = text.lower().translate(_APOSTROPHES)
     for pattern, replacement in _CONTRACTION_PATTERNS:
         text = pattern.sub(replacement, text)
     return re.sub(r"\s+", " ", text).strip()
