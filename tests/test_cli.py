@@ -151,6 +151,18 @@ def test_out_on_a_producer_stage_moves_its_whole_run(tmp_path):
         build_parser(["steer"]).parse_args(["steer", "--pipeline=1"])
 
 
+def test_a_list_flag_may_start_with_a_negative_number(tmp_path):
+    """`--coefficients -1,1` is a list of two coefficients, not a missing value (argparse
+    before Python 3.13 took `-1,1` for a flag); a value that is no number stays an error."""
+    params = _params(tmp_path, "--pipeline", "--coefficients", "-0.5,0.5", "--subset", "3")
+    assert params.steering.coefficients == [-0.5, 0.5]
+    assert _params(tmp_path, "--pipeline", "--coefficients", "-1e-1").steering.coefficients == [
+        -0.1
+    ]
+    with pytest.raises(SystemExit):
+        build_parser(["steer"]).parse_args(["steer", "--coefficients", "-x"])
+
+
 def test_device_flag_pins_every_variant_of_the_run(toy_params):
     """`--device` (one worker per GPU on a shared params file) replaces every variant's
     device and device_map for this run; the params file is not changed."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import shlex
 import sys
 import time
@@ -77,6 +78,8 @@ STAGES: dict[str, tuple[str, str]] = {
 }
 
 _OVERRIDE = "override:"
+# `-1`, `-0.5`, `-1e-3`, `-1,1` (no flag of steerops looks like a negative number)
+_NEGATIVE_VALUE = re.compile(r"^-\.?\d")
 _FLAG_OF: dict[str, str] = {}  # params key -> the flag that sets it (for error messages)
 RUNS_DIR = "runs"  # scratch run folders, next to the params file
 _invocation: list[str] = []  # this process's command line, as `main` got it
@@ -278,7 +281,14 @@ def _drop_if_empty(folder: Path | None) -> None:
 
 class OneLineParser(argparse.ArgumentParser):
     """A bad flag is one error line and exit code 2, like every other bad input (argparse
-    prints the whole usage first); subcommand parsers inherit the class."""
+    prints the whole usage first); subcommand parsers inherit the class.
+
+    A value that starts with a negative number is a value, lists included: argparse before
+    Python 3.13 reads `--coefficients -1,1` as a second flag ("expected one argument")."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_VALUE
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
