@@ -116,8 +116,7 @@ def load_model(
     if reuse and reuse.name == variant and reuse.tokenizer.padding_side == padding_side:
         return reuse
     spec = params.variant(variant)
-    source = check_variant(params, variant)
-    tokenizer = load_tokenizer(params, variant, padding_side=padding_side)
+    source, tokenizer = _checked(params, variant, padding_side)
     kwargs: dict = {
         "revision": spec.revision,
         "trust_remote_code": spec.trust_remote_code,
@@ -153,17 +152,22 @@ def check_variant(params: Params, variant: str) -> str:
     template that compiles, a readable config and tokenizer, module paths that resolve;
     returns the source.
     Cheap, so a stage calls it before opening its MLflow run (no FAILED run for a typo)."""
+    return _checked(params, variant)[0]
+
+
+def _checked(params: Params, variant: str, padding_side: str = "left"):
+    """(source, tokenizer) after `check_variant`'s checks: `load_model` keeps the tokenizer
+    they loaded instead of loading it twice."""
     check_placement(params.variant(variant), variant)
     source = model_source(params, variant)
     _refuse_pickles(source, variant)
-    chat_template(params, variant)
-    _check_readable(params, variant, source)
-    return source
+    return source, _check_readable(params, variant, source, padding_side)
 
 
-def _check_readable(params: Params, variant: str, source: str) -> None:
-    """The config and tokenizer read (a folder without tokenizer files, a damaged config
-    are one line before the run opens, not a FAILED run), and `layers_path` / `attn_path` /
+def _check_readable(params: Params, variant: str, source: str, padding_side: str):
+    """The tokenizer (with its chat template from params, checked to compile), after the
+    config and tokenizer read (a folder without tokenizer files, a damaged config are one
+    line before the run opens, not a FAILED run), and `layers_path` / `attn_path` /
     `mlp_path`, when params set them, resolved on the model built from its config on the
     meta device (no weights, no memory)."""
     from transformers import AutoConfig
@@ -177,17 +181,18 @@ def _check_readable(params: Params, variant: str, source: str) -> None:
         raise SteeropsError(
             f"models.{variant}.id: cannot read the model's config: {_first_line(exc)}"
         ) from None
-    load_tokenizer(params, variant)
+    tokenizer = load_tokenizer(params, variant, padding_side=padding_side)
     if not (spec.layers_path or spec.attn_path or spec.mlp_path):
-        return
+        return tokenizer
     try:
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(
                 config, trust_remote_code=spec.trust_remote_code
             )
     except (OSError, ValueError):  # not a causal LM transformers builds: loading will say
-        return
+        return tokenizer
     resolve_layout(skeleton, spec.layers_path, variant, spec.attn_path, spec.mlp_path)
+    return tokenizer
 
 
 def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
