@@ -44,6 +44,15 @@ class LogLines(tqdm_std.tqdm):
         if hasattr(self, "fp"):  # (a disabled bar has none)
             self.fp = _NoBlanks(self.fp)  # tqdm's own carriage returns and newlines
 
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        # Without a bar tqdm ignores `bar_format` and prints the count with str(): a count
+        # in fractions of rows (steered decoding credits tokens) read 85.33333333333333/280.
+        values = super().format_dict
+        if isinstance(values["n"], float) and not values["n"].is_integer():
+            values["n"] = round(values["n"], 1)
+        return values
+
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
         line = (msg if msg is not None else self.__str__()).strip()
         if line and line != self._said:  # (close() sets `disable` before its last display)
