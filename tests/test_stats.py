@@ -55,6 +55,22 @@ def test_paired_bootstrap_matches_the_documented_recipe_and_scipy():
     assert stats.paired_delta([None], [50.0], seed=0) == stats.Interval(0, None, None, None)
 
 
+def test_proportion_is_the_wilson_interval_of_scipy():
+    for n in (1, 2, 7, 12, 30, 61):
+        for hits in range(n + 1):
+            got = stats.proportion(hits, n)
+            ci = scipy_stats.binomtest(hits, n).proportion_ci(0.95, method="wilson")
+            assert got.n == n and got.mean == hits / n
+            assert (got.lo, got.hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
+            assert 0.0 <= got.lo <= got.mean <= got.hi <= 1.0
+    ci = scipy_stats.binomtest(9, 12).proportion_ci(0.8, method="wilson")
+    got = stats.proportion(9, 12, confidence=0.8)
+    assert (got.lo, got.hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    assert stats.proportion(0, 0) == stats.Interval(0, None, None, None)
+    with pytest.raises(ValueError):
+        stats.proportion(5, 4)
+
+
 def test_half_stats_means_and_delta():
     steered = [(100.0, 80.0), (0.0, 90.0), (None, None), (100.0, 70.0)]
     base = [(0.0, 100.0), (0.0, 100.0), (0.0, 100.0), (0.0, 95.0)]

@@ -17,13 +17,18 @@ so anyone can recompute it:
 
 `sign` is -1 with `steering.direction: negative`, so a positive delta always means "more of
 what the steering aims for". A config "has an effect" when `lo > 0`.
+
+A share of hits (a vectors' held-out accuracy) gets a Wilson score interval instead
+(`proportion`): exact-enough for small n, never outside [0, 1].
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -64,7 +69,7 @@ def split_questions(
 
 @dataclass(frozen=True)
 class Interval:
-    n: int  # questions in the estimate
+    n: int  # questions (or trials, for a proportion) in the estimate
     mean: float | None
     lo: float | None
     hi: float | None
@@ -98,6 +103,21 @@ def paired_delta(
     tail = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(means, [tail, 1.0 - tail])
     return Interval(n, float(d.mean()), float(lo), float(hi))
+
+
+def proportion(hits: int, n: int, confidence: float = CONFIDENCE) -> Interval:
+    """hits / n with its Wilson score interval (scipy's `binomtest(hits, n).proportion_ci(
+    method="wilson")`); no estimate from no trials."""
+    if n == 0:
+        return Interval(0, None, None, None)
+    if not 0 <= hits <= n:
+        raise ValueError(f"proportion: {hits} hits out of {n}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # rounding can step a hair past the bounds at 0 or n hits
+    return Interval(n, p, max(0.0, centre - half), min(1.0, centre + half))
 
 
 @dataclass(frozen=True)

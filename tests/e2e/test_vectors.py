@@ -47,5 +47,5 @@ def test_toy_refusal_vectors_separate_heldout_requests(tmp_path, toy_world):
             load_params(path).out, TRAIT, "base", POSITION, "residual", method
         )
         assert meta["hidden_size"] == loaded.layout.hidden_size == vectors[0].shape[0]
-        best = max(v["val_acc"] for v in meta["layers"].values())
-        assert best >= 0.95, (method, meta["layers"])
+        best = meta["best"]  # chosen on half of val, measured on the other half
+        assert best["heldout_n"] == 30 and best["heldout_acc"] >= 0.95, (method, best)

@@ -82,8 +82,11 @@ def test_every_method_end_to_end_with_mlflow(tmp_path):
                 load_params(path).out, TRAIT, "base", POSITION, "residual", method
             )
             assert cosine(vectors[0], vectors[1]) < 0.9
+        best = meta["best"]
+        assert run.data.metrics["best_layer"] == best["layer"]
+        assert run.data.metrics["best_heldout_n"] == best["heldout_n"] == 10
         if method != "random_baseline":
-            assert run.data.metrics["best_val_acc"] >= 0.9, method
+            assert run.data.metrics["best_heldout_acc"] >= 0.9, method
 
 
 def test_cli_errors_are_one_line_and_keep_outputs(tmp_path, capsys):

@@ -26,6 +26,7 @@ from steerops.specs import MethodName, parse_method
 from steerops.tracking.names import relative
 from steerops.vectors.activations import TraitActivations
 from steerops.vectors.cleaning import dims_to_remove, zero_dims
+from steerops.vectors.heldout import choose, split_val
 from steerops.vectors.methods import METHODS, PAIRED_METHODS, get_method
 from steerops.vectors.metrics import separation
 from steerops.vectors.store import check_hidden_size
@@ -99,6 +100,7 @@ def build_method(
         check_base(base, acts, method, params)
     fit = get_method(method.base)
     massive = stored_massive_by_layer(params.out, calibration_variant)
+    halves = split_val(acts, params.seed)
     vectors, layers_meta = {}, {}
     for layer in tqdm(
         acts.layers, desc=f"{name} {position}", disable=not progress or None, leave=False
@@ -138,7 +140,12 @@ def build_method(
             "massive_share": massive_share(
                 unit, None if massive is None else massive.get(layer, [])
             ),
-            **separation(unit, x, acts.train.pos, acts.train.neg, acts.val.pos, acts.val.neg),
+            # on the val halves (`heldout`); None where the halves cannot serve
+            "selection_acc": None,
+            "heldout_acc": None,
+            **separation(
+                unit, x, acts.train.pos, acts.train.neg, acts.val.pos, acts.val.neg, **halves.rows()
+            ),
         }
     n_examples = len(acts.metadata.get("examples", []))
     metadata = {
@@ -166,6 +173,8 @@ def build_method(
         },
         "calibration": calibration_record,
         "layers": layers_meta,
+        # chosen on one half of val, reported on the other (the max of val_acc is optimistic)
+        "best": choose(layers_meta, halves, params.seed),
         "warnings": collect(name, position, layers_meta, n_examples),
     }
     return Built(method, vectors, metadata)

@@ -3,7 +3,8 @@
 Examples are projected onto the vector; the threshold is the midpoint between the mean
 projections of the positive and negative train examples, and an example counts as correct
 when positives fall above it and negatives below. Validation examples use the train
-midpoint, so val_acc measures generalisation of both direction and threshold.
+midpoint, so val_acc measures generalisation of both direction and threshold; so do the
+accuracies on named halves of val (`heldout.split_val`), from the same projections.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ def separation(
     train_neg: torch.Tensor,
     val_pos: torch.Tensor,
     val_neg: torch.Tensor,
+    **halves: tuple[torch.Tensor, torch.Tensor],
 ) -> dict[str, float | None]:
-    """`acts` is [n, d]; the index tensors pick rows. Returns midpoint, train_acc, val_acc."""
+    """`acts` is [n, d]; the index tensors pick rows. Returns midpoint, train_acc, val_acc
+    and `<name>_acc` for each named (positive rows, negative rows) in `halves`."""
     proj = acts.float() @ unit.float()
     midpoint = 0.5 * (proj[train_pos].mean() + proj[train_neg].mean())
     return {
         "midpoint": float(midpoint),
         "train_acc": _accuracy(proj, midpoint, train_pos, train_neg),
         "val_acc": _accuracy(proj, midpoint, val_pos, val_neg),
+        **{f"{name}_acc": _accuracy(proj, midpoint, *rows) for name, rows in halves.items()},
     }
 
 

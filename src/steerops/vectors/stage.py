@@ -2,7 +2,8 @@
 (trait, position, method), writing each method's vectors, and MLflow logging.
 
 One MLflow run per invocation, with one nested run per (trait, position, method) holding
-its params, per-layer metrics (step = layer) and the vector files as artifacts.
+its params, per-layer metrics (step = layer), the best layer's metrics (`best_*`: chosen on
+one half of val, reported on the other; `heldout.py`) and the vector files as artifacts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,18 @@ from steerops.vectors.store import (
     vectors_for,
 )
 
-_PER_LAYER = ("raw_norm", "train_acc", "val_acc", "midpoint")
+_PER_LAYER = ("raw_norm", "train_acc", "val_acc", "selection_acc", "heldout_acc", "midpoint")
+# the metadata's `best` record as metrics (None values are not logged)
+_BEST = (
+    "layer",
+    "train_acc",
+    "selection_acc",
+    "selection_n",
+    "heldout_acc",
+    "heldout_n",
+    "heldout_lo",
+    "heldout_hi",
+)
 
 
 def add_selection_flags(parser: argparse.ArgumentParser, methods: str) -> None:
@@ -158,29 +170,20 @@ def _log_method(params, tracker, built: Built, directory: Path, acts_dir: Path) 
         layers = meta["layers"]
         for layer, values in layers.items():
             child.log_metrics({k: values[k] for k in _PER_LAYER}, step=int(layer))
-        best = max(layers, key=lambda layer: _score(layers[layer]))
-        child.log_metrics(
-            {
-                "best_layer": int(best),
-                "best_val_acc": layers[best]["val_acc"],
-                "best_train_acc": layers[best]["train_acc"],
-            }
-        )
+        best = meta["best"]
+        if best["reason"] is None:
+            child.log_metrics({f"best_{k}": best[k] for k in _BEST})
         hashes = input_hash_tags(params, {"activations": acts_dir})
         if calibration.get("file"):
             # recorded relative to the project folder
             file = params.root / calibration["file"]
             hashes.update(input_hash_tags(params, {"calibration": file}))
         tags = {**hashes, "steerops.method": meta["method"]}
+        if best["reason"] is not None:  # why the run has no best_* metrics
+            tags["steerops.no_best"] = best["reason"]
         if meta.get("warnings"):  # one line each; the full text is in metadata.json
             tags["steerops.warnings"] = "\n".join(meta["warnings"])[:4000]
         child.set_tags(tags)
         artifact_dir = f"vectors/{position_slug(meta['position'])}/{meta['method']}"
         for name in (TENSORS_FILE, METADATA_FILE):
             child.log_artifact(directory / name, artifact_path=artifact_dir)
-
-
-def _score(values: dict) -> tuple[float, float]:
-    """Rank layers by val accuracy, then train accuracy (val is None without a val split)."""
-    val = values["val_acc"]
-    return (-1.0 if val is None else val, values["train_acc"])

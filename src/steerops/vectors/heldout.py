@@ -1,0 +1,127 @@
+"""The best layer of one method's vectors, chosen on one half of the val examples and
+reported on the other.
+
+The max over layers of a val accuracy is the val accuracy plus the luck of the best draw
+(30 layers, ~60 examples): reported on the examples that chose it, it is optimistic. So
+`split_val` deals the val examples into a selection half and a held-out half (seeded,
+stratified by class, all rollouts of a source prompt and both members of a pair in the
+same half, as the train/val split keeps them), `choose` picks the layer with the highest
+selection-half accuracy and reports its held-out accuracy with n and a Wilson interval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from steerops import stats
+from steerops.vectors.activations import ClassRows, TraitActivations
+
+# extraction draws the train/val split from streams 0 and 1 of the seed
+_STREAM = 2
+RULE = (
+    "highest selection_acc (ties: higher train_acc, then the lower layer); "
+    "reported: heldout_acc with a 95% Wilson interval"
+)
+
+
+@dataclass(frozen=True)
+class Halves:
+    selection: ClassRows
+    heldout: ClassRows
+    reason: str | None  # why no layer can be chosen and reported (None: one can)
+
+    def rows(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{"selection"/"heldout": (positive rows, negative rows)}; none when degenerate."""
+        if self.reason:
+            return {}
+        return {
+            "selection": (self.selection.pos, self.selection.neg),
+            "heldout": (self.heldout.pos, self.heldout.neg),
+        }
+
+
+def split_val(acts: TraitActivations, seed: int) -> Halves:
+    """Deal the val examples' source prompts into two halves: within each kind of source
+    (positive only, negative only, both), a seeded shuffle dealt alternately, so the halves
+    differ by at most one source per kind and in all."""
+    examples = acts.metadata["examples"]
+    polarity = {row: "positive" for row in acts.val.pos.tolist()}
+    polarity.update({row: "negative" for row in acts.val.neg.tolist()})
+    groups: dict[tuple[str, int], list[int]] = {}
+    for row in sorted(polarity):
+        source = int(examples[row].get("source_index", row))
+        # a paired trait's positive and negative of one prompt share a source (activations
+        # without the `paired` flag are split as unpaired)
+        groups.setdefault(("" if acts.paired else polarity[row], source), []).append(row)
+    kinds: dict[tuple[str, ...], list[tuple[str, int]]] = {}
+    for key in sorted(groups):
+        kinds.setdefault(tuple(sorted({polarity[r] for r in groups[key]})), []).append(key)
+    rng = np.random.default_rng([seed, _STREAM])
+    dealt = [kinds[k][i] for k in sorted(kinds) for i in rng.permutation(len(kinds[k]))]
+    halves = [{r for key in dealt[start::2] for r in groups[key]} for start in (0, 1)]
+    selection, heldout = (_rows(acts.val, half) for half in halves)
+    return Halves(selection, heldout, _reason(acts.val, selection, heldout))
+
+
+def _rows(val: ClassRows, half: set[int]) -> ClassRows:
+    def keep(rows: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([r for r in rows.tolist() if r in half], dtype=torch.long)
+
+    return ClassRows(keep(val.pos), keep(val.neg))
+
+
+def _reason(val: ClassRows, selection: ClassRows, heldout: ClassRows) -> str | None:
+    if len(val.pos) + len(val.neg) == 0:
+        return "no val examples to choose a layer on and report it on (extraction.val_fraction)"
+    if min(len(selection.pos), len(selection.neg), len(heldout.pos), len(heldout.neg)) == 0:
+        return (
+            f"the val examples ({len(val.pos)} positive, {len(val.neg)} negative) cannot give "
+            "both halves both classes (too few source prompts of a class in val)"
+        )
+    return None
+
+
+def choose(layers: dict[str, dict[str, Any]], halves: Halves, seed: int) -> dict[str, Any]:
+    """The metadata's `best` record: the chosen layer and its numbers, or None for each with
+    the reason."""
+    n_selection = len(halves.selection.pos) + len(halves.selection.neg)
+    n_heldout = len(halves.heldout.pos) + len(halves.heldout.neg)
+    record: dict[str, Any] = {
+        "layer": None,
+        "train_acc": None,
+        "selection_acc": None,
+        "selection_n": n_selection,
+        "heldout_acc": None,
+        "heldout_n": n_heldout,
+        "heldout_lo": None,
+        "heldout_hi": None,
+        "reason": halves.reason,
+        "rule": RULE,
+        "split": {
+            "seed": seed,
+            "selection": sorted(halves.selection.pos.tolist() + halves.selection.neg.tolist()),
+            "heldout": sorted(halves.heldout.pos.tolist() + halves.heldout.neg.tolist()),
+        },
+    }
+    if halves.reason:
+        return record
+    best = max(
+        layers,
+        key=lambda k: (layers[k]["selection_acc"], layers[k]["train_acc"], -int(k)),
+    )
+    values = layers[best]
+    # the accuracy is hits / n, so this recovers the hits exactly
+    heldout = stats.proportion(round(values["heldout_acc"] * n_heldout), n_heldout)
+    record.update(
+        layer=int(best),
+        train_acc=values["train_acc"],
+        selection_acc=values["selection_acc"],
+        heldout_acc=heldout.mean,
+        heldout_lo=heldout.lo,
+        heldout_hi=heldout.hi,
+    )
+    return record

@@ -1,0 +1,170 @@
+"""The best layer of a method's vectors: chosen on one seeded half of val, reported on the
+other with n and a Wilson interval (against numpy and scipy), and no number where the val
+split cannot give one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import binomtest
+
+from steerops.cli import main
+from steerops.vectors import load_vectors
+from steerops.vectors.activations import TraitActivations, _split_rows
+from steerops.vectors.store import vectors_dir
+from vector_data import POSITION, TRAIT, params_file, write_activations
+
+N_LAYERS, N_POS, N_VAL = 30, 40, 12
+
+
+def noise(seed: int = 0) -> dict[int, np.ndarray]:
+    """Activations with no class signal at any layer: every accuracy is chance plus luck."""
+    rng = np.random.default_rng(seed)
+    return {layer: rng.normal(size=(2 * N_POS, 8)) for layer in range(N_LAYERS)}
+
+
+def run_vectors(tmp_path: Path) -> tuple[dict, object]:
+    """`steerops vectors --methods mean_diff` with tracking: (metadata, the method's run)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = params_file(tmp_path, tracking={"enabled": True, "uri": uri})
+    assert main(["vectors", "--params", str(path), "--methods", "mean_diff"]) == 0
+    folder = vectors_dir(tmp_path / "outputs", TRAIT, "base", POSITION, "residual", "mean_diff")
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("toy-refusal").experiment_id])
+    [child] = [r for r in runs if r.data.params.get("method") == "mean_diff"]
+    return load_vectors(folder)[1], child
+
+
+def accuracy(x: np.ndarray, unit: np.ndarray, mid: float, pos: list[int], neg: list[int]):
+    return ((x[pos] @ unit > mid).sum() + (x[neg] @ unit <= mid).sum()) / (len(pos) + len(neg))
+
+
+def test_best_layer_is_chosen_on_one_half_of_val_and_reported_on_the_other(tmp_path):
+    """On classes with no signal the max over 30 layers of the val accuracy is well above
+    chance; the reported number is the chosen layer's accuracy on val examples that played
+    no part in choosing it (numpy reference), with a Wilson interval (scipy)."""
+    data = noise()
+    write_activations(tmp_path / "outputs", data, N_POS, n_val=N_VAL)
+    meta, run = run_vectors(tmp_path)
+    best = meta["best"]
+    train_pos, val_pos = list(range(N_POS - N_VAL)), list(range(N_POS - N_VAL, N_POS))
+    train_neg = list(range(N_POS, 2 * N_POS - N_VAL))
+    val_neg = list(range(2 * N_POS - N_VAL, 2 * N_POS))
+    # the halves: disjoint, all of val, both classes split evenly
+    selection, heldout = best["split"]["selection"], best["split"]["heldout"]
+    assert not set(selection) & set(heldout)
+    assert sorted(selection + heldout) == val_pos + val_neg
+    for half in (selection, heldout):
+        assert len(set(half) & set(val_pos)) == len(set(half) & set(val_neg)) == N_VAL // 2
+    halves = {
+        name: ([r for r in rows if r < N_POS], [r for r in rows if r >= N_POS])
+        for name, rows in (("selection", selection), ("heldout", heldout))
+    }
+    ref = {}
+    for layer, x in data.items():
+        gap = x[train_pos].mean(0) - x[train_neg].mean(0)
+        unit = gap / np.linalg.norm(gap)
+        mid = 0.5 * ((x[train_pos] @ unit).mean() + (x[train_neg] @ unit).mean())
+        ref[layer] = {
+            "val": accuracy(x, unit, mid, val_pos, val_neg),
+            "train": accuracy(x, unit, mid, train_pos, train_neg),
+            **{name: accuracy(x, unit, mid, *rows) for name, rows in halves.items()},
+        }
+        got = meta["layers"][str(layer)]
+        assert got["selection_acc"] == pytest.approx(ref[layer]["selection"])
+        assert got["heldout_acc"] == pytest.approx(ref[layer]["heldout"])
+    chosen = max(ref, key=lambda k: (ref[k]["selection"], ref[k]["train"], -k))
+    hits = round(ref[chosen]["heldout"] * len(heldout))
+    ci = binomtest(hits, len(heldout)).proportion_ci(0.95, method="wilson")
+    expected = {
+        "layer": chosen,
+        "selection_acc": ref[chosen]["selection"],
+        "selection_n": len(selection),
+        "heldout_acc": ref[chosen]["heldout"],
+        "heldout_n": len(heldout),
+        "heldout_lo": ci.low,
+        "heldout_hi": ci.high,
+        "train_acc": ref[chosen]["train"],
+    }
+    assert {k: best[k] for k in expected} == pytest.approx(expected, abs=1e-9)
+    assert best["reason"] is None and best["split"]["seed"] == 0
+    metrics = run.data.metrics
+    assert {k: metrics[f"best_{k}"] for k in expected} == pytest.approx(expected, abs=1e-9)
+    assert "best_val_acc" not in metrics  # the number chosen and reported on the same examples
+    # what the same-split number claimed, and what the other half says
+    same_split = max(r["val"] for r in ref.values())
+    assert same_split >= 0.7 and same_split > best["heldout_acc"]
+    assert best["selection_acc"] >= 0.7
+    assert best["heldout_lo"] < 0.5 < best["heldout_hi"]
+
+
+def activations(examples: list[dict], paired: bool | None) -> TraitActivations:
+    train, val = _split_rows(examples, Path("metadata.json"))
+    meta = {"examples": examples, "paired": paired}
+    return TraitActivations(Path("."), meta, [0], 4, "md5", train, val)
+
+
+def examples_of(sources: int, rollouts: int, val: set[int]) -> list[dict]:
+    return [
+        {"polarity": p, "source_index": s, "rollout": r, "split": "val" if s in val else "train"}
+        for p in ("positive", "negative")
+        for s in range(sources)
+        for r in range(rollouts)
+    ]
+
+
+@pytest.mark.parametrize("paired", [True, False, None])
+def test_the_split_keeps_sources_and_pairs_whole_and_is_seeded(paired):
+    from steerops.vectors.heldout import split_val
+
+    examples = examples_of(sources=14, rollouts=3, val=set(range(2, 13)))
+    acts = activations(examples, paired)
+    halves = split_val(acts, seed=5)
+    assert halves.reason is None
+    side = {}
+    for name, rows in (("selection", halves.selection), ("heldout", halves.heldout)):
+        for row in rows.pos.tolist() + rows.neg.tolist():
+            ex = examples[row]
+            key = ex["source_index"] if paired else (ex["polarity"], ex["source_index"])
+            assert side.setdefault(key, name) == name  # rollouts (and pairs) stay together
+    # 11 val sources per class: 6 and 5 (rows: 3 rollouts each)
+    sizes = sorted(len(h.pos) for h in (halves.selection, halves.heldout))
+    assert sizes == [15, 18]
+    again = split_val(acts, seed=5)
+    assert torch.equal(again.heldout.pos, halves.heldout.pos)
+    others = [split_val(acts, seed=s).heldout.pos for s in range(6, 12)]
+    assert any(not torch.equal(o, halves.heldout.pos) for o in others)
+
+
+def test_no_best_layer_without_val_or_with_a_class_in_one_half_only(tmp_path):
+    """No val split, or a class with one source prompt in val: the best is None with the
+    reason (in metadata.json and as an MLflow tag), never a number."""
+    write_activations(tmp_path / "none" / "outputs", noise(), N_POS, n_val=0)
+    meta, run = run_vectors(tmp_path / "none")
+    best = meta["best"]
+    assert best["layer"] is None and "no val examples" in best["reason"]
+    numbers = ("selection_acc", "heldout_acc", "heldout_lo", "heldout_hi", "train_acc")
+    assert all(best[k] is None for k in numbers)
+    assert all(v["selection_acc"] is None is v["heldout_acc"] for v in meta["layers"].values())
+    assert not [k for k in run.data.metrics if k.startswith("best_")]
+    assert run.data.tags["steerops.no_best"] == best["reason"]
+
+    # one positive source in val: whichever half it lands in, the other has no positive
+    acts_dir = write_activations(tmp_path / "one" / "outputs", noise(1), N_POS, n_val=N_VAL)
+    saved = json.loads((acts_dir / "metadata.json").read_text())
+    for ex in saved["examples"][: N_POS - 1]:
+        ex["split"] = "train"
+    (acts_dir / "metadata.json").write_text(json.dumps(saved))
+    meta, run = run_vectors(tmp_path / "one")
+    best = meta["best"]
+    assert best["layer"] is None and "cannot give both halves both classes" in best["reason"]
+    assert "1 positive, 12 negative" in best["reason"]
+    assert all(best[k] is None for k in numbers)
+    assert not [k for k in run.data.metrics if k.startswith("best_")]
+    assert run.data.tags["steerops.no_best"] == best["reason"]
