@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
+from scipy.optimize import brentq
 
 from steerops import stats
 from steerops.errors import SteeropsError
@@ -69,6 +70,22 @@ def test_proportion_is_the_wilson_interval_of_scipy():
     assert stats.proportion(0, 0) == stats.Interval(0, None, None, None)
     with pytest.raises(ValueError):
         stats.proportion(5, 4)
+
+
+def test_proportion_of_half_hits_solves_the_wilson_equation():
+    # the Wilson bounds are the p where |p_hat - p| = z sqrt(p (1 - p) / n): solved
+    # numerically for the half hits of ties, which scipy's binomtest cannot take
+    z = scipy_stats.norm.ppf(0.975)
+    for hits, n in [(4.5, 10), (0.5, 3), (119.5, 120)]:
+        p_hat = hits / n
+
+        def gap(p, p_hat=p_hat, n=n):
+            return abs(p_hat - p) - z * (p * (1 - p) / n) ** 0.5
+
+        lo = brentq(gap, 1e-12, p_hat)
+        hi = brentq(gap, p_hat, 1 - 1e-12)
+        got = stats.proportion(hits, n)
+        assert (got.lo, got.hi) == pytest.approx((lo, hi), abs=1e-9)
 
 
 def test_half_stats_means_and_delta():

@@ -105,9 +105,10 @@ def paired_delta(
     return Interval(n, float(d.mean()), float(lo), float(hi))
 
 
-def proportion(hits: int, n: int, confidence: float = CONFIDENCE) -> Interval:
+def proportion(hits: float, n: int, confidence: float = CONFIDENCE) -> Interval:
     """hits / n with its Wilson score interval (scipy's `binomtest(hits, n).proportion_ci(
-    method="wilson")`); no estimate from no trials."""
+    method="wilson")` for whole hits; half hits, from ties, are allowed, which scipy's is
+    not); no estimate from no trials."""
     if n == 0:
         return Interval(0, None, None, None)
     if not 0 <= hits <= n:

@@ -26,8 +26,8 @@ from scipy.optimize import minimize
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import log_ndtr
-from scipy.stats import norm
 
+from steerops import stats
 from steerops.errors import SteeropsError
 
 LOG_SIGMA_BOUNDS = (-4.0, 4.0)
@@ -160,16 +160,6 @@ def fit_thurstonian(
     )
 
 
-def wilson_interval(hits: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion (scipy's binomtest(...).proportion_ci(
-    method="wilson") for whole hits; half hits from ties are allowed)."""
-    z = float(norm.ppf(0.5 + confidence / 2))
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
-
-
 def heldout_accuracy(
     comparisons: list[tuple[str, str, str]],
     prior_mu: float = 10.0,
@@ -191,10 +181,11 @@ def heldout_accuracy(
     diff = mu[pairs[held, 0]] - mu[pairs[held, 1]]
     hits = float((diff > 0).sum() + 0.5 * (diff == 0).sum())
     n = int(held.sum())
+    interval = stats.proportion(hits, n)
     return {
         "accuracy": hits / n,
         "n": n,
-        "ci": list(wilson_interval(hits, n)),
+        "ci": [interval.lo, interval.hi],
         "fraction": fraction,
     }
 
