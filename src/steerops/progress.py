@@ -49,8 +49,9 @@ class LogLines(tqdm_std.tqdm):
         # Without a bar tqdm ignores `bar_format` and prints the count with str(): a count
         # in fractions of rows (steered decoding credits tokens) read 85.33333333333333/280.
         values = super().format_dict
-        if isinstance(values["n"], float) and not values["n"].is_integer():
-            values["n"] = round(values["n"], 1)
+        if isinstance(values["n"], float):
+            n = values["n"]
+            values["n"] = int(n) if n.is_integer() else round(n, 1)
         return values
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
