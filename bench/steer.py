@@ -423,6 +423,7 @@ def profile_static(args, model, layout, prompts, pad, stops, n_configs) -> None:
     options = decode.StaticLoop(
         backend=None if args.backend == "none" else args.backend, check_every=args.check_every
     )
+    started = time.perf_counter()
     with profile(activities=activities) as prof:
         generate_steered(
             model,
@@ -439,12 +440,26 @@ def profile_static(args, model, layout, prompts, pad, stops, n_configs) -> None:
             scope=args.scope,
         )
         _sync(str(model.get_input_embeddings().weight.device))
+    wall = time.perf_counter() - started
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     print(
         f"profile of one static pass, {n_configs} configs, {stats.steps} decode steps, "
         f"{stats.prefills} prefills:"
     )
-    print(prof.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=60))
+    # Wide names: inductor names a fused kernel after its ops (a `clone`/`expand` of
+    # cache-sized tensors, say), which a narrow column cuts off.
+    averages = prof.key_averages()
+    print(averages.table(sort_by=sort, row_limit=25, max_name_column_width=110))
+    steps = max(1, stats.steps)
+    if cuda:  # is the step bound by the device's kernels or by the host between them?
+        kernels = [e for e in averages if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy = sum(e.self_device_time_total for e in kernels) / 1e3  # ms
+        launches = sum(e.count for e in kernels)
+        print(
+            f"pass {wall * 1e3:,.0f} ms under the profiler: {wall * 1e3 / steps:.2f} ms a decode "
+            f"step (prefill in); device kernels {busy:,.0f} ms, {busy / steps:.2f} ms and "
+            f"{launches / steps:,.0f} kernels a step; the rest is the host or idle device"
+        )
 
 
 if __name__ == "__main__":

@@ -184,6 +184,40 @@ def test_one_compiled_graph_serves_every_steering_table():
     assert len({str(o) for o in outputs}) == 4, "each table should change the tokens"
 
 
+@pytest.mark.parametrize("packed", [True, False])
+def test_compiled_step_reads_the_cache_without_a_copy_per_query_head(monkeypatch, packed):
+    """Under compile HF's sdpa repeats keys and values per query head (`repeat_kv`): the
+    whole cache, every layer, every step. The loop's step folds the query heads instead
+    (`decode_attention`); tokens stay HF generate's either way."""
+    values: list[torch.Tensor] = []
+
+    def backend(graph_module, example_inputs):
+        for node in graph_module.graph.nodes:
+            if isinstance(node.meta.get("example_value"), torch.Tensor):
+                values.append(node.meta["example_value"])
+        return graph_module.forward
+
+    if not packed:  # the control: without the packing the copies are there
+        monkeypatch.setattr(decode, "packed_gqa", contextlib.nullcontext)
+    model = tiny_model("llama")  # 4 query heads, 2 key/value heads
+    layout = resolve_layout(model)
+    table = SteeringTable([[(1, unit(4, layout.hidden_size), 6.0)]] * 8)
+    reference, loop = both(
+        model,
+        layout,
+        PROMPTS[:4] * 2,
+        table,
+        options=decode.StaticLoop(backend=backend),
+        stop_ids=[2],
+        slots=8,
+    )
+    assert loop == reference
+    mask = next(v for v in values if v.dtype == torch.bool and v.dim() == 2)  # [slots, cache]
+    per_head = mask.numel() * model.config.num_attention_heads * model.config.head_dim
+    copies = [v for v in values if v.numel() == per_head and v.dtype.is_floating_point]
+    assert len(copies) == (0 if packed else 2 * 2 * model.config.num_hidden_layers)
+
+
 def test_a_kept_state_made_in_inference_mode_serves_the_next_call(monkeypatch):
     """On CUDA the cache's write index moves to the GPU at the first placement, inside
     inference mode; a compiled step keeps that state for the next call, which resets it."""

@@ -33,6 +33,7 @@ import torch
 
 from steerops.errors import SteeropsError
 from steerops.models.batching import is_out_of_memory, release_memory
+from steerops.models.decode_attention import packed_gqa
 from steerops.models.decode_run import Run
 from steerops.models.decode_step import compiled_step, decode_step, release, slot_state
 from steerops.models.decode_trunk import Trunk
@@ -222,8 +223,15 @@ def _decode(
     # A compiled step cannot hand states to the host: only an eager one keeps them.
     keeper = keeper if backend is None else None
     capturing = keeper.capturing() if keeper is not None else contextlib.nullcontext()
-    # One graph per slot count and cache shape: allow more than dynamo's default 8.
-    with torch.inference_mode(), torch._dynamo.config.patch(recompile_limit=64), capturing:
+    # One graph per slot count and cache shape: allow more than dynamo's default 8. A
+    # compiled step attends to the cache without copying it per query head (`packed_gqa`).
+    packing = packed_gqa() if backend is not None else contextlib.nullcontext()
+    with (
+        torch.inference_mode(),
+        torch._dynamo.config.patch(recompile_limit=64),
+        capturing,
+        packing,
+    ):
         # A kept state's tensors are made in inference mode (on CUDA the cache's write
         # index is moved there at its first placement), so they are reset in it too.
         state = slot_state(model, plan.fit(len(order)), cache_len, width, keep)
