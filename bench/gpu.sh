@@ -10,10 +10,12 @@
 #                     vs shards written inline (no writer thread) (60 s)
 #   steer             the static loop vs the engine on HF generate at 64 and 256 distinct
 #                     configs (256 rows a step), then one profiled static pass (130 s)
-#   steer_wide        the static loop at 1,024 configs, 1,024 rows a step (100 s; HF
-#                     generate's rate does not depend on the config count: 6.4k new tok/s
-#                     at 64, 256 and 1,024 on an H200)
-#   extract_compiled  extraction with compiled blocks (60 s)
+#   steer_wide        256 configs at 1,024 rows a step: the loop with its steps captured
+#                     by hand as CUDA graphs (StaticLoop(capture=True): no dynamo guards
+#                     per step) vs the static loop (about 150 s; HF generate's rate does
+#                     not depend on the config count: 6.4k new tok/s at 64, 256 and 1,024)
+#   extract_compiled  extraction with compiled blocks, only with EXTRACT_COMPILED=1 (60 s;
+#                     measured twice at 29.6-30.3k tok/s)
 #
 #     bash bench/gpu.sh                      # CUDA: about 8 minutes on an H200
 #     bash bench/gpu.sh --smoke [TOY_MODEL]  # tiny shapes on CPU: checks it runs end to end
@@ -38,7 +40,7 @@ if [[ "${1:-}" == "--smoke" ]]; then
     checks=(--device cpu)
 else
     steer=(--model gemma3-4b --device cuda --configs 64,256 --max-new-tokens 64)
-    wide=(--model gemma3-4b --device cuda --configs 1024 --max-new-tokens 64 --max-batch-rows 1024)
+    wide=(--model gemma3-4b --device cuda --configs 256 --max-new-tokens 64 --max-batch-rows 1024)
     extract=(--device cuda)
     median=(--device cuda --batch 64 --seq 256 --hidden 2560)  # an extraction batch's layer
     checks=(--device cuda)
@@ -58,15 +60,17 @@ stage() {  # stage NAME SECONDS COMMAND...
     ((status == 0)) || echo "$name: exit $status$why" | tee -a "$out/failed.txt"
     echo "$name: $((SECONDS - start)) s" | tee -a "$out/seconds.txt"
 }
-stage checks "${CHECKS_S:-150}" "$py" "$root/bench/gpu_checks.py" "${checks[@]}"
+stage checks "${CHECKS_S:-200}" "$py" "$root/bench/gpu_checks.py" "${checks[@]}"
 stage token_norm 60 "$py" "$root/bench/token_norm.py" "${median[@]}"
 stage extract "${EXTRACT_S:-90}" "$py" "$root/bench/extract.py" "${extract[@]}" \
     --ways steerops,naive,inline
 stage steer "${STEER_S:-200}" "$py" "$root/bench/steer.py" "${steer[@]}" --prompts 4 \
     --prompt-len 32 --ways static,hf --repeats 3 --json "$out/steer.json" --profile
-stage steer_wide "${STEER_WIDE_S:-150}" "$py" "$root/bench/steer.py" "${wide[@]}" --prompts 4 \
-    --prompt-len 32 --ways static --repeats 3 --json "$out/steer_wide.json"
-stage extract_compiled "${EXTRACT_S:-75}" "$py" "$root/bench/extract.py" "${extract[@]}" --compile
+stage steer_wide "${STEER_WIDE_S:-200}" "$py" "$root/bench/steer.py" "${wide[@]}" --prompts 4 \
+    --prompt-len 32 --ways static_graph,static --repeats 3 --json "$out/steer_wide.json"
+if [[ -n "${EXTRACT_COMPILED:-}" ]]; then
+    stage extract_compiled "${EXTRACT_S:-75}" "$py" "$root/bench/extract.py" "${extract[@]}" --compile
+fi
 
 "$py" - "$out" <<'PY'
 import json, os, re, statistics, sys
@@ -87,7 +91,7 @@ for r in [*json.loads(read("steer.json") or "[]"), *json.loads(read("steer_wide.
     rows.append((f"steer {r['configs']} configs, {r['max_batch_rows']} rows", r["way"],
                  spread(r["tokens_per_s"]),
                  f"{step}useful {r['useful_share']:.0%}, syncs/step {syncs}, "
-                 f"time/static {statistics.median(r['time_vs_first']):.2f}x, "
+                 f"time/first way {statistics.median(r['time_vs_first']):.2f}x, "
                  f"identical {r['identical_rows']:.0%}"))
 for blocks in ("extract", "extract_compiled"):
     text = read(f"{blocks}.txt")

@@ -5,6 +5,8 @@ Every way produces the same greedy tokens for every (config, question) row:
   fixed-shape step, finished rows' slots refilled);
 - static_own: the same loop (same row order) with every row computing the blocks below its
   steering itself (`StaticLoop(share_trunk=False)`): `models.decode_trunk`'s gain alone;
+- static_graph: the same loop with the steps between done-mask reads captured by hand as one
+  CUDA graph (`StaticLoop(capture=True)`, `models.decode_graphs`; on CPU the same as static);
 - hf: `generate_steered(loop="hf")`, the same per-row steering around HF `generate`;
 - naive: one `generate` per config with a plain forward hook (batch = the questions).
 Each way is warmed up (the static loop compiles its step for every slot count it uses),
@@ -178,7 +180,7 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
     )
     stats: dict[str, decode.DecodeStats] = {}
 
-    def engine(loop, name=None, share_trunk=True):
+    def engine(loop, name=None, share_trunk=True, capture=False):
         stats[name or loop] = decode.DecodeStats()
         return generate_steered(
             model,
@@ -190,7 +192,7 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
             max_new_tokens=args.max_new_tokens,
             loop=loop,
             max_batch_rows=args.max_batch_rows,
-            loop_options=dataclasses.replace(options, share_trunk=share_trunk),
+            loop_options=dataclasses.replace(options, share_trunk=share_trunk, capture=capture),
             stats=stats[name or loop],
             scope=args.scope,
         )
@@ -198,6 +200,7 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
     ways = {
         "static": lambda: engine("static"),
         "static_own": lambda: engine("static", "static_own", share_trunk=False),
+        "static_graph": lambda: engine("static", "static_graph", capture=True),
         "hf": lambda: engine("hf"),
         "naive": lambda: naive(
             model, layout, prompts, configs, pad, stops, args.max_new_tokens, args.scope
@@ -208,10 +211,12 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
     # otherwise one config's rows warm the kernels and the allocator.
     compiled = args.backend != "none" and (args.backend != "auto" or device.startswith("cuda"))
     started = time.perf_counter()
-    if any(name.startswith("static") for name in ways):
-        # later config counts use the slot counts the first compiled: one chunk warms them
-        whole = compiled and first
-        warm = configs if whole else configs[: max(1, args.max_batch_rows // len(prompts))]
+    # later config counts use the slot counts the first compiled: one chunk warms them
+    whole = compiled and first
+    warm = configs if whole else configs[: max(1, args.max_batch_rows // len(prompts))]
+    # a step compiled for capture (no CUDA graphs of its own) is a graph of its own
+    captures = {name == "static_graph" for name in ways if name.startswith("static")}
+    for capture in sorted(captures):
         generate_steered(
             model,
             layout,
@@ -222,7 +227,7 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
             max_new_tokens=args.max_new_tokens,
             loop="static",
             max_batch_rows=args.max_batch_rows,
-            loop_options=options,
+            loop_options=dataclasses.replace(options, capture=capture),
             scope=args.scope,
         )
     print(f"  warm-up of the static loop: {time.perf_counter() - started:.1f} s", flush=True)

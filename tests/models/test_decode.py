@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -425,3 +426,24 @@ def test_progress_moves_every_step_and_sums_to_the_rows():
     assert not any(finished_rows[:-1]) and len(reported) == len(finished_rows)
     assert reported[0] == pytest.approx(len(prompts) * 2 / 10)  # prefill's token + a step's
     assert sum(reported) == pytest.approx(len(prompts))
+
+
+def test_capture_off_cuda_runs_the_same_compiled_steps():
+    """`StaticLoop(capture=True)` captures CUDA graphs only on CUDA (bench/gpu_checks.py
+    checks those against HF generate); elsewhere the same compiled steps run, one by one."""
+    model = tiny_model("gemma3_text")
+    layout = resolve_layout(model)
+    table, prompts = _grid(layout.hidden_size, copies=1)
+    graphs, options = _counting()
+    stats = decode.DecodeStats()
+    reference, loop = both(
+        model,
+        layout,
+        prompts,
+        table,
+        stats,
+        dataclasses.replace(options, capture=True),
+        stop_ids=_stops(model, layout, prompts, table),
+    )
+    assert loop == reference
+    assert stats.graphs == 0 and len(graphs) == len(set(stats.buckets))

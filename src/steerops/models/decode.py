@@ -34,6 +34,7 @@ import torch
 from steerops.errors import SteeropsError
 from steerops.models.batching import is_out_of_memory, release_memory
 from steerops.models.decode_attention import packed_gqa
+from steerops.models.decode_graphs import StepGraphs
 from steerops.models.decode_run import Run
 from steerops.models.decode_step import compiled_step, decode_step, release, slot_state
 from steerops.models.decode_trunk import Trunk
@@ -72,12 +73,16 @@ class StaticLoop:
     between reads of the done mask; None: 4 on CUDA, 1 on CPU (a read costs no sync).
     `share_trunk`: rows of one prompt prefill the blocks below their steering once
     (`decode_trunk`); off, every row computes its own, in the same row order (to measure
-    the sharing)."""
+    the sharing). `capture`: on CUDA with a compiled step, the `check_every` steps between
+    reads of the done mask are captured by hand as one CUDA graph (`decode_graphs`; the
+    step is compiled without CUDA graphs of its own) and replayed with no per-step host
+    work; elsewhere it changes nothing."""
 
     backend: str | Callable | None = "auto"
     mode: str | None = None
     check_every: int | None = None
     share_trunk: bool = True
+    capture: bool = False
 
 
 @dataclass
@@ -90,6 +95,7 @@ class DecodeStats:
     reused_prompt_tokens: int = 0  # prompt tokens not recomputed (shared prefix, equal prompt)
     trunk_block_tokens: int = 0  # (block, token) pairs of prefills the trunk did not compute
     shifts: int = 0  # cache shifts to the left
+    graphs: int = 0  # CUDA graphs captured by hand (`StaticLoop(capture=True)`)
     buckets: list[int] = field(default_factory=list)
 
     @property
@@ -214,6 +220,10 @@ def _decode(
     cache_len = -(-(longest_left[0] + run.max_new + max(2 * every, 8)) // 8) * 8
     width = run.max_new + 1
     backend = ("inductor" if cuda else None) if options.backend == "auto" else options.backend
+    graphs = None
+    if options.capture and cuda and backend is not None:
+        # the captured graph holds the kernels: the step itself compiles without graphs
+        graphs = StepGraphs(compiled_step(backend, "default", model), every)
     step = decode_step if backend is None else compiled_step(backend, options.mode, model)
     plan, keep = _SlotPlan(max_rows, compiled=backend is not None), backend is not None
     # An eager step may attend to a window of the cache (a compiled one keeps its shape);
@@ -247,7 +257,10 @@ def _decode(
             run.make_room(every, longest_left[len(order) - len(pending)])
             if windowed:  # attend from the first live row's start to the last write
                 run.state.attend((run.first_start(), run.state.t + every))
-            for _ in range(every):
+            if graphs is not None:
+                graphs.run(model, run.state, run.stops, run.max_new)
+                stats.graphs = graphs.captured
+            for _ in range(every if graphs is None else 0):
                 with keeper.stepping(run.rows) if keeper else contextlib.nullcontext():
                     step(model, run.state, run.stops, run.max_new)
             run.state.advanced(every)
