@@ -1,21 +1,34 @@
 """A hub id the machine cannot load (not cached, hub offline or unreachable) and a mistyped
-local path with a hub id's shape: one line before any run opens, never a download attempt."""
+local path with a hub id's shape: one line before any run opens, never a download attempt;
+one whose snapshot is complete in the cache loads from it without a connection."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import yaml
 
+import steerops
 from steerops.cli import main
 from steerops.config import load_params
 from steerops.errors import SteeropsError
-from steerops.models import hub
+from steerops.models import hub, loading
 from steerops.models.loading import check_variant, model_source
+from steerops.toy.tokenizer import build_tokenizer
+from tiny import tiny_model
 
 PROBE = hub._unreachable
+SRC = str(Path(steerops.__file__).resolve().parents[1])  # the steerops under test
+COMPLETE = {"config.json": b"{}", "tokenizer.json": b"{}", "model.safetensors": b"w"}
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +45,23 @@ def _params(tmp_path, model_id: str):
         yaml.safe_dump({"models": {"base": {"id": model_id}}, "tracking": {"enabled": False}})
     )
     return load_params(tmp_path / "params.yaml")
+
+
+def _cache(cache: Path, repo_id: str, files: dict[str, bytes], rev: str, main: bool = True):
+    """`files` as the hub cache holds a revision: blobs named by their hash, the snapshot
+    folder of links to them, and `refs/main` naming the revision when `main`."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / rev
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True)
+    for name, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+    if main:
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(rev)
+    return snapshot
 
 
 def _no_network(monkeypatch):
@@ -68,11 +98,7 @@ def test_an_uncached_hub_id_with_the_hub_unreachable_is_one_line(tmp_path, monke
 def test_a_cached_or_downloadable_hub_id_is_its_source(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    snapshot = tmp_path / "hf-cache" / "models--org--model" / "snapshots" / ("a" * 40)
-    snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text("{}")
-    (snapshot.parents[1] / "refs").mkdir()
-    (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
+    _cache(tmp_path / "hf-cache", "org/model", COMPLETE, "a" * 40)
     _no_network(monkeypatch)  # in the cache: the hub is not asked
     assert model_source(_params(tmp_path, "org/model"), "base") == "org/model"
 
@@ -111,3 +137,132 @@ def test_the_stage_stops_before_its_run_opens(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "models.instruct.id: 'google/gemma-3-4b-it'" in err[0]
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"config.json": b"{}", "tokenizer.json": b"{}"},  # a config read, weights never fetched
+        {"config.json": b"{}", "model.safetensors": b"w"},  # no tokenizer
+        {  # a sharded download cut short
+            "config.json": b"{}",
+            "tokenizer_config.json": b"{}",
+            "model.safetensors.index.json": json.dumps(
+                {"weight_map": {"a": "model-1-of-2.safetensors", "b": "model-2-of-2.safetensors"}}
+            ).encode(),
+            "model-1-of-2.safetensors": b"w",
+        },
+    ],
+)
+def test_a_snapshot_missing_files_loads_by_its_id_as_before(tmp_path, monkeypatch, files):
+    """Read from its folder alone, such a snapshot would fail where the hub would have sent
+    the rest: it is read by its id, as before (and not refused: part of it is cached)."""
+    snapshot = _cache(tmp_path / "hf-cache", "org/model", files, "a" * 40)
+    _no_network(monkeypatch)
+    params = _params(tmp_path, "org/model")
+    assert hub.cached_snapshot("org/model", None) is None
+    assert loading._source(params, "base")[:2] == ("org/model", "org/model")
+    if "model-1-of-2.safetensors" in files:  # the last shard arrives: complete
+        (snapshot / "model-2-of-2.safetensors").write_bytes(b"w")
+        assert hub.cached_snapshot("org/model", None) == snapshot
+        assert loading._source(params, "base")[:2] == ("org/model", str(snapshot))
+
+
+def test_damaged_weights_in_the_cache_are_one_line_before_any_run_opens(tmp_path):
+    _cache(tmp_path / "hf-cache", "org/model", COMPLETE, "a" * 40)  # b"w" is no safetensors
+    with pytest.raises(SteeropsError, match=r"models\.base\.id: .*/snapshots/a{40}/model\.safe"):
+        check_variant(_params(tmp_path, "org/model"), "base")
+
+
+def test_the_cache_revision_read_is_the_one_its_refs_name(tmp_path):
+    cache = tmp_path / "hf-cache"
+    old = _cache(cache, "org/model", COMPLETE, "a" * 40)
+    new = _cache(cache, "org/model", {**COMPLETE, "model.safetensors": b"v2"}, "b" * 40)
+    (new.parents[1] / "refs" / "v1").write_text("a" * 40)
+    assert hub.cached_snapshot("org/model", None) == new  # refs/main
+    assert hub.cached_snapshot("org/model", "v1") == old  # a branch or tag the cache knows
+    assert hub.cached_snapshot("org/model", "a" * 40) == old  # a commit
+    assert hub.cached_snapshot("org/model", "v2") is None  # one it does not: the hub's
+
+
+class _CountingHub:
+    """An endpoint that counts the connections made to it and closes each at once."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            self.connections += 1
+            conn.close()
+
+
+_LOAD = """
+import json, sys
+from steerops.config import load_params
+from steerops.models.loading import check_variant, load_model, model_shape
+params, out = load_params(sys.argv[1]), {}
+for variant in params.models:
+    check_variant(params, variant)
+    loaded = load_model(params, variant)
+    out[variant] = {
+        "source": loaded.source,
+        "layers": model_shape(params, variant).num_layers,
+        "embed": loaded.model.get_input_embeddings().weight.sum().item(),
+        "max_length": loaded.model.generation_config.max_length,
+        "template": bool(loaded.tokenizer.chat_template),
+    }
+print(json.dumps(out))
+"""
+
+
+def test_a_cached_hub_id_loads_without_connecting_to_the_hub(tmp_path):
+    """HF_HUB_OFFLINE unset on a machine whose hub endpoint does not serve: a hub id whose
+    snapshot is complete in the cache loads (config, tokenizer and chat template, weights,
+    generation config, the pre-load checks) without one connection. (It asked the hub
+    first: 9 to 16 connections here, then no tokenizer; with the endpoint refusing
+    connections it loaded after about 2 minutes of retries.)"""
+
+    def files(seed: int) -> dict[str, bytes]:
+        folder = tmp_path / f"model-{seed}"
+        tiny_model("llama", seed=seed).save_pretrained(folder)
+        build_tokenizer(["hello", "world"]).save_pretrained(folder)
+        generation = json.loads((folder / "generation_config.json").read_text())
+        (folder / "generation_config.json").write_text(json.dumps({**generation, "max_length": 77}))
+        return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    cache = tmp_path / "hf-cache"
+    _cache(cache, "org/tiny", files(1), "a" * 40, main=False)  # an older revision
+    _cache(cache, "org/tiny", files(0), "b" * 40)
+    models = {"base": {"id": "org/tiny"}, "pinned": {"id": "org/tiny", "revision": "a" * 40}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"models": models}))
+    hub_ = _CountingHub()
+    # none of the user's hub settings (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE would hide it)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    env.update(
+        HF_HOME=str(tmp_path / "hf-home"),
+        HF_HUB_CACHE=str(cache),
+        HF_ENDPOINT=hub_.url,
+        PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]),
+    )
+    args = [sys.executable, "-c", _LOAD, str(tmp_path / "params.yaml")]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    hub_.server.close()
+    assert hub_.connections == 0 and done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    want = {
+        seed: tiny_model("llama", seed=seed).model.embed_tokens.weight.sum().item()
+        for seed in (0, 1)
+    }
+    assert got["base"]["embed"] == pytest.approx(want[0])  # refs/main's revision
+    assert got["pinned"]["embed"] == pytest.approx(want[1])
+    for variant in got.values():
+        assert variant["source"] == "org/tiny" and variant["layers"] == 3
+        assert variant["max_length"] == 77 and variant["template"]

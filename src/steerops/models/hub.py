@@ -1,15 +1,21 @@
-"""A hub id that is not on this machine: one line before any run opens, not a download that
-fails after a minute of retries (HF's own, per file) inside a run.
+"""Where a hub id loads from: the local Hugging Face cache when its snapshot is complete
+there, the hub otherwise; an id the machine cannot load is one line before any run opens.
 
-A model in the local Hugging Face cache loads as it is. One that is not needs the hub: when
-the hub cannot be used (HF_HUB_OFFLINE, or its endpoint does not answer), the variant's id
-is refused, naming the local folder it was not found at too (a mistyped local path such as
-`data/smolm2` has the shape of a hub id).
+A complete snapshot (config, tokenizer, every safetensors shard) is read from its folder
+alone: given the id, transformers and huggingface_hub query the hub for the revision's
+latest files first and, on a machine without network, wait minutes on retries (forever on
+an endpoint that accepts and never answers) before they fall back to the cache. The
+revision read is the one the cache's refs name (`refs/main` unless params give `revision`).
+A snapshot with files missing loads by its id as before (the hub sends the rest). An id
+with nothing in the cache needs the hub: when the hub cannot be used (HF_HUB_OFFLINE, or
+its endpoint does not answer), the variant's id is refused, naming the local folder it was
+not found at too (a mistyped local path such as `data/smolm2` has the shape of a hub id).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,18 +23,21 @@ from pathlib import Path
 from steerops.errors import SteeropsError
 
 PROBE_TIMEOUT_S = 5.0
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
-def check_hub_id(repo_id: str, revision: str | None, local: Path, variant: str) -> None:
-    """Refuse `repo_id` (not a local folder) when it is neither cached nor downloadable."""
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
-        return
+def hub_snapshot(repo_id: str, revision: str | None, local: Path, variant: str) -> Path | None:
+    """The complete snapshot of `repo_id` (not a local folder) in the cache; None: it loads
+    by its id, and is refused when nothing of it is cached and the hub cannot be used."""
+    config = _cached_config(repo_id, revision)
+    if config is not None:  # one with files missing loads as before: the hub sends the rest
+        return _complete(config.parent)
     where = f"not a local folder ({local}) and not in the Hugging Face cache"
     if "/" in repo_id and local.parent.is_dir():
         # `data/smolm2` next to a `data/` folder: a mistyped path, not an organisation
         raise SteeropsError(f"models.{variant}.id: model not found: {local}")
+    from huggingface_hub import constants
+
     if constants.HF_HUB_OFFLINE:
         raise SteeropsError(
             f"models.{variant}.id: {repo_id!r} is {where}, and HF_HUB_OFFLINE is set"
@@ -39,6 +48,42 @@ def check_hub_id(repo_id: str, revision: str | None, local: Path, variant: str) 
             f"models.{variant}.id: {repo_id!r} is {where}, and the hub "
             f"{constants.ENDPOINT} is not reachable ({reason})"
         )
+    return None
+
+
+def cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
+    """The cache's snapshot folder of `repo_id` at `revision` (None: `refs/main`) when it
+    holds a config, a tokenizer and every safetensors shard; None otherwise (a download cut
+    short, or a repo whose config alone was read)."""
+    config = _cached_config(repo_id, revision)
+    return None if config is None else _complete(config.parent)
+
+
+def _cached_config(repo_id: str, revision: str | None) -> Path | None:
+    """config.json in the snapshot the cache's refs name for `revision` (or that commit)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    return Path(path) if isinstance(path, str) else None
+
+
+def _complete(snapshot: Path) -> Path | None:
+    if not any((snapshot / name).is_file() for name in _TOKENIZER_FILES):
+        return None
+    return snapshot if _weights_cached(snapshot) else None
+
+
+def _weights_cached(snapshot: Path) -> bool:
+    """Every safetensors file a load reads (the shards an index names, or the single file)
+    is there; is_file follows the cache's links, so one to a missing blob is missing."""
+    index = snapshot / "model.safetensors.index.json"
+    if not index.is_file():
+        return (snapshot / "model.safetensors").is_file()
+    try:
+        shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return False  # a damaged index: the hub's copy decides, as before
+    return bool(shards) and all((snapshot / name).is_file() for name in shards)
 
 
 @functools.lru_cache(maxsize=8)  # once per process: a stage resolves its variants often

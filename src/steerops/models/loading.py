@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -21,7 +21,7 @@ from transformers.utils import logging as hf_logging
 from steerops.errors import SteeropsError
 from steerops.models.chat_template import chat_template
 from steerops.models.fingerprint import model_fingerprint
-from steerops.models.hub import check_hub_id
+from steerops.models.hub import hub_snapshot
 from steerops.models.placement import check_placement
 from steerops.models.resolver import ModelLayout, module_device, resolve_layout
 
@@ -65,14 +65,30 @@ class LoadedModel:
 def model_source(params: Params, variant: str) -> str:
     """The local path (resolved against params) or hub id a variant loads from (a hub id
     that is neither in the local cache nor downloadable is refused: `hub`)."""
+    return _source(params, variant).name
+
+
+class _Source(NamedTuple):
+    name: str  # model_source: the local path or hub id
+    path: str  # what every transformers read opens (config, tokenizer, weights)
+    kwargs: dict[str, Any]  # and the keyword arguments each read takes
+
+
+def _source(params: Params, variant: str) -> _Source:
+    """Where a variant is read from: a hub id whose snapshot is complete in the cache is
+    read from that folder, so no read asks the hub (as a hub id, even with
+    `local_files_only`, huggingface_hub reaches for the hub while building its headers)."""
     spec = params.variant(variant)
+    kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
     local = params.path(spec.id)
     if local.exists():
-        return str(local)
+        return _Source(str(local), str(local), {**kwargs, "revision": spec.revision})
     if spec.id.startswith((".", "/", "~")) or not _HUB_ID.match(spec.id):
         raise SteeropsError(f"models.{variant}.id: model not found: {local}")
-    check_hub_id(spec.id, spec.revision, local, variant)
-    return spec.id
+    snapshot = hub_snapshot(spec.id, spec.revision, local, variant)
+    if snapshot is not None:  # the folder is the revision already
+        return _Source(spec.id, str(snapshot), kwargs)
+    return _Source(spec.id, spec.id, {**kwargs, "revision": spec.revision})
 
 
 @dataclass(frozen=True)
@@ -92,11 +108,9 @@ def model_shape(params: Params, variant: str) -> ModelShape:
     from transformers import AutoConfig
 
     spec = params.variant(variant)
-    source = model_source(params, variant)  # a missing local folder fails here
+    source = _source(params, variant)  # a missing local folder fails here
     try:
-        config = AutoConfig.from_pretrained(
-            source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
-        )
+        config = AutoConfig.from_pretrained(source.path, **source.kwargs)
     except (OSError, ValueError):
         return ModelShape(None, None, None)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -117,11 +131,7 @@ def load_model(
         return reuse
     spec = params.variant(variant)
     source, tokenizer = _checked(params, variant, padding_side)
-    kwargs: dict = {
-        "revision": spec.revision,
-        "trust_remote_code": spec.trust_remote_code,
-        "use_safetensors": True,
-    }
+    kwargs: dict = {**source.kwargs, "use_safetensors": True}
     if spec.dtype != "auto":
         kwargs["dtype"] = _DTYPES[spec.dtype]
     else:
@@ -133,17 +143,17 @@ def load_model(
     # transformers' per-load progress bar would add a line to every one-line error path
     hf_logging.disable_progress_bar()
     try:
-        model: Any = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
     except (OSError, ValueError, SafetensorError) as exc:  # missing, unknown or damaged
         raise SteeropsError(
-            f"models.{variant}.id: cannot load {source!r}: {_first_line(exc)}"
+            f"models.{variant}.id: cannot load {source.name!r}: {_first_line(exc)}"
         ) from None
     if spec.device_map is None:
         model.to(spec.device or "cpu")
     model.eval()
     model.requires_grad_(False)
     layout = resolve_layout(model, spec.layers_path, variant, spec.attn_path, spec.mlp_path)
-    return LoadedModel(variant, spec, source, model, tokenizer, layout)
+    return LoadedModel(variant, spec, source.name, model, tokenizer, layout)
 
 
 def check_variant(params: Params, variant: str) -> str:
@@ -152,19 +162,19 @@ def check_variant(params: Params, variant: str) -> str:
     template that compiles, a readable config and tokenizer, module paths that resolve;
     returns the source.
     Cheap, so a stage calls it before opening its MLflow run (no FAILED run for a typo)."""
-    return _checked(params, variant)[0]
+    return _checked(params, variant)[0].name
 
 
 def _checked(params: Params, variant: str, padding_side: str = "left"):
     """(source, tokenizer) after `check_variant`'s checks: `load_model` keeps the tokenizer
     they loaded instead of loading it twice."""
     check_placement(params.variant(variant), variant)
-    source = model_source(params, variant)
-    _refuse_pickles(source, variant)
+    source = _source(params, variant)
+    _refuse_pickles(source.path, variant)  # a cached snapshot's weights too
     return source, _check_readable(params, variant, source, padding_side)
 
 
-def _check_readable(params: Params, variant: str, source: str, padding_side: str):
+def _check_readable(params: Params, variant: str, source: _Source, padding_side: str):
     """The tokenizer (with its chat template from params, checked to compile), after the
     config and tokenizer read (a folder without tokenizer files, a damaged config are one
     line before the run opens, not a FAILED run), and `layers_path` / `attn_path` /
@@ -174,9 +184,7 @@ def _check_readable(params: Params, variant: str, source: str, padding_side: str
 
     spec = params.variant(variant)
     try:
-        config = AutoConfig.from_pretrained(
-            source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
-        )
+        config = AutoConfig.from_pretrained(source.path, **source.kwargs)
     except (OSError, ValueError) as exc:
         raise SteeropsError(
             f"models.{variant}.id: cannot read the model's config: {_first_line(exc)}"
@@ -196,12 +204,9 @@ def _check_readable(params: Params, variant: str, source: str, padding_side: str
 
 
 def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
-    spec = params.variant(variant)
-    source = model_source(params, variant)
+    source = _source(params, variant)
     try:
-        tok = AutoTokenizer.from_pretrained(
-            source, revision=spec.revision, trust_remote_code=spec.trust_remote_code
-        )
+        tok = AutoTokenizer.from_pretrained(source.path, **source.kwargs)
     except (OSError, ValueError) as exc:  # missing or unreadable tokenizer files
         raise SteeropsError(
             f"models.{variant}.id: cannot load tokenizer: {_first_line(exc)}"
