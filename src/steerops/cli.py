@@ -91,11 +91,17 @@ def invocation() -> str | None:
 
 
 def stage_parser(
-    subparsers, name: str, description: str, common: bool = True, scratch: bool = False
+    subparsers,
+    name: str,
+    description: str,
+    common: bool = True,
+    scratch: bool = False,
+    out_help: str | None = None,
 ) -> argparse.ArgumentParser:
     """The subparser of stage `name`: its help line from STAGES, `description` (a module
     docstring keeps its layout) and, with `common`, --params and --out (and --pipeline for
-    a stage whose hand-made runs are scratch runs)."""
+    a stage whose hand-made runs are scratch runs; `out_help` words --out for a stage that
+    reads it otherwise)."""
     formatter = (
         argparse.RawDescriptionHelpFormatter if "\n" in description else argparse.HelpFormatter
     )
@@ -103,7 +109,7 @@ def stage_parser(
         name, help=STAGES[name][1], description=description, formatter_class=formatter
     )
     if common:
-        add_common(parser, scratch)
+        add_common(parser, scratch, out_help)
     return parser
 
 
@@ -138,7 +144,9 @@ def abs_path(text: str) -> str:
     return str(Path(text).resolve())
 
 
-def add_common(parser: argparse.ArgumentParser, scratch: bool = False) -> None:
+def add_common(
+    parser: argparse.ArgumentParser, scratch: bool = False, out_help: str | None = None
+) -> None:
     parser.add_argument(
         "--params", default=None, metavar="FILE", help="experiment params (default: ./params.yaml)"
     )
@@ -165,7 +173,8 @@ def add_common(parser: argparse.ArgumentParser, scratch: bool = False) -> None:
             dest="run_folder",
             type=abs_path,
             metavar="DIR",
-            help="outputs root for this run instead of paths.out (read and written), with "
+            help=out_help
+            or "outputs root for this run instead of paths.out (read and written), with "
             "its metrics/, judge cache and, unless tracking.uri or MLFLOW_TRACKING_URI says "
             "otherwise, its MLflow store",
         )
@@ -196,7 +205,7 @@ def load_params_for(args: argparse.Namespace):
     overrides = overrides_from(args)
     folder = getattr(args, "run_folder", None)
     scratch = getattr(args, "scratch_stage", False)
-    if folder and not scratch:
+    if folder and not scratch and not getattr(args, "inputs_from_pipeline", False):
         overrides["paths.out"] = folder  # the whole run, inputs included, lives there
     params = load_params(args.params, overrides, flags_given(args))
     pin_device(params, getattr(args, "device", None))

@@ -273,3 +273,35 @@ def test_a_scratch_steer_is_served_the_pipelines_grid_scores(toy_world, tmp_path
     mine, grid_scores = scores(out), scores(tmp_path / "outputs")
     assert set(mine) == {(layer, c) for layer in (1, 2) for c in (0.5, 1.0, 1.5)}
     assert all(mine[key] == grid_scores[key] for key in grid_scores)
+
+
+def test_a_served_baseline_is_generated_again_once_for_all_cells(toy_world, tmp_path):
+    """A scratch sweep of several cells that is served the pipeline's baseline writes every
+    cell's baseline.json from one regeneration of its responses, not one per cell."""
+    from steerops.steering import session
+
+    methods = ("mean_diff", "probe")
+    params = steer_params(
+        tmp_path, toy_world, methods=methods, steering={"subset": 4, "max_new_tokens": 6}
+    )
+    cells = ["--method", ",".join(methods), "--layers", "1"]
+    grid = ["steer", "--pipeline", "--params", str(params), *cells]
+    assert main([*grid, "--coefficients", "0.5"]) == 0
+    descs: list[str] = []
+    real = session.SteeringSession.generate
+
+    def recording(self, prompts, configs, desc):
+        descs.append(desc)
+        return real(self, prompts, configs, desc)
+
+    out = tmp_path / "scratch"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(session.SteeringSession, "generate", recording)
+        argv = ["steer", "--params", str(params), "--out", str(out), *cells]
+        assert main([*argv, "--coefficients", "1"]) == 0
+    assert descs.count("steer: baseline responses") == 1
+    files = [
+        out / f"steering/toy/refusal/instruct/prompt_m1/residual/{m}/responses/baseline.json"
+        for m in methods
+    ]
+    assert read_json(files[0])["responses"] == read_json(files[1])["responses"]

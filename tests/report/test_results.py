@@ -263,3 +263,20 @@ def test_a_verdict_with_an_interval_of_no_width_says_why():
         "n 20 (every question gave the same delta: an interval of no width, not precision))"
     )
     assert "no width" not in ok
+
+
+def test_a_report_of_a_scratch_run_reads_the_pipelines_calibration_and_vectors(tmp_path):
+    """`report --out RUN` on a scratch steer's folder: the run steered the pipeline's vectors,
+    so the massive dims and each cleaned method's dim set come from the pipeline's outputs,
+    and the report equals the pipeline's on the same results."""
+    import shutil
+
+    _run(tmp_path)
+    pipeline = _report(tmp_path)
+    run = tmp_path / "runs" / "steer-1"
+    for stage in ("steering", "search"):  # a scratch run holds results only
+        shutil.copytree(tmp_path / "outputs" / stage, run / stage)
+    params = str(tmp_path / "params.yaml")
+    assert main(["report", "--params", params, "--out", str(run)]) == 0
+    for name in ("report.md", "massive_activations.csv", "cleaning_curve.csv"):
+        assert (run / "reports" / name).read_text() == (pipeline / name).read_text(), name

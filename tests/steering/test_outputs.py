@@ -26,3 +26,14 @@ def test_a_damaged_kept_response_file_is_dropped_not_a_crash(tmp_path, capsys):
     assert save_responses(tmp_path, "best", "h", baseline, [_result(1.0, [])], best) == []
     assert "damaged file, now removed" in capsys.readouterr().out
     assert not first.exists()
+
+
+def test_a_config_served_from_another_log_is_not_said_to_have_lost_its_responses(tmp_path, capsys):
+    """A scratch run served a config from the pipeline's log (or from other questions)
+    writes no response file for it; the note says so, not that a run failed to keep one."""
+    baseline = ConfigResult(None, 5.0, 99.0, 1, [])
+    served = _result(1.0, [])
+    served.cached = True  # logged_here False: copied from another log or other settings
+    assert save_responses(tmp_path, "best", "h", baseline, [served], {("2", 1.0)}) == []
+    out = capsys.readouterr().out
+    assert "served from" in out and "without keeping them" not in out

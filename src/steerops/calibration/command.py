@@ -220,13 +220,15 @@ def _log(tracker, record: dict, out_file: Path, heatmap: Path) -> None:
             "n_massive_dims": len(record["aggregate"]["massive_dims"]),
         }
     )
+    # per-layer series (step = layer); a layer's count under the run's own `n_massive_dims`
+    # would overwrite it (the last layer's 0 on SmolLM2, whose dim 507 is massive at 11-27)
     for layer, stats in record["layers"].items():
         tracker.log_metrics(
             {
                 "norm": stats["norm"],
                 "median_abs": stats["median_abs"],
                 "max_median_ratio": stats["max_median_ratio"],
-                "n_massive_dims": len(stats["massive_dims"]),
+                "layer_n_massive_dims": len(stats["massive_dims"]),
             },
             step=int(layer),
         )

@@ -28,10 +28,14 @@ def register(subparsers) -> None:
         "Gap analysis, preclean vs clean-after, cleaning curve, "
         "coefficient table and coefficient prediction, computed from the results files under "
         "the outputs root.",
+        out_help="a run's folder (e.g. a scratch steer's runs/steer-<time>/): its results are "
+        "reported into DIR/reports/, with the calibration and vector metadata of the "
+        "pipeline's outputs (paths.out), which that run steered with",
     )
     flags(parser, "report.min_coherence")
     flags(parser, "--report-dir=report.out", type=abs_path)
-    parser.set_defaults(func=run)
+    # --out's results were steered with the pipeline's vectors: read those, not DIR's
+    parser.set_defaults(func=run, inputs_from_pipeline=True)
 
 
 def run(args: argparse.Namespace) -> None:

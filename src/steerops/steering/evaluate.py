@@ -96,6 +96,7 @@ class SteeringEvaluator:
         self.scope = scope_of(self.settings)
         self._prompt_ids = session.encode(self.questions)
         self._baseline: ConfigResult | None = None
+        self._baseline_texts: ConfigResult | None = None  # a served baseline, regenerated
         self._hashes: dict[VectorRef, str] = {}
 
     # -- what the grid and the search call -------------------------------------------------
@@ -246,14 +247,17 @@ class SteeringEvaluator:
         ResultsLog(self._baseline_paths()[0]).append([self._baseline_entry()])
 
     def baseline_responses(self) -> ConfigResult:
-        """The baseline with its responses (generated again when it was served)."""
+        """The baseline with its responses (generated again when it was served, once for
+        all the cells that write them)."""
         base = self.baseline()
         if base.responses:
             return base
-        ids = self.session.generate(self._prompt_ids, [None], desc="steer: baseline responses")
-        fresh = self.session.score(self.questions, [ids])[0]
-        fresh.scores = _scores(fresh)
-        return fresh
+        if self._baseline_texts is None:
+            ids = self.session.generate(self._prompt_ids, [None], desc="steer: baseline responses")
+            fresh = self.session.score(self.questions, [ids])[0]
+            fresh.scores = _scores(fresh)
+            self._baseline_texts = fresh
+        return self._baseline_texts
 
     # -- inside ----------------------------------------------------------------------------
 

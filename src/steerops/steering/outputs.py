@@ -185,10 +185,12 @@ def save_responses(
         elif _kept_hash(path) != settings_hash:
             if path.exists() and _kept_hash(path) is None:
                 path.unlink()  # damaged: no half file beside the good ones
-            print(
-                f"note: no responses for {path.stem}: an earlier run evaluated it "
-                "without keeping them (or kept a damaged file, now removed)"
-            )
+                why = "an earlier run kept a damaged file, now removed"
+            elif not result.logged_here:  # e.g. a scratch run served from the pipeline's log
+                why = "its scores were served from another log or from other questions"
+            else:
+                why = "an earlier run evaluated it without keeping them"
+            print(f"note: no responses for {path.stem}: {why}")
             continue
         saved.append(path)
     return saved
