@@ -126,18 +126,20 @@ def write_grid(
     heldout_fraction: float = 0.5,
     same_vectors: dict[str, str] | None = None,
     baseline_trait: float = 0.0,
+    settings_of: dict[str, dict] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Cell logs as `steerops steer` writes them. `cells[(method, position)]` lists configs
     `(layer, coefficient, selection refusal fraction, held-out refusal fraction, coherence)`;
     the baseline scores `baseline_trait` (coherence 100) and a "refusing" question
     100 - `baseline_trait`. `same_vectors` maps a method to the one whose vector hashes it
-    shares. Returns the (selection, held-out) questions of the split."""
+    shares; `settings_of` a method to its cell's changed settings (e.g. another scope).
+    Returns the (selection, held-out) questions of the split."""
     from steerops.stats import split_questions
 
     selection, heldout = split_questions(questions, heldout_fraction, seed)
-    settings = settings_for(questions)
     base = [(baseline_trait, 100.0)] * len(questions)
     for (method, position), configs in cells.items():
+        settings = settings_for(questions, **(settings_of or {}).get(method, {}))
         entries = [baseline_entry(settings, questions, base)]
         same = (same_vectors or {}).get(method, method)
         for layer, coef, sel, held, coherence in configs:

@@ -76,6 +76,34 @@ def test_a_preclean_side_the_grid_did_not_steer_reads_not_steered(tmp_path):
     assert _row(table, method="probe")["preclean_status"] == "ok"
 
 
+def test_cells_run_under_other_settings_are_not_compared(tmp_path):
+    """A scratch `--pipeline` steer of the cleaned method with another scope: its gain over
+    the uncleaned method, its gap to preclean and its coefficient shift compare nothing."""
+    synthetic_grid(
+        tmp_path,
+        same_vectors={"mean_diff_preclean": "mean_diff_cleaned"},
+        settings_of={"mean_diff_cleaned": {"scope": "response"}},
+    )
+    frame = load_results(load_params(write_params(tmp_path)))
+    curve = tables.cleaning_curve(frame, 68)
+    other = _row(curve, variant="mean_diff_cleaned")
+    assert np.isnan(other["gain"]) and np.isnan(other["gain_n"])
+    assert other["gain_note"] == tables.SETTINGS_DIFFER
+    assert other["delta"] == 65  # its own numbers stand
+    same = _row(curve, variant="mean_diff_top1")
+    assert same["gain_note"] == "" and same["gain_n"] == 20 and not np.isnan(same["gain"])
+    gap = _row(tables.preclean_vs_clean_after(frame, 68, seed=0), method="mean_diff")
+    assert np.isnan(gap["gap"]) and gap["flag"] == tables.SETTINGS_DIFFER
+    coefficients = tables.coefficient_table(frame, 68)
+    assert np.isnan(_row(coefficients, method="mean_diff_cleaned")["cleaning_shift"])
+    assert _row(coefficients, method="mean_diff_top1")["cleaning_shift"] == 0.0
+    from steerops.report.results import _cleaning_lines
+
+    lines = _cleaning_lines(curve.assign(dims_removed=np.nan))
+    assert any("`mean_diff_cleaned`" in x and "**not compared**" in x for x in lines)
+    assert not any("`mean_diff_cleaned`" in x and "cleaning" in x.split("**")[-2] for x in lines)
+
+
 def test_cleaning_curve_known_answers(frame):
     curve = tables.cleaning_curve(frame, 68)
     md = curve[curve["method"] == "mean_diff"].set_index("dims_cleaned")["delta"]

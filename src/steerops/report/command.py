@@ -137,7 +137,9 @@ def _metrics(gap, prepost, errors, searched) -> dict:
         "cells_needing_finer_coefficients": int(count.get(stats.NEEDS_FINER, 0)),
         "aliases": int((gap["alias_of"] != "").sum()),
         "best_heldout_delta": _num(ok["delta"].max()) if len(ok) else None,
-        "flagged_preclean_gaps": int((prepost["flag"] != "").sum()) if len(prepost) else 0,
+        "flagged_preclean_gaps": (
+            int((prepost["flag"] == tables.LIKELY_BUG).sum()) if len(prepost) else 0
+        ),
         "best_predictor_loo_mae": _num(errors["loo_mae"].min()) if len(errors) else None,
         "searches": int(len(searched)),
         "searches_ok": int((searched["status"] == stats.OK).sum()) if len(searched) else 0,

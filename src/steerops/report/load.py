@@ -23,7 +23,9 @@ from steerops.steering.best import ROW_COLUMNS, aliases, config_rows, protocol, 
 from steerops.steering.store import METRICS_FILE, RESULTS_FILE, ResultsLog
 from steerops.vectors.store import is_stored, load_vectors, vectors_dir
 
-COLUMNS = ["model", *ROW_COLUMNS, "alias_of", "heldout_traits", "judge"]
+# `settings`: the cell's steering settings hash (configs of two cells compare only under
+# equal settings: scope, unit, judge, questions... are in it, the method is not)
+COLUMNS = ["model", *ROW_COLUMNS, "alias_of", "heldout_traits", "judge", "settings"]
 CELL = ["model", "trait", "variant", "position", "component"]
 
 
@@ -50,6 +52,7 @@ def load_results(params) -> pd.DataFrame:
             "vector_variant": settings.get("vector_variant"),
             "model": _model_id(params, model.get("variant"), model.get("id")),
             "judge": str(settings.get("judge") or ""),
+            "settings": settings_hash,
         }
         rows += config_rows(log, settings_hash, proto, labels, keep_heldout=True)
     frame = pd.DataFrame(rows, columns=COLUMNS)

@@ -116,6 +116,13 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
         if r.dims_cleaned == "0"
     }
     for row in curve.itertuples(index=False):
+        if row.gain_note:  # the two cells ran under different settings
+            lines.append(
+                f"- {row.trait} {row.position} `{row.variant}` against `{row.method}`: "
+                f"**not compared**, their cells ran under different steering settings "
+                f"(steer both with the same params to compare them)"
+            )
+            continue
         if pd.isna(row.gain):
             continue
         if row.gain_lo > 0:

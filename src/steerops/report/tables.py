@@ -132,7 +132,13 @@ def preclean_vs_clean_after(
                     "gap": _nan(gap.mean),
                     "gap_lo": _nan(gap.lo),
                     "gap_hi": _nan(gap.hi),
-                    "flag": "likely implementation problem" if flag else "",
+                    "flag": (
+                        LIKELY_BUG
+                        if flag
+                        else SETTINGS_DIFFER
+                        if _settings_differ(pre, post)
+                        else ""
+                    ),
                 }
             )
     columns = KEY + ["method", "preclean_status", "preclean_delta", "preclean_coherence"]
@@ -140,11 +146,21 @@ def preclean_vs_clean_after(
     return pd.DataFrame(out, columns=columns + ["gap", "gap_lo", "gap_hi", "flag"])
 
 
+SETTINGS_DIFFER = "settings differ"
+LIKELY_BUG = "likely implementation problem"
+
+
+def _settings_differ(pre: dict | None, post: dict | None) -> bool:
+    """Both configs exist but their cells ran under different steering settings (a scratch
+    `--pipeline` run with another scope, unit, judge...): no paired comparison."""
+    return pre is not None and post is not None and pre.get("settings") != post.get("settings")
+
+
 def _paired_gap(pre: dict | None, post: dict | None, seed: int, sign: float) -> stats.Interval:
     """pre - post in the steering direction (`sign`) over the held-out questions both were
     scored on: the paired bootstrap of the two configs' per-question trait scores (the
-    baseline cancels)."""
-    if pre is None or post is None:
+    baseline cancels); none when either is missing or their settings differ."""
+    if pre is None or post is None or _settings_differ(pre, post):
         return stats.Interval(0, None, None, None)
     a, b = pre.get("heldout_traits") or {}, post.get("heldout_traits") or {}
     common = [q for q in a if q in b]
@@ -186,10 +202,14 @@ def cleaning_curve(
                         "gain": _nan(gain.mean) if gain else np.nan,
                         "gain_lo": _nan(gain.lo) if gain else np.nan,
                         "gain_hi": _nan(gain.hi) if gain else np.nan,
+                        "gain_note": (
+                            SETTINGS_DIFFER if suffix and _settings_differ(hit, uncleaned) else ""
+                        ),
                     }
                 )
     columns = KEY + ["method", "dims_cleaned", "variant", "status", "alias_of", "layer"]
     columns += ["coefficient", *HELD.values(), "gain_n", "gain", "gain_lo", "gain_hi"]
+    columns += ["gain_note"]
     return pd.DataFrame(out, columns=columns)
 
 
@@ -216,12 +236,14 @@ def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame
                 **_held(hit),
                 "mean_diff_probe_ratio": (
                     float(md["coefficient"]) / float(pr["coefficient"])
-                    if md is not None and pr is not None
+                    if md is not None and pr is not None and not _settings_differ(md, pr)
                     else np.nan
                 ),
                 "cleaning_shift": (
                     float(hit["coefficient"]) - float(base["coefficient"])
-                    if base is not None and method != _base(method)
+                    if base is not None
+                    and method != _base(method)
+                    and not _settings_differ(hit, base)
                     else np.nan
                 ),
                 "at_largest_coefficient": stats.at_largest_coefficient(
