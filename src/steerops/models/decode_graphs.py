@@ -61,7 +61,9 @@ class StepGraphs:
                 return
             graph = torch.cuda.CUDAGraph()
             try:
-                with torch.cuda.graph(graph):  # records the kernels; nothing runs yet
+                # records the kernels, nothing runs yet; thread-local: the judge of the
+                # previous chunk may be using the device from its own thread meanwhile
+                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                     self._steps(model, state, stops, max_new)
             except Exception as exc:  # e.g. an op the capture refuses: say so, step on
                 if is_out_of_memory(exc):
