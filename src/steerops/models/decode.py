@@ -220,11 +220,11 @@ def _decode(
     cache_len = -(-(longest_left[0] + run.max_new + max(2 * every, 8)) // 8) * 8
     width = run.max_new + 1
     backend = ("inductor" if cuda else None) if options.backend == "auto" else options.backend
+    step = decode_step if backend is None else compiled_step(backend, options.mode, model)
     graphs = None
     if options.capture and cuda and backend is not None:
         # the captured graph holds the kernels: the step itself compiles without graphs
         graphs = StepGraphs(compiled_step(backend, "default", model), every)
-    step = decode_step if backend is None else compiled_step(backend, options.mode, model)
     plan, keep = _SlotPlan(max_rows, compiled=backend is not None), backend is not None
     # An eager step may attend to a window of the cache (a compiled one keeps its shape);
     # flash attention's mask ignores the window's offset, sdpa's and eager's read it.
@@ -260,9 +260,10 @@ def _decode(
             if graphs is not None:
                 graphs.run(model, run.state, run.stops, run.max_new)
                 stats.graphs = graphs.captured
-            for _ in range(every if graphs is None else 0):
-                with keeper.stepping(run.rows) if keeper else contextlib.nullcontext():
-                    step(model, run.state, run.stops, run.max_new)
+            else:
+                for _ in range(every):
+                    with keeper.stepping(run.rows) if keeper else contextlib.nullcontext():
+                        step(model, run.state, run.stops, run.max_new)
             run.state.advanced(every)
             stats.steps += every
             stats.row_steps += every * run.state.slots
