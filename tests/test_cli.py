@@ -80,6 +80,19 @@ def test_a_relative_path_flag_reads_from_the_working_directory(tmp_path, monkeyp
     assert params.path(params.calibration.prompts) == tmp_path / "data" / "prompts.jsonl"
 
 
+def test_a_stage_run_without_a_params_file_says_it_runs_on_the_defaults(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)  # outside the project: its paths are the toy's defaults
+    params = load_params_for(build_parser().parse_args(["calibrate"]))
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("steerops calibrate: no params.yaml in ") and str(tmp_path) in line
+    assert "--params FILE" in line and params.seed == 0
+    (tmp_path / "params.yaml").write_text("seed: 3\n")  # in the project folder: silent
+    assert load_params_for(build_parser().parse_args(["calibrate"])).seed == 3
+    assert capsys.readouterr().err == ""
+
+
 def test_flag_values_are_blamed_on_the_flag(tmp_path, capsys):
     (tmp_path / "params.yaml").write_text("seed: 1\n")
     code = main(["steer", "--params", str(tmp_path / "params.yaml"), "--max-new-tokens", "0"])

@@ -88,6 +88,42 @@ def test_proportion_of_half_hits_solves_the_wilson_equation():
         assert (got.lo, got.hi) == pytest.approx((lo, hi), abs=1e-9)
 
 
+def test_clustered_proportion_reads_singletons_as_wilson_and_copies_once():
+    rng = np.random.default_rng(0)
+    for n in (1, 5, 12, 40):
+        y = (rng.random(n) < 0.6).astype(float)
+        got = stats.clustered_proportion(y, list(range(n)))
+        ci = scipy_stats.binomtest(int(y.sum()), n).proportion_ci(0.95, method="wilson")
+        assert got.n == n and got.mean == pytest.approx(y.mean())
+        assert (got.lo, got.hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
+        # every example repeated 3 times within its cluster: the k clusters' interval
+        copies = stats.clustered_proportion(np.repeat(y, 3), np.repeat(np.arange(n), 3))
+        assert copies.n == 3 * n and (copies.lo, copies.hi) == pytest.approx(
+            (ci.low, ci.high), abs=1e-12
+        )
+    assert stats.clustered_proportion([], []) == stats.Interval(0, None, None, None)
+    with pytest.raises(ValueError):
+        stats.clustered_proportion([1, 0], ["a"])
+
+
+def test_clustered_proportion_covers_correlated_rollouts():
+    # 30 prompts x 4 rollouts, each prompt's own success rate drawn from Beta(1.4, 0.6)
+    # (mean 0.7, intra-prompt correlation 0.5): the examples' Wilson interval is too narrow
+    rng = np.random.default_rng(1)
+    prompts, rollouts, runs = 30, 4, 1500
+    clusters = np.repeat(np.arange(prompts), rollouts)
+    covered = {"clustered": 0, "examples": 0}
+    for _ in range(runs):
+        rate = np.repeat(rng.beta(1.4, 0.6, prompts), rollouts)
+        y = (rng.random(prompts * rollouts) < rate).astype(float)
+        clustered = stats.clustered_proportion(y, clusters)
+        naive = stats.proportion(int(y.sum()), len(y))
+        covered["clustered"] += clustered.lo <= 0.7 <= clustered.hi
+        covered["examples"] += naive.lo <= 0.7 <= naive.hi
+    assert covered["clustered"] / runs > 0.92
+    assert covered["examples"] / runs < 0.86
+
+
 def test_half_stats_means_and_delta():
     steered = [(100.0, 80.0), (0.0, 90.0), (None, None), (100.0, 70.0)]
     base = [(0.0, 100.0), (0.0, 100.0), (0.0, 100.0), (0.0, 95.0)]

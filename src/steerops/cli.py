@@ -199,9 +199,16 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 def load_params_for(args: argparse.Namespace):
     """The params of this invocation: the params file, the flags' overrides and the run's
     place (the pipeline's outputs, --out DIR, or a scratch run folder)."""
-    from steerops.config import load_params
+    from steerops.config import DEFAULT_PARAMS_FILE, load_params
     from steerops.config.models import pin_device
 
+    if args.params is None and not Path(DEFAULT_PARAMS_FILE).exists():
+        # a stage run outside the project folder would otherwise fail on the toy's paths
+        print(
+            f"steerops {args.command}: no {DEFAULT_PARAMS_FILE} in {Path.cwd()}: every key "
+            "takes its default (the toy world); --params FILE names a params file",
+            file=sys.stderr,
+        )
     overrides = overrides_from(args)
     folder = getattr(args, "run_folder", None)
     scratch = getattr(args, "scratch_stage", False)

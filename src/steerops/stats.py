@@ -19,7 +19,8 @@ so anyone can recompute it:
 what the steering aims for". A config "has an effect" when `lo > 0`.
 
 A share of hits (a vectors' held-out accuracy) gets a Wilson score interval instead
-(`proportion`): exact-enough for small n, never outside [0, 1].
+(`proportion`): exact-enough for small n, never outside [0, 1]; examples that come in
+clusters (rollouts of one prompt) count at their effective size (`clustered_proportion`).
 """
 
 from __future__ import annotations
@@ -113,12 +114,47 @@ def proportion(hits: float, n: int, confidence: float = CONFIDENCE) -> Interval:
         return Interval(0, None, None, None)
     if not 0 <= hits <= n:
         raise ValueError(f"proportion: {hits} hits out of {n}")
+    return Interval(n, hits / n, *_wilson(hits / n, n, confidence))
+
+
+def clustered_proportion(
+    hits: Sequence[float], clusters: Sequence[Any], confidence: float = CONFIDENCE
+) -> Interval:
+    """The share of `hits` (0/1 per example) with a Wilson interval at the effective sample
+    size of examples that come in clusters (the rollouts of one prompt, the two members
+    of a pair): n / deff, where the design effect deff is the cluster-robust variance of
+    the share (sum over clusters of (hits_c - p n_c)^2, over n^2) against the binomial
+    p(1 - p) / n, never below 1. One example per cluster is `proportion`; clusters of
+    copies count once each. At 0 or n hits there is no variance to compare: the clusters
+    count as the examples (the widest, fully correlated reading)."""
+    n = len(hits)
+    if len(clusters) != n:
+        raise ValueError(f"clustered_proportion: {n} hits but {len(clusters)} cluster labels")
+    if n == 0:
+        return Interval(0, None, None, None)
+    y = np.asarray(hits, dtype=np.float64)
+    if ((y < 0) | (y > 1)).any():
+        raise ValueError("clustered_proportion: a hit outside [0, 1]")
+    _, label = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
+    k = int(label.max()) + 1
+    p = float(y.mean())
+    binomial = p * (1 - p) / n
+    if binomial <= 0:
+        n_eff = float(k)
+    else:
+        residual = np.bincount(label, weights=y - p, minlength=k)  # hits_c - p n_c
+        deff = max(1.0, float(residual @ residual) / (n * n) / binomial)
+        n_eff = n / deff
+    return Interval(n, p, *_wilson(p, n_eff, confidence))
+
+
+def _wilson(p: float, n: float, confidence: float) -> tuple[float, float]:
+    """The Wilson score interval of share p over n trials (n may be an effective size)."""
     z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-    p = hits / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     # rounding can step a hair past the bounds at 0 or n hits
-    return Interval(n, p, max(0.0, centre - half), min(1.0, centre + half))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from steerops.cli import main
 from steerops.config import load_params
 from steerops.errors import SteeropsError
 from steerops.models import hub, loading
+from steerops.models.fingerprint import HUB, model_fingerprint, model_label
 from steerops.models.loading import check_variant, model_source
 from steerops.toy.tokenizer import build_tokenizer
 from tiny import tiny_model
@@ -183,6 +184,37 @@ def test_the_cache_revision_read_is_the_one_its_refs_name(tmp_path):
     assert hub.cached_snapshot("org/model", "v1") == old  # a branch or tag the cache knows
     assert hub.cached_snapshot("org/model", "a" * 40) == old  # a commit
     assert hub.cached_snapshot("org/model", "v2") is None  # one it does not: the hub's
+
+
+def test_a_cached_hub_id_is_fingerprinted_by_the_revision_its_refs_name(tmp_path):
+    """Cached steering logs and judge scores are keyed by the model's fingerprint: a
+    `refs/main` moved to new weights must change it (it read `hub` for every hub id), the
+    same files in another cache must not, and a pinned revision keeps its own."""
+    cache = tmp_path / "hf-cache"
+    old = _cache(cache, "org/model", COMPLETE, "a" * 40)
+    first, label = model_fingerprint("org/model"), model_label("org/model", None)
+    assert first not in (HUB, model_fingerprint("org/other"))  # nothing cached: `hub`
+    assert (
+        model_fingerprint("org/other") == HUB and model_label("org/other", "v1") == "org/other@v1"
+    )
+    assert label.startswith("org/model-") and str(tmp_path) not in label
+
+    _cache(cache, "org/model", {**COMPLETE, "model.safetensors": b"v2"}, "b" * 40)
+    assert model_fingerprint("org/model") != first  # refs/main now names the new weights
+    assert model_label("org/model", None) != label
+    assert model_fingerprint("org/model", "a" * 40) == first  # pinned: the old snapshot
+    assert model_label("org/model", "a" * 40) == f"{label}@{'a' * 40}"
+
+    (old.parents[1] / "refs" / "main").write_text("a" * 40)  # moved back
+    assert model_fingerprint("org/model") == first
+    assert model_fingerprint(str(old)) == first  # the snapshot folder read as a local folder
+
+    from huggingface_hub import constants
+
+    elsewhere = tmp_path / "other-cache"  # another machine's cache, the same files
+    _cache(elsewhere, "org/model", COMPLETE, "c" * 40)
+    constants.HF_HUB_CACHE = str(elsewhere)  # the fixture's monkeypatch restores it
+    assert model_fingerprint("org/model") == first
 
 
 class _CountingHub:

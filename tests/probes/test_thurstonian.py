@@ -217,21 +217,21 @@ def test_an_interrupted_write_leaves_a_pair_that_train_refuses_and_a_rerun_redoe
     assert summary["scores_md5"] == io.file_md5(out) and scores_out_of_step(out) is None
 
 
-def test_a_fit_that_does_not_converge_is_refused_and_keeps_earlier_scores(
-    tmp_path, capsys, monkeypatch
-):
-    import functools
-
-    from steerops.probes import thurstonian
+def test_a_fit_that_does_not_converge_is_refused_and_keeps_earlier_scores(tmp_path, capsys):
+    from steerops.probes.thurstonian import fit_thurstonian
 
     comps, out, params, argv = _fitted_once(tmp_path)
     before = out.read_bytes(), out.with_suffix(".fit.json").read_bytes()
-    fit = functools.partial(thurstonian.fit_thurstonian, max_iter=3)
-    assert not fit(_planted(30, 1500)[3], 10.0, 0.5).converged
-    monkeypatch.setattr(thurstonian, "fit_thurstonian", fit)
+    assert not fit_thurstonian(_planted(30, 1500)[3], 10.0, 0.5, max_iter=3).converged
+    params.write_text("tracking:\n  enabled: false\nprobes:\n  thurstonian_max_iter: 3\n")
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "did not converge" in err and "max_iter 3" in err
+    assert "raise probes.thurstonian_max_iter" in err
     assert "probes.prior_mu / probes.prior_log_sigma" in err
     assert (out.read_bytes(), out.with_suffix(".fit.json").read_bytes()) == before
+
+    params.write_text("tracking:\n  enabled: false\nprobes:\n  thurstonian_max_iter: 5000\n")
+    assert main(argv) == 0  # enough iterations: the fit and its summary say so
+    assert json.loads(out.with_suffix(".fit.json").read_text())["max_iter"] == 5000

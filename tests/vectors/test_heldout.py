@@ -168,3 +168,32 @@ def test_no_best_layer_without_val_or_with_a_class_in_one_half_only(tmp_path):
     assert all(best[k] is None for k in numbers)
     assert not [k for k in run.data.metrics if k.startswith("best_")]
     assert run.data.tags["steerops.no_best"] == best["reason"]
+
+
+def test_a_sources_rollouts_count_once_in_the_interval(tmp_path):
+    """Three rollouts of a source with the same activations are right or wrong together:
+    the interval is the Wilson interval of the held-out source prompts (scipy), not of the
+    rows, which claimed three times the evidence."""
+    rollouts, n_pos, n_val = 3, 42, 18  # 14 sources a class, 6 of them in val
+    rng = np.random.default_rng(3)
+    data = {
+        layer: np.repeat(rng.normal(size=(2 * n_pos // rollouts, 8)), rollouts, axis=0)
+        for layer in range(N_LAYERS)
+    }
+    acts_dir = write_activations(tmp_path / "outputs", data, n_pos, n_val=n_val)
+    saved = json.loads((acts_dir / "metadata.json").read_text())
+    for ex in saved["examples"]:
+        k = ex["index"] % n_pos
+        ex["source_index"], ex["rollout"] = k // rollouts, k % rollouts
+    (acts_dir / "metadata.json").write_text(json.dumps(saved))
+    best = run_vectors(tmp_path)[0]["best"]
+    assert best["heldout_n"] == 18 and best["heldout_sources"] == 6
+    right = round(best["heldout_acc"] * 6)
+    assert best["heldout_acc"] == pytest.approx(right / 6)
+    per_source = binomtest(right, 6).proportion_ci(0.95, method="wilson")
+    assert (best["heldout_lo"], best["heldout_hi"]) == pytest.approx(
+        (per_source.low, per_source.high), abs=1e-9
+    )
+    assert 0 < right < 6  # (this seed) so the rows' interval is narrower
+    per_row = binomtest(3 * right, 18).proportion_ci(0.95, method="wilson")
+    assert per_row.high - per_row.low < best["heldout_hi"] - best["heldout_lo"]

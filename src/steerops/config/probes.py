@@ -68,4 +68,7 @@ class ProbesConfig(Strict):
     )
     prior_mu: float = Field(10.0, gt=0, description="Thurstonian prior sd of mu")
     prior_log_sigma: float = Field(0.5, gt=0, description="Thurstonian prior sd of log sigma")
+    thurstonian_max_iter: int = Field(
+        2000, ge=1, description="Thurstonian fit: optimiser iterations at most (L-BFGS-B)"
+    )
     ood: OodConfig = Field(default_factory=OodConfig)

@@ -63,7 +63,7 @@ def model_settings(loaded: LoadedModel, padding_side: str) -> dict:
     """What identifies the model in the settings hash: content, never a path, so a copied
     project (or model folder) finds its extractions up to date."""
     spec = loaded.spec
-    fingerprint = model_fingerprint(loaded.source)
+    fingerprint = model_fingerprint(loaded.source, loaded.spec.revision)
     return {
         "model": spec.id if fingerprint == HUB else None,  # a hub id names its weights
         "revision": spec.revision,
@@ -85,7 +85,7 @@ def model_metadata(loaded: LoadedModel, root: Path, weights: str) -> dict:
             "id": loaded.spec.id,
             "revision": loaded.spec.revision,
             "source": relative(loaded.source, root) if local else loaded.source,
-            "weights": weights,  # content, or "hub" for a hub id
+            "weights": weights,  # content, or "hub" for a hub id the cache does not hold whole
             "dtype": loaded.spec.dtype,
         },
         "hidden_size": loaded.layout.hidden_size,

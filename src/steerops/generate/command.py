@@ -163,7 +163,7 @@ def _generation_settings(params, trait: Trait) -> dict:
         "model_id": spec.id,
         "model_revision": spec.revision,
         "dtype": spec.dtype,
-        "model_fingerprint": model_fingerprint(model_source(params, cfg.variant)),
+        "model_fingerprint": model_fingerprint(model_source(params, cfg.variant), spec.revision),
         "chat_template": spec.chat_template,
         "prompts_md5": text_md5(json.dumps(prompts)),
         "max_new_tokens": resolve_max_new_tokens(params),

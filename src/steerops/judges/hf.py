@@ -55,15 +55,14 @@ class HFJudge(CachedJudge):
 
     @classmethod
     def from_params(cls, params, trait, loaded=None) -> HFJudge:
-        from steerops.models.loading import load_model, model_fingerprint
+        from steerops.models.fingerprint import model_label
+        from steerops.models.loading import load_model
 
         cfg = params.judge
         prompts = cls.check_params(params, trait)
         loaded = load_model(params, cfg.variant, padding_side="left", reuse=loaded)
         # Named by content, not by path: a copied cache stays valid, changed weights do not.
-        fingerprint = model_fingerprint(loaded.source)
-        name = loaded.spec.id if fingerprint == "hub" else f"local-{fingerprint[:12]}"
-        name += f"@{loaded.spec.revision}" if loaded.spec.revision else ""
+        name = model_label(loaded.source, loaded.spec.revision)
         settings = {
             "dtype": loaded.spec.dtype,
             "chat_template": str(loaded.tokenizer.chat_template or ""),

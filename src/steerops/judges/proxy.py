@@ -123,7 +123,7 @@ class ProxyJudge:
 
     @classmethod
     def from_params(cls, params, trait, loaded=None) -> ProxyJudge:
-        from steerops.models.fingerprint import model_fingerprint
+        from steerops.models.fingerprint import model_label
         from steerops.models.loading import load_model
 
         cfg = params.judge
@@ -134,9 +134,7 @@ class ProxyJudge:
             instruction = instruction_file.read_text(encoding="utf-8").strip() or None
         loaded = load_model(params, cfg.variant, padding_side="left", reuse=loaded)
         # Named by content, not by path: a copied project keeps its scores and caches.
-        fingerprint = model_fingerprint(loaded.source)
-        name = loaded.spec.id if fingerprint == "hub" else f"local-{fingerprint[:12]}"
-        name += f"@{loaded.spec.revision}" if loaded.spec.revision else ""
+        name = model_label(loaded.source, loaded.spec.revision)
         return cls(
             phrases,
             loaded.model,

@@ -5,7 +5,9 @@ absolute path, nor on modification times (a copy changes both). Reading every by
 large model on each load would cost a minute, so the hash of a large file is remembered in
 a small cache keyed by (real path, size, mtime, inode): a file is read once per machine and
 copy. Files of a Hugging Face hub cache are links to blobs named by their SHA-256, which is
-used as is.
+used as is: a hub id whose snapshot the cache holds whole is fingerprinted by that snapshot's
+files, so a `refs/main` moved to new weights (a later download) changes the fingerprint and
+with it every settings hash and judge cache key that names the model.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from steerops.io import file_md5, text_md5, write_json
 
-HUB = "hub"  # the fingerprint of a hub id: identified by id and revision instead
+HUB = "hub"  # a hub id the cache does not hold whole: identified by id and revision instead
 _BLOB = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
 _CACHE_ABOVE = 64 << 20  # files larger than this go through the cache
 
@@ -30,11 +32,21 @@ def cache_file() -> Path:
     return Path(root) / "fingerprints.json"
 
 
-def model_fingerprint(source: str) -> str:
-    """The content fingerprint of a local model folder, or `HUB` for a hub id."""
+def model_fingerprint(source: str, revision: str | None = None) -> str:
+    """The content fingerprint of a local model folder, or of the snapshot of hub id
+    `source` at `revision` (None: the one `refs/main` names) when the Hugging Face cache
+    holds it whole; `HUB` for a hub id it does not."""
     path = Path(source)
     if not path.is_dir():
-        return HUB
+        from steerops.models.hub import cached_snapshot
+
+        try:
+            snapshot = cached_snapshot(source, revision)
+        except ValueError:  # not a hub id's shape either: nothing to read
+            snapshot = None
+        if snapshot is None:
+            return HUB
+        path = snapshot
     cache = _load_cache()
     before = dict(cache)
     files = sorted(p for p in path.rglob("*") if p.is_file())
@@ -71,3 +83,17 @@ def _save_cache(cache: dict[str, str]) -> None:
         write_json(cache_file(), cache)
     except OSError:  # a read-only home: the hash is just computed again next time
         pass
+
+
+def model_label(source: str, revision: str | None) -> str:
+    """How a judge names its model in its id and cache keys: the hub id (with its cached
+    snapshot's content when the cache holds it whole), or `local-<content>` for a folder;
+    never a path, so a copied project keeps its scores and caches."""
+    fingerprint = model_fingerprint(source, revision)
+    if fingerprint == HUB:
+        name = source
+    elif Path(source).is_dir():
+        name = f"local-{fingerprint[:12]}"
+    else:
+        name = f"{source}-{fingerprint[:12]}"
+    return name + (f"@{revision}" if revision else "")

@@ -64,7 +64,8 @@ def _weights(params) -> str:
     """The weights fingerprint of the probes' model as it is now."""
     from steerops.models.loading import model_source  # imports transformers
 
-    return model_fingerprint(model_source(params, params.probes.variant))
+    variant = params.probes.variant
+    return model_fingerprint(model_source(params, variant), params.variant(variant).revision)
 
 
 def ensure_conditions(

@@ -161,19 +161,20 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     source = params.path(params.probes.comparisons)
     comparisons = read_comparisons(source)
     priors = (params.probes.prior_mu, params.probes.prior_log_sigma)
+    max_iter = params.probes.thurstonian_max_iter
     try:
-        fit = fit_thurstonian(comparisons, *priors)
+        fit = fit_thurstonian(comparisons, *priors, max_iter=max_iter)
     except SteeropsError as exc:
         raise SteeropsError(f"{source}: {exc}") from None
     out = params.path(params.probes.scores)
     if not fit.converged:  # scores of an unfinished optimisation: keep the earlier ones
         raise SteeropsError(
             f"{source}: the Thurstonian fit did not converge ({fit.message}); {out} left as "
-            "it was; change the priors probes.prior_mu / probes.prior_log_sigma (smaller is "
-            "tighter)"
+            "it was; raise probes.thurstonian_max_iter or change the priors probes.prior_mu / "
+            "probes.prior_log_sigma (smaller is tighter)"
         )
     # in-sample accuracy flatters sparse comparisons; the held-out one is the fit's quality
-    held = heldout_accuracy(comparisons, *priors, seed=params.seed)
+    held = heldout_accuracy(comparisons, *priors, seed=params.seed, max_iter=max_iter)
     problem = scores_out_of_step(out)
     if problem is not None:
         print(f"{problem}: writing both again", file=sys.stderr)
@@ -192,6 +193,7 @@ def run_thurstonian(args: argparse.Namespace) -> None:
         "converged": fit.converged,
         "prior_mu": params.probes.prior_mu,
         "prior_log_sigma": params.probes.prior_log_sigma,
+        "max_iter": max_iter,
         "seed": params.seed,
         "scores_md5": text_md5(text),  # `probe train` refuses a CSV that differs
     }

@@ -53,7 +53,7 @@ class SteeringSession:
             "id": spec.id,
             "revision": spec.revision,
             "dtype": spec.dtype,
-            "fingerprint": model_fingerprint(self.loaded.source),
+            "fingerprint": model_fingerprint(self.loaded.source, spec.revision),
         }
         template = chat_template(params, self.variant)  # one from params, not the folder's
         if template is not None:

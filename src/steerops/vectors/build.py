@@ -28,7 +28,7 @@ from steerops.vectors.activations import TraitActivations
 from steerops.vectors.cleaning import dims_to_remove, zero_dims
 from steerops.vectors.heldout import choose, split_val
 from steerops.vectors.methods import METHODS, PAIRED_METHODS, get_method
-from steerops.vectors.metrics import separation
+from steerops.vectors.metrics import hits, separation
 from steerops.vectors.store import check_hidden_size
 from steerops.vectors.warnings import collect, massive_share
 
@@ -174,7 +174,19 @@ def build_method(
         "calibration": calibration_record,
         "layers": layers_meta,
         # chosen on one half of val, reported on the other (the max of val_acc is optimistic)
-        "best": choose(layers_meta, halves, params.seed),
+        "best": choose(
+            layers_meta,
+            halves,
+            params.seed,
+            lambda layer: hits(
+                vectors[layer],
+                acts.layer(layer),
+                acts.train.pos,
+                acts.train.neg,
+                halves.heldout.pos,
+                halves.heldout.neg,
+            ),
+        ),
         "warnings": collect(name, position, layers_meta, n_examples),
     }
     return Built(method, vectors, metadata)

@@ -7,11 +7,15 @@ The max over layers of a val accuracy is the val accuracy plus the luck of the b
 stratified by class, all rollouts of a source prompt and both members of a pair in the
 same half, as the train/val split keeps them), `choose` picks the layer with the highest
 selection-half accuracy and reports its held-out accuracy with n and a Wilson interval.
+The examples of one source prompt (its rollouts; a pair's two members) are not independent
+draws, so the interval counts them at their effective size (`stats.clustered_proportion`):
+with one example per source it is the examples' Wilson interval.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,7 +28,7 @@ from steerops.vectors.activations import ClassRows, TraitActivations
 _STREAM = 2
 RULE = (
     "highest selection_acc (ties: higher train_acc, then the lower layer); "
-    "reported: heldout_acc with a 95% Wilson interval"
+    "reported: heldout_acc with a 95% Wilson interval at the effective n of its source prompts"
 )
 
 
@@ -33,6 +37,11 @@ class Halves:
     selection: ClassRows
     heldout: ClassRows
     reason: str | None  # why no layer can be chosen and reported (None: one can)
+    source: dict[int, str] = field(default_factory=dict)  # val row -> its source prompt
+
+    def heldout_sources(self) -> list[str]:
+        """The source prompt of each held-out row, positives then negatives."""
+        return [self.source[r] for r in self.heldout.pos.tolist() + self.heldout.neg.tolist()]
 
     def rows(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """{"selection"/"heldout": (positive rows, negative rows)}; none when degenerate."""
@@ -64,7 +73,8 @@ def split_val(acts: TraitActivations, seed: int) -> Halves:
     dealt = [kinds[k][i] for k in sorted(kinds) for i in rng.permutation(len(kinds[k]))]
     halves = [{r for key in dealt[start::2] for r in groups[key]} for start in (0, 1)]
     selection, heldout = (_rows(acts.val, half) for half in halves)
-    return Halves(selection, heldout, _reason(acts.val, selection, heldout))
+    source = {r: f"{key[0]}:{key[1]}" for key, rows in groups.items() for r in rows}
+    return Halves(selection, heldout, _reason(acts.val, selection, heldout), source)
 
 
 def _rows(val: ClassRows, half: set[int]) -> ClassRows:
@@ -85,9 +95,15 @@ def _reason(val: ClassRows, selection: ClassRows, heldout: ClassRows) -> str | N
     return None
 
 
-def choose(layers: dict[str, dict[str, Any]], halves: Halves, seed: int) -> dict[str, Any]:
+def choose(
+    layers: dict[str, dict[str, Any]],
+    halves: Halves,
+    seed: int,
+    heldout_hits: Callable[[int], list[float]],
+) -> dict[str, Any]:
     """The metadata's `best` record: the chosen layer and its numbers, or None for each with
-    the reason."""
+    the reason. `heldout_hits(layer)`: 1/0 per held-out row (positives, then negatives),
+    whether that layer's vector classifies it right."""
     n_selection = len(halves.selection.pos) + len(halves.selection.neg)
     n_heldout = len(halves.heldout.pos) + len(halves.heldout.neg)
     record: dict[str, Any] = {
@@ -97,6 +113,7 @@ def choose(layers: dict[str, dict[str, Any]], halves: Halves, seed: int) -> dict
         "selection_n": n_selection,
         "heldout_acc": None,
         "heldout_n": n_heldout,
+        "heldout_sources": len(set(halves.heldout_sources())),
         "heldout_lo": None,
         "heldout_hi": None,
         "reason": halves.reason,
@@ -114,8 +131,7 @@ def choose(layers: dict[str, dict[str, Any]], halves: Halves, seed: int) -> dict
         key=lambda k: (layers[k]["selection_acc"], layers[k]["train_acc"], -int(k)),
     )
     values = layers[best]
-    # the accuracy is hits / n, so this recovers the hits exactly
-    heldout = stats.proportion(round(values["heldout_acc"] * n_heldout), n_heldout)
+    heldout = stats.clustered_proportion(heldout_hits(int(best)), halves.heldout_sources())
     record.update(
         layer=int(best),
         train_acc=values["train_acc"],

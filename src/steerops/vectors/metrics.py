@@ -33,11 +33,30 @@ def separation(
     }
 
 
+def hits(
+    unit: torch.Tensor,
+    acts: torch.Tensor,
+    train_pos: torch.Tensor,
+    train_neg: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+) -> list[float]:
+    """1/0 per row of `pos` then `neg`: classified right by `separation`'s rule."""
+    proj = acts.float() @ unit.float()
+    midpoint = 0.5 * (proj[train_pos].mean() + proj[train_neg].mean())
+    return _correct(proj, midpoint, pos, neg).float().tolist()
+
+
+def _correct(
+    proj: torch.Tensor, midpoint: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+) -> torch.Tensor:
+    return torch.cat([proj[pos] > midpoint, proj[neg] <= midpoint])
+
+
 def _accuracy(
     proj: torch.Tensor, midpoint: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
 ) -> float | None:
     total = len(pos) + len(neg)
     if total == 0:
         return None
-    correct = (proj[pos] > midpoint).sum() + (proj[neg] <= midpoint).sum()
-    return float(correct) / total
+    return float(_correct(proj, midpoint, pos, neg).sum()) / total

@@ -37,6 +37,7 @@ _BEST = (
     "selection_n",
     "heldout_acc",
     "heldout_n",
+    "heldout_sources",
     "heldout_lo",
     "heldout_hi",
 )
