@@ -126,7 +126,7 @@ def clustered_proportion(
     the share (sum over clusters of (hits_c - p n_c)^2, over n^2) against the binomial
     p(1 - p) / n, never below 1. One example per cluster is `proportion`; clusters of
     copies count once each. At 0 or n hits the variance cannot tell the design effect, and
-    the examples count as they are (deff 1, as Korn and Graubard's survey interval does)."""
+    the examples count as they are (deff 1, the usual convention for survey proportions)."""
     n = len(hits)
     if len(clusters) != n:
         raise ValueError(f"clustered_proportion: {n} hits but {len(clusters)} cluster labels")
