@@ -106,6 +106,7 @@ def choose(
     whether that layer's vector classifies it right."""
     n_selection = len(halves.selection.pos) + len(halves.selection.neg)
     n_heldout = len(halves.heldout.pos) + len(halves.heldout.neg)
+    sources = halves.heldout_sources()
     record: dict[str, Any] = {
         "layer": None,
         "train_acc": None,
@@ -113,7 +114,7 @@ def choose(
         "selection_n": n_selection,
         "heldout_acc": None,
         "heldout_n": n_heldout,
-        "heldout_sources": len(set(halves.heldout_sources())),
+        "heldout_sources": len(set(sources)),
         "heldout_lo": None,
         "heldout_hi": None,
         "reason": halves.reason,
@@ -131,7 +132,7 @@ def choose(
         key=lambda k: (layers[k]["selection_acc"], layers[k]["train_acc"], -int(k)),
     )
     values = layers[best]
-    heldout = stats.clustered_proportion(heldout_hits(int(best)), halves.heldout_sources())
+    heldout = stats.clustered_proportion(heldout_hits(int(best)), sources)
     record.update(
         layer=int(best),
         train_acc=values["train_acc"],

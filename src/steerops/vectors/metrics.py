@@ -23,8 +23,7 @@ def separation(
 ) -> dict[str, float | None]:
     """`acts` is [n, d]; the index tensors pick rows. Returns midpoint, train_acc, val_acc
     and `<name>_acc` for each named (positive rows, negative rows) in `halves`."""
-    proj = acts.float() @ unit.float()
-    midpoint = 0.5 * (proj[train_pos].mean() + proj[train_neg].mean())
+    proj, midpoint = _projected(unit, acts, train_pos, train_neg)
     return {
         "midpoint": float(midpoint),
         "train_acc": _accuracy(proj, midpoint, train_pos, train_neg),
@@ -42,9 +41,16 @@ def hits(
     neg: torch.Tensor,
 ) -> list[float]:
     """1/0 per row of `pos` then `neg`: classified right by `separation`'s rule."""
-    proj = acts.float() @ unit.float()
-    midpoint = 0.5 * (proj[train_pos].mean() + proj[train_neg].mean())
+    proj, midpoint = _projected(unit, acts, train_pos, train_neg)
     return _correct(proj, midpoint, pos, neg).float().tolist()
+
+
+def _projected(
+    unit: torch.Tensor, acts: torch.Tensor, train_pos: torch.Tensor, train_neg: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(every row's projection on `unit`, the train classes' midpoint)."""
+    proj = acts.float() @ unit.float()
+    return proj, 0.5 * (proj[train_pos].mean() + proj[train_neg].mean())
 
 
 def _correct(
