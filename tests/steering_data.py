@@ -101,8 +101,8 @@ def write_log(path: Path, entries: list[dict]) -> Path:
     return path
 
 
-def cell_log(out: Path, method: str, position: str) -> Path:
-    return steering_dir(out, TRAIT, VARIANT, position, COMPONENT, method) / "results.jsonl"
+def cell_log(out: Path, method: str, position: str, variant: str = VARIANT) -> Path:
+    return steering_dir(out, TRAIT, variant, position, COMPONENT, method) / "results.jsonl"
 
 
 def reference_interval(d: np.ndarray, seed: int, resamples: int = 2000):
@@ -127,13 +127,14 @@ def write_grid(
     same_vectors: dict[str, str] | None = None,
     baseline_trait: float = 0.0,
     settings_of: dict[str, dict] | None = None,
+    variant: str = VARIANT,
 ) -> tuple[list[str], list[str]]:
     """Cell logs as `steerops steer` writes them. `cells[(method, position)]` lists configs
     `(layer, coefficient, selection refusal fraction, held-out refusal fraction, coherence)`;
     the baseline scores `baseline_trait` (coherence 100) and a "refusing" question
     100 - `baseline_trait`. `same_vectors` maps a method to the one whose vector hashes it
-    shares; `settings_of` a method to its cell's changed settings (e.g. another scope).
-    Returns the (selection, held-out) questions of the split."""
+    shares; `settings_of` a method to its cell's changed settings (e.g. another scope);
+    `variant` the steered model variant the cells' folders name. Returns the (selection, held-out) questions of the split."""
     from steerops.stats import split_questions
 
     selection, heldout = split_questions(questions, heldout_fraction, seed)
@@ -151,5 +152,5 @@ def write_grid(
                     settings, method, position, layer, coef, scores, vector_hash=f"{same}-{layer}"
                 )
             )
-        write_log(cell_log(out, method, position), entries)
+        write_log(cell_log(out, method, position, variant), entries)
     return selection, heldout

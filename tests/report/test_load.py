@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from report_data import synthetic_grid, write_params
+from report_data import SYNTHETIC, synthetic_grid, write_params
 from steerops.calibration.store import write_calibration
 from steerops.config import load_params
 from steerops.report import calibrated, tables
@@ -69,3 +69,51 @@ def test_the_clean_norm_leaves_out_the_dims_cleaning_removes(tmp_path, dim_set, 
     assert md["layer_norm"] == pytest.approx(np.linalg.norm(acts, axis=1).mean(), rel=1e-6)
     assert md["layer_norm_clean"] == pytest.approx(np.linalg.norm(clean, axis=1).mean(), rel=1e-6)
     assert md["abs_mean_proj"] == pytest.approx(abs(acts.mean(0) @ vector), rel=1e-5)
+
+
+def test_each_steered_model_reads_the_features_of_its_own_vectors(tmp_path):
+    """Two steered variants (two models) with cells of the same trait, method and position:
+    each model's chosen config is measured on the activations and vectors it steered with,
+    not on the first model's."""
+    params = load_params(
+        write_params(tmp_path, models={"instruct": {"id": "m1"}, "base": {"id": "m2"}})
+    )
+    spec = {"mean_diff": SYNTHETIC["mean_diff"]}
+    # m1 steers with vectors from `base`, m2 with vectors from `instruct`
+    for steered, source in (("instruct", "base"), ("base", "instruct")):
+        model = {"variant": steered, "id": "m1" if steered == "instruct" else "m2"}
+        synthetic_grid(
+            tmp_path,
+            spec,
+            variant=steered,
+            settings_of={"mean_diff": {"model": model, "vector_variant": source}},
+        )
+    frame = load_results(params)
+    table = tables.coefficient_table(frame, 68)
+    assert sorted(table["model"]) == ["m1", "m2"]
+    rng = np.random.default_rng(1)
+    expected = {}
+    for model, source, offset in (("m1", "base", 3.0), ("m2", "instruct", 50.0)):
+        src = frame[frame["model"] == model].iloc[0]
+        assert src["vector_variant"] == source
+        layer = int(table[table["model"] == model]["layer"].iloc[0])
+        acts = rng.normal(size=(10, 6)) + offset
+        write_activations(
+            params.inputs,
+            {layer: acts},
+            6,
+            trait=src["trait"],
+            variant=source,
+            position=src["position"],
+            component=src["component"],
+        )
+        vector = rng.normal(size=6)
+        folder = vectors_dir(
+            params.inputs, src["trait"], source, src["position"], src["component"], "mean_diff"
+        )
+        save_vectors(folder, {layer: torch.tensor(vector)}, {})
+        expected[model] = (np.linalg.norm(acts, axis=1).mean(), abs(acts.mean(0) @ vector))
+    features = vector_features(params, table, frame).set_index("model")
+    for model, (norm, proj) in expected.items():
+        assert features.loc[model, "layer_norm"] == pytest.approx(norm, rel=1e-6)
+        assert features.loc[model, "abs_mean_proj"] == pytest.approx(proj, rel=1e-5)

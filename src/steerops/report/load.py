@@ -133,8 +133,10 @@ def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.Data
     # inputs: the pipeline's outputs, which a scratch run's steering read its vectors from
     dims = stored(params.inputs, params.cleaning.calibration_variant)
     for _, best in table.iterrows():
+        # the chosen config's own cell: with two steered models, each read its own vectors
         src = frame[
-            (frame["trait"] == best["trait"])
+            (frame["model"] == best["model"])
+            & (frame["trait"] == best["trait"])
             & (frame["method"] == best["method"])
             & (frame["position"] == best["position"])
         ].iloc[0]
