@@ -134,7 +134,8 @@ def write_grid(
     the baseline scores `baseline_trait` (coherence 100) and a "refusing" question
     100 - `baseline_trait`. `same_vectors` maps a method to the one whose vector hashes it
     shares; `settings_of` a method to its cell's changed settings (e.g. another scope);
-    `variant` the steered model variant the cells' folders name. Returns the (selection, held-out) questions of the split."""
+    `variant` the steered model variant the cells' folders name. Returns the (selection,
+    held-out) questions of the split."""
     from steerops.stats import split_questions
 
     selection, heldout = split_questions(questions, heldout_fraction, seed)
