@@ -27,7 +27,7 @@ from steerops.steering.configs import Config, VectorSource
 from steerops.steering.engine import SteeringTable, generate_steered
 from steerops.steering.evaluate import SteeringEvaluator
 from steerops.steering.session import SteeringSession
-from steerops.steering.store import steering_dir
+from steerops.steering.store import baselines_file, steering_dir
 from steerops.toy.judge import score as toy_score
 from steerops.tracking.lineage import dvc_md5
 from steerops.traits import load_trait
@@ -236,6 +236,19 @@ def test_rerun_is_cached_and_changed_settings_are_not(steered, monkeypatch):
     entries = read_jsonl(folder / "results.jsonl")
     hashes = {e["settings_hash"] for e in entries}
     assert len(hashes) == 3 and len(entries) == 1 + 16 + 1 + 4 + 1 + 4
+    # A steering-only setting (the scope) re-evaluates the configs; the unsteered baseline
+    # has no steered row, so it is served and recorded under the new settings.
+    short = [*argv, "--subset", "3", "--coefficients", "1", "--max-new-tokens", "12"]
+    assert main([*short, "--scope", "response"]) == 0
+    assert calls == [3 + 4 * 3, 4 * 3]
+    baselines = read_jsonl(baselines_file(steered["params"].out, TRAIT, "instruct"))
+    by_scope = {
+        e["settings"]["scope"]: e for e in baselines if e["settings"]["max_new_tokens"] == 12
+    }
+    assert set(by_scope) == {"all", "response"}
+    assert by_scope["response"]["scores"] == by_scope["all"]["scores"]
+    assert main([*short, "--scope", "response"]) == 0 and calls == [3 + 4 * 3, 4 * 3]
+    calls.clear()
     # A vector file that changes under the same name is not served from the cache either.
     params = steered["params"]
     vdir = vectors_dir(params.out, TRAIT, "base", POSITION, "residual", "mean_diff")
@@ -244,7 +257,7 @@ def test_rerun_is_cached_and_changed_settings_are_not(steered, monkeypatch):
     try:
         argv += ["--subset", "3", "--coefficients", "1", "--layers", "2", "--max-new-tokens", "12"]
         assert main(argv) == 0
-        assert calls == [15, 3]
+        assert calls == [3]
     finally:
         save_vectors(vdir, vecs["vectors"], vecs["meta"])
 

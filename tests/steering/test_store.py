@@ -86,7 +86,21 @@ def test_scores_are_served_on_a_covered_subset_in_its_order(tmp_path):
         (10.0, 90.0),
         (30.0, 90.0),
     ]
-    assert log.baseline_scores(scope, subset) == [base[4], base[1], base[3]]
+    unsteered = scope_of(settings_for(subset), unsteered=True)
+    logged_as = settings_hash_of(settings)
+    assert log.baseline_scores(unsteered, subset) == (logged_as, [base[4], base[1], base[3]])
+    # the baseline has no steered row: another scope, unit or direction serves it; a
+    # setting that changes unsteered responses or scores does not
+    for change in (
+        {"scope": "response"},
+        {"coefficient_unit": "absolute"},
+        {"direction": "negative"},
+    ):
+        restyled = settings_for(subset, **change)
+        assert scope_of(restyled) != scope
+        assert log.baseline_scores(scope_of(restyled, unsteered=True), subset)[0] == logged_as
+    for change in ({"max_new_tokens": 48}, {"judge": "toy:other"}):
+        assert log.baseline_scores(scope_of(settings_for(subset, **change), True), subset) is None
     # a question the log never saw, another scope, other vector files, a legacy entry: none
     assert log.config_scores(scope, ["q1", "q9"], key, files) is None
     other = scope_of(settings_for(subset, max_new_tokens=48))

@@ -94,6 +94,7 @@ class SteeringEvaluator:
         self.settings = session.settings(self.questions)
         self.settings_hash = settings_hash(self.settings)
         self.scope = scope_of(self.settings)
+        self.baseline_scope = scope_of(self.settings, unsteered=True)
         self._prompt_ids = session.encode(self.questions)
         self._baseline: ConfigResult | None = None
         self._baseline_texts: ConfigResult | None = None  # a served baseline, regenerated
@@ -219,16 +220,22 @@ class SteeringEvaluator:
         paths = self._baseline_paths()
         for path in paths:
             log = ResultsLog(path)
-            scores = log.baseline_scores(self.scope, self.questions)
-            if scores is not None:
+            found = log.baseline_scores(self.baseline_scope, self.questions)
+            if found is not None:
+                logged_as, scores = found
                 self._baseline = _from_scores(None, (), scores, None, self.direction)
                 # logged under these settings (by a run that may have died before writing
                 # its response files), not served from other settings' questions
-                self._baseline.logged_here = log.baseline(self.settings_hash) is not None
-                if path == self._pipeline_baselines() and path != paths[0]:
-                    # a scratch run keeps its own record of the baseline it was served
+                here = log.baseline(self.settings_hash) is not None
+                # a scratch run keeps its own record of the baseline it was served; so does
+                # a run whose steering-only settings (scope, unit...) differ from the log's
+                # on the same questions: no steered row is in a baseline
+                scratch = path == self._pipeline_baselines() and path != paths[0]
+                restyled = path == paths[0] and log.questions(logged_as) == self.questions
+                if scratch or (restyled and not here):
                     ResultsLog(paths[0]).append([self._baseline_entry()])
-                    self._baseline.logged_here = True
+                    here = True
+                self._baseline.logged_here = here
                 return self._baseline
         return None
 

@@ -22,8 +22,9 @@ A logged config stands for a config evaluated now when its scope (the settings b
 questions), its config (coefficient and weights) and the md5 of its vector files match and
 its questions cover the ones asked for (methods and positions compared in their canonical
 spelling, whatever spelling the log was written with); its scores on those questions are
-then served. Entries written before scores were logged are kept and read, but never
-served: they are evaluated again.
+then served. The baseline is matched the same way but for the settings that change only
+steered rows (`STEERING_ONLY_KEYS`). Entries written before scores were logged are kept and
+read, but never served: they are evaluated again.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ METRICS_FILE = "metrics.json"
 CURVE_FILE = "curve.png"
 RESPONSES_DIR = "responses"
 QUESTION_KEYS = ("questions_hash", "n_questions")  # the settings that name the questions
+# settings that change only steered rows: an unsteered baseline logged under other values
+# of these is the same responses and scores
+STEERING_ONLY_KEYS = ("scope", "direction", "coefficient_unit", "vector_variant")
 
 Score = tuple[float | None, float | None]
 
@@ -69,9 +73,11 @@ def baselines_file(out: Path, trait: str, variant: str) -> Path:
     return Path(out) / "steering" / trait / variant / BASELINES_FILE
 
 
-def scope_of(settings: dict[str, Any]) -> str:
-    """What must match for a logged score to stand for one evaluated now, questions aside."""
-    rest = {k: v for k, v in settings.items() if k not in QUESTION_KEYS}
+def scope_of(settings: dict[str, Any], unsteered: bool = False) -> str:
+    """What must match for a logged score to stand for one evaluated now, questions aside
+    (`unsteered`: for the baseline, whose rows no steering setting touches)."""
+    drop = QUESTION_KEYS + (STEERING_ONLY_KEYS if unsteered else ())
+    rest = {k: v for k, v in settings.items() if k not in drop}
     return text_md5(json.dumps(rest, sort_keys=True))[:16]
 
 
@@ -151,7 +157,7 @@ class ResultsLog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.entries: list[dict[str, Any]] = []
-        self._covering: dict[tuple[str, tuple[str, ...]], dict[str, list[int]]] = {}
+        self._covering: dict[tuple[str, tuple[str, ...], bool], dict[str, list[int]]] = {}
         if self.path.exists():
             self.entries = _read_entries(self.path)
 
@@ -187,33 +193,39 @@ class ResultsLog:
                 latest[entry_key(e["config"])] = e
         return list(latest.values())
 
-    def covering(self, scope: str, questions: list[str]) -> dict[str, list[int]]:
+    def covering(
+        self, scope: str, questions: list[str], unsteered: bool = False
+    ) -> dict[str, list[int]]:
         """{settings hash: where each of `questions` sits in its question list} for logged
         settings of this scope whose questions include all of them (the exact question
-        list first)."""
-        memo = (scope, tuple(questions))
+        list first). `unsteered`: `scope` is the baseline's (`scope_of(..., unsteered=True)`)."""
+        memo = (scope, tuple(questions), unsteered)
         if memo not in self._covering:
-            self._covering[memo] = self._find_covering(scope, questions)
+            self._covering[memo] = self._find_covering(scope, questions, unsteered)
         return self._covering[memo]
 
-    def _find_covering(self, scope: str, questions: list[str]) -> dict[str, list[int]]:
+    def _find_covering(
+        self, scope: str, questions: list[str], unsteered: bool
+    ) -> dict[str, list[int]]:
         found: dict[str, list[int]] = {}
         for e in reversed(self.entries):
             h = e.get("settings_hash")
             if e["type"] != "baseline" or h in found or not isinstance(e.get("questions"), list):
                 continue
-            if scope_of(e.get("settings") or {}) != scope:
+            if scope_of(e.get("settings") or {}, unsteered) != scope:
                 continue
             where = {q: i for i, q in reversed(list(enumerate(e["questions"])))}
             if all(q in where for q in questions):
                 found[h] = [where[q] for q in questions]
         return dict(sorted(found.items(), key=lambda kv: kv[1] != list(range(len(questions)))))
 
-    def baseline_scores(self, scope: str, questions: list[str]) -> list[Score] | None:
-        for h, at in self.covering(scope, questions).items():
+    def baseline_scores(self, scope: str, questions: list[str]) -> tuple[str, list[Score]] | None:
+        """(settings hash it was logged under, the unsteered scores on `questions`) from a
+        baseline of the unsteered scope `scope` (`scope_of(..., unsteered=True)`), or None."""
+        for h, at in self.covering(scope, questions, unsteered=True).items():
             scores = scores_of(self.baseline(h) or {})
             if scores is not None:
-                return [scores[i] for i in at]
+                return h, [scores[i] for i in at]
         return None
 
     def config_scores(
