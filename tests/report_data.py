@@ -33,7 +33,8 @@ def cells(spec=None, position="prompt[-1]") -> dict:
     out = {}
     for method, (deltas, cohs) in (spec or SYNTHETIC).items():
         configs = [
-            (2, c, d / 100, d / 100, coh) for c, d, coh in zip(COEFS, deltas, cohs, strict=True)
+            (2, c, d / 100, d / 100, coh)
+            for c, d, coh in zip(COEFS[: len(deltas)], deltas, cohs, strict=True)
         ]
         if method == "mean_diff":
             configs.append((1, 1.0, 0.05, 0.05, 99.0))  # a worse layer that must never win

@@ -44,6 +44,8 @@ OK = "ok"
 NO_EFFECT = "no effect"
 INCOHERENT = "incoherent held out"
 NEEDS_FINER = "needs finer coefficients"
+# steered configs coherent on the selection half, but the judge gave none a trait score
+UNSCORED = "trait unscored"
 
 Score = tuple[float | None, float | None]  # (trait, coherence) of one response
 
@@ -222,10 +224,12 @@ def select(
     coherent there; among those with an effect there (interval above zero) the largest delta
     wins (ties: more coherent, smaller |coefficient|, lower layer) -> (pick, None). With
     coherent candidates but none with an effect, (the strongest, NO_EFFECT); with none,
-    (None, NEEDS_FINER)."""
+    (None, NEEDS_FINER), or (None, UNSCORED) when steered configs are coherent but none has
+    a trait score."""
     coherent = steered_coherent(rows, min_coherence)
     if not coherent:
-        return None, NEEDS_FINER
+        unscored = steered_coherent(rows, min_coherence, scored=False)
+        return None, UNSCORED if unscored else NEEDS_FINER
     effective = [r for r in coherent if (as_number(r.get("selection_delta_lo")) or 0.0) > 0]
     if not effective:
         return max(coherent, key=_rank), NO_EFFECT
@@ -233,14 +237,15 @@ def select(
 
 
 def steered_coherent(
-    rows: Sequence[Mapping[str, Any]], min_coherence: float
+    rows: Sequence[Mapping[str, Any]], min_coherence: float, scored: bool = True
 ) -> list[Mapping[str, Any]]:
-    """Steered configs (coefficient != 0) coherent on the selection half."""
+    """Steered configs (coefficient != 0) coherent on the selection half (`scored`: with a
+    trait delta there)."""
     return [
         r
         for r in rows
         if as_number(r.get("coefficient")) not in (None, 0.0)
-        and as_number(r.get("selection_trait_delta")) is not None
+        and (not scored or as_number(r.get("selection_trait_delta")) is not None)
         and coherent(r.get("selection_coherence_mean"), min_coherence)
     ]
 

@@ -251,3 +251,25 @@ def test_a_damaged_input_leaves_the_report_as_it_was(tmp_path, capsys, text, pro
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"steerops report: error: {damaged}: {problem}")
     assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_the_best_cell_metric_is_chosen_on_the_selection_half(tmp_path):
+    """`probe` is best held out, `mean_diff` on the selection half: the headline metric
+    names mean_diff and reports its held-out numbers, never the held-out maximum."""
+    grid = {
+        ("mean_diff", "prompt[-1]"): [(2, 1.0, 0.8, 0.4, 90.0), (2, 0.0, 0.0, 0.0, 100.0)],
+        ("probe", "prompt[-1]"): [(2, 1.0, 0.5, 0.9, 90.0), (2, 0.0, 0.0, 0.0, 100.0)],
+    }
+    write_grid(tmp_path / "outputs", grid, QUESTIONS)
+    out = _report(tmp_path)
+    gap = pd.read_csv(out / "gap_analysis.csv")
+    md = _row(gap, method="mean_diff")
+    metrics = read_json(out / "metrics.json")
+    assert metrics["best_cell"].endswith("prompt[-1] mean_diff")
+    assert metrics["best_selection_delta"] == pytest.approx(80.0)
+    assert metrics["best_heldout_delta"] == pytest.approx(md["delta"]) == pytest.approx(40.0)
+    assert (metrics["best_heldout_delta_lo"], metrics["best_heldout_delta_hi"]) == pytest.approx(
+        (md["delta_lo"], md["delta_hi"])
+    )
+    assert metrics["best_heldout_n"] == 20 and metrics["best_status"] == "ok"
+    assert _row(gap, method="probe")["delta"] == pytest.approx(90.0)

@@ -10,7 +10,7 @@ import re
 import pandas as pd
 import pytest
 
-from report_data import synthetic_grid, write_params
+from report_data import SYNTHETIC, synthetic_grid, write_params
 from steering_data import COMPONENT, TRAIT
 from steerops.calibration.store import write_calibration
 from steerops.cli import main
@@ -280,3 +280,43 @@ def test_a_report_of_a_scratch_run_reads_the_pipelines_calibration_and_vectors(t
     assert main(["report", "--params", params, "--out", str(run)]) == 0
     for name in ("report.md", "massive_activations.csv", "cleaning_curve.csv"):
         assert (run / "reports" / name).read_text() == (pipeline / name).read_text(), name
+
+
+def test_cells_without_a_scored_steered_config_say_why(tmp_path):
+    """A cell holding only the unsteered config, and one whose steered configs are coherent
+    but were given no trait score: each gets its own verdict line, and the report and the
+    results page are written whole."""
+    import json
+
+    from steering_data import cell_log
+
+    synthetic_grid(
+        tmp_path,
+        {"mean_diff": SYNTHETIC["mean_diff"], "probe": ([], []), "gradient": SYNTHETIC["probe"]},
+    )
+    log = cell_log(tmp_path / "outputs", "gradient", POSITION)
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    for e in entries:
+        if e["type"] == "config" and e["config"]["coefficient"] != 0:
+            e["scores"] = [[None, coherence] for _, coherence in e["scores"]]
+    log.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    out = _report(tmp_path)
+    gap = pd.read_csv(out / "gap_analysis.csv").set_index("method")
+    assert gap.loc["probe", "status"] == "needs finer coefficients"
+    assert gap.loc["gradient", "status"] == "trait unscored"
+    assert gap.loc["mean_diff", "status"] == "ok"
+    section = _section(
+        (tmp_path / "docs" / "results.md").read_text(), "Optimal coefficients, held out"
+    )
+    [probe] = [x for x in section.splitlines() if "`probe`" in x]
+    assert "no steered config has a coherence score" in probe
+    [gradient] = [x for x in section.splitlines() if "`gradient`" in x]
+    assert "**trait unscored**" in gradient and "none a trait score" in gradient
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["cells_trait_unscored"] == 1 and metrics["cells_needing_finer_coefficients"] == 1
+    # a report of that one cell alone (no other cell's number in its column)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    synthetic_grid(alone, {"probe": ([], [])})
+    _report(alone)
+    assert "no steered config has a coherence score" in (alone / "docs" / "results.md").read_text()

@@ -108,3 +108,46 @@ def test_scores_are_served_on_a_covered_subset_in_its_order(tmp_path):
     assert log.config_scores(scope, subset, key, {"x": "other md5"}) is None
     assert log.config_scores(scope, subset, entry_key(legacy["config"]), files) is None
     assert log.questions(settings_hash_of(settings)) == QUESTIONS
+
+
+def test_configs_measured_with_replaced_vectors_are_left_out(tmp_path):
+    """Vectors extracted again change their file md5: a config the next sweep did not
+    evaluate again keeps the old vectors' numbers and is no longer a config of the cell,
+    while one evaluated again is, with its new numbers; other vector files are unaffected."""
+    settings = settings_for(QUESTIONS)
+    scores = [(10.0, 90.0)] * len(QUESTIONS)
+    method_files = {"mean_diff|prompt[-1]|residual": "old"}
+
+    def entry(coef, files, trait=10.0):
+        e = config_entry(settings, "mean_diff", "prompt[-1]", 2, coef, scores, vector_files=files)
+        e["scores"] = [[trait, 90.0]] * len(QUESTIONS)
+        return e
+
+    pair = {**method_files, "probe|prompt[-1]|residual": "p1"}
+    path = write_log(
+        tmp_path / "results.jsonl",
+        [
+            baseline_entry(settings, QUESTIONS, scores),
+            entry(1.0, method_files, 90.0),
+            entry(2.0, method_files, 95.0),
+            entry(3.0, pair),
+            entry(1.0, {"mean_diff|prompt[-1]|residual": "new"}, 30.0),
+        ],
+    )
+    kept = ResultsLog(path).configs(settings_hash_of(settings))
+    assert [(e["config"]["coefficient"], e["scores"][0][0]) for e in kept] == [(1.0, 30.0)]
+    # the probe file alone changing leaves out only the config that reads it
+    write_log(path, [entry(2.0, {"mean_diff|prompt[-1]|residual": "new"}, 40.0)])
+    write_log(
+        path,
+        [
+            entry(
+                3.0, {"mean_diff|prompt[-1]|residual": "new", **{"probe|prompt[-1]|residual": "p1"}}
+            )
+        ],
+    )
+    write_log(path, [entry(4.0, {"probe|prompt[-1]|residual": "p2"})])
+    coefs = [
+        e["config"]["coefficient"] for e in ResultsLog(path).configs(settings_hash_of(settings))
+    ]
+    assert coefs == [1.0, 2.0, 4.0]

@@ -126,8 +126,8 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _metrics(gap, prepost, errors, searched) -> dict:
-    """A handful of counts and the best held-out delta among "ok" cells."""
-    ok = gap[(gap["status"] == stats.OK) & (gap["alias_of"] == "")]
+    """A handful of counts and the best cell: chosen on the selection half like every best
+    (the largest selection-half delta of a cell's chosen config), reported held out."""
     count = gap[gap["alias_of"] == ""]["status"].value_counts()
     return {
         "cells": int((gap["alias_of"] == "").sum()),
@@ -135,8 +135,9 @@ def _metrics(gap, prepost, errors, searched) -> dict:
         "cells_no_effect": int(count.get(stats.NO_EFFECT, 0)),
         "cells_incoherent_heldout": int(count.get(stats.INCOHERENT, 0)),
         "cells_needing_finer_coefficients": int(count.get(stats.NEEDS_FINER, 0)),
+        "cells_trait_unscored": int(count.get(stats.UNSCORED, 0)),
         "aliases": int((gap["alias_of"] != "").sum()),
-        "best_heldout_delta": _num(ok["delta"].max()) if len(ok) else None,
+        **_best_cell(gap),
         "flagged_preclean_gaps": (
             int((prepost["flag"] == tables.LIKELY_BUG).sum()) if len(prepost) else 0
         ),
@@ -170,7 +171,8 @@ INTRO = (
     "interval above zero wins. Verdicts: **ok** (held-out interval above zero, still "
     "coherent held out), **no effect** (the interval reaches zero: no optimal or "
     "recommended coefficient), **incoherent held out**, **needs finer coefficients** (no "
-    "steered config coherent; `best_coherence_reached` is the best a steered config got). "
+    "steered config coherent; `best_coherence_reached` is the best a steered config got), "
+    "**trait unscored** (coherent steered configs, but the judge gave none a trait score). "
     "`alias_of` names a method whose vectors are the same tensors: the alias was evaluated "
     "once and is left out of counts and of the coefficient fit. Searches are a separate "
     "table: their trials use the search half only and are never mixed into grid tables."
@@ -221,6 +223,24 @@ def _intro(threshold: float, halves: str, seed: int = 0, fraction: float = 0.5) 
     return INTRO.format(
         t=threshold, halves=halves, seed=seed, fraction=fraction, resamples=stats.RESAMPLES
     )
+
+
+def _best_cell(gap: pd.DataFrame) -> dict:
+    """The cell whose chosen config has the largest selection-half delta (ties: the first in
+    the table's order), with its verdict and held-out delta, interval and n."""
+    chosen = gap[(gap["alias_of"] == "") & gap["selection_delta"].notna()]
+    if chosen.empty:
+        return {"best_cell": None}
+    best = chosen.loc[chosen["selection_delta"].astype(float).idxmax()]
+    return {
+        "best_cell": " ".join(str(best[k]) for k in ("model", "trait", "position", "method")),
+        "best_status": best["status"],
+        "best_selection_delta": _num(best["selection_delta"]),
+        "best_heldout_delta": _num(best["delta"]),
+        "best_heldout_delta_lo": _num(best["delta_lo"]),
+        "best_heldout_delta_hi": _num(best["delta_hi"]),
+        "best_heldout_n": None if pd.isna(best["n"]) else int(best["n"]),
+    }
 
 
 def _num(value) -> float | None:

@@ -20,7 +20,8 @@ REGENERATE = (
 VERDICTS = (
     "Verdicts: **ok** (held-out interval above zero and coherent held out: an optimal "
     "coefficient), **no effect** (the held-out interval reaches zero: no optimal coefficient), "
-    "**incoherent held out**, **needs finer coefficients** (no steered config coherent)."
+    "**incoherent held out**, **needs finer coefficients** (no steered config coherent), "
+    "**trait unscored** (coherent steered configs, none with a trait score)."
 )
 
 
@@ -156,9 +157,18 @@ def _verdict_lines(gap: pd.DataFrame) -> list[str]:
         where = f"{row.trait} {row.position} `{row.method}`"
         alias = f" (same vectors as `{row.alias_of}`)" if row.alias_of else ""
         if row.status == stats.NEEDS_FINER:
+            best = stats.as_number(row.best_coherence_reached)
+            reached = (
+                f"best steered coherence {best:.4g}"
+                if best is not None
+                else "no steered config has a coherence score"
+            )
+            lines.append(f"- {where}{alias}: **{row.status}** ({reached})")
+            continue
+        if row.status == stats.UNSCORED:
             lines.append(
-                f"- {where}{alias}: **{row.status}** (best steered coherence "
-                f"{row.best_coherence_reached:.4g})"
+                f"- {where}{alias}: **{row.status}** (steered configs are coherent on the "
+                "selection half, but the judge gave none a trait score)"
             )
             continue
         numbers = (

@@ -9,8 +9,8 @@ swept, and the configs of all cells are generated together; configs
 whose vectors are identical tensors are generated once. Configs already evaluated under
 identical settings are served from `results.jsonl`. Each cell's best config is chosen on a
 seeded selection half of the questions and reported on the held-out half, with a 95%
-interval (paired bootstrap against the baseline): "ok", "no effect", "incoherent held out"
-or "needs finer coefficients". Writes, under
+interval (paired bootstrap against the baseline): "ok", "no effect", "incoherent held out",
+"needs finer coefficients" or "trait unscored". Writes, under
 <out>/steering/<trait>/<variant>/<position>/<component>/<method>/: results.jsonl
 (append-only log), results.csv (every config under these settings), metrics.json, curve.png
 and responses/; and gathers every cell into metrics/steer.json and metrics/steer_curves.csv

@@ -186,12 +186,25 @@ class ResultsLog:
         return None if entry is None else list(entry["questions"])
 
     def configs(self, settings_hash: str) -> list[dict[str, Any]]:
-        """The latest entry of each config evaluated under these settings, in first-seen order."""
+        """The latest entry of each config evaluated under these settings, in first-seen
+        order, measured with the vector files the log names last: after the vectors change,
+        a config no sweep evaluated again holds the old vectors' numbers and is left out."""
         latest: dict[str, dict[str, Any]] = {}
+        current: dict[str, str] = {}  # vector file -> its md5 in the latest entry naming it
         for e in self.entries:
-            if e["type"] == "config" and e.get("settings_hash") == settings_hash:
+            if e["type"] != "config":
+                continue
+            current.update(canonical_files(e.get("vector_files")) or {})
+            if e.get("settings_hash") == settings_hash:
                 latest[entry_key(e["config"])] = e
-        return list(latest.values())
+        return [
+            e
+            for e in latest.values()
+            if all(
+                current[k] == md5
+                for k, md5 in (canonical_files(e.get("vector_files")) or {}).items()
+            )
+        ]
 
     def covering(
         self, scope: str, questions: list[str], unsteered: bool = False
