@@ -162,14 +162,23 @@ def test_searches_are_a_table_of_their_own(tmp_path):
 
 
 def test_negative_direction_measures_deltas_toward_suppression(tmp_path):
-    """With steering.direction negative the baseline refuses and steering suppresses it; the
-    report's deltas are in the steering direction, so the largest suppression is the best."""
-    write_grid(tmp_path / "outputs", cells(), QUESTIONS, baseline_trait=100.0)
-    out = _report(tmp_path, steering={"direction": "negative"})
-    gap = pd.read_csv(out / "gap_analysis.csv")
-    assert _row(gap, method="mean_diff")["delta"] == 70.0
-    assert _row(gap, method="probe")["delta"] == 95.0
-    assert "steering direction" in (out / "report.md").read_text()
+    """Cells steered with direction negative: the baseline refuses and steering suppresses
+    it; the report's deltas are in each cell's own steering direction (whatever the params
+    now say), so the largest suppression is the best."""
+    grid = cells()
+    negative = {method: {"direction": "negative"} for method, _ in grid}
+    write_grid(tmp_path / "outputs", grid, QUESTIONS, baseline_trait=100.0, settings_of=negative)
+    for steering in ({"direction": "negative"}, {}):
+        out = _report(tmp_path, steering=steering)
+        gap = pd.read_csv(out / "gap_analysis.csv")
+        assert _row(gap, method="mean_diff")["delta"] == 70.0
+        assert _row(gap, method="probe")["delta"] == 95.0
+        assert _row(gap, method="mean_diff")["status"] == "ok"
+        assert "steering direction" in (out / "report.md").read_text()
+    # the paired gain of a cleaned variant is signed the same way (+65 - +70)
+    curve = pd.read_csv(out / "cleaning_curve.csv")
+    cleaned = curve[(curve["method"] == "mean_diff") & (curve["variant"] == "mean_diff_cleaned")]
+    assert cleaned["gain"].iloc[0] == pytest.approx(65.0 - 70.0)
 
 
 def test_plot_series_are_per_method_and_position_and_trace_to_grid_configs(tmp_path):

@@ -117,3 +117,25 @@ def test_each_steered_model_reads_the_features_of_its_own_vectors(tmp_path):
     for model, (norm, proj) in expected.items():
         assert features.loc[model, "layer_norm"] == pytest.approx(norm, rel=1e-6)
         assert features.loc[model, "abs_mean_proj"] == pytest.approx(proj, rel=1e-5)
+
+
+def test_two_steered_variants_of_one_model_id_are_two_cells(tmp_path):
+    """base and instruct name the same model (as in the main params) and both were steered:
+    the report keeps their cells apart, each with its own numbers."""
+    params = load_params(write_params(tmp_path))  # both variants are model "m"
+    deltas = {
+        "instruct": ([10, 40, 70, 90], [95, 90, 80, 50]),
+        "base": ([5, 10, 20, 30], [95, 90, 80, 50]),
+    }
+    for variant, spec in deltas.items():
+        model = {"variant": variant, "id": "m"}
+        synthetic_grid(
+            tmp_path,
+            {"mean_diff": spec},
+            variant=variant,
+            settings_of={"mean_diff": {"model": model}},
+        )
+    gap = tables.gap_analysis(load_results(params), 68).set_index("model")
+    assert sorted(gap.index) == ["m [base]", "m [instruct]"]
+    assert gap.loc["m [instruct]", "delta"] == 70.0 and gap.loc["m [instruct]", "n_configs"] == 6
+    assert gap.loc["m [base]", "delta"] == 20.0 and gap.loc["m [base]", "n_configs"] == 6

@@ -11,6 +11,8 @@ on other questions against another baseline, so it never joins a grid table.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -24,8 +26,9 @@ from steerops.steering.store import METRICS_FILE, RESULTS_FILE, ResultsLog
 from steerops.vectors.store import is_stored, load_vectors, vectors_dir
 
 # `settings`: the cell's steering settings hash (configs of two cells compare only under
-# equal settings: scope, unit, judge, questions... are in it, the method is not)
-COLUMNS = ["model", *ROW_COLUMNS, "alias_of", "heldout_traits", "judge", "settings"]
+# equal settings: scope, unit, judge, questions... are in it, the method is not); `sign`:
+# the direction the cell steered in (-1: to suppress the trait), which signs its deltas
+COLUMNS = ["model", *ROW_COLUMNS, "alias_of", "heldout_traits", "judge", "settings", "sign"]
 CELL = ["model", "trait", "variant", "position", "component"]
 
 
@@ -34,7 +37,8 @@ def load_results(params) -> pd.DataFrame:
     are in the steering direction; `heldout_traits` maps each held-out question to the
     config's trait score (for paired comparisons between configs); `alias_of` names the
     method whose vectors are the same tensors at every layer; `judge` is the judge the
-    cell's baseline settings name."""
+    cell's baseline settings name. Each cell's deltas are signed by the direction its own
+    settings name (params' direction for a log that names none)."""
     proto = protocol(params)
     rows: list[dict] = []
     root = params.out / "steering"
@@ -54,13 +58,29 @@ def load_results(params) -> pd.DataFrame:
             "judge": str(settings.get("judge") or ""),
             "settings": settings_hash,
         }
-        rows += config_rows(log, settings_hash, proto, labels, keep_heldout=True)
+        direction = settings.get("direction", proto.direction)
+        cell = replace(proto, sign=-1.0 if direction == "negative" else 1.0)
+        labels["sign"] = cell.sign
+        rows += config_rows(log, settings_hash, cell, labels, keep_heldout=True)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         return frame
+    frame["model"] = _model_labels(frame)
     frame["alias_of"] = _alias_column(frame)
     order = ["model", "trait", "variant", "position", "component", "method", "layer", "coefficient"]
     return frame.sort_values(order, kind="mergesort", key=_sort_key).reset_index(drop=True)
+
+
+def _model_labels(frame: pd.DataFrame) -> list[str]:
+    """Each row's model id, with its variant when cells of two steered variants share the
+    id (e.g. `steer --variant base` where base and instruct name one folder): the tables
+    group by model, and two variants' cells are not one cell."""
+    shared = frame.groupby("model")["variant"].nunique()
+    many = set(shared[shared > 1].index)
+    return [
+        f"{model} [{variant}]" if model in many else model
+        for model, variant in zip(frame["model"], frame["variant"], strict=True)
+    ]
 
 
 def _cell_settings(log: ResultsLog, metrics_file) -> str | None:

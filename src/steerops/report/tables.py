@@ -93,7 +93,6 @@ def preclean_vs_clean_after(
     frame: pd.DataFrame,
     min_coherence: float,
     seed: int = 0,
-    sign: float = 1.0,
     flag_points: float = 20.0,
 ) -> pd.DataFrame:
     """Held-out delta of `<m>_preclean` vs `<m>_cleaned` (all global dims removed before vs
@@ -111,7 +110,7 @@ def preclean_vs_clean_after(
             if not pre_status and not post_status:
                 continue
             pre_status, post_status = pre_status or NOT_STEERED, post_status or NOT_STEERED
-            gap = _paired_gap(pre, post, seed, sign)
+            gap = _paired_gap(pre, post, seed)
             flag = (
                 base == "mean_diff"
                 and gap.mean is not None
@@ -157,20 +156,20 @@ def _settings_differ(pre: dict | None, post: dict | None) -> bool:
     return pre is not None and post is not None and pre.get("settings") != post.get("settings")
 
 
-def _paired_gap(pre: dict | None, post: dict | None, seed: int, sign: float) -> stats.Interval:
-    """pre - post in the steering direction (`sign`) over the held-out questions both were
-    scored on: the paired bootstrap of the two configs' per-question trait scores (the
-    baseline cancels); none when either is missing or their settings differ."""
+def _paired_gap(pre: dict | None, post: dict | None, seed: int) -> stats.Interval:
+    """pre - post in the steering direction (the cells' `sign`: equal settings, so one
+    direction) over the held-out questions both were scored on: the paired bootstrap of
+    the two configs' per-question trait scores (the baseline cancels); none when either is
+    missing or their settings differ."""
     if pre is None or post is None or _settings_differ(pre, post):
         return stats.Interval(0, None, None, None)
     a, b = pre.get("heldout_traits") or {}, post.get("heldout_traits") or {}
     common = [q for q in a if q in b]
+    sign = float(pre.get("sign", 1.0))
     return stats.paired_delta([a[q] for q in common], [b[q] for q in common], seed, sign)
 
 
-def cleaning_curve(
-    frame: pd.DataFrame, min_coherence: float, seed: int = 0, sign: float = 1.0
-) -> pd.DataFrame:
+def cleaning_curve(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd.DataFrame:
     """The chosen config's held-out delta against the number of massive dims cleaned
     (0, 1, 2, 3, 5, all), per base method, and whether cleaning helps: `gain` is each
     step's held-out trait minus the uncleaned method's (each at its own chosen config),
@@ -187,7 +186,7 @@ def cleaning_curve(
                     continue
                 hit, status = chosen[(*key, method)]
                 uncleaned = chosen.get((*key, base), (None, ""))[0]
-                gain = _paired_gap(hit, uncleaned, seed, sign) if suffix else None
+                gain = _paired_gap(hit, uncleaned, seed) if suffix else None
                 out.append(
                     {
                         **dict(zip(KEY, key, strict=True)),
