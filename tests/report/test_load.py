@@ -139,3 +139,7 @@ def test_two_steered_variants_of_one_model_id_are_two_cells(tmp_path):
     assert sorted(gap.index) == ["m [base]", "m [instruct]"]
     assert gap.loc["m [instruct]", "delta"] == 70.0 and gap.loc["m [instruct]", "n_configs"] == 6
     assert gap.loc["m [base]", "delta"] == 20.0 and gap.loc["m [base]", "n_configs"] == 6
+    # the unit each cell's coefficients are in comes from its own settings
+    frame = load_results(params)
+    assert set(frame["unit"]) == {"norm"}
+    assert set(tables.coefficient_table(frame, 68)["unit"]) == {"norm"}

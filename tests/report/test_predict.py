@@ -111,3 +111,26 @@ def test_a_left_out_row_keeps_no_twin_in_what_its_predictor_reads():
     assert errors.loc["linear(layer_norm, layer_norm_clean)", "n"] == 2
     assert np.isnan(errors.loc["linear(layer_norm, layer_norm_clean)", "loo_mae"])
     assert errors.loc["a + b * |mean_proj|", "n"] == 16  # its feature tells the rows apart
+
+
+def test_start_coefficients_never_mix_coefficient_units():
+    """Cells steered with coefficients in norm multiples and in absolute weights: each unit
+    gets its own start, the median of its own cells only."""
+    features = pd.DataFrame(
+        {
+            "model": "m",
+            "method": "mean_diff",
+            "layer": [1, 2, 3, 4],
+            "coefficient": [0.2, 0.4, 8.0, 12.0],
+            "unit": ["norm", "norm", "absolute", "absolute"],
+            "weight": [6.0, 12.0, 8.0, 12.0],
+            "at_largest_coefficient": False,
+            "layer_norm": [30.0, 30.0, 40.0, 60.0],
+            "layer_norm_clean": [20.0, 20.0, 30.0, 50.0],
+            "abs_mean_proj": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    recs = predict.recommendations(features, predict.loo_errors(features)).set_index("unit")
+    assert recs.loc["norm", "start_coefficient"] == pytest.approx(0.3)
+    assert recs.loc["absolute", "start_coefficient"] == pytest.approx(10.0)
+    assert (recs["n"] == 2).all()

@@ -27,8 +27,13 @@ from steerops.vectors.store import is_stored, load_vectors, vectors_dir
 
 # `settings`: the cell's steering settings hash (configs of two cells compare only under
 # equal settings: scope, unit, judge, questions... are in it, the method is not); `sign`:
-# the direction the cell steered in (-1: to suppress the trait), which signs its deltas
-COLUMNS = ["model", *ROW_COLUMNS, "alias_of", "heldout_traits", "judge", "settings", "sign"]
+# the direction the cell steered in (-1: to suppress the trait), which signs its deltas;
+# `unit`: what its coefficients multiply (`steering.coefficient_unit`)
+COLUMNS = [
+    "model",
+    *ROW_COLUMNS,
+    *("alias_of", "heldout_traits", "judge", "settings", "sign", "unit"),
+]
 CELL = ["model", "trait", "variant", "position", "component"]
 
 
@@ -61,6 +66,7 @@ def load_results(params) -> pd.DataFrame:
         direction = settings.get("direction", proto.direction)
         cell = replace(proto, sign=-1.0 if direction == "negative" else 1.0)
         labels["sign"] = cell.sign
+        labels["unit"] = str(settings.get("coefficient_unit") or params.steering.coefficient_unit)
         rows += config_rows(log, settings_hash, cell, labels, keep_heldout=True)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
@@ -139,8 +145,8 @@ def _model_id(params, variant: str | None, fallback: str | None = None) -> str:
 
 
 FEATURE_COLUMNS = (
-    "model method position alias_of layer coefficient weight at_largest_coefficient layer_norm "
-    "layer_norm_clean abs_mean_proj"
+    "model method position alias_of layer coefficient unit weight at_largest_coefficient "
+    "layer_norm layer_norm_clean abs_mean_proj"
 ).split()
 
 
@@ -168,6 +174,7 @@ def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.Data
             "alias_of": best.get("alias_of", ""),
             "layer": layer,
             "coefficient": best["coefficient"],
+            "unit": best["unit"],
             "weight": abs(best["weight"]),
             "at_largest_coefficient": bool(best.get("at_largest_coefficient", False)),
             "layer_norm": np.nan,

@@ -104,8 +104,10 @@ def fit_predictor(features: pd.DataFrame, name: str, target: str = "weight"):
 
 
 def recommendations(features: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFrame:
-    """A starting coefficient per (model, method): the median optimal coefficient, and the
-    weight the best leave-one-out predictor gives at the median feature values. The optimum
+    """A starting coefficient per (model, method, coefficient unit): the median optimal
+    coefficient (never across units: a norm multiple and an absolute weight do not mix),
+    and the weight the best leave-one-out predictor gives at the median feature values (a
+    weight, so every unit's cells fit it). The optimum
     of a cell chosen at its layer's largest coefficient may lie beyond the grid, so a start
     from such cells is a lower bound: `n_at_largest_coefficient` counts them."""
     features = distinct(features)
@@ -118,7 +120,9 @@ def recommendations(features: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFram
         best_name = next(name for name in PREDICTORS if name in tied)
     predict = fit_predictor(features, best_name) if len(features) else None
     out = []
-    for (model, method), rows in features.groupby(["model", "method"], sort=True):
+    if "unit" not in features:  # a frame that names no unit: one unit throughout
+        features = features.assign(unit="")
+    for (model, method, unit), rows in features.groupby(["model", "method", "unit"], sort=True):
         typical = rows.median(numeric_only=True).to_frame().T
         predicted = float(predict(typical)[0]) if predict is not None else np.nan
         out.append(
@@ -127,6 +131,7 @@ def recommendations(features: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFram
                 "method": method,
                 "n": len(rows),
                 "start_coefficient": float(rows["coefficient"].median()),
+                "unit": unit,
                 "predicted_weight": predicted,
                 "predictor": best_name,
                 "n_at_largest_coefficient": int(rows["at_largest_coefficient"].astype(bool).sum())
@@ -134,5 +139,5 @@ def recommendations(features: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFram
                 else 0,
             }
         )
-    columns = ["model", "method", "n", "start_coefficient", "predicted_weight", "predictor"]
+    columns = ["model", "method", "n", "start_coefficient", "unit", "predicted_weight", "predictor"]
     return pd.DataFrame(out, columns=[*columns, "n_at_largest_coefficient"])

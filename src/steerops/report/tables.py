@@ -232,6 +232,7 @@ def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame
                 "alias_of": aliases[(*key, method)],
                 "layer": hit["layer"],
                 "coefficient": float(hit["coefficient"]),
+                "unit": hit.get("unit", ""),
                 "weight": float(hit["weight"]),
                 **_held(hit),
                 "mean_diff_probe_ratio": (
@@ -251,8 +252,8 @@ def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame
                 ),
             }
         )
-    columns = KEY + ["method", "alias_of", "layer", "coefficient", "weight", *HELD.values()]
-    columns += ["mean_diff_probe_ratio", "cleaning_shift", "at_largest_coefficient"]
+    columns = KEY + ["method", "alias_of", "layer", "coefficient", "unit", "weight"]
+    columns += [*HELD.values(), "mean_diff_probe_ratio", "cleaning_shift", "at_largest_coefficient"]
     return pd.DataFrame(out, columns=columns)
 
 
