@@ -66,6 +66,7 @@ def config_entry(
     vector_hash: str | None = None,
     weight_per_unit: float = 10.0,
     vector_files: dict | None = None,
+    component: str = COMPONENT,
 ) -> dict:
     return {
         "type": "config",
@@ -75,14 +76,14 @@ def config_entry(
             "vectors": [
                 {
                     "layer": layer,
-                    "component": COMPONENT,
+                    "component": component,
                     "position": position,
                     "method": method,
                     "weight": coefficient * weight_per_unit,
                 }
             ],
         },
-        "vector_files": vector_files or {f"{method}|{position}|{COMPONENT}": "md5"},
+        "vector_files": vector_files or {f"{method}|{position}|{component}": "md5"},
         "vector_hashes": [vector_hash or f"{method}-{layer}"],
         "scores": [list(s) for s in scores],
         "result": {
@@ -101,8 +102,10 @@ def write_log(path: Path, entries: list[dict]) -> Path:
     return path
 
 
-def cell_log(out: Path, method: str, position: str, variant: str = VARIANT) -> Path:
-    return steering_dir(out, TRAIT, variant, position, COMPONENT, method) / "results.jsonl"
+def cell_log(
+    out: Path, method: str, position: str, variant: str = VARIANT, component: str = COMPONENT
+) -> Path:
+    return steering_dir(out, TRAIT, variant, position, component, method) / "results.jsonl"
 
 
 def reference_interval(d: np.ndarray, seed: int, resamples: int = 2000):
@@ -128,13 +131,15 @@ def write_grid(
     baseline_trait: float = 0.0,
     settings_of: dict[str, dict] | None = None,
     variant: str = VARIANT,
+    component: str = COMPONENT,
 ) -> tuple[list[str], list[str]]:
     """Cell logs as `steerops steer` writes them. `cells[(method, position)]` lists configs
     `(layer, coefficient, selection refusal fraction, held-out refusal fraction, coherence)`;
     the baseline scores `baseline_trait` (coherence 100) and a "refusing" question
     100 - `baseline_trait`. `same_vectors` maps a method to the one whose vector hashes it
     shares; `settings_of` a method to its cell's changed settings (e.g. another scope);
-    `variant` the steered model variant the cells' folders name. Returns the (selection,
+    `variant` the steered model variant the cells' folders name, `component` the one their
+    vectors steer. Returns the (selection,
     held-out) questions of the split."""
     from steerops.stats import split_questions
 
@@ -150,8 +155,15 @@ def write_grid(
             scores = [(moved if q in refuse else baseline_trait, coherence) for q in questions]
             entries.append(
                 config_entry(
-                    settings, method, position, layer, coef, scores, vector_hash=f"{same}-{layer}"
+                    settings,
+                    method,
+                    position,
+                    layer,
+                    coef,
+                    scores,
+                    vector_hash=f"{same}-{layer}",
+                    component=component,
                 )
             )
-        write_log(cell_log(out, method, position, variant), entries)
+        write_log(cell_log(out, method, position, variant, component), entries)
     return selection, heldout

@@ -8,16 +8,17 @@ from steerops.report import tables
 from steerops.report.calibrated import with_dim_sets
 
 SETS = {
-    ("t", "p", "mean_diff_cleaned"): {"dim_set": "massive", "dims_removed": {"3": [7]}},
-    ("t", "p", "probe_preclean"): {"dim_set": "top_mean", "dims_removed": {"3": [1, 7]}},
-    ("t", "p", "probe_cleaned"): {"dim_set": "massive"},
+    ("t", "p", "c", "mean_diff_cleaned"): {"dim_set": "massive", "dims_removed": {"3": [7]}},
+    ("t", "p", "c", "probe_preclean"): {"dim_set": "top_mean", "dims_removed": {"3": [1, 7]}},
+    ("t", "p", "c", "probe_cleaned"): {"dim_set": "massive"},
 }
 
 
 def _prepost(*rows: tuple[str, str, str]) -> pd.DataFrame:
     return pd.DataFrame(
         [
-            {"trait": "t", "position": "p", "method": m, "preclean_status": pre}
+            {"trait": "t", "position": "p", "component": "c", "method": m}
+            | {"preclean_status": pre}
             | {"clean_after_status": post}
             for m, pre, post in rows
         ]
@@ -27,7 +28,9 @@ def _prepost(*rows: tuple[str, str, str]) -> pd.DataFrame:
 def test_a_one_sided_row_names_only_the_side_that_ran():
     prepost = _prepost(("mean_diff", tables.NOT_STEERED, "ok"), ("probe", "ok", "no effect"))
     with_dim_sets(
-        pd.DataFrame(columns=["trait", "position", "variant", "dims_cleaned", "layer"]),
+        pd.DataFrame(
+            columns=["trait", "position", "component", "variant", "dims_cleaned", "layer"]
+        ),
         prepost,
         SETS,
     )
@@ -37,7 +40,9 @@ def test_a_one_sided_row_names_only_the_side_that_ran():
 def test_a_side_that_ran_without_metadata_is_marked_unknown():
     prepost = _prepost(("mean_diff", "ok", "ok"))
     with_dim_sets(
-        pd.DataFrame(columns=["trait", "position", "variant", "dims_cleaned", "layer"]),
+        pd.DataFrame(
+            columns=["trait", "position", "component", "variant", "dims_cleaned", "layer"]
+        ),
         prepost,
         SETS,
     )
@@ -49,6 +54,7 @@ def test_the_curve_counts_the_dims_removed_at_the_chosen_layer():
         {
             "trait": "t",
             "position": "p",
+            "component": "c",
             "variant": ["mean_diff", "mean_diff_cleaned", "mean_diff_cleaned", "probe_cleaned"],
             "dims_cleaned": ["0", "all", "all", "all"],
             "layer": [3, 3, float("nan"), 3],

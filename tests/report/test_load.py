@@ -143,3 +143,22 @@ def test_two_steered_variants_of_one_model_id_are_two_cells(tmp_path):
     frame = load_results(params)
     assert set(frame["unit"]) == {"norm"}
     assert set(tables.coefficient_table(frame, 68)["unit"]) == {"norm"}
+
+
+def test_cells_of_two_components_are_two_cells(tmp_path):
+    """Vectors of one method and position steering the residual stream and the attention
+    output are two cells, each with its own verdict and numbers."""
+    params = load_params(write_params(tmp_path))
+    specs = {
+        "residual": ([10, 40, 70, 90], [95, 90, 80, 50]),
+        "attn_out": ([5, 10, 20, 30], [95, 90, 80, 50]),
+    }
+    for component, spec in specs.items():
+        synthetic_grid(tmp_path, {"mean_diff": spec}, component=component)
+    frame = load_results(params)
+    gap = tables.gap_analysis(frame, 68).set_index("component")
+    assert sorted(gap.index) == ["attn_out", "residual"]
+    assert gap.loc["residual", "delta"] == 70.0 and gap.loc["attn_out", "delta"] == 20.0
+    assert (gap["n_configs"] == 6).all()
+    curve = tables.cleaning_curve(frame, 68)
+    assert sorted(curve["component"]) == ["attn_out", "residual"]

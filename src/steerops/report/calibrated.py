@@ -91,11 +91,11 @@ def _span(layers: list[int]) -> str:
     return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs) or "none"
 
 
-def dim_sets(params, frame: pd.DataFrame) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """{(trait, position, method): the calibration its vectors were cleaned with (`dim_set`,
-    `dims_removed` per layer)} for every method of the grid whose metadata records a dim set
-    (uncleaned methods have none)."""
-    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+def dim_sets(params, frame: pd.DataFrame) -> dict[tuple[str, str, str, str], dict[str, Any]]:
+    """{(trait, position, component, method): the calibration its vectors were cleaned with
+    (`dim_set`, `dims_removed` per layer)} for every method of the grid whose metadata
+    records a dim set (uncleaned methods have none)."""
+    found: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     keys = ["trait", "vector_variant", "position", "component", "method"]
     for trait, variant, position, component, method in (
         frame[keys].drop_duplicates().itertuples(index=False, name=None)
@@ -106,7 +106,7 @@ def dim_sets(params, frame: pd.DataFrame) -> dict[tuple[str, str, str], dict[str
             continue
         calibration = read_json(meta).get("calibration") or {}
         if calibration.get("dim_set"):
-            found[(trait, position, method)] = calibration
+            found[(trait, position, component, method)] = calibration
     return found
 
 
@@ -115,7 +115,9 @@ def with_dim_sets(curve: pd.DataFrame, prepost: pd.DataFrame, sets: dict) -> Non
     `dims_removed`, how many dims the chosen layer's vector lost ("all" is a set's size, which
     can be fewer than 5) (in place)."""
     names = {key: str(calibration["dim_set"]) for key, calibration in sets.items()}
-    keys = list(zip(curve["trait"], curve["position"], curve["variant"], strict=True))
+    keys = list(
+        zip(curve["trait"], curve["position"], curve["component"], curve["variant"], strict=True)
+    )
     curve["dim_set"] = [names.get(key, "") for key in keys]
     curve["dims_removed"] = [
         0 if dims == "0" else _removed(sets.get(key), layer)
@@ -123,8 +125,9 @@ def with_dim_sets(curve: pd.DataFrame, prepost: pd.DataFrame, sets: dict) -> Non
     ]
     column = []
     for row in prepost.itertuples():
-        t, p, m = row.trait, row.position, row.method
-        pre, post = names.get((t, p, f"{m}_preclean"), ""), names.get((t, p, f"{m}_cleaned"), "")
+        t, p, c, m = row.trait, row.position, row.component, row.method
+        pre = names.get((t, p, c, f"{m}_preclean"), "")
+        post = names.get((t, p, c, f"{m}_cleaned"), "")
         if row.preclean_status == tables.NOT_STEERED:  # only the side that ran is named
             column.append(post)
         elif row.clean_after_status == tables.NOT_STEERED:

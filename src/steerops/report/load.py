@@ -165,6 +165,7 @@ def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.Data
             & (frame["trait"] == best["trait"])
             & (frame["method"] == best["method"])
             & (frame["position"] == best["position"])
+            & (frame["component"] == best["component"])
         ].iloc[0]
         layer = int(best["layer"])
         feats = {

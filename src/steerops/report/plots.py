@@ -1,4 +1,4 @@
-"""Report plots, one facet per (model, trait, position), written deterministically (no
+"""Report plots, one facet per (model, trait, position, component), written deterministically (no
 timestamps in the PNG metadata).
 
 Coefficient curves: per method, every coefficient at the layer chosen on the selection half,
@@ -100,8 +100,8 @@ def _layer(value):
 
 def coefficient_curves(points: pd.DataFrame, min_coherence: float, path: Path) -> None:
     """Held-out trait delta (with interval) and coherence vs coefficient: a column of two
-    panels per (model, trait, position), a line per method at its chosen layer."""
-    groups = sorted(points.groupby(KEY).groups) if len(points) else [("", "", "")]
+    panels per (model, trait, position, component), a line per method at its chosen layer."""
+    groups = sorted(points.groupby(KEY).groups) if len(points) else [("",) * len(KEY)]
     style = _style(sorted(points["method"].unique()) if len(points) else [])
     fig, axes = plt.subplots(
         2, len(groups), figsize=(5.5 * len(groups), 7), sharex=True, squeeze=False
@@ -149,11 +149,11 @@ def coefficient_curves(points: pd.DataFrame, min_coherence: float, path: Path) -
 
 def cleaning_curve(curve: pd.DataFrame, path: Path) -> None:
     """Held-out delta of each base method's chosen config vs massive dims cleaned, as
-    categories, one facet per (model, trait, position); methods with a single step (nothing
-    to compare) are left out."""
+    categories, one facet per (model, trait, position, component); methods with a single step
+    (nothing to compare) are left out."""
     order = [dims for dims, _ in CURVE_STEPS]
     series = curve.groupby(KEY + ["method"]).filter(lambda rows: len(rows) > 1)
-    groups = sorted(series.groupby(KEY).groups) if len(series) else [("", "", "")]
+    groups = sorted(series.groupby(KEY).groups) if len(series) else [("",) * len(KEY)]
     style = _style(sorted(series["method"].unique()) if len(series) else [])
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
     for col, key in enumerate(groups):

@@ -112,7 +112,7 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
     chosen config, paired over the questions both were scored on, and what that says."""
     lines = []
     uncleaned = {
-        (r.model, r.trait, r.position, r.method): r.status
+        (r.model, r.trait, r.position, r.component, r.method): r.status
         for r in curve.itertuples(index=False)
         if r.dims_cleaned == "0"
     }
@@ -144,7 +144,8 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
             f"{removed}) against `{row.method}`: held-out trait "
             f"{interval(row.gain, row.gain_lo, row.gain_hi)}, n {int(row.gain_n)} "
             f"(verdicts: {row.status} cleaned, "
-            f"{uncleaned.get((row.model, row.trait, row.position, row.method), '?')} uncleaned): "
+            f"{uncleaned.get((row.model, row.trait, row.position, row.component, row.method), '?')}"
+            " uncleaned): "
             f"**{says}**"
         )
     return lines or ["_no cleaned variant with an uncleaned one to compare_"]

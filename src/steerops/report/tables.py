@@ -19,7 +19,8 @@ import pandas as pd
 
 from steerops import stats
 
-KEY = ["model", "trait", "position"]
+# a cell: its model, trait, vector position and the component its vectors steer
+KEY = ["model", "trait", "position", "component"]
 GROUP = KEY + ["method"]
 CURVE_STEPS: list[tuple[str, str]] = [
     ("0", ""),
@@ -57,9 +58,9 @@ def _held(chosen: dict | None, prefix: str = "") -> dict[str, Any]:
 
 
 def gap_analysis(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
-    """Per (model, trait, position, method): the verdict, the chosen config, its selection-
-    half delta and its held-out numbers; with no coherent steered config, the best coherence
-    a steered config reached."""
+    """Per (model, trait, position, component, method): the verdict, the chosen config, its
+    selection-half delta and its held-out numbers; with no coherent steered config, the best
+    coherence a steered config reached."""
     out = []
     for key, rows in frame.groupby(GROUP, sort=True):
         chosen, status = pick(rows, min_coherence)
@@ -214,7 +215,7 @@ def cleaning_curve(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> 
 
 
 def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
-    """The optimal coefficient of every "ok" (model, trait, position, method), with its
+    """The optimal coefficient of every "ok" (model, trait, position, component, method), with its
     held-out numbers, the mean_diff/probe ratio and the shift cleaning causes relative to the
     uncleaned base method (both only between "ok" rows). Cells without an effect held out
     have no optimal coefficient."""
