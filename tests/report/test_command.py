@@ -274,7 +274,7 @@ def test_the_best_cell_metric_is_chosen_on_the_selection_half(tmp_path):
     gap = pd.read_csv(out / "gap_analysis.csv")
     md = _row(gap, method="mean_diff")
     metrics = read_json(out / "metrics.json")
-    assert metrics["best_cell"].endswith("prompt[-1] mean_diff")
+    assert metrics["best_cell"].endswith("prompt[-1] residual mean_diff")
     assert metrics["best_selection_delta"] == pytest.approx(80.0)
     assert metrics["best_heldout_delta"] == pytest.approx(md["delta"]) == pytest.approx(40.0)
     assert (metrics["best_heldout_delta_lo"], metrics["best_heldout_delta_hi"]) == pytest.approx(

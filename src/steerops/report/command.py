@@ -234,7 +234,7 @@ def _best_cell(gap: pd.DataFrame) -> dict:
         return {"best_cell": None}
     best = chosen.loc[chosen["selection_delta"].astype(float).idxmax()]
     return {
-        "best_cell": " ".join(str(best[k]) for k in ("model", "trait", "position", "method")),
+        "best_cell": " ".join(str(best[k]) for k in tables.GROUP),
         "best_status": best["status"],
         "best_selection_delta": _num(best["selection_delta"]),
         "best_heldout_delta": _num(best["delta"]),
