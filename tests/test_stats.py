@@ -98,14 +98,14 @@ def test_clustered_proportion_reads_singletons_as_wilson_and_copies_once():
         assert (got.lo, got.hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
         # every example repeated 3 times within its cluster: the k clusters' interval
         copies = stats.clustered_proportion(np.repeat(y, 3), np.repeat(np.arange(n), 3))
-        if 0 < y.sum() < n:
-            assert copies.n == 3 * n and (copies.lo, copies.hi) == pytest.approx(
-                (ci.low, ci.high), abs=1e-12
-            )
-    # no misses: nothing tells the clustering, so the rows count as they are
+        assert copies.n == 3 * n and (copies.lo, copies.hi) == pytest.approx(
+            (ci.low, ci.high), abs=1e-12
+        )  # at 0 or n hits too: each cluster counts once
+    # no misses over 14 pairs: the variance cannot tell the clustering, so each pair
+    # counts once (never as 28 independent draws)
     whole = stats.clustered_proportion([1.0] * 28, [i // 2 for i in range(28)])
-    ci = scipy_stats.binomtest(28, 28).proportion_ci(0.95, method="wilson")
-    assert (whole.lo, whole.hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    ci = scipy_stats.binomtest(14, 14).proportion_ci(0.95, method="wilson")
+    assert whole.n == 28 and (whole.lo, whole.hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
     assert stats.clustered_proportion([], []) == stats.Interval(0, None, None, None)
     with pytest.raises(ValueError):
         stats.clustered_proportion([1, 0], ["a"])

@@ -127,8 +127,9 @@ def clustered_proportion(
     of a pair): n / deff, where the design effect deff is the cluster-robust variance of
     the share (sum over clusters of (hits_c - p n_c)^2, over n^2) against the binomial
     p(1 - p) / n, never below 1. One example per cluster is `proportion`; clusters of
-    copies count once each. At 0 or n hits the variance cannot tell the design effect, and
-    the examples count as they are (deff 1, the usual convention for survey proportions)."""
+    copies count once each. At 0 or n hits the variance cannot tell the design effect, so
+    each cluster counts once (n_eff = the number of clusters: clusters of copies give what
+    one example each would, and no cluster is taken for more draws than it may be)."""
     n = len(hits)
     if len(clusters) != n:
         raise ValueError(f"clustered_proportion: {n} hits but {len(clusters)} cluster labels")
@@ -142,7 +143,7 @@ def clustered_proportion(
     p = float(y.mean())
     binomial = p * (1 - p) / n
     if binomial <= 0:
-        n_eff = float(n)
+        n_eff = float(k)
     else:
         residual = np.bincount(label, weights=y - p, minlength=k)  # hits_c - p n_c
         deff = max(1.0, float(residual @ residual) / (n * n) / binomial)
