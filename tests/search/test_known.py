@@ -62,6 +62,14 @@ def test_grid_scores_on_the_search_half_become_known_trials(tmp_path):
     assert load_known(tmp_path / "none.jsonl", scope, search, "m", "p", "r", [2]) == []
     with pytest.raises(SteeropsError, match="known_results: file not found"):
         load_known(tmp_path / "none.jsonl", scope, search, "m", "p", "r", [2], required=True)
+    # the grid logged weight 10 per coefficient unit: a coefficient that means another
+    # weight now (the layer norm changed) is not the same config
+    now = {2: 10.0}
+    args = (path, scope, search, "mean_diff", "prompt[-1]", "residual", [2])
+    same = load_known(*args, weight_of=lambda layer, c: c * now[layer])
+    assert [k.coefficient for k in same] == list(GRID)
+    now[2] = 20.0
+    assert load_known(*args, weight_of=lambda layer, c: c * now[layer]) == []
     (tmp_path / "bad.jsonl").write_text('{"type": "config"\n')
     with pytest.raises(SteeropsError, match="bad.jsonl:1: malformed JSON"):
         load_known(tmp_path / "bad.jsonl", scope, search, "mean_diff", "prompt[-1]", "r", [2])

@@ -5,13 +5,16 @@ They come from steering results logs (`results.jsonl`, the steer stage's contrac
 grid's cell, this search's own log, or `search.known_results`. A logged config counts when
 it is a single-vector config of the searched vector source (its method and position in
 any spelling: both sides are compared canonically) on a searched layer, logged with
-the same vector files, under the search evaluator's scope (same model, judge, generation
-settings; see `steering.store`), and with scores on every search question: the grid runs on
-all questions, so its scores on the search half are the search's own numbers for that config.
+the same vector files and at the weight its coefficient means now (the `norm` unit's layer
+norm lives beside the vector files, not in them), under the search evaluator's scope (same
+model, judge, generation settings; see `steering.store`), and with scores on every search
+question: the grid runs on all questions, so its scores on the search half are the search's
+own numbers for that config.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,9 +52,11 @@ def load_known(
     layers: list[int],
     vector_files: dict[str, str] | None = None,
     required: bool = False,
+    weight_of: Callable[[int, float], float] | None = None,
 ) -> list[KnownResult]:
     """The comparable results in a results log, on `questions` (none if the log does not
-    exist, unless required)."""
+    exist, unless required); `weight_of(layer, coefficient)`: the weight that coefficient
+    steers with now (a result logged at another weight is not comparable)."""
     from steerops.specs import canonical_method, canonical_position
     from steerops.steering.store import ResultsLog, entry_key
 
@@ -81,6 +86,8 @@ def load_known(
         point = (int(vec["layer"]), float(config["coefficient"]))
         if point in found:
             continue
+        if weight_of is not None and float(vec["weight"]) != weight_of(*point):
+            continue  # the coefficient meant another weight then (e.g. another layer norm)
         scores = log.config_scores(scope, questions, entry_key(config), files)
         if scores is None:
             continue  # other settings, other questions, other vector files, or no scores

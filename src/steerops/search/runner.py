@@ -145,6 +145,8 @@ def make_plan(
         "method": source.method,
         "position": source.position,
         "component": source.component,
+        # other vectors (extracted again) are another study: its trials measured these
+        "vector_files": evaluator.vector_files(source),
     }
     digest = text_md5(json.dumps(settings, sort_keys=True))[:8]
     name = cfg.study or ":".join(
@@ -219,6 +221,9 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
                 plan.layers,
                 files,
                 required=cfg.known_results is not None,
+                weight_of=lambda layer, c: evaluator.session.weights(Config.single(src, layer, c))[
+                    0
+                ],
             )
             known += found
             if path != plan.out_dir / RESULTS_FILE:
@@ -233,8 +238,10 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
                 study.enqueue(layer, c)
     tracker.log_params(
         {
-            **{k: v for k, v in plan.settings.items() if k != "layers"},
+            **{k: v for k, v in plan.settings.items() if k not in ("layers", "vector_files")},
             "layers": ",".join(map(str, plan.layers)),
+            # one param: the file names are not MLflow key characters
+            "vector_files": json.dumps(plan.settings["vector_files"], sort_keys=True),
             "study": plan.study,
             "storage": storage_label(plan.storage, params.root),
             "sampler": cfg.sampler,
