@@ -26,6 +26,7 @@ from typing import Any
 
 from steerops import __version__
 from steerops.errors import SteeropsError
+from steerops.io import check_folder_target
 
 # subcommand -> ("module[:function]" whose function, default `register`, adds the subparser,
 # one-line help); pipeline order.
@@ -212,12 +213,17 @@ def load_params_for(args: argparse.Namespace):
     overrides = overrides_from(args)
     folder = getattr(args, "run_folder", None)
     scratch = getattr(args, "scratch_stage", False)
+    if folder and getattr(args, "pipeline", False):
+        raise SteeropsError(
+            "--pipeline writes the pipeline's outputs (paths.out) and --out DIR a run of its "
+            "own: give one of them"
+        )
     if folder and not scratch and not getattr(args, "inputs_from_pipeline", False):
         overrides["paths.out"] = folder  # the whole run, inputs included, lives there
     params = load_params(args.params, overrides, flags_given(args))
     pin_device(params, getattr(args, "device", None))
     if folder:
-        _check_folder(Path(folder))
+        check_folder_target(Path(folder), "--out")
         params.set_run_folder(Path(folder), named=True)
     elif scratch and not (getattr(args, "pipeline", False) or os.environ.get("DVC_STAGE")):
         args.scratch_folder = new_run_folder(params.root, args.command)
@@ -240,11 +246,6 @@ def flags_given(args: argparse.Namespace) -> dict[str, str]:
     if getattr(args, "device", None):
         given["models.*.device"] = "--device"
     return given
-
-
-def _check_folder(folder: Path) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise SteeropsError(f"--out: {folder} is a file, not a folder")
 
 
 def new_run_folder(root: Path, stage: str) -> Path:

@@ -252,6 +252,22 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def check_file_target(path: Path, what: str) -> None:
+    """One error line, before any work, when no file can be written at `path`: a folder is
+    there, or the nearest part of its path that exists is a file."""
+    if path.is_dir():
+        raise SteeropsError(f"{what}: {path} is a folder, not a file")
+    check_folder_target(path.parent, what)
+
+
+def check_folder_target(folder: Path, what: str) -> None:
+    """One error line when `folder`, or the nearest part of its path that exists, is a file
+    (nothing can be created there)."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise SteeropsError(f"{what}: {existing} is a file, not a folder")
+
+
 # Names from params and the command line that become folders (traits, variants, task sets).
 
 

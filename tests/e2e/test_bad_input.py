@@ -139,6 +139,51 @@ def out_is_a_file(p: Path) -> list[str]:
     return ["extract", "--out", str(p / "not_a_folder")]
 
 
+def out_under_a_file(p: Path) -> list[str]:
+    (p / "not_a_folder").write_text("x")
+    return ["generate", "--out", str(p / "not_a_folder" / "run")]
+
+
+def pipeline_and_out(p: Path) -> list[str]:
+    return ["steer", "--pipeline", "--out", str(p / "run"), "--method", "mean_diff"]
+
+
+def folder_tracking_store(p: Path) -> list[str]:
+    params = _params_with(p, "folder_store.yaml", **{"tracking.uri": str(p / "mlruns")})
+    return ["generate", "--params", str(params)]
+
+
+def duplicate_key(p: Path) -> list[str]:
+    text = (p / "params.yaml").read_text() + "\nseed: 3\nseed: 4\n"
+    (p / "twice.yaml").write_text(text)
+    return ["extract", "--params", str(p / "twice.yaml")]
+
+
+def scores_csv_is_a_folder(p: Path) -> list[str]:
+    (p / "scores").mkdir(exist_ok=True)
+    comparisons = p / "comparisons.jsonl"
+    comparisons.write_text('{"a": "t1", "b": "t2", "winner": "a"}\n')
+    return [
+        "probe",
+        "thurstonian",
+        "--comparisons",
+        str(comparisons),
+        "--out-csv",
+        str(p / "scores"),
+    ]
+
+
+def known_results_missing_without_import(p: Path) -> list[str]:
+    return [
+        "search",
+        "--known-results",
+        str(p / "none.jsonl"),
+        "--no-known",
+        "--method",
+        "mean_diff",
+    ]
+
+
 def empty_experiment(p: Path) -> list[str]:
     return ["extract", "--params", str(_params_with(p, "empty.yaml", experiment=""))]
 
@@ -201,6 +246,12 @@ CASES: list[tuple[Callable[[Path], list[str]], str]] = [
     (pickled_activations, "not a complete safetensors file"),
     (flipped_activations, "does not match the MD5 in metadata.json"),
     (out_is_a_file, "--out: "),
+    (out_under_a_file, "not_a_folder is a file, not a folder"),
+    (pipeline_and_out, "--pipeline writes the pipeline's outputs"),
+    (folder_tracking_store, "MLFLOW_ALLOW_FILE_STORE"),
+    (duplicate_key, "seed: duplicate key (lines"),
+    (scores_csv_is_a_folder, "scores is a folder, not a file"),
+    (known_results_missing_without_import, "--known-results: file not found"),
     (empty_experiment, "experiment: "),
     (blank_experiment, "experiment: "),
     (trait_dot_dot, "trait '../../outside'"),

@@ -23,7 +23,7 @@ from steerops.config.base import SPEC_ERROR, Strict
 from steerops.config.calibration import CalibrationConfig
 from steerops.config.core import PathsConfig, TrackingConfig, TraitsConfig
 from steerops.config.extraction import ExtractionConfig
-from steerops.config.finite import ParamsLoader, not_finite, written_text
+from steerops.config.finite import DuplicateKey, ParamsLoader, not_finite, written_text
 from steerops.config.generate import GenerateConfig
 from steerops.config.judge import JudgeConfig
 from steerops.config.models import ModelVariant, default_variants
@@ -141,6 +141,8 @@ def load_params(
             raise SteeropsError(f"params file not found: {path}")
         try:
             data = yaml.load(read_text(path), Loader=ParamsLoader) or {}
+        except DuplicateKey as exc:
+            raise SteeropsError(f"{path}: {exc}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark else ""

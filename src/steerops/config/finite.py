@@ -47,3 +47,26 @@ def _float(loader: ParamsLoader, node: yaml.ScalarNode) -> float:
 
 
 ParamsLoader.add_constructor("tag:yaml.org,2002:float", _float)
+
+
+class DuplicateKey(yaml.YAMLError):
+    """A key written twice in one mapping (YAML itself would keep the last silently)."""
+
+    def __init__(self, key: Any, first_line: int, line: int):
+        super().__init__(f"{key}: duplicate key (lines {first_line} and {line})")
+
+
+def _mapping(loader: ParamsLoader, node: yaml.MappingNode) -> dict:
+    lines: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *anchor` merges a mapping in; keys written here override it
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in lines:
+            raise DuplicateKey(key, lines[key], line)
+        lines[key] = line
+    return loader.construct_mapping(node, deep=True)
+
+
+ParamsLoader.add_constructor("tag:yaml.org,2002:map", _mapping)

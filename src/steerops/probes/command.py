@@ -145,7 +145,7 @@ def run_train(args: argparse.Namespace) -> None:
 def run_thurstonian(args: argparse.Namespace) -> None:
     import sys
 
-    from steerops.io import text_md5, write_json, write_text
+    from steerops.io import check_file_target, text_md5, write_json, write_text
     from steerops.probes.data import (
         fit_summary_path,
         read_comparisons,
@@ -159,6 +159,8 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     if not params.probes.comparisons:
         raise SteeropsError("probes.comparisons: not set (give --comparisons FILE or set it)")
     source = params.path(params.probes.comparisons)
+    out = params.path(params.probes.scores)
+    check_file_target(out, "--out-csv (probes.scores)")  # before the fit and its summary
     comparisons = read_comparisons(source)
     priors = (params.probes.prior_mu, params.probes.prior_log_sigma)
     max_iter = params.probes.thurstonian_max_iter
@@ -166,7 +168,6 @@ def run_thurstonian(args: argparse.Namespace) -> None:
         fit = fit_thurstonian(comparisons, *priors, max_iter=max_iter)
     except SteeropsError as exc:
         raise SteeropsError(f"{source}: {exc}") from None
-    out = params.path(params.probes.scores)
     if not fit.converged:  # scores of an unfinished optimisation: keep the earlier ones
         raise SteeropsError(
             f"{source}: the Thurstonian fit did not converge ({fit.message}); {out} left as "

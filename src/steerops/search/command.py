@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> None:
     # every input, layer and vector checked before a model loads or a run opens
     layers, key = (cfg.layers, "search.layers") if cfg.layers else (st.layers, "steering.layers")
     coefficients = [cfg.coef_min, cfg.coef_max, *cfg.enqueue]
-    check_grid(params, params.traits.names, cells, layers, key, coefficients, "search")
-    if cfg.import_known and cfg.known_results:
+    if cfg.known_results:  # read to serve scores even when no trial is imported from it
         check_known_file(params.path(cfg.known_results))
+    check_grid(params, params.traits.names, cells, layers, key, coefficients, "search")
     check_storage(default_storage_url(params), cfg.heartbeat_s)
     finalised, links = False, list[str]()
     for method, position in cells:

@@ -101,6 +101,17 @@ def _check_form(uri: str, kind: str) -> None:
         raise _unusable(uri, "a sqlite store is sqlite:///PATH")
     if kind not in ("sqlite", *OTHER_SCHEMES) and len(kind) > 1 and kind not in _plugins():
         raise _unusable(uri, f"MLflow has no tracking store for the scheme {kind!r}")
+    if kind == "file" and not _file_store_allowed():
+        # MLflow 3 opens a folder store only on request: every run would fail to log
+        raise _unusable(
+            uri, "a folder store, which MLflow opens only with MLFLOW_ALLOW_FILE_STORE=true"
+        )
+
+
+def _file_store_allowed() -> bool:
+    from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+
+    return bool(MLFLOW_ALLOW_FILE_STORE.get())
 
 
 def _plugins() -> set[str]:
