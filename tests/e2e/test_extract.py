@@ -195,6 +195,14 @@ def test_cli_errors_leave_outputs_untouched(tmp_path, toy_world, toy, capsys):
     assert "no kept responses" in _fails(
         capsys, ["extract", "--params", p, "--position", "response[:5]"]
     )
+    # every positive dropped by vetting, the negatives kept: no direction to extract
+    negative = {"index": 1, "polarity": "negative", "source_index": 0, "rollout": 0}
+    negative |= {"system_prompt": None, "prompt": "x", "response": "z", "kept": True}
+    with open(responses, "a") as f:
+        f.write(json.dumps(negative) + "\n")
+    assert "no kept positive responses (vetting dropped all 1)" in _fails(
+        capsys, ["extract", "--params", p, "--position", "response[:5]"]
+    )
     responses.write_text('{"index": 0, "polarity": "positive"\n')
     assert f"{responses}:1" in _fails(
         capsys, ["extract", "--params", p, "--position", "response[:5]"]

@@ -98,6 +98,7 @@ def load_kept_responses(path: Path, trait: str, variant: str) -> list[dict]:
             f"generate.variant={variant} first)"
         )
     rows = []
+    dropped = dict.fromkeys(POLARITIES, 0)
     for lineno, row in iter_jsonl(path):
         missing = [
             k
@@ -117,6 +118,15 @@ def load_kept_responses(path: Path, trait: str, variant: str) -> list[dict]:
             )
         if row.get("kept", True):
             rows.append(row)
+        else:
+            dropped[row["polarity"]] += 1
     if not rows:
         raise SteeropsError(f"{path}: no kept responses to extract from")
+    for polarity in POLARITIES:  # a direction needs both classes
+        if not any(r["polarity"] == polarity for r in rows):
+            raise SteeropsError(
+                f"{path}: no kept {polarity} responses (vetting dropped all "
+                f"{dropped[polarity]}): a direction needs both; see generate.positive_min / "
+                "generate.negative_max, or generate.vet: false"
+            )
     return rows
