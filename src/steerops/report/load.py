@@ -66,7 +66,7 @@ def load_results(params) -> pd.DataFrame:
         direction = settings.get("direction", proto.direction)
         cell = replace(proto, sign=-1.0 if direction == "negative" else 1.0)
         labels["sign"] = cell.sign
-        labels["unit"] = str(settings.get("coefficient_unit") or params.steering.coefficient_unit)
+        labels["unit"] = str(settings.get("coefficient_unit") or "")  # "": a log that names none
         rows += config_rows(log, settings_hash, cell, labels, keep_heldout=True)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
