@@ -224,9 +224,13 @@ def test_rerun_is_cached_and_changed_settings_are_not(steered, monkeypatch):
     assert main(argv) == 0
     assert calls == [] and (folder / "results.jsonl").read_text() == before
     # Fewer questions, all logged: served from the log's per-question scores, and logged
-    # under the new settings so the cell's files hold them.
+    # under the new settings so the cell's files hold them; only the response files of
+    # these settings are generated (the baseline's and each layer's best), once.
     assert main([*argv, "--subset", "3", "--coefficients", "1"]) == 0
-    assert calls == []
+    assert calls == [3, 4 * 3]
+    assert main([*argv, "--subset", "3", "--coefficients", "1"]) == 0
+    assert calls == [3, 4 * 3]
+    calls.clear()
     entries = read_jsonl(folder / "results.jsonl")
     assert len(entries) == 1 + 16 + 1 + 4
     assert len(_csv(folder / "results.csv")) == 4  # the configs under the latest settings
@@ -253,13 +257,55 @@ def test_rerun_is_cached_and_changed_settings_are_not(steered, monkeypatch):
     params = steered["params"]
     vdir = vectors_dir(params.out, TRAIT, "base", POSITION, "residual", "mean_diff")
     vecs = steered["vectors"]["mean_diff"]
+    argv += ["--subset", "3", "--coefficients", "1", "--layers", "2", "--max-new-tokens", "12"]
+    assert main(argv) == 0
+    table = (folder / "results.csv").read_text()
+    calls.clear()
     save_vectors(vdir, {k: -v for k, v in vecs["vectors"].items()}, vecs["meta"])
     try:
-        argv += ["--subset", "3", "--coefficients", "1", "--layers", "2", "--max-new-tokens", "12"]
         assert main(argv) == 0
         assert calls == [3]
+        assert (folder / "results.csv").read_text() != table
     finally:
         save_vectors(vdir, vecs["vectors"], vecs["meta"])
+    # the vectors back: served, and the cell's files are the current vectors' numbers again
+    assert main(argv) == 0 and calls == [3]
+    assert (folder / "results.csv").read_text() == table
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.json"))}
+
+
+def test_response_files_end_as_an_uninterrupted_sweep_writes_them(steered, tmp_path, monkeypatch):
+    """A torn response file, a damaged baseline.json and the files another settings' sweep
+    wrote are written again in the same run, byte for byte; a scratch run served from the
+    pipeline's log writes its files the first time, and its rerun generates nothing."""
+    folder = steered["dir"]["mean_diff"] / "responses"
+    argv = [*steered["argv"], "--method", "mean_diff"]
+    assert main(argv) == 0  # the fixture's settings (an earlier test swept others)
+    good = _files(folder)
+    assert "baseline.json" in good and len(good) > 1
+    config_file = folder / next(name for name in good if name != "baseline.json")
+    config_file.write_text(config_file.read_text()[:50])
+    (folder / "baseline.json").write_text("{")
+    assert main(argv) == 0 and _files(folder) == good
+    assert main([*argv, "--max-new-tokens", "12"]) == 0 and _files(folder) != good
+    assert main(argv) == 0 and _files(folder) == good
+    calls = []
+    real = session_module.generate_steered
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(session_module, "generate_steered", counting)
+    scratch = [*(a for a in argv if a != "--pipeline"), "--out", str(tmp_path / "run")]
+    assert main(scratch) == 0
+    ran = steering_dir(tmp_path / "run", TRAIT, "instruct", POSITION, "residual", "mean_diff")
+    assert _files(ran / "responses") == good  # served scores; responses generated once
+    first = len(calls)
+    assert main(scratch) == 0 and len(calls) == first  # the rerun generates nothing
 
 
 def test_mixed_batch_row_matches_alone_on_toy(steered):

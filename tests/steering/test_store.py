@@ -151,3 +151,16 @@ def test_configs_measured_with_replaced_vectors_are_left_out(tmp_path):
         e["config"]["coefficient"] for e in ResultsLog(path).configs(settings_hash_of(settings))
     ]
     assert coefs == [1.0, 2.0, 4.0]
+    # the vectors back as they were (the files on disk name "new" again after "p2"...): the
+    # latest entry measured with them stands, not the latest entry of any vectors
+    write_log(path, [entry(1.0, {"mean_diff|prompt[-1]|residual": "newer"}, 70.0)])
+    log = ResultsLog(path)
+    back = log.configs(settings_hash_of(settings), {"mean_diff|prompt[-1]|residual": "new"})
+    assert [(e["config"]["coefficient"], e["scores"][0][0]) for e in back][:2] == [
+        (1.0, 30.0),
+        (2.0, 40.0),
+    ]
+    assert sorted(e["config"]["coefficient"] for e in log.configs(settings_hash_of(settings))) == [
+        1.0,
+        4.0,
+    ]

@@ -19,11 +19,11 @@ import pandas as pd
 from steerops.calibration.store import stored_global_dims, stored_massive_dims
 from steerops.extract.store import activations_dir, is_complete
 from steerops.extract.store import read_layer as read_activations
-from steerops.io import read_json
+from steerops.io import file_md5, read_json
 from steerops.search.store import best_row, searches
 from steerops.steering.best import ROW_COLUMNS, aliases, config_rows, protocol, vector_map
 from steerops.steering.store import METRICS_FILE, RESULTS_FILE, ResultsLog
-from steerops.vectors.store import is_stored, load_vectors, vectors_dir
+from steerops.vectors.store import TENSORS_FILE, is_stored, load_vectors, vectors_dir
 
 # `settings`: the cell's steering settings hash (configs of two cells compare only under
 # equal settings: scope, unit, judge, questions... are in it, the method is not); `sign`:
@@ -65,9 +65,10 @@ def load_results(params) -> pd.DataFrame:
         }
         direction = settings.get("direction", proto.direction)
         cell = replace(proto, sign=-1.0 if direction == "negative" else 1.0)
+        files = _vector_files_now(params, log, settings_hash, labels)
         labels["sign"] = cell.sign
         labels["unit"] = str(settings.get("coefficient_unit") or "")  # "": a log that names none
-        rows += config_rows(log, settings_hash, cell, labels, keep_heldout=True)
+        rows += config_rows(log, settings_hash, cell, labels, keep_heldout=True, vector_files=files)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         return frame
@@ -75,6 +76,26 @@ def load_results(params) -> pd.DataFrame:
     frame["alias_of"] = _alias_column(frame)
     order = ["model", "trait", "variant", "position", "component", "method", "layer", "coefficient"]
     return frame.sort_values(order, kind="mergesort", key=_sort_key).reset_index(drop=True)
+
+
+def _vector_files_now(params, log: ResultsLog, settings_hash: str, labels: dict) -> dict:
+    """{vector file: md5} of the files the cell's configs steer with, as they are on disk
+    now (the pipeline's vectors, which a scratch run reads too): configs measured with
+    other vectors are not the cell's (`ResultsLog.configs`)."""
+    out: dict[str, str] = {}
+    entries = [e for e in log.entries if e["type"] == "config"]
+    for entry in entries:
+        if entry.get("settings_hash") != settings_hash:
+            continue
+        for v in entry["config"]["vectors"]:
+            key = f"{v['method']}|{v['position']}|{v['component']}"
+            if key in out:
+                continue
+            args = (labels["trait"], labels["vector_variant"], v["position"], v["component"])
+            path = vectors_dir(params.inputs, *args, v["method"]) / TENSORS_FILE
+            if path.is_file():
+                out[key] = file_md5(path)
+    return out
 
 
 def _model_labels(frame: pd.DataFrame) -> list[str]:

@@ -54,6 +54,7 @@ from steerops.steering.store import (
     result_dict,
     results_file,
     scope_of,
+    unsteered_hash,
 )
 
 _CHUNK_SUB_BATCHES = 4  # configs per chunk fill about this many sub-batches
@@ -95,6 +96,7 @@ class SteeringEvaluator:
         self.settings_hash = settings_hash(self.settings)
         self.scope = scope_of(self.settings)
         self.baseline_scope = scope_of(self.settings, unsteered=True)
+        self.unsteered_hash = unsteered_hash(self.settings)
         self._prompt_ids = session.encode(self.questions)
         self._baseline: ConfigResult | None = None
         self._baseline_texts: ConfigResult | None = None  # a served baseline, regenerated

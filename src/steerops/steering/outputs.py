@@ -4,7 +4,8 @@ results.csv, metrics.json and curve.png hold every config logged under the sweep
 (earlier sweeps' included), so a follow-up sweep with other coefficients adds to the cell
 instead of replacing it. They are written while holding the log's lock, so two sweeps on
 one cell cannot leave files that miss the other's configs. Response files are written for
-configs generated in this sweep and never deleted.
+the configs the response policy wants; a file that is missing, damaged or holds another
+settings' responses is generated again (greedy, so the same text as the logged scores').
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from steerops.steering.store import (
     result_dict,
 )
 
+BASELINE_RESPONSES = "baseline.json"  # in the cell's responses/, beside L<layer>_c<coef>.json
+
 
 def write_cell(
     params, evaluator, out_dir: Path, results: list[ConfigResult], alias_of: str | None
@@ -55,7 +58,11 @@ def write_cell(
     log_path = out_dir / RESULTS_FILE
     with locked(log_path):
         log = ResultsLog(log_path)
-        rows = config_rows(log, evaluator.settings_hash, proto, labels)
+        files = {}  # the vector files this sweep steered with: the cell's current numbers
+        for result in results:
+            for ref in result.config.vectors if result.config is not None else ():
+                files.update(evaluator.vector_files(ref.source))
+        rows = config_rows(log, evaluator.settings_hash, proto, labels, vector_files=files)
         metrics = cell_metrics(rows, cfg.min_coherence, proto, alias_of)
         base = baseline_means(log, evaluator.settings_hash)
         metrics.update(
@@ -76,7 +83,14 @@ def write_cell(
         evaluator, folder, cfg.save_responses, results, keep
     )
     saved = save_responses(
-        folder, cfg.save_responses, evaluator.settings_hash, baseline, results, keep
+        folder,
+        cfg.save_responses,
+        evaluator.settings_hash,
+        evaluator.unsteered_hash,
+        len(evaluator.questions),
+        baseline,
+        results,
+        keep,
     )
     return {"rows": rows, "metrics": metrics, "best": best, "responses": saved}
 
@@ -85,27 +99,25 @@ def _with_missing_responses(
     evaluator, folder: Path, policy: str, results: list[ConfigResult], keep: set[tuple]
 ) -> tuple[ConfigResult, list[ConfigResult]]:
     """The baseline and `results`, with responses generated again for the files `policy`
-    wants that no run wrote (a run killed after logging a config's scores, before writing
-    its responses): an interrupted sweep resumes to the files an uninterrupted one writes."""
+    wants that hold no good copy for these settings (a run killed after logging a config's
+    scores, before writing its responses; a damaged file; one another settings' sweep
+    wrote; a config served from another log): a sweep ends with the files an uninterrupted
+    one on these settings writes, and its rerun generates nothing."""
     baseline = evaluator.baseline()
     if policy == "none":
         return baseline, results
-    # only configs logged under these settings: served from other settings (e.g. a subset
-    # of logged questions) they were never meant to have files here
+    n = len(evaluator.questions)
     missing = [
         i
         for i, r in enumerate(results)
         if not r.responses
-        and r.logged_here
         and r.config is not None
         and (policy == "all" or _result_key(r) in keep)
-        and not _response_file(folder, r).exists()
+        and not _kept(_response_file(folder, r), n, settings_hash=evaluator.settings_hash)
     ]
-    if (
-        (missing or baseline.logged_here)
-        and not baseline.responses
-        and not (folder / "baseline.json").exists()  # earlier files are never rewritten
-    ):
+    # the baseline's file serves every sweep that differs only in steering settings
+    unsteered = {"unsteered_hash": evaluator.unsteered_hash}
+    if not baseline.responses and not _kept(folder / BASELINE_RESPONSES, n, **unsteered):
         baseline = evaluator.baseline_responses()
     if missing:
         fresh = evaluator.responses([results[i] for i in missing])
@@ -141,29 +153,33 @@ def save_responses(
     folder: Path,
     policy: str,
     settings_hash: str,
+    unsteered: str,
+    n_questions: int,
     baseline: ConfigResult,
     results: list[ConfigResult],
     best: set[tuple],
 ) -> list[Path]:
     """Write response files for `policy` (`best`: the configs in `best`, keyed by layer and
-    coefficient); files of other configs, earlier sweeps' included, stay.
-
-    A config served from a log has no responses here, so it keeps the file an earlier run
-    wrote for it (when one exists)."""
+    coefficient); files of other configs, earlier sweeps' included, stay. Returns the files
+    that hold these settings' responses: a config served from a log (no responses here)
+    lists the file an earlier run kept for these settings, when it is whole; the baseline
+    one kept under the same `unsteered` hash (`store.unsteered_hash`)."""
     if policy == "none":
         return []
     saved = []
+    baseline_file = folder / BASELINE_RESPONSES
     if baseline.responses:
         write_json(
-            folder / "baseline.json",
+            baseline_file,
             {
                 "settings_hash": settings_hash,
+                "unsteered_hash": unsteered,
                 "result": result_dict(baseline),
                 "responses": baseline.responses,
             },
         )
-    if (folder / "baseline.json").exists():
-        saved.append(folder / "baseline.json")
+    if _kept(baseline_file, n_questions, unsteered_hash=unsteered):
+        saved.append(baseline_file)
     seen = set()
     for result in results:
         assert result.config is not None
@@ -182,26 +198,26 @@ def save_responses(
                     "responses": result.responses,
                 },
             )
-        elif _kept_hash(path) != settings_hash:
-            if path.exists() and _kept_hash(path) is None:
-                path.unlink()  # damaged: no half file beside the good ones
-                why = "an earlier run kept a damaged file, now removed"
-            elif not result.logged_here:  # e.g. a scratch run served from the pipeline's log
-                why = "its scores were served from another log or from other questions"
-            else:
-                why = "an earlier run evaluated it without keeping them"
-            print(f"note: no responses for {path.stem}: {why}")
+        elif not _kept(path, n_questions, settings_hash=settings_hash):
+            print(f"note: no responses for {path.stem} under these settings")
             continue
         saved.append(path)
     return saved
 
 
-def _kept_hash(path: Path) -> str | None:
-    """The settings hash of a response file an earlier run kept; None when there is none
-    or it is damaged (unreadable JSON is not a reason to stop a sweep whose scores are in
-    the log)."""
+def _kept(path: Path, n_questions: int, **match: str) -> bool:
+    """Whether a response file an earlier run wrote holds these settings' responses whole:
+    readable, with the `match` hashes, one response per question. Anything else (missing,
+    torn, another sweep's) is written again; unreadable JSON is never a reason to stop a
+    sweep whose scores are in the log."""
     try:
         data = read_json(path)
     except (OSError, ValueError, SteeropsError):
-        return None
-    return data.get("settings_hash") if isinstance(data, dict) else None
+        return False
+    return (
+        isinstance(data, dict)
+        and all(data.get(key) == value for key, value in match.items())
+        and isinstance(data.get("result"), dict)
+        and isinstance(data.get("responses"), list)
+        and len(data["responses"]) == n_questions
+    )

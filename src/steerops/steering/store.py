@@ -73,6 +73,13 @@ def baselines_file(out: Path, trait: str, variant: str) -> Path:
     return Path(out) / "steering" / trait / variant / BASELINES_FILE
 
 
+def unsteered_hash(settings: dict[str, Any]) -> str:
+    """The settings an unsteered baseline depends on (questions included): equal for two
+    sweeps that differ only in what touches steered rows."""
+    rest = {k: v for k, v in settings.items() if k not in STEERING_ONLY_KEYS}
+    return text_md5(json.dumps(rest, sort_keys=True))[:16]
+
+
 def scope_of(settings: dict[str, Any], unsteered: bool = False) -> str:
     """What must match for a logged score to stand for one evaluated now, questions aside
     (`unsteered`: for the baseline, whose rows no steering setting touches)."""
@@ -185,26 +192,27 @@ class ResultsLog:
         )
         return None if entry is None else list(entry["questions"])
 
-    def configs(self, settings_hash: str) -> list[dict[str, Any]]:
+    def configs(
+        self, settings_hash: str, vector_files: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         """The latest entry of each config evaluated under these settings, in first-seen
-        order, measured with the vector files the log names last: after the vectors change,
-        a config no sweep evaluated again holds the old vectors' numbers and is left out."""
-        latest: dict[str, dict[str, Any]] = {}
+        order, measured with the current vector files: `vector_files` ({file: md5}, the
+        files on disk now), else for a file it does not name the md5 the log names last.
+        After the vectors change, a config no sweep evaluated again holds the old vectors'
+        numbers and is left out."""
+        configs = [e for e in self.entries if e["type"] == "config"]
         current: dict[str, str] = {}  # vector file -> its md5 in the latest entry naming it
-        for e in self.entries:
-            if e["type"] != "config":
-                continue
+        for e in configs:
             current.update(canonical_files(e.get("vector_files")) or {})
-            if e.get("settings_hash") == settings_hash:
+        current.update(canonical_files(vector_files) or {})
+        latest: dict[str, dict[str, Any]] = {}
+        for e in configs:
+            files = canonical_files(e.get("vector_files")) or {}
+            if e.get("settings_hash") == settings_hash and all(
+                current[k] == md5 for k, md5 in files.items()
+            ):
                 latest[entry_key(e["config"])] = e
-        return [
-            e
-            for e in latest.values()
-            if all(
-                current[k] == md5
-                for k, md5 in (canonical_files(e.get("vector_files")) or {}).items()
-            )
-        ]
+        return list(latest.values())
 
     def covering(
         self, scope: str, questions: list[str], unsteered: bool = False
