@@ -81,7 +81,7 @@ def test_a_window_past_the_generated_length_is_refused_up_front(
     params = write_params(tmp_path, toy_world, extraction={"positions": ["response[:4]"]})
     folder = responses_dir(load_params(params).out, "toy/refusal", "base")
     row = {"polarity": "positive", "source_index": 0, "prompt": "hi", "response": "no ."}
-    write_jsonl(folder / "responses.jsonl", [row])
+    write_jsonl(folder / "responses.jsonl", [row, {**row, "polarity": "negative"}])
     write_json(folder / "summary.json", {"max_new_tokens": 4})
     for fine in ("response[:4]", "response[3]", "response[-1]", "response[:]", "all[:8]"):
         check_generated_length(folder / "responses.jsonl", "toy/refusal", fine)
