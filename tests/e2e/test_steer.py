@@ -209,10 +209,9 @@ def test_results_contract_and_independent_rescoring(steered):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-def test_rerun_is_cached_and_changed_settings_are_not(steered, monkeypatch):
-    folder = steered["dir"]["mean_diff"]
-    before = (folder / "results.jsonl").read_text()
-    calls = []
+def _count_generations(monkeypatch) -> list[int]:
+    """The rows of every `generate_steered` call from now on, in order."""
+    calls: list[int] = []
     real = session_module.generate_steered
 
     def counting(*args, **kwargs):
@@ -220,6 +219,13 @@ def test_rerun_is_cached_and_changed_settings_are_not(steered, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(session_module, "generate_steered", counting)
+    return calls
+
+
+def test_rerun_is_cached_and_changed_settings_are_not(steered, monkeypatch):
+    folder = steered["dir"]["mean_diff"]
+    before = (folder / "results.jsonl").read_text()
+    calls = _count_generations(monkeypatch)
     argv = [*steered["argv"], "--method", "mean_diff"]
     assert main(argv) == 0
     assert calls == [] and (folder / "results.jsonl").read_text() == before
@@ -292,14 +298,7 @@ def test_response_files_end_as_an_uninterrupted_sweep_writes_them(steered, tmp_p
     assert main(argv) == 0 and _files(folder) == good
     assert main([*argv, "--max-new-tokens", "12"]) == 0 and _files(folder) != good
     assert main(argv) == 0 and _files(folder) == good
-    calls = []
-    real = session_module.generate_steered
-
-    def counting(*args, **kwargs):
-        calls.append(len(args[2]))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(session_module, "generate_steered", counting)
+    calls = _count_generations(monkeypatch)
     scratch = [*(a for a in argv if a != "--pipeline"), "--out", str(tmp_path / "run")]
     assert main(scratch) == 0
     ran = steering_dir(tmp_path / "run", TRAIT, "instruct", POSITION, "residual", "mean_diff")
