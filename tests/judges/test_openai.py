@@ -368,7 +368,7 @@ def test_a_rejected_key_costs_one_request_whatever_the_concurrency(tmp_path, ser
     assert len(server.requests) == 1 + 20
 
 
-def test_judge_settings_and_version_are_part_of_the_cache_key(tmp_path, server, trait, key):
+def test_judge_endpoint_settings_and_version_are_part_of_the_cache_key(tmp_path, server, trait, key):
     base = make_judge(params_for(tmp_path, server), trait)
     base.score(["q"], [RESPONSES[0]])
     assert len(server.requests) == 2
@@ -384,6 +384,14 @@ def test_judge_settings_and_version_are_part_of_the_cache_key(tmp_path, server, 
         params_for(tmp_path, server, concurrency=2, max_retries=1, min_prob_mass=0.5), trait
     )
     assert same.id == base.id
+    # Another endpoint may serve another model under the same name: its own answers. The
+    # same URL written with a trailing slash is the same endpoint.
+    assert make_judge(params_for(tmp_path, server, base_url=server.url + "/"), trait).id == base.id
+    elsewhere = server.url.replace("127.0.0.1", "localhost")
+    moved = make_judge(params_for(tmp_path, server, base_url=elsewhere), trait)
+    assert moved.id != base.id
+    moved.score(["q"], [RESPONSES[0]])
+    assert len(server.requests) == 8
 
 
 def test_a_key_variable_holding_the_key_itself_is_refused_without_echoing_it(tmp_path, server):

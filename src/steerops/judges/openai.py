@@ -58,9 +58,12 @@ class OpenAIJudge(CachedJudge):
         progress: bool = True,
         version: str = "",
     ):
+        # The endpoint is part of the key: another server may answer to the same model name.
+        endpoint = base_url.rstrip("/")
         settings = {**_REQUEST, "top_logprobs": top_logprobs, "version": version}
+        settings["endpoint"] = endpoint
         super().__init__(model, prompts, cache, min_prob_mass, progress, settings)
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.url = endpoint + "/chat/completions"
         self.top_logprobs = top_logprobs
         self.concurrency = concurrency
         self.policy = policy or RetryPolicy()
