@@ -368,7 +368,9 @@ def test_a_rejected_key_costs_one_request_whatever_the_concurrency(tmp_path, ser
     assert len(server.requests) == 1 + 20
 
 
-def test_judge_endpoint_settings_and_version_are_part_of_the_cache_key(tmp_path, server, trait, key):
+def test_judge_endpoint_settings_and_version_are_part_of_the_cache_key(
+    tmp_path, server, trait, key
+):
     base = make_judge(params_for(tmp_path, server), trait)
     base.score(["q"], [RESPONSES[0]])
     assert len(server.requests) == 2

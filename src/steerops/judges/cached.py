@@ -7,8 +7,8 @@ not cached.
 
 The judge's id (`kind:model:prompts hash:settings hash`) keys the cache: the settings are
 everything else that shapes an answer (for the endpoint judge: its URL, top_logprobs and
-the request form; for a local one its weights and dtype) plus `judge.version`, a label the user bumps
-when the judge behind an unchanged name changed.
+the request form; for a local one its weights and dtype) plus `judge.version`, a label the
+user bumps when the judge behind an unchanged name changed.
 """
 
 from __future__ import annotations
