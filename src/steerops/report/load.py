@@ -22,6 +22,7 @@ from steerops.extract.store import read_layer as read_activations
 from steerops.io import file_md5, read_json
 from steerops.search.store import best_row, searches
 from steerops.steering.best import ROW_COLUMNS, aliases, config_rows, protocol, vector_map
+from steerops.steering.configs import vector_file_key
 from steerops.steering.store import METRICS_FILE, RESULTS_FILE, ResultsLog
 from steerops.vectors.store import TENSORS_FILE, is_stored, load_vectors, vectors_dir
 
@@ -88,7 +89,7 @@ def _vector_files_now(params, log: ResultsLog, settings_hash: str, labels: dict)
         if entry.get("settings_hash") != settings_hash:
             continue
         for v in entry["config"]["vectors"]:
-            key = f"{v['method']}|{v['position']}|{v['component']}"
+            key = vector_file_key(v["method"], v["position"], v["component"])
             if key in out:
                 continue
             args = (labels["trait"], labels["vector_variant"], v["position"], v["component"])

@@ -43,6 +43,15 @@ class VectorRef:
     def source(self) -> VectorSource:
         return VectorSource(self.method, self.position, self.component)
 
+    @property
+    def file_key(self) -> str:
+        """How results logs name the vector file this vector comes from."""
+        return vector_file_key(self.method, self.position, self.component)
+
+
+def vector_file_key(method: str, position: str, component: str) -> str:
+    return f"{method}|{position}|{component}"
+
 
 @dataclass(frozen=True)
 class Config:

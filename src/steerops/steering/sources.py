@@ -111,4 +111,4 @@ class VectorSources:
 
     def file_hashes(self, refs: tuple[VectorRef, ...]) -> dict[str, str]:
         """{"method|position|component": md5} of the vector files `refs` use."""
-        return {f"{r.method}|{r.position}|{r.component}": self.load(r.source)[2] for r in refs}
+        return {r.file_key: self.load(r.source)[2] for r in refs}
