@@ -162,3 +162,21 @@ def test_cells_of_two_components_are_two_cells(tmp_path):
     assert (gap["n_configs"] == 6).all()
     curve = tables.cleaning_curve(frame, 68)
     assert sorted(curve["component"]) == ["attn_out", "residual"]
+
+
+def test_configs_of_vectors_changed_since_are_left_out_and_said(tmp_path, capsys):
+    """The vectors were rebuilt after the cell was steered: its configs measured the old
+    vectors, so the report leaves them out and says why in one line."""
+    params = load_params(write_params(tmp_path))
+    synthetic_grid(tmp_path, {"mean_diff": SYNTHETIC["mean_diff"]})
+    frame = load_results(params)
+    assert len(frame) == 6  # the log's own md5: every config
+    assert "changed" not in capsys.readouterr().err
+    trait, variant = frame["trait"].iloc[0], frame["vector_variant"].iloc[0]
+    position, component = frame["position"].iloc[0], frame["component"].iloc[0]
+    folder = vectors_dir(params.inputs, trait, variant, position, component, "mean_diff")
+    save_vectors(folder, {0: torch.ones(6)}, {})  # another md5 than the log's
+    capsys.readouterr()
+    assert load_results(params).empty
+    err = capsys.readouterr().err
+    assert "6 of 6 configs" in err and "vectors changed" in err and "steerops steer" in err

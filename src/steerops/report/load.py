@@ -11,7 +11,9 @@ on other questions against another baseline, so it never joins a grid table.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,7 +25,7 @@ from steerops.io import file_md5, read_json
 from steerops.search.store import best_row, searches
 from steerops.steering.best import ROW_COLUMNS, aliases, config_rows, protocol, vector_map
 from steerops.steering.configs import vector_file_key
-from steerops.steering.store import METRICS_FILE, RESULTS_FILE, ResultsLog
+from steerops.steering.store import METRICS_FILE, RESULTS_FILE, ResultsLog, entry_key
 from steerops.vectors.store import TENSORS_FILE, is_stored, load_vectors, vectors_dir
 
 # `settings`: the cell's steering settings hash (configs of two cells compare only under
@@ -70,6 +72,7 @@ def load_results(params) -> pd.DataFrame:
         labels["sign"] = cell.sign
         labels["unit"] = str(settings.get("coefficient_unit") or "")  # "": a log that names none
         rows += config_rows(log, settings_hash, cell, labels, keep_heldout=True, vector_files=files)
+        _say_left_out(path.parent, log, settings_hash, files)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         return frame
@@ -97,6 +100,24 @@ def _vector_files_now(params, log: ResultsLog, settings_hash: str, labels: dict)
             if path.is_file():
                 out[key] = file_md5(path)
     return out
+
+
+def _say_left_out(cell: Path, log: ResultsLog, settings_hash: str, files: dict) -> None:
+    """One line when configs of the cell measured vectors that are no longer on disk (the
+    vectors were rebuilt and the cell not steered again): they are left out, not wrong."""
+    logged = {
+        entry_key(e["config"])
+        for e in log.entries
+        if e["type"] == "config" and e.get("settings_hash") == settings_hash
+    }
+    current = {entry_key(e["config"]) for e in log.configs(settings_hash, files)}
+    if gone := len(logged - current):
+        print(
+            f"steerops report: warning: {cell}: {gone} of {len(logged)} configs were "
+            "measured with vectors changed since and are left out (run `steerops steer` "
+            "to measure them again)",
+            file=sys.stderr,
+        )
 
 
 def _model_labels(frame: pd.DataFrame) -> list[str]:
