@@ -87,6 +87,9 @@ class FakeServer:
             handler.end_headers()
             handler.wfile.write(data)
             return None
+        if isinstance(action, tuple) and action[0] == "echo_after":  # ("echo_after", pad)
+            auth = handler.headers.get("Authorization", "")
+            return self.send(handler, 400, {"error": {"message": "x" * action[1] + auth}})
         if action == "drop":
             handler.close_connection = True
             return None
@@ -275,6 +278,20 @@ def test_client_error_fails_at_once_without_leaking_the_key(tmp_path, server, tr
         judge.score(["q"], [RESPONSES[0]])
     assert KEY not in str(err.value) and KEY not in repr(judge)
     assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("pad", [150, 185, 192])
+def test_a_key_echoed_across_the_messages_cut_is_not_shown_in_part(
+    tmp_path, server, trait, key, pad, capsys
+):
+    """The error text is cut to 200 characters for the message: the key comes out before
+    the cut, else the part of it before the cut is shown (here in the warning line of a
+    refused prompt)."""
+    server.script = [("echo_after", pad)]
+    judge = make_judge(params_for(tmp_path, server, concurrency=1), trait)
+    judge.score(["q"], [RESPONSES[0]])
+    err = capsys.readouterr().err
+    assert "HTTP 400: xxxx" in err and KEY[:6] not in err
 
 
 def test_rerun_costs_zero_requests_and_key_is_not_stored(tmp_path, server, trait, key):

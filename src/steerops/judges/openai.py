@@ -24,7 +24,7 @@ from steerops.judges.cache import Entry, JudgeCache, cache_folder
 from steerops.judges.cached import CachedJudge, Job, Unanswered
 from steerops.judges.prompts import JudgePrompts, prompts_for
 from steerops.judges.scoring import as_score_int, integer_probs, weighted_score
-from steerops.judges.transport import Refused, RetryPolicy, Stopped, post_json
+from steerops.judges.transport import Refused, RetryPolicy, Stopped, post_json, shown
 
 # The request form every answer comes from (part of the judge's cache identity).
 _REQUEST = {"max_tokens": 1, "temperature": 0, "logprobs": True}
@@ -199,7 +199,7 @@ class OpenAIJudge(CachedJudge):
             if bad:
                 raise SteeropsError(
                     f"judge: {self.url} returned a malformed top_logprobs entry for model "
-                    f"{self.model_name!r}: {str(entry)[:80]} (expected {{token, logprob <= 0}})"
+                    f"{self.model_name!r}: {shown(str(entry), self._api_key, 80)} (expected {{token, logprob <= 0}})"
                 )
         return top
 

@@ -95,7 +95,7 @@ def post_json(
                     f"judge: {url} redirects (HTTP {exc.code}) to {target}; redirects are not "
                     "followed, so the key goes nowhere else: set judge.base_url to the final URL"
                 ) from None
-            detail = _scrub(_error_body(exc), secret)
+            detail = shown(_error_body(exc), secret, 200) or str(exc.reason)
             if exc.code not in RETRY_STATUS:
                 error = Refused if exc.code in REFUSED_STATUS else SteeropsError
                 raise error(f"judge: {url} answered HTTP {exc.code}: {detail}") from None
@@ -114,7 +114,7 @@ def post_json(
                 return json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 # Often a reply cut off mid-body (a proxy, a dropped connection): try again.
-                text = _scrub(raw[:120].decode("utf-8", "replace"), secret)
+                text = shown(raw.decode("utf-8", "replace"), secret, 120)
                 last = f"a reply that is not JSON: {text}"
         if refused:
             raise SteeropsError(
@@ -139,8 +139,14 @@ def _error_body(exc: urllib.error.HTTPError) -> str:
         text = message if isinstance(message, str) else text
     except (ValueError, KeyError, TypeError):
         pass
-    return " ".join(text.split())[:200] or str(exc.reason)
+    return " ".join(text.split())
 
 
 def _scrub(text: str, secret: str) -> str:
     return text.replace(secret, "***") if secret else text
+
+
+def shown(text: str, secret: str, limit: int) -> str:
+    """`text` cut to `limit` characters for a message, the key taken out first: cut first,
+    a key across the cut would be shown all but its tail."""
+    return _scrub(text, secret)[:limit]
