@@ -197,9 +197,10 @@ class OpenAIJudge(CachedJudge):
                 number = isinstance(logprob, int | float) and not isinstance(logprob, bool)
                 bad = logprob is not None and (not number or logprob > 0)
             if bad:
+                what = shown(str(entry), self._api_key, 80)
                 raise SteeropsError(
                     f"judge: {self.url} returned a malformed top_logprobs entry for model "
-                    f"{self.model_name!r}: {shown(str(entry), self._api_key, 80)} (expected {{token, logprob <= 0}})"
+                    f"{self.model_name!r}: {what} (expected {{token, logprob <= 0}})"
                 )
         return top
 
