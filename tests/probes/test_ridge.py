@@ -143,3 +143,51 @@ def test_constant_predictions_are_a_degenerate_fit_not_a_score_problem():
     with pytest.raises(ridge.DegenerateFit) as err:
         ridge.fit_holdout(x, y, ALPHAS, ridge.split_tasks(120, 0.5, 0))
     assert "scores" not in str(err.value)
+
+
+def _confounded_world(seed: int, groups: int = 60, per_group: int = 4, d: int = 16):
+    """Activations that encode a task's group and nothing else; scores = the group's effect
+    plus noise the activations do not hold: with the group regressed out, no probe can
+    predict a held-out score (true r 0)."""
+    rng = np.random.default_rng(seed)
+    group = np.repeat(np.arange(groups), per_group)
+    x = rng.normal(size=(groups, d))[group] + 0.3 * rng.normal(size=(len(group), d))
+    y = rng.normal(0, 3, groups)[group] + rng.normal(size=len(group))
+    design = np.eye(groups)[group]  # one column per group: intercept and drop-first alike
+    return x, y, design
+
+
+def test_confounds_are_regressed_out_on_the_training_tasks_only():
+    """Against sklearn: LinearRegression on the confounds fitted on the training tasks,
+    applied to every task, then the ridge sweep on those residuals."""
+    from sklearn.linear_model import LinearRegression
+
+    x, y, design = _confounded_world(0)
+    split = ridge.split_tasks(len(y), 0.4, seed=1)
+    fit = ridge.fit_holdout(x, y, ALPHAS, split, True, design)
+    ols = LinearRegression(fit_intercept=False).fit(design[split.train], y[split.train])
+    resid = y - ols.predict(design)
+    # groups with no training task get no correction (minimum-norm coefficient 0)
+    unseen = design[split.train].sum(0) == 0
+    np.testing.assert_allclose(ols.coef_[unseen] if unseen.any() else [], 0, atol=1e-6)
+    sweep_r, best, final_r, _, _ = _sklearn_sweep(x, resid, split, ALPHAS, True)
+    np.testing.assert_allclose(fit.alpha_r, sweep_r, atol=1e-6)
+    assert fit.final_r == pytest.approx(final_r, abs=1e-6)
+    np.testing.assert_allclose(fit.eval_true, resid[split.final], atol=1e-9)
+
+
+@pytest.mark.parametrize("protocol", ["holdout", "cv"])
+def test_a_world_without_signal_gives_no_held_out_r_once_confounds_are_removed(protocol):
+    """Regressed out on every task, a group's mean holds the held-out tasks' own scores and
+    their residuals are pulled against the training tasks': r about -0.3 here."""
+    rs = []
+    for seed in range(20):
+        x, y, design = _confounded_world(seed)
+        if protocol == "cv":
+            fit = ridge.fit_cv(x, y, ALPHAS, 5, seed, True, design)
+        else:
+            fit = ridge.fit_holdout(
+                x, y, ALPHAS, ridge.split_tasks(len(y), 0.4, seed), True, design
+            )
+        rs.append(fit.final_r)
+    assert abs(np.mean(rs)) < 0.12, rs

@@ -2,8 +2,12 @@
 
 Scores are regressed by OLS on an intercept plus a one-hot encoding of every confound column
 (first level of each dropped, so the design has full rank when levels are not collinear);
-the residuals become the probe's targets. The fit uses every task that has a confound row:
-confounds are labels, not activations, so no activation information leaks into the split.
+the residuals become the probe's targets. A probe's regression is fitted on its training
+tasks only (`residuals`) and applied to the tasks it is scored on: fitted on every task, a
+group's mean would hold the held-out tasks' own scores, and their residuals would be pulled
+against the training tasks' (a negative "held-out" r where there is no signal). A level no
+training task has gets no correction. `residualize` (every task) gives the report's r2 and
+the check that the targets vary.
 """
 
 from __future__ import annotations
@@ -47,3 +51,10 @@ def residualize(
         "dropped": dropped[:50],
     }
     return dict(zip(kept, resid.tolist(), strict=True)), report
+
+
+def residuals(y: np.ndarray, design: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
+    """`y` minus its OLS fit on `design`, the coefficients fitted on `fit_rows` only (a
+    column constant zero there gets the minimum-norm coefficient, 0)."""
+    coef, *_ = np.linalg.lstsq(design[fit_rows], y[fit_rows], rcond=None)
+    return y - design @ coef

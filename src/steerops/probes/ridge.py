@@ -29,6 +29,7 @@ import numpy as np
 from scipy import stats
 
 from steerops.errors import SteeropsError
+from steerops.probes.confounds import residuals
 
 MIN_PART = 3  # fewest tasks in any part for a Pearson r to mean anything
 
@@ -52,6 +53,7 @@ class ProbeFit:
     final_r: float
     eval_index: np.ndarray  # rows whose predictions `eval_pred` are (final half, or all: OOF)
     eval_pred: np.ndarray
+    eval_true: np.ndarray  # the targets `eval_pred` is scored against
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -155,9 +157,21 @@ def alpha_edge(alpha: float, alphas: list[float]) -> str | None:
     return "lowest" if alpha == min(alphas) else "highest" if alpha == max(alphas) else None
 
 
+def _targets(y: np.ndarray, design: np.ndarray | None, train: np.ndarray) -> np.ndarray:
+    """The scores with the confounds regressed out on the training rows (`design`: the
+    confounds' one-hot design, None: no confounds)."""
+    return y if design is None else residuals(y, design, train)
+
+
 def fit_holdout(
-    x: np.ndarray, y: np.ndarray, alphas: list[float], split: Split, standardize: bool = True
+    x: np.ndarray,
+    y: np.ndarray,
+    alphas: list[float],
+    split: Split,
+    standardize: bool = True,
+    design: np.ndarray | None = None,
 ) -> ProbeFit:
+    y = _targets(y, design, split.train)
     weights, biases = _fit_on(x[split.train], y[split.train], alphas, standardize)
     sweep_pred = weights @ x[split.sweep].T + biases[:, None]
     sweep_r = [pearson(p, y[split.sweep]) for p in sweep_pred]
@@ -172,6 +186,7 @@ def fit_holdout(
         final_r=pearson(final_pred, y[split.final]),
         eval_index=split.final,
         eval_pred=final_pred,
+        eval_true=y[split.final],
         counts={"train": len(split.train), "sweep": len(split.sweep), "final": len(split.final)},
     )
 
@@ -183,29 +198,35 @@ def fit_cv(
     folds: int,
     seed: int,
     standardize: bool = True,
+    design: np.ndarray | None = None,
 ) -> ProbeFit:
     n = len(y)
     check_folds(n, folds)
     parts = np.array_split(np.random.default_rng(seed).permutation(n), folds)
     oof = np.zeros((len(alphas), n))
+    oof_true = np.zeros(n)  # each fold's held-out targets, residualised on its training rows
     fold_r = np.zeros((folds, len(alphas)))
     for k, test in enumerate(parts):
         train = np.setdiff1d(np.arange(n), test)
-        weights, biases = _fit_on(x[train], y[train], alphas, standardize)
+        target = _targets(y, design, train)
+        weights, biases = _fit_on(x[train], target[train], alphas, standardize)
         oof[:, test] = weights @ x[test].T + biases[:, None]
-        fold_r[k] = [pearson(p, y[test]) for p in oof[:, test]]
+        oof_true[test] = target[test]
+        fold_r[k] = [pearson(p, target[test]) for p in oof[:, test]]
     mean_r = [float(np.mean(col)) for col in fold_r.T]  # nan if any fold is degenerate
     best = _best(mean_r, alphas)
-    weights, biases = _fit_on(x, y, [alphas[best]], standardize)
+    everything = _targets(y, design, np.arange(n))
+    weights, biases = _fit_on(x, everything, [alphas[best]], standardize)
     return ProbeFit(
         weight=weights[0],
         bias=float(biases[0]),
         alpha=float(alphas[best]),
         alpha_r=mean_r,
         sweep_r=mean_r[best],
-        final_r=pearson(oof[best], y),
+        final_r=pearson(oof[best], oof_true),
         eval_index=np.arange(n),
         eval_pred=oof[best],
+        eval_true=oof_true,
         counts={"train": n, "folds": folds},
     )
 

@@ -23,7 +23,7 @@ from steerops.probes.activations import (
     select_layers,
     tasks_name,
 )
-from steerops.probes.confounds import residualize
+from steerops.probes.confounds import one_hot_design, residualize
 from steerops.probes.data import (
     read_comparisons,
     read_confounds,
@@ -84,7 +84,10 @@ def _config(params, layers: list[int]) -> dict:
         "heldout_fraction": None if probes.cv_folds else probes.heldout_fraction,
         "cv_folds": probes.cv_folds,
         "split_seed": params.seed if probes.split_seed is None else probes.split_seed,
-    }
+    } | (
+        # runs before this key regressed the confounds out on every task: not reused
+        {"confounds_fit": "training tasks"} if probes.confounds else {}
+    )
 
 
 def _input(params, key: str) -> Path | None:
@@ -98,12 +101,17 @@ def _input(params, key: str) -> Path | None:
     return path
 
 
-def _targets(params, scores: dict[str, float]) -> tuple[dict[str, float], dict | None]:
+def _targets(
+    params, scores: dict[str, float]
+) -> tuple[dict[str, float], dict | None, dict[str, tuple[str, ...]] | None]:
+    """The scores with the confounds regressed out on every task (for the report and the
+    check that they vary; each probe regresses on its own training tasks), the report,
+    and each task's confound levels (None: no confounds)."""
     path = _input(params, "confounds")
     if path is None:
-        return scores, None
+        return scores, None, None
     confounds, columns = read_confounds(path)
-    return residualize(scores, confounds, columns)
+    return *residualize(scores, confounds, columns), confounds
 
 
 def condition_prompt(params) -> str | None:
@@ -167,13 +175,16 @@ def _check_scored_tasks(
         ridge.split_tasks(n, probes.heldout_fraction, seed)
 
 
-def _fit_layer(x: np.ndarray, y: np.ndarray, config: dict) -> ridge.ProbeFit:
+def _fit_layer(
+    x: np.ndarray, y: np.ndarray, config: dict, design: np.ndarray | None
+) -> ridge.ProbeFit:
+    """`y`: the raw scores when `design` (the confounds) is given, regressed out per fit."""
+    standardize = config["standardize"]
     if config["protocol"] == "cv":
-        return ridge.fit_cv(
-            x, y, config["alphas"], config["cv_folds"], config["split_seed"], config["standardize"]
-        )
+        folds, seed = config["cv_folds"], config["split_seed"]
+        return ridge.fit_cv(x, y, config["alphas"], folds, seed, standardize, design)
     split = ridge.split_tasks(len(y), config["heldout_fraction"], config["split_seed"])
-    return ridge.fit_holdout(x, y, config["alphas"], split, config["standardize"])
+    return ridge.fit_holdout(x, y, config["alphas"], split, standardize, design)
 
 
 def skipped_layer(reason: str) -> dict:
@@ -215,7 +226,8 @@ def train(params) -> tuple[Path, dict, bool]:
     raw_scores = {t: mu for t, (mu, _) in read_scores(scores_path).items()}
     comparisons_path = _input(params, "comparisons")
     comparisons = read_comparisons(comparisons_path) if comparisons_path else None
-    targets, confound_report = _targets(params, raw_scores)  # validate inputs before a model load
+    # inputs validated before a model load
+    targets, confound_report, confounds = _targets(params, raw_scores)
     _check_scored_tasks(params, targets, scores_path, confound_report is not None)
     prompt = condition_prompt(params)
 
@@ -243,6 +255,8 @@ def train(params) -> tuple[Path, dict, bool]:
         )
     rows = np.array([row_of[t] for t in used])
     y = np.array([targets[t] for t in used], dtype=np.float64)
+    raw = np.array([raw_scores[t] for t in used], dtype=np.float64)
+    design = one_hot_design([confounds[t] for t in used]) if confounds is not None else None
     check_varies(y, scores_path, confound_report is not None)  # the tasks with activations
     counts = {
         "scored": len(raw_scores),
@@ -262,7 +276,7 @@ def train(params) -> tuple[Path, dict, bool]:
         try:
             if ridge.constant_features(x):
                 raise ridge.DegenerateFit(f"activations are constant across the {len(y)} tasks")
-            fit = _fit_layer(x, y, config)
+            fit = _fit_layer(x, raw if design is not None else y, config, design)
         except ridge.DegenerateFit as exc:
             per_layer[str(layer)] = skipped_layer(str(exc))
             continue
@@ -279,7 +293,7 @@ def train(params) -> tuple[Path, dict, bool]:
             # n and a 95% interval of final_r where the tasks it is scored on chose nothing
             # (holdout); under cv the same out-of-fold predictions chose alpha and layer
             "final_n": len(fit.eval_index),
-            "final_r_ci": list(ridge.pearson_interval(fit.eval_pred, y[fit.eval_index]))
+            "final_r_ci": list(ridge.pearson_interval(fit.eval_pred, fit.eval_true))
             if config["protocol"] == "holdout"
             else [None, None],
             "alphas": [
