@@ -183,3 +183,18 @@ def test_pooled_statistics_have_bootstrap_intervals_from_the_within_r_draws():
     rows = np.repeat(np.arange(len(x)), draws[0][task])
     ranks = _weighted_ranks(x, w)[0]
     np.testing.assert_allclose(ranks[rows], rankdata(x[rows]))
+
+
+def test_tasks_tied_with_the_target_share_its_rank_by_their_average():
+    """0/1 behaviour rates tie many tasks: the target among 5 equal top deltas ranks 3 (the
+    average of places 1-5, scipy's), not 1, and is no top-1 hit; the ties are counted."""
+    tasks = list("abcdefgh")
+    conds = [OodCondition("A1", "p", "a", "v1", "A")]
+    delta = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, np.nan])
+    [target] = per_target(tasks, conds, {"A1": delta}, {"A1": delta}, top_k=1)
+    row = target["conditions"][0]
+    finite = delta[:7]
+    assert row["behaviour_rank_desc"] == rankdata(-finite)[0] == 3.0
+    assert row["behaviour_rank_asc"] == rankdata(finite)[0] == 5.0
+    assert row["behaviour_tied"] == row["probe_tied"] == 4
+    assert target["topk_rate"]["behaviour_up"] == 0.0

@@ -150,11 +150,17 @@ def sign_agreement(x: np.ndarray, y: np.ndarray) -> tuple[float | None, int]:
     return (float(np.mean(np.sign(x[mask]) == np.sign(y[mask]))) if n else None), n
 
 
-def _ranks(delta: np.ndarray, target: int) -> tuple[int | None, int | None]:
+def _ranks(delta: np.ndarray, target: int) -> tuple[float | None, float | None, int | None]:
+    """The target's rank among the tasks' finite deltas, largest first and smallest first,
+    tied tasks sharing the average of their places (coarse rates, e.g. 0/1 outcomes, tie
+    many: the best place would call the target the task that moved most), and how many
+    other tasks share its delta."""
     if not np.isfinite(delta[target]):
-        return None, None
+        return None, None, None
     finite = delta[np.isfinite(delta)]
-    return int(1 + (finite > delta[target]).sum()), int(1 + (finite < delta[target]).sum())
+    tied = int((finite == delta[target]).sum()) - 1
+    above, below = int((finite > delta[target]).sum()), int((finite < delta[target]).sum())
+    return 1 + above + tied / 2, 1 + below + tied / 2, tied
 
 
 def _mean(values: list) -> float | None:
@@ -223,8 +229,8 @@ def per_target(
         t = index[target]
         rows = []
         for c in conds:
-            p_desc, p_asc = _ranks(probe[c.id], t)
-            b_desc, b_asc = _ranks(behaviour[c.id], t)
+            p_desc, p_asc, p_tied = _ranks(probe[c.id], t)
+            b_desc, b_asc, b_tied = _ranks(behaviour[c.id], t)
             rows.append(
                 {
                     "id": c.id,
@@ -235,6 +241,8 @@ def per_target(
                     "probe_rank_asc": p_asc,
                     "behaviour_rank_desc": b_desc,
                     "behaviour_rank_asc": b_asc,
+                    "probe_tied": p_tied,
+                    "behaviour_tied": b_tied,
                 }
             )
 

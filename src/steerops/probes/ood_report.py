@@ -86,8 +86,8 @@ def markdown(result: dict) -> str:
     lines += [
         "## Targets",
         "",
-        f"Rank 1 = the target moved most in that direction among all tasks; top-k "
-        f"rate with k = {result['top_k']}.",
+        f"Rank 1 = the target moved most in that direction among all tasks; tasks tied "
+        f"with it share the average of their places; top-k rate with k = {result['top_k']}.",
         "",
     ]
     rows = [
