@@ -16,7 +16,7 @@ def test_an_always_empty_window_is_refused_up_front(
     params = write_params(tmp_path, toy_world)
     argv = ["extract", "--params", str(params), "--position", position, "--layers", "1"]
     if mode == "tasks":
-        tasks = tmp_path / "tasks.jsonl"
+        tasks = tmp_path / "mine.jsonl"
         tasks.write_text('{"task_id": "a", "prompt": "hi"}\n')
         argv += ["--tasks", str(tasks)]
     assert f"position {position!r}" in refused_up_front(argv, tmp_path, capsys)
@@ -28,12 +28,12 @@ def test_the_console_tells_a_fresh_extraction_from_one_served_from_disk(
     from steerops.cli import main
 
     params = str(write_params(tmp_path, toy_world, tracking={"enabled": False}))
-    tasks = tmp_path / "tasks.jsonl"
+    tasks = tmp_path / "mine.jsonl"
     tasks.write_text('{"task_id": "a", "prompt": "hi"}\n{"task_id": "b", "prompt": "bye"}\n')
     trait = ["extract", "--params", params, "--position", "prompt[-1]", "--layers", "1"]
     for argv, label in (
         (trait, "toy/refusal prompt[-1]"),
-        ([*trait, "--tasks", str(tasks)], "tasks [baseline]"),
+        ([*trait, "--tasks", str(tasks)], "mine [baseline]"),
     ):
         lines = []
         for again in ([], [], ["--force"]):
@@ -59,7 +59,7 @@ def test_a_window_empty_for_every_example_opens_no_run(tmp_path, toy_world, caps
     params = write_params(tmp_path, toy_world)
     argv = ["extract", "--params", str(params), "--position", "prompt[999]", "--layers", "1"]
     if mode == "tasks":
-        tasks = tmp_path / "tasks.jsonl"
+        tasks = tmp_path / "mine.jsonl"
         tasks.write_text('{"task_id": "a", "prompt": "hi"}\n')
         argv += ["--tasks", str(tasks)]
     capsys.readouterr()
@@ -88,3 +88,17 @@ def test_a_window_past_the_generated_length_is_refused_up_front(
     argv = ["extract", "--params", str(params), "--position", "response[:8]", "--layers", "1"]
     line = refused_up_front(argv, tmp_path, capsys, outputs="outputs/activations")
     assert "'response[:8]' reads up to 8 response tokens" in line and "at most 4" in line
+
+
+def test_another_task_file_does_not_replace_the_pipelines_task_set(
+    tmp_path, toy_world, no_model_loads, capsys
+):
+    """The pipeline's task activations (a DVC output) are named after its task file; an
+    ad-hoc file of the same stem is refused rather than written over them."""
+    params = write_params(tmp_path, toy_world)
+    other = tmp_path / "elsewhere" / "tasks.jsonl"  # the stem of probes.tasks
+    other.parent.mkdir()
+    other.write_text('{"task_id": "a", "prompt": "hi"}\n')
+    argv = ["extract", "--params", str(params), "--position", "prompt[-1]", "--layers", "1"]
+    line = refused_up_front([*argv, "--tasks", str(other)], tmp_path, capsys)
+    assert "would replace the pipeline's task set 'tasks'" in line and "--out" in line

@@ -346,3 +346,21 @@ def test_damaged_responses_are_generated_again(tmp_path, toy_world, monkeypatch,
     # Intact: up to date, with no need of the model (its device need not exist here).
     assert main(["generate", "--params", str(params_file), "--device", "cuda:99"]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+def test_responses_that_do_not_match_their_summary_are_refused_to_readers(tmp_path, toy_world):
+    """A responses file edited by hand or left by another run: extract must not read it."""
+    from steerops.errors import SteeropsError
+    from steerops.generate.store import load_kept_responses, responses_file
+
+    params_file = small_world(tmp_path, toy_world, generate={"max_new_tokens": 12})
+    assert main(["generate", "--params", str(params_file), "--vet"]) == 0
+    path = responses_file(load_params(params_file).out, "toy/refusal", "base")
+    assert load_kept_responses(path, "toy/refusal", "base")  # intact: read
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[1:]))  # one row gone
+    with pytest.raises(
+        SteeropsError,
+        match="does not match the MD5 in summary.json.*steerops generate --trait toy/refusal",
+    ):
+        load_kept_responses(path, "toy/refusal", "base")

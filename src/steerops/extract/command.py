@@ -58,6 +58,28 @@ def run(args: argparse.Namespace) -> None:
         _run_traits(args, params)
 
 
+def _task_set_name(params, tasks_file: Path, scratch: bool) -> str:
+    """The folder name of a task set's activations: the pipeline's (`probes.tasks_name`, or
+        its file's stem) for the pipeline's task file, the file's own stem for another one,
+        which must not land in the pipeline's folder (a declared DVC output) unless the run writes
+    a folder of its own (`scratch`: --out DIR)."""
+    from steerops.probes.activations import tasks_name
+
+    pipeline = tasks_name(params)
+    if tasks_file.resolve() == params.path(params.probes.tasks).resolve():
+        check_folder_name(pipeline, "probes.tasks_name")
+        return pipeline
+    name = tasks_file.stem
+    check_folder_name(name, f"--tasks {tasks_file}")
+    if name == pipeline and not scratch:
+        raise SteeropsError(
+            f"--tasks {tasks_file}: not the pipeline's task file ({params.probes.tasks}), but "
+            f"its activations would replace the pipeline's task set {name!r}: rename the "
+            "file, or pass --out DIR to write a scratch run"
+        )
+    return name
+
+
 def _run_traits(args, params) -> None:
     from steerops.extract.store import activations_dir
     from steerops.extract.trait import extract_trait
@@ -125,8 +147,7 @@ def _run_tasks(args, params) -> None:
             f"position {position.text!r}: task sets have no responses; use a "
             "prompt position such as prompt[-1]"
         )
-    name = probes.tasks_name or tasks_file.stem
-    check_folder_name(name, "probes.tasks_name" if probes.tasks_name else f"--tasks {tasks_file}")
+    name = _task_set_name(params, tasks_file, scratch=bool(getattr(args, "run_folder", None)))
     _precheck(params, variant, layer_spec, key_of("layers"), component)
     loaded = _load(params, variant)
     layers = layer_spec.resolve(loaded.layout.num_layers, key_of("layers"))

@@ -89,6 +89,20 @@ def check_generated_length(path: Path, trait: str, position) -> None:
         )
 
 
+def _check_md5(path: Path, trait: str, variant: str) -> None:
+    """Refuse a responses file whose summary names another MD5 (edited by hand, or left by
+    another run); one without a summary (written by hand for a scratch run) is read."""
+    try:
+        recorded = read_json(path.parent / SUMMARY_FILE).get("responses_md5")
+    except (OSError, ValueError, SteeropsError, AttributeError):
+        return
+    if isinstance(recorded, str) and recorded != file_md5(path):
+        raise SteeropsError(
+            f"{path} does not match the MD5 in {SUMMARY_FILE}: run `steerops generate "
+            f"--trait {trait}` with generate.variant={variant} to write it again"
+        )
+
+
 def load_kept_responses(path: Path, trait: str, variant: str) -> list[dict]:
     """Rows of a responses file that passed vetting; a clear error when it is missing."""
     if not path.is_file():
@@ -97,6 +111,7 @@ def load_kept_responses(path: Path, trait: str, variant: str) -> list[dict]:
             f"completions: run `steerops generate --trait {trait}` with "
             f"generate.variant={variant} first)"
         )
+    _check_md5(path, trait, variant)
     rows = []
     dropped = dict.fromkeys(POLARITIES, 0)
     for lineno, row in iter_jsonl(path):

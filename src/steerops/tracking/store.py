@@ -143,6 +143,8 @@ def _check_database(uri: str, timeout_s: float) -> None:
 def shown_uri(uri: str) -> str:
     """`uri` without user name or password (safe for terminals and logs)."""
     parts = urlparse(uri)
+    if "@" not in parts.netloc:  # urlunparse would rewrite sqlite:////abs as sqlite://abs
+        return uri
     return parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
 
 
