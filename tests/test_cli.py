@@ -332,7 +332,7 @@ def test_a_flag_value_checked_after_params_load_is_blamed_on_the_flag(
     from conftest import refused_up_front, write_params
 
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    tasks = tmp_path / "tasks.jsonl"
+    tasks = tmp_path / "mine.jsonl"
     tasks.write_text('{"task_id": "a", "prompt": "hi"}\n')
     argv = [a.replace("TASKS", str(tasks)) for a in argv]
     argv += ["--params", str(write_params(tmp_path, toy_world))]

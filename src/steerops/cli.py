@@ -39,6 +39,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "steerops.smollm2.command",
         "build the SmolLM2-135M-Instruct model folder from the installed package",
     ),
+    "models": (
+        "steerops.models.command",
+        "record each model variant's id, revision and content fingerprint for DVC",
+    ),
     "generate": (
         "steerops.generate.command",
         "complete a trait's positive/negative prompts (optionally vetted)",

@@ -66,8 +66,8 @@ def _task_set_name(params, tasks_file: Path, scratch: bool) -> str:
     from steerops.probes.activations import tasks_name
 
     pipeline = tasks_name(params)
+    check_folder_name(pipeline, "probes.tasks_name" if params.probes.tasks_name else "probes.tasks")
     if tasks_file.resolve() == params.path(params.probes.tasks).resolve():
-        check_folder_name(pipeline, "probes.tasks_name")
         return pipeline
     name = tasks_file.stem
     check_folder_name(name, f"--tasks {tasks_file}")

@@ -1,0 +1,66 @@
+"""`steerops models`: each variant's identity file, the DVC dependency of every stage that
+loads a model (a hub id is no path DVC can depend on)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from steerops.cli import main
+from steerops.models.fingerprint import model_fingerprint
+
+
+def _world(tmp_path, base_id: str):
+    folder = tmp_path / "m"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "model.safetensors").write_bytes(b"weights one")
+    params = {
+        "paths": {"out": str(tmp_path / "outputs")},
+        "models": {"base": {"id": base_id}, "instruct": {"id": str(folder)}},
+        "tracking": {"enabled": False},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return folder, ["models", "--params", str(tmp_path / "params.yaml")]
+
+
+def test_each_variant_gets_its_identity_and_new_weights_change_it(tmp_path):
+    folder, argv = _world(tmp_path, "m")  # relative to params: the same folder
+    assert main(argv) == 0
+    out = tmp_path / "outputs" / "models"
+    base, instruct = (json.loads((out / f"{v}.json").read_text()) for v in ("base", "instruct"))
+    assert base["id"] == "m" and instruct["id"] == str(folder)  # as params give them
+    assert base["fingerprint"] == instruct["fingerprint"] == model_fingerprint(str(folder))
+    stamp = (out / "base.json").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (out / "base.json").stat().st_mtime_ns == stamp  # the same model: not rewritten
+    (folder / "model.safetensors").write_bytes(b"weights two")  # new weights, same name
+    assert main(argv) == 0
+    assert json.loads((out / "base.json").read_text())["fingerprint"] != base["fingerprint"]
+
+
+def test_a_hub_id_the_machine_cannot_load_is_one_line_and_writes_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    _, argv = _world(tmp_path, "org/not-cached")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'org/not-cached' is not a local folder" in err[0], err
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("variant", ["base", "instruct"])
+def test_the_pipeline_depends_on_identity_files_not_on_model_paths(variant):
+    from pathlib import Path
+
+    stages = yaml.safe_load((Path(__file__).parents[2] / "dvc.yaml").read_text())["stages"]
+    deps = [d for stage in stages.values() for d in stage.get("deps", [])]
+    assert f"${{models.{variant}.id}}" not in deps
+    assert f"outputs/models/{variant}.json" in deps
+    assert stages["models"].get("always_changed") is True
