@@ -199,3 +199,44 @@ def test_a_probe_of_another_model_is_refused_before_extraction(tmp_path, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "models.instruct.id: " in err[0] and "bigger_model" in err[0]
     assert not (params.out / "ood").exists()
+
+
+def test_a_probe_of_other_weights_under_the_same_id_is_refused_before_extraction(
+    tmp_path, capsys, no_model_loads
+):
+    """New weights written over the model folder the probe was trained on: the same id,
+    another model; refused before extracting, not applied to the new weights."""
+    from steerops.io import read_json, write_json
+    from steerops.models.fingerprint import model_fingerprint
+    from steerops.probes.activations import condition_dir
+
+    params_file, params, ids, *_ = probe_world(tmp_path, blocks={"tracking": {"enabled": False}})
+    model = tmp_path / "toy" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    (model / "model.safetensors").write_bytes(b"trained on these")
+    meta_file = condition_dir(params, "baseline") / "metadata.json"
+    meta = read_json(meta_file)
+    meta["model"]["weights"] = model_fingerprint(str(model))  # as extract records it
+    write_json(meta_file, meta)
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    (tmp_path / "conditions.json").write_text(
+        json.dumps(
+            {
+                "baseline": {"id": "baseline", "system_prompt": None},
+                "conditions": [{"id": "A1", "system_prompt": "be kind"}],
+            }
+        )
+    )
+    (tmp_path / "rates.csv").write_text(
+        "condition_id,task_id,rate\n"
+        + "".join(f"{c},{t},0.5\n" for c in ("baseline", "A1") for t in ids)
+    )
+    (model / "model.safetensors").write_bytes(b"fine-tuned since")
+    argv = ["probe", "ood", "--params", str(params_file), "--conditions"]
+    argv += [str(tmp_path / "conditions.json"), "--rates", str(tmp_path / "rates.csv")]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not those probe run" in err[0] and "probe train" in err[0], err
+    assert not (params.out / "ood").exists()

@@ -52,7 +52,7 @@ def is_fresh(
         or model.get("id") != spec.id
         or model.get("revision") != spec.revision
         # the same folder with other weights (a fine-tune written over it) is another model
-        or ("weights" in model and model["weights"] != _weights(params))
+        or ("weights" in model and model["weights"] != weights_now(params))
         or damage(folder) is not None  # tensors changed since they were written
     ):
         return False
@@ -60,7 +60,7 @@ def is_fresh(
     return set(wanted) <= set(stored_layers(folder))
 
 
-def _weights(params) -> str:
+def weights_now(params) -> str:
     """The weights fingerprint of the probes' model as it is now."""
     from steerops.models.loading import model_source  # imports transformers
 

@@ -16,7 +16,7 @@ import numpy as np
 from steerops.errors import SteeropsError
 from steerops.extract.conditions import read_conditions
 from steerops.io import write_json, write_text
-from steerops.probes.activations import ensure_conditions, load_condition, tasks_name
+from steerops.probes.activations import ensure_conditions, load_condition, tasks_name, weights_now
 from steerops.probes.data import read_rates
 from steerops.probes.ood import analyse
 from steerops.probes.ood_report import markdown, scatter
@@ -42,6 +42,12 @@ def _check_probe_matches(params, manifest: dict, run_dir: Path) -> None:
                 f"{name if key in models else 'probes.' + key}: {value!r} but probe run "
                 f"{run_dir.name} was trained with {config.get(key)!r}"
             )
+    if config.get("weights") is not None and config["weights"] != weights_now(params):
+        raise SteeropsError(
+            f"models.{probes.variant}.id: the weights at {spec.id} are not those probe run "
+            f"{run_dir.name} was trained on (they changed since): run `steerops probe train` "
+            "again"
+        )
 
 
 def _required(params, key: str) -> Path:

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from steerops.errors import SteeropsError
-from steerops.extract.store import METADATA_FILE, TENSORS_FILE
+from steerops.extract.store import METADATA_FILE, TENSORS_FILE, read_metadata
 from steerops.io import file_md5, read_json
 from steerops.probes import ridge
 from steerops.probes.activations import (
@@ -234,6 +234,11 @@ def train(params) -> tuple[Path, dict, bool]:
     act_dir = ensure_conditions(params, [(probes.condition, prompt)])[probes.condition]
     layers = select_layers(params, act_dir)
     config = _config(params, layers)
+    # the weights the activations were extracted with: `probe ood` refuses other weights
+    # under the same id (a fine-tune written over the folder)
+    weights_fingerprint = (read_metadata(act_dir).get("model") or {}).get("weights")
+    if weights_fingerprint is not None:
+        config["weights"] = weights_fingerprint
     inputs = _inputs(params, act_dir)
     key = run_key(
         config, {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in inputs.items()}
