@@ -217,3 +217,11 @@ def test_make_recipes_find_the_venvs_steerops_without_activation(tmp_path):
         check=True,
     ).stdout.strip()
     assert found == str(ROOT / ".venv" / "bin" / "steerops")
+
+
+def test_every_stage_output_follows_paths_out():
+    """`dvc exp run -S paths.out=...` moves every output: none is written to a fixed folder
+    DVC would then look for in vain."""
+    text = (ROOT / "dvc.yaml").read_text()
+    fixed = [line.strip() for line in text.splitlines() if "outputs/" in line.split("#")[0]]
+    assert fixed == []

@@ -62,5 +62,5 @@ def test_the_pipeline_depends_on_identity_files_not_on_model_paths(variant):
     stages = yaml.safe_load((Path(__file__).parents[2] / "dvc.yaml").read_text())["stages"]
     deps = [d for stage in stages.values() for d in stage.get("deps", [])]
     assert f"${{models.{variant}.id}}" not in deps
-    assert f"outputs/models/{variant}.json" in deps
+    assert f"${{paths.out}}/models/{variant}.json" in deps
     assert stages["models"].get("always_changed") is True
