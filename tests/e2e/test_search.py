@@ -176,6 +176,12 @@ def test_toy_search_outputs_and_tracking(toy_search):
     assert len(children) == 6
     assert all(r.data.tags["steerops.stage"] == "search" for r in children)
     assert all({"trait_delta", "coherence_mean"} <= set(r.data.metrics) for r in children)
+    # the settings the grid's config runs carry, to compare trials with them in the UI
+    shared = {"judge", "model_id", "scope", "coefficient_unit", "max_new_tokens", "variant"}
+    assert shared <= set(parents[0].data.params)
+    assert all(shared <= set(r.data.params) for r in children)
+    assert {r.data.params["judge"] for r in children} == {"toy:exact"}
+    assert all({"trait_mean", "n"} <= set(r.data.metrics) for r in children)
     for r in children:  # named by what each tried
         number, layer, c = (r.data.params[k] for k in ("trial", "layer", "coefficient"))
         assert r.info.run_name == f"trial {number}: L{layer} c{float(c):.4g}"

@@ -68,6 +68,9 @@ class SyntheticEvaluator:
     def baseline(self):
         return Result(None, BASELINE_TRAIT, 100.0, len(self.questions))
 
+    def run_params(self):
+        return {"settings_hash": self.settings_hash, "n_questions": len(self.questions)}
+
     def served(self, configs):
         return [False] * len(configs)
 

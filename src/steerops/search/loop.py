@@ -127,6 +127,7 @@ def _evaluate_batch(
     tracker,
 ) -> None:
     n = len(evaluator.questions)
+    shared = evaluator.run_params() if tracker is not None else {}
     try:
         configs = [Config.single(source, p.layer, p.coefficient) for p in proposals]
         for p, served in zip(proposals, evaluator.served(configs), strict=True):
@@ -143,23 +144,34 @@ def _evaluate_batch(
         told = study.tell(p, result.trait_mean, result.coherence_mean, change, w)
         stats.evaluated.append(p.number)
         if told and tracker is not None:  # else another worker told it, and logged its run
-            _log_trial(tracker, p, w, result.coherence_mean, change, study.min_coherence)
+            _log_trial(tracker, p, w, result, change, study.min_coherence, shared)
 
 
 def _log_trial(
     tracker,
     p: Proposal,
     weight: float,
-    coherence: float | None,
+    result,
     delta: float | None,
     min_coherence: float,
+    shared: dict,
 ) -> None:
+    """A nested run per trial, with the settings the grid's config runs carry (`shared`:
+    judge, model, scope, unit...), so the UI compares trials with them side by side."""
+    coherence = result.coherence_mean
     feasible = coherence is not None and coherence >= min_coherence
+    tried = {"trial": p.number, "layer": p.layer, "coefficient": p.coefficient, "weight": weight}
     with tracker.child(
         # named by what it tried: trial numbers alone repeat across studies in the UI
         f"trial {p.number}: L{p.layer} c{p.coefficient:.4g}",
-        {"trial": p.number, "layer": p.layer, "coefficient": p.coefficient, "weight": weight},
+        {**shared, **tried},
     ) as child:
         child.log_metrics(
-            {"trait_delta": delta, "coherence": coherence, "feasible": float(feasible)}
+            {
+                "trait_delta": delta,
+                "trait_mean": result.trait_mean,
+                "coherence": coherence,
+                "feasible": float(feasible),
+                "n": getattr(result, "n", None),
+            }
         )

@@ -238,6 +238,7 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
                 study.enqueue(layer, c)
     tracker.log_params(
         {
+            **evaluator.run_params(),  # what the grid's runs carry, to compare with them
             **{k: v for k, v in plan.settings.items() if k not in ("layers", "vector_files")},
             "layers": ",".join(map(str, plan.layers)),
             # one param: the file names are not MLflow key characters

@@ -59,24 +59,6 @@ def config_params(result: ConfigResult) -> dict[str, Any]:
     }
 
 
-def session_params(evaluator: SteeringEvaluator) -> dict[str, Any]:
-    """The settings every config of an evaluator shares."""
-    session, cfg = evaluator.session, evaluator.session.params.steering
-    return {
-        "trait": session.trait,
-        "model_id": session.model["id"],
-        "variant": session.variant,
-        "vector_variant": session.vector_variant,
-        "judge": session.judge.id,
-        "scope": cfg.scope,
-        "direction": cfg.direction,
-        "coefficient_unit": cfg.coefficient_unit,
-        "max_new_tokens": cfg.max_new_tokens,
-        "n_questions": len(evaluator.questions),
-        "settings_hash": evaluator.settings_hash,
-    }
-
-
 def log_configs(
     cell_run,
     evaluator: SteeringEvaluator,
@@ -85,7 +67,7 @@ def log_configs(
 ) -> None:
     """A nested run per config under the cell's run, spanning the batched evaluation that
     produced it (`span`, epoch seconds; configs are generated together)."""
-    shared = session_params(evaluator)
+    shared = evaluator.run_params()
     start, end = span or (None, None)
     for result in results:
         cell_run.add_child(
@@ -118,7 +100,7 @@ def log_cell(
     metrics = written["metrics"]
     cell_run.log_params(
         {
-            **session_params(evaluator),
+            **evaluator.run_params(),
             **cell,
             "layers": layers,
             "coefficients": cfg.coefficients,
