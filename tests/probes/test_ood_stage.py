@@ -240,3 +240,15 @@ def test_a_probe_of_other_weights_under_the_same_id_is_refused_before_extraction
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not those probe run" in err[0] and "probe train" in err[0], err
     assert not (params.out / "ood").exists()
+
+
+def test_an_ood_out_that_is_a_file_is_refused_before_extraction(tmp_path, capsys, no_model_loads):
+    params_file, params, ids, *_ = probe_world(tmp_path, blocks={"tracking": {"enabled": False}})
+    taken = tmp_path / "taken.txt"
+    taken.write_text("a file")
+    argv = ["probe", "ood", "--params", str(params_file), "--ood-out", str(taken)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--ood-out" in err[0] and "is a file, not a folder" in err[0], err
+    assert taken.read_text() == "a file"

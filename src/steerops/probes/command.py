@@ -26,6 +26,7 @@ from steerops.cli import (
     stage_parser,
 )
 from steerops.errors import SteeropsError
+from steerops.io import check_folder_target
 
 
 def _selection_flags(parser: argparse.ArgumentParser) -> None:
@@ -242,6 +243,8 @@ def run_ood(args: argparse.Namespace) -> None:
     from steerops.probes.ood_stage import run_ood as run
 
     params = load_params_for(args)
+    if args.ood_out:  # a file there would fail only after every condition was extracted
+        check_folder_target(Path(args.ood_out), "--ood-out")
     out_dir, result = run(params, Path(args.ood_out) if args.ood_out else None)
     print(f"OOD analysis written to {out_dir}")
 
