@@ -59,3 +59,20 @@ def test_empty_ids_are_refused_with_their_line(tmp_path):
         rates.write_text(text)
         with pytest.raises(SteeropsError, match=rf"rates.csv:3: empty {col}$"):
             read_rates(rates)
+
+
+def test_ids_that_are_not_strings_are_refused_with_their_line(tmp_path):
+    """1 and 1.0 would be fitted as two tasks, ["a"] as the task "['a']"; none of them
+    matches a task id, so their scores would drop out later without a reason."""
+    comps = tmp_path / "c.jsonl"
+    good = '{"task_a": "a", "task_b": "b", "winner": "a"}\n'
+    for row, key in [
+        ('{"task_a": 1, "task_b": 1.0, "winner": 1}', "task_b"),
+        ('{"task_a": ["a"], "task_b": "b", "winner": "b"}', "task_a"),
+        ('{"task_a": "a", "task_b": true, "winner": "a"}', "task_b"),
+    ]:
+        comps.write_text(good + row + "\n")
+        with pytest.raises(SteeropsError, match=rf"c.jsonl:2: {key} must be a string"):
+            read_comparisons(comps)
+    comps.write_text(good + '{"task_a": 7, "task_b": "b", "winner": 7}\n')  # integer ids read
+    assert read_comparisons(comps)[1] == ("7", "b", "7")

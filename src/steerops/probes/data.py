@@ -107,6 +107,11 @@ def read_comparisons(path: Path) -> list[tuple[str, str, str]]:
             # an empty id (or null, which str() would make the id "None") names no task
             if row[key] is None or not str(row[key]).strip():
                 raise SteeropsError(f"{path}:{line_no}: empty {key} ({row[key]!r})")
+            # 1 and 1.0 would be two tasks, ["a"] the task "['a']": none matches a task id
+            if isinstance(row[key], bool) or not isinstance(row[key], str | int):
+                raise SteeropsError(
+                    f"{path}:{line_no}: {key} must be a string (a task id), got {row[key]!r}"
+                )
         a, b, w = str(row["task_a"]), str(row["task_b"]), str(row["winner"])
         if w not in (a, b):
             raise SteeropsError(f"{path}:{line_no}: winner {w!r} is neither task_a nor task_b")
