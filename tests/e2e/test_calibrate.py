@@ -113,6 +113,10 @@ def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
     runs = mlflow.search_runs(experiment_names=[params.experiment], output_format="list")
     run = next(r for r in runs if r.data.tags.get("steerops.stage") == "calibrate")
     assert "dvc.hash.calibration_prompts" in run.data.tags
+    from steerops.tracking.lineage import dvc_md5
+
+    model = params.path(params.variant(params.calibration.variant).id)
+    assert run.data.tags["dvc.hash.model"] == dvc_md5(model)  # joined to the weights it read
     assert run.data.params["massive_threshold"] == "100"  # one number format in every run
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"calibration.json", "heatmap.png"} <= artifacts

@@ -69,8 +69,9 @@ def load_calibration_prompts(path: Path) -> list[Prompt]:
 def calibrate(params, progress: bool = True) -> dict:
     """Run calibration for `calibration.variant`; returns the calibration.json record."""
     from steerops.models.generation import generate_responses
-    from steerops.models.loading import check_variant, load_model, model_shape
+    from steerops.models.loading import check_variant, load_model, model_shape, model_source
     from steerops.tracking import track
+    from steerops.tracking.lineage import model_input
 
     cfg = params.calibration
     prompts_file = params.path(cfg.prompts)
@@ -93,7 +94,10 @@ def calibrate(params, progress: bool = True) -> dict:
         params,
         "calibrate",
         f"calibrate {cfg.variant}",
-        inputs={"calibration_prompts": prompts_file},
+        inputs={
+            "calibration_prompts": prompts_file,
+            **model_input(model_source(params, cfg.variant)),
+        },
         tags={"steerops.variant": cfg.variant},
     ) as tracker:
         start = time.perf_counter()

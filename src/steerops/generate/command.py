@@ -111,13 +111,15 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
     # an up-to-date trait needs no model; one to generate fails here, before the run opens
     check_variant(params, cfg.variant)
 
+    from steerops.models.loading import model_source
     from steerops.tracking import track
+    from steerops.tracking.lineage import model_input
 
     with track(
         params,
         "generate",
         f"generate {name} {cfg.variant}",
-        inputs={"trait": trait.path},
+        inputs={"trait": trait.path, **model_input(model_source(params, cfg.variant))},
         tags={"steerops.trait": name, "steerops.variant": cfg.variant},
     ) as tracker:
         if old and old["generation_hash"] == gen_hash:
