@@ -63,7 +63,7 @@ def _task_set_name(params, tasks_file: Path, scratch: bool) -> str:
         its file's stem) for the pipeline's task file, the file's own stem for another one,
         which must not land in the pipeline's folder (a declared DVC output) unless the run writes
     a folder of its own (`scratch`: --out DIR)."""
-    from steerops.probes.activations import tasks_name
+    from steerops.extract.tasks import tasks_name
 
     pipeline = tasks_name(params)
     check_folder_name(pipeline, "probes.tasks_name" if params.probes.tasks_name else "probes.tasks")

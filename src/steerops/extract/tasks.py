@@ -45,6 +45,11 @@ class Condition:
 BASELINE = Condition("baseline", None)
 
 
+def tasks_name(params) -> str:
+    """The folder name of the pipeline's task set: `probes.tasks_name`, or its file's stem."""
+    return params.probes.tasks_name or Path(params.probes.tasks).stem
+
+
 def load_tasks(path: str | Path) -> list[Task]:
     """Tasks from JSONL: `task_id`, `prompt` or `messages`, optional `system_prompt`."""
     path = Path(path)

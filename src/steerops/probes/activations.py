@@ -11,12 +11,9 @@ import numpy as np
 from steerops.errors import SteeropsError
 from steerops.extract import store
 from steerops.extract.store import damage, is_complete, read_metadata, stored_layers
+from steerops.extract.tasks import tasks_name
 from steerops.io import text_md5
 from steerops.models.fingerprint import model_fingerprint
-
-
-def tasks_name(params) -> str:
-    return params.probes.tasks_name or Path(params.probes.tasks).stem
 
 
 def condition_dir(params, condition_id: str) -> Path:
