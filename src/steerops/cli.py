@@ -95,6 +95,13 @@ def invocation() -> str | None:
     return shlex.join(["steerops", *_invocation]) if _invocation else None
 
 
+def params_flag(parser: argparse.ArgumentParser) -> None:
+    """--params FILE, the experiment's params (every stage takes it)."""
+    parser.add_argument(
+        "--params", default=None, metavar="FILE", help="experiment params (default: ./params.yaml)"
+    )
+
+
 def stage_parser(
     subparsers,
     name: str,
@@ -152,9 +159,7 @@ def abs_path(text: str) -> str:
 def add_common(
     parser: argparse.ArgumentParser, scratch: bool = False, out_help: str | None = None
 ) -> None:
-    parser.add_argument(
-        "--params", default=None, metavar="FILE", help="experiment params (default: ./params.yaml)"
-    )
+    params_flag(parser)
     if scratch:
         parser.add_argument(
             "--out",

@@ -170,13 +170,8 @@ def test_conditions_without_rates_or_with_unknown_targets_are_refused_before_ext
     assert not (tasks_root / "A1").exists() and not (params.out / "ood").exists()
 
 
-def test_a_probe_of_another_model_is_refused_before_extraction(tmp_path, capsys, no_model_loads):
-    """The probe run under the variant's folder was trained on another model (the variant now
-    points elsewhere): refused before extracting, not applied to the new model's activations."""
-    import yaml
-
-    params_file, params, ids, *_ = probe_world(tmp_path, blocks={"tracking": {"enabled": False}})
-    assert main(["probe", "train", "--params", str(params_file)]) == 0
+def _one_condition_argv(tmp_path, params_file, ids) -> list[str]:
+    """`probe ood` on one condition (A1) beside the baseline, every task rated 0.5."""
     (tmp_path / "conditions.json").write_text(
         json.dumps(
             {
@@ -189,11 +184,21 @@ def test_a_probe_of_another_model_is_refused_before_extraction(tmp_path, capsys,
         "condition_id,task_id,rate\n"
         + "".join(f"{c},{t},0.5\n" for c in ("baseline", "A1") for t in ids)
     )
+    argv = ["probe", "ood", "--params", str(params_file), "--conditions"]
+    return argv + [str(tmp_path / "conditions.json"), "--rates", str(tmp_path / "rates.csv")]
+
+
+def test_a_probe_of_another_model_is_refused_before_extraction(tmp_path, capsys, no_model_loads):
+    """The probe run under the variant's folder was trained on another model (the variant now
+    points elsewhere): refused before extracting, not applied to the new model's activations."""
+    import yaml
+
+    params_file, params, ids, *_ = probe_world(tmp_path, blocks={"tracking": {"enabled": False}})
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
     raw = yaml.safe_load(params_file.read_text())
     raw["models"]["instruct"]["id"] = str(tmp_path / "bigger_model")
     params_file.write_text(yaml.safe_dump(raw))
-    argv = ["probe", "ood", "--params", str(params_file), "--conditions"]
-    argv += [str(tmp_path / "conditions.json"), "--rates", str(tmp_path / "rates.csv")]
+    argv = _one_condition_argv(tmp_path, params_file, ids)
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -220,21 +225,8 @@ def test_a_probe_of_other_weights_under_the_same_id_is_refused_before_extraction
     meta["model"]["weights"] = model_fingerprint(str(model))  # as extract records it
     write_json(meta_file, meta)
     assert main(["probe", "train", "--params", str(params_file)]) == 0
-    (tmp_path / "conditions.json").write_text(
-        json.dumps(
-            {
-                "baseline": {"id": "baseline", "system_prompt": None},
-                "conditions": [{"id": "A1", "system_prompt": "be kind"}],
-            }
-        )
-    )
-    (tmp_path / "rates.csv").write_text(
-        "condition_id,task_id,rate\n"
-        + "".join(f"{c},{t},0.5\n" for c in ("baseline", "A1") for t in ids)
-    )
     (model / "model.safetensors").write_bytes(b"fine-tuned since")
-    argv = ["probe", "ood", "--params", str(params_file), "--conditions"]
-    argv += [str(tmp_path / "conditions.json"), "--rates", str(tmp_path / "rates.csv")]
+    argv = _one_condition_argv(tmp_path, params_file, ids)
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from steerops.cli import load_params_for, stage_parser
+from steerops.cli import load_params_for, params_flag, stage_parser
 
 MODELS_DIR = "models"
 
@@ -26,9 +26,7 @@ def register(subparsers) -> None:
         "the content fingerprint of the model it loads (nothing is loaded or downloaded).",
         common=False,
     )
-    parser.add_argument(
-        "--params", default=None, metavar="FILE", help="experiment params (default: ./params.yaml)"
-    )
+    params_flag(parser)
     parser.set_defaults(func=run)
 
 

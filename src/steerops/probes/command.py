@@ -22,6 +22,7 @@ from steerops.cli import (
     load_params_for,
     no_flag,
     overrides_from,
+    params_flag,
     run_file,
     stage_parser,
 )
@@ -87,9 +88,7 @@ def register(subparsers) -> None:
         "toy-data",
         help="write the toy world's probe tasks, scores, comparisons, conditions and rates",
     )
-    toy.add_argument(
-        "--params", default=None, metavar="FILE", help="experiment params (default: ./params.yaml)"
-    )
+    params_flag(toy)
     flags(toy, "--toy=paths.toy", type=abs_path, metavar="DIR")
     flags(toy, "seed")
     toy.set_defaults(func=run_toy_data)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from steerops.cli import abs_path, flags, load_params_for, no_flag, stage_parser
+from steerops.cli import abs_path, flags, load_params_for, no_flag, params_flag, stage_parser
 from steerops.errors import SteeropsError
 
 
@@ -119,9 +119,7 @@ optuna-dashboard package."""
 
 def register_dashboard(subparsers) -> None:
     parser = stage_parser(subparsers, "dashboard", DASHBOARD, common=False)
-    parser.add_argument(
-        "--params", default=None, metavar="FILE", help="experiment params (default: ./params.yaml)"
-    )
+    params_flag(parser)
     parser.add_argument(
         "--out",
         dest="run_folder",

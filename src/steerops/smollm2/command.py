@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from steerops.cli import abs_path, flags, load_params_for, stage_parser
+from steerops.cli import abs_path, flags, load_params_for, params_flag, stage_parser
 
 
 def register(subparsers) -> None:
@@ -17,9 +17,7 @@ def register(subparsers) -> None:
         "config). Nothing is downloaded.",
         common=False,
     )
-    parser.add_argument(
-        "--params", default=None, metavar="FILE", help="experiment params (default: ./params.yaml)"
-    )
+    params_flag(parser)
     flags(parser, "--out=paths.smollm2", metavar="DIR", type=abs_path)
     parser.set_defaults(func=run)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from steerops.cli import abs_path, flags, load_params_for, stage_parser
+from steerops.cli import abs_path, flags, load_params_for, params_flag, stage_parser
 from steerops.errors import SteeropsError
 from steerops.io import atomic_folder
 
@@ -18,9 +18,7 @@ def register(subparsers) -> None:
         "CPU, the toy/refusal trait dataset, calibration prompts and probe tasks.",
         common=False,
     )
-    parser.add_argument(
-        "--params", default=None, metavar="FILE", help="experiment params (default: ./params.yaml)"
-    )
+    params_flag(parser)
     flags(parser, "--out=paths.toy", metavar="DIR", type=abs_path)
     flags(parser, "seed")
     parser.set_defaults(func=run)
