@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from steerops.extract import engine
-from steerops.extract.inputs import encode
+from steerops.extract.inputs import encode, response_examples
 from steerops.models.resolver import resolve_layout
 from steerops.specs import parse_position
 
@@ -121,3 +121,35 @@ def test_norm_unit_is_per_token_and_the_same_at_every_position(smollm2, tmp_path
     # (measured: 883 for prompt[:] against a per-token unit of 186).
     unit16 = last["token_norm"]["16"]["token_norm"]
     assert whole["mean_norm"]["16"] > 3 * unit16 > 3 * last["mean_norm"]["16"]
+
+
+def test_the_response_frame_is_the_generated_ids_not_the_text_encoded_again(smollm2, capsys):
+    """The stored text is stripped and a cut multi-byte character decodes to U+FFFD, so its
+    ids differ from the generated ones; the generated ones are read."""
+    _, tokenizer = smollm2
+    text = tokenizer("Happy to help with that.", add_special_tokens=False)["input_ids"]
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    burger = tokenizer("I like 🍔", add_special_tokens=False)["input_ids"][:-1]  # cut inside
+    cases = [text + newline, burger]
+    rows = [
+        {
+            "prompt": "Can you help?",
+            "response": tokenizer.decode(ids, skip_special_tokens=True).strip(),
+            "response_ids": ids,
+            "polarity": "positive",
+            "source_index": i,
+        }
+        for i, ids in enumerate(cases)
+    ]
+    for ex, ids, row in zip(response_examples(tokenizer, rows), cases, rows, strict=True):
+        assert ex.ids[ex.prompt_len :].tolist() == ids
+        again, n_prompt = encode(tokenizer, row["prompt"], None, row["response"])
+        assert n_prompt == ex.prompt_len and again[n_prompt:].tolist() != ids
+    assert capsys.readouterr().err == ""
+    # Ids another tokenizer wrote do not decode to the text: the text is encoded, said once.
+    foreign = [{**row, "response_ids": [5, 6, 7]} for row in rows]
+    for ex, row in zip(response_examples(tokenizer, foreign), rows, strict=True):
+        again, n_prompt = encode(tokenizer, row["prompt"], None, row["response"])
+        assert ex.ids.tolist() == again.tolist()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("2 of 2 responses carry token ids")

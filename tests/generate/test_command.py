@@ -14,6 +14,7 @@ from steerops.cli import main
 from steerops.config import load_params
 from steerops.generate import command as stage
 from steerops.io import read_json, read_jsonl
+from steerops.models.loading import load_model
 from steerops.toy import judge as toy_judge
 from steerops.traits import load_trait
 
@@ -26,6 +27,7 @@ ROW_KEYS = {
     "system_prompt",
     "prompt",
     "response",
+    "response_ids",
     "kept",
     "trait",
     "coherence",
@@ -70,6 +72,11 @@ def test_generate_writes_one_row_per_completion(tmp_path, toy_world):
     # auto: the default extraction positions (prompt[-1], response[:5]) need 5 tokens.
     assert summary["max_new_tokens"] == 5
     assert all(0 < len(r["response"].split()) <= 5 for r in rows)
+    # the generated ids, which extraction reads, are the ones the text was decoded from
+    tokenizer = load_model(load_params(params), "base").tokenizer
+    for r in rows:
+        assert 0 < len(r["response_ids"]) <= 5
+        assert tokenizer.decode(r["response_ids"], skip_special_tokens=True).strip() == r["response"]
     assert summary["counts"] == {
         "positive": len(trait.positive),
         "negative": len(trait.negative),
@@ -363,4 +370,18 @@ def test_responses_that_do_not_match_their_summary_are_refused_to_readers(tmp_pa
         SteeropsError,
         match="does not match the MD5 in summary.json.*steerops generate --trait toy/refusal",
     ):
+        load_kept_responses(path, "toy/refusal", "base")
+
+
+@pytest.mark.parametrize("ids", ["1 2 3", [1, -2], [1, 2.0], [True]])
+def test_response_ids_that_are_not_token_ids_are_one_line(tmp_path, ids):
+    """A hand-written responses file (no summary) with bad ids names its line."""
+    from steerops.errors import SteeropsError
+    from steerops.generate.store import load_kept_responses
+    from steerops.io import write_jsonl
+
+    path = tmp_path / "responses.jsonl"
+    row = {"polarity": "positive", "source_index": 0, "prompt": "p", "response": "r"}
+    write_jsonl(path, [row, {**row, "polarity": "negative", "response_ids": ids}])
+    with pytest.raises(SteeropsError, match=r"responses.jsonl:2: response_ids must be a list"):
         load_kept_responses(path, "toy/refusal", "base")

@@ -172,6 +172,7 @@ def _generation_settings(params, trait: Trait) -> dict:
         "temperature": cfg.temperature,
         "rollouts": cfg.rollouts,
         "seed": params.seed,
+        "row_format": 2,  # 2: rows carry response_ids (older rows are generated again)
     }
 
 
@@ -210,6 +211,7 @@ def _complete(params, trait: Trait, gen: dict, progress: bool) -> tuple[list[dic
                     "system_prompt": source.system_prompt,
                     "prompt": source.prompt,
                     "response": c.response,
+                    "response_ids": c.response_ids,
                 }
             )
     seconds = time.perf_counter() - start

@@ -3,8 +3,10 @@
     <out>/responses/<cat>/<trait>/<variant>/responses.jsonl   one row per completion
     <out>/responses/<cat>/<trait>/<variant>/summary.json      settings hashes, counts, timing
 
-A row is `{index, polarity, source_index, rollout, system_prompt, prompt, response, kept,
-trait, coherence}` (`kept` after vetting; scores null when not vetted). Completions are
+A row is `{index, polarity, source_index, rollout, system_prompt, prompt, response,
+response_ids, kept, trait, coherence}` (`response` is the decoded text, stripped;
+`response_ids` the generated token ids before the stop token, which extraction reads;
+`kept` after vetting; scores null when not vetted). Completions are
 written before they are vetted, with `kept: null` and a summary whose `vetting_hash` is
 null, so a judge failure loses no completion: the next run vets them without generating.
 The summary records the rows file's MD5 (`responses_md5`); a rows file that no longer has
@@ -122,6 +124,13 @@ def load_kept_responses(path: Path, trait: str, variant: str) -> list[dict]:
         ]
         if missing:
             raise SteeropsError(f"{path}:{lineno}: missing key {missing[0]!r}")
+        ids = row.get("response_ids")
+        if ids is not None and not (
+            isinstance(ids, list) and all(type(i) is int and i >= 0 for i in ids)
+        ):
+            raise SteeropsError(
+                f"{path}:{lineno}: response_ids must be a list of token ids (integers >= 0)"
+            )
         if row["polarity"] not in POLARITIES:
             raise SteeropsError(
                 f"{path}:{lineno}: polarity must be positive or negative (got {row['polarity']!r})"
