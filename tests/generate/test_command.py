@@ -76,7 +76,9 @@ def test_generate_writes_one_row_per_completion(tmp_path, toy_world):
     tokenizer = load_model(load_params(params), "base").tokenizer
     for r in rows:
         assert 0 < len(r["response_ids"]) <= 5
-        assert tokenizer.decode(r["response_ids"], skip_special_tokens=True).strip() == r["response"]
+        assert (
+            tokenizer.decode(r["response_ids"], skip_special_tokens=True).strip() == r["response"]
+        )
     assert summary["counts"] == {
         "positive": len(trait.positive),
         "negative": len(trait.negative),
