@@ -126,10 +126,11 @@ def test_matches_plain_forward_on_every_architecture(arch, tmp_path):
                         atol=2e-5,
                         err_msg=f"{position} {side} {budget} L{layer}",
                     )
-                    # the unit: every example's prompt tokens, dropped examples' included
+                    # the unit: every example's prompt tokens after the first, dropped
+                    # examples' included
                     prompt_norms = np.concatenate(
                         [
-                            np.linalg.norm(refs[i][(layer, "residual")][: ex.prompt_len], axis=-1)
+                            np.linalg.norm(refs[i][(layer, "residual")][1 : ex.prompt_len], axis=-1)
                             for i, ex in enumerate(examples)
                         ]
                     )

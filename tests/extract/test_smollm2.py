@@ -76,10 +76,11 @@ def test_extraction_equals_plain_hidden_states(smollm2, tmp_path, position):
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * scale)
 
 
-def reference_token_norm(model, tokenizer, layer: int) -> tuple[float, int]:
+def reference_token_norm(model, tokenizer, layer: int, first: bool = False) -> tuple[float, int]:
     """Plain forward hook on block `layer`, one unpadded example at a time: the mean norm of
-    the prompt tokens that are not massive (peak |x| > 100 and > 1000 x the median |x| over
-    the example's prompt tokens and dims); returns (unit, massive tokens left out)."""
+    the prompt tokens after the first (with it when `first`) that are not massive (peak |x| >
+    100 and > 1000 x the median |x| over the example's prompt tokens and dims); returns
+    (unit, massive tokens left out)."""
     captured = {}
     block = model.model.layers[layer]
     handle = block.register_forward_hook(
@@ -93,7 +94,9 @@ def reference_token_norm(model, tokenizer, layer: int) -> tuple[float, int]:
             x = captured["h"][0].double().numpy()
             peak = np.abs(x).max(1)
             massive = (peak > 100) & (peak > 1000 * np.median(np.abs(x)))
-            norms.extend(np.linalg.norm(x[~massive], axis=1))
+            kept = ~massive
+            kept[0] = first and kept[0]
+            norms.extend(np.linalg.norm(x[kept], axis=1))
             left_out += int(massive.sum())
     finally:
         handle.remove()
@@ -105,12 +108,16 @@ def test_norm_unit_is_per_token_and_the_same_at_every_position(smollm2, tmp_path
     last, _ = run(model, tokenizer, tmp_path / "last", "prompt[-1]")
     response, _ = run(model, tokenizer, tmp_path / "response", "response[:5]")
     whole, _ = run(model, tokenizer, tmp_path / "whole", "prompt[:]")
-    for layer in (0, 16):
+    for layer in (0, 16, 28):
         unit, left_out = reference_token_norm(model, tokenizer, layer)
         for meta in (last, response, whole):
             entry = meta["token_norm"][str(layer)]
             assert entry["token_norm"] == pytest.approx(unit, rel=1e-4)
             assert entry["massive_tokens"] == left_out
+    # Block 28: the first token (the sink) is not massive by the rule but 16x an ordinary
+    # token's norm; counted, it would raise the unit by about a quarter.
+    with_first, _ = reference_token_norm(model, tokenizer, 28, first=True)
+    assert with_first > 1.15 * last["token_norm"]["28"]["token_norm"]
     # Block 16: the first token (dim 507 near 25,000) is massive in every example and left
     # out of the unit; a window over the whole prompt holds it, a last-token window does not.
     assert last["token_norm"]["16"]["massive_tokens"] == len(ROWS)

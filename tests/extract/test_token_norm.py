@@ -17,7 +17,8 @@ from steerops.extract.token_norm import (
 
 
 def reference(hidden, prompt, window, threshold, ratio) -> np.ndarray:
-    """Row by row in numpy: the lower median of |x| over the prompt, massive tokens, sums."""
+    """Row by row in numpy: the lower median of |x| over the prompt, massive tokens, sums
+    (each row's first prompt token left out of the sum and its count)."""
     out = np.zeros((hidden.shape[0], len(FIELDS)))
     for r in range(hidden.shape[0]):
         values = np.sort(np.abs(hidden[r][prompt[r]]).ravel())
@@ -25,6 +26,7 @@ def reference(hidden, prompt, window, threshold, ratio) -> np.ndarray:
         peak = np.abs(hidden[r]).max(-1)
         massive = (peak > threshold) & (peak > ratio * median)
         kept = prompt[r] & ~massive
+        kept[np.flatnonzero(prompt[r])[0]] = False
         out[r] = (
             np.linalg.norm(hidden[r][kept].astype(np.float64), axis=-1).sum(),
             kept.sum(),
@@ -46,7 +48,8 @@ def test_stats_match_a_row_by_row_reference(median, monkeypatch):
         prompt[r, seq - n :] = True
     hidden[4, : seq - 7] = 10.0  # padding that would raise row 4's median if it counted
     hidden[:, 0, 11] = 800.0  # a massive first token, as on real chat models
-    prompt[:, 0] = True
+    prompt[[0, 1, 3, 4, 5], 0] = True  # row 2's first prompt token is an ordinary one
+    hidden[2, seq - 15] *= 8  # with 8x an ordinary norm, as a sink below the massive layers
     hidden[3, 5, 2] = -650.0  # one inside a prompt
     hidden[4, 15, 3] = 150.0  # massive against the prompt's median only
     hidden[5, 12, 2] = 30.0  # large, but under the threshold
@@ -60,7 +63,8 @@ def test_stats_match_a_row_by_row_reference(median, monkeypatch):
     want = reference(hidden, prompt, window, 100.0, 50.0)
     assert got.dtype == torch.float64 and got.shape == (batch, len(FIELDS))
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
-    assert want[:, 2].tolist() == [1, 1, 1, 2, 2, 1]  # the planted massive tokens were found
+    assert want[:, 2].tolist() == [1, 1, 0, 2, 2, 1]  # the planted massive tokens were found
+    assert want[:, 1].tolist() == [18, 12, 14, 17, 6, 10]  # the prompt less first and massive
     assert want[:, 3].tolist() == [0, 0, 0, 1, 0, 0]
     as_bf16 = torch.from_numpy(hidden).bfloat16()
     got16 = token_norm_stats(
@@ -69,7 +73,7 @@ def test_stats_match_a_row_by_row_reference(median, monkeypatch):
     want16 = reference(as_bf16.float().numpy(), prompt, window, 100.0, 50.0)
     np.testing.assert_allclose(got16.numpy(), want16, rtol=1e-6)
     unit = summarize(got.sum(0))
-    assert unit["massive_tokens"] == 8 and unit["window_massive"] == 1
+    assert unit["massive_tokens"] == 7 and unit["window_massive"] == 1
     assert unit["token_norm"] == round(want[:, 0].sum() / want[:, 1].sum(), 6)
 
 

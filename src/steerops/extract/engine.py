@@ -125,7 +125,7 @@ def settings_hash(job: Job, kept: list[Example], windows: list[range]) -> str:
                 "component": job.component,
                 "layers": job.layers,
                 "dtype": job.dtype,
-                "token_norm": {"massive": list(job.massive), "version": 1},
+                "token_norm": {"massive": list(job.massive), "version": 2},  # 2: first token out
             },
             sort_keys=True,
             default=str,
@@ -242,7 +242,7 @@ def run_job(
         # the `norm` coefficient unit and its massive-token counts, per layer
         "token_norm": {str(layer): v for layer, v in token_norms.items()},
         "token_norm_rule": {
-            "tokens": "prompt tokens of every example, massive tokens excluded",
+            "tokens": "prompt tokens of every example but its first, massive tokens excluded",
             "massive_threshold": job.massive[0],
             "massive_ratio": job.massive[1],
         },

@@ -3,16 +3,20 @@
     token_norm(L) = mean over kept tokens t of || h_L(t) ||_2
 
 Kept tokens are every prompt token of every example (the chat template's tokens included)
-except massive-activation tokens. A token is massive at layer L when its largest |x|
-exceeds `threshold` and `ratio` x the median |x| over its sequence's prompt tokens and all
-dims (the calibration rule, `calibration.massive_threshold` / `massive_ratio`, with the
-sequence's prompt as the reference population so the unit does not depend on batching).
+except each sequence's first token and massive-activation tokens. A token is massive at
+layer L when its largest |x| exceeds `threshold` and `ratio` x the median |x| over its
+sequence's prompt tokens and all dims (the calibration rule, `calibration.massive_threshold`
+/ `massive_ratio`, with the sequence's prompt as the reference population so the unit does
+not depend on batching).
 
 Why per token and over the prompt: a pooled window's mean is shorter than its tokens
 (averaging cancels), so a unit read off the pooled rows meant a different strength at
 `response[:5]` than at `prompt[-1]`; the prompt tokens are the same for every position of
 a trait. Why massive tokens are left out: on models with massive activations the first
-token's norm is 100-200x an ordinary token's and would set the unit alone.
+token's norm is 100-200x an ordinary token's and would set the unit alone. Why the first
+token always: it is the attention sink, and below (and after) the layers where the rule
+calls it massive its norm is still 5-16x an ordinary token's (SmolLM2's blocks 1-8 and 28,
+where it raised the unit by 7-26%).
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ def token_norm_stats(
     peak = magnitude.amax(-1).float()  # [batch, seq]
     median = prompt_median(magnitude, prompt).float()
     massive = (peak > threshold) & (peak > ratio * median[:, None])
-    kept = prompt & ~massive
+    first = prompt & (prompt.cumsum(-1) == 1)  # each row's first prompt token, either padding
+    kept = prompt & ~massive & ~first
     # where, not a product: a non-finite value at a padding position must not reach the sum
     norm_sum = torch.where(kept, norms.to(wide), 0.0).sum(-1)
     return torch.stack(
