@@ -181,6 +181,17 @@ def test_sampled_rollouts(tmp_path, toy_world):
     first = [(r["source_index"], r["rollout"]) for r in rows if r["polarity"] == "positive"]
     assert first == [(i, k) for i in range(len(trait.positive)) for k in range(2)]
     assert summary["settings"]["temperature"] == 1.5 and summary["max_new_tokens"] == 8
+    # A sample depends on the batch it was drawn in: another batch size draws them again,
+    # where greedy rows (the same in any batch) are reused.
+    sampled = ["--temperature", "1.5", "--rollouts", "2", "--max-new-tokens", "8"]
+    argv = ["generate", "--params", str(params_file), *sampled, "--batch-size", "3"]
+    assert main(argv) == 0
+    assert outputs(params_file)[1]["generation_hash"] != summary["generation_hash"]
+    greedy = ["generate", "--params", str(params_file), "--max-new-tokens", "8"]
+    assert main([*greedy, "--batch-size", "3"]) == 0
+    first_hash = outputs(params_file)[1]["generation_hash"]
+    assert main([*greedy, "--batch-size", "5"]) == 0
+    assert outputs(params_file)[1]["generation_hash"] == first_hash
 
 
 @pytest.mark.parametrize(

@@ -161,7 +161,7 @@ def _generation_settings(params, trait: Trait) -> dict:
     cfg = params.generate
     spec = params.variant(cfg.variant)
     prompts = {p: [[x.prompt, x.system_prompt] for x in getattr(trait, p)] for p in POLARITIES}
-    return {
+    settings = {
         "model_id": spec.id,
         "model_revision": spec.revision,
         "dtype": spec.dtype,
@@ -174,6 +174,9 @@ def _generation_settings(params, trait: Trait) -> dict:
         "seed": params.seed,
         "row_format": 2,  # 2: rows carry response_ids (older rows are generated again)
     }
+    if cfg.temperature > 0:  # each batch is seeded on its own: a sample depends on its batch
+        settings["batch_size"] = cfg.batch_size
+    return settings
 
 
 def _complete(params, trait: Trait, gen: dict, progress: bool) -> tuple[list[dict], dict]:

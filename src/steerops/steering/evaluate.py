@@ -66,24 +66,6 @@ def settings_hash(settings: dict[str, Any]) -> str:
 
 
 class SteeringEvaluator:
-    def run_params(self) -> dict[str, Any]:
-        """The settings every config of this evaluator shares, as MLflow params: what the
-        grid's and the search's runs are compared on side by side."""
-        session, cfg = self.session, self.session.params.steering
-        return {
-            "trait": session.trait,
-            "model_id": session.model["id"],
-            "variant": session.variant,
-            "vector_variant": session.vector_variant,
-            "judge": session.judge.id,
-            "scope": cfg.scope,
-            "direction": cfg.direction,
-            "coefficient_unit": cfg.coefficient_unit,
-            "max_new_tokens": cfg.max_new_tokens,
-            "n_questions": len(self.questions),
-            "settings_hash": self.settings_hash,
-        }
-
     def __init__(
         self,
         session: SteeringSession,
@@ -119,6 +101,24 @@ class SteeringEvaluator:
         self._baseline: ConfigResult | None = None
         self._baseline_texts: ConfigResult | None = None  # a served baseline, regenerated
         self._hashes: dict[VectorRef, str] = {}
+
+    def run_params(self) -> dict[str, Any]:
+        """The settings every config of this evaluator shares, as MLflow params: what the
+        grid's and the search's runs are compared on side by side."""
+        session, cfg = self.session, self.session.params.steering
+        return {
+            "trait": session.trait,
+            "model_id": session.model["id"],
+            "variant": session.variant,
+            "vector_variant": session.vector_variant,
+            "judge": session.judge.id,
+            "scope": cfg.scope,
+            "direction": cfg.direction,
+            "coefficient_unit": cfg.coefficient_unit,
+            "max_new_tokens": cfg.max_new_tokens,
+            "n_questions": len(self.questions),
+            "settings_hash": self.settings_hash,
+        }
 
     # -- what the grid and the search call -------------------------------------------------
 
