@@ -54,6 +54,22 @@ def test_probe_reaches_heldout_r(toy_probe_run):
     assert manifest["counts"]["used"] == 400
     assert manifest["best_final_r"] >= 0.7
     assert manifest["system_prompt_policy"] == "task"
+    # the DVC metric, gathered where dvc.yaml can name it whatever the params
+    summary = read_json(folder / "metrics" / "probe_train.json")
+    assert summary == {
+        "toy/instruct/prompt_m1": {
+            k: read_json(root / "metrics.json")[k]
+            for k in (
+                "run_id",
+                "best_layer",
+                "best_alpha",
+                "best_final_r",
+                "best_final_r_ci",
+                "best_final_n",
+            )
+        }
+    }
+    assert summary["toy/instruct/prompt_m1"]["best_final_r"] == manifest["best_final_r"]
     # pairwise accuracy on final-half pairs, against what the planted utilities achieve on
     # the same pairs (comparisons are noisy draws, so even the truth is far from 1)
     best = manifest["layers"][str(manifest["best_layer"])]
@@ -141,8 +157,12 @@ def test_ood_on_toy_conditions(toy_probe_run):
     # the training activations served as the OOD baseline (same policy): not re-extracted
     assert (tasks_root / "baseline" / "metadata.json").stat().st_mtime_ns == baseline_meta
     conditions = json.loads((data / "conditions.json").read_text())["conditions"]
+    # what it extracted lies in its own folder (probe_ood's DVC output), not in probe_train's
+    own = folder / "outputs" / "ood" / "tasks" / "toy" / "instruct" / "prompt_m1" / "residual"
+    assert sorted(p.name for p in tasks_root.iterdir()) == ["baseline"]
+    assert sorted(p.name for p in own.iterdir()) == sorted(c["id"] for c in conditions)
     for c in conditions:
-        meta = read_json(tasks_root / c["id"] / "metadata.json")
+        meta = read_json(own / c["id"] / "metadata.json")
         assert meta["system_prompt_policy"] == "override"
         assert meta["condition"]["system_prompt"] == c["system_prompt"]
 
@@ -169,6 +189,10 @@ def test_ood_on_toy_conditions(toy_probe_run):
     assert mean_delta["C"] < mean_delta["A"]
     assert by_id["strict"]["pearson"] > 0.5
     assert (ood / "ood_scatter.png").stat().st_size > 1000
+    cell = read_json(folder / "metrics" / "probe_ood.json")["toy/instruct/prompt_m1/conditions"]
+    assert cell["inversion_rate"] == result["pairs"]["rate"]
+    assert cell["versions"]["v1"]["p_perm"] == result["per_version"]["v1"]["p_perm"]
+    assert cell["n_tasks"] == result["n_tasks"] and cell["layer"] == result["probe"]["layer"]
     assert (ood / "ood.md").read_text().count("|") > 20
 
     import mlflow

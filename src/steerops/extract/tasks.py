@@ -152,10 +152,12 @@ def extract_tasks(
     progress: bool = True,
     on_shard: Callable[[int], None] | None = None,
     run_inputs: dict[str, Path] | None = None,
+    root: Path | None = None,
 ) -> dict[str, Path]:
     """Extract every condition; returns {condition id: output dir}. Each condition
     extracted is a child run of `tracker` (or of a run opened here, tagged with the DVC
-    hashes of `run_inputs` and the model)."""
+    hashes of `run_inputs` and the model). `root`: the outputs root the activations go
+    under (default: params')."""
     pos = parse_position(position)
     if pos.needs_response:
         raise SteeropsError(
@@ -171,7 +173,7 @@ def extract_tasks(
     todo = []
     for cond in conditions:
         out_dir = task_activations_dir(
-            params.out, tasks_name, loaded.name, pos.text, component, cond.id
+            root or params.out, tasks_name, loaded.name, pos.text, component, cond.id
         )
         examples = task_examples(loaded.tokenizer, tasks, cond)
         engine.require_windows(examples, pos)

@@ -16,10 +16,11 @@ from steerops.io import text_md5
 from steerops.models.fingerprint import model_fingerprint
 
 
-def condition_dir(params, condition_id: str) -> Path:
+def condition_dir(params, condition_id: str, root: Path | None = None) -> Path:
+    """Where a condition's task activations are under `root` (default: params' outputs)."""
     probes = params.probes
     return store.task_activations_dir(
-        params.out,
+        root or params.out,
         tasks_name(params),
         probes.variant,
         probes.position,
@@ -66,10 +67,17 @@ def weights_now(params) -> str:
 
 
 def ensure_conditions(
-    params, conditions: list[tuple[str, str | None]], layers: list[int] | None = None, tracker=None
+    params,
+    conditions: list[tuple[str, str | None]],
+    layers: list[int] | None = None,
+    tracker=None,
+    extract_root: Path | None = None,
 ) -> dict[str, Path]:
-    """Activation dirs for (condition id, system prompt) pairs. Stale or missing ones are
-    extracted in one model load, at `layers` (default: params' probes.layers)."""
+    """Activation dirs for (condition id, system prompt) pairs: fresh ones under params'
+    outputs root (as `steerops extract --tasks` writes them), else under `extract_root`;
+    stale or missing ones are extracted there (default: params' outputs root) in one model
+    load, at `layers` (default: params' probes.layers). `probe ood` keeps what it extracts
+    in its own folder, which DVC tracks as its output."""
     from steerops.extract.tasks import Condition, extract_tasks, load_tasks
 
     probes = params.probes
@@ -78,12 +86,14 @@ def ensure_conditions(
         raise SteeropsError(f"probes.tasks: file not found: {tasks_file}")
     tasks = load_tasks(tasks_file)
     digest = tasks_digest(tasks)
-    dirs = {cid: condition_dir(params, cid) for cid, _ in conditions}
-    stale = [
-        (cid, prompt)
-        for cid, prompt in conditions
-        if not is_fresh(params, dirs[cid], digest, prompt, layers)
-    ]
+    dirs, stale = {}, []
+    for cid, prompt in conditions:
+        shared = condition_dir(params, cid)
+        own = condition_dir(params, cid, extract_root)
+        fresh = [d for d in (shared, own) if is_fresh(params, d, digest, prompt, layers)]
+        dirs[cid] = fresh[0] if fresh else own
+        if not fresh:
+            stale.append((cid, prompt))
     if not stale:
         return dirs
     from steerops.models.loading import load_model
@@ -104,6 +114,7 @@ def ensure_conditions(
         wanted,
         component=probes.component,
         tracker=tracker,
+        root=extract_root,
     )
     for cid, prompt in stale:
         if not is_fresh(params, dirs[cid], digest, prompt, wanted):

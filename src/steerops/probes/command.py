@@ -109,8 +109,11 @@ def run_train(args: argparse.Namespace) -> None:
     given = overrides_from(args)
     if "probes.cv_folds" in given and "probes.heldout_fraction" in given:
         raise SteeropsError("--heldout-fraction: not used with --cv-folds (k-fold CV replaces it)")
+    from steerops.probes.summary import write_train_summary
+
     params = _scores_in_run(load_params_for(args), args, fitting=False)
     run_dir, manifest, reused = train(params)
+    write_train_summary(params)
     best = manifest["best_layer"]
     layer = manifest["layers"][str(best)]
     print(f"probe run {'reused' if reused else 'written'}: {run_dir}")
@@ -240,11 +243,13 @@ def run_thurstonian(args: argparse.Namespace) -> None:
 
 def run_ood(args: argparse.Namespace) -> None:
     from steerops.probes.ood_stage import run_ood as run
+    from steerops.probes.summary import write_ood_summary
 
     params = load_params_for(args)
     if args.ood_out:  # a file there would fail only after every condition was extracted
         check_folder_target(Path(args.ood_out), "--ood-out")
     out_dir, result = run(params, Path(args.ood_out) if args.ood_out else None)
+    write_ood_summary(params)
     print(f"OOD analysis written to {out_dir}")
 
     def fmt(value) -> str:

@@ -103,7 +103,7 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
 
     wanted = [(baseline.id, baseline.system_prompt)]
     wanted += [(c.id, c.system_prompt) for c in conditions]
-    dirs = ensure_conditions(params, wanted, layers=[layer])
+    dirs = ensure_conditions(params, wanted, layers=[layer], extract_root=params.out / "ood")
     preds, policies = {}, {}
     for cid, folder in dirs.items():
         task_ids, acts, metadata = load_condition(folder, [layer])

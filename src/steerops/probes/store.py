@@ -7,9 +7,13 @@
         runs/latest.json                   pointer to the run of the most recent invocation
         metrics.json                       that run's headline numbers, for DVC metrics
     <out>/ood/<tasks>/<variant>/<position>/<conditions>/   written by `probe ood`
+    <out>/ood/tasks/...                   the conditions' activations `probe ood` extracted
+                                          (those `extract --tasks` wrote to <out>/tasks/
+                                          are read from there)
 
-`runs/` is one folder so DVC can keep it as a persistent out with metrics.json beside it as
-a metric (DVC refuses outputs nested inside another output). A run directory is
+DVC keeps <out>/tasks and <out>/probes as `probe_train`'s outputs and <out>/ood as
+`probe_ood`'s; each stage's metrics.json/ood.json are gathered into metrics/
+(`probes.summary`), since DVC refuses a metric inside an output. A run directory is
 assembled under a temporary name and renamed into place, so it exists only complete.
 `run_id` = UTC timestamp + the first 8 characters of the run key, a hash of the config and
 the input hashes: an invocation whose key matches a finished run reuses it, provided its

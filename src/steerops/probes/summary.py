@@ -1,0 +1,50 @@
+"""The probe stages' DVC metrics, gathered into `metrics/` like steer's (`steerops.summary`):
+DVC cannot declare a metric inside the cached folders the runs live in, and their names
+follow params (task set, variant, position) that dvc.yaml cannot compute.
+
+    metrics/probe_train.json   {cell: run, best layer, its final r with interval and n}
+    metrics/probe_ood.json     {cell: probe run, layer, tasks, A/C inversion rate, and per
+                                version the within-condition r, its permutation p and the
+                                sign agreement}
+"""
+
+from __future__ import annotations
+
+from steerops.io import read_json, write_json
+from steerops.summary import collect, summary_dir
+
+TRAIN_KEYS = (
+    "run_id",
+    "best_layer",
+    "best_alpha",
+    "best_final_r",
+    "best_final_r_ci",
+    "best_final_n",
+)
+VERSION_KEYS = ("pearson_within", "pearson_within_ci", "p_perm", "sign_agreement", "n_tasks")
+
+
+def write_train_summary(params) -> None:
+    cells = collect(params.out / "probes", "metrics.json")
+    headline = {cell: read_json(path) for cell, path in cells.items()}
+    write_json(
+        summary_dir(params) / "probe_train.json",
+        {cell: {k: h.get(k) for k in TRAIN_KEYS} for cell, h in headline.items()},
+    )
+
+
+def write_ood_summary(params) -> None:
+    summary = {}
+    for cell, path in collect(params.out / "ood", "ood.json").items():
+        result = read_json(path)
+        summary[cell] = {
+            "probe_run": result["probe"]["run_id"],
+            "layer": result["probe"]["layer"],
+            "n_tasks": result["n_tasks"],
+            "inversion_rate": result["pairs"]["rate"],
+            "versions": {
+                version: {k: block.get(k) for k in VERSION_KEYS}
+                for version, block in result["per_version"].items()
+            },
+        }
+    write_json(summary_dir(params) / "probe_ood.json", summary)
