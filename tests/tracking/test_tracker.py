@@ -345,6 +345,54 @@ def test_a_journal_left_by_a_failed_run_is_sent_on_the_next_start(tmp_path):
     assert not list(journal.parent.glob("pending-*"))
 
 
+def test_a_journal_logs_the_files_and_input_hashes_the_run_had_not_those_of_replay(tmp_path):
+    """A run journalled while MLflow was down is sent at a later start, when a later run
+    may have written over its result file: the journal keeps the file and its hash."""
+    import hashlib
+
+    from steerops.tracking.worker import Worker
+
+    params = _params(tmp_path)
+    with track(params, "steer", "first"):
+        pass  # the store and experiment exist
+    journal_dir = tmp_path / ".steerops" / "tracking"
+    worker = Worker(
+        {
+            "uri": _uri(tmp_path),
+            "experiment": "t",
+            "description": "",
+            "journal_dir": str(journal_dir),
+        }
+    )
+    worker._fail(RuntimeError("server gone"))
+    result, folder = tmp_path / "result.json", tmp_path / "plots"
+    result.write_text('{"v": 1}')
+    folder.mkdir()
+    (folder / "a.csv").write_text("x\n1\n")
+    now = int(time.time() * 1000)
+    for op in (
+        {"op": "start", "run": "r0", "parent": None, "name": "late", "tags": {}, "time": now},
+        {"op": "artifact", "run": "r0", "path": str(result), "dir": "out"},
+        {"op": "artifact", "run": "r0", "path": str(folder), "dir": "plots"},
+        {"op": "lineage", "run": "r0", "root": str(tmp_path), "inputs": {"result": str(result)}},
+        {"op": "end", "run": "r0", "status": "FINISHED", "time": now + 5},
+    ):
+        worker.handle(op)
+    worker._write_journal()
+    result.write_text('{"v": 2}')  # a later run writes over them before the next start
+    (folder / "a.csv").write_text("x\n2\n")
+    with track(params, "steer", "second"):
+        pass
+    (late,) = _runs(tmp_path, "attributes.run_name = 'late'")
+    assert late.data.tags["dvc.hash.result"] == hashlib.md5(b'{"v": 1}').hexdigest()
+    client = MlflowClient(_uri(tmp_path))
+    got = Path(client.download_artifacts(late.info.run_id, "out/result.json", str(tmp_path)))
+    assert got.read_text() == '{"v": 1}'
+    got = Path(client.download_artifacts(late.info.run_id, "plots/a.csv", str(tmp_path)))
+    assert got.read_text() == "x\n1\n"
+    assert not list(journal_dir.glob("pending-*"))  # the journal and its copies are gone
+
+
 def test_the_finished_check_names_many_outputs_in_one_tag_or_none(tmp_path):
     """Outputs are named under their common folder, so a task set's conditions fit MLflow's
     tag limit; a list too long for it is left out (the run then ends KILLED if killed)."""

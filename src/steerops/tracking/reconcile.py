@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -58,6 +59,7 @@ def replay_journals(client, uri: str, journal_dir: Path) -> None:
                 break
         else:
             claimed.unlink()
+            shutil.rmtree(path.with_suffix(".files"), ignore_errors=True)  # its artifacts
             print(
                 f"steerops: logged {len(ops)} tracking records an earlier run left in {path}",
                 file=sys.stderr,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -59,10 +60,10 @@ class Worker:
 
     def handle(self, op: dict[str, Any]) -> None:
         if self.failure is not None:
-            self.pending.append(op)
+            self.pending.append(self._frozen(op))
             return
         if not self._timed(apply, self.client, self.experiment_id, self.ids, op):
-            self.pending.append(op)
+            self.pending.append(self._frozen(op))
             return
         if op["op"] == "start":
             self.open_runs.append(op["run"])
@@ -105,6 +106,35 @@ class Worker:
             flush=True,
         )
         say(failure=self.failure)
+
+    def _frozen(self, op: dict[str, Any]) -> dict[str, Any]:
+        """`op` as the journal must keep it: sent at the next start, it must log what the
+        run had now, not what is there then (a later run may write over the file, or
+        change an input): an artifact is copied beside the journal, input hashes are
+        taken now."""
+        if op["op"] == "artifact":
+            source = Path(op["path"])
+            copy = self.journal.with_suffix(".files") / str(len(self.pending)) / source.name
+            try:
+                if source.is_dir():
+                    shutil.copytree(source, copy)
+                elif source.is_file():
+                    copy.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(source, copy)
+                else:
+                    return op
+            except OSError:  # kept as a path: logged as it is then rather than lost
+                return op
+            return {**op, "path": str(copy)}
+        if op["op"] == "lineage":
+            from steerops.tracking.lineage import input_hash_tags
+
+            try:
+                tags = input_hash_tags(Path(op["root"]), op["inputs"])
+            except OSError:
+                return op
+            return {"op": "log", "run": op["run"], "params": {}, "metrics": [], "tags": tags}
+        return op
 
     def _write_journal(self) -> None:
         write_json(
