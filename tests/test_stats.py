@@ -190,3 +190,26 @@ def test_a_pick_at_its_layer_s_largest_coefficient_is_at_the_grid_edge():
     assert not stats.at_largest_coefficient(rows, {"layer": 3, "coefficient": 2.0})  # one only
     rows.append({"layer": 3, "coefficient": float("nan")})  # a missing coefficient is not one
     assert not stats.at_largest_coefficient(rows, {"layer": 3, "coefficient": 2.0})
+
+
+def test_a_held_out_half_the_judge_did_not_score_is_no_finding():
+    """No held-out trait interval, or no held-out coherence: a judge failure, reported as
+    such, not as "no effect" or "incoherent held out"."""
+    for held_lo, held_coh in ((None, 90.0), (10.0, None), (None, None)):
+        rows = [_row(1.0, 60.0, 40.0, 80.0, held_lo=held_lo, held_coh=held_coh)]
+        assert stats.choose(rows, 68) == (rows[0], stats.HELDOUT_UNSCORED)
+    assert stats.choose([_row(1.0, 60.0, 40.0, 80.0, held_lo=0.0)], 68)[1] == stats.NO_EFFECT
+
+
+def test_ties_are_broken_the_same_whatever_the_rows_order():
+    """+c and -c at a layer (or two layers' configs) with equal numbers: the same pick in
+    log order and in coefficient order."""
+    rows = [
+        _row(-1.0, 60.0, 40.0, 80.0, held_lo=-5.0),
+        _row(1.0, 60.0, 40.0, 80.0),
+        _row(1.0, 60.0, 40.0, 80.0, layer="4+8"),
+        _row(1.0, 60.0, 40.0, 80.0, layer=4),
+    ]
+    picks = {id(stats.choose(order, 68)[0]) for order in (rows, rows[::-1], rows[1:] + rows[:1])}
+    assert picks == {id(rows[1])}  # positive before its negative twin; layer 1 before 4
+    assert stats.choose(rows[2:], 68)[0] is rows[3]  # 4 before "4+8"

@@ -46,6 +46,8 @@ INCOHERENT = "incoherent held out"
 NEEDS_FINER = "needs finer coefficients"
 # steered configs coherent on the selection half, but the judge gave none a trait score
 UNSCORED = "trait unscored"
+# a choice the judge gave no held-out trait or coherence score: a failure, not a finding
+HELDOUT_UNSCORED = "held out unscored"
 
 Score = tuple[float | None, float | None]  # (trait, coherence) of one response
 
@@ -258,11 +260,15 @@ def coherent(coherence: Any, min_coherence: float) -> bool:
 
 
 def heldout_verdict(row: Mapping[str, Any], min_coherence: float) -> str:
+    """OK, NO_EFFECT or INCOHERENT from the held-out interval and coherence; HELDOUT_UNSCORED
+    when the judge scored neither there (a judge failure must not read as "no effect")."""
     lo, coherence = (
         as_number(row.get("heldout_delta_lo")),
         as_number(row.get("heldout_coherence_mean")),
     )
-    if lo is None or lo <= 0:
+    if lo is None or coherence is None:
+        return HELDOUT_UNSCORED
+    if lo <= 0:
         return NO_EFFECT
     return OK if coherent(coherence, min_coherence) else INCOHERENT
 
@@ -299,13 +305,28 @@ def best_steered_coherence(rows: Sequence[Mapping[str, Any]]) -> float | None:
     return max(scored) if scored else None
 
 
-def _rank(row: Mapping[str, Any]) -> tuple[float, float, float, float]:
+def _rank(row: Mapping[str, Any]) -> tuple[float, float, float, float, float, int, str]:
+    # the last keys make the choice independent of row order: a positive coefficient before
+    # its negative twin, one vector before several ("4+8"), then the layer's text
+    coefficient = as_number(row["coefficient"]) or 0.0
+    layer = str(row.get("layer"))
     return (
         as_number(row["selection_trait_delta"]) or 0.0,
         as_number(row.get("selection_coherence_mean")) or 0.0,
-        -abs(as_number(row["coefficient"]) or 0.0),
-        -(as_number(row.get("layer")) or 0.0),
+        -abs(coefficient),
+        -_first_layer(row.get("layer")),
+        coefficient,
+        -layer.count("+"),
+        layer,
     )
+
+
+def _first_layer(layer: Any) -> float:
+    """A config's (first) layer as a number: 12, "12", or "4+8" (several vectors) -> 4."""
+    value = as_number(layer)
+    if value is None and isinstance(layer, str) and "+" in layer:
+        value = as_number(layer.split("+")[0])
+    return value or 0.0
 
 
 def as_number(value: Any) -> float | None:

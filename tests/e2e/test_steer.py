@@ -555,6 +555,16 @@ def test_mlflow_runs_found_by_tags_and_names(steered):
     metrics = read_json(client.download_artifacts(cell.info.run_id, "metrics.json"))
     assert cell.data.metrics["heldout_trait_delta"] == metrics["heldout_trait_delta"]
     assert cell.data.tags["steerops.best"] == f"L{metrics['layer']} c{metrics['coefficient']:g}"
+    # a choice without an effect is tagged as chosen, never as a best
+    random = read_json(steered["dir"]["random_baseline"] / "metrics.json")
+    random_runs = find("attributes.run_name = 'random_baseline prompt[-1] toy/refusal'")
+    assert random_runs
+    for run in random_runs:
+        assert "steerops.best" not in run.data.tags
+        assert run.data.tags["steerops.status"] == random["status"] != "ok"
+        if random["layer"] is not None:
+            chosen = f"L{random['layer']} c{random['coefficient']:g}"
+            assert run.data.tags["steerops.chosen"] == chosen
     # the cell's run spans the generation, not only its logging: most of the invocation
     # (a ratio, as a fast machine generates the toy's rows in under a second)
     cell_span = cell.info.end_time - cell.info.start_time

@@ -282,3 +282,24 @@ def test_the_best_cell_metric_is_chosen_on_the_selection_half(tmp_path):
     )
     assert metrics["best_heldout_n"] == 20 and metrics["best_status"] == "ok"
     assert _row(gap, method="probe")["delta"] == pytest.approx(90.0)
+
+
+def test_a_cell_without_an_ok_choice_is_never_the_best_cell(tmp_path):
+    """`mean_diff` has the largest selection-half delta but none held out ("no effect"):
+    the headline metric names the OK cell, and none when no cell is OK."""
+    grid = {
+        ("mean_diff", "prompt[-1]"): [(2, 1.0, 0.9, 0.0, 90.0), (2, 0.0, 0.0, 0.0, 100.0)],
+        ("probe", "prompt[-1]"): [(2, 1.0, 0.5, 0.5, 90.0), (2, 0.0, 0.0, 0.0, 100.0)],
+    }
+    write_grid(tmp_path / "outputs", grid, QUESTIONS)
+    out = _report(tmp_path)
+    gap = pd.read_csv(out / "gap_analysis.csv")
+    assert _row(gap, method="mean_diff")["status"] == "no effect"
+    metrics = read_json(out / "metrics.json")
+    assert metrics["best_cell"].endswith("prompt[-1] residual probe")
+    assert metrics["best_status"] == "ok" and metrics["best_heldout_delta"] == pytest.approx(50.0)
+    (tmp_path / "b").mkdir()
+    write_grid(
+        tmp_path / "b" / "outputs", {k: grid[k] for k in [("mean_diff", "prompt[-1]")]}, QUESTIONS
+    )
+    assert read_json(_report(tmp_path / "b") / "metrics.json")["best_cell"] is None

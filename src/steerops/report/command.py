@@ -136,6 +136,7 @@ def _metrics(gap, prepost, errors, searched) -> dict:
         "cells_incoherent_heldout": int(count.get(stats.INCOHERENT, 0)),
         "cells_needing_finer_coefficients": int(count.get(stats.NEEDS_FINER, 0)),
         "cells_trait_unscored": int(count.get(stats.UNSCORED, 0)),
+        "cells_heldout_unscored": int(count.get(stats.HELDOUT_UNSCORED, 0)),
         "aliases": int((gap["alias_of"] != "").sum()),
         **_best_cell(gap),
         "flagged_preclean_gaps": (
@@ -227,9 +228,12 @@ def _intro(threshold: float, halves: str, seed: int = 0, fraction: float = 0.5) 
 
 
 def _best_cell(gap: pd.DataFrame) -> dict:
-    """The cell whose chosen config has the largest selection-half delta (ties: the first in
-    the table's order), with its verdict and held-out delta, interval and n."""
-    chosen = gap[(gap["alias_of"] == "") & gap["selection_delta"].notna()]
+    """Among cells whose choice is OK, the one whose chosen config has the largest
+    selection-half delta (ties: the first in the table's order), with its held-out delta,
+    interval and n; None when no cell's choice is OK (no effect is never a best)."""
+    chosen = gap[
+        (gap["alias_of"] == "") & gap["selection_delta"].notna() & (gap["status"] == stats.OK)
+    ]
     if chosen.empty:
         return {"best_cell": None}
     best = chosen.loc[chosen["selection_delta"].astype(float).idxmax()]

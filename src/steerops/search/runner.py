@@ -20,6 +20,7 @@ from steerops.errors import SteeropsError
 from steerops.io import text_md5
 from steerops.search.loop import LoopStats
 from steerops.specs import MethodName, Position
+from steerops.stats import OK
 from steerops.steering.configs import Config, VectorSource
 
 
@@ -343,8 +344,9 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
     tags = {"steerops.feasible": best["feasible"], "steerops.status": best["status"]}
     if pick is not None:
         study.record_choice(pick.number, best["feasible"])
+        label = "best" if best["status"] == OK else "chosen"  # no effect: not a best
         tags |= {
-            "steerops.best": f"L{pick.layer} c{pick.coefficient:.4g}",
+            f"steerops.{label}": f"L{pick.layer} c{pick.coefficient:.4g}",
             "optuna.chosen_trial": pick.number,
         }
     tracker.set_tags(tags)

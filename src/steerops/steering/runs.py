@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from steerops import stats
 from steerops.io import read_json, tree_md5
 from steerops.steering.configs import ConfigResult
 from steerops.steering.evaluate import SteeringEvaluator
@@ -115,8 +116,9 @@ def log_cell(
         }
     )
     chosen = {f"steerops.{k}": metrics.get(k) for k in CHOSEN_KEYS}
-    if metrics.get("layer") is not None:
-        chosen["steerops.best"] = f"L{metrics['layer']} c{metrics['coefficient']:g}"
+    if metrics.get("layer") is not None:  # a choice that is not OK is not a best
+        label = "best" if metrics.get("status") == stats.OK else "chosen"
+        chosen[f"steerops.{label}"] = f"L{metrics['layer']} c{metrics['coefficient']:g}"
     cell_run.set_tags(chosen)
     for name in (CSV_FILE, METRICS_FILE, CURVE_FILE, RESULTS_FILE):
         cell_run.log_artifact(out_dir / name)
