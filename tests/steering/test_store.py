@@ -110,6 +110,38 @@ def test_scores_are_served_on_a_covered_subset_in_its_order(tmp_path):
     assert log.questions(settings_hash_of(settings)) == QUESTIONS
 
 
+def test_configs_measured_at_another_unit_are_left_out(tmp_path):
+    """The layer's norm unit changed (re-extracted activations) while the vector file did
+    not: the sweep measures its coefficients again at the new weight; the old entries, a
+    coefficient the sweep did not run among them, steered with another strength than their
+    coefficient now means and are no longer configs of the cell."""
+    settings = settings_for(QUESTIONS)
+    scores = [(10.0, 90.0)] * len(QUESTIONS)
+
+    def entry(coef, unit, trait, layer=2):
+        e = config_entry(
+            settings, "mean_diff", "prompt[-1]", layer, coef, scores, weight_per_unit=unit
+        )
+        e["scores"] = [[trait, 90.0]] * len(QUESTIONS)
+        return e
+
+    path = write_log(
+        tmp_path / "results.jsonl",
+        [
+            baseline_entry(settings, QUESTIONS, scores),
+            entry(0.2, 14.3, 100.0),
+            entry(0.3, 14.3, 100.0),
+            entry(0.0, 14.3, 10.0),  # unsteered: no unit to disagree with
+            entry(0.2, 14.3, 50.0, layer=4),  # another layer's unit did not change
+            entry(0.2, 28.7, 60.0),
+        ],
+    )
+    kept = ResultsLog(path).configs(settings_hash_of(settings))
+    got = [(e["config"]["vectors"][0]["layer"], e["config"]["coefficient"]) for e in kept]
+    assert got == [(2, 0.0), (4, 0.2), (2, 0.2)]
+    assert kept[-1]["config"]["vectors"][0]["weight"] == pytest.approx(0.2 * 28.7)
+
+
 def test_configs_measured_with_replaced_vectors_are_left_out(tmp_path):
     """Vectors extracted again change their file md5: a config the next sweep did not
     evaluate again keeps the old vectors' numbers and is no longer a config of the cell,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -118,6 +119,28 @@ def canonical_files(vector_files: dict[str, str] | None) -> dict[str, str] | Non
     return out
 
 
+def _units(entry: dict[str, Any]) -> dict[str, float]:
+    """{vector (its identity without the weight): |weight| per unit coefficient} of a logged
+    config; empty at coefficient 0, where the weight says nothing of the unit."""
+    try:
+        coefficient = float(entry["config"].get("coefficient") or 0.0)
+    except (TypeError, ValueError):
+        return {}
+    if coefficient == 0.0:
+        return {}
+    return {
+        json.dumps(
+            [
+                int(v["layer"]),
+                v["component"],
+                canonical_position(v["position"]),
+                canonical_method(v["method"]),
+            ]
+        ): abs(float(v["weight"]) / coefficient)
+        for v in entry["config"]["vectors"]
+    }
+
+
 def entry_key(config: dict[str, Any]) -> str:
     """A logged config's identity: its coefficient and its vectors with their weights
     (method and position in their canonical spelling)."""
@@ -199,18 +222,30 @@ class ResultsLog:
         order, measured with the current vector files: `vector_files` ({file: md5}, the
         files on disk now), else for a file it does not name the md5 the log names last.
         After the vectors change, a config no sweep evaluated again holds the old vectors'
-        numbers and is left out."""
+        numbers and is left out. So is one measured at another weight per unit coefficient
+        than the latest entry of its vector (the layer's `norm` unit changed while the
+        vector file did not): it steered with another strength than its coefficient now
+        means."""
         configs = [e for e in self.entries if e["type"] == "config"]
         current: dict[str, str] = {}  # vector file -> its md5 in the latest entry naming it
         for e in configs:
             current.update(canonical_files(e.get("vector_files")) or {})
         current.update(canonical_files(vector_files) or {})
+        measured = [
+            e
+            for e in configs
+            if e.get("settings_hash") == settings_hash
+            and all(
+                current[k] == md5
+                for k, md5 in (canonical_files(e.get("vector_files")) or {}).items()
+            )
+        ]
+        unit: dict[str, float] = {}  # vector -> weight per unit coefficient, latest entry's
+        for e in measured:
+            unit.update(_units(e))
         latest: dict[str, dict[str, Any]] = {}
-        for e in configs:
-            files = canonical_files(e.get("vector_files")) or {}
-            if e.get("settings_hash") == settings_hash and all(
-                current[k] == md5 for k, md5 in files.items()
-            ):
+        for e in measured:
+            if all(math.isclose(unit[k], u, rel_tol=1e-9) for k, u in _units(e).items()):
                 latest[entry_key(e["config"])] = e
         return list(latest.values())
 
