@@ -69,3 +69,33 @@ def test_the_run_keeps_the_count_of_massive_dims_apart_from_each_layers(tmp_path
         by_key.setdefault(key, []).append((step, value))
     assert by_key["n_massive_dims"] == [(None, 1)]
     assert sorted(by_key["layer_n_massive_dims"]) == [(0, 0), (1, 1), (2, 0)]
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_non_finite_activations_are_one_line_not_a_massive_dim(
+    tmp_path, toy_world, monkeypatch, bad
+):
+    """A model that overflows (fp16) gives inf or NaN: counted, an inf reads as a massive dim
+    of infinite ratio and NaN as the lowest magnitude; refused, naming block and sequence."""
+    from steerops.calibration.command import token_stats
+    from steerops.config import load_params
+    from steerops.errors import SteeropsError
+    from steerops.models import capture
+    from steerops.models.loading import load_model
+
+    loaded = load_model(load_params(write_params(tmp_path, toy_world)), "instruct")
+    seqs = [[5, 6, 7, 8], [5, 6, 7], [9, 10, 11, 12, 13]]
+    plain = token_stats(loaded, seqs, batch_size=8, progress=False)
+    assert plain[1].n_tokens == 12  # finite: counted as before
+    real = capture.forward_capture
+
+    def overflowing(model, layout, ids, mask, layers):
+        store = real(model, layout, ids, mask, layers)
+        store[1] = store[1].clone()
+        row = int((ids == 9).any(-1).nonzero()[0])  # sequence 2's row, wherever it sits
+        store[1][row, -1, 3] = bad
+        return store
+
+    monkeypatch.setattr(capture, "forward_capture", overflowing)
+    with pytest.raises(SteeropsError, match=r"block 1 gave non-finite activations .* sequence 2"):
+        token_stats(loaded, seqs, batch_size=8, progress=False)

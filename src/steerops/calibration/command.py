@@ -199,7 +199,15 @@ def token_stats(
             where[row, width - lengths[i] :, 1] = torch.arange(lengths[i])
         for layer in layers:
             out = store[layer]
-            sums[layer].add(out[real.to(out.device)], where[real])
+            tokens = out[real.to(out.device)]
+            if not torch.isfinite(tokens).all():  # an overflow would pass for a massive dim
+                bad = int(where[real][~torch.isfinite(tokens).all(-1).cpu()][0, 0])
+                raise SteeropsError(
+                    f"calibration: block {layer} gave non-finite activations ({out.dtype}) on "
+                    f"calibration sequence {bad}: the model overflows in this dtype; set "
+                    f"models.{loaded.name}.dtype to float32 or bfloat16"
+                )
+            sums[layer].add(tokens, where[real])
         bar.update(len(batch))
 
     with bar:
