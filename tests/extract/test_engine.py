@@ -155,6 +155,15 @@ def test_matches_plain_forward_on_every_architecture(arch, tmp_path):
             np.testing.assert_allclose(
                 tensors[f"layer_{layer}"].numpy(), want, rtol=1e-4, atol=2e-5
             )
+            # the unit is the residual's (what the steering adds to), not the component's
+            residual = np.concatenate(
+                [
+                    np.linalg.norm(refs[i][(layer, "residual")][1 : ex.prompt_len], axis=-1)
+                    for i, ex in enumerate(examples)
+                ]
+            )
+            unit = meta["token_norm"][str(layer)]["token_norm"]
+            assert unit == pytest.approx(residual.mean(), rel=1e-4)
 
 
 def test_bfloat16_model_and_output(tmp_path):

@@ -125,7 +125,12 @@ def settings_hash(job: Job, kept: list[Example], windows: list[range]) -> str:
                 "component": job.component,
                 "layers": job.layers,
                 "dtype": job.dtype,
-                "token_norm": {"massive": list(job.massive), "version": 2},  # 2: first token out
+                # 2: first token out; "of": the residual's, for a component's activations
+                "token_norm": {
+                    "massive": list(job.massive),
+                    "version": 2,
+                    **({"of": "residual"} if job.component != "residual" else {}),
+                },
             },
             sort_keys=True,
             default=str,
@@ -243,6 +248,7 @@ def run_job(
         "token_norm": {str(layer): v for layer, v in token_norms.items()},
         "token_norm_rule": {
             "tokens": "prompt tokens of every example but its first, massive tokens excluded",
+            "of": "residual",  # the block output at the layer, whatever the component
             "massive_threshold": job.massive[0],
             "massive_ratio": job.massive[1],
         },
@@ -383,6 +389,8 @@ def pool_batch(
     # one token per row (a prompts-only row's empty window takes column lo; it is dropped)
     single = len(used) > 0 and all(len(w) <= 1 for w in windows)
     cols = weights.argmax(-1) + lo if single else None
+    # the norm unit is the residual's whatever the component: the steering adds to it
+    residual: dict[int, torch.Tensor] | None = {} if prompt is not None else None
     store = forward_capture(
         extractor.model,
         extractor.layout,
@@ -390,17 +398,20 @@ def pool_batch(
         mask.to(extractor.device),
         layers,
         component,
+        residual,
     )
     pooled, norms = {}, {}
     queued: set[torch.device] = set()  # GPUs whose copies to pinned memory are in flight
     for layer in layers:
         hidden = store.pop(layer)
-        if prompt is not None:
+        if residual is not None:
+            block = residual.pop(layer)
             norms[layer] = _to_host(
                 token_norm.token_norm_stats(
-                    hidden, prompt.to(hidden.device), window_mask.to(hidden.device), *massive
+                    block, prompt.to(block.device), window_mask.to(block.device), *massive
                 )
             )
+            del block
         if single:
             rows = torch.arange(len(seqs), device=hidden.device)
             values = hidden[rows, cols.to(hidden.device)].float()

@@ -74,9 +74,15 @@ def forward_capture(
     attention_mask: torch.Tensor,
     layers: list[int],
     component: str = "residual",
+    residual: dict[int, torch.Tensor] | None = None,
 ) -> dict[int, torch.Tensor]:
-    """Run `model` up to the deepest of `layers`; return {layer: [batch, seq, hidden]}."""
-    with capture(layout, layers, component) as store:
+    """Run `model` up to the deepest of `layers`; return {layer: [batch, seq, hidden]}.
+    `residual`: a dict to fill with the residual (block output) at `layers` as well, when
+    `component` is another (the forward then stops after the deepest block's output)."""
+    with contextlib.ExitStack() as stack:
+        both = residual is not None and component != "residual"
+        store = stack.enter_context(capture(layout, layers, component, stop_early=not both))
+        blocks = stack.enter_context(capture(layout, layers)) if both else store
         try:
             model(
                 input_ids=input_ids,
@@ -86,4 +92,6 @@ def forward_capture(
             )
         except StopForward:
             pass
+    if residual is not None:
+        residual.update(blocks)
     return dict(store)
