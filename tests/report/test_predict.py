@@ -134,3 +134,26 @@ def test_start_coefficients_never_mix_coefficient_units():
     assert recs.loc["norm", "start_coefficient"] == pytest.approx(0.3)
     assert recs.loc["absolute", "start_coefficient"] == pytest.approx(10.0)
     assert (recs["n"] == 2).all()
+
+
+def test_no_scored_predictor_predicts_no_weight():
+    """Two ok cells of two models (weights 28.6 and 1000): too few to score any predictor,
+    so no predicted weight, not the mean of both models' weights for each."""
+    features = pd.DataFrame(
+        {
+            "model": ["small", "large"],
+            "method": "mean_diff",
+            "layer": [12, 30],
+            "coefficient": [0.2, 0.2],
+            "weight": [28.6, 1000.0],
+            "at_largest_coefficient": False,
+            "layer_norm": [143.0, 5000.0],
+            "layer_norm_clean": [140.0, 4900.0],
+            "abs_mean_proj": [1.0, 2.0],
+        }
+    )
+    errors = predict.loo_errors(features)
+    assert errors["loo_mae"].isna().all()
+    recs = predict.recommendations(features, errors)
+    assert recs["predicted_weight"].isna().all() and recs["predictor"].isna().all()
+    assert sorted(recs["start_coefficient"]) == [0.2, 0.2]

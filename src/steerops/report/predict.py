@@ -112,13 +112,14 @@ def recommendations(features: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFram
     from such cells is a lower bound: `n_at_largest_coefficient` counts them."""
     features = distinct(features)
     scored = errors.dropna(subset=["loo_mae"])
-    best_name = "mean"
+    best_name = None  # no predictor scored (too few cells): no predicted weight at all; the
+    # mean of every cell's weight, of every model and layer, is no prediction for any of them
     if not scored.empty:
         # on a tie (up to rounding) the simplest predictor wins: PREDICTORS' order
         least = float(scored["loo_mae"].min())
         tied = set(scored[scored["loo_mae"] <= least * (1 + 1e-9) + 1e-12]["predictor"])
         best_name = next(name for name in PREDICTORS if name in tied)
-    predict = fit_predictor(features, best_name) if len(features) else None
+    predict = fit_predictor(features, best_name) if len(features) and best_name else None
     out = []
     if "unit" not in features:  # a frame that names no unit: one unit throughout
         features = features.assign(unit="")
