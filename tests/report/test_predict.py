@@ -157,3 +157,6 @@ def test_no_scored_predictor_predicts_no_weight():
     recs = predict.recommendations(features, errors)
     assert recs["predicted_weight"].isna().all() and recs["predictor"].isna().all()
     assert sorted(recs["start_coefficient"]) == [0.2, 0.2]
+    from steerops.report.markdown import markdown_table
+
+    assert "None" not in markdown_table(recs)  # shown empty, as a missing number is

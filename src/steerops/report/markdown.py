@@ -37,6 +37,8 @@ def interval(mid, lo, hi) -> str:
 
 
 def cell(value) -> str:
+    if value is None:  # missing, as a NaN is
+        return ""
     if isinstance(value, float):
         return "" if np.isnan(value) else f"{value:.4g}"
     return str(value).replace("|", "\\|")  # a bare pipe would split the cell
