@@ -153,3 +153,35 @@ def test_coefficient_table_has_ok_cells_only(frame):
     # the grid-edge flag travels with the optimum (probe's is at its largest coefficient)
     assert _row(table, method="probe")["at_largest_coefficient"]
     assert not md["at_largest_coefficient"]
+
+
+def test_a_chosen_config_of_two_vectors_is_a_row_not_a_crash():
+    """The results-log format allows configs of several vectors (layer "4+8", weights
+    "10.5+12.25"); one chosen ok is a coefficient-table row with no single weight."""
+    import pandas as pd
+
+    from steerops import stats
+
+    def half(steered):
+        return stats.half_stats(steered, [(0.0, 95.0)] * 10, 0)
+
+    sel = half([(100.0, 90.0)] * 10)
+    row = dict(
+        model="m",
+        trait="t",
+        position="p",
+        component="residual",
+        method="mean_diff",
+        layer="4+8",
+        coefficient=1.0,
+        weight="10.5+12.25",
+        alias_of="",
+        unit="norm",
+        settings="H",
+        sign=1.0,
+        **sel.prefixed("selection"),
+        **sel.prefixed("heldout"),
+    )
+    table = tables.coefficient_table(pd.DataFrame([row]), 68)
+    assert len(table) == 1 and table["layer"][0] == "4+8" and np.isnan(table["weight"][0])
+    assert table["coefficient"][0] == 1.0

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from steerops import stats
 from steerops.calibration.store import stored_global_dims, stored_massive_dims
 from steerops.extract.store import activations_dir, is_complete
 from steerops.extract.store import read_layer as read_activations
@@ -202,6 +203,8 @@ def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.Data
     # inputs: the pipeline's outputs, which a scratch run's steering read its vectors from
     dims = stored(params.inputs, params.cleaning.calibration_variant)
     for _, best in table.iterrows():
+        if stats.as_number(best["layer"]) is None:
+            continue  # a config of several vectors ("4+8") has no one layer's features
         # the chosen config's own cell: with two steered models, each read its own vectors
         src = frame[
             (frame["model"] == best["model"])

@@ -226,6 +226,8 @@ def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame
     for (*key, method), hit in sorted(ok.items()):
         base = ok.get((*key, _base(method)))
         md, pr = ok.get((*key, "mean_diff")), ok.get((*key, "probe"))
+        # a config of several vectors has one weight each ("10.5+12.25"): no one number
+        weight = stats.as_number(hit["weight"])
         out.append(
             {
                 **dict(zip(KEY, key, strict=True)),
@@ -234,7 +236,7 @@ def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame
                 "layer": hit["layer"],
                 "coefficient": float(hit["coefficient"]),
                 "unit": hit.get("unit", ""),
-                "weight": float(hit["weight"]),
+                "weight": np.nan if weight is None else weight,
                 **_held(hit),
                 "mean_diff_probe_ratio": (
                     float(md["coefficient"]) / float(pr["coefficient"])
