@@ -81,3 +81,32 @@ def test_study_refuses_other_settings_and_reports_bad_storage(tmp_path):
         storage_label("postgresql://me:secret@db:5432/optuna")
         == "postgresql://me:***@db:5432/optuna"
     )
+
+
+def test_a_study_of_older_unnamed_constraints_is_refused_to_the_gp_sampler(tmp_path):
+    """Trials holding their constraint as older steerops versions stored it (a list): the
+    GP sampler failed mid-search on them ("constraint names must be the same"); it is refused
+    up front, while TPE, which reads both forms, searches on."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    space = Space(0.1, 0.3, (12,))
+    first = SearchStudy(url, "s", space, 68, {"k": 1}, sampler="tpe", seed=0, startup_trials=2)
+    for coefficient, coherence, value in ((0.15, 90.0, 20.0), (0.25, 60.0, 60.0)):
+        first.study.add_trial(
+            optuna.trial.create_trial(
+                params={"coefficient": coefficient},
+                distributions={"coefficient": FloatDistribution(0.1, 0.3)},
+                value=value,
+                system_attrs={"constraints": [68 - coherence]},
+                user_attrs={"source": "search", "coherence_mean": coherence},
+            )
+        )
+    with pytest.raises(SteeropsError, match="2 trials hold their coherence constraint"):
+        SearchStudy(url, "s", space, 68, {"k": 1}, sampler="gp", seed=0, startup_trials=2)
+    tpe = SearchStudy(url, "s", space, 68, {"k": 1}, sampler="tpe", seed=0, startup_trials=2)
+    for _ in range(3):
+        [proposal] = tpe.ask(1, 10)
+        tpe.tell(proposal, 50.0, 80.0, 30.0, 1.0)
+    assert tpe.n_done() == 5

@@ -109,6 +109,7 @@ class SearchStudy:
                 storage=self.storage, study_name=name, direction="maximize", load_if_exists=True
             )
             _check_settings(self.study, name, settings)
+            _check_constraints(self.study, name, sampler)
             _describe(self.study, self.min_coherence, settings)
             # Finalisation claims live in a study of their own, so no ask ever pops one.
             self._finals = optuna.create_study(
@@ -464,6 +465,26 @@ def _resume(study, trial_id: int, dists: dict[str, Any]):
     for name, dist in dists.items():
         trial._suggest(name, dist)
     return trial
+
+
+def _check_constraints(study, name: str, sampler: str) -> None:
+    """Refuse a study whose trials hold their coherence constraint unnamed (older steerops
+    versions) to the GP sampler, which fails mid-search on trials whose constraint names
+    differ; TPE reads both forms."""
+    if sampler != "gp":
+        return
+    legacy = [
+        t.number
+        for t in study.get_trials(deepcopy=False)
+        if t.constraints and CONSTRAINT not in t.constraints
+    ]
+    if legacy:
+        raise SteeropsError(
+            f"search.study {name!r}: {len(legacy)} trials hold their coherence constraint in "
+            "the unnamed form of older steerops versions, which the GP sampler cannot mix "
+            "with new trials: search with search.sampler: tpe, or start another study "
+            "(search.study)"
+        )
 
 
 def _sampler(kind: str, seed: int, startup_trials: int):
