@@ -213,3 +213,18 @@ def test_ties_are_broken_the_same_whatever_the_rows_order():
     picks = {id(stats.choose(order, 68)[0]) for order in (rows, rows[::-1], rows[1:] + rows[:1])}
     assert picks == {id(rows[1])}  # positive before its negative twin; layer 1 before 4
     assert stats.choose(rows[2:], 68)[0] is rows[3]  # 4 before "4+8"
+
+
+def test_a_config_s_trait_delta_is_paired_over_the_questions_both_scored():
+    """With unscored answers a difference of means (33.3 here) falls outside the paired
+    interval reported beside it (100 [100, 100]); the delta is the paired one."""
+    from steerops.steering.configs import ConfigResult
+    from steerops.steering.evaluate import trait_delta
+
+    steered = [(100.0, 80.0), (100.0, 80.0), (None, 80.0), (0.0, 80.0)]
+    base_scores = [(0.0, 95.0), (0.0, 95.0), (100.0, 95.0), (None, 95.0)]
+    base = ConfigResult(None, 100 / 3, 95.0, 3, [], scores=base_scores)
+    paired = stats.paired_delta([t for t, _ in steered], [t for t, _ in base_scores], 0)
+    assert trait_delta(steered, base, "positive") == paired.mean == 100.0
+    assert trait_delta(steered, base, "negative") == -100.0
+    assert stats.half_stats(steered, base_scores, 0).trait_delta == 100.0

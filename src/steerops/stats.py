@@ -80,6 +80,22 @@ class Interval:
     hi: float | None
 
 
+def paired_mean(
+    steered: Sequence[Score], baseline: Sequence[Score], sign: float = 1.0
+) -> float | None:
+    """`paired_delta`'s mean without its interval, from (trait, coherence) scores: over the
+    questions whose trait both scored; None when none is."""
+    d = np.array(
+        [
+            sign * (s - b)
+            for (s, _), (b, _) in zip(steered, baseline, strict=True)
+            if s is not None and b is not None
+        ],
+        dtype=float,
+    )
+    return float(d.mean()) if len(d) else None
+
+
 def paired_delta(
     steered: Sequence[float | None],
     baseline: Sequence[float | None],

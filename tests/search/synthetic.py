@@ -48,6 +48,14 @@ class Result:
     weights: tuple = ()
     cached: bool = False  # served from a log
     logged_here: bool = False  # ... that this search wrote
+    sign: float = 1.0  # the steering direction's: -1 to suppress the trait
+
+    @property
+    def trait_delta(self) -> float | None:
+        """Against the baseline, every question scored: paired and unpaired agree."""
+        if self.trait_mean is None:
+            return None
+        return self.sign * (self.trait_mean - BASELINE_TRAIT)
 
     @property
     def scores(self) -> list:
@@ -59,8 +67,9 @@ class SyntheticEvaluator:
     """The steering evaluator's interface (configs in the user's units, results with their
     weights) with closed-form scores; records what it was asked."""
 
-    def __init__(self, questions, fail_on_call: int | None = None):
+    def __init__(self, questions, fail_on_call: int | None = None, direction: str = "positive"):
         self.questions = list(questions)
+        self.sign = 1.0 if direction == "positive" else -1.0
         self.calls: list[list[tuple[int, float, float]]] = []
         self.fail_on_call = fail_on_call
         self.settings_hash = "synthetic"
@@ -89,6 +98,7 @@ class SyntheticEvaluator:
                 synthetic_coherence(layer, coef),
                 len(self.questions),
                 weights=(weight,),
+                sign=self.sign,
             )
             for c, (layer, coef, weight) in zip(configs, batch, strict=True)
         ]

@@ -50,7 +50,7 @@ def test_negative_direction_and_layer_search_with_tpe(tmp_path):
     assert delta(30.0, 50.0, "negative") == 20.0
     assert delta(None, 50.0, "positive") is None
     study = open_study(tmp_path, layers=(1, 2, 3), seed=0, startup_trials=3, sampler="tpe")
-    evaluator = SyntheticEvaluator(["q1", "q2"])
+    evaluator = SyntheticEvaluator(["q1", "q2"], direction="negative")
     run_search(study, evaluator, SOURCE, target=9, batch=3, direction="negative", progress=False)
     records = study.records()
     assert {r.layer for r in records} == {1, 2, 3}  # the startup design covers every layer

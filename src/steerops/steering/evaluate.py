@@ -32,6 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from steerops import stats
 from steerops.errors import SteeropsError
 from steerops.io import text_md5
 from steerops.steering.configs import (
@@ -385,8 +386,8 @@ class SteeringEvaluator:
         configs = [entry for entry in chunk if entry is not None]
         for (config, w), result in zip(configs, results, strict=True):
             result.config, result.weights = config, w
-            result.trait_delta = delta(result.trait_mean, base.trait_mean, self.direction)
             result.scores = _scores(result)
+            result.trait_delta = trait_delta(result.scores, base, self.direction)
         return results
 
     def _unit(self, config: Config) -> str:
@@ -428,6 +429,15 @@ class SteeringEvaluator:
             log.append(entries)
 
 
+def trait_delta(scores: list[Score], base: ConfigResult, direction: str) -> float | None:
+    """The trait change from the baseline in the steering direction over the questions both
+    scored (paired, as every half's delta and its interval); a difference of means when the
+    baseline's per-question scores are not at hand."""
+    if len(base.scores) != len(scores):
+        return delta(summarize(scores)["trait_mean"], base.trait_mean, direction)
+    return stats.paired_mean(scores, base.scores, 1.0 if direction == "positive" else -1.0)
+
+
 def _scores(result: ConfigResult) -> list[Score]:
     return [(r["trait"], r["coherence"]) for r in result.responses]
 
@@ -448,9 +458,7 @@ def _from_scores(
         summary["n"],
         [],
         n_unscored=summary["n_unscored"],
-        trait_delta=None
-        if base is None
-        else delta(summary["trait_mean"], base.trait_mean, direction),
+        trait_delta=None if base is None else trait_delta(scores, base, direction),
         cached=True,
         weights=weights,
         scores=scores,
