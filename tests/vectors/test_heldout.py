@@ -104,6 +104,27 @@ def test_best_layer_is_chosen_on_one_half_of_val_and_reported_on_the_other(tmp_p
     assert best["heldout_lo"] < 0.5 < best["heldout_hi"]
 
 
+def test_layers_no_accuracy_tells_apart_are_recorded_as_a_tie(tmp_path):
+    """Classes apart at every layer (every accuracy 1.0, as on an easy real trait): the
+    lowest layer is recorded, with every tied layer, and the run says so."""
+    rng = np.random.default_rng(0)
+    data = {}
+    for layer in range(N_LAYERS):
+        x = rng.normal(size=(2 * N_POS, 8))
+        x[:N_POS, 0] += 20.0
+        data[layer] = x
+    write_activations(tmp_path / "outputs", data, N_POS, n_val=N_VAL)
+    meta, run = run_vectors(tmp_path)
+    assert {v["selection_acc"] for v in meta["layers"].values()} == {1.0}
+    assert meta["best"]["layer"] == 0 and meta["best"]["tied_layers"] == list(range(N_LAYERS))
+    assert run.data.tags["steerops.best_layer_tied"] == f"{N_LAYERS} layers tie"
+    # on noise no two layers tie on both accuracies: no tie recorded
+    (tmp_path / "noise").mkdir()
+    write_activations(tmp_path / "noise" / "outputs", noise(), N_POS, n_val=N_VAL)
+    meta, run = run_vectors(tmp_path / "noise")
+    assert meta["best"]["tied_layers"] == [] and "steerops.best_layer_tied" not in run.data.tags
+
+
 def activations(examples: list[dict], paired: bool | None) -> TraitActivations:
     train, val = _split_rows(examples, Path("metadata.json"))
     meta = {"examples": examples, "paired": paired}

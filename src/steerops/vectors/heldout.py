@@ -27,7 +27,8 @@ from steerops.vectors.activations import ClassRows, TraitActivations
 # extraction draws the train/val split from streams 0 and 1 of the seed
 _STREAM = 2
 RULE = (
-    "highest selection_acc (ties: higher train_acc, then the lower layer); "
+    "highest selection_acc (ties: higher train_acc, then the lower layer, with every layer "
+    "tied on both in tied_layers); "
     "reported: heldout_acc with a 95% Wilson interval at the effective n of its source prompts"
 )
 
@@ -118,6 +119,7 @@ def choose(
         "heldout_lo": None,
         "heldout_hi": None,
         "reason": halves.reason,
+        "tied_layers": [],
         "rule": RULE,
         "split": {
             "seed": seed,
@@ -132,6 +134,13 @@ def choose(
         key=lambda k: (layers[k]["selection_acc"], layers[k]["train_acc"], -int(k)),
     )
     values = layers[best]
+    # layers no accuracy tells apart (every layer at 1.0 on an easy trait): the lowest is
+    # recorded, which says nothing about where to steer
+    tied = sorted(
+        int(k)
+        for k, v in layers.items()
+        if (v["selection_acc"], v["train_acc"]) == (values["selection_acc"], values["train_acc"])
+    )
     heldout = stats.clustered_proportion(heldout_hits(int(best)), sources)
     record.update(
         layer=int(best),
@@ -140,5 +149,6 @@ def choose(
         heldout_acc=heldout.mean,
         heldout_lo=heldout.lo,
         heldout_hi=heldout.hi,
+        tied_layers=tied if len(tied) > 1 else [],
     )
     return record

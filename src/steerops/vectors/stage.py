@@ -182,6 +182,8 @@ def _log_method(params, tracker, built: Built, directory: Path, acts_dir: Path) 
         tags = {**hashes, "steerops.method": meta["method"]}
         if best["reason"] is not None:  # why the run has no best_* metrics
             tags["steerops.no_best"] = best["reason"]
+        if best.get("tied_layers"):  # best_layer is then the lowest of equals, no choice
+            tags["steerops.best_layer_tied"] = f"{len(best['tied_layers'])} layers tie"
         if meta.get("warnings"):  # one line each; the full text is in metadata.json
             tags["steerops.warnings"] = "\n".join(meta["warnings"])[:4000]
         child.set_tags(tags)
