@@ -99,3 +99,37 @@ def test_non_finite_activations_are_one_line_not_a_massive_dim(
     monkeypatch.setattr(capture, "forward_capture", overflowing)
     with pytest.raises(SteeropsError, match=r"block 1 gave non-finite activations .* sequence 2"):
         token_stats(loaded, seqs, batch_size=8, progress=False)
+
+
+def test_a_prompt_whose_response_is_empty_still_counts(tmp_path, toy_world, monkeypatch):
+    """Its template tokens are where massive activations live; dropped, every later
+    prompt's `sequence` index in the record named the prompt before it."""
+    import dataclasses
+
+    from steerops.calibration.command import calibrate
+    from steerops.config import load_params
+    from steerops.models import generation
+
+    params = load_params(write_params(tmp_path, toy_world, tracking={"enabled": False}))
+    real = generation.generate_responses
+
+    def first_silent(*args, **kwargs):
+        done = real(*args, **kwargs)
+        return [dataclasses.replace(done[0], response="", response_ids=[]), *done[1:]]
+
+    monkeypatch.setattr(generation, "generate_responses", first_silent)
+    record = calibrate(params, progress=False)
+    completions = first_silent(
+        *_calibration_inputs(params), max_new_tokens=params.calibration.max_new_tokens
+    )
+    expected = sum(len(c.prompt_ids) + len(c.response_ids) for c in completions)
+    assert record["n_prompts"] == len(completions) and record["n_tokens"] == expected
+
+
+def _calibration_inputs(params):
+    from steerops.calibration.command import load_calibration_prompts
+    from steerops.models.loading import load_model
+
+    loaded = load_model(params, params.calibration.variant, padding_side="left")
+    prompts = load_calibration_prompts(params.path(params.calibration.prompts))
+    return loaded.model, loaded.tokenizer, prompts

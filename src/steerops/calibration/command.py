@@ -113,10 +113,11 @@ def calibrate(params, progress: bool = True) -> dict:
             progress=progress,
             desc="calibrate: generate",
         )
-        sequences = [(c.prompt_ids, c.response_ids) for c in completions if c.response_ids]
-        if not sequences:
+        if not any(c.response_ids for c in completions):
             raise SteeropsError(f"models.{cfg.variant}: every calibration response was empty")
-        seqs = [p + r for p, r in sequences]
+        # a prompt whose response is empty still counts: its template tokens are where
+        # massive activations live, and sequence k stays the prompts file's prompt k
+        seqs = [list(c.prompt_ids) + list(c.response_ids) for c in completions]
         sums = token_stats(loaded, seqs, cfg.batch_size, progress)
         record = {
             "variant": cfg.variant,
@@ -129,9 +130,9 @@ def calibrate(params, progress: bool = True) -> dict:
             "prompts": cfg.prompts,
             "settings": settings,
             "n_prompts": len(prompts),
-            "empty_responses": len(prompts) - len(sequences),
+            "empty_responses": sum(not c.response_ids for c in completions),
             "n_tokens": sum(len(s) for s in seqs),
-            "n_response_tokens": sum(len(r) for _, r in sequences),
+            "n_response_tokens": sum(len(c.response_ids) for c in completions),
             **summarize(
                 sums,
                 top_k=cfg.top_k,
