@@ -180,3 +180,35 @@ def test_configs_of_vectors_changed_since_are_left_out_and_said(tmp_path, capsys
     assert load_results(params).empty
     err = capsys.readouterr().err
     assert "6 of 6 configs" in err and "vectors changed" in err and "steerops steer" in err
+
+
+def test_configs_measured_at_a_weight_their_coefficient_no_longer_means_are_left_out(
+    tmp_path, capsys
+):
+    """The layer's norm unit changed (activations extracted again) while the vector file
+    stayed the same: configs logged at the old weight are left out and said, those at a
+    layer whose unit is the same stay. The log's weights are 10 per unit coefficient."""
+    import json
+
+    from steerops.vectors.store import METADATA_FILE
+
+    params = load_params(write_params(tmp_path))
+    synthetic_grid(tmp_path, {"mean_diff": SYNTHETIC["mean_diff"]})
+    frame = load_results(params)
+    trait, variant = frame["trait"].iloc[0], frame["vector_variant"].iloc[0]
+    position, component = frame["position"].iloc[0], frame["component"].iloc[0]
+    folder = vectors_dir(params.inputs, trait, variant, position, component, "mean_diff")
+    folder.mkdir(parents=True)
+    layers = {"1": {"mean_norm": 10.0}, "2": {"mean_norm": 10.0}}
+    (folder / METADATA_FILE).write_text(json.dumps({"layers": layers}))
+    capsys.readouterr()
+    assert len(load_results(params)) == len(frame)  # the units as logged: every config
+    assert "left out" not in capsys.readouterr().err
+    layers["2"]["mean_norm"] = 12.5
+    (folder / METADATA_FILE).write_text(json.dumps({"layers": layers}))
+    kept = load_results(params)
+    steered = frame[(frame["layer"].astype(str) == "2") & (frame["coefficient"] != 0)]
+    assert len(kept) == len(frame) - len(steered) and len(steered) > 0
+    assert set(kept[kept["coefficient"] != 0]["layer"].astype(str)) == {"1"}
+    err = capsys.readouterr().err
+    assert f"{len(steered)} of {len(frame)} configs" in err and "no longer means" in err

@@ -16,7 +16,7 @@ from steering_data import (
 )
 from steerops.errors import SteeropsError
 from steerops.io import read_jsonl
-from steerops.steering.store import ResultsLog, entry_key, scope_of
+from steerops.steering.store import ResultsLog, entry_key, scope_of, vector_identity
 
 QUESTIONS = [f"q{i}" for i in range(6)]
 
@@ -140,6 +140,21 @@ def test_configs_measured_at_another_unit_are_left_out(tmp_path):
     got = [(e["config"]["vectors"][0]["layer"], e["config"]["coefficient"]) for e in kept]
     assert got == [(2, 0.0), (4, 0.2), (2, 0.2)]
     assert kept[-1]["config"]["vectors"][0]["weight"] == pytest.approx(0.2 * 28.7)
+    # The log alone cannot tell layer 4's unit unchanged from changed but not measured
+    # again (a sweep of layer 2 only): the units now, from the vectors' metadata, can.
+    log = ResultsLog(path)
+    vectors = {
+        v["layer"]: vector_identity(v) for v in log.logged_vectors(settings_hash_of(settings))
+    }
+    assert sorted(vectors) == [2, 4]
+    now = {vectors[2]: 28.7, vectors[4]: 15.5}
+    kept = log.configs(settings_hash_of(settings), units=now)
+    got = [(e["config"]["vectors"][0]["layer"], e["config"]["coefficient"]) for e in kept]
+    assert got == [(2, 0.0), (2, 0.2)]
+    assert [
+        e["config"]["coefficient"]
+        for e in log.configs(settings_hash_of(settings), units={vectors[2]: 14.3})
+    ] == [0.2, 0.3, 0.0, 0.2]
 
 
 def test_configs_measured_with_replaced_vectors_are_left_out(tmp_path):

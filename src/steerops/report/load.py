@@ -26,7 +26,14 @@ from steerops.io import file_md5, read_json
 from steerops.search.store import best_row, searches
 from steerops.steering.best import ROW_COLUMNS, aliases, config_rows, protocol, vector_map
 from steerops.steering.configs import vector_file_key
-from steerops.steering.store import METRICS_FILE, RESULTS_FILE, ResultsLog, entry_key
+from steerops.steering.store import (
+    METRICS_FILE,
+    RESULTS_FILE,
+    ResultsLog,
+    entry_key,
+    vector_identity,
+)
+from steerops.vectors.store import METADATA_FILE as VECTORS_METADATA
 from steerops.vectors.store import TENSORS_FILE, is_stored, load_vectors, vectors_dir
 
 # `settings`: the cell's steering settings hash (configs of two cells compare only under
@@ -72,8 +79,11 @@ def load_results(params) -> pd.DataFrame:
         files = _vector_files_now(params, log, settings_hash, labels)
         labels["sign"] = cell.sign
         labels["unit"] = str(settings.get("coefficient_unit") or "")  # "": a log that names none
-        rows += config_rows(log, settings_hash, cell, labels, keep_heldout=True, vector_files=files)
-        _say_left_out(path.parent, log, settings_hash, files)
+        units = _units_now(params, log, settings_hash, labels)
+        rows += config_rows(
+            log, settings_hash, cell, labels, keep_heldout=True, vector_files=files, units=units
+        )
+        _say_left_out(path.parent, log, settings_hash, files, units)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         return frame
@@ -103,20 +113,44 @@ def _vector_files_now(params, log: ResultsLog, settings_hash: str, labels: dict)
     return out
 
 
-def _say_left_out(cell: Path, log: ResultsLog, settings_hash: str, files: dict) -> None:
-    """One line when configs of the cell measured vectors that are no longer on disk (the
-    vectors were rebuilt and the cell not steered again): they are left out, not wrong."""
+def _units_now(params, log: ResultsLog, settings_hash: str, labels: dict) -> dict[str, float]:
+    """|weight| per unit coefficient of each vector the cell's configs steered with, as the
+    vectors' metadata gives it now (`ResultsLog.configs`): 1 for absolute coefficients, the
+    layer's `mean_norm` for norm ones; a vector whose metadata is gone is left out."""
+    absolute = labels["unit"] == "absolute"
+    out: dict[str, float] = {}
+    metadata: dict[Path, dict] = {}
+    for v in log.logged_vectors(settings_hash):
+        args = (labels["trait"], labels["vector_variant"], v["position"], v["component"])
+        folder = vectors_dir(params.inputs, *args, v["method"])
+        if folder not in metadata:
+            path = folder / VECTORS_METADATA
+            metadata[folder] = read_json(path) if path.is_file() else {}
+        entry = (metadata[folder].get("layers") or {}).get(str(v["layer"])) or {}
+        if absolute:
+            out[vector_identity(v)] = 1.0
+        elif entry.get("mean_norm") is not None:
+            out[vector_identity(v)] = float(entry["mean_norm"])
+    return out
+
+
+def _say_left_out(
+    cell: Path, log: ResultsLog, settings_hash: str, files: dict, units: dict[str, float]
+) -> None:
+    """One line when configs of the cell measured vectors that are no longer on disk, or at
+    a weight their coefficient no longer means (the vectors or their layer's unit were
+    rebuilt and the cell not steered again): they are left out, not wrong."""
     logged = {
         entry_key(e["config"])
         for e in log.entries
         if e["type"] == "config" and e.get("settings_hash") == settings_hash
     }
-    current = {entry_key(e["config"]) for e in log.configs(settings_hash, files)}
+    current = {entry_key(e["config"]) for e in log.configs(settings_hash, files, units)}
     if gone := len(logged - current):
         print(
             f"steerops report: warning: {cell}: {gone} of {len(logged)} configs were "
-            "measured with vectors changed since and are left out (run `steerops steer` "
-            "to measure them again)",
+            "measured with vectors changed since (or at a weight their coefficient no "
+            "longer means) and are left out (run `steerops steer` to measure them again)",
             file=sys.stderr,
         )
 

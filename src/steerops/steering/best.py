@@ -82,12 +82,14 @@ def config_rows(
     labels: dict[str, Any],
     keep_heldout: bool = False,
     vector_files: dict[str, str] | None = None,
+    units: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per config logged under `settings_hash` with per-question scores: its numbers
     on all questions (`trait_delta`: trait - baseline in the steering direction), and on
     each half (deltas likewise, with their interval); with `keep_heldout`, `heldout_traits`
     maps each held-out question to the config's trait score (for paired comparisons);
-    `vector_files` the md5 of the vector files on disk now (`ResultsLog.configs`)."""
+    `vector_files` the md5 of the vector files on disk now and `units` each vector's weight
+    per unit coefficient now (`ResultsLog.configs`)."""
     questions = log.questions(settings_hash)
     base = scores_of(log.baseline(settings_hash) or {})
     if questions is None or base is None:
@@ -97,7 +99,7 @@ def config_rows(
     selection, heldout = ([first[q] for q in half] for half in halves)
     base_all = summarize(base)
     rows = []
-    for entry in log.configs(settings_hash, vector_files):
+    for entry in log.configs(settings_hash, vector_files, units):
         scores = scores_of(entry)
         if scores is None or len(scores) != len(questions):
             continue  # logged before scores were kept: evaluated again on the next sweep

@@ -62,7 +62,14 @@ def write_cell(
         for result in results:
             for ref in result.config.vectors if result.config is not None else ():
                 files.update(evaluator.vector_files(ref.source))
-        rows = config_rows(log, evaluator.settings_hash, proto, labels, vector_files=files)
+        rows = config_rows(
+            log,
+            evaluator.settings_hash,
+            proto,
+            labels,
+            vector_files=files,
+            units=evaluator.units_now(log),
+        )
         metrics = cell_metrics(rows, cfg.min_coherence, proto, alias_of)
         base = baseline_means(log, evaluator.settings_hash)
         metrics.update(

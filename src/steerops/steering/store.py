@@ -129,16 +129,22 @@ def _units(entry: dict[str, Any]) -> dict[str, float]:
     if coefficient == 0.0:
         return {}
     return {
-        json.dumps(
-            [
-                int(v["layer"]),
-                v["component"],
-                canonical_position(v["position"]),
-                canonical_method(v["method"]),
-            ]
-        ): abs(float(v["weight"]) / coefficient)
+        vector_identity(v): abs(float(v["weight"]) / coefficient)
         for v in entry["config"]["vectors"]
     }
+
+
+def vector_identity(vector: dict[str, Any]) -> str:
+    """A logged vector's identity (layer, component, position, method; no weight), in the
+    canonical spellings."""
+    return json.dumps(
+        [
+            int(vector["layer"]),
+            vector["component"],
+            canonical_position(vector["position"]),
+            canonical_method(vector["method"]),
+        ]
+    )
 
 
 def entry_key(config: dict[str, Any]) -> str:
@@ -215,17 +221,31 @@ class ResultsLog:
         )
         return None if entry is None else list(entry["questions"])
 
+    def logged_vectors(self, settings_hash: str) -> list[dict[str, Any]]:
+        """Each vector the configs logged under these settings steered with, once (first
+        seen), as logged: {layer, component, position, method, weight}."""
+        seen: dict[str, dict[str, Any]] = {}
+        for e in self.entries:
+            if e["type"] == "config" and e.get("settings_hash") == settings_hash:
+                for v in e["config"]["vectors"]:
+                    seen.setdefault(vector_identity(v), v)
+        return list(seen.values())
+
     def configs(
-        self, settings_hash: str, vector_files: dict[str, str] | None = None
+        self,
+        settings_hash: str,
+        vector_files: dict[str, str] | None = None,
+        units: dict[str, float] | None = None,
     ) -> list[dict[str, Any]]:
         """The latest entry of each config evaluated under these settings, in first-seen
         order, measured with the current vector files: `vector_files` ({file: md5}, the
         files on disk now), else for a file it does not name the md5 the log names last.
         After the vectors change, a config no sweep evaluated again holds the old vectors'
         numbers and is left out. So is one measured at another weight per unit coefficient
-        than the latest entry of its vector (the layer's `norm` unit changed while the
-        vector file did not): it steered with another strength than its coefficient now
-        means."""
+        than its vector has now (the layer's `norm` unit changed while the vector file did
+        not): it steered with another strength than its coefficient now means. `units`
+        ({`vector_identity`: |weight| per unit coefficient now}, read from the vectors'
+        metadata by the caller), else for a vector it does not name the latest entry's."""
         configs = [e for e in self.entries if e["type"] == "config"]
         current: dict[str, str] = {}  # vector file -> its md5 in the latest entry naming it
         for e in configs:
@@ -243,6 +263,7 @@ class ResultsLog:
         unit: dict[str, float] = {}  # vector -> weight per unit coefficient, latest entry's
         for e in measured:
             unit.update(_units(e))
+        unit.update(units or {})
         latest: dict[str, dict[str, Any]] = {}
         for e in measured:
             if all(math.isclose(unit[k], u, rel_tol=1e-9) for k, u in _units(e).items()):
