@@ -218,8 +218,7 @@ def test_ties_are_broken_the_same_whatever_the_rows_order():
 def test_a_config_s_trait_delta_is_paired_over_the_questions_both_scored():
     """With unscored answers a difference of means (33.3 here) falls outside the paired
     interval reported beside it (100 [100, 100]); the delta is the paired one."""
-    from steerops.steering.configs import ConfigResult
-    from steerops.steering.evaluate import trait_delta
+    from steerops.steering.configs import ConfigResult, trait_delta
 
     steered = [(100.0, 80.0), (100.0, 80.0), (None, 80.0), (0.0, 80.0)]
     base_scores = [(0.0, 95.0), (0.0, 95.0), (100.0, 95.0), (None, 95.0)]

@@ -277,7 +277,8 @@ def coherent(coherence: Any, min_coherence: float) -> bool:
 
 def heldout_verdict(row: Mapping[str, Any], min_coherence: float) -> str:
     """OK, NO_EFFECT or INCOHERENT from the held-out interval and coherence; HELDOUT_UNSCORED
-    when the judge scored neither there (a judge failure must not read as "no effect")."""
+    when the judge gave either no score there (a judge failure must not read as "no
+    effect")."""
     lo, coherence = (
         as_number(row.get("heldout_delta_lo")),
         as_number(row.get("heldout_coherence_mean")),

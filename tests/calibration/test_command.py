@@ -97,7 +97,11 @@ def test_non_finite_activations_are_one_line_not_a_massive_dim(
         return store
 
     monkeypatch.setattr(capture, "forward_capture", overflowing)
-    with pytest.raises(SteeropsError, match=r"block 1 gave non-finite activations .* sequence 2"):
+    with pytest.raises(
+        SteeropsError,
+        match=r"block 1 gave non-finite activations \(torch.float32\) on calibration sequence "
+        r"2: check the model's weights",
+    ):
         token_stats(loaded, seqs, batch_size=8, progress=False)
 
 

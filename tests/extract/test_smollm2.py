@@ -153,6 +153,10 @@ def test_the_response_frame_is_the_generated_ids_not_the_text_encoded_again(smol
         again, n_prompt = encode(tokenizer, row["prompt"], None, row["response"])
         assert n_prompt == ex.prompt_len and again[n_prompt:].tolist() != ids
     assert capsys.readouterr().err == ""
+    # a whitespace-only response (empty once stripped) has no frame, and no ids to doubt
+    blank = {**rows[0], "response": "", "response_ids": newline * 2}
+    (ex,) = response_examples(tokenizer, [blank])
+    assert len(ex.ids) == ex.prompt_len and capsys.readouterr().err == ""
     # Ids another tokenizer wrote do not decode to the text: the text is encoded, said once.
     foreign = [{**row, "response_ids": [5, 6, 7]} for row in rows]
     for ex, row in zip(response_examples(tokenizer, foreign), rows, strict=True):

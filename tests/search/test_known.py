@@ -15,7 +15,7 @@ from synthetic import (
 
 from steering_data import baseline_entry, config_entry, settings_for, write_log
 from steerops.errors import SteeropsError
-from steerops.search.known import band_points, load_known
+from steerops.search.known import KnownResult, band_points, load_known
 from steerops.search.loop import run_search
 from steerops.stats import split_questions
 from steerops.steering.store import scope_of
@@ -144,3 +144,30 @@ def test_a_log_written_under_another_spelling_of_the_method_is_known_and_served(
     # the evaluator serves them too (a finished config is not generated again)
     key = config_key(Config.single(source, 2, GRID[0]), (GRID[0] * 10.0,))
     assert ResultsLog(path).config_scores(scope, search, key, files) is not None
+
+
+def test_a_known_result_s_trial_value_is_paired_like_the_search_s_own(tmp_path):
+    """Unscored answers on both sides: an imported result's value is its mean over the
+    questions both it and the baseline scored (100), not a difference of means (33.3)."""
+    from types import SimpleNamespace
+
+    questions = ["q1", "q2", "q3", "q4"]
+    base = [(0.0, 95.0), (0.0, 95.0), (100.0, 95.0), (None, 95.0)]
+    steered = [(100.0, 80.0), (100.0, 80.0), (None, 80.0), (0.0, 80.0)]
+    evaluator = SyntheticEvaluator(questions)
+    evaluator.baseline = lambda: SimpleNamespace(trait_mean=100 / 3, scores=base, cached=True)
+    known = [KnownResult(2, 1.0, 10.0, 200 / 3, 80.0, 3, scores=steered)]
+    study = open_study(tmp_path, layers=(2,), seed=0, startup_trials=1)
+    stats = run_search(
+        study,
+        evaluator,
+        SOURCE,
+        target=0,
+        batch=1,
+        direction="positive",
+        known=known,
+        progress=False,
+    )
+    assert stats.imported == 1
+    (record,) = [r for r in study.records() if r.coefficient == 1.0]
+    assert record.trait_delta == pytest.approx(100.0)

@@ -133,3 +133,21 @@ def test_grid_order_reads_layers_as_numbers_then_coefficients():
     ]
     ordered = [(r["layer"], r["coefficient"]) for r in sorted(rows, key=grid_order)]
     assert ordered == [(9, -0.5), (9, 2.0), ("10", -1.0), ("2+3", 1.0), ("2+10", 1.0)]
+
+
+def test_a_config_s_delta_on_all_questions_is_paired_like_its_halves(tmp_path):
+    """Unscored answers on both sides: the all-questions delta is the mean over questions
+    both scored (what MLflow and the results log hold), not a difference of means."""
+    settings = settings_for(QUESTIONS)
+    base = [(0.0, 95.0)] * 10 + [(100.0, 95.0)] * 5 + [(None, 95.0)] * 5
+    steered = [(100.0, 80.0)] * 10 + [(None, 80.0)] * 5 + [(0.0, 80.0)] * 5
+    config = config_entry(settings, "m", "prompt[-1]", 1, 1.0, _scores(set()))
+    config["scores"] = [list(s) for s in steered]
+    entries = [baseline_entry(settings, QUESTIONS, _scores(set())), config]
+    entries[0]["scores"] = [list(s) for s in base]
+    log = ResultsLog(write_log(tmp_path / "results.jsonl", entries))
+    (row,) = config_rows(log, settings_hash_of(settings), PROTO, {})
+    paired = stats.paired_delta([t for t, _ in steered], [t for t, _ in base], 0)
+    assert row["trait_delta"] == pytest.approx(paired.mean) == pytest.approx(100.0)
+    # the difference of means would be 66.7 - 33.3
+    assert row["trait_mean"] - 100 / 3 == pytest.approx(100 / 3)

@@ -203,10 +203,15 @@ def token_stats(
             tokens = out[real.to(out.device)]
             if not torch.isfinite(tokens).all():  # an overflow would pass for a massive dim
                 bad = int(where[real][~torch.isfinite(tokens).all(-1).cpu()][0, 0])
+                remedy = (
+                    f"it overflows in float16: set models.{loaded.name}.dtype to bfloat16 "
+                    "or float32"
+                    if out.dtype == torch.float16
+                    else "check the model's weights"
+                )
                 raise SteeropsError(
                     f"calibration: block {layer} gave non-finite activations ({out.dtype}) on "
-                    f"calibration sequence {bad}: the model overflows in this dtype; set "
-                    f"models.{loaded.name}.dtype to float32 or bfloat16"
+                    f"calibration sequence {bad}: {remedy}"
                 )
             sums[layer].add(tokens, where[real])
         bar.update(len(batch))

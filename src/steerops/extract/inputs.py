@@ -62,7 +62,10 @@ def response_examples(tokenizer, rows: list[dict]) -> list[Example]:
     encoded_again = 0
     for i, row in enumerate(rows):
         generated = generated_ids(tokenizer, row)
-        encoded_again += generated is None and row.get("response_ids") is not None
+        # an empty response has no frame either way: only ids that did not decode count
+        encoded_again += (
+            generated is None and bool(row["response"]) and row.get("response_ids") is not None
+        )
         ids, n_prompt = encode(
             tokenizer, row["prompt"], row.get("system_prompt"), row["response"], generated
         )

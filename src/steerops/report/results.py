@@ -21,7 +21,9 @@ VERDICTS = (
     "Verdicts: **ok** (held-out interval above zero and coherent held out: an optimal "
     "coefficient), **no effect** (the held-out interval reaches zero: no optimal coefficient), "
     "**incoherent held out**, **needs finer coefficients** (no steered config coherent), "
-    "**trait unscored** (coherent steered configs, none with a trait score)."
+    "**trait unscored** (coherent steered configs, none with a trait score), **held out "
+    "unscored** (the judge gave the choice no held-out trait or coherence score: a failure, "
+    "not a finding)."
 )
 
 

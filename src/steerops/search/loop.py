@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from steerops.errors import SteeropsError
 from steerops.search.known import KnownResult
 from steerops.search.study import MAX_REPEATS, Proposal, SearchStudy
-from steerops.steering.configs import Config, VectorSource, delta
+from steerops.steering.configs import Config, VectorSource, delta, trait_delta
 
 
 @dataclass
@@ -54,14 +54,14 @@ def run_search(
         rows=0 if getattr(base, "cached", False) else len(evaluator.questions),
     )
     for k in known:  # same settings and questions, so the same baseline applies
+        # paired over the questions both scored, as the search's own trials
+        change = trait_delta(k.scores, base, direction) if k.scores else None
+        if change is None:
+            change = delta(k.trait_mean, base.trait_mean, direction)
+        if change is None:
+            continue  # nothing to compare it with
         if study.add_known(
-            k.layer,
-            k.coefficient,
-            k.weight,
-            k.trait_mean,
-            k.coherence_mean,
-            delta(k.trait_mean, base.trait_mean, direction),
-            k.n,
+            k.layer, k.coefficient, k.weight, k.trait_mean, k.coherence_mean, change, k.n
         ):
             stats.imported += 1
     study.enqueue_startup()

@@ -22,7 +22,7 @@ from typing import Any
 
 from steerops import stats
 from steerops.io import read_json, write_json, write_text
-from steerops.steering.configs import delta, summarize
+from steerops.steering.configs import summarize
 from steerops.steering.store import METRICS_FILE, ResultsLog, joined, scores_of
 from steerops.summary import collect, summary_dir
 
@@ -97,7 +97,6 @@ def config_rows(
     first = {q: i for i, q in reversed(list(enumerate(questions)))}
     halves = proto.split(questions)
     selection, heldout = ([first[q] for q in half] for half in halves)
-    base_all = summarize(base)
     rows = []
     for entry in log.configs(settings_hash, vector_files, units):
         scores = scores_of(entry)
@@ -115,7 +114,8 @@ def config_rows(
             weight=joined([v["weight"] for v in vectors]),
             trait_mean=every["trait_mean"],
             coherence_mean=every["coherence_mean"],
-            trait_delta=delta(every["trait_mean"], base_all["trait_mean"], proto.direction),
+            # paired over the questions both scored, as each half's delta and its interval
+            trait_delta=stats.paired_mean(scores, base, proto.sign),
             n=every["n"],
             n_unscored=every["n_unscored"],
             vector_hash="+".join(entry.get("vector_hashes") or []),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import overload
 
+from steerops import stats
 from steerops.specs import MethodName, Position
 
 
@@ -113,3 +114,14 @@ def delta(value: float | None, base: float | None, direction: str) -> float | No
     if value is None or base is None:
         return None
     return value - base if direction == "positive" else base - value
+
+
+def trait_delta(
+    scores: list[tuple[float | None, float | None]], base: ConfigResult, direction: str
+) -> float | None:
+    """The trait change from the baseline in the steering direction over the questions both
+    scored (paired, as every half's delta and its interval); a difference of means when the
+    baseline's per-question scores are not at hand."""
+    if len(base.scores) != len(scores):
+        return delta(summarize(scores)["trait_mean"], base.trait_mean, direction)
+    return stats.paired_mean(scores, base.scores, 1.0 if direction == "positive" else -1.0)

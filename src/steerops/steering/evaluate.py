@@ -32,7 +32,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from steerops import stats
 from steerops.errors import SteeropsError
 from steerops.io import text_md5
 from steerops.specs import canonical_method, canonical_position
@@ -41,8 +40,8 @@ from steerops.steering.configs import (
     ConfigResult,
     VectorRef,
     VectorSource,
-    delta,
     summarize,
+    trait_delta,
 )
 from steerops.steering.session import SteeringSession
 from steerops.steering.store import (
@@ -448,15 +447,6 @@ class SteeringEvaluator:
             if log.questions(self.settings_hash) is None:
                 entries = [self._baseline_entry(), *entries]
             log.append(entries)
-
-
-def trait_delta(scores: list[Score], base: ConfigResult, direction: str) -> float | None:
-    """The trait change from the baseline in the steering direction over the questions both
-    scored (paired, as every half's delta and its interval); a difference of means when the
-    baseline's per-question scores are not at hand."""
-    if len(base.scores) != len(scores):
-        return delta(summarize(scores)["trait_mean"], base.trait_mean, direction)
-    return stats.paired_mean(scores, base.scores, 1.0 if direction == "positive" else -1.0)
 
 
 def _scores(result: ConfigResult) -> list[Score]:
