@@ -389,8 +389,18 @@ def pool_batch(
     # one token per row (a prompts-only row's empty window takes column lo; it is dropped)
     single = len(used) > 0 and all(len(w) <= 1 for w in windows)
     cols = weights.argmax(-1) + lo if single else None
-    # the norm unit is the residual's whatever the component: the steering adds to it
-    residual: dict[int, torch.Tensor] | None = {} if prompt is not None else None
+    norms: dict[int, torch.Tensor] = {}
+
+    def residual_norms(layer: int, block: torch.Tensor) -> None:
+        # the norm unit is the residual's whatever the component (the steering adds to
+        # it), reduced as each block runs: a component's extraction keeps no second tensor
+        assert prompt is not None and window_mask is not None
+        norms[layer] = _to_host(
+            token_norm.token_norm_stats(
+                block, prompt.to(block.device), window_mask.to(block.device), *massive
+            )
+        )
+
     store = forward_capture(
         extractor.model,
         extractor.layout,
@@ -398,20 +408,12 @@ def pool_batch(
         mask.to(extractor.device),
         layers,
         component,
-        residual,
+        on_residual=residual_norms if prompt is not None else None,
     )
-    pooled, norms = {}, {}
+    pooled = {}
     queued: set[torch.device] = set()  # GPUs whose copies to pinned memory are in flight
     for layer in layers:
         hidden = store.pop(layer)
-        if residual is not None:
-            block = residual.pop(layer)
-            norms[layer] = _to_host(
-                token_norm.token_norm_stats(
-                    block, prompt.to(block.device), window_mask.to(block.device), *massive
-                )
-            )
-            del block
         if single:
             rows = torch.arange(len(seqs), device=hidden.device)
             values = hidden[rows, cols.to(hidden.device)].float()

@@ -8,7 +8,7 @@ removed on every exit path.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -34,23 +34,32 @@ def _first(output):
 
 @contextlib.contextmanager
 def capture(
-    layout: ModelLayout, layers: list[int], component: str = "residual", stop_early: bool = True
-) -> Iterator[dict[int, torch.Tensor]]:
-    """Hook `component` at `layers`; yields a dict filled with [batch, seq, hidden] outputs."""
-    store: dict[int, torch.Tensor] = {}
+    layout: ModelLayout,
+    layers: list[int],
+    component: str = "residual",
+    stop_early: bool = True,
+    on_output: Callable[[int, torch.Tensor], None] | None = None,
+    keep: bool = True,
+) -> Iterator[dict[int, torch.Tensor | None]]:
+    """Hook `component` at `layers`; yields a dict filled with [batch, seq, hidden] outputs
+    (None with `keep` False), each also handed to `on_output(layer, output)` as it comes."""
+    store: dict[int, torch.Tensor | None] = {}
     deepest = max(layers)
     handles = []
 
     def make_hook(layer: int):
         def hook(module, args, output):
-            store[layer] = _first(output)
-            if store[layer].dim() != 3:
+            out = _first(output)
+            if out.dim() != 3:
                 raise SteeropsError(
                     f"component {component} at layer {layer}: the module outputs shape "
-                    f"{list(store[layer].shape)}, not [batch, seq, hidden]; set "
+                    f"{list(out.shape)}, not [batch, seq, hidden]; set "
                     f"models.{layout.variant}.{_KEYS.get(component, 'layers_path')} to a "
                     "module whose output is"
                 )
+            if on_output is not None:
+                on_output(layer, out)
+            store[layer] = out if keep else None
             if stop_early and layer == deepest and len(store) == len(layers):
                 raise StopForward
 
@@ -74,15 +83,25 @@ def forward_capture(
     attention_mask: torch.Tensor,
     layers: list[int],
     component: str = "residual",
-    residual: dict[int, torch.Tensor] | None = None,
+    on_residual: Callable[[int, torch.Tensor], None] | None = None,
 ) -> dict[int, torch.Tensor]:
     """Run `model` up to the deepest of `layers`; return {layer: [batch, seq, hidden]}.
-    `residual`: a dict to fill with the residual (block output) at `layers` as well, when
-    `component` is another (the forward then stops after the deepest block's output)."""
+    `on_residual(layer, output)`: called with the residual (block output) at each of
+    `layers` as it is computed, whatever `component` is; it keeps what it needs, never the
+    tensor (with another component the forward then stops after the deepest block)."""
     with contextlib.ExitStack() as stack:
-        both = residual is not None and component != "residual"
-        store = stack.enter_context(capture(layout, layers, component, stop_early=not both))
-        blocks = stack.enter_context(capture(layout, layers)) if both else store
+        both = on_residual is not None and component != "residual"
+        store = stack.enter_context(
+            capture(
+                layout,
+                layers,
+                component,
+                stop_early=not both,
+                on_output=None if both else on_residual,
+            )
+        )
+        if both:
+            stack.enter_context(capture(layout, layers, on_output=on_residual, keep=False))
         try:
             model(
                 input_ids=input_ids,
@@ -92,6 +111,4 @@ def forward_capture(
             )
         except StopForward:
             pass
-    if residual is not None:
-        residual.update(blocks)
-    return dict(store)
+    return {layer: out for layer, out in store.items() if out is not None}
