@@ -201,8 +201,9 @@ def token_stats(
         for layer in layers:
             out = store[layer]
             tokens = out[real.to(out.device)]
-            if not torch.isfinite(tokens).all():  # an overflow would pass for a massive dim
-                bad = int(where[real][~torch.isfinite(tokens).all(-1).cpu()][0, 0])
+            finite = torch.isfinite(tokens).all(-1)  # per token
+            if not finite.all():  # an overflow would pass for a massive dim
+                bad = int(where[real][~finite.cpu()][0, 0])
                 remedy = (
                     f"it overflows in float16: set models.{loaded.name}.dtype to bfloat16 "
                     "or float32"

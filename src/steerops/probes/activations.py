@@ -90,7 +90,8 @@ def ensure_conditions(
     for cid, prompt in conditions:
         shared = condition_dir(params, cid)
         own = condition_dir(params, cid, extract_root)
-        fresh = [d for d in (shared, own) if is_fresh(params, d, digest, prompt, layers)]
+        places = dict.fromkeys((shared, own))  # one place without `extract_root`: read once
+        fresh = [d for d in places if is_fresh(params, d, digest, prompt, layers)]
         dirs[cid] = fresh[0] if fresh else own
         if not fresh:
             stale.append((cid, prompt))

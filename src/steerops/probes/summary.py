@@ -25,12 +25,11 @@ VERSION_KEYS = ("pearson_within", "pearson_within_ci", "p_perm", "sign_agreement
 
 
 def write_train_summary(params) -> None:
-    cells = collect(params.out / "probes", "metrics.json")
-    headline = {cell: read_json(path) for cell, path in cells.items()}
-    write_json(
-        summary_dir(params) / "probe_train.json",
-        {cell: {k: h.get(k) for k in TRAIN_KEYS} for cell, h in headline.items()},
-    )
+    summary = {}
+    for cell, path in collect(params.out / "probes", "metrics.json").items():
+        headline = read_json(path)
+        summary[cell] = {k: headline.get(k) for k in TRAIN_KEYS}
+    write_json(summary_dir(params) / "probe_train.json", summary)
 
 
 def write_ood_summary(params) -> None:

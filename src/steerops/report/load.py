@@ -25,13 +25,12 @@ from steerops.extract.store import read_layer as read_activations
 from steerops.io import file_md5, read_json
 from steerops.search.store import best_row, searches
 from steerops.steering.best import ROW_COLUMNS, aliases, config_rows, protocol, vector_map
-from steerops.steering.configs import vector_file_key
+from steerops.steering.configs import VectorRef, vector_file_key
 from steerops.steering.store import (
     METRICS_FILE,
     RESULTS_FILE,
     ResultsLog,
     entry_key,
-    vector_identity,
 )
 from steerops.vectors.store import METADATA_FILE as VECTORS_METADATA
 from steerops.vectors.store import TENSORS_FILE, is_stored, load_vectors, vectors_dir
@@ -114,24 +113,21 @@ def _vector_files_now(params, log: ResultsLog, settings_hash: str, labels: dict)
 
 
 def _units_now(params, log: ResultsLog, settings_hash: str, labels: dict) -> dict[str, float]:
-    """|weight| per unit coefficient of each vector the cell's configs steered with, as the
-    vectors' metadata gives it now (`ResultsLog.configs`): 1 for absolute coefficients, the
-    layer's `mean_norm` for norm ones; a vector whose metadata is gone is left out."""
-    absolute = labels["unit"] == "absolute"
-    out: dict[str, float] = {}
+    """Each logged vector's weight per unit coefficient now (`ResultsLog.units_now`), from
+    the vectors' metadata on disk (the layer's `mean_norm`); a vector without one is left
+    out."""
     metadata: dict[Path, dict] = {}
-    for v in log.logged_vectors(settings_hash):
-        args = (labels["trait"], labels["vector_variant"], v["position"], v["component"])
-        folder = vectors_dir(params.inputs, *args, v["method"])
+
+    def layer_norm(ref: VectorRef) -> float | None:
+        args = (labels["trait"], labels["vector_variant"], ref.position, ref.component)
+        folder = vectors_dir(params.inputs, *args, ref.method)
         if folder not in metadata:
             path = folder / VECTORS_METADATA
             metadata[folder] = read_json(path) if path.is_file() else {}
-        entry = (metadata[folder].get("layers") or {}).get(str(v["layer"])) or {}
-        if absolute:
-            out[vector_identity(v)] = 1.0
-        elif entry.get("mean_norm") is not None:
-            out[vector_identity(v)] = float(entry["mean_norm"])
-    return out
+        entry = (metadata[folder].get("layers") or {}).get(str(ref.layer)) or {}
+        return None if entry.get("mean_norm") is None else float(entry["mean_norm"])
+
+    return log.units_now(settings_hash, labels["unit"] == "absolute", layer_norm)
 
 
 def _say_left_out(

@@ -34,7 +34,6 @@ from typing import Any
 
 from steerops.errors import SteeropsError
 from steerops.io import text_md5
-from steerops.specs import canonical_method, canonical_position
 from steerops.steering.configs import (
     Config,
     ConfigResult,
@@ -56,7 +55,6 @@ from steerops.steering.store import (
     results_file,
     scope_of,
     unsteered_hash,
-    vector_identity,
 )
 
 _CHUNK_SUB_BATCHES = 4  # configs per chunk fill about this many sub-batches
@@ -143,23 +141,17 @@ class SteeringEvaluator:
         return self.session.sources.file_hashes((source.at(0),))
 
     def units_now(self, log: ResultsLog) -> dict[str, float]:
-        """|weight| per unit coefficient of each vector the log's configs (under these
-        settings) steered with, as it is now (`ResultsLog.configs`); vectors no longer on
-        disk are left out."""
-        absolute = self.session.params.steering.coefficient_unit == "absolute"
-        out = {}
-        for v in log.logged_vectors(self.settings_hash):
-            ref = VectorRef(
-                int(v["layer"]),
-                v["component"],
-                canonical_position(v["position"]),
-                canonical_method(v["method"]),
-            )
+        """Each logged vector's weight per unit coefficient now (`ResultsLog.units_now`),
+        from the session's vectors."""
+
+        def layer_norm(ref: VectorRef) -> float | None:
             try:
-                out[vector_identity(v)] = 1.0 if absolute else self.session.sources.layer_norm(ref)
+                return self.session.sources.layer_norm(ref)
             except SteeropsError:  # gone, or no such layer: the md5 check leaves them out
-                continue
-        return out
+                return None
+
+        absolute = self.session.params.steering.coefficient_unit == "absolute"
+        return log.units_now(self.settings_hash, absolute, layer_norm)
 
     def vector_hash(self, ref: VectorRef) -> str:
         """The md5 of one vector's values: equal for identical tensors under any name."""

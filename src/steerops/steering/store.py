@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -134,17 +134,21 @@ def _units(entry: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def vector_identity(vector: dict[str, Any]) -> str:
-    """A logged vector's identity (layer, component, position, method; no weight), in the
+def logged_ref(vector: dict[str, Any]) -> VectorRef:
+    """A logged vector (a config entry's `vectors` item) as the vector it names, in the
     canonical spellings."""
-    return json.dumps(
-        [
-            int(vector["layer"]),
-            vector["component"],
-            canonical_position(vector["position"]),
-            canonical_method(vector["method"]),
-        ]
+    return VectorRef(
+        int(vector["layer"]),
+        vector["component"],
+        canonical_position(vector["position"]),
+        canonical_method(vector["method"]),
     )
+
+
+def vector_identity(vector: dict[str, Any]) -> str:
+    """A logged vector's identity (layer, component, position, method; no weight)."""
+    ref = logged_ref(vector)
+    return json.dumps([ref.layer, ref.component, ref.position, ref.method])
 
 
 def entry_key(config: dict[str, Any]) -> str:
@@ -230,6 +234,23 @@ class ResultsLog:
                 for v in e["config"]["vectors"]:
                     seen.setdefault(vector_identity(v), v)
         return list(seen.values())
+
+    def units_now(
+        self,
+        settings_hash: str,
+        absolute: bool,
+        layer_norm: Callable[[VectorRef], float | None],
+    ) -> dict[str, float]:
+        """|weight| per unit coefficient of each vector the configs logged under these
+        settings steered with, as it is now (`configs`' `units`): 1 for absolute
+        coefficients, else `layer_norm(vector)` from the vectors' metadata; a vector it
+        gives None for (gone) is left out."""
+        out = {}
+        for v in self.logged_vectors(settings_hash):
+            unit = 1.0 if absolute else layer_norm(logged_ref(v))
+            if unit is not None:
+                out[vector_identity(v)] = unit
+        return out
 
     def configs(
         self,
