@@ -18,10 +18,20 @@ from steerops.errors import SteeropsError
 from steerops.search.known import KnownResult, band_points, load_known
 from steerops.search.loop import run_search
 from steerops.stats import split_questions
+from steerops.steering.configs import ConfigResult
 from steerops.steering.store import scope_of
 
 QUESTIONS = [f"q{i}" for i in range(8)]
 GRID = (0.5, 1.0, 1.5, 2.0)
+
+
+def baseline(scores) -> ConfigResult:
+    """The unsteered run's result with its per-question (trait, coherence) scores."""
+    traits = [t for t, _ in scores if t is not None]
+    return ConfigResult(None, sum(traits) / len(traits), 100.0, len(scores), [], scores=scores)
+
+
+BASE = ConfigResult(None, BASELINE_TRAIT, 100.0, 4, [])  # means only, as a constructed result
 
 
 def grid_log(tmp_path, layers=(2,), noisy_question: str | None = None):
@@ -83,11 +93,32 @@ def test_band_points_bracket_the_strongest_coherent_grid_coefficient():
         KnownResult(2, c, 10 * c, synthetic_trait(2, c), synthetic_coherence(2, c), 4) for c in GRID
     ]
     # coherent up to 1.0 (1.5 gives 55): start between 1.0 and 1.5
-    assert band_points(known, BASELINE_TRAIT, 68.0, 3.0) == [(2, 1.166667), (2, 1.333333)]
+    assert band_points(known, BASE, 68.0, 3.0) == [(2, 1.166667), (2, 1.333333)]
     # the largest known coefficient still coherent: half a step beyond, within the range
-    assert band_points(known[:2], BASELINE_TRAIT, 68.0, 1.2) == [(2, 1.2)]
+    assert band_points(known[:2], BASE, 68.0, 1.2) == [(2, 1.2)]
     # nothing coherent with a gain: nowhere to start from
-    assert band_points(known[2:], BASELINE_TRAIT, 68.0, 3.0) == []
+    assert band_points(known[2:], BASE, 68.0, 3.0) == []
+
+
+def test_band_points_rank_layers_by_the_paired_gain_as_the_trials_are_valued():
+    # the baseline left q0 unscored: layer 1's mean owes most of its lead to q0, which the
+    # paired gain (the trials' value) leaves out; layer 2 gains more where both scored
+    base = baseline([(None, 100.0), (0.0, 100.0), (0.0, 100.0), (0.0, 100.0)])
+    layer1 = [(100.0, 90.0), (10.0, 90.0), (10.0, 90.0), (10.0, 90.0)]  # mean 32.5, paired 10
+    layer2 = [(20.0, 90.0)] * 4  # mean 20, paired 20
+    known = [
+        KnownResult(1, 1.0, 10.0, 32.5, 90.0, 4, layer1),
+        KnownResult(2, 1.0, 10.0, 20.0, 90.0, 4, layer2),
+    ]
+    assert band_points(known, base, 68.0, 3.0, layers=1) == [(2, 1.5)]
+    # a known result no question of which the baseline also scored has no gain to rank by
+    lone = [(50.0, 90.0), (None, 90.0), (None, 90.0), (None, 90.0)]
+    assert band_points([KnownResult(1, 1.0, 10.0, 50.0, 90.0, 4, lone)], base, 68.0, 3.0) == []
+    # the negative direction ranks by the gain downward
+    down = [KnownResult(1, 1.0, 10.0, 32.5, 90.0, 4, layer1), known[1]]
+    assert band_points(down, baseline([(40.0, 100.0)] * 4), 68.0, 3.0, "negative", 1) == [
+        (2, 1.5)
+    ]
 
 
 def test_a_search_given_grid_results_asks_for_no_config_already_evaluated(tmp_path):
@@ -96,7 +127,8 @@ def test_a_search_given_grid_results_asks_for_no_config_already_evaluated(tmp_pa
     known = load_known(path, scope, search, "mean_diff", "prompt[-1]", "residual", [1, 2])
     assert len(known) == 8
     study = open_study(tmp_path, layers=(1, 2), seed=0, startup_trials=4)
-    for layer, c in band_points(known, BASELINE_TRAIT, 68.0, 3.0):
+    base = baseline([(BASELINE_TRAIT, 100.0)] * len(search))
+    for layer, c in band_points(known, base, 68.0, 3.0):
         study.enqueue(layer, c)
     for c in GRID:  # as `search.enqueue: [grid points]` would: already known, never asked
         study.enqueue(2, c)
@@ -171,3 +203,18 @@ def test_a_known_result_s_trial_value_is_paired_like_the_search_s_own(tmp_path):
     assert stats.imported == 1
     (record,) = [r for r in study.records() if r.coefficient == 1.0]
     assert record.trait_delta == pytest.approx(100.0)
+    # scored only where the baseline was not: no paired value, and no difference of means
+    # (0 - 33.3) in its place; the search's own trial would have failed as unscored
+    apart = [(None, 80.0), (None, 80.0), (None, 80.0), (0.0, 80.0)]
+    lone = [KnownResult(2, 2.0, 20.0, 0.0, 80.0, 1, scores=apart)]
+    stats = run_search(
+        open_study(tmp_path, layers=(2,), name="apart", seed=0, startup_trials=1),
+        evaluator,
+        SOURCE,
+        target=0,
+        batch=1,
+        direction="positive",
+        known=lone,
+        progress=False,
+    )
+    assert stats.imported == 0

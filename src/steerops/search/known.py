@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from steerops.errors import SteeropsError
-from steerops.steering.configs import summarize
+from steerops.steering.configs import ConfigResult, delta, summarize, trait_delta
 
 
 @dataclass(frozen=True)
@@ -108,25 +108,30 @@ def load_known(
 
 def band_points(
     known: list[KnownResult],
-    baseline_trait: float,
+    base: ConfigResult,
     min_coherence: float,
     coef_max: float,
     direction: str = "positive",
     layers: int = 2,
 ) -> list[tuple[int, float]]:
     """Where the search starts: at the `layers` layers with the largest coherent trait gain
-    among known results, the two thirds-points between the strongest coherent coefficient
-    and the next known one above it (where coherence broke), or a half step beyond it when
-    it is the largest known; points already known are left out."""
-    sign = 1.0 if direction == "positive" else -1.0
-    best: dict[int, KnownResult] = {}
+    among known results (against the baseline `base`, paired as the trials' values), the two
+    thirds-points between the strongest coherent coefficient and the next known one above
+    it (where coherence broke), or a half step beyond it when it is the largest known;
+    points already known are left out."""
+    def gain(k: KnownResult) -> float | None:
+        if k.scores:
+            return trait_delta(k.scores, base, direction)
+        return delta(k.trait_mean, base.trait_mean, direction)
+
+    best: dict[int, tuple[float, KnownResult]] = {}
     for k in known:
-        gain = sign * (k.trait_mean - baseline_trait)
-        if k.coefficient == 0 or k.coherence_mean < min_coherence or gain <= 0:
+        g = gain(k)
+        if k.coefficient == 0 or k.coherence_mean < min_coherence or g is None or g <= 0:
             continue
-        if k.layer not in best or gain > sign * (best[k.layer].trait_mean - baseline_trait):
-            best[k.layer] = k
-    ranked = sorted(best.values(), key=lambda k: -sign * (k.trait_mean - baseline_trait))
+        if k.layer not in best or g > best[k.layer][0]:
+            best[k.layer] = (g, k)
+    ranked = [k for _, k in sorted(best.values(), key=lambda gk: (-gk[0], gk[1].layer))]
     seen = {(k.layer, k.coefficient) for k in known}
     points: list[tuple[int, float]] = []
     for top in ranked[:layers]:

@@ -54,12 +54,14 @@ def run_search(
         rows=0 if getattr(base, "cached", False) else len(evaluator.questions),
     )
     for k in known:  # same settings and questions, so the same baseline applies
-        # paired over the questions both scored, as the search's own trials
-        change = trait_delta(k.scores, base, direction) if k.scores else None
-        if change is None:
+        # paired over the questions both scored, as the search's own trials; a result
+        # without per-question scores (none from a results log) falls back to the means
+        if k.scores:
+            change = trait_delta(k.scores, base, direction)
+        else:
             change = delta(k.trait_mean, base.trait_mean, direction)
         if change is None:
-            continue  # nothing to compare it with
+            continue  # no question both scored: nothing to compare it with
         if study.add_known(
             k.layer, k.coefficient, k.weight, k.trait_mean, k.coherence_mean, change, k.n
         ):

@@ -234,7 +234,7 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
         base = evaluator.baseline()
         if base.trait_mean is not None:
             for layer, c in band_points(
-                outside, base.trait_mean, plan.min_coherence, cfg.coef_max, st.direction
+                outside, base, plan.min_coherence, cfg.coef_max, st.direction
             ):
                 study.enqueue(layer, c)
     tracker.log_params(
