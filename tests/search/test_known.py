@@ -116,9 +116,7 @@ def test_band_points_rank_layers_by_the_paired_gain_as_the_trials_are_valued():
     assert band_points([KnownResult(1, 1.0, 10.0, 50.0, 90.0, 4, lone)], base, 68.0, 3.0) == []
     # the negative direction ranks by the gain downward
     down = [KnownResult(1, 1.0, 10.0, 32.5, 90.0, 4, layer1), known[1]]
-    assert band_points(down, baseline([(40.0, 100.0)] * 4), 68.0, 3.0, "negative", 1) == [
-        (2, 1.5)
-    ]
+    assert band_points(down, baseline([(40.0, 100.0)] * 4), 68.0, 3.0, "negative", 1) == [(2, 1.5)]
 
 
 def test_a_search_given_grid_results_asks_for_no_config_already_evaluated(tmp_path):

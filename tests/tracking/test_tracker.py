@@ -393,6 +393,54 @@ def test_a_journal_logs_the_files_and_input_hashes_the_run_had_not_those_of_repl
     assert not list(journal_dir.glob("pending-*"))  # the journal and its copies are gone
 
 
+def test_copies_a_killed_worker_left_without_a_journal_are_removed_at_the_next_start(tmp_path):
+    """A worker copies an artifact when the run logs it and writes the journal when it ends:
+    killed in between, its copies are named by no journal. The next start removes them, and
+    leaves a journal's copies and a live worker's."""
+    from steerops.liveness import this_worker
+    from steerops.tracking.reconcile import remove_orphaned_copies
+    from steerops.tracking.worker import Worker
+
+    params = _params(tmp_path)
+    with track(params, "steer", "first"):
+        pass
+    journal_dir = tmp_path / ".steerops" / "tracking"
+    result = tmp_path / "result.json"
+    result.write_text('{"v": 1}')
+    uri, folder = _uri(tmp_path), str(journal_dir)  # strings: written into the script below
+    config = {"uri": uri, "experiment": "t", "description": "", "journal_dir": folder}
+    killed = f"""
+import os, sys
+sys.path.insert(0, {SRC!r})
+from steerops.tracking.worker import Worker
+worker = Worker({config!r})
+worker._fail(RuntimeError("server gone"))
+worker.handle({{"op": "artifact", "run": "r0", "path": {str(result)!r}, "dir": "out"}})
+os.kill(os.getpid(), 9)
+"""
+    proc = subprocess.run([sys.executable, "-c", killed], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (orphan,) = journal_dir.glob("pending-*.files")
+    assert (orphan / "0" / "result.json").read_text() == '{"v": 1}'
+    alive = Worker(config)  # this process's worker, still running: its copies stay
+    alive._fail(RuntimeError("server gone"))
+    alive.journal = journal_dir / "pending-alive-1.json"
+    alive.handle({"op": "artifact", "run": "r1", "path": str(result), "dir": "out"})
+    with track(params, "steer", "second"):
+        pass
+    assert not orphan.exists()
+    assert (journal_dir / "pending-alive-1.files" / "0" / "result.json").is_file()
+    # a journal's copies wait for its replay, whoever copied them
+    journalled = journal_dir / "pending-other-2.files"
+    journalled.mkdir()
+    gone = {**this_worker(), "pid": 999_999_999}  # no such process
+    (journalled / "owner.json").write_text(json.dumps(gone))
+    (journal_dir / "pending-other-2.replaying-999999999").write_text("{}")
+    assert remove_orphaned_copies(journal_dir) == []
+    (journal_dir / "pending-other-2.replaying-999999999").unlink()
+    assert remove_orphaned_copies(journal_dir) == [journalled]
+
+
 def test_the_finished_check_names_many_outputs_in_one_tag_or_none(tmp_path):
     """Outputs are named under their common folder, so a task set's conditions fit MLflow's
     tag limit; a list too long for it is left out (the run then ends KILLED if killed)."""

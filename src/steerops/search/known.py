@@ -119,6 +119,7 @@ def band_points(
     thirds-points between the strongest coherent coefficient and the next known one above
     it (where coherence broke), or a half step beyond it when it is the largest known;
     points already known are left out."""
+
     def gain(k: KnownResult) -> float | None:
         if k.scores:
             return trait_delta(k.scores, base, direction)

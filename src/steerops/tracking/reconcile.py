@@ -24,9 +24,32 @@ from steerops.tracking.sink import apply, one_line
 NODE, PID, PID_START = "steerops.node", "steerops.pid", "steerops.pid_start"
 
 
+OWNER_FILE = "owner.json"  # in a journal's `.files`: the worker that copied them
+
+
 def reconcile(client, uri: str, journal_dir: Path) -> None:
     replay_journals(client, uri, journal_dir)  # first: a replay ends its runs properly
+    remove_orphaned_copies(journal_dir)
     end_killed_runs(client)
+
+
+def remove_orphaned_copies(journal_dir: Path) -> list[Path]:
+    """Remove artifact copies no journal names: a worker copies an artifact when the run
+    logs it but writes the journal when it ends, so one killed in between leaves them.
+    Only copies whose worker ran on this node and is gone are touched."""
+    removed = []
+    for files in sorted(journal_dir.glob("pending-*.files")):
+        stem = files.name[: -len(".files")]
+        if any(p != files for p in journal_dir.glob(f"{stem}.*")):
+            continue  # its journal (or a replay of it) is there
+        try:
+            owner = json.loads((files / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours to judge
+        if isinstance(owner, dict) and is_gone(owner):
+            shutil.rmtree(files, ignore_errors=True)
+            removed.append(files)
+    return removed
 
 
 def replay_journals(client, uri: str, journal_dir: Path) -> None:

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from steerops.io import write_json
+from steerops.liveness import this_worker
 from steerops.tracking.completion import left_open
+from steerops.tracking.reconcile import OWNER_FILE
 from steerops.tracking.sink import apply, one_line
 from steerops.tracking.store import shown_uri
 
@@ -114,8 +116,12 @@ class Worker:
         taken now."""
         if op["op"] == "artifact":
             source = Path(op["path"])
-            copy = self.journal.with_suffix(".files") / str(len(self.pending)) / source.name
+            files = self.journal.with_suffix(".files")
+            copy = files / str(len(self.pending)) / source.name
             try:
+                if not files.exists():  # whose copies: swept if this worker dies unjournalled
+                    files.mkdir(parents=True)
+                    write_json(files / OWNER_FILE, this_worker())
                 if source.is_dir():
                     shutil.copytree(source, copy)
                 elif source.is_file():
