@@ -26,8 +26,16 @@ def make_job(
     component: str,
 ) -> Job:
     """The extraction job of one output folder, as params' `extraction` block sets it up."""
+    settings = model_settings(loaded.spec, loaded.source, loaded.tokenizer)
+    return job_of(params, settings, out_dir, position, layers, component)
+
+
+def job_of(
+    params, settings: dict, out_dir: Path, position: Position, layers: list[int], component: str
+) -> Job:
+    """`make_job` from the model's `model_settings` (which a tokenizer alone gives)."""
     cfg = params.extraction
-    settings = model_settings(loaded, cfg.padding_side)
+    settings = {**settings, "padding_side": cfg.padding_side}
     return Job(
         out_dir,
         position,
@@ -59,18 +67,17 @@ def run_logged(
     return meta
 
 
-def model_settings(loaded: LoadedModel, padding_side: str) -> dict:
+def model_settings(spec, source: str, tokenizer) -> dict:
     """What identifies the model in the settings hash: content, never a path, so a copied
-    project (or model folder) finds its extractions up to date."""
-    spec = loaded.spec
-    fingerprint = model_fingerprint(loaded.source, loaded.spec.revision)
+    project (or model folder) finds its extractions up to date. `spec`: the variant's
+    params, `source`: where it loads from."""
+    fingerprint = model_fingerprint(source, spec.revision)
     return {
         "model": spec.id if fingerprint == HUB else None,  # a hub id names its weights
         "revision": spec.revision,
         "model_dtype": spec.dtype,
         "weights": fingerprint,
-        "chat_template": text_md5(str(loaded.tokenizer.chat_template or "")),
-        "padding_side": padding_side,
+        "chat_template": text_md5(str(tokenizer.chat_template or "")),
     }
 
 

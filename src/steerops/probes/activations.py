@@ -4,6 +4,7 @@ load for every missing condition), and read chosen layers as float64 matrices.""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,17 @@ def tasks_digest(tasks) -> str:
 
 
 def is_fresh(
-    params, folder: Path, digest: str, system_prompt: str | None, layers: list[int] | None
+    params,
+    folder: Path,
+    digest: str,
+    system_prompt: str | None,
+    layers: list[int] | None,
+    hash_now: Callable[[str | None, list[int]], str] | None = None,
 ) -> bool:
     """Whether `folder` holds activations of these tasks, this condition prompt, this model
-    and (at least) these layers (None: params' probes.layers), so no model load is needed."""
+    and (at least) these layers (None: params' probes.layers), so no model load is needed;
+    with `hash_now` (`settings_hash_now`), also extracted as params would extract them now
+    (dtypes, padding side, chat template, token norm rule: what `extract --tasks` checks)."""
     if not is_complete(folder):
         return False
     meta = read_metadata(folder)
@@ -54,8 +62,37 @@ def is_fresh(
         or damage(folder) is not None  # tensors changed since they were written
     ):
         return False
+    recorded = meta.get("settings_hash")  # every extraction's (hand-made folders may lack it)
+    if hash_now is not None and recorded is not None:
+        if recorded != hash_now(system_prompt, list(meta.get("layers") or [])):
+            return False  # other extraction settings: `extract --tasks` would extract again
     wanted = layers if layers is not None else select_layers(params, folder)
     return set(wanted) <= set(stored_layers(folder))
+
+
+def settings_hash_now(params, tasks) -> Callable[[str | None, list[int]], str]:
+    """(condition system prompt, layers) -> the settings hash `extract --tasks` would record
+    for the probes' tasks now, from the tokenizer alone (loaded once, when first asked)."""
+    from steerops.extract.engine import job_hash
+    from steerops.extract.provenance import job_of, model_settings
+    from steerops.extract.tasks import Condition, task_examples
+    from steerops.models.loading import load_tokenizer, model_source
+    from steerops.specs import parse_position
+
+    probes = params.probes
+    position = parse_position(probes.position)
+    now: dict = {}
+
+    def settings_hash(system_prompt: str | None, layers: list[int]) -> str:
+        if not now:
+            now["tokenizer"] = load_tokenizer(params, probes.variant)
+            spec, source = params.variant(probes.variant), model_source(params, probes.variant)
+            now["settings"] = model_settings(spec, source, now["tokenizer"])
+        examples = task_examples(now["tokenizer"], tasks, Condition("now", system_prompt))
+        job = job_of(params, now["settings"], Path(), position, layers, probes.component)
+        return job_hash(job, examples)
+
+    return settings_hash
 
 
 def weights_now(params) -> str:
@@ -85,13 +122,13 @@ def ensure_conditions(
     if not tasks_file.is_file():
         raise SteeropsError(f"probes.tasks: file not found: {tasks_file}")
     tasks = load_tasks(tasks_file)
-    digest = tasks_digest(tasks)
+    digest, hash_now = tasks_digest(tasks), settings_hash_now(params, tasks)
     dirs, stale = {}, []
     for cid, prompt in conditions:
         shared = condition_dir(params, cid)
         own = condition_dir(params, cid, extract_root)
         places = dict.fromkeys((shared, own))  # one place without `extract_root`: read once
-        fresh = [d for d in places if is_fresh(params, d, digest, prompt, layers)]
+        fresh = [d for d in places if is_fresh(params, d, digest, prompt, layers, hash_now)]
         dirs[cid] = fresh[0] if fresh else own
         if not fresh:
             stale.append((cid, prompt))
@@ -118,7 +155,7 @@ def ensure_conditions(
         root=extract_root,
     )
     for cid, prompt in stale:
-        if not is_fresh(params, dirs[cid], digest, prompt, wanted):
+        if not is_fresh(params, dirs[cid], digest, prompt, wanted, hash_now):
             raise SteeropsError(
                 f"extraction of condition {cid!r} left no usable activations in {dirs[cid]}"
             )
