@@ -129,6 +129,45 @@ def test_clustered_proportion_covers_correlated_rollouts():
     assert covered["examples"] / runs < 0.86
 
 
+def test_pairwise_share_matches_a_draw_by_draw_task_bootstrap():
+    rng = np.random.default_rng(3)
+    tasks, n = 9, 40
+    first, second = rng.integers(0, tasks, n), rng.integers(0, tasks, n)
+    hits = rng.choice([0.0, 0.5, 1.0], n, p=[0.3, 0.1, 0.6])
+    got = stats.pairwise_share(hits, first, second, seed=7, resamples=300)
+    draws = np.random.default_rng(7).integers(0, tasks, size=(300, tasks))
+    shares = []
+    for row in draws:  # the tasks drawn; a comparison counts once per pair of draws
+        times = {t: list(row).count(t) for t in range(tasks)}
+        weight = [times[a] * times[b] for a, b in zip(first, second, strict=True)]
+        if sum(weight):
+            shares.append(sum(w * h for w, h in zip(weight, hits, strict=True)) / sum(weight))
+    assert got.n == n and got.mean == pytest.approx(hits.mean())
+    assert (got.lo, got.hi) == pytest.approx(tuple(np.quantile(shares, [0.025, 0.975])))
+    assert stats.pairwise_share([], [], [], seed=0) == stats.Interval(0, None, None, None)
+    with pytest.raises(ValueError):
+        stats.pairwise_share([1.0], [0, 1], [1], seed=0)
+
+
+def test_pairwise_share_covers_comparisons_that_share_tasks():
+    # 30 tasks, each in about 20 of 300 comparisons; how well the probe scores a task
+    # (its own success rate, Beta(2, 1): mean 2/3) moves all of its comparisons together
+    rng = np.random.default_rng(2)
+    tasks, n, runs = 30, 300, 300
+    covered = {"tasks": 0, "comparisons": 0}
+    for _ in range(runs):
+        quality = rng.beta(2.0, 1.0, tasks)
+        a = rng.integers(0, tasks, n)
+        b = (a + rng.integers(1, tasks, n)) % tasks
+        hits = (rng.random(n) < (quality[a] + quality[b]) / 2).astype(float)
+        boot = stats.pairwise_share(hits, a, b, seed=int(rng.integers(1 << 30)), resamples=500)
+        naive = stats.proportion(hits.sum(), n)
+        covered["tasks"] += boot.lo <= 2 / 3 <= boot.hi
+        covered["comparisons"] += naive.lo <= 2 / 3 <= naive.hi
+    assert covered["tasks"] / runs > 0.9
+    assert covered["comparisons"] / runs < 0.8
+
+
 def test_half_stats_means_and_delta():
     steered = [(100.0, 80.0), (0.0, 90.0), (None, None), (100.0, 70.0)]
     base = [(0.0, 100.0), (0.0, 100.0), (0.0, 100.0), (0.0, 95.0)]

@@ -21,6 +21,9 @@ what the steering aims for". A config "has an effect" when `lo > 0`.
 A share of hits (a vectors' held-out accuracy) gets a Wilson score interval instead
 (`proportion`): exact-enough for small n, never outside [0, 1]; examples that come in
 clusters (rollouts of one prompt) count at their effective size (`clustered_proportion`).
+A share of pairwise comparisons won (a probe's or a utility fit's pairwise accuracy) gets a
+bootstrap over the tasks compared (`pairwise_share`): comparisons that share a task are
+not independent draws.
 """
 
 from __future__ import annotations
@@ -135,6 +138,47 @@ def proportion(hits: float, n: int, confidence: float = CONFIDENCE) -> Interval:
     if not 0 <= hits <= n:
         raise ValueError(f"proportion: {hits} hits out of {n}")
     return Interval(n, hits / n, *_wilson(hits / n, n, confidence))
+
+
+def pairwise_share(
+    hits: Sequence[float],
+    first: Sequence[Any],
+    second: Sequence[Any],
+    seed: int,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> Interval:
+    """The share of pairwise comparisons won (`hits` 0, 0.5 for a tie, or 1 per comparison
+    of tasks `first[i]` and `second[i]`: task ids, drawn in their sorted order), with a
+    bootstrap interval
+    over the tasks compared: each resample draws the tasks with replacement and weighs a
+    comparison by the product of its two tasks' draw counts. Comparisons that share a task
+    are not independent (a mis-scored task loses all of its comparisons), which a Wilson
+    interval over comparisons would ignore. Resamples where no comparison survives are
+    left out of the percentiles."""
+    y = np.asarray(hits, dtype=np.float64)
+    if not len(y) == len(first) == len(second):
+        raise ValueError("pairwise_share: one pair of tasks per hit")
+    if len(y) == 0:
+        return Interval(0, None, None, None)
+    _, task = np.unique(np.asarray([*first, *second]), return_inverse=True)
+    a, b = task[: len(y)], task[len(y) :]
+    k = int(task.max()) + 1
+    rng = np.random.default_rng(seed)
+    shares = []
+    for start in range(0, resamples, 64):  # [draws, comparisons] weights, a chunk at a time
+        rows = min(64, resamples - start)
+        drawn = rng.integers(0, k, size=(rows, k)) + (np.arange(rows) * k)[:, None]
+        counts = np.bincount(drawn.ravel(), minlength=rows * k).reshape(rows, k)
+        weight = (counts[:, a] * counts[:, b]).astype(np.float64)
+        total = weight.sum(axis=1)
+        shares.append((weight @ y)[total > 0] / total[total > 0])
+    means = np.concatenate(shares)
+    if len(means) == 0:
+        return Interval(len(y), float(y.mean()), None, None)
+    tail = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(means, [tail, 1.0 - tail])
+    return Interval(len(y), float(y.mean()), float(lo), float(hi))
 
 
 def clustered_proportion(

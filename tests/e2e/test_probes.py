@@ -191,6 +191,19 @@ def test_ood_on_toy_conditions(toy_probe_run):
     assert (ood / "ood_scatter.png").stat().st_size > 1000
     cell = read_json(folder / "metrics" / "probe_ood.json")["toy/instruct/prompt_m1/conditions"]
     assert cell["inversion_rate"] == result["pairs"]["rate"]
+    # every headline number with its n, and an interval where it is a statistic
+    assert (cell["inversions"], cell["n_inversion_pairs"]) == (
+        result["pairs"]["inversions"],
+        result["pairs"]["n"],
+    )
+    v1 = result["per_version"]["v1"]
+    assert cell["versions"]["v1"]["sign_agreement_ci"] == v1["sign_agreement_ci"]
+    assert cell["versions"]["v1"]["n_sign"] == v1["n_sign"] > 0
+    low, high = result["probe"]["final_r_ci"]
+    assert low < result["probe"]["final_r"] < high and result["probe"]["final_n"] > 0
+    assert (
+        f"[{low:.3f}, {high:.3f}], n {result['probe']['final_n']})" in (ood / "ood.md").read_text()
+    )
     assert cell["versions"]["v1"]["p_perm"] == result["per_version"]["v1"]["p_perm"]
     assert cell["n_tasks"] == result["n_tasks"] and cell["layer"] == result["probe"]["layer"]
     assert (ood / "ood.md").read_text().count("|") > 20

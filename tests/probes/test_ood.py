@@ -80,12 +80,46 @@ def test_ranks_topk_and_inversions_on_hand_made_deltas():
         targets["C"]["topk_rate"]["probe_up"] == 0.5
         and targets["C"]["topk_rate"]["probe_down"] == 0.5
     )
-    assert targets["A"]["mean_delta_by_version"]["v2"] == {"probe": 0.5, "behaviour": 0.3}
+    assert targets["A"]["mean_delta_by_version"]["v2"] == {"probe": 0.5, "behaviour": 0.3, "n": 1}
     pairs = paired_inversions(list(targets.values()), ("A", "C"))
     by_version = {i["version"]: i for i in pairs["items"]}
     # v1: probe A-C = -0.1 but behaviour A-C = +0.3 -> inverted; v2: both positive
     assert by_version["v1"]["inverted"] and not by_version["v2"]["inverted"]
     assert (pairs["n"], pairs["inversions"], pairs["rate"]) == (2, 1, 0.5)
+
+
+def test_means_compared_across_roles_cover_the_same_conditions_and_tasks():
+    """A condition without a behavioural rate for the target is left out of the probe's
+    mean too: otherwise A - C compares means over different conditions and reads as an
+    inversion that no matched condition shows."""
+    tasks = ["t0", "t1", "t2", "t3"]
+    conds = [
+        OodCondition("A1", "p", "t0", "v1", "A"),
+        OodCondition("A2", "p", "t0", "v1", "A"),
+        OodCondition("C1", "p", "t0", "v1", "C"),
+    ]
+    probe = {
+        "A1": np.array([1.0, 0.2, -0.1, 0.4]),
+        "A2": np.array([-5.0, 0.3, 0.1, 0.0]),
+        "C1": np.array([0.0, 0.1, 0.2, 0.3]),
+    }
+    behaviour = {
+        "A1": np.array([0.5, 0.1, 0.0, 0.2]),
+        "A2": np.array([np.nan, 0.2, 0.1, 0.0]),  # no rate for the target under A2
+        "C1": np.array([0.0, 0.0, 0.1, 0.1]),
+    }
+    out = analyse(tasks, conds, probe, behaviour, n_perm=20, seed=0, top_k=1, roles=("A", "C"))
+    (a,) = [g for g in out["targets"] if g["role"] == "A"]
+    assert a["mean_delta_by_version"]["v1"] == {"probe": 1.0, "behaviour": 0.5, "n": 1}
+    (item,) = out["pairs"]["items"]
+    assert item["probe_diff"] == pytest.approx(1.0) and item["behaviour_diff"] == 0.5
+    assert not item["inverted"] and out["pairs"]["inversions"] == 0
+    means = out["per_version"]["v1"]["mean_target_delta"]["A"]
+    assert means == {"probe": 1.0, "behaviour": 0.5, "n": 1}
+    # per condition: both means over the 3 tasks A2 has a rate for
+    (a2,) = [c for c in out["per_condition"] if c["id"] == "A2"]
+    assert a2["n"] == 3 and a2["mean_probe_delta"] == pytest.approx(np.mean([0.3, 0.1, 0.0]))
+    assert a2["mean_behaviour_delta"] == pytest.approx(0.1)
 
 
 def test_per_version_statistics_pool_conditions():

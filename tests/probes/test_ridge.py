@@ -113,9 +113,11 @@ def test_cv_matches_sklearn_folds():
 def test_pairwise_accuracy_counts_only_scored_pairs_and_half_ties():
     pred = {"a": 1.0, "b": 0.0, "c": 0.0}
     comps = [("a", "b", "a"), ("b", "a", "b"), ("b", "c", "c"), ("a", "z", "a")]
-    acc, n = ridge.pairwise_accuracy(pred, comps)
-    assert n == 3 and acc == pytest.approx((1 + 0 + 0.5) / 3)
-    assert ridge.pairwise_accuracy({}, comps) == (None, 0)
+    got = ridge.pairwise_accuracy(pred, comps, seed=0)
+    assert got.n == 3 and got.mean == pytest.approx((1 + 0 + 0.5) / 3)
+    assert 0 <= got.lo <= got.mean <= got.hi <= 1
+    empty = ridge.pairwise_accuracy({}, comps, seed=0)
+    assert (empty.n, empty.mean, empty.lo, empty.hi) == (0, None, None, None)
 
 
 def test_pearson_interval_needs_four_points_and_two_varying_sides():

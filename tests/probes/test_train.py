@@ -199,9 +199,10 @@ def test_scores_of_another_task_set_are_refused_before_extraction(tmp_path, caps
     assert "--cv-folds: 4 folds of 10 tasks" in line
 
 
-def test_pairwise_accuracy_comes_with_its_n(tmp_path):
+def test_pairwise_accuracy_comes_with_its_n_and_interval(tmp_path, capsys):
     """metrics.json (what `dvc metrics show` prints) gives each layer's pairwise accuracy with
-    the number of comparisons it was scored on: those between final-split tasks only."""
+    the number of comparisons it was scored on (those between final-split tasks only) and
+    its 95% interval, a bootstrap over those tasks."""
     rng = np.random.default_rng(2)
     n = 160
     pairs = [tuple(rng.choice(n, 2, replace=False)) for _ in range(600)]
@@ -213,15 +214,32 @@ def test_pairwise_accuracy_comes_with_its_n(tmp_path):
             for w in [f"task{a:03d}"]
         )
     )
-    params_file, params, *_ = probe_world(tmp_path, comparisons=str(comparisons))
+    params_file, params, _, _, layers = probe_world(tmp_path, comparisons=str(comparisons))
     assert main(["probe", "train", "--params", str(params_file)]) == 0
-    metrics = json.loads(
-        (params.out / "probes" / "fake" / "instruct" / "prompt_m1" / "metrics.json").read_text()
-    )
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    metrics = json.loads((root / "metrics.json").read_text())
     final = set(ridge.split_tasks(n, 0.4, params.seed).final.tolist())
     expected = sum(a in final and b in final for a, b in pairs)
     assert metrics["pairwise_n"] == {"0": expected, "1": expected} and expected > 0
     assert set(metrics["pairwise_accuracy"]) == {"0", "1"}
+    # the interval an independent task bootstrap of the final split's predictions gives
+    from steerops import stats
+
+    manifest = json.loads((root / "runs" / metrics["run_id"] / "manifest.json").read_text())
+    weight, bias, _, _ = load_probe(root / "runs" / metrics["run_id"])
+    scored = [(a, b) for a, b in pairs if a in final and b in final]
+    pred = layers[1] @ weight + bias
+    hits = [float(pred[a] > pred[b]) + 0.5 * float(pred[a] == pred[b]) for a, b in scored]
+    first, second = ([f"task{t:03d}" for t in side] for side in zip(*scored, strict=True))
+    want = stats.pairwise_share(hits, first, second, seed=params.seed)
+    assert metrics["pairwise_accuracy"]["1"] == pytest.approx(want.mean)
+    assert metrics["pairwise_ci"]["1"] == pytest.approx([want.lo, want.hi])
+    assert manifest["layers"]["1"]["pairwise_ci"] == metrics["pairwise_ci"]["1"]
+    assert want.lo < want.mean < want.hi
+    printed = capsys.readouterr().out
+    assert (
+        f"pairwise accuracy {want.mean:.3f} [{want.lo:.3f}, {want.hi:.3f}] (n {expected}" in printed
+    )
 
 
 def test_a_constant_layer_is_reported_and_the_others_train(tmp_path, capsys):

@@ -130,6 +130,13 @@ def run_train(args: argparse.Namespace) -> None:
         f"  best layer {best} (alpha {layer['alpha']:g}): sweep r "
         f"{manifest['best_sweep_r']:.3f}, {final} {scored}{interval}{n}"
     )
+    if layer.get("pairwise_accuracy") is not None:
+        low, high = layer.get("pairwise_ci") or (None, None)
+        interval = "" if low is None else f" [{low:.3f}, {high:.3f}]"
+        print(
+            f"  pairwise accuracy {layer['pairwise_accuracy']:.3f}{interval} "
+            f"(n {layer['n_pairs']} comparisons of evaluated tasks; chance 0.5)"
+        )
     edge = layer.get("alpha_at_edge")
     if edge:
         way = "below" if edge == "lowest" else "above"

@@ -168,6 +168,23 @@ def _mean(values: list) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
+def _paired_means(rows: list[dict]) -> dict:
+    """Mean probe and behaviour delta over the rows where both are known (a condition or
+    task without a behavioural rate would otherwise weigh in one mean and not the other),
+    and their count."""
+    both = [
+        r
+        for r in rows
+        if _nan_to_none(r["probe_delta"]) is not None
+        and _nan_to_none(r["behaviour_delta"]) is not None
+    ]
+    return {
+        "probe": _mean([r["probe_delta"] for r in both]),
+        "behaviour": _mean([r["behaviour_delta"] for r in both]),
+        "n": len(both),
+    }
+
+
 def _nan_to_none(v: float) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
@@ -247,10 +264,7 @@ def per_target(
             )
 
         by_version = {
-            v: {
-                "probe": _mean([r["probe_delta"] for r in rows if r["version"] == v]),
-                "behaviour": _mean([r["behaviour_delta"] for r in rows if r["version"] == v]),
-            }
+            v: _paired_means([r for r in rows if r["version"] == v])
             for v in dict.fromkeys(r["version"] for r in rows)
         }
         out.append(
@@ -319,7 +333,7 @@ def analyse(
     targets = per_target(tasks, conditions, probe, behaviour, top_k)
     per_condition = []
     for c in conditions:
-        keep = np.isfinite(behaviour[c.id])
+        keep = np.isfinite(behaviour[c.id]) & np.isfinite(probe[c.id])
         x, y = probe[c.id][keep], behaviour[c.id][keep]
         per_condition.append(
             {
@@ -329,7 +343,8 @@ def analyse(
                 "target": c.target,
                 "n": int(keep.sum()),
                 "pearson": _nan_to_none(pearson(x, y)) if len(x) >= 3 else None,
-                "mean_probe_delta": _mean(list(probe[c.id])),
+                # over the same tasks: those with a behavioural rate
+                "mean_probe_delta": _mean(list(x)),
                 "mean_behaviour_delta": _mean(list(y)),
             }
         )
@@ -337,10 +352,7 @@ def analyse(
     for version, block in versions.items():
         rows = [(g["role"], r) for g in targets for r in g["conditions"] if r["version"] == version]
         block["mean_target_delta"] = {
-            role: {
-                "probe": _mean([r["probe_delta"] for ro, r in rows if ro == role]),
-                "behaviour": _mean([r["behaviour_delta"] for ro, r in rows if ro == role]),
-            }
+            role: _paired_means([r for ro, r in rows if ro == role])
             for role in dict.fromkeys(ro for ro, _ in rows)
         }
     return {

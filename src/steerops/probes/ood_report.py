@@ -25,17 +25,19 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 
 def _with_ci(block: dict, key: str) -> str:
-    """A statistic with its 95% bootstrap interval (runs written before it had none)."""
+    """A statistic with its 95% interval (runs written before it had none)."""
     low, high = block.get(f"{key}_ci") or (None, None)
     return _f(block[key]) + ("" if low is None else f" [{_f(low)}, {_f(high)}]")
 
 
 def markdown(result: dict) -> str:
     probe, base = result["probe"], result["baseline"]
+    final_n = f", n {probe['final_n']}" if probe.get("final_n") else ""
     lines = [
         "# OOD probe analysis",
         "",
-        f"Probe run `{probe['run_id']}`, layer {probe['layer']} (final r {_f(probe['final_r'])})."
+        f"Probe run `{probe['run_id']}`, layer {probe['layer']} (final r "
+        f"{_with_ci(probe, 'final_r')}{final_n})."
         f" Baseline `{base['id']}`: system prompt policy `{base['system_prompt_policy']}`"
         f" (system prompt {json.dumps(base['system_prompt'])}). {result['n_tasks']} tasks,"
         f" {result['permutations']} permutations (seed {result['seed']}).",

@@ -141,6 +141,8 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
             "layer": layer,
             "alpha": manifest["layers"][str(layer)]["alpha"],
             "final_r": manifest["layers"][str(layer)]["final_r"],
+            "final_r_ci": manifest["layers"][str(layer)].get("final_r_ci", [None, None]),
+            "final_n": manifest["layers"][str(layer)].get("final_n"),
         },
         "baseline": {
             "id": baseline.id,

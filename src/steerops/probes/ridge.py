@@ -30,6 +30,7 @@ from scipy import stats
 
 from steerops.errors import SteeropsError
 from steerops.probes.confounds import residuals
+from steerops.stats import Interval, pairwise_share
 
 MIN_PART = 3  # fewest tasks in any part for a Pearson r to mean anything
 
@@ -232,15 +233,17 @@ def fit_cv(
 
 
 def pairwise_accuracy(
-    pred: dict[str, float], comparisons: list[tuple[str, str, str]]
-) -> tuple[float | None, int]:
+    pred: dict[str, float], comparisons: list[tuple[str, str, str]], seed: int
+) -> Interval:
     """Fraction of comparisons between tasks in `pred` that the probe orders like the
-    winner (ties count half), and how many comparisons were scored."""
-    hits, n = 0.0, 0
+    winner (ties count half), with how many comparisons were scored and a 95% bootstrap
+    interval over the tasks compared (`steerops.stats.pairwise_share`)."""
+    hits, first, second = [], [], []
     for a, b, winner in comparisons:
         if a in pred and b in pred:
             loser = b if winner == a else a
             diff = pred[winner] - pred[loser]
-            hits += 1.0 if diff > 0 else 0.5 if diff == 0 else 0.0
-            n += 1
-    return (hits / n if n else None), n
+            hits.append(1.0 if diff > 0 else 0.5 if diff == 0 else 0.0)
+            first.append(a)
+            second.append(b)
+    return pairwise_share(hits, first, second, seed)

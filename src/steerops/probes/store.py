@@ -182,9 +182,16 @@ def headline_metrics(manifest: dict) -> dict:
             for k, v in layers.items()
             if v.get("pairwise_accuracy") is not None
         },
-        # comparisons between evaluated tasks each accuracy is scored on (chance 0.5)
+        # comparisons between evaluated tasks each accuracy is scored on (chance 0.5), and
+        # its 95% interval: a bootstrap over those tasks (comparisons sharing a task move
+        # together)
         "pairwise_n": {
             k: v["n_pairs"] for k, v in layers.items() if v.get("pairwise_accuracy") is not None
+        },
+        "pairwise_ci": {
+            k: v.get("pairwise_ci", [None, None])
+            for k, v in layers.items()
+            if v.get("pairwise_accuracy") is not None
         },
     }
 

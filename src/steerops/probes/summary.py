@@ -3,9 +3,9 @@ DVC cannot declare a metric inside the cached folders the runs live in, and thei
 follow params (task set, variant, position) that dvc.yaml cannot compute.
 
     metrics/probe_train.json   {cell: run, best layer, its final r with interval and n}
-    metrics/probe_ood.json     {cell: probe run, layer, tasks, A/C inversion rate, and per
-                                version the within-condition r, its permutation p and the
-                                sign agreement}
+    metrics/probe_ood.json     {cell: probe run, layer, tasks, A/C inversions of n pairs,
+                                and per version the within-condition r, its permutation p
+                                and the sign agreement, with intervals and n}
 """
 
 from __future__ import annotations
@@ -21,7 +21,15 @@ TRAIN_KEYS = (
     "best_final_r_ci",
     "best_final_n",
 )
-VERSION_KEYS = ("pearson_within", "pearson_within_ci", "p_perm", "sign_agreement", "n_tasks")
+VERSION_KEYS = (
+    "pearson_within",
+    "pearson_within_ci",
+    "p_perm",
+    "sign_agreement",
+    "sign_agreement_ci",
+    "n_sign",
+    "n_tasks",
+)
 
 
 def write_train_summary(params) -> None:
@@ -41,6 +49,8 @@ def write_ood_summary(params) -> None:
             "layer": result["probe"]["layer"],
             "n_tasks": result["n_tasks"],
             "inversion_rate": result["pairs"]["rate"],
+            "inversions": result["pairs"]["inversions"],
+            "n_inversion_pairs": result["pairs"]["n"],  # the A/C pairs the rate is over
             "versions": {
                 version: {k: block.get(k) for k in VERSION_KEYS}
                 for version, block in result["per_version"].items()

@@ -170,7 +170,8 @@ def heldout_accuracy(
 ) -> dict:
     """Fit on a seeded 1 - `fraction` of the comparisons and score the rest: the fraction
     the higher fitted mu wins (ties, e.g. two tasks seen only in held-out comparisons, count
-    half), with n and a 95% Wilson interval. Chance is 0.5."""
+    half), with n and a 95% interval: a bootstrap over the tasks compared, since comparisons
+    that share a task are not independent (`stats.pairwise_share`). Chance is 0.5."""
     tasks, pairs = _index(comparisons)
     order = np.random.default_rng(seed).permutation(len(pairs))
     held = np.zeros(len(pairs), dtype=bool)
@@ -179,12 +180,11 @@ def heldout_accuracy(
         return {"accuracy": None, "n": 0, "ci": [None, None], "fraction": fraction}
     mu, *_ = _fit(len(tasks), pairs[~held], prior_mu, prior_log_sigma, max_iter)
     diff = mu[pairs[held, 0]] - mu[pairs[held, 1]]
-    hits = float((diff > 0).sum() + 0.5 * (diff == 0).sum())
-    n = int(held.sum())
-    interval = stats.proportion(hits, n)
+    hits = (diff > 0) + 0.5 * (diff == 0)
+    interval = stats.pairwise_share(hits, pairs[held, 0], pairs[held, 1], seed)
     return {
-        "accuracy": hits / n,
-        "n": n,
+        "accuracy": interval.mean,
+        "n": interval.n,
         "ci": [interval.lo, interval.hi],
         "fraction": fraction,
     }

@@ -40,6 +40,7 @@ from steerops.probes.store import (
     write_run,
 )
 from steerops.specs import position_slug
+from steerops.stats import Interval
 from steerops.tracking import track
 
 
@@ -199,6 +200,7 @@ def skipped_layer(reason: str) -> dict:
         "alphas": [],
         "alpha_at_edge": None,
         "pairwise_accuracy": None,
+        "pairwise_ci": [None, None],
         "n_pairs": 0,
         "counts": {},
         "weight_norm": None,
@@ -285,11 +287,12 @@ def train(params) -> tuple[Path, dict, bool]:
         except ridge.DegenerateFit as exc:
             per_layer[str(layer)] = skipped_layer(str(exc))
             continue
-        acc, n_pairs = (None, 0)
+        pairwise = Interval(0, None, None, None)
         if comparisons:
-            acc, n_pairs = ridge.pairwise_accuracy(
+            pairwise = ridge.pairwise_accuracy(
                 {used[i]: float(p) for i, p in zip(fit.eval_index, fit.eval_pred, strict=True)},
                 comparisons,
+                config["split_seed"],
             )
         per_layer[str(layer)] = {
             "alpha": fit.alpha,
@@ -306,8 +309,9 @@ def train(params) -> tuple[Path, dict, bool]:
                 for a, r in zip(config["alphas"], fit.alpha_r, strict=True)
             ],
             "alpha_at_edge": ridge.alpha_edge(fit.alpha, config["alphas"]),
-            "pairwise_accuracy": acc,
-            "n_pairs": n_pairs,
+            "pairwise_accuracy": pairwise.mean,
+            "pairwise_ci": [pairwise.lo, pairwise.hi],  # bootstrap over the tasks compared
+            "n_pairs": pairwise.n,
             "counts": fit.counts,
             "weight_norm": float(np.linalg.norm(fit.weight)),
         }
