@@ -398,3 +398,74 @@ def test_response_ids_that_are_not_token_ids_are_one_line(tmp_path, ids):
     write_jsonl(path, [row, {**row, "polarity": "negative", "response_ids": ids}])
     with pytest.raises(SteeropsError, match=r"responses.jsonl:2: response_ids must be a list"):
         load_kept_responses(path, "toy/refusal", "base")
+
+
+def test_answers_the_endpoint_refused_to_judge_are_vetted_again_on_a_rerun(
+    tmp_path, toy_world, monkeypatch
+):
+    """A refusal is not cached by the judge, so the summary is not up to date while it holds
+    one: the rerun vets again (no generation) and keeps what the judge now scores."""
+    params_file = small_world(tmp_path, toy_world, generate={"max_new_tokens": 12})
+    refusing = {"on": True}
+    asked: list[str] = []
+
+    class Filtering:
+        id = "filtering"
+
+        def __init__(self):
+            self.unanswered: set[tuple[str, str]] = set()
+
+        def score(self, questions, responses):
+            asked.extend(questions)
+            pairs = list(zip(questions, responses, strict=True))
+            self.unanswered = set(pairs[:3]) if refusing["on"] else set()
+            return [(None, None) if p in self.unanswered else toy_judge.score(*p) for p in pairs]
+
+    monkeypatch.setattr("steerops.judges.make_judge", lambda params, trait: Filtering())
+    assert main(["generate", "--params", str(params_file), "--vet"]) == 0
+    rows, summary = outputs(params_file)
+    assert summary["judge_refused"] == 3 and len(asked) == 2 * N
+    assert all(not r["kept"] and r["trait"] is None for r in rows[:3])
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the completions should have been reused")
+
+    monkeypatch.setattr("steerops.models.generation.generate_responses", no_generation)
+    refusing["on"] = False
+    assert main(["generate", "--params", str(params_file), "--vet"]) == 0
+    vetted, summary = outputs(params_file)
+    assert summary["judge_refused"] == 0 and len(asked) == 4 * N
+    for r in vetted[:3]:
+        assert (r["trait"], r["coherence"]) == toy_judge.score(r["prompt"], r["response"])
+    assert main(["generate", "--params", str(params_file), "--vet"]) == 0
+    assert len(asked) == 4 * N  # up to date: nothing judged
+
+
+def test_the_judge_s_score_threshold_is_part_of_vetting(tmp_path, toy_world, monkeypatch):
+    """min_prob_mass is applied after the judge's cache (not in its id): another value
+    vets again instead of serving the kept set of the old one."""
+    vetted: list[float] = []
+
+    class Thresholded:
+        id = "thresholded"
+
+        def __init__(self, mass):
+            self.min_prob_mass = mass
+
+        def score(self, questions, responses):
+            vetted.append(self.min_prob_mass)
+            return [toy_judge.score(q, r) for q, r in zip(questions, responses, strict=True)]
+
+    monkeypatch.setattr(
+        "steerops.judges.make_judge", lambda params, trait: Thresholded(params.judge.min_prob_mass)
+    )
+    first = small_world(tmp_path, toy_world, generate={"max_new_tokens": 12})
+    assert main(["generate", "--params", str(first), "--vet"]) == 0
+    assert main(["generate", "--params", str(first), "--vet"]) == 0
+    assert vetted == [0.25]
+    data = yaml.safe_load(first.read_text())
+    data["judge"]["min_prob_mass"] = 0.9
+    first.write_text(yaml.safe_dump(data))
+    assert main(["generate", "--params", str(first), "--vet"]) == 0
+    assert vetted == [0.25, 0.9]
+    assert outputs(first)[1]["settings"]["judge_min_prob_mass"] == 0.9

@@ -13,6 +13,7 @@ import math
 import re
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -90,6 +91,19 @@ class FakeServer:
         if isinstance(action, tuple) and action[0] == "echo_after":  # ("echo_after", pad)
             auth = handler.headers.get("Authorization", "")
             return self.send(handler, 400, {"error": {"message": "x" * action[1] + auth}})
+        if isinstance(action, tuple) and action[0] == "reason":  # the key in the status line
+            handler.send_response(action[1], f"Unauthorized {handler.headers['Authorization']}")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return None
+        if isinstance(action, tuple) and action[0] == "escaped":  # ("escaped", status, how)
+            key = handler.headers["Authorization"].removeprefix("Bearer ")
+            data = action[2](key).encode()  # the key as the server's encoder writes it
+            handler.send_response(action[1])
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return None
         if action == "drop":
             handler.close_connection = True
             return None
@@ -238,7 +252,7 @@ def test_scores_are_probability_weighted_means(tmp_path, server, trait, key):
     assert scores[2][0] is None and scores[1][1] == pytest.approx((55 * 0.4 + 60 * 0.4) / 0.8)
     assert len(server.requests) == 2 * len(RESPONSES)
     body = server.requests[0]
-    assert body["model"] == "judge-mini" and body["max_tokens"] == 2
+    assert body["model"] == "judge-mini" and body["max_tokens"] == 4
     assert body["temperature"] == 0 and body["logprobs"] is True and body["top_logprobs"] == 20
     sent = [r["messages"][-1]["content"] for r in server.requests]
     assert any("question 3" in s and RESPONSES[3] in s for s in sent)
@@ -260,6 +274,39 @@ def test_retries_on_429_5xx_timeout_and_dropped_connection(tmp_path, server, tra
     scores = judge.score(["q"], [RESPONSES[0]])
     assert scores[0][0] == pytest.approx(expected(RESPONSES[0], "trait", 0.25))
     assert len(server.requests) == 5 + 2  # five failures, then both prompts answered
+
+
+SLASHED = "sk-proj/AbC+def&x<y>0123456789SECRET"  # a key with characters encoders escape
+
+
+def _go_json(key: str) -> str:  # Go's encoder: `&<>` as \u escapes
+    text = json.dumps({"detail": f"invalid key {key}"})
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        ("reason", 401),  # an empty body: the status line's reason phrase is the detail
+        ("escaped", 401, lambda k: json.dumps({"detail": f"invalid key {k}"})),
+        ("escaped", 401, lambda k: json.dumps({"detail": k}).replace("/", "\\/")),
+        ("escaped", 401, _go_json),
+        ("escaped", 401, lambda k: f"<a href='/keys?k={urllib.parse.quote(k, safe='')}'>"),
+        ("escaped", 500, lambda k: json.dumps({"detail": f"invalid key {k}"})),  # retried
+    ],
+    ids=["reason-phrase", "json", "json-slash", "json-go", "percent", "retried"],
+)
+def test_a_key_the_server_echoes_in_any_encoding_is_not_shown(
+    tmp_path, server, trait, monkeypatch, action
+):
+    monkeypatch.setenv("STEEROPS_TEST_JUDGE_KEY", SLASHED)
+    server.script = [action] * 3
+    judge = make_judge(params_for(tmp_path, server, concurrency=1, max_retries=2), trait)
+    with pytest.raises(SteeropsError, match="HTTP (401|500)") as err:
+        judge.score(["q"], [RESPONSES[0]])
+    assert "***" in str(err.value)
+    for part in ("AbC", "SECRET", "0123456789"):
+        assert part not in str(err.value)
 
 
 def test_gives_up_after_max_retries(tmp_path, server, trait, key):
@@ -413,6 +460,29 @@ def test_judge_endpoint_settings_and_version_are_part_of_the_cache_key(
     assert len(server.requests) == 8
 
 
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        "gsk_4fXq9ZSECRETSECRET0123456789abcdef",  # a key with a variable name's characters
+        "hf_AbCdEfGhIjKlMnOpQrStUvWxYz123456",
+        "hf_abcdefghijklmnopqrstuvwxyzabcdefgh",
+    ],
+)
+def test_a_key_shaped_like_a_variable_name_is_not_echoed_as_one(
+    tmp_path, server, monkeypatch, pasted
+):
+    from steerops.judges import check_judge
+
+    monkeypatch.delenv(pasted, raising=False)
+    with pytest.raises(SteeropsError, match="name is not shown") as err:
+        check_judge(params_for(tmp_path, server, api_key_env=pasted), _trait(tmp_path))
+    assert pasted not in str(err.value) and server.requests == []
+    # a usual name is named
+    monkeypatch.delenv("MY_JUDGE_KEY_2", raising=False)
+    with pytest.raises(SteeropsError, match="variable MY_JUDGE_KEY_2 is not set"):
+        check_judge(params_for(tmp_path, server, api_key_env="MY_JUDGE_KEY_2"), _trait(tmp_path))
+
+
 def test_a_key_variable_holding_the_key_itself_is_refused_without_echoing_it(tmp_path, server):
     from steerops.judges import check_judge
 
@@ -491,6 +561,30 @@ def test_a_judge_that_writes_numbers_digit_by_digit_is_refused(tmp_path, server,
     server.tokens = ["85", "<|eot_id|>"]  # a whole-number token, then the end: scored
     server.top = [{"token": "85", "logprob": 0.0}]
     assert judge.score(["q"], [RESPONSES[0]]) == [(85.0, 85.0)]
+
+
+@pytest.mark.parametrize(
+    "tokens, score",
+    [
+        (["85", "/", "100"], 85.0),  # a fraction of 100 is the scale asked for
+        (["85", " out", " of", " 100"], 85.0),
+        (["85", "<|eot_id|>"], 85.0),
+        (["7", "/", "10"], None),  # another scale: no number on 0-100
+        (["7", "/10"], None),
+        (["7", " out", " of", " 10"], None),
+        (["7", "/"], None),  # a fraction whose scale the tokens sent do not show
+    ],
+)
+def test_an_answer_written_on_another_scale_is_unscored(
+    tmp_path, server, trait, key, tokens, score
+):
+    """ "7/10" would read as 7 out of 100: the first token's alternatives cannot tell, the
+    tokens after it can."""
+    server.top = [{"token": tokens[0], "logprob": 0.0}]
+    server.tokens = tokens
+    judge = make_judge(params_for(tmp_path, server), trait)
+    assert judge.score(["q"], [RESPONSES[0]]) == [(score, score)]
+    assert server.requests[0]["max_tokens"] >= len(tokens)
 
 
 def test_an_endpoint_that_ignores_top_logprobs_is_an_error_not_an_unscored_answer(

@@ -8,8 +8,8 @@ position (equal lengths required) and a (source_index, rollout) pair is kept onl
 of its completions pass.
 
 Re-running with the same generation settings reuses the responses (only vetting is redone
-if its settings changed, or if it did not finish: completions are written before vetting);
-`--force` regenerates.
+if its settings changed, if it did not finish, since completions are written before vetting,
+or if the judge's endpoint refused to judge some of them); `--force` regenerates.
 """
 
 from __future__ import annotations
@@ -101,10 +101,14 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
         "negative_max": cfg.negative_max,
         "paired_filter": cfg.paired_filter,
     }
+    mass = getattr(judge, "min_prob_mass", None)
+    if mass is not None:  # applied after the judge's cache, so not in its id
+        vet["judge_min_prob_mass"] = mass
     vet_hash = text_md5(json.dumps(vet, sort_keys=True))
 
     old = previous_summary(folder) if not force else None
-    if old and old["generation_hash"] == gen_hash and old.get("vetting_hash") == vet_hash:
+    up_to_date = old and old["generation_hash"] == gen_hash and old.get("vetting_hash") == vet_hash
+    if up_to_date and not old.get("judge_refused"):
         if progress:
             print(f"{name} [{cfg.variant}]: up to date (--force regenerates)")
         return old
@@ -140,13 +144,16 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
                         "vetting_hash": None,
                     },
                 )
+        refused = 0
         if judge is not None:
-            _vet(rows, judge, cfg)
+            refused = _vet(rows, judge, cfg)
         else:
             for row in rows:
                 row.update(kept=True, trait=None, coherence=None)
         summary = _summarize(trait, cfg.variant, gen, vet, rows, timing)
-        summary.update(generation_hash=gen_hash, vetting_hash=vet_hash)
+        # answers the endpoint refused to judge are kept nowhere and not kept here: a rerun
+        # vets again (the others come from the judge's cache) until they are judged
+        summary.update(generation_hash=gen_hash, vetting_hash=vet_hash, judge_refused=refused)
         summary = write_responses(folder, rows, summary)
         tracker.log_params({"trait": name, "variant": cfg.variant, **gen, **vet})
         tracker.log_metrics(_metrics(summary))
@@ -226,7 +233,9 @@ def _complete(params, trait: Trait, gen: dict, progress: bool) -> tuple[list[dic
     return rows, timing
 
 
-def _vet(rows: list[dict], judge, cfg) -> None:
+def _vet(rows: list[dict], judge, cfg) -> int:
+    """Score and mark every row kept or not; returns how many the endpoint refused to judge
+    (unscored, so not kept)."""
     prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
     # Keeping a completion depends on its trait score alone; a judge that can give that
     # without its costlier coherence reading (the proxy: phrases, no forward pass) does.
@@ -242,6 +251,8 @@ def _vet(rows: list[dict], judge, cfg) -> None:
         for row in rows:
             key = (row["source_index"], row["rollout"])
             row["kept"] = all(passed.get((p, *key), False) for p in POLARITIES)
+    refused = getattr(judge, "unanswered", set())  # only endpoint judges refuse
+    return sum((p, r) in refused for p, r in zip(prompts, responses, strict=True))
 
 
 def _passes(polarity: str, trait: float | None, cfg) -> bool:
@@ -282,6 +293,7 @@ def _metrics(summary: dict) -> dict:
         "empty": summary["counts"]["empty"],
         "seconds": summary["timing"].get("seconds"),
         "tokens_per_s": summary["timing"].get("tokens_per_s"),
+        "judge_refused": summary.get("judge_refused", 0),
     }
     for p in POLARITIES:
         out[f"kept_{p}"] = summary["kept"][p]

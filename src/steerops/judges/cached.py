@@ -3,7 +3,9 @@
 A subclass only says how to answer a list of uncached prompts (`_answer`); answers are
 written to the cache as they arrive, so an interrupted run keeps what it paid for. A prompt
 the endpoint refused on its own (`Unanswered`) is unscored, said in one warning line, and
-not cached.
+not cached; `unanswered` names its (question, response) pair, so the stages do not record
+a result that would serve the refusal again (generate vets again, steer evaluates the config
+again on a rerun).
 
 The judge's id (`kind:model:prompts hash:settings hash`) keys the cache: the settings are
 everything else that shapes an answer (for the endpoint judge: its URL, top_logprobs and
@@ -62,6 +64,9 @@ class CachedJudge:
         self.settings = dict(settings or {})
         self.id = f"{self.kind_name}:{model_name}:{prompts.hash}:{settings_hash(self.settings)}"
         self.calls = 0  # prompts actually sent to the judge model by this object
+        # (question, response) pairs of the latest `score` call the endpoint refused a
+        # prompt of: unscored and not cached, so the stages keep no result built on them
+        self.unanswered: set[tuple[str, str]] = set()
         # whether this judge has answered before (a cache hit): its endpoint takes the request
         self.answered_before = False
 
@@ -74,6 +79,7 @@ class CachedJudge:
         todo = {k: job for k, job in zip(keys, jobs, strict=True) if k not in entries}
         self.answered_before = self.answered_before or bool(entries)
         refused: list[str] = []
+        self.unanswered = set()
         if todo:
             todo_keys = list(todo)
             bar = tqdm(
@@ -89,6 +95,7 @@ class CachedJudge:
                     if isinstance(entry, Unanswered):
                         refused.append(entry.reason)
                         entries[key] = (None, 0.0)
+                        self.unanswered.add((todo[key].question, todo[key].response))
                     else:
                         self.cache.put(key, self.id, todo[key].kind, entry)
                         entries[key] = entry
@@ -97,7 +104,7 @@ class CachedJudge:
         if refused:
             print(
                 f"warning: {refused[0]} (and {len(refused) - 1} more of {len(todo)} prompts "
-                "sent): counted unscored, not cached, asked again on a rerun",
+                "sent): counted unscored in this run and kept nowhere, so a rerun asks again",
                 file=sys.stderr,
             )
         values = [thresholded(*entries[k], self.min_prob_mass) for k in keys]

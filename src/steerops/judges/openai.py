@@ -28,10 +28,14 @@ from steerops.judges.transport import Refused, RetryPolicy, Stopped, post_json, 
 
 # The request form every answer comes from (part of the judge's cache identity).
 _REQUEST = {"max_tokens": 1, "temperature": 0, "logprobs": True}
-# Tokens actually asked for: the second shows a number written digit by digit. The score
-# reads only the first token's alternatives, which a longer answer does not change, so the
-# cache identity keeps max_tokens 1.
-_SENT_TOKENS = 2
+# Tokens actually asked for: the second shows a number written digit by digit, the rest
+# the scale of an answer written as a fraction ("7/10", "7 out of 10"). The score reads the
+# first token's alternatives, so the cache identity keeps max_tokens 1 and names the
+# reading rule instead (`_READING`).
+_SENT_TOKENS = 4
+# 2: an answer on another scale than 0-100 is unscored (before, "7/10" read as 7)
+_READING = 2
+_FRACTION = re.compile(r"(?:/|out\b(?:\s+of)?)\s*(\d*)")
 # Refusals (HTTP 400) of the first prompts, none answered: the endpoint refuses the request.
 _REFUSALS_BEFORE_AN_ANSWER = 3
 
@@ -61,6 +65,7 @@ class OpenAIJudge(CachedJudge):
         # The endpoint is part of the key: another server may answer to the same model name.
         endpoint = base_url.rstrip("/")
         settings = {**_REQUEST, "top_logprobs": top_logprobs, "version": version}
+        settings["reading"] = _READING
         settings["endpoint"] = endpoint
         super().__init__(model, prompts, cache, min_prob_mass, progress, settings)
         self.url = endpoint + "/chat/completions"
@@ -174,9 +179,10 @@ class OpenAIJudge(CachedJudge):
             top = content[0]["top_logprobs"]
         except (KeyError, IndexError, TypeError):
             top = None
-        answer = content[:2] if isinstance(content, list) else []
+        answer = content[:_SENT_TOKENS] if isinstance(content, list) else []
         tokens = [str(c.get("token", "")) for c in answer if isinstance(c, dict)]
-        if len(tokens) == 2 and as_score_int(tokens[0]) is not None and tokens[1][:1].isdigit():
+        first = as_score_int(tokens[0]) if tokens else None
+        if first is not None and len(tokens) >= 2 and tokens[1][:1].isdigit():
             # A tokenizer that spells 85 as "8" "5" (Gemma, Qwen, Mistral): the first token's
             # alternatives are digits, and the score would read 8 for 85.
             raise SteeropsError(
@@ -184,6 +190,8 @@ class OpenAIJudge(CachedJudge):
                 f"({tokens[0]!r} {tokens[1]!r}), so a one-token answer cannot be scored: use a "
                 "judge model with whole-number tokens (GPT-4o/4.1, Llama 3) or judge.kind hf"
             )
+        if first is not None and _off_scale("".join(tokens[1:])):
+            return []  # "7/10": a score on another scale, read as no number
         if not isinstance(top, list) or not top:  # the answer's token is always among them
             raise SteeropsError(
                 f"judge: {self.url} returned no top_logprobs for model {self.model_name!r}; "
@@ -208,6 +216,13 @@ class OpenAIJudge(CachedJudge):
         return f"OpenAIJudge(id={self.id!r}, url={self.url!r})"
 
 
+def _off_scale(rest: str) -> bool:
+    """Whether what follows an answer's number writes it as a fraction of anything but 100
+    ("/10", " out of 5", or a denominator the tokens sent did not reach)."""
+    match = _FRACTION.match(rest.strip().lower())
+    return match is not None and match.group(1) != "100"
+
+
 def _checked(params, trait) -> tuple[JudgePrompts, str]:
     """The judge's prompts and API key after checking params: an http(s) base URL, a model
     name, a rubric, and the key's environment variable set (unless judge.require_key is
@@ -230,9 +245,20 @@ def _checked(params, trait) -> tuple[JudgePrompts, str]:
     # Surrounding whitespace (a key read from a file with its newline) is not part of a key.
     api_key = os.environ.get(cfg.api_key_env, "").strip()
     if not api_key and cfg.require_key:
+        # A key of letters, digits and `_` (gsk_..., hf_...) has a variable name's shape:
+        # a name unset and shaped like no usual one is not shown.
+        named = cfg.api_key_env if _USUAL_NAME.fullmatch(cfg.api_key_env) else None
+        which = (
+            f"environment variable {named}"
+            if named
+            else (
+                "the environment variable it names (the name is not shown: it looks like a key "
+                "rather than a variable name)"
+            )
+        )
         raise SteeropsError(
-            f"judge.api_key_env: environment variable {cfg.api_key_env} is not set (the "
-            "judge's API key; set judge.require_key: false for a server without auth)"
+            f"judge.api_key_env: {which} is not set (the judge's API key; set "
+            "judge.require_key: false for a server without auth)"
         )
     if not _HEADER_SAFE.fullmatch(api_key):
         # http.client would refuse the header with the key in its message.
@@ -244,6 +270,10 @@ def _checked(params, trait) -> tuple[JudgePrompts, str]:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# the variable names people write (OPENAI_API_KEY, my_judge_key, JudgeKey_2): short words
+# of one case each (or Capitalised) joined by `_`, not a long run of mixed characters
+_WORD = r"(?:[A-Z]{1,16}|[a-z]{1,16}|[A-Z][a-z]{1,15})[0-9]{0,3}"
+_USUAL_NAME = re.compile(rf"(?=.{{1,40}}$){_WORD}(?:_(?:{_WORD}|[0-9]{{1,3}}))*_?")
 _HEADER_SAFE = re.compile(r"[!#-&(-~]*")  # visible ASCII without the quotes
 
 

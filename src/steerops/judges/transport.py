@@ -14,6 +14,7 @@ import json
 import random
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
@@ -95,7 +96,7 @@ def post_json(
                     f"judge: {url} redirects (HTTP {exc.code}) to {target}; redirects are not "
                     "followed, so the key goes nowhere else: set judge.base_url to the final URL"
                 ) from None
-            detail = shown(_error_body(exc), secret, 200) or str(exc.reason)
+            detail = shown(_error_body(exc) or str(exc.reason), secret, 200)
             if exc.code not in RETRY_STATUS:
                 error = Refused if exc.code in REFUSED_STATUS else SteeropsError
                 raise error(f"judge: {url} answered HTTP {exc.code}: {detail}") from None
@@ -143,7 +144,22 @@ def _error_body(exc: urllib.error.HTTPError) -> str:
 
 
 def _scrub(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text
+    r"""`text` without the key, also as a server may echo it: JSON-escaped (a `/` as `\/`,
+    `&<>` as `\u0026`...) or percent-encoded."""
+    if not secret:
+        return text
+    escaped = json.dumps(secret)[1:-1]
+    forms = {
+        secret,
+        escaped,
+        escaped.replace("/", "\\/"),
+        escaped.translate({ord(c): f"\\u{ord(c):04x}" for c in "&<>"}),
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+    }
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text
 
 
 def shown(text: str, secret: str, limit: int) -> str:

@@ -74,6 +74,8 @@ class ConfigResult:
     n: int
     responses: list[dict]  # [{question, response, trait, coherence}]; empty when cached
     n_unscored: int = 0  # responses the judge could not score (excluded from the means)
+    # of those, responses the endpoint refused to judge (not cached): never served again
+    n_refused: int = 0
     trait_delta: float | None = None
     cached: bool = False  # served from the results log
     # served from an entry logged under the same settings (a run that logged it and may

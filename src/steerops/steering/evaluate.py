@@ -51,9 +51,11 @@ from steerops.steering.store import (
     baselines_file,
     config_dict,
     config_key,
+    refused,
     result_dict,
     results_file,
     scope_of,
+    servable,
     unsteered_hash,
 )
 
@@ -237,7 +239,19 @@ class SteeringEvaluator:
                     judge_and_log(chunk, ids, seconds)
             if judged is not None:
                 judged.result()
+        self._refresh_baselines(configs)
         return results  # type: ignore[return-value]
+
+    def _refresh_baselines(self, configs: list[Config]) -> None:
+        """A cell log whose baseline entry holds answers the endpoint refused to judge gets
+        the baseline judged since: its configs' deltas are paired with the latest one."""
+        if self._baseline is None or self._baseline.n_refused:
+            return
+        for path in dict.fromkeys(self._results_path(c) for c in configs):
+            log = ResultsLog(path)
+            logged = log.baseline(self.settings_hash)
+            if logged is not None and not servable(logged):
+                log.append([self._baseline_entry()])
 
     def responses(self, results: list[ConfigResult]) -> list[ConfigResult]:
         """`results` served from a log carry no responses: generate them again (greedy, so
@@ -373,6 +387,7 @@ class SteeringEvaluator:
                 "coherence_mean": base.coherence_mean,
                 "n": base.n,
                 "n_unscored": base.n_unscored,
+                **refused(base),
             },
         }
 
@@ -436,7 +451,8 @@ class SteeringEvaluator:
             by_file.setdefault(self._results_path(config), []).append(entry)
         for path, entries in by_file.items():
             log = ResultsLog(path)
-            if log.questions(self.settings_hash) is None:
+            logged = log.baseline(self.settings_hash)
+            if logged is None or not servable(logged):  # none, or one judged in part
                 entries = [self._baseline_entry(), *entries]
             log.append(entries)
 

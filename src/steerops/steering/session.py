@@ -159,6 +159,8 @@ class SteeringSession:
             if kept is not None:
                 kept.clear()  # read or not, these responses are done with
         n = len(questions)
+        # answers the endpoint refused to judge (only endpoint judges refuse)
+        refused: set[tuple[str, str]] = getattr(self.judge, "unanswered", set())
         out = []
         for k, responses in enumerate(texts):
             part = scores[k * n : (k + 1) * n]
@@ -175,6 +177,7 @@ class SteeringSession:
                     summary["n"],
                     rows,
                     n_unscored=summary["n_unscored"],
+                    n_refused=sum(p in refused for p in zip(questions, responses, strict=True)),
                 )
             )
         return out

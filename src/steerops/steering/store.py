@@ -180,7 +180,19 @@ def result_dict(result: ConfigResult) -> dict[str, Any]:
         "trait_delta": result.trait_delta,
         "n": result.n,
         "n_unscored": result.n_unscored,
+        **refused(result),
     }
+
+
+def refused(result: ConfigResult) -> dict[str, int]:
+    """`n_refused` for an entry's result when the endpoint refused to judge some answers."""
+    return {"n_refused": result.n_refused} if result.n_refused else {}
+
+
+def servable(entry: dict[str, Any]) -> bool:
+    """Whether an entry's scores may be served: not when the endpoint refused to judge some
+    of its answers (a refusal is not cached, so evaluating the config again asks again)."""
+    return not (entry.get("result") or {}).get("n_refused")
 
 
 def scores_of(entry: dict[str, Any]) -> list[Score] | None:
@@ -321,8 +333,9 @@ class ResultsLog:
         """(settings hash it was logged under, the unsteered scores on `questions`) from a
         baseline of the unsteered scope `scope` (`scope_of(..., unsteered=True)`), or None."""
         for h, at in self.covering(scope, questions, unsteered=True).items():
-            scores = scores_of(self.baseline(h) or {})
-            if scores is not None:
+            entry = self.baseline(h) or {}
+            scores = scores_of(entry)
+            if scores is not None and servable(entry):
                 return h, [scores[i] for i in at]
         return None
 
@@ -346,6 +359,7 @@ class ResultsLog:
                 at is not None
                 and e["type"] == "config"
                 and e.get("scores") is not None
+                and servable(e)
                 and canonical_files(e.get("vector_files")) == files
                 and entry_key(e["config"]) == key
             ):
