@@ -33,6 +33,10 @@ class Trait:
     eval_prompt: str | None = None
     definition: str = ""
 
+    def prompt_counts(self) -> dict[str, int]:
+        """How many prompts each polarity has (the source prompts responses index into)."""
+        return {p: len(getattr(self, p)) for p in POLARITIES}
+
 
 def trait_dir(root: Path, name: str) -> Path:
     category, trait = check_trait_name(name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import refused_up_front, write_params
+from steerops.cli import main
 
 
 @pytest.mark.parametrize("mode", ["trait", "tasks"])
@@ -88,6 +89,70 @@ def test_a_window_past_the_generated_length_is_refused_up_front(
     argv = ["extract", "--params", str(params), "--position", "response[:8]", "--layers", "1"]
     line = refused_up_front(argv, tmp_path, capsys, outputs="outputs/activations")
     assert "'response[:8]' reads up to 8 response tokens" in line and "at most 4" in line
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"source_index": "a"}, "source_index must be an integer >= 0 (got 'a')"),
+        ({"source_index": None}, "source_index must be an integer >= 0 (got None)"),
+        ({"source_index": 10**12}, "source_index 1000000000000, but toy/refusal has"),
+        ({"source_index": -1}, "source_index must be an integer >= 0"),
+        ({"index": "x"}, "index must be an integer >= 0"),
+        ({"prompt": 5}, "prompt must be a string or a list of {role, content} messages"),
+        ({"prompt": [{"content": "hi"}]}, "prompt must be a string or a list of {role"),
+        ({"response": 7}, "response must be a string"),
+        ({"system_prompt": 3}, "system_prompt must be a string or null"),
+    ],
+)
+def test_a_malformed_hand_written_response_row_is_one_line_before_the_model_loads(
+    tmp_path, toy_world, no_model_loads, capsys, change, problem
+):
+    from steerops.config import load_params
+    from steerops.generate.store import responses_dir
+    from steerops.io import write_jsonl
+
+    params = write_params(tmp_path, toy_world, extraction={"positions": ["response[:4]"]})
+    folder = responses_dir(load_params(params).out, "toy/refusal", "base")
+    row = {"polarity": "positive", "source_index": 0, "prompt": "hi", "response": "no ."}
+    write_jsonl(folder / "responses.jsonl", [row, {**row, "polarity": "negative", **change}])
+    argv = ["extract", "--params", str(params), "--layers", "1"]
+    line = refused_up_front(argv, tmp_path, capsys, outputs="outputs/activations")
+    assert f"responses.jsonl:2: {problem}" in line
+
+
+def test_responses_completed_from_other_prompts_are_refused_before_the_model_loads(
+    tmp_path, toy_world, no_model_loads, capsys
+):
+    """The trait's prompt files edited after `generate`: its responses answer questions no
+    longer asked, and are refused (outside DVC too) until generated again."""
+    import shutil
+
+    from steerops.config import load_params
+    from steerops.generate.store import prompts_md5, responses_dir
+    from steerops.io import write_json, write_jsonl
+    from steerops.traits import load_trait
+
+    shutil.copytree(toy_world / "traits", tmp_path / "traits")
+    params = write_params(
+        tmp_path,
+        toy_world,
+        traits={"root": str(tmp_path / "traits")},
+        extraction={"positions": ["response[:4]"]},
+    )
+    trait = load_trait(tmp_path / "traits", "toy/refusal")
+    folder = responses_dir(load_params(params).out, "toy/refusal", "base")
+    row = {"polarity": "positive", "source_index": 0, "prompt": "hi", "response": "no ."}
+    write_jsonl(folder / "responses.jsonl", [row, {**row, "polarity": "negative"}])
+    summary = {"max_new_tokens": 4, "settings": {"prompts_md5": prompts_md5(trait)}}
+    write_json(folder / "summary.json", summary)
+    argv = ["extract", "--params", str(params), "--layers", "1"]
+    with pytest.raises(AssertionError, match="a model was loaded"):  # the same prompts: read
+        main(argv)
+    with (trait.path / "negative.txt").open("a") as f:
+        f.write("what is a new question ?\n")
+    line = refused_up_front(argv, tmp_path, capsys, outputs="outputs/activations")
+    assert "completed from other prompts than toy/refusal has now" in line
 
 
 def test_another_task_file_does_not_replace_the_pipelines_task_set(

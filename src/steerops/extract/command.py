@@ -85,6 +85,7 @@ def _run_traits(args, params) -> None:
     from steerops.extract.trait import extract_trait
     from steerops.generate.store import (
         check_generated_length,
+        check_prompts,
         load_kept_responses,
         responses_file,
     )
@@ -95,10 +96,11 @@ def _run_traits(args, params) -> None:
         raise SteeropsError("extraction.positions: empty")
     params.variant(cfg.variant, "extraction.variant")
     for name in params.traits.names:
-        load_trait(params.path(params.traits.root), name)
+        trait = load_trait(params.path(params.traits.root), name)
         if any(p.needs_response for p in positions):
             source = responses_file(params.out, name, cfg.variant)
-            load_kept_responses(source, name, cfg.variant)
+            check_prompts(source, trait)
+            load_kept_responses(source, name, cfg.variant, trait.prompt_counts())
             for pos in positions:
                 check_generated_length(source, name, pos)
     _precheck(params, cfg.variant, cfg.layers, "extraction.layers", cfg.component)

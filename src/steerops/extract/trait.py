@@ -20,12 +20,17 @@ from steerops.extract.inputs import (
 )
 from steerops.extract.provenance import make_job, model_metadata, run_logged
 from steerops.extract.store import activations_dir
-from steerops.generate.store import check_generated_length, load_kept_responses, responses_file
+from steerops.generate.store import (
+    check_generated_length,
+    check_prompts,
+    load_kept_responses,
+    responses_file,
+)
 from steerops.io import file_md5, tree_md5
 from steerops.models.loading import LoadedModel
 from steerops.specs import Position, parse_position
 from steerops.tracking.lineage import model_input
-from steerops.traits import POLARITIES, load_trait
+from steerops.traits import load_trait
 
 
 def extract_trait(
@@ -49,16 +54,13 @@ def extract_trait(
     if pos.needs_response:
         source = responses_file(params.out, trait_name, loaded.name)
         check_generated_length(source, trait_name, pos)
-        examples = response_examples(
-            loaded.tokenizer, load_kept_responses(source, trait_name, loaded.name)
-        )
+        check_prompts(source, trait)
+        rows = load_kept_responses(source, trait_name, loaded.name, trait.prompt_counts())
+        examples = response_examples(loaded.tokenizer, rows)
     else:
         source = trait.path
         examples = prompt_examples(loaded.tokenizer, trait)
-    n_sources = {p: len(getattr(trait, p)) for p in POLARITIES}
-    for ex in examples:
-        polarity = ex.info["polarity"]
-        n_sources[polarity] = max(n_sources[polarity], ex.info["source_index"] + 1)
+    n_sources = trait.prompt_counts()
     assign_splits(examples, params.seed, cfg.val_fraction, n_sources)
 
     out_dir = activations_dir(params.out, trait_name, loaded.name, pos.text, component)

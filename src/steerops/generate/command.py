@@ -24,6 +24,7 @@ from steerops.generate.store import (
     RESPONSES_FILE,
     SUMMARY_FILE,
     previous_summary,
+    prompts_md5,
     read_rows,
     responses_dir,
     write_responses,
@@ -167,14 +168,13 @@ def _generation_settings(params, trait: Trait) -> dict:
 
     cfg = params.generate
     spec = params.variant(cfg.variant)
-    prompts = {p: [[x.prompt, x.system_prompt] for x in getattr(trait, p)] for p in POLARITIES}
     settings = {
         "model_id": spec.id,
         "model_revision": spec.revision,
         "dtype": spec.dtype,
         "model_fingerprint": model_fingerprint(model_source(params, cfg.variant), spec.revision),
         "chat_template": spec.chat_template,
-        "prompts_md5": text_md5(json.dumps(prompts)),
+        "prompts_md5": prompts_md5(trait),
         "max_new_tokens": resolve_max_new_tokens(params),
         "temperature": cfg.temperature,
         "rollouts": cfg.rollouts,

@@ -15,12 +15,21 @@ it is generated again rather than trusted.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from steerops.errors import SteeropsError
-from steerops.io import file_md5, iter_jsonl, read_json, read_jsonl, write_json, write_jsonl
+from steerops.io import (
+    file_md5,
+    iter_jsonl,
+    read_json,
+    read_jsonl,
+    text_md5,
+    write_json,
+    write_jsonl,
+)
 from steerops.traits import POLARITIES
 
 RESPONSES_FILE = "responses.jsonl"
@@ -91,6 +100,49 @@ def check_generated_length(path: Path, trait: str, position) -> None:
         )
 
 
+def _row_problem(row: dict) -> str | None:
+    """What is wrong with a row's types (a hand-written file), before a model loads."""
+    prompt = row["prompt"]
+    messages = isinstance(prompt, list) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in prompt
+    )
+    if not (isinstance(prompt, str) or (messages and prompt)):
+        return "prompt must be a string or a list of {role, content} messages"
+    if not isinstance(row["response"], str):
+        return "response must be a string"
+    if row.get("system_prompt") is not None and not isinstance(row["system_prompt"], str):
+        return "system_prompt must be a string or null"
+    for key in ("source_index", "index", "rollout"):
+        value = row.get(key, 0)
+        if type(value) is not int or value < 0:
+            return f"{key} must be an integer >= 0 (got {value!r})"
+    return None
+
+
+def prompts_md5(trait) -> str:
+    """What the responses were completed from: the trait's prompts and system prompts, per
+    polarity (recorded as `settings.prompts_md5` in the summary)."""
+    prompts = {p: [[x.prompt, x.system_prompt] for x in getattr(trait, p)] for p in POLARITIES}
+    return text_md5(json.dumps(prompts))
+
+
+def check_prompts(path: Path, trait) -> None:
+    """Refuse responses completed from other prompts than the trait has now (its files
+    edited since `generate`): they would pool answers to questions no longer asked. A
+    responses file without a summary (written by hand) is not checked."""
+    try:
+        settings = read_json(Path(path).parent / SUMMARY_FILE).get("settings") or {}
+    except (OSError, ValueError, SteeropsError, AttributeError):
+        return
+    recorded = settings.get("prompts_md5") if isinstance(settings, dict) else None
+    if isinstance(recorded, str) and recorded != prompts_md5(trait):
+        raise SteeropsError(
+            f"{path}: completed from other prompts than {trait.name} has now (its prompt "
+            f"files changed since): run `steerops generate --trait {trait.name}` first"
+        )
+
+
 def _check_md5(path: Path, trait: str, variant: str) -> None:
     """Refuse a responses file whose summary names another MD5 (edited by hand, or left by
     another run); one without a summary (written by hand for a scratch run) is read."""
@@ -105,8 +157,12 @@ def _check_md5(path: Path, trait: str, variant: str) -> None:
         )
 
 
-def load_kept_responses(path: Path, trait: str, variant: str) -> list[dict]:
-    """Rows of a responses file that passed vetting; a clear error when it is missing."""
+def load_kept_responses(
+    path: Path, trait: str, variant: str, prompts: dict[str, int] | None = None
+) -> list[dict]:
+    """Rows of a responses file that passed vetting; a clear error when it is missing, or
+    when a row is malformed or (with `prompts`: the trait's prompt count per polarity)
+    names a source prompt the trait does not have."""
     if not path.is_file():
         raise SteeropsError(
             f"responses not found: {path} (response positions need "
@@ -124,6 +180,16 @@ def load_kept_responses(path: Path, trait: str, variant: str) -> list[dict]:
         ]
         if missing:
             raise SteeropsError(f"{path}:{lineno}: missing key {missing[0]!r}")
+        problem = _row_problem(row)
+        if problem:
+            raise SteeropsError(f"{path}:{lineno}: {problem}")
+        if prompts is not None and row["polarity"] in prompts:
+            count = prompts[row["polarity"]]
+            if row["source_index"] >= count:  # splits are drawn over the trait's prompts
+                raise SteeropsError(
+                    f"{path}:{lineno}: source_index {row['source_index']}, but {trait} has "
+                    f"{count} {row['polarity']} prompts"
+                )
         ids = row.get("response_ids")
         if ids is not None and not (
             isinstance(ids, list) and all(type(i) is int and i >= 0 for i in ids)
