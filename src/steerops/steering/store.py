@@ -12,8 +12,8 @@ folder) and the search and the report read them.
 `results.jsonl` holds one `{"type": "baseline", settings_hash, settings, questions, scores,
 result}` entry per settings and one `{"type": "config", settings_hash, config: {coefficient,
 vectors: [{layer, component, position, method, weight}]}, vector_files, vector_hashes,
-scores, result: {trait_mean, coherence_mean, trait_delta, n, n_unscored}}` entry per
-evaluated config. `scores` are the judge's [trait, coherence] per question, in the order of
+scores, result: {trait_mean, coherence_mean, trait_delta, n, n_unscored[, n_refused]}}`
+entry per evaluated config (`n_refused`: answers the judge's endpoint refused to judge). `scores` are the judge's [trait, coherence] per question, in the order of
 the `questions` of the baseline entry with the same settings hash, so any split of the
 questions can be recomputed from the log. Entries are only ever appended, under a file lock,
 so several writers on one cell never lose each other's entries.
@@ -23,8 +23,9 @@ questions), its config (coefficient and weights) and the md5 of its vector files
 its questions cover the ones asked for (methods and positions compared in their canonical
 spelling, whatever spelling the log was written with); its scores on those questions are
 then served. The baseline is matched the same way but for the settings that change only
-steered rows (`STEERING_ONLY_KEYS`). Entries written before scores were logged are kept and
-read, but never served: they are evaluated again.
+steered rows (`STEERING_ONLY_KEYS`). Entries written before scores were logged, and entries
+holding a refusal (not cached by the judge, so asked again), are kept and read, but never
+served: they are evaluated again.
 """
 
 from __future__ import annotations
