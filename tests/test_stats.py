@@ -145,6 +145,11 @@ def test_pairwise_share_matches_a_draw_by_draw_task_bootstrap():
     assert got.n == n and got.mean == pytest.approx(hits.mean())
     assert (got.lo, got.hi) == pytest.approx(tuple(np.quantile(shares, [0.025, 0.975])))
     assert stats.pairwise_share([], [], [], seed=0) == stats.Interval(0, None, None, None)
+    # every comparison won: no resample varies, so each of the 12 tasks counts once (Wilson)
+    whole = stats.pairwise_share([1.0] * 6, range(6), range(6, 12), seed=0)
+    ci = scipy_stats.binomtest(12, 12).proportion_ci(0.95, method="wilson")
+    assert (whole.n, whole.mean) == (6, 1.0)
+    assert (whole.lo, whole.hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
     with pytest.raises(ValueError):
         stats.pairwise_share([1.0], [0, 1], [1], seed=0)
 

@@ -155,7 +155,9 @@ def pairwise_share(
     comparison by the product of its two tasks' draw counts. Comparisons that share a task
     are not independent (a mis-scored task loses all of its comparisons), which a Wilson
     interval over comparisons would ignore. Resamples where no comparison survives are
-    left out of the percentiles."""
+    left out of the percentiles. When every comparison scored the same, resamples cannot
+    vary: the interval is then the Wilson interval with each task compared counted once
+    (as `clustered_proportion` counts clusters at 0 or n hits), not one of no width."""
     y = np.asarray(hits, dtype=np.float64)
     if not len(y) == len(first) == len(second):
         raise ValueError("pairwise_share: one pair of tasks per hit")
@@ -164,6 +166,8 @@ def pairwise_share(
     _, task = np.unique(np.asarray([*first, *second]), return_inverse=True)
     a, b = task[: len(y)], task[len(y) :]
     k = int(task.max()) + 1
+    if np.ptp(y) == 0:
+        return Interval(len(y), float(y[0]), *_wilson(float(y[0]), k, confidence))
     rng = np.random.default_rng(seed)
     shares = []
     for start in range(0, resamples, 64):  # [draws, comparisons] weights, a chunk at a time

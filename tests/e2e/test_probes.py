@@ -199,6 +199,7 @@ def test_ood_on_toy_conditions(toy_probe_run):
     v1 = result["per_version"]["v1"]
     assert cell["versions"]["v1"]["sign_agreement_ci"] == v1["sign_agreement_ci"]
     assert cell["versions"]["v1"]["n_sign"] == v1["n_sign"] > 0
+    assert f"(n {v1['n_sign']})" in (ood / "ood.md").read_text()
     low, high = result["probe"]["final_r_ci"]
     assert low < result["probe"]["final_r"] < high and result["probe"]["final_n"] > 0
     assert (

@@ -252,7 +252,7 @@ def test_scores_are_probability_weighted_means(tmp_path, server, trait, key):
     assert scores[2][0] is None and scores[1][1] == pytest.approx((55 * 0.4 + 60 * 0.4) / 0.8)
     assert len(server.requests) == 2 * len(RESPONSES)
     body = server.requests[0]
-    assert body["model"] == "judge-mini" and body["max_tokens"] == 4
+    assert body["model"] == "judge-mini" and body["max_tokens"] == 6
     assert body["temperature"] == 0 and body["logprobs"] is True and body["top_logprobs"] == 20
     sent = [r["messages"][-1]["content"] for r in server.requests]
     assert any("question 3" in s and RESPONSES[3] in s for s in sent)
@@ -292,9 +292,11 @@ def _go_json(key: str) -> str:  # Go's encoder: `&<>` as \u escapes
         ("escaped", 401, lambda k: json.dumps({"detail": k}).replace("/", "\\/")),
         ("escaped", 401, _go_json),
         ("escaped", 401, lambda k: f"<a href='/keys?k={urllib.parse.quote(k, safe='')}'>"),
+        ("escaped", 401, lambda k: "".join(f"\\u{ord(c):04X}" if c in "+&<>" else c for c in k)),
+        ("escaped", 401, lambda k: json.dumps(k).replace("/", "\\/").replace("&", "\\u0026")),
         ("escaped", 500, lambda k: json.dumps({"detail": f"invalid key {k}"})),  # retried
     ],
-    ids=["reason-phrase", "json", "json-slash", "json-go", "percent", "retried"],
+    ids=["reason-phrase", "json", "json-slash", "json-go", "percent", "dotnet", "php", "retried"],
 )
 def test_a_key_the_server_echoes_in_any_encoding_is_not_shown(
     tmp_path, server, trait, monkeypatch, action
@@ -567,12 +569,16 @@ def test_a_judge_that_writes_numbers_digit_by_digit_is_refused(tmp_path, server,
     "tokens, score",
     [
         (["85", "/", "100"], 85.0),  # a fraction of 100 is the scale asked for
-        (["85", " out", " of", " 100"], 85.0),
+        (["85", " out", " of", " ", "100"], 85.0),  # as GPT-4o's and Llama 3's split it
         (["85", "<|eot_id|>"], 85.0),
+        (["85", ".", "\n\n", "Out", " of", " context"], 85.0),  # words, not a scale
+        (["85", "."], 85.0),
         (["7", "/", "10"], None),  # another scale: no number on 0-100
         (["7", "/10"], None),
-        (["7", " out", " of", " 10"], None),
-        (["7", "/"], None),  # a fraction whose scale the tokens sent do not show
+        (["7", " out", " of", " ", "10"], None),
+        (["7", " of", " ", "10"], None),
+        (["0", ".", "7"], None),  # a 0-1 scale
+        (["1", ".", "0"], None),
     ],
 )
 def test_an_answer_written_on_another_scale_is_unscored(

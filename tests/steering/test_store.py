@@ -309,3 +309,36 @@ def test_a_cell_whose_baseline_alone_was_refused_gets_the_baseline_judged_since(
     assert len(asked) == 12  # the baseline's 4 answers again; the config served
     baseline = ResultsLog(log).baseline(entries[0]["settings_hash"])
     assert "n_refused" not in baseline["result"] and None not in baseline["scores"][0]
+
+
+def test_a_baseline_that_keeps_a_refusal_is_logged_once_not_with_every_chunk(
+    tmp_path, toy_world, monkeypatch
+):
+    """Several chunks append to the cell log; a baseline whose refusal this run could not
+    resolve is logged once, not again beside each chunk's configs."""
+    from steer_world import steer_params
+    from steerops.cli import main
+    from steerops.toy import judge as toy_judge
+
+    class Filtering:
+        id = "filtering"
+
+        def __init__(self):
+            self.unanswered: set[tuple[str, str]] = set()
+
+        def score(self, questions, responses):
+            # each call's first answer: the baseline's, in the first chunk
+            self.unanswered = {(questions[0], responses[0])} if responses else set()
+            return [
+                (None, None) if (q, r) in self.unanswered else toy_judge.score(q, r)
+                for q, r in zip(questions, responses, strict=True)
+            ]
+
+    monkeypatch.setattr("steerops.judges.make_judge", lambda *args, **kwargs: Filtering())
+    path = steer_params(tmp_path, toy_world, steering={"max_batch_rows": 1})
+    argv = ["steer", "--params", str(path), "--out", str(tmp_path / "run")]
+    argv += ["--subset", "4", "--max-new-tokens", "6", "--layers", "1"]
+    assert main([*argv, "--coefficients", "4,6,8"]) == 0
+    (log,) = (tmp_path / "run").rglob("results.jsonl")
+    kinds = [e["type"] for e in read_jsonl(log)]
+    assert kinds.count("baseline") == 1 and kinds.count("config") == 3

@@ -29,13 +29,14 @@ from steerops.judges.transport import Refused, RetryPolicy, Stopped, post_json, 
 # The request form every answer comes from (part of the judge's cache identity).
 _REQUEST = {"max_tokens": 1, "temperature": 0, "logprobs": True}
 # Tokens actually asked for: the second shows a number written digit by digit, the rest
-# the scale of an answer written as a fraction ("7/10", "7 out of 10"). The score reads the
-# first token's alternatives, so the cache identity keeps max_tokens 1 and names the
-# reading rule instead (`_READING`).
-_SENT_TOKENS = 4
-# 2: an answer on another scale than 0-100 is unscored (before, "7/10" read as 7)
-_READING = 2
-_FRACTION = re.compile(r"(?:/|out\b(?:\s+of)?)\s*(\d*)")
+# the scale of an answer written as a fraction ("7/10", "7 out of 10", 5 tokens with GPT-4o's
+# and Llama 3's tokenizers) or a decimal ("0.7"). The score reads the first token's
+# alternatives, so the cache identity keeps max_tokens 1: answers cached before the scale
+# was read keep their score (a new judge.version judges them again).
+_SENT_TOKENS = 6
+# a denominator other than 100 after the number, or a 0-1 decimal
+_FRACTION = re.compile(r"(?:/|(?:out\s+)?of\b)\s*(\d+)")
+_DECIMAL = re.compile(r"\.\d")
 # Refusals (HTTP 400) of the first prompts, none answered: the endpoint refuses the request.
 _REFUSALS_BEFORE_AN_ANSWER = 3
 
@@ -65,7 +66,6 @@ class OpenAIJudge(CachedJudge):
         # The endpoint is part of the key: another server may answer to the same model name.
         endpoint = base_url.rstrip("/")
         settings = {**_REQUEST, "top_logprobs": top_logprobs, "version": version}
-        settings["reading"] = _READING
         settings["endpoint"] = endpoint
         super().__init__(model, prompts, cache, min_prob_mass, progress, settings)
         self.url = endpoint + "/chat/completions"
@@ -190,8 +190,8 @@ class OpenAIJudge(CachedJudge):
                 f"({tokens[0]!r} {tokens[1]!r}), so a one-token answer cannot be scored: use a "
                 "judge model with whole-number tokens (GPT-4o/4.1, Llama 3) or judge.kind hf"
             )
-        if first is not None and _off_scale("".join(tokens[1:])):
-            return []  # "7/10": a score on another scale, read as no number
+        if first is not None and _off_scale(first, "".join(tokens[1:])):
+            return []  # "7/10", "0.7": a score on another scale, read as no number
         if not isinstance(top, list) or not top:  # the answer's token is always among them
             raise SteeropsError(
                 f"judge: {self.url} returned no top_logprobs for model {self.model_name!r}; "
@@ -216,11 +216,15 @@ class OpenAIJudge(CachedJudge):
         return f"OpenAIJudge(id={self.id!r}, url={self.url!r})"
 
 
-def _off_scale(rest: str) -> bool:
-    """Whether what follows an answer's number writes it as a fraction of anything but 100
-    ("/10", " out of 5", or a denominator the tokens sent did not reach)."""
-    match = _FRACTION.match(rest.strip().lower())
-    return match is not None and match.group(1) != "100"
+def _off_scale(number: int, rest: str) -> bool:
+    """Whether what follows an answer's number shows it on another scale than 0-100: a
+    fraction of anything but 100 ("7/10", "7 out of 10", "7 of 10"), or a 0-1 decimal
+    ("0.7", "1.0"). What the tokens sent do not show (no denominator yet, other words) is not."""
+    text = rest.strip().lower()
+    fraction = _FRACTION.match(text)
+    if fraction is not None:
+        return fraction.group(1) != "100"
+    return number in (0, 1) and _DECIMAL.match(rest) is not None
 
 
 def _checked(params, trait) -> tuple[JudgePrompts, str]:

@@ -9,9 +9,11 @@ header to whatever host the redirect names, so a redirect is an error naming its
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import random
+import re
 import threading
 import urllib.error
 import urllib.parse
@@ -144,22 +146,23 @@ def _error_body(exc: urllib.error.HTTPError) -> str:
 
 
 def _scrub(text: str, secret: str) -> str:
-    r"""`text` without the key, also as a server may echo it: JSON-escaped (a `/` as `\/`,
-    `&<>` as `\u0026`...) or percent-encoded."""
-    if not secret:
-        return text
-    escaped = json.dumps(secret)[1:-1]
-    forms = {
-        secret,
-        escaped,
-        escaped.replace("/", "\\/"),
-        escaped.translate({ord(c): f"\\u{ord(c):04x}" for c in "&<>"}),
-        urllib.parse.quote(secret, safe=""),
-        urllib.parse.quote_plus(secret),
-    }
-    for form in sorted(forms, key=len, reverse=True):
-        text = text.replace(form, "***")
-    return text
+    """`text` without the key, also as a server may echo it: any of its characters
+    JSON-escaped (`\\/`, `\\u002b` in either case) or percent-encoded (`+` for a space)."""
+    return _key_pattern(secret).sub("***", text) if secret else text
+
+
+@functools.lru_cache(maxsize=8)
+def _key_pattern(secret: str) -> re.Pattern[str]:
+    def either_case(digits: str) -> str:
+        return "".join(f"[{h}{h.upper()}]" if h.isalpha() else h for h in digits)
+
+    def spelled(c: str) -> str:
+        code = f"{ord(c):04x}"
+        forms = [re.escape(c), rf"\\u{either_case(code)}", f"%{either_case(code[2:])}"]
+        forms += [r"\\/"] if c == "/" else [r"\+"] if c == " " else []
+        return f"(?:{'|'.join(forms)})"
+
+    return re.compile("".join(spelled(c) for c in secret))
 
 
 def shown(text: str, secret: str, limit: int) -> str:

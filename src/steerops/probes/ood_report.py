@@ -67,7 +67,8 @@ def markdown(result: dict) -> str:
                 _with_ci(v, "pearson"),
                 _with_ci(v, "spearman"),
                 v["p_perm"],
-                _with_ci(v, "sign_agreement"),
+                _with_ci(v, "sign_agreement")
+                + (f" (n {v['n_sign']})" if v.get("n_sign") is not None else ""),
                 means,
             ]
         )

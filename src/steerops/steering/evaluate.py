@@ -452,7 +452,9 @@ class SteeringEvaluator:
         for path, entries in by_file.items():
             log = ResultsLog(path)
             logged = log.baseline(self.settings_hash)
-            if logged is None or not servable(logged):  # none, or one judged in part
+            # none yet, or one judged in part that this run's baseline completes (a baseline
+            # still holding a refusal is not logged again with every chunk)
+            if logged is None or (not servable(logged) and not self.baseline().n_refused):
                 entries = [self._baseline_entry(), *entries]
             log.append(entries)
 

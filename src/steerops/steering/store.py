@@ -13,9 +13,10 @@ folder) and the search and the report read them.
 result}` entry per settings and one `{"type": "config", settings_hash, config: {coefficient,
 vectors: [{layer, component, position, method, weight}]}, vector_files, vector_hashes,
 scores, result: {trait_mean, coherence_mean, trait_delta, n, n_unscored[, n_refused]}}`
-entry per evaluated config (`n_refused`: answers the judge's endpoint refused to judge). `scores` are the judge's [trait, coherence] per question, in the order of
-the `questions` of the baseline entry with the same settings hash, so any split of the
-questions can be recomputed from the log. Entries are only ever appended, under a file lock,
+entry per evaluated config (`n_refused`: answers the judge's endpoint refused to judge).
+`scores` are the judge's [trait, coherence] per question, in the order of the `questions`
+of the baseline entry with the same settings hash, so any split of the questions can be
+recomputed from the log. Entries are only ever appended, under a file lock,
 so several writers on one cell never lose each other's entries.
 
 A logged config stands for a config evaluated now when its scope (the settings but for the
