@@ -53,6 +53,13 @@ def test_overrides_replace_params(tmp_path):
         ({"models": {"base": {"id": "x", "dtype": "float8"}}}, "models.base.dtype:"),
         ({"judge": {"kind": "oracle"}}, "judge.kind:"),
         ("seed: [1, 2\n", "malformed YAML"),
+        (
+            "extraction:\n  positions: [prompt[-1], response[:5]]\n",
+            "malformed YAML (line 2: expected ',' or ']', but got '['; quote specs with "
+            "brackets, e.g. 'prompt[-1]')",
+        ),
+        ("steering:\n  layers: 010\n", "line 2: 010 reads as 8 (octal in YAML)"),
+        ("steering:\n  layers: 1:30\n", "line 2: 1:30 reads as 90 (base 60 in YAML)"),
         ({"generate": {"rollouts": 2}}, "rollouts > 1 needs temperature > 0"),
         ({"steering": {"coefficients": []}}, "steering.coefficients: List should have at least 1"),
     ],

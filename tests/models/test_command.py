@@ -36,6 +36,16 @@ def test_each_variant_gets_its_identity_and_new_weights_change_it(tmp_path):
     stamp = (out / "base.json").stat().st_mtime_ns
     assert main(argv) == 0
     assert (out / "base.json").stat().st_mtime_ns == stamp  # the same model: not rewritten
+    # download bookkeeping that `hf download --local-dir` stamps anew on every run, a lock:
+    # the same model, not rewritten
+    meta = folder / ".cache" / "huggingface" / "download" / "model.safetensors.metadata"
+    meta.parent.mkdir(parents=True)
+    meta.write_text("abc\n1764750000.1\n")
+    (folder / "model.safetensors.lock").write_text("")
+    assert main(argv) == 0
+    assert (out / "base.json").stat().st_mtime_ns == stamp
+    meta.write_text("abc\n1764750999.9\n")
+    assert model_fingerprint(str(folder)) == base["fingerprint"]
     (folder / "model.safetensors").write_bytes(b"weights two")  # new weights, same name
     assert main(argv) == 0
     assert json.loads((out / "base.json").read_text())["fingerprint"] != base["fingerprint"]

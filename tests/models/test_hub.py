@@ -157,10 +157,22 @@ def test_the_stage_stops_before_its_run_opens(tmp_path, monkeypatch, capsys):
 )
 def test_a_snapshot_missing_files_loads_by_its_id_as_before(tmp_path, monkeypatch, files):
     """Read from its folder alone, such a snapshot would fail where the hub would have sent
-    the rest: it is read by its id, as before (and not refused: part of it is cached)."""
+    the rest: it is read by its id, as before, when the hub answers; when it cannot be used
+    (offline, or an endpoint that never answers) it is one line naming what is missing,
+    rather than a load that waits on the hub."""
+    from huggingface_hub import constants
+
     snapshot = _cache(tmp_path / "hf-cache", "org/model", files, "a" * 40)
-    _no_network(monkeypatch)
     params = _params(tmp_path, "org/model")
+    missing = "the tokenizer" if "model.safetensors" in files else "weights"
+    monkeypatch.setattr(hub, "_unreachable", lambda endpoint: "timed out")
+    with pytest.raises(SteeropsError, match=rf"only partly in .*\({missing} missing\).*timed out"):
+        loading._source(params, "base")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(SteeropsError, match=r"only partly in .*HF_HUB_OFFLINE is set"):
+        loading._source(params, "base")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "_unreachable", lambda endpoint: None)  # the hub answers
     assert hub.cached_snapshot("org/model", None) is None
     assert loading._source(params, "base")[:2] == ("org/model", "org/model")
     if "model-1-of-2.safetensors" in files:  # the last shard arrives: complete

@@ -119,6 +119,71 @@ def test_format_prompt_without_system_role_or_template():
     assert format_prompt(tok, "hello", "be kind") == "be kind\n\nhello"
 
 
+def test_a_template_that_fails_on_a_system_turn_in_its_own_words_folds_it_or_says_so():
+    """Mistral v0.1's template refuses a system turn with "roles must alternate", not with
+    the word "system": the prompt is folded all the same; a template that cannot render
+    even then is one line naming the setting, not a jinja traceback."""
+    tok = build_tokenizer(WORDS)
+    tok.chat_template = (
+        "{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('Conversation roles must alternate user/assistant/user/...') }}"
+        "{% endif %}[{{ m['role'] }}] {{ m['content'] }} {% endfor %}"
+    )
+    assert format_prompt(tok, "hello", "be kind") == "[user] be kind\n\nhello "
+    tok.chat_template = "{{ raise_exception('no chat for you') }}"
+    with pytest.raises(SteeropsError, match=r"cannot render a prompt \(no chat for you\).*"):
+        format_prompt(tok, "hello", None)
+    with pytest.raises(SteeropsError, match=r"models\.<variant>\.chat_template"):
+        format_prompt(tok, "hello", "be kind")
+
+
+def test_an_architecture_outside_the_table_is_one_line_before_the_weights_load(
+    tmp_path, monkeypatch
+):
+    """Without `layers_path` an unlisted architecture (Granite here) cannot be steered: the
+    check stages say so from its config, before a run opens and its weights load."""
+    from transformers import AutoModelForCausalLM
+
+    from steerops.models.loading import check_variant
+    from tiny import UNLISTED
+
+    _save_tiny(tmp_path / "model", "granite")
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the weights were loaded")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_weights)
+    with pytest.raises(SteeropsError, match=r"unknown architecture 'granite': .*models\.base"):
+        check_variant(_params(tmp_path), "base")
+    layers_path = UNLISTED["granite"][1][0]
+    assert check_variant(_params(tmp_path, layers_path=layers_path), "base")
+
+
+def test_weights_missing_a_tensor_or_shaped_otherwise_are_one_line(tmp_path):
+    """A checkpoint without one block's tensor would load with that layer at random (and
+    steer it): refused, naming the tensor; a tensor the config gives another shape is one
+    line too, not a traceback."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    _save_tiny(tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    whole = load_file(weights)
+    cut = {k: v for k, v in whole.items() if k != "model.layers.1.mlp.down_proj.weight"}
+    save_file(cut, weights, metadata={"format": "pt"})
+    with pytest.raises(SteeropsError, match=r"lack 1 of .*model\.layers\.1\.mlp\.down_proj"):
+        load_model(_params(tmp_path), "base")
+    save_file(whole, weights, metadata={"format": "pt"})
+    config = tmp_path / "model" / "config.json"
+    data = json.loads(config.read_text())
+    config.write_text(json.dumps({**data, "intermediate_size": data["intermediate_size"] * 2}))
+    with pytest.raises(SteeropsError, match=r"models\.base\.id: cannot load .*"):
+        load_model(_params(tmp_path), "base")
+    config.write_text(json.dumps(data))
+    assert load_model(_params(tmp_path), "base").layout.num_layers == 3
+
+
 def test_a_pickle_only_model_folder_is_refused_in_one_line(tmp_path):
     from safetensors.torch import load_file
 

@@ -112,6 +112,9 @@ def test_bad_positions_name_the_token(spec, token):
         ("response[:-2]", None),
         ("response[4::-1]", 5),
         ("response[::-1]", None),
+        ("response[-8:5]", None),  # its start moves with the response's end
+        ("response[7:-4:-1]", None),
+        ("response[7:2:-1]", 8),
         ("all[:8]", 8),
         ("all[-1]", None),
     ],
@@ -123,6 +126,10 @@ def test_max_response_tokens(spec, needed):
         pos = parse_position(spec)
         for p, r in itertools.product([0, 2, 7], [needed + 1, needed + 5, 40]):
             assert list(pos.window(p, r)) == list(pos.window(p, needed)), (p, r)
+    elif needed is None:  # and none is: some longer response reads another window
+        pos = parse_position(spec)
+        windows = {tuple(pos.window(3, r)) for r in range(1, 41)}
+        assert len(windows) > 1
 
 
 # --- one canonical spelling per selection -------------------------------------------------

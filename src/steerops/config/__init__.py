@@ -23,7 +23,13 @@ from steerops.config.base import SPEC_ERROR, Strict
 from steerops.config.calibration import CalibrationConfig
 from steerops.config.core import PathsConfig, TrackingConfig, TraitsConfig
 from steerops.config.extraction import ExtractionConfig
-from steerops.config.finite import DuplicateKey, ParamsLoader, not_finite, written_text
+from steerops.config.finite import (
+    DuplicateKey,
+    ParamsLoader,
+    ReadOtherwise,
+    not_finite,
+    written_text,
+)
 from steerops.config.generate import GenerateConfig
 from steerops.config.judge import JudgeConfig
 from steerops.config.models import ModelVariant, default_variants
@@ -141,12 +147,10 @@ def load_params(
             raise SteeropsError(f"params file not found: {path}")
         try:
             data = yaml.load(read_text(path), Loader=ParamsLoader) or {}
-        except DuplicateKey as exc:
+        except (DuplicateKey, ReadOtherwise) as exc:
             raise SteeropsError(f"{path}: {exc}") from None
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark else ""
-            raise SteeropsError(f"{path}: malformed YAML{where}") from None
+            raise SteeropsError(f"{path}: malformed YAML{_yaml_problem(exc, path)}") from None
         if not isinstance(data, dict):
             raise SteeropsError(f"{path}: top level must be a mapping of stage blocks")
     for key, value in (overrides or {}).items():
@@ -157,6 +161,19 @@ def load_params(
         raise SteeropsError(_blame(exc, path, flag_names or {})) from None
     params._root = path.resolve().parent
     return params
+
+
+def _yaml_problem(exc: yaml.YAMLError, path: Path) -> str:
+    """Where and what, as PyYAML says it, and the likely cause of a flow list that breaks
+    on a spec's brackets (`positions: [prompt[-1]]`: quote the specs)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return ""
+    problem = " ".join(str(getattr(exc, "problem", "") or "").split())
+    lines = read_text(path).splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    hint = "; quote specs with brackets, e.g. 'prompt[-1]'" if "[" in line else ""
+    return f" (line {mark.line + 1}: {problem}{hint})" if problem else f" (line {mark.line + 1})"
 
 
 def _blame(exc: ValidationError, path: Path, flag_names: dict[str, str]) -> str:

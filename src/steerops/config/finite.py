@@ -1,4 +1,4 @@
-"""Numbers that are not finite, said as the user wrote them.
+"""Numbers that are not finite, or that YAML reads in another base, said as written.
 
 NaN and infinity are never a setting, and a number too large for a float (`1e400`) reads as
 infinity: the error would then quote `inf`, which nobody typed. So a flag's value and a
@@ -47,6 +47,30 @@ def _float(loader: ParamsLoader, node: yaml.ScalarNode) -> float:
 
 
 ParamsLoader.add_constructor("tag:yaml.org,2002:float", _float)
+
+
+class ReadOtherwise(yaml.YAMLError):
+    """An integer YAML 1.1 reads in another base than the one it looks written in: `010`
+    is octal 8, `1:30` base 60 (90). A layer or count written so would be another one."""
+
+    def __init__(self, text: str, value: int, line: int):
+        base = "base 60" if ":" in text else "octal"
+        super().__init__(
+            f"line {line}: {text} reads as {value} ({base} in YAML): write the number "
+            f"without {'the colon' if ':' in text else 'its leading zero'}, or quote it"
+        )
+
+
+def _int(loader: ParamsLoader, node: yaml.ScalarNode) -> int:
+    value = loader.construct_yaml_int(node)
+    text = str(node.value)
+    digits = text.lstrip("+-").replace("_", "")
+    if ":" in digits or (len(digits) > 1 and digits[0] == "0" and digits[1].isdigit()):
+        raise ReadOtherwise(text, value, node.start_mark.line + 1)
+    return value
+
+
+ParamsLoader.add_constructor("tag:yaml.org,2002:int", _int)
 
 
 class DuplicateKey(yaml.YAMLError):

@@ -1,7 +1,8 @@
 """Content fingerprints of local model folders, so settings hashes survive a copied project.
 
 A fingerprint depends on the files' relative names and bytes only: not on the folder's
-absolute path, nor on modification times (a copy changes both). Reading every byte of a
+absolute path, nor on modification times (a copy changes both), nor on hidden or lock
+files (download bookkeeping that changes when the model does not). Reading every byte of a
 large model on each load would cost a minute, so the hash of a large file is remembered in
 a small cache keyed by (real path, size, mtime, inode): a file is read once per machine and
 copy. Files of a Hugging Face hub cache are links to blobs named by their SHA-256, which is
@@ -49,11 +50,19 @@ def model_fingerprint(source: str, revision: str | None = None) -> str:
         path = snapshot
     cache = _load_cache()
     before = dict(cache)
-    files = sorted(p for p in path.rglob("*") if p.is_file())
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not _bookkeeping(p, path))
     listing = [(p.relative_to(path).as_posix(), _file_hash(p, cache)) for p in files]
     if cache != before:
         _save_cache(cache)
     return text_md5(json.dumps(listing))
+
+
+def _bookkeeping(file: Path, folder: Path) -> bool:
+    """Files no load reads that tools rewrite without a change in the model: hidden ones
+    (`.cache/huggingface/download/*.metadata`, which `hf download --local-dir` stamps with
+    the time on every run, `.git`) and lock files."""
+    parts = file.relative_to(folder).parts
+    return any(part.startswith(".") for part in parts) or file.suffix == ".lock"
 
 
 def _file_hash(path: Path, cache: dict[str, str]) -> str:

@@ -51,27 +51,32 @@ def format_prompt(
         messages = [{"role": "system", "content": system_prompt}, *messages]
     if getattr(tokenizer, "chat_template", None):
         try:
-            return cast(
-                str,
-                tokenizer.apply_chat_template(
-                    messages, tokenize=False, add_generation_prompt=add_generation_prompt
-                ),
-            )
+            return _render(tokenizer, messages, add_generation_prompt)
         except Exception as exc:  # jinja raises TemplateError for unsupported roles
-            if messages[0]["role"] != "system" or "system" not in str(exc).lower():
-                raise
-            # Templates without a system role (Gemma-2): fold it into the first user turn.
+            problem = " ".join(str(exc).split())[:200]
+        if messages[0]["role"] == "system" and len(messages) > 1:
+            # Templates without a system role (Gemma-2, Mistral v0.1, which says "roles
+            # must alternate"): fold it into the first user turn.
             system, first = messages[0]["content"], messages[1]["content"]
             merged = {**messages[1], "content": f"{system}\n\n{first}"}
-            return cast(
-                str,
-                tokenizer.apply_chat_template(
-                    [merged, *messages[2:]],
-                    tokenize=False,
-                    add_generation_prompt=add_generation_prompt,
-                ),
-            )
+            try:
+                return _render(tokenizer, [merged, *messages[2:]], add_generation_prompt)
+            except Exception:  # noqa: BLE001 - the first error says more
+                pass
+        raise SteeropsError(
+            f"the chat template cannot render a prompt ({problem}); give the model variant "
+            "a template that can (models.<variant>.chat_template)"
+        )
     return "\n\n".join(m["content"] for m in messages)
+
+
+def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
+    return cast(
+        str,
+        tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        ),
+    )
 
 
 def render_prompts(tokenizer, prompts: Sequence[Prompt | str]) -> list[str]:

@@ -6,10 +6,11 @@ alone: given the id, transformers and huggingface_hub query the hub for the revi
 latest files first and, on a machine without network, wait minutes on retries (forever on
 an endpoint that accepts and never answers) before they fall back to the cache. The
 revision read is the one the cache's refs name (`refs/main` unless params give `revision`).
-A snapshot with files missing loads by its id as before (the hub sends the rest). An id
-with nothing in the cache needs the hub: when the hub cannot be used (HF_HUB_OFFLINE, or
-its endpoint does not answer), the variant's id is refused, naming the local folder it was
-not found at too (a mistyped local path such as `data/smolm2` has the shape of a hub id).
+A snapshot with files missing loads by its id as before (the hub sends the rest), and so
+needs the hub, as does an id with nothing in the cache: when the hub cannot be used
+(HF_HUB_OFFLINE, or its endpoint does not answer), the variant's id is refused, naming what
+is missing or the local folder it was not found at (a mistyped local path such as
+`data/smolm2` has the shape of a hub id).
 """
 
 from __future__ import annotations
@@ -28,14 +29,19 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 def hub_snapshot(repo_id: str, revision: str | None, local: Path, variant: str) -> Path | None:
     """The complete snapshot of `repo_id` (not a local folder) in the cache; None: it loads
-    by its id, and is refused when nothing of it is cached and the hub cannot be used."""
+    by its id, and is refused when the hub cannot be used."""
     config = _cached_config(repo_id, revision)
-    if config is not None:  # one with files missing loads as before: the hub sends the rest
-        return _complete(config.parent)
-    where = f"not a local folder ({local}) and not in the Hugging Face cache"
-    if "/" in repo_id and local.parent.is_dir():
-        # `data/smolm2` next to a `data/` folder: a mistyped path, not an organisation
-        raise SteeropsError(f"models.{variant}.id: model not found: {local}")
+    if config is not None:
+        complete = _complete(config.parent)
+        if complete is not None:
+            return complete
+        # files missing: it loads by its id as before, the hub sending the rest
+        where = f"only partly in the Hugging Face cache ({_missing(config.parent)} missing)"
+    else:
+        where = f"not a local folder ({local}) and not in the Hugging Face cache"
+        if "/" in repo_id and local.parent.is_dir():
+            # `data/smolm2` next to a `data/` folder: a mistyped path, not an organisation
+            raise SteeropsError(f"models.{variant}.id: model not found: {local}")
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
@@ -71,6 +77,13 @@ def _complete(snapshot: Path) -> Path | None:
     if not any((snapshot / name).is_file() for name in _TOKENIZER_FILES):
         return None
     return snapshot if _weights_cached(snapshot) else None
+
+
+def _missing(snapshot: Path) -> str:
+    """What a snapshot `_complete` refuses lacks, for a message."""
+    if not any((snapshot / name).is_file() for name in _TOKENIZER_FILES):
+        return "the tokenizer"
+    return "weights"
 
 
 def _weights_cached(snapshot: Path) -> bool:

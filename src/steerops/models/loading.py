@@ -23,7 +23,13 @@ from steerops.models.chat_template import chat_template
 from steerops.models.fingerprint import model_fingerprint
 from steerops.models.hub import hub_snapshot
 from steerops.models.placement import check_placement
-from steerops.models.resolver import ModelLayout, module_device, resolve_layout
+from steerops.models.resolver import (
+    ARCHITECTURES,
+    ModelLayout,
+    module_device,
+    resolve_layout,
+    unknown_architecture,
+)
 
 __all__ = [
     "LoadedModel",
@@ -143,11 +149,23 @@ def load_model(
     # transformers' per-load progress bar would add a line to every one-line error path
     hf_logging.disable_progress_bar()
     try:
-        model: Any = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
-    except (OSError, ValueError, SafetensorError) as exc:  # missing, unknown or damaged
+        loaded: Any = AutoModelForCausalLM.from_pretrained(
+            source.path, output_loading_info=True, **kwargs
+        )
+    except (OSError, ValueError, SafetensorError, RuntimeError) as exc:
+        # missing, unknown or damaged files; a tensor whose shape the config contradicts
         raise SteeropsError(
             f"models.{variant}.id: cannot load {source.name!r}: {_first_line(exc)}"
         ) from None
+    model: Any
+    model, info = loaded
+    missing = list(info.get("missing_keys") or [])
+    if missing:  # transformers would initialise them at random and go on
+        raise SteeropsError(
+            f"models.{variant}.id: the weights of {source.name!r} lack {len(missing)} of the "
+            f"model's tensors ({', '.join(sorted(missing)[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}): an incomplete or damaged checkpoint"
+        )
     if spec.device_map is None:
         model.to(spec.device or "cpu")
     model.eval()
@@ -191,6 +209,9 @@ def _check_readable(params: Params, variant: str, source: _Source, padding_side:
         ) from None
     tokenizer = load_tokenizer(params, variant, padding_side=padding_side)
     if not (spec.layers_path or spec.attn_path or spec.mlp_path):
+        model_type = getattr(config, "model_type", None)
+        if model_type not in ARCHITECTURES:  # before the weights load and a run opens
+            raise unknown_architecture(model_type, variant)
         return tokenizer
     try:
         with torch.device("meta"):

@@ -86,6 +86,13 @@ def check_component(model_type: str, component: str, name: str | None, variant: 
         )
 
 
+def unknown_architecture(model_type: str | None, variant: str) -> SteeropsError:
+    return SteeropsError(
+        f"unknown architecture {model_type!r}: set models.{variant}.layers_path in "
+        "params.yaml to the dotted path of its decoder blocks (e.g. model.layers)"
+    )
+
+
 def resolve_layout(
     model: torch.nn.Module,
     layers_path: str | None = None,
@@ -99,10 +106,7 @@ def resolve_layout(
     model_type = getattr(config, "model_type", type(model).__name__)
     path = layers_path or ARCHITECTURES.get(model_type, (None,))[0]
     if path is None:
-        raise SteeropsError(
-            f"unknown architecture {model_type!r}: set models.{variant}.layers_path in "
-            "params.yaml to the dotted path of its decoder blocks (e.g. model.layers)"
-        )
+        raise unknown_architecture(model_type, variant)
     found = _first_submodule(model, _candidates(path))
     if found is None:
         raise SteeropsError(

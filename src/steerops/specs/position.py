@@ -180,12 +180,18 @@ def _span(start: int | None, stop: int | None, step: int, n: int) -> int:
 def max_response_tokens(spec: str | Position) -> int | None:
     """How many response tokens `spec` can read: 0 for prompt positions, N for bounded
     windows (`response[:5]` -> 5, `response[3]` -> 4), None when it depends on the end of
-    the response (`response[-1]`, `response[:]`). For `all[...]` an upper bound."""
+    the response (`response[-1]`, `response[:]`, `response[-8:5]`). For `all[...]` an upper
+    bound."""
     pos = parse_position(spec)
     if not pos.needs_response:
         return 0
     if pos.index is not None:
         return pos.index + 1 if pos.index >= 0 else None
+    # a bound counted from the end (`response[-8:5]`) moves with the response's length
     if pos.step is not None and pos.step < 0:  # reads from `start` backwards
+        if pos.stop is not None and pos.stop < 0:
+            return None
         return pos.start + 1 if pos.start is not None and pos.start >= 0 else None
+    if pos.start is not None and pos.start < 0:
+        return None
     return pos.stop if pos.stop is not None and pos.stop >= 0 else None
