@@ -485,6 +485,25 @@ def test_a_key_shaped_like_a_variable_name_is_not_echoed_as_one(
         check_judge(params_for(tmp_path, server, api_key_env="MY_JUDGE_KEY_2"), _trait(tmp_path))
 
 
+@pytest.mark.parametrize(
+    "url, warned",
+    [
+        ("http://judge.example:8000/v1", True),
+        ("http://10.0.0.7:8000/v1", True),
+        ("https://judge.example/v1", False),
+        ("http://localhost:8000/v1", False),
+        ("http://[::1]:8000/v1", False),
+    ],
+)
+def test_a_key_sent_over_plain_http_off_the_machine_is_warned_about(
+    tmp_path, server, trait, key, capsys, url, warned
+):
+    make_judge(params_for(tmp_path, server, base_url=url), trait)
+    err = capsys.readouterr().err
+    assert ("the API key goes unencrypted" in err) == warned
+    assert KEY not in err
+
+
 def test_a_key_variable_holding_the_key_itself_is_refused_without_echoing_it(tmp_path, server):
     from steerops.judges import check_judge
 

@@ -12,8 +12,10 @@ request header: never logged, never cached, scrubbed from error messages. With
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -85,6 +87,13 @@ class OpenAIJudge(CachedJudge):
     def from_params(cls, params, trait) -> OpenAIJudge:
         cfg = params.judge
         prompts, api_key = _checked(params, trait)
+        if api_key and _in_the_clear(cfg.base_url):
+            host = urllib.parse.urlsplit(cfg.base_url).hostname
+            print(
+                f"warning: judge.base_url is plain http to {host}: the API key goes "
+                "unencrypted over the network (use https)",
+                file=sys.stderr,
+            )
         policy = RetryPolicy(cfg.max_retries, cfg.backoff_s, cfg.max_backoff_s, cfg.timeout_s)
         return cls(
             cfg.base_url,
@@ -279,6 +288,18 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WORD = r"(?:[A-Z]{1,16}|[a-z]{1,16}|[A-Z][a-z]{1,15})[0-9]{0,3}"
 _USUAL_NAME = re.compile(rf"(?=.{{1,40}}$){_WORD}(?:_(?:{_WORD}|[0-9]{{1,3}}))*_?")
 _HEADER_SAFE = re.compile(r"[!#-&(-~]*")  # visible ASCII without the quotes
+
+
+def _in_the_clear(url: str) -> bool:
+    """Whether requests to `url` carry the key unencrypted off this machine: http to a
+    host that is not a loopback address."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or parts.hostname in (None, "localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:  # a host name
+        return True
 
 
 def _url_problem(url: str | None) -> str | None:
