@@ -6,9 +6,18 @@ fails there naming its params key; they serialise back to the text they were par
 """
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, PlainValidator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    PlainSerializer,
+    PlainValidator,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from steerops.errors import SteeropsError
@@ -22,6 +31,37 @@ class Strict(BaseModel):
     model_config = ConfigDict(
         extra="forbid", validate_assignment=True, validate_default=True, allow_inf_nan=False
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """`true` where a number goes (pydantic would read 1): a slip, not a setting."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _boolean_for_number(value, field.annotation):
+            raise ValueError("expected a number, not true/false")
+        return value
+
+
+def _kinds(annotation: Any) -> set[Any]:
+    """The plain types an annotation admits (through unions, Annotated and Optional)."""
+    if get_origin(annotation) is Annotated:
+        return _kinds(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        return set().union(*(_kinds(a) for a in get_args(annotation)))
+    return {annotation}
+
+
+def _boolean_for_number(value: Any, annotation: Any) -> bool:
+    """A boolean (or a list holding one) given for a field of numbers that takes none."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if isinstance(value, list) and get_origin(annotation) is list:
+        (item,) = get_args(annotation) or (Any,)
+        return any(_boolean_for_number(v, item) for v in value)
+    if not isinstance(value, bool):
+        return False
+    kinds = _kinds(annotation)
+    return bool(kinds & {int, float}) and not kinds & {bool, Any}
 
 
 def _parsed_by(parse: Callable[[Any], Any]) -> PlainValidator:
