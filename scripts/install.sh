@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv and install steerops with its dev tools. Idempotent: re-runs only when
-# pyproject.toml changed. Machines without an NVIDIA GPU get a CPU build of torch (a local
-# torch==2.13.0 CPU wheel when pip can see one, else the CPU wheel index) so no multi-GB
-# CUDA packages are pulled; GPU machines get the default CUDA build from pip.
+# pyproject.toml changed. Machines without an NVIDIA GPU get a CPU build of torch (the
+# torch==2.13.0 pip can see when it needs no CUDA packages, e.g. a local CPU wheel, else the
+# CPU wheel index) so no multi-GB CUDA packages are pulled; GPU machines get the default
+# CUDA build from pip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -13,10 +14,20 @@ if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip --quiet --disable-pip-version-check"
+# Whether the torch==2.13.0 pip would install here comes without CUDA packages (a local CPU
+# wheel does; PyPI's Linux wheel pulls nvidia-* ones): pip's dry-run plan says.
+cpu_only_torch() {
+  $PIP install --dry-run --report - "torch==2.13.0" 2>/dev/null | "$VENV/bin/python" -c '
+import json, sys
+plan = json.load(sys.stdin)["install"]
+sys.exit(any(p["metadata"]["name"].lower().startswith("nvidia-") for p in plan))'
+}
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     $PIP install "torch>=2.4"
-  elif ! $PIP install "torch==2.13.0" 2>/dev/null; then
+  elif cpu_only_torch; then
+    $PIP install "torch==2.13.0"
+  else
     $PIP install torch --index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
   fi
 fi
