@@ -3,8 +3,6 @@ would extract them otherwise (what `extract --tasks` itself checks), never reuse
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from conftest import write_params
@@ -15,8 +13,13 @@ from steerops.probes.activations import ensure_conditions, is_fresh, settings_ha
 
 @pytest.fixture
 def tasks_world(tmp_path, toy_world):
-    """Params over 24 of the toy world's probe tasks, probes at layers 1-2."""
-    rows = [json.loads(line) for line in (toy_world / "probes" / "tasks.jsonl").open()][:24]
+    """Params over 24 tasks in the toy world's words, probes at layers 1-2."""
+    things = ["bread", "a cake", "a pie", "cookies", "a tree", "a lamp"]
+    frames = ["how do i bake {} ?", "please help me bake {} .", "what is {} ?", "find {} ."]
+    rows = [
+        {"task_id": f"t{i}", "prompt": frame.format(thing)}
+        for i, (frame, thing) in enumerate((f, t) for f in frames for t in things)
+    ]
     write_jsonl(tmp_path / "tasks.jsonl", rows)
 
     def params_with(**blocks):

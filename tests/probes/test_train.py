@@ -136,6 +136,9 @@ def test_train_stage_cv_and_confounds(tmp_path, capsys):
     assert manifest["config"]["protocol"] == "cv" and manifest["config"]["cv_folds"] == 4
     assert manifest["confounds"]["n_dropped"] == 4 and 0 <= manifest["confounds"]["r2"] < 0.2
     assert manifest["counts"]["used"] == 156 and manifest["best_final_r"] > 0.9
+    # the 4 tasks without confounds are counted as dropped by them, not as unscored
+    assert manifest["counts"]["dropped_by_confounds"] == 4
+    assert manifest["counts"]["activations_without_score"] == 0
     # out-of-fold r chose alpha and layer: n, but no interval that would claim otherwise
     best = manifest["layers"][str(manifest["best_layer"])]
     assert best["final_n"] == 156 and best["final_r_ci"] == [None, None]

@@ -270,7 +270,7 @@ def train(params) -> tuple[Path, dict, bool]:
         "with_activations": len(task_ids),
         "used": len(used),
         "scored_without_activations": sum(t not in row_of for t in raw_scores),
-        "activations_without_score": sum(t not in targets for t in task_ids),
+        "activations_without_score": sum(t not in raw_scores for t in task_ids),
         "dropped_by_confounds": confound_report["n_dropped"] if confound_report else 0,
     }
 
