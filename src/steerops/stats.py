@@ -150,14 +150,14 @@ def pairwise_share(
 ) -> Interval:
     """The share of pairwise comparisons won (`hits` 0, 0.5 for a tie, or 1 per comparison
     of tasks `first[i]` and `second[i]`: task ids, drawn in their sorted order), with a
-    bootstrap interval
-    over the tasks compared: each resample draws the tasks with replacement and weighs a
-    comparison by the product of its two tasks' draw counts. Comparisons that share a task
-    are not independent (a mis-scored task loses all of its comparisons), which a Wilson
-    interval over comparisons would ignore. Resamples where no comparison survives are
-    left out of the percentiles. When every comparison scored the same, resamples cannot
-    vary: the interval is then the Wilson interval with each task compared counted once
-    (as `clustered_proportion` counts clusters at 0 or n hits), not one of no width."""
+    bootstrap interval over the tasks compared: each resample draws the tasks with
+    replacement and weighs a comparison by the product of its two tasks' draw counts.
+    Comparisons that share a task are not independent (a mis-scored task loses all of its
+    comparisons), which a Wilson interval over comparisons would ignore. Resamples where
+    no comparison survives are left out of the percentiles. When every comparison scored
+    the same, resamples cannot vary: the interval is then the Wilson interval with each
+    task compared counted once (as `clustered_proportion` counts clusters at 0 or n hits),
+    not one of no width."""
     y = np.asarray(hits, dtype=np.float64)
     if not len(y) == len(first) == len(second):
         raise ValueError("pairwise_share: one pair of tasks per hit")

@@ -30,6 +30,7 @@ from steerops.generate.store import (
     write_responses,
 )
 from steerops.io import text_md5
+from steerops.judges.base import n_unanswered
 from steerops.traits import POLARITIES, Trait, load_trait
 
 
@@ -251,8 +252,7 @@ def _vet(rows: list[dict], judge, cfg) -> int:
         for row in rows:
             key = (row["source_index"], row["rollout"])
             row["kept"] = all(passed.get((p, *key), False) for p in POLARITIES)
-    refused = getattr(judge, "unanswered", set())  # only endpoint judges refuse
-    return sum((p, r) in refused for p, r in zip(prompts, responses, strict=True))
+    return n_unanswered(judge, prompts, responses)
 
 
 def _passes(polarity: str, trait: float | None, cfg) -> bool:

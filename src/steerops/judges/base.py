@@ -19,6 +19,13 @@ class Judge(Protocol):
         ...
 
 
+def n_unanswered(judge: Judge, questions: list[str], responses: list[str]) -> int:
+    """How many of these (question, response) pairs the judge's endpoint refused to judge
+    in its latest call (`CachedJudge.unanswered`; other judges never refuse)."""
+    refused: set[tuple[str, str]] = getattr(judge, "unanswered", set())
+    return sum(pair in refused for pair in zip(questions, responses, strict=True))
+
+
 def check_pairs(questions: list[str], responses: list[str]) -> None:
     if len(questions) != len(responses):
         raise SteeropsError(f"judge: got {len(questions)} questions but {len(responses)} responses")

@@ -33,7 +33,13 @@ from steerops.steering.store import (
     entry_key,
 )
 from steerops.vectors.store import METADATA_FILE as VECTORS_METADATA
-from steerops.vectors.store import TENSORS_FILE, is_stored, load_vectors, vectors_dir
+from steerops.vectors.store import (
+    TENSORS_FILE,
+    is_stored,
+    load_vectors,
+    recorded_mean_norm,
+    vectors_dir,
+)
 
 # `settings`: the cell's steering settings hash (configs of two cells compare only under
 # equal settings: scope, unit, judge, questions... are in it, the method is not); `sign`:
@@ -124,8 +130,7 @@ def _units_now(params, log: ResultsLog, settings_hash: str, labels: dict) -> dic
         if folder not in metadata:
             path = folder / VECTORS_METADATA
             metadata[folder] = read_json(path) if path.is_file() else {}
-        entry = (metadata[folder].get("layers") or {}).get(str(ref.layer)) or {}
-        return None if entry.get("mean_norm") is None else float(entry["mean_norm"])
+        return recorded_mean_norm(metadata[folder], ref.layer)
 
     return log.units_now(settings_hash, labels["unit"] == "absolute", layer_norm)
 

@@ -32,6 +32,14 @@ class KnownResult:
     n: int
     scores: list = field(default_factory=list, compare=False)  # per search question
 
+    def gain(self, base: ConfigResult, direction: str) -> float | None:
+        """The trait change from the baseline `base` in the steering direction, paired over
+        the questions both scored, as the search's own trials are valued; a result without
+        per-question scores (none from a results log) falls back to the means."""
+        if self.scores:
+            return trait_delta(self.scores, base, direction)
+        return delta(self.trait_mean, base.trait_mean, direction)
+
 
 def check_known_file(path: Path) -> None:
     """An explicit known-results log exists and reads (before a run opens)."""
@@ -119,15 +127,9 @@ def band_points(
     thirds-points between the strongest coherent coefficient and the next known one above
     it (where coherence broke), or a half step beyond it when it is the largest known;
     points already known are left out."""
-
-    def gain(k: KnownResult) -> float | None:
-        if k.scores:
-            return trait_delta(k.scores, base, direction)
-        return delta(k.trait_mean, base.trait_mean, direction)
-
     best: dict[int, tuple[float, KnownResult]] = {}
     for k in known:
-        g = gain(k)
+        g = k.gain(base, direction)
         if k.coefficient == 0 or k.coherence_mean < min_coherence or g is None or g <= 0:
             continue
         if k.layer not in best or g > best[k.layer][0]:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from steerops.errors import SteeropsError
 from steerops.search.known import KnownResult
 from steerops.search.study import MAX_REPEATS, Proposal, SearchStudy
-from steerops.steering.configs import Config, VectorSource, delta, trait_delta
+from steerops.steering.configs import Config, VectorSource
 
 
 @dataclass
@@ -54,12 +54,7 @@ def run_search(
         rows=0 if getattr(base, "cached", False) else len(evaluator.questions),
     )
     for k in known:  # same settings and questions, so the same baseline applies
-        # paired over the questions both scored, as the search's own trials; a result
-        # without per-question scores (none from a results log) falls back to the means
-        if k.scores:
-            change = trait_delta(k.scores, base, direction)
-        else:
-            change = delta(k.trait_mean, base.trait_mean, direction)
+        change = k.gain(base, direction)
         if change is None:
             continue  # no question both scored: nothing to compare it with
         if study.add_known(

@@ -451,10 +451,7 @@ class SteeringEvaluator:
             by_file.setdefault(self._results_path(config), []).append(entry)
         for path, entries in by_file.items():
             log = ResultsLog(path)
-            logged = log.baseline(self.settings_hash)
-            # none yet, or one judged in part that this run's baseline completes (a baseline
-            # still holding a refusal is not logged again with every chunk)
-            if logged is None or (not servable(logged) and not self.baseline().n_refused):
+            if log.baseline(self.settings_hash) is None:  # one judged in part: see evaluate
                 entries = [self._baseline_entry(), *entries]
             log.append(entries)
 

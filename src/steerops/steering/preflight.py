@@ -46,6 +46,7 @@ def check_grid(
     from steerops.steering.configs import VectorSource
     from steerops.steering.sources import VectorSources
     from steerops.traits import load_trait
+    from steerops.vectors.store import recorded_mean_norm
 
     cfg = params.steering
     if not cells:
@@ -84,9 +85,9 @@ def check_grid(
                     sources.layer_norm(ref)
                 else:
                     _, metadata, _ = sources.load(source)
-                    entry = (metadata.get("layers") or {}).get(str(layer)) or {}
-                    if entry.get("mean_norm"):
-                        norms.append(float(entry["mean_norm"]))
+                    norm = recorded_mean_norm(metadata, layer)
+                    if norm:
+                        norms.append(norm)
         warn_far_coefficients(stage, coefficients, cfg.coefficient_unit, norms)
     return out
 

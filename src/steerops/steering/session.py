@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from steerops.io import text_md5
+from steerops.judges.base import n_unanswered
 from steerops.models import unsteered
 from steerops.models.chat_template import chat_template
 from steerops.models.generation import encode_prompt, pad_id, render_prompts, stop_token_ids
@@ -159,8 +160,6 @@ class SteeringSession:
             if kept is not None:
                 kept.clear()  # read or not, these responses are done with
         n = len(questions)
-        # answers the endpoint refused to judge (only endpoint judges refuse)
-        refused: set[tuple[str, str]] = getattr(self.judge, "unanswered", set())
         out = []
         for k, responses in enumerate(texts):
             part = scores[k * n : (k + 1) * n]
@@ -177,7 +176,7 @@ class SteeringSession:
                     summary["n"],
                     rows,
                     n_unscored=summary["n_unscored"],
-                    n_refused=sum(p in refused for p in zip(questions, responses, strict=True)),
+                    n_refused=n_unanswered(self.judge, questions, responses),
                 )
             )
         return out

@@ -19,7 +19,14 @@ from steerops.extract import store as activation_store
 from steerops.io import file_md5
 from steerops.specs import parse_method
 from steerops.steering.configs import VectorRef, VectorSource
-from steerops.vectors.store import TENSORS_FILE, check_hidden_size, vectors_dir, vectors_for
+from steerops.vectors.store import (
+    TENSORS_FILE,
+    check_hidden_size,
+    layer_entry,
+    recorded_mean_norm,
+    vectors_dir,
+    vectors_for,
+)
 
 
 class VectorSources:
@@ -93,21 +100,20 @@ class VectorSources:
     def layer_norm(self, ref: VectorRef) -> float:
         """The layer's mean activation norm recorded with the vectors."""
         _, metadata, _ = self.load(ref.source)
-        entry = (metadata.get("layers") or {}).get(str(ref.layer)) or {}
-        if entry.get("mean_norm") is None:
+        norm = recorded_mean_norm(metadata, ref.layer)
+        if norm is None:
             raise SteeropsError(
                 f"vectors {ref.method} at {ref.position}/{ref.component}: "
                 f"metadata has no layers.{ref.layer}.mean_norm (needed by "
                 "coefficient_unit: norm)"
             )
-        return float(entry["mean_norm"])
+        return norm
 
     def norm_unit(self, ref: VectorRef) -> str:
         """What the layer's `mean_norm` measures: "token" (the mean per-token norm) or, for
         vectors built from older activations, "pooled_window"."""
         _, metadata, _ = self.load(ref.source)
-        entry = (metadata.get("layers") or {}).get(str(ref.layer)) or {}
-        return str(entry.get("norm_unit") or "pooled_window")
+        return str(layer_entry(metadata, ref.layer).get("norm_unit") or "pooled_window")
 
     def file_hashes(self, refs: tuple[VectorRef, ...]) -> dict[str, str]:
         """{"method|position|component": md5} of the vector files `refs` use."""

@@ -31,6 +31,18 @@ _PREFIX = "layer_"
 vectors_dir = partial(cell_dir, "vectors")
 
 
+def layer_entry(metadata: dict[str, Any], layer: int) -> dict[str, Any]:
+    """A vector set's metadata for one layer (`layers.<layer>`: `mean_norm`, `norm_unit`,
+    ...); {} when it records none."""
+    return (metadata.get("layers") or {}).get(str(layer)) or {}
+
+
+def recorded_mean_norm(metadata: dict[str, Any], layer: int) -> float | None:
+    """The layer's mean activation norm recorded with the vectors (the `norm` unit)."""
+    norm = layer_entry(metadata, layer).get("mean_norm")
+    return None if norm is None else float(norm)
+
+
 def is_stored(directory: str | Path) -> bool:
     return all((Path(directory) / name).is_file() for name in (TENSORS_FILE, METADATA_FILE))
 
