@@ -405,23 +405,18 @@ def test_answers_the_endpoint_refused_to_judge_are_vetted_again_on_a_rerun(
 ):
     """A refusal is not cached by the judge, so the summary is not up to date while it holds
     one: the rerun vets again (no generation) and keeps what the judge now scores."""
+    from refusing_judge import RefusingJudge
+
     params_file = small_world(tmp_path, toy_world, generate={"max_new_tokens": 12})
     refusing = {"on": True}
     asked: list[str] = []
 
-    class Filtering:
-        id = "filtering"
+    def first_three(pairs):
+        return set(pairs[:3]) if refusing["on"] else set()
 
-        def __init__(self):
-            self.unanswered: set[tuple[str, str]] = set()
-
-        def score(self, questions, responses):
-            asked.extend(questions)
-            pairs = list(zip(questions, responses, strict=True))
-            self.unanswered = set(pairs[:3]) if refusing["on"] else set()
-            return [(None, None) if p in self.unanswered else toy_judge.score(*p) for p in pairs]
-
-    monkeypatch.setattr("steerops.judges.make_judge", lambda params, trait: Filtering())
+    monkeypatch.setattr(
+        "steerops.judges.make_judge", lambda params, trait: RefusingJudge(first_three, asked)
+    )
     assert main(["generate", "--params", str(params_file), "--vet"]) == 0
     rows, summary = outputs(params_file)
     assert summary["judge_refused"] == 3 and len(asked) == 2 * N

@@ -176,6 +176,21 @@ def test_a_log_written_under_another_spelling_of_the_method_is_known_and_served(
     assert ResultsLog(path).config_scores(scope, search, key, files) is not None
 
 
+def _imported(study, evaluator, known) -> int:
+    """How many of `known` a search imports as trials (it evaluates nothing itself)."""
+    stats = run_search(
+        study,
+        evaluator,
+        SOURCE,
+        target=0,
+        batch=1,
+        direction="positive",
+        known=known,
+        progress=False,
+    )
+    return stats.imported
+
+
 def test_a_known_result_s_trial_value_is_paired_like_the_search_s_own(tmp_path):
     """Unscored answers on both sides: an imported result's value is its mean over the
     questions both it and the baseline scored (100), not a difference of means (33.3)."""
@@ -188,31 +203,12 @@ def test_a_known_result_s_trial_value_is_paired_like_the_search_s_own(tmp_path):
     evaluator.baseline = lambda: SimpleNamespace(trait_mean=100 / 3, scores=base, cached=True)
     known = [KnownResult(2, 1.0, 10.0, 200 / 3, 80.0, 3, scores=steered)]
     study = open_study(tmp_path, layers=(2,), seed=0, startup_trials=1)
-    stats = run_search(
-        study,
-        evaluator,
-        SOURCE,
-        target=0,
-        batch=1,
-        direction="positive",
-        known=known,
-        progress=False,
-    )
-    assert stats.imported == 1
+    assert _imported(study, evaluator, known) == 1
     (record,) = [r for r in study.records() if r.coefficient == 1.0]
     assert record.trait_delta == pytest.approx(100.0)
     # scored only where the baseline was not: no paired value, and no difference of means
     # (0 - 33.3) in its place; the search's own trial would have failed as unscored
     apart = [(None, 80.0), (None, 80.0), (None, 80.0), (0.0, 80.0)]
     lone = [KnownResult(2, 2.0, 20.0, 0.0, 80.0, 1, scores=apart)]
-    stats = run_search(
-        open_study(tmp_path, layers=(2,), name="apart", seed=0, startup_trials=1),
-        evaluator,
-        SOURCE,
-        target=0,
-        batch=1,
-        direction="positive",
-        known=lone,
-        progress=False,
-    )
-    assert stats.imported == 0
+    apart_study = open_study(tmp_path, layers=(2,), name="apart", seed=0, startup_trials=1)
+    assert _imported(apart_study, evaluator, lone) == 0

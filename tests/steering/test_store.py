@@ -4,6 +4,7 @@ scores are served on any covered subset of the questions, never across scopes.""
 from __future__ import annotations
 
 import multiprocessing
+from pathlib import Path
 
 import pytest
 
@@ -213,58 +214,57 @@ def test_configs_measured_with_replaced_vectors_are_left_out(tmp_path):
     ]
 
 
+def _steer_refused(tmp_path, toy_world, monkeypatch, refuse, coefficients: str, **blocks):
+    """`run()`: a scratch `steerops steer` (4 questions, 6 new tokens, layer 1) judged by
+    a `RefusingJudge` that refuses `refuse(pairs)` of each call; with the questions asked
+    and the cell's results log (after the first run)."""
+    from refusing_judge import RefusingJudge
+    from steer_world import steer_params
+    from steerops.cli import main
+
+    asked: list[str] = []
+    monkeypatch.setattr(
+        "steerops.judges.make_judge", lambda *args, **kwargs: RefusingJudge(refuse, asked)
+    )
+    path = steer_params(tmp_path, toy_world, **blocks)
+    argv = ["steer", "--params", str(path), "--out", str(tmp_path / "run")]
+    argv += ["--subset", "4", "--max-new-tokens", "6", "--layers", "1"]
+    argv += ["--coefficients", coefficients]
+
+    def run() -> Path:
+        assert main(argv) == 0
+        (log,) = (tmp_path / "run").rglob("results.jsonl")
+        return log
+
+    return run, asked
+
+
 def test_answers_the_endpoint_refused_to_judge_are_judged_again_on_a_rerun(
     tmp_path, toy_world, monkeypatch
 ):
     """A refusal (e.g. a content filter) is not cached by the judge: a log entry holding one
     is not served, so the rerun generates and judges that config and the baseline again,
     and once every answer is judged the next run serves them."""
-    from steer_world import steer_params
-    from steerops.cli import main
-    from steerops.toy import judge as toy_judge
+    refusing = {"on": True}
 
-    asked: list[str] = []
+    def first_question(pairs):  # every config's answer to the call's first question
+        return {p for p in pairs if p[0] == pairs[0][0]} if refusing["on"] else set()
 
-    class Filtering:
-        """Scores like the toy judge; while `refusing`, refuses the first question's answers."""
-
-        id = "filtering"
-        refusing = True
-
-        def __init__(self):
-            self.unanswered: set[tuple[str, str]] = set()
-
-        def score(self, questions, responses):
-            self.unanswered = set()
-            out = []
-            for q, r in zip(questions, responses, strict=True):
-                asked.append(q)
-                if Filtering.refusing and q == questions[0]:
-                    self.unanswered.add((q, r))
-                    out.append((None, None))
-                else:
-                    out.append(toy_judge.score(q, r))
-            return out
-
-    monkeypatch.setattr("steerops.judges.make_judge", lambda *args, **kwargs: Filtering())
-    path = steer_params(tmp_path, toy_world)
-    argv = ["steer", "--params", str(path), "--out", str(tmp_path / "run")]
-    argv += ["--subset", "4", "--max-new-tokens", "6", "--layers", "1", "--coefficients", "0.5"]
-    assert main(argv) == 0
-    (log,) = (tmp_path / "run").rglob("results.jsonl")
+    run, asked = _steer_refused(tmp_path, toy_world, monkeypatch, first_question, "0.5")
+    log = run()
     entries = read_jsonl(log)
     assert {e["type"]: e["result"]["n_refused"] for e in entries} == {
         "baseline": 1,
         "config": 1,
     }
     assert len(asked) == 8  # the baseline and the config, 4 questions each
-    Filtering.refusing = False
-    assert main(argv) == 0
+    refusing["on"] = False
+    run()
     assert len(asked) == 16  # both evaluated and judged again
     latest = {e["type"]: e for e in read_jsonl(log)}
     assert all("n_refused" not in e["result"] for e in latest.values())
     assert all(s[0] is not None for e in latest.values() for s in e["scores"])
-    assert main(argv) == 0
+    run()
     assert len(asked) == 16  # every answer judged: served
 
 
@@ -274,38 +274,18 @@ def test_a_cell_whose_baseline_alone_was_refused_gets_the_baseline_judged_since(
     """The configs were all judged (served on the rerun) but the cell's baseline entry holds
     a refusal: the rerun judges the baseline again and the cell log gets it, so the
     configs' paired deltas use every question."""
-    from steer_world import steer_params
-    from steerops.cli import main
-    from steerops.toy import judge as toy_judge
-
     refusing = {"on": True}
-    asked: list[str] = []
 
-    class Filtering:
-        id = "filtering"
+    def first_pair(pairs):
+        return set(pairs[:1]) if refusing["on"] else set()
 
-        def __init__(self):
-            self.unanswered: set[tuple[str, str]] = set()
-
-        def score(self, questions, responses):
-            self.unanswered = {(questions[0], responses[0])} if refusing["on"] else set()
-            asked.extend(questions)
-            return [
-                (None, None) if (q, r) in self.unanswered else toy_judge.score(q, r)
-                for q, r in zip(questions, responses, strict=True)
-            ]
-
-    monkeypatch.setattr("steerops.judges.make_judge", lambda *args, **kwargs: Filtering())
-    path = steer_params(tmp_path, toy_world)
-    argv = ["steer", "--params", str(path), "--out", str(tmp_path / "run")]
     # steered hard enough that its answers differ from the baseline's
-    argv += ["--subset", "4", "--max-new-tokens", "6", "--layers", "1", "--coefficients", "8"]
-    assert main(argv) == 0  # one call: the baseline's first answer refused, the config's not
-    (log,) = (tmp_path / "run").rglob("results.jsonl")
+    run, asked = _steer_refused(tmp_path, toy_world, monkeypatch, first_pair, "8")
+    log = run()  # one call: the baseline's first answer refused, the config's not
     entries = read_jsonl(log)
     assert [e["result"].get("n_refused") for e in entries] == [1, None]
     refusing["on"] = False
-    assert main(argv) == 0
+    run()
     assert len(asked) == 12  # the baseline's 4 answers again; the config served
     baseline = ResultsLog(log).baseline(entries[0]["settings_hash"])
     assert "n_refused" not in baseline["result"] and None not in baseline["scores"][0]
@@ -316,29 +296,12 @@ def test_a_baseline_that_keeps_a_refusal_is_logged_once_not_with_every_chunk(
 ):
     """Several chunks append to the cell log; a baseline whose refusal this run could not
     resolve is logged once, not again beside each chunk's configs."""
-    from steer_world import steer_params
-    from steerops.cli import main
-    from steerops.toy import judge as toy_judge
 
-    class Filtering:
-        id = "filtering"
+    def first_pair(pairs):  # each call's first answer: the baseline's, in the first chunk
+        return set(pairs[:1])
 
-        def __init__(self):
-            self.unanswered: set[tuple[str, str]] = set()
-
-        def score(self, questions, responses):
-            # each call's first answer: the baseline's, in the first chunk
-            self.unanswered = {(questions[0], responses[0])} if responses else set()
-            return [
-                (None, None) if (q, r) in self.unanswered else toy_judge.score(q, r)
-                for q, r in zip(questions, responses, strict=True)
-            ]
-
-    monkeypatch.setattr("steerops.judges.make_judge", lambda *args, **kwargs: Filtering())
-    path = steer_params(tmp_path, toy_world, steering={"max_batch_rows": 1})
-    argv = ["steer", "--params", str(path), "--out", str(tmp_path / "run")]
-    argv += ["--subset", "4", "--max-new-tokens", "6", "--layers", "1"]
-    assert main([*argv, "--coefficients", "4,6,8"]) == 0
-    (log,) = (tmp_path / "run").rglob("results.jsonl")
-    kinds = [e["type"] for e in read_jsonl(log)]
+    run, _ = _steer_refused(
+        tmp_path, toy_world, monkeypatch, first_pair, "4,6,8", steering={"max_batch_rows": 1}
+    )
+    kinds = [e["type"] for e in read_jsonl(run())]
     assert kinds.count("baseline") == 1 and kinds.count("config") == 3
