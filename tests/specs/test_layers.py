@@ -74,3 +74,11 @@ def test_syntax_check_needs_no_model():
     check_layers("0-30:5,40%")
     with pytest.raises(SteeropsError, match="'x7'"):
         check_layers("1,x7")
+
+
+@pytest.mark.parametrize("spec, token", [(-1, "-1"), ([], "no layer"), ([3, -2], "-2")])
+def test_syntax_check_refuses_negative_and_empty_specs(spec, token):
+    # params load through check_layers: these must not wait for a stage's preflight
+    with pytest.raises(SteeropsError) as err:
+        check_layers(spec)
+    assert token in str(err.value) and "\n" not in str(err.value)

@@ -82,8 +82,12 @@ def _layer_terms(spec: str | int | list[int]) -> list[str | int]:
     if isinstance(spec, bool):
         raise SteeropsError(f"layers {spec!r}: expected a layer spec such as 5-20 or all")
     if isinstance(spec, int):
+        if spec < 0:
+            raise SteeropsError(f"layers: bad term {spec!r} (layers count from 0)")
         return [spec]
     if isinstance(spec, list | tuple):
+        if not spec:
+            raise SteeropsError("layers []: selects no layer")
         terms: list[str | int] = []
         for item in spec:
             if isinstance(item, bool) or not isinstance(item, int | str):
