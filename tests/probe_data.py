@@ -68,6 +68,7 @@ def probe_world(tmp_path: Path, n: int = 160, d: int = 24, blocks: dict | None =
             "scores": str(tmp_path / "scores.csv"),
             "tasks_name": "fake",
             "layers": "all",
+            "ood": {"conditions": None},  # each task's own system prompt
             **probes,
         },
         **(blocks or {}),

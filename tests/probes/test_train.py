@@ -108,6 +108,16 @@ def test_train_stage_bad_input_keeps_outputs(tmp_path, capsys):
     ).exists()
     assert (root / "runs" / "latest.json").read_bytes() == latest
     assert len((root / "runs" / "runs.jsonl").read_text().splitlines()) == 1
+    # a conditions file that is not there: `probe ood` would read the baseline's prompt
+    # from it, so training under each task's own prompt instead is refused
+    missing = tmp_path / "conditons.json"
+    text = params_file.read_text().replace("conditions: null", f"conditions: {missing}")
+    (tmp_path / "typo.yaml").write_text(text)
+    assert main(["probe", "train", "--params", str(tmp_path / "typo.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "probes.ood.conditions: file not found" in err and "conditons.json" in err
+    assert err.count("\n") == 0
+    assert (root / "runs" / "latest.json").read_bytes() == latest
 
 
 def test_train_stage_cv_and_confounds(tmp_path, capsys):

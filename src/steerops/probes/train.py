@@ -124,7 +124,14 @@ def condition_prompt(params) -> str | None:
 
     wanted, path = params.probes.condition, params.probes.ood.conditions
     known: dict[str, str | None] = {}
-    if path and params.path(path).is_file():
+    if path and not params.path(path).is_file():
+        # `probe ood` reads the baseline's prompt from this file: a typo must not train the
+        # probe under another prompt than the one its OOD deltas are measured from
+        raise SteeropsError(
+            f"probes.ood.conditions: file not found: {params.path(path)} (it names the "
+            "conditions' system prompts; null keeps each task's own)"
+        )
+    if path:
         baseline, others = read_conditions(params.path(path))
         known = {c.id: c.system_prompt for c in (baseline, *others)}
     if wanted in known:
