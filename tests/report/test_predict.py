@@ -160,3 +160,30 @@ def test_no_scored_predictor_predicts_no_weight():
     from steerops.report.markdown import markdown_table
 
     assert "None" not in markdown_table(recs)  # shown empty, as a missing number is
+
+
+def test_every_method_with_an_ok_cell_gets_a_start_even_with_a_twins_features():
+    """Two methods whose ok cells read the same norms and weight (cleaning before or after a
+    linear mean) are one point to a predictor, but each method still gets its own start;
+    an alias (the same vectors under another name) gets none."""
+    base = {
+        "model": "m",
+        "layer": 12,
+        "coefficient": 0.2,
+        "weight": 23.4,
+        "at_largest_coefficient": False,
+        "layer_norm": 117.2,
+        "layer_norm_clean": 103.4,
+        "abs_mean_proj": 31.9,
+    }
+    features = pd.DataFrame(
+        [
+            {**base, "method": "mean_diff", "layer_norm_clean": 110.0, "alias_of": ""},
+            {**base, "method": "mean_diff_cleaned", "alias_of": ""},
+            {**base, "method": "mean_diff_preclean", "alias_of": ""},
+            {**base, "method": "copy_of_cleaned", "alias_of": "mean_diff_cleaned"},
+        ]
+    )
+    recs = predict.recommendations(features, predict.loo_errors(features))
+    assert sorted(recs["method"]) == ["mean_diff", "mean_diff_cleaned", "mean_diff_preclean"]
+    assert (recs["n"] == 1).all()

@@ -110,7 +110,10 @@ def recommendations(features: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFram
     weight, so every unit's cells fit it). The optimum
     of a cell chosen at its layer's largest coefficient may lie beyond the grid, so a start
     from such cells is a lower bound: `n_at_largest_coefficient` counts them."""
-    features = distinct(features)
+    # aliases only: a method whose cells equal another's in every feature is one point to
+    # a predictor (fit_predictor drops its twins) but still a method to start
+    if "alias_of" in features:
+        features = features[features["alias_of"].fillna("") == ""]
     scored = errors.dropna(subset=["loo_mae"])
     best_name = None  # no predictor scored (too few cells): no predicted weight at all; the
     # mean of every cell's weight, of every model and layer, is no prediction for any of them
