@@ -320,3 +320,20 @@ def test_cells_without_a_scored_steered_config_say_why(tmp_path):
     synthetic_grid(alone, {"probe": ([], [])})
     _report(alone)
     assert "no steered config has a coherence score" in (alone / "docs" / "results.md").read_text()
+
+
+def test_a_search_at_another_coherence_bar_says_so(tmp_path):
+    """A search keeps the verdict of its own `min_coherence`: the page shows that bar, and
+    says when it is not the one the page states for the grid."""
+    best = _run(tmp_path)["best"]
+    folder = search_dir(tmp_path / "outputs", TRAIT, "instruct", POSITION, COMPONENT, "mean_diff")
+    write_json(folder / "best.json", {**best, "min_coherence": 50.0})
+    _report(tmp_path)
+    section = _section((tmp_path / "docs" / "results.md").read_text(), "The search, held out")
+    [row] = _rows(section)
+    assert float(row["min_coherence"]) == 50.0
+    assert "coherence >= 50, not this page's 68" in section
+    write_json(folder / "best.json", {**best, "min_coherence": 68.0})
+    _report(tmp_path)
+    section = _section((tmp_path / "docs" / "results.md").read_text(), "The search, held out")
+    assert float(_rows(section)[0]["min_coherence"]) == 68.0 and "not this page's" not in section

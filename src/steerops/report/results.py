@@ -71,6 +71,7 @@ def render_results(
         "",
         "## The search, held out",
         "",
+        *_search_bar_lines(searched, setup["threshold"]),
         markdown_table(_search_columns(searched)),
         "",
     ]
@@ -198,8 +199,23 @@ def _verdict_lines(gap: pd.DataFrame) -> list[str]:
     return lines or ["_no grid results_"]
 
 
+def _search_bar_lines(searched: pd.DataFrame, threshold: float) -> list[str]:
+    """A search's verdict is taken at the coherence bar it ran with, which a report at
+    another `report.min_coherence` does not re-derive: say so where they differ."""
+    bars = {float(b) for b in searched["min_coherence"].dropna() if float(b) != threshold}
+    if not bars:
+        return []
+    listed = ", ".join(f"{b:g}" for b in sorted(bars))
+    return [
+        f"**Searches judged at coherence >= {listed}, not this page's {threshold:g}**: their "
+        "status is their own bar's (`min_coherence`).",
+        "",
+    ]
+
+
 def _search_columns(searched: pd.DataFrame) -> pd.DataFrame:
-    keep = ["trait", "position", "method", "status", "layer", "coefficient", "search_n"]
+    keep = ["trait", "position", "method", "status", "min_coherence", "layer", "coefficient"]
+    keep += ["search_n"]
     keep += ["search_trait_delta", "search_delta_lo", "search_delta_hi", "search_coherence"]
     keep += ["heldout_n"]
     keep += ["heldout_trait_delta", "heldout_delta_lo", "heldout_delta_hi", "heldout_coherence"]

@@ -66,6 +66,7 @@ def best_row(best: dict) -> dict:
         "position": best["position"],
         "component": best["component"],
         "status": best.get("status"),
+        "min_coherence": best.get("min_coherence"),  # the bar its verdict was taken at
         "heldout_feasible": best["feasible"],  # the held-out verdict, not the trials'
         "layer": chosen.get("layer"),
         "coefficient": chosen.get("coefficient"),
