@@ -192,6 +192,7 @@ def _row(coef, sel_delta, sel_lo, sel_coh, held_lo=10.0, held_coh=90.0, layer=1)
         "selection_coherence_mean": sel_coh,
         "heldout_delta_lo": held_lo,
         "heldout_coherence_mean": held_coh,
+        "heldout_n": 20,
     }
 
 
@@ -215,6 +216,32 @@ def test_choose_never_picks_coefficient_zero_and_words_its_verdict():
     # nothing coherent but the unsteered config
     assert stats.choose([rows[0], rows[2]], 68) == (None, stats.NEEDS_FINER)
     assert stats.best_steered_coherence([rows[0], rows[2]]) == 50.0
+
+
+def test_an_effect_on_fewer_held_out_questions_than_a_test_could_tell_is_too_few():
+    """One held-out question moving 0 -> 100 gives a bootstrap interval [100, 100]: above
+    zero, but no test could call it an effect. Below MIN_HELDOUT questions an interval
+    above zero is "too few held out", never ok; a missing n is not enough either."""
+    row = _row(1.0, 60.0, 40.0, 80.0, held_lo=100.0)
+    for n, verdict in (
+        (1, stats.TOO_FEW),
+        (5, stats.TOO_FEW),
+        (6, stats.OK),
+        (None, stats.TOO_FEW),
+    ):
+        assert stats.choose([{**row, "heldout_n": n}], 68)[1] == verdict, n
+    # the fewest questions with a sign-test p below 5% when all move the same way
+    assert (
+        min(n for n in range(1, 20) if scipy_stats.binomtest(n, n).pvalue < 0.05)
+        == stats.MIN_HELDOUT
+    )
+    # no effect and incoherence stay what they are at any n
+    assert stats.choose([{**row, "heldout_n": 2, "heldout_delta_lo": 0.0}], 68)[1] == (
+        stats.NO_EFFECT
+    )
+    assert stats.choose([{**row, "heldout_n": 2, "heldout_coherence_mean": 50.0}], 68)[1] == (
+        stats.INCOHERENT
+    )
 
 
 def test_a_coherence_of_zero_is_a_score_not_a_missing_one():

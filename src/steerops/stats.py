@@ -51,6 +51,11 @@ NEEDS_FINER = "needs finer coefficients"
 UNSCORED = "trait unscored"
 # a choice the judge gave no held-out trait or coherence score: a failure, not a finding
 HELDOUT_UNSCORED = "held out unscored"
+# an interval above zero on fewer held-out questions than any test could find an effect
+# with: every one of n questions moving the same way has sign-test p = 2 * 0.5**n, which
+# first falls below 5% at n = 6; a bootstrap over 1-5 questions reads certainty from them
+TOO_FEW = "too few held out"
+MIN_HELDOUT = 6
 
 Score = tuple[float | None, float | None]  # (trait, coherence) of one response
 
@@ -326,7 +331,7 @@ def coherent(coherence: Any, min_coherence: float) -> bool:
 def heldout_verdict(row: Mapping[str, Any], min_coherence: float) -> str:
     """OK, NO_EFFECT or INCOHERENT from the held-out interval and coherence; HELDOUT_UNSCORED
     when the judge gave either no score there (a judge failure must not read as "no
-    effect")."""
+    effect"); TOO_FEW for an interval above zero on fewer than MIN_HELDOUT questions."""
     lo, coherence = (
         as_number(row.get("heldout_delta_lo")),
         as_number(row.get("heldout_coherence_mean")),
@@ -335,7 +340,9 @@ def heldout_verdict(row: Mapping[str, Any], min_coherence: float) -> str:
         return HELDOUT_UNSCORED
     if lo <= 0:
         return NO_EFFECT
-    return OK if coherent(coherence, min_coherence) else INCOHERENT
+    if not coherent(coherence, min_coherence):
+        return INCOHERENT
+    return OK if (as_number(row.get("heldout_n")) or 0) >= MIN_HELDOUT else TOO_FEW
 
 
 def at_largest_coefficient(rows: Sequence[Mapping[str, Any]], pick: Mapping[str, Any]) -> bool:

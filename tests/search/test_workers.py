@@ -414,8 +414,8 @@ def test_best_summary_counts_search_trials_not_imported_ones():
     records[0].source = "known"
     params, plan = summary_context(Path("."), "sqlite:///x.db")
     held = {
-        "n_questions": 1,
-        "n": 1,
+        "n_questions": 20,
+        "n": 20,
         "rows_generated": 0,
         "responses": [],
         "delta_lo": 5.0,
@@ -432,6 +432,11 @@ def test_best_summary_counts_search_trials_not_imported_ones():
     assert best["n_trials"] == 2 and best["n_known"] == 1
     assert best["n_feasible"] == 3
     assert best["status"] == "ok" and best["feasible"] and best["chosen"]["trial"] == 1
+    # the same interval above zero on 5 held-out questions is too few to call an effect
+    best = best_summary(
+        params, plan, records, chosen, LoopStats(baseline_trait=5.0), {**held, "n": 5}
+    )
+    assert best["status"] == "too few held out" and best["feasible"]
     # nothing chosen: no feasible steering found, and no pick reported
     best = best_summary(params, plan, records, None, LoopStats(baseline_trait=5.0), None)
     assert best["status"] == "no feasible steering found" and best["chosen"] is None

@@ -65,4 +65,6 @@ def test_dvc_metrics_show_has_a_handful_of_columns_per_cell(tmp_path):
     data = json.loads(shown.stdout)[""]["data"]["metrics/steer.json"]["data"]
     assert _leaves(data) == len(COMPACT) * len(summary) == 8 * 34
     cell = data[next(iter(data))]
-    assert cell["status"] == "ok" and cell["n"] == 5 and cell["delta_lo"] < 60 < cell["delta_hi"]
+    # an effect on 5 held-out questions: too few for any test to call one
+    assert cell["status"] == "too few held out" and cell["n"] == 5
+    assert cell["delta_lo"] < 60 < cell["delta_hi"]

@@ -134,6 +134,7 @@ def _metrics(gap, prepost, errors, searched) -> dict:
         "cells_ok": int(count.get(stats.OK, 0)),
         "cells_no_effect": int(count.get(stats.NO_EFFECT, 0)),
         "cells_incoherent_heldout": int(count.get(stats.INCOHERENT, 0)),
+        "cells_too_few_heldout": int(count.get(stats.TOO_FEW, 0)),
         "cells_needing_finer_coefficients": int(count.get(stats.NEEDS_FINER, 0)),
         "cells_trait_unscored": int(count.get(stats.UNSCORED, 0)),
         "cells_heldout_unscored": int(count.get(stats.HELDOUT_UNSCORED, 0)),
@@ -171,7 +172,9 @@ INTRO = (
     "coherence >= {t:g} on the selection half; the largest selection-half delta with an "
     "interval above zero wins. Verdicts: **ok** (held-out interval above zero, still "
     "coherent held out), **no effect** (the interval reaches zero: no optimal or "
-    "recommended coefficient), **incoherent held out**, **needs finer coefficients** (no "
+    "recommended coefficient), **incoherent held out**, **too few held out** (an interval "
+    "above zero on fewer than {min_heldout} held-out questions: no test could tell an effect "
+    "at 5% on so few), **needs finer coefficients** (no "
     "steered config coherent; `best_coherence_reached` is the best a steered config got), "
     "**trait unscored** (coherent steered configs, but the judge gave none a trait score), "
     "**held out unscored** (the judge gave the choice no held-out trait or coherence "
@@ -225,7 +228,12 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
 
 def _intro(threshold: float, halves: str, seed: int = 0, fraction: float = 0.5) -> str:
     return INTRO.format(
-        t=threshold, halves=halves, seed=seed, fraction=fraction, resamples=stats.RESAMPLES
+        t=threshold,
+        halves=halves,
+        seed=seed,
+        fraction=fraction,
+        resamples=stats.RESAMPLES,
+        min_heldout=stats.MIN_HELDOUT,
     )
 
 

@@ -20,7 +20,9 @@ REGENERATE = (
 VERDICTS = (
     "Verdicts: **ok** (held-out interval above zero and coherent held out: an optimal "
     "coefficient), **no effect** (the held-out interval reaches zero: no optimal coefficient), "
-    "**incoherent held out**, **needs finer coefficients** (no steered config coherent), "
+    "**incoherent held out**, **too few held out** (an interval above zero on fewer than "
+    f"{stats.MIN_HELDOUT} held-out questions, where no test could tell an effect at 5%), "
+    "**needs finer coefficients** (no steered config coherent), "
     "**trait unscored** (coherent steered configs, none with a trait score), **held out "
     "unscored** (the judge gave the choice no held-out trait or coherence score: a failure, "
     "not a finding)."

@@ -4,8 +4,8 @@ One row per evaluated config: model, trait, position, component, method, layer, 
 weight, its numbers on the selection half (`selection_*`) and on the held-out half
 (`heldout_*`: n, trait delta in the steering direction with its 95% interval, coherence),
 and `alias_of`. Every "best" is `stats.choose`'s: chosen on the selection half, reported on
-the held-out half, with the verdict "ok", "no effect", "incoherent held out", "trait
-unscored" or "needs finer coefficients". Only "ok" rows give optimal coefficients. Every
+the held-out half, with the verdict "ok", "no effect", "incoherent held out", "too few held
+out", "trait unscored" or "needs finer coefficients". Only "ok" rows give optimal coefficients. Every
 function is deterministic (sorted keys, stable tie-breaks), so the same inputs give
 byte-identical reports.
 """

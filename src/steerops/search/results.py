@@ -82,6 +82,7 @@ def best_summary(
         row = {
             "heldout_delta_lo": held["delta_lo"],
             "heldout_coherence_mean": held["coherence_mean"],
+            "heldout_n": held["n"],
         }
         status = stats.heldout_verdict(row, plan.min_coherence)
         feasible = stats.coherent(held["coherence_mean"], plan.min_coherence)

@@ -5,8 +5,8 @@ Every config evaluated under a cell's settings (every sweep's, from the results 
 its numbers on all questions, on the selection half and on the held-out half
 (`config_rows`; the halves and intervals are `steerops.stats`'). The cell's `metrics.json`
 names the config chosen on the selection half (`stats.choose`) with its held-out numbers and
-verdict ("ok", "no effect", "incoherent held out", "needs finer coefficients", "trait
-unscored"), and which
+verdict ("ok", "no effect", "incoherent held out", "too few held out", "needs finer
+coefficients", "trait unscored"), and which
 cell's vectors it shares when they are the same tensors (`alias_of`). `metrics/steer.json`
 holds a few headline numbers per cell (DVC metrics) and `metrics/steer_curves.csv` every
 config (DVC plots); see `steerops.summary`.
