@@ -298,3 +298,16 @@ def test_a_config_s_trait_delta_is_paired_over_the_questions_both_scored():
     assert trait_delta(steered, base, "positive") == paired.mean == 100.0
     assert trait_delta(steered, base, "negative") == -100.0
     assert stats.half_stats(steered, base_scores, 0).trait_delta == 100.0
+
+
+def test_printed_numbers_stay_on_their_side_of_the_verdicts_thresholds():
+    """A coherence under the bar never prints at or above it (67.996 is not "68.0"), and a
+    nonzero interval bound never prints as zero (an ok lower bound of 0.03 is not "+0.0")."""
+    assert stats.coherence_text(67.996) == "67.9" and stats.coherence_text(67.996, 2) == "67.99"
+    assert stats.coherence_text(68.0) == "68.0" and stats.coherence_text(83.38, 2) == "83.38"
+    assert stats.coherence_text(100.0, 2) == "100.00" and stats.coherence_text(None) == "n/a"
+    for x in np.linspace(0, 100, 2001):  # rounding down, never up: the bar stays exact
+        assert (float(stats.coherence_text(x, 2)) >= 68) == (x >= 68), x
+    assert stats.delta_text(0.03) == "+0.03" and stats.delta_text(-0.004) == "-0.004"
+    assert stats.delta_text(12.34) == "+12.3" and stats.delta_text(0.0) == "+0.0"
+    assert stats.delta_text(None) == "n/a" and stats.delta_text(-0.06) == "-0.1"

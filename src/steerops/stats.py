@@ -32,6 +32,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from decimal import ROUND_FLOOR, Decimal
 from statistics import NormalDist
 from typing import Any
 
@@ -326,6 +327,40 @@ def coherent(coherence: Any, min_coherence: float) -> bool:
     """Whether a coherence reaches the bar; a missing one does not (0.0 is a score)."""
     value = as_number(coherence)
     return value is not None and value >= min_coherence
+
+
+def coherence_text(value: Any, decimals: int = 1) -> str:
+    """A coherence as text, rounded down: one under the bar never prints at or above it
+    (67.996 is "67.9", not "68.0"). The float's shortest repr is the decimal rounded, so
+    the text is >= the bar exactly when the value is."""
+    value = as_number(value)
+    if value is None:
+        return "n/a"
+    step = Decimal(1).scaleb(-decimals)
+    return str(Decimal(repr(value)).quantize(step, rounding=ROUND_FLOOR))
+
+
+def delta_text(value: Any, decimals: int = 1) -> str:
+    """A signed delta or interval bound; a nonzero one that would print as zero keeps
+    enough digits to show its sign (an ok lower bound of 0.03 is "+0.03", not "+0.0")."""
+    value = as_number(value)
+    if value is None:
+        return "n/a"
+    text = f"{value:+.{decimals}f}"
+    if value != 0 and float(text) == 0:
+        text = f"{value:+.1g}"
+    return text
+
+
+def interval_text(mid: Any, lo: Any, hi: Any) -> str:
+    """ "estimate [low, high]" of a delta and its interval, as `delta_text` prints each."""
+    return f"{delta_text(mid)} [{delta_text(lo)}, {delta_text(hi)}]"
+
+
+def no_effect_on_selection(row: Mapping[str, Any]) -> bool:
+    """Whether a NO_EFFECT choice was decided on the selection half (no coherent steered
+    config had an interval above zero there, `select`), not by its held-out interval."""
+    return (as_number(row.get("selection_delta_lo")) or 0.0) <= 0
 
 
 def heldout_verdict(row: Mapping[str, Any], min_coherence: float) -> str:

@@ -178,7 +178,9 @@ def test_verdicts_and_coefficients_match_the_gap_table_and_no_effect_says_so(tmp
         edge = "the grid's largest coefficient at this layer, so a larger one may steer more"
         assert (edge in line) == (row.status == "ok" and row.at_largest_coefficient)
     [no_effect] = [x for x in section.splitlines() if "`random_baseline`" in x]
-    assert "**no effect**, no optimal coefficient" in no_effect
+    # its selection-half interval reaches zero: decided there, and shown
+    assert "**no effect** on the selection half, no optimal coefficient" in no_effect
+    assert "selection delta +5.0 [+0.0, +15.0]; held-out delta" in no_effect
     ok = gap[gap["status"] == "ok"]["method"]
     assert set(ok) == set(pd.read_csv(out / "coefficients.csv")["method"])
 
@@ -337,3 +339,43 @@ def test_a_search_at_another_coherence_bar_says_so(tmp_path):
     _report(tmp_path)
     section = _section((tmp_path / "docs" / "results.md").read_text(), "The search, held out")
     assert float(_rows(section)[0]["min_coherence"]) == 68.0 and "not this page's" not in section
+
+
+def test_no_effect_on_the_selection_half_is_not_worded_as_a_held_out_finding():
+    """The legend's "no effect" covers both halves; a line decided on the selection half
+    shows that half's interval, next to a held-out one that may be above zero."""
+    from steerops.report.results import VERDICTS, _verdict_lines
+
+    row = {"trait": "t", "position": "p", "method": "m", "alias_of": "", "layer": 2}
+    row |= {"coefficient": 1.0, "coherence": 98.0, "n": 20, "at_largest_coefficient": False}
+    row |= {"status": "no effect", "delta": 30.0, "delta_lo": 10.0, "delta_hi": 50.0}
+    gap = pd.DataFrame(
+        [
+            row | {"selection_delta": 12.0, "selection_delta_lo": -5.0, "selection_delta_hi": 30.0},
+            row | {"selection_delta": 40.0, "selection_delta_lo": 20.0, "selection_delta_hi": 60.0},
+        ]
+    )
+    on_selection, held_out = _verdict_lines(gap)
+    assert "**no effect** on the selection half" in on_selection
+    assert "selection delta +12.0 [-5.0, +30.0]" in on_selection
+    assert "**no effect** held out" in held_out and "selection delta" not in held_out
+    assert "selection half" in VERDICTS.split("**no effect**")[1].split("**")[0]
+
+
+def test_tables_never_print_a_coherence_or_bound_across_its_verdict():
+    from steerops.report.markdown import markdown_table
+
+    table = pd.DataFrame(
+        {
+            "status": ["incoherent held out", "ok"],
+            "min_coherence": [68.0, 68.0],
+            "delta": [40.0, 12.0],
+            "delta_lo": [20.0, 0.03],
+            "delta_hi": [60.0, 30.0],
+            "coherence": [67.996, 83.38],
+        }
+    )
+    rows = _rows(markdown_table(table))
+    assert [r["coherence"] for r in rows] == ["67.99", "83.38"]
+    assert rows[1]["delta [95% CI]"] == "+12.0 [+0.03, +30.0]"
+    assert rows[0]["min_coherence"] == "68"

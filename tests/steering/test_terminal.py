@@ -13,6 +13,9 @@ def _metrics(status: str, n: int = 20, **more) -> dict:
         "layer": 12,
         "coefficient": 0.2,
         "selection_n": n,
+        "selection_trait_delta": 60.0,
+        "selection_delta_lo": 30.0,
+        "selection_delta_hi": 85.0,
         "heldout_trait_delta": 50.0,
         "heldout_delta_lo": 20.0,
         "heldout_delta_hi": 75.0,
@@ -27,10 +30,10 @@ def test_only_an_ok_verdict_names_its_config_as_the_answer():
     ok = verdict_line(_metrics("ok"))
     assert ok.startswith("ok: layer 12 coefficient 0.2, chosen on 20 questions; held-out")
     assert "[+20.0, +75.0], coherence 83.2, n 20" in ok and "optimal" not in ok
-    for status in ("no effect", "incoherent held out"):
+    for status, said in (("no effect", "no effect held out"), ("incoherent held out",) * 2):
         line = verdict_line(_metrics(status))
         assert line.startswith(
-            f"{status}: no optimal coefficient (chosen: layer 12 coefficient 0.2), chosen on 20"
+            f"{said}: no optimal coefficient (chosen: layer 12 coefficient 0.2), chosen on 20"
         )
 
 
@@ -73,3 +76,23 @@ def test_an_interval_of_no_width_is_not_read_as_precision():
         "n 20 (every question gave the same delta: an interval of no width, not precision)"
     )
     assert "no width" not in verdict_line(_metrics("ok"))
+
+
+def test_no_effect_on_the_selection_half_shows_the_interval_that_decided_it():
+    """No coherent config with an interval above zero on the selection half: the strongest
+    is "no effect" even when its held-out interval is above zero; the line says which half
+    decided and shows that half's interval."""
+    line = verdict_line(
+        _metrics(
+            "no effect",
+            selection_trait_delta=10.0,
+            selection_delta_lo=-5.0,
+            selection_delta_hi=25.0,
+        )
+    )
+    assert "no effect on the selection half" in line
+    assert "selection delta +10.0 [-5.0, +25.0]" in line
+    held = verdict_line(
+        _metrics("no effect", selection_delta_lo=5.0, heldout_delta_lo=-3.0, heldout_delta_hi=9.0)
+    )
+    assert "no effect held out" in held and "selection delta" not in held

@@ -3,12 +3,17 @@ inside cells escaped (a token such as `<|im_start|>` stays one cell)."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
+
+from steerops import stats
 
 # (estimate, low, high) columns printed as one "estimate [low, high]" column
 INTERVALS = [
     ("delta", "delta_lo", "delta_hi"),
+    ("selection_delta", "selection_delta_lo", "selection_delta_hi"),
     ("gap", "gap_lo", "gap_hi"),
     ("gain", "gain_lo", "gain_hi"),
     ("search_trait_delta", "search_delta_lo", "search_delta_hi"),
@@ -26,14 +31,31 @@ def markdown_table(table: pd.DataFrame) -> str:
             table = table.drop(columns=[lo, hi]).rename(columns={mid: f"{mid} [95% CI]"})
     head = "| " + " | ".join(table.columns) + " |"
     rule = "| " + " | ".join("---" for _ in table.columns) + " |"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    shown = [coherence_cell if _is_coherence(c) else cell for c in table.columns]
+    body = [
+        "| " + " | ".join(f(v) for f, v in zip(shown, row, strict=True)) + " |"
+        for row in table.itertuples(index=False)
+    ]
     return "\n".join([head, rule, *body])
 
 
 def interval(mid, lo, hi) -> str:
     if mid is None or (isinstance(mid, float) and np.isnan(mid)):
         return ""
-    return f"{mid:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+    return stats.interval_text(mid, lo, hi)
+
+
+def _is_coherence(column: str) -> bool:
+    # a judged coherence (not the bar `min_coherence`), printed rounded down
+    return re.search(r"(^|_)coherence(_mean|_reached)?$", column) is not None and not (
+        column.startswith("min_")
+    )
+
+
+def coherence_cell(value) -> str:
+    """A coherence that never prints at or above a bar it is under (67.996: "67.99")."""
+    text = cell(value)
+    return stats.coherence_text(value, 2) if text else text
 
 
 def cell(value) -> str:

@@ -19,7 +19,8 @@ REGENERATE = (
 )
 VERDICTS = (
     "Verdicts: **ok** (held-out interval above zero and coherent held out: an optimal "
-    "coefficient), **no effect** (the held-out interval reaches zero: no optimal coefficient), "
+    "coefficient), **no effect** (no coherent config's interval is above zero on the selection "
+    "half, or the chosen one's reaches zero held out: no optimal coefficient), "
     "**incoherent held out**, **too few held out** (an interval above zero on fewer than "
     f"{stats.MIN_HELDOUT} held-out questions, where no test could tell an effect at 5%), "
     "**needs finer coefficients** (no steered config coherent), "
@@ -165,7 +166,7 @@ def _verdict_lines(gap: pd.DataFrame) -> list[str]:
         if row.status == stats.NEEDS_FINER:
             best = stats.as_number(row.best_coherence_reached)
             reached = (
-                f"best steered coherence {best:.4g}"
+                f"best steered coherence {stats.coherence_text(best, 2)}"
                 if best is not None
                 else "no steered config has a coherence score"
             )
@@ -180,7 +181,7 @@ def _verdict_lines(gap: pd.DataFrame) -> list[str]:
         numbers = (
             f"layer {cell(row.layer)}, coefficient {cell(row.coefficient)}: held-out delta "
             f"{interval(row.delta, row.delta_lo, row.delta_hi)}, coherence "
-            f"{cell(row.coherence)}, n {cell(row.n)}"
+            f"{stats.coherence_text(row.coherence, 2)}, n {cell(row.n)}"
         )
         if stats.degenerate(row.delta_lo, row.delta_hi):
             numbers += f" ({stats.DEGENERATE_NOTE})"
@@ -192,13 +193,27 @@ def _verdict_lines(gap: pd.DataFrame) -> list[str]:
                 else ""
             )
             lines.append(f"- {where}{alias}: **ok**, optimal {numbers}{edge}")
+        elif row.status == stats.NO_EFFECT and stats.no_effect_on_selection(row._asdict()):
+            chosen = numbers.replace(
+                ": held-out delta", f": selection delta {_selection(row)}; held-out delta", 1
+            )
+            lines.append(
+                f"- {where}{alias}: **no effect** on the selection half, no optimal "
+                f"coefficient (the strongest coherent config, {chosen})"
+            )
         elif row.status == stats.NO_EFFECT:
             lines.append(
-                f"- {where}{alias}: **no effect**, no optimal coefficient (chosen {numbers})"
+                f"- {where}{alias}: **no effect** held out, no optimal coefficient (chosen "
+                f"{numbers})"
             )
         else:
             lines.append(f"- {where}{alias}: **{row.status}**, no optimal coefficient ({numbers})")
     return lines or ["_no grid results_"]
+
+
+def _selection(row) -> str:
+    lo, hi = getattr(row, "selection_delta_lo", None), getattr(row, "selection_delta_hi", None)
+    return interval(getattr(row, "selection_delta", None), lo, hi) or "unscored"
 
 
 def _search_bar_lines(searched: pd.DataFrame, threshold: float) -> list[str]:

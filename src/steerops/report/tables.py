@@ -73,6 +73,8 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
                 "coefficient": _get(chosen, "coefficient"),
                 "selection_n": _get(chosen, "selection_n"),
                 "selection_delta": _get(chosen, "selection_trait_delta"),
+                "selection_delta_lo": _get(chosen, "selection_delta_lo"),
+                "selection_delta_hi": _get(chosen, "selection_delta_hi"),
                 **_held(chosen),
                 "best_coherence_reached": (
                     stats.best_steered_coherence(rows.to_dict("records"))
@@ -85,7 +87,14 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
             }
         )
     columns = GROUP + ["status", "alias_of", "layer", "coefficient", "selection_n"]
-    columns += ["selection_delta", *HELD.values(), "best_coherence_reached", "n_configs"]
+    columns += [
+        "selection_delta",
+        "selection_delta_lo",
+        "selection_delta_hi",
+        *HELD.values(),
+        "best_coherence_reached",
+        "n_configs",
+    ]
     columns += ["at_largest_coefficient"]
     return pd.DataFrame(out, columns=columns)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 
+from steerops import stats
 from steerops.cli import abs_path, flags, load_params_for, no_flag, params_flag, stage_parser
 from steerops.errors import SteeropsError
 
@@ -98,16 +99,13 @@ def summary_line(best: dict) -> str:
         picked = f"no optimal coefficient (chosen on the search half: {picked})"
     return (
         f"{best['trait']}: {best['status']}: {picked}: search delta "
-        f"{_fmt(search['trait_delta'], '+.1f')} "
-        f"[{_fmt(search.get('delta_lo'), '+.1f')}, {_fmt(search.get('delta_hi'), '+.1f')}] "
-        f"(n {search['n']}); held-out delta {_fmt(held['trait_delta'], '+.1f')} "
-        f"[{_fmt(held['delta_lo'], '+.1f')}, {_fmt(held['delta_hi'], '+.1f')}] coherence "
-        f"{_fmt(held['coherence_mean'], '.1f')} (n {held['n']}); {tail}"
+        f"{_interval(search)} (n {search['n']}); held-out delta {_interval(held)} coherence "
+        f"{stats.coherence_text(held['coherence_mean'])} (n {held['n']}); {tail}"
     )
 
 
-def _fmt(x, spec: str) -> str:
-    return "n/a" if x is None else format(x, spec)
+def _interval(half: dict) -> str:
+    return stats.interval_text(half["trait_delta"], half.get("delta_lo"), half.get("delta_hi"))
 
 
 DASHBOARD = """Serve optuna-dashboard on the search studies (search.storage, default

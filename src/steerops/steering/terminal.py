@@ -17,6 +17,10 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _coherence(value: float | None) -> str:
+    return "-" if value is None else stats.coherence_text(value)
+
+
 def cell_table(
     title: str,
     baseline: Any,
@@ -34,14 +38,14 @@ def cell_table(
     head = (
         f"{title}: trait / coherence per layer x coefficient"
         + (f" (n {counts.pop()} per config)" if same_n else "")
-        + f"; baseline {_num(baseline.trait_mean)} / {_num(baseline.coherence_mean)}"
+        + f"; baseline {_num(baseline.trait_mean)} / {_coherence(baseline.coherence_mean)}"
     )
     rows = [["", *(f"c={c:g}" for c in coefficients)]]
     for layer in layers:
         row = [f"L{layer}"]
         for c in coefficients:
             r = cells.get((layer, c))
-            text = "" if r is None else f"{_num(r.trait_mean)} / {_num(r.coherence_mean)}"
+            text = "" if r is None else f"{_num(r.trait_mean)} / {_coherence(r.coherence_mean)}"
             if r is not None and not same_n:
                 text += f" n{r.n}"
             row.append(text + (" *" if (layer, c) == best else "  "))
@@ -66,7 +70,7 @@ def verdict_line(m: dict[str, Any]) -> str:
     note = f" (alias of {m['alias_of']}: identical vectors)" if m.get("alias_of") else ""
     if m["layer"] is None:
         reached = m.get("best_coherence_reached")
-        best = "none scored" if reached is None else f"best {reached:.1f}"
+        best = "none scored" if reached is None else f"best {stats.coherence_text(reached)}"
         return (
             f"{m['status']}{note}: no steered config reached coherence >= "
             f"{m['min_coherence']:g} on the selection half ({best})"
@@ -74,11 +78,17 @@ def verdict_line(m: dict[str, Any]) -> str:
     # only an "ok" config is an optimal one; another verdict still shows what was checked
     chosen = f"layer {m['layer']} coefficient {m['coefficient']:g}"
     head = chosen if m["status"] == "ok" else f"no optimal coefficient (chosen: {chosen})"
+    status, selection = m["status"], ""
+    if status == stats.NO_EFFECT and stats.no_effect_on_selection(m):
+        # the strongest coherent config, none with an interval above zero where it was chosen
+        status = f"{status} on the selection half"
+        selection = f" (selection delta {_interval(m, 'selection_trait_delta', 'selection_')})"
+    elif status == stats.NO_EFFECT:
+        status = f"{status} held out"
     line = (
-        f"{m['status']}{note}: {head}, chosen on {m['selection_n']} questions; held-out delta "
-        f"{_fmt(m['heldout_trait_delta'])} [{_fmt(m['heldout_delta_lo'])}, "
-        f"{_fmt(m['heldout_delta_hi'])}], coherence {_fmt(m['heldout_coherence'], '.1f')}, "
-        f"n {m['heldout_n']}"
+        f"{status}{note}: {head}, chosen on {m['selection_n']} questions{selection}; "
+        f"held-out delta {_interval(m, 'heldout_trait_delta', 'heldout_')}, coherence "
+        f"{stats.coherence_text(m['heldout_coherence'])}, n {m['heldout_n']}"
     )
     if (m["heldout_n"] or 0) < FEW_QUESTIONS:
         line += (
@@ -90,5 +100,5 @@ def verdict_line(m: dict[str, Any]) -> str:
     return line
 
 
-def _fmt(x, spec: str = "+.1f") -> str:
-    return "n/a" if x is None else format(x, spec)
+def _interval(m: dict[str, Any], mid: str, half: str) -> str:
+    return stats.interval_text(m.get(mid), m.get(f"{half}delta_lo"), m.get(f"{half}delta_hi"))
