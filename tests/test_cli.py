@@ -9,6 +9,7 @@ import re
 import pytest
 
 from steerops.cli import abs_path, build_parser, load_params_for, main
+from steerops.errors import SteeropsError
 
 
 def _parsers(parser: argparse.ArgumentParser, path=("steerops",)):
@@ -162,6 +163,19 @@ def test_out_on_a_producer_stage_moves_its_whole_run(tmp_path):
     assert params.out == params.inputs == params.run_root == tmp_path / "elsewhere"
     with pytest.raises(SystemExit):
         build_parser(["steer"]).parse_args(["steer", "--pipeline=1"])
+
+
+@pytest.mark.parametrize("stage", ["steer", "vectors"])
+@pytest.mark.parametrize("where", [".", "outputs", "outputs/steering", "./outputs/../outputs"])
+def test_out_never_names_the_project_or_the_pipeline_outputs(tmp_path, monkeypatch, stage, where):
+    """--out writes a run of its own: the project folder would put its metrics/ over the
+    pipeline's, paths.out (or a folder in it) its cells into the pipeline's cells."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SteeropsError, match="--out") as err:
+        _params(tmp_path, "--out", where, stage=stage)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "metrics").exists()
+    assert _params(tmp_path, "--out", "runs/mine", stage=stage).run_root == tmp_path / "runs/mine"
 
 
 def test_a_list_flag_may_start_with_a_negative_number(tmp_path):

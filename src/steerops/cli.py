@@ -227,12 +227,14 @@ def load_params_for(args: argparse.Namespace):
             "--pipeline writes the pipeline's outputs (paths.out) and --out DIR a run of its "
             "own: give one of them"
         )
-    if folder and not scratch and not getattr(args, "inputs_from_pipeline", False):
-        overrides["paths.out"] = folder  # the whole run, inputs included, lives there
     params = load_params(args.params, overrides, flags_given(args))
+    if folder:
+        check_run_folder(Path(folder), params)
+        if not scratch and not getattr(args, "inputs_from_pipeline", False):
+            # the whole run, inputs included, lives there
+            params = load_params(args.params, {**overrides, "paths.out": folder}, flags_given(args))
     pin_device(params, getattr(args, "device", None))
     if folder:
-        check_folder_target(Path(folder), "--out")
         params.set_run_folder(Path(folder), named=True)
     elif scratch and not (getattr(args, "pipeline", False) or os.environ.get("DVC_STAGE")):
         args.scratch_folder = new_run_folder(params.root, args.command)
@@ -244,6 +246,24 @@ def load_params_for(args: argparse.Namespace):
             file=sys.stderr,
         )
     return params
+
+
+def check_run_folder(folder: Path, params) -> None:
+    """--out names a run of its own: not the project folder (its metrics/ would replace the
+    pipeline's) nor the pipeline's outputs or a folder in them (its cells would mix with
+    the pipeline's); nor a file."""
+    check_folder_target(folder, "--out")
+    here, outputs = folder.resolve(), params.inputs.resolve()
+    if here == params.root.resolve():
+        raise SteeropsError(
+            f"--out {folder}: the project folder, whose metrics/ are the pipeline's; name a "
+            "folder for this run (e.g. runs/NAME)"
+        )
+    if here == outputs or outputs in here.parents:
+        raise SteeropsError(
+            f"--out {folder}: inside the pipeline's outputs ({display_path(outputs)}, "
+            "paths.out); name a folder for this run (e.g. runs/NAME)"
+        )
 
 
 def flags_given(args: argparse.Namespace) -> dict[str, str]:

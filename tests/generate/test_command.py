@@ -464,3 +464,29 @@ def test_the_judge_s_score_threshold_is_part_of_vetting(tmp_path, toy_world, mon
     assert main(["generate", "--params", str(first), "--vet"]) == 0
     assert vetted == [0.25, 0.9]
     assert outputs(first)[1]["settings"]["judge_min_prob_mass"] == 0.9
+
+
+def test_an_edited_chat_template_file_generates_again(tmp_path, toy_world, monkeypatch):
+    """`models.<variant>.chat_template` naming a file: the file's text, not its path, is a
+    generation setting, so an edited template renders every prompt anew."""
+    template = tmp_path / "template.jinja"
+    template.write_text((toy_world / "model" / "chat_template.jinja").read_text())
+    models = {
+        "base": {"id": str(toy_world / "model"), "chat_template": str(template)},
+        "instruct": {"id": str(toy_world / "model")},
+    }
+    params_file = small_world(tmp_path, toy_world, models=models)
+    assert main(["generate", "--params", str(params_file)]) == 0
+    first = outputs(params_file)[1]["generation_hash"]
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generation should have been skipped")
+
+    monkeypatch.setattr("steerops.models.generation.generate_responses", no_generation)
+    assert main(["generate", "--params", str(params_file)]) == 0  # unchanged: reused
+    template.write_text(template.read_text().replace("<|assistant|>", "<|assistant|> ok"))
+    with pytest.raises(AssertionError, match="skipped"):
+        main(["generate", "--params", str(params_file)])
+    monkeypatch.undo()
+    assert main(["generate", "--params", str(params_file)]) == 0
+    assert outputs(params_file)[1]["generation_hash"] != first

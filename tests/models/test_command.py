@@ -74,3 +74,26 @@ def test_the_pipeline_depends_on_identity_files_not_on_model_paths(variant):
     assert f"${{models.{variant}.id}}" not in deps
     assert f"${{paths.out}}/models/{variant}.json" in deps
     assert stages["models"].get("always_changed") is True
+
+
+def test_a_chat_template_file_is_part_of_the_identity_dvc_reruns_on(tmp_path):
+    """A variant rendering prompts with a template file: its text's md5 is in the identity
+    file, so an edit reruns the stages; a variant on its tokenizer's own keeps the file as
+    it was (no key), so its stages are not rerun."""
+    folder, argv = _world(tmp_path, "m")
+    template = tmp_path / "t.jinja"
+    template.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["models"]["base"]["chat_template"] = "t.jinja"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main(argv) == 0
+    out = tmp_path / "outputs" / "models"
+    base, instruct = (json.loads((out / f"{v}.json").read_text()) for v in ("base", "instruct"))
+    assert "chat_template_md5" not in instruct
+    template.write_text("{% for m in messages %}[{{ m['content'] }}]{% endfor %}")
+    assert main(argv) == 0
+    edited = json.loads((out / "base.json").read_text())
+    assert base["chat_template_md5"] != edited["chat_template_md5"]
+    assert {k: v for k, v in edited.items() if k != "chat_template_md5"} == {
+        k: v for k, v in base.items() if k != "chat_template_md5"
+    }

@@ -165,6 +165,8 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
 
 
 def _generation_settings(params, trait: Trait) -> dict:
+    from steerops.io import text_md5
+    from steerops.models.chat_template import chat_template
     from steerops.models.loading import model_fingerprint, model_source
 
     cfg = params.generate
@@ -174,7 +176,8 @@ def _generation_settings(params, trait: Trait) -> dict:
         "model_revision": spec.revision,
         "dtype": spec.dtype,
         "model_fingerprint": model_fingerprint(model_source(params, cfg.variant), spec.revision),
-        "chat_template": spec.chat_template,
+        # the template's text, not the file it names: an edited file renders prompts anew
+        "chat_template": text_md5(t) if (t := chat_template(params, cfg.variant)) else None,
         "prompts_md5": prompts_md5(trait),
         "max_new_tokens": resolve_max_new_tokens(params),
         "temperature": cfg.temperature,

@@ -2,11 +2,11 @@
 
 A hub id (`google/gemma-3-4b-it`) is not a path, so stages cannot list the model among
 their DVC dependencies. They depend on `outputs/models/<variant>.json` instead: the id and
-revision as params give them, and the content fingerprint of what the variant loads (a
+revision as params give them, the content fingerprint of what the variant loads (a
 local folder's files, or the snapshot the Hugging Face cache holds; `hub` for an id the
-cache does not hold whole). DVC runs this stage on every `dvc repro` (`always_changed`); a
-file that comes out the same leaves the stages after it as they were, and new weights
-under an unchanged name run them again.
+cache does not hold whole), and the md5 of a chat template file params name. DVC runs
+this stage on every `dvc repro` (`always_changed`); a file that comes out the same leaves
+the stages after it as they were, and new weights under an unchanged name run them again.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from steerops.io import read_json, write_json
+    from steerops.io import read_json, text_md5, write_json
+    from steerops.models.chat_template import chat_template
     from steerops.models.fingerprint import model_fingerprint
     from steerops.models.loading import model_source
 
@@ -45,6 +46,9 @@ def run(args: argparse.Namespace) -> None:
             "revision": spec.revision,
             "fingerprint": fingerprint,
         }
+        template = chat_template(params, variant)
+        if template is not None:  # the tokenizer's own is in the fingerprint already
+            records[variant]["chat_template_md5"] = text_md5(template)
     folder = params.out / MODELS_DIR
     for variant, record in records.items():
         path = folder / f"{variant}.json"
