@@ -38,3 +38,36 @@ def test_only_a_whole_file_of_these_settings_stands_for_a_served_config(tmp_path
     first.write_text(first.read_text()[:20])  # a torn write: listed no more, no crash
     assert save_responses(tmp_path, "best", "h", "u", 1, served, [_result(1.0, [])], best) == [base]
     assert "no responses for L2_c1 under these settings" in capsys.readouterr().out
+
+
+def test_coefficients_that_print_alike_keep_files_of_their_own(tmp_path):
+    """1.5000001 and 1.5000002 both print as 1.5 with %g: each config gets its own file,
+    a served config never takes the other's file, and the grid names them apart."""
+    from types import SimpleNamespace
+
+    from steerops.steering.terminal import cell_table
+
+    near = (1.5000001, 1.5000002)
+    baseline = ConfigResult(None, 5.0, 99.0, 1, ANSWER)
+    results = [_result(c, [{**ANSWER[0], "response": str(c)}]) for c in near]
+    every = {("2", c) for c in near}
+    saved = save_responses(tmp_path, "all", "h", "u", 1, baseline, results, every)
+    assert len({p.name for p in saved}) == 3
+    assert [read_json(p)["responses"][0]["response"] for p in saved[1:]] == [str(c) for c in near]
+    assert saved[1].name == "L2_c1.5000001.json" and saved[2].name == "L2_c1.5000002.json"
+    # a config whose file holds another config (same settings): not its responses
+    saved[2].write_text(saved[1].read_text())
+    served = ConfigResult(None, 5.0, 99.0, 1, [])
+    again = save_responses(
+        tmp_path, "all", "h", "u", 1, served, [_result(c, []) for c in near], every
+    )
+    assert [p.name for p in again] == ["baseline.json", "L2_c1.5000001.json"]
+    nothing = {"status": "needs finer coefficients", "layer": None, "min_coherence": 68.0}
+    unsteered = SimpleNamespace(trait_mean=5.0, coherence_mean=99.0)
+    grid = cell_table("cell", unsteered, results, nothing, "f")
+    assert "c=1.5000001" in grid and "c=1.5000002" in grid
+    # a coefficient %g prints exactly keeps its short name
+    assert (
+        save_responses(tmp_path, "all", "h", "u", 1, baseline, [_result(0.2, ANSWER)], {})[1].name
+        == "L2_c0.2.json"
+    )

@@ -147,9 +147,16 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def coefficient_text(coefficient: float) -> str:
+    """A coefficient as names and headers print it: short (%g) when that reads back as the
+    same number, else exact, so two coefficients never share a file or a column."""
+    short = f"{coefficient:g}"
+    return short if float(short) == coefficient else repr(float(coefficient))
+
+
 def _response_file(folder: Path, result: ConfigResult) -> Path:
     layer, coefficient = _result_key(result)
-    return folder / f"L{layer}_c{coefficient:g}.json"
+    return folder / f"L{layer}_c{coefficient_text(coefficient)}.json"
 
 
 def _row_key(row: Mapping[str, Any]) -> tuple:
@@ -205,7 +212,12 @@ def save_responses(
                     "responses": result.responses,
                 },
             )
-        elif not _kept(path, n_questions, settings_hash=settings_hash):
+        elif not _kept(
+            path,
+            n_questions,
+            settings_hash=settings_hash,
+            config=config_dict(result.config, result.weights),
+        ):
             print(f"note: no responses for {path.stem} under these settings")
             continue
         saved.append(path)
@@ -214,7 +226,7 @@ def save_responses(
 
 def _kept(path: Path, n_questions: int, **match: str) -> bool:
     """Whether a response file an earlier run wrote holds these settings' responses whole:
-    readable, with the `match` hashes, one response per question. Anything else (missing,
+    readable, with the `match` values (hashes, the config), one response per question. Anything else (missing,
     torn, another sweep's) is written again; unreadable JSON is never a reason to stop a
     sweep whose scores are in the log."""
     try:

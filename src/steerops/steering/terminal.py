@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from steerops import stats
+from steerops.steering.outputs import coefficient_text
 
 # below this many held-out questions the verdict line warns that its interval is weak
 FEW_QUESTIONS = 10
@@ -40,7 +41,7 @@ def cell_table(
         + (f" (n {counts.pop()} per config)" if same_n else "")
         + f"; baseline {_num(baseline.trait_mean)} / {_coherence(baseline.coherence_mean)}"
     )
-    rows = [["", *(f"c={c:g}" for c in coefficients)]]
+    rows = [["", *(f"c={coefficient_text(c)}" for c in coefficients)]]
     for layer in layers:
         row = [f"L{layer}"]
         for c in coefficients:
