@@ -224,11 +224,11 @@ def save_responses(
     return saved
 
 
-def _kept(path: Path, n_questions: int, **match: str) -> bool:
+def _kept(path: Path, n_questions: int, **match: Any) -> bool:
     """Whether a response file an earlier run wrote holds these settings' responses whole:
-    readable, with the `match` values (hashes, the config), one response per question. Anything else (missing,
-    torn, another sweep's) is written again; unreadable JSON is never a reason to stop a
-    sweep whose scores are in the log."""
+    readable, with the `match` values (hashes, the config), one response per question.
+    Anything else (missing, torn, another sweep's) is written again; unreadable JSON is
+    never a reason to stop a sweep whose scores are in the log."""
     try:
         data = read_json(path)
     except (OSError, ValueError, SteeropsError):
