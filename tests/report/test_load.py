@@ -212,3 +212,21 @@ def test_configs_measured_at_a_weight_their_coefficient_no_longer_means_are_left
     assert set(kept[kept["coefficient"] != 0]["layer"].astype(str)) == {"1"}
     err = capsys.readouterr().err
     assert f"{len(steered)} of {len(frame)} configs" in err and "no longer means" in err
+
+
+def test_a_cell_without_the_baseline_its_metrics_name_is_left_out_and_said(tmp_path, capsys):
+    """metrics.json names settings the log has no baseline for (a log cut short, or written
+    by hand): the cell cannot be compared, and the report says so instead of dropping it
+    from every table without a word."""
+    import json
+
+    params = load_params(write_params(tmp_path))
+    synthetic_grid(tmp_path, {"mean_diff": SYNTHETIC["mean_diff"]})
+    assert len(load_results(params)) == 6
+    assert "no baseline" not in capsys.readouterr().err
+    [log] = (params.out / "steering").rglob("results.jsonl")
+    metrics = log.parent / "metrics.json"
+    metrics.write_text(json.dumps({"settings_hash": "nope"}))
+    assert load_results(params).empty
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "no baseline for settings nope" in line and str(metrics.parent) in line

@@ -68,6 +68,12 @@ def load_results(params) -> pd.DataFrame:
         settings_hash = _cell_settings(log, path.parent / METRICS_FILE)
         baseline = log.baseline(settings_hash) if settings_hash else None
         if baseline is None:
+            print(
+                f"steerops report: warning: {path.parent}: no baseline for settings "
+                f"{settings_hash or '(none named)'} in its results log: the cell is left out "
+                "(run `steerops steer` to measure it again)",
+                file=sys.stderr,
+            )
             continue
         settings = baseline.get("settings") or {}
         model = settings.get("model") or {}
