@@ -129,8 +129,13 @@ def test_heldout_responses_of_a_known_winner_are_the_same_on_a_rerun(tmp_path):
 
 def _best_row_keys() -> dict:
     """The rest of what best.csv reads from best.json."""
-    keys = "trait variant method position component n_trials".split()
-    return {**dict.fromkeys(keys, ""), "feasible": True, "n_generations": {"total": 0}}
+    keys = "trait variant method position component".split()
+    return {
+        **dict.fromkeys(keys, ""),
+        "n_trials": 0,
+        "feasible": True,
+        "n_generations": {"total": 0},
+    }
 
 
 def test_heldout_responses_of_another_choice_left_by_a_killed_finaliser_are_not_reused(

@@ -22,13 +22,16 @@ from steerops.steering.store import ResultsLog, entry_key, scope_of, vector_iden
 QUESTIONS = [f"q{i}" for i in range(6)]
 
 
+VECTOR = {"layer": 1, "weight": 1.0, "method": "m", "position": "p", "component": "residual"}
+
+
 def _append_many(path, writer: int, count: int) -> None:
     for i in range(count):
         ResultsLog(path).append(
             [
                 {
                     "type": "config",
-                    "config": {"coefficient": i, "vectors": []},
+                    "config": {"coefficient": i, "vectors": [VECTOR]},
                     "result": {"w": writer},
                 }
             ]
@@ -65,6 +68,39 @@ def test_a_torn_last_line_is_dropped(tmp_path):
     path.write_text('{"type": "config"\n{"type": "baseline"}\n')
     with pytest.raises(SteeropsError, match=r"results.jsonl:1: malformed JSON line"):
         ResultsLog(path)
+
+
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        (lambda c: c["config"]["vectors"][0].pop("weight"), "config.vectors"),
+        (lambda c: c["config"].update(vectors=[]), "config.vectors"),
+        (lambda c: c["config"]["vectors"][0].update(layer="1"), "config.vectors"),
+        (lambda c: c["config"].update(coefficient="1.0"), "config.coefficient"),
+        (lambda c: c["scores"].__setitem__(2, None), "scores"),
+        (lambda c: c["scores"].__setitem__(2, [50.0, "90"]), "scores"),
+        (lambda c: c["scores"].__setitem__(2, [True, 90.0]), "scores"),
+        (lambda c: c.update(scores={"q": 1}), "scores"),
+    ],
+)
+def test_an_entry_of_the_wrong_shape_is_one_line_naming_it(tmp_path, damage, named):
+    """A log given as input (`search.known_results`, a copied cell) is read by the search
+    and the report after a model load; an entry they cannot read is refused when the log
+    is opened, naming the file, the line and the field."""
+    import json
+
+    path = tmp_path / "results.jsonl"
+    settings = settings_for(QUESTIONS)
+    good = baseline_entry(settings, QUESTIONS, [(0.0, 100.0)] * 6)
+    entry = config_entry(settings, "mean_diff", "prompt[-1]", 1, 1.0, [(50.0, 90.0)] * 6)
+    entry = json.loads(json.dumps(entry))
+    path.write_text(json.dumps(good) + "\n" + json.dumps(entry) + "\n")
+    assert len(ResultsLog(path).entries) == 2
+    damage(entry)
+    path.write_text(json.dumps(good) + "\n" + json.dumps(entry) + "\n")
+    with pytest.raises(SteeropsError) as err:
+        ResultsLog(path)
+    assert f"results.jsonl:2: {named}" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_scores_are_served_on_a_covered_subset_in_its_order(tmp_path):

@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from steerops.errors import SteeropsError
 from steerops.io import file_md5, read_json, read_jsonl, write_json, write_jsonl, write_text
 from steerops.paths import cell_dir
 from steerops.steering.best import COMPACT as CELL_HEADLINES
@@ -141,10 +142,30 @@ def searches(out: Path) -> list[tuple[Path, dict]]:
     root = Path(out) / "search"
     folders = sorted(p.parent for p in root.rglob(BEST_FILE)) if root.is_dir() else []
     return [
-        (folder / TRIALS_FILE, read_json(folder / BEST_FILE))
+        (folder / TRIALS_FILE, read_best(folder / BEST_FILE))
         for folder in folders
         if (folder / TRIALS_FILE).is_file()
     ]
+
+
+def read_best(path: Path) -> dict:
+    """A study's best.json, checked for what its readers (best.csv, the report, the
+    summary) take from it: one line naming the file and key, not a traceback later."""
+    best = read_json(path)
+    if not isinstance(best, dict):
+        raise SteeropsError(f"{path}: not a JSON object")
+    for key in ("trait", "variant", "method", "position", "component"):
+        if not isinstance(best.get(key), str):
+            raise SteeropsError(f"{path}: {key}: expected a string")
+    if not isinstance(best.get("n_trials"), int) or isinstance(best["n_trials"], bool):
+        raise SteeropsError(f"{path}: n_trials: expected an integer")
+    generations = best.get("n_generations")
+    if not isinstance(generations, dict) or not isinstance(generations.get("total"), int):
+        raise SteeropsError(f"{path}: n_generations: expected an object with an integer total")
+    for key in ("chosen", "search", "heldout"):
+        if not isinstance(best.get(key), dict | None):
+            raise SteeropsError(f"{path}: {key}: expected an object or null")
+    return best
 
 
 def write_search_summary(params) -> Path:
@@ -153,7 +174,7 @@ def write_search_summary(params) -> Path:
     write_json(
         path,
         {
-            cell: compact(read_json(p))
+            cell: compact(read_best(p))
             for cell, p in collect(params.out / "search", BEST_FILE).items()
         },
     )

@@ -438,8 +438,56 @@ def _read_entries(path: Path) -> list[dict[str, Any]]:
                 f"{path}:{lineno}: not a steering result entry "
                 "(needs type baseline|config, result, and config for configs)"
             )
+        if problem := _shape_problem(entry):
+            raise SteeropsError(f"{path}:{lineno}: {problem}")
         entries.append(entry)
     return entries
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _shape_problem(entry: dict[str, Any]) -> str | None:
+    """What in an entry the readers could not use (a log given as input, e.g. known
+    results, is read after a model load: refused when opened instead), or None."""
+    scores = entry.get("scores")
+    if scores is not None and not (
+        isinstance(scores, list)
+        and all(
+            isinstance(s, list) and len(s) == 2 and all(v is None or _is_number(v) for v in s)
+            for s in scores
+        )
+    ):
+        return "scores: expected a list of [trait, coherence] pairs (numbers or null)"
+    questions = entry.get("questions")
+    if questions is not None and not (
+        isinstance(questions, list) and all(isinstance(q, str) for q in questions)
+    ):
+        return "questions: expected a list of strings"
+    if entry["type"] != "config":
+        return None
+    config = entry["config"]
+    if config.get("coefficient") is not None and not _is_number(config["coefficient"]):
+        return "config.coefficient: expected a number"
+    vectors = config.get("vectors")
+    if not (
+        isinstance(vectors, list)
+        and vectors
+        and all(
+            isinstance(v, dict)
+            and isinstance(v.get("layer"), int)
+            and not isinstance(v.get("layer"), bool)
+            and _is_number(v.get("weight"))
+            and all(isinstance(v.get(k), str) for k in ("method", "position", "component"))
+            for v in vectors
+        )
+    ):
+        return (
+            "config.vectors: expected a list of {layer (int), weight (number), method, "
+            "position, component}"
+        )
+    return None
 
 
 def joined(values: list[Any]) -> Any:
