@@ -108,12 +108,13 @@ def cell_log(
     return steering_dir(out, TRAIT, variant, position, component, method) / "results.jsonl"
 
 
-def reference_interval(d: np.ndarray, seed: int, resamples: int = 2000):
+def reference_interval(d: np.ndarray, seed: int, resamples: int = 2000, confidence=0.95):
     """The documented paired bootstrap, written draw by draw."""
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(d), size=(resamples, len(d)))
     means = np.array([sum(d[i] for i in row) / len(row) for row in draws])
-    return float(d.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+    tail = (1 - confidence) / 2
+    return float(d.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
 def refusing(questions: list[str], fraction: float) -> set[str]:

@@ -247,6 +247,8 @@ def test_whether_cleaning_helps_is_read_from_the_paired_gain(tmp_path):
             else "no detectable difference"
         )
         assert f"{gain:+.1f}" in line and says in line
+        k = int(row.gain_k)
+        assert (f"one of {k} cleaned variants compared" in line) == (k > 1)
 
 
 def test_a_verdict_with_an_interval_of_no_width_says_why():

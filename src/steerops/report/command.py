@@ -194,7 +194,8 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "preclean_vs_clean_after": "Preclean vs clean-after (every dim of the set `dim_set` "
         "names); gap = preclean - clean-after on the held-out questions, paired interval",
         "cleaning_curve": "Cleaning curve: dims cleaned (of the set `dim_set` names) vs "
-        "held-out delta; gain = cleaned - uncleaned on the held-out questions, paired interval",
+        "held-out delta; gain = cleaned - uncleaned on the held-out questions, paired interval "
+        "(Bonferroni over the `gain_k` cleaned variants of a method: together at 95%)",
         "coefficients": "Optimal coefficients (ok cells only)",
         "coefficient_prediction": "Coefficient prediction (leave-one-out error on distinct "
         "ok cells)",

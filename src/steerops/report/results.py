@@ -58,7 +58,8 @@ def render_results(
         *_cleaning_lines(tables["cleaning_curve"]),
         "",
         "## Cleaning curve: held-out delta by dims cleaned (`dim_set`: the set cleaned; "
-        "gain = cleaned - uncleaned, paired, held out)",
+        "gain = cleaned - uncleaned, paired, held out; Bonferroni over a method's `gain_k` "
+        "cleaned variants)",
         "",
         markdown_table(_drop(tables["cleaning_curve"], "alias_of")),
         "",
@@ -145,10 +146,17 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
             if pd.isna(row.dims_removed)
             else f"; {int(row.dims_removed)} removed at layer {cell(row.layer)}"
         )
+        k = 0 if pd.isna(row.gain_k) else int(row.gain_k)
+        family = (
+            f", one of {k} cleaned variants compared (each interval at "
+            f"{1 - (1 - stats.CONFIDENCE) / k:.1%}, so all {k} hold at 95%)"
+            if k > 1
+            else ""
+        )
         lines.append(
             f"- {row.trait} {row.position} `{row.variant}` (dims cleaned: {row.dims_cleaned}"
             f"{removed}) against `{row.method}`: held-out trait "
-            f"{interval(row.gain, row.gain_lo, row.gain_hi)}, n {int(row.gain_n)} "
+            f"{interval(row.gain, row.gain_lo, row.gain_hi)}, n {int(row.gain_n)}{family} "
             f"(verdicts: {row.status} cleaned, "
             f"{uncleaned.get((row.model, row.trait, row.position, row.component, row.method), '?')}"
             " uncleaned): "

@@ -166,7 +166,9 @@ def _settings_differ(pre: dict | None, post: dict | None) -> bool:
     return pre is not None and post is not None and pre.get("settings") != post.get("settings")
 
 
-def _paired_gap(pre: dict | None, post: dict | None, seed: int) -> stats.Interval:
+def _paired_gap(
+    pre: dict | None, post: dict | None, seed: int, confidence: float = stats.CONFIDENCE
+) -> stats.Interval:
     """pre - post in the steering direction (the cells' `sign`: equal settings, so one
     direction) over the held-out questions both were scored on: the paired bootstrap of
     the two configs' per-question trait scores (the baseline cancels); none when either is
@@ -176,7 +178,9 @@ def _paired_gap(pre: dict | None, post: dict | None, seed: int) -> stats.Interva
     a, b = pre.get("heldout_traits") or {}, post.get("heldout_traits") or {}
     common = [q for q in a if q in b]
     sign = float(pre.get("sign", 1.0))
-    return stats.paired_delta([a[q] for q in common], [b[q] for q in common], seed, sign)
+    return stats.paired_delta(
+        [a[q] for q in common], [b[q] for q in common], seed, sign, confidence=confidence
+    )
 
 
 def cleaning_curve(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd.DataFrame:
@@ -184,19 +188,27 @@ def cleaning_curve(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> 
     (0, 1, 2, 3, 5, all), per base method, and whether cleaning helps: `gain` is each
     step's held-out trait minus the uncleaned method's (each at its own chosen config),
     paired over the held-out questions both were scored on, with its interval (two
-    separate intervals cannot show a difference)."""
+    separate intervals cannot show a difference). The `gain_k` cleaned variants of one
+    method are compared with it at once: each interval is at 1 - 0.05/k (Bonferroni), so
+    together they hold at 95% and a "helps" among five is not a 1-in-4 chance under no
+    effect."""
     chosen = picks(frame, min_coherence)
     aliases = frame.groupby(GROUP, sort=True)["alias_of"].first().to_dict()
     out = []
     for key in sorted(_pairs(frame)):
         for base in sorted({_base(m) for m in frame["method"].unique()}):
-            for dims, suffix in CURVE_STEPS:
+            uncleaned = chosen.get((*key, base), (None, ""))[0]
+            steps = [(d, s) for d, s in CURVE_STEPS if (*key, base + s) in chosen]
+            compared = [
+                s
+                for _, s in steps
+                if s and _paired_gap(chosen[(*key, base + s)][0], uncleaned, seed).n
+            ]
+            confidence = 1 - (1 - stats.CONFIDENCE) / max(len(compared), 1)
+            for dims, suffix in steps:
                 method = base + suffix
-                if (*key, method) not in chosen:
-                    continue
                 hit, status = chosen[(*key, method)]
-                uncleaned = chosen.get((*key, base), (None, ""))[0]
-                gain = _paired_gap(hit, uncleaned, seed) if suffix else None
+                gain = _paired_gap(hit, uncleaned, seed, confidence) if suffix else None
                 out.append(
                     {
                         **dict(zip(KEY, key, strict=True)),
@@ -212,6 +224,7 @@ def cleaning_curve(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> 
                         "gain": _nan(gain.mean) if gain else np.nan,
                         "gain_lo": _nan(gain.lo) if gain else np.nan,
                         "gain_hi": _nan(gain.hi) if gain else np.nan,
+                        "gain_k": len(compared) if suffix in compared else np.nan,
                         "gain_note": (
                             SETTINGS_DIFFER if suffix and _settings_differ(hit, uncleaned) else ""
                         ),
@@ -219,7 +232,7 @@ def cleaning_curve(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> 
                 )
     columns = KEY + ["method", "dims_cleaned", "variant", "status", "alias_of", "layer"]
     columns += ["coefficient", *HELD.values(), "gain_n", "gain", "gain_lo", "gain_hi"]
-    columns += ["gain_note"]
+    columns += ["gain_k", "gain_note"]
     return pd.DataFrame(out, columns=columns)
 
 
