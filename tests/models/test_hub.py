@@ -201,7 +201,7 @@ def test_the_cache_revision_read_is_the_one_its_refs_name(tmp_path):
 def test_a_cached_hub_id_is_fingerprinted_by_the_revision_its_refs_name(tmp_path):
     """Cached steering logs and judge scores are keyed by the model's fingerprint: a
     `refs/main` moved to new weights must change it (it read `hub` for every hub id), the
-    same files in another cache must not, and a pinned revision keeps its own."""
+    same files in another cache must not, and a pinned revision reads its own snapshot."""
     cache = tmp_path / "hf-cache"
     old = _cache(cache, "org/model", COMPLETE, "a" * 40)
     first, label = model_fingerprint("org/model"), model_label("org/model", None)
@@ -215,10 +215,13 @@ def test_a_cached_hub_id_is_fingerprinted_by_the_revision_its_refs_name(tmp_path
     assert model_fingerprint("org/model") != first  # refs/main now names the new weights
     assert model_label("org/model", None) != label
     assert model_fingerprint("org/model", "a" * 40) == first  # pinned: the old snapshot
-    assert model_label("org/model", "a" * 40) == f"{label}@{'a' * 40}"
+    # the label names the content: the old snapshot pinned by commit is the label it had
+    # as refs/main (a judge's cached scores stay theirs), not a label of its own
+    assert model_label("org/model", "a" * 40) == label
 
     (old.parents[1] / "refs" / "main").write_text("a" * 40)  # moved back
     assert model_fingerprint("org/model") == first
+    assert model_label("org/model", "main") == model_label("org/model", None) == label
     assert model_fingerprint(str(old)) == first  # the snapshot folder read as a local folder
 
     from huggingface_hub import constants

@@ -93,6 +93,18 @@ def test_missing_local_model_names_the_key(tmp_path):
         load_model(params, "base")
 
 
+def test_a_revision_for_a_local_folder_is_one_line_not_ignored(tmp_path):
+    """A local folder holds one version of the weights: a revision asked of it cannot be
+    honoured, so it is refused instead of loading whatever the folder holds."""
+    from steerops.models.loading import model_source
+
+    _save_tiny(tmp_path / "model")
+    with pytest.raises(SteeropsError, match=r"models\.base\.revision: 'v2'.*local folder") as err:
+        model_source(_params(tmp_path, revision="v2"), "base")
+    assert "\n" not in str(err.value)
+    assert model_source(_params(tmp_path), "base") == str(tmp_path / "model")
+
+
 def test_format_prompt_with_system_prompt():
     tok = build_tokenizer(WORDS)
     text = format_prompt(tok, "how do i bake bread ?", "be kind")

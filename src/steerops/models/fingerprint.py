@@ -96,8 +96,9 @@ def _save_cache(cache: dict[str, str]) -> None:
 
 def model_label(source: str, revision: str | None) -> str:
     """How a judge names its model in its id and cache keys: the hub id (with its cached
-    snapshot's content when the cache holds it whole), or `local-<content>` for a folder;
-    never a path, so a copied project keeps its scores and caches."""
+    snapshot's content when the cache holds it whole, whichever revision named it; with
+    the revision when it does not), or `local-<content>` for a folder; never a path, so a
+    copied project keeps its scores and caches."""
     fingerprint = model_fingerprint(source, revision)
     if fingerprint == HUB:
         name = source
@@ -105,4 +106,5 @@ def model_label(source: str, revision: str | None) -> str:
         name = f"local-{fingerprint[:12]}"
     else:
         name = f"{source}-{fingerprint[:12]}"
-    return name + (f"@{revision}" if revision else "")
+    # a hub id the cache lacks is known by name only: its revision says which weights
+    return name + (f"@{revision}" if revision and fingerprint == HUB else "")

@@ -88,7 +88,12 @@ def _source(params: Params, variant: str) -> _Source:
     kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
     local = params.path(spec.id)
     if local.exists():
-        return _Source(str(local), str(local), {**kwargs, "revision": spec.revision})
+        if spec.revision:  # a folder holds one version: loading it would ignore the ask
+            raise SteeropsError(
+                f"models.{variant}.revision: {spec.revision!r} cannot be read from a local "
+                f"folder ({local}); remove it, or give the hub id"
+            )
+        return _Source(str(local), str(local), kwargs)
     if spec.id.startswith((".", "/", "~")) or not _HUB_ID.match(spec.id):
         raise SteeropsError(f"models.{variant}.id: model not found: {local}")
     snapshot = hub_snapshot(spec.id, spec.revision, local, variant)
