@@ -584,6 +584,28 @@ def test_a_judge_that_writes_numbers_digit_by_digit_is_refused(tmp_path, server,
     assert judge.score(["q"], [RESPONSES[0]]) == [(85.0, 85.0)]
 
 
+def test_a_digit_tokenizer_answering_single_digits_throughout_is_refused(
+    tmp_path, server, trait, key
+):
+    """A digit-by-digit tokenizer whose answers are one digit and then stop ("5", end) never
+    shows a second digit to catch. Its alternatives never hold a number of two digits, which
+    a whole-number tokenizer's 20 alternatives on a 0-100 scale do: after 20 answers with
+    none, it is refused instead of reading every score as 0-9."""
+    server.tokens = ["5", "<end_of_turn>"]
+    server.top = [{"token": d, "logprob": math.log(p)} for d, p in (("5", 0.6), ("4", 0.3))]
+    questions = [f"q{i}" for i in range(25)]
+    responses = [f"answer {i}" for i in range(25)]
+    judge = make_judge(params_for(tmp_path, server), trait)
+    with pytest.raises(SteeropsError, match="digit by digit.*judge.kind hf") as err:
+        judge.score(questions, responses)
+    assert "\n" not in str(err.value)
+    # a whole-number tokenizer answering small numbers: its alternatives hold "10"
+    server.top.append({"token": "10", "logprob": math.log(0.05)})
+    other = make_judge(params_for(tmp_path / "other", server), trait)
+    scores = other.score(questions, responses)
+    assert len(scores) == 25 and all(t == pytest.approx(5.0, abs=0.5) for t, _ in scores)
+
+
 @pytest.mark.parametrize(
     "tokens, score",
     [

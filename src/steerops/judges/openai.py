@@ -39,6 +39,10 @@ _SENT_TOKENS = 6
 # a denominator other than 100 after the number, or a 0-1 decimal
 _FRACTION = re.compile(r"(?:/|(?:out\s+)?of\b)\s*(\d+)")
 _DECIMAL = re.compile(r"\.\d")
+# Answers whose alternatives hold numbers, none of two digits, before a tokenizer is taken
+# to write numbers digit by digit (a whole-number tokenizer's 20 alternatives on a 0-100
+# scale hold "10", "20"... long before).
+_DIGIT_ONLY_ANSWERS = 20
 # Refusals (HTTP 400) of the first prompts, none answered: the endpoint refuses the request.
 _REFUSALS_BEFORE_AN_ANSWER = 3
 
@@ -76,6 +80,9 @@ class OpenAIJudge(CachedJudge):
         self.policy = policy or RetryPolicy()
         self._api_key = api_key
         self._answered = False  # until one request succeeded, requests go one at a time
+        self._tokens_lock = threading.Lock()
+        self._digit_only_answers = 0
+        self._wide_numbers_seen = False
 
     @classmethod
     def check_params(cls, params, trait) -> None:
@@ -219,7 +226,28 @@ class OpenAIJudge(CachedJudge):
                     f"judge: {self.url} returned a malformed top_logprobs entry for model "
                     f"{self.model_name!r}: {what} (expected {{token, logprob <= 0}})"
                 )
+        self._check_number_tokens(top)
         return top
+
+    def _check_number_tokens(self, top: list[dict]) -> None:
+        """Refuse a digit-by-digit tokenizer whose answers stop after one digit (the second
+        digit check above never fires): its alternatives never hold a two-digit number."""
+        numbers = [t for e in top if (t := e["token"].strip().lstrip("\u2581")).isdigit()]
+        if not numbers or not all(t.isascii() for t in numbers):
+            return
+        with self._tokens_lock:
+            if self._wide_numbers_seen or any(len(t) > 1 for t in numbers):
+                self._wide_numbers_seen = True
+                return
+            self._digit_only_answers += 1
+            if self._digit_only_answers < _DIGIT_ONLY_ANSWERS:
+                return
+        raise SteeropsError(
+            f"judge: model {self.model_name!r} offered no number of two digits among the "
+            f"alternatives of {_DIGIT_ONLY_ANSWERS} answers: its tokenizer writes numbers digit "
+            "by digit, so a one-token answer reads 85 as 8; use a judge model with "
+            "whole-number tokens (GPT-4o/4.1, Llama 3) or judge.kind hf"
+        )
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIJudge(id={self.id!r}, url={self.url!r})"
