@@ -28,7 +28,7 @@ def reference_permutation_p(x, y, groups, n_perm, seed):
     return (1 + hits) / (1 + n_perm)
 
 
-def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path, capsys):
+def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path, capsys, monkeypatch):
     params_file, params, ids, mu, layers = probe_world(
         tmp_path, blocks={"tracking": {"enabled": False}}
     )
@@ -124,6 +124,20 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path, capsys):
     target = next(g for g in result["targets"] if g["role"] == "A")
     assert target["conditions"][0]["probe_delta"] == pytest.approx(x[0], abs=1e-4)
     assert result["pairs"]["roles"] == ["A", "C"] and len(result["pairs"]["items"]) == 2
+
+    # a rerun that fails while writing (the plot) leaves the last run's three files as
+    # they were: ood.json, ood.md and the plot are one set
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+
+    def broken_plot(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("steerops.probes.ood_stage.scatter", broken_plot)
+    argv = ["probe", "ood", "--params", str(params_file), "--permutations", "301"]
+    argv += ["--conditions", str(tmp_path / "conditions.json")]
+    assert main([*argv, "--rates", str(tmp_path / "rates.csv")]) != 0
+    assert "disk full" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
 
 
 def test_conditions_without_rates_or_with_unknown_targets_are_refused_before_extraction(

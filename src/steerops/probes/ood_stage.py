@@ -15,7 +15,7 @@ import numpy as np
 
 from steerops.errors import SteeropsError
 from steerops.extract.conditions import read_conditions
-from steerops.io import write_json, write_text
+from steerops.io import atomic_folder, write_json, write_text
 from steerops.probes.activations import ensure_conditions, load_condition, tasks_name, weights_now
 from steerops.probes.data import read_rates
 from steerops.probes.ood import analyse
@@ -227,6 +227,8 @@ def _write_outputs(
             if c.target in index
         ]
         targets[version] = (np.array([h[0] for h in hits]), np.array([h[1] for h in hits]))
-    write_json(out_dir / "ood.json", result)
-    write_text(out_dir / "ood.md", markdown(result))
-    scatter(out_dir / "ood_scatter.png", points, targets, result["per_version"])
+    # the three are one set: built aside, in place together, or the last run's stay
+    with atomic_folder(out_dir) as staging:
+        write_json(staging / "ood.json", result)
+        write_text(staging / "ood.md", markdown(result))
+        scatter(staging / "ood_scatter.png", points, targets, result["per_version"])
