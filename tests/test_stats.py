@@ -308,6 +308,10 @@ def test_printed_numbers_stay_on_their_side_of_the_verdicts_thresholds():
     assert stats.coherence_text(100.0, 2) == "100.00" and stats.coherence_text(None) == "n/a"
     for x in np.linspace(0, 100, 2001):  # rounding down, never up: the bar stays exact
         assert (float(stats.coherence_text(x, 2)) >= 68) == (x >= 68), x
+    assert (
+        stats.coherence_text(float("inf")) == "inf" and stats.coherence_text(1e300, 0)[:4] == "1000"
+    )
+    assert stats.coherence_text(-0.05) == "-0.1"
     assert stats.delta_text(0.03) == "+0.03" and stats.delta_text(-0.004) == "-0.004"
     assert stats.delta_text(12.34) == "+12.3" and stats.delta_text(0.0) == "+0.0"
     assert stats.delta_text(None) == "n/a" and stats.delta_text(-0.06) == "-0.1"

@@ -32,7 +32,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, Context, Decimal
 from statistics import NormalDist
 from typing import Any
 
@@ -59,6 +59,7 @@ TOO_FEW = "too few held out"
 MIN_HELDOUT = 6
 
 Score = tuple[float | None, float | None]  # (trait, coherence) of one response
+_WIDE = Context(prec=400)
 
 
 def split_questions(
@@ -336,8 +337,11 @@ def coherence_text(value: Any, decimals: int = 1) -> str:
     value = as_number(value)
     if value is None:
         return "n/a"
+    if not math.isfinite(value):
+        return str(value)
     step = Decimal(1).scaleb(-decimals)
-    return str(Decimal(repr(value)).quantize(step, rounding=ROUND_FLOOR))
+    # enough digits for any float's integer part (the default context keeps 28)
+    return str(Decimal(repr(value)).quantize(step, rounding=ROUND_FLOOR, context=_WIDE))
 
 
 def delta_text(value: Any, decimals: int = 1) -> str:

@@ -381,3 +381,11 @@ def test_tables_never_print_a_coherence_or_bound_across_its_verdict():
     assert [r["coherence"] for r in rows] == ["67.99", "83.38"]
     assert rows[1]["delta [95% CI]"] == "+12.0 [+0.03, +30.0]"
     assert rows[0]["min_coherence"] == "68"
+
+
+def test_the_cleaning_gain_header_says_its_intervals_hold_together():
+    from steerops.report.markdown import markdown_table
+
+    table = pd.DataFrame({"gain": [1.0], "gain_lo": [-2.0], "gain_hi": [4.0], "gain_k": [5]})
+    [row] = _rows(markdown_table(table))
+    assert row["gain [95% CI, all gain_k together]"] == "+1.0 [-2.0, +4.0]"

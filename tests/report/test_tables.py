@@ -190,3 +190,14 @@ def test_a_chosen_config_of_two_vectors_is_a_row_not_a_crash():
     table = tables.coefficient_table(pd.DataFrame([row]), 68)
     assert len(table) == 1 and table["layer"][0] == "4+8" and np.isnan(table["weight"][0])
     assert table["coefficient"][0] == 1.0
+
+
+def test_cleaned_variants_that_are_one_tensor_are_one_comparison(tmp_path):
+    """top2 and top3 the same tensors as top1 (the set had one dim to clean): their gains
+    are one test, so the Bonferroni k counts distinct vectors (3 of mean_diff's 5)."""
+    same = {"mean_diff_top2": "mean_diff_top1", "mean_diff_top3": "mean_diff_top1"}
+    synthetic_grid(tmp_path, same_vectors=same)
+    frame = load_results(load_params(write_params(tmp_path)))
+    curve = tables.cleaning_curve(frame, 68, seed=4)
+    md = curve[curve["method"] == "mean_diff"]
+    assert set(md["gain_k"].dropna()) == {3}

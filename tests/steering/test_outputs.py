@@ -71,3 +71,28 @@ def test_coefficients_that_print_alike_keep_files_of_their_own(tmp_path):
         save_responses(tmp_path, "all", "h", "u", 1, baseline, [_result(0.2, ANSWER)], {})[1].name
         == "L2_c0.2.json"
     )
+
+
+def test_a_response_file_named_before_exact_names_is_still_found(tmp_path):
+    """A run before exact names saved 0.1 + 0.2 as `L2_c0.3.json`: a rerun serving that
+    config from the log takes that file under its exact name, and never takes the file of
+    the config that is 0.3 exactly."""
+    near = 0.1 + 0.2
+    baseline = ConfigResult(None, 5.0, 99.0, 1, ANSWER)
+    every = {("2", near), ("2", 0.3)}
+    [_, exact] = save_responses(
+        tmp_path, "all", "h", "u", 1, baseline, [_result(near, ANSWER)], every
+    )
+    assert exact.name == "L2_c0.30000000000000004.json"
+    exact.rename(tmp_path / "L2_c0.3.json")  # as the older run named it
+    served = ConfigResult(None, 5.0, 99.0, 1, [])
+    again = save_responses(tmp_path, "all", "h", "u", 1, served, [_result(near, [])], every)
+    assert [p.name for p in again] == ["baseline.json", exact.name]
+    assert not (tmp_path / "L2_c0.3.json").exists()
+    # the 0.3 config's own file is not the near one's
+    save_responses(tmp_path, "all", "h", "u", 1, baseline, [_result(0.3, ANSWER)], every)
+    exact.unlink()
+    assert save_responses(tmp_path, "all", "h", "u", 1, served, [_result(near, [])], every) == [
+        tmp_path / "baseline.json"
+    ]
+    assert (tmp_path / "L2_c0.3.json").exists()

@@ -80,6 +80,8 @@ def test_a_torn_last_line_is_dropped(tmp_path):
         (lambda c: c["scores"].__setitem__(2, None), "scores"),
         (lambda c: c["scores"].__setitem__(2, [50.0, "90"]), "scores"),
         (lambda c: c["scores"].__setitem__(2, [True, 90.0]), "scores"),
+        (lambda c: c["scores"].__setitem__(2, [50.0, float("inf")]), "scores"),
+        (lambda c: c["config"]["vectors"][0].update(weight=float("nan")), "config.vectors"),
         (lambda c: c.update(scores={"q": 1}), "scores"),
     ],
 )

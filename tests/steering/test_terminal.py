@@ -37,6 +37,11 @@ def test_only_an_ok_verdict_names_its_config_as_the_answer():
         )
 
 
+def test_coefficients_that_print_alike_are_told_apart():
+    line = verdict_line(_metrics("ok", coefficient=1.5000001))
+    assert line.startswith("ok: layer 12 coefficient 1.5000001, chosen")
+
+
 def test_too_few_held_out_questions_are_called_out():
     assert "too few" not in verdict_line(_metrics("ok", n=FEW_QUESTIONS))
     few = verdict_line(_metrics("ok", n=2, heldout_delta_lo=50.0, heldout_delta_hi=50.0))

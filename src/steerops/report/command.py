@@ -179,7 +179,7 @@ INTRO = (
     "steered config coherent; `best_coherence_reached` is the best a steered config got), "
     "**trait unscored** (coherent steered configs, but the judge gave none a trait score), "
     "**held out unscored** (the judge gave the choice no held-out trait or coherence "
-    "score). "
+    "score). Coherences print rounded down, so none shows at a bar it is under. "
     "`alias_of` names a method whose vectors are the same tensors: the alias was evaluated "
     "once and is left out of counts and of the coefficient fit. Searches are a separate "
     "table: their trials use the search half only and are never mixed into grid tables."

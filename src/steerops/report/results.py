@@ -26,7 +26,7 @@ VERDICTS = (
     "**needs finer coefficients** (no steered config coherent), "
     "**trait unscored** (coherent steered configs, none with a trait score), **held out "
     "unscored** (the judge gave the choice no held-out trait or coherence score: a failure, "
-    "not a finding)."
+    "not a finding). Coherences print rounded down, so none shows at a bar it is under."
 )
 
 

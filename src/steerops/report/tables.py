@@ -189,7 +189,8 @@ def cleaning_curve(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> 
     step's held-out trait minus the uncleaned method's (each at its own chosen config),
     paired over the held-out questions both were scored on, with its interval (two
     separate intervals cannot show a difference). The `gain_k` cleaned variants of one
-    method are compared with it at once: each interval is at 1 - 0.05/k (Bonferroni), so
+    method (distinct tensors: aliases are one) are compared with it at once: each interval
+    is at 1 - 0.05/k (Bonferroni), so
     together they hold at 95% and a "helps" among five is not a 1-in-4 chance under no
     effect."""
     chosen = picks(frame, min_coherence)
@@ -204,7 +205,9 @@ def cleaning_curve(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> 
                 for _, s in steps
                 if s and _paired_gap(chosen[(*key, base + s)][0], uncleaned, seed).n
             ]
-            confidence = 1 - (1 - stats.CONFIDENCE) / max(len(compared), 1)
+            # variants that are one tensor (an alias) are one test, not several
+            k = len({aliases[(*key, base + s)] or base + s for s in compared})
+            confidence = 1 - (1 - stats.CONFIDENCE) / max(k, 1)
             for dims, suffix in steps:
                 method = base + suffix
                 hit, status = chosen[(*key, method)]
@@ -224,7 +227,7 @@ def cleaning_curve(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> 
                         "gain": _nan(gain.mean) if gain else np.nan,
                         "gain_lo": _nan(gain.lo) if gain else np.nan,
                         "gain_hi": _nan(gain.hi) if gain else np.nan,
-                        "gain_k": len(compared) if suffix in compared else np.nan,
+                        "gain_k": k if suffix in compared else np.nan,
                         "gain_note": (
                             SETTINGS_DIFFER if suffix and _settings_differ(hit, uncleaned) else ""
                         ),

@@ -11,6 +11,7 @@ settings' responses is generated again (greedy, so the same text as the logged s
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,12 @@ def _response_file(folder: Path, result: ConfigResult) -> Path:
     return folder / f"L{layer}_c{coefficient_text(coefficient)}.json"
 
 
+def _legacy_response_file(folder: Path, result: ConfigResult) -> Path:
+    """The name runs before exact names gave the file (%g: 0.1 + 0.2 was `c0.3`)."""
+    layer, coefficient = _result_key(result)
+    return folder / f"L{layer}_c{coefficient:g}.json"
+
+
 def _row_key(row: Mapping[str, Any]) -> tuple:
     return (str(row["layer"]), float(row["coefficient"]))
 
@@ -212,14 +219,17 @@ def save_responses(
                     "responses": result.responses,
                 },
             )
-        elif not _kept(
-            path,
-            n_questions,
-            settings_hash=settings_hash,
-            config=config_dict(result.config, result.weights),
-        ):
-            print(f"note: no responses for {path.stem} under these settings")
-            continue
+        else:
+            match = {
+                "settings_hash": settings_hash,
+                "config": config_dict(result.config, result.weights),
+            }
+            legacy = _legacy_response_file(folder, result)
+            if legacy != path and not path.exists() and _kept(legacy, n_questions, **match):
+                os.replace(legacy, path)  # an older run's file of this very config
+            if not _kept(path, n_questions, **match):
+                print(f"note: no responses for {path.stem} under these settings")
+                continue
         saved.append(path)
     return saved
 

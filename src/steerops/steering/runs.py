@@ -16,6 +16,7 @@ from steerops import stats
 from steerops.io import read_json, tree_md5
 from steerops.steering.configs import ConfigResult
 from steerops.steering.evaluate import SteeringEvaluator
+from steerops.steering.outputs import coefficient_text
 from steerops.steering.store import CSV_FILE, CURVE_FILE, METRICS_FILE, RESULTS_FILE, joined
 
 # metrics.json keys that are settings (params) or the chosen config (tags), not measurements
@@ -43,7 +44,8 @@ def cell_name(method: Any, position: Any, trait: str) -> str:
 
 def config_name(result: ConfigResult) -> str:
     params = config_params(result)
-    return f"L{params['layer']} c{params['coefficient']:g} {params['method']} {params['position']}"
+    coefficient = coefficient_text(params["coefficient"])
+    return f"L{params['layer']} c{coefficient} {params['method']} {params['position']}"
 
 
 def config_params(result: ConfigResult) -> dict[str, Any]:
@@ -118,7 +120,9 @@ def log_cell(
     chosen = {f"steerops.{k}": metrics.get(k) for k in CHOSEN_KEYS}
     if metrics.get("layer") is not None:  # a choice that is not OK is not a best
         label = "best" if metrics.get("status") == stats.OK else "chosen"
-        chosen[f"steerops.{label}"] = f"L{metrics['layer']} c{metrics['coefficient']:g}"
+        chosen[f"steerops.{label}"] = (
+            f"L{metrics['layer']} c{coefficient_text(metrics['coefficient'])}"
+        )
     cell_run.set_tags(chosen)
     for name in (CSV_FILE, METRICS_FILE, CURVE_FILE, RESULTS_FILE):
         cell_run.log_artifact(out_dir / name)

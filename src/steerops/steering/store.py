@@ -445,7 +445,8 @@ def _read_entries(path: Path) -> list[dict[str, Any]]:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite number (JSON's Infinity and NaN are no score or weight)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _shape_problem(entry: dict[str, Any]) -> str | None:

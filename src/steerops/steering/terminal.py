@@ -77,7 +77,7 @@ def verdict_line(m: dict[str, Any]) -> str:
             f"{m['min_coherence']:g} on the selection half ({best})"
         )
     # only an "ok" config is an optimal one; another verdict still shows what was checked
-    chosen = f"layer {m['layer']} coefficient {m['coefficient']:g}"
+    chosen = f"layer {m['layer']} coefficient {coefficient_text(m['coefficient'])}"
     head = chosen if m["status"] == "ok" else f"no optimal coefficient (chosen: {chosen})"
     status, selection = m["status"], ""
     if status == stats.NO_EFFECT and stats.no_effect_on_selection(m):
