@@ -57,6 +57,8 @@ HELDOUT_UNSCORED = "held out unscored"
 # first falls below 5% at n = 6; a bootstrap over 1-5 questions reads certainty from them
 TOO_FEW = "too few held out"
 MIN_HELDOUT = 6
+# below this many held-out questions a verdict's interval is called out where it is printed
+FEW_HELDOUT = 10
 
 Score = tuple[float | None, float | None]  # (trait, coherence) of one response
 _WIDE = Context(prec=400)
@@ -393,6 +395,17 @@ def at_largest_coefficient(rows: Sequence[Mapping[str, Any]], pick: Mapping[str,
         if r.get("layer") == pick["layer"] and (c := as_number(r.get("coefficient"))) is not None
     }
     return len(at_layer) > 1 and abs(as_number(pick["coefficient"]) or 0.0) >= max(at_layer)
+
+
+def few_questions_note(n: Any) -> str | None:
+    """The caveat a verdict on fewer than FEW_HELDOUT held-out questions carries."""
+    n = int(as_number(n) or 0)
+    if n >= FEW_HELDOUT:
+        return None
+    return (
+        f"only {n} held-out questions: too few for the interval to mean much; steer more "
+        "questions, e.g. --subset 40"
+    )
 
 
 def degenerate(lo: Any, hi: Any) -> bool:

@@ -12,6 +12,7 @@ import pytest
 
 from report_data import SYNTHETIC, synthetic_grid, write_params
 from steering_data import COMPONENT, TRAIT
+from steerops import stats
 from steerops.calibration.store import write_calibration
 from steerops.cli import main
 from steerops.io import write_json
@@ -389,3 +390,20 @@ def test_the_cleaning_gain_header_says_its_intervals_hold_together():
     table = pd.DataFrame({"gain": [1.0], "gain_lo": [-2.0], "gain_hi": [4.0], "gain_k": [5]})
     [row] = _rows(markdown_table(table))
     assert row["gain [95% CI, all gain_k together]"] == "+1.0 [-2.0, +4.0]"
+
+
+def test_a_verdict_on_few_held_out_questions_says_so_as_steer_does():
+    from steerops.report.results import _verdict_lines
+    from steerops.steering.terminal import verdict_line
+
+    row = {"trait": "t", "position": "p", "method": "m", "alias_of": "", "layer": 2}
+    row |= {"coefficient": 1.0, "coherence": 98.0, "at_largest_coefficient": False}
+    row |= {"status": "ok", "delta": 50.0, "delta_lo": 20.0, "delta_hi": 75.0}
+    few, enough = _verdict_lines(pd.DataFrame([row | {"n": 8}, row | {"n": 10}]))
+    assert "only 8 held-out questions" in few and "only" not in enough
+    metrics = {"status": "ok", "layer": 2, "coefficient": 1.0, "selection_n": 8}
+    metrics |= {"heldout_trait_delta": 50.0, "heldout_delta_lo": 20.0, "heldout_delta_hi": 75.0}
+    metrics |= {"heldout_coherence": 98.0, "heldout_n": 8, "min_coherence": 68.0}
+    assert (
+        stats.few_questions_note(8) in verdict_line(metrics) and stats.few_questions_note(8) in few
+    )

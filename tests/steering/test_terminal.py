@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from steerops.steering.terminal import FEW_QUESTIONS, cell_table, verdict_line
+from steerops.stats import FEW_HELDOUT
+from steerops.steering.terminal import cell_table, verdict_line
 
 
 def _metrics(status: str, n: int = 20, **more) -> dict:
@@ -43,7 +44,7 @@ def test_coefficients_that_print_alike_are_told_apart():
 
 
 def test_too_few_held_out_questions_are_called_out():
-    assert "too few" not in verdict_line(_metrics("ok", n=FEW_QUESTIONS))
+    assert "too few" not in verdict_line(_metrics("ok", n=FEW_HELDOUT))
     few = verdict_line(_metrics("ok", n=2, heldout_delta_lo=50.0, heldout_delta_hi=50.0))
     assert "n 2 (only 2 held-out questions: too few for the interval" in few
 

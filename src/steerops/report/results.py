@@ -191,6 +191,8 @@ def _verdict_lines(gap: pd.DataFrame) -> list[str]:
             f"{interval(row.delta, row.delta_lo, row.delta_hi)}, coherence "
             f"{stats.coherence_text(row.coherence, 2)}, n {cell(row.n)}"
         )
+        if few := stats.few_questions_note(row.n):
+            numbers += f" ({few})"
         if stats.degenerate(row.delta_lo, row.delta_hi):
             numbers += f" ({stats.DEGENERATE_NOTE})"
         if row.status == stats.OK:

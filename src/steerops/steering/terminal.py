@@ -10,9 +10,6 @@ from typing import Any
 from steerops import stats
 from steerops.steering.outputs import coefficient_text
 
-# below this many held-out questions the verdict line warns that its interval is weak
-FEW_QUESTIONS = 10
-
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
@@ -91,11 +88,8 @@ def verdict_line(m: dict[str, Any]) -> str:
         f"held-out delta {_interval(m, 'heldout_trait_delta', 'heldout_')}, coherence "
         f"{stats.coherence_text(m['heldout_coherence'])}, n {m['heldout_n']}"
     )
-    if (m["heldout_n"] or 0) < FEW_QUESTIONS:
-        line += (
-            f" (only {m['heldout_n'] or 0} held-out questions: too few for the interval to "
-            "mean much; steer more questions, e.g. --subset 40)"
-        )
+    if few := stats.few_questions_note(m["heldout_n"]):
+        line += f" ({few})"
     if stats.degenerate(m["heldout_delta_lo"], m["heldout_delta_hi"]):
         line += f" ({stats.DEGENERATE_NOTE})"
     return line
