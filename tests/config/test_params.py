@@ -63,6 +63,11 @@ def test_overrides_replace_params(tmp_path):
         ({"generate": {"max_new_tokens": True}}, "generate.max_new_tokens: expected a number"),
         ({"steering": {"coefficients": [0.5, True]}}, "steering.coefficients: expected a num"),
         ({"seed": False}, "seed: expected a number, not true/false"),
+        # each layer's fit is seeded seed * 1000 + layer, which sklearn takes below 2**32
+        ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
+        ({"seed": 20240601}, "seed: Input should be less than or equal to 4294000"),
+        ({"search": {"seed": 2**32}}, "search.seed: Input should be less than or equal to"),
+        ({"probes": {"split_seed": -3}}, "probes.split_seed: Input should be greater than"),
         ({"generate": {"rollouts": 2}}, "rollouts > 1 needs temperature > 0"),
         ({"steering": {"coefficients": []}}, "steering.coefficients: List should have at least 1"),
     ],

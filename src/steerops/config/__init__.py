@@ -53,7 +53,13 @@ RENAMED = {
 
 class Params(Strict):
     experiment: str = Field("toy-refusal", min_length=1, pattern=r"\S")
-    seed: int = Field(0, description="seed of everything seeded (splits, fits, the toy world)")
+    seed: int = Field(
+        0,
+        ge=0,
+        # a layer's fit is seeded seed * 1000 + layer, and sklearn takes seeds below 2**32
+        le=4_294_000,
+        description="seed of everything seeded (splits, fits, the toy world)",
+    )
     paths: PathsConfig = Field(default_factory=PathsConfig)
     traits: TraitsConfig = Field(default_factory=TraitsConfig)
     models: dict[str, ModelVariant] = Field(default_factory=default_variants)

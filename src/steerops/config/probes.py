@@ -59,7 +59,7 @@ class ProbesConfig(Strict):
         0.4, gt=0.0, lt=1.0, description="held out, split into sweep and final halves"
     )
     cv_folds: int | None = Field(None, ge=2, description="k-fold CV instead of the hold-out")
-    split_seed: int | None = Field(None, description="default: the top-level seed")
+    split_seed: int | None = Field(None, ge=0, description="default: the top-level seed")
     comparisons: str | None = Field(
         None, description="JSONL task_a,task_b,winner: pairwise accuracy on held-out pairs"
     )

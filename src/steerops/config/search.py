@@ -50,6 +50,8 @@ class SearchConfig(Strict):
     )
     seed: int | None = Field(
         None,
+        ge=0,
+        le=2**32 - 1,  # the samplers' numpy RandomState
         description="sampler seed; default `seed` (which also "
         "seeds the search/held-out question split)",
     )
