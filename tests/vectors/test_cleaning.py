@@ -318,3 +318,32 @@ def test_post_cleaning_refuses_a_base_fitted_with_other_params(tmp_path, capsys)
     params = yaml.safe_load(Path(path).read_text())
     Path(path).write_text(yaml.safe_dump({**params, "vectors": {"probe_c": 0.1}}))
     assert main(["clean", "--params", path, "--variants", "mean_diff_top1"]) == 0
+
+
+def test_a_cleaning_that_removes_nothing_keeps_the_base_tensor_bit_for_bit(tmp_path):
+    """A calibration with no massive dims: the cleaned vectors are the base's own tensors,
+    so they alias the base (re-normalising u * |raw| can move a last bit, and then the
+    grid steers and the report counts one tensor twice)."""
+    import torch
+
+    from steerops.vectors.store import save_vectors
+
+    path = setup(tmp_path, methods="mean_diff")
+    write_calibration(tmp_path / "outputs", global_dims=[], top_by_layer=dict.fromkeys(LAYERS, []))
+    # base vectors whose u * |raw| / |u * |raw|| is not u to the bit
+    base, base_meta = stored(tmp_path, "mean_diff")
+    generator, drifting = torch.Generator().manual_seed(0), {}
+    for layer in LAYERS:
+        raw_norm = base_meta["layers"][str(layer)]["raw_norm"]
+        while layer not in drifting:
+            u = torch.randn(D, generator=generator)
+            u = u / u.norm()
+            if not (u * raw_norm / float((u * raw_norm).norm())).equal(u):
+                drifting[layer] = u
+    folder = vectors_dir(tmp_path / "outputs", TRAIT, "base", POSITION, "residual", "mean_diff")
+    save_vectors(folder, drifting, {k: v for k, v in base_meta.items() if k != "tensors_md5"})
+    assert main(["clean", "--params", path, "--variants", "mean_diff_cleaned"]) == 0
+    cleaned, meta = stored(tmp_path, "mean_diff_cleaned")
+    for layer in LAYERS:
+        assert cleaned[layer].equal(drifting[layer]), layer
+        assert meta["layers"][str(layer)]["raw_norm"] == base_meta["layers"][str(layer)]["raw_norm"]
