@@ -68,6 +68,8 @@ def test_overrides_replace_params(tmp_path):
         ({"seed": 20240601}, "seed: Input should be less than or equal to 4294000"),
         ({"search": {"seed": 2**32}}, "search.seed: Input should be less than or equal to"),
         ({"probes": {"split_seed": -3}}, "probes.split_seed: Input should be greater than"),
+        # a live worker beats every heartbeat_s: a grace within it takes over live trials
+        ({"search": {"heartbeat_s": 60, "grace_s": 5}}, "grace_s (5) must exceed heartbeat_s"),
         ({"generate": {"rollouts": 2}}, "rollouts > 1 needs temperature > 0"),
         ({"steering": {"coefficients": []}}, "steering.coefficients: List should have at least 1"),
     ],

@@ -90,6 +90,11 @@ class SearchConfig(Strict):
     def _range(self) -> SearchConfig:
         if self.coef_max <= self.coef_min:
             raise ValueError("coef_max must be greater than coef_min")
+        if self.grace_s <= self.heartbeat_s:  # a live worker's trial would be taken over
+            raise ValueError(
+                f"grace_s ({self.grace_s}) must exceed heartbeat_s ({self.heartbeat_s}): a "
+                "live worker beats only that often"
+            )
         for c in self.enqueue:
             if not self.coef_min <= c <= self.coef_max:
                 raise ValueError(
