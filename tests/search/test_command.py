@@ -92,3 +92,18 @@ def test_a_sqlite_storage_passes_the_check_and_is_let_go(tmp_path):
     check_storage(f"sqlite:///{file}", 30)
     check_storage(f"sqlite:///{file}", 30)  # opened again: nothing held it
     assert file.is_file()
+
+
+def test_a_named_study_run_with_other_settings_fails_before_loading_and_tracking(
+    tmp_path, toy_world, monkeypatch, capsys
+):
+    """`--study NAME` reused with another coefficient range: refused before a model loads or
+    a run opens (it was refused only once the study opened, inside the tracking run)."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/studies.db"
+    study = optuna.create_study(storage=url, study_name="mine", direction="maximize")
+    study.set_user_attr("settings", {"coef_max": 2.0, "min_coherence": 68.0})
+    extra = ["--storage", url, "--study", "mine", "--coef-max", "3"]
+    line = _refused(tmp_path, toy_world, monkeypatch, capsys, extra)
+    assert "study 'mine' was run with coef_max=2.0, not 3.0" in line

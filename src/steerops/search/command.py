@@ -69,7 +69,9 @@ def run(args: argparse.Namespace) -> None:
     if cfg.known_results:  # read to serve scores even when no trial is imported from it
         check_known_file(params.path(cfg.known_results))
     check_grid(params, params.traits.names, cells, layers, key, coefficients, "search")
-    check_storage(default_storage_url(params), cfg.heartbeat_s)
+    min_coherence = st.min_coherence if cfg.min_coherence is None else cfg.min_coherence
+    known = {"coef_min": cfg.coef_min, "coef_max": cfg.coef_max, "min_coherence": min_coherence}
+    check_storage(default_storage_url(params), cfg.heartbeat_s, cfg.study, known, cfg.sampler)
     finalised, links = False, list[str]()
     for method, position in cells:
         for trait in params.traits.names:

@@ -423,13 +423,28 @@ class SearchStudy:
         return [r for r in (to_record(t, default_layer) for t in trials) if r is not None]
 
 
-def check_storage(storage_url: str, heartbeat_s: int) -> None:
+def check_storage(
+    storage_url: str,
+    heartbeat_s: int,
+    study: str | None = None,
+    settings: dict[str, Any] | None = None,
+    sampler: str = "gp",
+) -> None:
     """Open the study storage and its workers' lock as `SearchStudy` will, then let go: a
     bad URL, a missing driver, an unreachable server, a journal folder that cannot be made
-    or a database with no shared lock fails here, before a model loads or a run opens."""
+    or a database with no shared lock fails here, before a model loads or a run opens. So
+    does a named `study` that exists with other `settings` (those known before the model
+    loads) or constraints its sampler cannot read."""
     storage = open_storage(storage_url, heartbeat_s)
     try:
         study_lock(storage_url, storage, "check")
+        if study is not None and study in {s.study_name for s in storage.get_all_studies()}:
+            with quiet():
+                existing = optuna.load_study(study_name=study, storage=storage)
+            stored = existing.user_attrs.get("settings")
+            if stored:  # a check only: the study's own settings are recorded when it opens
+                _check_settings(existing, study, {**stored, **(settings or {})})
+            _check_constraints(existing, study, sampler)
     finally:
         engine = getattr(storage, "engine", None)  # an RDB storage's pooled connections
         if engine is not None:
