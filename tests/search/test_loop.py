@@ -96,6 +96,54 @@ def test_resume_after_interrupted_search(tmp_path):
     assert again.calls == []
 
 
+@pytest.mark.parametrize("sampler", ["gp", "tpe"])
+def test_a_search_killed_between_two_tells_of_a_batch_resumes_into_the_same_study(
+    tmp_path, monkeypatch, sampler
+):
+    """Killed after telling one of the second batch's three trials: the rerun evaluates the
+    other two as a batch of their own, then asks the next batch with all three told, as
+    the uninterrupted run did (topping the batch up sampled new trials beside running
+    ones, which both samplers read, and the study went elsewhere)."""
+    from steerops.search.study import SearchStudy
+
+    def search(folder, evaluator):
+        study = open_study(folder, seed=5, startup_trials=2, sampler=sampler, grace_s=3600)
+        run_search(
+            study, evaluator, SOURCE, target=8, batch=3, direction="positive", progress=False
+        )
+        return study
+
+    (tmp_path / "whole").mkdir()
+    whole = {
+        r.number: r.coefficient
+        for r in search(tmp_path / "whole", SyntheticEvaluator(["q"])).records()
+    }
+    tell, told = SearchStudy.tell, []
+
+    def killed_at_the_fifth_tell(self, *args, **kwargs):
+        if len(told) == 4:
+            raise KeyboardInterrupt
+        told.append(1)
+        return tell(self, *args, **kwargs)
+
+    (tmp_path / "killed").mkdir()
+    monkeypatch.setattr(SearchStudy, "tell", killed_at_the_fifth_tell)
+    with pytest.raises(KeyboardInterrupt):
+        search(tmp_path / "killed", SyntheticEvaluator(["q"]))
+    monkeypatch.setattr(SearchStudy, "tell", tell)
+    study = open_study(tmp_path / "killed", seed=5, startup_trials=2, sampler=sampler)
+    for r in study.records():  # its worker is gone: the trial is handed back as it stands
+        if r.state == "running":
+            trial_id = study.storage.get_trial_id_from_study_id_trial_number(
+                study.storage.get_study_id_from_name("s"), r.number
+            )
+            study.storage.release(trial_id)
+    evaluator = SyntheticEvaluator(["q"])
+    resumed = search(tmp_path / "killed", evaluator)
+    assert [len(c) for c in evaluator.calls][:1] == [2]  # the batch's untold trials first
+    assert {r.number: r.coefficient for r in resumed.records()} == whole
+
+
 def test_startup_design_is_stratified_and_seeded_then_enqueued_points(tmp_path):
     def first_batch(folder, seed):
         folder.mkdir()

@@ -55,6 +55,7 @@ FINALISE = ":finalise"  # suffix of the study holding a study's finalisation cla
 MAX_REPEATS = 3  # sampled copies in a row that exhaust the study
 EXHAUSTED = "exhausted"  # study user attr: the sampler proposes nothing new
 TAKEOVERS = "takeovers"  # trial system attr: times taken over from a gone worker
+BATCH = "batch"  # trial user attr: the number of the first trial asked with it
 _EVALUATED = (TrialState.RUNNING, TrialState.COMPLETE)
 
 
@@ -179,9 +180,11 @@ class SearchStudy:
     def _ask(self, k: int, target: int) -> list[Proposal]:
         proposals: list[Proposal] = []
         trials = self._trials()
+        batch: int | None = None  # the batch asked now: its first trial's number
+        top_up = True
         while len(proposals) < k:
             taken = self._taken.pop(0) if self._taken else None
-            if taken is None and self.exhausted():
+            if taken is None and (self.exhausted() or not top_up):
                 break
             try:
                 trial = self._draw(taken, len(trials))
@@ -192,6 +195,16 @@ class SearchStudy:
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # taken over from a slow worker, which told it meanwhile
             if proposal is not None:
+                record = next(t for t in trials if t.number == trial.number)
+                if taken is not None:
+                    batch = record.user_attrs.get(BATCH) if batch is None else batch
+                    # a batch killed between its tells was asked whole: its untold trials
+                    # are a batch of their own, so the next is asked with all of it told
+                    # (new trials beside running ones would be sampled otherwise)
+                    top_up = top_up and not _partly_told(record, trials)
+                else:
+                    batch = trial.number if batch is None else batch
+                    trial.set_user_attr(BATCH, batch)
                 proposals.append(proposal)
             if stop:
                 break
@@ -421,6 +434,16 @@ class SearchStudy:
         default_layer = self.space.layers[0]
         trials = self._trials((TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING))
         return [r for r in (to_record(t, default_layer) for t in trials) if r is not None]
+
+
+def _partly_told(record, trials) -> bool:
+    """Whether a trial's batch has a trial told already (a trial asked before batches were
+    recorded has none)."""
+    batch = record.user_attrs.get(BATCH)
+    finished = (TrialState.COMPLETE, TrialState.FAIL)
+    return batch is not None and any(
+        t.user_attrs.get(BATCH) == batch and t.state in finished for t in trials
+    )
 
 
 def check_storage(
