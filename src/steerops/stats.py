@@ -306,7 +306,7 @@ def select(
     if not coherent:
         unscored = steered_coherent(rows, min_coherence, scored=False)
         return None, UNSCORED if unscored else NEEDS_FINER
-    effective = [r for r in coherent if (as_number(r.get("selection_delta_lo")) or 0.0) > 0]
+    effective = [r for r in coherent if not no_effect_on_selection(r)]
     if not effective:
         return max(coherent, key=_rank), NO_EFFECT
     return max(effective, key=_rank), None
@@ -364,9 +364,15 @@ def interval_text(mid: Any, lo: Any, hi: Any) -> str:
 
 
 def no_effect_on_selection(row: Mapping[str, Any]) -> bool:
-    """Whether a NO_EFFECT choice was decided on the selection half (no coherent steered
-    config had an interval above zero there, `select`), not by its held-out interval."""
+    """Whether a config's selection-half interval reaches zero: `select` picks among the
+    others, and a NO_EFFECT choice with it was decided there, not by its held-out interval."""
     return (as_number(row.get("selection_delta_lo")) or 0.0) <= 0
+
+
+def family_confidence(k: int) -> float:
+    """Each interval's confidence when `k` are claimed together (Bonferroni): all k hold
+    at CONFIDENCE."""
+    return 1 - (1 - CONFIDENCE) / max(k, 1)
 
 
 def heldout_verdict(row: Mapping[str, Any], min_coherence: float) -> str:

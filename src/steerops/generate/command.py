@@ -165,7 +165,6 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
 
 
 def _generation_settings(params, trait: Trait) -> dict:
-    from steerops.io import text_md5
     from steerops.models.chat_template import chat_template
     from steerops.models.loading import model_fingerprint, model_source
 

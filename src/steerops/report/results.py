@@ -149,7 +149,7 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
         k = 0 if pd.isna(row.gain_k) else int(row.gain_k)
         family = (
             f", one of {k} cleaned variants compared (each interval at "
-            f"{1 - (1 - stats.CONFIDENCE) / k:.1%}, so all {k} hold at 95%)"
+            f"{stats.family_confidence(k):.1%}, so all {k} hold at 95%)"
             if k > 1
             else ""
         )

@@ -173,13 +173,27 @@ def _paired_gap(
     direction) over the held-out questions both were scored on: the paired bootstrap of
     the two configs' per-question trait scores (the baseline cancels); none when either is
     missing or their settings differ."""
-    if pre is None or post is None or _settings_differ(pre, post):
+    pairs = _paired_traits(pre, post)
+    if pre is None or pairs is None:
         return stats.Interval(0, None, None, None)
+    return stats.paired_delta(*pairs, seed, float(pre.get("sign", 1.0)), confidence=confidence)
+
+
+def _paired_traits(pre: dict | None, post: dict | None) -> tuple[list, list] | None:
+    """The two configs' held-out trait scores on the questions both were asked, in one
+    order; None when either is missing or their settings differ."""
+    if pre is None or post is None or _settings_differ(pre, post):
+        return None
     a, b = pre.get("heldout_traits") or {}, post.get("heldout_traits") or {}
     common = [q for q in a if q in b]
-    sign = float(pre.get("sign", 1.0))
-    return stats.paired_delta(
-        [a[q] for q in common], [b[q] for q in common], seed, sign, confidence=confidence
+    return [a[q] for q in common], [b[q] for q in common]
+
+
+def _compared(pre: dict | None, post: dict | None) -> bool:
+    """Whether a gain of `pre` over `post` has a question both scored (`_paired_gap`'s n)."""
+    pairs = _paired_traits(pre, post)
+    return pairs is not None and any(
+        x is not None and y is not None for x, y in zip(*pairs, strict=True)
     )
 
 
@@ -190,9 +204,8 @@ def cleaning_curve(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> 
     paired over the held-out questions both were scored on, with its interval (two
     separate intervals cannot show a difference). The `gain_k` cleaned variants of one
     method (distinct tensors: aliases are one) are compared with it at once: each interval
-    is at 1 - 0.05/k (Bonferroni), so
-    together they hold at 95% and a "helps" among five is not a 1-in-4 chance under no
-    effect."""
+    is at 1 - 0.05/k (Bonferroni), so together they hold at 95% and a "helps" among five is
+    not a 1-in-4 chance under no effect."""
     chosen = picks(frame, min_coherence)
     aliases = frame.groupby(GROUP, sort=True)["alias_of"].first().to_dict()
     out = []
@@ -201,13 +214,11 @@ def cleaning_curve(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> 
             uncleaned = chosen.get((*key, base), (None, ""))[0]
             steps = [(d, s) for d, s in CURVE_STEPS if (*key, base + s) in chosen]
             compared = [
-                s
-                for _, s in steps
-                if s and _paired_gap(chosen[(*key, base + s)][0], uncleaned, seed).n
+                s for _, s in steps if s and _compared(chosen[(*key, base + s)][0], uncleaned)
             ]
             # variants that are one tensor (an alias) are one test, not several
             k = len({aliases[(*key, base + s)] or base + s for s in compared})
-            confidence = 1 - (1 - stats.CONFIDENCE) / max(k, 1)
+            confidence = stats.family_confidence(k)
             for dims, suffix in steps:
                 method = base + suffix
                 hit, status = chosen[(*key, method)]

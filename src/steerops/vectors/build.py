@@ -126,12 +126,13 @@ def build_method(
                 f"method {name!r} gave a zero or non-finite vector at layer "
                 f"{layer} ({acts.directory})"
             )
-        unit = raw / raw_norm
         if base is not None and not dims:
             # nothing removed: the base's own tensor to the bit (normalising u * |raw| again
             # can move a last bit, and the cleaned method then reads as a vector of its own)
             unit = base[0][layer].float()
             raw_norm = float(base[1]["layers"][str(layer)]["raw_norm"])
+        else:
+            unit = raw / raw_norm
         vectors[layer] = unit
         norm_unit, unit_kind = acts.norm_unit(layer)
         token = acts.token_norm(layer) or {}
