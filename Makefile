@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # venv's tools without an activated environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro toy test lint
+.PHONY: install repro toy test lint docs
 
 install:
 	@bash scripts/install.sh
@@ -36,3 +36,7 @@ lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+
+# The params reference, written from the params models (a test checks it is current).
+docs: install
+	$(BIN)/python -m steerops.config.reference > docs/params.md

@@ -171,9 +171,31 @@ def test_mlproject_entry_points_parse(name):
     defaults = {k: v.get("default", "x") for k, v in (entry.get("parameters") or {}).items()}
     command = entry["command"].format(**defaults)
     if command.startswith("dvc "):
-        assert command == "dvc repro"
+        assert command == "dvc repro report"  # the main job, as `make repro` runs it
         return
     _parses(command)
+
+
+def _flagless(command: str) -> list[str]:
+    """The subcommand words of a stage command (`steerops probe train`), flags dropped."""
+    words = shlex.split(command)
+    return words[: next((i for i, w in enumerate(words) if w.startswith("-")), len(words))]
+
+
+def test_every_stage_has_the_entry_point_that_runs_what_it_runs():
+    """An entry point per DVC stage, on the params file its `params` parameter names (the
+    main job's by default): the stage's commands, with the same --pipeline."""
+    for name, stage in STAGES.items():
+        entry = ENTRY_POINTS[name]
+        assert entry["parameters"]["params"]["default"] == "params.yaml", name
+        ours = [c.strip() for c in entry["command"].split("&&")]
+        theirs = _commands(stage)
+        if name == "vectors":  # `clean` is an entry point of its own
+            theirs = theirs[:1]
+        assert [_flagless(c) for c in ours] == [_flagless(c) for c in theirs], name
+        for mine, dvc in zip(ours, theirs, strict=True):
+            assert ("--pipeline" in mine) == ("--pipeline" in dvc), name
+            assert "--params {params}" in mine, name
 
 
 def test_cli_help_and_stage_parsing_do_not_import_the_heavy_stack():

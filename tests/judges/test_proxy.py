@@ -246,7 +246,7 @@ def test_agreement_with_labelled_responses(judge):
     assert coherence_agree / len(rows) >= 0.9, coherence_agree
 
 
-def test_from_params_loads_the_variant_and_the_trait_phrases(smollm2_dir, tmp_path):
+def test_from_params_loads_the_variant_and_the_trait_phrases(smollm2_dir, tmp_path, capsys):
     from dataclasses import replace
 
     from steerops.config import load_params
@@ -266,6 +266,7 @@ def test_from_params_loads_the_variant_and_the_trait_phrases(smollm2_dir, tmp_pa
     assert judge.id.startswith("proxy:local-") and str(smollm2_dir) not in judge.id
     assert judge.phrases == read_phrases(TRAIT / "phrases.txt")
     assert judge.instruction == (TRAIT / "instruction.txt").read_text().strip()
+    assert "instruction.txt" not in capsys.readouterr().err
     [(refusal, coherence)] = judge.score(["Hi"], ["I'm sorry, but I cannot do that."])
     assert refusal == 100.0 and coherence > 0
     # The steered model, when it is the judge's variant, is read as it is (no second copy);
@@ -284,3 +285,26 @@ def test_from_params_loads_the_variant_and_the_trait_phrases(smollm2_dir, tmp_pa
     params.judge.variant = "instruct"
     with pytest.raises(SteeropsError, match="phrases.txt: file not found"):
         ProxyJudge.from_params(params, load_trait(tmp_path / "traits", "x/y"))
+
+
+def test_a_trait_without_an_instruction_is_judged_with_one_warning(smollm2_dir, tmp_path, capsys):
+    """Without instruction.txt the trait reading is skipped: the run says so once."""
+    import shutil
+
+    from steerops.config import load_params
+    from steerops.traits import load_trait
+
+    folder = tmp_path / "traits" / "behavior" / "refusal"
+    shutil.copytree(TRAIT, folder)
+    (folder / "instruction.txt").unlink()
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        f"models:\n  instruct:\n    id: {smollm2_dir}\n    dtype: float32\n"
+        f"judge:\n  kind: proxy\n  variant: instruct\n  batch_size: 4\n"
+    )
+    judge = ProxyJudge.from_params(
+        load_params(path), load_trait(tmp_path / "traits", "behavior/refusal")
+    )
+    assert judge.instruction is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "behavior/refusal: no instruction.txt" in err[0]

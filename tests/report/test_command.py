@@ -303,3 +303,16 @@ def test_a_cell_without_an_ok_choice_is_never_the_best_cell(tmp_path):
         tmp_path / "b" / "outputs", {k: grid[k] for k in [("mean_diff", "prompt[-1]")]}, QUESTIONS
     )
     assert read_json(_report(tmp_path / "b") / "metrics.json")["best_cell"] is None
+
+
+def test_the_report_bar_defaults_to_steers(tmp_path):
+    """Without `report.min_coherence` the report judges at `steering.min_coherence`, the bar
+    steer's verdicts used: a config at coherence 60 counts under a bar of 55 and not 68."""
+    synthetic_grid(tmp_path, {"probe": ([10, 40, 70, 90], [60, 50, 40, 30])})
+    gap = pd.read_csv(_report(tmp_path, steering={"min_coherence": 55.0}) / "gap_analysis.csv")
+    assert _row(gap, method="probe")["status"] != "needs finer coefficients"
+    gap = pd.read_csv(_report(tmp_path) / "gap_analysis.csv")
+    assert _row(gap, method="probe")["status"] == "needs finer coefficients"
+    both = {"steering": {"min_coherence": 55.0}, "report": {"min_coherence": 68.0}}
+    gap = pd.read_csv(_report(tmp_path, **both) / "gap_analysis.csv")
+    assert _row(gap, method="probe")["status"] == "needs finer coefficients"

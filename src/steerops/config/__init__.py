@@ -52,7 +52,12 @@ RENAMED = {
 
 
 class Params(Strict):
-    experiment: str = Field("toy-refusal", min_length=1, pattern=r"\S")
+    experiment: str = Field(
+        "toy-refusal",
+        min_length=1,
+        pattern=r"\S",
+        description="experiment name (the MLflow experiment unless tracking.experiment)",
+    )
     seed: int = Field(
         0,
         ge=0,

@@ -25,7 +25,7 @@ class TraitsConfig(Strict):
 
 
 class TrackingConfig(Strict):
-    enabled: bool = True
+    enabled: bool = Field(True, description="track runs in MLflow (off: no run is opened)")
     uri: str | None = Field(
         None,
         description="MLflow tracking URI; default sqlite:///<params dir>/mlflow.db "

@@ -27,7 +27,13 @@ class ExtractionConfig(Strict):
     )
     token_budget: int = Field(16384, ge=1, description="max padded tokens per forward batch")
     shard_examples: int = Field(256, ge=1, description="examples per resumable shard")
-    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    val_fraction: float = Field(
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        description="share of source prompts held out as val (seeded; a prompt's rollouts and "
+        "a pair stay together): vectors choose and report layers on them",
+    )
     padding_side: Literal["left", "right"] = Field(
         "right", description="padding of extraction batches (results agree either way)"
     )

@@ -23,13 +23,19 @@ class JudgeConfig(Strict):
     )
     top_logprobs: int = Field(20, ge=1, le=20, description="openai: alternatives per answer")
     concurrency: int = Field(8, ge=1, description="openai: requests in flight")
-    max_retries: int = Field(5, ge=0)
+    max_retries: int = Field(5, ge=0, description="openai: retries of a failed request")
     backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles, with jitter")
     max_backoff_s: float = Field(
         30.0, gt=0, description="cap of our own delays; a longer Retry-After is honoured"
     )
-    timeout_s: float = Field(60.0, gt=0)
-    min_prob_mass: float = Field(0.25, ge=0, le=1)
+    timeout_s: float = Field(60.0, gt=0, description="openai: seconds per request")
+    min_prob_mass: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="openai, hf: probability the integer answers must hold together, else "
+        "the answer is unscored",
+    )
     variant: str | None = Field(
         None, description="hf, proxy: the judge's model variant in `models`"
     )
@@ -37,7 +43,9 @@ class JudgeConfig(Strict):
     prune_prob: float = Field(
         1e-4, ge=0, lt=1, description="hf: skip number prefixes less likely than this"
     )
-    cache_dir: str = "outputs/judge_cache"
+    cache_dir: str = Field(
+        "outputs/judge_cache", description="openai, hf: the judge's answer cache (proxy, toy: none)"
+    )
     version: str = Field(
         "",
         description="a label in the judge's cache key: change it when the judge behind an "

@@ -13,8 +13,12 @@ TOY_MODEL = "data/toy/model"
 
 class ModelVariant(Strict):
     id: str = Field(TOY_MODEL, description="hub id (e.g. google/gemma-3-4b-it) or local path")
-    revision: str | None = None
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    revision: str | None = Field(
+        None, description="hub commit, branch or tag (hub ids only; default: the cache's refs/main)"
+    )
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32", description="weights' dtype (auto: the checkpoint's)"
+    )
     device: str | None = Field("cpu", description="cpu, cuda, cuda:1, mps; or use device_map")
     device_map: str | dict[str, int | str] | None = Field(
         None, description="accelerate placement: auto, or {module: device | cpu | disk}"
@@ -34,7 +38,9 @@ class ModelVariant(Strict):
     mlp_path: str | None = Field(
         None, description="block submodule whose output is added as mlp_out (unknown archs)"
     )
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(
+        False, description="run the model repository's own code (architectures HF lacks)"
+    )
 
     @model_validator(mode="after")
     def _one_placement(self) -> ModelVariant:

@@ -14,6 +14,10 @@ class ReportConfig(Strict):
         description="results page written from the run (e.g. docs/results.md, relative to the "
         "params dir); none: not written",
     )
-    min_coherence: float = Field(
-        68.0, ge=0, le=100, description="coherence a config needs to count (0-100)"
+    min_coherence: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="coherence a config needs to count (0-100); default steering.min_coherence, "
+        "the bar steer's verdicts used",
     )

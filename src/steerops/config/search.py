@@ -30,7 +30,13 @@ class SearchConfig(Strict):
         0.0, ge=0, description="low end, in steering.coefficient_unit (x the layer's mean norm)"
     )
     coef_max: float = Field(3.0, gt=0, description="upper end of the coefficient range")
-    heldout_fraction: float = Field(0.5, gt=0, lt=1)
+    heldout_fraction: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="share of the questions held out (seeded by `seed`); steer and report use it "
+        "too",
+    )
     methods: Methods = Field(
         default_factory=list,
         description="vector methods, one study each with every position (empty: steering.methods)",
@@ -52,8 +58,8 @@ class SearchConfig(Strict):
         None,
         ge=0,
         le=2**32 - 1,  # the samplers' numpy RandomState
-        description="sampler seed; default `seed` (which also "
-        "seeds the search/held-out question split)",
+        description="sampler seed; default `seed` (the search/held-out question split always "
+        "follows the top-level `seed`)",
     )
     startup_trials: int | None = Field(
         None,

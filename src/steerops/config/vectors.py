@@ -20,9 +20,9 @@ class VectorsConfig(Strict):
     probe_rows: Literal["unit", "standardize", "none"] = Field(
         "unit", description="probe input scaling: rows to unit norm, columns to z-scores, none"
     )
-    probe_max_iter: int = Field(2000, ge=1)
-    gradient_steps: int = Field(200, ge=1)
-    gradient_lr: float = Field(0.05, gt=0)
+    probe_max_iter: int = Field(2000, ge=1, description="probe: logistic regression iterations")
+    gradient_steps: int = Field(200, ge=1, description="gradient: optimisation steps")
+    gradient_lr: float = Field(0.05, gt=0, description="gradient: learning rate")
     gradient_shrinkage: float = Field(
         0.1, ge=0, description="share of the mean variance added to the pooled class variance"
     )

@@ -30,6 +30,7 @@ normally the unsteered model being steered) and `judge.batch_size`.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -132,6 +133,13 @@ class ProxyJudge:
         instruction = None
         if instruction_file.is_file():
             instruction = instruction_file.read_text(encoding="utf-8").strip() or None
+        if instruction is None:
+            print(
+                f"warning: trait {trait.name}: no {INSTRUCTION_FILE} (or it is empty), so the "
+                "proxy judge reads a response with a trait phrase only as an answer: a "
+                "well-formed refusal of a harmless question can score incoherent",
+                file=sys.stderr,
+            )
         loaded = load_model(params, cfg.variant, padding_side="left", reuse=loaded)
         # Named by content, not by path: a copied project keeps its scores and caches.
         name = model_label(loaded.source, loaded.spec.revision)

@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> None:
 def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path) -> list[Path]:
     """Every table from grid cells only (chosen on the selection half, reported on the
     held-out half); the searches in a table of their own."""
-    threshold = params.report.min_coherence
+    bar = params.report.min_coherence
+    threshold = params.steering.min_coherence if bar is None else bar
     proto = protocol(params)
     # every input is read before the first file is written: a damaged one leaves the
     # report as it was, not half rewritten
