@@ -270,11 +270,6 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(scored) / len(scored) if scored else None
 
 
-def restrict(scores: Mapping[str, Score], questions: Sequence[str]) -> list[Score]:
-    """The scores of `questions`, in their order, from {question: score}."""
-    return [scores[q] for q in questions]
-
-
 # ---- choosing on the selection half ---------------------------------------------------------
 
 

@@ -365,3 +365,23 @@ def test_train_killed_after_its_run_is_in_place_reuses_it(tmp_path):
     runs = [json.loads(line) for line in (root / "runs" / "runs.jsonl").read_text().splitlines()]
     assert [(r["run_id"], r["reused"]) for r in runs] == [(run, True)]
     assert json.loads((root / "runs" / "latest.json").read_text())["run_id"] == run
+
+
+def test_a_run_of_an_older_format_is_trained_again_not_reused(tmp_path, capsys, monkeypatch):
+    """A finished run whose files predate what train writes now (another `RUN_FORMAT`) has a
+    run key of its own: the same config and inputs train a new run with the current fields."""
+    from steerops.probes import store
+
+    params_file, params, *_ = probe_world(tmp_path)
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    monkeypatch.setattr(store, "RUN_FORMAT", store.RUN_FORMAT - 1)
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    old = json.loads((root / "runs" / "latest.json").read_text())["run_id"]
+    monkeypatch.setattr(store, "RUN_FORMAT", store.RUN_FORMAT + 1)
+    capsys.readouterr()
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    assert "reusing" not in capsys.readouterr().out
+    runs = [json.loads(line) for line in (root / "runs" / "runs.jsonl").read_text().splitlines()]
+    assert [r["reused"] for r in runs] == [False, False] and runs[-1]["run_id"] != old
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    assert "reusing" in capsys.readouterr().out

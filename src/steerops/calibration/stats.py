@@ -63,16 +63,6 @@ class LayerSums:
         self.peak_where[better] = where.cpu()[row[better]]
 
 
-def median_last(x: torch.Tensor) -> torch.Tensor:
-    """Median over the last dim, averaging the two middle values for an even count (as numpy
-    does; `torch.median` returns the lower one)."""
-    values = x.sort(dim=-1).values
-    n = values.shape[-1]
-    if n % 2:
-        return values[..., n // 2]
-    return (values[..., n // 2 - 1] + values[..., n // 2]) / 2
-
-
 def relative_magnitude(mean: torch.Tensor) -> torch.Tensor:
     """|mean_d| divided by the layer's average |mean| over dims."""
     magnitude = mean.abs()

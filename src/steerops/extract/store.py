@@ -135,13 +135,6 @@ def damage(folder: Path) -> str | None:
     return None
 
 
-def verify(folder: Path) -> None:
-    """One clear line when the activations in `folder` are damaged (see `damage`)."""
-    problem = damage(folder)
-    if problem is not None:
-        raise SteeropsError(f"{folder}: damaged activations: {problem}; {rebuild_hint(folder)}")
-
-
 def rebuild_hint(folder: Path, how: str | None = None) -> str:
     """The command (`how`, else read from the metadata) that writes `folder` again."""
     if how:

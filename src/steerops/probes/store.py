@@ -15,8 +15,8 @@ DVC keeps <out>/tasks and <out>/probes as `probe_train`'s outputs and <out>/ood 
 `probe_ood`'s; each stage's metrics.json/ood.json are gathered into metrics/
 (`probes.summary`), since DVC refuses a metric inside an output. A run directory is
 assembled under a temporary name and renamed into place, so it exists only complete.
-`run_id` = UTC timestamp + the first 8 characters of the run key, a hash of the config and
-the input hashes: an invocation whose key matches a finished run reuses it, provided its
+`run_id` = UTC timestamp + the first 8 characters of the run key, a hash of the config, the
+input hashes and the run format (`RUN_FORMAT`): an invocation whose key matches a finished run reuses it, provided its
 weights still have the MD5 its manifest records (`weights_md5`); a damaged run is trained
 again, and `probe ood` names it with the command that does so.
 """
@@ -59,8 +59,15 @@ def probes_root(out: Path, tasks_name: str, variant: str, position: str) -> Path
     return Path(out) / "probes" / tasks_name / variant / position_slug(position)
 
 
+# What a run's files hold; part of the run key, so a run written before its files gained or
+# changed a field (e.g. pairwise_ci, format 2) is trained again rather than reused without
+# it. Raise it whenever train writes something new or computes something differently.
+RUN_FORMAT = 2
+
+
 def run_key(config: dict, inputs: dict) -> str:
-    return text_md5(json.dumps({"config": config, "inputs": inputs}, sort_keys=True))
+    keyed = {"config": config, "inputs": inputs, "format": RUN_FORMAT}
+    return text_md5(json.dumps(keyed, sort_keys=True))
 
 
 def ood_dir(out: Path, tasks_name: str, variant: str, position: str, conditions: str) -> Path:
