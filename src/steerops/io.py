@@ -19,7 +19,7 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -250,6 +250,25 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def check_replaceable(
+    folder: Path, makes: Collection[str], what: str, writer: str, foreign: Sequence[str] = ()
+) -> None:
+    """One error line, before any work, when a write that replaces `folder` whole would lose
+    something: `folder` is a file, or holds entries other than `makes` (what `writer`
+    writes there) or the `foreign` ones the caller found deeper."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise SteeropsError(f"{what}: {folder} is a file, not a folder")
+    found = sorted(p.name for p in folder.iterdir() if p.name not in makes) + list(foreign)
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise SteeropsError(
+            f"{what}: {folder} holds {shown}, which {writer} does not write; it replaces the "
+            f"folder whole: give a new or empty folder, or one {writer} wrote"
+        )
 
 
 def check_file_target(path: Path, what: str) -> None:

@@ -258,3 +258,22 @@ def test_an_ood_out_that_is_a_file_is_refused_before_extraction(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--ood-out" in err[0] and "is a file, not a folder" in err[0], err
     assert taken.read_text() == "a file"
+
+
+def test_an_ood_out_holding_other_files_is_refused_before_extraction(
+    tmp_path, capsys, no_model_loads
+):
+    """`probe ood` replaces its folder whole: a folder with anything but its three files (the
+    pipeline's outputs, a project) is refused with one line, its files kept."""
+    params_file, params, ids, *_ = probe_world(tmp_path, blocks={"tracking": {"enabled": False}})
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "notes.md").write_text("keep me")
+    (victim / "sub" / "data.txt").write_text("keep me too")
+    argv = ["probe", "ood", "--params", str(params_file), "--ood-out", str(victim)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--ood-out" in err[0] and "notes.md, sub" in err[0], err
+    assert (victim / "notes.md").read_text() == "keep me"
+    assert (victim / "sub" / "data.txt").read_text() == "keep me too"

@@ -235,3 +235,20 @@ def test_a_fit_that_does_not_converge_is_refused_and_keeps_earlier_scores(tmp_pa
     params.write_text("tracking:\n  enabled: false\nprobes:\n  thurstonian_max_iter: 5000\n")
     assert main(argv) == 0  # enough iterations: the fit and its summary say so
     assert json.loads(out.with_suffix(".fit.json").read_text())["max_iter"] == 5000
+
+
+@pytest.mark.parametrize("target", ["README.md", "c.jsonl"])
+def test_scores_are_never_written_over_a_file_the_fit_did_not_write(tmp_path, capsys, target):
+    """--out-csv naming another file (or the fit's own comparisons) is refused with one line
+    before the fit; scores an earlier fit wrote (their .fit.json beside them) are replaced."""
+    comps, out, params, argv = _fitted_once(tmp_path)
+    assert main(argv) == 0  # its own scores: written again
+    (tmp_path / "README.md").write_text("keep me")
+    before = (tmp_path / target).read_bytes()
+    argv = argv[:-1] + [str(tmp_path / target)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out-csv" in err[0], err
+    assert (tmp_path / target).read_bytes() == before
+    assert not (tmp_path / target).with_suffix(".fit.json").exists()

@@ -151,3 +151,18 @@ def test_missing_package_is_one_error_line(attr, monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install gguf" in err[0], err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("taken", ["traits/behavior/refusal/positive.txt", "README.md"])
+def test_an_out_holding_what_the_build_does_not_write_is_refused(taken, tmp_path, capsys):
+    """The build replaces its folder whole: a folder of other files (or a file) is refused with
+    one line and left as it was, not turned into a model folder."""
+    target = tmp_path / taken
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("keep me")
+    out = tmp_path / taken.split("/")[0]
+    assert main(["smollm2", "--out", str(out)]) == 2
+    [err] = capsys.readouterr().err.strip().splitlines()
+    assert "does not write" in err or "is a file, not a folder" in err, err
+    assert target.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [taken.split("/")[0]]

@@ -84,12 +84,13 @@ def test_bad_judge_or_device_fails_before_loading_and_tracking(
 def test_a_device_this_machine_lacks_is_refused_up_front(
     tmp_path, toy_world, no_model_loads, capsys
 ):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    params = _params(tmp_path, toy_world, device="cuda")
+    """The first CUDA index past this machine's devices (cuda:0 without CUDA), on any
+    machine: the one just past the last device is refused too."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    params = _params(tmp_path, toy_world, device=f"cuda:{count}")
     argv = ["steer", "--params", str(params), "--out", str(tmp_path / "run"), *SMALL]
     err = refused_up_front(argv, tmp_path, capsys, outputs="run")
-    assert "models.instruct.device: cuda is not available" in err
+    assert f"models.instruct.device: cuda:{count} is not available ({count} CUDA devices)" in err
 
 
 def test_the_judge_key_is_read_not_kept_or_written(
@@ -169,3 +170,23 @@ def test_vectors_older_than_their_inputs_are_refused_up_front(
     save_vectors(folder, vectors, meta)
     with pytest.raises(AssertionError, match="a model was loaded"):
         main(argv)
+
+
+@pytest.mark.parametrize("stage", ["steer", "search"])
+def test_new_tokens_past_the_context_are_refused_up_front(
+    tmp_path, toy_world, no_model_loads, capsys, stage
+):
+    """More new tokens than the model has positions (max_position_embeddings) is one line
+    before any load, not an out-of-memory kill or text generated past the context."""
+    import json
+
+    context = json.loads((toy_world / "model" / "config.json").read_text())[
+        "max_position_embeddings"
+    ]
+    params = _params(tmp_path, toy_world)
+    flags = ["--layers", "1", "--max-new-tokens", str(context)]
+    flags += ["--subset", "4", "--coefficients", "0.5"] if stage == "steer" else []
+    argv = [stage, "--params", str(params), "--out", str(tmp_path / "run"), *flags]
+    err = refused_up_front(argv, tmp_path, capsys, outputs="run")
+    assert f"--max-new-tokens: {context} new tokens do not fit" in err  # the flag that set it
+    assert "(params: steering.max_new_tokens)" in err

@@ -102,5 +102,5 @@ def test_a_toy_build_refuses_a_folder_with_files_it_would_not_make(tmp_path, cap
         argv = ["toy", "--params", str(tmp_path / "params.yaml"), "--out", str(world)]
         assert main(argv) == 2
         [err] = capsys.readouterr().err.strip().splitlines()
-        assert "which the toy world does not make" in err and extra.split("/")[0] in err
+        assert "which the toy world build does not write" in err and extra.split("/")[0] in err
         assert (world / extra).read_text() == "keep me"

@@ -111,6 +111,7 @@ class ModelShape:
     num_layers: int | None
     hidden_size: int | None
     model_type: str | None
+    context: int | None = None  # max_position_embeddings: positions a sequence may use
 
 
 def model_shape(params: Params, variant: str) -> ModelShape:
@@ -128,7 +129,10 @@ def model_shape(params: Params, variant: str) -> ModelShape:
     # A custom layers_path picks its own module list, which the config may not count.
     layers = None if spec.layers_path else getattr(text, "num_hidden_layers", None)
     return ModelShape(
-        layers, getattr(text, "hidden_size", None), getattr(config, "model_type", None)
+        layers,
+        getattr(text, "hidden_size", None),
+        getattr(config, "model_type", None),
+        getattr(text, "max_position_embeddings", None),
     )
 
 

@@ -27,7 +27,7 @@ from steerops.cli import (
     stage_parser,
 )
 from steerops.errors import SteeropsError
-from steerops.io import check_folder_target
+from steerops.io import check_folder_target, check_replaceable
 
 
 def _selection_flags(parser: argparse.ArgumentParser) -> None:
@@ -171,6 +171,8 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     source = params.path(params.probes.comparisons)
     out = params.path(params.probes.scores)
     check_file_target(out, "--out-csv (probes.scores)")  # before the fit and its summary
+    tasks = [params.path(params.probes.tasks)] if params.probes.tasks else []
+    _check_scores_target(out, [source, *tasks])
     comparisons = read_comparisons(source)
     priors = (params.probes.prior_mu, params.probes.prior_log_sigma)
     max_iter = params.probes.thurstonian_max_iter
@@ -248,13 +250,29 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     )
 
 
+def _check_scores_target(out: Path, inputs: list[Path]) -> None:
+    """The fit writes `out` and its .fit.json: never over an input, nor over a file that is
+    not scores an earlier fit wrote (its .fit.json beside it)."""
+    from steerops.probes.data import fit_summary_path
+
+    if any(out.resolve() == p.resolve() for p in inputs):
+        raise SteeropsError(f"--out-csv (probes.scores): {out} is an input of the fit")
+    if out.exists() and not fit_summary_path(out).is_file():
+        raise SteeropsError(
+            f"--out-csv (probes.scores): {out} exists and is not scores `probe thurstonian` "
+            f"wrote (no {fit_summary_path(out).name} beside it): give a new path or remove it"
+        )
+
+
 def run_ood(args: argparse.Namespace) -> None:
     from steerops.probes.ood_stage import run_ood as run
+    from steerops.probes.store import OOD_FILES
     from steerops.probes.summary import write_ood_summary
 
     params = load_params_for(args)
-    if args.ood_out:  # a file there would fail only after every condition was extracted
+    if args.ood_out:  # checked before every condition is extracted, not after
         check_folder_target(Path(args.ood_out), "--ood-out")
+        check_replaceable(Path(args.ood_out), OOD_FILES, "--ood-out", "probe ood")
     out_dir, result = run(params, Path(args.ood_out) if args.ood_out else None)
     write_ood_summary(params)
     print(f"OOD analysis written to {out_dir}")

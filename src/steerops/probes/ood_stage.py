@@ -15,12 +15,12 @@ import numpy as np
 
 from steerops.errors import SteeropsError
 from steerops.extract.conditions import read_conditions
-from steerops.io import atomic_folder, write_json, write_text
+from steerops.io import atomic_folder, check_replaceable, write_json, write_text
 from steerops.probes.activations import ensure_conditions, load_condition, tasks_name, weights_now
 from steerops.probes.data import read_rates
 from steerops.probes.ood import analyse
 from steerops.probes.ood_report import markdown, scatter
-from steerops.probes.store import load_probe, ood_dir, probes_root, resolve_run
+from steerops.probes.store import OOD_FILES, load_probe, ood_dir, probes_root, resolve_run
 from steerops.tracking import track
 
 
@@ -200,7 +200,7 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
                 }
             )
         tracker.log_metrics({"inversion_rate": result["pairs"]["rate"]})
-        for name in ("ood.json", "ood.md", "ood_scatter.png"):
+        for name in OOD_FILES:
             tracker.log_artifact(out_dir / name, "ood")
     return out_dir, result
 
@@ -228,6 +228,7 @@ def _write_outputs(
         ]
         targets[version] = (np.array([h[0] for h in hits]), np.array([h[1] for h in hits]))
     # the three are one set: built aside, in place together, or the last run's stay
+    check_replaceable(out_dir, OOD_FILES, "--ood-out", "probe ood")
     with atomic_folder(out_dir) as staging:
         write_json(staging / "ood.json", result)
         write_text(staging / "ood.md", markdown(result))

@@ -16,9 +16,9 @@ DVC keeps <out>/tasks and <out>/probes as `probe_train`'s outputs and <out>/ood 
 (`probes.summary`), since DVC refuses a metric inside an output. A run directory is
 assembled under a temporary name and renamed into place, so it exists only complete.
 `run_id` = UTC timestamp + the first 8 characters of the run key, a hash of the config, the
-input hashes and the run format (`RUN_FORMAT`): an invocation whose key matches a finished run reuses it, provided its
-weights still have the MD5 its manifest records (`weights_md5`); a damaged run is trained
-again, and `probe ood` names it with the command that does so.
+input hashes and the run format (`RUN_FORMAT`): an invocation whose key matches a finished
+run reuses it, provided its weights still have the MD5 its manifest records (`weights_md5`);
+a damaged run is trained again, and `probe ood` names it with the command that does so.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from steerops.specs import position_slug
 
 WEIGHTS = "probes.safetensors"
 MANIFEST = "manifest.json"
+OOD_FILES = ("ood.json", "ood.md", "ood_scatter.png")  # what `probe ood` writes, one set
 
 
 def probes_root(out: Path, tasks_name: str, variant: str, position: str) -> Path:

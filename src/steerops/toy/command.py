@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from steerops.cli import abs_path, flags, load_params_for, params_flag, stage_parser
-from steerops.errors import SteeropsError
-from steerops.io import atomic_folder
+from steerops.io import atomic_folder, check_replaceable
 
 
 def register(subparsers) -> None:
@@ -52,23 +51,10 @@ WORLD_ENTRIES = {"model", "traits", "calibration.jsonl", "world.json", "probes"}
 
 
 def _check_replaceable(out: Path) -> None:
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise SteeropsError(f"--out: {out} is a file, not a folder")
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in WORLD_ENTRIES)
     traits = out / "traits"
-    if traits.is_dir():
-        foreign += [
-            str(p.relative_to(out))
-            for p in sorted(traits.glob("*/*"))
-            if p.relative_to(traits).as_posix() != "toy/refusal"
-        ]
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (
-            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
-        )
-        raise SteeropsError(
-            f"--out: {out} holds {shown}, which the toy world does not make; the build "
-            "replaces the folder whole: give an empty folder or an existing toy world"
-        )
+    other_traits = [
+        str(p.relative_to(out))
+        for p in (sorted(traits.glob("*/*")) if traits.is_dir() else [])
+        if p.relative_to(traits).as_posix() != "toy/refusal"
+    ]
+    check_replaceable(out, WORLD_ENTRIES, "--out", "the toy world build", other_traits)
