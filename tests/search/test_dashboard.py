@@ -10,15 +10,14 @@ import wsgiref.util
 
 import pytest
 from optuna.trial import TrialState
+from optuna_dashboard._app import create_app  # a dev dependency: no skip when it is absent
 from synthetic import MIN_COH, SOURCE, SyntheticEvaluator, open_study
 
 from steerops.search.loop import run_search
 
-optuna_dashboard = pytest.importorskip("optuna_dashboard._app")
-
 
 def _api(storage, path: str) -> dict:
-    app = optuna_dashboard.create_app(storage)
+    app = create_app(storage)
     environ: dict = {}
     wsgiref.util.setup_testing_defaults(environ)
     environ.update(PATH_INFO=path, REQUEST_METHOD="GET")
@@ -124,3 +123,29 @@ def test_the_dashboard_command_serves_the_default_study(tmp_path, monkeypatch):
     assert main(["dashboard", "--params", str(tmp_path / "params.yaml"), "--port", "9"]) == 0
     assert isinstance(served["s"], DashboardRDBStorage)
     assert served["s"].get_study_id_from_name("s") is not None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "99999"], "--port: 99999 is not a port (1-65535)"),
+        (["--port", "-1"], "--port: -1 is not a port"),
+        ([], "search.storage: no study database at sqlite:///"),
+        (["--storage", "journal:///absent.log"], "no study database at journal:///absent.log"),
+    ],
+)
+def test_the_dashboard_refuses_a_bad_port_or_a_missing_study_in_one_line(
+    tmp_path, monkeypatch, capsys, argv, message
+):
+    """One line and exit 2, no traceback, and no empty study database left behind."""
+    import optuna_dashboard
+
+    from steerops.cli import main
+
+    (tmp_path / "params.yaml").write_text("experiment: d\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(optuna_dashboard, "run_server", lambda *a, **k: pytest.fail("served"))
+    assert main(["dashboard", "--params", str(tmp_path / "params.yaml"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

@@ -136,6 +136,8 @@ def register_dashboard(subparsers) -> None:
 def run_dashboard(args: argparse.Namespace) -> None:
     from steerops.search.storage import dashboard_storage, default_storage_url, storage_label
 
+    if not 1 <= args.port <= 65535:
+        raise SteeropsError(f"--port: {args.port} is not a port (1-65535)")
     params = load_params_for(args)
     try:
         from optuna_dashboard import run_server
