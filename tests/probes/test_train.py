@@ -385,3 +385,25 @@ def test_a_run_of_an_older_format_is_trained_again_not_reused(tmp_path, capsys, 
     assert [r["reused"] for r in runs] == [False, False] and runs[-1]["run_id"] != old
     assert main(["probe", "train", "--params", str(params_file)]) == 0
     assert "reusing" in capsys.readouterr().out
+
+
+def test_scores_of_part_of_the_tasks_train_on_the_overlap_and_say_so(tmp_path, capsys):
+    """A scores file covering 50 of the 160 extracted tasks (plus 3 unknown ids) trains on
+    the 50, with one warning line giving both counts; the manifest keeps them."""
+    params_file, params, ids, mu, _ = probe_world(tmp_path)
+    rows = [f"{t},{m},1\n" for t, m in zip(ids[:50], mu[:50], strict=True)]
+    rows += [f"elsewhere{i},0.5,1\n" for i in range(3)]
+    (tmp_path / "scores.csv").write_text("task_id,mu,sigma\n" + "".join(rows))
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "probes.scores" in line]
+    assert len(warned) == 1, warned
+    assert "50 tasks both scored and extracted" in warned[0]
+    assert "110 of the 160 extracted tasks have no score" in warned[0]
+    assert "3 of the 53 scored tasks no activations" in warned[0]
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    run_id = json.loads((root / "runs" / "latest.json").read_text())["run_id"]
+    counts = json.loads((root / "runs" / run_id / "manifest.json").read_text())["counts"]
+    assert (counts["used"], counts["activations_without_score"]) == (50, 110)
+    assert counts["scored_without_activations"] == 3
+    assert main(["probe", "train", "--params", str(probe_world(tmp_path / "all")[0])]) == 0
+    assert "probes.scores" not in capsys.readouterr().err

@@ -7,6 +7,7 @@ aligns tasks by id, writes an immutable run (`store.py`) and logs it to MLflow.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -280,6 +281,15 @@ def train(params) -> tuple[Path, dict, bool]:
         "activations_without_score": sum(t not in raw_scores for t in task_ids),
         "dropped_by_confounds": confound_report["n_dropped"] if confound_report else 0,
     }
+    if counts["scored_without_activations"] or counts["activations_without_score"]:
+        # a scores file of another task set trains on the overlap: say how small it is
+        print(
+            f"warning: probes.scores: {len(used)} tasks both scored and extracted; "
+            f"{counts['activations_without_score']} of the {len(task_ids)} extracted tasks "
+            f"have no score and {counts['scored_without_activations']} of the "
+            f"{len(raw_scores)} scored tasks no activations (task ids must match)",
+            file=sys.stderr,
+        )
 
     run_id = new_run_id(key)
     per_layer, weights = {}, {}
