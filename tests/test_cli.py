@@ -367,3 +367,64 @@ def test_the_same_problem_in_the_params_file_names_the_params_key(
     params = write_params(tmp_path, toy_world, steering={"layers": "7"})
     line = refused_up_front(["steer", "--params", str(params), "--pipeline"], tmp_path, capsys)
     assert line == f"steerops steer: error: steering.layers: '7' is out of range ({TOY_LAYERS})"
+
+
+TELEMETRY_CHECK = """
+import contextlib, io, json, os, sys
+if sys.argv[1] == "main":
+    from steerops.cli import main
+    with contextlib.redirect_stdout(io.StringIO()):  # no stage: the help
+        main([])
+from mlflow.telemetry import utils
+utils._IS_IN_CI_ENV_OR_TESTING = False  # pytest's and CI's own variables turn it off too
+print(json.dumps([os.environ.get("MLFLOW_DISABLE_TELEMETRY"), utils.is_telemetry_disabled()]))
+"""
+
+
+def test_mlflow_telemetry_is_off_in_a_steerops_process(tmp_path):
+    """MLflow's usage telemetry would reach config.mlflow-telemetry.io on every tracked run
+    (no network at run time): `main` turns it off before any stage imports mlflow, in the
+    variable mlflow reads; a process that did not run `main` has it on."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    off = ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")  # the user's own choice, not under test
+    env = {k: v for k, v in os.environ.items() if k not in off}
+
+    def seen(how: str) -> list:
+        done = subprocess.run(
+            [sys.executable, "-c", TELEMETRY_CHECK, how],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert seen("main") == ["true", True]
+    assert seen("bare") == [None, False]
+
+
+@pytest.mark.parametrize("held", ["params.yaml", "dvc.yaml", "dvc.lock"])
+def test_out_never_names_another_projects_folder(tmp_path, monkeypatch, held):
+    """--out naming the folder of another project (the main one, given the toy experiment's
+    params) would write its metrics/ over that project's pipeline."""
+    other = tmp_path / "main_project"
+    (other / "metrics").mkdir(parents=True)
+    (other / held).write_text("stages: {}\n")
+    (other / "metrics" / "steer.json").write_text("{}")
+    mine = tmp_path / "exp"
+    mine.mkdir()
+    monkeypatch.chdir(other)
+    for stage in ("steer", "vectors"):
+        with pytest.raises(SteeropsError) as err:
+            _params(mine, "--out", ".", stage=stage)
+        assert str(err.value) == (
+            f"--out {other}: a project folder (it holds {held}), whose metrics/ are its "
+            "pipeline's; name a folder for this run (e.g. runs/NAME)"
+        )
+    assert sorted(p.name for p in other.rglob("*")) == sorted(["metrics", held, "steer.json"])
+    assert _params(mine, "--out", "runs/mine").run_root == other / "runs/mine"

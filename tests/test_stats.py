@@ -286,6 +286,17 @@ def test_ties_are_broken_the_same_whatever_the_rows_order():
     assert stats.choose(rows[2:], 68)[0] is rows[3]  # 4 before "4+8"
 
 
+def test_equal_numbers_pick_the_smaller_coefficient_in_either_order():
+    """At one layer, with equal deltas and coherence, the smaller |coefficient| wins (the
+    same effect for less steering), whichever row comes first and whatever the signs."""
+    small, large = _row(1.0, 60.0, 40.0, 80.0), _row(2.0, 60.0, 40.0, 80.0)
+    assert stats.choose([small, large], 68)[0] is small
+    assert stats.choose([large, small], 68)[0] is small
+    small, large = _row(1.0, 60.0, 40.0, 80.0), _row(-2.0, 60.0, 40.0, 80.0)
+    assert stats.choose([small, large], 68)[0] is small
+    assert stats.choose([large, small], 68)[0] is small
+
+
 def test_a_config_s_trait_delta_is_paired_over_the_questions_both_scored():
     """With unscored answers a difference of means (33.3 here) falls outside the paired
     interval reported beside it (100 [100, 100]); the delta is the paired one."""

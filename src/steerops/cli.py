@@ -87,12 +87,20 @@ _OVERRIDE = "override:"
 _NEGATIVE_VALUE = re.compile(r"^-\.?\d")
 _FLAG_OF: dict[str, str] = {}  # params key -> the flag that sets it (for error messages)
 RUNS_DIR = "runs"  # scratch run folders, next to the params file
+PROJECT_FILES = ("params.yaml", "dvc.yaml", "dvc.lock")  # what --out never names a folder of
 _invocation: list[str] = []  # this process's command line, as `main` got it
+# `scheme://user:password@` in an argument (`--storage postgresql://u:pw@h/db`), up to the
+# last @: a password may hold an unencoded `/`, which SQLAlchemy accepts
+_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)\S*@")
 
 
 def invocation() -> str | None:
-    """`steerops STAGE ARGS...` of the running command (None outside `main`)."""
-    return shlex.join(["steerops", *_invocation]) if _invocation else None
+    """`steerops STAGE ARGS...` of the running command (None outside `main`), with the
+    credentials of any URL in it left out, as `tracking.store.shown_uri` leaves them out:
+    it is logged as the run's description."""
+    if not _invocation:
+        return None
+    return shlex.join(["steerops", *(_CREDENTIALS.sub(r"\1", arg) for arg in _invocation)])
 
 
 def params_flag(parser: argparse.ArgumentParser) -> None:
@@ -250,8 +258,9 @@ def load_params_for(args: argparse.Namespace):
 
 def check_run_folder(folder: Path, params) -> None:
     """--out names a run of its own: not the project folder (its metrics/ would replace the
-    pipeline's) nor the pipeline's outputs or a folder in them (its cells would mix with
-    the pipeline's); nor a file."""
+    pipeline's), nor another project's (a folder holding a params file, dvc.yaml or
+    dvc.lock), nor the pipeline's outputs or a folder in them (its cells would mix with the
+    pipeline's); nor a file."""
     check_folder_target(folder, "--out")
     here, outputs = folder.resolve(), params.inputs.resolve()
     if here == params.root.resolve():
@@ -263,6 +272,13 @@ def check_run_folder(folder: Path, params) -> None:
         raise SteeropsError(
             f"--out {folder}: inside the pipeline's outputs ({display_path(outputs)}, "
             "paths.out); name a folder for this run (e.g. runs/NAME)"
+        )
+    # e.g. the main project's folder given with the toy experiment's params
+    held = [name for name in PROJECT_FILES if (here / name).exists()]
+    if held:
+        raise SteeropsError(
+            f"--out {folder}: a project folder (it holds {held[0]}), whose metrics/ are its "
+            "pipeline's; name a folder for this run (e.g. runs/NAME)"
         )
 
 
@@ -361,6 +377,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # before any stage imports mlflow: its usage telemetry would reach the network on every
+    # tracked run (mlflow.telemetry.utils reads it; set to false, it stays the user's choice)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if argv is None:  # the console script: progress as periodic lines when logged to a file
         from steerops.progress import lines_when_not_a_terminal
 

@@ -72,6 +72,8 @@ def test_overrides_replace_params(tmp_path):
         ({"search": {"heartbeat_s": 60, "grace_s": 5}}, "grace_s (5) must exceed heartbeat_s"),
         ({"generate": {"rollouts": 2}}, "rollouts > 1 needs temperature > 0"),
         ({"steering": {"coefficients": []}}, "steering.coefficients: List should have at least 1"),
+        # no trait would make every stage a silent no-op that exits 0
+        ({"traits": {"names": []}}, "traits.names: List should have at least 1"),
     ],
 )
 def test_config_errors_are_one_line_naming_the_key(tmp_path, data, expected):
@@ -224,3 +226,35 @@ def test_a_number_in_params_that_is_not_finite_is_named_as_written(tmp_path, wri
     with pytest.raises(SteeropsError) as info:
         load_params(path)
     assert str(info.value) == f"{path}: steering.coefficients.1: {shown}"
+
+
+@pytest.mark.parametrize("block", ["[1, 2]", "null", "7"])
+def test_a_flag_into_a_malformed_block_gives_the_files_own_error(tmp_path, block):
+    """A flag setting `steering.layers` does not replace `steering: [1, 2]` (or null) with
+    the block's defaults: the error is the one the file gives without the flag."""
+    path = _write(tmp_path, f"steering: {block}\n")
+    with pytest.raises(SteeropsError) as without:
+        load_params(path)
+    with pytest.raises(SteeropsError) as with_flag:
+        load_params(path, {"steering.layers": "1"}, {"steering.layers": "--layers"})
+    assert str(with_flag.value) == str(without.value)
+    assert str(without.value).startswith(f"{path}: steering: Input should be a valid dictionary")
+    _write(tmp_path, "probes: {ood: [1]}\n")  # a block two levels down
+    with pytest.raises(SteeropsError, match=r"params.yaml: probes.ood: Input should be a valid"):
+        load_params(path, {"probes.ood.top_k": 3})
+    _write(tmp_path, "seed: 1\n")  # an absent block is still made by the flag
+    assert str(load_params(path, {"steering.layers": "1"}).steering.layers) == "1"
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# nothing set yet\n", "~\n"])
+def test_an_empty_params_file_is_refused_not_read_as_the_toy_defaults(tmp_path, capsys, text):
+    path = _write(tmp_path, text)
+    with pytest.raises(SteeropsError) as err:
+        load_params(path)
+    assert str(err.value).startswith(f"{path}: the params file is empty")
+    assert "\n" not in str(err.value)
+    assert main(["models", "--params", path]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"steerops models: error: {path}: the params file is empty")
+    assert not (tmp_path / "outputs").exists()
+    assert load_params(_write(tmp_path, "{}\n")).seed == 0  # every default, said explicitly

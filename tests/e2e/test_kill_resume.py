@@ -121,6 +121,13 @@ def _contents(folder: Path, within: list[str]) -> dict[str, object]:
     return out
 
 
+def _holds(want: dict[str, object], *ends: str) -> None:
+    """The reference outputs hold a file whose path ends in each of `ends`: two empty
+    contents compare equal, whatever a resumed run wrote (or wrote elsewhere)."""
+    for end in ends:
+        assert any(key.endswith(end) for key in want), (end, sorted(want))
+
+
 def _kill_and_resume(base: Path, name: str, argv: list[str], kill: str, within: list[str]):
     folder = base.parent / f"{base.name}-{name}"
     shutil.copytree(base, folder)
@@ -163,6 +170,7 @@ def test_generate_killed_anywhere_resumes_to_the_same_responses(stages):
     ref, before = stages
     within = ["outputs/responses"]
     want = _contents(ref, within)
+    _holds(want, "/responses.jsonl", "/summary.json")
     counts = _points(before["generate"], GENERATE)
     renamed = counts["renamed"]
     # the completions, then their summary, are written before vetting
@@ -187,6 +195,7 @@ def test_extract_killed_anywhere_resumes_to_the_same_activations(stages):
     ref, before = stages
     within = ["outputs/activations"]
     want = _contents(ref, within)
+    _holds(want, ".safetensors", "/metadata.json")
     counts = _points(before["extract"], EXTRACT)
     renamed, calls = counts["renamed"], counts["calls"]
     assert calls >= 6 and sum(".partial" in p for p in renamed) >= 6
@@ -240,6 +249,7 @@ def test_steer_killed_anywhere_resumes_to_the_same_results(stages):
     ref, before = stages
     within = ["outputs/steering", "metrics"]
     want = _contents(before["search"], within)  # right after steer (the search comes next)
+    _holds(want, "/results.jsonl", "/results.csv", "metrics/steer.json")
     counts = _points(before["steer"], STEER)
     last = counts["renames"]
     differ = {}
@@ -257,6 +267,7 @@ def test_search_killed_anywhere_resumes_to_the_same_outputs(stages):
     ref, before = stages
     within = ["outputs/search", "metrics"]
     want = _contents(ref, within)
+    _holds(want, f"/{HELDOUT}", "/trials.csv", "metrics/search.json")
     counts = _points(before["search"], SEARCH)
     calls, last = counts["calls"], counts["renames"]
     assert [Path(p).name for p in counts["renamed"]][:2] == ["trials.csv", HELDOUT]

@@ -688,13 +688,24 @@ def test_a_prompt_the_endpoint_refuses_is_unscored_not_fatal_and_asked_again(
     assert "HTTP 400: content_filter triggered (and 1 more of 6 prompts sent)" in err
     assert KEY not in err
     assert len(server.requests) == 6
+    # the refused pair is named, so the stages keep no result built on it
+    assert judge.unanswered == {("q0", responses[0])}
 
     again = make_judge(params_for(tmp_path, server, concurrency=4), trait)
     assert again.score(questions, responses) == scores
     assert len(server.requests) == 8  # only the two refused prompts, asked again
+    assert again.unanswered == {("q0", responses[0])}
     server.refuse = None  # the filter lifted: the answer is scored and cached
-    fixed = make_judge(params_for(tmp_path, server), trait).score(questions[:1], responses[:1])
-    assert fixed[0][0] == pytest.approx(expected(responses[0], "trait", 0.25))
+    fixed = make_judge(params_for(tmp_path, server), trait)
+    assert fixed.score(questions[:1], responses[:1])[0][0] == pytest.approx(
+        expected(responses[0], "trait", 0.25)
+    )
+    assert fixed.unanswered == set()
+    # each call names its own refusals: the judge that met one forgets it when all is scored
+    assert again.score(questions, responses)[0][0] == pytest.approx(
+        expected(responses[0], "trait", 0.25)
+    )
+    assert again.unanswered == set()
 
 
 def test_an_endpoint_that_refuses_every_request_fails_after_a_few(tmp_path, server, trait, key):

@@ -15,7 +15,7 @@ from steerops.judges.base import Judge
 from steerops.judges.factory import make_judge
 from steerops.judges.fluency import compression_ratio, repeated_fraction, response_nll
 from steerops.judges.phrases import PhraseSet, compile_phrase, normalise, read_phrases
-from steerops.judges.proxy import ProxyJudge
+from steerops.judges.proxy import CoherenceScale, ProxyJudge
 from steerops.models.generation import format_prompt
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,6 +92,31 @@ def test_phrase_file_errors(tmp_path):
     ok = tmp_path / "ok.txt"
     ok.write_text("# refusals\nI can't\n\n!I can't wait\n")
     assert read_phrases(ok) == PhraseSet(("I can't",), ("I can't wait",))
+
+
+def test_the_id_changes_with_every_input_that_changes_a_score():
+    """The id keys the judge's scores and the steering settings: another phrase, only a new
+    `!` exclusion line, another instruction or none, another coherence scale and another
+    model each give another id; equal inputs give the same one (no model is read)."""
+    phrases = PhraseSet(("sorry",))
+
+    def judge_id(phrases=phrases, model="m", **settings) -> str:
+        return ProxyJudge(phrases, None, None, model, **{"instruction": "No.", **settings}).id
+
+    first = judge_id()
+    assert judge_id(PhraseSet(("sorry",)), scale=CoherenceScale()) == first
+    others = [
+        judge_id(PhraseSet(("sorry", "cannot"))),
+        judge_id(PhraseSet(("sorry",), ("sorry to hear",))),
+        judge_id(instruction="Please say no."),
+        judge_id(instruction=None),
+        judge_id(scale=CoherenceScale(answer_nll=(1.5, 3.0))),
+        judge_id(model="other"),
+    ]
+    assert len({first, *others}) == 1 + len(others), others
+    # an exclusion is not a phrase: the same line on the other side is another set
+    assert PhraseSet(("a",)).hash != PhraseSet(("a",), ("b",)).hash
+    assert PhraseSet(("a", "b")).hash != PhraseSet(("a",), ("b",)).hash
 
 
 def test_repetition_statistics_on_known_text():

@@ -26,7 +26,16 @@ def _world(tmp_path, base_id: str):
     return folder, ["models", "--params", str(tmp_path / "params.yaml")]
 
 
-def test_each_variant_gets_its_identity_and_new_weights_change_it(tmp_path):
+@pytest.mark.parametrize("cached", [False, True], ids=["small", "cached"])
+def test_each_variant_gets_its_identity_and_new_weights_change_it(tmp_path, monkeypatch, cached):
+    """`cached`: the weights count as a large file, whose hash is kept in the fingerprint
+    cache (keyed by path, size, mtime and inode): rewritten, at the same size, they are
+    read again, not served from it."""
+    from steerops.models import fingerprint
+
+    monkeypatch.setenv("STEEROPS_CACHE_DIR", str(tmp_path / "cache"))
+    if cached:
+        monkeypatch.setattr(fingerprint, "_CACHE_ABOVE", 0)
     folder, argv = _world(tmp_path, "m")  # relative to params: the same folder
     assert main(argv) == 0
     out = tmp_path / "outputs" / "models"
@@ -46,6 +55,10 @@ def test_each_variant_gets_its_identity_and_new_weights_change_it(tmp_path):
     assert (out / "base.json").stat().st_mtime_ns == stamp
     meta.write_text("abc\n1764750999.9\n")
     assert model_fingerprint(str(folder)) == base["fingerprint"]
+    weights = str((folder / "model.safetensors").resolve())
+    cache = fingerprint.cache_file()
+    held = json.loads(cache.read_text()) if cache.exists() else {}
+    assert sum(weights in key for key in held) == int(cached)  # large files only
     (folder / "model.safetensors").write_bytes(b"weights two")  # new weights, same name
     assert main(argv) == 0
     assert json.loads((out / "base.json").read_text())["fingerprint"] != base["fingerprint"]
@@ -97,3 +110,32 @@ def test_a_chat_template_file_is_part_of_the_identity_dvc_reruns_on(tmp_path):
     assert {k: v for k, v in edited.items() if k != "chat_template_md5"} == {
         k: v for k, v in base.items() if k != "chat_template_md5"
     }
+
+
+@pytest.mark.parametrize("where", ["folder", "file"])
+def test_a_model_id_that_is_no_model_folder_is_one_line_and_overwrites_nothing(
+    tmp_path, capsys, where
+):
+    """`generate` refuses a folder without config.json (or a file) as the model: `models`
+    does not record its identity either, over the good one the last run wrote."""
+    folder, argv = _world(tmp_path, "m")
+    assert main(argv) == 0
+    out = tmp_path / "outputs" / "models"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    other = tmp_path / "not_a_model"
+    if where == "folder":
+        other.mkdir()
+        (other / "notes.txt").write_text("data, not a model")
+    else:
+        other.write_text("a file")
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["models"]["base"]["id"] = "not_a_model"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main(argv) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        f"steerops models: error: models.base.id: {other} is not a model folder "
+        "(no config.json in it)"
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -165,9 +165,28 @@ def test_negative_direction_measures_deltas_toward_suppression(tmp_path):
     """Cells steered with direction negative: the baseline refuses and steering suppresses
     it; the report's deltas are in each cell's own steering direction (whatever the params
     now say), so the largest suppression is the best."""
+    from steerops.config import load_params
+    from steerops.report.load import load_results
+
     grid = cells()
     negative = {method: {"direction": "negative"} for method, _ in grid}
-    write_grid(tmp_path / "outputs", grid, QUESTIONS, baseline_trait=100.0, settings_of=negative)
+    selection, heldout = write_grid(
+        tmp_path / "outputs", grid, QUESTIONS, baseline_trait=100.0, settings_of=negative
+    )
+    # the all-questions delta (results.csv, steer_curves.csv) is baseline - trait: the share
+    # of questions a config stops refusing, positive
+    frame = load_results(load_params(write_params(tmp_path)))  # params' direction: positive
+    assert len(frame) == sum(len(configs) for configs in grid.values())
+    for (method, _), configs in grid.items():
+        for layer, coef, sel, held, _ in configs:
+            [row] = frame[
+                (frame["method"] == method)
+                & (frame["layer"] == layer)
+                & (frame["coefficient"] == coef)
+            ].itertuples()
+            stopped = len(refusing(selection, sel)) + len(refusing(heldout, held))
+            assert row.trait_delta == pytest.approx(100.0 * stopped / len(QUESTIONS))
+            assert row.trait_delta == pytest.approx(100.0 - row.trait_mean)
     for steering in ({"direction": "negative"}, {}):
         out = _report(tmp_path, steering=steering)
         gap = pd.read_csv(out / "gap_analysis.csv")

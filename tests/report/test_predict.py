@@ -42,6 +42,10 @@ def test_predictor_loo_matches_independent_computation():
     assert errors.loc["k * layer_norm", "loo_mae"] == pytest.approx(ref, rel=1e-9)
     mean_ref = np.mean([abs(y[i] - np.delete(y, i).mean()) for i in range(len(y))])
     assert errors.loc["mean", "loo_mae"] == pytest.approx(mean_ref, rel=1e-9)
+    # relative: the error as a share of the typical weight
+    scale = np.mean(np.abs(y))
+    assert errors.loc["k * layer_norm", "loo_mae_relative"] == pytest.approx(ref / scale, rel=1e-9)
+    assert errors.loc["mean", "loo_mae_relative"] == pytest.approx(mean_ref / scale, rel=1e-9)
     assert errors.loc["k * layer_norm", "loo_mae"] < 0.2 < errors.loc["mean", "loo_mae"]
     recs = predict.recommendations(features, errors.reset_index())
     md = recs[recs["method"] == "mean_diff"].iloc[0]

@@ -131,7 +131,7 @@ def test_the_dashboard_command_serves_the_default_study(tmp_path, monkeypatch):
         (["--port", "99999"], "--port: 99999 is not a port (1-65535)"),
         (["--port", "-1"], "--port: -1 is not a port"),
         ([], "search.storage: no study database at sqlite:///"),
-        (["--storage", "journal:///absent.log"], "no study database at journal:///absent.log"),
+        (["--storage", "journal:absent.log"], "no study database at journal:"),
     ],
 )
 def test_the_dashboard_refuses_a_bad_port_or_a_missing_study_in_one_line(

@@ -332,6 +332,31 @@ def test_a_worker_killed_inside_ask_leaves_no_orphan(storage_url):
     assert [(r.number, r.state) for r in resumed.records()] == [(n, "complete") for n in range(3)]
 
 
+def test_a_holder_that_exited_unreaped_is_gone_and_a_running_one_is_not():
+    """A zombie (exited, not yet reaped by its parent: state Z) holds nothing, so its trials
+    and runs are taken over at once, as a vanished process's are; this running process is
+    not gone."""
+    from steerops import liveness
+
+    proc = subprocess.Popen(["sleep", "0"])
+    try:
+        holder = {"node": liveness.node_id(), "pid": proc.pid}
+        holder["start"] = liveness.process_start(proc.pid)
+        stat = Path("/proc") / str(proc.pid) / "stat"
+        deadline = time.monotonic() + 60
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "sleep 0 did not exit"
+            time.sleep(0.01)
+        # the same process (pid and start time) still listed: only its state says it ended
+        assert holder["start"] is not None
+        assert liveness.process_start(proc.pid) == holder["start"]
+        assert liveness.is_gone(holder)
+    finally:
+        proc.wait()
+    assert liveness.is_gone(holder)  # reaped: no such process
+    assert not liveness.is_gone(liveness.this_worker())
+
+
 def test_trials_without_a_live_worker_record_are_taken_over_after_the_grace_period(tmp_path):
     """A trial held by a silent worker on another node, and one with no worker record at all
     (made by plain Optuna, or a pop interrupted before the record), are both taken over once

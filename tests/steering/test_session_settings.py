@@ -56,3 +56,18 @@ def test_a_judge_input_that_changes_scores_changes_the_settings(tmp_path, toy_wo
     # the exact toy judge has no threshold: settings logged before stay served
     toy = _settings(tmp_path, toy_world, {"kind": "toy"})
     assert _settings(tmp_path, toy_world, {"kind": "toy", "min_prob_mass": 0.9}) == toy
+
+
+def test_an_edit_to_the_proxy_judge_s_phrases_changes_the_settings(tmp_path, toy_world):
+    """Results scored under the old phrases.txt are not served after an edit to it: another
+    phrase, or only a new `!` exclusion line, gives other settings; the same file the same."""
+    traits = tmp_path / "traits"
+    shutil.copytree(toy_world / "traits", traits)
+    phrases = traits / TRAIT / "phrases.txt"
+    proxy = {"kind": "proxy", "variant": "base"}
+    seen = []
+    for text in ("sorry\n", "sorry\ncannot\n", "sorry\ncannot\n!sorry to hear\n", "sorry\n"):
+        phrases.write_text(text)
+        seen.append(_settings(tmp_path, toy_world, proxy, traits=traits))
+    assert seen[3] == seen[0]
+    assert len(set(seen[:3])) == 3, seen

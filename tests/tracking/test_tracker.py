@@ -499,3 +499,32 @@ def test_a_journal_keeps_no_credentials_and_is_still_sent_to_its_store(tmp_path,
     client = Client()
     replay_journals(client, uri, tmp_path)
     assert client.created == ["late"] and not journal.exists()
+
+
+def test_the_logged_command_line_holds_no_url_credentials(tmp_path, monkeypatch):
+    """The run's description is the command line: a `--storage postgresql://u:pw@h/db`
+    (the README's multi-GPU recipe passes one) is logged without its user and password, in
+    every spelling, a password holding an unencoded `/` too; nothing else is changed."""
+    from steerops import cli
+
+    argv = [
+        "search",
+        "--storage",
+        "postgresql://u:SECRET@h/db",
+        "--storage=mysql+pymysql://u:pa/SECRET@h:3306/db",
+        "--judge-url",
+        "https://tok-SECRET@host:8443/v1",
+        "--trait",
+        "a@b",
+    ]
+    monkeypatch.setattr(cli, "_invocation", argv)
+    params = _params(tmp_path)
+    with track(params, "search", "search x"):
+        pass
+    (run,) = _runs(tmp_path)
+    assert run.data.tags["mlflow.note.content"] == (
+        "steerops search --storage postgresql://h/db --storage=mysql+pymysql://h:3306/db "
+        "--judge-url https://host:8443/v1 --trait a@b"
+    )
+    logged = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"]
+    assert logged and not [p for p in logged if b"SECRET" in p.read_bytes()]

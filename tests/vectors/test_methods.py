@@ -51,6 +51,26 @@ def test_probe_unit_rows_is_sklearn_on_unit_rows():
     np.testing.assert_allclose(w, ref, rtol=1e-3, atol=1e-4)
 
 
+def test_probe_standardize_is_sklearn_on_standardized_columns_mapped_back():
+    """`standardize`: sklearn's logistic regression on columns scaled to zero mean and unit
+    population variance (a constant column kept at scale 1), its weights divided by each
+    column's std; with a massive dim (and a penalty that matters) not the raw fit."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    pos, neg, _ = planted(60, 50, 10, seed=4, massive={2: 30.0})
+    pos[:, 7] = neg[:, 7] = 3.0  # a constant column
+    x = np.concatenate([pos, neg])
+    scaler = StandardScaler().fit(x)  # ddof=0; a zero-variance column gets scale 1
+    fit = LogisticRegression(C=0.05, tol=1e-10, max_iter=5000)
+    ref = fit.fit(scaler.transform(x), [1] * 60 + [0] * 50).coef_[0] / scaler.scale_
+    config = VectorsConfig(probe_rows="standardize", probe_c=0.05)
+    w = run_method("probe", pos, neg, config=config)
+    np.testing.assert_allclose(w, ref, rtol=1e-3, atol=1e-4)
+    raw = run_method("probe", pos, neg, config=VectorsConfig(probe_rows="none", probe_c=0.05))
+    assert cosine(w, raw) < 0.99
+
+
 @pytest.mark.parametrize("rows", ["unit", "none"])
 def test_probe_with_a_real_sized_massive_dim_is_sklearn_run_to_convergence(rows):
     """A massive dim at SmolLM2's scale (~24,900 against ~1 elsewhere) carries nearly all of

@@ -12,6 +12,7 @@ judge cache point there, while `inputs` stays the pipeline's outputs.
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Any
@@ -157,19 +158,35 @@ def load_params(
         if not path.is_file():
             raise SteeropsError(f"params file not found: {path}")
         try:
-            data = yaml.load(read_text(path), Loader=ParamsLoader) or {}
+            data = yaml.load(read_text(path), Loader=ParamsLoader)
         except (DuplicateKey, ReadOtherwise) as exc:
             raise SteeropsError(f"{path}: {exc}") from None
         except yaml.YAMLError as exc:
             raise SteeropsError(f"{path}: malformed YAML{_yaml_problem(exc, path)}") from None
+        if data is None:  # every key would take the toy world's default, over real outputs
+            raise SteeropsError(
+                f"{path}: the params file is empty (no key set); give the experiment's "
+                "params, or {} to take every default"
+            )
         if not isinstance(data, dict):
             raise SteeropsError(f"{path}: top level must be a mapping of stage blocks")
-    for key, value in (overrides or {}).items():
-        _set_dotted(data, key, value)
+    written = copy.deepcopy(data) if overrides else data
+    try:
+        for key, value in (overrides or {}).items():
+            _set_dotted(data, key, value)
+    except _NotAMapping as exc:
+        # a flag's key inside a block the file gives as a list or null: the file's own
+        # error on that block, as without the flag (not the block's defaults)
+        _validated(written, path, {})
+        raise SteeropsError(f"{path}: {exc}: not a mapping") from None
+    return _validated(data, path, flag_names or {})
+
+
+def _validated(data: dict[str, Any], path: Path, flag_names: dict[str, str]) -> Params:
     try:
         params = Params.model_validate(data)
     except ValidationError as exc:
-        raise SteeropsError(_blame(exc, path, flag_names or {})) from None
+        raise SteeropsError(_blame(exc, path, flag_names)) from None
     params._root = path.resolve().parent
     return params
 
@@ -240,13 +257,17 @@ def describe_validation_error(exc: ValidationError) -> str:
     return f"{key}: {msg}{shown}{more}"
 
 
+class _NotAMapping(Exception):
+    """A block on the way to an override's key is not a mapping (its dotted key)."""
+
+
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node = data
     parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
+    for n, part in enumerate(parts[:-1]):
+        if part not in node:
+            node[part] = {}
+        elif not isinstance(node[part], dict):  # `steering: [1, 2]` or `steering: null`
+            raise _NotAMapping(".".join(parts[: n + 1]))
+        node = node[part]
     node[parts[-1]] = value

@@ -20,7 +20,9 @@ class PathsConfig(Strict):
 class TraitsConfig(Strict):
     root: str = Field("data/toy/traits", description="<root>/<category>/<trait>/ datasets")
     names: Annotated[list[str], Once] = Field(
-        default_factory=lambda: ["toy/refusal"], description="trait(s), CATEGORY/NAME"
+        default_factory=lambda: ["toy/refusal"],
+        min_length=1,
+        description="trait(s), CATEGORY/NAME",
     )
 
 

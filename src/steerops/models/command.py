@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from steerops.cli import load_params_for, params_flag, stage_parser
+from steerops.errors import SteeropsError
 
 MODELS_DIR = "models"
 
@@ -39,7 +40,13 @@ def run(args: argparse.Namespace) -> None:
     params = load_params_for(args)
     records = {}
     for variant, spec in params.models.items():  # every source checked before a write
-        fingerprint = model_fingerprint(model_source(params, variant), spec.revision)
+        source, local = model_source(params, variant), params.path(spec.id)
+        if local.exists() and not (local / "config.json").is_file():
+            # loading's folder check (generate refuses it): no identity for what never loads
+            raise SteeropsError(
+                f"models.{variant}.id: {local} is not a model folder (no config.json in it)"
+            )
+        fingerprint = model_fingerprint(source, spec.revision)
         records[variant] = {
             "variant": variant,
             "id": spec.id,

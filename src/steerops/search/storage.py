@@ -69,17 +69,6 @@ def storage_label(url: str, root: Path | None = None) -> str:
         return url.split("@")[-1]
 
 
-def _sqlite_file(url: str) -> str | None:
-    """The file of a `sqlite:///` storage URL (not an in-memory one), else None."""
-    try:
-        parsed = make_url(url)
-    except Exception:
-        return None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return parsed.database
-
-
 def journal_path(url: str) -> str | None:
     """The file of a `journal:` storage URL, else None."""
     if not url.startswith(JOURNAL):
@@ -262,14 +251,15 @@ class DashboardJournalStorage(_FeasibleBest, JournalStorage):
 
 def dashboard_storage(url: str):
     """The study storage at `url` as optuna-dashboard should read it (best = best feasible)."""
-    path = journal_path(url) or _sqlite_file(url)
+    journal = journal_path(url)
+    path = journal or (_sqlite_file(url) if url.startswith("sqlite") else None)
     if path is not None and not Path(path).is_file():  # opening would create an empty one
         raise SteeropsError(
             f"search.storage: no study database at {storage_label(url)}: run `steerops "
             "search` first, or give --storage or --out"
         )
-    if journal_path(url) is not None:
-        return DashboardJournalStorage(JournalFileBackend(journal_path(url)))
+    if journal is not None:
+        return DashboardJournalStorage(JournalFileBackend(journal))
     try:
         with quiet():
             return DashboardRDBStorage(url, skip_table_creation=True)
