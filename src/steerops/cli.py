@@ -247,11 +247,11 @@ def load_params_for(args: argparse.Namespace):
     elif scratch and not (getattr(args, "pipeline", False) or os.environ.get("DVC_STAGE")):
         args.scratch_folder = new_run_folder(params.root, args.command)
         params.set_run_folder(args.scratch_folder, named=False)
+        # on stdout: a check that fails after this is the one line stderr gets
         print(
             f"steerops {args.command}: scratch run in {display_path(args.scratch_folder)} "
             f"(it reads the pipeline's outputs in {display_path(params.inputs)}/ and writes none; "
-            "--pipeline or `dvc repro` writes them)",
-            file=sys.stderr,
+            "--pipeline or `dvc repro` writes them)"
         )
     return params
 

@@ -55,7 +55,7 @@ def test_an_ad_hoc_steer_leaves_the_pipeline_outputs_byte_identical(pipeline, ca
         "toy/refusal/instruct/prompt_m1/residual/mean_diff": compact(metrics)
     }
     out = capsys.readouterr()
-    assert "scratch run in" in out.err and run.name in out.err
+    assert "scratch run in" in out.out and run.name in out.out
     # the terminal table: one row per layer, one column per coefficient, and the run link
     assert "c=2" in out.out and "c=3" in out.out and "\n  L3 " in out.out
     assert "MLflow run: http://127.0.0.1:5000/#/experiments/" in out.out
@@ -129,6 +129,7 @@ def test_failing_commands_fail_before_the_model_loads_and_leave_nothing(
     for extra, message in cases:
         assert main([*argv, *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err  # the scratch run's notice went to stdout
         assert err[-1].startswith("steerops steer: error:") and message in err[-1], err
         assert "params.yaml" not in err[-1] or "--" not in message
     assert len(client.search_runs([experiment], max_results=1000)) == runs_before
