@@ -408,7 +408,7 @@ def test_mlflow_telemetry_is_off_in_a_steerops_process(tmp_path):
     assert seen("bare") == [None, False]
 
 
-@pytest.mark.parametrize("held", ["params.yaml", "dvc.yaml", "dvc.lock"])
+@pytest.mark.parametrize("held", ["dvc.yaml", "dvc.lock"])
 def test_out_never_names_another_projects_folder(tmp_path, monkeypatch, held):
     """--out naming the folder of another project (the main one, given the toy experiment's
     params) would write its metrics/ over that project's pipeline."""
@@ -428,3 +428,7 @@ def test_out_never_names_another_projects_folder(tmp_path, monkeypatch, held):
         )
     assert sorted(p.name for p in other.rglob("*")) == sorted(["metrics", held, "steer.json"])
     assert _params(mine, "--out", "runs/mine").run_root == other / "runs/mine"
+    kept = other / "runs" / "kept"  # a params file copied into a run folder as its record
+    kept.mkdir(parents=True)
+    (kept / "params.yaml").write_text("seed: 3\n")
+    assert _params(mine, "--out", "runs/kept").run_root == kept

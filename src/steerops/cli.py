@@ -87,11 +87,14 @@ _OVERRIDE = "override:"
 _NEGATIVE_VALUE = re.compile(r"^-\.?\d")
 _FLAG_OF: dict[str, str] = {}  # params key -> the flag that sets it (for error messages)
 RUNS_DIR = "runs"  # scratch run folders, next to the params file
-PROJECT_FILES = ("params.yaml", "dvc.yaml", "dvc.lock")  # what --out never names a folder of
+# what marks a project folder, which --out never names (a params file alone may be a copy
+# kept with a run as its record)
+PROJECT_FILES = ("dvc.yaml", "dvc.lock")
 _invocation: list[str] = []  # this process's command line, as `main` got it
-# `scheme://user:password@` in an argument (`--storage postgresql://u:pw@h/db`), up to the
-# last @: a password may hold an unencoded `/`, which SQLAlchemy accepts
-_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)\S*@")
+# `scheme://user:password@` (or `scheme://token@`) in an argument (`--storage
+# postgresql://u:pw@h/db`): a password may hold an unencoded `/`, which SQLAlchemy accepts,
+# but a user part never does, so a path holding `@` (`sqlite:////runs/a@2/x.db`) is kept
+_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(?:[^/\s@:]*:\S*|[^/\s@:]+)@")
 
 
 def invocation() -> str | None:
@@ -258,9 +261,9 @@ def load_params_for(args: argparse.Namespace):
 
 def check_run_folder(folder: Path, params) -> None:
     """--out names a run of its own: not the project folder (its metrics/ would replace the
-    pipeline's), nor another project's (a folder holding a params file, dvc.yaml or
-    dvc.lock), nor the pipeline's outputs or a folder in them (its cells would mix with the
-    pipeline's); nor a file."""
+    pipeline's), nor another project's (a folder holding dvc.yaml or dvc.lock), nor the
+    pipeline's outputs or a folder in them (its cells would mix with the pipeline's); nor a
+    file."""
     check_folder_target(folder, "--out")
     here, outputs = folder.resolve(), params.inputs.resolve()
     if here == params.root.resolve():

