@@ -41,6 +41,7 @@ class FakeServer:
         self.top = None  # a top_logprobs list to send instead of the real one
         self.tokens = ["1"]  # the answer's tokens (logprobs.content), the first with `top`
         self.refuse = None  # prompts holding this text get HTTP 400 (a content filter)
+        self.get_status = 404  # what a GET (the model list, a followed redirect) is answered
         self.lock = threading.Lock()
         server = self
 
@@ -51,7 +52,8 @@ class FakeServer:
             def do_GET(self):  # what a followed 301/302/303 turns a POST into
                 with server.lock:
                     server.headers.append(dict(self.headers))
-                server.send(self, 404, {"error": {"message": "no such route"}})
+                message = f"no such route; you sent {self.headers.get('Authorization')}"
+                server.send(self, server.get_status, {"error": {"message": message}})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -730,3 +732,30 @@ def test_a_retry_after_longer_than_our_backoff_is_honoured():
     assert 0.5 <= policy.delay(0, "Wed, 21 Oct 2026 07:28:00 GMT") <= 1.0
     assert policy.delay(10) == 30.0
     assert policy.delay(0, "86400") == MAX_RETRY_AFTER_S
+
+
+def test_the_endpoint_is_asked_once_before_any_work_if_it_answers_and_takes_the_key(
+    tmp_path, server, key, trait
+):
+    """`reach_judge` GETs the model list with the key: any answer will do (this server has
+    no such route, 404); a refused key (401) is one line without the key, which the
+    server echoed; a port nobody listens on is one line naming why. No POST is sent."""
+    import socket
+
+    from steerops.judges import reach_judge
+
+    params = params_for(tmp_path, server)
+    assert reach_judge(params, trait) is None
+    assert server.headers[-1]["Authorization"] == f"Bearer {KEY}" and not server.requests
+    server.get_status = 401
+    with pytest.raises(SteeropsError) as refused:
+        reach_judge(params, trait)
+    assert "/v1/models refused the key (HTTP 401)" in str(refused.value)
+    assert KEY not in str(refused.value) and "***" in str(refused.value)
+    with socket.socket() as probe:  # a free port, closed again: nothing answers there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dead = params_for(tmp_path, server, base_url=f"http://127.0.0.1:{port}/v1")
+    with pytest.raises(SteeropsError, match=r":\d+/v1/models cannot be reached \(URLError"):
+        reach_judge(dead, trait)
+    assert not server.requests

@@ -96,13 +96,37 @@ def test_a_device_this_machine_lacks_is_refused_up_front(
 def test_the_judge_key_is_read_not_kept_or_written(
     tmp_path, toy_world, monkeypatch, no_model_loads, capsys
 ):
-    """With the key set, the preflight passes the judge and keeps nothing of the key: the
-    run goes on to load the model (refused here), and no file holds the key."""
+    """With the key set, the preflight passes the judge (the endpoint, asked once, sees the
+    key and answers) and keeps nothing of the key: the run goes on to load the model
+    (refused here), and no file holds the key."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = []
+
+    class Endpoint(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    endpoint = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=endpoint.serve_forever, daemon=True).start()
     secret = "sk-preflight-secret-1234"
     monkeypatch.setenv("STEEROPS_TEST_JUDGE_KEY", secret)
-    params = _params(tmp_path, toy_world, {**OPENAI, "api_key_env": "STEEROPS_TEST_JUDGE_KEY"})
-    with pytest.raises(AssertionError, match="a model was loaded"):
-        main(["steer", "--params", str(params), "--out", str(tmp_path / "run"), *SMALL])
+    url = f"http://127.0.0.1:{endpoint.server_address[1]}/v1"
+    judge = {**OPENAI, "base_url": url, "api_key_env": "STEEROPS_TEST_JUDGE_KEY"}
+    params = _params(tmp_path, toy_world, judge)
+    try:
+        with pytest.raises(AssertionError, match="a model was loaded"):
+            main(["steer", "--params", str(params), "--out", str(tmp_path / "run"), *SMALL])
+    finally:
+        endpoint.shutdown()
+        endpoint.server_close()
+    assert seen == [("/v1/models", f"Bearer {secret}")]
     out = capsys.readouterr()
     assert secret not in out.out + out.err
     assert not any(secret.encode() in f.read_bytes() for f in tmp_path.rglob("*") if f.is_file())
@@ -190,3 +214,23 @@ def test_new_tokens_past_the_context_are_refused_up_front(
     err = refused_up_front(argv, tmp_path, capsys, outputs="run")
     assert f"--max-new-tokens: {context} new tokens do not fit" in err  # the flag that set it
     assert "(params: steering.max_new_tokens)" in err
+
+
+@pytest.mark.parametrize("stage", ["steer", "search"])
+def test_an_endpoint_judge_that_does_not_answer_is_refused_before_generating(
+    tmp_path, toy_world, monkeypatch, no_model_loads, capsys, stage
+):
+    """The endpoint is asked once in the preflight: one that does not answer costs one line
+    before the model loads or a run opens, not a generated chunk and a FAILED run."""
+    import socket
+
+    with socket.socket() as probe:  # a free port, closed again: nothing answers there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("KEY_XYZ", "sk-test")
+    judge = {**OPENAI, "base_url": f"http://127.0.0.1:{port}/v1", "api_key_env": "KEY_XYZ"}
+    params = _params(tmp_path, toy_world, judge)
+    flags = SMALL if stage == "steer" else ["--max-new-tokens", "6", "--layers", "1"]
+    argv = [stage, "--params", str(params), "--out", str(tmp_path / "run"), *flags]
+    err = refused_up_front(argv, tmp_path, capsys, outputs="run")
+    assert f"judge: http://127.0.0.1:{port}/v1/models cannot be reached" in err

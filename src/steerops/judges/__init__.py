@@ -12,6 +12,6 @@ and its prompts, for cache keys and settings hashes.
 """
 
 from steerops.judges.base import Judge, Score
-from steerops.judges.factory import check_judge, make_judge
+from steerops.judges.factory import check_judge, make_judge, reach_judge
 
-__all__ = ["Judge", "Score", "check_judge", "make_judge"]
+__all__ = ["Judge", "Score", "check_judge", "make_judge", "reach_judge"]

@@ -61,5 +61,15 @@ def check_judge(params: Params, trait: Trait | None = None) -> None:
         raise _unknown(kind)
 
 
+def reach_judge(params: Params, trait: Trait | None = None) -> None:
+    """An endpoint judge is asked once that it is there and takes the key (after
+    `check_judge`, before a stage loads its model or opens a run); a local one needs
+    nothing."""
+    if params.judge.kind == "openai":
+        from steerops.judges.openai import OpenAIJudge
+
+        OpenAIJudge.reach(params, trait)
+
+
 def _unknown(kind: str) -> SteeropsError:
     return SteeropsError(f"judge.kind: unknown judge {kind!r} (use toy, openai, hf or proxy)")

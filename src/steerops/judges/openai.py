@@ -26,7 +26,7 @@ from steerops.judges.cache import Entry, JudgeCache, cache_folder
 from steerops.judges.cached import CachedJudge, Job, Unanswered
 from steerops.judges.prompts import JudgePrompts, prompts_for
 from steerops.judges.scoring import as_score_int, integer_probs, weighted_score
-from steerops.judges.transport import Refused, RetryPolicy, Stopped, post_json, shown
+from steerops.judges.transport import Refused, RetryPolicy, Stopped, post_json, reach, shown
 
 # The request form every answer comes from (part of the judge's cache identity).
 _REQUEST = {"max_tokens": 1, "temperature": 0, "logprobs": True}
@@ -89,6 +89,15 @@ class OpenAIJudge(CachedJudge):
         """Refuse what `from_params` would refuse (URL, model, rubric, an unset key
         variable) without building the judge or sending anything; the key is not kept."""
         _checked(params, trait)
+
+    @classmethod
+    def reach(cls, params, trait) -> None:
+        """One GET of the endpoint's model list before any work: an endpoint that does not
+        answer, or refuses the key, then costs a second, not a generated chunk."""
+        _, api_key = _checked(params, trait)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        url = params.judge.base_url.rstrip("/") + "/models"
+        reach(url, headers, min(params.judge.timeout_s, 30.0), api_key)
 
     @classmethod
     def from_params(cls, params, trait) -> OpenAIJudge:

@@ -132,6 +132,36 @@ def post_json(
     )
 
 
+def reach(url: str, headers: dict[str, str], timeout_s: float, secret: str = "") -> None:
+    """One GET to `url`, to learn before any work that the server is there and takes the
+    key: any HTTP answer will do (a server without this route says 404), except a refused
+    key (401, 403) or a redirect; no answer at all is a SteeropsError naming why."""
+    request = urllib.request.Request(url, headers=headers, method="GET")
+    try:
+        with _OPENER.open(request, timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            detail = shown(_error_body(exc) or str(exc.reason), secret, 200)
+            raise SteeropsError(
+                f"judge: {url} refused the key (HTTP {exc.code}): {detail}"
+            ) from None
+        if 300 <= exc.code < 400:
+            target = _scrub(str(exc.headers.get("Location", "?")), secret)
+            raise SteeropsError(
+                f"judge: {url} redirects (HTTP {exc.code}) to {target}; redirects are not "
+                "followed, so the key goes nowhere else: set judge.base_url to the final URL"
+            ) from None
+    except RETRY_ERRORS as exc:
+        reason = _scrub(f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}", secret)
+        raise SteeropsError(f"judge: {url} cannot be reached ({reason})") from None
+    except ValueError as exc:  # its message may quote the key's header: the type only
+        raise SteeropsError(
+            f"judge: cannot send a request to {url} ({type(exc).__name__}): check "
+            "judge.base_url and the key in the variable judge.api_key_env names"
+        ) from None
+
+
 def _error_body(exc: urllib.error.HTTPError) -> str:
     try:
         text = exc.read().decode("utf-8", "replace")

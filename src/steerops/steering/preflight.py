@@ -1,6 +1,7 @@
 """Everything a steering sweep or search needs, checked before a model loads or an MLflow
 run opens: the traits and their questions, the steered variant (its source and device), the
-judge (its params, rubric, key variable and model variant; nothing sent, nothing loaded),
+judge (its params, rubric, key variable and model variant; nothing loaded; an endpoint is
+asked once, last, that it answers and takes the key),
 the model's layer count and width (from its config file, no weights), the layers, and every
 vector set and layer norm the configs use.
 A coefficient far outside its unit's sensible range is said now, not after generating.
@@ -41,7 +42,7 @@ def check_grid(
 
     Vectors are read from the pipeline's outputs (`params.inputs`), where a scratch run
     finds them too."""
-    from steerops.judges import check_judge
+    from steerops.judges import check_judge, reach_judge
     from steerops.models.loading import check_variant, model_shape
     from steerops.steering.configs import VectorSource
     from steerops.steering.sources import VectorSources
@@ -95,6 +96,7 @@ def check_grid(
                     if norm:
                         norms.append(norm)
         warn_far_coefficients(stage, coefficients, cfg.coefficient_unit, norms)
+    reach_judge(params, data)  # last: every check that sends nothing has passed
     return out
 
 
