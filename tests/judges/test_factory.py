@@ -84,3 +84,23 @@ def test_check_judge_reads_the_key_from_the_environment_and_keeps_nothing(tmp_pa
     assert check_judge(params, _trait(tmp_path)) is None
     assert "sk-secret-xyz" not in repr(params)
     check_judge(_params(tmp_path, "{kind: toy}"))  # the exact judge needs nothing
+
+
+def test_the_toy_judge_is_refused_on_a_trait_other_than_the_toy_worlds(tmp_path):
+    """The default judge (toy) on a real trait would score every answer 0: refused, naming
+    the trait and the kinds to use, by the preflight check and by the factory alike."""
+    from steerops.judges import check_judge, make_judge
+    from steerops.traits import Trait
+
+    params = _params(tmp_path, "{kind: toy}")
+    real = _trait(tmp_path)
+    for build in (check_judge, make_judge):
+        with pytest.raises(SteeropsError) as info:
+            build(params, real)
+        assert str(info.value) == (
+            "judge.kind: toy scores only the toy world's trait toy/refusal, not cat/t: set "
+            "judge.kind to proxy, openai or hf (docs/params.md)"
+        )
+    toy = Trait("toy/refusal", tmp_path / "t", [], [], definition="refuses", questions=["q?"])
+    check_judge(params, toy)
+    assert make_judge(params, toy).score(["q?"], ["a"])  # judged, whatever the score

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from steerops.errors import SteeropsError
 from steerops.judges.base import Judge
 
+TOY_TRAIT = "toy/refusal"  # the one trait the toy world has, and its judge judges
+
 if TYPE_CHECKING:
     from steerops.config import Params
     from steerops.models.loading import LoadedModel
@@ -23,6 +25,7 @@ def make_judge(
     if kind == "toy":
         from steerops.judges.toy import ToyJudge
 
+        _check_toy(trait)
         return ToyJudge()
     if kind == "openai":
         from steerops.judges.openai import OpenAIJudge
@@ -57,8 +60,20 @@ def check_judge(params: Params, trait: Trait | None = None) -> None:
         from steerops.judges.proxy import ProxyJudge
 
         ProxyJudge.check_params(params, trait)
-    elif kind != "toy":
+    elif kind == "toy":
+        _check_toy(trait)
+    else:
         raise _unknown(kind)
+
+
+def _check_toy(trait: Trait | None) -> None:
+    """The exact toy judge knows the toy world's grammar only: on any other trait it would
+    score every answer incoherent and unrefused, which reads as a finding."""
+    if trait is not None and trait.name != TOY_TRAIT:
+        raise SteeropsError(
+            f"judge.kind: toy scores only the toy world's trait {TOY_TRAIT}, not {trait.name}: "
+            "set judge.kind to proxy, openai or hf (docs/params.md)"
+        )
 
 
 def reach_judge(params: Params, trait: Trait | None = None) -> None:
