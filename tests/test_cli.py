@@ -432,3 +432,15 @@ def test_out_never_names_another_projects_folder(tmp_path, monkeypatch, held):
     kept.mkdir(parents=True)
     (kept / "params.yaml").write_text("seed: 3\n")
     assert _params(mine, "--out", "runs/kept").run_root == kept
+
+
+def test_a_path_flag_says_it_is_read_from_the_working_directory(capsys):
+    """A path flag resolves against the working directory, its params key against the
+    params file's folder: the flag's help says the former, never the latter."""
+    from steerops.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    flag = text.split("--report-dir REPORT_DIR ")[-1].split(" --")[0]
+    assert "relative to the working directory" in flag and "params dir" not in flag
