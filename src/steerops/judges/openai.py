@@ -95,9 +95,8 @@ class OpenAIJudge(CachedJudge):
         """One GET of the endpoint's model list before any work: an endpoint that does not
         answer, or refuses the key, then costs a second, not a generated chunk."""
         _, api_key = _checked(params, trait)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         url = params.judge.base_url.rstrip("/") + "/models"
-        reach(url, headers, min(params.judge.timeout_s, 30.0), api_key)
+        reach(url, _auth(api_key), min(params.judge.timeout_s, 30.0), api_key)
 
     @classmethod
     def from_params(cls, params, trait) -> OpenAIJudge:
@@ -191,8 +190,7 @@ class OpenAIJudge(CachedJudge):
             "max_tokens": _SENT_TOKENS,
             "top_logprobs": self.top_logprobs,
         }
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        reply = post_json(self.url, body, headers, self.policy, self._api_key, stop)
+        reply = post_json(self.url, body, _auth(self._api_key), self.policy, self._api_key, stop)
         return weighted_score(integer_probs(self._top_logprobs(reply)))
 
     def _top_logprobs(self, reply: dict) -> list[dict]:
@@ -271,6 +269,11 @@ def _off_scale(number: int, rest: str) -> bool:
     if fraction is not None:
         return fraction.group(1) != "100"
     return number in (0, 1) and _DECIMAL.match(rest) is not None
+
+
+def _auth(api_key: str) -> dict[str, str]:
+    """The request header that carries the key (none without one)."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 def _checked(params, trait) -> tuple[JudgePrompts, str]:

@@ -93,11 +93,7 @@ def post_json(
                 raw = reply.read()
         except urllib.error.HTTPError as exc:
             if 300 <= exc.code < 400:
-                target = _scrub(str(exc.headers.get("Location", "?")), secret)
-                raise SteeropsError(
-                    f"judge: {url} redirects (HTTP {exc.code}) to {target}; redirects are not "
-                    "followed, so the key goes nowhere else: set judge.base_url to the final URL"
-                ) from None
+                raise _redirected(url, exc, secret) from None
             detail = shown(_error_body(exc) or str(exc.reason), secret, 200)
             if exc.code not in RETRY_STATUS:
                 error = Refused if exc.code in REFUSED_STATUS else SteeropsError
@@ -120,10 +116,7 @@ def post_json(
                 text = shown(raw.decode("utf-8", "replace"), secret, 120)
                 last = f"a reply that is not JSON: {text}"
         if refused:
-            raise SteeropsError(
-                f"judge: cannot send a request to {url} ({refused}): check judge.base_url "
-                "and the key in the variable judge.api_key_env names"
-            )
+            raise _unsendable(url, refused)
         # An interrupted or failed run must not wait at exit for workers that keep retrying.
         if attempt < policy.max_retries and stop.wait(policy.delay(attempt, retry_after)):
             raise Stopped(f"judge: {url}: stopped before retrying; last error: {last}")
@@ -147,19 +140,28 @@ def reach(url: str, headers: dict[str, str], timeout_s: float, secret: str = "")
                 f"judge: {url} refused the key (HTTP {exc.code}): {detail}"
             ) from None
         if 300 <= exc.code < 400:
-            target = _scrub(str(exc.headers.get("Location", "?")), secret)
-            raise SteeropsError(
-                f"judge: {url} redirects (HTTP {exc.code}) to {target}; redirects are not "
-                "followed, so the key goes nowhere else: set judge.base_url to the final URL"
-            ) from None
+            raise _redirected(url, exc, secret) from None
     except RETRY_ERRORS as exc:
         reason = _scrub(f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}", secret)
         raise SteeropsError(f"judge: {url} cannot be reached ({reason})") from None
     except ValueError as exc:  # its message may quote the key's header: the type only
-        raise SteeropsError(
-            f"judge: cannot send a request to {url} ({type(exc).__name__}): check "
-            "judge.base_url and the key in the variable judge.api_key_env names"
-        ) from None
+        raise _unsendable(url, type(exc).__name__) from None
+
+
+def _redirected(url: str, exc: urllib.error.HTTPError, secret: str) -> SteeropsError:
+    target = _scrub(str(exc.headers.get("Location", "?")), secret)
+    return SteeropsError(
+        f"judge: {url} redirects (HTTP {exc.code}) to {target}; redirects are not "
+        "followed, so the key goes nowhere else: set judge.base_url to the final URL"
+    )
+
+
+def _unsendable(url: str, problem: str) -> SteeropsError:
+    """A header or URL http.client will not send (`problem`: the error's type only)."""
+    return SteeropsError(
+        f"judge: cannot send a request to {url} ({problem}): check judge.base_url "
+        "and the key in the variable judge.api_key_env names"
+    )
 
 
 def _error_body(exc: urllib.error.HTTPError) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 
 from steerops.cli import load_params_for, params_flag, stage_parser
-from steerops.errors import SteeropsError
 
 MODELS_DIR = "models"
 
@@ -35,17 +34,14 @@ def run(args: argparse.Namespace) -> None:
     from steerops.io import read_json, text_md5, write_json
     from steerops.models.chat_template import chat_template
     from steerops.models.fingerprint import model_fingerprint
-    from steerops.models.loading import model_source
+    from steerops.models.loading import check_model_folder, model_source
 
     params = load_params_for(args)
     records = {}
     for variant, spec in params.models.items():  # every source checked before a write
-        source, local = model_source(params, variant), params.path(spec.id)
-        if local.exists() and not (local / "config.json").is_file():
-            # loading's folder check (generate refuses it): no identity for what never loads
-            raise SteeropsError(
-                f"models.{variant}.id: {local} is not a model folder (no config.json in it)"
-            )
+        source = model_source(params, variant)
+        # no identity for what never loads (generate refuses it the same way)
+        check_model_folder(params.path(spec.id), variant)
         fingerprint = model_fingerprint(source, spec.revision)
         records[variant] = {
             "variant": variant,

@@ -254,13 +254,18 @@ def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
 _PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
 
-def _refuse_pickles(source: str, variant: str) -> None:
-    """A local folder must have safetensors weights; pickled ones are never read."""
-    path = Path(source)
+def check_model_folder(path: Path, variant: str) -> None:
+    """A local model id that exists must be a model folder (its config.json in it)."""
     if path.exists() and not (path / "config.json").is_file():
         raise SteeropsError(
             f"models.{variant}.id: {path} is not a model folder (no config.json in it)"
         )
+
+
+def _refuse_pickles(source: str, variant: str) -> None:
+    """A local folder must have safetensors weights; pickled ones are never read."""
+    path = Path(source)
+    check_model_folder(path, variant)
     if path.is_dir():
         for weights in sorted(path.glob("*.safetensors")):
             _check_complete(weights, variant)
