@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 from steerops.steering.store import steering_dir
 
@@ -113,7 +114,10 @@ def reference_interval(d: np.ndarray, seed: int, resamples: int = 2000, confiden
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(d), size=(resamples, len(d)))
     means = np.array([sum(d[i] for i in row) / len(row) for row in draws])
-    tail = (1 - confidence) / 2
+    # Hesterberg's expanded percentile tail, from scipy's t and normal distributions
+    n = len(d)
+    z = np.sqrt(n / (n - 1)) * scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) if n > 1 else None
+    tail = scipy_stats.norm.cdf(-z) if n > 1 else (1 - confidence) / 2
     return float(d.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 

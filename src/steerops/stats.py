@@ -13,7 +13,17 @@ so anyone can recompute it:
     rng   = numpy.random.default_rng(seed)
     idx   = rng.integers(0, n, size=(RESAMPLES, n))  # questions drawn with replacement
     means = d[idx].mean(axis=1)
-    lo, hi = numpy.quantile(means, [0.025, 0.975])  # percentile interval
+    z     = math.sqrt(n / (n - 1)) * scipy.stats.t.ppf(0.975, n - 1)
+    tail  = scipy.stats.norm.cdf(-z)  # 0.0086 at n = 10, 0.0159 at n = 20, 0.0203 at n = 40
+    lo, hi = numpy.quantile(means, [tail, 1 - tail])   # expanded percentile interval
+
+The plain percentile interval (tail 0.025) is too narrow on few questions: in a null
+simulation of judge-like deltas it missed zero 7% of the time at n = 20 and 10% at n = 10,
+and two of them claimed together (Bonferroni) 9%. Widening its tail as Student's t would
+for the mean (Hesterberg's expanded percentile interval, "What Teachers Should Know About
+the Bootstrap", The American Statistician 2015) brings both to about 5% (tests/test_stats.py
+pins it); it keeps the bootstrap's asymmetry. One question (n = 1) has no spread to widen:
+its interval is that question's delta.
 
 `sign` is -1 with `steering.direction: negative`, so a positive delta always means "more of
 what the steering aims for". A config "has an effect" when `lo > 0`.
@@ -37,6 +47,7 @@ from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+from scipy.stats import t as scipy_t
 
 from steerops.errors import SteeropsError
 
@@ -117,7 +128,7 @@ def paired_delta(
     confidence: float = CONFIDENCE,
 ) -> Interval:
     """Mean of sign * (steered - baseline) over the questions scored in both, with its paired
-    bootstrap percentile interval (see the module docstring)."""
+    bootstrap expanded percentile interval (see the module docstring)."""
     if len(steered) != len(baseline):
         raise ValueError("paired_delta: steered and baseline need one score per question each")
     d = np.array(
@@ -133,9 +144,19 @@ def paired_delta(
         return Interval(0, None, None, None)
     rng = np.random.default_rng(seed)
     means = d[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0
+    tail = expanded_tail(n, confidence)
     lo, hi = np.quantile(means, [tail, 1.0 - tail])
     return Interval(n, float(d.mean()), float(lo), float(hi))
+
+
+def expanded_tail(n: int, confidence: float = CONFIDENCE) -> float:
+    """The percentile bootstrap's tail probability on each side for `n` paired differences,
+    widened as Student's t widens the normal interval of a mean (see the module docstring):
+    (1 - confidence) / 2 as n grows, smaller on few questions."""
+    if n < 2:
+        return (1.0 - confidence) / 2.0  # one difference: every resample is that difference
+    z = math.sqrt(n / (n - 1)) * scipy_t.ppf(0.5 + confidence / 2.0, n - 1)
+    return float(NormalDist().cdf(-z))
 
 
 def proportion(hits: float, n: int, confidence: float = CONFIDENCE) -> Interval:

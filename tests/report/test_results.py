@@ -181,7 +181,7 @@ def test_verdicts_and_coefficients_match_the_gap_table_and_no_effect_says_so(tmp
     [no_effect] = [x for x in section.splitlines() if "`random_baseline`" in x]
     # its selection-half interval reaches zero: decided there, and shown
     assert "**no effect** on the selection half, no optimal coefficient" in no_effect
-    assert "selection delta +5.0 [+0.0, +15.0]; held-out delta" in no_effect
+    assert "selection delta +5.0 [+0.0, +20.0]; held-out delta" in no_effect
     ok = gap[gap["status"] == "ok"]["method"]
     assert set(ok) == set(pd.read_csv(out / "coefficients.csv")["method"])
 

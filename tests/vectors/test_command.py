@@ -166,3 +166,28 @@ def test_a_damaged_calibration_is_refused_before_the_run_even_for_plain_methods(
         outputs="outputs/vectors",
     )
     assert "aggregate.massive_by_layer.0" in line
+
+
+def test_positive_and_negative_examples_with_the_same_activations_are_refused_up_front(
+    tmp_path, capsys
+):
+    """The same prompts on both sides (read where no response differs) give a mean difference
+    of rounding noise; every method would fit it. One line before any run or write."""
+    from conftest import refused_up_front
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(30, 12)) * 40
+    # the negatives are the positives in another order: their sums differ only by rounding
+    data = {layer: np.concatenate([rows, rows[::-1]]) for layer in LAYERS}
+    write_activations(tmp_path / "outputs", data, 30)
+    path = params_file(
+        tmp_path, tracking={"enabled": True, "uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    )
+    line = refused_up_front(
+        ["vectors", "--params", str(path), "--methods", "mean_diff,pca"],
+        tmp_path,
+        capsys,
+        outputs="outputs/vectors",
+    )
+    assert "positive and negative examples' activations do not differ at any layer" in line
+    assert TRAIT in line and POSITION in line

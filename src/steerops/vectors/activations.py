@@ -143,3 +143,29 @@ def _split_rows(examples: list[dict], where: Path) -> tuple[ClassRows, ClassRows
             f"(positive: {len(train.pos)}, negative: {len(train.neg)})"
         )
     return train, ClassRows(indices("val", "positive"), indices("val", "negative"), pairs("val"))
+
+
+# Mean differences below this share of the rows' mean norm are float rounding, not a trait:
+# the same inputs summed in another order differ by about 1e-7 of their norm.
+SAME_CLASSES = 1e-5
+
+
+def check_classes_differ(acts: TraitActivations, trait: str, position: str) -> None:
+    """A clear error when the positive and negative examples carry the same activations at
+    every layer (e.g. positive and negative prompts that are the same, read where responses
+    are not): every method would fit rounding noise."""
+    pos = torch.cat([acts.train.pos, acts.val.pos])
+    neg = torch.cat([acts.train.neg, acts.val.neg])
+    largest = 0.0
+    for layer in acts.layers:
+        x = acts.layer(layer).double()
+        scale = float(x.norm(dim=1).mean())
+        gap = float((x[pos].mean(0) - x[neg].mean(0)).norm())
+        if gap > SAME_CLASSES * scale:
+            return
+        largest = max(largest, gap / scale if scale > 0 else 0.0)
+    raise SteeropsError(
+        f"{trait} at {position!r}: the positive and negative examples' activations do not "
+        f"differ at any layer (largest mean difference {largest:.1e} of their norm): are "
+        f"the positive and negative prompts the same? ({acts.directory})"
+    )

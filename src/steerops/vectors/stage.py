@@ -18,7 +18,7 @@ from steerops.extract.store import activations_dir
 from steerops.specs import MethodName, position_slug
 from steerops.tracking import input_hash_tags, track
 from steerops.traits import trait_dir
-from steerops.vectors.activations import load_activations
+from steerops.vectors.activations import check_classes_differ, load_activations
 from steerops.vectors.build import Built, build_method, check_base, plan_cleaning
 from steerops.vectors.store import (
     METADATA_FILE,
@@ -90,6 +90,8 @@ def run_stage(
         for trait in params.traits.names
         for position in positions
     }
+    for (trait, position), acts in activations.items():
+        check_classes_differ(acts, trait, position)
     # every method's calibration and stored base vectors checked too: a method that cannot
     # be built fails before anything is written or tracked
     # the calibration every method's warnings read (massive_share), so a damaged one is
