@@ -136,7 +136,8 @@ def test_paired_filter_drops_both_sides_of_a_failing_pair(tmp_path, toy_world):
 
 
 def test_up_to_date_outputs_are_reused_and_force_regenerates(tmp_path, toy_world, monkeypatch):
-    params_file = small_world(tmp_path, toy_world)
+    # 5 tokens cut the toy's refusals short of the judge's bar: keep every positive
+    params_file = small_world(tmp_path, toy_world, generate={"positive_min": 0})
     assert main(["generate", "--params", str(params_file)]) == 0
     rows, _ = outputs(params_file)
 
@@ -490,3 +491,20 @@ def test_an_edited_chat_template_file_generates_again(tmp_path, toy_world, monke
     monkeypatch.undo()
     assert main(["generate", "--params", str(params_file)]) == 0
     assert outputs(params_file)[1]["generation_hash"] != first
+
+
+def test_vetting_that_keeps_no_completion_of_a_class_fails_and_keeps_the_responses(
+    tmp_path, toy_world, capsys
+):
+    """A class emptied by vetting is an error at generate (not later, at extract), after
+    every completion is written for a look; the up-to-date rerun says it again."""
+    params = small_world(tmp_path, toy_world, generate={"negative_max": -1})
+    for _ in range(2):
+        capsys.readouterr()
+        assert main(["generate", "--params", str(params), "--vet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "vetting kept no completion of toy/refusal negative" in err[0]
+        assert "generate.negative_max" in err[0]
+    rows, summary = outputs(params)
+    assert summary["kept"]["negative"] == 0 and summary["kept"]["positive"] > 0
+    assert len(rows) == 2 * N

@@ -53,6 +53,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> None:
     params = load_params_for(args)
+    emptied = []
     for name in params.traits.names:
         summary = generate_trait(params, name, force=args.force)
         kept = summary["kept"]
@@ -60,6 +61,13 @@ def run(args: argparse.Namespace) -> None:
             f"{name} [{summary['variant']}]: {summary['counts']['total']} completions, "
             f"kept {kept['positive']} positive / {kept['negative']} negative "
             f"-> {responses_dir(params.out, name, summary['variant'])}"
+        )
+        emptied += [f"{name} {p}" for p in POLARITIES if summary["counts"][p] and not kept[p]]
+    if emptied:  # every trait is generated first; the responses stay for a look
+        raise SteeropsError(
+            f"vetting kept no completion of {', '.join(emptied)}: a direction needs both "
+            "classes; see generate.positive_min / generate.negative_max, "
+            "generate.max_new_tokens, or generate.vet: false"
         )
 
 
