@@ -71,9 +71,9 @@ def test_overrides_replace_params(tmp_path):
         # a live worker beats every heartbeat_s: a grace within it takes over live trials
         ({"search": {"heartbeat_s": 60, "grace_s": 5}}, "grace_s (5) must exceed heartbeat_s"),
         ({"generate": {"rollouts": 2}}, "rollouts > 1 needs temperature > 0"),
-        ({"steering": {"coefficients": []}}, "steering.coefficients: List should have at least 1"),
+        ({"steering": {"coefficients": []}}, "steering.coefficients: empty; give at least 1 item"),
         # no trait would make every stage a silent no-op that exits 0
-        ({"traits": {"names": []}}, "traits.names: List should have at least 1"),
+        ({"traits": {"names": []}}, "traits.names: empty; give at least 1 item"),
     ],
 )
 def test_config_errors_are_one_line_naming_the_key(tmp_path, data, expected):

@@ -247,6 +247,9 @@ def describe_validation_error(exc: ValidationError) -> str:
     if err["type"] == "missing":
         return f"{key}: required key missing"
     got = err.get("input")
+    if err["type"] == "too_short" and isinstance(got, list) and not got:
+        least = (err.get("ctx") or {}).get("min_length", 1)
+        return f"{key}: empty; give at least {least} item{'s' if least != 1 else ''}"
     if err["type"] == "finite_number":
         return f"{key}: {not_finite(written_text(got))}"
     # a spec's own message already quotes it
