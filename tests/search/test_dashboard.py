@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from optuna_dashboard._app import create_app  # a dev dependency: no skip when it is absent
 from synthetic import MIN_COH, SOURCE, SyntheticEvaluator, open_study
 
+from steerops.errors import SteeropsError
 from steerops.search.loop import run_search
 
 
@@ -106,6 +107,18 @@ def test_with_no_feasible_trial_the_least_infeasible_is_best(tmp_path):
     storage = dashboard_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
     best = storage.get_best_trial(storage.get_study_id_from_name("s"))
     assert best.params["coefficient"] == 2.0
+
+
+def test_a_sqlite_uri_mode_url_opens_its_file_read_only(tmp_path):
+    """`sqlite:///file:PATH?mode=ro&uri=true` (sqlite's URI mode, read-only) names PATH, not
+    a missing file called `file:PATH`."""
+    from steerops.search.storage import dashboard_storage
+
+    open_study(tmp_path)
+    storage = dashboard_storage(f"sqlite:///file:{tmp_path / 'optuna.db'}?mode=ro&uri=true")
+    assert storage.get_study_id_from_name("s") is not None
+    with pytest.raises(SteeropsError, match="no study database at"):
+        dashboard_storage(f"sqlite:///file:{tmp_path / 'none.db'}?mode=ro&uri=true")
 
 
 def test_the_dashboard_command_serves_the_default_study(tmp_path, monkeypatch):

@@ -310,9 +310,12 @@ def _sqlite_file(url: str) -> Path | None:
     """The file of a sqlite URL (None: in memory, or a URL sqlalchemy cannot parse, which
     the open below reports)."""
     try:
-        database = make_url(url).database
+        parsed = make_url(url)
     except Exception:
         return None
+    database = parsed.database
+    if database and parsed.query.get("uri") == "true":  # sqlite URI mode: file:PATH
+        database = database.removeprefix("file:") or None
     return Path(database) if database and database != ":memory:" else None
 
 
