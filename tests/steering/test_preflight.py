@@ -234,3 +234,38 @@ def test_an_endpoint_judge_that_does_not_answer_is_refused_before_generating(
     argv = [stage, "--params", str(params), "--out", str(tmp_path / "run"), *flags]
     err = refused_up_front(argv, tmp_path, capsys, outputs="run")
     assert f"judge: http://127.0.0.1:{port}/v1/models cannot be reached" in err
+
+
+@pytest.mark.parametrize("stage", ["steer", "search"])
+def test_a_question_too_long_for_the_new_tokens_is_refused_up_front(
+    tmp_path, toy_world, no_model_loads, capsys, stage
+):
+    """The context must hold the prompted question and the new tokens: the longest question
+    is named; one token fewer passes on to loading the model."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    context = json.loads((toy_world / "model" / "config.json").read_text())[
+        "max_position_embeddings"
+    ]
+    tokenizer = AutoTokenizer.from_pretrained(toy_world / "model")
+    questions = json.loads((toy_world / "traits/toy/refusal/steering.json").read_text())
+    lengths = [
+        len(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True
+            )["input_ids"]
+        )
+        for q in questions["questions"]
+    ]
+    longest = max(lengths)
+    params = _params(tmp_path, toy_world)
+    flags = ["--layers", "1"] + (["--coefficients", "0.5"] if stage == "steer" else [])
+    argv = [stage, "--params", str(params), "--out", str(tmp_path / "run"), *flags]
+    too_many = str(context - longest + 1)
+    err = refused_up_front([*argv, "--max-new-tokens", too_many], tmp_path, capsys, "run")
+    assert f"question {lengths.index(longest)} is {longest} tokens as prompted" in err
+    assert f"with {too_many} new tokens it runs past the model's context of {context}" in err
+    with pytest.raises(AssertionError, match="a model was loaded"):
+        main([*argv, "--max-new-tokens", str(context - longest)])

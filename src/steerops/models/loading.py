@@ -145,7 +145,7 @@ def load_model(
     if reuse and reuse.name == variant and reuse.tokenizer.padding_side == padding_side:
         return reuse
     spec = params.variant(variant)
-    source, tokenizer = _checked(params, variant, padding_side)
+    source, tokenizer = checked_variant(params, variant, padding_side)
     kwargs: dict = {**source.kwargs, "use_safetensors": True}
     if spec.dtype != "auto":
         kwargs["dtype"] = _DTYPES[spec.dtype]
@@ -189,10 +189,10 @@ def check_variant(params: Params, variant: str) -> str:
     template that compiles, a readable config and tokenizer, module paths that resolve;
     returns the source.
     Cheap, so a stage calls it before opening its MLflow run (no FAILED run for a typo)."""
-    return _checked(params, variant)[0].name
+    return checked_variant(params, variant)[0].name
 
 
-def _checked(params: Params, variant: str, padding_side: str = "left"):
+def checked_variant(params: Params, variant: str, padding_side: str = "left"):
     """(source, tokenizer) after `check_variant`'s checks: `load_model` keeps the tokenizer
     they loaded instead of loading it twice."""
     check_placement(params.variant(variant), variant)

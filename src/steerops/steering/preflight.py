@@ -43,7 +43,7 @@ def check_grid(
     Vectors are read from the pipeline's outputs (`params.inputs`), where a scratch run
     finds them too."""
     from steerops.judges import check_judge, reach_judge
-    from steerops.models.loading import check_variant, model_shape
+    from steerops.models.loading import checked_variant, model_shape
     from steerops.steering.configs import VectorSource
     from steerops.steering.sources import VectorSources
     from steerops.traits import load_trait
@@ -61,7 +61,8 @@ def check_grid(
         )
     params.variant(cfg.vector_variant, "steering.vector_variant")
     params.variant(cfg.variant, "steering.variant")
-    check_variant(params, cfg.variant)  # its source, safetensors weights and device
+    # its source, safetensors weights and device; the tokenizer it loaded to check them
+    _, tokenizer = checked_variant(params, cfg.variant)
     shape = model_shape(params, cfg.variant)
     if shape.context is not None and cfg.max_new_tokens >= shape.context:
         # past the context a static cache would not fit, and positions have no meaning
@@ -77,6 +78,7 @@ def check_grid(
         )
         check_judge(params, data)
         check_split(params, data.questions)
+        check_prompt_room(params, trait, data.questions, tokenizer, shape.context)
         out[trait] = layers
         if layers is None or shape.hidden_size is None:
             continue
@@ -98,6 +100,28 @@ def check_grid(
         warn_far_coefficients(stage, coefficients, cfg.coefficient_unit, norms)
     reach_judge(params, data)  # last: every check that sends nothing has passed
     return out
+
+
+def check_prompt_room(
+    params, trait: str, questions: list[str], tokenizer, context: int | None
+) -> None:
+    """Every steered question, as the chat template prompts it, leaves room in the model's
+    context for `steering.max_new_tokens`: past it positions have no meaning and a static
+    cache does not fit."""
+    from steerops.models.generation import encode_prompt, render_prompts
+
+    cfg = params.steering
+    if context is None:
+        return
+    steered = questions[: cfg.subset] if cfg.subset else questions
+    lengths = [len(encode_prompt(tokenizer, t)) for t in render_prompts(tokenizer, steered)]
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    if lengths[longest] + cfg.max_new_tokens > context:
+        raise SteeropsError(
+            f"steering.max_new_tokens: {trait} question {longest} is {lengths[longest]} tokens "
+            f"as prompted; with {cfg.max_new_tokens} new tokens it runs past the model's "
+            f"context of {context} positions (max_position_embeddings)"
+        )
 
 
 def check_split(params, questions: list[str]) -> None:
