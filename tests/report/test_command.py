@@ -335,3 +335,45 @@ def test_the_report_bar_defaults_to_steers(tmp_path):
     both = {"steering": {"min_coherence": 55.0}, "report": {"min_coherence": 68.0}}
     gap = pd.read_csv(_report(tmp_path, **both) / "gap_analysis.csv")
     assert _row(gap, method="probe")["status"] == "needs finer coefficients"
+
+
+def _steered_at(folder, bars: dict[str, float]) -> None:
+    """Each cell's metrics.json as steer writes it, at the bar given by method."""
+    from steerops.config import load_params
+    from steerops.io import write_json
+    from steerops.steering.best import cell_metrics, config_rows, protocol
+    from steerops.steering.store import METRICS_FILE, ResultsLog
+
+    params = load_params(write_params(folder))
+    for path in sorted((folder / "outputs" / "steering").rglob("results.jsonl")):
+        log = ResultsLog(path)
+        h = log.entries[0]["settings_hash"]
+        rows = config_rows(log, h, protocol(params), {"trait": "t"})
+        bar = bars[path.parent.name]
+        write_json(path.parent / METRICS_FILE, cell_metrics(rows, bar, protocol(params)))
+
+
+def test_a_run_steered_at_its_own_bar_is_reported_at_it(tmp_path, capsys):
+    """Cells steered with --min-coherence 55 (recorded in their metrics.json) are reported
+    at 55 without the flag again; cells at two bars are judged at the params' bar, with a
+    warning; an explicit report bar wins."""
+    synthetic_grid(tmp_path, {"probe": ([10, 40, 70, 90], [60, 50, 40, 30])})
+    _steered_at(tmp_path, {"probe": 55.0})
+    capsys.readouterr()
+    gap = pd.read_csv(_report(tmp_path) / "gap_analysis.csv")
+    assert _row(gap, method="probe")["status"] != "needs finer coefficients"
+    assert "warning" not in capsys.readouterr().err
+    gap = pd.read_csv(_report(tmp_path, report={"min_coherence": 68.0}) / "gap_analysis.csv")
+    assert _row(gap, method="probe")["status"] == "needs finer coefficients"
+    err = capsys.readouterr().err
+    assert (
+        "1 of 1 cells were steered at coherence >= 55; this report judges every cell at 68" in err
+    )
+
+    two = tmp_path / "two"
+    two.mkdir()
+    synthetic_grid(two, {"probe": ([10, 40, 70, 90], [60, 50, 40, 30]), "pca": ([50], [90])})
+    _steered_at(two, {"probe": 55.0, "pca": 68.0})
+    gap = pd.read_csv(_report(two) / "gap_analysis.csv")
+    assert _row(gap, method="probe")["status"] == "needs finer coefficients"
+    assert "1 of 2 cells were steered at coherence >= 55" in capsys.readouterr().err

@@ -18,7 +18,7 @@ class ReportConfig(Strict):
         None,
         ge=0,
         le=100,
-        description="coherence a config needs to count (0-100); default: this params file's "
-        "steering.min_coherence (the pipeline steer's bar; a run steered with --min-coherence "
-        "needs the same flag here)",
+        description="coherence a config needs to count (0-100); default: the bar the cells "
+        "were steered with when they agree (a run steered with --min-coherence is reported "
+        "at it), else this params file's steering.min_coherence",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,13 @@ from steerops.cli import abs_path, flags, load_params_for, run_file, stage_parse
 from steerops.errors import SteeropsError
 from steerops.io import write_json, write_text
 from steerops.report import calibrated, plots, predict, tables
-from steerops.report.load import COLUMNS, load_results, load_search_summaries, vector_features
+from steerops.report.load import (
+    COLUMNS,
+    load_results,
+    load_search_summaries,
+    steered_bars,
+    vector_features,
+)
 from steerops.report.markdown import markdown_table
 from steerops.report.results import render_results
 from steerops.steering.best import protocol
@@ -63,8 +70,7 @@ def run(args: argparse.Namespace) -> None:
 def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path) -> list[Path]:
     """Every table from grid cells only (chosen on the selection half, reported on the
     held-out half); the searches in a table of their own."""
-    bar = params.report.min_coherence
-    threshold = params.steering.min_coherence if bar is None else bar
+    threshold = coherence_bar(params, steered_bars(params))
     proto = protocol(params)
     # every input is read before the first file is written: a damaged one leaves the
     # report as it was, not half rewritten
@@ -118,6 +124,28 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
         write_text(results, render_results(frame, searched, csvs, record, setup))
         files.append(results)
     return files
+
+
+def coherence_bar(params, steered: dict[str, float]) -> float:
+    """The bar the report judges every cell at: `report.min_coherence` when set; else the one
+    the cells were steered with, when they agree (a scratch `steer --min-coherence 60` is
+    reported at 60); else `steering.min_coherence`. A cell steered at another bar than the
+    report's is said on stderr: its verdicts here differ from the ones steer printed."""
+    bar = params.report.min_coherence
+    bars = set(steered.values())
+    if bar is None:
+        bar = bars.pop() if len(bars) == 1 else params.steering.min_coherence
+    others = sorted({b for b in steered.values() if b != bar})
+    if others:
+        cells = sum(b != bar for b in steered.values())
+        listed = ", ".join(f"{b:g}" for b in others)
+        print(
+            f"steerops report: warning: {cells} of {len(steered)} cells were steered at "
+            f"coherence >= {listed}; this report judges every cell at {bar:g} "
+            "(--min-coherence sets it)",
+            file=sys.stderr,
+        )
+    return bar
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from steerops import stats
 from steerops.calibration.store import stored_global_dims, stored_massive_dims
+from steerops.errors import SteeropsError
 from steerops.extract.store import activations_dir, is_complete
 from steerops.extract.store import read_layer as read_activations
 from steerops.io import file_md5, read_json
@@ -172,6 +173,21 @@ def _model_labels(frame: pd.DataFrame) -> list[str]:
         f"{model} [{variant}]" if model in many else model
         for model, variant in zip(frame["model"], frame["variant"], strict=True)
     ]
+
+
+def steered_bars(params) -> dict[str, float]:
+    """The coherence bar each grid cell under the outputs root was steered and judged with
+    (its `metrics.json`), by the cell's folder."""
+    root = params.out / "steering"
+    bars = {}
+    for path in sorted(root.rglob(METRICS_FILE)) if root.is_dir() else []:
+        try:
+            bar = read_json(path).get("min_coherence")
+        except (OSError, ValueError, SteeropsError, AttributeError):
+            continue  # load_results says what is wrong with the cell
+        if isinstance(bar, int | float) and not isinstance(bar, bool):
+            bars[str(path.parent.relative_to(root))] = float(bar)
+    return bars
 
 
 def _cell_settings(log: ResultsLog, metrics_file) -> str | None:

@@ -156,7 +156,7 @@ def cell_metrics(
         "heldout_fraction": proto.heldout_fraction,
         "seed": proto.seed,
         "interval": f"{stats.CONFIDENCE:.0%} paired bootstrap over questions "
-        f"({stats.RESAMPLES} resamples)",
+        f"({stats.RESAMPLES} resamples, expanded percentile)",
         "layer": None,
         "coefficient": None,
         "weight": None,
