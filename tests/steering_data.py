@@ -109,7 +109,7 @@ def cell_log(
     return steering_dir(out, TRAIT, variant, position, component, method) / "results.jsonl"
 
 
-def reference_interval(d: np.ndarray, seed: int, resamples: int = 2000, confidence=0.95):
+def reference_interval(d: np.ndarray, seed: int, resamples: int = 20_000, confidence=0.95):
     """The documented paired bootstrap, written draw by draw."""
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(d), size=(resamples, len(d)))

@@ -12,7 +12,7 @@ from steerops import stats
 from steerops.errors import SteeropsError
 
 
-def reference_interval(steered, baseline, seed, sign=1.0, resamples=2000):
+def reference_interval(steered, baseline, seed, sign=1.0, resamples=stats.RESAMPLES):
     """The documented recipe, written out draw by draw."""
     pairs = list(zip(steered, baseline, strict=True))
     d = np.array([sign * (s - b) for s, b in pairs if s is not None and b is not None])
@@ -79,6 +79,16 @@ def test_expanded_tail_widens_on_few_questions_and_meets_the_plain_tail_on_many(
     assert stats.expanded_tail(20, 0.99) == pytest.approx(expanded_tail(20, 0.99), rel=1e-9)
     one = stats.paired_delta([70.0], [20.0], seed=0)
     assert (one.n, one.mean, one.lo, one.hi) == (1, 50.0, 50.0, 50.0)
+
+
+def test_min_questions_is_where_a_sign_test_first_reaches_the_claims_level():
+    for k in range(1, 12):
+        level = 0.025 / k  # one-sided, Bonferroni over k claims
+        expected = next(n for n in range(1, 50) if 0.5**n <= level)
+        assert stats.min_questions(k) == expected
+        assert 0.5 ** (expected - 1) > level
+    assert [stats.min_questions(k) for k in (1, 2, 3, 4, 5)] == [6, 7, 7, 8, 8]
+    assert stats.min_questions(1) == stats.MIN_HELDOUT
 
 
 def null_misses(n, k, families, seed=0):

@@ -21,8 +21,10 @@ The plain percentile interval (tail 0.025) is too narrow on few questions: in a 
 simulation of judge-like deltas it missed zero 7% of the time at n = 20 and 10% at n = 10,
 and two of them claimed together (Bonferroni) 9%. Widening its tail as Student's t would
 for the mean (Hesterberg's expanded percentile interval, "What Teachers Should Know About
-the Bootstrap", The American Statistician 2015) brings both to about 5% (tests/test_stats.py
-pins it); it keeps the bootstrap's asymmetry. One question (n = 1) has no spread to widen:
+the Bootstrap", The American Statistician 2015) brings both to about 5% on such deltas
+(tests/test_stats.py pins it); it keeps the bootstrap's asymmetry. It is not exact: where a
+third of the questions move a lot either way and the rest barely move, it still misses about
+7% at n = 20 and 8% at n = 10. Below `min_questions` no verdict is drawn from it at all. One question (n = 1) has no spread to widen:
 its interval is that question's delta.
 
 `sign` is -1 with `steering.direction: negative`, so a positive delta always means "more of
@@ -52,7 +54,9 @@ from scipy.stats import t as scipy_t
 from steerops.errors import SteeropsError
 
 CONFIDENCE = 0.95
-RESAMPLES = 2000
+RESAMPLES = 20_000  # the Bonferroni tails of 5 claims on 10 questions sit 6 draws in
+# one claim at 95% (tails 50 draws in) over thousands of comparisons a resample
+PAIRWISE_RESAMPLES = 2000
 
 # verdicts of a choice (the grid's and the report's; a search words its own, see search)
 OK = "ok"
@@ -63,9 +67,10 @@ NEEDS_FINER = "needs finer coefficients"
 UNSCORED = "trait unscored"
 # a choice the judge gave no held-out trait or coherence score: a failure, not a finding
 HELDOUT_UNSCORED = "held out unscored"
-# an interval above zero on fewer held-out questions than any test could find an effect
-# with: every one of n questions moving the same way has sign-test p = 2 * 0.5**n, which
-# first falls below 5% at n = 6; a bootstrap over 1-5 questions reads certainty from them
+# an interval above zero on fewer held-out questions than a sign or permutation test could
+# find an effect with: every one of n questions moving the same way has sign-test p =
+# 2 * 0.5**n, which first falls below 5% at n = 6 (`min_questions`); a bootstrap over 1-5
+# questions reads certainty from them
 TOO_FEW = "too few held out"
 MIN_HELDOUT = 6
 # below this many held-out questions a verdict's interval is called out where it is printed
@@ -175,7 +180,7 @@ def pairwise_share(
     first: Sequence[Any],
     second: Sequence[Any],
     seed: int,
-    resamples: int = RESAMPLES,
+    resamples: int = PAIRWISE_RESAMPLES,
     confidence: float = CONFIDENCE,
 ) -> Interval:
     """The share of pairwise comparisons won (`hits` 0, 0.5 for a tie, or 1 per comparison
@@ -389,6 +394,15 @@ def family_confidence(k: int) -> float:
     """Each interval's confidence when `k` are claimed together (Bonferroni): all k hold
     at CONFIDENCE."""
     return 1 - (1 - CONFIDENCE) / max(k, 1)
+
+
+def min_questions(k: int = 1) -> int:
+    """Fewest paired questions on which any test could claim one of `k` effects together at
+    CONFIDENCE: n questions all moving one way have one-sided sign-test p = 0.5**n, which
+    must reach (1 - CONFIDENCE) / (2k). 6 for one claim (MIN_HELDOUT), 7 for 2-3, 8 for
+    4-6. Below it a bootstrap interval shrinks to the data's range and reads certainty
+    from a handful of questions."""
+    return math.ceil(math.log2(2 * max(k, 1) / (1 - CONFIDENCE)) - 1e-9)
 
 
 def heldout_verdict(row: Mapping[str, Any], min_coherence: float) -> str:

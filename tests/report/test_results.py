@@ -407,3 +407,25 @@ def test_a_verdict_on_few_held_out_questions_says_so_as_steer_does():
     assert (
         stats.few_questions_note(8) in verdict_line(metrics) and stats.few_questions_note(8) in few
     )
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "says"),
+    [
+        (5, 1, "too few held-out questions to tell (5; a claim among 1 needs 6)"),
+        (6, 1, "cleaning helps"),
+        (7, 5, "too few held-out questions to tell (7; a claim among 5 needs 8)"),
+        (8, 5, "cleaning helps"),
+    ],
+)
+def test_cleaning_is_not_said_to_help_on_fewer_questions_than_a_test_needs(n, k, says):
+    """An interval above zero on 5 questions is every question moving up, which a sign test
+    puts at p = 0.03 one-sided: not 95% for one claim, far from it for five together."""
+    from steerops.report.results import _cleaning_lines
+
+    row = {"model": "m", "trait": "t", "position": "p", "component": "residual"}
+    row |= {"method": "mean_diff", "status": "ok", "gain_note": "", "dims_removed": 1}
+    row |= {"layer": 2, "dims_cleaned": "1", "variant": "mean_diff_top1"}
+    row |= {"gain": 60.0, "gain_lo": 20.0, "gain_hi": 100.0, "gain_n": n, "gain_k": k}
+    [line] = _cleaning_lines(pd.DataFrame([row]))
+    assert line.endswith(f"**{says}**")

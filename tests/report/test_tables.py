@@ -201,3 +201,21 @@ def test_cleaned_variants_that_are_one_tensor_are_one_comparison(tmp_path):
     curve = tables.cleaning_curve(frame, 68, seed=4)
     md = curve[curve["method"] == "mean_diff"]
     assert set(md["gain_k"].dropna()) == {3}
+
+
+def test_a_preclean_gap_on_too_few_questions_is_not_flagged(tmp_path):
+    """5 held-out questions, 4 of them apart by 100 points: the interval excludes zero, but
+    no test could tell a gap on 5 questions; the flag waits for `stats.min_questions()`."""
+    from report_data import cells
+    from steering_data import write_grid
+
+    spec = {
+        "mean_diff": ([60], [95]),
+        "mean_diff_cleaned": ([100], [95]),
+        "mean_diff_preclean": ([20], [95]),
+    }
+    write_grid(tmp_path / "outputs", cells(spec), [f"q{i}" for i in range(10)])
+    frame = load_results(load_params(write_params(tmp_path)))
+    md = _row(tables.preclean_vs_clean_after(frame, 68, seed=0), method="mean_diff")
+    assert (md["n"], md["gap"]) == (5, -80) and md["gap_hi"] < 0
+    assert md["flag"] == ""

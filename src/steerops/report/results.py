@@ -22,7 +22,9 @@ VERDICTS = (
     "coefficient), **no effect** (no coherent config's interval is above zero on the selection "
     "half, or the chosen one's reaches zero held out: no optimal coefficient), "
     "**incoherent held out**, **too few held out** (an interval above zero on fewer than "
-    f"{stats.MIN_HELDOUT} held-out questions, where no test could tell an effect at 5%), "
+    f"{stats.MIN_HELDOUT} held-out questions, where no sign or permutation test could tell "
+    "an effect at 5%; **no effect** means none detected on these questions, not none at "
+    "all), "
     "**needs finer coefficients** (no steered config coherent), "
     "**trait unscored** (coherent steered configs, none with a trait score), **held out "
     "unscored** (the judge gave the choice no held-out trait or coherence score: a failure, "
@@ -133,7 +135,14 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
             continue
         if pd.isna(row.gain):
             continue
-        if row.gain_lo > 0:
+        k = 0 if pd.isna(row.gain_k) else int(row.gain_k)
+        needed = stats.min_questions(k)
+        if (row.gain_lo > 0 or row.gain_hi < 0) and row.gain_n < needed:
+            says = (
+                f"too few held-out questions to tell ({int(row.gain_n)}; a claim among {max(k, 1)} "
+                f"needs {needed})"
+            )
+        elif row.gain_lo > 0:
             says = "cleaning helps"
         elif row.gain_hi < 0:
             says = "cleaning hurts"
@@ -146,7 +155,6 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
             if pd.isna(row.dims_removed)
             else f"; {int(row.dims_removed)} removed at layer {cell(row.layer)}"
         )
-        k = 0 if pd.isna(row.gain_k) else int(row.gain_k)
         family = (
             f", one of {k} cleaned variants compared (each interval at "
             f"{stats.family_confidence(k):.1%}, so all {k} hold at 95%)"

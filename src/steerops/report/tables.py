@@ -109,7 +109,8 @@ def preclean_vs_clean_after(
     after extraction), each chosen on the selection half, and their gap with a paired
     bootstrap interval over the held-out questions both were scored on. mean_diff is linear
     in the activations, so the two must agree: a gap above `flag_points` whose interval
-    excludes zero is flagged as a likely implementation problem. A side the grid did not
+    excludes zero, on enough questions to tell (`stats.min_questions`), is flagged as a
+    likely implementation problem. A side the grid did not
     steer reads `NOT_STEERED`, with no numbers and no gap."""
     chosen = picks(frame, min_coherence)
     out = []
@@ -126,6 +127,7 @@ def preclean_vs_clean_after(
                 and gap.mean is not None
                 and abs(gap.mean) > flag_points
                 and (gap.lo or 0) * (gap.hi or 0) > 0
+                and gap.n >= stats.min_questions()  # fewer cannot tell a gap from chance
             )
             out.append(
                 {
