@@ -24,8 +24,8 @@ for the mean (Hesterberg's expanded percentile interval, "What Teachers Should K
 the Bootstrap", The American Statistician 2015) brings both to about 5% on such deltas
 (tests/test_stats.py pins it); it keeps the bootstrap's asymmetry. It is not exact: where a
 third of the questions move a lot either way and the rest barely move, it still misses about
-7% at n = 20 and 8% at n = 10. Below `min_questions` no verdict is drawn from it at all. One question (n = 1) has no spread to widen:
-its interval is that question's delta.
+7% at n = 20 and 8% at n = 10. Below `min_questions` no verdict is drawn from it at all.
+One question (n = 1) has no spread to widen: its interval is that question's delta.
 
 `sign` is -1 with `steering.direction: negative`, so a positive delta always means "more of
 what the steering aims for". A config "has an effect" when `lo > 0`.
