@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -299,7 +300,11 @@ def test_toy_search_with_random_vectors_finds_no_feasible_steering(toy_search, c
     best = json.loads((out / "best.json").read_text())
     assert best["status"] == "no feasible steering found"
     assert best["chosen"] is None and best["heldout"] is None and not best["feasible"]
-    assert "no feasible steering found" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "prompt[-1] `random_baseline`: no feasible steering found" in printed
+    # where its trials.csv and best.json are, relative to where the command ran
+    [files] = [line for line in printed.splitlines() if line.startswith("  files: ")]
+    assert Path(files.removeprefix("  files: ")).resolve() == out.resolve()
     assert (out / "heldout_responses.jsonl").read_text() == ""
     with (out / "best.csv").open() as f:
         [flat] = list(csv.DictReader(f))

@@ -121,6 +121,8 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
         results = params.path(params.report.results)
         setup = {"seed": proto.seed, "fraction": proto.heldout_fraction, "threshold": threshold}
         setup["out"] = _relative(params.out, params.path("."))
+        # a run's own folder (--out): its page names it and how to regenerate it
+        setup["run"] = params.run_folder is not None and params.run_named
         write_text(results, render_results(frame, searched, csvs, record, setup))
         files.append(results)
     return files
