@@ -24,12 +24,12 @@ RUN_REGENERATE = (
 )
 VERDICTS = (
     "Verdicts: **ok** (held-out interval above zero and coherent held out: the best "
-    "coefficient of the grid steered, which a finer grid or `steerops search` may beat), **no effect** (no coherent config's interval is above zero on the selection "
-    "half, or the chosen one's reaches zero held out: no optimal coefficient), "
-    "**incoherent held out**, **too few held out** (an interval above zero on fewer than "
-    f"{stats.MIN_HELDOUT} held-out questions, where no sign or permutation test could tell "
-    "an effect at 5%; **no effect** means none detected on these questions, not none at "
-    "all), "
+    "coefficient of the grid steered, which a finer grid or `steerops search` may beat), "
+    "**no effect** (no coherent config's interval is above zero on the selection half, or "
+    "the chosen one's reaches zero held out: no optimal coefficient; none detected on these "
+    "questions, not none at all), **incoherent held out**, **too few held out** (an interval "
+    f"above zero on fewer than {stats.MIN_HELDOUT} held-out questions, where no sign or "
+    "permutation test could tell an effect at 5%), "
     "**needs finer coefficients** (no steered config coherent), "
     "**trait unscored** (coherent steered configs, none with a trait score), **held out "
     "unscored** (the judge gave the choice no held-out trait or coherence score: a failure, "
