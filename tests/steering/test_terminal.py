@@ -102,3 +102,20 @@ def test_no_effect_on_the_selection_half_shows_the_interval_that_decided_it():
         _metrics("no effect", selection_delta_lo=5.0, heldout_delta_lo=-3.0, heldout_delta_hi=9.0)
     )
     assert "no effect held out" in held and "selection delta" not in held
+
+
+def test_only_an_ok_config_is_starred_as_the_answer():
+    """`*` marks the answer; a config a no-effect verdict was drawn on gets `~`, and the
+    line calls it the strongest coherent config, not the chosen one."""
+    results = [_result(12, c) for c in (0.2, 0.25)]
+    baseline = SimpleNamespace(trait_mean=5.0, coherence_mean=99.0)
+    ok = cell_table("cell", baseline, results, _metrics("ok"), "f").splitlines()
+    assert ok[2].split() == ["L12", "50.0", "/", "80.0", "*", "50.0", "/", "80.0"]
+    assert ok[3].startswith("  * ok: layer 12")
+    flat = _metrics("no effect", selection_delta_lo=0.0)
+    table = cell_table("cell", baseline, results, flat, "f").splitlines()
+    assert "*" not in "\n".join(table) and table[2].split()[4] == "~"
+    assert table[3].startswith(
+        "  ~ no effect on the selection half: no optimal coefficient (the strongest coherent "
+        "config: layer 12 coefficient 0.2)"
+    )

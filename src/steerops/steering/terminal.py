@@ -33,6 +33,8 @@ def cell_table(
     counts = {r.n for r in results}
     same_n = len(counts) == 1
     best = (metrics.get("layer"), metrics.get("coefficient"))
+    # `*` marks an answer; `~` the config a verdict other than ok was drawn on, not a pick
+    mark = "*" if metrics.get("status") == stats.OK else "~"
     head = (
         f"{title}: trait / coherence per layer x coefficient"
         + (f" (n {counts.pop()} per config)" if same_n else "")
@@ -46,14 +48,14 @@ def cell_table(
             text = "" if r is None else f"{_num(r.trait_mean)} / {_coherence(r.coherence_mean)}"
             if r is not None and not same_n:
                 text += f" n{r.n}"
-            row.append(text + (" *" if (layer, c) == best else "  "))
+            row.append(text + (f" {mark}" if (layer, c) == best else "  "))
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [head] + [
         "  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
-    lines.append("  * " + verdict_line(metrics))
+    lines.append(f"  {mark} " + verdict_line(metrics))
     if metrics.get("at_largest_coefficient"):
         lines.append(
             "    the grid's largest coefficient at this layer: a larger one may steer more "
@@ -79,6 +81,7 @@ def verdict_line(m: dict[str, Any]) -> str:
     status, selection = m["status"], ""
     if status == stats.NO_EFFECT and stats.no_effect_on_selection(m):
         # the strongest coherent config, none with an interval above zero where it was chosen
+        head = f"no optimal coefficient (the strongest coherent config: {chosen})"
         status = f"{status} on the selection half"
         selection = f" (selection delta {_interval(m, 'selection_trait_delta', 'selection_')})"
     elif status == stats.NO_EFFECT:
