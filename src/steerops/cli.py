@@ -184,9 +184,10 @@ def add_common(
             type=abs_path,
             metavar="DIR",
             help="this run's folder (default when run by hand: runs/<stage>-<time>/ next to "
-            "the params file): its outputs, metrics/, judge cache, Optuna study and, unless "
-            "tracking.uri or MLFLOW_TRACKING_URI says otherwise, its MLflow store; inputs "
-            "are read from the pipeline's outputs (paths.out)",
+            "the params file): its outputs, metrics/, judge cache and Optuna study; given "
+            "--out, its MLflow store too (a default scratch run logs to the project's store "
+            "beside the pipeline's runs), unless tracking.uri or MLFLOW_TRACKING_URI says "
+            "otherwise; inputs are read from the pipeline's outputs (paths.out)",
         )
         parser.add_argument(
             "--pipeline",
