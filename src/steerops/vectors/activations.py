@@ -71,11 +71,19 @@ class TraitActivations:
 
 
 def load_activations(
-    out: Path, trait: str, variant: str, position: Position | str, component: str
+    out: Path,
+    trait: str,
+    variant: str,
+    position: Position | str,
+    component: str,
+    out_flag: str = "",
 ) -> TraitActivations:
+    """`out_flag` (e.g. " --out runs/mine"): what the extract command it suggests needs to
+    write where this run reads."""
     directory = store.activations_dir(out, trait, variant, position, component)
     store.require_complete(
-        directory, f"`steerops extract --trait {trait} --variant {variant} --position '{position}'`"
+        directory,
+        f"`steerops extract --trait {trait} --variant {variant} --position '{position}'{out_flag}`",
     )
     tensors, meta_file = directory / store.TENSORS_FILE, directory / store.METADATA_FILE
     meta = store.read_metadata(directory)

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from steerops.calibration.store import stored_massive_by_layer
-from steerops.cli import flags
+from steerops.cli import display_path, flags
 from steerops.errors import SteeropsError
 from steerops.extract.store import activations_dir
 from steerops.specs import MethodName, position_slug
@@ -85,8 +85,12 @@ def run_stage(
     }
     # every input read (and its MD5 checked) before the run opens: a damaged activations
     # file is one error line that leaves the tracking store untouched
+    # a run given --out reads its own activations: the extract it needs writes there too
+    out_flag = f" --out {display_path(params.run_folder)}" if params.run_named else ""
     activations = {
-        (trait, position): load_activations(params.out, trait, ex.variant, position, ex.component)
+        (trait, position): load_activations(
+            params.out, trait, ex.variant, position, ex.component, out_flag
+        )
         for trait in params.traits.names
         for position in positions
     }
