@@ -104,7 +104,7 @@ def test_best_layer_is_chosen_on_one_half_of_val_and_reported_on_the_other(tmp_p
     assert best["heldout_lo"] < 0.5 < best["heldout_hi"]
 
 
-def test_layers_no_accuracy_tells_apart_are_recorded_as_a_tie(tmp_path):
+def test_layers_no_accuracy_tells_apart_are_recorded_as_a_tie(tmp_path, capsys):
     """Classes apart at every layer (every accuracy 1.0, as on an easy real trait): the
     lowest layer is recorded, with every tied layer, and the run says so."""
     rng = np.random.default_rng(0)
@@ -118,11 +118,18 @@ def test_layers_no_accuracy_tells_apart_are_recorded_as_a_tie(tmp_path):
     assert {v["selection_acc"] for v in meta["layers"].values()} == {1.0}
     assert meta["best"]["layer"] == 0 and meta["best"]["tied_layers"] == list(range(N_LAYERS))
     assert run.data.tags["steerops.best_layer_tied"] == f"{N_LAYERS} layers tie"
+    # and the console says the tie is no layer preference
+    printed = capsys.readouterr().out
+    assert "best layer 0 by selection accuracy 1.000; held-out accuracy 1.000 [" in printed
+    assert f"{N_LAYERS} layers tie, so accuracy gives no layer preference" in printed
     # on noise no two layers tie on both accuracies: no tie recorded
     (tmp_path / "noise").mkdir()
     write_activations(tmp_path / "noise" / "outputs", noise(), N_POS, n_val=N_VAL)
     meta, run = run_vectors(tmp_path / "noise")
     assert meta["best"]["tied_layers"] == [] and "steerops.best_layer_tied" not in run.data.tags
+    printed = capsys.readouterr().out
+    assert f"best layer {meta['best']['layer']} by selection" in printed
+    assert "layers tie" not in printed
 
 
 def activations(examples: list[dict], paired: bool | None) -> TraitActivations:

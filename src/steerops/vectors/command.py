@@ -45,6 +45,31 @@ def run(args: argparse.Namespace) -> None:
     params = load_params_for(args)
     for directory in run_stage(params, "vectors", params.vectors.methods):
         print(directory)
+        if line := best_layer_line(directory):
+            print(f"  {line}")
+
+
+def best_layer_line(directory) -> str | None:
+    """Where a method's vectors separate the classes best on held-out examples, and whether
+    that singles a layer out at all (layers tied on accuracy give no preference)."""
+    from steerops.io import read_json
+    from steerops.vectors.store import METADATA_FILE
+
+    best = read_json(directory / METADATA_FILE).get("best") or {}
+    if best.get("layer") is None or best.get("heldout_acc") is None:
+        return None
+    line = (
+        f"best layer {best['layer']} by selection accuracy {best['selection_acc']:.3f}; "
+        f"held-out accuracy {best['heldout_acc']:.3f} [{best['heldout_lo']:.3f}, "
+        f"{best['heldout_hi']:.3f}], n {best['heldout_n']}"
+    )
+    tied = best.get("tied_layers") or []
+    if len(tied) > 1:
+        line += (
+            f"; {len(tied)} layers tie, so accuracy gives no layer preference: choose the "
+            "layer by steering (`steerops steer --layers`)"
+        )
+    return line
 
 
 def run_clean(args: argparse.Namespace) -> None:
