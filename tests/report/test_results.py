@@ -450,3 +450,47 @@ def test_cleaning_is_not_said_to_help_on_fewer_questions_than_a_test_needs(n, k,
     row |= {"gain": 60.0, "gain_lo": 20.0, "gain_hi": 100.0, "gain_n": n, "gain_k": k}
     [line] = _cleaning_lines(pd.DataFrame([row]))
     assert line.endswith(f"**{says}**")
+
+
+def test_a_cleaning_line_says_how_much_of_the_direction_the_removed_dims_held(tmp_path):
+    """The removed dims' share of the uncleaned vector's squared norm at the chosen layer,
+    and the cosine it leaves: near 0 and 1, the comparison barely tests the dims."""
+    import numpy as np
+    import torch
+
+    from steerops.config import load_params
+    from steerops.report.calibrated import with_removed_shares
+    from steerops.report.results import _cleaning_lines
+    from steerops.vectors.store import save_vectors
+
+    params = load_params(write_params(tmp_path))
+    rng = np.random.default_rng(0)
+    vectors = {layer: torch.tensor(rng.normal(size=8), dtype=torch.float32) for layer in (1, 2)}
+    vectors[2][3] = 2.5  # the dims the cleaned variant removes carry a known share
+    base = vectors_dir(params.out, TRAIT, "base", POSITION, COMPONENT, "mean_diff")
+    save_vectors(base, {k: v / v.norm() for k, v in vectors.items()}, {"method": "mean_diff"})
+    key = {"trait": TRAIT, "position": POSITION, "component": COMPONENT, "method": "mean_diff"}
+    frame = pd.DataFrame([key | {"vector_variant": "base"}])
+    curve = pd.DataFrame(
+        [
+            key | {"variant": "mean_diff", "dims_cleaned": "0", "layer": 2.0},
+            key | {"variant": "mean_diff_top1", "dims_cleaned": "1", "layer": 2.0},
+            key | {"variant": "mean_diff_top2", "dims_cleaned": "2", "layer": np.nan},
+        ]
+    )
+    removed = {"dim_set": "massive", "dims_removed": {"1": [0], "2": [3, 5]}}
+    sets = {(TRAIT, POSITION, COMPONENT, m): removed for m in ("mean_diff_top1", "mean_diff_top2")}
+    with_removed_shares(params, frame, curve, sets)
+    unit = vectors[2].double().numpy()
+    share = (unit[3] ** 2 + unit[5] ** 2) / (unit**2).sum()
+    assert curve["removed_share"][1] == pytest.approx(share, rel=1e-6)  # float32 stored
+    assert np.isnan(curve["removed_share"][0]) and np.isnan(curve["removed_share"][2])
+
+    row = {"model": "m", **key, "status": "ok", "gain_note": "", "dims_removed": 2}
+    row |= {"layer": 2, "dims_cleaned": "1", "variant": "mean_diff_top1", "gain_k": 1}
+    row |= {"gain": 0.0, "gain_lo": -10.0, "gain_hi": 10.0, "gain_n": 20}
+    [line] = _cleaning_lines(pd.DataFrame([row | {"removed_share": share}]))
+    assert (
+        f"2 removed at layer 2, which held {share:.2%} of `mean_diff`'s squared norm there "
+        f"(cosine {np.sqrt(1 - share):.3f} between the two)"
+    ) in line

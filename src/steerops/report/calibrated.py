@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 
 from steerops.calibration.store import calibration_file, read_calibration
+from steerops.errors import SteeropsError
 from steerops.io import read_json
 from steerops.report import tables
-from steerops.vectors.store import METADATA_FILE, vectors_dir
+from steerops.vectors.store import METADATA_FILE, vectors_dir, vectors_for
 
 MASSIVE_COLUMNS = ["layer", "dim", "peak", "ratio_to_median", "median_abs", "token", "position"]
 
@@ -137,6 +138,51 @@ def with_dim_sets(curve: pd.DataFrame, prepost: pd.DataFrame, sets: dict) -> Non
                 pre if pre == post else f"preclean {pre or '?'}, clean-after {post or '?'}"
             )
     prepost["dim_set"] = column
+
+
+def with_removed_shares(params, frame: pd.DataFrame, curve: pd.DataFrame, sets: dict) -> None:
+    """Add `removed_share` to the cleaning curve (in place): the share of the uncleaned
+    method's unit vector (its squared norm) that a cleaned variant's removed dims held at
+    the variant's chosen layer. It says how far cleaning turned the direction (cosine
+    sqrt(1 - share)): a share near 0 means the comparison barely tests the dims. NaN where
+    unknown (uncleaned rows, no layer chosen, vectors or metadata missing)."""
+    keys = ["trait", "position", "component", "method", "vector_variant"]
+    variants = {tuple(k[:4]): k[4] for k in frame[keys].drop_duplicates().itertuples(index=False)}
+    loaded: dict[tuple, dict | None] = {}
+    shares = []
+    for row in curve.itertuples(index=False):
+        removed = (sets.get((row.trait, row.position, row.component, row.variant)) or {}).get(
+            "dims_removed"
+        ) or {}
+        layer = _layer(row.layer)
+        dims = removed.get(str(layer)) if layer is not None else None
+        variant = variants.get((row.trait, row.position, row.component, row.method))
+        if row.dims_cleaned == "0" or dims is None or variant is None:
+            shares.append(np.nan)
+            continue
+        base = (row.trait, variant, row.position, row.component, row.method)
+        if base not in loaded:
+            try:
+                loaded[base] = vectors_for(params.inputs, *base)[0]
+            except SteeropsError:  # the uncleaned vectors are gone: nothing to measure
+                loaded[base] = None
+        vectors = loaded[base]
+        if vectors is None or layer not in vectors:
+            shares.append(np.nan)
+            continue
+        unit = vectors[layer].double()
+        share = unit[list(dims)].pow(2).sum() / unit.pow(2).sum() if dims else 0.0
+        shares.append(float(share))
+    curve["removed_share"] = shares
+
+
+def _layer(value: Any) -> int | None:
+    """A chosen config's single layer (None: no choice, or several vectors)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if np.isfinite(number) and number == int(number) else None
 
 
 def _removed(calibration: dict[str, Any] | None, layer: Any) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from steerops import stats
@@ -166,6 +167,13 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
             if pd.isna(row.dims_removed)
             else f"; {int(row.dims_removed)} removed at layer {cell(row.layer)}"
         )
+        share = getattr(row, "removed_share", np.nan)
+        if removed and not pd.isna(share):
+            # how far cleaning turned the direction: near 0, the dims were barely tested
+            removed += (
+                f", which held {share:.2%} of `{row.method}`'s squared norm there (cosine "
+                f"{np.sqrt(max(0.0, 1 - share)):.3f} between the two)"
+            )
         family = (
             f", one of {k} cleaned variants compared (each interval at "
             f"{stats.family_confidence(k):.1%}, so all {k} hold at 95%)"
