@@ -192,10 +192,15 @@ def test_a_rerun_served_entirely_from_the_logs_opens_no_mlflow_run(
     out = capsys.readouterr().out
     assert "c=0.5" in out and "MLflow run:" not in out  # the table, and no run to link
     assert "every config was served from the results logs" in out
+    assert "steer: 4 of 4 configs served from results logs (scores as logged); 0 to generate" in (
+        out
+    )
 
     run = ["steer", "--params", str(params), "--out", str(tmp_path / "mine"), *SMALL]
     assert main(run) == 0
     assert runs() == before + 1 + 1 + 4  # invocation, cell, 2 x 2 configs
+    # served from the pipeline's log, and it says so
+    assert "steer: 4 of 4 configs served from results logs" in capsys.readouterr().out
     assert main(run) == 0
     assert runs() == before + 6
     assert main([*run, "--min-coherence", "99"]) == 0

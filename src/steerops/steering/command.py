@@ -150,6 +150,11 @@ def steer_cells(
     before = folder_digests(folders)
     if not evaluator.all_logged(everything):
         tracker.keep()  # new results: the run covers their generation
+    if progress and any(served := evaluator.served(everything)):
+        print(
+            f"steer: {sum(served)} of {len(everything)} configs served from results logs "
+            f"(scores as logged); {len(everything) - sum(served)} to generate"
+        )
     started = time.time()
     results = evaluator.evaluate(everything)  # the baseline too, with the first chunk
     baseline = evaluator.baseline()

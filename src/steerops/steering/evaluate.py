@@ -258,6 +258,11 @@ class SteeringEvaluator:
         the same text; nothing is logged) for the files an interrupted run never wrote."""
         self.baseline()
         chunk: list[Chunked] = [(r.config, r.weights) for r in results if r.config is not None]
+        if self.session.progress and chunk:
+            print(
+                f"steer: generating again the responses of {len(chunk)} served config"
+                f"{'s' if len(chunk) != 1 else ''} for their files (scores stay as logged)"
+            )
         return self._score_chunk(chunk, self._generate_chunk(chunk)[0]) if chunk else []
 
     def _logged_baseline(self) -> ConfigResult | None:
