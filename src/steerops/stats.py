@@ -18,13 +18,14 @@ so anyone can recompute it:
     lo, hi = numpy.quantile(means, [tail, 1 - tail])   # expanded percentile interval
 
 The plain percentile interval (tail 0.025) is too narrow on few questions: in a null
-simulation of judge-like deltas it missed zero 7% of the time at n = 20 and 10% at n = 10,
-and two of them claimed together (Bonferroni) 9%. Widening its tail as Student's t would
+simulation of judge-like deltas it missed zero 7-8% of the time at n = 20 and 8-10% at
+n = 10, and two of them claimed together (Bonferroni) 9%. Widening its tail as Student's t would
 for the mean (Hesterberg's expanded percentile interval, "What Teachers Should Know About
 the Bootstrap", The American Statistician 2015) brings both to about 5% on such deltas
 (tests/test_stats.py pins it); it keeps the bootstrap's asymmetry. It is not exact: where a
 third of the questions move a lot either way and the rest barely move, it still misses about
-7% at n = 20 and 8% at n = 10. Below `min_questions` no verdict is drawn from it at all.
+7% at n = 20 and 8% at n = 10. Below `min_questions` no effect is claimed from it (an "ok"
+verdict, a cleaning "helps" or "hurts", a preclean flag); "no effect" still is.
 One question (n = 1) has no spread to widen: its interval is that question's delta.
 
 `sign` is -1 with `steering.direction: negative`, so a positive delta always means "more of

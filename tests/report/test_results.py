@@ -166,7 +166,7 @@ def test_verdicts_and_coefficients_match_the_gap_table_and_no_effect_says_so(tmp
     _run(tmp_path)
     out = _report(tmp_path)
     text = (tmp_path / "docs" / "results.md").read_text()
-    section = _section(text, "Optimal coefficients, held out")
+    section = _section(text, "Best coefficients of the grid, held out")
     gap = pd.read_csv(out / "gap_analysis.csv")
     cliffs = 0
     for row in gap.itertuples():
@@ -332,7 +332,7 @@ def test_cells_without_a_scored_steered_config_say_why(tmp_path):
     assert gap.loc["gradient", "status"] == "trait unscored"
     assert gap.loc["mean_diff", "status"] == "ok"
     section = _section(
-        (tmp_path / "docs" / "results.md").read_text(), "Optimal coefficients, held out"
+        (tmp_path / "docs" / "results.md").read_text(), "Best coefficients of the grid, held out"
     )
     [probe] = [x for x in section.splitlines() if "`probe`" in x]
     assert "no steered config has a coherence score" in probe
@@ -433,9 +433,9 @@ def test_a_verdict_on_few_held_out_questions_says_so_as_steer_does():
 @pytest.mark.parametrize(
     ("n", "k", "says"),
     [
-        (5, 1, "too few held-out questions to tell (5; a claim among 1 needs 6)"),
+        (5, 1, "too few held-out questions to tell (5; one claim needs 6)"),
         (6, 1, "cleaning helps"),
-        (7, 5, "too few held-out questions to tell (7; a claim among 5 needs 8)"),
+        (7, 5, "too few held-out questions to tell (7; 5 claims together need 8)"),
         (8, 5, "cleaning helps"),
     ],
 )
@@ -494,3 +494,24 @@ def test_a_cleaning_line_says_how_much_of_the_direction_the_removed_dims_held(tm
         f"2 removed at layer 2, which held {share:.2%} of `mean_diff`'s squared norm there "
         f"(cosine {np.sqrt(1 - share):.3f} between the two)"
     ) in line
+
+
+def test_the_grid_named_keeps_signed_coefficients_apart_and_unscored_is_not_incoherent():
+    from types import SimpleNamespace
+
+    from steerops.report.results import _grid_words, _grids
+
+    cell = {"model": "m", "trait": "t", "position": "p", "component": "c", "method": "x"}
+    rows = [(-0.4, 90.0), (0.2, 85.0), (0.4, 50.0), (0.0, 99.0)]
+    frame = pd.DataFrame(
+        [cell | {"layer": 2, "coefficient": c, "selection_coherence_mean": h} for c, h in rows]
+    )
+    chosen = SimpleNamespace(layer=2, coefficient=0.2)
+    [grid] = _grids(frame, 68.0).values()
+    best, cliff = _grid_words(chosen, grid)
+    assert best == "best of 3 steered configs (layers 2; coefficients -0.4, 0.2, 0.4)"
+    assert "next larger coefficient here (0.4) is incoherent" in cliff
+    # -0.4 is stronger, but the other way: it says nothing about +0.2's edge
+    frame.loc[frame["coefficient"] == 0.4, "selection_coherence_mean"] = None
+    [grid] = _grids(frame, 68.0).values()
+    assert _grid_words(chosen, grid)[1] == ""  # no coherence score: not called incoherent

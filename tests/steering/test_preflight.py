@@ -265,7 +265,8 @@ def test_a_question_too_long_for_the_new_tokens_is_refused_up_front(
     argv = [stage, "--params", str(params), "--out", str(tmp_path / "run"), *flags]
     too_many = str(context - longest + 1)
     err = refused_up_front([*argv, "--max-new-tokens", too_many], tmp_path, capsys, "run")
-    assert f"question {lengths.index(longest)} is {longest} tokens as prompted" in err
+    assert f"question {lengths.index(longest) + 1} (steering.json) is {longest} tokens" in err
+    assert f"at most {context - longest} new tokens fit" in err
     assert f"with {too_many} new tokens it runs past the model's context of {context}" in err
     with pytest.raises(AssertionError, match="a model was loaded"):
         main([*argv, "--max-new-tokens", str(context - longest)])

@@ -53,7 +53,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> None:
     params = load_params_for(args)
-    emptied = []
+    emptied, refused = [], 0
     for name in params.traits.names:
         summary = generate_trait(params, name, force=args.force)
         kept = summary["kept"]
@@ -63,10 +63,16 @@ def run(args: argparse.Namespace) -> None:
             f"-> {responses_dir(params.out, name, summary['variant'])}"
         )
         emptied += [f"{name} {p}" for p in POLARITIES if summary["counts"][p] and not kept[p]]
+        refused += summary.get("judge_refused") or 0
     if emptied:  # every trait is generated first; the responses stay for a look
+        unjudged = (
+            f" ({refused} completions the judge's endpoint would not score: a rerun asks again)"
+            if refused
+            else ""
+        )
         raise SteeropsError(
-            f"vetting kept no completion of {', '.join(emptied)}: a direction needs both "
-            "classes; see generate.positive_min / generate.negative_max, "
+            f"vetting kept no completion of {', '.join(emptied)}{unjudged}: a direction needs "
+            "both classes; see generate.positive_min / generate.negative_max, "
             "generate.max_new_tokens, or generate.vet: false"
         )
 

@@ -229,7 +229,7 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "cleaning_curve": "Cleaning curve: dims cleaned (of the set `dim_set` names) vs "
         "held-out delta; gain = cleaned - uncleaned on the held-out questions, paired interval "
         "(Bonferroni over the `gain_k` cleaned variants of a method: together at 95%)",
-        "coefficients": "Optimal coefficients (ok cells only)",
+        "coefficients": "Best coefficients of the grid (ok cells only)",
         "coefficient_prediction": "Coefficient prediction (leave-one-out error on distinct "
         "ok cells)",
         "recommendations": "Recommended starting coefficients (from ok cells only, per "

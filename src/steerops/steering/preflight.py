@@ -118,9 +118,10 @@ def check_prompt_room(
     longest = max(range(len(lengths)), key=lengths.__getitem__)
     if lengths[longest] + cfg.max_new_tokens > context:
         raise SteeropsError(
-            f"steering.max_new_tokens: {trait} question {longest} is {lengths[longest]} tokens "
-            f"as prompted; with {cfg.max_new_tokens} new tokens it runs past the model's "
-            f"context of {context} positions (max_position_embeddings)"
+            f"steering.max_new_tokens: {trait} question {longest + 1} (steering.json) is "
+            f"{lengths[longest]} tokens as prompted; with {cfg.max_new_tokens} new tokens it runs "
+            f"past the model's context of {context} positions (max_position_embeddings): at "
+            f"most {context - lengths[longest]} new tokens fit"
         )
 
 

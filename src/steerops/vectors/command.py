@@ -61,7 +61,8 @@ def best_layer_line(directory) -> str | None:
     line = (
         f"best layer {best['layer']} by selection accuracy {best['selection_acc']:.3f}; "
         f"held-out accuracy {best['heldout_acc']:.3f} [{best['heldout_lo']:.3f}, "
-        f"{best['heldout_hi']:.3f}], n {best['heldout_n']}"
+        f"{best['heldout_hi']:.3f}], n {best['heldout_n']} examples"
+        + (f" from {best['heldout_sources']} prompts" if best.get("heldout_sources") else "")
     )
     tied = best.get("tied_layers") or []
     if len(tied) > 1:
@@ -84,3 +85,5 @@ def run_clean(args: argparse.Namespace) -> None:
             )
     for directory in run_stage(params, "clean", names, stored_base=True):
         print(directory)
+        if line := best_layer_line(directory):
+            print(f"  {line}")
