@@ -512,7 +512,8 @@ def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):
     ]
     outs = [proc.communicate(timeout=600) for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], [err for _, err in outs]
-    summaries = [out for out, _ in outs if out.startswith("toy/refusal: ok: layer")]
+    finalised = "toy/refusal prompt[-1] `mean_diff`: ok: layer"
+    summaries = [out for out, _ in outs if out.startswith(finalised)]
     assert len(summaries) == 1
     assert sum("another worker finalises it" in err for _, err in outs) == 1
     out = search_dir(
