@@ -359,6 +359,10 @@ def test_a_run_steered_at_its_own_bar_is_reported_at_it(tmp_path, capsys):
     warning; an explicit report bar wins."""
     synthetic_grid(tmp_path, {"probe": ([10, 40, 70, 90], [60, 50, 40, 30])})
     _steered_at(tmp_path, {"probe": 55.0})
+    # a cell the report leaves out (no results log) does not set the bar
+    [probe] = (tmp_path / "outputs" / "steering").rglob("probe")
+    (probe.parent / "ghost").mkdir()
+    (probe.parent / "ghost" / "metrics.json").write_text('{"min_coherence": 40.0}')
     capsys.readouterr()
     gap = pd.read_csv(_report(tmp_path) / "gap_analysis.csv")
     assert _row(gap, method="probe")["status"] != "needs finer coefficients"

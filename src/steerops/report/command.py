@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> None:
 def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path) -> list[Path]:
     """Every table from grid cells only (chosen on the selection half, reported on the
     held-out half); the searches in a table of their own."""
-    threshold = coherence_bar(params, steered_bars(params))
+    threshold = coherence_bar(params, steered_bars(params, frame))
     proto = protocol(params)
     # every input is read before the first file is written: a damaged one leaves the
     # report as it was, not half rewritten
@@ -200,15 +200,17 @@ INTRO = (
     "{seed}, `search.heldout_fraction` {fraction:g}): `delta` is the held-out trait delta in "
     "the steering direction against the unsteered baseline on the same questions, "
     "`delta_lo`/`delta_hi` its 95% interval (paired bootstrap over questions, "
-    "{resamples} resamples), `coherence` the held-out mean coherence, `n` the held-out "
+    "{resamples} resamples, percentile expanded for n as Student's t expands a mean's), "
+    "`coherence` the held-out mean coherence, `n` the held-out "
     "questions. A config is a candidate when it is steered (coefficient != 0) and reaches "
     "coherence >= {t:g} on the selection half; the largest selection-half delta with an "
     "interval above zero wins. Verdicts: **ok** (held-out interval above zero, still "
     "coherent held out), **no effect** (no coherent config's interval is above zero on the "
     "selection half, or the chosen one's reaches zero held out: no optimal or recommended "
-    "coefficient), **incoherent held out**, **too few held out** (an interval "
-    "above zero on fewer than {min_heldout} held-out questions: no test could tell an effect "
-    "at 5% on so few), **needs finer coefficients** (no "
+    "coefficient; none detected on these questions, not none at all), **incoherent held "
+    "out**, **too few held out** (an interval above zero on fewer than {min_heldout} "
+    "held-out questions: no sign or permutation test could tell an effect at 5% on so few), "
+    "**needs finer coefficients** (no "
     "steered config coherent; `best_coherence_reached` is the best a steered config got), "
     "**trait unscored** (coherent steered configs, but the judge gave none a trait score), "
     "**held out unscored** (the judge gave the choice no held-out trait or coherence "

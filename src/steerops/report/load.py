@@ -32,6 +32,7 @@ from steerops.steering.store import (
     RESULTS_FILE,
     ResultsLog,
     entry_key,
+    steering_dir,
 )
 from steerops.vectors.store import METADATA_FILE as VECTORS_METADATA
 from steerops.vectors.store import (
@@ -175,12 +176,19 @@ def _model_labels(frame: pd.DataFrame) -> list[str]:
     ]
 
 
-def steered_bars(params) -> dict[str, float]:
-    """The coherence bar each grid cell under the outputs root was steered and judged with
-    (its `metrics.json`), by the cell's folder."""
+def steered_bars(params, frame: pd.DataFrame) -> dict[str, float]:
+    """The coherence bar each grid cell of `frame` (the cells `load_results` kept) was
+    steered and judged with (its `metrics.json`), by the cell's folder."""
     root = params.out / "steering"
+    keys = ["trait", "variant", "position", "component", "method"]
+    kept = {
+        steering_dir(params.out, *cell).relative_to(root)
+        for cell in frame[keys].drop_duplicates().itertuples(index=False, name=None)
+    }
     bars = {}
     for path in sorted(root.rglob(METRICS_FILE)) if root.is_dir() else []:
+        if path.parent.relative_to(root) not in kept:
+            continue  # a cell the report leaves out does not set its bar
         try:
             bar = read_json(path).get("min_coherence")
         except (OSError, ValueError, SteeropsError, AttributeError):
