@@ -150,24 +150,27 @@ def test_a_method_that_cannot_be_built_fails_before_any_write_or_run(
 def test_a_damaged_calibration_is_refused_before_the_run_even_for_plain_methods(tmp_path, capsys):
     """Plain methods read the calibration too (massive_share): a hand-edited one is one line
     before any MLflow run opens or any vector is written, not a failed run."""
-    from conftest import refused_up_front
     from steerops.calibration.store import calibration_file
 
     data, n_pos = stacked()
     write_activations(tmp_path / "outputs", data, n_pos)
-    path = params_file(
-        tmp_path, tracking={"enabled": True, "uri": f"sqlite:///{tmp_path}/mlflow.db"}
-    )
     file = calibration_file(tmp_path / "outputs", "instruct")
     file.parent.mkdir(parents=True)
     file.write_text('{"aggregate": {"massive_by_layer": {"0": "x"}}}')
-    line = refused_up_front(
-        ["vectors", "--params", str(path), "--methods", "mean_diff"],
-        tmp_path,
-        capsys,
-        outputs="outputs/vectors",
-    )
+    line = _refused_before_the_run(tmp_path, capsys, "mean_diff")
     assert "aggregate.massive_by_layer.0" in line
+
+
+def _refused_before_the_run(tmp_path, capsys, methods: str) -> str:
+    """`steerops vectors --methods METHODS` with MLflow tracking on, on the activations under
+    tmp_path: refused with one line before any run opens or any vector is written."""
+    from conftest import refused_up_front
+
+    path = params_file(
+        tmp_path, tracking={"enabled": True, "uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    )
+    argv = ["vectors", "--params", str(path), "--methods", methods]
+    return refused_up_front(argv, tmp_path, capsys, outputs="outputs/vectors")
 
 
 def test_positive_and_negative_examples_with_the_same_activations_are_refused_up_front(
@@ -175,21 +178,11 @@ def test_positive_and_negative_examples_with_the_same_activations_are_refused_up
 ):
     """The same prompts on both sides (read where no response differs) give a mean difference
     of rounding noise; every method would fit it. One line before any run or write."""
-    from conftest import refused_up_front
-
     rng = np.random.default_rng(0)
     rows = rng.normal(size=(30, 12)) * 40
     # the negatives are the positives in another order: their sums differ only by rounding
     data = {layer: np.concatenate([rows, rows[::-1]]) for layer in LAYERS}
     write_activations(tmp_path / "outputs", data, 30)
-    path = params_file(
-        tmp_path, tracking={"enabled": True, "uri": f"sqlite:///{tmp_path}/mlflow.db"}
-    )
-    line = refused_up_front(
-        ["vectors", "--params", str(path), "--methods", "mean_diff,pca"],
-        tmp_path,
-        capsys,
-        outputs="outputs/vectors",
-    )
+    line = _refused_before_the_run(tmp_path, capsys, "mean_diff,pca")
     assert "positive and negative examples' activations do not differ at any layer" in line
     assert TRAIT in line and POSITION in line

@@ -151,11 +151,8 @@ def with_removed_shares(params, frame: pd.DataFrame, curve: pd.DataFrame, sets: 
     loaded: dict[tuple, dict | None] = {}
     shares = []
     for row in curve.itertuples(index=False):
-        removed = (sets.get((row.trait, row.position, row.component, row.variant)) or {}).get(
-            "dims_removed"
-        ) or {}
         layer = _layer(row.layer)
-        dims = removed.get(str(layer)) if layer is not None else None
+        dims = _dims_removed(sets.get((row.trait, row.position, row.component, row.variant)), layer)
         variant = variants.get((row.trait, row.position, row.component, row.method))
         if row.dims_cleaned == "0" or dims is None or variant is None:
             shares.append(np.nan)
@@ -188,8 +185,12 @@ def _layer(value: Any) -> int | None:
 def _removed(calibration: dict[str, Any] | None, layer: Any) -> float:
     """Dims removed from a cleaned vector at `layer` (NaN when unknown: no layer chosen, or
     no metadata with the per-layer record)."""
-    removed = (calibration or {}).get("dims_removed") or {}
-    try:
-        return len(removed[str(int(layer))])
-    except (KeyError, TypeError, ValueError):
-        return np.nan
+    dims = _dims_removed(calibration, _layer(layer))
+    return np.nan if dims is None else len(dims)
+
+
+def _dims_removed(calibration: dict[str, Any] | None, layer: int | None) -> list | None:
+    """The dims a cleaned vector's metadata records removed at `layer` (None: unknown)."""
+    if layer is None:
+        return None
+    return ((calibration or {}).get("dims_removed") or {}).get(str(layer))

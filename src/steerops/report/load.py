@@ -181,20 +181,16 @@ def steered_bars(params, frame: pd.DataFrame) -> dict[str, float]:
     steered and judged with (its `metrics.json`), by the cell's folder."""
     root = params.out / "steering"
     keys = ["trait", "variant", "position", "component", "method"]
-    kept = {
-        steering_dir(params.out, *cell).relative_to(root)
-        for cell in frame[keys].drop_duplicates().itertuples(index=False, name=None)
-    }
     bars = {}
-    for path in sorted(root.rglob(METRICS_FILE)) if root.is_dir() else []:
-        if path.parent.relative_to(root) not in kept:
-            continue  # a cell the report leaves out does not set its bar
+    # only the kept cells: one the report leaves out does not set its bar
+    for cell in frame[keys].drop_duplicates().itertuples(index=False, name=None):
+        folder = steering_dir(params.out, *cell)
         try:
-            bar = read_json(path).get("min_coherence")
+            bar = read_json(folder / METRICS_FILE).get("min_coherence")
         except (OSError, ValueError, SteeropsError, AttributeError):
-            continue  # load_results says what is wrong with the cell
+            continue  # none yet, or load_results says what is wrong with the cell
         if isinstance(bar, int | float) and not isinstance(bar, bool):
-            bars[str(path.parent.relative_to(root))] = float(bar)
+            bars[str(folder.relative_to(root))] = float(bar)
     return bars
 
 

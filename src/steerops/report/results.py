@@ -236,12 +236,15 @@ def _grid_words(row, grid: dict[str, Any] | None) -> tuple[str, str]:
         f"coefficients {', '.join(grid['coefficients'])})"
     )
     layer, coefficient = cell(row.layer), stats.as_number(row.coefficient) or 0.0
-    # the next stronger coefficient of the same sign at the chosen layer
+    # the stronger coefficients of the same sign at the chosen layer, weakest first
     larger = sorted(
-        (c for (x, c) in grid["coherent"] if x == layer and c * coefficient > 0),
+        (
+            c
+            for (x, c) in grid["coherent"]
+            if x == layer and c * coefficient > 0 and abs(c) > abs(coefficient)
+        ),
         key=abs,
     )
-    larger = [c for c in larger if abs(c) > abs(coefficient)]
     cliff = (
         f"; the next larger coefficient here ({larger[0]:g}) is incoherent on the selection "
         "half, so this one sits at the edge of coherence"

@@ -43,7 +43,12 @@ def register_clean(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> None:
     params = load_params_for(args)
-    for directory in run_stage(params, "vectors", params.vectors.methods):
+    _say_written(run_stage(params, "vectors", params.vectors.methods))
+
+
+def _say_written(directories) -> None:
+    """Each vectors folder written, with its method's best-layer line."""
+    for directory in directories:
         print(directory)
         if line := best_layer_line(directory):
             print(f"  {line}")
@@ -83,7 +88,4 @@ def run_clean(args: argparse.Namespace) -> None:
                 f"(e.g. {method.name}_top1 or {method.name}_preclean; plain "
                 "methods are made by `steerops vectors`)"
             )
-    for directory in run_stage(params, "clean", names, stored_base=True):
-        print(directory)
-        if line := best_layer_line(directory):
-            print(f"  {line}")
+    _say_written(run_stage(params, "clean", names, stored_base=True))
