@@ -3,6 +3,8 @@ numpy computation and scipy's bootstrap) and the choice on the selection half.""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
@@ -151,6 +153,18 @@ def test_proportion_of_half_hits_solves_the_wilson_equation():
         assert (got.lo, got.hi) == pytest.approx((lo, hi), abs=1e-9)
 
 
+def _score_interval(share: float, n_eff: float, critical: float) -> tuple[float, float]:
+    """The score interval solved numerically: the p0 with |share - p0| = critical *
+    sqrt(p0 (1 - p0) / n_eff), on either side of the share."""
+
+    def gap(p0: float) -> float:
+        return abs(share - p0) - critical * math.sqrt(p0 * (1 - p0) / n_eff)
+
+    lo = 0.0 if share == 0 else brentq(gap, 1e-15, share)
+    hi = 1.0 if share == 1 else brentq(gap, share, 1 - 1e-15)
+    return lo, hi
+
+
 def test_clustered_proportion_reads_singletons_as_wilson_and_copies_once():
     rng = np.random.default_rng(0)
     for n in (1, 5, 12, 40):
@@ -159,11 +173,17 @@ def test_clustered_proportion_reads_singletons_as_wilson_and_copies_once():
         ci = scipy_stats.binomtest(int(y.sum()), n).proportion_ci(0.95, method="wilson")
         assert got.n == n and got.mean == pytest.approx(y.mean())
         assert (got.lo, got.hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
-        # every example repeated 3 times within its cluster: the k clusters' interval
+        # every example repeated 3 times within its cluster: the variance of n clusters
+        # (n - 1 after the small-sample correction), at Student's t for n - 1 degrees
         copies = stats.clustered_proportion(np.repeat(y, 3), np.repeat(np.arange(n), 3))
-        assert copies.n == 3 * n and (copies.lo, copies.hi) == pytest.approx(
-            (ci.low, ci.high), abs=1e-12
-        )  # at 0 or n hits too: each cluster counts once
+        assert copies.n == 3 * n
+        if 0 < y.sum() < n:
+            critical = scipy_stats.t.ppf(0.975, n - 1)
+            want = _score_interval(float(y.mean()), n - 1, critical)
+            assert (copies.lo, copies.hi) == pytest.approx(want, abs=1e-9)
+            assert copies.lo < ci.low and copies.hi > ci.high
+        else:  # at 0 or n hits each cluster counts once
+            assert (copies.lo, copies.hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
     # no misses over 14 pairs: the variance cannot tell the clustering, so each pair
     # counts once (never as 28 independent draws)
     whole = stats.clustered_proportion([1.0] * 28, [i // 2 for i in range(28)])
@@ -174,22 +194,38 @@ def test_clustered_proportion_reads_singletons_as_wilson_and_copies_once():
         stats.clustered_proportion([1, 0], ["a"])
 
 
-def test_clustered_proportion_covers_correlated_rollouts():
-    # 30 prompts x 4 rollouts, each prompt's own success rate drawn from Beta(1.4, 0.6)
-    # (mean 0.7, intra-prompt correlation 0.5): the examples' Wilson interval is too narrow
-    rng = np.random.default_rng(1)
-    prompts, rollouts, runs = 30, 4, 1500
+def _clustered_misses(prompts: int, rollouts: int, mean: float, icc: float, seed: int):
+    """How often `clustered_proportion` and the examples' Wilson interval miss the true
+    share over 1,500 draws of prompts whose own success rates follow a beta distribution
+    of that mean and intra-prompt correlation."""
+    rng = np.random.default_rng(seed)
+    a, b = mean * (1 - icc) / icc, (1 - mean) * (1 - icc) / icc
     clusters = np.repeat(np.arange(prompts), rollouts)
-    covered = {"clustered": 0, "examples": 0}
+    missed = {"clustered": 0, "examples": 0}
+    runs = 1500
     for _ in range(runs):
-        rate = np.repeat(rng.beta(1.4, 0.6, prompts), rollouts)
+        rate = np.repeat(rng.beta(a, b, prompts), rollouts)
         y = (rng.random(prompts * rollouts) < rate).astype(float)
         clustered = stats.clustered_proportion(y, clusters)
         naive = stats.proportion(int(y.sum()), len(y))
-        covered["clustered"] += clustered.lo <= 0.7 <= clustered.hi
-        covered["examples"] += naive.lo <= 0.7 <= naive.hi
-    assert covered["clustered"] / runs > 0.92
-    assert covered["examples"] / runs < 0.86
+        missed["clustered"] += not clustered.lo <= mean <= clustered.hi
+        missed["examples"] += not naive.lo <= mean <= naive.hi
+    return {k: v / runs for k, v in missed.items()}
+
+
+def test_clustered_proportion_covers_correlated_rollouts():
+    # 30 prompts x 4 rollouts, intra-prompt correlation 0.5: the examples' Wilson
+    # interval is too narrow
+    missed = _clustered_misses(30, 4, mean=0.7, icc=0.5, seed=1)
+    assert missed["clustered"] < 0.08 and missed["examples"] > 0.14
+
+
+def test_clustered_proportion_covers_few_prompts_of_many_rollouts():
+    # 10 prompts x 16 rollouts and 8 x 8: with the plain cluster variance and the normal z
+    # the interval missed 9.5% and 10% (the variance is estimated from 10 or 8 clusters);
+    # with k / (k - 1) and Student's t about 5-6%
+    assert _clustered_misses(10, 16, mean=0.6, icc=0.2, seed=2)["clustered"] < 0.075
+    assert _clustered_misses(8, 8, mean=0.8, icc=0.3, seed=3)["clustered"] < 0.075
 
 
 def test_pairwise_share_matches_a_draw_by_draw_task_bootstrap():

@@ -200,8 +200,9 @@ def test_no_best_layer_without_val_or_with_a_class_in_one_half_only(tmp_path):
 
 def test_a_sources_rollouts_count_once_in_the_interval(tmp_path):
     """Three rollouts of a source with the same activations are right or wrong together:
-    the interval is the Wilson interval of the held-out source prompts (scipy), not of the
-    rows, which claimed three times the evidence."""
+    the interval is at least as wide as the Wilson interval of the held-out source prompts
+    (scipy; wider, as their variance is estimated from 6 prompts), never the rows', which
+    claimed three times the evidence."""
     rollouts, n_pos, n_val = 3, 42, 18  # 14 sources a class, 6 of them in val
     rng = np.random.default_rng(3)
     data = {
@@ -219,9 +220,7 @@ def test_a_sources_rollouts_count_once_in_the_interval(tmp_path):
     right = round(best["heldout_acc"] * 6)
     assert best["heldout_acc"] == pytest.approx(right / 6)
     per_source = binomtest(right, 6).proportion_ci(0.95, method="wilson")
-    assert (best["heldout_lo"], best["heldout_hi"]) == pytest.approx(
-        (per_source.low, per_source.high), abs=1e-9
-    )
+    assert best["heldout_lo"] < per_source.low and best["heldout_hi"] > per_source.high
     assert 0 < right < 6  # (this seed) so the rows' interval is narrower
     per_row = binomtest(3 * right, 18).proportion_ci(0.95, method="wilson")
     assert per_row.high - per_row.low < best["heldout_hi"] - best["heldout_lo"]
