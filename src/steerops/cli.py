@@ -187,8 +187,9 @@ def add_common(
             "the params file): its outputs, metrics/, judge cache and Optuna study; given "
             "--out, its MLflow store too (a default scratch run logs to the project's store "
             "beside the pipeline's runs), unless tracking.uri or MLFLOW_TRACKING_URI says "
-            "otherwise; inputs are read from the pipeline's outputs (paths.out)",
+            "otherwise; inputs are read from the pipeline's outputs (paths.out) or --inputs",
         )
+        inputs_flag(parser)
         parser.add_argument(
             "--pipeline",
             action="store_true",
@@ -214,6 +215,19 @@ def add_common(
         "shared params file), replacing models.<variant>.device / device_map",
     )
     parser.set_defaults(scratch_stage=scratch)
+
+
+def inputs_flag(parser: argparse.ArgumentParser) -> None:
+    """--inputs DIR, for a stage whose run by hand reads the pipeline's outputs."""
+    parser.add_argument(
+        "--inputs",
+        dest="inputs_folder",
+        type=abs_path,
+        metavar="DIR",
+        help="read the earlier stages' outputs (vectors, calibration, the results logs that "
+        "serve known configs) from DIR instead of the pipeline's outputs (paths.out): e.g. "
+        "a run made with `steerops vectors --out DIR` or `steerops clean --out DIR`",
+    )
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -245,12 +259,30 @@ def load_params_for(args: argparse.Namespace):
             "--pipeline writes the pipeline's outputs (paths.out) and --out DIR a run of its "
             "own: give one of them"
         )
+    inputs = getattr(args, "inputs_folder", None)
+    if inputs and not folder:
+        if getattr(args, "pipeline", False) or (scratch and os.environ.get("DVC_STAGE")):
+            raise SteeropsError(
+                "--pipeline reads and writes the pipeline's outputs (paths.out) and --inputs "
+                "DIR reads another folder's: give one of them"
+            )
+        if not scratch:  # its outputs would replace the pipeline's
+            raise SteeropsError(
+                f"--inputs DIR needs --out DIR: without it `steerops {args.command}` writes "
+                "the pipeline's outputs"
+            )
     params = load_params(args.params, overrides, flags_given(args))
     if folder:
         check_run_folder(Path(folder), params)
         if not scratch and not getattr(args, "inputs_from_pipeline", False):
             # the whole run, inputs included, lives there
             params = load_params(args.params, {**overrides, "paths.out": folder}, flags_given(args))
+    if inputs:
+        if not Path(inputs).is_dir():
+            what = "a file, not a folder" if Path(inputs).exists() else "no such folder"
+            raise SteeropsError(f"--inputs {inputs}: {what}")
+        params = load_params(args.params, {**overrides, "paths.out": inputs}, flags_given(args))
+        params.set_inputs_flag(f" --out {display_path(inputs)}")
     pin_device(params, getattr(args, "device", None))
     if folder:
         params.set_run_folder(Path(folder), named=True)
@@ -258,9 +290,10 @@ def load_params_for(args: argparse.Namespace):
         args.scratch_folder = new_run_folder(params.root, args.command)
         params.set_run_folder(args.scratch_folder, named=False)
         # on stdout: a check that fails after this is the one line stderr gets
+        read = "the outputs" if inputs else "the pipeline's outputs"
         print(
             f"steerops {args.command}: scratch run in {display_path(args.scratch_folder)} "
-            f"(it reads the pipeline's outputs in {display_path(params.inputs)}/ and writes none; "
+            f"(it reads {read} in {display_path(params.inputs)}/ and writes none; "
             "--pipeline or `dvc repro` writes them)"
         )
     return params
@@ -298,6 +331,8 @@ def flags_given(args: argparse.Namespace) -> dict[str, str]:
     given = {key: _FLAG_OF[key] for key in overrides_from(args) if key in _FLAG_OF}
     if getattr(args, "run_folder", None):
         given["paths.out"] = "--out"
+    if getattr(args, "inputs_folder", None):  # a run by hand's --out leaves paths.out
+        given["paths.out"] = "--inputs"
     if getattr(args, "device", None):
         given["models.*.device"] = "--device"
     return given

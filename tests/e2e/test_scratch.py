@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -311,3 +312,49 @@ def test_a_served_baseline_is_generated_again_once_for_all_cells(toy_world, tmp_
         for m in methods
     ]
     assert read_json(files[0])["responses"] == read_json(files[1])["responses"]
+
+
+def test_inputs_steers_the_vectors_of_another_runs_folder(toy_world, tmp_path, capsys):
+    """`--inputs DIR` (vectors built with `steerops vectors --out DIR`) steers DIR's vectors,
+    not the pipeline's, and writes into neither; its errors come before anything runs."""
+    from steerops.vectors.store import load_vectors, save_vectors
+
+    params = steer_params(tmp_path, toy_world, steering={"subset": 4, "max_new_tokens": 6})
+    cell = "steering/toy/refusal/instruct/prompt_m1/residual/mean_diff"
+    vectors = "vectors/toy/refusal/base/prompt_m1/residual/mean_diff"
+    mine = tmp_path / "mine"
+    shutil.copytree(tmp_path / "outputs", mine)
+    found, meta = load_vectors(mine / vectors)
+    save_vectors(mine / vectors, {layer: -v for layer, v in found.items()}, meta)
+    before = {**_snapshot(tmp_path), **_snapshot(mine)}
+    argv = ["steer", "--params", str(params), "--layers", "1", "--coefficients", "1"]
+    assert main([*argv, "--inputs", str(mine), "--out", str(tmp_path / "run")]) == 0
+    assert {**_snapshot(tmp_path), **_snapshot(mine)} == before
+
+    def steered_with(folder: Path) -> set[str]:
+        rows = [json.loads(line) for line in (folder / cell / "results.jsonl").open()]
+        return {md5 for r in rows if "vector_files" in r for md5 in r["vector_files"].values()}
+
+    def md5(folder: Path) -> str:
+        return hashlib.md5((folder / vectors / "vectors.safetensors").read_bytes()).hexdigest()
+
+    assert md5(mine) != md5(tmp_path / "outputs")
+    assert steered_with(tmp_path / "run") == {md5(mine)}
+    # a scratch run says where it reads
+    assert main([*argv, "--inputs", str(mine)]) == 0
+    assert f"reads the outputs in {mine}/" in capsys.readouterr().out
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (["--inputs", str(tmp_path / "nope")], f"--inputs {tmp_path / 'nope'}: no such folder"),
+        (["--inputs", str(mine), "--pipeline"], "give one of them"),
+        (["--inputs", str(empty)], "no activations there either: run `steerops extract --"),
+    ]
+    for extra, message in cases:
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert err[0].endswith(f" --out {empty}`)"), err  # the hint writes where it reads
+    assert main(["report", "--params", str(params), "--inputs", str(mine)]) == 2
+    assert "--inputs DIR needs --out DIR" in capsys.readouterr().err

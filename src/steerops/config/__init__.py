@@ -89,6 +89,7 @@ class Params(Strict):
     _root: Path = Path(".")
     _run_folder: Path | None = None
     _run_named: bool = False
+    _inputs_flag: str = ""
 
     @property
     def root(self) -> Path:
@@ -131,8 +132,18 @@ class Params(Strict):
 
     @property
     def inputs(self) -> Path:
-        """The pipeline's outputs, where a stage reads what earlier stages wrote."""
+        """Where a stage reads what earlier stages wrote: the pipeline's outputs, or the
+        folder a run by hand was given with --inputs."""
         return self.path(self.paths.out)
+
+    @property
+    def inputs_flag(self) -> str:
+        """ " --out DIR" when the inputs are another run's folder (--inputs DIR): what a
+        hint's command needs to write its missing inputs there; "" for the pipeline's."""
+        return self._inputs_flag
+
+    def set_inputs_flag(self, flag: str) -> None:
+        self._inputs_flag = flag
 
     def variant(self, name: str, key: str | None = None) -> ModelVariant:
         """The variant `name`; `key`: the params key that named it (its flag, when one gave

@@ -160,7 +160,7 @@ def with_removed_shares(params, frame: pd.DataFrame, curve: pd.DataFrame, sets: 
         base = (row.trait, variant, row.position, row.component, row.method)
         if base not in loaded:
             try:
-                loaded[base] = vectors_for(params.inputs, *base)[0]
+                loaded[base] = vectors_for(params.inputs, *base, params.inputs_flag)[0]
             except SteeropsError:  # the uncleaned vectors are gone: nothing to measure
                 loaded[base] = None
         vectors = loaded[base]

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from steerops import stats
-from steerops.cli import abs_path, flags, load_params_for, run_file, stage_parser
+from steerops.cli import abs_path, flags, inputs_flag, load_params_for, run_file, stage_parser
 from steerops.errors import SteeropsError
 from steerops.io import write_json, write_text
 from steerops.report import calibrated, plots, predict, tables
@@ -37,8 +37,9 @@ def register(subparsers) -> None:
         "the outputs root.",
         out_help="a run's folder (e.g. a scratch steer's runs/steer-<time>/): its results are "
         "reported into DIR/reports/, with the calibration and vector metadata of the "
-        "pipeline's outputs (paths.out), which that run steered with",
+        "pipeline's outputs (paths.out, or --inputs DIR), which that run steered with",
     )
+    inputs_flag(parser)
     flags(parser, "report.min_coherence")
     flags(parser, "--report-dir=report.out", type=abs_path)
     # --out's results were steered with the pipeline's vectors: read those, not DIR's

@@ -41,7 +41,7 @@ def check_grid(
     """Check a sweep's (or search's) inputs; {trait: layers} (None: known after loading).
 
     Vectors are read from the pipeline's outputs (`params.inputs`), where a scratch run
-    finds them too."""
+    finds them too, or from the folder given with --inputs."""
     from steerops.judges import check_judge, reach_judge
     from steerops.models.loading import checked_variant, model_shape
     from steerops.steering.configs import VectorSource
@@ -82,7 +82,9 @@ def check_grid(
         out[trait] = layers
         if layers is None or shape.hidden_size is None:
             continue
-        sources = VectorSources(params.inputs, trait, cfg.vector_variant, shape.hidden_size)
+        sources = VectorSources(
+            params.inputs, trait, cfg.vector_variant, shape.hidden_size, params.inputs_flag
+        )
         norms = []
         for method, position in cells:
             source = VectorSource.of(method, position, cfg.component)

@@ -45,8 +45,12 @@ class SteeringSession:
             # its likelihood reading starts where generation's unsteered blocks end
             unsteered.keep(self.loaded.model, list(self.loaded.layout.layers))
         self.stops = stop_token_ids(self.loaded.model, self.loaded.tokenizer)
-        self.sources = VectorSources(  # the pipeline's vectors, also for a scratch run
-            params.inputs, trait, self.vector_variant, self.loaded.layout.hidden_size
+        self.sources = VectorSources(  # the pipeline's vectors (a scratch run's too) or --inputs'
+            params.inputs,
+            trait,
+            self.vector_variant,
+            self.loaded.layout.hidden_size,
+            params.inputs_flag,
         )
         spec = params.variant(self.variant)
         self.model = {

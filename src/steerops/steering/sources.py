@@ -30,8 +30,9 @@ from steerops.vectors.store import (
 
 
 class VectorSources:
-    def __init__(self, out: Path, trait: str, variant: str, hidden_size: int):
+    def __init__(self, out: Path, trait: str, variant: str, hidden_size: int, out_flag: str = ""):
         self.out, self.trait, self.variant, self.hidden_size = out, trait, variant, hidden_size
+        self.out_flag = out_flag  # " --out DIR" in a missing vector's hint (--inputs DIR)
         self._sets: dict[VectorSource, tuple[dict[int, torch.Tensor], dict, str]] = {}
 
     def load(self, source: VectorSource) -> tuple[dict[int, torch.Tensor], dict[str, Any], str]:
@@ -45,7 +46,7 @@ class VectorSources:
                 source.component,
                 source.method,
             )
-            vectors, metadata = vectors_for(*args)
+            vectors, metadata = vectors_for(*args, self.out_flag)
             folder = vectors_dir(*args)
             for layer, vector in vectors.items():
                 check_hidden_size(vector, self.hidden_size, f"{folder} layer_{layer}")

@@ -107,7 +107,7 @@ def run_stage(
             plan_cleaning(params, acts, method.name, params.cleaning.calibration_variant)
             if stored_base and method.cleaning and method.cleaning.mode == "post":
                 base = vectors_for(
-                    params.out, trait, ex.variant, position, ex.component, method.base
+                    params.out, trait, ex.variant, position, ex.component, method.base, out_flag
                 )
                 check_base(base, acts, method, params)
                 bases[trait, position, method.name] = base

@@ -104,9 +104,17 @@ def _maker(method: str) -> str:
 
 
 def vectors_for(
-    out: Path, trait: str, variant: str, position: PositionLike, component: str, method: MethodLike
+    out: Path,
+    trait: str,
+    variant: str,
+    position: PositionLike,
+    component: str,
+    method: MethodLike,
+    out_flag: str = "",
 ) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
-    """The vectors a run of `steerops vectors`/`clean` stored for this combination."""
+    """The vectors a run of `steerops vectors`/`clean` stored for this combination;
+    `out_flag` (" --out DIR") goes into the commands the not-found error suggests, when `out`
+    is a run's folder, not the pipeline's outputs."""
     parse_method(method)  # an unknown name gets its own error, not "not found"
     directory = vectors_dir(out, trait, variant, position, component, method)
     missing = [
@@ -115,13 +123,19 @@ def vectors_for(
     if missing:
         raise SteeropsError(
             f"vectors not found: {missing[0]} "
-            f"({_remedy(out, trait, variant, position, component, method)})"
+            f"({_remedy(out, trait, variant, position, component, method, out_flag)})"
         )
     return load_vectors(directory)
 
 
 def _remedy(
-    out: Path, trait: str, variant: str, position: PositionLike, component: str, method: MethodLike
+    out: Path,
+    trait: str,
+    variant: str,
+    position: PositionLike,
+    component: str,
+    method: MethodLike,
+    out_flag: str,
 ) -> str:
     """The commands that make the missing vectors, extraction first when the position's
     activations are missing too."""
@@ -133,6 +147,7 @@ def _remedy(
     where = f"--trait {trait} --variant {variant} --position '{parse_position(position).text}'"
     if component != "residual":
         where += f" --component {component}"
+    where += out_flag
     make = _maker(str(method))[:-1] + f" {where}`"
     if not (activations / METADATA_FILE).is_file():
         return f"no activations there either: run `steerops extract {where}`, then {make}"
