@@ -37,6 +37,16 @@ def test_a_fractional_count_prints_one_decimal(monkeypatch):
     assert _lines(out)[-1].startswith("steer: 100% 280/280")  # not 280.0
 
 
+def test_a_bar_that_clears_itself_on_a_terminal_ends_a_log_with_its_count(monkeypatch):
+    # `steerops clean`'s per-layer bar (leave=False) used to leave "0% 0/21" as its only line
+    monkeypatch.setenv("STEEROPS_PROGRESS_S", "3600")
+    out = io.StringIO()
+    for _ in LogLines(range(21), desc="mean_diff_cleaned", leave=False, file=out):
+        pass
+    assert _lines(out)[0].startswith("mean_diff_cleaned:   0% 0/21")
+    assert _lines(out)[-1].startswith("mean_diff_cleaned: 100% 21/21")
+
+
 def test_log_lines_wait_for_their_interval(monkeypatch):
     monkeypatch.setenv("STEEROPS_PROGRESS_S", "3600")
     out = io.StringIO()

@@ -39,6 +39,9 @@ class LogLines(tqdm_std.tqdm):
         kwargs["maxinterval"] = max(kwargs["mininterval"], kwargs.get("maxinterval") or 0)
         kwargs["dynamic_ncols"] = False
         kwargs["ncols"] = 0  # no bar: the counts and times only
+        # a terminal's nested bars clear themselves (leave=False); a log keeps the last line,
+        # or a loop shorter than the interval would read as stopped at 0
+        kwargs["leave"] = True
         self._said = ""
         super().__init__(*args, **kwargs)
         if hasattr(self, "fp"):  # (a disabled bar has none)
