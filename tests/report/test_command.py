@@ -381,3 +381,20 @@ def test_a_run_steered_at_its_own_bar_is_reported_at_it(tmp_path, capsys):
     gap = pd.read_csv(_report(two) / "gap_analysis.csv")
     assert _row(gap, method="probe")["status"] == "needs finer coefficients"
     assert "1 of 2 cells were steered at coherence >= 55" in capsys.readouterr().err
+
+
+def test_the_prediction_section_says_why_it_has_no_table():
+    from steerops.report import predict
+    from steerops.report.command import prediction_body
+
+    rows = [(1.0, 10.0, 3.0, 0.5), (2.0, 20.0, 3.0, 0.5), (3.0, 30.0, 3.0, 0.5)]
+    features = pd.DataFrame(rows, columns=["weight", "layer_norm", "layer_norm_clean", "x"])
+    features["abs_mean_proj"] = features["weight"] ** 2
+    # two distinct ok cells: no predictor can be scored, and the section says so
+    body = prediction_body(predict.loo_errors(features.iloc[:2]))
+    assert body.startswith("Not fitted: leave-one-out needs 3 distinct ok cells")
+    assert "the most any predictor had here is 2" in body and "|" not in body
+    # three: the table, with the scale on layer_norm exact
+    table = prediction_body(predict.loo_errors(features))
+    assert table.startswith("| predictor | n | loo_mae |")
+    assert "| k * layer_norm | 3 |" in table and "| mean | 3 | 1 | 0.5 |" in table

@@ -254,7 +254,9 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
     }
     for name, title in titles.items():
         note = [notes[name], ""] if name in notes else []
-        parts += [f"## {title}", "", *note, markdown_table(tables_by_name[name]), ""]
+        table = tables_by_name[name]
+        body = prediction_body(table) if name == "coefficient_prediction" else markdown_table(table)
+        parts += [f"## {title}", "", *note, body, ""]
     parts += [
         "![coefficient curves](coefficient_curves.png)",
         "",
@@ -262,6 +264,18 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "",
     ]
     return "\n".join(parts)
+
+
+def prediction_body(errors: pd.DataFrame) -> str:
+    """The prediction table, or why there is none: a table of blanks reads as a failure."""
+    if errors["loo_mae"].notna().any():
+        return markdown_table(errors)
+    most = int(errors["n"].max()) if len(errors) else 0
+    return (
+        f"Not fitted: leave-one-out needs {predict.MIN_ROWS} distinct ok cells for a "
+        f"predictor, and the most any predictor had here is {most} "
+        "(`coefficient_prediction.csv` counts them per predictor)."
+    )
 
 
 def _intro(threshold: float, halves: str, seed: int = 0, fraction: float = 0.5) -> str:

@@ -109,10 +109,11 @@ def coefficient_curves(points: pd.DataFrame, min_coherence: float, path: Path) -
     for col, key in enumerate(groups):
         top, bottom = axes[0][col], axes[1][col]
         rows = points[(points[KEY] == list(key)).all(axis=1)] if len(points) else points
-        for method, line in rows.groupby("method", sort=True):
-            s = style[method]
+        for methods, line in _same_lines(rows):
+            s = style[methods[0]]
             err = [line["delta"] - line["delta_lo"], line["delta_hi"] - line["delta"]]
-            top.errorbar(line["coefficient"], line["delta"], yerr=err, capsize=2, label=method, **s)
+            label = " = ".join(methods)
+            top.errorbar(line["coefficient"], line["delta"], yerr=err, capsize=2, label=label, **s)
             bottom.plot(line["coefficient"], line["coherence"], **s)
             chosen = line[line["chosen"].astype(bool)]
             top.scatter(
@@ -145,6 +146,18 @@ def coefficient_curves(points: pd.DataFrame, min_coherence: float, path: Path) -
     fig.suptitle(f"Trait and coherence vs coefficient (red: min coherence {min_coherence:g})")
     fig.tight_layout()
     save(fig, path)
+
+
+def _same_lines(rows: pd.DataFrame) -> list[tuple[list[str], pd.DataFrame]]:
+    """One line per distinct curve, with every method that drew it: methods whose points
+    are equal (e.g. a cleaned variant that removed nothing and its preclean twin) would
+    otherwise hide one line under another."""
+    drawn = ["layer", "coefficient", "delta", "delta_lo", "delta_hi", "coherence", "chosen"]
+    lines: dict[str, tuple[list[str], pd.DataFrame]] = {}
+    for method, line in rows.groupby("method", sort=True):
+        points = line[drawn].to_csv(index=False)
+        lines.setdefault(points, ([], line))[0].append(str(method))
+    return list(lines.values())
 
 
 def cleaning_curve(curve: pd.DataFrame, path: Path) -> None:

@@ -29,6 +29,7 @@ PREDICTORS: dict[str, tuple[list[str], bool]] = {
 
 
 FEATURES = ["layer_norm", "layer_norm_clean", "abs_mean_proj"]
+MIN_ROWS = 3  # leave-one-out fits each point from the others: one fit of 2 is a line
 
 
 def distinct(
@@ -53,7 +54,7 @@ def loo_errors(features: pd.DataFrame, target: str = "weight") -> pd.DataFrame:
         # a left-out row must not keep a twin (in what this predictor reads) in the fit
         data = distinct(features, target, cols or None).dropna(subset=cols + [target])
         y = data[target].to_numpy(float)
-        if len(data) < 3:
+        if len(data) < MIN_ROWS:
             out.append(
                 {"predictor": name, "n": len(data), "loo_mae": np.nan, "loo_mae_relative": np.nan}
             )
