@@ -64,6 +64,35 @@ def test_known_results_stand_in_for_part_of_the_design(tmp_path):
     assert len(queued) == 2  # 3 design points, one of them known already
 
 
+def _design(study) -> list[tuple[int | None, float]]:
+    return [
+        (t.system_attrs["fixed_params"].get("layer"), t.system_attrs["fixed_params"]["coefficient"])
+        for t in study.study.get_trials(deepcopy=False)
+        if t.user_attrs.get("source") == "enqueued"
+    ]
+
+
+def test_a_known_result_stands_in_for_the_design_point_of_its_slice(tmp_path):
+    """The design never draws next to a known result at its layer: two known results in the
+    slices of one layer leave those slices to them, and the slices dealt to the other
+    layer are drawn. (Counted off the front, one design point was drawn anywhere, and the
+    main job's landed at 0.2516, next to a known 0.25.)"""
+    layers = (12, 16)
+    fresh = open_study(tmp_path / "a", layers=layers, coef_range=(0.1, 0.3), startup_trials=3)
+    fresh.enqueue_startup()
+    full = _design(fresh)
+    assert len(full) == 3
+    own = [layer for layer, _ in full]
+    assert own[0] == own[2] != own[1]  # slices dealt round-robin
+    known_layer = own[0]
+    twin = open_study(tmp_path / "b", layers=layers, coef_range=(0.1, 0.3), startup_trials=3)
+    for c in (0.12, 0.25):  # in slices 0 and 2, both dealt to known_layer
+        assert twin.add_known(known_layer, c, 10 * c, 50.0, 100.0, 45.0, 2)
+    assert twin.add_known(own[1], 0.12, 1.0, 50.0, 100.0, 45.0, 2)  # not slice 1's layer
+    twin.enqueue_startup()
+    assert _design(twin) == [full[1]]
+
+
 def test_study_refuses_other_settings_and_reports_bad_storage(tmp_path):
     open_study(tmp_path)
     with pytest.raises(SteeropsError, match="min_coherence"):

@@ -65,8 +65,9 @@ class SearchConfig(Strict):
         None,
         ge=1,
         description="seeded stratified coefficients evaluated before the "
-        "sampler's model takes over; default: one per searched layer (at least 3), at "
-        "most half of `trials`",
+        "sampler's model takes over, one in each equal slice of the range (a slice that "
+        "holds a known result at its layer is left to it); default: one per searched layer "
+        "(at least 3), at most half of `trials`",
     )
     enqueue: list[float] = Field(
         default_factory=list,

@@ -344,8 +344,10 @@ class SearchStudy:
     def enqueue_startup(self) -> None:
         """Once per study: a seeded stratified design, one coefficient drawn in each of n
         equal slices of the range (layers dealt round-robin in a shuffled order), so no part
-        of the range is skipped. Known results already in the study stand in for design
-        points; a study that has run trials gets none.
+        of the range is skipped. A known result already in the study stands in for the
+        design point of the slice it falls in at its layer (a point drawn there anyway sat
+        next to it: 0.2516 by a known 0.25 scored the same); a study that has run trials
+        gets none.
 
         The study lock makes this once-only; a study that holds copies anyway (enqueued by
         an older version) has the second copy of each point dropped by `ask`."""
@@ -353,22 +355,29 @@ class SearchStudy:
             if self.study.user_attrs.get("startup_enqueued"):
                 return  # another worker (or an earlier run) did it
             trials = self._trials()
-            n = self._startup - sum(t.user_attrs.get("source") == "known" for t in trials)
+            known = [
+                (t.user_attrs.get("layer"), t.params["coefficient"])
+                for t in trials
+                if t.user_attrs.get("source") == "known"
+            ]
             started = any(
                 t.state != TrialState.WAITING and t.user_attrs.get("source") != "known"
                 for t in trials
             )
+            n = self._startup
             if n > 0 and not started:
                 rng = random.Random(self._seed)
                 lo, hi = self.space.coef_min, self.space.coef_max
                 layers = list(self.space.layers)
                 rng.shuffle(layers)
                 for i in range(n):
-                    params: dict[str, Any] = {
-                        "coefficient": lo + (hi - lo) * (i + rng.random()) / n
-                    }
+                    layer = layers[i % len(layers)]
+                    coefficient = lo + (hi - lo) * (i + rng.random()) / n
+                    if any(at == layer and _slice_of(c, lo, hi, n) == i for at, c in known):
+                        continue
+                    params: dict[str, Any] = {"coefficient": coefficient}
                     if len(layers) > 1:
-                        params["layer"] = layers[i % len(layers)]
+                        params["layer"] = layer
                     self.study.enqueue_trial(
                         params, user_attrs={"source": "enqueued"}, skip_if_exists=True
                     )
@@ -547,3 +556,10 @@ def _check_settings(study, name: str, settings: dict[str, Any]) -> None:
                 f"search.study: study {name!r} was run with {key}={stored.get(key)!r}, not "
                 f"{settings.get(key)!r}; pass --study NEW_NAME for a new study"
             )
+
+
+def _slice_of(coefficient: float, lo: float, hi: float, n: int) -> int:
+    """Which of n equal slices of [lo, hi] holds the coefficient (hi: the last)."""
+    if hi <= lo:
+        return 0
+    return min(n - 1, int((coefficient - lo) / (hi - lo) * n))
