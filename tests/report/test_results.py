@@ -515,3 +515,33 @@ def test_the_grid_named_keeps_signed_coefficients_apart_and_unscored_is_not_inco
     frame.loc[frame["coefficient"] == 0.4, "selection_coherence_mean"] = None
     [grid] = _grids(frame, 68.0).values()
     assert _grid_words(chosen, grid)[1] == ""  # no coherence score: not called incoherent
+
+
+def test_the_preclean_table_says_how_far_the_two_vectors_differ(tmp_path):
+    """`vectors_max_diff`: the largest element-wise difference between the preclean and
+    clean-after unit vectors over the layers both hold (numpy), NaN where a side is
+    missing."""
+    import numpy as np
+    import torch
+
+    from steerops.config import load_params
+    from steerops.report.calibrated import with_vector_agreement
+    from steerops.vectors.store import save_vectors
+
+    params = load_params(write_params(tmp_path))
+    rng = np.random.default_rng(1)
+    units = {}
+    for method, layers in (("mean_diff_preclean", (1, 2, 3)), ("mean_diff_cleaned", (1, 2))):
+        vectors = {k: torch.tensor(rng.normal(size=8), dtype=torch.float32) for k in layers}
+        units[method] = {k: v / v.norm() for k, v in vectors.items()}
+        folder = vectors_dir(params.out, TRAIT, "base", POSITION, COMPONENT, method)
+        save_vectors(folder, units[method], {"method": method})
+    key = {"trait": TRAIT, "position": POSITION, "component": COMPONENT}
+    methods = ["mean_diff_preclean", "mean_diff_cleaned", "probe_preclean"]
+    frame = pd.DataFrame([key | {"method": m, "vector_variant": "base"} for m in methods])
+    prepost = pd.DataFrame([key | {"method": "mean_diff"}, key | {"method": "probe"}])
+    with_vector_agreement(params, frame, prepost)
+    pre, post = units["mean_diff_preclean"], units["mean_diff_cleaned"]
+    want = max(np.abs(pre[k].numpy() - post[k].numpy()).max() for k in (1, 2))
+    assert prepost["vectors_max_diff"][0] == pytest.approx(want, rel=1e-6)
+    assert np.isnan(prepost["vectors_max_diff"][1])  # no probe vectors

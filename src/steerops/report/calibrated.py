@@ -173,6 +173,38 @@ def with_removed_shares(params, frame: pd.DataFrame, curve: pd.DataFrame, sets: 
     curve["removed_share"] = shares
 
 
+def with_vector_agreement(params, frame: pd.DataFrame, prepost: pd.DataFrame) -> None:
+    """Add `vectors_max_diff` to the preclean table (in place): the largest difference
+    between the preclean and clean-after unit vectors, element by element over every layer
+    both hold. For `mean_diff` (linear in the activations) it must be rounding, which checks
+    the implementation without the judge; a gap in the steered deltas cannot tell a
+    rounding difference from none. NaN where a side's vectors are missing."""
+    keys = ["trait", "position", "component", "method", "vector_variant"]
+    variants = {tuple(k[:4]): k[4] for k in frame[keys].drop_duplicates().itertuples(index=False)}
+
+    def vectors(row: Any, suffix: str) -> dict[int, Any] | None:
+        method = f"{row.method}{suffix}"
+        variant = variants.get((row.trait, row.position, row.component, method))
+        if variant is None:
+            return None
+        args = (row.trait, variant, row.position, row.component, method)
+        try:
+            return vectors_for(params.inputs, *args, params.inputs_flag)[0]
+        except SteeropsError:  # gone since the grid steered them: nothing to compare
+            return None
+
+    diffs = []
+    for row in prepost.itertuples(index=False):
+        pre, post = vectors(row, "_preclean"), vectors(row, "_cleaned")
+        both = sorted(set(pre or {}) & set(post or {}))
+        diffs.append(
+            max(float((pre[k].double() - post[k].double()).abs().max()) for k in both)
+            if pre and post and both
+            else np.nan
+        )
+    prepost["vectors_max_diff"] = diffs
+
+
 def _layer(value: Any) -> int | None:
     """A chosen config's single layer (None: no choice, or several vectors)."""
     try:

@@ -85,6 +85,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     sets = calibrated.dim_sets(params, frame)
     calibrated.with_dim_sets(curve, prepost, sets)
     calibrated.with_removed_shares(params, frame, curve, sets)
+    calibrated.with_vector_agreement(params, frame, prepost)
     coefs = tables.coefficient_table(frame, threshold)
     features = vector_features(params, coefs, frame)
     errors = predict.loo_errors(features)
@@ -228,7 +229,9 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
     titles = {
         "gap_analysis": "Gap analysis: the chosen config per method, held out",
         "preclean_vs_clean_after": "Preclean vs clean-after (every dim of the set `dim_set` "
-        "names); gap = preclean - clean-after on the held-out questions, paired interval",
+        "names); gap = preclean - clean-after on the held-out questions, paired interval; "
+        "`vectors_max_diff` the largest difference between the two unit vectors over their "
+        "layers",
         "cleaning_curve": "Cleaning curve: dims cleaned (of the set `dim_set` names) vs "
         "held-out delta; gain = cleaned - uncleaned on the held-out questions, paired interval "
         "(Bonferroni over the `gain_k` cleaned variants of a method: together at 95%)",
