@@ -285,6 +285,32 @@ def test_a_bad_flag_is_one_error_line(argv, message, capsys):
     assert message in line and line.startswith("steerops")
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "--vet", "--no-vet"], "--vet and --no-vet both given: give one of them"),
+        (["steer", "--layers", "1", "--layers=2"], "--layers given twice: give it once"),
+        (["steer", "--max-new", "5", "--max-new-tokens", "6"], "--max-new-tokens given twice"),
+        (["search", "--trials", "3", "--trials", "4"], "--trials given twice: give it once"),
+    ],
+)
+def test_a_setting_given_twice_is_refused_before_anything_runs(
+    tmp_path, monkeypatch, capsys, argv, message
+):
+    """argparse keeps the last of two values silently; a run under the one the user did
+    not mean costs a sweep."""
+    import steerops.cli as cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "load_params_for", lambda args: pytest.fail("the stage ran"))
+    assert main(argv) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == f"steerops {argv[0]}: error: {message}" or message in line
+    assert not list(tmp_path.iterdir())
+    # the same flags once each are not refused at this step
+    assert cli.flag_given_twice(cli.build_parser(argv), argv[0], argv[:2]) == ""
+
+
 # Checks that need the model's depth or the params' variants run after params load; an
 # error about a key a flag set still names the flag the user typed, before any run opens.
 TOY_LAYERS = "the model has layers 0-3"

@@ -421,6 +421,32 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def flag_given_twice(parser: argparse.ArgumentParser, command: str, argv: list[str]) -> str:
+    """What is wrong when one setting is given twice on a command line (`--vet --no-vet`,
+    `--layers 3 --layers 5`), "" when none is: argparse would keep the last silently, and
+    a run under settings the user did not mean costs a sweep."""
+    stage = next(
+        a.choices[command] for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    seen: dict[str, str] = {}
+    for token in argv[: argv.index("--")] if "--" in argv else argv:
+        name = token.split("=", 1)[0]
+        if not name.startswith("--"):
+            continue
+        matches = [o for o in stage._option_string_actions if o.startswith(name)]
+        exact = name if name in stage._option_string_actions else None
+        option = exact or (matches[0] if len(matches) == 1 else None)
+        if option is None:
+            continue
+        dest = stage._option_string_actions[option].dest
+        if dest in seen:
+            if seen[dest] == option:
+                return f"{option} given twice: give it once"
+            return f"{seen[dest]} and {option} both given: give one of them"
+        seen[dest] = option
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     # before any stage imports mlflow: its usage telemetry would reach the network on every
     # tracked run (mlflow.telemetry.utils reads it; set to false, it stays the user's choice)
@@ -439,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if not getattr(args, "func", None):
         parser.print_help()
+        return 2
+    twice = flag_given_twice(parser, args.command, argv)
+    if twice:
+        print(f"steerops {args.command}: error: {twice}", file=sys.stderr)
         return 2
     try:
         args.func(args)
