@@ -104,12 +104,14 @@ class SyntheticEvaluator:
         ]
 
 
-def open_study(tmp_path, layers=(2,), name="s", coef_range=(0.0, 3.0), **kw) -> SearchStudy:
+def open_study(
+    tmp_path, layers=(2,), name="s", coef_range=(0.0, 3.0), resolution=0.0, **kw
+) -> SearchStudy:
     settings = {"layers": list(layers), "min_coherence": MIN_COH}
     return SearchStudy(
         f"sqlite:///{tmp_path / 'optuna.db'}",
         name,
-        Space(*coef_range, layers),
+        Space(*coef_range, layers, resolution),
         MIN_COH,
         settings,
         **kw,

@@ -93,6 +93,28 @@ def test_a_known_result_stands_in_for_the_design_point_of_its_slice(tmp_path):
     assert _design(twin) == [full[1]]
 
 
+def test_a_coefficient_within_the_resolution_of_a_tried_one_is_a_repeat(tmp_path):
+    """The sampler's model homes in on its best point in ever smaller steps (the main job's
+    search tried 0.23341 and 0.23305 beside 0.233333, with the same search-half scores):
+    within `resolution` at the same layer a proposal is dropped, as an exact copy is."""
+
+    def evaluated(folder, resolution: float) -> list[float]:
+        folder.mkdir()
+        study = open_study(folder, layers=(2, 3), startup_trials=1, resolution=resolution, seed=0)
+        for layer, c in ((2, 1.0), (2, 1.01), (3, 1.01), (2, 0.99), (2, 1.5)):
+            study.enqueue(layer, c)
+        evaluator = SyntheticEvaluator(["q"])
+        run_search(
+            study, evaluator, SOURCE, target=4, batch=1, direction="positive", progress=False
+        )
+        return [(layer, c) for call in evaluator.calls for layer, c, _ in call]
+
+    assert evaluated(tmp_path / "exact", 0.0) == [(2, 1.0), (2, 1.01), (3, 1.01), (2, 0.99)]
+    coarse = evaluated(tmp_path / "coarse", 0.015)
+    assert coarse[:3] == [(2, 1.0), (3, 1.01), (2, 1.5)]  # 1.01 and 0.99 at layer 2 dropped
+    assert len(coarse) == 4
+
+
 def test_study_refuses_other_settings_and_reports_bad_storage(tmp_path):
     open_study(tmp_path)
     with pytest.raises(SteeropsError, match="min_coherence"):

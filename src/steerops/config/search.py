@@ -17,6 +17,14 @@ class SearchConfig(Strict):
         "sampler proposes only configs already evaluated: the range is exhausted)",
     )
     batch: int = Field(8, ge=1, description="trials asked and evaluated together")
+    min_gap: float = Field(
+        0.005,
+        ge=0,
+        lt=1,
+        description="share of the coefficient range: a coefficient the sampler proposes "
+        "within it of one already tried at its layer is a repeat, not evaluated (its model "
+        "homes in on its best point in steps that change no response); 0: only exact repeats",
+    )
     sampler: Literal["gp", "tpe"] = Field("gp", description="Optuna sampler")
     storage: str | None = Field(
         None,

@@ -107,11 +107,16 @@ def exhausted_line(study: SearchStudy, done: int, target: int) -> str:
     layers = ",".join(map(str, space.layers))
     return (
         f"search: stopped after {done} of {target} trials: the sampler proposed only configs "
-        f"already evaluated ({MAX_REPEATS} times in a row): the range [{space.coef_min:g}, "
-        f"{space.coef_max:g}] at layer(s) {layers} holds nothing new for it; a wider range "
-        "(search.coef_min/coef_max or search.layers) is a new study: rerun with it (with "
-        "--study, under a new name) to search further"
+        f"already evaluated{_within(space)} ({MAX_REPEATS} times in a row): the range "
+        f"[{space.coef_min:g}, {space.coef_max:g}] at layer(s) {layers} holds nothing new "
+        "for it; a wider range (search.coef_min/coef_max or search.layers) is a new study: "
+        "rerun with it (with --study, under a new name) to search further"
     )
+
+
+def _within(space) -> str:
+    """How near counts as already evaluated, when not only exact repeats do."""
+    return f" or within {space.resolution:.3g} of one (search.min_gap)" if space.resolution else ""
 
 
 def _evaluate_batch(

@@ -189,7 +189,12 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
     study = SearchStudy(
         plan.storage,
         plan.study,
-        Space(cfg.coef_min, cfg.coef_max, tuple(plan.layers)),
+        Space(
+            cfg.coef_min,
+            cfg.coef_max,
+            tuple(plan.layers),
+            cfg.min_gap * (cfg.coef_max - cfg.coef_min),
+        ),
         plan.min_coherence,
         plan.settings,
         sampler=cfg.sampler,

@@ -64,6 +64,9 @@ class Space:
     coef_min: float
     coef_max: float
     layers: tuple[int, ...]
+    # a coefficient this close to one tried at its layer is a repeat: the sampler's model
+    # homes in on its best point and proposes ever smaller steps that change no response
+    resolution: float = 0.0
 
     def distributions(self) -> dict[str, Any]:
         dists: dict[str, Any] = {"coefficient": FloatDistribution(self.coef_min, self.coef_max)}
@@ -233,7 +236,7 @@ class SearchStudy:
             self._requeue_if_queued(record)
             self.study.tell(trial, state=TrialState.FAIL)
             return None, True
-        if source == "duplicate" or repeats(record, trials):
+        if source == "duplicate" or repeats(record, trials, self.space.resolution):
             trial.set_user_attr("source", "duplicate")
             self.study.tell(trial, state=TrialState.FAIL)
             queued = "fixed_params" in record.system_attrs

@@ -68,11 +68,20 @@ def counts(t) -> bool:
     return t.state == TrialState.FAIL and "error" in t.user_attrs
 
 
-def repeats(record, trials) -> bool:
-    """Another trial runs or ran these exact params (one that failed does not count)."""
+def repeats(record, trials, resolution: float = 0.0) -> bool:
+    """Another trial runs or ran these params (one that failed does not count): the same
+    layer and a coefficient within `resolution` of this one's (0: the exact params)."""
+
+    def same(params: dict) -> bool:
+        if params.get("layer") != record.params.get("layer"):
+            return False
+        gap = abs(float(params["coefficient"]) - float(record.params["coefficient"]))
+        return gap <= resolution
+
     return any(
         t.number != record.number
-        and t.params == record.params
+        and "coefficient" in t.params
+        and same(t.params)
         and t.state in (TrialState.RUNNING, TrialState.COMPLETE)
         for t in trials
     )
