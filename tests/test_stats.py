@@ -190,6 +190,10 @@ def test_clustered_proportion_reads_singletons_as_wilson_and_copies_once():
     ci = scipy_stats.binomtest(14, 14).proportion_ci(0.95, method="wilson")
     assert whole.n == 28 and (whole.lo, whole.hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
     assert stats.clustered_proportion([], []) == stats.Interval(0, None, None, None)
+    # one prompt's rollouts are one draw, whatever they scored
+    one = stats.clustered_proportion([1, 0, 1, 1], ["a"] * 4)
+    z = scipy_stats.norm.ppf(0.975)
+    assert one.mean == 0.75 and (one.lo, one.hi) == pytest.approx(_score_interval(0.75, 1, z))
     with pytest.raises(ValueError):
         stats.clustered_proportion([1, 0], ["a"])
 

@@ -236,7 +236,7 @@ def clustered_proportion(
     is known from p, nothing to estimate). At 0 or n hits the variance cannot tell the
     design effect, so each cluster counts once (the Wilson interval of k draws: clusters of
     copies give what one example each would, and no cluster is taken for more draws than
-    it may be)."""
+    it may be); so does a single cluster, one draw."""
     n = len(hits)
     if len(clusters) != n:
         raise ValueError(f"clustered_proportion: {n} hits but {len(clusters)} cluster labels")
@@ -249,7 +249,7 @@ def clustered_proportion(
     k = int(label.max()) + 1
     p = float(y.mean())
     binomial = p * (1 - p) / n
-    if k == n or binomial <= 0:
+    if k == n or k == 1 or binomial <= 0:  # one cluster: no spread between clusters to read
         return Interval(n, p, *_wilson(p, k, confidence))
     residual = np.bincount(label, weights=y - p, minlength=k)  # hits_c - p n_c
     robust = float(residual @ residual) / (n * n) * k / (k - 1)
