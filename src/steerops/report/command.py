@@ -37,7 +37,9 @@ def register(subparsers) -> None:
         "the outputs root.",
         out_help="a run's folder (e.g. a scratch steer's runs/steer-<time>/): its results are "
         "reported into DIR/reports/, with the calibration and vector metadata of the "
-        "pipeline's outputs (paths.out, or --inputs DIR), which that run steered with",
+        "pipeline's outputs (paths.out, or --inputs DIR), which that run steered with; "
+        "logged to DIR/mlflow.db when the run has one (it was given --out), else to the "
+        "project's store, where a default scratch run logged",
     )
     inputs_flag(parser)
     flags(parser, "report.min_coherence")
@@ -48,6 +50,11 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> None:
     params = load_params_for(args)
+    folder = getattr(args, "run_folder", None)
+    if folder and Path(folder).is_dir() and not (Path(folder) / "mlflow.db").is_file():
+        # a default scratch run's folder (runs/steer-<time>): that run logged to the
+        # project's store, and its report goes beside it, not into a store of its own
+        params.set_run_folder(Path(folder), named=False)
     # --out DIR: the report and its results page go there
     reports = run_file(params, args, "report.out", "reports")
     if reports is not None:
