@@ -305,7 +305,9 @@ def test_the_best_cell_metric_is_chosen_on_the_selection_half(tmp_path):
 
 def test_a_cell_without_an_ok_choice_is_never_the_best_cell(tmp_path):
     """`mean_diff` has the largest selection-half delta but none held out ("no effect"):
-    the headline metric names the OK cell, and none when no cell is OK."""
+    the choice did not hold, so there is no best cell. Falling back to the OK `probe`
+    would choose by held-out results; `probe` is best only once mean_diff is not a
+    candidate on the selection half either."""
     grid = {
         ("mean_diff", "prompt[-1]"): [(2, 1.0, 0.9, 0.0, 90.0), (2, 0.0, 0.0, 0.0, 100.0)],
         ("probe", "prompt[-1]"): [(2, 1.0, 0.5, 0.5, 90.0), (2, 0.0, 0.0, 0.0, 100.0)],
@@ -315,6 +317,14 @@ def test_a_cell_without_an_ok_choice_is_never_the_best_cell(tmp_path):
     gap = pd.read_csv(out / "gap_analysis.csv")
     assert _row(gap, method="mean_diff")["status"] == "no effect"
     metrics = read_json(out / "metrics.json")
+    assert metrics["best_cell"] is None
+    assert metrics["selection_choice"].endswith("prompt[-1] residual mean_diff")
+    assert metrics["best_status"] == "no effect" and metrics["best_heldout_delta"] == 0.0
+    # no effect on the selection half: not a candidate, and the OK probe is the best
+    (tmp_path / "c").mkdir()
+    grid[("mean_diff", "prompt[-1]")][0] = (2, 1.0, 0.0, 0.9, 90.0)
+    write_grid(tmp_path / "c" / "outputs", grid, QUESTIONS)
+    metrics = read_json(_report(tmp_path / "c") / "metrics.json")
     assert metrics["best_cell"].endswith("prompt[-1] residual probe")
     assert metrics["best_status"] == "ok" and metrics["best_heldout_delta"] == pytest.approx(50.0)
     (tmp_path / "b").mkdir()

@@ -300,17 +300,26 @@ def _intro(threshold: float, halves: str, seed: int = 0, fraction: float = 0.5) 
 
 
 def _best_cell(gap: pd.DataFrame) -> dict:
-    """Among cells whose choice is OK, the one whose chosen config has the largest
-    selection-half delta (ties: the first in the table's order), with its held-out delta,
-    interval and n; None when no cell's choice is OK (no effect is never a best)."""
-    chosen = gap[
-        (gap["alias_of"] == "") & gap["selection_delta"].notna() & (gap["status"] == stats.OK)
+    """The cell chosen on the selection half alone: among cells whose choice has an effect
+    there (its selection interval above zero), the one with the largest selection-half
+    delta (ties: the first in the table's order), with its held-out verdict, delta,
+    interval and n. It is `best_cell` only when that verdict is OK (no effect is never a
+    best); otherwise `best_cell` is None and `selection_choice` names the cell that did not
+    hold. Choosing among the cells that held out instead would pick on held-out data, and
+    its held-out delta would be the best of several tries, not a held-out figure."""
+    candidates = gap[
+        (gap["alias_of"] == "")
+        & gap["selection_delta"].notna()
+        & (gap["selection_delta_lo"].astype(float) > 0)
+        & ~gap["status"].isin([stats.NEEDS_FINER, stats.UNSCORED])
     ]
-    if chosen.empty:
-        return {"best_cell": None}
-    best = chosen.loc[chosen["selection_delta"].astype(float).idxmax()]
+    if candidates.empty:
+        return {"best_cell": None, "selection_choice": None}
+    best = candidates.loc[candidates["selection_delta"].astype(float).idxmax()]
+    cell = " ".join(str(best[k]) for k in tables.GROUP)
     return {
-        "best_cell": " ".join(str(best[k]) for k in tables.GROUP),
+        "best_cell": cell if best["status"] == stats.OK else None,
+        "selection_choice": cell,
         "best_status": best["status"],
         "best_selection_delta": _num(best["selection_delta"]),
         "best_heldout_delta": _num(best["delta"]),
