@@ -329,6 +329,9 @@ def test_a_report_logs_where_the_run_it_reports_logged(tmp_path, monkeypatch):
     project = load_params(params_file)
     assert used == [tracking_uri(project), f"sqlite:///{named / 'mlflow.db'}"]
     assert not (scratch / "mlflow.db").exists()
+    for run in (scratch, named):  # each report in its run's folder all the same
+        assert (run / "reports" / "report.md").is_file()
+    assert not (tmp_path / "reports").exists()
 
 
 def test_cells_without_a_scored_steered_config_say_why(tmp_path):

@@ -90,6 +90,7 @@ class Params(Strict):
     _run_folder: Path | None = None
     _run_named: bool = False
     _inputs_flag: str = ""
+    _project_store: bool = False
 
     @property
     def root(self) -> Path:
@@ -110,6 +111,18 @@ class Params(Strict):
         """Where this run's project-level files go: metrics/, the default optuna.db and, for
         `--out`, the default MLflow store; the params file's directory for the pipeline."""
         return self._run_folder or self._root
+
+    @property
+    def store_root(self) -> Path:
+        """Where the default MLflow store (mlflow.db) goes: the folder of a run given --out,
+        unless `use_project_store` said otherwise; else the params file's directory."""
+        named = self._run_named and not self._project_store
+        return self.run_root if named else self._root
+
+    def use_project_store(self) -> None:
+        """Log to the project's default store though the run has a folder of its own (a
+        report of a default scratch run, which logged there)."""
+        self._project_store = True
 
     def set_run_folder(self, folder: Path, named: bool) -> None:
         """Make this a run of its own in `folder`: outputs, metrics/ and the judge cache go

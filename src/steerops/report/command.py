@@ -50,11 +50,6 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> None:
     params = load_params_for(args)
-    folder = getattr(args, "run_folder", None)
-    if folder and Path(folder).is_dir() and not (Path(folder) / "mlflow.db").is_file():
-        # a default scratch run's folder (runs/steer-<time>): that run logged to the
-        # project's store, and its report goes beside it, not into a store of its own
-        params.set_run_folder(Path(folder), named=False)
     # --out DIR: the report and its results page go there
     reports = run_file(params, args, "report.out", "reports")
     if reports is not None:
@@ -62,6 +57,11 @@ def run(args: argparse.Namespace) -> None:
     results = run_file(params, args, "report.results", "reports/results.md")
     if results is not None and params.report.results:
         params.report.results = str(results)
+    folder = getattr(args, "run_folder", None)
+    if folder and Path(folder).is_dir() and not (Path(folder) / "mlflow.db").is_file():
+        # a default scratch run's folder (runs/steer-<time>): that run logged to the
+        # project's store, and its report's run goes beside it, not into a store of its own
+        params.use_project_store()
     frame = load_results(params)
     searched = load_search_summaries(params)
     if frame.empty and searched.empty:

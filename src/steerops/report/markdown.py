@@ -29,13 +29,23 @@ HEADERS = {
 }
 
 
+NO_WIDTH = "†"  # marks an interval of no width; the note under the table says what it means
+NO_WIDTH_NOTE = (
+    f"{NO_WIDTH} an interval of no width: every question gave the same value (one question, "
+    "or all alike), which says nothing of its precision."
+)
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     if table.empty:
         return "_no data_"
     table = table.copy()
+    flat = False
     for mid, lo, hi in INTERVALS:
         if {mid, lo, hi} <= set(table.columns):
-            table[mid] = [interval(*v) for v in zip(table[mid], table[lo], table[hi], strict=True)]
+            rows = list(zip(table[mid], table[lo], table[hi], strict=True))
+            flat = flat or any(_no_width(*v) for v in rows)
+            table[mid] = [interval(*v) for v in rows]
             label = HEADERS.get(mid, f"{mid} [95% CI]")
             table = table.drop(columns=[lo, hi]).rename(columns={mid: label})
     head = "| " + " | ".join(table.columns) + " |"
@@ -45,13 +55,19 @@ def markdown_table(table: pd.DataFrame) -> str:
         "| " + " | ".join(f(v) for f, v in zip(shown, row, strict=True)) + " |"
         for row in table.itertuples(index=False)
     ]
-    return "\n".join([head, rule, *body])
+    note = ["", NO_WIDTH_NOTE] if flat else []
+    return "\n".join([head, rule, *body, *note])
 
 
 def interval(mid, lo, hi) -> str:
     if mid is None or (isinstance(mid, float) and np.isnan(mid)):
         return ""
-    return stats.interval_text(mid, lo, hi)
+    return stats.interval_text(mid, lo, hi) + (f" {NO_WIDTH}" if _no_width(mid, lo, hi) else "")
+
+
+def _no_width(mid, lo, hi) -> bool:
+    bounds = [stats.as_number(v) for v in (mid, lo, hi)]
+    return None not in bounds and all(np.isfinite(bounds)) and bounds[1] == bounds[2]
 
 
 def _is_coherence(column: str) -> bool:

@@ -44,7 +44,7 @@ def tracking_uri(params) -> str:
         return os.environ["MLFLOW_TRACKING_URI"]
     if params.tracking.uri:
         return params.tracking.uri
-    folder = lasting_folder(params.run_root if params.run_named else params.root)
+    folder = lasting_folder(params.store_root)
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
