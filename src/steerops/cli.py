@@ -421,30 +421,41 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def flag_given_twice(parser: argparse.ArgumentParser, command: str, argv: list[str]) -> str:
-    """What is wrong when one setting is given twice on a command line (`--vet --no-vet`,
-    `--layers 3 --layers 5`), "" when none is: argparse would keep the last silently, and
-    a run under settings the user did not mean costs a sweep."""
-    stage = next(
-        a.choices[command] for a in parser._actions if isinstance(a, argparse._SubParsersAction)
-    )
-    seen: dict[str, str] = {}
+def flag_given_twice(parser: argparse.ArgumentParser, argv: list[str]) -> str:
+    """A warning when one setting is given twice on a command line (`--vet --no-vet`,
+    `--layers 3 --layers 5`, an alias's flag given again), "" when none is. The last one
+    wins, as in most command-line tools (an alias's default can be overridden), but a run
+    under a value the user did not mean costs a sweep, so it is said."""
+    seen: dict[str, tuple[str, str]] = {}
+    current = parser
     for token in argv[: argv.index("--")] if "--" in argv else argv:
-        name = token.split("=", 1)[0]
+        sub = _subcommand(current, token)
+        if sub is not None:  # `probe train`: the nested command's flags from here on
+            current, seen = sub, {}
+            continue
+        name, _, value = token.partition("=")
         if not name.startswith("--"):
             continue
-        matches = [o for o in stage._option_string_actions if o.startswith(name)]
-        exact = name if name in stage._option_string_actions else None
+        matches = [o for o in current._option_string_actions if o.startswith(name)]
+        exact = name if name in current._option_string_actions else None
         option = exact or (matches[0] if len(matches) == 1 else None)
-        if option is None:
+        if option is None or option in ("--help", "-h"):
             continue
-        dest = stage._option_string_actions[option].dest
+        dest = current._option_string_actions[option].dest
         if dest in seen:
-            if seen[dest] == option:
-                return f"{option} given twice: give it once"
-            return f"{seen[dest]} and {option} both given: give one of them"
-        seen[dest] = option
+            first = seen[dest][0]
+            if first == option:
+                return f"{option} given twice: the last one is used"
+            return f"{first} and {option} both given: the last, {option}, is used"
+        seen[dest] = (option, value)
     return ""
+
+
+def _subcommand(parser: argparse.ArgumentParser, token: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and token in action.choices:
+            return action.choices[token]
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -466,10 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    twice = flag_given_twice(parser, args.command, argv)
+    twice = flag_given_twice(parser, argv)
     if twice:
-        print(f"steerops {args.command}: error: {twice}", file=sys.stderr)
-        return 2
+        print(f"steerops {args.command}: warning: {twice}", file=sys.stderr)
     try:
         args.func(args)
     except (SteeropsError, OSError) as exc:  # OSError: a path of the wrong kind, a full disk
