@@ -262,9 +262,10 @@ def load_params_for(args: argparse.Namespace):
     inputs = getattr(args, "inputs_folder", None)
     if inputs and not folder:
         if getattr(args, "pipeline", False) or (scratch and os.environ.get("DVC_STAGE")):
+            how = "--pipeline" if getattr(args, "pipeline", False) else "a `dvc repro` stage"
             raise SteeropsError(
-                "--pipeline reads and writes the pipeline's outputs (paths.out) and --inputs "
-                "DIR reads another folder's: give one of them"
+                f"{how} reads and writes the pipeline's outputs (paths.out) and --inputs DIR "
+                "reads another folder's: run it by hand for --inputs"
             )
         if not scratch:  # its outputs would replace the pipeline's
             raise SteeropsError(
@@ -282,7 +283,7 @@ def load_params_for(args: argparse.Namespace):
             what = "a file, not a folder" if Path(inputs).exists() else "no such folder"
             raise SteeropsError(f"--inputs {inputs}: {what}")
         params = load_params(args.params, {**overrides, "paths.out": inputs}, flags_given(args))
-        params.set_inputs_flag(f" --out {display_path(inputs)}")
+        params.set_inputs_flag(f" --out {shlex.quote(display_path(inputs))}")
     pin_device(params, getattr(args, "device", None))
     if folder:
         params.set_run_folder(Path(folder), named=True)
@@ -290,12 +291,15 @@ def load_params_for(args: argparse.Namespace):
         args.scratch_folder = new_run_folder(params.root, args.command)
         params.set_run_folder(args.scratch_folder, named=False)
         # on stdout: a check that fails after this is the one line stderr gets
-        read = "the outputs" if inputs else "the pipeline's outputs"
-        print(
-            f"steerops {args.command}: scratch run in {display_path(args.scratch_folder)} "
-            f"(it reads {read} in {display_path(params.inputs)}/ and writes none; "
-            "--pipeline or `dvc repro` writes them)"
+        where = f"{display_path(params.inputs)}/"
+        reads = (
+            f"it reads the outputs in {where} (--inputs) and writes none there"
+            if inputs
+            else f"it reads the pipeline's outputs in {where} and writes none; --pipeline or "
+            "`dvc repro` writes them"
         )
+        run = display_path(args.scratch_folder)
+        print(f"steerops {args.command}: scratch run in {run} ({reads})")
     return params
 
 

@@ -243,7 +243,7 @@ def clustered_proportion(
     if n == 0:
         return Interval(0, None, None, None)
     y = np.asarray(hits, dtype=np.float64)
-    if ((y < 0) | (y > 1)).any():
+    if not ((y >= 0) & (y <= 1)).all():  # NaN too
         raise ValueError("clustered_proportion: a hit outside [0, 1]")
     _, label = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
     k = int(label.max()) + 1

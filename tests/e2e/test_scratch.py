@@ -326,10 +326,16 @@ def test_inputs_steers_the_vectors_of_another_runs_folder(toy_world, tmp_path, c
     shutil.copytree(tmp_path / "outputs", mine)
     found, meta = load_vectors(mine / vectors)
     save_vectors(mine / vectors, {layer: -v for layer, v in found.items()}, meta)
-    before = {**_snapshot(tmp_path), **_snapshot(mine)}
+
+    def everything(folder: Path) -> dict[str, str]:
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        return {str(p): hashlib.md5(p.read_bytes()).hexdigest() for p in files}
+
+    before = {**_snapshot(tmp_path), **everything(mine)}
+    assert any("vectors.safetensors" in name for name in before)
     argv = ["steer", "--params", str(params), "--layers", "1", "--coefficients", "1"]
     assert main([*argv, "--inputs", str(mine), "--out", str(tmp_path / "run")]) == 0
-    assert {**_snapshot(tmp_path), **_snapshot(mine)} == before
+    assert {**_snapshot(tmp_path), **everything(mine)} == before
 
     def steered_with(folder: Path) -> set[str]:
         rows = [json.loads(line) for line in (folder / cell / "results.jsonl").open()]
@@ -348,7 +354,7 @@ def test_inputs_steers_the_vectors_of_another_runs_folder(toy_world, tmp_path, c
     empty.mkdir()
     cases = [
         (["--inputs", str(tmp_path / "nope")], f"--inputs {tmp_path / 'nope'}: no such folder"),
-        (["--inputs", str(mine), "--pipeline"], "give one of them"),
+        (["--inputs", str(mine), "--pipeline"], "run it by hand for --inputs"),
         (["--inputs", str(empty)], "no activations there either: run `steerops extract --"),
     ]
     for extra, message in cases:

@@ -495,7 +495,8 @@ def test_a_cleaning_line_says_how_much_of_the_direction_the_removed_dims_held(tm
     vectors[2][3] = 2.5  # the dims the cleaned variant removes carry a known share
     base = vectors_dir(params.out, TRAIT, "base", POSITION, COMPONENT, "mean_diff")
     save_vectors(base, {k: v / v.norm() for k, v in vectors.items()}, {"method": "mean_diff"})
-    key = {"trait": TRAIT, "position": POSITION, "component": COMPONENT, "method": "mean_diff"}
+    key = {"model": "m", "trait": TRAIT, "position": POSITION, "component": COMPONENT}
+    key |= {"method": "mean_diff"}
     frame = pd.DataFrame([key | {"vector_variant": "base"}])
     curve = pd.DataFrame(
         [
@@ -512,7 +513,7 @@ def test_a_cleaning_line_says_how_much_of_the_direction_the_removed_dims_held(tm
     assert curve["removed_share"][1] == pytest.approx(share, rel=1e-6)  # float32 stored
     assert np.isnan(curve["removed_share"][0]) and np.isnan(curve["removed_share"][2])
 
-    row = {"model": "m", **key, "status": "ok", "gain_note": "", "dims_removed": 2}
+    row = {**key, "status": "ok", "gain_note": "", "dims_removed": 2}
     row |= {"layer": 2, "dims_cleaned": "1", "variant": "mean_diff_top1", "gain_k": 1}
     row |= {"gain": 0.0, "gain_lo": -10.0, "gain_hi": 10.0, "gain_n": 20}
     [line] = _cleaning_lines(pd.DataFrame([row | {"removed_share": share}]))
@@ -562,12 +563,18 @@ def test_the_preclean_table_says_how_far_the_two_vectors_differ(tmp_path):
         units[method] = {k: v / v.norm() for k, v in vectors.items()}
         folder = vectors_dir(params.out, TRAIT, "base", POSITION, COMPONENT, method)
         save_vectors(folder, units[method], {"method": method})
-    key = {"trait": TRAIT, "position": POSITION, "component": COMPONENT}
+    key = {"model": "m", "trait": TRAIT, "position": POSITION, "component": COMPONENT}
     methods = ["mean_diff_preclean", "mean_diff_cleaned", "probe_preclean"]
     frame = pd.DataFrame([key | {"method": m, "vector_variant": "base"} for m in methods])
-    prepost = pd.DataFrame([key | {"method": "mean_diff"}, key | {"method": "probe"}])
+    # another model's cells, steered with vectors of a variant that has none
+    frame = pd.concat([frame, frame.assign(model="other", vector_variant="chat")])
+    prepost = pd.DataFrame(
+        [key | {"method": "mean_diff"}, key | {"method": "probe"}]
+        + [key | {"model": "other", "method": "mean_diff"}]
+    )
     with_vector_agreement(params, frame, prepost)
     pre, post = units["mean_diff_preclean"], units["mean_diff_cleaned"]
     want = max(np.abs(pre[k].numpy() - post[k].numpy()).max() for k in (1, 2))
     assert prepost["vectors_max_diff"][0] == pytest.approx(want, rel=1e-6)
     assert np.isnan(prepost["vectors_max_diff"][1])  # no probe vectors
+    assert np.isnan(prepost["vectors_max_diff"][2])  # the other model's variant has none

@@ -3,6 +3,7 @@ settings."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from synthetic import SOURCE, SyntheticEvaluator, open_study
 
@@ -109,10 +110,22 @@ def test_a_coefficient_within_the_resolution_of_a_tried_one_is_a_repeat(tmp_path
         )
         return [(layer, c) for call in evaluator.calls for layer, c, _ in call]
 
+    # points queued on purpose are dropped only as exact copies, whatever the resolution
     assert evaluated(tmp_path / "exact", 0.0) == [(2, 1.0), (2, 1.01), (3, 1.01), (2, 0.99)]
-    coarse = evaluated(tmp_path / "coarse", 0.015)
-    assert coarse[:3] == [(2, 1.0), (3, 1.01), (2, 1.5)]  # 1.01 and 0.99 at layer 2 dropped
-    assert len(coarse) == 4
+    assert evaluated(tmp_path / "queued", 0.015) == [(2, 1.0), (2, 1.01), (3, 1.01), (2, 0.99)]
+
+
+def test_sampled_coefficients_stay_a_resolution_apart(tmp_path, capsys):
+    """With a resolution of 0.4 on [1, 2] the sampler's proposals closer than that to a tried
+    coefficient are dropped: every evaluated pair is farther apart, and the search stops
+    short of its target, saying how near counts as tried."""
+    study = open_study(tmp_path, coef_range=(1.0, 2.0), resolution=0.4, seed=0, startup_trials=1)
+    evaluator = SyntheticEvaluator(["q"])
+    run_search(study, evaluator, SOURCE, target=8, batch=1, direction="positive", progress=False)
+    tried = sorted(c for call in evaluator.calls for _, c, _ in call)
+    assert 2 <= len(tried) <= 3 and float(np.diff(tried).min()) > 0.4
+    assert study.exhausted()
+    assert "or within 0.4 of one (search.min_gap" in capsys.readouterr().err
 
 
 def test_study_refuses_other_settings_and_reports_bad_storage(tmp_path):

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import brentq
 from scipy.stats import binomtest
+from scipy.stats import t as student_t
 
 from steerops.cli import main
 from steerops.vectors import load_vectors
@@ -221,6 +223,15 @@ def test_a_sources_rollouts_count_once_in_the_interval(tmp_path):
     assert best["heldout_acc"] == pytest.approx(right / 6)
     per_source = binomtest(right, 6).proportion_ci(0.95, method="wilson")
     assert best["heldout_lo"] < per_source.low and best["heldout_hi"] > per_source.high
+    # exactly: the score interval at the 6 sources' effective size (5 after k / (k - 1))
+    # and Student's t on 5 degrees of freedom, solved numerically
+    share, critical = right / 6, student_t.ppf(0.975, 5)
+
+    def gap(p0: float) -> float:
+        return abs(share - p0) - critical * (p0 * (1 - p0) / 5) ** 0.5
+
+    want = (brentq(gap, 1e-12, share), brentq(gap, share, 1 - 1e-12))
+    assert (best["heldout_lo"], best["heldout_hi"]) == pytest.approx(want, abs=1e-9)
     assert 0 < right < 6  # (this seed) so the rows' interval is narrower
     per_row = binomtest(3 * right, 18).proportion_ci(0.95, method="wilson")
     assert per_row.high - per_row.low < best["heldout_hi"] - best["heldout_lo"]

@@ -146,14 +146,13 @@ def with_removed_shares(params, frame: pd.DataFrame, curve: pd.DataFrame, sets: 
     the variant's chosen layer. It says how far cleaning turned the direction (cosine
     sqrt(1 - share)): a share near 0 means the comparison barely tests the dims. NaN where
     unknown (uncleaned rows, no layer chosen, vectors or metadata missing)."""
-    keys = ["trait", "position", "component", "method", "vector_variant"]
-    variants = {tuple(k[:4]): k[4] for k in frame[keys].drop_duplicates().itertuples(index=False)}
+    variants = _vector_variants(frame)
     loaded: dict[tuple, dict | None] = {}
     shares = []
     for row in curve.itertuples(index=False):
         layer = _layer(row.layer)
         dims = _dims_removed(sets.get((row.trait, row.position, row.component, row.variant)), layer)
-        variant = variants.get((row.trait, row.position, row.component, row.method))
+        variant = variants.get((row.model, row.trait, row.position, row.component, row.method))
         if row.dims_cleaned == "0" or dims is None or variant is None:
             shares.append(np.nan)
             continue
@@ -179,12 +178,11 @@ def with_vector_agreement(params, frame: pd.DataFrame, prepost: pd.DataFrame) ->
     both hold. For `mean_diff` (linear in the activations) it must be rounding, which checks
     the implementation without the judge; a gap in the steered deltas cannot tell a
     rounding difference from none. NaN where a side's vectors are missing."""
-    keys = ["trait", "position", "component", "method", "vector_variant"]
-    variants = {tuple(k[:4]): k[4] for k in frame[keys].drop_duplicates().itertuples(index=False)}
+    variants = _vector_variants(frame)
 
     def vectors(row: Any, suffix: str) -> dict[int, Any] | None:
         method = f"{row.method}{suffix}"
-        variant = variants.get((row.trait, row.position, row.component, method))
+        variant = variants.get((row.model, row.trait, row.position, row.component, method))
         if variant is None:
             return None
         args = (row.trait, variant, row.position, row.component, method)
@@ -203,6 +201,14 @@ def with_vector_agreement(params, frame: pd.DataFrame, prepost: pd.DataFrame) ->
             else np.nan
         )
     prepost["vectors_max_diff"] = diffs
+
+
+def _vector_variants(frame: pd.DataFrame) -> dict[tuple, str]:
+    """{(model, trait, position, component, method): the variant its vectors came from}:
+    two models of one report may steer vectors of different variants."""
+    keys = ["model", "trait", "position", "component", "method", "vector_variant"]
+    rows = frame[keys].drop_duplicates().itertuples(index=False, name=None)
+    return {tuple(k[:5]): k[5] for k in rows}
 
 
 def _layer(value: Any) -> int | None:

@@ -116,7 +116,9 @@ def exhausted_line(study: SearchStudy, done: int, target: int) -> str:
 
 def _within(space) -> str:
     """How near counts as already evaluated, when not only exact repeats do."""
-    return f" or within {space.resolution:.3g} of one (search.min_gap)" if space.resolution else ""
+    if not space.resolution:
+        return ""
+    return f" or within {space.resolution:.3g} of one (search.min_gap: a smaller one goes finer)"
 
 
 def _evaluate_batch(

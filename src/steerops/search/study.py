@@ -236,10 +236,13 @@ class SearchStudy:
             self._requeue_if_queued(record)
             self.study.tell(trial, state=TrialState.FAIL)
             return None, True
-        if source == "duplicate" or repeats(record, trials, self.space.resolution):
+        # the resolution is the sampler's: a point queued on purpose (search.enqueue, the
+        # design, the band) is dropped only as an exact copy
+        queued = "fixed_params" in record.system_attrs
+        resolution = 0.0 if queued else self.space.resolution
+        if source == "duplicate" or repeats(record, trials, resolution):
             trial.set_user_attr("source", "duplicate")
             self.study.tell(trial, state=TrialState.FAIL)
-            queued = "fixed_params" in record.system_attrs
             if not queued and copies_before(trials, trial.number) + 1 >= MAX_REPEATS:
                 self.study.set_user_attr(EXHAUSTED, True)
                 return None, True
@@ -358,8 +361,9 @@ class SearchStudy:
             if self.study.user_attrs.get("startup_enqueued"):
                 return  # another worker (or an earlier run) did it
             trials = self._trials()
+            only = self.space.layers[0]  # a single layer is no param (older known trials)
             known = [
-                (t.user_attrs.get("layer"), t.params["coefficient"])
+                (t.user_attrs.get("layer", t.params.get("layer", only)), t.params["coefficient"])
                 for t in trials
                 if t.user_attrs.get("source") == "known"
             ]
