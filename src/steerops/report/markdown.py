@@ -45,7 +45,8 @@ def markdown_table(table: pd.DataFrame) -> str:
         if {mid, lo, hi} <= set(table.columns):
             rows = list(zip(table[mid], table[lo], table[hi], strict=True))
             flat = flat or any(_no_width(*v) for v in rows)
-            table[mid] = [interval(*v) for v in rows]
+            # the mark only in tables: they carry the note; a sentence says it in words
+            table[mid] = [interval(*v) + (f" {NO_WIDTH}" if _no_width(*v) else "") for v in rows]
             label = HEADERS.get(mid, f"{mid} [95% CI]")
             table = table.drop(columns=[lo, hi]).rename(columns={mid: label})
     head = "| " + " | ".join(table.columns) + " |"
@@ -62,7 +63,7 @@ def markdown_table(table: pd.DataFrame) -> str:
 def interval(mid, lo, hi) -> str:
     if mid is None or (isinstance(mid, float) and np.isnan(mid)):
         return ""
-    return stats.interval_text(mid, lo, hi) + (f" {NO_WIDTH}" if _no_width(mid, lo, hi) else "")
+    return stats.interval_text(mid, lo, hi)
 
 
 def _no_width(mid, lo, hi) -> bool:

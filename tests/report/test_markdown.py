@@ -1,0 +1,23 @@
+"""Markdown tables: an interval of no width is marked, and the note under the table says
+what the mark means."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from steerops.report.markdown import NO_WIDTH_NOTE, interval, markdown_table
+
+
+def test_an_interval_of_no_width_is_marked_and_explained_under_its_table():
+    flat = pd.DataFrame({"delta": [0.0, 5.0], "delta_lo": [0.0, -5.0], "delta_hi": [0.0, 20.0]})
+    lines = markdown_table(flat).splitlines()
+    assert lines[2] == "| +0.0 [+0.0, +0.0] † |" and lines[3] == "| +5.0 [-5.0, +20.0] |"
+    assert lines[-1] == NO_WIDTH_NOTE and NO_WIDTH_NOTE.startswith("† an interval of no width")
+    # no such interval (or none at all): no mark and no note
+    wide = markdown_table(flat.iloc[1:])
+    assert "†" not in wide and NO_WIDTH_NOTE not in wide
+    missing = pd.DataFrame({"gap": [np.nan], "gap_lo": [np.nan], "gap_hi": [np.nan]})
+    assert "†" not in markdown_table(missing)
+    # a sentence's interval is plain: its own words say it
+    assert interval(0.0, 0.0, 0.0) == "+0.0 [+0.0, +0.0]"
