@@ -198,6 +198,10 @@ def test_clustered_proportion_reads_singletons_as_wilson_and_copies_once():
         stats.clustered_proportion([1, 0], ["a"])
     with pytest.raises(ValueError, match="outside"):
         stats.clustered_proportion([1, float("nan")], ["a", "b"])
+    # examples of unknown source are independent, not one cluster "None"
+    unknown = stats.clustered_proportion([1, 0, 1, 1, 0], [None] * 5)
+    ci = scipy_stats.binomtest(3, 5).proportion_ci(0.95, method="wilson")
+    assert (unknown.lo, unknown.hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
 
 
 def _clustered_misses(prompts: int, rollouts: int, mean: float, icc: float, seed: int):

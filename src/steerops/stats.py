@@ -247,7 +247,9 @@ def clustered_proportion(
     y = np.asarray(hits, dtype=np.float64)
     if not ((y >= 0) & (y <= 1)).all():  # NaN too
         raise ValueError("clustered_proportion: a hit outside [0, 1]")
-    _, label = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
+    # an example of unknown source (None) is its own cluster, not one with every other
+    names = [f"\0{i}" if c is None else str(c) for i, c in enumerate(clusters)]
+    _, label = np.unique(np.asarray(names), return_inverse=True)
     k = int(label.max()) + 1
     p = float(y.mean())
     binomial = p * (1 - p) / n

@@ -62,3 +62,23 @@ def test_a_best_json_of_the_wrong_shape_is_one_line_naming_it(tmp_path):
             searches(tmp_path)
         assert "best.json" in str(err.value) and key in str(err.value), key
         assert "\n" not in str(err.value)
+
+
+def test_an_old_best_json_claiming_ok_on_too_few_questions_reads_too_few():
+    """A best.json written before the "too few held out" verdict kept `ok` on 4 held-out
+    questions until the search reran; read now, it says too few (and an ok on enough
+    questions stays ok)."""
+    from steerops import stats
+    from steerops.search.store import best_row
+
+    best = {
+        **dict.fromkeys("trait variant method position component".split(), ""),
+        "status": stats.OK,
+        "feasible": True,
+        "n_trials": 8,
+        "n_generations": {"total": 40},
+        "heldout": {"n": 4, "trait_delta": 60.0, "delta_lo": 10.0, "delta_hi": 90.0},
+    }
+    assert best_row(best)["status"] == stats.TOO_FEW
+    best["heldout"]["n"] = stats.MIN_HELDOUT
+    assert best_row(best)["status"] == stats.OK

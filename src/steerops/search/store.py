@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from steerops import stats
 from steerops.errors import SteeropsError
 from steerops.io import file_md5, read_json, read_jsonl, write_json, write_jsonl, write_text
 from steerops.paths import cell_dir
@@ -60,13 +61,18 @@ def best_row(best: dict) -> dict:
     numbers on the search half and on the held-out half, each with its interval."""
     chosen = best.get("chosen") or {}
     search, heldout = best.get("search") or {}, best.get("heldout") or {}
+    status = best.get("status")
+    if status == stats.OK and (stats.as_number(heldout.get("n")) or 0) < stats.MIN_HELDOUT:
+        # written before "too few held out" existed: it claimed an effect on too few
+        # questions, and stays that way until the search reruns
+        status = stats.TOO_FEW
     return {
         "trait": best["trait"],
         "variant": best["variant"],
         "method": best["method"],
         "position": best["position"],
         "component": best["component"],
-        "status": best.get("status"),
+        "status": status,
         "min_coherence": best.get("min_coherence"),  # the bar its verdict was taken at
         "heldout_feasible": best["feasible"],  # the held-out verdict, not the trials'
         "layer": chosen.get("layer"),
