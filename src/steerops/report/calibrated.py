@@ -4,6 +4,7 @@ dim set each cleaned method's vectors were cleaned with (vector metadata `calibr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -147,7 +148,7 @@ def with_removed_shares(params, frame: pd.DataFrame, curve: pd.DataFrame, sets: 
     sqrt(1 - share)): a share near 0 means the comparison barely tests the dims. NaN where
     unknown (uncleaned rows, no layer chosen, vectors or metadata missing)."""
     variants = _vector_variants(frame)
-    loaded: dict[tuple, dict | None] = {}
+    stored = _stored_vectors(params)
     shares = []
     for row in curve.itertuples(index=False):
         layer = _layer(row.layer)
@@ -156,13 +157,7 @@ def with_removed_shares(params, frame: pd.DataFrame, curve: pd.DataFrame, sets: 
         if row.dims_cleaned == "0" or dims is None or variant is None:
             shares.append(np.nan)
             continue
-        base = (row.trait, variant, row.position, row.component, row.method)
-        if base not in loaded:
-            try:
-                loaded[base] = vectors_for(params.inputs, *base, params.inputs_flag)[0]
-            except SteeropsError:  # the uncleaned vectors are gone: nothing to measure
-                loaded[base] = None
-        vectors = loaded[base]
+        vectors = stored(row.trait, variant, row.position, row.component, row.method)
         if vectors is None or layer not in vectors:
             shares.append(np.nan)
             continue
@@ -179,17 +174,13 @@ def with_vector_agreement(params, frame: pd.DataFrame, prepost: pd.DataFrame) ->
     the implementation without the judge; a gap in the steered deltas cannot tell a
     rounding difference from none. NaN where a side's vectors are missing."""
     variants = _vector_variants(frame)
+    stored = _stored_vectors(params)
 
     def vectors(row: Any, suffix: str) -> dict[int, Any] | None:
         method = f"{row.method}{suffix}"
         variant = variants.get((row.model, row.trait, row.position, row.component, method))
-        if variant is None:
-            return None
         args = (row.trait, variant, row.position, row.component, method)
-        try:
-            return vectors_for(params.inputs, *args, params.inputs_flag)[0]
-        except SteeropsError:  # gone since the grid steered them: nothing to compare
-            return None
+        return None if variant is None else stored(*args)
 
     diffs = []
     for row in prepost.itertuples(index=False):
@@ -201,6 +192,23 @@ def with_vector_agreement(params, frame: pd.DataFrame, prepost: pd.DataFrame) ->
             else np.nan
         )
     prepost["vectors_max_diff"] = diffs
+
+
+def _stored_vectors(params) -> Callable[..., dict[int, Any] | None]:
+    """A loader of the vectors under the inputs, by (trait, variant, position, component,
+    method), each read once; None for vectors gone since the grid steered them (nothing to
+    measure)."""
+    loaded: dict[tuple, dict[int, Any] | None] = {}
+
+    def load(*key: str) -> dict[int, Any] | None:
+        if key not in loaded:
+            try:
+                loaded[key] = vectors_for(params.inputs, *key, params.inputs_flag)[0]
+            except SteeropsError:
+                loaded[key] = None
+        return loaded[key]
+
+    return load
 
 
 def _vector_variants(frame: pd.DataFrame) -> dict[tuple, str]:
