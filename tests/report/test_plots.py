@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pandas as pd
+from matplotlib.collections import PathCollection
 
 from steerops.report import plots
 
 KEY = {"model": "m", "trait": "t/x", "position": "prompt[-1]", "component": "residual"}
 
 
-def _points(method: str, deltas: list[float]) -> list[dict]:
+def _points(method: str, deltas: list[float], status: str = "ok") -> list[dict]:
     return [
         {
             **KEY,
@@ -21,6 +22,7 @@ def _points(method: str, deltas: list[float]) -> list[dict]:
             "delta_hi": d + 10,
             "coherence": 80.0,
             "chosen": c == 1.0,
+            "cell_status": status,
         }
         for c, d in zip((0.5, 1.0), deltas, strict=True)
     ]
@@ -42,3 +44,54 @@ def test_methods_with_the_same_curve_share_one_labelled_line(tmp_path, monkeypat
     assert labels == ["mean_diff", "mean_diff_cleaned = mean_diff_preclean"]
     top = fig.axes[0]
     assert len(top.containers) == 2  # one error-bar line each
+
+
+def _marked(ax) -> dict[str, list[tuple[float, float]]]:
+    """The chosen points drawn on a panel (the large markers), by marker: ring or cross."""
+    marks: dict[str, list[tuple[float, float]]] = {"ring": [], "cross": []}
+    for collection in ax.collections:
+        offsets = [tuple(map(float, p)) for p in collection.get_offsets()]
+        if not isinstance(collection, PathCollection) or collection.get_sizes()[0] != 160:
+            continue
+        is_cross = len(collection.get_paths()[0].vertices) == 4  # a circle has 26
+        marks["cross" if is_cross else "ring"] += offsets
+    return marks
+
+
+def test_only_an_ok_choice_is_ringed(tmp_path, monkeypatch):
+    """A cell whose choice has no effect is crossed out, not ringed as the one to use."""
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
+    points = pd.DataFrame(
+        _points("mean_diff", [10, 50]) + _points("random_baseline", [0, 5], "no effect")
+    )
+    plots.coefficient_curves(points, 68.0, tmp_path / "curves.png")
+    (fig,) = figures
+    assert _marked(fig.axes[0]) == {"ring": [(1.0, 50.0)], "cross": [(1.0, 5.0)]}
+
+
+def test_cleaning_curve_shows_only_the_steps_run(tmp_path, monkeypatch):
+    """With one massive dim the variants are 0 and all: the steps between have no point and
+    are not drawn as categories the line runs through."""
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
+    curve = pd.DataFrame(
+        [
+            {
+                **KEY,
+                "method": "mean_diff",
+                "dims_cleaned": dims,
+                "status": "ok",
+                "delta": d,
+                "delta_lo": d - 5,
+                "delta_hi": d + 5,
+            }
+            for dims, d in (("0", 50.0), ("all", 40.0))
+        ]
+    )
+    plots.cleaning_curve(curve, tmp_path / "cleaning.png")
+    (fig,) = figures
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "all"]
+    (line,) = ax.get_lines()[:1]
+    assert list(line.get_xdata()) == [0, 1]

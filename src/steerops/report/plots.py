@@ -4,8 +4,9 @@ timestamps in the PNG metadata).
 Coefficient curves: per method, every coefficient at the layer chosen on the selection half,
 with held-out numbers (delta with its 95% interval, coherence); each line is labelled with
 its layer at its end, so every point is one grid config (`coefficient_curves.csv` lists
-them). Cleaning curve: dims cleaned as categories, one dodged series per base method with
-intervals; hollow markers where the verdict is not "ok".
+them); the cell's choice is ringed when its verdict is ok and crossed out otherwise.
+Cleaning curve: dims cleaned as categories, one dodged series per base method with
+intervals, over the steps some series has; hollow markers where the verdict is not "ok".
 """
 
 from __future__ import annotations
@@ -116,12 +117,24 @@ def coefficient_curves(points: pd.DataFrame, min_coherence: float, path: Path) -
             top.errorbar(line["coefficient"], line["delta"], yerr=err, capsize=2, label=label, **s)
             bottom.plot(line["coefficient"], line["coherence"], **s)
             chosen = line[line["chosen"].astype(bool)]
+            ok = chosen["cell_status"] == stats.OK
+            # a choice whose verdict is not ok (no effect, incoherent held out...) is
+            # crossed out, not ringed: a ring reads as "use this one"
             top.scatter(
-                chosen["coefficient"],
-                chosen["delta"],
+                chosen["coefficient"][ok],
+                chosen["delta"][ok],
                 s=160,
                 facecolors="none",
                 edgecolors=s["color"],
+                linewidths=1.5,
+                zorder=3,
+            )
+            top.scatter(
+                chosen["coefficient"][~ok],
+                chosen["delta"][~ok],
+                s=160,
+                marker="x",
+                color=s["color"],
                 linewidths=1.5,
                 zorder=3,
             )
@@ -142,7 +155,7 @@ def coefficient_curves(points: pd.DataFrame, min_coherence: float, path: Path) -
         bottom.set_xlabel("coefficient")
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
-    _legend_outside(fig, axes, "method (line end: layer; ring: chosen)")
+    _legend_outside(fig, axes, "method (line end: layer;\nring: chosen, ok; ×: chosen, not ok)")
     fig.suptitle(f"Trait and coherence vs coefficient (red: min coherence {min_coherence:g})")
     fig.tight_layout()
     save(fig, path)
@@ -153,6 +166,7 @@ def _same_lines(rows: pd.DataFrame) -> list[tuple[list[str], pd.DataFrame]]:
     are equal (e.g. a cleaned variant that removed nothing and its preclean twin) would
     otherwise hide one line under another."""
     drawn = ["layer", "coefficient", "delta", "delta_lo", "delta_hi", "coherence", "chosen"]
+    drawn += ["cell_status"] if "cell_status" in rows else []
     lines: dict[str, tuple[list[str], pd.DataFrame]] = {}
     for method, line in rows.groupby("method", sort=True):
         points = line[drawn].to_csv(index=False)
@@ -164,8 +178,10 @@ def cleaning_curve(curve: pd.DataFrame, path: Path) -> None:
     """Held-out delta of each base method's chosen config vs massive dims cleaned, as
     categories, one facet per (model, trait, position, component); methods with a single step
     (nothing to compare) are left out."""
-    order = [dims for dims, _ in CURVE_STEPS]
     series = curve.groupby(KEY + ["method"]).filter(lambda rows: len(rows) > 1)
+    # only the steps some series has: an empty category would read as a point on the line
+    present = set(series["dims_cleaned"]) if len(series) else set()
+    order = [dims for dims, _ in CURVE_STEPS if dims in present]
     groups = sorted(series.groupby(KEY).groups) if len(series) else [("",) * len(KEY)]
     style = _style(sorted(series["method"].unique()) if len(series) else [])
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
