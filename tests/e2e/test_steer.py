@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -473,6 +474,48 @@ def test_judging_a_chunk_overlaps_the_next_chunks_generation(steered, tmp_path):
     assert not SteeringEvaluator(shared, questions).overlap
     with pytest.raises(SteeropsError, match="reads with the steered model itself"):
         SteeringEvaluator(shared, questions, overlap=True)
+
+
+def test_ctrl_c_stops_a_judge_that_can_stop_instead_of_waiting_for_its_chunk(
+    steered, tmp_path, capsys
+):
+    """Ctrl-C while chunk 1 is judged beside chunk 2's generation: a judge that can stop (an
+    endpoint's `interrupt`) is told to, so the exit does not wait for a chunk of requests;
+    nothing of the interrupted chunk is logged (its answers are in the judge's cache)."""
+    import threading
+
+    from steerops.judges.transport import Stopped
+
+    params = _beside_the_grid(steered, tmp_path, {"max_batch_rows": 2})
+    source = VectorSource("mean_diff", POSITION, "residual")
+    configs = [Config.single(source, layer, c) for layer in (1, 2) for c in (0.6, 1.1, 1.6)]
+    questions = load_trait(params.path(params.traits.root), TRAIT).questions[:4]
+    session = SteeringSession(params, TRAIT, progress=False)
+    ev = SteeringEvaluator(session, questions, results_dir=tmp_path / "ctrl_c", overlap=True)
+    ev.baseline()  # logged before: the chunks hold configs only
+    judging, stop = threading.Event(), threading.Event()
+    generate, score = session.generate, session.judge.score
+
+    def generating(*args, **kwargs):
+        if judging.wait(0):  # chunk 2 starts while chunk 1 is judged: the user presses Ctrl-C
+            raise KeyboardInterrupt
+        return generate(*args, **kwargs)
+
+    def slow_judge(*args, **kwargs):
+        judging.set()
+        if stop.wait(30):  # an endpoint's chunk of requests, until told to stop
+            raise Stopped("judge: interrupted")
+        return score(*args, **kwargs)
+
+    session.generate, session.judge.score = generating, slow_judge
+    session.judge.interrupt = stop.set  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate(configs)
+    assert time.perf_counter() - started < 10 and stop.is_set()
+    assert "the judge stops" in capsys.readouterr().out
+    log = tmp_path / "ctrl_c" / "results.jsonl"
+    assert not log.exists() or read_jsonl(log) == []
 
 
 def test_evaluator_weights_and_results(steered, tmp_path):

@@ -508,3 +508,51 @@ def test_vetting_that_keeps_no_completion_of_a_class_fails_and_keeps_the_respons
     rows, summary = outputs(params)
     assert summary["kept"]["negative"] == 0 and summary["kept"]["positive"] > 0
     assert len(rows) == 2 * N
+
+
+def test_vetting_with_an_endpoint_that_refuses_the_key_fails_before_generating(
+    tmp_path, toy_world, monkeypatch, capsys
+):
+    """The endpoint judge is asked once (its model list) before the model loads and the run
+    opens: a refused key costs a second, not a generation whose vetting then fails."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    seen = []
+
+    class Refusing(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append(("GET", self.path))
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_POST = do_GET
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        monkeypatch.setenv("STEEROPS_TEST_JUDGE_KEY", "sk-generate-test")
+        judge = {
+            "kind": "openai",
+            "base_url": f"http://127.0.0.1:{httpd.server_address[1]}/v1",
+            "model": "judge-mini",
+            "api_key_env": "STEEROPS_TEST_JUDGE_KEY",
+            "cache_dir": str(tmp_path / "judge_cache"),
+        }
+        params_file = small_world(tmp_path, toy_world, judge=judge)
+
+        def no_generation(*args, **kwargs):
+            raise AssertionError("nothing should be generated")
+
+        monkeypatch.setattr("steerops.models.generation.generate_responses", no_generation)
+        argv = ["generate", "--params", str(params_file), "--vet"]
+        line = refused_up_front(argv, tmp_path, capsys)
+        assert "refused the key (HTTP 401)" in line and "sk-generate-test" not in line
+        assert seen == [("GET", "/v1/models")]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -41,6 +41,7 @@ class FakeServer:
         self.top = None  # a top_logprobs list to send instead of the real one
         self.tokens = ["1"]  # the answer's tokens (logprobs.content), the first with `top`
         self.refuse = None  # prompts holding this text get HTTP 400 (a content filter)
+        self.declined = None  # a 200 that declines: merged into the choice, no logprobs
         self.get_status = 404  # what a GET (the model list, a followed redirect) is answered
         self.lock = threading.Lock()
         server = self
@@ -124,6 +125,10 @@ class FakeServer:
         prompt = body["messages"][-1]["content"]
         if self.refuse is not None and self.refuse in prompt:
             return self.send(handler, 400, {"error": {"message": "content_filter triggered"}})
+        if self.declined is not None:
+            choice = {"index": 0, "message": {"role": "assistant", "content": ""}}
+            choice["logprobs"] = {"content": []}
+            return self.send(handler, 200, {"id": "x", "choices": [{**choice, **self.declined}]})
         kind = "coherence" if "coherent" in prompt else "trait"
         top = [
             {"token": t, "logprob": math.log(p), "bytes": None}
@@ -759,3 +764,106 @@ def test_the_endpoint_is_asked_once_before_any_work_if_it_answers_and_takes_the_
     with pytest.raises(SteeropsError, match=r":\d+/v1/models cannot be reached \(URLError"):
         reach_judge(dead, trait)
     assert not server.requests
+
+
+def test_an_http_proxy_from_the_environment_never_sees_the_key(
+    tmp_path, server, trait, key, monkeypatch
+):
+    """urllib sends plain http through `http_proxy`, which reads every header: the key goes
+    straight to the endpoint instead. An https proxy (a tunnel it cannot read) is kept."""
+    from steerops.judges import transport
+
+    proxy = FakeServer()
+    try:
+        for name in ("no_proxy", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        for name in ("http_proxy", "HTTP_PROXY", "https_proxy"):
+            monkeypatch.setenv(name, proxy.url.removesuffix("/v1"))
+        judge = make_judge(params_for(tmp_path, server), trait)
+        [(trait_score, _)] = judge.score(["q"], [RESPONSES[3]])
+        assert trait_score == pytest.approx(expected(RESPONSES[3], "trait", 0.25))
+        assert proxy.headers == [] and len(server.requests) == 2
+        handlers = transport._opener().handlers
+        (proxies,) = [h.proxies for h in handlers if hasattr(h, "proxies")]
+        assert proxies == {"https": proxy.url.removesuffix("/v1")}
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize(
+    "declined",
+    [
+        {"finish_reason": "content_filter"},  # an output filter (Azure)
+        {"finish_reason": "stop", "message": {"role": "assistant", "refusal": "I can't."}},
+    ],
+)
+def test_a_reply_that_declines_to_judge_is_unscored_and_asked_again(
+    tmp_path, server, trait, key, declined
+):
+    """A 200 that declines (an output content filter, the model's refusal) is the prompt's
+    own problem, as an HTTP 400 filter is: unscored, named, not cached for good."""
+    judge = make_judge(params_for(tmp_path, server), trait)
+    judge.score(["q0"], [RESPONSES[0]])  # the endpoint has answered this judge
+    server.declined = declined
+    assert judge.score(["q1"], [RESPONSES[1]]) == [(None, None)]
+    assert judge.unanswered == {("q1", RESPONSES[1])}
+    assert len(judge.cache) == 2
+    server.declined = None  # lifted: asked again and scored
+    again = make_judge(params_for(tmp_path, server), trait)
+    [(trait_score, _)] = again.score(["q1"], [RESPONSES[1]])
+    assert trait_score == pytest.approx(expected(RESPONSES[1], "trait", 0.25))
+
+
+def test_alternatives_without_a_single_log_probability_are_an_error(tmp_path, server, trait, key):
+    server.top = [{"token": "80", "logprob": None}, {"token": "90", "logprob": None}]
+    judge = make_judge(params_for(tmp_path, server), trait)
+    with pytest.raises(SteeropsError, match="every logprob null"):
+        judge.score(["q"], [RESPONSES[0]])
+    assert len(judge.cache) == 0
+
+
+def test_a_whole_number_judge_with_few_alternatives_is_not_taken_for_a_digit_one(
+    tmp_path, server, trait, key
+):
+    """Confident of 0 with 3 alternatives, a whole-number judge lists single digits only,
+    as a digit tokenizer would: too few alternatives to tell, so nothing is refused."""
+    server.tokens = ["0", "<|eot_id|>"]
+    server.top = [{"token": t, "logprob": math.log(p)} for t, p in (("0", 0.9), ("1", 0.05))]
+    questions = [f"q{i}" for i in range(25)]
+    judge = make_judge(params_for(tmp_path, server, top_logprobs=3), trait)
+    scores = judge.score(questions, [f"gibberish {i}" for i in range(25)])
+    assert all(t == pytest.approx(0.05 / 0.95) for t, _ in scores)
+
+
+def test_an_interrupt_stops_the_requests_of_a_judge_scoring_in_another_thread(
+    tmp_path, server, trait, key
+):
+    """steer judges a chunk beside generation; on Ctrl-C it calls `interrupt`: queued prompts
+    are not sent, the call ends with Stopped at once, and the answers had stay cached."""
+    from steerops.judges.transport import Stopped
+
+    server.delay = 0.2
+    judge = make_judge(params_for(tmp_path, server, concurrency=2), trait)
+    outcome: list = []
+
+    def score():
+        try:
+            judge.score([f"q{i}" for i in range(30)], [RESPONSES[0]] * 30)
+        except Stopped as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=score)
+    worker.start()
+    while len(server.requests) < 4:
+        time.sleep(0.01)
+    judge.interrupt()
+    started = time.perf_counter()
+    worker.join(5)
+    assert not worker.is_alive() and time.perf_counter() - started < 1.0
+    assert len(outcome) == 1 and "interrupted" in str(outcome[0])
+    time.sleep(0.5)  # any request still in flight has landed
+    sent, cached = len(server.requests), len(judge.cache)
+    assert sent < 12 and 1 <= cached <= sent  # replies landing after it are not kept
+    again = make_judge(params_for(tmp_path, server, concurrency=2), trait)
+    again.score([f"q{i}" for i in range(30)], [RESPONSES[0]] * 30)
+    assert len(server.requests) - sent == 60 - cached  # only what was never answered

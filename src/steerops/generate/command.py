@@ -130,6 +130,10 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
         return old
     # an up-to-date trait needs no model; one to generate fails here, before the run opens
     check_variant(params, cfg.variant)
+    if judge is not None:  # an endpoint that is down or refuses the key costs no generation
+        from steerops.judges import reach_judge
+
+        reach_judge(params, trait)
 
     from steerops.models.loading import model_source
     from steerops.tracking import track

@@ -43,6 +43,10 @@ _DECIMAL = re.compile(r"\.\d")
 # to write numbers digit by digit (a whole-number tokenizer's 20 alternatives on a 0-100
 # scale hold "10", "20"... long before).
 _DIGIT_ONLY_ANSWERS = 20
+# Fewer alternatives than this cannot tell the two apart: a whole-number judge confident of
+# a low score ("0", "5") lists only single digits among 3 alternatives. The check of the
+# answer's second token still refuses every two-digit answer a digit tokenizer writes.
+_ALTERNATIVES_TO_TELL = 10
 # Refusals (HTTP 400) of the first prompts, none answered: the endpoint refuses the request.
 _REFUSALS_BEFORE_AN_ANSWER = 3
 
@@ -83,6 +87,8 @@ class OpenAIJudge(CachedJudge):
         self._tokens_lock = threading.Lock()
         self._digit_only_answers = 0
         self._wide_numbers_seen = False
+        self._interrupted = threading.Event()  # `interrupt`: send nothing more, ever
+        self._live: set[threading.Event] = set()  # each running `_answer`'s stop signal
 
     @classmethod
     def check_params(cls, params, trait) -> None:
@@ -123,17 +129,32 @@ class OpenAIJudge(CachedJudge):
             version=cfg.version,
         )
 
+    def interrupt(self) -> None:
+        """Stop scoring from another thread (steer's, on Ctrl-C while this judge scores a
+        chunk beside generation): queued prompts are not sent and no retry is made; the
+        call raises `Stopped`, and the answers it received stay cached for a rerun."""
+        self._interrupted.set()
+        with self._tokens_lock:
+            live = list(self._live)
+        for stop in live:
+            stop.set()
+
+    def _check_interrupted(self) -> None:
+        if self._interrupted.is_set():
+            raise Stopped("judge: interrupted; the answers received so far are cached")
+
     def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry | Unanswered]]:
         first = 0
         refused: list[Unanswered] = []
         while first < len(jobs) and not self._answered:
+            self._check_interrupted()
             # Requests go alone until one is answered: a bad key, URL or model costs one
             # request, not one per worker. A prompt the endpoint refuses (HTTP 400: a content
             # filter on a harmful answer, a prompt over its context) is that prompt's own
             # problem once the endpoint has answered this judge, here or in the cache;
             # before that, a few refusals in a row mean it refuses the request itself.
             try:
-                entry = self._ask(jobs[first])
+                entry = self._ask(jobs[first], stop=self._interrupted)
             except Refused as exc:
                 if not self.answered_before and (
                     len(refused) + 1 == _REFUSALS_BEFORE_AN_ANSWER or first + 1 == len(jobs)
@@ -150,10 +171,16 @@ class OpenAIJudge(CachedJudge):
             return
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="steerops-judge")
         failed = threading.Event()  # set by the first failure: queued jobs then send nothing
+        with self._tokens_lock:
+            self._live.add(failed)
+        if self._interrupted.is_set():
+            failed.set()
         pending = {pool.submit(self._ask_unless, failed, job): i for i, job in enumerate(jobs)}
         try:
             while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                # woken now and then to notice an interrupt without waiting for a reply
+                done, _ = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                self._check_interrupted()
                 # Keep the successes of this round before raising the failure.
                 for future in sorted(done, key=lambda f: f.exception() is not None):
                     i = pending.pop(future)
@@ -166,6 +193,8 @@ class OpenAIJudge(CachedJudge):
             # re-run resumes.
             failed.set()
             pool.shutdown(wait=False, cancel_futures=True)
+            with self._tokens_lock:
+                self._live.discard(failed)
 
     def _ask_unless(self, failed: threading.Event, job: Job) -> Entry | Unanswered:
         # A worker may take the next job before the caller sees a failure and cancels the
@@ -194,6 +223,7 @@ class OpenAIJudge(CachedJudge):
         return weighted_score(integer_probs(self._top_logprobs(reply)))
 
     def _top_logprobs(self, reply: dict) -> list[dict]:
+        self._check_declined(reply)
         content = None
         try:
             content = reply["choices"][0]["logprobs"]["content"]
@@ -233,12 +263,34 @@ class OpenAIJudge(CachedJudge):
                     f"judge: {self.url} returned a malformed top_logprobs entry for model "
                     f"{self.model_name!r}: {what} (expected {{token, logprob <= 0}})"
                 )
+        if all(entry.get("logprob") is None for entry in top):
+            raise SteeropsError(
+                f"judge: {self.url} returned top_logprobs without a single log probability "
+                f"for model {self.model_name!r} (every logprob null): nothing to score"
+            )
         self._check_number_tokens(top)
         return top
+
+    def _check_declined(self, reply: dict) -> None:
+        """A 200 reply that declines to judge (an output content filter, the model's own
+        refusal) is this prompt's problem, as the same filter answering HTTP 400 is: not an
+        answer "no number" to cache for good."""
+        try:
+            choice = reply["choices"][0]
+            reason = choice.get("finish_reason")
+            refusal = (choice.get("message") or {}).get("refusal")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return  # a malformed reply: the logprobs check names it
+        if reason == "content_filter" or refusal:
+            why = "finish_reason content_filter" if reason == "content_filter" else "refusal"
+            said = f": {shown(str(refusal), self._api_key, 80)}" if refusal else ""
+            raise Refused(f"judge: {self.url} declined to judge this answer ({why}{said})")
 
     def _check_number_tokens(self, top: list[dict]) -> None:
         """Refuse a digit-by-digit tokenizer whose answers stop after one digit (the second
         digit check above never fires): its alternatives never hold a two-digit number."""
+        if self.top_logprobs < _ALTERNATIVES_TO_TELL:
+            return  # a whole-number judge's few alternatives on a low score hold one digit too
         numbers = [t for e in top if (t := e["token"].strip().lstrip("\u2581")).isdigit()]
         if not numbers or not all(t.isascii() for t in numbers):
             return

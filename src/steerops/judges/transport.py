@@ -5,6 +5,9 @@ connections and replies that are not JSON; any other HTTP error fails at once (a
 The API key travels in a header and is scrubbed from every error message, since servers
 sometimes echo what they were sent. Redirects are never followed: urllib would resend the
 header to whatever host the redirect names, so a redirect is an error naming its target.
+For the same reason a proxy from the environment (`https_proxy`) is used only for https,
+where it relays an encrypted tunnel; plain http goes straight to the host it names, since an
+http proxy reads every header it forwards.
 """
 
 from __future__ import annotations
@@ -46,7 +49,11 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # urllib then raises the 3xx as an HTTPError
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+def _opener() -> urllib.request.OpenerDirector:
+    """An opener that follows no redirect and hands the key to no http proxy (read from the
+    environment on each call, as urllib does, with `no_proxy` still honoured)."""
+    tunnels = {k: v for k, v in urllib.request.getproxies().items() if k == "https"}
+    return urllib.request.build_opener(urllib.request.ProxyHandler(tunnels), _NoRedirect)
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,7 @@ def post_json(
         retry_after = None
         request = urllib.request.Request(url, data=data, headers=headers, method="POST")
         try:
-            with _OPENER.open(request, timeout=policy.timeout_s) as reply:
+            with _opener().open(request, timeout=policy.timeout_s) as reply:
                 raw = reply.read()
         except urllib.error.HTTPError as exc:
             if 300 <= exc.code < 400:
@@ -131,7 +138,7 @@ def reach(url: str, headers: dict[str, str], timeout_s: float, secret: str = "")
     key (401, 403) or a redirect; no answer at all is a SteeropsError naming why."""
     request = urllib.request.Request(url, headers=headers, method="GET")
     try:
-        with _OPENER.open(request, timeout=timeout_s):
+        with _opener().open(request, timeout=timeout_s):
             return
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):

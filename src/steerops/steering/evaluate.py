@@ -223,24 +223,41 @@ class SteeringEvaluator:
         # One chunk is judged and logged while the next one generates (the judge is its own
         # model or an endpoint, never the steered model); one at a time, in order, so the
         # log grows as without the overlap. An interrupt waits for the chunk being judged,
-        # which is then logged: only chunks never judged are generated again on resume.
+        # which is then logged, unless the judge can stop (an endpoint: its queued requests
+        # would take minutes); its answers so far are cached, so a rerun judges the rest.
         with ThreadPoolExecutor(1, thread_name_prefix="steer-judge") as judging:
             judged: Future | None = None
-            for start in range(0, len(pending), per_chunk):
-                chunk = pending[start : start + per_chunk]
-                if judged is not None and judged.done():
-                    judged.result()  # a judge that already failed stops before generating
-                ids, seconds = self._generate_chunk(chunk)
+            try:
+                for start in range(0, len(pending), per_chunk):
+                    chunk = pending[start : start + per_chunk]
+                    if judged is not None and judged.done():
+                        judged.result()  # a judge that already failed stops before generating
+                    ids, seconds = self._generate_chunk(chunk)
+                    if judged is not None:
+                        judged.result()  # the previous chunk's errors surface here
+                    if self.overlap:
+                        judged = judging.submit(judge_and_log, chunk, ids, seconds)
+                    else:
+                        judge_and_log(chunk, ids, seconds)
                 if judged is not None:
-                    judged.result()  # the previous chunk's errors surface here
-                if self.overlap:
-                    judged = judging.submit(judge_and_log, chunk, ids, seconds)
-                else:
-                    judge_and_log(chunk, ids, seconds)
-            if judged is not None:
-                judged.result()
+                    judged.result()
+            except KeyboardInterrupt:
+                self._stop_judging(judged)
+                raise
         self._refresh_baselines(configs)
         return results  # type: ignore[return-value]
+
+    def _stop_judging(self, judged: Future | None) -> None:
+        """On Ctrl-C, stop a judge still scoring a chunk beside generation if it can stop;
+        otherwise say what the exit waits for."""
+        if judged is None or judged.done():
+            return
+        interrupt = getattr(self.session.judge, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
+            print("steer: interrupted; the judge stops (its answers so far are cached)")
+        else:
+            print("steer: interrupted; waiting for the judge to finish the chunk it scores")
 
     def _refresh_baselines(self, configs: list[Config]) -> None:
         """A cell log whose baseline entry holds answers the endpoint refused to judge gets
