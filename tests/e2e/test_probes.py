@@ -61,6 +61,7 @@ def test_probe_reaches_heldout_r(toy_probe_run):
             k: read_json(root / "metrics.json")[k]
             for k in (
                 "run_id",
+                "protocol",
                 "best_layer",
                 "best_alpha",
                 "best_final_r",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from steerops.errors import SteeropsError
-from steerops.probes.data import read_comparisons, read_rates, read_scores
+from steerops.probes.data import read_comparisons, read_confounds, read_rates, read_scores
 
 
 def test_input_readers_name_the_bad_line(tmp_path):
@@ -26,6 +26,10 @@ def test_input_readers_name_the_bad_line(tmp_path):
     )
     with pytest.raises(SteeropsError, match=r"c.jsonl:2: winner 'c'"):
         read_comparisons(comps)
+    confounds = tmp_path / "confounds.csv"
+    confounds.write_text("task_id,topic\na,x\n ,y\n")  # a row for no task
+    with pytest.raises(SteeropsError, match=r"confounds.csv:3: empty task_id"):
+        read_confounds(confounds)
 
 
 @pytest.mark.parametrize("pointer", ['{"run_id": ', "{}", '["r1"]'])

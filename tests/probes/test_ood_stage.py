@@ -119,6 +119,12 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path, capsys, monkeyp
     assert f"v1: within-condition r {v1['pearson_within']:.3g} [{low:.3g}, {high:.3g}]" in printed
     assert f"({len(ids)} tasks x 2 conditions); pooled pearson" in printed
     assert "| within-condition r [95%] | pooled pearson [95%] |" in (out_dir / "ood.md").read_text()
+    # a probe fitted by k-fold CV has no held-out r: its out-of-fold r is named as such
+    from steerops.probes.ood_report import markdown
+
+    assert result["probe"]["protocol"] == "holdout" and "final r " in markdown(result)
+    cv = markdown({**result, "probe": {**result["probe"], "protocol": "cv"}})
+    assert "final r" not in cv and "out-of-fold r" in cv and "optimistic" in cv
     low, high = v1["pearson_ci"]
     assert f"pooled pearson {v1['pearson']:.3g} [{low:.3g}, {high:.3g}]" in printed
     target = next(g for g in result["targets"] if g["role"] == "A")
@@ -277,3 +283,63 @@ def test_an_ood_out_holding_other_files_is_refused_before_extraction(
     assert len(err) == 1 and "--ood-out" in err[0] and "notes.md, sub" in err[0], err
     assert (victim / "notes.md").read_text() == "keep me"
     assert (victim / "sub" / "data.txt").read_text() == "keep me too"
+
+
+def test_the_default_ood_folder_holding_other_files_is_refused_before_extraction(
+    tmp_path, capsys, no_model_loads
+):
+    """Without --ood-out the stage's own folder is checked as early: before a condition is
+    extracted (minutes on a real model) or a run opens, with an error naming that folder."""
+    from steerops.probes.activations import tasks_name
+    from steerops.probes.store import ood_dir
+
+    params_file, params, ids, *_ = probe_world(tmp_path, blocks={"tracking": {"enabled": False}})
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    argv = _one_condition_argv(tmp_path, params_file, ids)
+    folder = ood_dir(
+        params.out,
+        tasks_name(params),
+        params.probes.variant,
+        params.probes.position.text,
+        "conditions",
+    )
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("keep me")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "output folder" in err[0] and "notes.txt" in err[0], err
+    assert "--ood-out" not in err[0]
+    assert (folder / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in (params.out / "ood").iterdir()) == [tasks_name(params)]
+
+
+def test_probe_run_takes_a_run_id_or_a_path_relative_to_the_params_file(
+    tmp_path, capsys, monkeypatch, no_model_loads
+):
+    """--probe-run RUN_ID names a run under the cell's runs/ (it used to be taken for a
+    folder of the working directory); a relative path in params is read from the params
+    file's folder, wherever the command runs."""
+    import yaml
+
+    params_file, params, ids, mu, layers = probe_world(
+        tmp_path, blocks={"tracking": {"enabled": False}}
+    )
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    run_id = json.loads((root / "runs" / "latest.json").read_text())["run_id"]
+    argv = _one_condition_argv(tmp_path, params_file, ids)
+    fake_activations(params, "A1", "be kind", ids, layers, num_layers=2)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    out = params.out / "ood" / "fake" / "instruct" / "prompt_m1" / "conditions"
+    assert main([*argv, "--probe-run", run_id]) == 0, capsys.readouterr().err
+    assert json.loads((out / "ood.json").read_text())["probe"]["run_id"] == run_id
+    raw = yaml.safe_load(params_file.read_text())
+    raw["probes"]["ood"]["probe_run"] = str((root / "runs" / run_id).relative_to(tmp_path))
+    params_file.write_text(yaml.safe_dump(raw))
+    assert main(argv) == 0, capsys.readouterr().err
+    assert json.loads((out / "ood.json").read_text())["probe"]["run_id"] == run_id
+    assert main([*argv, "--probe-run", "no-such-run"]) == 2
+    assert "not a finished probe run" in capsys.readouterr().err

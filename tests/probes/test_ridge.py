@@ -147,6 +147,20 @@ def test_constant_predictions_are_a_degenerate_fit_not_a_score_problem():
     assert "scores" not in str(err.value)
 
 
+def test_activations_equal_up_to_float_rounding_are_constant():
+    """Tasks sharing their tokens at the position (`prompt[:2]`) differ only by rounding
+    across batch shapes: two distinct rows 3e-7 apart. Fitted, the standardised noise gave
+    a "best layer" with r and an interval; the layer is constant instead. A layer whose
+    massive dim dwarfs varying features still varies."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 0.6, 64).astype(np.float32)
+    rows = np.stack([base, base + np.float32(3e-7)])[rng.integers(0, 2, 120)]
+    assert np.ptp(rows, axis=0).max() > 0 and ridge.constant_features(rows)
+    varying = rng.normal(0, 0.5, (120, 64))
+    varying[:, 7] = 25_000.0  # a massive dim, the same on every task
+    assert not ridge.constant_features(varying)
+
+
 def _confounded_world(seed: int, groups: int = 60, per_group: int = 4, d: int = 16):
     """Activations that encode a task's group and nothing else; scores = the group's effect
     plus noise the activations do not hold: with the group regressed out, no probe can

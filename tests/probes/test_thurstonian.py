@@ -90,7 +90,12 @@ def test_heldout_accuracy_is_chance_on_coin_flips_where_in_sample_is_not():
     assert held["n"] == 480 and held["ci"][0] < 0.5 < held["ci"][1]
     planted, mu, _, planted_comps = _planted(60, 3000)
     good = heldout_accuracy(planted_comps, fraction=0.2, seed=0)
-    assert good["ci"][0] > 0.6
+    assert good["ci"][0] > 0.6 and "unconverged" not in good
+    # a fit stopped before converging measures the optimiser, not the model: no accuracy
+    assert not fit_thurstonian(planted_comps, max_iter=3).converged
+    stopped = heldout_accuracy(planted_comps, fraction=0.2, seed=0, max_iter=3)
+    assert stopped["accuracy"] is None and stopped["ci"] == [None, None]
+    assert stopped["n"] == 600 and stopped["unconverged"]
 
 
 def test_sampled_comparisons_follow_the_model():

@@ -98,6 +98,17 @@ def test_train_stage_bad_input_keeps_outputs(tmp_path, capsys):
     argv = ["probe", "train", "--params", str(params_file), "--cv-folds", "4"]
     assert main([*argv, "--heldout-fraction", "0.3"]) == 2
     assert "--heldout-fraction: not used with --cv-folds" in capsys.readouterr().err
+    # nor with CV set in the params file: it used to be ignored without a word
+    import yaml
+
+    raw = yaml.safe_load(params_file.read_text())
+    raw["probes"]["cv_folds"] = 4
+    cv_file = tmp_path / "cv.yaml"
+    cv_file.write_text(yaml.safe_dump(raw))
+    argv = ["probe", "train", "--params", str(cv_file), "--heldout-fraction", "0.3"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--heldout-fraction: not used with probes.cv_folds: 4" in err and "\n" not in err.strip()
     # a condition the conditions file does not name has no prompt to extract it with
     argv = ["probe", "train", "--params", str(params_file), "--condition", "nope"]
     assert main(argv) == 2
@@ -156,6 +167,7 @@ def test_train_stage_cv_and_confounds(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "final r" not in printed and "out-of-fold r (optimistic" in printed
     assert "tasks that chose nothing" not in manifest["note"]
+    assert json.loads((root / "metrics.json").read_text())["protocol"] == "cv"  # the metric
 
 
 def test_train_on_a_named_condition_reads_its_activations(tmp_path, capsys):
@@ -253,6 +265,11 @@ def test_pairwise_accuracy_comes_with_its_n_and_interval(tmp_path, capsys):
     assert (
         f"pairwise accuracy {want.mean:.3f} [{want.lo:.3f}, {want.hi:.3f}] (n {expected}" in printed
     )
+    assert metrics["protocol"] == "holdout"
+    # under CV the same out-of-fold predictions chose alpha and layer: no held-out interval
+    assert main(["probe", "train", "--params", str(params_file), "--cv-folds", "4"]) == 0
+    (pairwise,) = [x for x in capsys.readouterr().out.splitlines() if "pairwise accuracy" in x]
+    assert "out-of-fold pairwise accuracy (optimistic" in pairwise and "[" not in pairwise
 
 
 def test_a_constant_layer_is_reported_and_the_others_train(tmp_path, capsys):

@@ -72,7 +72,8 @@ def register(subparsers) -> None:
 
     ood = sub.add_parser("ood", help="probe deltas vs behavioural deltas under conditions")
     _selection_flags(ood)
-    flags(ood, "probes.ood.conditions probes.ood.rates probes.ood.probe_run", type=abs_path)
+    flags(ood, "probes.ood.conditions probes.ood.rates", type=abs_path)
+    flags(ood, "probes.ood.probe_run", type=_run_or_path, metavar="RUN")
     flags(ood, "probes.ood.layer probes.ood.permutations probes.ood.top_k")
     ood.add_argument(
         "--ood-out",
@@ -103,6 +104,12 @@ def _scores_in_run(params, args: argparse.Namespace, fitting: bool):
     return params
 
 
+def _run_or_path(text: str) -> str:
+    """argparse type of --probe-run: a run's folder (relative to the working directory, as
+    path flags are) or, where no such path exists, a run id kept as given."""
+    return abs_path(text) if Path(text).exists() else text
+
+
 def run_train(args: argparse.Namespace) -> None:
     from steerops.probes.train import train
 
@@ -112,6 +119,11 @@ def run_train(args: argparse.Namespace) -> None:
     from steerops.probes.summary import write_train_summary
 
     params = _scores_in_run(load_params_for(args), args, fitting=False)
+    if "probes.heldout_fraction" in given and params.probes.cv_folds is not None:
+        raise SteeropsError(
+            f"--heldout-fraction: not used with probes.cv_folds: {params.probes.cv_folds} from "
+            "the params file (k-fold CV replaces it); set probes.cv_folds: null there"
+        )
     run_dir, manifest, reused = train(params)
     write_train_summary(params)
     best = manifest["best_layer"]
@@ -132,9 +144,12 @@ def run_train(args: argparse.Namespace) -> None:
     )
     if layer.get("pairwise_accuracy") is not None:
         low, high = layer.get("pairwise_ci") or (None, None)
-        interval = "" if low is None else f" [{low:.3f}, {high:.3f}]"
+        interval = "" if low is None or cv else f" [{low:.3f}, {high:.3f}]"
+        which = (
+            "out-of-fold pairwise accuracy (optimistic, as its r)" if cv else "pairwise accuracy"
+        )
         print(
-            f"  pairwise accuracy {layer['pairwise_accuracy']:.3f}{interval} "
+            f"  {which} {layer['pairwise_accuracy']:.3f}{interval} "
             f"(n {layer['n_pairs']} comparisons of evaluated tasks; chance 0.5)"
         )
     edge = layer.get("alpha_at_edge")
@@ -202,6 +217,7 @@ def run_thurstonian(args: argparse.Namespace) -> None:
         "heldout_accuracy_ci": held["ci"],
         "heldout_n": held["n"],
         "heldout_fraction": held["fraction"],
+        "heldout_converged": not held.get("unconverged"),
         "chance_accuracy": 0.5,
         "converged": fit.converged,
         "prior_mu": params.probes.prior_mu,
@@ -236,7 +252,12 @@ def run_thurstonian(args: argparse.Namespace) -> None:
             }
         )
         tracker.log_artifact(out, "thurstonian")
-    if held["accuracy"] is None:
+    if held.get("unconverged"):
+        quality = (
+            f"held-out accuracy - (the fit without the held-out comparisons did not converge: "
+            f"{held['unconverged']}; raise probes.thurstonian_max_iter)"
+        )
+    elif held["accuracy"] is None:
         quality = "held-out accuracy - (too few comparisons to hold any out)"
     else:
         low, high = held["ci"]

@@ -6,7 +6,9 @@ the residuals become the probe's targets. A probe's regression is fitted on its 
 tasks only (`residuals`) and applied to the tasks it is scored on: fitted on every task, a
 group's mean would hold the held-out tasks' own scores, and their residuals would be pulled
 against the training tasks' (a negative "held-out" r where there is no signal). A level no
-training task has gets no correction. `residualize` (every task) gives the report's r2 and
+training task has gets no coefficient of its own: its tasks are corrected as the reference
+level's (the first of its column), or, when it is the reference itself, by the
+least-squares minimum-norm intercept. `residualize` (every task) gives the report's r2 and
 the check that the targets vary.
 """
 

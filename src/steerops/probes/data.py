@@ -132,6 +132,8 @@ def read_confounds(path: Path) -> tuple[dict[str, tuple[str, ...]], list[str]]:
     out: dict[str, tuple[str, ...]] = {}
     for line, row in enumerate(rows, start=2):
         task = (row["task_id"] or "").strip()
+        if not task:
+            raise SteeropsError(f"{path}:{line}: empty task_id")
         if task in out:
             raise SteeropsError(f"{path}:{line}: duplicate task_id {task!r}")
         out[task] = tuple((row.get(c) or "").strip() for c in columns)

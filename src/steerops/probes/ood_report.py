@@ -33,11 +33,14 @@ def _with_ci(block: dict, key: str) -> str:
 def markdown(result: dict) -> str:
     probe, base = result["probe"], result["baseline"]
     final_n = f", n {probe['final_n']}" if probe.get("final_n") else ""
+    if probe.get("protocol") == "cv":  # the folds' predictions chose alpha and layer
+        fit = f"out-of-fold r {_f(probe['final_r'])}{final_n}, optimistic: not held out"
+    else:
+        fit = f"final r {_with_ci(probe, 'final_r')}{final_n}"
     lines = [
         "# OOD probe analysis",
         "",
-        f"Probe run `{probe['run_id']}`, layer {probe['layer']} (final r "
-        f"{_with_ci(probe, 'final_r')}{final_n})."
+        f"Probe run `{probe['run_id']}`, layer {probe['layer']} ({fit})."
         f" Baseline `{base['id']}`: system prompt policy `{base['system_prompt_policy']}`"
         f" (system prompt {json.dumps(base['system_prompt'])}). {result['n_tasks']} tasks,"
         f" {result['permutations']} permutations (seed {result['seed']}).",

@@ -20,7 +20,14 @@ from steerops.probes.activations import ensure_conditions, load_condition, tasks
 from steerops.probes.data import read_rates
 from steerops.probes.ood import analyse
 from steerops.probes.ood_report import markdown, scatter
-from steerops.probes.store import OOD_FILES, load_probe, ood_dir, probes_root, resolve_run
+from steerops.probes.store import (
+    OOD_FILES,
+    load_probe,
+    ood_dir,
+    probes_root,
+    resolve_run,
+    runs_dir,
+)
 from steerops.tracking import track
 
 
@@ -97,9 +104,23 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
     root = probes_root(
         params.out, tasks_name(params), params.probes.variant, params.probes.position.text
     )
-    run_dir = resolve_run(root, ood.probe_run)
+    run = ood.probe_run
+    if run is not None and not (runs_dir(root) / run).is_dir():
+        run = str(params.path(run))  # a path: a relative one from the params file's folder
+    run_dir = resolve_run(root, run)
     weight, bias, layer, manifest = load_probe(run_dir, ood.layer)
     _check_probe_matches(params, manifest, run_dir)
+    given = out_dir is not None
+    out_dir = out_dir or ood_dir(
+        params.out,
+        tasks_name(params),
+        params.probes.variant,
+        params.probes.position.text,
+        conditions_path.stem,
+    )
+    # before every condition is extracted, not after
+    what = "--ood-out" if given else "probe ood's output folder"
+    check_replaceable(out_dir, OOD_FILES, what, "probe ood")
 
     wanted = [(baseline.id, baseline.system_prompt)]
     wanted += [(c.id, c.system_prompt) for c in conditions]
@@ -143,6 +164,7 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
             "final_r": manifest["layers"][str(layer)]["final_r"],
             "final_r_ci": manifest["layers"][str(layer)].get("final_r_ci", [None, None]),
             "final_n": manifest["layers"][str(layer)].get("final_n"),
+            "protocol": manifest["config"].get("protocol", "holdout"),
         },
         "baseline": {
             "id": baseline.id,
@@ -167,14 +189,7 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
             roles,
         ),
     }
-    out_dir = out_dir or ood_dir(
-        params.out,
-        tasks_name(params),
-        params.probes.variant,
-        params.probes.position.text,
-        conditions_path.stem,
-    )
-    _write_outputs(out_dir, result, conditions, tasks, probe_delta, behaviour_delta)
+    _write_outputs(out_dir, result, conditions, tasks, probe_delta, behaviour_delta, what)
     with track(
         params,
         "probe-ood",
@@ -212,6 +227,7 @@ def _write_outputs(
     tasks: list[str],
     probe_delta: dict,
     behaviour_delta: dict,
+    what: str = "--ood-out",
 ) -> None:
     index = {t: i for i, t in enumerate(tasks)}
     points, targets = {}, {}
@@ -227,8 +243,9 @@ def _write_outputs(
             if c.target in index
         ]
         targets[version] = (np.array([h[0] for h in hits]), np.array([h[1] for h in hits]))
-    # the three are one set: built aside, in place together, or the last run's stay
-    check_replaceable(out_dir, OOD_FILES, "--ood-out", "probe ood")
+    # the three are one set: built aside, in place together, or the last run's stay (checked
+    # again: the folder may have changed while the conditions were extracted)
+    check_replaceable(out_dir, OOD_FILES, what, "probe ood")
     with atomic_folder(out_dir) as staging:
         write_json(staging / "ood.json", result)
         write_text(staging / "ood.md", markdown(result))

@@ -135,10 +135,19 @@ class DegenerateFit(SteeropsError):
     """No alpha gives a prediction with a defined r: the layer is reported, not fatal."""
 
 
+# Spread, relative to the layer's largest |activation|, below which a layer counts as
+# constant: the same tokens extracted in batches of other shapes differ by float32 rounding
+# (about 1e-7 to 1e-6 of the values), which standardising would blow up into features.
+CONSTANT_SPREAD = 1e-5
+
+
 def constant_features(x: np.ndarray) -> bool:
-    """True when every feature is constant across the rows (e.g. activations at a BOS
-    token): any probe then predicts one value and its r is undefined."""
-    return bool(np.ptp(x, axis=0).max(initial=0.0) == 0)
+    """True when every feature is constant across the rows up to float rounding
+    (`CONSTANT_SPREAD`; e.g. activations at a BOS token, or at positions every task shares):
+    any probe then predicts one value, or fits rounding noise."""
+    if x.size == 0:
+        return True
+    return bool(np.ptp(x, axis=0).max() <= CONSTANT_SPREAD * np.abs(x).max())
 
 
 def _best(scores: list[float], alphas: list[float]) -> int:

@@ -174,6 +174,8 @@ def headline_metrics(manifest: dict) -> dict:
     layers = manifest["layers"]
     return {
         "run_id": manifest["run_id"],
+        # "holdout": final r scored on tasks nothing chose on; "cv": out-of-fold, optimistic
+        "protocol": manifest["config"].get("protocol", "holdout"),
         "best_layer": manifest["best_layer"],
         "best_alpha": layers[str(manifest["best_layer"])]["alpha"],
         # "lowest"/"highest": the best alpha is at that end of probes.alphas (may lie beyond)

@@ -2,7 +2,7 @@
 DVC cannot declare a metric inside the cached folders the runs live in, and their names
 follow params (task set, variant, position) that dvc.yaml cannot compute.
 
-    metrics/probe_train.json   {cell: run, best layer, its final r with interval and n}
+    metrics/probe_train.json   {cell: run, protocol, best layer, its final r with interval and n}
     metrics/probe_ood.json     {cell: probe run, layer, tasks, A/C inversions of n pairs,
                                 and per version the within-condition r, its permutation p
                                 and the sign agreement, with intervals and n}
@@ -15,6 +15,7 @@ from steerops.summary import collect, summary_dir
 
 TRAIN_KEYS = (
     "run_id",
+    "protocol",
     "best_layer",
     "best_alpha",
     "best_final_r",

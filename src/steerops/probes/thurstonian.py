@@ -171,14 +171,24 @@ def heldout_accuracy(
     """Fit on a seeded 1 - `fraction` of the comparisons and score the rest: the fraction
     the higher fitted mu wins (ties, e.g. two tasks seen only in held-out comparisons, count
     half), with n and a 95% interval: a bootstrap over the tasks compared, since comparisons
-    that share a task are not independent (`stats.pairwise_share`). Chance is 0.5."""
+    that share a task are not independent (`stats.pairwise_share`). Chance is 0.5. No
+    accuracy (None, with the optimiser's message under "unconverged") when that fit did not
+    converge."""
     tasks, pairs = _index(comparisons)
     order = np.random.default_rng(seed).permutation(len(pairs))
     held = np.zeros(len(pairs), dtype=bool)
     held[order[: int(round(fraction * len(pairs)))]] = True
     if held.all() or not held.any():
         return {"accuracy": None, "n": 0, "ci": [None, None], "fraction": fraction}
-    mu, *_ = _fit(len(tasks), pairs[~held], prior_mu, prior_log_sigma, max_iter)
+    mu, *_, converged, message = _fit(len(tasks), pairs[~held], prior_mu, prior_log_sigma, max_iter)
+    if not converged:  # an unfinished optimisation's accuracy is no measure of the model
+        return {
+            "accuracy": None,
+            "n": int(held.sum()),
+            "ci": [None, None],
+            "fraction": fraction,
+            "unconverged": message,
+        }
     diff = mu[pairs[held, 0]] - mu[pairs[held, 1]]
     hits = (diff > 0) + 0.5 * (diff == 0)
     interval = stats.pairwise_share(hits, pairs[held, 0], pairs[held, 1], seed)
