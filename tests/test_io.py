@@ -130,3 +130,22 @@ def test_a_damaged_jsonl_line_is_one_error_naming_file_and_line(tmp_path):
         read_jsonl(path)
     path.write_text('{"run_id": "a"}\n\n{"run_id": "b"}\n')
     assert read_jsonl(path) == [{"run_id": "a"}, {"run_id": "b"}]
+
+
+def test_a_folder_that_cannot_be_made_is_one_line_before_any_work(tmp_path, monkeypatch):
+    """--out under a folder this user cannot write (a read-only mount, another's folder) is
+    refused by the checks, not found when the tracking store or the first output is made."""
+    from pathlib import Path
+
+    from steerops import io
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(io.os, "access", lambda p, mode: Path(p) != locked and real(p, mode))
+    with pytest.raises(SteeropsError) as err:
+        io.check_folder_target(locked / "run" / "deeper", "--out")
+    assert (
+        str(err.value) == f"--out: {locked} is not writable, so {locked}/run/deeper cannot be made"
+    )
+    io.check_folder_target(tmp_path / "free" / "run", "--out")  # writable: no error

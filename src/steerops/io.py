@@ -287,10 +287,12 @@ def check_file_target(path: Path, what: str) -> None:
 
 def check_folder_target(folder: Path, what: str) -> None:
     """One error line when `folder`, or the nearest part of its path that exists, is a file
-    (nothing can be created there)."""
+    or not writable (nothing can be created there)."""
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise SteeropsError(f"{what}: {existing} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise SteeropsError(f"{what}: {existing} is not writable, so {folder} cannot be made")
 
 
 # Names from params and the command line that become folders (traits, variants, task sets).

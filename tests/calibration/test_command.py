@@ -58,12 +58,11 @@ def test_the_run_keeps_the_count_of_massive_dims_apart_from_each_layers(tmp_path
         "n_prompts": 2,
         "settings": {},
         "n_tokens": 10,
-        "seconds": 1.0,
         "aggregate": {"global_dims": [507, 100], "massive_dims": [507]},
         "layers": {"0": layer([]), "1": layer([{"dim": 507}]), "2": layer([])},
     }
     tracker = Recorder()
-    _log(tracker, record, tmp_path / "c.json", tmp_path / "h.png")
+    _log(tracker, record, tmp_path / "c.json", tmp_path / "h.png", 1.0)
     by_key: dict[str, list] = {}
     for key, value, step in tracker.metrics:
         by_key.setdefault(key, []).append((step, value))

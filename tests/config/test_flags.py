@@ -95,6 +95,10 @@ OUT_OF_RANGE = "is out of range (beyond 1.8e308, the largest float)"
         (["steer", "--min-coherence", "inf"], "argument --min-coherence: 'inf' is not a finite"),
         (["probe", "train", "--alphas", "1,1e999"], f"argument --alphas: '1e999' {OUT_OF_RANGE}"),
         (["generate", "--temperature", "1e309"], f"--temperature: '1e309' {OUT_OF_RANGE}"),
+        # Python reads these as 10 and 1: a shell number is plain ASCII digits
+        (["steer", "--coefficients", "0.5,1_0"], "--coefficients: expected float, got '1_0'"),
+        (["steer", "--coefficients", "\uff11"], "--coefficients: expected float, got '\uff11'"),
+        (["steer", "--subset", "1_0"], "--subset: expected int, got '1_0'"),
     ],
 )
 def test_a_number_flag_that_is_not_finite_is_named_as_typed(argv, message, capsys):

@@ -63,6 +63,9 @@ def test_overrides_replace_params(tmp_path):
         ({"generate": {"max_new_tokens": True}}, "generate.max_new_tokens: expected a number"),
         ({"steering": {"coefficients": [0.5, True]}}, "steering.coefficients: expected a num"),
         ({"seed": False}, "seed: expected a number, not true/false"),
+        # judge scores are 0-100: 200 would empty every vetting after replacing good responses
+        ({"generate": {"positive_min": 200}}, "generate.positive_min: Input should be less"),
+        ({"generate": {"negative_max": -5}}, "generate.negative_max: Input should be greater"),
         # each layer's fit is seeded seed * 1000 + layer, which sklearn takes below 2**32
         ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
         ({"seed": 20240601}, "seed: Input should be less than or equal to 4294000"),

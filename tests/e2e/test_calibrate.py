@@ -120,6 +120,13 @@ def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
     assert run.data.params["massive_threshold"] == "100"  # one number format in every run
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"calibration.json", "heatmap.png"} <= artifacts
+    assert run.data.metrics["seconds"] > 0  # the wall time is the run's, not the file's
+    # the same inputs calibrated again give the same file: cleaned vectors, which record
+    # its MD5, stay current (a wall time in it made every rerun "calibrated again since?")
+    first = (folder / "calibration.json").read_bytes()
+    argv = ["calibrate", "--params", str(toy_params), "--variant", "instruct"]
+    assert main([*argv, "--prompts", str(prompts_file)]) == 0
+    assert (folder / "calibration.json").read_bytes() == first
 
 
 def test_bad_calibration_prompts_name_the_line_and_keep_outputs(tmp_path, toy_params, capsys):

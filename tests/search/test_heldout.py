@@ -69,6 +69,10 @@ def test_heldout_responses_a_killed_finaliser_never_wrote_are_written_after_all(
     written = written_heldout_responses(tmp_path, 2, 1.5, "held", own.questions)
     assert written is not None and {r["response"] for r in written} == {"kept"}
     assert written_heldout_responses(tmp_path, 2, 1.25, "held", own.questions) is None
+    kept = (tmp_path / "heldout_responses.jsonl").read_bytes()
+    (tmp_path / "heldout_responses.jsonl").write_bytes(kept[:20] + b"\n")  # damaged: again
+    assert written_heldout_responses(tmp_path, 2, 1.5, "held", own.questions) is None
+    (tmp_path / "heldout_responses.jsonl").write_bytes(kept)
     held = evaluate_heldout(own, config, "positive", 0, written)
     assert held["responses"] == written and held["rows_generated"] == 0
     # served from another log (the grid's): generated, so the choice's responses are readable

@@ -58,6 +58,8 @@ def test_percentages_agree_with_depth_fractions():
         ("", "empty"),
         ("1,,2", "empty"),
         ("\u0663", "'\u0663'"),  # an Arabic-Indic 3: plain decimals only
+        ("1 2", "'1 2' (separate layers with commas"),  # not layer 12
+        ("2 5-2 9", "'2 5-2 9'"),
         ([1, 2.5], "2.5"),
         ([-1], "-1"),
         (True, "True"),

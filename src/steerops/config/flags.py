@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import types
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -106,6 +107,18 @@ def _others(annotation: Any) -> list[Any]:
     return [] if get_origin(annotation) is Literal else [annotation]
 
 
+# Numbers as written in a shell or YAML: ASCII digits, no "_" separators (Python's int and
+# float take "1_0" as 10 and full-width or Arabic-Indic digits as their values); the words
+# inf and nan pass, for `not_finite` to name them.
+_PLAIN = {
+    int: re.compile(r"[+-]?[0-9]+"),
+    float: re.compile(
+        r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan)",
+        re.IGNORECASE,
+    ),
+}
+
+
 def _scalar(annotation: Any) -> Callable[[str], Any]:
     """Parse one value: a number, text (specs and paths), or a number-or-literal union."""
     literals, others = _literals(annotation), _others(annotation)
@@ -117,6 +130,8 @@ def _scalar(annotation: Any) -> Callable[[str], Any]:
         if text in literals:
             return text
         for cast in casts:
+            if not _PLAIN[cast].fullmatch(text.strip()):  # "1_0" and "１" would cast
+                continue
             try:
                 value = cast(text)
             except ValueError:

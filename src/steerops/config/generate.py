@@ -24,8 +24,12 @@ class GenerateConfig(Strict):
     rollouts: int = Field(1, ge=1, description="completions per prompt")
     batch_size: int = Field(64, ge=1, description="prompts per generate batch")
     vet: bool = Field(False, description="score completions with the judge and mark which are kept")
-    positive_min: float = Field(60.0, description="keep a positive response if trait >= this")
-    negative_max: float = Field(40.0, description="keep a negative response if trait <= this")
+    positive_min: float = Field(
+        60.0, ge=0.0, le=100.0, description="keep a positive response if trait >= this (0-100)"
+    )
+    negative_max: float = Field(
+        40.0, ge=0.0, le=100.0, description="keep a negative response if trait <= this (0-100)"
+    )
     paired_filter: bool = Field(
         False, description="keep a prompt pair only if both completions pass (equal counts)"
     )

@@ -130,7 +130,7 @@ def written_heldout_responses(
     written after them, names the config and the held-out settings), or None."""
     try:
         best, rows = read_json(folder / BEST_FILE), read_jsonl(folder / HELDOUT_FILE)
-    except (OSError, ValueError):  # not written yet, or damaged: generate them again
+    except (OSError, ValueError, SteeropsError):  # not written yet, or damaged: again
         return None
     chosen, held = best.get("chosen") or {}, best.get("heldout") or {}
     same = (chosen.get("layer"), chosen.get("coefficient"), held.get("settings_hash"))
