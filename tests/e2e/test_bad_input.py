@@ -244,7 +244,11 @@ CASES: list[tuple[Callable[[Path], list[str]], str]] = [
     (truncated_model, "model.safetensors is not a complete safetensors file"),
     (truncated_activations, "not a complete safetensors file"),
     (pickled_activations, "not a complete safetensors file"),
-    (flipped_activations, "does not match the MD5 in metadata.json"),
+    (
+        flipped_activations,  # the command names the variant: it rebuilds these very activations
+        "does not match the MD5 in metadata.json; rerun `steerops extract --trait toy/refusal "
+        "--variant base --position",
+    ),
     (out_is_a_file, "--out: "),
     (out_under_a_file, "not_a_folder is a file, not a folder"),
     (pipeline_and_out, "--pipeline writes the pipeline's outputs"),

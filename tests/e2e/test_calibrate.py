@@ -46,6 +46,7 @@ def test_calibrate_stage_on_toy_world(toy_params, toy_world, monkeypatch):
     assert record["variant"] == "instruct"
     assert sorted(record["layers"], key=int) == ["0", "1", "2", "3"]
     hidden = read_json(toy_world / "model" / "config.json")["hidden_size"]
+    assert (record["hidden_size"], record["num_layers"]) == (hidden, 4)  # what clean checks
     for stats in record["layers"].values():
         assert set(stats) >= {
             "top_dims",

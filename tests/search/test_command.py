@@ -107,3 +107,16 @@ def test_a_named_study_run_with_other_settings_fails_before_loading_and_tracking
     extra = ["--storage", url, "--study", "mine", "--coef-max", "3"]
     line = _refused(tmp_path, toy_world, monkeypatch, capsys, extra)
     assert "study 'mine' was run with coef_max=2.0, not 3.0" in line
+    # so are the vectors, layers and sampler, known before the model loads too
+    from steer_world import POSITION
+
+    ran = {"coef_min": 0.0, "coef_max": 3.0, "min_coherence": 68.0, "method": "mean_diff"}
+    ran |= {"position": POSITION, "component": "residual", "layers": [1]}  # FLAGS: --layers 1
+    for other, flags, said in (
+        ({"layers": [2]}, [], "layers=[2], not [1]"),
+        ({"method": "probe"}, [], "method='probe', not 'mean_diff'"),
+        ({}, ["--seed", "5"], "sampler_seed=None, not 5"),
+    ):
+        study.set_user_attr("settings", {**ran, **other})
+        line = _refused(tmp_path, toy_world, monkeypatch, capsys, [*extra, *flags])
+        assert f"study 'mine' was run with {said}" in line, line

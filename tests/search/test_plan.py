@@ -40,3 +40,22 @@ def test_vectors_extracted_again_open_a_new_study(tmp_path):
     assert first.study == again.study and first.settings == again.settings
     assert other.study != first.study
     assert other.settings["vector_files"] == {"mean_diff|prompt[-1]|residual": "bbb"}
+
+
+def test_a_re_seeded_or_other_sampler_search_is_another_study(tmp_path):
+    """Reopening the seed-0 GP study under --seed 1 or --sampler tpe evaluated nothing new
+    (or mixed samplers in one study) while best.json claimed the new seed and sampler."""
+
+    def plan(**search):
+        path = write_params(tmp_path, tmp_path / "toy", search=search)
+        params = load_params(path)
+        evaluator = _Evaluator({"mean_diff|prompt[-1]|residual": "aaa"})
+        return make_plan(params, evaluator, SOURCE, ["q1"], ["q2"], tmp_path / "out")
+
+    default = plan()
+    assert plan(seed=0).study == default.study  # the split's seed: the same study, as named
+    assert "sampler_seed" not in default.settings and "sampler" not in default.settings
+    reseeded, tpe = plan(seed=1), plan(sampler="tpe")
+    assert len({default.study, reseeded.study, tpe.study}) == 3
+    assert reseeded.seed == 1 and reseeded.settings["sampler_seed"] == 1
+    assert tpe.settings["sampler"] == "tpe"

@@ -347,3 +347,20 @@ def test_a_cleaning_that_removes_nothing_keeps_the_base_tensor_bit_for_bit(tmp_p
     for layer in LAYERS:
         assert cleaned[layer].equal(drifting[layer]), layer
         assert meta["layers"][str(layer)]["raw_norm"] == base_meta["layers"][str(layer)]["raw_norm"]
+
+
+def test_a_calibration_of_a_model_of_another_shape_is_refused(tmp_path, capsys):
+    """The instruct variant calibrated while it pointed at another model (a toy's 4 layers
+    of 64 dims) is not applied to these activations' dims and layers: one line naming the
+    command that calibrates this model."""
+    path = setup(tmp_path)
+    file = calibration_file(tmp_path / "outputs", "instruct")
+    record = yaml.safe_load(file.read_text())  # JSON is YAML
+    write_json(file, {**record, "hidden_size": 64, "num_layers": 4})
+    capsys.readouterr()
+    assert main(["clean", "--params", path, "--variants", "mean_diff_top1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "hidden size 64 and 4 layers" in err and f"one of {D} and {len(LAYERS)}" in err
+    assert "steerops calibrate --variant instruct" in err and "\n" not in err
+    write_json(file, {**record, "hidden_size": D, "num_layers": len(LAYERS)})  # this model's
+    assert main(["clean", "--params", path, "--variants", "mean_diff_top1"]) == 0

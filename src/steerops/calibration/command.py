@@ -127,6 +127,10 @@ def calibrate(params, progress: bool = True) -> dict:
                 "revision": spec.revision,
                 "dtype": spec.dtype,
             },
+            # the model's shape, which `clean` checks its activations against (a calibration
+            # of another model, left in the variant's folder, would zero the wrong dims)
+            "hidden_size": loaded.layout.hidden_size,
+            "num_layers": loaded.layout.num_layers,
             "prompts": cfg.prompts,
             "settings": settings,
             "n_prompts": len(prompts),

@@ -111,7 +111,7 @@ def _run_or_path(text: str) -> str:
 
 
 def run_train(args: argparse.Namespace) -> None:
-    from steerops.probes.train import train
+    from steerops.probes.train import check_heldout_flag, train
 
     given = overrides_from(args)
     if "probes.cv_folds" in given and "probes.heldout_fraction" in given:
@@ -119,11 +119,8 @@ def run_train(args: argparse.Namespace) -> None:
     from steerops.probes.summary import write_train_summary
 
     params = _scores_in_run(load_params_for(args), args, fitting=False)
-    if "probes.heldout_fraction" in given and params.probes.cv_folds is not None:
-        raise SteeropsError(
-            f"--heldout-fraction: not used with probes.cv_folds: {params.probes.cv_folds} from "
-            "the params file (k-fold CV replaces it); set probes.cv_folds: null there"
-        )
+    if "probes.heldout_fraction" in given:
+        check_heldout_flag(params)
     run_dir, manifest, reused = train(params)
     write_train_summary(params)
     best = manifest["best_layer"]

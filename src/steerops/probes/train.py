@@ -222,6 +222,16 @@ def best_layer(per_layer: dict[str, dict]) -> int | None:
     return max(rs, key=lambda layer: rs[layer]) if rs else None
 
 
+def check_heldout_flag(params) -> None:
+    """--heldout-fraction given where the params file sets k-fold CV: one line, not a run
+    that ignores the flag."""
+    if params.probes.cv_folds is not None:
+        raise SteeropsError(
+            f"--heldout-fraction: not used with probes.cv_folds: {params.probes.cv_folds} from "
+            "the params file (k-fold CV replaces it); set probes.cv_folds: null there"
+        )
+
+
 def train(params) -> tuple[Path, dict, bool]:
     """Train (or reuse) the probe run for params; returns (run dir, manifest, reused)."""
     probes = params.probes

@@ -56,11 +56,11 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from steerops.search.known import check_known_file
-    from steerops.search.runner import search_trait
+    from steerops.search.runner import sampler_identity, search_trait
     from steerops.search.storage import default_storage_url
     from steerops.search.store import search_dir, write_search_summary
     from steerops.search.study import check_storage
-    from steerops.steering.configs import grid_cells
+    from steerops.steering.configs import VectorSource, grid_cells
     from steerops.steering.preflight import check_grid
 
     params = load_params_for(args)
@@ -76,9 +76,17 @@ def run(args: argparse.Namespace) -> None:
     coefficients = [cfg.coef_min, cfg.coef_max, *cfg.enqueue]
     if cfg.known_results:  # read to serve scores even when no trial is imported from it
         check_known_file(params.path(cfg.known_results))
-    check_grid(params, params.traits.names, cells, layers, key, coefficients, "search")
+    checked = check_grid(params, params.traits.names, cells, layers, key, coefficients, "search")
     min_coherence = st.min_coherence if cfg.min_coherence is None else cfg.min_coherence
     known = {"coef_min": cfg.coef_min, "coef_max": cfg.coef_max, "min_coherence": min_coherence}
+    if cfg.study:  # one trait and cell (above): what a named study must have been run with
+        ((method, position),) = cells
+        source = VectorSource.of(method, position, st.component)  # as a study records it
+        known.update(method=source.method, position=source.position, component=source.component)
+        known.update(sampler_identity(params))
+        resolved = checked[params.traits.names[0]]
+        if resolved is not None:
+            known["layers"] = resolved
     check_storage(default_storage_url(params), cfg.heartbeat_s, cfg.study, known, cfg.sampler)
     finalised, links = False, list[str]()
     for method, position in cells:

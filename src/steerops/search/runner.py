@@ -15,6 +15,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from steerops.errors import SteeropsError
 from steerops.io import text_md5
@@ -122,6 +123,21 @@ def search_trait(
     return best
 
 
+def sampler_identity(params) -> dict[str, Any]:
+    """The sampler's part of a study's settings: another sampler, or a sampler seed apart
+    from the split's, draws other trials, so it is another study (the results logs serve
+    it what this one evaluated). The defaults stay out, so a study keeps the name it had
+    before these were part of it."""
+    cfg = params.search
+    seed = params.seed if cfg.seed is None else cfg.seed
+    out: dict[str, Any] = {}
+    if seed != params.seed:
+        out["sampler_seed"] = seed
+    if cfg.sampler != "gp":
+        out["sampler"] = cfg.sampler
+    return out
+
+
 def make_plan(
     params,
     evaluator,
@@ -149,6 +165,8 @@ def make_plan(
         # other vectors (extracted again) are another study: its trials measured these
         "vector_files": evaluator.vector_files(source),
     }
+    settings.update(sampler_identity(params))
+    seed = params.seed if cfg.seed is None else cfg.seed
     digest = text_md5(json.dumps(settings, sort_keys=True))[:8]
     name = cfg.study or ":".join(
         [
@@ -171,7 +189,7 @@ def make_plan(
         storage,
         name,
         settings,
-        params.seed if cfg.seed is None else cfg.seed,
+        seed,
         search_q,
         heldout_q,
         out_dir,

@@ -81,10 +81,13 @@ def load_activations(
     """`out_flag` (e.g. " --out runs/mine"): what the extract command it suggests needs to
     write where this run reads."""
     directory = store.activations_dir(out, trait, variant, position, component)
-    store.require_complete(
-        directory,
-        f"`steerops extract --trait {trait} --variant {variant} --position '{position}'{out_flag}`",
+    # every flag that names this folder, so the command rebuilds these very activations
+    named = "" if component == "residual" else f" --component {component}"  # the default
+    rerun = (
+        f"`steerops extract --trait {trait} --variant {variant} --position '{position}'"
+        f"{named}{out_flag}`"
     )
+    store.require_complete(directory, rerun)
     tensors, meta_file = directory / store.TENSORS_FILE, directory / store.METADATA_FILE
     meta = store.read_metadata(directory)
     if not isinstance(meta.get("examples"), list):
@@ -105,8 +108,7 @@ def load_activations(
     recorded = meta.get("tensors_md5")
     if recorded is not None and md5 != recorded:  # older extractions record none
         raise SteeropsError(
-            f"{tensors}: does not match the MD5 in {store.METADATA_FILE}; "
-            f"rerun `steerops extract --trait {trait} --position '{position}'`"
+            f"{tensors}: does not match the MD5 in {store.METADATA_FILE}; rerun {rerun}"
         )
     train, val = _split_rows(meta["examples"], meta_file)
     return TraitActivations(directory, meta, layers, hidden, md5, train, val)

@@ -14,6 +14,7 @@ post cleaning of the same linear method report the same raw norm.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,6 +58,7 @@ def plan_cleaning(
     calibration, file = None, None
     if cleaning.needs_calibration:
         calibration, file = load_calibration(params.out, calibration_variant, f"method {name!r}")
+        _check_same_shape(calibration, file, acts, name, calibration_variant)
     removed = dims_to_remove(
         cleaning,
         calibration,
@@ -76,6 +78,23 @@ def plan_cleaning(
         "dim_set": dim_set if cleaning.needs_calibration else None,
         "dims_removed": {str(layer): dims for layer, dims in removed.items()},
     }
+
+
+def _check_same_shape(
+    calibration: dict[str, Any], file: Path, acts: TraitActivations, name: str, variant: str
+) -> None:
+    """A calibration of a model of another shape (the variant pointed elsewhere when it ran)
+    names dims and layers that mean nothing here: one line, not vectors cleaned of them.
+    Calibrations written before they recorded the shape are not checked."""
+    theirs = (calibration.get("hidden_size"), calibration.get("num_layers"))
+    mine = (acts.hidden_size, acts.metadata.get("num_layers"))
+    if None in theirs or None in mine or theirs == mine:
+        return
+    raise SteeropsError(
+        f"method {name!r}: {file} calibrated a model of hidden size {theirs[0]} and "
+        f"{theirs[1]} layers, but these activations come from one of {mine[0]} and {mine[1]} "
+        f"(models.{variant} changed since?): run `steerops calibrate --variant {variant}`"
+    )
 
 
 def build_method(
