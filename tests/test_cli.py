@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from steerops.cli import abs_path, build_parser, load_params_for, main
+from steerops.cli import abs_path, build_parser, load_params_for, main, run_or_path
 from steerops.errors import SteeropsError
 
 
@@ -65,7 +65,7 @@ def test_every_path_flag_is_relative_to_the_working_directory():
     for path, parser in _parsers(build_parser()):
         for action in parser._actions:
             key = action.dest.removeprefix("override:")
-            if key in PATH_KEYS and action.type is not abs_path:
+            if key in PATH_KEYS and action.type not in (abs_path, run_or_path):
                 loose.append(f"{' '.join(path)} {action.option_strings}")
     assert loose == []
 

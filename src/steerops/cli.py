@@ -173,6 +173,12 @@ def abs_path(text: str) -> str:
     return str(Path(text).resolve())
 
 
+def run_or_path(text: str) -> str:
+    """argparse type of a flag naming a run: its folder (relative to the working directory,
+    as `abs_path`) or, where no such path exists, a run id kept as given."""
+    return abs_path(text) if Path(text).exists() else text
+
+
 def add_common(
     parser: argparse.ArgumentParser, scratch: bool = False, out_help: str | None = None
 ) -> None:

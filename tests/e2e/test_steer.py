@@ -496,8 +496,12 @@ def test_ctrl_c_stops_a_judge_that_can_stop_instead_of_waiting_for_its_chunk(
     judging, stop = threading.Event(), threading.Event()
     generate, score = session.generate, session.judge.score
 
+    calls: list[int] = []
+
     def generating(*args, **kwargs):
-        if judging.wait(0):  # chunk 2 starts while chunk 1 is judged: the user presses Ctrl-C
+        calls.append(1)
+        if len(calls) > 1:  # chunk 2 starts while chunk 1 is judged: the user presses Ctrl-C
+            assert judging.wait(20)
             raise KeyboardInterrupt
         return generate(*args, **kwargs)
 

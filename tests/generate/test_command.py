@@ -494,11 +494,13 @@ def test_an_edited_chat_template_file_generates_again(tmp_path, toy_world, monke
 
 
 def test_vetting_that_keeps_no_completion_of_a_class_fails_and_keeps_the_responses(
-    tmp_path, toy_world, capsys
+    tmp_path, toy_world, capsys, monkeypatch
 ):
     """A class emptied by vetting is an error at generate (not later, at extract), after
     every completion is written for a look; the up-to-date rerun says it again."""
-    params = small_world(tmp_path, toy_world, generate={"negative_max": -1})
+    # a judge that finds the trait in every answer: no negative passes negative_max
+    monkeypatch.setattr("steerops.toy.judge.score", lambda question, response: (100.0, 100.0))
+    params = small_world(tmp_path, toy_world)
     for _ in range(2):
         capsys.readouterr()
         assert main(["generate", "--params", str(params), "--vet"]) == 2

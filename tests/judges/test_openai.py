@@ -599,7 +599,9 @@ def test_a_digit_tokenizer_answering_single_digits_throughout_is_refused(
     a whole-number tokenizer's 20 alternatives on a 0-100 scale do: after 20 answers with
     none, it is refused instead of reading every score as 0-9."""
     server.tokens = ["5", "<end_of_turn>"]
-    server.top = [{"token": d, "logprob": math.log(p)} for d, p in (("5", 0.6), ("4", 0.3))]
+    # its alternatives: the ten digits (what a digit tokenizer can offer), "5" most likely
+    digits = [("5", 0.6), ("4", 0.3)] + [(d, 0.01) for d in "01236789"]
+    server.top = [{"token": d, "logprob": math.log(p)} for d, p in digits]
     questions = [f"q{i}" for i in range(25)]
     responses = [f"answer {i}" for i in range(25)]
     judge = make_judge(params_for(tmp_path, server), trait)
@@ -832,6 +834,9 @@ def test_a_whole_number_judge_with_few_alternatives_is_not_taken_for_a_digit_one
     questions = [f"q{i}" for i in range(25)]
     judge = make_judge(params_for(tmp_path, server, top_logprobs=3), trait)
     scores = judge.score(questions, [f"gibberish {i}" for i in range(25)])
+    # a server that returns fewer than asked for (a provider's cap of 5) counts the same
+    capped = make_judge(params_for(tmp_path / "capped", server), trait)
+    assert capped.score(questions, [f"gibberish {i}" for i in range(25)]) == scores
     assert all(t == pytest.approx(0.05 / 0.95) for t, _ in scores)
 
 

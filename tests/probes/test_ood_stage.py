@@ -342,4 +342,4 @@ def test_probe_run_takes_a_run_id_or_a_path_relative_to_the_params_file(
     assert main(argv) == 0, capsys.readouterr().err
     assert json.loads((out / "ood.json").read_text())["probe"]["run_id"] == run_id
     assert main([*argv, "--probe-run", "no-such-run"]) == 2
-    assert "not a finished probe run" in capsys.readouterr().err
+    assert "'no-such-run' is neither a run id under" in capsys.readouterr().err

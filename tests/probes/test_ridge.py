@@ -159,6 +159,12 @@ def test_activations_equal_up_to_float_rounding_are_constant():
     varying = rng.normal(0, 0.5, (120, 64))
     varying[:, 7] = 25_000.0  # a massive dim, the same on every task
     assert not ridge.constant_features(varying)
+    # a bfloat16 model or store rounds at about 2**-8: its noise is constant there, not in float32
+    noisy = np.stack([base, base * np.float32(1 + 4e-3)])[rng.integers(0, 2, 120)]
+    spread = ridge.rounding_spread("bfloat16", "float32")
+    assert ridge.constant_features(noisy, spread) and not ridge.constant_features(noisy)
+    assert ridge.rounding_spread("float32", "float32") == ridge.CONSTANT_SPREAD["float32"]
+    assert ridge.rounding_spread("auto", "float32") == spread  # a checkpoint's own: 16-bit
 
 
 def _confounded_world(seed: int, groups: int = 60, per_group: int = 4, d: int = 16):

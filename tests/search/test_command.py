@@ -115,7 +115,8 @@ def test_a_named_study_run_with_other_settings_fails_before_loading_and_tracking
     for other, flags, said in (
         ({"layers": [2]}, [], "layers=[2], not [1]"),
         ({"method": "probe"}, [], "method='probe', not 'mean_diff'"),
-        ({}, ["--seed", "5"], "sampler_seed=None, not 5"),
+        ({}, ["--seed", "5"], "sampler_seed unset, not 5"),
+        ({"sampler": "tpe"}, [], "sampler='tpe', not unset"),  # back to the default: refused
     ):
         study.set_user_attr("settings", {**ran, **other})
         line = _refused(tmp_path, toy_world, monkeypatch, capsys, [*extra, *flags])

@@ -360,7 +360,12 @@ def test_a_calibration_of_a_model_of_another_shape_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(["clean", "--params", path, "--variants", "mean_diff_top1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "hidden size 64 and 4 layers" in err and f"one of {D} and {len(LAYERS)}" in err
+    assert (
+        "hidden size 64 and 4 layers" in err and f"one of hidden size {D} and {len(LAYERS)}" in err
+    )
     assert "steerops calibrate --variant instruct" in err and "\n" not in err
+    write_json(file, {**record, "hidden_size": 64})  # the layers unrecorded: the size still tells
+    assert main(["clean", "--params", path, "--variants", "mean_diff_top1"]) == 2
+    assert "hidden size 64" in capsys.readouterr().err
     write_json(file, {**record, "hidden_size": D, "num_layers": len(LAYERS)})  # this model's
     assert main(["clean", "--params", path, "--variants", "mean_diff_top1"]) == 0

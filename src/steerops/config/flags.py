@@ -107,9 +107,9 @@ def _others(annotation: Any) -> list[Any]:
     return [] if get_origin(annotation) is Literal else [annotation]
 
 
-# Numbers as written in a shell or YAML: ASCII digits, no "_" separators (Python's int and
-# float take "1_0" as 10 and full-width or Arabic-Indic digits as their values); the words
-# inf and nan pass, for `not_finite` to name them.
+# Numbers as typed in a shell: ASCII digits, no "_" separators (Python's int and float take
+# "1_0" as 10 and full-width or Arabic-Indic digits as their values); the words inf and nan
+# pass, for `not_finite` to name them.
 _PLAIN = {
     int: re.compile(r"[+-]?[0-9]+"),
     float: re.compile(

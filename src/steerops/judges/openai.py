@@ -180,13 +180,13 @@ class OpenAIJudge(CachedJudge):
             while pending:
                 # woken now and then to notice an interrupt without waiting for a reply
                 done, _ = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-                self._check_interrupted()
                 # Keep the successes of this round before raising the failure.
                 for future in sorted(done, key=lambda f: f.exception() is not None):
                     i = pending.pop(future)
                     if not isinstance(future.exception(), _Skipped):
                         # re-raises the worker's SteeropsError
                         yield offset + i, future.result()
+                self._check_interrupted()  # after this round's answers: paid for, so kept
         finally:
             # On error, Ctrl-C (or an abandoned generator) drop queued requests, and those in
             # flight stop before their next retry; answers already yielded are cached, so a
@@ -289,7 +289,7 @@ class OpenAIJudge(CachedJudge):
     def _check_number_tokens(self, top: list[dict]) -> None:
         """Refuse a digit-by-digit tokenizer whose answers stop after one digit (the second
         digit check above never fires): its alternatives never hold a two-digit number."""
-        if self.top_logprobs < _ALTERNATIVES_TO_TELL:
+        if len(top) < _ALTERNATIVES_TO_TELL:  # what the server returned, not what was asked
             return  # a whole-number judge's few alternatives on a low score hold one digit too
         numbers = [t for e in top if (t := e["token"].strip().lstrip("\u2581")).isdigit()]
         if not numbers or not all(t.isascii() for t in numbers):

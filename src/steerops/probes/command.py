@@ -24,6 +24,7 @@ from steerops.cli import (
     overrides_from,
     params_flag,
     run_file,
+    run_or_path,
     stage_parser,
 )
 from steerops.errors import SteeropsError
@@ -73,7 +74,7 @@ def register(subparsers) -> None:
     ood = sub.add_parser("ood", help="probe deltas vs behavioural deltas under conditions")
     _selection_flags(ood)
     flags(ood, "probes.ood.conditions probes.ood.rates", type=abs_path)
-    flags(ood, "probes.ood.probe_run", type=_run_or_path, metavar="RUN")
+    flags(ood, "probes.ood.probe_run", type=run_or_path, metavar="RUN")
     flags(ood, "probes.ood.layer probes.ood.permutations probes.ood.top_k")
     ood.add_argument(
         "--ood-out",
@@ -102,12 +103,6 @@ def _scores_in_run(params, args: argparse.Namespace, fitting: bool):
     if scores is not None and (fitting or scores.is_file()):
         params.probes.scores = str(scores)
     return params
-
-
-def _run_or_path(text: str) -> str:
-    """argparse type of --probe-run: a run's folder (relative to the working directory, as
-    path flags are) or, where no such path exists, a run id kept as given."""
-    return abs_path(text) if Path(text).exists() else text
 
 
 def run_train(args: argparse.Namespace) -> None:
@@ -214,7 +209,8 @@ def run_thurstonian(args: argparse.Namespace) -> None:
         "heldout_accuracy_ci": held["ci"],
         "heldout_n": held["n"],
         "heldout_fraction": held["fraction"],
-        "heldout_converged": not held.get("unconverged"),
+        # None: no held-out fit ran (too few comparisons to hold any out)
+        "heldout_converged": None if held["n"] == 0 else not held.get("unconverged"),
         "chance_accuracy": 0.5,
         "converged": fit.converged,
         "prior_mu": params.probes.prior_mu,

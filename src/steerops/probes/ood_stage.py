@@ -106,7 +106,13 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
     )
     run = ood.probe_run
     if run is not None and not (runs_dir(root) / run).is_dir():
-        run = str(params.path(run))  # a path: a relative one from the params file's folder
+        folder = params.path(run)  # a path: a relative one from the params file's folder
+        if not folder.is_dir():
+            raise SteeropsError(
+                f"probes.ood.probe_run: {run!r} is neither a run id under {runs_dir(root)} "
+                "nor a run folder"
+            )
+        run = str(folder)
     run_dir = resolve_run(root, run)
     weight, bias, layer, manifest = load_probe(run_dir, ood.layer)
     _check_probe_matches(params, manifest, run_dir)

@@ -136,18 +136,25 @@ class DegenerateFit(SteeropsError):
 
 
 # Spread, relative to the layer's largest |activation|, below which a layer counts as
-# constant: the same tokens extracted in batches of other shapes differ by float32 rounding
-# (about 1e-7 to 1e-6 of the values), which standardising would blow up into features.
-CONSTANT_SPREAD = 1e-5
+# constant: the same tokens extracted in batches of other shapes differ by rounding (float32:
+# about 1e-7 to 1e-6 of the values), which standardising would blow up into features. A
+# model or activations in 16 bits round about 2**-8 (bfloat16) or 2**-11 (float16).
+CONSTANT_SPREAD = {"float32": 1e-5, "float16": 4e-3, "bfloat16": 3e-2}
 
 
-def constant_features(x: np.ndarray) -> bool:
-    """True when every feature is constant across the rows up to float rounding
-    (`CONSTANT_SPREAD`; e.g. activations at a BOS token, or at positions every task shares):
-    any probe then predicts one value, or fits rounding noise."""
+def rounding_spread(*dtypes: str) -> float:
+    """`CONSTANT_SPREAD` of the coarsest of the dtypes the activations went through (the
+    model's, "auto" taken as 16-bit, and the stored activations')."""
+    return max(CONSTANT_SPREAD.get(d, CONSTANT_SPREAD["bfloat16"]) for d in dtypes)
+
+
+def constant_features(x: np.ndarray, spread: float = CONSTANT_SPREAD["float32"]) -> bool:
+    """True when every feature is constant across the rows up to rounding (`spread` of the
+    layer's largest |value|; e.g. activations at a BOS token, or at positions every task
+    shares): any probe then predicts one value, or fits rounding noise."""
     if x.size == 0:
         return True
-    return bool(np.ptp(x, axis=0).max() <= CONSTANT_SPREAD * np.abs(x).max())
+    return bool(np.ptp(x, axis=0).max() <= spread * np.abs(x).max())
 
 
 def _best(scores: list[float], alphas: list[float]) -> int:

@@ -303,12 +303,15 @@ def train(params) -> tuple[Path, dict, bool]:
 
     run_id = new_run_id(key)
     per_layer, weights = {}, {}
+    spread = ridge.rounding_spread(
+        params.variant(params.probes.variant).dtype, params.extraction.dtype
+    )
     for layer in tqdm(layers, desc="probe layers", disable=None):
         x = read_layer(act_dir, layer, len(task_ids))[rows]
         # one degenerate layer (e.g. constant activations at prompt[0]) is reported, and the
         # other layers still train
         try:
-            if ridge.constant_features(x):
+            if ridge.constant_features(x, spread):
                 raise ridge.DegenerateFit(f"activations are constant across the {len(y)} tasks")
             fit = _fit_layer(x, raw if design is not None else y, config, design)
         except ridge.DegenerateFit as exc:

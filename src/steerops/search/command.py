@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> None:
         ((method, position),) = cells
         source = VectorSource.of(method, position, st.component)  # as a study records it
         known.update(method=source.method, position=source.position, component=source.component)
-        known.update(sampler_identity(params))
+        # the defaults as unset, so a study run with another sampler or seed is refused here
+        known.update({"sampler_seed": None, "sampler": None, **sampler_identity(params)})
         resolved = checked[params.traits.names[0]]
         if resolved is not None:
             known["layers"] = resolved

@@ -559,9 +559,13 @@ def _check_settings(study, name: str, settings: dict[str, Any]) -> None:
         return
     for key in sorted(set(stored) | set(settings)):
         if stored.get(key) != settings.get(key):
+            # unset: a key the study or this run leaves at its default (or an older study
+            # never recorded)
+            was, now = stored.get(key), settings.get(key)
+            ran = f"{key} unset" if was is None else f"{key}={was!r}"
             raise SteeropsError(
-                f"search.study: study {name!r} was run with {key}={stored.get(key)!r}, not "
-                f"{settings.get(key)!r}; pass --study NEW_NAME for a new study"
+                f"search.study: study {name!r} was run with {ran}, not "
+                f"{'unset' if now is None else repr(now)}; pass --study NEW_NAME for a new study"
             )
 
 

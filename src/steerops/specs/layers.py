@@ -96,9 +96,9 @@ def _layer_terms(spec: str | int | list[int]) -> list[str | int]:
         return terms
     if not isinstance(spec, str):
         raise SteeropsError(f"layers {spec!r}: expected a layer spec such as 5-20 or all")
-    # spaces around a comma, dash or colon are layout; inside a number they would join two
+    # spaces around a comma, dash, colon or % are layout; inside a number they would join two
     # ("1 2" is not layer 12)
-    texts = [re.sub(r"\s*([-:])\s*", r"\1", t.strip()) for t in spec.split(",")]
+    texts = [re.sub(r"\s*([-:%])\s*", r"\1", t.strip()) for t in spec.split(",")]
     if not spec.strip() or any(t == "" for t in texts):
         raise SteeropsError(f"layers {spec!r}: empty term")
     for t in texts:

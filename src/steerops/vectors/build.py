@@ -88,12 +88,16 @@ def _check_same_shape(
     Calibrations written before they recorded the shape are not checked."""
     theirs = (calibration.get("hidden_size"), calibration.get("num_layers"))
     mine = (acts.hidden_size, acts.metadata.get("num_layers"))
-    if None in theirs or None in mine or theirs == mine:
+    if all(a is None or b is None or a == b for a, b in zip(theirs, mine, strict=True)):
         return
+
+    def shape(size, layers) -> str:
+        return f"hidden size {size}" + ("" if layers is None else f" and {layers} layers")
+
     raise SteeropsError(
-        f"method {name!r}: {file} calibrated a model of hidden size {theirs[0]} and "
-        f"{theirs[1]} layers, but these activations come from one of {mine[0]} and {mine[1]} "
-        f"(models.{variant} changed since?): run `steerops calibrate --variant {variant}`"
+        f"method {name!r}: {file} calibrated a model of {shape(*theirs)}, but these "
+        f"activations come from one of {shape(*mine)} (models.{variant} changed since?): "
+        f"run `steerops calibrate --variant {variant}`"
     )
 
 
