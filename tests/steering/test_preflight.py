@@ -270,3 +270,35 @@ def test_a_question_too_long_for_the_new_tokens_is_refused_up_front(
     assert f"with {too_many} new tokens it runs past the model's context of {context}" in err
     with pytest.raises(AssertionError, match="a model was loaded"):
         main([*argv, "--max-new-tokens", str(context - longest)])
+
+
+@pytest.mark.parametrize("stage", ["steer", "search"])
+@pytest.mark.parametrize("log", ["cell", "baselines"])
+def test_a_damaged_line_in_a_results_log_is_refused_up_front(
+    tmp_path, toy_world, no_model_loads, capsys, stage, log
+):
+    """A results log is append-only: a damaged line in its middle is refused, and now before
+    the model loads and a run opens (it ended a FAILED run); a torn last line, what a kill
+    leaves, is still dropped as the log is read."""
+    from steer_world import POSITION, TRAIT
+    from steerops.config import load_params
+    from steerops.steering.configs import VectorSource
+    from steerops.steering.store import baselines_file, results_file
+
+    path = _params(tmp_path, toy_world)
+    params = load_params(path)
+    variant = params.steering.variant
+    file = (
+        results_file(
+            params.out, TRAIT, variant, VectorSource("mean_diff", POSITION, "residual").at(1)
+        )
+        if log == "cell"
+        else baselines_file(params.out, TRAIT, variant)
+    )
+    file.parent.mkdir(parents=True, exist_ok=True)
+    entry = '{"type": "baseline", "result": {}}\n'
+    file.write_text(entry + '{"type": "conf\n' + entry)
+    flags = SMALL if stage == "steer" else ["--max-new-tokens", "6", "--layers", "1"]
+    argv = [stage, "--params", str(path), "--out", str(tmp_path / "run"), *flags]
+    err = refused_up_front(argv, tmp_path, capsys, outputs="run")
+    assert f"{file.name}:2: malformed JSON line" in err

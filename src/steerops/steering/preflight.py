@@ -80,6 +80,7 @@ def check_grid(
         check_split(params, data.questions)
         check_prompt_room(params, trait, data.questions, tokenizer, shape.context)
         out[trait] = layers
+        check_logs(params, trait, cells)
         if layers is None or shape.hidden_size is None:
             continue
         sources = VectorSources(
@@ -102,6 +103,22 @@ def check_grid(
         warn_far_coefficients(stage, coefficients, cfg.coefficient_unit, norms)
     reach_judge(params, data)  # last: every check that sends nothing has passed
     return out
+
+
+def check_logs(params, trait: str, cells: list[tuple[MethodName, Position]]) -> None:
+    """The results logs a run will read (each cell's and the baselines, where it writes and
+    where it reads): a damaged line fails here, before the model loads or a run opens. The
+    logs are append-only, so a damaged line is refused, not repaired (a torn last line,
+    what a kill leaves, is dropped as it is read)."""
+    from steerops.steering.configs import VectorSource
+    from steerops.steering.store import ResultsLog, baselines_file, results_file
+
+    variant = params.steering.variant
+    for out in dict.fromkeys([params.out, params.inputs]):
+        ResultsLog(baselines_file(out, trait, variant))
+        for method, position in cells:
+            source = VectorSource.of(method, position, params.steering.component)
+            ResultsLog(results_file(out, trait, variant, source.at(0)))
 
 
 def check_prompt_room(
