@@ -232,13 +232,29 @@ def test_an_interrupt_while_the_stage_imports_is_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err.strip().splitlines() == ["steerops: interrupted"]
 
 
+@pytest.mark.parametrize(
+    ("argv", "prefix"),
+    [
+        (["clean", "--methods", "x"], "steerops clean: error: unrecognized arguments: --methods x"),
+        (["probe", "ood", "--bogus"], "steerops probe ood: error: unrecognized arguments: --bogus"),
+        (["--bogus"], "steerops: error: unrecognized arguments: --bogus"),
+    ],
+)
+def test_an_unknown_flag_is_named_by_the_command_it_was_given_to(argv, prefix, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(prefix) and line.endswith(f"(see {prefix.split(': ')[0]} --help)")
+
+
 def test_ridge_alphas_must_be_positive(tmp_path, capsys):
     from report_data import write_params
 
     params = str(write_params(tmp_path))
     assert main(["probe", "train", "--params", params, "--alphas=-1000,10"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("steerops probe: error: --alphas: Input should be greater than 0")
+    assert line.startswith("steerops probe train: error: --alphas: Input should be greater than 0")
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "mlflow.db").exists()
 
 
@@ -302,7 +318,8 @@ def test_a_setting_given_twice_is_said_before_the_stage_runs(tmp_path, capsys, a
     missing = str(tmp_path / "missing.yaml")
     assert main([*argv, "--params", missing]) == 2  # the stage ran, and stopped at params
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines[0].startswith(f"steerops {argv[0]}: warning: {message}"), lines
+    command = " ".join(a for a in argv[:2] if not a.startswith("-"))  # `probe train`
+    assert lines[0].startswith(f"steerops {command}: warning: {message}"), lines
     assert "params file not found" in lines[-1]
     # each flag once, or the same name in two nested commands, is no warning
     once = argv[: [i for i, a in enumerate(argv) if a.startswith("--")][1]]

@@ -253,7 +253,7 @@ def load_params_for(args: argparse.Namespace):
     if args.params is None and not Path(DEFAULT_PARAMS_FILE).exists():
         # a stage run outside the project folder would otherwise fail on the toy's paths
         print(
-            f"steerops {args.command}: no {DEFAULT_PARAMS_FILE} in {Path.cwd()}: every key "
+            f"steerops {command_name(args)}: no {DEFAULT_PARAMS_FILE} in {Path.cwd()}: every key "
             "takes its default (the toy world); --params FILE names a params file",
             file=sys.stderr,
         )
@@ -275,7 +275,7 @@ def load_params_for(args: argparse.Namespace):
             )
         if not scratch:  # its outputs would replace the pipeline's
             raise SteeropsError(
-                f"--inputs DIR needs --out DIR: without it `steerops {args.command}` writes "
+                f"--inputs DIR needs --out DIR: without it `steerops {command_name(args)}` writes "
                 "the pipeline's outputs"
             )
     params = load_params(args.params, overrides, flags_given(args))
@@ -305,7 +305,7 @@ def load_params_for(args: argparse.Namespace):
             "`dvc repro` writes them"
         )
         run = display_path(args.scratch_folder)
-        print(f"steerops {args.command}: scratch run in {run} ({reads})")
+        print(f"steerops {command_name(args)}: scratch run in {run} ({reads})")
     return params
 
 
@@ -468,6 +468,19 @@ def _subcommand(parser: argparse.ArgumentParser, token: str) -> argparse.Argumen
     return None
 
 
+def command_name(args: argparse.Namespace) -> str:
+    """The command as typed: `clean`, `probe train`."""
+    return " ".join(filter(None, (args.command, getattr(args, "probe_command", None))))
+
+
+def _deepest(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    for token in argv:
+        sub = _subcommand(parser, token)
+        if sub is not None:
+            parser = sub
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     # before any stage imports mlflow: its usage telemetry would reach the network on every
     # tracked run (mlflow.telemetry.utils reads it; set to false, it stays the user's choice)
@@ -480,7 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     _invocation[:] = argv
     try:  # a Ctrl-C while the stage's libraries import is an interrupt like any other
         parser = build_parser(argv)
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # said by the (sub)command they were given to, with its --help
+            _deepest(parser, argv).error(f"unrecognized arguments: {' '.join(unknown)}")
     except KeyboardInterrupt:
         print("steerops: interrupted", file=sys.stderr)
         return 130
@@ -489,19 +504,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     twice = flag_given_twice(parser, argv)
     if twice:
-        print(f"steerops {args.command}: warning: {twice}", file=sys.stderr)
+        print(f"steerops {command_name(args)}: warning: {twice}", file=sys.stderr)
     try:
         args.func(args)
     except (SteeropsError, OSError) as exc:  # OSError: a path of the wrong kind, a full disk
         from steerops.config import name_the_flag
 
         line = name_the_flag(_one_line(exc), flags_given(args))
-        print(f"steerops {args.command}: error: {line}", file=sys.stderr)
+        print(f"steerops {command_name(args)}: error: {line}", file=sys.stderr)
         _drop_if_empty(getattr(args, "scratch_folder", None))
         return 2
     except KeyboardInterrupt:
         print(
-            f"steerops {args.command}: interrupted; whatever finished before it is kept: "
+            f"steerops {command_name(args)}: interrupted; whatever finished before it is kept: "
             "run the same command again to resume",
             file=sys.stderr,
         )

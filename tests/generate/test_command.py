@@ -499,7 +499,10 @@ def test_vetting_that_keeps_no_completion_of_a_class_fails_and_keeps_the_respons
     """A class emptied by vetting is an error at generate (not later, at extract), after
     every completion is written for a look; the up-to-date rerun says it again."""
     # a judge that finds the trait in every answer: no negative passes negative_max
+    import mlflow
+
     monkeypatch.setattr("steerops.toy.judge.score", lambda question, response: (100.0, 100.0))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     params = small_world(tmp_path, toy_world)
     for _ in range(2):
         capsys.readouterr()
@@ -510,6 +513,12 @@ def test_vetting_that_keeps_no_completion_of_a_class_fails_and_keeps_the_respons
     rows, summary = outputs(params)
     assert summary["kept"]["negative"] == 0 and summary["kept"]["positive"] > 0
     assert len(rows) == 2 * N
+    # the run that generated them is on record as failed, saying why
+    experiment = load_params(params).experiment
+    runs = mlflow.search_runs(experiment_names=[experiment], output_format="list")
+    [run] = [r for r in runs if r.data.tags.get("steerops.stage") == "generate"]
+    assert run.info.status == "FAILED"
+    assert run.data.tags["steerops.failure"] == "vetting kept no negative completion"
 
 
 def test_vetting_with_an_endpoint_that_refuses_the_key_fails_before_generating(

@@ -523,6 +523,32 @@ def test_a_cleaning_line_says_how_much_of_the_direction_the_removed_dims_held(tm
     ) in line
 
 
+@pytest.mark.parametrize(
+    ("share", "low", "caveat"),
+    [
+        (0.0076, -10.0, True),
+        (0.0076, 5.0, False),
+        (0.2, -10.0, False),
+        (float("nan"), -10.0, False),
+    ],
+)
+def test_a_null_gain_of_a_barely_changed_vector_is_not_read_as_dims_not_mattering(
+    share, low, caveat
+):
+    """The main job's cleaning removed 0.76% of the vector's squared norm: a null gain from a
+    near-copy says nothing of the dims, and the line says so; a real change or a gain off
+    zero keeps its plain verdict."""
+    from steerops.report.results import _cleaning_lines
+
+    row = {"model": "m", "trait": "t", "position": "p", "component": "residual"}
+    row |= {"method": "mean_diff", "status": "ok", "gain_note": "", "dims_removed": 1}
+    row |= {"layer": 2, "dims_cleaned": "all", "variant": "mean_diff_cleaned", "gain_k": 1}
+    row |= {"gain": 10.0, "gain_lo": low, "gain_hi": 30.0, "gain_n": 20, "removed_share": share}
+    [line] = _cleaning_lines(pd.DataFrame([row]))
+    assert ("so this cannot tell whether the dims matter" in line) is caveat
+    assert line.endswith("**") and ("cleaning helps" in line) is (low > 0)
+
+
 def test_the_grid_named_keeps_signed_coefficients_apart_and_unscored_is_not_incoherent():
     from types import SimpleNamespace
 

@@ -343,3 +343,21 @@ def test_a_baseline_that_keeps_a_refusal_is_logged_once_not_with_every_chunk(
     )
     kinds = [e["type"] for e in read_jsonl(run())]
     assert kinds.count("baseline") == 1 and kinds.count("config") == 3
+
+
+def test_a_coefficient_of_zero_is_the_baseline_and_generates_nothing(
+    tmp_path, toy_world, monkeypatch
+):
+    """Coefficient 0 steers nothing (a grid's 0, or a search's sampler at coef_min 0): its
+    rows are the baseline's, served from it with a delta of 0, not generated and judged
+    again."""
+    run, asked = _steer_refused(tmp_path, toy_world, monkeypatch, lambda pairs: set(), "0,8")
+    entries = read_jsonl(run())
+    assert len(asked) == 8  # the baseline and coefficient 8, 4 questions each
+    base = next(e for e in entries if e["type"] == "baseline")
+    zero, eight = (
+        next(e for e in entries if e["type"] == "config" and e["config"]["coefficient"] == c)
+        for c in (0, 8)
+    )
+    assert zero["scores"] == base["scores"] and zero["result"]["trait_delta"] == 0
+    assert "timing" not in zero and "timing" in eight

@@ -33,6 +33,12 @@ def test_store_round_trip_and_errors(tmp_path):
     )
     with pytest.raises(SteeropsError, match="does not match metadata.json"):
         load_vectors(tmp_path / "v")
+    # cut short (a copy interrupted outside steerops): named with the command that rebuilds it
+    save_vectors(tmp_path / "mean_diff", vectors, {"method": "mean_diff"})
+    tensors = tmp_path / "mean_diff" / "vectors.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:20])
+    with pytest.raises(SteeropsError, match=r"unreadable vectors .*steerops vectors --methods "):
+        load_vectors(tmp_path / "mean_diff")
 
 
 def test_hidden_size_mismatch_is_one_line():

@@ -179,6 +179,9 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
         tracker.log_metrics(_metrics(summary))
         tracker.log_artifact(folder / SUMMARY_FILE)
         tracker.log_artifact(folder / RESPONSES_FILE)
+        emptied = [p for p in POLARITIES if summary["counts"][p] and not summary["kept"][p]]
+        if emptied:  # `run` exits 2 once every trait is done: the run says so too
+            tracker.fail(f"vetting kept no {' or '.join(emptied)} completion")
     return summary
 
 

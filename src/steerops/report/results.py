@@ -128,6 +128,11 @@ def _questions(frame: pd.DataFrame) -> str:
     return " = ".join(spans[:1]) + " (" + " / ".join(spans[1:]) + ")"
 
 
+# below this share of the uncleaned vector's squared norm (cosine above 0.975) a cleaned
+# variant is too close to its base for "no difference" to say anything about the dims
+BARELY = 0.05
+
+
 def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
     """Per cleaned variant: its held-out trait against the uncleaned method's, each at its own
     chosen config, paired over the questions both were scored on, and what that says."""
@@ -163,12 +168,19 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
             )
         else:
             says = "no detectable difference"
+        share = getattr(row, "removed_share", np.nan)
+        if not (row.gain_lo > 0 or row.gain_hi < 0) and not pd.isna(share) and share < BARELY:
+            # a near-copy of the uncleaned vector: no difference is what any dims would give
+            says += (
+                f"; the cleaned vector is nearly the uncleaned one (cosine "
+                f"{np.sqrt(max(0.0, 1 - share)):.3f}), so this cannot tell whether the dims "
+                "matter"
+            )
         removed = (
             ""
             if pd.isna(row.dims_removed)
             else f"; {int(row.dims_removed)} removed at layer {cell(row.layer)}"
         )
-        share = getattr(row, "removed_share", np.nan)
         if removed and not pd.isna(share):
             # how far cleaning turned the direction: near 0, the dims were barely tested
             removed += (

@@ -172,8 +172,12 @@ class SteeringEvaluator:
         return self._baseline  # type: ignore[return-value]
 
     def served(self, configs: list[Config]) -> list[bool]:
-        """Whether a log already has each config, so evaluating it generates nothing."""
-        return [here is not None for here in self._where_logged(configs)]
+        """Whether a log already has each config, or it steers nothing (its rows are the
+        baseline's), so evaluating it generates nothing."""
+        return [
+            here is not None or not any(self.session.weights(config))
+            for config, here in zip(configs, self._where_logged(configs), strict=True)
+        ]
 
     def evaluate(self, configs: list[Config]) -> list[ConfigResult]:
         """Results in `configs` order; uncached configs are generated together, configs with
@@ -186,16 +190,26 @@ class SteeringEvaluator:
         todo: dict[str, list[int]] = {}  # content key -> positions (evaluated once)
         logs: dict[Path, ResultsLog] = {}
         served: dict[int, tuple[list[Score], bool]] = {}
+        unsteered: list[int] = []
         for i, (config, w) in enumerate(zip(configs, weights, strict=True)):
             found = self._logged(config, w, logs)
             if found is not None:
                 served[i] = found
+            elif not any(w):  # a coefficient of 0 steers nothing: the baseline's rows
+                unsteered.append(i)
             else:
                 todo.setdefault(self._content_key(config, w), []).append(i)
         base = self._logged_baseline()
-        if base is None and (served or not todo):
+        if base is None and (served or unsteered or not todo):
             base = self.baseline()
         copies: dict[str, tuple[Config, tuple[float, ...], ConfigResult]] = {}
+        for i in unsteered:
+            assert base is not None  # known or generated just above
+            result = results[i] = _from_scores(
+                configs[i], weights[i], base.scores, base, self.direction
+            )
+            result.logged_here = False
+            copies[config_key(configs[i], weights[i])] = (configs[i], weights[i], result)
         for i, (scores, here) in served.items():
             result = results[i] = _from_scores(configs[i], weights[i], scores, base, self.direction)
             result.logged_here = here

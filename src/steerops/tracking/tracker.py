@@ -45,6 +45,13 @@ class Tracker:
         self._tags: dict[str, str] = {}
         self._metrics: list[list[Any]] = []
         self._ended = False
+        self.failure: str | None = None
+
+    def fail(self, reason: str) -> None:
+        """End this invocation's run FAILED although its block completes: the stage kept its
+        outputs for a look but will exit with an error (`steerops.failure` says why)."""
+        self.failure = reason
+        self.set_tags({"steerops.failure": reason})
 
     @property
     def active(self) -> bool:
@@ -306,6 +313,8 @@ def track(
         status = "FAILED"
         raise
     finally:
+        if status == "FINISHED" and tracker.failure is not None:
+            status = "FAILED"
         if status != "FINISHED":
             tracker.keep()  # a failed or interrupted run is always on record
         tracker.end(status)

@@ -74,7 +74,10 @@ def load_vectors(directory: str | Path) -> tuple[dict[int, torch.Tensor], dict[s
         tensors = load_tensors(directory / TENSORS_FILE)
         metadata = read_json(directory / METADATA_FILE)
     except Exception as exc:  # corrupt file: name it instead of a library traceback
-        raise SteeropsError(f"{directory}: unreadable vectors ({exc.__class__.__name__})") from None
+        raise SteeropsError(
+            f"{directory}: unreadable vectors ({exc.__class__.__name__}; "
+            f"run {_maker(directory.name)} again)"
+        ) from None
     if not isinstance(metadata, dict):
         raise SteeropsError(f"{directory / METADATA_FILE}: expected a JSON object")
     if metadata.get("tensors_md5") not in (None, file_md5(directory / TENSORS_FILE)):
