@@ -82,7 +82,7 @@ def test_a_damaged_cache_file_is_read_as_far_as_it_can_be_and_the_run_goes_on(tm
         cache.put(k, "j", "trait", (1.0, 1.0))
     cache.close()
     data = bytearray(cache.path.read_bytes())
-    data[3 * 4096 : 4 * 4096] = b"Z" * 4096  # one page of the table overwritten
+    data[7 * 4096 : 8 * 4096] = b"Z" * 4096  # one page of answers (past the tables' roots)
     cache.path.write_bytes(bytes(data))
     again = JudgeCache(tmp_path)
     found = again.get_many(keys)

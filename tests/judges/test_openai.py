@@ -586,9 +586,14 @@ def test_a_judge_that_writes_numbers_digit_by_digit_is_refused(tmp_path, server,
         with pytest.raises(SteeropsError, match="several tokens.*'5'.*judge.kind hf"):
             judge.score(["q"], [RESPONSES[0]])
     assert len(judge.cache) == 0
-    server.tokens = ["85", "<|eot_id|>"]  # a whole-number token, then the end: scored
+    server.tokens = ["85", "<|eot_id|>"]  # a whole-number token, then the end
     server.top = [{"token": "85", "logprob": 0.0}]
-    assert judge.score(["q"], [RESPONSES[0]]) == [(85.0, 85.0)]
+    # the judge's record says it cannot be read: refused before a request, until
+    # judge.version says the judge behind the name changed
+    with pytest.raises(SteeropsError, match="several tokens.*judge.version"):
+        make_judge(params_for(tmp_path, server), trait).score(["q"], [RESPONSES[0]])
+    fixed = make_judge(params_for(tmp_path, server, version="whole-number"), trait)
+    assert fixed.score(["q"], [RESPONSES[0]]) == [(85.0, 85.0)]
 
 
 def test_a_digit_tokenizer_answering_single_digits_throughout_is_refused(
@@ -608,6 +613,13 @@ def test_a_digit_tokenizer_answering_single_digits_throughout_is_refused(
     with pytest.raises(SteeropsError, match="digit by digit.*judge.kind hf") as err:
         judge.score(questions, responses)
     assert "\n" not in str(err.value)
+    # the answers it gave before it was found out are not kept, and a rerun over just
+    # those pairs (too few to find it out again) is refused at once, not served 0-9 scores
+    assert len(judge.cache) == 0
+    sent = len(server.requests)
+    with pytest.raises(SteeropsError, match="digit by digit") as again:
+        make_judge(params_for(tmp_path, server), trait).score(questions[:9], responses[:9])
+    assert str(again.value).startswith(str(err.value)) and len(server.requests) == sent
     # a whole-number tokenizer answering small numbers: its alternatives hold "10"
     server.top.append({"token": "10", "logprob": math.log(0.05)})
     other = make_judge(params_for(tmp_path / "other", server), trait)

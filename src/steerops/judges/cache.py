@@ -71,6 +71,9 @@ class JudgeCache:
                     "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, judge TEXT, "
                     "kind TEXT, mean REAL, mass REAL NOT NULL, created REAL)"
                 )
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS unreadable (judge TEXT PRIMARY KEY, reason TEXT)"
+                )
                 self._db.commit()
                 return
             except sqlite3.OperationalError as exc:
@@ -119,6 +122,30 @@ class JudgeCache:
                 )
         except sqlite3.DatabaseError as exc:
             self._warn(exc)
+
+    def drop_judge(self, judge_id: str, reason: str) -> None:
+        """Forget every answer of a judge found unable to answer readably, and remember why,
+        so a later run with it is refused before it asks anything (`unreadable`)."""
+        try:
+            with self._lock, self._db:
+                self._db.execute("DELETE FROM answers WHERE judge = ?", (judge_id,))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO unreadable VALUES (?, ?)", (judge_id, reason)
+                )
+        except sqlite3.DatabaseError as exc:
+            self._warn(exc)
+
+    def unreadable(self, judge_id: str) -> str | None:
+        """Why this judge's answers cannot be read, if a run found out; else None."""
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT reason FROM unreadable WHERE judge = ?", (judge_id,)
+                ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._warn(exc)
+            return None
+        return None if row is None else str(row[0])
 
     def _warn(self, exc: Exception) -> None:
         if not self._warned:

@@ -15,6 +15,7 @@ user bumps when the judge behind an unchanged name changed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
@@ -23,6 +24,7 @@ from typing import Any, NamedTuple
 
 from tqdm.auto import tqdm
 
+from steerops.errors import SteeropsError
 from steerops.judges.base import Score, check_pairs
 from steerops.judges.cache import Entry, JudgeCache, cache_key
 from steerops.judges.prompts import KINDS, JudgePrompts
@@ -42,6 +44,12 @@ class Unanswered(NamedTuple):
     run and not cached, so a rerun asks again."""
 
     reason: str
+
+
+class UnreadableJudge(SteeropsError):
+    """The judge's answers cannot be read at all (a tokenizer that writes numbers digit by
+    digit): every answer it gave before this was found out is dropped from the cache, so a
+    rerun over just those pairs is not served them."""
 
 
 class CachedJudge:
@@ -77,6 +85,12 @@ class CachedJudge:
         keys = [cache_key(self.id, *job) for job in jobs]
         entries = self.cache.get_many(keys)
         todo = {k: job for k, job in zip(keys, jobs, strict=True) if k not in entries}
+        found_out = self.cache.unreadable(self.id)
+        if found_out is not None:  # an earlier run found its answers unreadable
+            raise UnreadableJudge(
+                f"{found_out} (found by an earlier run; if the judge behind this name changed, "
+                "set a new judge.version)"
+            )
         self.answered_before = self.answered_before or bool(entries)
         refused: list[str] = []
         self.unanswered = set()
@@ -89,7 +103,7 @@ class CachedJudge:
                 disable=None if self.progress else True,
                 leave=False,
             )
-            with bar:
+            with bar, _forgetting_on(UnreadableJudge, self.cache, self.id):
                 for i, entry in self._answer([todo[k] for k in todo_keys]):
                     key = todo_keys[i]
                     if isinstance(entry, Unanswered):
@@ -113,6 +127,15 @@ class CachedJudge:
     def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry | Unanswered]]:
         """Yield (index into jobs, (mean, mass) or Unanswered) for every job, in any order."""
         raise NotImplementedError
+
+
+@contextlib.contextmanager
+def _forgetting_on(error: type[Exception], cache: JudgeCache, judge_id: str) -> Iterator[None]:
+    try:
+        yield
+    except error as exc:
+        cache.drop_judge(judge_id, str(exc))
+        raise
 
 
 def settings_hash(settings: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from steerops.errors import SteeropsError
 from steerops.judges.cache import Entry, JudgeCache, cache_folder
-from steerops.judges.cached import CachedJudge, Job, Unanswered
+from steerops.judges.cached import CachedJudge, Job, Unanswered, UnreadableJudge
 from steerops.judges.prompts import JudgePrompts, prompts_for
 from steerops.judges.scoring import as_score_int, integer_probs, weighted_score
 from steerops.judges.transport import Refused, RetryPolicy, Stopped, post_json, reach, shown
@@ -238,7 +238,7 @@ class OpenAIJudge(CachedJudge):
         if first is not None and len(tokens) >= 2 and tokens[1][:1].isdigit():
             # A tokenizer that spells 85 as "8" "5" (Gemma, Qwen, Mistral): the first token's
             # alternatives are digits, and the score would read 8 for 85.
-            raise SteeropsError(
+            raise UnreadableJudge(
                 f"judge: model {self.model_name!r} writes its answer as several tokens "
                 f"({tokens[0]!r} {tokens[1]!r}), so a one-token answer cannot be scored: use a "
                 "judge model with whole-number tokens (GPT-4o/4.1, Llama 3) or judge.kind hf"
@@ -301,7 +301,7 @@ class OpenAIJudge(CachedJudge):
             self._digit_only_answers += 1
             if self._digit_only_answers < _DIGIT_ONLY_ANSWERS:
                 return
-        raise SteeropsError(
+        raise UnreadableJudge(
             f"judge: model {self.model_name!r} offered no number of two digits among the "
             f"alternatives of {_DIGIT_ONLY_ANSWERS} answers: its tokenizer writes numbers digit "
             "by digit, so a one-token answer reads 85 as 8; use a judge model with "
