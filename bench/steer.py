@@ -378,6 +378,9 @@ def main(argv: list[str] | None = None) -> None:
         help="steer prompt and response (all) or only the response",
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument(
+        "--dtype", default="float32", help="a model folder's weights in this dtype (bfloat16)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the measurements here")
     parser.add_argument(
         "--profile",
@@ -395,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     else:
         model, prompts, pad, stops = load_folder(args.model, args.questions, args.n_questions)
-        model.to(args.device)
+        model.to(args.device, getattr(torch, args.dtype))
     layout = resolve_layout(model)
     print(
         f"model {args.model} on {args.device} ({torch.get_num_threads()} threads), "
