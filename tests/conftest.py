@@ -104,7 +104,8 @@ def refused_up_front(argv: list[str], folder: Path, capsys, outputs: str = "outp
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"steerops {argv[0]}: error: "), err
+    command = " ".join(argv[:2] if argv[0] == "probe" else argv[:1])  # `probe train`
+    assert len(err) == 1 and err[0].startswith(f"steerops {command}: error: "), err
     assert not (folder / "mlflow.db").exists()  # no MLflow run was opened
     assert not (folder / outputs).exists()
     return err[0]

@@ -80,3 +80,45 @@ def test_ids_that_are_not_strings_are_refused_with_their_line(tmp_path):
             read_comparisons(comps)
     comps.write_text(good + '{"task_a": 7, "task_b": "b", "winner": 7}\n')  # integer ids read
     assert read_comparisons(comps)[1] == ("7", "b", "7")
+
+
+@pytest.mark.parametrize("rate", ["1.5", "-0.1", "inf", "nan"])
+def test_a_rate_outside_zero_to_one_or_not_finite_is_refused_naming_line_and_value(tmp_path, rate):
+    rates = tmp_path / "rates.csv"
+    rates.write_text(f"condition_id,task_id,rate\nbase,a,0\nbase,b,1\nbase,c,{rate}\n")
+    with pytest.raises(SteeropsError, match=rf"rates.csv:4: .*'{rate}'") as err:
+        read_rates(rates)
+    assert "\n" not in str(err.value)
+    rates.write_text("condition_id,task_id,rate\nbase,a,0\nbase,b,1\n")  # the bounds are rates
+    assert read_rates(rates) == {"base": {"a": 0.0, "b": 1.0}}
+
+
+@pytest.mark.parametrize(
+    "reader, text",
+    [
+        (read_scores, "task_id,mu\na,1.25\nb,0.7"),  # 0.7108 cut short mid-write
+        (read_rates, "condition_id,task_id,rate\nbase,a,0.5\nbase,b,0.7"),
+    ],
+)
+def test_a_csv_whose_last_line_has_no_newline_is_refused(tmp_path, reader, text):
+    """A file written whole ends with a newline; one cut short may end in a truncated number
+    that still parses. Refused with the file and line; whole files (LF or CRLF) are read."""
+    path = tmp_path / "input.csv"
+    path.write_text(text)
+    with pytest.raises(SteeropsError, match=r"input.csv:3: the last line does not end") as err:
+        reader(path)
+    assert "\n" not in str(err.value)
+    path.write_text(text + "\n")
+    assert reader(path)
+    path.write_bytes((text + "\n").replace("\n", "\r\n").encode())
+    assert reader(path)
+
+
+def test_the_probe_csvs_the_repo_ships_are_read():
+    """The toy world's scores and rates end with their newline and hold rates in [0, 1]."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[2] / "data" / "toy" / "probes"
+    assert len(read_scores(data / "scores.csv")) == 400
+    rates = read_rates(data / "rates.csv")
+    assert all(0 <= r <= 1 for per in rates.values() for r in per.values())

@@ -115,7 +115,14 @@ def test_means_compared_across_roles_cover_the_same_conditions_and_tasks():
     assert item["probe_diff"] == pytest.approx(1.0) and item["behaviour_diff"] == 0.5
     assert not item["inverted"] and out["pairs"]["inversions"] == 0
     means = out["per_version"]["v1"]["mean_target_delta"]["A"]
-    assert means == {"probe": 1.0, "behaviour": 0.5, "n": 1}
+    # one row: no spread to give the means an interval
+    assert means == {
+        "probe": 1.0,
+        "behaviour": 0.5,
+        "n": 1,
+        "probe_ci": [None, None],
+        "behaviour_ci": [None, None],
+    }
     # per condition: both means over the 3 tasks A2 has a rate for
     (a2,) = [c for c in out["per_condition"] if c["id"] == "A2"]
     assert a2["n"] == 3 and a2["mean_probe_delta"] == pytest.approx(np.mean([0.3, 0.1, 0.0]))
@@ -232,3 +239,120 @@ def test_tasks_tied_with_the_target_share_its_rank_by_their_average():
     assert row["behaviour_rank_asc"] == rankdata(finite)[0] == 5.0
     assert row["behaviour_tied"] == row["probe_tied"] == 4
     assert target["topk_rate"]["behaviour_up"] == 0.0
+
+
+def test_statistics_use_only_the_evaluated_tasks_and_flag_fitted_targets():
+    """With an `evaluated` mask (the tasks the probe was not fitted on), every per-version and
+    per-condition statistic is the one computed on just those tasks (numpy/scipy reference);
+    the fitted tasks, where probe and behaviour agree perfectly here, weigh in nowhere.
+    Targets are still ranked among all tasks and flagged when fitted."""
+    rng = np.random.default_rng(3)
+    n, n_fitted = 40, 28
+    tasks = [f"t{i:02d}" for i in range(n)]
+    fitted = set(tasks[:n_fitted])
+    evaluated = np.arange(n) >= n_fitted
+    conds = [OodCondition(c, "p", "t00", "v1", c[0]) for c in ("A1", "C1")]
+    probe = {c.id: rng.normal(size=n) for c in conds}
+    behaviour = {c.id: 0.3 * probe[c.id] + rng.normal(0, 0.5, n) for c in conds}
+    for c in conds:  # in-sample: the fitted tasks agree exactly
+        behaviour[c.id][:n_fitted] = probe[c.id][:n_fitted]
+    out = analyse(tasks, conds, probe, behaviour, 200, 4, 3, ("A", "C"), evaluated, fitted)
+
+    x = np.concatenate([probe[c.id][evaluated] for c in conds])
+    y = np.concatenate([behaviour[c.id][evaluated] for c in conds])
+    groups = np.repeat([0, 1], n - n_fitted)
+    v1 = out["per_version"]["v1"]
+    assert (v1["n_tasks"], v1["n_pairs"]) == (n - n_fitted, 2 * (n - n_fitted))
+    assert v1["pearson"] == pytest.approx(pearsonr(x, y)[0], abs=1e-12)
+    assert v1["spearman"] == pytest.approx(spearmanr(x, y)[0], abs=1e-12)
+    centred = [_centre(v, groups) for v in (x, y)]
+    assert v1["pearson_within"] == pytest.approx(pearsonr(*centred)[0], abs=1e-12)
+    assert v1["sign_agreement"] == pytest.approx(np.mean(np.sign(x) == np.sign(y)))
+    assert v1["p_perm"] == pytest.approx(reference_permutation_p(x, y, groups, 200, 4))
+    assert v1["pearson"] < 0.9  # the all-task r would be near 1 from the fitted tasks
+    # the intervals too: the same draws as an analysis handed only the evaluated tasks
+    only = analyse(
+        [t for t, keep in zip(tasks, evaluated, strict=True) if keep],
+        conds,
+        {k: v[evaluated] for k, v in probe.items()},
+        {k: v[evaluated] for k, v in behaviour.items()},
+        200,
+        4,
+        3,
+        ("A", "C"),
+    )
+    for key in ("pearson_within_ci", "pearson_ci", "spearman_ci", "sign_agreement_ci"):
+        assert v1[key] == only["per_version"]["v1"][key], key
+    for row in out["per_condition"]:
+        c = row["id"]
+        assert row["n"] == n - n_fitted
+        assert row["pearson"] == pytest.approx(
+            pearsonr(probe[c][evaluated], behaviour[c][evaluated])[0], abs=1e-12
+        )
+    # t00 was fitted: flagged, and ranked among all 40 tasks
+    for group in out["targets"]:
+        assert group["fitted"] is True
+        (row,) = group["conditions"]
+        delta = probe[row["id"]]
+        assert row["probe_rank_desc"] == 1 + (delta > delta[0]).sum()
+    assert [i["fitted"] for i in out["pairs"]["items"]] == [True]
+    unrecorded = analyse(tasks, conds, probe, behaviour, 20, 4, 3, ("A", "C"), None, None)
+    assert [g["fitted"] for g in unrecorded["targets"]] == [None, None]
+    assert unrecorded["per_version"]["v1"]["n_tasks"] == n
+
+
+T_975 = {1: 12.706204736174707, 2: 4.302652729749464, 3: 3.182446305284263}  # t tables
+
+
+def test_mean_target_deltas_carry_a_95_t_interval():
+    """Each role's mean target delta (probe and behaviour) over its n (condition, target)
+    rows gets mean +- t(0.975, n - 1) * sd / sqrt(n); a role with one row gets none."""
+    tasks = [f"t{i}" for i in range(6)]
+    conds = [OodCondition(f"A{i}", "p", f"t{i}", "v1", "A") for i in range(4)]
+    conds += [OodCondition("C0", "p", "t0", "v1", "C"), OodCondition("C1", "p", "t1", "v1", "C")]
+    conds += [OodCondition("B0", "p", "t0", "v1", "B")]
+    rng = np.random.default_rng(2)
+    probe = {c.id: rng.normal(size=6) for c in conds}
+    behaviour = {c.id: rng.normal(size=6) for c in conds}
+    behaviour["A3"][3] = np.nan  # no rate for A3's target: its row leaves both means
+    out = analyse(tasks, conds, probe, behaviour, 20, 0, 2, ("A", "C"))
+    means = out["per_version"]["v1"]["mean_target_delta"]
+    for role, ids in (("A", ["A0", "A1", "A2"]), ("C", ["C0", "C1"])):
+        for side, deltas in (("probe", probe), ("behaviour", behaviour)):
+            values = np.array([deltas[c][int(c[1])] for c in ids])
+            k = len(values)
+            sd = np.sqrt(((values - values.mean()) ** 2).sum() / (k - 1))
+            half = T_975[k - 1] * sd / np.sqrt(k)
+            assert means[role]["n"] == k
+            assert means[role][side] == pytest.approx(values.mean(), abs=1e-12)
+            expected = [values.mean() - half, values.mean() + half]
+            assert means[role][f"{side}_ci"] == pytest.approx(expected, abs=1e-9), (role, side)
+    assert means["B"]["n"] == 1 and means["B"]["probe_ci"] == means["B"]["behaviour_ci"]
+    assert means["B"]["probe_ci"] == [None, None]
+
+
+def _wilson(hits, n, z=1.959963984540054):
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [centre - half, centre + half]
+
+
+def test_the_inversion_rate_carries_a_95_wilson_interval():
+    """2 of 5 comparable A/C pairs invert: rate 0.4 with the Wilson interval by hand (0.118,
+    0.769 in published tables); no comparable pair: no rate, no interval."""
+
+    def group(role, target, probe, behaviour):
+        means = {"v1": {"probe": probe, "behaviour": behaviour, "n": 1}}
+        return {"role": role, "target": target, "mean_delta_by_version": means}
+
+    targets = []
+    for k, inverted in enumerate([True, True, False, False, False]):
+        targets.append(group("A", f"t{k}", 0.5, -0.2 if inverted else 0.2))
+        targets.append(group("C", f"t{k}", 0.1, 0.0))
+    pairs = paired_inversions(targets, ("A", "C"))
+    assert (pairs["n"], pairs["inversions"], pairs["rate"]) == (5, 2, 0.4)
+    assert pairs["rate_ci"] == pytest.approx(_wilson(2, 5), abs=1e-12)
+    assert pairs["rate_ci"] == pytest.approx([0.1176, 0.7693], abs=1e-4)
+    none = paired_inversions([group("A", "t0", 0.5, 0.2)], ("A", "C"))
+    assert (none["n"], none["rate"], none["rate_ci"]) == (0, None, [None, None])

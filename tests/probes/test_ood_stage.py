@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.stats import pearsonr
+from scipy.stats import pearsonr, spearmanr
 
 from probe_data import fake_activations, probe_world
 from steerops.cli import main
+from steerops.probes import ridge
+from steerops.probes.ood_report import _f
 from steerops.probes.store import load_probe
 
 
@@ -93,7 +96,18 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path, capsys, monkeyp
     assert (out_dir / "ood.md").read_text().startswith("# OOD probe analysis")
     assert (out_dir / "ood_scatter.png").read_bytes()[:4] == b"\x89PNG"
     assert result["baseline"]["system_prompt_policy"] == "task"
-    assert result["probe"]["layer"] == 1 and result["n_tasks"] == len(ids)
+    # the statistics use the hold-out's final split only: the 32 of 160 tasks (0.4 held out,
+    # half of it final) that neither fitted the weights nor chose alpha and layer
+    final = ridge.split_tasks(len(ids), 0.4, params.seed).final
+    unseen = [ids[i] for i in final]
+    assert result["probe"]["layer"] == 1 and result["n_tasks"] == len(unseen) == 32
+    assert result["tasks"] == {
+        "selection": "heldout",
+        "n_used": 32,
+        "n_with_activations": len(ids),
+        "n_fitted_left_out": len(ids) - 32,
+        "n_fitted_used": 0,
+    }
 
     run_dir = root / "runs" / json.loads((root / "runs" / "latest.json").read_text())["run_id"]
     weight, bias, _, _ = load_probe(run_dir, 1)
@@ -101,15 +115,20 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path, capsys, monkeyp
     for c, t, r in rate_rows:
         by_id[c][t] = r
     x = np.concatenate(
-        [(layers[1] + shifts[f"{role}.v1"][1]) @ weight - layers[1] @ weight for role in ("A", "C")]
+        [
+            ((layers[1] + shifts[f"{role}.v1"][1]) @ weight - layers[1] @ weight)[final]
+            for role in ("A", "C")
+        ]
     )
     y = np.concatenate(
-        [[by_id[f"{role}.v1"][t] - by_id["baseline"][t] for t in ids] for role in ("A", "C")]
+        [[by_id[f"{role}.v1"][t] - by_id["baseline"][t] for t in unseen] for role in ("A", "C")]
     )
     v1 = result["per_version"]["v1"]
+    assert v1["n_tasks"] == 32 and v1["n_pairs"] == 64
     assert v1["pearson"] == pytest.approx(pearsonr(x, y)[0], abs=1e-4)
+    assert v1["spearman"] == pytest.approx(spearmanr(x, y)[0], abs=1e-4)
     assert v1["p_perm"] == pytest.approx(
-        reference_permutation_p(x, y, np.repeat([0, 1], len(ids)), 300, params.seed), abs=1e-9
+        reference_permutation_p(x, y, np.repeat([0, 1], len(unseen)), 300, params.seed), abs=1e-9
     )
     # the within-condition r (what p tests) is printed with its interval and n first
     centred = [(m - m.mean(1, keepdims=True)).ravel() for m in (x.reshape(2, -1), y.reshape(2, -1))]
@@ -117,7 +136,10 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path, capsys, monkeyp
     low, high = v1["pearson_within_ci"]
     printed = capsys.readouterr().out
     assert f"v1: within-condition r {v1['pearson_within']:.3g} [{low:.3g}, {high:.3g}]" in printed
-    assert f"({len(ids)} tasks x 2 conditions); pooled pearson" in printed
+    assert f"({len(unseen)} tasks x 2 conditions); pooled pearson" in printed
+    assert "Statistics on the 32 tasks the probe was neither fitted nor selected on" in printed
+    md = (out_dir / "ood.md").read_text()
+    assert "Statistics on the 32 tasks the probe was neither fitted nor selected on (128" in md
     assert "| within-condition r [95%] | pooled pearson [95%] |" in (out_dir / "ood.md").read_text()
     # a probe fitted by k-fold CV has no held-out r: its out-of-fold r is named as such
     from steerops.probes.ood_report import markdown
@@ -127,9 +149,20 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path, capsys, monkeyp
     assert "final r" not in cv and "out-of-fold r" in cv and "optimistic" in cv
     low, high = v1["pearson_ci"]
     assert f"pooled pearson {v1['pearson']:.3g} [{low:.3g}, {high:.3g}]" in printed
+    # the target (task000) is ranked among all tasks and flagged if the probe was fitted on it
     target = next(g for g in result["targets"] if g["role"] == "A")
-    assert target["conditions"][0]["probe_delta"] == pytest.approx(x[0], abs=1e-4)
+    delta = (layers[1] + shifts["A.v1"][1]) @ weight - layers[1] @ weight
+    assert target["conditions"][0]["probe_delta"] == pytest.approx(delta[0], abs=1e-4)
+    assert target["fitted"] == ("task000" not in unseen)
     assert result["pairs"]["roles"] == ["A", "C"] and len(result["pairs"]["items"]) == 2
+    # the inversion rate and each role's mean target delta are shown with their intervals
+    pairs, means = result["pairs"], v1["mean_target_delta"]["A"]
+    low, high = pairs["rate_ci"]
+    assert f"(rate {_f(pairs['rate'])} [{_f(low)}, {_f(high)}], 95% Wilson, n 2)" in md
+    # one A condition per version: no spread, no interval
+    assert means["n"] == 1 and means["probe_ci"] == means["behaviour_ci"] == [None, None]
+    assert f"A: {_f(means['probe'])} / {_f(means['behaviour'])} (n 1)" in md
+    assert "| role | target | fitted |" in md
 
     # a rerun that fails while writing (the plot) leaves the last run's three files as
     # they were: ood.json, ood.md and the plot are one set
@@ -343,3 +376,81 @@ def test_probe_run_takes_a_run_id_or_a_path_relative_to_the_params_file(
     assert json.loads((out / "ood.json").read_text())["probe"]["run_id"] == run_id
     assert main([*argv, "--probe-run", "no-such-run"]) == 2
     assert "'no-such-run' is neither a run id under" in capsys.readouterr().err
+
+
+def _trained_run(params) -> Path:
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    return root / "runs" / json.loads((root / "runs" / "latest.json").read_text())["run_id"]
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_a_probe_fitted_on_every_rated_task_is_refused_before_extraction(
+    tmp_path, capsys, no_model_loads
+):
+    """A k-fold CV probe is refitted on every scored task: with every task scored, no task
+    is left that the probe did not see. `probe ood` says so in one line, naming the fix,
+    before a condition is extracted; `--ood-tasks all` runs and calls its figures
+    optimistic."""
+    params_file, params, ids, _, layers = probe_world(
+        tmp_path, blocks={"tracking": {"enabled": False}}
+    )
+    assert main(["probe", "train", "--params", str(params_file), "--cv-folds", "4"]) == 0
+    argv = _one_condition_argv(tmp_path, params_file, ids)
+    capsys.readouterr()
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert "probes.ood.tasks: heldout, but only 0 rated tasks were not fitted" in line
+    assert "(cv: 160 fitted tasks" in line and "probes.ood.tasks: all" in line
+    tasks_root = params.out / "tasks" / "fake" / "instruct" / "prompt_m1" / "residual"
+    assert not (tasks_root / "A1").exists() and not (params.out / "ood").exists()
+
+    fake_activations(params, "A1", "be kind", ids, layers, num_layers=2)
+    assert main([*argv, "--ood-tasks", "all"]) == 0, capsys.readouterr().err
+    out = params.out / "ood" / "fake" / "instruct" / "prompt_m1" / "conditions"
+    result = json.loads((out / "ood.json").read_text())
+    assert result["tasks"] == {
+        "selection": "all",
+        "n_used": 160,
+        "n_with_activations": 160,
+        "n_fitted_left_out": 0,
+        "n_fitted_used": 160,
+    }
+    assert (
+        "Statistics on all 160 tasks, 160 of them fitted or selected on by the probe "
+        "(`probes.ood.tasks: all`): optimistic, the figures include fitted tasks."
+    ) in (out / "ood.md").read_text()
+
+
+def test_a_probe_run_without_a_record_of_its_fitted_tasks(tmp_path, capsys, no_model_loads):
+    """A run trained before `probe train` recorded its fitted tasks (the same run key: still
+    reused) cannot tell which tasks are held out: refused in one line before extraction,
+    naming both ways out; with `--ood-tasks all` its figures are called optimistic."""
+    from steerops.io import read_json, write_json
+
+    params_file, params, ids, _, layers = probe_world(
+        tmp_path, blocks={"tracking": {"enabled": False}}
+    )
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    run_dir = _trained_run(params)
+    manifest = read_json(run_dir / "manifest.json")
+    del manifest["fitted_tasks"]
+    write_json(run_dir / "manifest.json", manifest)
+    argv = _one_condition_argv(tmp_path, params_file, ids)
+    capsys.readouterr()
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert f"probe run {run_dir.name} predates the record of the tasks it was fitted on" in line
+    assert "probes.ood.tasks: all" in line and "`steerops probe train` again" in line
+    assert not (params.out / "ood").exists()
+
+    fake_activations(params, "A1", "be kind", ids, layers, num_layers=2)
+    assert main([*argv, "--ood-tasks", "all"]) == 0, capsys.readouterr().err
+    out = params.out / "ood" / "fake" / "instruct" / "prompt_m1" / "conditions"
+    result = json.loads((out / "ood.json").read_text())
+    assert result["tasks"]["n_fitted_used"] is None and result["n_tasks"] == 160
+    assert "an unrecorded number of them fitted" in (out / "ood.md").read_text()

@@ -424,3 +424,60 @@ def test_scores_of_part_of_the_tasks_train_on_the_overlap_and_say_so(tmp_path, c
     assert counts["scored_without_activations"] == 3
     assert main(["probe", "train", "--params", str(probe_world(tmp_path / "all")[0])]) == 0
     assert "probes.scores" not in capsys.readouterr().err
+
+
+def _latest_manifest(params) -> dict:
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    run_id = json.loads((root / "runs" / "latest.json").read_text())["run_id"]
+    return json.loads((root / "runs" / run_id / "manifest.json").read_text())
+
+
+def test_the_manifest_records_the_tasks_that_shaped_the_probe(tmp_path, capsys):
+    """Hold-out: the train and sweep tasks (they fitted the weights and chose alpha and
+    layer), not the final split nor the unscored tasks; CV: every scored task (the saved
+    probe is refitted on all). The record is not part of the run key: a run written before
+    it (the same key) is still reused."""
+    from steerops.io import write_json
+    from steerops.probes.store import run_key
+
+    params_file, params, ids, mu, _ = probe_world(tmp_path)
+    scored = ids[:150]  # the last 10 tasks have no score: never seen by the probe
+    (tmp_path / "scores.csv").write_text(
+        "task_id,mu\n" + "".join(f"{t},{m}\n" for t, m in zip(scored, mu, strict=False))
+    )
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    manifest = _latest_manifest(params)
+    split = ridge.split_tasks(150, 0.4, params.seed)
+    expected = sorted(scored[i] for i in np.concatenate([split.train, split.sweep]))
+    assert manifest["fitted_tasks"] == expected and len(expected) == 120
+    assert not set(expected) & ({scored[i] for i in split.final} | set(ids[150:]))
+    inputs = {
+        k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in manifest["inputs"].items()
+    }
+    assert manifest["key"] == run_key(manifest["config"], inputs)  # the record is not keyed
+
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    run_dir = root / "runs" / manifest["run_id"]
+    older = {k: v for k, v in manifest.items() if k != "fitted_tasks"}
+    write_json(run_dir / "manifest.json", older)
+    capsys.readouterr()
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    assert "reusing" in capsys.readouterr().out
+    assert _latest_manifest(params)["run_id"] == manifest["run_id"]
+
+    assert main(["probe", "train", "--params", str(params_file), "--cv-folds", "4"]) == 0
+    assert _latest_manifest(params)["fitted_tasks"] == scored
+
+
+def test_scores_cut_short_are_refused_before_extraction(tmp_path, capsys, no_model_loads):
+    """A scores CSV whose last line has no newline may end in a truncated number (0.7108 cut
+    to 0.7) that parses: one line naming the file and line, nothing written."""
+    params_file, params, ids, mu, _ = probe_world(tmp_path)
+    text = "task_id,mu\n" + "".join(f"{t},{m:.4f}\n" for t, m in zip(ids, mu, strict=True))
+    (tmp_path / "cut.csv").write_text(text[:-3])
+    capsys.readouterr()
+    argv = ["probe", "train", "--params", str(params_file), "--scores", str(tmp_path / "cut.csv")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cut.csv:{len(ids) + 1}: the last line does not end" in err[0], err
+    assert not (params.out / "probes").exists()

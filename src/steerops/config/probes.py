@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, PositiveFloat
 
 from steerops.config.base import LayerSpec, PositionSpec, Strict
@@ -21,6 +23,11 @@ class OodConfig(Strict):
     layer: int | None = Field(None, description="probe layer; default: the run's best layer")
     permutations: int = Field(10000, ge=1, description="permutations of the p-value")
     top_k: int = Field(5, ge=1, description="targets listed per condition")
+    tasks: Literal["heldout", "all"] = Field(
+        "heldout",
+        description="tasks the statistics are computed on: heldout (those the probe was "
+        "neither fitted nor selected on) or all (optimistic: includes fitted tasks)",
+    )
     pair_roles: list[str] = Field(
         default_factory=lambda: ["A", "C"],
         min_length=2,

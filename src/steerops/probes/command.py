@@ -2,7 +2,7 @@
 
     steerops probe thurstonian [--comparisons comparisons.jsonl] [--out-csv scores.csv]
     steerops probe train [--scores scores.csv] [--layers 5-20] [--cv-folds 5]
-    steerops probe ood [--conditions conditions.json] [--rates rates.csv]
+    steerops probe ood [--conditions conditions.json] [--rates rates.csv] [--ood-tasks all]
     steerops probe toy-data [--toy data/toy]
 
 `train` and `ood` extract missing task activations themselves (one model load); every
@@ -76,6 +76,7 @@ def register(subparsers) -> None:
     flags(ood, "probes.ood.conditions probes.ood.rates", type=abs_path)
     flags(ood, "probes.ood.probe_run", type=run_or_path, metavar="RUN")
     flags(ood, "probes.ood.layer probes.ood.permutations probes.ood.top_k")
+    flags(ood, "--ood-tasks=probes.ood.tasks")
     ood.add_argument(
         "--ood-out",
         type=abs_path,
@@ -279,6 +280,7 @@ def _check_scores_target(out: Path, inputs: list[Path]) -> None:
 
 
 def run_ood(args: argparse.Namespace) -> None:
+    from steerops.probes.ood_report import tasks_line
     from steerops.probes.ood_stage import run_ood as run
     from steerops.probes.store import OOD_FILES
     from steerops.probes.summary import write_ood_summary
@@ -290,6 +292,7 @@ def run_ood(args: argparse.Namespace) -> None:
     out_dir, result = run(params, Path(args.ood_out) if args.ood_out else None)
     write_ood_summary(params)
     print(f"OOD analysis written to {out_dir}")
+    print(f"  {tasks_line(result)}")
 
     def fmt(value) -> str:
         return "-" if value is None else f"{value:.3g}"
@@ -308,7 +311,9 @@ def run_ood(args: argparse.Namespace) -> None:
             f"sign agreement {ci('sign_agreement')} ({block['n_pairs']} pairs)"
         )
     pairs = result["pairs"]
-    print(f"  A/C inversions: {pairs['inversions']} of {pairs['n']}")
+    low, high = pairs["rate_ci"]
+    rate = "" if low is None else f", rate {pairs['rate']:.3g} [{low:.3g}, {high:.3g}] (95% Wilson)"
+    print(f"  A/C inversions: {pairs['inversions']} of {pairs['n']}{rate}")
 
 
 def run_toy_data(args: argparse.Namespace) -> None:

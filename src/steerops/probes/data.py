@@ -36,8 +36,27 @@ def _number(path: Path, line: int, col: str, text: str | None) -> float:
     return value
 
 
+def _check_whole(path: Path) -> None:
+    """Refuse a file whose last line has no newline: a file written whole ends with one, and
+    one cut short mid-write (a copy, a full disk) can end in a truncated number that still
+    parses (0.7108 cut to 0.7)."""
+    path = Path(path)
+    if not path.is_file():
+        return  # `_open_csv` names the missing file
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        last = data.count(b"\n") + 1
+        raise SteeropsError(
+            f"{path}:{last}: the last line does not end with a newline "
+            "(a file written whole does; was it cut short?): check that line and end it "
+            "with a newline"
+        )
+
+
 def read_scores(path: Path) -> dict[str, tuple[float, float | None]]:
-    """`task_id,mu[,sigma]` -> {task_id: (mu, sigma or None)}."""
+    """`task_id,mu[,sigma]` -> {task_id: (mu, sigma or None)}; the file must end with a
+    newline (`_check_whole`)."""
+    _check_whole(path)
     rows = _open_csv(path, ["task_id", "mu"])
     scores: dict[str, tuple[float, float | None]] = {}
     for line, row in enumerate(rows, start=2):
@@ -140,8 +159,18 @@ def read_confounds(path: Path) -> tuple[dict[str, tuple[str, ...]], list[str]]:
     return out, columns
 
 
+def _rate(path: Path, line: int, text: str | None) -> float:
+    """A behavioural rate: a share of responses, so a finite number in [0, 1]."""
+    value = _number(path, line, "rate", text)
+    if not 0.0 <= value <= 1.0:
+        raise SteeropsError(f"{path}:{line}: rate {text!r} is outside [0, 1]")
+    return value
+
+
 def read_rates(path: Path) -> dict[str, dict[str, float]]:
-    """`condition_id,task_id,rate` -> {condition_id: {task_id: rate}}."""
+    """`condition_id,task_id,rate` -> {condition_id: {task_id: rate}}; rates in [0, 1], the
+    file ending with a newline (`_check_whole`)."""
+    _check_whole(path)
     rows = _open_csv(path, ["condition_id", "task_id", "rate"])
     out: dict[str, dict[str, float]] = {}
     for line, row in enumerate(rows, start=2):
@@ -152,5 +181,5 @@ def read_rates(path: Path) -> dict[str, dict[str, float]]:
         per = out.setdefault(cond, {})
         if task in per:
             raise SteeropsError(f"{path}:{line}: duplicate rate for ({cond!r}, {task!r})")
-        per[task] = _number(path, line, "rate", row["rate"])
+        per[task] = _rate(path, line, row["rate"])
     return out

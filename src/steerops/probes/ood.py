@@ -4,6 +4,11 @@ Inputs, for every condition, two deltas per task against the baseline condition:
 probe delta = probe(condition activations) - probe(baseline activations), and behavioural
 delta = rate(condition) - rate(baseline) (nan where a rate is missing).
 
+- The statistics below (per version and per condition) are computed on the `evaluated`
+  tasks: by default (`probes.ood.tasks: heldout`) those the probe was neither fitted nor
+  selected on, since on its training tasks the probe's baseline readings are in-sample and
+  agree with anything that tracks the scores better than on new tasks. Targets are ranked
+  among all tasks and kept whether fitted or not, flagged `fitted` (None: not recorded).
 - Per version, pooled over its (condition, task) pairs: Pearson and Spearman r, sign
   agreement (pairs where both deltas are non-zero), and a permutation p for Pearson r:
   behavioural deltas are shuffled *within each condition* (so a condition-wide shift is not
@@ -22,21 +27,28 @@ delta = rate(condition) - rate(baseline) (nan where a rate is missing).
 - Per (role, target): the target task's deltas in each condition, its rank among all tasks
   by descending delta (1 = moved up most) and by ascending delta (1 = moved down most), the
   top-k rate in each direction, and its mean delta per version.
+- Per version and role, the mean target delta (probe and behaviour, over the (condition,
+  target) rows where both are known) with a 95% Student t interval over those n rows (None
+  when n < 2).
 - Paired inversions: for each (target, version) that has conditions of both pair roles
   (A = positive persona, C = negative persona), compare the target's mean delta under A minus
   under C for the probe and for behaviour; an inversion is when the two differences have
-  opposite signs (pairs where either difference is 0 are not counted).
+  opposite signs (pairs where either difference is 0 are not counted); the rate of
+  inversions over the n comparable pairs gets a 95% Wilson interval.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 
 import numpy as np
 from scipy.stats import spearmanr
+from scipy.stats import t as student_t
 
 from steerops.extract.conditions import OodCondition
 from steerops.probes.ridge import pearson
+from steerops.stats import CONFIDENCE, proportion
 
 Tasks = list[str]  # task ids in row order
 Conditions = list[OodCondition]
@@ -172,17 +184,41 @@ def _paired_means(rows: list[dict]) -> dict:
     """Mean probe and behaviour delta over the rows where both are known (a condition or
     task without a behavioural rate would otherwise weigh in one mean and not the other),
     and their count."""
-    both = [
-        r
-        for r in rows
-        if _nan_to_none(r["probe_delta"]) is not None
-        and _nan_to_none(r["behaviour_delta"]) is not None
-    ]
+    both = _both_known(rows)
     return {
         "probe": _mean([r["probe_delta"] for r in both]),
         "behaviour": _mean([r["behaviour_delta"] for r in both]),
         "n": len(both),
     }
+
+
+def mean_interval(values: list[float]) -> list[float | None]:
+    """95% Student t interval of the mean of `values`; [None, None] below 2 values (no
+    spread to estimate)."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return [None, None]
+    half = student_t.ppf(0.5 + CONFIDENCE / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return [float(v.mean() - half), float(v.mean() + half)]
+
+
+def _means_with_intervals(rows: list[dict]) -> dict:
+    """`_paired_means` with each mean's 95% t interval over the same rows."""
+    both = _both_known(rows)
+    return _paired_means(rows) | {
+        "probe_ci": mean_interval([r["probe_delta"] for r in both]),
+        "behaviour_ci": mean_interval([r["behaviour_delta"] for r in both]),
+    }
+
+
+def _both_known(rows: list[dict]) -> list[dict]:
+    """The rows with both a probe and a behavioural delta."""
+    return [
+        r
+        for r in rows
+        if _nan_to_none(r["probe_delta"]) is not None
+        and _nan_to_none(r["behaviour_delta"]) is not None
+    ]
 
 
 def _nan_to_none(v: float) -> float | None:
@@ -234,8 +270,15 @@ def _topk_rate(rows: list[dict], key: str, top_k: int) -> float | None:
 
 
 def per_target(
-    tasks: list[str], conditions: Conditions, probe: Deltas, behaviour: Deltas, top_k: int
+    tasks: list[str],
+    conditions: Conditions,
+    probe: Deltas,
+    behaviour: Deltas,
+    top_k: int,
+    fitted: Collection[str] | None = (),
 ) -> list[dict]:
+    """Each (role, target)'s rows; `fitted`: the tasks the probe was fitted or selected on
+    (None: not recorded), to flag a target among them."""
     index = {t: i for i, t in enumerate(tasks)}
     groups: dict[tuple[str, str], list[OodCondition]] = defaultdict(list)
     for c in conditions:
@@ -271,6 +314,8 @@ def per_target(
             {
                 "role": role,
                 "target": target,
+                # the probe saw this task in training: its deltas are not held out
+                "fitted": None if fitted is None else target in fitted,
                 "n_conditions": len(rows),
                 "conditions": rows,
                 "mean_delta_by_version": by_version,
@@ -288,6 +333,7 @@ def per_target(
 def paired_inversions(targets: list[dict], roles: tuple[str, str]) -> dict:
     pos, neg = roles
     by_role = {(g["role"], g["target"]): g["mean_delta_by_version"] for g in targets}
+    fitted = {g["target"]: g.get("fitted") for g in targets}
     items = []
     for (role, target), versions in by_role.items():
         if role != pos or (neg, target) not in by_role:
@@ -301,6 +347,7 @@ def paired_inversions(targets: list[dict], roles: tuple[str, str]) -> dict:
             items.append(
                 {
                     "target": target,
+                    "fitted": fitted[target],
                     "version": version,
                     "probe_diff": probe_diff,
                     "behaviour_diff": beh_diff,
@@ -310,11 +357,13 @@ def paired_inversions(targets: list[dict], roles: tuple[str, str]) -> dict:
             )
     n = sum(i["comparable"] for i in items)
     inversions = sum(i["inverted"] for i in items)
+    rate = proportion(inversions, n)
     return {
         "roles": [pos, neg],
         "n": n,
         "inversions": inversions,
-        "rate": inversions / n if n else None,
+        "rate": rate.mean,
+        "rate_ci": [rate.lo, rate.hi],  # 95% Wilson over the n comparable pairs
         "items": items,
     }
 
@@ -328,9 +377,18 @@ def analyse(
     seed: int,
     top_k: int,
     roles: tuple[str, str],
+    evaluated: np.ndarray | None = None,
+    fitted: Collection[str] | None = (),
 ) -> dict:
-    """Every statistic above as one JSON-ready dict."""
-    targets = per_target(tasks, conditions, probe, behaviour, top_k)
+    """Every statistic above as one JSON-ready dict. `evaluated`: a mask over `tasks` of the
+    tasks the per-version and per-condition statistics use (None: all); `fitted`: the tasks
+    the probe was fitted or selected on, flagged among the targets (None: not recorded)."""
+    targets = per_target(tasks, conditions, probe, behaviour, top_k, fitted)
+    if evaluated is not None:
+        evaluated = np.asarray(evaluated, dtype=bool)
+        tasks = [t for t, keep in zip(tasks, evaluated, strict=True) if keep]
+        probe = {cid: d[evaluated] for cid, d in probe.items()}
+        behaviour = {cid: d[evaluated] for cid, d in behaviour.items()}
     per_condition = []
     for c in conditions:
         keep = np.isfinite(behaviour[c.id]) & np.isfinite(probe[c.id])
@@ -352,7 +410,7 @@ def analyse(
     for version, block in versions.items():
         rows = [(g["role"], r) for g in targets for r in g["conditions"] if r["version"] == version]
         block["mean_target_delta"] = {
-            role: _paired_means([r for ro, r in rows if ro == role])
+            role: _means_with_intervals([r for ro, r in rows if ro == role])
             for role in dict.fromkeys(ro for ro, _ in rows)
         }
     return {

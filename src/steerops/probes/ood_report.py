@@ -26,8 +26,46 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 def _with_ci(block: dict, key: str) -> str:
     """A statistic with its 95% interval (runs written before it had none)."""
-    low, high = block.get(f"{key}_ci") or (None, None)
-    return _f(block[key]) + ("" if low is None else f" [{_f(low)}, {_f(high)}]")
+    return _interval(block[key], block.get(f"{key}_ci"))
+
+
+def _interval(value, ci) -> str:
+    """A value with its 95% interval, where it has one."""
+    low, high = ci or (None, None)
+    return _f(value) + ("" if low is None else f" [{_f(low)}, {_f(high)}]")
+
+
+def tasks_line(result: dict) -> str:
+    """Which tasks the statistics use: held out from the probe's fit, or all (optimistic)."""
+    tasks = result.get("tasks")
+    if tasks is None:  # written before the selection was recorded
+        return f"Statistics on {result['n_tasks']} tasks."
+    if tasks["selection"] == "heldout":
+        return (
+            f"Statistics on the {tasks['n_used']} tasks the probe was neither fitted nor "
+            f"selected on ({tasks['n_fitted_left_out']} fitted tasks left out; "
+            "`probes.ood.tasks: heldout`)."
+        )
+    fitted = tasks.get("n_fitted_used")
+    among = "an unrecorded number" if fitted is None else str(fitted)
+    return (
+        f"Statistics on all {tasks['n_used']} tasks, {among} of them fitted or selected on "
+        "by the probe (`probes.ood.tasks: all`): optimistic, the figures include fitted tasks."
+    )
+
+
+def _target_means(means: dict) -> str:
+    """Per role: mean target delta of probe / behaviour, each with its 95% t interval, n."""
+    parts = [
+        f"{role or '-'}: {_interval(m['probe'], m.get('probe_ci'))} / "
+        f"{_interval(m['behaviour'], m.get('behaviour_ci'))} (n {m['n']})"
+        for role, m in means.items()
+    ]
+    return "; ".join(parts) or "-"
+
+
+def _fitted_mark(flag) -> str:
+    return "unknown" if flag is None else ("yes" if flag else "no")
 
 
 def markdown(result: dict) -> str:
@@ -42,25 +80,23 @@ def markdown(result: dict) -> str:
         "",
         f"Probe run `{probe['run_id']}`, layer {probe['layer']} ({fit})."
         f" Baseline `{base['id']}`: system prompt policy `{base['system_prompt_policy']}`"
-        f" (system prompt {json.dumps(base['system_prompt'])}). {result['n_tasks']} tasks,"
+        f" (system prompt {json.dumps(base['system_prompt'])})."
         f" {result['permutations']} permutations (seed {result['seed']}).",
+        "",
+        tasks_line(result),
         "",
         "## Per version (pooled over conditions and tasks)",
         "",
         "The within-condition r (deltas centred in each condition) is the task-level"
         " agreement the permutation p tests; the pooled r also counts the conditions' mean"
-        " shifts, one point per condition. Intervals: 95% bootstrap over tasks.",
+        " shifts, one point per condition. Intervals: 95% bootstrap over tasks; the mean"
+        " target delta's: 95% t over its n (condition, target) rows, every target counted"
+        " (fitted ones too, see Targets).",
         "",
     ]
     rows = []
     for version, v in result["per_version"].items():
-        means = (
-            "; ".join(
-                f"{role or '-'}: {_f(m['probe'])} / {_f(m['behaviour'])}"
-                for role, m in v["mean_target_delta"].items()
-            )
-            or "-"
-        )
+        means = _target_means(v["mean_target_delta"])
         rows.append(
             [
                 version,
@@ -85,7 +121,7 @@ def markdown(result: dict) -> str:
             "spearman [95%]",
             "p (perm)",
             "sign agree [95%]",
-            "mean target delta probe / behaviour",
+            "mean target delta probe / behaviour [95%]",
         ],
         rows,
     )
@@ -93,13 +129,16 @@ def markdown(result: dict) -> str:
         "## Targets",
         "",
         f"Rank 1 = the target moved most in that direction among all tasks; tasks tied "
-        f"with it share the average of their places; top-k rate with k = {result['top_k']}.",
+        f"with it share the average of their places; top-k rate with k = {result['top_k']}."
+        " Fitted: the probe was fitted or selected on the target (its deltas are not held"
+        " out).",
         "",
     ]
     rows = [
         [
             g["role"],
             g["target"],
+            _fitted_mark(g.get("fitted")),
             g["n_conditions"],
             g["topk_rate"]["probe_up"],
             g["topk_rate"]["probe_down"],
@@ -116,6 +155,7 @@ def markdown(result: dict) -> str:
         [
             "role",
             "target",
+            "fitted",
             "conditions",
             "probe top-k up",
             "probe top-k down",
@@ -130,13 +170,21 @@ def markdown(result: dict) -> str:
         f"## Paired {pairs['roles'][0]}/{pairs['roles'][1]} inversions",
         "",
         f"{pairs['inversions']} of {pairs['n']} comparable (target, version) pairs "
-        f"invert (rate {_f(pairs['rate'])}).",
+        f"invert (rate {_interval(pairs['rate'], pairs.get('rate_ci'))}, 95% Wilson, "
+        f"n {pairs['n']}).",
         "",
     ]
     lines += _table(
-        ["target", "version", "probe A-C", "behaviour A-C", "inverted"],
+        ["target", "fitted", "version", "probe A-C", "behaviour A-C", "inverted"],
         [
-            [i["target"], i["version"], i["probe_diff"], i["behaviour_diff"], i["inverted"]]
+            [
+                i["target"],
+                _fitted_mark(i.get("fitted")),
+                i["version"],
+                i["probe_diff"],
+                i["behaviour_diff"],
+                i["inverted"],
+            ]
             for i in pairs["items"]
         ],
     )

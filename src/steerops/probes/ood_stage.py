@@ -5,6 +5,10 @@ conditions are skipped), at the probe's layer only. The baseline's system prompt
 from the conditions file, where it must be explicit (`null` keeps each task's own system
 prompt), and the policy the extractor recorded is written into ood.json beside the
 behavioural baseline id, so a reader can check that the two baselines match.
+
+The statistics use the tasks the probe was neither fitted nor selected on (`probes.ood.tasks:
+heldout`, the default; the run's manifest records `fitted_tasks`), or every task (`all`:
+optimistic, ood.md says so); ood.json's `tasks` block says how many were used and left out.
 """
 
 from __future__ import annotations
@@ -67,12 +71,15 @@ def _required(params, key: str) -> Path:
     return path
 
 
+MIN_TASKS = 3  # fewest tasks a Pearson r over them means anything on
+
+
 def _check_against_tasks(
     params, rates_path: Path, rates: dict, baseline_id: str, conditions, conditions_path: Path
-) -> None:
+) -> set[str]:
     """Refuse, before any extraction (a model load, then every task under every condition),
     a condition without one rate for a task of the set that the baseline also rates (a
-    typo'd id), and a target that is not a task of the set."""
+    typo'd id), and a target that is not a task of the set; returns the set's task ids."""
     from steerops.extract.tasks import load_tasks
 
     tasks_file = params.path(params.probes.tasks)
@@ -91,6 +98,67 @@ def _check_against_tasks(
                 f"{conditions_path}: condition {c.id!r}: target {c.target!r} "
                 f"is not a task in {tasks_file}"
             )
+    return known
+
+
+def _fitted_tasks(params, manifest: dict, run_dir: Path, rated: set[str]) -> set[str] | None:
+    """The tasks the probe was fitted or selected on (None: its run predates that record).
+    Under `probes.ood.tasks: heldout`, refused before any extraction: a run without the
+    record, or fewer than MIN_TASKS tasks of `rated` (the set's tasks the baseline rates)
+    outside it, as a probe refitted on every scored task by k-fold CV leaves."""
+    recorded = manifest.get("fitted_tasks")
+    fitted = None if recorded is None else set(recorded)
+    if params.probes.ood.tasks == "all":
+        return fitted
+    if fitted is None:
+        raise SteeropsError(
+            f"probes.ood.tasks: heldout, but probe run {run_dir.name} predates the record of "
+            "the tasks it was fitted on: set probes.ood.tasks: all (optimistic: the figures "
+            f"then include them) or delete {run_dir} and run `steerops probe train` again"
+        )
+    unseen = len(rated - fitted)
+    if unseen < MIN_TASKS:
+        protocol = manifest["config"].get("protocol", "holdout")
+        fix = (
+            "train the probe with the hold-out (probes.cv_folds: null), which keeps tasks unseen"
+            if protocol == "cv"
+            else "rate more of the task set's tasks in probes.ood.rates"
+        )
+        raise SteeropsError(
+            f"probes.ood.tasks: heldout, but only {unseen} rated tasks were not fitted by "
+            f"probe run {run_dir.name} ({protocol}: {len(fitted)} fitted tasks; "
+            f"{MIN_TASKS} needed): {fix}, or set probes.ood.tasks: all (optimistic)"
+        )
+    return fitted
+
+
+def _evaluated(tasks: list[str], fitted: set[str] | None, selection: str) -> np.ndarray:
+    """Mask over `tasks` of those the statistics use: all, or the unfitted (heldout)."""
+    if selection == "all":
+        return np.ones(len(tasks), dtype=bool)
+    evaluated = np.array([t not in fitted for t in tasks], dtype=bool)
+    if evaluated.sum() < MIN_TASKS:
+        raise SteeropsError(
+            f"probes.ood.tasks: heldout, but only {int(evaluated.sum())} of the {len(tasks)} "
+            "tasks with activations in every condition were not fitted by the probe "
+            f"({MIN_TASKS} needed): set probes.ood.tasks: all (optimistic)"
+        )
+    return evaluated
+
+
+def _task_counts(
+    tasks: list[str], evaluated: np.ndarray, fitted: set[str] | None, selection: str
+) -> dict:
+    """ood.json's record of the tasks the statistics used and the fitted ones left out."""
+    used = [t for t, keep in zip(tasks, evaluated, strict=True) if keep]
+    return {
+        "selection": selection,
+        "n_used": len(used),
+        "n_with_activations": len(tasks),
+        "n_fitted_left_out": len(tasks) - len(used),
+        # fitted tasks among those used: 0 under heldout; None where the run has no record
+        "n_fitted_used": None if fitted is None else sum(t in fitted for t in used),
+    }
 
 
 def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
@@ -100,7 +168,9 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
     rates = read_rates(rates_path)
     if baseline.id not in rates:
         raise SteeropsError(f"{rates_path}: no rates for the baseline condition {baseline.id!r}")
-    _check_against_tasks(params, rates_path, rates, baseline.id, conditions, conditions_path)
+    known = _check_against_tasks(
+        params, rates_path, rates, baseline.id, conditions, conditions_path
+    )
     root = probes_root(
         params.out, tasks_name(params), params.probes.variant, params.probes.position.text
     )
@@ -116,6 +186,7 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
     run_dir = resolve_run(root, run)
     weight, bias, layer, manifest = load_probe(run_dir, ood.layer)
     _check_probe_matches(params, manifest, run_dir)
+    fitted = _fitted_tasks(params, manifest, run_dir, known & set(rates[baseline.id]))
     given = out_dir is not None
     out_dir = out_dir or ood_dir(
         params.out,
@@ -158,6 +229,7 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
     missing = [c.id for c in conditions if not np.isfinite(behaviour_delta[c.id]).any()]
     if missing:
         raise SteeropsError(f"{rates_path}: no rates for condition {missing[0]!r}")
+    evaluated = _evaluated(tasks, fitted, ood.tasks)
 
     seed = params.seed
     roles = (ood.pair_roles[0], ood.pair_roles[1])
@@ -179,7 +251,8 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
             "behaviour_baseline": baseline.id,
         },
         "system_prompt_policies": policies,
-        "n_tasks": len(tasks),
+        "n_tasks": int(evaluated.sum()),  # the tasks the statistics use
+        "tasks": _task_counts(tasks, evaluated, fitted, ood.tasks),
         "permutations": ood.permutations,
         "seed": seed,
         "top_k": ood.top_k,
@@ -193,9 +266,13 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
             seed,
             ood.top_k,
             roles,
+            evaluated,
+            fitted,
         ),
     }
-    _write_outputs(out_dir, result, conditions, tasks, probe_delta, behaviour_delta, what)
+    _write_outputs(
+        out_dir, result, conditions, tasks, probe_delta, behaviour_delta, what, evaluated
+    )
     with track(
         params,
         "probe-ood",
@@ -209,6 +286,7 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
                 "layer": layer,
                 "permutations": ood.permutations,
                 "top_k": ood.top_k,
+                "tasks": ood.tasks,
                 "baseline": baseline.id,
                 "baseline_policy": policies[baseline.id],
             }
@@ -234,14 +312,18 @@ def _write_outputs(
     probe_delta: dict,
     behaviour_delta: dict,
     what: str = "--ood-out",
+    evaluated: np.ndarray | None = None,
 ) -> None:
+    """ood.json, ood.md and the scatter, whose dots are the tasks the statistics use
+    (`evaluated`; None: all) and whose crosses are every target."""
     index = {t: i for i, t in enumerate(tasks)}
+    evaluated = np.ones(len(tasks), dtype=bool) if evaluated is None else evaluated
     points, targets = {}, {}
     for version in result["per_version"]:
         chosen = [c for c in conditions if c.version == version]
         x = np.concatenate([probe_delta[c.id] for c in chosen])
         y = np.concatenate([behaviour_delta[c.id] for c in chosen])
-        keep = np.isfinite(y)
+        keep = np.isfinite(y) & np.tile(evaluated, len(chosen))
         points[version] = (x[keep], y[keep])
         hits = [
             (probe_delta[c.id][index[c.target]], behaviour_delta[c.id][index[c.target]])

@@ -2,7 +2,8 @@
 
     <out>/probes/<tasks>/<variant>/<position>/
         runs/<run_id>/probes.safetensors   weight_<L> [hidden] and bias_<L> [1], scaler folded in
-        runs/<run_id>/manifest.json        config, inputs with hashes, counts, per-layer sweep
+        runs/<run_id>/manifest.json        config, inputs with hashes, counts, per-layer sweep,
+                                           the ids of the tasks that fitted or chose the probe
         runs/runs.jsonl                    append-only index, one line per invocation
         runs/latest.json                   pointer to the run of the most recent invocation
         metrics.json                       that run's headline numbers, for DVC metrics

@@ -3,9 +3,11 @@ DVC cannot declare a metric inside the cached folders the runs live in, and thei
 follow params (task set, variant, position) that dvc.yaml cannot compute.
 
     metrics/probe_train.json   {cell: run, protocol, best layer, its final r with interval and n}
-    metrics/probe_ood.json     {cell: probe run, layer, tasks, A/C inversions of n pairs,
-                                and per version the within-condition r, its permutation p
-                                and the sign agreement, with intervals and n}
+    metrics/probe_ood.json     {cell: probe run, layer, tasks (which: heldout or all, and
+                                the fitted ones left out), A/C inversions of n pairs with
+                                the rate's interval, and per version the within-condition
+                                r, its permutation p and the sign agreement, with intervals
+                                and n}
 """
 
 from __future__ import annotations
@@ -49,7 +51,11 @@ def write_ood_summary(params) -> None:
             "probe_run": result["probe"]["run_id"],
             "layer": result["probe"]["layer"],
             "n_tasks": result["n_tasks"],
+            # None in files written before the selection was recorded (every task used)
+            "task_selection": (result.get("tasks") or {}).get("selection"),
+            "n_fitted_left_out": (result.get("tasks") or {}).get("n_fitted_left_out"),
             "inversion_rate": result["pairs"]["rate"],
+            "inversion_rate_ci": result["pairs"].get("rate_ci", [None, None]),
             "inversions": result["pairs"]["inversions"],
             "n_inversion_pairs": result["pairs"]["n"],  # the A/C pairs the rate is over
             "versions": {

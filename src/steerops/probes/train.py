@@ -196,6 +196,17 @@ def _fit_layer(
     return ridge.fit_holdout(x, y, config["alphas"], split, standardize, design)
 
 
+def fitted_tasks(used: list[str], config: dict) -> list[str]:
+    """The sorted ids of the tasks that shaped the saved probe, which `probe ood` leaves out
+    of its statistics: under the hold-out, train (fitted the weights) and sweep (chose alpha
+    and layer), the split `_fit_layer` makes; under CV every task (the probe is refitted on
+    all). Not part of the run key: it follows from the config and the inputs."""
+    if config["protocol"] == "cv":
+        return sorted(used)
+    split = ridge.split_tasks(len(used), config["heldout_fraction"], config["split_seed"])
+    return sorted(used[i] for i in np.concatenate([split.train, split.sweep]))
+
+
 def skipped_layer(reason: str) -> dict:
     """A layer's manifest entry when it gives no probe: r undefined, no weights saved."""
     return {
@@ -356,6 +367,7 @@ def train(params) -> tuple[Path, dict, bool]:
         "config": config,
         "inputs": inputs,
         "counts": counts,
+        "fitted_tasks": fitted_tasks(used, config),
         "confounds": confound_report,
         "layers": per_layer,
         "best_layer": best,
