@@ -238,6 +238,7 @@ def test_an_interrupt_while_the_stage_imports_is_one_line(monkeypatch, capsys):
         (["clean", "--methods", "x"], "steerops clean: error: unrecognized arguments: --methods x"),
         (["probe", "ood", "--bogus"], "steerops probe ood: error: unrecognized arguments: --bogus"),
         (["--bogus"], "steerops: error: unrecognized arguments: --bogus"),
+        (["--bogus", "probe", "train"], "steerops: error: unrecognized arguments: --bogus"),
     ],
 )
 def test_an_unknown_flag_is_named_by_the_command_it_was_given_to(argv, prefix, capsys):

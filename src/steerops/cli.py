@@ -495,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser(argv)
         args, unknown = parser.parse_known_args(argv)
         if unknown:  # said by the (sub)command they were given to, with its --help
-            _deepest(parser, argv).error(f"unrecognized arguments: {' '.join(unknown)}")
+            given_to = argv[: argv.index(unknown[0])]  # the command before the first one
+            _deepest(parser, given_to).error(f"unrecognized arguments: {' '.join(unknown)}")
     except KeyboardInterrupt:
         print("steerops: interrupted", file=sys.stderr)
         return 130

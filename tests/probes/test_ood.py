@@ -296,6 +296,14 @@ def test_statistics_use_only_the_evaluated_tasks_and_flag_fitted_targets():
         delta = probe[row["id"]]
         assert row["probe_rank_desc"] == 1 + (delta > delta[0]).sum()
     assert [i["fitted"] for i in out["pairs"]["items"]] == [True]
+    # held out, the fitted target leaves the inversions and the mean target deltas
+    held = analyse(
+        tasks, conds, probe, behaviour, 20, 4, 3, ("A", "C"), evaluated, fitted, exclude_fitted=True
+    )
+    assert held["pairs"]["items"] == [] and held["pairs"]["rate"] is None
+    assert held["n_fitted_targets_left_out"] == 1
+    assert held["per_version"]["v1"]["mean_target_delta"] == {}
+    assert out["n_fitted_targets_left_out"] == 0 and out["per_version"]["v1"]["mean_target_delta"]
     unrecorded = analyse(tasks, conds, probe, behaviour, 20, 4, 3, ("A", "C"), None, None)
     assert [g["fitted"] for g in unrecorded["targets"]] == [None, None]
     assert unrecorded["per_version"]["v1"]["n_tasks"] == n
@@ -354,5 +362,14 @@ def test_the_inversion_rate_carries_a_95_wilson_interval():
     assert (pairs["n"], pairs["inversions"], pairs["rate"]) == (5, 2, 0.4)
     assert pairs["rate_ci"] == pytest.approx(_wilson(2, 5), abs=1e-12)
     assert pairs["rate_ci"] == pytest.approx([0.1176, 0.7693], abs=1e-4)
+    # the same pairs in a second version: a target's versions move together, so 4 of 10
+    # is no more precise than 2 of 5 (clustered by target), narrower than Wilson's 10 says
+    for g in targets:
+        g["mean_delta_by_version"]["v2"] = g["mean_delta_by_version"]["v1"]
+    twice = paired_inversions(targets, ("A", "C"))
+    assert (twice["n"], twice["rate"]) == (10, 0.4)
+    lo, hi = twice["rate_ci"]
+    naive = _wilson(4, 10)
+    assert lo < naive[0] and hi > naive[1]
     none = paired_inversions([group("A", "t0", 0.5, 0.2)], ("A", "C"))
     assert (none["n"], none["rate"], none["rate_ci"]) == (0, None, [None, None])

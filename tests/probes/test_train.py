@@ -467,17 +467,3 @@ def test_the_manifest_records_the_tasks_that_shaped_the_probe(tmp_path, capsys):
 
     assert main(["probe", "train", "--params", str(params_file), "--cv-folds", "4"]) == 0
     assert _latest_manifest(params)["fitted_tasks"] == scored
-
-
-def test_scores_cut_short_are_refused_before_extraction(tmp_path, capsys, no_model_loads):
-    """A scores CSV whose last line has no newline may end in a truncated number (0.7108 cut
-    to 0.7) that parses: one line naming the file and line, nothing written."""
-    params_file, params, ids, mu, _ = probe_world(tmp_path)
-    text = "task_id,mu\n" + "".join(f"{t},{m:.4f}\n" for t, m in zip(ids, mu, strict=True))
-    (tmp_path / "cut.csv").write_text(text[:-3])
-    capsys.readouterr()
-    argv = ["probe", "train", "--params", str(params_file), "--scores", str(tmp_path / "cut.csv")]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"cut.csv:{len(ids) + 1}: the last line does not end" in err[0], err
-    assert not (params.out / "probes").exists()

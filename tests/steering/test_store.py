@@ -361,3 +361,25 @@ def test_a_coefficient_of_zero_is_the_baseline_and_generates_nothing(
     )
     assert zero["scores"] == base["scores"] and zero["result"]["trait_delta"] == 0
     assert "timing" not in zero and "timing" in eight
+
+
+def test_a_coefficient_of_zero_copied_from_a_baseline_with_a_refusal_is_not_served_later(
+    tmp_path, toy_world, monkeypatch
+):
+    """The copy holds the baseline's refused answer, so it is logged as refused: the next
+    run, with the baseline judged again, copies that one instead of serving the gap."""
+    refusing = {"on": True}
+
+    def first_question(pairs):  # the baseline's answer to the first question (and c8's)
+        return {p for p in pairs if p[0] == pairs[0][0]} if refusing["on"] else set()
+
+    run, _ = _steer_refused(tmp_path, toy_world, monkeypatch, first_question, "0,8")
+    first = [e for e in read_jsonl(run()) if e["type"] == "config"]
+    zero = next(e for e in first if e["config"]["coefficient"] == 0)
+    assert zero["result"]["n_refused"] == 1 and zero["scores"][0] == [None, None]
+    refusing["on"] = False
+    entries = read_jsonl(run())
+    base = [e for e in entries if e["type"] == "baseline"][-1]
+    zero = [e for e in entries if e["type"] == "config" and e["config"]["coefficient"] == 0][-1]
+    assert None not in base["scores"][0] and zero["scores"] == base["scores"]
+    assert "n_refused" not in zero["result"]

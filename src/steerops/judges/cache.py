@@ -135,6 +135,14 @@ class JudgeCache:
         except sqlite3.DatabaseError as exc:
             self._warn(exc)
 
+    def drop(self, keys: list[str]) -> None:
+        """Forget these answers."""
+        try:
+            with self._lock, self._db:
+                self._db.executemany("DELETE FROM answers WHERE key = ?", [(k,) for k in keys])
+        except sqlite3.DatabaseError as exc:
+            self._warn(exc)
+
     def unreadable(self, judge_id: str) -> str | None:
         """Why this judge's answers cannot be read, if a run found out; else None."""
         try:

@@ -47,9 +47,14 @@ class Unanswered(NamedTuple):
 
 
 class UnreadableJudge(SteeropsError):
-    """The judge's answers cannot be read at all (a tokenizer that writes numbers digit by
-    digit): every answer it gave before this was found out is dropped from the cache, so a
-    rerun over just those pairs is not served them."""
+    """The judge's answers cannot be read (a tokenizer that writes numbers digit by digit).
+    Seen for certain (`forget` None): every answer of the judge is dropped from the cache
+    and the cache remembers it, so a rerun over just those pairs is not served them.
+    Inferred from a run of answers (`forget`: their cache keys): only those are dropped."""
+
+    def __init__(self, message: str, forget: list[str] | None = None):
+        super().__init__(message)
+        self.forget = forget
 
 
 class CachedJudge:
@@ -134,7 +139,11 @@ def _forgetting_on(error: type[Exception], cache: JudgeCache, judge_id: str) -> 
     try:
         yield
     except error as exc:
-        cache.drop_judge(judge_id, str(exc))
+        forget = getattr(exc, "forget", None)
+        if forget is None:
+            cache.drop_judge(judge_id, str(exc))
+        else:
+            cache.drop(forget)
         raise
 
 

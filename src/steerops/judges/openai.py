@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from steerops.errors import SteeropsError
-from steerops.judges.cache import Entry, JudgeCache, cache_folder
+from steerops.judges.cache import Entry, JudgeCache, cache_folder, cache_key
 from steerops.judges.cached import CachedJudge, Job, Unanswered, UnreadableJudge
 from steerops.judges.prompts import JudgePrompts, prompts_for
 from steerops.judges.scoring import as_score_int, integer_probs, weighted_score
@@ -85,7 +85,7 @@ class OpenAIJudge(CachedJudge):
         self._api_key = api_key
         self._answered = False  # until one request succeeded, requests go one at a time
         self._tokens_lock = threading.Lock()
-        self._digit_only_answers = 0
+        self._digit_only_answers: list[str] = []  # cache keys of answers of one digit
         self._wide_numbers_seen = False
         self._interrupted = threading.Event()  # `interrupt`: send nothing more, ever
         self._live: set[threading.Event] = set()  # each running `_answer`'s stop signal
@@ -220,9 +220,9 @@ class OpenAIJudge(CachedJudge):
             "top_logprobs": self.top_logprobs,
         }
         reply = post_json(self.url, body, _auth(self._api_key), self.policy, self._api_key, stop)
-        return weighted_score(integer_probs(self._top_logprobs(reply)))
+        return weighted_score(integer_probs(self._top_logprobs(reply, job)))
 
-    def _top_logprobs(self, reply: dict) -> list[dict]:
+    def _top_logprobs(self, reply: dict, job: Job) -> list[dict]:
         self._check_declined(reply)
         content = None
         try:
@@ -268,7 +268,7 @@ class OpenAIJudge(CachedJudge):
                 f"judge: {self.url} returned top_logprobs without a single log probability "
                 f"for model {self.model_name!r} (every logprob null): nothing to score"
             )
-        self._check_number_tokens(top)
+        self._check_number_tokens(top, job)
         return top
 
     def _check_declined(self, reply: dict) -> None:
@@ -286,9 +286,10 @@ class OpenAIJudge(CachedJudge):
             said = f": {shown(str(refusal), self._api_key, 80)}" if refusal else ""
             raise Refused(f"judge: {self.url} declined to judge this answer ({why}{said})")
 
-    def _check_number_tokens(self, top: list[dict]) -> None:
+    def _check_number_tokens(self, top: list[dict], job: Job) -> None:
         """Refuse a digit-by-digit tokenizer whose answers stop after one digit (the second
-        digit check above never fires): its alternatives never hold a two-digit number."""
+        digit check above never fires): its alternatives never hold a two-digit number. A
+        heuristic, so only the answers it counted are forgotten, not the judge's cache."""
         if len(top) < _ALTERNATIVES_TO_TELL:  # what the server returned, not what was asked
             return  # a whole-number judge's few alternatives on a low score hold one digit too
         numbers = [t for e in top if (t := e["token"].strip().lstrip("\u2581")).isdigit()]
@@ -298,14 +299,16 @@ class OpenAIJudge(CachedJudge):
             if self._wide_numbers_seen or any(len(t) > 1 for t in numbers):
                 self._wide_numbers_seen = True
                 return
-            self._digit_only_answers += 1
-            if self._digit_only_answers < _DIGIT_ONLY_ANSWERS:
+            self._digit_only_answers.append(cache_key(self.id, *job))
+            if len(self._digit_only_answers) < _DIGIT_ONLY_ANSWERS:
                 return
+            counted = list(self._digit_only_answers)
         raise UnreadableJudge(
             f"judge: model {self.model_name!r} offered no number of two digits among the "
             f"alternatives of {_DIGIT_ONLY_ANSWERS} answers: its tokenizer writes numbers digit "
             "by digit, so a one-token answer reads 85 as 8; use a judge model with "
-            "whole-number tokens (GPT-4o/4.1, Llama 3) or judge.kind hf"
+            "whole-number tokens (GPT-4o/4.1, Llama 3) or judge.kind hf",
+            forget=counted,
         )
 
     def __repr__(self) -> str:  # never show the key

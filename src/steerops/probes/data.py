@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import sys
 from pathlib import Path
 
 from steerops.errors import SteeropsError
@@ -37,25 +38,24 @@ def _number(path: Path, line: int, col: str, text: str | None) -> float:
 
 
 def _check_whole(path: Path) -> None:
-    """Refuse a file whose last line has no newline: a file written whole ends with one, and
-    one cut short mid-write (a copy, a full disk) can end in a truncated number that still
-    parses (0.7108 cut to 0.7)."""
+    """Warn of a file whose last line has no newline: a file written whole usually ends with
+    one, and one cut short mid-write (a copy, a full disk) can end in a truncated number
+    that still parses (0.7108 cut to 0.7). Hand-written files often lack it, so only said."""
     path = Path(path)
     if not path.is_file():
         return  # `_open_csv` names the missing file
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        last = data.count(b"\n") + 1
-        raise SteeropsError(
-            f"{path}:{last}: the last line does not end with a newline "
-            "(a file written whole does; was it cut short?): check that line and end it "
-            "with a newline"
+    data = path.read_bytes().rstrip(b" \t")
+    if data.strip() and not data.endswith((b"\n", b"\r")):
+        print(
+            f"warning: {path}:{len(data.splitlines())}: the last line has no newline; if the "
+            "file was cut short, its last value may be truncated",
+            file=sys.stderr,
         )
 
 
 def read_scores(path: Path) -> dict[str, tuple[float, float | None]]:
-    """`task_id,mu[,sigma]` -> {task_id: (mu, sigma or None)}; the file must end with a
-    newline (`_check_whole`)."""
+    """`task_id,mu[,sigma]` -> {task_id: (mu, sigma or None)}; a last line without a
+    newline is warned of (`_check_whole`)."""
     _check_whole(path)
     rows = _open_csv(path, ["task_id", "mu"])
     scores: dict[str, tuple[float, float | None]] = {}
@@ -168,8 +168,8 @@ def _rate(path: Path, line: int, text: str | None) -> float:
 
 
 def read_rates(path: Path) -> dict[str, dict[str, float]]:
-    """`condition_id,task_id,rate` -> {condition_id: {task_id: rate}}; rates in [0, 1], the
-    file ending with a newline (`_check_whole`)."""
+    """`condition_id,task_id,rate` -> {condition_id: {task_id: rate}}; rates in [0, 1]; a
+    last line without a newline is warned of (`_check_whole`)."""
     _check_whole(path)
     rows = _open_csv(path, ["condition_id", "task_id", "rate"])
     out: dict[str, dict[str, float]] = {}

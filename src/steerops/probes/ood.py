@@ -34,7 +34,9 @@ delta = rate(condition) - rate(baseline) (nan where a rate is missing).
   (A = positive persona, C = negative persona), compare the target's mean delta under A minus
   under C for the probe and for behaviour; an inversion is when the two differences have
   opposite signs (pairs where either difference is 0 are not counted); the rate of
-  inversions over the n comparable pairs gets a 95% Wilson interval.
+  inversions over the n comparable pairs gets a 95% Wilson interval, clustered by target
+  (`stats.clustered_proportion`: a target's versions move together). Under `heldout` the
+  mean target deltas and the inversions leave out targets the probe was fitted on.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from scipy.stats import t as student_t
 
 from steerops.extract.conditions import OodCondition
 from steerops.probes.ridge import pearson
-from steerops.stats import CONFIDENCE, proportion
+from steerops.stats import CONFIDENCE, clustered_proportion
 
 Tasks = list[str]  # task ids in row order
 Conditions = list[OodCondition]
@@ -357,13 +359,17 @@ def paired_inversions(targets: list[dict], roles: tuple[str, str]) -> dict:
             )
     n = sum(i["comparable"] for i in items)
     inversions = sum(i["inverted"] for i in items)
-    rate = proportion(inversions, n)
+    # a target's pairs in several versions move together: clustered by target
+    comparable = [i for i in items if i["comparable"]]
+    rate = clustered_proportion(
+        [float(i["inverted"]) for i in comparable], [i["target"] for i in comparable]
+    )
     return {
         "roles": [pos, neg],
         "n": n,
         "inversions": inversions,
         "rate": rate.mean,
-        "rate_ci": [rate.lo, rate.hi],  # 95% Wilson over the n comparable pairs
+        "rate_ci": [rate.lo, rate.hi],  # 95% Wilson, clustered by target
         "items": items,
     }
 
@@ -379,11 +385,15 @@ def analyse(
     roles: tuple[str, str],
     evaluated: np.ndarray | None = None,
     fitted: Collection[str] | None = (),
+    exclude_fitted: bool = False,
 ) -> dict:
     """Every statistic above as one JSON-ready dict. `evaluated`: a mask over `tasks` of the
     tasks the per-version and per-condition statistics use (None: all); `fitted`: the tasks
-    the probe was fitted or selected on, flagged among the targets (None: not recorded)."""
+    the probe was fitted or selected on, flagged among the targets (None: not recorded);
+    `exclude_fitted`: the mean target deltas and the inversions leave fitted targets out
+    too (held out), counting them in `n_fitted_targets_left_out`."""
     targets = per_target(tasks, conditions, probe, behaviour, top_k, fitted)
+    scored = [g for g in targets if not (exclude_fitted and g["fitted"])]
     if evaluated is not None:
         evaluated = np.asarray(evaluated, dtype=bool)
         tasks = [t for t, keep in zip(tasks, evaluated, strict=True) if keep]
@@ -408,7 +418,7 @@ def analyse(
         )
     versions = per_version(tasks, conditions, probe, behaviour, n_perm, seed)
     for version, block in versions.items():
-        rows = [(g["role"], r) for g in targets for r in g["conditions"] if r["version"] == version]
+        rows = [(g["role"], r) for g in scored for r in g["conditions"] if r["version"] == version]
         block["mean_target_delta"] = {
             role: _means_with_intervals([r for ro, r in rows if ro == role])
             for role in dict.fromkeys(ro for ro, _ in rows)
@@ -417,5 +427,7 @@ def analyse(
         "per_condition": per_condition,
         "per_version": versions,
         "targets": targets,
-        "pairs": paired_inversions(targets, roles),
+        "pairs": paired_inversions(scored, roles),
+        # targets the probe was fitted on, left out of the mean target deltas and inversions
+        "n_fitted_targets_left_out": len({g["target"] for g in targets if g not in scored}),
     }

@@ -64,6 +64,18 @@ def _target_means(means: dict) -> str:
     return "; ".join(parts) or "-"
 
 
+def _targets_counted(result: dict) -> str:
+    """Which targets the mean target deltas and the inversions count, as a sentence's end."""
+    left_out = result.get("n_fitted_targets_left_out") or 0
+    if (result.get("tasks") or {}).get("selection") == "heldout":
+        return (
+            f", targets the probe was fitted on left out ({left_out}): held out."
+            if left_out
+            else ", no target fitted: held out."
+        )
+    return ", every target counted (fitted ones too, see Targets: optimistic)."
+
+
 def _fitted_mark(flag) -> str:
     return "unknown" if flag is None else ("yes" if flag else "no")
 
@@ -90,8 +102,7 @@ def markdown(result: dict) -> str:
         "The within-condition r (deltas centred in each condition) is the task-level"
         " agreement the permutation p tests; the pooled r also counts the conditions' mean"
         " shifts, one point per condition. Intervals: 95% bootstrap over tasks; the mean"
-        " target delta's: 95% t over its n (condition, target) rows, every target counted"
-        " (fitted ones too, see Targets).",
+        " target delta's: 95% t over its n (condition, target) rows" + _targets_counted(result),
         "",
     ]
     rows = []
@@ -170,8 +181,8 @@ def markdown(result: dict) -> str:
         f"## Paired {pairs['roles'][0]}/{pairs['roles'][1]} inversions",
         "",
         f"{pairs['inversions']} of {pairs['n']} comparable (target, version) pairs "
-        f"invert (rate {_interval(pairs['rate'], pairs.get('rate_ci'))}, 95% Wilson, "
-        f"n {pairs['n']}).",
+        f"invert (rate {_interval(pairs['rate'], pairs.get('rate_ci'))}, 95% Wilson "
+        f"clustered by target, n {pairs['n']}){_targets_counted(result)}",
         "",
     ]
     lines += _table(

@@ -268,6 +268,7 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
             roles,
             evaluated,
             fitted,
+            exclude_fitted=ood.tasks == "heldout",
         ),
     }
     _write_outputs(

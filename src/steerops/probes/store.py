@@ -62,9 +62,9 @@ def probes_root(out: Path, tasks_name: str, variant: str, position: str) -> Path
 
 
 # What a run's files hold; part of the run key, so a run written before its files gained or
-# changed a field (e.g. pairwise_ci, format 2) is trained again rather than reused without
+# changed a field (pairwise_ci, format 2; fitted_tasks, 3) is trained again, not reused without
 # it. Raise it whenever train writes something new or computes something differently.
-RUN_FORMAT = 2
+RUN_FORMAT = 3
 
 
 def run_key(config: dict, inputs: dict) -> str:

@@ -58,6 +58,8 @@ def write_ood_summary(params) -> None:
             "inversion_rate_ci": result["pairs"].get("rate_ci", [None, None]),
             "inversions": result["pairs"]["inversions"],
             "n_inversion_pairs": result["pairs"]["n"],  # the A/C pairs the rate is over
+            # targets left out of the rate and the mean target deltas (fitted by the probe)
+            "n_fitted_targets_left_out": result.get("n_fitted_targets_left_out"),
             "versions": {
                 version: {k: block.get(k) for k in VERSION_KEYS}
                 for version, block in result["per_version"].items()

@@ -152,8 +152,9 @@ def steer_cells(
         tracker.keep()  # new results: the run covers their generation
     if progress and any(served := evaluator.served(everything)):
         print(
-            f"steer: {sum(served)} of {len(everything)} configs served from results logs "
-            f"(scores as logged); {len(everything) - sum(served)} to generate"
+            f"steer: {sum(served)} of {len(everything)} configs served from results logs"
+            f"{' or the baseline (coefficient 0)' if _any_unsteered(evaluator, everything) else ''}"
+            f" (scores as logged); {len(everything) - sum(served)} to generate"
         )
     started = time.time()
     results = evaluator.evaluate(everything)  # the baseline too, with the first chunk
@@ -270,3 +271,8 @@ def _finish_cell(
         "results": results,
         "baseline": baseline,
     }
+
+
+def _any_unsteered(evaluator, configs) -> bool:
+    """Whether a config steers nothing (coefficient 0): served from the baseline."""
+    return any(not any(evaluator.session.weights(c)) for c in configs)

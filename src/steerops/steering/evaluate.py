@@ -208,6 +208,9 @@ class SteeringEvaluator:
             result = results[i] = _from_scores(
                 configs[i], weights[i], base.scores, base, self.direction
             )
+            # a refusal in the baseline is one here too: the entry is not served, and the
+            # next run copies the baseline judged again
+            result.n_refused = base.n_refused
             result.logged_here = False
             copies[config_key(configs[i], weights[i])] = (configs[i], weights[i], result)
         for i, (scores, here) in served.items():
