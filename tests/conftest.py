@@ -96,6 +96,23 @@ def no_model_loads(monkeypatch):
     monkeypatch.setattr(session, "load_model", refuse)
 
 
+def command_of(argv: list[str]) -> str:
+    """The command steerops names its lines by: `steer`, or `probe train` for a nested one."""
+    return " ".join(argv[:2] if argv[0] == "probe" else argv[:1])
+
+
+def parser_error_line(argv: list[str], capsys) -> str:
+    """Run `steerops argv`, which argparse refuses: exit code 2 and one error line, returned."""
+    from steerops.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    return line
+
+
 def refused_up_front(argv: list[str], folder: Path, capsys, outputs: str = "outputs") -> str:
     """Run `steerops argv` and check it was refused before anything ran: exit code 2, one
     error line, no MLflow store in `folder` and no `outputs` folder there. Returns the line."""
@@ -104,8 +121,7 @@ def refused_up_front(argv: list[str], folder: Path, capsys, outputs: str = "outp
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    command = " ".join(argv[:2] if argv[0] == "probe" else argv[:1])  # `probe train`
-    assert len(err) == 1 and err[0].startswith(f"steerops {command}: error: "), err
+    assert len(err) == 1 and err[0].startswith(f"steerops {command_of(argv)}: error: "), err
     assert not (folder / "mlflow.db").exists()  # no MLflow run was opened
     assert not (folder / outputs).exists()
     return err[0]

@@ -103,12 +103,9 @@ OUT_OF_RANGE = "is out of range (beyond 1.8e308, the largest float)"
 )
 def test_a_number_flag_that_is_not_finite_is_named_as_typed(argv, message, capsys):
     """A float too large for a float reads as inf: the error quotes what was typed."""
-    from steerops.cli import main
+    from conftest import parser_error_line
 
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    assert exit_.value.code == 2
-    [line] = capsys.readouterr().err.strip().splitlines()
+    line = parser_error_line(argv, capsys)
     assert line.startswith(f"steerops {argv[0]}") and message in line, line
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import write_params
+from conftest import command_of, write_params
 from steerops.cli import main
 from steerops.config import load_params
 from steerops.extract.store import activations_dir
@@ -289,8 +289,8 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(
         err = capsys.readouterr().err.strip().splitlines()
         errors = [line for line in err if "error" in line]
         assert errors == err[-1:], err  # one error line, last (progress bars may precede it)
-        command = " ".join(argv[:2] if argv[0] == "probe" else argv[:1])  # `probe train`
-        assert err[-1].startswith(f"steerops {command}: error: ") and message in err[-1], err[-1]
+        prefix = f"steerops {command_of(argv)}: error: "
+        assert err[-1].startswith(prefix) and message in err[-1], err[-1]
         assert _snapshot(project) == before  # no output, store or tracking file changed
         assert not (project / "mlflow.db").exists()  # no MLflow run was opened
     finally:

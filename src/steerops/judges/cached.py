@@ -85,17 +85,17 @@ class CachedJudge:
 
     def score(self, questions: list[str], responses: list[str]) -> list[Score]:
         check_pairs(questions, responses)
-        pairs = zip(questions, responses, strict=True)
-        jobs = [Job(kind, q, r) for q, r in pairs for kind in KINDS]
-        keys = [cache_key(self.id, *job) for job in jobs]
-        entries = self.cache.get_many(keys)
-        todo = {k: job for k, job in zip(keys, jobs, strict=True) if k not in entries}
         found_out = self.cache.unreadable(self.id)
         if found_out is not None:  # an earlier run found its answers unreadable
             raise UnreadableJudge(
                 f"{found_out} (found by an earlier run; if the judge behind this name changed, "
                 "set a new judge.version)"
             )
+        pairs = zip(questions, responses, strict=True)
+        jobs = [Job(kind, q, r) for q, r in pairs for kind in KINDS]
+        keys = [cache_key(self.id, *job) for job in jobs]
+        entries = self.cache.get_many(keys)
+        todo = {k: job for k, job in zip(keys, jobs, strict=True) if k not in entries}
         self.answered_before = self.answered_before or bool(entries)
         refused: list[str] = []
         self.unanswered = set()
@@ -108,7 +108,7 @@ class CachedJudge:
                 disable=None if self.progress else True,
                 leave=False,
             )
-            with bar, _forgetting_on(UnreadableJudge, self.cache, self.id):
+            with bar, _forgetting_if_unreadable(self.cache, self.id):
                 for i, entry in self._answer([todo[k] for k in todo_keys]):
                     key = todo_keys[i]
                     if isinstance(entry, Unanswered):
@@ -135,15 +135,14 @@ class CachedJudge:
 
 
 @contextlib.contextmanager
-def _forgetting_on(error: type[Exception], cache: JudgeCache, judge_id: str) -> Iterator[None]:
+def _forgetting_if_unreadable(cache: JudgeCache, judge_id: str) -> Iterator[None]:
     try:
         yield
-    except error as exc:
-        forget = getattr(exc, "forget", None)
-        if forget is None:
+    except UnreadableJudge as exc:
+        if exc.forget is None:
             cache.drop_judge(judge_id, str(exc))
         else:
-            cache.drop(forget)
+            cache.drop(exc.forget)
         raise
 
 

@@ -151,9 +151,10 @@ def steer_cells(
     if not evaluator.all_logged(everything):
         tracker.keep()  # new results: the run covers their generation
     if progress and any(served := evaluator.served(everything)):
+        zero = any(map(evaluator.unsteered, everything))
         print(
             f"steer: {sum(served)} of {len(everything)} configs served from results logs"
-            f"{' or the baseline (coefficient 0)' if _any_unsteered(evaluator, everything) else ''}"
+            f"{' or the baseline (coefficient 0)' if zero else ''}"
             f" (scores as logged); {len(everything) - sum(served)} to generate"
         )
     started = time.time()
@@ -271,8 +272,3 @@ def _finish_cell(
         "results": results,
         "baseline": baseline,
     }
-
-
-def _any_unsteered(evaluator, configs) -> bool:
-    """Whether a config steers nothing (coefficient 0): served from the baseline."""
-    return any(not any(evaluator.session.weights(c)) for c in configs)

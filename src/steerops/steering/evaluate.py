@@ -175,9 +175,13 @@ class SteeringEvaluator:
         """Whether a log already has each config, or it steers nothing (its rows are the
         baseline's), so evaluating it generates nothing."""
         return [
-            here is not None or not any(self.session.weights(config))
+            here is not None or self.unsteered(config)
             for config, here in zip(configs, self._where_logged(configs), strict=True)
         ]
+
+    def unsteered(self, config: Config) -> bool:
+        """Whether `config` steers nothing (coefficient 0): its rows are the baseline's."""
+        return steers_nothing(self.session.weights(config))
 
     def evaluate(self, configs: list[Config]) -> list[ConfigResult]:
         """Results in `configs` order; uncached configs are generated together, configs with
@@ -195,7 +199,7 @@ class SteeringEvaluator:
             found = self._logged(config, w, logs)
             if found is not None:
                 served[i] = found
-            elif not any(w):  # a coefficient of 0 steers nothing: the baseline's rows
+            elif steers_nothing(w):  # the baseline's rows
                 unsteered.append(i)
             else:
                 todo.setdefault(self._content_key(config, w), []).append(i)
@@ -493,6 +497,12 @@ class SteeringEvaluator:
             if log.baseline(self.settings_hash) is None:  # one judged in part: see evaluate
                 entries = [self._baseline_entry(), *entries]
             log.append(entries)
+
+
+def steers_nothing(weights: tuple[float, ...]) -> bool:
+    """Every weight 0 (a coefficient of 0): the unsteered model, whose rows are the
+    baseline's."""
+    return not any(weights)
 
 
 def _scores(result: ConfigResult) -> list[Score]:
