@@ -5,7 +5,7 @@
 #   checks            exactness of the CUDA paths (bench/gpu_checks.py: the static loop
 #                     vs HF generate on every covered architecture, two calls in a row;
 #                     the token-norm median; the judge's readings) (about 2 minutes)
-#   token_norm        the extraction's per-layer prompt median, bisection vs sort (5 s)
+#   token_norm        the extraction's per-layer prompt median: sort, bisection, count (5 s)
 #   extract           512 prompts x 256 tokens vs the naive forward, same activations, and
 #                     vs shards written inline (no writer thread) (60 s)
 #   steer             the static loop vs the engine on HF generate at 64 and 256 distinct
@@ -24,7 +24,8 @@
 # not stop early), 3 alternating repeats after a warm-up that compiles the loop's step (one
 # CUDA graph per slot count serves every config count). Set PYTHON
 # to choose the interpreter, BENCH_OUT to keep the stages' outputs (default: a temp dir),
-# CHECKS_S / STEER_S / STEER_WIDE_S / EXTRACT_S to change the stages' limits in seconds.
+# CHECKS_S / STEER_S / STEER_WIDE_S / EXTRACT_S to change the stages' limits in seconds, STAGES
+# to run only some of them ("token_norm extract", say).
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -51,7 +52,7 @@ fi
 # Each stage has a time limit, so one that hangs or runs long cannot take the others'
 # time; a stage cut short keeps what it printed (the steer bench writes its JSON after
 # every config count).
-stage() {  # stage NAME SECONDS COMMAND...
+run_stage() {  # run_stage NAME SECONDS COMMAND...
     local name=$1 limit=$2 start=$SECONDS
     shift 2
     timeout "$limit" "$@" 2>&1 | tee "$out/$name.txt"
@@ -59,6 +60,11 @@ stage() {  # stage NAME SECONDS COMMAND...
     ((status == 124)) && why=", cut at its ${limit} s limit"
     ((status == 0)) || echo "$name: exit $status$why" | tee -a "$out/failed.txt"
     echo "$name: $((SECONDS - start)) s" | tee -a "$out/seconds.txt"
+}
+only=" ${STAGES:-checks token_norm extract steer steer_wide} "  # STAGES: a subset, in order
+stage() {  # skips a stage STAGES leaves out
+    [[ "$only" == *" $1 "* ]] || return 0
+    run_stage "$@"
 }
 stage checks "${CHECKS_S:-200}" "$py" "$root/bench/gpu_checks.py" "${checks[@]}"
 stage token_norm 60 "$py" "$root/bench/token_norm.py" "${median[@]}"
@@ -69,7 +75,7 @@ stage steer "${STEER_S:-200}" "$py" "$root/bench/steer.py" "${steer[@]}" --promp
 stage steer_wide "${STEER_WIDE_S:-200}" "$py" "$root/bench/steer.py" "${wide[@]}" --prompts 4 \
     --prompt-len 32 --ways static_graph,static --repeats 3 --json "$out/steer_wide.json"
 if [[ -n "${EXTRACT_COMPILED:-}" ]]; then
-    stage extract_compiled "${EXTRACT_S:-75}" "$py" "$root/bench/extract.py" "${extract[@]}" --compile
+    run_stage extract_compiled "${EXTRACT_S:-75}" "$py" "$root/bench/extract.py" "${extract[@]}" --compile
 fi
 
 "$py" - "$out" <<'PY'
@@ -107,18 +113,20 @@ for blocks in ("extract", "extract_compiled"):
             rows.append((label, name, f"{int(m[1]):,} [{int(m[2]):,}-{int(m[3]):,}]",
                          f"peak {float(m[4]):,.0f} MiB above weights{share}, "
                          f"max diff {same[1] if same else '?'}"))
-median = re.search(r"nanmedian / bisection: (\S+) \[(\S+)-(\S+)\]", read("token_norm.txt"))
-identical = re.search(r"identical: (\w+)", read("token_norm.txt"))
-if median or identical:
-    rows.append(("token-norm median", "bisection", "-",
-                 (f"time: nanmedian / bisection {median[1]} [{median[2]}-{median[3]}], "
-                  if median else "") + f"identical: {identical[1] if identical else '?'}"))
+text = read("token_norm.txt")
+identical = re.search(r"identical: (\w+)", text)
+for name in ("nanmedian", "bisection", "histogram"):
+    m = re.search(rf"{name}:\s+(\S+) ms median \[(\S+)\]", text)
+    if m:
+        rows.append(("token-norm median", name, "-", f"{m[1]} ms [{m[2]}] a layer, "
+                     f"identical: {identical[1] if identical else '?'}"))
 for line in read("failed.txt").splitlines():  # a stage that failed or was cut short
     rows.append((f"stage {line.split(':')[0]}", "-", "FAILED", line))
 checks = re.search(r"(\d+) of (\d+) checks passed", read("checks.txt"))
 failed = [line for line in read("checks.txt").splitlines() if line.startswith("FAIL")]
-rows.append(("exactness checks", "-", f"{checks[1]} of {checks[2]} passed" if checks else
-             "did not finish", "; ".join(failed)))
+if "checks" in os.environ.get("STAGES", "checks"):
+    rows.append(("exactness checks", "-", f"{checks[1]} of {checks[2]} passed" if checks else
+                 "did not finish", "; ".join(failed)))
 head = ("bench", "way", "tokens/s median [min-max]", "note")
 width = [max(len(r[i]) for r in [*rows, head]) for i in range(3)]
 print()

@@ -1,11 +1,12 @@
 """Exactness on a GPU, where the CPU tests cannot look: the compiled step's CUDA graphs, a
-kept cache state across calls, the token-norm median's bisection and the judge's readings.
+kept cache state across calls, the token-norm median and the judge's readings.
 
 Tiny random float32 models of every architecture the static loop covers (tests/tiny.py):
 - the static loop gives HF generate's tokens (mixed steering tables, left padding, refills),
   in two calls in a row (the second reuses the kept cache state). gemma3 runs the CUDA
   default (inductor, CUDA graphs); the others run dynamo only, which keeps state the same way;
-- `bisected_median` equals nanmedian on bf16, float16 and float32 batches;
+- the token-norm median on the device equals the CPU's on bf16, float16 and float32
+  batches;
 - `answer_nll` on the GPU equals the same model's on the CPU;
 - the `hf` judge's integer distributions read with tree attention on the GPU equal the
   CPU's fan-out (float32), and the GPU's own fan-out in bf16.
@@ -29,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from steerops.extract.token_norm import bisected_median  # noqa: E402
+from steerops.extract.token_norm import prompt_median  # noqa: E402
 from steerops.judges.fluency import answer_nll  # noqa: E402
 from steerops.judges.numbers import integer_distributions, number_trie  # noqa: E402
 from steerops.models import decode  # noqa: E402
@@ -87,6 +88,7 @@ def check_loop(arch: str, capture: bool = False) -> tuple[bool, str]:
 
 
 def check_median() -> tuple[bool, str]:
+    """The prompt median on the device against the CPU's."""
     gen = torch.Generator(device=DEVICE).manual_seed(0)
     notes, ok = [], True
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
@@ -95,9 +97,8 @@ def check_median() -> tuple[bool, str]:
         lengths = torch.randint(0, 41, (16,), generator=gen, device=DEVICE)
         prompt = torch.arange(40, device=DEVICE) >= (40 - lengths)[:, None]
         magnitude = hidden.abs()
-        masked = magnitude.masked_fill(~prompt[..., None], float("nan")).flatten(1)
-        want = masked.nanmedian(-1).values
-        got = bisected_median(magnitude, prompt)
+        want = prompt_median(magnitude.cpu(), prompt.cpu())
+        got = prompt_median(magnitude, prompt).cpu()  # sorted in `dtype` there, float32 here
         equal = torch.equal(got.isnan(), want.isnan()) and torch.equal(
             got.nan_to_num(-1.0), want.nan_to_num(-1.0)
         )
