@@ -288,6 +288,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed passes of each way")
     ap.add_argument("--ways", default="steerops,naive", help="of steerops, naive, inline")
     ap.add_argument(
+        "--median",
+        choices=("sort", "bisection_compiled"),
+        default="sort",
+        help="the token-norm median steerops uses: its sort, or bench/token_norm.py's "
+        "bisection under torch.compile (a candidate, measured here end to end)",
+    )
+    ap.add_argument(
         "--compile",
         action="store_true",
         help="compiled decoder blocks (both ways: steerops with extraction.compile, the "
@@ -295,6 +302,12 @@ def main() -> None:
     )
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
+    if args.median == "bisection_compiled":
+        from steerops.extract import token_norm
+        from token_norm import bisected_median
+
+        compiled = torch.compile(bisected_median, dynamic=True, fullgraph=True)
+        token_norm.prompt_median = compiled  # type: ignore[assignment]
     if cuda and not args.model:
         model = gemma3_4b(args.device)
     else:

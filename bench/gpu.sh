@@ -115,7 +115,7 @@ for blocks in ("extract", "extract_compiled"):
                          f"max diff {same[1] if same else '?'}"))
 text = read("token_norm.txt")
 identical = re.search(r"identical: (\w+)", text)
-for name in ("nanmedian", "bisection", "histogram"):
+for name in ("nanmedian", "bisection", "histogram", "bisection_compiled"):
     m = re.search(rf"{name}:\s+(\S+) ms median \[(\S+)\]", text)
     if m:
         rows.append(("token-norm median", name, "-", f"{m[1]} ms [{m[2]}] a layer, "
