@@ -4,6 +4,11 @@
     steerops probe train [--scores scores.csv] [--layers 5-20] [--cv-folds 5]
     steerops probe ood [--conditions conditions.json] [--rates rates.csv] [--ood-tasks all]
     steerops probe toy-data [--toy data/toy]
+    steerops probe inputs
+
+`inputs` writes <out>/probe_inputs.json, the md5 of the confounds file when params name
+one: DVC cannot list an optional file among a stage's dependencies, so `probe_train`
+depends on this record instead, which DVC writes again on every repro (like `models`).
 
 `train` and `ood` extract missing task activations themselves (one model load); every
 `train` invocation writes a new run under <out>/probes/<tasks>/<variant>/<position>/ (or
@@ -95,6 +100,14 @@ def register(subparsers) -> None:
     flags(toy, "--toy=paths.toy", type=abs_path, metavar="DIR")
     flags(toy, "seed")
     toy.set_defaults(func=run_toy_data)
+
+    from steerops.probes import inputs as probe_inputs  # here: no other action reads its params
+
+    inputs = sub.add_parser(
+        "inputs", help="write <out>/probe_inputs.json: the confounds file's md5 (for DVC)"
+    )
+    params_flag(inputs)
+    inputs.set_defaults(func=probe_inputs.run)
 
 
 def _scores_in_run(params, args: argparse.Namespace, fitting: bool):

@@ -14,6 +14,14 @@ from steerops.errors import SteeropsError
 from steerops.io import file_md5, iter_jsonl, write_text
 
 
+def named_file(path: Path | None, key: str) -> Path | None:
+    """The file param `key` names (None: the param is unset); one that is missing is an
+    error."""
+    if path is not None and not path.is_file():
+        raise SteeropsError(f"{key}: file not found: {path}")
+    return path
+
+
 def _open_csv(path: Path, required: list[str]) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():

@@ -1,0 +1,40 @@
+"""`steerops probe inputs`: the probe stage's optional input files as a record DVC depends on.
+
+DVC cannot list an optional file among a stage's dependencies (a null path does not
+interpolate), so `probe_train` depends on <out>/probe_inputs.json: the md5 of the confounds
+file params name, or null. DVC writes it on every repro (`always_changed`, like `models`);
+a record that comes out the same is not rewritten and leaves `probe_train` as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+INPUTS_FILE = "probe_inputs.json"
+
+
+def run(args: argparse.Namespace) -> None:
+    """The command (registered by `probes.command`, kept here so that DVC's dependency check
+    sees only what it reads)."""
+    from steerops.cli import load_params_for
+
+    write_inputs_record(load_params_for(args))
+
+
+def write_inputs_record(params) -> dict:
+    """Write <out>/probe_inputs.json unless it already holds the same record; return it."""
+    from steerops.io import file_md5, read_json, write_json
+    from steerops.probes.data import named_file
+
+    value = params.probes.confounds
+    # a path that names no file stops here, before anything is written
+    confounds = named_file(params.path(value) if value else None, "probes.confounds")
+    record = {"confounds": None}
+    if confounds is not None:
+        record["confounds"] = {"path": str(confounds), "md5": file_md5(confounds)}
+    path = params.out / INPUTS_FILE
+    if not (path.is_file() and read_json(path) == record):
+        write_json(path, record)
+    what = "none" if confounds is None else f"{confounds} ({record['confounds']['md5'][:12]})"
+    print(f"probes.confounds: {what} -> {path}")
+    return record
