@@ -604,3 +604,18 @@ def test_the_preclean_table_says_how_far_the_two_vectors_differ(tmp_path):
     assert prepost["vectors_max_diff"][0] == pytest.approx(want, rel=1e-6)
     assert np.isnan(prepost["vectors_max_diff"][1])  # no probe vectors
     assert np.isnan(prepost["vectors_max_diff"][2])  # the other model's variant has none
+
+
+def test_a_method_dropped_from_params_is_named_so_on_the_main_jobs_page(tmp_path):
+    """Its cell's results log outlives its removal from `steering.methods`, so the page still
+    shows its last sweep, and says that no run refreshes it."""
+    _run(tmp_path)
+    kept = ["mean_diff", "probe"]
+    report = {"results": "docs/results.md"}
+    params = write_params(tmp_path, report=report, steering={"methods": kept})
+    assert main(["report", "--params", str(params)]) == 0
+    section = _section((tmp_path / "docs" / "results.md").read_text(), "Best coefficients")
+    lines = {m: [x for x in section.splitlines() if f"`{m}`" in x] for m in SYNTHETIC}
+    marker = "(no longer in `steering.methods`: from its last sweep)"
+    for method, [line] in lines.items():
+        assert (marker in line) == (method not in kept), line

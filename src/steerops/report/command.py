@@ -134,6 +134,8 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
         setup["out"] = _relative(params.out, params.path("."))
         # a run's own folder (--out): its page names it and how to regenerate it
         setup["run"] = params.run_folder is not None and params.run_named
+        # a run's methods may come from flags, so only the main job's page checks them
+        setup["methods"] = None if setup["run"] else {str(m) for m in params.steering.methods}
         write_text(results, render_results(frame, searched, csvs, record, setup))
         files.append(results)
     return files

@@ -85,7 +85,7 @@ def render_results(
         "",
         VERDICTS,
         "",
-        *_verdict_lines(gap, _grids(frame, setup["threshold"])),
+        *_verdict_lines(gap, _grids(frame, setup["threshold"]), setup.get("methods")),
         "",
         "## The search, held out",
         "",
@@ -269,13 +269,18 @@ def _grid_words(row, grid: dict[str, Any] | None) -> tuple[str, str]:
 
 
 def _verdict_lines(
-    gap: pd.DataFrame, grids: dict[tuple, dict[str, Any]] | None = None
+    gap: pd.DataFrame,
+    grids: dict[tuple, dict[str, Any]] | None = None,
+    methods: set[str] | None = None,
 ) -> list[str]:
     """One line per method: the best coefficient of its grid with its held-out interval, or
-    why none."""
+    why none. A method not in `methods` (params' `steering.methods`; None: no check) is
+    named as such: its cell's log outlives its removal, and no run refreshes it."""
     lines = []
     for row in gap.itertuples(index=False):
         where = f"{row.trait} {row.position} `{row.method}`"
+        if methods is not None and row.method not in methods:
+            where += " (no longer in `steering.methods`: from its last sweep)"
         alias = f" (same vectors as `{row.alias_of}`)" if row.alias_of else ""
         if row.status == stats.NEEDS_FINER:
             best = stats.as_number(row.best_coherence_reached)
