@@ -827,6 +827,20 @@ def test_a_reply_that_declines_to_judge_is_unscored_and_asked_again(
     assert trait_score == pytest.approx(expected(RESPONSES[1], "trait", 0.25))
 
 
+def test_replies_that_decline_before_any_answer_do_not_fail_the_endpoint(
+    tmp_path, server, trait, key
+):
+    """A 200 that declines proves the endpoint takes the request, unlike a 400 before any
+    answer: a judge whose first prompts are all declined (an output filter on harmful
+    answers) leaves them unscored and goes on, where three 400s in a row stop it."""
+    server.declined = {"finish_reason": "content_filter"}
+    judge = make_judge(params_for(tmp_path, server, concurrency=4), trait)
+    questions = [f"q{i}" for i in range(5)]
+    assert judge.score(questions, RESPONSES[:1] * 5) == [(None, None)] * 5
+    assert len(judge.unanswered) == 5 and len(server.requests) == 10  # trait and coherence
+    assert len(judge.cache) == 0
+
+
 def test_alternatives_without_a_single_log_probability_are_an_error(tmp_path, server, trait, key):
     server.top = [{"token": "80", "logprob": None}, {"token": "90", "logprob": None}]
     judge = make_judge(params_for(tmp_path, server), trait)

@@ -51,6 +51,11 @@ _ALTERNATIVES_TO_TELL = 10
 _REFUSALS_BEFORE_AN_ANSWER = 3
 
 
+class _Declined(Refused):
+    """A 200 reply declining to judge this prompt: its own problem, and proof that the
+    endpoint takes the request (unlike a 400 before any answer, which may refuse them all)."""
+
+
 class _Skipped(Exception):
     """A queued job not sent, or a retry not made, because another job failed."""
 
@@ -156,7 +161,9 @@ class OpenAIJudge(CachedJudge):
             try:
                 entry = self._ask(jobs[first], stop=self._interrupted)
             except Refused as exc:
-                if not self.answered_before and (
+                if isinstance(exc, _Declined):
+                    self._answered = True  # the rest can go in parallel
+                elif not self.answered_before and (
                     len(refused) + 1 == _REFUSALS_BEFORE_AN_ANSWER or first + 1 == len(jobs)
                 ):
                     raise
@@ -284,7 +291,7 @@ class OpenAIJudge(CachedJudge):
         if reason == "content_filter" or refusal:
             why = "finish_reason content_filter" if reason == "content_filter" else "refusal"
             said = f": {shown(str(refusal), self._api_key, 80)}" if refusal else ""
-            raise Refused(f"judge: {self.url} declined to judge this answer ({why}{said})")
+            raise _Declined(f"judge: {self.url} declined to judge this answer ({why}{said})")
 
     def _check_number_tokens(self, top: list[dict], job: Job) -> None:
         """Refuse a digit-by-digit tokenizer whose answers stop after one digit (the second
