@@ -779,6 +779,33 @@ def test_the_endpoint_is_asked_once_before_any_work_if_it_answers_and_takes_the_
     assert not server.requests
 
 
+def test_an_unreachable_http_url_says_the_environments_http_proxy_was_not_used(
+    tmp_path, server, trait, key, monkeypatch
+):
+    """Where the judge is reached only through a proxy, plain http fails: the key is never
+    shown to an http proxy. The error says so, and how to fix it; not where no_proxy names
+    the host (it would not have gone through the proxy)."""
+    import socket
+
+    from steerops.judges import reach_judge
+
+    for name in ("no_proxy", "NO_PROXY", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dead = params_for(tmp_path, server, base_url=f"http://127.0.0.1:{port}/v1")
+    monkeypatch.setenv("http_proxy", "http://proxy.invalid:3128")
+    with pytest.raises(SteeropsError) as hinted:
+        reach_judge(dead, trait)
+    assert "cannot be reached" in str(hinted.value)
+    assert "http_proxy set in the environment is not used for plain http" in str(hinted.value)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    with pytest.raises(SteeropsError) as bypassed:
+        reach_judge(dead, trait)
+    assert "cannot be reached" in str(bypassed.value) and "http_proxy" not in str(bypassed.value)
+
+
 def test_an_http_proxy_from_the_environment_never_sees_the_key(
     tmp_path, server, trait, key, monkeypatch
 ):

@@ -49,6 +49,20 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # urllib then raises the 3xx as an HTTPError
 
 
+def _no_http_proxy(url: str) -> str:
+    """Why an http URL may be unreachable where a proxy is configured: it was not used."""
+    proxies = urllib.request.getproxies()
+    if not url.lower().startswith("http:") or "http" not in proxies:
+        return ""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if urllib.request.proxy_bypass(host):
+        return ""  # no_proxy names the host: it would not have gone through the proxy anyway
+    return (
+        "; the http_proxy set in the environment is not used for plain http, which would show"
+        " the proxy the API key: use an https URL (its proxy only relays an encrypted tunnel)"
+    )
+
+
 def _opener() -> urllib.request.OpenerDirector:
     """An opener that follows no redirect and hands the key to no http proxy (read from the
     environment on each call, as urllib does, with `no_proxy` still honoured)."""
@@ -150,7 +164,9 @@ def reach(url: str, headers: dict[str, str], timeout_s: float, secret: str = "")
             raise _redirected(url, exc, secret) from None
     except RETRY_ERRORS as exc:
         reason = _scrub(f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}", secret)
-        raise SteeropsError(f"judge: {url} cannot be reached ({reason})") from None
+        raise SteeropsError(
+            f"judge: {url} cannot be reached ({reason}){_no_http_proxy(url)}"
+        ) from None
     except ValueError as exc:  # its message may quote the key's header: the type only
         raise _unsendable(url, type(exc).__name__) from None
 
