@@ -16,7 +16,7 @@ from steering_data import (
     write_log,
 )
 from steerops.errors import SteeropsError
-from steerops.io import read_jsonl
+from steerops.io import read_json, read_jsonl
 from steerops.steering.store import ResultsLog, entry_key, scope_of, vector_identity
 
 QUESTIONS = [f"q{i}" for i in range(6)]
@@ -361,6 +361,24 @@ def test_a_coefficient_of_zero_is_the_baseline_and_generates_nothing(
     )
     assert zero["scores"] == base["scores"] and zero["result"]["trait_delta"] == 0
     assert "timing" not in zero and "timing" in eight
+
+
+def test_a_coefficient_of_zero_keeps_the_baselines_responses_in_its_file(
+    tmp_path, toy_world, monkeypatch
+):
+    """Under `save_responses: all` coefficient 0's file holds the baseline's texts and
+    scores, copied, not generated and judged again."""
+    blocks = {"steering": {"save_responses": "all"}}
+    run, asked = _steer_refused(tmp_path, toy_world, monkeypatch, lambda p: set(), "0,8", **blocks)
+    log = run()
+    assert len(asked) == 8  # the baseline and coefficient 8, 4 questions each
+    folder = log.parent / "responses"
+    base = read_json(folder / "baseline.json")["responses"]
+    assert len(base) == 4 and read_json(folder / "L1_c0.json")["responses"] == base
+    assert read_json(folder / "L1_c8.json")["responses"] != base
+    del asked[:]
+    run()  # served: no file is missing, nothing is asked
+    assert asked == []
 
 
 def test_a_coefficient_of_zero_copied_from_a_baseline_with_a_refusal_is_not_served_later(

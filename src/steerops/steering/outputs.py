@@ -11,6 +11,7 @@ settings' responses is generated again (greedy, so the same text as the logged s
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -127,9 +128,16 @@ def _with_missing_responses(
     unsteered = {"unsteered_hash": evaluator.unsteered_hash}
     if not baseline.responses and not _kept(folder / BASELINE_RESPONSES, n, **unsteered):
         baseline = evaluator.baseline_responses()
+    results = list(results)
+    # coefficient 0 steers nothing: its rows are the baseline's, texts included
+    zero = [i for i in missing if evaluator.unsteered(results[i].config)]
+    if zero:
+        rows = baseline.responses or read_json(folder / BASELINE_RESPONSES)["responses"]
+        for i in zero:
+            results[i] = dataclasses.replace(results[i], responses=rows)
+    missing = [i for i in missing if i not in zero]
     if missing:
         fresh = evaluator.responses([results[i] for i in missing])
-        results = list(results)
         for i, result in zip(missing, fresh, strict=True):
             results[i] = result
     return baseline, results
