@@ -607,8 +607,9 @@ def test_the_preclean_table_says_how_far_the_two_vectors_differ(tmp_path):
 
 
 def test_a_method_dropped_from_params_is_named_so_on_the_main_jobs_page(tmp_path):
-    """Its cell's results log outlives its removal from `steering.methods`, so the page still
-    shows its last sweep, and says that no run refreshes it."""
+    """Its cell's results log (its study) outlives its removal from `steering.methods`
+    (`search.methods`), so the page still shows its last sweep (study), and says that no
+    run refreshes it."""
     _run(tmp_path)
     kept = ["mean_diff", "probe"]
     report = {"results": "docs/results.md"}
@@ -619,3 +620,11 @@ def test_a_method_dropped_from_params_is_named_so_on_the_main_jobs_page(tmp_path
     marker = "(no longer in `steering.methods`: from its last sweep)"
     for method, [line] in lines.items():
         assert (marker in line) == (method not in kept), line
+    # the search of `mean_diff` is named once `search.methods` leaves it out
+    dropped = "No longer searched (`search.methods`), shown from their last study: `mean_diff`."
+    for search, named in (({}, False), ({"methods": ["probe"]}, True)):
+        steering = {"methods": kept}
+        params = write_params(tmp_path, report=report, steering=steering, search=search)
+        assert main(["report", "--params", str(params)]) == 0
+        page = (tmp_path / "docs" / "results.md").read_text()
+        assert (dropped in _section(page, "The search, held out")) == named

@@ -135,7 +135,10 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
         # a run's own folder (--out): its page names it and how to regenerate it
         setup["run"] = params.run_folder is not None and params.run_named
         # a run's methods may come from flags, so only the main job's page checks them
-        setup["methods"] = None if setup["run"] else {str(m) for m in params.steering.methods}
+        grid = {str(m) for m in params.steering.methods}
+        setup["methods"] = None if setup["run"] else grid
+        searched_now = {str(m) for m in params.search.methods} or grid  # empty: the grid's
+        setup["search_methods"] = None if setup["run"] else searched_now
         write_text(results, render_results(frame, searched, csvs, record, setup))
         files.append(results)
     return files

@@ -90,6 +90,7 @@ def render_results(
         "## The search, held out",
         "",
         *_search_bar_lines(searched, setup["threshold"]),
+        *_dropped_search_lines(searched, setup.get("search_methods")),
         markdown_table(_search_columns(searched)),
         "",
     ]
@@ -351,6 +352,18 @@ def _search_bar_lines(searched: pd.DataFrame, threshold: float) -> list[str]:
         "status is their own bar's (`min_coherence`).",
         "",
     ]
+
+
+def _dropped_search_lines(searched: pd.DataFrame, methods: set[str] | None) -> list[str]:
+    """Searched methods no longer in params (None: no check): their studies stay, and the
+    table shows the last one."""
+    if methods is None or searched.empty:
+        return []
+    dropped = sorted(set(searched["method"].astype(str)) - methods)
+    if not dropped:
+        return []
+    named = ", ".join(f"`{m}`" for m in dropped)
+    return [f"No longer searched (`search.methods`), shown from their last study: {named}.", ""]
 
 
 def _search_columns(searched: pd.DataFrame) -> pd.DataFrame:
