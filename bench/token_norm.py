@@ -1,11 +1,13 @@
-"""The `norm` unit's per-layer statistics: the prompt median, three exact ways.
+"""The `norm` unit's per-layer statistics: the prompt median, three exact ways (four).
 
 Extraction computes `token_norm_stats` for every layer of every batch. Its costly part is
 each row's median |x| over the prompt's tokens and all dims: sorted (`prompt_median`:
 nanmedian over NaN-masked values), bisected (15 counting passes over the bf16 bit
 patterns) or counted (one bincount of each row's bf16 bit patterns, then a cumulative sum).
-The last two were tried because a sort seemed wasteful; on an H200 and on CPUs both were
-slower (docs/benchmarks.md), so extraction sorts and they live on here as the record.
+The last two were tried because a sort seemed wasteful; on an H200 both were slower, and on
+CPUs at extraction's shapes (docs/benchmarks.md), so extraction sorts and they live on here
+as the record. `--compiled` adds the bisection under torch.compile (each pass one fused
+counting reduction; slower too on the H200; its first call compiles for tens of seconds).
 The ways run on the same random batch, rotate `--repeats` times, and must agree exactly.
 
     python bench/token_norm.py                          # CPU, a SmolLM2-sized batch
@@ -82,6 +84,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=576)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--compiled", action="store_true", help="also the bisection, compiled")
     args = ap.parse_args()
     gen = torch.Generator(device=args.device).manual_seed(0)
     shape = (args.batch, args.seq, args.hidden)
@@ -99,9 +102,9 @@ def main() -> None:
         "nanmedian": prompt_median,
         "bisection": bisected_median,
         "histogram": histogram_median,
-        # one fused counting reduction a pass instead of a bool tensor written and summed
-        "bisection_compiled": torch.compile(bisected_median, dynamic=True, fullgraph=True),
     }
+    if args.compiled:  # one fused counting reduction a pass, not a bool tensor written and summed
+        ways["bisection_compiled"] = torch.compile(bisected_median, dynamic=True, fullgraph=True)
     results = {name: way(magnitude, prompt) for name, way in ways.items()}  # warm-up
     same = all(torch.equal(results["nanmedian"], got) for got in results.values())
     seconds: dict[str, list[float]] = {name: [] for name in ways}

@@ -89,7 +89,7 @@ def test_prompt_median_is_the_lower_median_of_each_rows_prompt_values(dtype):
     magnitude[6, prompt[6].argmax(), :2] = np.inf  # inf counts, NaNs are left out
     magnitude[6, prompt[6].argmax(), 2:4] = np.nan
     values = torch.from_numpy(magnitude).to(dtype)
-    tiny = torch.finfo(dtype).tiny  # row 5 is all subnormals: still ordered by their bits
+    tiny = torch.finfo(dtype).tiny  # row 5 is all subnormals: kept exact and ordered
     values[5] = torch.linspace(1, 3, seq * hid).reshape(seq, hid).to(dtype) * (tiny / 8)
     assert 0 < values[5].min() and values[5].max() < tiny
     got = prompt_median(values, torch.from_numpy(prompt))

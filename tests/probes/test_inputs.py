@@ -34,19 +34,22 @@ def test_the_record_follows_the_confounds_files_content(tmp_path):
     argv = _params(tmp_path, "confounds.csv")  # relative to the params file
     assert main(argv) == 0
     written = json.loads(record.read_text())["confounds"]
+    # as params spell it: the same record in any checkout, so DVC re-runs nothing there
     assert written == {
-        "path": str(confounds),
+        "path": "confounds.csv",
         "md5": hashlib.md5(confounds.read_bytes()).hexdigest(),
     }
     stamp = record.stat().st_mtime_ns
     assert main(argv) == 0
-    assert record.stat().st_mtime_ns == stamp  # unchanged: not rewritten, DVC sees no change
+    assert record.stat().st_mtime_ns == stamp  # by hand, an unchanged record is not rewritten
     confounds.write_text("task_id,topic\nt1,math\nt2,math\n")  # one level edited
     assert main(argv) == 0
     assert json.loads(record.read_text())["confounds"]["md5"] != written["md5"]
 
 
-def test_a_missing_confounds_file_is_one_error_line_and_keeps_the_record(tmp_path, capsys):
+def test_a_missing_confounds_file_is_one_error_line(tmp_path, capsys):
+    """(Run by hand, the last good record stays; under DVC the stage's output is gone, so
+    `probe_train` cannot run on a stale one.)"""
     record = tmp_path / "outputs" / "probe_inputs.json"
     assert main(_params(tmp_path, None)) == 0
     before = record.read_text()
@@ -62,5 +65,7 @@ def test_dvc_runs_the_record_every_time_and_probe_train_depends_on_it():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     record = "${paths.out}/probe_inputs.json"
     assert stages["probe_inputs"]["always_changed"] is True
+    # after the stage that writes the probe world, whose confounds file it may read
+    assert "${probes.tasks}" in stages["probe_inputs"]["deps"]
     assert [next(iter(o)) for o in stages["probe_inputs"]["outs"]] == [record]
     assert record in stages["probe_train"]["deps"]

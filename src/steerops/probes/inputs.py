@@ -1,9 +1,10 @@
 """`steerops probe inputs`: the probe stage's optional input files as a record DVC depends on.
 
 DVC cannot list an optional file among a stage's dependencies (a null path does not
-interpolate), so `probe_train` depends on <out>/probe_inputs.json: the md5 of the confounds
-file params name, or null. DVC writes it on every repro (`always_changed`, like `models`);
-a record that comes out the same is not rewritten and leaves `probe_train` as it was.
+interpolate), so `probe_train` depends on <out>/probe_inputs.json: the confounds file as
+params spell it and its md5, or null. DVC writes it on every repro (`always_changed`, like
+`models`) and compares its content, so the same file leaves `probe_train` as it was, in any
+checkout (the path is not made absolute).
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ def write_inputs_record(params) -> dict:
     confounds = named_file(params.path(value) if value else None, "probes.confounds")
     record = {"confounds": None}
     if confounds is not None:
-        record["confounds"] = {"path": str(confounds), "md5": file_md5(confounds)}
+        record["confounds"] = {"path": str(value), "md5": file_md5(confounds)}
     path = params.out / INPUTS_FILE
-    if not (path.is_file() and read_json(path) == record):
+    if not (path.is_file() and read_json(path) == record):  # by hand: an unchanged file stays
         write_json(path, record)
     what = "none" if confounds is None else f"{confounds} ({record['confounds']['md5'][:12]})"
     print(f"probes.confounds: {what} -> {path}")
