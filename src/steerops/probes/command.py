@@ -101,7 +101,9 @@ def register(subparsers) -> None:
     flags(toy, "seed")
     toy.set_defaults(func=run_toy_data)
 
-    from steerops.probes import inputs as probe_inputs  # here: no other action reads its params
+    # imported here, not at the top: a module imported at the top counts, in the pipeline's
+    # dependency check, as read by every action, and only `inputs` reads probes.confounds
+    from steerops.probes import inputs as probe_inputs
 
     inputs = sub.add_parser(
         "inputs", help="write <out>/probe_inputs.json: the confounds file's md5 (for DVC)"

@@ -22,8 +22,8 @@ def run(args: argparse.Namespace) -> None:
     write_inputs_record(load_params_for(args))
 
 
-def write_inputs_record(params) -> dict:
-    """Write <out>/probe_inputs.json unless it already holds the same record; return it."""
+def write_inputs_record(params) -> None:
+    """Write <out>/probe_inputs.json unless it already holds the same record."""
     from steerops.io import file_md5, read_json, write_json
     from steerops.probes.data import named_file
 
@@ -38,4 +38,3 @@ def write_inputs_record(params) -> dict:
         write_json(path, record)
     what = "none" if confounds is None else f"{confounds} ({record['confounds']['md5'][:12]})"
     print(f"probes.confounds: {what} -> {path}")
-    return record
