@@ -15,6 +15,8 @@
 #                     by hand as CUDA graphs (StaticLoop(capture=True): no dynamo guards
 #                     per step) vs the static loop (about 150 s; HF generate's rate does
 #                     not depend on the config count: 6.4k new tok/s at 64, 256 and 1,024)
+#   steer_sdpa_NAME   the static loop at 64 configs under each of SDPA_BACKENDS (opt-in, e.g.
+#                     SDPA_BACKENDS="default efficient math"; each compiles its step anew)
 #   extract_compiled  extraction with compiled blocks, only with EXTRACT_COMPILED=1 (60 s;
 #                     41.2k tok/s against the naive forward's 67.2k, second H200 session)
 #
@@ -80,6 +82,11 @@ stage steer "${STEER_S:-200}" "$py" "$root/bench/steer.py" "${steer[@]}" --promp
     --prompt-len 32 --ways static,hf --repeats 3 --json "$out/steer.json" --profile
 stage steer_wide "${STEER_WIDE_S:-200}" "$py" "$root/bench/steer.py" "${wide[@]}" --prompts 4 \
     --prompt-len 32 --ways static_graph,static --repeats 3 --json "$out/steer_wide.json"
+for backend in ${SDPA_BACKENDS:-}; do  # opt-in: the static loop under each sdpa backend
+    run_stage "steer_sdpa_$backend" "${STEER_S:-200}" "$py" "$root/bench/steer.py" \
+        "${steer[@]}" --configs 64 --prompts 4 --prompt-len 32 --ways static --repeats 3 \
+        --sdpa "$backend" --json "$out/steer_sdpa_$backend.json"
+done
 if [[ -n "${EXTRACT_COMPILED:-}" ]]; then
     run_stage extract_compiled "${EXTRACT_S:-75}" "$py" "$root/bench/extract.py" "${extract[@]}" --compile
 fi
@@ -96,11 +103,17 @@ def spread(v):
     return f"{statistics.median(v):,.0f} [{min(v):,.0f}-{max(v):,.0f}]"
 
 rows = []
-for r in [*json.loads(read("steer.json") or "[]"), *json.loads(read("steer_wide.json") or "[]")]:
+runs = [(r, "") for r in [*json.loads(read("steer.json") or "[]"),
+                          *json.loads(read("steer_wide.json") or "[]")]]
+for name in sorted(os.listdir(out)):
+    if name.startswith("steer_sdpa_") and name.endswith(".json"):
+        backend = name.removeprefix("steer_sdpa_").removesuffix(".json")
+        runs += [(r, f", sdpa {backend}") for r in json.loads(read(name) or "[]")]
+for r, label in runs:
     syncs = "-" if r["host_syncs_per_step"] is None else f"{r['host_syncs_per_step']:.2f}"
     per_step = r.get("ms_per_step")
     step = f"{statistics.median(per_step):.1f} ms/step (prefill in), " if per_step else ""
-    rows.append((f"steer {r['configs']} configs, {r['max_batch_rows']} rows", r["way"],
+    rows.append((f"steer {r['configs']} configs, {r['max_batch_rows']} rows{label}", r["way"],
                  spread(r["tokens_per_s"]),
                  f"{step}useful {r['useful_share']:.0%}, syncs/step {syncs}, "
                  f"time/first way {statistics.median(r['time_vs_first']):.2f}x, "
