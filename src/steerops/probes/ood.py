@@ -186,7 +186,11 @@ def _paired_means(rows: list[dict]) -> dict:
     """Mean probe and behaviour delta over the rows where both are known (a condition or
     task without a behavioural rate would otherwise weigh in one mean and not the other),
     and their count."""
-    both = _both_known(rows)
+    return _means_of(_both_known(rows))
+
+
+def _means_of(both: list[dict]) -> dict:
+    """`_paired_means` of rows already known to have both deltas."""
     return {
         "probe": _mean([r["probe_delta"] for r in both]),
         "behaviour": _mean([r["behaviour_delta"] for r in both]),
@@ -207,7 +211,7 @@ def mean_interval(values: list[float]) -> list[float | None]:
 def _means_with_intervals(rows: list[dict]) -> dict:
     """`_paired_means` with each mean's 95% t interval over the same rows."""
     both = _both_known(rows)
-    return _paired_means(rows) | {
+    return _means_of(both) | {
         "probe_ci": mean_interval([r["probe_delta"] for r in both]),
         "behaviour_ci": mean_interval([r["behaviour_delta"] for r in both]),
     }
@@ -393,7 +397,8 @@ def analyse(
     `exclude_fitted`: the mean target deltas and the inversions leave fitted targets out
     too (held out), counting them in `n_fitted_targets_left_out`."""
     targets = per_target(tasks, conditions, probe, behaviour, top_k, fitted)
-    scored = [g for g in targets if not (exclude_fitted and g["fitted"])]
+    left_out = {g["target"] for g in targets if exclude_fitted and g["fitted"]}
+    scored = [g for g in targets if g["target"] not in left_out]
     if evaluated is not None:
         evaluated = np.asarray(evaluated, dtype=bool)
         tasks = [t for t, keep in zip(tasks, evaluated, strict=True) if keep]
@@ -429,5 +434,5 @@ def analyse(
         "targets": targets,
         "pairs": paired_inversions(scored, roles),
         # targets the probe was fitted on, left out of the mean target deltas and inversions
-        "n_fitted_targets_left_out": len({g["target"] for g in targets if g not in scored}),
+        "n_fitted_targets_left_out": len(left_out),
     }
