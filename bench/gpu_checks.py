@@ -7,6 +7,7 @@ Tiny random float32 models of every architecture the static loop covers (tests/t
   default (inductor, CUDA graphs); the others run dynamo only, which keeps state the same way;
 - the token-norm median on the device equals the CPU's on bf16, float16 and float32
   batches;
+- `max_batch_rows: auto` plans at least the memory a row of the loop takes (CUDA only);
 - `answer_nll` on the GPU equals the same model's on the CPU;
 - the `hf` judge's integer distributions read with tree attention on the GPU equal the
   CPU's fan-out (float32), and the GPU's own fan-out in bf16.
@@ -87,6 +88,40 @@ def check_loop(arch: str, capture: bool = False) -> tuple[bool, str]:
     return ok, f"{how}: rows equal to HF generate {same[0]:.0%}, {same[1]:.0%}"
 
 
+def check_auto_rows() -> tuple[bool, str]:
+    """`max_batch_rows: auto`'s memory per row, against the peak a bf16 gemma-3-like model
+    allocates above its weights while the loop decodes 256 rows (kept states, every bucket)."""
+    import transformers as T
+
+    from steerops.models.decode_memory import DecoderShape, row_bytes
+
+    config = T.Gemma3TextConfig(
+        vocab_size=32_000, hidden_size=256, intermediate_size=1024, num_hidden_layers=6,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=64, pad_token_id=0,
+        bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = T.AutoModelForCausalLM.from_config(config).to(DEVICE, torch.bfloat16).eval()
+    layout = resolve_layout(model)
+    gen = torch.Generator().manual_seed(0)
+    rows = 256
+    prompts = [torch.randint(3, 31_000, (int(n),), generator=gen).tolist() for n in
+               torch.randint(20, 41, (2 * rows,), generator=gen)]  # fmt: skip
+    table = SteeringTable([[(2, unit(k % 7, 256), 4.0)] for k in range(len(prompts))])
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    weights = torch.cuda.memory_allocated()
+    generate_steered(
+        model, layout, prompts, table, pad_token_id=0, stop_ids=[2], max_new_tokens=24,
+        loop="static", max_batch_rows=rows, loop_options=decode.StaticLoop(backend="eager"),
+    )  # fmt: skip
+    peak = (torch.cuda.max_memory_allocated() - weights) / rows
+    planned = row_bytes(DecoderShape.of(config), 2, max(map(len, prompts)), 24)
+    return peak <= planned, (
+        f"peak {peak / 2**20:.2f} MiB a row above the weights, planned {planned / 2**20:.2f}"
+    )
+
+
 def check_median() -> tuple[bool, str]:
     """The prompt median on the device against the CPU's."""
     gen = torch.Generator(device=DEVICE).manual_seed(0)
@@ -159,6 +194,8 @@ def main() -> None:
     # the quick checks first: a run cut at its time limit still has them
     checks = [("token-norm median", check_median), ("judge readings", check_answer_nll)]
     checks += [("judge integer trie", check_judge_trie)]
+    if DEVICE.startswith("cuda"):
+        checks += [("max_batch_rows auto, memory a row", check_auto_rows)]
     checks += [(f"static loop, {arch}", lambda arch=arch: check_loop(arch)) for arch in ARCHS]
     checks += [("static loop, gemma3, steps captured by hand", lambda: check_loop("gemma3", True))]
     failed = 0

@@ -5,6 +5,8 @@
     STEEROPS_KILL=after:N    just after the N-th such rename
     STEEROPS_KILL=call:N     at the N-th generation or extraction batch (mid-computation;
                              for the engine's decode loop, its N-th prefill)
+    STEEROPS_KILL=term:N     SIGTERM (a scheduler's stop, which the stage handles) at the
+                             N-th such call
     STEEROPS_KILL=count      no kill; write the number of renames and calls to
                              $STEEROPS_KILL_COUNTS at exit
 
@@ -58,6 +60,8 @@ def counted(module, name):
         counts["calls"] += 1
         if mode == "call" and counts["calls"] == n:
             die()
+        if mode == "term" and counts["calls"] == n:
+            os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
     setattr(module, name, call)
 
@@ -94,3 +98,8 @@ def run(argv: list[str], cwd: Path, under: Path, kill: str = "") -> subprocess.C
 
 def killed(result: subprocess.CompletedProcess) -> bool:
     return result.returncode == -signal.SIGKILL
+
+
+def terminated(result: subprocess.CompletedProcess) -> bool:
+    """Stopped by SIGTERM through the stage's own handling (exit 128 + 15)."""
+    return result.returncode == 128 + signal.SIGTERM

@@ -15,12 +15,16 @@ outputs (vectors) and writes everything it makes there (see `Params.set_run_fold
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import re
 import shlex
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -507,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     if twice:
         print(f"steerops {command_name(args)}: warning: {twice}", file=sys.stderr)
     try:
-        args.func(args)
+        with _terminated_as_interrupted() as terminated:
+            args.func(args)
     except (SteeropsError, OSError) as exc:  # OSError: a path of the wrong kind, a full disk
         from steerops.config import name_the_flag
 
@@ -522,8 +527,29 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         _drop_if_empty(getattr(args, "scratch_folder", None))
-        return 130
+        return 128 + signal.SIGTERM if terminated else 130
     return 0
+
+
+@contextlib.contextmanager
+def _terminated_as_interrupted() -> Iterator[list[bool]]:
+    """SIGTERM (a scheduler preempting the job, `timeout`, `kill`) stops a stage the way
+    Ctrl-C does: finished work kept, rows in flight saved, its tracking runs ended as
+    killed. Yields a list that holds True once a SIGTERM came."""
+    came: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():  # signals go to main
+        yield came
+        return
+
+    def interrupt(signum, frame):
+        came.append(True)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield came
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -157,9 +157,9 @@ def stages(tmp_path_factory, toy_world):
     return ref, before
 
 
-def _points(folder: Path, argv: list[str]) -> dict:
+def _points(folder: Path, argv: list[str], name: str = "count") -> dict:
     """Renames (paths, in order) and batch calls of an uninterrupted run of `argv`."""
-    probe = folder.parent / f"{folder.name}-count"
+    probe = folder.parent / f"{folder.name}-{name}"
     shutil.copytree(folder, probe)
     result = killer.run([*argv, "--params", str(probe / "params.yaml")], probe, probe, "count")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -258,6 +258,44 @@ def test_steer_killed_anywhere_resumes_to_the_same_results(stages):
         got = _kill_and_resume(before["steer"], kill.replace(":", ""), STEER, kill, within)
         differ[kill] = sorted(k for k in {*got, *want} if got.get(k) != want.get(k))
     assert differ == {kill: [] for kill in differ}
+
+
+def test_steer_stopped_by_sigterm_keeps_its_finished_rows(stages, monkeypatch):
+    """A scheduler's SIGTERM in the middle of a chunk: the stage stops as on Ctrl-C (exit
+    143), the rows that had finished are kept, the rerun generates only the others and
+    writes what an uninterrupted run writes."""
+    from steerops.steering import session as session_module
+    from steerops.steering.in_flight import IN_FLIGHT_FILE
+
+    ref, before = stages
+    within = ["outputs/steering", "metrics"]
+    want = _contents(before["search"], within)
+    argv = [*STEER, "--max-batch-rows", "8"]  # many refills: rows finish all along
+    calls = _points(before["steer"], argv, "count-8-rows")["calls"]
+    folder = before["steer"].parent / "steer-sigterm"
+    shutil.copytree(before["steer"], folder)
+    result = killer.run(
+        [*argv, "--params", str(folder / "params.yaml")], folder, folder, f"term:{calls // 2}"
+    )
+    assert killer.terminated(result), (result.returncode, result.stderr[-2000:])
+    assert "interrupted" in result.stderr
+    [kept_file] = (folder / "outputs" / "steering").rglob(IN_FLIGHT_FILE)
+    kept = len(read_jsonl(kept_file))
+    rows: list[int] = []
+    real = session_module.generate_steered
+
+    def counting(*args, **kwargs):
+        rows.append(len(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(session_module, "generate_steered", counting)
+    _run(folder, argv)
+    # the baseline and 4 configs on 8 questions, all but the kept rows (and nothing again
+    # for the response files: their rows were generated in this run)
+    assert kept > 0 and sum(rows) == 5 * 8 - kept
+    assert not kept_file.exists()
+    got = _contents(folder, within)
+    assert sorted(k for k in {*got, *want} if got.get(k) != want.get(k)) == []
 
 
 def test_search_killed_anywhere_resumes_to_the_same_outputs(stages):

@@ -162,6 +162,12 @@ def test_toy_search_outputs_and_tracking(toy_search):
     }
     assert (out / "search.png").stat().st_size > 0
     assert best["storage"] == "sqlite:///optuna.db"  # project-relative, as the run's param
+    # `steerops dashboard` shows the reported trial as the study's best
+    from steerops.search.storage import dashboard_storage
+
+    storage = dashboard_storage(f"sqlite:///{folder / 'optuna.db'}")
+    study_id = storage.get_study_id_from_name(best["study"])
+    assert storage.get_best_trial(study_id).number == best["chosen"]["trial"]
     # MLflow: one parent run for the study, one nested run per trial
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
@@ -239,12 +245,12 @@ def _record_generation(mp):
     steered, unsteered = [], []
     real = session.SteeringSession.generate
 
-    def recording(self, prompts, configs, desc):
+    def recording(self, prompts, configs, desc, rows=None):
         if configs is None:
             unsteered.append(len(prompts))
         else:
             steered.extend((c.vectors[0].layer, c.coefficient) for c, _ in configs)
-        return real(self, prompts, configs, desc)
+        return real(self, prompts, configs, desc, rows)
 
     mp.setattr(session.SteeringSession, "generate", recording)
     return steered, unsteered
@@ -313,3 +319,8 @@ def test_toy_search_with_random_vectors_finds_no_feasible_steering(toy_search, c
     cell = out.relative_to(folder / "outputs" / "search").as_posix()
     assert summary[cell]["status"] == "no feasible steering found"
     assert summary[cell]["coefficient"] is None
+    from steerops.search.storage import dashboard_storage
+
+    storage = dashboard_storage(f"sqlite:///{folder / 'optuna.db'}")
+    study_id = storage.get_study_id_from_name(best["study"])
+    assert storage.get_study_user_attrs(study_id)["chosen_trial"] is None  # nothing reported

@@ -373,8 +373,8 @@ def test_a_baseline_generated_with_the_first_chunk_equals_one_generated_alone(st
         session = SteeringSession(params, TRAIT, progress=False)
         rows: list[int] = []
         generate = session.generate
-        session.generate = lambda prompts, chunk, desc: (
-            rows.append(len(chunk)) or generate(prompts, chunk, desc)
+        session.generate = lambda prompts, chunk, desc, rows_of=None: (
+            rows.append(len(chunk)) or generate(prompts, chunk, desc, rows_of)
         )
         return SteeringEvaluator(session, questions, results_dir=tmp_path / folder), rows
 
@@ -520,6 +520,57 @@ def test_ctrl_c_stops_a_judge_that_can_stop_instead_of_waiting_for_its_chunk(
     assert "the judge stops" in capsys.readouterr().out
     log = tmp_path / "ctrl_c" / "results.jsonl"
     assert not log.exists() or read_jsonl(log) == []
+
+
+def test_rows_finished_before_an_interrupt_are_not_generated_again(
+    steered, tmp_path, monkeypatch, capsys
+):
+    """Ctrl-C in the middle of a chunk's generation: the rows that had finished are kept
+    beside the results, the rerun generates only the others, and its results and log equal
+    those of a run never interrupted; the kept rows are then removed."""
+    from steerops.models import decode_run
+    from steerops.steering.in_flight import IN_FLIGHT_FILE, RowsInFlight
+
+    params = _beside_the_grid(steered, tmp_path, {"max_batch_rows": 4})
+    source = VectorSource("mean_diff", POSITION, "residual")
+    configs = [Config.single(source, layer, c) for layer in (1, 2) for c in (0.7, 1.3)]
+    questions = load_trait(params.path(params.traits.root), TRAIT).questions[:4]
+    session = SteeringSession(params, TRAIT, progress=True)
+
+    def evaluator(folder: str) -> SteeringEvaluator:
+        ev = SteeringEvaluator(session, questions, results_dir=tmp_path / folder, overlap=False)
+        ev.baseline()  # logged first: the chunk holds the 4 configs x 4 questions
+        return ev
+
+    whole = evaluator("whole").evaluate(configs)
+    harvest = decode_run.Run.harvest
+
+    def pressed(self):
+        out = harvest(self)
+        if len(self.results) >= 5:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(decode_run.Run, "harvest", pressed)
+    with pytest.raises(KeyboardInterrupt):
+        evaluator("cut").evaluate(configs)
+    monkeypatch.setattr(decode_run.Run, "harvest", harvest)
+    in_flight = tmp_path / "cut" / IN_FLIGHT_FILE
+    kept = len(RowsInFlight(in_flight).load())
+    assert 5 <= kept < 16
+    assert not (tmp_path / "cut" / "results.jsonl").exists()  # nothing judged or logged
+    calls = _count_generations(monkeypatch)
+    capsys.readouterr()
+    again = evaluator("cut").evaluate(configs)
+    assert calls == [16 - kept]
+    assert f"{kept} rows kept from an interrupted run" in capsys.readouterr().out
+    assert [(r.trait_mean, r.coherence_mean, r.responses) for r in again] == [
+        (r.trait_mean, r.coherence_mean, r.responses) for r in whole
+    ]
+    assert _untimed(tmp_path / "cut" / "results.jsonl") == _untimed(
+        tmp_path / "whole" / "results.jsonl"
+    )
+    assert not in_flight.exists()
 
 
 def test_evaluator_weights_and_results(steered, tmp_path):

@@ -299,6 +299,46 @@ def test_out_of_memory_halves_the_slots_and_keeps_finished_rows(monkeypatch):
     assert len(prompts) < len(prefilled) <= len(prompts) + 24
 
 
+@pytest.mark.parametrize("loop", ["static", "hf"])
+def test_an_interrupt_hands_over_the_rows_that_finished(monkeypatch, loop):
+    """Ctrl-C mid-generation raises `GenerationInterrupted` (still a KeyboardInterrupt)
+    with every row finished so far, each equal to its row in a whole run."""
+    from steerops.models.generation import GenerationInterrupted
+    from steerops.steering import engine
+
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    table, prompts = _grid(layout.hidden_size)
+    kwargs = dict(pad_token_id=PAD, stop_ids=[2], max_new_tokens=10, max_batch_rows=8)
+    whole = generate_steered(model, layout, prompts, table, loop=loop, loop_options=EAGER, **kwargs)
+    if loop == "static":  # the user presses Ctrl-C once a dozen rows have finished
+        harvest = decode_run.Run.harvest
+
+        def pressed(self):
+            out = harvest(self)
+            if len(self.results) >= 12:
+                raise KeyboardInterrupt
+            return out
+
+        monkeypatch.setattr(decode_run.Run, "harvest", pressed)
+    else:  # ... during HF generate's third sub-batch
+        calls, generate_batch = [], engine.generate_batch
+
+        def pressed(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return generate_batch(*args, **kwargs)
+
+        monkeypatch.setattr(engine, "generate_batch", pressed)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        generate_steered(model, layout, prompts, table, loop=loop, loop_options=EAGER, **kwargs)
+    assert isinstance(caught.value, GenerationInterrupted)
+    finished = caught.value.finished
+    assert (12 if loop == "static" else 16) <= len(finished) < len(prompts)
+    assert all(tokens == whole[i] for i, tokens in finished.items())
+
+
 def _reference_table(rows):
     """Per-row lists built naively: (index, weight) slots per layer, vectors by identity."""
     vectors: dict[int, list] = {}

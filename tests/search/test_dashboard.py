@@ -98,6 +98,27 @@ def test_steerops_dashboard_shows_the_best_feasible_trial_as_best(searched):
     )  # ...while a higher, infeasible value exists
 
 
+def test_the_trial_the_search_reported_is_best(searched):
+    """Once the search has chosen (its own rule: an effect beyond the interval, ties to the
+    more coherent and smaller coefficient), `steerops dashboard` shows that trial as best;
+    when nothing qualified, Optuna's rule again."""
+    from steerops.search.storage import dashboard_storage
+
+    study, url = searched
+    feasible = sorted(
+        (r for r in study.records() if r.feasible and r.state == "complete"),
+        key=lambda r: r.trait_delta,
+    )
+    assert len(feasible) >= 2
+    storage = dashboard_storage(url)
+    sid = storage.get_study_id_from_name("s")
+    study.record_choice(feasible[0].number, True)  # not the top value
+    (best,) = _api(storage, f"/api/studies/{sid}")["best_trials"]
+    assert best["number"] == feasible[0].number
+    study.record_choice(None, False)
+    assert storage.get_best_trial(sid).number == feasible[-1].number
+
+
 def test_with_no_feasible_trial_the_least_infeasible_is_best(tmp_path):
     from steerops.search.storage import dashboard_storage
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from steerops.config.base import LayerSpec, Methods, Positions, Strict
 from steerops.specs import Component, Layers, Scope, parse_method, parse_position
@@ -56,8 +56,10 @@ class SteeringConfig(Strict):
     min_coherence: float = Field(
         68.0, ge=0, le=100, description="coherence a config needs to count as best (0-100)"
     )
-    max_batch_rows: int = Field(
-        256, ge=1, description="rows decoded at once (halved on out-of-memory)"
+    max_batch_rows: int | Literal["auto"] = Field(
+        "auto",
+        description="rows decoded at once (halved on out-of-memory); auto: 256 off CUDA, on "
+        "CUDA what free memory holds, up to 1,024",
     )
     loop: Literal["static", "hf"] = Field(
         "static",
@@ -68,3 +70,10 @@ class SteeringConfig(Strict):
     cache_implementation: Literal["static"] | None = Field(
         None, description="loop hf: 'static' for a compiled static KV cache (CUDA); default dynamic"
     )
+
+    @field_validator("max_batch_rows")
+    @classmethod
+    def _at_least_one_row(cls, value: int | str) -> int | str:
+        if value != "auto" and int(value) < 1:
+            raise ValueError("must be >= 1 or auto")
+        return value

@@ -35,9 +35,11 @@ from steerops.errors import SteeropsError
 from steerops.models.batching import is_out_of_memory, release_memory
 from steerops.models.decode_attention import packed_gqa
 from steerops.models.decode_graphs import StepGraphs
+from steerops.models.decode_memory import CUDA_CHECK_EVERY, cache_length
 from steerops.models.decode_run import Run
 from steerops.models.decode_step import compiled_step, decode_step, release, slot_state
 from steerops.models.decode_trunk import Trunk
+from steerops.models.generation import GenerationInterrupted
 from steerops.models.unsteered import Keeper
 
 # Model types whose tokens the loop reproduces exactly (tested against HF generate).
@@ -167,7 +169,7 @@ def decode_greedy(
     (`decode_trunk`). A `keeper` records what the unsteered model computes along each
     row's response when the step runs eagerly (`models.unsteered`). Out of memory
     (`models.batching`'s rule), the slot count is halved and the unfinished rows run again;
-    finished rows are kept.
+    finished rows are kept. An interrupt raises `GenerationInterrupted` with them.
     """
     stats = stats if stats is not None else DecodeStats()
     run = Run(model, prompts, pad_token_id, stop_ids, max_new_tokens, steer, groups, stats, trunk)
@@ -175,6 +177,8 @@ def decode_greedy(
         try:
             _decode(run, max_rows, options, on_progress, keeper)
             return [run.results[i] for i in range(len(prompts))]
+        except KeyboardInterrupt as exc:
+            raise GenerationInterrupted(dict(run.results)) from exc
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -216,8 +220,8 @@ def _decode(
     for j in range(len(order) - 1, -1, -1):
         longest_left[j] = max(longest_left[j], longest_left[j + 1])
     cuda = run.device.type == "cuda"
-    every = options.check_every or (4 if cuda else 1)
-    cache_len = -(-(longest_left[0] + run.max_new + max(2 * every, 8)) // 8) * 8
+    every = options.check_every or (CUDA_CHECK_EVERY if cuda else 1)
+    cache_len = cache_length(longest_left[0], run.max_new, every)
     width = run.max_new + 1
     backend = ("inductor" if cuda else None) if options.backend == "auto" else options.backend
     step = decode_step if backend is None else compiled_step(backend, options.mode, model)

@@ -189,6 +189,15 @@ def generate_batch(
     return out[:, ids.shape[1] :].tolist()
 
 
+class GenerationInterrupted(KeyboardInterrupt):
+    """An interrupt (Ctrl-C) during generation, carrying the rows that had finished:
+    {row index in the call: new tokens}, so a caller can keep them."""
+
+    def __init__(self, finished: dict[int, list[int]]):
+        super().__init__()
+        self.finished = finished
+
+
 def cut_at_stop(ids: list[int], stops: Sequence[int]) -> tuple[list[int], bool]:
     """The tokens before the first stop id, and whether one was found."""
     for k, token in enumerate(ids):

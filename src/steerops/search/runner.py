@@ -365,8 +365,8 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
         }
     )
     tags = {"steerops.feasible": best["feasible"], "steerops.status": best["status"]}
+    study.record_choice(None if pick is None else pick.number, best["feasible"])
     if pick is not None:
-        study.record_choice(pick.number, best["feasible"])
         label = "best" if best["status"] == OK else "chosen"  # no effect: not a best
         tags |= {
             f"steerops.{label}": f"L{pick.layer} c{pick.coefficient:.4g}",

@@ -340,9 +340,10 @@ class SearchStudy:
             raise
         self._finals.tell(claim, float(self.n_done()))
 
-    def record_choice(self, number: int, feasible: bool) -> None:
-        """The trial the search reports (the best feasible one, else the most coherent), as
-        study user attrs a dashboard shows next to its own notion of best."""
+    def record_choice(self, number: int | None, feasible: bool) -> None:
+        """The trial the search reports (the best feasible one, else the most coherent;
+        None: nothing qualified), as study user attrs: `steerops dashboard` shows it as the
+        study's best trial, plain optuna-dashboard beside its own notion of best."""
         self.study.set_user_attr("chosen_trial", number)
         self.study.set_user_attr("chosen_is_feasible", feasible)
 

@@ -27,7 +27,7 @@ from steerops.errors import SteeropsError
 from steerops.models import decode, unsteered
 from steerops.models.batching import Batcher, length_order
 from steerops.models.decode_trunk import Trunk
-from steerops.models.generation import cut_at_stop, generate_batch
+from steerops.models.generation import GenerationInterrupted, cut_at_stop, generate_batch
 from steerops.models.resolver import ModelLayout
 from steerops.specs import SCOPES
 
@@ -231,6 +231,7 @@ def generate_steered(
     reference, in left-padded sub-batches, longest first. Either way at most
     `max_batch_rows` rows at a time, under `steerops.models.batching`'s out-of-memory rule
     (halved and retried, finished rows kept); `cache_implementation` applies to HF only.
+    An interrupt raises `GenerationInterrupted` with the rows that had finished.
     """
     if table is not None and table.n_rows != len(prompts):
         raise SteeropsError(f"steering table has {table.n_rows} rows for {len(prompts)} prompts")
@@ -301,7 +302,11 @@ def generate_steered(
                 results[i] = cut_at_stop(ids, stop_ids)[0]
             bar.update(len(chunk))
 
-        batcher.run(length_order(lengths), lengths, compute, done)
+        try:
+            batcher.run(length_order(lengths), lengths, compute, done)
+        except KeyboardInterrupt as exc:
+            finished = {i: ids for i, ids in enumerate(results) if ids is not None}
+            raise GenerationInterrupted(finished) from exc
     return results  # type: ignore[return-value]
 
 

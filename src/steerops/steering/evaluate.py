@@ -34,6 +34,7 @@ from typing import Any
 
 from steerops.errors import SteeropsError
 from steerops.io import text_md5
+from steerops.models.generation import GenerationInterrupted
 from steerops.steering.configs import (
     Config,
     ConfigResult,
@@ -42,6 +43,7 @@ from steerops.steering.configs import (
     summarize,
     trait_delta,
 )
+from steerops.steering.in_flight import IN_FLIGHT_FILE, RowsInFlight, row_key
 from steerops.steering.session import SteeringSession
 from steerops.steering.store import (
     BASELINES_FILE,
@@ -93,6 +95,8 @@ class SteeringEvaluator:
         if not self.questions:
             raise SteeropsError(f"trait {session.trait!r}: no steering questions to evaluate")
         self.results_dir = Path(results_dir) if results_dir is not None else None
+        cell = baselines_file(session.params.out, session.trait, session.variant).parent
+        self.in_flight = RowsInFlight((self.results_dir or cell) / IN_FLIGHT_FILE)
         self.read_also = tuple(Path(p) for p in read_also)
         self.settings = session.settings(self.questions)
         self.settings_hash = settings_hash(self.settings)
@@ -225,7 +229,7 @@ class SteeringEvaluator:
         self._log(list(copies.values()))
         pending: list[Chunked] = [None] if base is None else []
         pending += [(configs[at[0]], weights[at[0]]) for at in todo.values()]
-        rows = self.session.params.steering.max_batch_rows
+        rows = self.session.batch_rows
         per_chunk = max(1, _CHUNK_SUB_BATCHES * rows // len(self.questions))
 
         def judge_and_log(chunk, ids, seconds: float) -> None:
@@ -265,6 +269,8 @@ class SteeringEvaluator:
             except KeyboardInterrupt:
                 self._stop_judging(judged)
                 raise
+        if pending:  # every row generated is judged and logged: none is in flight
+            self.in_flight.clear()
         self._refresh_baselines(configs)
         return results  # type: ignore[return-value]
 
@@ -435,13 +441,33 @@ class SteeringEvaluator:
         }
 
     def _generate_chunk(self, chunk: list[Chunked]) -> tuple[list[list[int]], float]:
-        """Every config (None: the baseline) x question of `chunk` generated, and the
-        seconds it took."""
+        """Every config (None: the baseline) x question of `chunk` generated (but rows an
+        interrupted run had finished: `in_flight`), and the seconds it took."""
         started = time.perf_counter()
+        prompts = self._prompt_ids
+        rows = [(k, q) for k in range(len(chunk)) for q in range(len(prompts))]
+        keys = [self._row_key(chunk[k], prompts[q]) for k, q in rows]
+        saved = self.in_flight.load()
+        todo = [r for r, key in enumerate(keys) if key not in saved]
         configs = sum(entry is not None for entry in chunk)
         desc = f"steer: {configs} configs" + (" and the baseline" if None in chunk else "")
-        ids = self.session.generate(self._prompt_ids, chunk, desc=desc)
-        return ids, time.perf_counter() - started
+        if len(todo) < len(rows) and self.session.progress:
+            print(f"steer: {len(rows) - len(todo)} rows kept from an interrupted run")
+        try:
+            new = (
+                self.session.generate(prompts, chunk, desc, [rows[r] for r in todo]) if todo else []
+            )
+        except GenerationInterrupted as stop:
+            self.in_flight.add({keys[todo[i]]: ids for i, ids in stop.finished.items()})
+            raise
+        ids = [saved.get(key) for key in keys]
+        for r, tokens in zip(todo, new, strict=True):
+            ids[r] = tokens
+        return ids, time.perf_counter() - started  # type: ignore[return-value]
+
+    def _row_key(self, entry: Chunked, prompt: list[int]) -> str:
+        content = "baseline" if entry is None else self._content_key(*entry)
+        return row_key(self.settings_hash, content, prompt)
 
     def _score_chunk(self, chunk: list[Chunked], ids: list[list[int]]) -> list[ConfigResult]:
         """The chunk's configs judged, with their deltas to the baseline; a baseline in the

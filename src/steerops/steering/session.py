@@ -9,6 +9,7 @@ and the search each load one session and evaluate every question set on it.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from steerops.io import text_md5
 from steerops.judges.base import n_unanswered
 from steerops.models import unsteered
 from steerops.models.chat_template import chat_template
+from steerops.models.decode_memory import auto_rows
 from steerops.models.generation import encode_prompt, pad_id, render_prompts, stop_token_ids
 from steerops.models.loading import load_model, model_fingerprint
 from steerops.specs import Layers
@@ -111,39 +113,54 @@ class SteeringSession:
             "stop_ids": self.stops,
             "max_new_tokens": cfg.max_new_tokens,
             "scope": cfg.scope,
-            "max_batch_rows": cfg.max_batch_rows,
+            "max_batch_rows": self.batch_rows,
             "cache_implementation": cfg.cache_implementation,
             "loop": cfg.loop,
             "progress": self.progress,
         }
+
+    @functools.cached_property
+    def batch_rows(self) -> int:
+        """`steering.max_batch_rows`, with auto sized once for the trait's longest question:
+        every evaluation then runs the same slot counts (one compiled graph each), even
+        though the caches they keep take memory the next sizing would see as used."""
+        cfg = self.params.steering
+        if cfg.max_batch_rows != "auto":
+            return cfg.max_batch_rows
+        longest = max(len(p) for p in self.encode(self.questions))
+        rows, sized_from = auto_rows(self.loaded.model, longest, cfg.max_new_tokens)
+        if sized_from is not None and self.progress:
+            print(f"steer: {rows:,} rows a decode step (max_batch_rows auto: {sized_from})")
+        return rows
 
     def generate(
         self,
         prompts: list[list[int]],
         configs: list[tuple[Config, tuple[float, ...]] | None],
         desc: str,
+        rows: list[tuple[int, int]] | None = None,
     ) -> list[list[int]]:
-        """New tokens for every config x prompt (config-major); a None config generates
-        the prompts unsteered."""
+        """New tokens for every config x prompt (config-major), or for the (config index,
+        prompt index) pairs `rows`; a None config generates its prompts unsteered."""
+        if rows is None:
+            rows = [(k, q) for k in range(len(configs)) for q in range(len(prompts))]
         table = None
-        if any(entry is not None for entry in configs):
+        if any(configs[k] is not None for k, _ in rows):
             table = SteeringTable(
                 [
                     []
-                    if entry is None
+                    if (entry := configs[k]) is None
                     else [
                         (ref.layer, self.sources.vector(ref), w)
                         for ref, w in zip(entry[0].vectors, entry[1], strict=True)
                     ]
-                    for entry in configs
-                    for _ in prompts
+                    for k, _ in rows
                 ]
             )
-        prompts = [p for _ in configs for p in prompts]
         return generate_steered(
             self.loaded.model,
             self.loaded.layout,
-            prompts,
+            [prompts[q] for _, q in rows],
             table,
             desc=desc,
             **self.generate_kwargs(),

@@ -167,7 +167,11 @@ def say(**message: Any) -> None:
 
 
 def main(argv: list[str]) -> int:
+    # Ctrl-C and a scheduler's SIGTERM reach the whole process group: the stage handles
+    # them and still sends its last runs' ends here, so this process waits for its stdin
+    # to close instead of dying with them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     Worker(json.loads(argv[0])).serve(sys.stdin)
     return 0
 

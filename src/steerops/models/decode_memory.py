@@ -1,0 +1,104 @@
+"""How many rows the decode loop runs at once when `steering.max_batch_rows` is `auto`.
+
+On CPU the answer is a fixed 256: there the step is matmul-bound and larger batches gain
+little (SmolLM2 went from 1.6x to 1.68x HF generate at 640 rows). On CUDA the step is
+bound by launches and memory traffic, so rows are what buy speed (an H200 made 21-22k new
+tok/s at 256 rows and 29k at 1,024 on a gemma-3-4b shape), up to what memory holds:
+a row's static cache over its whole length, in every slot-count bucket a compiled step
+keeps (their sizes halve, so they sum to under twice the largest), plus what a prefill
+and a step make per row. The free memory is read once the model is loaded, and only a
+share of it is planned, for what the estimate leaves out (compiled graphs' workspace,
+fragmentation); a batch that still does not fit is halved (`models.batching`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+CPU_ROWS = 256
+MAX_ROWS = 1024  # the largest slot count measured on a device (docs/benchmarks.md)
+FREE_SHARE = 0.7
+CUDA_CHECK_EVERY = 4  # decode steps between done-mask reads on CUDA (`decode`)
+
+
+def cache_length(longest_prompt: int, max_new: int, check_every: int) -> int:
+    """The static cache's length: the longest prompt, its new tokens and room for the steps
+    between two done-mask reads, in multiples of 8."""
+    return -(-(longest_prompt + max_new + max(2 * check_every, 8)) // 8) * 8
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    """What a decode row's memory depends on, read from a model's text config."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    hidden: int
+    intermediate: int
+    vocab: int
+
+    @classmethod
+    def of(cls, config) -> DecoderShape:
+        text = config.get_text_config(decoder=True)
+        heads = text.num_attention_heads
+        hidden = text.hidden_size
+        return cls(
+            layers=text.num_hidden_layers,
+            kv_heads=getattr(text, "num_key_value_heads", None) or heads,
+            head_dim=getattr(text, "head_dim", None) or hidden // heads,
+            hidden=hidden,
+            # GPT-2 names it n_inner, and None means four times the hidden size
+            intermediate=getattr(text, "intermediate_size", None)
+            or getattr(text, "n_inner", None)
+            or 4 * hidden,
+            vocab=text.vocab_size,
+        )
+
+    def kv_bytes_per_token(self, element: int) -> int:
+        """Keys and values of one token over every layer."""
+        return self.layers * 2 * self.kv_heads * self.head_dim * element
+
+
+def row_bytes(shape: DecoderShape, element: int, longest_prompt: int, max_new: int) -> int:
+    """Device bytes one row of the loop takes at most, on CUDA."""
+    kv = shape.kv_bytes_per_token(element)
+    cache = kv * cache_length(longest_prompt, max_new, CUDA_CHECK_EVERY)
+    # a prefill's keys and values before they are placed, and one block's activations
+    prefill = longest_prompt * (kv + (4 * shape.hidden + 2 * shape.intermediate) * element)
+    # a step's logits (float32 at most) and the steering buffers every layer reads
+    step = 4 * shape.vocab + shape.layers * shape.hidden * element
+    return 2 * cache + prefill + step
+
+
+def rows_for(free_bytes: int, per_row: int) -> int:
+    """The largest power of two up to MAX_ROWS whose rows fit in FREE_SHARE of `free_bytes`
+    (at least 1: a single row that does not fit fails with its own error)."""
+    fit = int(FREE_SHARE * free_bytes) // max(1, per_row)
+    rows = 1
+    while rows * 2 <= min(fit, MAX_ROWS):
+        rows *= 2
+    return rows
+
+
+def free_device_bytes(device: torch.device) -> int:
+    """Bytes a CUDA device can still allocate: free to the driver plus what torch's caching
+    allocator holds unused."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def auto_rows(model: torch.nn.Module, longest_prompt: int, max_new: int) -> tuple[int, str | None]:
+    """Rows a decode step for `model` (prompts up to `longest_prompt` tokens, `max_new`
+    new ones), and on CUDA what they were sized from, in a phrase to print."""
+    devices = {p.device for p in model.parameters()}
+    if not all(d.type == "cuda" for d in devices):
+        return CPU_ROWS, None
+    element = next(model.parameters()).element_size()
+    per_row = row_bytes(DecoderShape.of(model.config), element, longest_prompt, max_new)
+    # a model split over devices holds a share of every row on each: plan by the tightest
+    free = min(free_device_bytes(d) for d in devices) * len(devices)
+    rows = rows_for(free, per_row)
+    return rows, f"{free / 2**30:.1f} GiB free, {per_row / 2**20:.1f} MiB a row"

@@ -1,0 +1,124 @@
+"""`max_batch_rows: auto`: the decode loop's memory per row against what the models and
+the loop really allocate, and the rows chosen from it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as T
+
+from decode_data import EAGER, PAD, PROMPTS
+from steerops.models import decode, decode_memory, decode_step
+from steerops.models.decode_memory import DecoderShape, auto_rows, row_bytes, rows_for
+from steerops.models.kv import states_of
+from tiny import _COMMON, ARCHS, tiny_model
+
+GIB, MIB = 2**30, 2**20
+
+
+def _forward_kv_bytes_per_token(model: torch.nn.Module, rows: int = 2, seq: int = 5) -> float:
+    """Bytes of keys and values a real forward caches, per row and token."""
+    ids = torch.arange(3, 3 + rows * seq).view(rows, seq) % 90 + 3
+    with torch.no_grad():
+        cache = model(input_ids=ids, use_cache=True).past_key_values
+    total = sum(
+        k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in states_of(cache)
+    )
+    return total / (rows * seq)
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a in decode.LOOP_ARCHITECTURES])
+def test_kv_bytes_per_token_match_a_forward(arch):
+    model = tiny_model(arch)
+    shape = DecoderShape.of(model.config)
+    assert shape.kv_bytes_per_token(4) == _forward_kv_bytes_per_token(model)
+
+
+def test_head_dim_other_than_hidden_over_heads_is_read():
+    torch.manual_seed(0)
+    config = T.Gemma3TextConfig(**_COMMON, head_dim=16)  # 4 heads of 16 in a hidden of 32
+    model = T.AutoModelForCausalLM.from_config(config).eval()
+    shape = DecoderShape.of(model.config)
+    assert shape.head_dim == 16
+    assert shape.kv_bytes_per_token(4) == _forward_kv_bytes_per_token(model)
+
+
+def test_bf16_halves_the_cache():
+    model = tiny_model("llama", dtype=torch.bfloat16)
+    assert DecoderShape.of(model.config).kv_bytes_per_token(2) == _forward_kv_bytes_per_token(model)
+
+
+def test_the_loop_allocates_the_cache_length_it_is_sized_for(monkeypatch):
+    """The loop's static cache: every layer full length, `cache_length` long, as
+    `row_bytes` counts it."""
+    model = tiny_model("gemma2")
+    made: list[decode_step.SlotState] = []
+    real = decode.slot_state
+
+    def recording(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(decode, "slot_state", recording)
+    decode.decode_greedy(
+        model,
+        PROMPTS,
+        pad_token_id=PAD,
+        stop_ids=[2],
+        max_new_tokens=7,
+        max_rows=8,
+        options=EAGER,
+    )
+    state = made[0]
+    assert state.cache_len == decode_memory.cache_length(max(map(len, PROMPTS)), 7, 1)
+    cache = sum(t.numel() * t.element_size() for t in (*state.keys, *state.values))
+    per_token = DecoderShape.of(model.config).kv_bytes_per_token(4)
+    assert cache == state.slots * state.cache_len * per_token
+
+
+def test_rows_are_the_largest_power_of_two_that_fits():
+    per_row = 10 * MIB
+    assert rows_for(10 * GIB, per_row) == 512  # 0.7 x 1,024 rows' worth = 716
+    assert rows_for(20 * GIB, per_row) == 1024  # 1,433 fit: capped
+    assert rows_for(1000 * GIB, per_row) == decode_memory.MAX_ROWS
+    assert rows_for(3 * MIB, per_row) == 1  # not even one: the loop's own error says so
+    assert rows_for(int(64 * per_row / 0.7) + 1, per_row) == 64
+    assert rows_for(int(64 * per_row / 0.7) - per_row, per_row) == 32
+
+
+def test_gemma_3_shapes_on_an_h200():
+    """A gemma-3-4b shape (bf16, the grid's prompts of up to 64 tokens, 24 new) gets the
+    1,024 rows measured fastest on an H200; a 27b shape, beside its 54 GB of weights, the
+    rows its caches leave room for."""
+    small = T.Gemma3TextConfig(
+        hidden_size=2560,
+        intermediate_size=10240,
+        num_hidden_layers=34,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=256,
+        vocab_size=262_208,
+    )
+    large = T.Gemma3TextConfig(
+        hidden_size=5376,
+        intermediate_size=21504,
+        num_hidden_layers=62,
+        num_attention_heads=32,
+        num_key_value_heads=16,
+        head_dim=128,
+        vocab_size=262_208,
+    )
+    small_row = row_bytes(DecoderShape.of(small), 2, 64, 24)
+    large_row = row_bytes(DecoderShape.of(large), 2, 64, 24)
+    # 34 layers x 2 x 4 heads x 256 x 2 bytes = 139,264 a token, over a 96-token cache: its
+    # buckets' caches are most of a row
+    cache = 139_264 * 96
+    assert 2 * cache < small_row < 4 * cache
+    assert rows_for(130 * GIB, small_row) == 1024
+    assert rows_for(85 * GIB, large_row) == 256
+    assert rows_for(20 * GIB, large_row) == 64
+
+
+def test_auto_off_cuda_is_the_cpu_default():
+    assert auto_rows(tiny_model("llama"), 40, 24) == (decode_memory.CPU_ROWS, None)
+    assert decode_memory.CPU_ROWS == 256
