@@ -11,10 +11,12 @@
 #                     vs shards written inline (no writer thread) (60 s)
 #   steer             the static loop vs the engine on HF generate at 64 and 256 distinct
 #                     configs (256 rows a step), then one profiled static pass (130 s)
-#   steer_wide        256 configs at 1,024 rows a step: the loop with its steps captured
-#                     by hand as CUDA graphs (StaticLoop(capture=True): no dynamo guards
-#                     per step) vs the static loop (about 150 s; HF generate's rate does
-#                     not depend on the config count: 6.4k new tok/s at 64, 256 and 1,024)
+#   steer_wide        256 configs at the rows `max_batch_rows: auto` picks (1,024 on an
+#                     H200 by its memory estimate; the first line says): the loop with its
+#                     steps captured by hand as CUDA graphs (StaticLoop(capture=True): no
+#                     dynamo guards per step) vs the static loop (about 150 s; HF
+#                     generate's rate does not depend on the config count: 6.4k new tok/s
+#                     at 64, 256 and 1,024)
 #   steer_sdpa_NAME   the static loop at 64 configs under each of SDPA_BACKENDS (opt-in, e.g.
 #                     SDPA_BACKENDS="default efficient math"; each compiles its step anew)
 #   extract_compiled  extraction with compiled blocks, only with EXTRACT_COMPILED=1 (60 s;
@@ -50,7 +52,7 @@ if [[ "${1:-}" == "--smoke" ]]; then
     checks=(--device cpu)
 else
     steer=(--model gemma3-4b --device cuda --configs 64,256 --max-new-tokens 64)
-    wide=(--model gemma3-4b --device cuda --configs 256 --max-new-tokens 64 --max-batch-rows 1024)
+    wide=(--model gemma3-4b --device cuda --configs 256 --max-new-tokens 64 --max-batch-rows auto)
     extract=(--device cuda)
     median=(--device cuda --batch 64 --seq 256 --hidden 2560)  # an extraction batch's layer
     checks=(--device cuda)

@@ -43,6 +43,7 @@ from torch._dynamo.utils import counters
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from steerops.models import decode
+from steerops.models.decode_memory import auto_rows
 from steerops.models.generation import cut_at_stop
 from steerops.models.resolver import resolve_layout
 from steerops.steering.engine import SteeringTable, generate_steered
@@ -363,7 +364,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompts", type=int, default=4, help="random prompts (gemma shapes)")
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=24)
-    parser.add_argument("--max-batch-rows", type=int, default=256)
+    parser.add_argument(
+        "--max-batch-rows",
+        type=lambda text: text if text == "auto" else int(text),
+        default=256,
+        help="rows a step, or auto: what steering.max_batch_rows: auto picks for this "
+        "model and device",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ways", default="static,hf,naive")
     parser.add_argument(
@@ -429,6 +436,10 @@ def run(args: argparse.Namespace) -> None:
         model, prompts, pad, stops = load_folder(args.model, args.questions, args.n_questions)
         model.to(args.device, getattr(torch, args.dtype))
     layout = resolve_layout(model)
+    if args.max_batch_rows == "auto":
+        longest = max(map(len, prompts))
+        args.max_batch_rows, sized_from = auto_rows(model, longest, args.max_new_tokens)
+        print(f"max_batch_rows auto: {args.max_batch_rows} ({sized_from or 'off CUDA'})")
     print(
         f"model {args.model} on {args.device} ({torch.get_num_threads()} threads), "
         f"{len(prompts)} questions, max_new_tokens {args.max_new_tokens}, "
