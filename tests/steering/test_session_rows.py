@@ -12,7 +12,7 @@ from steerops.steering.session import SteeringSession
 TRAIT = "toy/refusal"
 
 
-def _session(tmp_path, toy, **steering) -> SteeringSession:
+def _session(tmp_path, toy, progress: bool = False, **steering) -> SteeringSession:
     folder = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
     folder.mkdir()
     model = {"id": str(toy / "model")}
@@ -21,7 +21,7 @@ def _session(tmp_path, toy, **steering) -> SteeringSession:
         "models": {"base": model, "instruct": model},
         "steering": steering,
     }
-    return SteeringSession(load_params(write_params(folder, toy, **blocks)), TRAIT, False)
+    return SteeringSession(load_params(write_params(folder, toy, **blocks)), TRAIT, progress)
 
 
 def test_auto_is_256_on_cpu_and_a_number_is_kept(tmp_path, toy_world):
@@ -56,3 +56,16 @@ def test_auto_is_sized_once_for_the_longest_question(tmp_path, toy_world, monkey
     assert session.generate_kwargs()["max_batch_rows"] == 48
     assert session.batch_rows == 48
     assert asked == [(longest, 9)]
+
+
+def test_rows_sized_on_cuda_are_said(tmp_path, toy_world, monkeypatch, capsys):
+    monkeypatch.setattr(
+        session_module, "auto_rows", lambda *args: (512, "61.0 GiB free, 80.5 MiB a row")
+    )
+    session = _session(tmp_path, toy_world, progress=True)
+    capsys.readouterr()
+    assert session.batch_rows == 512
+    printed = capsys.readouterr().out
+    assert printed == (
+        "steer: 512 rows a decode step (max_batch_rows auto: 61.0 GiB free, 80.5 MiB a row)\n"
+    )
