@@ -89,11 +89,13 @@ def check_loop(arch: str, capture: bool = False) -> tuple[bool, str]:
 
 
 def check_auto_rows() -> tuple[bool, str]:
-    """`max_batch_rows: auto`'s memory per row, against the peak a bf16 gemma-3-like model
-    allocates above its weights while the loop decodes 256 rows (kept states, every bucket)."""
+    """`max_batch_rows: auto` on the device: the rows `auto_rows` plans from the free memory,
+    and its memory a row against the peak a bf16 gemma-3-like model allocates above its
+    weights while the loop decodes twice its rows, then a question subset with shorter
+    prompts (one cache length: `prompt_room`), states of every bucket kept."""
     import transformers as T
 
-    from steerops.models.decode_memory import DecoderShape, row_bytes
+    from steerops.models.decode_memory import DecoderShape, auto_rows, row_bytes
 
     config = T.Gemma3TextConfig(
         vocab_size=32_000, hidden_size=256, intermediate_size=1024, num_hidden_layers=6,
@@ -103,22 +105,29 @@ def check_auto_rows() -> tuple[bool, str]:
     torch.manual_seed(0)
     model = T.AutoModelForCausalLM.from_config(config).to(DEVICE, torch.bfloat16).eval()
     layout = resolve_layout(model)
+    longest, new = 40, 24
+    rows, sized_from = auto_rows(model, longest, new)
     gen = torch.Generator().manual_seed(0)
-    rows = 256
     prompts = [torch.randint(3, 31_000, (int(n),), generator=gen).tolist() for n in
-               torch.randint(20, 41, (2 * rows,), generator=gen)]  # fmt: skip
-    table = SteeringTable([[(2, unit(k % 7, 256), 4.0)] for k in range(len(prompts))])
+               torch.randint(20, longest + 1, (2 * rows,), generator=gen)]  # fmt: skip
+    prompts[0] = prompts[0][:1] * longest  # the longest question
+    additions = [[(2, unit(k % 7, 256), 4.0)] for k in range(len(prompts))]
+    options = decode.StaticLoop(backend="eager", prompt_room=longest)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     weights = torch.cuda.memory_allocated()
-    generate_steered(
-        model, layout, prompts, table, pad_token_id=0, stop_ids=[2], max_new_tokens=24,
-        loop="static", max_batch_rows=rows, loop_options=decode.StaticLoop(backend="eager"),
-    )  # fmt: skip
+    for subset in (prompts, [p[:25] for p in prompts[: rows // 2]]):
+        generate_steered(
+            model, layout, subset, SteeringTable(additions[: len(subset)]), pad_token_id=0,
+            stop_ids=[2], max_new_tokens=new, loop="static", max_batch_rows=rows,
+            loop_options=options,
+        )  # fmt: skip
     peak = (torch.cuda.max_memory_allocated() - weights) / rows
-    planned = row_bytes(DecoderShape.of(config), 2, max(map(len, prompts)), 24)
-    return peak <= planned, (
-        f"peak {peak / 2**20:.2f} MiB a row above the weights, planned {planned / 2**20:.2f}"
+    planned = row_bytes(DecoderShape.of(config), 2, longest, new)
+    ratio = peak / planned
+    return 0.25 <= ratio <= 1.0, (
+        f"auto: {rows} rows ({sized_from}); peak {peak / 2**20:.2f} MiB a row above the "
+        f"weights, {ratio:.0%} of the {planned / 2**20:.2f} planned (0.25-1 passes)"
     )
 
 

@@ -7,6 +7,8 @@
                              for the engine's decode loop, its N-th prefill)
     STEEROPS_KILL=term:N     SIGTERM (a scheduler's stop, which the stage handles) at the
                              N-th such call
+    STEEROPS_KILL=group:N    the same SIGTERM to the whole process group (the stage and its
+                             tracking process), as a scheduler sends it
     STEEROPS_KILL=count      no kill; write the number of renames and calls to
                              $STEEROPS_KILL_COUNTS at exit
 
@@ -62,6 +64,8 @@ def counted(module, name):
             die()
         if mode == "term" and counts["calls"] == n:
             os.kill(os.getpid(), signal.SIGTERM)
+        if mode == "group" and counts["calls"] == n:
+            os.killpg(os.getpgid(0), signal.SIGTERM)
         return real(*args, **kwargs)
     setattr(module, name, call)
 
@@ -93,6 +97,7 @@ def run(argv: list[str], cwd: Path, under: Path, kill: str = "") -> subprocess.C
         capture_output=True,
         text=True,
         timeout=600,
+        start_new_session=True,  # its own process group: `group` signals only it
     )
 
 

@@ -240,6 +240,32 @@ def test_an_extraction_killed_after_its_last_write_is_finished_in_mlflow(
         assert len(runs()) == (2 if status == "FINISHED" else 3), kill
 
 
+@pytest.mark.parametrize("to", ["term", "group"])
+def test_sigterm_to_the_process_group_ends_the_tracked_run_as_killed(
+    tmp_path, toy_world, monkeypatch, to
+):
+    """A scheduler's SIGTERM reaches the stage and its tracking process at once, mid
+    extraction: the tracking process outlives it and records the run KILLED as the stage
+    exits (143), and the rerun resumes under a run of its own."""
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracked = _project(tmp_path / "tracked", toy_world)
+    _run(tracked, GENERATE)
+    params = yaml.safe_load((tracked / "params.yaml").read_text())
+    params["tracking"] = {}  # on, in mlflow.db next to the params file
+    (tracked / "params.yaml").write_text(yaml.safe_dump(params))
+    calls = _points(tracked, EXTRACT)["calls"]
+    argv = [*EXTRACT, "--params", str(tracked / "params.yaml")]
+    result = killer.run(argv, tracked, tracked, f"{to}:{calls * 3 // 4}")
+    assert killer.terminated(result), (result.returncode, result.stderr[-2000:])
+    runs = functools.partial(_runs, MlflowClient(f"sqlite:///{tracked / 'mlflow.db'}"))
+    before = [r.info.status for r in runs()]  # at once: not left for a dead stage's cleanup
+    assert before[-1] == "KILLED" and set(before) <= {"FINISHED", "KILLED"}
+    _run(tracked, EXTRACT)
+    assert [r.info.status for r in runs()] == [*before, "FINISHED"]
+
+
 def _runs(client) -> list:
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(experiments, order_by=["attributes.start_time"])

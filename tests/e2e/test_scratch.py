@@ -221,11 +221,11 @@ def test_a_scratch_search_is_served_the_pipelines_grid_scores(toy_world, tmp_pat
     steered, unsteered = [], []
     real = session.SteeringSession.generate
 
-    def recording(self, prompts, configs, desc):
+    def recording(self, prompts, configs, desc, rows=None):
         if configs is None or None in configs:
             unsteered.append(desc)
         steered.extend((c.vectors[0].layer, c.coefficient) for c, _ in filter(None, configs or ()))
-        return real(self, prompts, configs, desc)
+        return real(self, prompts, configs, desc, rows)
 
     out = tmp_path / "scratch"
     # every trial counts as coherent, so choosing among them reads every trial's scores
@@ -256,9 +256,9 @@ def test_a_scratch_steer_is_served_the_pipelines_grid_scores(toy_world, tmp_path
     steered: list[tuple[int, float]] = []
     real = session.SteeringSession.generate
 
-    def recording(self, prompts, configs, desc):
+    def recording(self, prompts, configs, desc, rows=None):
         steered.extend((c.vectors[0].layer, c.coefficient) for c, _ in filter(None, configs or ()))
-        return real(self, prompts, configs, desc)
+        return real(self, prompts, configs, desc, rows)
 
     out = tmp_path / "scratch"
     argv = ["steer", "--params", str(params), "--out", str(out)]
@@ -297,9 +297,9 @@ def test_a_served_baseline_is_generated_again_once_for_all_cells(toy_world, tmp_
     descs: list[str] = []
     real = session.SteeringSession.generate
 
-    def recording(self, prompts, configs, desc):
+    def recording(self, prompts, configs, desc, rows=None):
         descs.append(desc)
-        return real(self, prompts, configs, desc)
+        return real(self, prompts, configs, desc, rows)
 
     out = tmp_path / "scratch"
     with pytest.MonkeyPatch.context() as mp:

@@ -76,6 +76,33 @@ def test_the_loop_allocates_the_cache_length_it_is_sized_for(monkeypatch):
     assert cache == state.slots * state.cache_len * per_token
 
 
+def test_calls_with_shorter_prompts_share_the_room_of_the_longest(monkeypatch):
+    """With `prompt_room`, a call whose longest prompt is shorter gets the same cache
+    length: a session's question subsets share one set of kept states and graphs."""
+    model = tiny_model("llama")
+    lengths: list[int] = []
+    real = decode.slot_state
+
+    def recording(model, slots, cache_len, *args):
+        lengths.append(cache_len)
+        return real(model, slots, cache_len, *args)
+
+    monkeypatch.setattr(decode, "slot_state", recording)
+    longest = max(map(len, PROMPTS))
+    options = decode.StaticLoop(backend=None, prompt_room=longest)
+    for prompts in (PROMPTS, PROMPTS[1:3], PROMPTS[4:5]):
+        decode.decode_greedy(
+            model, prompts, pad_token_id=PAD, stop_ids=[2], max_new_tokens=5, max_rows=8,
+            options=options,
+        )  # fmt: skip
+    assert lengths == [decode_memory.cache_length(longest, 5, 1)] * 3
+    decode.decode_greedy(
+        model, PROMPTS[4:5], pad_token_id=PAD, stop_ids=[2], max_new_tokens=5, max_rows=8,
+        options=EAGER,
+    )  # fmt: skip
+    assert lengths[-1] == decode_memory.cache_length(len(PROMPTS[4]), 5, 1) < lengths[0]
+
+
 def test_rows_are_the_largest_power_of_two_that_fits():
     per_row = 10 * MIB
     assert rows_for(10 * GIB, per_row) == 512  # 0.7 x 1,024 rows' worth = 716

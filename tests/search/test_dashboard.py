@@ -117,6 +117,11 @@ def test_the_trial_the_search_reported_is_best(searched):
     assert best["number"] == feasible[0].number
     study.record_choice(None, False)
     assert storage.get_best_trial(sid).number == feasible[-1].number
+    # a study extended after its choice (a rerun with more trials): Optuna's rule until the
+    # search chooses again among all of them
+    study.record_choice(feasible[0].number, True)
+    assert study.add_known(2, 0.31, 3.1, 10.0, 99.0, 1.0, 4)  # feasible, below the top
+    assert storage.get_best_trial(sid).number == feasible[-1].number
 
 
 def test_with_no_feasible_trial_the_least_infeasible_is_best(tmp_path):

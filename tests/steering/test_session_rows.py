@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from conftest import write_params
 from steerops.config import load_params
+from steerops.models.decode_memory import FREE_SHARE
 from steerops.steering import session as session_module
 from steerops.steering.evaluate import settings_hash
 from steerops.steering.session import SteeringSession
@@ -38,8 +39,8 @@ def test_auto_is_256_on_cpu_and_a_number_is_kept(tmp_path, toy_world):
 def test_auto_is_sized_once_for_the_longest_question(tmp_path, toy_world, monkeypatch):
     asked = []
 
-    def sized(model, longest, max_new):
-        asked.append((longest, max_new))
+    def sized(model, longest, max_new, share):
+        asked.append((longest, max_new, share))
         return 48, None
 
     monkeypatch.setattr(session_module, "auto_rows", sized)
@@ -53,9 +54,15 @@ def test_auto_is_sized_once_for_the_longest_question(tmp_path, toy_world, monkey
         )
         for q in session.questions
     )
-    assert session.generate_kwargs()["max_batch_rows"] == 48
-    assert session.batch_rows == 48
-    assert asked == [(longest, 9)]
+    kwargs = session.generate_kwargs()
+    assert kwargs["max_batch_rows"] == 48 and session.batch_rows == 48
+    assert asked == [(longest, 9, FREE_SHARE)]  # the toy judge works beside generation
+    # every call's cache has room for that question: one cache length for every subset
+    assert kwargs["loop_options"].prompt_room == longest
+    # a local judge on the steered model's device leaves it half the share
+    shared = _session(tmp_path, toy_world, max_new_tokens=9)
+    monkeypatch.setattr(shared, "judge_beside_generation", lambda: False)
+    assert shared.batch_rows == 48 and asked[-1] == (longest, 9, FREE_SHARE / 2)
 
 
 def test_rows_sized_on_cuda_are_said(tmp_path, toy_world, monkeypatch, capsys):

@@ -78,13 +78,17 @@ class StaticLoop:
     the sharing). `capture`: on CUDA with a compiled step, the `check_every` steps between
     reads of the done mask are captured by hand as one CUDA graph (`decode_graphs`; the
     step is compiled without CUDA graphs of its own) and replayed with no per-step host
-    work; elsewhere it changes nothing."""
+    work; elsewhere it changes nothing. `prompt_room`: the static cache has room for
+    prompts of at least this many tokens, so calls with shorter longest prompts (a
+    session's question subsets) share one cache length: one set of kept states and one
+    graph per slot count, not one per call."""
 
     backend: str | Callable | None = "auto"
     mode: str | None = None
     check_every: int | None = None
     share_trunk: bool = True
     capture: bool = False
+    prompt_room: int = 0
 
 
 @dataclass
@@ -173,23 +177,25 @@ def decode_greedy(
     """
     stats = stats if stats is not None else DecodeStats()
     run = Run(model, prompts, pad_token_id, stop_ids, max_new_tokens, steer, groups, stats, trunk)
-    while True:
-        try:
-            _decode(run, max_rows, options, on_progress, keeper)
-            return [run.results[i] for i in range(len(prompts))]
-        except KeyboardInterrupt as exc:
-            raise GenerationInterrupted(dict(run.results)) from exc
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            if max_rows == 1:
-                raise SteeropsError(
-                    "out of memory decoding a single row: lower "
-                    "max_new_tokens or use a smaller model"
-                ) from None
-        release(model)
-        release_memory()
-        max_rows //= 2
+    try:
+        while True:
+            try:
+                _decode(run, max_rows, options, on_progress, keeper)
+                return [run.results[i] for i in range(len(prompts))]
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if max_rows == 1:
+                    raise SteeropsError(
+                        "out of memory decoding a single row: lower "
+                        "max_new_tokens or use a smaller model"
+                    ) from None
+            release(model)
+            release_memory()
+            max_rows //= 2
+    except KeyboardInterrupt as exc:
+        release(model)  # a kept state or graph may have stopped mid-step
+        raise GenerationInterrupted(dict(run.results)) from exc
 
 
 def _decode(
@@ -221,7 +227,7 @@ def _decode(
         longest_left[j] = max(longest_left[j], longest_left[j + 1])
     cuda = run.device.type == "cuda"
     every = options.check_every or (CUDA_CHECK_EVERY if cuda else 1)
-    cache_len = cache_length(longest_left[0], run.max_new, every)
+    cache_len = cache_length(max(longest_left[0], options.prompt_room), run.max_new, every)
     width = run.max_new + 1
     backend = ("inductor" if cuda else None) if options.backend == "auto" else options.backend
     step = decode_step if backend is None else compiled_step(backend, options.mode, model)

@@ -14,6 +14,7 @@ fragmentation); a batch that still does not fit is halved (`models.batching`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 
@@ -73,10 +74,10 @@ def row_bytes(shape: DecoderShape, element: int, longest_prompt: int, max_new: i
     return 2 * cache + prefill + step
 
 
-def rows_for(free_bytes: int, per_row: int) -> int:
-    """The largest power of two up to MAX_ROWS whose rows fit in FREE_SHARE of `free_bytes`
+def rows_for(free_bytes: int, per_row: int, share: float = FREE_SHARE) -> int:
+    """The largest power of two up to MAX_ROWS whose rows fit in `share` of `free_bytes`
     (at least 1: a single row that does not fit fails with its own error)."""
-    fit = int(FREE_SHARE * free_bytes) // max(1, per_row)
+    fit = int(share * free_bytes) // max(1, per_row)
     rows = 1
     while rows * 2 <= min(fit, MAX_ROWS):
         rows *= 2
@@ -90,15 +91,23 @@ def free_device_bytes(device: torch.device) -> int:
     return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
-def auto_rows(model: torch.nn.Module, longest_prompt: int, max_new: int) -> tuple[int, str | None]:
+def auto_rows(
+    model: torch.nn.Module, longest_prompt: int, max_new: int, share: float = FREE_SHARE
+) -> tuple[int, str | None]:
     """Rows a decode step for `model` (prompts up to `longest_prompt` tokens, `max_new`
-    new ones), and on CUDA what they were sized from, in a phrase to print."""
+    new ones) planned in `share` of the free memory, and on CUDA what they were sized
+    from, in a phrase to print."""
     devices = {p.device for p in model.parameters()}
     if not all(d.type == "cuda" for d in devices):
         return CPU_ROWS, None
-    element = next(model.parameters()).element_size()
+    # the cache holds the states the decoder computes, in the embeddings' dtype (a
+    # multimodal model's first parameters may be its vision tower's)
+    element = cast(Any, model).get_input_embeddings().weight.element_size()
     per_row = row_bytes(DecoderShape.of(model.config), element, longest_prompt, max_new)
-    # a model split over devices holds a share of every row on each: plan by the tightest
+    # A model split over devices runs HF generate (the static loop covers one device) and
+    # holds a part of every row on each: planned by the tightest device.
     free = min(free_device_bytes(d) for d in devices) * len(devices)
-    rows = rows_for(free, per_row)
-    return rows, f"{free / 2**30:.1f} GiB free, {per_row / 2**20:.1f} MiB a row"
+    rows = rows_for(free, per_row, share)
+    return rows, (
+        f"{free / 2**30:.1f} GiB free, {share:.0%} planned at {per_row / 2**20:.1f} MiB a row"
+    )

@@ -194,7 +194,7 @@ class GenerationInterrupted(KeyboardInterrupt):
     {row index in the call: new tokens}, so a caller can keep them."""
 
     def __init__(self, finished: dict[int, list[int]]):
-        super().__init__()
+        super().__init__(finished)  # in args too: the exception pickles and copies
         self.finished = finished
 
 

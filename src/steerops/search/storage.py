@@ -199,8 +199,9 @@ class WorkerJournalStorage(_Holder, JournalStorage):
 
 class _FeasibleBest:
     """A storage whose best trial is the one the search reported (study user attr
-    `chosen_trial`: its own choice breaks ties and needs an effect beyond the interval),
-    else, before a search has chosen or when nothing qualified, the best feasible one
+    `chosen_trial`: its own choice breaks ties and needs an effect beyond the interval)
+    while the study holds the trials it chose among, else (before a search has chosen,
+    when nothing qualified, while an extended study runs) the best feasible one
     (Optuna's `Study.best_trial` rule; the storage's own `get_best_trial`, which
     optuna-dashboard shows, ignores constraints). With none feasible, the least infeasible.
     Its trials also carry their constraints in the list form optuna-dashboard reads
@@ -218,9 +219,10 @@ class _FeasibleBest:
         trials = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
         if not trials:
             raise ValueError("No trials are completed yet.")
-        chosen = self.get_study_user_attrs(study_id).get("chosen_trial")
+        attrs = self.get_study_user_attrs(study_id)
+        chosen = attrs.get("chosen_trial")
         reported = [t for t in trials if chosen is not None and t.number == chosen]
-        if reported:
+        if reported and attrs.get("chosen_among") == len(trials):
             return reported[0]
         sign = 1.0 if self.get_study_directions(study_id)[0].name == "MAXIMIZE" else -1.0
 

@@ -346,6 +346,9 @@ class SearchStudy:
         study's best trial, plain optuna-dashboard beside its own notion of best."""
         self.study.set_user_attr("chosen_trial", number)
         self.study.set_user_attr("chosen_is_feasible", feasible)
+        # the choice holds for these trials: a study extended since shows Optuna's rule
+        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        self.study.set_user_attr("chosen_among", len(complete))
 
     # ---- seeding the study ----------------------------------------------------------------
     def enqueue_startup(self) -> None:

@@ -96,7 +96,8 @@ class SteeringEvaluator:
             raise SteeropsError(f"trait {session.trait!r}: no steering questions to evaluate")
         self.results_dir = Path(results_dir) if results_dir is not None else None
         cell = baselines_file(session.params.out, session.trait, session.variant).parent
-        self.in_flight = RowsInFlight((self.results_dir or cell) / IN_FLIGHT_FILE)
+        folder = self.results_dir or cell
+        self.in_flight = RowsInFlight(folder / IN_FLIGHT_FILE, lock=folder / BASELINES_FILE)
         self.read_also = tuple(Path(p) for p in read_also)
         self.settings = session.settings(self.questions)
         self.settings_hash = settings_hash(self.settings)
@@ -171,8 +172,9 @@ class SteeringEvaluator:
         found = self._logged_baseline()
         if found is not None:
             return found
-        ids = self.session.generate(self._prompt_ids, [None], desc="steer: baseline")
+        ids, _, keys = self._generate_chunk([None], "steer: baseline")
         self._set_baseline(self.session.score(self.questions, [ids])[0])
+        self.in_flight.discard(keys)
         return self._baseline  # type: ignore[return-value]
 
     def served(self, configs: list[Config]) -> list[bool]:
@@ -232,7 +234,7 @@ class SteeringEvaluator:
         rows = self.session.batch_rows
         per_chunk = max(1, _CHUNK_SUB_BATCHES * rows // len(self.questions))
 
-        def judge_and_log(chunk, ids, seconds: float) -> None:
+        def judge_and_log(chunk, ids, seconds: float, keys: list[str]) -> None:
             generated = self._score_chunk(chunk, ids)
             done: dict[str, tuple[Config, tuple[float, ...], ConfigResult]] = {}
             chunk_configs = [entry for entry in chunk if entry is not None]
@@ -244,12 +246,14 @@ class SteeringEvaluator:
                         done[key] = (configs[i], weights[i], twin)
                     results[i] = done[key][2]
             self._log(list(done.values()), seconds)
+            self.in_flight.discard(keys)  # logged: no longer in flight
 
         # One chunk is judged and logged while the next one generates (the judge is its own
         # model or an endpoint, never the steered model); one at a time, in order, so the
         # log grows as without the overlap. An interrupt waits for the chunk being judged,
         # which is then logged, unless the judge can stop (an endpoint: its queued requests
-        # would take minutes); its answers so far are cached, so a rerun judges the rest.
+        # would take minutes); its answers so far are cached, and the rows of every chunk
+        # not logged are in flight on disk, so a rerun judges the rest.
         with ThreadPoolExecutor(1, thread_name_prefix="steer-judge") as judging:
             judged: Future | None = None
             try:
@@ -257,20 +261,18 @@ class SteeringEvaluator:
                     chunk = pending[start : start + per_chunk]
                     if judged is not None and judged.done():
                         judged.result()  # a judge that already failed stops before generating
-                    ids, seconds = self._generate_chunk(chunk)
+                    ids, seconds, keys = self._generate_chunk(chunk)
                     if judged is not None:
                         judged.result()  # the previous chunk's errors surface here
                     if self.overlap:
-                        judged = judging.submit(judge_and_log, chunk, ids, seconds)
+                        judged = judging.submit(judge_and_log, chunk, ids, seconds, keys)
                     else:
-                        judge_and_log(chunk, ids, seconds)
+                        judge_and_log(chunk, ids, seconds, keys)
                 if judged is not None:
                     judged.result()
             except KeyboardInterrupt:
                 self._stop_judging(judged)
                 raise
-        if pending:  # every row generated is judged and logged: none is in flight
-            self.in_flight.clear()
         self._refresh_baselines(configs)
         return results  # type: ignore[return-value]
 
@@ -307,7 +309,12 @@ class SteeringEvaluator:
                 f"steer: generating again the responses of {len(chunk)} served config"
                 f"{'s' if len(chunk) != 1 else ''} for their files (scores stay as logged)"
             )
-        return self._score_chunk(chunk, self._generate_chunk(chunk)[0]) if chunk else []
+        if not chunk:
+            return []
+        ids, _, keys = self._generate_chunk(chunk)
+        results = self._score_chunk(chunk, ids)
+        self.in_flight.discard(keys)  # scored for the caller's files; nothing is logged
+        return results
 
     def _logged_baseline(self) -> ConfigResult | None:
         """The baseline already known: this evaluator's, or one a log holds."""
@@ -356,8 +363,9 @@ class SteeringEvaluator:
         if base.responses:
             return base
         if self._baseline_texts is None:
-            ids = self.session.generate(self._prompt_ids, [None], desc="steer: baseline responses")
+            ids, _, keys = self._generate_chunk([None], "steer: baseline responses")
             fresh = self.session.score(self.questions, [ids])[0]
+            self.in_flight.discard(keys)
             fresh.scores = _scores(fresh)
             self._baseline_texts = fresh
         return self._baseline_texts
@@ -440,17 +448,21 @@ class SteeringEvaluator:
             },
         }
 
-    def _generate_chunk(self, chunk: list[Chunked]) -> tuple[list[list[int]], float]:
-        """Every config (None: the baseline) x question of `chunk` generated (but rows an
-        interrupted run had finished: `in_flight`), and the seconds it took."""
+    def _generate_chunk(
+        self, chunk: list[Chunked], desc: str | None = None
+    ) -> tuple[list[list[int]], float, list[str]]:
+        """Every config (None: the baseline) x question of `chunk` generated, but rows in
+        flight from an interrupted run; the seconds it took; the rows' keys, in flight until
+        the caller has logged or written them (`in_flight`)."""
         started = time.perf_counter()
         prompts = self._prompt_ids
         rows = [(k, q) for k in range(len(chunk)) for q in range(len(prompts))]
         keys = [self._row_key(chunk[k], prompts[q]) for k, q in rows]
         saved = self.in_flight.load()
         todo = [r for r, key in enumerate(keys) if key not in saved]
-        configs = sum(entry is not None for entry in chunk)
-        desc = f"steer: {configs} configs" + (" and the baseline" if None in chunk else "")
+        if desc is None:
+            configs = sum(entry is not None for entry in chunk)
+            desc = f"steer: {configs} configs" + (" and the baseline" if None in chunk else "")
         if len(todo) < len(rows) and self.session.progress:
             print(f"steer: {len(rows) - len(todo)} rows kept from an interrupted run")
         try:
@@ -458,12 +470,13 @@ class SteeringEvaluator:
                 self.session.generate(prompts, chunk, desc, [rows[r] for r in todo]) if todo else []
             )
         except GenerationInterrupted as stop:
-            self.in_flight.add({keys[todo[i]]: ids for i, ids in stop.finished.items()})
+            self.in_flight.keep({keys[todo[i]]: ids for i, ids in stop.finished.items()})
             raise
+        self.in_flight.keep({keys[r]: tokens for r, tokens in zip(todo, new, strict=True)})
         ids = [saved.get(key) for key in keys]
         for r, tokens in zip(todo, new, strict=True):
             ids[r] = tokens
-        return ids, time.perf_counter() - started  # type: ignore[return-value]
+        return ids, time.perf_counter() - started, keys  # type: ignore[return-value]
 
     def _row_key(self, entry: Chunked, prompt: list[int]) -> str:
         content = "baseline" if entry is None else self._content_key(*entry)

@@ -1,21 +1,25 @@
-"""Rows generated before an interrupt whose chunk was never judged: kept, so that the rerun
-generates only the rest of the chunk.
+"""Rows generated but not yet judged and logged: kept on disk, so that a rerun after an
+interrupt generates only what it does not have.
 
-Steering generates and judges configs a chunk at a time; results are logged per chunk. An
-interrupt (Ctrl-C, or a scheduler's SIGTERM) in the middle of a chunk's generation used to
-lose every row the chunk had finished. Those rows are appended to `rows_in_flight.jsonl`
-beside the results they belong to, each under a key of everything its tokens depend on
-(the evaluation's settings hash, the config's vectors and weights, the prompt's token
-ids), and taken from there by the next run. The file is removed once an evaluation has
-logged everything it generated.
+Steering generates and judges configs a chunk at a time, and logs results per chunk. Each
+chunk's rows are appended to `rows_in_flight.jsonl` beside the results they belong to as
+soon as they are generated, and removed once the chunk is logged; an interrupt (Ctrl-C, a
+scheduler's SIGTERM) in the middle of a generation adds the rows that had finished. A row
+is filed under a key of what its tokens depend on, as the results logs see it (the
+evaluation's settings hash, the config's vectors and weights, the prompt's token ids;
+like a logged score, not the loop, device or batch it was generated in). Evaluations that
+share the folder (a search's selection and held-out halves, a study's workers) share the
+file; each removes only its own keys, and the file goes when it is empty.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
-from steerops.io import text_md5
+from steerops.io import text_md5, write_text
+from steerops.steering.store import locked
 
 IN_FLIGHT_FILE = "rows_in_flight.jsonl"
 
@@ -27,15 +31,20 @@ def row_key(settings_hash: str, content: str, prompt: list[int]) -> str:
 
 
 class RowsInFlight:
-    def __init__(self, path: Path):
-        self.path = path
+    """The rows file at `path`; writers serialize on the folder's lock file `lock` (the
+    baselines log's, so the outputs gain no file of their own)."""
+
+    def __init__(self, path: Path, lock: Path):
+        self.path, self.lock = path, lock
 
     def load(self) -> dict[str, list[int]]:
         """{row key: new tokens}; a line torn by a kill is skipped."""
-        if not self.path.exists():
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return {}
         rows = {}
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for line in text.splitlines():
             try:
                 entry = json.loads(line)
                 rows[str(entry["key"])] = [int(t) for t in entry["tokens"]]
@@ -43,14 +52,24 @@ class RowsInFlight:
                 continue  # only ever a hint: a row not found is generated again
         return rows
 
-    def add(self, rows: dict[str, list[int]]) -> None:
-        """Append `rows` in one write (a second writer's lines stay whole beside them)."""
+    def keep(self, rows: dict[str, list[int]]) -> None:
         if not rows:
             return
         text = "".join(json.dumps({"key": k, "tokens": v}) + "\n" for k, v in rows.items())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
+        with locked(self.lock), open(self.path, "a", encoding="utf-8") as f:
             f.write(text)
 
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+    def discard(self, keys: Iterable[str]) -> None:
+        """Drop `keys` (their rows are logged now); the file goes when nothing is left."""
+        drop = set(keys)
+        if not drop or not self.path.exists():
+            return
+        with locked(self.lock):
+            rest = {k: v for k, v in self.load().items() if k not in drop}
+            if rest:
+                write_text(
+                    self.path,
+                    "".join(json.dumps({"key": k, "tokens": v}) + "\n" for k, v in rest.items()),
+                )
+            else:
+                self.path.unlink(missing_ok=True)

@@ -107,6 +107,8 @@ def log_cell(
             **cell,
             "layers": layers,
             "coefficients": cfg.coefficients,
+            # rows a decode step, as `max_batch_rows` resolved (auto: by free memory on CUDA)
+            "batch_rows": evaluator.session.batch_rows,
             **{k: metrics.get(k) for k in SETTING_KEYS if k != "settings_hash"},
         }
     )

@@ -18,7 +18,8 @@ from steerops.io import text_md5
 from steerops.judges.base import n_unanswered
 from steerops.models import unsteered
 from steerops.models.chat_template import chat_template
-from steerops.models.decode_memory import auto_rows
+from steerops.models.decode import StaticLoop
+from steerops.models.decode_memory import FREE_SHARE, auto_rows
 from steerops.models.generation import encode_prompt, pad_id, render_prompts, stop_token_ids
 from steerops.models.loading import load_model, model_fingerprint
 from steerops.specs import Layers
@@ -116,19 +117,31 @@ class SteeringSession:
             "max_batch_rows": self.batch_rows,
             "cache_implementation": cfg.cache_implementation,
             "loop": cfg.loop,
+            # every call's cache has room for the longest question: one cache length, so one
+            # set of kept states and graphs serves every question subset of the session
+            "loop_options": StaticLoop(prompt_room=self.longest_prompt),
             "progress": self.progress,
         }
 
     @functools.cached_property
+    def longest_prompt(self) -> int:
+        """Tokens of the trait's longest steering question as the model reads it."""
+        return max(len(p) for p in self.encode(self.questions))
+
+    @functools.cached_property
     def batch_rows(self) -> int:
-        """`steering.max_batch_rows`, with auto sized once for the trait's longest question:
-        every evaluation then runs the same slot counts (one compiled graph each), even
-        though the caches they keep take memory the next sizing would see as used."""
+        """`steering.max_batch_rows`, with auto sized once, for the trait's longest question
+        (every evaluation then runs the same slot counts, one compiled graph each, where
+        a second sizing would see the first one's kept caches as used). A local judge on
+        the steered model's device works while those caches are kept: it leaves half the
+        share of free memory to the judge."""
         cfg = self.params.steering
         if cfg.max_batch_rows != "auto":
             return cfg.max_batch_rows
-        longest = max(len(p) for p in self.encode(self.questions))
-        rows, sized_from = auto_rows(self.loaded.model, longest, cfg.max_new_tokens)
+        share = FREE_SHARE if self.judge_beside_generation() else FREE_SHARE / 2
+        rows, sized_from = auto_rows(
+            self.loaded.model, self.longest_prompt, cfg.max_new_tokens, share
+        )
         if sized_from is not None and self.progress:
             print(f"steer: {rows:,} rows a decode step (max_batch_rows auto: {sized_from})")
         return rows

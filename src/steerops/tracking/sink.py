@@ -2,7 +2,7 @@
 
 A stage records runs, params, metrics, tags, artifacts, tables and datasets as plain
 operations (JSON-able dicts, below) and hands them to `Sink`, which passes them as JSON
-lines to a process of its own (`python -m steerops.tracking.worker`). That process imports
+lines to a process of its own (`steerops.tracking.worker`). That process imports
 MLflow, opens the store, reconciles what earlier runs left behind and sends the operations
 in order, each run's values in one `log_batch`: the import, the store and the requests cost
 the stage no time on its own core and hold no lock the stage needs. The stage waits for it
@@ -40,6 +40,17 @@ MAX_PER_BATCH = 100  # MLflow's limit on params and on tags per log_batch
 MAX_METRICS = 900  # and on entities per log_batch (1000), leaving room for the rest
 
 
+# The worker's signals are set before anything imports: a Ctrl-C or SIGTERM sent to the
+# process group while it starts (a second tracked run of one invocation starts its own)
+# must not kill it before it can end the stage's runs (`worker.main` says how it handles
+# them from then on).
+_LAUNCH_WORKER = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "from steerops.tracking.worker import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
 class Sink:
     def __init__(
         self, uri: str, experiment: str, description: str, journal_dir: Path, held: bool = False
@@ -61,7 +72,7 @@ class Sink:
             "journal_dir": str(journal_dir),
         }
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "steerops.tracking.worker", json.dumps(config)],
+            [sys.executable, "-c", _LAUNCH_WORKER, json.dumps(config)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -1,7 +1,8 @@
-"""`python -m steerops.tracking.worker CONFIG`: the process that sends a stage's tracking
-operations to MLflow (see `sink`). It reads operations as JSON lines on stdin and answers
+"""The process that sends a stage's tracking operations to MLflow (see `sink`, which starts
+it with its signals already set). It reads operations as JSON lines on stdin and answers
 on stdout: {"experiment_id"}, {"created", "run_id"} per run, {"failure"} once, {"busy_s"}
-at the end. It ignores Ctrl-C (the stage ends its runs itself); when its input ends without
+at the end. It ignores Ctrl-C and outlives a first SIGTERM (the stage ends its runs
+itself); when its input ends without
 {"op": "close"}, the stage died, and it ends the stage's open runs: FINISHED when the outputs
 a run named are complete (`completion`), else KILLED.
 """
@@ -166,12 +167,16 @@ def say(**message: Any) -> None:
         pass
 
 
+def _outlive_once(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str]) -> int:
     # Ctrl-C and a scheduler's SIGTERM reach the whole process group: the stage handles
-    # them and still sends its last runs' ends here, so this process waits for its stdin
-    # to close instead of dying with them.
+    # them and still sends its last runs' ends here, so this process outlives the first
+    # SIGTERM and ends when its stdin closes (a second SIGTERM ends it at once).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _outlive_once)
     Worker(json.loads(argv[0])).serve(sys.stdin)
     return 0
 
