@@ -1,4 +1,5 @@
-"""The `norm` unit's per-layer statistics: the prompt median, three exact ways (four).
+"""The `norm` unit's per-layer statistics: the prompt median, three exact ways (four), and
+the massive-token rule it serves, by the median's sort or by bisection over the peaks.
 
 Extraction computes `token_norm_stats` for every layer of every batch. Its costly part is
 each row's median |x| over the prompt's tokens and all dims: sorted (`prompt_median`:
@@ -9,6 +10,9 @@ CPUs at extraction's shapes (docs/benchmarks.md), so extraction sorts and they l
 as the record. `--compiled` adds the bisection under torch.compile (each pass one fused
 counting reduction; slower too on the H200; its first call compiles for tens of seconds).
 The ways run on the same random batch, rotate `--repeats` times, and must agree exactly.
+The rule only asks whether each token's peak exceeds ratio x the median, so it needs no
+median (`massive_by_peaks`: a bisection over each row's sorted peaks, each step one count);
+not used by extraction until a device shows it faster than the sort.
 
     python bench/token_norm.py                          # CPU, a SmolLM2-sized batch
     python bench/token_norm.py --device cuda --batch 64 --seq 256 --hidden 2560  # gemma-3-4b
@@ -77,6 +81,69 @@ def bisected_median(magnitude: torch.Tensor, prompt: torch.Tensor) -> torch.Tens
     return torch.where(rank > 0, median, float("nan"))
 
 
+def massive_by_sort(magnitude, prompt, threshold: float, ratio: float) -> torch.Tensor:
+    """`token_norm_stats`'s massive tokens [batch, seq]: the peak over `threshold` and over
+    `ratio` x the row's prompt median (the sort)."""
+    peak = magnitude.amax(-1).float()
+    median = prompt_median(magnitude, prompt).float()
+    return (peak > threshold) & (peak > ratio * median[:, None])
+
+
+def massive_by_peaks(magnitude, prompt, threshold: float, ratio: float) -> torch.Tensor:
+    """The same tokens with no median: `fl(ratio x m) < peak` holds for the lower median m
+    exactly when at least rank = (n + 1) // 2 of the row's values v have
+    `fl(ratio x v) < peak` (float32 rounding keeps the product monotone in v), and that
+    count only grows with the peak. So the tokens are those whose peak reaches the
+    smallest of the row's sorted peaks that passes: a bisection over them, about 9
+    counting passes over the values for 256 tokens, and no host synchronisation."""
+    peak = magnitude.amax(-1).float()  # [batch, seq]; NaN for a token with a NaN
+    valid = prompt[..., None] & ~magnitude.isnan()
+    scaled = torch.where(valid, magnitude.float() * ratio, float("inf")).flatten(1)
+    rank = torch.div(valid.flatten(1).sum(-1) + 1, 2, rounding_mode="floor")
+    # NaN peaks are never massive: searched as -inf, so the predicate stays monotone
+    ordered = peak.nan_to_num(nan=float("-inf")).sort(-1).values
+    lo = torch.full_like(rank, -1)  # ordered[lo] fails (-1: before the first)
+    hi = torch.full_like(rank, ordered.shape[1])  # ordered[hi] passes (seq: past the last)
+    for _ in range(ordered.shape[1].bit_length()):
+        mid = (lo + hi) // 2
+        at = ordered.gather(1, mid.clamp(0, ordered.shape[1] - 1)[:, None])
+        inside = (mid >= 0) & (mid < ordered.shape[1])  # converged rows look at lo
+        passes = ((scaled < at).sum(-1) >= rank) & inside
+        hi, lo = torch.where(passes, mid, hi), torch.where(passes, lo, mid)
+    cut = ordered.gather(1, hi.clamp(max=ordered.shape[1] - 1)[:, None])
+    found = (hi < ordered.shape[1]) & (rank > 0)
+    return (peak > threshold) & (peak >= cut) & found[:, None]
+
+
+def compare_massive(args, magnitude, prompt, sync) -> bool:
+    """The massive-token rule by the sort and by bisection over the peaks: same tokens, and
+    their times, alternating. Tokens are planted so about half the planted ones pass."""
+    threshold, ratio = 100.0, 1000.0
+    planted = magnitude.clone()
+    gen = torch.Generator(device=args.device).manual_seed(1)
+    rows = torch.arange(args.batch, device=args.device)
+    median = prompt_median(planted, prompt).float()
+    for token in (-1, 0, args.seq // 2):  # a prompt's first tokens sit at the left padding
+        scale = torch.rand(args.batch, generator=gen, device=args.device) * 1.0 + 0.5
+        planted[rows, token, 7] = (ratio * median * scale).to(planted.dtype)
+    ways = {"sort": massive_by_sort, "peaks": massive_by_peaks}
+    got = {name: way(planted, prompt, threshold, ratio) for name, way in ways.items()}
+    same = torch.equal(got["sort"], got["peaks"])
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
+    for rep in range(args.repeats):
+        for name in list(ways)[rep % 2 :] + list(ways)[: rep % 2]:
+            sync()
+            start = time.perf_counter()
+            ways[name](planted, prompt, threshold, ratio)
+            sync()
+            seconds[name].append(time.perf_counter() - start)
+    print(f"massive tokens ({int(got['sort'].sum())} of {got['sort'].numel()}), identical: {same}")
+    for name, values in seconds.items():
+        print(f"{name:>10}: {spread([1e3 * v for v in values], '.2f', ' ms')}")
+    print(f"sort / peaks: {spread(ratios(seconds['sort'], seconds['peaks']), '.2f', 'x')}")
+    return same
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -125,11 +192,12 @@ def main() -> None:
             f"{name:>10}: {1e3 * statistics.median(values):9.2f} ms median "
             f"[{1e3 * min(values):.2f}-{1e3 * max(values):.2f}] of {len(values)}"
         )
-    if not same:
-        raise SystemExit("the ways disagree")
     for name in names[1:]:
         paired = ratios(seconds["nanmedian"], seconds[name])
         print(f"nanmedian / {name}: {spread(paired, '.2f', 'x')}")
+    massive_same = compare_massive(args, magnitude, prompt, sync)
+    if not (same and massive_same):
+        raise SystemExit("the ways disagree")
 
 
 if __name__ == "__main__":
