@@ -101,6 +101,12 @@ def test_calls_with_shorter_prompts_share_the_room_of_the_longest(monkeypatch):
         options=EAGER,
     )  # fmt: skip
     assert lengths[-1] == decode_memory.cache_length(len(PROMPTS[4]), 5, 1) < lengths[0]
+    short = decode.StaticLoop(backend=None, prompt_room=3)  # room below the longest: no effect
+    decode.decode_greedy(
+        model, PROMPTS, pad_token_id=PAD, stop_ids=[2], max_new_tokens=5, max_rows=8,
+        options=short,
+    )  # fmt: skip
+    assert lengths[-1] == lengths[0]
 
 
 def test_rows_are_the_largest_power_of_two_that_fits():

@@ -59,7 +59,7 @@ class SteeringConfig(Strict):
     max_batch_rows: int | Literal["auto"] = Field(
         "auto",
         description="rows decoded at once (halved on out-of-memory); auto: 256 off CUDA, on "
-        "CUDA what free memory holds, up to 1,024",
+        "CUDA what 70% of the free memory holds (35% beside a local judge), up to 1,024",
     )
     loop: Literal["static", "hf"] = Field(
         "static",

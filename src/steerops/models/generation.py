@@ -197,6 +197,9 @@ class GenerationInterrupted(KeyboardInterrupt):
         super().__init__(finished)  # in args too: the exception pickles and copies
         self.finished = finished
 
+    def __str__(self) -> str:
+        return f"generation interrupted with {len(self.finished)} rows finished"
+
 
 def cut_at_stop(ids: list[int], stops: Sequence[int]) -> tuple[list[int], bool]:
     """The tokens before the first stop id, and whether one was found."""

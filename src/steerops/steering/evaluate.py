@@ -97,7 +97,7 @@ class SteeringEvaluator:
         self.results_dir = Path(results_dir) if results_dir is not None else None
         cell = baselines_file(session.params.out, session.trait, session.variant).parent
         folder = self.results_dir or cell
-        self.in_flight = RowsInFlight(folder / IN_FLIGHT_FILE, lock=folder / BASELINES_FILE)
+        self.in_flight = RowsInFlight(folder / IN_FLIGHT_FILE)
         self.read_also = tuple(Path(p) for p in read_also)
         self.settings = session.settings(self.questions)
         self.settings_hash = settings_hash(self.settings)
@@ -273,6 +273,10 @@ class SteeringEvaluator:
             except KeyboardInterrupt:
                 self._stop_judging(judged)
                 raise
+        if self.in_flight.path.exists():  # rows logged just before an interrupt: served now
+            self.in_flight.discard(
+                self._row_keys([None, *((configs[i], weights[i]) for i in served)])
+            )
         self._refresh_baselines(configs)
         return results  # type: ignore[return-value]
 
@@ -457,7 +461,7 @@ class SteeringEvaluator:
         started = time.perf_counter()
         prompts = self._prompt_ids
         rows = [(k, q) for k in range(len(chunk)) for q in range(len(prompts))]
-        keys = [self._row_key(chunk[k], prompts[q]) for k, q in rows]
+        keys = self._row_keys(chunk)
         saved = self.in_flight.load()
         todo = [r for r, key in enumerate(keys) if key not in saved]
         if desc is None:
@@ -478,9 +482,13 @@ class SteeringEvaluator:
             ids[r] = tokens
         return ids, time.perf_counter() - started, keys  # type: ignore[return-value]
 
-    def _row_key(self, entry: Chunked, prompt: list[int]) -> str:
-        content = "baseline" if entry is None else self._content_key(*entry)
-        return row_key(self.settings_hash, content, prompt)
+    def _row_keys(self, chunk: list[Chunked]) -> list[str]:
+        """The in-flight keys of every config (None: the baseline) x question of `chunk`."""
+        keys = []
+        for entry in chunk:
+            content = "baseline" if entry is None else self._content_key(*entry)
+            keys += [row_key(self.settings_hash, content, p) for p in self._prompt_ids]
+        return keys
 
     def _score_chunk(self, chunk: list[Chunked], ids: list[list[int]]) -> list[ConfigResult]:
         """The chunk's configs judged, with their deltas to the baseline; a baseline in the

@@ -378,7 +378,7 @@ class ResultsLog:
         text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with locked(self.path), open(self.path, "a+b") as f:
-            _drop_torn_tail(f)
+            drop_torn_tail(f)
             f.write(text.encode("utf-8"))
             f.flush()
         self.entries = self.entries + entries
@@ -401,7 +401,7 @@ def locked(path: Path) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _drop_torn_tail(f) -> None:
+def drop_torn_tail(f) -> None:
     """Cut a last line with no newline (a write torn by a kill; under the lock no live
     writer is mid-line)."""
     f.seek(0, 2)

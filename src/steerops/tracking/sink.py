@@ -24,13 +24,16 @@ Operations (`run` is a key local to this invocation; MLflow's id is known once c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +50,27 @@ MAX_METRICS = 900  # and on entities per log_batch (1000), leaving room for the 
 _LAUNCH_WORKER = (
     "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
     "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "hasattr(signal, 'pthread_sigmask') and "
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM}); "
     "from steerops.tracking.worker import main; sys.exit(main(sys.argv[1:]))"
 )
+_STOPS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _stops_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM blocked in this thread while it starts the worker, which inherits
+    the mask and unblocks them once it ignores them: one sent before that is dropped, not
+    fatal to it. The stage still gets them (another thread takes the signal, and Python
+    runs its handler in the main thread once this one unblocks)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 class Sink:
@@ -71,13 +93,14 @@ class Sink:
             "description": description,
             "journal_dir": str(journal_dir),
         }
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCH_WORKER, json.dumps(config)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=_worker_env(),
-        )
+        with _stops_held():
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", _LAUNCH_WORKER, json.dumps(config)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=_worker_env(),
+            )
         self._out: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._write, name="steerops-tracking-out", daemon=True).start()
         threading.Thread(target=self._read, name="steerops-tracking-in", daemon=True).start()
