@@ -557,7 +557,7 @@ def test_rows_finished_before_an_interrupt_are_not_generated_again(
         evaluator("cut").evaluate(configs)
     monkeypatch.setattr(decode_run.Run, "harvest", harvest)
     in_flight = tmp_path / "cut" / IN_FLIGHT_FILE
-    kept = len(RowsInFlight(in_flight).load())
+    kept = len(RowsInFlight(in_flight, tmp_path).load())
     assert 5 <= kept < 16
     assert not (tmp_path / "cut" / "results.jsonl").exists()  # nothing judged or logged
     calls = _count_generations(monkeypatch)
@@ -605,7 +605,7 @@ def test_an_interrupt_while_judging_keeps_the_generated_chunk(
         ev.evaluate(configs)
     monkeypatch.setattr(session, "score", score)
     in_flight = tmp_path / "cut" / IN_FLIGHT_FILE
-    assert len(RowsInFlight(in_flight).load()) == 16
+    assert len(RowsInFlight(in_flight, tmp_path).load()) == 16
     calls = _count_generations(monkeypatch)
     again = SteeringEvaluator(session, questions, results_dir=tmp_path / "cut", overlap=overlap)
     whole = SteeringEvaluator(session, questions, results_dir=tmp_path / "whole")
@@ -635,7 +635,7 @@ def test_rows_logged_just_before_an_interrupt_go_with_the_rerun(steered, tmp_pat
         ev.evaluate(configs)
     monkeypatch.setattr(RowsInFlight, "discard", discard)
     in_flight = tmp_path / "cut" / IN_FLIGHT_FILE
-    assert len(RowsInFlight(in_flight).load()) == 16
+    assert len(RowsInFlight(in_flight, tmp_path).load()) == 16
     again = SteeringEvaluator(session, questions, results_dir=tmp_path / "cut")
     assert all(r.cached for r in again.evaluate(configs))
     assert not in_flight.exists()
@@ -666,10 +666,10 @@ def test_evaluations_sharing_a_folder_keep_each_others_rows(steered, tmp_path, m
         held.evaluate(configs)
     monkeypatch.setattr(decode_run.Run, "harvest", harvest)
     in_flight = tmp_path / "s" / IN_FLIGHT_FILE
-    kept = RowsInFlight(in_flight).load()
+    kept = RowsInFlight(in_flight, tmp_path).load()
     assert len(kept) >= 5
     sel.evaluate(configs[:1])
-    assert RowsInFlight(in_flight).load() == kept  # the held-out rows are still there
+    assert RowsInFlight(in_flight, tmp_path).load() == kept  # the held-out rows are still there
     calls = _count_generations(monkeypatch)
     done = held.evaluate(configs)
     assert sum(calls) == 16 - len(kept) and not in_flight.exists()
@@ -680,6 +680,12 @@ def test_evaluations_sharing_a_folder_keep_each_others_rows(steered, tmp_path, m
     assert in_flight.exists()
     held.responses(done)
     assert not in_flight.exists()
+    # no file of its own stays in the outputs, a lock file neither (the baselines are the
+    # grid's: this folder has no baselines log)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        "results.jsonl",
+        "results.jsonl.lock",
+    ]
 
 
 def test_evaluator_weights_and_results(steered, tmp_path):

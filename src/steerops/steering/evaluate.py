@@ -97,7 +97,7 @@ class SteeringEvaluator:
         self.results_dir = Path(results_dir) if results_dir is not None else None
         cell = baselines_file(session.params.out, session.trait, session.variant).parent
         folder = self.results_dir or cell
-        self.in_flight = RowsInFlight(folder / IN_FLIGHT_FILE)
+        self.in_flight = RowsInFlight(folder / IN_FLIGHT_FILE, session.params.root)
         self.read_also = tuple(Path(p) for p in read_also)
         self.settings = session.settings(self.questions)
         self.settings_hash = settings_hash(self.settings)

@@ -9,29 +9,26 @@ is filed under a key of what its tokens depend on, as the results logs see it (t
 evaluation's settings hash, the config's vectors and weights, the prompt's token ids;
 like a logged score, not the loop, device or batch it was generated in). Evaluations that
 share the folder (a search's selection and held-out halves, a study's workers) share the
-file; each removes only its own keys, and the file goes when it is empty. Writers lock the
-folder itself (no lock file joins the outputs) and, within a process, one mutex.
+file; each removes only its own keys, and the file goes when it is empty. Writers take a
+lock file kept out of the outputs (`.steerops/locks/` beside the params file) and, within
+a process, one mutex (a file lock on NFS may not exclude threads).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from steerops.io import text_md5, write_text
-from steerops.steering.store import drop_torn_tail
-
-try:
-    import fcntl
-except ImportError:  # Windows: one process at a time
-    fcntl = None  # type: ignore[assignment]
+from steerops.steering.store import drop_torn_tail, locked
+from steerops.workspace import lasting_folder
 
 IN_FLIGHT_FILE = "rows_in_flight.jsonl"
-_IN_PROCESS = threading.Lock()  # a folder lock on NFS may not exclude threads of one process
+LOCKS_DIR = ".steerops/locks"  # next to the params file (`workspace.lasting_folder`)
+_IN_PROCESS = threading.Lock()
 
 
 def row_key(settings_hash: str, content: str, prompt: list[int]) -> str:
@@ -40,25 +37,17 @@ def row_key(settings_hash: str, content: str, prompt: list[int]) -> str:
     return text_md5(json.dumps([settings_hash, content, prompt]))
 
 
-@contextlib.contextmanager
-def _folder_locked(folder: Path) -> Iterator[None]:
-    """An exclusive lock on `folder` across processes and threads (flock on the folder)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with _IN_PROCESS:
-        handle = os.open(folder, os.O_RDONLY)
-        try:
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(handle)  # releases the flock
-
-
 class RowsInFlight:
-    """The rows file at `path`."""
+    """The rows file at `path`, for a project whose params file is in `root`."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, root: Path):
         self.path = path
+        self.lock = lasting_folder(root) / LOCKS_DIR / text_md5(str(path.resolve()))
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with _IN_PROCESS, locked(self.lock):
+            yield
 
     def load(self) -> dict[str, list[int]]:
         """{row key: new tokens}; a line torn by a kill is skipped."""
@@ -79,7 +68,8 @@ class RowsInFlight:
         if not rows:
             return
         text = "".join(json.dumps({"key": k, "tokens": v}) + "\n" for k, v in rows.items())
-        with _folder_locked(self.path.parent), open(self.path, "a+b") as f:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked(), open(self.path, "a+b") as f:
             drop_torn_tail(f)  # a line cut by a kill must not swallow the next one
             f.write(text.encode("utf-8"))
 
@@ -88,7 +78,7 @@ class RowsInFlight:
         drop = set(keys)
         if not drop or not self.path.exists():
             return
-        with _folder_locked(self.path.parent):
+        with self._locked():
             rest = {k: v for k, v in self.load().items() if k not in drop}
             if rest:
                 write_text(
