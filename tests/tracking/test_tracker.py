@@ -533,3 +533,38 @@ def test_the_logged_command_line_holds_no_url_credentials(tmp_path, monkeypatch)
     )
     logged = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"]
     assert logged and not [p for p in logged if b"SECRET" in p.read_bytes()]
+
+
+def test_the_tracking_worker_outlives_one_sigterm_and_ends_at_the_second(tmp_path):
+    """A scheduler's SIGTERM reaches the stage and its tracking process together: the
+    worker, started as the sink starts it, stays to end the stage's runs; a second SIGTERM
+    (or its input closing) ends it."""
+    from steerops.tracking.sink import _LAUNCH_WORKER, _worker_env
+
+    config = {"uri": f"sqlite:///{tmp_path / 'm.db'}", "experiment": "e", "description": ""}
+    config["journal_dir"] = str(tmp_path / "journal")
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _LAUNCH_WORKER, json.dumps(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=_worker_env(),
+    )
+
+    def catches_sigterm() -> bool:  # its own handler is set (Linux: the caught-signal mask)
+        status = Path(f"/proc/{worker.pid}/status").read_text()
+        caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+        return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+
+    try:
+        deadline = time.monotonic() + 60
+        while not catches_sigterm():
+            assert time.monotonic() < deadline and worker.poll() is None
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        assert worker.poll() is None  # still there
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        worker.kill()
+        worker.wait()
