@@ -164,6 +164,24 @@ def test_the_dashboard_command_serves_the_default_study(tmp_path, monkeypatch):
     assert served["s"].get_study_id_from_name("s") is not None
 
 
+def test_stopping_the_dashboard_is_not_an_interrupted_stage(tmp_path, monkeypatch, capsys):
+    """Ctrl-C or SIGTERM is how the server is stopped: exit 0, no hint to resume."""
+    import optuna_dashboard
+
+    from steerops.cli import main
+
+    open_study(tmp_path)
+    (tmp_path / "params.yaml").write_text("experiment: d\n")
+
+    def serve(storage, host, port):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(optuna_dashboard, "run_server", serve)
+    assert main(["dashboard", "--params", str(tmp_path / "params.yaml")]) == 0
+    captured = capsys.readouterr()
+    assert "dashboard: stopped" in captured.out and "resume" not in captured.err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -141,9 +141,11 @@ def _interval(half: dict) -> str:
 
 DASHBOARD = """Serve optuna-dashboard on the search studies (search.storage, default
 optuna.db next to the params file, or a scratch run's with --out). Its "Best Trial" is the
-best feasible trial (coherence >= the study's threshold), as the search reports it; a
-plain `optuna-dashboard URL` shows the best value regardless of feasibility. Needs the
-optuna-dashboard package."""
+trial the search reported (an effect beyond its interval, coherence >= the study's
+threshold, ties to the more coherent, then smaller coefficient), or before a search has
+chosen the best feasible trial; a plain `optuna-dashboard URL` shows the best value
+regardless of feasibility. Ctrl-C or SIGTERM stops it. Needs the optuna-dashboard
+package."""
 
 
 def register_dashboard(subparsers) -> None:
@@ -177,4 +179,7 @@ def run_dashboard(args: argparse.Namespace) -> None:
     url = default_storage_url(params)
     storage = dashboard_storage(url)
     print(f"optuna-dashboard on {storage_label(url, params.root)}: http://{args.host}:{args.port}/")
-    run_server(storage, host=args.host, port=args.port)
+    try:
+        run_server(storage, host=args.host, port=args.port)
+    except KeyboardInterrupt:  # how a server is stopped: not an interrupted stage to resume
+        print("dashboard: stopped")
