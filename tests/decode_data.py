@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 import torch
 import transformers as T
 
-from steerops.models import decode
+from steerops.models import decode, decode_run
 from steerops.steering.engine import generate_steered
 from tiny import CONFIGS
 
@@ -73,3 +74,20 @@ def both(
             **kwargs,
         )
     return reference, loop
+
+
+@contextlib.contextmanager
+def ctrl_c_once_finished(rows: int):
+    """Within the block, the static loop is interrupted (as by Ctrl-C) at its first check
+    of the done mask after `rows` rows of the call have finished."""
+    harvest = decode_run.Run.harvest
+
+    def pressed(self):
+        out = harvest(self)
+        if len(self.results) >= rows:
+            raise KeyboardInterrupt
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(decode_run.Run, "harvest", pressed)
+        yield

@@ -528,7 +528,7 @@ def test_rows_finished_before_an_interrupt_are_not_generated_again(
     """Ctrl-C in the middle of a chunk's generation: the rows that had finished are kept
     beside the results, the rerun generates only the others, and its results and log equal
     those of a run never interrupted; the kept rows are then removed."""
-    from steerops.models import decode_run
+    from decode_data import ctrl_c_once_finished
     from steerops.steering.in_flight import IN_FLIGHT_FILE, RowsInFlight
 
     params = _beside_the_grid(steered, tmp_path, {"max_batch_rows": 4})
@@ -544,18 +544,8 @@ def test_rows_finished_before_an_interrupt_are_not_generated_again(
 
     whole = evaluator("whole").evaluate(configs)
     assert not (tmp_path / "whole" / IN_FLIGHT_FILE).exists()  # each chunk's, once logged
-    harvest = decode_run.Run.harvest
-
-    def pressed(self):
-        out = harvest(self)
-        if len(self.results) >= 5:
-            raise KeyboardInterrupt
-        return out
-
-    monkeypatch.setattr(decode_run.Run, "harvest", pressed)
-    with pytest.raises(KeyboardInterrupt):
+    with ctrl_c_once_finished(5), pytest.raises(KeyboardInterrupt):
         evaluator("cut").evaluate(configs)
-    monkeypatch.setattr(decode_run.Run, "harvest", harvest)
     in_flight = tmp_path / "cut" / IN_FLIGHT_FILE
     kept = len(RowsInFlight(in_flight, tmp_path).load())
     assert 5 <= kept < 16
@@ -645,7 +635,7 @@ def test_evaluations_sharing_a_folder_keep_each_others_rows(steered, tmp_path, m
     """A search's selection and held-out halves share their folder's rows file: one that
     finishes removes only its own rows, and served configs' response files (`responses`)
     leave none behind, even when interrupted."""
-    from steerops.models import decode_run
+    from decode_data import ctrl_c_once_finished
     from steerops.steering.in_flight import IN_FLIGHT_FILE, RowsInFlight
 
     session, configs, selection = _four_configs(steered, tmp_path)
@@ -653,18 +643,8 @@ def test_evaluations_sharing_a_folder_keep_each_others_rows(steered, tmp_path, m
     held = SteeringEvaluator(session, heldout, results_dir=tmp_path / "s", overlap=False)
     sel = SteeringEvaluator(session, selection, results_dir=tmp_path / "s", overlap=False)
     held.baseline(), sel.baseline()
-    harvest = decode_run.Run.harvest
-
-    def pressed(self):
-        out = harvest(self)
-        if len(self.results) >= 5:
-            raise KeyboardInterrupt
-        return out
-
-    monkeypatch.setattr(decode_run.Run, "harvest", pressed)
-    with pytest.raises(KeyboardInterrupt):
+    with ctrl_c_once_finished(5), pytest.raises(KeyboardInterrupt):
         held.evaluate(configs)
-    monkeypatch.setattr(decode_run.Run, "harvest", harvest)
     in_flight = tmp_path / "s" / IN_FLIGHT_FILE
     kept = RowsInFlight(in_flight, tmp_path).load()
     assert len(kept) >= 5
@@ -673,10 +653,8 @@ def test_evaluations_sharing_a_folder_keep_each_others_rows(steered, tmp_path, m
     calls = _count_generations(monkeypatch)
     done = held.evaluate(configs)
     assert sum(calls) == 16 - len(kept) and not in_flight.exists()
-    monkeypatch.setattr(decode_run.Run, "harvest", pressed)
-    with pytest.raises(KeyboardInterrupt):  # the response files of served configs
+    with ctrl_c_once_finished(5), pytest.raises(KeyboardInterrupt):  # served configs' files
         held.responses(done)
-    monkeypatch.setattr(decode_run.Run, "harvest", harvest)
     assert in_flight.exists()
     held.responses(done)
     assert not in_flight.exists()

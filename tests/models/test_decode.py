@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers as T
 
-from decode_data import EAGER, PAD, PROMPTS, both, unit, windowed
+from decode_data import EAGER, PAD, PROMPTS, both, ctrl_c_once_finished, unit, windowed
 from steerops.models import decode, decode_run, decode_step
 from steerops.models.resolver import resolve_layout
 from steerops.steering.engine import SteeringTable, generate_steered
@@ -311,16 +311,9 @@ def test_an_interrupt_hands_over_the_rows_that_finished(monkeypatch, loop):
     table, prompts = _grid(layout.hidden_size)
     kwargs = dict(pad_token_id=PAD, stop_ids=[2], max_new_tokens=10, max_batch_rows=8)
     whole = generate_steered(model, layout, prompts, table, loop=loop, loop_options=EAGER, **kwargs)
+    pressing = contextlib.nullcontext()
     if loop == "static":  # the user presses Ctrl-C once a dozen rows have finished
-        harvest = decode_run.Run.harvest
-
-        def pressed(self):
-            out = harvest(self)
-            if len(self.results) >= 12:
-                raise KeyboardInterrupt
-            return out
-
-        monkeypatch.setattr(decode_run.Run, "harvest", pressed)
+        pressing = ctrl_c_once_finished(12)
     else:  # ... during HF generate's third sub-batch
         calls, generate_batch = [], engine.generate_batch
 
@@ -331,7 +324,7 @@ def test_an_interrupt_hands_over_the_rows_that_finished(monkeypatch, loop):
             return generate_batch(*args, **kwargs)
 
         monkeypatch.setattr(engine, "generate_batch", pressed)
-    with pytest.raises(KeyboardInterrupt) as caught:
+    with pressing, pytest.raises(KeyboardInterrupt) as caught:
         generate_steered(model, layout, prompts, table, loop=loop, loop_options=EAGER, **kwargs)
     assert isinstance(caught.value, GenerationInterrupted)
     finished = caught.value.finished

@@ -476,11 +476,10 @@ class SteeringEvaluator:
         except GenerationInterrupted as stop:
             self.in_flight.keep({keys[todo[i]]: ids for i, ids in stop.finished.items()})
             raise
-        self.in_flight.keep({keys[r]: tokens for r, tokens in zip(todo, new, strict=True)})
-        ids = [saved.get(key) for key in keys]
-        for r, tokens in zip(todo, new, strict=True):
-            ids[r] = tokens
-        return ids, time.perf_counter() - started, keys  # type: ignore[return-value]
+        fresh = dict(zip(todo, new, strict=True))
+        self.in_flight.keep({keys[r]: tokens for r, tokens in fresh.items()})
+        ids = [fresh[r] if r in fresh else saved[key] for r, key in enumerate(keys)]
+        return ids, time.perf_counter() - started, keys
 
     def _row_keys(self, chunk: list[Chunked]) -> list[str]:
         """The in-flight keys of every config (None: the baseline) x question of `chunk`."""

@@ -37,6 +37,10 @@ def row_key(settings_hash: str, content: str, prompt: list[int]) -> str:
     return text_md5(json.dumps([settings_hash, content, prompt]))
 
 
+def _lines(rows: dict[str, list[int]]) -> str:
+    return "".join(json.dumps({"key": k, "tokens": v}) + "\n" for k, v in rows.items())
+
+
 class RowsInFlight:
     """The rows file at `path`, for a project whose params file is in `root`."""
 
@@ -67,11 +71,10 @@ class RowsInFlight:
     def keep(self, rows: dict[str, list[int]]) -> None:
         if not rows:
             return
-        text = "".join(json.dumps({"key": k, "tokens": v}) + "\n" for k, v in rows.items())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._locked(), open(self.path, "a+b") as f:
             drop_torn_tail(f)  # a line cut by a kill must not swallow the next one
-            f.write(text.encode("utf-8"))
+            f.write(_lines(rows).encode("utf-8"))
 
     def discard(self, keys: Iterable[str]) -> None:
         """Drop `keys` (their rows are logged now); the file goes when nothing is left."""
@@ -81,9 +84,6 @@ class RowsInFlight:
         with self._locked():
             rest = {k: v for k, v in self.load().items() if k not in drop}
             if rest:
-                write_text(
-                    self.path,
-                    "".join(json.dumps({"key": k, "tokens": v}) + "\n" for k, v in rest.items()),
-                )
+                write_text(self.path, _lines(rest))
             else:
                 self.path.unlink(missing_ok=True)
