@@ -12,7 +12,9 @@ Every way produces the same greedy tokens for every (config, question) row:
 Each way is warmed up (the static loop compiles its step for every slot count it uses),
 then the ways alternate, `--repeats` times, in rotating order. Printed: median seconds and
 new tokens/s with [min-max], the share of computed decode row-steps that produced a token
-of a live row, host syncs per decode step, and the per-repeat speed ratios.
+of a live row, host syncs per decode step, and the per-repeat speed ratios. `--flops` adds
+one counted pass of each way (`flop_count.py`): its FLOPs, and so the most a way can gain
+over another where both are matmul-bound (CPU).
 
     python bench/steer.py --model data/toy/model              # toy world, CPU
     python bench/steer.py --model hf-folder --questions data/toy/traits/toy/refusal/steering.json
@@ -42,6 +44,7 @@ import torch
 from torch._dynamo.utils import counters
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+import flop_count
 from steerops.models import decode
 from steerops.models.decode_memory import auto_rows
 from steerops.models.generation import cut_at_stop
@@ -259,6 +262,11 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
                 flush=True,
             )
     tokens = {name: sum(map(len, out)) for name, out in outputs.items()}
+    flops: dict[str, flop_count.Flops] = {}
+    if args.flops:  # one more pass of each way, counted (not timed)
+        for name in ways:
+            with flop_count.counting(model, layout) as flops[name]:
+                ways[name]()
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
     shares = {
         "hf": padded_share(
@@ -303,9 +311,35 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
                 "time_vs_first": [
                     a / b for a, b in zip(seconds[name], seconds[next(iter(ways))], strict=True)
                 ],
+                "gflop": dataclasses.asdict(flops[name]) | {"total": flops[name].total}
+                if name in flops
+                else None,
             }
         )
     return records
+
+
+def flop_report(records) -> list[str]:
+    """With --flops: each way's counted GFLOP a pass (blocks, head, attention) and the
+    first way's share of it, the most the first way can gain at equal efficiency."""
+    lines = []
+    for r in records:
+        g = r["gflop"]
+        if g is None:
+            continue
+        first = next(x for x in records if x["configs"] == r["configs"])["gflop"]
+        lines.append(
+            f"{r['configs']:>7} {r['way']:<10} {g['total'] / 1e9:>9.1f} {g['blocks'] / 1e9:>9.1f} "
+            f"{g['head'] / 1e9:>9.1f} {g['attention'] / 1e9:>9.1f} "
+            f"{g['total'] / first['total']:>12.2f}x"
+        )
+    return lines
+
+
+FLOP_HEADER = (
+    f"{'configs':>7} {'way':<10} {'GFLOP':>9} {'blocks':>9} {'head':>9} {'attention':>9} "
+    f"{'/ first way':>13}"
+)
 
 
 def report(records) -> list[str]:
@@ -403,6 +437,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json", metavar="FILE", help="also write the measurements here")
     parser.add_argument(
+        "--flops",
+        action="store_true",
+        help="also count each way's FLOPs in one more pass (bench/flop_count.py; eager)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="end with one static pass of the first config count under torch.profiler",
@@ -450,6 +489,8 @@ def run(args: argparse.Namespace) -> None:
     for k, n in enumerate(int(c) for c in args.configs.split(",")):
         records += bench(args, model, layout, prompts, pad, stops, n, first=k == 0)
         print(HEADER, *report(records), sep="\n", flush=True)  # so far, in case of a timeout
+        if args.flops:
+            print(FLOP_HEADER, *flop_report(records), sep="\n", flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(records, indent=1))
     if args.profile:
