@@ -9,7 +9,13 @@ import transformers as T
 
 from decode_data import EAGER, PAD, PROMPTS
 from steerops.models import decode, decode_memory, decode_step
-from steerops.models.decode_memory import DecoderShape, auto_rows, row_bytes, rows_for
+from steerops.models.decode_memory import (
+    DecoderShape,
+    auto_rows,
+    planned_rows,
+    row_bytes,
+    rows_for,
+)
 from steerops.models.kv import states_of
 from tiny import _COMMON, ARCHS, tiny_model
 
@@ -155,3 +161,25 @@ def test_gemma_3_shapes_on_an_h200():
 def test_auto_off_cuda_is_the_cpu_default():
     assert auto_rows(tiny_model("llama"), 40, 24) == (decode_memory.CPU_ROWS, None)
     assert decode_memory.CPU_ROWS == 256
+
+
+def test_cuda_rows_come_from_the_free_memory_and_the_row_estimate():
+    model = tiny_model("llama")
+    per_row = row_bytes(DecoderShape.of(model.config), 4, 40, 24)
+    rows, sized_from = planned_rows(model, 300 * per_row, 40, 24, 0.7)
+    assert rows == 128  # 210 rows fit in 70%
+    assert sized_from.endswith(f"70% planned at {per_row / 2**20:.1f} MiB a row")
+    assert planned_rows(model, 300 * per_row, 40, 24, 0.35)[0] == 64  # a judge beside it
+
+
+def test_a_model_without_attention_heads_gets_the_fixed_rows():
+    """A state-space model steered through `layers_path` keeps no keys and values: the
+    estimate does not apply, and `auto` falls back to the fixed default, saying so."""
+    config = T.MambaConfig(
+        vocab_size=96, hidden_size=32, state_size=4, num_hidden_layers=2, intermediate_size=64
+    )
+    assert DecoderShape.of(config) is None
+    model = T.MambaForCausalLM(config)
+    rows, sized_from = planned_rows(model, 100 * GIB, 40, 24, 0.7)
+    assert rows == decode_memory.CPU_ROWS
+    assert "'mamba' has no attention heads" in sized_from

@@ -42,8 +42,13 @@ class DecoderShape:
     vocab: int
 
     @classmethod
-    def of(cls, config) -> DecoderShape:
+    def of(cls, config) -> DecoderShape | None:
+        """None for a config without attention heads (a state-space model, say): its
+        cache is not keys and values, and the estimate does not apply."""
         text = config.get_text_config(decoder=True)
+        needed = ("num_attention_heads", "num_hidden_layers", "hidden_size", "vocab_size")
+        if not all(getattr(text, name, None) for name in needed):
+            return None
         heads = text.num_attention_heads
         hidden = text.hidden_size
         return cls(
@@ -100,13 +105,24 @@ def auto_rows(
     devices = {p.device for p in model.parameters()}
     if not all(d.type == "cuda" for d in devices):
         return CPU_ROWS, None
-    # the cache holds the states the decoder computes, in the embeddings' dtype (a
-    # multimodal model's first parameters may be its vision tower's)
-    element = cast(Any, model).get_input_embeddings().weight.element_size()
-    per_row = row_bytes(DecoderShape.of(model.config), element, longest_prompt, max_new)
     # A model split over devices runs HF generate (the static loop covers one device) and
     # holds a part of every row on each: planned by the tightest device.
     free = min(free_device_bytes(d) for d in devices) * len(devices)
+    return planned_rows(model, free, longest_prompt, max_new, share)
+
+
+def planned_rows(
+    model: torch.nn.Module, free: int, longest_prompt: int, max_new: int, share: float
+) -> tuple[int, str]:
+    """`auto_rows` for `free` device bytes: the rows, and what they were sized from."""
+    shape = DecoderShape.of(model.config)
+    if shape is None:
+        kind = getattr(model.config, "model_type", type(model).__name__)
+        return CPU_ROWS, f"{kind!r} has no attention heads to size a cache by: the fixed default"
+    # the cache holds the states the decoder computes, in the embeddings' dtype (a
+    # multimodal model's first parameters may be its vision tower's)
+    element = cast(Any, model).get_input_embeddings().weight.element_size()
+    per_row = row_bytes(shape, element, longest_prompt, max_new)
     rows = rows_for(free, per_row, share)
     return rows, (
         f"{free / 2**30:.1f} GiB free, {share:.0%} planned at {per_row / 2**20:.1f} MiB a row"
