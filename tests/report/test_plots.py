@@ -95,3 +95,30 @@ def test_cleaning_curve_shows_only_the_steps_run(tmp_path, monkeypatch):
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "all"]
     (line,) = ax.get_lines()[:1]
     assert list(line.get_xdata()) == [0, 1]
+
+
+def test_a_cleaned_point_says_what_it_removed(tmp_path, monkeypatch):
+    """A flat cleaning curve after removing 0.76% of the vector reads as "cleaning changes
+    nothing" unless the point says how little it removed."""
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
+    curve = pd.DataFrame(
+        [
+            {
+                **KEY,
+                "method": "mean_diff",
+                "dims_cleaned": dims,
+                "status": "ok",
+                "delta": 50.0,
+                "delta_lo": 20.0,
+                "delta_hi": 75.0,
+                "dims_removed": removed,
+                "removed_share": share,
+            }
+            for dims, removed, share in (("0", 0, None), ("1", 1, 0.007571), ("all", 3, 0.25))
+        ]
+    )
+    plots.cleaning_curve(curve, tmp_path / "cleaning.png")
+    (fig,) = figures
+    notes = [t.get_text() for t in fig.axes[0].texts]
+    assert notes == ["1 dim, 0.76% of |v|²", "3 dims, 25.00% of |v|²"]

@@ -100,7 +100,8 @@ def markdown(result: dict) -> str:
         "## Per version (pooled over conditions and tasks)",
         "",
         "The within-condition r (deltas centred in each condition) is the task-level"
-        " agreement the permutation p tests; the pooled r also counts the conditions' mean"
+        " agreement the permutation p tests (one-sided: agreement above chance, so a"
+        " negative r gives a p near 1); the pooled r also counts the conditions' mean"
         " shifts, one point per condition. Intervals: 95% bootstrap over tasks; the mean"
         " target delta's: 95% t over its n (condition, target) rows" + _targets_counted(result),
         "",
@@ -130,7 +131,7 @@ def markdown(result: dict) -> str:
             "within-condition r [95%]",
             "pooled pearson [95%]",
             "spearman [95%]",
-            "p (perm)",
+            "p (perm, one-sided)",
             "sign agree [95%]",
             "mean target delta probe / behaviour [95%]",
         ],

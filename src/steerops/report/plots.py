@@ -206,6 +206,17 @@ def cleaning_curve(curve: pd.DataFrame, path: Path) -> None:
                 marker=s["marker"],
                 zorder=3,
             )
+            for at, (_, row) in zip(x, line.iterrows(), strict=True):
+                note = _removed_note(row)
+                if note:
+                    ax.annotate(
+                        note,
+                        (at, row["delta"]),
+                        xytext=(5, -11),
+                        textcoords="offset points",
+                        fontsize=7,
+                        color=s["color"],
+                    )
         ax.set_xticks(range(len(order)), order)
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_xlabel("massive dims cleaned")
@@ -216,6 +227,15 @@ def cleaning_curve(curve: pd.DataFrame, path: Path) -> None:
     fig.suptitle("Cleaning curve")
     fig.tight_layout()
     save(fig, path)
+
+
+def _removed_note(row: pd.Series) -> str:
+    """What a cleaned point removed ("1 dim, 0.76% of |v|^2"): a flat curve after removing
+    a sliver of the vector says nothing about the dims."""
+    dims, share = row.get("dims_removed"), row.get("removed_share")
+    if str(row.get("dims_cleaned")) == "0" or pd.isna(dims) or pd.isna(share):
+        return ""
+    return f"{int(dims)} dim{'s' if int(dims) != 1 else ''}, {float(share):.2%} of |v|²"
 
 
 def _legend_outside(fig, axes, title: str) -> None:

@@ -262,7 +262,8 @@ def _grid_words(row, grid: dict[str, Any] | None) -> tuple[str, str]:
     )
     cliff = (
         f"; the next larger coefficient here ({larger[0]:g}) is incoherent on the selection "
-        "half, so this one sits at the edge of coherence"
+        "half, so this one is the grid's last coherent step: coherence is lost between the "
+        "two (a finer grid or `steerops search` finds where)"
         if larger and grid["coherent"][layer, larger[0]] is False
         else ""
     )
