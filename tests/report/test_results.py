@@ -278,7 +278,7 @@ def test_a_verdict_with_an_interval_of_no_width_says_why():
             row | {"status": "ok", "delta": 50.0, "delta_lo": 20.0, "delta_hi": 75.0},
         ]
     )
-    flat, ok = _verdict_lines(gap)
+    flat, ok = _verdict_lines(gap, threshold=68.0)
     assert flat.endswith(
         "n 20 (every question gave the same delta: an interval of no width, not precision))"
     )
@@ -405,7 +405,7 @@ def test_no_effect_on_the_selection_half_is_not_worded_as_a_held_out_finding():
             row | {"selection_delta": 40.0, "selection_delta_lo": 20.0, "selection_delta_hi": 60.0},
         ]
     )
-    on_selection, held_out = _verdict_lines(gap)
+    on_selection, held_out = _verdict_lines(gap, threshold=68.0)
     assert "**no effect** on the selection half" in on_selection
     assert "selection delta +12.0 [-5.0, +30.0]" in on_selection
     assert "**no effect** held out" in held_out and "selection delta" not in held_out
@@ -446,7 +446,7 @@ def test_a_verdict_on_few_held_out_questions_says_so_as_steer_does():
     row = {"trait": "t", "position": "p", "method": "m", "alias_of": "", "layer": 2}
     row |= {"coefficient": 1.0, "coherence": 98.0, "at_largest_coefficient": False}
     row |= {"status": "ok", "delta": 50.0, "delta_lo": 20.0, "delta_hi": 75.0}
-    few, enough = _verdict_lines(pd.DataFrame([row | {"n": 8}, row | {"n": 10}]))
+    few, enough = _verdict_lines(pd.DataFrame([row | {"n": 8}, row | {"n": 10}]), threshold=68.0)
     assert "only 8 held-out questions" in few and "only" not in enough
     metrics = {"status": "ok", "layer": 2, "coefficient": 1.0, "selection_n": 8}
     metrics |= {"heldout_trait_delta": 50.0, "heldout_delta_lo": 20.0, "heldout_delta_hi": 75.0}
@@ -628,3 +628,23 @@ def test_a_method_dropped_from_params_is_named_so_on_the_main_jobs_page(tmp_path
         assert main(["report", "--params", str(params)]) == 0
         page = (tmp_path / "docs" / "results.md").read_text()
         assert (dropped in _section(page, "The search, held out")) == named
+
+
+def test_a_verdict_says_how_many_held_out_answers_are_under_the_bar():
+    from steerops.report.results import _verdict_lines
+
+    row = {"trait": "t", "position": "p", "method": "m", "alias_of": "", "layer": 12, "n": 20}
+    row |= {"coefficient": 0.2, "coherence": 83.22, "at_largest_coefficient": False}
+    row |= {"status": "ok", "delta": 50.0, "delta_lo": 20.0, "delta_hi": 75.0}
+    some, none, unknown = _verdict_lines(
+        pd.DataFrame(
+            [
+                row | {"under_bar": 5, "coherence_scored": 20},
+                row | {"under_bar": 0, "coherence_scored": 20},
+                row | {"under_bar": None, "coherence_scored": None},
+            ]
+        ),
+        threshold=68.0,
+    )
+    assert "coherence 83.22 (5 of 20 answers under 68), n 20" in some
+    assert "answers under" not in none and "answers under" not in unknown

@@ -219,3 +219,21 @@ def test_a_preclean_gap_on_too_few_questions_is_not_flagged(tmp_path):
     md = _row(tables.preclean_vs_clean_after(frame, 68, seed=0), method="mean_diff")
     assert (md["n"], md["gap"]) == (5, -80) and md["gap_hi"] < 0
     assert md["flag"] == ""
+
+
+def test_the_choice_counts_its_held_out_answers_under_the_bar(frame):
+    """A mean coherence over the bar can hide answers under it: the gap table counts them
+    from the held-out scores (none here: every answer of a synthetic config scores alike)."""
+    md = _row(tables.gap_analysis(frame, 68), method="mean_diff")
+    assert (md["coherence_scored"], md["under_bar"]) == (20, 0)
+    chosen = _row(frame, method="mean_diff", layer=2, coefficient=1.5)
+    assert sorted(chosen["heldout_coherences"].values()) == [80.0] * 20
+    # at a bar of 81 the same answers would all be under it, but the choice moves to 1.0
+    assert _row(tables.gap_analysis(frame, 81), method="mean_diff")["coefficient"] == 1.0
+
+
+def test_answers_under_the_bar_are_counted_among_those_scored():
+    chosen = {"heldout_coherences": {"a": 17.3, "b": 70.0, "c": None, "d": 68.0, "e": 67.99}}
+    assert tables._under_bar(chosen, 68.0) == {"coherence_scored": 4, "under_bar": 2}
+    assert tables._under_bar(None, 68.0) == {"coherence_scored": None, "under_bar": None}
+    assert tables._under_bar({"heldout_coherences": {"a": None}}, 68.0)["under_bar"] is None

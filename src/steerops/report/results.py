@@ -85,7 +85,12 @@ def render_results(
         "",
         VERDICTS,
         "",
-        *_verdict_lines(gap, _grids(frame, setup["threshold"]), setup.get("methods")),
+        *_verdict_lines(
+            gap,
+            _grids(frame, setup["threshold"]),
+            setup.get("methods"),
+            threshold=setup["threshold"],
+        ),
         "",
         "## The search, held out",
         "",
@@ -274,6 +279,8 @@ def _verdict_lines(
     gap: pd.DataFrame,
     grids: dict[tuple, dict[str, Any]] | None = None,
     methods: set[str] | None = None,
+    *,
+    threshold: float,
 ) -> list[str]:
     """One line per method: the best coefficient of its grid with its held-out interval, or
     why none. A method not in `methods` (params' `steering.methods`; None: no check) is
@@ -302,7 +309,7 @@ def _verdict_lines(
         numbers = (
             f"layer {cell(row.layer)}, coefficient {cell(row.coefficient)}: held-out delta "
             f"{interval(row.delta, row.delta_lo, row.delta_hi)}, coherence "
-            f"{stats.coherence_text(row.coherence, 2)}, n {cell(row.n)}"
+            f"{stats.coherence_text(row.coherence, 2)}{_under_bar(row, threshold)}, n {cell(row.n)}"
         )
         if few := stats.few_questions_note(row.n):
             numbers += f" ({few})"
@@ -334,6 +341,15 @@ def _verdict_lines(
         else:
             lines.append(f"- {where}{alias}: **{row.status}**, no optimal coefficient ({numbers})")
     return lines or ["_no grid results_"]
+
+
+def _under_bar(row, threshold: float) -> str:
+    """ " (5 of 20 answers under 68)" where a mean coherence over the bar hides answers under
+    it; nothing when none is (or none was scored)."""
+    under, scored = getattr(row, "under_bar", None), getattr(row, "coherence_scored", None)
+    if under is None or scored is None or pd.isna(under) or pd.isna(scored) or not under:
+        return ""
+    return f" ({int(under)} of {int(scored)} answers under {threshold:g})"
 
 
 def _selection(row) -> str:

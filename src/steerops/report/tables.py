@@ -57,10 +57,26 @@ def _held(chosen: dict | None, prefix: str = "") -> dict[str, Any]:
     return {prefix + short: _get(chosen, full) for full, short in HELD.items()}
 
 
+def _under_bar(chosen: dict | None, min_coherence: float) -> dict[str, Any]:
+    """Of the chosen config's held-out answers with a coherence score, how many score under
+    the bar: a mean over it can hide a quarter of them."""
+    coherences = (chosen or {}).get("heldout_coherences")
+    scores = (
+        [c for c in coherences.values() if c is not None] if isinstance(coherences, dict) else []
+    )
+    if not scores:
+        return {"coherence_scored": None, "under_bar": None}
+    return {
+        "coherence_scored": len(scores),
+        "under_bar": sum(not stats.coherent(c, min_coherence) for c in scores),
+    }
+
+
 def gap_analysis(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
     """Per (model, trait, position, component, method): the verdict, the chosen config, its
-    selection-half delta and its held-out numbers; with no coherent steered config, the best
-    coherence a steered config reached."""
+    selection-half delta and its held-out numbers (with how many held-out answers score
+    under the coherence bar); with no coherent steered config, the best coherence a steered
+    config reached."""
     out = []
     for key, rows in frame.groupby(GROUP, sort=True):
         chosen, status = pick(rows, min_coherence)
@@ -76,6 +92,7 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
                 "selection_delta_lo": _get(chosen, "selection_delta_lo"),
                 "selection_delta_hi": _get(chosen, "selection_delta_hi"),
                 **_held(chosen),
+                **_under_bar(chosen, min_coherence),
                 "best_coherence_reached": (
                     stats.best_steered_coherence(rows.to_dict("records"))
                     if chosen is None
@@ -92,6 +109,8 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
         "selection_delta_lo",
         "selection_delta_hi",
         *HELD.values(),
+        "coherence_scored",
+        "under_bar",
         "best_coherence_reached",
         "n_configs",
     ]

@@ -87,7 +87,8 @@ def config_rows(
     """One row per config logged under `settings_hash` with per-question scores: its numbers
     on all questions (`trait_delta`: trait - baseline in the steering direction), and on
     each half (deltas likewise, with their interval); with `keep_heldout`, `heldout_traits`
-    maps each held-out question to the config's trait score (for paired comparisons);
+    maps each held-out question to the config's trait score (for paired comparisons) and
+    `heldout_coherences` to its coherence (how many answers fall under the bar);
     `vector_files` the md5 of the vector files on disk now and `units` each vector's weight
     per unit coefficient now (`ResultsLog.configs`)."""
     questions = log.questions(settings_hash)
@@ -127,6 +128,7 @@ def config_rows(
             row.update(half.prefixed(name))
         if keep_heldout:
             row["heldout_traits"] = {q: scores[first[q]][0] for q in halves[1]}
+            row["heldout_coherences"] = {q: scores[first[q]][1] for q in halves[1]}
         rows.append(row)
     return rows
 
