@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from decimal import ROUND_FLOOR, Context, Decimal
 from statistics import NormalDist
@@ -364,6 +364,26 @@ def coherent(coherence: Any, min_coherence: float) -> bool:
     """Whether a coherence reaches the bar; a missing one does not (0.0 is a score)."""
     value = as_number(coherence)
     return value is not None and value >= min_coherence
+
+
+def under_bar(
+    coherences: Iterable[float | None], min_coherence: float
+) -> tuple[int | None, int | None]:
+    """(answers with a coherence score, how many of them score under the bar); (None, None)
+    when none is scored. A config's coherence is a mean: over the bar, it can still hide a
+    quarter of its answers under it."""
+    scored = [c for c in coherences if c is not None]
+    if not scored:
+        return None, None
+    return len(scored), sum(not coherent(c, min_coherence) for c in scored)
+
+
+def under_bar_text(scored: Any, under: Any, min_coherence: float) -> str:
+    """ " (5 of 20 answers under 68)", or "" when no answer is (or none was scored)."""
+    scored, under = as_number(scored), as_number(under)
+    if not scored or not under:
+        return ""
+    return f" ({int(under)} of {int(scored)} answers under {min_coherence:g})"
 
 
 def coherence_text(value: Any, decimals: int = 1) -> str:

@@ -237,3 +237,4 @@ def test_answers_under_the_bar_are_counted_among_those_scored():
     assert tables._under_bar(chosen, 68.0) == {"coherence_scored": 4, "under_bar": 2}
     assert tables._under_bar(None, 68.0) == {"coherence_scored": None, "under_bar": None}
     assert tables._under_bar({"heldout_coherences": {"a": None}}, 68.0)["under_bar"] is None
+    assert tables._under_bar({"heldout_coherences": float("nan")}, 68.0)["under_bar"] is None

@@ -151,3 +151,31 @@ def test_a_config_s_delta_on_all_questions_is_paired_like_its_halves(tmp_path):
     assert row["trait_delta"] == pytest.approx(paired.mean) == pytest.approx(100.0)
     # the difference of means would be 66.7 - 33.3
     assert row["trait_mean"] - 100 / 3 == pytest.approx(100 / 3)
+
+
+def test_the_choice_counts_its_held_out_answers_under_the_bar(tmp_path):
+    """A mean coherence of 81 held out hides 3 answers at 60: metrics.json counts them and
+    steer's verdict line says so."""
+    from steerops.steering.terminal import verdict_line
+
+    selection, heldout = PROTO.split(QUESTIONS)
+    settings = settings_for(QUESTIONS)
+    weak = set(heldout[:3])
+    scores = [(100.0, 60.0 if q in weak else 90.0) for q in QUESTIONS]
+    entries = [
+        baseline_entry(settings, QUESTIONS, _scores(set())),
+        config_entry(settings, "m", "prompt[-1]", 1, 1.0, scores),
+    ]
+    log = ResultsLog(write_log(tmp_path / "results.jsonl", entries))
+    metrics = cell_metrics(config_rows(log, settings_hash_of(settings), PROTO, {}), 68.0, PROTO)
+    assert metrics["status"] == stats.OK
+    assert metrics["heldout_coherence"] == pytest.approx(81.0)
+    assert (metrics["heldout_coherence_scored"], metrics["heldout_under_bar"]) == (10, 3)
+    assert ", coherence 81.0 (3 of 10 answers under 68), n 10" in verdict_line(metrics)
+    at_60 = cell_metrics(config_rows(log, settings_hash_of(settings), PROTO, {}), 60.0, PROTO)
+    assert at_60["heldout_under_bar"] == 0
+    assert "answers under" not in verdict_line(at_60)
+
+
+def test_no_choice_counts_no_answers():
+    assert cell_metrics([], 68.0, PROTO)["heldout_under_bar"] is None

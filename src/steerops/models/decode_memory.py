@@ -43,29 +43,42 @@ class DecoderShape:
 
     @classmethod
     def of(cls, config) -> DecoderShape | None:
-        """None for a config without attention heads (a state-space model, say): its
-        cache is not keys and values, and the estimate does not apply."""
+        """None for a config without an attention shape (a state-space model, say): its
+        cache is not keys and values, and the estimate does not apply. A field given per
+        layer counts at its largest."""
         text = config.get_text_config(decoder=True)
-        needed = ("num_attention_heads", "num_hidden_layers", "hidden_size", "vocab_size")
-        if not all(getattr(text, name, None) for name in needed):
+        heads, layers, hidden, vocab = (
+            _field(text, name)
+            for name in ("num_attention_heads", "num_hidden_layers", "hidden_size", "vocab_size")
+        )
+        if not (heads and layers and hidden and vocab):
             return None
-        heads = text.num_attention_heads
-        hidden = text.hidden_size
         return cls(
-            layers=text.num_hidden_layers,
-            kv_heads=getattr(text, "num_key_value_heads", None) or heads,
-            head_dim=getattr(text, "head_dim", None) or hidden // heads,
+            layers=layers,
+            kv_heads=_field(text, "num_key_value_heads") or heads,
+            head_dim=_field(text, "head_dim") or hidden // heads,
             hidden=hidden,
             # GPT-2 names it n_inner, and None means four times the hidden size
-            intermediate=getattr(text, "intermediate_size", None)
-            or getattr(text, "n_inner", None)
-            or 4 * hidden,
-            vocab=text.vocab_size,
+            intermediate=_field(text, "intermediate_size") or _field(text, "n_inner") or 4 * hidden,
+            vocab=vocab,
         )
 
     def kv_bytes_per_token(self, element: int) -> int:
         """Keys and values of one token over every layer."""
         return self.layers * 2 * self.kv_heads * self.head_dim * element
+
+
+def _field(config: Any, name: str) -> int | None:
+    """A positive whole-number field of `config`, the largest where it is given per layer;
+    None where it is missing or of another kind (newer configs raise, not return, for some
+    fields they hold per layer)."""
+    try:
+        value = getattr(config, name, None)
+    except (AttributeError, RuntimeError, TypeError, ValueError):
+        return None
+    values = value if isinstance(value, list | tuple) else [value]
+    whole = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    return max(whole) if whole and len(whole) == len(values) else None
 
 
 def row_bytes(shape: DecoderShape, element: int, longest_prompt: int, max_new: int) -> int:
@@ -118,7 +131,7 @@ def planned_rows(
     shape = DecoderShape.of(model.config)
     if shape is None:
         kind = getattr(model.config, "model_type", type(model).__name__)
-        return CPU_ROWS, f"{kind!r} has no attention heads to size a cache by: the fixed default"
+        return CPU_ROWS, f"{kind!r} gives no attention shape to size a cache by: the fixed default"
     # the cache holds the states the decoder computes, in the embeddings' dtype (a
     # multimodal model's first parameters may be its vision tower's)
     element = cast(Any, model).get_input_embeddings().weight.element_size()

@@ -306,10 +306,13 @@ def _verdict_lines(
                 "selection half, but the judge gave none a trait score)"
             )
             continue
+        under = stats.under_bar_text(
+            getattr(row, "coherence_scored", None), getattr(row, "under_bar", None), threshold
+        )
         numbers = (
             f"layer {cell(row.layer)}, coefficient {cell(row.coefficient)}: held-out delta "
             f"{interval(row.delta, row.delta_lo, row.delta_hi)}, coherence "
-            f"{stats.coherence_text(row.coherence, 2)}{_under_bar(row, threshold)}, n {cell(row.n)}"
+            f"{stats.coherence_text(row.coherence, 2)}{under}, n {cell(row.n)}"
         )
         if few := stats.few_questions_note(row.n):
             numbers += f" ({few})"
@@ -341,15 +344,6 @@ def _verdict_lines(
         else:
             lines.append(f"- {where}{alias}: **{row.status}**, no optimal coefficient ({numbers})")
     return lines or ["_no grid results_"]
-
-
-def _under_bar(row, threshold: float) -> str:
-    """ " (5 of 20 answers under 68)" where a mean coherence over the bar hides answers under
-    it; nothing when none is (or none was scored)."""
-    under, scored = getattr(row, "under_bar", None), getattr(row, "coherence_scored", None)
-    if under is None or scored is None or pd.isna(under) or pd.isna(scored) or not under:
-        return ""
-    return f" ({int(under)} of {int(scored)} answers under {threshold:g})"
 
 
 def _selection(row) -> str:

@@ -58,18 +58,11 @@ def _held(chosen: dict | None, prefix: str = "") -> dict[str, Any]:
 
 
 def _under_bar(chosen: dict | None, min_coherence: float) -> dict[str, Any]:
-    """Of the chosen config's held-out answers with a coherence score, how many score under
-    the bar: a mean over it can hide a quarter of them."""
     coherences = (chosen or {}).get("heldout_coherences")
-    scores = (
-        [c for c in coherences.values() if c is not None] if isinstance(coherences, dict) else []
+    scored, under = stats.under_bar(
+        coherences.values() if isinstance(coherences, dict) else (), min_coherence
     )
-    if not scores:
-        return {"coherence_scored": None, "under_bar": None}
-    return {
-        "coherence_scored": len(scores),
-        "under_bar": sum(not stats.coherent(c, min_coherence) for c in scores),
-    }
+    return {"coherence_scored": scored, "under_bar": under}
 
 
 def gap_analysis(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:

@@ -87,8 +87,8 @@ def config_rows(
     """One row per config logged under `settings_hash` with per-question scores: its numbers
     on all questions (`trait_delta`: trait - baseline in the steering direction), and on
     each half (deltas likewise, with their interval); with `keep_heldout`, `heldout_traits`
-    maps each held-out question to the config's trait score (for paired comparisons) and
-    `heldout_coherences` to its coherence (how many answers fall under the bar);
+    maps each held-out question to the config's trait score (for paired comparisons), as
+    `heldout_coherences` (always) does to its coherence;
     `vector_files` the md5 of the vector files on disk now and `units` each vector's weight
     per unit coefficient now (`ResultsLog.configs`)."""
     questions = log.questions(settings_hash)
@@ -126,9 +126,10 @@ def config_rows(
                 [scores[i] for i in at], [base[i] for i in at], proto.seed, proto.sign
             )
             row.update(half.prefixed(name))
+        # the coherence of each held-out answer: how many fall under the bar
+        row["heldout_coherences"] = {q: scores[first[q]][1] for q in halves[1]}
         if keep_heldout:
             row["heldout_traits"] = {q: scores[first[q]][0] for q in halves[1]}
-            row["heldout_coherences"] = {q: scores[first[q]][1] for q in halves[1]}
         rows.append(row)
     return rows
 
@@ -169,6 +170,8 @@ def cell_metrics(
             metrics[f"{name}_{k}"] = None
         metrics[f"{name}_coherence"] = None
     metrics["heldout_feasible"] = None
+    # of the chosen config's held-out answers scored for coherence, how many are under the bar
+    metrics["heldout_coherence_scored"] = metrics["heldout_under_bar"] = None
     if pick is not None:
         metrics.update(layer=pick["layer"], coefficient=pick["coefficient"], weight=pick["weight"])
         for name in ("selection", "heldout"):
@@ -176,6 +179,9 @@ def cell_metrics(
                 metrics[f"{name}_{k}"] = pick[f"{name}_{k}"]
             metrics[f"{name}_coherence"] = pick[f"{name}_coherence_mean"]
         metrics["heldout_feasible"] = stats.coherent(pick["heldout_coherence_mean"], min_coherence)
+        metrics["heldout_coherence_scored"], metrics["heldout_under_bar"] = stats.under_bar(
+            (pick.get("heldout_coherences") or {}).values(), min_coherence
+        )
         metrics["at_largest_coefficient"] = status == stats.OK and stats.at_largest_coefficient(
             rows, pick
         )

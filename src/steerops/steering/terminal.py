@@ -86,10 +86,13 @@ def verdict_line(m: dict[str, Any]) -> str:
         selection = f" (selection delta {_interval(m, 'selection_trait_delta', 'selection_')})"
     elif status == stats.NO_EFFECT:
         status = f"{status} held out"
+    under = stats.under_bar_text(
+        m.get("heldout_coherence_scored"), m.get("heldout_under_bar"), m["min_coherence"]
+    )
     line = (
         f"{status}{note}: {head}, chosen on {m['selection_n']} questions{selection}; "
         f"held-out delta {_interval(m, 'heldout_trait_delta', 'heldout_')}, coherence "
-        f"{stats.coherence_text(m['heldout_coherence'])}, n {m['heldout_n']}"
+        f"{stats.coherence_text(m['heldout_coherence'])}{under}, n {m['heldout_n']}"
     )
     if few := stats.few_questions_note(m["heldout_n"]):
         line += f" ({few})"
