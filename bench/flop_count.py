@@ -8,8 +8,9 @@ ways' counts is the most one can gain over the other at equal efficiency. Counte
 - head: every position the vocabulary projection runs on, times two per weight;
 - attention: every (query, key) position pair a layer's attention scores, times
   2 x 2 x heads x head dim (scores and the weighted sum), through the model's attention
-  function (sdpa and the like on eager paths; not counted under "eager" attention, each
-  model's own function, nor inside a compiled step).
+  function (sdpa and the like; not counted under "eager" attention, each model's own
+  function). Passes are counted eagerly: a compiled step calls no hook from Python, so
+  `bench/steer.py --flops` refuses a compiled step.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from steerops.models.resolver import ModelLayout
 class Flops:
     blocks: float = 0.0
     head: float = 0.0
-    attention: float = 0.0
+    attention: float | None = 0.0  # None: not counted (the model's own "eager" attention)
 
     @property
     def total(self) -> float:
-        return self.blocks + self.head + self.attention
+        return self.blocks + self.head + (self.attention or 0.0)
 
 
 def _matrix_weights(module: torch.nn.Module) -> int:
@@ -62,19 +63,22 @@ def counting(model: torch.nn.Module, layout: ModelLayout) -> Iterator[Flops]:
 
     def attention(module, query, key, value, *args, **kwargs):
         rows, heads, queries, dim = query.shape
-        flops.attention += 4.0 * heads * dim * rows * queries * key.shape[2]
+        pairs = rows * queries * key.shape[2]
+        flops.attention = (flops.attention or 0.0) + 4.0 * heads * dim * pairs
         return inner(module, query, key, value, *args, **kwargs)
 
     head = model.get_output_embeddings()
-    handles = [
-        layout.component_module(i, "mlp_out").register_forward_pre_hook(
-            block_hook(_matrix_weights(block)), with_kwargs=True
-        )
-        for i, block in enumerate(layout.layers)
-    ] + [head.register_forward_pre_hook(head_hook)]
-    if inner is not None:
-        ALL_ATTENTION_FUNCTIONS[name] = attention
+    handles = []
     try:
+        for i, block in enumerate(layout.layers):
+            mlp = layout.component_module(i, "mlp_out")
+            hook = block_hook(_matrix_weights(block))
+            handles.append(mlp.register_forward_pre_hook(hook, with_kwargs=True))
+        handles.append(head.register_forward_pre_hook(head_hook))
+        if inner is None:
+            flops.attention = None
+        else:
+            ALL_ATTENTION_FUNCTIONS[name] = attention
         yield flops
     finally:
         if saved is not None:

@@ -123,7 +123,9 @@ def check_auto_rows() -> tuple[bool, str]:
             loop_options=options,
         )  # fmt: skip
     peak = (torch.cuda.max_memory_allocated() - weights) / rows
-    planned = row_bytes(DecoderShape.of(config), 2, longest, new)
+    shape = DecoderShape.of(config)
+    assert shape is not None, "a gemma-3 config has an attention shape"
+    planned = row_bytes(shape, 2, longest, new)
     ratio = peak / planned
     return 0.25 <= ratio <= 1.0, (
         f"auto: {rows} rows ({sized_from}); peak {peak / 2**20:.2f} MiB a row above the "

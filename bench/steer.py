@@ -311,7 +311,7 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
                 "time_vs_first": [
                     a / b for a, b in zip(seconds[name], seconds[next(iter(ways))], strict=True)
                 ],
-                "gflop": dataclasses.asdict(flops[name]) | {"total": flops[name].total}
+                "flops": dataclasses.asdict(flops[name]) | {"total": flops[name].total}
                 if name in flops
                 else None,
             }
@@ -324,13 +324,14 @@ def flop_report(records) -> list[str]:
     first way's share of it, the most the first way can gain at equal efficiency."""
     lines = []
     for r in records:
-        g = r["gflop"]
+        g = r["flops"]
         if g is None:
             continue
-        first = next(x for x in records if x["configs"] == r["configs"])["gflop"]
+        first = next(x for x in records if x["configs"] == r["configs"])["flops"]
+        attention = "-" if g["attention"] is None else f"{g['attention'] / 1e9:.1f}"
         lines.append(
             f"{r['configs']:>7} {r['way']:<10} {g['total'] / 1e9:>9.1f} {g['blocks'] / 1e9:>9.1f} "
-            f"{g['head'] / 1e9:>9.1f} {g['attention'] / 1e9:>9.1f} "
+            f"{g['head'] / 1e9:>9.1f} {attention:>9} "
             f"{g['total'] / first['total']:>12.2f}x"
         )
     return lines
@@ -475,6 +476,11 @@ def run(args: argparse.Namespace) -> None:
         model, prompts, pad, stops = load_folder(args.model, args.questions, args.n_questions)
         model.to(args.device, getattr(torch, args.dtype))
     layout = resolve_layout(model)
+    compiled = args.backend not in ("none", "auto") or (
+        args.backend == "auto" and args.device.startswith("cuda")
+    )
+    if args.flops and compiled:
+        raise SystemExit("--flops counts eager passes: run it on CPU with --backend auto or none")
     if args.max_batch_rows == "auto":
         longest = max(map(len, prompts))
         args.max_batch_rows, sized_from = auto_rows(model, longest, args.max_new_tokens)
