@@ -378,12 +378,18 @@ def under_bar(
     return len(scored), sum(not coherent(c, min_coherence) for c in scored)
 
 
-def under_bar_text(scored: Any, under: Any, min_coherence: float) -> str:
-    """ " (5 of 20 answers under 68)", or "" when no answer is (or none was scored)."""
+def under_bar_phrase(scored: Any, under: Any, min_coherence: float | None) -> str:
+    """ "5 of 20 answers under 68", or "" when no answer is (or none was scored)."""
     scored, under = as_number(scored), as_number(under)
-    if not scored or not under:
+    if not scored or not under or min_coherence is None:
         return ""
-    return f" ({int(under)} of {int(scored)} answers under {min_coherence:g})"
+    return f"{int(under)} of {int(scored)} answers under {min_coherence:g}"
+
+
+def under_bar_text(scored: Any, under: Any, min_coherence: float | None) -> str:
+    """ " (5 of 20 answers under 68)" after a coherence, or "" (`under_bar_phrase`)."""
+    phrase = under_bar_phrase(scored, under, min_coherence)
+    return f" ({phrase})" if phrase else ""
 
 
 def coherence_text(value: Any, decimals: int = 1) -> str:

@@ -56,7 +56,10 @@ def test_heldout_responses_a_killed_finaliser_never_wrote_are_written_after_all(
     config = Config.single(SOURCE, 2, 1.5)
     # logged by this search, no responses file for it yet: generated again, and counted
     own = ServedHeldout(logged_here=True)
-    held = evaluate_heldout(own, config, "positive", 0)
+    held = evaluate_heldout(own, config, "positive", 0, min_coherence=68.0)
+    assert (held["coherence_scored"], held["under_bar"]) == (2, 0)  # both answers at 90
+    strict = evaluate_heldout(ServedHeldout(True), config, "positive", 0, min_coherence=95.0)
+    assert (strict["coherence_scored"], strict["under_bar"]) == (2, 2)
     assert [r["response"] for r in held["responses"]] == ["again", "again"]
     assert held["rows_generated"] == 2 and own.regenerated == 1
     # written by an earlier finalisation of the same choice (a rerun): kept, nothing generated
@@ -73,11 +76,11 @@ def test_heldout_responses_a_killed_finaliser_never_wrote_are_written_after_all(
     (tmp_path / "heldout_responses.jsonl").write_bytes(kept[:20] + b"\n")  # damaged: again
     assert written_heldout_responses(tmp_path, 2, 1.5, "held", own.questions) is None
     (tmp_path / "heldout_responses.jsonl").write_bytes(kept)
-    held = evaluate_heldout(own, config, "positive", 0, written)
+    held = evaluate_heldout(own, config, "positive", 0, written, min_coherence=68.0)
     assert held["responses"] == written and held["rows_generated"] == 0
     # served from another log (the grid's): generated, so the choice's responses are readable
     other = ServedHeldout(logged_here=False)
-    held = evaluate_heldout(other, config, "positive", 0)
+    held = evaluate_heldout(other, config, "positive", 0, min_coherence=68.0)
     assert [r["response"] for r in held["responses"]] == ["again", "again"]
     assert held["rows_generated"] == 2 and other.regenerated == 1
 
@@ -107,7 +110,7 @@ def _finalise(folder, held_eval, config) -> str:
 
     args = (config.vectors[0].layer, 1.5, held_eval.settings_hash, held_eval.questions)
     written = written_heldout_responses(folder, *args)
-    held = evaluate_heldout(held_eval, config, "positive", 0, written)
+    held = evaluate_heldout(held_eval, config, "positive", 0, written, min_coherence=68.0)
     write_heldout_responses(folder, held)
     best = {"chosen": {"layer": args[0], "coefficient": 1.5}, "heldout": {"settings_hash": "held"}}
     write_best(folder, {**best, **_best_row_keys()})
@@ -165,7 +168,9 @@ def test_heldout_responses_of_another_choice_left_by_a_killed_finaliser_are_not_
             responses=[{"question": q, "response": "other", "trait": 5.0} for q in ["h1", "h2"]],
         )
     ]
-    held = evaluate_heldout(other, Config.single(SOURCE, 2, 1.25), "positive", 0)
+    held = evaluate_heldout(
+        other, Config.single(SOURCE, 2, 1.25), "positive", 0, min_coherence=68.0
+    )
     write_heldout_responses(tmp_path, held)  # ... SIGKILL before its best.json
     assert "other" in (tmp_path / HELDOUT_FILE).read_text()
     assert _finalise(tmp_path, held_eval, config) == first

@@ -102,7 +102,9 @@ def worker(
             )
             chosen = choose_best(rows, MIN_COH)
             config = Config.single(SOURCE, chosen.layer, chosen.coefficient)
-            held = evaluate_heldout(SlowEvaluator(HELDOUT, 0.0), config, "positive", 0)
+            held = evaluate_heldout(
+                SlowEvaluator(HELDOUT, 0.0), config, "positive", 0, min_coherence=68.0
+            )
             write_heldout_responses(folder, held)
     configs = [c for call in evaluator.calls for _, c, _ in call]
     print(

@@ -126,12 +126,15 @@ def summary_line(best: dict) -> str:
     picked = f"layer {chosen['layer']} coefficient {chosen['coefficient']:.4g}"
     if best["status"] != "ok":
         picked = f"no optimal coefficient (chosen on the search half: {picked})"
-    few = stats.few_questions_note(held["n"])
+    under = stats.under_bar_phrase(
+        held.get("coherence_scored"), held.get("under_bar"), best.get("min_coherence")
+    )
+    notes = [f"n {held['n']}", under, stats.few_questions_note(held["n"])]
     return (
         f"{cell}: {best['status']}: {picked}: search delta "
         f"{_interval(search)} (n {search['n']}); held-out delta {_interval(held)} coherence "
-        f"{stats.coherence_text(held['coherence_mean'])} (n {held['n']}"
-        f"{'; ' + few if few else ''}); {tail}"
+        f"{stats.coherence_text(held['coherence_mean'])} ({'; '.join(n for n in notes if n)}); "
+        f"{tail}"
     )
 
 

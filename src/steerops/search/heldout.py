@@ -8,17 +8,24 @@ experiment's seed), so the grid's scores on the search half serve the search.
 
 from __future__ import annotations
 
-from steerops.stats import half_stats, split_questions
+from steerops.stats import half_stats, split_questions, under_bar
 from steerops.steering.configs import Config
 
 __all__ = ["evaluate_heldout", "split_questions"]
 
 
 def evaluate_heldout(
-    evaluator, config: Config, direction: str, seed: int, written: list[dict] | None = None
+    evaluator,
+    config: Config,
+    direction: str,
+    seed: int,
+    written: list[dict] | None = None,
+    *,
+    min_coherence: float,
 ) -> dict:
     """Baseline and the chosen config on the evaluator's (held-out) questions: means, the
-    delta in the steering direction and its paired bootstrap interval, and the responses.
+    delta in the steering direction and its paired bootstrap interval, how many answers
+    score under `min_coherence`, and the responses.
 
     Served from a log (the search's own, or another one such as the grid's when the winner is
     a known trial), the config has no responses: the ones `written` for this same choice by
@@ -29,6 +36,7 @@ def evaluate_heldout(
     [result] = evaluator.evaluate([config])
     sign = -1.0 if direction == "negative" else 1.0
     half = half_stats(result.scores, base.scores, seed, sign)
+    scored, under = under_bar((c for _, c in result.scores), min_coherence)
     n = len(evaluator.questions)
     responses, again = list(result.responses), 0
     if not responses:
@@ -42,6 +50,8 @@ def evaluate_heldout(
         "delta_hi": half.delta_hi,
         "trait_mean": result.trait_mean,
         "coherence_mean": result.coherence_mean,
+        "coherence_scored": scored,
+        "under_bar": under,
         "baseline_trait": base.trait_mean,
         "baseline_coherence": base.coherence_mean,
         "n": half.n,

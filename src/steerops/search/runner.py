@@ -331,7 +331,9 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
         config = Config.single(plan.source, pick.layer, pick.coefficient)
         args = (pick.layer, pick.coefficient, held_eval.settings_hash, plan.heldout_questions)
         written = written_heldout_responses(plan.out_dir, *args)
-        held = evaluate_heldout(held_eval, config, direction, params.seed, written)
+        held = evaluate_heldout(
+            held_eval, config, direction, params.seed, written, min_coherence=plan.min_coherence
+        )
     best = best_summary(params, plan, records, chosen, stats, held)
     out = plan.out_dir
     out.mkdir(parents=True, exist_ok=True)

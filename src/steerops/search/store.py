@@ -88,6 +88,8 @@ def best_row(best: dict) -> dict:
         "heldout_delta_lo": heldout.get("delta_lo"),
         "heldout_delta_hi": heldout.get("delta_hi"),
         "heldout_coherence": heldout.get("coherence_mean"),
+        "heldout_coherence_scored": heldout.get("coherence_scored"),
+        "heldout_under_bar": heldout.get("under_bar"),
         "n_trials": best["n_trials"],
         "n_known": best.get("n_known"),
         "n_generations": best["n_generations"]["total"],
