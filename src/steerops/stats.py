@@ -372,7 +372,7 @@ def under_bar(
     """(answers with a coherence score, how many of them score under the bar); (None, None)
     when none is scored. A config's coherence is a mean: over the bar, it can still hide a
     quarter of its answers under it."""
-    scored = [c for c in coherences if c is not None]
+    scored = [x for x in (as_number(c) for c in coherences) if x is not None]  # NaN: unscored
     if not scored:
         return None, None
     return len(scored), sum(not coherent(c, min_coherence) for c in scored)

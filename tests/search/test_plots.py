@@ -1,8 +1,9 @@
-"""search.png: trials of different layers are told apart."""
+"""search.png: trials of different layers are told apart, and feasible ones from the rest."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 from steerops.search.plots import plot_search, search_figure
 from steerops.search.trials import TrialRecord
@@ -24,41 +25,62 @@ def _trial(number: int, layer: int, coefficient: float, delta: float, feasible: 
     )
 
 
-def _markers(ax) -> dict[tuple[float, float], str]:
-    """Each plotted point -> its marker's path, as a comparable key."""
+def _points(ax) -> dict[tuple[float, float], tuple[str, tuple]]:
+    """Each trial point drawn (the chosen star left out) -> (its marker's outline, its
+    colour), as comparable keys."""
     out = {}
     for coll in ax.collections:
-        path = coll.get_paths()[0]
-        for x, y in coll.get_offsets():
-            out[float(x), float(y)] = str(path.vertices.round(3).tolist())
+        if coll.get_sizes()[0] >= 200:  # the chosen config's star
+            continue
+        outline = str(coll.get_paths()[0].vertices.round(3).tolist())
+        colours = coll.get_facecolors()
+        for k, (x, y) in enumerate(coll.get_offsets()):
+            colour = tuple(np.round(colours[k % len(colours)], 3))
+            out[float(x), float(y)] = (outline, colour)
     return out
 
 
-def test_layers_get_their_own_markers_and_legend_entries():
-    trials = [
-        _trial(0, 12, 0.2, 50.0, True),
-        _trial(1, 16, 0.195, 15.0, True),
-        _trial(2, 16, 0.3, 45.0, False),
-    ]
-    fig = search_figure(trials, trials[0], 68.0, "t")
-    ax_delta = fig.axes[0]
-    points = _markers(ax_delta)
-    assert points[0.195, 15.0] == points[0.3, 45.0]  # one layer, one marker
-    assert points[0.195, 15.0] != points[0.2, 50.0]
-    labels = [t.get_text() for t in ax_delta.get_legend().get_texts()]
-    assert labels == [
-        "coherence >= 68",
-        "infeasible",
-        "layer 12",
-        "layer 16",
-        "chosen (layer 12)",
-    ]
-    plt.close(fig)
+TRIALS = [
+    _trial(0, 12, 0.2, 50.0, True),
+    _trial(1, 16, 0.195, 15.0, True),
+    _trial(2, 16, 0.3, 45.0, False),
+    _trial(3, 12, 0.25, 65.0, False),
+]
 
 
-def test_one_layer_adds_no_layer_legend(tmp_path):
+def test_layers_get_their_own_colours_and_feasibility_its_own_markers():
+    for chosen in (None, TRIALS[0]):
+        fig = search_figure(TRIALS, chosen, 68.0, "t")
+        fig.canvas.draw()  # colours from the colour map are set when drawn
+        for ax in fig.axes[:2]:
+            coherence = ax is fig.axes[1]
+            at = {
+                t.number: (t.coefficient, t.coherence_mean if coherence else t.trait_delta)
+                for t in TRIALS
+            }
+            drawn = _points(ax)
+            marker = {n: drawn[xy][0] for n, xy in at.items()}
+            colour = {n: drawn[xy][1] for n, xy in at.items()}
+            # one layer, one colour; the two layers apart
+            assert colour[1] == colour[2] and colour[0] == colour[3] and colour[0] != colour[1]
+            # feasible dots, infeasible crosses, whatever the layer
+            assert marker[0] == marker[1] and marker[2] == marker[3] and marker[0] != marker[2]
+        assert fig.axes[2].get_ylabel() == "layer"  # the colour bar, ticked at the layers
+        assert list(fig.axes[2].get_yticks()) == [12, 16]
+        labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert labels == ["coherence >= 68", "infeasible"] + (
+            ["chosen (layer 12)"] if chosen else []
+        )
+        plt.close(fig)
+
+
+def test_one_layer_is_green_and_red_without_a_colour_bar(tmp_path):
     trials = [_trial(0, 12, 0.2, 50.0, True), _trial(1, 12, 0.3, 60.0, False)]
     fig = search_figure(trials, None, 68.0, "t")
+    fig.canvas.draw()
+    assert len(fig.axes) == 2
+    drawn = _points(fig.axes[0])
+    assert drawn[0.2, 50.0][1] != drawn[0.3, 60.0][1]
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["coherence >= 68", "infeasible"]
     plt.close(fig)

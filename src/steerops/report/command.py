@@ -239,7 +239,8 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
     """report.md: the massive activations (`massive`, with the `dims` lines), then the
     tables, each under its title."""
     titles = {
-        "gap_analysis": "Gap analysis: the chosen config per method, held out",
+        "gap_analysis": "Gap analysis: the chosen config per method, held out (`under_bar`: "
+        "its held-out answers under the coherence bar, of `coherence_scored`)",
         "preclean_vs_clean_after": "Preclean vs clean-after (every dim of the set `dim_set` "
         "names); gap = preclean - clean-after on the held-out questions, paired interval; "
         "`vectors_max_diff` the largest difference between the two unit vectors over their "
@@ -255,7 +256,8 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "`n_at_largest_coefficient` of them chose their layer's largest coefficient, where the "
         "optimum may lie beyond the grid)",
         "search_heldout": "Coefficient searches: the chosen config on the search half and on "
-        "held-out questions (no choice: no feasible steering found)",
+        "held-out questions (no choice: no feasible steering found; `heldout_under_bar`: its "
+        "held-out answers under the search's coherence bar, of `heldout_coherence_scored`)",
     }
     parts = ["# Steering report", "", _intro(threshold, halves, **protocol_), ""]
     parts += ["## Massive activations (calibration)", "", str(tables_by_name["dims"]), ""]

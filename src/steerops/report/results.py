@@ -383,7 +383,14 @@ def _search_columns(searched: pd.DataFrame) -> pd.DataFrame:
     keep += ["search_trait_delta", "search_delta_lo", "search_delta_hi", "search_coherence"]
     keep += ["heldout_n"]
     keep += ["heldout_trait_delta", "heldout_delta_lo", "heldout_delta_hi", "heldout_coherence"]
-    return searched[keep]
+    # "10 of 20": held-out answers under the search's own bar (`min_coherence`)
+    under = [
+        f"{int(u)} of {int(s)}" if stats.as_number(s) and stats.as_number(u) is not None else ""
+        for s, u in zip(
+            searched["heldout_coherence_scored"], searched["heldout_under_bar"], strict=True
+        )
+    ]
+    return searched[keep].assign(heldout_under_bar=under)
 
 
 def _drop(table: pd.DataFrame, *columns: str) -> pd.DataFrame:

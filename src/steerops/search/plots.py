@@ -1,5 +1,5 @@
-"""search.png: coefficient vs trait delta and vs coherence, feasible trials in green, one
-marker per layer."""
+"""search.png: coefficient vs trait delta and vs coherence; feasible trials apart from
+infeasible ones, and, over several layers, coloured by layer."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ from typing import Any
 
 from steerops.io import atomic_path
 from steerops.search.trials import TrialRecord
-
-# one marker per layer: trials of two layers on one coefficient axis are two curves
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
 
 
 def plot_search(
@@ -34,42 +31,52 @@ def search_figure(
     min_coherence: float,
     title: str,
 ) -> Any:
-    """The figure: feasibility by colour and, when trials span layers, layer by marker
-    (a coefficient means a different strength at each layer)."""
+    """The figure. One layer: feasible trials green, infeasible red. Trials over several
+    layers: colour by layer (a colour bar), feasible as dots and infeasible as crosses, since
+    a coefficient means a different strength at each layer."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     done = [r for r in records if r.state == "complete" and r.trait_delta is not None]
     layers = sorted({r.layer for r in done})
-    marker = {layer: MARKERS[i % len(MARKERS)] for i, layer in enumerate(layers)}
-    fig, (ax_delta, ax_coh) = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
-    colours = {True: "tab:green", False: "tab:red"}
-    for ok in (True, False):
-        for layer in layers:
-            pts = [r for r in done if bool(r.feasible) == ok and r.layer == layer]
-            xs = [r.coefficient for r in pts]
-            style = {"c": colours[ok], "marker": marker[layer], "s": 24}
-            ax_delta.scatter(xs, [r.trait_delta for r in pts], **style)
-            ax_coh.scatter(xs, [r.coherence_mean for r in pts], **style)
-    handles = [
-        Line2D(
-            [],
-            [],
-            color=colours[True],
-            marker="o",
-            linestyle="",
-            label=f"coherence >= {min_coherence:g}",
-        ),
-        Line2D([], [], color=colours[False], marker="o", linestyle="", label="infeasible"),
-    ]
-    if len(layers) > 1:
-        handles += [
-            Line2D([], [], color="grey", marker=marker[layer], linestyle="", label=f"layer {layer}")
-            for layer in layers
-        ]
+    by_layer = len(layers) > 1
+    fig, (ax_delta, ax_coh) = plt.subplots(
+        1, 2, figsize=(10.8 if by_layer else 10, 4), sharex=True, layout="constrained"
+    )
+    shade: dict[str, Any] = (
+        {"cmap": "viridis", "vmin": min(layers), "vmax": max(layers)} if by_layer else {}
+    )
+    # (feasible, colour with one layer, marker over several, legend label)
+    kinds = (
+        (True, "tab:green", "o", f"coherence >= {min_coherence:g}"),
+        (False, "tab:red", "X", "infeasible"),
+    )
+    drawn = None
+    handles: list[Any] = []
+    for ok, colour, marker, label in kinds:
+        look: dict[str, Any] = {"marker": marker if by_layer else "o", "s": 30 if by_layer else 24}
+        key_colour, key_marker = ("grey", marker) if by_layer else (colour, "o")
+        handles.append(
+            Line2D([], [], color=key_colour, marker=key_marker, linestyle="", label=label)
+        )
+        pts = [r for r in done if bool(r.feasible) == ok]
+        if not pts:
+            continue
+        xs = [r.coefficient for r in pts]
+        look |= {"c": [r.layer for r in pts], **shade} if by_layer else {"c": colour}
+        drawn = ax_delta.scatter(xs, [r.trait_delta for r in pts], **look)
+        ax_coh.scatter(xs, [r.coherence_mean for r in pts], **look)
+    if by_layer and drawn is not None:
+        bar = fig.colorbar(drawn, ax=[ax_delta, ax_coh], label="layer")
+        if len(layers) <= 10:
+            bar.set_ticks(layers)  # the layers searched, not fractions between them
+        else:
+            bar.locator = MaxNLocator(integer=True)
+            bar.update_ticks()
     if chosen is not None and chosen.trait_delta is not None:
         star = {"marker": "*", "s": 240, "facecolors": "none", "edgecolors": "black"}
         x = [chosen.coefficient]
@@ -88,5 +95,4 @@ def search_figure(
         title=f"constraint: coherence >= {min_coherence:g}",
     )
     ax_delta.legend(handles=handles, fontsize=8)
-    fig.tight_layout()
     return fig

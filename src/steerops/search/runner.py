@@ -361,6 +361,8 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
             "heldout_delta_lo": held_metrics.get("delta_lo"),
             "heldout_delta_hi": held_metrics.get("delta_hi"),
             "heldout_coherence": held_metrics.get("coherence_mean"),
+            "heldout_under_bar": held_metrics.get("under_bar"),  # answers, of coherence_scored
+            "heldout_coherence_scored": held_metrics.get("coherence_scored"),
             "feasible": float(best["feasible"]),
             "n_trials": best["n_trials"],
             "n_generations": best["n_generations"]["total"],
