@@ -209,3 +209,83 @@ def test_every_causal_lm_config_in_transformers_sizes_or_declines():
             sized += 1
     assert {"mamba", "rwkv"} <= set(declined) and "llama" not in declined
     assert sized > 150
+
+
+def _cached_bytes_per_token(model: torch.nn.Module, rows: int = 2, seq: int = 5) -> float:
+    """Bytes of keys and values in every cache layer after a forward, per row and token
+    (a hybrid's state layers hold none)."""
+    ids = torch.arange(3, 3 + rows * seq).view(rows, seq) % 90 + 3
+    with torch.no_grad():
+        cache = model(input_ids=ids, use_cache=True).past_key_values
+    total = 0
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            states = getattr(layer, name, None)
+            if isinstance(states, torch.Tensor):
+                total += states.numel() * states.element_size()
+    return total / (rows * seq)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(
+            T.DeepseekV3Config(
+                vocab_size=96,
+                hidden_size=64,
+                intermediate_size=64,
+                moe_intermediate_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=4,
+                q_lora_rank=None,
+                kv_lora_rank=16,
+                qk_nope_head_dim=16,
+                qk_rope_head_dim=8,
+                v_head_dim=12,
+                n_routed_experts=4,
+                num_experts_per_tok=2,
+                first_k_dense_replace=1,
+                n_group=1,
+                topk_group=1,
+            ),
+            id="latent attention",
+        ),
+        pytest.param(
+            T.Lfm2Config(
+                vocab_size=96,
+                hidden_size=64,
+                intermediate_size=64,
+                num_hidden_layers=4,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                layer_types=["conv", "full_attention", "conv", "full_attention"],
+            ),
+            id="convolution hybrid",
+        ),
+        pytest.param(
+            T.JambaConfig(
+                vocab_size=96,
+                hidden_size=64,
+                intermediate_size=64,
+                num_hidden_layers=4,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                attn_layer_period=2,
+                attn_layer_offset=1,
+                expert_layer_period=2,
+                expert_layer_offset=1,
+                num_experts=2,
+                mamba_d_state=4,
+            ),
+            id="mamba hybrid",
+        ),
+    ],
+)
+def test_other_caches_are_sized_as_a_forward_fills_them(config):
+    """Outside the loop's architectures (steered through `layers_path`, decoded by HF
+    generate): a latent-attention cache and a hybrid's attention layers, as cached."""
+    torch.manual_seed(0)
+    model = T.AutoModelForCausalLM.from_config(config).eval()
+    shape = DecoderShape.of(model.config)
+    assert shape.kv_bytes_per_token(4) == _cached_bytes_per_token(model)

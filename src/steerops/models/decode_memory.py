@@ -32,7 +32,11 @@ def cache_length(longest_prompt: int, max_new: int, check_every: int) -> int:
 
 @dataclass(frozen=True)
 class DecoderShape:
-    """What a decode row's memory depends on, read from a model's text config."""
+    """What a decode row's memory depends on, read from a model's text config. `kv_layers`:
+    the layers that cache keys and values (a hybrid's attention layers, not its
+    state-space or convolution ones); `latent`: the width a multi-head latent attention
+    layer caches per token (DeepSeek's compressed keys and values and rotary key), None
+    for plain keys and values of `kv_heads` x `head_dim` each."""
 
     layers: int
     kv_heads: int
@@ -40,6 +44,8 @@ class DecoderShape:
     hidden: int
     intermediate: int
     vocab: int
+    kv_layers: int = 0  # 0: every layer
+    latent: int | None = None
 
     @classmethod
     def of(cls, config) -> DecoderShape | None:
@@ -53,7 +59,15 @@ class DecoderShape:
         )
         if not (heads and layers and hidden and vocab):
             return None
+        kinds = _layer_types(text)
+        # linear attention keeps a state, not keys and values
+        attending = [k for k in kinds if "attention" in k and not k.startswith("linear")]
+        if kinds and not attending:
+            return None
+        latent = _field(text, "kv_lora_rank")
         return cls(
+            kv_layers=len(attending),
+            latent=latent + (_field(text, "qk_rope_head_dim") or 0) if latent else None,
             layers=layers,
             kv_heads=_field(text, "num_key_value_heads") or heads,
             head_dim=_field(text, "head_dim") or hidden // heads,
@@ -64,8 +78,9 @@ class DecoderShape:
         )
 
     def kv_bytes_per_token(self, element: int) -> int:
-        """Keys and values of one token over every layer."""
-        return self.layers * 2 * self.kv_heads * self.head_dim * element
+        """Keys and values of one token over every layer that caches them."""
+        width = self.latent or 2 * self.kv_heads * self.head_dim
+        return (self.kv_layers or self.layers) * width * element
 
 
 def _field(config: Any, name: str) -> int | None:
@@ -79,6 +94,15 @@ def _field(config: Any, name: str) -> int | None:
     values = value if isinstance(value, list | tuple) else [value]
     whole = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0]
     return max(whole) if whole and len(whole) == len(values) else None
+
+
+def _layer_types(config: Any) -> list[str]:
+    """Each layer's kind where the config lists them ("full_attention", "mamba"...)."""
+    try:
+        kinds = getattr(config, "layer_types", None)
+    except (AttributeError, RuntimeError, TypeError, ValueError):
+        return []
+    return [str(k) for k in kinds] if isinstance(kinds, list | tuple) else []
 
 
 def row_bytes(shape: DecoderShape, element: int, longest_prompt: int, max_new: int) -> int:
