@@ -220,7 +220,7 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
     ways = {name: ways[name] for name in args.ways.split(",")}
     # Warm-up: a compiled step needs the whole workload (every slot count it will use);
     # otherwise one config's rows warm the kernels and the allocator.
-    compiled = args.backend != "none" and (args.backend != "auto" or device.startswith("cuda"))
+    compiled = compiles(args.backend, device)
     started = time.perf_counter()
     # later config counts use the slot counts the first compiled: one chunk warms them
     whole = compiled and first
@@ -373,6 +373,11 @@ HEADER = (
 )
 
 
+def compiles(backend: str, device: str) -> bool:
+    """Whether the static loop's step is compiled: `--backend auto` compiles on CUDA only."""
+    return backend != "none" and (backend != "auto" or device.startswith("cuda"))
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -476,10 +481,7 @@ def run(args: argparse.Namespace) -> None:
         model, prompts, pad, stops = load_folder(args.model, args.questions, args.n_questions)
         model.to(args.device, getattr(torch, args.dtype))
     layout = resolve_layout(model)
-    compiled = args.backend not in ("none", "auto") or (
-        args.backend == "auto" and args.device.startswith("cuda")
-    )
-    if args.flops and compiled:
+    if args.flops and compiles(args.backend, args.device):
         raise SystemExit("--flops counts eager passes: run it on CPU with --backend auto or none")
     if args.max_batch_rows == "auto":
         longest = max(map(len, prompts))

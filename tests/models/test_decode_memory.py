@@ -16,20 +16,23 @@ from steerops.models.decode_memory import (
     row_bytes,
     rows_for,
 )
-from steerops.models.kv import states_of
 from tiny import _COMMON, ARCHS, tiny_model
 
 GIB, MIB = 2**30, 2**20
 
 
 def _forward_kv_bytes_per_token(model: torch.nn.Module, rows: int = 2, seq: int = 5) -> float:
-    """Bytes of keys and values a real forward caches, per row and token."""
+    """Bytes of keys and values a real forward caches, per row and token (a hybrid's state
+    and convolution layers hold none)."""
     ids = torch.arange(3, 3 + rows * seq).view(rows, seq) % 90 + 3
     with torch.no_grad():
         cache = model(input_ids=ids, use_cache=True).past_key_values
-    total = sum(
-        k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in states_of(cache)
-    )
+    total = 0
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            states = getattr(layer, name, None)
+            if isinstance(states, torch.Tensor):
+                total += states.numel() * states.element_size()
     return total / (rows * seq)
 
 
@@ -211,33 +214,13 @@ def test_every_causal_lm_config_in_transformers_sizes_or_declines():
     assert sized > 150
 
 
-def _cached_bytes_per_token(model: torch.nn.Module, rows: int = 2, seq: int = 5) -> float:
-    """Bytes of keys and values in every cache layer after a forward, per row and token
-    (a hybrid's state layers hold none)."""
-    ids = torch.arange(3, 3 + rows * seq).view(rows, seq) % 90 + 3
-    with torch.no_grad():
-        cache = model(input_ids=ids, use_cache=True).past_key_values
-    total = 0
-    for layer in cache.layers:
-        for name in ("keys", "values"):
-            states = getattr(layer, name, None)
-            if isinstance(states, torch.Tensor):
-                total += states.numel() * states.element_size()
-    return total / (rows * seq)
-
-
 @pytest.mark.parametrize(
     "config",
     [
         pytest.param(
             T.DeepseekV3Config(
-                vocab_size=96,
-                hidden_size=64,
-                intermediate_size=64,
+                **_COMMON | dict(num_hidden_layers=2, num_key_value_heads=4),
                 moe_intermediate_size=32,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=4,
                 q_lora_rank=None,
                 kv_lora_rank=16,
                 qk_nope_head_dim=16,
@@ -253,24 +236,14 @@ def _cached_bytes_per_token(model: torch.nn.Module, rows: int = 2, seq: int = 5)
         ),
         pytest.param(
             T.Lfm2Config(
-                vocab_size=96,
-                hidden_size=64,
-                intermediate_size=64,
-                num_hidden_layers=4,
-                num_attention_heads=4,
-                num_key_value_heads=2,
+                **_COMMON | dict(num_hidden_layers=4),
                 layer_types=["conv", "full_attention", "conv", "full_attention"],
             ),
             id="convolution hybrid",
         ),
         pytest.param(
             T.JambaConfig(
-                vocab_size=96,
-                hidden_size=64,
-                intermediate_size=64,
-                num_hidden_layers=4,
-                num_attention_heads=4,
-                num_key_value_heads=2,
+                **_COMMON | dict(num_hidden_layers=4),
                 attn_layer_period=2,
                 attn_layer_offset=1,
                 expert_layer_period=2,
@@ -288,4 +261,4 @@ def test_other_caches_are_sized_as_a_forward_fills_them(config):
     torch.manual_seed(0)
     model = T.AutoModelForCausalLM.from_config(config).eval()
     shape = DecoderShape.of(model.config)
-    assert shape.kv_bytes_per_token(4) == _cached_bytes_per_token(model)
+    assert shape.kv_bytes_per_token(4) == _forward_kv_bytes_per_token(model)

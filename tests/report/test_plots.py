@@ -70,25 +70,27 @@ def test_only_an_ok_choice_is_ringed(tmp_path, monkeypatch):
     assert _marked(fig.axes[0]) == {"ring": [(1.0, 50.0)], "cross": [(1.0, 5.0)]}
 
 
+def _curve_point(dims: str, delta: float, **more) -> dict:
+    """One cleaning-curve row of mean_diff: `dims` cleaned, an ok delta with an interval of
+    +-5 around it."""
+    return {
+        **KEY,
+        "method": "mean_diff",
+        "dims_cleaned": dims,
+        "status": "ok",
+        "delta": delta,
+        "delta_lo": delta - 5,
+        "delta_hi": delta + 5,
+        **more,
+    }
+
+
 def test_cleaning_curve_shows_only_the_steps_run(tmp_path, monkeypatch):
     """With one massive dim the variants are 0 and all: the steps between have no point and
     are not drawn as categories the line runs through."""
     figures = []
     monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
-    curve = pd.DataFrame(
-        [
-            {
-                **KEY,
-                "method": "mean_diff",
-                "dims_cleaned": dims,
-                "status": "ok",
-                "delta": d,
-                "delta_lo": d - 5,
-                "delta_hi": d + 5,
-            }
-            for dims, d in (("0", 50.0), ("all", 40.0))
-        ]
-    )
+    curve = pd.DataFrame([_curve_point("0", 50.0), _curve_point("all", 40.0)])
     plots.cleaning_curve(curve, tmp_path / "cleaning.png")
     (fig,) = figures
     ax = fig.axes[0]
@@ -104,17 +106,7 @@ def test_a_cleaned_point_says_what_it_removed(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
     curve = pd.DataFrame(
         [
-            {
-                **KEY,
-                "method": "mean_diff",
-                "dims_cleaned": dims,
-                "status": "ok",
-                "delta": 50.0,
-                "delta_lo": 20.0,
-                "delta_hi": 75.0,
-                "dims_removed": removed,
-                "removed_share": share,
-            }
+            _curve_point(dims, 50.0, dims_removed=removed, removed_share=share)
             for dims, removed, share in (("0", 0, None), ("1", 1, 0.007571), ("all", 3, 0.25))
         ]
     )

@@ -83,14 +83,19 @@ class DecoderShape:
         return (self.kv_layers or self.layers) * width * element
 
 
-def _field(config: Any, name: str) -> int | None:
-    """A positive whole-number field of `config`, the largest where it is given per layer;
-    None where it is missing or of another kind (newer configs raise, not return, for some
-    fields they hold per layer)."""
+def _read(config: Any, name: str) -> Any:
+    """`config.name`, None where missing (newer configs raise, not return, for some fields
+    they hold per layer)."""
     try:
-        value = getattr(config, name, None)
+        return getattr(config, name, None)
     except (AttributeError, RuntimeError, TypeError, ValueError):
         return None
+
+
+def _field(config: Any, name: str) -> int | None:
+    """A positive whole-number field of `config`, the largest where it is given per layer;
+    None where it is missing or of another kind."""
+    value = _read(config, name)
     values = value if isinstance(value, list | tuple) else [value]
     whole = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0]
     return max(whole) if whole and len(whole) == len(values) else None
@@ -98,10 +103,7 @@ def _field(config: Any, name: str) -> int | None:
 
 def _layer_types(config: Any) -> list[str]:
     """Each layer's kind where the config lists them ("full_attention", "mamba"...)."""
-    try:
-        kinds = getattr(config, "layer_types", None)
-    except (AttributeError, RuntimeError, TypeError, ValueError):
-        return []
+    kinds = _read(config, "layer_types")
     return [str(k) for k in kinds] if isinstance(kinds, list | tuple) else []
 
 

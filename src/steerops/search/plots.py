@@ -17,9 +17,9 @@ def plot_search(
     min_coherence: float,
     title: str,
 ) -> None:
+    fig = search_figure(records, chosen, min_coherence, title)  # selects the Agg backend
     import matplotlib.pyplot as plt
 
-    fig = search_figure(records, chosen, min_coherence, title)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
