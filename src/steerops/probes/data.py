@@ -14,11 +14,13 @@ from steerops.errors import SteeropsError
 from steerops.io import file_md5, iter_jsonl, write_text
 
 
-def named_file(path: Path | None, key: str) -> Path | None:
-    """The file param `key` names (None: the param is unset); one that is missing is an
+def param_file(params, key: str) -> Path | None:
+    """The file the param probes.<key> names (None: it is unset); one that is missing is an
     error."""
+    value = getattr(params.probes, key)
+    path = params.path(value) if value else None
     if path is not None and not path.is_file():
-        raise SteeropsError(f"{key}: file not found: {path}")
+        raise SteeropsError(f"probes.{key}: file not found: {path}")
     return path
 
 

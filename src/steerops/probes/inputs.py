@@ -25,11 +25,11 @@ def run(args: argparse.Namespace) -> None:
 def write_inputs_record(params) -> None:
     """Write <out>/probe_inputs.json unless it already holds the same record."""
     from steerops.io import file_md5, read_json, write_json
-    from steerops.probes.data import named_file
+    from steerops.probes.data import param_file
 
     value = params.probes.confounds
     # a path that names no file stops here, before anything is written
-    confounds = named_file(params.path(value) if value else None, "probes.confounds")
+    confounds = param_file(params, "confounds")
     record = {"confounds": None}
     if confounds is not None:
         record["confounds"] = {"path": str(value), "md5": file_md5(confounds)}

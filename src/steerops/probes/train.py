@@ -26,7 +26,7 @@ from steerops.probes.activations import (
 )
 from steerops.probes.confounds import one_hot_design, residualize
 from steerops.probes.data import (
-    named_file,
+    param_file,
     read_comparisons,
     read_confounds,
     read_scores,
@@ -93,19 +93,13 @@ def _config(params, layers: list[int]) -> dict:
     )
 
 
-def _input(params, key: str) -> Path | None:
-    """The file a probes.<key> param names (None if unset); a stale path is an error."""
-    value = getattr(params.probes, key)
-    return named_file(params.path(value) if value else None, f"probes.{key}")
-
-
 def _targets(
     params, scores: dict[str, float]
 ) -> tuple[dict[str, float], dict | None, dict[str, tuple[str, ...]] | None]:
     """The scores with the confounds regressed out on every task (for the report and the
     check that they vary; each probe regresses on its own training tasks), the report,
     and each task's confound levels (None: no confounds)."""
-    path = _input(params, "confounds")
+    path = param_file(params, "confounds")
     if path is None:
         return scores, None, None
     confounds, columns = read_confounds(path)
@@ -244,14 +238,14 @@ def train(params) -> tuple[Path, dict, bool]:
     probes = params.probes
     position = probes.position.text
     root = probes_root(params.out, tasks_name(params), probes.variant, position)
-    scores_path = _input(params, "scores")
+    scores_path = param_file(params, "scores")
     if scores_path is None:
         raise SteeropsError("probes.scores: not set (give --scores FILE or set it)")
     problem = scores_out_of_step(scores_path)
     if problem is not None:
         raise SteeropsError(f"{problem}; run `steerops probe thurstonian` again")
     raw_scores = {t: mu for t, (mu, _) in read_scores(scores_path).items()}
-    comparisons_path = _input(params, "comparisons")
+    comparisons_path = param_file(params, "comparisons")
     comparisons = read_comparisons(comparisons_path) if comparisons_path else None
     # inputs validated before a model load
     targets, confound_report, confounds = _targets(params, raw_scores)
