@@ -3,6 +3,7 @@ numpy computation and scipy's bootstrap) and the choice on the selection half.""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -435,3 +436,54 @@ def test_printed_numbers_stay_on_their_side_of_the_verdicts_thresholds():
     assert stats.delta_text(0.03) == "+0.03" and stats.delta_text(-0.004) == "-0.004"
     assert stats.delta_text(12.34) == "+12.3" and stats.delta_text(0.0) == "+0.0"
     assert stats.delta_text(None) == "n/a" and stats.delta_text(-0.06) == "-0.1"
+
+
+def _flipped_means(d: np.ndarray) -> np.ndarray:
+    """The mean under every sign pattern of `d`, enumerated."""
+    signs = np.array(list(itertools.product([-1.0, 1.0], repeat=len(d))))
+    return (signs * d).mean(axis=1)
+
+
+def test_the_sign_flip_p_is_the_share_of_sign_patterns_at_least_as_extreme():
+    rng = np.random.default_rng(3)
+    for n in (1, 5, 9, 14):  # 2**14 sign patterns fit in the resamples: exact
+        d = rng.normal(0.5, 1.0, n).round(1)
+        exact = float((_flipped_means(d) >= d.mean() - 1e-9).mean())
+        assert stats.sign_flip_p(d, seed=0) == pytest.approx(exact, abs=1e-12)
+    # beyond that, random patterns: within their sampling error of the enumeration
+    d = rng.normal(0.4, 1.0, 17)
+    exact = float((_flipped_means(d) >= d.mean() - 1e-9).mean())
+    assert abs(stats.sign_flip_p(d, seed=0) - exact) < 4 * math.sqrt(exact * (1 - exact) / 20_000)
+    assert stats.sign_flip_p(d, seed=0) == stats.sign_flip_p(d, seed=0)  # seeded
+
+
+def test_the_sign_flip_p_of_no_movement_is_one_and_of_every_question_up_is_half_to_the_n():
+    assert stats.sign_flip_p([0.0] * 12, seed=0) == 1.0
+    assert stats.sign_flip_p([], seed=0) is None
+    # all 10 questions up by the same amount: only the unflipped pattern reaches the mean
+    assert stats.sign_flip_p([25.0] * 10, seed=0) == pytest.approx(0.5**10)
+    # a sign test would call 9 of 10 up significant; one large drop makes the mean fall
+    assert stats.sign_flip_p([5.0] * 9 + [-100.0], seed=0) > 0.5
+
+
+def test_q_values_are_benjamini_hochberg_over_the_tests_given():
+    ps = [0.01, None, 0.04, 0.03, 0.2]
+    qs = stats.false_discovery_q(ps)
+    # by the definition: q of the i-th smallest of m is min over j >= i of p_(j) m / j
+    known = sorted(p for p in ps if p is not None)
+    m = len(known)
+    by_rank = [min(known[j] * m / (j + 1) for j in range(i, m)) for i in range(m)]
+    expected = {p: min(1.0, q) for p, q in zip(known, by_rank, strict=True)}
+    assert qs[1] is None
+    assert [q for q in qs if q is not None] == pytest.approx([expected[p] for p in ps if p])
+    assert qs[0] == pytest.approx(0.04) and qs[2] == pytest.approx(qs[3]) == pytest.approx(0.16 / 3)
+    assert stats.false_discovery_q([None, None]) == [None, None]
+    assert stats.false_discovery_q([0.03]) == [pytest.approx(0.03)]  # one test: its own p
+
+
+def test_p_values_print_rounded_up_so_none_shows_under_the_bar_it_is_above():
+    assert stats.p_text(0.0501) == "0.051" and stats.p_text(0.05) == "0.050"
+    assert stats.p_text(0.012) == "0.012" and stats.p_text(1.0) == "1.0"
+    assert stats.p_text(0.00099) == "< 0.001" and stats.p_text(None) == "n/a"
+    for x in np.linspace(0.001, 1, 4001):
+        assert float(stats.p_text(x)) >= x and float(stats.p_text(x)) <= x * 1.1 + 1e-12, x

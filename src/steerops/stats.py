@@ -28,6 +28,12 @@ third of the questions move a lot either way and the rest barely move, it still 
 verdict, a cleaning "helps" or "hurts", a preclean flag); "no effect" still is.
 One question (n = 1) has no spread to widen: its interval is that question's delta.
 
+The report also tests each cell's chosen config held out with a sign-flip permutation test
+(`sign_flip_p`, one-sided: under no effect every question's delta is as likely negative as
+positive) and adjusts those p-values over the report's cells together (Benjamini-Hochberg,
+`false_discovery_q`): one "ok" among many cells tested can be luck, and its q says whether it
+holds once the others are counted.
+
 `sign` is -1 with `steering.direction: negative`, so a positive delta always means "more of
 what the steering aims for". A config "has an effect" when `lo > 0`.
 
@@ -45,11 +51,12 @@ import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from decimal import ROUND_FLOOR, Context, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+from scipy import stats as scipy_stats
 from scipy.stats import t as scipy_t
 
 from steerops.errors import SteeropsError
@@ -418,6 +425,19 @@ def delta_text(value: Any, decimals: int = 1) -> str:
     return text
 
 
+def p_text(value: Any) -> str:
+    """A p or q value to 2 significant digits, rounded up: one above a 5% bar never prints at
+    it (0.0501 is "0.051"); "< 0.001" below that."""
+    value = as_number(value)
+    if value is None:
+        return "n/a"
+    if value < 0.001:
+        return "< 0.001"
+    decimals = 1 - math.floor(math.log10(value))
+    step = Decimal(1).scaleb(-decimals)
+    return str(Decimal(repr(value)).quantize(step, rounding=ROUND_CEILING, context=_WIDE))
+
+
 def interval_text(mid: Any, lo: Any, hi: Any) -> str:
     """ "estimate [low, high]" of a delta and its interval, as `delta_text` prints each."""
     return f"{delta_text(mid)} [{delta_text(lo)}, {delta_text(hi)}]"
@@ -427,6 +447,42 @@ def no_effect_on_selection(row: Mapping[str, Any]) -> bool:
     """Whether a config's selection-half interval reaches zero: `select` picks among the
     others, and a NO_EFFECT choice with it was decided there, not by its held-out interval."""
     return (as_number(row.get("selection_delta_lo")) or 0.0) <= 0
+
+
+def sign_flip_p(deltas: Iterable[float], seed: int, resamples: int = RESAMPLES) -> float | None:
+    """One-sided p that paired `deltas` have a mean above zero, by a sign-flip permutation
+    test: with no effect each question's delta is as likely negative as positive, so the
+    observed mean is ranked among the means under flipped signs. Every sign pattern while
+    2**n fits in `resamples` (exact), else `resamples` random ones (scipy then counts the
+    observed pattern among them, so p is never 0). None without deltas."""
+    d = np.asarray(list(deltas), dtype=float)
+    if d.size == 0:
+        return None
+    if d.size == 1:  # scipy takes two or more: the two patterns, by hand
+        return 1.0 if d[0] <= 0 else 0.5
+    test = scipy_stats.permutation_test(
+        (d,),
+        np.mean,
+        permutation_type="samples",  # one sample: its signs are what is permuted
+        alternative="greater",
+        n_resamples=resamples,
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
+    return float(min(test.pvalue, 1.0))
+
+
+def false_discovery_q(ps: Sequence[float | None]) -> list[float | None]:
+    """Benjamini-Hochberg adjusted p-values of the tests in `ps` read together (a None is no
+    test: it stays None and does not count): the findings with q < 0.05 are a set in which
+    at most 5% are expected to be false, however many tests the reader looked at."""
+    known = [i for i, p in enumerate(ps) if p is not None]
+    out: list[float | None] = [None] * len(ps)
+    if known:
+        q = scipy_stats.false_discovery_control([float(ps[i]) for i in known], method="bh")
+        for i, value in zip(known, np.atleast_1d(q), strict=True):
+            out[i] = float(value)
+    return out
 
 
 def family_confidence(k: int) -> float:

@@ -89,6 +89,14 @@ def test_a_no_effect_cell_is_labelled_so_and_gives_no_recommendation(tmp_path):
         assert not {"random_baseline", "gradient"} & set(table["method"]), name
     metrics = read_json(out / "metrics.json")
     assert metrics["cells_no_effect"] == 1 and metrics["cells_needing_finer_coefficients"] == 1
+    ok = gap[gap["status"] == "ok"]
+    assert metrics["cells_ok"] == len(ok[ok["alias_of"].isna()]) > 0
+    # mean_diff_preclean's ok (delta 20) rests on 4 of its 20 held-out questions: its
+    # interval is above zero, but sign-flip p is 0.5**4, and over the cells q is above 5%
+    weak = _row(gap, method="mean_diff_preclean")
+    assert weak["status"] == "ok" and weak["delta"] == 20 and weak["delta_lo"] > 0
+    assert weak["heldout_p"] == pytest.approx(0.5**4, abs=0.005) and weak["heldout_q"] > 0.05
+    assert metrics["cells_ok_at_fdr_5pct"] == (ok["heldout_q"] < 0.05).sum() == len(ok) - 1
 
 
 def test_no_config_reaching_the_threshold_is_reported_not_a_crash(tmp_path):

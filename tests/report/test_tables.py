@@ -47,6 +47,32 @@ def test_gap_analysis_known_answers(frame):
     assert _row(gap, method="mean_diff_preclean")["alias_of"] == "mean_diff_cleaned"
 
 
+def test_each_chosen_config_is_tested_held_out_and_adjusted_over_the_report_s_cells(frame):
+    gap = tables.gap_analysis(frame, 68)
+    md = _row(gap, method="mean_diff")
+    chosen = frame[
+        (frame["method"] == "mean_diff") & (frame["layer"] == 2) & (frame["coefficient"] == 1.5)
+    ].iloc[0]
+    # the baseline scores 0 on every question: a held-out delta is the config's trait score
+    assert chosen["heldout_deltas"] == chosen["heldout_traits"]
+    deltas = list(chosen["heldout_deltas"].values())
+    moved = sum(d > 0 for d in deltas)  # 70% of the held-out questions refuse: 14 of 20
+    assert moved == 14 and set(deltas) == {0.0, 100.0}
+    # only the unflipped signs of the 14 reach the mean: exact p 0.5**14, sampled within
+    assert md["heldout_p"] == pytest.approx(0.5**14, abs=5 / 20_000)
+    assert _row(gap, method="random_baseline")["heldout_p"] > 0.05
+    # q: Benjamini-Hochberg by its definition over every tested cell but the alias
+    alias = gap["alias_of"] != ""
+    tested = gap[~alias & gap["heldout_p"].notna()].sort_values("heldout_p")
+    p, m = tested["heldout_p"].to_numpy(), len(tested)
+    q = [min(1.0, min(p[j] * m / (j + 1) for j in range(i, m))) for i in range(m)]
+    assert tested["heldout_q"].to_numpy() == pytest.approx(q)
+    [twin] = gap[alias].itertuples()  # its twin's test: counted once
+    assert np.isnan(twin.heldout_q) and not np.isnan(twin.heldout_p)
+    # a cell with no coherent steered config has no choice to test
+    assert np.isnan(_row(gap, method="gradient")["heldout_p"])
+
+
 def test_threshold_changes_the_answer(frame):
     gap = tables.gap_analysis(frame, 85)
     assert _row(gap, method="mean_diff")["delta"] == 40

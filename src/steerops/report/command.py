@@ -86,7 +86,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     massive = calibrated.massive_table(record)
     if frame.empty:
         frame = pd.DataFrame(columns=COLUMNS)
-    gap = tables.gap_analysis(frame, threshold)
+    gap = tables.gap_analysis(frame, threshold, proto.seed)
     prepost = tables.preclean_vs_clean_after(frame, threshold, proto.seed)
     curve = tables.cleaning_curve(frame, threshold, proto.seed)
     sets = calibrated.dim_sets(params, frame)
@@ -179,6 +179,10 @@ def _metrics(gap, prepost, errors, searched) -> dict:
     return {
         "cells": int((gap["alias_of"] == "").sum()),
         "cells_ok": int(count.get(stats.OK, 0)),
+        # of those, the ones whose held-out test holds over every cell tested (q < 0.05)
+        "cells_ok_at_fdr_5pct": int(
+            ((gap["status"] == stats.OK) & (gap["heldout_q"] < 1 - stats.CONFIDENCE)).sum()
+        ),
         "cells_no_effect": int(count.get(stats.NO_EFFECT, 0)),
         "cells_incoherent_heldout": int(count.get(stats.INCOHERENT, 0)),
         "cells_too_few_heldout": int(count.get(stats.TOO_FEW, 0)),
@@ -240,7 +244,9 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
     tables, each under its title."""
     titles = {
         "gap_analysis": "Gap analysis: the chosen config per method, held out (`under_bar`: "
-        "its held-out answers under the coherence bar, of `coherence_scored`)",
+        "its held-out answers under the coherence bar, of `coherence_scored`; `heldout_p`: "
+        "one-sided sign-flip p of its held-out deltas; `heldout_q`: that p adjusted over every "
+        "cell's but an alias's, Benjamini-Hochberg)",
         "preclean_vs_clean_after": "Preclean vs clean-after (every dim of the set `dim_set` "
         "names); gap = preclean - clean-after on the held-out questions, paired interval; "
         "`vectors_max_diff` the largest difference between the two unit vectors over their "

@@ -35,7 +35,11 @@ VERDICTS = (
     "**needs finer coefficients** (no steered config coherent), "
     "**trait unscored** (coherent steered configs, none with a trait score), **held out "
     "unscored** (the judge gave the choice no held-out trait or coherence score: a failure, "
-    "not a finding). Coherences print rounded down, so none shows at a bar it is under."
+    "not a finding). Coherences print rounded down, so none shows at a bar it is under. "
+    "An ok line also gives its held-out sign-flip test (one-sided p) and that p's q over every "
+    "cell of the report (Benjamini-Hochberg): an ok whose q is 0.05 or more may be the one "
+    "lucky cell among those tested, and one whose p is 0.05 or more rests on a few "
+    "questions that moved far; p and q print rounded up."
 )
 
 
@@ -286,6 +290,7 @@ def _verdict_lines(
     why none. A method not in `methods` (params' `steering.methods`; None: no check) is
     named as such: its cell's log outlives its removal, and no run refreshes it."""
     lines = []
+    tested = int(gap["heldout_q"].notna().sum()) if "heldout_q" in gap else 0
     for row in gap.itertuples(index=False):
         where = f"{row.trait} {row.position} `{row.method}`"
         if methods is not None and row.method not in methods:
@@ -327,7 +332,8 @@ def _verdict_lines(
             )
             key = tuple(getattr(row, k, None) for k in CELL)
             best, cliff = _grid_words(row, (grids or {}).get(key))
-            lines.append(f"- {where}{alias}: **ok**, {best}: {numbers}{edge}{cliff}")
+            test = _test_words(row, tested)
+            lines.append(f"- {where}{alias}: **ok**, {best}: {numbers}{test}{edge}{cliff}")
         elif row.status == stats.NO_EFFECT and stats.no_effect_on_selection(row._asdict()):
             chosen = numbers.replace(
                 ": held-out delta", f": selection delta {_selection(row)}; held-out delta", 1
@@ -344,6 +350,24 @@ def _verdict_lines(
         else:
             lines.append(f"- {where}{alias}: **{row.status}**, no optimal coefficient ({numbers})")
     return lines or ["_no grid results_"]
+
+
+def _test_words(row, tested: int) -> str:
+    """An ok cell's held-out sign-flip test, with its q over the report's `tested` cells. An
+    ok the test does not confirm at 5% (an interval can clear zero on a few questions that
+    moved far), or that does not hold once the cells are counted together, says so."""
+    p = stats.as_number(getattr(row, "heldout_p", None))
+    if p is None:
+        return ""
+    q = stats.as_number(getattr(row, "heldout_q", None))
+    cells = f"the report's {tested} cells" if tested != 1 else "the report's one cell"
+    words = f"sign-flip p {stats.p_text(p)} one-sided, q {stats.p_text(q)} over {cells}"
+    bar = 1 - stats.CONFIDENCE
+    if p >= bar:
+        return f"; **a sign-flip test does not confirm it at 5%** ({words})"
+    if q is not None and q >= bar:
+        return f"; **not significant once {cells} are counted together** ({words})"
+    return f"; {words}"
 
 
 def _selection(row) -> str:

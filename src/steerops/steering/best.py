@@ -87,8 +87,9 @@ def config_rows(
     """One row per config logged under `settings_hash` with per-question scores: its numbers
     on all questions (`trait_delta`: trait - baseline in the steering direction), and on
     each half (deltas likewise, with their interval); with `keep_heldout`, `heldout_traits`
-    maps each held-out question to the config's trait score (for paired comparisons), as
-    `heldout_coherences` (always) does to its coherence;
+    maps each held-out question to the config's trait score (for paired comparisons) and
+    `heldout_deltas` to its delta against the baseline, as `heldout_coherences` (always)
+    does to its coherence;
     `vector_files` the md5 of the vector files on disk now and `units` each vector's weight
     per unit coefficient now (`ResultsLog.configs`)."""
     questions = log.questions(settings_hash)
@@ -130,8 +131,17 @@ def config_rows(
         row["heldout_coherences"] = {q: scores[first[q]][1] for q in halves[1]}
         if keep_heldout:
             row["heldout_traits"] = {q: scores[first[q]][0] for q in halves[1]}
+            # each held-out question's delta against the baseline (None: either unscored)
+            row["heldout_deltas"] = {
+                q: _delta(scores, base, first[q], proto.sign) for q in halves[1]
+            }
         rows.append(row)
     return rows
+
+
+def _delta(scores, base, i: int, sign: float) -> float | None:
+    steered, baseline = scores[i][0], base[i][0]
+    return None if steered is None or baseline is None else sign * (steered - baseline)
 
 
 def baseline_means(log: ResultsLog, settings_hash: str) -> dict[str, Any]:
