@@ -1,5 +1,6 @@
-"""`steerops calibrate` refuses a device it cannot use before the model loads or an MLflow
-run opens: one error line, exit code 2, no FAILED run."""
+"""`steerops calibrate` refuses a device it cannot use, or more new tokens than the model has
+positions, before the model loads or an MLflow run opens: one error line, exit code 2, no
+FAILED run."""
 
 from __future__ import annotations
 
@@ -17,8 +18,13 @@ from conftest import refused_up_front, write_params
             "(params: models.instruct.device)",
         ),
         (["--device", "cuda:99"], "--device: cuda:99 is not available"),
+        (
+            ["--max-new-tokens", "500"],
+            "--max-new-tokens: 500 new tokens do not fit in the model's context of 128 "
+            "positions (max_position_embeddings) (params: calibration.max_new_tokens)",
+        ),
     ],
-    ids=["not-a-device", "device-not-here"],
+    ids=["not-a-device", "device-not-here", "past-the-context"],
 )
 def test_a_bad_device_fails_before_loading_and_tracking(
     tmp_path, toy_world, no_model_loads, capsys, argv, message

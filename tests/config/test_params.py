@@ -90,6 +90,13 @@ def test_config_errors_are_one_line_naming_the_key(tmp_path, data, expected):
 def test_missing_params_file(tmp_path):
     with pytest.raises(SteeropsError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
+    # a folder: said so, with the file it probably meant when it holds one
+    with pytest.raises(SteeropsError) as err:
+        load_params(tmp_path)
+    assert str(err.value) == f"params file: {tmp_path} is a folder, not a YAML file"
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    with pytest.raises(SteeropsError, match=r"is a folder, not a YAML file \(its params.yaml\?\)"):
+        load_params(tmp_path)
 
 
 def test_unknown_model_variant(tmp_path):

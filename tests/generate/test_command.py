@@ -265,6 +265,35 @@ def test_a_bad_device_fails_before_loading_and_tracking(
     assert message in err
 
 
+@pytest.mark.parametrize(
+    "blocks, argv, message",
+    [
+        (
+            {"extraction": {"positions": ["prompt[-1]", "response[:200]"]}},
+            [],
+            "generate.max_new_tokens (auto: the longest response window of "
+            "extraction.positions): 200 new tokens do not fit in the model's context of 128 "
+            "positions (max_position_embeddings)",
+        ),
+        (
+            {},
+            ["--max-new-tokens", "128"],
+            "--max-new-tokens: 128 new tokens do not fit in the model's context of 128 "
+            "positions (max_position_embeddings) (params: generate.max_new_tokens)",
+        ),
+    ],
+    ids=["auto", "given"],
+)
+def test_more_new_tokens_than_the_model_has_positions_is_refused_up_front(
+    tmp_path, toy_world, no_model_loads, capsys, blocks, argv, message
+):
+    """The toy model has 128 positions: a position spec's typo (`response[:200]`) would
+    otherwise decode past the context, for hours on a large window."""
+    params = write_params(tmp_path, toy_world, **blocks)
+    err = refused_up_front(["generate", "--params", str(params), *argv], tmp_path, capsys)
+    assert message in err
+
+
 def test_jsonl_trait_prompts_name_the_bad_line(tmp_path):
     from steerops.errors import SteeropsError
 

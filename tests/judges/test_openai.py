@@ -560,6 +560,9 @@ def test_a_header_http_refuses_fails_without_the_key_in_the_error_or_its_context
         ("http://localhost:8000/v1 ", "spaces"),
         ("https://user:pw-12345@judge.example/v1", "credentials"),
         ("https://judge.example/v1?api-version=2024", "query"),
+        ("https://judge.example/v1?api-key=pw-12345", "query"),
+        ("https://judge.example/v1 ?api-key=pw-12345", "spaces"),
+        ("ftp://judge.example/v1?api-key=pw-12345", "expected an http"),
     ],
 )
 def test_a_base_url_urllib_cannot_send_to_is_refused_before_a_run(
@@ -569,7 +572,7 @@ def test_a_base_url_urllib_cannot_send_to_is_refused_before_a_run(
 
     with pytest.raises(SteeropsError, match=f"judge.base_url: .*{problem}") as err:
         check_judge(params_for(tmp_path, server, base_url=url), _trait(tmp_path))
-    assert "pw-12345" not in str(err.value)
+    assert "pw-12345" not in str(err.value)  # neither in credentials nor in a query
 
 
 def _trait(tmp_path) -> Trait:

@@ -313,8 +313,17 @@ def test_a_model_folder_without_tokenizer_or_with_a_damaged_config_is_one_line_e
     from steerops.models.loading import check_variant
 
     tiny_model("llama").save_pretrained(tmp_path / "model")  # the tokenizer not saved
-    with pytest.raises(SteeropsError, match=r"^models\.base\.id: cannot load tokenizer"):
+    with pytest.raises(SteeropsError) as err:
         check_variant(_params(tmp_path), "base")
+    assert str(err.value) == (
+        f"models.base.id: no tokenizer in {tmp_path / 'model'} (tokenizer.json, or "
+        "tokenizer_config.json with its vocabulary files)"
+    )
+    # a tokenizer file transformers cannot read: its own message, on one line
+    (tmp_path / "model" / "tokenizer_config.json").write_text('{"tokenizer_class": "Nope"}')
+    with pytest.raises(SteeropsError, match=r"^models\.base\.id: cannot load tokenizer: ") as err:
+        check_variant(_params(tmp_path), "base")
+    assert "\n" not in str(err.value)
     _save_tiny(tmp_path / "model")
     assert check_variant(_params(tmp_path), "base")
     (tmp_path / "model" / "config.json").write_text("{not json")

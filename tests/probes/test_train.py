@@ -417,6 +417,8 @@ def test_scores_of_part_of_the_tasks_train_on_the_overlap_and_say_so(tmp_path, c
     assert "50 tasks both scored and extracted" in warned[0]
     assert "110 of the 160 extracted tasks have no score" in warned[0]
     assert "3 of the 53 scored tasks no activations" in warned[0]
+    # the ids scored but not extracted are named: a typo shows
+    assert "e.g. 'elsewhere0', 'elsewhere1', 'elsewhere2' scored only)" in warned[0]
     root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
     run_id = json.loads((root / "runs" / "latest.json").read_text())["run_id"]
     counts = json.loads((root / "runs" / run_id / "manifest.json").read_text())["counts"]

@@ -302,3 +302,15 @@ def test_a_damaged_line_in_a_results_log_is_refused_up_front(
     argv = [stage, "--params", str(path), "--out", str(tmp_path / "run"), *flags]
     err = refused_up_front(argv, tmp_path, capsys, outputs="run")
     assert f"{file.name}:2: malformed JSON line" in err
+
+
+def test_a_subset_larger_than_the_trait_s_questions_is_said(capsys):
+    from steerops.steering.preflight import say_short_subset
+
+    say_short_subset("steer", "toy/refusal", 100_000, 40)
+    assert capsys.readouterr().err == (
+        "steerops steer: note: steering.subset 100000: toy/refusal has 40 questions, all steered\n"
+    )
+    for subset in (None, 0, 40, 12):  # unset, or within the questions: nothing to say
+        say_short_subset("search", "toy/refusal", subset, 40)
+    assert capsys.readouterr().err == ""

@@ -69,7 +69,13 @@ def load_calibration_prompts(path: Path) -> list[Prompt]:
 def calibrate(params, progress: bool = True) -> dict:
     """Run calibration for `calibration.variant`; returns the calibration.json record."""
     from steerops.models.generation import generate_responses
-    from steerops.models.loading import check_variant, load_model, model_shape, model_source
+    from steerops.models.loading import (
+        check_new_tokens,
+        check_variant,
+        load_model,
+        model_shape,
+        model_source,
+    )
     from steerops.tracking import track
     from steerops.tracking.lineage import model_input
 
@@ -78,7 +84,9 @@ def calibrate(params, progress: bool = True) -> dict:
     prompts = load_calibration_prompts(prompts_file)
     spec = params.variant(cfg.variant, "calibration.variant")
     check_variant(params, cfg.variant)  # a bad source or device fails before the run opens
-    _check_global_min_layers(cfg.global_min_layers, model_shape(params, cfg.variant).num_layers)
+    shape = model_shape(params, cfg.variant)
+    _check_global_min_layers(cfg.global_min_layers, shape.num_layers)
+    check_new_tokens(shape, cfg.max_new_tokens, "calibration.max_new_tokens")
     settings = {
         k: getattr(cfg, k)
         for k in (

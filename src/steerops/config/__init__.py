@@ -179,6 +179,11 @@ def load_params(
     if file is None and not path.exists():
         data: dict[str, Any] = {}
     else:
+        if path.is_dir():
+            hint = (
+                f" (its {DEFAULT_PARAMS_FILE}?)" if (path / DEFAULT_PARAMS_FILE).is_file() else ""
+            )
+            raise SteeropsError(f"params file: {path} is a folder, not a YAML file{hint}")
         if not path.is_file():
             raise SteeropsError(f"params file not found: {path}")
         try:

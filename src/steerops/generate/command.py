@@ -96,7 +96,7 @@ def resolve_max_new_tokens(params) -> int:
 
 def generate_trait(params, name: str, force: bool = False, progress: bool = True) -> dict:
     """Complete (and vet) one trait; returns the summary written to `summary.json`."""
-    from steerops.models.loading import check_variant
+    from steerops.models.loading import check_new_tokens, check_variant, model_shape
 
     cfg = params.generate
     params.variant(cfg.variant, "generate.variant")
@@ -130,6 +130,12 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
         return old
     # an up-to-date trait needs no model; one to generate fails here, before the run opens
     check_variant(params, cfg.variant)
+    key = "generate.max_new_tokens" + (
+        " (auto: the longest response window of extraction.positions)"
+        if cfg.max_new_tokens == "auto"
+        else ""
+    )
+    check_new_tokens(model_shape(params, cfg.variant), gen["max_new_tokens"], key)
     if judge is not None:  # an endpoint that is down or refuses the key costs no generation
         from steerops.judges import reach_judge
 

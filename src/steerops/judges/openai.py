@@ -404,6 +404,11 @@ def _in_the_clear(url: str) -> bool:
         return True
 
 
+def _shown(parts: urllib.parse.SplitResult) -> str:
+    """A URL as an error line may show it: scheme, host, port and path."""
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
 def _url_problem(url: str | None) -> str | None:
     """What is wrong with `url` as judge.base_url, found before a run opens (a URL urllib
     cannot send to would otherwise be retried, and fail only after generation)."""
@@ -411,20 +416,25 @@ def _url_problem(url: str | None) -> str | None:
         return "required for judge.kind openai (e.g. https://api.openai.com/v1)"
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        return f"expected an http(s) URL, got {url!r}"
+        return f"expected an http(s) URL, got {_shown(parts)!r}"
     if "@" in parts.netloc:  # not echoed: it holds credentials
         return (
             "credentials in the URL would be logged with the params: put the key in the "
             "environment variable judge.api_key_env names"
         )
+    shown = _shown(parts)  # never the query: it may hold a key (?api-key=...)
     if re.search(r"[\x00-\x20\x7f]", url):
-        return f"spaces or control characters in {url!r}"
+        return f"spaces or control characters in {shown!r}"
     try:
         parts.port  # noqa: B018 (raises on a port that is not a number)
     except ValueError:
-        return f"bad port in {url!r}"
+        return f"bad port in {shown!r}"
     if not parts.hostname:
-        return f"no host in {url!r}"
+        return f"no host in {shown!r}"
     if parts.query or parts.fragment:
-        return f"{url!r} has a query or fragment; /chat/completions is appended to the URL"
+        return (
+            f"{shown!r} has a query or fragment (not shown: it may hold a key); "
+            "/chat/completions is appended to the URL, and the key belongs in the environment "
+            "variable judge.api_key_env names"
+        )
     return None

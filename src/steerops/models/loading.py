@@ -114,6 +114,17 @@ class ModelShape:
     context: int | None = None  # max_position_embeddings: positions a sequence may use
 
 
+def check_new_tokens(shape: ModelShape, n: int, key: str) -> None:
+    """`n` new tokens must fit in the model's context, where its config tells it: past it a
+    static cache would not fit and positions have no meaning (a typo like `[:100000]` in a
+    position would otherwise decode for hours)."""
+    if shape.context is not None and n >= shape.context:
+        raise SteeropsError(
+            f"{key}: {n} new tokens do not fit in the model's context of {shape.context} "
+            "positions (max_position_embeddings)"
+        )
+
+
 def model_shape(params: Params, variant: str) -> ModelShape:
     """The decoder's layer count and width and the model type, from the config file only,
     so a stage can check layers against them before it loads weights or opens a run."""
@@ -238,8 +249,15 @@ def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
     try:
         tok = AutoTokenizer.from_pretrained(source.path, **source.kwargs)
     except (OSError, ValueError) as exc:  # missing or unreadable tokenizer files
+        folder = Path(source.path)
+        if folder.is_dir() and not any(folder.glob("tokenizer*")):
+            raise SteeropsError(
+                f"models.{variant}.id: no tokenizer in {folder} (tokenizer.json, or "
+                "tokenizer_config.json with its vocabulary files)"
+            ) from None
+        # transformers' message runs over several lines ("from one of: (1) ..."): one line
         raise SteeropsError(
-            f"models.{variant}.id: cannot load tokenizer: {_first_line(exc)}"
+            f"models.{variant}.id: cannot load tokenizer: {' '.join(str(exc).split())}"
         ) from None
     tok.padding_side = padding_side
     if tok.pad_token_id is None:

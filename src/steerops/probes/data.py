@@ -14,13 +14,12 @@ from steerops.errors import SteeropsError
 from steerops.io import file_md5, iter_jsonl, write_text
 
 
-def param_file(params, key: str) -> Path | None:
-    """The file the param probes.<key> names (None: it is unset); one that is missing is an
-    error."""
-    value = getattr(params.probes, key)
+def param_file(params, value: str | None, key: str) -> Path | None:
+    """The file param `key` names with `value` (None: it is unset); one that is missing is
+    an error. The caller reads the param itself, so each stage's reads stay visible."""
     path = params.path(value) if value else None
     if path is not None and not path.is_file():
-        raise SteeropsError(f"probes.{key}: file not found: {path}")
+        raise SteeropsError(f"{key}: file not found: {path}")
     return path
 
 

@@ -29,7 +29,7 @@ def write_inputs_record(params) -> None:
 
     value = params.probes.confounds
     # a path that names no file stops here, before anything is written
-    confounds = param_file(params, "confounds")
+    confounds = param_file(params, value, "probes.confounds")
     record = {"confounds": None}
     if confounds is not None:
         record["confounds"] = {"path": str(value), "md5": file_md5(confounds)}

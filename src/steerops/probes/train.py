@@ -99,7 +99,7 @@ def _targets(
     """The scores with the confounds regressed out on every task (for the report and the
     check that they vary; each probe regresses on its own training tasks), the report,
     and each task's confound levels (None: no confounds)."""
-    path = param_file(params, "confounds")
+    path = param_file(params, params.probes.confounds, "probes.confounds")
     if path is None:
         return scores, None, None
     confounds, columns = read_confounds(path)
@@ -134,6 +134,12 @@ def condition_prompt(params) -> str | None:
     more = f", ... {len(ids)} in all" if len(ids) > 6 else ""
     listed = f" (it has {', '.join(ids[:6])}{more})" if known else ""
     raise SteeropsError(f"probes.condition {wanted!r}: not a condition in {where}{listed}")
+
+
+def _examples(ids) -> str:
+    """ "; e.g. 'a', 'b', 'c'" naming the first few of `ids` (a typo shows here), or ""."""
+    shown = sorted(ids)[:3]
+    return f"; e.g. {', '.join(repr(t) for t in shown)} scored only" if shown else ""
 
 
 def check_varies(values, scores_path: Path, confounded: bool) -> None:
@@ -238,14 +244,14 @@ def train(params) -> tuple[Path, dict, bool]:
     probes = params.probes
     position = probes.position.text
     root = probes_root(params.out, tasks_name(params), probes.variant, position)
-    scores_path = param_file(params, "scores")
+    scores_path = param_file(params, params.probes.scores, "probes.scores")
     if scores_path is None:
         raise SteeropsError("probes.scores: not set (give --scores FILE or set it)")
     problem = scores_out_of_step(scores_path)
     if problem is not None:
         raise SteeropsError(f"{problem}; run `steerops probe thurstonian` again")
     raw_scores = {t: mu for t, (mu, _) in read_scores(scores_path).items()}
-    comparisons_path = param_file(params, "comparisons")
+    comparisons_path = param_file(params, params.probes.comparisons, "probes.comparisons")
     comparisons = read_comparisons(comparisons_path) if comparisons_path else None
     # inputs validated before a model load
     targets, confound_report, confounds = _targets(params, raw_scores)
@@ -283,7 +289,6 @@ def train(params) -> tuple[Path, dict, bool]:
     y = np.array([targets[t] for t in used], dtype=np.float64)
     raw = np.array([raw_scores[t] for t in used], dtype=np.float64)
     design = one_hot_design([confounds[t] for t in used]) if confounds is not None else None
-    check_varies(y, scores_path, confound_report is not None)  # the tasks with activations
     counts = {
         "scored": len(raw_scores),
         "with_activations": len(task_ids),
@@ -298,9 +303,11 @@ def train(params) -> tuple[Path, dict, bool]:
             f"warning: probes.scores: {len(used)} tasks both scored and extracted; "
             f"{counts['activations_without_score']} of the {len(task_ids)} extracted tasks "
             f"have no score and {counts['scored_without_activations']} of the "
-            f"{len(raw_scores)} scored tasks no activations (task ids must match)",
+            f"{len(raw_scores)} scored tasks no activations (task ids must match"
+            f"{_examples(t for t in raw_scores if t not in row_of)})",
             file=sys.stderr,
         )
+    check_varies(y, scores_path, confound_report is not None)  # the tasks with activations
 
     run_id = new_run_id(key)
     per_layer, weights = {}, {}

@@ -43,7 +43,7 @@ def check_grid(
     Vectors are read from the pipeline's outputs (`params.inputs`), where a scratch run
     finds them too, or from the folder given with --inputs."""
     from steerops.judges import check_judge, reach_judge
-    from steerops.models.loading import checked_variant, model_shape
+    from steerops.models.loading import check_new_tokens, checked_variant, model_shape
     from steerops.steering.configs import VectorSource
     from steerops.steering.sources import VectorSources
     from steerops.traits import load_trait
@@ -64,12 +64,7 @@ def check_grid(
     # its source, safetensors weights and device; the tokenizer it loaded to check them
     _, tokenizer = checked_variant(params, cfg.variant)
     shape = model_shape(params, cfg.variant)
-    if shape.context is not None and cfg.max_new_tokens >= shape.context:
-        # past the context a static cache would not fit, and positions have no meaning
-        raise SteeropsError(
-            f"steering.max_new_tokens: {cfg.max_new_tokens} new tokens do not fit in the "
-            f"model's context of {shape.context} positions (max_position_embeddings)"
-        )
+    check_new_tokens(shape, cfg.max_new_tokens, "steering.max_new_tokens")
     layers = resolve_layers(layers_spec, shape, layers_key)
     out: dict[str, list[int] | None] = {}
     for trait in traits:
@@ -78,6 +73,7 @@ def check_grid(
         )
         check_judge(params, data)
         check_split(params, data.questions)
+        say_short_subset(stage, trait, params.steering.subset, len(data.questions))
         check_prompt_room(params, trait, data.questions, tokenizer, shape.context)
         out[trait] = layers
         check_logs(params, trait, cells)
@@ -156,6 +152,17 @@ def check_split(params, questions: list[str]) -> None:
         if not subset:
             raise
         raise SteeropsError(f"{exc}, under --subset {subset} (steering.subset)") from None
+
+
+def say_short_subset(stage: str, trait: str, subset: int | None, questions: int) -> None:
+    """One line when `steering.subset` asks for more questions than the trait has: the run
+    steers all of them, and its n says fewer than asked."""
+    if subset and subset > questions:
+        print(
+            f"steerops {stage}: note: steering.subset {subset}: {trait} has {questions} "
+            f"questions, all steered",
+            file=sys.stderr,
+        )
 
 
 def warn_far_coefficients(

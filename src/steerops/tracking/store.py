@@ -74,7 +74,10 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     kind = scheme(uri)
     if kind in HTTP:
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
+            # asked without the URI's user and password: urllib cannot send them from the
+            # host part (it reads "user:pw@host" as a host), and a 401 is reachable enough
+            health = shown_uri(uri).rstrip("/") + "/health"
+            with urllib.request.urlopen(health, timeout=timeout_s) as r:
                 if r.status >= 400:
                     raise OSError(f"HTTP {r.status}")
         except urllib.error.HTTPError as exc:

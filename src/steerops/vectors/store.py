@@ -62,13 +62,17 @@ def save_vectors(
     )
 
 
-def load_vectors(directory: str | Path) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
-    """Read `{layer: vector}` and the metadata written by `save_vectors`."""
+def load_vectors(
+    directory: str | Path, out_flag: str = ""
+) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
+    """Read `{layer: vector}` and the metadata written by `save_vectors`; `out_flag` as in
+    `vectors_for`, for the command an error suggests."""
     directory = Path(directory)
     for name in (TENSORS_FILE, METADATA_FILE):
         if not (directory / name).is_file():
             raise SteeropsError(
-                f"vectors not found: {directory / name} (run {_maker(directory.name)} first)"
+                f"vectors not found: {directory / name} "
+                f"(run {_maker(directory.name, out_flag)} first)"
             )
     try:
         tensors = load_tensors(directory / TENSORS_FILE)
@@ -76,14 +80,14 @@ def load_vectors(directory: str | Path) -> tuple[dict[int, torch.Tensor], dict[s
     except Exception as exc:  # corrupt file: name it instead of a library traceback
         raise SteeropsError(
             f"{directory}: unreadable vectors ({exc.__class__.__name__}; "
-            f"run {_maker(directory.name)} again)"
+            f"run {_maker(directory.name, out_flag)} again)"
         ) from None
     if not isinstance(metadata, dict):
         raise SteeropsError(f"{directory / METADATA_FILE}: expected a JSON object")
     if metadata.get("tensors_md5") not in (None, file_md5(directory / TENSORS_FILE)):
         raise SteeropsError(
             f"{directory}: {TENSORS_FILE} does not match {METADATA_FILE} "
-            f"(interrupted write? run {_maker(directory.name)} again)"
+            f"(interrupted write? run {_maker(directory.name, out_flag)} again)"
         )
     vectors = {}
     for key, tensor in tensors.items():
@@ -95,15 +99,16 @@ def load_vectors(directory: str | Path) -> tuple[dict[int, torch.Tensor], dict[s
     return dict(sorted(vectors.items())), metadata
 
 
-def _maker(method: str) -> str:
-    """The command that writes vectors for `method` (the directory's name)."""
+def _maker(method: str, out_flag: str = "") -> str:
+    """The command that writes vectors for `method` (the directory's name), into the run
+    folder `out_flag` names (" --out DIR"; "": the pipeline's outputs)."""
     try:
         cleaned = parse_method(method).cleaning is not None
     except SteeropsError:
-        return "`steerops vectors`"
+        return f"`steerops vectors{out_flag}`"
     if cleaned:
-        return f"`steerops clean --variants {method}`"
-    return f"`steerops vectors --methods {method}`"
+        return f"`steerops clean --variants {method}{out_flag}`"
+    return f"`steerops vectors --methods {method}{out_flag}`"
 
 
 def vectors_for(
@@ -128,7 +133,7 @@ def vectors_for(
             f"vectors not found: {missing[0]} "
             f"({_remedy(out, trait, variant, position, component, method, out_flag)})"
         )
-    return load_vectors(directory)
+    return load_vectors(directory, out_flag)
 
 
 def _remedy(

@@ -1,0 +1,55 @@
+"""The tracking store's reachability check against a loopback HTTP server: credentials in
+the URI are never part of the health request, nor of an error line."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+
+import pytest
+
+from steerops.errors import SteeropsError
+from steerops.tracking.store import check_reachable, shown_uri
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    status = 200
+    seen: list[tuple[str, str | None]] = []
+
+    def do_GET(self):  # noqa: N802 - the handler's name is http.server's
+        self.seen.append((self.path, self.headers.get("Authorization")))
+        self.send_response(self.status)
+        self.end_headers()
+
+    def log_message(self, *args):  # quiet
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), _Health)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    _Health.seen.clear()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize("status", [200, 401])
+def test_a_server_uri_with_a_user_and_password_is_reachable(server, status):
+    _Health.status = status
+    port = server.server_address[1]
+    check_reachable(f"http://alice:s3cret@127.0.0.1:{port}/", timeout_s=5)
+    check_reachable(f"http://127.0.0.1:{port}", timeout_s=5)
+    assert _Health.seen == [("/health", None), ("/health", None)]
+
+
+def test_an_unreachable_server_is_named_without_its_password(server):
+    _Health.status = 500
+    port = server.server_address[1]
+    with pytest.raises(SteeropsError) as err:
+        check_reachable(f"http://alice:s3cret@127.0.0.1:{port}", timeout_s=5)
+    assert f"http://127.0.0.1:{port} is not reachable (HTTP 500)" in str(err.value)
+    assert "s3cret" not in str(err.value) and "alice" not in str(err.value)
+    assert shown_uri("https://u:p@host:5000/x?y=1") == "https://host:5000/x?y=1"
