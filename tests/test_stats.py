@@ -487,3 +487,24 @@ def test_p_values_print_rounded_up_so_none_shows_under_the_bar_it_is_above():
     assert stats.p_text(0.00099) == "< 0.001" and stats.p_text(None) == "n/a"
     for x in np.linspace(0.001, 1, 4001):
         assert float(stats.p_text(x)) >= x and float(stats.p_text(x)) <= x * 1.1 + 1e-12, x
+
+
+def test_the_sign_flip_test_flags_an_interval_it_does_not_confirm_but_does_not_decide():
+    row = {"heldout_delta_lo": 5.0, "heldout_coherence_mean": 90.0, "heldout_n": 20}
+    for p in (0.02, 0.025, 0.0625, None):  # the verdict is the interval's
+        assert stats.heldout_verdict(row | {"heldout_p": p}, 68) == stats.OK
+    assert not stats.unconfirmed(row | {"heldout_p": 0.0249})
+    assert stats.unconfirmed(row | {"heldout_p": 0.025})  # not under the bound's level
+    assert stats.unconfirmed(row | {"heldout_p": 0.0625})
+    assert not stats.unconfirmed(row)  # logged before the test
+    assert not stats.unconfirmed(row | {"heldout_p": 0.3, "heldout_delta_lo": -1.0})
+
+
+def test_a_half_s_p_is_the_sign_flip_test_of_its_paired_deltas():
+    steered = [(100.0, 90.0)] * 4 + [(0.0, 90.0)] * 15 + [(None, 90.0)]
+    base = [(0.0, 95.0)] * 19 + [(0.0, 95.0)]
+    half = stats.half_stats(steered, base, seed=0)
+    # 4 of the 19 paired questions moved, all up: the bootstrap clears zero, the test does not
+    assert half.n == 19 and half.delta_lo > 0
+    assert half.p == pytest.approx(0.5**4, abs=0.005)
+    assert stats.half_stats(steered, base, seed=0, sign=-1.0).p == 1.0

@@ -28,11 +28,18 @@ third of the questions move a lot either way and the rest barely move, it still 
 verdict, a cleaning "helps" or "hurts", a preclean flag); "no effect" still is.
 One question (n = 1) has no spread to widen: its interval is that question's delta.
 
-The report also tests each cell's chosen config held out with a sign-flip permutation test
-(`sign_flip_p`, one-sided: under no effect every question's delta is as likely negative as
-positive) and adjusts those p-values over the report's cells together (Benjamini-Hochberg,
-`false_discovery_q`): one "ok" among many cells tested can be luck, and its q says whether it
-holds once the others are counted.
+Each delta also gets a sign-flip permutation test (`sign_flip_p`, one-sided: under no effect
+every question's delta is as likely negative as positive; exact while 2**n sign patterns fit
+in RESAMPLES). It is printed beside the interval, not used for the verdict. The two disagree
+where a few questions moved far and the rest not at all: 4 of 20 questions up by 100 give a
+lower bound of +5 and p = 0.5**4 = 0.0625, which an ok line calls out (`unconfirmed`).
+Requiring both would cost power where refusal steering lives (bench/verdict_power.py: with
+0/100 scores, a baseline that never refuses and 25% of steered answers refusing, 76% of
+20-question held-out halves clear the interval, 38% clear both), while the interval alone
+stays at its level under a null whose moves go either way (1.9-2.1% one-sided). The report
+then adjusts the held-out p of every cell's chosen config over the report's cells together
+(Benjamini-Hochberg, `false_discovery_q`): one "ok" among many cells tested can be luck, and
+its q says whether it holds once the others are counted.
 
 `sign` is -1 with `steering.direction: negative`, so a positive delta always means "more of
 what the steering aims for". A config "has an effect" when `lo > 0`.
@@ -65,6 +72,11 @@ CONFIDENCE = 0.95
 RESAMPLES = 20_000  # the Bonferroni tails of 5 claims on 10 questions sit 6 draws in
 # one claim at 95% (tails 50 draws in) over thousands of comparisons a resample
 PAIRWISE_RESAMPLES = 2000
+# a held-out effect's sign-flip test passes under this one-sided p: the level of the
+# interval's lower bound (rounded: 1 - 0.95 is not 0.05 in binary)
+TEST_LEVEL = round((1 - CONFIDENCE) / 2, 12)
+# the false discovery rate a report's q-values are read at
+FDR = round(1 - CONFIDENCE, 12)
 
 # verdicts of a choice (the grid's and the report's; a search words its own, see search)
 OK = "ok"
@@ -116,19 +128,28 @@ class Interval:
     hi: float | None
 
 
+def paired_differences(
+    steered: Sequence[float | None], baseline: Sequence[float | None], sign: float = 1.0
+) -> np.ndarray:
+    """sign * (steered - baseline) over the questions scored in both, in question order."""
+    if len(steered) != len(baseline):
+        raise ValueError("paired: steered and baseline need one score per question each")
+    return np.array(
+        [
+            sign * (s - b)
+            for s, b in zip(steered, baseline, strict=True)
+            if s is not None and b is not None
+        ],
+        dtype=float,
+    )
+
+
 def paired_mean(
     steered: Sequence[Score], baseline: Sequence[Score], sign: float = 1.0
 ) -> float | None:
     """`paired_delta`'s mean without its interval, from (trait, coherence) scores: over the
     questions whose trait both scored; None when none is."""
-    d = np.array(
-        [
-            sign * (s - b)
-            for (s, _), (b, _) in zip(steered, baseline, strict=True)
-            if s is not None and b is not None
-        ],
-        dtype=float,
-    )
+    d = paired_differences([s for s, _ in steered], [b for b, _ in baseline], sign)
     return float(d.mean()) if len(d) else None
 
 
@@ -142,16 +163,7 @@ def paired_delta(
 ) -> Interval:
     """Mean of sign * (steered - baseline) over the questions scored in both, with its paired
     bootstrap expanded percentile interval (see the module docstring)."""
-    if len(steered) != len(baseline):
-        raise ValueError("paired_delta: steered and baseline need one score per question each")
-    d = np.array(
-        [
-            sign * (s - b)
-            for s, b in zip(steered, baseline, strict=True)
-            if s is not None and b is not None
-        ],
-        dtype=float,
-    )
+    d = paired_differences(steered, baseline, sign)
     n = len(d)
     if n == 0:
         return Interval(0, None, None, None)
@@ -291,6 +303,7 @@ class HalfStats:
     trait_delta: float | None  # in the steering direction
     delta_lo: float | None
     delta_hi: float | None
+    p: float | None  # one-sided sign-flip p of the delta (`sign_flip_p`)
 
     def prefixed(self, prefix: str) -> dict[str, Any]:
         return {f"{prefix}_{k}": v for k, v in asdict(self).items()}
@@ -299,15 +312,18 @@ class HalfStats:
 def half_stats(
     steered: Sequence[Score], baseline: Sequence[Score], seed: int, sign: float = 1.0
 ) -> HalfStats:
-    """Means over scored responses and the paired delta interval (scores in question order)."""
-    delta = paired_delta([t for t, _ in steered], [t for t, _ in baseline], seed, sign)
+    """Means over scored responses, the paired delta's interval and its sign-flip test
+    (scores in question order)."""
+    traits, base = [t for t, _ in steered], [t for t, _ in baseline]
+    delta = paired_delta(traits, base, seed, sign)
     return HalfStats(
         delta.n,
-        _mean([t for t, _ in steered]),
+        _mean(traits),
         _mean([c for _, c in steered]),
         delta.mean,
         delta.lo,
         delta.hi,
+        sign_flip_p(paired_differences(traits, base, sign), seed),
     )
 
 
@@ -503,7 +519,10 @@ def min_questions(k: int = 1) -> int:
 def heldout_verdict(row: Mapping[str, Any], min_coherence: float) -> str:
     """OK, NO_EFFECT or INCOHERENT from the held-out interval and coherence; HELDOUT_UNSCORED
     when the judge gave either no score there (a judge failure must not read as "no
-    effect"); TOO_FEW for an interval above zero on fewer than MIN_HELDOUT questions."""
+    effect"); TOO_FEW for an interval above zero on fewer than MIN_HELDOUT questions. The
+    sign-flip test does not decide (`unconfirmed` says where it disagrees): where few
+    questions move, its discreteness would halve the verdict's power (see the module
+    docstring)."""
     lo, coherence = (
         as_number(row.get("heldout_delta_lo")),
         as_number(row.get("heldout_coherence_mean")),
@@ -515,6 +534,14 @@ def heldout_verdict(row: Mapping[str, Any], min_coherence: float) -> str:
     if not coherent(coherence, min_coherence):
         return INCOHERENT
     return OK if (as_number(row.get("heldout_n")) or 0) >= MIN_HELDOUT else TOO_FEW
+
+
+def unconfirmed(row: Mapping[str, Any]) -> bool:
+    """Whether a held-out interval above zero lacks its sign-flip test: one-sided p at or
+    above TEST_LEVEL, the level of the interval's lower bound (False without a p)."""
+    p = as_number(row.get("heldout_p"))
+    lo = as_number(row.get("heldout_delta_lo"))
+    return p is not None and lo is not None and lo > 0 and p >= TEST_LEVEL
 
 
 def at_largest_coefficient(rows: Sequence[Mapping[str, Any]], pick: Mapping[str, Any]) -> bool:

@@ -159,6 +159,7 @@ def test_toy_search_outputs_and_tracking(toy_search):
         "delta_hi": pytest.approx(best["heldout"]["delta_hi"]),
         "coherence": pytest.approx(best["heldout"]["coherence_mean"]),
         "n": best["heldout"]["n"],
+        "p": pytest.approx(best["heldout"]["p"]),
     }
     assert (out / "search.png").stat().st_size > 0
     assert best["storage"] == "sqlite:///optuna.db"  # project-relative, as the run's param

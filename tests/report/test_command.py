@@ -91,8 +91,8 @@ def test_a_no_effect_cell_is_labelled_so_and_gives_no_recommendation(tmp_path):
     assert metrics["cells_no_effect"] == 1 and metrics["cells_needing_finer_coefficients"] == 1
     ok = gap[gap["status"] == "ok"]
     assert metrics["cells_ok"] == len(ok[ok["alias_of"].isna()]) > 0
-    # mean_diff_preclean's ok (delta 20) rests on 4 of its 20 held-out questions: its
-    # interval is above zero, but sign-flip p is 0.5**4, and over the cells q is above 5%
+    # mean_diff_preclean's ok (delta 20) rests on 4 of its 20 held-out questions, each up by
+    # 100: the interval clears zero, the sign-flip p is 0.5**4, and its q is above 5%
     weak = _row(gap, method="mean_diff_preclean")
     assert weak["status"] == "ok" and weak["delta"] == 20 and weak["delta_lo"] > 0
     assert weak["heldout_p"] == pytest.approx(0.5**4, abs=0.005) and weak["heldout_q"] > 0.05

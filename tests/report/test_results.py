@@ -290,28 +290,33 @@ def test_an_ok_line_gives_its_sign_flip_test_and_says_when_it_does_not_hold_over
 
     row = {"trait": "t", "position": "p", "alias_of": "", "layer": 2, "status": "ok"}
     row |= {"coefficient": 1.0, "coherence": 90.0, "n": 20, "at_largest_coefficient": False}
-    row |= {"delta": 30.0, "delta_lo": 5.0, "delta_hi": 55.0}
+    row |= {"delta": 30.0, "delta_lo": 5.0, "delta_hi": 55.0, "selection_delta_lo": 10.0}
     gap = pd.DataFrame(
         [
             row | {"method": "a", "heldout_p": 0.00004, "heldout_q": 0.00012},
-            row | {"method": "b", "heldout_p": 0.0301, "heldout_q": 0.0602},
-            row | {"method": "c", "heldout_p": 0.0625, "heldout_q": 0.0625},
-            row | {"method": "d", "heldout_p": 0.7, "heldout_q": 0.7, "status": "no effect"},
+            row | {"method": "b", "heldout_p": 0.0201, "heldout_q": 0.0602},
+            row | {"method": "c", "heldout_p": 0.0625, "heldout_q": 0.08},
+            row
+            | {"method": "d", "heldout_p": 0.7, "heldout_q": 0.7, "status": "no effect"}
+            | {"delta": 2.0, "delta_lo": -20.0},
         ]
     )
-    held, lucky, sparse, _ = _verdict_lines(gap, threshold=68.0)
+    held, lucky, sparse, flat = _verdict_lines(gap, threshold=68.0)
     assert "; sign-flip p < 0.001 one-sided, q < 0.001 over the report's 4 cells" in held
     assert "not significant" not in held
     assert (
         "; **not significant once the report's 4 cells are counted together** (sign-flip p "
-        "0.031 one-sided, q 0.061 over the report's 4 cells)" in lucky
+        "0.021 one-sided, q 0.061 over the report's 4 cells)" in lucky
     )
+    # an interval above zero that its test does not confirm: still ok, and says why
+    assert sparse.startswith("- t p `c`: **ok**")
     assert (
-        "; **a sign-flip test does not confirm it at 5%** (sign-flip p 0.063 one-sided, q 0.063 "
-        "over the report's 4 cells)" in sparse
+        "n 20; **its sign-flip test does not confirm it** (sign-flip p 0.063 one-sided, q 0.080 "
+        "over the report's 4 cells; p is not under 0.025: the interval clears zero on a few "
+        "questions that moved far; steer more questions)" in sparse
     )
-    # only an ok claims an effect: other verdicts carry no test
-    assert "sign-flip" not in _verdict_lines(gap, threshold=68.0)[3]
+    # other verdicts carry no test
+    assert "sign-flip" not in flat and "sign-flip" not in held.split("; sign-flip p")[0]
 
 
 def test_a_report_of_a_scratch_run_reads_the_pipelines_calibration_and_vectors(tmp_path):

@@ -54,8 +54,7 @@ def test_each_chosen_config_is_tested_held_out_and_adjusted_over_the_report_s_ce
         (frame["method"] == "mean_diff") & (frame["layer"] == 2) & (frame["coefficient"] == 1.5)
     ].iloc[0]
     # the baseline scores 0 on every question: a held-out delta is the config's trait score
-    assert chosen["heldout_deltas"] == chosen["heldout_traits"]
-    deltas = list(chosen["heldout_deltas"].values())
+    deltas = list(chosen["heldout_traits"].values())
     moved = sum(d > 0 for d in deltas)  # 70% of the held-out questions refuse: 14 of 20
     assert moved == 14 and set(deltas) == {0.0, 100.0}
     # only the unflipped signs of the 14 reach the mean: exact p 0.5**14, sampled within

@@ -66,6 +66,8 @@ def test_the_cell_picks_on_the_selection_half_and_reports_the_held_out_half(tmp_
     assert (metrics["heldout_trait_delta"], metrics["heldout_n"]) == (mean, 10)
     assert (metrics["heldout_delta_lo"], metrics["heldout_delta_hi"]) == pytest.approx((lo, hi))
     assert metrics["status"] == stats.OK and metrics["heldout_feasible"]
+    # 5 of the 10 held-out questions moved, all up: the sign-flip test's exact p is 0.5**5
+    assert metrics["heldout_p"] == pytest.approx(0.5**5) and stats.unconfirmed(metrics)
     assert metrics["n_configs"] == 4 and metrics["n_coherent"] == 2  # not the unsteered one
     head = compact(metrics)
     assert list(head) == [
@@ -77,8 +79,9 @@ def test_the_cell_picks_on_the_selection_half_and_reports_the_held_out_half(tmp_
         "delta_hi",
         "coherence",
         "n",
+        "p",
     ]
-    assert head["delta"] == 50.0 and head["n"] == 10
+    assert head["delta"] == 50.0 and head["n"] == 10 and head["p"] == metrics["heldout_p"]
     assert {k: r["coefficient"] for k, r in best_per_layer(rows, 68.0).items()} == {1: 1.0, 2: 1.0}
     # layer 1 ran 1.0 and 3.0: the choice is inside the grid; layer 2 alone sits at its edge
     assert not metrics["at_largest_coefficient"]

@@ -39,6 +39,11 @@ def test_store_round_trip_and_errors(tmp_path):
     tensors.write_bytes(tensors.read_bytes()[:20])
     with pytest.raises(SteeropsError, match=r"unreadable vectors .*steerops vectors --methods "):
         load_vectors(tmp_path / "mean_diff")
+    # in a run's folder: the command that rebuilds that folder's vectors, not the pipeline's
+    with pytest.raises(
+        SteeropsError, match=r"run `steerops vectors --methods mean_diff --out RUN` again"
+    ):
+        load_vectors(tmp_path / "mean_diff", " --out RUN")
 
 
 def test_hidden_size_mismatch_is_one_line():

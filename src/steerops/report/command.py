@@ -86,7 +86,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     massive = calibrated.massive_table(record)
     if frame.empty:
         frame = pd.DataFrame(columns=COLUMNS)
-    gap = tables.gap_analysis(frame, threshold, proto.seed)
+    gap = tables.gap_analysis(frame, threshold)
     prepost = tables.preclean_vs_clean_after(frame, threshold, proto.seed)
     curve = tables.cleaning_curve(frame, threshold, proto.seed)
     sets = calibrated.dim_sets(params, frame)
@@ -181,7 +181,7 @@ def _metrics(gap, prepost, errors, searched) -> dict:
         "cells_ok": int(count.get(stats.OK, 0)),
         # of those, the ones whose held-out test holds over every cell tested (q < 0.05)
         "cells_ok_at_fdr_5pct": int(
-            ((gap["status"] == stats.OK) & (gap["heldout_q"] < 1 - stats.CONFIDENCE)).sum()
+            ((gap["status"] == stats.OK) & (gap["heldout_q"] < stats.FDR)).sum()
         ),
         "cells_no_effect": int(count.get(stats.NO_EFFECT, 0)),
         "cells_incoherent_heldout": int(count.get(stats.INCOHERENT, 0)),

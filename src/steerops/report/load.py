@@ -50,8 +50,7 @@ from steerops.vectors.store import (
 COLUMNS = [
     "model",
     *ROW_COLUMNS,
-    *("alias_of", "heldout_traits", "heldout_deltas", "heldout_coherences"),
-    *("judge", "settings", "sign", "unit"),
+    *("alias_of", "heldout_traits", "heldout_coherences", "judge", "settings", "sign", "unit"),
 ]
 CELL = ["model", "trait", "variant", "position", "component"]
 

@@ -38,7 +38,7 @@ VERDICTS = (
     "not a finding). Coherences print rounded down, so none shows at a bar it is under. "
     "An ok line also gives its held-out sign-flip test (one-sided p) and that p's q over every "
     "cell of the report (Benjamini-Hochberg): an ok whose q is 0.05 or more may be the one "
-    "lucky cell among those tested, and one whose p is 0.05 or more rests on a few "
+    "lucky cell among those tested, and one whose p is not under 0.025 rests on a few "
     "questions that moved far; p and q print rounded up."
 )
 
@@ -354,20 +354,31 @@ def _verdict_lines(
 
 def _test_words(row, tested: int) -> str:
     """An ok cell's held-out sign-flip test, with its q over the report's `tested` cells. An
-    ok the test does not confirm at 5% (an interval can clear zero on a few questions that
-    moved far), or that does not hold once the cells are counted together, says so."""
+    ok whose test does not confirm its interval (a few questions that moved far), or that
+    does not hold once the cells are counted together, says so."""
     p = stats.as_number(getattr(row, "heldout_p", None))
     if p is None:
         return ""
     q = stats.as_number(getattr(row, "heldout_q", None))
     cells = f"the report's {tested} cells" if tested != 1 else "the report's one cell"
     words = f"sign-flip p {stats.p_text(p)} one-sided, q {stats.p_text(q)} over {cells}"
-    bar = 1 - stats.CONFIDENCE
-    if p >= bar:
-        return f"; **a sign-flip test does not confirm it at 5%** ({words})"
-    if q is not None and q >= bar:
+    if stats.unconfirmed(_held_row(row)):
+        return (
+            f"; **its sign-flip test does not confirm it** ({words}; p is not under "
+            f"{stats.TEST_LEVEL:g}: the interval clears zero on a few questions that moved far; "
+            "steer more questions)"
+        )
+    if q is not None and q >= stats.FDR:
         return f"; **not significant once {cells} are counted together** ({words})"
     return f"; {words}"
+
+
+def _held_row(row) -> dict[str, Any]:
+    """A gap-table row's held-out test under the names `stats` reads."""
+    return {
+        "heldout_p": getattr(row, "heldout_p", None),
+        "heldout_delta_lo": getattr(row, "delta_lo", None),
+    }
 
 
 def _selection(row) -> str:

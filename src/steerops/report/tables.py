@@ -69,14 +69,7 @@ def _is_alias(value: Any) -> bool:
     return isinstance(value, str) and value != ""
 
 
-def _sign_flip(chosen: dict | None, seed: int) -> float | None:
-    deltas = (chosen or {}).get("heldout_deltas")
-    if not isinstance(deltas, dict):
-        return None
-    return stats.sign_flip_p([d for d in deltas.values() if d is not None], seed)
-
-
-def gap_analysis(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd.DataFrame:
+def gap_analysis(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
     """Per (model, trait, position, component, method): the verdict, the chosen config, its
     selection-half delta and its held-out numbers (with how many held-out answers score
     under the coherence bar, and the one-sided sign-flip p of its held-out deltas with its
@@ -98,7 +91,7 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd
                 "selection_delta_hi": _get(chosen, "selection_delta_hi"),
                 **_held(chosen),
                 **_under_bar(chosen, min_coherence),
-                "heldout_p": _sign_flip(chosen, seed),
+                "heldout_p": _get(chosen, "heldout_p"),
                 "best_coherence_reached": (
                     stats.best_steered_coherence(rows.to_dict("records"))
                     if chosen is None
@@ -124,7 +117,7 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd
     ]
     columns += ["at_largest_coefficient"]
     # an alias repeats its twin's test: one test, counted once
-    family = [None if _is_alias(r["alias_of"]) else r["heldout_p"] for r in out]
+    family = [None if _is_alias(r["alias_of"]) else stats.as_number(r["heldout_p"]) for r in out]
     for row, q in zip(out, stats.false_discovery_q(family), strict=True):
         row["heldout_q"] = q
     return pd.DataFrame(out, columns=columns)

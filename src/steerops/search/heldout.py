@@ -48,6 +48,7 @@ def evaluate_heldout(
         "trait_delta": half.trait_delta,
         "delta_lo": half.delta_lo,
         "delta_hi": half.delta_hi,
+        "p": half.p,  # one-sided sign-flip p of the delta
         "trait_mean": result.trait_mean,
         "coherence_mean": result.coherence_mean,
         "coherence_scored": scored,

@@ -83,6 +83,7 @@ def best_summary(
             "heldout_delta_lo": held["delta_lo"],
             "heldout_coherence_mean": held["coherence_mean"],
             "heldout_n": held["n"],
+            "heldout_p": held.get("p"),
         }
         status = stats.heldout_verdict(row, plan.min_coherence)
         feasible = stats.coherent(held["coherence_mean"], plan.min_coherence)
@@ -118,6 +119,7 @@ def best_summary(
             "trait_delta": None if chosen is None else chosen["selection_trait_delta"],
             "delta_lo": None if chosen is None else chosen["selection_delta_lo"],
             "delta_hi": None if chosen is None else chosen["selection_delta_hi"],
+            "p": None if chosen is None else chosen.get("selection_p"),
             "trait_mean": None if record is None else record.trait_mean,
             "coherence_mean": None if record is None else record.coherence_mean,
             "feasible": record is not None,

@@ -360,6 +360,7 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
             "heldout_trait_delta": held_metrics.get("trait_delta"),
             "heldout_delta_lo": held_metrics.get("delta_lo"),
             "heldout_delta_hi": held_metrics.get("delta_hi"),
+            "heldout_p": held_metrics.get("p"),
             "heldout_coherence": held_metrics.get("coherence_mean"),
             "heldout_under_bar": held_metrics.get("under_bar"),  # answers, of coherence_scored
             "heldout_coherence_scored": held_metrics.get("coherence_scored"),

@@ -87,6 +87,7 @@ def best_row(best: dict) -> dict:
         "heldout_trait_delta": heldout.get("trait_delta"),
         "heldout_delta_lo": heldout.get("delta_lo"),
         "heldout_delta_hi": heldout.get("delta_hi"),
+        "heldout_p": heldout.get("p"),
         "heldout_coherence": heldout.get("coherence_mean"),
         "heldout_coherence_scored": heldout.get("coherence_scored"),
         "heldout_under_bar": heldout.get("under_bar"),

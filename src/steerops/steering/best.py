@@ -30,7 +30,7 @@ CURVE_COLUMNS = (
     "cell trait variant method position layer coefficient series trait_mean coherence_mean "
     "trait_delta n"
 ).split()
-HALF_FIELDS = "n trait_mean coherence_mean trait_delta delta_lo delta_hi".split()
+HALF_FIELDS = "n trait_mean coherence_mean trait_delta delta_lo delta_hi p".split()
 ROW_COLUMNS = (
     "trait variant vector_variant method position component layer coefficient weight "
     "trait_mean coherence_mean trait_delta n n_unscored".split()
@@ -48,6 +48,7 @@ COMPACT = {
     "delta_hi": "heldout_delta_hi",
     "coherence": "heldout_coherence",
     "n": "heldout_n",
+    "p": "heldout_p",
 }
 
 
@@ -87,9 +88,8 @@ def config_rows(
     """One row per config logged under `settings_hash` with per-question scores: its numbers
     on all questions (`trait_delta`: trait - baseline in the steering direction), and on
     each half (deltas likewise, with their interval); with `keep_heldout`, `heldout_traits`
-    maps each held-out question to the config's trait score (for paired comparisons) and
-    `heldout_deltas` to its delta against the baseline, as `heldout_coherences` (always)
-    does to its coherence;
+    maps each held-out question to the config's trait score (for paired comparisons), as
+    `heldout_coherences` (always) does to its coherence;
     `vector_files` the md5 of the vector files on disk now and `units` each vector's weight
     per unit coefficient now (`ResultsLog.configs`)."""
     questions = log.questions(settings_hash)
@@ -131,17 +131,8 @@ def config_rows(
         row["heldout_coherences"] = {q: scores[first[q]][1] for q in halves[1]}
         if keep_heldout:
             row["heldout_traits"] = {q: scores[first[q]][0] for q in halves[1]}
-            # each held-out question's delta against the baseline (None: either unscored)
-            row["heldout_deltas"] = {
-                q: _delta(scores, base, first[q], proto.sign) for q in halves[1]
-            }
         rows.append(row)
     return rows
-
-
-def _delta(scores, base, i: int, sign: float) -> float | None:
-    steered, baseline = scores[i][0], base[i][0]
-    return None if steered is None or baseline is None else sign * (steered - baseline)
 
 
 def baseline_means(log: ResultsLog, settings_hash: str) -> dict[str, Any]:
