@@ -9,7 +9,7 @@ into `metrics/` next to the params file (small, kept in git):
                                 delta_hi, coherence, n}                     (steering.best)
     metrics/steer_curves.csv   every config: trait and coherence vs coefficient on all
                                questions, a `series` per method, position and layer (plots)
-    metrics/search.json        {cell: the same eight fields for the study}  (search.store)
+    metrics/search.json        {cell: the same nine fields for the study}  (search.store)
 
 A handful of held-out numbers per cell keeps `dvc metrics show` readable; the full per-cell
 record stays in each cell's metrics.json or best.json.

@@ -271,9 +271,9 @@ def test_a_bad_device_fails_before_loading_and_tracking(
         (
             {"extraction": {"positions": ["prompt[-1]", "response[:200]"]}},
             [],
-            "generate.max_new_tokens (auto: the longest response window of "
-            "extraction.positions): 200 new tokens do not fit in the model's context of 128 "
-            "positions (max_position_embeddings)",
+            "generate.max_new_tokens (auto: from extraction.positions' response windows, "
+            "generate.auto_open_ended and generate.vet_min_new_tokens): 200 new tokens do not "
+            "fit in the model's context of 128 positions (max_position_embeddings)",
         ),
         (
             {},

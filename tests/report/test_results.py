@@ -306,17 +306,21 @@ def test_an_ok_line_gives_its_sign_flip_test_and_says_when_it_does_not_hold_over
     assert "not significant" not in held
     assert (
         "; **not significant once the report's 4 cells are counted together** (sign-flip p "
-        "0.021 one-sided, q 0.061 over the report's 4 cells)" in lucky
+        "0.0201 one-sided, q 0.0602 over the report's 4 cells)" in lucky
     )
     # an interval above zero that its test does not confirm: still ok, and says why
     assert sparse.startswith("- t p `c`: **ok**")
     assert (
-        "n 20; **its sign-flip test does not confirm it** (sign-flip p 0.063 one-sided, q 0.080 "
+        "n 20; **its sign-flip test does not confirm it** (sign-flip p 0.0625 one-sided, q 0.0800 "
         "over the report's 4 cells; p is not under 0.025: the interval clears zero on a few "
         "questions that moved far; steer more questions)" in sparse
     )
     # other verdicts carry no test
     assert "sign-flip" not in flat and "sign-flip" not in held.split("; sign-flip p")[0]
+    # an alias is out of the q's family (its twin's test is counted): its line gives p only
+    twin = row | {"method": "e", "alias_of": "a", "heldout_p": 0.0031, "heldout_q": None}
+    [line] = _verdict_lines(pd.DataFrame([twin]), threshold=68.0)
+    assert line.endswith("n 20; sign-flip p 0.00310 one-sided")
 
 
 def test_a_report_of_a_scratch_run_reads_the_pipelines_calibration_and_vectors(tmp_path):

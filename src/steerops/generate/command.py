@@ -131,7 +131,8 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
     # an up-to-date trait needs no model; one to generate fails here, before the run opens
     check_variant(params, cfg.variant)
     key = "generate.max_new_tokens" + (
-        " (auto: the longest response window of extraction.positions)"
+        " (auto: from extraction.positions' response windows, generate.auto_open_ended and "
+        "generate.vet_min_new_tokens)"
         if cfg.max_new_tokens == "auto"
         else ""
     )

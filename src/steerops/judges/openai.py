@@ -405,8 +405,10 @@ def _in_the_clear(url: str) -> bool:
 
 
 def _shown(parts: urllib.parse.SplitResult) -> str:
-    """A URL as an error line may show it: scheme, host, port and path."""
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    """A URL as an error line may show it: scheme, host, port and path (no user, password,
+    query or fragment: any of them may hold a key)."""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _url_problem(url: str | None) -> str | None:
@@ -415,13 +417,13 @@ def _url_problem(url: str | None) -> str | None:
     if not url:
         return "required for judge.kind openai (e.g. https://api.openai.com/v1)"
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        return f"expected an http(s) URL, got {_shown(parts)!r}"
     if "@" in parts.netloc:  # not echoed: it holds credentials
         return (
             "credentials in the URL would be logged with the params: put the key in the "
             "environment variable judge.api_key_env names"
         )
+    if parts.scheme not in ("http", "https"):
+        return f"expected an http(s) URL, got {_shown(parts)!r}"
     shown = _shown(parts)  # never the query: it may hold a key (?api-key=...)
     if re.search(r"[\x00-\x20\x7f]", url):
         return f"spaces or control characters in {shown!r}"

@@ -250,7 +250,8 @@ def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
         tok = AutoTokenizer.from_pretrained(source.path, **source.kwargs)
     except (OSError, ValueError) as exc:  # missing or unreadable tokenizer files
         folder = Path(source.path)
-        if folder.is_dir() and not any(folder.glob("tokenizer*")):
+        names = ("tokenizer*", "vocab*", "merges.txt", "*.model", "*.tiktoken")
+        if folder.is_dir() and not any(any(folder.glob(n)) for n in names):
             raise SteeropsError(
                 f"models.{variant}.id: no tokenizer in {folder} (tokenizer.json, or "
                 "tokenizer_config.json with its vocabulary files)"

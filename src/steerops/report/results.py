@@ -361,7 +361,9 @@ def _test_words(row, tested: int) -> str:
         return ""
     q = stats.as_number(getattr(row, "heldout_q", None))
     cells = f"the report's {tested} cells" if tested != 1 else "the report's one cell"
-    words = f"sign-flip p {stats.p_text(p)} one-sided, q {stats.p_text(q)} over {cells}"
+    words = f"sign-flip p {stats.p_text(p)} one-sided"
+    if q is not None:  # an alias has none: its twin's test is the one counted
+        words += f", q {stats.p_text(q)} over {cells}"
     if stats.unconfirmed(_held_row(row)):
         return (
             f"; **its sign-flip test does not confirm it** ({words}; p is not under "
