@@ -25,6 +25,7 @@ ALTERNATIVES = {
     "30% -> 55%, independent": (0.30, 0.55),
 }
 NULL_SHARES = (0.2, 0.5)  # under the null: the share of questions that move, up or down
+NULL_MOVED = 4  # and a null where exactly this many move: the interval's weak spot
 
 
 def called(d: np.ndarray, seed: int) -> tuple[bool, bool]:
@@ -60,6 +61,16 @@ def main() -> None:
             alone, both = rates(null, args.runs, args.seed)
             what = f"null: {share:.0%} of questions move 100 either way"
             print(f"| {what} | {n} | {alone:.3f} | {both:.3f} |")
+    for n in sizes:
+
+        def few(rng, n=n):
+            d = np.zeros(n)
+            d[rng.choice(n, NULL_MOVED, replace=False)] = rng.choice([-100.0, 100.0], NULL_MOVED)
+            return d
+
+        alone, both = rates(few, args.runs, args.seed)
+        what = f"null: exactly {NULL_MOVED} questions move 100 either way"
+        print(f"| {what} | {n} | {alone:.3f} | {both:.3f} |")
     for name, (base, steered) in ALTERNATIVES.items():
         for n in sizes:
 
