@@ -95,6 +95,7 @@ def _run(tmp_path) -> dict:
             "trait_delta": 71.0,
             "delta_lo": 60.5,
             "delta_hi": 80.3,
+            "p": 0.000649,
             "coherence_mean": 81.0,
             "n": 20,
         },
@@ -238,6 +239,7 @@ def test_the_search_result_is_the_summary_s_held_out_numbers(tmp_path):
         f"{held['trait_delta']:+.1f} [{held['delta_lo']:+.1f}, {held['delta_hi']:+.1f}]"
     )
     assert float(row["heldout_coherence"]) == held["coherence_mean"]
+    assert float(row["heldout_p"]) == pytest.approx(held["p"], rel=1e-3)  # printed to 4 digits
     assert (row["status"], row["coefficient"], row["heldout_n"]) == ("ok", "1.6", "20")
 
 

@@ -226,7 +226,7 @@ def _sort_key(column: pd.Series) -> pd.Series:
 SEARCH_COLUMNS = (
     "model trait position method status min_coherence heldout_feasible layer coefficient search_n "
     "search_trait_delta search_delta_lo search_delta_hi search_coherence heldout_n "
-    "heldout_trait_delta heldout_delta_lo heldout_delta_hi heldout_coherence "
+    "heldout_trait_delta heldout_delta_lo heldout_delta_hi heldout_p heldout_coherence "
     "heldout_coherence_scored heldout_under_bar n_trials n_known n_generations"
 ).split()
 

@@ -419,7 +419,8 @@ def _search_columns(searched: pd.DataFrame) -> pd.DataFrame:
     keep += ["search_n"]
     keep += ["search_trait_delta", "search_delta_lo", "search_delta_hi", "search_coherence"]
     keep += ["heldout_n"]
-    keep += ["heldout_trait_delta", "heldout_delta_lo", "heldout_delta_hi", "heldout_coherence"]
+    keep += ["heldout_trait_delta", "heldout_delta_lo", "heldout_delta_hi", "heldout_p"]
+    keep += ["heldout_coherence"]
     # "10 of 20": held-out answers under the search's own bar (`min_coherence`)
     under = [
         f"{int(u)} of {int(s)}" if stats.as_number(s) and stats.as_number(u) is not None else ""
