@@ -281,7 +281,9 @@ def test_a_path_of_the_wrong_kind_is_one_line(tmp_path, capsys):
     argv = ["report", "--params", str(write_params(tmp_path)), "--report-dir", str(taken)]
     assert main(argv) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("steerops report: error: ") and str(taken) in line
+    assert line == (
+        f"steerops report: error: {taken}: a file is where a folder must be (give a folder path)"
+    )
     assert taken.read_text() == "keep me"
 
 
@@ -486,3 +488,14 @@ def test_a_path_flag_says_it_is_read_from_the_working_directory(capsys):
     text = " ".join(capsys.readouterr().out.split())
     flag = text.split("--report-dir REPORT_DIR ")[-1].split(" --")[0]
     assert "relative to the working directory" in flag and "params dir" not in flag
+
+
+def test_no_command_prints_the_help_and_an_error_line_on_stderr(capsys):
+    from steerops.cli import main
+
+    assert main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err.strip().splitlines()
+    assert err[0].startswith("usage: steerops") and any(" steer " in line for line in err)
+    assert err[-1] == "steerops: error: no command given (one of those above)"

@@ -379,6 +379,10 @@ def display_path(path: str | Path) -> str:
 def _one_line(exc: Exception) -> str:
     """The error line: a SteeropsError's text; an OS error's reason and the file it names."""
     if isinstance(exc, OSError) and not isinstance(exc, SteeropsError):
+        # a file where an output folder must go (--out FILE, --report-dir FILE): errno's
+        # "File exists" / "Not a directory" do not say which is wrong
+        if isinstance(exc, FileExistsError | NotADirectoryError) and exc.filename:
+            return f"{exc.filename}: a file is where a folder must be (give a folder path)"
         return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
     return str(exc)
 
@@ -504,8 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("steerops: interrupted", file=sys.stderr)
         return 130
-    if not getattr(args, "func", None):
-        parser.print_help()
+    if not getattr(args, "func", None):  # the help, then what went wrong: both on stderr
+        parser.print_help(sys.stderr)
+        print("steerops: error: no command given (one of those above)", file=sys.stderr)
         return 2
     twice = flag_given_twice(parser, argv)
     if twice:
