@@ -506,11 +506,11 @@ def test_the_sign_flip_test_flags_an_interval_it_does_not_confirm_but_does_not_d
     row = {"heldout_delta_lo": 5.0, "heldout_coherence_mean": 90.0, "heldout_n": 20}
     for p in (0.02, 0.025, 0.0625, None):  # the verdict is the interval's
         assert stats.heldout_verdict(row | {"heldout_p": p}, 68) == stats.OK
-    assert not stats.unconfirmed(row | {"heldout_p": 0.0249})
-    assert stats.unconfirmed(row | {"heldout_p": 0.025})  # not under the bound's level
-    assert stats.unconfirmed(row | {"heldout_p": 0.0625})
-    assert not stats.unconfirmed(row)  # logged before the test
-    assert not stats.unconfirmed(row | {"heldout_p": 0.3, "heldout_delta_lo": -1.0})
+    assert not stats.unconfirmed(0.0249, 5.0)
+    assert stats.unconfirmed(0.025, 5.0)  # not under the bound's level
+    assert stats.unconfirmed(0.0625, 5.0)
+    assert not stats.unconfirmed(None, 5.0)  # logged before the test
+    assert not stats.unconfirmed(0.3, -1.0)
 
 
 def test_a_half_s_p_is_the_sign_flip_test_of_its_paired_deltas():

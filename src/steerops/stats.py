@@ -163,7 +163,13 @@ def paired_delta(
 ) -> Interval:
     """Mean of sign * (steered - baseline) over the questions scored in both, with its paired
     bootstrap expanded percentile interval (see the module docstring)."""
-    d = paired_differences(steered, baseline, sign)
+    return delta_interval(paired_differences(steered, baseline, sign), seed, resamples, confidence)
+
+
+def delta_interval(
+    d: np.ndarray, seed: int, resamples: int = RESAMPLES, confidence: float = CONFIDENCE
+) -> Interval:
+    """`paired_delta` of the paired differences `d` themselves."""
     n = len(d)
     if n == 0:
         return Interval(0, None, None, None)
@@ -314,8 +320,9 @@ def half_stats(
 ) -> HalfStats:
     """Means over scored responses, the paired delta's interval and its sign-flip test
     (scores in question order)."""
-    traits, base = [t for t, _ in steered], [t for t, _ in baseline]
-    delta = paired_delta(traits, base, seed, sign)
+    traits = [t for t, _ in steered]
+    d = paired_differences(traits, [t for t, _ in baseline], sign)  # one set, two readings
+    delta = delta_interval(d, seed)
     return HalfStats(
         delta.n,
         _mean(traits),
@@ -323,7 +330,7 @@ def half_stats(
         delta.mean,
         delta.lo,
         delta.hi,
-        sign_flip_p(paired_differences(traits, base, sign), seed),
+        sign_flip_p(d, seed),
     )
 
 
@@ -544,11 +551,10 @@ def heldout_verdict(row: Mapping[str, Any], min_coherence: float) -> str:
     return OK if (as_number(row.get("heldout_n")) or 0) >= MIN_HELDOUT else TOO_FEW
 
 
-def unconfirmed(row: Mapping[str, Any]) -> bool:
-    """Whether a held-out interval above zero lacks its sign-flip test: one-sided p at or
-    above TEST_LEVEL, the level of the interval's lower bound (False without a p)."""
-    p = as_number(row.get("heldout_p"))
-    lo = as_number(row.get("heldout_delta_lo"))
+def unconfirmed(p: Any, lo: Any) -> bool:
+    """Whether an interval above zero (lower bound `lo`) lacks its sign-flip test: one-sided
+    `p` at or above TEST_LEVEL, the level of the interval's lower bound (False without a p)."""
+    p, lo = as_number(p), as_number(lo)
     return p is not None and lo is not None and lo > 0 and p >= TEST_LEVEL
 
 

@@ -67,7 +67,9 @@ def test_the_cell_picks_on_the_selection_half_and_reports_the_held_out_half(tmp_
     assert (metrics["heldout_delta_lo"], metrics["heldout_delta_hi"]) == pytest.approx((lo, hi))
     assert metrics["status"] == stats.OK and metrics["heldout_feasible"]
     # 5 of the 10 held-out questions moved, all up: the sign-flip test's exact p is 0.5**5
-    assert metrics["heldout_p"] == pytest.approx(0.5**5) and stats.unconfirmed(metrics)
+    assert metrics["heldout_p"] == pytest.approx(0.5**5) and stats.unconfirmed(
+        metrics["heldout_p"], metrics["heldout_delta_lo"]
+    )
     assert metrics["n_configs"] == 4 and metrics["n_coherent"] == 2  # not the unsteered one
     head = compact(metrics)
     assert list(head) == [

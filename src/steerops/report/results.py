@@ -364,7 +364,7 @@ def _test_words(row, tested: int) -> str:
     words = f"sign-flip p {stats.p_text(p)} one-sided"
     if q is not None:  # an alias has none: its twin's test is the one counted
         words += f", q {stats.p_text(q)} over {cells}"
-    if stats.unconfirmed(_held_row(row)):
+    if stats.unconfirmed(p, getattr(row, "delta_lo", None)):
         return (
             f"; **its sign-flip test does not confirm it** ({words}; p is not under "
             f"{stats.TEST_LEVEL:g}: the interval clears zero on a few questions that moved far; "
@@ -373,14 +373,6 @@ def _test_words(row, tested: int) -> str:
     if q is not None and q >= stats.FDR:
         return f"; **not significant once {cells} are counted together** ({words})"
     return f"; {words}"
-
-
-def _held_row(row) -> dict[str, Any]:
-    """A gap-table row's held-out test under the names `stats` reads."""
-    return {
-        "heldout_p": getattr(row, "heldout_p", None),
-        "heldout_delta_lo": getattr(row, "delta_lo", None),
-    }
 
 
 def _selection(row) -> str:
