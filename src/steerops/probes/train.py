@@ -283,8 +283,7 @@ def train(params) -> tuple[Path, dict, bool]:
     if len(used) < 2 * ridge.MIN_PART:
         raise SteeropsError(
             f"probes.scores: only {len(used)} scored tasks have activations "
-            f"in {act_dir} (task ids must match"
-            f"{_examples(t for t in targets if t not in row_of)})"
+            f"in {act_dir} (task ids must match)"
         )
     rows = np.array([row_of[t] for t in used])
     y = np.array([targets[t] for t in used], dtype=np.float64)
