@@ -12,6 +12,7 @@ from steerops.cli import STAGES
 # `toy.command`, its stage, imports a stage package.
 LOWER = (
     "errors",
+    "redact",
     "paths",
     "io",
     "specs",

@@ -478,6 +478,12 @@ def test_the_sign_flip_p_of_no_movement_is_one_and_of_every_question_up_is_half_
     assert stats.sign_flip_p([5.0] * 9 + [-100.0], seed=0) > 0.5
 
 
+@pytest.mark.parametrize("n", [5, 30])  # enumerated and sampled
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_delta_gives_no_sign_flip_test_rather_than_p_zero(n, bad):
+    assert stats.sign_flip_p([10.0] * (n - 1) + [bad], seed=0) is None
+
+
 def test_q_values_are_benjamini_hochberg_over_the_tests_given():
     ps = [0.01, None, 0.04, 0.03, 0.2]
     qs = stats.false_discovery_q(ps)

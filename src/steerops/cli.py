@@ -31,6 +31,7 @@ from typing import Any
 from steerops import __version__
 from steerops.errors import SteeropsError
 from steerops.io import check_folder_target
+from steerops.redact import without_credentials
 
 # subcommand -> ("module[:function]" whose function, default `register`, adds the subparser,
 # one-line help); pipeline order.
@@ -95,19 +96,14 @@ RUNS_DIR = "runs"  # scratch run folders, next to the params file
 # kept with a run as its record)
 PROJECT_FILES = ("dvc.yaml", "dvc.lock")
 _invocation: list[str] = []  # this process's command line, as `main` got it
-# `scheme://user:password@` (or `scheme://token@`) in an argument (`--storage
-# postgresql://u:pw@h/db`): a password may hold an unencoded `/`, which SQLAlchemy accepts,
-# but a user part never does, so a path holding `@` (`sqlite:////runs/a@2/x.db`) is kept
-_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(?:[^/\s@:]*:\S*|[^/\s@:]+)@")
 
 
 def invocation() -> str | None:
     """`steerops STAGE ARGS...` of the running command (None outside `main`), with the
-    credentials of any URL in it left out, as `tracking.store.shown_uri` leaves them out:
-    it is logged as the run's description."""
+    credentials of any URL in it left out: it is logged as the run's description."""
     if not _invocation:
         return None
-    return shlex.join(["steerops", *(_CREDENTIALS.sub(r"\1", arg) for arg in _invocation)])
+    return shlex.join(["steerops", *map(without_credentials, _invocation)])
 
 
 def params_flag(parser: argparse.ArgumentParser) -> None:

@@ -480,10 +480,11 @@ def sign_flip_p(deltas: Iterable[float], seed: int, resamples: int = RESAMPLES) 
     2**n fits in `resamples` (exact), else `resamples` random ones, the observed pattern
     counted among them (so p is never 0), as scipy.stats.permutation_test counts (the tests
     compare the two). Written with numpy: every config of a grid gets one per half, and
-    scipy's took 40-100 ms a call against about 1 ms. None without deltas."""
+    scipy's took 40-100 ms a call against about 1 ms. None without deltas, or with one that
+    is not finite (no mean to rank: every comparison with nan is false, which read as p 0)."""
     d = np.asarray(list(deltas), dtype=float)
     n = d.size
-    if n == 0:
+    if n == 0 or not np.isfinite(d).all():
         return None
     observed = d.mean()
     # a flipped pattern that ties the observed mean counts, up to rounding (scipy's margin)

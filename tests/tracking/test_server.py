@@ -165,19 +165,3 @@ def test_a_server_lost_mid_run_costs_no_results_and_the_runs_follow(
     assert steer.info.status == cell_run.info.status == "FINISHED" and len(configs) == 4
     assert cell_run.data.metrics["n_configs"] == 4
     assert "curve.png" in {a.path for a in client.list_artifacts(cell_run.info.run_id)}
-
-
-@pytest.mark.parametrize(
-    "uri, shown",
-    [
-        ("sqlite:////abs/mlflow.db", "sqlite:////abs/mlflow.db"),
-        ("sqlite:///rel/mlflow.db", "sqlite:///rel/mlflow.db"),
-        ("http://user:pw@host:5000/x", "http://host:5000/x"),
-        ("postgresql://u:secret@db/mlflow", "postgresql://db/mlflow"),
-        ("http://host:5000", "http://host:5000"),
-    ],
-)
-def test_a_store_is_shown_as_given_less_its_credentials(uri, shown):
-    from steerops.tracking.store import shown_uri
-
-    assert shown_uri(uri) == shown

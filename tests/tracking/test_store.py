@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from steerops.errors import SteeropsError
-from steerops.tracking.store import check_reachable, shown_uri
+from steerops.redact import shown_url
+from steerops.tracking.store import check_reachable
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
@@ -52,4 +53,4 @@ def test_an_unreachable_server_is_named_without_its_password(server):
         check_reachable(f"http://alice:s3cret@127.0.0.1:{port}", timeout_s=5)
     assert f"http://127.0.0.1:{port} is not reachable (HTTP 500)" in str(err.value)
     assert "s3cret" not in str(err.value) and "alice" not in str(err.value)
-    assert shown_uri("https://u:p@host:5000/x?y=1") == "https://host:5000/x?y=1"
+    assert shown_url("https://u:p@host:5000/x?y=1") == "https://host:5000/x"

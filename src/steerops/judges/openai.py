@@ -27,6 +27,7 @@ from steerops.judges.cached import CachedJudge, Job, Unanswered, UnreadableJudge
 from steerops.judges.prompts import JudgePrompts, prompts_for
 from steerops.judges.scoring import as_score_int, integer_probs, weighted_score
 from steerops.judges.transport import Refused, RetryPolicy, Stopped, post_json, reach, shown
+from steerops.redact import shown_url
 
 # The request form every answer comes from (part of the judge's cache identity).
 _REQUEST = {"max_tokens": 1, "temperature": 0, "logprobs": True}
@@ -404,13 +405,6 @@ def _in_the_clear(url: str) -> bool:
         return True
 
 
-def _shown(parts: urllib.parse.SplitResult) -> str:
-    """A URL as an error line may show it: scheme, host, port and path (no user, password,
-    query or fragment: any of them may hold a key)."""
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def _url_problem(url: str | None) -> str | None:
     """What is wrong with `url` as judge.base_url, found before a run opens (a URL urllib
     cannot send to would otherwise be retried, and fail only after generation)."""
@@ -423,8 +417,8 @@ def _url_problem(url: str | None) -> str | None:
             "environment variable judge.api_key_env names"
         )
     if parts.scheme not in ("http", "https"):
-        return f"expected an http(s) URL, got {_shown(parts)!r}"
-    shown = _shown(parts)  # never the query: it may hold a key (?api-key=...)
+        return f"expected an http(s) URL, got {shown_url(url)!r}"
+    shown = shown_url(url)  # never the query: it may hold a key (?api-key=...)
     if re.search(r"[\x00-\x20\x7f]", url):
         return f"spaces or control characters in {shown!r}"
     try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from steerops.tracking.store import HTTP, scheme, shown_uri, sqlite_file
+from steerops.redact import shown_url
+from steerops.tracking.store import HTTP, scheme, sqlite_file
 
 LOCAL_UI = "http://127.0.0.1:5000"
 
@@ -16,9 +17,9 @@ def run_link(uri: str, experiment_id: str, run_id: str, root: Path | None = None
     Credentials in `uri` (user:token@, a database password) are left out: it is printed."""
     page = f"#/experiments/{experiment_id}/runs/{run_id}"
     if scheme(uri) in HTTP:
-        return f"{shown_uri(uri).rstrip('/')}/{page}"
+        return f"{shown_url(uri).rstrip('/')}/{page}"
     db = sqlite_file(uri)
-    store = shown_uri(uri) if db is None else f"sqlite:///{_from_cwd(db)}"
+    store = shown_url(uri) if db is None else f"sqlite:///{_from_cwd(db)}"
     return f"{LOCAL_UI}/{page} (serve it with: mlflow ui --backend-store-uri {store})"
 
 

@@ -53,7 +53,8 @@ def remove_orphaned_copies(journal_dir: Path) -> list[Path]:
 
 
 def replay_journals(client, uri: str, journal_dir: Path) -> None:
-    from steerops.tracking.store import experiment_id, shown_uri
+    from steerops.redact import shown_url
+    from steerops.tracking.store import experiment_id
 
     for path in sorted(journal_dir.glob("pending-*.json")):
         claimed = path.with_name(f"{path.stem}.replaying-{os.getpid()}")
@@ -62,7 +63,7 @@ def replay_journals(client, uri: str, journal_dir: Path) -> None:
         except OSError:
             continue
         data = json.loads(claimed.read_text())
-        if data["uri"] not in (uri, shown_uri(uri)):  # another store's: left for it
+        if data["uri"] not in (uri, shown_url(uri)):  # another store's: left for it
             claimed.rename(path)
             continue
         exp = experiment_id(client, data["experiment"], uri, data.get("description", ""))

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from steerops.errors import SteeropsError
+from steerops.redact import shown_url
 from steerops.workspace import lasting_folder
 
 try:
@@ -76,7 +77,7 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         try:
             # asked without the URI's user and password: urllib cannot send them from the
             # host part (it reads "user:pw@host" as a host), and a 401 is reachable enough
-            health = shown_uri(uri).rstrip("/") + "/health"
+            health = shown_url(uri).rstrip("/") + "/health"
             with urllib.request.urlopen(health, timeout=timeout_s) as r:
                 if r.status >= 400:
                     raise OSError(f"HTTP {r.status}")
@@ -126,7 +127,7 @@ def _plugins() -> set[str]:
 
 def _unusable(uri: str, reason: str) -> SteeropsError:
     return SteeropsError(
-        f"tracking: {shown_uri(uri)!r} is not a tracking URI MLflow can log to ({reason}); "
+        f"tracking: {shown_url(uri)!r} is not a tracking URI MLflow can log to ({reason}); "
         "set tracking.uri / MLFLOW_TRACKING_URI to sqlite:///PATH, http(s)://HOST:PORT or a "
         "database URL, or unset both to log to mlflow.db next to the params file"
     )
@@ -143,17 +144,9 @@ def _check_database(uri: str, timeout_s: float) -> None:
         raise _unreachable(uri, str(exc).splitlines()[0]) from None
 
 
-def shown_uri(uri: str) -> str:
-    """`uri` without user name or password (safe for terminals and logs)."""
-    parts = urlparse(uri)
-    if "@" not in parts.netloc:  # urlunparse would rewrite sqlite:////abs as sqlite://abs
-        return uri
-    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
-
-
 def _unreachable(uri: str, reason: str) -> SteeropsError:
     return SteeropsError(
-        f"tracking: MLflow tracking server {shown_uri(uri)} is not reachable ({reason}); start it, "
+        f"tracking: MLflow tracking server {shown_url(uri)} is not reachable ({reason}); start it, "
         "or log locally (unset MLFLOW_TRACKING_URI / tracking.uri) or not at all "
         "(tracking.enabled: false)"
     )

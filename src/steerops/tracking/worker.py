@@ -20,10 +20,10 @@ from typing import Any
 
 from steerops.io import write_json
 from steerops.liveness import this_worker
+from steerops.redact import shown_url
 from steerops.tracking.completion import left_open
 from steerops.tracking.reconcile import OWNER_FILE
 from steerops.tracking.sink import apply, one_line
-from steerops.tracking.store import shown_uri
 
 
 class Worker:
@@ -102,7 +102,7 @@ class Worker:
             f"pending-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.json"
         )
         print(
-            f"steerops: warning: MLflow tracking at {shown_uri(self.uri)} failed "
+            f"steerops: warning: MLflow tracking at {shown_url(self.uri)} failed "
             f"({self.failure}); local results are unaffected and the runs are logged on the "
             f"next start (kept in {self.journal})",
             file=sys.stderr,
@@ -147,7 +147,7 @@ class Worker:
         write_json(
             self.journal,
             {
-                "uri": shown_uri(self.uri),  # no credentials on disk: matched without them
+                "uri": shown_url(self.uri),  # no credentials on disk: matched without them
                 "experiment": self.experiment,
                 "description": self.description,
                 "ids": self.ids,

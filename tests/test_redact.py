@@ -1,0 +1,33 @@
+import pytest
+
+from steerops.redact import shown_url, without_credentials
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("sqlite:////abs/mlflow.db", "sqlite:////abs/mlflow.db"),
+        ("sqlite:///rel/mlflow.db", "sqlite:///rel/mlflow.db"),
+        ("sqlite:////runs/a@2/my?db#1.db", "sqlite:////runs/a@2/my?db#1.db"),  # a file name
+        ("file:///runs/x#1", "file:///runs/x#1"),
+        ("http://host:5000", "http://host:5000"),
+        ("http://user:pw@host:5000/x", "http://host:5000/x"),
+        ("https://tok@host/v1", "https://host/v1"),
+        ("postgresql://u:secret@db/mlflow", "postgresql://db/mlflow"),
+        # a password with an unencoded `/` (SQLAlchemy takes it): urlparse reads its tail as
+        # the path and would have shown it
+        ("postgresql://u:se/cret@db/mlflow", "postgresql://db/mlflow"),
+        ("mysql+pymysql://u:pw@h:3306/db?password=secret", "mysql+pymysql://h:3306/db"),
+        ("https://host/v1?api-key=secret#frag", "https://host/v1"),
+        ("HTTPS://host/v1#secret", "HTTPS://host/v1"),
+    ],
+)
+def test_a_url_is_shown_without_what_may_hold_a_secret(url, shown):
+    assert shown_url(url) == shown
+
+
+def test_credentials_leave_every_url_of_a_text_and_nothing_else():
+    text = "--storage postgresql://u:p/w@h/db --trait a@b x https://tok@h:1/v1?q=1"
+    assert (
+        without_credentials(text) == "--storage postgresql://h/db --trait a@b x https://h:1/v1?q=1"
+    )
