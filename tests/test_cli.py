@@ -490,6 +490,29 @@ def test_a_path_flag_says_it_is_read_from_the_working_directory(capsys):
     assert "relative to the working directory" in flag and "params dir" not in flag
 
 
+def test_every_path_flag_of_every_command_says_so_in_its_help():
+    """Explicit help text (probe thurstonian's) must not drop the note either."""
+    import argparse
+
+    from steerops.cli import abs_path, build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    paths = [
+        (p.prog, a.option_strings[0], a.help)
+        for p in parsers(build_parser())
+        for a in p._actions
+        if a.type is abs_path and a.option_strings and a.dest.startswith("override")
+    ]
+    assert len(paths) > 10
+    assert [p for p in paths if "relative to the working directory" not in (p[2] or "")] == []
+
+
 def test_no_command_prints_the_help_and_an_error_line_on_stderr(capsys):
     from steerops.cli import main
 

@@ -145,14 +145,15 @@ def add_override(parser: argparse.ArgumentParser, flag: str, key: str, **kwargs:
     derived = flag_kwargs(key, flag)
     if "action" in kwargs:
         derived = {k: v for k, v in derived.items() if k == "help"}
-    if kwargs.get("type") is abs_path and derived.get("help"):
+    merged = {**derived, **kwargs}
+    if merged.get("type") is abs_path and merged.get("help"):
         # the params key's path is read from the params file's folder; the flag's is not
-        derived["help"] = (
-            derived["help"].replace(" (relative to the params dir)", "")
+        merged["help"] = (
+            merged["help"].replace(" (relative to the params dir)", "")
             + " (given as a flag: relative to the working directory)"
         )
     _FLAG_OF[key] = flag
-    parser.add_argument(flag, dest=_OVERRIDE + key, default=None, **{**derived, **kwargs})
+    parser.add_argument(flag, dest=_OVERRIDE + key, default=None, **merged)
 
 
 def no_flag(parser: argparse.ArgumentParser, flag: str, key: str, help: str) -> None:

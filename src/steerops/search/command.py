@@ -144,8 +144,9 @@ def _interval(half: dict) -> str:
 
 DASHBOARD = """Serve optuna-dashboard on the search studies (search.storage, default
 optuna.db next to the params file, or a scratch run's with --out). Its "Best Trial" is the
-trial the search reported (an effect beyond its interval, coherence >= the study's
-threshold, ties to the more coherent, then smaller coefficient), or before a search has
+trial the search reported (of the trials with coherence >= the study's threshold and an
+effect beyond the interval, the largest trait delta, ties to the more coherent, then
+smaller coefficient), or before a search has
 chosen the best feasible trial; a plain `optuna-dashboard URL` shows the best value
 regardless of feasibility. Ctrl-C or SIGTERM stops it. Needs the optuna-dashboard
 package."""

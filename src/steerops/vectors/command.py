@@ -2,7 +2,7 @@
 position and method.
 
     steerops vectors --trait toy/refusal --position 'prompt[-1]' --methods mean_diff,probe
-    steerops clean --trait toy/refusal --variants mean_diff_top1,probe_preclean \
+    steerops clean --trait toy/refusal --variants mean_diff_top1,probe_preclean \\
         --calibration-variant instruct
 
 `vectors` reads the activations written by `steerops extract` and writes
