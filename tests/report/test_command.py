@@ -289,6 +289,39 @@ def test_a_damaged_input_leaves_the_report_as_it_was(tmp_path, capsys, text, pro
     assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
+def test_a_report_folder_holding_other_files_is_refused_and_left_as_it_was(tmp_path, capsys):
+    """`--report-dir` pointed at a steering cell's folder (or `.`): the report replaces its
+    folder whole, so one holding files it does not write is refused before anything runs."""
+    synthetic_grid(tmp_path)
+    params = str(write_params(tmp_path))
+    cell = next((tmp_path / "outputs" / "steering").rglob("results.jsonl")).parent
+    before = {p: p.read_bytes() for p in cell.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["report", "--params", params, "--report-dir", str(cell)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"{cell} holds " in line and "which steerops report does not write" in line
+    assert {p: p.read_bytes() for p in cell.rglob("*") if p.is_file()} == before
+
+
+def test_a_report_that_fails_while_writing_leaves_the_old_one_whole(tmp_path, monkeypatch):
+    """A report killed or failing half-way through its files: the folder is the previous
+    report, not new tables beside an old report.md."""
+    from steerops.report import plots
+
+    synthetic_grid(tmp_path)
+    out = _report(tmp_path)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt  # after the CSVs, before the plots and report.md
+
+    monkeypatch.setattr(plots, "cleaning_curve", broken)
+    argv = ["report", "--params", str(tmp_path / "params.yaml"), "--min-coherence", "10"]
+    assert main(argv) == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".reports.")] == []
+
+
 def test_the_best_cell_metric_is_chosen_on_the_selection_half(tmp_path):
     """`probe` is best held out, `mean_diff` on the selection half: the headline metric
     names mean_diff and reports its held-out numbers, never the held-out maximum."""

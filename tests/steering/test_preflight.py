@@ -149,13 +149,14 @@ def test_a_judge_that_scores_nothing_is_said(tmp_path, toy_world, monkeypatch, c
     assert "warning: the judge scored none of the 8 answers" in err  # baseline + 1 config
 
 
-@pytest.mark.parametrize("changed", ["activations", "calibration"])
+@pytest.mark.parametrize("changed", ["activations", "calibration", "prompts"])
 def test_vectors_older_than_their_inputs_are_refused_up_front(
     tmp_path, toy_world, no_model_loads, capsys, changed
 ):
-    """Activations extracted again (or a calibration redone) after the vectors were built:
-    steering would use an old direction under today's inputs. The same files unchanged
-    pass the preflight (the run goes on to load the model, refused here)."""
+    """Activations extracted again (or a calibration redone) after the vectors were built,
+    or the trait's prompts edited after the activations were extracted: steering would use
+    an old direction under today's inputs. The same files unchanged pass the preflight (the
+    run goes on to load the model, refused here)."""
     import json
 
     from steer_world import POSITION, TRAIT
@@ -163,6 +164,7 @@ def test_vectors_older_than_their_inputs_are_refused_up_front(
     from steerops.config import load_params
     from steerops.extract import store as acts_store
     from steerops.io import file_md5
+    from steerops.traits import load_trait
     from steerops.vectors.store import save_vectors, vectors_dir, vectors_for
 
     path = steer_params(tmp_path, toy_world)
@@ -183,11 +185,21 @@ def test_vectors_older_than_their_inputs_are_refused_up_front(
     if changed == "activations":
         (acts / acts_store.METADATA_FILE).write_text(json.dumps({"tensors_md5": "md5-later"}))
         expected = "were built from other activations than"
+    elif changed == "prompts":
+        earlier = {"tensors_md5": "md5-of-today", "prompts_md5": "md5-of-other-prompts"}
+        (acts / acts_store.METADATA_FILE).write_text(json.dumps(earlier))
+        expected = f"were extracted from other prompts than trait '{TRAIT}'"
     else:
         calibration.write_text('{"layers": {"1": {}}}')
         expected = "removed the dims of another calibration than"
     err = refused_up_front(argv, tmp_path, capsys, outputs="run")
-    assert expected in err and "rerun `steerops vectors --methods mean_diff`" in err
+    assert expected in err and "`steerops vectors --methods mean_diff`" in err
+    if changed == "prompts":
+        extract = f"`steerops extract --trait {TRAIT} --variant base --position '{POSITION}'`"
+        assert f"rerun {extract}, then" in err
+        trait = load_trait(params.path(params.traits.root), TRAIT)
+        today = {"tensors_md5": "md5-of-today", "prompts_md5": acts_store.prompts_md5(trait)}
+        (acts / acts_store.METADATA_FILE).write_text(json.dumps(today))
 
     meta["source_hash"] = "md5-later" if changed == "activations" else "md5-of-today"
     meta["calibration"]["md5"] = file_md5(calibration)

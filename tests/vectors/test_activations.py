@@ -30,3 +30,30 @@ def test_activations_that_break_the_contract_are_named(tmp_path):
     write_json(directory / "metadata.json", meta)
     with pytest.raises(SteeropsError, match=r"examples\[5\]\.polarity"):
         load_activations(params.out, TRAIT, "base", POSITION, "residual")
+
+
+def test_activations_of_prompts_the_trait_no_longer_has_are_refused(tmp_path):
+    """The trait's prompts edited after extraction: vectors would be built from rows that
+    are not the trait's any more; the command it suggests extracts them again."""
+    from steerops.extract.store import prompts_md5
+    from steerops.traits import load_trait
+    from steerops.vectors.activations import load_activations
+
+    data, n_pos = stacked()
+    directory = write_activations(tmp_path / "outputs", data, n_pos)
+    params = load_params(params_file(tmp_path))
+    root = tmp_path / "traits"
+    trait = root / TRAIT
+    trait.mkdir(parents=True)
+    (trait / "positive.txt").write_text("a\nb\n")
+    (trait / "negative.txt").write_text("c\nd\n")
+    meta = read_json(directory / "metadata.json")
+    meta["prompts_md5"] = prompts_md5(load_trait(root, TRAIT))
+    write_json(directory / "metadata.json", meta)
+    args = (params.out, TRAIT, "base", POSITION, "residual", " --out run")
+    assert load_activations(*args, root).layers  # as extracted
+    (trait / "positive.txt").write_text("a\nb, edited\n")
+    with pytest.raises(SteeropsError, match=r"extracted from other prompts than trait") as err:
+        load_activations(*args, root)
+    assert "rerun `steerops extract --trait toy/refusal --variant base" in str(err.value)
+    assert "--out run`" in str(err.value)

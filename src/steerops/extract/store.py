@@ -32,8 +32,17 @@ import torch
 from safetensors import safe_open
 
 from steerops.errors import SteeropsError
-from steerops.io import atomic_path, check_folder_name, check_trait_name, file_md5, read_json
-from steerops.specs import Position, position_slug
+from steerops.generate.store import responses_file
+from steerops.io import (
+    atomic_path,
+    check_folder_name,
+    check_trait_name,
+    file_md5,
+    read_json,
+    text_md5,
+)
+from steerops.specs import Position, parse_position, position_slug
+from steerops.traits import Trait, load_trait
 
 TENSORS_FILE = "activations.safetensors"
 METADATA_FILE = "metadata.json"
@@ -210,6 +219,38 @@ def completed(folder: Path, expected_hash: str) -> dict | None:
     # shards left by a run killed between its last write and their removal
     shutil.rmtree(Path(folder) / PARTIAL_DIR, ignore_errors=True)
     return meta
+
+
+def prompts_md5(trait: Trait) -> str:
+    """The trait's contrastive prompts as extraction reads them: the rest of its folder (the
+    steering questions, the definition) does not change activations."""
+    prompts = [[p.prompt, p.system_prompt] for p in (*trait.positive, *trait.negative)]
+    return text_md5(json.dumps([len(trait.positive), prompts]))
+
+
+def changed_source(
+    meta: dict[str, Any], out: Path, traits_root: Path | None, trait: str, variant: str, position
+) -> str | None:
+    """What differs between the responses or prompts activations (`meta`) were extracted
+    from and what the pipeline holds now (generated again, or the trait's prompts edited,
+    extract not rerun), None when they match. A source that is gone cannot be compared, nor
+    one the metadata does not record (older extractions record no prompts digest)."""
+    if parse_position(position).needs_response:
+        file = responses_file(out, trait, variant)
+        recorded = meta.get("source_hash")
+        if recorded and file.is_file() and file_md5(file) != recorded:
+            return f"other responses than {file} now holds (generated again since?)"
+        return None
+    recorded = meta.get("prompts_md5")
+    if not recorded or traits_root is None:
+        return None
+    try:
+        now = prompts_md5(load_trait(traits_root, trait))
+    except SteeropsError:  # a trait that is gone or unreadable: said where it is read
+        return None
+    if now != recorded:
+        return f"other prompts than trait {trait!r} has now in {traits_root} (edited since?)"
+    return None
 
 
 def require_complete(folder: Path, how: str) -> None:

@@ -76,6 +76,7 @@ def extract_trait(
             # positive i and negative i share source prompt i (pca pairs them)
             "paired": is_paired(n_sources),
             "source_hash": source_hash,
+            "prompts_md5": store.prompts_md5(trait),
             "examples": [ex.info for ex in kept],
             "counts": split_counts(kept),
         }

@@ -14,7 +14,7 @@ import pandas as pd
 from steerops import stats
 from steerops.cli import abs_path, flags, inputs_flag, load_params_for, run_file, stage_parser
 from steerops.errors import SteeropsError
-from steerops.io import write_json, write_text
+from steerops.io import atomic_folder, check_replaceable, write_json, write_text
 from steerops.report import calibrated, plots, predict, tables
 from steerops.report.load import (
     COLUMNS,
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> None:
     results = run_file(params, args, "report.results", "reports/results.md")
     if results is not None and params.report.results:
         params.report.results = str(results)
+    check_report_folder(params)
     folder = getattr(args, "run_folder", None)
     if folder and Path(folder).is_dir() and not (Path(folder) / "mlflow.db").is_file():
         # a default scratch run's folder (runs/steer-<time>): that run logged to the
@@ -75,9 +76,36 @@ def run(args: argparse.Namespace) -> None:
     print(f"report written to {out / 'report.md'}")
 
 
+CSV_TABLES = (
+    "gap_analysis",
+    "preclean_vs_clean_after",
+    "cleaning_curve",
+    "coefficients",
+    "coefficient_features",
+    "coefficient_prediction",
+    "recommendations",
+    "search_heldout",
+    "coefficient_curves",
+)
+PLOTS = ("coefficient_curves.png", "cleaning_curve.png")
+OTHER_FILES = ("massive_activations.csv", "metrics.json", "report.md")
+
+
+def check_report_folder(params) -> None:
+    """The report replaces its folder whole (a killed report leaves the old one, not a mix):
+    a folder holding anything else (a steering cell's, `--report-dir .`) is refused before
+    anything is read or written."""
+    out = params.path(params.report.out)
+    makes = {f"{name}.csv" for name in CSV_TABLES} | set(PLOTS) | set(OTHER_FILES)
+    if params.report.results and params.path(params.report.results).parent == out:
+        makes.add(params.path(params.report.results).name)
+    check_replaceable(out, makes, "report.out (--report-dir)", "steerops report")
+
+
 def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path) -> list[Path]:
     """Every table from grid cells only (chosen on the selection half, reported on the
-    held-out half); the searches in a table of their own."""
+    held-out half); the searches in a table of their own. Written into a new folder that
+    takes `out`'s place once whole."""
     threshold = coherence_bar(params, steered_bars(params, frame))
     proto = protocol(params)
     # every input is read before the first file is written: a damaged one leaves the
@@ -98,27 +126,8 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     errors = predict.loo_errors(features)
     recs = predict.recommendations(features, errors)
     points = plots.curve_points(frame, gap, threshold)
-    csvs = {
-        "gap_analysis": gap,
-        "preclean_vs_clean_after": prepost,
-        "cleaning_curve": curve,
-        "coefficients": coefs,
-        "coefficient_features": features,
-        "coefficient_prediction": errors,
-        "recommendations": recs,
-        "search_heldout": searched,
-        "coefficient_curves": points,
-    }
-    files = []
-    for name, table in csvs.items():
-        path = out / f"{name}.csv"
-        write_text(path, table.to_csv(index=False, float_format="%.6g"))
-        files.append(path)
-    plots.coefficient_curves(points, threshold, out / "coefficient_curves.png")
-    plots.cleaning_curve(curve, out / "cleaning_curve.png")
-    files += [out / "coefficient_curves.png", out / "cleaning_curve.png"]
-    write_json(out / "metrics.json", _metrics(gap, prepost, errors, searched))
-    write_text(out / "massive_activations.csv", massive.to_csv(index=False, float_format="%.6g"))
+    tabled = (gap, prepost, curve, coefs, features, errors, recs, searched, points)
+    csvs = dict(zip(CSV_TABLES, tabled, strict=True))
     text = render_markdown(
         {**csvs, "massive": massive, "dims": calibrated.dims_line(record)},
         threshold,
@@ -126,22 +135,41 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
         seed=proto.seed,
         fraction=proto.heldout_fraction,
     )
-    write_text(out / "report.md", text)
-    files += [out / "massive_activations.csv", out / "metrics.json", out / "report.md"]
-    if params.report.results:
-        results = params.path(params.report.results)
-        setup = {"seed": proto.seed, "fraction": proto.heldout_fraction, "threshold": threshold}
-        setup["out"] = _relative(params.out, params.path("."))
-        # a run's own folder (--out): its page names it and how to regenerate it
-        setup["run"] = params.run_folder is not None and params.run_named
-        # a run's methods may come from flags, so only the main job's page checks them
-        grid = {str(m) for m in params.steering.methods}
-        setup["methods"] = None if setup["run"] else grid
-        searched_now = {str(m) for m in params.search.methods} or grid  # empty: the grid's
-        setup["search_methods"] = None if setup["run"] else searched_now
-        write_text(results, render_results(frame, searched, csvs, record, setup))
+    results = params.path(params.report.results) if params.report.results else None
+    with atomic_folder(out) as staging:
+        for name, table in csvs.items():
+            write_text(staging / f"{name}.csv", table.to_csv(index=False, float_format="%.6g"))
+        plots.coefficient_curves(points, threshold, staging / PLOTS[0])
+        plots.cleaning_curve(curve, staging / PLOTS[1])
+        write_json(staging / "metrics.json", _metrics(gap, prepost, errors, searched))
+        table = massive.to_csv(index=False, float_format="%.6g")
+        write_text(staging / "massive_activations.csv", table)
+        write_text(staging / "report.md", text)
+        if results is not None and results.parent == out:  # a run's page: in the folder
+            _write_results(params, frame, searched, csvs, record, threshold, staging)
+    files = [out / f"{name}.csv" for name in CSV_TABLES] + [out / p for p in PLOTS]
+    files += [out / name for name in OTHER_FILES]
+    if results is not None:
+        if results.parent != out:
+            _write_results(params, frame, searched, csvs, record, threshold, results.parent)
         files.append(results)
     return files
+
+
+def _write_results(params, frame, searched, csvs, record, threshold, folder: Path) -> None:
+    """The results page (`report.results`), written into `folder` under its own name."""
+    proto = protocol(params)
+    setup = {"seed": proto.seed, "fraction": proto.heldout_fraction, "threshold": threshold}
+    setup["out"] = _relative(params.out, params.path("."))
+    # a run's own folder (--out): its page names it and how to regenerate it
+    setup["run"] = params.run_folder is not None and params.run_named
+    # a run's methods may come from flags, so only the main job's page checks them
+    grid = {str(m) for m in params.steering.methods}
+    setup["methods"] = None if setup["run"] else grid
+    searched_now = {str(m) for m in params.search.methods} or grid  # empty: the grid's
+    setup["search_methods"] = None if setup["run"] else searched_now
+    page = folder / params.path(params.report.results).name
+    write_text(page, render_results(frame, searched, csvs, record, setup))
 
 
 def coherence_bar(params, steered: dict[str, float]) -> float:

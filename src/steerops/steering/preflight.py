@@ -80,7 +80,12 @@ def check_grid(
         if layers is None or shape.hidden_size is None:
             continue
         sources = VectorSources(
-            params.inputs, trait, cfg.vector_variant, shape.hidden_size, params.inputs_flag
+            params.inputs,
+            trait,
+            cfg.vector_variant,
+            shape.hidden_size,
+            params.inputs_flag,
+            params.path(params.traits.root),
         )
         norms = []
         for method, position in cells:

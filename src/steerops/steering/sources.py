@@ -30,9 +30,18 @@ from steerops.vectors.store import (
 
 
 class VectorSources:
-    def __init__(self, out: Path, trait: str, variant: str, hidden_size: int, out_flag: str = ""):
+    def __init__(
+        self,
+        out: Path,
+        trait: str,
+        variant: str,
+        hidden_size: int,
+        out_flag: str = "",
+        traits_root: Path | None = None,
+    ):
         self.out, self.trait, self.variant, self.hidden_size = out, trait, variant, hidden_size
         self.out_flag = out_flag  # " --out DIR" in a missing vector's hint (--inputs DIR)
+        self.traits_root = traits_root  # the trait prompts' folder (stale activations)
         self._sets: dict[VectorSource, tuple[dict[int, torch.Tensor], dict, str]] = {}
 
     def load(self, source: VectorSource) -> tuple[dict[int, torch.Tensor], dict[str, Any], str]:
@@ -62,22 +71,31 @@ class VectorSources:
         what = f"vectors {source.method} at {source.position}/{source.component}"
         cleaned = parse_method(source.method).cleaning is not None
         rerun = (
-            f"`steerops clean --variants {source.method}`"
+            f"`steerops clean --variants {source.method}{self.out_flag}`"
             if cleaned
-            else f"`steerops vectors --methods {source.method}`"
+            else f"`steerops vectors --methods {source.method}{self.out_flag}`"
         )
         acts = activation_store.activations_dir(
             self.out, self.trait, self.variant, source.position, source.component
         )
         built_from = metadata.get("source_hash")
-        if built_from and activation_store.is_complete(acts):
-            now = activation_store.read_metadata(acts).get("tensors_md5") or file_md5(
-                acts / activation_store.TENSORS_FILE
-            )
-            if now != built_from:
+        if activation_store.is_complete(acts):
+            acts_meta = activation_store.read_metadata(acts)
+            now = acts_meta.get("tensors_md5") or file_md5(acts / activation_store.TENSORS_FILE)
+            if built_from and now != built_from:
                 raise SteeropsError(
                     f"{what} were built from other activations than {acts} now holds "
                     f"(extracted again since?): rerun {rerun}"
+                )
+            changed = activation_store.changed_source(
+                acts_meta, self.out, self.traits_root, self.trait, self.variant, source.position
+            )
+            if changed is not None:
+                position = f"'{source.position}'"
+                raise SteeropsError(
+                    f"{what}: their activations {acts} were extracted from {changed}: rerun "
+                    f"`steerops extract --trait {self.trait} --variant {self.variant} "
+                    f"--position {position}{self.out_flag}`, then {rerun}"
                 )
         record = metadata.get("calibration") or {}
         if record.get("md5") and record.get("variant"):

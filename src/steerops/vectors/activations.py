@@ -77,9 +77,11 @@ def load_activations(
     position: Position | str,
     component: str,
     out_flag: str = "",
+    traits_root: Path | None = None,
 ) -> TraitActivations:
     """`out_flag` (e.g. " --out runs/mine"): what the extract command it suggests needs to
-    write where this run reads."""
+    write where this run reads. Activations extracted from other responses or prompts than
+    the pipeline holds now (`traits_root`: where the trait's prompts are) are refused."""
     directory = store.activations_dir(out, trait, variant, position, component)
     # every flag that names this folder, so the command rebuilds these very activations
     named = "" if component == "residual" else f" --component {component}"  # the default
@@ -92,6 +94,9 @@ def load_activations(
     meta = store.read_metadata(directory)
     if not isinstance(meta.get("examples"), list):
         raise SteeropsError(f"{meta_file}: missing key 'examples'")
+    changed = store.changed_source(meta, out, traits_root, trait, variant, position)
+    if changed is not None:
+        raise SteeropsError(f"{directory}: extracted from {changed}: rerun {rerun}")
     shapes = store.layer_shapes(directory)
     layers = sorted(shapes)
     if not layers:

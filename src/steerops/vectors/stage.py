@@ -89,7 +89,13 @@ def run_stage(
     out_flag = f" --out {display_path(params.run_folder)}" if params.run_named else ""
     activations = {
         (trait, position): load_activations(
-            params.out, trait, ex.variant, position, ex.component, out_flag
+            params.out,
+            trait,
+            ex.variant,
+            position,
+            ex.component,
+            out_flag,
+            params.path(params.traits.root),
         )
         for trait in params.traits.names
         for position in positions
