@@ -6,6 +6,7 @@ experiment (tagged so the MLflow UI opens on its runs; artifacts through the ser
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import sqlite3
 import sys
@@ -179,9 +180,35 @@ def open_client(uri: str):
     db.parent.mkdir(parents=True, exist_ok=True)
     _fast_sqlite(db)
     with file_lock(db.with_name(db.name + ".lock")):
+        if not db.exists():
+            _create_sqlite_store(db)
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)
     return client
+
+
+def _create_sqlite_store(db: Path) -> None:
+    """A new store built whole beside `db` and renamed into place: MLflow creates its
+    schema in some 30 migrations, and a process killed among them would leave a store no
+    later run could open. Called under the store's lock, so a file left from an earlier
+    creation is a killed one's."""
+    from mlflow import MlflowClient
+
+    for left in db.parent.glob(f".{glob.escape(db.name)}.*.creating*"):
+        left.unlink(missing_ok=True)
+    building = db.with_name(f".{db.name}.{os.getpid()}.creating")
+    try:
+        # not in _pragma_files: the default rollback journal keeps every commit in the
+        # file itself, so the rename moves all of it
+        store = MlflowClient(f"sqlite:///{building}")._tracking_client.store
+        store.search_experiments(max_results=1)
+        engine = getattr(store, "engine", None)
+        if engine is not None:
+            engine.dispose()  # no connection left on the file that becomes the store
+        os.replace(building, db)
+    finally:
+        for left in db.parent.glob(f".{glob.escape(db.name)}.{os.getpid()}.creating*"):
+            left.unlink(missing_ok=True)
 
 
 def _fast_sqlite(db: Path) -> None:
