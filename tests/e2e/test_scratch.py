@@ -206,6 +206,23 @@ def test_a_rerun_served_entirely_from_the_logs_opens_no_mlflow_run(
     assert runs() == before + 6
     assert main([*run, "--min-coherence", "99"]) == 0
     assert runs() == before + 12
+    assert main([*run, "--min-coherence", "99"]) == 0  # served, and its FINISHED runs hold it
+    assert runs() == before + 12
+
+    # the process that logged those files killed before it ended its runs: reconciled as
+    # KILLED, they miss what it had not logged yet; a rerun serves every config, changes no
+    # file, and logs the sweep again
+    from steerops.steering.runs import CELL_FILES, folder_digests
+
+    cell = next((tmp_path / "mine").rglob("results.jsonl")).parent
+    query = f"tags.`{CELL_FILES}` = '{folder_digests([cell])[0]}'"
+    holding = client.search_runs([experiment], query)
+    assert len(holding) == 1
+    client.set_terminated(holding[0].info.run_id, "KILLED")
+    capsys.readouterr()
+    assert main([*run, "--min-coherence", "99"]) == 0
+    assert runs() == before + 18
+    assert "no new MLflow run" not in capsys.readouterr().out
 
 
 def test_a_scratch_search_is_served_the_pipelines_grid_scores(toy_world, tmp_path):

@@ -123,7 +123,7 @@ def steer_cells(
     from steerops.steering.best import protocol
     from steerops.steering.configs import Config, VectorSource
     from steerops.steering.evaluate import SteeringEvaluator
-    from steerops.steering.runs import folder_digests
+    from steerops.steering.runs import CELL_FILES, folder_digests
     from steerops.steering.session import SteeringSession
     from steerops.steering.store import steering_dir
     from steerops.tracking import Tracker, input_hash_tags, model_input
@@ -184,8 +184,15 @@ def steer_cells(
                 model_tags,
             )
         )
-    if folder_digests(folders) != before:
+    after = folder_digests(folders)
+    if after != before:
         tracker.keep()  # all served, but a cell's files changed (e.g. another min_coherence)
+    elif tracker.active and not tracker.kept:
+        # all served and no file changed: the runs that wrote these files hold them, unless
+        # their process was killed before it had logged them (no FINISHED cell run has them)
+        unlogged = [d for d in after if d and tracker.finished_run_tagged(CELL_FILES, d) is False]
+        if unlogged:
+            tracker.keep()
     return summaries
 
 
@@ -235,7 +242,7 @@ def _finish_cell(
     """One cell's MLflow run (with a nested run per config) and output files;
     `model_tags`: the steered weights' hash tag (hashed once for every cell)."""
     from steerops.steering.outputs import write_cell
-    from steerops.steering.runs import cell_name, log_cell, log_configs
+    from steerops.steering.runs import CELL_FILES, cell_name, folder_digests, log_cell, log_configs
     from steerops.steering.store import steering_dir
     from steerops.tracking import input_hash_tags
     from steerops.traits import trait_dir
@@ -264,6 +271,7 @@ def _finish_cell(
         written = write_cell(params, evaluator, out_dir, results, alias_of)
         cell = {"method": method.name, "position": position.text, "component": cfg.component}
         log_cell(cell_run, evaluator, cell, layers, written, out_dir)
+        cell_run.set_tags({CELL_FILES: folder_digests([out_dir])[0]})
     return {
         "title": f"{trait} {method} {position}",
         "dir": out_dir,

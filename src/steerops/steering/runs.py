@@ -32,6 +32,11 @@ def invocation_name(stage: str, traits: list[str], cells: list[tuple[Any, Any]])
     return f"{stage} {what} {who}"
 
 
+# tag of a cell's run: its folder's content hash once its files are written (a rerun that
+# serves everything logs again when no FINISHED run holds them: the last one was killed)
+CELL_FILES = "steerops.cell_files"
+
+
 def folder_digests(folders: list[Path]) -> list[str | None]:
     """Each folder's content hash (None: not there yet). A sweep after which its cells'
     hashes are unchanged, and that generated nothing, has nothing new to log."""

@@ -84,6 +84,7 @@ class Sink:
         self.wait_s = 0.0  # seconds the stage waited for it
         self._ids: dict[str, str] = {}
         self._created: dict[str, threading.Event] = {}
+        self._answers: dict[str, tuple[threading.Event, list[bool | None]]] = {}
         self._done = threading.Event()
         self._held: list[str] | None = [] if held else None  # operations kept back
         self._holding = threading.Lock()
@@ -138,6 +139,20 @@ class Sink:
             self.wait_s += time.perf_counter() - start
         return self._ids.get(key)
 
+    def finished_run_tagged(self, tag: str, value: str) -> bool | None:
+        """Whether the store holds a FINISHED run of this experiment tagged `tag`=`value`
+        (None: tracking failed, or the store cannot say). Asked past the held operations:
+        what this invocation records is not in the store yet."""
+        key = f"q{len(self._answers)}"
+        event, answer = threading.Event(), []
+        self._answers[key] = (event, answer)
+        self._out.put(json.dumps({"op": "ask", "id": key, "tag": tag, "value": value}))
+        start = time.perf_counter()
+        while not event.wait(0.5) and not self._done.is_set():  # a worker gone answers nothing
+            pass
+        self.wait_s += time.perf_counter() - start
+        return answer[0] if answer else None
+
     def close(self) -> None:
         """Let the worker send everything recorded (the stage waits here); operations still
         held back are dropped."""
@@ -173,6 +188,10 @@ class Sink:
             if "created" in message:
                 self._ids[message["created"]] = message["run_id"]
                 self._created.setdefault(message["created"], threading.Event()).set()
+            if "answer" in message and message["answer"] in self._answers:
+                event, answer = self._answers[message["answer"]]
+                answer.append(message.get("found"))
+                event.set()
             if "failure" in message:
                 self.failure = message["failure"]
                 self._release_waiters()
@@ -186,6 +205,8 @@ class Sink:
     def _release_waiters(self) -> None:
         for event in list(self._created.values()):
             event.set()  # nobody waits for a run id that will not come
+        for event, _ in list(self._answers.values()):
+            event.set()
 
 
 def _worker_env() -> dict[str, str]:

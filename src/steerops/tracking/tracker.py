@@ -68,6 +68,11 @@ class Tracker:
         if self._sink is not None:
             self._sink.release()
 
+    def finished_run_tagged(self, tag: str, value: str) -> bool | None:
+        """Whether an earlier run, FINISHED, carries `tag`=`value` in this store (None:
+        tracking is off or failed, or the store cannot say)."""
+        return self._sink.finished_run_tagged(tag, value) if self._sink is not None else None
+
     @property
     def run_id(self) -> str | None:
         """MLflow's id of this run (waits until the run exists; None if tracking failed)."""

@@ -62,6 +62,9 @@ class Worker:
         say(busy_s=round(self.busy_s, 3))
 
     def handle(self, op: dict[str, Any]) -> None:
+        if op["op"] == "ask":  # a question, not a record: answered, never journalled
+            say(answer=op["id"], found=self._finished_run_tagged(op["tag"], op["value"]))
+            return
         if self.failure is not None:
             self.pending.append(self._frozen(op))
             return
@@ -74,6 +77,22 @@ class Worker:
             say(created=op["run"], run_id=self.ids[op["run"]])
         elif op["op"] == "end" and op["run"] in self.open_runs:
             self.open_runs.remove(op["run"])
+
+    def _finished_run_tagged(self, tag: str, value: str) -> bool | None:
+        """Whether the experiment holds a FINISHED run tagged `tag`=`value` (None: the store
+        cannot say)."""
+        if self.failure is not None or self.client is None or self.experiment_id is None:
+            return None
+        quoted = value.replace("'", "\\'")
+        found: list = []
+        query = f"tags.`{tag}` = '{quoted}' and attributes.status = 'FINISHED'"
+        if not self._timed(
+            lambda: found.extend(
+                self.client.search_runs([self.experiment_id], query, max_results=1)
+            )
+        ):
+            return None
+        return bool(found)
 
     def _open(self) -> None:
         from steerops.tracking.reconcile import reconcile
