@@ -120,6 +120,42 @@ def test_an_atomic_folder_replaces_the_old_one_whole_or_not_at_all(tmp_path, uma
     assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]
 
 
+@pytest.mark.parametrize("writer", ["atomic_path", "atomic_folder"])
+def test_what_a_killed_writer_was_building_is_removed_by_the_next_write(tmp_path, writer):
+    """SIGKILL skips every cleanup: the next write of the same file or folder removes what
+    the dead writer left, and never what a live one is building."""
+    import signal
+    import subprocess
+    import sys
+
+    dest = tmp_path / "world"
+    code = (
+        f"import sys, time; from steerops.io import {writer}\n"
+        f"with {writer}(sys.argv[1]) as b:\n"
+        "    print(b, flush=True); time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(dest)], stdout=subprocess.PIPE)
+    assert child.stdout is not None
+    left = tmp_path / child.stdout.readline().decode().strip()
+    if writer == "atomic_folder":
+        (left / "half.txt").write_text("half")
+
+    def write() -> None:
+        if writer == "atomic_folder":
+            with atomic_folder(dest) as building:
+                write_text(building / "a.txt", "new")
+        else:
+            write_text(dest, "new")
+
+    write()
+    assert left.exists()  # its writer lives
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    write()
+    assert not left.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]
+
+
 def test_a_damaged_jsonl_line_is_one_error_naming_file_and_line(tmp_path):
     from steerops.errors import SteeropsError
     from steerops.io import read_jsonl

@@ -59,10 +59,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty folder next to `path`; on success it takes `path`'s place (an old
     folder is moved aside first and dropped only once the new one is in), on failure or
-    interrupt it is removed and `path` is left as it was."""
+    interrupt it is removed and `path` is left as it was. Its name carries this host and
+    pid, as `atomic_path`'s does, so one a killed writer left is removed by the next."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".building", dir=path.parent))
+    _remove_orphans(path, "building")
+    tmp = Path(
+        tempfile.mkdtemp(
+            prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".building", dir=path.parent
+        )
+    )
     tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private
     try:
         yield tmp
@@ -78,17 +84,20 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
-def _remove_orphans(path: Path) -> None:
-    """Delete temporary files for `path` left by dead writers on this host."""
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        parts = tmp.name[len(path.name) + 2 :].rsplit(".", 3)  # host, pid, random, "tmp"
+def _remove_orphans(path: Path, suffix: str = "tmp") -> None:
+    """Delete temporary files (or folders) for `path` left by dead writers on this host."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.{suffix}"):
+        parts = tmp.name[len(path.name) + 2 :].rsplit(".", 3)  # host, pid, random, suffix
         if (
             len(parts) == 4
             and parts[0] == _HOST
             and parts[1].isdigit()
             and not _alive(int(parts[1]))
         ):
-            tmp.unlink(missing_ok=True)
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

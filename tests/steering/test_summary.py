@@ -68,3 +68,22 @@ def test_dvc_metrics_show_has_a_handful_of_columns_per_cell(tmp_path):
     # an effect on 5 held-out questions: too few for any test to call one
     assert cell["status"] == "too few held out" and cell["n"] == 5
     assert 0 < cell["delta_lo"] < 80 < cell["delta_hi"]
+
+
+def test_a_damaged_cell_file_names_itself_and_how_to_rebuild_it(tmp_path):
+    """Another cell's metrics.json cut short: the gather stops with one line naming it and
+    saying how it is rebuilt (this run's own cell is already written)."""
+    import pytest
+
+    from steerops.errors import SteeropsError
+    from steerops.steering.store import METRICS_FILE
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"paths": {"out": "outputs"}}))
+    params = load_params(tmp_path / "params.yaml")
+    cell = params.out / "steering" / "t" / "base" / "prompt_m1" / "residual" / "mean_diff"
+    cell.mkdir(parents=True)
+    (cell / METRICS_FILE).write_text('{"status": "ok", ')
+    with pytest.raises(SteeropsError) as err:
+        write_steer_summary(params)
+    assert str(cell / METRICS_FILE) in str(err.value) and "not valid JSON" in str(err.value)
+    assert "steer that cell again to rebuild it from its results log" in str(err.value)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from steerops import stats
+from steerops.errors import SteeropsError
 from steerops.io import read_json, write_json, write_text
 from steerops.steering.configs import summarize
 from steerops.steering.store import METRICS_FILE, ResultsLog, joined, scores_of
@@ -232,13 +233,23 @@ def vector_map(rows: Iterable[dict[str, Any]]) -> dict[Any, str]:
     return {r["layer"]: r["vector_hash"] for r in rows if r.get("vector_hash")}
 
 
+def _cell_metrics(path) -> dict[str, Any]:
+    try:
+        return read_json(path)
+    except SteeropsError as exc:  # another cell's file: this run's own work is saved
+        raise SteeropsError(
+            f"{exc}; steer that cell again to rebuild it from its results log (nothing is "
+            "generated again), or remove its folder"
+        ) from None
+
+
 def write_steer_summary(params) -> None:
     """metrics/steer.json ({cell: its headline numbers}) and metrics/steer_curves.csv (every
     config of every cell: trait and coherence vs coefficient on all questions)."""
     root = params.out / "steering"
     write_json(
         summary_dir(params) / "steer.json",
-        {cell: compact(read_json(p)) for cell, p in collect(root, METRICS_FILE).items()},
+        {cell: compact(_cell_metrics(p)) for cell, p in collect(root, METRICS_FILE).items()},
     )
     from steerops.steering.store import CSV_FILE
 
