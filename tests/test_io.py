@@ -156,6 +156,30 @@ def test_what_a_killed_writer_was_building_is_removed_by_the_next_write(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]
 
 
+@pytest.mark.parametrize("replaced", [True, False])
+def test_a_folder_a_killed_writer_had_moved_aside_is_dropped_or_put_back(tmp_path, replaced):
+    """Killed between its two renames, a writer leaves the old folder aside and none in
+    place: the next writer puts it back; killed after them, the aside copy is dropped."""
+    import socket
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pid no live process has
+    host = socket.gethostname().replace(".", "_")
+    dest = tmp_path / "world"
+    aside = tmp_path / f".world.{host}.{child.pid}.k3y_9.old"
+    (aside / "world").mkdir(parents=True)
+    (aside / "world" / "a.txt").write_text("previous")
+    if replaced:
+        dest.mkdir()
+        (dest / "a.txt").write_text("new")
+    with pytest.raises(KeyboardInterrupt), atomic_folder(dest):
+        raise KeyboardInterrupt
+    assert (dest / "a.txt").read_text() == ("new" if replaced else "previous")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]
+
+
 def test_a_damaged_jsonl_line_is_one_error_naming_file_and_line(tmp_path):
     from steerops.errors import SteeropsError
     from steerops.io import read_jsonl

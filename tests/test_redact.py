@@ -1,6 +1,6 @@
 import pytest
 
-from steerops.redact import shown_url, without_credentials
+from steerops.redact import redacted, shown_url, without_credentials
 
 
 @pytest.mark.parametrize(
@@ -30,4 +30,26 @@ def test_credentials_leave_every_url_of_a_text_and_nothing_else():
     text = "--storage postgresql://u:p/w@h/db --trait a@b x https://tok@h:1/v1?q=1"
     assert (
         without_credentials(text) == "--storage postgresql://h/db --trait a@b x https://h:1/v1?q=1"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "api.example.com/v1?api-key=SECRET",  # no scheme
+        "localhost:8000/v1?api-key=SECRET",
+        "file:x?api-key=SECRET",
+        "sqlite:///x.db?api-key=SECRET",
+        "https://host/v1#SECRET",
+    ],
+)
+def test_an_endpoint_never_shows_a_query_whatever_its_form(url):
+    assert "SECRET" not in shown_url(url, paths=False)
+
+
+def test_a_command_line_shows_no_credentials_nor_a_servers_query():
+    text = "--storage=postgresql://u@h/db?password=SECRET"
+    assert redacted(text) == "--storage=postgresql://h/db"
+    assert (
+        redacted("--storage sqlite:////runs/a@2/x?y.db") == "--storage sqlite:////runs/a@2/x?y.db"
     )

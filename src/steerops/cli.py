@@ -31,7 +31,7 @@ from typing import Any
 from steerops import __version__
 from steerops.errors import SteeropsError
 from steerops.io import check_folder_target
-from steerops.redact import without_credentials
+from steerops.redact import redacted
 
 # subcommand -> ("module[:function]" whose function, default `register`, adds the subparser,
 # one-line help); pipeline order.
@@ -100,10 +100,11 @@ _invocation: list[str] = []  # this process's command line, as `main` got it
 
 def invocation() -> str | None:
     """`steerops STAGE ARGS...` of the running command (None outside `main`), with the
-    credentials of any URL in it left out: it is logged as the run's description."""
+    credentials (and a server URL's query) of any URL in it left out: it is logged as the
+    run's description."""
     if not _invocation:
         return None
-    return shlex.join(["steerops", *map(without_credentials, _invocation)])
+    return shlex.join(["steerops", *map(redacted, _invocation)])
 
 
 def params_flag(parser: argparse.ArgumentParser) -> None:

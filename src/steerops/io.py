@@ -10,6 +10,7 @@ non-finite number (NaN, infinity) is written as null.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -62,6 +63,10 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     interrupt it is removed and `path` is left as it was. Its name carries this host and
     pid, as `atomic_path`'s does, so one a killed writer left is removed by the next."""
     path = Path(path)
+    if path.parent.is_dir():
+        _settle_old(path)
+    if path.exists() and not path.is_dir():  # never a file moved aside for a folder
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(path, "building")
     tmp = Path(
@@ -73,7 +78,11 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            old = Path(
+                tempfile.mkdtemp(
+                    prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".old", dir=path.parent
+                )
+            )
             os.replace(path, old / path.name)
             os.replace(tmp, path)
             shutil.rmtree(old)
@@ -84,8 +93,19 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
-def _remove_orphans(path: Path, suffix: str = "tmp") -> None:
-    """Delete temporary files (or folders) for `path` left by dead writers on this host."""
+def _settle_old(path: Path) -> None:
+    """A folder a killed `atomic_folder` had moved aside: dropped when its replacement is in
+    place, put back when the writer died between the two renames."""
+    for old in _orphans(path, "old"):
+        kept = old / path.name
+        if not path.exists() and kept.is_dir():
+            os.replace(kept, path)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _orphans(path: Path, suffix: str) -> list[Path]:
+    """Temporary files (or folders) for `path` whose writer on this host is dead."""
+    found = []
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.{suffix}"):
         parts = tmp.name[len(path.name) + 2 :].rsplit(".", 3)  # host, pid, random, suffix
         if (
@@ -94,10 +114,17 @@ def _remove_orphans(path: Path, suffix: str = "tmp") -> None:
             and parts[1].isdigit()
             and not _alive(int(parts[1]))
         ):
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink(missing_ok=True)
+            found.append(tmp)
+    return found
+
+
+def _remove_orphans(path: Path, suffix: str = "tmp") -> None:
+    """Delete temporary files (or folders) for `path` left by dead writers on this host."""
+    for tmp in _orphans(path, suffix):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

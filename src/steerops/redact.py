@@ -7,8 +7,10 @@ import re
 # which SQLAlchemy accepts, but a user part never does, so a path holding `@`
 # (`sqlite:////runs/a@2/x.db`) is kept
 _CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(?:[^/\s@:]*:\S*|[^/\s@:]+)@")
-# a path, whose `?` or `#` may be part of a file name, not a query
-_PATHS = ("sqlite", "file")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+# local files, whose `?` or `#` may be part of a file name, not a query
+_PATHS = ("sqlite", "file", "journal")
 
 
 def without_credentials(text: str) -> str:
@@ -16,11 +18,19 @@ def without_credentials(text: str) -> str:
     return _CREDENTIALS.sub(r"\1", text)
 
 
-def shown_url(url: str) -> str:
-    """`url` without user, password, query or fragment (a local path keeps its `?` and
-    `#`), as an error line may show it and a record may keep it."""
+def shown_url(url: str, paths: bool = True) -> str:
+    """`url` without user, password, query or fragment, as an error line may show it and a
+    record may keep it. With `paths`, a local store's URL (sqlite, file, journal, or no
+    scheme: a folder) keeps its `?` and `#`; without (an endpoint, never a file), any URL
+    loses them."""
     bare = without_credentials(url)
-    scheme = bare.split("://", 1)[0].split("+", 1)[0].lower() if "://" in bare else "file"
-    if scheme in _PATHS:
+    scheme = _SCHEME.match(bare)
+    local = scheme is None or scheme.group(1).split("+", 1)[0].lower() in _PATHS
+    if paths and local:
         return bare
     return re.split(r"[?#]", bare, maxsplit=1)[0]
+
+
+def redacted(text: str) -> str:
+    """`text` (a command line) with every URL in it as `shown_url` shows it."""
+    return _URL.sub(lambda found: shown_url(found.group(0)), text)

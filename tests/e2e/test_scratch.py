@@ -212,10 +212,10 @@ def test_a_rerun_served_entirely_from_the_logs_opens_no_mlflow_run(
     # the process that logged those files killed before it ended its runs: reconciled as
     # KILLED, they miss what it had not logged yet; a rerun serves every config, changes no
     # file, and logs the sweep again
-    from steerops.steering.runs import CELL_FILES, folder_digests
+    from steerops.steering.runs import CELL_FILES, cell_files, folder_digests
 
     cell = next((tmp_path / "mine").rglob("results.jsonl")).parent
-    query = f"tags.`{CELL_FILES}` = '{folder_digests([cell])[0]}'"
+    query = f"tags.`{CELL_FILES}` = '{cell_files(cell, folder_digests([cell])[0])}'"
     holding = client.search_runs([experiment], query)
     assert len(holding) == 1
     client.set_terminated(holding[0].info.run_id, "KILLED")

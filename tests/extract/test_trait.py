@@ -12,7 +12,7 @@ from conftest import write_params
 from steerops.config import load_params
 from steerops.extract.trait import extract_trait
 from steerops.generate.store import responses_dir
-from steerops.io import write_jsonl
+from steerops.io import read_json, write_jsonl
 from steerops.models.generation import encode_prompt, format_prompt
 from steerops.models.loading import load_model
 from steerops.specs import parse_position
@@ -110,6 +110,31 @@ def test_response_positions_on_toy(toy, toy_world, position):
     # finished, with an example dropped: up to date, not extracted again
     _, again = extract_trait(params, loaded, "toy/refusal", position, [0, 3], progress=False)
     assert again == meta
+
+
+def test_responses_vetted_again_with_the_same_rows_kept_are_served_and_current(toy, toy_world):
+    """Generate vets again (another judge: new scores, the same rows kept): the extraction
+    is served from disk, not redone, and records the responses file it now matches, so
+    vectors and steer do not take it for stale."""
+    from steerops.extract.store import changed_source
+
+    params = load_params(toy)
+    rows = write_responses(params, toy_world)
+    loaded = load_model(params, "base")
+    args = ("toy/refusal", "response[:3]", [0, 3])
+    out, meta = extract_trait(params, loaded, *args, progress=False)
+    tensors = (out / "activations.safetensors").stat().st_mtime_ns
+    rescored = [{**r, "trait": 80.0, "coherence": 90.0} for r in rows]
+    write_jsonl(responses_dir(params.out, "toy/refusal", "base") / "responses.jsonl", rescored)
+    root = params.path(params.traits.root)
+    assert changed_source(meta, params.out, root, "toy/refusal", "base", "response[:3]")
+    _, again = extract_trait(params, loaded, *args, progress=False)
+    assert (out / "activations.safetensors").stat().st_mtime_ns == tensors  # not redone
+    assert changed_source(again, params.out, root, "toy/refusal", "base", "response[:3]") is None
+    assert read_json(out / "metadata.json") == again
+    assert {k: v for k, v in again.items() if k != "source_hash"} == {
+        k: v for k, v in meta.items() if k != "source_hash"
+    }
 
 
 def test_padding_sides_agree_on_toy(tmp_path, toy_world):

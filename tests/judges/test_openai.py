@@ -564,6 +564,9 @@ def test_a_header_http_refuses_fails_without_the_key_in_the_error_or_its_context
         ("https://judge.example/v1 ?api-key=pw-12345", "spaces"),
         ("ftp://judge.example/v1?api-key=pw-12345", "expected an http"),
         ("ftp://user:pw-12345@judge.example/v1", "credentials"),
+        ("judge.example/v1?api-key=pw-12345", "expected an http"),  # no scheme
+        ("localhost:8000/v1?api-key=pw-12345", "expected an http"),
+        ("file:x?api-key=pw-12345", "expected an http"),
     ],
 )
 def test_a_base_url_urllib_cannot_send_to_is_refused_before_a_run(

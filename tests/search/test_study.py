@@ -145,6 +145,10 @@ def test_study_refuses_other_settings_and_reports_bad_storage(tmp_path):
         storage_label("postgresql://me:secret@db:5432/optuna")
         == "postgresql://me:***@db:5432/optuna"
     )
+    # libpq takes the password in the query too
+    assert storage_label("postgresql://me@db/optuna?password=secret&sslmode=require") == (
+        "postgresql://me@db/optuna"
+    )
 
 
 def test_a_study_of_older_unnamed_constraints_is_refused_to_the_gp_sampler(tmp_path):

@@ -40,6 +40,7 @@ from steerops.io import (
     file_md5,
     read_json,
     text_md5,
+    write_json,
 )
 from steerops.specs import Position, parse_position, position_slug
 from steerops.traits import Trait, load_trait
@@ -218,6 +219,18 @@ def completed(folder: Path, expected_hash: str) -> dict | None:
         return None
     # shards left by a run killed between its last write and their removal
     shutil.rmtree(Path(folder) / PARTIAL_DIR, ignore_errors=True)
+    return meta
+
+
+def record_sources(folder: Path, meta: dict[str, Any], sources: dict[str, str]) -> dict:
+    """`meta` of a finished extraction served again with what it was read from now: the
+    same rows extracted the same way (its settings hash says so), from a responses file
+    vetted again since or prompts that differ in what no row sees (whitespace a chat
+    template trims), so later stages do not take it for stale (`changed_source`)."""
+    if all(meta.get(key) == value for key, value in sources.items()):
+        return meta
+    meta = {**meta, **sources}
+    write_json(Path(folder) / METADATA_FILE, meta)
     return meta
 
 

@@ -86,7 +86,8 @@ def extract_trait(
     if not force:
         done = store.completed(out_dir, digest)
         if done is not None:
-            return out_dir, done
+            now = {"source_hash": source_hash, "prompts_md5": store.prompts_md5(trait)}
+            return out_dir, store.record_sources(out_dir, done, now)
 
     from steerops.tracking import track
 

@@ -417,8 +417,8 @@ def _url_problem(url: str | None) -> str | None:
             "environment variable judge.api_key_env names"
         )
     if parts.scheme not in ("http", "https"):
-        return f"expected an http(s) URL, got {shown_url(url)!r}"
-    shown = shown_url(url)  # never the query: it may hold a key (?api-key=...)
+        return f"expected an http(s) URL, got {shown_url(url, paths=False)!r}"
+    shown = shown_url(url, paths=False)  # never the query: it may hold a key (?api-key=...)
     if re.search(r"[\x00-\x20\x7f]", url):
         return f"spaces or control characters in {shown!r}"
     try:

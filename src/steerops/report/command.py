@@ -96,10 +96,21 @@ def check_report_folder(params) -> None:
     a folder holding anything else (a steering cell's, `--report-dir .`) is refused before
     anything is read or written."""
     out = params.path(params.report.out)
+    if not out.is_dir():  # new, or a file: said where it is made
+        return
     makes = {f"{name}.csv" for name in CSV_TABLES} | set(PLOTS) | set(OTHER_FILES)
-    if params.report.results and params.path(params.report.results).parent == out:
-        makes.add(params.path(params.report.results).name)
-    check_replaceable(out, makes, "report.out (--report-dir)", "steerops report")
+    page = _page_in(params, out)
+    if page is not None:
+        makes.add(page.parts[0])
+    check_replaceable(out, makes, "report.out", "steerops report")
+
+
+def _page_in(params, out: Path) -> Path | None:
+    """The results page's path inside the report folder (None: elsewhere, or none)."""
+    if not params.report.results:
+        return None
+    page = params.path(params.report.results)
+    return page.relative_to(out) if page.is_relative_to(out) else None
 
 
 def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path) -> list[Path]:
@@ -136,6 +147,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
         fraction=proto.heldout_fraction,
     )
     results = params.path(params.report.results) if params.report.results else None
+    page = _page_in(params, out)
     with atomic_folder(out) as staging:
         for name, table in csvs.items():
             write_text(staging / f"{name}.csv", table.to_csv(index=False, float_format="%.6g"))
@@ -145,19 +157,19 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
         table = massive.to_csv(index=False, float_format="%.6g")
         write_text(staging / "massive_activations.csv", table)
         write_text(staging / "report.md", text)
-        if results is not None and results.parent == out:  # a run's page: in the folder
-            _write_results(params, frame, searched, csvs, record, threshold, staging)
+        if page is not None:  # a run's page: in the folder, replaced with it
+            _write_results(params, frame, searched, csvs, record, threshold, staging / page)
     files = [out / f"{name}.csv" for name in CSV_TABLES] + [out / p for p in PLOTS]
     files += [out / name for name in OTHER_FILES]
     if results is not None:
-        if results.parent != out:
-            _write_results(params, frame, searched, csvs, record, threshold, results.parent)
+        if page is None:
+            _write_results(params, frame, searched, csvs, record, threshold, results)
         files.append(results)
     return files
 
 
-def _write_results(params, frame, searched, csvs, record, threshold, folder: Path) -> None:
-    """The results page (`report.results`), written into `folder` under its own name."""
+def _write_results(params, frame, searched, csvs, record, threshold, page: Path) -> None:
+    """The results page (`report.results`), written at `page`."""
     proto = protocol(params)
     setup = {"seed": proto.seed, "fraction": proto.heldout_fraction, "threshold": threshold}
     setup["out"] = _relative(params.out, params.path("."))
@@ -168,7 +180,6 @@ def _write_results(params, frame, searched, csvs, record, threshold, folder: Pat
     setup["methods"] = None if setup["run"] else grid
     searched_now = {str(m) for m in params.search.methods} or grid  # empty: the grid's
     setup["search_methods"] = None if setup["run"] else searched_now
-    page = folder / params.path(params.report.results).name
     write_text(page, render_results(frame, searched, csvs, record, setup))
 
 

@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 
 from steerops.errors import SteeropsError
 from steerops.liveness import is_gone, this_worker
+from steerops.redact import shown_url
 from steerops.search.locks import StudyLock, file_lock_path
 from steerops.workspace import lasting_folder
 
@@ -64,9 +65,12 @@ def storage_label(url: str, root: Path | None = None) -> str:
         except ValueError:
             pass
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite":  # a server's query may hold a password
+            parsed = parsed.set(query={})
+        return parsed.render_as_string(hide_password=True)
     except Exception:  # not an SQLAlchemy URL: say nothing secret
-        return url.split("@")[-1]
+        return shown_url(url)
 
 
 def journal_path(url: str) -> str | None:

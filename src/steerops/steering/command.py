@@ -123,7 +123,7 @@ def steer_cells(
     from steerops.steering.best import protocol
     from steerops.steering.configs import Config, VectorSource
     from steerops.steering.evaluate import SteeringEvaluator
-    from steerops.steering.runs import CELL_FILES, folder_digests
+    from steerops.steering.runs import CELL_FILES, cell_files, folder_digests
     from steerops.steering.session import SteeringSession
     from steerops.steering.store import steering_dir
     from steerops.tracking import Tracker, input_hash_tags, model_input
@@ -190,8 +190,12 @@ def steer_cells(
     elif tracker.active and not tracker.kept:
         # all served and no file changed: the runs that wrote these files hold them, unless
         # their process was killed before it had logged them (no FINISHED cell run has them)
-        unlogged = [d for d in after if d and tracker.finished_run_tagged(CELL_FILES, d) is False]
-        if unlogged:
+        logged = [
+            tracker.finished_run_tagged(CELL_FILES, cell_files(folder, digest))
+            for folder, digest in zip(folders, after, strict=True)
+            if digest
+        ]
+        if False in logged:
             tracker.keep()
     return summaries
 
@@ -242,7 +246,14 @@ def _finish_cell(
     """One cell's MLflow run (with a nested run per config) and output files;
     `model_tags`: the steered weights' hash tag (hashed once for every cell)."""
     from steerops.steering.outputs import write_cell
-    from steerops.steering.runs import CELL_FILES, cell_name, folder_digests, log_cell, log_configs
+    from steerops.steering.runs import (
+        CELL_FILES,
+        cell_files,
+        cell_name,
+        folder_digests,
+        log_cell,
+        log_configs,
+    )
     from steerops.steering.store import steering_dir
     from steerops.tracking import input_hash_tags
     from steerops.traits import trait_dir
@@ -271,7 +282,8 @@ def _finish_cell(
         written = write_cell(params, evaluator, out_dir, results, alias_of)
         cell = {"method": method.name, "position": position.text, "component": cfg.component}
         log_cell(cell_run, evaluator, cell, layers, written, out_dir)
-        cell_run.set_tags({CELL_FILES: folder_digests([out_dir])[0]})
+        digest = folder_digests([out_dir])[0]
+        cell_run.set_tags({CELL_FILES: cell_files(out_dir, digest or "")})
     return {
         "title": f"{trait} {method} {position}",
         "dir": out_dir,

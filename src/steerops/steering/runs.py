@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from steerops import stats
-from steerops.io import read_json, tree_md5
+from steerops.io import read_json, text_md5, tree_md5
 from steerops.steering.configs import ConfigResult
 from steerops.steering.evaluate import SteeringEvaluator
 from steerops.steering.outputs import coefficient_text
@@ -32,9 +32,16 @@ def invocation_name(stage: str, traits: list[str], cells: list[tuple[Any, Any]])
     return f"{stage} {what} {who}"
 
 
-# tag of a cell's run: its folder's content hash once its files are written (a rerun that
-# serves everything logs again when no FINISHED run holds them: the last one was killed)
+# tag of a cell's run: its folder and the folder's content hash once its files are written
+# (a rerun that serves everything logs again when no FINISHED run holds them: the last one
+# was killed)
 CELL_FILES = "steerops.cell_files"
+
+
+def cell_files(folder: Path, digest: str) -> str:
+    """The `CELL_FILES` tag of `folder` holding files of content hash `digest` (two cells
+    of equal bytes in other folders are other records)."""
+    return text_md5(f"{Path(folder).resolve()}\n{digest}")
 
 
 def folder_digests(folders: list[Path]) -> list[str | None]:

@@ -81,7 +81,9 @@ class VectorSources:
         built_from = metadata.get("source_hash")
         if activation_store.is_complete(acts):
             acts_meta = activation_store.read_metadata(acts)
-            now = acts_meta.get("tensors_md5") or file_md5(acts / activation_store.TENSORS_FILE)
+            now = built_from and (
+                acts_meta.get("tensors_md5") or file_md5(acts / activation_store.TENSORS_FILE)
+            )
             if built_from and now != built_from:
                 raise SteeropsError(
                     f"{what} were built from other activations than {acts} now holds "
@@ -92,10 +94,11 @@ class VectorSources:
             )
             if changed is not None:
                 position = f"'{source.position}'"
+                named = "" if source.component == "residual" else f" --component {source.component}"
                 raise SteeropsError(
                     f"{what}: their activations {acts} were extracted from {changed}: rerun "
                     f"`steerops extract --trait {self.trait} --variant {self.variant} "
-                    f"--position {position}{self.out_flag}`, then {rerun}"
+                    f"--position {position}{named}{self.out_flag}`, then {rerun}"
                 )
         record = metadata.get("calibration") or {}
         if record.get("md5") and record.get("variant"):

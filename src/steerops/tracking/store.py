@@ -13,6 +13,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -196,7 +197,8 @@ def _create_sqlite_store(db: Path) -> None:
 
     for left in db.parent.glob(f".{glob.escape(db.name)}.*.creating*"):
         left.unlink(missing_ok=True)
-    building = db.with_name(f".{db.name}.{os.getpid()}.creating")
+    # a new name each time: MLflow keeps a store per URI for the life of the process
+    building = db.with_name(f".{db.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.creating")
     try:
         # not in _pragma_files: the default rollback journal keeps every commit in the
         # file itself, so the rename moves all of it
@@ -207,7 +209,7 @@ def _create_sqlite_store(db: Path) -> None:
             engine.dispose()  # no connection left on the file that becomes the store
         os.replace(building, db)
     finally:
-        for left in db.parent.glob(f".{glob.escape(db.name)}.{os.getpid()}.creating*"):
+        for left in db.parent.glob(f"{glob.escape(building.name)}*"):
             left.unlink(missing_ok=True)
 
 

@@ -84,15 +84,14 @@ class Worker:
         if self.failure is not None or self.client is None or self.experiment_id is None:
             return None
         quoted = value.replace("'", "\\'")
-        found: list = []
         query = f"tags.`{tag}` = '{quoted}' and attributes.status = 'FINISHED'"
-        if not self._timed(
-            lambda: found.extend(
-                self.client.search_runs([self.experiment_id], query, max_results=1)
-            )
-        ):
+        start = time.perf_counter()
+        try:
+            return bool(self.client.search_runs([self.experiment_id], query, max_results=1))
+        except Exception:  # noqa: BLE001 - a question unanswered; the run's logging goes on
             return None
-        return bool(found)
+        finally:
+            self.busy_s += time.perf_counter() - start
 
     def _open(self) -> None:
         from steerops.tracking.reconcile import reconcile
