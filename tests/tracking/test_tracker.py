@@ -568,3 +568,28 @@ def test_the_tracking_worker_outlives_one_sigterm_and_ends_at_the_second(tmp_pat
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_a_question_the_store_cannot_answer_leaves_the_runs_tracking_alone(tmp_path):
+    """Whether a FINISHED run holds some files: found, not found, or (the store failing on
+    the question) unknown, which neither fails the run's tracking nor sends it to a journal."""
+    from steerops.tracking.worker import Worker
+
+    worker = Worker(
+        {"uri": f"sqlite:///{tmp_path / 'm.db'}", "experiment": "e", "description": ""}
+        | {"journal_dir": str(tmp_path / "journal")}
+    )
+    worker._open()
+    run = worker.client.create_run(worker.experiment_id, tags={"steerops.cell_files": "abc"})
+    assert worker._finished_run_tagged("steerops.cell_files", "abc") is False  # RUNNING
+    worker.client.set_terminated(run.info.run_id, "FINISHED")
+    assert worker._finished_run_tagged("steerops.cell_files", "abc") is True
+    assert worker._finished_run_tagged("steerops.cell_files", "it's other") is False
+
+    class Broken:
+        def search_runs(self, *args, **kwargs):
+            raise RuntimeError("database is locked")
+
+    worker.client = Broken()
+    assert worker._finished_run_tagged("steerops.cell_files", "abc") is None
+    assert worker.failure is None and worker.pending == []
