@@ -449,3 +449,19 @@ def test_the_prediction_section_says_why_it_has_no_table():
     table = prediction_body(predict.loo_errors(features))
     assert table.startswith("| predictor | n | loo_mae |")
     assert "| k * layer_norm | 3 |" in table and "| mean | 3 | 1 | 0.5 |" in table
+
+
+def test_a_results_page_in_a_subfolder_of_the_report_is_rewritten_and_nothing_beside_it_lost(
+    tmp_path, capsys
+):
+    synthetic_grid(tmp_path)
+    params = str(write_params(tmp_path, report={"results": "reports/page/results.md"}))
+    assert main(["report", "--params", params]) == 0
+    assert main(["report", "--params", params]) == 0  # its own page: not in the way
+    page = tmp_path / "reports" / "page"
+    assert sorted(p.name for p in page.iterdir()) == ["results.md"]
+    (page / "notes.md").write_text("mine")
+    capsys.readouterr()
+    assert main(["report", "--params", params]) == 2
+    assert "holds page/notes.md, which steerops report does not write" in capsys.readouterr().err
+    assert (page / "notes.md").read_text() == "mine"

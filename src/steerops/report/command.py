@@ -100,9 +100,14 @@ def check_report_folder(params) -> None:
         return
     makes = {f"{name}.csv" for name in CSV_TABLES} | set(PLOTS) | set(OTHER_FILES)
     page = _page_in(params, out)
+    foreign: list[str] = []
     if page is not None:
         makes.add(page.parts[0])
-    check_replaceable(out, makes, "report.out", "steerops report")
+        if len(page.parts) > 1 and (out / page.parts[0]).is_dir():  # beside the page: kept
+            beside = (out / page.parts[0]).rglob("*")
+            foreign = [p.relative_to(out).as_posix() for p in beside if p.is_file()]
+            foreign = [name for name in foreign if name != page.as_posix()]
+    check_replaceable(out, makes, "report.out", "steerops report", foreign)
 
 
 def _page_in(params, out: Path) -> Path | None:
