@@ -145,6 +145,18 @@ def damage(folder: Path) -> str | None:
     return None
 
 
+def extract_command(
+    trait: str, variant: str, position: Position | str, component: str, out_flag: str = ""
+) -> str:
+    """The `steerops extract` command that writes these activations, with every flag that
+    names their folder (`out_flag`: " --out DIR" of a run folder, "" for the pipeline's)."""
+    named = "" if component == "residual" else f" --component {component}"  # the default
+    return (
+        f"`steerops extract --trait {trait} --variant {variant} --position '{position}'"
+        f"{named}{out_flag}`"
+    )
+
+
 def rebuild_hint(folder: Path, how: str | None = None) -> str:
     """The command (`how`, else read from the metadata) that writes `folder` again."""
     if how:

@@ -66,6 +66,7 @@ def extract_trait(
     out_dir = activations_dir(params.out, trait_name, loaded.name, pos.text, component)
     job = make_job(params, loaded, out_dir, pos, layers, component)
     source_hash = file_md5(source) if source.is_file() else tree_md5(source)
+    prompts_md5 = store.prompts_md5(trait)
 
     def describe(kept: list[engine.Example]) -> dict:
         return {
@@ -76,7 +77,7 @@ def extract_trait(
             # positive i and negative i share source prompt i (pca pairs them)
             "paired": is_paired(n_sources),
             "source_hash": source_hash,
-            "prompts_md5": store.prompts_md5(trait),
+            "prompts_md5": prompts_md5,
             "examples": [ex.info for ex in kept],
             "counts": split_counts(kept),
         }
@@ -86,7 +87,7 @@ def extract_trait(
     if not force:
         done = store.completed(out_dir, digest)
         if done is not None:
-            now = {"source_hash": source_hash, "prompts_md5": store.prompts_md5(trait)}
+            now = {"source_hash": source_hash, "prompts_md5": prompts_md5}
             return out_dir, store.record_sources(out_dir, done, now)
 
     from steerops.tracking import track

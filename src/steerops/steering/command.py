@@ -184,7 +184,7 @@ def steer_cells(
                 model_tags,
             )
         )
-    after = folder_digests(folders)
+    after = [summary["digest"] for summary in summaries]  # each hashed once it was written
     if after != before:
         tracker.keep()  # all served, but a cell's files changed (e.g. another min_coherence)
     elif tracker.active and not tracker.kept:
@@ -292,4 +292,5 @@ def _finish_cell(
         "metrics": written["metrics"],
         "results": results,
         "baseline": baseline,
+        "digest": digest,  # the folder's content hash, its files written
     }

@@ -17,12 +17,12 @@ from steerops.calibration.store import calibration_file
 from steerops.errors import SteeropsError
 from steerops.extract import store as activation_store
 from steerops.io import file_md5
-from steerops.specs import parse_method
 from steerops.steering.configs import VectorRef, VectorSource
 from steerops.vectors.store import (
     TENSORS_FILE,
     check_hidden_size,
     layer_entry,
+    rebuild_command,
     recorded_mean_norm,
     vectors_dir,
     vectors_for,
@@ -69,36 +69,30 @@ class VectorSources:
         together; an input that is gone cannot be compared and is not."""
         _, metadata, _ = self.load(source)
         what = f"vectors {source.method} at {source.position}/{source.component}"
-        cleaned = parse_method(source.method).cleaning is not None
-        rerun = (
-            f"`steerops clean --variants {source.method}{self.out_flag}`"
-            if cleaned
-            else f"`steerops vectors --methods {source.method}{self.out_flag}`"
-        )
+        rerun = rebuild_command(source.method, self.out_flag)
         acts = activation_store.activations_dir(
             self.out, self.trait, self.variant, source.position, source.component
         )
         built_from = metadata.get("source_hash")
         if activation_store.is_complete(acts):
             acts_meta = activation_store.read_metadata(acts)
-            now = built_from and (
-                acts_meta.get("tensors_md5") or file_md5(acts / activation_store.TENSORS_FILE)
-            )
-            if built_from and now != built_from:
-                raise SteeropsError(
-                    f"{what} were built from other activations than {acts} now holds "
-                    f"(extracted again since?): rerun {rerun}"
-                )
+            if built_from:
+                now = acts_meta.get("tensors_md5") or file_md5(acts / activation_store.TENSORS_FILE)
+                if now != built_from:
+                    raise SteeropsError(
+                        f"{what} were built from other activations than {acts} now holds "
+                        f"(extracted again since?): rerun {rerun}"
+                    )
             changed = activation_store.changed_source(
                 acts_meta, self.out, self.traits_root, self.trait, self.variant, source.position
             )
             if changed is not None:
-                position = f"'{source.position}'"
-                named = "" if source.component == "residual" else f" --component {source.component}"
+                extract = activation_store.extract_command(
+                    self.trait, self.variant, source.position, source.component, self.out_flag
+                )
                 raise SteeropsError(
                     f"{what}: their activations {acts} were extracted from {changed}: rerun "
-                    f"`steerops extract --trait {self.trait} --variant {self.variant} "
-                    f"--position {position}{named}{self.out_flag}`, then {rerun}"
+                    f"{extract}, then {rerun}"
                 )
         record = metadata.get("calibration") or {}
         if record.get("md5") and record.get("variant"):

@@ -83,12 +83,7 @@ def load_activations(
     write where this run reads. Activations extracted from other responses or prompts than
     the pipeline holds now (`traits_root`: where the trait's prompts are) are refused."""
     directory = store.activations_dir(out, trait, variant, position, component)
-    # every flag that names this folder, so the command rebuilds these very activations
-    named = "" if component == "residual" else f" --component {component}"  # the default
-    rerun = (
-        f"`steerops extract --trait {trait} --variant {variant} --position '{position}'"
-        f"{named}{out_flag}`"
-    )
+    rerun = store.extract_command(trait, variant, position, component, out_flag)
     store.require_complete(directory, rerun)
     tensors, meta_file = directory / store.TENSORS_FILE, directory / store.METADATA_FILE
     meta = store.read_metadata(directory)

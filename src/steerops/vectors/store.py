@@ -72,7 +72,7 @@ def load_vectors(
         if not (directory / name).is_file():
             raise SteeropsError(
                 f"vectors not found: {directory / name} "
-                f"(run {_maker(directory.name, out_flag)} first)"
+                f"(run {rebuild_command(directory.name, out_flag)} first)"
             )
     try:
         tensors = load_tensors(directory / TENSORS_FILE)
@@ -80,14 +80,14 @@ def load_vectors(
     except Exception as exc:  # corrupt file: name it instead of a library traceback
         raise SteeropsError(
             f"{directory}: unreadable vectors ({exc.__class__.__name__}; "
-            f"run {_maker(directory.name, out_flag)} again)"
+            f"run {rebuild_command(directory.name, out_flag)} again)"
         ) from None
     if not isinstance(metadata, dict):
         raise SteeropsError(f"{directory / METADATA_FILE}: expected a JSON object")
     if metadata.get("tensors_md5") not in (None, file_md5(directory / TENSORS_FILE)):
         raise SteeropsError(
             f"{directory}: {TENSORS_FILE} does not match {METADATA_FILE} "
-            f"(interrupted write? run {_maker(directory.name, out_flag)} again)"
+            f"(interrupted write? run {rebuild_command(directory.name, out_flag)} again)"
         )
     vectors = {}
     for key, tensor in tensors.items():
@@ -99,8 +99,8 @@ def load_vectors(
     return dict(sorted(vectors.items())), metadata
 
 
-def _maker(method: str, out_flag: str = "") -> str:
-    """The command that writes vectors for `method` (the directory's name), into the run
+def rebuild_command(method: str, out_flag: str = "") -> str:
+    """The command that writes vectors for `method` (a directory's name), into the run
     folder `out_flag` names (" --out DIR"; "": the pipeline's outputs)."""
     try:
         cleaned = parse_method(method).cleaning is not None
@@ -156,7 +156,7 @@ def _remedy(
     if component != "residual":
         where += f" --component {component}"
     where += out_flag
-    make = _maker(str(method))[:-1] + f" {where}`"
+    make = rebuild_command(str(method))[:-1] + f" {where}`"
     if not (activations / METADATA_FILE).is_file():
         return f"no activations there either: run `steerops extract {where}`, then {make}"
     return f"run {make} first"
