@@ -257,3 +257,23 @@ def test_scores_are_never_written_over_a_file_the_fit_did_not_write(tmp_path, ca
     assert len(err) == 1 and "--out-csv" in err[0], err
     assert (tmp_path / target).read_bytes() == before
     assert not (tmp_path / target).with_suffix(".fit.json").exists()
+
+
+def test_a_comparison_of_a_task_the_tasks_file_lacks_is_refused(tmp_path, capsys):
+    """A typo'd id would be fitted as an extra utility no activation row can match."""
+    comps, out, params, argv = _fitted_once(tmp_path)
+    tasks = tmp_path / "tasks.jsonl"
+    known = sorted({t for a, b, _ in _planted(30, 1500)[3] for t in (a, b)})
+    tasks.write_text("".join(json.dumps({"task_id": t, "prompt": "p"}) + "\n" for t in known))
+    params.write_text(f"tracking:\n  enabled: false\nprobes:\n  tasks: {tasks}\n")
+    assert main(argv) == 0  # every compared task is in the file
+
+    before = out.read_bytes()
+    rows = comps.read_text().splitlines()
+    typo = json.loads(rows[3])
+    typo["task_a"] = typo["winner"] = "nope.f1"
+    comps.write_text("\n".join([*rows, json.dumps(typo), json.dumps(typo)]) + "\n")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "task 'nope.f1' (2 comparisons) is not in probes.tasks" in err
+    assert str(tasks) in err and out.read_bytes() == before

@@ -41,16 +41,25 @@ def _refused(tmp_path, toy_world, monkeypatch, capsys, extra: list[str]) -> str:
     "storage, message",
     [
         ("bogus://x", "--storage: cannot open bogus://x: "),
-        ("journal:///{tmp}/a_file/study.log", "--storage: cannot open journal "),
+        ("journal://{tmp}/a_file/study.log", "--storage: folder {tmp}/a_file is not a folder"),
+        # a typo'd folder is refused, not made (as root, anywhere)
+        ("sqlite:///{tmp}/typo/dir/optuna.db", "--storage: folder {tmp}/typo/dir not found"),
+        ("journal://{tmp}/typo/study.log", "--storage: folder {tmp}/typo not found"),
     ],
-    ids=["unknown-scheme", "journal-folder-cannot-be-made"],
+    ids=[
+        "unknown-scheme",
+        "journal-folder-is-a-file",
+        "sqlite-folder-missing",
+        "journal-folder-missing",
+    ],
 )
 def test_a_storage_that_cannot_open_fails_before_loading_and_tracking(
     tmp_path, toy_world, monkeypatch, capsys, storage, message
 ):
     (tmp_path / "a_file").write_text("")
     line = _refused(tmp_path, toy_world, monkeypatch, capsys, ["--storage", storage])
-    assert line.startswith(f"steerops search: error: {message}"), line
+    assert line.startswith(f"steerops search: error: {message.format(tmp=tmp_path)}"), line
+    assert not (tmp_path / "typo").exists()
     assert line.endswith("(params: search.storage)")  # the flag, with the key it sets
 
 

@@ -175,6 +175,26 @@ def run_train(args: argparse.Namespace) -> None:
             )
 
 
+def _check_compared_tasks(comparisons, source: Path, tasks_file: Path) -> None:
+    """A comparison naming a task the tasks file lacks (a typo'd id) would become a silent
+    extra utility that `probe train` can never match to activations: refuse it here."""
+    from steerops.extract.tasks import load_tasks
+
+    known = {t.task_id for t in load_tasks(tasks_file)}
+    unknown: dict[str, int] = {}
+    for a, b, _ in comparisons:
+        for task in (a, b):
+            if task not in known:
+                unknown[task] = unknown.get(task, 0) + 1
+    if unknown:
+        first, count = next(iter(unknown.items()))
+        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+        raise SteeropsError(
+            f"{source}: task {first!r} ({count} comparison{'s' if count > 1 else ''}){more} "
+            f"is not in probes.tasks ({tasks_file})"
+        )
+
+
 def run_thurstonian(args: argparse.Namespace) -> None:
     import sys
 
@@ -197,6 +217,8 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     tasks = [params.path(params.probes.tasks)] if params.probes.tasks else []
     _check_scores_target(out, [source, *tasks])
     comparisons = read_comparisons(source)
+    if tasks and tasks[0].is_file():
+        _check_compared_tasks(comparisons, source, tasks[0])
     priors = (params.probes.prior_mu, params.probes.prior_log_sigma)
     max_iter = params.probes.thurstonian_max_iter
     try:

@@ -57,13 +57,14 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> None:
     from steerops.search.known import check_known_file
     from steerops.search.runner import sampler_identity, search_trait
-    from steerops.search.storage import default_storage_url
+    from steerops.search.storage import check_storage_folder, default_storage_url
     from steerops.search.store import search_dir, write_search_summary
     from steerops.search.study import check_storage
     from steerops.steering.configs import VectorSource, grid_cells
     from steerops.steering.preflight import check_grid
 
     params = load_params_for(args)
+    check_storage_folder(params)
     cfg, st = params.search, params.steering
     cells = grid_cells(cfg.methods or st.methods, cfg.positions or st.positions)
     if cfg.study and len(cells) * len(params.traits.names) > 1:

@@ -51,6 +51,22 @@ def default_storage_url(params) -> str:
     return f"sqlite:///{lasting_folder(params.run_root) / 'optuna.db'}"
 
 
+def check_storage_folder(params) -> None:
+    """A search.storage file whose folder is missing is a typo far more often than a wish
+    for new folders (which `open_storage` would make, root or not): refuse it. The default
+    storage's folder is the run's own and is made."""
+    url = params.search.storage
+    if not url:
+        return
+    path = journal_path(url)
+    file = (
+        Path(path) if path is not None else _sqlite_file(url) if url.startswith("sqlite") else None
+    )
+    if file is not None and not file.parent.is_dir():
+        problem = "is not a folder" if file.parent.exists() else "not found (create it first)"
+        raise SteeropsError(f"search.storage: folder {file.parent} {problem}")
+
+
 def storage_label(url: str, root: Path | None = None) -> str:
     """The storage URL with any password masked (safe for logs and best.json), and a file
     inside `root` (the project) relative to it, so the record survives a moved project."""
