@@ -9,6 +9,7 @@ import pytest
 
 from steerops.errors import SteeropsError
 from steerops.search.storage import open_storage
+from steerops.search.study import check_storage
 
 
 @pytest.mark.parametrize("scheme", ["sqlite", "journal"])
@@ -24,6 +25,27 @@ def test_a_storage_folder_that_cannot_be_made_is_one_error_line(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(SteeropsError, match=r"^search.storage: cannot create .*file/sub"):
         open_storage(f"sqlite:///{tmp_path / 'file' / 'sub' / 'optuna.db'}", 30)
+
+
+@pytest.mark.parametrize("damage", ["cut", "overwritten"])
+def test_a_damaged_study_file_is_one_line_that_says_what_to_do(tmp_path, damage):
+    file = tmp_path / "optuna.db"
+    optuna.create_study(study_name="s", storage=f"sqlite:///{file}").optimize(
+        lambda t: t.suggest_float("x", 0, 1), n_trials=20
+    )
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2] if damage == "cut" else b"garbage" * 100)
+    with pytest.raises(SteeropsError) as caught:
+        check_storage(f"sqlite:///{file}", 30, "s", {})
+    (line,) = str(caught.value).splitlines()
+    assert line.startswith("search.storage: cannot open ")
+    assert f"{file} is damaged: move it aside to start a new study" in line
+
+
+def test_a_storage_that_cannot_connect_gets_no_damage_hint(tmp_path):
+    with pytest.raises(SteeropsError) as caught:
+        open_storage("bogus://x", 30)
+    assert "damaged" not in str(caught.value)
 
 
 class PausingLock:

@@ -331,8 +331,19 @@ def open_storage(url: str, heartbeat_s: float, attempts: int = 5):
                 continue
             raise SteeropsError(
                 f"search.storage: cannot open {storage_label(url)}: {str(exc).splitlines()[0]}"
+                + _damaged_hint(exc, database)
             ) from None
     raise AssertionError("unreachable")
+
+
+def _damaged_hint(exc: Exception, database: Path | None) -> str:
+    """What to do about a study file sqlite cannot read (cut short, overwritten)."""
+    if database is None or not database.is_file() or "sqlite3.DatabaseError" not in str(exc):
+        return ""
+    return (
+        f"; {database} is damaged: move it aside to start a new study (it imports the configs "
+        "evaluated so far from the results log as known results)"
+    )
 
 
 def _sqlite_file(url: str) -> Path | None:
