@@ -444,20 +444,37 @@ def _flipped_means(d: np.ndarray) -> np.ndarray:
     return (signs * d).mean(axis=1)
 
 
+def _enumerated_share(d: np.ndarray, chunk: int = 1 << 18) -> float:
+    """The share of all 2**n sign patterns whose mean reaches `d`'s, listed chunk by chunk."""
+    n, hits = len(d), 0
+    floor = d.mean() - 1e-9
+    for start in range(0, 2**n, chunk):
+        patterns = np.arange(start, min(2**n, start + chunk))[:, None] >> np.arange(n) & 1
+        hits += int(np.count_nonzero((1.0 - 2.0 * patterns) @ d / n >= floor))
+    return hits / 2**n
+
+
 def test_the_sign_flip_p_is_the_share_of_sign_patterns_at_least_as_extreme():
     rng = np.random.default_rng(3)
-    for n in (1, 5, 9, 14):  # 2**14 sign patterns fit in the resamples: exact
+    for n in (1, 5, 9, 14):
         d = rng.normal(0.5, 1.0, n).round(1)
         exact = float((_flipped_means(d) >= d.mean() - 1e-9).mean())
         assert stats.sign_flip_p(d, seed=0) == pytest.approx(exact, abs=1e-12)
-    # beyond that, random patterns: within their sampling error of the enumeration
-    d = rng.normal(0.4, 1.0, 17)
-    exact = float((_flipped_means(d) >= d.mean() - 1e-9).mean())
-    assert abs(stats.sign_flip_p(d, seed=0) - exact) < 4 * math.sqrt(exact * (1 - exact) / 20_000)
-    assert stats.sign_flip_p(d, seed=0) == stats.sign_flip_p(d, seed=0)  # seeded
+    # counted exactly up to EXACT_FLIPS deltas, every pattern listed here as the reference
+    for d in (rng.normal(0.4, 1.0, 17), rng.normal(0.2, 1.0, 23), 5.0 * rng.integers(-3, 5, 22)):
+        assert stats.sign_flip_p(d, seed=0) == pytest.approx(_enumerated_share(d), abs=1e-12)
+        assert stats.sign_flip_p(d, seed=0) == stats.sign_flip_p(d, seed=1)  # no sampling
+    # beyond, random patterns: within their sampling error of scipy's, and seeded
+    long = rng.normal(0.1, 1.0, stats.EXACT_FLIPS + 6)
+    assert stats.sign_flip_p(long, seed=0) == stats.sign_flip_p(long, seed=0)
     # and scipy's permutation test agrees: to rounding where both enumerate, within sampling
-    # error where both sample (ties of 0/100 judge scores included)
-    for d in (rng.normal(0.3, 1.0, 12), 100.0 * rng.integers(-1, 2, 11), rng.normal(0, 1, 30)):
+    # error where scipy samples (ties of 0/100 judge scores included)
+    for d in (
+        rng.normal(0.3, 1.0, 12),
+        100.0 * rng.integers(-1, 2, 11),
+        rng.normal(0, 1, 30),
+        long,
+    ):
         ref = scipy_stats.permutation_test(
             (d,), np.mean, permutation_type="samples", alternative="greater",
             n_resamples=20_000, vectorized=True, rng=np.random.default_rng(1),
@@ -465,8 +482,16 @@ def test_the_sign_flip_p_is_the_share_of_sign_patterns_at_least_as_extreme():
         ours = stats.sign_flip_p(d, seed=0)
         if 2 ** len(d) <= 20_000:
             assert ours == pytest.approx(ref, abs=1e-12)
-        else:  # two independent samples of 20,000 patterns
+        else:  # scipy's 20,000 patterns against our count or our own 20,000
             assert abs(ours - ref) < 5 * math.sqrt(2 * ref * (1 - ref) / 20_000) + 1e-4
+
+
+def test_the_exact_count_keeps_ties_whose_sums_round_apart():
+    """Deltas of thirds (judge means over 3 answers): every pattern's sum is computed in
+    two halves, and the observed pattern, at least, must still reach the observed mean."""
+    d = np.array([83.33333333333333, -16.666666666666668, 0.1, 33.333333333333336] * 5)
+    assert stats.sign_flip_p(d, seed=0) == pytest.approx(_enumerated_share(d), abs=1e-12)
+    assert stats.sign_flip_p(d, seed=0) >= 2.0 ** -len(d)
 
 
 def test_the_sign_flip_p_of_no_movement_is_one_and_of_every_question_up_is_half_to_the_n():
