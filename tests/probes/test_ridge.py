@@ -165,6 +165,13 @@ def test_activations_equal_up_to_float_rounding_are_constant():
     assert ridge.constant_features(noisy, spread) and not ridge.constant_features(noisy)
     assert ridge.rounding_spread("float32", "float32") == ridge.CONSTANT_SPREAD["float32"]
     assert ridge.rounding_spread("auto", "float32") == spread  # a checkpoint's own: 16-bit
+    # bfloat16's wider spread must not let the massive dim hide the varying ones (it had:
+    # SmolLM2's layers 0-2 in bfloat16 were skipped as constant, sklearn's r 0.83-0.88)
+    assert not ridge.constant_features(varying, spread)
+    # nor a near-zero feature's rounding (its sums run over features of the usual size)
+    tiny = np.stack([base, base + np.float32(3e-7)])[rng.integers(0, 2, 120)]
+    tiny[:, 3] = rng.choice([0.0, 3e-7], 120)
+    assert ridge.constant_features(tiny)
 
 
 def _confounded_world(seed: int, groups: int = 60, per_group: int = 4, d: int = 16):

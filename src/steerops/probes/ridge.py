@@ -135,10 +135,10 @@ class DegenerateFit(SteeropsError):
     """No alpha gives a prediction with a defined r: the layer is reported, not fatal."""
 
 
-# Spread, relative to the layer's largest |activation|, below which a layer counts as
-# constant: the same tokens extracted in batches of other shapes differ by rounding (float32:
-# about 1e-7 to 1e-6 of the values), which standardising would blow up into features. A
-# model or activations in 16 bits round about 2**-8 (bfloat16) or 2**-11 (float16).
+# Spread, relative to a feature's size, below which it counts as constant: the same tokens
+# extracted in batches of other shapes differ by rounding (float32: about 1e-7 to 1e-6 of the
+# values), which standardising would blow up into features. A model or activations in 16
+# bits round about 2**-8 (bfloat16) or 2**-11 (float16).
 CONSTANT_SPREAD = {"float32": 1e-5, "float16": 4e-3, "bfloat16": 3e-2}
 
 
@@ -149,12 +149,15 @@ def rounding_spread(*dtypes: str) -> float:
 
 
 def constant_features(x: np.ndarray, spread: float = CONSTANT_SPREAD["float32"]) -> bool:
-    """True when every feature is constant across the rows up to rounding (`spread` of the
-    layer's largest |value|; e.g. activations at a BOS token, or at positions every task
-    shares): any probe then predicts one value, or fits rounding noise."""
+    """True when every feature is constant across the rows up to rounding (e.g. activations
+    at a BOS token, or at positions every task shares): any probe then predicts one value,
+    or fits rounding noise. Each feature is judged by its own size, so a massive dim cannot
+    hide the others' spread; a feature near zero by a typical feature's size (the median),
+    since its rounding comes from sums over its neighbours."""
     if x.size == 0:
         return True
-    return bool(np.ptp(x, axis=0).max() <= spread * np.abs(x).max())
+    size = np.abs(x).max(axis=0)
+    return bool((np.ptp(x, axis=0) <= spread * np.maximum(size, np.median(size))).all())
 
 
 def _best(scores: list[float], alphas: list[float]) -> int:
