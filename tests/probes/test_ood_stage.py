@@ -158,6 +158,11 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path, capsys, monkeyp
     assert pairs["roles"] == ["A", "C"] and pairs["items"] == [] and pairs["rate"] is None
     assert result["n_fitted_targets_left_out"] == 1 and v1["mean_target_delta"] == {}
     assert "targets the probe was fitted on left out (1): held out." in md
+    # and the console does not print a bare "0 of 0", which reads as no inversions
+    assert (
+        "A/C inversions: no comparable pair left: 1 target the probe was fitted on left" in printed
+    )
+    assert "0 of 0" not in printed
     assert "| role | target | fitted |" in md
 
     # a rerun that fails while writing (the plot) leaves the last run's three files as

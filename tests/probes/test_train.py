@@ -164,8 +164,16 @@ def test_train_stage_cv_and_confounds(tmp_path, capsys):
     best = manifest["layers"][str(manifest["best_layer"])]
     assert best["final_n"] == 156 and best["final_r_ci"] == [None, None]
     # ... and it is not printed or noted as a held-out r
-    printed = capsys.readouterr().out
+    out = capsys.readouterr()
+    printed = out.out
     assert "final r" not in printed and "out-of-fold r (optimistic" in printed
+    # a confounds file covering part of the tasks narrows the training set: said, with ids
+    (warned,) = [line for line in out.err.splitlines() if "probes.confounds" in line]
+    assert f"4 of the 160 scored tasks have no row in {tmp_path / 'conf.csv'}" in warned
+    assert f"e.g. {ids[0]!r}, {ids[1]!r}, {ids[2]!r} without a row" in warned
+    # and the r is said to be of what the confounds leave
+    r2 = manifest["confounds"]["r2"]
+    assert f"targets: the scores less what probes.confounds (group) explain (R2 {r2:.2f}" in printed
     assert "tasks that chose nothing" not in manifest["note"]
     assert json.loads((root / "metrics.json").read_text())["protocol"] == "cv"  # the metric
 
@@ -469,3 +477,26 @@ def test_the_manifest_records_the_tasks_that_shaped_the_probe(tmp_path, capsys):
 
     assert main(["probe", "train", "--params", str(params_file), "--cv-folds", "4"]) == 0
     assert _latest_manifest(params)["fitted_tasks"] == scored
+
+
+def test_tasks_a_short_window_dropped_are_told_apart_from_unknown_ids(tmp_path, capsys):
+    """Scored tasks whose prompts the position's window does not reach have no activations:
+    the warning names that cause, not "task ids must match", which it keeps for ids the
+    task set lacks."""
+    from probe_data import fake_activations
+
+    params_file, params, ids, mu, layers = probe_world(tmp_path)
+    folder = fake_activations(
+        params, "baseline", None, ids[:120], {k: v[:120] for k, v in layers.items()}, 2
+    )
+    meta = json.loads((folder / "metadata.json").read_text())
+    meta["counts"] = {"tasks": 120, "dropped_empty": 40}  # as extraction records a short window
+    (folder / "metadata.json").write_text(json.dumps(meta))
+    with (tmp_path / "scores.csv").open("a") as f:
+        f.write("".join(f"elsewhere{i},0.5,1\n" for i in range(3)))
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    (warned,) = [line for line in capsys.readouterr().err.splitlines() if "probes.scores" in line]
+    assert "120 tasks both scored and extracted" in warned
+    assert "43 of the 163 scored tasks no activations: 40 have no token at prompt[-1]" in warned
+    assert "prompts too short for the window; extraction dropped 40 tasks" in warned
+    assert "3 are not in probes.tasks (task ids must match; e.g. 'elsewhere0'" in warned

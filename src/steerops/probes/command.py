@@ -150,6 +150,14 @@ def run_train(args: argparse.Namespace) -> None:
         f"  best layer {best} (alpha {layer['alpha']:g}): sweep r "
         f"{manifest['best_sweep_r']:.3f}, {final} {scored}{interval}{n}"
     )
+    confounds = manifest.get("confounds")
+    if confounds:  # the r is of what the confounds leave, not of the scores
+        print(
+            f"  targets: the scores less what probes.confounds ({', '.join(confounds['columns'])}) "
+            f"explain (R2 {confounds['r2']:.2f} over {confounds['n_used']} tasks), fitted "
+            "on each probe's training tasks; the r above is against those, the pairwise "
+            "accuracy below against the raw choices"
+        )
     if layer.get("pairwise_accuracy") is not None:
         low, high = layer.get("pairwise_ci") or (None, None)
         interval = "" if low is None or cv else f" [{low:.3f}, {high:.3f}]"
@@ -350,7 +358,18 @@ def run_ood(args: argparse.Namespace) -> None:
     pairs = result["pairs"]
     low, high = pairs["rate_ci"]
     rate = "" if low is None else f", rate {pairs['rate']:.3g} [{low:.3g}, {high:.3g}] (95% Wilson)"
-    print(f"  A/C inversions: {pairs['inversions']} of {pairs['n']}{rate}")
+    roles = "/".join(pairs.get("roles") or ("A", "C"))
+    left_out = result.get("n_fitted_targets_left_out") or 0
+    if pairs["n"] == 0:  # "0 of 0" reads as "no inversions"
+        why = (
+            f" left: {left_out} target{'s' if left_out > 1 else ''} the probe was fitted on "
+            "left out (--ood-tasks all counts them, optimistically)"
+            if left_out
+            else ": no target has both roles scored with a probe and a behaviour change"
+        )
+        print(f"  {roles} inversions: no comparable pair{why}")
+    else:
+        print(f"  {roles} inversions: {pairs['inversions']} of {pairs['n']}{rate}")
 
 
 def run_toy_data(args: argparse.Namespace) -> None:

@@ -103,7 +103,15 @@ def _targets(
     if path is None:
         return scores, None, None
     confounds, columns = read_confounds(path)
-    return *residualize(scores, confounds, columns), confounds
+    targets, report = residualize(scores, confounds, columns)
+    if report["n_dropped"]:  # the probe trains on the rest: a partial file must not pass unseen
+        print(
+            f"warning: probes.confounds: {report['n_dropped']} of the {len(scores)} scored "
+            f"tasks have no row in {path} and are left out"
+            f"{_examples(report['dropped'], 'without a row')}",
+            file=sys.stderr,
+        )
+    return targets, report, confounds
 
 
 def condition_prompt(params) -> str | None:
@@ -136,10 +144,37 @@ def condition_prompt(params) -> str | None:
     raise SteeropsError(f"probes.condition {wanted!r}: not a condition in {where}{listed}")
 
 
-def _examples(ids) -> str:
-    """ "; e.g. 'a', 'b', 'c'" naming the first few of `ids` (a typo shows here), or ""."""
+def _examples(ids, which: str = "scored only") -> str:
+    """ "; e.g. 'a', 'b', 'c' scored only" naming the first few of `ids` (a typo shows
+    here), or ""."""
     shown = sorted(ids)[:3]
-    return f"; e.g. {', '.join(repr(t) for t in shown)} scored only" if shown else ""
+    return f"; e.g. {', '.join(repr(t) for t in shown)} {which}" if shown else ""
+
+
+def _why_unextracted(params, missing: list[str], metadata: dict) -> str:
+    """Why scored tasks have no activations: ids the task set lacks (a typo, another set),
+    or prompts too short for the position's window, which extraction drops."""
+    from steerops.extract.tasks import load_tasks
+
+    if not missing:
+        return ""
+    known = {t.task_id for t in load_tasks(params.path(params.probes.tasks))}
+    short = [t for t in missing if t in known]
+    unknown = [t for t in missing if t not in known]
+    reasons = []
+    if short:
+        position = params.probes.position.text
+        empty = (metadata.get("counts") or {}).get("dropped_empty")
+        reasons.append(
+            f"{len(short)} have no token at {position} (prompts too short for the window"
+            + (f"; extraction dropped {empty} tasks" if empty else "")
+            + "): the probe sees only the tasks long enough"
+        )
+    if unknown:
+        reasons.append(
+            f"{len(unknown)} are not in probes.tasks (task ids must match{_examples(unknown)})"
+        )
+    return ": " + "; ".join(reasons)
 
 
 def check_varies(values, scores_path: Path, confounded: bool) -> None:
@@ -298,13 +333,14 @@ def train(params) -> tuple[Path, dict, bool]:
         "dropped_by_confounds": confound_report["n_dropped"] if confound_report else 0,
     }
     if counts["scored_without_activations"] or counts["activations_without_score"]:
-        # a scores file of another task set trains on the overlap: say how small it is
+        # a scores file of another task set, or a window short prompts do not reach, trains
+        # on the overlap: say how small it is, and why
         print(
             f"warning: probes.scores: {len(used)} tasks both scored and extracted; "
             f"{counts['activations_without_score']} of the {len(task_ids)} extracted tasks "
             f"have no score and {counts['scored_without_activations']} of the "
-            f"{len(raw_scores)} scored tasks no activations (task ids must match"
-            f"{_examples(t for t in raw_scores if t not in row_of)})",
+            f"{len(raw_scores)} scored tasks no activations"
+            + _why_unextracted(params, [t for t in raw_scores if t not in row_of], metadata),
             file=sys.stderr,
         )
     check_varies(y, scores_path, confound_report is not None)  # the tasks with activations
