@@ -109,6 +109,17 @@ def test_flag_values_are_blamed_on_the_flag(tmp_path, capsys):
     assert "bad.yaml: steering.max_new_tokens:" in capsys.readouterr().err
 
 
+def test_a_key_two_commands_set_with_other_flags_is_blamed_on_the_one_typed(tmp_path, capsys):
+    """`probe train --scores` and `probe thurstonian --out-csv` both set probes.scores: an
+    error about it names the flag of the command that ran (it had named --out-csv)."""
+    (tmp_path / "params.yaml").write_text("tracking: {enabled: false}\n")
+    argv = ["probe", "train", "--params", str(tmp_path / "params.yaml")]
+    assert main([*argv, "--scores", str(tmp_path / "none.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("steerops probe train: error: --scores: file not found: "), err
+    assert err.endswith("(params: probes.scores)") and "--out-csv" not in err
+
+
 def test_a_check_across_keys_is_blamed_on_the_flags_it_names(tmp_path, capsys):
     (tmp_path / "params.yaml").write_text("search: {coef_min: 0.5, coef_max: 2.0}\n")
     params = str(tmp_path / "params.yaml")

@@ -90,7 +90,9 @@ STAGES: dict[str, tuple[str, str]] = {
 _OVERRIDE = "override:"
 # `-1`, `-0.5`, `-1e-3`, `-1,1` (no flag of steerops looks like a negative number)
 _NEGATIVE_VALUE = re.compile(r"^-\.?\d")
-_FLAG_OF: dict[str, str] = {}  # params key -> the flag that sets it (for error messages)
+# a command's {params key: the flag that sets it} (for error messages), kept per command
+# (a parser default): two commands may set one key with differently named flags
+_FLAG_OF = "flag_of"
 RUNS_DIR = "runs"  # scratch run folders, next to the params file
 # what marks a project folder, which --out never names (a params file alone may be a copy
 # kept with a run as its record)
@@ -153,7 +155,7 @@ def add_override(parser: argparse.ArgumentParser, flag: str, key: str, **kwargs:
             merged["help"].replace(" (relative to the params dir)", "")
             + " (given as a flag: relative to the working directory)"
         )
-    _FLAG_OF[key] = flag
+    parser.set_defaults(**{_FLAG_OF: {**(parser.get_default(_FLAG_OF) or {}), key: flag}})
     parser.add_argument(flag, dest=_OVERRIDE + key, default=None, **merged)
 
 
@@ -340,7 +342,8 @@ def check_run_folder(folder: Path, params) -> None:
 def flags_given(args: argparse.Namespace) -> dict[str, str]:
     """{params key: the flag on this command line that set it}, so that an error about the
     key names what the user typed (`steerops.config.name_the_flag`)."""
-    given = {key: _FLAG_OF[key] for key in overrides_from(args) if key in _FLAG_OF}
+    flag_of = getattr(args, _FLAG_OF, None) or {}
+    given = {key: flag_of[key] for key in overrides_from(args) if key in flag_of}
     if getattr(args, "run_folder", None):
         given["paths.out"] = "--out"
     if getattr(args, "inputs_folder", None):  # a run by hand's --out leaves paths.out

@@ -277,3 +277,10 @@ def test_a_comparison_of_a_task_the_tasks_file_lacks_is_refused(tmp_path, capsys
     err = capsys.readouterr().err
     assert "task 'nope.f1' (2 comparisons) is not in probes.tasks" in err
     assert str(tasks) in err and out.read_bytes() == before
+    # a tasks file that is not there (a typo) cannot check them: said, and the fit runs
+    params.write_text(
+        f"tracking:\n  enabled: false\nprobes:\n  tasks: {tmp_path / 'taskz.jsonl'}\n"
+    )
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"warning: probes.tasks: file not found: {tmp_path / 'taskz.jsonl'}; the compared" in err

@@ -227,6 +227,14 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     comparisons = read_comparisons(source)
     if tasks and tasks[0].is_file():
         _check_compared_tasks(comparisons, source, tasks[0])
+    elif tasks and "tasks" in params.probes.model_fields_set:
+        # the fit needs no tasks file (the default names the toy's), so not an error; but a
+        # typo in one given is seen
+        print(
+            f"warning: probes.tasks: file not found: {tasks[0]}; the compared task ids are "
+            "not checked against the task set",
+            file=sys.stderr,
+        )
     priors = (params.probes.prior_mu, params.probes.prior_log_sigma)
     max_iter = params.probes.thurstonian_max_iter
     try:
