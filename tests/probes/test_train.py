@@ -246,9 +246,19 @@ def test_pairwise_accuracy_comes_with_its_n_and_interval(tmp_path, capsys):
             for a, b in pairs
             for w in [f"task{a:03d}"]
         )
+        # two comparisons of a task the task set lacks: never scored, and said
+        + "".join(
+            json.dumps({"task_a": "task000", "task_b": "tsak001", "winner": "task000"}) + "\n"
+            for _ in range(2)
+        )
     )
     params_file, params, _, _, layers = probe_world(tmp_path, comparisons=str(comparisons))
     assert main(["probe", "train", "--params", str(params_file)]) == 0
+    said = capsys.readouterr()
+    assert (
+        f"warning: probes.comparisons: 2 of the 602 comparisons in {comparisons} name 1 tasks "
+        "not in probes.tasks and are not scored; e.g. 'tsak001' unknown"
+    ) in said.err
     root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
     metrics = json.loads((root / "metrics.json").read_text())
     final = set(ridge.split_tasks(n, 0.4, params.seed).final.tolist())
@@ -269,7 +279,7 @@ def test_pairwise_accuracy_comes_with_its_n_and_interval(tmp_path, capsys):
     assert metrics["pairwise_ci"]["1"] == pytest.approx([want.lo, want.hi])
     assert manifest["layers"]["1"]["pairwise_ci"] == metrics["pairwise_ci"]["1"]
     assert want.lo < want.mean < want.hi
-    printed = capsys.readouterr().out
+    printed = said.out
     assert (
         f"pairwise accuracy {want.mean:.3f} [{want.lo:.3f}, {want.hi:.3f}] (n {expected}" in printed
     )

@@ -191,9 +191,10 @@ def check_varies(values, scores_path: Path, confounded: bool) -> None:
 
 def _check_scored_tasks(
     params, targets: dict[str, float], scores_path: Path, confounded: bool
-) -> None:
+) -> set[str]:
     """Refuse, before any extraction (a model load, then every task through it), scores
-    that name none of the task set's ids, or too few of them for the split or the folds."""
+    that name none of the task set's ids, or too few of them for the split or the folds;
+    the task set's ids."""
     from steerops.extract.tasks import load_tasks
 
     probes = params.probes
@@ -213,6 +214,21 @@ def _check_scored_tasks(
     else:
         seed = params.seed if probes.split_seed is None else probes.split_seed
         ridge.split_tasks(n, probes.heldout_fraction, seed)
+    return known
+
+
+def _warn_unknown_compared(comparisons, known: set[str], path) -> None:
+    """Comparisons naming tasks the task set lacks can never be scored: a typo'd or foreign
+    comparisons file would shrink the pairwise accuracy's n without a word."""
+    unknown = {t for a, b, _ in comparisons for t in (a, b) if t not in known}
+    if unknown:
+        n = sum(a in unknown or b in unknown for a, b, _ in comparisons)
+        print(
+            f"warning: probes.comparisons: {n} of the {len(comparisons)} comparisons in {path} "
+            f"name {len(unknown)} tasks not in probes.tasks and are not scored"
+            f"{_examples(unknown, 'unknown')}",
+            file=sys.stderr,
+        )
 
 
 def _fit_layer(
@@ -290,7 +306,9 @@ def train(params) -> tuple[Path, dict, bool]:
     comparisons = read_comparisons(comparisons_path) if comparisons_path else None
     # inputs validated before a model load
     targets, confound_report, confounds = _targets(params, raw_scores)
-    _check_scored_tasks(params, targets, scores_path, confound_report is not None)
+    known = _check_scored_tasks(params, targets, scores_path, confound_report is not None)
+    if comparisons:
+        _warn_unknown_compared(comparisons, known, comparisons_path)
     prompt = condition_prompt(params)
 
     act_dir = ensure_conditions(params, [(probes.condition, prompt)])[probes.condition]
