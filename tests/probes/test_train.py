@@ -175,7 +175,19 @@ def test_train_stage_cv_and_confounds(tmp_path, capsys):
     r2 = manifest["confounds"]["r2"]
     assert f"targets: the scores less what probes.confounds (group) explain (R2 {r2:.2f}" in printed
     assert "tasks that chose nothing" not in manifest["note"]
-    assert json.loads((root / "metrics.json").read_text())["protocol"] == "cv"  # the metric
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert metrics["protocol"] == "cv"  # the metric
+    # its out-of-fold figures are not written under the held-out names, nor with intervals
+    assert metrics["best_oof_r"] == manifest["best_final_r"] and metrics["best_oof_n"] == 156
+    held_out_names = {"best_final_r", "best_final_r_ci", "final_r", "pairwise_ci"}
+    assert not held_out_names & set(metrics) and "oof_r" in metrics
+    from steerops.probes.summary import write_train_summary
+
+    write_train_summary(params)
+    from steerops.summary import summary_dir
+
+    (cell,) = json.loads((summary_dir(params) / "probe_train.json").read_text()).values()
+    assert cell["best_oof_r"] == metrics["best_oof_r"] and "best_final_r" not in cell
 
 
 def test_train_on_a_named_condition_reads_its_activations(tmp_path, capsys):

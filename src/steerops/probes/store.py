@@ -171,7 +171,26 @@ def record_invocation(root: Path, manifest: dict, reused: bool) -> None:
     write_json(root / "metrics.json", headline_metrics(manifest))
 
 
+# under k-fold CV the out-of-fold figures chose alpha and layer: not held out, so they are
+# named as such (a `dvc metrics show` column of final r holds held-out figures only) and
+# carry no interval
+_CV_NAMES = {
+    "best_final_r": "best_oof_r",
+    "best_final_n": "best_oof_n",
+    "final_r": "oof_r",
+    "pairwise_accuracy": "oof_pairwise_accuracy",
+}
+
+
 def headline_metrics(manifest: dict) -> dict:
+    metrics = _headline(manifest)
+    if metrics["protocol"] != "cv":
+        return metrics
+    dropped = ("best_final_r_ci", "pairwise_ci")
+    return {_CV_NAMES.get(k, k): v for k, v in metrics.items() if k not in dropped}
+
+
+def _headline(manifest: dict) -> dict:
     layers = manifest["layers"]
     return {
         "run_id": manifest["run_id"],

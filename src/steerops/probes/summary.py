@@ -2,7 +2,8 @@
 DVC cannot declare a metric inside the cached folders the runs live in, and their names
 follow params (task set, variant, position) that dvc.yaml cannot compute.
 
-    metrics/probe_train.json   {cell: run, protocol, best layer, its final r with interval and n}
+    metrics/probe_train.json   {cell: run, protocol, best layer, its final r with interval and n
+                                (under k-fold CV its out-of-fold r and n, named so)}
     metrics/probe_ood.json     {cell: probe run, layer, tasks (which: heldout or all, and
                                 the fitted ones left out), A/C inversions of n pairs with
                                 the rate's interval, and per version the within-condition
@@ -23,6 +24,8 @@ TRAIN_KEYS = (
     "best_final_r",
     "best_final_r_ci",
     "best_final_n",
+    "best_oof_r",  # under k-fold CV, in place of the three above
+    "best_oof_n",
 )
 VERSION_KEYS = (
     "pearson_within",
@@ -39,7 +42,7 @@ def write_train_summary(params) -> None:
     summary = {}
     for cell, path in collect(params.out / "probes", "metrics.json").items():
         headline = read_json(path)
-        summary[cell] = {k: headline.get(k) for k in TRAIN_KEYS}
+        summary[cell] = {k: headline[k] for k in TRAIN_KEYS if k in headline}
     write_json(summary_dir(params) / "probe_train.json", summary)
 
 
