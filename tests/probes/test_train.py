@@ -45,7 +45,12 @@ def test_train_stage_writes_runs_and_never_overwrites(tmp_path, capsys):
     assert best["final_n"] == n == metrics["best_final_n"]
     assert best["final_r_ci"] == pytest.approx(interval, abs=1e-6) == metrics["best_final_r_ci"]
     low, high = interval
-    assert f"final r {r:.3f} [{low:.3f}, {high:.3f}] (n {n})" in printed
+    # and the out-of-sample R2, in the scores' units (sklearn's as the reference)
+    from sklearn.metrics import r2_score
+
+    r2 = r2_score(mu[split.final], pred)
+    assert best["final_r2"] == pytest.approx(r2, abs=1e-4) == metrics["best_final_r2"]
+    assert f"final r {r:.3f} [{low:.3f}, {high:.3f}] (n {n}), R2 {r2:.3f}" in printed
 
     before = (root / "runs" / first / "manifest.json").read_bytes()
     assert main(["probe", "train", "--params", str(params_file)]) == 0

@@ -146,9 +146,11 @@ def run_train(args: argparse.Namespace) -> None:
     final_r = manifest["best_final_r"]
     # None: the layer's predictions on the tasks it is scored on do not vary (r undefined)
     scored = "undefined (constant predictions)" if final_r is None else f"{final_r:.3f}"
+    r2 = layer.get("final_r2")  # None in runs written before it was recorded
+    r2 = "" if r2 is None else f", R2 {r2:.3f}"
     print(
         f"  best layer {best} (alpha {layer['alpha']:g}): sweep r "
-        f"{manifest['best_sweep_r']:.3f}, {final} {scored}{interval}{n}"
+        f"{manifest['best_sweep_r']:.3f}, {final} {scored}{interval}{n}{r2}"
     )
     confounds = manifest.get("confounds")
     if confounds:  # the r is of what the confounds leave, not of the scores

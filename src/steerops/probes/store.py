@@ -177,6 +177,7 @@ def record_invocation(root: Path, manifest: dict, reused: bool) -> None:
 _CV_NAMES = {
     "best_final_r": "best_oof_r",
     "best_final_n": "best_oof_n",
+    "best_final_r2": "best_oof_r2",
     "final_r": "oof_r",
     "pairwise_accuracy": "oof_pairwise_accuracy",
 }
@@ -204,6 +205,8 @@ def _headline(manifest: dict) -> dict:
         "best_final_r": manifest["best_final_r"],
         "best_final_r_ci": layers[str(manifest["best_layer"])].get("final_r_ci"),
         "best_final_n": layers[str(manifest["best_layer"])].get("final_n"),
+        # out-of-sample R2: the probe's predictions in the scores' units (r ignores scale)
+        "best_final_r2": layers[str(manifest["best_layer"])].get("final_r2"),
         "final_r": {k: v["final_r"] for k, v in layers.items()},
         # layers that gave no probe (r undefined, not in the best-layer choice), and why
         "skipped_layers": {k: v["skipped"] for k, v in layers.items() if v.get("skipped")},

@@ -24,8 +24,10 @@ TRAIN_KEYS = (
     "best_final_r",
     "best_final_r_ci",
     "best_final_n",
-    "best_oof_r",  # under k-fold CV, in place of the three above
+    "best_final_r2",
+    "best_oof_r",  # under k-fold CV, in place of the four above
     "best_oof_n",
+    "best_oof_r2",
 )
 VERSION_KEYS = (
     "pearson_within",

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import r2_score
 from tqdm import tqdm
 
 from steerops.errors import SteeropsError
@@ -263,6 +264,7 @@ def skipped_layer(reason: str) -> dict:
         "final_r": None,
         "final_n": 0,
         "final_r_ci": [None, None],
+        "final_r2": None,
         "alphas": [],
         "alpha_at_edge": None,
         "pairwise_accuracy": None,
@@ -396,6 +398,8 @@ def train(params) -> tuple[Path, dict, bool]:
             "final_r_ci": list(ridge.pearson_interval(fit.eval_pred, fit.eval_true))
             if config["protocol"] == "holdout"
             else [None, None],
+            # r ignores the probe's scale and offset, which `probe ood` reads its deltas in
+            "final_r2": _finite(r2_score(fit.eval_true, fit.eval_pred)),
             "alphas": [
                 {"alpha": a, "r": _finite(r)}
                 for a, r in zip(config["alphas"], fit.alpha_r, strict=True)
