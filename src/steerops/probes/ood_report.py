@@ -206,29 +206,41 @@ def markdown(result: dict) -> str:
 def scatter(
     path: Path,
     points: dict[str, tuple[np.ndarray, np.ndarray]],
-    targets: dict[str, tuple[np.ndarray, np.ndarray]],
+    targets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
     per_version: dict,
 ) -> None:
-    """One colour per version; target tasks drawn as crosses."""
+    """One colour per version, labelled with the within-condition r the permutation p tests
+    (its interval and n); target tasks drawn as crosses, faint where the statistics leave
+    them out (`targets`: probe deltas, behaviour deltas, left out)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 5))
+    faint = False
     for version, (x, y) in points.items():
-        r = per_version[version]["pearson"]
-        label = f"{version} (r={_f(r, 2)})"
+        block = per_version[version]
+        low, high = block.get("pearson_within_ci") or (None, None)
+        interval = "" if low is None else f" [{_f(low, 2)}, {_f(high, 2)}]"
+        label = (
+            f"{version}: within-condition r {_f(block.get('pearson_within'), 2)}{interval}, "
+            f"n {block.get('n_tasks')}"
+        )
         dots = ax.scatter(y, x, s=8, alpha=0.5, label=label)
         if version in targets and len(targets[version][0]):
-            tx, ty = targets[version]
-            ax.scatter(ty, tx, s=60, marker="x", color=dots.get_facecolor()[0])
+            tx, ty, left_out = targets[version]
+            colour = dots.get_facecolor()[0]
+            ax.scatter(ty[~left_out], tx[~left_out], s=60, marker="x", color=colour)
+            ax.scatter(ty[left_out], tx[left_out], s=60, marker="x", color=colour, alpha=0.3)
+            faint = faint or bool(left_out.any())
     ax.axhline(0, color="grey", lw=0.5)
     ax.axvline(0, color="grey", lw=0.5)
     ax.set_xlabel("behavioural delta (rate - baseline rate)")
     ax.set_ylabel("probe delta (probe - baseline probe)")
-    ax.set_title("probe vs behaviour deltas per task (x = target task)", fontsize=10)
-    ax.legend(fontsize=8)
+    crosses = "x = target task" + ("; faint x: fitted by the probe, not counted" if faint else "")
+    ax.set_title(f"probe vs behaviour deltas per task\n({crosses})", fontsize=9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

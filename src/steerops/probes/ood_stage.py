@@ -316,7 +316,8 @@ def _write_outputs(
     evaluated: np.ndarray | None = None,
 ) -> None:
     """ood.json, ood.md and the scatter, whose dots are the tasks the statistics use
-    (`evaluated`; None: all) and whose crosses are every target."""
+    (`evaluated`; None: all) and whose crosses are every target (faint: one the statistics
+    leave out)."""
     index = {t: i for i, t in enumerate(tasks)}
     evaluated = np.ones(len(tasks), dtype=bool) if evaluated is None else evaluated
     points, targets = {}, {}
@@ -327,11 +328,15 @@ def _write_outputs(
         keep = np.isfinite(y) & np.tile(evaluated, len(chosen))
         points[version] = (x[keep], y[keep])
         hits = [
-            (probe_delta[c.id][index[c.target]], behaviour_delta[c.id][index[c.target]])
+            (
+                probe_delta[c.id][index[c.target]],
+                behaviour_delta[c.id][index[c.target]],
+                not evaluated[index[c.target]],  # fitted: left out of the statistics
+            )
             for c in chosen
             if c.target in index
         ]
-        targets[version] = (np.array([h[0] for h in hits]), np.array([h[1] for h in hits]))
+        targets[version] = tuple(np.array([h[k] for h in hits]) for k in range(3))
     # the three are one set: built aside, in place together, or the last run's stay (checked
     # again: the folder may have changed while the conditions were extracted)
     check_replaceable(out_dir, OOD_FILES, what, "probe ood")
