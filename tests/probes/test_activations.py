@@ -74,3 +74,23 @@ def test_another_condition_prompt_or_model_dtype_is_not_fresh(tasks_world):
     bf16 = tasks_world(models={"instruct": {"id": str(params.variant("instruct").id)}})
     bf16.models["instruct"] = bf16.models["instruct"].model_copy(update={"dtype": "bfloat16"})
     assert not is_fresh(bf16, folder, digest, None, None, settings_hash_now(bf16, tasks))
+
+
+def test_a_condition_whose_metadata_is_damaged_is_extracted_again(tasks_world):
+    """Metadata cut short (a full disk, a copy) had stopped the probe stages with "run
+    `steerops extract` again", which does not write their folders: now extracted again."""
+    from steerops.extract.store import METADATA_FILE, read_metadata
+    from steerops.extract.tasks import load_tasks
+
+    params = tasks_world()
+    (folder,) = ensure_conditions(params, [("baseline", None)]).values()
+    first = read_metadata(folder)
+    tasks = load_tasks(params.path(params.probes.tasks))
+    now = settings_hash_now(params, tasks)
+    meta = folder / METADATA_FILE
+    meta.write_bytes(meta.read_bytes()[:200])
+    assert not is_fresh(params, folder, tasks_digest(tasks), None, None, now)
+    assert ensure_conditions(params, [("baseline", None)]) == {"baseline": folder}
+    again = read_metadata(folder)
+    assert again["settings_hash"] == first["settings_hash"]
+    assert again["tensors_md5"] == first["tensors_md5"]  # the same activations, whole again

@@ -47,7 +47,8 @@ def is_fresh(
     and (at least) these layers (None: params' probes.layers), so no model load is needed;
     with `hash_now` (`settings_hash_now`), also extracted as params would extract them now
     (dtypes, padding side, chat template, token norm rule: what `extract --tasks` checks)."""
-    if not is_complete(folder):
+    # damaged (metadata unreadable, or tensors changed since written): extracted again
+    if not is_complete(folder) or damage(folder) is not None:
         return False
     meta = read_metadata(folder)
     spec = params.variant(params.probes.variant, "probes.variant")
@@ -59,7 +60,6 @@ def is_fresh(
         or model.get("revision") != spec.revision
         # the same folder with other weights (a fine-tune written over it) is another model
         or ("weights" in model and model["weights"] != weights_now(params))
-        or damage(folder) is not None  # tensors changed since they were written
     ):
         return False
     recorded = meta.get("settings_hash")  # every extraction's (hand-made folders may lack it)
