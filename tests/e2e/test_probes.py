@@ -67,6 +67,7 @@ def test_probe_reaches_heldout_r(toy_probe_run):
                 "best_final_r",
                 "best_final_r_ci",
                 "best_final_n",
+                "best_final_r2",
             )
         }
     }

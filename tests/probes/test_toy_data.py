@@ -39,3 +39,28 @@ def test_toy_data_is_seeded_and_planted_as_documented(tmp_path):
     assert {r["condition_id"] for r in rates} == {"baseline"} | {
         c["id"] for c in conditions["conditions"]
     }
+
+
+def test_toy_data_is_written_as_one_set_and_never_over_other_files(tmp_path, monkeypatch):
+    """A write that fails part way leaves the previous seed's set whole (not files of two
+    seeds side by side), and a folder holding files it does not write is refused."""
+    from steerops.errors import SteeropsError
+    from steerops.probes import toy_data
+
+    folder = write_toy_probe_data(tmp_path, seed=1)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert sorted(before) == sorted(toy_data.TOY_PROBE_FILES)
+
+    def full_disk(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(toy_data, "_rates", full_disk)  # after three files of seed 2 are written
+    with pytest.raises(OSError, match="disk full"):
+        write_toy_probe_data(tmp_path, seed=2)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    monkeypatch.undo()
+
+    (folder / "mine.csv").write_text("kept\n")
+    with pytest.raises(SteeropsError, match=r"holds mine.csv, which probe toy-data does not"):
+        write_toy_probe_data(tmp_path, seed=2)
+    assert (folder / "mine.csv").read_text() == "kept\n"

@@ -18,6 +18,7 @@ reuses a finished run with identical config and inputs) and never touches earlie
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from steerops.cli import (
@@ -387,4 +388,4 @@ def run_toy_data(args: argparse.Namespace) -> None:
 
     params = load_params_for(args)
     folder = write_toy_probe_data(params.path(params.paths.toy), seed=params.seed)
-    print(f"toy probe data written to {folder}")
+    print(f"toy probe data written to {os.path.normpath(folder)}")  # no "a/../b"

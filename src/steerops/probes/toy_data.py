@@ -27,7 +27,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from steerops.errors import SteeropsError
-from steerops.io import write_json, write_jsonl, write_text
+from steerops.io import atomic_folder, check_replaceable, write_json, write_jsonl, write_text
 from steerops.probes.data import write_scores
 from steerops.probes.thurstonian import sample_comparisons
 from steerops.toy.corpus import (
@@ -46,6 +46,15 @@ VERB_WEIGHT = 0.5
 NOISE = 0.2
 RATE_SHIFT = 0.3
 N_TARGETS = 3
+TOY_PROBE_FILES = (
+    "tasks.jsonl",
+    "scores.csv",
+    "comparisons.jsonl",
+    "confounds.csv",
+    "conditions.json",
+    "rates.csv",
+    "planted.json",
+)
 HARMFUL_SHARE = 0.35
 
 # Persona prompts around a target act; every word is in the toy vocabulary.
@@ -174,33 +183,37 @@ def write_toy_probe_data(toy_dir: str | Path, seed: int = 0, n_tasks: int = N_TA
     comparisons = sample_comparisons(nrng, ids, mu, sigma, COMPARISONS_PER_TASK * len(tasks))
     conditions_file, conditions = _conditions(rng, tasks)
 
-    write_jsonl(folder / "tasks.jsonl", tasks)
-    write_scores(
-        folder / "scores.csv",
-        {t: (m, s) for t, m, s in zip(ids, mu.tolist(), sigma.tolist(), strict=True)},
-    )
-    write_jsonl(
-        folder / "comparisons.jsonl",
-        [{"task_a": a, "task_b": b, "winner": w} for a, b, w in comparisons],
-    )
-    write_text(
-        folder / "confounds.csv",
-        "task_id,verb,frame\n"
-        + "".join(f"{t['task_id']},{t['verb']},f{t['frame']}\n" for t in tasks),
-    )
-    write_json(folder / "conditions.json", conditions_file)
-    write_text(folder / "rates.csv", _rates(nrng, tasks, conditions, _win_rates(mu, sigma)))
-    write_json(
-        folder / "planted.json",
-        {
-            "formula": "mu = -HARM_WEIGHT*harmful + VERB_WEIGHT*offset[verb] + N(0, NOISE^2)",
-            "HARM_WEIGHT": HARM_WEIGHT,
-            "VERB_WEIGHT": VERB_WEIGHT,
-            "NOISE": NOISE,
-            "verb_offset": offset,
-            "seed": seed,
-            "n_tasks": len(tasks),
-            "n_comparisons": len(comparisons),
-        },
-    )
+    # one set from one seed: written aside and put in place whole, so an interrupted write
+    # leaves the last set, never files of two seeds side by side
+    check_replaceable(folder, TOY_PROBE_FILES, "probe toy-data", "probe toy-data")
+    with atomic_folder(folder) as staging:
+        write_jsonl(staging / "tasks.jsonl", tasks)
+        write_scores(
+            staging / "scores.csv",
+            {t: (m, s) for t, m, s in zip(ids, mu.tolist(), sigma.tolist(), strict=True)},
+        )
+        write_jsonl(
+            staging / "comparisons.jsonl",
+            [{"task_a": a, "task_b": b, "winner": w} for a, b, w in comparisons],
+        )
+        write_text(
+            staging / "confounds.csv",
+            "task_id,verb,frame\n"
+            + "".join(f"{t['task_id']},{t['verb']},f{t['frame']}\n" for t in tasks),
+        )
+        write_json(staging / "conditions.json", conditions_file)
+        write_text(staging / "rates.csv", _rates(nrng, tasks, conditions, _win_rates(mu, sigma)))
+        write_json(
+            staging / "planted.json",
+            {
+                "formula": "mu = -HARM_WEIGHT*harmful + VERB_WEIGHT*offset[verb] + N(0, NOISE^2)",
+                "HARM_WEIGHT": HARM_WEIGHT,
+                "VERB_WEIGHT": VERB_WEIGHT,
+                "NOISE": NOISE,
+                "verb_offset": offset,
+                "seed": seed,
+                "n_tasks": len(tasks),
+                "n_comparisons": len(comparisons),
+            },
+        )
     return folder
