@@ -189,9 +189,11 @@ def run_train(args: argparse.Namespace) -> None:
 def _check_compared_tasks(comparisons, source: Path, tasks_file: Path) -> None:
     """A comparison naming a task the tasks file lacks (a typo'd id) would become a silent
     extra utility that `probe train` can never match to activations: refuse it here."""
-    from steerops.extract.tasks import load_tasks
+    from steerops.io import iter_jsonl
 
-    known = {t.task_id for t in load_tasks(tasks_file)}
+    # the ids only (a light read: the tasks' prompts are `probe train`'s to check, and the
+    # extractor's reader would make this stage depend on all extraction code)
+    known = {str(row.get("task_id")) for _, row in iter_jsonl(tasks_file) if isinstance(row, dict)}
     unknown: dict[str, int] = {}
     for a, b, _ in comparisons:
         for task in (a, b):
@@ -204,6 +206,12 @@ def _check_compared_tasks(comparisons, source: Path, tasks_file: Path) -> None:
             f"{source}: task {first!r} ({count} comparison{'s' if count > 1 else ''}){more} "
             f"is not in probes.tasks ({tasks_file})"
         )
+
+
+def _default_tasks() -> str:
+    from steerops.config.probes import ProbesConfig
+
+    return ProbesConfig.model_fields["tasks"].default
 
 
 def run_thurstonian(args: argparse.Namespace) -> None:
@@ -230,7 +238,7 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     comparisons = read_comparisons(source)
     if tasks and tasks[0].is_file():
         _check_compared_tasks(comparisons, source, tasks[0])
-    elif tasks and "tasks" in params.probes.model_fields_set:
+    elif tasks and params.probes.tasks != _default_tasks():
         # the fit needs no tasks file (the default names the toy's), so not an error; but a
         # typo in one given is seen
         print(
