@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -486,11 +487,27 @@ def test_the_sign_flip_p_is_the_share_of_sign_patterns_at_least_as_extreme():
             assert abs(ours - ref) < 5 * math.sqrt(2 * ref * (1 - ref) / 20_000) + 1e-4
 
 
+def _rational_share(d: np.ndarray) -> float:
+    """The exact share of sign patterns whose sum reaches the observed one, the deltas read
+    as the fractions they round (thirds, tenths, sevenths) and counted in integers."""
+    exact = [Fraction(float(x)).limit_denominator(1000) for x in d]
+    scale = math.lcm(*(f.denominator for f in exact))
+    ints = np.array([int(f * scale) for f in exact], dtype=np.int64)
+    patterns = np.arange(2 ** len(d))[:, None] >> np.arange(len(d)) & 1
+    return float(np.mean((1 - 2 * patterns) @ ints >= ints.sum()))
+
+
 def test_the_exact_count_keeps_ties_whose_sums_round_apart():
-    """Deltas of thirds (judge means over 3 answers): every pattern's sum is computed in
-    two halves, and the observed pattern, at least, must still reach the observed mean."""
-    d = np.array([83.33333333333333, -16.666666666666668, 0.1, 33.333333333333336] * 5)
-    assert stats.sign_flip_p(d, seed=0) == pytest.approx(_enumerated_share(d), abs=1e-12)
+    """Judge means of thirds, tenths and sevenths: sums equal as fractions round apart in
+    floats (the observed pattern's own, computed in two halves, among them), and a tie must
+    still count. Without the rounding margin this count, like a float enumeration, misses
+    ties (0.43738 against 0.43756)."""
+    third, seventh = 100 / 3, 1 / 7
+    d = np.array(
+        [-third, 0, 0.1, -2 * third, -third, 0, third, -third, 0.1, -100, 0.1, 0.1, 0.1]
+        + [2 * third, 0, 100, 2 * third, seventh]
+    )
+    assert stats.sign_flip_p(d, seed=0) == _rational_share(d) == 0.43756103515625
     assert stats.sign_flip_p(d, seed=0) >= 2.0 ** -len(d)
 
 

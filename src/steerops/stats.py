@@ -29,10 +29,11 @@ verdict, a cleaning "helps" or "hurts", a preclean flag); "no effect" still is.
 One question (n = 1) has no spread to widen: its interval is that question's delta.
 
 Each delta also gets a sign-flip permutation test (`sign_flip_p`, one-sided: under no effect
-every question's delta is as likely negative as positive; exact while 2**n sign patterns fit
-in RESAMPLES). It is printed beside the interval, not used for the verdict. The two disagree
-where a few questions moved far and the rest not at all: 4 of 20 questions up by 100 give a
-lower bound of +5 and p = 0.5**4 = 0.0625, which an ok line calls out (`unconfirmed`).
+every question's delta is as likely negative as positive; exact, every sign pattern counted,
+up to EXACT_FLIPS questions, sampled beyond). It is printed beside the interval, not used
+for the verdict. The two disagree where a few questions moved far and the rest not at
+all: 4 of 20 questions up by 100 give a lower bound of +5 and p = 0.5**4 = 0.0625, which an
+ok line calls out (`unconfirmed`).
 Requiring both would cost power where refusal steering lives (bench/verdict_power.py: with
 0/100 scores, a baseline that never refuses and 25% of steered answers refusing, 76% of
 20-question held-out halves clear the interval, 38% clear both), while the interval alone
@@ -516,7 +517,9 @@ def _exact_flip_share(d: np.ndarray, floor: float) -> float:
     first, second = signed_sums(d[:half]), np.sort(signed_sums(d[half:]))
     # two half sums round apart from the mean's one sum: a tie (the observed pattern
     # itself) must still count, so the bar is lowered by their rounding's bound as well
-    bar = floor * d.size - 4 * d.size * np.finfo(float).eps * np.abs(d).sum()
+    # (deltas that cancel to under it, 1e15 against -1e15, would count too many: judge
+    # deltas, within +-100, are far from it)
+    bar = floor * d.size - d.size * np.finfo(float).eps * np.abs(d).sum()
     below = np.searchsorted(second, bar - first, side="left")
     return float(np.sum(second.size - below)) / 2.0**d.size
 

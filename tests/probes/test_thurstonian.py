@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -277,6 +278,17 @@ def test_a_comparison_of_a_task_the_tasks_file_lacks_is_refused(tmp_path, capsys
     err = capsys.readouterr().err
     assert "task 'nope.f1' (2 comparisons) is not in probes.tasks" in err
     assert str(tasks) in err and out.read_bytes() == before
+    # comparisons of another task set entirely: refused against a tasks file the params name
+    comps.write_text(re.sub(r'"task(\d+)"', r'"other\1"', "".join(f"{r}\n" for r in rows)))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "none of its 30 compared tasks is in probes.tasks" in err and "another task set" in err
+    # ... but not against the default one (the toy's), which does not describe them
+    params.write_text("tracking:\n  enabled: false\n")
+    default = tmp_path / "data" / "toy" / "probes" / "tasks.jsonl"
+    default.parent.mkdir(parents=True)
+    default.write_text(tasks.read_text())
+    assert main(argv) == 0
     # a tasks file that is not there (a typo) cannot check them: said, and the fit runs
     params.write_text(
         f"tracking:\n  enabled: false\nprobes:\n  tasks: {tmp_path / 'taskz.jsonl'}\n"

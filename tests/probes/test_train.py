@@ -193,6 +193,16 @@ def test_train_stage_cv_and_confounds(tmp_path, capsys):
 
     (cell,) = json.loads((summary_dir(params) / "probe_train.json").read_text()).values()
     assert cell["best_oof_r"] == metrics["best_oof_r"] and "best_final_r" not in cell
+    # and the MLflow run names them the same way
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (logged,) = mlflow.search_runs(
+        experiment_names=[params.experiment], filter_string="tags.`steerops.stage` = 'probe'"
+    ).to_dict("records")
+    assert logged["metrics.best_oof_r"] == pytest.approx(metrics["best_oof_r"])
+    assert "metrics.best_final_r" not in logged and "metrics.final_r" not in logged
+    assert "metrics.oof_r" in logged
 
 
 def test_train_on_a_named_condition_reads_its_activations(tmp_path, capsys):

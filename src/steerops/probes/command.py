@@ -157,9 +157,9 @@ def run_train(args: argparse.Namespace) -> None:
     if confounds:  # the r is of what the confounds leave, not of the scores
         print(
             f"  targets: the scores less what probes.confounds ({', '.join(confounds['columns'])}) "
-            f"explain (R2 {confounds['r2']:.2f} over {confounds['n_used']} tasks), fitted "
-            "on each probe's training tasks; the r above is against those, the pairwise "
-            "accuracy below against the raw choices"
+            f"explain (R2 {confounds['r2']:.2f}, fitted over all {confounds['n_used']} "
+            "tasks; each probe's own fit uses its training tasks only); the r above is "
+            "against those, the pairwise accuracy below against the raw choices"
         )
     if layer.get("pairwise_accuracy") is not None:
         low, high = layer.get("pairwise_ci") or (None, None)
@@ -186,9 +186,11 @@ def run_train(args: argparse.Namespace) -> None:
             )
 
 
-def _check_compared_tasks(comparisons, source: Path, tasks_file: Path) -> None:
+def _check_compared_tasks(comparisons, source: Path, tasks_file: Path, given: bool) -> None:
     """A comparison naming a task the tasks file lacks (a typo'd id) would become a silent
-    extra utility that `probe train` can never match to activations: refuse it here."""
+    extra utility that `probe train` can never match to activations: refuse it here. When
+    none of them is there, the comparisons are of another task set: refused against a tasks
+    file the params name (`given`), not against the default one (the toy's)."""
     from steerops.io import iter_jsonl
 
     # the ids only (a light read: the tasks' prompts are `probe train`'s to check, and the
@@ -199,13 +201,22 @@ def _check_compared_tasks(comparisons, source: Path, tasks_file: Path) -> None:
         for task in (a, b):
             if task not in known:
                 unknown[task] = unknown.get(task, 0) + 1
-    if unknown:
-        first, count = next(iter(unknown.items()))
-        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
-        raise SteeropsError(
-            f"{source}: task {first!r} ({count} comparison{'s' if count > 1 else ''}){more} "
-            f"is not in probes.tasks ({tasks_file})"
-        )
+    if not unknown:
+        return
+    compared = {t for a, b, _ in comparisons for t in (a, b)}
+    if len(unknown) == len(compared):
+        if given:
+            raise SteeropsError(
+                f"{source}: none of its {len(compared)} compared tasks is in probes.tasks "
+                f"({tasks_file}); are the comparisons of another task set?"
+            )
+        return
+    first, count = next(iter(unknown.items()))
+    more = f" and {len(unknown) - 1} more are" if len(unknown) > 1 else " is"
+    raise SteeropsError(
+        f"{source}: task {first!r} ({count} comparison{'s' if count > 1 else ''}){more} "
+        f"not in probes.tasks ({tasks_file})"
+    )
 
 
 def _default_tasks() -> str:
@@ -236,9 +247,10 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     tasks = [params.path(params.probes.tasks)] if params.probes.tasks else []
     _check_scores_target(out, [source, *tasks])
     comparisons = read_comparisons(source)
+    given = params.probes.tasks != _default_tasks()
     if tasks and tasks[0].is_file():
-        _check_compared_tasks(comparisons, source, tasks[0])
-    elif tasks and params.probes.tasks != _default_tasks():
+        _check_compared_tasks(comparisons, source, tasks[0], given)
+    elif tasks and given:
         # the fit needs no tasks file (the default names the toy's), so not an error; but a
         # typo in one given is seen
         print(

@@ -62,9 +62,10 @@ def probes_root(out: Path, tasks_name: str, variant: str, position: str) -> Path
 
 
 # What a run's files hold; part of the run key, so a run written before its files gained or
-# changed a field (pairwise_ci, format 2; fitted_tasks, 3) is trained again, not reused without
-# it. Raise it whenever train writes something new or computes something differently.
-RUN_FORMAT = 3
+# changed a field (pairwise_ci, format 2; fitted_tasks, 3; final_r2 and the per-feature
+# constant-layer rule, 4) is trained again, not reused without it. Raise it whenever train
+# writes something new or computes something differently.
+RUN_FORMAT = 4
 
 
 def run_key(config: dict, inputs: dict) -> str:
@@ -180,7 +181,14 @@ _CV_NAMES = {
     "best_final_r2": "best_oof_r2",
     "final_r": "oof_r",
     "pairwise_accuracy": "oof_pairwise_accuracy",
+    "pairwise_n": "oof_pairwise_n",
 }
+
+
+def metric_name(name: str, protocol: str) -> str:
+    """What a metric is called in metrics.json and MLflow: under k-fold CV a held-out
+    name (`best_final_r`) becomes its out-of-fold one (`best_oof_r`)."""
+    return _CV_NAMES.get(name, name) if protocol == "cv" else name
 
 
 def headline_metrics(manifest: dict) -> dict:
@@ -188,7 +196,7 @@ def headline_metrics(manifest: dict) -> dict:
     if metrics["protocol"] != "cv":
         return metrics
     dropped = ("best_final_r_ci", "pairwise_ci")
-    return {_CV_NAMES.get(k, k): v for k, v in metrics.items() if k not in dropped}
+    return {metric_name(k, "cv"): v for k, v in metrics.items() if k not in dropped}
 
 
 def _headline(manifest: dict) -> dict:

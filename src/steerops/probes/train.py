@@ -36,6 +36,7 @@ from steerops.probes.data import (
 from steerops.probes.store import (
     MANIFEST,
     find_run,
+    metric_name,
     new_run_id,
     probes_root,
     record_invocation,
@@ -453,20 +454,20 @@ def train(params) -> tuple[Path, dict, bool]:
             {k: v for k, v in config.items() if k != "layers"}
             | {"layers": ",".join(map(str, layers))}
         )
+        protocol = config["protocol"]  # out-of-fold figures are not logged as held-out ones
         for layer in layers:
             row = per_layer[str(layer)]
             tracker.log_metrics(
                 {
-                    "sweep_r": row["sweep_r"],
-                    "final_r": row["final_r"],
-                    "pairwise_accuracy": row["pairwise_accuracy"],
+                    metric_name(k, protocol): row[k]
+                    for k in ("sweep_r", "final_r", "pairwise_accuracy")
                 },
                 step=layer,
             )
         tracker.log_metrics(
             {
                 "best_layer": best,
-                "best_final_r": manifest["best_final_r"],
+                metric_name("best_final_r", protocol): manifest["best_final_r"],
                 "best_sweep_r": manifest["best_sweep_r"],
             }
         )
