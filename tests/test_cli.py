@@ -118,6 +118,11 @@ def test_a_key_two_commands_set_with_other_flags_is_blamed_on_the_one_typed(tmp_
     err = capsys.readouterr().err.strip()
     assert err.startswith("steerops probe train: error: --scores: file not found: "), err
     assert err.endswith("(params: probes.scores)") and "--out-csv" not in err
+    # and a missing comparisons file is blamed on --comparisons
+    argv = ["probe", "thurstonian", "--params", str(tmp_path / "params.yaml")]
+    assert main([*argv, "--comparisons", str(tmp_path / "none.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "error: --comparisons: file not found: " in err, err
 
 
 def test_a_check_across_keys_is_blamed_on_the_flags_it_names(tmp_path, capsys):

@@ -231,6 +231,7 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     from steerops.io import check_file_target, text_md5, write_json, write_text
     from steerops.probes.data import (
         fit_summary_path,
+        param_file,
         read_comparisons,
         scores_out_of_step,
         scores_text,
@@ -241,7 +242,7 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     params = _scores_in_run(load_params_for(args), args, fitting=True)
     if not params.probes.comparisons:
         raise SteeropsError("probes.comparisons: not set (give --comparisons FILE or set it)")
-    source = params.path(params.probes.comparisons)
+    source = param_file(params, params.probes.comparisons, "probes.comparisons")
     out = params.path(params.probes.scores)
     check_file_target(out, "--out-csv (probes.scores)")  # before the fit and its summary
     tasks = [params.path(params.probes.tasks)] if params.probes.tasks else []
