@@ -4,7 +4,8 @@
 # tracking or search packages). Stages, each under its own time limit:
 #   checks            exactness of the CUDA paths (bench/gpu_checks.py: the static loop
 #                     vs HF generate on every covered architecture, two calls in a row;
-#                     the token-norm median; the judge's readings) (about 2 minutes)
+#                     the token-norm median; the judge's readings; the probes'
+#                     constant-layer rule on bf16 rounding) (about 2 minutes)
 #   token_norm        the extraction's per-layer prompt median: sort, bisection, count (5 s;
 #                     the sort won on an H200: 3.0 against 5.8 and 12.6 ms)
 #   extract           512 prompts x 256 tokens vs the naive forward, same activations, and

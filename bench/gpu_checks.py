@@ -10,7 +10,10 @@ Tiny random float32 models of every architecture the static loop covers (tests/t
 - `max_batch_rows: auto` plans at least the memory a row of the loop takes (CUDA only);
 - `answer_nll` on the GPU equals the same model's on the CPU;
 - the `hf` judge's integer distributions read with tree attention on the GPU equal the
-  CPU's fan-out (float32), and the GPU's own fan-out in bf16.
+  CPU's fan-out (float32), and the GPU's own fan-out in bf16;
+- activations at a position every prompt shares, read in bf16 in batches of five shapes,
+  count as constant under `probe train`'s per-feature rule (its worst spread printed
+  against the 3e-2 bar: the GPU kernels' rounding, which CPU bf16 does not show).
 Prints one line per check and exits non-zero if any fails. A row that differs from HF
 generate's is a failure to look at: in float32 (TF32 off) a kernel choice rarely flips an
 argmax, a logic error flips many.
@@ -27,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -153,6 +157,41 @@ def check_median() -> tuple[bool, str]:
     return ok, ", ".join(notes)
 
 
+def check_shared_position_constant() -> tuple[bool, str]:
+    """Activations at a position every prompt shares (the chat head), read in batches of
+    other shapes in bfloat16, differ only by the kernels' rounding: `probe train` must call
+    such a layer constant (`ridge.constant_features` at the bf16 spread), not fit the noise.
+    Prints the largest feature spread against the feature's size (the rule's 3e-2 bar)."""
+    from steerops.probes import ridge
+
+    model = copy.deepcopy(tiny_model("llama")).to(DEVICE, torch.bfloat16)
+    width = max(len(p) for p in PROMPTS)
+    ids = torch.tensor([p + [0] * (width - len(p)) for p in PROMPTS], device=DEVICE)
+    lengths = torch.tensor([len(p) for p in PROMPTS], device=DEVICE)
+    mask = (torch.arange(width, device=DEVICE) < lengths[:, None]).long()
+    rows: list[torch.Tensor] = []  # [layers, hidden] per prompt and batch shape
+    with torch.no_grad():
+        for chosen in ([0, 1, 2, 3, 4, 5], [0, 1, 2], [3, 4], [5], [2, 4, 0, 5]):
+            out = model(ids[chosen], attention_mask=mask[chosen], output_hidden_states=True)
+            states = torch.stack(out.hidden_states[1:], dim=1)  # [batch, layers, seq, hidden]
+            rows += list(states[:, :, len(HEAD) - 1].float().cpu())
+    x = torch.stack(rows).double().numpy()  # [rows, layers, hidden]
+    spread = ridge.rounding_spread("bfloat16")
+    notes, ok = [], True
+    for layer in range(x.shape[1]):
+        values = x[:, layer]
+        size = abs(values).max(axis=0)
+        # the rule's own measure: each feature's spread over its size (or the median's)
+        worst = float((np.ptp(values, axis=0) / np.maximum(size, np.median(size))).max())
+        constant = ridge.constant_features(values, spread)
+        ok &= constant
+        notes.append(f"layer {layer} {'constant' if constant else 'VARIES'} ({worst:.1e})")
+    return ok, (
+        f"{len(rows)} rows of one shared position, 5 batch shapes, bar {spread:g}: "
+        + ", ".join(notes)
+    )
+
+
 def check_answer_nll() -> tuple[bool, str]:
     model = tiny_model("llama")
     gen = torch.Generator().manual_seed(3)
@@ -205,6 +244,7 @@ def main() -> None:
     # the quick checks first: a run cut at its time limit still has them
     checks = [("token-norm median", check_median), ("judge readings", check_answer_nll)]
     checks += [("judge integer trie", check_judge_trie)]
+    checks += [("probe constant-layer rule, bf16 shared position", check_shared_position_constant)]
     if DEVICE.startswith("cuda"):
         checks += [("max_batch_rows auto, memory a row", check_auto_rows)]
     checks += [(f"static loop, {arch}", lambda arch=arch: check_loop(arch)) for arch in ARCHS]
