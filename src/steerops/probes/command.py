@@ -192,15 +192,12 @@ def _check_compared_tasks(comparisons, source: Path, tasks_file: Path, given: bo
     none of them is there, the comparisons are of another task set: refused against a tasks
     file the params name (`given`), not against the default one (the toy's)."""
     from steerops.io import iter_jsonl
+    from steerops.probes.data import unknown_tasks
 
     # the ids only (a light read: the tasks' prompts are `probe train`'s to check, and the
     # extractor's reader would make this stage depend on all extraction code)
     known = {str(row.get("task_id")) for _, row in iter_jsonl(tasks_file) if isinstance(row, dict)}
-    unknown: dict[str, int] = {}
-    for a, b, _ in comparisons:
-        for task in (a, b):
-            if task not in known:
-                unknown[task] = unknown.get(task, 0) + 1
+    unknown = unknown_tasks(comparisons, known)
     if not unknown:
         return
     compared = {t for a, b, _ in comparisons for t in (a, b)}

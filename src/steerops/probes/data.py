@@ -151,6 +151,16 @@ def read_comparisons(path: Path) -> list[tuple[str, str, str]]:
     return out
 
 
+def unknown_tasks(comparisons: list[tuple[str, str, str]], known: set[str]) -> dict[str, int]:
+    """{task id not in `known`: how many comparisons name it}, in first-seen order."""
+    unknown: dict[str, int] = {}
+    for a, b, _ in comparisons:
+        for task in (a, b):
+            if task not in known:
+                unknown[task] = unknown.get(task, 0) + 1
+    return unknown
+
+
 def read_confounds(path: Path) -> tuple[dict[str, tuple[str, ...]], list[str]]:
     """`task_id,<categorical columns...>` -> ({task_id: values}, column names)."""
     rows = _open_csv(path, ["task_id"])

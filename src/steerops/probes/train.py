@@ -32,6 +32,7 @@ from steerops.probes.data import (
     read_confounds,
     read_scores,
     scores_out_of_step,
+    unknown_tasks,
 )
 from steerops.probes.store import (
     MANIFEST,
@@ -153,14 +154,11 @@ def _examples(ids, which: str = "scored only") -> str:
     return f"; e.g. {', '.join(repr(t) for t in shown)} {which}" if shown else ""
 
 
-def _why_unextracted(params, missing: list[str], metadata: dict) -> str:
-    """Why scored tasks have no activations: ids the task set lacks (a typo, another set),
-    or prompts too short for the position's window, which extraction drops."""
-    from steerops.extract.tasks import load_tasks
-
+def _why_unextracted(params, missing: list[str], known: set[str], metadata: dict) -> str:
+    """Why scored tasks have no activations: ids the task set (`known`) lacks (a typo,
+    another set), or prompts too short for the position's window, which extraction drops."""
     if not missing:
         return ""
-    known = {t.task_id for t in load_tasks(params.path(params.probes.tasks))}
     short = [t for t in missing if t in known]
     unknown = [t for t in missing if t not in known]
     reasons = []
@@ -222,7 +220,7 @@ def _check_scored_tasks(
 def _warn_unknown_compared(comparisons, known: set[str], path) -> None:
     """Comparisons naming tasks the task set lacks can never be scored: a typo'd or foreign
     comparisons file would shrink the pairwise accuracy's n without a word."""
-    unknown = {t for a, b, _ in comparisons for t in (a, b) if t not in known}
+    unknown = unknown_tasks(comparisons, known)
     if unknown:
         n = sum(a in unknown or b in unknown for a, b, _ in comparisons)
         print(
@@ -361,7 +359,7 @@ def train(params) -> tuple[Path, dict, bool]:
             f"{counts['activations_without_score']} of the {len(task_ids)} extracted tasks "
             f"have no score and {counts['scored_without_activations']} of the "
             f"{len(raw_scores)} scored tasks no activations"
-            + _why_unextracted(params, [t for t in raw_scores if t not in row_of], metadata),
+            + _why_unextracted(params, [t for t in raw_scores if t not in row_of], known, metadata),
             file=sys.stderr,
         )
     check_varies(y, scores_path, confound_report is not None)  # the tasks with activations

@@ -59,9 +59,9 @@ def check_storage_folder(params) -> None:
     if not url:
         return
     path = journal_path(url)
-    file = (
-        Path(path) if path is not None else _sqlite_file(url) if url.startswith("sqlite") else None
-    )
+    file = Path(path) if path is not None else None
+    if file is None and url.startswith("sqlite"):
+        file = _sqlite_file(url)
     if file is not None and not file.parent.is_dir():
         problem = "is not a folder" if file.parent.exists() else "not found (create it first)"
         raise SteeropsError(f"search.storage: folder {file.parent} {problem}")
