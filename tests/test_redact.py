@@ -19,6 +19,12 @@ from steerops.redact import redacted, shown_url, without_credentials
         ("postgresql://u:se/cret@db/mlflow", "postgresql://db/mlflow"),
         ("mysql+pymysql://u:pw@h:3306/db?password=secret", "mysql+pymysql://h:3306/db"),
         ("https://host/v1?api-key=secret#frag", "https://host/v1"),
+        # a query value holding `@` leaves the host shown
+        ("http://user:pw@host:5000/v1?to=a@b", "http://host:5000/v1"),
+        ("https://tok@host/v1?to=a@b", "https://host/v1"),
+        # a password holding `?` is never shown, even at the cost of the host
+        ("postgresql://u:pa?ss@db/mlflow", "postgresql://db/mlflow"),
+        ("postgresql://u:pa?ss@db/mlflow?to=a@b", "postgresql://b"),
         ("HTTPS://host/v1#secret", "HTTPS://host/v1"),
     ],
 )
@@ -27,9 +33,10 @@ def test_a_url_is_shown_without_what_may_hold_a_secret(url, shown):
 
 
 def test_credentials_leave_every_url_of_a_text_and_nothing_else():
-    text = "--storage postgresql://u:p/w@h/db --trait a@b x https://tok@h:1/v1?q=1"
+    text = "--storage postgresql://u:p/w@h/db --trait a@b x https://tok@h:1/v1?q=a@b"
     assert (
-        without_credentials(text) == "--storage postgresql://h/db --trait a@b x https://h:1/v1?q=1"
+        without_credentials(text)
+        == "--storage postgresql://h/db --trait a@b x https://h:1/v1?q=a@b"
     )
 
 

@@ -5,8 +5,12 @@ import re
 
 # `scheme://user:password@` (or `scheme://token@`): a password may hold an unencoded `/`,
 # which SQLAlchemy accepts, but a user part never does, so a path holding `@`
-# (`sqlite:////runs/a@2/x.db`) is kept
-_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(?:[^/\s@:]*:\S*|[^/\s@:]+)@")
+# (`sqlite:////runs/a@2/x.db`) is kept. The password ends at the last `@` before a query
+# (whose values may hold `@`); one holding `?` or `#` itself ends at the text's last `@`,
+# which may hide the host but never shows the password
+_CREDENTIALS = re.compile(
+    r"([A-Za-z][A-Za-z0-9+.-]*://)(?:[^/\s@:]*:[^\s?#]*@|[^/\s@:]*:\S*@|[^/\s@:]+@)"
+)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 # local files, whose `?` or `#` may be part of a file name, not a query
