@@ -318,6 +318,16 @@ def test_a_key_the_server_echoes_in_any_encoding_is_not_shown(
         assert part not in str(err.value)
 
 
+def test_a_key_echoed_cut_short_or_in_another_case_is_not_shown():
+    from steerops.judges.transport import shown
+
+    for echo in (KEY[:24], KEY[5:-1], KEY.upper(), "Bearer " + KEY[:-3]):
+        text = shown(f"Incorrect API key provided: {echo}. See the docs", KEY, 400)
+        assert "***" in text and text.endswith(". See the docs")
+        assert not any(KEY[i : i + 8].lower() in text.lower() for i in range(len(KEY) - 7))
+    assert shown("no key here: sk-other-999", KEY, 400) == "no key here: sk-other-999"
+
+
 def test_gives_up_after_max_retries(tmp_path, server, trait, key):
     server.script = [500, 502, 503]
     judge = make_judge(params_for(tmp_path, server, concurrency=1, max_retries=2), trait)
@@ -603,6 +613,34 @@ def test_a_judge_that_writes_numbers_digit_by_digit_is_refused(tmp_path, server,
     assert fixed.score(["q"], [RESPONSES[0]]) == [(85.0, 85.0)]
 
 
+def test_one_answer_written_in_two_tokens_is_unscored_and_the_cache_kept(
+    tmp_path, server, trait, key
+):
+    """One split answer may be a glitch: it is unscored and asked again, and the judge's
+    paid answers stay; a second refuses the judge as before."""
+    judge = make_judge(params_for(tmp_path, server), trait)
+    judge.score(["q1", "q3"], [RESPONSES[1], RESPONSES[3]])
+    assert len(judge.cache) == 4
+    server.top = [{"token": "50", "logprob": 0.0}]
+    later = make_judge(params_for(tmp_path, server, concurrency=1), trait)
+    # the trait prompt's answer comes split, the coherence prompt's whole
+    tokens = iter([["5", "0"], ["50"]])
+    serve = server.serve
+
+    def serve_split_once(handler, action, body):
+        server.tokens = next(tokens, ["50"])
+        return serve(handler, action, body)
+
+    server.serve = serve_split_once
+    assert later.score(["q0"], [RESPONSES[0]]) == [(None, 50.0)]
+    assert later.unanswered == {("q0", RESPONSES[0])} and len(later.cache) == 5
+    server.tokens = ["5", "0"]
+    server.serve = serve
+    with pytest.raises(SteeropsError, match="several tokens"):
+        later.score(["q2"], [RESPONSES[2]])
+    assert len(later.cache) == 0  # two splits: the judge cannot be read, its answers go
+
+
 def test_a_digit_tokenizer_answering_single_digits_throughout_is_refused(
     tmp_path, server, trait, key
 ):
@@ -669,6 +707,114 @@ def test_an_endpoint_that_ignores_top_logprobs_is_an_error_not_an_unscored_answe
     with pytest.raises(SteeropsError, match="no top_logprobs"):
         judge.score(["q"], [RESPONSES[0]])
     assert len(judge.cache) == 0
+
+
+@pytest.mark.parametrize("content", [None, []])
+def test_a_message_with_a_number_but_no_token_list_is_an_error_not_no_number(
+    tmp_path, server, trait, key, content
+):
+    """A reply saying "85" whose logprobs list no token (a proxy dropping them) would be
+    cached as "no number" for good."""
+    server.top = [{"token": "85", "logprob": 0.0}]
+    send = server.send
+
+    def without_tokens(handler, status, payload, headers=None):
+        if status == 200:
+            payload["choices"][0]["message"]["content"] = "85"
+            payload["choices"][0]["logprobs"] = {"content": content}
+        return send(handler, status, payload, headers)
+
+    server.send = without_tokens
+    judge = make_judge(params_for(tmp_path, server), trait)
+    with pytest.raises(SteeropsError, match="no top_logprobs"):
+        judge.score(["q"], [RESPONSES[0]])
+    assert len(judge.cache) == 0
+
+
+def test_answers_from_two_models_behind_one_name_are_warned_about(
+    tmp_path, server, trait, key, capsys
+):
+    """An alias that moved to a new snapshot: the replies name another model than the one
+    the cached answers came from, and the means mix the two."""
+    send = server.send
+    served = ["judge-mini-2026-01-01"]
+
+    def naming(handler, status, payload, headers=None):
+        if status == 200:
+            payload["model"] = served[0]
+        return send(handler, status, payload, headers)
+
+    server.send = naming
+    judge = make_judge(params_for(tmp_path, server), trait)
+    judge.score(["q1"], [RESPONSES[1]])
+    assert judge.cache.served_models(list(_keys(judge, "q1", RESPONSES[1]))) == {
+        "judge-mini-2026-01-01": 2
+    }
+    judge.score(["q1", "q3"], [RESPONSES[1], RESPONSES[3]])
+    assert "models" not in capsys.readouterr().err  # one model, cached or not
+    served[0] = "judge-mini-2026-06-01"
+    judge.score(["q1", "q0"], [RESPONSES[1], RESPONSES[0]])
+    err = capsys.readouterr().err
+    assert "named 2 models as answering 'judge-mini'" in err
+    assert "'judge-mini-2026-01-01' (0 answered now, 2 cached)" in err
+    assert "'judge-mini-2026-06-01' (2 answered now, 0 cached)" in err
+    assert "judge.version" in err and err.count("\n") == 1
+
+
+def _keys(judge, question, response):
+    from steerops.judges.cache import cache_key
+
+    return (cache_key(judge.id, kind, question, response) for kind in ("trait", "coherence"))
+
+
+def test_a_base_url_naming_the_completions_route_is_refused_before_a_run(tmp_path, server, trait):
+    from steerops.judges.openai import OpenAIJudge
+
+    for url in (server.url + "/chat/completions", server.url + "/chat/completions/"):
+        params = params_for(tmp_path, server, base_url=url)
+        with pytest.raises(SteeropsError, match="completions route.*API's root"):
+            OpenAIJudge.check_params(params, trait)
+
+
+def test_a_reply_trickling_in_is_cut_at_the_timeout_and_retried(tmp_path, server, trait, key):
+    """The socket's timeout bounds each read; the request's is bounded as a whole."""
+
+    server.script = ["trickle"]
+    serve = server.serve
+
+    def trickling(handler, action, body):
+        if action != "trickle":
+            return serve(handler, action, body)
+        handler.send_response(200)
+        handler.send_header("Content-Length", "400")
+        handler.end_headers()
+        try:
+            for _ in range(400):
+                handler.wfile.write(b" ")
+                handler.wfile.flush()
+                time.sleep(0.01)
+        except (OSError, BrokenPipeError, ConnectionResetError):
+            pass
+        return None
+
+    server.serve = trickling
+    judge = make_judge(params_for(tmp_path, server, timeout_s=0.5, concurrency=1), trait)
+    start = time.monotonic()
+    [(trait_score, _)] = judge.score(["q"], [RESPONSES[3]])
+    assert trait_score == pytest.approx(100.0)
+    assert time.monotonic() - start < 2.5  # the trickle alone lasts 4 s
+
+
+def test_a_long_wait_before_a_retry_is_said(tmp_path, server, trait, key, capsys, monkeypatch):
+    from steerops.judges import transport
+
+    monkeypatch.setattr(transport, "_WAIT_SAID_S", 0.05)
+    monkeypatch.setattr(transport, "_said_at", [float("-inf")])
+    server.script = [429]
+    judge = make_judge(params_for(tmp_path, server, backoff_s=0.1, max_backoff_s=0.1), trait)
+    judge.score(["q"], [RESPONSES[3]])
+    err = capsys.readouterr().err
+    assert "HTTP 429" in err and "retrying in 0 s (retry 1 of 5)" in err and KEY not in err
 
 
 def test_a_failure_stops_the_retries_of_requests_in_flight(tmp_path, server, trait, key):
@@ -742,7 +888,24 @@ def test_an_endpoint_that_refuses_every_request_fails_after_a_few(tmp_path, serv
     judge = make_judge(params_for(tmp_path, server, concurrency=8), trait)
     with pytest.raises(SteeropsError, match="HTTP 400: content_filter triggered"):
         judge.score([f"QQQ {i}" for i in range(10)], [RESPONSES[0]] * 10)
-    assert len(server.requests) == 3
+    assert len(server.requests) == 5  # both prompts of two pairs, then a third pair's first
+
+
+def test_refused_first_prompts_do_not_fail_a_judge_the_cache_shows_answering(
+    tmp_path, server, trait, key
+):
+    """Refusals at the front of a call are the prompts' own problem when an earlier call
+    of this judge was answered: the rest is judged, not the whole call failed every rerun."""
+    judge = make_judge(params_for(tmp_path, server), trait)
+    judge.score(["q1"], [RESPONSES[1]])
+    server.refuse = "FILTERED"
+    questions = ["qa", "qb", "qc", "qd"]
+    responses = ["FILTERED " + RESPONSES[0], "FILTERED " + RESPONSES[2]] + RESPONSES[1:3]
+    later = make_judge(params_for(tmp_path, server), trait)
+    scores = later.score(questions, responses)
+    assert scores[:2] == [(None, None)] * 2
+    assert scores[2][0] == pytest.approx(expected(RESPONSES[1], "trait", 0.25))
+    assert later.unanswered == {("qa", responses[0]), ("qb", responses[1])}
 
 
 def test_a_retry_after_longer_than_our_backoff_is_honoured():

@@ -74,6 +74,12 @@ class JudgeCache:
                 self._db.execute(
                     "CREATE TABLE IF NOT EXISTS unreadable (judge TEXT PRIMARY KEY, reason TEXT)"
                 )
+                # which model the endpoint says answered (an alias moves to new snapshots);
+                # a table of its own, so a cache an older steerops also writes keeps its form
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS served (key TEXT PRIMARY KEY, model TEXT)"
+                )
+                self._db.execute("CREATE INDEX IF NOT EXISTS answers_judge ON answers (judge)")
                 self._db.commit()
                 return
             except sqlite3.OperationalError as exc:
@@ -110,9 +116,12 @@ class JudgeCache:
             self._warn(exc)
             return []
 
-    def put(self, key: str, judge_id: str, kind: str, entry: Entry) -> None:
-        """Store an answer; one the file cannot take (damaged, disk full) is said once and
-        not cached: the run keeps it and goes on."""
+    def put(
+        self, key: str, judge_id: str, kind: str, entry: Entry, served: str | None = None
+    ) -> None:
+        """Store an answer (and `served`, the model the endpoint says gave it); one the file
+        cannot take (damaged, disk full) is said once and not cached: the run keeps it and
+        goes on."""
         mean, mass = entry
         try:
             with self._lock, self._db:  # one transaction: the row lands whole or not at all
@@ -120,14 +129,54 @@ class JudgeCache:
                     "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
                     (key, judge_id, kind, mean, float(mass), time.time()),
                 )
+                if served is None:
+                    self._db.execute("DELETE FROM served WHERE key = ?", (key,))
+                else:
+                    self._db.execute("INSERT OR REPLACE INTO served VALUES (?, ?)", (key, served))
         except sqlite3.DatabaseError as exc:
             self._warn(exc)
+
+    def served_models(self, keys: list[str]) -> dict[str, int]:
+        """{model the endpoint named: answers} over the cached answers of `keys` that
+        recorded one (answers cached before steerops kept it record none)."""
+        counts: dict[str, int] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            try:
+                with self._lock:
+                    rows = self._db.execute(
+                        f"SELECT model FROM served WHERE key IN ({marks})", chunk
+                    ).fetchall()
+            except sqlite3.DatabaseError as exc:
+                self._warn(exc)
+                return counts
+            for (model,) in rows:
+                counts[str(model)] = counts.get(str(model), 0) + 1
+        return counts
+
+    def has_answers(self, judge_id: str) -> bool:
+        """Whether any answer of this judge is cached: its endpoint has taken its request."""
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT 1 FROM answers WHERE judge = ? LIMIT 1", (judge_id,)
+                ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._warn(exc)
+            return False
+        return row is not None
 
     def drop_judge(self, judge_id: str, reason: str) -> None:
         """Forget every answer of a judge found unable to answer readably, and remember why,
         so a later run with it is refused before it asks anything (`unreadable`)."""
         try:
             with self._lock, self._db:
+                self._db.execute(
+                    "DELETE FROM served WHERE key IN (SELECT key FROM answers WHERE judge = ?)",
+                    (judge_id,),
+                )
                 self._db.execute("DELETE FROM answers WHERE judge = ?", (judge_id,))
                 self._db.execute(
                     "INSERT OR REPLACE INTO unreadable VALUES (?, ?)", (judge_id, reason)
@@ -140,6 +189,7 @@ class JudgeCache:
         try:
             with self._lock, self._db:
                 self._db.executemany("DELETE FROM answers WHERE key = ?", [(k,) for k in keys])
+                self._db.executemany("DELETE FROM served WHERE key = ?", [(k,) for k in keys])
         except sqlite3.DatabaseError as exc:
             self._warn(exc)
 

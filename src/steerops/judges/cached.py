@@ -96,8 +96,12 @@ class CachedJudge:
         keys = [cache_key(self.id, *job) for job in jobs]
         entries = self.cache.get_many(keys)
         todo = {k: job for k, job in zip(keys, jobs, strict=True) if k not in entries}
-        self.answered_before = self.answered_before or bool(entries)
+        # an answer of this judge in the cache, from this call or any before it
+        self.answered_before = (
+            self.answered_before or bool(entries) or self.cache.has_answers(self.id)
+        )
         refused: list[str] = []
+        fresh: dict[str, int] = {}  # {model the endpoint named: answers of this call}
         self.unanswered = set()
         if todo:
             todo_keys = list(todo)
@@ -116,8 +120,11 @@ class CachedJudge:
                         entries[key] = (None, 0.0)
                         self.unanswered.add((todo[key].question, todo[key].response))
                     else:
-                        self.cache.put(key, self.id, todo[key].kind, entry)
+                        served = self._served_by(key)
+                        self.cache.put(key, self.id, todo[key].kind, entry, served)
                         entries[key] = entry
+                        if served is not None:
+                            fresh[served] = fresh.get(served, 0) + 1
                     self.calls += 1
                     bar.update()
         if refused:
@@ -126,8 +133,32 @@ class CachedJudge:
                 "sent): counted unscored in this run and kept nowhere, so a rerun asks again",
                 file=sys.stderr,
             )
+        if fresh:
+            self._warn_if_mixed(fresh, [k for k in keys if k not in todo])
         values = [thresholded(*entries[k], self.min_prob_mass) for k in keys]
         return [(values[2 * i], values[2 * i + 1]) for i in range(len(questions))]
+
+    def _warn_if_mixed(self, fresh: dict[str, int], cached_keys: list[str]) -> None:
+        """Say so when the endpoint named more than one model for this call's answers, its
+        own or the cached ones it serves: an alias (`gpt-4.1-mini`) moved to a new snapshot,
+        and the scores' means mix two judges that the judge's id cannot tell apart."""
+        cached = self.cache.served_models(cached_keys)
+        models = sorted(set(fresh) | set(cached))
+        if len(models) < 2:
+            return
+        counts = ", ".join(
+            f"{m!r} ({fresh.get(m, 0)} answered now, {cached.get(m, 0)} cached)" for m in models
+        )
+        print(
+            f"warning: judge: the endpoint named {len(models)} models as answering "
+            f"{self.model_name!r} for these scores: {counts}; their means mix judges. To judge "
+            "every answer with the model serving now, set a new judge.version",
+            file=sys.stderr,
+        )
+
+    def _served_by(self, key: str) -> str | None:
+        """The model the endpoint said answered the prompt of cache key `key`, if it says."""
+        return None
 
     def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry | Unanswered]]:
         """Yield (index into jobs, (mean, mass) or Unanswered) for every job, in any order."""

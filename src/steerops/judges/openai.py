@@ -48,13 +48,22 @@ _DIGIT_ONLY_ANSWERS = 20
 # a low score ("0", "5") lists only single digits among 3 alternatives. The check of the
 # answer's second token still refuses every two-digit answer a digit tokenizer writes.
 _ALTERNATIVES_TO_TELL = 10
-# Refusals (HTTP 400) of the first prompts, none answered: the endpoint refuses the request.
-_REFUSALS_BEFORE_AN_ANSWER = 3
+# Refusals (HTTP 400) of the first prompts, of this many (question, response) pairs and none
+# answered: the endpoint refuses the request (a pair's two prompts share its answer, which a
+# content filter may refuse twice).
+_REFUSED_PAIRS_BEFORE_AN_ANSWER = 3
+# Answers written digit by digit ("8" "5") before a judge is refused: one may be a glitch.
+_SPLIT_ANSWERS_TO_REFUSE = 2
 
 
 class _Declined(Refused):
     """A 200 reply declining to judge this prompt: its own problem, and proof that the
     endpoint takes the request (unlike a 400 before any answer, which may refuse them all)."""
+
+
+class _Split(_Declined):
+    """An answer written as several number tokens ("8" "5"): unscored and asked again, until
+    a second one shows the judge's tokenizer writes numbers digit by digit."""
 
 
 class _Skipped(Exception):
@@ -93,6 +102,8 @@ class OpenAIJudge(CachedJudge):
         self._tokens_lock = threading.Lock()
         self._digit_only_answers: list[str] = []  # cache keys of answers of one digit
         self._wide_numbers_seen = False
+        self._split_answers = 0
+        self._served: dict[str, str] = {}  # {cache key: the model the reply named}
         self._interrupted = threading.Event()  # `interrupt`: send nothing more, ever
         self._live: set[threading.Event] = set()  # each running `_answer`'s stop signal
 
@@ -152,6 +163,7 @@ class OpenAIJudge(CachedJudge):
     def _answer(self, jobs: list[Job]) -> Iterator[tuple[int, Entry | Unanswered]]:
         first = 0
         refused: list[Unanswered] = []
+        refused_pairs: set[tuple[str, str]] = set()
         while first < len(jobs) and not self._answered:
             self._check_interrupted()
             # Requests go alone until one is answered: a bad key, URL or model costs one
@@ -164,10 +176,13 @@ class OpenAIJudge(CachedJudge):
             except Refused as exc:
                 if isinstance(exc, _Declined):
                     self._answered = True  # the rest can go in parallel
-                elif not self.answered_before and (
-                    len(refused) + 1 == _REFUSALS_BEFORE_AN_ANSWER or first + 1 == len(jobs)
-                ):
-                    raise
+                else:
+                    refused_pairs.add(jobs[first][1:])
+                    if not self.answered_before and (
+                        len(refused_pairs) == _REFUSED_PAIRS_BEFORE_AN_ANSWER
+                        or first + 1 == len(jobs)
+                    ):
+                        raise
                 refused.append(Unanswered(str(exc)))
             else:
                 self._answered = True
@@ -228,16 +243,25 @@ class OpenAIJudge(CachedJudge):
             "top_logprobs": self.top_logprobs,
         }
         reply = post_json(self.url, body, _auth(self._api_key), self.policy, self._api_key, stop)
-        return weighted_score(integer_probs(self._top_logprobs(reply, job)))
+        entry = weighted_score(integer_probs(self._top_logprobs(reply, job)))
+        served = reply.get("model") if isinstance(reply, dict) else None
+        if isinstance(served, str) and served:
+            with self._tokens_lock:
+                self._served[cache_key(self.id, *job)] = served
+        return entry
+
+    def _served_by(self, key: str) -> str | None:
+        with self._tokens_lock:
+            return self._served.pop(key, None)
 
     def _top_logprobs(self, reply: dict, job: Job) -> list[dict]:
         self._check_declined(reply)
         content = None
         try:
             content = reply["choices"][0]["logprobs"]["content"]
-            if not content:  # the model stopped at once: it gave no number
+            if not content and not _said(reply):  # the model stopped at once: no number
                 return []
-            top = content[0]["top_logprobs"]
+            top = content[0]["top_logprobs"]  # a message without its tokens: an error below
         except (KeyError, IndexError, TypeError):
             top = None
         answer = content[:_SENT_TOKENS] if isinstance(content, list) else []
@@ -246,11 +270,7 @@ class OpenAIJudge(CachedJudge):
         if first is not None and len(tokens) >= 2 and tokens[1][:1].isdigit():
             # A tokenizer that spells 85 as "8" "5" (Gemma, Qwen, Mistral): the first token's
             # alternatives are digits, and the score would read 8 for 85.
-            raise UnreadableJudge(
-                f"judge: model {self.model_name!r} writes its answer as several tokens "
-                f"({tokens[0]!r} {tokens[1]!r}), so a one-token answer cannot be scored: use a "
-                "judge model with whole-number tokens (GPT-4o/4.1, Llama 3) or judge.kind hf"
-            )
+            self._check_split(tokens)
         if first is not None and _off_scale(first, "".join(tokens[1:])):
             return []  # "7/10", "0.7": a score on another scale, read as no number
         if not isinstance(top, list) or not top:  # the answer's token is always among them
@@ -278,6 +298,23 @@ class OpenAIJudge(CachedJudge):
             )
         self._check_number_tokens(top, job)
         return top
+
+    def _check_split(self, tokens: list[str]) -> None:
+        """An answer of several number tokens is unscored; the second shows the judge
+        cannot be read (every answer of it is then dropped from the cache, for good)."""
+        written = f"({tokens[0]!r} {tokens[1]!r})"
+        with self._tokens_lock:
+            self._split_answers += 1
+            seen = self._split_answers
+        if seen < _SPLIT_ANSWERS_TO_REFUSE:
+            raise _Split(
+                f"judge: model {self.model_name!r} wrote its answer as several tokens {written}"
+            )
+        raise UnreadableJudge(
+            f"judge: model {self.model_name!r} writes its answer as several tokens "
+            f"{written}, so a one-token answer cannot be scored: use a "
+            "judge model with whole-number tokens (GPT-4o/4.1, Llama 3) or judge.kind hf"
+        )
 
     def _check_declined(self, reply: dict) -> None:
         """A 200 reply that declines to judge (an output content filter, the model's own
@@ -332,6 +369,15 @@ def _off_scale(number: int, rest: str) -> bool:
     if fraction is not None:
         return fraction.group(1) != "100"
     return number in (0, 1) and _DECIMAL.match(rest) is not None
+
+
+def _said(reply: dict) -> bool:
+    """Whether the reply's message holds any text (its tokens should then be listed)."""
+    try:
+        text = reply["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return False
+    return isinstance(text, str) and bool(text.strip())
 
 
 def _auth(api_key: str) -> dict[str, str]:
@@ -427,6 +473,11 @@ def _url_problem(url: str | None) -> str | None:
         return f"bad port in {shown!r}"
     if not parts.hostname:
         return f"no host in {shown!r}"
+    if parts.path.rstrip("/").endswith("/completions"):
+        return (
+            f"{shown!r} names the completions route, which steerops appends: give the API's "
+            "root (e.g. https://api.openai.com/v1)"
+        )
     if parts.query or parts.fragment:
         return (
             f"{shown!r} has a query or fragment (not shown: it may hold a key); "

@@ -17,7 +17,9 @@ import http.client
 import json
 import random
 import re
+import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,6 +31,14 @@ from steerops.errors import SteeropsError
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 MAX_RETRY_AFTER_S = 600.0  # a server asking for longer is down, not busy
 RETRY_ERRORS = (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException)
+# A wait before a retry this long is said on stderr (at most once per `_SAID_EVERY_S`), so a
+# run stalled by a busy endpoint does not look hung.
+_WAIT_SAID_S = 10.0
+_SAID_EVERY_S = 60.0
+_said_at = [float("-inf")]
+_said_lock = threading.Lock()
+# Runs of the key this long, in any case, are scrubbed too: a server may echo it cut short.
+_KEY_RUN = 8
 
 
 # The server will not take this one request (too long for the judge's context, a content
@@ -111,7 +121,7 @@ def post_json(
         request = urllib.request.Request(url, data=data, headers=headers, method="POST")
         try:
             with _opener().open(request, timeout=policy.timeout_s) as reply:
-                raw = reply.read()
+                raw = _read_within(reply, policy.timeout_s, stop)
         except urllib.error.HTTPError as exc:
             if 300 <= exc.code < 400:
                 raise _redirected(url, exc, secret) from None
@@ -138,11 +148,45 @@ def post_json(
                 last = f"a reply that is not JSON: {text}"
         if refused:
             raise _unsendable(url, refused)
-        # An interrupted or failed run must not wait at exit for workers that keep retrying.
-        if attempt < policy.max_retries and stop.wait(policy.delay(attempt, retry_after)):
-            raise Stopped(f"judge: {url}: stopped before retrying; last error: {last}")
+        if stop.is_set():
+            raise Stopped(f"judge: {url}: stopped; last error: {last}")
+        if attempt < policy.max_retries:
+            delay = policy.delay(attempt, retry_after)
+            _say_wait(url, last, delay, attempt + 1, policy.max_retries)
+            # An interrupted or failed run must not wait at exit for workers still retrying.
+            if stop.wait(delay):
+                raise Stopped(f"judge: {url}: stopped before retrying; last error: {last}")
     raise SteeropsError(
         f"judge: {url} failed after {policy.max_retries + 1} attempts; last error: {last}"
+    )
+
+
+def _read_within(reply, timeout_s: float, stop: threading.Event) -> bytes:
+    """The reply's body, read within `timeout_s` of the first byte of it (a socket's
+    timeout bounds each read only: a server trickling its reply would hold the request far
+    longer) or until `stop` is set; TimeoutError otherwise, which is retried."""
+    deadline = time.monotonic() + timeout_s
+    parts = []
+    while chunk := reply.read1(65536):
+        parts.append(chunk)
+        if stop.is_set():
+            raise TimeoutError("stopped while reading the reply")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the reply took over {timeout_s:g} s to arrive")
+    return b"".join(parts)
+
+
+def _say_wait(url: str, last: str, delay: float, retry: int, retries: int) -> None:
+    if delay < _WAIT_SAID_S:
+        return
+    with _said_lock:
+        now = time.monotonic()
+        if now - _said_at[0] < _SAID_EVERY_S:
+            return
+        _said_at[0] = now
+    print(
+        f"judge: {url}: {last}; retrying in {delay:.0f} s (retry {retry} of {retries})",
+        file=sys.stderr,
     )
 
 
@@ -202,8 +246,32 @@ def _error_body(exc: urllib.error.HTTPError) -> str:
 
 def _scrub(text: str, secret: str) -> str:
     """`text` without the key, also as a server may echo it: any of its characters
-    JSON-escaped (`\\/`, `\\u002b` in either case) or percent-encoded (`+` for a space)."""
-    return _key_pattern(secret).sub("***", text) if secret else text
+    JSON-escaped (`\\/`, `\\u002b` in either case) or percent-encoded (`+` for a space), and
+    any run of `_KEY_RUN` of its characters in either case (a key echoed cut short)."""
+    if not secret:
+        return text
+    return _without_key_runs(_key_pattern(secret).sub("***", text), secret)
+
+
+def _without_key_runs(text: str, secret: str) -> str:
+    if len(secret) < _KEY_RUN:
+        return text  # a key this short is matched whole above
+    key = secret.lower()
+    windows = {key[i : i + _KEY_RUN] for i in range(len(key) - _KEY_RUN + 1)}
+    low = text.lower()
+    covered = [False] * len(text)
+    for i in range(len(text) - _KEY_RUN + 1):
+        if low[i : i + _KEY_RUN] in windows:
+            covered[i : i + _KEY_RUN] = [True] * _KEY_RUN
+    if not any(covered):
+        return text
+    out = []
+    for i, c in enumerate(text):
+        if not covered[i]:
+            out.append(c)
+        elif i == 0 or not covered[i - 1]:
+            out.append("***")
+    return "".join(out)
 
 
 @functools.lru_cache(maxsize=8)
