@@ -45,6 +45,7 @@ CONFIGS = {
     "llama": lambda: T.LlamaConfig(**_COMMON),
     "mistral": lambda: T.MistralConfig(**_COMMON),
     "qwen2": lambda: T.Qwen2Config(**_COMMON),
+    "qwen3": lambda: T.Qwen3Config(**_COMMON, head_dim=8),
     "gemma": lambda: T.GemmaConfig(**_COMMON, head_dim=8),
     "gemma2": lambda: T.Gemma2Config(**_COMMON, head_dim=8),
     "gemma3_text": lambda: T.Gemma3TextConfig(**_COMMON, head_dim=8),

@@ -16,7 +16,7 @@ from decode_data import EAGER, PAD, PROMPTS, both, ctrl_c_once_finished, unit, w
 from steerops.models import decode, decode_run, decode_step
 from steerops.models.resolver import resolve_layout
 from steerops.steering.engine import SteeringTable, generate_steered
-from tiny import _COMMON, ARCHS, CONFIGS, tiny_model
+from tiny import ARCHS, CONFIGS, tiny_model
 
 
 def _grid(hidden: int, copies: int = 2):
@@ -241,8 +241,7 @@ def test_a_kept_state_made_in_inference_mode_serves_the_next_call(monkeypatch):
 
 
 def test_architecture_outside_the_loop_takes_hf_generate(caplog):
-    torch.manual_seed(0)
-    model = T.AutoModelForCausalLM.from_config(T.Qwen3Config(**_COMMON, head_dim=8)).eval()
+    model = tiny_model("granite")  # the blocks named in params, as a user would
     layout = resolve_layout(model, layers_path="model.layers")
     assert decode.covers(model) is not None
     calls = []
@@ -253,7 +252,7 @@ def test_architecture_outside_the_loop_takes_hf_generate(caplog):
     with caplog.at_level(logging.INFO, logger="steerops.steering.engine"):
         got = generate_steered(model, layout, PROMPTS[:3], table, loop="static", **kwargs)
     assert calls == [3]
-    assert "qwen3" in caplog.text and "HF generate" in caplog.text
+    assert "granite" in caplog.text and "HF generate" in caplog.text
     assert got == generate_steered(model, layout, PROMPTS[:3], table, loop="hf", **kwargs)
 
 

@@ -187,6 +187,25 @@ def test_damaged_weights_in_the_cache_are_one_line_before_any_run_opens(tmp_path
         check_variant(_params(tmp_path, "org/model"), "base")
 
 
+def test_a_hub_ids_folder_template_is_read_from_the_cache_only(tmp_path, monkeypatch):
+    """A hub id loading by its id (snapshot incomplete) finds a processor's
+    chat_template.json in the revision the cache holds, and nothing where the cache holds
+    none, without asking the hub."""
+    from steerops.models.chat_template import folder_chat_template
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("asked the hub")
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", no_download)
+    template = json.dumps({"chat_template": "{{ messages[0].content }}"}).encode()
+    _cache(tmp_path / "hf-cache", "org/model", {"chat_template.json": template}, "a" * 40)
+    _cache(tmp_path / "hf-cache", "org/model", {"config.json": b"{}"}, "b" * 40, main=False)
+    assert folder_chat_template("org/model") == "{{ messages[0].content }}"
+    assert folder_chat_template("org/model", "a" * 40) == "{{ messages[0].content }}"
+    assert folder_chat_template("org/model", "b" * 40) is None
+    assert folder_chat_template("org/uncached") is None
+
+
 def test_the_cache_revision_read_is_the_one_its_refs_name(tmp_path):
     cache = tmp_path / "hf-cache"
     old = _cache(cache, "org/model", COMPLETE, "a" * 40)

@@ -3,6 +3,9 @@ the chat template."""
 
 from __future__ import annotations
 
+import json
+import logging
+
 import pytest
 import torch
 import yaml
@@ -147,6 +150,109 @@ def test_a_template_that_fails_on_a_system_turn_in_its_own_words_folds_it_or_say
         format_prompt(tok, "hello", None)
     with pytest.raises(SteeropsError, match=r"models\.<variant>\.chat_template"):
         format_prompt(tok, "hello", "be kind")
+
+
+def _strip_template(folder) -> str:
+    """Save the tokenizer's chat template nowhere it reads it from (a base model's folder,
+    or a processor checkpoint's, whose template lies elsewhere); returns the template."""
+    jinja = folder / "chat_template.jinja"
+    template = jinja.read_text()
+    jinja.unlink()
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config.pop("chat_template", None)
+    config_file.write_text(json.dumps(config))
+    return template
+
+
+def test_a_processor_chat_template_json_is_the_template_when_the_tokenizer_has_none(
+    tmp_path, caplog
+):
+    """A multimodal checkpoint saved through its processor keeps its template in
+    chat_template.json only, which AutoTokenizer does not read: it is taken from there (it
+    ran on the bare text, silently), and the settings hash and fingerprint record it."""
+    from steerops.extract.provenance import model_settings
+    from steerops.io import text_md5
+    from steerops.models.fingerprint import model_fingerprint
+
+    _save_tiny(tmp_path / "model")
+    template = _strip_template(tmp_path / "model")
+    processor_file = tmp_path / "model" / "chat_template.json"
+    processor_file.write_text(json.dumps({"chat_template": template}))
+    with caplog.at_level(logging.WARNING, logger="steerops.models.loading"):
+        loaded = load_model(_params(tmp_path), "base")
+    assert caplog.records == []
+    reference = format_prompt(build_tokenizer(WORDS), "how do i bake bread ?", "be kind")
+    assert reference.startswith("<bos> <|system|> be kind")  # the template, not bare text
+    assert format_prompt(loaded.tokenizer, "how do i bake bread ?", "be kind") == reference
+    settings = model_settings(loaded.spec, loaded.source, loaded.tokenizer)
+    assert settings["chat_template"] == text_md5(template)
+    before = model_fingerprint(loaded.source)
+    processor_file.write_text(json.dumps({"chat_template": template + " "}))
+    assert model_fingerprint(loaded.source) != before
+    processor_file.write_text(json.dumps({"chat_template": "{{ messages[0].content | no }}"}))
+    with pytest.raises(SteeropsError, match=r"chat_template\.json: not a Jinja template"):
+        load_model(_params(tmp_path), "base")
+
+
+def test_a_model_without_any_chat_template_warns_once_that_prompts_are_bare(tmp_path, caplog):
+    """No template in the tokenizer nor beside it: one warning line naming the variant and
+    the model (check stage and load together), the prompts the bare text; a template from
+    params silences it and is the one used."""
+    from steerops.models.loading import check_variant
+
+    _save_tiny(tmp_path / "model")
+    template = _strip_template(tmp_path / "model")
+    (tmp_path / "chat.jinja").write_text(template)
+    with caplog.at_level(logging.WARNING, logger="steerops.models.loading"):
+        given = load_model(_params(tmp_path, chat_template="chat.jinja"), "base")
+        assert caplog.records == []
+        check_variant(_params(tmp_path), "base")
+        loaded = load_model(_params(tmp_path), "base")
+    assert given.tokenizer.chat_template == template
+    assert [r.getMessage() for r in caplog.records] == [
+        f"models.base: {str(tmp_path / 'model')!r} has no chat template (not in its tokenizer, "
+        "no chat_template.jinja / chat_template.json): prompts are the bare text; an "
+        "instruction-tuned model's numbers depend on its template (models.base.chat_template "
+        "gives one)"
+    ]
+    assert format_prompt(loaded.tokenizer, "hello", "be kind") == "be kind\n\nhello"
+
+
+def test_folder_template_prefers_chat_template_jinja_and_skips_an_empty_one(tmp_path):
+    from steerops.models.chat_template import folder_chat_template
+
+    assert folder_chat_template(str(tmp_path)) is None
+    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": "json {{ 1 }}"}))
+    assert folder_chat_template(str(tmp_path)) == "json {{ 1 }}"
+    (tmp_path / "chat_template.jinja").write_text("jinja {{ 1 }}")
+    assert folder_chat_template(str(tmp_path)) == "jinja {{ 1 }}"
+    (tmp_path / "chat_template.jinja").write_text("")
+    assert folder_chat_template(str(tmp_path)) == "json {{ 1 }}"
+    (tmp_path / "chat_template.json").write_text(json.dumps({"processor_class": "X"}))
+    assert folder_chat_template(str(tmp_path)) is None
+
+
+def test_a_checkpoint_automodelforcausallm_cannot_build_is_one_line_not_layers_path(tmp_path):
+    """LLaVA (a multimodal model AutoModelForCausalLM has no class for) said `unknown
+    architecture ... set layers_path`, and with layers_path a second error: now one line
+    from its config, with or without layers_path, before anything else is read."""
+    import transformers as T
+
+    from steerops.models.loading import check_variant
+
+    text = T.LlamaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2)
+    llava = T.LlavaConfig(text_config=text, architectures=["LlavaForConditionalGeneration"])
+    llava.save_pretrained(tmp_path / "model")  # the config alone: nothing else is read
+    line = (
+        f"models.base.id: {str(tmp_path / 'model')!r} is not a causal LM that "
+        "AutoModelForCausalLM can load (LlavaConfig, for LlavaForConditionalGeneration); "
+        "steerops steers causal language models only, whatever layers_path says"
+    )
+    for paths in ({}, {"layers_path": "model.language_model.layers"}):
+        with pytest.raises(SteeropsError) as err:
+            check_variant(_params(tmp_path, **paths), "base")
+        assert str(err.value) == line
 
 
 def test_an_architecture_outside_the_table_is_one_line_before_the_weights_load(

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> None:
             "fingerprint": fingerprint,
         }
         template = chat_template(params, variant)
-        if template is not None:  # the tokenizer's own is in the fingerprint already
+        # the tokenizer's own, or a chat_template.json beside it, is in the fingerprint already
+        if template is not None:
             records[variant]["chat_template_md5"] = text_md5(template)
     folder = params.out / MODELS_DIR
     for variant, record in records.items():

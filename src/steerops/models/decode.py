@@ -48,6 +48,7 @@ LOOP_ARCHITECTURES = frozenset(
         "llama",
         "mistral",
         "qwen2",
+        "qwen3",
         "gemma",
         "gemma2",
         "gemma3_text",

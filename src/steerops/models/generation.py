@@ -43,8 +43,8 @@ def format_prompt(
 ) -> str:
     """Render a user prompt (or a message list) through the chat template, as text.
 
-    Tokenizers without a chat template (base models) get the raw prompt, with the system
-    prompt prepended as plain text so it is not silently dropped.
+    Tokenizers without a chat template (base models; `load_tokenizer` warns) get the raw
+    prompt, with the system prompt prepended as plain text so it is not silently dropped.
     """
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     if system_prompt is not None and not any(m["role"] == "system" for m in messages):

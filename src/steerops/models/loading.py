@@ -8,6 +8,8 @@ else is refused.
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from transformers.utils import logging as hf_logging
 
 from steerops.errors import SteeropsError
-from steerops.models.chat_template import chat_template
+from steerops.models.chat_template import chat_template, folder_chat_template
 from steerops.models.fingerprint import model_fingerprint
 from steerops.models.hub import hub_snapshot
 from steerops.models.placement import check_placement
@@ -45,6 +47,7 @@ __all__ = [
 if TYPE_CHECKING:  # annotations only: extraction and its bench run without pydantic
     from steerops.config import ModelVariant, Params
 
+log = logging.getLogger(__name__)
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -227,6 +230,7 @@ def _check_readable(params: Params, variant: str, source: _Source, padding_side:
         raise SteeropsError(
             f"models.{variant}.id: cannot read the model's config: {_first_line(exc)}"
         ) from None
+    _check_causal_lm(config, variant, source.name)
     tokenizer = load_tokenizer(params, variant, padding_side=padding_side)
     if not (spec.layers_path or spec.attn_path or spec.mlp_path):
         model_type = getattr(config, "model_type", None)
@@ -244,7 +248,28 @@ def _check_readable(params: Params, variant: str, source: _Source, padding_side:
     return tokenizer
 
 
+def _check_causal_lm(config: Any, variant: str, name: str) -> None:
+    """A checkpoint AutoModelForCausalLM has no class for (LLaVA, an encoder-decoder) is one
+    line saying so, not an `unknown architecture` that sends the user to `layers_path`.
+    Code from the model's repository (`auto_map`) names its own class: not checked."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
+        return
+    if "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {}):
+        return
+    classes = ", ".join(getattr(config, "architectures", None) or [])
+    what = type(config).__name__ + (f", for {classes}" if classes else "")
+    raise SteeropsError(
+        f"models.{variant}.id: {name!r} is not a causal LM that AutoModelForCausalLM can load "
+        f"({what}); steerops steers causal language models only, whatever layers_path says"
+    )
+
+
 def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
+    """The variant's tokenizer, its chat template from params first, then its own, then one
+    in the model's folder (`folder_chat_template`); with none, prompts are the bare text,
+    which a warning line says."""
     source = _source(params, variant)
     try:
         tok = AutoTokenizer.from_pretrained(source.path, **source.kwargs)
@@ -265,9 +290,25 @@ def load_tokenizer(params: Params, variant: str, padding_side: str = "left"):
         # Common for base models; padded positions are masked, so any id works.
         tok.pad_token = tok.eos_token
     template = chat_template(params, variant)
+    if template is None and not tok.chat_template:
+        template = folder_chat_template(source.path, source.kwargs.get("revision"))
+        if template is None:
+            _warn_bare_prompts(variant, source.name)
     if template is not None:
         tok.chat_template = template
     return tok
+
+
+@functools.cache  # once per process: the check stages and the load both read the tokenizer
+def _warn_bare_prompts(variant: str, source: str) -> None:
+    log.warning(
+        "models.%s: %r has no chat template (not in its tokenizer, no chat_template.jinja / "
+        "chat_template.json): prompts are the bare text; an instruction-tuned model's "
+        "numbers depend on its template (models.%s.chat_template gives one)",
+        variant,
+        source,
+        variant,
+    )
 
 
 _PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")

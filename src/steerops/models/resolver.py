@@ -30,6 +30,7 @@ ARCHITECTURES: dict[str, tuple[str, str, str]] = {
     "llama": _PLAIN,
     "mistral": _PLAIN,
     "qwen2": _PLAIN,
+    "qwen3": _PLAIN,  # Qwen2's block; its q/k norms are inside self_attn
     "phi3": _PLAIN,
     "gemma": _PLAIN,
     "gemma2": _POST_NORMED,
