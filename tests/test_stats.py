@@ -329,6 +329,25 @@ def test_choose_never_picks_coefficient_zero_and_words_its_verdict():
     assert stats.best_steered_coherence([rows[0], rows[2]]) == 50.0
 
 
+def test_a_choice_that_moved_the_trait_the_other_way_held_out_is_an_opposite_effect():
+    """No config moves the trait the steering way, and the strongest coherent one moves it
+    reliably the other way held out: "opposite effect" (a sign or direction to check),
+    never "no effect" and never a pick; on too few questions, or with an interval reaching
+    zero, it stays "no effect"."""
+    against = [
+        _row(1.0, -40.0, -65.0, 90.0) | {"heldout_delta_hi": -35.0, "heldout_delta_lo": -85.0},
+        _row(2.0, -60.0, -85.0, 85.0) | {"heldout_delta_hi": -50.0, "heldout_delta_lo": -90.0},
+    ]
+    pick, verdict = stats.choose(against, 68)
+    assert pick is against[0] and verdict == stats.OPPOSITE
+    assert stats.choose([against[0] | {"heldout_n": 5}], 68)[1] == stats.NO_EFFECT
+    assert stats.choose([against[0] | {"heldout_delta_hi": 0.0}], 68)[1] == stats.NO_EFFECT
+    # a choice with an effect on the selection half that reverses held out
+    row = _row(1.0, 60.0, 40.0, 80.0, held_lo=-60.0) | {"heldout_delta_hi": -10.0}
+    assert stats.choose([row], 68)[1] == stats.OPPOSITE
+    assert stats.heldout_verdict(row | {"heldout_delta_hi": 5.0}, 68) == stats.NO_EFFECT
+
+
 def test_an_effect_on_fewer_held_out_questions_than_a_test_could_tell_is_too_few():
     """One held-out question moving 0 -> 100 gives a bootstrap interval [100, 100]: above
     zero, but no test could call it an effect. Below MIN_HELDOUT questions an interval

@@ -94,6 +94,10 @@ HELDOUT_UNSCORED = "held out unscored"
 # questions reads certainty from them
 TOO_FEW = "too few held out"
 MIN_HELDOUT = 6
+# a choice whose held-out interval lies wholly below zero, on enough questions to tell: the
+# trait moved against the steering direction (a vector's sign or a trait's direction to
+# check), which "no effect" would hide
+OPPOSITE = "opposite effect"
 # below this many held-out questions a verdict's interval is called out where it is printed
 FEW_HELDOUT = 10
 
@@ -353,9 +357,19 @@ def choose(
     `heldout_coherence_mean`. The choice is `select`'s; the held-out half then gives the
     verdict (`heldout_verdict`)."""
     pick, verdict = select(rows, min_coherence)
-    if pick is None or verdict is not None:
+    if pick is None:
         return pick, verdict or NEEDS_FINER
+    if verdict is not None:  # the strongest coherent config, none with an effect
+        return pick, OPPOSITE if moved_against(pick) else verdict
     return pick, heldout_verdict(pick, min_coherence)
+
+
+def moved_against(row: Mapping[str, Any]) -> bool:
+    """Whether a choice's held-out interval lies wholly below zero on at least MIN_HELDOUT
+    questions (`OPPOSITE`)."""
+    hi = as_number(row.get("heldout_delta_hi"))
+    n = as_number(row.get("heldout_n")) or 0
+    return hi is not None and hi < 0 and n >= MIN_HELDOUT
 
 
 def select(
@@ -560,7 +574,8 @@ def min_questions(k: int = 1) -> int:
 
 
 def heldout_verdict(row: Mapping[str, Any], min_coherence: float) -> str:
-    """OK, NO_EFFECT or INCOHERENT from the held-out interval and coherence; HELDOUT_UNSCORED
+    """OK, NO_EFFECT (OPPOSITE when the interval lies below zero: `moved_against`) or
+    INCOHERENT from the held-out interval and coherence; HELDOUT_UNSCORED
     when the judge gave either no score there (a judge failure must not read as "no
     effect"); TOO_FEW for an interval above zero on fewer than MIN_HELDOUT questions. The
     sign-flip test does not decide (`unconfirmed` says where it disagrees): where few
@@ -573,7 +588,7 @@ def heldout_verdict(row: Mapping[str, Any], min_coherence: float) -> str:
     if lo is None or coherence is None:
         return HELDOUT_UNSCORED
     if lo <= 0:
-        return NO_EFFECT
+        return OPPOSITE if moved_against(row) else NO_EFFECT
     if not coherent(coherence, min_coherence):
         return INCOHERENT
     return OK if (as_number(row.get("heldout_n")) or 0) >= MIN_HELDOUT else TOO_FEW

@@ -297,7 +297,7 @@ def test_toy_search_reuses_the_grid_and_starts_at_its_feasible_band(toy_search):
     )
 
 
-def test_toy_search_with_random_vectors_finds_no_feasible_steering(toy_search, capsys):
+def test_toy_search_with_random_vectors_finds_no_effect(toy_search, capsys):
     from steerops.cli import main
 
     folder, params, _, _, _ = toy_search
@@ -305,20 +305,21 @@ def test_toy_search_with_random_vectors_finds_no_feasible_steering(toy_search, c
     assert main([*argv, "--position", "prompt[-1]"]) == 0
     out = search_out(folder, "random_baseline")
     best = json.loads((out / "best.json").read_text())
-    assert best["status"] == "no feasible steering found"
+    # coherent trials, none with an effect: "no effect", not "no feasible steering"
+    assert best["status"] == "no effect" and best["n_feasible"] > 0
     assert best["chosen"] is None and best["heldout"] is None and not best["feasible"]
     printed = capsys.readouterr().out
-    assert "prompt[-1] `random_baseline`: no feasible steering found" in printed
+    assert "prompt[-1] `random_baseline`: no effect (" in printed
     # where its trials.csv and best.json are, relative to where the command ran
     [files] = [line for line in printed.splitlines() if line.startswith("  files: ")]
     assert Path(files.removeprefix("  files: ")).resolve() == out.resolve()
     assert (out / "heldout_responses.jsonl").read_text() == ""
     with (out / "best.csv").open() as f:
         [flat] = list(csv.DictReader(f))
-    assert flat["status"] == "no feasible steering found" and flat["coefficient"] == ""
+    assert flat["status"] == "no effect" and flat["coefficient"] == ""
     summary = json.loads((folder / "metrics" / "search.json").read_text())
     cell = out.relative_to(folder / "outputs" / "search").as_posix()
-    assert summary[cell]["status"] == "no feasible steering found"
+    assert summary[cell]["status"] == "no effect"
     assert summary[cell]["coefficient"] is None
     from steerops.search.storage import dashboard_storage
 

@@ -567,7 +567,7 @@ def test_a_cleaning_line_says_how_much_of_the_direction_the_removed_dims_held(tm
     ("share", "low", "caveat"),
     [
         (0.0076, -10.0, True),
-        (0.0076, 5.0, False),
+        (0.0076, 5.0, True),
         (0.2, -10.0, False),
         (float("nan"), -10.0, False),
     ],
@@ -575,9 +575,9 @@ def test_a_cleaning_line_says_how_much_of_the_direction_the_removed_dims_held(tm
 def test_a_null_gain_of_a_barely_changed_vector_is_not_read_as_dims_not_mattering(
     share, low, caveat
 ):
-    """The main job's cleaning removed 0.76% of the vector's squared norm: a null gain from a
-    near-copy says nothing of the dims, and the line says so; a real change or a gain off
-    zero keeps its plain verdict."""
+    """The main job's cleaning removed 0.76% of the vector's squared norm: a gain or none
+    from a near-copy says nothing of the dims, and the line says so; a real change keeps its
+    plain verdict."""
     from steerops.report.results import _cleaning_lines
 
     row = {"model": "m", "trait": "t", "position": "p", "component": "residual"}
@@ -587,6 +587,35 @@ def test_a_null_gain_of_a_barely_changed_vector_is_not_read_as_dims_not_matterin
     [line] = _cleaning_lines(pd.DataFrame([row]))
     assert ("so this cannot tell whether the dims matter" in line) is caveat
     assert line.endswith("**") and ("cleaning helps" in line) is (low > 0)
+
+
+@pytest.mark.parametrize(
+    ("cleaned", "uncleaned", "gain", "says"),
+    [
+        (("incoherent held out", 0.25), ("ok", 0.2), (30.0, 5.0, 55.0), "not a gain of the dims"),
+        (("ok", 0.2), ("incoherent held out", 0.25), (-30.0, -55.0, -5.0), "not a gain"),
+        (("ok", 0.25), ("ok", 0.2), (30.0, 5.0, 55.0), "cleaning helps"),
+        (("ok", 0.2), ("ok", 0.2), (30.0, 5.0, 55.0), "cleaning helps"),
+        (("incoherent held out", 0.2), ("ok", 0.2), (-30.0, -55.0, -5.0), "cleaning hurts"),
+    ],
+)
+def test_a_cleaning_gain_of_picks_apart_says_what_it_holds(cleaned, uncleaned, gain, says):
+    """Each variant is compared at its own chosen config: a higher trait bought by a pick
+    incoherent held out is no gain of the dims, and picks at different coefficients say
+    that the gain holds the coefficient's change too."""
+    from steerops.report.results import _cleaning_lines
+
+    key = {"model": "m", "trait": "t", "position": "p", "component": "residual"}
+    key |= {"method": "mean_diff", "gain_note": "", "dims_removed": 1, "layer": 12}
+    base = key | {"dims_cleaned": "0", "variant": "mean_diff", "gain": float("nan")}
+    base |= {"status": uncleaned[0], "coefficient": uncleaned[1]}
+    row = key | {"dims_cleaned": "all", "variant": "mean_diff_cleaned", "gain_k": 1}
+    row |= {"status": cleaned[0], "coefficient": cleaned[1], "gain_n": 20, "removed_share": 0.3}
+    row |= dict(zip(("gain", "gain_lo", "gain_hi"), gain, strict=True))
+    [line] = _cleaning_lines(pd.DataFrame([base, row]))
+    assert f"**{says}" in line
+    assert ("each at its own chosen config" in line) is (cleaned[1] != uncleaned[1])
+    assert f"verdicts: {cleaned[0]} cleaned, {uncleaned[0]} uncleaned" in line
 
 
 def test_the_grid_named_keeps_signed_coefficients_apart_and_unscored_is_not_incoherent():

@@ -176,6 +176,13 @@ def test_coefficient_table_has_ok_cells_only(frame):
     table = tables.coefficient_table(frame, 68)
     md = _row(table, method="mean_diff")
     assert md["coefficient"] == 1.5 and md["mean_diff_probe_ratio"] == pytest.approx(0.75)
+    # each ok cell carries its test and its q over the report's cells, as gap_analysis has it
+    gap = tables.gap_analysis(frame, 68).set_index("method")
+    for row in table.itertuples():
+        assert (row.heldout_p, row.heldout_q) == pytest.approx(
+            (gap.loc[row.method, "heldout_p"], gap.loc[row.method, "heldout_q"]), nan_ok=True
+        )
+    assert md["heldout_q"] < 0.05
     assert np.isnan(md["cleaning_shift"])
     assert _row(table, method="mean_diff_top2")["cleaning_shift"] == pytest.approx(-0.5)
     assert _row(table, method="probe_cleaned")["cleaning_shift"] == pytest.approx(-0.5)

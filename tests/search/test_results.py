@@ -14,7 +14,7 @@ from synthetic import (
     synthetic_trait,
 )
 
-from steerops.search.results import choose_best, selection_rows
+from steerops.search.results import choose_best, selection_rows, unchosen_status
 
 
 def _rows(records, questions=("q1", "q2", "q3")):
@@ -57,6 +57,10 @@ def test_a_coherent_trial_without_an_effect_beyond_its_interval_is_not_a_pick():
         }
     ]
     assert choose_best(rows, MIN_COH) is None
+    assert unchosen_status(rows, MIN_COH) == "no effect"  # coherent, but no effect
+    rows[0]["selection_coherence_mean"] = 60.0
+    assert unchosen_status(rows, MIN_COH) == "no feasible steering found"
+    rows[0]["selection_coherence_mean"] = 95.0
     rows[0]["selection_delta_lo"] = 0.5
     assert choose_best(rows, MIN_COH) is rows[0]["trial"]
 

@@ -468,6 +468,11 @@ def test_best_summary_counts_search_trials_not_imported_ones():
     best = best_summary(params, plan, records, None, LoopStats(baseline_trait=5.0), None)
     assert best["status"] == "no feasible steering found" and best["chosen"] is None
     assert not best["feasible"] and best["heldout"] is None
+    # coherent trials, none with an effect: said so, not "no feasible steering"
+    best = best_summary(
+        params, plan, records, None, LoopStats(baseline_trait=5.0), None, "no effect"
+    )
+    assert best["status"] == "no effect" and best["chosen"] is None and not best["feasible"]
 
 
 def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):

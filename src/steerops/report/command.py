@@ -228,6 +228,7 @@ def _metrics(gap, prepost, errors, searched) -> dict:
             ((gap["status"] == stats.OK) & (gap["heldout_q"] < stats.FDR)).sum()
         ),
         "cells_no_effect": int(count.get(stats.NO_EFFECT, 0)),
+        "cells_opposite_effect": int(count.get(stats.OPPOSITE, 0)),
         "cells_incoherent_heldout": int(count.get(stats.INCOHERENT, 0)),
         "cells_too_few_heldout": int(count.get(stats.TOO_FEW, 0)),
         "cells_needing_finer_coefficients": int(count.get(stats.NEEDS_FINER, 0)),
@@ -269,9 +270,12 @@ INTRO = (
     "interval above zero wins. Verdicts: **ok** (held-out interval above zero, still "
     "coherent held out), **no effect** (no coherent config's interval is above zero on the "
     "selection half, or the chosen one's reaches zero held out: no optimal or recommended "
-    "coefficient; none detected on these questions, not none at all), **incoherent held "
-    "out**, **too few held out** (an interval above zero on fewer than {min_heldout} "
-    "held-out questions: no sign or permutation test could tell an effect at 5% on so few), "
+    "coefficient; none detected on these questions, not none at all), **opposite effect** "
+    "(the chosen config's held-out interval lies below zero on at least {min_heldout} "
+    "questions: the trait moved against the steering direction; check the vector's sign and "
+    "`steering.direction`), **incoherent held out**, **too few held out** (an interval "
+    "above zero on fewer than {min_heldout} held-out questions: no sign or permutation test "
+    "could tell an effect at 5% on so few), "
     "**needs finer coefficients** (no "
     "steered config coherent; `best_coherence_reached` is the best a steered config got), "
     "**trait unscored** (coherent steered configs, but the judge gave none a trait score), "
@@ -298,7 +302,8 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "cleaning_curve": "Cleaning curve: dims cleaned (of the set `dim_set` names) vs "
         "held-out delta; gain = cleaned - uncleaned on the held-out questions, paired interval "
         "(Bonferroni over the `gain_k` cleaned variants of a method: together at 95%)",
-        "coefficients": "Best coefficients of the grid (ok cells only)",
+        "coefficients": "Best coefficients of the grid (ok cells only; `heldout_q`: the "
+        "cell's q over the report's cells, an ok at 0.05 or more may be chance)",
         "coefficient_prediction": "Coefficient prediction (leave-one-out error on distinct "
         "ok cells)",
         "recommendations": "Recommended starting coefficients (from ok cells only, per "

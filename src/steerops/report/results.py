@@ -29,7 +29,10 @@ VERDICTS = (
     "coefficient of the grid steered, which a finer grid or `steerops search` may beat), "
     "**no effect** (no coherent config's interval is above zero on the selection half, or "
     "the chosen one's reaches zero held out: no optimal coefficient; none detected on these "
-    "questions, not none at all), **incoherent held out**, **too few held out** (an interval "
+    "questions, not none at all), **opposite effect** (the chosen config's held-out "
+    f"interval lies below zero on at least {stats.MIN_HELDOUT} questions: the trait moved "
+    "against the steering direction; check the vector's sign and `steering.direction`), "
+    "**incoherent held out**, **too few held out** (an interval "
     f"above zero on fewer than {stats.MIN_HELDOUT} held-out questions, where no sign or "
     "permutation test could tell an effect at 5%), "
     "**needs finer coefficients** (no steered config coherent), "
@@ -148,7 +151,7 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
     chosen config, paired over the questions both were scored on, and what that says."""
     lines = []
     uncleaned = {
-        (r.model, r.trait, r.position, r.component, r.method): r.status
+        (r.model, r.trait, r.position, r.component, r.method): r
         for r in curve.itertuples(index=False)
         if r.dims_cleaned == "0"
     }
@@ -162,11 +165,24 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
             continue
         if pd.isna(row.gain):
             continue
+        base = uncleaned.get((row.model, row.trait, row.position, row.component, row.method))
+        base_status = base.status if base is not None else "?"
         k = 0 if pd.isna(row.gain_k) else int(row.gain_k)
         needed = stats.min_questions(k)
+        # a trait gain bought by a pick that loses coherence held out is no gain of the dims
+        incoherent = None
+        if row.gain_lo > 0 and row.status == stats.INCOHERENT:
+            incoherent = row.variant
+        elif row.gain_hi < 0 and base_status == stats.INCOHERENT:
+            incoherent = row.method
         if (row.gain_lo > 0 or row.gain_hi < 0) and row.gain_n < needed:
             claims = "one claim needs" if k <= 1 else f"{k} claims together need"
             says = f"too few held-out questions to tell ({int(row.gain_n)}; {claims} {needed})"
+        elif incoherent is not None:
+            says = (
+                f"not a gain of the dims: `{incoherent}`'s chosen config is incoherent held out, "
+                "so its higher trait is bought with coherence"
+            )
         elif row.gain_lo > 0:
             says = "cleaning helps"
         elif row.gain_hi < 0:
@@ -179,12 +195,19 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
         else:
             says = "no detectable difference"
         share = getattr(row, "removed_share", np.nan)
-        if not (row.gain_lo > 0 or row.gain_hi < 0) and not pd.isna(share) and share < BARELY:
-            # a near-copy of the uncleaned vector: no difference is what any dims would give
+        if not pd.isna(share) and share < BARELY:
+            # a near-copy of the uncleaned vector: no difference is what any dims would give,
+            # and a difference is the decoding's sensitivity to a tiny turn of the vector
             says += (
                 f"; the cleaned vector is nearly the uncleaned one (cosine "
                 f"{np.sqrt(max(0.0, 1 - share)):.3f}), so this cannot tell whether the dims "
                 "matter"
+            )
+        if base is not None and (row.layer, row.coefficient) != (base.layer, base.coefficient):
+            says += (
+                f"; each at its own chosen config (layer {cell(row.layer)}, coefficient "
+                f"{cell(row.coefficient)} against layer {cell(base.layer)}, coefficient "
+                f"{cell(base.coefficient)}): the gain holds the coefficient's change too"
             )
         removed = (
             ""
@@ -207,9 +230,7 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
             f"- {row.trait} {row.position} `{row.variant}` (dims cleaned: {row.dims_cleaned}"
             f"{removed}) against `{row.method}`: held-out trait "
             f"{interval(row.gain, row.gain_lo, row.gain_hi)}, n {int(row.gain_n)}{family} "
-            f"(verdicts: {row.status} cleaned, "
-            f"{uncleaned.get((row.model, row.trait, row.position, row.component, row.method), '?')}"
-            " uncleaned): "
+            f"(verdicts: {row.status} cleaned, {base_status} uncleaned): "
             f"**{says}**"
         )
     return lines or ["_no cleaned variant with an uncleaned one to compare_"]
@@ -346,6 +367,15 @@ def _verdict_lines(
             lines.append(
                 f"- {where}{alias}: **no effect** held out, no optimal coefficient (chosen "
                 f"{numbers})"
+            )
+        elif row.status == stats.OPPOSITE:
+            chosen = numbers.replace(
+                ": held-out delta", f": selection delta {_selection(row)}; held-out delta", 1
+            )
+            lines.append(
+                f"- {where}{alias}: **opposite effect**: the trait moved against the steering "
+                f"direction held out, no optimal coefficient (chosen {chosen}); check the "
+                "vector's sign and `steering.direction`"
             )
         else:
             lines.append(f"- {where}{alias}: **{row.status}**, no optimal coefficient ({numbers})")

@@ -280,9 +280,12 @@ def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame
     """The optimal coefficient of every "ok" (model, trait, position, component, method), with its
     held-out numbers, the mean_diff/probe ratio and the shift cleaning causes relative to the
     uncleaned base method (both only between "ok" rows). Cells without an effect held out
-    have no optimal coefficient."""
+    have no optimal coefficient. `heldout_q` is the cell's q over the report's cells
+    (`gap_analysis`): an ok whose q is 0.05 or more may be the one chance finding among them."""
     ok = {k: c for k, (c, status) in picks(frame, min_coherence).items() if status == stats.OK}
     cells = dict(iter(frame.groupby(GROUP, sort=True)))
+    tested = gap_analysis(frame, min_coherence)
+    q_of = dict(zip(map(tuple, tested[GROUP].to_numpy()), tested["heldout_q"], strict=True))
     aliases = frame.groupby(GROUP, sort=True)["alias_of"].first().to_dict()
     out = []
     for (*key, method), hit in sorted(ok.items()):
@@ -300,6 +303,8 @@ def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame
                 "unit": hit.get("unit", ""),
                 "weight": np.nan if weight is None else weight,
                 **_held(hit),
+                "heldout_p": _get(hit, "heldout_p"),
+                "heldout_q": q_of.get((*key, method), np.nan),
                 "mean_diff_probe_ratio": (
                     float(md["coefficient"]) / float(pr["coefficient"])
                     if md is not None and pr is not None and not _settings_differ(md, pr)
@@ -318,7 +323,8 @@ def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame
             }
         )
     columns = KEY + ["method", "alias_of", "layer", "coefficient", "unit", "weight"]
-    columns += [*HELD.values(), "mean_diff_probe_ratio", "cleaning_shift", "at_largest_coefficient"]
+    columns += [*HELD.values(), "heldout_p", "heldout_q", "mean_diff_probe_ratio"]
+    columns += ["cleaning_shift", "at_largest_coefficient"]
     return pd.DataFrame(out, columns=columns)
 
 

@@ -52,9 +52,16 @@ def selection_rows(
 
 
 def choose_best(rows: list[dict[str, Any]], min_coherence: float) -> TrialRecord | None:
-    """The chosen trial, or None: no feasible steering found."""
+    """The chosen trial, or None: nothing chosen (`unchosen_status` says why)."""
     pick, verdict = stats.select(rows, min_coherence)
     return None if pick is None or verdict is not None else pick["trial"]
+
+
+def unchosen_status(rows: list[dict[str, Any]], min_coherence: float) -> str:
+    """Why no trial was chosen: coherent steered trials, none with an interval above zero
+    (`stats.NO_EFFECT`), or none coherent at all (`NO_FEASIBLE`)."""
+    _, verdict = stats.select(rows, min_coherence)
+    return stats.NO_EFFECT if verdict == stats.NO_EFFECT else NO_FEASIBLE
 
 
 def generated_rows(records: list[TrialRecord]) -> int:
@@ -69,18 +76,20 @@ def best_summary(
     chosen: dict[str, Any] | None,
     stats_,
     held: dict | None,
+    unchosen: str = NO_FEASIBLE,
 ) -> dict:
     """best.json: the outcome, and the chosen config with its search-half and held-out
-    numbers (each with its interval), or no choice at all."""
+    numbers (each with its interval), or no choice at all (`unchosen`: why)."""
     st, cfg = params.steering, params.search
     n_search = len(plan.search_questions)
     n_heldout = len(plan.heldout_questions)
     trial_rows = generated_rows(records)
     if chosen is None or held is None:
-        status, feasible = NO_FEASIBLE, False
+        status, feasible = unchosen, False
     else:
         row = {
             "heldout_delta_lo": held["delta_lo"],
+            "heldout_delta_hi": held.get("delta_hi"),
             "heldout_coherence_mean": held["coherence_mean"],
             "heldout_n": held["n"],
             "heldout_p": held.get("p"),

@@ -299,6 +299,7 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
         best_summary,
         choose_best,
         selection_rows,
+        unchosen_status,
     )
     from steerops.search.store import (
         BEST_CSV,
@@ -321,10 +322,16 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
     pick = choose_best(rows, plan.min_coherence)
     chosen = next((r for r in rows if r["trial"] is pick), None)
     held = None
+    unchosen = NO_FEASIBLE
     if pick is None:
+        unchosen = unchosen_status(rows, plan.min_coherence)
+        why = (
+            "trials reached it, none with a trait delta above zero beyond its interval"
+            if unchosen != NO_FEASIBLE
+            else "no steered trial reached it"
+        )
         print(
-            f"steerops search: {NO_FEASIBLE}: no trial reached coherence >= "
-            f"{plan.min_coherence:g} with a trait delta above zero beyond its interval",
+            f"steerops search: {unchosen}: coherence >= {plan.min_coherence:g}: {why}",
             file=sys.stderr,
         )
     else:
@@ -334,7 +341,7 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
         held = evaluate_heldout(
             held_eval, config, direction, params.seed, written, min_coherence=plan.min_coherence
         )
-    best = best_summary(params, plan, records, chosen, stats, held)
+    best = best_summary(params, plan, records, chosen, stats, held, unchosen)
     out = plan.out_dir
     out.mkdir(parents=True, exist_ok=True)
     write_trials_csv(out / TRIALS_FILE, records)

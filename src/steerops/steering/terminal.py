@@ -86,6 +86,8 @@ def verdict_line(m: dict[str, Any]) -> str:
         selection = f" (selection delta {_interval(m, 'selection_trait_delta', 'selection_')})"
     elif status == stats.NO_EFFECT:
         status = f"{status} held out"
+    elif status == stats.OPPOSITE:
+        status = f"{status} (the trait moved against the steering direction held out)"
     under = stats.under_bar_text(
         m.get("heldout_coherence_scored"), m.get("heldout_under_bar"), m["min_coherence"]
     )
