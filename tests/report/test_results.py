@@ -675,6 +675,53 @@ def test_the_preclean_table_says_how_far_the_two_vectors_differ(tmp_path):
     assert np.isnan(prepost["vectors_max_diff"][2])  # the other model's variant has none
 
 
+def test_vectors_equal_to_float_rounding_are_one_finding(tmp_path):
+    """A preclean mean_diff is its clean-after twin up to float32 rounding (about 1e-8):
+    named an alias of it, so one finding is one test and one ok cell; vectors apart by
+    more than 1e-6 somewhere, another layer set, or an exact alias already named, stay."""
+    import numpy as np
+    import torch
+
+    from steerops.config import load_params
+    from steerops.report.calibrated import with_near_aliases
+    from steerops.vectors.store import save_vectors
+
+    params = load_params(write_params(tmp_path))
+    rng = np.random.default_rng(2)
+    base = {k: torch.tensor(rng.normal(size=8), dtype=torch.float64) for k in (1, 2)}
+    base = {k: v / v.norm() for k, v in base.items()}
+    nudge = torch.zeros(8, dtype=torch.float64)
+    nudge[3] = 5e-7
+    spread = {
+        "mean_diff_cleaned": base,
+        "mean_diff_preclean": {k: v + nudge for k, v in base.items()},  # rounding apart
+        "mean_diff_top1": {1: base[1], 2: base[2] + 10 * nudge},  # 5e-6 at one layer
+        "probe_cleaned": {1: base[1]},  # a layer short
+        "probe_preclean": base,  # the same tensors: named by the vectors' hashes already
+    }
+    for method, units in spread.items():
+        folder = vectors_dir(params.out, TRAIT, "base", POSITION, COMPONENT, method)
+        save_vectors(folder, {k: v.float() for k, v in units.items()}, {"method": method})
+    key = {"model": "m", "trait": TRAIT, "position": POSITION, "component": COMPONENT}
+    exact = {"probe_preclean": "mean_diff_cleaned"}
+    frame = pd.DataFrame(
+        [
+            key | {"method": m, "vector_variant": "base", "alias_of": exact.get(m, ""), "i": i}
+            for m in spread
+            for i in range(2)  # two configs a method
+        ]
+    )
+    with_near_aliases(params, frame)
+    named = frame.groupby("method")["alias_of"].agg(set).to_dict()
+    assert named == {
+        "mean_diff_cleaned": {""},
+        "mean_diff_preclean": {"mean_diff_cleaned"},
+        "mean_diff_top1": {""},
+        "probe_cleaned": {""},
+        "probe_preclean": {"mean_diff_cleaned"},
+    }
+
+
 def test_a_method_dropped_from_params_is_named_so_on_the_main_jobs_page(tmp_path):
     """Its cell's results log (its study) outlives its removal from `steering.methods`
     (`search.methods`), so the page still shows its last sweep (study), and says that no

@@ -194,6 +194,43 @@ def with_vector_agreement(params, frame: pd.DataFrame, prepost: pd.DataFrame) ->
     prepost["vectors_max_diff"] = diffs
 
 
+# Unit vectors this close at every layer are one direction up to float32 rounding (a
+# preclean and a clean-after mean_diff differ by about 1e-8): one finding, not two.
+NEAR_ALIAS = 1e-6
+
+
+def with_near_aliases(params, frame: pd.DataFrame) -> None:
+    """Name in `alias_of` (in place) a method whose unit vectors equal an earlier method's
+    of its cell to within `NEAR_ALIAS` at every layer, as an alias of the same tensors is
+    named: it was evaluated on its own, but it is one test and one finding in the report's
+    counts, q-values and coefficient fit."""
+    if frame.empty:
+        return
+    variants = _vector_variants(frame)
+    stored = _stored_vectors(params)
+    for key, cell in frame.groupby(tables.KEY, sort=True):
+        free = sorted(m for m, rows in cell.groupby("method") if rows["alias_of"].iloc[0] == "")
+        canonical: list[tuple[str, dict[int, Any]]] = []
+        for method in free:
+            variant = variants.get((*key, method))
+            vectors = None if variant is None else stored(key[1], variant, *key[2:], method)
+            if not vectors:
+                continue
+            twin = next((m for m, v in canonical if _within(v, vectors, NEAR_ALIAS)), None)
+            if twin is None:
+                canonical.append((method, vectors))
+                continue
+            rows = (frame[tables.KEY] == pd.Series(key, index=tables.KEY)).all(axis=1)
+            frame.loc[rows & (frame["method"] == method), "alias_of"] = twin
+
+
+def _within(a: dict[int, Any], b: dict[int, Any], tolerance: float) -> bool:
+    """Whether two vector sets hold the same layers, each element within `tolerance`."""
+    return set(a) == set(b) and all(
+        float((a[k].double() - b[k].double()).abs().max()) <= tolerance for k in a
+    )
+
+
 def _stored_vectors(params) -> Callable[..., dict[int, Any] | None]:
     """A loader of the vectors under the inputs, by (trait, variant, position, component,
     method), each read once; None for vectors gone since the grid steered them (nothing to

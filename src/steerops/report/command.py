@@ -130,6 +130,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     massive = calibrated.massive_table(record)
     if frame.empty:
         frame = pd.DataFrame(columns=COLUMNS)
+    calibrated.with_near_aliases(params, frame)
     gap = tables.gap_analysis(frame, threshold)
     prepost = tables.preclean_vs_clean_after(frame, threshold, proto.seed)
     curve = tables.cleaning_curve(frame, threshold, proto.seed)
@@ -281,8 +282,9 @@ INTRO = (
     "**trait unscored** (coherent steered configs, but the judge gave none a trait score), "
     "**held out unscored** (the judge gave the choice no held-out trait or coherence "
     "score). Coherences print rounded down, so none shows at a bar it is under. "
-    "`alias_of` names a method whose vectors are the same tensors: the alias was evaluated "
-    "once and is left out of counts and of the coefficient fit. Searches are a separate "
+    "`alias_of` names a method whose vectors are the same tensors (the alias was evaluated "
+    "once) or equal to them within 1e-06 at every layer (float rounding, evaluated on its "
+    "own): either is left out of counts, q-values and the coefficient fit. Searches are a separate "
     "table: their trials use the search half only and are never mixed into grid tables."
 )
 
