@@ -316,7 +316,7 @@ def _verdict_lines(
         where = f"{row.trait} {row.position} `{row.method}`"
         if methods is not None and row.method not in methods:
             where += " (no longer in `steering.methods`: from its last sweep)"
-        alias = f" (same vectors as `{row.alias_of}`)" if row.alias_of else ""
+        alias = f" (same vectors as `{row.alias_of}`, up to float rounding)" if row.alias_of else ""
         if row.status == stats.NEEDS_FINER:
             best = stats.as_number(row.best_coherence_reached)
             reached = (
