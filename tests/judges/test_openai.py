@@ -759,6 +759,8 @@ def test_answers_from_two_models_behind_one_name_are_warned_about(
     assert "'judge-mini-2026-01-01' (0 answered now, 2 cached)" in err
     assert "'judge-mini-2026-06-01' (2 answered now, 0 cached)" in err
     assert "judge.version" in err and err.count("\n") == 1
+    judge.score(["q1", "q2"], [RESPONSES[1], RESPONSES[2]])
+    assert "models" not in capsys.readouterr().err  # said once a judge, not once a chunk
 
 
 def _keys(judge, question, response):

@@ -82,6 +82,7 @@ class CachedJudge:
         self.unanswered: set[tuple[str, str]] = set()
         # whether this judge has answered before (a cache hit): its endpoint takes the request
         self.answered_before = False
+        self._mixed_said = False  # whether answers from two served models were warned about
 
     def score(self, questions: list[str], responses: list[str]) -> list[Score]:
         check_pairs(questions, responses)
@@ -144,8 +145,9 @@ class CachedJudge:
         and the scores' means mix two judges that the judge's id cannot tell apart."""
         cached = self.cache.served_models(cached_keys)
         models = sorted(set(fresh) | set(cached))
-        if len(models) < 2:
+        if len(models) < 2 or self._mixed_said:
             return
+        self._mixed_said = True  # once a judge: a stage scores chunk after chunk
         counts = ", ".join(
             f"{m!r} ({fresh.get(m, 0)} answered now, {cached.get(m, 0)} cached)" for m in models
         )
