@@ -22,9 +22,13 @@ from steerops.redact import redacted, shown_url, without_credentials
         # a query value holding `@` leaves the host shown
         ("http://user:pw@host:5000/v1?to=a@b", "http://host:5000/v1"),
         ("https://tok@host/v1?to=a@b", "https://host/v1"),
-        # a password holding `?` is never shown, even at the cost of the host
-        ("postgresql://u:pa?ss@db/mlflow", "postgresql://db/mlflow"),
-        ("postgresql://u:pa?ss@db/mlflow?to=a@b", "postgresql://b"),
+        # `x:y` then `@` only past a `?`: a password holding `?`, or a port and a query
+        # holding `@`; neither the password nor the query is shown, nor the host
+        ("postgresql://u:pa?ss@db/mlflow", "postgresql://***"),
+        ("postgresql://u:pa?ss@db/mlflow?to=a@b", "postgresql://***"),
+        ("https://judge.example:8443/v1?api-key=ab@SECRET", "https://***"),
+        ("postgresql://db.example:5432/x?password=p@SECRET", "postgresql://***"),
+        ("https://host/v1?to=a@b", "https://host/v1"),  # no `x:y`: no credentials
         ("HTTPS://host/v1#secret", "HTTPS://host/v1"),
     ],
 )
@@ -52,6 +56,19 @@ def test_credentials_leave_every_url_of_a_text_and_nothing_else():
 )
 def test_an_endpoint_never_shows_a_query_whatever_its_form(url):
     assert "SECRET" not in shown_url(url, paths=False)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://judge.example:8443/v1?api-key=ab@SECRET",
+        "postgresql://db.example:5432/x?password=p@SECRET#frag",
+        "postgresql://u:SECRET?x@db/mlflow",
+    ],
+)
+def test_a_query_holding_at_after_a_port_shows_no_secret_anywhere(url):
+    assert "SECRET" not in without_credentials(url)
+    assert "SECRET" not in redacted(f"--storage {url} --trait x")
 
 
 def test_a_command_line_shows_no_credentials_nor_a_servers_query():

@@ -6,10 +6,12 @@ import re
 # `scheme://user:password@` (or `scheme://token@`): a password may hold an unencoded `/`,
 # which SQLAlchemy accepts, but a user part never does, so a path holding `@`
 # (`sqlite:////runs/a@2/x.db`) is kept. The password ends at the last `@` before a query
-# (whose values may hold `@`); one holding `?` or `#` itself ends at the text's last `@`,
-# which may hide the host but never shows the password
+# (whose values may hold `@`). Where `x:y` comes first and every `@` after a `?` or `#`,
+# the text cannot tell a password holding `?` (`u:pa?ss@host`) from a port and a query
+# holding `@` (`host:8443/v1?key=a@b`): all of it after the scheme is hidden (`ambiguous`)
 _CREDENTIALS = re.compile(
-    r"([A-Za-z][A-Za-z0-9+.-]*://)(?:[^/\s@:]*:[^\s?#]*@|[^/\s@:]*:\S*@|[^/\s@:]+@)"
+    r"([A-Za-z][A-Za-z0-9+.-]*://)"
+    r"(?:[^/\s@:]*:[^\s?#]*@|[^/\s@:]+@|(?P<ambiguous>[^/\s@:]*:[^\s@?#]*[?#]\S*@\S*))"
 )
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
@@ -19,7 +21,7 @@ _PATHS = ("sqlite", "file", "journal")
 
 def without_credentials(text: str) -> str:
     """`text` with the user and password of every URL in it left out."""
-    return _CREDENTIALS.sub(r"\1", text)
+    return _CREDENTIALS.sub(lambda m: m.group(1) + ("***" if m["ambiguous"] else ""), text)
 
 
 def shown_url(url: str, paths: bool = True) -> str:

@@ -326,6 +326,9 @@ def test_a_key_echoed_cut_short_or_in_another_case_is_not_shown():
         assert "***" in text and text.endswith(". See the docs")
         assert not any(KEY[i : i + 8].lower() in text.lower() for i in range(len(KEY) - 7))
     assert shown("no key here: sk-other-999", KEY, 400) == "no key here: sk-other-999"
+    # a character whose lowercase is longer ("İ") shifts no position after it
+    text = shown("\u0130\u0130\u0130 key " + KEY[3:15] + " rejected", KEY, 400)
+    assert text == "\u0130\u0130\u0130 key *** rejected"
 
 
 def test_gives_up_after_max_retries(tmp_path, server, trait, key):
@@ -901,13 +904,18 @@ def test_refused_first_prompts_do_not_fail_a_judge_the_cache_shows_answering(
     judge = make_judge(params_for(tmp_path, server), trait)
     judge.score(["q1"], [RESPONSES[1]])
     server.refuse = "FILTERED"
-    questions = ["qa", "qb", "qc", "qd"]
-    responses = ["FILTERED " + RESPONSES[0], "FILTERED " + RESPONSES[2]] + RESPONSES[1:3]
+    questions = ["qa", "qb", "qc", "qd", "qe"]
+    filtered = ["FILTERED " + RESPONSES[i] for i in (0, 2, 3)]  # three pairs: the limit
+    responses = filtered + RESPONSES[1:3]
     later = make_judge(params_for(tmp_path, server), trait)
     scores = later.score(questions, responses)
-    assert scores[:2] == [(None, None)] * 2
-    assert scores[2][0] == pytest.approx(expected(RESPONSES[1], "trait", 0.25))
-    assert later.unanswered == {("qa", responses[0]), ("qb", responses[1])}
+    assert scores[:3] == [(None, None)] * 3
+    assert scores[3][0] == pytest.approx(expected(RESPONSES[1], "trait", 0.25))
+    assert later.unanswered == set(zip(questions[:3], filtered, strict=True))
+    # a judge with no answer cached is failed by the same three
+    fresh = make_judge(params_for(tmp_path / "fresh", server), trait)
+    with pytest.raises(SteeropsError, match="HTTP 400"):
+        fresh.score(questions, responses)
 
 
 def test_a_retry_after_longer_than_our_backoff_is_honoured():

@@ -256,9 +256,9 @@ def _scrub(text: str, secret: str) -> str:
 def _without_key_runs(text: str, secret: str) -> str:
     if len(secret) < _KEY_RUN:
         return text  # a key this short is matched whole above
-    key = secret.lower()
+    key = _folded(secret)
     windows = {key[i : i + _KEY_RUN] for i in range(len(key) - _KEY_RUN + 1)}
-    low = text.lower()
+    low = _folded(text)
     covered = [False] * len(text)
     for i in range(len(text) - _KEY_RUN + 1):
         if low[i : i + _KEY_RUN] in windows:
@@ -286,6 +286,12 @@ def _key_pattern(secret: str) -> re.Pattern[str]:
         return f"(?:{'|'.join(forms)})"
 
     return re.compile("".join(spelled(c) for c in secret))
+
+
+def _folded(text: str) -> str:
+    """`text` lowercased character by character, keeping its length ("İ" lowercases to two
+    characters, which would shift every position after it)."""
+    return "".join(low if len(low := c.lower()) == 1 else c for c in text)
 
 
 def shown(text: str, secret: str, limit: int) -> str:
