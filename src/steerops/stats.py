@@ -364,6 +364,21 @@ def choose(
     return pick, heldout_verdict(pick, min_coherence)
 
 
+def opposite_words(row: Mapping[str, Any]) -> str:
+    """What an OPPOSITE choice says: with no effect where it was chosen, every coherent
+    config moved the trait the other way (a vector's sign or the trait's direction); with
+    one, the two halves disagree (the selection half's effect reversed held out)."""
+    if no_effect_on_selection(row):
+        return (
+            "the trait moved against the steering direction held out; check the vector's "
+            "sign and `steering.direction`"
+        )
+    return (
+        "the selection half's effect reversed held out: the halves disagree (more questions "
+        "tell which holds)"
+    )
+
+
 def moved_against(row: Mapping[str, Any]) -> bool:
     """Whether a choice's held-out interval lies wholly below zero on at least MIN_HELDOUT
     questions (`OPPOSITE`)."""

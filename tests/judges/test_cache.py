@@ -27,6 +27,28 @@ def test_cache_round_trip_and_keys(tmp_path):
     assert len(again) == 2
 
 
+def test_the_served_model_counts_only_beside_the_answer_it_came_with(tmp_path):
+    """An older steerops replaces answers without touching the served-model table: such a
+    row no longer names the model of the answer beside it, and is not counted."""
+    import sqlite3
+
+    cache = JudgeCache(tmp_path)
+    keys = [cache_key("j", "trait", "q", str(i)) for i in range(3)]
+    cache.put(keys[0], "j", "trait", (50.0, 1.0), "gpt-a")
+    cache.put(keys[1], "j", "trait", (50.0, 1.0), "gpt-a")
+    cache.put(keys[2], "j", "trait", (50.0, 1.0))
+    assert cache.served_models(keys) == {"gpt-a": 2}
+    with sqlite3.connect(cache.path) as db:  # as the older code writes an answer again
+        db.execute(
+            "INSERT OR REPLACE INTO answers VALUES (?, 'j', 'trait', 60.0, 1.0, ?)",
+            (keys[0], time.time() + 1),
+        )
+    assert cache.served_models(keys) == {"gpt-a": 1}
+    cache.put(keys[1], "j", "trait", (50.0, 1.0))  # answered again, naming no model
+    assert cache.served_models(keys) == {}
+    assert cache.has_answers("j") and not cache.has_answers("other")
+
+
 def test_cache_with_concurrent_writer_processes(tmp_path):
     # The processes start together and open the same fresh files one after another, so
     # some open a file while another switches it to WAL, and all write the same tables.

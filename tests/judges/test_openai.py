@@ -326,6 +326,10 @@ def test_a_key_echoed_cut_short_or_in_another_case_is_not_shown():
         assert "***" in text and text.endswith(". See the docs")
         assert not any(KEY[i : i + 8].lower() in text.lower() for i in range(len(KEY) - 7))
     assert shown("no key here: sk-other-999", KEY, 400) == "no key here: sk-other-999"
+    # a placeholder key of words keeps the server's words (no runs scrubbed), whole it goes
+    placeholder = "sk-no-key-required"
+    assert shown("'messages' is required", placeholder, 400) == "'messages' is required"
+    assert shown(f"bad key {placeholder}", placeholder, 400) == "bad key ***"
     # a character whose lowercase is longer ("İ") shifts no position after it
     text = shown("\u0130\u0130\u0130 key " + KEY[3:15] + " rejected", KEY, 400)
     assert text == "\u0130\u0130\u0130 key *** rejected"

@@ -452,6 +452,36 @@ def test_no_effect_on_the_selection_half_is_not_worded_as_a_held_out_finding():
     assert "selection half" in VERDICTS.split("**no effect**")[1].split("**")[0]
 
 
+def test_an_opposite_effect_is_worded_by_the_half_that_moved_and_counted_apart():
+    """ "opposite effect": every coherent config moved the trait the other way (a sign to
+    check), or the selection half's effect reversed held out (the halves disagree); counted
+    in metrics.json under its own name, not as "no effect"."""
+    from steerops.report.command import _metrics
+    from steerops.report.results import VERDICTS, _verdict_lines
+
+    row = {"model": "m", "trait": "t", "position": "p", "component": "residual"}
+    row |= {"method": "m", "alias_of": "", "layer": 2, "coefficient": 1.0, "coherence": 90.0}
+    row |= {"n": 20, "at_largest_coefficient": False, "status": "opposite effect"}
+    row |= {"delta": -60.0, "delta_lo": -85.0, "delta_hi": -35.0, "selection_delta": -40.0}
+    gap = pd.DataFrame(
+        [
+            row | {"selection_delta_lo": -65.0, "selection_delta_hi": -15.0},
+            row | {"method": "k", "selection_delta_lo": 5.0, "selection_delta_hi": 60.0},
+        ]
+    )
+    against, reversed_ = _verdict_lines(gap, threshold=68.0)
+    assert against.startswith("- t p `m`: **opposite effect**, no optimal coefficient (chosen")
+    assert "selection delta -40.0 [-65.0, -15.0]; held-out delta -60.0 [-85.0, -35.0]" in against
+    assert against.endswith("check the vector's sign and `steering.direction`")
+    assert "the selection half's effect reversed held out" in reversed_
+    assert "**opposite effect**" in VERDICTS
+    gap["heldout_q"] = float("nan")
+    empty = pd.DataFrame(columns=["flag", "loo_mae", "status"])
+    counts = _metrics(gap, empty, empty, empty)
+    assert counts["cells_opposite_effect"] == 2 and counts["cells_no_effect"] == 0
+    assert counts["best_cell"] is None  # the reversed cell is no best
+
+
 def test_tables_never_print_a_coherence_or_bound_across_its_verdict():
     from steerops.report.markdown import markdown_table
 
@@ -592,8 +622,8 @@ def test_a_null_gain_of_a_barely_changed_vector_is_not_read_as_dims_not_matterin
 @pytest.mark.parametrize(
     ("cleaned", "uncleaned", "gain", "says"),
     [
-        (("incoherent held out", 0.25), ("ok", 0.2), (30.0, 5.0, 55.0), "not a gain of the dims"),
-        (("ok", 0.2), ("incoherent held out", 0.25), (-30.0, -55.0, -5.0), "not a gain"),
+        (("incoherent held out", 0.25), ("ok", 0.2), (30.0, 5.0, 55.0), "not a gain from the"),
+        (("ok", 0.2), ("incoherent held out", 0.25), (-30.0, -55.0, -5.0), "not a loss from the"),
         (("ok", 0.25), ("ok", 0.2), (30.0, 5.0, 55.0), "cleaning helps"),
         (("ok", 0.2), ("ok", 0.2), (30.0, 5.0, 55.0), "cleaning helps"),
         (("incoherent held out", 0.2), ("ok", 0.2), (-30.0, -55.0, -5.0), "cleaning hurts"),

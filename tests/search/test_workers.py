@@ -468,6 +468,10 @@ def test_best_summary_counts_search_trials_not_imported_ones():
     best = best_summary(params, plan, records, None, LoopStats(baseline_trait=5.0), None)
     assert best["status"] == "no feasible steering found" and best["chosen"] is None
     assert not best["feasible"] and best["heldout"] is None
+    # a choice whose held-out interval lies below zero moved the trait the other way
+    against = {**held, "delta_lo": -40.0, "delta_hi": -10.0}
+    best = best_summary(params, plan, records, chosen, LoopStats(baseline_trait=5.0), against)
+    assert best["status"] == "opposite effect"
     # coherent trials, none with an effect: said so, not "no feasible steering"
     best = best_summary(
         params, plan, records, None, LoopStats(baseline_trait=5.0), None, "no effect"

@@ -119,3 +119,23 @@ def test_only_an_ok_config_is_starred_as_the_answer():
         "  ~ no effect on the selection half: no optimal coefficient (the strongest coherent "
         "config: layer 12 coefficient 0.2)"
     )
+
+
+def test_an_opposite_effect_says_which_halves_moved_the_other_way():
+    """Every coherent config moved the trait the other way (a sign to check), or the chosen
+    one's selection-half effect reversed held out (the halves disagree)."""
+    against = _metrics(
+        "opposite effect",
+        selection_trait_delta=-40.0,
+        selection_delta_lo=-65.0,
+        selection_delta_hi=-15.0,
+        heldout_trait_delta=-60.0,
+        heldout_delta_lo=-85.0,
+        heldout_delta_hi=-35.0,
+    )
+    line = verdict_line(against)
+    assert line.startswith("opposite effect (the trait moved against the steering direction")
+    assert "`steering.direction`" in line and "no optimal coefficient" in line
+    reversed_ = verdict_line(against | {"selection_delta_lo": 10.0})
+    assert "the selection half's effect reversed held out" in reversed_
+    assert "steering.direction" not in reversed_

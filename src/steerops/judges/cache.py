@@ -75,9 +75,12 @@ class JudgeCache:
                     "CREATE TABLE IF NOT EXISTS unreadable (judge TEXT PRIMARY KEY, reason TEXT)"
                 )
                 # which model the endpoint says answered (an alias moves to new snapshots);
-                # a table of its own, so a cache an older steerops also writes keeps its form
+                # a table of its own, so a cache an older steerops also writes keeps its form,
+                # with the answer's `created`: a row counts only beside the answer it names
+                # (an older steerops replaces answers without touching this table)
                 self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS served (key TEXT PRIMARY KEY, model TEXT)"
+                    "CREATE TABLE IF NOT EXISTS answered_by "
+                    "(key TEXT PRIMARY KEY, model TEXT, created REAL)"
                 )
                 self._db.execute("CREATE INDEX IF NOT EXISTS answers_judge ON answers (judge)")
                 self._db.commit()
@@ -123,16 +126,20 @@ class JudgeCache:
         cannot take (damaged, disk full) is said once and not cached: the run keeps it and
         goes on."""
         mean, mass = entry
+        created = time.time()
         try:
             with self._lock, self._db:  # one transaction: the row lands whole or not at all
                 self._db.execute(
                     "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
-                    (key, judge_id, kind, mean, float(mass), time.time()),
+                    (key, judge_id, kind, mean, float(mass), created),
                 )
                 if served is None:
-                    self._db.execute("DELETE FROM served WHERE key = ?", (key,))
+                    self._db.execute("DELETE FROM answered_by WHERE key = ?", (key,))
                 else:
-                    self._db.execute("INSERT OR REPLACE INTO served VALUES (?, ?)", (key, served))
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO answered_by VALUES (?, ?, ?)",
+                        (key, served, created),
+                    )
         except sqlite3.DatabaseError as exc:
             self._warn(exc)
 
@@ -147,7 +154,9 @@ class JudgeCache:
             try:
                 with self._lock:
                     rows = self._db.execute(
-                        f"SELECT model FROM served WHERE key IN ({marks})", chunk
+                        "SELECT b.model FROM answered_by b JOIN answers a "
+                        f"ON a.key = b.key AND a.created = b.created WHERE b.key IN ({marks})",
+                        chunk,
                     ).fetchall()
             except sqlite3.DatabaseError as exc:
                 self._warn(exc)
@@ -174,7 +183,8 @@ class JudgeCache:
         try:
             with self._lock, self._db:
                 self._db.execute(
-                    "DELETE FROM served WHERE key IN (SELECT key FROM answers WHERE judge = ?)",
+                    "DELETE FROM answered_by WHERE key IN "
+                    "(SELECT key FROM answers WHERE judge = ?)",
                     (judge_id,),
                 )
                 self._db.execute("DELETE FROM answers WHERE judge = ?", (judge_id,))
@@ -189,7 +199,7 @@ class JudgeCache:
         try:
             with self._lock, self._db:
                 self._db.executemany("DELETE FROM answers WHERE key = ?", [(k,) for k in keys])
-                self._db.executemany("DELETE FROM served WHERE key = ?", [(k,) for k in keys])
+                self._db.executemany("DELETE FROM answered_by WHERE key = ?", [(k,) for k in keys])
         except sqlite3.DatabaseError as exc:
             self._warn(exc)
 

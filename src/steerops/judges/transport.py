@@ -37,7 +37,8 @@ _WAIT_SAID_S = 10.0
 _SAID_EVERY_S = 60.0
 _said_at = [float("-inf")]
 _said_lock = threading.Lock()
-# Runs of the key this long, in any case, are scrubbed too: a server may echo it cut short.
+# Runs of the key this long, in any case, are scrubbed too: a server may echo it cut short
+# (of a key mixing letters and digits: a placeholder's runs are words of the server's text).
 _KEY_RUN = 8
 
 
@@ -254,8 +255,10 @@ def _scrub(text: str, secret: str) -> str:
 
 
 def _without_key_runs(text: str, secret: str) -> str:
-    if len(secret) < _KEY_RUN:
-        return text  # a key this short is matched whole above
+    if len(secret) < _KEY_RUN or not _random_looking(secret):
+        # a short key is matched whole above; a placeholder of words (`sk-no-key-required`,
+        # a local server's) would take words out of the server's own message
+        return text
     key = _folded(secret)
     windows = {key[i : i + _KEY_RUN] for i in range(len(key) - _KEY_RUN + 1)}
     low = _folded(text)
@@ -286,6 +289,11 @@ def _key_pattern(secret: str) -> re.Pattern[str]:
         return f"(?:{'|'.join(forms)})"
 
     return re.compile("".join(spelled(c) for c in secret))
+
+
+def _random_looking(secret: str) -> bool:
+    """Whether a key mixes letters and digits, as issued keys do (not a word placeholder)."""
+    return any(c.isdigit() for c in secret) and any(c.isalpha() for c in secret)
 
 
 def _folded(text: str) -> str:

@@ -210,6 +210,8 @@ def with_near_aliases(params, frame: pd.DataFrame) -> None:
     stored = _stored_vectors(params)
     for key, cell in frame.groupby(tables.KEY, sort=True):
         free = sorted(m for m, rows in cell.groupby("method") if rows["alias_of"].iloc[0] == "")
+        if len(free) < 2:
+            continue  # nothing to compare: no vectors read
         canonical: list[tuple[str, dict[int, Any]]] = []
         for method in free:
             variant = variants.get((*key, method))

@@ -31,7 +31,8 @@ VERDICTS = (
     "the chosen one's reaches zero held out: no optimal coefficient; none detected on these "
     "questions, not none at all), **opposite effect** (the chosen config's held-out "
     f"interval lies below zero on at least {stats.MIN_HELDOUT} questions: the trait moved "
-    "against the steering direction; check the vector's sign and `steering.direction`), "
+    "against the steering direction; check the vector's sign and `steering.direction`, or, "
+    "after an effect on the selection half, the halves disagree), "
     "**incoherent held out**, **too few held out** (an interval "
     f"above zero on fewer than {stats.MIN_HELDOUT} held-out questions, where no sign or "
     "permutation test could tell an effect at 5%), "
@@ -172,16 +173,17 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
         # a trait gain bought by a pick that loses coherence held out is no gain of the dims
         incoherent = None
         if row.gain_lo > 0 and row.status == stats.INCOHERENT:
-            incoherent = row.variant
+            incoherent = ("gain", row.variant)
         elif row.gain_hi < 0 and base_status == stats.INCOHERENT:
-            incoherent = row.method
+            incoherent = ("loss", row.method)
         if (row.gain_lo > 0 or row.gain_hi < 0) and row.gain_n < needed:
             claims = "one claim needs" if k <= 1 else f"{k} claims together need"
             says = f"too few held-out questions to tell ({int(row.gain_n)}; {claims} {needed})"
         elif incoherent is not None:
+            what, bought = incoherent
             says = (
-                f"not a gain of the dims: `{incoherent}`'s chosen config is incoherent held out, "
-                "so its higher trait is bought with coherence"
+                f"not a {what} from the dims: `{bought}`'s chosen config is incoherent held "
+                "out, so its higher trait is bought with coherence"
             )
         elif row.gain_lo > 0:
             says = "cleaning helps"
@@ -373,9 +375,8 @@ def _verdict_lines(
                 ": held-out delta", f": selection delta {_selection(row)}; held-out delta", 1
             )
             lines.append(
-                f"- {where}{alias}: **opposite effect**: the trait moved against the steering "
-                f"direction held out, no optimal coefficient (chosen {chosen}); check the "
-                "vector's sign and `steering.direction`"
+                f"- {where}{alias}: **opposite effect**, no optimal coefficient (chosen "
+                f"{chosen}): {stats.opposite_words(row._asdict())}"
             )
         else:
             lines.append(f"- {where}{alias}: **{row.status}**, no optimal coefficient ({numbers})")

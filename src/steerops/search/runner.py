@@ -328,7 +328,7 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
         why = (
             "trials reached it, none with a trait delta above zero beyond its interval"
             if unchosen != NO_FEASIBLE
-            else "no steered trial reached it"
+            else "no steered trial reached it with a trait score"
         )
         print(
             f"steerops search: {unchosen}: coherence >= {plan.min_coherence:g}: {why}",

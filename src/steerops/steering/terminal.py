@@ -87,7 +87,7 @@ def verdict_line(m: dict[str, Any]) -> str:
     elif status == stats.NO_EFFECT:
         status = f"{status} held out"
     elif status == stats.OPPOSITE:
-        status = f"{status} (the trait moved against the steering direction held out)"
+        status = f"{status} ({stats.opposite_words(m)})"
     under = stats.under_bar_text(
         m.get("heldout_coherence_scored"), m.get("heldout_under_bar"), m["min_coherence"]
     )
