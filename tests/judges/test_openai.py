@@ -890,6 +890,23 @@ def test_a_prompt_the_endpoint_refuses_is_unscored_not_fatal_and_asked_again(
     assert again.unanswered == set()
 
 
+def test_a_refused_prompt_is_asked_once_a_process_and_said_once_a_judge(
+    tmp_path, server, trait, key, capsys
+):
+    """A stage scores chunk after chunk, the baseline's answers in each: a prompt refused
+    once is unscored in the later calls without a request, and the warning is one line."""
+    server.refuse = "FILTERED"
+    judge = make_judge(params_for(tmp_path, server, concurrency=2), trait)
+    responses = ["FILTERED " + RESPONSES[0], RESPONSES[1]]
+    first = judge.score(["q0", "q1"], responses)
+    sent = len(server.requests)
+    assert first[0] == (None, None) and sent == 4
+    again = judge.score(["q0", "q2"], [responses[0], RESPONSES[2]])
+    assert again[0] == (None, None) and judge.unanswered == {("q0", responses[0])}
+    assert len(server.requests) == sent + 2  # q2's two prompts only
+    assert capsys.readouterr().err.count("content_filter triggered") == 1
+
+
 def test_an_endpoint_that_refuses_every_request_fails_after_a_few(tmp_path, server, trait, key):
     """Refused before any answer (a model or setting the endpoint rejects): a few requests,
     then the error, not a run of unscored answers."""

@@ -49,6 +49,7 @@ class Result:
     cached: bool = False  # served from a log
     logged_here: bool = False  # ... that this search wrote
     sign: float = 1.0  # the steering direction's: -1 to suppress the trait
+    n_refused: int = 0  # answers the judge's endpoint refused to judge
 
     @property
     def trait_delta(self) -> float | None:
@@ -67,8 +68,15 @@ class SyntheticEvaluator:
     """The steering evaluator's interface (configs in the user's units, results with their
     weights) with closed-form scores; records what it was asked."""
 
-    def __init__(self, questions, fail_on_call: int | None = None, direction: str = "positive"):
+    def __init__(
+        self,
+        questions,
+        fail_on_call: int | None = None,
+        direction: str = "positive",
+        refuse_above: float | None = None,
+    ):
         self.questions = list(questions)
+        self.refuse_above = refuse_above  # configs past it get one answer refused
         self.sign = 1.0 if direction == "positive" else -1.0
         self.calls: list[list[tuple[int, float, float]]] = []
         self.fail_on_call = fail_on_call
@@ -99,6 +107,7 @@ class SyntheticEvaluator:
                 len(self.questions),
                 weights=(weight,),
                 sign=self.sign,
+                n_refused=int(self.refuse_above is not None and coef > self.refuse_above),
             )
             for c, (layer, coef, weight) in zip(configs, batch, strict=True)
         ]

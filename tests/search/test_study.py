@@ -31,6 +31,35 @@ def test_a_design_enqueued_twice_is_evaluated_once(tmp_path):
     assert {r.source for r in study.records()} >= {"duplicate", "enqueued"}
 
 
+def test_a_trial_the_judge_refused_in_part_fails_and_is_asked_again_next_run(tmp_path):
+    """Scores without the answers the endpoint refused are no result: the trial fails (and
+    counts, so a filter that refuses everything cannot keep a run asking), and the next run
+    asks its params again first, as steer evaluates such a config again."""
+    from optuna.trial import TrialState
+
+    study = open_study(tmp_path, startup_trials=4)
+    filtered = SyntheticEvaluator(["q1", "q2"], refuse_above=0.5)
+    run_search(study, filtered, SOURCE, target=6, batch=2, direction="positive", progress=False)
+    trials = study.study.get_trials(deepcopy=False)
+    refused = {t.number: t.params["coefficient"] for t in trials if t.user_attrs.get("refused")}
+    assert refused and all(c > 0.5 for c in refused.values())
+    assert (
+        all(t.state == TrialState.FAIL for t in trials if t.number in refused)
+        and study.n_done() == 6
+    )
+    assert all(r.trait_delta is None for r in study.records() if r.number in refused)
+    # the filter lifted: the next run asks exactly those params first, then stops at 6
+    lifted = SyntheticEvaluator(["q1", "q2"])
+    assert study.enqueue_refused() == len(refused)
+    assert study.enqueue_refused() == 0  # once: the retries are queued
+    run_search(study, lifted, SOURCE, target=6, batch=2, direction="positive", progress=False)
+    asked = [c for call in lifted.calls for _, c, _ in call]
+    assert sorted(asked) == sorted(refused.values())
+    retries = [t for t in study.study.get_trials(deepcopy=False) if "retry_of" in t.user_attrs]
+    assert {t.user_attrs["retry_of"] for t in retries} == set(refused)
+    assert all(t.state == TrialState.COMPLETE for t in retries) and study.n_done() == 6
+
+
 def test_a_surplus_design_point_goes_back_to_the_queue(tmp_path):
     """Asking past the target fails the surplus trial; an enqueued point it had taken is
     queued again for a later run instead of being lost."""

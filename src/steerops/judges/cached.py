@@ -83,6 +83,8 @@ class CachedJudge:
         # whether this judge has answered before (a cache hit): its endpoint takes the request
         self.answered_before = False
         self._mixed_said = False  # whether answers from two served models were warned about
+        self._refusal_said = False  # whether a refused prompt was warned about
+        self._refused: set[str] = set()  # cache keys of prompts refused in this process
 
     def score(self, questions: list[str], responses: list[str]) -> list[Score]:
         check_pairs(questions, responses)
@@ -97,13 +99,19 @@ class CachedJudge:
         keys = [cache_key(self.id, *job) for job in jobs]
         entries = self.cache.get_many(keys)
         todo = {k: job for k, job in zip(keys, jobs, strict=True) if k not in entries}
+        # a prompt refused earlier in this process is not sent again (a filter refuses it
+        # again); a new process asks it again
+        self.unanswered = set()
+        for key in [k for k in todo if k in self._refused]:
+            job = todo.pop(key)
+            entries[key] = (None, 0.0)
+            self.unanswered.add((job.question, job.response))
         # an answer of this judge in the cache, from this call or any before it
         self.answered_before = (
             self.answered_before or bool(entries) or self.cache.has_answers(self.id)
         )
         refused: list[str] = []
         fresh: dict[str, int] = {}  # {model the endpoint named: answers of this call}
-        self.unanswered = set()
         if todo:
             todo_keys = list(todo)
             bar = tqdm(
@@ -118,6 +126,7 @@ class CachedJudge:
                     key = todo_keys[i]
                     if isinstance(entry, Unanswered):
                         refused.append(entry.reason)
+                        self._refused.add(key)
                         entries[key] = (None, 0.0)
                         self.unanswered.add((todo[key].question, todo[key].response))
                     else:
@@ -128,10 +137,12 @@ class CachedJudge:
                             fresh[served] = fresh.get(served, 0) + 1
                     self.calls += 1
                     bar.update()
-        if refused:
+        if refused and not self._refusal_said:
+            self._refusal_said = True  # once a judge: a stage scores chunk after chunk
             print(
                 f"warning: {refused[0]} (and {len(refused) - 1} more of {len(todo)} prompts "
-                "sent): counted unscored in this run and kept nowhere, so a rerun asks again",
+                "sent): counted unscored in this run and kept nowhere, so a rerun asks again; "
+                "later refusals in this run are not said again (the stages count them)",
                 file=sys.stderr,
             )
         if fresh:

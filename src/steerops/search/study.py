@@ -43,10 +43,12 @@ from steerops.errors import SteeropsError
 from steerops.search.storage import open_storage, quiet, study_lock
 from steerops.search.trials import (
     CONSTRAINT,
+    RETRY_OF,
     TrialRecord,
     copies_before,
     counts,
     repeats,
+    retried_numbers,
     to_record,
 )
 
@@ -133,7 +135,10 @@ class SearchStudy:
     def n_done(self) -> int:
         """Trials a search finished: completed, or failed because nothing could be scored
         (imported known results do not count)."""
-        return sum(counts(t) for t in self._trials((TrialState.COMPLETE, TrialState.FAIL)))
+        trials = self._trials()
+        retried = retried_numbers(trials)
+        finished = (TrialState.COMPLETE, TrialState.FAIL)
+        return sum(counts(t, retried) for t in trials if t.state in finished)
 
     def n_running(self) -> int:
         return len(self._trials((TrialState.RUNNING,)))
@@ -255,7 +260,8 @@ class SearchStudy:
 
     @staticmethod
     def _is_surplus(number: int, target: int, trials) -> bool:
-        live = [t.number for t in trials if counts(t) or t.state == TrialState.RUNNING]
+        retried = retried_numbers(trials)
+        live = [t.number for t in trials if counts(t, retried) or t.state == TrialState.RUNNING]
         return sum(n < number for n in live) >= target
 
     def _requeue_if_queued(self, record) -> None:
@@ -276,9 +282,13 @@ class SearchStudy:
         coherence: float | None,
         delta: float | None,
         weight: float,
+        refused: int = 0,
     ) -> bool:
         """Store an evaluated trial; False when it was finished meanwhile (taken over from
-        this worker, taken for gone, and told by the worker that took it over)."""
+        this worker, taken for gone, and told by the worker that took it over). One with
+        `refused` answers the judge's endpoint would not judge fails: its scores leave those
+        out, and a later run asks it again (`enqueue_refused`), as steer evaluates such a
+        config again."""
         trial = proposal._trial
         try:
             for key, value in (
@@ -288,6 +298,11 @@ class SearchStudy:
                 ("coherence_mean", coherence),
             ):
                 trial.set_user_attr(key, value)
+            if refused:
+                trial.set_user_attr("refused", refused)
+                trial.set_user_attr("error", f"the judge's endpoint refused {refused} answers")
+                self.study.tell(trial, state=TrialState.FAIL)
+                return True
             if delta is None or coherence is None:  # the judge scored nothing
                 trial.set_user_attr("error", "no scores")
                 self.study.tell(trial, state=TrialState.FAIL)
@@ -351,6 +366,26 @@ class SearchStudy:
         self.study.set_user_attr("chosen_among", len(complete))
 
     # ---- seeding the study ----------------------------------------------------------------
+    def enqueue_refused(self) -> int:
+        """Each trial failed on answers the judge's endpoint refused, enqueued once more with
+        its params (a filter may have lifted since); how many. Once a run: a retry that is
+        refused again waits for the next."""
+        with self._lock:
+            trials = self._trials()
+            retried = retried_numbers(trials)
+            again = [
+                t
+                for t in trials
+                if t.state == TrialState.FAIL
+                and t.user_attrs.get("refused")
+                and t.number not in retried
+            ]
+            for t in again:
+                self.study.enqueue_trial(
+                    dict(t.params), user_attrs={"source": "enqueued", RETRY_OF: t.number}
+                )
+            return len(again)
+
     def enqueue_startup(self) -> None:
         """Once per study: a seeded stratified design, one coefficient drawn in each of n
         equal slices of the range (layers dealt round-robin in a shuffled order), so no part

@@ -5,12 +5,15 @@ and which are copies of others.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial, TrialState
 
 CONSTRAINT = "coherence"
 SEARCHED = ("search", "enqueued")  # sources whose completed trials count
+# a trial enqueued again for one that failed on answers the judge's endpoint refused
+RETRY_OF = "retry_of"
 _STATE_NAMES = {s: s.name.lower() for s in TrialState}
 
 
@@ -60,12 +63,18 @@ def violation(trial) -> float | None:
     return next(iter(constraints.values()), None)
 
 
-def counts(t) -> bool:
+def counts(t, retried: Collection[int] = ()) -> bool:
     """The trial counts toward the target: a search's completed trial, or one failed because
-    nothing could be scored."""
+    nothing could be scored or the judge's endpoint refused some of its answers (not once a
+    later trial retries it: `retried`, the numbers `RETRY_OF` names)."""
     if t.state == TrialState.COMPLETE:
         return t.user_attrs.get("source", "search") in SEARCHED
-    return t.state == TrialState.FAIL and "error" in t.user_attrs
+    return t.state == TrialState.FAIL and "error" in t.user_attrs and t.number not in retried
+
+
+def retried_numbers(trials) -> set[int]:
+    """The trials a later one was enqueued to retry (`RETRY_OF`)."""
+    return {n for t in trials if (n := t.user_attrs.get(RETRY_OF)) is not None}
 
 
 def repeats(record, trials, resolution: float = 0.0) -> bool:
