@@ -164,8 +164,9 @@ class CachedJudge:
         )
         print(
             f"warning: judge: the endpoint named {len(models)} models as answering "
-            f"{self.model_name!r} for these scores: {counts}; their means mix judges. To judge "
-            "every answer with the model serving now, set a new judge.version",
+            f"{self.model_name!r} in one batch of scores: {counts} (that batch's counts; not "
+            "said again this run); their means mix judges. To judge every answer with the "
+            "model serving now, set a new judge.version",
             file=sys.stderr,
         )
 
