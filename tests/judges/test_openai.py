@@ -904,6 +904,11 @@ def test_a_refused_prompt_is_asked_once_a_process_and_said_once_a_judge(
     again = judge.score(["q0", "q2"], [responses[0], RESPONSES[2]])
     assert again[0] == (None, None) and judge.unanswered == {("q0", responses[0])}
     assert len(server.requests) == sent + 2  # q2's two prompts only
+    # another refused answer in a later call: unscored, and no second warning line
+    judge.score(["q3"], ["FILTERED " + RESPONSES[3]])
+    assert len(server.requests) == sent + 4 and judge.unanswered == {
+        ("q3", "FILTERED " + RESPONSES[3])
+    }
     assert capsys.readouterr().err.count("content_filter triggered") == 1
 
 

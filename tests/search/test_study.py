@@ -47,17 +47,31 @@ def test_a_trial_the_judge_refused_in_part_fails_and_is_asked_again_next_run(tmp
         all(t.state == TrialState.FAIL for t in trials if t.number in refused)
         and study.n_done() == 6
     )
-    assert all(r.trait_delta is None for r in study.records() if r.number in refused)
+    # no partial means shown for them either
+    assert all(
+        (r.trait_delta, r.trait_mean, r.coherence_mean) == (None, None, None)
+        for r in study.records()
+        if r.number in refused
+    )
     # the filter lifted: the next run asks exactly those params first, then stops at 6
     lifted = SyntheticEvaluator(["q1", "q2"])
-    assert study.enqueue_refused() == len(refused)
-    assert study.enqueue_refused() == 0  # once: the retries are queued
     run_search(study, lifted, SOURCE, target=6, batch=2, direction="positive", progress=False)
     asked = [c for call in lifted.calls for _, c, _ in call]
     assert sorted(asked) == sorted(refused.values())
     retries = [t for t in study.study.get_trials(deepcopy=False) if "retry_of" in t.user_attrs]
     assert {t.user_attrs["retry_of"] for t in retries} == set(refused)
     assert all(t.state == TrialState.COMPLETE for t in retries) and study.n_done() == 6
+    assert study.enqueue_refused() == 0  # once: nothing left to retry
+
+
+def test_an_exhausted_study_enqueues_no_retry_and_its_refused_trials_keep_counting(tmp_path):
+    from steerops.search.study import EXHAUSTED
+
+    study = open_study(tmp_path, startup_trials=4)
+    filtered = SyntheticEvaluator(["q1", "q2"], refuse_above=0.5)
+    run_search(study, filtered, SOURCE, target=6, batch=2, direction="positive", progress=False)
+    study.study.set_user_attr(EXHAUSTED, True)
+    assert study.enqueue_refused() == 0 and study.n_done() == 6
 
 
 def test_a_surplus_design_point_goes_back_to_the_queue(tmp_path):

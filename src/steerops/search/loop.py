@@ -154,7 +154,7 @@ def _evaluate_batch(
         refused = getattr(result, "n_refused", 0)
         told = study.tell(p, result.trait_mean, result.coherence_mean, change, w, refused)
         stats.evaluated.append(p.number)
-        if refused:  # no result: scores without the refused answers would mislead the study
+        if refused and told:  # no result: scores without the refused answers would mislead
             tqdm.write(
                 f"search: trial {p.number} (layer {p.layer}, coefficient {p.coefficient:.4g}) "
                 f"failed: the judge's endpoint refused {refused} of its answers; the search's "

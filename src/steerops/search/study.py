@@ -291,18 +291,15 @@ class SearchStudy:
         config again."""
         trial = proposal._trial
         try:
-            for key, value in (
-                ("weight", weight),
-                ("layer", proposal.layer),
-                ("trait_mean", trait_mean),
-                ("coherence_mean", coherence),
-            ):
-                trial.set_user_attr(key, value)
-            if refused:
+            trial.set_user_attr("weight", weight)
+            trial.set_user_attr("layer", proposal.layer)
+            if refused:  # its means leave the refused answers out: not shown as a result
                 trial.set_user_attr("refused", refused)
                 trial.set_user_attr("error", f"the judge's endpoint refused {refused} answers")
                 self.study.tell(trial, state=TrialState.FAIL)
                 return True
+            trial.set_user_attr("trait_mean", trait_mean)
+            trial.set_user_attr("coherence_mean", coherence)
             if delta is None or coherence is None:  # the judge scored nothing
                 trial.set_user_attr("error", "no scores")
                 self.study.tell(trial, state=TrialState.FAIL)
@@ -369,8 +366,11 @@ class SearchStudy:
     def enqueue_refused(self) -> int:
         """Each trial failed on answers the judge's endpoint refused, enqueued once more with
         its params (a filter may have lifted since); how many. Once a run: a retry that is
-        refused again waits for the next."""
+        refused again waits for the next. An exhausted study asks nothing more, retries
+        included: none is enqueued, and the failed trials keep counting."""
         with self._lock:
+            if self.exhausted():
+                return 0
             trials = self._trials()
             retried = retried_numbers(trials)
             again = [
