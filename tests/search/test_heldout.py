@@ -60,6 +60,12 @@ def test_heldout_responses_a_killed_finaliser_never_wrote_are_written_after_all(
     assert (held["coherence_scored"], held["under_bar"]) == (2, 0)  # both answers at 90
     strict = evaluate_heldout(ServedHeldout(True), config, "positive", 0, min_coherence=95.0)
     assert (strict["coherence_scored"], strict["under_bar"]) == (2, 2)
+    # answers the judge's endpoint refused, the config's and the baseline's, are said
+    assert held["n_refused"] == 0
+    refusing = ServedHeldout(True)
+    refusing.result = dataclasses.replace(refusing.result, n_refused=1)
+    refusing.base = dataclasses.replace(refusing.base, n_refused=2)
+    assert evaluate_heldout(refusing, config, "positive", 0, min_coherence=68.0)["n_refused"] == 3
     assert [r["response"] for r in held["responses"]] == ["again", "again"]
     assert held["rows_generated"] == 2 and own.regenerated == 1
     # written by an earlier finalisation of the same choice (a rerun): kept, nothing generated

@@ -97,6 +97,11 @@ def test_the_console_line_gives_both_halves_with_their_intervals():
     best["heldout"] |= {"coherence_scored": 20, "under_bar": 6}
     best["min_coherence"] = 68.0
     assert "coherence 71.2 (n 20; 6 of 20 answers under 68); 12 trials" in summary_line(best)
+    best["heldout"]["n_refused"] = 3  # left out of the held-out numbers: said beside n
+    assert "(n 20; 6 of 20 answers under 68; 3 answers the judge refused left out)" in (
+        summary_line(best)
+    )
+    best["heldout"]["n_refused"] = 0
     best["range_exhausted"] = True  # stopped short of its target: said on the line too
     assert "12 trials and 0 known results; range exhausted, 480 rows" in summary_line(best)
     # a choice that failed held out is said not to be an optimal coefficient, as steer says

@@ -130,7 +130,9 @@ def summary_line(best: dict) -> str:
     under = stats.under_bar_phrase(
         held.get("coherence_scored"), held.get("under_bar"), best.get("min_coherence")
     )
-    notes = [f"n {held['n']}", under, stats.few_questions_note(held["n"])]
+    refused = held.get("n_refused") or 0
+    left_out = f"{refused} answers the judge refused left out" if refused else ""
+    notes = [f"n {held['n']}", under, left_out, stats.few_questions_note(held["n"])]
     return (
         f"{cell}: {best['status']}: {picked}: search delta "
         f"{_interval(search)} (n {search['n']}); held-out delta {_interval(held)} coherence "

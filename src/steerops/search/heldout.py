@@ -57,6 +57,8 @@ def evaluate_heldout(
         "baseline_coherence": base.coherence_mean,
         "n": half.n,
         "n_questions": n,
+        # answers the judge's endpoint refused, left out of these numbers (a rerun asks again)
+        "n_refused": getattr(result, "n_refused", 0) + getattr(base, "n_refused", 0),
         "settings_hash": evaluator.settings_hash,
         "rows_generated": (0 if getattr(base, "cached", False) else n)
         + (0 if getattr(result, "cached", False) else n)
