@@ -46,6 +46,7 @@ def test_a_trial_the_judge_refused_in_part_fails_and_is_asked_again_next_run(tmp
     assert (
         all(t.state == TrialState.FAIL for t in trials if t.number in refused)
         and study.n_done() == 6
+        and study.n_refused() == len(refused)
     )
     # no partial means shown for them either
     assert all(

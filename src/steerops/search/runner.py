@@ -314,9 +314,14 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
 
     records = study.records()
     if not any(r.state == "complete" for r in records):
-        raise SteeropsError(
-            f"search: study {plan.study!r} has no completed trial (the judge scored nothing)"
+        refused = study.n_refused()
+        why = (
+            f"the judge's endpoint refused answers of {refused} of them (a content filter?): "
+            "the search's next run asks them again"
+            if refused
+            else "the judge scored nothing"
         )
+        raise SteeropsError(f"search: study {plan.study!r} has no completed trial ({why})")
     direction = params.steering.direction
     rows = selection_rows(records, evaluator, plan.source, direction, params.seed)
     pick = choose_best(rows, plan.min_coherence)

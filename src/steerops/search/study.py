@@ -140,6 +140,10 @@ class SearchStudy:
         finished = (TrialState.COMPLETE, TrialState.FAIL)
         return sum(counts(t, retried) for t in trials if t.state in finished)
 
+    def n_refused(self) -> int:
+        """Trials failed on answers the judge's endpoint refused (`tell`'s `refused`)."""
+        return sum(bool(t.user_attrs.get("refused")) for t in self._trials((TrialState.FAIL,)))
+
     def n_running(self) -> int:
         return len(self._trials((TrialState.RUNNING,)))
 
