@@ -18,6 +18,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from steerops.errors import SteeropsError
@@ -36,6 +37,13 @@ def _valid(mean, mass) -> bool:
         return isinstance(x, int | float) and math.isfinite(x)
 
     return number(mass) and mass >= 0 and (mean is None or number(mean))
+
+
+def _chunks(keys: list[str], size: int = 500) -> Iterator[list[str]]:
+    """`keys` without repeats, in lists short enough for sqlite's variable limit."""
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), size):
+        yield unique[start : start + size]
 
 
 def cache_folder(params) -> Path:
@@ -95,9 +103,7 @@ class JudgeCache:
         """The cached (mean, mass) of each key that has a readable one; a row that cannot
         be read (a damaged file, a value that is not a number) is a miss, asked again."""
         found: dict[str, Entry] = {}
-        unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), 500):  # stay under sqlite's variable limit
-            chunk = unique[start : start + 500]
+        for chunk in _chunks(keys):
             try:
                 rows = self._select(chunk)
             except sqlite3.DatabaseError:  # one damaged page: read what can still be read
@@ -147,9 +153,7 @@ class JudgeCache:
         """{model the endpoint named: answers} over the cached answers of `keys` that
         recorded one (answers cached before steerops kept it record none)."""
         counts: dict[str, int] = {}
-        unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
+        for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
             try:
                 with self._lock:

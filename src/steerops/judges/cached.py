@@ -145,7 +145,7 @@ class CachedJudge:
                 "later refusals in this run are not said again (the stages count them)",
                 file=sys.stderr,
             )
-        if fresh:
+        if fresh and not self._mixed_said:  # said once a judge: no more cache reads for it
             self._warn_if_mixed(fresh, [k for k in keys if k not in todo])
         values = [thresholded(*entries[k], self.min_prob_mass) for k in keys]
         return [(values[2 * i], values[2 * i + 1]) for i in range(len(questions))]
@@ -156,7 +156,7 @@ class CachedJudge:
         and the scores' means mix two judges that the judge's id cannot tell apart."""
         cached = self.cache.served_models(cached_keys)
         models = sorted(set(fresh) | set(cached))
-        if len(models) < 2 or self._mixed_said:
+        if len(models) < 2:
             return
         self._mixed_said = True  # once a judge: a stage scores chunk after chunk
         counts = ", ".join(

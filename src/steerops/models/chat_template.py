@@ -62,13 +62,12 @@ def _model_file(source: str, name: str, revision: str | None) -> Path | None:
     folder = Path(source)
     if folder.is_dir():
         return folder / name if (folder / name).is_file() else None
-    from huggingface_hub import try_to_load_from_cache
+    from steerops.models.hub import cached_file
 
     try:
-        cached = try_to_load_from_cache(source, name, revision=revision)
+        return cached_file(source, name, revision)
     except ValueError:  # not a hub id's shape: nothing cached under it
         return None
-    return Path(cached) if isinstance(cached, str) else None
 
 
 def _json_template(text: str, path: Path) -> str | None:

@@ -67,9 +67,15 @@ def cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
 
 def _cached_config(repo_id: str, revision: str | None) -> Path | None:
     """config.json in the snapshot the cache's refs name for `revision` (or that commit)."""
+    return cached_file(repo_id, "config.json", revision)
+
+
+def cached_file(repo_id: str, name: str, revision: str | None) -> Path | None:
+    """The file `name` of `repo_id` in the Hugging Face cache, at the snapshot its refs name
+    for `revision` (or that commit); None when the cache does not hold it. Never downloads."""
     from huggingface_hub import try_to_load_from_cache
 
-    path = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    path = try_to_load_from_cache(repo_id, name, revision=revision)
     return Path(path) if isinstance(path, str) else None
 
 

@@ -186,11 +186,7 @@ def with_vector_agreement(params, frame: pd.DataFrame, prepost: pd.DataFrame) ->
     for row in prepost.itertuples(index=False):
         pre, post = vectors(row, "_preclean"), vectors(row, "_cleaned")
         both = sorted(set(pre or {}) & set(post or {}))
-        diffs.append(
-            max(float((pre[k].double() - post[k].double()).abs().max()) for k in both)
-            if pre and post and both
-            else np.nan
-        )
+        diffs.append(_max_diff(pre, post, both) if pre and post and both else np.nan)
     prepost["vectors_max_diff"] = diffs
 
 
@@ -228,9 +224,12 @@ def with_near_aliases(params, frame: pd.DataFrame) -> None:
 
 def _within(a: dict[int, Any], b: dict[int, Any], tolerance: float) -> bool:
     """Whether two vector sets hold the same layers, each element within `tolerance`."""
-    return set(a) == set(b) and all(
-        float((a[k].double() - b[k].double()).abs().max()) <= tolerance for k in a
-    )
+    return set(a) == set(b) and _max_diff(a, b, a) <= tolerance
+
+
+def _max_diff(a: dict[int, Any], b: dict[int, Any], layers) -> float:
+    """The largest element-wise difference between two vector sets over `layers`."""
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in layers)
 
 
 def _stored_vectors(params) -> Callable[..., dict[int, Any] | None]:
