@@ -236,6 +236,27 @@ def test_generate_is_tracked_in_mlflow(tmp_path, toy_world, monkeypatch):
     assert {"summary.json", "responses.jsonl"} <= artifacts
 
 
+def test_the_model_an_endpoint_named_for_the_vetting_answers_is_recorded(
+    tmp_path, toy_world, monkeypatch
+):
+    import mlflow
+
+    from naming_judge import naming_judges, parse_served
+
+    judges = naming_judges(monkeypatch, tmp_path / "judge_cache")
+    params_file = small_world(tmp_path, toy_world)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["generate", "--params", str(params_file), "--vet"]) == 0
+    rows, summary = outputs(params_file)
+    asked = judges[0].calls
+    assert 0 < asked <= 2 * len(rows)  # a distinct answer is asked once
+    assert parse_served(summary["judge_served"]) == {"judge-mini-2026-01-01": asked}
+    params = load_params(params_file)
+    runs = mlflow.search_runs(experiment_names=[params.experiment], output_format="list")
+    run = next(r for r in runs if r.data.tags.get("steerops.stage") == "generate")
+    assert run.data.tags["steerops.judge_served"] == summary["judge_served"]
+
+
 def test_bad_input_is_one_line_naming_it(toy_params, capsys):
     assert main(["generate", "--params", str(toy_params), "--trait", "toy/missing"]) == 2
     assert "trait 'toy/missing': directory not found" in capsys.readouterr().err

@@ -37,15 +37,15 @@ def test_the_served_model_counts_only_beside_the_answer_it_came_with(tmp_path):
     cache.put(keys[0], "j", "trait", (50.0, 1.0), "gpt-a")
     cache.put(keys[1], "j", "trait", (50.0, 1.0), "gpt-a")
     cache.put(keys[2], "j", "trait", (50.0, 1.0))
-    assert cache.served_models(keys) == {"gpt-a": 2}
+    assert cache.served_by(keys) == {keys[0]: "gpt-a", keys[1]: "gpt-a"}
     with sqlite3.connect(cache.path) as db:  # as the older code writes an answer again
         db.execute(
             "INSERT OR REPLACE INTO answers VALUES (?, 'j', 'trait', 60.0, 1.0, ?)",
             (keys[0], time.time() + 1),
         )
-    assert cache.served_models(keys) == {"gpt-a": 1}
+    assert cache.served_by(keys) == {keys[1]: "gpt-a"}
     cache.put(keys[1], "j", "trait", (50.0, 1.0))  # answered again, naming no model
-    assert cache.served_models(keys) == {}
+    assert cache.served_by(keys) == {}
     assert cache.has_answers("j") and not cache.has_answers("other")
 
 

@@ -754,9 +754,8 @@ def test_answers_from_two_models_behind_one_name_are_warned_about(
     server.send = naming
     judge = make_judge(params_for(tmp_path, server), trait)
     judge.score(["q1"], [RESPONSES[1]])
-    assert judge.cache.served_models(list(_keys(judge, "q1", RESPONSES[1]))) == {
-        "judge-mini-2026-01-01": 2
-    }
+    keys = list(_keys(judge, "q1", RESPONSES[1]))
+    assert judge.cache.served_by(keys) == dict.fromkeys(keys, "judge-mini-2026-01-01")
     judge.score(["q1", "q3"], [RESPONSES[1], RESPONSES[3]])
     assert "models" not in capsys.readouterr().err  # one model, cached or not
     served[0] = "judge-mini-2026-06-01"
@@ -768,6 +767,31 @@ def test_answers_from_two_models_behind_one_name_are_warned_about(
     assert "judge.version" in err and err.count("\n") == 1
     judge.score(["q1", "q2"], [RESPONSES[1], RESPONSES[2]])
     assert "models" not in capsys.readouterr().err  # said once a judge, not once a chunk
+    # the run's provenance: each answer its scores used, once, by the model that gave it
+    assert judge.served_summary() == (
+        "judge-mini-2026-01-01 (4 answers), judge-mini-2026-06-01 (4 answers)"
+    )
+
+
+def test_the_models_behind_a_fresh_judges_cached_answers_are_its_provenance(
+    tmp_path, server, trait, key
+):
+    """A new process scoring only cached answers still says which model gave them."""
+    send = server.send
+
+    def naming(handler, status, payload, headers=None):
+        if status == 200:
+            payload["model"] = "judge-mini-2026-01-01"
+        return send(handler, status, payload, headers)
+
+    server.send = naming
+    params = params_for(tmp_path, server)
+    make_judge(params, trait).score(["q1", "q2"], [RESPONSES[1], RESPONSES[2]])
+    again = make_judge(params, trait)
+    assert again.served_summary() is None  # nothing scored yet
+    again.score(["q1"], [RESPONSES[1]])
+    assert again.calls == 0  # all from the cache
+    assert again.served_summary() == "judge-mini-2026-01-01 (2 answers)"
 
 
 def _keys(judge, question, response):

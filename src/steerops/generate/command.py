@@ -142,6 +142,7 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
 
         reach_judge(params, trait)
 
+    from steerops.judges.cached import CachedJudge
     from steerops.models.loading import model_source
     from steerops.tracking import track
     from steerops.tracking.lineage import model_input
@@ -181,6 +182,10 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
         # answers the endpoint refused to judge are kept nowhere and not kept here: a rerun
         # vets again (the others come from the judge's cache) until they are judged
         summary.update(generation_hash=gen_hash, vetting_hash=vet_hash, judge_refused=refused)
+        served = judge.served_summary() if isinstance(judge, CachedJudge) else None
+        if served is not None:  # the models an endpoint named for the answers vetting used
+            summary["judge_served"] = served
+            tracker.set_tags({"steerops.judge_served": served})
         summary = write_responses(folder, rows, summary)
         tracker.log_params({"trait": name, "variant": cfg.variant, **gen, **vet})
         tracker.log_metrics(_metrics(summary))

@@ -149,25 +149,24 @@ class JudgeCache:
         except sqlite3.DatabaseError as exc:
             self._warn(exc)
 
-    def served_models(self, keys: list[str]) -> dict[str, int]:
-        """{model the endpoint named: answers} over the cached answers of `keys` that
+    def served_by(self, keys: list[str]) -> dict[str, str]:
+        """{key: the model the endpoint named} over the cached answers of `keys` that
         recorded one (answers cached before steerops kept it record none)."""
-        counts: dict[str, int] = {}
+        found: dict[str, str] = {}
         for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
             try:
                 with self._lock:
                     rows = self._db.execute(
-                        "SELECT b.model FROM answered_by b JOIN answers a "
+                        "SELECT b.key, b.model FROM answered_by b JOIN answers a "
                         f"ON a.key = b.key AND a.created = b.created WHERE b.key IN ({marks})",
                         chunk,
                     ).fetchall()
             except sqlite3.DatabaseError as exc:
                 self._warn(exc)
-                return counts
-            for (model,) in rows:
-                counts[str(model)] = counts.get(str(model), 0) + 1
-        return counts
+                return found
+            found.update({str(key): str(model) for key, model in rows})
+        return found
 
     def has_answers(self, judge_id: str) -> bool:
         """Whether any answer of this judge is cached: its endpoint has taken its request."""

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -59,6 +60,7 @@ class UnreadableJudge(SteeropsError):
 
 class CachedJudge:
     kind_name = "judge"
+    names_served = False  # whether its endpoint names the model behind each answer
 
     def __init__(
         self,
@@ -85,6 +87,9 @@ class CachedJudge:
         self._mixed_said = False  # whether answers from two served models were warned about
         self._refusal_said = False  # whether a refused prompt was warned about
         self._refused: set[str] = set()  # cache keys of prompts refused in this process
+        # {cache key: the model the endpoint named} of every answer this object's scores
+        # used, fresh or cached: which judge stood behind the run's numbers (`served_summary`)
+        self.served: dict[str, str] = {}
 
     def score(self, questions: list[str], responses: list[str]) -> list[Score]:
         check_pairs(questions, responses)
@@ -135,6 +140,7 @@ class CachedJudge:
                         entries[key] = entry
                         if served is not None:
                             fresh[served] = fresh.get(served, 0) + 1
+                            self.served[key] = served
                     self.calls += 1
                     bar.update()
         if refused and not self._refusal_said:
@@ -145,16 +151,18 @@ class CachedJudge:
                 "later refusals in this run are not said again (the stages count them)",
                 file=sys.stderr,
             )
-        if fresh and not self._mixed_said:  # said once a judge: no more cache reads for it
-            self._warn_if_mixed(fresh, [k for k in keys if k not in todo])
+        if self.names_served:
+            cached = self.cache.served_by([k for k in keys if k not in todo])
+            self.served.update(cached)
+            if fresh and not self._mixed_said:
+                self._warn_if_mixed(fresh, Counter(cached.values()))
         values = [thresholded(*entries[k], self.min_prob_mass) for k in keys]
         return [(values[2 * i], values[2 * i + 1]) for i in range(len(questions))]
 
-    def _warn_if_mixed(self, fresh: dict[str, int], cached_keys: list[str]) -> None:
+    def _warn_if_mixed(self, fresh: dict[str, int], cached: dict[str, int]) -> None:
         """Say so when the endpoint named more than one model for this call's answers, its
         own or the cached ones it serves: an alias (`gpt-4.1-mini`) moved to a new snapshot,
         and the scores' means mix two judges that the judge's id cannot tell apart."""
-        cached = self.cache.served_models(cached_keys)
         models = sorted(set(fresh) | set(cached))
         if len(models) < 2:
             return
@@ -169,6 +177,12 @@ class CachedJudge:
             "model serving now, set a new judge.version",
             file=sys.stderr,
         )
+
+    def served_summary(self) -> str | None:
+        """The models the endpoint named for the answers this judge's scores used, most
+        answers first ("gpt-4.1-mini-2025-04-14 (1040 answers)"); None when it named none."""
+        counts = Counter(self.served.values()).most_common()
+        return ", ".join(f"{m} ({n} answers)" for m, n in counts) or None
 
     def _served_by(self, key: str) -> str | None:
         """The model the endpoint said answered the prompt of cache key `key`, if it says."""

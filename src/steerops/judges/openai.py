@@ -72,6 +72,7 @@ class _Skipped(Exception):
 
 class OpenAIJudge(CachedJudge):
     kind_name = "openai"
+    names_served = True  # each reply's `model`
 
     def __init__(
         self,

@@ -120,6 +120,7 @@ def steer_cells(
     `tracker` is kept only when something is generated or a cell's files change."""
     import time
 
+    from steerops.judges.cached import CachedJudge
     from steerops.steering.best import protocol
     from steerops.steering.configs import Config, VectorSource
     from steerops.steering.evaluate import SteeringEvaluator
@@ -162,6 +163,10 @@ def steer_cells(
     results = evaluator.evaluate(everything)  # the baseline too, with the first chunk
     baseline = evaluator.baseline()
     _warn_unscored([baseline, *results], len(evaluator.questions))
+    judge = evaluator.session.judge
+    if isinstance(judge, CachedJudge) and (models := judge.served_summary()):
+        # which model an endpoint named for the answers this run scored with
+        tracker.set_tags({f"steerops.judge_served.{trait}": models})
     span = (started, time.time())  # every config was generated in this one evaluation
     alias = _aliases(evaluator, cells, layers, cfg.component)
     model_tags = input_hash_tags(params, model_input(evaluator.session.loaded.source))

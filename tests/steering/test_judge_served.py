@@ -1,0 +1,54 @@
+"""Which model an endpoint judge named for the answers a steer scored with is on the steer's
+MLflow run: an alias (`gpt-4.1-mini`) moves to new snapshots, and the run's numbers are that
+snapshot's."""
+
+from __future__ import annotations
+
+from mlflow import MlflowClient
+
+from naming_judge import NamingJudge, naming_judges, parse_served
+from steer_world import SMALL, TRAIT, steer_params
+from steerops.cli import main
+from steerops.config import load_params
+
+
+def _served(params_file) -> list[dict[str, int]]:
+    """{model: answers} of each steer invocation's run (not its nested runs), oldest first."""
+    client = MlflowClient(load_params(params_file).tracking.uri)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string="tags.`steerops.stage` = 'steer'",
+        order_by=["attributes.start_time ASC"],
+    )
+    out = []
+    for run in runs:
+        if "mlflow.parentRunId" in run.data.tags:
+            continue
+        out.append(parse_served(run.data.tags[f"steerops.judge_served.{TRAIT}"]))
+    return out
+
+
+def test_the_served_model_of_every_answer_scored_is_on_the_steer_run(
+    tmp_path, toy_world, monkeypatch
+):
+    judges = naming_judges(monkeypatch, tmp_path / "judge_cache")
+    params_file = steer_params(tmp_path, toy_world)
+    argv = ["steer", "--params", str(params_file), "--out", str(tmp_path / "run"), *SMALL]
+    assert main(argv) == 0
+    first = judges[0].calls  # every distinct answer asked once (the toy repeats texts)
+    assert first >= 8  # the baseline's 4 questions, 2 prompts each, at least
+    assert _served(params_file) == [{"judge-mini-2026-01-01": first}]
+    # a steer of the same grid and another coefficient, by a new snapshot: the answers it
+    # scores anew are the new model's, those served from the judge's cache the old one's
+    NamingJudge.model = "judge-mini-2026-06-01"
+    try:
+        argv[argv.index("0.5,1")] = "0.5,3"
+        assert main(argv) == 0
+    finally:
+        NamingJudge.model = "judge-mini-2026-01-01"
+    fresh = judges[1].calls
+    assert fresh > 0
+    latest = _served(params_file)[-1]
+    assert latest.pop("judge-mini-2026-06-01") == fresh
+    # the configs served from the results log were not scored by this run
+    assert 0 <= latest.pop("judge-mini-2026-01-01", 0) <= first and latest == {}
