@@ -65,6 +65,48 @@ def test_a_trial_the_judge_refused_in_part_fails_and_is_asked_again_next_run(tmp
     assert study.enqueue_refused() == 0  # once: nothing left to retry
 
 
+@pytest.mark.parametrize("seed,refuse_above,resolution", [(0, 2.0, 0.0), (1, 0.5, 0.015)])
+def test_params_the_judge_refused_are_generated_once_a_run_and_retried_once_next_run(
+    tmp_path, capsys, seed, refuse_above, resolution
+):
+    """The GP sampler never sees a failed trial: past a filter refusing coefficients above 2,
+    it proposed the range's edge 3.0 six times, each a full generation refused again (past
+    0.5, 2.8363 then 2.8372 and 2.8362, copies within the resolution). A repeat of a refused
+    trial's params now fails unasked, naming it, and counts as it does until that trial is
+    retried: the next run asks each refused config once (its retry, not one per repeat),
+    then new configs in the repeats' place."""
+    from optuna.trial import TrialState
+
+    study = open_study(tmp_path, startup_trials=3, seed=seed, resolution=resolution)
+    filtered = SyntheticEvaluator(["q1", "q2"], refuse_above=refuse_above)
+    run_search(study, filtered, SOURCE, target=12, batch=1, direction="positive", progress=False)
+    asked = [c for call in filtered.calls for _, c, _ in call]
+    assert len(asked) == len(set(asked)) < 12  # no config generated twice
+    trials = study.study.get_trials(deepcopy=False)
+    refused = {t.number: t.params for t in trials if t.user_attrs.get("refused")}
+    repeats = {t.number: t for t in trials if "repeats_refused" in t.user_attrs}
+    assert repeats and all(t.state == TrialState.FAIL for t in repeats.values())
+    for t in repeats.values():
+        twin = refused[t.user_attrs["repeats_refused"]]
+        assert t.params["coefficient"] == pytest.approx(twin["coefficient"], abs=resolution)
+    assert study.n_done() == 12 and study.n_repeated_refused() == len(repeats)
+    assert len(asked) + len(repeats) == 12  # they count toward the target ...
+    assert "surplus" not in {t.user_attrs["source"] for t in trials}  # ... and fill it exactly
+    # one failure line per refused trial, none per repeat; and a repeat that fills the last
+    # slot ends the run (no wait for trials running elsewhere)
+    err = capsys.readouterr().err
+    assert err.count("failed: the judge's endpoint refused") == len(refused)
+    assert "waiting for" not in err
+    lifted = SyntheticEvaluator(["q1", "q2"])
+    run_search(study, lifted, SOURCE, target=12, batch=1, direction="positive", progress=False)
+    again = [c for call in lifted.calls for _, c, _ in call]
+    retries = again[: len(refused)]
+    assert sorted(retries) == sorted(p["coefficient"] for p in refused.values())
+    assert len(again) == len(refused) + len(repeats)
+    assert len(set(asked + again)) == 12  # 12 configs evaluated: new ones, none twice
+    assert study.n_done() == 12 and study.enqueue_refused() == 0
+
+
 def test_an_exhausted_study_enqueues_no_retry_and_its_refused_trials_keep_counting(tmp_path):
     from steerops.search.study import EXHAUSTED
 

@@ -428,6 +428,82 @@ def test_a_killed_finaliser_is_replaced_at_once(tmp_path):
         assert mine  # its worker is gone: the claim failed and was taken over
 
 
+def _refused_in_part(url: str) -> SearchStudy:
+    """A study searched to its target of 6 with trials the judge's endpoint refused in part
+    (above 2: the queued 2.5 among them)."""
+    study = open_url(url, sampler="tpe", startup_trials=2)
+    study.enqueue(2, 2.5)
+    filtered = SyntheticEvaluator(["q1", "q2"], refuse_above=2.0)
+    run_search(study, filtered, SOURCE, 6, 2, "positive", progress=False)
+    assert study.n_refused() and study.n_done() == 6
+    return study
+
+
+def test_retries_a_late_worker_evaluated_after_the_finalisation_are_finalised_again(tmp_path):
+    """A worker that joined the study before its finalisation was done evaluates the retries
+    of the refused trials, then finalises the study again with them (another worker's claim
+    stopped it, and the outputs lacked them until a worker ran again); a worker that joined
+    with it and evaluated nothing more does not."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = _refused_in_part(url)
+    late, idle = open_url(url, sampler="tpe"), open_url(url, sampler="tpe")
+    with first.finalising() as mine:
+        assert mine
+    lifted = SyntheticEvaluator(["q1", "q2"])
+    run_search(late, lifted, SOURCE, 6, 2, "positive", progress=False)
+    assert sum(map(len, lifted.calls)) == first.n_refused()  # the retries
+    with late.finalising() as mine:
+        assert mine
+    with idle.finalising() as mine:
+        assert not mine  # the study as it stands is finalised
+    with late.finalising() as mine:
+        assert not mine
+
+
+def holding_finaliser(url: str, folder: str) -> None:
+    """Subprocess entry: claim the finalisation, hold it until the test releases it, and
+    mark the end of its outputs before the claim completes."""
+    folder_ = Path(folder)
+    with open_url(url, sampler="tpe").finalising() as mine:
+        assert mine
+        (folder_ / "claimed").touch()
+        while not (folder_ / "release").exists():
+            time.sleep(0.05)
+        (folder_ / "written").touch()
+
+
+def test_a_late_worker_finalises_its_retries_after_the_running_finalisation(tmp_path, capsys):
+    """Retries completed while another worker finalises the study without them: this worker
+    waits for that finalisation to end (never writing the outputs at the same time), then
+    finalises the study again, with them."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    _refused_in_part(url)
+    proc = start("holding_finaliser", url, str(tmp_path))
+    try:
+        deadline = time.monotonic() + 300
+        while not (tmp_path / "claimed").exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        late = open_url(url, sampler="tpe")
+        lifted = SyntheticEvaluator(["q1", "q2"])
+        run_search(late, lifted, SOURCE, 6, 2, "positive", progress=False)
+        assert lifted.calls  # the retries, completed while the claim runs
+        release = threading.Timer(1.0, (tmp_path / "release").touch)
+        release.start()
+        with late.finalising(poll_s=0.1) as mine:
+            assert mine and (tmp_path / "written").exists()
+        release.join()
+        assert "another worker is finalising study 's'" in capsys.readouterr().err
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err  # its finalisation ended as it should
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_best_summary_counts_search_trials_not_imported_ones():
 
     from steerops.search.results import best_summary

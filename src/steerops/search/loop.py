@@ -90,6 +90,8 @@ def run_search(
             if proposals:
                 _evaluate_batch(study, evaluator, source, proposals, direction, stats, tracker)
                 continue
+            if study.n_done() >= target:
+                continue  # the last slots went to repeats of a refused trial, failed unasked
             if study.exhausted() and study.n_running() == 0:
                 stats.exhausted = True  # short of the target
                 tqdm.write(exhausted_line(study, done, target), file=sys.stderr)

@@ -24,13 +24,18 @@ uninterrupted one builds.
 The budget (`target`) counts distinct configs: a sampled config equal to one running or done
 is dropped, not evaluated. When the sampler proposes only such copies MAX_REPEATS times in a
 row, the range holds nothing new it wants to try: the study is marked exhausted and its
-search stops short of the target.
+search stops short of the target. A proposal of the params of a trial whose answers the
+judge's endpoint refused (not retried yet; equal as copies are) fails unasked and counts, as
+that trial does: samplers never see failed trials, and would have its answers generated and
+refused again and again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,10 +48,12 @@ from steerops.errors import SteeropsError
 from steerops.search.storage import open_storage, quiet, study_lock
 from steerops.search.trials import (
     CONSTRAINT,
+    REPEATS_REFUSED,
     RETRY_OF,
     TrialRecord,
     copies_before,
     counts,
+    refused_twin,
     repeats,
     retried_numbers,
     to_record,
@@ -54,6 +61,7 @@ from steerops.search.trials import (
 
 METRIC_NAME = "trait_delta"
 FINALISE = ":finalise"  # suffix of the study holding a study's finalisation claims
+FINALISED = "complete_trials"  # claim user attr: the study's completed trials it finalises
 MAX_REPEATS = 3  # sampled copies in a row that exhaust the study
 EXHAUSTED = "exhausted"  # study user attr: the sampler proposes nothing new
 TAKEOVERS = "takeovers"  # trial system attr: times taken over from a gone worker
@@ -143,6 +151,10 @@ class SearchStudy:
     def n_refused(self) -> int:
         """Trials failed on answers the judge's endpoint refused (`tell`'s `refused`)."""
         return sum(bool(t.user_attrs.get("refused")) for t in self._trials((TrialState.FAIL,)))
+
+    def n_repeated_refused(self) -> int:
+        """Trials failed unasked as repeats of a refused trial's params (`REPEATS_REFUSED`)."""
+        return sum(REPEATS_REFUSED in t.user_attrs for t in self._trials((TrialState.FAIL,)))
 
     def n_running(self) -> int:
         return len(self._trials((TrialState.RUNNING,)))
@@ -256,11 +268,25 @@ class SearchStudy:
                 self.study.set_user_attr(EXHAUSTED, True)
                 return None, True
             return None, False
+        if (twin := refused_twin(record, trials, resolution)) is not None:
+            self._fail_as_refused_repeat(trial, twin, source)
+            # it counts, as the trial it repeats does: stop at the target, not past it
+            return None, self._is_surplus(trial.number + 1, target, trials)
         if source is None:
             trial.set_user_attr("source", "search")
         layer = int(trial.params.get("layer", self.space.layers[0]))
         rows = record.user_attrs.get("rows")  # recorded before its worker died
         return Proposal(trial.number, layer, float(trial.params["coefficient"]), trial, rows), False
+
+    def _fail_as_refused_repeat(self, trial, twin: int, source: str | None) -> None:
+        """Fail a trial unasked: its answers would be refused as trial `twin`'s were (its
+        retry, on the next run, asks these params again). It counts, as a refused trial
+        does, so a sampler that keeps proposing them cannot keep a run going."""
+        if source is None:
+            trial.set_user_attr("source", "search")
+        trial.set_user_attr(REPEATS_REFUSED, twin)
+        trial.set_user_attr("error", f"repeats trial {twin}, whose answers the judge refused")
+        self.study.tell(trial, state=TrialState.FAIL)
 
     @staticmethod
     def _is_surplus(number: int, target: int, trials) -> bool:
@@ -325,26 +351,19 @@ class SearchStudy:
 
     # ---- finalising -----------------------------------------------------------------------
     @contextlib.contextmanager
-    def finalising(self) -> Iterator[bool]:
+    def finalising(self, poll_s: float = 2.0) -> Iterator[bool]:
         """Whether this worker finalises the finished study (held-out evaluation, outputs):
         exactly one of the workers that finish it together does, the others get False.
 
         A claim is a trial of the study's finalisation study, held (and heartbeated) by the
-        finalising worker: a claim running elsewhere, or one completed since this worker
-        opened the study, means the study is taken care of. A rerun opened after the last
-        claim finalises again; a claim whose worker is gone or whose body raised is failed
-        and left to the next worker."""
-        with self._lock:
-            for trial_id in self._stale(self._finals):
-                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                    self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
-            claims = self._finals.get_trials(deepcopy=False)
-            taken = any(
-                t.state == TrialState.RUNNING
-                or (t.state == TrialState.COMPLETE and t.number >= self._rounds_seen)
-                for t in claims
-            )
-            claim = None if taken else self._finals.ask()
+        finalising worker, recording the study's completed trials (`FINALISED`). A claim of
+        the study as it stands, running elsewhere or completed since this worker opened the
+        study, means it is taken care of. One of fewer completed trials is not (a worker
+        that joined late evaluated retries since): this worker finalises again, once a
+        running claim has ended, so two workers never write the outputs at once. A rerun
+        opened after the last claim finalises again; a claim whose worker is gone or whose
+        body raised is failed and left to the next worker."""
+        claim = self._claim_finalisation(poll_s)
         if claim is None:
             yield False
             return
@@ -355,6 +374,41 @@ class SearchStudy:
                 self._finals.tell(claim, state=TrialState.FAIL)
             raise
         self._finals.tell(claim, float(self.n_done()))
+
+    def _claim_finalisation(self, poll_s: float):
+        """A new claim, or None when one covers the study as it stands; waits while a claim
+        of fewer completed trials runs."""
+        said = False
+        while True:
+            with self._lock:
+                for trial_id in self._stale(self._finals):
+                    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                        self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+                complete = len(self._trials((TrialState.COMPLETE,)))
+                claims = self._finals.get_trials(deepcopy=False)
+                if any(self._covers(t, complete) for t in claims):
+                    return None
+                if not any(t.state == TrialState.RUNNING for t in claims):
+                    claim = self._finals.ask()
+                    claim.set_user_attr(FINALISED, complete)
+                    return claim
+            if not said:
+                print(
+                    f"steerops search: another worker is finalising study {self.name!r} "
+                    "without its latest completed trials; this one finalises it again after",
+                    file=sys.stderr,
+                )
+                said = True
+            time.sleep(poll_s)
+
+    def _covers(self, claim, complete: int) -> bool:
+        """The claim is of the study's `complete` completed trials, and runs, or completed
+        since this worker opened the study."""
+        if claim.user_attrs.get(FINALISED) != complete:
+            return False
+        return claim.state == TrialState.RUNNING or (
+            claim.state == TrialState.COMPLETE and claim.number >= self._rounds_seen
+        )
 
     def record_choice(self, number: int | None, feasible: bool) -> None:
         """The trial the search reports (the best feasible one, else the most coherent;
@@ -371,7 +425,9 @@ class SearchStudy:
         """Each trial failed on answers the judge's endpoint refused, enqueued once more with
         its params (a filter may have lifted since); how many. Once a run: a retry that is
         refused again waits for the next. An exhausted study asks nothing more, retries
-        included: none is enqueued, and the failed trials keep counting."""
+        included: none is enqueued, and the failed trials keep counting. A trial failed
+        unasked as a repeat of one (`REPEATS_REFUSED`) gets no retry: that one's asks its
+        params."""
         with self._lock:
             if self.exhausted():
                 return 0

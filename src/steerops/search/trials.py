@@ -14,6 +14,8 @@ CONSTRAINT = "coherence"
 SEARCHED = ("search", "enqueued")  # sources whose completed trials count
 # a trial enqueued again for one that failed on answers the judge's endpoint refused
 RETRY_OF = "retry_of"
+# a trial failed unasked: its params are a refused trial's, not retried yet (its number)
+REPEATS_REFUSED = "repeats_refused"
 _STATE_NAMES = {s: s.name.lower() for s in TrialState}
 
 
@@ -66,10 +68,16 @@ def violation(trial) -> float | None:
 def counts(t, retried: Collection[int] = ()) -> bool:
     """The trial counts toward the target: a search's completed trial, or one failed because
     nothing could be scored or the judge's endpoint refused some of its answers (not once a
-    later trial retries it: `retried`, the numbers `RETRY_OF` names)."""
+    later trial retries it: `retried`, the numbers `RETRY_OF` names), or failed unasked as
+    a repeat of such a trial (not once that one is retried: the retry asks its params)."""
     if t.state == TrialState.COMPLETE:
         return t.user_attrs.get("source", "search") in SEARCHED
-    return t.state == TrialState.FAIL and "error" in t.user_attrs and t.number not in retried
+    return (
+        t.state == TrialState.FAIL
+        and "error" in t.user_attrs
+        and t.number not in retried
+        and t.user_attrs.get(REPEATS_REFUSED) not in retried
+    )
 
 
 def retried_numbers(trials) -> set[int]:
@@ -80,20 +88,40 @@ def retried_numbers(trials) -> set[int]:
 def repeats(record, trials, resolution: float = 0.0) -> bool:
     """Another trial runs or ran these params (one that failed does not count): the same
     layer and a coefficient within `resolution` of this one's (0: the exact params)."""
-
-    def same(params: dict) -> bool:
-        if params.get("layer") != record.params.get("layer"):
-            return False
-        gap = abs(float(params["coefficient"]) - float(record.params["coefficient"]))
-        return gap <= resolution
-
     return any(
-        t.number != record.number
-        and "coefficient" in t.params
-        and same(t.params)
-        and t.state in (TrialState.RUNNING, TrialState.COMPLETE)
+        _same_config(t, record, resolution) and t.state in (TrialState.RUNNING, TrialState.COMPLETE)
         for t in trials
     )
+
+
+def refused_twin(record, trials, resolution: float = 0.0) -> int | None:
+    """The number of a trial of these params (as `repeats` compares them) that failed on
+    answers the judge's endpoint refused and is not retried yet (None: none). Samplers never
+    see failed trials, so they propose such params again, and each proposal would generate
+    answers only to have them refused again. A retry is not its refused trial's twin: that
+    trial is retried."""
+    retried = retried_numbers(trials)
+    return next(
+        (
+            t.number
+            for t in trials
+            if t.state == TrialState.FAIL
+            and t.user_attrs.get("refused")
+            and t.number not in retried
+            and _same_config(t, record, resolution)
+        ),
+        None,
+    )
+
+
+def _same_config(t, record, resolution: float) -> bool:
+    """Another trial at the same layer with a coefficient within `resolution` of `record`'s."""
+    if t.number == record.number or "coefficient" not in t.params:
+        return False
+    if t.params.get("layer") != record.params.get("layer"):
+        return False
+    gap = abs(float(t.params["coefficient"]) - float(record.params["coefficient"]))
+    return gap <= resolution
 
 
 def copies_before(trials, number: int) -> int:
