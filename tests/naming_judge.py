@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlflow import MlflowClient
+
+from steerops.config import load_params
 from steerops.judges.cache import JudgeCache
 from steerops.judges.cached import CachedJudge
 from steerops.judges.prompts import JudgePrompts
@@ -43,3 +46,19 @@ def parse_served(tag: str) -> dict[str, int]:
     """`served_summary`'s line as {model: answers}."""
     parts = (part.rsplit(" (", 1) for part in tag.split(", "))
     return {model: int(n.removesuffix(" answers)")) for model, n in parts}
+
+
+def served_on_runs(params_file: Path, stage: str, trait: str) -> list[dict[str, int]]:
+    """{model: answers} of each `stage` invocation's MLflow run (not its nested runs), oldest
+    first, from its `steerops.judge_served.<trait>` tag."""
+    client = MlflowClient(load_params(params_file).tracking.uri)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string=f"tags.`steerops.stage` = '{stage}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    return [
+        parse_served(run.data.tags[f"steerops.judge_served.{trait}"])
+        for run in runs
+        if "mlflow.parentRunId" not in run.data.tags
+    ]

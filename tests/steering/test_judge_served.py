@@ -4,28 +4,9 @@ snapshot's."""
 
 from __future__ import annotations
 
-from mlflow import MlflowClient
-
-from naming_judge import NamingJudge, naming_judges, parse_served
+from naming_judge import NamingJudge, naming_judges, served_on_runs
 from steer_world import SMALL, TRAIT, steer_params
 from steerops.cli import main
-from steerops.config import load_params
-
-
-def _served(params_file) -> list[dict[str, int]]:
-    """{model: answers} of each steer invocation's run (not its nested runs), oldest first."""
-    client = MlflowClient(load_params(params_file).tracking.uri)
-    runs = client.search_runs(
-        [e.experiment_id for e in client.search_experiments()],
-        filter_string="tags.`steerops.stage` = 'steer'",
-        order_by=["attributes.start_time ASC"],
-    )
-    out = []
-    for run in runs:
-        if "mlflow.parentRunId" in run.data.tags:
-            continue
-        out.append(parse_served(run.data.tags[f"steerops.judge_served.{TRAIT}"]))
-    return out
 
 
 def test_the_served_model_of_every_answer_scored_is_on_the_steer_run(
@@ -37,7 +18,7 @@ def test_the_served_model_of_every_answer_scored_is_on_the_steer_run(
     assert main(argv) == 0
     first = judges[0].calls  # every distinct answer asked once (the toy repeats texts)
     assert first >= 8  # the baseline's 4 questions, 2 prompts each, at least
-    assert _served(params_file) == [{"judge-mini-2026-01-01": first}]
+    assert served_on_runs(params_file, "steer", TRAIT) == [{"judge-mini-2026-01-01": first}]
     # a steer of the same grid and another coefficient, by a new snapshot: the answers it
     # scores anew are the new model's, those served from the judge's cache the old one's
     NamingJudge.model = "judge-mini-2026-06-01"
@@ -48,7 +29,7 @@ def test_the_served_model_of_every_answer_scored_is_on_the_steer_run(
         NamingJudge.model = "judge-mini-2026-01-01"
     fresh = judges[1].calls
     assert fresh > 0
-    latest = _served(params_file)[-1]
+    latest = served_on_runs(params_file, "steer", TRAIT)[-1]
     assert latest.pop("judge-mini-2026-06-01") == fresh
     # the configs served from the results log were not scored by this run
     assert 0 <= latest.pop("judge-mini-2026-01-01", 0) <= first and latest == {}

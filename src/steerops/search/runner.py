@@ -52,6 +52,7 @@ def search_trait(
     returns best.json, or None when another worker of the study finalises it. One model
     load serves the search and the held-out evaluation. The MLflow run opens before the
     model loads (its duration covers the work); its link is appended to `links`."""
+    from steerops.judges.cached import CachedJudge
     from steerops.models.loading import model_source
     from steerops.search.heldout import split_questions
     from steerops.search.store import search_dir
@@ -117,6 +118,9 @@ def search_trait(
                     session, heldout_q, results_dir=out_dir, read_also=extra
                 )
                 best = finish(params, plan, study, stats, evaluator, held_eval, tracker)
+        if isinstance(session.judge, CachedJudge) and (models := session.judge.served_summary()):
+            # which model an endpoint named for the answers this run scored with
+            tracker.set_tags({f"steerops.judge_served.{trait}": models})
     link = tracker.link()
     if links is not None and link:
         links.append(link)
@@ -314,10 +318,11 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
 
     records = study.records()
     if not any(r.state == "complete" for r in records):
-        refused = study.n_refused()
+        refused, repeated = study.n_refused(), study.n_repeated_refused()
+        also = f", and {repeated} more repeated their params unasked" if repeated else ""
         why = (
-            f"the judge's endpoint refused answers of {refused} of them (a content filter?): "
-            "the search's next run asks them again"
+            f"the judge's endpoint refused answers of {refused} of them (a content filter?)"
+            f"{also}: the search's next run asks them again"
             if refused
             else "the judge scored nothing"
         )
