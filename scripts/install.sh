@@ -13,7 +13,8 @@ if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
   exit 0
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-PIP="$VENV/bin/python -m pip --quiet --disable-pip-version-check"
+# No wheel cache: on a fresh machine it only doubles the downloads' disk use (~1 GB).
+PIP="$VENV/bin/python -m pip --quiet --disable-pip-version-check --no-cache-dir"
 # pip install, tried up to three times (a dropped download should not fail a fresh machine's
 # set-up). pip's warnings about configured index folders this machine lacks are dropped so
 # the real error is the last thing printed; a failure also says how much disk is free.
