@@ -21,11 +21,12 @@ PIP="$VENV/bin/python -m pip --quiet --disable-pip-version-check --no-cache-dir"
 pip_install() {
   local try
   for try in 1 2 3; do
-    if $PIP install "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; then
+    # pip's stderr alone goes through the filter (fd 3 carries its stdout past it)
+    if { $PIP install "$@" 2>&1 1>&3 3>&- | { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }; } 3>&1; then
       return 0
     fi
     echo "install: pip install $* failed (try $try of 3); free disk: $(df -Ph . | awk 'NR==2 {print $4}')" >&2
-    sleep $((try * 5))
+    if [ "$try" -lt 3 ]; then sleep $((try * 5)); fi
   done
   return 1
 }
