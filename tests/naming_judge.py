@@ -48,9 +48,9 @@ def parse_served(tag: str) -> dict[str, int]:
     return {model: int(n.removesuffix(" answers)")) for model, n in parts}
 
 
-def served_on_runs(params_file: Path, stage: str, trait: str) -> list[dict[str, int]]:
-    """{model: answers} of each `stage` invocation's MLflow run (not its nested runs), oldest
-    first, from its `steerops.judge_served.<trait>` tag."""
+def served_on_runs(params_file: Path, stage: str) -> list[dict[str, int]]:
+    """{model: answers} of each one-trait `stage` invocation's MLflow run (not its nested
+    runs), oldest first, from its `steerops.judge_served` tag."""
     client = MlflowClient(load_params(params_file).tracking.uri)
     runs = client.search_runs(
         [e.experiment_id for e in client.search_experiments()],
@@ -58,7 +58,7 @@ def served_on_runs(params_file: Path, stage: str, trait: str) -> list[dict[str, 
         order_by=["attributes.start_time ASC"],
     )
     return [
-        parse_served(run.data.tags[f"steerops.judge_served.{trait}"])
+        parse_served(run.data.tags["steerops.judge_served"])
         for run in runs
         if "mlflow.parentRunId" not in run.data.tags
     ]

@@ -254,7 +254,7 @@ def test_the_model_an_endpoint_named_for_the_vetting_answers_is_recorded(
     params = load_params(params_file)
     runs = mlflow.search_runs(experiment_names=[params.experiment], output_format="list")
     run = next(r for r in runs if r.data.tags.get("steerops.stage") == "generate")
-    assert run.data.tags["steerops.judge_served.toy/refusal"] == summary["judge_served"]
+    assert run.data.tags["steerops.judge_served"] == summary["judge_served"]
 
 
 def test_bad_input_is_one_line_naming_it(toy_params, capsys):

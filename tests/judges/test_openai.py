@@ -794,6 +794,31 @@ def test_the_models_behind_a_fresh_judges_cached_answers_are_its_provenance(
     assert again.served_summary() == "judge-mini-2026-01-01 (2 answers)"
 
 
+def test_a_served_model_name_is_kept_without_the_key_control_characters_or_bulk(
+    tmp_path, server, trait, key
+):
+    """The model name comes from the server: it is cleaned before it is cached or logged."""
+    send = server.send
+    named = [f"judge-\x1b[31mmini {KEY}\n" + "x" * 500]
+
+    def naming(handler, status, payload, headers=None):
+        if status == 200:
+            payload["model"] = named[0]
+        return send(handler, status, payload, headers)
+
+    server.send = naming
+    judge = make_judge(params_for(tmp_path, server), trait)
+    judge.score(["q1"], [RESPONSES[1]])
+    (name,) = set(judge.served.values())
+    assert KEY not in name and "\x1b" not in name and "\n" not in name
+    assert name.startswith("judge-[31mmini ***") and len(name) <= 200
+    cached = judge.cache.served_by(list(_keys(judge, "q1", RESPONSES[1])))
+    assert set(cached.values()) == {name}
+    named[0] = "\n\t"  # nothing printable: no name
+    judge.score(["q2"], [RESPONSES[2]])
+    assert judge.cache.served_by(list(_keys(judge, "q2", RESPONSES[2]))) == {}
+
+
 def _keys(judge, question, response):
     from steerops.judges.cache import cache_key
 

@@ -4,7 +4,7 @@ search's MLflow run, as on the grid's (tests/steering/test_judge_served.py)."""
 from __future__ import annotations
 
 from naming_judge import naming_judges, served_on_runs
-from steer_world import TRAIT, steer_params
+from steer_world import steer_params
 from steerops.cli import main
 
 
@@ -19,4 +19,4 @@ def test_the_served_model_of_every_answer_scored_is_on_the_search_run(
     asked = sum(judge.calls for judge in judges)
     assert asked > 0
     # the search half's trials and baseline, and the held-out evaluation: all one judge's
-    assert served_on_runs(params_file, "search", TRAIT) == [{"judge-mini-2026-01-01": asked}]
+    assert served_on_runs(params_file, "search") == [{"judge-mini-2026-01-01": asked}]

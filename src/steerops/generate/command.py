@@ -185,7 +185,7 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
         served = judge.served_summary() if isinstance(judge, CachedJudge) else None
         if served is not None:  # the models an endpoint named for the answers vetting used
             summary["judge_served"] = served
-            tracker.set_tags({f"steerops.judge_served.{name}": served})
+            tracker.set_tags({"steerops.judge_served": served})
         summary = write_responses(folder, rows, summary)
         tracker.log_params({"trait": name, "variant": cfg.variant, **gen, **vet})
         tracker.log_metrics(_metrics(summary))

@@ -246,7 +246,7 @@ class OpenAIJudge(CachedJudge):
         reply = post_json(self.url, body, _auth(self._api_key), self.policy, self._api_key, stop)
         entry = weighted_score(integer_probs(self._top_logprobs(reply, job)))
         served = reply.get("model") if isinstance(reply, dict) else None
-        if isinstance(served, str) and served:
+        if isinstance(served, str) and (served := _model_name(served, self._api_key)):
             with self._tokens_lock:
                 self._served[cache_key(self.id, *job)] = served
         return entry
@@ -486,3 +486,9 @@ def _url_problem(url: str | None) -> str | None:
             "variable judge.api_key_env names"
         )
     return None
+
+
+def _model_name(text: str, secret: str) -> str:
+    """The model a reply names, as kept and logged: the server's text, so without the key
+    (a server may echo anything), printable and at most 200 characters."""
+    return "".join(c for c in shown(text, secret, 200) if c.isprintable()).strip()

@@ -120,7 +120,7 @@ def search_trait(
                 best = finish(params, plan, study, stats, evaluator, held_eval, tracker)
         if isinstance(session.judge, CachedJudge) and (models := session.judge.served_summary()):
             # which model an endpoint named for the answers this run scored with
-            tracker.set_tags({f"steerops.judge_served.{trait}": models})
+            tracker.set_tags({"steerops.judge_served": models})
     link = tracker.link()
     if links is not None and link:
         links.append(link)

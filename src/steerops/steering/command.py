@@ -83,8 +83,11 @@ def run(args: argparse.Namespace) -> None:
                 "min_coherence": cfg.min_coherence,
             }
         )
+        served: dict[str, str] = {}
         for trait in traits:
             for summary in steer_cells(params, cells, trait, tracker=tracker):
+                if summary["judge_served"]:
+                    served[trait] = summary["judge_served"]
                 print(
                     cell_table(
                         summary["title"],
@@ -94,6 +97,8 @@ def run(args: argparse.Namespace) -> None:
                         display_path(summary["dir"]),
                     )
                 )
+        if served:
+            tracker.set_tags({"steerops.judge_served": _served_tag(served)})
         write_steer_summary(params)
     if tracker.active and not tracker.kept:
         print(
@@ -164,9 +169,8 @@ def steer_cells(
     baseline = evaluator.baseline()
     _warn_unscored([baseline, *results], len(evaluator.questions))
     judge = evaluator.session.judge
-    if isinstance(judge, CachedJudge) and (models := judge.served_summary()):
-        # which model an endpoint named for the answers this run scored with
-        tracker.set_tags({f"steerops.judge_served.{trait}": models})
+    # which model an endpoint named for the answers this run scored with (`run` tags it)
+    models = judge.served_summary() if isinstance(judge, CachedJudge) else None
     span = (started, time.time())  # every config was generated in this one evaluation
     alias = _aliases(evaluator, cells, layers, cfg.component)
     model_tags = input_hash_tags(params, model_input(evaluator.session.loaded.source))
@@ -189,6 +193,8 @@ def steer_cells(
                 model_tags,
             )
         )
+    for summary in summaries:
+        summary["judge_served"] = models
     after = [summary["digest"] for summary in summaries]  # each hashed once it was written
     if after != before:
         tracker.keep()  # all served, but a cell's files changed (e.g. another min_coherence)
@@ -203,6 +209,14 @@ def steer_cells(
         if False in logged:
             tracker.keep()
     return summaries
+
+
+def _served_tag(served: dict[str, str]) -> str:
+    """The models an endpoint named, per trait: the trait goes in the value, not the tag's
+    key, since MLflow refuses keys with characters a trait name may hold."""
+    if len(served) == 1:
+        return next(iter(served.values()))
+    return "; ".join(f"{trait}: {models}" for trait, models in served.items())
 
 
 def _warn_unscored(results: list, n_questions: int) -> None:
