@@ -47,3 +47,37 @@ def test_names_converge_on_one_scheme():
 def test_long_values_are_cut_to_mlflow_limits():
     assert len(names.params({"p": "x" * 10_000})["p"]) == names.MAX_PARAM
     assert names.params({"p": "x" * 10_000})["p"].endswith("...")
+
+
+def test_every_key_is_one_mlflow_takes():
+    """A key MLflow refuses fails the run's whole batch: user text in a key (a trait name
+    with `+`, a path-like name) is made a valid key, checked by MLflow's own validators."""
+    from mlflow.utils.validation import (
+        _validate_metric_name,
+        _validate_param_name,
+        _validate_tag_name,
+    )
+
+    odd = [
+        "steerops.judge_served.behavior/refusal+v2",
+        "a//b",
+        "/rooted",
+        "trailing/",
+        "..",
+        ".",
+        "",
+        "x(1)@y:z",
+        "k" * 300,
+        "ünïcode/trait",
+    ]
+    for name in odd:
+        made = names.key(name)
+        _validate_tag_name(made)
+        _validate_param_name(made)
+        _validate_metric_name(made)
+        assert len(made) <= names.MAX_KEY
+    assert names.key("steerops.trait") == "steerops.trait"  # a valid key is kept
+    assert names.key("behavior/refusal+v2") == "behavior/refusal_v2"
+    assert names.tags({"t.a+b": "v"}) == {"t.a_b": "v"}
+    assert names.params({"m": {"x+y": 1}}) == {"m.x_y": "1"}
+    assert names.metrics({"m": {"x+y": 1}}) == {"m.x_y": 1.0}

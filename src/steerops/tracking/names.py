@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ ALIASES = {"model": "model_id", "revision": "model_revision"}
 MEANS = ("trait", "coherence")  # scores a metric reports as means over responses
 MAX_PARAM = 6000  # MLflow's limit on a param value
 MAX_TAG = 8000
+MAX_KEY = 250  # MLflow's limit on a param, metric or tag name
+_BAD_KEY_CHARACTERS = re.compile(r"[^/\w.\- ]")  # MLflow's key characters (as on Windows)
 
 
 def canonical(name: str, metric: bool = False) -> str:
@@ -29,7 +33,23 @@ def canonical(name: str, metric: bool = False) -> str:
     last = ALIASES.get(last, last)
     if metric and any(last == m or last.endswith("_" + m) for m in MEANS):
         last += "_mean"
-    return head + dot + last
+    return key(head + dot + last)
+
+
+def key(name: str) -> str:
+    """A name MLflow takes as a key: its characters (letters, digits, `_ - . / ` and space;
+    any other, such as a trait name's `+`, becomes `_`), its length, and a path that
+    resolves to itself. A key MLflow refuses fails the run's whole batch."""
+    out = _BAD_KEY_CHARACTERS.sub("_", name)[:MAX_KEY]
+    if _resolves_to_itself(out):
+        return out
+    out = out.replace("/", "_")
+    return out if _resolves_to_itself(out) else "_" + out[1:]
+
+
+def _resolves_to_itself(name: str) -> bool:
+    norm = posixpath.normpath(name)
+    return norm == name and norm != "." and not norm.startswith(("..", "/"))
 
 
 def text(value: Any, root: Path | None = None, limit: int = MAX_PARAM) -> str | None:
@@ -73,8 +93,8 @@ def metric(value: Any) -> float | None:
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested dicts as dotted names (`vectors.seed`)."""
     out: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
+    for part, value in values.items():
+        name = f"{prefix}{part}"
         if isinstance(value, Mapping) and value:
             out.update(flatten(value, name + "."))
         else:
@@ -85,28 +105,28 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def params(values: Mapping[str, Any], root: Path | None = None) -> dict[str, str]:
     """Flat, canonical, printable params (missing values dropped)."""
     out = {}
-    for key, value in flatten(values).items():
+    for name, value in flatten(values).items():
         shown = text(value, root)
         if shown is not None:
-            out[canonical(key)] = shown
+            out[canonical(name)] = shown
     return out
 
 
 def tags(values: Mapping[str, Any], root: Path | None = None) -> dict[str, str]:
     out = {}
-    for key, value in values.items():
+    for name, value in values.items():
         shown = text(value, root, MAX_TAG)
         if shown is not None:
-            out[key] = shown
+            out[key(name)] = shown
     return out
 
 
 def metrics(values: Mapping[str, Any]) -> dict[str, float]:
     out = {}
-    for key, value in flatten(values).items():
+    for name, value in flatten(values).items():
         number_ = metric(value)
         if number_ is not None:
-            out[canonical(key, metric=True)] = number_
+            out[canonical(name, metric=True)] = number_
     return out
 
 
