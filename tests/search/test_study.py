@@ -79,7 +79,9 @@ def test_params_the_judge_refused_are_generated_once_a_run_and_retried_once_next
 
     study = open_study(tmp_path, startup_trials=3, seed=seed, resolution=resolution)
     filtered = SyntheticEvaluator(["q1", "q2"], refuse_above=refuse_above)
-    run_search(study, filtered, SOURCE, target=12, batch=1, direction="positive", progress=False)
+    stats = run_search(
+        study, filtered, SOURCE, target=12, batch=1, direction="positive", progress=False
+    )
     asked = [c for call in filtered.calls for _, c, _ in call]
     assert len(asked) == len(set(asked)) < 12  # no config generated twice
     trials = study.study.get_trials(deepcopy=False)
@@ -97,8 +99,16 @@ def test_params_the_judge_refused_are_generated_once_a_run_and_retried_once_next
     err = capsys.readouterr().err
     assert err.count("failed: the judge's endpoint refused") == len(refused)
     assert "waiting for" not in err
+    # one line says why the run's target holds configs never asked
+    assert stats.repeated_refused == len(repeats)
+    assert err.count(f"{len(repeats)} proposal(s) repeated the params of trials") == 1
     lifted = SyntheticEvaluator(["q1", "q2"])
-    run_search(study, lifted, SOURCE, target=12, batch=1, direction="positive", progress=False)
+    again_stats = run_search(
+        study, lifted, SOURCE, target=12, batch=1, direction="positive", progress=False
+    )
+    assert (
+        again_stats.repeated_refused == 0 and "repeated the params" not in capsys.readouterr().err
+    )
     again = [c for call in lifted.calls for _, c, _ in call]
     retries = again[: len(refused)]
     assert sorted(retries) == sorted(p["coefficient"] for p in refused.values())

@@ -384,6 +384,7 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
             "feasible": float(best["feasible"]),
             "n_trials": best["n_trials"],
             "n_generations": best["n_generations"]["total"],
+            "n_repeated_refused": stats.repeated_refused,  # this run's
         }
     )
     tags = {"steerops.feasible": best["feasible"], "steerops.status": best["status"]}

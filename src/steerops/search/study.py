@@ -402,9 +402,10 @@ class SearchStudy:
             time.sleep(poll_s)
 
     def _covers(self, claim, complete: int) -> bool:
-        """The claim is of the study's `complete` completed trials, and runs, or completed
-        since this worker opened the study."""
-        if claim.user_attrs.get(FINALISED) != complete:
+        """The claim is of the study's `complete` completed trials (or more), and runs, or
+        completed since this worker opened the study."""
+        recorded = claim.user_attrs.get(FINALISED)  # none on an older steerops's claim
+        if not isinstance(recorded, int) or recorded < complete:
             return False
         return claim.state == TrialState.RUNNING or (
             claim.state == TrialState.COMPLETE and claim.number >= self._rounds_seen
