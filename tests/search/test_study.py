@@ -274,3 +274,33 @@ def test_a_study_of_older_unnamed_constraints_is_refused_to_the_gp_sampler(tmp_p
         [proposal] = tpe.ask(1, 10)
         tpe.tell(proposal, 50.0, 80.0, 30.0, 1.0)
     assert tpe.n_done() == 5
+
+
+def test_near_copies_an_older_study_refused_are_asked_once_a_run(tmp_path):
+    """An older steerops left refused trials within the resolution of one another (the
+    sampler had proposed them again): their retries are queued points, yet once the first
+    is refused again, the others are its near copies and fail unasked."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = open_study(tmp_path, startup_trials=0, resolution=0.015)
+    for c in (2.8363, 2.8372, 2.8362):
+        study.study.add_trial(
+            optuna.trial.create_trial(
+                params={"coefficient": c},
+                distributions={"coefficient": study.space.distributions()["coefficient"]},
+                state=TrialState.FAIL,
+                user_attrs={
+                    "source": "search",
+                    "layer": 2,
+                    "refused": 1,
+                    "error": "the judge's endpoint refused 1 answers",
+                },
+            )
+        )
+    filtered = SyntheticEvaluator(["q1", "q2"], refuse_above=0.5)
+    run_search(study, filtered, SOURCE, target=4, batch=1, direction="positive", progress=False)
+    asked = [c for call in filtered.calls for _, c, _ in call]
+    near = [c for c in asked if abs(c - 2.8363) <= 0.015]
+    assert near == [pytest.approx(2.8363, abs=1e-4)]  # the first retry only
+    assert study.n_repeated_refused() == 2

@@ -268,7 +268,10 @@ class SearchStudy:
                 self.study.set_user_attr(EXHAUSTED, True)
                 return None, True
             return None, False
-        if (twin := refused_twin(record, trials, resolution)) is not None:
+        # a retry is compared with refused trials as proposals are: near copies of one
+        # refused again in this run (an older study's) fail unasked
+        near = self.space.resolution if RETRY_OF in record.user_attrs else resolution
+        if (twin := refused_twin(record, trials, near)) is not None:
             self._fail_as_refused_repeat(trial, twin, source)
             # it counts, as the trial it repeats does: stop at the target, not past it
             return None, self._is_surplus(trial.number + 1, target, trials)
@@ -395,7 +398,8 @@ class SearchStudy:
             if not said:
                 print(
                     f"steerops search: another worker is finalising study {self.name!r} "
-                    "without its latest completed trials; this one finalises it again after",
+                    "without its latest completed trials; this one finalises it again once "
+                    "that ends (Ctrl-C is safe: the trials are stored, and a rerun finalises)",
                     file=sys.stderr,
                 )
                 said = True
@@ -404,8 +408,8 @@ class SearchStudy:
     def _covers(self, claim, complete: int) -> bool:
         """The claim is of the study's `complete` completed trials (or more), and runs, or
         completed since this worker opened the study."""
-        recorded = claim.user_attrs.get(FINALISED)  # none on an older steerops's claim
-        if not isinstance(recorded, int) or recorded < complete:
+        recorded = claim.user_attrs.get(FINALISED)  # none on an older steerops's claim,
+        if isinstance(recorded, int) and recorded < complete:  # which covers as it did
             return False
         return claim.state == TrialState.RUNNING or (
             claim.state == TrialState.COMPLETE and claim.number >= self._rounds_seen
