@@ -794,3 +794,56 @@ def test_a_verdict_says_how_many_held_out_answers_are_under_the_bar():
     )
     assert "coherence 83.22 (5 of 20 answers under 68), n 20" in some
     assert "answers under" not in none and "answers under" not in unknown
+
+
+def test_a_compared_near_copy_carries_its_caveat_into_the_cleaning_curve(tmp_path):
+    """report.md and cleaning_curve.csv show `gain_note`: a +0.0 gain between a vector and
+    its near copy (the cleaned dims small at its position) must not read as "the dims do
+    not matter" there either. A variant whose dims held a real share, or that was not
+    compared, gets no note; a note already there (settings differ) is kept."""
+    import numpy as np
+    import torch
+
+    from steerops.config import load_params
+    from steerops.report import tables
+    from steerops.report.calibrated import with_removed_shares
+    from steerops.vectors.store import save_vectors
+
+    params = load_params(write_params(tmp_path))
+    vector = torch.ones(8)
+    vector[3] = 0.1  # 0.01 / 7.01 of the squared norm: a near copy once dim 3 is gone
+    base = vectors_dir(params.out, TRAIT, "base", POSITION, COMPONENT, "mean_diff")
+    save_vectors(base, {2: vector / vector.norm()}, {"method": "mean_diff"})
+    key = {"model": "m", "trait": TRAIT, "position": POSITION, "component": COMPONENT}
+    key |= {"method": "mean_diff", "dims_cleaned": "1", "layer": 2.0}
+    gain = {"gain": 0.0, "gain_note": ""}
+    curve = pd.DataFrame(
+        [
+            key | {"variant": "mean_diff", "dims_cleaned": "0", "gain": np.nan, "gain_note": ""},
+            key | {"variant": "mean_diff_small"} | gain,
+            key | {"variant": "mean_diff_large"} | gain,
+            key | {"variant": "mean_diff_uncompared", "gain": np.nan, "gain_note": ""},
+            key | {"variant": "mean_diff_other", "gain": np.nan} | {"gain_note": "settings differ"},
+        ]
+    )
+    small = {"dim_set": "massive", "dims_removed": {"2": [3]}}
+    large = {"dim_set": "massive", "dims_removed": {"2": [0, 1, 2]}}
+    sets = {
+        (TRAIT, POSITION, COMPONENT, "mean_diff_small"): small,
+        (TRAIT, POSITION, COMPONENT, "mean_diff_large"): large,
+        (TRAIT, POSITION, COMPONENT, "mean_diff_uncompared"): small,
+        (TRAIT, POSITION, COMPONENT, "mean_diff_other"): small,
+    }
+    frame = pd.DataFrame([{k: key[k] for k in ("model", "trait", "position", "component")}])
+    frame["method"], frame["vector_variant"] = "mean_diff", "base"
+    with_removed_shares(params, frame, curve, sets)
+    notes = dict(zip(curve["variant"], curve["gain_note"], strict=True))
+    share = 0.01 / 7.01
+    assert notes["mean_diff_small"] == (
+        f"near copy: the cleaned dims held {share:.2%} of the vector at layer 2 (cosine "
+        f"{np.sqrt(1 - share):.3f}), so this gain cannot tell whether the dims matter; they "
+        "are small at the vector's position"
+    )
+    assert curve.set_index("variant")["removed_share"]["mean_diff_large"] > tables.BARELY
+    assert notes["mean_diff_large"] == "" and notes["mean_diff_uncompared"] == ""
+    assert notes["mean_diff"] == "" and notes["mean_diff_other"] == "settings differ"

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from steerops.calibration.aggregate import summarize
 from steerops.calibration.heatmap import plot_heatmap
+from steerops.calibration.reading import NEAR, layer_span, near_line
 from steerops.calibration.stats import LayerSums
 from steerops.calibration.store import calibration_file, heatmap_file, write_calibration
 from steerops.cli import abs_path, flags, load_params_for, stage_parser
@@ -50,10 +51,20 @@ def run(args: argparse.Namespace) -> None:
     params = load_params_for(args)
     record = calibrate(params)
     variant = params.calibration.variant
+    aggregate = record["aggregate"]
+    rule, layers = aggregate["massive_rule"], aggregate["massive_layers"]
+    massive = "; ".join(
+        f"{d} at layers {layer_span(layers[str(d)])}" for d in aggregate["massive_dims"]
+    )
     print(
-        f"calibration [{variant}]: {record['n_tokens']} tokens, massive dims "
-        f"{record['aggregate']['massive_dims']}, global dims "
-        f"{record['aggregate']['global_dims']} -> {calibration_file(params.out, variant)}"
+        f"calibration [{variant}]: {record['n_tokens']} tokens -> "
+        f"{calibration_file(params.out, variant)}\n"
+        f"  massive dims (peak |x| > {rule['threshold']:g} and > {rule['ratio']:g}x the "
+        f"layer's median |x|): {massive or 'none'}\n"
+        f"  near the bar (within {NEAR:g}x under it, at layers where not massive): "
+        f"{near_line(record)}\n"
+        f"  large-mean global dims (not necessarily massive): "
+        f"{', '.join(map(str, aggregate['global_dims'])) or 'none'}"
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from steerops.calibration.reading import NEAR, layer_span, near_line
 from steerops.calibration.store import calibration_file, read_calibration
 from steerops.errors import SteeropsError
 from steerops.io import read_json
@@ -63,13 +64,15 @@ def dims_line(record: dict[str, Any] | None) -> str:
     rule = aggregate.get("massive_rule") or {}
     massive = aggregate.get("massive_dims")
     layers = aggregate.get("massive_layers") or {}
-    spans = ", ".join(f"{d} at layers {_span(layers.get(str(d), []))}" for d in massive or [])
+    spans = ", ".join(f"{d} at layers {layer_span(layers.get(str(d), []))}" for d in massive or [])
     return "\n".join(
         [
             f"- Massive dims (peak |x| > {_num(rule.get('threshold'))} and > "
             f"{_num(rule.get('ratio'))}x the layer's median |x|, over all "
             f"{record.get('n_tokens', '?')} calibration tokens): "
             + (spans or ("none" if massive is not None else "not recorded (older calibration)")),
+            f"- Near the bar (within {NEAR:g}x under both its peak and its ratio, at layers "
+            f"where the dim is not massive: where the cut falls): {near_line(record)}",
             "- Large-mean global dims (in a layer's top "
             f"{aggregate.get('rule', {}).get('top_n', '?')} by |mean| at >= "
             f"{aggregate.get('rule', {}).get('min_layers', '?')} layers; not necessarily "
@@ -80,17 +83,6 @@ def dims_line(record: dict[str, Any] | None) -> str:
 
 def _num(value: Any) -> str:
     return "?" if value is None else f"{value:g}"
-
-
-def _span(layers: list[int]) -> str:
-    """[11, 12, 13, 20] -> "11-13, 20"."""
-    runs: list[list[int]] = []
-    for layer in sorted(layers):
-        if runs and layer == runs[-1][-1] + 1:
-            runs[-1].append(layer)
-        else:
-            runs.append([layer])
-    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs) or "none"
 
 
 def dim_sets(params, frame: pd.DataFrame) -> dict[tuple[str, str, str, str], dict[str, Any]]:
@@ -165,6 +157,28 @@ def with_removed_shares(params, frame: pd.DataFrame, curve: pd.DataFrame, sets: 
         share = unit[list(dims)].pow(2).sum() / unit.pow(2).sum() if dims else 0.0
         shares.append(float(share))
     curve["removed_share"] = shares
+    if {"gain", "gain_note"} <= set(curve.columns):
+        _note_near_copies(curve)
+
+
+def _note_near_copies(curve: pd.DataFrame) -> None:
+    """`gain_note` of a compared variant whose cleaned dims held under `tables.BARELY` of
+    the vector: the CSV and report.md say it too, not only results.md, since a gain of
+    +0.0 between near copies reads as "the dims do not matter", which it cannot show."""
+    near = (curve["removed_share"] < tables.BARELY) & curve["gain"].notna()
+    near &= curve["gain_note"] == ""
+    picked = curve.loc[near, ["removed_share", "layer"]].itertuples(index=False)
+    curve.loc[near, "gain_note"] = [near_copy_note(share, layer) for share, layer in picked]
+
+
+def near_copy_note(share: float, layer: Any) -> str:
+    """Why a cleaned variant's gain cannot test its dims: they held too little of the
+    vector (the tokens its position pools may not be where the dims are massive)."""
+    return (
+        f"near copy: the cleaned dims held {share:.2%} of the vector at layer {_layer(layer)} "
+        f"(cosine {np.sqrt(max(0.0, 1 - share)):.3f}), so this gain cannot tell whether "
+        "the dims matter; they are small at the vector's position"
+    )
 
 
 def with_vector_agreement(params, frame: pd.DataFrame, prepost: pd.DataFrame) -> None:

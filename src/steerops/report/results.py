@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from steerops import stats
+from steerops.report import tables
 from steerops.report.calibrated import dims_line, massive_display, massive_table
 from steerops.report.markdown import cell, interval, markdown_table
 
@@ -142,11 +143,6 @@ def _questions(frame: pd.DataFrame) -> str:
     return " = ".join(spans[:1]) + " (" + " / ".join(spans[1:]) + ")"
 
 
-# below this share of the uncleaned vector's squared norm (cosine above 0.975) a cleaned
-# variant is too close to its base for "no difference" to say anything about the dims
-BARELY = 0.05
-
-
 def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
     """Per cleaned variant: its held-out trait against the uncleaned method's, each at its own
     chosen config, paired over the questions both were scored on, and what that says."""
@@ -157,7 +153,7 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
         if r.dims_cleaned == "0"
     }
     for row in curve.itertuples(index=False):
-        if row.gain_note:  # the two cells ran under different settings
+        if row.gain_note == tables.SETTINGS_DIFFER:
             lines.append(
                 f"- {row.trait} {row.position} `{row.variant}` against `{row.method}`: "
                 f"**not compared**, their cells ran under different steering settings "
@@ -197,7 +193,7 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
         else:
             says = "no detectable difference"
         share = getattr(row, "removed_share", np.nan)
-        if not pd.isna(share) and share < BARELY:
+        if not pd.isna(share) and share < tables.BARELY:
             # a near-copy of the uncleaned vector: no difference is what any dims would give,
             # and a difference is the decoding's sensitivity to a tiny turn of the vector
             says += (

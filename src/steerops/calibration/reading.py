@@ -1,0 +1,59 @@
+"""What a calibration record says, in words the calibrate command and the report share:
+the massive set with its layers, and the dims just under its bar. The set rests on a sharp
+cut (peak |x| > threshold and > ratio x the layer's median |x|); a dim a little under it at
+some layers is where the cut falls, which a researcher needs to see before trusting "one
+massive dim"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+NEAR = 2.0  # "near the bar": within this factor under the peak or the ratio bar
+
+
+def near_misses(record: dict[str, Any], within: float = NEAR) -> dict[int, dict[str, Any]]:
+    """{dim: {"layers", "ratio", "peak"}} of the peaks within `within`x under the massive bar
+    at a layer where the dim is not massive (each layer's strongest peaks, `top_max`),
+    strongest first. A dim massive at other layers can be near the bar at these."""
+    rule = record.get("aggregate", {}).get("massive_rule") or {}
+    threshold, ratio = rule.get("threshold"), rule.get("ratio")
+    if threshold is None or ratio is None:
+        return {}
+    found: dict[int, dict[str, Any]] = {}
+    for layer, stats in sorted(record.get("layers", {}).items(), key=lambda kv: int(kv[0])):
+        massive = set(stats.get("massive_dims") or [])
+        for peak in stats.get("top_max") or []:
+            value, dim = abs(float(peak["value"])), int(peak["dim"])
+            near = value > threshold / within and float(peak["ratio"]) > ratio / within
+            if dim in massive or not near:
+                continue
+            hit = found.setdefault(dim, {"layers": [], "ratio": 0.0, "peak": 0.0})
+            hit["layers"].append(int(layer))
+            hit["ratio"] = max(hit["ratio"], float(peak["ratio"]))
+            hit["peak"] = max(hit["peak"], value)
+    return dict(sorted(found.items(), key=lambda kv: -kv[1]["ratio"]))
+
+
+def near_line(record: dict[str, Any], within: float = NEAR) -> str:
+    """The near misses in one phrase ("247 at layers 11-12 (up to 1,825, 967x); ..."), or
+    "none"."""
+    misses = near_misses(record, within)
+    return (
+        "; ".join(
+            f"{dim} at layers {layer_span(hit['layers'])} (up to {hit['peak']:,.0f}, "
+            f"{hit['ratio']:.0f}x)"
+            for dim, hit in misses.items()
+        )
+        or "none"
+    )
+
+
+def layer_span(layers: list[int]) -> str:
+    """[11, 12, 13, 20] -> "11-13, 20"."""
+    runs: list[list[int]] = []
+    for layer in sorted(layers):
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs) or "none"

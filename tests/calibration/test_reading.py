@@ -1,0 +1,68 @@
+"""What the calibrate command and the report say of a calibration record: the dims just
+under the massive bar, by layer, beside the set itself."""
+
+from __future__ import annotations
+
+from steerops.calibration.reading import layer_span, near_line, near_misses
+from steerops.report.calibrated import dims_line
+
+
+def _record() -> dict:
+    def peak(dim, value, ratio):
+        return {"dim": dim, "value": value, "ratio": ratio, "position": 0, "token": "<s>"}
+
+    layers = {
+        # massive 507; 247 at 967x is near; 14 at 485x is under half the ratio bar
+        "11": {
+            "massive_dims": [507],
+            "top_max": [
+                peak(507, 24926.2, 13204.6),
+                peak(247, 1825.0, 966.8),
+                peak(14, 915.6, 485.1),
+            ],
+        },
+        "12": {
+            "massive_dims": [507],
+            "top_max": [peak(507, 24917.4, 12839.7), peak(247, -1800.0, 944.0)],
+        },
+        # 507 not massive here but near: a dim of the set can be near at other layers
+        "3": {"massive_dims": [], "top_max": [peak(507, 860.0, 740.7)]},
+        # a high ratio on a small value (under half the peak bar) is not near
+        "5": {"massive_dims": [], "top_max": [peak(99, 40.0, 990.0)]},
+    }
+    return {
+        "n_tokens": 3645,
+        "layers": layers,
+        "aggregate": {
+            "massive_dims": [507],
+            "massive_layers": {"507": [11, 12]},
+            "massive_rule": {"threshold": 100.0, "ratio": 1000.0},
+            "global_dims": [507, 100],
+            "rule": {"top_n": 5, "min_layers": 10},
+        },
+    }
+
+
+def test_peaks_within_twice_of_the_bar_are_near_misses_strongest_first():
+    misses = near_misses(_record())
+    assert list(misses) == [247, 507]
+    assert misses[247] == {"layers": [11, 12], "ratio": 966.8, "peak": 1825.0}
+    assert misses[507] == {"layers": [3], "ratio": 740.7, "peak": 860.0}
+    assert near_line(_record()) == (
+        "247 at layers 11-12 (up to 1,825, 967x); 507 at layers 3 (up to 860, 741x)"
+    )
+    assert near_misses(_record(), within=1.01) == {}  # none within 1% of the bar
+    assert near_line({"layers": {}, "aggregate": {}}) == "none"  # an older record: no rule
+
+
+def test_the_report_names_the_near_misses_under_the_massive_set():
+    line = dims_line(_record())
+    assert "- Massive dims (peak |x| > 100 and > 1000x" in line
+    assert "507 at layers 11-12" in line
+    assert "- Near the bar (within 2x under both its peak and its ratio" in line
+    assert "247 at layers 11-12 (up to 1,825, 967x)" in line
+
+
+def test_layer_spans():
+    assert layer_span([20, 11, 12, 13]) == "11-13, 20"
+    assert layer_span([]) == "none"
