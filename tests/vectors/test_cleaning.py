@@ -99,7 +99,7 @@ def stored(tmp_path: Path, method: str):
     )
 
 
-def test_mean_diff_pre_and_post_cleaning_agree(tmp_path):
+def test_mean_diff_pre_and_post_cleaning_agree(tmp_path, capsys):
     """mean_diff is linear: zeroing dims in every activation and then averaging gives the
     same vector as averaging and then zeroing. The only difference is the order of
     normalisation: post-cleaning unit-normalises the full mean difference, zeroes dims and
@@ -110,6 +110,11 @@ def test_mean_diff_pre_and_post_cleaning_agree(tmp_path):
     assert (
         main(["clean", "--params", path, "--variants", "mean_diff_cleaned,mean_diff_preclean"]) == 0
     )
+    # the command says what each cleaned method zeroed
+    out = capsys.readouterr().out
+    for mode in ("post", "pre"):
+        said = f"cleaned (top_mean set of calibration instruct, {mode}-extraction): dims 3, 7"
+        assert f"{said} at layers 0\n" in out
     post, post_meta = stored(tmp_path, "mean_diff_cleaned")
     pre, pre_meta = stored(tmp_path, "mean_diff_preclean")
     assert cosine(post[0], pre[0]) > 1 - 1e-6

@@ -47,11 +47,38 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _say_written(directories) -> None:
-    """Each vectors folder written, with its method's best-layer line."""
+    """Each vectors folder written, with its method's best-layer line and, for a cleaned
+    method, the dims it zeroed."""
     for directory in directories:
         print(directory)
-        if line := best_layer_line(directory):
-            print(f"  {line}")
+        for line in (cleaned_line(directory), best_layer_line(directory)):
+            if line:
+                print(f"  {line}")
+
+
+def cleaned_line(directory) -> str | None:
+    """Which dims a cleaned method zeroed, at which layers, from which calibration (None
+    for a method that cleans nothing)."""
+    from steerops.calibration.reading import layer_span
+    from steerops.io import read_json
+    from steerops.vectors.store import METADATA_FILE
+
+    calibration = read_json(directory / METADATA_FILE).get("calibration") or {}
+    removed = calibration.get("dims_removed")
+    if not isinstance(removed, dict):
+        return None
+    by_dims: dict[tuple[int, ...], list[int]] = {}
+    for layer, dims in removed.items():
+        by_dims.setdefault(tuple(sorted(dims)), []).append(int(layer))
+    parts = [
+        f"{', '.join(map(str, dims)) or 'none'} at layers {layer_span(layers)}"
+        for dims, layers in sorted(by_dims.items(), key=lambda kv: min(kv[1]))
+    ]
+    return (
+        f"cleaned ({calibration.get('dim_set', '?')} set of calibration "
+        f"{calibration.get('variant', '?')}, {calibration.get('mode', '?')}-extraction): "
+        f"dims {'; '.join(parts) or 'none'}"
+    )
 
 
 def best_layer_line(directory) -> str | None:
