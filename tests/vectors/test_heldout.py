@@ -235,3 +235,34 @@ def test_a_sources_rollouts_count_once_in_the_interval(tmp_path):
     assert 0 < right < 6  # (this seed) so the rows' interval is narrower
     per_row = binomtest(3 * right, 18).proportion_ci(0.95, method="wilson")
     assert per_row.high - per_row.low < best["heldout_hi"] - best["heldout_lo"]
+
+
+def test_a_random_baseline_inside_the_interval_is_said_to_separate_the_classes_too(tmp_path):
+    """On SmolLM2's refusal trait at response[:5], mean_diff's held-out accuracy is 1.000
+    [0.796, 1.000] and random_baseline's 0.964: the classes part along almost any direction,
+    so the accuracy does not single mean_diff out, and its line says so."""
+    import json
+
+    from steerops.vectors.command import best_layer_line
+    from steerops.vectors.store import METADATA_FILE
+
+    def write(method: str, acc: float, lo: float, layer: int) -> Path:
+        folder = tmp_path / method
+        folder.mkdir(exist_ok=True)
+        best = {"layer": layer, "selection_acc": acc, "heldout_acc": acc, "heldout_lo": lo}
+        best |= {"heldout_hi": 1.0, "heldout_n": 28}
+        (folder / METADATA_FILE).write_text(json.dumps({"best": best}))
+        return folder
+
+    mean_diff = write("mean_diff", 1.0, 0.796, 0)
+    assert "random_baseline" not in best_layer_line(mean_diff)  # none beside it
+    random = write("random_baseline", 0.964, 0.80, 18)
+    line = best_layer_line(mean_diff)
+    assert line.endswith(
+        "; random_baseline reaches 0.964 held out (layer 18), inside this interval: the "
+        "classes part along random directions too, so this accuracy does not single the "
+        "direction out (steering tells)"
+    )
+    assert "reaches" not in best_layer_line(random)  # not said of itself
+    write("random_baseline", 0.6, 0.4, 18)  # under the interval: the direction is special
+    assert "random_baseline" not in best_layer_line(mean_diff)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-NEAR = 2.0  # "near the bar": within this factor under the peak or the ratio bar
+NEAR = 2.0  # "near the bar": within this factor under both the peak and the ratio bars
 
 
 def near_misses(record: dict[str, Any], within: float = NEAR) -> dict[int, dict[str, Any]]:

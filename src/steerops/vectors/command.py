@@ -102,7 +102,28 @@ def best_layer_line(directory) -> str | None:
             f"; {len(tied)} layers tie, so accuracy gives no layer preference: choose the "
             "layer by steering (`steerops steer --layers`)"
         )
-    return line
+    return line + _random_reach(directory, best)
+
+
+def _random_reach(directory, best: dict) -> str:
+    """A warning clause when the random baseline beside this method separates the classes
+    within this method's held-out interval: the classes then part along almost any
+    direction, and the accuracy does not single this one out."""
+    from steerops.io import read_json
+    from steerops.vectors.store import METADATA_FILE
+
+    beside = directory.parent / "random_baseline" / METADATA_FILE
+    if directory.name == "random_baseline" or not beside.is_file():
+        return ""
+    chance = read_json(beside).get("best") or {}
+    acc = chance.get("heldout_acc")
+    if acc is None or acc < best["heldout_lo"]:
+        return ""
+    return (
+        f"; random_baseline reaches {acc:.3f} held out (layer {chance.get('layer')}), inside "
+        "this interval: the classes part along random directions too, so this accuracy does "
+        "not single the direction out (steering tells)"
+    )
 
 
 def run_clean(args: argparse.Namespace) -> None:
