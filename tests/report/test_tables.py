@@ -4,6 +4,7 @@ reported held out, "no effect" and "needs finer coefficients" never give a coeff
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from report_data import SYNTHETIC, synthetic_grid, write_params
@@ -120,6 +121,9 @@ def test_cells_run_under_other_settings_are_not_compared(tmp_path):
     gap = _row(tables.preclean_vs_clean_after(frame, 68, seed=0), method="mean_diff")
     assert np.isnan(gap["gap"]) and gap["flag"] == tables.SETTINGS_DIFFER
     coefficients = tables.coefficient_table(frame, 68)
+    # the report hands over the gap analysis it has: the same table
+    given = tables.coefficient_table(frame, 68, tables.gap_analysis(frame, 68))
+    pd.testing.assert_frame_equal(given, coefficients)
     assert np.isnan(_row(coefficients, method="mean_diff_cleaned")["cleaning_shift"])
     assert _row(coefficients, method="mean_diff_top1")["cleaning_shift"] == 0.0
     from steerops.report.results import _cleaning_lines

@@ -279,15 +279,19 @@ def cleaning_curve(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> 
     return pd.DataFrame(out, columns=columns)
 
 
-def coefficient_table(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
+def coefficient_table(
+    frame: pd.DataFrame, min_coherence: float, tested: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The optimal coefficient of every "ok" (model, trait, position, component, method), with its
     held-out numbers, the mean_diff/probe ratio and the shift cleaning causes relative to the
     uncleaned base method (both only between "ok" rows). Cells without an effect held out
     have no optimal coefficient. `heldout_q` is the cell's q over the report's cells
-    (`gap_analysis`): an ok whose q is 0.05 or more may be the one chance finding among them."""
+    (`tested`, `gap_analysis` of the same frame and bar): an ok whose q is 0.05 or more may
+    be the one chance finding among them."""
     ok = {k: c for k, (c, status) in picks(frame, min_coherence).items() if status == stats.OK}
     cells = dict(iter(frame.groupby(GROUP, sort=True)))
-    tested = gap_analysis(frame, min_coherence)
+    if tested is None:  # the report passes the gap analysis it already has
+        tested = gap_analysis(frame, min_coherence)
     q_of = dict(zip(map(tuple, tested[GROUP].to_numpy()), tested["heldout_q"], strict=True))
     aliases = frame.groupby(GROUP, sort=True)["alias_of"].first().to_dict()
     out = []
