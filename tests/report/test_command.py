@@ -465,3 +465,23 @@ def test_a_results_page_in_a_subfolder_of_the_report_is_rewritten_and_nothing_be
     assert main(["report", "--params", params]) == 2
     assert "holds page/notes.md, which steerops report does not write" in capsys.readouterr().err
     assert (page / "notes.md").read_text() == "mine"
+
+
+def test_a_report_reads_each_vector_file_once_for_all_its_tables(tmp_path, monkeypatch):
+    """Near aliases, removed shares and the preclean agreement all read the grid's vectors:
+    one loader serves the three."""
+    from collections import Counter
+
+    from steerops.report import calibrated
+
+    synthetic_grid(tmp_path)
+    reads: Counter = Counter()
+    read = calibrated.vectors_for
+
+    def counting(*args):
+        reads[args[1:-1]] += 1
+        return read(*args)
+
+    monkeypatch.setattr(calibrated, "vectors_for", counting)
+    _report(tmp_path)
+    assert reads and max(reads.values()) == 1

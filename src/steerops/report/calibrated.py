@@ -133,14 +133,16 @@ def with_dim_sets(curve: pd.DataFrame, prepost: pd.DataFrame, sets: dict) -> Non
     prepost["dim_set"] = column
 
 
-def with_removed_shares(params, frame: pd.DataFrame, curve: pd.DataFrame, sets: dict) -> None:
+def with_removed_shares(
+    params, frame: pd.DataFrame, curve: pd.DataFrame, sets: dict, stored: Loader | None = None
+) -> None:
     """Add `removed_share` to the cleaning curve (in place): the share of the uncleaned
     method's unit vector (its squared norm) that a cleaned variant's removed dims held at
     the variant's chosen layer. It says how far cleaning turned the direction (cosine
     sqrt(1 - share)): a share near 0 means the comparison barely tests the dims. NaN where
     unknown (uncleaned rows, no layer chosen, vectors or metadata missing)."""
     variants = _vector_variants(frame)
-    stored = _stored_vectors(params)
+    stored = stored or vector_loader(params)
     shares = []
     for row in curve.itertuples(index=False):
         layer = _layer(row.layer)
@@ -181,14 +183,16 @@ def near_copy_note(share: float, layer: Any) -> str:
     )
 
 
-def with_vector_agreement(params, frame: pd.DataFrame, prepost: pd.DataFrame) -> None:
+def with_vector_agreement(
+    params, frame: pd.DataFrame, prepost: pd.DataFrame, stored: Loader | None = None
+) -> None:
     """Add `vectors_max_diff` to the preclean table (in place): the largest difference
     between the preclean and clean-after unit vectors, element by element over every layer
     both hold. For `mean_diff` (linear in the activations) it must be rounding, which checks
     the implementation without the judge; a gap in the steered deltas cannot tell a
     rounding difference from none. NaN where a side's vectors are missing."""
     variants = _vector_variants(frame)
-    stored = _stored_vectors(params)
+    stored = stored or vector_loader(params)
 
     def vectors(row: Any, suffix: str) -> dict[int, Any] | None:
         method = f"{row.method}{suffix}"
@@ -209,7 +213,7 @@ def with_vector_agreement(params, frame: pd.DataFrame, prepost: pd.DataFrame) ->
 NEAR_ALIAS = 1e-6
 
 
-def with_near_aliases(params, frame: pd.DataFrame) -> None:
+def with_near_aliases(params, frame: pd.DataFrame, stored: Loader | None = None) -> None:
     """Name in `alias_of` (in place) a method whose unit vectors equal an earlier method's
     of its cell to within `NEAR_ALIAS` at every layer, as an alias of the same tensors is
     named: it was evaluated on its own, but it is one test and one finding in the report's
@@ -217,7 +221,7 @@ def with_near_aliases(params, frame: pd.DataFrame) -> None:
     if frame.empty:
         return
     variants = _vector_variants(frame)
-    stored = _stored_vectors(params)
+    stored = stored or vector_loader(params)
     for key, cell in frame.groupby(tables.KEY, sort=True):
         free = sorted(m for m, rows in cell.groupby("method") if rows["alias_of"].iloc[0] == "")
         if len(free) < 2:
@@ -246,10 +250,13 @@ def _max_diff(a: dict[int, Any], b: dict[int, Any], layers) -> float:
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in layers)
 
 
-def _stored_vectors(params) -> Callable[..., dict[int, Any] | None]:
+Loader = Callable[..., dict[int, Any] | None]
+
+
+def vector_loader(params) -> Loader:
     """A loader of the vectors under the inputs, by (trait, variant, position, component,
     method), each read once; None for vectors gone since the grid steered them (nothing to
-    measure)."""
+    measure). The report shares one across its tables (`stored` of the `with_` functions)."""
     loaded: dict[tuple, dict[int, Any] | None] = {}
 
     def load(*key: str) -> dict[int, Any] | None:
