@@ -743,15 +743,7 @@ def test_answers_from_two_models_behind_one_name_are_warned_about(
 ):
     """An alias that moved to a new snapshot: the replies name another model than the one
     the cached answers came from, and the means mix the two."""
-    send = server.send
-    served = ["judge-mini-2026-01-01"]
-
-    def naming(handler, status, payload, headers=None):
-        if status == 200:
-            payload["model"] = served[0]
-        return send(handler, status, payload, headers)
-
-    server.send = naming
+    served = _naming(server, "judge-mini-2026-01-01")
     judge = make_judge(params_for(tmp_path, server), trait)
     judge.score(["q1"], [RESPONSES[1]])
     keys = list(_keys(judge, "q1", RESPONSES[1]))
@@ -777,14 +769,7 @@ def test_the_models_behind_a_fresh_judges_cached_answers_are_its_provenance(
     tmp_path, server, trait, key
 ):
     """A new process scoring only cached answers still says which model gave them."""
-    send = server.send
-
-    def naming(handler, status, payload, headers=None):
-        if status == 200:
-            payload["model"] = "judge-mini-2026-01-01"
-        return send(handler, status, payload, headers)
-
-    server.send = naming
+    _naming(server, "judge-mini-2026-01-01")
     params = params_for(tmp_path, server)
     make_judge(params, trait).score(["q1", "q2"], [RESPONSES[1], RESPONSES[2]])
     again = make_judge(params, trait)
@@ -798,15 +783,7 @@ def test_a_served_model_name_is_kept_without_the_key_control_characters_or_bulk(
     tmp_path, server, trait, key
 ):
     """The model name comes from the server: it is cleaned before it is cached or logged."""
-    send = server.send
-    named = [f"judge-\x1b[31mmini {KEY}\n" + "x" * 500]
-
-    def naming(handler, status, payload, headers=None):
-        if status == 200:
-            payload["model"] = named[0]
-        return send(handler, status, payload, headers)
-
-    server.send = naming
+    named = _naming(server, f"judge-\x1b[31mmini {KEY}\n" + "x" * 500)
     judge = make_judge(params_for(tmp_path, server), trait)
     judge.score(["q1"], [RESPONSES[1]])
     (name,) = set(judge.served.values())
@@ -817,6 +794,20 @@ def test_a_served_model_name_is_kept_without_the_key_control_characters_or_bulk(
     named[0] = "\n\t"  # nothing printable: no name
     judge.score(["q2"], [RESPONSES[2]])
     assert judge.cache.served_by(list(_keys(judge, "q2", RESPONSES[2]))) == {}
+
+
+def _naming(server, model: str) -> list[str]:
+    """Make the server's replies name `model` as the model that answered; the returned
+    one-item list changes it for later replies."""
+    send, named = server.send, [model]
+
+    def naming(handler, status, payload, headers=None):
+        if status == 200:
+            payload["model"] = named[0]
+        return send(handler, status, payload, headers)
+
+    server.send = naming
+    return named
 
 
 def _keys(judge, question, response):
