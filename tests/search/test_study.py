@@ -11,6 +11,7 @@ from steerops.errors import SteeropsError
 from steerops.search.loop import run_search
 from steerops.search.storage import storage_label
 from steerops.search.study import SearchStudy, Space
+from steerops.search.trials import to_record
 
 
 def test_a_design_enqueued_twice_is_evaluated_once(tmp_path):
@@ -88,6 +89,9 @@ def test_params_the_judge_refused_are_generated_once_a_run_and_retried_once_next
     refused = {t.number: t.params for t in trials if t.user_attrs.get("refused")}
     repeats = {t.number: t for t in trials if "repeats_refused" in t.user_attrs}
     assert repeats and all(t.state == TrialState.FAIL for t in repeats.values())
+    # trials.csv names them
+    shown = {r.number: r.source for t in trials if (r := to_record(t, 2)) is not None}
+    assert {n for n, source in shown.items() if source == "repeat"} == set(repeats)
     for t in repeats.values():
         twin = refused[t.user_attrs["repeats_refused"]]
         assert t.params["coefficient"] == pytest.approx(twin["coefficient"], abs=resolution)

@@ -50,7 +50,8 @@ def to_record(t: FrozenTrial, default_layer: int) -> TrialRecord | None:
         trait_delta=t.value if t.state == TrialState.COMPLETE else None,
         feasible=None if constraint is None else bool(constraint <= 0),
         state=_STATE_NAMES[t.state],
-        source=attrs.get("source", "search"),
+        # a repeat of a refused trial's params shows as such, not as a failed search trial
+        source="repeat" if REPEATS_REFUSED in attrs else attrs.get("source", "search"),
         rows=int(attrs.get("rows", 0)),
     )
 
