@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from steerops.calibration.aggregate import summarize
 from steerops.calibration.heatmap import plot_heatmap
-from steerops.calibration.reading import NEAR, layer_span, near_line
+from steerops.calibration.reading import NEAR, massive_spans, near_line
 from steerops.calibration.stats import LayerSums
 from steerops.calibration.store import calibration_file, heatmap_file, write_calibration
 from steerops.cli import abs_path, flags, load_params_for, stage_parser
@@ -52,10 +52,7 @@ def run(args: argparse.Namespace) -> None:
     record = calibrate(params)
     variant = params.calibration.variant
     aggregate = record["aggregate"]
-    rule, layers = aggregate["massive_rule"], aggregate["massive_layers"]
-    massive = "; ".join(
-        f"{d} at layers {layer_span(layers[str(d)])}" for d in aggregate["massive_dims"]
-    )
+    rule, massive = aggregate["massive_rule"], "; ".join(massive_spans(aggregate))
     print(
         f"calibration [{variant}]: {record['n_tokens']} tokens -> "
         f"{calibration_file(params.out, variant)}\n"

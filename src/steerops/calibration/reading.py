@@ -11,6 +11,15 @@ from typing import Any
 NEAR = 2.0  # "near the bar": within this factor under both the peak and the ratio bars
 
 
+def massive_spans(aggregate: dict[str, Any]) -> list[str]:
+    """Each massive dim with its layers ("507 at layers 11-27"), in the set's order."""
+    layers = aggregate.get("massive_layers") or {}
+    return [
+        f"{d} at layers {layer_span(layers.get(str(d), []))}"
+        for d in aggregate.get("massive_dims") or []
+    ]
+
+
 def near_misses(record: dict[str, Any], within: float = NEAR) -> dict[int, dict[str, Any]]:
     """{dim: {"layers", "ratio", "peak"}} of the peaks within `within`x under the massive bar
     at a layer where the dim is not massive (each layer's strongest peaks, `top_max`),

@@ -152,10 +152,12 @@ class CachedJudge:
                 file=sys.stderr,
             )
         if self.names_served:
-            cached = self.cache.served_by([k for k in keys if k not in todo])
-            self.served.update(cached)
+            cached = list(dict.fromkeys(k for k in keys if k not in todo))
+            # the cache is asked only for answers this judge has not looked up before
+            self.served.update(self.cache.served_by([k for k in cached if k not in self.served]))
             if fresh and not self._mixed_said:
-                self._warn_if_mixed(fresh, Counter(cached.values()))
+                models = Counter(self.served[k] for k in cached if k in self.served)
+                self._warn_if_mixed(fresh, models)
         values = [thresholded(*entries[k], self.min_prob_mass) for k in keys]
         return [(values[2 * i], values[2 * i + 1]) for i in range(len(questions))]
 

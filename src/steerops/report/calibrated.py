@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steerops.calibration.reading import NEAR, layer_span, near_line
+from steerops.calibration.reading import NEAR, massive_spans, near_line
 from steerops.calibration.store import calibration_file, read_calibration
 from steerops.errors import SteeropsError
 from steerops.io import read_json
@@ -63,8 +63,7 @@ def dims_line(record: dict[str, Any] | None) -> str:
     aggregate = record.get("aggregate", {})
     rule = aggregate.get("massive_rule") or {}
     massive = aggregate.get("massive_dims")
-    layers = aggregate.get("massive_layers") or {}
-    spans = ", ".join(f"{d} at layers {layer_span(layers.get(str(d), []))}" for d in massive or [])
+    spans = ", ".join(massive_spans(aggregate))
     return "\n".join(
         [
             f"- Massive dims (peak |x| > {_num(rule.get('threshold'))} and > "
@@ -178,7 +177,7 @@ def near_copy_note(share: float, layer: Any) -> str:
     vector (the tokens its position pools may not be where the dims are massive)."""
     return (
         f"near copy: the cleaned dims held {share:.2%} of the vector at layer {_layer(layer)} "
-        f"(cosine {np.sqrt(max(0.0, 1 - share)):.3f}), so this gain cannot tell whether "
+        f"(cosine {tables.cosine_left(share):.3f}), so this gain cannot tell whether "
         "the dims matter; they are small at the vector's position"
     )
 

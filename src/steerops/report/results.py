@@ -198,7 +198,7 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
             # and a difference is the decoding's sensitivity to a tiny turn of the vector
             says += (
                 f"; the cleaned vector is nearly the uncleaned one (cosine "
-                f"{np.sqrt(max(0.0, 1 - share)):.3f}), so this cannot tell whether the dims "
+                f"{tables.cosine_left(share):.3f}), so this cannot tell whether the dims "
                 "matter"
             )
         if base is not None and (row.layer, row.coefficient) != (base.layer, base.coefficient):
@@ -216,7 +216,7 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
             # how far cleaning turned the direction: near 0, the dims were barely tested
             removed += (
                 f", which held {share:.2%} of `{row.method}`'s squared norm there (cosine "
-                f"{np.sqrt(max(0.0, 1 - share)):.3f} between the two)"
+                f"{tables.cosine_left(share):.3f} between the two)"
             )
         family = (
             f", one of {k} cleaned variants compared (each interval at "

@@ -189,6 +189,12 @@ BARELY = 0.05
 LIKELY_BUG = "likely implementation problem"
 
 
+def cosine_left(share: float) -> float:
+    """The cosine between a unit vector and itself with dims holding `share` of its squared
+    norm zeroed (a cleaned variant against its uncleaned method)."""
+    return float(np.sqrt(max(0.0, 1 - share)))
+
+
 def _settings_differ(pre: dict | None, post: dict | None) -> bool:
     """Both configs exist but their cells ran under different steering settings (a scratch
     `--pipeline` run with another scope, unit, judge...): no paired comparison."""

@@ -51,6 +51,7 @@ from steerops.search.trials import (
     REPEATS_REFUSED,
     RETRY_OF,
     TrialRecord,
+    awaiting_retry,
     copies_before,
     counts,
     refused_twin,
@@ -438,13 +439,7 @@ class SearchStudy:
                 return 0
             trials = self._trials()
             retried = retried_numbers(trials)
-            again = [
-                t
-                for t in trials
-                if t.state == TrialState.FAIL
-                and t.user_attrs.get("refused")
-                and t.number not in retried
-            ]
+            again = [t for t in trials if awaiting_retry(t, retried)]
             for t in again:
                 self.study.enqueue_trial(
                     dict(t.params), user_attrs={"source": "enqueued", RETRY_OF: t.number}

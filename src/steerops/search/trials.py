@@ -106,12 +106,19 @@ def refused_twin(record, trials, resolution: float = 0.0) -> int | None:
         (
             t.number
             for t in trials
-            if t.state == TrialState.FAIL
-            and t.user_attrs.get("refused")
-            and t.number not in retried
-            and _same_config(t, record, resolution)
+            if awaiting_retry(t, retried) and _same_config(t, record, resolution)
         ),
         None,
+    )
+
+
+def awaiting_retry(t, retried: Collection[int]) -> bool:
+    """A trial failed on answers the judge's endpoint refused that no later trial retries
+    yet (`retried`: `retried_numbers` of the study)."""
+    return (
+        t.state == TrialState.FAIL
+        and bool(t.user_attrs.get("refused"))
+        and (t.number not in retried)
     )
 
 

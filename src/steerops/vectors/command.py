@@ -49,21 +49,23 @@ def run(args: argparse.Namespace) -> None:
 def _say_written(directories) -> None:
     """Each vectors folder written, with its method's best-layer line and, for a cleaned
     method, the dims it zeroed."""
+    from steerops.io import read_json
+    from steerops.vectors.store import METADATA_FILE
+
     for directory in directories:
         print(directory)
-        for line in (cleaned_line(directory), best_layer_line(directory)):
+        meta = read_json(directory / METADATA_FILE)
+        for line in (cleaned_line(meta), best_layer_line(directory, meta)):
             if line:
                 print(f"  {line}")
 
 
-def cleaned_line(directory) -> str | None:
-    """Which dims a cleaned method zeroed, at which layers, from which calibration (None
-    for a method that cleans nothing)."""
+def cleaned_line(meta: dict) -> str | None:
+    """Which dims a cleaned method zeroed, at which layers, from which calibration, from
+    its vectors' metadata (None for a method that cleans nothing)."""
     from steerops.calibration.reading import layer_span
-    from steerops.io import read_json
-    from steerops.vectors.store import METADATA_FILE
 
-    calibration = read_json(directory / METADATA_FILE).get("calibration") or {}
+    calibration = meta.get("calibration") or {}
     removed = calibration.get("dims_removed")
     if not isinstance(removed, dict):
         return None
@@ -81,13 +83,16 @@ def cleaned_line(directory) -> str | None:
     )
 
 
-def best_layer_line(directory) -> str | None:
+def best_layer_line(directory, meta: dict | None = None) -> str | None:
     """Where a method's vectors separate the classes best on held-out examples, and whether
-    that singles a layer out at all (layers tied on accuracy give no preference)."""
+    that singles a layer out at all (layers tied on accuracy give no preference). `meta`:
+    the folder's metadata, when the caller has read it."""
     from steerops.io import read_json
     from steerops.vectors.store import METADATA_FILE
 
-    best = read_json(directory / METADATA_FILE).get("best") or {}
+    if meta is None:
+        meta = read_json(directory / METADATA_FILE)
+    best = meta.get("best") or {}
     if best.get("layer") is None or best.get("heldout_acc") is None:
         return None
     line = (
