@@ -410,15 +410,21 @@ def finalising_worker(url: str, folder: str) -> None:
         time.sleep(600)
 
 
+def _wait_for_claim(folder: Path, proc, timeout_s: float = 300) -> None:
+    """Until the worker process `proc` has claimed the finalisation (its `claimed` marker
+    in `folder`), failing if it exits first or takes longer than `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not (folder / "claimed").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+
+
 def test_a_killed_finaliser_is_replaced_at_once(tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     waiting = open_url(url)  # a worker that opened the study before the claim
     proc = start("finalising_worker", url, str(tmp_path))
     try:
-        deadline = time.monotonic() + 300
-        while not (tmp_path / "claimed").exists():
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
+        _wait_for_claim(tmp_path, proc)
         with waiting.finalising() as mine:
             assert not mine  # the claim's worker is alive
     finally:
@@ -482,10 +488,7 @@ def test_a_late_worker_finalises_its_retries_after_the_running_finalisation(tmp_
     _refused_in_part(url)
     proc = start("holding_finaliser", url, str(tmp_path))
     try:
-        deadline = time.monotonic() + 300
-        while not (tmp_path / "claimed").exists():
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
+        _wait_for_claim(tmp_path, proc)
         late = open_url(url, sampler="tpe")
         lifted = SyntheticEvaluator(["q1", "q2"])
         run_search(late, lifted, SOURCE, 6, 2, "positive", progress=False)
