@@ -169,6 +169,44 @@ def test_searches_are_a_table_of_their_own(tmp_path):
     assert "+71.0 [+60.0, +80.0]" in text and "no feasible steering found" in text
 
 
+def test_searches_held_out_p_is_adjusted_over_the_searches_alone(tmp_path):
+    """Each search's held-out p gets its Benjamini-Hochberg q over the report's searches (a
+    search with no choice has no test and no q); the grid's q-values stay as they were."""
+    from scipy.stats import false_discovery_control
+
+    synthetic_grid(tmp_path)
+    before = pd.read_csv(_report(tmp_path) / "gap_analysis.csv")
+    held = {"trait_delta": 40.0, "delta_lo": 10.0, "delta_hi": 70.0, "coherence_mean": 81.0}
+    ps = {"mean_diff": 0.004, "probe": 0.07}  # an ok whose test does not hold
+    for method, p in ps.items():
+        _write_search(
+            tmp_path / "outputs",
+            method,
+            {
+                "status": "ok",
+                "feasible": True,
+                "chosen": {"trial": 1, "layer": 2, "coefficient": 1.6, "weight": 16.0},
+                "search": {"trait_delta": 50.0, "delta_lo": 20.0, "delta_hi": 80.0, "n": 20},
+                "heldout": {**held, "n": 20, "p": p},
+            },
+        )
+    _write_search(
+        tmp_path / "outputs",
+        "random_baseline",
+        {"status": "no feasible steering found", "feasible": False, "chosen": None},
+    )
+    out = _report(tmp_path)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "gap_analysis.csv"), before)
+    searched = pd.read_csv(out / "search_heldout.csv")
+    expected = false_discovery_control(list(ps.values()), method="bh")
+    for (method, _), q in zip(ps.items(), expected, strict=True):
+        assert _row(searched, method=method)["heldout_q"] == pytest.approx(q, rel=1e-5)
+    assert np.isnan(_row(searched, method="random_baseline")["heldout_q"])
+    # 0.004 alone would hold at 5% (q 0.008 over two): the headline counts one of two
+    metrics = read_json(out / "metrics.json")
+    assert (metrics["searches_ok"], metrics["searches_ok_at_fdr_5pct"]) == (2, 1)
+
+
 def test_negative_direction_measures_deltas_toward_suppression(tmp_path):
     """Cells steered with direction negative: the baseline refuses and steering suppresses
     it; the report's deltas are in each cell's own steering direction (whatever the params

@@ -477,7 +477,8 @@ def test_an_opposite_effect_is_worded_by_the_half_that_moved_and_counted_apart()
     assert "**opposite effect**" in VERDICTS
     gap["heldout_q"] = float("nan")
     empty = pd.DataFrame(columns=["flag", "loo_mae", "status"])
-    counts = _metrics(gap, empty, empty, empty)
+    no_searches = pd.DataFrame(columns=["status", "heldout_q"])
+    counts = _metrics(gap, empty, empty, no_searches)
     assert counts["cells_opposite_effect"] == 2 and counts["cells_no_effect"] == 0
     assert counts["best_cell"] is None  # the reversed cell is no best
 

@@ -244,6 +244,10 @@ def _metrics(gap, prepost, errors, searched) -> dict:
         "best_predictor_loo_mae": _num(errors["loo_mae"].min()) if len(errors) else None,
         "searches": int(len(searched)),
         "searches_ok": int((searched["status"] == stats.OK).sum()) if len(searched) else 0,
+        # of those, the ones whose held-out test holds over the report's searches (q < 0.05)
+        "searches_ok_at_fdr_5pct": int(
+            ((searched["status"] == stats.OK) & (searched["heldout_q"] < stats.FDR)).sum()
+        ),
     }
 
 
@@ -317,7 +321,8 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "optimum may lie beyond the grid)",
         "search_heldout": "Coefficient searches: the chosen config on the search half and on "
         "held-out questions (no choice: no feasible steering found; `heldout_p`: the one-sided "
-        "sign-flip p of its held-out deltas; `heldout_under_bar`: its "
+        "sign-flip p of its held-out deltas; `heldout_q`: that p adjusted over the report's "
+        "searches, Benjamini-Hochberg; `heldout_under_bar`: its "
         "held-out answers under the search's coherence bar, of `heldout_coherence_scored`)",
     }
     parts = ["# Steering report", "", _intro(threshold, halves, **protocol_), ""]

@@ -226,17 +226,22 @@ def _sort_key(column: pd.Series) -> pd.Series:
 SEARCH_COLUMNS = (
     "model trait position method status min_coherence heldout_feasible layer coefficient search_n "
     "search_trait_delta search_delta_lo search_delta_hi search_coherence heldout_n "
-    "heldout_trait_delta heldout_delta_lo heldout_delta_hi heldout_p heldout_coherence "
+    "heldout_trait_delta heldout_delta_lo heldout_delta_hi heldout_p heldout_q heldout_coherence "
     "heldout_coherence_scored heldout_under_bar n_trials n_known n_generations"
 ).split()
 
 
 def load_search_summaries(params) -> pd.DataFrame:
     """One row per search study (`best.json`): its outcome, and the chosen config's numbers
-    on the search half and on the held-out half it never saw, each with its interval."""
+    on the search half and on the held-out half it never saw, each with its interval; the
+    held-out p's q over the report's searches (Benjamini-Hochberg: the searches are a family
+    of their own, as their table is apart from the grid's)."""
     rows = [best_row(best) for _, best in searches(params.out)]
     for row in rows:
         row["model"] = _model_id(params, row["variant"])
+    ps = [stats.as_number(row.get("heldout_p")) for row in rows]
+    for row, q in zip(rows, stats.false_discovery_q(ps), strict=True):
+        row["heldout_q"] = q
     frame = pd.DataFrame(rows, columns=SEARCH_COLUMNS)
     return frame.sort_values(
         ["model", "trait", "position", "method"], kind="mergesort"

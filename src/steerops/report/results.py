@@ -439,6 +439,7 @@ def _search_columns(searched: pd.DataFrame) -> pd.DataFrame:
     keep += ["search_trait_delta", "search_delta_lo", "search_delta_hi", "search_coherence"]
     keep += ["heldout_n"]
     keep += ["heldout_trait_delta", "heldout_delta_lo", "heldout_delta_hi", "heldout_p"]
+    keep += ["heldout_q"]
     keep += ["heldout_coherence"]
     # "10 of 20": held-out answers under the search's own bar (`min_coherence`)
     under = [
