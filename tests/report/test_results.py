@@ -143,6 +143,19 @@ def test_the_results_page_is_written_only_when_asked(tmp_path):
     assert "- Questions per cell: 40 scored (20 selection / 20 held out)" in text
 
 
+def test_both_pages_give_the_verdicts_one_legend(tmp_path):
+    """report.md and the results page explain every verdict in the same words, and name
+    each verdict the tables can print."""
+    _run(tmp_path)
+    out = _report(tmp_path)
+    pages = ((tmp_path / "docs" / "results.md").read_text(), (out / "report.md").read_text())
+    legends = [page.split("Verdicts: ", 1)[1].split(" Coherences print", 1)[0] for page in pages]
+    assert legends[0] == legends[1]
+    verdicts = (stats.OK, stats.NO_EFFECT, stats.OPPOSITE, stats.INCOHERENT, stats.TOO_FEW)
+    verdicts += (stats.NEEDS_FINER, stats.UNSCORED, stats.HELDOUT_UNSCORED)
+    assert all(f"**{verdict}**" in legends[0] for verdict in verdicts)
+
+
 def test_massive_dims_per_layer_come_from_the_calibration_json(tmp_path):
     record = _run(tmp_path)["record"]
     out = _report(tmp_path)

@@ -23,7 +23,7 @@ from steerops.report.load import (
     steered_bars,
     vector_features,
 )
-from steerops.report.markdown import markdown_table
+from steerops.report.markdown import VERDICT_LEGEND, markdown_table
 from steerops.report.results import render_results
 from steerops.steering.best import protocol
 
@@ -274,21 +274,7 @@ INTRO = (
     "questions; layer L is the output of decoder block L from 0 (HF's hidden_states[L + 1]). "
     "A config is a candidate when it is steered (coefficient != 0) and reaches "
     "coherence >= {t:g} on the selection half; the largest selection-half delta with an "
-    "interval above zero wins. Verdicts: **ok** (held-out interval above zero, still "
-    "coherent held out), **no effect** (no coherent config's interval is above zero on the "
-    "selection half, or the chosen one's reaches zero held out: no optimal or recommended "
-    "coefficient; none detected on these questions, not none at all), **opposite effect** "
-    "(the chosen config's held-out interval lies below zero on at least {min_heldout} "
-    "questions: the trait moved against the steering direction; check the vector's sign and "
-    "`steering.direction`, or, after an effect on the selection half, the halves disagree), "
-    "**incoherent held out**, **too few held out** (an interval "
-    "above zero on fewer than {min_heldout} held-out questions: no sign or permutation test "
-    "could tell an effect at 5% on so few), "
-    "**needs finer coefficients** (no "
-    "steered config coherent; `best_coherence_reached` is the best a steered config got), "
-    "**trait unscored** (coherent steered configs, but the judge gave none a trait score), "
-    "**held out unscored** (the judge gave the choice no held-out trait or coherence "
-    "score). Coherences print rounded down, so none shows at a bar it is under. "
+    "interval above zero wins. " + VERDICT_LEGEND.replace("{", "{{").replace("}", "}}") + " "
     "`alias_of` names a method whose vectors are the same tensors (the alias was evaluated "
     "once) or equal to them within 1e-06 at every layer (float rounding, evaluated on its "
     "own): either is left out of counts, q-values and the coefficient fit. Searches are a separate "

@@ -10,6 +10,26 @@ import pandas as pd
 
 from steerops import stats
 
+# what each grid verdict means, in one text for the report and the results page
+VERDICT_LEGEND = (
+    "Verdicts: **ok** (held-out interval above zero and coherent held out: the best "
+    "coefficient of the grid steered, which a finer grid or `steerops search` may beat), "
+    "**no effect** (no coherent config's interval is above zero on the selection half, or "
+    "the chosen one's reaches zero held out: no optimal or recommended coefficient; none "
+    "detected on these questions, not none at all), **opposite effect** (the chosen "
+    f"config's held-out interval lies below zero on at least {stats.MIN_HELDOUT} questions: "
+    "the trait moved against the steering direction; check the vector's sign and "
+    "`steering.direction`, or, after an effect on the selection half, the halves disagree), "
+    "**incoherent held out**, **too few held out** (an interval above zero on fewer than "
+    f"{stats.MIN_HELDOUT} held-out questions: no sign or permutation test could tell an "
+    "effect at 5% on so few), **needs finer coefficients** (no steered config coherent; "
+    "`best_coherence_reached` in the gap analysis is the best a steered config got), "
+    "**trait unscored** (coherent steered configs, but the judge gave none a trait score), "
+    "**held out unscored** (the judge gave the choice no held-out trait or coherence score: "
+    "a failure, not a finding). Coherences print rounded down, so none shows at a bar it is "
+    "under."
+)
+
 # (estimate, low, high) columns printed as one "estimate [low, high]" column
 INTERVALS = [
     ("delta", "delta_lo", "delta_hi"),

@@ -13,7 +13,10 @@ folder) and the search and the report read them.
 result}` entry per settings and one `{"type": "config", settings_hash, config: {coefficient,
 vectors: [{layer, component, position, method, weight}]}, vector_files, vector_hashes,
 scores, result: {trait_mean, coherence_mean, trait_delta, n, n_unscored[, n_refused]}}`
-entry per evaluated config (`n_refused`: answers the judge's endpoint refused to judge).
+entry per evaluated config (`n_refused`: answers the judge's endpoint refused to judge;
+`trait_delta` is against the baseline as judged when the entry was written: a baseline
+judged again later, after refusals, changes it, so every derived file recomputes it from
+the scores).
 `scores` are the judge's [trait, coherence] per question, in the order of the `questions`
 of the baseline entry with the same settings hash, so any split of the questions can be
 recomputed from the log. Entries are only ever appended, under a file lock,
