@@ -891,9 +891,14 @@ def test_grid_cells_are_generated_together_and_match_single_runs(steered, monkey
     for method in ("mean_diff", "random_baseline"):
         rows = _csv(steered["dir"][method] / "results.csv")
         assert {r["method"] for r in rows} == {method}
-        # the new configs join the cell's earlier sweep (same settings): nothing dropped
-        assert {("1", "0.75"), ("2", "0.75")} < {(r["layer"], r["coefficient"]) for r in rows}
-        assert len(rows) == 16 + 2
+        # the cell's files cover this sweep's configs; its log keeps the earlier sweep's
+        assert {(r["layer"], r["coefficient"]) for r in rows} == {("1", "0.75"), ("2", "0.75")}
+        logged = {
+            (e["config"]["vectors"][0]["layer"], e["config"]["coefficient"])
+            for e in read_jsonl(steered["dir"][method] / "results.jsonl")
+            if e["type"] == "config"
+        }
+        assert {(1, 0.75), (2, 0.75)} < logged and len(logged) >= 16 + 2
     # the stage's DVC metrics and plots gather every cell
     summary = read_json(grid_file.parent / "metrics" / "steer.json")
     curves = _csv(grid_file.parent / "metrics" / "steer_curves.csv")
@@ -947,3 +952,46 @@ def test_identical_vectors_are_evaluated_once_and_reported_as_aliases(steered, m
     assert top1[0]["vector_hash"] == top2[0]["vector_hash"]
     assert read_json(folders["mean_diff_top2"] / "metrics.json")["alias_of"] == "mean_diff_top1"
     assert read_json(folders["mean_diff_top1"] / "metrics.json")["alias_of"] is None
+
+
+def test_a_cell_s_numbers_are_a_function_of_the_grid_that_ran_it(toy_world, tmp_path, monkeypatch):
+    """As DVC experiments run them: a sweep on other coefficients in between does not change
+    what a rerun of the first grid reports (its files, its choice, the stage's metrics),
+    though the log keeps both; the rerun is served from the log, generating nothing."""
+    params_file = write_params(tmp_path, toy_world, steering={"max_new_tokens": 16, "subset": 12})
+    params = load_params(params_file)
+    _write_vectors(params)
+    folder = steering_dir(params.out, TRAIT, "instruct", POSITION, "residual", "mean_diff")
+    argv = ["steer", "--pipeline", "--params", str(params_file), "--method", "mean_diff"]
+    argv += ["--layers", "1"]
+    files = ("results.csv", "metrics.json")
+
+    def sweep(coefficients: str) -> dict[str, bytes]:
+        assert main([*argv, "--coefficients", coefficients]) == 0
+        out = {name: (folder / name).read_bytes() for name in files}
+        out["steer.json"] = (params_file.parent / "metrics" / "steer.json").read_bytes()
+        return out
+
+    first = sweep("0.5,2")
+    other = sweep("0.5,1")
+    assert other != first
+    rows = _csv(folder / "results.csv")
+    assert sorted(r["coefficient"] for r in rows) == ["0.5", "1.0"]  # not 2: another grid's
+    calls = []
+    real = session_module.generate_steered
+
+    def counting(model, layout, prompts, table, **kwargs):
+        calls.append(len(prompts))
+        return real(model, layout, prompts, table, **kwargs)
+
+    monkeypatch.setattr(session_module, "generate_steered", counting)
+    assert sweep("0.5,2") == first
+    assert calls == []  # every config served from the log
+    sweep_record = read_json(folder / "sweep.json")
+    assert sorted(c["coefficient"] for c in sweep_record["configs"]) == [0.5, 2.0]
+    logged = {
+        e["config"]["coefficient"]
+        for e in read_jsonl(folder / "results.jsonl")
+        if e["type"] == "config"
+    }
+    assert logged == {0.5, 1.0, 2.0}

@@ -88,8 +88,8 @@ class SyntheticEvaluator:
     def run_params(self):
         return {"settings_hash": self.settings_hash, "n_questions": len(self.questions)}
 
-    def served(self, configs):
-        return [False] * len(configs)
+    def unsteered(self, config):
+        return config.coefficient == 0
 
     def evaluate(self, configs):
         if self.fail_on_call is not None and len(self.calls) + 1 == self.fail_on_call:

@@ -15,11 +15,13 @@ from synthetic import (
 
 from steering_data import baseline_entry, config_entry, settings_for, write_log
 from steerops.errors import SteeropsError
+from steerops.io import read_jsonl
 from steerops.search.known import KnownResult, band_points, load_known
 from steerops.search.loop import run_search
 from steerops.stats import split_questions
 from steerops.steering.configs import ConfigResult
 from steerops.steering.store import scope_of
+from steerops.steering.sweep import sweep_keys, write_sweep
 
 QUESTIONS = [f"q{i}" for i in range(8)]
 GRID = (0.5, 1.0, 1.5, 2.0)
@@ -83,6 +85,26 @@ def test_grid_scores_on_the_search_half_become_known_trials(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"type": "config"\n')
     with pytest.raises(SteeropsError, match="bad.jsonl:1: malformed JSON"):
         load_known(tmp_path / "bad.jsonl", scope, search, "mean_diff", "prompt[-1]", "r", [2])
+
+
+def test_only_the_configs_of_the_grid_cell_s_latest_sweep_are_known(tmp_path):
+    """A grid cell's log keeps every sweep's configs; the search starts from those of the
+    latest sweep (`sweep.json`), the grid the params define, whatever ran before."""
+    search, _ = split_questions(QUESTIONS, 0.5, 0)
+    path, scope = grid_log(tmp_path)
+    args = (path, scope, search, "mean_diff", "prompt[-1]", "residual", [2])
+    swept = [
+        e["config"]
+        for e in read_jsonl(path)
+        if e["type"] == "config" and e["config"]["coefficient"] in (0.5, 1.5)
+    ]
+    write_sweep(path.parent, "any-settings", swept)
+    known = load_known(*args, sweep=sweep_keys(path.parent))
+    assert [k.coefficient for k in known] == [0.5, 1.5]
+    assert [k.coefficient for k in load_known(*args)] == list(GRID)  # no record: every one
+    (path.parent / "sweep.json").write_text("[1, 2]")
+    with pytest.raises(SteeropsError, match="sweep.json: not a sweep record"):
+        sweep_keys(path.parent)
 
 
 def test_band_points_bracket_the_strongest_coherent_grid_coefficient():

@@ -59,3 +59,49 @@ def test_a_re_seeded_or_other_sampler_search_is_another_study(tmp_path):
     assert len({default.study, reseeded.study, tpe.study}) == 3
     assert reseeded.seed == 1 and reseeded.settings["sampler_seed"] == 1
     assert tpe.settings["sampler"] == "tpe"
+
+
+def test_the_grid_s_latest_sweep_names_the_study_and_the_search_s_own_log_does_not(tmp_path):
+    """A study starts from the configs of the grid cell's latest sweep, which are part of its
+    name: another grid in between (a DVC experiment) opens another study, and a rerun of
+    the first grid finds its own study again, with the same trials to start from. What the
+    search itself logged (another grid's study) is never taken as known."""
+    from steering_data import baseline_entry, config_entry, settings_for, write_log
+    from steerops.io import read_jsonl
+    from steerops.steering.store import results_file, scope_of
+    from steerops.steering.sweep import write_sweep
+
+    params = load_params(write_params(tmp_path, tmp_path / "toy"))
+    questions = [f"q{i}" for i in range(6)]
+    settings = settings_for(questions)
+    grid = results_file(params.out, "toy/refusal", params.steering.variant, SOURCE.at(1))
+    entries = [baseline_entry(settings, questions, [(0.0, 100.0)] * 6)]
+    for c in (0.5, 1.0, 2.0):
+        entries.append(
+            config_entry(settings, "mean_diff", "prompt[-1]", 1, c, [(10 * c, 90.0)] * 6)
+        )
+    write_log(grid, entries)
+    # the search's own log holds a config no grid swept (another study's trial)
+    own = tmp_path / "out" / "results.jsonl"
+    stray = config_entry(settings, "mean_diff", "prompt[-1]", 1, 1.7, [(17.0, 90.0)] * 6)
+    write_log(own, [entries[0], stray])
+    evaluator = _Evaluator({"mean_diff|prompt[-1]|residual": "md5"})
+    evaluator.scope, evaluator.questions = scope_of(settings), questions
+    evaluator.session.weights = lambda config: (10.0 * config.coefficient,)
+
+    def plan_after_sweep(*coefficients: float):
+        swept = [
+            e["config"]
+            for e in read_jsonl(grid)
+            if e["type"] == "config" and e["config"]["coefficient"] in coefficients
+        ]
+        write_sweep(grid.parent, "h", swept)
+        return make_plan(params, evaluator, SOURCE, questions, [], tmp_path / "out")
+
+    first = plan_after_sweep(0.5, 2.0)
+    assert [(k.layer, k.coefficient) for k in first.known] == [(1, 0.5), (1, 2.0)]
+    other = plan_after_sweep(0.5, 1.0)
+    assert [k.coefficient for k in other.known] == [0.5, 1.0] and other.study != first.study
+    again = plan_after_sweep(0.5, 2.0)
+    assert (again.study, again.settings) == (first.study, first.settings)
+    assert [k.coefficient for k in again.known] == [0.5, 2.0]

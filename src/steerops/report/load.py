@@ -2,7 +2,7 @@
 activation properties the coefficient predictor uses.
 
 Grid results come from each cell's results log, under the settings its `metrics.json` names
-(the cell's latest sweep; every config ever evaluated under them), with each config's
+(the configs of the cell's latest sweep, `steering.sweep`), with each config's
 numbers on all questions, on the selection half and on the held-out half
 (`steering.best.config_rows`, the split and intervals of `steerops.stats`). Search outcomes
 come from each study's `best.json`. The two are separate frames: a search trial is measured
@@ -34,6 +34,7 @@ from steerops.steering.store import (
     entry_key,
     steering_dir,
 )
+from steerops.steering.sweep import sweep_keys
 from steerops.vectors.store import METADATA_FILE as VECTORS_METADATA
 from steerops.vectors.store import (
     TENSORS_FILE,
@@ -93,10 +94,18 @@ def load_results(params) -> pd.DataFrame:
         labels["sign"] = cell.sign
         labels["unit"] = str(settings.get("coefficient_unit") or "")  # "": a log that names none
         units = _units_now(params, log, settings_hash, labels)
+        sweep = sweep_keys(path.parent, settings_hash)
         rows += config_rows(
-            log, settings_hash, cell, labels, keep_heldout=True, vector_files=files, units=units
+            log,
+            settings_hash,
+            cell,
+            labels,
+            keep_heldout=True,
+            vector_files=files,
+            units=units,
+            sweep=sweep,
         )
-        _say_left_out(path.parent, log, settings_hash, files, units)
+        _say_left_out(path.parent, log, settings_hash, files, units, sweep)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         return frame
@@ -144,16 +153,23 @@ def _units_now(params, log: ResultsLog, settings_hash: str, labels: dict) -> dic
 
 
 def _say_left_out(
-    cell: Path, log: ResultsLog, settings_hash: str, files: dict, units: dict[str, float]
+    cell: Path,
+    log: ResultsLog,
+    settings_hash: str,
+    files: dict,
+    units: dict[str, float],
+    sweep: set[str] | None,
 ) -> None:
-    """One line when configs of the cell measured vectors that are no longer on disk, or at
-    a weight their coefficient no longer means (the vectors or their layer's unit were
-    rebuilt and the cell not steered again): they are left out, not wrong."""
+    """One line when configs of the cell's sweep measured vectors that are no longer on
+    disk, or at a weight their coefficient no longer means (the vectors or their layer's
+    unit were rebuilt and the cell not steered again): they are left out, not wrong."""
     logged = {
         entry_key(e["config"])
         for e in log.entries
         if e["type"] == "config" and e.get("settings_hash") == settings_hash
     }
+    if sweep is not None:
+        logged &= sweep
     current = {entry_key(e["config"]) for e in log.configs(settings_hash, files, units)}
     if gone := len(logged - current):
         print(

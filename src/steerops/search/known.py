@@ -2,7 +2,7 @@
 and the grid's feasible band says where the search starts.
 
 They come from steering results logs (`results.jsonl`, the steer stage's contract): the
-grid's cell, this search's own log, or `search.known_results`. A logged config counts when
+grid cell's latest sweep (`steering.sweep`), or `search.known_results`. A logged config counts when
 it is a single-vector config of the searched vector source (its method and position in
 any spelling: both sides are compared canonically) on a searched layer, logged with
 the same vector files and at the weight its coefficient means now (the `norm` unit's layer
@@ -61,10 +61,12 @@ def load_known(
     vector_files: dict[str, str] | None = None,
     required: bool = False,
     weight_of: Callable[[int, float], float] | None = None,
+    sweep: set[str] | None = None,
 ) -> list[KnownResult]:
     """The comparable results in a results log, on `questions` (none if the log does not
     exist, unless required); `weight_of(layer, coefficient)`: the weight that coefficient
-    steers with now (a result logged at another weight is not comparable)."""
+    steers with now (a result logged at another weight is not comparable); `sweep`: the
+    config keys of the grid cell's latest sweep (`steering.sweep`; None: every config)."""
     from steerops.specs import canonical_method, canonical_position
     from steerops.steering.store import ResultsLog, entry_key
 
@@ -90,6 +92,8 @@ def load_known(
         )
         if logged != wanted or vec.get("layer") not in layers:
             continue
+        if sweep is not None and entry_key(config) not in sweep:
+            continue  # an earlier sweep's config: not in the grid the params define
         files = vector_files if vector_files is not None else entry.get("vector_files") or {}
         point = (int(vec["layer"]), float(config["coefficient"]))
         if point in found:

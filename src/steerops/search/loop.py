@@ -1,6 +1,6 @@
 """The batched ask-evaluate-tell loop: K trials, one steered generation, K results.
 
-The evaluator is anything with `baseline()`, `evaluate(configs)`, `served(configs)` and
+The evaluator is anything with `baseline()`, `evaluate(configs)`, `unsteered(config)` and
 `questions` (the steering `SteeringEvaluator`, or a stand-in in tests): the same calls the
 steering grid makes, with configs in the user's units (the results carry the weights). The
 loop runs until the study holds `target` completed search trials (distinct configs),
@@ -154,9 +154,11 @@ def _evaluate_batch(
     shared = evaluator.run_params() if tracker is not None else {}
     try:
         configs = [Config.single(source, p.layer, p.coefficient) for p in proposals]
-        for p, served in zip(proposals, evaluator.served(configs), strict=True):
+        for p, config in zip(proposals, configs, strict=True):
+            # the protocol's cost, not this run's: a log serving the trial (an earlier run
+            # of the same study, a deleted optuna.db) does not change what the search costs
             if p.rows is None:  # a taken-over trial keeps the cost recorded when first asked
-                study.record_rows(p, 0 if served else n)
+                study.record_rows(p, 0 if evaluator.unsteered(config) else n)
         results = evaluator.evaluate(configs)  # the study keeps the trials' heartbeats
     except BaseException:
         study.abandon(proposals)  # handed back: the next run takes them over first

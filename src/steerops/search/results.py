@@ -146,8 +146,9 @@ def best_summary(
         # stopped short of the target: the sampler proposed only configs already evaluated
         "range_exhausted": stats_.exhausted,
         "n_feasible": sum(bool(r.feasible) for r in records if r.state == "complete"),
-        # rows the protocol generates (configs x questions; a trial served from the results
-        # log costs none), and the rows this invocation actually generated
+        # rows the protocol generates (its asked trials x questions, whatever log served
+        # them; known results and coefficient 0 cost none), and the rows this invocation
+        # actually generated
         "n_generations": {
             "trials": trial_rows,
             "baseline": n_search,

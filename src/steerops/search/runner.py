@@ -3,9 +3,12 @@ evaluate the choice on the other half, write the outputs.
 
 The default study name is the vector source and steered variant plus a digest of everything
 that defines the objective (evaluator settings hash, layers, coefficient range, threshold).
-Rerunning with the same params resumes that study; changing any of them starts a new one,
-which still gets every config already evaluated under the same settings (the same
-questions included) from the results logs (imported as known trials, no generation). An
+The study starts from the grid's configs of the cell's latest sweep (`steering.sweep`) or
+an explicit known-results log (imported as known trials, no generation; their points are
+part of the digest). Rerunning with the same params resumes that study; changing any of
+them starts a new one, which is served every config already evaluated under the same
+settings (the same questions included) from the results logs, its own included, without
+taking them as its trials: a study is a function of its params, not of what ran before. An
 explicit --study NAME whose stored settings differ is refused.
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ class Plan:
     search_questions: list[str]
     heldout_questions: list[str]
     out_dir: Path
+    known: list = field(default_factory=list)  # KnownResult: the trials it starts from
 
 
 def search_trait(
@@ -170,6 +174,9 @@ def make_plan(
         "vector_files": evaluator.vector_files(source),
     }
     settings.update(sampler_identity(params))
+    known = _known(params, evaluator, source, layers, out_dir)
+    if known:  # the trials it starts from define it too (none: the name it always had)
+        settings["known"] = [[k.layer, k.coefficient] for k in known]
     seed = params.seed if cfg.seed is None else cfg.seed
     digest = text_md5(json.dumps(settings, sort_keys=True))[:8]
     name = cfg.study or ":".join(
@@ -197,15 +204,48 @@ def make_plan(
         search_q,
         heldout_q,
         out_dir,
+        known,
+    )
+
+
+def _known(params, evaluator, source: VectorSource, layers: list[int], out_dir: Path) -> list:
+    """The configs the study starts from: the explicit known-results log's, or those of the
+    grid cell's latest sweep (`steering.sweep`), with scores on the search questions under
+    the search's scope. The search's own log is not one: it serves the study's trials, so
+    a study started again (another grid, a deleted optuna.db) asks what it asks, served."""
+    from steerops.search.known import load_known
+    from steerops.steering.sweep import sweep_keys
+
+    cfg = params.search
+    if not cfg.import_known:
+        return []
+    if cfg.known_results:
+        path, sweep = params.path(cfg.known_results), None
+    else:
+        path = _steer_results(params, evaluator.session.trait, source)
+        if not path.is_file():
+            return []  # no grid steered yet
+        sweep = sweep_keys(path.parent)
+    return load_known(
+        path,
+        evaluator.scope,
+        evaluator.questions,
+        source.method,
+        source.position,
+        source.component,
+        layers,
+        evaluator.vector_files(source),
+        required=cfg.known_results is not None,
+        weight_of=lambda layer, c: evaluator.session.weights(Config.single(source, layer, c))[0],
+        sweep=sweep,
     )
 
 
 def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
-    from steerops.search.known import band_points, load_known
+    from steerops.search.known import band_points
     from steerops.search.loop import run_search
     from steerops.search.storage import storage_label
     from steerops.search.study import SearchStudy, Space
-    from steerops.steering.store import RESULTS_FILE
 
     cfg, st, src = params.search, params.steering, plan.source
     study = SearchStudy(
@@ -229,45 +269,21 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
     for c in cfg.enqueue:
         for layer in plan.layers:
             study.enqueue(layer, c)
-    known = []
-    if cfg.import_known:  # the explicit log, or this search's own and the steer stage's
-        logs = (
-            [params.path(cfg.known_results)]
-            if cfg.known_results
-            else [plan.out_dir / RESULTS_FILE, _steer_results(params, plan.trait, src)]
-        )
-        files = evaluator.vector_files(src)
-        outside = []  # what the search did not measure itself: where it starts
-        for path in logs:
-            found = load_known(
-                path,
-                evaluator.scope,
-                evaluator.questions,
-                src.method,
-                src.position,
-                src.component,
-                plan.layers,
-                files,
-                required=cfg.known_results is not None,
-                weight_of=lambda layer, c: evaluator.session.weights(Config.single(src, layer, c))[
-                    0
-                ],
-            )
-            known += found
-            if path != plan.out_dir / RESULTS_FILE:
-                outside += found
-        # start where the outside results found the feasible band; the search's own log
-        # (a resumed run's) must not add starting points an uninterrupted run never had
-        base = evaluator.baseline()
-        if base.trait_mean is not None:
-            for layer, c in band_points(
-                outside, base, plan.min_coherence, cfg.coef_max, st.direction
-            ):
-                study.enqueue(layer, c)
+    # start where the known results found the feasible band
+    base = evaluator.baseline() if plan.known else None
+    if base is not None and base.trait_mean is not None:
+        for layer, c in band_points(
+            plan.known, base, plan.min_coherence, cfg.coef_max, st.direction
+        ):
+            study.enqueue(layer, c)
     tracker.log_params(
         {
             **evaluator.run_params(),  # what the grid's runs carry, to compare with them
-            **{k: v for k, v in plan.settings.items() if k not in ("layers", "vector_files")},
+            **{
+                k: v
+                for k, v in plan.settings.items()
+                if k not in ("layers", "vector_files", "known")
+            },
             "layers": ",".join(map(str, plan.layers)),
             # one param: the file names are not MLflow key characters
             "vector_files": json.dumps(plan.settings["vector_files"], sort_keys=True),
@@ -288,7 +304,7 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
         cfg.trials,
         cfg.batch,
         st.direction,
-        known=known,
+        known=plan.known,
         tracker=tracker,
         progress=progress,
     )

@@ -1,7 +1,7 @@
 """A steering cell's configs on both halves of the questions, the config it reports, and the
 stage's DVC summary.
 
-Every config evaluated under a cell's settings (every sweep's, from the results log) gets
+Every config of a cell's latest sweep (`steering.sweep`; from the results log) gets
 its numbers on all questions, on the selection half and on the held-out half
 (`config_rows`; the halves and intervals are `steerops.stats`'). The cell's `metrics.json`
 names the config chosen on the selection half (`stats.choose`) with its held-out numbers and
@@ -24,7 +24,7 @@ from steerops import stats
 from steerops.errors import SteeropsError
 from steerops.io import read_json, write_json, write_text
 from steerops.steering.configs import summarize
-from steerops.steering.store import METRICS_FILE, ResultsLog, joined, scores_of
+from steerops.steering.store import METRICS_FILE, ResultsLog, entry_key, joined, scores_of
 from steerops.summary import collect, summary_dir
 
 CURVE_COLUMNS = (
@@ -85,8 +85,10 @@ def config_rows(
     keep_heldout: bool = False,
     vector_files: dict[str, str] | None = None,
     units: dict[str, float] | None = None,
+    sweep: set[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per config logged under `settings_hash` with per-question scores: its numbers
+    """One row per config logged under `settings_hash` with per-question scores (of the
+    configs whose `entry_key` is in `sweep`, the cell's latest sweep; None: every one): its numbers
     on all questions (`trait_delta`: trait - baseline in the steering direction), and on
     each half (deltas likewise, with their interval); with `keep_heldout`, `heldout_traits`
     maps each held-out question to the config's trait score (for paired comparisons), as
@@ -102,6 +104,8 @@ def config_rows(
     selection, heldout = ([first[q] for q in half] for half in halves)
     rows = []
     for entry in log.configs(settings_hash, vector_files, units):
+        if sweep is not None and entry_key(entry["config"]) not in sweep:
+            continue  # an earlier sweep's config: kept in the log, not in the cell's numbers
         scores = scores_of(entry)
         if scores is None or len(scores) != len(questions):
             continue  # logged before scores were kept: evaluated again on the next sweep

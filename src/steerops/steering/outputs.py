@@ -1,11 +1,11 @@
 """A steering cell's files, rewritten from its results log after every sweep.
 
-results.csv, metrics.json and curve.png hold every config logged under the sweep's settings
-(earlier sweeps' included), so a follow-up sweep with other coefficients adds to the cell
-instead of replacing it. They are written while holding the log's lock, so two sweeps on
-one cell cannot leave files that miss the other's configs. Response files are written for
-the configs the response policy wants; a file that is missing, damaged or holds another
-settings' responses is generated again (greedy, so the same text as the logged scores').
+results.csv, metrics.json and curve.png hold the configs of the sweep (`steering.sweep`:
+the log keeps every sweep's, and serves a config asked again), so the cell's numbers are a
+function of the grid that ran it. They are written while holding the log's lock. Response
+files are written for the configs the response policy wants; a file that is missing, damaged
+or holds another settings' responses is generated again (greedy, so the same text as the
+logged scores').
 """
 
 from __future__ import annotations
@@ -39,9 +39,11 @@ from steerops.steering.store import (
     ResultsLog,
     config_dict,
     config_key,
+    entry_key,
     locked,
     result_dict,
 )
+from steerops.steering.sweep import write_sweep
 
 BASELINE_RESPONSES = "baseline.json"  # in the cell's responses/, beside L<layer>_c<coef>.json
 
@@ -64,6 +66,8 @@ def write_cell(
         for result in results:
             for ref in result.config.vectors if result.config is not None else ():
                 files.update(evaluator.vector_files(ref.source))
+        swept = [config_dict(r.config, r.weights) for r in results if r.config is not None]
+        write_sweep(out_dir, evaluator.settings_hash, swept)
         rows = config_rows(
             log,
             evaluator.settings_hash,
@@ -71,6 +75,7 @@ def write_cell(
             labels,
             vector_files=files,
             units=evaluator.units_now(log),
+            sweep={entry_key(c) for c in swept},
         )
         metrics = cell_metrics(rows, cfg.min_coherence, proto, alias_of)
         base = baseline_means(log, evaluator.settings_hash)
