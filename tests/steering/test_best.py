@@ -80,9 +80,11 @@ def test_the_cell_picks_on_the_selection_half_and_reports_the_held_out_half(tmp_
         "delta_lo",
         "delta_hi",
         "coherence",
+        "under_bar",
         "n",
         "p",
     ]
+    assert head["under_bar"] == metrics["heldout_under_bar"] is not None
     assert head["delta"] == 50.0 and head["n"] == 10 and head["p"] == metrics["heldout_p"]
     assert {k: r["coefficient"] for k, r in best_per_layer(rows, 68.0).items()} == {1: 1.0, 2: 1.0}
     # layer 1 ran 1.0 and 3.0: the choice is inside the grid; layer 2 alone sits at its edge

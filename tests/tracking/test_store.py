@@ -80,3 +80,43 @@ def test_a_store_killed_while_it_is_created_is_created_again_at_the_next_open(tm
     client = open_client(f"sqlite:///{db}")
     assert [e.name for e in client.search_experiments()] == ["Default"]
     assert list(tmp_path.glob(".mlflow.db.*")) == []  # the killed one's file is removed
+
+
+def test_a_store_copied_with_its_project_keeps_its_artifacts_in_the_copy(tmp_path, capsys):
+    """MLflow records absolute artifact locations: a copied project's store pointed at the
+    original's `mlartifacts`, so the copy's new runs wrote their artifacts there. The copy
+    reads its old runs' artifacts and writes new ones beside its own sqlite file; the
+    original is left as it was."""
+    import shutil
+
+    from steerops.tracking.store import experiment_id, open_client
+
+    original, copy = tmp_path / "project", tmp_path / "copy"
+    original.mkdir()
+    uri = f"sqlite:///{original / 'mlflow.db'}"
+    client = open_client(uri)
+    exp = experiment_id(client, "exp", uri, "")
+    run = client.create_run(exp).info.run_id
+    (tmp_path / "note.txt").write_text("logged before the copy")
+    client.log_artifact(run, str(tmp_path / "note.txt"))
+    client.set_terminated(run)
+    before = sorted(p.relative_to(original) for p in original.rglob("*"))
+    shutil.copytree(original, copy)
+
+    copied_uri = f"sqlite:///{copy / 'mlflow.db'}"
+    moved = open_client(copied_uri)
+    assert experiment_id(moved, "exp", copied_uri, "") == exp
+    assert "moved with its store" in capsys.readouterr().err
+    assert moved.get_experiment(exp).artifact_location == (copy / "mlartifacts").as_uri()
+    old = moved.get_run(run).info.artifact_uri
+    assert old.startswith((copy / "mlartifacts").as_uri() + "/")
+    fetched = moved.download_artifacts(run, "note.txt", str(tmp_path))
+    assert open(fetched).read() == "logged before the copy"
+    new = moved.create_run(exp).info.run_id
+    moved.log_artifact(new, str(tmp_path / "note.txt"))
+    assert (copy / "mlartifacts" / new / "artifacts" / "note.txt").is_file()
+    assert sorted(p.relative_to(original) for p in original.rglob("*")) == before
+    assert client.get_experiment(exp).artifact_location == (original / "mlartifacts").as_uri()
+    # opened again: nothing left to move, nothing said
+    experiment_id(moved, "exp", copied_uri, "")
+    assert "moved" not in capsys.readouterr().err

@@ -48,6 +48,7 @@ COMPACT = {
     "delta_lo": "heldout_delta_lo",
     "delta_hi": "heldout_delta_hi",
     "coherence": "heldout_coherence",
+    "under_bar": "heldout_under_bar",  # held-out answers under the bar: a mean can hide them
     "n": "heldout_n",
     "p": "heldout_p",
 }

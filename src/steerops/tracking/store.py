@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlparse
 
 from steerops.errors import SteeropsError
 from steerops.redact import shown_url
+from steerops.tracking.relocate import artifacts_uri, moved_from, relocate
 from steerops.workspace import lasting_folder
 
 try:
@@ -255,13 +256,15 @@ def file_lock(path: Path) -> Iterator[None]:
 def experiment_id(client, name: str, uri: str, description: str) -> str:
     """The experiment's id, created when missing: tagged as a model-development experiment
     (the UI opens on its runs, not on GenAI traces) and, on a server, with the server's
-    artifact store (no client-local file:// location other machines cannot read)."""
+    artifact store (no client-local file:// location other machines cannot read); a sqlite
+    store's experiment moved with its project reads and writes the artifacts beside it
+    (`relocate`)."""
     from mlflow.exceptions import MlflowException
 
     found = client.get_experiment_by_name(name)
     if found is None:
         folder = local_folder(uri)
-        location = (folder / "mlartifacts").resolve().as_uri() if folder is not None else None
+        location = artifacts_uri(folder) if folder is not None else None
         tags = {EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1], "mlflow.note.content": description}
         try:
             return client.create_experiment(name, artifact_location=location, tags=tags)
@@ -271,6 +274,9 @@ def experiment_id(client, name: str, uri: str, description: str) -> str:
                 raise
     if found.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
         client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
+    db = sqlite_file(uri)
+    if db is not None and (old := moved_from(found.artifact_location, db.parent)):
+        relocate(db, found.experiment_id, old, name)
     if scheme(uri) in HTTP and found.artifact_location.startswith("file:"):
         print(
             f"steerops: warning: MLflow experiment {name!r} keeps its artifacts at "
