@@ -158,6 +158,7 @@ def test_toy_search_outputs_and_tracking(toy_search):
         "delta_lo": pytest.approx(best["heldout"]["delta_lo"]),
         "delta_hi": pytest.approx(best["heldout"]["delta_hi"]),
         "coherence": pytest.approx(best["heldout"]["coherence_mean"]),
+        "under_bar": best["heldout"]["under_bar"],
         "n": best["heldout"]["n"],
         "p": pytest.approx(best["heldout"]["p"]),
     }
@@ -190,6 +191,12 @@ def test_toy_search_outputs_and_tracking(toy_search):
     assert all(shared <= set(r.data.params) for r in children)
     assert {r.data.params["judge"] for r in children} == {"toy:exact"}
     assert all({"trait_mean", "n"} <= set(r.data.metrics) for r in children)
+    for r in children:  # one column with the grid's configs: the same (selection) half
+        m = r.data.metrics
+        assert m["selection_trait_delta"] == m["trait_delta"]
+        assert m["selection_coherence_mean"] == m["coherence_mean"]
+        assert m["feasible"] == float(m["coherence_mean"] >= 68)
+        assert (r.data.params["method"], r.data.params["position"]) == ("mean_diff", "prompt[-1]")
     for r in children:  # named by what each tried
         number, layer, c = (r.data.params[k] for k in ("trial", "layer", "coefficient"))
         assert r.info.run_name == f"trial {number}: L{layer} c{float(c):.4g}"
@@ -286,7 +293,7 @@ def test_toy_search_reuses_the_grid_and_starts_at_its_feasible_band(toy_search):
     grid_points = {(layer, c) for layer in (1, 2) for c in (0.5, 1.0, 1.5, 2.0)}
     assert steered and not set(steered) & grid_points
     best = json.loads((search_out(folder) / "best.json").read_text())
-    assert best["n_known"] == 8 + 6  # the grid's, and the first study's trials
+    assert best["n_known"] == 8  # the grid's: the first study's trials serve it, not seed it
     rows = list(csv.DictReader((search_out(folder) / "trials.csv").open()))
     known = {(int(r["layer"]), float(r["coefficient"])) for r in rows if r["source"] == "known"}
     assert grid_points <= known

@@ -771,6 +771,10 @@ def test_mlflow_runs_found_by_tags_and_names(steered):
     cell_span = cell.info.end_time - cell.info.start_time
     assert cell_span >= 0.75 * (first.info.end_time - first.info.start_time)
     configs = find(f"tags.`mlflow.parentRunId` = '{cell.info.run_id}'")
+    selection = {
+        (r["layer"], float(r["coefficient"])): r
+        for r in _csv(steered["dir"]["mean_diff"] / "results.csv")
+    }
     assert sorted(r.info.run_name for r in configs) == sorted(
         f"L{layer} c{c:g} mean_diff prompt[-1]" for layer in range(4) for c in (0.5, 1, 1.5, 2)
     )
@@ -790,6 +794,17 @@ def test_mlflow_runs_found_by_tags_and_names(steered):
         assert run.data.tags["steerops.stage"] == "steer"  # stage tags on nested runs too
         assert run.data.tags["steerops.cached"] == "false"
         assert {"trait_mean", "coherence_mean", "trait_delta"} <= set(run.data.metrics)
+        # what the choice sees (the selection half), as the cell's files have it, and
+        # whether that half is coherent: picking from these runs leaves held-out held out
+        m = run.data.metrics
+        row = selection[(p["layer"], float(p["coefficient"]))]
+        assert m["selection_n"] == 10 == int(row["selection_n"])
+        assert m["selection_trait_delta"] == pytest.approx(float(row["selection_trait_delta"]))
+        assert m["selection_coherence_mean"] == pytest.approx(
+            float(row["selection_coherence_mean"])
+        )
+        assert m["feasible"] == float(m["selection_coherence_mean"] >= 68)
+    assert {run.data.metrics["feasible"] for run in configs} == {0.0, 1.0}
     # searching on tags and names finds nested runs: layer 3 of mean_diff in the first sweep
     layer3 = find(
         "tags.`steerops.method` = 'mean_diff' and tags.`steerops.cached` = 'false' "

@@ -151,7 +151,10 @@ def _evaluate_batch(
     tracker,
 ) -> None:
     n = len(evaluator.questions)
-    shared = evaluator.run_params() if tracker is not None else {}
+    shared = {}
+    if tracker is not None:  # what the grid's config runs carry: the UI compares them
+        shared = {**evaluator.run_params(), "method": source.method}
+        shared |= {"position": source.position, "component": source.component}
     try:
         configs = [Config.single(source, p.layer, p.coefficient) for p in proposals]
         for p, config in zip(proposals, configs, strict=True):
@@ -207,5 +210,9 @@ def _log_trial(
                 "coherence": coherence,
                 "feasible": float(feasible),
                 "n": getattr(result, "n", None),
+                # the grid's config runs name their numbers on this half so: one column
+                "selection_trait_delta": delta,
+                "selection_coherence_mean": coherence,
+                "selection_n": getattr(result, "n", None),
             }
         )

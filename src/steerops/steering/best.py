@@ -127,6 +127,7 @@ def config_rows(
             n=every["n"],
             n_unscored=every["n_unscored"],
             vector_hash="+".join(entry.get("vector_hashes") or []),
+            config_key=entry_key(entry["config"]),  # which evaluated config (not in the CSV)
         )
         for name, at in (("selection", selection), ("heldout", heldout)):
             half = stats.half_stats(

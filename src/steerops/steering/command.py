@@ -297,8 +297,8 @@ def _finish_cell(
     name = cell_name(method, position, trait)
     with tracker.child(name, tags=tags, start=span[0]) as cell_run:
         cell_run.set_tags({**input_hash_tags(params, inputs), **model_tags})
-        log_configs(cell_run, evaluator, results, span)
         written = write_cell(params, evaluator, out_dir, results, alias_of)
+        log_configs(cell_run, evaluator, results, span, written["rows"])
         cell = {"method": method.name, "position": position.text, "component": cfg.component}
         log_cell(cell_run, evaluator, cell, layers, written, out_dir)
         digest = folder_digests([out_dir])[0]

@@ -17,7 +17,14 @@ from steerops.io import read_json, text_md5, tree_md5
 from steerops.steering.configs import ConfigResult
 from steerops.steering.evaluate import SteeringEvaluator
 from steerops.steering.outputs import coefficient_text
-from steerops.steering.store import CSV_FILE, CURVE_FILE, METRICS_FILE, RESULTS_FILE, joined
+from steerops.steering.store import (
+    CSV_FILE,
+    CURVE_FILE,
+    METRICS_FILE,
+    RESULTS_FILE,
+    config_key,
+    joined,
+)
 
 # metrics.json keys that are settings (params) or the chosen config (tags), not measurements
 SETTING_KEYS = ("min_coherence", "n_questions", "settings_hash", "heldout_fraction", "seed")
@@ -79,12 +86,21 @@ def log_configs(
     evaluator: SteeringEvaluator,
     results: list[ConfigResult],
     span: tuple[float, float] | None = None,
+    rows: list[dict[str, Any]] | None = None,
 ) -> None:
     """A nested run per config under the cell's run, spanning the batched evaluation that
-    produced it (`span`, epoch seconds; configs are generated together)."""
+    produced it (`span`, epoch seconds; configs are generated together). Its all-question
+    numbers hold the held-out half too; the `selection_` ones, from the cell's `rows`, are
+    what the choice sees, as a search trial's are (same names), and `feasible` says whether
+    the selection half is coherent: pick from these, and the cell's held-out numbers stay
+    held out."""
     shared = evaluator.run_params()
+    bar = evaluator.session.params.steering.min_coherence
     start, end = span or (None, None)
+    by_key = {row["config_key"]: row for row in rows or ()}
     for result in results:
+        row = by_key.get(config_key(result.config, result.weights), {}) if result.config else {}
+        selection = row.get("selection_coherence_mean")
         cell_run.add_child(
             config_name(result),
             params={**shared, **config_params(result)},
@@ -94,6 +110,10 @@ def log_configs(
                 "trait_delta": result.trait_delta,
                 "n": result.n,
                 "n_unscored": result.n_unscored,
+                "selection_trait_delta": row.get("selection_trait_delta"),
+                "selection_coherence_mean": selection,
+                "selection_n": row.get("selection_n"),
+                "feasible": None if selection is None else float(selection >= bar),
             },
             tags={"steerops.cached": result.cached},
             start=start,
