@@ -257,3 +257,52 @@ def test_every_stage_output_follows_paths_out():
     text = (ROOT / "dvc.yaml").read_text()
     fixed = [line.strip() for line in text.splitlines() if "outputs/" in line.split("#")[0]]
     assert fixed == []
+
+
+def test_dvc_plots_colour_each_steered_series_with_the_project_s_templates(tmp_path):
+    """`dvc plots show` with the project's templates (.dvc/plots): every steering config a
+    point coloured by its series (method @ position layer), trait and coherence told apart;
+    the cleaning curve's categories ("all") on an ordinal axis, coloured by method."""
+    import json
+    import shutil
+    import sys
+
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True
+    )
+    shutil.copytree(ROOT / ".dvc" / "plots", tmp_path / ".dvc" / "plots")
+    cleaning = next(
+        next(iter(p.values()))
+        for p in spec["stages"]["report"]["plots"]
+        if isinstance(p, dict) and "reports/cleaning_curve.csv" in p
+    )
+    cleaning = {k: v for k, v in cleaning.items() if k != "cache"}  # a stage out's key
+    plots = [*spec["plots"], {"reports/cleaning_curve.csv": cleaning}]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"plots": plots}))
+    for name in ("metrics/steer_curves.csv", "reports/cleaning_curve.csv"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+
+    def vega(target: str) -> dict:
+        shown = subprocess.run(
+            [sys.executable, "-m", "dvc", "plots", "show", "--show-vega", target],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return json.loads(shown.stdout)
+
+    curves = vega("steering_curves")
+    assert curves["encoding"]["color"] == {"field": "series", "type": "nominal"}
+    values = curves["data"]["values"]
+    with open(ROOT / "metrics" / "steer_curves.csv") as f:
+        n_configs = len(f.readlines()) - 1
+    assert len(values) == 2 * n_configs  # trait and coherence of every config
+    assert {v["field"] for v in values} == {"trait_mean", "coherence_mean"}
+    assert curves["encoding"]["shape"]["field"] == "field"  # which score a point is
+    clean = vega("reports/cleaning_curve.csv")
+    assert clean["encoding"]["x"]["type"] == "ordinal"
+    assert clean["encoding"]["color"]["field"] == "method"
+    assert "all" in {v["dims_cleaned"] for v in clean["data"]["values"]}
