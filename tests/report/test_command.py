@@ -523,3 +523,23 @@ def test_a_report_reads_each_vector_file_once_for_all_its_tables(tmp_path, monke
     monkeypatch.setattr(calibrated, "vectors_for", counting)
     _report(tmp_path)
     assert reads and max(reads.values()) == 1
+
+
+def test_the_report_s_run_carries_its_counts_and_best_cell(tmp_path):
+    """The report stage's MLflow run holds what its metrics.json says (counts as metrics,
+    the best cell and its verdict as tags) and the protocol it chose with, not files only."""
+    from mlflow import MlflowClient
+
+    synthetic_grid(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = _report(tmp_path, tracking={"uri": uri}, seed=0)
+    counts = read_json(out / "metrics.json")
+    client = MlflowClient(uri)
+    (run,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`steerops.stage` = 'report'"
+    )
+    assert run.data.metrics["cells"] == counts["cells"] > 0
+    assert run.data.metrics["cells_ok"] == counts["cells_ok"]
+    assert run.data.tags["steerops.best_cell"] == counts["best_cell"]
+    assert run.data.tags["steerops.best_status"] == counts["best_status"]
+    assert run.data.params["heldout_fraction"] == "0.5" and run.data.params["seed"] == "0"

@@ -92,6 +92,25 @@ def test_nested_runs_carry_the_stage_tags_and_the_span_of_their_work(tmp_path):
     )
 
 
+def test_runs_of_a_dvc_experiment_carry_its_name_and_baseline(tmp_path, monkeypatch):
+    """`dvc exp run` names the experiment in its stages' environment: every run (nested
+    ones too) is found by it in MLflow; outside an experiment no such tag is set."""
+    params = _params(tmp_path)
+    monkeypatch.setenv("DVC_EXP_NAME", "hardy-vans")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "a" * 40)
+    with track(params, "steer", "inside") as tracker:
+        tracker.add_child("L1 c1", params={"layer": 1})
+    monkeypatch.delenv("DVC_EXP_NAME")
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV")
+    with track(params, "steer", "outside"):
+        pass
+    found = _runs(tmp_path, "tags.`steerops.dvc_experiment` = 'hardy-vans'")
+    assert sorted(r.info.run_name for r in found) == ["L1 c1", "inside"]
+    assert {r.data.tags["steerops.dvc_baseline_rev"] for r in found} == {"a" * 40}
+    (outside,) = _runs(tmp_path, "attributes.run_name = 'outside'")
+    assert "steerops.dvc_experiment" not in outside.data.tags
+
+
 @pytest.mark.parametrize(
     "uri, shown",
     [

@@ -14,7 +14,7 @@ import pandas as pd
 from steerops import stats
 from steerops.cli import abs_path, flags, inputs_flag, load_params_for, run_file, stage_parser
 from steerops.errors import SteeropsError
-from steerops.io import atomic_folder, check_replaceable, write_json, write_text
+from steerops.io import atomic_folder, check_replaceable, read_json, write_json, write_text
 from steerops.report import calibrated, plots, predict, tables
 from steerops.report.load import (
     COLUMNS,
@@ -393,8 +393,22 @@ def _num(value) -> float | None:
 
 
 def _track(params, files: list[Path]) -> None:
+    """The report's run: its protocol as params, metrics.json's counts as metrics (the
+    best cell and its status as tags), and its files."""
     from steerops.tracking import track
 
+    counts = next((read_json(p) for p in files if p.name == "metrics.json"), {})
+    numbers = {k: v for k, v in counts.items() if isinstance(v, int | float)}
+    words = {f"steerops.{k}": v for k, v in counts.items() if isinstance(v, str)}
     with track(params, "report", "report", inputs={"outputs": params.out / "steering"}) as tracker:
+        tracker.log_params(
+            {
+                "min_coherence": params.report.min_coherence,
+                "heldout_fraction": params.search.heldout_fraction,
+                "seed": params.seed,
+            }
+        )
+        tracker.log_metrics({k: float(v) for k, v in numbers.items()})
+        tracker.set_tags(words)
         for path in files:
             tracker.log_artifact(path, artifact_path="report")

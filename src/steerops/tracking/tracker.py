@@ -233,6 +233,9 @@ def base_tags(params, stage: str, extra: Mapping[str, Any] | None) -> dict[str, 
         "mlflow.source.git.commit": commit,
         "steerops.git_dirty": dirty if commit else None,
         "mlflow.user": _user(),
+        # `dvc exp run` names the experiment a stage runs in: its runs are found by it
+        "steerops.dvc_experiment": os.environ.get("DVC_EXP_NAME"),
+        "steerops.dvc_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV"),
         **(extra or {}),
     }
     return names.tags(tags, params.root)
