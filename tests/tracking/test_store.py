@@ -120,3 +120,38 @@ def test_a_store_copied_with_its_project_keeps_its_artifacts_in_the_copy(tmp_pat
     # opened again: nothing left to move, nothing said
     experiment_id(moved, "exp", copied_uri, "")
     assert "moved" not in capsys.readouterr().err
+
+
+def test_an_artifact_folder_chosen_by_hand_or_the_same_store_by_another_path_stays(tmp_path):
+    """Only a store that visibly moved is re-pointed: an experiment whose artifacts were put
+    elsewhere on purpose, or the same store opened through a link, keeps its location."""
+    from steerops.tracking.store import experiment_id, open_client
+
+    project, disk = tmp_path / "project", tmp_path / "bigdisk"
+    project.mkdir()
+    disk.mkdir()
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    client = open_client(uri)
+    chosen = (disk / "mlartifacts").as_uri()
+    exp = client.create_experiment("by-hand", artifact_location=chosen)
+    assert experiment_id(client, "by-hand", uri, "") == exp
+    assert client.get_experiment(exp).artifact_location == chosen
+    own = experiment_id(client, "own", uri, "")
+    (tmp_path / "link").symlink_to(project)
+    linked = f"sqlite:///{tmp_path / 'link' / 'mlflow.db'}"
+    experiment_id(open_client(linked), "own", linked, "")
+    assert client.get_experiment(own).artifact_location == (project / "mlartifacts").as_uri()
+
+
+def test_a_store_moved_with_its_project_follows_it(tmp_path):
+    from steerops.tracking.store import experiment_id, open_client
+
+    before, after = tmp_path / "old-name", tmp_path / "new-name"
+    before.mkdir()
+    uri = f"sqlite:///{before / 'mlflow.db'}"
+    exp = experiment_id(open_client(uri), "exp", uri, "")
+    before.rename(after)
+    moved = f"sqlite:///{after / 'mlflow.db'}"
+    client = open_client(moved)
+    assert experiment_id(client, "exp", moved, "") == exp
+    assert client.get_experiment(exp).artifact_location == (after / "mlartifacts").as_uri()

@@ -107,6 +107,12 @@ def search_trait(
             out_dir,
         )
         tracker.set_tags({"optuna.study": plan.study})
+        # workers share a study only when they start from the same grid: say which
+        print(
+            f"steerops search: study {plan.study!r}, starting from {len(plan.known)} known "
+            f"configs ({_known_source(params)})",
+            file=sys.stderr,
+        )
         study, stats = run_plan(params, plan, evaluator, tracker, progress)
         with study.finalising() as mine:  # one worker of the study finalises it
             tracker.set_tags({"steerops.search_role": "finaliser" if mine else "worker"})
@@ -206,6 +212,15 @@ def make_plan(
         out_dir,
         known,
     )
+
+
+def _known_source(params) -> str:
+    cfg = params.search
+    if not cfg.import_known:
+        return "search.import_known: false"
+    if cfg.known_results:
+        return f"search.known_results {cfg.known_results}"
+    return "the grid cell's latest sweep"
 
 
 def _known(params, evaluator, source: VectorSource, layers: list[int], out_dir: Path) -> list:

@@ -100,7 +100,9 @@ def log_configs(
     by_key = {row["config_key"]: row for row in rows or ()}
     for result in results:
         row = by_key.get(config_key(result.config, result.weights), {}) if result.config else {}
-        selection = row.get("selection_coherence_mean")
+        # coefficient 0 steers nothing: never a candidate, so neither feasible nor not
+        steered = result.config is not None and result.config.coefficient != 0
+        selection = row.get("selection_coherence_mean") if steered else None
         cell_run.add_child(
             config_name(result),
             params={**shared, **config_params(result)},
@@ -111,7 +113,7 @@ def log_configs(
                 "n": result.n,
                 "n_unscored": result.n_unscored,
                 "selection_trait_delta": row.get("selection_trait_delta"),
-                "selection_coherence_mean": selection,
+                "selection_coherence_mean": row.get("selection_coherence_mean"),
                 "selection_n": row.get("selection_n"),
                 "feasible": None if selection is None else float(selection >= bar),
             },

@@ -11,8 +11,10 @@ earlier sweep is kept by listing it again (served from the log, not generated).
     sweep.json  {"settings_hash": ..., "configs": [{coefficient, vectors: [{layer, component,
                 position, method, weight}]}, ...]}
 
-A cell without the file (written by an older steerops) or whose file names other settings
-covers every config logged under its settings, as it did.
+A cell without the file (written by an older steerops) covers every config logged under
+its settings, as it did; so does one whose file names other settings, where the caller gives
+the settings (the report). The search reads the record whatever its settings: it takes the
+configs it names that were scored under the search's own scope.
 """
 
 from __future__ import annotations

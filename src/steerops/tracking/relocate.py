@@ -21,15 +21,29 @@ def artifacts_uri(folder: Path) -> str:
     return (Path(folder) / ARTIFACTS_DIR).resolve().as_uri()
 
 
-def moved_from(location: str, folder: Path) -> str | None:
-    """The experiment's artifact location when it is another folder's `mlartifacts` (the
-    project moved), else None (where it belongs, or a location steerops did not choose)."""
+def moved_from(location: str, db: Path) -> str | None:
+    """The experiment's artifact location when the store `db` visibly moved away from it:
+    it is another folder's `mlartifacts` whose folder is gone (a move) or holds another
+    store file of the same name (a copy). Else None: where it belongs, the same store seen
+    through another path, or a location chosen by hand (`/bigdisk/mlartifacts`)."""
     if not location.startswith("file:"):
         return None
     path = Path(unquote(urlparse(location).path))
-    if path.name != ARTIFACTS_DIR or location == artifacts_uri(folder):
+    if path.name != ARTIFACTS_DIR or location == artifacts_uri(db.parent):
         return None
-    return location
+    original = path.parent / db.name
+    if not path.parent.exists():
+        return location  # moved
+    if original.is_file() and not _same_file(original, db):
+        return location  # copied: the original store stays beside its own artifacts
+    return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 def relocate(db: Path, experiment_id: str, old: str, name: str) -> None:

@@ -275,7 +275,7 @@ def experiment_id(client, name: str, uri: str, description: str) -> str:
     if found.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
         client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
     db = sqlite_file(uri)
-    if db is not None and (old := moved_from(found.artifact_location, db.parent)):
+    if db is not None and (old := moved_from(found.artifact_location, db)):
         relocate(db, found.experiment_id, old, name)
     if scheme(uri) in HTTP and found.artifact_location.startswith("file:"):
         print(
