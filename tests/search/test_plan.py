@@ -105,3 +105,19 @@ def test_the_grid_s_latest_sweep_names_the_study_and_the_search_s_own_log_does_n
     again = plan_after_sweep(0.5, 2.0)
     assert (again.study, again.settings) == (first.study, first.settings)
     assert [k.coefficient for k in again.known] == [0.5, 2.0]
+
+
+def test_another_trials_target_is_another_study(tmp_path):
+    """A study of 8 trials is not the first 8 of a study of 20: the target (and the design
+    size it sets) names the study, so a smaller target after a larger run reports its own
+    trials, served from the results logs, not the larger run's."""
+
+    def plan(**search):
+        params = load_params(write_params(tmp_path, tmp_path / "toy", search=search))
+        evaluator = _Evaluator({"mean_diff|prompt[-1]|residual": "aaa"})
+        return make_plan(params, evaluator, SOURCE, ["q1"], ["q2"], tmp_path / "out")
+
+    eight, twenty, again = plan(trials=8), plan(trials=20), plan(trials=8)
+    assert eight.study != twenty.study and eight.study == again.study
+    assert (eight.settings["trials"], twenty.settings["trials"]) == (8, 20)
+    assert plan(trials=8, startup_trials=2).study != eight.study

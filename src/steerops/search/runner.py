@@ -3,7 +3,8 @@ evaluate the choice on the other half, write the outputs.
 
 The default study name is the vector source and steered variant plus a digest of everything
 that defines the objective (evaluator settings hash, layers, coefficient range, threshold).
-The study starts from the grid's configs of the cell's latest sweep (`steering.sweep`) or
+The trials target and the sampler's design size are in the digest too. The study starts
+from the grid's configs of the cell's latest sweep (`steering.sweep`) or
 an explicit known-results log (imported as known trials, no generation; their points are
 part of the digest). Rerunning with the same params resumes that study; changing any of
 them starts a new one, which is served every config already evaluated under the same
@@ -178,6 +179,10 @@ def make_plan(
         "component": source.component,
         # other vectors (extracted again) are another study: its trials measured these
         "vector_files": evaluator.vector_files(source),
+        # the design: a study of 8 trials is not the first 8 of a study of 20 continued
+        # (another target is another study, served what the other evaluated)
+        "trials": cfg.trials,
+        "startup_trials": startup_trials(cfg.startup_trials, cfg.trials, len(layers)),
     }
     settings.update(sampler_identity(params))
     known = _known(params, evaluator, source, layers, out_dir)
@@ -276,7 +281,7 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
         plan.settings,
         sampler=cfg.sampler,
         seed=plan.seed,
-        startup_trials=startup_trials(cfg.startup_trials, cfg.trials, len(plan.layers)),
+        startup_trials=plan.settings["startup_trials"],
         heartbeat_s=cfg.heartbeat_s,
         grace_s=cfg.grace_s,
         max_retry=cfg.max_retry,
