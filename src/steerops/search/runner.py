@@ -2,15 +2,15 @@
 evaluate the choice on the other half, write the outputs.
 
 The default study name is the vector source and steered variant plus a digest of everything
-that defines the objective (evaluator settings hash, layers, coefficient range, threshold).
-The trials target and the sampler's design size are in the digest too. The study starts
-from the grid's configs of the cell's latest sweep (`steering.sweep`) or
-an explicit known-results log (imported as known trials, no generation; their points are
-part of the digest). Rerunning with the same params resumes that study; changing any of
-them starts a new one, which is served every config already evaluated under the same
-settings (the same questions included) from the results logs, its own included, without
-taking them as its trials: a study is a function of its params, not of what ran before. An
-explicit --study NAME whose stored settings differ is refused.
+that defines it: the objective (evaluator settings hash, layers, coefficient range,
+threshold), the design (the trials target and the sampler's start) and the known trials it
+starts from (the grid cell's latest sweep, `steering.sweep`, or an explicit known-results
+log; imported without generation). Rerunning with the same params resumes that study;
+changing any of them starts a new one, which is served every config already evaluated under
+the same settings (the same questions included) from the results logs, its own included,
+without taking them as its trials: a study is a function of its params, not of what ran
+before. An explicit --study NAME whose objective differs is refused; its design and known
+trials are the user's to extend (more trials, a grid's new configs).
 """
 
 from __future__ import annotations
@@ -179,17 +179,20 @@ def make_plan(
         "component": source.component,
         # other vectors (extracted again) are another study: its trials measured these
         "vector_files": evaluator.vector_files(source),
-        # the design: a study of 8 trials is not the first 8 of a study of 20 continued
-        # (another target is another study, served what the other evaluated)
-        "trials": cfg.trials,
-        "startup_trials": startup_trials(cfg.startup_trials, cfg.trials, len(layers)),
     }
     settings.update(sampler_identity(params))
     known = _known(params, evaluator, source, layers, out_dir)
-    if known:  # the trials it starts from define it too (none: the name it always had)
-        settings["known"] = [[k.layer, k.coefficient] for k in known]
+    # What else makes a default-named study another one: its design (a study of 8 trials
+    # is not the first 8 of a study of 20) and the trials it starts from. Names only: an
+    # explicit --study is the user's to continue (more trials, a grid's new configs).
+    naming: dict[str, Any] = {
+        "trials": cfg.trials,
+        "startup_trials": startup_trials(cfg.startup_trials, cfg.trials, len(layers)),
+    }
+    if known:
+        naming["known"] = [[k.layer, k.coefficient] for k in known]
     seed = params.seed if cfg.seed is None else cfg.seed
-    digest = text_md5(json.dumps(settings, sort_keys=True))[:8]
+    digest = text_md5(json.dumps({**settings, **naming}, sort_keys=True))[:8]
     name = cfg.study or ":".join(
         [
             evaluator.session.trait,
@@ -281,7 +284,7 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
         plan.settings,
         sampler=cfg.sampler,
         seed=plan.seed,
-        startup_trials=plan.settings["startup_trials"],
+        startup_trials=startup_trials(cfg.startup_trials, cfg.trials, len(plan.layers)),
         heartbeat_s=cfg.heartbeat_s,
         grace_s=cfg.grace_s,
         max_retry=cfg.max_retry,
@@ -299,11 +302,7 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
     tracker.log_params(
         {
             **evaluator.run_params(),  # what the grid's runs carry, to compare with them
-            **{
-                k: v
-                for k, v in plan.settings.items()
-                if k not in ("layers", "vector_files", "known")
-            },
+            **{k: v for k, v in plan.settings.items() if k not in ("layers", "vector_files")},
             "layers": ",".join(map(str, plan.layers)),
             # one param: the file names are not MLflow key characters
             "vector_files": json.dumps(plan.settings["vector_files"], sort_keys=True),
