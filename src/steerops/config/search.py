@@ -83,9 +83,10 @@ class SearchConfig(Strict):
     )
     known_results: str | None = Field(
         None,
-        description="steering results.jsonl to import as trials; default: this "
-        "search's own log and the steer stage's, each only where its settings hash matches "
-        "(the same questions: the steer stage's match only if it ran on the search half)",
+        description="steering results.jsonl to import as known trials; default: the "
+        "configs of the steer stage cell's latest sweep, with scores on the search half "
+        "under the search's settings (the search's own log serves its trials, never seeds "
+        "them)",
     )
     import_known: bool = Field(
         True, description="import known results (off: search from scratch, e.g. for benchmarks)"
