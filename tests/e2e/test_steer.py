@@ -1010,3 +1010,14 @@ def test_a_cell_s_numbers_are_a_function_of_the_grid_that_ran_it(toy_world, tmp_
         if e["type"] == "config"
     }
     assert logged == {0.5, 1.0, 2.0}
+    # coefficient 0 steers nothing: never a candidate, so its run says neither feasible nor not
+    from mlflow import MlflowClient
+
+    assert main([*argv, "--coefficients", "0,0.5"]) == 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        "attributes.run_name LIKE 'L1 c%'",
+    )
+    metrics = {r.info.run_name.split()[1]: r.data.metrics for r in runs}
+    assert "feasible" not in metrics["c0"] and "feasible" in metrics["c0.5"]
