@@ -132,26 +132,34 @@ def _write_search(out, method: str, best: dict):
     write_json(folder / "best.json", {**base, **best})
 
 
-def test_searches_are_a_table_of_their_own(tmp_path):
-    synthetic_grid(tmp_path)
-    before = pd.read_csv(_report(tmp_path) / "gap_analysis.csv")
-    held = {"trait_delta": 71.0, "delta_lo": 60.0, "delta_hi": 80.0, "coherence_mean": 81.0}
+def _write_ok_search(out, method: str, search: dict, heldout: dict):
+    """A finished study whose choice (layer 2, coefficient 1.6) is ok held out."""
     _write_search(
-        tmp_path / "outputs",
-        "mean_diff",
+        out,
+        method,
         {
             "status": "ok",
             "feasible": True,
             "chosen": {"trial": 1, "layer": 2, "coefficient": 1.6, "weight": 16.0},
-            "search": {"trait_delta": 78.0, "delta_lo": 70.0, "delta_hi": 85.0, "n": 20},
-            "heldout": {**held, "n": 20},
+            "search": search,
+            "heldout": heldout,
         },
     )
+
+
+def _write_no_choice_search(out, method: str):
     _write_search(
-        tmp_path / "outputs",
-        "random_baseline",
-        {"status": "no feasible steering found", "feasible": False, "chosen": None},
+        out, method, {"status": "no feasible steering found", "feasible": False, "chosen": None}
     )
+
+
+def test_searches_are_a_table_of_their_own(tmp_path):
+    synthetic_grid(tmp_path)
+    before = pd.read_csv(_report(tmp_path) / "gap_analysis.csv")
+    held = {"trait_delta": 71.0, "delta_lo": 60.0, "delta_hi": 80.0, "coherence_mean": 81.0}
+    search = {"trait_delta": 78.0, "delta_lo": 70.0, "delta_hi": 85.0, "n": 20}
+    _write_ok_search(tmp_path / "outputs", "mean_diff", search, {**held, "n": 20})
+    _write_no_choice_search(tmp_path / "outputs", "random_baseline")
     out = _report(tmp_path)
     # a search trial (other questions, another baseline) never joins a grid table
     pd.testing.assert_frame_equal(pd.read_csv(out / "gap_analysis.csv"), before)
@@ -178,23 +186,10 @@ def test_searches_held_out_p_is_adjusted_over_the_searches_alone(tmp_path):
     before = pd.read_csv(_report(tmp_path) / "gap_analysis.csv")
     held = {"trait_delta": 40.0, "delta_lo": 10.0, "delta_hi": 70.0, "coherence_mean": 81.0}
     ps = {"mean_diff": 0.004, "probe": 0.07}  # an ok whose test does not hold
+    search = {"trait_delta": 50.0, "delta_lo": 20.0, "delta_hi": 80.0, "n": 20}
     for method, p in ps.items():
-        _write_search(
-            tmp_path / "outputs",
-            method,
-            {
-                "status": "ok",
-                "feasible": True,
-                "chosen": {"trial": 1, "layer": 2, "coefficient": 1.6, "weight": 16.0},
-                "search": {"trait_delta": 50.0, "delta_lo": 20.0, "delta_hi": 80.0, "n": 20},
-                "heldout": {**held, "n": 20, "p": p},
-            },
-        )
-    _write_search(
-        tmp_path / "outputs",
-        "random_baseline",
-        {"status": "no feasible steering found", "feasible": False, "chosen": None},
-    )
+        _write_ok_search(tmp_path / "outputs", method, search, {**held, "n": 20, "p": p})
+    _write_no_choice_search(tmp_path / "outputs", "random_baseline")
     out = _report(tmp_path)
     pd.testing.assert_frame_equal(pd.read_csv(out / "gap_analysis.csv"), before)
     searched = pd.read_csv(out / "search_heldout.csv")

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from steerops.errors import SteeropsError
 from steerops.search.known import KnownResult
 from steerops.search.study import MAX_REPEATS, Proposal, SearchStudy
+from steerops.stats import coherent
 from steerops.steering.configs import Config, VectorSource
 
 
@@ -196,7 +197,7 @@ def _log_trial(
     """A nested run per trial, with the settings the grid's config runs carry (`shared`:
     judge, model, scope, unit...), so the UI compares trials with them side by side."""
     coherence = result.coherence_mean
-    feasible = coherence is not None and coherence >= min_coherence
+    feasible = coherent(coherence, min_coherence)
     tried = {"trial": p.number, "layer": p.layer, "coefficient": p.coefficient, "weight": weight}
     with tracker.child(
         # named by what it tried: trial numbers alone repeat across studies in the UI

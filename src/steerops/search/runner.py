@@ -181,7 +181,7 @@ def make_plan(
         "vector_files": evaluator.vector_files(source),
     }
     settings.update(sampler_identity(params))
-    known = _known(params, evaluator, source, layers, out_dir)
+    known = _known(params, evaluator, source, layers)
     # What else makes a default-named study another one: its design (a study of 8 trials
     # is not the first 8 of a study of 20) and the trials it starts from. Names only: an
     # explicit --study is the user's to continue (more trials, a grid's new configs).
@@ -231,7 +231,7 @@ def _known_source(params) -> str:
     return "the grid cell's latest sweep"
 
 
-def _known(params, evaluator, source: VectorSource, layers: list[int], out_dir: Path) -> list:
+def _known(params, evaluator, source: VectorSource, layers: list[int]) -> list:
     """The configs the study starts from: the explicit known-results log's, or those of the
     grid cell's latest sweep (`steering.sweep`), with scores on the search questions under
     the search's scope. The search's own log is not one: it serves the study's trials, so

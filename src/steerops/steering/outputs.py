@@ -39,7 +39,6 @@ from steerops.steering.store import (
     ResultsLog,
     config_dict,
     config_key,
-    entry_key,
     locked,
     result_dict,
 )
@@ -67,7 +66,7 @@ def write_cell(
             for ref in result.config.vectors if result.config is not None else ():
                 files.update(evaluator.vector_files(ref.source))
         swept = [config_dict(r.config, r.weights) for r in results if r.config is not None]
-        write_sweep(out_dir, evaluator.settings_hash, swept)
+        sweep = write_sweep(out_dir, evaluator.settings_hash, swept)
         rows = config_rows(
             log,
             evaluator.settings_hash,
@@ -75,7 +74,7 @@ def write_cell(
             labels,
             vector_files=files,
             units=evaluator.units_now(log),
-            sweep={entry_key(c) for c in swept},
+            sweep=sweep,
         )
         metrics = cell_metrics(rows, cfg.min_coherence, proto, alias_of)
         base = baseline_means(log, evaluator.settings_hash)

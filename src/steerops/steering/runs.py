@@ -15,7 +15,7 @@ from typing import Any
 from steerops import stats
 from steerops.io import read_json, text_md5, tree_md5
 from steerops.steering.configs import ConfigResult
-from steerops.steering.evaluate import SteeringEvaluator
+from steerops.steering.evaluate import SteeringEvaluator, steers_nothing
 from steerops.steering.outputs import coefficient_text
 from steerops.steering.store import (
     CSV_FILE,
@@ -99,10 +99,13 @@ def log_configs(
     start, end = span or (None, None)
     by_key = {row["config_key"]: row for row in rows or ()}
     for result in results:
-        row = by_key.get(config_key(result.config, result.weights), {}) if result.config else {}
+        assert result.config is not None  # a cell's configs: the baseline is not one
+        row = by_key.get(config_key(result.config, result.weights), {})
+        selection = row.get("selection_coherence_mean")
         # coefficient 0 steers nothing: never a candidate, so neither feasible nor not
-        steered = result.config is not None and result.config.coefficient != 0
-        selection = row.get("selection_coherence_mean") if steered else None
+        feasible = None
+        if not steers_nothing(result.weights) and stats.as_number(selection) is not None:
+            feasible = float(stats.coherent(selection, bar))
         cell_run.add_child(
             config_name(result),
             params={**shared, **config_params(result)},
@@ -113,9 +116,9 @@ def log_configs(
                 "n": result.n,
                 "n_unscored": result.n_unscored,
                 "selection_trait_delta": row.get("selection_trait_delta"),
-                "selection_coherence_mean": row.get("selection_coherence_mean"),
+                "selection_coherence_mean": selection,
                 "selection_n": row.get("selection_n"),
-                "feasible": None if selection is None else float(selection >= bar),
+                "feasible": feasible,
             },
             tags={"steerops.cached": result.cached},
             start=start,

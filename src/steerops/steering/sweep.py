@@ -29,13 +29,15 @@ from steerops.steering.store import entry_key
 SWEEP_FILE = "sweep.json"
 
 
-def write_sweep(folder: Path, settings_hash: str, configs: list[dict[str, Any]]) -> None:
-    """Record `configs` (logged config dicts) as the cell's latest sweep."""
-    ordered = sorted({entry_key(c): c for c in configs}.items())
+def write_sweep(folder: Path, settings_hash: str, configs: list[dict[str, Any]]) -> set[str]:
+    """Record `configs` (logged config dicts) as the cell's latest sweep; returns their keys
+    (`store.entry_key`), as `sweep_keys` reads them back."""
+    by_key = {entry_key(c): c for c in configs}
     write_json(
         Path(folder) / SWEEP_FILE,
-        {"settings_hash": settings_hash, "configs": [c for _, c in ordered]},
+        {"settings_hash": settings_hash, "configs": [by_key[k] for k in sorted(by_key)]},
     )
+    return set(by_key)
 
 
 def sweep_keys(folder: Path, settings_hash: str | None = None) -> set[str] | None:
