@@ -264,7 +264,7 @@ def _record_generation(mp):
     return steered, unsteered
 
 
-def test_toy_search_reuses_the_grid_and_starts_at_its_feasible_band(toy_search):
+def test_toy_search_reuses_the_grid_and_starts_at_its_feasible_band(toy_search, capsys):
     """The grid runs on all questions; a new study on the same settings gets the grid's scores
     on its half as known trials (no baseline, no grid config generated again) and its first
     trials bracket the grid's strongest coherent coefficient."""
@@ -294,6 +294,9 @@ def test_toy_search_reuses_the_grid_and_starts_at_its_feasible_band(toy_search):
     assert steered and not set(steered) & grid_points
     best = json.loads((search_out(folder) / "best.json").read_text())
     assert best["n_known"] == 8  # the grid's: the first study's trials serve it, not seed it
+    # which study, from how many known configs: workers without the grid would say 0
+    said = "study 'reuse', starting from 8 known configs (the grid cell's latest sweep)"
+    assert said in capsys.readouterr().err
     rows = list(csv.DictReader((search_out(folder) / "trials.csv").open()))
     known = {(int(r["layer"]), float(r["coefficient"])) for r in rows if r["source"] == "known"}
     assert grid_points <= known
