@@ -1010,6 +1010,15 @@ def test_a_cell_s_numbers_are_a_function_of_the_grid_that_ran_it(toy_world, tmp_
         if e["type"] == "config"
     }
     assert logged == {0.5, 1.0, 2.0}
+    # a run stopped after writing the next sweep's record, before the cell's metrics: the
+    # stage summary refuses the pair, and the rerun writes them agreeing again
+    from steerops.io import write_json
+    from steerops.steering.best import write_steer_summary
+
+    write_json(folder / "sweep.json", {**sweep_record, "configs": sweep_record["configs"][:1]})
+    with pytest.raises(SteeropsError, match="written for another sweep than .*sweep.json"):
+        write_steer_summary(params)
+    assert sweep("0.5,2") == first
     # coefficient 0 steers nothing: never a candidate, so its run says neither feasible nor not
     from mlflow import MlflowClient
 

@@ -617,3 +617,20 @@ def test_vetting_with_an_endpoint_that_refuses_the_key_fails_before_generating(
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.mark.parametrize("coherence", [None, 90.0])
+def test_a_coherence_the_judge_did_not_read_is_said_so(coherence):
+    from types import SimpleNamespace
+
+    rows = [
+        {"polarity": p, "response": "x", "kept": True, "trait": 80.0, "coherence": coherence}
+        for p in ("positive", "negative")
+    ]
+    gen = {"max_new_tokens": 4}
+    summary = stage._summarize(SimpleNamespace(name="t"), "base", gen, {"vet": True}, rows, {})
+    if coherence is None:
+        assert summary["coherence_mean"] is None and "not read" in summary["coherence_note"]
+    else:
+        assert summary["coherence_mean"] == {"positive": 90.0, "negative": 90.0}
+        assert "coherence_note" not in summary

@@ -318,7 +318,15 @@ def _summarize(
     }
     if vet["vet"]:
         summary["trait_mean"] = {p: _mean([r["trait"] for r in by[p]]) for p in POLARITIES}
-        summary["coherence_mean"] = {p: _mean([r["coherence"] for r in by[p]]) for p in POLARITIES}
+        if any(r["coherence"] is not None for r in rows):
+            summary["coherence_mean"] = {
+                p: _mean([r["coherence"] for r in by[p]]) for p in POLARITIES
+            }
+        else:
+            # A reader seeing null should not wonder whether the judge failed.
+            summary["coherence_note"] = (
+                "not read: the judge scored the trait alone, the only score vetting keeps on"
+            )
     return summary
 
 

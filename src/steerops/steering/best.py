@@ -25,6 +25,7 @@ from steerops.errors import SteeropsError
 from steerops.io import read_json, write_json, write_text
 from steerops.steering.configs import summarize
 from steerops.steering.store import METRICS_FILE, ResultsLog, entry_key, joined, scores_of
+from steerops.steering.sweep import SWEEP_FILE, sweep_digest, sweep_keys
 from steerops.summary import collect, summary_dir
 
 CURVE_COLUMNS = (
@@ -240,13 +241,22 @@ def vector_map(rows: Iterable[dict[str, Any]]) -> dict[Any, str]:
 
 
 def _cell_metrics(path) -> dict[str, Any]:
+    rebuild = (
+        "steer that cell again to rebuild it from its results log (nothing is generated "
+        "again), or remove its folder"
+    )
     try:
-        return read_json(path)
+        metrics = read_json(path)
+        keys = sweep_keys(path.parent)
     except SteeropsError as exc:  # another cell's file: this run's own work is saved
+        raise SteeropsError(f"{exc}; {rebuild}") from None
+    # a run stopped between writing sweep.json and metrics.json leaves them disagreeing
+    if keys is not None and metrics.get("sweep", sweep_digest(keys)) != sweep_digest(keys):
         raise SteeropsError(
-            f"{exc}; steer that cell again to rebuild it from its results log (nothing is "
-            "generated again), or remove its folder"
-        ) from None
+            f"{path}: written for another sweep than {path.parent / SWEEP_FILE} records (a "
+            f"run stopped between the two); {rebuild}"
+        )
+    return metrics
 
 
 def write_steer_summary(params) -> None:

@@ -42,7 +42,7 @@ from steerops.steering.store import (
     locked,
     result_dict,
 )
-from steerops.steering.sweep import write_sweep
+from steerops.steering.sweep import sweep_digest, write_sweep
 
 BASELINE_RESPONSES = "baseline.json"  # in the cell's responses/, beside L<layer>_c<coef>.json
 
@@ -83,6 +83,7 @@ def write_cell(
             n_questions=len(evaluator.questions),
             baseline_trait=base["trait_mean"],
             baseline_coherence=base["coherence_mean"],
+            sweep=sweep_digest(sweep),
         )
         write_csv(out_dir / CSV_FILE, sorted(rows, key=grid_order))
         write_json(out_dir / METRICS_FILE, metrics)

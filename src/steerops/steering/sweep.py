@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from steerops.errors import SteeropsError
-from steerops.io import read_json, write_json
+from steerops.io import read_json, text_md5, write_json
 from steerops.steering.store import entry_key
 
 SWEEP_FILE = "sweep.json"
@@ -38,6 +38,12 @@ def write_sweep(folder: Path, settings_hash: str, configs: list[dict[str, Any]])
         {"settings_hash": settings_hash, "configs": [by_key[k] for k in sorted(by_key)]},
     )
     return set(by_key)
+
+
+def sweep_digest(keys: set[str]) -> str:
+    """A short digest of a sweep's config keys: the cell's metrics.json records the one it
+    was written for, so a run stopped between the two files is caught, not read."""
+    return text_md5("\n".join(sorted(keys)))[:12]
 
 
 def sweep_keys(folder: Path, settings_hash: str | None = None) -> set[str] | None:
