@@ -207,6 +207,8 @@ def test_toy_search_outputs_and_tracking(toy_search):
 
 
 def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
+    import mlflow
+
     from steerops.cli import main
 
     folder, params, _, _, _ = toy_search
@@ -217,6 +219,32 @@ def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
     best = json.loads((out / "best.json").read_text())
     assert best["n_trials"] == 6 and best["n_generations"]["this_run"] == 0
     assert best["chosen"] == json.loads(before)["chosen"]
+    # the rerun's page still shows every trial its result rests on, marked as served
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    parents = sorted(
+        (
+            r
+            for r in runs
+            if r.data.tags.get("steerops.stage") == "search"
+            and "mlflow.parentRunId" not in r.data.tags
+        ),
+        key=lambda r: r.info.start_time,
+    )
+    assert len(parents) == 2
+
+    def trials(parent) -> dict:
+        kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        return {r.data.params["trial"]: r for r in kids}
+
+    first, again = trials(parents[0]), trials(parents[1])
+    assert sorted(again) == sorted(first) and len(again) == 6
+    assert all(r.data.tags["steerops.cached"] == "true" for r in again.values())
+    assert all(r.data.tags["steerops.served"] == "true" for r in again.values())
+    assert all(r.data.tags["steerops.served"] == "false" for r in first.values())
+    for number, run in again.items():
+        assert run.data.metrics == first[number].data.metrics
+        assert run.info.run_name == first[number].info.run_name
     before = (out / "best.json").read_text()
     capsys.readouterr()
     # another constraint on the same (named) study is refused, naming the key; outputs kept

@@ -65,6 +65,7 @@ def run_search(
         ):
             stats.imported += 1
     study.enqueue_startup()
+    earlier = _finished_searched(study)  # another run's trials, logged on this run's page
     repeated_before = study.n_repeated_refused()
     if again := study.enqueue_refused():
         tqdm.write(
@@ -111,6 +112,8 @@ def run_search(
             time.sleep(poll_s)
     finally:
         bar.close()
+    if tracker is not None and earlier:
+        _log_served(study, earlier, evaluator, source, tracker)
     stats.repeated_refused = study.n_repeated_refused() - repeated_before
     if stats.repeated_refused:  # they took slots of the target: say why it is short of it
         tqdm.write(
@@ -152,10 +155,7 @@ def _evaluate_batch(
     tracker,
 ) -> None:
     n = len(evaluator.questions)
-    shared = {}
-    if tracker is not None:  # what the grid's config runs carry: the UI compares them
-        shared = {**evaluator.run_params(), "method": source.method}
-        shared |= {"position": source.position, "component": source.component}
+    shared = _shared_params(evaluator, source) if tracker is not None else {}
     try:
         configs = [Config.single(source, p.layer, p.coefficient) for p in proposals]
         for p, config in zip(proposals, configs, strict=True):
@@ -182,20 +182,62 @@ def _evaluate_batch(
                 file=sys.stderr,
             )
         elif told and tracker is not None:  # else another worker told it, and logged its run
-            _log_trial(tracker, p, w, result, change, study.min_coherence, shared)
+            cached = getattr(result, "cached", False)  # served from a log: nothing generated
+            _log_trial(tracker, p, w, result, change, study.min_coherence, shared, cached)
+
+
+def _shared_params(evaluator, source: VectorSource) -> dict:
+    """What the grid's config runs carry (judge, model, scope, unit...): the UI compares
+    trials with them side by side."""
+    shared = {**evaluator.run_params(), "method": source.method}
+    return shared | {"position": source.position, "component": source.component}
+
+
+def _finished_searched(study: SearchStudy) -> list:
+    """The study's completed trials that the search evaluated (not the grid's known ones)."""
+    return [r for r in study.records() if r.state == "complete" and r.source != "known"]
+
+
+def _log_served(study: SearchStudy, served: list, evaluator, source: VectorSource, tracker):
+    """A nested run, tagged `steerops.served`, for each search trial an earlier run had
+    finished when this one started: a rerun's page shows every trial its result rests on,
+    as a steering cell's rerun shows the configs its log served. (Trials other workers
+    finish meanwhile are on their own runs' pages.)"""
+    configs = [Config.single(source, r.layer, r.coefficient) for r in served]
+    # read back from the results logs (cheap); a trial whose log is gone keeps its study
+    # numbers, without the count of questions scored
+    in_log = evaluator.served(configs)
+    logged = [c for c, ok in zip(configs, in_log, strict=True) if ok]
+    results = iter(evaluator.evaluate(logged) if logged else ())
+    shared = _shared_params(evaluator, source)
+    for record, ok in zip(served, in_log, strict=True):
+        _log_trial(
+            tracker,
+            record,
+            record.weight,
+            next(results) if ok else record,
+            record.trait_delta,
+            study.min_coherence,
+            shared,
+            cached=True,
+            served=True,
+        )
 
 
 def _log_trial(
     tracker,
     p: Proposal,
-    weight: float,
+    weight: float | None,
     result,
     delta: float | None,
     min_coherence: float,
     shared: dict,
+    cached: bool = False,
+    served: bool = False,
 ) -> None:
-    """A nested run per trial, with the settings the grid's config runs carry (`shared`:
-    judge, model, scope, unit...), so the UI compares trials with them side by side."""
+    """A nested run per trial, with the settings the grid's config runs carry (`shared`),
+    tagged `steerops.cached` when its answers came from a log (nothing generated) and
+    `steerops.served` when an earlier run evaluated it."""
     coherence = result.coherence_mean
     feasible = coherent(coherence, min_coherence)
     tried = {"trial": p.number, "layer": p.layer, "coefficient": p.coefficient, "weight": weight}
@@ -203,6 +245,7 @@ def _log_trial(
         # named by what it tried: trial numbers alone repeat across studies in the UI
         f"trial {p.number}: L{p.layer} c{p.coefficient:.4g}",
         {**shared, **tried},
+        tags={"steerops.cached": cached, "steerops.served": served},
     ) as child:
         child.log_metrics(
             {
