@@ -450,3 +450,83 @@ def test_pin_device_overrides_every_variant_for_the_run(tmp_path):
     pin_device(params, "cuda:3")
     with pytest.raises(SteeropsError, match=r"models\.base\.device: cuda:3"):
         load_model(params, "base")
+
+
+def _gemma3_checkpoint(folder, layout: str):
+    """A tiny random multimodal Gemma 3 (sliding window 4, shorter than the prompts) saved
+    with its keys in `layout`: as transformers 5 saves it (and the hub's gemma-3-*-it
+    hold it), or as transformers 4.52-4.x did."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    config = tiny_model("gemma3").config
+    config.text_config.sliding_window = 4
+    config.text_config.layer_types = ["sliding_attention", "full_attention", "sliding_attention"]
+    import transformers as T
+
+    model = T.Gemma3ForConditionalGeneration(config).eval()
+    model.save_pretrained(folder)
+    build_tokenizer(WORDS).save_pretrained(folder)
+    if layout == "4.52":
+        path = folder / "model.safetensors"
+        tensors = load_file(path)
+        renamed = {
+            "model." + k.replace("language_model.model.", "language_model.", 1): v
+            for k, v in tensors.items()
+        }
+        save_file(renamed, path, metadata={"format": "pt"})
+    return model
+
+
+@pytest.mark.parametrize("layout", ["transformers-5", "4.52"])
+def test_a_multimodal_gemma3_checkpoint_loads_its_text_decoder_alone(tmp_path, layout, capfd):
+    """gemma-3-*-it: the vision tower stays on disk, quietly, and the decoder computes what
+    the whole model computes on text (left padding, prompts past the sliding window)."""
+    from safetensors import safe_open
+
+    full = _gemma3_checkpoint(tmp_path / "model", layout)
+    with safe_open(str(tmp_path / "model" / "model.safetensors"), "pt") as f:
+        stored = list(f.keys())
+    assert any(k.startswith("language_model." if layout != "4.52" else "model.") for k in stored)
+    loaded = load_model(_params(tmp_path), "base")
+    model = loaded.model
+    assert type(model).__name__ == "Gemma3ForCausalLM"
+    assert loaded.layout.model_type == "gemma3_text" and loaded.layout.num_layers == 3
+    names = [n for n, _ in model.named_parameters()]
+    assert not any("vision" in n or "multi_modal" in n for n in names)
+    text_params = sum(p.numel() for p in full.model.language_model.parameters())
+    assert sum(p.numel() for p in model.parameters()) == text_params
+    assert "UNEXPECTED" not in capfd.readouterr().err  # no 400-line report on a real one
+    ids = torch.tensor([[0, 0, 0, 4, 5, 6, 7, 8, 9, 10, 11], [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 4]])
+    mask = (torch.arange(11) >= torch.tensor([[3], [0]])).long()
+    with torch.no_grad():
+        want = full(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        got = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    real = mask.bool()
+    torch.testing.assert_close(got.logits[real], want.logits[real], rtol=0, atol=0)
+    for a, b in zip(got.hidden_states, want.hidden_states, strict=True):
+        torch.testing.assert_close(a[real], b[real], rtol=0, atol=0)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+
+
+def test_module_paths_written_for_the_whole_multimodal_model_still_load_it(tmp_path):
+    _gemma3_checkpoint(tmp_path / "model", "transformers-5")
+    params = _params(tmp_path, layers_path="model.language_model.layers")
+    loaded = load_model(params, "base")
+    assert type(loaded.model).__name__ == "Gemma3ForConditionalGeneration"
+    assert loaded.layout.num_layers == 3
+
+
+def test_only_a_multimodal_config_with_its_usual_text_part_loads_as_text():
+    import transformers as T
+
+    from steerops.models.text_only import text_config
+    from tiny import CONFIGS
+
+    assert text_config(CONFIGS["llama"]()) is None
+    assert text_config(CONFIGS["gemma3_text"]()) is None
+    config = CONFIGS["gemma3"]()
+    text = text_config(config)
+    assert isinstance(text, T.Gemma3TextConfig) and text is not config.text_config
+    config.text_config.final_logit_softcapping = 30.0  # the two classes would differ
+    assert text_config(config) is None

@@ -32,6 +32,7 @@ from steerops.models.resolver import (
     resolve_layout,
     unknown_architecture,
 )
+from steerops.models.text_only import KEY_MAPPING, text_config, text_model_class
 
 __all__ = [
     "LoadedModel",
@@ -169,12 +170,16 @@ def load_model(
         kwargs["device_map"] = spec.device_map
         if spec.offload_folder:
             kwargs["offload_folder"] = str(params.path(spec.offload_folder))
+    loader: Any = AutoModelForCausalLM
+    if not (spec.layers_path or spec.attn_path or spec.mlp_path):
+        text = _text_only(source)
+        if text is not None:  # a multimodal checkpoint: its text decoder alone
+            loader = text_model_class(type(text))
+            kwargs |= {"config": text, "key_mapping": KEY_MAPPING}
     # transformers' per-load progress bar would add a line to every one-line error path
     hf_logging.disable_progress_bar()
     try:
-        loaded: Any = AutoModelForCausalLM.from_pretrained(
-            source.path, output_loading_info=True, **kwargs
-        )
+        loaded: Any = loader.from_pretrained(source.path, output_loading_info=True, **kwargs)
     except (OSError, ValueError, SafetensorError, RuntimeError) as exc:
         # missing, unknown or damaged files; a tensor whose shape the config contradicts
         raise SteeropsError(
@@ -195,6 +200,17 @@ def load_model(
     model.requires_grad_(False)
     layout = resolve_layout(model, spec.layers_path, variant, spec.attn_path, spec.mlp_path)
     return LoadedModel(variant, spec, source.name, model, tokenizer, layout)
+
+
+def _text_only(source: _Source) -> Any | None:
+    """`text_only.text_config` of the source's config (None where it is unreadable: the
+    load that follows says why)."""
+    from transformers import AutoConfig
+
+    try:
+        return text_config(AutoConfig.from_pretrained(source.path, **source.kwargs))
+    except (OSError, ValueError):
+        return None
 
 
 def check_variant(params: Params, variant: str) -> str:
