@@ -122,3 +122,5 @@ def test_another_trials_target_is_another_study(tmp_path):
     # an explicit --study is the user's to extend: its checked settings leave these out
     assert eight.settings == twenty.settings
     assert plan(trials=8, startup_trials=2).study != eight.study
+    # trials asked together before any is told: the sampler walks another way
+    assert plan(trials=8, batch=2).study != eight.study

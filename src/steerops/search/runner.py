@@ -188,6 +188,8 @@ def make_plan(
     naming: dict[str, Any] = {
         "trials": cfg.trials,
         "startup_trials": startup_trials(cfg.startup_trials, cfg.trials, len(layers)),
+        # the sampler proposes `batch` trials before it hears of any: another trajectory
+        "batch": cfg.batch,
     }
     if known:
         naming["known"] = [[k.layer, k.coefficient] for k in known]
