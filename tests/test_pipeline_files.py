@@ -259,6 +259,38 @@ def test_every_stage_output_follows_paths_out():
     assert fixed == []
 
 
+def test_a_failing_stage_leaves_its_metrics_and_reports_in_place(tmp_path):
+    """DVC deletes a stage's outputs before it runs unless they persist: the metrics and
+    reports the commands write atomically persist, so a stage that fails leaves a checkout
+    with the files dvc.lock records (checked with DVC itself on a stage that fails)."""
+    import sys
+
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    kept = []
+    for stage in spec["stages"].values():
+        for kind in ("outs", "metrics", "plots"):
+            for out in stage.get(kind, []):
+                if isinstance(out, dict):
+                    [(path, flags)] = out.items()
+                    if flags.get("cache") is False:
+                        assert flags.get("persist") is True, path
+                        kept.append(path)
+    assert "metrics/steer.json" in kept and "reports/report.md" in kept
+    metrics = {"m.json": {"cache": False, "persist": True}}
+    cmd = f"{sys.executable} -c \"import sys; sys.exit(open('p').read().strip() == 'fail')\""
+    (tmp_path / "dvc.yaml").write_text(
+        yaml.safe_dump({"stages": {"s": {"cmd": cmd, "deps": ["p"], "metrics": [metrics]}}})
+    )
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path)
+    (tmp_path / "p").write_text("ok")
+    (tmp_path / "m.json").write_text('{"a": 1}')
+    run = [sys.executable, "-m", "dvc", "repro", "-q"]
+    assert subprocess.run(run, cwd=tmp_path).returncode == 0
+    (tmp_path / "p").write_text("fail")
+    assert subprocess.run(run, cwd=tmp_path, capture_output=True).returncode != 0
+    assert (tmp_path / "m.json").read_text() == '{"a": 1}'
+
+
 def test_dvc_plots_colour_each_steered_series_with_the_project_s_templates(tmp_path):
     """`dvc plots show` with the project's templates (.dvc/plots): every steering config a
     point coloured by its series (method @ position layer), trait and coherence told apart;
@@ -277,7 +309,7 @@ def test_dvc_plots_colour_each_steered_series_with_the_project_s_templates(tmp_p
         for p in spec["stages"]["report"]["plots"]
         if isinstance(p, dict) and "reports/cleaning_curve.csv" in p
     )
-    cleaning = {k: v for k, v in cleaning.items() if k != "cache"}  # a stage out's key
+    cleaning = {k: v for k, v in cleaning.items() if k not in ("cache", "persist")}  # stage keys
     plots = [*spec["plots"], {"reports/cleaning_curve.csv": cleaning}]
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"plots": plots}))
     for name in ("metrics/steer_curves.csv", "reports/cleaning_curve.csv"):
