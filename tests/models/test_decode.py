@@ -185,6 +185,70 @@ def test_one_compiled_graph_serves_every_steering_table():
     assert len({str(o) for o in outputs}) == 4, "each table should change the tokens"
 
 
+def test_a_process_that_fills_the_step_s_graphs_compiles_afresh(monkeypatch):
+    """Every graph of the compiled step counts against dynamo's limit for the process: a
+    `steerops steer` over many traits (each its own cache length) reached it and died
+    with FailOnRecompileLimitHit. Past the limit the loop drops its graphs and compiles
+    again, tokens unchanged."""
+    monkeypatch.setattr(decode, "RECOMPILE_LIMIT", 2)
+    graphs, options = _counting()
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    table = SteeringTable([[(1, unit(4, layout.hidden_size), 6.0)]] * 4)
+    for room in (8, 24, 40, 56, 72):  # each call another cache length: another graph
+        reference, loop = both(
+            model,
+            layout,
+            PROMPTS[:4],
+            table,
+            options=dataclasses.replace(options, prompt_room=room),
+            stop_ids=[2],
+            slots=8,
+        )
+        assert loop == reference
+    assert len(graphs) > 2 * decode.RECOMPILE_LIMIT  # beyond one process's limit
+
+
+def test_the_two_loops_agree_whatever_the_checkpoint_s_generation_config_ships():
+    """HF generate applies a shipped repetition_penalty, no_repeat_ngram_size or
+    suppress_tokens even when greedy; the static loop is a plain argmax. Both loops decode
+    plainly: the tokens agree with each other and with a plain hook's greedy decode."""
+    model = tiny_model("qwen2")
+    layout = resolve_layout(model)
+    shipped = model.generation_config
+    shipped.repetition_penalty, shipped.no_repeat_ngram_size = 1.3, 2
+    shipped.suppress_tokens, shipped.min_new_tokens = [5, 7], 6
+    table, prompts = _grid(layout.hidden_size, copies=1)
+    reference, loop = both(model, layout, prompts, table, stop_ids=[2])
+    assert loop == reference
+    vector = unit(1, layout.hidden_size)
+    handle = layout.layers[1].register_forward_hook(
+        lambda module, args, out: (
+            (out[0] + 6.0 * vector, *out[1:]) if isinstance(out, tuple) else out + 6.0 * vector
+        )
+    )
+    try:
+        with torch.no_grad():
+            seq = list(PROMPTS[0])
+            for _ in range(10):
+                seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
+    finally:
+        handle.remove()
+    plain = seq[len(PROMPTS[0]) :]
+    plain = plain[: plain.index(2)] if 2 in plain else plain
+    steered = generate_steered(
+        model,
+        layout,
+        [PROMPTS[0]],
+        SteeringTable([[(1, vector, 6.0)]]),
+        pad_token_id=PAD,
+        stop_ids=[2],
+        max_new_tokens=10,
+        loop="hf",
+    )
+    assert steered == [plain]
+
+
 @pytest.mark.parametrize("packed", [True, False])
 def test_compiled_step_reads_the_cache_without_a_copy_per_query_head(monkeypatch, packed):
     """Under compile HF's sdpa repeats keys and values per query head (`repeat_kv`): the

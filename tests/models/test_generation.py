@@ -141,3 +141,30 @@ def test_out_of_memory_halves_the_batch_and_keeps_results(tokenizer):
     )
     assert batch_rows[:3] == [5, 4, 2]
     assert [c.response_ids for c in got] == [c.response_ids for c in expected]
+
+
+def _ship_logits_processing(model) -> None:
+    """Settings a checkpoint's generation_config may ship, which HF generate applies
+    unless told otherwise (Qwen2.5-Instruct ships a repetition_penalty)."""
+    shipped = model.generation_config
+    shipped.repetition_penalty = 1.3
+    shipped.no_repeat_ngram_size = 2
+    shipped.suppress_tokens = [5, 7]
+    shipped.min_new_tokens = 4
+    shipped.top_k = 1  # sampling would be greedy
+    shipped.min_p = 0.5
+
+
+def test_what_a_checkpoint_ships_does_not_change_plain_decoding(tokenizer):
+    """Greedy is the argmax of the model's logits, and temperature sampling draws from the
+    whole vocabulary, whatever the generation_config: the reference below ignores it."""
+    model = tiny(tokenizer, "llama", seed=1)
+    model.generation_config.eos_token_id = None
+    _ship_logits_processing(model)
+    kwargs = dict(max_new_tokens=8, batch_size=2, progress=False)
+    for c in generate_responses(model, tokenizer, PROMPTS, **kwargs):
+        assert c.response_ids == reference_greedy(model, c.prompt_ids, 8)
+    hot = generate_responses(
+        model, tokenizer, PROMPTS, temperature=5.0, rollouts=3, seed=7, **kwargs
+    )
+    assert len({tuple(c.response_ids) for c in hot if c.index == 3}) > 1  # top_k 1: one

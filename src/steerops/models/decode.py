@@ -42,6 +42,8 @@ from steerops.models.decode_trunk import Trunk
 from steerops.models.generation import GenerationInterrupted
 from steerops.models.unsteered import Keeper
 
+_LIMIT_HIT = getattr(torch._dynamo.exc, "FailOnRecompileLimitHit", ())
+
 # Model types whose tokens the loop reproduces exactly (tested against HF generate).
 LOOP_ARCHITECTURES = frozenset(
     {
@@ -60,6 +62,9 @@ LOOP_ARCHITECTURES = frozenset(
     }
 )
 SMALLEST_BUCKET = 8
+# Graphs the compiled step may hold in a process (one per slot count and cache shape):
+# past it dynamo refuses a fullgraph step, and the loop starts the count again.
+RECOMPILE_LIMIT = 64
 # With a trunk, rows are ordered by depth, then prompt by prompt, within blocks of
 # max_rows // GROUPS_PER_BLOCK steering groups: a prefill then holds many configs of one
 # prompt (their trunk is computed once), while the groups whose shared prefix is kept
@@ -178,12 +183,20 @@ def decode_greedy(
     """
     stats = stats if stats is not None else DecodeStats()
     run = Run(model, prompts, pad_token_id, stop_ids, max_new_tokens, steer, groups, stats, trunk)
+    recompiled = False
     try:
         while True:
             try:
                 _decode(run, max_rows, options, on_progress, keeper)
                 return [run.results[i] for i in range(len(prompts))]
             except Exception as exc:
+                if isinstance(exc, _LIMIT_HIT) and not recompiled:
+                    # A long process (many traits, each its own cache length) filled the
+                    # step's graphs: drop them and compile afresh; finished rows are kept.
+                    recompiled = True
+                    release(model)
+                    torch.compiler.reset()
+                    continue
                 if not is_out_of_memory(exc):
                     raise
                 if max_rows == 1:
@@ -249,7 +262,7 @@ def _decode(
     packing = packed_gqa() if backend is not None else contextlib.nullcontext()
     with (
         torch.inference_mode(),
-        torch._dynamo.config.patch(recompile_limit=64),
+        torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT),
         capturing,
         packing,
     ):

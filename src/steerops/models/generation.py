@@ -137,8 +137,8 @@ def generate_responses(
         "pad_token_id": pad_id(tokenizer, stops),
         "do_sample": sampled,
     }
-    if sampled:  # plain temperature sampling: switch off any top-k/top-p the model ships with
-        settings.update(temperature=temperature, top_k=0, top_p=1.0)
+    if sampled:  # plain temperature sampling (`generate_batch` switches off top-k/top-p...)
+        settings["temperature"] = temperature
 
     results: dict[tuple[int, int], list[int]] = {}
     lengths = [len(encoded[i]) for i, _ in jobs]
@@ -174,18 +174,58 @@ def generate_responses(
     return out
 
 
+# Logits processing a checkpoint's generation_config may ship (Qwen2.5-Instruct's
+# repetition_penalty, a no_repeat_ngram_size, suppress_tokens, min_new_tokens, Gemma-3's
+# top_k/top_p...), which HF generate applies unless told otherwise. steerops decodes
+# plainly, as its static loop does: greedy argmax, or temperature sampling over the whole
+# vocabulary, whatever the checkpoint ships. None switches each off.
+PLAIN_DECODING = dict.fromkeys(
+    (
+        "repetition_penalty",
+        "encoder_repetition_penalty",
+        "no_repeat_ngram_size",
+        "encoder_no_repeat_ngram_size",
+        "bad_words_ids",
+        "sequence_bias",
+        "min_length",
+        "min_new_tokens",
+        "forced_bos_token_id",
+        "forced_eos_token_id",
+        "exponential_decay_length_penalty",
+        "suppress_tokens",
+        "begin_suppress_tokens",
+        "guidance_scale",
+        "remove_invalid_values",
+        "renormalize_logits",
+        "watermarking_config",
+        "top_k",
+        "top_p",
+        "min_p",
+        "typical_p",
+        "epsilon_cutoff",
+        "eta_cutoff",
+        "top_h",
+    )
+)
+
+
 @torch.inference_mode()
 def generate_batch(
     model, prompt_ids: Sequence[Sequence[int]], settings: dict, seed: int | None = None
 ) -> list[list[int]]:
     """New token ids (stop and pad tokens included) for one left-padded batch; `settings`
-    are `model.generate` keyword arguments (with `pad_token_id`)."""
+    are `model.generate` keyword arguments (with `pad_token_id`), decoded plainly
+    (`PLAIN_DECODING`)."""
     ids, mask, _ = pad_batch(prompt_ids, settings["pad_token_id"], side="left")
     device = module_device(model.get_input_embeddings(), model)  # not `meta` when offloaded
     if seed is not None:
         torch.manual_seed(seed)
     with contiguous_head_input(model):  # the prefill's last logits
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **settings)
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            **{**PLAIN_DECODING, **settings},
+        )
     return out[:, ids.shape[1] :].tolist()
 
 
