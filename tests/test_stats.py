@@ -329,6 +329,23 @@ def test_choose_never_picks_coefficient_zero_and_words_its_verdict():
     assert stats.best_steered_coherence([rows[0], rows[2]]) == 50.0
 
 
+def test_no_coherent_config_says_whether_a_finer_grid_can_help():
+    """Nothing steered coherent: a finer grid may help only when the unsteered model itself
+    reaches the bar on the selection half (else "baseline incoherent": the judge's scale or
+    the bar to check), and a judge that scored no steered config is a failure ("trait
+    unscored"), not a grid too coarse."""
+    rows = [_row(0.0, 0.0, 0.0, 90.0), _row(1.0, 30.0, 10.0, 40.0), _row(2.0, 50.0, 30.0, 20.0)]
+    for r in rows:
+        r["selection_baseline_coherence"] = 90.0
+    assert stats.choose(rows, 68) == (None, stats.NEEDS_FINER)
+    for r in rows:
+        r["selection_baseline_coherence"] = 30.0
+    assert stats.choose(rows, 68) == (None, stats.BASELINE_INCOHERENT)
+    for r in rows[1:]:
+        r["selection_coherence_mean"] = None
+    assert stats.choose(rows, 68) == (None, stats.UNSCORED)
+
+
 def test_a_choice_that_moved_the_trait_the_other_way_held_out_is_an_opposite_effect():
     """No config moves the trait the steering way, and the strongest coherent one moves it
     reliably the other way held out: "opposite effect" (a sign or direction to check),

@@ -84,7 +84,11 @@ OK = "ok"
 NO_EFFECT = "no effect"
 INCOHERENT = "incoherent held out"
 NEEDS_FINER = "needs finer coefficients"
-# steered configs coherent on the selection half, but the judge gave none a trait score
+# no steered config coherent, and the unsteered model itself under the bar on the selection
+# half: no coefficient reaches it (the judge's coherence scale, or the bar, to check)
+BASELINE_INCOHERENT = "baseline incoherent"
+# steered configs coherent on the selection half but the judge gave none a trait score, or
+# it scored no steered config at all: a failure, not a finding
 UNSCORED = "trait unscored"
 # a choice the judge gave no held-out trait or coherence score: a failure, not a finding
 HELDOUT_UNSCORED = "held out unscored"
@@ -330,8 +334,8 @@ def half_stats(
     delta = delta_interval(d, seed)
     return HalfStats(
         delta.n,
-        _mean(traits),
-        _mean([c for _, c in steered]),
+        mean_of(traits),
+        mean_of([c for _, c in steered]),
         delta.mean,
         delta.lo,
         delta.hi,
@@ -339,7 +343,8 @@ def half_stats(
     )
 
 
-def _mean(values: Sequence[float | None]) -> float | None:
+def mean_of(values: Sequence[float | None]) -> float | None:
+    """The mean of the scored values (None: none scored)."""
     scored = [v for v in values if v is not None]
     return sum(scored) / len(scored) if scored else None
 
@@ -395,11 +400,19 @@ def select(
     wins (ties: more coherent, smaller |coefficient|, lower layer) -> (pick, None). With
     coherent candidates but none with an effect, (the strongest, NO_EFFECT); with none,
     (None, NEEDS_FINER), or (None, UNSCORED) when steered configs are coherent but none has
-    a trait score."""
+    a trait score or none has a coherence score, or (None, BASELINE_INCOHERENT) when the
+    rows' `selection_baseline_coherence` is under the bar too."""
     coherent = steered_coherent(rows, min_coherence)
     if not coherent:
-        unscored = steered_coherent(rows, min_coherence, scored=False)
-        return None, UNSCORED if unscored else NEEDS_FINER
+        steered = [r for r in rows if as_number(r.get("coefficient"))]
+        read = [as_number(r.get("selection_coherence_mean")) for r in steered]
+        unread = bool(steered) and all(c is None for c in read)  # a judge that read nothing
+        if unread or steered_coherent(rows, min_coherence, scored=False):
+            return None, UNSCORED
+        base = {as_number(r.get("selection_baseline_coherence")) for r in rows} - {None}
+        if base and all(c < min_coherence for c in base):  # one baseline per cell
+            return None, BASELINE_INCOHERENT
+        return None, NEEDS_FINER
     effective = [r for r in coherent if not no_effect_on_selection(r)]
     if not effective:
         return max(coherent, key=_rank), NO_EFFECT

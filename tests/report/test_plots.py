@@ -114,3 +114,40 @@ def test_a_cleaned_point_says_what_it_removed(tmp_path, monkeypatch):
     (fig,) = figures
     notes = [t.get_text() for t in fig.axes[0].texts]
     assert notes == ["1 dim, 0.76% of |v|²", "3 dims, 25.00% of |v|²"]
+
+
+def test_a_cell_the_judge_scored_nothing_of_plots_as_a_gap(tmp_path):
+    """Every held-out number None (a judge that read nothing): the report drew its curve
+    with None + float and died with a traceback; the cell is a gap (alone, or beside a
+    scored one)."""
+    configs = [
+        {
+            **KEY,
+            "method": method,
+            "layer": 3,
+            "coefficient": c,
+            "heldout_n": n,
+            "heldout_trait_delta": delta,
+            "heldout_delta_lo": None if delta is None else delta - 5,
+            "heldout_delta_hi": None if delta is None else delta + 5,
+            "heldout_coherence_mean": None if delta is None else 80.0,
+            "selection_coherence_mean": None if delta is None else 80.0,
+        }
+        for method, n, delta in (("mean_diff", 0, None), ("probe", 10, 20.0))
+        for c in (0.5, 1.0)
+    ]
+    gap = pd.DataFrame(
+        [
+            {**KEY, "method": "mean_diff", "alias_of": "", "layer": None, "coefficient": None}
+            | {"status": "trait unscored"},
+            {**KEY, "method": "probe", "alias_of": "", "layer": 3, "coefficient": 1.0}
+            | {"status": "ok"},
+        ]
+    )
+    for methods in (["mean_diff"], ["mean_diff", "probe"]):
+        frame = pd.DataFrame([c for c in configs if c["method"] in methods])
+        points = plots.curve_points(frame, gap[gap["method"].isin(methods)], 68.0)
+        assert points[points["method"] == "mean_diff"]["delta"].isna().all()
+        path = tmp_path / f"{len(methods)}.png"
+        plots.coefficient_curves(points, 68.0, path)
+        assert path.stat().st_size > 0

@@ -416,7 +416,7 @@ def test_cells_without_a_scored_steered_config_say_why(tmp_path):
     [probe] = [x for x in section.splitlines() if "`probe`" in x]
     assert "no steered config has a coherence score" in probe
     [gradient] = [x for x in section.splitlines() if "`gradient`" in x]
-    assert "**trait unscored**" in gradient and "none a trait score" in gradient
+    assert "**trait unscored**" in gradient and "steered config a trait score" in gradient
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["cells_trait_unscored"] == 1 and metrics["cells_needing_finer_coefficients"] == 1
     # a report of that one cell alone (no other cell's number in its column)

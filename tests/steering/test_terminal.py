@@ -61,6 +61,27 @@ def test_no_coherent_config_gives_the_best_coherence_reached():
     )
 
 
+def test_no_coherent_config_says_when_no_grid_can_help():
+    """The unsteered model under the bar too, or a judge that read nothing: the line says
+    what to check, not that coefficients should be finer."""
+    none = {"layer": None, "coefficient": None}
+    line = verdict_line(
+        _metrics(
+            "baseline incoherent",
+            **none,
+            best_coherence_reached=12.0,
+            selection_baseline_coherence=30.5,
+        )
+    )
+    assert line.startswith("baseline incoherent: the unsteered model scores coherence 30.5")
+    assert "lower steering.min_coherence" in line and "finer" not in line
+    line = verdict_line(_metrics("trait unscored", **none, best_coherence_reached=None))
+    assert line == (
+        "trait unscored: the judge gave no steered config a coherence score: a failure, not "
+        "a finding (check the judge)"
+    )
+
+
 def _result(layer: int, coefficient: float) -> SimpleNamespace:
     vector = SimpleNamespace(layer=layer)
     config = SimpleNamespace(vectors=[vector], coefficient=coefficient)

@@ -234,6 +234,7 @@ def _metrics(gap, prepost, errors, searched) -> dict:
         "cells_incoherent_heldout": int(count.get(stats.INCOHERENT, 0)),
         "cells_too_few_heldout": int(count.get(stats.TOO_FEW, 0)),
         "cells_needing_finer_coefficients": int(count.get(stats.NEEDS_FINER, 0)),
+        "cells_baseline_incoherent": int(count.get(stats.BASELINE_INCOHERENT, 0)),
         "cells_trait_unscored": int(count.get(stats.UNSCORED, 0)),
         "cells_heldout_unscored": int(count.get(stats.HELDOUT_UNSCORED, 0)),
         "aliases": int((gap["alias_of"] != "").sum()),
@@ -370,7 +371,7 @@ def _best_cell(gap: pd.DataFrame) -> dict:
         (gap["alias_of"] == "")
         & gap["selection_delta"].notna()
         & (gap["selection_delta_lo"].astype(float) > 0)
-        & ~gap["status"].isin([stats.NEEDS_FINER, stats.UNSCORED])
+        & ~gap["status"].isin([stats.NEEDS_FINER, stats.BASELINE_INCOHERENT, stats.UNSCORED])
     ]
     if candidates.empty:
         return {"best_cell": None, "selection_choice": None}

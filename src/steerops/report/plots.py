@@ -88,7 +88,11 @@ def curve_points(frame: pd.DataFrame, gap: pd.DataFrame, min_coherence: float) -
                     "heldout_coherent": stats.coherent(c["heldout_coherence_mean"], min_coherence),
                 }
             )
-    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    points = pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    # a cell the judge scored nothing of holds None throughout: NaN, as a gap in a line is
+    numbers = ["n", "delta", "delta_lo", "delta_hi", "coherence"]
+    points[numbers] = points[numbers].astype(float)
+    return points
 
 
 def _layer(value):

@@ -312,8 +312,16 @@ def _verdict_lines(
             continue
         if row.status == stats.UNSCORED:
             lines.append(
-                f"- {where}{alias}: **{row.status}** (steered configs are coherent on the "
-                "selection half, but the judge gave none a trait score)"
+                f"- {where}{alias}: **{row.status}** (the judge gave no coherent steered "
+                "config a trait score, or scored no steered config at all: a failure, not "
+                "a finding)"
+            )
+            continue
+        if row.status == stats.BASELINE_INCOHERENT:
+            lines.append(
+                f"- {where}{alias}: **{row.status}** (the unsteered model is under the "
+                "coherence bar on the selection half too: check the judge's coherence "
+                "scale, or lower `steering.min_coherence`)"
             )
             continue
         under = stats.under_bar_text(

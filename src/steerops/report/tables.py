@@ -5,9 +5,9 @@ weight, its numbers on the selection half (`selection_*`) and on the held-out ha
 (`heldout_*`: n, trait delta in the steering direction with its 95% interval, coherence),
 and `alias_of`. Every "best" is `stats.choose`'s: chosen on the selection half, reported on
 the held-out half, with the verdict "ok", "no effect", "incoherent held out", "too few held
-out", "trait unscored" or "needs finer coefficients". Only "ok" rows give optimal
-coefficients. Every function is deterministic (sorted keys, stable tie-breaks), so the same
-inputs give byte-identical reports.
+out", "trait unscored", "baseline incoherent" or "needs finer coefficients". Only "ok" rows
+give optimal coefficients. Every function is deterministic (sorted keys, stable
+tie-breaks), so the same inputs give byte-identical reports.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Every config of a cell's latest sweep (`steering.sweep`; from the results log) g
 its numbers on all questions, on the selection half and on the held-out half
 (`config_rows`; the halves and intervals are `steerops.stats`'). The cell's `metrics.json`
 names the config chosen on the selection half (`stats.choose`) with its held-out numbers and
-verdict ("ok", "no effect", "incoherent held out", "too few held out", "needs finer
+verdict ("ok", "no effect", "incoherent held out", "too few held out", "baseline
+incoherent", "needs finer
 coefficients", "trait unscored"), and which
 cell's vectors it shares when they are the same tensors (`alias_of`). `metrics/steer.json`
 holds a few headline numbers per cell (DVC metrics) and `metrics/steer_curves.csv` every
@@ -130,6 +131,9 @@ def config_rows(
             vector_hash="+".join(entry.get("vector_hashes") or []),
             config_key=entry_key(entry["config"]),  # which evaluated config (not in the CSV)
         )
+        # what the unsteered model reaches where the choice is made: a bar it misses too is
+        # no coefficient's to reach (`stats.BASELINE_INCOHERENT`)
+        row["selection_baseline_coherence"] = stats.mean_of([base[i][1] for i in selection])
         for name, at in (("selection", selection), ("heldout", heldout)):
             half = stats.half_stats(
                 [scores[i] for i in at], [base[i] for i in at], proto.seed, proto.sign
@@ -165,6 +169,9 @@ def cell_metrics(
         "n_configs": len(rows),
         "n_coherent": len(stats.steered_coherent(rows, min_coherence)),
         "best_coherence_reached": stats.best_steered_coherence(rows),
+        "selection_baseline_coherence": next(
+            (r["selection_baseline_coherence"] for r in rows), None
+        ),
         "heldout_fraction": proto.heldout_fraction,
         "seed": proto.seed,
         "interval": f"{stats.CONFIDENCE:.0%} paired bootstrap over questions "

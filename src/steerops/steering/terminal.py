@@ -70,10 +70,24 @@ def verdict_line(m: dict[str, Any]) -> str:
     note = f" (alias of {m['alias_of']}: identical vectors)" if m.get("alias_of") else ""
     if m["layer"] is None:
         reached = m.get("best_coherence_reached")
+        bar = f"{m['min_coherence']:g}"
+        if m["status"] == stats.BASELINE_INCOHERENT:
+            base = stats.coherence_text(m.get("selection_baseline_coherence"))
+            return (
+                f"{m['status']}{note}: the unsteered model scores coherence {base} on the "
+                f"selection half, under the bar of {bar}, and no steered config reaches it "
+                "(check the judge's coherence scale, or lower steering.min_coherence)"
+            )
+        if m["status"] == stats.UNSCORED:
+            what = "a coherence score" if reached is None else "that reached the bar a trait score"
+            return (
+                f"{m['status']}{note}: the judge gave no steered config {what}: a failure, "
+                "not a finding (check the judge)"
+            )
         best = "none scored" if reached is None else f"best {stats.coherence_text(reached)}"
         return (
-            f"{m['status']}{note}: no steered config reached coherence >= "
-            f"{m['min_coherence']:g} on the selection half ({best})"
+            f"{m['status']}{note}: no steered config reached coherence >= {bar} on the "
+            f"selection half ({best})"
         )
     # only an "ok" config is an optimal one; another verdict still shows what was checked
     chosen = f"layer {m['layer']} coefficient {coefficient_text(m['coefficient'])}"
