@@ -186,3 +186,20 @@ def test_positive_and_negative_examples_with_the_same_activations_are_refused_up
     line = _refused_before_the_run(tmp_path, capsys, "mean_diff,pca")
     assert "positive and negative examples' activations do not differ at any layer" in line
     assert TRAIT in line and POSITION in line
+
+
+def test_a_layer_where_the_classes_do_not_differ_is_named_up_front(tmp_path, capsys):
+    """One layer whose window sees only what both sides share (a sliding window shorter
+    than the distance to where the prompts differ): mean_diff scaled its rounding noise to
+    a unit vector and the probe failed after mean_diff was rewritten. One line naming the
+    layer, before any run or write."""
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(30, 12)) * 40
+    data = {
+        layer: np.concatenate([rows, rows[::-1] + (0 if layer == LAYERS[0] else 5)])
+        for layer in LAYERS
+    }
+    write_activations(tmp_path / "outputs", data, 30)
+    line = _refused_before_the_run(tmp_path, capsys, "mean_diff,probe")
+    assert f"do not differ at layer(s) {LAYERS[0]} " in line
+    assert "leave them out of extraction.layers" in line

@@ -161,21 +161,33 @@ SAME_CLASSES = 1e-5
 
 
 def check_classes_differ(acts: TraitActivations, trait: str, position: str) -> None:
-    """A clear error when the positive and negative examples carry the same activations at
-    every layer (e.g. positive and negative prompts that are the same, read where responses
-    are not): every method would fit rounding noise."""
+    """A clear error, before anything is written, when the positive and negative examples
+    carry the same activations at a layer: every method would fit rounding noise there
+    (mean_diff would scale it to a unit vector, the probe would fail half-way through the
+    stage). At every layer: the same prompts read where responses are not; at some: e.g. a
+    sliding-window layer whose window sees only the chat template's shared ending."""
     pos = torch.cat([acts.train.pos, acts.val.pos])
     neg = torch.cat([acts.train.neg, acts.val.neg])
-    largest = 0.0
+    same: dict[int, float] = {}
     for layer in acts.layers:
         x = acts.layer(layer).double()
         scale = float(x.norm(dim=1).mean())
         gap = float((x[pos].mean(0) - x[neg].mean(0)).norm())
-        if gap > SAME_CLASSES * scale:
-            return
-        largest = max(largest, gap / scale if scale > 0 else 0.0)
+        if gap <= SAME_CLASSES * scale:
+            same[layer] = gap / scale if scale > 0 else 0.0
+    if not same:
+        return
+    largest = max(same.values())
+    if len(same) == len(acts.layers):
+        raise SteeropsError(
+            f"{trait} at {position!r}: the positive and negative examples' activations do not "
+            f"differ at any layer (largest mean difference {largest:.1e} of their norm): are "
+            f"the positive and negative prompts the same? ({acts.directory})"
+        )
     raise SteeropsError(
         f"{trait} at {position!r}: the positive and negative examples' activations do not "
-        f"differ at any layer (largest mean difference {largest:.1e} of their norm): are "
-        f"the positive and negative prompts the same? ({acts.directory})"
+        f"differ at layer(s) {', '.join(map(str, sorted(same)))} (largest mean difference "
+        f"{largest:.1e} of their norm; the other layers differ): no method can fit a "
+        "direction there; leave them out of extraction.layers and extract again "
+        f"({acts.directory})"
     )
