@@ -619,8 +619,8 @@ def test_vetting_with_an_endpoint_that_refuses_the_key_fails_before_generating(
         httpd.server_close()
 
 
-@pytest.mark.parametrize("coherence", [None, 90.0])
-def test_a_coherence_the_judge_did_not_read_is_said_so(coherence):
+@pytest.mark.parametrize("coherence,trait_only", [(None, True), (None, False), (90.0, False)])
+def test_a_coherence_the_judge_did_not_read_is_said_so(coherence, trait_only):
     from types import SimpleNamespace
 
     rows = [
@@ -628,9 +628,11 @@ def test_a_coherence_the_judge_did_not_read_is_said_so(coherence):
         for p in ("positive", "negative")
     ]
     gen = {"max_new_tokens": 4}
-    summary = stage._summarize(SimpleNamespace(name="t"), "base", gen, {"vet": True}, rows, {})
+    trait = SimpleNamespace(name="t")
+    summary = stage._summarize(trait, "base", gen, {"vet": True}, rows, {}, trait_only)
     if coherence is None:
-        assert summary["coherence_mean"] is None and "not read" in summary["coherence_note"]
+        note = "not read: the judge scored the trait alone" if trait_only else "no completion"
+        assert summary["coherence_mean"] is None and note in summary["coherence_note"]
     else:
         assert summary["coherence_mean"] == {"positive": 90.0, "negative": 90.0}
         assert "coherence_note" not in summary

@@ -153,6 +153,7 @@ def _ship_logits_processing(model) -> None:
     shipped.min_new_tokens = 4
     shipped.top_k = 1  # sampling would be greedy
     shipped.min_p = 0.5
+    shipped.num_beams = 3
 
 
 def test_what_a_checkpoint_ships_does_not_change_plain_decoding(tokenizer):

@@ -509,10 +509,24 @@ def test_a_multimodal_gemma3_checkpoint_loads_its_text_decoder_alone(tmp_path, l
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
 
 
-def test_module_paths_written_for_the_whole_multimodal_model_still_load_it(tmp_path):
+WHOLE_MODEL_MAP = {
+    "model.language_model": "cpu",
+    "model.vision_tower": "cpu",
+    "model.multi_modal_projector": "cpu",
+    "lm_head": "cpu",
+}
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"layers_path": "model.language_model.layers"},
+        {"device": None, "device_map": WHOLE_MODEL_MAP},
+    ],
+)
+def test_module_names_written_for_the_whole_multimodal_model_still_load_it(tmp_path, spec):
     _gemma3_checkpoint(tmp_path / "model", "transformers-5")
-    params = _params(tmp_path, layers_path="model.language_model.layers")
-    loaded = load_model(params, "base")
+    loaded = load_model(_params(tmp_path, **spec), "base")
     assert type(loaded.model).__name__ == "Gemma3ForConditionalGeneration"
     assert loaded.layout.num_layers == 3
 
@@ -528,5 +542,10 @@ def test_only_a_multimodal_config_with_its_usual_text_part_loads_as_text():
     config = CONFIGS["gemma3"]()
     text = text_config(config)
     assert isinstance(text, T.Gemma3TextConfig) and text is not config.text_config
+    config.dtype = torch.bfloat16  # the whole model's, which `dtype: auto` loads
+    assert text_config(config).dtype == torch.bfloat16
+    config.quantization_config = {"quant_method": "fp8"}  # scales laid out for the whole
+    assert text_config(config) is None
+    config = CONFIGS["gemma3"]()
     config.text_config.final_logit_softcapping = 30.0  # the two classes would differ
     assert text_config(config) is None

@@ -178,7 +178,8 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
         else:
             for row in rows:
                 row.update(kept=True, trait=None, coherence=None)
-        summary = _summarize(trait, cfg.variant, gen, vet, rows, timing)
+        trait_only = getattr(judge, "trait_scores", None) is not None
+        summary = _summarize(trait, cfg.variant, gen, vet, rows, timing, trait_only)
         # answers the endpoint refused to judge are kept nowhere and not kept here: a rerun
         # vets again (the others come from the judge's cache) until they are judged
         summary.update(generation_hash=gen_hash, vetting_hash=vet_hash, judge_refused=refused)
@@ -297,8 +298,15 @@ def _passes(polarity: str, trait: float | None, cfg) -> bool:
 
 
 def _summarize(
-    trait: Trait, variant: str, gen: dict, vet: dict, rows: list[dict], timing: dict
+    trait: Trait,
+    variant: str,
+    gen: dict,
+    vet: dict,
+    rows: list[dict],
+    timing: dict,
+    trait_only: bool = False,
 ) -> dict:
+    """`trait_only`: the judge scored the trait alone (`_vet`)."""
     by = {p: [r for r in rows if r["polarity"] == p] for p in POLARITIES}
     summary = {
         "trait": trait.name,
@@ -323,9 +331,11 @@ def _summarize(
                 p: _mean([r["coherence"] for r in by[p]]) for p in POLARITIES
             }
         else:
-            # A reader seeing null should not wonder whether the judge failed.
+            # A reader seeing null should know whether the judge failed.
             summary["coherence_note"] = (
                 "not read: the judge scored the trait alone, the only score vetting keeps on"
+                if trait_only
+                else "the judge gave no completion a coherence score"
             )
     return summary
 

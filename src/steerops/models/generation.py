@@ -178,9 +178,15 @@ def generate_responses(
 # repetition_penalty, a no_repeat_ngram_size, suppress_tokens, min_new_tokens, Gemma-3's
 # top_k/top_p...), which HF generate applies unless told otherwise. steerops decodes
 # plainly, as its static loop does: greedy argmax, or temperature sampling over the whole
-# vocabulary, whatever the checkpoint ships. None switches each off.
-PLAIN_DECODING = dict.fromkeys(
+# vocabulary, whatever the checkpoint ships; one sequence by one beam, no contrastive, DoLa
+# or prompt-lookup decoding. None switches each off.
+PLAIN_DECODING = {"num_beams": 1, "num_return_sequences": 1} | dict.fromkeys(
     (
+        "num_beam_groups",
+        "diversity_penalty",
+        "penalty_alpha",
+        "dola_layers",
+        "prompt_lookup_num_tokens",
         "repetition_penalty",
         "encoder_repetition_penalty",
         "no_repeat_ngram_size",

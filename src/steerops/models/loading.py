@@ -171,7 +171,9 @@ def load_model(
         if spec.offload_folder:
             kwargs["offload_folder"] = str(params.path(spec.offload_folder))
     loader: Any = AutoModelForCausalLM
-    if not (spec.layers_path or spec.attn_path or spec.mlp_path):
+    # module paths and a map of modules to devices name the whole model's modules
+    whole = spec.layers_path or spec.attn_path or spec.mlp_path
+    if not (whole or isinstance(spec.device_map, dict)):
         text = _text_only(source)
         if text is not None:  # a multimodal checkpoint: its text decoder alone
             loader = text_model_class(type(text))

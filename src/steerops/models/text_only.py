@@ -7,8 +7,10 @@ as Gemma3ForConditionalGeneration, SigLIP tower and projector included: 0.42B pa
 `from_pretrained(key_mapping=...)`; the vision weights are left on disk. Hidden states and
 logits are identical (tested on tiny random checkpoints of every key layout below).
 
-Not used when params name module paths (`layers_path`, `attn_path`, `mlp_path`): those were
-written against the model AutoModelForCausalLM builds, which then loads as it does.
+Not used when params name module paths (`layers_path`, `attn_path`, `mlp_path`) or give a
+`device_map` of module names: those were written against the model AutoModelForCausalLM
+builds, which then loads as it does; nor for a pre-quantized checkpoint, nor before
+transformers 5 (whose 4.x text class takes its weights under another prefix).
 """
 
 from __future__ import annotations
@@ -37,10 +39,16 @@ def text_config(config: Any) -> Any | None:
     `config` as it is: any model but a listed multimodal one, or one whose text class would
     compute otherwise (Gemma3ForCausalLM applies final_logit_softcapping and a bidirectional
     mask that the multimodal class does not; no Gemma 3 chat checkpoint sets either)."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        return None
     want = TEXT_MODELS.get(getattr(config, "model_type", None))
     text = getattr(config, "text_config", None)
     if want is None or text is None or getattr(config, "vision_config", None) is None:
         return None
+    if getattr(config, "quantization_config", None) is not None:
+        return None  # its scales and quantized layout are the whole model's
     if getattr(text, "model_type", None) != want:
         return None
     if getattr(text, "final_logit_softcapping", None) is not None:
@@ -50,6 +58,8 @@ def text_config(config: Any) -> Any | None:
     text = text.__class__.from_dict(text.to_dict())  # the caller's config stays as it was
     # the outer config holds these for the whole model: gemma-3-*-it stop on [1, 106]
     text.tie_word_embeddings = getattr(config, "tie_word_embeddings", text.tie_word_embeddings)
+    if getattr(config, "dtype", None) is not None:  # what `dtype: auto` loads
+        text.dtype = config.dtype
     if getattr(config, "eos_token_id", None) is not None:
         text.eos_token_id = config.eos_token_id
     return text

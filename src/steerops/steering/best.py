@@ -25,7 +25,15 @@ from steerops import stats
 from steerops.errors import SteeropsError
 from steerops.io import read_json, write_json, write_text
 from steerops.steering.configs import summarize
-from steerops.steering.store import METRICS_FILE, ResultsLog, entry_key, joined, scores_of
+from steerops.steering.store import (
+    METRICS_FILE,
+    RESULTS_FILE,
+    ResultsLog,
+    entry_key,
+    joined,
+    locked,
+    scores_of,
+)
 from steerops.steering.sweep import SWEEP_FILE, sweep_digest, sweep_keys
 from steerops.summary import collect, summary_dir
 
@@ -253,8 +261,10 @@ def _cell_metrics(path) -> dict[str, Any]:
         "again), or remove its folder"
     )
     try:
-        metrics = read_json(path)
-        keys = sweep_keys(path.parent)
+        # under the cell's lock: another `steer` process may be rewriting the pair
+        with locked(path.parent / RESULTS_FILE):
+            metrics = read_json(path)
+            keys = sweep_keys(path.parent)
     except SteeropsError as exc:  # another cell's file: this run's own work is saved
         raise SteeropsError(f"{exc}; {rebuild}") from None
     # a run stopped between writing sweep.json and metrics.json leaves them disagreeing
