@@ -377,6 +377,12 @@ def display_path(path: str | Path) -> str:
         return str(path)
 
 
+def run_out_flag(params) -> str:
+    """ " --out DIR" for a run given its own folder (--out DIR), else "": what a command an
+    error suggests needs to write where this run reads."""
+    return f" --out {display_path(params.run_folder)}" if params.run_named else ""
+
+
 def _one_line(exc: Exception) -> str:
     """The error line: a SteeropsError's text; an OS error's reason and the file it names."""
     if isinstance(exc, OSError) and not isinstance(exc, SteeropsError):

@@ -167,3 +167,19 @@ def test_another_task_file_does_not_replace_the_pipelines_task_set(
     argv = ["extract", "--params", str(params), "--position", "prompt[-1]", "--layers", "1"]
     line = refused_up_front([*argv, "--tasks", str(other)], tmp_path, capsys)
     assert "would replace the pipeline's task set 'tasks'" in line and "--out" in line
+
+
+@pytest.mark.parametrize("out", [None, "mine"])
+def test_missing_responses_suggest_the_command_that_writes_where_this_run_reads(
+    tmp_path, toy_world, no_model_loads, capsys, out
+):
+    """Under --out DIR the suggested `steerops generate` carries --out DIR: as printed
+    before, it wrote into the pipeline's outputs and this run still lacked them."""
+    params = write_params(tmp_path, toy_world)
+    argv = ["extract", "--params", str(params), "--position", "response[:3]", "--layers", "1"]
+    if out:
+        argv += ["--out", str(tmp_path / out)]
+    line = refused_up_front(argv, tmp_path, capsys)
+    assert "responses not found" in line
+    suggested = line.split("run `")[1].split("`")[0]
+    assert suggested.endswith(f"--out {tmp_path / out}" if out else "--trait toy/refusal")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from steerops.cli import flags, load_params_for, overrides_from, stage_parser
+from steerops.cli import flags, load_params_for, overrides_from, run_out_flag, stage_parser
 from steerops.errors import SteeropsError
 from steerops.io import check_folder_name
 from steerops.specs import Layers
@@ -100,7 +100,9 @@ def _run_traits(args, params) -> None:
         if any(p.needs_response for p in positions):
             source = responses_file(params.out, name, cfg.variant)
             check_prompts(source, trait)
-            load_kept_responses(source, name, cfg.variant, trait.prompt_counts())
+            load_kept_responses(
+                source, name, cfg.variant, trait.prompt_counts(), run_out_flag(params)
+            )
             for pos in positions:
                 check_generated_length(source, name, pos)
     _precheck(params, cfg.variant, cfg.layers, "extraction.layers", cfg.component)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from steerops.cli import run_out_flag
 from steerops.extract import engine, store
 from steerops.extract.inputs import (
     assign_splits,
@@ -55,7 +56,8 @@ def extract_trait(
         source = responses_file(params.out, trait_name, loaded.name)
         check_generated_length(source, trait_name, pos)
         check_prompts(source, trait)
-        rows = load_kept_responses(source, trait_name, loaded.name, trait.prompt_counts())
+        counts = trait.prompt_counts()
+        rows = load_kept_responses(source, trait_name, loaded.name, counts, run_out_flag(params))
         examples = response_examples(loaded.tokenizer, rows)
     else:
         source = trait.path

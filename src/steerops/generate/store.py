@@ -158,15 +158,20 @@ def _check_md5(path: Path, trait: str, variant: str) -> None:
 
 
 def load_kept_responses(
-    path: Path, trait: str, variant: str, prompts: dict[str, int] | None = None
+    path: Path,
+    trait: str,
+    variant: str,
+    prompts: dict[str, int] | None = None,
+    out_flag: str = "",
 ) -> list[dict]:
     """Rows of a responses file that passed vetting; a clear error when it is missing, or
     when a row is malformed or (with `prompts`: the trait's prompt count per polarity)
-    names a source prompt the trait does not have."""
+    names a source prompt the trait does not have. `out_flag` (" --out DIR" for a run's
+    own folder) goes into the command the missing file's error suggests."""
     if not path.is_file():
         raise SteeropsError(
             f"responses not found: {path} (response positions need "
-            f"completions: run `steerops generate --trait {trait}` with "
+            f"completions: run `steerops generate --trait {trait}{out_flag}` with "
             f"generate.variant={variant} first)"
         )
     _check_md5(path, trait, variant)

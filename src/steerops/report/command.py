@@ -182,6 +182,8 @@ def _write_results(params, frame, searched, csvs, record, threshold, page: Path)
     setup["out"] = _relative(params.out, params.path("."))
     # a run's own folder (--out): its page names it and how to regenerate it
     setup["run"] = params.run_folder is not None and params.run_named
+    if params.inputs_flag:  # --inputs DIR: its calibration and vector metadata
+        setup["inputs"] = _relative(params.inputs, params.path("."))
     # a run's methods may come from flags, so only the main job's page checks them
     grid = {str(m) for m in params.steering.methods}
     setup["methods"] = None if setup["run"] else grid

@@ -59,9 +59,10 @@ NO_WIDTH_NOTE = (
 )
 
 
-def markdown_table(table: pd.DataFrame) -> str:
+def markdown_table(table: pd.DataFrame, empty: str = "no data") -> str:
+    """`table` as markdown (intervals as one column); `empty` says why there is no row."""
     if table.empty:
-        return "_no data_"
+        return f"_{empty}_"
     table = table.copy()
     flat = False
     for mid, lo, hi in INTERVALS:

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from steerops.calibration.store import stored_massive_by_layer
-from steerops.cli import display_path, flags
+from steerops.cli import flags, run_out_flag
 from steerops.errors import SteeropsError
 from steerops.extract.store import activations_dir
 from steerops.specs import MethodName, position_slug
@@ -86,7 +86,7 @@ def run_stage(
     # every input read (and its MD5 checked) before the run opens: a damaged activations
     # file is one error line that leaves the tracking store untouched
     # a run given --out reads its own activations: the extract it needs writes there too
-    out_flag = f" --out {display_path(params.run_folder)}" if params.run_named else ""
+    out_flag = run_out_flag(params)
     activations = {
         (trait, position): load_activations(
             params.out,
