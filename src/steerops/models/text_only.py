@@ -43,7 +43,7 @@ def text_config(config: Any) -> Any | None:
 
     if int(transformers.__version__.split(".")[0]) < 5:
         return None
-    want = TEXT_MODELS.get(getattr(config, "model_type", None))
+    want = TEXT_MODELS.get(str(getattr(config, "model_type", "")))
     text = getattr(config, "text_config", None)
     if want is None or text is None or getattr(config, "vision_config", None) is None:
         return None
@@ -66,11 +66,11 @@ def text_config(config: Any) -> Any | None:
 
 
 @functools.cache
-def text_model_class(config_class: type) -> type:
+def text_model_class(config_class: Any) -> type:
     """The causal-LM class of a text config, told that the vision weights it finds in the
     checkpoint are skipped on purpose."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    base = MODEL_FOR_CAUSAL_LM_MAPPING[config_class]
+    base: Any = MODEL_FOR_CAUSAL_LM_MAPPING[config_class]
     ignored = set(base._keys_to_ignore_on_load_unexpected or ()) | VISION_WEIGHTS
     return type(base.__name__, (base,), {"_keys_to_ignore_on_load_unexpected": ignored})
