@@ -176,7 +176,7 @@ def load_model(
     if not (whole or isinstance(spec.device_map, dict)):
         text = _text_only(source)
         if text is not None:  # a multimodal checkpoint: its text decoder alone
-            loader = text_model_class(type(text))
+            loader = text_model_class(text)
             kwargs |= {"config": text, "key_mapping": KEY_MAPPING}
     # transformers' per-load progress bar would add a line to every one-line error path
     hf_logging.disable_progress_bar()

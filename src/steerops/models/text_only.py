@@ -15,7 +15,6 @@ transformers 5 (whose 4.x text class takes its weights under another prefix).
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 # multimodal model_type -> the model_type its text_config must have
@@ -65,12 +64,18 @@ def text_config(config: Any) -> Any | None:
     return text
 
 
-@functools.cache
-def text_model_class(config_class: Any) -> type:
+_CLASSES: dict[str, type] = {}  # one subclass per text config class, as transformers' own
+
+
+def text_model_class(config: Any) -> type:
     """The causal-LM class of a text config, told that the vision weights it finds in the
     checkpoint are skipped on purpose."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    base: Any = MODEL_FOR_CAUSAL_LM_MAPPING[config_class]
-    ignored = set(base._keys_to_ignore_on_load_unexpected or ()) | VISION_WEIGHTS
-    return type(base.__name__, (base,), {"_keys_to_ignore_on_load_unexpected": ignored})
+    config_class: Any = type(config)
+    if config_class.__name__ not in _CLASSES:
+        base: Any = MODEL_FOR_CAUSAL_LM_MAPPING[config_class]
+        ignored = set(base._keys_to_ignore_on_load_unexpected or ()) | VISION_WEIGHTS
+        attrs = {"_keys_to_ignore_on_load_unexpected": ignored}
+        _CLASSES[config_class.__name__] = type(base.__name__, (base,), attrs)
+    return _CLASSES[config_class.__name__]
