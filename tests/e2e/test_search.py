@@ -364,3 +364,25 @@ def test_toy_search_with_random_vectors_finds_no_effect(toy_search, capsys):
     storage = dashboard_storage(f"sqlite:///{folder / 'optuna.db'}")
     study_id = storage.get_study_id_from_name(best["study"])
     assert storage.get_study_user_attrs(study_id)["chosen_trial"] is None  # nothing reported
+
+
+def test_a_bar_the_unsteered_model_misses_too_is_said_so(toy_search, capsys, tmp_path, monkeypatch):
+    """A judge whose coherence the unsteered model misses too (the toy's, lowered by 50):
+    no trial reaches the bar, and the search says the baseline does not either and what to
+    check, and records the baseline's coherence, instead of only "no feasible"."""
+    from steerops.cli import main
+    from steerops.judges.toy import ToyJudge
+    from steerops.toy import judge
+
+    real = judge.score
+    monkeypatch.setattr(judge, "score", lambda q, r: (real(q, r)[0], real(q, r)[1] - 50))
+    monkeypatch.setattr(ToyJudge, "id", "toy:lowered")  # no score the logs hold serves
+    folder, params, _, _, _ = toy_search
+    argv = ["search", "--params", str(params), "--method", "mean_diff", "--trials", "3"]
+    argv += ["--position", "prompt[-1]", "--out", str(tmp_path), "--no-known"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "no feasible steering found" in err
+    assert "nor does the unsteered model (coherence 50.0 on the search half)" in err
+    [best] = tmp_path.rglob("best.json")
+    assert json.loads(best.read_text())["search"]["baseline_coherence"] == 50.0

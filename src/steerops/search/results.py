@@ -133,6 +133,7 @@ def best_summary(
             "coherence_mean": None if record is None else record.coherence_mean,
             "feasible": record is not None,
             "baseline_trait": stats_.baseline_trait,
+            "baseline_coherence": stats_.baseline_coherence,
             "n": None if chosen is None else chosen["selection_n"],
             "n_questions": n_search,
             "settings_hash": plan.settings["settings_hash"],

@@ -25,7 +25,7 @@ from steerops.errors import SteeropsError
 from steerops.io import text_md5
 from steerops.search.loop import LoopStats
 from steerops.specs import MethodName, Position
-from steerops.stats import OK
+from steerops.stats import OK, coherence_text
 from steerops.steering.configs import Config, VectorSource
 
 
@@ -377,6 +377,12 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
             if unchosen != NO_FEASIBLE
             else "no steered trial reached it with a trait score"
         )
+        base = stats.baseline_coherence
+        if unchosen == NO_FEASIBLE and base is not None and base < plan.min_coherence:
+            why += (
+                f", nor does the unsteered model (coherence {coherence_text(base)} on the "
+                "search half): check the judge's coherence scale, or lower the bar"
+            )
         print(
             f"steerops search: {unchosen}: coherence >= {plan.min_coherence:g}: {why}",
             file=sys.stderr,
