@@ -102,6 +102,12 @@ def test_response_positions_on_toy(toy, toy_world, position):
     assert [e["index"] for e in meta["examples"]] == [r["index"] for r in kept]
     assert meta["counts"]["dropped_empty"] == (0 if position.startswith("all") else 1)
     for row_i, r in enumerate(kept):
+        # the metadata says which tokens the row pooled, as an unpadded encoding finds them
+        prompt = encode_prompt(loaded.tokenizer, format_prompt(loaded.tokenizer, r["prompt"]))
+        response = loaded.tokenizer(r["response"], add_special_tokens=False)["input_ids"]
+        window = parse_position(position).window(len(prompt), len(response) if r["response"] else 0)
+        assert meta["examples"][row_i]["window"] == [window.start, window.stop]
+        assert meta["examples"][row_i]["tokens"] == len(window) > 0
         ref = toy_reference(loaded, r["prompt"], None, r["response"], position)
         for layer in (0, 3):
             np.testing.assert_allclose(

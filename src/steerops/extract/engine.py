@@ -94,6 +94,14 @@ def select(examples: list[Example], position: Position) -> tuple[list[Example], 
     return kept, windows
 
 
+def window_record(example: Example, position: Position) -> dict:
+    """Where `position` read `example`, for its metadata row: token indices into prompt +
+    response ids (`[start, stop]`, or `[start, stop, step]` for a strided slice) and how
+    many tokens were pooled."""
+    w = position.window(example.prompt_len, len(example.ids) - example.prompt_len)
+    return {"window": [w.start, w.stop] + ([w.step] if w.step != 1 else []), "tokens": len(w)}
+
+
 def require_windows(examples: list[Example], position: Position) -> None:
     """One line when `position` reads no token of any example (callers check it before a
     tracking run opens)."""

@@ -80,7 +80,8 @@ def extract_trait(
             "paired": is_paired(n_sources),
             "source_hash": source_hash,
             "prompts_md5": prompts_md5,
-            "examples": [ex.info for ex in kept],
+            # which tokens each example pooled (a short answer pools fewer)
+            "examples": [{**ex.info, **engine.window_record(ex, pos)} for ex in kept],
             "counts": split_counts(kept),
         }
 
