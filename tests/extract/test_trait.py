@@ -316,3 +316,23 @@ def test_a_copied_project_and_model_are_up_to_date(tmp_path, toy_world):
     loaded3 = load_model(params2, "base")
     _, meta3 = extract_trait(params2, loaded3, "toy/refusal", "prompt[-1]", [1], progress=False)
     assert meta3["settings_hash"] != meta["settings_hash"] and meta3["timing"]["tokens"] > 0
+
+
+def test_an_extraction_without_windows_gains_them_when_served(toy, toy_world):
+    """Metadata written before windows were recorded: served again (nothing extracted),
+    it gains each row's window, the rows and tensors as they were."""
+    import json
+
+    params = load_params(toy)
+    write_responses(params, toy_world)
+    loaded = load_model(params, "base")
+    out, meta = extract_trait(params, loaded, "toy/refusal", "response[:3]", [1], progress=False)
+    path = out / "metadata.json"
+    old = json.loads(path.read_text())
+    for row in old["examples"]:
+        del row["window"], row["tokens"]
+    path.write_text(json.dumps(old))
+    tensors = (out / "activations.safetensors").read_bytes()
+    _, again = extract_trait(params, loaded, "toy/refusal", "response[:3]", [1], progress=False)
+    assert again == meta and json.loads(path.read_text()) == meta
+    assert (out / "activations.safetensors").read_bytes() == tensors
