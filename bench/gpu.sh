@@ -12,12 +12,15 @@
 #                     vs shards written inline (no writer thread) (60 s)
 #   steer             the static loop vs the engine on HF generate at 64 and 256 distinct
 #                     configs (256 rows a step), then one profiled static pass (130 s)
-#   steer_wide        256 configs at the rows `max_batch_rows: auto` picks (1,024 on an
-#                     H200 by its memory estimate; the first line says): the loop with its
-#                     steps captured by hand as CUDA graphs (StaticLoop(capture=True): no
-#                     dynamo guards per step) vs the static loop (about 150 s; HF
-#                     generate's rate does not depend on the config count: 6.4k new tok/s
-#                     at 64, 256 and 1,024)
+#   steer_wide        1,024 distinct configs (one prompt each) at the rows `max_batch_rows:
+#                     auto` picks (1,024 on an H200 by its memory estimate; the first line
+#                     says): the loop with its steps captured by hand as CUDA graphs
+#                     (StaticLoop(capture=True): no dynamo guards per step) vs the static
+#                     loop vs HF generate (about 150 s)
+#   exact             the static loop (compiled) vs HF generate at the gemma-3-4b shape in
+#                     float32, 4 configs x 4 prompts: every row's tokens must agree (in bf16
+#                     near-ties flip, so the timed stages cannot tell a bug from rounding)
+#                     (about 60 s)
 #   steer_sdpa_NAME   the static loop at 64 configs under each of SDPA_BACKENDS (opt-in, e.g.
 #                     SDPA_BACKENDS="default efficient math"; each compiles its step anew)
 #   extract_compiled  extraction with compiled blocks, only with EXTRACT_COMPILED=1 (60 s;
@@ -30,7 +33,7 @@
 # not stop early), 3 alternating repeats after a warm-up that compiles the loop's step (one
 # CUDA graph per slot count serves every config count). Set PYTHON
 # to choose the interpreter, BENCH_OUT to keep the stages' outputs (default: a temp dir),
-# CHECKS_S / STEER_S / STEER_WIDE_S / EXTRACT_S to change the stages' limits in seconds, STAGES
+# CHECKS_S / STEER_S / STEER_WIDE_S / EXTRACT_S / EXACT_S to change the stages' limits in seconds, STAGES
 # to run only some of them ("token_norm extract", say; extract_compiled follows
 # EXTRACT_COMPILED alone).
 set -uo pipefail
@@ -39,7 +42,7 @@ export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py="${PYTHON:-python}"
 out="${BENCH_OUT:-$(mktemp -d)}"  # each stage's output lands here as it runs
 mkdir -p "$out"
-all_stages="checks token_norm extract steer steer_wide"
+all_stages="checks token_norm extract steer steer_wide exact"
 only=" ${STAGES:-$all_stages} "  # STAGES: a subset, run in the order above
 for name in $only; do
     [[ " $all_stages " == *" $name "* ]] || { echo "STAGES: no stage '$name' (of: $all_stages)" >&2; exit 2; }
@@ -47,13 +50,15 @@ done
 rm -f "$out"/*.json "$out"/*.txt  # a reused folder must not show an earlier run's results
 if [[ "${1:-}" == "--smoke" ]]; then
     steer=(--model gemma3-tiny --device cpu --configs 4,8 --max-new-tokens 8 --threads 1)
-    wide=(--model gemma3-tiny --device cpu --configs 16 --max-new-tokens 8 --threads 1 --max-batch-rows 64)
+    wide=(--model gemma3-tiny --device cpu --configs 64 --prompts 1 --max-new-tokens 8 --threads 1 --max-batch-rows 64)
+    exact=(--model gemma3-tiny --device cpu --threads 1)
     extract=(--device cpu --model "${2:-$root/data/toy/model}" --prompts 32 --tokens 24)
     median=(--device cpu)
     checks=(--device cpu)
 else
     steer=(--model gemma3-4b --device cuda --configs 64,256 --max-new-tokens 64)
-    wide=(--model gemma3-4b --device cuda --configs 256 --max-new-tokens 64 --max-batch-rows auto)
+    wide=(--model gemma3-4b --device cuda --configs 1024 --prompts 1 --max-new-tokens 64 --max-batch-rows auto)
+    exact=(--model gemma3-4b --device cuda)
     extract=(--device cuda)
     median=(--device cuda --batch 64 --seq 256 --hidden 2560)  # an extraction batch's layer
     checks=(--device cuda)
@@ -83,8 +88,11 @@ stage extract "${EXTRACT_S:-90}" "$py" "$root/bench/extract.py" "${extract[@]}" 
     --ways steerops,naive,inline
 stage steer "${STEER_S:-200}" "$py" "$root/bench/steer.py" "${steer[@]}" --prompts 4 \
     --prompt-len 32 --ways static,hf --repeats 3 --json "$out/steer.json" --profile
-stage steer_wide "${STEER_WIDE_S:-200}" "$py" "$root/bench/steer.py" "${wide[@]}" --prompts 4 \
-    --prompt-len 32 --ways static_graph,static --repeats 3 --json "$out/steer_wide.json"
+stage steer_wide "${STEER_WIDE_S:-200}" "$py" "$root/bench/steer.py" "${wide[@]}" \
+    --prompt-len 32 --ways static_graph,static,hf --repeats 3 --json "$out/steer_wide.json"
+stage exact "${EXACT_S:-120}" "$py" "$root/bench/steer.py" "${exact[@]}" --dtype float32 \
+    --configs 4 --prompts 4 --prompt-len 32 --max-new-tokens 16 --ways static,hf --repeats 1 \
+    --require-identical --json "$out/exact.json"
 for backend in ${SDPA_BACKENDS:-}; do  # opt-in: the static loop under each sdpa backend
     run_stage "steer_sdpa_$backend" "${STEER_S:-200}" "$py" "$root/bench/steer.py" \
         "${steer[@]}" --configs 64 --prompts 4 --prompt-len 32 --ways static --repeats 3 \
@@ -149,6 +157,11 @@ failed = [line for line in read("checks.txt").splitlines() if line.startswith("F
 if "checks" in (os.environ.get("STAGES") or "checks"):
     rows.append(("exactness checks", "-", f"{checks[1]} of {checks[2]} passed" if checks else
                  "did not finish", "; ".join(failed)))
+exact = json.loads(read("exact.json") or "[]")
+if exact:
+    same = min(r["identical_rows"] for r in exact)
+    rows.append(("exact, float32, 4 configs", "static vs hf", "-",
+                 f"identical {same:.0%} of {exact[0]['rows']} rows"))
 head = ("bench", "way", "tokens/s median [min-max]", "note")
 width = [max(len(r[i]) for r in [*rows, head]) for i in range(3)]
 print()
@@ -156,3 +169,5 @@ for r in [head, *rows]:
     print(f"{r[0]:<{width[0]}}  {r[1]:<{width[1]}}  {r[2]:<{width[2]}}  {r[3]}")
 print("wall time:", ", ".join(read("seconds.txt").split("\n")).strip(", "))
 PY
+# an unattended run that failed a stage or a check must not read as a success
+[[ ! -s "$out/failed.txt" ]] && ! grep -q "^FAIL" "$out/checks.txt" 2>/dev/null

@@ -102,7 +102,10 @@ class DecodeStats:
     steps: int = 0  # decode-step replays
     row_steps: int = 0  # steps x slots
     useful_row_steps: int = 0  # row-steps that produced a token of a live row
-    host_syncs: int = 0  # reads of the done mask
+    # blocking reads of the device by the host while decoding: the done mask (every
+    # `check_every` steps) and the tokens of rows that finished; each prefill (a refill)
+    # adds its own few blocking copies, not counted here
+    host_syncs: int = 0
     prefills: int = 0
     reused_prompt_tokens: int = 0  # prompt tokens not recomputed (shared prefix, equal prompt)
     trunk_block_tokens: int = 0  # (block, token) pairs of prefills the trunk did not compute

@@ -77,6 +77,7 @@ class Run:
         finished = [s for s, r in enumerate(self.rows) if r >= 0 and done[s]]
         if finished:
             outs = self.state.out[finished].tolist()
+            self.stats.host_syncs += 1
             for s, tokens in zip(finished, outs, strict=True):
                 self.stats.useful_row_steps += count[s] - 1  # the first came from prefill
                 self.results[self.rows[s]] = cut_at_stop(tokens[: count[s]], self.stop_ids)[0]
