@@ -219,15 +219,13 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
     }
     ways = {name: ways[name] for name in args.ways.split(",")}
     # Warm-up: a compiled step needs the whole workload (every slot count it will use);
-    # otherwise one config's rows warm the kernels and the allocator.
+    # otherwise a full batch of rows warms the kernels and the allocator at the shape
+    # each way is timed at, through the same hooks.
     compiled = compiles(args.backend, device)
     started = time.perf_counter()
-    # later config counts use the slot counts the first compiled: one chunk warms them
-    whole = compiled and first
-    warm = configs if whole else configs[: max(1, args.max_batch_rows // len(prompts))]
-    # a step compiled for capture (no CUDA graphs of its own) is a graph of its own
-    captures = {name == "static_graph" for name in ways if name.startswith("static")}
-    for capture in sorted(captures):
+    chunk = configs[: max(1, args.max_batch_rows // len(prompts))]
+
+    def warm_up(warm, loop: str, **more) -> None:
         generate_steered(
             model,
             layout,
@@ -236,31 +234,24 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
             pad_token_id=pad,
             stop_ids=stops,
             max_new_tokens=args.max_new_tokens,
-            loop="static",
+            loop=loop,
             max_batch_rows=args.max_batch_rows,
-            loop_options=dataclasses.replace(options, capture=capture),
             scope=args.scope,
+            **more,
         )
+
+    # later config counts use the slot counts the first compiled: one chunk warms them
+    warm = configs if compiled and first else chunk
+    # a step compiled for capture (no CUDA graphs of its own) is a graph of its own
+    captures = {name == "static_graph" for name in ways if name.startswith("static")}
+    for capture in sorted(captures):
+        warm_up(warm, "static", loop_options=dataclasses.replace(options, capture=capture))
     print(f"  warm-up of the static loop: {time.perf_counter() - started:.1f} s", flush=True)
     if device.startswith("cuda"):
         graphs = {k: v for k, v in counters["inductor"].items() if "cudagraph" in k}
         print(f"  inductor's CUDA graph counters: {graphs or 'none'}", flush=True)
-    # HF at the shape it is timed at: a full batch of rows through the same hooks (one
-    # config's few rows left its first timed pass paying for the 256-row kernels)
-    chunk = configs[: max(1, args.max_batch_rows // len(prompts))]
-    if "hf" in ways:
-        generate_steered(
-            model,
-            layout,
-            [p for _ in chunk for p in prompts],
-            SteeringTable([[c] for c in chunk for _ in prompts]),
-            pad_token_id=pad,
-            stop_ids=stops,
-            max_new_tokens=args.max_new_tokens,
-            loop="hf",
-            max_batch_rows=args.max_batch_rows,
-            scope=args.scope,
-        )
+    if "hf" in ways:  # (on one config's 4 rows, its first timed pass paid for the rest)
+        warm_up(chunk, "hf")
     if "naive" in ways:  # one generate per config: one config's rows are its shape
         naive(model, layout, prompts, configs[:1], pad, stops, args.max_new_tokens)
     seconds: dict[str, list[float]] = {name: [] for name in ways}
