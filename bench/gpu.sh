@@ -126,7 +126,7 @@ for r, label in runs:
     step = f"{statistics.median(per_step):.1f} ms/step (prefill in), " if per_step else ""
     rows.append((f"steer {r['configs']} configs, {r['max_batch_rows']} rows{label}", r["way"],
                  spread(r["tokens_per_s"]),
-                 f"{step}useful {r['useful_share']:.0%}, syncs/step {syncs}, "
+                 f"{step}useful {r['useful_share']:.0%}, host reads/step {syncs}, "
                  f"time/first way {statistics.median(r['time_vs_first']):.2f}x, "
                  f"identical {r['identical_rows']:.0%}"))
 for blocks in ("extract", "extract_compiled"):
