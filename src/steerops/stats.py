@@ -404,9 +404,8 @@ def select(
     rows' `selection_baseline_coherence` is under the bar too."""
     coherent = steered_coherent(rows, min_coherence)
     if not coherent:
-        steered = [r for r in rows if as_number(r.get("coefficient"))]
-        read = [as_number(r.get("selection_coherence_mean")) for r in steered]
-        unread = bool(steered) and all(c is None for c in read)  # a judge that read nothing
+        steered = any(as_number(r.get("coefficient")) not in (None, 0.0) for r in rows)
+        unread = steered and best_steered_coherence(rows) is None  # a judge that read nothing
         if unread or steered_coherent(rows, min_coherence, scored=False):
             return None, UNSCORED
         base = {as_number(r.get("selection_baseline_coherence")) for r in rows} - {None}

@@ -113,6 +113,9 @@ def config_rows(
     first = {q: i for i, q in reversed(list(enumerate(questions)))}
     halves = proto.split(questions)
     selection, heldout = ([first[q] for q in half] for half in halves)
+    # what the unsteered model reaches where the choice is made: a bar it misses too is no
+    # coefficient's to reach (`stats.BASELINE_INCOHERENT`)
+    base_coherence = stats.mean_of([base[i][1] for i in selection])
     rows = []
     for entry in log.configs(settings_hash, vector_files, units):
         if sweep is not None and entry_key(entry["config"]) not in sweep:
@@ -139,9 +142,7 @@ def config_rows(
             vector_hash="+".join(entry.get("vector_hashes") or []),
             config_key=entry_key(entry["config"]),  # which evaluated config (not in the CSV)
         )
-        # what the unsteered model reaches where the choice is made: a bar it misses too is
-        # no coefficient's to reach (`stats.BASELINE_INCOHERENT`)
-        row["selection_baseline_coherence"] = stats.mean_of([base[i][1] for i in selection])
+        row["selection_baseline_coherence"] = base_coherence
         for name, at in (("selection", selection), ("heldout", heldout)):
             half = stats.half_stats(
                 [scores[i] for i in at], [base[i] for i in at], proto.seed, proto.sign
@@ -268,7 +269,8 @@ def _cell_metrics(path) -> dict[str, Any]:
     except SteeropsError as exc:  # another cell's file: this run's own work is saved
         raise SteeropsError(f"{exc}; {rebuild}") from None
     # a run stopped between writing sweep.json and metrics.json leaves them disagreeing
-    if keys is not None and metrics.get("sweep", sweep_digest(keys)) != sweep_digest(keys):
+    recorded = metrics.get("sweep")  # none in an older steerops's metrics.json
+    if keys is not None and recorded is not None and recorded != sweep_digest(keys):
         raise SteeropsError(
             f"{path}: written for another sweep than {path.parent / SWEEP_FILE} records (a "
             f"run stopped between the two); {rebuild}"
