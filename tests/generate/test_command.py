@@ -13,7 +13,7 @@ from conftest import refused_up_front, write_params
 from steerops.cli import main
 from steerops.config import load_params
 from steerops.generate import command as stage
-from steerops.io import read_json, read_jsonl
+from steerops.io import read_json, read_jsonl, text_md5
 from steerops.models.loading import load_model
 from steerops.toy import judge as toy_judge
 from steerops.traits import load_trait
@@ -636,3 +636,42 @@ def test_a_coherence_the_judge_did_not_read_is_said_so(coherence, trait_only):
     else:
         assert summary["coherence_mean"] == {"positive": 90.0, "negative": 90.0}
         assert "coherence_note" not in summary
+
+
+def test_responses_decoded_before_plain_decoding_are_generated_again(
+    tmp_path, toy_world, monkeypatch
+):
+    """HF generate applied a repetition_penalty the checkpoint ships before steerops decoded
+    plainly: responses a summary keys without it (an older run's) are generated again, and
+    a checkpoint shipping nothing that changes a greedy token keeps its key."""
+    model = tmp_path / "model"
+    shutil.copytree(toy_world / "model", model)
+    shipped = json.loads((model / "generation_config.json").read_text())
+    shipped |= {"repetition_penalty": 1.3, "top_k": 5}  # top_k: sampling only
+    (model / "generation_config.json").write_text(json.dumps(shipped))
+    models = {"base": {"id": str(model)}, "instruct": {"id": str(model)}}
+    params_file = small_world(tmp_path, toy_world, models=models)
+    assert main(["generate", "--params", str(params_file)]) == 0
+    summary = outputs(params_file)[1]
+    assert summary["settings"]["plain_decoding_overrides"] == {"repetition_penalty": 1.3}
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generation should have been skipped")
+
+    monkeypatch.setattr("steerops.models.generation.generate_responses", no_generation)
+    assert main(["generate", "--params", str(params_file)]) == 0  # served
+    # the summary as a run before plain decoding wrote it: the same settings but the key
+    gen = stage._generation_settings(
+        load_params(params_file), load_trait(tmp_path / "traits", "toy/refusal")
+    )
+    del gen["plain_decoding_overrides"]
+    summary["generation_hash"] = text_md5(json.dumps(gen, sort_keys=True))
+    folder = load_params(params_file).out / "responses" / "toy" / "refusal" / "base"
+    (folder / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(AssertionError, match="skipped"):
+        main(["generate", "--params", str(params_file)])
+    # the toy's own folder ships nothing that changes a greedy token: no new key
+    plain = small_world(tmp_path / "plain", toy_world)
+    monkeypatch.undo()
+    assert main(["generate", "--params", str(plain)]) == 0
+    assert "plain_decoding_overrides" not in outputs(plain)[1]["settings"]

@@ -6,7 +6,12 @@ import pytest
 import torch
 import transformers as T
 
-from steerops.models.generation import encode_prompt, generate_responses, render_prompts
+from steerops.models.generation import (
+    encode_prompt,
+    generate_responses,
+    overridden_decoding,
+    render_prompts,
+)
 from steerops.toy.tokenizer import build_tokenizer
 from steerops.traits import Prompt
 
@@ -169,3 +174,27 @@ def test_what_a_checkpoint_ships_does_not_change_plain_decoding(tokenizer):
         model, tokenizer, PROMPTS, temperature=5.0, rollouts=3, seed=7, **kwargs
     )
     assert len({tuple(c.response_ids) for c in hot if c.index == 3}) > 1  # top_k 1: one
+
+
+def test_what_plain_decoding_overrides_is_what_changes_a_token(tokenizer):
+    """A cache key of responses carries the shipped settings that changed HF generate's
+    tokens before plain decoding: sampling-only ones only for a sampled decode, and none
+    for settings at the value that changes nothing."""
+    model = tiny(tokenizer, "llama")
+    _ship_logits_processing(model)
+    greedy = {
+        "repetition_penalty": 1.3,
+        "no_repeat_ngram_size": 2,
+        "suppress_tokens": "[5, 7]",
+        "min_new_tokens": 4,
+        "num_beams": 3,
+    }
+    assert overridden_decoding(model.generation_config, sampled=False) == greedy
+    sampled = overridden_decoding(model.generation_config, sampled=True)
+    assert sampled == greedy | {"top_k": 1, "min_p": 0.5}
+    no_op = T.GenerationConfig(
+        repetition_penalty=1.0, num_beams=1, top_k=0, top_p=1.0, suppress_tokens=[]
+    )
+    no_op.renormalize_logits = True  # rescales, changes no token
+    assert overridden_decoding(no_op, sampled=True) == {}
+    assert overridden_decoding(T.GenerationConfig(), sampled=True) == {}

@@ -3,6 +3,7 @@ with every judge input that changes a score, and stay as logged where none is se
 
 from __future__ import annotations
 
+import json
 import shutil
 
 from conftest import write_params
@@ -71,3 +72,32 @@ def test_an_edit_to_the_proxy_judge_s_phrases_changes_the_settings(tmp_path, toy
         seen.append(_settings(tmp_path, toy_world, proxy, traits=traits))
     assert seen[3] == seen[0]
     assert len(set(seen[:3])) == 3, seen
+
+
+def _shipping(tmp_path, toy, name: str, **shipped) -> dict:
+    """The toy model, its generation_config.json shipping `shipped`."""
+    folder = tmp_path / name
+    shutil.copytree(toy / "model", folder)
+    config = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**config, **shipped}))
+    return {"id": str(folder)}
+
+
+def test_logits_processing_a_checkpoint_ships_keys_its_results(tmp_path, toy_world):
+    """HF generate applied a shipped repetition_penalty before steerops decoded plainly:
+    results of such a checkpoint logged then are not served; a checkpoint shipping only
+    sampling settings (steering decodes greedily) or nothing keeps the settings it had."""
+
+    def model_settings(model: dict) -> dict:
+        folder = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
+        folder.mkdir()
+        blocks = {"judge": {"cache_dir": str(folder / "cache"), "kind": "toy"}}
+        blocks["models"] = {"base": model, "instruct": model}
+        params = load_params(write_params(folder, toy_world, **blocks))
+        return SteeringSession(params, TRAIT, False).settings(["q"])["model"]
+
+    penalised = _shipping(tmp_path, toy_world, "penalty", repetition_penalty=1.3)
+    assert model_settings(penalised)["plain_decoding_overrides"] == {"repetition_penalty": 1.3}
+    sampling = _shipping(tmp_path, toy_world, "sampling", do_sample=True, top_k=64, top_p=0.9)
+    assert "plain_decoding_overrides" not in model_settings(sampling)
+    assert "plain_decoding_overrides" not in model_settings({"id": str(toy_world / "model")})

@@ -200,7 +200,8 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
 
 def _generation_settings(params, trait: Trait) -> dict:
     from steerops.models.chat_template import chat_template
-    from steerops.models.loading import model_fingerprint, model_source
+    from steerops.models.generation import overridden_decoding
+    from steerops.models.loading import generation_config, model_fingerprint, model_source
 
     cfg = params.generate
     spec = params.variant(cfg.variant)
@@ -220,6 +221,9 @@ def _generation_settings(params, trait: Trait) -> dict:
     }
     if cfg.temperature > 0:  # each batch is seeded on its own: a sample depends on its batch
         settings["batch_size"] = cfg.batch_size
+    shipped = generation_config(params, cfg.variant)
+    if overridden := overridden_decoding(shipped, sampled=cfg.temperature > 0):
+        settings["plain_decoding_overrides"] = overridden
     return settings
 
 

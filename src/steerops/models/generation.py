@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -213,6 +213,42 @@ PLAIN_DECODING = {"num_beams": 1, "num_return_sequences": 1} | dict.fromkeys(
         "top_h",
     )
 )
+
+# The value at which a setting of PLAIN_DECODING changes nothing (None, 0, False and empty
+# always do); the sampling-only ones change no greedy token; the others never change one.
+_NO_EFFECT = dict.fromkeys(
+    (
+        "num_beams",
+        "num_beam_groups",
+        "repetition_penalty",
+        "encoder_repetition_penalty",
+        "guidance_scale",
+        "top_p",
+        "typical_p",
+    ),
+    1,
+)
+_SAMPLING_ONLY = {"top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_h"}
+_NO_TOKEN_CHANGE = {"num_return_sequences", "remove_invalid_values", "renormalize_logits"}
+
+
+def overridden_decoding(generation_config, sampled: bool) -> dict[str, Any]:
+    """The logits processing a checkpoint's `generation_config` asks for that would change
+    a greedy decode's tokens (or, `sampled`, a sampled one's) and that plain decoding
+    switches off: {setting: value}. Responses steerops decoded through HF generate before
+    it decoded plainly applied them, so a cache key of responses carries this when it is
+    not empty (the keys of checkpoints that ship none are unchanged)."""
+    out: dict[str, Any] = {}
+    for key in PLAIN_DECODING:
+        if key in _NO_TOKEN_CHANGE or (key in _SAMPLING_ONLY and not sampled):
+            continue
+        value = getattr(generation_config, key, None)
+        if value is None or value == _NO_EFFECT.get(key, 0):
+            continue
+        if isinstance(value, list | tuple | dict) and not value:
+            continue
+        out[key] = value if isinstance(value, int | float | str) else repr(value)
+    return out
 
 
 @torch.inference_mode()

@@ -151,6 +151,25 @@ def model_shape(params: Params, variant: str) -> ModelShape:
     )
 
 
+def generation_config(params: Params, variant: str) -> Any:
+    """The generation settings a variant's checkpoint ships, read without its weights as
+    loading reads them: its generation_config.json, else those its config file holds
+    (transformers' defaults where neither is readable)."""
+    from transformers import AutoConfig, GenerationConfig
+
+    source = _source(params, variant)
+    revision = {k: v for k, v in source.kwargs.items() if k == "revision"}
+    try:
+        return GenerationConfig.from_pretrained(source.path, **revision)
+    except OSError:  # no generation_config.json
+        pass
+    try:
+        config = AutoConfig.from_pretrained(source.path, **source.kwargs)
+    except (OSError, ValueError):
+        return GenerationConfig()
+    return GenerationConfig.from_model_config(config)
+
+
 def load_model(
     params: Params, variant: str, padding_side: str = "left", reuse: LoadedModel | None = None
 ) -> LoadedModel:

@@ -20,8 +20,14 @@ from steerops.models import unsteered
 from steerops.models.chat_template import chat_template
 from steerops.models.decode import StaticLoop
 from steerops.models.decode_memory import FREE_SHARE, auto_rows
-from steerops.models.generation import encode_prompt, pad_id, render_prompts, stop_token_ids
-from steerops.models.loading import load_model, model_fingerprint
+from steerops.models.generation import (
+    encode_prompt,
+    overridden_decoding,
+    pad_id,
+    render_prompts,
+    stop_token_ids,
+)
+from steerops.models.loading import generation_config, load_model, model_fingerprint
 from steerops.specs import Layers
 from steerops.steering.configs import Config, ConfigResult, summarize
 from steerops.steering.engine import SteeringTable, generate_steered
@@ -66,6 +72,9 @@ class SteeringSession:
         template = chat_template(params, self.variant)  # one from params, not the folder's
         if template is not None:
             self.model["chat_template"] = text_md5(template)
+        # steered decoding is greedy
+        if overridden := overridden_decoding(generation_config(params, self.variant), False):
+            self.model["plain_decoding_overrides"] = overridden
 
     def judge_beside_generation(self) -> bool:
         """Whether judging can run while the steered model generates without taking its
