@@ -862,9 +862,9 @@ def test_a_compared_near_copy_carries_its_caveat_into_the_cleaning_curve(tmp_pat
     notes = dict(zip(curve["variant"], curve["gain_note"], strict=True))
     share = 0.01 / 7.01
     assert notes["mean_diff_small"] == (
-        f"near copy: the cleaned dims held {share:.2%} of the vector at layer 2 (cosine "
-        f"{np.sqrt(1 - share):.3f}), so this gain cannot tell whether the dims matter; they "
-        "are small at the vector's position"
+        f"near copy: the cleaned dims held {share:.2%} of the vector's squared norm at layer "
+        f"2 (cosine {np.sqrt(1 - share):.3f}), so this gain cannot tell whether the dims "
+        "matter; they are small at the vector's position"
     )
     assert curve.set_index("variant")["removed_share"]["mean_diff_large"] > tables.BARELY
     assert notes["mean_diff_large"] == "" and notes["mean_diff_uncompared"] == ""

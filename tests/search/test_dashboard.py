@@ -112,14 +112,14 @@ def test_the_trial_the_search_reported_is_best(searched):
     assert len(feasible) >= 2
     storage = dashboard_storage(url)
     sid = storage.get_study_id_from_name("s")
-    study.record_choice(feasible[0].number, True)  # not the top value
+    study.record_choice(feasible[0].number, "ok", True)  # not the top value
     (best,) = _api(storage, f"/api/studies/{sid}")["best_trials"]
     assert best["number"] == feasible[0].number
-    study.record_choice(None, False)
+    study.record_choice(None, "no feasible steering found", False)
     assert storage.get_best_trial(sid).number == feasible[-1].number
     # a study extended after its choice (a rerun with more trials): Optuna's rule until the
     # search chooses again among all of them
-    study.record_choice(feasible[0].number, True)
+    study.record_choice(feasible[0].number, "ok", True)
     assert study.add_known(2, 0.31, 3.1, 10.0, 99.0, 1.0, 4)  # feasible, below the top
     assert storage.get_best_trial(sid).number == feasible[-1].number
 

@@ -176,9 +176,9 @@ def near_copy_note(share: float, layer: Any) -> str:
     """Why a cleaned variant's gain cannot test its dims: they held too little of the
     vector (the tokens its position pools may not be where the dims are massive)."""
     return (
-        f"near copy: the cleaned dims held {share:.2%} of the vector at layer {_layer(layer)} "
-        f"(cosine {tables.cosine_left(share):.3f}), so this gain cannot tell whether "
-        "the dims matter; they are small at the vector's position"
+        f"near copy: the cleaned dims held {share:.2%} of the vector's squared norm at layer "
+        f"{_layer(layer)} (cosine {tables.cosine_left(share):.3f}), so this gain cannot tell "
+        "whether the dims matter; they are small at the vector's position"
     )
 
 

@@ -431,7 +431,7 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
         }
     )
     tags = {"steerops.feasible": best["feasible"], "steerops.status": best["status"]}
-    study.record_choice(None if pick is None else pick.number, best["feasible"])
+    study.record_choice(None if pick is None else pick.number, best["status"], best["feasible"])
     if pick is not None:
         label = "best" if best["status"] == OK else "chosen"  # no effect: not a best
         tags |= {

@@ -416,12 +416,17 @@ class SearchStudy:
             claim.state == TrialState.COMPLETE and claim.number >= self._rounds_seen
         )
 
-    def record_choice(self, number: int | None, feasible: bool) -> None:
-        """The trial the search reports (the best feasible one, else the most coherent;
-        None: nothing qualified), as study user attrs: `steerops dashboard` shows it as the
-        study's best trial, plain optuna-dashboard beside its own notion of best."""
+    def record_choice(self, number: int | None, status: str, heldout_coherent: bool) -> None:
+        """The trial the search chose on its half (None: nothing qualified), as study user
+        attrs: `steerops dashboard` shows it as the study's best trial, plain
+        optuna-dashboard beside its own notion of best. Beside it, the search's verdict on
+        the held-out half (`chosen_status`: "ok", "no effect", "incoherent held out"...),
+        since the trial shown as best is the search half's choice, not a recommendation."""
         self.study.set_user_attr("chosen_trial", number)
-        self.study.set_user_attr("chosen_is_feasible", feasible)
+        self.study.set_user_attr("chosen_status", status)
+        self.study.set_user_attr("chosen_heldout_coherent", heldout_coherent)
+        if "chosen_is_feasible" in self.study.user_attrs:  # an older name of the above
+            self.study.set_user_attr("chosen_is_feasible", None)
         # the choice holds for these trials: a study extended since shows Optuna's rule
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         self.study.set_user_attr("chosen_among", len(complete))
