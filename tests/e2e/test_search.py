@@ -371,7 +371,8 @@ def test_toy_search_with_random_vectors_finds_no_effect(toy_search, capsys):
 def test_a_bar_the_unsteered_model_misses_too_is_said_so(toy_search, capsys, tmp_path, monkeypatch):
     """A judge whose coherence the unsteered model misses too (the toy's, lowered by 50):
     no trial reaches the bar, and the search says the baseline does not either and what to
-    check, and records the baseline's coherence, instead of only "no feasible"."""
+    check, and records the baseline's coherence, under the grid's verdict "baseline
+    incoherent" rather than "no feasible"."""
     from steerops.cli import main
     from steerops.judges.toy import ToyJudge
     from steerops.toy import judge
@@ -384,7 +385,9 @@ def test_a_bar_the_unsteered_model_misses_too_is_said_so(toy_search, capsys, tmp
     argv += ["--position", "prompt[-1]", "--out", str(tmp_path), "--no-known"]
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "no feasible steering found" in err
+    assert "steerops search: baseline incoherent: coherence >= 68" in err
     assert "nor does the unsteered model (coherence 50.0 on the search half)" in err
     [best] = tmp_path.rglob("best.json")
-    assert json.loads(best.read_text())["search"]["baseline_coherence"] == 50.0
+    best = json.loads(best.read_text())
+    assert best["search"]["baseline_coherence"] == 50.0
+    assert best["status"] == "baseline incoherent" and best["chosen"] is None

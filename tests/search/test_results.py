@@ -60,6 +60,11 @@ def test_a_coherent_trial_without_an_effect_beyond_its_interval_is_not_a_pick():
     assert unchosen_status(rows, MIN_COH) == "no effect"  # coherent, but no effect
     rows[0]["selection_coherence_mean"] = 60.0
     assert unchosen_status(rows, MIN_COH) == "no feasible steering found"
+    assert (
+        unchosen_status(rows, MIN_COH, baseline_coherence=MIN_COH) == "no feasible steering found"
+    )
+    # the unsteered model under the bar too: the grid's verdict
+    assert unchosen_status(rows, MIN_COH, baseline_coherence=MIN_COH - 1) == "baseline incoherent"
     rows[0]["selection_coherence_mean"] = 95.0
     rows[0]["selection_delta_lo"] = 0.5
     assert choose_best(rows, MIN_COH) is rows[0]["trial"]

@@ -309,7 +309,8 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "`n_at_largest_coefficient` of them chose their layer's largest coefficient, where the "
         "optimum may lie beyond the grid)",
         "search_heldout": "Coefficient searches: the chosen config on the search half and on "
-        "held-out questions (no choice: no feasible steering found; `heldout_p`: the one-sided "
+        "held-out questions (no choice: no effect, no feasible steering found or baseline "
+        "incoherent; `heldout_p`: the one-sided "
         "sign-flip p of its held-out deltas; `heldout_q`: that p adjusted over the report's "
         "searches, Benjamini-Hochberg; `heldout_under_bar`: its "
         "held-out answers under the search's coherence bar, of `heldout_coherence_scored`)",

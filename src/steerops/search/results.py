@@ -3,8 +3,9 @@
 The choice is the grid's (`steerops.stats.select`) on the search half: among completed
 trials with coefficient != 0 and coherence >= the threshold whose trait delta is above zero
 beyond its interval, the largest delta (ties: more coherent, smaller coefficient). When no
-trial qualifies the outcome is "no feasible steering found": nothing is chosen, and nothing
-is reported as a pick. The chosen config is then evaluated once on the held-out half, which
+trial qualifies the outcome is "no feasible steering found" ("baseline incoherent" when the
+unsteered model misses the bar too) or "no effect": nothing is chosen, and nothing is
+reported as a pick. The chosen config is then evaluated once on the held-out half, which
 decides `feasible` (coherence there) and the verdict ("ok", "no effect", "incoherent held
 out").
 """
@@ -57,11 +58,18 @@ def choose_best(rows: list[dict[str, Any]], min_coherence: float) -> TrialRecord
     return None if pick is None or verdict is not None else pick["trial"]
 
 
-def unchosen_status(rows: list[dict[str, Any]], min_coherence: float) -> str:
+def unchosen_status(
+    rows: list[dict[str, Any]], min_coherence: float, baseline_coherence: float | None = None
+) -> str:
     """Why no trial was chosen: coherent steered trials, none with an interval above zero
-    (`stats.NO_EFFECT`), or none coherent at all (`NO_FEASIBLE`)."""
+    (`stats.NO_EFFECT`), or none coherent at all (`NO_FEASIBLE`), and the unsteered model
+    under the bar too on the search half (`stats.BASELINE_INCOHERENT`, as the grid says)."""
     _, verdict = stats.select(rows, min_coherence)
-    return stats.NO_EFFECT if verdict == stats.NO_EFFECT else NO_FEASIBLE
+    if verdict == stats.NO_EFFECT:
+        return stats.NO_EFFECT
+    if baseline_coherence is not None and baseline_coherence < min_coherence:
+        return stats.BASELINE_INCOHERENT
+    return NO_FEASIBLE
 
 
 def generated_rows(records: list[TrialRecord]) -> int:

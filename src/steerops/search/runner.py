@@ -25,7 +25,7 @@ from steerops.errors import SteeropsError
 from steerops.io import text_md5
 from steerops.search.loop import LoopStats
 from steerops.specs import MethodName, Position
-from steerops.stats import OK, coherence_text
+from steerops.stats import BASELINE_INCOHERENT, NO_EFFECT, OK, coherence_text
 from steerops.steering.configs import Config, VectorSource
 
 
@@ -371,14 +371,14 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
     held = None
     unchosen = NO_FEASIBLE
     if pick is None:
-        unchosen = unchosen_status(rows, plan.min_coherence)
+        base = stats.baseline_coherence
+        unchosen = unchosen_status(rows, plan.min_coherence, base)
         why = (
             "trials reached it, none with a trait delta above zero beyond its interval"
-            if unchosen != NO_FEASIBLE
+            if unchosen == NO_EFFECT
             else "no steered trial reached it with a trait score"
         )
-        base = stats.baseline_coherence
-        if unchosen == NO_FEASIBLE and base is not None and base < plan.min_coherence:
+        if unchosen == BASELINE_INCOHERENT:
             why += (
                 f", nor does the unsteered model (coherence {coherence_text(base)} on the "
                 "search half): check the judge's coherence scale, or lower the bar"
