@@ -109,6 +109,36 @@ def test_loop_matches_hf_generate_long_runs(arch, scope):
     assert stats.shifts >= 1
 
 
+def test_idle_slots_keep_positions_inside_the_model_s_table():
+    """Slots without a live row (bucket padding, finished rows) do not advance their
+    position ids: in a state a compiled step keeps call after call, GPT-2's learned table
+    would be read past its end (a device-side assert on CUDA), and a long-context rope
+    scales by the batch's largest position."""
+    torch.manual_seed(0)
+    config = CONFIGS["gpt2"]()
+    config.n_positions = 48  # 3 rows of at most 15 tokens + 16 new: 8 idle slots
+    model = T.GPT2LMHeadModel(config).eval()
+    layout = resolve_layout(model)
+    _, options = _counting()
+    table = SteeringTable([[(1, unit(4, layout.hidden_size), 3.0)]] * 3)
+    prompts = PROMPTS[:3]
+    longest = max(map(len, prompts)) + 16
+    for _ in range(4):
+        reference, loop = both(
+            model,
+            layout,
+            prompts,
+            table,
+            options=options,
+            stop_ids=[2],
+            slots=8,
+            max_new_tokens=16,
+        )
+        assert loop == reference
+        (state,) = decode_step._POOLS[model].values()
+        assert int(state.positions.max()) <= longest
+
+
 @pytest.mark.parametrize("every", [1, 4])
 def test_eager_steps_attend_only_from_the_first_live_row_to_the_last_write(monkeypatch, every):
     """The cache left of every live row (padding) and right of the write index cost no

@@ -85,6 +85,7 @@ class SlotState:
     def reset(self, t: int) -> None:
         self.done.fill_(True)
         self.mask.fill_(False)
+        self.positions.zero_()
         self._set_t(t)
 
     def place(
@@ -130,6 +131,7 @@ class SlotState:
             getattr(self, name)[:n] = getattr(other, name)[index]
         self.done[n:] = True
         self.mask[n:] = False
+        self.positions[n:] = 0
         self._set_t(other.t)
 
     def shift(self, by: int) -> None:
@@ -182,7 +184,9 @@ def decode_step(model, state: SlotState, stops: torch.Tensor, max_new: int) -> N
     state.count.add_(live.long())
     state.done.logical_or_(torch.isin(token, stops) | (state.count >= max_new))
     state.tokens.copy_(token)
-    state.positions.add_(1)
+    # Only live rows move on: an idle slot's position would grow call after call in a kept
+    # state, past a learned position table (GPT-2) or a long-context rope's original length.
+    state.positions.add_(live.long())
 
 
 _COMPILED: dict = {}
