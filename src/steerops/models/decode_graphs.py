@@ -16,15 +16,13 @@ place). Graphs are therefore owned by one call and keyed by the state's buffers.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import torch
 
+from steerops.errors import SteeropsError
 from steerops.models.batching import is_out_of_memory
 from steerops.models.decode_step import SlotState
-
-log = logging.getLogger(__name__)
 
 
 class StepGraphs:
@@ -36,24 +34,26 @@ class StepGraphs:
         self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
         self.warm: set[tuple] = set()
         self.captured = 0  # graphs captured (one per slot state and stop list)
-        self.step_by_step = False  # after a capture failed
 
     def _steps(self, model, state: SlotState, stops: torch.Tensor, max_new: int) -> None:
         for _ in range(self.every):
             self.step(model, state, stops, max_new)
 
     def run(self, model, state: SlotState, stops: torch.Tensor, max_new: int) -> None:
-        if self.step_by_step:
-            self._steps(model, state, stops, max_new)
-            return
+        # on the state's device: torch's default capture stream is made once, on the device
+        # current then, and a capture on another device's stream records nothing
+        with torch.cuda.device(state.mask.device):
+            self._run(model, state, stops, max_new)
+
+    def _run(self, model, state: SlotState, stops: torch.Tensor, max_new: int) -> None:
         key = (id(state), state.keys[0].data_ptr(), stops.data_ptr(), max_new)
         graph = self.graphs.get(key)
         if graph is None:
+            side, current = torch.cuda.Stream(), torch.cuda.current_stream()
             if key not in self.warm:
                 # Real steps on a side stream, ordered both ways with the current one (as
                 # torch's capture recipe warms up): compiles, allocates, creates handles.
                 self.warm.add(key)
-                side, current = torch.cuda.Stream(), torch.cuda.current_stream()
                 side.wait_stream(current)
                 with torch.cuda.stream(side):
                     self._steps(model, state, stops, max_new)
@@ -63,16 +63,18 @@ class StepGraphs:
             try:
                 # records the kernels, nothing runs yet; thread-local: the judge of the
                 # previous chunk may be using the device from its own thread meanwhile
-                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
                     self._steps(model, state, stops, max_new)
-            except Exception as exc:  # e.g. an op the capture refuses: say so, step on
+            except Exception as exc:
                 if is_out_of_memory(exc):
                     raise
-                log.warning("decode steps not captured as a CUDA graph (%s): run one by one", exc)
-                self.step_by_step = True
-            if self.step_by_step:
-                self._steps(model, state, stops, max_new)
-                return
+                # no stepping on: after a failed capture torch's allocator may still count
+                # the capture as running, and its next empty_cache fails
+                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise SteeropsError(
+                    f"decode steps could not be captured as a CUDA graph ({why}): run the "
+                    "loop without capture"
+                ) from exc
             self.graphs[key] = graph
             self.captured += 1
         graph.replay()
