@@ -150,3 +150,17 @@ def test_pad_batch_left_and_right():
     ids, mask, offsets = pad_batch([np.array([8]), np.array([5, 6])], pad_id=9, side="right")
     assert ids.tolist() == [[8, 9], [5, 6]] and mask.tolist() == [[1, 0], [1, 1]]
     assert offsets == [0, 0]
+
+
+def test_releasing_memory_while_another_thread_captures_a_graph_goes_on(monkeypatch):
+    """torch's empty_cache fails while a CUDA graph is being captured in another thread:
+    a judge on another GPU running out of memory then retries on the allocator's cached
+    blocks instead of failing."""
+    from steerops.models import batching
+
+    def capturing():
+        raise RuntimeError("captures_underway.empty() INTERNAL ASSERT FAILED")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", capturing)
+    batching.release_memory()

@@ -14,6 +14,7 @@ not fit is one clear `SteeropsError` line.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -42,7 +43,10 @@ def is_out_of_memory(exc: BaseException) -> bool:
 def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+        # fails while another thread captures a CUDA graph (the steered model's step, as a
+        # judge on another GPU runs out of memory); the allocator reuses its cached blocks
+        with contextlib.suppress(RuntimeError):
+            torch.cuda.empty_cache()
 
 
 def length_order(lengths: Sequence[int]) -> list[int]:
