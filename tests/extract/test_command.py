@@ -183,3 +183,29 @@ def test_missing_responses_suggest_the_command_that_writes_where_this_run_reads(
     assert "responses not found" in line
     suggested = line.split("run `")[1].split("`")[0]
     assert suggested.endswith(f"--out {tmp_path / out}" if out else "--trait toy/refusal")
+
+
+def test_the_window_and_vetting_hints_carry_the_run_s_out(
+    tmp_path, toy_world, no_model_loads, capsys
+):
+    """Responses too short for a window, or not vetted yet, in a run's own folder: the
+    suggested `steerops generate` writes there (without --out DIR it would write into the
+    pipeline's outputs and leave this run's responses as they were)."""
+    from steerops.generate.store import responses_dir
+    from steerops.io import write_json, write_jsonl
+
+    params = write_params(tmp_path, toy_world)
+    mine = tmp_path / "mine"
+    folder = responses_dir(mine, "toy/refusal", "base")
+    row = {"polarity": "positive", "source_index": 0, "prompt": "hi", "response": "no ."}
+    write_jsonl(folder / "responses.jsonl", [row, {**row, "polarity": "negative"}])
+    write_json(folder / "summary.json", {"max_new_tokens": 4})
+    argv = ["extract", "--params", str(params), "--layers", "1", "--out", str(mine)]
+    line = refused_up_front([*argv, "--position", "response[:8]"], tmp_path, capsys)
+    suggested = line.split("run `")[1].split("`")[0]
+    assert suggested.endswith(f"--max-new-tokens 8 --out {mine}"), line
+    rows = [{**row, "kept": None}, {**row, "polarity": "negative", "kept": None}]
+    write_jsonl(folder / "responses.jsonl", rows)
+    line = refused_up_front([*argv, "--position", "response[:3]"], tmp_path, capsys)
+    assert "not vetted yet" in line
+    assert line.split("run `")[1].split("`")[0].endswith(f"--trait toy/refusal --out {mine}")

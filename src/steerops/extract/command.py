@@ -104,7 +104,7 @@ def _run_traits(args, params) -> None:
                 source, name, cfg.variant, trait.prompt_counts(), run_out_flag(params)
             )
             for pos in positions:
-                check_generated_length(source, name, pos)
+                check_generated_length(source, name, pos, run_out_flag(params))
     _precheck(params, cfg.variant, cfg.layers, "extraction.layers", cfg.component)
     loaded = _load(params, cfg.variant)
     layers = cfg.layers.resolve(loaded.layout.num_layers, "extraction.layers")

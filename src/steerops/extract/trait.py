@@ -54,7 +54,7 @@ def extract_trait(
     trait = load_trait(params.path(params.traits.root), trait_name)
     if pos.needs_response:
         source = responses_file(params.out, trait_name, loaded.name)
-        check_generated_length(source, trait_name, pos)
+        check_generated_length(source, trait_name, pos, run_out_flag(params))
         check_prompts(source, trait)
         counts = trait.prompt_counts()
         rows = load_kept_responses(source, trait_name, loaded.name, counts, run_out_flag(params))

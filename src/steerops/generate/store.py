@@ -77,11 +77,12 @@ def previous_summary(folder: Path) -> dict | None:
     return None
 
 
-def check_generated_length(path: Path, trait: str, position) -> None:
+def check_generated_length(path: Path, trait: str, position, out_flag: str = "") -> None:
     """One line when a bounded `response[...]` window reads further into the responses than
     they were generated (`max_new_tokens` in the summary beside `path`): its tokens past
     that length do not exist, so it would silently pool a shorter window (`response[:32]`
-    the same as `response[:12]`). A responses file without a summary is not checked."""
+    the same as `response[:12]`). A responses file without a summary is not checked.
+    `out_flag`: " --out DIR" for a run's own folder (`cli.run_out_flag`)."""
     from steerops.specs import max_response_tokens, parse_position
 
     pos = parse_position(position)
@@ -96,7 +97,7 @@ def check_generated_length(path: Path, trait: str, position) -> None:
         raise SteeropsError(
             f"position {pos.text!r} reads up to {needs} response tokens, but the responses "
             f"in {Path(path).parent} were generated with at most {generated}: run `steerops "
-            f"generate --trait {trait} --max-new-tokens {needs}` (or auto) first"
+            f"generate --trait {trait} --max-new-tokens {needs}{out_flag}` first"
         )
 
 
@@ -209,7 +210,8 @@ def load_kept_responses(
         if "kept" in row and row["kept"] is None:
             raise SteeropsError(
                 f"{path}:{lineno}: responses not vetted yet (the judge failed or was "
-                f"interrupted): run `steerops generate --trait {trait}` again to vet them"
+                f"interrupted): run `steerops generate --trait {trait}{out_flag}` again to vet "
+                "them"
             )
         if row.get("kept", True):
             rows.append(row)
