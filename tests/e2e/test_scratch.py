@@ -4,6 +4,7 @@ before the model loads, and a failing command leaves no run folder and no MLflow
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
@@ -259,6 +260,29 @@ def test_a_scratch_search_is_served_the_pipelines_grid_scores(toy_world, tmp_pat
     assert best["n_known"] == 4
     per_question = 2  # 4 questions: 2 on the search half, 2 held out
     assert best["n_generations"]["this_run"] == per_question * len(steered)
+
+
+def test_a_scratch_search_starts_from_the_grid_a_scratch_steer_wrote_in_its_folder(
+    toy_world, tmp_path, capsys
+):
+    """`steer --out DIR` then `search --out DIR`: the study starts from DIR's grid (the
+    researcher's own), not the pipeline's, and says which folder it read."""
+    params = steer_params(tmp_path, toy_world, steering={"subset": 4, "max_new_tokens": 6})
+    grid = ["--layers", "1,2", "--coefficients", "0.5,1"]
+    assert main(["steer", "--pipeline", "--params", str(params), *grid]) == 0
+    out = tmp_path / "scratch"
+    mine = ["--layers", "1,2", "--coefficients", "1.5"]
+    assert main(["steer", "--params", str(params), "--out", str(out), *mine]) == 0
+    capsys.readouterr()
+    argv = ["search", "--params", str(params), "--out", str(out), "--min-coherence", "0"]
+    assert main([*argv, "--layers", "1,2", "--trials", "3", "--study", "scratch"]) == 0
+    cell = "search/toy/refusal/instruct/prompt_m1/residual/mean_diff"
+    rows = list(csv.DictReader((out / cell / "trials.csv").open()))
+    known = {(int(r["layer"]), float(r["coefficient"])) for r in rows if r["source"] == "known"}
+    assert known == {(1, 1.5), (2, 1.5)}
+    grid = out / "steering/toy/refusal/instruct/prompt_m1/residual/mean_diff"
+    said = f"starting from 2 known configs (the grid cell's latest sweep in {grid})"
+    assert said in capsys.readouterr().err
 
 
 def test_a_scratch_steer_is_served_the_pipelines_grid_scores(toy_world, tmp_path):

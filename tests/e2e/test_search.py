@@ -323,7 +323,7 @@ def test_toy_search_reuses_the_grid_and_starts_at_its_feasible_band(toy_search, 
     best = json.loads((search_out(folder) / "best.json").read_text())
     assert best["n_known"] == 8  # the grid's: the first study's trials serve it, not seed it
     # which study, from how many known configs: workers without the grid would say 0
-    said = "study 'reuse', starting from 8 known configs (the grid cell's latest sweep)"
+    said = "study 'reuse', starting from 8 known configs (the grid cell's latest sweep in "
     assert said in capsys.readouterr().err
     rows = list(csv.DictReader((search_out(folder) / "trials.csv").open()))
     known = {(int(r["layer"]), float(r["coefficient"])) for r in rows if r["source"] == "known"}

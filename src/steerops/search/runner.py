@@ -92,8 +92,8 @@ def search_trait(
         # The search keeps its own results log (and baselines) in its output folder, and is
         # served from the grid's scores (and an explicit known-results log) where they cover
         # it. The evaluator reads the pipeline's grid (paths.out) also in a scratch run
-        # (--out), whose own steering folder has none: the trials imported from it are
-        # served, not generated.
+        # (--out), and the run's own grid where a scratch steer wrote one: the trials
+        # imported from it are served, not generated.
         source = VectorSource.of(method, position, st.component)
         extra: tuple[Path, ...] = ()
         if params.search.known_results:
@@ -111,7 +111,7 @@ def search_trait(
         # workers share a study only when they start from the same grid: say which
         print(
             f"steerops search: study {plan.study!r}, starting from {len(plan.known)} known "
-            f"configs ({_known_source(params)})",
+            f"configs ({_known_source(params, trait, source)})",
             file=sys.stderr,
         )
         study, stats = run_plan(params, plan, evaluator, tracker, progress)
@@ -224,13 +224,18 @@ def make_plan(
     )
 
 
-def _known_source(params) -> str:
+def _known_source(params, trait: str, source: VectorSource) -> str:
+    from steerops.cli import display_path
+
     cfg = params.search
     if not cfg.import_known:
         return "search.import_known: false"
     if cfg.known_results:
         return f"search.known_results {cfg.known_results}"
-    return "the grid cell's latest sweep"
+    grid = _steer_results(params, trait, source).parent
+    if not grid.is_dir():
+        return f"no grid steered yet in {display_path(grid)}"
+    return f"the grid cell's latest sweep in {display_path(grid)}"
 
 
 def _known(params, evaluator, source: VectorSource, layers: list[int]) -> list:
@@ -464,7 +469,12 @@ def _vectors_dir(params, trait: str, method: MethodName, position: Position) -> 
 
 
 def _steer_results(params, trait: str, source: VectorSource) -> Path:
+    """The grid cell's results log the study starts from: a scratch run's own (a `steer
+    --out DIR` before this `search --out DIR`), else the pipeline's or --inputs' (which a
+    scratch search reads, never writes)."""
     from steerops.steering.store import results_file
 
-    # the pipeline's steer results (a scratch search reads them, never writes them)
+    own = results_file(params.out, trait, params.steering.variant, source.at(0))
+    if own.is_file():
+        return own
     return results_file(params.inputs, trait, params.steering.variant, source.at(0))
