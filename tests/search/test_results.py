@@ -107,6 +107,12 @@ def test_the_console_line_gives_both_halves_with_their_intervals():
         summary_line(best)
     )
     best["heldout"]["n_refused"] = 0
+    best["chosen"]["at_range_top"], best["coef_range"] = True, [0.0, 0.25]  # may lie beyond
+    assert (
+        "coefficient 0.2333 (the range's top, search.coef_max 0.25: the optimum may lie "
+        "beyond): search delta" in summary_line(best)
+    )
+    best["chosen"]["at_range_top"] = False
     best["range_exhausted"] = True  # stopped short of its target: said on the line too
     assert "12 trials and 0 known results; range exhausted, 480 rows" in summary_line(best)
     # a choice that failed held out is said not to be an optimal coefficient, as steer says

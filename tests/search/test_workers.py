@@ -536,6 +536,15 @@ def test_best_summary_counts_search_trials_not_imported_ones():
     assert best["n_trials"] == 2 and best["n_known"] == 1
     assert best["n_feasible"] == 3
     assert best["status"] == "ok" and best["feasible"] and best["chosen"]["trial"] == 1
+    assert not best["chosen"]["at_range_top"]  # coefficient 1 of [0, 3]
+    # its layer's largest coefficient in the range's top tenth: the optimum may lie beyond
+    records[1].coefficient = 2.8
+    best = best_summary(params, plan, records, chosen, LoopStats(baseline_trait=5.0), held)
+    assert best["chosen"]["at_range_top"]
+    records[2].coefficient = 2.9  # a larger one tried at the layer: the top is charted
+    best = best_summary(params, plan, records, chosen, LoopStats(baseline_trait=5.0), held)
+    assert not best["chosen"]["at_range_top"]
+    records[1].coefficient = records[2].coefficient = 1.0
     # the same interval above zero on 5 held-out questions is too few to call an effect
     best = best_summary(
         params, plan, records, chosen, LoopStats(baseline_trait=5.0), {**held, "n": 5}

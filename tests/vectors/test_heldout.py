@@ -172,13 +172,14 @@ def test_the_split_keeps_sources_and_pairs_whole_and_is_seeded(paired):
     assert any(not torch.equal(o, halves.heldout.pos) for o in others)
 
 
-def test_no_best_layer_without_val_or_with_a_class_in_one_half_only(tmp_path):
+def test_no_best_layer_without_val_or_with_a_class_in_one_half_only(tmp_path, capsys):
     """No val split, or a class with one source prompt in val: the best is None with the
-    reason (in metadata.json and as an MLflow tag), never a number."""
+    reason (in metadata.json, as an MLflow tag and on the console), never a number."""
     write_activations(tmp_path / "none" / "outputs", noise(), N_POS, n_val=0)
     meta, run = run_vectors(tmp_path / "none")
     best = meta["best"]
     assert best["layer"] is None and "no val examples" in best["reason"]
+    assert f"  no best layer: {best['reason']}\n" in capsys.readouterr().out
     numbers = ("selection_acc", "heldout_acc", "heldout_lo", "heldout_hi", "train_acc")
     assert all(best[k] is None for k in numbers)
     assert all(v["selection_acc"] is None is v["heldout_acc"] for v in meta["layers"].values())

@@ -133,6 +133,9 @@ def summary_line(best: dict) -> str:
     refused = held.get("n_refused") or 0
     left_out = f"{refused} answers the judge refused left out" if refused else ""
     notes = [f"n {held['n']}", under, left_out, stats.few_questions_note(held["n"])]
+    if chosen.get("at_range_top"):
+        top = best.get("coef_range", [None, None])[1]
+        picked += f" (the range's top, search.coef_max {top:g}: the optimum may lie beyond)"
     return (
         f"{cell}: {best['status']}: {picked}: search delta "
         f"{_interval(search)} (n {search['n']}); held-out delta {_interval(held)} coherence "

@@ -77,6 +77,19 @@ def generated_rows(records: list[TrialRecord]) -> int:
     return sum(r.rows for r in records if r.source != "known")
 
 
+def at_range_top(
+    chosen: TrialRecord, records: list[TrialRecord], coef_min: float, coef_max: float
+) -> bool:
+    """The choice is its layer's largest completed coefficient and in the top tenth of the
+    range: the optimum may lie past search.coef_max (as the grid's at_largest_coefficient)."""
+    above = [
+        r
+        for r in records
+        if r.layer == chosen.layer and r.state == "complete" and r.coefficient > chosen.coefficient
+    ]
+    return not above and chosen.coefficient >= coef_max - 0.1 * (coef_max - coef_min)
+
+
 def best_summary(
     params,
     plan,
@@ -131,6 +144,7 @@ def best_summary(
             "coefficient": record.coefficient,
             "weight": record.weight,
             "source": record.source,
+            "at_range_top": at_range_top(record, records, cfg.coef_min, cfg.coef_max),
         },
         "search": {
             "trait_delta": None if chosen is None else chosen["selection_trait_delta"],

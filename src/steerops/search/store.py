@@ -78,6 +78,7 @@ def best_row(best: dict) -> dict:
         "layer": chosen.get("layer"),
         "coefficient": chosen.get("coefficient"),
         "weight": chosen.get("weight"),
+        "at_range_top": chosen.get("at_range_top"),  # the optimum may lie past coef_max
         "search_n": search.get("n"),
         "search_trait_delta": search.get("trait_delta"),
         "search_delta_lo": search.get("delta_lo"),

@@ -94,7 +94,8 @@ def best_layer_line(directory, meta: dict | None = None) -> str | None:
         meta = read_json(directory / METADATA_FILE)
     best = meta.get("best") or {}
     if best.get("layer") is None or best.get("heldout_acc") is None:
-        return None
+        # say why, or a method without a best layer reads as one nothing happened to
+        return f"no best layer: {best['reason']}" if best.get("reason") else None
     line = (
         f"best layer {best['layer']} by selection accuracy {best['selection_acc']:.3f}; "
         f"held-out accuracy {best['heldout_acc']:.3f} [{best['heldout_lo']:.3f}, "
