@@ -190,11 +190,15 @@ def test_what_plain_decoding_overrides_is_what_changes_a_token(tokenizer):
         "num_beams": 3,
     }
     assert overridden_decoding(model.generation_config, sampled=False) == greedy
+    # sampled decodes passed top_k=0 and top_p=1 before plain decoding: never shipped's
     sampled = overridden_decoding(model.generation_config, sampled=True)
-    assert sampled == greedy | {"top_k": 1, "min_p": 0.5}
+    assert sampled == greedy | {"min_p": 0.5}
     no_op = T.GenerationConfig(
         repetition_penalty=1.0, num_beams=1, top_k=0, top_p=1.0, suppress_tokens=[]
     )
     no_op.renormalize_logits = True  # rescales, changes no token
     assert overridden_decoding(no_op, sampled=True) == {}
     assert overridden_decoding(T.GenerationConfig(), sampled=True) == {}
+    # transformers 4.x's defaults (top_k 50): the same key under either version
+    four = T.GenerationConfig(top_k=50, top_p=1.0, repetition_penalty=1.0, num_beams=1)
+    assert overridden_decoding(four, sampled=True) == {}

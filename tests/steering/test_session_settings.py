@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 from conftest import write_params
 from steerops.config import load_params
@@ -101,3 +102,11 @@ def test_logits_processing_a_checkpoint_ships_keys_its_results(tmp_path, toy_wor
     sampling = _shipping(tmp_path, toy_world, "sampling", do_sample=True, top_k=64, top_p=0.9)
     assert "plain_decoding_overrides" not in model_settings(sampling)
     assert "plain_decoding_overrides" not in model_settings({"id": str(toy_world / "model")})
+    # no generation_config.json: loading applies what config.json holds
+    legacy = _shipping(tmp_path, toy_world, "legacy")
+    config = json.loads((Path(legacy["id"]) / "config.json").read_text())
+    config |= {"repetition_penalty": 1.3, "no_repeat_ngram_size": 3}
+    (Path(legacy["id"]) / "config.json").write_text(json.dumps(config))
+    (Path(legacy["id"]) / "generation_config.json").unlink()
+    overrides = model_settings(legacy)["plain_decoding_overrides"]
+    assert overrides == {"repetition_penalty": 1.3, "no_repeat_ngram_size": 3}

@@ -21,7 +21,6 @@ from collections.abc import Callable
 import torch
 
 from steerops.errors import SteeropsError
-from steerops.models.batching import is_out_of_memory
 from steerops.models.decode_step import SlotState
 
 
@@ -66,10 +65,8 @@ class StepGraphs:
                 with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
                     self._steps(model, state, stops, max_new)
             except Exception as exc:
-                if is_out_of_memory(exc):
-                    raise
-                # no stepping on: after a failed capture torch's allocator may still count
-                # the capture as running, and its next empty_cache fails
+                # no stepping on, nor retrying with fewer rows on an out-of-memory error:
+                # after a failed capture torch's allocator may still count it as running
                 why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise SteeropsError(
                     f"decode steps could not be captured as a CUDA graph ({why}): run the "

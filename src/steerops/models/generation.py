@@ -230,6 +230,8 @@ _NO_EFFECT = dict.fromkeys(
 )
 _SAMPLING_ONLY = {"top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_h"}
 _NO_TOKEN_CHANGE = {"num_return_sequences", "remove_invalid_values", "renormalize_logits"}
+# sampled decodes switched these off (top_k=0, top_p=1) before plain decoding did
+_SWITCHED_OFF_BEFORE = {"top_k", "top_p"}
 
 
 def overridden_decoding(generation_config, sampled: bool) -> dict[str, Any]:
@@ -240,7 +242,9 @@ def overridden_decoding(generation_config, sampled: bool) -> dict[str, Any]:
     not empty (the keys of checkpoints that ship none are unchanged)."""
     out: dict[str, Any] = {}
     for key in PLAIN_DECODING:
-        if key in _NO_TOKEN_CHANGE or (key in _SAMPLING_ONLY and not sampled):
+        if key in _NO_TOKEN_CHANGE | _SWITCHED_OFF_BEFORE:
+            continue
+        if key in _SAMPLING_ONLY and not sampled:
             continue
         value = getattr(generation_config, key, None)
         if value is None or value == _NO_EFFECT.get(key, 0):

@@ -155,19 +155,20 @@ def generation_config(params: Params, variant: str) -> Any:
     """The generation settings a variant's checkpoint ships, read without its weights as
     loading reads them: its generation_config.json, else those its config file holds
     (transformers' defaults where neither is readable)."""
-    from transformers import AutoConfig, GenerationConfig
+    from transformers import GenerationConfig
 
     source = _source(params, variant)
     revision = {k: v for k, v in source.kwargs.items() if k == "revision"}
     try:
         return GenerationConfig.from_pretrained(source.path, **revision)
-    except OSError:  # no generation_config.json
+    except OSError:  # no generation_config.json: loading reads config.json's own settings
         pass
-    try:
-        config = AutoConfig.from_pretrained(source.path, **source.kwargs)
+    try:  # (transformers 5's AutoConfig drops them, so read the file as loading does)
+        return GenerationConfig.from_pretrained(
+            source.path, config_file_name="config.json", _from_model_config=True, **revision
+        )
     except (OSError, ValueError):
         return GenerationConfig()
-    return GenerationConfig.from_model_config(config)
 
 
 def load_model(

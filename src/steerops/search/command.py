@@ -119,10 +119,16 @@ def summary_line(best: dict) -> str:
     if chosen is None:
         few = stats.few_questions_note(best["search"].get("n_questions"))
         hint = f"; {few.replace('held-out', 'search-half')}" if few else ""
-        return (
-            f"{cell}: {best['status']} ({best['n_feasible']} coherent trials, none with an "
-            f"interval above zero{hint}); {tail}"
-        )
+        why = f"{best['n_feasible']} coherent trials, none with an interval above zero"
+        if not best["n_feasible"]:
+            base = best["search"].get("baseline_coherence")
+            unsteered = (
+                f"; the unsteered model's coherence {stats.coherence_text(base)} on the search half"
+                if base is not None
+                else ""
+            )
+            why = f"no steered trial coherent{unsteered}"
+        return f"{cell}: {best['status']} ({why}{hint}); {tail}"
     # only an "ok" choice is an optimal coefficient; another verdict shows what was checked
     picked = f"layer {chosen['layer']} coefficient {chosen['coefficient']:.4g}"
     if best["status"] != "ok":

@@ -67,7 +67,8 @@ def unchosen_status(
     _, verdict = stats.select(rows, min_coherence)
     if verdict == stats.NO_EFFECT:
         return stats.NO_EFFECT
-    if baseline_coherence is not None and baseline_coherence < min_coherence:
+    unscored = verdict == stats.UNSCORED  # coherent trials the judge gave no trait score
+    if not unscored and baseline_coherence is not None and baseline_coherence < min_coherence:
         return stats.BASELINE_INCOHERENT
     return NO_FEASIBLE
 

@@ -419,12 +419,14 @@ class SearchStudy:
     def record_choice(self, number: int | None, status: str, heldout_coherent: bool) -> None:
         """The trial the search chose on its half (None: nothing qualified), as study user
         attrs: `steerops dashboard` shows it as the study's best trial, plain
-        optuna-dashboard beside its own notion of best. Beside it, the search's verdict on
-        the held-out half (`chosen_status`: "ok", "no effect", "incoherent held out"...),
-        since the trial shown as best is the search half's choice, not a recommendation."""
+        optuna-dashboard beside its own notion of best. Beside it, the search's verdict
+        (`chosen_status`): the choice's on the held-out half ("ok", "no effect", "incoherent
+        held out"...), since the trial shown as best is the search half's choice, not a
+        recommendation; or why nothing was chosen (`chosen_heldout_coherent` None then)."""
         self.study.set_user_attr("chosen_trial", number)
         self.study.set_user_attr("chosen_status", status)
-        self.study.set_user_attr("chosen_heldout_coherent", heldout_coherent)
+        coherent = None if number is None else heldout_coherent
+        self.study.set_user_attr("chosen_heldout_coherent", coherent)
         if "chosen_is_feasible" in self.study.user_attrs:  # an older name of the above
             self.study.set_user_attr("chosen_is_feasible", None)
         # the choice holds for these trials: a study extended since shows Optuna's rule
