@@ -569,6 +569,16 @@ def test_vetting_that_keeps_no_completion_of_a_class_fails_and_keeps_the_respons
     [run] = [r for r in runs if r.data.tags.get("steerops.stage") == "generate"]
     assert run.info.status == "FAILED"
     assert run.data.tags["steerops.failure"] == "vetting kept no negative completion"
+    # a judge that scored nothing: said so, not read as answers short of the thresholds
+    monkeypatch.setattr("steerops.toy.judge.score", lambda question, response: (None, None))
+    params = small_world(tmp_path / "unscored", toy_world)
+    capsys.readouterr()
+    assert main(["generate", "--params", str(params), "--vet"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert (
+        f"vetting kept no completion of toy/refusal positive (the judge scored none of its "
+        f"{N}), toy/refusal negative (the judge scored none of its {N})"
+    ) in line
 
 
 def test_vetting_with_an_endpoint_that_refuses_the_key_fails_before_generating(

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
             f"kept {kept['positive']} positive / {kept['negative']} negative "
             f"-> {responses_dir(params.out, name, summary['variant'])}"
         )
-        emptied += [f"{name} {p}" for p in POLARITIES if summary["counts"][p] and not kept[p]]
+        emptied += [f"{name} {p}" for p in emptied_classes(summary)]
         refused += summary.get("judge_refused") or 0
     if emptied:  # every trait is generated first; the responses stay for a look
         unjudged = (
@@ -192,10 +192,25 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
         tracker.log_metrics(_metrics(summary))
         tracker.log_artifact(folder / SUMMARY_FILE)
         tracker.log_artifact(folder / RESPONSES_FILE)
-        emptied = [p for p in POLARITIES if summary["counts"][p] and not summary["kept"][p]]
+        emptied = emptied_classes(summary)
         if emptied:  # `run` exits 2 once every trait is done: the run says so too
-            tracker.fail(f"vetting kept no {' or '.join(emptied)} completion")
+            unjudged = f" (the judge's endpoint would not score {refused})" if refused else ""
+            tracker.fail(f"vetting kept no {' or '.join(emptied)} completion{unjudged}")
     return summary
+
+
+def emptied_classes(summary: dict) -> list[str]:
+    """The classes vetting kept no completion of, each saying when the judge scored none
+    of them (a judge failure, not completions short of the thresholds)."""
+    out = []
+    for p in POLARITIES:
+        count = summary["counts"][p]
+        if count and not summary["kept"][p]:
+            unscored = (summary.get("unscored") or {}).get(p, 0)
+            out.append(
+                p + (f" (the judge scored none of its {count})" if unscored == count else "")
+            )
+    return out
 
 
 def _generation_settings(params, trait: Trait) -> dict:
@@ -325,6 +340,7 @@ def _summarize(
             "empty": sum(not r["response"] for r in rows),
         },
         "kept": {p: sum(r["kept"] for r in by[p]) for p in POLARITIES},
+        "unscored": {p: sum(r["trait"] is None for r in by[p]) for p in POLARITIES},
         "trait_mean": None,
         "coherence_mean": None,
     }
