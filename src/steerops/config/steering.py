@@ -33,7 +33,8 @@ class SteeringConfig(Strict):
     coefficients: list[float] = Field(
         default_factory=lambda: [0.5, 1.0, 1.5, 2.0],
         min_length=1,
-        description="steering coefficients (see coefficient_unit)",
+        description="steering coefficients (see coefficient_unit); a negative one adds the "
+        "vector reversed, and its trait delta still counts in `direction`'s sense",
     )
     coefficient_unit: Literal["norm", "absolute"] = Field(
         "norm",
@@ -41,7 +42,9 @@ class SteeringConfig(Strict):
         "absolute: weight = coefficient",
     )
     direction: Literal["positive", "negative"] = Field(
-        "positive", description="negative subtracts the vector (to suppress the trait)"
+        "positive",
+        description="negative subtracts the vector (to suppress the trait), and a trait that "
+        "falls is then the effect the verdicts look for",
     )
     scope: Scope = Field(
         "all", description="steer prompt and response tokens, or generated tokens only"
