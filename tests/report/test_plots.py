@@ -70,6 +70,26 @@ def test_only_an_ok_choice_is_ringed(tmp_path, monkeypatch):
     assert _marked(fig.axes[0]) == {"ring": [(1.0, 50.0)], "cross": [(1.0, 5.0)]}
 
 
+def test_points_under_the_bar_held_out_are_hollow(tmp_path, monkeypatch):
+    """The main job's 0.25 points (deltas 70 and 80, coherence 63.5 and 60.8 held out)
+    looked like the best: a point under the bar is drawn hollow, on both panels."""
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
+    rows = _points("mean_diff", [50, 70])
+    for row in rows:
+        row["heldout_coherent"] = row["coefficient"] == 0.5
+    plots.coefficient_curves(pd.DataFrame(rows), 68.0, tmp_path / "curves.png")
+    (fig,) = figures
+    for ax, y in ((fig.axes[0], 70.0), (fig.axes[1], 80.0)):
+        hollow = [
+            tuple(map(float, p))
+            for c in ax.collections
+            if isinstance(c, PathCollection) and c.get_sizes()[0] == 45
+            for p in c.get_offsets()
+        ]
+        assert hollow == [(1.0, y)]
+
+
 def _curve_point(dims: str, delta: float, **more) -> dict:
     """One cleaning-curve row of mean_diff: `dims` cleaned, an ok delta with an interval of
     +-5 around it."""

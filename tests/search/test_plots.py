@@ -86,3 +86,30 @@ def test_one_layer_is_green_and_red_without_a_colour_bar(tmp_path):
     plt.close(fig)
     plot_search(tmp_path / "search.png", trials, None, 68.0, "t")
     assert (tmp_path / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_chosen_trial_shows_its_held_out_result_and_the_verdict():
+    """A star on the search half can fail held out (the main job's 0.2333: coherence 65.2,
+    under the bar): the held-out delta with its interval and coherence sit beside it, and
+    the verdict heads the figure; zero (no effect) is on the delta axis."""
+    held = {"trait_delta": 55.0, "delta_lo": 25.0, "delta_hi": 80.0, "coherence_mean": 65.2}
+    best = {
+        "status": "incoherent held out",
+        "coefficient_unit": "norm",
+        "heldout": held | {"n": 20},
+        "search": {"n_questions": 20},
+    }
+    fig = search_figure(TRIALS, TRIALS[0], 68.0, "t", best)
+    ax_delta, ax_coh = fig.axes[:2]
+    [bars] = [c for c in ax_delta.containers if c.has_yerr]
+    (segment,) = bars.lines[2][0].get_segments()
+    assert segment[:, 0].tolist() == [0.2, 0.2] and segment[:, 1].tolist() == [25.0, 80.0]
+    assert bars.lines[0].get_xydata().tolist() == [[0.2, 55.0]]
+    [coherence] = [c for c in ax_coh.containers if c.lines[0].get_xydata().tolist()]
+    assert coherence.lines[0].get_xydata().tolist() == [[0.2, 65.2]]
+    labels = [t.get_text() for t in ax_delta.get_legend().get_texts()]
+    assert labels[-1] == "held out (n 20): incoherent held out"
+    assert fig._suptitle.get_text() == "search: incoherent held out (chosen on the search half)"
+    assert ax_delta.get_ylim()[0] <= 0 and ax_delta.get_xlabel() == "coefficient (norm)"
+    assert ax_delta.get_ylabel() == "trait delta vs baseline (search half, 20 questions)"
+    plt.close(fig)

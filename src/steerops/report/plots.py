@@ -120,6 +120,12 @@ def coefficient_curves(points: pd.DataFrame, min_coherence: float, path: Path) -
             label = " = ".join(methods)
             top.errorbar(line["coefficient"], line["delta"], yerr=err, capsize=2, label=label, **s)
             bottom.plot(line["coefficient"], line["coherence"], **s)
+            if "heldout_coherent" in line:  # under the bar held out: hollow, not a candidate
+                under = line["heldout_coherent"].eq(False)
+                hollow = {"s": 45, "facecolors": "white", "edgecolors": s["color"], "zorder": 4}
+                hollow["marker"] = s["marker"]
+                top.scatter(line["coefficient"][under], line["delta"][under], **hollow)
+                bottom.scatter(line["coefficient"][under], line["coherence"][under], **hollow)
             chosen = line[line["chosen"].astype(bool)]
             ok = chosen["cell_status"] == stats.OK
             # a choice whose verdict is not ok (no effect, incoherent held out...) is
@@ -159,7 +165,11 @@ def coefficient_curves(points: pd.DataFrame, min_coherence: float, path: Path) -
         bottom.set_xlabel("coefficient")
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
-    _legend_outside(fig, axes, "method (line end: layer;\nring: chosen, ok; ×: chosen, not ok)")
+    legend = (
+        "method (line end: layer;\nring: chosen, ok; ×: chosen, not ok;\n"
+        "hollow: under the bar held out)"
+    )
+    _legend_outside(fig, axes, legend)
     fig.suptitle(f"Trait and coherence vs coefficient (red: min coherence {min_coherence:g})")
     fig.tight_layout()
     save(fig, path)
@@ -170,7 +180,7 @@ def _same_lines(rows: pd.DataFrame) -> list[tuple[list[str], pd.DataFrame]]:
     are equal (e.g. a cleaned variant that removed nothing and its preclean twin) would
     otherwise hide one line under another."""
     drawn = ["layer", "coefficient", "delta", "delta_lo", "delta_hi", "coherence", "chosen"]
-    drawn += ["cell_status"] if "cell_status" in rows else []
+    drawn += [c for c in ("cell_status", "heldout_coherent") if c in rows]
     lines: dict[str, tuple[list[str], pd.DataFrame]] = {}
     for method, line in rows.groupby("method", sort=True):
         points = line[drawn].to_csv(index=False)

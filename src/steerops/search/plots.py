@@ -1,5 +1,7 @@
-"""search.png: coefficient vs trait delta and vs coherence; feasible trials apart from
-infeasible ones, and, over several layers, coloured by layer."""
+"""search.png: coefficient vs trait delta and vs coherence on the search half; feasible trials
+apart from infeasible ones, and, over several layers, coloured by layer; the chosen trial
+beside its held-out result (with its interval) and the search's verdict, since a choice on
+the search half can fail held out."""
 
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ def plot_search(
     chosen: TrialRecord | None,
     min_coherence: float,
     title: str,
+    best: dict | None = None,
 ) -> None:
-    fig = search_figure(records, chosen, min_coherence, title)  # selects the Agg backend
+    """`best`: best.json, for the held-out result, the verdict and the coefficient unit."""
+    fig = search_figure(records, chosen, min_coherence, title, best)  # selects Agg
     import matplotlib.pyplot as plt
 
     with atomic_path(path) as tmp:
@@ -30,6 +34,7 @@ def search_figure(
     chosen: TrialRecord | None,
     min_coherence: float,
     title: str,
+    best: dict | None = None,
 ) -> Any:
     """The figure. One layer: feasible trials green, infeasible red. Trials over several
     layers: colour by layer (a colour bar), feasible as dots and infeasible as crosses, since
@@ -86,13 +91,44 @@ def search_figure(
             )
         )
         ax_coh.scatter(x, [chosen.coherence_mean], **star)
+        held = (best or {}).get("heldout")
+        if held and held.get("trait_delta") is not None:
+            handles.append(_held_out(ax_delta, ax_coh, chosen.coefficient, held, best or {}))
     ax_coh.axhline(min_coherence, color="grey", linestyle="--", linewidth=1)
-    ax_delta.set(xlabel="coefficient", ylabel="trait delta vs baseline", title=title)
+    ax_delta.axhline(0, color="grey", linewidth=0.8)  # no effect
+    ax_delta.set_ylim(bottom=min(0.0, ax_delta.get_ylim()[0]))
+    unit = (best or {}).get("coefficient_unit")
+    xlabel = f"coefficient ({unit})" if unit else "coefficient"
+    n = ((best or {}).get("search") or {}).get("n_questions")
+    half = f"search half, {n} questions" if n else "search half"
+    verdict = (best or {}).get("status")
+    ax_delta.set(xlabel=xlabel, ylabel=f"trait delta vs baseline ({half})", title=title)
     ax_coh.set(
-        xlabel="coefficient",
-        ylabel="coherence",
+        xlabel=xlabel,
+        ylabel=f"coherence ({half})",
         ylim=(-2, 102),
         title=f"constraint: coherence >= {min_coherence:g}",
     )
+    if verdict:  # a star on the search half is not a recommendation: say what held out
+        ok = verdict == "ok"
+        fig.suptitle(
+            f"search: {verdict}" + ("" if chosen is None else " (chosen on the search half)"),
+            color="black" if ok else "tab:red",
+            fontsize=10,
+        )
     ax_delta.legend(handles=handles, fontsize=8)
     return fig
+
+
+def _held_out(ax_delta, ax_coh, x: float, held: dict, best: dict) -> Any:
+    """The chosen config on the held-out half: its delta with the 95% interval, and its
+    coherence, as hollow diamonds (red when the verdict is not ok)."""
+    colour = "tab:blue" if best.get("status") == "ok" else "tab:red"
+    delta, lo, hi = held["trait_delta"], held.get("delta_lo"), held.get("delta_hi")
+    errors = None if lo is None or hi is None else [[delta - lo], [hi - delta]]
+    look = {"fmt": "D", "color": colour, "mfc": "white", "capsize": 3, "markersize": 6}
+    drawn = ax_delta.errorbar([x], [delta], yerr=errors, **look)
+    if held.get("coherence_mean") is not None:
+        ax_coh.errorbar([x], [held["coherence_mean"]], **look)
+    drawn.set_label(f"held out (n {held.get('n')}): {best.get('status')}")
+    return drawn

@@ -410,6 +410,7 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
         pick,
         plan.min_coherence,
         f"{plan.trait} {plan.source.method} {plan.source.position}",
+        best,
     )
     write_best(out, best)
     held_metrics = held or {}

@@ -89,7 +89,9 @@ def write_cell(
         write_json(out_dir / METRICS_FILE, metrics)
         if rows:
             title = f"{session.trait} {rows[0]['method']} {rows[0]['position']} ({session.variant})"
-            plots.coefficient_curve(rows, base, cfg.min_coherence, out_dir / CURVE_FILE, title)
+            plots.coefficient_curve(
+                rows, base, cfg.min_coherence, out_dir / CURVE_FILE, title, metrics
+            )
     best = best_per_layer(rows, cfg.min_coherence)
     keep = {_row_key(r) for r in best.values()}
     folder = out_dir / RESPONSES_DIR

@@ -1,5 +1,6 @@
 """The coefficient curve of a steering cell: trait and coherence vs coefficient per layer,
-on all the cell's questions (every config is drawn, so nothing here is a selected maximum)."""
+on all the cell's questions (every config is drawn, so nothing here is a selected maximum),
+with the cell's choice marked by its verdict (held out, as metrics.json has it)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,13 @@ def coefficient_curve(
     min_coherence: float,
     path: str | Path,
     title: str = "",
+    verdict: dict[str, Any] | None = None,
 ) -> None:
     """Two panels sharing the coefficient axis, one line per layer; the baseline as a dotted
-    line and the coherence threshold as a dashed red line."""
+    line and the coherence threshold as a dashed red line. `verdict`: the cell's
+    metrics.json (status, layer, coefficient, n_questions): its choice is ringed when ok
+    and crossed out otherwise (a ring reads as "use this one"), and the title says the
+    verdict and that the curve pools both halves of the questions."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8.5, 6.5), sharex=True)
     layers = sorted({r["layer"] for r in rows}, key=str)
     colours = plt.get_cmap("tab20" if len(layers) > 10 else "tab10")
@@ -38,6 +43,14 @@ def coefficient_curve(
         style = {"marker": "o", "label": f"layer {layer}", "color": colours(k % colours.N)}
         top.plot(coefs, [_nan(p[1]) for p in points], **style)
         bottom.plot(coefs, [_nan(p[2]) for p in points], **style)
+        choice = verdict or {}
+        if choice.get("layer") == layer and choice.get("coefficient") in coefs:
+            y = points[coefs.index(choice["coefficient"])][1]
+            ok = choice.get("status") == "ok"
+            mark: dict[str, Any] = {"s": 160, "linewidths": 1.5, "zorder": 3}
+            mark |= {"facecolors": "none", "edgecolors": style["color"]} if ok else {}
+            mark |= {} if ok else {"marker": "x", "color": style["color"]}
+            top.scatter([choice["coefficient"]], [_nan(y)], **mark)
     if baseline.get("trait_mean") is not None:
         top.axhline(baseline["trait_mean"], color="gray", linestyle=":", label="unsteered")
     if baseline.get("coherence_mean") is not None:
@@ -53,6 +66,11 @@ def coefficient_curve(
         ax.grid(alpha=0.3)
     for ax in (top, bottom):  # outside the data, right of the panels
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if verdict and verdict.get("status"):
+        n = verdict.get("n_questions")
+        pooled = f"all {n} questions" if n else "all questions"
+        status = verdict["status"]
+        title += f"\n{pooled}, both halves; held out: {status} (ring: chosen, ok; x: not ok)"
     if title:
         top.set_title(title, fontsize=10)
     fig.tight_layout()
