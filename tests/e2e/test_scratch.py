@@ -283,6 +283,20 @@ def test_a_scratch_search_starts_from_the_grid_a_scratch_steer_wrote_in_its_fold
     grid = out / "steering/toy/refusal/instruct/prompt_m1/residual/mean_diff"
     said = f"starting from 2 known configs (the grid cell's latest sweep in {grid})"
     assert said in capsys.readouterr().err
+    # a folder whose grid gives the search nothing (steered under other settings): the
+    # pipeline's grid, not none
+    other = tmp_path / "other"
+    mine += ["--max-new-tokens", "5"]
+    assert main(["steer", "--params", str(params), "--out", str(other), *mine]) == 0
+    capsys.readouterr()
+    argv = ["search", "--params", str(params), "--out", str(other), "--min-coherence", "0"]
+    assert main([*argv, "--layers", "1,2", "--trials", "3", "--study", "other"]) == 0
+    rows = list(csv.DictReader((other / cell / "trials.csv").open()))
+    known = {(int(r["layer"]), float(r["coefficient"])) for r in rows if r["source"] == "known"}
+    assert known == {(layer, c) for layer in (1, 2) for c in (0.5, 1.0)}
+    pipeline = tmp_path / "outputs/steering/toy/refusal/instruct/prompt_m1/residual/mean_diff"
+    said = f"starting from 4 known configs (the grid cell's latest sweep in {pipeline})"
+    assert said in capsys.readouterr().err
 
 
 def test_a_scratch_steer_is_served_the_pipelines_grid_scores(toy_world, tmp_path):

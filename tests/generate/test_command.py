@@ -568,7 +568,7 @@ def test_vetting_that_keeps_no_completion_of_a_class_fails_and_keeps_the_respons
     runs = mlflow.search_runs(experiment_names=[experiment], output_format="list")
     [run] = [r for r in runs if r.data.tags.get("steerops.stage") == "generate"]
     assert run.info.status == "FAILED"
-    assert run.data.tags["steerops.failure"] == "vetting kept no negative completion"
+    assert run.data.tags["steerops.failure"] == "vetting kept no completion of negative"
     # a judge that scored nothing: said so, not read as answers short of the thresholds
     monkeypatch.setattr("steerops.toy.judge.score", lambda question, response: (None, None))
     params = small_world(tmp_path / "unscored", toy_world)
@@ -579,6 +579,8 @@ def test_vetting_that_keeps_no_completion_of_a_class_fails_and_keeps_the_respons
         f"vetting kept no completion of toy/refusal positive (the judge scored none of its "
         f"{N}), toy/refusal negative (the judge scored none of its {N})"
     ) in line
+    summary = outputs(params)[1]
+    assert summary["unscored"] == {"positive": N, "negative": N}
 
 
 def test_vetting_with_an_endpoint_that_refuses_the_key_fails_before_generating(

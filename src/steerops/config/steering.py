@@ -33,8 +33,8 @@ class SteeringConfig(Strict):
     coefficients: list[float] = Field(
         default_factory=lambda: [0.5, 1.0, 1.5, 2.0],
         min_length=1,
-        description="steering coefficients (see coefficient_unit); a negative one adds the "
-        "vector reversed, and its trait delta still counts in `direction`'s sense",
+        description="steering coefficients (see coefficient_unit); a negative one steers "
+        "the other way, and its trait delta still counts in `direction`'s sense",
     )
     coefficient_unit: Literal["norm", "absolute"] = Field(
         "norm",

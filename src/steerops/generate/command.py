@@ -195,7 +195,7 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
         emptied = emptied_classes(summary)
         if emptied:  # `run` exits 2 once every trait is done: the run says so too
             unjudged = f" (the judge's endpoint would not score {refused})" if refused else ""
-            tracker.fail(f"vetting kept no {' or '.join(emptied)} completion{unjudged}")
+            tracker.fail(f"vetting kept no completion of {' or '.join(emptied)}{unjudged}")
     return summary
 
 
@@ -340,11 +340,11 @@ def _summarize(
             "empty": sum(not r["response"] for r in rows),
         },
         "kept": {p: sum(r["kept"] for r in by[p]) for p in POLARITIES},
-        "unscored": {p: sum(r["trait"] is None for r in by[p]) for p in POLARITIES},
         "trait_mean": None,
         "coherence_mean": None,
     }
     if vet["vet"]:
+        summary["unscored"] = {p: sum(r["trait"] is None for r in by[p]) for p in POLARITIES}
         summary["trait_mean"] = {p: _mean([r["trait"] for r in by[p]]) for p in POLARITIES}
         if any(r["coherence"] is not None for r in rows):
             summary["coherence_mean"] = {

@@ -167,7 +167,7 @@ def generation_config(params: Params, variant: str) -> Any:
         return GenerationConfig.from_pretrained(
             source.path, config_file_name="config.json", _from_model_config=True, **revision
         )
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError, AttributeError):  # a config.json of another shape
         return GenerationConfig()
 
 

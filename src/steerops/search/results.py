@@ -145,7 +145,9 @@ def best_summary(
             "coefficient": record.coefficient,
             "weight": record.weight,
             "source": record.source,
-            "at_range_top": at_range_top(record, records, cfg.coef_min, cfg.coef_max),
+            # an ok choice only, as the grid's at_largest_coefficient
+            "at_range_top": status == stats.OK
+            and at_range_top(record, records, cfg.coef_min, cfg.coef_max),
         },
         "search": {
             "trait_delta": None if chosen is None else chosen["selection_trait_delta"],

@@ -43,6 +43,7 @@ class Plan:
     heldout_questions: list[str]
     out_dir: Path
     known: list = field(default_factory=list)  # KnownResult: the trials it starts from
+    known_from: str = ""  # where they came from, for the search's first line
 
 
 def search_trait(
@@ -111,7 +112,7 @@ def search_trait(
         # workers share a study only when they start from the same grid: say which
         print(
             f"steerops search: study {plan.study!r}, starting from {len(plan.known)} known "
-            f"configs ({_known_source(params, trait, source)})",
+            f"configs ({plan.known_from})",
             file=sys.stderr,
         )
         study, stats = run_plan(params, plan, evaluator, tracker, progress)
@@ -181,7 +182,7 @@ def make_plan(
         "vector_files": evaluator.vector_files(source),
     }
     settings.update(sampler_identity(params))
-    known = _known(params, evaluator, source, layers)
+    known, known_from = _known(params, evaluator, source, layers)
     # What else makes a default-named study another one: its design (a study of 8 trials
     # is not the first 8 of a study of 20) and the trials it starts from. Names only: an
     # explicit --study is the user's to continue (more trials, a grid's new configs).
@@ -221,54 +222,54 @@ def make_plan(
         heldout_q,
         out_dir,
         known,
+        known_from,
     )
 
 
-def _known_source(params, trait: str, source: VectorSource) -> str:
+def _known(params, evaluator, source: VectorSource, layers: list[int]) -> tuple[list, str]:
+    """The configs the study starts from, and where they came from: the explicit
+    known-results log's, or those of the grid cell's latest sweep (`steering.sweep`), with
+    scores on the search questions under the search's scope: a scratch run's own grid (a
+    `steer --out DIR` before this `search --out DIR`) when it gives any, else the
+    pipeline's or --inputs' (which a scratch search reads, never writes). The search's own
+    log is not one: it serves the study's trials, so a study started again (another grid,
+    a deleted optuna.db) asks what it asks, served."""
     from steerops.cli import display_path
-
-    cfg = params.search
-    if not cfg.import_known:
-        return "search.import_known: false"
-    if cfg.known_results:
-        return f"search.known_results {cfg.known_results}"
-    grid = _steer_results(params, trait, source).parent
-    if not grid.is_dir():
-        return f"no grid steered yet in {display_path(grid)}"
-    return f"the grid cell's latest sweep in {display_path(grid)}"
-
-
-def _known(params, evaluator, source: VectorSource, layers: list[int]) -> list:
-    """The configs the study starts from: the explicit known-results log's, or those of the
-    grid cell's latest sweep (`steering.sweep`), with scores on the search questions under
-    the search's scope. The search's own log is not one: it serves the study's trials, so
-    a study started again (another grid, a deleted optuna.db) asks what it asks, served."""
     from steerops.search.known import load_known
+    from steerops.steering.store import results_file
     from steerops.steering.sweep import sweep_keys
 
     cfg = params.search
     if not cfg.import_known:
-        return []
+        return [], "search.import_known: false"
+
+    def read(path: Path, sweep) -> list:
+        return load_known(
+            path,
+            evaluator.scope,
+            evaluator.questions,
+            source.method,
+            source.position,
+            source.component,
+            layers,
+            evaluator.vector_files(source),
+            required=cfg.known_results is not None,
+            weight_of=lambda layer, c: evaluator.session.weights(Config.single(source, layer, c))[
+                0
+            ],
+            sweep=sweep,
+        )
+
     if cfg.known_results:
-        path, sweep = params.path(cfg.known_results), None
-    else:
-        path = _steer_results(params, evaluator.session.trait, source)
-        if not path.is_file():
-            return []  # no grid steered yet
-        sweep = sweep_keys(path.parent)
-    return load_known(
-        path,
-        evaluator.scope,
-        evaluator.questions,
-        source.method,
-        source.position,
-        source.component,
-        layers,
-        evaluator.vector_files(source),
-        required=cfg.known_results is not None,
-        weight_of=lambda layer, c: evaluator.session.weights(Config.single(source, layer, c))[0],
-        sweep=sweep,
-    )
+        return read(params.path(cfg.known_results), None), (
+            f"search.known_results {cfg.known_results}"
+        )
+    trait, variant = evaluator.session.trait, params.steering.variant
+    grids = [results_file(out, trait, variant, source.at(0)) for out in (params.out, params.inputs)]
+    for path in dict.fromkeys(grids):  # the run's own first; one that gives none is passed
+        if path.is_file() and (known := read(path, sweep_keys(path.parent))):
+            return known, f"the grid cell's latest sweep in {display_path(path.parent)}"
+    return [], f"no grid config to start from in {display_path(grids[-1].parent)}"
 
 
 def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
@@ -467,15 +468,3 @@ def _vectors_dir(params, trait: str, method: MethodName, position: Position) -> 
 
     st = params.steering
     return vectors_dir(params.inputs, trait, st.vector_variant, position, st.component, method)
-
-
-def _steer_results(params, trait: str, source: VectorSource) -> Path:
-    """The grid cell's results log the study starts from: a scratch run's own (a `steer
-    --out DIR` before this `search --out DIR`), else the pipeline's or --inputs' (which a
-    scratch search reads, never writes)."""
-    from steerops.steering.store import results_file
-
-    own = results_file(params.out, trait, params.steering.variant, source.at(0))
-    if own.is_file():
-        return own
-    return results_file(params.inputs, trait, params.steering.variant, source.at(0))
