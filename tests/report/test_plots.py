@@ -113,8 +113,8 @@ def test_cleaning_curve_shows_only_the_steps_run(tmp_path, monkeypatch):
     curve = pd.DataFrame([_curve_point("0", 50.0), _curve_point("all", 40.0)])
     plots.cleaning_curve(curve, tmp_path / "cleaning.png")
     (fig,) = figures
-    ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "all"]
+    ax, below = fig.axes[:2]  # the categories are labelled under the gain panel they share
+    assert [t.get_text() for t in below.get_xticklabels()] == ["0", "all"]
     (line,) = ax.get_lines()[:1]
     assert list(line.get_xdata()) == [0, 1]
 
@@ -171,3 +171,27 @@ def test_a_cell_the_judge_scored_nothing_of_plots_as_a_gap(tmp_path):
         path = tmp_path / f"{len(methods)}.png"
         plots.coefficient_curves(points, 68.0, path)
         assert path.stat().st_size > 0
+
+
+def test_cleaning_curve_draws_the_paired_gain_and_greys_a_near_copy(tmp_path, monkeypatch):
+    """The main job's cleaned mean_diff is a near copy (0.76% of |v|^2): its paired gain,
+    0 [0, 0], is drawn below the deltas in grey and said to tell nothing; an informative
+    gain keeps the method's colour."""
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
+    near = {"gain": 0.0, "gain_lo": 0.0, "gain_hi": 0.0, "gain_note": "near copy: the dims..."}
+    told = {"gain": -20.0, "gain_lo": -35.0, "gain_hi": -5.0, "gain_note": ""}
+    for cleaned, expect_grey in ((near, True), (told, False)):
+        curve = pd.DataFrame([_curve_point("0", 50.0), _curve_point("all", 50.0, **cleaned)])
+        plots.cleaning_curve(curve, tmp_path / "cleaning.png")
+        fig = figures.pop()
+        gain_ax = fig.axes[1]
+        [bars] = gain_ax.containers
+        assert bars.lines[0].get_xydata().tolist() == [[1.0, cleaned["gain"]]]
+        (segment,) = bars.lines[2][0].get_segments()
+        assert segment[:, 1].tolist() == [cleaned["gain_lo"], cleaned["gain_hi"]]
+        grey = bars.lines[0].get_color() == "grey"
+        assert grey == expect_grey
+        said = [t.get_text() for t in gain_ax.texts]
+        assert said == (["near copy: cannot tell"] if expect_grey else [])
+        assert gain_ax.get_ylim()[0] <= -5 and gain_ax.get_ylim()[1] >= 5

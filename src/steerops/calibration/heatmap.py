@@ -1,6 +1,8 @@
 """heatmap.png: two panels per (layer, dim), log colour scales.
 
-Left, the massive set: peak |x| / the layer's median |x| (massive dims marked `!`).
+Left, the massive set: peak |x| / the layer's median |x| (massive dims marked `!`, and the
+(layer, dim) cells that passed the rule outlined: a dim is massive at some layers only; the
+rule's ratio marked on the colour bar).
 Right, the top_mean set: |mean| / the layer's mean |mean| (global dims marked `*`).
 """
 
@@ -23,14 +25,24 @@ def plot_heatmap(record: dict, path: str | Path) -> None:
     fig = Figure(figsize=(max(7.0, width), max(2.5, 0.3 * n_layers + 1.5)))
     left, right = fig.subplots(1, 2, width_ratios=[max(len(peaks["dims"]), 1), len(means["dims"])])
     massive = set(peaks["massive"])
+    by_layer = agg.get("massive_by_layer") or {}
+    passed = [
+        (i, j)
+        for i, layer in enumerate(peaks["layers"])
+        for j, dim in enumerate(peaks["dims"])
+        if dim in by_layer.get(str(layer), [])
+    ]
+    ratio = (record.get("settings") or {}).get("massive_ratio")
     _panel(
         fig,
         left,
         peaks["ratio"],
         peaks["layers"],
         [f"{d}!" if d in massive else str(d) for d in peaks["dims"]],
-        "peak |x| / layer median |x|  (! = massive)",
-        "max / median",
+        "peak |x| / layer median |x|  (! = massive; outlined: where)",
+        "max / median" + (f" (rule: >= {ratio:g})" if ratio else ""),
+        outlined=passed,
+        mark=ratio,
     )
     global_dims = set(agg["global_dims"])
     _panel(
@@ -48,9 +60,11 @@ def plot_heatmap(record: dict, path: str | Path) -> None:
         fig.savefig(tmp, format="png", dpi=120)
 
 
-def _panel(fig, ax, rows, layers, labels, title, colour_label) -> None:
+def _panel(fig, ax, rows, layers, labels, title, colour_label, outlined=(), mark=None) -> None:
+    """`outlined`: (row, column) cells boxed; `mark`: a value lined on the colour bar."""
     import numpy as np
     from matplotlib.colors import LogNorm
+    from matplotlib.patches import Rectangle
 
     values = np.nan_to_num(np.asarray(rows, dtype=float).reshape(len(layers), -1))
     positive = values[values > 0]
@@ -66,4 +80,9 @@ def _panel(fig, ax, rows, layers, labels, title, colour_label) -> None:
     ax.set_xlabel("dim")
     ax.set_ylabel("layer")
     ax.set_title(title, fontsize=8)
-    fig.colorbar(image, ax=ax, label=colour_label)
+    for i, j in outlined:
+        box = Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="cyan", linewidth=1.2)
+        ax.add_patch(box)
+    bar = fig.colorbar(image, ax=ax, label=colour_label)
+    if mark is not None and floor <= mark <= top:
+        bar.ax.axhline(mark, color="cyan", linewidth=1.5)

@@ -191,16 +191,21 @@ def _same_lines(rows: pd.DataFrame) -> list[tuple[list[str], pd.DataFrame]]:
 def cleaning_curve(curve: pd.DataFrame, path: Path) -> None:
     """Held-out delta of each base method's chosen config vs massive dims cleaned, as
     categories, one facet per (model, trait, position, component); methods with a single step
-    (nothing to compare) are left out."""
+    (nothing to compare) are left out. Below, the paired gain of each cleaned step over the
+    uncleaned method (what "does cleaning help" asks: overlapping intervals above can hide
+    one, and hide that two near copies scored alike); a near copy's gain, which cannot tell
+    whether the dims matter, is greyed and said so."""
     series = curve.groupby(KEY + ["method"]).filter(lambda rows: len(rows) > 1)
     # only the steps some series has: an empty category would read as a point on the line
     present = set(series["dims_cleaned"]) if len(series) else set()
     order = [dims for dims, _ in CURVE_STEPS if dims in present]
     groups = sorted(series.groupby(KEY).groups) if len(series) else [("",) * len(KEY)]
     style = _style(sorted(series["method"].unique()) if len(series) else [])
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(groups), figsize=(5.5 * len(groups), 6.5), sharex="col", squeeze=False
+    )
     for col, key in enumerate(groups):
-        ax = axes[0][col]
+        ax, gain_ax = axes[0][col], axes[1][col]
         rows = series[(series[KEY] == list(key)).all(axis=1)] if len(series) else series
         methods = sorted(rows["method"].unique()) if len(rows) else []
         for k, method in enumerate(methods):
@@ -231,16 +236,48 @@ def cleaning_curve(curve: pd.DataFrame, path: Path) -> None:
                         fontsize=7,
                         color=s["color"],
                     )
+            _paired_gain(gain_ax, line, x, s)
         ax.set_xticks(range(len(order)), order)
         ax.axhline(0, color="grey", linewidth=0.8)
-        ax.set_xlabel("massive dims cleaned")
         ax.set_ylabel("held-out trait delta (95% interval)")
         ax.set_title(" | ".join(str(k) for k in key), fontsize=9)
         ax.grid(alpha=0.3, axis="y")
+        gain_ax.axhline(0, color="grey", linewidth=0.8)
+        low, high = gain_ax.get_ylim()  # a gain of 0 [0, 0] on a scale of points, not 0.04
+        gain_ax.set_ylim(min(low, -5.0), max(high, 5.0))
+        gain_ax.set_xlabel("massive dims cleaned")
+        gain_ax.set_ylabel("gain over uncleaned, paired (95%)")
+        gain_ax.grid(alpha=0.3, axis="y")
     _legend_outside(fig, axes, "method (hollow: not ok)")
     fig.suptitle("Cleaning curve")
     fig.tight_layout()
     save(fig, path)
+
+
+def _paired_gain(ax, line: pd.DataFrame, x: pd.Series, style: dict) -> None:
+    """The cleaned steps' paired gains (`gain`, `gain_lo`, `gain_hi`) with their intervals;
+    a near copy's in grey, hollow, labelled: its gain cannot tell whether the dims matter."""
+    if "gain" not in line:
+        return
+    for at, (_, row) in zip(x, line.iterrows(), strict=True):
+        gain = pd.to_numeric(row["gain"], errors="coerce")
+        if pd.isna(gain):
+            continue
+        near = str(row.get("gain_note") or "").startswith("near copy")
+        colour = "grey" if near else style["color"]
+        err = [[gain - row["gain_lo"]], [row["gain_hi"] - gain]]
+        look = {"marker": style["marker"], "color": colour, "capsize": 3}
+        look |= {"mfc": "white"} if near else {}
+        ax.errorbar([at], [gain], yerr=err, **look)
+        if near:
+            ax.annotate(
+                "near copy: cannot tell",
+                (at, gain),
+                xytext=(6, 4),
+                textcoords="offset points",
+                fontsize=7,
+                color="grey",
+            )
 
 
 def _removed_note(row: pd.Series) -> str:
