@@ -13,7 +13,7 @@ def _record() -> dict:
     layers, dims = [0, 1, 2], [507, 17]
     return {
         "variant": "instruct",
-        "settings": {"massive_ratio": 1000.0},
+        "settings": {"massive_ratio": 1000.0, "massive_threshold": 100.0},
         "aggregate": {
             "massive_heatmap": {
                 "layers": layers,
@@ -44,6 +44,6 @@ def test_the_cells_that_passed_the_rule_are_outlined(tmp_path, monkeypatch):
     # (column - 0.5, row - 0.5): dim 507 (column 0) at layers 1 and 2, not at layer 0
     assert sorted(boxes) == [(-0.5, 0.5), (-0.5, 1.5)]
     bar = next(ax for ax in fig.axes if ax.get_ylabel().startswith("max / median"))
-    assert bar.get_ylabel() == "max / median (rule: >= 1000)"
+    assert bar.get_ylabel() == "max / median (massive: > 1000 and |x| > 100)"
     assert [line.get_ydata()[0] for line in bar.lines] == [1000.0]
     assert (tmp_path / "heatmap.png").is_file()

@@ -86,6 +86,7 @@ def test_generate_writes_one_row_per_completion(tmp_path, toy_world):
         "empty": 0,
     }
     assert summary["trait_mean"] is None
+    assert "unscored" not in summary  # no judge ran: nothing to have scored
 
 
 def test_vetting_scores_with_the_judge_and_applies_thresholds(tmp_path, toy_world):

@@ -75,9 +75,10 @@ def test_points_under_the_bar_held_out_are_hollow(tmp_path, monkeypatch):
     looked like the best: a point under the bar is drawn hollow, on both panels."""
     figures = []
     monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
-    rows = _points("mean_diff", [50, 70])
+    rows = _points("mean_diff", [50, 70]) + _points("random_baseline", [0, 5])
     for row in rows:
         row["heldout_coherent"] = row["coefficient"] == 0.5
+    rows[-1]["coherence"] = float("nan")  # not scored held out: not "under the bar"
     plots.coefficient_curves(pd.DataFrame(rows), 68.0, tmp_path / "curves.png")
     (fig,) = figures
     for ax, y in ((fig.axes[0], 70.0), (fig.axes[1], 80.0)):

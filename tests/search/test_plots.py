@@ -109,7 +109,9 @@ def test_the_chosen_trial_shows_its_held_out_result_and_the_verdict():
     assert coherence.lines[0].get_xydata().tolist() == [[0.2, 65.2]]
     labels = [t.get_text() for t in ax_delta.get_legend().get_texts()]
     assert labels[-1] == "held out (n 20): incoherent held out"
-    assert fig._suptitle.get_text() == "search: incoherent held out (chosen on the search half)"
+    assert fig._suptitle.get_text() == (
+        "search: chosen on the search half; held out: incoherent held out"
+    )
     assert ax_delta.get_ylim()[0] <= 0 and ax_delta.get_xlabel() == "coefficient (norm)"
     assert ax_delta.get_ylabel() == "trait delta vs baseline (search half, 20 questions)"
     plt.close(fig)

@@ -541,6 +541,9 @@ def test_best_summary_counts_search_trials_not_imported_ones():
     records[1].coefficient = 2.8
     best = best_summary(params, plan, records, chosen, LoopStats(baseline_trait=5.0), held)
     assert best["chosen"]["at_range_top"]
+    few = {**held, "n": 5}  # a choice that is not ok: no flag, as the grid's
+    best = best_summary(params, plan, records, chosen, LoopStats(baseline_trait=5.0), few)
+    assert best["status"] == "too few held out" and not best["chosen"]["at_range_top"]
     records[2].coefficient = 2.9  # a larger one tried at the layer: the top is charted
     best = best_summary(params, plan, records, chosen, LoopStats(baseline_trait=5.0), held)
     assert not best["chosen"]["at_range_top"]

@@ -31,6 +31,6 @@ def test_the_choice_is_ringed_only_when_ok_and_the_title_says_the_verdict(
     is_cross = len(mark.get_paths()[0].vertices) == 4  # a circle has more
     assert is_cross != ring
     assert top.get_title() == (
-        f"t\nall 40 questions, both halves; held out: {status} (ring: chosen, ok; x: not ok)"
+        f"t\nall 40 questions, both halves; verdict: {status} (ring: chosen, ok; x: chosen, not ok)"
     )
     assert (tmp_path / "curve.png").is_file()

@@ -32,7 +32,9 @@ def plot_heatmap(record: dict, path: str | Path) -> None:
         for j, dim in enumerate(peaks["dims"])
         if dim in by_layer.get(str(layer), [])
     ]
-    ratio = (record.get("settings") or {}).get("massive_ratio")
+    settings = record.get("settings") or {}
+    ratio, threshold = settings.get("massive_ratio"), settings.get("massive_threshold")
+    rule = f" (massive: > {ratio:g} and |x| > {threshold:g})" if ratio and threshold else ""
     _panel(
         fig,
         left,
@@ -40,7 +42,7 @@ def plot_heatmap(record: dict, path: str | Path) -> None:
         peaks["layers"],
         [f"{d}!" if d in massive else str(d) for d in peaks["dims"]],
         "peak |x| / layer median |x|  (! = massive; outlined: where)",
-        "max / median" + (f" (rule: >= {ratio:g})" if ratio else ""),
+        "max / median" + rule,
         outlined=passed,
         mark=ratio,
     )

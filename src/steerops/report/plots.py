@@ -121,7 +121,8 @@ def coefficient_curves(points: pd.DataFrame, min_coherence: float, path: Path) -
             top.errorbar(line["coefficient"], line["delta"], yerr=err, capsize=2, label=label, **s)
             bottom.plot(line["coefficient"], line["coherence"], **s)
             if "heldout_coherent" in line:  # under the bar held out: hollow, not a candidate
-                under = line["heldout_coherent"].eq(False)
+                # (not a point whose coherence the judge did not score)
+                under = line["heldout_coherent"].eq(False) & line["coherence"].notna()
                 hollow = {"s": 45, "facecolors": "white", "edgecolors": s["color"], "zorder": 4}
                 hollow["marker"] = s["marker"]
                 top.scatter(line["coefficient"][under], line["delta"][under], **hollow)
@@ -246,9 +247,9 @@ def cleaning_curve(curve: pd.DataFrame, path: Path) -> None:
         low, high = gain_ax.get_ylim()  # a gain of 0 [0, 0] on a scale of points, not 0.04
         gain_ax.set_ylim(min(low, -5.0), max(high, 5.0))
         gain_ax.set_xlabel("massive dims cleaned")
-        gain_ax.set_ylabel("gain over uncleaned, paired (95%)")
+        gain_ax.set_ylabel("gain over uncleaned, paired\n(95% over a method's variants)")
         gain_ax.grid(alpha=0.3, axis="y")
-    _legend_outside(fig, axes, "method (hollow: not ok)")
+    _legend_outside(fig, axes, "method (hollow: not ok;\nbelow, near copy)")
     fig.suptitle("Cleaning curve")
     fig.tight_layout()
     save(fig, path)
@@ -257,7 +258,7 @@ def cleaning_curve(curve: pd.DataFrame, path: Path) -> None:
 def _paired_gain(ax, line: pd.DataFrame, x: pd.Series, style: dict) -> None:
     """The cleaned steps' paired gains (`gain`, `gain_lo`, `gain_hi`) with their intervals;
     a near copy's in grey, hollow, labelled: its gain cannot tell whether the dims matter."""
-    if "gain" not in line:
+    if not {"gain", "gain_lo", "gain_hi"} <= set(line.columns):
         return
     for at, (_, row) in zip(x, line.iterrows(), strict=True):
         gain = pd.to_numeric(row["gain"], errors="coerce")

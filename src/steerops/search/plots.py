@@ -96,7 +96,8 @@ def search_figure(
             handles.append(_held_out(ax_delta, ax_coh, chosen.coefficient, held, best or {}))
     ax_coh.axhline(min_coherence, color="grey", linestyle="--", linewidth=1)
     ax_delta.axhline(0, color="grey", linewidth=0.8)  # no effect
-    ax_delta.set_ylim(bottom=min(0.0, ax_delta.get_ylim()[0]))
+    low, high = ax_delta.get_ylim()
+    ax_delta.set_ylim(min(0.0, low), max(0.0, high))
     unit = (best or {}).get("coefficient_unit")
     xlabel = f"coefficient ({unit})" if unit else "coefficient"
     n = ((best or {}).get("search") or {}).get("n_questions")
@@ -112,7 +113,9 @@ def search_figure(
     if verdict:  # a star on the search half is not a recommendation: say what held out
         ok = verdict == "ok"
         fig.suptitle(
-            f"search: {verdict}" + ("" if chosen is None else " (chosen on the search half)"),
+            f"search: {verdict}"
+            if chosen is None
+            else f"search: chosen on the search half; held out: {verdict}",
             color="black" if ok else "tab:red",
             fontsize=10,
         )

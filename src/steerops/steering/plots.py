@@ -27,7 +27,8 @@ def coefficient_curve(
     line and the coherence threshold as a dashed red line. `verdict`: the cell's
     metrics.json (status, layer, coefficient, n_questions): its choice is ringed when ok
     and crossed out otherwise (a ring reads as "use this one"), and the title says the
-    verdict and that the curve pools both halves of the questions."""
+    verdict (held out, or on the selection half when nothing was chosen) and that the
+    curve pools both halves of the questions."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8.5, 6.5), sharex=True)
     layers = sorted({r["layer"] for r in rows}, key=str)
     colours = plt.get_cmap("tab20" if len(layers) > 10 else "tab10")
@@ -69,8 +70,9 @@ def coefficient_curve(
     if verdict and verdict.get("status"):
         n = verdict.get("n_questions")
         pooled = f"all {n} questions" if n else "all questions"
-        status = verdict["status"]
-        title += f"\n{pooled}, both halves; held out: {status} (ring: chosen, ok; x: not ok)"
+        title += f"\n{pooled}, both halves; verdict: {verdict['status']}"
+        if verdict.get("layer") is not None:
+            title += " (ring: chosen, ok; x: chosen, not ok)"
     if title:
         top.set_title(title, fontsize=10)
     fig.tight_layout()
