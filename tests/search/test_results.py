@@ -129,14 +129,17 @@ def test_the_console_line_gives_both_halves_with_their_intervals():
     assert "(n 3; 6 of 20 answers under 68; only 3 held-out questions: too few for the" in (
         summary_line(best)
     )
-    best.update(chosen=None, status="no feasible steering found", n_feasible=4)
+    best.update(chosen=None, status="no effect", n_feasible=4)
     best["search"] = {"n_questions": 3}
     assert summary_line(best).startswith(
-        "behavior/refusal response[:5] `mean_diff`: no feasible steering found (4 coherent "
+        "behavior/refusal response[:5] `mean_diff`: no effect (4 coherent "
         "trials, none with an interval above zero; only 3 search-half questions: too few "
     )
     best["search"] = {"n_questions": 20}
     assert "none with an interval above zero); 12 trials" in summary_line(best)
+    # coherent trials the judge gave no trait score: not "no effect"
+    best["status"] = "no feasible steering found"
+    assert "(4 coherent trials, none with a trait score); 12 trials" in summary_line(best)
     # no coherent trial: said so, with the unsteered model's coherence when it misses too
     best.update(status="baseline incoherent", n_feasible=0)
     best["search"]["baseline_coherence"] = 50.0

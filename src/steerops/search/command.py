@@ -120,6 +120,8 @@ def summary_line(best: dict) -> str:
         few = stats.few_questions_note(best["search"].get("n_questions"))
         hint = f"; {few.replace('held-out', 'search-half')}" if few else ""
         why = f"{best['n_feasible']} coherent trials, none with an interval above zero"
+        if best["n_feasible"] and best["status"] != stats.NO_EFFECT:  # the judge's failure
+            why = f"{best['n_feasible']} coherent trials, none with a trait score"
         if not best["n_feasible"]:
             base = best["search"].get("baseline_coherence")
             unsteered = (
