@@ -100,11 +100,10 @@ def _run_traits(args, params) -> None:
         if any(p.needs_response for p in positions):
             source = responses_file(params.out, name, cfg.variant)
             check_prompts(source, trait)
-            load_kept_responses(
-                source, name, cfg.variant, trait.prompt_counts(), run_out_flag(params)
-            )
+            out_flag = run_out_flag(params)
+            load_kept_responses(source, name, cfg.variant, trait.prompt_counts(), out_flag)
             for pos in positions:
-                check_generated_length(source, name, pos, run_out_flag(params))
+                check_generated_length(source, name, pos, out_flag)
     _precheck(params, cfg.variant, cfg.layers, "extraction.layers", cfg.component)
     loaded = _load(params, cfg.variant)
     layers = cfg.layers.resolve(loaded.layout.num_layers, "extraction.layers")

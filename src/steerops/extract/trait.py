@@ -54,10 +54,11 @@ def extract_trait(
     trait = load_trait(params.path(params.traits.root), trait_name)
     if pos.needs_response:
         source = responses_file(params.out, trait_name, loaded.name)
-        check_generated_length(source, trait_name, pos, run_out_flag(params))
+        out_flag = run_out_flag(params)
+        check_generated_length(source, trait_name, pos, out_flag)
         check_prompts(source, trait)
         counts = trait.prompt_counts()
-        rows = load_kept_responses(source, trait_name, loaded.name, counts, run_out_flag(params))
+        rows = load_kept_responses(source, trait_name, loaded.name, counts, out_flag)
         examples = response_examples(loaded.tokenizer, rows)
     else:
         source = trait.path

@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 from steerops import stats  # noqa: E402
 from steerops.io import atomic_path  # noqa: E402
 from steerops.report.tables import CURVE_STEPS, KEY  # noqa: E402
+from steerops.steering.plots import mark_choice  # noqa: E402
 
 _PNG_META = {"Software": None}
 MARKERS = "osD^vP*Xh<>"
@@ -129,26 +130,8 @@ def coefficient_curves(points: pd.DataFrame, min_coherence: float, path: Path) -
                 bottom.scatter(line["coefficient"][under], line["coherence"][under], **hollow)
             chosen = line[line["chosen"].astype(bool)]
             ok = chosen["cell_status"] == stats.OK
-            # a choice whose verdict is not ok (no effect, incoherent held out...) is
-            # crossed out, not ringed: a ring reads as "use this one"
-            top.scatter(
-                chosen["coefficient"][ok],
-                chosen["delta"][ok],
-                s=160,
-                facecolors="none",
-                edgecolors=s["color"],
-                linewidths=1.5,
-                zorder=3,
-            )
-            top.scatter(
-                chosen["coefficient"][~ok],
-                chosen["delta"][~ok],
-                s=160,
-                marker="x",
-                color=s["color"],
-                linewidths=1.5,
-                zorder=3,
-            )
+            mark_choice(top, chosen["coefficient"][ok], chosen["delta"][ok], True, s["color"])
+            mark_choice(top, chosen["coefficient"][~ok], chosen["delta"][~ok], False, s["color"])
             last = line.iloc[-1]
             top.annotate(
                 f"L{last['layer']}",

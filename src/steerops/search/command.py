@@ -119,10 +119,8 @@ def summary_line(best: dict) -> str:
     if chosen is None:
         few = stats.few_questions_note(best["search"].get("n_questions"))
         hint = f"; {few.replace('held-out', 'search-half')}" if few else ""
-        why = f"{best['n_feasible']} coherent trials, none with an interval above zero"
-        if best["n_feasible"] and best["status"] != stats.NO_EFFECT:  # the judge's failure
-            why = f"{best['n_feasible']} coherent trials, none with a trait score"
-        if not best["n_feasible"]:
+        coherent = best["n_feasible"]
+        if not coherent:
             base = best["search"].get("baseline_coherence")
             unsteered = (
                 f"; the unsteered model's coherence {stats.coherence_text(base)} on the search half"
@@ -130,6 +128,10 @@ def summary_line(best: dict) -> str:
                 else ""
             )
             why = f"no steered trial coherent{unsteered}"
+        elif best["status"] == stats.NO_EFFECT:
+            why = f"{coherent} coherent trials, none with an interval above zero"
+        else:  # the judge's failure, not the steering's
+            why = f"{coherent} coherent trials, none with a trait score"
         return f"{cell}: {best['status']} ({why}{hint}); {tail}"
     # only an "ok" choice is an optimal coefficient; another verdict shows what was checked
     picked = f"layer {chosen['layer']} coefficient {chosen['coefficient']:.4g}"

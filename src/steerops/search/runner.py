@@ -243,6 +243,9 @@ def _known(params, evaluator, source: VectorSource, layers: list[int]) -> tuple[
     if not cfg.import_known:
         return [], "search.import_known: false"
 
+    def weight_of(layer: int, coefficient: float) -> float:
+        return evaluator.session.weights(Config.single(source, layer, coefficient))[0]
+
     def read(path: Path, sweep) -> list:
         return load_known(
             path,
@@ -254,9 +257,7 @@ def _known(params, evaluator, source: VectorSource, layers: list[int]) -> tuple[
             layers,
             evaluator.vector_files(source),
             required=cfg.known_results is not None,
-            weight_of=lambda layer, c: evaluator.session.weights(Config.single(source, layer, c))[
-                0
-            ],
+            weight_of=weight_of,
             sweep=sweep,
         )
 

@@ -48,10 +48,7 @@ def coefficient_curve(
         if choice.get("layer") == layer and choice.get("coefficient") in coefs:
             y = points[coefs.index(choice["coefficient"])][1]
             ok = choice.get("status") == "ok"
-            mark: dict[str, Any] = {"s": 160, "linewidths": 1.5, "zorder": 3}
-            mark |= {"facecolors": "none", "edgecolors": style["color"]} if ok else {}
-            mark |= {} if ok else {"marker": "x", "color": style["color"]}
-            top.scatter([choice["coefficient"]], [_nan(y)], **mark)
+            mark_choice(top, [choice["coefficient"]], [_nan(y)], ok, style["color"])
     if baseline.get("trait_mean") is not None:
         top.axhline(baseline["trait_mean"], color="gray", linestyle=":", label="unsteered")
     if baseline.get("coherence_mean") is not None:
@@ -80,6 +77,13 @@ def coefficient_curve(
         # No timestamp in the PNG metadata, so identical results give identical files.
         fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
+
+
+def mark_choice(ax, xs, ys, ok: bool, colour) -> None:
+    """A cell's chosen config: ringed when its verdict is ok, crossed out otherwise (no
+    effect, incoherent held out...): a ring reads as "use this one"."""
+    look = {"facecolors": "none", "edgecolors": colour} if ok else {"marker": "x", "color": colour}
+    ax.scatter(xs, ys, s=160, linewidths=1.5, zorder=3, **look)
 
 
 def _nan(value: float | None) -> float:
