@@ -507,18 +507,84 @@ def test_response_scope_prefills_each_prompt_once_per_refill():
     assert stats.reused_prompt_tokens > sum(map(len, prompts)) // 2
 
 
-def test_response_scope_one_token_prompts_keep_their_own_steering():
-    """A one-token prompt's forward looks like a decode step, so response scope steers it:
-    its configs must not share one prefill."""
+def _one_row_response_scope(model, layout, prompt, additions, max_new_tokens):
+    """Reference: one row's greedy tokens from a hand-written loop over a DynamicCache, with
+    a plain forward hook that adds the row's steering on every forward but the first (the
+    prompt's), whatever its width."""
+    forwards = {"n": 0}
+    add = {}
+    for layer, vector, weight in additions:
+        add[layer] = add.get(layer, 0) + weight * vector
+
+    def make(delta):
+        def hook(module, args, out):
+            hidden = out[0] if isinstance(out, tuple) else out
+            if forwards["n"] == 0:
+                return None
+            hidden = hidden + delta.to(hidden.dtype)
+            return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
+
+        return hook
+
+    handles = [
+        layout.component_module(layer, "residual").register_forward_hook(make(delta))
+        for layer, delta in add.items()
+    ]
+    cache, ids, new = T.DynamicCache(), torch.tensor([prompt]), []
+    try:
+        with torch.inference_mode():
+            for _ in range(max_new_tokens):
+                out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+                forwards["n"] += 1
+                ids = out.logits[:, -1].argmax(-1, keepdim=True)
+                new.append(int(ids))
+                if new[-1] == 2:
+                    break
+    finally:
+        for handle in handles:
+            handle.remove()
+    return new[:-1] if new[-1] == 2 else new
+
+
+@pytest.mark.parametrize("loop", ["static", "hf"])
+def test_response_scope_leaves_a_one_token_prompt_unsteered_however_batched(loop):
+    """Under response scope no prompt token is steered, a one-token prompt's either: its
+    rows give the same tokens prefilled alone, among other one-token prompts and beside
+    longer prompts, and the same as one row with the prompt's forward left unsteered."""
     model = tiny_model("llama", seed=1)
     layout = resolve_layout(model)
-    table, _ = _grid(layout.hidden_size, copies=1)  # 5 configs x 6 prompts
-    prompts = [[5 + k % 6] for k in range(table.n_rows)]
-    reference, loop = both(
-        model, layout, prompts, table, scope="response", stop_ids=[2], max_new_tokens=6
+    hidden = layout.hidden_size
+    configs = [
+        [],
+        [(1, unit(1, hidden), 6.0)],
+        [(0, unit(3, hidden), 4.0), (2, unit(1, hidden), 3.0)],
+    ]
+    configs += [[(1, unit(1, hidden), 2.0), (1, unit(2, hidden), 5.0)]]
+    rows = [configs[k % len(configs)] for k in range(24)]
+    short = [[5 + k % 6] for k in range(len(rows))]
+    kwargs = dict(pad_token_id=PAD, stop_ids=[2], max_new_tokens=6, scope="response")
+    kwargs |= dict(loop=loop, loop_options=EAGER, max_batch_rows=8)
+    alone = [
+        generate_steered(model, layout, [p], SteeringTable([rows[r]]), **kwargs)[0]
+        for r, p in enumerate(short)
+    ]
+    together = generate_steered(model, layout, short, SteeringTable(rows), **kwargs)
+    longer = PROMPTS[: len(rows)]
+    beside = generate_steered(
+        model, layout, [*longer, *short], SteeringTable([*rows[: len(longer)], *rows]), **kwargs
     )
-    assert loop == reference
+    assert together == alone
+    assert beside[len(longer) :] == alone
+    reference = [
+        _one_row_response_scope(model, layout, p, rows[r], max_new_tokens=6)
+        for r, p in enumerate(short)
+    ]
+    assert alone == reference
     assert len({str(r) for r in reference}) > 6, "configs should differ on one prompt"
+    first = {}  # the first new token comes from the unsteered prompt: one per prompt
+    for p, r in zip(short, reference, strict=True):
+        first.setdefault(p[0], set()).add(tuple(r[:1]))
+    assert all(len(tokens) == 1 for tokens in first.values())
 
 
 def test_progress_moves_every_step_and_sums_to_the_rows():

@@ -35,16 +35,20 @@ def _configs(hidden: int) -> list[list[tuple[int, torch.Tensor, float]]]:
 
 
 def _naive(model, layout, prompt, additions, scope="all", max_new_tokens=8):
-    """Reference: a plain forward hook adding sum(w * v) to the block output, one row."""
+    """Reference: a plain forward hook adding sum(w * v) to the block output, one row; under
+    response scope every block's first forward (the prompt's) is left unsteered."""
     handles = []
     by_layer: dict[int, torch.Tensor] = {}
     for layer, v, w in additions:
         by_layer[layer] = by_layer.get(layer, 0) + w * v
 
     def make(add):
+        calls = []
+
         def hook(module, args, out):
             h = out[0] if isinstance(out, tuple) else out
-            if scope == "response" and h.shape[1] > 1:
+            calls.append(h.shape[1])
+            if scope == "response" and len(calls) == 1:
                 return None
             h = h + add.to(h.dtype)
             return (h, *out[1:]) if isinstance(out, tuple) else h

@@ -84,11 +84,15 @@ def plan_batches(
 
 
 def pad_batch(
-    seqs: Sequence[Sequence[int] | np.ndarray], pad_id: int, side: str = "left"
+    seqs: Sequence[Sequence[int] | np.ndarray],
+    pad_id: int,
+    side: str = "left",
+    min_width: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """[batch, longest] ids and attention mask (CPU, long), and where each row's first real
-    token sits. Left padding lines new tokens up at the right edge (generation)."""
-    longest = max(len(s) for s in seqs)
+    """[batch, max(longest, min_width)] ids and attention mask (CPU, long), and where each
+    row's first real token sits. Left padding lines new tokens up at the right edge
+    (generation)."""
+    longest = max(min_width, *(len(s) for s in seqs))
     ids = torch.full((len(seqs), longest), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), longest), dtype=torch.long)
     offsets = []

@@ -36,6 +36,7 @@ from steerops.models.batching import is_out_of_memory, release_memory
 from steerops.models.decode_attention import packed_gqa
 from steerops.models.decode_graphs import StepGraphs
 from steerops.models.decode_memory import CUDA_CHECK_EVERY, cache_length
+from steerops.models.decode_prefill import MIN_INPUT
 from steerops.models.decode_run import Run
 from steerops.models.decode_step import compiled_step, decode_step, release, slot_state
 from steerops.models.decode_trunk import Trunk
@@ -238,8 +239,8 @@ def _decode(
     if not order:
         return
     pending = deque(order)
-    # longest_left[j]: the longest prompt among order[j:] (refills need t >= its length)
-    longest_left = [len(prompts[i]) for i in order] + [0]
+    # longest_left[j]: the widest prefill among order[j:] (refills need t >= its width)
+    longest_left = [max(MIN_INPUT, len(prompts[i])) for i in order] + [0]
     for j in range(len(order) - 1, -1, -1):
         longest_left[j] = max(longest_left[j], longest_left[j + 1])
     cuda = run.device.type == "cuda"

@@ -25,7 +25,8 @@ from steerops.models.decode_trunk import Trunk, distinct, forward_sharing_trunk
 from steerops.models.head import contiguous_head_input
 from steerops.models.kv import KeysValues, cache_of, states_of
 
-# Inputs of one token would look like decode steps to a response-scope steering hook.
+# A prefill is never one token wide (short prompts are left-padded): a response-scope
+# steering hook tells the prefill from a decode step by its width.
 MIN_INPUT = 2
 MIN_SHARED = 8  # a shorter shared prefix does not pay for its own forward
 
@@ -94,7 +95,7 @@ class Prefiller:
     def _forward(self, rows: list[int]) -> tuple[torch.Tensor, KeysValues, torch.Tensor]:
         use = self.shared >= MIN_SHARED
         longest = max(len(self.prompts[r]) for r in rows)
-        input_len = max(MIN_INPUT, longest - self.shared) if use else longest
+        input_len = max(MIN_INPUT, longest - self.shared if use else longest)
         reuse = [max(0, len(self.prompts[r]) - input_len) if use else 0 for r in rows]
         past = max(reuse)
         self.stats.reused_prompt_tokens += sum(reuse)

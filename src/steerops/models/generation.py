@@ -257,12 +257,16 @@ def overridden_decoding(generation_config, sampled: bool) -> dict[str, Any]:
 
 @torch.inference_mode()
 def generate_batch(
-    model, prompt_ids: Sequence[Sequence[int]], settings: dict, seed: int | None = None
+    model,
+    prompt_ids: Sequence[Sequence[int]],
+    settings: dict,
+    seed: int | None = None,
+    min_width: int = 1,
 ) -> list[list[int]]:
-    """New token ids (stop and pad tokens included) for one left-padded batch; `settings`
-    are `model.generate` keyword arguments (with `pad_token_id`), decoded plainly
-    (`PLAIN_DECODING`)."""
-    ids, mask, _ = pad_batch(prompt_ids, settings["pad_token_id"], side="left")
+    """New token ids (stop and pad tokens included) for one left-padded batch, at least
+    `min_width` tokens wide; `settings` are `model.generate` keyword arguments (with
+    `pad_token_id`), decoded plainly (`PLAIN_DECODING`)."""
+    ids, mask, _ = pad_batch(prompt_ids, settings["pad_token_id"], "left", min_width)
     device = module_device(model.get_input_embeddings(), model)  # not `meta` when offloaded
     if seed is not None:
         torch.manual_seed(seed)

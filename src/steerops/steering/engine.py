@@ -10,8 +10,9 @@ a row keeps its steering however the batch is split, sorted or padded.
 
 Scopes: `all` steers prompt and generated tokens; `response` steers only decode steps (a
 forward over one new token with a cache), so the first generated token still comes from the
-unsteered prompt logits, and a one-token prompt would count as a decode step (a chat
-template never renders one).
+unsteered prompt logits. Both loops left-pad every prefill to at least two tokens
+(`decode_prefill.MIN_INPUT`), so the hook tells a prefill from a decode step by its width:
+a one-token prompt is left unsteered however its rows are batched.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 from steerops.errors import SteeropsError
 from steerops.models import decode, unsteered
 from steerops.models.batching import Batcher, length_order
+from steerops.models.decode_prefill import MIN_INPUT
 from steerops.models.decode_trunk import Trunk
 from steerops.models.generation import GenerationInterrupted, cut_at_stop, generate_batch
 from steerops.models.resolver import ModelLayout
@@ -295,7 +297,7 @@ def generate_steered(
         def compute(chunk: list[int]) -> list[list[int]]:
             if control is not None:
                 control.select(chunk)
-            return generate_batch(model, [prompts[i] for i in chunk], settings)
+            return generate_batch(model, [prompts[i] for i in chunk], settings, min_width=MIN_INPUT)
 
         def done(chunk: list[int], new: list[list[int]]) -> None:
             for i, ids in zip(chunk, new, strict=True):
@@ -328,8 +330,9 @@ def _generate_static(
             prompts,
             max_rows=slots,
             steer=control.select,
-            groups=_prefill_groups(prompts, table, scope),
-            # under response scope no prompt is steered: its groups already share it whole
+            # under response scope no prompt is steered: every config of a question shares
+            # its prefill whole, and no trunk is needed
+            groups=table.groups() if scope == "all" else [0] * len(prompts),
             trunk=Trunk(layout.layers, depths) if scope == "all" else None,
             keeper=unsteered.Keeper(store, prompts, depths) if store is not None else None,
             options=options,
@@ -348,16 +351,6 @@ def unsteered_depths(table: SteeringTable, num_layers: int) -> list[int]:
             if steered:
                 depths[r] = layer + 1
     return depths
-
-
-def _prefill_groups(prompts, table: SteeringTable, scope: str) -> list[int]:
-    """Rows of one group prefill alike. Under response scope no prompt is steered, so all
-    rows form one group (every config of a question shares its prefill), except one-token
-    prompts, whose forward looks like a decode step and is steered."""
-    groups = table.groups()
-    if scope != "response":
-        return groups
-    return [0 if len(p) > 1 else 1 + g for p, g in zip(prompts, groups, strict=True)]
 
 
 def _compiled_graphs_see_hooks(cache_implementation: str | None):
