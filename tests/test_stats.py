@@ -605,3 +605,34 @@ def test_a_half_s_p_is_the_sign_flip_test_of_its_paired_deltas():
     assert half.n == 19 and half.delta_lo > 0
     assert half.p == pytest.approx(0.5**4, abs=0.005)
     assert stats.half_stats(steered, base, seed=0, sign=-1.0).p == 1.0
+
+
+def test_credited_delta_gives_answers_under_the_bar_no_move_along_the_steering():
+    """An incoherent answer's move along the steering counts as none, one against it stays;
+    an answer with no coherence score is not coherent; an unscored trait leaves the
+    question out; the interval is the documented recipe's on the credited deltas."""
+    deltas = [100.0, 100.0, -50.0, 100.0, None, 20.0, 0.0, 100.0, 60.0, 100.0, -10.0, 40.0]
+    coherences = [90.0, 40.0, 30.0, None, 90.0, 67.99, 90.0, 68.0, 80.0, 75.0, 10.0, 95.0]
+    credited = [100.0, 0.0, -50.0, 0.0, 0.0, 0.0, 100.0, 60.0, 100.0, -10.0, 40.0]
+    got = stats.credited_delta(deltas, coherences, 68.0, seed=3)
+    mid, lo, hi = reference_interval(credited, [0.0] * len(credited), seed=3)
+    assert got.n == 11
+    assert got.mean == pytest.approx(mid) == pytest.approx(np.mean(credited))
+    assert (got.lo, got.hi) == (pytest.approx(lo), pytest.approx(hi))
+    # every answer coherent: the plain paired delta
+    plain = stats.credited_delta(deltas, [90.0] * len(deltas), 68.0, seed=3)
+    kept = [d for d in deltas if d is not None]
+    assert plain.mean == pytest.approx(np.mean(kept))
+    assert (plain.lo, plain.hi) == pytest.approx(reference_interval(kept, [0.0] * 11, 3)[1:])
+    row = {
+        "heldout_deltas": dict(enumerate(deltas)),
+        "heldout_coherences": dict(enumerate(coherences)),
+    }
+    assert stats.credited_heldout(row, 68.0, 3) == got
+    assert stats.credited_heldout({}, 68.0, 3).n == 0
+    text = stats.under_bar_text(12, 6, 68.0, [got.mean, got.lo, got.hi])
+    assert text == (
+        f" (6 of 12 answers under 68; crediting only those at or above it, delta "
+        f"{stats.interval_text(got.mean, got.lo, got.hi)})"
+    )
+    assert stats.under_bar_text(12, 0, 68.0, [got.mean, got.lo, got.hi]) == ""

@@ -450,17 +450,55 @@ def under_bar(
     return len(scored), sum(not coherent(c, min_coherence) for c in scored)
 
 
-def under_bar_phrase(scored: Any, under: Any, min_coherence: float | None) -> str:
-    """ "5 of 20 answers under 68", or "" when no answer is (or none was scored)."""
+def credited_delta(
+    deltas: Iterable[float | None],
+    coherences: Iterable[Any],
+    min_coherence: float,
+    seed: int,
+) -> Interval:
+    """The paired delta (`delta_interval`) crediting only answers that reach the coherence
+    bar: an answer under it, or with no coherence score, keeps a delta against the steering
+    but not one along it. A config's coherence is a mean, so an "ok" config can still owe
+    part of its delta to broken answers the trait judge read as the trait (a garbled
+    "refusal"); here those count as no change. `deltas` and `coherences` are per question,
+    in one order, a delta None where the trait was not scored in both."""
+    d = [
+        x if coherent(c, min_coherence) else min(x, 0.0)
+        for x, c in zip(deltas, coherences, strict=True)
+        if x is not None
+    ]
+    return delta_interval(np.array(d, dtype=float), seed)
+
+
+def credited_heldout(row: Mapping[str, Any], min_coherence: float, seed: int) -> Interval:
+    """`credited_delta` of a config row's held-out answers (its `heldout_deltas` and
+    `heldout_coherences`, each {question: value}); n 0 when the row has none."""
+    deltas, coherences = row.get("heldout_deltas"), row.get("heldout_coherences")
+    if not isinstance(deltas, Mapping) or not isinstance(coherences, Mapping):
+        return Interval(0, None, None, None)
+    return credited_delta(deltas.values(), [coherences.get(q) for q in deltas], min_coherence, seed)
+
+
+def under_bar_phrase(
+    scored: Any, under: Any, min_coherence: float | None, credited: Sequence[Any] = ()
+) -> str:
+    """ "5 of 20 answers under 68", or "" when no answer is (or none was scored); with the
+    `credited_delta` interval (mean, lo, hi) of the same answers, "...; crediting only those
+    at or above it, delta +40.0 [+10.0, +65.0]"."""
     scored, under = as_number(scored), as_number(under)
     if not scored or not under or min_coherence is None:
         return ""
-    return f"{int(under)} of {int(scored)} answers under {min_coherence:g}"
+    phrase = f"{int(under)} of {int(scored)} answers under {min_coherence:g}"
+    if credited and as_number(credited[0]) is not None:
+        phrase += f"; crediting only those at or above it, delta {interval_text(*credited)}"
+    return phrase
 
 
-def under_bar_text(scored: Any, under: Any, min_coherence: float | None) -> str:
+def under_bar_text(
+    scored: Any, under: Any, min_coherence: float | None, credited: Sequence[Any] = ()
+) -> str:
     """ " (5 of 20 answers under 68)" after a coherence, or "" (`under_bar_phrase`)."""
-    phrase = under_bar_phrase(scored, under, min_coherence)
+    phrase = under_bar_phrase(scored, under, min_coherence, credited)
     return f" ({phrase})" if phrase else ""
 
 

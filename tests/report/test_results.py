@@ -807,14 +807,19 @@ def test_a_verdict_says_how_many_held_out_answers_are_under_the_bar():
     some, none, unknown = _verdict_lines(
         pd.DataFrame(
             [
-                row | {"under_bar": 5, "coherence_scored": 20},
+                row
+                | {"under_bar": 5, "coherence_scored": 20}
+                | {"credited_delta": 40.0, "credited_lo": 10.0, "credited_hi": 65.0},
                 row | {"under_bar": 0, "coherence_scored": 20},
                 row | {"under_bar": None, "coherence_scored": None},
             ]
         ),
         threshold=68.0,
     )
-    assert "coherence 83.22 (5 of 20 answers under 68), n 20" in some
+    assert (
+        "coherence 83.22 (5 of 20 answers under 68; crediting only those at or above it, "
+        "delta +40.0 [+10.0, +65.0]), n 20" in some
+    )
     assert "answers under" not in none and "answers under" not in unknown
 
 

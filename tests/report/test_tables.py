@@ -58,8 +58,9 @@ def test_each_chosen_config_is_tested_held_out_and_adjusted_over_the_report_s_ce
     deltas = list(chosen["heldout_traits"].values())
     moved = sum(d > 0 for d in deltas)  # 70% of the held-out questions refuse: 14 of 20
     assert moved == 14 and set(deltas) == {0.0, 100.0}
-    # only the unflipped signs of the 14 reach the mean: exact p 0.5**14, sampled within
-    assert md["heldout_p"] == pytest.approx(0.5**14, abs=5 / 20_000)
+    # only the unflipped signs of the 14 reach the mean: p 0.5**14, counted exactly (n 20
+    # is within `stats.EXACT_FLIPS`)
+    assert md["heldout_p"] == pytest.approx(0.5**14, rel=1e-9)
     assert _row(gap, method="random_baseline")["heldout_p"] > 0.05
     # q: Benjamini-Hochberg by its definition over every tested cell but the alias
     alias = gap["alias_of"] != ""
@@ -262,10 +263,24 @@ def test_the_choice_counts_its_held_out_answers_under_the_bar(frame):
     from the held-out scores (none here: every answer of a synthetic config scores alike)."""
     md = _row(tables.gap_analysis(frame, 68), method="mean_diff")
     assert (md["coherence_scored"], md["under_bar"]) == (20, 0)
+    # every answer coherent: the credited delta is the held-out delta, interval and all
+    credited = (md["credited_delta"], md["credited_lo"], md["credited_hi"])
+    assert credited == pytest.approx((md["delta"], md["delta_lo"], md["delta_hi"]))
     chosen = _row(frame, method="mean_diff", layer=2, coefficient=1.5)
     assert sorted(chosen["heldout_coherences"].values()) == [80.0] * 20
     # at a bar of 81 the same answers would all be under it, but the choice moves to 1.0
     assert _row(tables.gap_analysis(frame, 81), method="mean_diff")["coefficient"] == 1.0
+
+
+def test_the_credited_delta_gives_answers_under_the_bar_no_move_along_the_steering():
+    chosen = {
+        "heldout_deltas": {"a": 100.0, "b": 100.0, "c": -40.0, "d": None, "e": 60.0},
+        "heldout_coherences": {"a": 90.0, "b": 17.3, "c": 10.0, "d": 90.0, "e": 68.0},
+    }
+    credited = tables._credited(chosen, 68.0, seed=0)
+    assert credited["credited_delta"] == pytest.approx((100.0 + 0.0 - 40.0 + 60.0) / 4)
+    assert credited["credited_lo"] <= credited["credited_delta"] <= credited["credited_hi"]
+    assert tables._credited(None, 68.0, seed=0)["credited_delta"] is None
 
 
 def test_answers_under_the_bar_are_counted_among_those_scored():

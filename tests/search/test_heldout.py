@@ -60,6 +60,11 @@ def test_heldout_responses_a_killed_finaliser_never_wrote_are_written_after_all(
     assert (held["coherence_scored"], held["under_bar"]) == (2, 0)  # both answers at 90
     strict = evaluate_heldout(ServedHeldout(True), config, "positive", 0, min_coherence=95.0)
     assert (strict["coherence_scored"], strict["under_bar"]) == (2, 2)
+    # each answer moved the trait 80 - 10 = 70: credited in full when coherent, as no move
+    # when under the bar
+    assert [held[k] for k in ("credited_delta", "credited_lo", "credited_hi")] == [70.0] * 3
+    assert [strict[k] for k in ("credited_delta", "credited_lo", "credited_hi")] == [0.0] * 3
+    assert held["trait_delta"] == strict["trait_delta"] == pytest.approx(70.0)
     # answers the judge's endpoint refused, the config's and the baseline's, are said
     assert held["n_refused"] == 0
     refusing = ServedHeldout(True)
@@ -182,3 +187,68 @@ def test_heldout_responses_of_another_choice_left_by_a_killed_finaliser_are_not_
     assert _finalise(tmp_path, held_eval, config) == first
     assert "other" not in (tmp_path / HELDOUT_FILE).read_text()
     assert held_eval.regenerated == 2  # generated again, not taken from the other choice
+
+
+def _recipe(d: list[float], seed: int) -> tuple[float, float, float]:
+    """The paired bootstrap of `steerops.stats`' docstring, written out with numpy/scipy."""
+    import math
+    from statistics import NormalDist
+
+    import numpy as np
+    import scipy.stats
+
+    from steerops.stats import RESAMPLES
+
+    x = np.array(d, dtype=float)
+    n = len(x)
+    means = x[np.random.default_rng(seed).integers(0, n, size=(RESAMPLES, n))].mean(axis=1)
+    tail = NormalDist().cdf(-math.sqrt(n / (n - 1)) * scipy.stats.t.ppf(0.975, n - 1))
+    lo, hi = np.quantile(means, [tail, 1 - tail])
+    return float(x.mean()), float(lo), float(hi)
+
+
+def test_a_suppression_search_reports_held_out_deltas_toward_less_of_the_trait():
+    """`steering.direction: negative`: a trait that falls is a positive delta, with its
+    interval and credited delta signed the same way, per question against the baseline."""
+    from types import SimpleNamespace
+
+    from synthetic import SOURCE
+
+    from steerops.search.heldout import evaluate_heldout
+    from steerops.steering.configs import Config
+
+    base_traits = [80.0, 90.0, 70.0, 100.0, 60.0, 90.0, 85.0, 75.0]
+    steered_traits = [20.0, 30.0, 70.0, 10.0, 60.0, 40.0, 95.0, 5.0]
+    coherences = [90.0, 90.0, 90.0, 40.0, 90.0, 90.0, 90.0, 50.0]  # 2 answers under 68
+    questions = [f"h{i}" for i in range(len(base_traits))]
+    responses = [{"question": q, "response": "r"} for q in questions]
+
+    def scored(traits, coherence):
+        scores = list(zip(traits, coherence, strict=True))
+        return SimpleNamespace(
+            scores=scores,
+            trait_mean=sum(traits) / len(traits),
+            coherence_mean=sum(coherence) / len(coherence),
+            responses=responses,
+            cached=True,
+        )
+
+    evaluator = SimpleNamespace(
+        questions=questions,
+        settings_hash="held",
+        baseline=lambda: scored(base_traits, [95.0] * len(base_traits)),
+        evaluate=lambda configs: [scored(steered_traits, coherences)],
+    )
+    config = Config.single(SOURCE, 2, 1.5)
+    held = evaluate_heldout(evaluator, config, "negative", 5, min_coherence=68.0)
+    d = [b - s for b, s in zip(base_traits, steered_traits, strict=True)]
+    mid, lo, hi = _recipe(d, seed=5)
+    assert mid > 0
+    assert (held["trait_delta"], held["delta_lo"], held["delta_hi"]) == pytest.approx((mid, lo, hi))
+    credited = [x if c >= 68.0 else min(x, 0.0) for x, c in zip(d, coherences, strict=True)]
+    assert (held["credited_delta"], held["credited_lo"], held["credited_hi"]) == pytest.approx(
+        _recipe(credited, seed=5)
+    )
+    assert (held["coherence_scored"], held["under_bar"], held["n"]) == (8, 2, 8)
+    positive = evaluate_heldout(evaluator, config, "positive", 5, min_coherence=68.0)
+    assert positive["trait_delta"] == pytest.approx(-mid)

@@ -3,8 +3,12 @@ the paired bootstrap interval, checked against an independent computation."""
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
+
 import numpy as np
 import pytest
+import scipy.stats
 
 from steering_data import (
     baseline_entry,
@@ -107,6 +111,10 @@ def test_a_cell_without_an_effect_is_no_effect_and_unsteered_never_counts(tmp_pa
     metrics = cell_metrics(rows, 68.0, PROTO)
     # one refusal in ten selection questions: interval reaches zero -> no effect
     assert metrics["status"] == stats.NO_EFFECT and metrics["coefficient"] == 0.5
+    # the layer's largest coefficient without an effect: no "a larger one may steer more"
+    strongest = cell_metrics([r for r in rows if r["coefficient"] != 2.0], 68.0, PROTO)
+    assert strongest["status"] == stats.NO_EFFECT and strongest["coefficient"] == 0.5
+    assert strongest["at_largest_coefficient"] is False
     # no steered config coherent: needs finer coefficients, best coherence from a steered one
     rows = [r for r in rows if r["coefficient"] != 0.5]
     metrics = cell_metrics(rows, 68.0, PROTO)
@@ -178,7 +186,19 @@ def test_the_choice_counts_its_held_out_answers_under_the_bar(tmp_path):
     assert metrics["status"] == stats.OK
     assert metrics["heldout_coherence"] == pytest.approx(81.0)
     assert (metrics["heldout_coherence_scored"], metrics["heldout_under_bar"]) == (10, 3)
-    assert ", coherence 81.0 (3 of 10 answers under 68), n 10" in verdict_line(metrics)
+    # credited only where coherent: the 3 answers at 60 count as no change (the module
+    # docstring's recipe, in held-out question order)
+    d = np.array([0.0 if q in weak else 100.0 for q in heldout])
+    means = d[np.random.default_rng(PROTO.seed).integers(0, 10, size=(stats.RESAMPLES, 10))]
+    tail = NormalDist().cdf(-math.sqrt(10 / 9) * scipy.stats.t.ppf(0.975, 9))
+    lo, hi = np.quantile(means.mean(axis=1), [tail, 1 - tail])
+    assert metrics["heldout_credited_delta"] == pytest.approx(70.0)
+    assert metrics["heldout_credited_lo"] == pytest.approx(lo)
+    assert metrics["heldout_credited_hi"] == pytest.approx(hi)
+    assert (
+        f", coherence 81.0 (3 of 10 answers under 68; crediting only those at or above it, "
+        f"delta +70.0 [+{lo:.1f}, +{hi:.1f}]), n 10" in verdict_line(metrics)
+    )
     at_60 = cell_metrics(config_rows(log, settings_hash_of(settings), PROTO, {}), 60.0, PROTO)
     assert at_60["heldout_under_bar"] == 0
     assert "answers under" not in verdict_line(at_60)

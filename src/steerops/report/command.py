@@ -132,7 +132,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
         frame = pd.DataFrame(columns=COLUMNS)
     stored = calibrated.vector_loader(params)  # each vector file read once for every table
     calibrated.with_near_aliases(params, frame, stored)
-    gap = tables.gap_analysis(frame, threshold)
+    gap = tables.gap_analysis(frame, threshold, proto.seed)
     prepost = tables.preclean_vs_clean_after(frame, threshold, proto.seed)
     curve = tables.cleaning_curve(frame, threshold, proto.seed)
     sets = calibrated.dim_sets(params, frame)
@@ -290,7 +290,9 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
     tables, each under its title."""
     titles = {
         "gap_analysis": "Gap analysis: the chosen config per method, held out (`under_bar`: "
-        "its held-out answers under the coherence bar, of `coherence_scored`; `heldout_p`: "
+        "its held-out answers under the coherence bar, of `coherence_scored`; `credited_delta`: "
+        "the held-out delta with those answers credited with no move along the steering; "
+        "`heldout_p`: "
         "one-sided sign-flip p of its held-out deltas; `heldout_q`: that p adjusted over every "
         "cell's but an alias's, Benjamini-Hochberg)",
         "preclean_vs_clean_after": "Preclean vs clean-after (every dim of the set `dim_set` "
@@ -309,11 +311,13 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "`n_at_largest_coefficient` of them chose their layer's largest coefficient, where the "
         "optimum may lie beyond the grid)",
         "search_heldout": "Coefficient searches: the chosen config on the search half and on "
-        "held-out questions (no choice: no effect, no feasible steering found or baseline "
-        "incoherent; `heldout_p`: the one-sided "
+        "held-out questions (no choice: no effect, no feasible steering found, baseline "
+        "incoherent or trait unscored; `heldout_p`: the one-sided "
         "sign-flip p of its held-out deltas; `heldout_q`: that p adjusted over the report's "
         "searches, Benjamini-Hochberg; `heldout_under_bar`: its "
-        "held-out answers under the search's coherence bar, of `heldout_coherence_scored`)",
+        "held-out answers under the search's coherence bar, of `heldout_coherence_scored`; "
+        "`heldout_credited_delta`: the held-out delta with those answers credited with no move "
+        "along the steering)",
     }
     parts = ["# Steering report", "", _intro(threshold, halves, **protocol_), ""]
     parts += ["## Massive activations (calibration)", "", str(tables_by_name["dims"]), ""]

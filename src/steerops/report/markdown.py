@@ -41,6 +41,8 @@ INTERVALS = [
     ("gain", "gain_lo", "gain_hi"),
     ("search_trait_delta", "search_delta_lo", "search_delta_hi"),
     ("heldout_trait_delta", "heldout_delta_lo", "heldout_delta_hi"),
+    ("credited_delta", "credited_lo", "credited_hi"),
+    ("heldout_credited_delta", "heldout_credited_lo", "heldout_credited_hi"),
 ]
 
 # the cleaning gains' intervals are Bonferroni over a method's `gain_k` variants: 95% together;

@@ -341,7 +341,10 @@ def _verdict_lines(
             )
             continue
         under = stats.under_bar_text(
-            getattr(row, "coherence_scored", None), getattr(row, "under_bar", None), threshold
+            getattr(row, "coherence_scored", None),
+            getattr(row, "under_bar", None),
+            threshold,
+            [getattr(row, k, None) for k in ("credited_delta", "credited_lo", "credited_hi")],
         )
         numbers = (
             f"layer {cell(row.layer)}, coefficient {cell(row.coefficient)}: held-out delta "
@@ -458,7 +461,8 @@ def _search_columns(searched: pd.DataFrame) -> pd.DataFrame:
             searched["heldout_coherence_scored"], searched["heldout_under_bar"], strict=True
         )
     ]
-    return searched[keep].assign(heldout_under_bar=under)
+    credited = ["heldout_credited_delta", "heldout_credited_lo", "heldout_credited_hi"]
+    return searched[keep].assign(heldout_under_bar=under).join(searched[credited])
 
 
 def _drop(table: pd.DataFrame, *columns: str) -> pd.DataFrame:

@@ -65,16 +65,27 @@ def _under_bar(chosen: dict | None, min_coherence: float) -> dict[str, Any]:
     return {"coherence_scored": scored, "under_bar": under}
 
 
+def _credited(chosen: dict | None, min_coherence: float, seed: int) -> dict[str, Any]:
+    """The chosen config's held-out delta crediting only answers at or above the bar."""
+    credited = stats.credited_heldout(chosen or {}, min_coherence, seed)
+    return {
+        "credited_delta": credited.mean,
+        "credited_lo": credited.lo,
+        "credited_hi": credited.hi,
+    }
+
+
 def _is_alias(value: Any) -> bool:
     return isinstance(value, str) and value != ""
 
 
-def gap_analysis(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
+def gap_analysis(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd.DataFrame:
     """Per (model, trait, position, component, method): the verdict, the chosen config, its
     selection-half delta and its held-out numbers (with how many held-out answers score
-    under the coherence bar, and the one-sided sign-flip p of its held-out deltas with its
-    Benjamini-Hochberg q over every cell's p but an alias's); with no coherent steered
-    config, the best coherence a steered config reached."""
+    under the coherence bar, the delta crediting only those at or above it, and the
+    one-sided sign-flip p of its held-out deltas with its Benjamini-Hochberg q over every
+    cell's p but an alias's); with no coherent steered config, the best coherence a steered
+    config reached. `seed` is the split's, which the held-out intervals are drawn with."""
     out = []
     for key, rows in frame.groupby(GROUP, sort=True):
         chosen, status = pick(rows, min_coherence)
@@ -91,6 +102,7 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
                 "selection_delta_hi": _get(chosen, "selection_delta_hi"),
                 **_held(chosen),
                 **_under_bar(chosen, min_coherence),
+                **_credited(chosen, min_coherence, seed),
                 "heldout_p": _get(chosen, "heldout_p"),
                 "best_coherence_reached": (
                     stats.best_steered_coherence(rows.to_dict("records"))
@@ -110,6 +122,9 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
         *HELD.values(),
         "coherence_scored",
         "under_bar",
+        "credited_delta",
+        "credited_lo",
+        "credited_hi",
         "heldout_p",
         "heldout_q",
         "best_coherence_reached",

@@ -138,7 +138,10 @@ def summary_line(best: dict) -> str:
     if best["status"] != "ok":
         picked = f"no optimal coefficient (chosen on the search half: {picked})"
     under = stats.under_bar_phrase(
-        held.get("coherence_scored"), held.get("under_bar"), best.get("min_coherence")
+        held.get("coherence_scored"),
+        held.get("under_bar"),
+        best.get("min_coherence"),
+        [held.get(k) for k in ("credited_delta", "credited_lo", "credited_hi")],
     )
     refused = held.get("n_refused") or 0
     left_out = f"{refused} answers the judge refused left out" if refused else ""

@@ -8,7 +8,7 @@ experiment's seed), so the grid's scores on the search half serve the search.
 
 from __future__ import annotations
 
-from steerops.stats import half_stats, split_questions, under_bar
+from steerops.stats import credited_delta, half_stats, paired_mean, split_questions, under_bar
 from steerops.steering.configs import Config
 
 __all__ = ["evaluate_heldout", "split_questions"]
@@ -37,6 +37,12 @@ def evaluate_heldout(
     sign = -1.0 if direction == "negative" else 1.0
     half = half_stats(result.scores, base.scores, seed, sign)
     scored, under = under_bar((c for _, c in result.scores), min_coherence)
+    credited = credited_delta(
+        [paired_mean([s], [b], sign) for s, b in zip(result.scores, base.scores, strict=True)],
+        [c for _, c in result.scores],
+        min_coherence,
+        seed,
+    )
     n = len(evaluator.questions)
     responses, again = list(result.responses), 0
     if not responses:
@@ -53,6 +59,10 @@ def evaluate_heldout(
         "coherence_mean": result.coherence_mean,
         "coherence_scored": scored,
         "under_bar": under,
+        # the delta crediting only answers at or above the bar (`stats.credited_delta`)
+        "credited_delta": credited.mean,
+        "credited_lo": credited.lo,
+        "credited_hi": credited.hi,
         "baseline_trait": base.trait_mean,
         "baseline_coherence": base.coherence_mean,
         "n": half.n,

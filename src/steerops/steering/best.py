@@ -103,7 +103,8 @@ def config_rows(
     on all questions (`trait_delta`: trait - baseline in the steering direction), and on
     each half (deltas likewise, with their interval); with `keep_heldout`, `heldout_traits`
     maps each held-out question to the config's trait score (for paired comparisons), as
-    `heldout_coherences` (always) does to its coherence;
+    `heldout_coherences` (always) does to its coherence and `heldout_deltas` (always) to its
+    paired delta (None where the trait was not scored in both);
     `vector_files` the md5 of the vector files on disk now and `units` each vector's weight
     per unit coefficient now (`ResultsLog.configs`)."""
     questions = log.questions(settings_hash)
@@ -148,8 +149,13 @@ def config_rows(
                 [scores[i] for i in at], [base[i] for i in at], proto.seed, proto.sign
             )
             row.update(half.prefixed(name))
-        # the coherence of each held-out answer: how many fall under the bar
+        # the coherence of each held-out answer: how many fall under the bar, and the
+        # delta that credits only those at or above it (`stats.credited_heldout`)
         row["heldout_coherences"] = {q: scores[first[q]][1] for q in halves[1]}
+        row["heldout_deltas"] = {
+            q: stats.paired_mean([scores[first[q]]], [base[first[q]]], proto.sign)
+            for q in halves[1]
+        }
         if keep_heldout:
             row["heldout_traits"] = {q: scores[first[q]][0] for q in halves[1]}
         rows.append(row)
@@ -197,6 +203,9 @@ def cell_metrics(
     metrics["heldout_feasible"] = None
     # of the chosen config's held-out answers scored for coherence, how many are under the bar
     metrics["heldout_coherence_scored"] = metrics["heldout_under_bar"] = None
+    # the held-out delta crediting only answers at or above the bar (`stats.credited_delta`)
+    metrics["heldout_credited_delta"] = None
+    metrics["heldout_credited_lo"] = metrics["heldout_credited_hi"] = None
     if pick is not None:
         metrics.update(layer=pick["layer"], coefficient=pick["coefficient"], weight=pick["weight"])
         for name in ("selection", "heldout"):
@@ -207,6 +216,9 @@ def cell_metrics(
         metrics["heldout_coherence_scored"], metrics["heldout_under_bar"] = stats.under_bar(
             (pick.get("heldout_coherences") or {}).values(), min_coherence
         )
+        credited = stats.credited_heldout(pick, min_coherence, proto.seed)
+        metrics["heldout_credited_delta"] = credited.mean
+        metrics["heldout_credited_lo"], metrics["heldout_credited_hi"] = credited.lo, credited.hi
         metrics["at_largest_coefficient"] = status == stats.OK and stats.at_largest_coefficient(
             rows, pick
         )
