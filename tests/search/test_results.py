@@ -65,9 +65,11 @@ def test_a_coherent_trial_without_an_effect_beyond_its_interval_is_not_a_pick():
     )
     # the unsteered model under the bar too: the grid's verdict
     assert unchosen_status(rows, MIN_COH, baseline_coherence=MIN_COH - 1) == "baseline incoherent"
-    # coherent trials the judge gave no trait score: a judge failure, whatever the baseline
+    # coherent trials the judge gave no trait score: a judge failure, whatever the baseline,
+    # named as the grid names it (not "no feasible steering found": they were coherent)
     unscored = [{**rows[0], "selection_coherence_mean": 95.0, "selection_trait_delta": None}]
-    assert unchosen_status(unscored, MIN_COH, 50.0) == "no feasible steering found"
+    assert unchosen_status(unscored, MIN_COH, 50.0) == "trait unscored"
+    assert unchosen_status(unscored, MIN_COH) == "trait unscored"
     rows[0]["selection_coherence_mean"] = 95.0
     rows[0]["selection_delta_lo"] = 0.5
     assert choose_best(rows, MIN_COH) is rows[0]["trial"]
@@ -138,7 +140,7 @@ def test_the_console_line_gives_both_halves_with_their_intervals():
     best["search"] = {"n_questions": 20}
     assert "none with an interval above zero); 12 trials" in summary_line(best)
     # coherent trials the judge gave no trait score: not "no effect"
-    best["status"] = "no feasible steering found"
+    best["status"] = "trait unscored"
     assert "(4 coherent trials, none with a trait score); 12 trials" in summary_line(best)
     # no coherent trial: said so, with the unsteered model's coherence when it misses too
     best.update(status="baseline incoherent", n_feasible=0)

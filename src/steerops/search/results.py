@@ -4,10 +4,11 @@ The choice is the grid's (`steerops.stats.select`) on the search half: among com
 trials with coefficient != 0 and coherence >= the threshold whose trait delta is above zero
 beyond its interval, the largest delta (ties: more coherent, smaller coefficient). When no
 trial qualifies the outcome is "no feasible steering found" ("baseline incoherent" when the
-unsteered model misses the bar too) or "no effect": nothing is chosen, and nothing is
-reported as a pick. The chosen config is then evaluated once on the held-out half, which
-decides `feasible` (coherence there) and the verdict ("ok", "no effect", "incoherent held
-out").
+unsteered model misses the bar too), "no effect", or "trait unscored" (coherent trials the
+judge gave no trait score: its failure, not a finding, as in the grid): nothing is chosen,
+and nothing is reported as a pick. The chosen config is then evaluated once on the
+held-out half, which decides `feasible` (coherence there) and the verdict ("ok", "no
+effect", "incoherent held out").
 """
 
 from __future__ import annotations
@@ -62,13 +63,13 @@ def unchosen_status(
     rows: list[dict[str, Any]], min_coherence: float, baseline_coherence: float | None = None
 ) -> str:
     """Why no trial was chosen: coherent steered trials, none with an interval above zero
-    (`stats.NO_EFFECT`), or none coherent at all (`NO_FEASIBLE`), and the unsteered model
-    under the bar too on the search half (`stats.BASELINE_INCOHERENT`, as the grid says)."""
+    (`stats.NO_EFFECT`) or none with a trait score (`stats.UNSCORED`), or none coherent at
+    all (`NO_FEASIBLE`), and the unsteered model under the bar too on the search half
+    (`stats.BASELINE_INCOHERENT`), each as the grid says."""
     _, verdict = stats.select(rows, min_coherence)
-    if verdict == stats.NO_EFFECT:
-        return stats.NO_EFFECT
-    unscored = verdict == stats.UNSCORED  # coherent trials the judge gave no trait score
-    if not unscored and baseline_coherence is not None and baseline_coherence < min_coherence:
+    if verdict in (stats.NO_EFFECT, stats.UNSCORED):
+        return verdict
+    if baseline_coherence is not None and baseline_coherence < min_coherence:
         return stats.BASELINE_INCOHERENT
     return NO_FEASIBLE
 

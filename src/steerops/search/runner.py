@@ -25,7 +25,7 @@ from steerops.errors import SteeropsError
 from steerops.io import text_md5
 from steerops.search.loop import LoopStats
 from steerops.specs import MethodName, Position
-from steerops.stats import BASELINE_INCOHERENT, NO_EFFECT, OK, coherence_text
+from steerops.stats import BASELINE_INCOHERENT, NO_EFFECT, OK, UNSCORED, coherence_text
 from steerops.steering.configs import Config, VectorSource
 
 
@@ -383,7 +383,9 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
         why = (
             "trials reached it, none with a trait delta above zero beyond its interval"
             if unchosen == NO_EFFECT
-            else "no steered trial reached it with a trait score"
+            else "trials reached it, the judge gave none of them a trait score"
+            if unchosen == UNSCORED
+            else "no steered trial reached it"
         )
         if unchosen == BASELINE_INCOHERENT:
             why += (
@@ -432,6 +434,7 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
             "heldout_coherence": held_metrics.get("coherence_mean"),
             "heldout_under_bar": held_metrics.get("under_bar"),  # answers, of coherence_scored
             "heldout_coherence_scored": held_metrics.get("coherence_scored"),
+            "heldout_credited_delta": held_metrics.get("credited_delta"),
             "feasible": float(best["feasible"]),
             "n_trials": best["n_trials"],
             "n_generations": best["n_generations"]["total"],

@@ -10,8 +10,8 @@ whose vectors are identical tensors are generated once. Configs already evaluate
 identical settings are served from `results.jsonl`. Each cell's best config is chosen on a
 seeded selection half of the questions and reported on the held-out half, with a 95%
 interval (paired bootstrap against the baseline): "ok", "no effect", "incoherent held out",
-"too few held out", "needs finer coefficients", "baseline incoherent", "trait unscored" or
-"held out unscored".
+"too few held out", "opposite effect", "needs finer coefficients", "baseline incoherent",
+"trait unscored" or "held out unscored".
 Writes, under
 <out>/steering/<trait>/<variant>/<position>/<component>/<method>/: results.jsonl
 (append-only log), results.csv (every config under these settings), metrics.json, curve.png
