@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benches in one call, for a lent CUDA machine, on a gemma-3-4b-shaped model with
+# The GPU benches in one command, for a CUDA machine, on a gemma-3-4b-shaped model with
 # random bf16 weights; ends with one table. Needs torch, transformers and numpy only (no
 # tracking or search packages). Stages, each under its own time limit:
 #   checks            exactness of the CUDA paths (bench/gpu_checks.py: the static loop
@@ -24,7 +24,7 @@
 #   steer_sdpa_NAME   the static loop at 64 configs under each of SDPA_BACKENDS (opt-in, e.g.
 #                     SDPA_BACKENDS="default efficient math"; each compiles its step anew)
 #   extract_compiled  extraction with compiled blocks, only with EXTRACT_COMPILED=1 (60 s;
-#                     41.2k tok/s against the naive forward's 67.2k, second H200 session)
+#                     41.2k tok/s against the naive forward's 67.2k on an H200, 2026-12-04)
 #
 #     bash bench/gpu.sh                      # CUDA: every stage, at most BUDGET_S (540 s)
 #     bash bench/gpu.sh --smoke [TOY_MODEL]  # tiny shapes on CPU: checks it runs end to end
@@ -34,8 +34,8 @@
 # CUDA graph per slot count serves every config count). Set PYTHON
 # to choose the interpreter, BENCH_OUT to keep the stages' outputs (default: a temp dir),
 # CHECKS_S / STEER_S / STEER_WIDE_S / EXTRACT_S / EXACT_S to change the stages' limits in seconds
-# (their sum, 870 s, is over one device call's 600: BUDGET_S, 540 by default, caps the
-# whole run, so run every stage in two calls, e.g. STAGES="checks token_norm extract" then
+# (their sum, 870 s, is over the 600 s some machines allow a command: BUDGET_S, 540 by
+# default, caps the whole run, so there run every stage in two commands, e.g. STAGES="checks token_norm extract" then
 # STAGES="steer steer_wide exact"), STAGES
 # to run only some of them ("token_norm extract", say; extract_compiled follows
 # EXTRACT_COMPILED alone).
@@ -72,7 +72,7 @@ fi
 # Each stage has a time limit, so one that hangs or runs long cannot take the others'
 # time; a stage cut short keeps what it printed (the steer bench writes its JSON after
 # every config count).
-# BUDGET_S bounds the whole script (default 540 s, under a device call's 600 s): a stage
+# BUDGET_S bounds the whole script (default 540 s, under a 600 s limit per command): a stage
 # gets what is left of it when less than its own limit, so the table always prints.
 budget=${BUDGET_S:-540}
 run_stage() {  # run_stage NAME SECONDS COMMAND...

@@ -1,7 +1,7 @@
 """Tracking's share of a small cached `steerops steer` run, MLflow on vs off, in this checkout
 and optionally another one (e.g. the code before batched tracking).
 
-The workload is the issue's: a toy grid (2 methods x 4 layers x 4 coefficients, 20
+The workload: a toy grid (2 methods x 4 layers x 4 coefficients, 20
 questions) whose configs are all served from the results log, so what is left is the model
 load, the judge-free bookkeeping, the outputs and the tracking. Each variant runs as its own
 `python -m steerops steer` process (as DVC runs it) on its own copy of the project, the
