@@ -166,3 +166,58 @@ def test_planted_dims_are_found_across_layers():
     table = agg["massive_heatmap"]
     assert table["dims"][0] == 3 and table["massive"] == [3]
     assert all(row[0] > 1000 for row in table["ratio"])
+
+
+# Massive dims planted for the order of the aggregate massive set (threshold 100, ratio
+# 1000, median |x| ~0.67): {layer: {dim: peak}}. 40 is massive at three layers with the
+# lowest peak; 30 and 8 at two layers each, 30 with the higher peak; 20 at layer 0 and 17 at
+# layer 1 with the same peak, layer 1 being layer 0 with dims 17 and 20 swapped (the same
+# values, so the same median and exactly the same peak ratio).
+SPIKES = {
+    0: {20: 4000.0},
+    2: {40: 2000.0, 30: 6000.0, 8: 3000.0},
+    3: {40: 2000.0, 30: 3000.0, 8: 3000.0},
+    4: {40: 2000.0},
+}
+
+
+def spiked_activations(layer: int) -> np.ndarray:
+    """Noise with each of the layer's SPIKES at one token (token index = dim)."""
+    if layer == 1:
+        swap = np.arange(HIDDEN)
+        swap[[17, 20]] = [20, 17]
+        return spiked_activations(0)[:, swap]
+    x = np.random.default_rng(layer).normal(size=(N_TOKENS, HIDDEN))
+    for dim, peak in SPIKES.get(layer, {}).items():
+        x[dim, dim] = peak
+    return x.astype(np.float32)
+
+
+def test_massive_set_is_ordered_by_layer_count_then_peak_ratio_then_id():
+    """The aggregate massive set lists the dims massive at most layers first, then those
+    with the highest peak |x| / median at any layer, then by id: each key decides one
+    place here (numpy reference)."""
+    sums = {layer: stream(spiked_activations(layer)) for layer in range(5)}
+    record = summarize(
+        sums, top_k=5, threshold=100.0, ratio=1000.0, global_top_n=5, global_min_layers=3
+    )
+    where: dict[int, list[int]] = {}
+    best: dict[int, float] = {}
+    for layer in range(5):
+        magnitude = np.abs(spiked_activations(layer).astype(np.float64))
+        median = np.median(magnitude)
+        peak = magnitude.max(0)
+        for d in np.flatnonzero((peak > 100) & (peak > 1000 * median)).tolist():
+            where.setdefault(d, []).append(layer)
+            best[d] = max(best.get(d, 0.0), peak[d] / median)
+    dims = np.array(sorted(where))
+    ranked = np.lexsort((dims, [-best[d] for d in dims], [-len(where[d]) for d in dims]))
+    expected = dims[ranked].tolist()
+    # 40 before 30 and 8 by count despite its lower ratio, 30 before 8 by ratio, 17 before
+    # 20 by id (layer 0, where 20 is massive, comes first)
+    assert expected == [40, 30, 8, 17, 20] and best[17] == best[20]
+    agg = record["aggregate"]
+    assert agg["massive_dims"] == expected
+    assert agg["massive_layers"] == {str(d): where[d] for d in expected}
+    layers = record["layers"]
+    assert layers["0"]["massive"]["20"]["ratio"] == layers["1"]["massive"]["17"]["ratio"]

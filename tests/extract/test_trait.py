@@ -162,6 +162,7 @@ def test_padding_sides_agree_on_toy(tmp_path, toy_world):
             params, loaded, "toy/refusal", "response[:]", [0, 1, 2, 3], progress=False
         )
         results[side] = load_file(out / "activations.safetensors")
+    assert results["left"] and results["left"].keys() == results["right"].keys()
     for name, left in results["left"].items():
         torch.testing.assert_close(left, results["right"][name], rtol=1e-4, atol=1e-5)
 

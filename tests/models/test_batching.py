@@ -158,9 +158,18 @@ def test_releasing_memory_while_another_thread_captures_a_graph_goes_on(monkeypa
     blocks instead of failing."""
     from steerops.models import batching
 
+    calls = []
+
     def capturing():
+        calls.append("capturing")
         raise RuntimeError("captures_underway.empty() INTERNAL ASSERT FAILED")
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", capturing)
+    batching.release_memory()  # goes on
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("emptied"))
     batching.release_memory()
+    assert calls == ["capturing", "emptied"]  # tried each time, not skipped
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    batching.release_memory()
+    assert calls == ["capturing", "emptied"]  # no CUDA: no cache to empty

@@ -99,6 +99,43 @@ def test_heldout_accuracy_is_chance_on_coin_flips_where_in_sample_is_not():
     assert stopped["n"] == 600 and stopped["unconverged"]
 
 
+def test_heldout_accuracy_counts_ties_half_against_a_refit_on_the_same_split():
+    """Tasks compared only in held-out comparisons keep the prior mean, so a held-out
+    comparison of two of them is a tie and counts half a hit: the accuracy is a numpy count
+    of the held-out comparisons against `fit_thurstonian` on the same seeded split's other
+    comparisons (ties at 0.5)."""
+    _, _, _, planted = _planted(30, 600)
+    fraction, seed, n_orphans = 0.2, 4, 12
+    n = len(planted) + n_orphans
+    # the documented split: a seeded permutation, its first round(fraction * n) held out
+    order = np.random.default_rng(seed).permutation(n)
+    held = np.zeros(n, dtype=bool)
+    held[order[: round(fraction * n)]] = True
+    # each orphan pair is compared once, at a row the split holds out
+    spots = np.flatnonzero(held)[:n_orphans].tolist()
+    orphans = iter(
+        [(f"new{2 * k}", f"new{2 * k + 1}", f"new{2 * k + k % 2}") for k in range(n_orphans)]
+    )
+    rest = iter(planted)
+    comparisons = [next(orphans) if i in spots else next(rest) for i in range(n)]
+
+    result = heldout_accuracy(comparisons, fraction=fraction, seed=seed)
+
+    fit = fit_thurstonian([c for c, h in zip(comparisons, held, strict=True) if not h])
+    assert fit.converged and not any(t.startswith("new") for t in fit.tasks)
+    mu = {t: m for t, (m, _) in fit.scores().items()}
+    heldout = [c for c, h in zip(comparisons, held, strict=True) if h]
+    # a task the fit never saw is at the prior mean, 0
+    won, lost = np.array(
+        [(mu.get(w, 0.0), mu.get(b if w == a else a, 0.0)) for a, b, w in heldout]
+    ).T
+    hits = np.select([won > lost, won == lost], [1.0, 0.5], 0.0)
+    # the orphans' comparisons tie, and only they
+    assert np.array_equal(won == lost, [a.startswith("new") for a, _, _ in heldout])
+    assert result["n"] == held.sum() and "unconverged" not in result
+    assert result["accuracy"] == pytest.approx(hits.mean(), abs=1e-12)
+
+
 def test_sampled_comparisons_follow_the_model():
     rng = np.random.default_rng(0)
     tasks = ["x", "y"]

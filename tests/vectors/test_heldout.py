@@ -172,6 +172,34 @@ def test_the_split_keeps_sources_and_pairs_whole_and_is_seeded(paired):
     assert any(not torch.equal(o, halves.heldout.pos) for o in others)
 
 
+@pytest.mark.parametrize("higher_trains_better", [True, False])
+def test_a_tie_on_selection_accuracy_goes_to_the_higher_train_accuracy(higher_trains_better):
+    """Two layers tied on selection accuracy: the one with the higher train accuracy is
+    chosen, whether it is the higher layer or the lower, and reported with its own held-out
+    hits; a layer with a better train accuracy but a worse selection accuracy is not."""
+    from steerops.vectors.heldout import choose, split_val
+
+    halves = split_val(activations(examples_of(14, 1, set(range(2, 13))), False), seed=0)
+    low, high = (0.8, 0.9) if higher_trains_better else (0.9, 0.8)
+    layers = {
+        "3": {"selection_acc": 0.5, "train_acc": 1.0},
+        "9": {"selection_acc": 0.75, "train_acc": low},
+        "12": {"selection_acc": 0.75, "train_acc": high},
+    }
+    winner = 12 if higher_trains_better else 9
+    n_heldout = len(halves.heldout.pos) + len(halves.heldout.neg)
+    asked = []
+
+    def heldout_hits(layer: int) -> list[float]:
+        asked.append(layer)
+        return [1.0] * n_heldout if layer == winner else [0.0] * n_heldout
+
+    best = choose(layers, halves, 0, heldout_hits)
+    assert best["layer"] == winner and asked == [winner]
+    assert (best["selection_acc"], best["train_acc"]) == (0.75, max(low, high))
+    assert best["heldout_acc"] == 1.0 and best["tied_layers"] == []
+
+
 def test_no_best_layer_without_val_or_with_a_class_in_one_half_only(tmp_path, capsys):
     """No val split, or a class with one source prompt in val: the best is None with the
     reason (in metadata.json, as an MLflow tag and on the console), never a number."""
