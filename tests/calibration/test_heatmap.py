@@ -25,10 +25,15 @@ def _record() -> dict:
             "massive_by_layer": {"0": [], "1": [507], "2": [507]},
             "global_dims": [507],
         },
+        "layers": {
+            "0": {"massive": {}},
+            "1": {"massive": {"507": {"token": "<|im_start|>", "position": 0}}},
+            "2": {"massive": {"507": {"token": "<|im_start|>", "position": 0}}},
+        },
     }
 
 
-def test_the_cells_that_passed_the_rule_are_outlined(tmp_path, monkeypatch):
+def _drawn(tmp_path, monkeypatch, record):
     figures = []
     real = Figure.savefig
 
@@ -37,8 +42,13 @@ def test_the_cells_that_passed_the_rule_are_outlined(tmp_path, monkeypatch):
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", keep)
-    heatmap.plot_heatmap(_record(), tmp_path / "heatmap.png")
+    heatmap.plot_heatmap(record, tmp_path / "heatmap.png")
     (fig,) = figures
+    return fig
+
+
+def test_the_cells_that_passed_the_rule_are_outlined(tmp_path, monkeypatch):
+    fig = _drawn(tmp_path, monkeypatch, _record())
     left = fig.axes[0]
     boxes = [p.get_xy() for p in left.patches if isinstance(p, Rectangle) and not p.fill]
     # (column - 0.5, row - 0.5): dim 507 (column 0) at layers 1 and 2, not at layer 0
@@ -47,3 +57,18 @@ def test_the_cells_that_passed_the_rule_are_outlined(tmp_path, monkeypatch):
     assert bar.get_ylabel() == "max / median (massive: > 1000 and |x| > 100)"
     assert [line.get_ydata()[0] for line in bar.lines] == [1000.0]
     assert (tmp_path / "heatmap.png").is_file()
+
+
+def test_a_massive_dim_is_labelled_with_the_token_its_peak_sits_at(tmp_path, monkeypatch):
+    """The massive dim's label names its peak's token and position (the attention sink's
+    <|im_start|> at 0 on SmolLM2), "several tokens" when its layers peak at different ones;
+    a dim that is not massive is its number alone."""
+    labels = [
+        t.get_text() for t in _drawn(tmp_path, monkeypatch, _record()).axes[0].get_xticklabels()
+    ]
+    assert labels == ["507! <|im_start|>@0", "17"]
+    record = _record()
+    record["layers"]["2"]["massive"]["507"] = {"token": "\n", "position": 5}
+    (tmp_path / "again").mkdir()
+    fig = _drawn(tmp_path / "again", monkeypatch, record)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()][0] == "507! several tokens"

@@ -1,8 +1,8 @@
 """heatmap.png: two panels per (layer, dim), log colour scales.
 
-Left, the massive set: peak |x| / the layer's median |x| (massive dims marked `!`, and the
-(layer, dim) cells that passed the rule outlined: a dim is massive at some layers only; the
-rule's ratio marked on the colour bar).
+Left, the massive set: peak |x| / the layer's median |x| (massive dims marked `!` with the
+token and position their peak sits at, and the (layer, dim) cells that passed the rule
+outlined: a dim is massive at some layers only; the rule's ratio marked on the colour bar).
 Right, the top_mean set: |mean| / the layer's mean |mean| (global dims marked `*`).
 """
 
@@ -40,7 +40,7 @@ def plot_heatmap(record: dict, path: str | Path) -> None:
         left,
         peaks["ratio"],
         peaks["layers"],
-        [f"{d}!" if d in massive else str(d) for d in peaks["dims"]],
+        [f"{d}! {_peak_token(record, d)}" if d in massive else str(d) for d in peaks["dims"]],
         "peak |x| / layer median |x|  (! = massive; outlined: where)",
         "max / median" + rule,
         outlined=passed,
@@ -60,6 +60,20 @@ def plot_heatmap(record: dict, path: str | Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
+
+
+def _peak_token(record: dict, dim: int) -> str:
+    """Where a massive dim peaks at the layers it is massive: "<|im_start|>@0" (its token and
+    position in the sequence), or "several tokens" when they differ."""
+    where = {
+        (str(hit.get("token")), hit.get("position"))
+        for layer in record.get("layers", {}).values()
+        if (hit := (layer.get("massive") or {}).get(str(dim))) is not None
+    }
+    if len(where) != 1:
+        return "several tokens" if where else ""
+    ((token, position),) = where
+    return f"{token}@{position}"
 
 
 def _panel(fig, ax, rows, layers, labels, title, colour_label, outlined=(), mark=None) -> None:

@@ -9,8 +9,7 @@ logits are identical (tested on tiny random checkpoints of every key layout belo
 
 Not used when params name module paths (`layers_path`, `attn_path`, `mlp_path`) or give a
 `device_map` of module names: those were written against the model AutoModelForCausalLM
-builds, which then loads as it does; nor for a pre-quantized checkpoint, nor before
-transformers 5 (whose 4.x text class takes its weights under another prefix).
+builds, which then loads as it does; nor for a pre-quantized checkpoint.
 """
 
 from __future__ import annotations
@@ -38,10 +37,6 @@ def text_config(config: Any) -> Any | None:
     `config` as it is: any model but a listed multimodal one, or one whose text class would
     compute otherwise (Gemma3ForCausalLM applies final_logit_softcapping and a bidirectional
     mask that the multimodal class does not; no Gemma 3 chat checkpoint sets either)."""
-    import transformers
-
-    if int(transformers.__version__.split(".")[0]) < 5:
-        return None
     want = TEXT_MODELS.get(str(getattr(config, "model_type", "")))
     text = getattr(config, "text_config", None)
     if want is None or text is None or getattr(config, "vision_config", None) is None:
