@@ -16,6 +16,7 @@ from steerops.cli import abs_path, flags, inputs_flag, load_params_for, run_file
 from steerops.errors import SteeropsError
 from steerops.io import atomic_folder, check_replaceable, read_json, write_json, write_text
 from steerops.report import calibrated, plots, predict, tables
+from steerops.report.answer import answer_lines
 from steerops.report.load import (
     COLUMNS,
     load_results,
@@ -320,6 +321,13 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "along the steering)",
     }
     parts = ["# Steering report", "", _intro(threshold, halves, **protocol_), ""]
+    answer = answer_lines(
+        tables_by_name["gap_analysis"],
+        tables_by_name["search_heldout"],
+        tables_by_name["cleaning_curve"],
+        threshold,
+    )
+    parts += ["## In short", "", *answer, ""]
     parts += ["## Massive activations (calibration)", "", str(tables_by_name["dims"]), ""]
     parts += [markdown_table(calibrated.massive_display(tables_by_name["massive"])), ""]
     notes = {  # what a table's names do not say
@@ -367,22 +375,13 @@ def _intro(threshold: float, halves: str, seed: int = 0, fraction: float = 0.5) 
 
 
 def _best_cell(gap: pd.DataFrame) -> dict:
-    """The cell chosen on the selection half alone: among cells whose choice has an effect
-    there (its selection interval above zero), the one with the largest selection-half
-    delta (ties: the first in the table's order), with its held-out verdict, delta,
-    interval and n. It is `best_cell` only when that verdict is OK (no effect is never a
-    best); otherwise `best_cell` is None and `selection_choice` names the cell that did not
-    hold. Choosing among the cells that held out instead would pick on held-out data, and
-    its held-out delta would be the best of several tries, not a held-out figure."""
-    candidates = gap[
-        (gap["alias_of"] == "")
-        & gap["selection_delta"].notna()
-        & (gap["selection_delta_lo"].astype(float) > 0)
-        & ~gap["status"].isin([stats.NEEDS_FINER, stats.BASELINE_INCOHERENT, stats.UNSCORED])
-    ]
-    if candidates.empty:
+    """The cell chosen on the selection half alone (`tables.selection_choice`), with its
+    held-out verdict, delta, interval and n. It is `best_cell` only when that verdict is OK
+    (no effect is never a best); otherwise `best_cell` is None and `selection_choice` names
+    the cell that did not hold."""
+    best = tables.selection_choice(gap)
+    if best is None:
         return {"best_cell": None, "selection_choice": None}
-    best = candidates.loc[candidates["selection_delta"].astype(float).idxmax()]
     cell = " ".join(str(best[k]) for k in tables.GROUP)
     return {
         "best_cell": cell if best["status"] == stats.OK else None,

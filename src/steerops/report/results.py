@@ -11,6 +11,7 @@ import pandas as pd
 
 from steerops import stats
 from steerops.report import tables
+from steerops.report.answer import answer_lines, cleaning_verdict
 from steerops.report.calibrated import dims_line, massive_display, massive_table
 from steerops.report.markdown import VERDICT_LEGEND, cell, interval, markdown_table
 
@@ -66,6 +67,10 @@ def render_results(
         _regenerate(setup),
         "",
         *_setup_lines(frame, searched, record, setup),
+        "",
+        "## In short",
+        "",
+        *answer_lines(gap, searched, tables["cleaning_curve"], setup["threshold"]),
         "",
         "## Massive activations",
         "",
@@ -165,48 +170,8 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
         base = uncleaned.get((row.model, row.trait, row.position, row.component, row.method))
         base_status = base.status if base is not None else "?"
         k = 0 if pd.isna(row.gain_k) else int(row.gain_k)
-        needed = stats.min_questions(k)
-        # a trait gain bought by a pick that loses coherence held out is no gain of the dims
-        incoherent = None
-        if row.gain_lo > 0 and row.status == stats.INCOHERENT:
-            incoherent = ("gain", row.variant)
-        elif row.gain_hi < 0 and base_status == stats.INCOHERENT:
-            incoherent = ("loss", row.method)
-        if (row.gain_lo > 0 or row.gain_hi < 0) and row.gain_n < needed:
-            claims = "one claim needs" if k <= 1 else f"{k} claims together need"
-            says = f"too few held-out questions to tell ({int(row.gain_n)}; {claims} {needed})"
-        elif incoherent is not None:
-            what, bought = incoherent
-            says = (
-                f"not a {what} from the dims: `{bought}`'s chosen config is incoherent held "
-                "out, so its higher trait is bought with coherence"
-            )
-        elif row.gain_lo > 0:
-            says = "cleaning helps"
-        elif row.gain_hi < 0:
-            says = "cleaning hurts"
-        elif row.gain_lo == row.gain_hi:
-            says = (
-                "no difference: every held-out question scored the same (an interval of no "
-                "width, not precision)"
-            )
-        else:
-            says = "no detectable difference"
+        says = cleaning_verdict(row, base)
         share = getattr(row, "removed_share", np.nan)
-        if not pd.isna(share) and share < tables.BARELY:
-            # a near-copy of the uncleaned vector: no difference is what any dims would give,
-            # and a difference is the decoding's sensitivity to a tiny turn of the vector
-            says += (
-                f"; the cleaned vector is nearly the uncleaned one (cosine "
-                f"{tables.cosine_left(share):.3f}), so this cannot tell whether the dims "
-                "matter"
-            )
-        if base is not None and (row.layer, row.coefficient) != (base.layer, base.coefficient):
-            says += (
-                f"; each at its own chosen config (layer {cell(row.layer)}, coefficient "
-                f"{cell(row.coefficient)} against layer {cell(base.layer)}, coefficient "
-                f"{cell(base.coefficient)}): the gain holds the coefficient's change too"
-            )
         removed = (
             ""
             if pd.isna(row.dims_removed)

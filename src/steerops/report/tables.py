@@ -379,3 +379,21 @@ def _get(row: dict | None, key: str) -> Any:
 
 def _nan(value: float | None) -> float:
     return np.nan if value is None else float(value)
+
+
+def selection_choice(gap: pd.DataFrame) -> pd.Series | None:
+    """The cell chosen on the selection half alone (`gap_analysis` rows): among cells whose
+    choice has an effect there (its selection interval above zero), the one with the
+    largest selection-half delta (ties: the first in the table's order); None when no cell
+    qualifies. Its held-out verdict says whether it holds: choosing among the cells that
+    held out instead would pick on held-out data, and its held-out delta would be the best
+    of several tries, not a held-out figure."""
+    candidates = gap[
+        (gap["alias_of"] == "")
+        & gap["selection_delta"].notna()
+        & (gap["selection_delta_lo"].astype(float) > 0)
+        & ~gap["status"].isin([stats.NEEDS_FINER, stats.BASELINE_INCOHERENT, stats.UNSCORED])
+    ]
+    if candidates.empty:
+        return None
+    return candidates.loc[candidates["selection_delta"].astype(float).idxmax()]

@@ -1,0 +1,184 @@
+"""The results page's answer first: per model and trait, the config to steer with, what the
+coefficient search adds to it, and whether removing massive dims changed its effect.
+
+The config is the one `tables.selection_choice` picks on the selection half (as
+`best_cell` in metrics.json), reported with its held-out verdict: a choice that fails held
+out is said to, and nothing is recommended in its place (picking another cell because it
+held out would choose on the held-out half). The sections below the answer hold every cell.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from steerops import stats
+from steerops.report import tables
+from steerops.report.markdown import cell, interval
+
+
+def answer_lines(
+    gap: pd.DataFrame, searched: pd.DataFrame, curve: pd.DataFrame, threshold: float
+) -> list[str]:
+    """Markdown bullets: one per (model, trait), each with its steering, search and
+    cleaning answers nested under it."""
+    pairs = {(str(m), str(t)) for m, t in zip(gap["model"], gap["trait"], strict=True)}
+    pairs |= {(str(m), str(t)) for m, t in zip(searched["model"], searched["trait"], strict=True)}
+    lines = []
+    for model, trait in sorted(pairs):
+        mine = gap[(gap["model"].astype(str) == model) & (gap["trait"].astype(str) == trait)]
+        choice = tables.selection_choice(mine) if len(mine) else None
+        lines.append(f"- **{trait}** on `{model}`:")
+        lines.append(f"  - {_steer_with(mine, choice, threshold)}")
+        searches = searched[
+            (searched["model"].astype(str) == model) & (searched["trait"].astype(str) == trait)
+        ]
+        lines += [f"  - {_search_says(s, threshold)}" for _, s in searches.iterrows()]
+        if choice is not None:
+            lines += [f"  - {line}" for line in _cleaning_says(curve, choice)]
+    return lines or ["_no grid or search results_"]
+
+
+def _where(row: Any) -> str:
+    """`method` at position (and component, when not the residual stream)."""
+    component = str(row.get("component", "residual"))
+    at = f" {component}" if component not in ("residual", "", "nan") else ""
+    return f"`{row['method']}` at {row['position']}{at}"
+
+
+# a gap row's held-out columns, and a search row's (`load.SEARCH_COLUMNS`)
+GRID_HELD = "delta delta_lo delta_hi coherence coherence_scored under_bar n".split()
+GRID_HELD += ["credited_delta", "credited_lo", "credited_hi"]
+SEARCH_HELD = [f"heldout_{k}" for k in ("trait_delta", "delta_lo", "delta_hi", "coherence")]
+SEARCH_HELD += [f"heldout_{k}" for k in ("coherence_scored", "under_bar", "n")]
+SEARCH_HELD += [f"heldout_credited_{k}" for k in ("delta", "lo", "hi")]
+
+
+def _held(row: Any, threshold: float, names: list[str] = GRID_HELD) -> str:
+    """ "held-out delta +50.0 [+20.0, +75.0], coherence 83.22 (5 of 20 answers under 68;
+    crediting only those at or above it, ...), n 20" of a row read by `names`."""
+    mid, lo, hi, coherence, scored, under, n, *credited = (row.get(k) for k in names)
+    return (
+        f"held-out delta {interval(mid, lo, hi)}, coherence "
+        f"{stats.coherence_text(coherence, 2)}"
+        f"{stats.under_bar_text(scored, under, threshold, credited)}, n {cell(n)}"
+    )
+
+
+def _steer_with(mine: pd.DataFrame, choice: pd.Series | None, threshold: float) -> str:
+    if mine.empty:
+        return "no grid results"
+    if choice is None:
+        verdicts = mine[mine["alias_of"] == ""]["status"].value_counts()
+        said = ", ".join(f"{status} {n}" for status, n in verdicts.items())
+        return (
+            "**no config to recommend**: no cell's choice has an effect on the selection "
+            f"half (verdicts: {said})"
+        )
+    config = (
+        f"{_where(choice)}, layer {cell(choice['layer'])}, coefficient "
+        f"{cell(choice['coefficient'])}"
+    )
+    picked = (
+        "chosen on the selection half (selection delta "
+        f"{stats.delta_text(choice['selection_delta'])}) "
+        f"among {int((mine['alias_of'] == '').sum())} cells"
+    )
+    if choice["status"] == stats.OK:
+        return f"**steer with {config}**: {_held(choice, threshold)}; {picked}"
+    return (
+        f"**no config to recommend**: the selection half's choice, {config}: "
+        f"**{choice['status']}** ({_held(choice, threshold)}); {picked}"
+    )
+
+
+def _search_says(row: pd.Series, threshold: float) -> str:
+    where = f"the search of {_where(row)}"
+    if pd.isna(row.get("layer")):
+        return f"{where}: **{row['status']}**, nothing chosen"
+    config = f"layer {cell(row['layer'])}, coefficient {cell(row['coefficient'])}"
+    held = _held(row, threshold, SEARCH_HELD)
+    if row["status"] == stats.OK:
+        return f"{where}: **{config}**, ok held out ({held})"
+    return f"{where} chose {config}: **{row['status']}** ({held}), not a recommended coefficient"
+
+
+def _cleaning_says(curve: pd.DataFrame, choice: pd.Series) -> list[str]:
+    """Each cleaned variant of the chosen cell's method, against it."""
+    if curve.empty:
+        return []
+    same = np.ones(len(curve), dtype=bool)
+    for key in tables.KEY + ["method"]:
+        same &= (curve[key].astype(str) == str(choice[key])).to_numpy()
+    rows = curve[same]
+    base = next(
+        (r for r in rows.itertuples(index=False) if str(r.dims_cleaned) == "0"),
+        None,
+    )
+    out = []
+    for row in rows.itertuples(index=False):
+        if str(row.dims_cleaned) == "0":
+            continue
+        if row.gain_note == tables.SETTINGS_DIFFER:
+            verdict = "not compared (their cells ran under different steering settings)"
+        elif pd.isna(row.gain):
+            continue
+        else:
+            verdict = cleaning_verdict(row, base)
+        out.append(
+            f"removing massive dims (`{row.variant}` against `{row.method}`, dims cleaned: "
+            f"{row.dims_cleaned}): **{verdict}**"
+        )
+    return out
+
+
+def cleaning_verdict(row: Any, base: Any) -> str:
+    """What a cleaned variant's paired held-out gain over its uncleaned method (a
+    `cleaning_curve` row, and the uncleaned method's row or None) says about the dims."""
+    base_status = base.status if base is not None else "?"
+    k = 0 if pd.isna(row.gain_k) else int(row.gain_k)
+    needed = stats.min_questions(k)
+    # a trait gain bought by a pick that loses coherence held out is no gain of the dims
+    incoherent = None
+    if row.gain_lo > 0 and row.status == stats.INCOHERENT:
+        incoherent = ("gain", row.variant)
+    elif row.gain_hi < 0 and base_status == stats.INCOHERENT:
+        incoherent = ("loss", row.method)
+    if (row.gain_lo > 0 or row.gain_hi < 0) and row.gain_n < needed:
+        claims = "one claim needs" if k <= 1 else f"{k} claims together need"
+        says = f"too few held-out questions to tell ({int(row.gain_n)}; {claims} {needed})"
+    elif incoherent is not None:
+        what, bought = incoherent
+        says = (
+            f"not a {what} from the dims: `{bought}`'s chosen config is incoherent held "
+            "out, so its higher trait is bought with coherence"
+        )
+    elif row.gain_lo > 0:
+        says = "cleaning helps"
+    elif row.gain_hi < 0:
+        says = "cleaning hurts"
+    elif row.gain_lo == row.gain_hi:
+        says = (
+            "no difference: every held-out question scored the same (an interval of no "
+            "width, not precision)"
+        )
+    else:
+        says = "no detectable difference"
+    share = getattr(row, "removed_share", np.nan)
+    if not pd.isna(share) and share < tables.BARELY:
+        # a near-copy of the uncleaned vector: no difference is what any dims would give,
+        # and a difference is the decoding's sensitivity to a tiny turn of the vector
+        says += (
+            f"; the cleaned vector is nearly the uncleaned one (cosine "
+            f"{tables.cosine_left(share):.3f}), so this cannot tell whether the dims "
+            "matter"
+        )
+    if base is not None and (row.layer, row.coefficient) != (base.layer, base.coefficient):
+        says += (
+            f"; each at its own chosen config (layer {cell(row.layer)}, coefficient "
+            f"{cell(row.coefficient)} against layer {cell(base.layer)}, coefficient "
+            f"{cell(base.coefficient)}): the gain holds the coefficient's change too"
+        )
+    return says

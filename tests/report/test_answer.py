@@ -1,0 +1,163 @@
+"""The results page's answer first: the config to steer with is the selection half's choice,
+said with its held-out verdict; the search and the cleaning of that method beside it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from steerops.report.answer import answer_lines
+
+
+def _gap_row(method: str, **values) -> dict:
+    row = {
+        "model": "m",
+        "trait": "t",
+        "position": "prompt[-1]",
+        "component": "residual",
+        "method": method,
+        "alias_of": "",
+        "status": "ok",
+        "layer": 12,
+        "coefficient": 0.2,
+        "selection_delta": 40.0,
+        "selection_delta_lo": 10.0,
+        "delta": 30.0,
+        "delta_lo": 5.0,
+        "delta_hi": 55.0,
+        "coherence": 80.0,
+        "coherence_scored": 20,
+        "under_bar": 0,
+        "credited_delta": 30.0,
+        "credited_lo": 5.0,
+        "credited_hi": 55.0,
+        "n": 20,
+    }
+    return row | values
+
+
+def _search_row(**values) -> dict:
+    row = {
+        "model": "m",
+        "trait": "t",
+        "position": "prompt[-1]",
+        "method": "mean_diff",
+        "status": "ok",
+        "layer": 12,
+        "coefficient": 0.25,
+        "heldout_trait_delta": 35.0,
+        "heldout_delta_lo": 10.0,
+        "heldout_delta_hi": 60.0,
+        "heldout_coherence": 75.0,
+        "heldout_coherence_scored": 20,
+        "heldout_under_bar": 3,
+        "heldout_credited_delta": 25.0,
+        "heldout_credited_lo": 0.0,
+        "heldout_credited_hi": 50.0,
+        "heldout_n": 20,
+    }
+    return row | values
+
+
+NO_SEARCH = pd.DataFrame(columns=list(_search_row()))
+NO_CURVE = pd.DataFrame(columns=["model", "trait", "position", "component", "method"])
+
+
+def test_the_config_to_steer_with_is_the_selection_half_s_choice():
+    """probe has the larger held-out delta, mean_diff the larger selection delta: the
+    answer is mean_diff (choosing on held-out deltas would pick on the held-out half)."""
+    gap = pd.DataFrame(
+        [
+            _gap_row("mean_diff", selection_delta=60.0, under_bar=5, credited_delta=20.0),
+            _gap_row("probe", delta=70.0, delta_lo=40.0, delta_hi=90.0, layer=9),
+            _gap_row("mean_diff_preclean", alias_of="mean_diff", selection_delta=90.0),
+        ]
+    )
+    lines = answer_lines(gap, NO_SEARCH, NO_CURVE, 68.0)
+    assert lines[0] == "- **t** on `m`:"
+    assert lines[1] == (
+        "  - **steer with `mean_diff` at prompt[-1], layer 12, coefficient 0.2**: held-out "
+        "delta +30.0 [+5.0, +55.0], coherence 80.00 (5 of 20 answers under 68; crediting only "
+        "those at or above it, delta +20.0 [+5.0, +55.0]), n 20; chosen on the selection half "
+        "(selection delta +60.0) among 2 cells"
+    )
+
+
+def test_a_choice_that_fails_held_out_is_no_recommendation():
+    gap = pd.DataFrame(
+        [
+            _gap_row("mean_diff", status="no effect", delta=0.0, delta_lo=-10.0, delta_hi=15.0),
+            _gap_row("probe", selection_delta=20.0, delta=60.0, delta_lo=30.0),  # held: not it
+        ]
+    )
+    (_, steer) = answer_lines(gap, NO_SEARCH, NO_CURVE, 68.0)
+    assert steer.startswith(
+        "  - **no config to recommend**: the selection half's choice, `mean_diff` at "
+        "prompt[-1], layer 12, coefficient 0.2: **no effect** (held-out delta +0.0 "
+        "[-10.0, +15.0]"
+    )
+    assert "probe" not in steer
+    # no cell with an effect on the selection half: nothing was chosen at all
+    gap = pd.DataFrame(
+        [
+            _gap_row("mean_diff", status="no effect", selection_delta_lo=-5.0),
+            _gap_row("probe", status="needs finer coefficients", selection_delta=np.nan),
+        ]
+    )
+    (_, steer) = answer_lines(gap, NO_SEARCH, NO_CURVE, 68.0)
+    assert steer == (
+        "  - **no config to recommend**: no cell's choice has an effect on the selection half "
+        "(verdicts: no effect 1, needs finer coefficients 1)"
+    )
+
+
+def test_the_search_is_said_beside_with_its_own_held_out_verdict():
+    gap = pd.DataFrame([_gap_row("mean_diff")])
+    searched = pd.DataFrame(
+        [
+            _search_row(),
+            _search_row(method="probe", status="incoherent held out", heldout_coherence=60.0),
+            _search_row(method="pca", status="no feasible steering found", layer=np.nan),
+        ]
+    )
+    _, _, ok, incoherent, none = answer_lines(gap, searched, NO_CURVE, 68.0)
+    assert ok == (
+        "  - the search of `mean_diff` at prompt[-1]: **layer 12, coefficient 0.25**, ok held "
+        "out (held-out delta +35.0 [+10.0, +60.0], coherence 75.00 (3 of 20 answers under 68; "
+        "crediting only those at or above it, delta +25.0 [+0.0, +50.0]), n 20)"
+    )
+    assert incoherent.startswith(
+        "  - the search of `probe` at prompt[-1] chose layer 12, coefficient 0.25: "
+        "**incoherent held out** (held-out delta +35.0"
+    )
+    assert incoherent.endswith("not a recommended coefficient")
+    assert (
+        none
+        == "  - the search of `pca` at prompt[-1]: **no feasible steering found**, nothing chosen"
+    )
+
+
+def test_the_cleaning_answer_is_of_the_chosen_method_and_one_bullet_per_trait():
+    gap = pd.DataFrame([_gap_row("mean_diff"), _gap_row("mean_diff", trait="u", status="ok")])
+    base = {k: v for k, v in _gap_row("mean_diff").items() if k in NO_CURVE.columns}
+    curve = pd.DataFrame(
+        [
+            base | {"dims_cleaned": "0", "variant": "mean_diff", "status": "ok"},
+            base
+            | {"dims_cleaned": "1", "variant": "mean_diff_top1", "status": "ok"}
+            | {"gain": 20.0, "gain_lo": 5.0, "gain_hi": 35.0, "gain_n": 20, "gain_k": 1},
+            base
+            | {"method": "probe", "dims_cleaned": "1", "variant": "probe_top1", "status": "ok"}
+            | {"gain": -20.0, "gain_lo": -35.0, "gain_hi": -5.0, "gain_n": 20, "gain_k": 1},
+        ]
+    ).assign(layer=12, coefficient=0.2, gain_note="", removed_share=0.3)
+    lines = answer_lines(gap, NO_SEARCH, curve, 68.0)
+    assert [line for line in lines if line.startswith("- ")] == [
+        "- **t** on `m`:",
+        "- **u** on `m`:",
+    ]
+    assert lines[2] == (
+        "  - removing massive dims (`mean_diff_top1` against `mean_diff`, dims cleaned: 1): "
+        "**cleaning helps**"
+    )
+    assert not any("probe_top1" in line for line in lines)  # not the chosen method's
