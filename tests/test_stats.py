@@ -608,12 +608,13 @@ def test_a_half_s_p_is_the_sign_flip_test_of_its_paired_deltas():
 
 
 def test_credited_delta_gives_answers_under_the_bar_no_move_along_the_steering():
-    """An incoherent answer's move along the steering counts as none, one against it stays;
-    an answer with no coherence score is not coherent; an unscored trait leaves the
-    question out; the interval is the documented recipe's on the credited deltas."""
+    """An answer scored under the bar: its move along the steering counts as none, one
+    against it stays; an answer with no coherence score counts as it is (the count of
+    answers under the bar leaves it out too); an unscored trait leaves the question out; the
+    interval is the documented recipe's on the credited deltas."""
     deltas = [100.0, 100.0, -50.0, 100.0, None, 20.0, 0.0, 100.0, 60.0, 100.0, -10.0, 40.0]
     coherences = [90.0, 40.0, 30.0, None, 90.0, 67.99, 90.0, 68.0, 80.0, 75.0, 10.0, 95.0]
-    credited = [100.0, 0.0, -50.0, 0.0, 0.0, 0.0, 100.0, 60.0, 100.0, -10.0, 40.0]
+    credited = [100.0, 0.0, -50.0, 100.0, 0.0, 0.0, 100.0, 60.0, 100.0, -10.0, 40.0]
     got = stats.credited_delta(deltas, coherences, 68.0, seed=3)
     mid, lo, hi = reference_interval(credited, [0.0] * len(credited), seed=3)
     assert got.n == 11
@@ -630,9 +631,15 @@ def test_credited_delta_gives_answers_under_the_bar_no_move_along_the_steering()
     }
     assert stats.credited_heldout(row, 68.0, 3) == got
     assert stats.credited_heldout({}, 68.0, 3).n == 0
-    text = stats.under_bar_text(12, 6, 68.0, [got.mean, got.lo, got.hi])
+    scored, under = stats.under_bar(coherences, 68.0)
+    assert (scored, under) == (11, 4)  # the answers the credited delta counts as no gain
+    text = stats.under_bar_text(scored, under, 68.0, [got.mean, got.lo, got.hi])
     assert text == (
-        f" (6 of 12 answers under 68; crediting only those at or above it, delta "
+        f" (4 of 11 answers under 68; with those counted as no gain, delta "
         f"{stats.interval_text(got.mean, got.lo, got.hi)})"
     )
     assert stats.under_bar_text(12, 0, 68.0, [got.mean, got.lo, got.hi]) == ""
+    # none scored under the bar (one unscored): the plain paired delta, as nothing is said
+    unscored = [90.0, None, 90.0, 90.0, 90.0, 70.0, 90.0, 68.0, 80.0, 75.0, 99.0, 95.0]
+    assert stats.under_bar(unscored, 68.0) == (11, 0)
+    assert stats.credited_delta(deltas, unscored, 68.0, seed=3) == plain

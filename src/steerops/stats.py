@@ -456,17 +456,19 @@ def credited_delta(
     min_coherence: float,
     seed: int,
 ) -> Interval:
-    """The paired delta (`delta_interval`) crediting only answers that reach the coherence
-    bar: an answer under it, or with no coherence score, keeps a delta against the steering
-    but not one along it. A config's coherence is a mean, so an "ok" config can still owe
-    part of its delta to broken answers the trait judge read as the trait (a garbled
-    "refusal"); here those count as no change. `deltas` and `coherences` are per question,
-    in one order, a delta None where the trait was not scored in both."""
-    d = [
-        x if coherent(c, min_coherence) else min(x, 0.0)
-        for x, c in zip(deltas, coherences, strict=True)
-        if x is not None
-    ]
+    """The paired delta (`delta_interval`) over the same questions, with the answers scored
+    under the coherence bar counted as no gain: such an answer keeps a delta against the
+    steering but not one along it. A config's coherence is a mean, so an "ok" config can
+    still owe part of its delta to broken answers the trait judge read as the trait (a
+    garbled "refusal"); here those count as no change. It is not the mean over the coherent
+    answers alone. An answer with no coherence score counts as it is, as `under_bar` leaves
+    it out of its count: the two describe the same answers. `deltas` and `coherences` are
+    per question, in one order, a delta None where the trait was not scored in both."""
+    d = []
+    for x, c in zip(deltas, coherences, strict=True):
+        if x is not None:
+            scored_under = as_number(c) is not None and not coherent(c, min_coherence)
+            d.append(min(x, 0.0) if scored_under else x)
     return delta_interval(np.array(d, dtype=float), seed)
 
 
@@ -483,14 +485,14 @@ def under_bar_phrase(
     scored: Any, under: Any, min_coherence: float | None, credited: Sequence[Any] = ()
 ) -> str:
     """ "5 of 20 answers under 68", or "" when no answer is (or none was scored); with the
-    `credited_delta` interval (mean, lo, hi) of the same answers, "...; crediting only those
-    at or above it, delta +40.0 [+10.0, +65.0]"."""
+    `credited_delta` interval (mean, lo, hi) of the same answers, "...; with those counted
+    as no gain, delta +40.0 [+10.0, +65.0]"."""
     scored, under = as_number(scored), as_number(under)
     if not scored or not under or min_coherence is None:
         return ""
     phrase = f"{int(under)} of {int(scored)} answers under {min_coherence:g}"
     if credited and as_number(credited[0]) is not None:
-        phrase += f"; crediting only those at or above it, delta {interval_text(*credited)}"
+        phrase += f"; with those counted as no gain, delta {interval_text(*credited)}"
     return phrase
 
 

@@ -77,8 +77,8 @@ def test_the_config_to_steer_with_is_the_selection_half_s_choice():
     assert lines[0] == "- **t** on `m`:"
     assert lines[1] == (
         "  - **steer with `mean_diff` at prompt[-1], layer 12, coefficient 0.2**: held-out "
-        "delta +30.0 [+5.0, +55.0], coherence 80.00 (5 of 20 answers under 68; crediting only "
-        "those at or above it, delta +20.0 [+5.0, +55.0]), n 20; chosen on the selection half "
+        "delta +30.0 [+5.0, +55.0], coherence 80.00 (5 of 20 answers under 68; with those "
+        "counted as no gain, delta +20.0 [+5.0, +55.0]), n 20; chosen on the selection half "
         "(selection delta +60.0) among 2 cells"
     )
 
@@ -124,7 +124,7 @@ def test_the_search_is_said_beside_with_its_own_held_out_verdict():
     assert ok == (
         "  - the search of `mean_diff` at prompt[-1]: **layer 12, coefficient 0.25**, ok held "
         "out (held-out delta +35.0 [+10.0, +60.0], coherence 75.00 (3 of 20 answers under 68; "
-        "crediting only those at or above it, delta +25.0 [+0.0, +50.0]), n 20)"
+        "with those counted as no gain, delta +25.0 [+0.0, +50.0]), n 20)"
     )
     assert incoherent.startswith(
         "  - the search of `probe` at prompt[-1] chose layer 12, coefficient 0.25: "

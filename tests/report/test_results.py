@@ -817,7 +817,7 @@ def test_a_verdict_says_how_many_held_out_answers_are_under_the_bar():
         threshold=68.0,
     )
     assert (
-        "coherence 83.22 (5 of 20 answers under 68; crediting only those at or above it, "
+        "coherence 83.22 (5 of 20 answers under 68; with those counted as no gain, "
         "delta +40.0 [+10.0, +65.0]), n 20" in some
     )
     assert "answers under" not in none and "answers under" not in unknown

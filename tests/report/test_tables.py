@@ -9,6 +9,7 @@ import pytest
 
 from report_data import SYNTHETIC, synthetic_grid, write_params
 from steering_data import reference_interval
+from steerops import stats
 from steerops.config import load_params
 from steerops.report import tables
 from steerops.report.load import load_results
@@ -270,6 +271,31 @@ def test_the_choice_counts_its_held_out_answers_under_the_bar(frame):
     assert sorted(chosen["heldout_coherences"].values()) == [80.0] * 20
     # at a bar of 81 the same answers would all be under it, but the choice moves to 1.0
     assert _row(tables.gap_analysis(frame, 81), method="mean_diff")["coefficient"] == 1.0
+
+
+def test_the_gap_table_draws_the_credited_interval_with_the_split_s_seed(frame):
+    """Graded held-out deltas (so the bootstrap's bounds depend on its seed): the gap table's
+    credited interval is the one drawn with the seed it is given, as the plain one is."""
+    graded = frame.copy()
+    md = graded["method"] == "mean_diff"
+    questions = list(graded.loc[md, "heldout_coherences"].iloc[0])  # each answer at 80
+    assert len(questions) == 20
+    graded.loc[md, "heldout_deltas"] = pd.Series(
+        [
+            {q: 5.0 * i + 0.37 * i * i for i, q in enumerate(questions)}
+            for _ in range(int(md.sum()))
+        ],
+        index=graded.index[md],
+    )
+    d = np.array([5.0 * i + 0.37 * i * i for i in range(20)])
+    for seed in (0, 7):
+        row = _row(tables.gap_analysis(graded, 68, seed=seed), method="mean_diff")
+        want = stats.delta_interval(d, seed)
+        assert (row["credited_delta"], row["credited_lo"], row["credited_hi"]) == (
+            pytest.approx((want.mean, want.lo, want.hi))
+        )
+    zero, seven = stats.delta_interval(d, 0), stats.delta_interval(d, 7)
+    assert (zero.lo, zero.hi) != pytest.approx((seven.lo, seven.hi))
 
 
 def test_the_credited_delta_gives_answers_under_the_bar_no_move_along_the_steering():

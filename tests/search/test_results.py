@@ -165,3 +165,35 @@ def test_best_json_records_the_study_storage_relative_to_the_project(tmp_path):
     plan.storage = "postgresql://user:secret@db/steerops"  # elsewhere: as given, no password
     best = best_summary(params, plan, [_trial(0, 1.0)], None, stats_, None)
     assert best["storage"] == "postgresql://user:***@db/steerops"
+
+
+def test_coherent_trials_the_judge_left_unscored_are_the_judge_s_failure(tmp_path):
+    """A trial whose trait the judge did not score fails ("no scores") when told, so it is
+    no choice; coherent, it makes the outcome "trait unscored", not "no feasible steering
+    found" (which would read as nothing coherent), in best.json and on the summary line."""
+    from synthetic import open_study
+
+    from steerops.search.command import summary_line
+    from steerops.search.loop import LoopStats
+    from steerops.search.results import best_summary, coherent_unscored
+
+    study = open_study(tmp_path)
+    first, second, third = study.ask(3, target=3)
+    study.tell(first, None, 90.0, None, 10.0)  # coherent, trait unscored
+    study.tell(second, None, 40.0, None, 20.0)  # unscored and incoherent
+    study.tell(third, 80.0, 30.0, 75.0, 30.0)  # scored, incoherent
+    records = study.records()
+    assert [r.state for r in records] == ["fail", "fail", "complete"]
+    assert coherent_unscored(records, MIN_COH) == 1
+    assert coherent_unscored(records, 95.0) == 0
+    rows = _rows(records)
+    assert rows == []  # the complete trial is incoherent: nothing to choose from
+    assert unchosen_status(rows, MIN_COH, 90.0, coherent_unscored(records, MIN_COH)) == (
+        "trait unscored"
+    )
+    assert unchosen_status(rows, MIN_COH, 90.0, 0) == "no feasible steering found"
+    params, plan = summary_context(tmp_path, "sqlite:///x.db")
+    stats_ = LoopStats(baseline_trait=BASELINE_TRAIT)
+    best = best_summary(params, plan, records, None, stats_, None, "trait unscored")
+    assert best["n_feasible"] == 0 and best["n_coherent_unscored"] == 1
+    assert "trait unscored (1 coherent trials, none with a trait score" in summary_line(best)

@@ -169,14 +169,16 @@ def test_a_config_s_delta_on_all_questions_is_paired_like_its_halves(tmp_path):
 
 
 def test_the_choice_counts_its_held_out_answers_under_the_bar(tmp_path):
-    """A mean coherence of 81 held out hides 3 answers at 60: metrics.json counts them and
-    steer's verdict line says so."""
+    """A mean coherence of 81 held out hides 3 answers at 60: metrics.json counts them,
+    gives the delta with their gains counted as none (graded scores, so the interval
+    depends on the split's seed), and steer's verdict line says so."""
     from steerops.steering.terminal import verdict_line
 
     selection, heldout = PROTO.split(QUESTIONS)
     settings = settings_for(QUESTIONS)
     weak = set(heldout[:3])
-    scores = [(100.0, 60.0 if q in weak else 90.0) for q in QUESTIONS]
+    trait = {q: 40.0 + 3.0 * i for i, q in enumerate(QUESTIONS)}
+    scores = [(trait[q], 60.0 if q in weak else 90.0) for q in QUESTIONS]
     entries = [
         baseline_entry(settings, QUESTIONS, _scores(set())),
         config_entry(settings, "m", "prompt[-1]", 1, 1.0, scores),
@@ -188,16 +190,27 @@ def test_the_choice_counts_its_held_out_answers_under_the_bar(tmp_path):
     assert (metrics["heldout_coherence_scored"], metrics["heldout_under_bar"]) == (10, 3)
     # credited only where coherent: the 3 answers at 60 count as no change (the module
     # docstring's recipe, in held-out question order)
-    d = np.array([0.0 if q in weak else 100.0 for q in heldout])
+    d = np.array([0.0 if q in weak else trait[q] for q in heldout])
     means = d[np.random.default_rng(PROTO.seed).integers(0, 10, size=(stats.RESAMPLES, 10))]
     tail = NormalDist().cdf(-math.sqrt(10 / 9) * scipy.stats.t.ppf(0.975, 9))
     lo, hi = np.quantile(means.mean(axis=1), [tail, 1 - tail])
-    assert metrics["heldout_credited_delta"] == pytest.approx(70.0)
+    other_seed = np.random.default_rng(PROTO.seed + 1).integers(0, 10, size=(stats.RESAMPLES, 10))
+    assert np.quantile(d[other_seed].mean(axis=1), tail) != pytest.approx(lo)  # seed-bound
+    assert metrics["heldout_credited_delta"] == pytest.approx(d.mean())
     assert metrics["heldout_credited_lo"] == pytest.approx(lo)
     assert metrics["heldout_credited_hi"] == pytest.approx(hi)
     assert (
-        f", coherence 81.0 (3 of 10 answers under 68; crediting only those at or above it, "
-        f"delta +70.0 [+{lo:.1f}, +{hi:.1f}]), n 10" in verdict_line(metrics)
+        f", coherence 81.0 (3 of 10 answers under 68; with those counted as no gain, "
+        f"delta {stats.interval_text(d.mean(), lo, hi)}), n 10" in verdict_line(metrics)
+    )
+    # steering to suppress the trait: the same moves are losses, which no bar takes away
+    against = Protocol(0.5, seed=PROTO.seed, sign=-1.0)
+    rows = config_rows(log, settings_hash_of(settings), against, {})
+    (row,) = rows
+    down = stats.credited_heldout(row, 68.0, against.seed)
+    assert down.mean == pytest.approx(-np.mean([trait[q] for q in heldout]))
+    assert (down.mean, down.lo, down.hi) == pytest.approx(
+        (row["heldout_trait_delta"], row["heldout_delta_lo"], row["heldout_delta_hi"])
     )
     at_60 = cell_metrics(config_rows(log, settings_hash_of(settings), PROTO, {}), 60.0, PROTO)
     assert at_60["heldout_under_bar"] == 0

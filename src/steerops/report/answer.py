@@ -58,7 +58,7 @@ SEARCH_HELD += [f"heldout_credited_{k}" for k in ("delta", "lo", "hi")]
 
 def _held(row: Any, threshold: float, names: list[str] = GRID_HELD) -> str:
     """ "held-out delta +50.0 [+20.0, +75.0], coherence 83.22 (5 of 20 answers under 68;
-    crediting only those at or above it, ...), n 20" of a row read by `names`."""
+    with those counted as no gain, ...), n 20" of a row read by `names`."""
     mid, lo, hi, coherence, scored, under, n, *credited = (row.get(k) for k in names)
     return (
         f"held-out delta {interval(mid, lo, hi)}, coherence "

@@ -292,7 +292,7 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
     titles = {
         "gap_analysis": "Gap analysis: the chosen config per method, held out (`under_bar`: "
         "its held-out answers under the coherence bar, of `coherence_scored`; `credited_delta`: "
-        "the held-out delta with those answers credited with no move along the steering; "
+        "the held-out delta with those answers counted as no gain; "
         "`heldout_p`: "
         "one-sided sign-flip p of its held-out deltas; `heldout_q`: that p adjusted over every "
         "cell's but an alias's, Benjamini-Hochberg)",
@@ -317,8 +317,7 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "sign-flip p of its held-out deltas; `heldout_q`: that p adjusted over the report's "
         "searches, Benjamini-Hochberg; `heldout_under_bar`: its "
         "held-out answers under the search's coherence bar, of `heldout_coherence_scored`; "
-        "`heldout_credited_delta`: the held-out delta with those answers credited with no move "
-        "along the steering)",
+        "`heldout_credited_delta`: the held-out delta with those answers counted as no gain)",
     }
     parts = ["# Steering report", "", _intro(threshold, halves, **protocol_), ""]
     answer = answer_lines(

@@ -31,8 +31,8 @@ VERDICTS = (
     "cell of the report (Benjamini-Hochberg): an ok whose q is 0.05 or more may be the one "
     "lucky cell among those tested, and one whose p is not under 0.025 rests on a few "
     "questions that moved far; p and q print rounded up. Where held-out answers score under "
-    "the coherence bar, a line counts them and gives the delta crediting only those at or "
-    "above it: an answer under the bar keeps a move against the steering but not one along "
+    "the coherence bar, a line counts them and gives the delta with those counted as no "
+    "gain: an answer under the bar keeps a move against the steering but not one along "
     "it, so an effect carried by broken text (a garbled answer the judge reads as the trait) "
     "shrinks there; it is not part of the verdict."
 )

@@ -66,7 +66,7 @@ def _under_bar(chosen: dict | None, min_coherence: float) -> dict[str, Any]:
 
 
 def _credited(chosen: dict | None, min_coherence: float, seed: int) -> dict[str, Any]:
-    """The chosen config's held-out delta crediting only answers at or above the bar."""
+    """The chosen config's held-out delta counting answers under the bar as no gain."""
     credited = stats.credited_heldout(chosen or {}, min_coherence, seed)
     return {
         "credited_delta": credited.mean,
@@ -82,7 +82,7 @@ def _is_alias(value: Any) -> bool:
 def gap_analysis(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd.DataFrame:
     """Per (model, trait, position, component, method): the verdict, the chosen config, its
     selection-half delta and its held-out numbers (with how many held-out answers score
-    under the coherence bar, the delta crediting only those at or above it, and the
+    under the coherence bar, the delta counting those as no gain, and the
     one-sided sign-flip p of its held-out deltas with its Benjamini-Hochberg q over every
     cell's p but an alias's); with no coherent steered config, the best coherence a steered
     config reached. `seed` is the split's, which the held-out intervals are drawn with."""

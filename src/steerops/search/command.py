@@ -120,7 +120,12 @@ def summary_line(best: dict) -> str:
         few = stats.few_questions_note(best["search"].get("n_questions"))
         hint = f"; {few.replace('held-out', 'search-half')}" if few else ""
         coherent = best["n_feasible"]
-        if not coherent:
+        if best["status"] == stats.UNSCORED:  # the judge's failure, not the steering's
+            coherent += best.get("n_coherent_unscored") or 0
+            why = f"{coherent} coherent trials, none with a trait score"
+        elif best["status"] == stats.NO_EFFECT:
+            why = f"{coherent} coherent trials, none with an interval above zero"
+        else:  # (a coherent trial at coefficient 0 is the unsteered model: no choice)
             base = best["search"].get("baseline_coherence")
             unsteered = (
                 f"; the unsteered model's coherence {stats.coherence_text(base)} on the search half"
@@ -128,10 +133,6 @@ def summary_line(best: dict) -> str:
                 else ""
             )
             why = f"no steered trial coherent{unsteered}"
-        elif best["status"] == stats.NO_EFFECT:
-            why = f"{coherent} coherent trials, none with an interval above zero"
-        else:  # the judge's failure, not the steering's
-            why = f"{coherent} coherent trials, none with a trait score"
         return f"{cell}: {best['status']} ({why}{hint}); {tail}"
     # only an "ok" choice is an optimal coefficient; another verdict shows what was checked
     picked = f"layer {chosen['layer']} coefficient {chosen['coefficient']:.4g}"

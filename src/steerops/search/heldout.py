@@ -59,7 +59,7 @@ def evaluate_heldout(
         "coherence_mean": result.coherence_mean,
         "coherence_scored": scored,
         "under_bar": under,
-        # the delta crediting only answers at or above the bar (`stats.credited_delta`)
+        # the delta counting answers under the bar as no gain (`stats.credited_delta`)
         "credited_delta": credited.mean,
         "credited_lo": credited.lo,
         "credited_hi": credited.hi,

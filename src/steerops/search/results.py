@@ -60,18 +60,36 @@ def choose_best(rows: list[dict[str, Any]], min_coherence: float) -> TrialRecord
 
 
 def unchosen_status(
-    rows: list[dict[str, Any]], min_coherence: float, baseline_coherence: float | None = None
+    rows: list[dict[str, Any]],
+    min_coherence: float,
+    baseline_coherence: float | None = None,
+    coherent_unscored: int = 0,
 ) -> str:
     """Why no trial was chosen: coherent steered trials, none with an interval above zero
-    (`stats.NO_EFFECT`) or none with a trait score (`stats.UNSCORED`), or none coherent at
-    all (`NO_FEASIBLE`), and the unsteered model under the bar too on the search half
-    (`stats.BASELINE_INCOHERENT`), each as the grid says."""
+    (`stats.NO_EFFECT`) or none with a trait score (`stats.UNSCORED`: also when the only
+    coherent ones are the `coherent_unscored` trials, failed for want of a trait score),
+    or none coherent at all (`NO_FEASIBLE`), and the unsteered model under the bar too on
+    the search half (`stats.BASELINE_INCOHERENT`), each as the grid says."""
     _, verdict = stats.select(rows, min_coherence)
     if verdict in (stats.NO_EFFECT, stats.UNSCORED):
         return verdict
+    if coherent_unscored:
+        return stats.UNSCORED
     if baseline_coherence is not None and baseline_coherence < min_coherence:
         return stats.BASELINE_INCOHERENT
     return NO_FEASIBLE
+
+
+def coherent_unscored(records: list[TrialRecord], min_coherence: float) -> int:
+    """Steered trials coherent on the search half whose trait the judge did not score: they
+    fail as "no scores" (no value to optimise) and are no choice, but not incoherent."""
+    return sum(
+        r.state == "fail"
+        and bool(r.coefficient)
+        and r.trait_mean is None
+        and stats.coherent(r.coherence_mean, min_coherence)
+        for r in records
+    )
 
 
 def generated_rows(records: list[TrialRecord]) -> int:
@@ -173,6 +191,8 @@ def best_summary(
         # stopped short of the target: the sampler proposed only configs already evaluated
         "range_exhausted": stats_.exhausted,
         "n_feasible": sum(bool(r.feasible) for r in records if r.state == "complete"),
+        # coherent trials the judge gave no trait score (failed, so not among n_feasible)
+        "n_coherent_unscored": coherent_unscored(records, plan.min_coherence),
         # rows the protocol generates (its asked trials x questions, whatever log served
         # them; known results and coefficient 0 cost none), and the rows this invocation
         # actually generated

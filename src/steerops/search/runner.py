@@ -346,6 +346,7 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
         NO_FEASIBLE,
         best_summary,
         choose_best,
+        coherent_unscored,
         selection_rows,
         unchosen_status,
     )
@@ -379,7 +380,8 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
     unchosen = NO_FEASIBLE
     if pick is None:
         base = stats.baseline_coherence
-        unchosen = unchosen_status(rows, plan.min_coherence, base)
+        unscored = coherent_unscored(records, plan.min_coherence)
+        unchosen = unchosen_status(rows, plan.min_coherence, base, unscored)
         why = (
             "trials reached it, none with a trait delta above zero beyond its interval"
             if unchosen == NO_EFFECT
@@ -435,6 +437,8 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
             "heldout_under_bar": held_metrics.get("under_bar"),  # answers, of coherence_scored
             "heldout_coherence_scored": held_metrics.get("coherence_scored"),
             "heldout_credited_delta": held_metrics.get("credited_delta"),
+            "heldout_credited_lo": held_metrics.get("credited_lo"),
+            "heldout_credited_hi": held_metrics.get("credited_hi"),
             "feasible": float(best["feasible"]),
             "n_trials": best["n_trials"],
             "n_generations": best["n_generations"]["total"],

@@ -150,7 +150,7 @@ def config_rows(
             )
             row.update(half.prefixed(name))
         # the coherence of each held-out answer: how many fall under the bar, and the
-        # delta that credits only those at or above it (`stats.credited_heldout`)
+        # delta that counts those as no gain (`stats.credited_heldout`)
         row["heldout_coherences"] = {q: scores[first[q]][1] for q in halves[1]}
         row["heldout_deltas"] = {
             q: stats.paired_mean([scores[first[q]]], [base[first[q]]], proto.sign)
@@ -203,7 +203,7 @@ def cell_metrics(
     metrics["heldout_feasible"] = None
     # of the chosen config's held-out answers scored for coherence, how many are under the bar
     metrics["heldout_coherence_scored"] = metrics["heldout_under_bar"] = None
-    # the held-out delta crediting only answers at or above the bar (`stats.credited_delta`)
+    # the held-out delta counting answers under the bar as no gain (`stats.credited_delta`)
     metrics["heldout_credited_delta"] = None
     metrics["heldout_credited_lo"] = metrics["heldout_credited_hi"] = None
     if pick is not None:
