@@ -633,12 +633,15 @@ def test_credited_delta_gives_answers_under_the_bar_no_move_along_the_steering()
     assert stats.credited_heldout({}, 68.0, 3).n == 0
     scored, under = stats.under_bar(coherences, 68.0)
     assert (scored, under) == (11, 4)  # the answers the credited delta counts as no gain
-    text = stats.under_bar_text(scored, under, 68.0, [got.mean, got.lo, got.hi])
-    assert text == (
-        f" (4 of 11 answers under 68; with those counted as no gain, delta "
-        f"{stats.interval_text(got.mean, got.lo, got.hi)})"
+    assert stats.under_bar_text(scored, under, 68.0) == " (4 of 11 answers under 68)"
+    moved = stats.moved_under_bar(deltas, coherences, 68.0)
+    assert moved == 2  # 100 at 40 and 20 at 67.99; -50 and -10 moved against it
+    assert stats.moved_under_heldout(row, 68.0) == moved
+    assert stats.unmoved_phrase(under, 68.0, moved, [got.mean, got.lo, got.hi]) == (
+        "with the 4 answers under 68 counted as unmoved (2 had moved along the steering), "
+        f"delta {stats.interval_text(got.mean, got.lo, got.hi)}"
     )
-    assert stats.under_bar_text(12, 0, 68.0, [got.mean, got.lo, got.hi]) == ""
+    assert stats.unmoved_phrase(0, 68.0, 0, [got.mean, got.lo, got.hi]) == ""
     # none scored under the bar (one unscored): the plain paired delta, as nothing is said
     unscored = [90.0, None, 90.0, 90.0, 90.0, 70.0, 90.0, 68.0, 80.0, 75.0, 99.0, 95.0]
     assert stats.under_bar(unscored, 68.0) == (11, 0)

@@ -457,7 +457,7 @@ def credited_delta(
     seed: int,
 ) -> Interval:
     """The paired delta (`delta_interval`) over the same questions, with the answers scored
-    under the coherence bar counted as no gain: such an answer keeps a delta against the
+    under the coherence bar counted as unmoved: such an answer keeps a delta against the
     steering but not one along it. A config's coherence is a mean, so an "ok" config can
     still owe part of its delta to broken answers the trait judge read as the trait (a
     garbled "refusal"); here those count as no change. It is not the mean over the coherent
@@ -481,27 +481,54 @@ def credited_heldout(row: Mapping[str, Any], min_coherence: float, seed: int) ->
     return credited_delta(deltas.values(), [coherences.get(q) for q in deltas], min_coherence, seed)
 
 
-def under_bar_phrase(
-    scored: Any, under: Any, min_coherence: float | None, credited: Sequence[Any] = ()
-) -> str:
-    """ "5 of 20 answers under 68", or "" when no answer is (or none was scored); with the
-    `credited_delta` interval (mean, lo, hi) of the same answers, "...; with those counted
-    as no gain, delta +40.0 [+10.0, +65.0]"."""
+def moved_under_bar(
+    deltas: Iterable[float | None], coherences: Iterable[Any], min_coherence: float
+) -> int:
+    """Answers scored under the coherence bar that moved along the steering (delta > 0): the
+    ones `credited_delta` counts as unmoved."""
+    return sum(
+        x is not None and x > 0 and as_number(c) is not None and not coherent(c, min_coherence)
+        for x, c in zip(deltas, coherences, strict=True)
+    )
+
+
+def moved_under_heldout(row: Mapping[str, Any], min_coherence: float) -> int | None:
+    """`moved_under_bar` of a config row's held-out answers; None when the row has none."""
+    deltas, coherences = row.get("heldout_deltas"), row.get("heldout_coherences")
+    if not isinstance(deltas, Mapping) or not isinstance(coherences, Mapping):
+        return None
+    return moved_under_bar(deltas.values(), [coherences.get(q) for q in deltas], min_coherence)
+
+
+def under_bar_phrase(scored: Any, under: Any, min_coherence: float | None) -> str:
+    """ "5 of 20 answers under 68", or "" when no answer is (or none was scored)."""
     scored, under = as_number(scored), as_number(under)
     if not scored or not under or min_coherence is None:
         return ""
-    phrase = f"{int(under)} of {int(scored)} answers under {min_coherence:g}"
-    if credited and as_number(credited[0]) is not None:
-        phrase += f"; with those counted as no gain, delta {interval_text(*credited)}"
-    return phrase
+    return f"{int(under)} of {int(scored)} answers under {min_coherence:g}"
 
 
-def under_bar_text(
-    scored: Any, under: Any, min_coherence: float | None, credited: Sequence[Any] = ()
-) -> str:
+def under_bar_text(scored: Any, under: Any, min_coherence: float | None) -> str:
     """ " (5 of 20 answers under 68)" after a coherence, or "" (`under_bar_phrase`)."""
-    phrase = under_bar_phrase(scored, under, min_coherence, credited)
+    phrase = under_bar_phrase(scored, under, min_coherence)
     return f" ({phrase})" if phrase else ""
+
+
+def unmoved_phrase(
+    under: Any, min_coherence: float | None, moved: Any, credited: Sequence[Any]
+) -> str:
+    """ "with the 5 answers under 68 counted as unmoved (2 had moved along the steering),
+    delta +40.0 [+10.0, +65.0]": `credited_delta`'s (mean, lo, hi) beside the held-out
+    delta, or "" when no answer is under the bar or it was not computed."""
+    under, moved = as_number(under), as_number(moved)
+    if not under or min_coherence is None or not credited or as_number(credited[0]) is None:
+        return ""
+    had = "" if moved is None else f" ({int(moved)} had moved along the steering)"
+    answers = "answer" if under == 1 else f"{int(under)} answers"
+    return (
+        f"with the {answers} under {min_coherence:g} counted as unmoved{had}, delta "
+        f"{interval_text(*credited)}"
+    )
 
 
 def coherence_text(value: Any, decimals: int = 1) -> str:

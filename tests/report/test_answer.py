@@ -28,6 +28,7 @@ def _gap_row(method: str, **values) -> dict:
         "coherence": 80.0,
         "coherence_scored": 20,
         "under_bar": 0,
+        "under_bar_moved": 0,
         "credited_delta": 30.0,
         "credited_lo": 5.0,
         "credited_hi": 55.0,
@@ -51,6 +52,7 @@ def _search_row(**values) -> dict:
         "heldout_coherence": 75.0,
         "heldout_coherence_scored": 20,
         "heldout_under_bar": 3,
+        "heldout_under_bar_moved": 2,
         "heldout_credited_delta": 25.0,
         "heldout_credited_lo": 0.0,
         "heldout_credited_hi": 50.0,
@@ -68,7 +70,13 @@ def test_the_config_to_steer_with_is_the_selection_half_s_choice():
     answer is mean_diff (choosing on held-out deltas would pick on the held-out half)."""
     gap = pd.DataFrame(
         [
-            _gap_row("mean_diff", selection_delta=60.0, under_bar=5, credited_delta=20.0),
+            _gap_row(
+                "mean_diff",
+                selection_delta=60.0,
+                under_bar=5,
+                under_bar_moved=1,
+                credited_delta=20.0,
+            ),
             _gap_row("probe", delta=70.0, delta_lo=40.0, delta_hi=90.0, layer=9),
             _gap_row("mean_diff_preclean", alias_of="mean_diff", selection_delta=90.0),
         ]
@@ -77,9 +85,9 @@ def test_the_config_to_steer_with_is_the_selection_half_s_choice():
     assert lines[0] == "- **t** on `m`:"
     assert lines[1] == (
         "  - **steer with `mean_diff` at prompt[-1], layer 12, coefficient 0.2**: held-out "
-        "delta +30.0 [+5.0, +55.0], coherence 80.00 (5 of 20 answers under 68; with those "
-        "counted as no gain, delta +20.0 [+5.0, +55.0]), n 20; chosen on the selection half "
-        "(selection delta +60.0) among 2 cells"
+        "delta +30.0 [+5.0, +55.0], coherence 80.00 (5 of 20 answers under 68), n 20; with the "
+        "5 answers under 68 counted as unmoved (1 had moved along the steering), delta +20.0 "
+        "[+5.0, +55.0]; chosen on the selection half (selection delta +60.0) among 2 methods"
     )
 
 
@@ -123,8 +131,9 @@ def test_the_search_is_said_beside_with_its_own_held_out_verdict():
     _, _, ok, incoherent, none = answer_lines(gap, searched, NO_CURVE, 68.0)
     assert ok == (
         "  - the search of `mean_diff` at prompt[-1]: **layer 12, coefficient 0.25**, ok held "
-        "out (held-out delta +35.0 [+10.0, +60.0], coherence 75.00 (3 of 20 answers under 68; "
-        "with those counted as no gain, delta +25.0 [+0.0, +50.0]), n 20)"
+        "out (held-out delta +35.0 [+10.0, +60.0], coherence 75.00 (3 of 20 answers under 68), "
+        "n 20; with the 3 answers under 68 counted as unmoved (2 had moved along the steering), "
+        "delta +25.0 [+0.0, +50.0])"
     )
     assert incoherent.startswith(
         "  - the search of `probe` at prompt[-1] chose layer 12, coefficient 0.25: "
@@ -161,3 +170,25 @@ def test_the_cleaning_answer_is_of_the_chosen_method_and_one_bullet_per_trait():
         "**cleaning helps**"
     )
     assert not any("probe_top1" in line for line in lines)  # not the chosen method's
+
+
+def test_the_answer_says_what_the_grid_steered_and_where_coherence_ran_out():
+    """The choice is the best of its grid, which is said (one layer here: the page cannot
+    compare layers it never tried); the next larger coefficient incoherent on the selection
+    half makes it the grid's last coherent step."""
+    from steerops.report.grid_words import grids
+
+    frame = pd.DataFrame(
+        [
+            _gap_row("mean_diff", coefficient=c, selection_coherence_mean=coherence)
+            for c, coherence in ((0.0, 99.0), (0.2, 90.0), (0.25, 60.0))
+        ]
+    )
+    gap = pd.DataFrame([_gap_row("mean_diff")])
+    (_, steer) = answer_lines(gap, NO_SEARCH, NO_CURVE, 68.0, grids(frame, 68.0))
+    assert steer.endswith(
+        "among 1 method; best of 2 steered configs (layers 12; coefficients 0.2, 0.25); the "
+        "next larger coefficient here (0.25) is incoherent on the selection half, so this one "
+        "is the grid's last coherent step: coherence is lost between the two (a finer grid or "
+        "`steerops search` finds where)"
+    )

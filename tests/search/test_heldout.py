@@ -64,6 +64,7 @@ def test_heldout_responses_a_killed_finaliser_never_wrote_are_written_after_all(
     # when under the bar
     assert [held[k] for k in ("credited_delta", "credited_lo", "credited_hi")] == [70.0] * 3
     assert [strict[k] for k in ("credited_delta", "credited_lo", "credited_hi")] == [0.0] * 3
+    assert (held["under_bar_moved"], strict["under_bar_moved"]) == (0, 2)
     assert held["trait_delta"] == strict["trait_delta"] == pytest.approx(70.0)
     # answers the judge's endpoint refused, the config's and the baseline's, are said
     assert held["n_refused"] == 0
@@ -250,5 +251,6 @@ def test_a_suppression_search_reports_held_out_deltas_toward_less_of_the_trait()
         _recipe(credited, seed=5)
     )
     assert (held["coherence_scored"], held["under_bar"], held["n"]) == (8, 2, 8)
+    assert held["under_bar_moved"] == 2  # both moved toward less of the trait
     positive = evaluate_heldout(evaluator, config, "positive", 5, min_coherence=68.0)
     assert positive["trait_delta"] == pytest.approx(-mid)

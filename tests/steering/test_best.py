@@ -200,8 +200,9 @@ def test_the_choice_counts_its_held_out_answers_under_the_bar(tmp_path):
     assert metrics["heldout_credited_lo"] == pytest.approx(lo)
     assert metrics["heldout_credited_hi"] == pytest.approx(hi)
     assert (
-        f", coherence 81.0 (3 of 10 answers under 68; with those counted as no gain, "
-        f"delta {stats.interval_text(d.mean(), lo, hi)}), n 10" in verdict_line(metrics)
+        ", coherence 81.0 (3 of 10 answers under 68), n 10; with the 3 answers under 68 "
+        "counted as unmoved (3 had moved along the steering), delta "
+        f"{stats.interval_text(d.mean(), lo, hi)}" in verdict_line(metrics)
     )
     # steering to suppress the trait: the same moves are losses, which no bar takes away
     against = Protocol(0.5, seed=PROTO.seed, sign=-1.0)

@@ -16,14 +16,20 @@ import pandas as pd
 
 from steerops import stats
 from steerops.report import tables
+from steerops.report.grid_words import CELL, grid_words
 from steerops.report.markdown import cell, interval
 
 
 def answer_lines(
-    gap: pd.DataFrame, searched: pd.DataFrame, curve: pd.DataFrame, threshold: float
+    gap: pd.DataFrame,
+    searched: pd.DataFrame,
+    curve: pd.DataFrame,
+    threshold: float,
+    grids: dict[tuple, dict[str, Any]] | None = None,
 ) -> list[str]:
     """Markdown bullets: one per (model, trait), each with its steering, search and
-    cleaning answers nested under it."""
+    cleaning answers nested under it; `grids` (`grid_words.grids`) says what each cell's
+    grid steered."""
     pairs = {(str(m), str(t)) for m, t in zip(gap["model"], gap["trait"], strict=True)}
     pairs |= {(str(m), str(t)) for m, t in zip(searched["model"], searched["trait"], strict=True)}
     lines = []
@@ -31,7 +37,7 @@ def answer_lines(
         mine = gap[(gap["model"].astype(str) == model) & (gap["trait"].astype(str) == trait)]
         choice = tables.selection_choice(mine) if len(mine) else None
         lines.append(f"- **{trait}** on `{model}`:")
-        lines.append(f"  - {_steer_with(mine, choice, threshold)}")
+        lines.append(f"  - {_steer_with(mine, choice, threshold, grids or {})}")
         searches = searched[
             (searched["model"].astype(str) == model) & (searched["trait"].astype(str) == trait)
         ]
@@ -50,24 +56,30 @@ def _where(row: Any) -> str:
 
 # a gap row's held-out columns, and a search row's (`load.SEARCH_COLUMNS`)
 GRID_HELD = "delta delta_lo delta_hi coherence coherence_scored under_bar n".split()
-GRID_HELD += ["credited_delta", "credited_lo", "credited_hi"]
+GRID_HELD += ["under_bar_moved", "credited_delta", "credited_lo", "credited_hi"]
 SEARCH_HELD = [f"heldout_{k}" for k in ("trait_delta", "delta_lo", "delta_hi", "coherence")]
 SEARCH_HELD += [f"heldout_{k}" for k in ("coherence_scored", "under_bar", "n")]
+SEARCH_HELD += ["heldout_under_bar_moved"]
 SEARCH_HELD += [f"heldout_credited_{k}" for k in ("delta", "lo", "hi")]
 
 
 def _held(row: Any, threshold: float, names: list[str] = GRID_HELD) -> str:
-    """ "held-out delta +50.0 [+20.0, +75.0], coherence 83.22 (5 of 20 answers under 68;
-    with those counted as no gain, ...), n 20" of a row read by `names`."""
-    mid, lo, hi, coherence, scored, under, n, *credited = (row.get(k) for k in names)
+    """ "held-out delta +50.0 [+20.0, +75.0], coherence 83.22 (5 of 20 answers under 68),
+    n 20; with the 5 answers under 68 counted as unmoved (...), delta ..." of a row read by
+    `names`."""
+    mid, lo, hi, coherence, scored, under, n, moved, *credited = (row.get(k) for k in names)
+    unmoved = stats.unmoved_phrase(under, threshold, moved, credited)
     return (
         f"held-out delta {interval(mid, lo, hi)}, coherence "
         f"{stats.coherence_text(coherence, 2)}"
-        f"{stats.under_bar_text(scored, under, threshold, credited)}, n {cell(n)}"
+        f"{stats.under_bar_text(scored, under, threshold)}, n {cell(n)}"
+        + (f"; {unmoved}" if unmoved else "")
     )
 
 
-def _steer_with(mine: pd.DataFrame, choice: pd.Series | None, threshold: float) -> str:
+def _steer_with(
+    mine: pd.DataFrame, choice: pd.Series | None, threshold: float, grids: dict[tuple, Any]
+) -> str:
     if mine.empty:
         return "no grid results"
     if choice is None:
@@ -81,11 +93,16 @@ def _steer_with(mine: pd.DataFrame, choice: pd.Series | None, threshold: float) 
         f"{_where(choice)}, layer {cell(choice['layer'])}, coefficient "
         f"{cell(choice['coefficient'])}"
     )
+    methods = int((mine["alias_of"] == "").sum())
     picked = (
         "chosen on the selection half (selection delta "
-        f"{stats.delta_text(choice['selection_delta'])}) "
-        f"among {int((mine['alias_of'] == '').sum())} cells"
+        f"{stats.delta_text(choice['selection_delta'])}) among {methods} "
+        f"method{'s' if methods != 1 else ''}"
     )
+    grid = grids.get(tuple(choice.get(k) for k in CELL))
+    if grid:
+        best, cliff = grid_words(choice, grid)
+        picked += f"; {best}{cliff}"
     if choice["status"] == stats.OK:
         return f"**steer with {config}**: {_held(choice, threshold)}; {picked}"
     return (
@@ -169,11 +186,12 @@ def cleaning_verdict(row: Any, base: Any) -> str:
     share = getattr(row, "removed_share", np.nan)
     if not pd.isna(share) and share < tables.BARELY:
         # a near-copy of the uncleaned vector: no difference is what any dims would give,
-        # and a difference is the decoding's sensitivity to a tiny turn of the vector
-        says += (
-            f"; the cleaned vector is nearly the uncleaned one (cosine "
-            f"{tables.cosine_left(share):.3f}), so this cannot tell whether the dims "
-            "matter"
+        # and a difference is the decoding's sensitivity to a tiny turn of the vector; said
+        # first, so the comparison's own words are not read as the answer
+        says = (
+            "cannot tell whether the dims matter: the cleaned vector is nearly the uncleaned "
+            f"one (cosine {tables.cosine_left(share):.3f}), so its comparison ({says}) says "
+            "nothing of them"
         )
     if base is not None and (row.layer, row.coefficient) != (base.layer, base.coefficient):
         says += (

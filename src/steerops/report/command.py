@@ -17,6 +17,7 @@ from steerops.errors import SteeropsError
 from steerops.io import atomic_folder, check_replaceable, read_json, write_json, write_text
 from steerops.report import calibrated, plots, predict, tables
 from steerops.report.answer import answer_lines
+from steerops.report.grid_words import grids
 from steerops.report.load import (
     COLUMNS,
     load_results,
@@ -148,7 +149,12 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     tabled = (gap, prepost, curve, coefs, features, errors, recs, searched, points)
     csvs = dict(zip(CSV_TABLES, tabled, strict=True))
     text = render_markdown(
-        {**csvs, "massive": massive, "dims": calibrated.dims_line(record)},
+        {
+            **csvs,
+            "massive": massive,
+            "dims": calibrated.dims_line(record),
+            "grids": grids(frame, threshold),
+        },
         threshold,
         _halves(frame),
         seed=proto.seed,
@@ -292,8 +298,8 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
     titles = {
         "gap_analysis": "Gap analysis: the chosen config per method, held out (`under_bar`: "
         "its held-out answers under the coherence bar, of `coherence_scored`; `credited_delta`: "
-        "the held-out delta with those answers counted as no gain; "
-        "`heldout_p`: "
+        "the held-out delta with those answers counted as unmoved (`under_bar_moved` of them "
+        "had moved along the steering); `heldout_p`: "
         "one-sided sign-flip p of its held-out deltas; `heldout_q`: that p adjusted over every "
         "cell's but an alias's, Benjamini-Hochberg)",
         "preclean_vs_clean_after": "Preclean vs clean-after (every dim of the set `dim_set` "
@@ -317,7 +323,7 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "sign-flip p of its held-out deltas; `heldout_q`: that p adjusted over the report's "
         "searches, Benjamini-Hochberg; `heldout_under_bar`: its "
         "held-out answers under the search's coherence bar, of `heldout_coherence_scored`; "
-        "`heldout_credited_delta`: the held-out delta with those answers counted as no gain)",
+        "`heldout_credited_delta`: the held-out delta with those answers counted as unmoved)",
     }
     parts = ["# Steering report", "", _intro(threshold, halves, **protocol_), ""]
     answer = answer_lines(
@@ -325,6 +331,7 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         tables_by_name["search_heldout"],
         tables_by_name["cleaning_curve"],
         threshold,
+        tables_by_name.get("grids"),
     )
     parts += ["## In short", "", *answer, ""]
     parts += ["## Massive activations (calibration)", "", str(tables_by_name["dims"]), ""]

@@ -13,6 +13,9 @@ from steerops import stats
 from steerops.report import tables
 from steerops.report.answer import answer_lines, cleaning_verdict
 from steerops.report.calibrated import dims_line, massive_display, massive_table
+from steerops.report.grid_words import CELL
+from steerops.report.grid_words import grid_words as _grid_words
+from steerops.report.grid_words import grids as _grids
 from steerops.report.markdown import VERDICT_LEGEND, cell, interval, markdown_table
 
 REGENERATE = (
@@ -31,10 +34,10 @@ VERDICTS = (
     "cell of the report (Benjamini-Hochberg): an ok whose q is 0.05 or more may be the one "
     "lucky cell among those tested, and one whose p is not under 0.025 rests on a few "
     "questions that moved far; p and q print rounded up. Where held-out answers score under "
-    "the coherence bar, a line counts them and gives the delta with those counted as no "
-    "gain: an answer under the bar keeps a move against the steering but not one along "
-    "it, so an effect carried by broken text (a garbled answer the judge reads as the trait) "
-    "shrinks there; it is not part of the verdict."
+    "the coherence bar, a line counts them and gives the delta with those counted as "
+    "unmoved, over every held-out answer: an answer under the bar keeps a move against the "
+    "steering but not one along it, so an effect carried by broken text (a garbled answer "
+    "the judge reads as the trait) shrinks there; it is not part of the verdict."
 )
 
 
@@ -70,7 +73,13 @@ def render_results(
         "",
         "## In short",
         "",
-        *answer_lines(gap, searched, tables["cleaning_curve"], setup["threshold"]),
+        *answer_lines(
+            gap,
+            searched,
+            tables["cleaning_curve"],
+            setup["threshold"],
+            _grids(frame, setup["threshold"]),
+        ),
         "",
         "## Massive activations",
         "",
@@ -132,10 +141,23 @@ def _setup_lines(frame, searched, record, setup) -> list[str]:
     ]
 
 
+# what each judge kind's scores are, so a reader knows what "trait" and "coherence" measure
+JUDGE_KINDS = {
+    "proxy": "offline; the trait 0 or 100 per answer from the trait's phrases (`phrases.txt`), "
+    "coherence from repetition and the model's own likelihood",
+    "openai": "an LLM behind an OpenAI-compatible endpoint, its 0-100 answer weighted by its "
+    "top logprobs",
+    "hf": "a local transformers model, its 0-100 answer weighted by its probabilities",
+    "toy": "the toy world's exact judge",
+}
+
+
 def _judge(fingerprint: str) -> str:
-    """The kind ("proxy" of "proxy:<model>:<hash>..."), then the fingerprint the results logs
-    record."""
-    return f"{fingerprint.split(':')[0]} (`{fingerprint}`)"
+    """The kind ("proxy" of "proxy:<model>:<hash>...") and what its scores are, then the
+    fingerprint the results logs record."""
+    kind = fingerprint.split(":")[0]
+    what = f": {JUDGE_KINDS[kind]}" if kind in JUDGE_KINDS else ""
+    return f"{kind}, `{fingerprint}`{what}"
 
 
 def _questions(frame: pd.DataFrame) -> str:
@@ -205,70 +227,6 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
     return ["_no cleaned variant with an uncleaned one to compare_"]
 
 
-CELL = ["model", "trait", "position", "component", "method"]
-
-
-def _grids(frame: pd.DataFrame, threshold: float) -> dict[tuple, dict[str, Any]]:
-    """Per cell, what its grid steered (layers and coefficients as printed, config count)
-    and, per (layer, coefficient), whether it was coherent on the selection half: an ok
-    choice is "best of" that grid, and one next to an incoherent coefficient says so."""
-    grids: dict[tuple, dict[str, Any]] = {}
-    if frame.empty:
-        return grids
-    steered = frame[frame["coefficient"].map(lambda c: stats.as_number(c) not in (0, None))]
-    for key, rows in steered.groupby(CELL, sort=False):
-        # signed: -0.4 and +0.4 are two configs; None: no coherence score (not incoherent)
-        coherent = {
-            (cell(r.layer), stats.as_number(r.coefficient) or 0.0): (
-                None
-                if stats.as_number(r.selection_coherence_mean) is None
-                else stats.coherent(r.selection_coherence_mean, threshold)
-            )
-            for r in rows.itertuples(index=False)
-        }
-        grids[key] = {
-            "layers": sorted({cell(x) for x in rows["layer"]}, key=_numeric),
-            "coefficients": sorted({cell(x) for x in rows["coefficient"]}, key=_numeric),
-            "coherent": coherent,
-        }
-    return grids
-
-
-def _numeric(text: str) -> tuple[float, str]:
-    number = stats.as_number(text.split(",")[0].strip("[]() "))
-    return (number if number is not None else float("inf"), text)
-
-
-def _grid_words(row, grid: dict[str, Any] | None) -> tuple[str, str]:
-    """("best of N steered configs (layers ...; coefficients ...)", a note when the next
-    larger coefficient at the chosen layer was incoherent on the selection half)."""
-    if not grid:
-        return "optimal", ""
-    n = len(grid["coherent"])
-    best = (
-        f"best of {n} steered config{'s' if n != 1 else ''} (layers {', '.join(grid['layers'])}; "
-        f"coefficients {', '.join(grid['coefficients'])})"
-    )
-    layer, coefficient = cell(row.layer), stats.as_number(row.coefficient) or 0.0
-    # the stronger coefficients of the same sign at the chosen layer, weakest first
-    larger = sorted(
-        (
-            c
-            for (x, c) in grid["coherent"]
-            if x == layer and c * coefficient > 0 and abs(c) > abs(coefficient)
-        ),
-        key=abs,
-    )
-    cliff = (
-        f"; the next larger coefficient here ({larger[0]:g}) is incoherent on the selection "
-        "half, so this one is the grid's last coherent step: coherence is lost between the "
-        "two (a finer grid or `steerops search` finds where)"
-        if larger and grid["coherent"][layer, larger[0]] is False
-        else ""
-    )
-    return best, cliff
-
-
 def _verdict_lines(
     gap: pd.DataFrame,
     grids: dict[tuple, dict[str, Any]] | None = None,
@@ -310,15 +268,19 @@ def _verdict_lines(
             )
             continue
         under = stats.under_bar_text(
-            getattr(row, "coherence_scored", None),
+            getattr(row, "coherence_scored", None), getattr(row, "under_bar", None), threshold
+        )
+        unmoved = stats.unmoved_phrase(
             getattr(row, "under_bar", None),
             threshold,
+            getattr(row, "under_bar_moved", None),
             [getattr(row, k, None) for k in ("credited_delta", "credited_lo", "credited_hi")],
         )
         numbers = (
             f"layer {cell(row.layer)}, coefficient {cell(row.coefficient)}: held-out delta "
             f"{interval(row.delta, row.delta_lo, row.delta_hi)}, coherence "
             f"{stats.coherence_text(row.coherence, 2)}{under}, n {cell(row.n)}"
+            + (f"; {unmoved}" if unmoved else "")
         )
         if few := stats.few_questions_note(row.n):
             numbers += f" ({few})"

@@ -66,9 +66,11 @@ def _under_bar(chosen: dict | None, min_coherence: float) -> dict[str, Any]:
 
 
 def _credited(chosen: dict | None, min_coherence: float, seed: int) -> dict[str, Any]:
-    """The chosen config's held-out delta counting answers under the bar as no gain."""
+    """The chosen config's held-out delta with the answers under the bar counted as unmoved,
+    and how many of those had moved along the steering."""
     credited = stats.credited_heldout(chosen or {}, min_coherence, seed)
     return {
+        "under_bar_moved": stats.moved_under_heldout(chosen or {}, min_coherence),
         "credited_delta": credited.mean,
         "credited_lo": credited.lo,
         "credited_hi": credited.hi,
@@ -82,7 +84,7 @@ def _is_alias(value: Any) -> bool:
 def gap_analysis(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd.DataFrame:
     """Per (model, trait, position, component, method): the verdict, the chosen config, its
     selection-half delta and its held-out numbers (with how many held-out answers score
-    under the coherence bar, the delta counting those as no gain, and the
+    under the coherence bar, the delta with those counted as unmoved, and the
     one-sided sign-flip p of its held-out deltas with its Benjamini-Hochberg q over every
     cell's p but an alias's); with no coherent steered config, the best coherence a steered
     config reached. `seed` is the split's, which the held-out intervals are drawn with."""
@@ -122,6 +124,7 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd
         *HELD.values(),
         "coherence_scored",
         "under_bar",
+        "under_bar_moved",
         "credited_delta",
         "credited_lo",
         "credited_hi",

@@ -138,15 +138,17 @@ def summary_line(best: dict) -> str:
     picked = f"layer {chosen['layer']} coefficient {chosen['coefficient']:.4g}"
     if best["status"] != "ok":
         picked = f"no optimal coefficient (chosen on the search half: {picked})"
-    under = stats.under_bar_phrase(
-        held.get("coherence_scored"),
+    bar = best.get("min_coherence")
+    under = stats.under_bar_phrase(held.get("coherence_scored"), held.get("under_bar"), bar)
+    unmoved = stats.unmoved_phrase(
         held.get("under_bar"),
-        best.get("min_coherence"),
+        bar,
+        held.get("under_bar_moved"),
         [held.get(k) for k in ("credited_delta", "credited_lo", "credited_hi")],
     )
     refused = held.get("n_refused") or 0
     left_out = f"{refused} answers the judge refused left out" if refused else ""
-    notes = [f"n {held['n']}", under, left_out, stats.few_questions_note(held["n"])]
+    notes = [f"n {held['n']}", under, unmoved, left_out, stats.few_questions_note(held["n"])]
     if chosen.get("at_range_top"):
         top = best.get("coef_range", [None, None])[1]
         picked += f" (the range's top, search.coef_max {top:g}: the optimum may lie beyond)"

@@ -8,7 +8,14 @@ experiment's seed), so the grid's scores on the search half serve the search.
 
 from __future__ import annotations
 
-from steerops.stats import credited_delta, half_stats, paired_mean, split_questions, under_bar
+from steerops.stats import (
+    credited_delta,
+    half_stats,
+    moved_under_bar,
+    paired_mean,
+    split_questions,
+    under_bar,
+)
 from steerops.steering.configs import Config
 
 __all__ = ["evaluate_heldout", "split_questions"]
@@ -37,12 +44,9 @@ def evaluate_heldout(
     sign = -1.0 if direction == "negative" else 1.0
     half = half_stats(result.scores, base.scores, seed, sign)
     scored, under = under_bar((c for _, c in result.scores), min_coherence)
-    credited = credited_delta(
-        [paired_mean([s], [b], sign) for s, b in zip(result.scores, base.scores, strict=True)],
-        [c for _, c in result.scores],
-        min_coherence,
-        seed,
-    )
+    deltas = [paired_mean([s], [b], sign) for s, b in zip(result.scores, base.scores, strict=True)]
+    coherences = [c for _, c in result.scores]
+    credited = credited_delta(deltas, coherences, min_coherence, seed)
     n = len(evaluator.questions)
     responses, again = list(result.responses), 0
     if not responses:
@@ -59,7 +63,8 @@ def evaluate_heldout(
         "coherence_mean": result.coherence_mean,
         "coherence_scored": scored,
         "under_bar": under,
-        # the delta counting answers under the bar as no gain (`stats.credited_delta`)
+        "under_bar_moved": moved_under_bar(deltas, coherences, min_coherence),
+        # the delta with the answers under the bar counted as unmoved (`stats.credited_delta`)
         "credited_delta": credited.mean,
         "credited_lo": credited.lo,
         "credited_hi": credited.hi,

@@ -150,7 +150,7 @@ def config_rows(
             )
             row.update(half.prefixed(name))
         # the coherence of each held-out answer: how many fall under the bar, and the
-        # delta that counts those as no gain (`stats.credited_heldout`)
+        # delta with those counted as unmoved (`stats.credited_heldout`)
         row["heldout_coherences"] = {q: scores[first[q]][1] for q in halves[1]}
         row["heldout_deltas"] = {
             q: stats.paired_mean([scores[first[q]]], [base[first[q]]], proto.sign)
@@ -203,8 +203,8 @@ def cell_metrics(
     metrics["heldout_feasible"] = None
     # of the chosen config's held-out answers scored for coherence, how many are under the bar
     metrics["heldout_coherence_scored"] = metrics["heldout_under_bar"] = None
-    # the held-out delta counting answers under the bar as no gain (`stats.credited_delta`)
-    metrics["heldout_credited_delta"] = None
+    # the held-out delta with the answers under the bar counted as unmoved (`stats.credited_delta`)
+    metrics["heldout_credited_delta"] = metrics["heldout_under_bar_moved"] = None
     metrics["heldout_credited_lo"] = metrics["heldout_credited_hi"] = None
     if pick is not None:
         metrics.update(layer=pick["layer"], coefficient=pick["coefficient"], weight=pick["weight"])
@@ -217,6 +217,7 @@ def cell_metrics(
             (pick.get("heldout_coherences") or {}).values(), min_coherence
         )
         credited = stats.credited_heldout(pick, min_coherence, proto.seed)
+        metrics["heldout_under_bar_moved"] = stats.moved_under_heldout(pick, min_coherence)
         metrics["heldout_credited_delta"] = credited.mean
         metrics["heldout_credited_lo"], metrics["heldout_credited_hi"] = credited.lo, credited.hi
         metrics["at_largest_coefficient"] = status == stats.OK and stats.at_largest_coefficient(

@@ -103,15 +103,19 @@ def verdict_line(m: dict[str, Any]) -> str:
     elif status == stats.OPPOSITE:
         status = f"{status} ({stats.opposite_words(m)})"
     under = stats.under_bar_text(
-        m.get("heldout_coherence_scored"),
+        m.get("heldout_coherence_scored"), m.get("heldout_under_bar"), m["min_coherence"]
+    )
+    unmoved = stats.unmoved_phrase(
         m.get("heldout_under_bar"),
         m["min_coherence"],
+        m.get("heldout_under_bar_moved"),
         [m.get(f"heldout_credited_{k}") for k in ("delta", "lo", "hi")],
     )
     line = (
         f"{status}{note}: {head}, chosen on {m['selection_n']} questions{selection}; "
         f"held-out delta {_interval(m, 'heldout_trait_delta', 'heldout_')}, coherence "
         f"{stats.coherence_text(m['heldout_coherence'])}{under}, n {m['heldout_n']}"
+        + (f"; {unmoved}" if unmoved else "")
     )
     if few := stats.few_questions_note(m["heldout_n"]):
         line += f" ({few})"

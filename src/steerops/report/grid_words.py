@@ -1,0 +1,75 @@
+"""What a cell's grid steered, in words: "best of N steered configs (layers ...;
+coefficients ...)", and the note when the next larger coefficient at the chosen layer was
+incoherent on the selection half (the choice is the grid's last coherent step)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from steerops import stats
+from steerops.report.markdown import cell
+
+CELL = ["model", "trait", "position", "component", "method"]
+
+
+def grids(frame: pd.DataFrame, threshold: float) -> dict[tuple, dict[str, Any]]:
+    """Per cell, what its grid steered (layers and coefficients as printed, config count)
+    and, per (layer, coefficient), whether it was coherent on the selection half: an ok
+    choice is "best of" that grid, and one next to an incoherent coefficient says so."""
+    out: dict[tuple, dict[str, Any]] = {}
+    if frame.empty:
+        return out
+    steered = frame[frame["coefficient"].map(lambda c: stats.as_number(c) not in (0, None))]
+    for key, rows in steered.groupby(CELL, sort=False):
+        # signed: -0.4 and +0.4 are two configs; None: no coherence score (not incoherent)
+        coherent = {
+            (cell(r.layer), stats.as_number(r.coefficient) or 0.0): (
+                None
+                if stats.as_number(r.selection_coherence_mean) is None
+                else stats.coherent(r.selection_coherence_mean, threshold)
+            )
+            for r in rows.itertuples(index=False)
+        }
+        out[key] = {
+            "layers": sorted({cell(x) for x in rows["layer"]}, key=_numeric),
+            "coefficients": sorted({cell(x) for x in rows["coefficient"]}, key=_numeric),
+            "coherent": coherent,
+        }
+    return out
+
+
+def _numeric(text: str) -> tuple[float, str]:
+    number = stats.as_number(text.split(",")[0].strip("[]() "))
+    return (number if number is not None else float("inf"), text)
+
+
+def grid_words(row, grid: dict[str, Any] | None) -> tuple[str, str]:
+    """("best of N steered configs (layers ...; coefficients ...)", a note when the next
+    larger coefficient at the chosen layer was incoherent on the selection half)."""
+    if not grid:
+        return "optimal", ""
+    n = len(grid["coherent"])
+    best = (
+        f"best of {n} steered config{'s' if n != 1 else ''} (layers {', '.join(grid['layers'])}; "
+        f"coefficients {', '.join(grid['coefficients'])})"
+    )
+    layer, coefficient = cell(row.layer), stats.as_number(row.coefficient) or 0.0
+    # the stronger coefficients of the same sign at the chosen layer, weakest first
+    larger = sorted(
+        (
+            c
+            for (x, c) in grid["coherent"]
+            if x == layer and c * coefficient > 0 and abs(c) > abs(coefficient)
+        ),
+        key=abs,
+    )
+    cliff = (
+        f"; the next larger coefficient here ({larger[0]:g}) is incoherent on the selection "
+        "half, so this one is the grid's last coherent step: coherence is lost between the "
+        "two (a finer grid or `steerops search` finds where)"
+        if larger and grid["coherent"][layer, larger[0]] is False
+        else ""
+    )
+    return best, cliff
