@@ -76,6 +76,9 @@ def test_the_config_to_steer_with_is_the_selection_half_s_choice():
                 under_bar=5,
                 under_bar_moved=1,
                 credited_delta=20.0,
+                selection_coherence=90.63,
+                baseline_trait=5.0,
+                baseline_coherence=100.0,
             ),
             _gap_row("probe", delta=70.0, delta_lo=40.0, delta_hi=90.0, layer=9),
             _gap_row("mean_diff_preclean", alias_of="mean_diff", selection_delta=90.0),
@@ -85,9 +88,10 @@ def test_the_config_to_steer_with_is_the_selection_half_s_choice():
     assert lines[0] == "- **t** on `m`:"
     assert lines[1] == (
         "  - **steer with `mean_diff` at prompt[-1], layer 12, coefficient 0.2**: held-out "
-        "delta +30.0 [+5.0, +55.0], coherence 80.00 (5 of 20 answers under 68), n 20; with the "
-        "5 answers under 68 counted as unmoved (1 had moved along the steering), delta +20.0 "
-        "[+5.0, +55.0]; chosen on the selection half (selection delta +60.0) among 2 methods"
+        "delta +30.0 [+5.0, +55.0] (unsteered on the same questions: trait 5, coherence "
+        "100.00), coherence 80.00 (5 of 20 answers under 68), n 20; with the 5 answers under "
+        "68 counted as unmoved (1 had moved along the steering), delta +20.0 [+5.0, +55.0]; "
+        "chosen on the selection half (selection delta +60.0, coherence 90.63) among 2 methods"
     )
 
 
@@ -192,3 +196,15 @@ def test_the_answer_says_what_the_grid_steered_and_where_coherence_ran_out():
         "is the grid's last coherent step: coherence is lost between the two (a finer grid or "
         "`steerops search` finds where)"
     )
+
+
+def test_the_page_says_which_way_a_positive_delta_points():
+    from steerops.report.results import _direction_line
+
+    assert _direction_line(pd.DataFrame({"sign": [1.0, 1.0]})) == [
+        "- Steering direction: positive (a positive delta is more of the trait)"
+    ]
+    assert _direction_line(pd.DataFrame({"sign": [-1.0]})) == [
+        "- Steering direction: negative (a positive delta is less of the trait)"
+    ]
+    assert _direction_line(pd.DataFrame(columns=["sign"])) == []

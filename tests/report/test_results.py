@@ -874,7 +874,8 @@ def test_a_compared_near_copy_carries_its_caveat_into_the_cleaning_curve(tmp_pat
     assert notes["mean_diff_small"] == (
         f"near copy: the cleaned dims held {share:.2%} of the vector's squared norm at layer "
         f"2 (cosine {np.sqrt(1 - share):.3f}), so this gain cannot tell whether the dims "
-        "matter; they are small at the vector's position"
+        "matter; they are a small part of the vector (alike in both classes there, or not "
+        "massive at the vector's position), whatever their size in the activations"
     )
     assert curve.set_index("variant")["removed_share"]["mean_diff_large"] > tables.BARELY
     assert notes["mean_diff_large"] == "" and notes["mean_diff_uncompared"] == ""

@@ -56,9 +56,11 @@ def _where(row: Any) -> str:
 
 # a gap row's held-out columns, and a search row's (`load.SEARCH_COLUMNS`)
 GRID_HELD = "delta delta_lo delta_hi coherence coherence_scored under_bar n".split()
-GRID_HELD += ["under_bar_moved", "credited_delta", "credited_lo", "credited_hi"]
+GRID_HELD += ["baseline_trait", "baseline_coherence", "under_bar_moved"]
+GRID_HELD += ["credited_delta", "credited_lo", "credited_hi"]
 SEARCH_HELD = [f"heldout_{k}" for k in ("trait_delta", "delta_lo", "delta_hi", "coherence")]
 SEARCH_HELD += [f"heldout_{k}" for k in ("coherence_scored", "under_bar", "n")]
+SEARCH_HELD += ["heldout_baseline_trait", "heldout_baseline_coherence"]
 SEARCH_HELD += ["heldout_under_bar_moved"]
 SEARCH_HELD += [f"heldout_credited_{k}" for k in ("delta", "lo", "hi")]
 
@@ -67,10 +69,18 @@ def _held(row: Any, threshold: float, names: list[str] = GRID_HELD) -> str:
     """ "held-out delta +50.0 [+20.0, +75.0], coherence 83.22 (5 of 20 answers under 68),
     n 20; with the 5 answers under 68 counted as unmoved (...), delta ..." of a row read by
     `names`."""
-    mid, lo, hi, coherence, scored, under, n, moved, *credited = (row.get(k) for k in names)
+    mid, lo, hi, coherence, scored, under, n, trait0, coherence0, moved, *credited = (
+        row.get(k) for k in names
+    )
     unmoved = stats.unmoved_phrase(under, threshold, moved, credited)
+    unsteered = (
+        f" (unsteered on the same questions: trait {cell(trait0)}, coherence "
+        f"{stats.coherence_text(coherence0, 2)})"
+        if stats.as_number(trait0) is not None
+        else ""
+    )
     return (
-        f"held-out delta {interval(mid, lo, hi)}, coherence "
+        f"held-out delta {interval(mid, lo, hi)}{unsteered}, coherence "
         f"{stats.coherence_text(coherence, 2)}"
         f"{stats.under_bar_text(scored, under, threshold)}, n {cell(n)}"
         + (f"; {unmoved}" if unmoved else "")
@@ -94,9 +104,11 @@ def _steer_with(
         f"{cell(choice['coefficient'])}"
     )
     methods = int((mine["alias_of"] == "").sum())
+    coherence = stats.as_number(choice.get("selection_coherence"))
+    then = f", coherence {stats.coherence_text(coherence, 2)}" if coherence is not None else ""
     picked = (
         "chosen on the selection half (selection delta "
-        f"{stats.delta_text(choice['selection_delta'])}) among {methods} "
+        f"{stats.delta_text(choice['selection_delta'])}{then}) among {methods} "
         f"method{'s' if methods != 1 else ''}"
     )
     grid = grids.get(tuple(choice.get(k) for k in CELL))

@@ -174,11 +174,15 @@ def _note_near_copies(curve: pd.DataFrame) -> None:
 
 def near_copy_note(share: float, layer: Any) -> str:
     """Why a cleaned variant's gain cannot test its dims: they held too little of the
-    vector (the tokens its position pools may not be where the dims are massive)."""
+    vector. The vector is a difference (of class means, a probe's weights...): dims large in
+    the activations but alike in both classes cancel in it, and the tokens its position
+    pools may not be where the dims are massive."""
     return (
         f"near copy: the cleaned dims held {share:.2%} of the vector's squared norm at layer "
         f"{_layer(layer)} (cosine {tables.cosine_left(share):.3f}), so this gain cannot tell "
-        "whether the dims matter; they are small at the vector's position"
+        "whether the dims matter; they are a small part of the vector (alike in both classes "
+        "there, or not massive at the vector's position), whatever their size in the "
+        "activations"
     )
 
 

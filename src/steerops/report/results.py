@@ -136,6 +136,7 @@ def _setup_lines(frame, searched, record, setup) -> list[str]:
         + (f" (calibrated: {calibrated})" if calibrated else ""),
         f"- Trait: {', '.join(traits) or '?'}",
         f"- Judge: {', '.join(_judge(j) for j in judges) or '?'}",
+        *_direction_line(frame),
         f"- Questions per cell: {_questions(frame)}; split seed {setup['seed']}, held-out fraction "
         f"{setup['fraction']:g}; a config counts when its coherence >= {setup['threshold']:g}",
     ]
@@ -150,6 +151,16 @@ JUDGE_KINDS = {
     "hf": "a local transformers model, its 0-100 answer weighted by its probabilities",
     "toy": "the toy world's exact judge",
 }
+
+
+def _direction_line(frame: pd.DataFrame) -> list[str]:
+    """What a positive delta means: more of the trait, or less of it where the cells steered
+    to suppress it (`steering.direction: negative`)."""
+    signs = {float(s) for s in frame.get("sign", pd.Series(dtype=float)).dropna()}
+    words = {1.0: "positive (a positive delta is more of the trait)"}
+    words[-1.0] = "negative (a positive delta is less of the trait)"
+    said = [words[s] for s in sorted(signs, reverse=True) if s in words]
+    return [f"- Steering direction: {'; '.join(said)}"] if said else []
 
 
 def _judge(fingerprint: str) -> str:
@@ -213,7 +224,7 @@ def _cleaning_lines(curve: pd.DataFrame) -> list[str]:
         )
         lines.append(
             f"- {row.trait} {row.position} `{row.variant}` (dims cleaned: {row.dims_cleaned}"
-            f"{removed}) against `{row.method}`: held-out trait "
+            f"{removed}) against `{row.method}`: held-out gain (cleaned - uncleaned, paired) "
             f"{interval(row.gain, row.gain_lo, row.gain_hi)}, n {int(row.gain_n)}{family} "
             f"(verdicts: {row.status} cleaned, {base_status} uncleaned): "
             f"**{says}**"
@@ -393,7 +404,11 @@ def _search_columns(searched: pd.DataFrame) -> pd.DataFrame:
         )
     ]
     credited = ["heldout_credited_delta", "heldout_credited_lo", "heldout_credited_hi"]
-    return searched[keep].assign(heldout_under_bar=under).join(searched[credited])
+    table = searched[keep].assign(heldout_under_bar=under).join(searched[credited])
+    # a choice that failed held out has no effect to test: its p would read as evidence
+    failed = table["status"] != stats.OK
+    table.loc[failed, ["heldout_p", "heldout_q"]] = np.nan
+    return table
 
 
 def _drop(table: pd.DataFrame, *columns: str) -> pd.DataFrame:

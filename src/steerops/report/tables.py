@@ -102,10 +102,15 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd
                 "selection_delta": _get(chosen, "selection_trait_delta"),
                 "selection_delta_lo": _get(chosen, "selection_delta_lo"),
                 "selection_delta_hi": _get(chosen, "selection_delta_hi"),
+                # what broke a tie on the selection delta (`stats.choose`'s next key)
+                "selection_coherence": _get(chosen, "selection_coherence_mean"),
                 **_held(chosen),
                 **_under_bar(chosen, min_coherence),
                 **_credited(chosen, min_coherence, seed),
                 "heldout_p": _get(chosen, "heldout_p"),
+                # the unsteered model on the same held-out questions
+                "baseline_trait": _get(chosen, "heldout_baseline_trait"),
+                "baseline_coherence": _get(chosen, "heldout_baseline_coherence"),
                 "best_coherence_reached": (
                     stats.best_steered_coherence(rows.to_dict("records"))
                     if chosen is None
@@ -121,6 +126,7 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd
         "selection_delta",
         "selection_delta_lo",
         "selection_delta_hi",
+        "selection_coherence",
         *HELD.values(),
         "coherence_scored",
         "under_bar",
@@ -130,6 +136,8 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd
         "credited_hi",
         "heldout_p",
         "heldout_q",
+        "baseline_trait",
+        "baseline_coherence",
         "best_coherence_reached",
         "n_configs",
     ]

@@ -93,6 +93,8 @@ def best_row(best: dict) -> dict:
         "heldout_coherence_scored": heldout.get("coherence_scored"),
         "heldout_under_bar": heldout.get("under_bar"),
         "heldout_under_bar_moved": heldout.get("under_bar_moved"),
+        "heldout_baseline_trait": heldout.get("baseline_trait"),
+        "heldout_baseline_coherence": heldout.get("baseline_coherence"),
         "heldout_credited_delta": heldout.get("credited_delta"),
         "heldout_credited_lo": heldout.get("credited_lo"),
         "heldout_credited_hi": heldout.get("credited_hi"),

@@ -117,6 +117,11 @@ def config_rows(
     # what the unsteered model reaches where the choice is made: a bar it misses too is no
     # coefficient's to reach (`stats.BASELINE_INCOHERENT`)
     base_coherence = stats.mean_of([base[i][1] for i in selection])
+    # the unsteered model on the held-out half: the level a held-out delta moves from
+    base_heldout = {
+        "heldout_baseline_trait": stats.mean_of([base[i][0] for i in heldout]),
+        "heldout_baseline_coherence": stats.mean_of([base[i][1] for i in heldout]),
+    }
     rows = []
     for entry in log.configs(settings_hash, vector_files, units):
         if sweep is not None and entry_key(entry["config"]) not in sweep:
@@ -144,6 +149,7 @@ def config_rows(
             config_key=entry_key(entry["config"]),  # which evaluated config (not in the CSV)
         )
         row["selection_baseline_coherence"] = base_coherence
+        row.update(base_heldout)
         for name, at in (("selection", selection), ("heldout", heldout)):
             half = stats.half_stats(
                 [scores[i] for i in at], [base[i] for i in at], proto.seed, proto.sign
