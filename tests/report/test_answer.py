@@ -208,3 +208,14 @@ def test_the_page_says_which_way_a_positive_delta_points():
         "- Steering direction: negative (a positive delta is less of the trait)"
     ]
     assert _direction_line(pd.DataFrame(columns=["sign"])) == []
+
+
+def test_the_page_says_how_a_coefficient_and_a_layer_apply():
+    from steerops.report.results import _steering_line
+
+    (line,) = _steering_line({"unit": "norm", "scope": "response", "max_new_tokens": 24})
+    assert line.startswith("- Steering: coefficients in `norm` units (the unit vector's weight is")
+    assert "HF's `hidden_states[L + 1]`" in line and "scope `response`; 24 new tokens" in line
+    (line,) = _steering_line({"unit": "absolute", "scope": "all", "max_new_tokens": 8})
+    assert "(the unit vector's weight is the coefficient)" in line
+    assert _steering_line(None) == []  # a run's page: its flags may have steered otherwise

@@ -189,6 +189,13 @@ def _write_results(params, frame, searched, csvs, record, threshold, page: Path)
     setup["out"] = _relative(params.out, params.path("."))
     # a run's own folder (--out): its page names it and how to regenerate it
     setup["run"] = params.run_folder is not None and params.run_named
+    if not setup["run"]:  # how the coefficients apply, to port a choice elsewhere (a run's
+        st = params.steering  # flags may have steered otherwise than the params say)
+        setup["steering"] = {
+            "unit": st.coefficient_unit,
+            "scope": st.scope,
+            "max_new_tokens": st.max_new_tokens,
+        }
     if params.inputs_flag:  # --inputs DIR: its calibration and vector metadata
         setup["inputs"] = _relative(params.inputs, params.path("."))
     # a run's methods may come from flags, so only the main job's page checks them

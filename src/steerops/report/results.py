@@ -139,6 +139,28 @@ def _setup_lines(frame, searched, record, setup) -> list[str]:
         *_direction_line(frame),
         f"- Questions per cell: {_questions(frame)}; split seed {setup['seed']}, held-out fraction "
         f"{setup['fraction']:g}; a config counts when its coherence >= {setup['threshold']:g}",
+        *_steering_line(setup.get("steering")),
+    ]
+
+
+# what a coefficient multiplies (`steering.coefficient_unit`)
+UNITS = {
+    "norm": "the unit vector's weight is the coefficient times the layer's mean per-token "
+    "residual norm (prompt tokens, the first and massive ones left out)",
+    "absolute": "the unit vector's weight is the coefficient",
+}
+
+
+def _steering_line(steering: dict[str, Any] | None) -> list[str]:
+    """How the page's coefficients and layers apply: to steer with a choice elsewhere."""
+    if not steering:
+        return []
+    unit = steering.get("unit")
+    return [
+        f"- Steering: coefficients in `{unit}` units ({UNITS.get(str(unit), '?')}), added to "
+        "the output of decoder block L from 0 (HF's `hidden_states[L + 1]`) at every token "
+        f"of scope `{steering.get('scope')}`; {steering.get('max_new_tokens')} new tokens "
+        "an answer, greedy"
     ]
 
 
