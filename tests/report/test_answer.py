@@ -163,14 +163,22 @@ def test_the_cleaning_answer_is_of_the_chosen_method_and_one_bullet_per_trait():
             | {"method": "probe", "dims_cleaned": "1", "variant": "probe_top1", "status": "ok"}
             | {"gain": -20.0, "gain_lo": -35.0, "gain_hi": -5.0, "gain_n": 20, "gain_k": 1},
         ]
-    ).assign(layer=12, coefficient=0.2, gain_note="", removed_share=0.3)
+    ).assign(
+        layer=12,
+        coefficient=0.2,
+        gain_note="",
+        removed_share=0.3,
+        dim_set="massive",
+        dims_removed=1,
+    )
     lines = answer_lines(gap, NO_SEARCH, curve, 68.0)
     assert [line for line in lines if line.startswith("- ")] == [
         "- **t** on `m`:",
         "- **u** on `m`:",
     ]
     assert lines[2] == (
-        "  - removing massive dims (`mean_diff_top1` against `mean_diff`, dims cleaned: 1): "
+        "  - removing massive dims (`mean_diff_top1` against `mean_diff`; cleaned: 1 dims of "
+        "the `massive` set, 1 removed from the vector at layer 12): "
         "**cleaning helps**"
     )
     assert not any("probe_top1" in line for line in lines)  # not the chosen method's

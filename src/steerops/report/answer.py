@@ -157,10 +157,23 @@ def _cleaning_says(curve: pd.DataFrame, choice: pd.Series) -> list[str]:
         else:
             verdict = cleaning_verdict(row, base)
         out.append(
-            f"removing massive dims (`{row.variant}` against `{row.method}`, dims cleaned: "
-            f"{row.dims_cleaned}): **{verdict}**"
+            f"removing massive dims (`{row.variant}` against `{row.method}`; {_cleaned(row)}): "
+            f"**{verdict}**"
         )
     return out
+
+
+def _cleaned(row: Any) -> str:
+    """ "cleaned: all dims of the `massive` set, 1 removed at layer 12" of a curve row."""
+    dim_set = getattr(row, "dim_set", None)
+    of = f" of the `{dim_set}` set" if isinstance(dim_set, str) and dim_set else ""
+    removed = getattr(row, "dims_removed", np.nan)
+    at = (
+        ""
+        if pd.isna(removed)
+        else f", {int(removed)} removed from the vector at layer {cell(row.layer)}"
+    )
+    return f"cleaned: {row.dims_cleaned} dims{of}{at}"
 
 
 def cleaning_verdict(row: Any, base: Any) -> str:

@@ -12,7 +12,8 @@ from steerops import stats
 
 # what each grid verdict means, in one text for the report and the results page
 VERDICT_LEGEND = (
-    "Verdicts: **ok** (held-out interval above zero and coherent held out: the best "
+    "Verdicts: **ok** (held-out interval above zero and a held-out mean coherence at or "
+    "above the bar: the best "
     "coefficient of the grid steered, which a finer grid or `steerops search` may beat), "
     "**no effect** (no coherent config's interval is above zero on the selection half, or "
     "the chosen one's reaches zero held out: no optimal or recommended coefficient; none "
