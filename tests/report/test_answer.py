@@ -148,6 +148,10 @@ def test_the_search_is_said_beside_with_its_own_held_out_verdict():
         none
         == "  - the search of `pca` at prompt[-1]: **no feasible steering found**, nothing chosen"
     )
+    # a search at its own bar says it: its answers under the bar were counted there
+    searched = pd.DataFrame([_search_row(min_coherence=75.0)])
+    (_, _, own) = answer_lines(gap, searched, NO_CURVE, 68.0)
+    assert "(3 of 20 answers under 75), n 20; with the 3 answers under 75 counted" in own
 
 
 def test_the_cleaning_answer_is_of_the_chosen_method_and_one_bullet_per_trait():

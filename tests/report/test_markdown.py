@@ -21,3 +21,15 @@ def test_an_interval_of_no_width_is_marked_and_explained_under_its_table():
     assert "†" not in markdown_table(missing)
     # a sentence's interval is plain: its own words say it
     assert interval(0.0, 0.0, 0.0) == "+0.0 [+0.0, +0.0]"
+
+
+def test_p_and_q_columns_print_as_the_verdict_lines_print_them():
+    """Rounded up to 3 significant digits (one just over a bar never prints under it), so
+    a table and a line never show one value two ways; blank when missing."""
+    table = pd.DataFrame(
+        {"method": ["a", "b", "c"], "heldout_p": [0.003173828125, 0.0500001, np.nan]}
+    ).assign(heldout_q=[0.0047607421875, 0.0002, np.nan], n=[20, 20, 20])
+    rows = markdown_table(table).splitlines()[2:]
+    assert rows[0] == "| a | 0.00318 | 0.00477 | 20 |"
+    assert rows[1] == "| b | 0.0501 | < 0.001 | 20 |"
+    assert rows[2] == "| c |  |  | 20 |"

@@ -128,7 +128,9 @@ def _search_says(row: pd.Series, threshold: float) -> str:
     if pd.isna(row.get("layer")):
         return f"{where}: **{row['status']}**, nothing chosen"
     config = f"layer {cell(row['layer'])}, coefficient {cell(row['coefficient'])}"
-    held = _held(row, threshold, SEARCH_HELD)
+    # its answers under the bar are counted at the search's own bar, as best.json has them
+    bar = stats.as_number(row.get("min_coherence"))
+    held = _held(row, threshold if bar is None else bar, SEARCH_HELD)
     if row["status"] == stats.OK:
         return f"{where}: **{config}**, ok held out ({held})"
     return f"{where} chose {config}: **{row['status']}** ({held}), not a recommended coefficient"

@@ -78,7 +78,9 @@ def markdown_table(table: pd.DataFrame, empty: str = "no data") -> str:
             table = table.drop(columns=[lo, hi]).rename(columns={mid: label})
     head = "| " + " | ".join(table.columns) + " |"
     rule = "| " + " | ".join("---" for _ in table.columns) + " |"
-    shown = [coherence_cell if _is_coherence(c) else cell for c in table.columns]
+    shown = [
+        coherence_cell if _is_coherence(c) else p_cell if _is_p(c) else cell for c in table.columns
+    ]
     body = [
         "| " + " | ".join(f(v) for f, v in zip(shown, row, strict=True)) + " |"
         for row in table.itertuples(index=False)
@@ -103,6 +105,17 @@ def _is_coherence(column: str) -> bool:
     return re.search(r"(^|_)coherence(_mean|_reached)?$", column) is not None and not (
         column.startswith("min_")
     )
+
+
+def _is_p(column: str) -> bool:
+    # a p or q value (`heldout_p`, `heldout_q`), printed as the verdict lines print it
+    return re.search(r"(^|_)[pq]$", column) is not None
+
+
+def p_cell(value) -> str:
+    """A p or q rounded up to 3 significant digits (`stats.p_text`), as every line prints
+    it, so a table and a line never show one value two ways; "" when missing."""
+    return stats.p_text(value) if cell(value) else ""
 
 
 def coherence_cell(value) -> str:
