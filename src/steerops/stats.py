@@ -464,21 +464,21 @@ def credited_delta(
     answers alone. An answer with no coherence score counts as it is, as `under_bar` leaves
     it out of its count: the two describe the same answers. `deltas` and `coherences` are
     per question, in one order, a delta None where the trait was not scored in both."""
-    d = []
-    for x, c in zip(deltas, coherences, strict=True):
-        if x is not None:
-            scored_under = as_number(c) is not None and not coherent(c, min_coherence)
-            d.append(min(x, 0.0) if scored_under else x)
+    d = [
+        min(x, 0.0) if _scored_under(c, min_coherence) else x
+        for x, c in zip(deltas, coherences, strict=True)
+        if x is not None
+    ]
     return delta_interval(np.array(d, dtype=float), seed)
 
 
 def credited_heldout(row: Mapping[str, Any], min_coherence: float, seed: int) -> Interval:
-    """`credited_delta` of a config row's held-out answers (its `heldout_deltas` and
-    `heldout_coherences`, each {question: value}); n 0 when the row has none."""
-    deltas, coherences = row.get("heldout_deltas"), row.get("heldout_coherences")
-    if not isinstance(deltas, Mapping) or not isinstance(coherences, Mapping):
+    """`credited_delta` of a config row's held-out answers (`_heldout_answers`); n 0 when
+    the row has none."""
+    answers = _heldout_answers(row)
+    if answers is None:
         return Interval(0, None, None, None)
-    return credited_delta(deltas.values(), [coherences.get(q) for q in deltas], min_coherence, seed)
+    return credited_delta(*answers, min_coherence, seed)
 
 
 def moved_under_bar(
@@ -487,17 +487,30 @@ def moved_under_bar(
     """Answers scored under the coherence bar that moved along the steering (delta > 0): the
     ones `credited_delta` counts as unmoved."""
     return sum(
-        x is not None and x > 0 and as_number(c) is not None and not coherent(c, min_coherence)
+        x is not None and x > 0 and _scored_under(c, min_coherence)
         for x, c in zip(deltas, coherences, strict=True)
     )
 
 
 def moved_under_heldout(row: Mapping[str, Any], min_coherence: float) -> int | None:
     """`moved_under_bar` of a config row's held-out answers; None when the row has none."""
+    answers = _heldout_answers(row)
+    return None if answers is None else moved_under_bar(*answers, min_coherence)
+
+
+def _scored_under(coherence: Any, min_coherence: float) -> bool:
+    """An answer scored for coherence, under the bar (one with no score is neither, as
+    `under_bar` counts it)."""
+    return as_number(coherence) is not None and not coherent(coherence, min_coherence)
+
+
+def _heldout_answers(row: Mapping[str, Any]) -> tuple[list, list] | None:
+    """A config row's held-out (deltas, coherences) in one question order, from its
+    `heldout_deltas` and `heldout_coherences` ({question: value}); None without them."""
     deltas, coherences = row.get("heldout_deltas"), row.get("heldout_coherences")
     if not isinstance(deltas, Mapping) or not isinstance(coherences, Mapping):
         return None
-    return moved_under_bar(deltas.values(), [coherences.get(q) for q in deltas], min_coherence)
+    return list(deltas.values()), [coherences.get(q) for q in deltas]
 
 
 def under_bar_phrase(scored: Any, under: Any, min_coherence: float | None) -> str:

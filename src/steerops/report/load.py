@@ -246,9 +246,8 @@ SEARCH_COLUMNS = (
     "search_trait_delta search_delta_lo search_delta_hi search_coherence heldout_n "
     "heldout_trait_delta heldout_delta_lo heldout_delta_hi heldout_p heldout_q heldout_coherence "
     "heldout_coherence_scored heldout_under_bar heldout_under_bar_moved heldout_baseline_trait "
-    "heldout_baseline_coherence heldout_credited_delta "
-    "heldout_credited_lo "
-    "heldout_credited_hi n_trials n_known n_generations"
+    "heldout_baseline_coherence heldout_credited_delta heldout_credited_lo heldout_credited_hi "
+    "n_trials n_known n_generations"
 ).split()
 
 

@@ -62,6 +62,7 @@ def render_results(
     """The page as markdown. `tables` holds the report's gap_analysis, cleaning_curve and
     preclean_vs_clean_after frames; `setup` the protocol (seed, fraction, threshold, out)."""
     gap = tables["gap_analysis"]
+    grids = _grids(frame, setup["threshold"])  # what each cell's grid steered, said twice
     parts = [
         f"# Results of the run in `{setup['out']}`"
         if setup.get("run")
@@ -78,7 +79,7 @@ def render_results(
             searched,
             tables["cleaning_curve"],
             setup["threshold"],
-            _grids(frame, setup["threshold"]),
+            grids,
         ),
         "",
         "## Massive activations",
@@ -110,7 +111,7 @@ def render_results(
         "",
         *_verdict_lines(
             gap,
-            _grids(frame, setup["threshold"]),
+            grids,
             setup.get("methods"),
             threshold=setup["threshold"],
         ),
