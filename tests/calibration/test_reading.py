@@ -46,10 +46,11 @@ def _record() -> dict:
 def test_peaks_within_twice_of_the_bar_are_near_misses_strongest_first():
     misses = near_misses(_record())
     assert list(misses) == [247, 507]
-    assert misses[247] == {"layers": [11, 12], "ratio": 966.8, "peak": 1825.0}
-    assert misses[507] == {"layers": [3], "ratio": 740.7, "peak": 860.0}
+    assert misses[247] == {"layers": [11, 12], "ratio": 966.8, "peak": 1825.0, "under": ["ratio"]}
+    assert misses[507] == {"layers": [3], "ratio": 740.7, "peak": 860.0, "under": ["ratio"]}
     assert near_line(_record()) == (
-        "247 at layers 11-12 (up to 1,825, 967x); 507 at layers 3 (up to 860, 741x)"
+        "247 at layers 11-12 (peak up to 1,825, ratio up to 967x: under the ratio bar); "
+        "507 at layer 3 (peak up to 860, ratio up to 741x: under the ratio bar)"
     )
     assert near_misses(_record(), within=1.01) == {}  # none within 1% of the bar
     assert near_line({"layers": {}, "aggregate": {}}) == "none"  # an older record: no rule
@@ -59,8 +60,30 @@ def test_the_report_names_the_near_misses_under_the_massive_set():
     line = dims_line(_record())
     assert "- Massive dims (peak |x| > 100 and > 1000x" in line
     assert "507 at layers 11-12" in line
-    assert "- Near the bar (within 2x under both its peak and its ratio" in line
-    assert "247 at layers 11-12 (up to 1,825, 967x)" in line
+    assert (
+        "- Near the bar, where the cut falls (not massive at these layers, but within 2x of "
+        "both bars: peak |x| > 50 and > 500x): 247 at layers 11-12 (peak up to 1,825" in line
+    )
+
+
+def test_a_near_miss_says_which_bar_it_fell_under_at_every_layer():
+    """Under the peak bar at one layer and the ratio bar at another: neither at every one."""
+
+    def layer(value, ratio):
+        return {"massive_dims": [], "top_max": [{"dim": 7, "value": value, "ratio": ratio}]}
+
+    record = _record()
+    record["layers"] = {"1": layer(90.0, 1500.0), "2": layer(80.0, 2000.0)}
+    assert near_misses(record)[7]["under"] == ["peak"]
+    assert "(peak up to 90, ratio up to 2,000x: under the peak bar)" in near_line(record)
+    record["layers"] = {"1": layer(90.0, 900.0)}
+    assert near_line(record).endswith("under both bars)")
+    record["layers"] = {"1": layer(90.0, 1500.0), "2": layer(300.0, 900.0)}
+    assert near_misses(record)[7]["under"] == []
+    assert near_line(record) == (
+        "7 at layers 1-2 (peak up to 300, ratio up to 1,500x: under one bar or the other at "
+        "each layer)"
+    )
 
 
 def test_layer_spans():

@@ -203,7 +203,7 @@ def test_the_answer_says_what_the_grid_steered_and_where_coherence_ran_out():
     gap = pd.DataFrame([_gap_row("mean_diff")])
     (_, steer) = answer_lines(gap, NO_SEARCH, NO_CURVE, 68.0, grids(frame, 68.0))
     assert steer.endswith(
-        "among 1 method; best of 2 steered configs (layers 12; coefficients 0.2, 0.25); the "
+        "among 1 method; best of 2 steered configs (layer 12; coefficients 0.2, 0.25); the "
         "next larger coefficient here (0.25) is incoherent on the selection half, so this one "
         "is the grid's last coherent step: coherence is lost between the two (a finer grid or "
         "`steerops search` finds where)"
@@ -231,3 +231,13 @@ def test_the_page_says_how_a_coefficient_and_a_layer_apply():
     (line,) = _steering_line({"unit": "absolute", "scope": "all", "max_new_tokens": 8})
     assert "(the unit vector's weight is the coefficient)" in line
     assert _steering_line(None) == []  # a run's page: its flags may have steered otherwise
+
+
+def test_the_page_says_when_the_questions_are_a_subset_of_the_trait_s():
+    from steerops.report.results import _subset_words
+
+    assert _subset_words({"subset": 40}) == (
+        ", of each trait's steering questions the first 40 (`steering.subset`)"
+    )
+    assert _subset_words({"subset": None}) == _subset_words({"subset": 0}) == ""
+    assert _subset_words(None) == ""  # a run's page: its flags may have steered otherwise

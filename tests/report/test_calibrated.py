@@ -64,3 +64,30 @@ def test_the_curve_counts_the_dims_removed_at_the_chosen_layer():
     # uncleaned 0; "all" of the massive set is 1 dim here; unknown without a layer or record
     assert curve["dims_removed"].tolist()[:2] == [0, 1]
     assert curve["dims_removed"].isna().tolist() == [False, False, True, True]
+
+
+def test_a_near_copy_at_its_uncleaned_method_s_config_repeats_its_test():
+    """Only a compared variant under `tables.BARELY` of the vector, under the same settings,
+    that chose its uncleaned method's layer and coefficient repeats that method's test."""
+    import numpy as np
+
+    from steerops.report.calibrated import near_copies
+
+    key = {"model": "m", "trait": "t", "position": "p", "component": "c", "method": "md"}
+    same = {"layer": 12.0, "coefficient": 0.2, "gain": 0.0, "gain_note": ""}
+    rows = [
+        {"variant": "md", "dims_cleaned": "0", "removed_share": np.nan} | same,
+        {"variant": "md_near", "dims_cleaned": "1", "removed_share": 0.01} | same,
+        {"variant": "md_far", "dims_cleaned": "2", "removed_share": 0.2} | same,
+        {"variant": "md_moved", "dims_cleaned": "3", "removed_share": 0.01} | same,
+        {"variant": "md_other", "dims_cleaned": "5", "removed_share": 0.01} | same,
+        {"variant": "md_unpaired", "dims_cleaned": "all", "removed_share": 0.01} | same,
+    ]
+    rows[3]["coefficient"] = 0.25  # another config: another test
+    rows[4]["gain_note"] = tables.SETTINGS_DIFFER
+    rows[5]["gain"] = np.nan  # no question both scored
+    curve = pd.DataFrame([key | row for row in rows])
+    assert near_copies(curve) == {("m", "t", "p", "c", "md_near"): "md"}
+    # no uncleaned row to repeat: none
+    assert near_copies(curve[curve["dims_cleaned"] != "0"]) == {}
+    assert near_copies(curve.iloc[:0]) == {}

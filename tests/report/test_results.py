@@ -196,10 +196,10 @@ def test_verdicts_and_coefficients_match_the_gap_table_and_no_effect_says_so(tmp
             assert numbers in line and f"coefficient {row.coefficient:g}:" in line
             assert f"layer {row.layer:g}," in line
         # an ok choice is the best of the grid that was steered, which the line names
-        layers = "1, 2" if row.method == "mean_diff" else "2"
+        layers = "layers 1, 2" if row.method == "mean_diff" else "layer 2"
         steered = 5 if row.method == "mean_diff" else len(SYNTHETIC[row.method][0])
         coefficients = ", ".join(f"{c:g}" for c in COEFS[: steered if steered < 5 else 4])
-        grid = f"best of {steered} steered configs (layers {layers}; coefficients {coefficients})"
+        grid = f"best of {steered} steered configs ({layers}; coefficients {coefficients})"
         assert (grid in line) == (row.status == "ok")
         edge = "the grid's largest coefficient at this layer, so a larger one may steer more"
         assert (edge in line) == (row.status == "ok" and row.at_largest_coefficient)
@@ -341,6 +341,13 @@ def test_an_ok_line_gives_its_sign_flip_test_and_says_when_it_does_not_hold_over
     twin = row | {"method": "e", "alias_of": "a", "heldout_p": 0.0031, "heldout_q": None}
     [line] = _verdict_lines(pd.DataFrame([twin]), threshold=68.0)
     assert line.endswith("n 20; sign-flip p 0.00310 one-sided")
+    # so is a near copy, and its line says whose test it repeats
+    copy = row | {"method": "a_cleaned", "near_copy_of": "a", "heldout_p": 0.0031}
+    [line] = _verdict_lines(pd.DataFrame([copy | {"heldout_q": None}]), threshold=68.0)
+    assert line.endswith(
+        "n 20; sign-flip p 0.00310 one-sided (a near copy of `a` at the same config: one "
+        "test, in its q)"
+    )
 
 
 def test_a_report_of_a_scratch_run_reads_the_pipelines_calibration_and_vectors(tmp_path):
@@ -500,12 +507,16 @@ def test_an_opposite_effect_is_worded_by_the_half_that_moved_and_counted_apart()
     assert against.endswith("check the vector's sign and `steering.direction`")
     assert "the selection half's effect reversed held out" in reversed_
     assert "**opposite effect**" in VERDICTS
-    gap["heldout_q"] = float("nan")
+    gap["heldout_q"], gap["near_copy_of"] = float("nan"), ""
     empty = pd.DataFrame(columns=["flag", "loo_mae", "status"])
     no_searches = pd.DataFrame(columns=["status", "heldout_q"])
     counts = _metrics(gap, empty, empty, no_searches)
     assert counts["cells_opposite_effect"] == 2 and counts["cells_no_effect"] == 0
     assert counts["best_cell"] is None  # the reversed cell is no best
+    assert counts["near_copies"] == 0
+    gap.loc[1, "near_copy_of"] = "m"  # a near copy stays a cell of its own, counted apart
+    counts = _metrics(gap, empty, empty, no_searches)
+    assert counts["near_copies"] == 1 and counts["cells_opposite_effect"] == 2
 
 
 def test_tables_never_print_a_coherence_or_bound_across_its_verdict():
@@ -687,8 +698,17 @@ def test_the_grid_named_keeps_signed_coefficients_apart_and_unscored_is_not_inco
     chosen = SimpleNamespace(layer=2, coefficient=0.2)
     [grid] = _grids(frame, 68.0).values()
     best, cliff = _grid_words(chosen, grid)
-    assert best == "best of 3 steered configs (layers 2; coefficients -0.4, 0.2, 0.4)"
+    assert best == "best of 3 steered configs (layer 2; coefficients -0.4, 0.2, 0.4)"
     assert "next larger coefficient here (0.4) is incoherent" in cliff
+    assert "held out" not in cliff  # no coherences on the row: no drop to tell
+    # at the cliff, a held-out coherence under the selection half's is said, with how far
+    dropped = SimpleNamespace(layer=2, coefficient=0.2, selection_coherence=90.63, coherence=83.2)
+    assert _grid_words(dropped, grid)[1] == cliff + (
+        "; held out, its coherence ran 7.43 under the selection half's, so this close to the "
+        "cliff other questions may fall under the bar"
+    )
+    held = SimpleNamespace(layer=2, coefficient=0.2, selection_coherence=80.0, coherence=83.2)
+    assert _grid_words(held, grid)[1] == cliff
     # -0.4 is stronger, but the other way: it says nothing about +0.2's edge
     frame.loc[frame["coefficient"] == 0.4, "selection_coherence_mean"] = None
     [grid] = _grids(frame, 68.0).values()

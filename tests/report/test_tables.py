@@ -75,6 +75,28 @@ def test_each_chosen_config_is_tested_held_out_and_adjusted_over_the_report_s_ce
     assert np.isnan(_row(gap, method="gradient")["heldout_p"])
 
 
+def test_a_near_copy_s_test_is_counted_once_in_the_q_values(frame):
+    """A near copy's p stays on its row, but it is left out of the Benjamini-Hochberg family
+    (scipy's, an independent reference), so two near-identical p's do not lower each
+    other's q."""
+    from scipy.stats import false_discovery_control
+
+    key = tuple(frame[frame["method"] == "mean_diff_top2"][tables.GROUP].iloc[0])
+    gap = tables.gap_analysis(frame, 68, near_copies={key: "mean_diff"})
+    copy = _row(gap, method="mean_diff_top2")
+    assert copy["near_copy_of"] == "mean_diff"
+    assert np.isnan(copy["heldout_q"]) and not np.isnan(copy["heldout_p"])
+    assert set(gap[gap["method"] != "mean_diff_top2"]["near_copy_of"]) == {""}
+    family = gap[(gap["alias_of"] == "") & (gap["near_copy_of"] == "")]
+    family = family[family["heldout_p"].notna()]
+    assert len(family) == int(gap["heldout_q"].notna().sum()) >= 3
+    expected = false_discovery_control(family["heldout_p"].to_numpy(), method="bh")
+    assert family["heldout_q"].to_numpy() == pytest.approx(expected)
+    # counted, the copy lowers the q of the method it copies
+    counted = _row(tables.gap_analysis(frame, 68), method="mean_diff")["heldout_q"]
+    assert counted < _row(gap, method="mean_diff")["heldout_q"]
+
+
 def test_threshold_changes_the_answer(frame):
     gap = tables.gap_analysis(frame, 85)
     assert _row(gap, method="mean_diff")["delta"] == 40

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from steerops.calibration.aggregate import summarize
 from steerops.calibration.heatmap import plot_heatmap
-from steerops.calibration.reading import NEAR, massive_spans, near_line
+from steerops.calibration.reading import massive_spans, near_line, near_rule
 from steerops.calibration.stats import LayerSums
 from steerops.calibration.store import calibration_file, heatmap_file, write_calibration
 from steerops.cli import abs_path, flags, load_params_for, stage_parser
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> None:
         f"{calibration_file(params.out, variant)}\n"
         f"  massive dims (peak |x| > {rule['threshold']:g} and > {rule['ratio']:g}x the "
         f"layer's median |x|): {massive or 'none'}\n"
-        f"  near the bar (within {NEAR:g}x under it, at layers where not massive): "
+        f"  near the bar (not massive at these layers, but {near_rule(record)}): "
         f"{near_line(record)}\n"
         f"  large-mean global dims (not necessarily massive): "
         f"{', '.join(map(str, aggregate['global_dims'])) or 'none'}"

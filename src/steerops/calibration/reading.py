@@ -15,15 +15,16 @@ def massive_spans(aggregate: dict[str, Any]) -> list[str]:
     """Each massive dim with its layers ("507 at layers 11-27"), in the set's order."""
     layers = aggregate.get("massive_layers") or {}
     return [
-        f"{d} at layers {layer_span(layers.get(str(d), []))}"
+        f"{d} at {layers_words(layers.get(str(d), []))}"
         for d in aggregate.get("massive_dims") or []
     ]
 
 
 def near_misses(record: dict[str, Any], within: float = NEAR) -> dict[int, dict[str, Any]]:
-    """{dim: {"layers", "ratio", "peak"}} of the peaks within `within`x under the massive bar
-    at a layer where the dim is not massive (each layer's strongest peaks, `top_max`),
-    strongest first. A dim massive at other layers can be near the bar at these."""
+    """{dim: {"layers", "ratio", "peak", "under"}} of the peaks within `within`x under the
+    massive bar at a layer where the dim is not massive (each layer's strongest peaks,
+    `top_max`), strongest first; `under` names the bars ("peak", "ratio") it missed at every
+    one of those layers. A dim massive at other layers can be near the bar at these."""
     rule = record.get("aggregate", {}).get("massive_rule") or {}
     threshold, ratio = rule.get("threshold"), rule.get("ratio")
     if threshold is None or ratio is None:
@@ -36,25 +37,53 @@ def near_misses(record: dict[str, Any], within: float = NEAR) -> dict[int, dict[
             near = value > threshold / within and float(peak["ratio"]) > ratio / within
             if dim in massive or not near:
                 continue
-            hit = found.setdefault(dim, {"layers": [], "ratio": 0.0, "peak": 0.0})
+            missed = {"peak"} if value <= threshold else set()
+            missed |= {"ratio"} if float(peak["ratio"]) <= ratio else set()
+            hit = found.setdefault(dim, {"layers": [], "ratio": 0.0, "peak": 0.0, "under": missed})
             hit["layers"].append(int(layer))
             hit["ratio"] = max(hit["ratio"], float(peak["ratio"]))
             hit["peak"] = max(hit["peak"], value)
+            hit["under"] = hit["under"] & missed
+    for hit in found.values():
+        hit["under"] = sorted(hit["under"])
     return dict(sorted(found.items(), key=lambda kv: -kv[1]["ratio"]))
 
 
+# which bar a near miss fell under, at every one of its layers
+UNDER = {
+    ("peak",): "under the peak bar",
+    ("ratio",): "under the ratio bar",
+    ("peak", "ratio"): "under both bars",
+    (): "under one bar or the other at each layer",
+}
+
+
+def near_rule(record: dict[str, Any], within: float = NEAR) -> str:
+    """What "near the bar" means for this record's rule ("peak |x| > 50 and > 500x")."""
+    rule = record.get("aggregate", {}).get("massive_rule") or {}
+    threshold, ratio = rule.get("threshold"), rule.get("ratio")
+    if threshold is None or ratio is None:
+        return "no rule recorded"
+    return f"peak |x| > {threshold / within:g} and > {ratio / within:g}x"
+
+
 def near_line(record: dict[str, Any], within: float = NEAR) -> str:
-    """The near misses in one phrase ("247 at layers 11-12 (up to 1,825, 967x); ..."), or
-    "none"."""
+    """The near misses in one phrase ("247 at layers 11-12 (peak up to 1,825, ratio up to
+    967x: under the ratio bar); ..."), or "none"."""
     misses = near_misses(record, within)
     return (
         "; ".join(
-            f"{dim} at layers {layer_span(hit['layers'])} (up to {hit['peak']:,.0f}, "
-            f"{hit['ratio']:.0f}x)"
+            f"{dim} at {layers_words(hit['layers'])} (peak up to {hit['peak']:,.0f}, ratio "
+            f"up to {hit['ratio']:,.0f}x: {UNDER[tuple(hit['under'])]})"
             for dim, hit in misses.items()
         )
         or "none"
     )
+
+
+def layers_words(layers: list[int]) -> str:
+    """ "layer 3" or "layers 2-7, 28"."""
+    return f"layer{'s' if len(layers) > 1 else ''} {layer_span(layers)}"
 
 
 def layer_span(layers: list[int]) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steerops.calibration.reading import NEAR, massive_spans, near_line
+from steerops.calibration.reading import NEAR, massive_spans, near_line, near_rule
 from steerops.calibration.store import calibration_file, read_calibration
 from steerops.errors import SteeropsError
 from steerops.io import read_json
@@ -70,8 +70,8 @@ def dims_line(record: dict[str, Any] | None) -> str:
             f"{_num(rule.get('ratio'))}x the layer's median |x|, over all "
             f"{record.get('n_tokens', '?')} calibration tokens): "
             + (spans or ("none" if massive is not None else "not recorded (older calibration)")),
-            f"- Near the bar (within {NEAR:g}x under both its peak and its ratio, at layers "
-            f"where the dim is not massive: where the cut falls): {near_line(record)}",
+            f"- Near the bar, where the cut falls (not massive at these layers, but within "
+            f"{NEAR:g}x of both bars: {near_rule(record)}): {near_line(record)}",
             "- Large-mean global dims (in a layer's top "
             f"{aggregate.get('rule', {}).get('top_n', '?')} by |mean| at >= "
             f"{aggregate.get('rule', {}).get('min_layers', '?')} layers; not necessarily "
@@ -166,10 +166,38 @@ def _note_near_copies(curve: pd.DataFrame) -> None:
     """`gain_note` of a compared variant whose cleaned dims held under `tables.BARELY` of
     the vector: the CSV and report.md say it too, not only results.md, since a gain of
     +0.0 between near copies reads as "the dims do not matter", which it cannot show."""
-    near = (curve["removed_share"] < tables.BARELY) & curve["gain"].notna()
-    near &= curve["gain_note"] == ""
+    near = _near(curve) & (curve["gain_note"] == "")
     picked = curve.loc[near, ["removed_share", "layer"]].itertuples(index=False)
     curve.loc[near, "gain_note"] = [near_copy_note(share, layer) for share, layer in picked]
+
+
+def _near(curve: pd.DataFrame) -> pd.Series:
+    """The compared variants whose cleaned dims held under `tables.BARELY` of the vector."""
+    return (curve["removed_share"] < tables.BARELY) & curve["gain"].notna()
+
+
+def near_copies(curve: pd.DataFrame) -> dict[tuple, str]:
+    """The cleaned variants (`tables.GROUP` keys, the variant as method) whose held-out test
+    repeats their uncleaned method's, named by it: a near copy (`_near`, under the same
+    settings) that chose the same layer and coefficient asks the same questions of nearly
+    the same vector. Like an alias, it is then one test in the report's q-values; else two
+    near-identical p's would lower each other's q."""
+    if curve.empty or "removed_share" not in curve:
+        return {}
+    rows = curve[_near(curve) & (curve["gain_note"] != tables.SETTINGS_DIFFER)]
+    bases = curve[curve["dims_cleaned"] == "0"].set_index(tables.GROUP)
+    out = {}
+    for row in rows.itertuples(index=False):
+        key = tuple(getattr(row, k) for k in tables.KEY)
+        if (*key, row.method) not in bases.index:
+            continue
+        base = bases.loc[(*key, row.method)]
+        same = str(base["layer"]) == str(row.layer) and str(base["coefficient"]) == str(
+            row.coefficient
+        )
+        if same:
+            out[(*key, row.variant)] = row.method
+    return out
 
 
 def near_copy_note(share: float, layer: Any) -> str:

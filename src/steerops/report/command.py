@@ -134,13 +134,14 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
         frame = pd.DataFrame(columns=COLUMNS)
     stored = calibrated.vector_loader(params)  # each vector file read once for every table
     calibrated.with_near_aliases(params, frame, stored)
-    gap = tables.gap_analysis(frame, threshold, proto.seed)
     prepost = tables.preclean_vs_clean_after(frame, threshold, proto.seed)
     curve = tables.cleaning_curve(frame, threshold, proto.seed)
     sets = calibrated.dim_sets(params, frame)
     calibrated.with_dim_sets(curve, prepost, sets)
     calibrated.with_removed_shares(params, frame, curve, sets, stored)
     calibrated.with_vector_agreement(params, frame, prepost, stored)
+    # a near copy's test is its uncleaned method's: the q-values count it once
+    gap = tables.gap_analysis(frame, threshold, proto.seed, calibrated.near_copies(curve))
     coefs = tables.coefficient_table(frame, threshold, gap)
     features = vector_features(params, coefs, frame)
     errors = predict.loo_errors(features)
@@ -195,6 +196,7 @@ def _write_results(params, frame, searched, csvs, record, threshold, page: Path)
             "unit": st.coefficient_unit,
             "scope": st.scope,
             "max_new_tokens": st.max_new_tokens,
+            "subset": st.subset,
         }
     if params.inputs_flag:  # --inputs DIR: its calibration and vector metadata
         setup["inputs"] = _relative(params.inputs, params.path("."))
@@ -254,6 +256,8 @@ def _metrics(gap, prepost, errors, searched) -> dict:
         "cells_trait_unscored": int(count.get(stats.UNSCORED, 0)),
         "cells_heldout_unscored": int(count.get(stats.HELDOUT_UNSCORED, 0)),
         "aliases": int((gap["alias_of"] != "").sum()),
+        # cleaned cells counted above whose test repeats their uncleaned method's
+        "near_copies": int((gap["near_copy_of"] != "").sum()),
         **_best_cell(gap),
         "flagged_preclean_gaps": (
             int((prepost["flag"] == tables.LIKELY_BUG).sum()) if len(prepost) else 0
@@ -294,7 +298,11 @@ INTRO = (
     "interval above zero wins. " + VERDICT_LEGEND.replace("{", "{{").replace("}", "}}") + " "
     "`alias_of` names a method whose vectors are the same tensors (the alias was evaluated "
     "once) or equal to them within 1e-06 at every layer (float rounding, evaluated on its "
-    "own): either is left out of counts, q-values and the coefficient fit. Searches are a separate "
+    "own): either is left out of counts, q-values and the coefficient fit. `near_copy_of` "
+    "names the uncleaned method of a cleaned variant whose removed dims held under "
+    f"{tables.BARELY:.0%} of "
+    "its squared norm and that chose the same config: its test repeats that method's, so "
+    "it is left out of the q-values (not of the counts). Searches are a separate "
     "table: their trials use the search half only and are never mixed into grid tables."
 )
 
@@ -308,7 +316,7 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "the held-out delta with those answers counted as unmoved (`under_bar_moved` of them "
         "had moved along the steering); `heldout_p`: "
         "one-sided sign-flip p of its held-out deltas; `heldout_q`: that p adjusted over every "
-        "cell's but an alias's, Benjamini-Hochberg)",
+        "cell's but an alias's or a near copy's, Benjamini-Hochberg)",
         "preclean_vs_clean_after": "Preclean vs clean-after (every dim of the set `dim_set` "
         "names); gap = preclean - clean-after on the held-out questions, paired interval; "
         "`vectors_max_diff` the largest difference between the two unit vectors over their "

@@ -52,8 +52,10 @@ def grid_words(row, grid: dict[str, Any] | None) -> tuple[str, str]:
         return "optimal", ""
     n = len(grid["coherent"])
     best = (
-        f"best of {n} steered config{'s' if n != 1 else ''} (layers {', '.join(grid['layers'])}; "
-        f"coefficients {', '.join(grid['coefficients'])})"
+        f"best of {n} steered config{'s' if n != 1 else ''} "
+        f"(layer{'s' if len(grid['layers']) != 1 else ''} {', '.join(grid['layers'])}; "
+        f"coefficient{'s' if len(grid['coefficients']) != 1 else ''} "
+        f"{', '.join(grid['coefficients'])})"
     )
     layer, coefficient = cell(row.layer), stats.as_number(row.coefficient) or 0.0
     # the stronger coefficients of the same sign at the chosen layer, weakest first
@@ -72,4 +74,18 @@ def grid_words(row, grid: dict[str, Any] | None) -> tuple[str, str]:
         if larger and grid["coherent"][layer, larger[0]] is False
         else ""
     )
-    return best, cliff
+    return best, cliff + (_coherence_drop(row) if cliff else "")
+
+
+def _coherence_drop(row) -> str:
+    """At the last coherent step, how far the held-out coherence ran under the selection
+    half's: the choice was made where its coherence looked best, so other questions may
+    fall under the bar."""
+    chosen = stats.as_number(getattr(row, "selection_coherence", None))
+    held = stats.as_number(getattr(row, "coherence", None))
+    if chosen is None or held is None or held >= chosen:
+        return ""
+    return (
+        f"; held out, its coherence ran {chosen - held:.2f} under the selection half's, so "
+        "this close to the cliff other questions may fall under the bar"
+    )

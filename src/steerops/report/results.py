@@ -138,8 +138,9 @@ def _setup_lines(frame, searched, record, setup) -> list[str]:
         f"- Trait: {', '.join(traits) or '?'}",
         f"- Judge: {', '.join(_judge(j) for j in judges) or '?'}",
         *_direction_line(frame),
-        f"- Questions per cell: {_questions(frame)}; split seed {setup['seed']}, held-out fraction "
-        f"{setup['fraction']:g}; a config counts when its coherence >= {setup['threshold']:g}",
+        f"- Questions per cell: {_questions(frame)}{_subset_words(setup.get('steering'))}; "
+        f"split seed {setup['seed']}, held-out fraction {setup['fraction']:g}; a config "
+        f"counts when its coherence >= {setup['threshold']:g}",
         *_steering_line(setup.get("steering")),
     ]
 
@@ -192,6 +193,16 @@ def _judge(fingerprint: str) -> str:
     kind = fingerprint.split(":")[0]
     what = f": {JUDGE_KINDS[kind]}" if kind in JUDGE_KINDS else ""
     return f"{kind}, `{fingerprint}`{what}"
+
+
+def _subset_words(steering: dict[str, Any] | None) -> str:
+    """Which of a trait's steering questions the main job steered (`steering.subset`)."""
+    subset = (steering or {}).get("subset")
+    return (
+        f", of each trait's steering questions the first {subset} (`steering.subset`)"
+        if subset
+        else ""
+    )
 
 
 def _questions(frame: pd.DataFrame) -> str:
@@ -369,6 +380,8 @@ def _test_words(row, tested: int) -> str:
     words = f"sign-flip p {stats.p_text(p)} one-sided"
     if q is not None:  # an alias has none: its twin's test is the one counted
         words += f", q {stats.p_text(q)} over {cells}"
+    elif twin := getattr(row, "near_copy_of", ""):
+        words += f" (a near copy of `{twin}` at the same config: one test, in its q)"
     if stats.unconfirmed(p, getattr(row, "delta_lo", None)):
         return (
             f"; **its sign-flip test does not confirm it** ({words}; p is not under "

@@ -12,6 +12,7 @@ tie-breaks), so the same inputs give byte-identical reports.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -81,13 +82,21 @@ def _is_alias(value: Any) -> bool:
     return isinstance(value, str) and value != ""
 
 
-def gap_analysis(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd.DataFrame:
+def gap_analysis(
+    frame: pd.DataFrame,
+    min_coherence: float,
+    seed: int = 0,
+    near_copies: Mapping[tuple, str] | None = None,
+) -> pd.DataFrame:
     """Per (model, trait, position, component, method): the verdict, the chosen config, its
     selection-half delta and its held-out numbers (with how many held-out answers score
     under the coherence bar, the delta with those counted as unmoved, and the
     one-sided sign-flip p of its held-out deltas with its Benjamini-Hochberg q over every
-    cell's p but an alias's); with no coherent steered config, the best coherence a steered
-    config reached. `seed` is the split's, which the held-out intervals are drawn with."""
+    cell's p but an alias's or a near copy's); with no coherent steered config, the best
+    coherence a steered config reached. `seed` is the split's, which the held-out intervals
+    are drawn with. `near_copies` (`calibrated.near_copies`) names the cleaned variants
+    whose test repeats their uncleaned method's (`near_copy_of`)."""
+    near_copies = near_copies or {}
     out = []
     for key, rows in frame.groupby(GROUP, sort=True):
         chosen, status = pick(rows, min_coherence)
@@ -96,6 +105,7 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd
                 **dict(zip(GROUP, key, strict=True)),
                 "status": status,
                 "alias_of": rows["alias_of"].iloc[0],
+                "near_copy_of": near_copies.get(key, ""),
                 "layer": _get(chosen, "layer"),
                 "coefficient": _get(chosen, "coefficient"),
                 "selection_n": _get(chosen, "selection_n"),
@@ -121,8 +131,9 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd
                 and stats.at_largest_coefficient(rows.to_dict("records"), chosen),
             }
         )
-    columns = GROUP + ["status", "alias_of", "layer", "coefficient", "selection_n"]
+    columns = GROUP + ["status", "alias_of", "near_copy_of", "layer", "coefficient"]
     columns += [
+        "selection_n",
         "selection_delta",
         "selection_delta_lo",
         "selection_delta_hi",
@@ -142,8 +153,11 @@ def gap_analysis(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd
         "n_configs",
     ]
     columns += ["at_largest_coefficient"]
-    # an alias repeats its twin's test: one test, counted once
-    family = [None if _is_alias(r["alias_of"]) else stats.as_number(r["heldout_p"]) for r in out]
+    # an alias or a near copy repeats its twin's test: one test, counted once
+    family = [
+        None if _is_alias(r["alias_of"]) or r["near_copy_of"] else stats.as_number(r["heldout_p"])
+        for r in out
+    ]
     for row, q in zip(out, stats.false_discovery_q(family), strict=True):
         row["heldout_q"] = q
     return pd.DataFrame(out, columns=columns)
