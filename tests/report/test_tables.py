@@ -112,6 +112,13 @@ def test_preclean_vs_clean_after_gap_is_paired_on_held_out_questions(frame):
     pr = _row(table, method="probe")
     assert (pr["preclean_delta"], pr["clean_after_delta"]) == (40, 70)
     assert pr["flag"] == ""
+    # each side carries its own held-out interval, the gap analysis's for that variant
+    gap = tables.gap_analysis(frame, 68).set_index("method")
+    for side, variant in (("preclean", "mean_diff_preclean"), ("clean_after", "mean_diff_cleaned")):
+        held = gap.loc[variant, ["delta", "delta_lo", "delta_hi", "coherence"]].to_numpy(float)
+        said = md[[f"{side}_{k}" for k in ("delta", "delta_lo", "delta_hi", "coherence")]]
+        assert said.to_numpy(float) == pytest.approx(held)
+        assert held[1] < held[0] < held[2]
 
 
 def test_a_preclean_side_the_grid_did_not_steer_reads_not_steered(tmp_path):

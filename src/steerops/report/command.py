@@ -317,10 +317,11 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "had moved along the steering); `heldout_p`: "
         "one-sided sign-flip p of its held-out deltas; `heldout_q`: that p adjusted over every "
         "cell's but an alias's or a near copy's, Benjamini-Hochberg)",
-        "preclean_vs_clean_after": "Preclean vs clean-after (every dim of the set `dim_set` "
-        "names); gap = preclean - clean-after on the held-out questions, paired interval; "
-        "`vectors_max_diff` the largest difference between the two unit vectors over their "
-        "layers",
+        "preclean_vs_clean_after": "Preclean vs clean-after (per `method`, its `_preclean` "
+        "variant against its `_cleaned` one, each at its own chosen config; every dim of the "
+        "set `dim_set` names); gap = preclean - clean-after on the held-out questions, "
+        "paired interval; `vectors_max_diff` the largest difference between the two unit "
+        "vectors over their layers",
         "cleaning_curve": "Cleaning curve: dims cleaned (of the set `dim_set` names) vs "
         "held-out delta; gain = cleaned - uncleaned on the held-out questions, paired interval "
         "(Bonferroni over the `gain_k` cleaned variants of a method: together at 95%)",

@@ -39,6 +39,8 @@ INTERVALS = [
     ("delta", "delta_lo", "delta_hi"),
     ("selection_delta", "selection_delta_lo", "selection_delta_hi"),
     ("gap", "gap_lo", "gap_hi"),
+    ("preclean_delta", "preclean_delta_lo", "preclean_delta_hi"),
+    ("clean_after_delta", "clean_after_delta_lo", "clean_after_delta_hi"),
     ("gain", "gain_lo", "gain_hi"),
     ("search_trait_delta", "search_delta_lo", "search_delta_hi"),
     ("heldout_trait_delta", "heldout_delta_lo", "heldout_delta_hi"),

@@ -98,8 +98,10 @@ def render_results(
         "",
         markdown_table(_drop(tables["cleaning_curve"], "alias_of")),
         "",
-        "## Preclean vs clean-after (gap = preclean - clean-after, paired, held out; for "
-        "`mean_diff` the two vectors must agree, so this checks the implementation: "
+        "## Preclean vs clean-after (per `method`, its `_preclean` variant against its "
+        "`_cleaned` one, each at its own chosen config; gap = preclean - clean-after, paired, "
+        "held out; for `mean_diff` the two vectors must agree, so this checks the "
+        "implementation: "
         "`vectors_max_diff`, the largest difference between their unit vectors over the "
         "layers, is rounding when they do)",
         "",

@@ -198,11 +198,9 @@ def preclean_vs_clean_after(
                     **dict(zip(KEY, key, strict=True)),
                     "method": base,
                     "preclean_status": pre_status,
-                    "preclean_delta": _get(pre, "heldout_trait_delta"),
-                    "preclean_coherence": _get(pre, "heldout_coherence_mean"),
+                    **_side("preclean", pre),
                     "clean_after_status": post_status,
-                    "clean_after_delta": _get(post, "heldout_trait_delta"),
-                    "clean_after_coherence": _get(post, "heldout_coherence_mean"),
+                    **_side("clean_after", post),
                     # one side not steered: nothing was compared, so no n either
                     "n": gap.n if pre is not None and post is not None else np.nan,
                     "gap": _nan(gap.mean),
@@ -217,9 +215,16 @@ def preclean_vs_clean_after(
                     ),
                 }
             )
-    columns = KEY + ["method", "preclean_status", "preclean_delta", "preclean_coherence"]
-    columns += ["clean_after_status", "clean_after_delta", "clean_after_coherence", "n"]
+    columns = KEY + ["method", "preclean_status", *_side("preclean", None)]
+    columns += ["clean_after_status", *_side("clean_after", None), "n"]
     return pd.DataFrame(out, columns=columns + ["gap", "gap_lo", "gap_hi", "flag"])
+
+
+def _side(name: str, hit: dict | None) -> dict[str, Any]:
+    """One side's held-out delta with its interval, and its coherence, as `<name>_...`."""
+    held = ("trait_delta", "delta_lo", "delta_hi", "coherence_mean")
+    said = ("delta", "delta_lo", "delta_hi", "coherence")
+    return {f"{name}_{s}": _get(hit, f"heldout_{h}") for h, s in zip(held, said, strict=True)}
 
 
 SETTINGS_DIFFER = "settings differ"
