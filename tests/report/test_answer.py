@@ -85,14 +85,16 @@ def test_the_config_to_steer_with_is_the_selection_half_s_choice():
         ]
     )
     lines = answer_lines(gap, NO_SEARCH, NO_CURVE, 68.0)
-    assert lines[0] == "- **t** on `m`:"
-    assert lines[1] == (
-        "  - **steer with `mean_diff` at prompt[-1], layer 12, coefficient 0.2**: held-out "
-        "delta +30.0 [+5.0, +55.0] (unsteered on the same questions: trait 5, coherence "
-        "100.00), coherence 80.00 (5 of 20 answers under 68), n 20; with the 5 answers under "
-        "68 counted as unmoved (1 had moved along the steering), delta +20.0 [+5.0, +55.0]; "
-        "chosen on the selection half (selection delta +60.0, coherence 90.63) among 2 methods"
-    )
+    assert lines == [
+        "- **t** on `m`:",
+        "  - **steer with `mean_diff` at prompt[-1], layer 12, coefficient 0.2**",
+        "    - held-out delta +30.0 [+5.0, +55.0], n 20; unsteered on the same questions: "
+        "trait 5, coherence 100.00",
+        "    - held-out coherence 80.00 (5 of 20 answers under 68); with the 5 answers under 68 "
+        "counted as unmoved (1 had moved along the steering), delta +20.0 [+5.0, +55.0]",
+        "    - chosen on the selection half (selection delta +60.0, coherence 90.63) among 2 "
+        "methods",
+    ]
 
 
 def test_a_choice_that_fails_held_out_is_no_recommendation():
@@ -102,13 +104,14 @@ def test_a_choice_that_fails_held_out_is_no_recommendation():
             _gap_row("probe", selection_delta=20.0, delta=60.0, delta_lo=30.0),  # held: not it
         ]
     )
-    (_, steer) = answer_lines(gap, NO_SEARCH, NO_CURVE, 68.0)
-    assert steer.startswith(
+    (_, steer, held, *rest) = answer_lines(gap, NO_SEARCH, NO_CURVE, 68.0)
+    assert steer == (
         "  - **no config to recommend**: the selection half's choice, `mean_diff` at "
-        "prompt[-1], layer 12, coefficient 0.2: **no effect** (held-out delta +0.0 "
-        "[-10.0, +15.0]"
+        "prompt[-1], layer 12, coefficient 0.2, is **no effect**"
     )
-    assert "probe" not in steer
+    assert held == "    - held-out delta +0.0 [-10.0, +15.0], n 20"
+    assert all(line.startswith("    - ") for line in rest)  # its details, nothing else
+    assert not any("probe" in line for line in [steer, held, *rest])
     # no cell with an effect on the selection half: nothing was chosen at all
     gap = pd.DataFrame(
         [
@@ -132,26 +135,26 @@ def test_the_search_is_said_beside_with_its_own_held_out_verdict():
             _search_row(method="pca", status="no feasible steering found", layer=np.nan),
         ]
     )
-    _, _, ok, incoherent, none = answer_lines(gap, searched, NO_CURVE, 68.0)
-    assert ok == (
-        "  - the search of `mean_diff` at prompt[-1]: **layer 12, coefficient 0.25**, ok held "
-        "out (held-out delta +35.0 [+10.0, +60.0], coherence 75.00 (3 of 20 answers under 68), "
-        "n 20; with the 3 answers under 68 counted as unmoved (2 had moved along the steering), "
-        "delta +25.0 [+0.0, +50.0])"
-    )
-    assert incoherent.startswith(
+    lines = answer_lines(gap, searched, NO_CURVE, 68.0)
+    at = next(i for i, line in enumerate(lines) if "the search of `mean_diff`" in line)
+    assert lines[at : at + 3] == [
+        "  - the search of `mean_diff` at prompt[-1]: **layer 12, coefficient 0.25**, ok held out",
+        "    - held-out delta +35.0 [+10.0, +60.0], n 20",
+        "    - held-out coherence 75.00 (3 of 20 answers under 68); with the 3 answers under 68 "
+        "counted as unmoved (2 had moved along the steering), delta +25.0 [+0.0, +50.0]",
+    ]
+    assert lines[at + 3] == (
         "  - the search of `probe` at prompt[-1] chose layer 12, coefficient 0.25: "
-        "**incoherent held out** (held-out delta +35.0"
+        "**incoherent held out**, not a recommended coefficient"
     )
-    assert incoherent.endswith("not a recommended coefficient")
-    assert (
-        none
-        == "  - the search of `pca` at prompt[-1]: **no feasible steering found**, nothing chosen"
-    )
+    assert lines[at + 4].startswith("    - held-out delta +35.0")
+    assert lines[at + 6 :] == [
+        "  - the search of `pca` at prompt[-1]: **no feasible steering found**, nothing chosen"
+    ]
     # a search at its own bar says it: its answers under the bar were counted there
     searched = pd.DataFrame([_search_row(min_coherence=75.0)])
-    (_, _, own) = answer_lines(gap, searched, NO_CURVE, 68.0)
-    assert "(3 of 20 answers under 75), n 20; with the 3 answers under 75 counted" in own
+    own = answer_lines(gap, searched, NO_CURVE, 68.0)[-1]
+    assert own.startswith("    - held-out coherence 75.00 (3 of 20 answers under 75); with")
 
 
 def test_the_cleaning_answer_is_of_the_chosen_method_and_one_bullet_per_trait():
@@ -180,11 +183,12 @@ def test_the_cleaning_answer_is_of_the_chosen_method_and_one_bullet_per_trait():
         "- **t** on `m`:",
         "- **u** on `m`:",
     ]
-    assert lines[2] == (
-        "  - removing massive dims (`mean_diff_top1` against `mean_diff`; cleaned: 1 dims of "
-        "the `massive` set, 1 removed from the vector at layer 12): "
-        "**cleaning helps**"
-    )
+    at = next(i for i, line in enumerate(lines) if "removing massive dims" in line)
+    assert lines[at : at + 3] == [
+        "  - removing massive dims (`mean_diff_top1` against `mean_diff`): **cleaning helps**",
+        "    - cleaned: 1 dims of the `massive` set, 1 removed from the vector at layer 12",
+        "- **u** on `m`:",
+    ]
     assert not any("probe_top1" in line for line in lines)  # not the chosen method's
 
 
@@ -201,12 +205,14 @@ def test_the_answer_says_what_the_grid_steered_and_where_coherence_ran_out():
         ]
     )
     gap = pd.DataFrame([_gap_row("mean_diff")])
-    (_, steer) = answer_lines(gap, NO_SEARCH, NO_CURVE, 68.0, grids(frame, 68.0))
-    assert steer.endswith(
-        "among 1 method; best of 2 steered configs (layer 12; coefficients 0.2, 0.25); the "
-        "next larger coefficient here (0.25) is incoherent on the selection half, so this one "
-        "is the grid's last coherent step: coherence is lost between the two (a finer grid or "
-        "`steerops search` finds where)"
+    *_, picked, cliff = answer_lines(gap, NO_SEARCH, NO_CURVE, 68.0, grids(frame, 68.0))
+    assert picked.endswith(
+        "among 1 method; best of 2 steered configs (layer 12; coefficients 0.2, 0.25)"
+    )
+    assert cliff == (
+        "    - the next larger coefficient here (0.25) is incoherent on the selection half, so "
+        "this one is the grid's last coherent step: coherence is lost between the two (a finer "
+        "grid or `steerops search` finds where)"
     )
 
 

@@ -37,14 +37,20 @@ def answer_lines(
         mine = gap[(gap["model"].astype(str) == model) & (gap["trait"].astype(str) == trait)]
         choice = tables.selection_choice(mine) if len(mine) else None
         lines.append(f"- **{trait}** on `{model}`:")
-        lines.append(f"  - {_steer_with(mine, choice, threshold, grids or {})}")
+        lines += _nested(_steer_with(mine, choice, threshold, grids or {}))
         searches = searched[
             (searched["model"].astype(str) == model) & (searched["trait"].astype(str) == trait)
         ]
-        lines += [f"  - {_search_says(s, threshold)}" for _, s in searches.iterrows()]
-        if choice is not None:
-            lines += [f"  - {line}" for line in _cleaning_says(curve, choice)]
+        for _, search in searches.iterrows():
+            lines += _nested(_search_says(search, threshold))
+        for said in _cleaning_says(curve, choice) if choice is not None else []:
+            lines += _nested(said)
     return lines or ["_no grid or search results_"]
+
+
+def _nested(said: list[str]) -> list[str]:
+    """An answer's headline as a bullet under its trait, its details as bullets under it."""
+    return [f"  - {said[0]}", *(f"    - {line}" for line in said[1:])]
 
 
 def _where(row: Any) -> str:
@@ -65,40 +71,40 @@ SEARCH_HELD += ["heldout_under_bar_moved"]
 SEARCH_HELD += [f"heldout_credited_{k}" for k in ("delta", "lo", "hi")]
 
 
-def _held(row: Any, threshold: float, names: list[str] = GRID_HELD) -> str:
-    """ "held-out delta +50.0 [+20.0, +75.0], coherence 83.22 (5 of 20 answers under 68),
-    n 20; with the 5 answers under 68 counted as unmoved (...), delta ..." of a row read by
-    `names`."""
+def _held(row: Any, threshold: float, names: list[str] = GRID_HELD) -> list[str]:
+    """["held-out delta +50.0 [+20.0, +75.0], n 20; unsteered on the same questions: ...",
+    "held-out coherence 83.22 (5 of 20 answers under 68); with the 5 answers under 68
+    counted as unmoved (...), delta ..."] of a row read by `names`."""
     mid, lo, hi, coherence, scored, under, n, trait0, coherence0, moved, *credited = (
         row.get(k) for k in names
     )
     unmoved = stats.unmoved_phrase(under, threshold, moved, credited)
     unsteered = (
-        f" (unsteered on the same questions: trait {cell(trait0)}, coherence "
-        f"{stats.coherence_text(coherence0, 2)})"
+        f"; unsteered on the same questions: trait {cell(trait0)}, coherence "
+        f"{stats.coherence_text(coherence0, 2)}"
         if stats.as_number(trait0) is not None
         else ""
     )
-    return (
-        f"held-out delta {interval(mid, lo, hi)}{unsteered}, coherence "
-        f"{stats.coherence_text(coherence, 2)}"
-        f"{stats.under_bar_text(scored, under, threshold)}, n {cell(n)}"
-        + (f"; {unmoved}" if unmoved else "")
-    )
+    return [
+        f"held-out delta {interval(mid, lo, hi)}, n {cell(n)}{unsteered}",
+        f"held-out coherence {stats.coherence_text(coherence, 2)}"
+        f"{stats.under_bar_text(scored, under, threshold)}" + (f"; {unmoved}" if unmoved else ""),
+    ]
 
 
 def _steer_with(
     mine: pd.DataFrame, choice: pd.Series | None, threshold: float, grids: dict[tuple, Any]
-) -> str:
+) -> list[str]:
+    """The answer's headline (the config, or why none), then its details."""
     if mine.empty:
-        return "no grid results"
+        return ["no grid results"]
     if choice is None:
         verdicts = mine[mine["alias_of"] == ""]["status"].value_counts()
         said = ", ".join(f"{status} {n}" for status, n in verdicts.items())
-        return (
+        return [
             "**no config to recommend**: no cell's choice has an effect on the selection "
             f"half (verdicts: {said})"
-        )
+        ]
     config = (
         f"{_where(choice)}, layer {cell(choice['layer'])}, coefficient "
         f"{cell(choice['coefficient'])}"
@@ -112,32 +118,37 @@ def _steer_with(
         f"method{'s' if methods != 1 else ''}"
     )
     grid = grids.get(tuple(choice.get(k) for k in CELL))
+    cliff = ""
     if grid:
         best, cliff = grid_words(choice, grid)
-        picked += f"; {best}{cliff}"
+        picked += f"; {best}"
+    details = [*_held(choice, threshold), picked] + ([cliff.removeprefix("; ")] if cliff else [])
     if choice["status"] == stats.OK:
-        return f"**steer with {config}**: {_held(choice, threshold)}; {picked}"
-    return (
-        f"**no config to recommend**: the selection half's choice, {config}: "
-        f"**{choice['status']}** ({_held(choice, threshold)}); {picked}"
-    )
+        return [f"**steer with {config}**", *details]
+    return [
+        f"**no config to recommend**: the selection half's choice, {config}, is "
+        f"**{choice['status']}**",
+        *details,
+    ]
 
 
-def _search_says(row: pd.Series, threshold: float) -> str:
+def _search_says(row: pd.Series, threshold: float) -> list[str]:
+    """The search's headline (its choice and verdict), then its held-out numbers."""
     where = f"the search of {_where(row)}"
     if pd.isna(row.get("layer")):
-        return f"{where}: **{row['status']}**, nothing chosen"
+        return [f"{where}: **{row['status']}**, nothing chosen"]
     config = f"layer {cell(row['layer'])}, coefficient {cell(row['coefficient'])}"
     # its answers under the bar are counted at the search's own bar, as best.json has them
     bar = stats.as_number(row.get("min_coherence"))
     held = _held(row, threshold if bar is None else bar, SEARCH_HELD)
     if row["status"] == stats.OK:
-        return f"{where}: **{config}**, ok held out ({held})"
-    return f"{where} chose {config}: **{row['status']}** ({held}), not a recommended coefficient"
+        return [f"{where}: **{config}**, ok held out", *held]
+    return [f"{where} chose {config}: **{row['status']}**, not a recommended coefficient", *held]
 
 
-def _cleaning_says(curve: pd.DataFrame, choice: pd.Series) -> list[str]:
-    """Each cleaned variant of the chosen cell's method, against it."""
+def _cleaning_says(curve: pd.DataFrame, choice: pd.Series) -> list[list[str]]:
+    """Each cleaned variant of the chosen cell's method, against it: a headline, then what
+    was cleaned and why the verdict reads as it does."""
     if curve.empty:
         return []
     same = np.ones(len(curve), dtype=bool)
@@ -152,21 +163,24 @@ def _cleaning_says(curve: pd.DataFrame, choice: pd.Series) -> list[str]:
     for row in rows.itertuples(index=False):
         if str(row.dims_cleaned) == "0":
             continue
+        details = [_cleaned(row)]
         if row.gain_note == tables.SETTINGS_DIFFER:
             verdict = "not compared (their cells ran under different steering settings)"
         elif pd.isna(row.gain):
             continue
         else:
-            verdict = cleaning_verdict(row, base)
+            verdict, *why = (part for part in cleaning_parts(row, base) if part)
+            details += why
         out.append(
-            f"removing massive dims (`{row.variant}` against `{row.method}`; {_cleaned(row)}): "
-            f"**{verdict}**"
+            [f"removing massive dims (`{row.variant}` against `{row.method}`): **{verdict}**"]
+            + details
         )
     return out
 
 
 def _cleaned(row: Any) -> str:
-    """ "cleaned: all dims of the `massive` set, 1 removed at layer 12" of a curve row."""
+    """ "cleaned: all dims of the `massive` set, 1 removed from the vector at layer 12" of a
+    curve row."""
     dim_set = getattr(row, "dim_set", None)
     of = f" of the `{dim_set}` set" if isinstance(dim_set, str) and dim_set else ""
     removed = getattr(row, "dims_removed", np.nan)
@@ -181,6 +195,13 @@ def _cleaned(row: Any) -> str:
 def cleaning_verdict(row: Any, base: Any) -> str:
     """What a cleaned variant's paired held-out gain over its uncleaned method (a
     `cleaning_curve` row, and the uncleaned method's row or None) says about the dims."""
+    verdict, why, configs = cleaning_parts(row, base)
+    return verdict + (f": {why}" if why else "") + (f"; {configs}" if configs else "")
+
+
+def cleaning_parts(row: Any, base: Any) -> tuple[str, str, str]:
+    """`cleaning_verdict` in its parts: the verdict, why it reads so ("" unless the cleaned
+    vector is a near copy), and a note when the two sides chose different configs ("")."""
     base_status = base.status if base is not None else "?"
     k = 0 if pd.isna(row.gain_k) else int(row.gain_k)
     needed = stats.min_questions(k)
@@ -210,20 +231,21 @@ def cleaning_verdict(row: Any, base: Any) -> str:
         )
     else:
         says = "no detectable difference"
+    why = configs = ""
     share = getattr(row, "removed_share", np.nan)
     if not pd.isna(share) and share < tables.BARELY:
         # a near-copy of the uncleaned vector: no difference is what any dims would give,
         # and a difference is the decoding's sensitivity to a tiny turn of the vector; said
         # first, so the comparison's own words are not read as the answer
-        says = (
-            "cannot tell whether the dims matter: the cleaned vector is nearly the uncleaned "
-            f"one (cosine {tables.cosine_left(share):.3f}), so its comparison ({says}) says "
-            "nothing of them"
+        says, why = (
+            "cannot tell whether the dims matter",
+            f"the cleaned vector is nearly the uncleaned one (cosine "
+            f"{tables.cosine_left(share):.3f}), so its comparison ({says}) says nothing of them",
         )
     if base is not None and (row.layer, row.coefficient) != (base.layer, base.coefficient):
-        says += (
-            f"; each at its own chosen config (layer {cell(row.layer)}, coefficient "
+        configs = (
+            f"each at its own chosen config (layer {cell(row.layer)}, coefficient "
             f"{cell(row.coefficient)} against layer {cell(base.layer)}, coefficient "
             f"{cell(base.coefficient)}): the gain holds the coefficient's change too"
         )
-    return says
+    return says, why, configs
