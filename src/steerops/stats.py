@@ -38,9 +38,10 @@ Requiring both would cost power where refusal steering lives (bench/verdict_powe
 0/100 scores, a baseline that never refuses and 25% of steered answers refusing, 76% of
 20-question held-out halves clear the interval, 38% clear both), while the interval alone
 stays at its level under a null whose moves go either way (1.9-2.1% one-sided). The report
-then adjusts the held-out p of every cell's chosen config over the report's cells together
-(Benjamini-Hochberg, `false_discovery_q`): one "ok" among many cells tested can be luck, and
-its q says whether it holds once the others are counted.
+then adjusts the held-out p of every cell's chosen config over the report's cells together,
+an alias or a near copy counted once with its twin (Benjamini-Hochberg,
+`false_discovery_q`): one "ok" among many cells tested can be luck, and its q says whether
+it holds once the others are counted.
 
 `sign` is -1 with `steering.direction: negative`, so a positive delta always means "more of
 what the steering aims for". A config "has an effect" when `lo > 0`.

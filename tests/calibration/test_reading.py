@@ -78,6 +78,11 @@ def test_a_near_miss_says_which_bar_it_fell_under_at_every_layer():
     assert "(peak up to 90, ratio up to 2,000x: under the peak bar)" in near_line(record)
     record["layers"] = {"1": layer(90.0, 900.0)}
     assert near_line(record).endswith("under both bars)")
+    # exactly at a bar is under it: massive needs more than each
+    record["layers"] = {"1": layer(100.0, 1500.0)}
+    assert near_misses(record)[7]["under"] == ["peak"]
+    record["layers"] = {"1": layer(150.0, 1000.0)}
+    assert near_misses(record)[7]["under"] == ["ratio"]
     record["layers"] = {"1": layer(90.0, 1500.0), "2": layer(300.0, 900.0)}
     assert near_misses(record)[7]["under"] == []
     assert near_line(record) == (

@@ -247,3 +247,39 @@ def test_the_page_says_when_the_questions_are_a_subset_of_the_trait_s():
     )
     assert _subset_words({"subset": None}) == _subset_words({"subset": 0}) == ""
     assert _subset_words(None) == ""  # a run's page: its flags may have steered otherwise
+
+
+def test_the_recommendation_gives_its_answers_moved_its_test_and_its_coherence_interval():
+    """On a 0/100 judge a delta is answers moved; the bar decides the verdict, so the
+    coherence carries its interval; and the choice's test with its q, over the family that
+    leaves a near copy out (it stands in for its twin)."""
+    chosen = _gap_row(
+        "mean_diff",
+        moved_along=11,
+        moved_against=1,
+        unmoved=8,
+        coherence=83.228,
+        coherence_lo=70.551,
+        coherence_hi=93.58,
+        heldout_p=0.0031738,
+        heldout_q=0.0063477,
+        near_copy_of="",
+    )
+    copy = _gap_row("mean_diff_cleaned", selection_delta=10.0, heldout_p=0.0031738)
+    copy |= {"heldout_q": 0.0063477, "near_copy_of": "mean_diff"}
+    control = _gap_row("random_baseline", status="no effect", selection_delta=1.0)
+    control |= {"heldout_p": 1.0, "heldout_q": 1.0, "near_copy_of": ""}
+    gap = pd.DataFrame([chosen, copy, control])
+    _, steer, delta, coherence, *_ = answer_lines(gap, NO_SEARCH, NO_CURVE, 68.0)
+    assert steer == "  - **steer with `mean_diff` at prompt[-1], layer 12, coefficient 0.2**"
+    assert delta == (
+        "    - held-out delta +30.0 [+5.0, +55.0], n 20 (11 answers moved along the steering, 1 "
+        "against, 8 not at all); sign-flip p 0.00318 one-sided, q 0.00635 over the report's 2 "
+        "cells"
+    )
+    assert coherence == "    - held-out coherence 83.22 [70.55, 93.58]"
+    # a row without them (a search's) says neither
+    assert (
+        "moved"
+        not in answer_lines(pd.DataFrame([_gap_row("mean_diff")]), NO_SEARCH, NO_CURVE, 68.0)[2]
+    )

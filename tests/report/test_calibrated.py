@@ -82,12 +82,17 @@ def test_a_near_copy_at_its_uncleaned_method_s_config_repeats_its_test():
         {"variant": "md_moved", "dims_cleaned": "3", "removed_share": 0.01} | same,
         {"variant": "md_other", "dims_cleaned": "5", "removed_share": 0.01} | same,
         {"variant": "md_unpaired", "dims_cleaned": "all", "removed_share": 0.01} | same,
+        {"variant": "md_deeper", "dims_cleaned": "top5", "removed_share": 0.01} | same,
+        {"variant": "md_as_text", "dims_cleaned": "top8", "removed_share": 0.01} | same,
     ]
     rows[3]["coefficient"] = 0.25  # another config: another test
     rows[4]["gain_note"] = tables.SETTINGS_DIFFER
     rows[5]["gain"] = np.nan  # no question both scored
+    rows[6]["layer"] = 16.0  # another layer: another test
+    rows[7] |= {"layer": 12, "coefficient": "0.2"}  # the same config, spelled otherwise
     curve = pd.DataFrame([key | row for row in rows])
-    assert near_copies(curve) == {("m", "t", "p", "c", "md_near"): "md"}
+    near = {("m", "t", "p", "c", v): "md" for v in ("md_near", "md_as_text")}
+    assert near_copies(curve) == near
     # no uncleaned row to repeat: none
     assert near_copies(curve[curve["dims_cleaned"] != "0"]) == {}
     assert near_copies(curve.iloc[:0]) == {}

@@ -145,7 +145,23 @@ def test_the_results_page_is_written_only_when_asked(tmp_path):
         "- Judge: toy, `toy:exact`: the toy world's exact judge",
     ):
         assert line in text
-    assert "- Questions per cell: 40 scored (20 selection / 20 held out)" in text
+    assert "- Questions per cell: 40 scored (20 selection / 20 held out); split seed" in text
+    # each side of the preclean table carries its held-out interval
+    [md] = [
+        r for r in _rows(_section(text, "Preclean vs clean-after")) if r["method"] == "mean_diff"
+    ]
+    assert re.fullmatch(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", md["preclean_delta [95% CI]"])
+    assert re.fullmatch(
+        r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", md["clean_after_delta [95% CI]"]
+    )
+    # the main job's page says which questions it steered (`steering.subset`)
+    params = write_params(tmp_path, report={"results": "docs/results.md"}, steering={"subset": 40})
+    assert main(["report", "--params", str(params)]) == 0
+    text = (tmp_path / "docs" / "results.md").read_text()
+    assert (
+        "- Questions per cell: 40 scored (20 selection / 20 held out), of each trait's steering "
+        "questions the first 40 (`steering.subset`); split seed"
+    ) in text
 
 
 def test_both_pages_give_the_verdicts_one_legend(tmp_path):
@@ -278,7 +294,7 @@ def test_whether_cleaning_helps_is_read_from_the_paired_gain(tmp_path):
             if lo > 0
             else "cleaning hurts"
             if hi < 0
-            else "every held-out question scored the same"
+            else "each held-out question's trait score was the same in both"
             if lo == hi
             else "no detectable difference"
         )
@@ -341,13 +357,18 @@ def test_an_ok_line_gives_its_sign_flip_test_and_says_when_it_does_not_hold_over
     twin = row | {"method": "e", "alias_of": "a", "heldout_p": 0.0031, "heldout_q": None}
     [line] = _verdict_lines(pd.DataFrame([twin]), threshold=68.0)
     assert line.endswith("n 20; sign-flip p 0.00310 one-sided")
-    # so is a near copy, and its line says whose test it repeats
-    copy = row | {"method": "a_cleaned", "near_copy_of": "a", "heldout_p": 0.0031}
-    [line] = _verdict_lines(pd.DataFrame([copy | {"heldout_q": None}]), threshold=68.0)
-    assert line.endswith(
-        "n 20; sign-flip p 0.00310 one-sided (a near copy of `a` at the same config: one "
-        "test, in its q)"
+    # a near copy's q is its p in its twin's place: the line says so, and the family it is
+    # over does not count it
+    copy = row | {"method": "a_cleaned", "near_copy_of": "a", "heldout_p": 0.00005}
+    two = gap.iloc[:2].assign(near_copy_of="")
+    lines = _verdict_lines(
+        pd.concat([two, pd.DataFrame([copy | {"heldout_q": 0.0001}])]), threshold=68.0
     )
+    assert lines[2].endswith(
+        "n 20; sign-flip p < 0.001 one-sided, q < 0.001 over the report's 2 cells, in `a`'s "
+        "place (a near copy of it at the same config)"
+    )
+    assert "over the report's 2 cells" in lines[0]
 
 
 def test_a_report_of_a_scratch_run_reads_the_pipelines_calibration_and_vectors(tmp_path):
@@ -700,15 +721,6 @@ def test_the_grid_named_keeps_signed_coefficients_apart_and_unscored_is_not_inco
     best, cliff = _grid_words(chosen, grid)
     assert best == "best of 3 steered configs (layer 2; coefficients -0.4, 0.2, 0.4)"
     assert "next larger coefficient here (0.4) is incoherent" in cliff
-    assert "held out" not in cliff  # no coherences on the row: no drop to tell
-    # at the cliff, a held-out coherence under the selection half's is said, with how far
-    dropped = SimpleNamespace(layer=2, coefficient=0.2, selection_coherence=90.63, coherence=83.2)
-    assert _grid_words(dropped, grid)[1] == cliff + (
-        "; held out, its coherence ran 7.43 under the selection half's, so this close to the "
-        "cliff other questions may fall under the bar"
-    )
-    held = SimpleNamespace(layer=2, coefficient=0.2, selection_coherence=80.0, coherence=83.2)
-    assert _grid_words(held, grid)[1] == cliff
     # -0.4 is stronger, but the other way: it says nothing about +0.2's edge
     frame.loc[frame["coefficient"] == 0.4, "selection_coherence_mean"] = None
     [grid] = _grids(frame, 68.0).values()
@@ -923,3 +935,64 @@ def test_empty_cleaning_sections_say_what_calibration_found():
         "_no cleaned variant with an uncleaned one to compare_"
     ]
     assert markdown_table(pd.DataFrame(), "no dim is massive") == "_no dim is massive_"
+
+
+def test_a_near_copy_reaches_the_report_s_q_values_through_the_vectors(tmp_path):
+    """`steerops report` end to end: `mean_diff_top1` chose mean_diff's config, and its
+    cleaned dim held 0.14% of mean_diff's vector there, so it is a near copy: out of the
+    family (mean_diff's q over the others, scipy's), its own q its p in mean_diff's place.
+    With a dim that held a real share, it is a test of its own."""
+    import torch
+    from scipy.stats import false_discovery_control
+
+    from steering_data import cell_log
+    from steerops.config import load_params
+    from steerops.io import file_md5, read_json
+    from steerops.vectors.store import TENSORS_FILE, save_vectors
+
+    synthetic_grid(tmp_path)
+    params = load_params(write_params(tmp_path))
+
+    logs = {m: cell_log(params.out, m, POSITION) for m in ("mean_diff", "mean_diff_top1")}
+    logged = {m: path.read_text() for m, path in logs.items()}
+
+    def save(method: str, vector, **meta) -> None:
+        """Vectors as the cell's log measured them: its md5, 10 units a coefficient."""
+        folder = vectors_dir(params.out, TRAIT, "base", POSITION, COMPONENT, method)
+        norms = {str(layer): {"mean_norm": 10.0} for layer in (1, 2)}
+        unit = vector / vector.norm()
+        save_vectors(
+            folder, {1: unit.clone(), 2: unit}, {"method": method, "layers": norms, **meta}
+        )
+        md5 = file_md5(folder / TENSORS_FILE)
+        logs[method].write_text(logged[method].replace(': "md5"', f': "{md5}"'))
+
+    def vectors(removed: int, weight: float):
+        vector = torch.ones(8)
+        vector[removed] = weight
+        save("mean_diff", vector)
+        cleaned = vector.clone()
+        cleaned[removed] = 0.0
+        calibration = {"dim_set": "massive", "dims_removed": {"2": [removed]}}
+        save("mean_diff_top1", cleaned, calibration=calibration)
+
+    vectors(removed=3, weight=0.1)  # 0.01 / 7.01 of the squared norm
+    out = _report(tmp_path, results=None)
+    gap = pd.read_csv(out / "gap_analysis.csv", keep_default_na=False, na_values=[""])
+    copy = gap.set_index("method").loc["mean_diff_top1"]
+    assert copy["near_copy_of"] == "mean_diff"
+    family = gap[(gap["near_copy_of"].fillna("") == "") & (gap["alias_of"].fillna("") == "")]
+    family = family.dropna(subset=["heldout_p"])
+    q = false_discovery_control(family["heldout_p"].to_numpy(), method="bh")
+    assert family["heldout_q"].to_numpy() == pytest.approx(q, rel=1e-5)
+    stand_in = family["heldout_p"].where(family["method"] != "mean_diff", copy["heldout_p"])
+    [own] = false_discovery_control(stand_in.to_numpy(), method="bh")[
+        (family["method"] == "mean_diff").to_numpy()
+    ]
+    assert copy["heldout_q"] == pytest.approx(own, rel=1e-5)
+    assert read_json(out / "metrics.json")["near_copies"] == 1
+
+    vectors(removed=3, weight=2.0)  # 4 / 11 of it: the cleaning turned the vector
+    gap = pd.read_csv(_report(tmp_path, results=None) / "gap_analysis.csv")
+    assert gap.set_index("method")["near_copy_of"].isna().all()
+    assert gap["heldout_q"].notna().sum() == len(family) + 1

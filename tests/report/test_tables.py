@@ -85,16 +85,26 @@ def test_a_near_copy_s_test_is_counted_once_in_the_q_values(frame):
     gap = tables.gap_analysis(frame, 68, near_copies={key: "mean_diff"})
     copy = _row(gap, method="mean_diff_top2")
     assert copy["near_copy_of"] == "mean_diff"
-    assert np.isnan(copy["heldout_q"]) and not np.isnan(copy["heldout_p"])
     assert set(gap[gap["method"] != "mean_diff_top2"]["near_copy_of"]) == {""}
     family = gap[(gap["alias_of"] == "") & (gap["near_copy_of"] == "")]
     family = family[family["heldout_p"].notna()]
-    assert len(family) == int(gap["heldout_q"].notna().sum()) >= 3
+    assert len(family) == int(gap["heldout_q"].notna().sum()) - 1 >= 3
     expected = false_discovery_control(family["heldout_p"].to_numpy(), method="bh")
     assert family["heldout_q"].to_numpy() == pytest.approx(expected)
+    # the copy's q: its own p in its twin's place, the family's size unchanged
+    stand_in = family["heldout_p"].where(family["method"] != "mean_diff", copy["heldout_p"])
+    [q] = false_discovery_control(stand_in.to_numpy(), method="bh")[
+        (family["method"] == "mean_diff").to_numpy()
+    ]
+    assert copy["heldout_p"] != _row(gap, method="mean_diff")["heldout_p"]
+    assert copy["heldout_q"] == pytest.approx(q)
     # counted, the copy lowers the q of the method it copies
     counted = _row(tables.gap_analysis(frame, 68), method="mean_diff")["heldout_q"]
     assert counted < _row(gap, method="mean_diff")["heldout_q"]
+    # an alias is one test already: never a near copy too
+    twin = tuple(frame[frame["method"] == "mean_diff_preclean"][tables.GROUP].iloc[0])
+    gap = tables.gap_analysis(frame, 68, near_copies={twin: "mean_diff"})
+    assert _row(gap, method="mean_diff_preclean")["near_copy_of"] == ""
 
 
 def test_threshold_changes_the_answer(frame):
@@ -325,6 +335,34 @@ def test_the_gap_table_draws_the_credited_interval_with_the_split_s_seed(frame):
         )
     zero, seven = stats.delta_interval(d, 0), stats.delta_interval(d, 7)
     assert (zero.lo, zero.hi) != pytest.approx((seven.lo, seven.hi))
+
+
+def test_the_gap_table_counts_the_answers_moved_and_gives_the_coherence_an_interval(frame):
+    """How the chosen config's held-out answers moved (along, against, not at all; an
+    unscored one is none of them), and its held-out coherence's interval: the bootstrap of
+    the mean over the answers scored, drawn with the split's seed, checked against an
+    independent implementation."""
+    graded = frame.copy()
+    md = graded["method"] == "mean_diff"
+    questions = list(graded.loc[md, "heldout_coherences"].iloc[0])
+    deltas = [100.0] * 9 + [-100.0] * 2 + [0.0] * 8 + [None]
+    coherences = [40.0 + 3.1 * i for i in range(19)] + [None]
+
+    def each(values):
+        row = dict(zip(questions, values, strict=True))
+        return pd.Series([row] * int(md.sum()), index=graded.index[md])
+
+    graded.loc[md, "heldout_deltas"] = each(deltas)
+    graded.loc[md, "heldout_coherences"] = each(coherences)
+    row = _row(tables.gap_analysis(graded, 68, seed=3), method="mean_diff")
+    assert (row["moved_along"], row["moved_against"], row["unmoved"]) == (9, 2, 8)
+    scored = np.array([c for c in coherences if c is not None])
+    _, lo, hi = reference_interval(scored, seed=3)
+    assert (row["coherence_lo"], row["coherence_hi"]) == pytest.approx((lo, hi), abs=1e-9)
+    assert lo < scored.mean() < hi
+    # a cell with no choice has neither
+    none = _row(tables.gap_analysis(graded, 68), method="gradient")
+    assert np.isnan(none["coherence_lo"]) and np.isnan(none["moved_along"])
 
 
 def test_the_credited_delta_gives_answers_under_the_bar_no_move_along_the_steering():

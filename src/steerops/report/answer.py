@@ -33,11 +33,12 @@ def answer_lines(
     pairs = {(str(m), str(t)) for m, t in zip(gap["model"], gap["trait"], strict=True)}
     pairs |= {(str(m), str(t)) for m, t in zip(searched["model"], searched["trait"], strict=True)}
     lines = []
+    tested = family_size(gap)
     for model, trait in sorted(pairs):
         mine = gap[(gap["model"].astype(str) == model) & (gap["trait"].astype(str) == trait)]
         choice = tables.selection_choice(mine) if len(mine) else None
         lines.append(f"- **{trait}** on `{model}`:")
-        lines += _nested(_steer_with(mine, choice, threshold, grids or {}))
+        lines += _nested(_steer_with(mine, choice, threshold, grids or {}, tested))
         searches = searched[
             (searched["model"].astype(str) == model) & (searched["trait"].astype(str) == trait)
         ]
@@ -71,10 +72,12 @@ SEARCH_HELD += ["heldout_under_bar_moved"]
 SEARCH_HELD += [f"heldout_credited_{k}" for k in ("delta", "lo", "hi")]
 
 
-def _held(row: Any, threshold: float, names: list[str] = GRID_HELD) -> list[str]:
-    """["held-out delta +50.0 [+20.0, +75.0], n 20; unsteered on the same questions: ...",
-    "held-out coherence 83.22 (5 of 20 answers under 68); with the 5 answers under 68
-    counted as unmoved (...), delta ..."] of a row read by `names`."""
+def _held(row: Any, threshold: float, names: list[str] = GRID_HELD, test: str = "") -> list[str]:
+    """["held-out delta +50.0 [+20.0, +75.0], n 20 (11 answers moved along the steering,
+    ...){test}; unsteered on the same questions: ...", "held-out coherence 83.22 [71.80,
+    92.93] (5 of 20 answers under 68); with the 5 answers under 68 counted as unmoved
+    (...), delta ..."] of a row read by `names` (a gap row's answer counts and coherence
+    interval where it has them)."""
     mid, lo, hi, coherence, scored, under, n, trait0, coherence0, moved, *credited = (
         row.get(k) for k in names
     )
@@ -85,15 +88,78 @@ def _held(row: Any, threshold: float, names: list[str] = GRID_HELD) -> list[str]
         if stats.as_number(trait0) is not None
         else ""
     )
+    said = {"coherence": coherence, "coherence_scored": scored, "under_bar": under}
+    said |= {k: row.get(k) for k in ("coherence_lo", "coherence_hi")}
     return [
-        f"held-out delta {interval(mid, lo, hi)}, n {cell(n)}{unsteered}",
-        f"held-out coherence {stats.coherence_text(coherence, 2)}"
-        f"{stats.under_bar_text(scored, under, threshold)}" + (f"; {unmoved}" if unmoved else ""),
+        f"held-out delta {interval(mid, lo, hi)}, n {cell(n)}{_moves(row)}{test}{unsteered}",
+        f"held-out coherence {coherence_words(said, threshold)}"
+        + (f"; {unmoved}" if unmoved else ""),
     ]
 
 
+def _moves(row: Any) -> str:
+    """ " (11 answers moved along the steering, 1 against, 8 not at all)" of a gap row."""
+    counts = [stats.as_number(row.get(k)) for k in ("moved_along", "moved_against", "unmoved")]
+    if any(c is None for c in counts):
+        return ""
+    along, against, still = (int(c or 0) for c in counts)
+    return f" ({along} answers moved along the steering, {against} against, {still} not at all)"
+
+
+def coherence_words(row: Any, threshold: float) -> str:
+    """ "83.22 [71.80, 92.93] (5 of 20 answers under 68)": a held-out coherence, its
+    interval where the row has one, and its answers under the bar."""
+    get = row.get if isinstance(row, dict) else lambda k: getattr(row, k, None)
+    lo, hi = stats.as_number(get("coherence_lo")), stats.as_number(get("coherence_hi"))
+    spread = (
+        f" [{stats.coherence_text(lo, 2)}, {stats.coherence_text(hi, 2)}]"
+        if lo is not None and hi is not None
+        else ""
+    )
+    under = stats.under_bar_text(get("coherence_scored"), get("under_bar"), threshold)
+    return f"{stats.coherence_text(get('coherence'), 2)}{spread}{under}"
+
+
+def family_size(gap: pd.DataFrame) -> int:
+    """How many cells the q-values are over (`tables.gap_analysis`'s family): those with a q,
+    a near copy's standing in for its twin's."""
+    if "heldout_q" not in gap:
+        return 0
+    copies = gap["near_copy_of"].fillna("") != "" if "near_copy_of" in gap else False
+    return int((gap["heldout_q"].notna() & ~copies).sum())
+
+
+def test_words(row, tested: int) -> str:
+    """An ok cell's held-out sign-flip test, with its q over the report's `tested` cells. An
+    ok whose test does not confirm its interval (a few questions that moved far), or that
+    does not hold once the cells are counted together, says so."""
+    p = stats.as_number(getattr(row, "heldout_p", None))
+    if p is None:
+        return ""
+    q = stats.as_number(getattr(row, "heldout_q", None))
+    cells = f"the report's {tested} cells" if tested != 1 else "the report's one cell"
+    words = f"sign-flip p {stats.p_text(p)} one-sided"
+    if q is not None:  # an alias has none: its twin's test is the one counted
+        words += f", q {stats.p_text(q)} over {cells}"
+        if twin := getattr(row, "near_copy_of", ""):  # one test: it stands in for its twin
+            words += f", in `{twin}`'s place (a near copy of it at the same config)"
+    if stats.unconfirmed(p, getattr(row, "delta_lo", None)):
+        return (
+            f"; **its sign-flip test does not confirm it** ({words}; p is not under "
+            f"{stats.TEST_LEVEL:g}: the interval clears zero on a few questions that moved far; "
+            "steer more questions)"
+        )
+    if q is not None and q >= stats.FDR:
+        return f"; **not significant once {cells} are counted together** ({words})"
+    return f"; {words}"
+
+
 def _steer_with(
-    mine: pd.DataFrame, choice: pd.Series | None, threshold: float, grids: dict[tuple, Any]
+    mine: pd.DataFrame,
+    choice: pd.Series | None,
+    threshold: float,
+    grids: dict[tuple, Any],
+    tested: int = 0,
 ) -> list[str]:
     """The answer's headline (the config, or why none), then its details."""
     if mine.empty:
@@ -122,9 +188,11 @@ def _steer_with(
     if grid:
         best, cliff = grid_words(choice, grid)
         picked += f"; {best}"
-    details = [*_held(choice, threshold), picked] + ([cliff.removeprefix("; ")] if cliff else [])
+    edge = [cliff.removeprefix("; ")] if cliff else []
     if choice["status"] == stats.OK:
-        return [f"**steer with {config}**", *details]
+        held = _held(choice, threshold, test=test_words(choice, tested))
+        return [f"**steer with {config}**", *held, picked, *edge]
+    details = [*_held(choice, threshold), picked, *edge]
     return [
         f"**no config to recommend**: the selection half's choice, {config}, is "
         f"**{choice['status']}**",
@@ -226,8 +294,8 @@ def cleaning_parts(row: Any, base: Any) -> tuple[str, str, str]:
         says = "cleaning hurts"
     elif row.gain_lo == row.gain_hi:
         says = (
-            "no difference: every held-out question scored the same (an interval of no "
-            "width, not precision)"
+            "no trait difference: each held-out question's trait score was the same in both "
+            "(a gain interval of no width, not precision; their coherences may differ)"
         )
     else:
         says = "no detectable difference"

@@ -4,12 +4,14 @@ dim set each cleaned method's vectors were cleaned with (vector metadata `calibr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from steerops import stats
 from steerops.calibration.reading import NEAR, massive_spans, near_line, near_rule
 from steerops.calibration.store import calibration_file, read_calibration
 from steerops.errors import SteeropsError
@@ -192,12 +194,18 @@ def near_copies(curve: pd.DataFrame) -> dict[tuple, str]:
         if (*key, row.method) not in bases.index:
             continue
         base = bases.loc[(*key, row.method)]
-        same = str(base["layer"]) == str(row.layer) and str(base["coefficient"]) == str(
-            row.coefficient
-        )
-        if same:
+        if _same(base["layer"], row.layer) and _same(base["coefficient"], row.coefficient):
             out[(*key, row.variant)] = row.method
     return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Two layers or coefficients as the logs hold them: numbers alike to float rounding
+    (12 and 12.0), else the same text ("4+8")."""
+    x, y = stats.as_number(a), stats.as_number(b)
+    if x is not None and y is not None:
+        return math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
+    return str(a) == str(b)
 
 
 def near_copy_note(share: float, layer: Any) -> str:

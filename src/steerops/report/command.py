@@ -256,7 +256,8 @@ def _metrics(gap, prepost, errors, searched) -> dict:
         "cells_trait_unscored": int(count.get(stats.UNSCORED, 0)),
         "cells_heldout_unscored": int(count.get(stats.HELDOUT_UNSCORED, 0)),
         "aliases": int((gap["alias_of"] != "").sum()),
-        # cleaned cells counted above whose test repeats their uncleaned method's
+        # cleaned cells counted above whose test repeats their uncleaned method's (a q
+        # with the p in its twin's place: `cells_ok_at_fdr_5pct` may count both)
         "near_copies": int((gap["near_copy_of"] != "").sum()),
         **_best_cell(gap),
         "flagged_preclean_gaps": (
@@ -300,9 +301,9 @@ INTRO = (
     "once) or equal to them within 1e-06 at every layer (float rounding, evaluated on its "
     "own): either is left out of counts, q-values and the coefficient fit. `near_copy_of` "
     "names the uncleaned method of a cleaned variant whose removed dims held under "
-    f"{tables.BARELY:.0%} of "
-    "its squared norm and that chose the same config: its test repeats that method's, so "
-    "it is left out of the q-values (not of the counts). Searches are a separate "
+    f"{tables.BARELY:.0%} of the uncleaned vector's squared norm and that chose the same "
+    "config: its test repeats that method's, so the q-values count the two once (its q is "
+    "its p in that method's place); it keeps its verdict and counts. Searches are a separate "
     "table: their trials use the search half only and are never mixed into grid tables."
 )
 
@@ -314,9 +315,12 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "gap_analysis": "Gap analysis: the chosen config per method, held out (`under_bar`: "
         "its held-out answers under the coherence bar, of `coherence_scored`; `credited_delta`: "
         "the held-out delta with those answers counted as unmoved (`under_bar_moved` of them "
-        "had moved along the steering); `heldout_p`: "
+        "had moved along the steering); `coherence_lo`/`_hi`: the held-out coherence's 95% "
+        "interval; `moved_along`/`moved_against`/`unmoved`: its held-out answers by how their "
+        "trait moved; `heldout_p`: "
         "one-sided sign-flip p of its held-out deltas; `heldout_q`: that p adjusted over every "
-        "cell's but an alias's or a near copy's, Benjamini-Hochberg)",
+        "cell's but an alias's or a near copy's (whose q is its p in its twin's place), "
+        "Benjamini-Hochberg)",
         "preclean_vs_clean_after": "Preclean vs clean-after (per `method`, its `_preclean` "
         "variant against its `_cleaned` one, each at its own chosen config; every dim of the "
         "set `dim_set` names); gap = preclean - clean-after on the held-out questions, "
@@ -326,7 +330,8 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "held-out delta; gain = cleaned - uncleaned on the held-out questions, paired interval "
         "(Bonferroni over the `gain_k` cleaned variants of a method: together at 95%)",
         "coefficients": "Best coefficients of the grid (ok cells only; `heldout_q`: the "
-        "cell's q over the report's cells, an ok at 0.05 or more may be chance)",
+        "cell's q over the report's cells but aliases and near copies (as the gap analysis "
+        "has it), an ok at 0.05 or more may be chance)",
         "coefficient_prediction": "Coefficient prediction (leave-one-out error on distinct "
         "ok cells)",
         "recommendations": "Recommended starting coefficients (from ok cells only, per "

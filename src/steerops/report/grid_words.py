@@ -74,18 +74,4 @@ def grid_words(row, grid: dict[str, Any] | None) -> tuple[str, str]:
         if larger and grid["coherent"][layer, larger[0]] is False
         else ""
     )
-    return best, cliff + (_coherence_drop(row) if cliff else "")
-
-
-def _coherence_drop(row) -> str:
-    """At the last coherent step, how far the held-out coherence ran under the selection
-    half's: the choice was made where its coherence looked best, so other questions may
-    fall under the bar."""
-    chosen = stats.as_number(getattr(row, "selection_coherence", None))
-    held = stats.as_number(getattr(row, "coherence", None))
-    if chosen is None or held is None or held >= chosen:
-        return ""
-    return (
-        f"; held out, its coherence ran {chosen - held:.2f} under the selection half's, so "
-        "this close to the cliff other questions may fall under the bar"
-    )
+    return best, cliff

@@ -11,7 +11,13 @@ import pandas as pd
 
 from steerops import stats
 from steerops.report import tables
-from steerops.report.answer import answer_lines, cleaning_verdict
+from steerops.report.answer import (
+    answer_lines,
+    cleaning_verdict,
+    coherence_words,
+    family_size,
+    test_words,
+)
 from steerops.report.calibrated import dims_line, massive_display, massive_table
 from steerops.report.grid_words import CELL
 from steerops.report.grid_words import grid_words as _grid_words
@@ -31,7 +37,8 @@ RUN_REGENERATE = (
 VERDICTS = (
     VERDICT_LEGEND + " "
     "An ok line also gives its held-out sign-flip test (one-sided p) and that p's q over every "
-    "cell of the report (Benjamini-Hochberg): an ok whose q is 0.05 or more may be the one "
+    "cell of the report but aliases and near copies (Benjamini-Hochberg; a near copy's q is "
+    "its p in its twin's place): an ok whose q is 0.05 or more may be the one "
     "lucky cell among those tested, and one whose p is not under 0.025 rests on a few "
     "questions that moved far; p and q print rounded up. Where held-out answers score under "
     "the coherence bar, a line counts them and gives the delta with those counted as "
@@ -285,7 +292,7 @@ def _verdict_lines(
     why none. A method not in `methods` (params' `steering.methods`; None: no check) is
     named as such: its cell's log outlives its removal, and no run refreshes it."""
     lines = []
-    tested = int(gap["heldout_q"].notna().sum()) if "heldout_q" in gap else 0
+    tested = family_size(gap)
     for row in gap.itertuples(index=False):
         where = f"{row.trait} {row.position} `{row.method}`"
         if methods is not None and row.method not in methods:
@@ -314,9 +321,6 @@ def _verdict_lines(
                 "scale, or lower `steering.min_coherence`)"
             )
             continue
-        under = stats.under_bar_text(
-            getattr(row, "coherence_scored", None), getattr(row, "under_bar", None), threshold
-        )
         unmoved = stats.unmoved_phrase(
             getattr(row, "under_bar", None),
             threshold,
@@ -326,7 +330,7 @@ def _verdict_lines(
         numbers = (
             f"layer {cell(row.layer)}, coefficient {cell(row.coefficient)}: held-out delta "
             f"{interval(row.delta, row.delta_lo, row.delta_hi)}, coherence "
-            f"{stats.coherence_text(row.coherence, 2)}{under}, n {cell(row.n)}"
+            f"{coherence_words(row, threshold)}, n {cell(row.n)}"
             + (f"; {unmoved}" if unmoved else "")
         )
         if few := stats.few_questions_note(row.n):
@@ -342,7 +346,7 @@ def _verdict_lines(
             )
             key = tuple(getattr(row, k, None) for k in CELL)
             best, cliff = _grid_words(row, (grids or {}).get(key))
-            test = _test_words(row, tested)
+            test = test_words(row, tested)
             lines.append(f"- {where}{alias}: **ok**, {best}: {numbers}{test}{edge}{cliff}")
         elif row.status == stats.NO_EFFECT and stats.no_effect_on_selection(row._asdict()):
             chosen = numbers.replace(
@@ -368,31 +372,6 @@ def _verdict_lines(
         else:
             lines.append(f"- {where}{alias}: **{row.status}**, no optimal coefficient ({numbers})")
     return lines or ["_no grid results_"]
-
-
-def _test_words(row, tested: int) -> str:
-    """An ok cell's held-out sign-flip test, with its q over the report's `tested` cells. An
-    ok whose test does not confirm its interval (a few questions that moved far), or that
-    does not hold once the cells are counted together, says so."""
-    p = stats.as_number(getattr(row, "heldout_p", None))
-    if p is None:
-        return ""
-    q = stats.as_number(getattr(row, "heldout_q", None))
-    cells = f"the report's {tested} cells" if tested != 1 else "the report's one cell"
-    words = f"sign-flip p {stats.p_text(p)} one-sided"
-    if q is not None:  # an alias has none: its twin's test is the one counted
-        words += f", q {stats.p_text(q)} over {cells}"
-    elif twin := getattr(row, "near_copy_of", ""):
-        words += f" (a near copy of `{twin}` at the same config: one test, in its q)"
-    if stats.unconfirmed(p, getattr(row, "delta_lo", None)):
-        return (
-            f"; **its sign-flip test does not confirm it** ({words}; p is not under "
-            f"{stats.TEST_LEVEL:g}: the interval clears zero on a few questions that moved far; "
-            "steer more questions)"
-        )
-    if q is not None and q >= stats.FDR:
-        return f"; **not significant once {cells} are counted together** ({words})"
-    return f"; {words}"
 
 
 def _selection(row) -> str:

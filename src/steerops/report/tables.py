@@ -66,6 +66,35 @@ def _under_bar(chosen: dict | None, min_coherence: float) -> dict[str, Any]:
     return {"coherence_scored": scored, "under_bar": under}
 
 
+def _answers(chosen: dict | None, seed: int) -> dict[str, Any]:
+    """How the chosen config's held-out answers moved (on a 0/100 judge, the delta in
+    answers: along the steering, against it, not at all), and its held-out coherence's
+    interval (the mean's bootstrap over the answers scored, drawn with the split's seed):
+    the bar decides the verdict, so its margin needs one."""
+    deltas = [
+        d for d in (stats.as_number(x) for x in _values(chosen, "heldout_deltas")) if d is not None
+    ]
+    scored = [
+        c
+        for c in (stats.as_number(x) for x in _values(chosen, "heldout_coherences"))
+        if c is not None
+    ]
+    spread = stats.delta_interval(np.array(scored, dtype=float), seed)
+    return {
+        "coherence_lo": _nan(spread.lo),
+        "coherence_hi": _nan(spread.hi),
+        "moved_along": sum(d > 0 for d in deltas) if deltas else np.nan,
+        "moved_against": sum(d < 0 for d in deltas) if deltas else np.nan,
+        "unmoved": sum(d == 0 for d in deltas) if deltas else np.nan,
+    }
+
+
+def _values(chosen: dict | None, key: str) -> list[Any]:
+    """The per-question values of a config row's `key` ({question: value}), or none."""
+    found = (chosen or {}).get(key)
+    return list(found.values()) if isinstance(found, dict) else []
+
+
 def _credited(chosen: dict | None, min_coherence: float, seed: int) -> dict[str, Any]:
     """The chosen config's held-out delta with the answers under the bar counted as unmoved,
     and how many of those had moved along the steering."""
@@ -105,7 +134,10 @@ def gap_analysis(
                 **dict(zip(GROUP, key, strict=True)),
                 "status": status,
                 "alias_of": rows["alias_of"].iloc[0],
-                "near_copy_of": near_copies.get(key, ""),
+                # an alias is one test already, whatever its share
+                "near_copy_of": ""
+                if _is_alias(rows["alias_of"].iloc[0])
+                else near_copies.get(key, ""),
                 "layer": _get(chosen, "layer"),
                 "coefficient": _get(chosen, "coefficient"),
                 "selection_n": _get(chosen, "selection_n"),
@@ -117,6 +149,7 @@ def gap_analysis(
                 **_held(chosen),
                 **_under_bar(chosen, min_coherence),
                 **_credited(chosen, min_coherence, seed),
+                **_answers(chosen, seed),
                 "heldout_p": _get(chosen, "heldout_p"),
                 # the unsteered model on the same held-out questions
                 "baseline_trait": _get(chosen, "heldout_baseline_trait"),
@@ -145,6 +178,11 @@ def gap_analysis(
         "credited_delta",
         "credited_lo",
         "credited_hi",
+        "coherence_lo",
+        "coherence_hi",
+        "moved_along",
+        "moved_against",
+        "unmoved",
         "heldout_p",
         "heldout_q",
         "baseline_trait",
@@ -160,7 +198,24 @@ def gap_analysis(
     ]
     for row, q in zip(out, stats.false_discovery_q(family), strict=True):
         row["heldout_q"] = q
+    _stand_in_q(out, family)
     return pd.DataFrame(out, columns=columns)
+
+
+def _stand_in_q(rows: list[dict[str, Any]], family: list[float | None]) -> None:
+    """A near copy's q (in place): its p standing in for its uncleaned method's in the
+    family, since the two are one test. The family keeps its size, so the copy adds no
+    discovery of its own; a copy whose method is not in the family keeps no q."""
+    where = {tuple(r[k] for k in GROUP): i for i, r in enumerate(rows)}
+    for row in rows:
+        p = stats.as_number(row["heldout_p"])
+        if not row["near_copy_of"] or _is_alias(row["alias_of"]) or p is None:
+            continue
+        twin = where.get((*(row[k] for k in KEY), row["near_copy_of"]))
+        if twin is None or family[twin] is None:
+            continue
+        swapped = [p if i == twin else x for i, x in enumerate(family)]
+        row["heldout_q"] = stats.false_discovery_q(swapped)[twin]
 
 
 def preclean_vs_clean_after(
