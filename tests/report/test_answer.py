@@ -206,8 +206,10 @@ def test_the_answer_says_what_the_grid_steered_and_where_coherence_ran_out():
     )
     gap = pd.DataFrame([_gap_row("mean_diff")])
     *_, picked, cliff = answer_lines(gap, NO_SEARCH, NO_CURVE, 68.0, grids(frame, 68.0))
+    # one coherent config of two is no comparison, and says so
     assert picked.endswith(
-        "among 1 method; best of 2 steered configs (layer 12; coefficients 0.2, 0.25)"
+        "among 1 method; the only coherent one of 2 steered configs (layer 12; coefficients "
+        "0.2, 0.25)"
     )
     assert cliff == (
         "    - the next larger coefficient here (0.25) is incoherent on the selection half, so "

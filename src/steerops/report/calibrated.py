@@ -4,16 +4,15 @@ dim set each cleaned method's vectors were cleaned with (vector metadata `calibr
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from steerops import stats
 from steerops.calibration.reading import NEAR, massive_spans, near_line, near_rule
-from steerops.calibration.store import calibration_file, read_calibration
+from steerops.calibration.store import calibration_file, heatmap_file, read_calibration
 from steerops.errors import SteeropsError
 from steerops.io import read_json
 from steerops.report import tables
@@ -27,6 +26,24 @@ def calibration_record(params) -> dict[str, Any] | None:
     Read from the pipeline's outputs, as the vectors a scratch run steers with are."""
     path = calibration_file(params.inputs, params.cleaning.calibration_variant)
     return read_calibration(path) if path.is_file() else None
+
+
+def heatmap_path(params) -> Path | None:
+    """The calibration's heatmap.png beside the record `calibration_record` reads, if drawn."""
+    path = heatmap_file(params.inputs, params.cleaning.calibration_variant)
+    return path if path.is_file() else None
+
+
+def heatmap_line(path: str | None) -> list[str]:
+    """The line pointing at the heatmap and what its panels show (none without one)."""
+    if not path:
+        return []
+    return [
+        f"- Heatmap: `{path}` (left: each (layer, dim)'s peak |x| over the layer's median, "
+        "massive cells outlined, the ratio bar marked on the colour bar, each massive dim "
+        "labelled with its peak's token@position; right: |mean| over the layer's mean |mean|, "
+        "global dims marked)"
+    ]
 
 
 def massive_table(record: dict[str, Any] | None) -> pd.DataFrame:
@@ -194,18 +211,11 @@ def near_copies(curve: pd.DataFrame) -> dict[tuple, str]:
         if (*key, row.method) not in bases.index:
             continue
         base = bases.loc[(*key, row.method)]
-        if _same(base["layer"], row.layer) and _same(base["coefficient"], row.coefficient):
+        if tables.same_value(base["layer"], row.layer) and tables.same_value(
+            base["coefficient"], row.coefficient
+        ):
             out[(*key, row.variant)] = row.method
     return out
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Two layers or coefficients as the logs hold them: numbers alike to float rounding
-    (12 and 12.0), else the same text ("4+8")."""
-    x, y = stats.as_number(a), stats.as_number(b)
-    if x is not None and y is not None:
-        return math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
-    return str(a) == str(b)
 
 
 def near_copy_note(share: float, layer: Any) -> str:

@@ -17,6 +17,7 @@ from steerops.errors import SteeropsError
 from steerops.io import atomic_folder, check_replaceable, read_json, write_json, write_text
 from steerops.report import calibrated, plots, predict, tables
 from steerops.report.answer import answer_lines
+from steerops.report.examples import example_sections
 from steerops.report.grid_words import grids
 from steerops.report.load import (
     COLUMNS,
@@ -200,11 +201,14 @@ def _write_results(params, frame, searched, csvs, record, threshold, page: Path)
         }
     if params.inputs_flag:  # --inputs DIR: its calibration and vector metadata
         setup["inputs"] = _relative(params.inputs, params.path("."))
+    if heatmap := calibrated.heatmap_path(params):
+        setup["heatmap"] = _relative(heatmap, params.path(".")).rstrip("/")
     # a run's methods may come from flags, so only the main job's page checks them
     grid = {str(m) for m in params.steering.methods}
     setup["methods"] = None if setup["run"] else grid
     searched_now = {str(m) for m in params.search.methods} or grid  # empty: the grid's
     setup["search_methods"] = None if setup["run"] else searched_now
+    setup["examples"] = example_sections(params, frame, csvs["gap_analysis"], threshold)
     write_text(page, render_results(frame, searched, csvs, record, setup))
 
 

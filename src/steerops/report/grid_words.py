@@ -51,8 +51,11 @@ def grid_words(row, grid: dict[str, Any] | None) -> tuple[str, str]:
     if not grid:
         return "optimal", ""
     n = len(grid["coherent"])
+    coherent = sum(v is True for v in grid["coherent"].values())
+    # one coherent config is no comparison: said so, not "best of"
+    which = "the only coherent one" if coherent == 1 and n > 1 else "best"
     best = (
-        f"best of {n} steered config{'s' if n != 1 else ''} "
+        f"{which} of {n} steered config{'s' if n != 1 else ''} "
         f"(layer{'s' if len(grid['layers']) != 1 else ''} {', '.join(grid['layers'])}; "
         f"coefficient{'s' if len(grid['coefficients']) != 1 else ''} "
         f"{', '.join(grid['coefficients'])})"

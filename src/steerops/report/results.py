@@ -18,7 +18,7 @@ from steerops.report.answer import (
     family_size,
     test_words,
 )
-from steerops.report.calibrated import dims_line, massive_display, massive_table
+from steerops.report.calibrated import dims_line, heatmap_line, massive_display, massive_table
 from steerops.report.grid_words import CELL
 from steerops.report.grid_words import grid_words as _grid_words
 from steerops.report.grid_words import grids as _grids
@@ -89,9 +89,11 @@ def render_results(
             grids,
         ),
         "",
+        *_example_lines(setup.get("examples") or []),
         "## Massive activations",
         "",
         dims_line(record),
+        *heatmap_line(setup.get("heatmap")),
         "",
         markdown_table(massive_display(massive_table(record)), "no dim is massive at any layer"),
         "",
@@ -133,6 +135,30 @@ def render_results(
         "",
     ]
     return "\n".join(parts)
+
+
+def _example_lines(sections: list) -> list[str]:
+    """The selection half's choice's held-out answers beside the unsteered model's (from
+    `examples.example_sections`), a table per (model, trait); nothing without them."""
+    lines = []
+    for model, trait, choice, table in sections:
+        if table.empty:
+            continue
+        config = (
+            f"`{choice['method']}` at {choice['position']}, layer {cell(choice['layer'])}, "
+            f"coefficient {cell(choice['coefficient'])} ({choice['status']})"
+        )
+        lines += [
+            f"## Held-out answers: {trait} on `{model}`, {config}",
+            "",
+            "The first held-out questions, in the split's order, that moved along the "
+            "steering (two), along it under the coherence bar, against it, and not at all; "
+            "each answer cut to 160 characters, with its trait and coherence scores.",
+            "",
+            markdown_table(table),
+            "",
+        ]
+    return lines
 
 
 def _setup_lines(frame, searched, record, setup) -> list[str]:
@@ -178,7 +204,8 @@ def _steering_line(steering: dict[str, Any] | None) -> list[str]:
 # what each judge kind's scores are, so a reader knows what "trait" and "coherence" measure
 JUDGE_KINDS = {
     "proxy": "offline; the trait 0 or 100 per answer from the trait's phrases (`phrases.txt`), "
-    "coherence from repetition and the model's own likelihood",
+    "coherence from repetition and the model's own likelihood (fluency, not whether the "
+    "answer fits the question: read a few answers before trusting either)",
     "openai": "an LLM behind an OpenAI-compatible endpoint, its 0-100 answer weighted by its "
     "top logprobs",
     "hf": "a local transformers model, its 0-100 answer weighted by its probabilities",

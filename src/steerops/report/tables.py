@@ -12,6 +12,7 @@ tie-breaks), so the same inputs give byte-identical reports.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -287,6 +288,15 @@ SETTINGS_DIFFER = "settings differ"
 # variant is too close to its base for "no difference" to say anything about the dims
 BARELY = 0.05
 LIKELY_BUG = "likely implementation problem"
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """A layer or coefficient as two sources spell it: numbers alike to float rounding (12
+    and 12.0, "0.2" and 0.2), else the same text ("4+8")."""
+    x, y = stats.as_number(a), stats.as_number(b)
+    if x is not None and y is not None:
+        return math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
+    return str(a) == str(b)
 
 
 def cosine_left(share: float) -> float:

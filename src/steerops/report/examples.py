@@ -1,0 +1,143 @@
+"""A few held-out answers of the recommended config beside the unsteered model's, read from
+the steering cell's saved responses (`steering.save_responses`): a trait score says what
+the judge read, the text says whether it is the trait. Chosen by rule, not by hand: the
+first held-out questions (in the split's order) that moved along the steering, then one
+scored under the coherence bar, one that moved against it and one that did not move."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from steerops import stats
+from steerops.io import read_json
+from steerops.report.tables import same_value, selection_choice
+from steerops.steering.store import RESPONSES_DIR, steering_dir
+
+BASELINE = "baseline.json"  # the unsteered model's answers, beside the configs'
+WIDTH = 160  # characters of an answer shown: enough to read what it does
+
+
+def examples(
+    params, frame: pd.DataFrame, choice: pd.Series | None, threshold: float
+) -> pd.DataFrame:
+    """Rows (question, how it moved, unsteered and steered answer with their scores) of the
+    chosen config's held-out answers; empty when there is no choice or its responses were
+    not kept under the settings its scores were logged with."""
+    rows = _chosen_rows(frame, choice)
+    if rows is None:
+        return pd.DataFrame()
+    row = rows.iloc[0]
+    folder = (
+        steering_dir(
+            params.out,
+            row["trait"],
+            row["variant"],
+            row["position"],
+            row["component"],
+            row["method"],
+        )
+        / RESPONSES_DIR
+    )
+    steered = _answers(folder, row, lambda d: _config_is(d, row))
+    unsteered = _answers(folder, row, lambda d: True, BASELINE)
+    if steered is None or unsteered is None:
+        return pd.DataFrame()
+    deltas = row["heldout_deltas"] if isinstance(row["heldout_deltas"], dict) else {}
+    picked = _pick(deltas, steered, threshold)
+    return pd.DataFrame(
+        [
+            {
+                "question": q,
+                "moved": why,
+                "unsteered": _text(unsteered[q]),
+                "steered": _text(steered[q]),
+            }
+            for q, why in picked
+            if q in unsteered
+        ]
+    )
+
+
+def _chosen_rows(frame: pd.DataFrame, choice: pd.Series | None) -> pd.DataFrame | None:
+    """The frame's rows of the chosen config (its cell, layer and coefficient)."""
+    if choice is None or frame.empty:
+        return None
+    same = pd.Series(True, index=frame.index)
+    for key in ("model", "trait", "position", "component", "method"):
+        same &= frame[key].astype(str) == str(choice[key])
+    same &= frame["layer"].map(lambda x: same_value(x, choice["layer"]))
+    same &= frame["coefficient"].map(lambda x: same_value(x, choice["coefficient"]))
+    rows = frame[same]
+    return rows if len(rows) else None
+
+
+def _config_is(saved: dict, row: pd.Series) -> bool:
+    """Whether a responses file holds the row's config (one vector at its layer and
+    coefficient): files are named by both, read by what they hold."""
+    config = saved.get("config") or {}
+    vectors = config.get("vectors") or []
+    return (
+        len(vectors) == 1
+        and same_value(vectors[0].get("layer"), row["layer"])
+        and same_value(config.get("coefficient"), row["coefficient"])
+    )
+
+
+def _answers(folder: Path, row: pd.Series, wanted, name: str | None = None) -> dict | None:
+    """{question: saved answer} of the first file in `folder` (`name`, else every config
+    file) that `wanted` accepts and was written under the row's settings; None if none."""
+    files = [folder / name] if name else sorted(p for p in folder.glob("L*_c*.json"))
+    for path in files:
+        if not path.is_file():
+            continue
+        try:
+            saved = read_json(path)
+        except (OSError, ValueError):
+            continue  # a damaged file shows no examples, never wrong ones
+        if saved.get("settings_hash") != row["settings"] or not wanted(saved):
+            continue
+        return {str(a.get("question")): a for a in saved.get("responses") or []}
+    return None
+
+
+def _pick(deltas: dict, steered: dict, threshold: float) -> list[tuple[str, str]]:
+    """Up to five held-out questions, in the split's order: two that moved along the
+    steering (coherent first), one along it but under the coherence bar, one against it,
+    one unmoved."""
+
+    def under(q: str) -> bool:
+        coherence = stats.as_number(steered.get(q, {}).get("coherence"))
+        return coherence is not None and not stats.coherent(coherence, threshold)
+
+    moved = [(q, stats.as_number(d)) for q, d in deltas.items() if q in steered]
+    along = [q for q, d in moved if d is not None and d > 0 and not under(q)][:2]
+    broken = [q for q, d in moved if d is not None and d > 0 and under(q)][:1]
+    against = [q for q, d in moved if d is not None and d < 0][:1]
+    still = [q for q, d in moved if d == 0][:1]
+    said = [(q, "along") for q in along] + [(q, f"along, under {threshold:g}") for q in broken]
+    return said + [(q, "against") for q in against] + [(q, "not at all") for q in still]
+
+
+def _text(answer: dict[str, Any]) -> str:
+    """An answer cut to `WIDTH` characters on one line, with its trait and coherence."""
+    text = " ".join(str(answer.get("response", "")).split())
+    if len(text) > WIDTH:
+        text = text[: WIDTH - 1] + "…"
+    trait = stats.as_number(answer.get("trait"))
+    scores = f"trait {'n/a' if trait is None else f'{trait:g}'}, coherence "
+    scores += stats.coherence_text(answer.get("coherence"), 1)
+    return f"“{text}” ({scores})"
+
+
+def example_sections(params, frame: pd.DataFrame, gap: pd.DataFrame, threshold: float) -> list:
+    """[(model, trait, the choice, its examples)] per (model, trait) the gap analysis holds,
+    for the choice `tables.selection_choice` makes (as "In short" does)."""
+    out = []
+    for (model, trait), mine in gap.groupby(["model", "trait"], sort=True):
+        choice = selection_choice(mine)
+        if choice is not None:
+            out.append((model, trait, choice, examples(params, frame, choice, threshold)))
+    return out

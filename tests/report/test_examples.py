@@ -1,0 +1,87 @@
+"""The results page's held-out answers of the selection half's choice: chosen by rule from
+the cell's saved responses, beside the unsteered model's, and only under the settings its
+scores were logged with."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from report_data import synthetic_grid, write_params
+from steering_data import COMPONENT, TRAIT
+from steerops.cli import main
+from steerops.config import load_params
+from steerops.io import write_json
+from steerops.report import tables
+from steerops.report.examples import examples
+from steerops.report.load import load_results
+from steerops.steering.store import RESPONSES_DIR, steering_dir
+
+POSITION = "prompt[-1]"
+
+
+def _world(tmp_path):
+    synthetic_grid(tmp_path)
+    params = load_params(write_params(tmp_path))
+    frame = load_results(params)
+    choice = tables.selection_choice(tables.gap_analysis(frame, 68))
+    row = frame[(frame["method"] == choice["method"]) & (frame["layer"] == choice["layer"])]
+    row = row[row["coefficient"] == choice["coefficient"]].iloc[0]
+    return params, frame, choice, row
+
+
+def _save(folder, name, settings, questions, answer, config=None):
+    responses = [
+        {"question": q, "response": answer(q)[0], "trait": answer(q)[1], "coherence": answer(q)[2]}
+        for q in questions
+    ]
+    saved = {"settings_hash": settings, "responses": responses}
+    write_json(folder / name, saved | ({"config": config} if config else {}))
+
+
+def test_the_examples_follow_the_rule_in_the_split_s_order(tmp_path):
+    params, frame, choice, row = _world(tmp_path)
+    folder = (
+        steering_dir(params.out, TRAIT, "instruct", POSITION, COMPONENT, choice["method"])
+        / RESPONSES_DIR
+    )
+    deltas = row["heldout_deltas"]
+    moved = [q for q, d in deltas.items() if d > 0]
+    still = [q for q, d in deltas.items() if d == 0]
+    broken = moved[1]  # the second mover scores under the bar: the rule skips it for "along"
+
+    def steered(q):
+        coherence = 40.0 if q == broken else 90.0
+        return (f"steered  answer to {q} " + "x" * 200, 100.0 if q in moved else 0.0, coherence)
+
+    config = {"coefficient": choice["coefficient"], "vectors": [{"layer": int(row["layer"])}]}
+    name = f"L{int(row['layer'])}_c{choice['coefficient']:g}.json"
+    questions = list(frame["heldout_deltas"].iloc[0]) + ["a selection question"]
+    _save(folder, name, row["settings"], questions, steered, config)
+    _save(folder, "baseline.json", row["settings"], questions, lambda q: (f"plain {q}", 0.0, 99.0))
+    # another config's file (another coefficient) is never read for this one
+    other = config | {"coefficient": 99.0}
+    _save(folder, "L2_c99.json", row["settings"], questions, lambda q: ("wrong", 0.0, 0.0), other)
+
+    table = examples(params, frame, choice, 68.0)
+    want = [(moved[0], "along"), (moved[2], "along"), (broken, "along, under 68")]
+    want += [(still[0], "not at all")]  # no question moved against the steering here
+    assert list(zip(table["question"], table["moved"], strict=True)) == want
+    first = table.iloc[0]
+    assert first["unsteered"] == f"“plain {moved[0]}” (trait 0, coherence 99.0)"
+    # one line, cut to 160 characters with an ellipsis, then its scores
+    text = f"steered answer to {moved[0]} " + "x" * 200
+    assert first["steered"] == f"“{text[:159]}…” (trait 100, coherence 90.0)"
+    assert "wrong" not in table.to_string()
+    # the results page shows them under the answer, the steered answers in full rows
+    page = write_params(tmp_path, report={"results": "docs/results.md"})
+    assert main(["report", "--params", str(page)]) == 0
+    text = (tmp_path / "docs" / "results.md").read_text()
+    section = text.split("## Held-out answers: ", 1)[1].split("\n## ", 1)[0]
+    assert section.startswith(f"{TRAIT} on `m`, `{choice['method']}` at {POSITION}, layer 2")
+    assert f"| {moved[0]} | along | “plain {moved[0]}” (trait 0, coherence 99.0) |" in section
+
+    # responses written under other settings are not these scores' answers: no examples
+    _save(folder, name, "another-settings", questions, steered, config)
+    assert examples(params, frame, choice, 68.0).empty
+    assert examples(params, frame, None, 68.0).empty
+    assert examples(params, pd.DataFrame(), choice, 68.0).empty
