@@ -999,3 +999,30 @@ def test_a_near_copy_reaches_the_report_s_q_values_through_the_vectors(tmp_path)
     gap = pd.read_csv(_report(tmp_path, results=None) / "gap_analysis.csv")
     assert gap.set_index("method")["near_copy_of"].isna().all()
     assert gap["heldout_q"].notna().sum() == len(family) + 1
+
+
+def test_the_answer_says_what_the_search_s_trials_found_and_the_grid_points_at_it(tmp_path):
+    """Under the search's bullet, its trials per layer (search half, not held out), read
+    from its trials.csv; the grid's cliff note then points at them instead of suggesting a
+    search that already ran."""
+    _run(tmp_path)
+    folder = search_dir(tmp_path / "outputs", TRAIT, "instruct", POSITION, COMPONENT, "mean_diff")
+    (folder / "trials.csv").write_text(
+        "number,layer,coefficient,weight,trait_mean,coherence_mean,trait_delta,feasible,state,"
+        "source,rows\n"
+        "0,2,1.5,15,70,80,70,True,complete,known,20\n"
+        "1,2,1.6,16,78,75,78,True,complete,search,20\n"
+        "2,2,1.8,18,85,60,85,False,complete,search,20\n"
+    )
+    _report(tmp_path)
+    text = (tmp_path / "docs" / "results.md").read_text()
+    short = _section(text, "In short")
+    search = short.split("  - the search of `mean_diff`", 1)[1]
+    assert (
+        "\n    - search-half trials at layer 2 (3 trials, n 20 each; not held out): best "
+        "coherent delta +78.0 at 1.6 (coherence 75.00); coherence falls under 68 between 1.6 "
+        "(coherence 75.00, delta +78.0) and 1.8 (coherence 60.00, delta +85.0)"
+    ) in search
+    [md] = [x for x in _section(text, "Best coefficients").splitlines() if "`mean_diff`:" in x]
+    assert "(the search's trials of this cell narrow where)" in md
+    assert "`steerops search` finds where" not in md

@@ -18,6 +18,7 @@ from steerops import stats
 from steerops.report import tables
 from steerops.report.grid_words import CELL, grid_words
 from steerops.report.markdown import cell, interval
+from steerops.report.trial_words import trial_lines
 
 
 def answer_lines(
@@ -26,10 +27,12 @@ def answer_lines(
     curve: pd.DataFrame,
     threshold: float,
     grids: dict[tuple, dict[str, Any]] | None = None,
+    trials: dict[tuple, pd.DataFrame] | None = None,
 ) -> list[str]:
     """Markdown bullets: one per (model, trait), each with its steering, search and
     cleaning answers nested under it; `grids` (`grid_words.grids`) says what each cell's
-    grid steered."""
+    grid steered, `trials` (`load.load_search_trials`) what each search tried."""
+    trials = trials or {}
     pairs = {(str(m), str(t)) for m, t in zip(gap["model"], gap["trait"], strict=True)}
     pairs |= {(str(m), str(t)) for m, t in zip(searched["model"], searched["trait"], strict=True)}
     lines = []
@@ -38,15 +41,31 @@ def answer_lines(
         mine = gap[(gap["model"].astype(str) == model) & (gap["trait"].astype(str) == trait)]
         choice = tables.selection_choice(mine) if len(mine) else None
         lines.append(f"- **{trait}** on `{model}`:")
-        lines += _nested(_steer_with(mine, choice, threshold, grids or {}, tested))
         searches = searched[
             (searched["model"].astype(str) == model) & (searched["trait"].astype(str) == trait)
         ]
+        lines += _nested(
+            _steer_with(mine, choice, threshold, grids or {}, tested, searched_cells(searches))
+        )
         for _, search in searches.iterrows():
-            lines += _nested(_search_says(search, threshold))
+            said = _search_says(search, threshold)
+            bar = stats.as_number(search.get("min_coherence"))
+            key = tuple(str(search[k]) for k in SEARCH_KEY)
+            said += trial_lines(trials.get(key), threshold if bar is None else bar)
+            lines += _nested(said)
         for said in _cleaning_says(curve, choice) if choice is not None else []:
             lines += _nested(said)
     return lines or ["_no grid or search results_"]
+
+
+SEARCH_KEY = ["model", "trait", "position", "method"]  # a search row's cell
+
+
+def searched_cells(searched: pd.DataFrame) -> set[tuple[str, ...]]:
+    """The (model, trait, position, method) cells a search ran on."""
+    if searched.empty:
+        return set()
+    return {tuple(str(v) for v in row) for row in searched[SEARCH_KEY].itertuples(index=False)}
 
 
 def _nested(said: list[str]) -> list[str]:
@@ -160,6 +179,7 @@ def _steer_with(
     threshold: float,
     grids: dict[tuple, Any],
     tested: int = 0,
+    searched: set[tuple[str, ...]] | None = None,
 ) -> list[str]:
     """The answer's headline (the config, or why none), then its details."""
     if mine.empty:
@@ -186,7 +206,8 @@ def _steer_with(
     grid = grids.get(tuple(choice.get(k) for k in CELL))
     cliff = ""
     if grid:
-        best, cliff = grid_words(choice, grid)
+        ran = tuple(str(choice[k]) for k in SEARCH_KEY) in (searched or set())
+        best, cliff = grid_words(choice, grid, ran)
         picked += f"; {best}"
     edge = [cliff.removeprefix("; ")] if cliff else []
     if choice["status"] == stats.OK:

@@ -23,6 +23,7 @@ from steerops.report.load import (
     COLUMNS,
     load_results,
     load_search_summaries,
+    load_search_trials,
     steered_bars,
     vector_features,
 )
@@ -131,6 +132,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     # report as it was, not half rewritten
     record = calibrated.calibration_record(params)
     massive = calibrated.massive_table(record)
+    trials = load_search_trials(params)
     if frame.empty:
         frame = pd.DataFrame(columns=COLUMNS)
     stored = calibrated.vector_loader(params)  # each vector file read once for every table
@@ -156,6 +158,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
             "massive": massive,
             "dims": calibrated.dims_line(record),
             "grids": grids(frame, threshold),
+            "trials": trials,
         },
         threshold,
         _halves(frame),
@@ -164,6 +167,10 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     )
     results = params.path(params.report.results) if params.report.results else None
     page = _page_in(params, out)
+    # the page's own inputs, read before the first write as the tables' are
+    read = {"trials": trials}
+    if results is not None:
+        read["examples"] = example_sections(params, frame, gap, threshold)
     with atomic_folder(out) as staging:
         for name, table in csvs.items():
             write_text(staging / f"{name}.csv", table.to_csv(index=False, float_format="%.6g"))
@@ -174,18 +181,19 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
         write_text(staging / "massive_activations.csv", table)
         write_text(staging / "report.md", text)
         if page is not None:  # a run's page: in the folder, replaced with it
-            _write_results(params, frame, searched, csvs, record, threshold, staging / page)
+            _write_results(params, frame, searched, csvs, record, threshold, read, staging / page)
     files = [out / f"{name}.csv" for name in CSV_TABLES] + [out / p for p in PLOTS]
     files += [out / name for name in OTHER_FILES]
     if results is not None:
         if page is None:
-            _write_results(params, frame, searched, csvs, record, threshold, results)
+            _write_results(params, frame, searched, csvs, record, threshold, read, results)
         files.append(results)
     return files
 
 
-def _write_results(params, frame, searched, csvs, record, threshold, page: Path) -> None:
-    """The results page (`report.results`), written at `page`."""
+def _write_results(params, frame, searched, csvs, record, threshold, read, page: Path) -> None:
+    """The results page (`report.results`), written at `page`; `read` holds its inputs
+    beyond the tables (the searches' trials, the choice's held-out answers)."""
     proto = protocol(params)
     setup = {"seed": proto.seed, "fraction": proto.heldout_fraction, "threshold": threshold}
     setup["out"] = _relative(params.out, params.path("."))
@@ -208,7 +216,7 @@ def _write_results(params, frame, searched, csvs, record, threshold, page: Path)
     setup["methods"] = None if setup["run"] else grid
     searched_now = {str(m) for m in params.search.methods} or grid  # empty: the grid's
     setup["search_methods"] = None if setup["run"] else searched_now
-    setup["examples"] = example_sections(params, frame, csvs["gap_analysis"], threshold)
+    setup |= read
     write_text(page, render_results(frame, searched, csvs, record, setup))
 
 
@@ -357,6 +365,7 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         tables_by_name["cleaning_curve"],
         threshold,
         tables_by_name.get("grids"),
+        tables_by_name.get("trials"),
     )
     parts += ["## In short", "", *answer, ""]
     parts += ["## Massive activations (calibration)", "", str(tables_by_name["dims"]), ""]

@@ -45,9 +45,10 @@ def _numeric(text: str) -> tuple[float, str]:
     return (number if number is not None else float("inf"), text)
 
 
-def grid_words(row, grid: dict[str, Any] | None) -> tuple[str, str]:
+def grid_words(row, grid: dict[str, Any] | None, searched: bool = False) -> tuple[str, str]:
     """("best of N steered configs (layers ...; coefficients ...)", a note when the next
-    larger coefficient at the chosen layer was incoherent on the selection half)."""
+    larger coefficient at the chosen layer was incoherent on the selection half, pointing
+    at the cell's search when it ran (`searched`), else suggesting one)."""
     if not grid:
         return "optimal", ""
     n = len(grid["coherent"])
@@ -73,7 +74,11 @@ def grid_words(row, grid: dict[str, Any] | None) -> tuple[str, str]:
     cliff = (
         f"; the next larger coefficient here ({larger[0]:g}) is incoherent on the selection "
         "half, so this one is the grid's last coherent step: coherence is lost between the "
-        "two (a finer grid or `steerops search` finds where)"
+        + (
+            "two (the search's trials of this cell narrow where)"
+            if searched
+            else "two (a finer grid or `steerops search` finds where)"
+        )
         if larger and grid["coherent"][layer, larger[0]] is False
         else ""
     )

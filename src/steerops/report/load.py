@@ -268,6 +268,17 @@ def load_search_summaries(params) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
+def load_search_trials(params) -> dict[tuple, pd.DataFrame]:
+    """Each finished search's trials (`trials.csv`: scored on the search half, never held
+    out), keyed (model, trait, position, method) as the search table's rows are."""
+    out = {}
+    for path, best in searches(params.out):
+        row = best_row(best)
+        key = (_model_id(params, row["variant"]), row["trait"], row["position"], row["method"])
+        out[key] = pd.read_csv(path)
+    return out
+
+
 def _model_id(params, variant: str | None, fallback: str | None = None) -> str:
     if variant in params.models:
         return params.models[variant].id

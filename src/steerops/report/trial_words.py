@@ -1,0 +1,78 @@
+"""What a coefficient search's trials say, in words, per layer: the best coherent delta
+and where coherence crosses the bar. The trials are scored on the search half (the grid's
+selection half) and never held out: they say where to look, not what holds."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from steerops import stats
+from steerops.report.markdown import cell
+
+
+def trial_lines(trials: pd.DataFrame | None, bar: float) -> list[str]:
+    """One line per layer the search tried (numbered layers first, in order), or none."""
+    needed = {"layer", "coefficient", "trait_delta", "coherence_mean", "state"}
+    if trials is None or trials.empty or not needed <= set(trials.columns):
+        return []  # none, or a file without the scores these lines read
+    scored = trials[
+        (trials["state"] == "complete")
+        & trials["coherence_mean"].notna()
+        & trials["trait_delta"].notna()
+    ]
+    lines = []
+    for layer, rows in sorted(scored.groupby("layer"), key=lambda kv: _order(kv[0])):
+        rows = rows.assign(size=rows["coefficient"].abs()).sort_values("size", kind="mergesort")
+        n = int(rows["rows"].max()) if "rows" in rows and rows["rows"].notna().any() else None
+        count = f"{len(rows)} trial{'s' if len(rows) != 1 else ''}"
+        each = f", n {n} each" if n else ""
+        lines.append(
+            f"search-half trials at layer {cell(layer)} ({count}{each}; not held out): "
+            f"{_best(rows, bar)}; {_crossing(rows, bar)}"
+        )
+    return lines
+
+
+def _order(layer) -> tuple[float, str]:
+    number = stats.as_number(layer)
+    return (number if number is not None else float("inf"), str(layer))
+
+
+def _best(rows: pd.DataFrame, bar: float) -> str:
+    """The coherent trial with the largest delta (ties: the more coherent), or the most
+    coherent trial when none clears the bar."""
+    coherent = rows[rows["coherence_mean"].map(lambda c: stats.coherent(c, bar))]
+    if coherent.empty:
+        top = rows.sort_values("coherence_mean", ascending=False, kind="mergesort").iloc[0]
+        return (
+            f"none coherent (the most coherent, {cell(top['coefficient'])}: coherence "
+            f"{stats.coherence_text(top['coherence_mean'], 2)})"
+        )
+    top = coherent.sort_values(
+        ["trait_delta", "coherence_mean"], ascending=False, kind="mergesort"
+    ).iloc[0]
+    return (
+        f"best coherent delta {stats.delta_text(top['trait_delta'])} at "
+        f"{cell(top['coefficient'])} (coherence {stats.coherence_text(top['coherence_mean'], 2)})"
+    )
+
+
+def _crossing(rows: pd.DataFrame, bar: float) -> str:
+    """Between which two coefficients (by size) coherence first falls under the bar."""
+    last = None
+    for row in rows.itertuples(index=False):
+        if stats.coherent(row.coherence_mean, bar):
+            last = row
+        elif last is not None:
+            return f"coherence falls under {bar:g} between {_trial(last)} and {_trial(row)}"
+    if last is None:
+        return f"every trial under {bar:g}"
+    return f"coherent up to the largest tried, {_trial(last)}"
+
+
+def _trial(row) -> str:
+    """ "0.2345 (coherence 68.42, delta +70.0)"."""
+    return (
+        f"{cell(row.coefficient)} (coherence {stats.coherence_text(row.coherence_mean, 2)}, "
+        f"delta {stats.delta_text(row.trait_delta)})"
+    )

@@ -1,0 +1,54 @@
+"""A search's trials in words, per layer: the best coherent delta and where coherence first
+falls under the bar, ordered by the coefficient's size; failed trials are no evidence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from steerops.report.trial_words import trial_lines
+
+
+def _trials(*rows) -> pd.DataFrame:
+    columns = ["layer", "coefficient", "trait_delta", "coherence_mean", "state", "rows"]
+    return pd.DataFrame([dict(zip(columns, row, strict=True)) for row in rows])
+
+
+def test_each_layer_gives_its_best_coherent_delta_and_its_crossing():
+    trials = _trials(
+        (12, 0.25, 65.0, 57.821, "complete", 20),
+        (12, 0.2, 50.0, 90.634, "complete", 20),
+        (12, 0.2345, 70.0, 68.422, "complete", 20),
+        (12, 0.2333, 70.0, 70.519, "complete", 20),  # ties the delta: the more coherent wins
+        (12, 0.2334, np.nan, np.nan, "fail", 0),  # a failed trial says nothing
+        (16, 0.1, 15.0, 99.429, "complete", 20),
+        (16, 0.3, 45.0, 61.485, "complete", 20),
+    )
+    twelve, sixteen = trial_lines(trials, 68.0)
+    assert twelve == (
+        "search-half trials at layer 12 (4 trials, n 20 each; not held out): best coherent "
+        "delta +70.0 at 0.2333 (coherence 70.51); coherence falls under 68 between 0.2345 "
+        "(coherence 68.42, delta +70.0) and 0.25 (coherence 57.82, delta +65.0)"
+    )
+    assert sixteen.endswith(
+        "best coherent delta +15.0 at 0.1 (coherence 99.42); coherence falls under 68 between "
+        "0.1 (coherence 99.42, delta +15.0) and 0.3 (coherence 61.48, delta +45.0)"
+    )
+
+
+def test_a_layer_never_or_always_coherent_says_so():
+    trials = _trials(
+        (4, -0.5, 30.0, 60.0, "complete", 10),  # by size: -0.5 is past 0.2
+        (4, 0.2, 10.0, 80.0, "complete", 10),
+        (8, 0.1, 5.0, 50.0, "complete", 10),
+        (8, 0.2, 9.0, 40.0, "complete", 10),
+    )
+    four, eight = trial_lines(trials, 68.0)
+    assert "coherence falls under 68 between 0.2 (coherence 80.00, delta +10.0) and -0.5" in four
+    assert eight.endswith(
+        "none coherent (the most coherent, 0.1: coherence 50.00); every trial under 68"
+    )
+    (only,) = trial_lines(trials[trials["layer"] == 4].iloc[1:], 68.0)
+    assert only.endswith("coherent up to the largest tried, 0.2 (coherence 80.00, delta +10.0)")
+    assert "(1 trial, n 10 each" in only
+    assert trial_lines(None, 68.0) == trial_lines(trials.iloc[:0], 68.0) == []
