@@ -285,3 +285,35 @@ def test_the_recommendation_gives_its_answers_moved_its_test_and_its_coherence_i
         "moved"
         not in answer_lines(pd.DataFrame([_gap_row("mean_diff")]), NO_SEARCH, NO_CURVE, 68.0)[2]
     )
+
+
+def test_a_near_copy_says_where_the_same_dims_weigh_enough_to_test():
+    from types import SimpleNamespace
+
+    from steerops.report.answer import cleaning_parts
+
+    row = SimpleNamespace(
+        gain=0.0,
+        gain_lo=0.0,
+        gain_hi=0.0,
+        gain_n=20,
+        gain_k=1,
+        status="ok",
+        variant="v",
+        method="m",
+        layer=12,
+        coefficient=0.2,
+        removed_share=0.0076,
+        peak_share_layer=17.0,
+        peak_share=0.111,
+    )
+    base = SimpleNamespace(status="ok", layer=12, coefficient=0.2)
+    verdict, why, configs = cleaning_parts(row, base)
+    assert verdict == "cannot tell whether the dims matter" and configs == ""
+    assert why.endswith(
+        "says nothing of them; they hold the most of it at layer 17 (11.1% of its squared "
+        "norm), where a comparison would test them"
+    )
+    # nowhere more than a near copy's share: no layer to point at
+    row.peak_share = 0.04
+    assert cleaning_parts(row, base)[1].endswith("says nothing of them")

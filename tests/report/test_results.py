@@ -643,6 +643,13 @@ def test_a_cleaning_line_says_how_much_of_the_direction_the_removed_dims_held(tm
     share = (unit[3] ** 2 + unit[5] ** 2) / (unit**2).sum()
     assert curve["removed_share"][1] == pytest.approx(share, rel=1e-6)  # float32 stored
     assert np.isnan(curve["removed_share"][0]) and np.isnan(curve["removed_share"][2])
+    # at every layer the vector has, the same dims' share: the largest names its layer
+    first = vectors[1].double().numpy()
+    at_one = first[0] ** 2 / (first**2).sum()
+    peak = max((at_one, 1), (share, 2))
+    assert (curve["peak_share"][1], curve["peak_share_layer"][1]) == pytest.approx(peak, rel=1e-6)
+    assert curve["peak_share_layer"][2] == peak[1]  # whatever layer the variant chose
+    assert np.isnan(curve["peak_share"][0])  # the uncleaned row removed nothing
 
     row = {**key, "status": "ok", "gain_note": "", "dims_removed": 2}
     row |= {"layer": 2, "dims_cleaned": "1", "variant": "mean_diff_top1", "gain_k": 1}

@@ -288,6 +288,19 @@ def cleaning_verdict(row: Any, base: Any) -> str:
     return verdict + (f": {why}" if why else "") + (f"; {configs}" if configs else "")
 
 
+def _where_they_weigh(row: Any) -> str:
+    """For a near copy: the layer where the same dims hold the most of the uncleaned
+    vector, when they hold a share there that a comparison could test."""
+    layer = stats.as_number(getattr(row, "peak_share_layer", None))
+    share = stats.as_number(getattr(row, "peak_share", None))
+    if layer is None or share is None or share < tables.BARELY:
+        return ""
+    return (
+        f"; they hold the most of it at layer {int(layer)} ({share:.1%} of its squared norm), "
+        "where a comparison would test them"
+    )
+
+
 def cleaning_parts(row: Any, base: Any) -> tuple[str, str, str]:
     """`cleaning_verdict` in its parts: the verdict, why it reads so ("" unless the cleaned
     vector is a near copy), and a note when the two sides chose different configs ("")."""
@@ -329,7 +342,8 @@ def cleaning_parts(row: Any, base: Any) -> tuple[str, str, str]:
         says, why = (
             "cannot tell whether the dims matter",
             f"the cleaned vector is nearly the uncleaned one (cosine "
-            f"{tables.cosine_left(share):.3f}), so its comparison ({says}) says nothing of them",
+            f"{tables.cosine_left(share):.3f}), so its comparison ({says}) says nothing of them"
+            + _where_they_weigh(row),
         )
     if base is not None and (row.layer, row.coefficient) != (base.layer, base.coefficient):
         configs = (

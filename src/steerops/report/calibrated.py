@@ -161,24 +161,35 @@ def with_removed_shares(
     unknown (uncleaned rows, no layer chosen, vectors or metadata missing)."""
     variants = _vector_variants(frame)
     stored = stored or vector_loader(params)
-    shares = []
+    shares, peaks = [], []
     for row in curve.itertuples(index=False):
         layer = _layer(row.layer)
-        dims = _dims_removed(sets.get((row.trait, row.position, row.component, row.variant)), layer)
+        removed = sets.get((row.trait, row.position, row.component, row.variant))
         variant = variants.get((row.model, row.trait, row.position, row.component, row.method))
-        if row.dims_cleaned == "0" or dims is None or variant is None:
-            shares.append(np.nan)
-            continue
-        vectors = stored(row.trait, variant, row.position, row.component, row.method)
-        if vectors is None or layer not in vectors:
-            shares.append(np.nan)
-            continue
-        unit = vectors[layer].double()
-        share = unit[list(dims)].pow(2).sum() / unit.pow(2).sum() if dims else 0.0
-        shares.append(float(share))
+        vectors = (
+            None
+            if row.dims_cleaned == "0" or variant is None
+            else stored(row.trait, variant, row.position, row.component, row.method)
+        )
+        by_layer = {k: _share(v, _dims_removed(removed, k)) for k, v in (vectors or {}).items()}
+        by_layer = {k: v for k, v in by_layer.items() if v is not None}
+        shares.append(by_layer.get(layer, np.nan) if layer is not None else np.nan)
+        peak = max(by_layer, key=lambda k: (by_layer[k], -k)) if by_layer else None
+        peaks.append((peak, by_layer[peak]) if peak is not None else (np.nan, np.nan))
     curve["removed_share"] = shares
+    # where the same dims hold the most of the vector: a layer whose comparison would test them
+    curve["peak_share_layer"] = [layer for layer, _ in peaks]
+    curve["peak_share"] = [share for _, share in peaks]
     if {"gain", "gain_note"} <= set(curve.columns):
         _note_near_copies(curve)
+
+
+def _share(vector: Any, dims: list | None) -> float | None:
+    """The squared-norm share `dims` hold of `vector` (None: the dims are unknown there)."""
+    if dims is None:
+        return None
+    unit = vector.double()
+    return float(unit[list(dims)].pow(2).sum() / unit.pow(2).sum()) if dims else 0.0
 
 
 def _note_near_copies(curve: pd.DataFrame) -> None:

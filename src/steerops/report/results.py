@@ -108,7 +108,9 @@ def render_results(
         "gain = cleaned - uncleaned, paired, held out; Bonferroni over a method's `gain_k` "
         "cleaned variants)",
         "",
-        markdown_table(_drop(tables["cleaning_curve"], "alias_of")),
+        markdown_table(
+            _drop(tables["cleaning_curve"], "alias_of", "peak_share_layer", "peak_share")
+        ),
         "",
         "## Preclean vs clean-after (per `method`, its `_preclean` variant against its "
         "`_cleaned` one, each at its own chosen config; gap = preclean - clean-after, paired, "
