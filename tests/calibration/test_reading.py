@@ -61,8 +61,8 @@ def test_the_report_names_the_near_misses_under_the_massive_set():
     assert "- Massive dims (peak |x| > 100 and > 1000x" in line
     assert "507 at layers 11-12" in line
     assert (
-        "- Near the bar, where the cut falls (not massive at these layers, but within 2x of "
-        "both bars: peak |x| > 50 and > 500x): 247 at layers 11-12 (peak up to 1,825" in line
+        "- Near the bar, where the cut falls (not massive at these layers, but over 1/2 of "
+        "each bar: peak |x| > 50 and > 500x): 247 at layers 11-12 (peak up to 1,825" in line
     )
 
 

@@ -89,8 +89,8 @@ def dims_line(record: dict[str, Any] | None) -> str:
             f"{_num(rule.get('ratio'))}x the layer's median |x|, over all "
             f"{record.get('n_tokens', '?')} calibration tokens): "
             + (spans or ("none" if massive is not None else "not recorded (older calibration)")),
-            f"- Near the bar, where the cut falls (not massive at these layers, but within "
-            f"{NEAR:g}x of both bars: {near_rule(record)}): {near_line(record)}",
+            "- Near the bar, where the cut falls (not massive at these layers, but over "
+            f"1/{NEAR:g} of each bar: {near_rule(record)}): {near_line(record)}",
             "- Large-mean global dims (in a layer's top "
             f"{aggregate.get('rule', {}).get('top_n', '?')} by |mean| at >= "
             f"{aggregate.get('rule', {}).get('min_layers', '?')} layers; not necessarily "

@@ -347,7 +347,8 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "coefficient_prediction": "Coefficient prediction (leave-one-out error on distinct "
         "ok cells)",
         "recommendations": "Recommended starting coefficients (from ok cells only, per "
-        "coefficient `unit`; `predicted_weight` is an absolute weight; "
+        "coefficient `unit`; `n` the ok cells behind it: with one, it is that cell's grid "
+        "choice, not a fit across cells; `predicted_weight` is an absolute weight; "
         "`n_at_largest_coefficient` of them chose their layer's largest coefficient, where the "
         "optimum may lie beyond the grid)",
         "search_heldout": "Coefficient searches: the chosen config on the search half and on "
