@@ -466,7 +466,7 @@ def credited_delta(
     it out of its count: the two describe the same answers. `deltas` and `coherences` are
     per question, in one order, a delta None where the trait was not scored in both."""
     d = [
-        min(x, 0.0) if _scored_under(c, min_coherence) else x
+        min(x, 0.0) if scored_under(c, min_coherence) else x
         for x, c in zip(deltas, coherences, strict=True)
         if x is not None
     ]
@@ -488,7 +488,7 @@ def moved_under_bar(
     """Answers scored under the coherence bar that moved along the steering (delta > 0): the
     ones `credited_delta` counts as unmoved."""
     return sum(
-        x is not None and x > 0 and _scored_under(c, min_coherence)
+        x is not None and x > 0 and scored_under(c, min_coherence)
         for x, c in zip(deltas, coherences, strict=True)
     )
 
@@ -499,7 +499,7 @@ def moved_under_heldout(row: Mapping[str, Any], min_coherence: float) -> int | N
     return None if answers is None else moved_under_bar(*answers, min_coherence)
 
 
-def _scored_under(coherence: Any, min_coherence: float) -> bool:
+def scored_under(coherence: Any, min_coherence: float) -> bool:
     """An answer scored for coherence, under the bar (one with no score is neither, as
     `under_bar` counts it)."""
     return as_number(coherence) is not None and not coherent(coherence, min_coherence)

@@ -26,7 +26,10 @@ def _record() -> dict:
             "top_max": [peak(507, 24917.4, 12839.7), peak(247, -1800.0, 944.0)],
         },
         # 507 not massive here but near: a dim of the set can be near at other layers
-        "3": {"massive_dims": [], "top_max": [peak(507, 860.0, 740.7)]},
+        "3": {
+            "massive_dims": [],
+            "top_max": [peak(507, 860.0, 740.7) | {"token": " ", "position": 46}],
+        },
         # a high ratio on a small value (under half the peak bar) is not near
         "5": {"massive_dims": [], "top_max": [peak(99, 40.0, 990.0)]},
     }
@@ -46,11 +49,19 @@ def _record() -> dict:
 def test_peaks_within_twice_of_the_bar_are_near_misses_strongest_first():
     misses = near_misses(_record())
     assert list(misses) == [247, 507]
-    assert misses[247] == {"layers": [11, 12], "ratio": 966.8, "peak": 1825.0, "under": ["ratio"]}
-    assert misses[507] == {"layers": [3], "ratio": 740.7, "peak": 860.0, "under": ["ratio"]}
+    on_first = {"'<s>'@0": [11, 12]}
+    assert misses[247] == {
+        "layers": [11, 12],
+        "ratio": 966.8,
+        "peak": 1825.0,
+        "under": ["ratio"],
+        "tokens": on_first,
+    }
+    assert misses[507]["layers"] == [3] and misses[507]["tokens"] == {"' '@46": [3]}
     assert near_line(_record()) == (
-        "247 at layers 11-12 (peak up to 1,825, ratio up to 967x: under the ratio bar); "
-        "507 at layer 3 (peak up to 860, ratio up to 741x: under the ratio bar)"
+        "247 at layers 11-12 (peak up to 1,825, ratio up to 967x: under the ratio bar; on "
+        "'<s>'@0); 507 at layer 3 (peak up to 860, ratio up to 741x: under the ratio bar; on "
+        "' '@46)"
     )
     assert near_misses(_record(), within=1.01) == {}  # none within 1% of the bar
     assert near_line({"layers": {}, "aggregate": {}}) == "none"  # an older record: no rule

@@ -48,10 +48,16 @@ def test_the_examples_follow_the_rule_in_the_split_s_order(tmp_path):
     moved = [q for q, d in deltas.items() if d > 0]
     still = [q for q, d in deltas.items() if d == 0]
     broken = moved[1]  # the second mover scores under the bar: the rule skips it for "along"
+    against = moved[3]  # one the steering moves the other way instead
+    mine = (frame["method"] == choice["method"]) & (frame["layer"] == row["layer"])
+    mine &= frame["coefficient"] == choice["coefficient"]
+    [at] = frame.index[mine]
+    frame.at[at, "heldout_coherences"] = row["heldout_coherences"] | {broken: 40.0}
+    frame.at[at, "heldout_deltas"] = deltas | {against: -100.0}
 
     def steered(q):
-        coherence = 40.0 if q == broken else 90.0
-        return (f"steered  answer to {q} " + "x" * 200, 100.0 if q in moved else 0.0, coherence)
+        # the file's coherences are not what counts: the row's, as `under_bar` counts them
+        return (f"steered  answer to {q} " + "x" * 200, 100.0 if q in moved else 0.0, 90.0)
 
     config = {"coefficient": choice["coefficient"], "vectors": [{"layer": int(row["layer"])}]}
     name = f"L{int(row['layer'])}_c{choice['coefficient']:g}.json"
@@ -64,7 +70,7 @@ def test_the_examples_follow_the_rule_in_the_split_s_order(tmp_path):
 
     table = examples(params, frame, choice, 68.0)
     want = [(moved[0], "along"), (moved[2], "along"), (broken, "along, under 68")]
-    want += [(still[0], "not at all")]  # no question moved against the steering here
+    want += [(against, "against"), (still[0], "not at all")]
     assert list(zip(table["question"], table["moved"], strict=True)) == want
     first = table.iloc[0]
     assert first["unsteered"] == f"“plain {moved[0]}” (trait 0, coherence 99.0)"
@@ -85,3 +91,29 @@ def test_the_examples_follow_the_rule_in_the_split_s_order(tmp_path):
     assert examples(params, frame, choice, 68.0).empty
     assert examples(params, frame, None, 68.0).empty
     assert examples(params, pd.DataFrame(), choice, 68.0).empty
+
+
+def test_the_baseline_answers_are_taken_by_their_scores_and_a_bad_file_shows_none(tmp_path):
+    """baseline.json serves every sweep that differs only in steering settings, so it is
+    taken when its trait scores are the ones the deltas were measured against, whatever
+    settings wrote it; a file that is not a responses file shows no examples, no error."""
+    params, frame, choice, row = _world(tmp_path)
+    folder = (
+        steering_dir(params.out, TRAIT, "instruct", POSITION, COMPONENT, choice["method"])
+        / RESPONSES_DIR
+    )
+    config = {"coefficient": choice["coefficient"], "vectors": [{"layer": int(row["layer"])}]}
+    name = f"L{int(row['layer'])}_c{choice['coefficient']:g}.json"
+    questions = list(row["heldout_deltas"])
+    _save(folder, name, row["settings"], questions, lambda q: ("s", 100.0, 90.0), config)
+    # the synthetic baseline scores 0 on every question: these are its answers
+    _save(folder, "baseline.json", "other", questions, lambda q: ("plain", 0.0, 99.0))
+    assert len(examples(params, frame, choice, 68.0)) > 0
+    # another baseline's scores: not the one these deltas were measured against
+    _save(folder, "baseline.json", "other", questions, lambda q: ("plain", 100.0, 99.0))
+    assert examples(params, frame, choice, 68.0).empty
+    for bad in ([], {"responses": ["text"]}, {"responses": None}):
+        write_json(folder / "baseline.json", bad)
+        assert examples(params, frame, choice, 68.0).empty
+    (folder / "baseline.json").write_text("{not json")
+    assert examples(params, frame, choice, 68.0).empty

@@ -1031,5 +1031,17 @@ def test_the_answer_says_what_the_search_s_trials_found_and_the_grid_points_at_i
         "(coherence 75.00, delta +78.0) and 1.8 (coherence 60.00, delta +85.0)"
     ) in search
     [md] = [x for x in _section(text, "Best coefficients").splitlines() if "`mean_diff`:" in x]
-    assert "(the search's trials of this cell narrow where)" in md
+    assert "(the search's trials between them narrow where)" in md
     assert "`steerops search` finds where" not in md
+    # trials that never went between the grid's last coherent step and the next say nothing
+    (folder / "trials.csv").write_text(
+        "number,layer,coefficient,weight,trait_mean,coherence_mean,trait_delta,feasible,state,"
+        "source,rows\n"
+        "0,2,1.5,15,70,80,70,True,complete,known,20\n"
+        "1,2,2.5,25,90,30,90,False,complete,search,20\n"
+        "2,1,1.8,18,20,90,20,True,complete,search,20\n"
+    )
+    _report(tmp_path)
+    text = (tmp_path / "docs" / "results.md").read_text()
+    [md] = [x for x in _section(text, "Best coefficients").splitlines() if "`mean_diff`:" in x]
+    assert "(a finer grid or `steerops search` finds where)" in md

@@ -52,3 +52,21 @@ def test_a_layer_never_or_always_coherent_says_so():
     assert only.endswith("coherent up to the largest tried, 0.2 (coherence 80.00, delta +10.0)")
     assert "(1 trial, n 10 each" in only
     assert trial_lines(None, 68.0) == trial_lines(trials.iloc[:0], 68.0) == []
+
+
+def test_only_complete_steered_trials_count_and_narrowed_needs_one_between():
+    from steerops.report.trial_words import narrowed
+
+    trials = _trials(
+        (12, 0.0, 0.0, 100.0, "complete", 20),  # the unsteered model: no best config
+        (12, 0.2, 50.0, 90.0, "complete", 20),
+        (12, 0.22, 99.0, 99.0, "fail", 20),  # a failed trial's scores are no evidence
+        (12, 0.25, 65.0, 57.0, "complete", 20),
+    )
+    (line,) = trial_lines(trials, 68.0)
+    assert "best coherent delta +50.0 at 0.2 (coherence 90.00)" in line
+    assert "between 0.2 (coherence 90.00, delta +50.0) and 0.25" in line
+    # a trial strictly between 0.2 and 0.25, at that layer, narrows the grid's step
+    assert not narrowed(trials, 12, 0.2, 0.25)  # the one between failed
+    assert narrowed(trials, 12.0, 0.15, 0.25) and narrowed(trials, 12, -0.15, -0.25)
+    assert not narrowed(trials, 16, 0.15, 0.25) and not narrowed(None, 12, 0.15, 0.25)

@@ -21,10 +21,12 @@ def massive_spans(aggregate: dict[str, Any]) -> list[str]:
 
 
 def near_misses(record: dict[str, Any], within: float = NEAR) -> dict[int, dict[str, Any]]:
-    """{dim: {"layers", "ratio", "peak", "under"}} of the peaks within `within`x under the
-    massive bar at a layer where the dim is not massive (each layer's strongest peaks,
-    `top_max`), strongest first; `under` names the bars ("peak", "ratio") it missed at every
-    one of those layers. A dim massive at other layers can be near the bar at these."""
+    """{dim: {"layers", "ratio", "peak", "under", "tokens"}} of the peaks within `within`x
+    under the massive bar at a layer where the dim is not massive (each layer's strongest
+    peaks, `top_max`), strongest first; `under` names the bars ("peak", "ratio") it missed at
+    every one of those layers, `tokens` the layers each peak's token@position held (a near
+    miss on the first token is another thing than one inside the text). A dim massive at
+    other layers can be near the bar at these."""
     rule = record.get("aggregate", {}).get("massive_rule") or {}
     threshold, ratio = rule.get("threshold"), rule.get("ratio")
     if threshold is None or ratio is None:
@@ -39,8 +41,13 @@ def near_misses(record: dict[str, Any], within: float = NEAR) -> dict[int, dict[
                 continue
             missed = {"peak"} if value <= threshold else set()
             missed |= {"ratio"} if float(peak["ratio"]) <= ratio else set()
-            hit = found.setdefault(dim, {"layers": [], "ratio": 0.0, "peak": 0.0, "under": missed})
+            hit = found.setdefault(
+                dim, {"layers": [], "ratio": 0.0, "peak": 0.0, "under": missed, "tokens": {}}
+            )
             hit["layers"].append(int(layer))
+            if peak.get("token") is not None:  # an older record names none
+                where = f"{peak['token']!r}@{peak.get('position')}"
+                hit["tokens"].setdefault(where, []).append(int(layer))
             hit["ratio"] = max(hit["ratio"], float(peak["ratio"]))
             hit["peak"] = max(hit["peak"], value)
             hit["under"] = hit["under"] & missed
@@ -74,10 +81,22 @@ def near_line(record: dict[str, Any], within: float = NEAR) -> str:
     return (
         "; ".join(
             f"{dim} at {layers_words(hit['layers'])} (peak up to {hit['peak']:,.0f}, ratio "
-            f"up to {hit['ratio']:,.0f}x: {UNDER[tuple(hit['under'])]})"
+            f"up to {hit['ratio']:,.0f}x: {UNDER[tuple(hit['under'])]}{_tokens(hit)})"
             for dim, hit in misses.items()
         )
         or "none"
+    )
+
+
+def _tokens(hit: dict[str, Any]) -> str:
+    """ "; on '<|im_start|>'@0", by layers when the peaks sat on several tokens, or ""."""
+    tokens = hit.get("tokens") or {}
+    if len(tokens) == 1:
+        return f"; on {next(iter(tokens))}"
+    return (
+        "; on " + ", ".join(f"{t} at {layers_words(ls)}" for t, ls in tokens.items())
+        if tokens
+        else ""
     )
 
 

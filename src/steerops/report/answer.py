@@ -44,14 +44,11 @@ def answer_lines(
         searches = searched[
             (searched["model"].astype(str) == model) & (searched["trait"].astype(str) == trait)
         ]
-        lines += _nested(
-            _steer_with(mine, choice, threshold, grids or {}, tested, searched_cells(searches))
-        )
+        lines += _nested(_steer_with(mine, choice, threshold, grids or {}, tested, trials))
         for _, search in searches.iterrows():
             said = _search_says(search, threshold)
             bar = stats.as_number(search.get("min_coherence"))
-            key = tuple(str(search[k]) for k in SEARCH_KEY)
-            said += trial_lines(trials.get(key), threshold if bar is None else bar)
+            said += trial_lines(trials_of(trials, search), threshold if bar is None else bar)
             lines += _nested(said)
         for said in _cleaning_says(curve, choice) if choice is not None else []:
             lines += _nested(said)
@@ -61,11 +58,10 @@ def answer_lines(
 SEARCH_KEY = ["model", "trait", "position", "method"]  # a search row's cell
 
 
-def searched_cells(searched: pd.DataFrame) -> set[tuple[str, ...]]:
-    """The (model, trait, position, method) cells a search ran on."""
-    if searched.empty:
-        return set()
-    return {tuple(str(v) for v in row) for row in searched[SEARCH_KEY].itertuples(index=False)}
+def trials_of(trials: dict[tuple, pd.DataFrame] | None, row: Any) -> pd.DataFrame | None:
+    """The search trials (`load.load_search_trials`) of a gap or search row's cell."""
+    get = row.get if hasattr(row, "get") else lambda k: getattr(row, k, None)
+    return (trials or {}).get(tuple(str(get(k)) for k in SEARCH_KEY))
 
 
 def _nested(said: list[str]) -> list[str]:
@@ -122,7 +118,8 @@ def _moves(row: Any) -> str:
     if any(c is None for c in counts):
         return ""
     along, against, still = (int(c or 0) for c in counts)
-    return f" ({along} answers moved along the steering, {against} against, {still} not at all)"
+    answers = "answer" if along == 1 else "answers"
+    return f" ({along} {answers} moved along the steering, {against} against, {still} not at all)"
 
 
 def coherence_words(row: Any, threshold: float) -> str:
@@ -179,7 +176,7 @@ def _steer_with(
     threshold: float,
     grids: dict[tuple, Any],
     tested: int = 0,
-    searched: set[tuple[str, ...]] | None = None,
+    trials: dict[tuple, pd.DataFrame] | None = None,
 ) -> list[str]:
     """The answer's headline (the config, or why none), then its details."""
     if mine.empty:
@@ -206,8 +203,7 @@ def _steer_with(
     grid = grids.get(tuple(choice.get(k) for k in CELL))
     cliff = ""
     if grid:
-        ran = tuple(str(choice[k]) for k in SEARCH_KEY) in (searched or set())
-        best, cliff = grid_words(choice, grid, ran)
+        best, cliff = grid_words(choice, grid, trials_of(trials, choice))
         picked += f"; {best}"
     edge = [cliff.removeprefix("; ")] if cliff else []
     if choice["status"] == stats.OK:
@@ -345,7 +341,10 @@ def cleaning_parts(row: Any, base: Any) -> tuple[str, str, str]:
             f"{tables.cosine_left(share):.3f}), so its comparison ({says}) says nothing of them"
             + _where_they_weigh(row),
         )
-    if base is not None and (row.layer, row.coefficient) != (base.layer, base.coefficient):
+    if base is not None and not (
+        tables.same_value(row.layer, base.layer)
+        and tables.same_value(row.coefficient, base.coefficient)
+    ):
         configs = (
             f"each at its own chosen config (layer {cell(row.layer)}, coefficient "
             f"{cell(row.coefficient)} against layer {cell(base.layer)}, coefficient "

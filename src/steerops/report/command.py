@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -168,9 +169,11 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     results = params.path(params.report.results) if params.report.results else None
     page = _page_in(params, out)
     # the page's own inputs, read before the first write as the tables' are
-    read = {"trials": trials}
+    read: dict[str, Any] = {"trials": trials}
     if results is not None:
         read["examples"] = example_sections(params, frame, gap, threshold)
+        if heatmap := calibrated.heatmap_path(params):
+            read["heatmap"] = _relative(heatmap, params.path(".")).rstrip("/")
     with atomic_folder(out) as staging:
         for name, table in csvs.items():
             write_text(staging / f"{name}.csv", table.to_csv(index=False, float_format="%.6g"))
@@ -209,8 +212,6 @@ def _write_results(params, frame, searched, csvs, record, threshold, read, page:
         }
     if params.inputs_flag:  # --inputs DIR: its calibration and vector metadata
         setup["inputs"] = _relative(params.inputs, params.path("."))
-    if heatmap := calibrated.heatmap_path(params):
-        setup["heatmap"] = _relative(heatmap, params.path(".")).rstrip("/")
     # a run's methods may come from flags, so only the main job's page checks them
     grid = {str(m) for m in params.steering.methods}
     setup["methods"] = None if setup["run"] else grid

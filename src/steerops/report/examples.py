@@ -42,11 +42,14 @@ def examples(
         / RESPONSES_DIR
     )
     steered = _answers(folder, row, lambda d: _config_is(d, row))
-    unsteered = _answers(folder, row, lambda d: True, BASELINE)
+    # the baseline's file serves every sweep that differs only in steering settings: taken
+    # when its trait scores are the ones these deltas were measured against
+    unsteered = _answers(folder, row, lambda d: True, BASELINE, _baseline_of(row))
     if steered is None or unsteered is None:
         return pd.DataFrame()
     deltas = row["heldout_deltas"] if isinstance(row["heldout_deltas"], dict) else {}
-    picked = _pick(deltas, steered, threshold)
+    coherences = row["heldout_coherences"] if isinstance(row["heldout_coherences"], dict) else {}
+    picked = _pick(deltas, coherences, steered, threshold)
     return pd.DataFrame(
         [
             {
@@ -86,31 +89,72 @@ def _config_is(saved: dict, row: pd.Series) -> bool:
     )
 
 
-def _answers(folder: Path, row: pd.Series, wanted, name: str | None = None) -> dict | None:
+def _answers(
+    folder: Path,
+    row: pd.Series,
+    wanted,
+    name: str | None = None,
+    traits: dict[str, float] | None = None,
+) -> dict | None:
     """{question: saved answer} of the first file in `folder` (`name`, else every config
-    file) that `wanted` accepts and was written under the row's settings; None if none."""
+    file) that `wanted` accepts and was written under the row's settings, or whose trait
+    scores are `traits` on those questions; None if none. A damaged or malformed file
+    shows no examples, never wrong ones."""
     files = [folder / name] if name else sorted(p for p in folder.glob("L*_c*.json"))
     for path in files:
-        if not path.is_file():
-            continue
         try:
-            saved = read_json(path)
+            saved = read_json(path) if path.is_file() else None
         except (OSError, ValueError):
-            continue  # a damaged file shows no examples, never wrong ones
-        if saved.get("settings_hash") != row["settings"] or not wanted(saved):
             continue
-        return {str(a.get("question")): a for a in saved.get("responses") or []}
+        answers = _readable(saved)
+        if answers is None or not wanted(saved):
+            continue
+        same = bool(row["settings"]) and saved.get("settings_hash") == row["settings"]
+        if same or (traits and _scores_match(answers, traits)):
+            return answers
     return None
 
 
-def _pick(deltas: dict, steered: dict, threshold: float) -> list[tuple[str, str]]:
+def _readable(saved: Any) -> dict[str, dict] | None:
+    """A responses file's {question: answer}, or None when it is not one."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("responses"), list):
+        return None
+    answers = [a for a in saved["responses"] if isinstance(a, dict) and "question" in a]
+    return {str(a["question"]): a for a in answers} if answers else None
+
+
+def _baseline_of(row: pd.Series) -> dict[str, float]:
+    """The unsteered trait per held-out question the row's deltas were measured against
+    (a delta is the steered trait minus it, in the steering direction)."""
+    traits, deltas = row.get("heldout_traits"), row.get("heldout_deltas")
+    sign = stats.as_number(row.get("sign")) or 1.0
+    if not isinstance(traits, dict) or not isinstance(deltas, dict):
+        return {}
+    out = {}
+    for q, delta in deltas.items():
+        trait, d = stats.as_number(traits.get(q)), stats.as_number(delta)
+        if trait is not None and d is not None:
+            out[q] = trait - sign * d
+    return out
+
+
+def _scores_match(answers: dict[str, dict], traits: dict[str, float]) -> bool:
+    """Whether a file's trait scores are `traits` on every one of those questions."""
+    return all(q in answers and _close(answers[q].get("trait"), t) for q, t in traits.items())
+
+
+def _close(value: Any, expected: float) -> bool:
+    number = stats.as_number(value)
+    return number is not None and abs(number - expected) <= 1e-6 * max(1.0, abs(expected))
+
+
+def _pick(deltas: dict, coherences: dict, steered: dict, threshold: float) -> list[tuple[str, str]]:
     """Up to five held-out questions, in the split's order: two that moved along the
-    steering (coherent first), one along it but under the coherence bar, one against it,
-    one unmoved."""
+    steering (coherent first), one along it but scored under the coherence bar (as the
+    row's `under_bar` counts it), one against it, one unmoved."""
 
     def under(q: str) -> bool:
-        coherence = stats.as_number(steered.get(q, {}).get("coherence"))
-        return coherence is not None and not stats.coherent(coherence, threshold)
+        return stats.scored_under(coherences.get(q), threshold)
 
     moved = [(q, stats.as_number(d)) for q, d in deltas.items() if q in steered]
     along = [q for q, d in moved if d is not None and d > 0 and not under(q)][:2]

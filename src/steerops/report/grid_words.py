@@ -10,6 +10,7 @@ import pandas as pd
 
 from steerops import stats
 from steerops.report.markdown import cell
+from steerops.report.trial_words import narrowed
 
 CELL = ["model", "trait", "position", "component", "method"]
 
@@ -45,10 +46,11 @@ def _numeric(text: str) -> tuple[float, str]:
     return (number if number is not None else float("inf"), text)
 
 
-def grid_words(row, grid: dict[str, Any] | None, searched: bool = False) -> tuple[str, str]:
+def grid_words(row, grid: dict[str, Any] | None, trials=None) -> tuple[str, str]:
     """("best of N steered configs (layers ...; coefficients ...)", a note when the next
     larger coefficient at the chosen layer was incoherent on the selection half, pointing
-    at the cell's search when it ran (`searched`), else suggesting one)."""
+    at the cell's search `trials` when they tried a coefficient between the two, else
+    suggesting a search)."""
     if not grid:
         return "optimal", ""
     n = len(grid["coherent"])
@@ -71,15 +73,16 @@ def grid_words(row, grid: dict[str, Any] | None, searched: bool = False) -> tupl
         ),
         key=abs,
     )
+    if not larger or grid["coherent"][layer, larger[0]] is not False:
+        return best, ""
+    searched = narrowed(trials, row.layer, coefficient, larger[0])
     cliff = (
         f"; the next larger coefficient here ({larger[0]:g}) is incoherent on the selection "
         "half, so this one is the grid's last coherent step: coherence is lost between the "
         + (
-            "two (the search's trials of this cell narrow where)"
+            "two (the search's trials between them narrow where)"
             if searched
             else "two (a finer grid or `steerops search` finds where)"
         )
-        if larger and grid["coherent"][layer, larger[0]] is False
-        else ""
     )
     return best, cliff

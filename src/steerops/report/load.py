@@ -275,7 +275,10 @@ def load_search_trials(params) -> dict[tuple, pd.DataFrame]:
     for path, best in searches(params.out):
         row = best_row(best)
         key = (_model_id(params, row["variant"]), row["trait"], row["position"], row["method"])
-        out[key] = pd.read_csv(path)
+        try:
+            out[key] = pd.read_csv(path)
+        except pd.errors.EmptyDataError:  # no header even: no trials to tell of
+            out[key] = pd.DataFrame()
     return out
 
 

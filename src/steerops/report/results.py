@@ -12,13 +12,12 @@ import pandas as pd
 from steerops import stats
 from steerops.report import tables
 from steerops.report.answer import (
-    SEARCH_KEY,
     answer_lines,
     cleaning_verdict,
     coherence_words,
     family_size,
-    searched_cells,
     test_words,
+    trials_of,
 )
 from steerops.report.calibrated import dims_line, heatmap_line, massive_display, massive_table
 from steerops.report.grid_words import CELL
@@ -130,7 +129,7 @@ def render_results(
             grids,
             setup.get("methods"),
             threshold=setup["threshold"],
-            searched=searched_cells(searched),
+            trials=setup.get("trials"),
         ),
         "",
         "## The search, held out",
@@ -320,12 +319,12 @@ def _verdict_lines(
     methods: set[str] | None = None,
     *,
     threshold: float,
-    searched: set[tuple[str, ...]] | None = None,
+    trials: dict[tuple, pd.DataFrame] | None = None,
 ) -> list[str]:
     """One line per method: the best coefficient of its grid with its held-out interval, or
     why none. A method not in `methods` (params' `steering.methods`; None: no check) is
-    named as such: its cell's log outlives its removal, and no run refreshes it. `searched`
-    holds the cells a search ran on (`answer.searched_cells`)."""
+    named as such: its cell's log outlives its removal, and no run refreshes it. `trials`
+    holds the searches' trials (`load.load_search_trials`)."""
     lines = []
     tested = family_size(gap)
     for row in gap.itertuples(index=False):
@@ -380,8 +379,7 @@ def _verdict_lines(
                 else ""
             )
             key = tuple(getattr(row, k, None) for k in CELL)
-            ran = tuple(str(getattr(row, k, None)) for k in SEARCH_KEY) in (searched or set())
-            best, cliff = _grid_words(row, (grids or {}).get(key), ran)
+            best, cliff = _grid_words(row, (grids or {}).get(key), trials_of(trials, row))
             test = test_words(row, tested)
             lines.append(f"- {where}{alias}: **ok**, {best}: {numbers}{test}{edge}{cliff}")
         elif row.status == stats.NO_EFFECT and stats.no_effect_on_selection(row._asdict()):

@@ -8,18 +8,14 @@ import pandas as pd
 
 from steerops import stats
 from steerops.report.markdown import cell
+from steerops.report.tables import same_value
 
 
 def trial_lines(trials: pd.DataFrame | None, bar: float) -> list[str]:
     """One line per layer the search tried (numbered layers first, in order), or none."""
-    needed = {"layer", "coefficient", "trait_delta", "coherence_mean", "state"}
-    if trials is None or trials.empty or not needed <= set(trials.columns):
-        return []  # none, or a file without the scores these lines read
-    scored = trials[
-        (trials["state"] == "complete")
-        & trials["coherence_mean"].notna()
-        & trials["trait_delta"].notna()
-    ]
+    scored = _scored(trials)
+    if scored is None:
+        return []
     lines = []
     for layer, rows in sorted(scored.groupby("layer"), key=lambda kv: _order(kv[0])):
         rows = rows.assign(size=rows["coefficient"].abs()).sort_values("size", kind="mergesort")
@@ -33,6 +29,30 @@ def trial_lines(trials: pd.DataFrame | None, bar: float) -> list[str]:
     return lines
 
 
+def narrowed(trials: pd.DataFrame | None, layer, low: float, high: float) -> bool:
+    """Whether the search scored a trial at `layer` with a coefficient strictly between
+    `low` and `high` in size (the grid's last coherent step and the next): only then do its
+    trials say more about where coherence is lost."""
+    scored = _scored(trials)
+    if scored is None:
+        return False
+    at = scored[scored["layer"].map(lambda x: same_value(x, layer))]
+    sizes = at["coefficient"].map(lambda c: abs(stats.as_number(c) or 0.0))
+    return bool(((sizes > abs(low)) & (sizes < abs(high))).any())
+
+
+def _scored(trials: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The trials with scores (complete, trait and coherence known); None without any."""
+    needed = {"layer", "coefficient", "trait_delta", "coherence_mean", "state"}
+    if trials is None or trials.empty or not needed <= set(trials.columns):
+        return None  # none, or a file without the scores these lines read
+    return trials[
+        (trials["state"] == "complete")
+        & trials["coherence_mean"].notna()
+        & trials["trait_delta"].notna()
+    ]
+
+
 def _order(layer) -> tuple[float, str]:
     number = stats.as_number(layer)
     return (number if number is not None else float("inf"), str(layer))
@@ -41,9 +61,13 @@ def _order(layer) -> tuple[float, str]:
 def _best(rows: pd.DataFrame, bar: float) -> str:
     """The coherent trial with the largest delta (ties: the more coherent), or the most
     coherent trial when none clears the bar."""
-    coherent = rows[rows["coherence_mean"].map(lambda c: stats.coherent(c, bar))]
+    # coefficient 0 steers nothing: the unsteered model is no best config
+    steered = rows[rows["coefficient"].map(lambda c: (stats.as_number(c) or 0.0) != 0.0)]
+    coherent = steered[steered["coherence_mean"].map(lambda c: stats.coherent(c, bar))]
+    if steered.empty:
+        return "no steered trial"
     if coherent.empty:
-        top = rows.sort_values("coherence_mean", ascending=False, kind="mergesort").iloc[0]
+        top = steered.sort_values("coherence_mean", ascending=False, kind="mergesort").iloc[0]
         return (
             f"none coherent (the most coherent, {cell(top['coefficient'])}: coherence "
             f"{stats.coherence_text(top['coherence_mean'], 2)})"
