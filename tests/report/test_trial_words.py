@@ -24,7 +24,7 @@ def test_each_layer_gives_its_best_coherent_delta_and_its_crossing():
         (16, 0.1, 15.0, 99.429, "complete", 20),
         (16, 0.3, 45.0, 61.485, "complete", 20),
     )
-    twelve, sixteen = trial_lines(trials, 68.0)
+    twelve, sixteen = trial_lines(trials, 68.0, n=20)
     assert twelve == (
         "search-half trials at layer 12 (4 trials, n 20 each; not held out): best coherent "
         "delta +70.0 at 0.2333 (coherence 70.51); coherence falls under 68 between 0.2345 "
@@ -44,11 +44,12 @@ def test_a_layer_never_or_always_coherent_says_so():
         (8, 0.2, 9.0, 40.0, "complete", 10),
     )
     four, eight = trial_lines(trials, 68.0)
+    assert "trials; not held out" in four  # no search half size given: none said
     assert "coherence falls under 68 between 0.2 (coherence 80.00, delta +10.0) and -0.5" in four
     assert eight.endswith(
         "none coherent (the most coherent, 0.1: coherence 50.00); every trial under 68"
     )
-    (only,) = trial_lines(trials[trials["layer"] == 4].iloc[1:], 68.0)
+    (only,) = trial_lines(trials[trials["layer"] == 4].iloc[1:], 68.0, n=10.0)
     assert only.endswith("coherent up to the largest tried, 0.2 (coherence 80.00, delta +10.0)")
     assert "(1 trial, n 10 each" in only
     assert trial_lines(None, 68.0) == trial_lines(trials.iloc[:0], 68.0) == []

@@ -48,7 +48,8 @@ def answer_lines(
         for _, search in searches.iterrows():
             said = _search_says(search, threshold)
             bar = stats.as_number(search.get("min_coherence"))
-            said += trial_lines(trials_of(trials, search), threshold if bar is None else bar)
+            bar = threshold if bar is None else bar
+            said += trial_lines(trials_of(trials, search), bar, search.get("search_n"))
             lines += _nested(said)
         for said in _cleaning_says(curve, choice) if choice is not None else []:
             lines += _nested(said)

@@ -11,17 +11,17 @@ from steerops.report.markdown import cell
 from steerops.report.tables import same_value
 
 
-def trial_lines(trials: pd.DataFrame | None, bar: float) -> list[str]:
-    """One line per layer the search tried (numbered layers first, in order), or none."""
+def trial_lines(trials: pd.DataFrame | None, bar: float, n=None) -> list[str]:
+    """One line per layer the search tried (numbered layers first, in order), or none; `n`
+    the search half's questions each trial was scored on (the search's `search_n`)."""
     scored = _scored(trials)
     if scored is None:
         return []
     lines = []
     for layer, rows in sorted(scored.groupby("layer"), key=lambda kv: _order(kv[0])):
         rows = rows.assign(size=rows["coefficient"].abs()).sort_values("size", kind="mergesort")
-        n = int(rows["rows"].max()) if "rows" in rows and rows["rows"].notna().any() else None
         count = f"{len(rows)} trial{'s' if len(rows) != 1 else ''}"
-        each = f", n {n} each" if n else ""
+        each = f", n {int(n)} each" if stats.as_number(n) else ""
         lines.append(
             f"search-half trials at layer {cell(layer)} ({count}{each}; not held out): "
             f"{_best(rows, bar)}; {_crossing(rows, bar)}"
