@@ -317,3 +317,24 @@ def test_a_near_copy_says_where_the_same_dims_weigh_enough_to_test():
     # nowhere more than a near copy's share: no layer to point at
     row.peak_share = 0.04
     assert cleaning_parts(row, base)[1].endswith("says nothing of them")
+
+
+def test_a_search_s_trials_are_read_at_the_search_s_own_bar():
+    """Its trials were kept or dropped at the search's bar, so its lines use that bar."""
+    trials = pd.DataFrame(
+        [
+            {"layer": 12, "coefficient": c, "trait_delta": d, "coherence_mean": h}
+            | {"state": "complete"}
+            for c, d, h in ((0.2, 30.0, 90.0), (0.25, 40.0, 72.0), (0.3, 50.0, 60.0))
+        ]
+    )
+    gap = pd.DataFrame([_gap_row("mean_diff")])
+    searched = pd.DataFrame([_search_row(min_coherence=75.0, search_n=20)])
+    key = ("m", "t", "prompt[-1]", "mean_diff")
+    lines = answer_lines(gap, searched, NO_CURVE, 68.0, trials={key: trials})
+    (line,) = [x for x in lines if "search-half trials" in x]
+    assert line == (
+        "    - search-half trials at layer 12 (3 trials, n 20 each; not held out): best coherent "
+        "delta +30.0 at 0.2 (coherence 90.00); coherence falls under 75 between 0.2 (coherence "
+        "90.00, delta +30.0) and 0.25 (coherence 72.00, delta +40.0)"
+    )
