@@ -1045,3 +1045,24 @@ def test_the_answer_says_what_the_search_s_trials_found_and_the_grid_points_at_i
     text = (tmp_path / "docs" / "results.md").read_text()
     [md] = [x for x in _section(text, "Best coefficients").splitlines() if "`mean_diff`:" in x]
     assert "(a finer grid or `steerops search` finds where)" in md
+
+
+def test_a_search_that_failed_held_out_shows_no_test_on_either_page(tmp_path):
+    """Its choice has no effect to test, so neither report.md nor the results page prints
+    its p or q as if it were evidence; search_heldout.csv keeps both."""
+    best = _run(tmp_path)["best"]
+    folder = search_dir(tmp_path / "outputs", TRAIT, "instruct", POSITION, COMPONENT, "mean_diff")
+    write_json(folder / "best.json", {**best, "status": "incoherent held out"})
+    out = _report(tmp_path)
+    assert pd.read_csv(out / "search_heldout.csv")["heldout_p"].notna().all()
+    for page in ((tmp_path / "docs" / "results.md"), (out / "report.md")):
+        text = page.read_text()
+        title = "The search, held out" if page.name == "results.md" else "Coefficient searches"
+        [row] = _rows(_section(text, title))
+        assert row["status"] == "incoherent held out"
+        assert row["heldout_p"] == row["heldout_q"] == "", page.name
+    # an ok choice's test stays on both
+    write_json(folder / "best.json", best)
+    out = _report(tmp_path)
+    [row] = _rows(_section((out / "report.md").read_text(), "Coefficient searches"))
+    assert row["heldout_p"] == stats.p_text(best["heldout"]["p"])

@@ -193,13 +193,15 @@ def _steer_with(
         f"{_where(choice)}, layer {cell(choice['layer'])}, coefficient "
         f"{cell(choice['coefficient'])}"
     )
-    methods = int((mine["alias_of"] == "").sum())
+    names = [str(m) for m, alias in zip(mine["method"], mine["alias_of"], strict=True) if not alias]
+    methods = len(names)
     coherence = stats.as_number(choice.get("selection_coherence"))
     then = f", coherence {stats.coherence_text(coherence, 2)}" if coherence is not None else ""
     picked = (
         "chosen on the selection half (selection delta "
         f"{stats.delta_text(choice['selection_delta'])}{then}) among {methods} "
         f"method{'s' if methods != 1 else ''}"
+        + (f" ({', '.join(f'`{n}`' for n in names)})" if methods > 1 else "")
     )
     grid = grids.get(tuple(choice.get(k) for k in CELL))
     cliff = ""

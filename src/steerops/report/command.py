@@ -29,7 +29,7 @@ from steerops.report.load import (
     vector_features,
 )
 from steerops.report.markdown import VERDICT_LEGEND, markdown_table
-from steerops.report.results import render_results
+from steerops.report.results import render_results, untested
 from steerops.steering.best import protocol
 
 
@@ -356,7 +356,8 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "held-out questions (no choice: no effect, no feasible steering found, baseline "
         "incoherent or trait unscored; `heldout_p`: the one-sided "
         "sign-flip p of its held-out deltas; `heldout_q`: that p adjusted over the report's "
-        "searches, Benjamini-Hochberg; `heldout_under_bar`: its "
+        "searches, Benjamini-Hochberg; both blank here where the choice failed held out, "
+        "search_heldout.csv keeps them; `heldout_under_bar`: its "
         "held-out answers under the search's coherence bar, of `heldout_coherence_scored`; "
         "`heldout_credited_delta`: the held-out delta with those answers counted as unmoved)",
     }
@@ -382,6 +383,8 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
     for name, title in titles.items():
         note = [notes[name], ""] if name in notes else []
         table = tables_by_name[name]
+        if name == "search_heldout":  # as the results page shows it
+            table = untested(table)
         body = prediction_body(table) if name == "coefficient_prediction" else markdown_table(table)
         parts += [f"## {title}", "", *note, body, ""]
     parts += [

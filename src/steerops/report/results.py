@@ -456,7 +456,13 @@ def _search_columns(searched: pd.DataFrame) -> pd.DataFrame:
     ]
     credited = ["heldout_credited_delta", "heldout_credited_lo", "heldout_credited_hi"]
     table = searched[keep].assign(heldout_under_bar=under).join(searched[credited])
-    # a choice that failed held out has no effect to test: its p would read as evidence
+    return untested(table)
+
+
+def untested(searched: pd.DataFrame) -> pd.DataFrame:
+    """A search table whose choices that failed held out show no p or q: such a choice has
+    no effect to test, and its p would read as evidence (the CSV keeps them)."""
+    table = searched.copy()
     failed = table["status"] != stats.OK
     table.loc[failed, ["heldout_p", "heldout_q"]] = np.nan
     return table
