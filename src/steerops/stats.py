@@ -473,6 +473,13 @@ def credited_delta(
     return delta_interval(np.array(d, dtype=float), seed)
 
 
+def coherence_interval(coherences: Iterable[Any], seed: int) -> Interval:
+    """A mean coherence's interval over the answers scored (the bootstrap `delta_interval`
+    draws): the bar decides a verdict, so its margin needs one."""
+    scored = [c for c in (as_number(x) for x in coherences) if c is not None]
+    return delta_interval(np.array(scored, dtype=float), seed)
+
+
 def credited_heldout(row: Mapping[str, Any], min_coherence: float, seed: int) -> Interval:
     """`credited_delta` of a config row's held-out answers (`_heldout_answers`); n 0 when
     the row has none."""

@@ -340,3 +340,13 @@ def test_a_search_s_trials_are_read_at_the_search_s_own_bar():
         "delta +30.0 at 0.2 (coherence 90.00); coherence falls under 75 between 0.2 (coherence "
         "90.00, delta +30.0) and 0.25 (coherence 72.00, delta +40.0)"
     )
+
+
+def test_a_search_s_held_out_coherence_carries_its_interval():
+    gap = pd.DataFrame([_gap_row("mean_diff")])
+    row = _search_row(heldout_coherence_lo=60.123, heldout_coherence_hi=88.0)
+    lines = answer_lines(gap, pd.DataFrame([row]), NO_CURVE, 68.0)
+    assert (
+        "    - held-out coherence 75.00 [60.12, 88.00] (3 of 20 answers under 68); "
+        in "\n".join(lines)
+    )

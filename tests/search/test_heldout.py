@@ -252,5 +252,9 @@ def test_a_suppression_search_reports_held_out_deltas_toward_less_of_the_trait()
     )
     assert (held["coherence_scored"], held["under_bar"], held["n"]) == (8, 2, 8)
     assert held["under_bar_moved"] == 2  # both moved toward less of the trait
+    # the held-out coherence's interval: the same bootstrap over the answers' coherences
+    _, lo, hi = _recipe(coherences, seed=5)
+    assert (held["coherence_lo"], held["coherence_hi"]) == pytest.approx((lo, hi))
+    assert lo < held["coherence_mean"] < hi
     positive = evaluate_heldout(evaluator, config, "positive", 5, min_coherence=68.0)
     assert positive["trait_delta"] == pytest.approx(-mid)

@@ -88,7 +88,13 @@ SEARCH_HELD += ["heldout_under_bar_moved"]
 SEARCH_HELD += [f"heldout_credited_{k}" for k in ("delta", "lo", "hi")]
 
 
-def _held(row: Any, threshold: float, names: list[str] = GRID_HELD, test: str = "") -> list[str]:
+def _held(
+    row: Any,
+    threshold: float,
+    names: list[str] = GRID_HELD,
+    test: str = "",
+    spread: tuple[str, str] = ("coherence_lo", "coherence_hi"),
+) -> list[str]:
     """["held-out delta +50.0 [+20.0, +75.0], n 20 (11 answers moved along the steering,
     ...){test}; unsteered on the same questions: ...", "held-out coherence 83.22 [71.80,
     92.93] (5 of 20 answers under 68); with the 5 answers under 68 counted as unmoved
@@ -105,7 +111,7 @@ def _held(row: Any, threshold: float, names: list[str] = GRID_HELD, test: str = 
         else ""
     )
     said = {"coherence": coherence, "coherence_scored": scored, "under_bar": under}
-    said |= {k: row.get(k) for k in ("coherence_lo", "coherence_hi")}
+    said |= dict(zip(("coherence_lo", "coherence_hi"), (row.get(k) for k in spread), strict=True))
     return [
         f"held-out delta {interval(mid, lo, hi)}, n {cell(n)}{_moves(row)}{test}{unsteered}",
         f"held-out coherence {coherence_words(said, threshold)}"
@@ -228,7 +234,8 @@ def _search_says(row: pd.Series, threshold: float) -> list[str]:
     config = f"layer {cell(row['layer'])}, coefficient {cell(row['coefficient'])}"
     # its answers under the bar are counted at the search's own bar, as best.json has them
     bar = stats.as_number(row.get("min_coherence"))
-    held = _held(row, threshold if bar is None else bar, SEARCH_HELD)
+    spread = ("heldout_coherence_lo", "heldout_coherence_hi")
+    held = _held(row, threshold if bar is None else bar, SEARCH_HELD, spread=spread)
     if row["status"] == stats.OK:
         return [f"{where}: **{config}**, ok held out", *held]
     return [f"{where} chose {config}: **{row['status']}**, not a recommended coefficient", *held]

@@ -72,15 +72,9 @@ def _answers(chosen: dict | None, seed: int) -> dict[str, Any]:
     answers: along the steering, against it, not at all), and its held-out coherence's
     interval (the mean's bootstrap over the answers scored, drawn with the split's seed):
     the bar decides the verdict, so its margin needs one."""
-    deltas = [
-        d for d in (stats.as_number(x) for x in _values(chosen, "heldout_deltas")) if d is not None
-    ]
-    scored = [
-        c
-        for c in (stats.as_number(x) for x in _values(chosen, "heldout_coherences"))
-        if c is not None
-    ]
-    spread = stats.delta_interval(np.array(scored, dtype=float), seed)
+    values = (stats.as_number(x) for x in _values(chosen, "heldout_deltas"))
+    deltas = [d for d in values if d is not None]
+    spread = stats.coherence_interval(_values(chosen, "heldout_coherences"), seed)
     return {
         "coherence_lo": _nan(spread.lo),
         "coherence_hi": _nan(spread.hi),

@@ -9,6 +9,7 @@ experiment's seed), so the grid's scores on the search half serve the search.
 from __future__ import annotations
 
 from steerops.stats import (
+    coherence_interval,
     credited_delta,
     half_stats,
     moved_under_bar,
@@ -47,6 +48,7 @@ def evaluate_heldout(
     deltas = [paired_mean([s], [b], sign) for s, b in zip(result.scores, base.scores, strict=True)]
     coherences = [c for _, c in result.scores]
     credited = credited_delta(deltas, coherences, min_coherence, seed)
+    spread = coherence_interval(coherences, seed)
     n = len(evaluator.questions)
     responses, again = list(result.responses), 0
     if not responses:
@@ -61,6 +63,8 @@ def evaluate_heldout(
         "p": half.p,  # one-sided sign-flip p of the delta
         "trait_mean": result.trait_mean,
         "coherence_mean": result.coherence_mean,
+        "coherence_lo": spread.lo,  # its interval: the bar decides the verdict
+        "coherence_hi": spread.hi,
         "coherence_scored": scored,
         "under_bar": under,
         "under_bar_moved": moved_under_bar(deltas, coherences, min_coherence),

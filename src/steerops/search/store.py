@@ -90,6 +90,8 @@ def best_row(best: dict) -> dict:
         "heldout_delta_hi": heldout.get("delta_hi"),
         "heldout_p": heldout.get("p"),
         "heldout_coherence": heldout.get("coherence_mean"),
+        "heldout_coherence_lo": heldout.get("coherence_lo"),  # none before they were kept
+        "heldout_coherence_hi": heldout.get("coherence_hi"),
         "heldout_coherence_scored": heldout.get("coherence_scored"),
         "heldout_under_bar": heldout.get("under_bar"),
         "heldout_under_bar_moved": heldout.get("under_bar_moved"),
