@@ -719,7 +719,8 @@ def test_a_cleaning_gain_of_picks_apart_says_what_it_holds(cleaned, uncleaned, g
 def test_the_grid_named_keeps_signed_coefficients_apart_and_unscored_is_not_incoherent():
     from types import SimpleNamespace
 
-    from steerops.report.results import _grid_words, _grids
+    from steerops.report.grid_words import grid_words as _grid_words
+    from steerops.report.grid_words import grids as _grids
 
     cell = {"model": "m", "trait": "t", "position": "p", "component": "c", "method": "x"}
     rows = [(-0.4, 90.0), (0.2, 85.0), (0.4, 50.0), (0.0, 99.0)]

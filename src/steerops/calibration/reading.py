@@ -20,6 +20,12 @@ def massive_spans(aggregate: dict[str, Any]) -> list[str]:
     ]
 
 
+def _bars(record: dict[str, Any]) -> tuple[Any, Any]:
+    """The massive rule's peak and ratio bars (None each where an older record has none)."""
+    rule = record.get("aggregate", {}).get("massive_rule") or {}
+    return rule.get("threshold"), rule.get("ratio")
+
+
 def near_misses(record: dict[str, Any], within: float = NEAR) -> dict[int, dict[str, Any]]:
     """{dim: {"layers", "ratio", "peak", "under", "tokens"}} of the peaks within `within`x
     under the massive bar at a layer where the dim is not massive (each layer's strongest
@@ -27,8 +33,7 @@ def near_misses(record: dict[str, Any], within: float = NEAR) -> dict[int, dict[
     every one of those layers, `tokens` the layers each peak's token@position held (a near
     miss on the first token is another thing than one inside the text). A dim massive at
     other layers can be near the bar at these."""
-    rule = record.get("aggregate", {}).get("massive_rule") or {}
-    threshold, ratio = rule.get("threshold"), rule.get("ratio")
+    threshold, ratio = _bars(record)
     if threshold is None or ratio is None:
         return {}
     found: dict[int, dict[str, Any]] = {}
@@ -67,8 +72,7 @@ UNDER = {
 
 def near_rule(record: dict[str, Any], within: float = NEAR) -> str:
     """What "near the bar" means for this record's rule ("peak |x| > 50 and > 500x")."""
-    rule = record.get("aggregate", {}).get("massive_rule") or {}
-    threshold, ratio = rule.get("threshold"), rule.get("ratio")
+    threshold, ratio = _bars(record)
     if threshold is None or ratio is None:
         return "no rule recorded"
     return f"peak |x| > {threshold / within:g} and > {ratio / within:g}x"

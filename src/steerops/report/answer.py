@@ -46,9 +46,10 @@ def answer_lines(
         ]
         lines += _nested(_steer_with(mine, choice, threshold, grids or {}, tested, trials))
         for _, search in searches.iterrows():
-            said = _search_says(search, threshold)
+            # its answers and trials are read at the search's own bar, as best.json has them
             bar = stats.as_number(search.get("min_coherence"))
             bar = threshold if bar is None else bar
+            said = _search_says(search, bar)
             said += trial_lines(trials_of(trials, search), bar, search.get("search_n"))
             lines += _nested(said)
         for said in _cleaning_says(curve, choice) if choice is not None else []:
@@ -226,16 +227,15 @@ def _steer_with(
     ]
 
 
-def _search_says(row: pd.Series, threshold: float) -> list[str]:
-    """The search's headline (its choice and verdict), then its held-out numbers."""
+def _search_says(row: pd.Series, bar: float) -> list[str]:
+    """The search's headline (its choice and verdict), then its held-out numbers, its
+    answers under the bar counted at the search's own `bar`."""
     where = f"the search of {_where(row)}"
     if pd.isna(row.get("layer")):
         return [f"{where}: **{row['status']}**, nothing chosen"]
     config = f"layer {cell(row['layer'])}, coefficient {cell(row['coefficient'])}"
-    # its answers under the bar are counted at the search's own bar, as best.json has them
-    bar = stats.as_number(row.get("min_coherence"))
     spread = ("heldout_coherence_lo", "heldout_coherence_hi")
-    held = _held(row, threshold if bar is None else bar, SEARCH_HELD, spread=spread)
+    held = _held(row, bar, SEARCH_HELD, spread=spread)
     if row["status"] == stats.OK:
         return [f"{where}: **{config}**, ok held out", *held]
     return [f"{where} chose {config}: **{row['status']}**, not a recommended coefficient", *held]

@@ -147,6 +147,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     # a near copy's test is its uncleaned method's: the q-values count it once
     gap = tables.gap_analysis(frame, threshold, proto.seed, calibrated.near_copies(curve))
     coefs = tables.coefficient_table(frame, threshold, gap)
+    steered = grids(frame, threshold)  # what each cell's grid steered: both pages say it
     features = vector_features(params, coefs, frame)
     errors = predict.loo_errors(features)
     recs = predict.recommendations(features, errors)
@@ -158,7 +159,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
             **csvs,
             "massive": massive,
             "dims": calibrated.dims_line(record),
-            "grids": grids(frame, threshold),
+            "grids": steered,
             "trials": trials,
         },
         threshold,
@@ -169,7 +170,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     results = params.path(params.report.results) if params.report.results else None
     page = _page_in(params, out)
     # the page's own inputs, read before the first write as the tables' are
-    read: dict[str, Any] = {"trials": trials}
+    read: dict[str, Any] = {"trials": trials, "grids": steered}
     if results is not None:
         read["examples"] = example_sections(params, frame, gap, threshold)
         if heatmap := calibrated.heatmap_path(params):
@@ -196,7 +197,8 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
 
 def _write_results(params, frame, searched, csvs, record, threshold, read, page: Path) -> None:
     """The results page (`report.results`), written at `page`; `read` holds its inputs
-    beyond the tables (the searches' trials, the choice's held-out answers)."""
+    beyond the tables (the grids' words, the searches' trials, the choice's held-out
+    answers)."""
     proto = protocol(params)
     setup = {"seed": proto.seed, "fraction": proto.heldout_fraction, "threshold": threshold}
     setup["out"] = _relative(params.out, params.path("."))

@@ -22,7 +22,6 @@ from steerops.report.answer import (
 from steerops.report.calibrated import dims_line, heatmap_line, massive_display, massive_table
 from steerops.report.grid_words import CELL
 from steerops.report.grid_words import grid_words as _grid_words
-from steerops.report.grid_words import grids as _grids
 from steerops.report.markdown import VERDICT_LEGEND, cell, interval, markdown_table
 
 REGENERATE = (
@@ -70,7 +69,7 @@ def render_results(
     """The page as markdown. `tables` holds the report's gap_analysis, cleaning_curve and
     preclean_vs_clean_after frames; `setup` the protocol (seed, fraction, threshold, out)."""
     gap = tables["gap_analysis"]
-    grids = _grids(frame, setup["threshold"])  # what each cell's grid steered, said twice
+    grids = setup.get("grids") or {}  # what each cell's grid steered (`grid_words.grids`)
     parts = [
         f"# Results of the run in `{setup['out']}`"
         if setup.get("run")

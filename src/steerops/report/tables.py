@@ -204,7 +204,7 @@ def _stand_in_q(rows: list[dict[str, Any]], family: list[float | None]) -> None:
     where = {tuple(r[k] for k in GROUP): i for i, r in enumerate(rows)}
     for row in rows:
         p = stats.as_number(row["heldout_p"])
-        if not row["near_copy_of"] or _is_alias(row["alias_of"]) or p is None:
+        if not row["near_copy_of"] or p is None:  # an alias is never a near copy
             continue
         twin = where.get((*(row[k] for k in KEY), row["near_copy_of"]))
         if twin is None or family[twin] is None:
