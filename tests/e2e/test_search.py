@@ -154,6 +154,8 @@ def test_toy_search_outputs_and_tracking(toy_search):
         "status": "ok",
         "layer": best["chosen"]["layer"],
         "coefficient": best["chosen"]["coefficient"],
+        "tried_layer": best["chosen"]["layer"],
+        "tried_coefficient": best["chosen"]["coefficient"],
         "delta": pytest.approx(best["heldout"]["trait_delta"]),
         "delta_lo": pytest.approx(best["heldout"]["delta_lo"]),
         "delta_hi": pytest.approx(best["heldout"]["delta_hi"]),

@@ -42,6 +42,7 @@ def _search_row(**values) -> dict:
         "model": "m",
         "trait": "t",
         "position": "prompt[-1]",
+        "component": "residual",
         "method": "mean_diff",
         "status": "ok",
         "layer": 12,
@@ -332,7 +333,7 @@ def test_a_search_s_trials_are_read_at_the_search_s_own_bar():
     )
     gap = pd.DataFrame([_gap_row("mean_diff")])
     searched = pd.DataFrame([_search_row(min_coherence=75.0, search_n=20)])
-    key = ("m", "t", "prompt[-1]", "mean_diff")
+    key = ("m", "t", "prompt[-1]", "residual", "mean_diff")
     lines = answer_lines(gap, searched, NO_CURVE, 68.0, trials={key: trials})
     (line,) = [x for x in lines if "search-half trials" in x]
     assert line == (
@@ -340,6 +341,22 @@ def test_a_search_s_trials_are_read_at_the_search_s_own_bar():
         "delta +30.0 at 0.2 (coherence 90.00); coherence falls under 75 between 0.2 (coherence "
         "90.00, delta +30.0) and 0.25 (coherence 72.00, delta +40.0)"
     )
+
+
+def test_two_searches_differing_only_in_component_keep_their_own_trials():
+    def tried(layer: int) -> pd.DataFrame:
+        row = {"coefficient": 0.2, "trait_delta": 30.0, "coherence_mean": 90.0}
+        return pd.DataFrame([row | {"layer": layer, "state": "complete"}])
+
+    searched = pd.DataFrame(
+        [_search_row(component=c, min_coherence=68.0, search_n=20) for c in ("residual", "attn")]
+    )
+    key = ("m", "t", "prompt[-1]")
+    trials = {(*key, "residual", "mean_diff"): tried(12), (*key, "attn", "mean_diff"): tried(3)}
+    gap = pd.DataFrame([_gap_row("mean_diff")])
+    lines = [x for x in answer_lines(gap, searched, NO_CURVE, 68.0, trials=trials)]
+    said = [x.split(" (")[0] for x in lines if "search-half trials" in x]
+    assert said == ["    - search-half trials at layer 12", "    - search-half trials at layer 3"]
 
 
 def test_a_search_s_held_out_coherence_carries_its_interval():

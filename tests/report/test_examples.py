@@ -117,3 +117,20 @@ def test_the_baseline_answers_are_taken_by_their_scores_and_a_bad_file_shows_non
         assert examples(params, frame, choice, 68.0).empty
     (folder / "baseline.json").write_text("{not json")
     assert examples(params, frame, choice, 68.0).empty
+
+
+def test_a_multi_vector_choice_reads_the_file_of_all_its_layers():
+    """A config steering at layers 4 and 8 is "4+8" in the frame; its file names each
+    vector, and only the file of both is its own."""
+    from steerops.report.examples import _config_is
+
+    row = pd.Series({"layer": "4+8", "coefficient": 0.2})
+    both = {"coefficient": 0.2, "vectors": [{"layer": 4}, {"layer": 8}]}
+    assert _config_is({"config": both}, row)
+    assert not _config_is({"config": both | {"coefficient": 0.3}}, row)
+    assert not _config_is({"config": {"coefficient": 0.2, "vectors": [{"layer": 4}]}}, row)
+    assert not _config_is({"config": both}, pd.Series({"layer": 4, "coefficient": 0.2}))
+    # two vectors at one layer (two positions) are that layer, as the frame joins them
+    twice = {"coefficient": 0.2, "vectors": [{"layer": 4}, {"layer": 4}]}
+    assert _config_is({"config": twice}, pd.Series({"layer": 4, "coefficient": 0.2}))
+    assert not _config_is({"config": {"coefficient": 0.2, "vectors": ["4"]}}, row)

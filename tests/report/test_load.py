@@ -154,14 +154,18 @@ def test_cells_of_two_components_are_two_cells(tmp_path):
         "attn_out": ([5, 10, 20, 30], [95, 90, 80, 50]),
     }
     for component, spec in specs.items():
-        synthetic_grid(tmp_path, {"mean_diff": spec}, component=component)
+        synthetic_grid(
+            tmp_path, {"mean_diff": spec, "mean_diff_cleaned": spec}, component=component
+        )
     frame = load_results(params)
-    gap = tables.gap_analysis(frame, 68).set_index("component")
+    gap = tables.gap_analysis(frame, 68)
+    gap = gap[gap["method"] == "mean_diff"].set_index("component")
     assert sorted(gap.index) == ["attn_out", "residual"]
     assert gap.loc["residual", "delta"] == 70.0 and gap.loc["attn_out", "delta"] == 20.0
     assert (gap["n_configs"] == 6).all()
     curve = tables.cleaning_curve(frame, 68)
-    assert sorted(curve["component"]) == ["attn_out", "residual"]
+    assert sorted(curve["component"]) == ["attn_out", "attn_out", "residual", "residual"]
+    assert set(curve.groupby("component")["gain_n"].count()) == {1}
 
 
 def test_configs_of_vectors_changed_since_are_left_out_and_said(tmp_path, capsys):

@@ -155,13 +155,24 @@ def test_the_results_page_is_written_only_when_asked(tmp_path):
         r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", md["clean_after_delta [95% CI]"]
     )
     # the main job's page says which questions it steered (`steering.subset`)
-    params = write_params(tmp_path, report={"results": "docs/results.md"}, steering={"subset": 40})
+    # and which of the vectors built it did not steer
+    params = write_params(
+        tmp_path,
+        report={"results": "docs/results.md"},
+        steering={"subset": 40},
+        vectors={"methods": ["pca", "mean_diff", "probe"]},
+    )
     assert main(["report", "--params", str(params)]) == 0
     text = (tmp_path / "docs" / "results.md").read_text()
     assert (
         "- Questions per cell: 40 scored (20 selection / 20 held out), of each trait's steering "
         "questions the first 40 (`steering.subset`); split seed"
     ) in text
+    [line] = [x for x in text.splitlines() if x.startswith("- Steering: ")]
+    assert line.endswith(
+        "; built but not steered: `pca`, `probe` (in `vectors.methods`, not in "
+        "`steering.methods`: no verdict here)"
+    )
 
 
 def test_both_pages_give_the_verdicts_one_legend(tmp_path):

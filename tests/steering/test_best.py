@@ -80,6 +80,8 @@ def test_the_cell_picks_on_the_selection_half_and_reports_the_held_out_half(tmp_
         "status",
         "layer",
         "coefficient",
+        "tried_layer",
+        "tried_coefficient",
         "delta",
         "delta_lo",
         "delta_hi",

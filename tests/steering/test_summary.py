@@ -63,11 +63,15 @@ def test_dvc_metrics_show_has_a_handful_of_columns_per_cell(tmp_path):
         text=True,
     )
     data = json.loads(shown.stdout)[""]["data"]["metrics/steer.json"]["data"]
-    assert _leaves(data) == len(COMPACT) * len(summary) == 10 * 34
+    # every cell is "too few held out": dvc shows no empty layer or coefficient
+    assert _leaves(data) == (len(COMPACT) - 2) * len(summary) == 10 * 34
     cell = data[next(iter(data))]
     # an effect on 5 held-out questions: too few for any test to call one
     assert cell["status"] == "too few held out" and cell["n"] == 5
     assert 0 < cell["delta_lo"] < 80 < cell["delta_hi"]
+    # its numbers say which config they are of, but no column offers it as the one to use
+    assert "layer" not in cell and "coefficient" not in cell
+    assert cell["tried_layer"] is not None and cell["tried_coefficient"] not in (None, 0)
 
 
 def test_a_damaged_cell_file_names_itself_and_how_to_rebuild_it(tmp_path):
@@ -87,3 +91,16 @@ def test_a_damaged_cell_file_names_itself_and_how_to_rebuild_it(tmp_path):
         write_steer_summary(params)
     assert str(cell / METRICS_FILE) in str(err.value) and "not valid JSON" in str(err.value)
     assert "steer that cell again to rebuild it from its results log" in str(err.value)
+
+
+def test_only_an_ok_cell_offers_its_config_as_the_one_to_use():
+    """`layer` and `coefficient` name the config to use; a verdict other than ok leaves
+    them empty, and `tried_*` still say which config the held-out numbers are of."""
+    from steerops.steering.best import compact
+
+    metrics = {"layer": 12, "coefficient": 0.2, "heldout_trait_delta": 0.0, "heldout_n": 20}
+    for status, used in (("ok", (12, 0.2)), ("no effect", (None, None))):
+        row = compact({**metrics, "status": status})
+        assert (row["layer"], row["coefficient"]) == used
+        assert (row["tried_layer"], row["tried_coefficient"]) == (12, 0.2)
+        assert row["delta"] == 0.0 and row["n"] == 20

@@ -17,6 +17,7 @@ import pandas as pd
 from steerops import stats
 from steerops.report import tables
 from steerops.report.grid_words import CELL, grid_words
+from steerops.report.load import SEARCH_KEY
 from steerops.report.markdown import cell, interval
 from steerops.report.trial_words import trial_lines
 
@@ -55,9 +56,6 @@ def answer_lines(
         for said in _cleaning_says(curve, choice) if choice is not None else []:
             lines += _nested(said)
     return lines or ["_no grid or search results_"]
-
-
-SEARCH_KEY = ["model", "trait", "position", "method"]  # a search row's cell
 
 
 def trials_of(trials: dict[tuple, pd.DataFrame] | None, row: Any) -> pd.DataFrame | None:

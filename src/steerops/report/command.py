@@ -211,6 +211,11 @@ def _write_results(params, frame, searched, csvs, record, threshold, read, page:
             "scope": st.scope,
             "max_new_tokens": st.max_new_tokens,
             "subset": st.subset,
+            # vectors the stage built that no grid cell steered: the page says so, or a
+            # reader takes "among 3 methods" for every method there was
+            "unsteered": [
+                str(m) for m in params.vectors.methods if str(m) not in map(str, st.methods)
+            ],
         }
     if params.inputs_flag:  # --inputs DIR: its calibration and vector metadata
         setup["inputs"] = _relative(params.inputs, params.path("."))

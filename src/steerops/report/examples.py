@@ -14,7 +14,7 @@ import pandas as pd
 from steerops import stats
 from steerops.io import read_json
 from steerops.report.tables import same_value, selection_choice
-from steerops.steering.store import RESPONSES_DIR, steering_dir
+from steerops.steering.store import RESPONSES_DIR, joined, steering_dir
 
 BASELINE = "baseline.json"  # the unsteered model's answers, beside the configs'
 WIDTH = 160  # characters of an answer shown: enough to read what it does
@@ -78,13 +78,15 @@ def _chosen_rows(frame: pd.DataFrame, choice: pd.Series | None) -> pd.DataFrame 
 
 
 def _config_is(saved: dict, row: pd.Series) -> bool:
-    """Whether a responses file holds the row's config (one vector at its layer and
-    coefficient): files are named by both, read by what they hold."""
+    """Whether a responses file holds the row's config (its layer, "4+8" for vectors at
+    layers 4 and 8, and its coefficient): files are named by both, read by what they hold."""
     config = saved.get("config") or {}
     vectors = config.get("vectors") or []
+    layers = [v.get("layer") for v in vectors if isinstance(v, dict)]
     return (
-        len(vectors) == 1
-        and same_value(vectors[0].get("layer"), row["layer"])
+        bool(vectors)
+        and len(layers) == len(vectors)
+        and same_value(joined(layers), row["layer"])
         and same_value(config.get("coefficient"), row["coefficient"])
     )
 

@@ -241,9 +241,12 @@ def _sort_key(column: pd.Series) -> pd.Series:
     return column.map(lambda v: f"{v:09d}" if isinstance(v, int) else f"~{v}")
 
 
+# a search's cell: two searches differing only in component are two rows
+SEARCH_KEY = ["model", "trait", "position", "component", "method"]
 SEARCH_COLUMNS = (
-    "model trait position method status min_coherence heldout_feasible layer coefficient search_n "
-    "search_trait_delta search_delta_lo search_delta_hi search_coherence heldout_n "
+    "model trait position component method status min_coherence heldout_feasible layer "
+    "coefficient search_n search_trait_delta search_delta_lo search_delta_hi search_coherence "
+    "heldout_n "
     "heldout_trait_delta heldout_delta_lo heldout_delta_hi heldout_p heldout_q heldout_coherence "
     "heldout_coherence_lo heldout_coherence_hi heldout_coherence_scored heldout_under_bar "
     "heldout_under_bar_moved heldout_baseline_trait "
@@ -264,18 +267,16 @@ def load_search_summaries(params) -> pd.DataFrame:
     for row, q in zip(rows, stats.false_discovery_q(ps), strict=True):
         row["heldout_q"] = q
     frame = pd.DataFrame(rows, columns=SEARCH_COLUMNS)
-    return frame.sort_values(
-        ["model", "trait", "position", "method"], kind="mergesort"
-    ).reset_index(drop=True)
+    return frame.sort_values(SEARCH_KEY, kind="mergesort").reset_index(drop=True)
 
 
 def load_search_trials(params) -> dict[tuple, pd.DataFrame]:
     """Each finished search's trials (`trials.csv`: scored on the search half, never held
-    out), keyed (model, trait, position, method) as the search table's rows are."""
+    out), keyed by `SEARCH_KEY` as the search table's rows are."""
     out = {}
     for path, best in searches(params.out):
-        row = best_row(best)
-        key = (_model_id(params, row["variant"]), row["trait"], row["position"], row["method"])
+        row = best_row(best) | {"model": _model_id(params, best["variant"])}
+        key = tuple(str(row[k]) for k in SEARCH_KEY)
         try:
             out[key] = pd.read_csv(path)
         except pd.errors.EmptyDataError:  # no header even: no trials to tell of

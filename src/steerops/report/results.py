@@ -197,11 +197,18 @@ def _steering_line(steering: dict[str, Any] | None) -> list[str]:
     if not steering:
         return []
     unit = steering.get("unit")
+    unsteered = steering.get("unsteered")
     return [
         f"- Steering: coefficients in `{unit}` units ({UNITS.get(str(unit), '?')}), added to "
         "the output of decoder block L from 0 (HF's `hidden_states[L + 1]`) at every token "
         f"of scope `{steering.get('scope')}`; {steering.get('max_new_tokens')} new tokens "
         "an answer, greedy"
+        + (
+            f"; built but not steered: {', '.join(f'`{m}`' for m in unsteered)} (in "
+            "`vectors.methods`, not in `steering.methods`: no verdict here)"
+            if unsteered
+            else ""
+        )
     ]
 
 
@@ -439,7 +446,8 @@ def _dropped_search_lines(searched: pd.DataFrame, methods: set[str] | None) -> l
 
 
 def _search_columns(searched: pd.DataFrame) -> pd.DataFrame:
-    keep = ["trait", "position", "method", "status", "min_coherence", "layer", "coefficient"]
+    keep = ["trait", "position", "component", "method", "status", "min_coherence", "layer"]
+    keep += ["coefficient"]
     keep += ["search_n"]
     keep += ["search_trait_delta", "search_delta_lo", "search_delta_hi", "search_coherence"]
     keep += ["heldout_n"]

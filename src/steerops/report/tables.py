@@ -338,10 +338,10 @@ def _compared(pre: dict | None, post: dict | None) -> bool:
 
 def cleaning_curve(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> pd.DataFrame:
     """The chosen config's held-out delta against the number of massive dims cleaned
-    (0, 1, 2, 3, 5, all), per base method, and whether cleaning helps: `gain` is each
-    step's held-out trait minus the uncleaned method's (each at its own chosen config),
-    paired over the held-out questions both were scored on, with its interval (two
-    separate intervals cannot show a difference). The `gain_k` cleaned variants of one
+    (0, 1, 2, 3, 5, all), per base method with a cleaned variant, and whether cleaning
+    helps: `gain` is each step's held-out trait minus the uncleaned method's (each at its
+    own chosen config), paired over the held-out questions both were scored on, with its
+    interval (two separate intervals cannot show a difference). The `gain_k` cleaned variants of one
     method (distinct tensors: aliases are one) are compared with it at once: each interval
     is at 1 - 0.05/k (Bonferroni), so together they hold at 95% and a "helps" among five is
     not a 1-in-4 chance under no effect."""
@@ -352,6 +352,8 @@ def cleaning_curve(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> 
         for base in sorted({_base(m) for m in frame["method"].unique()}):
             uncleaned = chosen.get((*key, base), (None, ""))[0]
             steps = [(d, s) for d, s in CURVE_STEPS if (*key, base + s) in chosen]
+            if not any(s for _, s in steps):  # nothing cleaned (random_baseline): no curve
+                continue
             compared = [
                 s for _, s in steps if s and _compared(chosen[(*key, base + s)][0], uncleaned)
             ]

@@ -27,6 +27,7 @@ from steerops.errors import SteeropsError
 from steerops.io import file_md5, read_json, read_jsonl, write_json, write_jsonl, write_text
 from steerops.paths import cell_dir
 from steerops.steering.best import COMPACT as CELL_HEADLINES
+from steerops.steering.best import headlines
 from steerops.summary import collect, summary_dir
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ COMPACT = CELL_HEADLINES
 
 def compact(best: dict) -> dict:
     row = best_row(best)
-    return {short: row[full] for short, full in COMPACT.items()}
+    return headlines({short: row[full] for short, full in COMPACT.items()})
 
 
 def write_best(folder: Path, best: dict) -> None:

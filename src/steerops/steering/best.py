@@ -49,11 +49,16 @@ ROW_COLUMNS = (
     + [f"heldout_{k}" for k in HALF_FIELDS]
     + ["vector_hash"]
 )
-# the headline numbers per cell in metrics/steer.json (held-out, with the interval)
+# the headline numbers per cell in metrics/steer.json (held-out, with the interval): the
+# config they are of is `tried_layer`/`tried_coefficient`; `layer`/`coefficient` repeat it
+# only for an ok cell (`headlines`), so no column of `dvc metrics show` offers a config
+# with no effect (or an incoherent one) as the one to use
 COMPACT = {
     "status": "status",
     "layer": "layer",
     "coefficient": "coefficient",
+    "tried_layer": "layer",
+    "tried_coefficient": "coefficient",
     "delta": "heldout_trait_delta",
     "delta_lo": "heldout_delta_lo",
     "delta_hi": "heldout_delta_hi",
@@ -234,7 +239,15 @@ def cell_metrics(
 
 def compact(metrics: dict[str, Any]) -> dict[str, Any]:
     """The cell's headline numbers for `dvc metrics show` (held-out, with the interval)."""
-    return {short: metrics.get(full) for short, full in COMPACT.items()}
+    return headlines({short: metrics.get(full) for short, full in COMPACT.items()})
+
+
+def headlines(row: dict[str, Any]) -> dict[str, Any]:
+    """`COMPACT`'s numbers with `layer` and `coefficient` left empty unless the verdict is
+    ok: only then is the tried config one to use."""
+    if row["status"] != stats.OK:
+        row["layer"] = row["coefficient"] = None
+    return row
 
 
 def best_per_layer(rows: list[dict[str, Any]], min_coherence: float) -> dict[Any, Mapping]:
