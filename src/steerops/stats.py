@@ -56,6 +56,7 @@ not independent draws.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -183,11 +184,19 @@ def delta_interval(
     n = len(d)
     if n == 0:
         return Interval(0, None, None, None)
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    means = d[_draws(seed, n, resamples)].mean(axis=1)
     tail = expanded_tail(n, confidence)
     lo, hi = np.quantile(means, [tail, 1.0 - tail])
     return Interval(n, float(d.mean()), float(lo), float(hi))
+
+
+@functools.lru_cache(maxsize=8)
+def _draws(seed: int, n: int, resamples: int) -> np.ndarray:
+    """The bootstrap's resampled question indices, (resamples, n): the same for every
+    config of a half (one seed, one n), so drawn once (read-only: shared)."""
+    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    draws.flags.writeable = False
+    return draws
 
 
 def expanded_tail(n: int, confidence: float = CONFIDENCE) -> float:

@@ -22,3 +22,10 @@ class ReportConfig(Strict):
         "were steered with when they agree (a run steered with --min-coherence is reported "
         "at it), else this params file's steering.min_coherence",
     )
+    resplits: int = Field(
+        20,
+        ge=0,
+        le=200,
+        description="other splits of the same questions (seeds seed+1 ...) the choice is made "
+        "again on, to say how much it owes to which questions were held out; 0: none",
+    )

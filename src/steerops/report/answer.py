@@ -19,6 +19,7 @@ from steerops.report import tables
 from steerops.report.grid_words import CELL, grid_words
 from steerops.report.load import SEARCH_KEY
 from steerops.report.markdown import cell, interval
+from steerops.report.resplit import Resplit, resplit_words
 from steerops.report.trial_words import trial_lines
 
 
@@ -29,10 +30,12 @@ def answer_lines(
     threshold: float,
     grids: dict[tuple, dict[str, Any]] | None = None,
     trials: dict[tuple, pd.DataFrame] | None = None,
+    resplits: dict[tuple, Resplit | None] | None = None,
 ) -> list[str]:
     """Markdown bullets: one per (model, trait), each with its steering, search and
     cleaning answers nested under it; `grids` (`grid_words.grids`) says what each cell's
-    grid steered, `trials` (`load.load_search_trials`) what each search tried."""
+    grid steered, `trials` (`load.load_search_trials`) what each search tried, `resplits`
+    (`resplit.resplits`) what the selection half chose on other splits."""
     trials = trials or {}
     pairs = {(str(m), str(t)) for m, t in zip(gap["model"], gap["trait"], strict=True)}
     pairs |= {(str(m), str(t)) for m, t in zip(searched["model"], searched["trait"], strict=True)}
@@ -45,7 +48,9 @@ def answer_lines(
         searches = searched[
             (searched["model"].astype(str) == model) & (searched["trait"].astype(str) == trait)
         ]
-        lines += _nested(_steer_with(mine, choice, threshold, grids or {}, tested, trials))
+        again = resplit_words((resplits or {}).get((model, trait)))
+        said = _steer_with(mine, choice, threshold, grids or {}, tested, trials)
+        lines += _nested(said + ([again] if again and choice is not None else []))
         for _, search in searches.iterrows():
             # its answers and trials are read at the search's own bar, as best.json has them
             bar = stats.as_number(search.get("min_coherence"))

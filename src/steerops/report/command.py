@@ -29,6 +29,7 @@ from steerops.report.load import (
     vector_features,
 )
 from steerops.report.markdown import VERDICT_LEGEND, markdown_table
+from steerops.report.resplit import resplits
 from steerops.report.results import render_results, untested
 from steerops.steering.best import protocol
 
@@ -148,6 +149,10 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     gap = tables.gap_analysis(frame, threshold, proto.seed, calibrated.near_copies(curve))
     coefs = tables.coefficient_table(frame, threshold, gap)
     steered = grids(frame, threshold)  # what each cell's grid steered: both pages say it
+    # the choice made again on other splits of the same questions: both pages say it
+    again = resplits(
+        frame, gap, threshold, proto.heldout_fraction, proto.seed, params.report.resplits
+    )
     features = vector_features(params, coefs, frame)
     errors = predict.loo_errors(features)
     recs = predict.recommendations(features, errors)
@@ -161,6 +166,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
             "dims": calibrated.dims_line(record),
             "grids": steered,
             "trials": trials,
+            "resplits": again,
         },
         threshold,
         _halves(frame),
@@ -170,7 +176,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     results = params.path(params.report.results) if params.report.results else None
     page = _page_in(params, out)
     # the page's own inputs, read before the first write as the tables' are
-    read: dict[str, Any] = {"trials": trials, "grids": steered}
+    read: dict[str, Any] = {"trials": trials, "grids": steered, "resplits": again}
     if results is not None:
         read["examples"] = example_sections(params, frame, gap, threshold)
         if heatmap := calibrated.heatmap_path(params):
@@ -180,7 +186,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
             write_text(staging / f"{name}.csv", table.to_csv(index=False, float_format="%.6g"))
         plots.coefficient_curves(points, threshold, staging / PLOTS[0])
         plots.cleaning_curve(curve, staging / PLOTS[1])
-        write_json(staging / "metrics.json", _metrics(gap, prepost, errors, searched))
+        write_json(staging / "metrics.json", _metrics(gap, prepost, errors, searched, again))
         table = massive.to_csv(index=False, float_format="%.6g")
         write_text(staging / "massive_activations.csv", table)
         write_text(staging / "report.md", text)
@@ -256,9 +262,10 @@ def _relative(path: Path, root: Path) -> str:
     return (path.relative_to(root) if path.is_relative_to(root) else path).as_posix() + "/"
 
 
-def _metrics(gap, prepost, errors, searched) -> dict:
+def _metrics(gap, prepost, errors, searched, again=None) -> dict:
     """A handful of counts and the best cell: chosen on the selection half like every best
-    (the largest selection-half delta of a cell's chosen config), reported held out."""
+    (the largest selection-half delta of a cell's chosen config), reported held out, and
+    how often other splits of the questions chose it again (`again`: `resplit.resplits`)."""
     count = gap[gap["alias_of"] == ""]["status"].value_counts()
     return {
         "cells": int((gap["alias_of"] == "").sum()),
@@ -280,6 +287,7 @@ def _metrics(gap, prepost, errors, searched) -> dict:
         # with the p in its twin's place: `cells_ok_at_fdr_5pct` may count both)
         "near_copies": int((gap["near_copy_of"] != "").sum()),
         **_best_cell(gap),
+        **_best_resplit(gap, again or {}),
         "flagged_preclean_gaps": (
             int((prepost["flag"] == tables.LIKELY_BUG).sum()) if len(prepost) else 0
         ),
@@ -376,6 +384,7 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         threshold,
         tables_by_name.get("grids"),
         tables_by_name.get("trials"),
+        tables_by_name.get("resplits"),
     )
     parts += ["## In short", "", *answer, ""]
     parts += ["## Massive activations (calibration)", "", str(tables_by_name["dims"]), ""]
@@ -445,6 +454,16 @@ def _best_cell(gap: pd.DataFrame) -> dict:
         "best_heldout_delta_hi": _num(best["delta_hi"]),
         "best_heldout_n": None if pd.isna(best["n"]) else int(best["n"]),
     }
+
+
+def _best_resplit(gap: pd.DataFrame, again: dict) -> dict:
+    """The selection choice made again on other splits of its questions: on how many it
+    was the same config, and on how many the split's choice was ok held out."""
+    best = tables.selection_choice(gap)
+    r = again.get((str(best["model"]), str(best["trait"]))) if best is not None else None
+    if r is None:
+        return {"resplits": 0, "resplits_same_config": None, "resplits_ok": None}
+    return {"resplits": r.splits, "resplits_same_config": r.same_config, "resplits_ok": r.ok}
 
 
 def _num(value) -> float | None:

@@ -52,6 +52,7 @@ COLUMNS = [
     "model",
     *ROW_COLUMNS,
     *("alias_of", "heldout_traits", "heldout_coherences", "heldout_deltas"),
+    *("scores", "baseline_scores"),
     *("heldout_baseline_trait", "heldout_baseline_coherence"),
     *("judge", "settings", "sign", "unit"),
 ]

@@ -88,6 +88,7 @@ def render_results(
             setup["threshold"],
             grids,
             setup.get("trials"),
+            setup.get("resplits"),
         ),
         "",
         *_example_lines(setup.get("examples") or []),

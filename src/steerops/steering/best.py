@@ -109,7 +109,9 @@ def config_rows(
     each half (deltas likewise, with their interval); with `keep_heldout`, `heldout_traits`
     maps each held-out question to the config's trait score (for paired comparisons), as
     `heldout_coherences` (always) does to its coherence and `heldout_deltas` (always) to its
-    paired delta (None where the trait was not scored in both);
+    paired delta (None where the trait was not scored in both), and `scores` and
+    `baseline_scores` every question's (trait, coherence) of the config and of the
+    unsteered model;
     `vector_files` the md5 of the vector files on disk now and `units` each vector's weight
     per unit coefficient now (`ResultsLog.configs`)."""
     questions = log.questions(settings_hash)
@@ -169,6 +171,9 @@ def config_rows(
         }
         if keep_heldout:
             row["heldout_traits"] = {q: scores[first[q]][0] for q in halves[1]}
+            # every question's scores, in the log's order: for the choice on other splits
+            row["scores"] = {q: scores[first[q]] for q in dict.fromkeys(questions)}
+            row["baseline_scores"] = {q: base[first[q]] for q in dict.fromkeys(questions)}
         rows.append(row)
     return rows
 
