@@ -367,3 +367,22 @@ def test_a_search_s_held_out_coherence_carries_its_interval():
         "    - held-out coherence 75.00 [60.12, 88.00] (3 of 20 answers under 68); "
         in "\n".join(lines)
     )
+
+
+def test_a_norm_coefficient_gives_the_weight_it_stands_for():
+    """A `norm` coefficient is relative to the layer's residual norm: the headline gives the
+    weight on the unit vector too, to steer with it elsewhere; an absolute one is its
+    weight, and a failed choice is no recommendation to port."""
+    row = _gap_row("mean_diff", unit="norm", weight=28.688412)
+    (_, steer, *_) = answer_lines(pd.DataFrame([row]), NO_SEARCH, NO_CURVE, 68.0)
+    assert steer == (
+        "  - **steer with `mean_diff` at prompt[-1], layer 12, coefficient 0.2** (`norm` "
+        "units: a weight of 28.69 on the unit vector)"
+    )
+    for other in ({"unit": "absolute", "weight": 0.2}, {"unit": "norm", "weight": np.nan}):
+        (_, steer, *_) = answer_lines(pd.DataFrame([row | other]), NO_SEARCH, NO_CURVE, 68.0)
+        assert steer.endswith("coefficient 0.2**")
+    (_, steer, *_) = answer_lines(
+        pd.DataFrame([row | {"weight": "28.7+30.1", "layer": "12+14"}]), NO_SEARCH, NO_CURVE, 68.0
+    )
+    assert steer.endswith("(`norm` units: a weight of 28.7+30.1 on the unit vector)")

@@ -203,6 +203,7 @@ def _steer_with(
         f"{_where(choice)}, layer {cell(choice['layer'])}, coefficient "
         f"{cell(choice['coefficient'])}"
     )
+    weight = _weight_words(choice)
     names = [str(m) for m, alias in zip(mine["method"], mine["alias_of"], strict=True) if not alias]
     methods = len(names)
     coherence = stats.as_number(choice.get("selection_coherence"))
@@ -221,13 +222,25 @@ def _steer_with(
     edge = [cliff.removeprefix("; ")] if cliff else []
     if choice["status"] == stats.OK:
         held = _held(choice, threshold, test=test_words(choice, tested))
-        return [f"**steer with {config}**", *held, picked, *edge]
+        return [f"**steer with {config}**{weight}", *held, picked, *edge]
     details = [*_held(choice, threshold), picked, *edge]
     return [
         f"**no config to recommend**: the selection half's choice, {config}, is "
         f"**{choice['status']}**",
         *details,
     ]
+
+
+def _weight_words(choice: Any) -> str:
+    """The weight on the unit vector a `norm` coefficient stands for (the coefficient times
+    the layer's mean residual norm), to steer with it elsewhere; nothing for `absolute`
+    coefficients, which are their weight."""
+    weight = choice.get("weight")
+    if str(choice.get("unit")) != "norm" or weight is None or pd.isna(weight):
+        return ""
+    number = stats.as_number(weight)
+    said = f"{number:.4g}" if number is not None else str(weight)  # "4+8" configs: each
+    return f" (`norm` units: a weight of {said} on the unit vector)"
 
 
 def _search_says(row: pd.Series, bar: float) -> list[str]:

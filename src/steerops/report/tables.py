@@ -135,6 +135,9 @@ def gap_analysis(
                 else near_copies.get(key, ""),
                 "layer": _get(chosen, "layer"),
                 "coefficient": _get(chosen, "coefficient"),
+                # what the coefficient multiplies: to steer with the choice elsewhere
+                "unit": rows["unit"].iloc[0] if "unit" in rows else "",
+                "weight": _get(chosen, "weight"),
                 "selection_n": _get(chosen, "selection_n"),
                 "selection_delta": _get(chosen, "selection_trait_delta"),
                 "selection_delta_lo": _get(chosen, "selection_delta_lo"),
@@ -159,8 +162,9 @@ def gap_analysis(
                 and stats.at_largest_coefficient(rows.to_dict("records"), chosen),
             }
         )
-    columns = GROUP + ["status", "alias_of", "near_copy_of", "layer", "coefficient"]
+    columns = GROUP + ["status", "alias_of", "near_copy_of", "layer", "coefficient", "unit"]
     columns += [
+        "weight",
         "selection_n",
         "selection_delta",
         "selection_delta_lo",
