@@ -219,6 +219,18 @@ def test_the_answer_says_what_the_grid_steered_and_where_coherence_ran_out():
         "this one is the grid's last coherent step: coherence is lost between the two (a finer "
         "grid or `steerops search` finds where)"
     )
+    # a larger coefficient coherent again: the fall is a dip, not the grid's last step
+    frame = pd.concat(
+        [
+            frame,
+            pd.DataFrame([_gap_row("mean_diff", coefficient=0.3, selection_coherence_mean=70.0)]),
+        ]
+    )
+    *_, cliff = answer_lines(gap, NO_SEARCH, NO_CURVE, 68.0, grids(frame, 68.0))
+    assert cliff == (
+        "    - the next larger coefficient here (0.25) is incoherent on the selection half, "
+        "but 0.3 is coherent again: coherence is not lost at one edge here"
+    )
 
 
 def test_the_page_says_which_way_a_positive_delta_points():

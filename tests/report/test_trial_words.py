@@ -36,6 +36,24 @@ def test_each_layer_gives_its_best_coherent_delta_and_its_crossing():
     )
 
 
+def test_coherence_over_the_bar_again_after_a_fall_is_said():
+    """A fall and a recovery: the first fall is not where coherence is lost."""
+    trials = _trials(
+        (12, 0.2, 50.0, 90.0, "complete", 20),
+        (12, 0.25, 60.0, 66.0, "complete", 20),
+        (12, 0.3, 70.0, 62.0, "complete", 20),
+        (12, 0.35, 75.0, 70.0, "complete", 20),  # over the bar again
+        (12, 0.4, 80.0, 71.0, "complete", 20),
+    )
+    (line,) = trial_lines(trials, 68.0, n=20)
+    assert line.endswith(
+        "coherence falls under 68 between 0.2 (coherence 90.00, delta +50.0) and 0.25 "
+        "(coherence 66.00, delta +60.0), and is over it again at 0.35 (coherence 70.00, delta "
+        "+75.0): not one edge"
+    )
+    assert "best coherent delta +80.0 at 0.4" in line
+
+
 def test_a_layer_never_or_always_coherent_says_so():
     trials = _trials(
         (4, -0.5, 30.0, 60.0, "complete", 10),  # by size: -0.5 is past 0.2

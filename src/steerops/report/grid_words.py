@@ -75,6 +75,13 @@ def grid_words(row, grid: dict[str, Any] | None, trials=None) -> tuple[str, str]
     )
     if not larger or grid["coherent"][layer, larger[0]] is not False:
         return best, ""
+    again = next((c for c in larger[1:] if grid["coherent"][layer, c] is True), None)
+    if again is not None:  # a dip, or noise on the selection half: no one edge to find
+        return best, (
+            f"; the next larger coefficient here ({larger[0]:g}) is incoherent on the "
+            f"selection half, but {again:g} is coherent again: coherence is not lost at one "
+            "edge here"
+        )
     searched = narrowed(trials, row.layer, coefficient, larger[0])
     cliff = (
         f"; the next larger coefficient here ({larger[0]:g}) is incoherent on the selection "

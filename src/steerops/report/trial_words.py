@@ -82,13 +82,22 @@ def _best(rows: pd.DataFrame, bar: float) -> str:
 
 
 def _crossing(rows: pd.DataFrame, bar: float) -> str:
-    """Between which two coefficients (by size) coherence first falls under the bar."""
+    """Between which two coefficients (by size) coherence first falls under the bar, and
+    the first larger one where it is over it again (a dip, or noise on the search half's
+    questions: then the first fall is not where coherence is lost)."""
     last = None
-    for row in rows.itertuples(index=False):
+    trials = list(rows.itertuples(index=False))
+    for i, row in enumerate(trials):
         if stats.coherent(row.coherence_mean, bar):
             last = row
         elif last is not None:
-            return f"coherence falls under {bar:g} between {_trial(last)} and {_trial(row)}"
+            said = f"coherence falls under {bar:g} between {_trial(last)} and {_trial(row)}"
+            again = next(
+                (t for t in trials[i + 1 :] if stats.coherent(t.coherence_mean, bar)), None
+            )
+            if again is not None:
+                said += f", and is over it again at {_trial(again)}: not one edge"
+            return said
     if last is None:
         return f"every trial under {bar:g}"
     return f"coherent up to the largest tried, {_trial(last)}"
