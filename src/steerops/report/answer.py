@@ -16,6 +16,7 @@ import pandas as pd
 
 from steerops import stats
 from steerops.report import tables
+from steerops.report.control import Control, control_words
 from steerops.report.grid_words import CELL, grid_words
 from steerops.report.load import SEARCH_KEY
 from steerops.report.markdown import cell, interval
@@ -31,11 +32,13 @@ def answer_lines(
     grids: dict[tuple, dict[str, Any]] | None = None,
     trials: dict[tuple, pd.DataFrame] | None = None,
     resplits: dict[tuple, Resplit | None] | None = None,
+    controls: dict[tuple, Control] | None = None,
 ) -> list[str]:
     """Markdown bullets: one per (model, trait), each with its steering, search and
     cleaning answers nested under it; `grids` (`grid_words.grids`) says what each cell's
     grid steered, `trials` (`load.load_search_trials`) what each search tried, `resplits`
-    (`resplit.resplits`) what the selection half chose on other splits."""
+    (`resplit.resplits`) what the selection half chose on other splits, `controls`
+    (`control.controls`) a random direction at the choice's config."""
     trials = trials or {}
     pairs = {(str(m), str(t)) for m, t in zip(gap["model"], gap["trait"], strict=True)}
     pairs |= {(str(m), str(t)) for m, t in zip(searched["model"], searched["trait"], strict=True)}
@@ -48,9 +51,12 @@ def answer_lines(
         searches = searched[
             (searched["model"].astype(str) == model) & (searched["trait"].astype(str) == trait)
         ]
-        again = resplit_words((resplits or {}).get((model, trait)))
         said = _steer_with(mine, choice, threshold, grids or {}, tested, trials)
-        lines += _nested(said + ([again] if again and choice is not None else []))
+        if choice is not None:  # what else the choice is checked against
+            control = control_words((controls or {}).get((model, trait)))
+            again = resplit_words((resplits or {}).get((model, trait)))
+            said += [line for line in (control, again) if line]
+        lines += _nested(said)
         for _, search in searches.iterrows():
             # its answers and trials are read at the search's own bar, as best.json has them
             bar = stats.as_number(search.get("min_coherence"))

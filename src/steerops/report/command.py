@@ -18,6 +18,7 @@ from steerops.errors import SteeropsError
 from steerops.io import atomic_folder, check_replaceable, read_json, write_json, write_text
 from steerops.report import calibrated, plots, predict, tables
 from steerops.report.answer import answer_lines
+from steerops.report.control import controls
 from steerops.report.examples import example_sections
 from steerops.report.grid_words import grids
 from steerops.report.load import (
@@ -153,6 +154,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     again = resplits(
         frame, gap, threshold, proto.heldout_fraction, proto.seed, params.report.resplits
     )
+    randoms = controls(frame, gap, proto.seed)  # the choice against a random direction
     features = vector_features(params, coefs, frame)
     errors = predict.loo_errors(features)
     recs = predict.recommendations(features, errors)
@@ -167,6 +169,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
             "grids": steered,
             "trials": trials,
             "resplits": again,
+            "controls": randoms,
         },
         threshold,
         _halves(frame),
@@ -177,6 +180,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     page = _page_in(params, out)
     # the page's own inputs, read before the first write as the tables' are
     read: dict[str, Any] = {"trials": trials, "grids": steered, "resplits": again}
+    read["controls"] = randoms
     if results is not None:
         read["examples"] = example_sections(params, frame, gap, threshold)
         if heatmap := calibrated.heatmap_path(params):
@@ -385,6 +389,7 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         tables_by_name.get("grids"),
         tables_by_name.get("trials"),
         tables_by_name.get("resplits"),
+        tables_by_name.get("controls"),
     )
     parts += ["## In short", "", *answer, ""]
     parts += ["## Massive activations (calibration)", "", str(tables_by_name["dims"]), ""]

@@ -89,6 +89,7 @@ def render_results(
             grids,
             setup.get("trials"),
             setup.get("resplits"),
+            setup.get("controls"),
         ),
         "",
         *_example_lines(setup.get("examples") or []),

@@ -239,7 +239,7 @@ def preclean_vs_clean_after(
             if not pre_status and not post_status:
                 continue
             pre_status, post_status = pre_status or NOT_STEERED, post_status or NOT_STEERED
-            gap = _paired_gap(pre, post, seed)
+            gap = paired_gap(pre, post, seed)
             flag = (
                 base == "mean_diff"
                 and gap.mean is not None
@@ -309,7 +309,7 @@ def _settings_differ(pre: dict | None, post: dict | None) -> bool:
     return pre is not None and post is not None and pre.get("settings") != post.get("settings")
 
 
-def _paired_gap(
+def paired_gap(
     pre: dict | None, post: dict | None, seed: int, confidence: float = stats.CONFIDENCE
 ) -> stats.Interval:
     """pre - post in the steering direction (the cells' `sign`: equal settings, so one
@@ -333,7 +333,7 @@ def _paired_traits(pre: dict | None, post: dict | None) -> tuple[list, list] | N
 
 
 def _compared(pre: dict | None, post: dict | None) -> bool:
-    """Whether a gain of `pre` over `post` has a question both scored (`_paired_gap`'s n)."""
+    """Whether a gain of `pre` over `post` has a question both scored (`paired_gap`'s n)."""
     pairs = _paired_traits(pre, post)
     return pairs is not None and any(
         x is not None and y is not None for x, y in zip(*pairs, strict=True)
@@ -367,7 +367,7 @@ def cleaning_curve(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> 
             for dims, suffix in steps:
                 method = base + suffix
                 hit, status = chosen[(*key, method)]
-                gain = _paired_gap(hit, uncleaned, seed, confidence) if suffix else None
+                gain = paired_gap(hit, uncleaned, seed, confidence) if suffix else None
                 out.append(
                     {
                         **dict(zip(KEY, key, strict=True)),

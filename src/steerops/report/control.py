@@ -1,0 +1,96 @@
+"""The report's choice against a random direction steered at its own layer and coefficient.
+
+A steering vector can move the trait because of its direction, or because any push of that
+size at that layer moves it (the model breaks the same way whatever the direction).
+`random_baseline` is a random unit vector, steered through the same grid: its config at
+the choice's layer and coefficient is the control, and the paired gain (the choice's
+held-out trait minus the control's, question by question) says how much of the effect the
+direction itself carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from steerops import stats
+from steerops.report.markdown import interval
+from steerops.report.tables import KEY, paired_gap, same_value, selection_choice
+
+CONTROL = "random_baseline"
+
+
+@dataclass(frozen=True)
+class Control:
+    """The control's held-out numbers at the choice's config (None: not steered there) and
+    the choice's paired gain over it."""
+
+    steered: bool  # the control was steered at the choice's layer and coefficient
+    delta: stats.Interval | None
+    coherence: float | None
+    gain: stats.Interval | None
+
+
+def controls(frame: pd.DataFrame, gap: pd.DataFrame, seed: int) -> dict[tuple, Control]:
+    """Per (model, trait), as text: the control of its choice (`tables.selection_choice`);
+    none where nothing was chosen, the choice is the control itself, or the control was
+    not steered in its cell's (model, trait, position, component)."""
+    out = {}
+    for (model, trait), mine in gap.groupby(["model", "trait"], sort=True):
+        choice = selection_choice(mine)
+        if choice is None or str(choice["method"]) == CONTROL:
+            continue
+        cell = pd.Series(True, index=frame.index)
+        for k in KEY:
+            cell &= frame[k].astype(str) == str(choice[k])
+        ours = _at(frame[cell & (frame["method"].astype(str) == str(choice["method"]))], choice)
+        theirs = frame[cell & (frame["method"].astype(str) == CONTROL)]
+        if theirs.empty or ours is None:
+            continue
+        control = _at(theirs, choice)
+        if control is None:
+            out[(str(model), str(trait))] = Control(False, None, None, None)
+            continue
+        delta = stats.Interval(
+            int(control["heldout_n"] or 0),
+            stats.as_number(control["heldout_trait_delta"]),
+            stats.as_number(control["heldout_delta_lo"]),
+            stats.as_number(control["heldout_delta_hi"]),
+        )
+        coherence = stats.as_number(control["heldout_coherence_mean"])
+        out[(str(model), str(trait))] = Control(
+            True, delta, coherence, paired_gap(ours, control, seed)
+        )
+    return out
+
+
+def _at(rows: pd.DataFrame, choice: pd.Series) -> dict | None:
+    """The row of `rows` at the choice's layer and coefficient, as a record."""
+    same = rows["layer"].map(lambda x: same_value(x, choice["layer"]))
+    same &= rows["coefficient"].map(lambda x: same_value(x, choice["coefficient"]))
+    hit = rows[same]
+    return hit.iloc[0].to_dict() if len(hit) else None
+
+
+def control_words(c: Control | None) -> str | None:
+    """The control as one line of "In short"; None without one."""
+    if c is None:
+        return None
+    if not c.steered:
+        return (
+            f"no `{CONTROL}` config at this layer and coefficient: no random direction to "
+            "compare with (add the coefficient to its grid)"
+        )
+    assert c.delta is not None and c.gain is not None
+    coherence = "" if c.coherence is None else f", coherence {stats.coherence_text(c.coherence, 2)}"
+    alike = f" ({stats.DEGENERATE_NOTE})" if stats.degenerate(c.delta.lo, c.delta.hi) else ""
+    said = (
+        f"a random direction (`{CONTROL}`) at the same layer and coefficient: held-out delta "
+        f"{interval(c.delta.mean, c.delta.lo, c.delta.hi)}{alike}{coherence}, n {c.delta.n}"
+    )
+    if c.gain.mean is not None:
+        said += (
+            f"; this config's paired gain over it "
+            f"{interval(c.gain.mean, c.gain.lo, c.gain.hi)}, n {c.gain.n}"
+        )
+    return said

@@ -1,0 +1,74 @@
+"""The report's choice against a random direction at its own layer and coefficient: the
+control's held-out numbers and the paired gain of the choice over it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from report_data import SYNTHETIC, synthetic_grid, write_params
+from steerops import stats
+from steerops.config import load_params
+from steerops.report import tables
+from steerops.report.control import Control, control_words, controls
+from steerops.report.load import load_results
+
+
+def _world(tmp_path, spec=None):
+    synthetic_grid(tmp_path, spec)
+    frame = load_results(load_params(write_params(tmp_path)))
+    return frame, tables.gap_analysis(frame, 68)
+
+
+def _row(frame, method, layer, coefficient) -> dict:
+    hit = frame[
+        (frame["method"] == method)
+        & (frame["layer"] == layer)
+        & (frame["coefficient"] == coefficient)
+    ]
+    assert len(hit) == 1
+    return hit.iloc[0].to_dict()
+
+
+def test_the_control_is_the_random_direction_at_the_choice_s_config(tmp_path):
+    frame, gap = _world(tmp_path)
+    choice = tables.selection_choice(gap)
+    assert (choice["method"], choice["layer"], choice["coefficient"]) == ("probe", 2, 2.0)
+    [(key, control)] = controls(frame, gap, 0).items()
+    assert key == (str(choice["model"]), str(choice["trait"]))
+    theirs = _row(frame, "random_baseline", 2, 2.0)  # not random_baseline's own choice
+    ours = _row(frame, "probe", 2, 2.0)
+    assert control.steered and control.delta.mean == theirs["heldout_trait_delta"]
+    assert control.coherence == pytest.approx(40.0)
+    # the gain, question by question (the baseline cancels), against numpy
+    q = list(ours["heldout_traits"])
+    diff = np.array([ours["heldout_traits"][x] - theirs["heldout_traits"][x] for x in q])
+    assert control.gain.n == len(q) == 20
+    assert control.gain.mean == pytest.approx(diff.mean())
+    assert control.gain.lo <= diff.mean() <= control.gain.hi
+    assert control_words(control).startswith(
+        "a random direction (`random_baseline`) at the same layer and coefficient: held-out "
+        "delta +0.0 [+0.0, +0.0] (every question gave the same delta"
+    )
+    gain = stats.interval_text(diff.mean(), control.gain.lo, control.gain.hi)
+    assert control_words(control).endswith(f"this config's paired gain over it {gain}, n 20")
+
+
+def test_no_control_at_the_config_is_said_and_none_without_one(tmp_path):
+    # the random direction steered at the smaller coefficients only
+    spec = dict(SYNTHETIC) | {"random_baseline": ([0, 5], [99, 95])}
+    frame, gap = _world(tmp_path, spec)
+    [control] = controls(frame, gap, 0).values()
+    assert control == Control(False, None, None, None)
+    assert control_words(control).startswith("no `random_baseline` config at this layer")
+    # no random direction steered in the choice's cell: nothing to say
+    spec = {m: v for m, v in SYNTHETIC.items() if m != "random_baseline"}
+    frame, gap = _world(tmp_path / "none", spec)
+    assert controls(frame, gap, 0) == {} and control_words(None) is None
+
+
+def test_a_random_direction_chosen_itself_has_no_control(tmp_path):
+    spec = {"random_baseline": ([10, 40, 70, 90], [95, 90, 80, 50])}
+    frame, gap = _world(tmp_path, spec)
+    assert tables.selection_choice(gap)["method"] == "random_baseline"
+    assert controls(frame, gap, 0) == {}
