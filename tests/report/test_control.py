@@ -72,3 +72,16 @@ def test_a_random_direction_chosen_itself_has_no_control(tmp_path):
     frame, gap = _world(tmp_path, spec)
     assert tables.selection_choice(gap)["method"] == "random_baseline"
     assert controls(frame, gap, 0) == {}
+
+
+def test_the_report_records_the_gain_over_the_random_direction(tmp_path):
+    from steerops.cli import main
+    from steerops.io import read_json
+
+    frame, gap = _world(tmp_path)
+    [control] = controls(frame, gap, 0).values()
+    assert main(["report", "--params", str(write_params(tmp_path))]) == 0
+    metrics = read_json(tmp_path / "reports" / "metrics.json")
+    assert metrics["gain_over_random"] == pytest.approx(control.gain.mean)
+    assert metrics["gain_over_random_lo"] == pytest.approx(control.gain.lo)
+    assert metrics["gain_over_random_hi"] == pytest.approx(control.gain.hi)

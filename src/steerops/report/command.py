@@ -190,7 +190,8 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
             write_text(staging / f"{name}.csv", table.to_csv(index=False, float_format="%.6g"))
         plots.coefficient_curves(points, threshold, staging / PLOTS[0])
         plots.cleaning_curve(curve, staging / PLOTS[1])
-        write_json(staging / "metrics.json", _metrics(gap, prepost, errors, searched, again))
+        numbers = _metrics(gap, prepost, errors, searched, again, randoms)
+        write_json(staging / "metrics.json", numbers)
         table = massive.to_csv(index=False, float_format="%.6g")
         write_text(staging / "massive_activations.csv", table)
         write_text(staging / "report.md", text)
@@ -266,10 +267,11 @@ def _relative(path: Path, root: Path) -> str:
     return (path.relative_to(root) if path.is_relative_to(root) else path).as_posix() + "/"
 
 
-def _metrics(gap, prepost, errors, searched, again=None) -> dict:
+def _metrics(gap, prepost, errors, searched, again=None, randoms=None) -> dict:
     """A handful of counts and the best cell: chosen on the selection half like every best
-    (the largest selection-half delta of a cell's chosen config), reported held out, and
-    how often other splits of the questions chose it again (`again`: `resplit.resplits`)."""
+    (the largest selection-half delta of a cell's chosen config), reported held out, how
+    often other splits of the questions chose it again (`again`: `resplit.resplits`) and
+    its paired gain over a random direction at its config (`randoms`: `control.controls`)."""
     count = gap[gap["alias_of"] == ""]["status"].value_counts()
     return {
         "cells": int((gap["alias_of"] == "").sum()),
@@ -292,6 +294,7 @@ def _metrics(gap, prepost, errors, searched, again=None) -> dict:
         "near_copies": int((gap["near_copy_of"] != "").sum()),
         **_best_cell(gap),
         **_best_resplit(gap, again or {}),
+        **_best_control(gap, randoms or {}),
         "flagged_preclean_gaps": (
             int((prepost["flag"] == tables.LIKELY_BUG).sum()) if len(prepost) else 0
         ),
@@ -469,6 +472,19 @@ def _best_resplit(gap: pd.DataFrame, again: dict) -> dict:
     if r is None:
         return {"resplits": 0, "resplits_same_config": None, "resplits_ok": None}
     return {"resplits": r.splits, "resplits_same_config": r.same_config, "resplits_ok": r.ok}
+
+
+def _best_control(gap: pd.DataFrame, randoms: dict) -> dict:
+    """The selection choice's paired held-out gain over a random direction at its config
+    (None: no such control)."""
+    best = tables.selection_choice(gap)
+    c = randoms.get((str(best["model"]), str(best["trait"]))) if best is not None else None
+    gain = c.gain if c is not None and c.gain is not None else None
+    return {
+        "gain_over_random": None if gain is None else gain.mean,
+        "gain_over_random_lo": None if gain is None else gain.lo,
+        "gain_over_random_hi": None if gain is None else gain.hi,
+    }
 
 
 def _num(value) -> float | None:
