@@ -646,3 +646,22 @@ def test_credited_delta_gives_answers_under_the_bar_no_move_along_the_steering()
     unscored = [90.0, None, 90.0, 90.0, 90.0, 70.0, 90.0, 68.0, 80.0, 75.0, 99.0, 95.0]
     assert stats.under_bar(unscored, 68.0) == (11, 0)
     assert stats.credited_delta(deltas, unscored, 68.0, seed=3) == plain
+
+
+def test_the_shared_bootstrap_draws_are_read_only_and_change_no_interval():
+    """Every config of a half shares one set of draws: no caller may write to it, and the
+    intervals are the ones drawn afresh, under the bound and over it."""
+    draws = stats._draws(0, 5, 10)
+    assert not draws.flags.writeable
+    with pytest.raises(ValueError):
+        draws[0, 0] = 1
+    rng = np.random.default_rng(4)
+    for n in (20, stats.SHARED_DRAWS_N + 6):
+        d = rng.normal(1.0, 2.0, n)
+        for _ in range(2):  # the second call reads the kept draws
+            got = stats.delta_interval(d, 7)
+            fresh = np.random.default_rng(7).integers(0, n, size=(stats.RESAMPLES, n))
+            means = d[fresh].mean(axis=1)
+            tail = stats.expanded_tail(n)
+            lo, hi = np.quantile(means, [tail, 1 - tail])
+            assert (got.lo, got.hi) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))

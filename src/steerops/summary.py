@@ -5,11 +5,12 @@ component, method) under the outputs root, inside directories DVC caches as outp
 cannot declare a metrics file inside a cached output, so each stage also gathers its cells
 into `metrics/` next to the params file (small, kept in git):
 
-    metrics/steer.json         {cell: status, layer, coefficient, held-out delta, delta_lo,
-                                delta_hi, coherence, n}                     (steering.best)
+    metrics/steer.json         {cell: status, layer and coefficient (null unless ok),
+                                tried_layer, tried_coefficient, held-out delta, delta_lo,
+                                delta_hi, coherence, under_bar, n, p}   (steering.best)
     metrics/steer_curves.csv   every config: trait and coherence vs coefficient on all
                                questions, a `series` per method, position and layer (plots)
-    metrics/search.json        {cell: the same nine fields for the study}  (search.store)
+    metrics/search.json        {cell: the same twelve fields for the study}  (search.store)
 
 A handful of held-out numbers per cell keeps `dvc metrics show` readable; the full per-cell
 record stays in each cell's metrics.json or best.json.

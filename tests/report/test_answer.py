@@ -395,6 +395,9 @@ def test_a_norm_coefficient_gives_the_weight_it_stands_for():
         (_, steer, *_) = answer_lines(pd.DataFrame([row | other]), NO_SEARCH, NO_CURVE, 68.0)
         assert steer.endswith("coefficient 0.2**")
     (_, steer, *_) = answer_lines(
-        pd.DataFrame([row | {"weight": "28.7+30.1", "layer": "12+14"}]), NO_SEARCH, NO_CURVE, 68.0
+        pd.DataFrame([row | {"weight": "28.688412475585938+30.12345", "layer": "12+14"}]),
+        NO_SEARCH,
+        NO_CURVE,
+        68.0,
     )
-    assert steer.endswith("(`norm` units: a weight of 28.7+30.1 on the unit vector)")
+    assert steer.endswith("(`norm` units: a weight of 28.69+30.12 on each unit vector)")

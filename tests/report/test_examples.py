@@ -134,3 +134,4 @@ def test_a_multi_vector_choice_reads_the_file_of_all_its_layers():
     twice = {"coefficient": 0.2, "vectors": [{"layer": 4}, {"layer": 4}]}
     assert _config_is({"config": twice}, pd.Series({"layer": 4, "coefficient": 0.2}))
     assert not _config_is({"config": {"coefficient": 0.2, "vectors": ["4"]}}, row)
+    assert not _config_is({"config": {"coefficient": 0.2, "vectors": []}}, row)

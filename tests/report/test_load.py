@@ -234,3 +234,26 @@ def test_a_cell_without_the_baseline_its_metrics_name_is_left_out_and_said(tmp_p
     assert load_results(params).empty
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "no baseline for settings nope" in line and str(metrics.parent) in line
+
+
+def test_a_cell_whose_unsteered_model_misses_the_bar_reads_baseline_incoherent(tmp_path):
+    """No steered config coherent, and the unsteered model under the bar on the selection
+    half too: the report's verdict is the cell's own ("baseline incoherent"), not "needs
+    finer coefficients"."""
+    from report_data import QUESTIONS
+    from steering_data import baseline_entry, cell_log, config_entry, settings_for, write_log
+    from steerops import stats
+    from steerops.steering.best import cell_metrics, protocol
+
+    params = load_params(write_params(tmp_path))
+    settings = settings_for(QUESTIONS)
+    entries = [baseline_entry(settings, QUESTIONS, [(0.0, 50.0)] * len(QUESTIONS))]
+    for coef in (0.5, 1.0):
+        scores = [(100.0, 40.0)] * len(QUESTIONS)
+        entries.append(config_entry(settings, "mean_diff", "prompt[-1]", 2, coef, scores))
+    write_log(cell_log(tmp_path / "outputs", "mean_diff", "prompt[-1]"), entries)
+    frame = load_results(params)
+    [row] = tables.gap_analysis(frame, 68).to_dict("records")
+    assert row["status"] == stats.BASELINE_INCOHERENT
+    records = frame.to_dict("records")
+    assert cell_metrics(records, 68, protocol(params))["status"] == row["status"]

@@ -3,17 +3,35 @@ the whole report run with each of those split seeds."""
 
 from __future__ import annotations
 
+import random
+
 import pandas as pd
 import pytest
 
 from report_data import QUESTIONS, write_params
-from steering_data import write_grid
+from steering_data import (
+    baseline_entry,
+    cell_log,
+    config_entry,
+    settings_for,
+    write_grid,
+    write_log,
+)
+from steerops import stats
 from steerops.cli import main
 from steerops.config import load_params
 from steerops.io import read_json
 from steerops.report import tables
 from steerops.report.load import load_results
-from steerops.report.resplit import THIS, Resplit, resplit, resplit_words
+from steerops.report.resplit import (
+    _HALF_KEYS,
+    THIS,
+    Resplit,
+    _AtSplit,
+    _words,
+    resplit,
+    resplit_words,
+)
 
 # (layer, coefficient, selection refusal fraction, held-out fraction, coherence) under the
 # seed-0 split: the fractions differ by half, so another split mixes them and may choose
@@ -76,8 +94,10 @@ def test_the_words_name_each_choice_and_the_spread_of_its_held_out_delta():
     r = Resplit(20, 1, ((THIS, 15), ("layer 8, coefficient 0.2", 3)), 2, 14, (10.0, 55.0, 40.0))
     assert resplit_words(r) == (
         "on 20 other splits of the same questions (seeds 1-20), the selection half chose "
-        "this config on 15, layer 8, coefficient 0.2 on 3, nothing on 2; the choice was ok "
-        "held out on 14 of 18, held-out delta from +10.0 to +55.0 (median +40.0)"
+        "this config on 15, layer 8, coefficient 0.2 on 3, nothing on 2; the split's choice "
+        "was ok held out on 14 of 18, its held-out delta (of 3) from +10.0 to +55.0 (median "
+        "+40.0) (the splits share their questions: how much the choice owes to the draw, not "
+        "replications)"
     )
     assert resplit_words(None) is None
 
@@ -90,7 +110,11 @@ def test_the_report_says_it_and_records_it_and_none_are_asked_of_it_at_zero(tmp_
     [line] = [x for x in text.splitlines() if "other splits of the same questions" in x]
     assert line.startswith("    - on 5 other splits of the same questions (seeds 1-5), ")
     metrics = read_json(tmp_path / "reports" / "metrics.json")
-    assert metrics["resplits"] == 5 and 0 <= metrics["resplits_same_config"] <= 5
+    frame, choice = _choice(tmp_path, 0)
+    r = resplit(frame, choice, 68, 0.5, 0, 5)
+    assert metrics["resplits"] == 5
+    assert (metrics["resplits_same_config"], metrics["resplits_ok"]) == (r.same_config, r.ok)
+    assert r.same_config < 5  # not every split: a count that could be another
     params = write_params(tmp_path, report={"results": "docs/results.md", "resplits": 0})
     assert main(["report", "--params", str(params)]) == 0
     assert "other splits" not in (tmp_path / "docs" / "results.md").read_text()
@@ -100,3 +124,91 @@ def test_the_report_says_it_and_records_it_and_none_are_asked_of_it_at_zero(tmp_
 def test_a_frame_without_per_question_scores_has_no_resplit():
     frame = pd.DataFrame([{"model": "m", "trait": "t", "alias_of": ""}])
     assert resplit(frame, pd.Series({"model": "m", "trait": "t"}), 68, 0.5, 0, 5) is None
+
+
+def _noisy_grid(tmp_path, direction: str) -> None:
+    """Three cells of random per-question scores: a tenth of the traits and a twentieth of
+    the coherences unscored, two questions asked twice, `mean_diff_cleaned` an alias of
+    `mean_diff` (the same vectors, other scores)."""
+    rng = random.Random(5)
+    questions = [f"question {i}" for i in range(24)] + ["question 3", "question 7"]
+    settings = settings_for(questions, direction=direction)
+    plain, moved = (100.0, 0.0) if direction == "negative" else (0.0, 100.0)
+    base = [(plain, rng.uniform(80, 100)) for _ in questions]
+    for method in ("mean_diff", "probe", "mean_diff_cleaned"):
+        entries = [baseline_entry(settings, questions, base)]
+        for layer in (2, 4):
+            for coef in (0.5, 1.0, 1.5):
+                level, coherence = rng.uniform(0, 0.7), rng.uniform(55, 95)
+                scores = [
+                    (
+                        None if rng.random() < 0.1 else moved if rng.random() < level else plain,
+                        None if rng.random() < 0.05 else min(100, max(0, rng.gauss(coherence, 15))),
+                    )
+                    for _ in questions
+                ]
+                same = "mean_diff" if method == "mean_diff_cleaned" else method
+                entry = config_entry(
+                    settings, method, "prompt[-1]", layer, coef, base, f"{same}-{layer}"
+                )
+                entry["scores"] = [list(x) for x in scores]  # with the unscored ones
+                entries.append(entry)
+        write_log(cell_log(tmp_path / "outputs", method, "prompt[-1]"), entries)
+
+
+def _frame(tmp_path, seed: int, direction: str, fraction: float):
+    params = write_params(
+        tmp_path,
+        seed=seed,
+        steering={"direction": direction},
+        search={"heldout_fraction": fraction},
+    )
+    return load_results(load_params(params))
+
+
+@pytest.mark.parametrize("direction", ["negative", "positive"])
+def test_every_number_of_a_split_is_config_rows_at_that_seed(tmp_path, direction):
+    """Field by field, each config's numbers on another split are the ones the results
+    logs give when the params' seed is that split's (sign, unscored answers, repeated
+    questions and a held-out fraction other than half included)."""
+    _noisy_grid(tmp_path, direction)
+    rows = _frame(tmp_path, 0, direction, 0.4).to_dict("records")
+    assert any(r["alias_of"] for r in rows)
+    keys = [k for k in _HALF_KEYS if not k.endswith("_p")] + ["selection_baseline_coherence"]
+    for seed in (1, 2, 3):
+        wanted = _frame(tmp_path, seed, direction, 0.4).to_dict("records")
+        assert len(wanted) == len(rows) == 3 * 6
+        for row, want in zip(rows, wanted, strict=True):
+            assert (row["method"], row["layer"], row["coefficient"]) == (
+                want["method"],
+                want["layer"],
+                want["coefficient"],
+            )
+            halves = stats.split_questions(list(row["scores"]), 0.4, seed)
+            got = _AtSplit(row, halves, seed)
+            for k in keys:
+                if want[k] is None or want[k] != want[k]:  # None, or NaN in the frame
+                    assert got[k] is None, (seed, k)
+                else:
+                    assert got[k] == pytest.approx(want[k], rel=1e-12), (seed, k)
+
+
+@pytest.mark.parametrize("direction", ["negative", "positive"])
+def test_the_tally_is_the_report_rerun_at_each_seed_on_noisy_scores(tmp_path, direction):
+    _noisy_grid(tmp_path, direction)
+    frame = _frame(tmp_path, 0, direction, 0.4)
+    choice = tables.selection_choice(tables.gap_analysis(frame, 68, 0))
+    assert choice is not None
+    r = resplit(frame, choice, 68, 0.4, 0, 5)
+    words, ok, deltas = [], 0, []
+    for seed in range(1, 6):
+        other = _frame(tmp_path, seed, direction, 0.4)
+        picked = tables.selection_choice(tables.gap_analysis(other, 68, seed))
+        words.append(_words(picked, choice))
+        if picked is not None:
+            ok += picked["status"] == "ok"
+            if picked["delta"] == picked["delta"]:
+                deltas.append(float(picked["delta"]))
+    got = dict(r.chosen) | ({"nothing": r.nothing} if r.nothing else {})
+    assert got == {w: words.count(w) for w in set(words)}
+    assert r.ok == ok and sorted(r.deltas) == pytest.approx(sorted(deltas))

@@ -16,6 +16,7 @@ from steering_data import COMPONENT, TRAIT, write_grid
 from steerops import stats
 from steerops.calibration.store import write_calibration
 from steerops.cli import main
+from steerops.config import load_params
 from steerops.io import write_json
 from steerops.search.store import search_dir
 from steerops.vectors.store import vectors_dir
@@ -168,10 +169,12 @@ def test_the_results_page_is_written_only_when_asked(tmp_path):
         "- Questions per cell: 40 scored (20 selection / 20 held out), of each trait's steering "
         "questions the first 40 (`steering.subset`); split seed"
     ) in text
+    # probe is not in steering.methods, but its cells from an earlier sweep have verdicts
+    assert "probe" not in {str(m) for m in load_params(params).steering.methods}
     [line] = [x for x in text.splitlines() if x.startswith("- Steering: ")]
     assert line.endswith(
-        "; built but not steered: `pca`, `probe` (in `vectors.methods`, not in "
-        "`steering.methods`: no verdict here)"
+        "; built but not steered: `pca` (in `vectors.methods`, not in `steering.methods`: no "
+        "verdict here)"
     )
 
 
@@ -419,7 +422,6 @@ def test_a_report_logs_where_the_run_it_reports_logged(tmp_path, monkeypatch):
     """A default scratch run (runs/steer-<time>/) logged to the project's store and keeps no
     store of its own: its report goes to the project's store too. A run given --out has
     DIR/mlflow.db, and its report goes there."""
-    from steerops.config import load_params
     from steerops.report import command
     from steerops.tracking.store import tracking_uri
 
@@ -626,7 +628,6 @@ def test_a_cleaning_line_says_how_much_of_the_direction_the_removed_dims_held(tm
     import numpy as np
     import torch
 
-    from steerops.config import load_params
     from steerops.report.calibrated import with_removed_shares
     from steerops.report.results import _cleaning_lines
     from steerops.vectors.store import save_vectors
@@ -756,7 +757,6 @@ def test_the_preclean_table_says_how_far_the_two_vectors_differ(tmp_path):
     import numpy as np
     import torch
 
-    from steerops.config import load_params
     from steerops.report.calibrated import with_vector_agreement
     from steerops.vectors.store import save_vectors
 
@@ -792,7 +792,6 @@ def test_vectors_equal_to_float_rounding_are_one_finding(tmp_path):
     import numpy as np
     import torch
 
-    from steerops.config import load_params
     from steerops.report.calibrated import with_near_aliases
     from steerops.vectors.store import save_vectors
 
@@ -890,7 +889,6 @@ def test_a_compared_near_copy_carries_its_caveat_into_the_cleaning_curve(tmp_pat
     import numpy as np
     import torch
 
-    from steerops.config import load_params
     from steerops.report import tables
     from steerops.report.calibrated import with_removed_shares
     from steerops.vectors.store import save_vectors
@@ -968,7 +966,6 @@ def test_a_near_copy_reaches_the_report_s_q_values_through_the_vectors(tmp_path)
     from scipy.stats import false_discovery_control
 
     from steering_data import cell_log
-    from steerops.config import load_params
     from steerops.io import file_md5, read_json
     from steerops.vectors.store import TENSORS_FILE, save_vectors
 

@@ -27,5 +27,5 @@ class ReportConfig(Strict):
         ge=0,
         le=200,
         description="other splits of the same questions (seeds seed+1 ...) the choice is made "
-        "again on, to say how much it owes to which questions were held out; 0: none",
+        "again on, to say how much it owes to which questions were held out (0-200; 0: none)",
     )

@@ -19,7 +19,7 @@ from steerops.report import tables
 from steerops.report.control import Control, control_words
 from steerops.report.grid_words import CELL, grid_words
 from steerops.report.load import SEARCH_KEY
-from steerops.report.markdown import cell, interval
+from steerops.report.markdown import cell, interval, where
 from steerops.report.resplit import Resplit, resplit_words
 from steerops.report.trial_words import trial_lines
 
@@ -78,13 +78,6 @@ def trials_of(trials: dict[tuple, pd.DataFrame] | None, row: Any) -> pd.DataFram
 def _nested(said: list[str]) -> list[str]:
     """An answer's headline as a bullet under its trait, its details as bullets under it."""
     return [f"  - {said[0]}", *(f"    - {line}" for line in said[1:])]
-
-
-def _where(row: Any) -> str:
-    """`method` at position (and component, when not the residual stream)."""
-    component = str(row.get("component", "residual"))
-    at = f" {component}" if component not in ("residual", "", "nan") else ""
-    return f"`{row['method']}` at {row['position']}{at}"
 
 
 # a gap row's held-out columns, and a search row's (`load.SEARCH_COLUMNS`)
@@ -206,8 +199,7 @@ def _steer_with(
             f"half (verdicts: {said})"
         ]
     config = (
-        f"{_where(choice)}, layer {cell(choice['layer'])}, coefficient "
-        f"{cell(choice['coefficient'])}"
+        f"{where(choice)}, layer {cell(choice['layer'])}, coefficient {cell(choice['coefficient'])}"
     )
     weight = _weight_words(choice)
     names = [str(m) for m, alias in zip(mine["method"], mine["alias_of"], strict=True) if not alias]
@@ -244,23 +236,26 @@ def _weight_words(choice: Any) -> str:
     weight = choice.get("weight")
     if str(choice.get("unit")) != "norm" or weight is None or pd.isna(weight):
         return ""
-    number = stats.as_number(weight)
-    said = f"{number:.4g}" if number is not None else str(weight)  # "4+8" configs: each
-    return f" (`norm` units: a weight of {said} on the unit vector)"
+    parts = [stats.as_number(w) for w in str(weight).split("+")]  # "4+8" configs: each
+    if any(p is None for p in parts):
+        return ""
+    said = "+".join(f"{p:.4g}" for p in parts)
+    each = "each unit vector" if len(parts) > 1 else "the unit vector"
+    return f" (`norm` units: a weight of {said} on {each})"
 
 
 def _search_says(row: pd.Series, bar: float) -> list[str]:
     """The search's headline (its choice and verdict), then its held-out numbers, its
     answers under the bar counted at the search's own `bar`."""
-    where = f"the search of {_where(row)}"
+    search = f"the search of {where(row)}"
     if pd.isna(row.get("layer")):
-        return [f"{where}: **{row['status']}**, nothing chosen"]
+        return [f"{search}: **{row['status']}**, nothing chosen"]
     config = f"layer {cell(row['layer'])}, coefficient {cell(row['coefficient'])}"
     spread = ("heldout_coherence_lo", "heldout_coherence_hi")
     held = _held(row, bar, SEARCH_HELD, spread=spread)
     if row["status"] == stats.OK:
-        return [f"{where}: **{config}**, ok held out", *held]
-    return [f"{where} chose {config}: **{row['status']}**, not a recommended coefficient", *held]
+        return [f"{search}: **{config}**, ok held out", *held]
+    return [f"{search} chose {config}: **{row['status']}**, not a recommended coefficient", *held]
 
 
 def _cleaning_says(curve: pd.DataFrame, choice: pd.Series) -> list[list[str]]:

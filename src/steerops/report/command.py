@@ -190,7 +190,8 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
             write_text(staging / f"{name}.csv", table.to_csv(index=False, float_format="%.6g"))
         plots.coefficient_curves(points, threshold, staging / PLOTS[0])
         plots.cleaning_curve(curve, staging / PLOTS[1])
-        numbers = _metrics(gap, prepost, errors, searched, again, randoms)
+        asked = params.report.resplits
+        numbers = _metrics(gap, prepost, errors, searched, again, randoms, asked)
         write_json(staging / "metrics.json", numbers)
         table = massive.to_csv(index=False, float_format="%.6g")
         write_text(staging / "massive_activations.csv", table)
@@ -217,6 +218,8 @@ def _write_results(params, frame, searched, csvs, record, threshold, read, page:
     setup["run"] = params.run_folder is not None and params.run_named
     if not setup["run"]:  # how the coefficients apply, to port a choice elsewhere (a run's
         st = params.steering  # flags may have steered otherwise than the params say)
+        # a method dropped from steering.methods keeps its cells (and its verdicts)
+        steered_cells = set(frame["method"].astype(str)) if len(frame) else set()
         setup["steering"] = {
             "unit": st.coefficient_unit,
             "scope": st.scope,
@@ -225,7 +228,9 @@ def _write_results(params, frame, searched, csvs, record, threshold, read, page:
             # vectors the stage built that no grid cell steered: the page says so, or a
             # reader takes "among 3 methods" for every method there was
             "unsteered": [
-                str(m) for m in params.vectors.methods if str(m) not in map(str, st.methods)
+                str(m)
+                for m in params.vectors.methods
+                if str(m) not in map(str, st.methods) and str(m) not in steered_cells
             ],
         }
     if params.inputs_flag:  # --inputs DIR: its calibration and vector metadata
@@ -267,7 +272,7 @@ def _relative(path: Path, root: Path) -> str:
     return (path.relative_to(root) if path.is_relative_to(root) else path).as_posix() + "/"
 
 
-def _metrics(gap, prepost, errors, searched, again=None, randoms=None) -> dict:
+def _metrics(gap, prepost, errors, searched, again=None, randoms=None, asked=0) -> dict:
     """A handful of counts and the best cell: chosen on the selection half like every best
     (the largest selection-half delta of a cell's chosen config), reported held out, how
     often other splits of the questions chose it again (`again`: `resplit.resplits`) and
@@ -293,7 +298,7 @@ def _metrics(gap, prepost, errors, searched, again=None, randoms=None) -> dict:
         # with the p in its twin's place: `cells_ok_at_fdr_5pct` may count both)
         "near_copies": int((gap["near_copy_of"] != "").sum()),
         **_best_cell(gap),
-        **_best_resplit(gap, again or {}),
+        **_best_resplit(gap, again or {}, asked),
         **_best_control(gap, randoms or {}),
         "flagged_preclean_gaps": (
             int((prepost["flag"] == tables.LIKELY_BUG).sum()) if len(prepost) else 0
@@ -464,13 +469,14 @@ def _best_cell(gap: pd.DataFrame) -> dict:
     }
 
 
-def _best_resplit(gap: pd.DataFrame, again: dict) -> dict:
-    """The selection choice made again on other splits of its questions: on how many it
-    was the same config, and on how many the split's choice was ok held out."""
+def _best_resplit(gap: pd.DataFrame, again: dict, asked: int) -> dict:
+    """The selection choice made again on `asked` other splits of its questions: on how
+    many it was the same config, and on how many the split's choice was ok held out (None:
+    no choice to make again, or none asked)."""
     best = tables.selection_choice(gap)
     r = again.get((str(best["model"]), str(best["trait"]))) if best is not None else None
     if r is None:
-        return {"resplits": 0, "resplits_same_config": None, "resplits_ok": None}
+        return {"resplits": asked, "resplits_same_config": None, "resplits_ok": None}
     return {"resplits": r.splits, "resplits_same_config": r.same_config, "resplits_ok": r.ok}
 
 

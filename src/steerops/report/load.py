@@ -54,6 +54,7 @@ COLUMNS = [
     *("alias_of", "heldout_traits", "heldout_coherences", "heldout_deltas"),
     *("scores", "baseline_scores"),
     *("heldout_baseline_trait", "heldout_baseline_coherence"),
+    "selection_baseline_coherence",  # a bar the unsteered model misses: baseline incoherent
     *("judge", "settings", "sign", "unit"),
 ]
 CELL = ["model", "trait", "variant", "position", "component"]

@@ -4,6 +4,7 @@ inside cells escaped (a token such as `<|im_start|>` stays one cell)."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -89,6 +90,13 @@ def markdown_table(table: pd.DataFrame, empty: str = "no data") -> str:
     ]
     note = ["", NO_WIDTH_NOTE] if flat else []
     return "\n".join([head, rule, *body, *note])
+
+
+def where(row: Any) -> str:
+    """`method` at position (and component, when not the residual stream)."""
+    component = str(row.get("component", "residual"))
+    at = f" {component}" if component not in ("residual", "", "nan") else ""
+    return f"`{row['method']}` at {row['position']}{at}"
 
 
 def interval(mid, lo, hi) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from steerops import stats
-from steerops.report.markdown import cell
+from steerops.report.markdown import cell, where
 from steerops.report.tables import GROUP, same_value, selection_choice
 
 
@@ -63,6 +63,8 @@ def resplit(
     cells = frame[same & (frame["alias_of"] == "")]
     if splits <= 0 or cells.empty or "scores" not in cells:
         return None
+    if not all(isinstance(x, Mapping) for x in cells["scores"]):
+        return None  # a frame not read from results logs: nothing to split
     groups = [(key, rows.to_dict("records")) for key, rows in cells.groupby(GROUP, sort=True)]
     tally: Counter[str] = Counter()
     ok, deltas = 0, []
@@ -104,9 +106,15 @@ def _choice_at(
 ) -> pd.Series | None:
     """The report's choice among the cells when the questions are split with `seed`."""
     gap = []
+    halves: dict[tuple, tuple[list[str], list[str]]] = {}  # per question list, as each log
     for key, rows in groups:
-        halves = stats.split_questions(list(rows[0]["scores"]), fraction, seed)
-        pick, status = stats.choose([_AtSplit(r, halves, seed) for r in rows], threshold)
+        at = []
+        for r in rows:
+            questions = tuple(r["scores"])
+            if questions not in halves:
+                halves[questions] = stats.split_questions(list(questions), fraction, seed)
+            at.append(_AtSplit(r, halves[questions], seed))
+        pick, status = stats.choose(at, threshold)
         gap.append(
             {
                 **dict(zip(GROUP, key, strict=True)),
@@ -125,7 +133,9 @@ class _AtSplit(Mapping):
     """A config's numbers on each half of one split, as `stats.choose` reads them (the
     names `stats.half_stats` gives, no sign-flip p: the choice and its verdict need only
     the intervals). Each is worked out when first read: the choice reads the intervals of
-    the selection half's coherent configs and the held-out numbers of its pick only."""
+    the selection half's coherent configs and the held-out numbers of its pick only. A key
+    `stats.choose` starts reading that this row does not give reads as missing (None
+    through `Mapping.get`): `test_resplit` compares every field with `config_rows`'."""
 
     def __init__(self, row: dict, halves: tuple[list[str], list[str]], seed: int):
         self.row, self.seed = row, seed
@@ -195,7 +205,7 @@ def _words(picked: pd.Series | None, choice: pd.Series) -> str:
         return NOTHING
     config = f"layer {cell(picked['layer'])}, coefficient {cell(picked['coefficient'])}"
     if any(str(picked[k]) != str(choice[k]) for k in GROUP):
-        return f"`{picked['method']}` at {picked['position']} ({config})"
+        return f"{where(picked)} ({config})"
     if same_value(picked["layer"], choice["layer"]) and same_value(
         picked["coefficient"], choice["coefficient"]
     ):
@@ -217,11 +227,16 @@ def resplit_words(r: Resplit | None) -> str | None:
     )
     chosen = r.splits - r.nothing
     if chosen:
-        said += f"; the choice was ok held out on {r.ok} of {chosen}"
+        said += f"; the split's choice was ok held out on {r.ok} of {chosen}"
     if r.deltas:
         d = np.asarray(r.deltas)
+        of = f" (of {len(d)})" if len(d) < chosen else ""
         said += (
-            f", held-out delta from {stats.delta_text(float(d.min()))} to "
+            f", its held-out delta{of} from {stats.delta_text(float(d.min()))} to "
             f"{stats.delta_text(float(d.max()))} (median {stats.delta_text(float(np.median(d)))})"
         )
-    return said
+    # the splits share their questions: an effect peculiar to them holds on every split
+    return (
+        f"{said} (the splits share their questions: how much the choice owes to the draw, "
+        "not replications)"
+    )
