@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from steerops import stats
-from steerops.report.markdown import cell
+from steerops.report.markdown import cell, numeric_order
 from steerops.report.trial_words import narrowed
 
 CELL = ["model", "trait", "position", "component", "method"]
@@ -34,16 +34,11 @@ def grids(frame: pd.DataFrame, threshold: float) -> dict[tuple, dict[str, Any]]:
             for r in rows.itertuples(index=False)
         }
         out[key] = {
-            "layers": sorted({cell(x) for x in rows["layer"]}, key=_numeric),
-            "coefficients": sorted({cell(x) for x in rows["coefficient"]}, key=_numeric),
+            "layers": sorted({cell(x) for x in rows["layer"]}, key=numeric_order),
+            "coefficients": sorted({cell(x) for x in rows["coefficient"]}, key=numeric_order),
             "coherent": coherent,
         }
     return out
-
-
-def _numeric(text: str) -> tuple[float, str]:
-    number = stats.as_number(text.split(",")[0].strip("[]() "))
-    return (number if number is not None else float("inf"), text)
 
 
 def grid_words(row, grid: dict[str, Any] | None, trials=None) -> tuple[str, str]:

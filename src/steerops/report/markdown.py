@@ -92,6 +92,14 @@ def markdown_table(table: pd.DataFrame, empty: str = "no data") -> str:
     return "\n".join([head, rule, *body, *note])
 
 
+def numeric_order(value: Any) -> tuple[float, str]:
+    """A layer or coefficient's sort key, as a value or as printed: by number ("0.2",
+    12, the first of "[1, 2]"), then by text (several vectors' "4+8" after every number)."""
+    text = str(value)
+    number = stats.as_number(text.split(",")[0].strip("[]() "))
+    return (number if number is not None else float("inf"), text)
+
+
 def where(row: Any) -> str:
     """`method` at position (and component, when not the residual stream)."""
     component = str(row.get("component", "residual"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from steerops import stats
-from steerops.report.markdown import cell
+from steerops.report.markdown import cell, numeric_order
 from steerops.report.tables import same_value
 
 
@@ -18,7 +18,7 @@ def trial_lines(trials: pd.DataFrame | None, bar: float, n=None) -> list[str]:
     if scored is None:
         return []
     lines = []
-    for layer, rows in sorted(scored.groupby("layer"), key=lambda kv: _order(kv[0])):
+    for layer, rows in sorted(scored.groupby("layer"), key=lambda kv: numeric_order(kv[0])):
         rows = rows.assign(size=rows["coefficient"].abs()).sort_values("size", kind="mergesort")
         count = f"{len(rows)} trial{'s' if len(rows) != 1 else ''}"
         each = f", n {int(n)} each" if stats.as_number(n) else ""
@@ -51,11 +51,6 @@ def _scored(trials: pd.DataFrame | None) -> pd.DataFrame | None:
         & trials["coherence_mean"].notna()
         & trials["trait_delta"].notna()
     ]
-
-
-def _order(layer) -> tuple[float, str]:
-    number = stats.as_number(layer)
-    return (number if number is not None else float("inf"), str(layer))
 
 
 def _best(rows: pd.DataFrame, bar: float) -> str:
