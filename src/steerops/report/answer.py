@@ -22,6 +22,7 @@ from steerops.report.load import SEARCH_KEY
 from steerops.report.markdown import cell, interval, where
 from steerops.report.resplit import Resplit, resplit_words
 from steerops.report.trial_words import trial_lines
+from steerops.report.weighed import Weighed, weighed_words
 
 
 def answer_lines(
@@ -33,12 +34,14 @@ def answer_lines(
     trials: dict[tuple, pd.DataFrame] | None = None,
     resplits: dict[tuple, Resplit | None] | None = None,
     controls: dict[tuple, Control] | None = None,
+    weighs: dict[tuple, Weighed] | None = None,
 ) -> list[str]:
     """Markdown bullets: one per (model, trait), each with its steering, search and
     cleaning answers nested under it; `grids` (`grid_words.grids`) says what each cell's
     grid steered, `trials` (`load.load_search_trials`) what each search tried, `resplits`
     (`resplit.resplits`) what the selection half chose on other splits, `controls`
-    (`control.controls`) a random direction at the choice's config."""
+    (`control.controls`) a random direction at the choice's config, `weighs`
+    (`weighed.weighed`) a near copy compared where its dims weigh."""
     trials = trials or {}
     pairs = {(str(m), str(t)) for m, t in zip(gap["model"], gap["trait"], strict=True)}
     pairs |= {(str(m), str(t)) for m, t in zip(searched["model"], searched["trait"], strict=True)}
@@ -65,7 +68,9 @@ def answer_lines(
             said += trial_lines(trials_of(trials, search), bar, search.get("search_n"))
             lines += _nested(said)
         for said in _cleaning_says(curve, choice) if choice is not None else []:
-            lines += _nested(said)
+            variant = said[0].split("`")[1]  # the headline names the cleaned variant first
+            there = weighed_words((weighs or {}).get((model, trait, variant)), threshold)
+            lines += _nested(said + ([there] if there else []))
     return lines or ["_no grid or search results_"]
 
 

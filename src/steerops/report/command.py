@@ -32,6 +32,7 @@ from steerops.report.load import (
 from steerops.report.markdown import VERDICT_LEGEND, markdown_table
 from steerops.report.resplit import resplits
 from steerops.report.results import render_results, untested
+from steerops.report.weighed import weighed
 from steerops.steering.best import protocol
 
 
@@ -155,6 +156,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
         frame, gap, threshold, proto.heldout_fraction, proto.seed, params.report.resplits
     )
     randoms = controls(frame, gap, proto.seed)  # the choice against a random direction
+    weighs = weighed(frame, curve, gap, proto.seed)  # a near copy tested where dims weigh
     features = vector_features(params, coefs, frame)
     errors = predict.loo_errors(features)
     recs = predict.recommendations(features, errors)
@@ -170,6 +172,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
             "trials": trials,
             "resplits": again,
             "controls": randoms,
+            "weighs": weighs,
         },
         threshold,
         _halves(frame),
@@ -181,6 +184,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     # the page's own inputs, read before the first write as the tables' are
     read: dict[str, Any] = {"trials": trials, "grids": steered, "resplits": again}
     read["controls"] = randoms
+    read["weighs"] = weighs
     if results is not None:
         read["examples"] = example_sections(params, frame, gap, threshold)
         if heatmap := calibrated.heatmap_path(params):
@@ -398,6 +402,7 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         tables_by_name.get("trials"),
         tables_by_name.get("resplits"),
         tables_by_name.get("controls"),
+        tables_by_name.get("weighs"),
     )
     parts += ["## In short", "", *answer, ""]
     parts += ["## Massive activations (calibration)", "", str(tables_by_name["dims"]), ""]

@@ -90,6 +90,7 @@ def render_results(
             setup.get("trials"),
             setup.get("resplits"),
             setup.get("controls"),
+            setup.get("weighs"),
         ),
         "",
         *_example_lines(setup.get("examples") or []),
