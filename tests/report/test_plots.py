@@ -196,3 +196,36 @@ def test_cleaning_curve_draws_the_paired_gain_and_greys_a_near_copy(tmp_path, mo
         said = [t.get_text() for t in gain_ax.texts]
         assert said == (["near copy: cannot tell"] if expect_grey else [])
         assert gain_ax.get_ylim()[0] <= -5 and gain_ax.get_ylim()[1] >= 5
+
+
+def test_the_random_direction_is_drawn_at_the_choice_s_layer():
+    """The control's line shares the choice's layer, whatever layer its own strongest
+    config was at, and marks nothing: nothing was chosen for it."""
+    from steerops.report.plots import curve_points
+
+    key = {"model": "m", "trait": "t", "position": "p", "component": "residual"}
+    gap = pd.DataFrame(
+        [
+            key
+            | {"method": "mean_diff", "alias_of": "", "status": "ok", "layer": 12}
+            | {"coefficient": 0.2, "selection_delta": 50.0, "selection_delta_lo": 20.0},
+            key
+            | {"method": "random_baseline", "alias_of": "", "status": "no effect"}
+            | {"layer": 17, "coefficient": 0.2, "selection_delta": 5.0}
+            | {"selection_delta_lo": 0.0},
+        ]
+    )
+    configs = [
+        key
+        | {"method": m, "layer": layer, "coefficient": c, "selection_coherence_mean": 90.0}
+        | {"heldout_n": 20, "heldout_trait_delta": d, "heldout_delta_lo": d - 10}
+        | {"heldout_delta_hi": d + 10, "heldout_coherence_mean": 90.0}
+        for m, d in (("mean_diff", 50.0), ("random_baseline", 0.0))
+        for layer in (12, 17)
+        for c in (0.2, 0.25)
+    ]
+    points = curve_points(pd.DataFrame(configs), gap, 68.0)
+    control = points[points["method"] == "random_baseline"]
+    assert set(control["layer"]) == {12} and not control["chosen"].any()
+    ours = points[points["method"] == "mean_diff"]
+    assert set(ours["layer"]) == {12} and ours["chosen"].sum() == 1

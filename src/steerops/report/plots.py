@@ -21,7 +21,8 @@ import pandas as pd  # noqa: E402
 
 from steerops import stats  # noqa: E402
 from steerops.io import atomic_path  # noqa: E402
-from steerops.report.tables import CURVE_STEPS, KEY  # noqa: E402
+from steerops.report.control import CONTROL  # noqa: E402
+from steerops.report.tables import CURVE_STEPS, KEY, selection_choice  # noqa: E402
 from steerops.steering.plots import mark_choice  # noqa: E402
 
 _PNG_META = {"Software": None}
@@ -59,7 +60,8 @@ def _style(names: list[str]) -> dict[str, dict]:
 
 def curve_points(frame: pd.DataFrame, gap: pd.DataFrame, min_coherence: float) -> pd.DataFrame:
     """Every config on each method's curve: the coefficients at its chosen layer (or, with
-    nothing chosen, at the layer reaching the best selection-half coherence); aliases are
+    nothing chosen, at the layer reaching the best selection-half coherence; the random
+    direction at the layer of the report's choice beside it, to compare); aliases are
     drawn once, under the name they alias. `cell_status` is the cell's verdict, not the
     point's: `chosen` marks the cell's choice and `heldout_coherent` each point's own
     coherence against the threshold."""
@@ -67,7 +69,10 @@ def curve_points(frame: pd.DataFrame, gap: pd.DataFrame, min_coherence: float) -
     for _, cell in gap[gap["alias_of"] == ""].iterrows():
         configs = frame[(frame[KEY + ["method"]] == cell[KEY + ["method"]]).all(axis=1)]
         layer = _layer(cell["layer"])
-        if pd.isna(layer):
+        at = _control_layer(gap, cell)
+        if at is not None and (configs["layer"] == at).any():
+            layer = at  # the random direction beside the choice, at its layer
+        elif pd.isna(layer):
             steered = configs[configs["coefficient"] != 0]
             by = steered.sort_values("selection_coherence_mean", ascending=False, kind="stable")
             layer = by.iloc[0]["layer"] if len(by) else configs.iloc[0]["layer"]
@@ -94,6 +99,19 @@ def curve_points(frame: pd.DataFrame, gap: pd.DataFrame, min_coherence: float) -
     numbers = ["n", "delta", "delta_lo", "delta_hi", "coherence"]
     points[numbers] = points[numbers].astype(float)
     return points
+
+
+def _control_layer(gap: pd.DataFrame, cell: pd.Series):
+    """For the random-direction control's cell: the layer of its (model, trait)'s choice
+    when that choice is in the same position and component (`tables.selection_choice`),
+    so the two lines share their layer; None otherwise."""
+    if str(cell["method"]) != CONTROL:
+        return None
+    mine = gap[(gap["model"] == cell["model"]) & (gap["trait"] == cell["trait"])]
+    choice = selection_choice(mine)
+    if choice is None or any(str(choice[k]) != str(cell[k]) for k in KEY):
+        return None
+    return _layer(choice["layer"])
 
 
 def _layer(value):
