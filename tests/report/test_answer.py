@@ -212,7 +212,7 @@ def test_the_answer_says_what_the_grid_steered_and_where_coherence_ran_out():
     # one coherent config of two is no comparison, and says so
     assert picked.endswith(
         "among 1 method; the only coherent one of 2 steered configs (layer 12; coefficients "
-        "0.2, 0.25)"
+        "0.2, 0.25); 0.2 is the smallest coefficient steered here: nothing smaller was tried"
     )
     assert cliff == (
         "    - the next larger coefficient here (0.25) is incoherent on the selection half, so "

@@ -47,8 +47,8 @@ def test_the_control_is_the_random_direction_at_the_choice_s_config(tmp_path):
     assert control.gain.mean == pytest.approx(diff.mean())
     assert control.gain.lo <= diff.mean() <= control.gain.hi
     assert control_words(control).startswith(
-        "a random direction (`random_baseline`) at the same layer and coefficient: held-out "
-        "delta +0.0 [+0.0, +0.0] (every question gave the same delta"
+        "one random direction (`random_baseline`, a single draw) at the same layer and "
+        "coefficient: held-out delta +0.0 [+0.0, +0.0] (every question gave the same delta"
     )
     gain = stats.interval_text(diff.mean(), control.gain.lo, control.gain.hi)
     assert control_words(control).endswith(f"this config's paired gain over it {gain}, n 20")

@@ -95,7 +95,8 @@ def test_the_words_name_each_choice_and_the_spread_of_its_held_out_delta():
     assert resplit_words(r) == (
         "on 20 other splits of the same questions (seeds 1-20), the selection half chose "
         "this config on 15, layer 8, coefficient 0.2 on 3, nothing on 2; the split's choice "
-        "was ok held out on 14 of 18, its held-out delta (of 3) from +10.0 to +55.0 (median "
+        "was ok held out on 14 of 18, its held-out delta (of 3), ok or not, from +10.0 to +55.0 "
+        "(median "
         "+40.0) (the splits share their questions: how much the choice owes to the draw, not "
         "replications)"
     )
@@ -212,3 +213,31 @@ def test_the_tally_is_the_report_rerun_at_each_seed_on_noisy_scores(tmp_path, di
     got = dict(r.chosen) | ({"nothing": r.nothing} if r.nothing else {})
     assert got == {w: words.count(w) for w in set(words)}
     assert r.ok == ok and sorted(r.deltas) == pytest.approx(sorted(deltas))
+
+
+def test_cells_tied_on_the_selection_delta_go_to_the_more_coherent():
+    """Between cells, as within one: the larger selection delta, then the more coherent,
+    then the table's order."""
+    row = {"alias_of": "", "status": "ok", "selection_delta": 50.0, "selection_delta_lo": 20.0}
+    gap = pd.DataFrame(
+        [row | {"method": "a", "selection_coherence": 80.0}]
+        + [row | {"method": "b", "selection_coherence": 90.0}]
+        + [row | {"method": "c", "selection_coherence": 90.0}]
+    )
+    assert tables.selection_choice(gap)["method"] == "b"
+    gap.loc[0, "selection_delta"] = 55.0
+    assert tables.selection_choice(gap)["method"] == "a"
+
+
+def test_a_near_copy_chosen_at_this_config_is_named_as_one():
+    choice = pd.Series(
+        {"model": "m", "trait": "t", "position": "p", "component": "residual"}
+        | {"method": "mean_diff", "layer": 12, "coefficient": 0.2}
+    )
+    twin = choice.copy()
+    twin["method"] = "mean_diff_cleaned"
+    near = frozenset({"mean_diff_cleaned"})
+    assert _words(twin, choice, near) == "its near copy `mean_diff_cleaned` at this config"
+    assert _words(twin, choice) == "`mean_diff_cleaned` at p (layer 12, coefficient 0.2)"
+    twin["coefficient"] = 0.25
+    assert _words(twin, choice, near).startswith("`mean_diff_cleaned` at p (layer 12")

@@ -742,7 +742,11 @@ def test_the_grid_named_keeps_signed_coefficients_apart_and_unscored_is_not_inco
     chosen = SimpleNamespace(layer=2, coefficient=0.2)
     [grid] = _grids(frame, 68.0).values()
     best, cliff = _grid_words(chosen, grid)
-    assert best == "best of 3 steered configs (layer 2; coefficients -0.4, 0.2, 0.4)"
+    # -0.4 is larger but the other way: 0.2 is the smallest of its sign, and said so
+    assert best == (
+        "best of 3 steered configs (layer 2; coefficients -0.4, 0.2, 0.4); 0.2 is the smallest "
+        "coefficient steered here: nothing smaller was tried"
+    )
     assert "next larger coefficient here (0.4) is incoherent" in cliff
     # -0.4 is stronger, but the other way: it says nothing about +0.2's edge
     frame.loc[frame["coefficient"] == 0.4, "selection_coherence_mean"] = None

@@ -34,12 +34,15 @@ CELLS = {
 def _world(tmp_path, cells=CELLS, **curve):
     write_grid(tmp_path / "outputs", cells, QUESTIONS)
     frame = load_results(load_params(write_params(tmp_path)))
-    gap = tables.gap_analysis(frame, 68)
+    key = tuple(frame[tables.KEY].iloc[0])
+    near = {} if curve.pop("near", True) is False else {(*key, "mean_diff_cleaned"): "mean_diff"}
+    gap = tables.gap_analysis(frame, 68, 0, near)
     choice = tables.selection_choice(gap)
     assert (choice["method"], choice["layer"]) == ("mean_diff", 2)
     row = {k: choice[k] for k in tables.KEY} | {"method": "mean_diff"}
     row |= {"variant": "mean_diff_cleaned", "dims_cleaned": "all"}
-    row |= {"removed_share": 0.01, "peak_share_layer": 4, "peak_share": 0.2} | curve
+    row |= {"removed_share": 0.01, "peak_share_layer": 4, "peak_share": 0.2, "gain_k": 1}
+    row |= curve
     return frame, gap, pd.DataFrame([row])
 
 
@@ -55,15 +58,20 @@ def test_a_near_copy_is_compared_at_the_layer_where_its_dims_weigh(tmp_path):
     assert w.gain.hi < 0
     said = weighed_words(w, 68.0)
     assert said.startswith(
-        "at layer 4, coefficient 1, the same config for both: `mean_diff_cleaned` held-out "
-        "delta +20.0 ["
+        "at layer 4, coefficient 1, where they weigh: **the cleaned vector steers less** (gain, "
+        "cleaned - uncleaned, paired, held out, -40.0 ["
     )
+    assert "`mean_diff_cleaned` held-out delta +20.0 [" in said
     assert "coherence 50.00, under 68; `mean_diff` held-out delta +60.0 [" in said
-    assert said.endswith(", n 20: cleaning weakens the steering there")
+    # renormalised after 20% of its squared norm is removed: 1/sqrt(0.8) = 1.118
+    assert said.endswith("at one coefficient it pushes 1.12x harder along the other dims")
+    # two cleaned variants compared together: each interval at 97.5%
+    [w2] = weighed(frame, curve.assign(gain_k=2), gap, 0).values()
+    assert w2.gain.lo < w.gain.lo and "at 97.5% (one of 2)" in weighed_words(w2, 68.0)
 
 
 def test_no_comparison_where_it_is_not_a_near_copy_or_the_dims_weigh_nowhere(tmp_path):
-    for curve in ({"removed_share": 0.2}, {"peak_share": 0.01}, {"peak_share_layer": np.nan}):
+    for curve in ({"near": False}, {"peak_share": 0.01}, {"peak_share_layer": np.nan}):
         frame, gap, table = _world(tmp_path / str(len(list(tmp_path.iterdir()))), **curve)
         assert weighed(frame, table, gap, 0) == {}
 
@@ -71,12 +79,25 @@ def test_no_comparison_where_it_is_not_a_near_copy_or_the_dims_weigh_nowhere(tmp
 def test_a_layer_the_grid_did_not_steer_is_said(tmp_path):
     frame, gap, curve = _world(tmp_path, peak_share_layer=7)
     [w] = weighed(frame, curve, gap, 0).values()
-    assert w.cleaned is None and w.gain is None
+    assert w.cleaned is None and w.gain is None and not w.compared
     assert weighed_words(w, 68.0) == (
-        "at layer 7, coefficient 1, where they weigh, the grid did not steer both: add 7 to "
+        "at layer 7, coefficient 1, where they weigh, the grid steered nothing: add 7 to "
         "`steering.layers` to test them"
     )
     assert weighed_words(None, 68.0) is None
+    # the layer steered, but not the cleaned variant at the choice's coefficient
+    cells = dict(CELLS)
+    cells[("mean_diff_cleaned", "prompt[-1]")] = [
+        (2, 1.0, 0.8, 0.8, 90.0),
+        (4, 1.5, 0.3, 0.2, 50.0),
+        (2, 0.0, 0.0, 0.0, 100.0),
+    ]
+    frame, gap, curve = _world(tmp_path / "other", cells)
+    [w] = weighed(frame, curve, gap, 0).values()
+    assert weighed_words(w, 68.0) == (
+        "at layer 4, coefficient 1, where they weigh, the grid did not steer "
+        "`mean_diff_cleaned` to compare"
+    )
 
 
 def test_the_comparison_sits_under_its_cleaning_answer(tmp_path):
@@ -91,4 +112,20 @@ def test_the_comparison_sits_under_its_cleaning_answer(tmp_path):
     lines = answer_lines(gap, pd.DataFrame(columns=["model", "trait"]), curve, 68.0, weighs=weighs)
     at = next(i for i, line in enumerate(lines) if "removing massive dims" in line)
     assert "**cannot tell whether the dims matter**" in lines[at]
-    assert lines[at + 3].startswith("    - at layer 4, coefficient 1, the same config for both")
+    assert lines[at + 2].endswith("at layer 4 (20.0% of its squared norm), compared there next")
+    assert lines[at + 3].startswith("    - at layer 4, coefficient 1, where they weigh: **")
+
+
+def test_the_report_records_the_comparison_where_the_dims_weigh(tmp_path):
+    from steerops.report.command import _best_weighed
+
+    frame, gap, curve = _world(tmp_path)
+    weighs = weighed(frame, curve, gap, 0)
+    [w] = weighs.values()
+    assert _best_weighed(gap, weighs) == {
+        "weighed_layer": 4,
+        "weighed_gain": w.gain.mean,
+        "weighed_gain_lo": w.gain.lo,
+        "weighed_gain_hi": w.gain.hi,
+    }
+    assert set(_best_weighed(gap, {}).values()) == {None}

@@ -16,7 +16,7 @@ import pandas as pd
 
 from steerops import stats
 from steerops.report import tables
-from steerops.report.control import Control, control_words
+from steerops.report.control import CONTROL, Control, control_words
 from steerops.report.grid_words import CELL, grid_words
 from steerops.report.load import SEARCH_KEY
 from steerops.report.markdown import cell, interval, where
@@ -67,10 +67,10 @@ def answer_lines(
             said = _search_says(search, bar)
             said += trial_lines(trials_of(trials, search), bar, search.get("search_n"))
             lines += _nested(said)
-        for said in _cleaning_says(curve, choice) if choice is not None else []:
-            variant = said[0].split("`")[1]  # the headline names the cleaned variant first
-            there = weighed_words((weighs or {}).get((model, trait, variant)), threshold)
-            lines += _nested(said + ([there] if there else []))
+        ours = {v: w for (m, t, v), w in (weighs or {}).items() if (m, t) == (model, trait)}
+        if choice is not None:
+            for said in _cleaning_says(curve, choice, ours, threshold):
+                lines += _nested(said)
     return lines or ["_no grid or search results_"]
 
 
@@ -209,13 +209,23 @@ def _steer_with(
     weight = _weight_words(choice)
     names = [str(m) for m, alias in zip(mine["method"], mine["alias_of"], strict=True) if not alias]
     methods = len(names)
+    # what each is to the choice: a near copy of it, or the random-direction control
+    twins = dict(zip(mine["method"].astype(str), mine.get("near_copy_of", ""), strict=False))
+    roles = {
+        n: " (a near copy of it)"
+        if str(twins.get(n, "")) == str(choice["method"])
+        else " (the control)"
+        if n == CONTROL
+        else ""
+        for n in names
+    }
     coherence = stats.as_number(choice.get("selection_coherence"))
     then = f", coherence {stats.coherence_text(coherence, 2)}" if coherence is not None else ""
     picked = (
         "chosen on the selection half (selection delta "
         f"{stats.delta_text(choice['selection_delta'])}{then}) among {methods} "
         f"method{'s' if methods != 1 else ''}"
-        + (f" ({', '.join(f'`{n}`' for n in names)})" if methods > 1 else "")
+        + (f" ({', '.join(f'`{n}`{roles[n]}' for n in names)})" if methods > 1 else "")
     )
     grid = grids.get(tuple(choice.get(k) for k in CELL))
     cliff = ""
@@ -263,9 +273,16 @@ def _search_says(row: pd.Series, bar: float) -> list[str]:
     return [f"{search} chose {config}: **{row['status']}**, not a recommended coefficient", *held]
 
 
-def _cleaning_says(curve: pd.DataFrame, choice: pd.Series) -> list[list[str]]:
+def _cleaning_says(
+    curve: pd.DataFrame,
+    choice: pd.Series,
+    weighs: dict[str, Weighed] | None = None,
+    threshold: float = 0.0,
+) -> list[list[str]]:
     """Each cleaned variant of the chosen cell's method, against it: a headline, then what
-    was cleaned and why the verdict reads as it does."""
+    was cleaned and why the verdict reads as it does, and (`weighs`, by variant) its
+    comparison where the dims weigh (`weighed`)."""
+    weighs = weighs or {}
     if curve.empty:
         return []
     same = np.ones(len(curve), dtype=bool)
@@ -286,11 +303,15 @@ def _cleaning_says(curve: pd.DataFrame, choice: pd.Series) -> list[list[str]]:
         elif pd.isna(row.gain):
             continue
         else:
-            verdict, *why = (part for part in cleaning_parts(row, base) if part)
+            there = weighs.get(str(row.variant))
+            compared = there is not None and there.compared
+            verdict, *why = (part for part in cleaning_parts(row, base, compared) if part)
             details += why
+        there_words = weighed_words(weighs.get(str(row.variant)), threshold)
         out.append(
             [f"removing massive dims (`{row.variant}` against `{row.method}`): **{verdict}**"]
             + details
+            + ([there_words] if there_words else [])
         )
     return out
 
@@ -309,27 +330,29 @@ def _cleaned(row: Any) -> str:
     return f"cleaned: {row.dims_cleaned} dims{of}{at}"
 
 
-def cleaning_verdict(row: Any, base: Any) -> str:
+def cleaning_verdict(row: Any, base: Any, compared: bool = False) -> str:
     """What a cleaned variant's paired held-out gain over its uncleaned method (a
-    `cleaning_curve` row, and the uncleaned method's row or None) says about the dims."""
-    verdict, why, configs = cleaning_parts(row, base)
+    `cleaning_curve` row, and the uncleaned method's row or None) says about the dims;
+    `compared`: a near copy compared again where its dims weigh (`weighed`)."""
+    verdict, why, configs = cleaning_parts(row, base, compared)
     return verdict + (f": {why}" if why else "") + (f"; {configs}" if configs else "")
 
 
-def _where_they_weigh(row: Any) -> str:
+def _where_they_weigh(row: Any, compared: bool = False) -> str:
     """For a near copy: the layer where the same dims hold the most of the uncleaned
-    vector, when they hold a share there that a comparison could test."""
+    vector, when they hold a share there that a comparison could test (`compared`: one
+    did, said next)."""
     layer = stats.as_number(getattr(row, "peak_share_layer", None))
     share = stats.as_number(getattr(row, "peak_share", None))
     if layer is None or share is None or share < tables.BARELY:
         return ""
     return (
         f"; they hold the most of it at layer {int(layer)} ({share:.1%} of its squared norm), "
-        "where a comparison would test them"
+        + ("compared there next" if compared else "where a comparison would test them")
     )
 
 
-def cleaning_parts(row: Any, base: Any) -> tuple[str, str, str]:
+def cleaning_parts(row: Any, base: Any, compared: bool = False) -> tuple[str, str, str]:
     """`cleaning_verdict` in its parts: the verdict, why it reads so ("" unless the cleaned
     vector is a near copy), and a note when the two sides chose different configs ("")."""
     base_status = base.status if base is not None else "?"
@@ -371,7 +394,7 @@ def cleaning_parts(row: Any, base: Any) -> tuple[str, str, str]:
             "cannot tell whether the dims matter",
             f"the cleaned vector is nearly the uncleaned one (cosine "
             f"{tables.cosine_left(share):.3f}), so its comparison ({says}) says nothing of them"
-            + _where_they_weigh(row),
+            + _where_they_weigh(row, compared),
         )
     if base is not None and not (
         tables.same_value(row.layer, base.layer)

@@ -196,6 +196,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
         plots.cleaning_curve(curve, staging / PLOTS[1])
         asked = params.report.resplits
         numbers = _metrics(gap, prepost, errors, searched, again, randoms, asked)
+        numbers |= _best_weighed(gap, weighs)
         write_json(staging / "metrics.json", numbers)
         table = massive.to_csv(index=False, float_format="%.6g")
         write_text(staging / "massive_activations.csv", table)
@@ -495,6 +496,26 @@ def _best_control(gap: pd.DataFrame, randoms: dict) -> dict:
         "gain_over_random": None if gain is None else gain.mean,
         "gain_over_random_lo": None if gain is None else gain.lo,
         "gain_over_random_hi": None if gain is None else gain.hi,
+    }
+
+
+def _best_weighed(gap: pd.DataFrame, weighs: dict) -> dict:
+    """The selection choice's near copy compared where its dims weigh (`weighed.weighed`;
+    the first cleaned variant compared there): its layer and paired held-out gain."""
+    best = tables.selection_choice(gap)
+    mine = [
+        w
+        for (model, trait, _), w in sorted(weighs.items())
+        if best is not None
+        and (model, trait) == (str(best["model"]), str(best["trait"]))
+        and w.compared
+    ]
+    w = mine[0] if mine else None
+    return {
+        "weighed_layer": None if w is None else w.layer,
+        "weighed_gain": None if w is None else w.gain.mean,
+        "weighed_gain_lo": None if w is None else w.gain.lo,
+        "weighed_gain_hi": None if w is None else w.gain.hi,
     }
 
 

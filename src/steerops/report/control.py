@@ -85,7 +85,8 @@ def control_words(c: Control | None) -> str | None:
     coherence = "" if c.coherence is None else f", coherence {stats.coherence_text(c.coherence, 2)}"
     alike = f" ({stats.DEGENERATE_NOTE})" if stats.degenerate(c.delta.lo, c.delta.hi) else ""
     said = (
-        f"a random direction (`{CONTROL}`) at the same layer and coefficient: held-out delta "
+        f"one random direction (`{CONTROL}`, a single draw) at the same layer and "
+        "coefficient: held-out delta "
         f"{interval(c.delta.mean, c.delta.lo, c.delta.hi)}{alike}{coherence}, n {c.delta.n}"
     )
     if c.gain.mean is not None:

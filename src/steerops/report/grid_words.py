@@ -59,6 +59,12 @@ def grid_words(row, grid: dict[str, Any] | None, trials=None) -> tuple[str, str]
         f"{', '.join(grid['coefficients'])})"
     )
     layer, coefficient = cell(row.layer), stats.as_number(row.coefficient) or 0.0
+    same_sign = [c for (x, c) in grid["coherent"] if x == layer and c * coefficient > 0]
+    if len(same_sign) > 1 and all(abs(c) >= abs(coefficient) for c in same_sign):
+        # the best may lie below the grid: a smaller coefficient was never tried
+        best += (
+            f"; {coefficient:g} is the smallest coefficient steered here: nothing smaller was tried"
+        )
     # the stronger coefficients of the same sign at the chosen layer, weakest first
     larger = sorted(
         (

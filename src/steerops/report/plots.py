@@ -124,7 +124,8 @@ def _layer(value):
 
 def coefficient_curves(points: pd.DataFrame, min_coherence: float, path: Path) -> None:
     """Held-out trait delta (with interval) and coherence vs coefficient: a column of two
-    panels per (model, trait, position, component), a line per method at its chosen layer."""
+    panels per (model, trait, position, component), a line per method at its chosen layer
+    (the random-direction control at the choice's layer: `curve_points`)."""
     groups = sorted(points.groupby(KEY).groups) if len(points) else [("",) * len(KEY)]
     style = _style(sorted(points["method"].unique()) if len(points) else [])
     fig, axes = plt.subplots(

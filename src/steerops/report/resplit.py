@@ -53,10 +53,12 @@ def resplit(
     fraction: float,
     seed: int,
     splits: int,
+    near: frozenset[str] = frozenset(),
 ) -> Resplit | None:
     """The report's choice (`choice`, a `gap_analysis` row) made again on `splits` other
     splits of its (model, trait)'s questions, seeds seed+1 ... seed+splits; None with none
-    asked or no per-question scores (`load_results`' `scores`)."""
+    asked or no per-question scores (`load_results`' `scores`). `near` names the near
+    copies of the choice's method (`gap_analysis`' `near_copy_of`), worded as such."""
     same = (frame["model"].astype(str) == str(choice["model"])) & (
         frame["trait"].astype(str) == str(choice["trait"])
     )
@@ -70,7 +72,7 @@ def resplit(
     ok, deltas = 0, []
     for s in range(seed + 1, seed + 1 + splits):
         picked = _choice_at(groups, threshold, fraction, s)
-        tally[_words(picked, choice)] += 1
+        tally[_words(picked, choice, near)] += 1
         if picked is not None:
             ok += picked["status"] == stats.OK
             delta = stats.as_number(picked["heldout_trait_delta"])
@@ -95,8 +97,13 @@ def resplits(
     for (model, trait), mine in gap.groupby(["model", "trait"], sort=True):
         choice = selection_choice(mine)
         if choice is not None:
+            near = frozenset(
+                str(m)
+                for m, twin in zip(mine["method"], mine.get("near_copy_of", ""), strict=False)
+                if str(twin) == str(choice["method"])
+            )
             out[(str(model), str(trait))] = resplit(
-                frame, choice, threshold, fraction, seed, splits
+                frame, choice, threshold, fraction, seed, splits, near
             )
     return out
 
@@ -122,6 +129,7 @@ def _choice_at(
                 "status": status,
                 **{k: (pick or {}).get(k) for k in ("layer", "coefficient")},
                 "selection_delta": (pick or {}).get("selection_trait_delta"),
+                "selection_coherence": (pick or {}).get("selection_coherence_mean"),
                 "selection_delta_lo": (pick or {}).get("selection_delta_lo"),
                 "heldout_trait_delta": (pick or {}).get("heldout_trait_delta"),
             }
@@ -198,19 +206,22 @@ _HALF_KEYS = [
 NOTHING = "nothing"
 
 
-def _words(picked: pd.Series | None, choice: pd.Series) -> str:
+def _words(picked: pd.Series | None, choice: pd.Series, near: frozenset[str] = frozenset()) -> str:
     """A split's choice as the tally names it: "this config" (the report's), the layer
-    and coefficient of another config of its cell, or another cell's config in full."""
+    and coefficient of another config of its cell, a near copy of the choice's method at
+    this config (`near`), or another cell's config in full."""
     if picked is None:
         return NOTHING
+    same_config = same_value(picked["layer"], choice["layer"]) and same_value(
+        picked["coefficient"], choice["coefficient"]
+    )
     config = f"layer {cell(picked['layer'])}, coefficient {cell(picked['coefficient'])}"
     if any(str(picked[k]) != str(choice[k]) for k in GROUP):
+        in_cell = all(str(picked[k]) == str(choice[k]) for k in GROUP if k != "method")
+        if same_config and in_cell and str(picked["method"]) in near:
+            return f"its near copy `{picked['method']}` at this config"
         return f"{where(picked)} ({config})"
-    if same_value(picked["layer"], choice["layer"]) and same_value(
-        picked["coefficient"], choice["coefficient"]
-    ):
-        return THIS
-    return config
+    return THIS if same_config else config
 
 
 def resplit_words(r: Resplit | None) -> str | None:
@@ -232,7 +243,7 @@ def resplit_words(r: Resplit | None) -> str | None:
         d = np.asarray(r.deltas)
         of = f" (of {len(d)})" if len(d) < chosen else ""
         said += (
-            f", its held-out delta{of} from {stats.delta_text(float(d.min()))} to "
+            f", its held-out delta{of}, ok or not, from {stats.delta_text(float(d.min()))} to "
             f"{stats.delta_text(float(d.max()))} (median {stats.delta_text(float(np.median(d)))})"
         )
     # the splits share their questions: an effect peculiar to them holds on every split

@@ -264,7 +264,7 @@ def preclean_vs_clean_after(
                         LIKELY_BUG
                         if flag
                         else SETTINGS_DIFFER
-                        if _settings_differ(pre, post)
+                        if settings_differ(pre, post)
                         else ""
                     ),
                 }
@@ -303,7 +303,7 @@ def cosine_left(share: float) -> float:
     return float(np.sqrt(max(0.0, 1 - share)))
 
 
-def _settings_differ(pre: dict | None, post: dict | None) -> bool:
+def settings_differ(pre: dict | None, post: dict | None) -> bool:
     """Both configs exist but their cells ran under different steering settings (a scratch
     `--pipeline` run with another scope, unit, judge...): no paired comparison."""
     return pre is not None and post is not None and pre.get("settings") != post.get("settings")
@@ -325,7 +325,7 @@ def paired_gap(
 def _paired_traits(pre: dict | None, post: dict | None) -> tuple[list, list] | None:
     """The two configs' held-out trait scores on the questions both were asked, in one
     order; None when either is missing or their settings differ."""
-    if pre is None or post is None or _settings_differ(pre, post):
+    if pre is None or post is None or settings_differ(pre, post):
         return None
     a, b = pre.get("heldout_traits") or {}, post.get("heldout_traits") or {}
     common = [q for q in a if q in b]
@@ -385,7 +385,7 @@ def cleaning_curve(frame: pd.DataFrame, min_coherence: float, seed: int = 0) -> 
                         "gain_hi": _nan(gain.hi) if gain else np.nan,
                         "gain_k": k if suffix in compared else np.nan,
                         "gain_note": (
-                            SETTINGS_DIFFER if suffix and _settings_differ(hit, uncleaned) else ""
+                            SETTINGS_DIFFER if suffix and settings_differ(hit, uncleaned) else ""
                         ),
                     }
                 )
@@ -430,14 +430,14 @@ def coefficient_table(
                 "heldout_q": q_of.get((*key, method), np.nan),
                 "mean_diff_probe_ratio": (
                     float(md["coefficient"]) / float(pr["coefficient"])
-                    if md is not None and pr is not None and not _settings_differ(md, pr)
+                    if md is not None and pr is not None and not settings_differ(md, pr)
                     else np.nan
                 ),
                 "cleaning_shift": (
                     float(hit["coefficient"]) - float(base["coefficient"])
                     if base is not None
                     and method != _base(method)
-                    and not _settings_differ(hit, base)
+                    and not settings_differ(hit, base)
                     else np.nan
                 ),
                 "at_largest_coefficient": stats.at_largest_coefficient(
@@ -479,10 +479,11 @@ def _nan(value: float | None) -> float:
 def selection_choice(gap: pd.DataFrame) -> pd.Series | None:
     """The cell chosen on the selection half alone (`gap_analysis` rows): among cells whose
     choice has an effect there (its selection interval above zero), the one with the
-    largest selection-half delta (ties: the first in the table's order); None when no cell
-    qualifies. Its held-out verdict says whether it holds: choosing among the cells that
-    held out instead would pick on held-out data, and its held-out delta would be the best
-    of several tries, not a held-out figure."""
+    largest selection-half delta (ties: the more coherent there, as within a cell, then the
+    first in the table's order); None when no cell qualifies. Its held-out verdict says
+    whether it holds: choosing among the cells that held out instead would pick on
+    held-out data, and its held-out delta would be the best of several tries, not a
+    held-out figure."""
     candidates = gap[
         (gap["alias_of"] == "")
         & gap["selection_delta"].notna()
@@ -491,4 +492,9 @@ def selection_choice(gap: pd.DataFrame) -> pd.Series | None:
     ]
     if candidates.empty:
         return None
-    return candidates.loc[candidates["selection_delta"].astype(float).idxmax()]
+    coherence = candidates.get("selection_coherence", pd.Series(np.nan, index=candidates.index))
+    ranked = candidates.assign(
+        _delta=candidates["selection_delta"].astype(float),
+        _coherence=pd.to_numeric(coherence, errors="coerce").fillna(-np.inf),
+    ).sort_values(["_delta", "_coherence"], ascending=False, kind="mergesort")
+    return candidates.loc[ranked.index[0]]

@@ -4,8 +4,11 @@ A cleaned variant that removed under `tables.BARELY` of its vector at the chosen
 near copy there: its gain over the uncleaned method says nothing of the dims. The same dims
 can hold much more of the vector at another layer (`peak_share_layer`). When the grid
 steered both methods there at the choice's coefficient, their paired held-out gain at that
-one config (the same layer and coefficient for both, so only the dims differ) is the
-comparison that tests them."""
+one config is the comparison that tests them. Not only the dims differ: the cleaned unit
+vector is renormalised, so at the same coefficient it pushes 1/sqrt(1 - share) harder
+along every other dim, and the line says so. Its "helps" and "hurts" follow the cleaning
+curve's rules (the method's `gain_k` cleaned variants together, enough questions for a
+sign test of that many claims)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,14 @@ import pandas as pd
 
 from steerops import stats
 from steerops.report.markdown import cell, interval
-from steerops.report.tables import BARELY, KEY, paired_gap, same_value, selection_choice
+from steerops.report.tables import (
+    BARELY,
+    KEY,
+    paired_gap,
+    same_value,
+    selection_choice,
+    settings_differ,
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,12 @@ class Weighed:
     cleaned: dict | None
     uncleaned: dict | None
     gain: stats.Interval | None
+    k: int = 1  # the method's cleaned variants compared together (the curve's `gain_k`)
+    layer_steered: bool = True  # the grid steered some config at `layer`
+
+    @property
+    def compared(self) -> bool:
+        return self.gain is not None and self.gain.mean is not None
 
 
 def weighed(
@@ -49,26 +65,36 @@ def weighed(
         for k in [*KEY, "method"]:
             same &= curve[k].astype(str) == str(choice[k])
         # the choice's cell at its coefficient: the layer is the dims' own
-        cell_rows = pd.Series(True, index=frame.index)
+        in_cell = pd.Series(True, index=frame.index)
         for k in KEY:
-            cell_rows &= frame[k].astype(str) == str(choice[k])
+            in_cell &= frame[k].astype(str) == str(choice[k])
         coefficient = choice["coefficient"]
-        cell_rows &= frame["coefficient"].map(lambda x, c=coefficient: same_value(x, c))
+        cell_rows = in_cell & frame["coefficient"].map(lambda x, c=coefficient: same_value(x, c))
+        # the near copies of the choice's method: the same config, under BARELY of it
+        near = (
+            {
+                str(m)
+                for m, twin in zip(mine["method"], mine["near_copy_of"], strict=True)
+                if str(twin) == str(choice["method"])
+            }
+            if "near_copy_of" in mine
+            else set()
+        )
         for row in curve[same].itertuples(index=False):
             layer, share = stats.as_number(row.peak_share_layer), stats.as_number(row.peak_share)
-            near = stats.as_number(getattr(row, "removed_share", None))
-            if layer is None or share is None or near is None:
+            if layer is None or share is None or share < BARELY:
                 continue
-            if near >= BARELY or share < BARELY or str(row.dims_cleaned) == "0":
+            if str(row.variant) not in near:
                 continue
-            at = cell_rows & frame["layer"].map(lambda x, lay=layer: same_value(x, lay))
+            on_layer = frame["layer"].map(lambda x, lay=layer: same_value(x, lay))
+            at = cell_rows & on_layer
             cleaned = _one(frame[at & (frame["method"].astype(str) == str(row.variant))])
             uncleaned = _one(frame[at & (frame["method"].astype(str) == str(row.method))])
-            gain = (
-                paired_gap(cleaned, uncleaned, seed)
-                if cleaned is not None and uncleaned is not None
-                else None
-            )
+            k = 1 if pd.isna(row.gain_k) else int(row.gain_k)
+            gain = None
+            if cleaned is not None and uncleaned is not None:
+                if not settings_differ(cleaned, uncleaned):
+                    gain = paired_gap(cleaned, uncleaned, seed, stats.family_confidence(k))
             out[(str(model), str(trait), str(row.variant))] = Weighed(
                 str(row.variant),
                 str(row.method),
@@ -78,6 +104,8 @@ def weighed(
                 cleaned,
                 uncleaned,
                 gain,
+                k,
+                bool((in_cell & on_layer).any()),
             )
     return out
 
@@ -92,27 +120,46 @@ def weighed_words(w: Weighed | None, threshold: float) -> str | None:
         return None
     where = f"at layer {w.layer}, coefficient {cell(w.coefficient)}"
     if w.cleaned is None or w.uncleaned is None:
-        return (
-            f"{where}, where they weigh, the grid did not steer both: add {w.layer} to "
-            "`steering.layers` to test them"
+        if not w.layer_steered:
+            return (
+                f"{where}, where they weigh, the grid steered nothing: add {w.layer} to "
+                "`steering.layers` to test them"
+            )
+        missing = " and ".join(
+            f"`{name}`"
+            for name, row in ((w.variant, w.cleaned), (w.method, w.uncleaned))
+            if row is None
         )
+        return f"{where}, where they weigh, the grid did not steer {missing} to compare"
+    if settings_differ(w.cleaned, w.uncleaned):
+        return f"{where}: not compared (their cells ran under different steering settings)"
     sides = "; ".join(
         f"`{name}` {_side(row, threshold)}"
         for name, row in ((w.variant, w.cleaned), (w.method, w.uncleaned))
     )
-    said = f"{where}, the same config for both: {sides}"
-    if w.gain is None or w.gain.mean is None:
-        return said + "; no question scored in both"
-    if w.gain.lo is not None and w.gain.lo > 0:
-        verdict = "cleaning strengthens the steering there"
-    elif w.gain.hi is not None and w.gain.hi < 0:
-        verdict = "cleaning weakens the steering there"
+    if not w.compared:
+        return f"{where}: {sides}; no question scored in both"
+    assert w.gain is not None
+    needed = stats.min_questions(w.k)
+    if (w.gain.lo > 0 or w.gain.hi < 0) and w.gain.n < needed:
+        verdict = f"too few held-out questions to tell ({w.gain.n}; {needed} needed)"
+    elif w.gain.lo > 0:
+        verdict = "the cleaned vector steers more"
+    elif w.gain.hi < 0:
+        verdict = "the cleaned vector steers less"
     elif stats.degenerate(w.gain.lo, w.gain.hi):
-        verdict = "no trait difference there: each question's trait score was the same in both"
+        verdict = "no trait difference: each question's trait score was the same in both"
     else:
-        verdict = "no detectable difference there"
+        verdict = "no detectable difference"
     gain = interval(w.gain.mean, w.gain.lo, w.gain.hi)
-    return f"{said}; gain (cleaned - uncleaned, paired, held out) {gain}, n {w.gain.n}: {verdict}"
+    level = "" if w.k <= 1 else f" at {stats.family_confidence(w.k):.1%} (one of {w.k})"
+    push = 1 / (1 - w.share) ** 0.5
+    return (
+        f"{where}, where they weigh: **{verdict}** (gain, cleaned - uncleaned, paired, held "
+        f"out, {gain}{level}, n {w.gain.n}); {sides}. Not the dims alone: the cleaned unit "
+        f"vector is renormalised, so at one coefficient it pushes {push:.2f}x harder along "
+        "the other dims"
+    )
 
 
 def _side(row: dict, threshold: float) -> str:
