@@ -191,7 +191,8 @@ def _setup_lines(frame, searched, record, setup) -> list[str]:
 # what a coefficient multiplies (`steering.coefficient_unit`)
 UNITS = {
     "norm": "the unit vector's weight is the coefficient times the layer's mean per-token "
-    "residual norm (prompt tokens, the first and massive ones left out)",
+    "residual norm in the vectors' extraction activations (`steering.vector_variant`'s "
+    "model; prompt tokens, the first and massive ones left out)",
     "absolute": "the unit vector's weight is the coefficient",
 }
 
