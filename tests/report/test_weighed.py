@@ -117,15 +117,19 @@ def test_the_comparison_sits_under_its_cleaning_answer(tmp_path):
 
 
 def test_the_report_records_the_comparison_where_the_dims_weigh(tmp_path):
-    from steerops.report.command import _best_weighed
+    from steerops.report.command import _best_checks
 
     frame, gap, curve = _world(tmp_path)
     weighs = weighed(frame, curve, gap, 0)
     [w] = weighs.values()
-    assert _best_weighed(gap, weighs) == {
+
+    def weighed_keys(checks: dict) -> dict:
+        return {k: v for k, v in checks.items() if k.startswith("weighed_")}
+
+    assert weighed_keys(_best_checks(gap, {}, {}, weighs, 0)) == {
         "weighed_layer": 4,
         "weighed_gain": w.gain.mean,
         "weighed_gain_lo": w.gain.lo,
         "weighed_gain_hi": w.gain.hi,
     }
-    assert set(_best_weighed(gap, {}).values()) == {None}
+    assert set(weighed_keys(_best_checks(gap, {}, {}, {}, 0)).values()) == {None}

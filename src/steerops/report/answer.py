@@ -210,13 +210,9 @@ def _steer_with(
     names = [str(m) for m, alias in zip(mine["method"], mine["alias_of"], strict=True) if not alias]
     methods = len(names)
     # what each is to the choice: a near copy of it, or the random-direction control
-    twins = dict(zip(mine["method"].astype(str), mine.get("near_copy_of", ""), strict=False))
+    near = tables.near_copies_of(mine, choice["method"])
     roles = {
-        n: " (a near copy of it)"
-        if str(twins.get(n, "")) == str(choice["method"])
-        else " (the control)"
-        if n == CONTROL
-        else ""
+        n: " (a near copy of it)" if n in near else " (the control)" if n == CONTROL else ""
         for n in names
     }
     coherence = stats.as_number(choice.get("selection_coherence"))
@@ -285,10 +281,7 @@ def _cleaning_says(
     weighs = weighs or {}
     if curve.empty:
         return []
-    same = np.ones(len(curve), dtype=bool)
-    for key in tables.KEY + ["method"]:
-        same &= (curve[key].astype(str) == str(choice[key])).to_numpy()
-    rows = curve[same]
+    rows = curve[tables.same_cell(curve, choice, tables.GROUP)]
     base = next(
         (r for r in rows.itertuples(index=False) if str(r.dims_cleaned) == "0"),
         None,

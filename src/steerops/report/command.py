@@ -194,10 +194,8 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
             write_text(staging / f"{name}.csv", table.to_csv(index=False, float_format="%.6g"))
         plots.coefficient_curves(points, threshold, staging / PLOTS[0])
         plots.cleaning_curve(curve, staging / PLOTS[1])
-        asked = params.report.resplits
-        numbers = _metrics(gap, prepost, errors, searched, again, randoms, asked)
-        numbers |= _best_weighed(gap, weighs)
-        write_json(staging / "metrics.json", numbers)
+        checks = _best_checks(gap, again, randoms, weighs, params.report.resplits)
+        write_json(staging / "metrics.json", _metrics(gap, prepost, errors, searched) | checks)
         table = massive.to_csv(index=False, float_format="%.6g")
         write_text(staging / "massive_activations.csv", table)
         write_text(staging / "report.md", text)
@@ -277,11 +275,9 @@ def _relative(path: Path, root: Path) -> str:
     return (path.relative_to(root) if path.is_relative_to(root) else path).as_posix() + "/"
 
 
-def _metrics(gap, prepost, errors, searched, again=None, randoms=None, asked=0) -> dict:
+def _metrics(gap, prepost, errors, searched) -> dict:
     """A handful of counts and the best cell: chosen on the selection half like every best
-    (the largest selection-half delta of a cell's chosen config), reported held out, how
-    often other splits of the questions chose it again (`again`: `resplit.resplits`) and
-    its paired gain over a random direction at its config (`randoms`: `control.controls`)."""
+    (the largest selection-half delta of a cell's chosen config), reported held out."""
     count = gap[gap["alias_of"] == ""]["status"].value_counts()
     return {
         "cells": int((gap["alias_of"] == "").sum()),
@@ -303,8 +299,6 @@ def _metrics(gap, prepost, errors, searched, again=None, randoms=None, asked=0) 
         # with the p in its twin's place: `cells_ok_at_fdr_5pct` may count both)
         "near_copies": int((gap["near_copy_of"] != "").sum()),
         **_best_cell(gap),
-        **_best_resplit(gap, again or {}, asked),
-        **_best_control(gap, randoms or {}),
         "flagged_preclean_gaps": (
             int((prepost["flag"] == tables.LIKELY_BUG).sum()) if len(prepost) else 0
         ),
@@ -475,47 +469,31 @@ def _best_cell(gap: pd.DataFrame) -> dict:
     }
 
 
-def _best_resplit(gap: pd.DataFrame, again: dict, asked: int) -> dict:
-    """The selection choice made again on `asked` other splits of its questions: on how
-    many it was the same config, and on how many the split's choice was ok held out (None:
-    no choice to make again, or none asked)."""
+def _best_checks(gap: pd.DataFrame, again: dict, randoms: dict, weighs: dict, asked: int) -> dict:
+    """What the selection choice is checked against (None: no such check): how often
+    `asked` other splits of its questions chose it again and their choice held out
+    (`resplit.resplits`), its paired held-out gain over a random direction at its config
+    (`control.controls`), and its near copy compared where the dims weigh (`weighed.weighed`;
+    the first cleaned variant compared there)."""
     best = tables.selection_choice(gap)
-    r = again.get((str(best["model"]), str(best["trait"]))) if best is not None else None
-    if r is None:
-        return {"resplits": asked, "resplits_same_config": None, "resplits_ok": None}
-    return {"resplits": r.splits, "resplits_same_config": r.same_config, "resplits_ok": r.ok}
-
-
-def _best_control(gap: pd.DataFrame, randoms: dict) -> dict:
-    """The selection choice's paired held-out gain over a random direction at its config
-    (None: no such control)."""
-    best = tables.selection_choice(gap)
-    c = randoms.get((str(best["model"]), str(best["trait"]))) if best is not None else None
-    gain = c.gain if c is not None and c.gain is not None else None
+    pair = (str(best["model"]), str(best["trait"])) if best is not None else None
+    r = again.get(pair)
+    c = randoms.get(pair)
+    gain = c.gain if c is not None else None
+    compared = [w for (*at, _), w in sorted(weighs.items()) if tuple(at) == pair and w.compared]
+    w = compared[0] if compared else None
+    there = w.gain if w is not None else None
     return {
+        "resplits": asked if r is None else r.splits,
+        "resplits_same_config": None if r is None else r.same_config,
+        "resplits_ok": None if r is None else r.ok,
         "gain_over_random": None if gain is None else gain.mean,
         "gain_over_random_lo": None if gain is None else gain.lo,
         "gain_over_random_hi": None if gain is None else gain.hi,
-    }
-
-
-def _best_weighed(gap: pd.DataFrame, weighs: dict) -> dict:
-    """The selection choice's near copy compared where its dims weigh (`weighed.weighed`;
-    the first cleaned variant compared there): its layer and paired held-out gain."""
-    best = tables.selection_choice(gap)
-    mine = [
-        w
-        for (model, trait, _), w in sorted(weighs.items())
-        if best is not None
-        and (model, trait) == (str(best["model"]), str(best["trait"]))
-        and w.compared
-    ]
-    w = mine[0] if mine else None
-    return {
         "weighed_layer": None if w is None else w.layer,
-        "weighed_gain": None if w is None else w.gain.mean,
-        "weighed_gain_lo": None if w is None else w.gain.lo,
-        "weighed_gain_hi": None if w is None else w.gain.hi,
+        "weighed_gain": None if there is None else there.mean,
+        "weighed_gain_lo": None if there is None else there.lo,
+        "weighed_gain_hi": None if there is None else there.hi,
     }
 
 

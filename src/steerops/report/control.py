@@ -15,7 +15,7 @@ import pandas as pd
 
 from steerops import stats
 from steerops.report.markdown import interval
-from steerops.report.tables import KEY, paired_gap, same_value, selection_choice
+from steerops.report.tables import at_config, choices, first_record, paired_gap, same_cell
 
 CONTROL = "random_baseline"
 
@@ -36,20 +36,18 @@ def controls(frame: pd.DataFrame, gap: pd.DataFrame, seed: int) -> dict[tuple, C
     none where nothing was chosen, the choice is the control itself, or the control was
     not steered in its cell's (model, trait, position, component)."""
     out = {}
-    for (model, trait), mine in gap.groupby(["model", "trait"], sort=True):
-        choice = selection_choice(mine)
-        if choice is None or str(choice["method"]) == CONTROL:
+    for pair, _, choice in choices(gap):
+        if str(choice["method"]) == CONTROL:
             continue
-        cell = pd.Series(True, index=frame.index)
-        for k in KEY:
-            cell &= frame[k].astype(str) == str(choice[k])
-        ours = _at(frame[cell & (frame["method"].astype(str) == str(choice["method"]))], choice)
-        theirs = frame[cell & (frame["method"].astype(str) == CONTROL)]
-        if theirs.empty or ours is None:
+        cell = same_cell(frame, choice)
+        at = at_config(frame, choice["layer"], choice["coefficient"])
+        methods = frame["method"].astype(str)
+        ours = first_record(frame[cell & at & (methods == str(choice["method"]))])
+        if ours is None or not (cell & (methods == CONTROL)).any():
             continue
-        control = _at(theirs, choice)
+        control = first_record(frame[cell & at & (methods == CONTROL)])
         if control is None:
-            out[(str(model), str(trait))] = Control(False, None, None, None)
+            out[pair] = Control(False, None, None, None)
             continue
         delta = stats.Interval(
             int(control["heldout_n"] or 0),
@@ -58,18 +56,8 @@ def controls(frame: pd.DataFrame, gap: pd.DataFrame, seed: int) -> dict[tuple, C
             stats.as_number(control["heldout_delta_hi"]),
         )
         coherence = stats.as_number(control["heldout_coherence_mean"])
-        out[(str(model), str(trait))] = Control(
-            True, delta, coherence, paired_gap(ours, control, seed)
-        )
+        out[pair] = Control(True, delta, coherence, paired_gap(ours, control, seed))
     return out
-
-
-def _at(rows: pd.DataFrame, choice: pd.Series) -> dict | None:
-    """The row of `rows` at the choice's layer and coefficient, as a record."""
-    same = rows["layer"].map(lambda x: same_value(x, choice["layer"]))
-    same &= rows["coefficient"].map(lambda x: same_value(x, choice["coefficient"]))
-    hit = rows[same]
-    return hit.iloc[0].to_dict() if len(hit) else None
 
 
 def control_words(c: Control | None) -> str | None:

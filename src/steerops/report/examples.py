@@ -13,7 +13,7 @@ import pandas as pd
 
 from steerops import stats
 from steerops.io import read_json
-from steerops.report.tables import same_value, selection_choice
+from steerops.report.tables import GROUP, at_config, same_cell, same_value, selection_choice
 from steerops.steering.store import RESPONSES_DIR, joined, steering_dir
 
 BASELINE = "baseline.json"  # the unsteered model's answers, beside the configs'
@@ -68,11 +68,9 @@ def _chosen_rows(frame: pd.DataFrame, choice: pd.Series | None) -> pd.DataFrame 
     """The frame's rows of the chosen config (its cell, layer and coefficient)."""
     if choice is None or frame.empty:
         return None
-    same = pd.Series(True, index=frame.index)
-    for key in ("model", "trait", "position", "component", "method"):
-        same &= frame[key].astype(str) == str(choice[key])
-    same &= frame["layer"].map(lambda x: same_value(x, choice["layer"]))
-    same &= frame["coefficient"].map(lambda x: same_value(x, choice["coefficient"]))
+    same = same_cell(frame, choice, GROUP) & at_config(
+        frame, choice["layer"], choice["coefficient"]
+    )
     rows = frame[same]
     return rows if len(rows) else None
 

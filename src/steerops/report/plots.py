@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 from steerops import stats  # noqa: E402
 from steerops.io import atomic_path  # noqa: E402
 from steerops.report.control import CONTROL  # noqa: E402
-from steerops.report.tables import CURVE_STEPS, KEY, selection_choice  # noqa: E402
+from steerops.report.tables import CURVE_STEPS, KEY, same_cell, selection_choice  # noqa: E402
 from steerops.steering.plots import mark_choice  # noqa: E402
 
 _PNG_META = {"Software": None}
@@ -107,8 +107,7 @@ def _control_layer(gap: pd.DataFrame, cell: pd.Series):
     so the two lines share their layer; None otherwise."""
     if str(cell["method"]) != CONTROL:
         return None
-    mine = gap[(gap["model"] == cell["model"]) & (gap["trait"] == cell["trait"])]
-    choice = selection_choice(mine)
+    choice = selection_choice(gap[same_cell(gap, cell, ["model", "trait"])])
     if choice is None or any(str(choice[k]) != str(cell[k]) for k in KEY):
         return None
     return _layer(choice["layer"])

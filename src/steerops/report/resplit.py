@@ -21,7 +21,14 @@ import pandas as pd
 
 from steerops import stats
 from steerops.report.markdown import cell, where
-from steerops.report.tables import GROUP, same_value, selection_choice
+from steerops.report.tables import (
+    GROUP,
+    choices,
+    near_copies_of,
+    same_cell,
+    same_value,
+    selection_choice,
+)
 
 
 @dataclass(frozen=True)
@@ -59,10 +66,7 @@ def resplit(
     splits of its (model, trait)'s questions, seeds seed+1 ... seed+splits; None with none
     asked or no per-question scores (`load_results`' `scores`). `near` names the near
     copies of the choice's method (`gap_analysis`' `near_copy_of`), worded as such."""
-    same = (frame["model"].astype(str) == str(choice["model"])) & (
-        frame["trait"].astype(str) == str(choice["trait"])
-    )
-    cells = frame[same & (frame["alias_of"] == "")]
+    cells = frame[same_cell(frame, choice, ["model", "trait"]) & (frame["alias_of"] == "")]
     if splits <= 0 or cells.empty or "scores" not in cells:
         return None
     if not all(isinstance(x, Mapping) for x in cells["scores"]):
@@ -93,19 +97,12 @@ def resplits(
 ) -> dict[tuple[str, str], Resplit | None]:
     """`resplit` of each (model, trait)'s choice (`tables.selection_choice` of its
     `gap_analysis` rows), keyed (model, trait) as text."""
-    out = {}
-    for (model, trait), mine in gap.groupby(["model", "trait"], sort=True):
-        choice = selection_choice(mine)
-        if choice is not None:
-            near = frozenset(
-                str(m)
-                for m, twin in zip(mine["method"], mine.get("near_copy_of", ""), strict=False)
-                if str(twin) == str(choice["method"])
-            )
-            out[(str(model), str(trait))] = resplit(
-                frame, choice, threshold, fraction, seed, splits, near
-            )
-    return out
+    return {
+        pair: resplit(
+            frame, choice, threshold, fraction, seed, splits, near_copies_of(mine, choice["method"])
+        )
+        for pair, mine, choice in choices(gap)
+    }
 
 
 def _choice_at(

@@ -288,6 +288,43 @@ BARELY = 0.05
 LIKELY_BUG = "likely implementation problem"
 
 
+def same_cell(frame: pd.DataFrame, row: Any, keys: list[str] = KEY) -> pd.Series:
+    """Which of `frame`'s rows have `row`'s `keys` (as text)."""
+    same = pd.Series(True, index=frame.index)
+    for k in keys:
+        same &= frame[k].astype(str) == str(row[k])
+    return same
+
+
+def at_config(frame: pd.DataFrame, layer: Any, coefficient: Any) -> pd.Series:
+    """Which of `frame`'s rows are at `layer` and `coefficient` (`same_value`)."""
+    return frame["layer"].map(lambda x: same_value(x, layer)) & frame["coefficient"].map(
+        lambda x: same_value(x, coefficient)
+    )
+
+
+def first_record(rows: pd.DataFrame) -> dict | None:
+    """The first row as a record; None without rows."""
+    return rows.iloc[0].to_dict() if len(rows) else None
+
+
+def near_copies_of(gap: pd.DataFrame, method: Any) -> frozenset[str]:
+    """The methods `gap_analysis` names near copies of `method` (`near_copy_of`)."""
+    if "near_copy_of" not in gap:
+        return frozenset()
+    twins = zip(gap["method"].astype(str), gap["near_copy_of"].astype(str), strict=True)
+    return frozenset(m for m, twin in twins if twin == str(method))
+
+
+def choices(gap: pd.DataFrame):
+    """((model, trait) as text, its `gap_analysis` rows, its `selection_choice`) of each
+    (model, trait) with a choice."""
+    for (model, trait), mine in gap.groupby(["model", "trait"], sort=True):
+        choice = selection_choice(mine)
+        if choice is not None:
+            yield (str(model), str(trait)), mine, choice
+
+
 def same_value(a: Any, b: Any) -> bool:
     """A layer or coefficient as two sources spell it: numbers alike to float rounding (12
     and 12.0, "0.2" and 0.2), else the same text ("4+8")."""

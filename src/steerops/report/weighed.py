@@ -20,10 +20,14 @@ from steerops import stats
 from steerops.report.markdown import cell, interval
 from steerops.report.tables import (
     BARELY,
-    KEY,
+    GROUP,
+    at_config,
+    choices,
+    first_record,
+    near_copies_of,
     paired_gap,
+    same_cell,
     same_value,
-    selection_choice,
     settings_differ,
 )
 
@@ -57,39 +61,22 @@ def weighed(
     out = {}
     if curve.empty or "peak_share_layer" not in curve:
         return out
-    for (model, trait), mine in gap.groupby(["model", "trait"], sort=True):
-        choice = selection_choice(mine)
-        if choice is None:
-            continue
-        same = pd.Series(True, index=curve.index)
-        for k in [*KEY, "method"]:
-            same &= curve[k].astype(str) == str(choice[k])
-        # the choice's cell at its coefficient: the layer is the dims' own
-        in_cell = pd.Series(True, index=frame.index)
-        for k in KEY:
-            in_cell &= frame[k].astype(str) == str(choice[k])
+    methods = frame["method"].astype(str)
+    for (model, trait), mine, choice in choices(gap):
+        in_cell = same_cell(frame, choice)
         coefficient = choice["coefficient"]
-        cell_rows = in_cell & frame["coefficient"].map(lambda x, c=coefficient: same_value(x, c))
         # the near copies of the choice's method: the same config, under BARELY of it
-        near = (
-            {
-                str(m)
-                for m, twin in zip(mine["method"], mine["near_copy_of"], strict=True)
-                if str(twin) == str(choice["method"])
-            }
-            if "near_copy_of" in mine
-            else set()
-        )
-        for row in curve[same].itertuples(index=False):
+        near = near_copies_of(mine, choice["method"])
+        for row in curve[same_cell(curve, choice, GROUP)].itertuples(index=False):
             layer, share = stats.as_number(row.peak_share_layer), stats.as_number(row.peak_share)
             if layer is None or share is None or share < BARELY:
                 continue
             if str(row.variant) not in near:
                 continue
-            on_layer = frame["layer"].map(lambda x, lay=layer: same_value(x, lay))
-            at = cell_rows & on_layer
-            cleaned = _one(frame[at & (frame["method"].astype(str) == str(row.variant))])
-            uncleaned = _one(frame[at & (frame["method"].astype(str) == str(row.method))])
+            # the choice's cell at its coefficient: the layer is the dims' own
+            at = in_cell & at_config(frame, layer, coefficient)
+            cleaned = first_record(frame[at & (methods == str(row.variant))])
+            uncleaned = first_record(frame[at & (methods == str(row.method))])
             k = 1 if pd.isna(row.gain_k) else int(row.gain_k)
             gain = None
             if cleaned is not None and uncleaned is not None:
@@ -105,13 +92,9 @@ def weighed(
                 uncleaned,
                 gain,
                 k,
-                bool((in_cell & on_layer).any()),
+                bool((in_cell & frame["layer"].map(lambda x, n=layer: same_value(x, n))).any()),
             )
     return out
-
-
-def _one(rows: pd.DataFrame) -> dict | None:
-    return rows.iloc[0].to_dict() if len(rows) else None
 
 
 def weighed_words(w: Weighed | None, threshold: float) -> str | None:
