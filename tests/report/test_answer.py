@@ -3,6 +3,8 @@ said with its held-out verdict; the search and the cleaning of that method besid
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 
@@ -292,7 +294,7 @@ def test_the_recommendation_gives_its_answers_moved_its_test_and_its_coherence_i
     assert delta == (
         "    - held-out delta +30.0 [+5.0, +55.0], n 20 (11 answers moved along the steering, 1 "
         "against, 8 not at all); sign-flip p 0.00318 one-sided, q 0.00635 over the report's 2 "
-        "cells"
+        "cells (`mean_diff`, `random_baseline`)"
     )
     assert coherence == "    - held-out coherence 83.22 [70.55, 93.58]"
     # a row without them (a search's) says neither
@@ -401,3 +403,26 @@ def test_a_norm_coefficient_gives_the_weight_it_stands_for():
         68.0,
     )
     assert steer.endswith("(`norm` units: a weight of 28.69+30.12 on each unit vector)")
+
+
+def test_the_q_family_is_named_by_method_by_place_or_by_trait_and_counted_when_large():
+    from steerops.report.answer import family, test_words
+
+    row = {"model": "m", "trait": "t", "position": "p", "component": "residual"}
+    row |= {"alias_of": "", "near_copy_of": "", "heldout_q": 0.01}
+    gap = pd.DataFrame([row | {"method": "a"}, row | {"method": "b"}])
+    assert family(gap) == ["`a`", "`b`"]
+    # a near copy stands in for its twin and an alias has no q: neither is named
+    copy = row | {"method": "a_cleaned", "near_copy_of": "a"}
+    alias = row | {"method": "a_pre", "alias_of": "a", "heldout_q": None}
+    assert family(pd.concat([gap, pd.DataFrame([copy, alias])])) == ["`a`", "`b`"]
+    # cells at two positions: each where it is; two traits: the trait too
+    apart = gap.assign(position=["p", "q"])
+    assert family(apart) == ["`a` at p", "`b` at q"]
+    assert family(apart.assign(trait=["t", "u"])) == ["`a` at p (t)", "`b` at q (u)"]
+    # the words: named up to four, counted beyond
+    ok = SimpleNamespace(heldout_p=0.001, heldout_q=0.002, delta_lo=5.0, near_copy_of="")
+    assert "over the report's 2 cells (`a`, `b`)" in test_words(ok, family(gap))
+    five = [f"`{m}`" for m in "abcde"]
+    assert "over the report's 5 cells (the gap analysis lists them)" in test_words(ok, five)
+    assert "over the report's one cell;" in test_words(ok, ["`a`"]) + ";"

@@ -34,44 +34,59 @@ def test_the_control_is_the_random_direction_at_the_choice_s_config(tmp_path):
     frame, gap = _world(tmp_path)
     choice = tables.selection_choice(gap)
     assert (choice["method"], choice["layer"], choice["coefficient"]) == ("probe", 2, 2.0)
-    [(key, control)] = controls(frame, gap, 0).items()
+    [(key, control)] = controls(frame, gap, 0, 68).items()
     assert key == (str(choice["model"]), str(choice["trait"]))
     theirs = _row(frame, "random_baseline", 2, 2.0)  # not random_baseline's own choice
     ours = _row(frame, "probe", 2, 2.0)
     assert control.steered and control.delta.mean == theirs["heldout_trait_delta"]
-    assert control.coherence == pytest.approx(40.0)
+    # its coherence as the gap analysis has a choice's: mean, interval, answers under the bar
+    assert control.coherence == tables.held_coherence(theirs, 68, 0)
+    assert control.coherence["coherence"] == pytest.approx(40.0)
+    assert control.coherence["under_bar"] == 20
     # the gain, question by question (the baseline cancels), against numpy
     q = list(ours["heldout_traits"])
     diff = np.array([ours["heldout_traits"][x] - theirs["heldout_traits"][x] for x in q])
     assert control.gain.n == len(q) == 20
     assert control.gain.mean == pytest.approx(diff.mean())
     assert control.gain.lo <= diff.mean() <= control.gain.hi
-    assert control_words(control).startswith(
+    assert control_words(control, 68).startswith(
         "one random direction (`random_baseline`, a single draw) at the same layer and "
         "coefficient: held-out delta +0.0 [+0.0, +0.0] (every question gave the same delta"
     )
+    said = control_words(control, 68)
+    assert ", coherence 40.00 [40.00, 40.00] (20 of 20 answers under 68), n 20;" in said
     gain = stats.interval_text(diff.mean(), control.gain.lo, control.gain.hi)
-    assert control_words(control).endswith(f"this config's paired gain over it {gain}, n 20")
+    assert f"; this config's paired gain over it {gain}, n 20; " in said
+    # the control's own verdict over its grid, which is not the config compared here
+    own = gap[gap["method"] == "random_baseline"].iloc[0]
+    assert own["status"] == "no effect" and own["coefficient"] != 2.0
+    held = stats.interval_text(own["delta"], own["delta_lo"], own["delta_hi"])
+    assert said.endswith(
+        "; over its own grid, `random_baseline` is **no effect** (its best config, layer 2, "
+        f"coefficient {own['coefficient']:g}: held-out delta {held})"
+    )
 
 
 def test_no_control_at_the_config_is_said_and_none_without_one(tmp_path):
     # the random direction steered at the smaller coefficients only
     spec = dict(SYNTHETIC) | {"random_baseline": ([0, 5], [99, 95])}
     frame, gap = _world(tmp_path, spec)
-    [control] = controls(frame, gap, 0).values()
-    assert control == Control(False, None, None, None)
-    assert control_words(control).startswith("no `random_baseline` config at this layer")
+    [control] = controls(frame, gap, 0, 68).values()
+    assert control == Control(False, None, None, None, control.own)
+    assert control.own["method"] == "random_baseline"  # its own verdict still said
+    assert "; over its own grid, `random_baseline` is **" in control_words(control, 68)
+    assert control_words(control, 68).startswith("no `random_baseline` config at this layer")
     # no random direction steered in the choice's cell: nothing to say
     spec = {m: v for m, v in SYNTHETIC.items() if m != "random_baseline"}
     frame, gap = _world(tmp_path / "none", spec)
-    assert controls(frame, gap, 0) == {} and control_words(None) is None
+    assert controls(frame, gap, 0, 68) == {} and control_words(None, 68) is None
 
 
 def test_a_random_direction_chosen_itself_has_no_control(tmp_path):
     spec = {"random_baseline": ([10, 40, 70, 90], [95, 90, 80, 50])}
     frame, gap = _world(tmp_path, spec)
     assert tables.selection_choice(gap)["method"] == "random_baseline"
-    assert controls(frame, gap, 0) == {}
+    assert controls(frame, gap, 0, 68) == {}
 
 
 def test_the_report_records_the_gain_over_the_random_direction(tmp_path):
@@ -79,7 +94,7 @@ def test_the_report_records_the_gain_over_the_random_direction(tmp_path):
     from steerops.io import read_json
 
     frame, gap = _world(tmp_path)
-    [control] = controls(frame, gap, 0).values()
+    [control] = controls(frame, gap, 0, 68).values()
     assert main(["report", "--params", str(write_params(tmp_path))]) == 0
     metrics = read_json(tmp_path / "reports" / "metrics.json")
     assert metrics["gain_over_random"] == pytest.approx(control.gain.mean)

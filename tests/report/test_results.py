@@ -355,17 +355,21 @@ def test_an_ok_line_gives_its_sign_flip_test_and_says_when_it_does_not_hold_over
         ]
     )
     held, lucky, sparse, flat = _verdict_lines(gap, threshold=68.0)
-    assert "; sign-flip p < 0.001 one-sided, q < 0.001 over the report's 4 cells" in held
+    assert (
+        "; sign-flip p < 0.001 one-sided, q < 0.001 over the report's 4 cells (`a`, `b`, `c`, "
+        "`d`)" in held
+    )
     assert "not significant" not in held
     assert (
         "; **not significant once the report's 4 cells are counted together** (sign-flip p "
-        "0.0201 one-sided, q 0.0602 over the report's 4 cells)" in lucky
+        "0.0201 one-sided, q 0.0602 over the report's 4 cells (`a`, `b`, `c`, `d`))" in lucky
     )
     # an interval above zero that its test does not confirm: still ok, and says why
     assert sparse.startswith("- t p `c`: **ok**")
     assert (
         "n 20; **its sign-flip test does not confirm it** (sign-flip p 0.0625 one-sided, q 0.0800 "
-        "over the report's 4 cells; p is not under 0.025: the interval clears zero on a few "
+        "over the report's 4 cells (`a`, `b`, `c`, `d`); p is not under 0.025: the interval "
+        "clears zero on a few "
         "questions that moved far; steer more questions)" in sparse
     )
     # other verdicts carry no test
@@ -382,7 +386,8 @@ def test_an_ok_line_gives_its_sign_flip_test_and_says_when_it_does_not_hold_over
         pd.concat([two, pd.DataFrame([copy | {"heldout_q": 0.0001}])]), threshold=68.0
     )
     assert lines[2].endswith(
-        "n 20; sign-flip p < 0.001 one-sided, q < 0.001 over the report's 2 cells, in `a`'s "
+        "n 20; sign-flip p < 0.001 one-sided, q < 0.001 over the report's 2 cells (`a`, `b`), in "
+        "`a`'s "
         "place (a near copy of it at the same config)"
     )
     assert "over the report's 2 cells" in lines[0]
@@ -1013,7 +1018,15 @@ def test_a_near_copy_reaches_the_report_s_q_values_through_the_vectors(tmp_path)
         (family["method"] == "mean_diff").to_numpy()
     ]
     assert copy["heldout_q"] == pytest.approx(own, rel=1e-5)
-    assert read_json(out / "metrics.json")["near_copies"] == 1
+    metrics = read_json(out / "metrics.json")
+    assert metrics["near_copies"] == 1
+    # a near copy repeats its twin's finding: counted among the cells, not the findings
+    ok = gap["status"] == "ok"
+    own = ok & gap["alias_of"].isna() & gap["near_copy_of"].isna()
+    assert copy["status"] == "ok" and metrics["findings_ok"] == own.sum()
+    assert metrics["findings_ok"] == metrics["cells_ok"] - 1
+    held = own & (gap["heldout_q"] < 0.05)
+    assert metrics["findings_ok_at_fdr_5pct"] == held.sum()
 
     vectors(removed=3, weight=2.0)  # 4 / 11 of it: the cleaning turned the vector
     gap = pd.read_csv(_report(tmp_path, results=None) / "gap_analysis.csv")
@@ -1044,7 +1057,11 @@ def test_the_answer_says_what_the_search_s_trials_found_and_the_grid_points_at_i
         "(coherence 75.00, delta +78.0) and 1.8 (coherence 60.00, delta +85.0)"
     ) in search
     [md] = [x for x in _section(text, "Best coefficients").splitlines() if "`mean_diff`:" in x]
-    assert "(the search's trials between them narrow where)" in md
+    # the search's own choice (1.6) lies between the two: its held-out verdict is said
+    assert (
+        "(the search's trials between them narrow where, on the search half; its choice "
+        "between them, 1.6, is ok held out)"
+    ) in md
     assert "`steerops search` finds where" not in md
     # trials that never went between the grid's last coherent step and the next say nothing
     (folder / "trials.csv").write_text(

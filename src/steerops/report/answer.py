@@ -19,7 +19,7 @@ from steerops.report import tables
 from steerops.report.control import CONTROL, Control, control_words
 from steerops.report.grid_words import CELL, grid_words
 from steerops.report.load import SEARCH_KEY
-from steerops.report.markdown import cell, interval, where
+from steerops.report.markdown import cell, coherence_words, interval, where
 from steerops.report.resplit import Resplit, resplit_words
 from steerops.report.trial_words import trial_lines
 from steerops.report.weighed import Weighed, weighed_words
@@ -46,7 +46,7 @@ def answer_lines(
     pairs = {(str(m), str(t)) for m, t in zip(gap["model"], gap["trait"], strict=True)}
     pairs |= {(str(m), str(t)) for m, t in zip(searched["model"], searched["trait"], strict=True)}
     lines = []
-    tested = family_size(gap)
+    tested = family(gap)
     for model, trait in sorted(pairs):
         mine = gap[(gap["model"].astype(str) == model) & (gap["trait"].astype(str) == trait)]
         choice = tables.selection_choice(mine) if len(mine) else None
@@ -54,9 +54,9 @@ def answer_lines(
         searches = searched[
             (searched["model"].astype(str) == model) & (searched["trait"].astype(str) == trait)
         ]
-        said = _steer_with(mine, choice, threshold, grids or {}, tested, trials)
+        said = _steer_with(mine, choice, threshold, grids or {}, tested, trials, searches)
         if choice is not None:  # what else the choice is checked against
-            control = control_words((controls or {}).get((model, trait)))
+            control = control_words((controls or {}).get((model, trait)), threshold)
             again = resplit_words((resplits or {}).get((model, trait)))
             said += [line for line in (control, again) if line]
         lines += _nested(said)
@@ -78,6 +78,15 @@ def trials_of(trials: dict[tuple, pd.DataFrame] | None, row: Any) -> pd.DataFram
     """The search trials (`load.load_search_trials`) of a gap or search row's cell."""
     get = row.get if hasattr(row, "get") else lambda k: getattr(row, k, None)
     return (trials or {}).get(tuple(str(get(k)) for k in SEARCH_KEY))
+
+
+def search_of(searched: pd.DataFrame | None, row: Any) -> pd.Series | None:
+    """The search (a `load.load_searches` row) of a gap row's cell, or None."""
+    if searched is None or searched.empty:
+        return None
+    get = row.get if hasattr(row, "get") else lambda k: getattr(row, k, None)
+    ours = searched[tables.same_cell(searched, {k: get(k) for k in SEARCH_KEY}, SEARCH_KEY)]
+    return None if ours.empty else ours.iloc[0]
 
 
 def _nested(said: list[str]) -> list[str]:
@@ -137,41 +146,49 @@ def _moves(row: Any) -> str:
     return f" ({along} {answers} moved along the steering, {against} against, {still} not at all)"
 
 
-def coherence_words(row: Any, threshold: float) -> str:
-    """ "83.22 [71.80, 92.93] (5 of 20 answers under 68)": a held-out coherence, its
-    interval where the row has one, and its answers under the bar."""
-    get = row.get if isinstance(row, dict) else lambda k: getattr(row, k, None)
-    lo, hi = stats.as_number(get("coherence_lo")), stats.as_number(get("coherence_hi"))
-    spread = (
-        f" [{stats.coherence_text(lo, 2)}, {stats.coherence_text(hi, 2)}]"
-        if lo is not None and hi is not None
-        else ""
-    )
-    under = stats.under_bar_text(get("coherence_scored"), get("under_bar"), threshold)
-    return f"{stats.coherence_text(get('coherence'), 2)}{spread}{under}"
+# more cells than this are counted, not named: the gap analysis lists them
+NAMED_CELLS = 4
 
 
-def family_size(gap: pd.DataFrame) -> int:
-    """How many cells the q-values are over (`tables.gap_analysis`'s family): those with a q,
-    a near copy's standing in for its twin's."""
+def family(gap: pd.DataFrame) -> list[str]:
+    """The cells the q-values are over (`tables.gap_analysis`'s family: those with a q, a
+    near copy's standing in for its twin's), named by method when they share a model, trait,
+    position and component, else where they are."""
     if "heldout_q" not in gap:
-        return 0
+        return []
     copies = gap["near_copy_of"].fillna("") != "" if "near_copy_of" in gap else False
-    return int((gap["heldout_q"].notna() & ~copies).sum())
+    rows = gap[gap["heldout_q"].notna() & ~copies]
+
+    def one(keys: list[str]) -> bool:  # a key the table lacks is one value
+        return len(rows[[k for k in keys if k in rows] or ["method"]].drop_duplicates()) <= 1
+
+    one_cell, one_pair = one(tables.KEY), one(["model", "trait"])
+    return [
+        f"`{r['method']}`" if one_cell else where(r) if one_pair else f"{where(r)} ({r['trait']})"
+        for _, r in rows.iterrows()
+    ]
 
 
-def test_words(row, tested: int) -> str:
-    """An ok cell's held-out sign-flip test, with its q over the report's `tested` cells. An
-    ok whose test does not confirm its interval (a few questions that moved far), or that
-    does not hold once the cells are counted together, says so."""
+def test_words(row, tested: list[str]) -> str:
+    """An ok cell's held-out sign-flip test, with its q over the report's `tested` cells
+    (`family`). An ok whose test does not confirm its interval (a few questions that moved
+    far), or that does not hold once the cells are counted together, says so."""
     p = stats.as_number(getattr(row, "heldout_p", None))
     if p is None:
         return ""
     q = stats.as_number(getattr(row, "heldout_q", None))
-    cells = f"the report's {tested} cells" if tested != 1 else "the report's one cell"
+    count = len(tested)
+    cells = f"the report's {count} cells" if count != 1 else "the report's one cell"
+    named = (
+        f" ({', '.join(tested)})"
+        if 1 < count <= NAMED_CELLS
+        else " (the gap analysis lists them)"
+        if count > NAMED_CELLS
+        else ""
+    )
     words = f"sign-flip p {stats.p_text(p)} one-sided"
     if q is not None:  # an alias has none: its twin's test is the one counted
-        words += f", q {stats.p_text(q)} over {cells}"
+        words += f", q {stats.p_text(q)} over {cells}{named}"
         if twin := getattr(row, "near_copy_of", ""):  # one test: it stands in for its twin
             words += f", in `{twin}`'s place (a near copy of it at the same config)"
     if stats.unconfirmed(p, getattr(row, "delta_lo", None)):
@@ -190,8 +207,9 @@ def _steer_with(
     choice: pd.Series | None,
     threshold: float,
     grids: dict[tuple, Any],
-    tested: int = 0,
+    tested: list[str] | None = None,
     trials: dict[tuple, pd.DataFrame] | None = None,
+    searched: pd.DataFrame | None = None,
 ) -> list[str]:
     """The answer's headline (the config, or why none), then its details."""
     if mine.empty:
@@ -226,11 +244,13 @@ def _steer_with(
     grid = grids.get(tuple(choice.get(k) for k in CELL))
     cliff = ""
     if grid:
-        best, cliff = grid_words(choice, grid, trials_of(trials, choice))
+        best, cliff = grid_words(
+            choice, grid, trials_of(trials, choice), search_of(searched, choice)
+        )
         picked += f"; {best}"
     edge = [cliff.removeprefix("; ")] if cliff else []
     if choice["status"] == stats.OK:
-        held = _held(choice, threshold, test=test_words(choice, tested))
+        held = _held(choice, threshold, test=test_words(choice, tested or []))
         return [f"**steer with {config}**{weight}", *held, picked, *edge]
     details = [*_held(choice, threshold), picked, *edge]
     return [
@@ -281,7 +301,7 @@ def _cleaning_says(
     weighs = weighs or {}
     if curve.empty:
         return []
-    rows = curve[tables.same_cell(curve, choice, tables.GROUP)]
+    rows = tables.curve_rows_of(curve, choice)
     base = next(
         (r for r in rows.itertuples(index=False) if str(r.dims_cleaned) == "0"),
         None,

@@ -155,8 +155,10 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     again = resplits(
         frame, gap, threshold, proto.heldout_fraction, proto.seed, params.report.resplits
     )
-    randoms = controls(frame, gap, proto.seed)  # the choice against a random direction
-    weighs = weighed(frame, curve, gap, proto.seed)  # a near copy tested where dims weigh
+    randoms = controls(frame, gap, proto.seed, threshold)  # the choice against a random direction
+    weighs = weighed(
+        frame, curve, gap, proto.seed, threshold
+    )  # a near copy tested where dims weigh
     features = vector_features(params, coefs, frame)
     errors = predict.loo_errors(features)
     recs = predict.recommendations(features, errors)
@@ -275,6 +277,11 @@ def _relative(path: Path, root: Path) -> str:
     return (path.relative_to(root) if path.is_relative_to(root) else path).as_posix() + "/"
 
 
+def _distinct(gap: pd.DataFrame) -> pd.Series:
+    """The cells that are a finding of their own: neither an alias nor a near copy."""
+    return (gap["alias_of"] == "") & (gap["near_copy_of"].fillna("") == "")
+
+
 def _metrics(gap, prepost, errors, searched) -> dict:
     """A handful of counts and the best cell: chosen on the selection half like every best
     (the largest selection-half delta of a cell's chosen config), reported held out."""
@@ -298,6 +305,11 @@ def _metrics(gap, prepost, errors, searched) -> dict:
         # cleaned cells counted above whose test repeats their uncleaned method's (a q
         # with the p in its twin's place: `cells_ok_at_fdr_5pct` may count both)
         "near_copies": int((gap["near_copy_of"] != "").sum()),
+        # the ok cells counted once: an alias or a near copy repeats its twin's finding
+        "findings_ok": int(((gap["status"] == stats.OK) & _distinct(gap)).sum()),
+        "findings_ok_at_fdr_5pct": int(
+            ((gap["status"] == stats.OK) & (gap["heldout_q"] < stats.FDR) & _distinct(gap)).sum()
+        ),
         **_best_cell(gap),
         "flagged_preclean_gaps": (
             int((prepost["flag"] == tables.LIKELY_BUG).sum()) if len(prepost) else 0
@@ -494,6 +506,8 @@ def _best_checks(gap: pd.DataFrame, again: dict, randoms: dict, weighs: dict, as
         "weighed_gain": None if there is None else there.mean,
         "weighed_gain_lo": None if there is None else there.lo,
         "weighed_gain_hi": None if there is None else there.hi,
+        # the cleaned variant's coefficient there when it matched the push (else the choice's)
+        "weighed_cleaned_coefficient": None if w is None else w.cleaned_coefficient,
     }
 
 

@@ -14,8 +14,15 @@ from dataclasses import dataclass
 import pandas as pd
 
 from steerops import stats
-from steerops.report.markdown import interval
-from steerops.report.tables import at_config, choices, first_record, paired_gap, same_cell
+from steerops.report.markdown import cell, coherence_words, interval
+from steerops.report.tables import (
+    at_config,
+    choices,
+    first_record,
+    held_coherence,
+    paired_gap,
+    same_cell,
+)
 
 CONTROL = "random_baseline"
 
@@ -27,14 +34,17 @@ class Control:
 
     steered: bool  # the control was steered at the choice's layer and coefficient
     delta: stats.Interval | None
-    coherence: float | None
+    coherence: dict | None  # `tables.held_coherence`: mean, interval, answers under the bar
     gain: stats.Interval | None
+    own: dict | None = None  # the control's own gap row: its verdict over its whole grid
 
 
-def controls(frame: pd.DataFrame, gap: pd.DataFrame, seed: int) -> dict[tuple, Control]:
-    """Per (model, trait), as text: the control of its choice (`tables.selection_choice`);
-    none where nothing was chosen, the choice is the control itself, or the control was
-    not steered in its cell's (model, trait, position, component)."""
+def controls(
+    frame: pd.DataFrame, gap: pd.DataFrame, seed: int, min_coherence: float
+) -> dict[tuple, Control]:
+    """Per (model, trait): the control of its choice (`tables.selection_choice`); none
+    where nothing was chosen, the choice is the control itself, or the control was not
+    steered in its cell's (model, trait, position, component)."""
     out = {}
     for pair, _, choice in choices(gap):
         if str(choice["method"]) == CONTROL:
@@ -46,8 +56,10 @@ def controls(frame: pd.DataFrame, gap: pd.DataFrame, seed: int) -> dict[tuple, C
         if ours is None or not (cell & (methods == CONTROL)).any():
             continue
         control = first_record(frame[cell & at & (methods == CONTROL)])
+        # its verdict over its own grid, which the tables list apart from this config
+        own = first_record(gap[same_cell(gap, choice) & (gap["method"].astype(str) == CONTROL)])
         if control is None:
-            out[pair] = Control(False, None, None, None)
+            out[pair] = Control(False, None, None, None, own)
             continue
         delta = stats.Interval(
             int(control["heldout_n"] or 0),
@@ -55,22 +67,26 @@ def controls(frame: pd.DataFrame, gap: pd.DataFrame, seed: int) -> dict[tuple, C
             stats.as_number(control["heldout_delta_lo"]),
             stats.as_number(control["heldout_delta_hi"]),
         )
-        coherence = stats.as_number(control["heldout_coherence_mean"])
-        out[pair] = Control(True, delta, coherence, paired_gap(ours, control, seed))
+        coherence = held_coherence(control, min_coherence, seed)
+        out[pair] = Control(True, delta, coherence, paired_gap(ours, control, seed), own)
     return out
 
 
-def control_words(c: Control | None) -> str | None:
+def control_words(c: Control | None, threshold: float) -> str | None:
     """The control as one line of "In short"; None without one."""
     if c is None:
         return None
     if not c.steered:
         return (
             f"no `{CONTROL}` config at this layer and coefficient: no random direction to "
-            "compare with (add the coefficient to its grid)"
+            f"compare with (add the coefficient to its grid){_own_words(c.own)}"
         )
-    assert c.delta is not None and c.gain is not None
-    coherence = "" if c.coherence is None else f", coherence {stats.coherence_text(c.coherence, 2)}"
+    assert c.delta is not None and c.gain is not None and c.coherence is not None
+    coherence = (
+        ""
+        if stats.as_number(c.coherence["coherence"]) is None
+        else f", coherence {coherence_words(c.coherence, threshold)}"
+    )
     alike = f" ({stats.DEGENERATE_NOTE})" if stats.degenerate(c.delta.lo, c.delta.hi) else ""
     said = (
         f"one random direction (`{CONTROL}`, a single draw) at the same layer and "
@@ -82,4 +98,20 @@ def control_words(c: Control | None) -> str | None:
             f"; this config's paired gain over it "
             f"{interval(c.gain.mean, c.gain.lo, c.gain.hi)}, n {c.gain.n}"
         )
-    return said
+    return said + _own_words(c.own)
+
+
+def _own_words(own: dict | None) -> str:
+    """ "; over its own grid, `random_baseline` is **no effect** (its best config, layer
+    17, coefficient 0.2: held-out delta -5.0 [-20.0, +0.0])": the control's row in the
+    tables, which need not be the config compared here."""
+    if own is None:
+        return ""
+    said = f"; over its own grid, `{CONTROL}` is **{own.get('status')}**"
+    if stats.as_number(own.get("layer")) is None:
+        return said
+    held = interval(own.get("delta"), own.get("delta_lo"), own.get("delta_hi"))
+    return (
+        f"{said} (its best config, layer {cell(own.get('layer'))}, coefficient "
+        f"{cell(own.get('coefficient'))}" + (f": held-out delta {held})" if held else ")")
+    )

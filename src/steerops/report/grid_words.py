@@ -41,10 +41,11 @@ def grids(frame: pd.DataFrame, threshold: float) -> dict[tuple, dict[str, Any]]:
     return out
 
 
-def grid_words(row, grid: dict[str, Any] | None, trials=None) -> tuple[str, str]:
+def grid_words(row, grid: dict[str, Any] | None, trials=None, search=None) -> tuple[str, str]:
     """("best of N steered configs (layers ...; coefficients ...)", a note when the next
     larger coefficient at the chosen layer was incoherent on the selection half, pointing
-    at the cell's search `trials` when they tried a coefficient between the two, else
+    at the cell's search `trials` when they tried a coefficient between the two (with the
+    held-out verdict of the `search`'s own choice when it lies between them), else
     suggesting a search)."""
     if not grid:
         return "optimal", ""
@@ -84,13 +85,33 @@ def grid_words(row, grid: dict[str, Any] | None, trials=None) -> tuple[str, str]
             "edge here"
         )
     searched = narrowed(trials, row.layer, coefficient, larger[0])
+    held = _held_out(search, layer, coefficient, larger[0]) if searched else ""
     cliff = (
         f"; the next larger coefficient here ({larger[0]:g}) is incoherent on the selection "
         "half, so this one is the grid's last coherent step: coherence is lost between the "
         + (
-            "two (the search's trials between them narrow where)"
+            f"two (the search's trials between them narrow where{held})"
             if searched
             else "two (a finer grid or `steerops search` finds where)"
         )
     )
     return best, cliff
+
+
+def _held_out(search, layer: str, low: float, high: float) -> str:
+    """What the search's own choice says held out when it lies between the grid's last
+    coherent step and the next (`low`, `high`) at `layer`: its trials found the edge on the
+    search half, which the other half need not share."""
+    if search is None:
+        return ""
+    get = search.get if hasattr(search, "get") else lambda k: getattr(search, k, None)
+    chosen = stats.as_number(get("coefficient"))
+    if chosen is None or cell(get("layer")) != layer or not abs(low) < abs(chosen) < abs(high):
+        return ""
+    status = get("status")
+    if status == stats.OK:
+        return f", on the search half; its choice between them, {cell(chosen)}, is ok held out"
+    moves = (
+        ": where coherence is lost moves with the questions" if status == stats.INCOHERENT else ""
+    )
+    return f" on the search half, but its choice between them, {cell(chosen)}, is {status}{moves}"

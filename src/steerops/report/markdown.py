@@ -113,6 +113,20 @@ def interval(mid, lo, hi) -> str:
     return stats.interval_text(mid, lo, hi)
 
 
+def coherence_words(row: Any, threshold: float) -> str:
+    """ "83.22 [71.80, 92.93] (5 of 20 answers under 68)": a held-out coherence, its
+    interval where the row has one, and its answers under the bar."""
+    get = row.get if isinstance(row, dict) else lambda k: getattr(row, k, None)
+    lo, hi = stats.as_number(get("coherence_lo")), stats.as_number(get("coherence_hi"))
+    spread = (
+        f" [{stats.coherence_text(lo, 2)}, {stats.coherence_text(hi, 2)}]"
+        if lo is not None and hi is not None
+        else ""
+    )
+    under = stats.under_bar_text(get("coherence_scored"), get("under_bar"), threshold)
+    return f"{stats.coherence_text(get('coherence'), 2)}{spread}{under}"
+
+
 def _no_width(mid, lo, hi) -> bool:
     bounds = [stats.as_number(v) for v in (mid, lo, hi)]
     return None not in bounds and all(np.isfinite(bounds)) and bounds[1] == bounds[2]

@@ -14,15 +14,21 @@ from steerops.report import tables
 from steerops.report.answer import (
     answer_lines,
     cleaning_verdict,
-    coherence_words,
-    family_size,
+    family,
+    search_of,
     test_words,
     trials_of,
 )
 from steerops.report.calibrated import dims_line, heatmap_line, massive_display, massive_table
 from steerops.report.grid_words import CELL
 from steerops.report.grid_words import grid_words as _grid_words
-from steerops.report.markdown import VERDICT_LEGEND, cell, interval, markdown_table
+from steerops.report.markdown import (
+    VERDICT_LEGEND,
+    cell,
+    coherence_words,
+    interval,
+    markdown_table,
+)
 from steerops.report.weighed import weighed_words
 
 REGENERATE = (
@@ -133,6 +139,7 @@ def render_results(
             setup.get("methods"),
             threshold=setup["threshold"],
             trials=setup.get("trials"),
+            searched=searched,
         ),
         "",
         "## The search, held out",
@@ -338,13 +345,14 @@ def _verdict_lines(
     *,
     threshold: float,
     trials: dict[tuple, pd.DataFrame] | None = None,
+    searched: pd.DataFrame | None = None,
 ) -> list[str]:
     """One line per method: the best coefficient of its grid with its held-out interval, or
     why none. A method not in `methods` (params' `steering.methods`; None: no check) is
     named as such: its cell's log outlives its removal, and no run refreshes it. `trials`
-    holds the searches' trials (`load.load_search_trials`)."""
+    holds the searches' trials (`load.load_search_trials`), `searched` their choices."""
     lines = []
-    tested = family_size(gap)
+    tested = family(gap)
     for row in gap.itertuples(index=False):
         where = f"{row.trait} {row.position} `{row.method}`"
         if methods is not None and row.method not in methods:
@@ -397,7 +405,9 @@ def _verdict_lines(
                 else ""
             )
             key = tuple(getattr(row, k, None) for k in CELL)
-            best, cliff = _grid_words(row, (grids or {}).get(key), trials_of(trials, row))
+            best, cliff = _grid_words(
+                row, (grids or {}).get(key), trials_of(trials, row), search_of(searched, row)
+            )
             test = test_words(row, tested)
             lines.append(f"- {where}{alias}: **ok**, {best}: {numbers}{test}{edge}{cliff}")
         elif row.status == stats.NO_EFFECT and stats.no_effect_on_selection(row._asdict()):

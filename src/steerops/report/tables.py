@@ -67,17 +67,26 @@ def _under_bar(chosen: dict | None, min_coherence: float) -> dict[str, Any]:
     return {"coherence_scored": scored, "under_bar": under}
 
 
-def _answers(chosen: dict | None, seed: int) -> dict[str, Any]:
-    """How the chosen config's held-out answers moved (on a 0/100 judge, the delta in
-    answers: along the steering, against it, not at all), and its held-out coherence's
-    interval (the mean's bootstrap over the answers scored, drawn with the split's seed):
-    the bar decides the verdict, so its margin needs one."""
-    values = (stats.as_number(x) for x in _values(chosen, "heldout_deltas"))
-    deltas = [d for d in values if d is not None]
-    spread = stats.coherence_interval(_values(chosen, "heldout_coherences"), seed)
+def held_coherence(record: dict | None, min_coherence: float, seed: int) -> dict[str, Any]:
+    """A config record's held-out coherence as the gap analysis has it: the mean, its
+    interval (the mean's bootstrap over the answers scored, drawn with the split's seed: the
+    bar decides a verdict, so its margin needs one) and the answers under the bar
+    (`markdown.coherence_words` says them)."""
+    spread = stats.coherence_interval(_values(record, "heldout_coherences"), seed)
     return {
+        "coherence": _get(record, "heldout_coherence_mean"),
         "coherence_lo": _nan(spread.lo),
         "coherence_hi": _nan(spread.hi),
+        **_under_bar(record, min_coherence),
+    }
+
+
+def _answers(chosen: dict | None, seed: int) -> dict[str, Any]:
+    """How the chosen config's held-out answers moved (on a 0/100 judge, the delta in
+    answers: along the steering, against it, not at all)."""
+    values = (stats.as_number(x) for x in _values(chosen, "heldout_deltas"))
+    deltas = [d for d in values if d is not None]
+    return {
         "moved_along": sum(d > 0 for d in deltas) if deltas else np.nan,
         "moved_against": sum(d < 0 for d in deltas) if deltas else np.nan,
         "unmoved": sum(d == 0 for d in deltas) if deltas else np.nan,
@@ -145,7 +154,7 @@ def gap_analysis(
                 # what broke a tie on the selection delta (`stats.choose`'s next key)
                 "selection_coherence": _get(chosen, "selection_coherence_mean"),
                 **_held(chosen),
-                **_under_bar(chosen, min_coherence),
+                **held_coherence(chosen, min_coherence, seed),
                 **_credited(chosen, min_coherence, seed),
                 **_answers(chosen, seed),
                 "heldout_p": _get(chosen, "heldout_p"),
@@ -314,6 +323,16 @@ def near_copies_of(gap: pd.DataFrame, method: Any) -> frozenset[str]:
         return frozenset()
     twins = zip(gap["method"].astype(str), gap["near_copy_of"].astype(str), strict=True)
     return frozenset(m for m, twin in twins if twin == str(method))
+
+
+def curve_rows_of(curve: pd.DataFrame, choice: Any) -> pd.DataFrame:
+    """The `cleaning_curve` rows of a choice's method: keyed by the uncleaned method, so a
+    cleaned variant chosen itself finds its own comparison there too."""
+    if curve.empty:
+        return curve
+    return curve[
+        same_cell(curve, choice) & (curve["method"].astype(str) == _base(choice["method"]))
+    ]
 
 
 def choices(gap: pd.DataFrame):

@@ -4,26 +4,32 @@ A cleaned variant that removed under `tables.BARELY` of its vector at the chosen
 near copy there: its gain over the uncleaned method says nothing of the dims. The same dims
 can hold much more of the vector at another layer (`peak_share_layer`). When the grid
 steered both methods there at the choice's coefficient, their paired held-out gain at that
-one config is the comparison that tests them. Not only the dims differ: the cleaned unit
-vector is renormalised, so at the same coefficient it pushes 1/sqrt(1 - share) harder
-along every other dim, and the line says so. Its "helps" and "hurts" follow the cleaning
+one config is the comparison that tests them. Not only the dims differ there: the cleaned
+unit vector is renormalised, so at the same coefficient it pushes 1/sqrt(1 - share) harder
+along every other dim, and the line says so. Where the grid also steered the cleaned
+variant at the choice's coefficient x sqrt(1 - share) (within 1%), that config is compared
+instead: the same push along the other dims, so only the dims differ. Its "helps" and
+"hurts" follow the cleaning
 curve's rules (the method's `gain_k` cleaned variants together, enough questions for a
 sign test of that many claims)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
 from steerops import stats
-from steerops.report.markdown import cell, interval
+from steerops.report.markdown import cell, coherence_words, interval
 from steerops.report.tables import (
     BARELY,
-    GROUP,
     at_config,
     choices,
+    curve_rows_of,
     first_record,
+    held_coherence,
     near_copies_of,
     paired_gap,
     same_cell,
@@ -47,6 +53,17 @@ class Weighed:
     gain: stats.Interval | None
     k: int = 1  # the method's cleaned variants compared together (the curve's `gain_k`)
     layer_steered: bool = True  # the grid steered some config at `layer`
+    # each side's `tables.held_coherence` (cleaned, uncleaned): interval, answers under the bar
+    coherences: tuple[dict | None, dict | None] = (None, None)
+    # the cleaned variant's coefficient when the grid steered it at the matched push
+    # (`coefficient` x sqrt(1 - share)); None: both at `coefficient`
+    cleaned_coefficient: float | None = None
+
+    @property
+    def push(self) -> float:
+        """How much harder the renormalised cleaned vector pushes along the other dims
+        than the uncleaned one at one coefficient."""
+        return 1 / (1 - self.share) ** 0.5
 
     @property
     def compared(self) -> bool:
@@ -54,7 +71,7 @@ class Weighed:
 
 
 def weighed(
-    frame: pd.DataFrame, curve: pd.DataFrame, gap: pd.DataFrame, seed: int
+    frame: pd.DataFrame, curve: pd.DataFrame, gap: pd.DataFrame, seed: int, min_coherence: float
 ) -> dict[tuple, Weighed]:
     """Per (model, trait, cleaned variant) of each (model, trait)'s choice: the near copies
     whose dims hold at least `BARELY` of the vector at another layer, compared there."""
@@ -65,18 +82,23 @@ def weighed(
     for (model, trait), mine, choice in choices(gap):
         in_cell = same_cell(frame, choice)
         coefficient = choice["coefficient"]
-        # the near copies of the choice's method: the same config, under BARELY of it
-        near = near_copies_of(mine, choice["method"])
-        for row in curve[same_cell(curve, choice, GROUP)].itertuples(index=False):
+        rows = curve_rows_of(curve, choice)  # a cleaned variant chosen: its uncleaned method's
+        # the near copies of that method: the same config, under BARELY of it
+        near = near_copies_of(mine, rows["method"].iloc[0]) if len(rows) else frozenset()
+        for row in rows.itertuples(index=False):
             layer, share = stats.as_number(row.peak_share_layer), stats.as_number(row.peak_share)
             if layer is None or share is None or share < BARELY:
                 continue
             if str(row.variant) not in near:
                 continue
-            # the choice's cell at its coefficient: the layer is the dims' own
+            # the choice's cell at its coefficient: the layer is the dims' own; the cleaned
+            # variant where the grid steered it at the same push along the other dims
             at = in_cell & at_config(frame, layer, coefficient)
-            cleaned = first_record(frame[at & (methods == str(row.variant))])
             uncleaned = first_record(frame[at & (methods == str(row.method))])
+            variant = in_cell & (methods == str(row.variant))
+            matched = _matched(frame[variant], layer, coefficient, share)
+            there = at if matched is None else in_cell & at_config(frame, layer, matched)
+            cleaned = first_record(frame[there & variant])
             k = 1 if pd.isna(row.gain_k) else int(row.gain_k)
             gain = None
             if cleaned is not None and uncleaned is not None:
@@ -93,8 +115,31 @@ def weighed(
                 gain,
                 k,
                 bool((in_cell & frame["layer"].map(lambda x, n=layer: same_value(x, n))).any()),
+                tuple(
+                    None if side is None else held_coherence(side, min_coherence, seed)
+                    for side in (cleaned, uncleaned)
+                ),
+                None if matched is None else float(matched),
             )
     return out
+
+
+# a grid coefficient within 1% of the matched push stands for it (0.189 for 0.18856)
+MATCHED_WITHIN = 0.01
+
+
+def _matched(rows: pd.DataFrame, layer: float, coefficient: Any, share: float) -> Any:
+    """The coefficient at `layer` among a cleaned variant's `rows` that pushes its
+    renormalised vector along the other dims as hard as the uncleaned one at
+    `coefficient` (`coefficient` x sqrt(1 - share), within `MATCHED_WITHIN`), or None."""
+    target = (stats.as_number(coefficient) or 0.0) * (1 - share) ** 0.5
+    if target == 0.0:
+        return None
+    for r in rows.itertuples(index=False):
+        c = stats.as_number(r.coefficient)
+        if same_value(r.layer, layer) and c and math.isclose(c, target, rel_tol=MATCHED_WITHIN):
+            return r.coefficient
+    return None
 
 
 def weighed_words(w: Weighed | None, threshold: float) -> str | None:
@@ -102,6 +147,11 @@ def weighed_words(w: Weighed | None, threshold: float) -> str | None:
     if w is None:
         return None
     where = f"at layer {w.layer}, coefficient {cell(w.coefficient)}"
+    if w.cleaned_coefficient is not None:
+        where = (
+            f"at layer {w.layer}, `{w.variant}` at coefficient {cell(w.cleaned_coefficient)} "
+            f"against `{w.method}` at {cell(w.coefficient)}"
+        )
     if w.cleaned is None or w.uncleaned is None:
         if not w.layer_steered:
             return (
@@ -117,8 +167,10 @@ def weighed_words(w: Weighed | None, threshold: float) -> str | None:
     if settings_differ(w.cleaned, w.uncleaned):
         return f"{where}: not compared (their cells ran under different steering settings)"
     sides = "; ".join(
-        f"`{name}` {_side(row, threshold)}"
-        for name, row in ((w.variant, w.cleaned), (w.method, w.uncleaned))
+        f"`{name}` {_side(row, coherence, threshold)}"
+        for name, row, coherence in zip(
+            (w.variant, w.method), (w.cleaned, w.uncleaned), w.coherences, strict=True
+        )
     )
     if not w.compared:
         return f"{where}: {sides}; no question scored in both"
@@ -136,23 +188,35 @@ def weighed_words(w: Weighed | None, threshold: float) -> str | None:
         verdict = "no detectable difference"
     gain = interval(w.gain.mean, w.gain.lo, w.gain.hi)
     level = "" if w.k <= 1 else f" at {stats.family_confidence(w.k):.1%} (one of {w.k})"
-    push = 1 / (1 - w.share) ** 0.5
-    return (
+    said = (
         f"{where}, where they weigh: **{verdict}** (gain, cleaned - uncleaned, paired, held "
-        f"out, {gain}{level}, n {w.gain.n}); {sides}. Not the dims alone: the cleaned unit "
-        f"vector is renormalised, so at one coefficient it pushes {push:.2f}x harder along "
-        "the other dims"
+        f"out, {gain}{level}, n {w.gain.n}); {sides}. "
+    )
+    if w.cleaned_coefficient is not None:
+        return said + (
+            "The same push along the other dims (the cleaned unit vector is renormalised: "
+            f"{cell(w.coefficient)} x sqrt(1 - {w.share:.3f})), so the dims are what differs"
+        )
+    return said + (
+        "Not the dims alone: the cleaned unit vector is renormalised, so at one coefficient "
+        f"it pushes {w.push:.2f}x harder along the other dims (at {w.coefficient / w.push:.3g} "
+        "it pushes them as hard: add it to `steering.coefficients` to compare the dims alone)"
     )
 
 
-def _side(row: dict, threshold: float) -> str:
-    """ "held-out delta +40.0 [+15.0, +65.0], coherence 71.20" (under the bar: said)."""
-    coherence = stats.as_number(row.get("heldout_coherence_mean"))
-    under = "" if stats.coherent(coherence, threshold) else f", under {threshold:g}"
+def _side(row: dict, coherence: dict | None, threshold: float) -> str:
+    """ "held-out delta +40.0 [+15.0, +65.0], coherence 71.20 [60.10, 80.93] (3 of 20
+    answers under 68)" of one method's config (`coherence`: its `tables.held_coherence`);
+    a mean under the bar is said."""
+    mean = stats.as_number(row.get("heldout_coherence_mean"))
+    under = "" if stats.coherent(mean, threshold) else f", the mean under {threshold:g}"
     said = interval(
         row.get("heldout_trait_delta"), row.get("heldout_delta_lo"), row.get("heldout_delta_hi")
     )
-    return (
-        f"held-out delta {said or 'unscored'}, coherence "
-        f"{stats.coherence_text(coherence, 2) if coherence is not None else 'unscored'}{under}"
-    )
+    if mean is None:
+        words = "unscored"
+    elif coherence is None:
+        words = stats.coherence_text(mean, 2)
+    else:
+        words = coherence_words(coherence, threshold)
+    return f"held-out delta {said or 'unscored'}, coherence {words}{under}"

@@ -1,0 +1,64 @@
+"""The grid's cliff note beside the search: its trials narrow where coherence is lost on the
+search half, and its own choice between the grid's two coefficients says whether the held-out
+half agrees."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pandas as pd
+
+from steerops import stats
+from steerops.report.grid_words import grid_words
+
+# layer 12: 0.2 coherent on the selection half, 0.25 not
+GRID = {
+    "layers": ["12"],
+    "coefficients": ["0.2", "0.25"],
+    "coherent": {("12", 0.2): True, ("12", 0.25): False},
+}
+CHOICE = SimpleNamespace(layer=12, coefficient=0.2)
+TRIALS = pd.DataFrame(
+    {
+        "layer": [12, 12, 12],
+        "coefficient": [0.2, 0.2333, 0.2345],
+        "trait_delta": [50.0, 70.0, 70.0],
+        "coherence_mean": [90.0, 70.5, 68.4],
+        "state": ["complete"] * 3,
+    }
+)
+
+
+def _cliff(search) -> str:
+    return grid_words(CHOICE, GRID, TRIALS, search)[1]
+
+
+def test_the_search_s_choice_between_the_two_gives_its_held_out_verdict():
+    search = {"layer": 12, "coefficient": 0.23333333, "status": stats.INCOHERENT}
+    assert _cliff(search).endswith(
+        "coherence is lost between the two (the search's trials between them narrow where on "
+        "the search half, but its choice between them, 0.2333, is incoherent held out: where "
+        "coherence is lost moves with the questions)"
+    )
+    ok = _cliff(search | {"status": stats.OK})
+    assert ok.endswith(
+        "narrow where, on the search half; its choice between them, 0.2333, is ok held out)"
+    )
+    other = _cliff(search | {"status": stats.NO_EFFECT})
+    assert other.endswith("but its choice between them, 0.2333, is no effect)")
+
+
+def test_a_search_choice_outside_the_two_or_at_another_layer_adds_nothing():
+    plain = "(the search's trials between them narrow where)"
+    assert _cliff(None).endswith(plain)
+    for search in (
+        {"layer": 12, "coefficient": 0.2, "status": stats.INCOHERENT},  # at the grid's step
+        {"layer": 12, "coefficient": 0.3, "status": stats.INCOHERENT},  # past the next
+        {"layer": 16, "coefficient": 0.23, "status": stats.INCOHERENT},  # another layer
+        {"layer": None, "coefficient": None, "status": "trait unscored"},  # nothing chosen
+    ):
+        assert _cliff(search).endswith(plain), search
+    # without trials between the two, the search is not pointed at at all
+    far = TRIALS[TRIALS["coefficient"] == 0.2]
+    cliff = grid_words(CHOICE, GRID, far, {"layer": 12, "coefficient": 0.23, "status": "ok"})[1]
+    assert cliff.endswith("(a finer grid or `steerops search` finds where)")
