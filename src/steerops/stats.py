@@ -80,6 +80,9 @@ PAIRWISE_RESAMPLES = 2000
 TEST_LEVEL = round((1 - CONFIDENCE) / 2, 12)
 # the false discovery rate a report's q-values are read at
 FDR = round(1 - CONFIDENCE, 12)
+# a move of an answer's trait score smaller than this (points on the 0-100 scale) is
+# counted apart: a graded judge's wobble, where a 0/100 judge moves by 100 or not at all
+MOVED_LITTLE = 10.0
 
 # verdicts of a choice (the grid's and the report's; a search words its own, see search)
 OK = "ok"

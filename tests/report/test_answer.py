@@ -297,6 +297,10 @@ def test_the_recommendation_gives_its_answers_moved_its_test_and_its_coherence_i
         "cells (`mean_diff`, `random_baseline`)"
     )
     assert coherence == "    - held-out coherence 83.22 [70.55, 93.58]"
+    # a graded judge's small moves are said apart (none on a 0/100 judge: not said)
+    graded = pd.DataFrame([chosen | {"moved_little": 3}, copy, control])
+    delta = answer_lines(graded, NO_SEARCH, NO_CURVE, 68.0)[2]
+    assert "1 against, 8 not at all; 3 of these moves by less than 10 points); sign-flip" in delta
     # a row without them (a search's) says neither
     assert (
         "moved"

@@ -347,7 +347,8 @@ def test_the_gap_table_counts_the_answers_moved_and_gives_the_coherence_an_inter
     graded = frame.copy()
     md = graded["method"] == "mean_diff"
     questions = list(graded.loc[md, "heldout_coherences"].iloc[0])
-    deltas = [100.0] * 9 + [-100.0] * 2 + [0.0] * 8 + [None]
+    # a graded judge's small moves count by sign, and apart as moves under 10 points
+    deltas = [100.0] * 7 + [4.0, 9.99] + [-100.0, -10.0] + [0.0] * 8 + [None]
     coherences = [40.0 + 3.1 * i for i in range(19)] + [None]
 
     def each(values):
@@ -358,6 +359,7 @@ def test_the_gap_table_counts_the_answers_moved_and_gives_the_coherence_an_inter
     graded.loc[md, "heldout_coherences"] = each(coherences)
     row = _row(tables.gap_analysis(graded, 68, seed=3), method="mean_diff")
     assert (row["moved_along"], row["moved_against"], row["unmoved"]) == (9, 2, 8)
+    assert row["moved_little"] == 2
     scored = np.array([c for c in coherences if c is not None])
     _, lo, hi = reference_interval(scored, seed=3)
     assert (row["coherence_lo"], row["coherence_hi"]) == pytest.approx((lo, hi), abs=1e-9)

@@ -143,7 +143,14 @@ def _moves(row: Any) -> str:
         return ""
     along, against, still = (int(c or 0) for c in counts)
     answers = "answer" if along == 1 else "answers"
-    return f" ({along} {answers} moved along the steering, {against} against, {still} not at all)"
+    little = int(stats.as_number(row.get("moved_little")) or 0)
+    small = (
+        f"; {little} of these moves by less than {stats.MOVED_LITTLE:g} points" if little else ""
+    )
+    return (
+        f" ({along} {answers} moved along the steering, {against} against, {still} not at "
+        f"all{small})"
+    )
 
 
 # more cells than this are counted, not named: the gap analysis lists them

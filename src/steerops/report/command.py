@@ -368,7 +368,7 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "the held-out delta with those answers counted as unmoved (`under_bar_moved` of them "
         "had moved along the steering); `coherence_lo`/`_hi`: the held-out coherence's 95% "
         "interval; `moved_along`/`moved_against`/`unmoved`: its held-out answers by how their "
-        "trait moved; `heldout_p`: "
+        "trait moved (`moved_little` of the moves by less than 10 points); `heldout_p`: "
         "one-sided sign-flip p of its held-out deltas; `heldout_q`: that p adjusted over every "
         "cell's but an alias's or a near copy's (whose q is its p in its twin's place), "
         "Benjamini-Hochberg)",

@@ -82,14 +82,16 @@ def held_coherence(record: dict | None, min_coherence: float, seed: int) -> dict
 
 
 def _answers(chosen: dict | None, seed: int) -> dict[str, Any]:
-    """How the chosen config's held-out answers moved (on a 0/100 judge, the delta in
-    answers: along the steering, against it, not at all)."""
+    """How the chosen config's held-out answers moved (by the sign of each answer's trait
+    delta: along the steering, against it, not at all), and how many of those moves are
+    smaller than `stats.MOVED_LITTLE` points (a graded judge's wobble)."""
     values = (stats.as_number(x) for x in _values(chosen, "heldout_deltas"))
     deltas = [d for d in values if d is not None]
     return {
         "moved_along": sum(d > 0 for d in deltas) if deltas else np.nan,
         "moved_against": sum(d < 0 for d in deltas) if deltas else np.nan,
         "unmoved": sum(d == 0 for d in deltas) if deltas else np.nan,
+        "moved_little": sum(0 < abs(d) < stats.MOVED_LITTLE for d in deltas) if deltas else np.nan,
     }
 
 
@@ -191,6 +193,7 @@ def gap_analysis(
         "moved_along",
         "moved_against",
         "unmoved",
+        "moved_little",
         "heldout_p",
         "heldout_q",
         "baseline_trait",
