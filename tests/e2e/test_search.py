@@ -393,3 +393,42 @@ def test_a_bar_the_unsteered_model_misses_too_is_said_so(toy_search, capsys, tmp
     best = json.loads(best.read_text())
     assert best["search"]["baseline_coherence"] == 50.0
     assert best["status"] == "baseline incoherent" and best["chosen"] is None
+
+
+def test_a_coherence_margin_chooses_over_the_raised_bar_and_judges_held_out_at_the_bar(
+    toy_search, tmp_path
+):
+    """`search.coherence_margin`: trials are feasible and chosen at min_coherence + margin on
+    the search half (the study's constraint), the held-out verdict keeps min_coherence, and
+    the study is another one (its name) while a study without a margin keeps its name."""
+    import yaml
+
+    from steerops.cli import main
+
+    folder, params, _, _, _ = toy_search
+    margin = 20.0
+    blocks = yaml.safe_load(params.read_text())
+    blocks["search"]["coherence_margin"] = margin
+    raised = folder / "params_margin.yaml"  # beside it: the same outputs and logs
+    raised.write_text(yaml.safe_dump(blocks, sort_keys=False))
+    argv = ["search", "--params", str(raised), "--method", "mean_diff", "--trials", "3"]
+    assert main([*argv, "--position", "prompt[-1]", "--out", str(tmp_path)]) == 0
+    [path] = tmp_path.rglob("best.json")
+    best = json.loads(path.read_text())
+    assert best["min_coherence"] == 68.0 and best["coherence_margin"] == margin
+    with (path.parent / "trials.csv").open() as f:
+        trials = [r for r in csv.DictReader(f) if r["state"] == "complete"]
+    feasible = {r["number"]: r["feasible"] == "True" for r in trials}
+    assert feasible == {r["number"]: float(r["coherence_mean"]) >= 88.0 for r in trials}
+    assert any(68.0 <= float(r["coherence_mean"]) < 88.0 for r in trials)  # the margin bit
+    if best["chosen"] is not None:
+        assert best["search"]["coherence_mean"] >= 88.0
+        # held out at the bar: the verdict's coherence test is 68's
+        held = best["heldout"]["coherence_mean"]
+        assert best["feasible"] == (held >= 68.0)
+    # another study than the pipeline's, whose name the margin-free params still give
+    pipeline = json.loads((search_out(folder) / "best.json").read_text())
+    assert best["study"] != pipeline["study"] and "coherence_margin" not in pipeline
+    with (path.parent / "best.csv").open() as f:
+        [flat] = list(csv.DictReader(f))
+    assert float(flat["coherence_margin"]) == margin

@@ -160,6 +160,28 @@ def test_the_search_is_said_beside_with_its_own_held_out_verdict():
     searched = pd.DataFrame([_search_row(min_coherence=75.0)])
     own = answer_lines(gap, searched, NO_CURVE, 68.0)[-1]
     assert own.startswith("    - held-out coherence 75.00 (3 of 20 answers under 75); with")
+    # chosen with a margin over the bar: said, its answers judged at the bar, its trials
+    # read at the raised bar they were chosen at
+    trials = pd.DataFrame(
+        {
+            "layer": [12, 12, 12],
+            "coefficient": [0.2, 0.25, 0.3],
+            "trait_delta": [20.0, 35.0, 60.0],
+            "coherence_mean": [90.0, 76.0, 70.0],
+            "state": ["complete"] * 3,
+        }
+    )
+    key = ("m", "t", "prompt[-1]", "residual", "mean_diff")
+    searched = pd.DataFrame([_search_row(min_coherence=68.0, coherence_margin=5.0)])
+    lines = answer_lines(gap, searched, NO_CURVE, 68.0, trials={key: trials})
+    at = next(i for i, line in enumerate(lines) if "the search of `mean_diff`" in line)
+    assert lines[at + 1].startswith(
+        "    - chosen at coherence >= 73 on the search half (`search.coherence_margin` 5 over "
+        "the bar); held-out delta +35.0 [+10.0, +60.0], n 20"
+    )
+    assert "(3 of 20 answers under 68)" in lines[at + 2]
+    assert "best coherent delta +35.0 at 0.25 (coherence 76.00)" in lines[at + 3]
+    assert "coherence falls under 73 between 0.25" in lines[at + 3]
 
 
 def test_the_cleaning_answer_is_of_the_chosen_method_and_one_bullet_per_trait():

@@ -161,6 +161,8 @@ def summary_context(root, storage: str):
         trait="t",
         source=SOURCE,
         min_coherence=MIN_COH,
+        margin=0.0,
+        search_bar=MIN_COH,
         study="s",
         storage=storage,
         seed=0,

@@ -62,6 +62,14 @@ class SearchConfig(Strict):
         le=100,
         description="feasible if coherence >= this; default steering.min_coherence",
     )
+    coherence_margin: float = Field(
+        0.0,
+        ge=0,
+        le=50,
+        description="points over min_coherence a trial needs on the search half to be "
+        "chosen; the held-out verdict keeps min_coherence. A choice at the bar's edge on one "
+        "half often falls under it on the other (the search maximises against the edge)",
+    )
     seed: int | None = Field(
         None,
         ge=0,

@@ -61,11 +61,13 @@ def answer_lines(
             said += [line for line in (control, again) if line]
         lines += _nested(said)
         for _, search in searches.iterrows():
-            # its answers and trials are read at the search's own bar, as best.json has them
+            # its answers are read at the search's own bar, as best.json has them, and its
+            # trials at the bar they were chosen at (the search half's: a margin over it)
             bar = stats.as_number(search.get("min_coherence"))
             bar = threshold if bar is None else bar
+            margin = stats.as_number(search.get("coherence_margin")) or 0.0
             said = _search_says(search, bar)
-            said += trial_lines(trials_of(trials, search), bar, search.get("search_n"))
+            said += trial_lines(trials_of(trials, search), bar + margin, search.get("search_n"))
             lines += _nested(said)
         ours = {v: w for (m, t, v), w in (weighs or {}).items() if (m, t) == (model, trait)}
         if choice is not None:
@@ -291,6 +293,12 @@ def _search_says(row: pd.Series, bar: float) -> list[str]:
     config = f"layer {cell(row['layer'])}, coefficient {cell(row['coefficient'])}"
     spread = ("heldout_coherence_lo", "heldout_coherence_hi")
     held = _held(row, bar, SEARCH_HELD, spread=spread)
+    margin = stats.as_number(row.get("coherence_margin")) or 0.0
+    if margin:  # chosen at a higher bar than its verdict's
+        held[0] = (
+            f"chosen at coherence >= {bar + margin:g} on the search half "
+            f"(`search.coherence_margin` {margin:g} over the bar); {held[0]}"
+        )
     if row["status"] == stats.OK:
         return [f"{search}: **{config}**, ok held out", *held]
     return [f"{search} chose {config}: **{row['status']}**, not a recommended coefficient", *held]

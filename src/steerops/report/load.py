@@ -246,7 +246,8 @@ def _sort_key(column: pd.Series) -> pd.Series:
 # a search's cell: two searches differing only in component are two rows
 SEARCH_KEY = ["model", "trait", "position", "component", "method"]
 SEARCH_COLUMNS = (
-    "model trait position component method status min_coherence heldout_feasible layer "
+    "model trait position component method status min_coherence coherence_margin "
+    "heldout_feasible layer "
     "coefficient search_n search_trait_delta search_delta_lo search_delta_hi search_coherence "
     "heldout_n "
     "heldout_trait_delta heldout_delta_lo heldout_delta_hi heldout_p heldout_q heldout_coherence "

@@ -468,8 +468,8 @@ def _dropped_search_lines(searched: pd.DataFrame, methods: set[str] | None) -> l
 
 
 def _search_columns(searched: pd.DataFrame) -> pd.DataFrame:
-    keep = ["trait", "position", "component", "method", "status", "min_coherence", "layer"]
-    keep += ["coefficient"]
+    keep = ["trait", "position", "component", "method", "status", "min_coherence"]
+    keep += ["coherence_margin", "layer", "coefficient"]
     keep += ["search_n"]
     keep += ["search_trait_delta", "search_delta_lo", "search_delta_hi", "search_coherence"]
     keep += ["heldout_n"]

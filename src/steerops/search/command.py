@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> None:
     checked = check_grid(params, params.traits.names, cells, layers, key, coefficients, "search")
     min_coherence = st.min_coherence if cfg.min_coherence is None else cfg.min_coherence
     known = {"coef_min": cfg.coef_min, "coef_max": cfg.coef_max, "min_coherence": min_coherence}
+    if cfg.coherence_margin:  # recorded only when set, as the study's settings have it
+        known["coherence_margin"] = cfg.coherence_margin
     if cfg.study:  # one trait and cell (above): what a named study must have been run with
         ((method, position),) = cells
         source = VectorSource.of(method, position, st.component)  # as a study records it

@@ -147,6 +147,8 @@ def best_summary(
         "component": plan.source.component,
         "direction": st.direction,
         "min_coherence": plan.min_coherence,
+        # the search half's bar was min_coherence + this (only when set)
+        **({"coherence_margin": plan.margin} if plan.margin else {}),
         "study": plan.study,
         "storage": storage_label(plan.storage, params.root),  # portable: relative in the project
         "sampler": cfg.sampler,
@@ -192,7 +194,7 @@ def best_summary(
         "range_exhausted": stats_.exhausted,
         "n_feasible": sum(bool(r.feasible) for r in records if r.state == "complete"),
         # coherent trials the judge gave no trait score (failed, so not among n_feasible)
-        "n_coherent_unscored": coherent_unscored(records, plan.min_coherence),
+        "n_coherent_unscored": coherent_unscored(records, plan.search_bar),
         # rows the protocol generates (its asked trials x questions, whatever log served
         # them; known results and coefficient 0 cost none), and the rows this invocation
         # actually generated

@@ -34,7 +34,7 @@ class Plan:
     trait: str
     source: VectorSource
     layers: list[int]
-    min_coherence: float
+    min_coherence: float  # the held-out verdict's bar
     storage: str
     study: str
     settings: dict
@@ -44,6 +44,12 @@ class Plan:
     out_dir: Path
     known: list = field(default_factory=list)  # KnownResult: the trials it starts from
     known_from: str = ""  # where they came from, for the search's first line
+    margin: float = 0.0  # search.coherence_margin: the search half's bar is the verdict's + this
+
+    @property
+    def search_bar(self) -> float:
+        """The coherence a trial needs on the search half to be feasible and chosen."""
+        return self.min_coherence + self.margin
 
 
 def search_trait(
@@ -175,6 +181,8 @@ def make_plan(
         "coef_min": cfg.coef_min,
         "coef_max": cfg.coef_max,
         "min_coherence": min_coherence,
+        # only when set: a study without one keeps its name
+        **({"coherence_margin": cfg.coherence_margin} if cfg.coherence_margin else {}),
         "method": source.method,
         "position": source.position,
         "component": source.component,
@@ -223,6 +231,7 @@ def make_plan(
         out_dir,
         known,
         known_from,
+        cfg.coherence_margin,
     )
 
 
@@ -289,7 +298,7 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
             tuple(plan.layers),
             cfg.min_gap * (cfg.coef_max - cfg.coef_min),
         ),
-        plan.min_coherence,
+        plan.search_bar,
         plan.settings,
         sampler=cfg.sampler,
         seed=plan.seed,
@@ -304,9 +313,7 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
     # start where the known results found the feasible band
     base = evaluator.baseline() if plan.known else None
     if base is not None and base.trait_mean is not None:
-        for layer, c in band_points(
-            plan.known, base, plan.min_coherence, cfg.coef_max, st.direction
-        ):
+        for layer, c in band_points(plan.known, base, plan.search_bar, cfg.coef_max, st.direction):
             study.enqueue(layer, c)
     tracker.log_params(
         {
@@ -374,14 +381,14 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
         raise SteeropsError(f"search: study {plan.study!r} has no completed trial ({why})")
     direction = params.steering.direction
     rows = selection_rows(records, evaluator, plan.source, direction, params.seed)
-    pick = choose_best(rows, plan.min_coherence)
+    pick = choose_best(rows, plan.search_bar)
     chosen = next((r for r in rows if r["trial"] is pick), None)
     held = None
     unchosen = NO_FEASIBLE
     if pick is None:
         base = stats.baseline_coherence
-        unscored = coherent_unscored(records, plan.min_coherence)
-        unchosen = unchosen_status(rows, plan.min_coherence, base, unscored)
+        unscored = coherent_unscored(records, plan.search_bar)
+        unchosen = unchosen_status(rows, plan.search_bar, base, unscored)
         why = (
             "trials reached it, none with a trait delta above zero beyond its interval"
             if unchosen == NO_EFFECT
@@ -395,7 +402,7 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
                 "search half): check the judge's coherence scale, or lower the bar"
             )
         print(
-            f"steerops search: {unchosen}: coherence >= {plan.min_coherence:g}: {why}",
+            f"steerops search: {unchosen}: coherence >= {plan.search_bar:g}: {why}",
             file=sys.stderr,
         )
     else:
@@ -414,7 +421,7 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
         out / PLOT_FILE,
         records,
         pick,
-        plan.min_coherence,
+        plan.search_bar,  # what made a trial feasible
         f"{plan.trait} {plan.source.method} {plan.source.position}",
         best,
     )

@@ -75,6 +75,8 @@ def best_row(best: dict) -> dict:
         "component": best["component"],
         "status": status,
         "min_coherence": best.get("min_coherence"),  # the bar its verdict was taken at
+        # the search half's bar was min_coherence + this
+        "coherence_margin": best.get("coherence_margin", 0.0),
         "heldout_feasible": best["feasible"],  # the held-out verdict, not the trials'
         "layer": chosen.get("layer"),
         "coefficient": chosen.get("coefficient"),
