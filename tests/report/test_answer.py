@@ -446,9 +446,18 @@ def test_the_q_family_is_named_by_method_by_place_or_by_trait_and_counted_when_l
     apart = gap.assign(position=["p", "q"])
     assert family(apart) == ["`a` at p", "`b` at q"]
     assert family(apart.assign(trait=["t", "u"])) == ["`a` at p (t)", "`b` at q (u)"]
+    # one cell on two models: the model tells them apart
+    models = pd.DataFrame([row | {"method": "a"}, row | {"method": "a", "model": "n"}])
+    assert family(models) == ["`a` at p (m)", "`a` at p (n)"]
+    # a table without positions names the method alone
+    assert family(apart.drop(columns="position").assign(trait=["t", "u"])) == [
+        "`a` (t)",
+        "`b` (u)",
+    ]
     # the words: named up to four, counted beyond
     ok = SimpleNamespace(heldout_p=0.001, heldout_q=0.002, delta_lo=5.0, near_copy_of="")
     assert "over the report's 2 cells (`a`, `b`)" in test_words(ok, family(gap))
-    five = [f"`{m}`" for m in "abcde"]
+    four, five = [f"`{m}`" for m in "abcd"], [f"`{m}`" for m in "abcde"]
+    assert "over the report's 4 cells (`a`, `b`, `c`, `d`)" in test_words(ok, four)
     assert "over the report's 5 cells (the gap analysis lists them)" in test_words(ok, five)
     assert "over the report's one cell;" in test_words(ok, ["`a`"]) + ";"

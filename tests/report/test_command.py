@@ -542,3 +542,28 @@ def test_the_report_s_run_carries_its_counts_and_best_cell(tmp_path):
     assert run.data.tags["steerops.best_cell"] == counts["best_cell"]
     assert run.data.tags["steerops.best_status"] == counts["best_status"]
     assert run.data.params["heldout_fraction"] == "0.5" and run.data.params["seed"] == "0"
+
+
+def test_findings_count_a_cell_with_its_aliases_and_near_copies_once_held_if_any_is():
+    from steerops.report.command import _findings
+
+    cell = {"model": "m", "trait": "t", "position": "p", "component": "residual"}
+    rows = [
+        ("a", "", "", "ok"),
+        ("a_cleaned", "", "a", "ok"),  # a near copy of a
+        ("a_preclean", "a_cleaned", "", "ok"),  # an alias of the near copy: still a's
+        ("b", "", "", "no effect"),
+        ("b_cleaned", "", "b", "ok"),  # ok where its twin is not, near the bar: one finding
+        ("c", "", "", "no effect"),
+    ]
+    gap = pd.DataFrame(
+        [
+            cell | dict(zip(("method", "alias_of", "near_copy_of", "status"), r, strict=True))
+            for r in rows
+        ]
+    )
+    assert _findings(gap, gap["status"] == "ok") == 2
+    # the same methods on another model are other findings
+    both = pd.concat([gap, gap.assign(model="n")], ignore_index=True)
+    assert _findings(both, both["status"] == "ok") == 4
+    assert _findings(gap.iloc[:0], gap["status"].iloc[:0] == "ok") == 0

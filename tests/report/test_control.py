@@ -54,7 +54,7 @@ def test_the_control_is_the_random_direction_at_the_choice_s_config(tmp_path):
         "coefficient: held-out delta +0.0 [+0.0, +0.0] (every question gave the same delta"
     )
     said = control_words(control, 68)
-    assert ", coherence 40.00 [40.00, 40.00] (20 of 20 answers under 68), n 20;" in said
+    assert ", n 20, coherence 40.00 [40.00, 40.00] (20 of 20 answers under 68);" in said
     gain = stats.interval_text(diff.mean(), control.gain.lo, control.gain.hi)
     assert f"; this config's paired gain over it {gain}, n 20; " in said
     # the control's own verdict over its grid, which is not the config compared here
@@ -62,8 +62,8 @@ def test_the_control_is_the_random_direction_at_the_choice_s_config(tmp_path):
     assert own["status"] == "no effect" and own["coefficient"] != 2.0
     held = stats.interval_text(own["delta"], own["delta_lo"], own["delta_hi"])
     assert said.endswith(
-        "; over its own grid, `random_baseline` is **no effect** (its best config, layer 2, "
-        f"coefficient {own['coefficient']:g}: held-out delta {held})"
+        "; over its own grid, `random_baseline` is **no effect** (its choice on the selection "
+        f"half, layer 2, coefficient {own['coefficient']:g}: held-out delta {held})"
     )
 
 

@@ -35,10 +35,14 @@ def _cliff(search) -> str:
 
 def test_the_search_s_choice_between_the_two_gives_its_held_out_verdict():
     search = {"layer": 12, "coefficient": 0.23333333, "status": stats.INCOHERENT}
+    search |= {"search_coherence": 70.519, "heldout_coherence": 65.17}
+    search |= {"heldout_coherence_lo": 47.9, "heldout_coherence_hi": 81.52}
     assert _cliff(search).endswith(
         "coherence is lost between the two (the search's trials between them narrow where on "
-        "the search half, but its choice between them, 0.2333, is incoherent held out: where "
-        "coherence is lost moves with the questions)"
+        "the search half, but its choice between them, 0.2333 (coherence 70.51 there) is "
+        "incoherent held out (65.17 [47.90, 81.52]): a mean coherence this near the bar does "
+        "not locate the edge (a margin over it, `search.coherence_margin`, keeps the search's "
+        "choice clear of it))"
     )
     ok = _cliff(search | {"status": stats.OK})
     assert ok.endswith(
@@ -55,6 +59,7 @@ def test_a_search_choice_outside_the_two_or_at_another_layer_adds_nothing():
         {"layer": 12, "coefficient": 0.2, "status": stats.INCOHERENT},  # at the grid's step
         {"layer": 12, "coefficient": 0.3, "status": stats.INCOHERENT},  # past the next
         {"layer": 16, "coefficient": 0.23, "status": stats.INCOHERENT},  # another layer
+        {"layer": 12, "coefficient": -0.23, "status": stats.INCOHERENT},  # the other way
         {"layer": None, "coefficient": None, "status": "trait unscored"},  # nothing chosen
     ):
         assert _cliff(search).endswith(plain), search

@@ -87,5 +87,10 @@ def test_only_complete_steered_trials_count_and_narrowed_needs_one_between():
     assert "between 0.2 (coherence 90.00, delta +50.0) and 0.25" in line
     # a trial strictly between 0.2 and 0.25, at that layer, narrows the grid's step
     assert not narrowed(trials, 12, 0.2, 0.25)  # the one between failed
-    assert narrowed(trials, 12.0, 0.15, 0.25) and narrowed(trials, 12, -0.15, -0.25)
+    assert narrowed(trials, 12.0, 0.15, 0.25)
+    # a negative coefficient steers the vector the other way: the search's 0.2 is not
+    # between -0.15 and -0.25, a trial at -0.2 is
+    assert not narrowed(trials, 12, -0.15, -0.25)
+    flipped = trials.assign(coefficient=-trials["coefficient"])
+    assert narrowed(flipped, 12, -0.15, -0.25) and not narrowed(flipped, 12, 0.15, 0.25)
     assert not narrowed(trials, 16, 0.15, 0.25) and not narrowed(None, 12, 0.15, 0.25)

@@ -137,6 +137,7 @@ def test_the_report_records_the_comparison_where_the_dims_weigh(tmp_path):
         "weighed_gain": w.gain.mean,
         "weighed_gain_lo": w.gain.lo,
         "weighed_gain_hi": w.gain.hi,
+        "weighed_variant": "mean_diff_cleaned",
         "weighed_cleaned_coefficient": None,
     }
     assert set(weighed_keys(_best_checks(gap, {}, {}, {}, 0)).values()) == {None}
@@ -199,5 +200,64 @@ def test_the_cleaned_variant_at_the_matched_push_is_compared_where_the_grid_has_
         assert "`mean_diff_cleaned` held-out delta +70.0 [" in said
         assert said.endswith(
             "The same push along the other dims (the cleaned unit vector is renormalised: 1 x "
-            "sqrt(1 - 0.200)), so the dims are what differs"
+            "sqrt(1 - 0.200) = 0.8944, within 1%), so the dims are what differs"
         )
+
+
+def test_the_matched_push_takes_the_closest_coefficient_at_the_layer_within_one_percent(tmp_path):
+    """The dims' share 0.110635 (the main job's): 1.0 x sqrt(1 - share) = 0.94306. A grid
+    coefficient 0.23% off (as 0.189 is for 0.2 there) is matched, the closest of two wins,
+    and one steered at another layer is not the layer's."""
+    share = {"peak_share": 0.110635}
+    for extra, expected in (
+        ([(4, 0.9452, 0.3, 0.7, 85.0)], 0.9452),
+        ([(4, 0.9370, 0.3, 0.7, 85.0), (4, 0.9440, 0.3, 0.7, 85.0)], 0.944),
+        ([(2, 0.9431, 0.3, 0.7, 85.0)], None),  # at layer 2 only
+    ):
+        cells = dict(CELLS)
+        cells[("mean_diff_cleaned", "prompt[-1]")] = [
+            *CELLS[("mean_diff_cleaned", "prompt[-1]")],
+            *extra,
+        ]
+        frame, gap, curve = _world(tmp_path / str(len(list(tmp_path.iterdir()))), cells, **share)
+        [w] = weighed(frame, curve, gap, 0, 68).values()
+        assert w.cleaned_coefficient == expected, extra
+
+
+def test_the_comparison_says_what_it_rests_on_and_cannot_tell_where_the_method_does_not_steer(
+    tmp_path,
+):
+    from steerops.report.command import _best_checks
+
+    cells = dict(CELLS)
+    cells[("mean_diff_cleaned", "prompt[-1]")] = [
+        *CELLS[("mean_diff_cleaned", "prompt[-1]")],
+        (4, 0.894, 0.3, 0.7, 85.0),
+    ]
+    frame, gap, curve = _world(tmp_path / "matched", cells)
+    weighs = weighed(frame, curve, gap, 0, 68)
+    [w] = weighs.values()
+    at = frame[frame["layer"] == 4].set_index(["method", "coefficient"])["heldout_traits"]
+    cleaned, uncleaned = at.loc[("mean_diff_cleaned", 0.894)], at.loc[("mean_diff", 1.0)]
+    differ = sum(cleaned[q] != uncleaned[q] for q in cleaned)
+    assert 0 < w.differing == differ < 20
+    assert f"n 20; {differ} of the 20 questions differ); " in weighed_words(w, 68.0)
+    assert _best_checks(gap, {}, {}, weighs, 0)["weighed_cleaned_coefficient"] == 0.894
+    # the uncleaned method with no effect there on the selection half: no answer on the dims
+    idle = dict(CELLS)
+    idle[("mean_diff", "prompt[-1]")] = [
+        (2, 1.0, 0.8, 0.8, 90.0),
+        (4, 1.0, 0.0, 0.6, 80.0),
+        (2, 0.0, 0.0, 0.0, 100.0),
+    ]
+    idle[("mean_diff_cleaned", "prompt[-1]")] = [
+        (2, 1.0, 0.8, 0.8, 90.0),
+        (4, 1.0, 0.0, 0.6, 80.0),
+        (2, 0.0, 0.0, 0.0, 100.0),
+    ]
+    frame, gap, curve = _world(tmp_path / "idle", idle)
+    [w] = weighed(frame, curve, gap, 0, 68).values()
+    assert weighed_words(w, 68.0).startswith(
+        "at layer 4, coefficient 1, where they weigh: **cannot tell whether the dims matter: "
+        "`mean_diff` has no detectable effect here on the selection half** (gain"
+    )

@@ -169,11 +169,15 @@ def family(gap: pd.DataFrame) -> list[str]:
     rows = gap[gap["heldout_q"].notna() & ~copies]
 
     def one(keys: list[str]) -> bool:  # a key the table lacks is one value
-        return len(rows[[k for k in keys if k in rows] or ["method"]].drop_duplicates()) <= 1
+        present = [k for k in keys if k in rows]
+        return not present or len(rows[present].astype(str).drop_duplicates()) <= 1
 
-    one_cell, one_pair = one(tables.KEY), one(["model", "trait"])
+    if one(tables.KEY):
+        return [f"`{r['method']}`" for _, r in rows.iterrows()]
+    # the trait and model where they differ between the cells, so no two names repeat
+    apart = [k for k in ("trait", "model") if not one([k])]
     return [
-        f"`{r['method']}`" if one_cell else where(r) if one_pair else f"{where(r)} ({r['trait']})"
+        where(r) + (f" ({', '.join(str(r[k]) for k in apart)})" if apart else "")
         for _, r in rows.iterrows()
     ]
 

@@ -277,9 +277,32 @@ def _relative(path: Path, root: Path) -> str:
     return (path.relative_to(root) if path.is_relative_to(root) else path).as_posix() + "/"
 
 
-def _distinct(gap: pd.DataFrame) -> pd.Series:
-    """The cells that are a finding of their own: neither an alias nor a near copy."""
-    return (gap["alias_of"] == "") & (gap["near_copy_of"].fillna("") == "")
+def _findings(gap: pd.DataFrame, held: pd.Series) -> int:
+    """How many findings the cells `held` are: a cell, its aliases and its near copies
+    repeat one test, so they count once, held when any of them is (their held-out
+    coherences, and so their verdicts, can still differ near the bar)."""
+    if gap.empty:
+        return 0
+    cells = [tuple(map(str, r)) for r in gap[tables.KEY].itertuples(index=False)]
+    twin = {
+        (*cell, str(m)): str(a or "") or str(c or "")
+        for cell, m, a, c in zip(
+            cells,
+            gap["method"],
+            gap["alias_of"].fillna(""),
+            gap["near_copy_of"].fillna(""),
+            strict=True,
+        )
+    }
+
+    def root(cell: tuple, method: str) -> str:  # an alias of a near copy: its twin's twin
+        seen = {method}
+        while (nxt := twin.get((*cell, method), "")) and nxt not in seen:
+            seen.add(method := nxt)
+        return method
+
+    keys = [f"{c}|{root(c, str(m))}" for c, m in zip(cells, gap["method"], strict=True)]
+    return int(held.groupby(keys).any().sum())
 
 
 def _metrics(gap, prepost, errors, searched) -> dict:
@@ -306,9 +329,9 @@ def _metrics(gap, prepost, errors, searched) -> dict:
         # with the p in its twin's place: `cells_ok_at_fdr_5pct` may count both)
         "near_copies": int((gap["near_copy_of"] != "").sum()),
         # the ok cells counted once: an alias or a near copy repeats its twin's finding
-        "findings_ok": int(((gap["status"] == stats.OK) & _distinct(gap)).sum()),
-        "findings_ok_at_fdr_5pct": int(
-            ((gap["status"] == stats.OK) & (gap["heldout_q"] < stats.FDR) & _distinct(gap)).sum()
+        "findings_ok": _findings(gap, gap["status"] == stats.OK),
+        "findings_ok_at_fdr_5pct": _findings(
+            gap, (gap["status"] == stats.OK) & (gap["heldout_q"] < stats.FDR)
         ),
         **_best_cell(gap),
         "flagged_preclean_gaps": (
@@ -506,7 +529,9 @@ def _best_checks(gap: pd.DataFrame, again: dict, randoms: dict, weighs: dict, as
         "weighed_gain": None if there is None else there.mean,
         "weighed_gain_lo": None if there is None else there.lo,
         "weighed_gain_hi": None if there is None else there.hi,
-        # the cleaned variant's coefficient there when it matched the push (else the choice's)
+        "weighed_variant": None if w is None else w.variant,
+        # the cleaned variant's coefficient there when it matched the push (None: the
+        # choice's own, or nothing compared: weighed_layer None)
         "weighed_cleaned_coefficient": None if w is None else w.cleaned_coefficient,
     }
 

@@ -91,7 +91,7 @@ def control_words(c: Control | None, threshold: float) -> str | None:
     said = (
         f"one random direction (`{CONTROL}`, a single draw) at the same layer and "
         "coefficient: held-out delta "
-        f"{interval(c.delta.mean, c.delta.lo, c.delta.hi)}{alike}{coherence}, n {c.delta.n}"
+        f"{interval(c.delta.mean, c.delta.lo, c.delta.hi)}{alike}, n {c.delta.n}{coherence}"
     )
     if c.gain.mean is not None:
         said += (
@@ -102,9 +102,9 @@ def control_words(c: Control | None, threshold: float) -> str | None:
 
 
 def _own_words(own: dict | None) -> str:
-    """ "; over its own grid, `random_baseline` is **no effect** (its best config, layer
-    17, coefficient 0.2: held-out delta -5.0 [-20.0, +0.0])": the control's row in the
-    tables, which need not be the config compared here."""
+    """ "; over its own grid, `random_baseline` is **no effect** (its choice on the selection
+    half, layer 17, coefficient 0.2: held-out delta -5.0 [-20.0, +0.0])": the control's row
+    in the tables, which need not be the config compared here."""
     if own is None:
         return ""
     said = f"; over its own grid, `{CONTROL}` is **{own.get('status')}**"
@@ -112,6 +112,6 @@ def _own_words(own: dict | None) -> str:
         return said
     held = interval(own.get("delta"), own.get("delta_lo"), own.get("delta_hi"))
     return (
-        f"{said} (its best config, layer {cell(own.get('layer'))}, coefficient "
+        f"{said} (its choice on the selection half, layer {cell(own.get('layer'))}, coefficient "
         f"{cell(own.get('coefficient'))}" + (f": held-out delta {held})" if held else ")")
     )

@@ -106,12 +106,30 @@ def _held_out(search, layer: str, low: float, high: float) -> str:
         return ""
     get = search.get if hasattr(search, "get") else lambda k: getattr(search, k, None)
     chosen = stats.as_number(get("coefficient"))
-    if chosen is None or cell(get("layer")) != layer or not abs(low) < abs(chosen) < abs(high):
+    if chosen is None or cell(get("layer")) != layer or chosen * low <= 0:
+        return ""  # nothing chosen, another layer, or steering the other way
+    if not abs(low) < abs(chosen) < abs(high):
         return ""
     status = get("status")
     if status == stats.OK:
         return f", on the search half; its choice between them, {cell(chosen)}, is ok held out"
-    moves = (
-        ": where coherence is lost moves with the questions" if status == stats.INCOHERENT else ""
+    if status != stats.INCOHERENT:
+        return f" on the search half, but its choice between them, {cell(chosen)}, is {status}"
+    # chosen just over the bar on one half, under it on the other: a mean over a few
+    # answers this near the bar does not locate the edge
+    there = stats.as_number(get("search_coherence"))
+    held = stats.as_number(get("heldout_coherence"))
+    lo, hi = (stats.as_number(get(k)) for k in ("heldout_coherence_lo", "heldout_coherence_hi"))
+    spread = (
+        f" [{stats.coherence_text(lo, 2)}, {stats.coherence_text(hi, 2)}]"
+        if lo is not None and hi is not None
+        else ""
     )
-    return f" on the search half, but its choice between them, {cell(chosen)}, is {status}{moves}"
+    return (
+        f" on the search half, but its choice between them, {cell(chosen)}"
+        + (f" (coherence {stats.coherence_text(there, 2)} there)" if there is not None else "")
+        + " is incoherent held out"
+        + (f" ({stats.coherence_text(held, 2)}{spread})" if held is not None else "")
+        + ": a mean coherence this near the bar does not locate the edge (a margin over it, "
+        "`search.coherence_margin`, keeps the search's choice clear of it)"
+    )

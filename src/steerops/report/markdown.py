@@ -104,7 +104,8 @@ def where(row: Any) -> str:
     """`method` at position (and component, when not the residual stream)."""
     component = str(row.get("component", "residual"))
     at = f" {component}" if component not in ("residual", "", "nan") else ""
-    return f"`{row['method']}` at {row['position']}{at}"
+    position = row.get("position")
+    return f"`{row['method']}`" + (f" at {position}{at}" if position is not None else at)
 
 
 def interval(mid, lo, hi) -> str:

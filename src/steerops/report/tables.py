@@ -391,6 +391,18 @@ def _paired_traits(pre: dict | None, post: dict | None) -> tuple[list, list] | N
     return [a[q] for q in common], [b[q] for q in common]
 
 
+def differing_questions(pre: dict | None, post: dict | None) -> int | None:
+    """On how many of the questions both were scored on the two configs' held-out trait
+    scores differ (what a paired gain rests on); None when there is no pair."""
+    pairs = _paired_traits(pre, post)
+    if pairs is None:
+        return None
+    return sum(
+        x is not None and y is not None and not math.isclose(x, y)
+        for x, y in zip(*pairs, strict=True)
+    )
+
+
 def _compared(pre: dict | None, post: dict | None) -> bool:
     """Whether a gain of `pre` over `post` has a question both scored (`paired_gap`'s n)."""
     pairs = _paired_traits(pre, post)

@@ -37,8 +37,9 @@ def narrowed(trials: pd.DataFrame | None, layer, low: float, high: float) -> boo
     if scored is None:
         return False
     at = scored[scored["layer"].map(lambda x: same_value(x, layer))]
-    sizes = at["coefficient"].map(lambda c: abs(stats.as_number(c) or 0.0))
-    return bool(((sizes > abs(low)) & (sizes < abs(high))).any())
+    values = at["coefficient"].map(lambda c: stats.as_number(c) or 0.0)
+    sizes, same_way = values.abs(), values * low > 0  # the other sign is another direction
+    return bool(((sizes > abs(low)) & (sizes < abs(high)) & same_way).any())
 
 
 def _scored(trials: pd.DataFrame | None) -> pd.DataFrame | None:

@@ -28,6 +28,7 @@ from steerops.report.tables import (
     at_config,
     choices,
     curve_rows_of,
+    differing_questions,
     first_record,
     held_coherence,
     near_copies_of,
@@ -58,6 +59,7 @@ class Weighed:
     # the cleaned variant's coefficient when the grid steered it at the matched push
     # (`coefficient` x sqrt(1 - share)); None: both at `coefficient`
     cleaned_coefficient: float | None = None
+    differing: int | None = None  # held-out questions whose trait scores differ between them
 
     @property
     def push(self) -> float:
@@ -96,7 +98,7 @@ def weighed(
             at = in_cell & at_config(frame, layer, coefficient)
             uncleaned = first_record(frame[at & (methods == str(row.method))])
             variant = in_cell & (methods == str(row.variant))
-            matched = _matched(frame[variant], layer, coefficient, share)
+            matched = _matched(frame[variant], layer, coefficient, share, uncleaned)
             there = at if matched is None else in_cell & at_config(frame, layer, matched)
             cleaned = first_record(frame[there & variant])
             k = 1 if pd.isna(row.gain_k) else int(row.gain_k)
@@ -120,6 +122,7 @@ def weighed(
                     for side in (cleaned, uncleaned)
                 ),
                 None if matched is None else float(matched),
+                differing_questions(cleaned, uncleaned),
             )
     return out
 
@@ -128,18 +131,23 @@ def weighed(
 MATCHED_WITHIN = 0.01
 
 
-def _matched(rows: pd.DataFrame, layer: float, coefficient: Any, share: float) -> Any:
+def _matched(
+    rows: pd.DataFrame, layer: float, coefficient: Any, share: float, uncleaned: dict | None
+) -> Any:
     """The coefficient at `layer` among a cleaned variant's `rows` that pushes its
     renormalised vector along the other dims as hard as the uncleaned one at
-    `coefficient` (`coefficient` x sqrt(1 - share), within `MATCHED_WITHIN`), or None."""
+    `coefficient` (`coefficient` x sqrt(1 - share), the closest within `MATCHED_WITHIN`),
+    steered under the `uncleaned` config's settings; None without one."""
     target = (stats.as_number(coefficient) or 0.0) * (1 - share) ** 0.5
-    if target == 0.0:
-        return None
-    for r in rows.itertuples(index=False):
-        c = stats.as_number(r.coefficient)
-        if same_value(r.layer, layer) and c and math.isclose(c, target, rel_tol=MATCHED_WITHIN):
-            return r.coefficient
-    return None
+    found = [
+        (abs(c - target), r["coefficient"])
+        for r in rows.to_dict("records")
+        if same_value(r["layer"], layer)
+        and (c := stats.as_number(r["coefficient"]))
+        and math.isclose(c, target, rel_tol=MATCHED_WITHIN)
+        and not settings_differ(r, uncleaned)
+    ]
+    return min(found, key=lambda f: f[0])[1] if found else None
 
 
 def weighed_words(w: Weighed | None, threshold: float) -> str | None:
@@ -176,32 +184,53 @@ def weighed_words(w: Weighed | None, threshold: float) -> str | None:
         return f"{where}: {sides}; no question scored in both"
     assert w.gain is not None
     needed = stats.min_questions(w.k)
+    # the uncleaned method without an effect here (on the selection half, where configs
+    # are chosen): no difference between the two is no answer on the dims
+    idle = not _steers(w.uncleaned)
     if (w.gain.lo > 0 or w.gain.hi < 0) and w.gain.n < needed:
         verdict = f"too few held-out questions to tell ({w.gain.n}; {needed} needed)"
     elif w.gain.lo > 0:
         verdict = "the cleaned vector steers more"
     elif w.gain.hi < 0:
         verdict = "the cleaned vector steers less"
+    elif idle:
+        verdict = (
+            f"cannot tell whether the dims matter: `{w.method}` has no detectable effect "
+            "here on the selection half"
+        )
     elif stats.degenerate(w.gain.lo, w.gain.hi):
         verdict = "no trait difference: each question's trait score was the same in both"
     else:
         verdict = "no detectable difference"
     gain = interval(w.gain.mean, w.gain.lo, w.gain.hi)
     level = "" if w.k <= 1 else f" at {stats.family_confidence(w.k):.1%} (one of {w.k})"
+    rests = (
+        f"; {w.differing} of the {w.gain.n} questions {'differs' if w.differing == 1 else 'differ'}"
+        if w.differing is not None and 0 < w.differing < w.gain.n
+        else ""
+    )
     said = (
         f"{where}, where they weigh: **{verdict}** (gain, cleaned - uncleaned, paired, held "
-        f"out, {gain}{level}, n {w.gain.n}); {sides}. "
+        f"out, {gain}{level}, n {w.gain.n}{rests}); {sides}. "
     )
     if w.cleaned_coefficient is not None:
+        exact = w.coefficient / w.push
         return said + (
             "The same push along the other dims (the cleaned unit vector is renormalised: "
-            f"{cell(w.coefficient)} x sqrt(1 - {w.share:.3f})), so the dims are what differs"
+            f"{cell(w.coefficient)} x sqrt(1 - {w.share:.3f}) = {exact:.4g}, within "
+            f"{MATCHED_WITHIN:.0%}), so the dims are what differs"
         )
     return said + (
         "Not the dims alone: the cleaned unit vector is renormalised, so at one coefficient "
         f"it pushes {w.push:.2f}x harder along the other dims (at {w.coefficient / w.push:.3g} "
         "it pushes them as hard: add it to `steering.coefficients` to compare the dims alone)"
     )
+
+
+def _steers(row: dict | None) -> bool:
+    """A config whose selection-half interval lies above zero."""
+    lo = None if row is None else stats.as_number(row.get("selection_delta_lo"))
+    return lo is not None and lo > 0
 
 
 def _side(row: dict, coherence: dict | None, threshold: float) -> str:
