@@ -94,3 +94,15 @@ def test_only_complete_steered_trials_count_and_narrowed_needs_one_between():
     flipped = trials.assign(coefficient=-trials["coefficient"])
     assert narrowed(flipped, 12, -0.15, -0.25) and not narrowed(flipped, 12, 0.15, 0.25)
     assert not narrowed(trials, 16, 0.15, 0.25) and not narrowed(None, 12, 0.15, 0.25)
+
+
+def test_the_grid_s_configs_among_the_trials_are_counted():
+    trials = _trials(
+        (12, 0.2, 50.0, 90.0, "complete", 20),
+        (12, 0.22, 55.0, 80.0, "complete", 20),
+        (12, 0.25, 65.0, 57.0, "complete", 20),
+    ).assign(source=["known", "search", "known"])
+    (line,) = trial_lines(trials, 68.0, n=20)
+    assert line.startswith("search-half trials at layer 12 (3 trials, 2 of them the grid's, n 20 ")
+    (line,) = trial_lines(trials.assign(source="search"), 68.0, n=20)
+    assert line.startswith("search-half trials at layer 12 (3 trials, n 20 each; ")

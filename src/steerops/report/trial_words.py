@@ -12,8 +12,9 @@ from steerops.report.tables import same_value
 
 
 def trial_lines(trials: pd.DataFrame | None, bar: float, n=None) -> list[str]:
-    """One line per layer the search tried (numbered layers first, in order), or none; `n`
-    the search half's questions each trial was scored on (the search's `search_n`)."""
+    """One line per layer the search tried (numbered layers first, in order), with how many
+    of its trials were the grid's configs the study started from (`source` "known"), or
+    none; `n` the search half's questions each trial was scored on (`search_n`)."""
     scored = _scored(trials)
     if scored is None:
         return []
@@ -21,6 +22,9 @@ def trial_lines(trials: pd.DataFrame | None, bar: float, n=None) -> list[str]:
     for layer, rows in sorted(scored.groupby("layer"), key=lambda kv: numeric_order(kv[0])):
         rows = rows.assign(size=rows["coefficient"].abs()).sort_values("size", kind="mergesort")
         count = f"{len(rows)} trial{'s' if len(rows) != 1 else ''}"
+        # the grid's configs the study started from are among them, not new evidence
+        known = int((rows["source"] == "known").sum()) if "source" in rows else 0
+        count += f", {known} of them the grid's" if known else ""
         each = f", n {int(n)} each" if stats.as_number(n) else ""
         lines.append(
             f"search-half trials at layer {cell(layer)} ({count}{each}; not held out): "
