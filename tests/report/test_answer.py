@@ -177,7 +177,7 @@ def test_the_search_is_said_beside_with_its_own_held_out_verdict():
     at = next(i for i, line in enumerate(lines) if "the search of `mean_diff`" in line)
     assert lines[at + 1].startswith(
         "    - chosen at coherence >= 73 on the search half (`search.coherence_margin` 5 over "
-        "the bar); held-out delta +35.0 [+10.0, +60.0], n 20"
+        "the bar 68, which judges it held out); held-out delta +35.0 [+10.0, +60.0], n 20"
     )
     assert "(3 of 20 answers under 68)" in lines[at + 2]
     assert "best coherent delta +35.0 at 0.25 (coherence 76.00)" in lines[at + 3]

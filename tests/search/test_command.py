@@ -126,7 +126,27 @@ def test_a_named_study_run_with_other_settings_fails_before_loading_and_tracking
         ({"method": "probe"}, [], "method='probe', not 'mean_diff'"),
         ({}, ["--seed", "5"], "sampler_seed unset, not 5"),
         ({"sampler": "tpe"}, [], "sampler='tpe', not unset"),  # back to the default: refused
+        ({"coherence_margin": 10.0}, [], "coherence_margin=10.0, not unset"),  # margin dropped
     ):
         study.set_user_attr("settings", {**ran, **other})
         line = _refused(tmp_path, toy_world, monkeypatch, capsys, [*extra, *flags])
         assert f"study 'mine' was run with {said}" in line, line
+
+
+def test_a_margin_no_coherence_can_reach_fails_before_loading_and_tracking(
+    tmp_path, toy_world, monkeypatch, capsys
+):
+    import yaml
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _refuse_model_loads(monkeypatch)
+    params = steer_params(tmp_path, toy_world)
+    blocks = yaml.safe_load(params.read_text())
+    blocks.setdefault("search", {})["coherence_margin"] = 40
+    params.write_text(yaml.safe_dump(blocks, sort_keys=False))
+    argv = ["search", "--params", str(params), "--out", str(tmp_path / "run"), *FLAGS]
+    capsys.readouterr()
+    assert main(argv) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "search.coherence_margin: 40 over the bar 68 asks coherence 108" in line
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "run").exists()

@@ -124,3 +124,16 @@ def test_another_trials_target_is_another_study(tmp_path):
     assert plan(trials=8, startup_trials=2).study != eight.study
     # trials asked together before any is told: the sampler walks another way
     assert plan(trials=8, batch=2).study != eight.study
+
+
+def test_a_coherence_margin_is_another_study_and_none_keeps_the_name(tmp_path):
+    def plan(**search):
+        path = write_params(tmp_path, tmp_path / "toy", search=search)
+        evaluator = _Evaluator({"mean_diff|prompt[-1]|residual": "aaa"})
+        return make_plan(load_params(path), evaluator, SOURCE, ["q1"], ["q2"], tmp_path / "out")
+
+    default, zero, margin = plan(), plan(coherence_margin=0), plan(coherence_margin=10)
+    assert zero.study == default.study and "coherence_margin" not in default.settings
+    assert margin.study != default.study and margin.settings["coherence_margin"] == 10
+    assert (default.search_bar, margin.search_bar) == (68.0, 78.0)
+    assert margin.min_coherence == 68.0  # the held-out verdict's bar

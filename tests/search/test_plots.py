@@ -115,3 +115,20 @@ def test_the_chosen_trial_shows_its_held_out_result_and_the_verdict():
     assert ax_delta.get_ylim()[0] <= 0 and ax_delta.get_xlabel() == "coefficient (norm)"
     assert ax_delta.get_ylabel() == "trait delta vs baseline (search half, 20 questions)"
     plt.close(fig)
+
+
+def test_a_margin_draws_the_held_out_bar_beside_the_search_s():
+    best = {"status": "ok", "min_coherence": 68.0, "search": {"n_questions": 20}}
+    fig = search_figure(TRIALS, TRIALS[0], 78.0, "t", best)
+    ax_coh = fig.axes[1]
+    levels = sorted(
+        line.get_ydata()[0] for line in ax_coh.get_lines() if len(set(line.get_ydata())) == 1
+    )
+    assert 68.0 in levels and 78.0 in levels
+    assert "held-out bar 68" in [t.get_text() for t in ax_coh.texts]
+    assert ax_coh.get_title() == "constraint: coherence >= 78"
+    plt.close(fig)
+    # without a margin, one bar
+    fig = search_figure(TRIALS, TRIALS[0], 68.0, "t", best)
+    assert not fig.axes[1].texts
+    plt.close(fig)

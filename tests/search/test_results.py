@@ -65,6 +65,13 @@ def test_a_coherent_trial_without_an_effect_beyond_its_interval_is_not_a_pick():
     )
     # the unsteered model under the bar too: the grid's verdict
     assert unchosen_status(rows, MIN_COH, baseline_coherence=MIN_COH - 1) == "baseline incoherent"
+    # a margin raises the steered trials' bar, not the unsteered model's: over the verdict's
+    # bar, it is not "baseline incoherent" (the margin asked more than it gives)
+    raised = dict(baseline_coherence=MIN_COH + 5, baseline_bar=MIN_COH)
+    assert unchosen_status(rows, MIN_COH + 10, **raised) == "no feasible steering found"
+    assert unchosen_status(rows, MIN_COH + 10, baseline_coherence=MIN_COH + 5) == (
+        "baseline incoherent"
+    )
     # coherent trials the judge gave no trait score: a judge failure, whatever the baseline,
     # named as the grid names it (not "no feasible steering found": they were coherent)
     unscored = [{**rows[0], "selection_coherence_mean": 95.0, "selection_trait_delta": None}]

@@ -67,8 +67,9 @@ class SearchConfig(Strict):
         ge=0,
         le=50,
         description="points over min_coherence a trial needs on the search half to be "
-        "chosen; the held-out verdict keeps min_coherence. A choice at the bar's edge on one "
-        "half often falls under it on the other (the search maximises against the edge)",
+        "feasible (the constraint the sampler sees) and chosen; the held-out verdict keeps "
+        "min_coherence. A choice at the bar's edge on one half often falls under it on the "
+        "other (the search maximises against the edge). A margin is a new study",
     )
     seed: int | None = Field(
         None,

@@ -301,7 +301,8 @@ def _search_says(row: pd.Series, bar: float) -> list[str]:
     if margin:  # chosen at a higher bar than its verdict's
         held[0] = (
             f"chosen at coherence >= {bar + margin:g} on the search half "
-            f"(`search.coherence_margin` {margin:g} over the bar); {held[0]}"
+            f"(`search.coherence_margin` {margin:g} over the bar {bar:g}, which judges it held "
+            f"out); {held[0]}"
         )
     if row["status"] == stats.OK:
         return [f"{search}: **{config}**, ok held out", *held]

@@ -130,6 +130,11 @@ def _held_out(search, layer: str, low: float, high: float) -> str:
         + (f" (coherence {stats.coherence_text(there, 2)} there)" if there is not None else "")
         + " is incoherent held out"
         + (f" ({stats.coherence_text(held, 2)}{spread})" if held is not None else "")
-        + ": a mean coherence this near the bar does not locate the edge (a margin over it, "
-        "`search.coherence_margin`, keeps the search's choice clear of it)"
+        + ": a mean coherence this near the bar does not locate the edge"
+        + (
+            ""
+            if stats.as_number(get("coherence_margin"))
+            else " (a margin over it, `search.coherence_margin`, keeps the search's choice "
+            "clear of it)"
+        )
     )

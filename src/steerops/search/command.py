@@ -80,8 +80,15 @@ def run(args: argparse.Namespace) -> None:
     checked = check_grid(params, params.traits.names, cells, layers, key, coefficients, "search")
     min_coherence = st.min_coherence if cfg.min_coherence is None else cfg.min_coherence
     known = {"coef_min": cfg.coef_min, "coef_max": cfg.coef_max, "min_coherence": min_coherence}
-    if cfg.coherence_margin:  # recorded only when set, as the study's settings have it
-        known["coherence_margin"] = cfg.coherence_margin
+    if min_coherence + cfg.coherence_margin > 100:
+        raise SteeropsError(
+            f"search.coherence_margin: {cfg.coherence_margin:g} over the bar "
+            f"{min_coherence:g} asks coherence {min_coherence + cfg.coherence_margin:g}, over "
+            "the judge's 100: no trial could be chosen"
+        )
+    # recorded only when set, as the study's settings have it (unset: refused by a study
+    # that was run with one)
+    known["coherence_margin"] = cfg.coherence_margin or None
     if cfg.study:  # one trait and cell (above): what a named study must have been run with
         ((method, position),) = cells
         source = VectorSource.of(method, position, st.component)  # as a study records it

@@ -95,6 +95,17 @@ def search_figure(
         if held and held.get("trait_delta") is not None:
             handles.append(_held_out(ax_delta, ax_coh, chosen.coefficient, held, best or {}))
     ax_coh.axhline(min_coherence, color="grey", linestyle="--", linewidth=1)
+    verdict_bar = (best or {}).get("min_coherence")
+    if verdict_bar is not None and verdict_bar != min_coherence:  # a margin: the held-out bar
+        ax_coh.axhline(verdict_bar, color="grey", linestyle=":", linewidth=1)
+        ax_coh.annotate(
+            f"held-out bar {verdict_bar:g}",
+            (0.01, verdict_bar),
+            xycoords=("axes fraction", "data"),
+            fontsize=8,
+            color="grey",
+            va="bottom",
+        )
     ax_delta.axhline(0, color="grey", linewidth=0.8)  # no effect
     low, high = ax_delta.get_ylim()
     ax_delta.set_ylim(min(0.0, low), max(0.0, high))

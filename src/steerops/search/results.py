@@ -64,18 +64,22 @@ def unchosen_status(
     min_coherence: float,
     baseline_coherence: float | None = None,
     coherent_unscored: int = 0,
+    baseline_bar: float | None = None,
 ) -> str:
     """Why no trial was chosen: coherent steered trials, none with an interval above zero
     (`stats.NO_EFFECT`) or none with a trait score (`stats.UNSCORED`: also when the only
     coherent ones are the `coherent_unscored` trials, failed for want of a trait score),
     or none coherent at all (`NO_FEASIBLE`), and the unsteered model under the bar too on
-    the search half (`stats.BASELINE_INCOHERENT`), each as the grid says."""
+    the search half (`stats.BASELINE_INCOHERENT`), each as the grid says. The unsteered
+    model is held to `baseline_bar` (default `min_coherence`): the verdict's bar, not a
+    margin over it that only the steered trials must clear."""
     _, verdict = stats.select(rows, min_coherence)
     if verdict in (stats.NO_EFFECT, stats.UNSCORED):
         return verdict
     if coherent_unscored:
         return stats.UNSCORED
-    if baseline_coherence is not None and baseline_coherence < min_coherence:
+    bar = min_coherence if baseline_bar is None else baseline_bar
+    if baseline_coherence is not None and baseline_coherence < bar:
         return stats.BASELINE_INCOHERENT
     return NO_FEASIBLE
 

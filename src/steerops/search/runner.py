@@ -388,13 +388,18 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
     if pick is None:
         base = stats.baseline_coherence
         unscored = coherent_unscored(records, plan.search_bar)
-        unchosen = unchosen_status(rows, plan.search_bar, base, unscored)
+        unchosen = unchosen_status(rows, plan.search_bar, base, unscored, plan.min_coherence)
         why = (
             "trials reached it, none with a trait delta above zero beyond its interval"
             if unchosen == NO_EFFECT
             else "trials reached it, the judge gave none of them a trait score"
             if unchosen == UNSCORED
             else "no steered trial reached it"
+            + (
+                f" (min_coherence {plan.min_coherence:g} + search.coherence_margin {plan.margin:g})"
+                if plan.margin
+                else ""
+            )
         )
         if unchosen == BASELINE_INCOHERENT:
             why += (

@@ -608,7 +608,8 @@ def _describe(study, min_coherence: float, settings: dict[str, Any]) -> None:
         "objective": "maximise the trait delta (trait_mean minus the unsteered baseline's, "
         "in the search direction) on the search questions",
         "constraint": f"coherence_mean >= {min_coherence:g} (feasible when the trial's "
-        "constraint, min_coherence - coherence_mean, is <= 0)",
+        "constraint, that bar - coherence_mean, is <= 0; the bar is min_coherence plus any "
+        "coherence_margin)",
         "vectors": f"{settings.get('method')} at {settings.get('position')} "
         f"({settings.get('component')})",
         "layers": ",".join(map(str, layers)),
