@@ -135,3 +135,27 @@ def test_a_multi_vector_choice_reads_the_file_of_all_its_layers():
     assert _config_is({"config": twice}, pd.Series({"layer": 4, "coefficient": 0.2}))
     assert not _config_is({"config": {"coefficient": 0.2, "vectors": ["4"]}}, row)
     assert not _config_is({"config": {"coefficient": 0.2, "vectors": []}}, row)
+
+
+def test_a_graded_judge_s_small_moves_come_after_the_real_ones_and_say_their_size():
+    from steerops.report.examples import _pick
+
+    deltas = {"a": 2.0, "b": 40.0, "c": 0.5, "d": 35.0, "e": -3.0, "f": 0.0, "g": -60.0}
+    coherences = dict.fromkeys(deltas, 90.0)
+    steered = dict.fromkeys(deltas, {})
+    assert _pick(deltas, coherences, steered, 68.0) == [
+        ("b", "along"),
+        ("d", "along"),
+        ("g", "against"),
+        ("f", "not at all"),
+    ]
+    # only small moves: shown, with their size
+    small = {"a": 2.0, "c": 0.5, "e": -3.0}
+    assert _pick(small, coherences, steered, 68.0) == [
+        ("a", "along, by 2"),
+        ("c", "along, by 0.5"),
+        ("e", "against, by 3"),
+    ]
+    # a 0/100 judge: the split's order, as before
+    flat = {"a": 100.0, "b": 100.0, "c": 100.0, "e": -100.0}
+    assert [q for q, _ in _pick(flat, coherences, steered, 68.0)] == ["a", "b", "e"]

@@ -151,18 +151,31 @@ def _close(value: Any, expected: float) -> bool:
 def _pick(deltas: dict, coherences: dict, steered: dict, threshold: float) -> list[tuple[str, str]]:
     """Up to five held-out questions, in the split's order: two that moved along the
     steering (coherent first), one along it but scored under the coherence bar (as the
-    row's `under_bar` counts it), one against it, one unmoved."""
+    row's `under_bar` counts it), one against it, one unmoved. Moves of
+    `stats.MOVED_LITTLE` points or more come first, and a smaller one (a graded judge's) is
+    labelled with its size."""
 
     def under(q: str) -> bool:
         return stats.scored_under(coherences.get(q), threshold)
 
     moved = [(q, stats.as_number(d)) for q, d in deltas.items() if q in steered]
-    along = [q for q, d in moved if d is not None and d > 0 and not under(q)][:2]
-    broken = [q for q, d in moved if d is not None and d > 0 and under(q)][:1]
-    against = [q for q, d in moved if d is not None and d < 0][:1]
+    size = dict(moved)
+
+    def first(qs: list[str], n: int) -> list[str]:
+        # a graded judge's wobble only where no move of MOVED_LITTLE or more is there
+        return sorted(qs, key=lambda q: abs(size[q] or 0.0) < stats.MOVED_LITTLE)[:n]
+
+    def way(q: str, word: str) -> str:
+        d = size[q] or 0.0
+        return word if abs(d) >= stats.MOVED_LITTLE else f"{word}, by {abs(d):g}"
+
+    along = first([q for q, d in moved if d is not None and d > 0 and not under(q)], 2)
+    broken = first([q for q, d in moved if d is not None and d > 0 and under(q)], 1)
+    against = first([q for q, d in moved if d is not None and d < 0], 1)
     still = [q for q, d in moved if d == 0][:1]
-    said = [(q, "along") for q in along] + [(q, f"along, under {threshold:g}") for q in broken]
-    return said + [(q, "against") for q in against] + [(q, "not at all") for q in still]
+    said = [(q, way(q, "along")) for q in along]
+    said += [(q, f"{way(q, 'along')}, under {threshold:g}") for q in broken]
+    return said + [(q, way(q, "against")) for q in against] + [(q, "not at all") for q in still]
 
 
 def _text(answer: dict[str, Any]) -> str:
