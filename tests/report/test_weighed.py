@@ -31,6 +31,16 @@ CELLS = {
 }
 
 
+def _with(method: str, *configs) -> dict:
+    """CELLS with `method`'s configs (at prompt[-1]) replaced by `configs`."""
+    return {**CELLS, (method, "prompt[-1]"): list(configs)}
+
+
+def _cleaned_also(*configs) -> dict:
+    """CELLS with `configs` steered for the cleaned variant beside its own."""
+    return _with("mean_diff_cleaned", *CELLS[("mean_diff_cleaned", "prompt[-1]")], *configs)
+
+
 def _world(tmp_path, cells=CELLS, **curve):
     write_grid(tmp_path / "outputs", cells, QUESTIONS)
     frame = load_results(load_params(write_params(tmp_path)))
@@ -92,12 +102,12 @@ def test_a_layer_the_grid_did_not_steer_is_said(tmp_path):
     )
     assert weighed_words(None, 68.0) is None
     # the layer steered, but not the cleaned variant at the choice's coefficient
-    cells = dict(CELLS)
-    cells[("mean_diff_cleaned", "prompt[-1]")] = [
+    cells = _with(
+        "mean_diff_cleaned",
         (2, 1.0, 0.8, 0.8, 90.0),
         (4, 1.5, 0.3, 0.2, 50.0),
         (2, 0.0, 0.0, 0.0, 100.0),
-    ]
+    )
     frame, gap, curve = _world(tmp_path / "other", cells)
     [w] = weighed(frame, curve, gap, 0, 68).values()
     assert weighed_words(w, 68.0) == (
@@ -146,12 +156,12 @@ def test_the_report_records_the_comparison_where_the_dims_weigh(tmp_path):
 def test_a_cleaned_variant_chosen_itself_gets_its_cleaning_answer_and_comparison(tmp_path):
     """The curve keys its rows by the uncleaned method: the cleaned variant chosen finds its
     own comparison there, and where the dims weigh."""
-    cells = dict(CELLS)
-    cells[("mean_diff_cleaned", "prompt[-1]")] = [
+    cells = _with(
+        "mean_diff_cleaned",
         (2, 1.0, 0.9, 0.8, 90.0),  # better on the selection half: chosen
         (4, 1.0, 0.3, 0.2, 50.0),
         (2, 0.0, 0.0, 0.0, 100.0),
-    ]
+    )
     frame, gap, curve = _world(tmp_path, cells, chosen="mean_diff_cleaned")
     [(key, w)] = weighed(frame, curve, gap, 0, 68).items()
     assert key[2] == "mean_diff_cleaned" and (w.layer, w.method) == (4, "mean_diff")
@@ -176,11 +186,7 @@ def test_the_cleaned_variant_at_the_matched_push_is_compared_where_the_grid_has_
     """20% of the squared norm removed: the renormalised cleaned vector at 1.0 x sqrt(0.8)
     pushes the other dims as hard as the uncleaned one at 1.0, so that config is compared."""
     for steered, matched in ((0.894, True), (0.88, False)):
-        cells = dict(CELLS)
-        cells[("mean_diff_cleaned", "prompt[-1]")] = [
-            *CELLS[("mean_diff_cleaned", "prompt[-1]")],
-            (4, steered, 0.3, 0.7, 85.0),
-        ]
+        cells = _cleaned_also((4, steered, 0.3, 0.7, 85.0))
         frame, gap, curve = _world(tmp_path / str(steered), cells)
         [w] = weighed(frame, curve, gap, 0, 68).values()
         said = weighed_words(w, 68.0)
@@ -214,11 +220,7 @@ def test_the_matched_push_takes_the_closest_coefficient_at_the_layer_within_one_
         ([(4, 0.9370, 0.3, 0.7, 85.0), (4, 0.9440, 0.3, 0.7, 85.0)], 0.944),
         ([(2, 0.9431, 0.3, 0.7, 85.0)], None),  # at layer 2 only
     ):
-        cells = dict(CELLS)
-        cells[("mean_diff_cleaned", "prompt[-1]")] = [
-            *CELLS[("mean_diff_cleaned", "prompt[-1]")],
-            *extra,
-        ]
+        cells = _cleaned_also(*extra)
         frame, gap, curve = _world(tmp_path / str(len(list(tmp_path.iterdir()))), cells, **share)
         [w] = weighed(frame, curve, gap, 0, 68).values()
         assert w.cleaned_coefficient == expected, extra
@@ -229,12 +231,7 @@ def test_the_comparison_says_what_it_rests_on_and_cannot_tell_where_the_method_d
 ):
     from steerops.report.command import _best_checks
 
-    cells = dict(CELLS)
-    cells[("mean_diff_cleaned", "prompt[-1]")] = [
-        *CELLS[("mean_diff_cleaned", "prompt[-1]")],
-        (4, 0.894, 0.3, 0.7, 85.0),
-    ]
-    frame, gap, curve = _world(tmp_path / "matched", cells)
+    frame, gap, curve = _world(tmp_path / "matched", _cleaned_also((4, 0.894, 0.3, 0.7, 85.0)))
     weighs = weighed(frame, curve, gap, 0, 68)
     [w] = weighs.values()
     at = frame[frame["layer"] == 4].set_index(["method", "coefficient"])["heldout_traits"]
@@ -244,17 +241,9 @@ def test_the_comparison_says_what_it_rests_on_and_cannot_tell_where_the_method_d
     assert f"n 20; {differ} of the 20 questions differ); " in weighed_words(w, 68.0)
     assert _best_checks(gap, {}, {}, weighs, 0)["weighed_cleaned_coefficient"] == 0.894
     # the uncleaned method with no effect there on the selection half: no answer on the dims
-    idle = dict(CELLS)
-    idle[("mean_diff", "prompt[-1]")] = [
-        (2, 1.0, 0.8, 0.8, 90.0),
-        (4, 1.0, 0.0, 0.6, 80.0),
-        (2, 0.0, 0.0, 0.0, 100.0),
-    ]
-    idle[("mean_diff_cleaned", "prompt[-1]")] = [
-        (2, 1.0, 0.8, 0.8, 90.0),
-        (4, 1.0, 0.0, 0.6, 80.0),
-        (2, 0.0, 0.0, 0.0, 100.0),
-    ]
+    # both methods with no effect at layer 4 on the selection half
+    configs = [(2, 1.0, 0.8, 0.8, 90.0), (4, 1.0, 0.0, 0.6, 80.0), (2, 0.0, 0.0, 0.0, 100.0)]
+    idle = {**CELLS, **{(m, "prompt[-1]"): configs for m in ("mean_diff", "mean_diff_cleaned")}}
     frame, gap, curve = _world(tmp_path / "idle", idle)
     [w] = weighed(frame, curve, gap, 0, 68).values()
     assert weighed_words(w, 68.0).startswith(

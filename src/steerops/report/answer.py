@@ -331,16 +331,16 @@ def _cleaning_says(
         if str(row.dims_cleaned) == "0":
             continue
         details = [_cleaned(row)]
+        there = weighs.get(str(row.variant))  # the comparison where its dims weigh
         if row.gain_note == tables.SETTINGS_DIFFER:
             verdict = "not compared (their cells ran under different steering settings)"
         elif pd.isna(row.gain):
             continue
         else:
-            there = weighs.get(str(row.variant))
             compared = there is not None and there.compared
             verdict, *why = (part for part in cleaning_parts(row, base, compared) if part)
             details += why
-        there_words = weighed_words(weighs.get(str(row.variant)), threshold)
+        there_words = weighed_words(there, threshold)
         out.append(
             [f"removing massive dims (`{row.variant}` against `{row.method}`): **{verdict}**"]
             + details

@@ -155,10 +155,9 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     again = resplits(
         frame, gap, threshold, proto.heldout_fraction, proto.seed, params.report.resplits
     )
-    randoms = controls(frame, gap, proto.seed, threshold)  # the choice against a random direction
-    weighs = weighed(
-        frame, curve, gap, proto.seed, threshold
-    )  # a near copy tested where dims weigh
+    # the choice against a random direction, and a near copy tested where its dims weigh
+    randoms = controls(frame, gap, proto.seed, threshold)
+    weighs = weighed(frame, curve, gap, proto.seed, threshold)
     features = vector_features(params, coefs, frame)
     errors = predict.loo_errors(features)
     recs = predict.recommendations(features, errors)
@@ -514,26 +513,27 @@ def _best_checks(gap: pd.DataFrame, again: dict, randoms: dict, weighs: dict, as
     pair = (str(best["model"]), str(best["trait"])) if best is not None else None
     r = again.get(pair)
     c = randoms.get(pair)
-    gain = c.gain if c is not None else None
     compared = [w for (*at, _), w in sorted(weighs.items()) if tuple(at) == pair and w.compared]
     w = compared[0] if compared else None
-    there = w.gain if w is not None else None
     return {
         "resplits": asked if r is None else r.splits,
         "resplits_same_config": None if r is None else r.same_config,
         "resplits_ok": None if r is None else r.ok,
-        "gain_over_random": None if gain is None else gain.mean,
-        "gain_over_random_lo": None if gain is None else gain.lo,
-        "gain_over_random_hi": None if gain is None else gain.hi,
+        **_interval_fields("gain_over_random", c.gain if c is not None else None),
         "weighed_layer": None if w is None else w.layer,
-        "weighed_gain": None if there is None else there.mean,
-        "weighed_gain_lo": None if there is None else there.lo,
-        "weighed_gain_hi": None if there is None else there.hi,
+        **_interval_fields("weighed_gain", w.gain if w is not None else None),
         "weighed_variant": None if w is None else w.variant,
         # the cleaned variant's coefficient there when it matched the push (None: the
         # choice's own, or nothing compared: weighed_layer None)
         "weighed_cleaned_coefficient": None if w is None else w.cleaned_coefficient,
     }
+
+
+def _interval_fields(name: str, interval: stats.Interval | None) -> dict:
+    """`name`, `name_lo` and `name_hi` of an interval (each None without one)."""
+    if interval is None:
+        return {name: None, f"{name}_lo": None, f"{name}_hi": None}
+    return {name: interval.mean, f"{name}_lo": interval.lo, f"{name}_hi": interval.hi}
 
 
 def _num(value) -> float | None:

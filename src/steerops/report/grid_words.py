@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from steerops import stats
-from steerops.report.markdown import cell, numeric_order
+from steerops.report.markdown import cell, coherence_words, numeric_order
 from steerops.report.trial_words import narrowed
 
 CELL = ["model", "trait", "position", "component", "method"]
@@ -118,18 +118,16 @@ def _held_out(search, layer: str, low: float, high: float) -> str:
     # chosen just over the bar on one half, under it on the other: a mean over a few
     # answers this near the bar does not locate the edge
     there = stats.as_number(get("search_coherence"))
-    held = stats.as_number(get("heldout_coherence"))
-    lo, hi = (stats.as_number(get(k)) for k in ("heldout_coherence_lo", "heldout_coherence_hi"))
-    spread = (
-        f" [{stats.coherence_text(lo, 2)}, {stats.coherence_text(hi, 2)}]"
-        if lo is not None and hi is not None
-        else ""
-    )
+    held = {k: get(f"heldout_{k}") for k in ("coherence", "coherence_lo", "coherence_hi")}
     return (
         f" on the search half, but its choice between them, {cell(chosen)}"
         + (f" (coherence {stats.coherence_text(there, 2)} there)" if there is not None else "")
         + " is incoherent held out"
-        + (f" ({stats.coherence_text(held, 2)}{spread})" if held is not None else "")
+        + (
+            f" ({coherence_words(held, 0.0)})"  # no answer counts given: no bar said
+            if stats.as_number(held["coherence"]) is not None
+            else ""
+        )
         + ": a mean coherence this near the bar does not locate the edge"
         + (
             ""

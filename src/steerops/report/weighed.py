@@ -68,6 +68,12 @@ class Weighed:
         return 1 / (1 - self.share) ** 0.5
 
     @property
+    def matching(self) -> float:
+        """The cleaned variant's coefficient that pushes the other dims as hard as the
+        uncleaned one at `coefficient`."""
+        return matching(self.coefficient, self.share)
+
+    @property
     def compared(self) -> bool:
         return self.gain is not None and self.gain.mean is not None
 
@@ -131,6 +137,13 @@ def weighed(
 MATCHED_WITHIN = 0.01
 
 
+def matching(coefficient: float, share: float) -> float:
+    """The coefficient at which a cleaned unit vector, renormalised after dims holding
+    `share` of its squared norm were zeroed, pushes the other dims as hard as the uncleaned
+    one at `coefficient`."""
+    return coefficient * (1 - share) ** 0.5
+
+
 def _matched(
     rows: pd.DataFrame, layer: float, coefficient: Any, share: float, uncleaned: dict | None
 ) -> Any:
@@ -138,7 +151,7 @@ def _matched(
     renormalised vector along the other dims as hard as the uncleaned one at
     `coefficient` (`coefficient` x sqrt(1 - share), the closest within `MATCHED_WITHIN`),
     steered under the `uncleaned` config's settings; None without one."""
-    target = (stats.as_number(coefficient) or 0.0) * (1 - share) ** 0.5
+    target = matching(stats.as_number(coefficient) or 0.0, share)
     found = [
         (abs(c - target), r["coefficient"])
         for r in rows.to_dict("records")
@@ -214,15 +227,14 @@ def weighed_words(w: Weighed | None, threshold: float) -> str | None:
         f"out, {gain}{level}, n {w.gain.n}{rests}); {sides}. "
     )
     if w.cleaned_coefficient is not None:
-        exact = w.coefficient / w.push
         return said + (
             "The same push along the other dims (the cleaned unit vector is renormalised: "
-            f"{cell(w.coefficient)} x sqrt(1 - {w.share:.3f}) = {exact:.4g}, within "
+            f"{cell(w.coefficient)} x sqrt(1 - {w.share:.3f}) = {w.matching:.4g}, within "
             f"{MATCHED_WITHIN:.0%}), so the dims are what differs"
         )
     return said + (
         "Not the dims alone: the cleaned unit vector is renormalised, so at one coefficient "
-        f"it pushes {w.push:.2f}x harder along the other dims (at {w.coefficient / w.push:.3g} "
+        f"it pushes {w.push:.2f}x harder along the other dims (at {w.matching:.3g} "
         "it pushes them as hard: add it to `steering.coefficients` to compare the dims alone)"
     )
 
