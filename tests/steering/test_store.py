@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
+import pathspec
 import pytest
 
 from steering_data import (
@@ -23,6 +24,9 @@ QUESTIONS = [f"q{i}" for i in range(6)]
 
 
 VECTOR = {"layer": 1, "weight": 1.0, "method": "m", "position": "p", "component": "residual"}
+
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _append_many(path, writer: int, count: int) -> None:
@@ -52,6 +56,12 @@ def test_concurrent_writers_lose_no_entry(tmp_path):
     for w in range(4):
         got = [e["config"]["coefficient"] for e in entries if e["result"]["w"] == w]
         assert got == list(range(40))  # each writer's entries, in its order
+    # the lock stays beside the log (every writer, on any node, finds it there) and is not
+    # part of the DVC output: the project's .dvcignore leaves it out of the output's hash
+    locks = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.lock")]
+    ignored = pathspec.GitIgnoreSpec.from_lines((ROOT / ".dvcignore").read_text().splitlines())
+    assert locks == ["cell/results.jsonl.lock"] and all(ignored.match_file(p) for p in locks)
+    assert not ignored.match_file("cell/results.jsonl")
 
 
 def test_a_torn_last_line_is_dropped(tmp_path):
