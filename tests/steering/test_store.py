@@ -18,6 +18,7 @@ from steering_data import (
 )
 from steerops.errors import SteeropsError
 from steerops.io import read_json, read_jsonl
+from steerops.steering.in_flight import IN_FLIGHT_FILE
 from steerops.steering.store import ResultsLog, entry_key, scope_of, vector_identity
 
 QUESTIONS = [f"q{i}" for i in range(6)]
@@ -57,10 +58,12 @@ def test_concurrent_writers_lose_no_entry(tmp_path):
         got = [e["config"]["coefficient"] for e in entries if e["result"]["w"] == w]
         assert got == list(range(40))  # each writer's entries, in its order
     # the lock stays beside the log (every writer, on any node, finds it there) and is not
-    # part of the DVC output: the project's .dvcignore leaves it out of the output's hash
+    # part of the DVC output: the project's .dvcignore leaves it out of the output's hash,
+    # as it does the rows in flight
     locks = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.lock")]
     ignored = pathspec.GitIgnoreSpec.from_lines((ROOT / ".dvcignore").read_text().splitlines())
     assert locks == ["cell/results.jsonl.lock"] and all(ignored.match_file(p) for p in locks)
+    assert ignored.match_file(f"cell/{IN_FLIGHT_FILE}")  # a resume's hint, not an output
     assert not ignored.match_file("cell/results.jsonl")
 
 

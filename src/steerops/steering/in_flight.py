@@ -9,9 +9,11 @@ is filed under a key of what its tokens depend on, as the results logs see it (t
 evaluation's settings hash, the config's vectors and weights, the prompt's token ids;
 like a logged score, not the loop, device or batch it was generated in). Evaluations that
 share the folder (a search's selection and held-out halves, a study's workers) share the
-file; each removes only its own keys, and the file goes when it is empty. Writers take a
-lock file kept out of the outputs (`.steerops/locks/` beside the params file) and, within
-a process, one mutex (a file lock on NFS may not exclude threads).
+file; each removes only its own keys, and the file goes when it is empty (a stale one,
+whose settings never come back, stays: the project's .dvcignore keeps it out of the
+output's hash). Writers take a lock file kept out of the outputs (`.steerops/locks/`
+beside the params file) and, within a process, one mutex (a file lock on NFS may not
+exclude threads).
 """
 
 from __future__ import annotations
