@@ -182,10 +182,14 @@ def test_out_on_a_producer_stage_moves_its_whole_run(tmp_path):
 
 
 @pytest.mark.parametrize("stage", ["steer", "vectors"])
-@pytest.mark.parametrize("where", [".", "outputs", "outputs/steering", "./outputs/../outputs"])
+@pytest.mark.parametrize(
+    "where",
+    [".", "outputs", "outputs/steering", "./outputs/../outputs", "reports", "metrics/run"],
+)
 def test_out_never_names_the_project_or_the_pipeline_outputs(tmp_path, monkeypatch, stage, where):
     """--out writes a run of its own: the project folder would put its metrics/ over the
-    pipeline's, paths.out (or a folder in it) its cells into the pipeline's cells."""
+    pipeline's, paths.out (or a folder in it) its cells into the pipeline's cells, and
+    report.out or metrics/ files the next `steerops report` refuses to write beside."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SteeropsError, match="--out") as err:
         _params(tmp_path, "--out", where, stage=stage)

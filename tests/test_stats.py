@@ -410,6 +410,20 @@ def test_a_pick_at_its_layer_s_largest_coefficient_is_at_the_grid_edge():
     assert not stats.at_largest_coefficient(rows, {"layer": 3, "coefficient": 2.0})
 
 
+@pytest.mark.parametrize(
+    ("mean", "delta", "at_the_end"),
+    [(100.0, 95.0, True), (0.0, 95.0, True), (99.0, 95.0, False), (100.0, 0.0, False)],
+)
+def test_a_pick_at_the_end_of_the_judge_s_scale_is_not_at_the_grid_edge(mean, delta, at_the_end):
+    # every selection answer at 100 pushing up (0 pushing down: the delta is along the
+    # steering): a larger coefficient cannot steer more, so the grid's edge is no limit
+    rows = [{"layer": 1, "coefficient": c} for c in (1.0, 2.0)]
+    pick = {"layer": 1, "coefficient": 2.0}
+    pick |= {"selection_trait_mean": mean, "selection_trait_delta": delta}
+    assert stats.saturated(pick) == at_the_end
+    assert stats.at_largest_coefficient(rows, pick) != at_the_end
+
+
 def test_a_held_out_half_the_judge_did_not_score_is_no_finding():
     """No held-out trait interval, or no held-out coherence: a judge failure, reported as
     such, not as "no effect" or "incoherent held out"."""

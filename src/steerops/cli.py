@@ -32,6 +32,7 @@ from steerops import __version__
 from steerops.errors import SteeropsError
 from steerops.io import check_folder_target
 from steerops.redact import redacted
+from steerops.summary import SUMMARY_DIR
 
 # subcommand -> ("module[:function]" whose function, default `register`, adds the subparser,
 # one-line help); pipeline order.
@@ -316,8 +317,8 @@ def load_params_for(args: argparse.Namespace):
 def check_run_folder(folder: Path, params) -> None:
     """--out names a run of its own: not the project folder (its metrics/ would replace the
     pipeline's), nor another project's (a folder holding dvc.yaml or dvc.lock), nor the
-    pipeline's outputs or a folder in them (its cells would mix with the pipeline's); nor a
-    file."""
+    pipeline's outputs, reports or metrics or a folder in them (its files would mix with the
+    pipeline's); nor a file."""
     check_folder_target(folder, "--out")
     here, outputs = folder.resolve(), params.inputs.resolve()
     if here == params.root.resolve():
@@ -325,11 +326,18 @@ def check_run_folder(folder: Path, params) -> None:
             f"--out {folder}: the project folder, whose metrics/ are the pipeline's; name a "
             "folder for this run (e.g. runs/NAME)"
         )
-    if here == outputs or outputs in here.parents:
-        raise SteeropsError(
-            f"--out {folder}: inside the pipeline's outputs ({display_path(outputs)}, "
-            "paths.out); name a folder for this run (e.g. runs/NAME)"
-        )
+    # the pipeline's files: a run's cells, metrics or reports would mix with them
+    pipeline = [
+        (outputs, "outputs", "paths.out"),
+        (params.path(params.report.out).resolve(), "reports", "report.out"),
+        ((params.root / SUMMARY_DIR).resolve(), "metrics", f"{SUMMARY_DIR}/"),
+    ]
+    for theirs, what, key in pipeline:
+        if here == theirs or theirs in here.parents:
+            raise SteeropsError(
+                f"--out {folder}: inside the pipeline's {what} ({display_path(theirs)}, "
+                f"{key}); name a folder for this run (e.g. runs/NAME)"
+            )
     # e.g. the main project's folder given with the toy experiment's params
     held = [name for name in PROJECT_FILES if (here / name).exists()]
     if held:

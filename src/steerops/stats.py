@@ -739,9 +739,23 @@ def unconfirmed(p: Any, lo: Any) -> bool:
     return p is not None and lo is not None and lo > 0 and p >= TEST_LEVEL
 
 
+SCORE_RANGE = (0.0, 100.0)  # every judge scores trait and coherence 0-100
+
+
+def saturated(pick: Mapping[str, Any]) -> bool:
+    """Whether `pick` moved the trait along the steering to the end of the judge's scale on
+    the selection half (mean 100 pushing up, 0 pushing down): a larger coefficient cannot
+    steer more there, only cost coherence."""
+    mean = as_number(pick.get("selection_trait_mean"))
+    delta = as_number(pick.get("selection_trait_delta"))  # in the steering direction
+    return mean is not None and delta is not None and delta > 0 and mean in SCORE_RANGE
+
+
 def at_largest_coefficient(rows: Sequence[Mapping[str, Any]], pick: Mapping[str, Any]) -> bool:
     """Whether `pick` sits at the largest |coefficient| its layer was run with (of more than
-    one): the optimum may lie beyond the grid."""
+    one) and is not `saturated`: the optimum may lie beyond the grid."""
+    if saturated(pick):
+        return False
     at_layer = {
         abs(c)
         for r in rows

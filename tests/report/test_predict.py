@@ -55,23 +55,71 @@ def test_predictor_loo_matches_independent_computation():
 
 
 def test_equal_errors_recommend_the_simplest_predictor():
-    # every optimum the same weight at one layer: every predictor's LOO error is 0, and
-    # none explains more than the mean
+    # the weight is the layer norm: every predictor reading a norm or a multiple of it is
+    # exact (LOO error 0), and the first of them in PREDICTORS' order is recommended
+    norms = np.array([3.0, 4.0, 6.0, 7.0])
     features = pd.DataFrame(
         {
             "model": "m",
-            "method": ["mean_diff", "probe", "pca", "mean_diff_cleaned"],
-            "layer": 1,
+            "method": ["mean_diff", "probe", "pca", "gradient"],
+            "layer": [1, 2, 3, 4],
             "coefficient": 2.0,
-            "layer_norm": 3.0,
-            "layer_norm_clean": 2.5,
-            "abs_mean_proj": [0.1, 0.4, 0.2, 0.3],
-            "weight": 2.0,
+            "layer_norm": norms,
+            "layer_norm_clean": 0.5 * norms,
+            "abs_mean_proj": 0.1 * norms,
+            "weight": norms,
         }
     )
-    errors = predict.loo_errors(features)
-    assert errors["loo_mae"].max() == pytest.approx(0, abs=1e-9)
-    assert set(predict.recommendations(features, errors)["predictor"]) == {"mean"}
+    errors = predict.loo_errors(features).set_index("predictor")
+    assert errors.drop(index="mean")["loo_mae"].max() == pytest.approx(0, abs=1e-9)
+    assert errors.loc["mean", "loo_mae"] > 1
+    recs = predict.recommendations(features, errors.reset_index())
+    assert set(recs["predictor"]) == {"k * layer_norm"}
+
+
+def _cells(**columns) -> pd.DataFrame:
+    base = {
+        "model": "m",
+        "method": ["mean_diff", "probe", "pca", "gradient"],
+        "layer": [1, 2, 3, 4],
+        "coefficient": 2.0,
+        "layer_norm": [3.0, 4.0, 6.0, 7.0],
+        "layer_norm_clean": [2.5, 3.0, 5.5, 6.0],
+        "abs_mean_proj": [0.1, 0.4, 0.2, 0.3],
+        "weight": [2.0, 3.0, 4.5, 5.0],
+        "at_largest_coefficient": False,
+    }
+    return pd.DataFrame(base | columns)
+
+
+@pytest.mark.parametrize(
+    ("columns", "why"),
+    [
+        ({"weight": 2.0}, "every ok cell chose the same weight"),
+        ({"at_largest_coefficient": True}, "every ok cell chose its grid's largest coefficient"),
+    ],
+)
+def test_weights_that_leave_nothing_to_predict_are_not_fitted(columns, why):
+    # all equal, a mean error of 0 would read as a perfect predictor; all at the grid's
+    # edge, each optimum may lie beyond it
+    errors = predict.loo_errors(_cells(**columns))
+    assert errors["loo_mae"].isna().all() and (errors["n"] == 4).all()
+    assert errors["not_fitted"].str.startswith(why).all()
+    recs = predict.recommendations(_cells(**columns), errors)
+    assert recs["predictor"].isna().all() and recs["predicted_weight"].isna().all()
+    fitted = predict.loo_errors(_cells(at_largest_coefficient=[True, True, True, False]))
+    assert fitted["loo_mae"].notna().all() and (fitted["not_fitted"] == "").all()
+
+
+def test_a_near_copy_is_its_methods_point_in_the_fit():
+    # a near copy chose its method's config: the same weight and norms again
+    cells = _cells(near_copy_of=["", "", "", ""])
+    copy = cells.iloc[[0]].assign(method="mean_diff_cleaned", near_copy_of="mean_diff")
+    errors = predict.loo_errors(pd.concat([cells, copy], ignore_index=True))
+    assert (errors["n"] == 4).all()
+    assert errors.equals(predict.loo_errors(cells))
+    recs = predict.recommendations(pd.concat([cells, copy], ignore_index=True), errors)
+    assert "mean_diff_cleaned" in set(recs["method"])  # still a method to start
 
 
 def test_a_start_from_optima_at_the_grid_edge_says_how_many():

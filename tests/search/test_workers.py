@@ -541,6 +541,10 @@ def test_best_summary_counts_search_trials_not_imported_ones():
     records[1].coefficient = 2.8
     best = best_summary(params, plan, records, chosen, LoopStats(baseline_trait=5.0), held)
     assert best["chosen"]["at_range_top"]
+    # every search-half answer at the judge's ceiling: a larger coefficient cannot steer more
+    ceiling = {**chosen, "selection_trait_mean": 100.0}
+    best = best_summary(params, plan, records, ceiling, LoopStats(baseline_trait=5.0), held)
+    assert best["status"] == "ok" and not best["chosen"]["at_range_top"]
     few = {**held, "n": 5}  # a choice that is not ok: no flag, as the grid's
     best = best_summary(params, plan, records, chosen, LoopStats(baseline_trait=5.0), few)
     assert best["status"] == "too few held out" and not best["chosen"]["at_range_top"]

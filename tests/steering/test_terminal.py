@@ -95,6 +95,11 @@ def test_an_optimum_at_the_grid_s_largest_coefficient_is_called_out():
     for at_edge in (True, False):
         metrics = _metrics("ok", coefficient=0.25, at_largest_coefficient=at_edge)
         assert (edge in cell_table("cell", baseline, results, metrics, "f")) == at_edge
+    # at the judge's ceiling a larger coefficient cannot steer more: a smaller one is advised
+    ceiling = _metrics("ok", coefficient=0.25, selection_trait_mean=100.0)
+    table = cell_table("cell", baseline, results, ceiling, "f")
+    assert edge not in table and "a smaller one may keep the effect" in table
+    assert "smaller" not in cell_table("cell", baseline, results, _metrics("ok"), "f")
 
 
 def test_an_interval_of_no_width_is_not_read_as_precision():

@@ -406,7 +406,8 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "cell's q over the report's cells but aliases and near copies (as the gap analysis "
         "has it), an ok at 0.05 or more may be chance)",
         "coefficient_prediction": "Coefficient prediction (leave-one-out error on distinct "
-        "ok cells)",
+        "ok cells: an alias or a near copy is its twin's point; none where every weight is "
+        "the same or at its grid's largest coefficient, `not_fitted`)",
         "recommendations": "Recommended starting coefficients (from ok cells only, per "
         "coefficient `unit`; `n` the ok cells behind it: with one, it is that cell's grid "
         "choice, not a fit across cells; `predicted_weight` is an absolute weight; "
@@ -464,11 +465,14 @@ def prediction_body(errors: pd.DataFrame) -> str:
     if errors["loo_mae"].notna().any():
         return markdown_table(errors)
     most = int(errors["n"].max()) if len(errors) else 0
-    return (
-        f"Not fitted: leave-one-out needs {predict.MIN_ROWS} distinct ok cells for a "
-        f"predictor, and the most any predictor had here is {most} "
-        "(`coefficient_prediction.csv` counts them per predictor)."
-    )
+    if most < predict.MIN_ROWS:
+        return (
+            f"Not fitted: leave-one-out needs {predict.MIN_ROWS} distinct ok cells for a "
+            f"predictor, and the most any predictor had here is {most} "
+            "(`coefficient_prediction.csv` counts them per predictor)."
+        )
+    reasons = sorted(set(errors["not_fitted"]) - {""})
+    return f"Not fitted: {'; '.join(reasons)} (`coefficient_prediction.csv`, `not_fitted`)."
 
 
 def _intro(threshold: float, halves: str, seed: int = 0, fraction: float = 0.5) -> str:

@@ -294,7 +294,8 @@ def _model_id(params, variant: str | None, fallback: str | None = None) -> str:
 
 
 FEATURE_COLUMNS = (
-    "model method position alias_of layer coefficient unit weight at_largest_coefficient "
+    "model method position alias_of near_copy_of layer coefficient unit weight "
+    "at_largest_coefficient "
     "layer_norm layer_norm_clean abs_mean_proj"
 ).split()
 
@@ -324,6 +325,7 @@ def vector_features(params, table: pd.DataFrame, frame: pd.DataFrame) -> pd.Data
             "method": best["method"],
             "position": best["position"],
             "alias_of": best.get("alias_of", ""),
+            "near_copy_of": best.get("near_copy_of", ""),
             "layer": layer,
             "coefficient": best["coefficient"],
             "unit": best["unit"],

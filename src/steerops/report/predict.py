@@ -6,9 +6,13 @@ well it generalises, compared against predicting the mean. Few points (one per m
 position x model), so predictors stay small: a scale on one norm, or a 2-feature linear fit.
 
 The rows are the report's "ok" cells only (an effect held out), and distinct ones: an alias
-(the same vectors under another name) and, per predictor, a row equal to another in the
-features it reads and the weight are left out, so a held-out row never has its twin in the
-fit (rows of two methods at one layer share its norms).
+(the same vectors under another name), a near copy (a cleaned variant that barely differs
+from its method and chose its config: the same point again) and, per predictor, a row
+equal to another in the features it reads and the weight are left out, so a held-out row
+never has its twin in the fit (rows of two methods at one layer share its norms). Nothing
+is fitted where the weights leave nothing to predict: all equal (a mean error of 0 would
+read as a perfect predictor), or all at their grid's largest coefficient (each optimum may
+lie beyond it: a lower bound, not a target).
 """
 
 from __future__ import annotations
@@ -39,24 +43,50 @@ def distinct(
     and `columns` (default: every feature). A predictor's rows are distinct in the columns
     it reads: rows that differ only in a feature it ignores are one point to it (the mean,
     reading none, keeps the rows distinct in every feature: different cells)."""
-    if "alias_of" in features:
-        features = features[features["alias_of"].fillna("") == ""]
+    for twin in ("alias_of", "near_copy_of"):
+        if twin in features:
+            features = features[features[twin].fillna("") == ""]
     used = FEATURES if columns is None else columns
     keys = [c for c in ["model", *used, target] if c in features]
     return features.drop_duplicates(subset=keys, keep="first")
 
 
+COLUMNS = ["predictor", "n", "loo_mae", "loo_mae_relative", "not_fitted"]
+
+
+def unfit_reason(data: pd.DataFrame, target: str = "weight") -> str:
+    """Why no predictor is fitted on `data` ("": it can be)."""
+    if len(data) < MIN_ROWS:
+        cells = "cell" if len(data) == 1 else "cells"
+        return f"{len(data)} distinct ok {cells} (leave-one-out needs {MIN_ROWS})"
+    if data[target].nunique() == 1:
+        return "every ok cell chose the same weight: nothing to predict"
+    if "at_largest_coefficient" in data and data["at_largest_coefficient"].astype(bool).all():
+        return (
+            "every ok cell chose its grid's largest coefficient: each optimum may lie beyond "
+            "it (a lower bound, not a target)"
+        )
+    return ""
+
+
 def loo_errors(features: pd.DataFrame, target: str = "weight") -> pd.DataFrame:
     """Leave-one-out MAE of every predictor on the distinct rows (rows with missing features
-    are skipped)."""
+    are skipped); `not_fitted` says why a predictor has none."""
     out = []
     for name, (cols, intercept) in PREDICTORS.items():
         # a left-out row must not keep a twin (in what this predictor reads) in the fit
         data = distinct(features, target, cols or None).dropna(subset=cols + [target])
         y = data[target].to_numpy(float)
-        if len(data) < MIN_ROWS:
+        reason = unfit_reason(data, target)
+        if reason:
             out.append(
-                {"predictor": name, "n": len(data), "loo_mae": np.nan, "loo_mae_relative": np.nan}
+                {
+                    "predictor": name,
+                    "n": len(data),
+                    "loo_mae": np.nan,
+                    "loo_mae_relative": np.nan,
+                    "not_fitted": reason,
+                }
             )
             continue
         errors = []
@@ -70,9 +100,10 @@ def loo_errors(features: pd.DataFrame, target: str = "weight") -> pd.DataFrame:
                 "n": len(data),
                 "loo_mae": mae,
                 "loo_mae_relative": mae / float(np.mean(np.abs(y))),
+                "not_fitted": "",
             }
         )
-    return pd.DataFrame(out, columns=["predictor", "n", "loo_mae", "loo_mae_relative"])
+    return pd.DataFrame(out, columns=COLUMNS)
 
 
 def _fit_predict(data, cols, intercept, train, test, y) -> float:

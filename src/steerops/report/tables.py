@@ -480,6 +480,7 @@ def coefficient_table(
     if tested is None:  # the report passes the gap analysis it already has
         tested = gap_analysis(frame, min_coherence)
     q_of = dict(zip(map(tuple, tested[GROUP].to_numpy()), tested["heldout_q"], strict=True))
+    near = dict(zip(map(tuple, tested[GROUP].to_numpy()), tested["near_copy_of"], strict=True))
     aliases = frame.groupby(GROUP, sort=True)["alias_of"].first().to_dict()
     out = []
     for (*key, method), hit in sorted(ok.items()):
@@ -492,6 +493,8 @@ def coefficient_table(
                 **dict(zip(KEY, key, strict=True)),
                 "method": method,
                 "alias_of": aliases[(*key, method)],
+                # its test repeats its uncleaned method's: one point to the coefficient fit
+                "near_copy_of": near.get((*key, method)) or "",
                 "layer": hit["layer"],
                 "coefficient": float(hit["coefficient"]),
                 "unit": hit.get("unit", ""),
@@ -516,8 +519,8 @@ def coefficient_table(
                 ),
             }
         )
-    columns = KEY + ["method", "alias_of", "layer", "coefficient", "unit", "weight"]
-    columns += [*HELD.values(), "heldout_p", "heldout_q", "mean_diff_probe_ratio"]
+    columns = KEY + ["method", "alias_of", "near_copy_of", "layer", "coefficient", "unit"]
+    columns += ["weight", *HELD.values(), "heldout_p", "heldout_q", "mean_diff_probe_ratio"]
     columns += ["cleaning_shift", "at_largest_coefficient"]
     return pd.DataFrame(out, columns=columns)
 

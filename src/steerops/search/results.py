@@ -170,8 +170,10 @@ def best_summary(
             "coefficient": record.coefficient,
             "weight": record.weight,
             "source": record.source,
-            # an ok choice only, as the grid's at_largest_coefficient
+            # an ok choice short of the judge's scale end only, as the grid's
+            # at_largest_coefficient
             "at_range_top": status == stats.OK
+            and not stats.saturated(chosen or {})
             and at_range_top(record, records, cfg.coef_min, cfg.coef_max),
         },
         "search": {

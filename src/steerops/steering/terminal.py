@@ -61,6 +61,12 @@ def cell_table(
             "    the grid's largest coefficient at this layer: a larger one may steer more "
             "(extend --coefficients, or run `steerops search`)"
         )
+    elif metrics.get("status") == stats.OK and stats.saturated(metrics):
+        lines.append(
+            "    the trait is at the end of the judge's scale on the selection half: a larger "
+            "coefficient cannot steer more, a smaller one may keep the effect at more "
+            "coherence (`steerops search` looks below it)"
+        )
     lines.append(f"  files: {folder}")
     return "\n".join(lines)
 
