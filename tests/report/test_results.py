@@ -176,6 +176,27 @@ def test_the_results_page_is_written_only_when_asked(tmp_path):
         "; built but not steered: `pca` (in `vectors.methods`, not in `steering.methods`: no "
         "verdict here)"
     )
+    # a method the grid names with no config measured (never steered, or its vectors
+    # rebuilt since: the report leaves those configs out) is named, not silently missing
+    grid = [str(m) for m in load_params(params).steering.methods]
+    params = write_params(
+        tmp_path,
+        report={"results": "docs/results.md"},
+        steering={"subset": 40, "methods": [*grid, "pca"]},
+        vectors={"methods": ["pca", "mean_diff", "probe"]},
+    )
+    assert main(["report", "--params", str(params)]) == 0
+    [line] = [
+        x
+        for x in (tmp_path / "docs" / "results.md").read_text().splitlines()
+        if x.startswith("- Steering: ")
+    ]
+    assert "built but not steered" not in line
+    assert line.endswith(
+        "; in `steering.methods` but with no config measured with their vectors as they are "
+        "now: `pca` (not steered yet, or their vectors were rebuilt since: no verdict here "
+        "until `steerops steer` measures them)"
+    )
 
 
 def test_both_pages_give_the_verdicts_one_legend(tmp_path):

@@ -236,6 +236,10 @@ def _write_results(params, frame, searched, csvs, record, threshold, read, page:
                 for m in params.vectors.methods
                 if str(m) not in map(str, st.methods) and str(m) not in steered_cells
             ],
+            # methods the grid names with no config kept here: never steered, or every
+            # logged config measured vectors rebuilt since (stderr says which); without
+            # this line the page reads as if they were never asked for
+            "unmeasured": [str(m) for m in st.methods if str(m) not in steered_cells],
         }
     if params.inputs_flag:  # --inputs DIR: its calibration and vector metadata
         setup["inputs"] = _relative(params.inputs, params.path("."))

@@ -209,7 +209,7 @@ def _steering_line(steering: dict[str, Any] | None) -> list[str]:
     if not steering:
         return []
     unit = steering.get("unit")
-    unsteered = steering.get("unsteered")
+    unsteered, unmeasured = steering.get("unsteered"), steering.get("unmeasured")
     return [
         f"- Steering: coefficients in `{unit}` units ({UNITS.get(str(unit), '?')}), added to "
         "the output of decoder block L from 0 (HF's `hidden_states[L + 1]`) at every token "
@@ -219,6 +219,14 @@ def _steering_line(steering: dict[str, Any] | None) -> list[str]:
             f"; built but not steered: {', '.join(f'`{m}`' for m in unsteered)} (in "
             "`vectors.methods`, not in `steering.methods`: no verdict here)"
             if unsteered
+            else ""
+        )
+        + (
+            f"; in `steering.methods` but with no config measured with their vectors as "
+            f"they are now: {', '.join(f'`{m}`' for m in unmeasured)} (not steered yet, or "
+            "their vectors were rebuilt since: no verdict here until `steerops steer` "
+            "measures them)"
+            if unmeasured
             else ""
         )
     ]

@@ -130,8 +130,9 @@ def build_method(
     ):
         x = acts.layer(layer)
         dims = removed.get(layer, [])
+        stored = None  # the base's (unit vector, raw norm) as its files hold them
         if base is not None:
-            raw = base[0][layer].float() * float(base[1]["layers"][str(layer)]["raw_norm"])
+            stored = (base[0][layer].float(), float(base[1]["layers"][str(layer)]["raw_norm"]))
         else:
             data = zero_dims(x, dims) if cleaning and cleaning.mode == "pre" else x
             rows, extra = fit_rows(acts, method.base)
@@ -142,6 +143,13 @@ def build_method(
                 config=params.vectors,
                 **extra,
             ).float()
+            if cleaning and cleaning.mode == "post":
+                # refitted, the base goes through the form `clean` reads it in: one name
+                # is one tensor to the bit whichever stage built it (a last-bit change
+                # is a new vector to the results logs, whose configs then go stale)
+                stored = (raw / float(raw.norm()), float(raw.norm()))
+        if stored is not None:
+            raw = stored[0] * stored[1]
         raw = zero_dims(raw, dims)
         raw_norm = float(raw.norm())
         if not raw_norm > 0 or not torch.isfinite(raw).all():
@@ -149,11 +157,10 @@ def build_method(
                 f"method {name!r} gave a zero or non-finite vector at layer "
                 f"{layer} ({acts.directory})"
             )
-        if base is not None and not dims:
+        if stored is not None and not dims:
             # nothing removed: the base's own tensor to the bit (normalising u * |raw| again
             # can move a last bit, and the cleaned method then reads as a vector of its own)
-            unit = base[0][layer].float()
-            raw_norm = float(base[1]["layers"][str(layer)]["raw_norm"])
+            unit, raw_norm = stored
         else:
             unit = raw / raw_norm
         vectors[layer] = unit
