@@ -436,6 +436,13 @@ def test_responses_that_do_not_match_their_summary_are_refused_to_readers(tmp_pa
         match="does not match the MD5 in summary.json.*steerops generate --trait toy/refusal",
     ):
         load_kept_responses(path, "toy/refusal", "base")
+    # a summary cut short cannot vouch for the rows: refused, not read as unchecked
+    summary = path.parent / "summary.json"
+    summary.write_text(summary.read_text()[:40])
+    with pytest.raises(SteeropsError, match=r"summary.json: not valid JSON .*cannot be checked"):
+        load_kept_responses(path, "toy/refusal", "base")
+    summary.unlink()  # none at all: a file written by hand, read as it is
+    assert len(load_kept_responses(path, "toy/refusal", "base")) == len(lines) - 1
 
 
 @pytest.mark.parametrize("ids", ["1 2 3", [1, -2], [1, 2.0], [True]])

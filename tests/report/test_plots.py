@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from matplotlib.collections import PathCollection
 
@@ -111,11 +112,14 @@ def test_cleaning_curve_shows_only_the_steps_run(tmp_path, monkeypatch):
     are not drawn as categories the line runs through."""
     figures = []
     monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
-    curve = pd.DataFrame([_curve_point("0", 50.0), _curve_point("all", 40.0)])
+    curve = pd.DataFrame(
+        [_curve_point("0", 50.0, dim_set=np.nan), _curve_point("all", 40.0, dim_set="top_mean")]
+    )
     plots.cleaning_curve(curve, tmp_path / "cleaning.png")
     (fig,) = figures
     ax, below = fig.axes[:2]  # the categories are labelled under the gain panel they share
     assert [t.get_text() for t in below.get_xticklabels()] == ["0", "all"]
+    assert below.get_xlabel() == "dims cleaned (top_mean set)"  # not "massive" when it is not
     (line,) = ax.get_lines()[:1]
     assert list(line.get_xdata()) == [0, 1]
 

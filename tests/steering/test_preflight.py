@@ -190,6 +190,11 @@ def test_vectors_older_than_their_inputs_are_refused_up_front(
         (acts / acts_store.METADATA_FILE).write_text(json.dumps(earlier))
         expected = f"were extracted from other prompts than trait '{TRAIT}'"
     else:
+        # cut short, it is named as damaged, not as calibrated again (a rerun of clean
+        # would only fail on it)
+        calibration.write_text('{"layers": {"1"')
+        err = refused_up_front(argv, tmp_path, capsys, outputs="run")
+        assert f"{calibration}: not valid JSON" in err
         calibration.write_text('{"layers": {"1": {}}}')
         expected = "removed the dims of another calibration than"
     err = refused_up_front(argv, tmp_path, capsys, outputs="run")

@@ -77,6 +77,28 @@ def previous_summary(folder: Path) -> dict | None:
     return None
 
 
+def summary_beside(path: Path) -> dict | None:
+    """The summary beside a responses file; None where there is none (responses written by
+    hand). A damaged one is one error: the responses cannot be checked against it, and
+    skipping the checks would pass them as up to date."""
+    file = Path(path).parent / SUMMARY_FILE
+    if not file.is_file():
+        return None
+    try:
+        summary = read_json(file)
+    except SteeropsError as exc:
+        raise SteeropsError(
+            f"{exc}; the responses beside it cannot be checked: run `steerops generate` "
+            "to write both again"
+        ) from None
+    if not isinstance(summary, dict):
+        raise SteeropsError(
+            f"{file}: not a JSON object; the responses beside it cannot be checked: run "
+            "`steerops generate` to write both again"
+        )
+    return summary
+
+
 def check_generated_length(path: Path, trait: str, position, out_flag: str = "") -> None:
     """One line when a bounded `response[...]` window reads further into the responses than
     they were generated (`max_new_tokens` in the summary beside `path`): its tokens past
@@ -89,10 +111,7 @@ def check_generated_length(path: Path, trait: str, position, out_flag: str = "")
     needs = max_response_tokens(pos)
     if pos.frame != "response" or needs is None:  # all[...] counts prompt tokens too
         return
-    try:
-        generated = read_json(Path(path).parent / SUMMARY_FILE).get("max_new_tokens")
-    except (OSError, ValueError, SteeropsError, AttributeError):
-        return
+    generated = (summary_beside(path) or {}).get("max_new_tokens")
     if isinstance(generated, int) and needs > generated:
         raise SteeropsError(
             f"position {pos.text!r} reads up to {needs} response tokens, but the responses "
@@ -132,10 +151,7 @@ def check_prompts(path: Path, trait) -> None:
     """Refuse responses completed from other prompts than the trait has now (its files
     edited since `generate`): they would pool answers to questions no longer asked. A
     responses file without a summary (written by hand) is not checked."""
-    try:
-        settings = read_json(Path(path).parent / SUMMARY_FILE).get("settings") or {}
-    except (OSError, ValueError, SteeropsError, AttributeError):
-        return
+    settings = (summary_beside(path) or {}).get("settings") or {}
     recorded = settings.get("prompts_md5") if isinstance(settings, dict) else None
     if isinstance(recorded, str) and recorded != prompts_md5(trait):
         raise SteeropsError(
@@ -147,10 +163,7 @@ def check_prompts(path: Path, trait) -> None:
 def _check_md5(path: Path, trait: str, variant: str) -> None:
     """Refuse a responses file whose summary names another MD5 (edited by hand, or left by
     another run); one without a summary (written by hand for a scratch run) is read."""
-    try:
-        recorded = read_json(path.parent / SUMMARY_FILE).get("responses_md5")
-    except (OSError, ValueError, SteeropsError, AttributeError):
-        return
+    recorded = (summary_beside(path) or {}).get("responses_md5")
     if isinstance(recorded, str) and recorded != file_md5(path):
         raise SteeropsError(
             f"{path} does not match the MD5 in {SUMMARY_FILE}: run `steerops generate "

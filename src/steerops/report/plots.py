@@ -191,7 +191,8 @@ def _same_lines(rows: pd.DataFrame) -> list[tuple[list[str], pd.DataFrame]]:
 
 
 def cleaning_curve(curve: pd.DataFrame, path: Path) -> None:
-    """Held-out delta of each base method's chosen config vs massive dims cleaned, as
+    """Held-out delta of each base method's chosen config vs dims cleaned (of the set
+    `dim_set` names: massive, or the largest-mean), as
     categories, one facet per (model, trait, position, component); methods with a single step
     (nothing to compare) are left out. Below, the paired gain of each cleaned step over the
     uncleaned method (what "does cleaning help" asks: overlapping intervals above can hide
@@ -247,7 +248,9 @@ def cleaning_curve(curve: pd.DataFrame, path: Path) -> None:
         gain_ax.axhline(0, color="grey", linewidth=0.8)
         low, high = gain_ax.get_ylim()  # a gain of 0 [0, 0] on a scale of points, not 0.04
         gain_ax.set_ylim(min(low, -5.0), max(high, 5.0))
-        gain_ax.set_xlabel("massive dims cleaned")
+        # the set cleaned (`cleaning.dim_set`): "massive" only where it is that set
+        sets = sorted({str(d) for d in rows.get("dim_set", pd.Series(dtype=str)).dropna() if d})
+        gain_ax.set_xlabel(f"dims cleaned ({' / '.join(sets)} set)" if sets else "dims cleaned")
         gain_ax.set_ylabel("gain over uncleaned, paired\n(95% over a method's variants)")
         gain_ax.grid(alpha=0.3, axis="y")
     _legend_outside(fig, axes, "method (hollow: not ok;\nbelow, near copy)")

@@ -16,7 +16,7 @@ import torch
 from steerops.calibration.store import calibration_file
 from steerops.errors import SteeropsError
 from steerops.extract import store as activation_store
-from steerops.io import file_md5
+from steerops.io import file_md5, read_json
 from steerops.steering.configs import VectorRef, VectorSource
 from steerops.vectors.store import (
     TENSORS_FILE,
@@ -98,6 +98,7 @@ class VectorSources:
         if record.get("md5") and record.get("variant"):
             file = calibration_file(self.out, str(record["variant"]))
             if file.is_file() and file_md5(file) != record["md5"]:
+                read_json(file)  # a damaged file is named as such, not as a rerun
                 raise SteeropsError(
                     f"{what} removed the dims of another calibration than {file} now "
                     f"holds (calibrated again since?): rerun {rerun}"
