@@ -388,7 +388,7 @@ def choose(
     pick, verdict = select(rows, min_coherence)
     if pick is None:
         return pick, verdict or NEEDS_FINER
-    if verdict is not None:  # the strongest coherent config, none with an effect
+    if verdict is not None:  # the choice among the coherent configs, none with an effect
         return pick, OPPOSITE if moved_against(pick) else verdict
     return pick, heldout_verdict(pick, min_coherence)
 

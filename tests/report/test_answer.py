@@ -100,6 +100,34 @@ def test_the_config_to_steer_with_is_the_selection_half_s_choice():
     ]
 
 
+def test_a_choice_among_tied_selection_deltas_says_coherence_decided_it():
+    """Methods tied on the selection delta: the choice fell to coherence, which the reader
+    must know before preferring one method to another (an alias is no method of its own,
+    a tie without an effect is no contender)."""
+    gap = pd.DataFrame(
+        [
+            _gap_row("mean_diff", selection_coherence=79.9),
+            _gap_row("probe", selection_coherence=100.0, layer=9),
+            _gap_row("pca", selection_coherence=70.0, position="response[:5]"),
+            _gap_row("probe_preclean", alias_of="probe", selection_coherence=100.0),
+            _gap_row("random_baseline", selection_delta_lo=0.0, selection_coherence=99.0),
+            _gap_row("mean_diff_cleaned", selection_delta=35.0, selection_coherence=99.0),
+        ]
+    )
+    [picked] = [x for x in answer_lines(gap, NO_SEARCH, NO_CURVE, 68.0) if "chosen on" in x]
+    assert picked.startswith(
+        "    - chosen on the selection half (selection delta +40.0, coherence "
+    )
+    assert picked.endswith(
+        "methods (`mean_diff`, `probe`, `pca`, `random_baseline` (the control), "
+        "`mean_diff_cleaned`), tied on that delta with `mean_diff` (layer 12, coherence "
+        "79.90), `pca` at response[:5] (layer 12, coherence 70.00): chosen on coherence"
+    )
+    untied = gap[gap["method"].isin(["probe", "mean_diff_cleaned"])]
+    [picked] = [x for x in answer_lines(untied, NO_SEARCH, NO_CURVE, 68.0) if "chosen on" in x]
+    assert "tied" not in picked
+
+
 def test_a_choice_that_fails_held_out_is_no_recommendation():
     gap = pd.DataFrame(
         [

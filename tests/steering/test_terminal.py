@@ -132,7 +132,8 @@ def test_no_effect_on_the_selection_half_shows_the_interval_that_decided_it():
 
 def test_only_an_ok_config_is_starred_as_the_answer():
     """`*` marks the answer; a config a no-effect verdict was drawn on gets `~`, and the
-    line calls it the strongest coherent config, not the chosen one."""
+    line calls it the selection half's choice, not the answer (nor the strongest push:
+    with tied deltas it is the more coherent)."""
     results = [_result(12, c) for c in (0.2, 0.25)]
     baseline = SimpleNamespace(trait_mean=5.0, coherence_mean=99.0)
     ok = cell_table("cell", baseline, results, _metrics("ok"), "f").splitlines()
@@ -142,8 +143,8 @@ def test_only_an_ok_config_is_starred_as_the_answer():
     table = cell_table("cell", baseline, results, flat, "f").splitlines()
     assert "*" not in "\n".join(table) and table[2].split()[4] == "~"
     assert table[3].startswith(
-        "  ~ no effect on the selection half: no optimal coefficient (the strongest coherent "
-        "config: layer 12 coefficient 0.2)"
+        "  ~ no effect on the selection half: no optimal coefficient (its choice on the "
+        "selection half: layer 12 coefficient 0.2)"
     )
 
 

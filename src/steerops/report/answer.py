@@ -254,6 +254,7 @@ def _steer_with(
         f"method{'s' if methods != 1 else ''}"
         + (f" ({', '.join(f'`{n}`{roles[n]}' for n in names)})" if methods > 1 else "")
     )
+    picked += _tie_words(mine, choice)
     grid = grids.get(tuple(choice.get(k) for k in CELL))
     cliff = ""
     if grid:
@@ -271,6 +272,30 @@ def _steer_with(
         f"**{choice['status']}**",
         *details,
     ]
+
+
+def _tie_words(mine: pd.DataFrame, choice: pd.Series) -> str:
+    """The other methods whose choice had the same selection-half delta with an effect:
+    the choice among them fell to coherence (`tables.selection_choice`), which the reader
+    should know before preferring one method to another."""
+    delta = stats.as_number(choice.get("selection_delta"))
+    if delta is None:
+        return ""
+    tied = mine[
+        (mine["alias_of"] == "")
+        & (mine.index != choice.name)
+        & (pd.to_numeric(mine["selection_delta"], errors="coerce") == delta)
+        & (pd.to_numeric(mine["selection_delta_lo"], errors="coerce") > 0)
+    ]
+    if tied.empty:
+        return ""
+    named = []
+    for row in tied.itertuples(index=False):
+        at = "" if row.position == choice["position"] else f" at {row.position}"
+        coherence = stats.as_number(getattr(row, "selection_coherence", None))
+        said = "" if coherence is None else f", coherence {stats.coherence_text(coherence, 2)}"
+        named.append(f"`{row.method}`{at} (layer {cell(row.layer)}{said})")
+    return f", tied on that delta with {', '.join(named)}: chosen on coherence"
 
 
 def _weight_words(choice: Any) -> str:

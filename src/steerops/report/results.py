@@ -424,7 +424,7 @@ def _verdict_lines(
             )
             lines.append(
                 f"- {where}{alias}: **no effect** on the selection half, no optimal "
-                f"coefficient (the strongest coherent config, {chosen})"
+                f"coefficient (its choice on the selection half, {chosen})"
             )
         elif row.status == stats.NO_EFFECT:
             lines.append(

@@ -100,8 +100,9 @@ def verdict_line(m: dict[str, Any]) -> str:
     head = chosen if m["status"] == "ok" else f"no optimal coefficient (chosen: {chosen})"
     status, selection = m["status"], ""
     if status == stats.NO_EFFECT and stats.no_effect_on_selection(m):
-        # the strongest coherent config, none with an interval above zero where it was chosen
-        head = f"no optimal coefficient (the strongest coherent config: {chosen})"
+        # the choice on the selection half (the largest delta, ties to the more coherent),
+        # none with an interval above zero there: not the strongest push when deltas tie
+        head = f"no optimal coefficient (its choice on the selection half: {chosen})"
         status = f"{status} on the selection half"
         selection = f" (selection delta {_interval(m, 'selection_trait_delta', 'selection_')})"
     elif status == stats.NO_EFFECT:
