@@ -542,3 +542,18 @@ def test_no_command_prints_the_help_and_an_error_line_on_stderr(capsys):
     err = captured.err.strip().splitlines()
     assert err[0].startswith("usage: steerops") and any(" steer " in line for line in err)
     assert err[-1] == "steerops: error: no command given (one of those above)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "loads_a_model"),
+    [(["report"], False), (["probe", "thurstonian"], False), (["steer"], True)],
+)
+def test_only_a_stage_that_loads_a_model_takes_device(argv, loads_a_model):
+    """`--device` puts the models a run loads on a device: on a stage that reads files
+    only, its help would promise what it does not do."""
+    parser = build_parser(argv[:1])
+    if loads_a_model:
+        assert parser.parse_args([*argv, "--device", "cpu"]).device == "cpu"
+    else:
+        with pytest.raises(SystemExit):
+            parser.parse_args([*argv, "--device", "cpu"])

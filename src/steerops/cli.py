@@ -124,11 +124,12 @@ def stage_parser(
     common: bool = True,
     scratch: bool = False,
     out_help: str | None = None,
+    device: bool = True,
 ) -> argparse.ArgumentParser:
     """The subparser of stage `name`: its help line from STAGES, `description` (a module
     docstring keeps its layout) and, with `common`, --params and --out (and --pipeline for
     a stage whose hand-made runs are scratch runs; `out_help` words --out for a stage that
-    reads it otherwise)."""
+    reads it otherwise; `device`: --device, for a stage that loads a model)."""
     formatter = (
         argparse.RawDescriptionHelpFormatter if "\n" in description else argparse.HelpFormatter
     )
@@ -136,7 +137,7 @@ def stage_parser(
         name, help=STAGES[name][1], description=description, formatter_class=formatter
     )
     if common:
-        add_common(parser, scratch, out_help)
+        add_common(parser, scratch, out_help, device)
     return parser
 
 
@@ -185,7 +186,10 @@ def run_or_path(text: str) -> str:
 
 
 def add_common(
-    parser: argparse.ArgumentParser, scratch: bool = False, out_help: str | None = None
+    parser: argparse.ArgumentParser,
+    scratch: bool = False,
+    out_help: str | None = None,
+    device: bool = True,
 ) -> None:
     params_flag(parser)
     if scratch:
@@ -218,13 +222,14 @@ def add_common(
             "its metrics/, judge cache and, unless tracking.uri or MLFLOW_TRACKING_URI says "
             "otherwise, its MLflow store",
         )
-    parser.add_argument(
-        "--device",
-        default=None,
-        metavar="DEV",
-        help="put every model this run loads on DEV (e.g. cuda:1: one worker per GPU on a "
-        "shared params file), replacing models.<variant>.device / device_map",
-    )
+    if device:  # a stage that loads no model has no use for it
+        parser.add_argument(
+            "--device",
+            default=None,
+            metavar="DEV",
+            help="put every model this run loads on DEV (e.g. cuda:1: one worker per GPU on "
+            "a shared params file), replacing models.<variant>.device / device_map",
+        )
     parser.set_defaults(scratch_stage=scratch)
 
 

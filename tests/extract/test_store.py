@@ -67,6 +67,11 @@ def test_activations_from_edited_prompts_or_regenerated_responses_are_told_apart
     assert said is not None and "other prompts than trait 'toy/t'" in said
     assert changed_source({}, out, root, "toy/t", "base", "prompt[-1]") is None  # older
     assert changed_source(meta, out, root, "toy/other", "base", "prompt[-1]") is None  # gone
+    (folder / "positive.txt").write_text("")  # the trait is there, its prompts are not
+    said = changed_source(meta, out, root, "toy/t", "base", "prompt[-1]")
+    assert said is not None and said.startswith("prompts trait 'toy/t' no longer has in")
+    (folder / "positive.txt").unlink()
+    assert "no longer has" in changed_source(meta, out, root, "toy/t", "base", "prompt[-1]")
 
     responses = responses_file(out, "toy/t", "base")
     responses.parent.mkdir(parents=True)

@@ -43,7 +43,7 @@ from steerops.io import (
     write_json,
 )
 from steerops.specs import Position, parse_position, position_slug
-from steerops.traits import Trait, load_trait
+from steerops.traits import Trait, load_trait, trait_dir
 
 TENSORS_FILE = "activations.safetensors"
 METADATA_FILE = "metadata.json"
@@ -269,10 +269,12 @@ def changed_source(
     recorded = meta.get("prompts_md5")
     if not recorded or traits_root is None:
         return None
+    if not trait_dir(traits_root, trait).is_dir():  # gone (moved): nothing to compare
+        return None
     try:
         now = prompts_md5(load_trait(traits_root, trait))
-    except SteeropsError:  # a trait that is gone or unreadable: said where it is read
-        return None
+    except SteeropsError as exc:  # there, but its prompts emptied or removed: not these
+        return f"prompts trait {trait!r} no longer has in {traits_root} ({exc})"
     if now != recorded:
         return f"other prompts than trait {trait!r} has now in {traits_root} (edited since?)"
     return None

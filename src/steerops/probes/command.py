@@ -59,7 +59,13 @@ def register(subparsers) -> None:
     train.set_defaults(func=run_train)
 
     thurstonian = sub.add_parser("thurstonian", help="fit utilities from pairwise choices")
-    add_common(thurstonian)
+    # a fit of the comparisons alone: no model, no judge
+    add_common(
+        thurstonian,
+        out_help="outputs root for this run instead of paths.out, with its metrics/ and, "
+        "unless tracking.uri or MLFLOW_TRACKING_URI says otherwise, its MLflow store",
+        device=False,
+    )
     flags(
         thurstonian,
         "probes.comparisons",

@@ -43,6 +43,7 @@ def register(subparsers) -> None:
         "Gap analysis, preclean vs clean-after, cleaning curve, "
         "coefficient table and coefficient prediction, computed from the results files under "
         "the outputs root.",
+        device=False,  # it reads files only
         out_help="a run's folder (e.g. a scratch steer's runs/steer-<time>/): its results are "
         "reported into DIR/reports/, with the calibration and vector metadata of the "
         "pipeline's outputs (paths.out, or --inputs DIR), which that run steered with; "

@@ -2,11 +2,15 @@
 coherence constraint, evaluated in batches, reported on held-out questions.
 
 One study per (trait, vector variant, method, position, component, steered variant,
-direction). The steering questions are split (seeded) into a search part and a held-out
-part; the search only ever sees the first. Coefficients are in steering.coefficient_unit
-(default: multiples of the layer's mean activation norm). The study lives in an SQLAlchemy
-database (default: sqlite optuna.db next to the params file, or in a scratch run's folder);
-several processes on one study split the work, and a rerun resumes.
+direction) and settings: the layers, range, bar and margin, trials, batch, sampler and
+seed, the generation settings and questions (--subset) and the grid results it starts
+from are in its default name, so changing any of them starts a new study (an explicit
+--study NAME refuses another objective). The steering questions are split (seeded) into a
+search part and a held-out part; the search only ever sees the first. Coefficients are in
+steering.coefficient_unit (default: multiples of the layer's mean activation norm). The
+study lives in an SQLAlchemy database (default: sqlite optuna.db next to the params file,
+or in a scratch run's folder); several processes on one study split the work, and a rerun
+resumes.
 Writes trials.csv, best.json, best.csv, search.png and heldout_responses.jsonl under
 search_dir(out, trait, variant, position, component, method), and gathers every study's
 outcome into metrics/search.json (DVC metrics). Without --method/--position, one study runs
