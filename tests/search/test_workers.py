@@ -297,6 +297,82 @@ def test_a_search_killed_mid_batch_resumes_to_the_uninterrupted_study(
     assert [r.rows for r in got] == [0 if r.coefficient == 0 else 2 for r in got]  # 0: unsteered
 
 
+def drawing_worker(url: str, die_at: int) -> None:
+    """Subprocess entry: `searching_worker`'s GP search, killed (SIGKILL) in its `die_at`-th
+    sampled ask once the sampler has shared its draw on the trial (a system attr, written
+    first), before the trial's params are stored."""
+    import optuna
+
+    from steerops.search.storage import WorkerRDBStorage
+
+    shared = optuna.samplers._gp.sampler._RELATIVE_PARAMS_KEY + ":0"
+    store = WorkerRDBStorage.set_trial_system_attr
+    draws = []
+
+    def set_trial_system_attr(self, trial_id, key, value):
+        store(self, trial_id, key, value)
+        if key == shared:
+            draws.append(trial_id)
+            if len(draws) == die_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    WorkerRDBStorage.set_trial_system_attr = set_trial_system_attr
+    searching_worker(url, "gp", 0, False)
+
+
+@pytest.mark.parametrize("die_at", [1, 2])
+def test_a_search_killed_after_its_draw_before_its_params_resumes_to_the_uninterrupted_study(
+    tmp_path, die_at
+):
+    """The trial keeps the draw its asking made: drawn again, the GP sampler counted it as a
+    trial running beside itself and drew other params (optuna 5 shares a relative draw on
+    the trial before storing it), and every later trial moved."""
+    from optuna.trial import TrialState
+
+    reference, killed = (f"sqlite:///{tmp_path / name}" for name in ("ref.db", "killed.db"))
+    _search_in_subprocess(reference, "gp")
+    proc = start("drawing_worker", killed, die_at)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL, err
+    running = open_url(killed).study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert running[-1].params == {}  # drawn, not stored
+    _search_in_subprocess(killed, "gp")  # resumed, as a rerun of the command would
+    want, got = (open_url(url).records() for url in (reference, killed))
+    assert got == want
+
+
+def popping_worker(url: str) -> None:
+    """Subprocess entry: `searching_worker`'s GP search, killed (SIGKILL) the moment its
+    first queued trial is marked running, before anything else is written."""
+    from optuna.storages import RDBStorage
+    from optuna.trial import TrialState
+
+    pop = RDBStorage.set_trial_state_values
+
+    def set_trial_state_values(self, trial_id, state, values=None):
+        changed = pop(self, trial_id, state, values)
+        if state == TrialState.RUNNING and changed:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return changed
+
+    RDBStorage.set_trial_state_values = set_trial_state_values
+    searching_worker(url, "gp", 0, False)
+
+
+def test_a_search_killed_as_it_pops_a_queued_trial_resumes_to_the_uninterrupted_study(tmp_path):
+    """A queued trial (a design point) names its worker before it is marked running: with
+    the record written after, a kill in between left a running trial with no worker, taken
+    for gone only after `grace_s`, and the resumed search asked past it (another study)."""
+    reference, killed = (f"sqlite:///{tmp_path / name}" for name in ("ref.db", "killed.db"))
+    _search_in_subprocess(reference, "gp")
+    proc = start("popping_worker", killed)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL, err
+    _search_in_subprocess(killed, "gp")  # resumed at once, as a rerun of the command would
+    want, got = (open_url(url).records() for url in (reference, killed))
+    assert got == want
+
+
 def asking_worker(url: str, node: str | None) -> None:
     """Subprocess entry: die inside `ask`, after the trial exists and before its params are
     drawn (the window in which a trial used to be left running without a heartbeat)."""

@@ -168,6 +168,11 @@ class _Holder:
         self.set_trial_system_attr(trial_id, LIFE, {**self._life(), "released": True})
 
     def set_trial_state_values(self, trial_id, state, values=None) -> bool:
+        if state == TrialState.RUNNING:
+            # a queued trial names its worker before it runs: killed in between, it stays
+            # queued; named after, it would run with no worker, taken for gone only after
+            # grace_s while a rerun asked past it (queues are popped under the study lock)
+            self.beat(trial_id)
         changed = super().set_trial_state_values(trial_id, state, values)  # type: ignore[misc]
         if state == TrialState.RUNNING and changed:  # popped from the queue: ours now
             self.beat(trial_id)

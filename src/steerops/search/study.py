@@ -33,6 +33,7 @@ refused again and again.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import sys
 import time
@@ -42,6 +43,8 @@ from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.samplers._gp.sampler import _RELATIVE_PARAMS_KEY as GP_RELATIVE_PARAMS
+from optuna.samplers._tpe.sampler import _RELATIVE_PARAMS_KEY as TPE_RELATIVE_PARAMS
 from optuna.trial import TrialState
 
 from steerops.errors import SteeropsError
@@ -620,12 +623,36 @@ def _describe(study, min_coherence: float, settings: dict[str, Any]) -> None:
 
 
 def _resume(study, trial_id: int, dists: dict[str, Any]):
-    """A taken-over trial as `Study.ask` returns one: params it lacks drawn now."""
+    """A taken-over trial as `Study.ask` returns one: params it lacks drawn now, or kept
+    from the draw its asking shared before its worker died."""
     study._thread_local.cached_all_trials = None  # as ask: the sampler reads a fresh study
+    stored = study._storage.get_trial(trial_id)
+    # Optuna's GP and TPE samplers write a draw to the trial's system attrs before its params
+    # (to share it with trials running beside it): a worker killed in between leaves one.
+    # Drawn again, the GP sampler would count it as a trial running beside this one and
+    # draw other params. Stored before the Trial reads the trial, so none is drawn again.
+    fixed = stored.system_attrs.get("fixed_params", {})  # a queued point's, which ask keeps
+    for name, value in _shared_draw(stored).items():
+        if name in dists and name not in stored.params and name not in fixed:
+            internal = dists[name].to_internal_repr(value)
+            study._storage.set_trial_param(trial_id, name, internal, dists[name])
     trial = optuna.Trial(study, trial_id)
     for name, dist in dists.items():
         trial._suggest(name, dist)
     return trial
+
+
+def _shared_draw(trial) -> dict[str, Any]:
+    """The params a sampler drew for a running trial and shared in its system attrs, as the
+    sampler reads them back (empty: none, or an unreadable one)."""
+    for key in (GP_RELATIVE_PARAMS, TPE_RELATIVE_PARAMS):
+        chunks: list[str] = []
+        while chunk := trial.system_attrs.get(f"{key}:{len(chunks)}"):
+            chunks.append(chunk)
+        if chunks:
+            with contextlib.suppress(ValueError):
+                return dict(json.loads("".join(chunks)))
+    return {}
 
 
 def _check_constraints(study, name: str, sampler: str) -> None:
