@@ -740,15 +740,21 @@ def unconfirmed(p: Any, lo: Any) -> bool:
 
 
 SCORE_RANGE = (0.0, 100.0)  # every judge scores trait and coherence 0-100
+# a mean this close to the scale's end has no room to move (a probability-weighted judge's
+# answers of "100" average a hair under it)
+SATURATED_WITHIN = 0.5
 
 
 def saturated(pick: Mapping[str, Any]) -> bool:
-    """Whether `pick` moved the trait along the steering to the end of the judge's scale on
-    the selection half (mean 100 pushing up, 0 pushing down): a larger coefficient cannot
-    steer more there, only cost coherence."""
+    """Whether `pick` moved the trait along the steering to within SATURATED_WITHIN of the
+    judge's scale end on the selection half (100 pushing up, 0 pushing down; a positive
+    delta in the steering direction cannot end at the other one): a larger coefficient
+    cannot steer more there, only cost coherence."""
     mean = as_number(pick.get("selection_trait_mean"))
     delta = as_number(pick.get("selection_trait_delta"))  # in the steering direction
-    return mean is not None and delta is not None and delta > 0 and mean in SCORE_RANGE
+    if mean is None or delta is None or not delta > 0:
+        return False
+    return min(abs(mean - end) for end in SCORE_RANGE) <= SATURATED_WITHIN
 
 
 def at_largest_coefficient(rows: Sequence[Mapping[str, Any]], pick: Mapping[str, Any]) -> bool:

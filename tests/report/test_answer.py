@@ -126,6 +126,20 @@ def test_a_choice_among_tied_selection_deltas_says_coherence_decided_it():
     untied = gap[gap["method"].isin(["probe", "mean_diff_cleaned"])]
     [picked] = [x for x in answer_lines(untied, NO_SEARCH, NO_CURVE, 68.0) if "chosen on" in x]
     assert "tied" not in picked
+    # coherence level too: the table's order chose; a row the choice never weighed (no
+    # trait score) is no contender, whatever its coherence
+    level = pd.DataFrame(
+        [
+            _gap_row("mean_diff", selection_coherence=100.0),
+            _gap_row("probe", selection_coherence=100.0),
+            _gap_row("pca", status="trait unscored", selection_coherence=100.0),
+        ]
+    )
+    [picked] = [x for x in answer_lines(level, NO_SEARCH, NO_CURVE, 68.0) if "chosen on" in x]
+    assert picked.endswith(
+        "tied on that delta with `probe` (layer 12, coherence 100.00): chosen on coherence, "
+        "then the table's order"
+    )
 
 
 def test_a_choice_that_fails_held_out_is_no_recommendation():

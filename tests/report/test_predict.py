@@ -112,14 +112,20 @@ def test_weights_that_leave_nothing_to_predict_are_not_fitted(columns, why):
 
 
 def test_a_near_copy_is_its_methods_point_in_the_fit():
-    # a near copy chose its method's config: the same weight and norms again
+    # a near copy chose its method's config: the same weight again, features a hair apart
     cells = _cells(near_copy_of=["", "", "", ""])
-    copy = cells.iloc[[0]].assign(method="mean_diff_cleaned", near_copy_of="mean_diff")
-    errors = predict.loo_errors(pd.concat([cells, copy], ignore_index=True))
+    copy = cells.iloc[[0]].assign(
+        method="mean_diff_cleaned", near_copy_of="mean_diff", abs_mean_proj=0.1001
+    )
+    both = pd.concat([cells, copy], ignore_index=True)
+    errors = predict.loo_errors(both)
     assert (errors["n"] == 4).all()
     assert errors.equals(predict.loo_errors(cells))
-    recs = predict.recommendations(pd.concat([cells, copy], ignore_index=True), errors)
+    recs = predict.recommendations(both, errors)
     assert "mean_diff_cleaned" in set(recs["method"])  # still a method to start
+    # its method not an ok cell here: the copy is the only point of that test, and kept
+    alone = both[both["method"] != "mean_diff"]
+    assert (predict.loo_errors(alone)["n"] == 4).all()
 
 
 def test_a_start_from_optima_at_the_grid_edge_says_how_many():

@@ -408,6 +408,42 @@ def test_a_worker_killed_inside_ask_leaves_no_orphan(storage_url):
     assert [(r.number, r.state) for r in resumed.records()] == [(n, "complete") for n in range(3)]
 
 
+def sharing_worker(url: str, draw: str) -> None:
+    """Subprocess entry: die inside `ask` once the trial holds `draw` as the GP sampler's
+    shared draw (a damaged or hand-edited one), before its params are stored."""
+    import optuna
+    from optuna.samplers._gp import sampler as gp_sampler
+
+    from steerops.search import study
+
+    class SharesThenDies(optuna.samplers.RandomSampler):
+        def before_trial(self, study, trial):
+            key = f"{gp_sampler._RELATIVE_PARAMS_KEY}:0"
+            study._storage.set_trial_system_attr(trial._trial_id, key, draw)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    study._sampler = lambda *args: SharesThenDies()
+    open_url(url, heartbeat_s=1, grace_s=2).ask(1, target=4)
+
+
+@pytest.mark.parametrize(
+    "draw", ['{"coefficient": 99.0}', '{"coefficient": "x"}', "5", '{"coefficient": 1']
+)
+def test_a_shared_draw_the_space_does_not_hold_is_drawn_again(tmp_path, draw):
+    """Taken over, a trial keeps its shared draw only where the space holds it (as optuna
+    itself uses one): out of range, of the wrong type, or unreadable, it is drawn again."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = start("sharing_worker", url, draw)
+    proc.wait(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    resumed = open_url(url, heartbeat_s=1, grace_s=3600)
+    resumed.recover_stale()
+    run_search(resumed, SyntheticEvaluator(["q1"]), SOURCE, 2, 1, "positive", progress=False)
+    records = resumed.records()
+    assert [r.state for r in records] == ["complete"] * 2
+    assert 0.0 <= records[0].coefficient <= 3.0
+
+
 def test_a_holder_that_exited_unreaped_is_gone_and_a_running_one_is_not():
     """A zombie (exited, not yet reaped by its parent: state Z) holds nothing, so its trials
     and runs are taken over at once, as a vanished process's are; this running process is

@@ -86,7 +86,7 @@ def summary_beside(path: Path) -> dict | None:
         return None
     try:
         summary = read_json(file)
-    except SteeropsError as exc:
+    except (OSError, SteeropsError) as exc:
         raise SteeropsError(
             f"{exc}; the responses beside it cannot be checked: run `steerops generate` "
             "to write both again"

@@ -275,27 +275,29 @@ def _steer_with(
 
 
 def _tie_words(mine: pd.DataFrame, choice: pd.Series) -> str:
-    """The other methods whose choice had the same selection-half delta with an effect:
-    the choice among them fell to coherence (`tables.selection_choice`), which the reader
-    should know before preferring one method to another."""
+    """The other candidates (`tables.selection_candidates`) whose selection-half delta
+    equals the choice's: the choice among them fell to coherence, or past it to the
+    table's order, which the reader should know before preferring one method to another."""
     delta = stats.as_number(choice.get("selection_delta"))
     if delta is None:
         return ""
-    tied = mine[
-        (mine["alias_of"] == "")
-        & (mine.index != choice.name)
-        & (pd.to_numeric(mine["selection_delta"], errors="coerce") == delta)
-        & (pd.to_numeric(mine["selection_delta_lo"], errors="coerce") > 0)
+    candidates = tables.selection_candidates(mine)
+    tied = candidates[
+        (candidates.index != choice.name)
+        & (pd.to_numeric(candidates["selection_delta"], errors="coerce") == delta)
     ]
     if tied.empty:
         return ""
-    named = []
+    named, level = [], False
+    mine_coherence = stats.as_number(choice.get("selection_coherence"))
     for row in tied.itertuples(index=False):
         at = "" if row.position == choice["position"] else f" at {row.position}"
         coherence = stats.as_number(getattr(row, "selection_coherence", None))
         said = "" if coherence is None else f", coherence {stats.coherence_text(coherence, 2)}"
         named.append(f"`{row.method}`{at} (layer {cell(row.layer)}{said})")
-    return f", tied on that delta with {', '.join(named)}: chosen on coherence"
+        level = level or mine_coherence is None or coherence == mine_coherence
+    how = "coherence, then the table's order" if level else "coherence"
+    return f", tied on that delta with {', '.join(named)}: chosen on {how}"
 
 
 def _weight_words(choice: Any) -> str:

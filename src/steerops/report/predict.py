@@ -43,9 +43,10 @@ def distinct(
     and `columns` (default: every feature). A predictor's rows are distinct in the columns
     it reads: rows that differ only in a feature it ignores are one point to it (the mean,
     reading none, keeps the rows distinct in every feature: different cells)."""
-    for twin in ("alias_of", "near_copy_of"):
-        if twin in features:
-            features = features[features[twin].fillna("") == ""]
+    if "alias_of" in features:
+        features = features[features["alias_of"].fillna("") == ""]
+    if "near_copy_of" in features:  # its twin's point, where the twin is an ok cell too
+        features = features[~_twin_present(features)]
     used = FEATURES if columns is None else columns
     keys = [c for c in ["model", *used, target] if c in features]
     return features.drop_duplicates(subset=keys, keep="first")
@@ -67,6 +68,24 @@ def unfit_reason(data: pd.DataFrame, target: str = "weight") -> str:
             "it (a lower bound, not a target)"
         )
     return ""
+
+
+def _twin_present(features: pd.DataFrame) -> pd.Series:
+    """Whether each row is a near copy whose uncleaned method has a row here (same model
+    and position): a near copy without one is the only point of that test."""
+    place = [c for c in ("model", "position") if c in features]
+    rows = set(map(tuple, features[[*place, "method"]].astype(str).to_numpy()))
+    twins = features["near_copy_of"].fillna("").astype(str)
+    return pd.Series(
+        [
+            bool(twin) and (*key, twin) in rows
+            for key, twin in zip(
+                map(tuple, features[place].astype(str).to_numpy()), twins, strict=True
+            )
+        ],
+        index=features.index,
+        dtype=bool,  # an empty frame's mask too: an object Series would select columns
+    )
 
 
 def loo_errors(features: pd.DataFrame, target: str = "weight") -> pd.DataFrame:

@@ -550,6 +550,17 @@ def _nan(value: float | None) -> float:
     return np.nan if value is None else float(value)
 
 
+def selection_candidates(gap: pd.DataFrame) -> pd.DataFrame:
+    """The cells `selection_choice` chooses among: no alias, an effect on the selection half
+    (its interval above zero), a verdict drawn on a config."""
+    return gap[
+        (gap["alias_of"] == "")
+        & gap["selection_delta"].notna()
+        & (gap["selection_delta_lo"].astype(float) > 0)
+        & ~gap["status"].isin([stats.NEEDS_FINER, stats.BASELINE_INCOHERENT, stats.UNSCORED])
+    ]
+
+
 def selection_choice(gap: pd.DataFrame) -> pd.Series | None:
     """The cell chosen on the selection half alone (`gap_analysis` rows): among cells whose
     choice has an effect there (its selection interval above zero), the one with the
@@ -558,12 +569,7 @@ def selection_choice(gap: pd.DataFrame) -> pd.Series | None:
     whether it holds: choosing among the cells that held out instead would pick on
     held-out data, and its held-out delta would be the best of several tries, not a
     held-out figure."""
-    candidates = gap[
-        (gap["alias_of"] == "")
-        & gap["selection_delta"].notna()
-        & (gap["selection_delta_lo"].astype(float) > 0)
-        & ~gap["status"].isin([stats.NEEDS_FINER, stats.BASELINE_INCOHERENT, stats.UNSCORED])
-    ]
+    candidates = selection_candidates(gap)
     if candidates.empty:
         return None
     coherence = candidates.get("selection_coherence", pd.Series(np.nan, index=candidates.index))

@@ -2,10 +2,11 @@
 coherence constraint, evaluated in batches, reported on held-out questions.
 
 One study per (trait, vector variant, method, position, component, steered variant,
-direction) and settings: the layers, range, bar and margin, trials, batch, sampler and
-seed, the generation settings and questions (--subset) and the grid results it starts
-from are in its default name, so changing any of them starts a new study (an explicit
---study NAME refuses another objective). The steering questions are split (seeded) into a
+direction) and settings: the layers, range, bar and margin, trials and startup trials,
+batch, sampler and seed, the generation settings and questions (--subset), the vectors'
+files (extracted or built again) and the grid results it starts from are in its default
+name, so changing any of them starts a new study (an explicit --study NAME refuses
+another objective). The steering questions are split (seeded) into a
 search part and a held-out part; the search only ever sees the first. Coefficients are in
 steering.coefficient_unit (default: multiples of the layer's mean activation norm). The
 study lives in an SQLAlchemy database (default: sqlite optuna.db next to the params file,

@@ -9,10 +9,10 @@ heartbeat in one write (`LIFE`, a system attr), and from then until it is told t
 renews the heartbeat every `heartbeat_s`. `stale_trial_ids` finds the running trials whose
 worker is gone: a process on this node that ended (known at once), a heartbeat older than
 the grace period, a trial its worker handed back (`release`, known at once), or a trial with
-no worker record (created by something else, or popped from the queue by a worker that died
-before recording itself) that started longer ago than the grace period. Another worker then
-records itself as the trial's worker (`take_over`). Heartbeats use the workers' clocks,
-which must agree to well within the grace period (NTP).
+no worker record (created or popped from the queue by something else: a worker records
+itself before it pops a queued trial) that started longer ago than the grace period.
+Another worker then records itself as the trial's worker (`take_over`). Heartbeats use the
+workers' clocks, which must agree to well within the grace period (NTP).
 """
 
 from __future__ import annotations

@@ -43,8 +43,7 @@ from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
-from optuna.samplers._gp.sampler import _RELATIVE_PARAMS_KEY as GP_RELATIVE_PARAMS
-from optuna.samplers._tpe.sampler import _RELATIVE_PARAMS_KEY as TPE_RELATIVE_PARAMS
+from optuna.samplers._gp import sampler as gp_sampler
 from optuna.trial import TrialState
 
 from steerops.errors import SteeropsError
@@ -627,15 +626,20 @@ def _resume(study, trial_id: int, dists: dict[str, Any]):
     from the draw its asking shared before its worker died."""
     study._thread_local.cached_all_trials = None  # as ask: the sampler reads a fresh study
     stored = study._storage.get_trial(trial_id)
-    # Optuna's GP and TPE samplers write a draw to the trial's system attrs before its params
-    # (to share it with trials running beside it): a worker killed in between leaves one.
+    # Optuna's GP sampler writes its draw to the trial's system attrs before the params (to
+    # share it with trials running beside it): a worker killed in between leaves one.
     # Drawn again, the GP sampler would count it as a trial running beside this one and
-    # draw other params. Stored before the Trial reads the trial, so none is drawn again.
+    # draw other params. Stored before the Trial reads the trial, so none is drawn again;
+    # a value the distribution does not hold is drawn again, as optuna itself would.
     fixed = stored.system_attrs.get("fixed_params", {})  # a queued point's, which ask keeps
     for name, value in _shared_draw(stored).items():
         if name in dists and name not in stored.params and name not in fixed:
-            internal = dists[name].to_internal_repr(value)
-            study._storage.set_trial_param(trial_id, name, internal, dists[name])
+            try:
+                internal = dists[name].to_internal_repr(value)
+            except (ValueError, TypeError):
+                continue
+            if dists[name]._contains(internal):
+                study._storage.set_trial_param(trial_id, name, internal, dists[name])
     trial = optuna.Trial(study, trial_id)
     for name, dist in dists.items():
         trial._suggest(name, dist)
@@ -643,16 +647,20 @@ def _resume(study, trial_id: int, dists: dict[str, Any]):
 
 
 def _shared_draw(trial) -> dict[str, Any]:
-    """The params a sampler drew for a running trial and shared in its system attrs, as the
-    sampler reads them back (empty: none, or an unreadable one)."""
-    for key in (GP_RELATIVE_PARAMS, TPE_RELATIVE_PARAMS):
-        chunks: list[str] = []
-        while chunk := trial.system_attrs.get(f"{key}:{len(chunks)}"):
-            chunks.append(chunk)
-        if chunks:
-            with contextlib.suppress(ValueError):
-                return dict(json.loads("".join(chunks)))
-    return {}
+    """The params the GP sampler drew for a running trial and shared in its system attrs
+    (chunked JSON), as it reads them back; empty: none, or an unreadable one. (The TPE
+    sampler the search builds is univariate and shares none.) The key is optuna's private
+    name, pinned by the optuna<6 requirement; the kill test fails if it stops being
+    written."""
+    key = gp_sampler._RELATIVE_PARAMS_KEY
+    chunks: list[str] = []
+    while chunk := trial.system_attrs.get(f"{key}:{len(chunks)}"):
+        chunks.append(chunk)
+    try:
+        draw = json.loads("".join(chunks)) if chunks else {}
+    except ValueError:
+        return {}
+    return draw if isinstance(draw, dict) else {}
 
 
 def _check_constraints(study, name: str, sampler: str) -> None:
