@@ -30,7 +30,9 @@ def _has_key(tree, dotted: str) -> bool:
 
 
 # Params that say where runs are logged, not what a stage computes.
-NOT_STAGE_INPUTS = ("experiment", "tracking")
+# report.out: read by every stage's --out check (a run by hand must not write into the
+# pipeline's reports), never an input of what the stage computes
+NOT_STAGE_INPUTS = ("experiment", "tracking", "report.out")
 
 
 def _parses(command: str):

@@ -32,7 +32,6 @@ from steerops import __version__
 from steerops.errors import SteeropsError
 from steerops.io import check_folder_target
 from steerops.redact import redacted
-from steerops.summary import SUMMARY_DIR
 
 # subcommand -> ("module[:function]" whose function, default `register`, adds the subparser,
 # one-line help); pipeline order.
@@ -324,6 +323,8 @@ def check_run_folder(folder: Path, params) -> None:
     pipeline's), nor another project's (a folder holding dvc.yaml or dvc.lock), nor the
     pipeline's outputs, reports or metrics or a folder in them (its files would mix with the
     pipeline's); nor a file."""
+    from steerops.config import SUMMARY_DIR
+
     check_folder_target(folder, "--out")
     here, outputs = folder.resolve(), params.inputs.resolve()
     if here == params.root.resolve():

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SUMMARY_DIR = "metrics"
+from steerops.config import SUMMARY_DIR
 
 
 def summary_dir(params) -> Path:

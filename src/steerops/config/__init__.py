@@ -45,6 +45,8 @@ from steerops.io import read_text
 __all__ = ["Params", "load_params", "ModelVariant", "DEFAULT_PARAMS_FILE", "name_the_flag"]
 
 DEFAULT_PARAMS_FILE = "params.yaml"
+# the DVC metrics folder beside the params file (a run's own in its folder: `run_root`)
+SUMMARY_DIR = "metrics"
 # Keys an older params file may still have, with what replaced them.
 RENAMED = {
     "steering.method": "one cell is a one-item list: steering.methods: [NAME]",
