@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benches in one command, for a CUDA machine, on a gemma-3-4b-shaped model with
-# random bf16 weights; ends with one table. Needs torch, transformers and numpy only (no
+# random bf16 weights; ends with one table. Needs torch, transformers, numpy and scipy (no
 # tracking or search packages). Stages, each under its own time limit:
 #   checks            exactness of the CUDA paths (bench/gpu_checks.py: the static loop
 #                     vs HF generate on every covered architecture, two calls in a row;

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import yaml
 
+from steerops.config.models import TOY_MODEL
 from steerops.extract.store import activations_dir
 from steerops.io import write_json
 
@@ -79,7 +80,8 @@ def write_activations(
         directory / "metadata.json",
         {
             "trait": trait,
-            "model": {"variant": variant, "id": "synthetic", "revision": None},
+            # the model params name by default (vectors refuse activations of another)
+            "model": {"variant": variant, "id": TOY_MODEL, "revision": None},
             "position": position,
             "component": component,
             "layers": sorted(data),

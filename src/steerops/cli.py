@@ -75,7 +75,7 @@ STAGES: dict[str, tuple[str, str]] = {
     ),
     "dashboard": (
         "steerops.search.command:register_dashboard",
-        "optuna-dashboard on the search studies (best trial = best feasible)",
+        "optuna-dashboard on the search studies (best trial = the search's choice)",
     ),
     "report": (
         "steerops.report.command",
@@ -198,7 +198,8 @@ def add_common(
             type=abs_path,
             metavar="DIR",
             help="this run's folder (default when run by hand: runs/<stage>-<time>/ next to "
-            "the params file): its outputs, metrics/, judge cache and Optuna study; given "
+            "the params file): its outputs, metrics/, judge cache (and a search's Optuna "
+            "study); given "
             "--out, its MLflow store too (a default scratch run logs to the project's store "
             "beside the pipeline's runs), unless tracking.uri or MLFLOW_TRACKING_URI says "
             "otherwise; inputs are read from the pipeline's outputs (paths.out) or --inputs",

@@ -74,7 +74,13 @@ def test_overrides_replace_params(tmp_path):
         # a live worker beats every heartbeat_s: a grace within it takes over live trials
         ({"search": {"heartbeat_s": 60, "grace_s": 5}}, "grace_s (5) must exceed heartbeat_s"),
         ({"generate": {"rollouts": 2}}, "rollouts > 1 needs temperature > 0"),
+        ({"generate": {"paired_filter": True}}, "paired_filter needs vet: true"),
         ({"steering": {"coefficients": []}}, "steering.coefficients: empty; give at least 1 item"),
+        # a repeat would be one config counted twice in the served and progress counts
+        (
+            {"steering": {"coefficients": [1e9, 1, 0.5, 1.0, 0.5]}},
+            "steering.coefficients: 0.5, 1 given more than once",
+        ),
         # no trait would make every stage a silent no-op that exits 0
         ({"traits": {"names": []}}, "traits.names: empty; give at least 1 item"),
     ],

@@ -58,3 +58,21 @@ def test_a_value_the_main_job_changes_is_shown_beside_the_default(tmp_path):
     assert rows["search.batch"].split(" | ")[2] == ""
     assert '"base": "a"' in rows[f"models.{VARIANT}.id"]
     assert rows[f"models.{VARIANT}.dtype"].split(" | ")[2] == '`"bfloat16"`'
+
+
+def test_a_key_of_fixed_values_names_them_and_others_do_not():
+    """A Literal (or one beside null) lists its values on the page; a number that also
+    takes "auto" does not (its description says what auto is)."""
+    from typing import Literal
+
+    from steerops.config.reference import _choices
+
+    assert _choices(Literal["unit", "standardize", "none"]) == " (one of: unit, standardize, none)"
+    assert _choices(Literal["static"] | None) == " (one of: static)"
+    assert _choices(int | Literal["auto"]) == _choices(int) == _choices(str | None) == ""
+    assert "(one of: unit, standardize, none)" in render_page_row("vectors.probe_rows")
+
+
+def render_page_row(key: str) -> str:
+    page = render(ROOT / "params.yaml").splitlines()
+    return next(line for line in page if f"`{key}`" in line)

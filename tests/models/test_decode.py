@@ -334,6 +334,14 @@ def test_a_kept_state_made_in_inference_mode_serves_the_next_call(monkeypatch):
         assert loop == reference
 
 
+def test_a_quantized_model_is_not_covered_by_the_loop():
+    """Its quantized kernels are not compiled in one graph: HF generate decodes it."""
+    model = tiny_model("llama")
+    assert decode.covers(model) is None
+    model.hf_quantizer = object()  # what from_pretrained sets for a quantization config
+    assert decode.covers(model) == "the model is quantized"
+
+
 def test_architecture_outside_the_loop_takes_hf_generate(caplog):
     model = tiny_model("granite")  # the blocks named in params, as a user would
     layout = resolve_layout(model, layers_path="model.layers")

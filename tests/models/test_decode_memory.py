@@ -262,3 +262,15 @@ def test_other_caches_are_sized_as_a_forward_fills_them(config):
     model = T.AutoModelForCausalLM.from_config(config).eval()
     shape = DecoderShape.of(model.config)
     assert shape.kv_bytes_per_token(4) == _forward_kv_bytes_per_token(model)
+
+
+def test_compiled_cuda_cache_lengths_come_in_coarse_multiples_so_traits_share_graphs():
+    """Each cache length is its own set of compiled graphs on CUDA: two traits whose longest
+    questions differ by a few tokens get one length; the room is never short."""
+    multiple = decode_memory.CUDA_CACHE_MULTIPLE
+    lengths = {decode_memory.cache_length(p, 24, 4, multiple) for p in (41, 50, 57)}
+    assert lengths == {128}
+    for prompt in (1, 63, 64, 200):
+        length = decode_memory.cache_length(prompt, 24, 4, multiple)
+        assert length % multiple == 0 and prompt + 24 + 8 <= length < prompt + 24 + 8 + multiple
+    assert decode_memory.cache_length(30, 24, 4) == 64  # in 8s elsewhere

@@ -451,6 +451,27 @@ def test_a_search_s_held_out_coherence_carries_its_interval():
     )
 
 
+def test_a_held_out_half_read_for_earlier_searches_choices_is_said():
+    """The search's log held held-out reads of other choices (an earlier study's): its
+    figure is not a first look at those questions, and the page says so; none, nothing."""
+    gap = pd.DataFrame([_gap_row("mean_diff")])
+    earlier = "layer 12 coefficient 0.2333 (delta +55.0, coherence 65.17)"
+    lines = answer_lines(
+        gap, pd.DataFrame([_search_row(heldout_read_before=earlier)]), NO_CURVE, 68.0
+    )
+    said = (
+        "    - the held-out half was read before, for other choices of earlier searches: "
+        f"{earlier}; a search setting changed since (a margin, a range) may have been chosen "
+        "knowing how they did, so this held-out figure is not a first look"
+    )
+    assert said in lines
+    for none in ("", float("nan")):
+        lines = answer_lines(
+            gap, pd.DataFrame([_search_row(heldout_read_before=none)]), NO_CURVE, 68.0
+        )
+        assert not any("read before" in line for line in lines)
+
+
 def test_a_norm_coefficient_gives_the_weight_it_stands_for():
     """A `norm` coefficient is relative to the layer's residual norm: the headline gives the
     weight on the unit vector too, to steer with it elsewhere; an absolute one is its

@@ -33,3 +33,22 @@ def test_p_and_q_columns_print_as_the_verdict_lines_print_them():
     assert rows[0] == "| a | 0.00318 | 0.00477 | 20 |"
     assert rows[1] == "| b | 0.0501 | < 0.001 | 20 |"
     assert rows[2] == "| c |  |  | 20 |"
+
+
+def test_coherences_and_their_interval_bounds_print_rounded_down_as_the_lines_print_them():
+    """A bound just under the bar never prints at it (67.996 is not "68"), and a table
+    shows a bound as the verdict lines do (93.588 is 93.58 in both)."""
+    from steerops import stats
+
+    table = pd.DataFrame(
+        {
+            "coherence_mean": [83.228],
+            "coherence_lo": [67.996],
+            "coherence_hi": [93.588],
+            "heldout_coherence_lo": [59.48951],
+            "min_coherence": [68.0],
+        }
+    )
+    row = markdown_table(table).splitlines()[2]
+    assert row == "| 83.22 | 67.99 | 93.58 | 59.48 | 68 |"
+    assert stats.coherence_text(93.588, 2) in row

@@ -27,7 +27,8 @@ def test_each_layer_gives_its_best_coherent_delta_and_its_crossing():
     twelve, sixteen = trial_lines(trials, 68.0, n=20)
     assert twelve == (
         "search-half trials at layer 12 (4 trials, n 20 each; not held out): best coherent "
-        "delta +70.0 at 0.2333 (coherence 70.51); coherence falls under 68 between 0.2345 "
+        "delta +70.0 at 0.2333 (coherence 70.51), tied on that delta with 0.2345 (coherence "
+        "68.42): chosen on coherence; coherence falls under 68 between 0.2345 "
         "(coherence 68.42, delta +70.0) and 0.25 (coherence 57.82, delta +65.0)"
     )
     assert sixteen.endswith(

@@ -258,3 +258,43 @@ def test_a_suppression_search_reports_held_out_deltas_toward_less_of_the_trait()
     assert lo < held["coherence_mean"] < hi
     positive = evaluate_heldout(evaluator, config, "positive", 5, min_coherence=68.0)
     assert positive["trait_delta"] == pytest.approx(-mid)
+
+
+def test_earlier_choices_read_on_the_held_out_half_are_found_in_the_search_s_log(tmp_path):
+    """Configs the search's own log holds under the held-out half's settings, other than
+    the choice now (its 6-decimal entry too): each once, its latest scores; the search
+    half's entries and other settings are not held-out reads."""
+    from steerops.search.heldout import earlier_reads
+    from steerops.search.store import read_before_text
+
+    def entry(settings, layer, coefficient, delta, coherence):
+        vector = {"layer": layer, "weight": 30.0, "method": "m", "position": "p", "component": "c"}
+        return {
+            "type": "config",
+            "settings_hash": settings,
+            "config": {"coefficient": coefficient, "vectors": [vector]},
+            "result": {"trait_delta": delta, "coherence_mean": coherence},
+        }
+
+    log = tmp_path / "results.jsonl"
+    entries = [
+        entry("search-half", 12, 0.3, 70.0, 50.0),  # a trial: the search half
+        entry("held", 12, 0.233333, 55.0, 65.1715),  # an earlier study's choice
+        entry("held", 16, 0.233333, 10.0, 99.0),  # same coefficient, another layer
+        entry("held", 12, 0.220067, 55.0, 76.1415),  # the choice now, logged rounded
+        entry("held", 12, 0.233333, 60.0, 64.0),  # read again (a rescoring): latest wins
+        entry("other-held", 12, 0.1, 5.0, 99.0),  # other generation settings
+    ]
+    log.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    reads = earlier_reads(log, "held", 12, 0.22006684876053967)
+    assert reads == [
+        {"layer": 12, "coefficient": 0.233333, "trait_delta": 60.0, "coherence_mean": 64.0},
+        {"layer": 16, "coefficient": 0.233333, "trait_delta": 10.0, "coherence_mean": 99.0},
+    ]
+    assert read_before_text(reads) == (
+        "layer 12 coefficient 0.2333 (delta +60.0, coherence 64.00); "
+        "layer 16 coefficient 0.2333 (delta +10.0, coherence 99.00)"
+    )
+    assert earlier_reads(log, "held", 12, 0.233333 + 4e-7)[0]["layer"] == 16
+    assert earlier_reads(tmp_path / "none.jsonl", "held", 12, 0.2) == []
+    assert read_before_text(None) == read_before_text([]) == ""

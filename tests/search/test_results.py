@@ -119,6 +119,16 @@ def test_the_console_line_gives_both_halves_with_their_intervals():
         summary_line(best)
     )
     best["heldout"]["n_refused"] = 0
+    # an earlier search's choice was read on the same held-out half: said beside n
+    best["heldout"]["read_before"] = [
+        {"layer": 12, "coefficient": 0.25, "trait_delta": 60.0, "coherence_mean": 61.0}
+    ]
+    assert (
+        "(n 20; 6 of 20 answers under 68; the held-out half was read before, for other "
+        "choices of earlier searches: layer 12 coefficient 0.25 (delta +60.0, coherence 61.00))"
+        in summary_line(best)
+    )
+    best["heldout"]["read_before"] = []
     best["chosen"]["at_range_top"], best["coef_range"] = True, [0.0, 0.25]  # may lie beyond
     assert (
         "coefficient 0.2333 (the range's top, search.coef_max 0.25: the optimum may lie "

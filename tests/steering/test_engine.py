@@ -169,6 +169,24 @@ def test_delta_added_to_block_output_in_model_dtype():
     assert torch.equal(steered[1], plain[1])  # the row without additions is untouched
 
 
+def test_layer_buffers_follow_hidden_states_of_another_dtype_steered_or_not():
+    """A quantized or offloaded block's parameters are not the dtype (or device) of its
+    hidden states: every hooked layer's buffers follow the hidden states, a layer the table
+    leaves alone (hooked so one graph fits every table) too."""
+    from steerops.steering.engine import _LayerState
+
+    v = _unit(5, 6)
+    table = SteeringTable([[(1, v, 2.0)], []])
+    hidden = torch.zeros(2, 3, 6, dtype=torch.bfloat16)
+    for layer in (0, 1):  # 0: not in the table
+        state = _LayerState(table, layer, 6, torch.device("cpu"), torch.int8, max_rows=2)
+        state.follow(hidden)
+        assert state.delta.dtype == torch.bfloat16 and state.delta.shape == (2, 6)
+        state.select(torch.tensor([0, 1]))
+        expected = torch.stack([2.0 * v, torch.zeros(6)]) if layer else torch.zeros(2, 6)
+        torch.testing.assert_close(state.delta.float(), expected, atol=0.02, rtol=0.01)
+
+
 def test_hooks_removed_on_exception():
     model = tiny_model("llama")
     layout = resolve_layout(model)

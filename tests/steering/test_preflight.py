@@ -149,14 +149,14 @@ def test_a_judge_that_scores_nothing_is_said(tmp_path, toy_world, monkeypatch, c
     assert "warning: the judge scored none of the 8 answers" in err  # baseline + 1 config
 
 
-@pytest.mark.parametrize("changed", ["activations", "calibration", "prompts"])
+@pytest.mark.parametrize("changed", ["activations", "calibration", "prompts", "model"])
 def test_vectors_older_than_their_inputs_are_refused_up_front(
     tmp_path, toy_world, no_model_loads, capsys, changed
 ):
     """Activations extracted again (or a calibration redone) after the vectors were built,
-    or the trait's prompts edited after the activations were extracted: steering would use
-    an old direction under today's inputs. The same files unchanged pass the preflight (the
-    run goes on to load the model, refused here)."""
+    or the trait's prompts edited (params' model changed) after the activations were
+    extracted: steering would use an old direction under today's inputs. The same files
+    unchanged pass the preflight (the run goes on to load the model, refused here)."""
     import json
 
     from steer_world import POSITION, TRAIT
@@ -189,6 +189,11 @@ def test_vectors_older_than_their_inputs_are_refused_up_front(
         earlier = {"tensors_md5": "md5-of-today", "prompts_md5": "md5-of-other-prompts"}
         (acts / acts_store.METADATA_FILE).write_text(json.dumps(earlier))
         expected = f"were extracted from other prompts than trait '{TRAIT}'"
+    elif changed == "model":
+        earlier = {"tensors_md5": "md5-of-today", "model": {"source": "org/other"}}
+        (acts / acts_store.METADATA_FILE).write_text(json.dumps(earlier))
+        now = params.variant("base").id
+        expected = f"extracted from model folder org/other, params name {now} for 'base' now"
     else:
         # cut short, it is named as damaged, not as calibrated again (a rerun of clean
         # would only fail on it)
@@ -199,11 +204,12 @@ def test_vectors_older_than_their_inputs_are_refused_up_front(
         expected = "removed the dims of another calibration than"
     err = refused_up_front(argv, tmp_path, capsys, outputs="run")
     assert expected in err and "`steerops vectors --methods mean_diff`" in err
-    if changed == "prompts":
+    if changed in ("prompts", "model"):
         extract = f"`steerops extract --trait {TRAIT} --variant base --position '{POSITION}'`"
         assert f"rerun {extract}, then" in err
         trait = load_trait(params.path(params.traits.root), TRAIT)
         today = {"tensors_md5": "md5-of-today", "prompts_md5": acts_store.prompts_md5(trait)}
+        today["model"] = {"source": params.variant("base").id}
         (acts / acts_store.METADATA_FILE).write_text(json.dumps(today))
 
     meta["source_hash"] = "md5-later" if changed == "activations" else "md5-of-today"

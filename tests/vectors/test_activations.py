@@ -57,3 +57,46 @@ def test_activations_of_prompts_the_trait_no_longer_has_are_refused(tmp_path):
         load_activations(*args, root)
     assert "rerun `steerops extract --trait toy/refusal --variant base" in str(err.value)
     assert "--out run`" in str(err.value)
+
+
+def test_activations_of_another_model_than_params_name_are_refused(tmp_path):
+    """params name another model for the variant since extraction (another local folder,
+    another hub id or revision), run by hand without extracting again: vectors would be
+    fitted on the old model's rows. The same folder spelled another way is the same model."""
+    from steerops.vectors.activations import load_activations
+
+    data, n_pos = stacked()
+    directory = write_activations(tmp_path / "outputs", data, n_pos)
+    (tmp_path / "models" / "a").mkdir(parents=True)
+    (tmp_path / "models" / "b").mkdir()
+    args = (TRAIT, "base", POSITION, "residual", "", None)
+
+    def extracted_from(model: dict) -> None:
+        meta = read_json(directory / "metadata.json")
+        meta["model"] = model
+        write_json(directory / "metadata.json", meta)
+
+    def load(model_id: str, revision: str | None = None):
+        spec = {"id": model_id, **({"revision": revision} if revision else {})}
+        params = load_params(params_file(tmp_path, models={"base": spec}))
+        return load_activations(params.out, *args, params)
+
+    extracted_from({"id": "models/a", "revision": None, "source": "models/a"})
+    assert load("models/a").layers
+    assert load(str(tmp_path / "models" / "a")).layers  # the same folder, spelled absolute
+    with pytest.raises(SteeropsError) as err:
+        load("models/b")
+    said = "extracted from model folder models/a, params name models/b for 'base' now: rerun "
+    assert said + "`steerops extract --trait toy/refusal" in str(err.value)
+
+    extracted_from({"id": "org/model", "revision": "v1", "source": "org/model"})
+    assert load("org/model", "v1").layers
+    for model_id, revision, now in (
+        ("org/model", "v2", "org/model@v2"),
+        ("org/other", None, "org/other (no revision)"),
+    ):
+        with pytest.raises(SteeropsError) as err:
+            load(model_id, revision)
+        assert f"extracted from model org/model@v1, params name {now} for 'base'" in str(err.value)
+    extracted_from({"id": "synthetic"})  # a local folder now, no folder recorded: not compared
+    assert load("models/b").layers

@@ -31,7 +31,9 @@ class GenerateConfig(Strict):
         40.0, ge=0.0, le=100.0, description="keep a negative response if trait <= this (0-100)"
     )
     paired_filter: bool = Field(
-        False, description="keep a prompt pair only if both completions pass (equal counts)"
+        False,
+        description="keep a prompt pair only if both completions pass vetting (equal "
+        "counts); needs generate.vet",
     )
 
     @field_validator("max_new_tokens")
@@ -46,4 +48,10 @@ class GenerateConfig(Strict):
         # Greedy completions of one prompt are identical: more rollouts only repeat rows.
         if self.rollouts > 1 and self.temperature == 0:
             raise ValueError("rollouts > 1 needs temperature > 0 (greedy rollouts are copies)")
+        # pairs are kept or dropped by vetting's verdicts: without them it would do nothing
+        if self.paired_filter and not self.vet:
+            raise ValueError(
+                "paired_filter needs vet: true (it keeps pairs both of whose "
+                "completions pass vetting)"
+            )
         return self

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel
@@ -78,9 +79,22 @@ def render(params_file: Path) -> str:
         _, default = _lookup(defaults, key)
         found, value = _lookup(main, key)
         mine = _cell(value) if found and value != default else ("" if not found else "same")
-        about = (field.description or "").replace("|", "\\|")
+        about = (field.description or "") + _choices(field.annotation)
+        about = about.replace("|", "\\|")
         lines.append(f"| `{key}` | {_cell(default)} | {mine} | {about} |")
     return "\n".join(lines) + "\n"
+
+
+def _choices(kind: Any) -> str:
+    """ " (one of: a, b)" for a key whose values are a fixed set (a Literal, or null beside
+    one), so the page names every value it takes; "" for other keys (`int | "auto"`: the
+    description says what auto means)."""
+    parts = get_args(kind) if get_origin(kind) in (Union, UnionType) else (kind,)
+    parts = tuple(p for p in parts if p is not type(None))
+    if not parts or any(get_origin(p) is not Literal for p in parts):
+        return ""
+    values = [value for part in parts for value in get_args(part)]
+    return f" (one of: {', '.join(map(str, values))})"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,7 +35,9 @@ class SearchConfig(Strict):
         None, description="study name; default: built from the searched settings"
     )
     coef_min: float = Field(
-        0.0, ge=0, description="low end, in steering.coefficient_unit (x the layer's mean norm)"
+        0.0,
+        ge=0,
+        description="low end, in steering.coefficient_unit (x the layer's mean per-token norm)",
     )
     coef_max: float = Field(3.0, gt=0, description="upper end of the coefficient range")
     heldout_fraction: float = Field(

@@ -38,7 +38,9 @@ class SteeringConfig(Strict):
     )
     coefficient_unit: Literal["norm", "absolute"] = Field(
         "norm",
-        description="norm: weight = coefficient x the layer's mean activation norm; "
+        description="norm: weight = coefficient x the layer's mean per-token residual norm "
+        "over the trait prompts' tokens (first and massive tokens left out; not the "
+        "activations' pooled mean_norm); "
         "absolute: weight = coefficient",
     )
     direction: Literal["positive", "negative"] = Field(
@@ -54,7 +56,9 @@ class SteeringConfig(Strict):
         None, ge=0, description="first N steering questions only (0 or unset: all)"
     )
     save_responses: Literal["best", "all", "none"] = Field(
-        "best", description="response files: per layer the best config, all, or none"
+        "best",
+        description="response files: per layer the config chosen on the selection half "
+        "(none where no config qualifies), all, or none",
     )
     min_coherence: float = Field(
         68.0, ge=0, le=100, description="coherence a config needs to count as best (0-100)"
@@ -79,4 +83,12 @@ class SteeringConfig(Strict):
     def _at_least_one_row(cls, value: int | str) -> int | str:
         if value != "auto" and int(value) < 1:
             raise ValueError("must be >= 1 or auto")
+        return value
+
+    @field_validator("coefficients")
+    @classmethod
+    def _each_once(cls, value: list[float]) -> list[float]:
+        # a repeat is a config swept twice: counted twice in progress and served counts
+        if repeated := sorted({c for c in value if value.count(c) > 1}):
+            raise ValueError(f"{', '.join(f'{c:g}' for c in repeated)} given more than once")
         return value

@@ -5,6 +5,8 @@
     steerops extract --tasks FILE.jsonl [--conditions FILE.json] [--variant V]
                      [--position SPEC] [--layers SPEC]
 
+With --tasks, a flag not given defaults to probes.variant / probes.layers /
+probes.component / probes.position (the probes' activations), not to extraction.*.
 Every input is checked (specs, trait data, responses) before the model is loaded.
 """
 

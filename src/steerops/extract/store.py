@@ -280,6 +280,31 @@ def changed_source(
     return None
 
 
+def other_model(meta: dict[str, Any], params, variant: str) -> str | None:
+    """What differs when params now name another model for `variant` than activations
+    (`meta`) were extracted from: another local folder (however spelled), or another hub id
+    or revision; None when the same or not recorded. Under `dvc repro` the models stage
+    reruns extraction; by hand it may not."""
+    model = meta.get("model") or {}
+    spec = params.variant(variant)
+    local = params.path(spec.id)
+    if local.exists():
+        source = model.get("source")
+        if source is None or (params.root / source).resolve() == local.resolve():
+            return None
+        return f"model folder {source}, params name {spec.id} for {variant!r} now"
+    if not model.get("id") or (model["id"], model.get("revision")) == (spec.id, spec.revision):
+        return None
+
+    def named(model_id: str, revision: str | None) -> str:
+        return f"{model_id}@{revision}" if revision else f"{model_id} (no revision)"
+
+    return (
+        f"model {named(model['id'], model.get('revision'))}, params name "
+        f"{named(spec.id, spec.revision)} for {variant!r} now"
+    )
+
+
 def require_complete(folder: Path, how: str) -> None:
     """Fail with one line naming the missing or unreadable file and the command (`how`)
     that writes it."""

@@ -35,7 +35,7 @@ from steerops.errors import SteeropsError
 from steerops.models.batching import is_out_of_memory, release_memory
 from steerops.models.decode_attention import packed_gqa
 from steerops.models.decode_graphs import StepGraphs
-from steerops.models.decode_memory import CUDA_CHECK_EVERY, cache_length
+from steerops.models.decode_memory import CUDA_CACHE_MULTIPLE, CUDA_CHECK_EVERY, cache_length
 from steerops.models.decode_prefill import MIN_INPUT
 from steerops.models.decode_run import Run
 from steerops.models.decode_step import compiled_step, decode_step, release, slot_state
@@ -126,6 +126,8 @@ def covers(model: torch.nn.Module) -> str | None:
         return f"architecture {model_type!r} is not covered by the static loop"
     if len({p.device for p in model.parameters()}) > 1:
         return "the model is split over several devices"
+    if getattr(model, "hf_quantizer", None) is not None:  # its kernels: not in one graph
+        return "the model is quantized"
     return None
 
 
@@ -245,9 +247,11 @@ def _decode(
         longest_left[j] = max(longest_left[j], longest_left[j + 1])
     cuda = run.device.type == "cuda"
     every = options.check_every or (CUDA_CHECK_EVERY if cuda else 1)
-    cache_len = cache_length(max(longest_left[0], options.prompt_room), run.max_new, every)
-    width = run.max_new + 1
     backend = ("inductor" if cuda else None) if options.backend == "auto" else options.backend
+    multiple = CUDA_CACHE_MULTIPLE if cuda and backend is not None else 8
+    longest = max(longest_left[0], options.prompt_room)
+    cache_len = cache_length(longest, run.max_new, every, multiple)
+    width = run.max_new + 1
     step = decode_step if backend is None else compiled_step(backend, options.mode, model)
     graphs = None
     if options.capture and cuda and backend is not None:
@@ -266,7 +270,8 @@ def _decode(
     packing = packed_gqa() if backend is not None else contextlib.nullcontext()
     with (
         torch.inference_mode(),
-        torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT),
+        # cache_size_limit: recompile_limit's older name, which every torch >= 2.4 reads
+        torch._dynamo.config.patch(cache_size_limit=RECOMPILE_LIMIT),
         capturing,
         packing,
     ):

@@ -24,10 +24,16 @@ FREE_SHARE = 0.7
 CUDA_CHECK_EVERY = 4  # decode steps between done-mask reads on CUDA (`decode`)
 
 
-def cache_length(longest_prompt: int, max_new: int, check_every: int) -> int:
+# On CUDA each cache length compiles and records its own graphs (a minute or more each):
+# in these multiples, traits whose questions differ by a few tokens share them
+CUDA_CACHE_MULTIPLE = 64
+
+
+def cache_length(longest_prompt: int, max_new: int, check_every: int, multiple: int = 8) -> int:
     """The static cache's length: the longest prompt, its new tokens and room for the steps
-    between two done-mask reads, in multiples of 8."""
-    return -(-(longest_prompt + max_new + max(2 * check_every, 8)) // 8) * 8
+    between two done-mask reads, in `multiple`s (8; CUDA_CACHE_MULTIPLE for compiled graphs
+    on CUDA)."""
+    return -(-(longest_prompt + max_new + max(2 * check_every, 8)) // multiple) * multiple
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,7 @@ def _layer_types(config: Any) -> list[str]:
 def row_bytes(shape: DecoderShape, element: int, longest_prompt: int, max_new: int) -> int:
     """Device bytes one row of the loop takes at most, on CUDA."""
     kv = shape.kv_bytes_per_token(element)
-    cache = kv * cache_length(longest_prompt, max_new, CUDA_CHECK_EVERY)
+    cache = kv * cache_length(longest_prompt, max_new, CUDA_CHECK_EVERY, CUDA_CACHE_MULTIPLE)
     # a prefill's keys and values before they are placed, and one block's activations
     prefill = longest_prompt * (kv + (4 * shape.hidden + 2 * shape.intermediate) * element)
     # a step's logits (float32 at most) and the steering buffers every layer reads

@@ -47,7 +47,15 @@ def register(subparsers) -> None:
     parser = stage_parser(subparsers, "probe", __doc__, common=False)
     sub = parser.add_subparsers(dest="probe_command", metavar="ACTION", required=True)
 
-    train = sub.add_parser("train", help="ridge probes per layer (alpha sweep + held-out r)")
+    train = sub.add_parser(
+        "train",
+        help="ridge probes per layer (alpha sweep + held-out r)",
+        description="Ridge probes of the task utilities on task activations, per layer: an "
+        "alpha sweep by cross-validation on the training tasks, held-out r on the rest. "
+        "Writes a new run under <out>/probes/<tasks>/<variant>/<position slug>/runs/<id>/ "
+        "(metrics.json, probes.safetensors) and metrics/probe_train.json, or reuses a "
+        "finished run of identical config and inputs.",
+    )
     _selection_flags(train)
     flags(train, "probes.scores probes.comparisons probes.confounds", type=abs_path)
     flags(
@@ -58,7 +66,12 @@ def register(subparsers) -> None:
     no_flag(train, "--no-standardize", "probes.standardize", "ridge on raw activations")
     train.set_defaults(func=run_train)
 
-    thurstonian = sub.add_parser("thurstonian", help="fit utilities from pairwise choices")
+    thurstonian = sub.add_parser(
+        "thurstonian",
+        help="fit utilities from pairwise choices",
+        description="Fit a Thurstonian utility (mu, sigma) per task from pairwise choices; "
+        "writes the scores CSV (--out-csv) and a .fit.json summary beside it.",
+    )
     # a fit of the comparisons alone: no model, no judge
     add_common(
         thurstonian,
@@ -83,7 +96,13 @@ def register(subparsers) -> None:
     flags(thurstonian, "probes.prior_mu probes.prior_log_sigma")
     thurstonian.set_defaults(func=run_thurstonian)
 
-    ood = sub.add_parser("ood", help="probe deltas vs behavioural deltas under conditions")
+    ood = sub.add_parser(
+        "ood",
+        help="probe deltas vs behavioural deltas under conditions",
+        description="A trained probe's score shift under each condition (a system prompt) "
+        "against the behavioural shift in the rates file, with permutation tests; writes "
+        "ood.json, ood.md and ood_scatter.png (--ood-out) and metrics/probe_ood.json.",
+    )
     _selection_flags(ood)
     flags(ood, "probes.ood.conditions probes.ood.rates", type=abs_path)
     flags(ood, "probes.ood.probe_run", type=run_or_path, metavar="RUN")
@@ -102,6 +121,8 @@ def register(subparsers) -> None:
     toy = sub.add_parser(
         "toy-data",
         help="write the toy world's probe tasks, scores, comparisons, conditions and rates",
+        description="Write the toy world's probe inputs (tasks, scores, comparisons, "
+        "conditions and rates) into its folder (--toy).",
     )
     params_flag(toy)
     flags(toy, "--toy=paths.toy", type=abs_path, metavar="DIR")
@@ -113,7 +134,10 @@ def register(subparsers) -> None:
     from steerops.probes import inputs as probe_inputs
 
     inputs = sub.add_parser(
-        "inputs", help="write <out>/probe_inputs.json: the confounds file's md5 (for DVC)"
+        "inputs",
+        help="write <out>/probe_inputs.json: the confounds file's md5 (for DVC)",
+        description="Write <out>/probe_inputs.json, the md5 of the confounds file params "
+        "name (DVC cannot list an optional file among a stage's dependencies).",
     )
     params_flag(inputs)
     inputs.set_defaults(func=probe_inputs.run)

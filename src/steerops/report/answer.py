@@ -331,6 +331,13 @@ def _search_says(row: pd.Series, bar: float) -> list[str]:
             f"(`search.coherence_margin` {margin:g} over the bar {bar:g}, which judges it held "
             f"out); {held[0]}"
         )
+    earlier = row.get("heldout_read_before")
+    if isinstance(earlier, str) and earlier:
+        held.append(
+            f"the held-out half was read before, for other choices of earlier searches: "
+            f"{earlier}; a search setting changed since (a margin, a range) may have been "
+            "chosen knowing how they did, so this held-out figure is not a first look"
+        )
     if row["status"] == stats.OK:
         return [f"{search}: **{config}**, ok held out", *held]
     return [f"{search} chose {config}: **{row['status']}**, not a recommended coefficient", *held]

@@ -40,9 +40,12 @@ def register(subparsers) -> None:
     parser = stage_parser(
         subparsers,
         "report",
-        "Gap analysis, preclean vs clean-after, cleaning curve, "
-        "coefficient table and coefficient prediction, computed from the results files under "
-        "the outputs root.",
+        "From the results files under the outputs root: report.md (In short, the massive "
+        "activations, then the tables), gap analysis, preclean vs clean-after, cleaning "
+        "curve, best coefficients, coefficient prediction, recommendations, searches and "
+        "coefficient curves (a CSV each, and the plots), massive_activations.csv and "
+        "metrics.json; with report.results set, the results page too. The report folder is "
+        "replaced whole (one holding other files is refused).",
         device=False,  # it reads files only
         out_help="a run's folder (e.g. a scratch steer's runs/steer-<time>/): its results are "
         "reported into DIR/reports/, with the calibration and vector metadata of the "
@@ -425,7 +428,9 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "searches, Benjamini-Hochberg; both blank here where the choice failed held out, "
         "search_heldout.csv keeps them; `heldout_under_bar`: its "
         "held-out answers under the search's coherence bar, of `heldout_coherence_scored`; "
-        "`heldout_credited_delta`: the held-out delta with those answers counted as unmoved)",
+        "`heldout_credited_delta`: the held-out delta with those answers counted as unmoved; "
+        "`heldout_read_before`: other choices of earlier searches of the cell the held-out "
+        "half was read for)",
     }
     parts = ["# Steering report", "", _intro(threshold, halves, **protocol_), ""]
     answer = answer_lines(

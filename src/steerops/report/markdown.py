@@ -134,8 +134,9 @@ def _no_width(mid, lo, hi) -> bool:
 
 
 def _is_coherence(column: str) -> bool:
-    # a judged coherence (not the bar `min_coherence`), printed rounded down
-    return re.search(r"(^|_)coherence(_mean|_reached)?$", column) is not None and not (
+    # a judged coherence or an interval bound of one (not the bar `min_coherence`), printed
+    # rounded down as every line prints it
+    return re.search(r"(^|_)coherence(_mean|_reached|_lo|_hi)?$", column) is not None and not (
         column.startswith("min_")
     )
 

@@ -72,13 +72,25 @@ def _best(rows: pd.DataFrame, bar: float) -> str:
             f"none coherent (the most coherent, {cell(top['coefficient'])}: coherence "
             f"{stats.coherence_text(top['coherence_mean'], 2)})"
         )
-    top = coherent.sort_values(
+    ranked = coherent.sort_values(
         ["trait_delta", "coherence_mean"], ascending=False, kind="mergesort"
-    ).iloc[0]
-    return (
+    )
+    top = ranked.iloc[0]
+    said = (
         f"best coherent delta {stats.delta_text(top['trait_delta'])} at "
         f"{cell(top['coefficient'])} (coherence {stats.coherence_text(top['coherence_mean'], 2)})"
     )
+    # the others on that delta: the choice between them was coherence's, as the grid says
+    tied = ranked.iloc[1:][
+        ranked["trait_delta"].iloc[1:].map(lambda d: same_value(d, top["trait_delta"]))
+    ]
+    if tied.empty:
+        return said
+    others = ", ".join(
+        f"{cell(t.coefficient)} (coherence {stats.coherence_text(t.coherence_mean, 2)})"
+        for t in tied.itertuples(index=False)
+    )
+    return f"{said}, tied on that delta with {others}: chosen on coherence"
 
 
 def _crossing(rows: pd.DataFrame, bar: float) -> str:

@@ -122,6 +122,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def summary_line(best: dict) -> str:
+    from steerops.search.store import read_before_text
+
     chosen, search, held = best["chosen"], best["search"], best["heldout"]
     exhausted = "; range exhausted" if best.get("range_exhausted") else ""
     tail = (
@@ -163,6 +165,10 @@ def summary_line(best: dict) -> str:
     refused = held.get("n_refused") or 0
     left_out = f"{refused} answers the judge refused left out" if refused else ""
     notes = [f"n {held['n']}", under, unmoved, left_out, stats.few_questions_note(held["n"])]
+    if earlier := read_before_text(held.get("read_before")):
+        notes.append(
+            f"the held-out half was read before, for other choices of earlier searches: {earlier}"
+        )
     if chosen.get("at_range_top"):
         top = best.get("coef_range", [None, None])[1]
         picked += f" (the range's top, search.coef_max {top:g}: the optimum may lie beyond)"

@@ -8,6 +8,9 @@ experiment's seed), so the grid's scores on the search half serve the search.
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 from steerops.stats import (
     coherence_interval,
     credited_delta,
@@ -18,8 +21,9 @@ from steerops.stats import (
     under_bar,
 )
 from steerops.steering.configs import Config
+from steerops.steering.store import ResultsLog
 
-__all__ = ["evaluate_heldout", "split_questions"]
+__all__ = ["earlier_reads", "evaluate_heldout", "split_questions"]
 
 
 def evaluate_heldout(
@@ -84,3 +88,30 @@ def evaluate_heldout(
         + again,
         "responses": responses,
     }
+
+
+def earlier_reads(log_file: Path, settings_hash: str, layer: int, coefficient: float) -> list[dict]:
+    """The other configs whose held-out scores the search's own log (`log_file`) holds under
+    these settings (`settings_hash`: the held-out half's): earlier searches of the cell chose
+    them and read the held-out half for them, so a search setting changed since (a margin,
+    a range) may have been chosen knowing how they did. The latest entry of each, in the
+    order first read: {layer, coefficient, trait_delta, coherence_mean}."""
+    seen: dict[tuple[int, float], dict] = {}
+    for entry in ResultsLog(log_file).entries:
+        if entry["type"] != "config" or entry.get("settings_hash") != settings_hash:
+            continue
+        vectors, c = entry["config"]["vectors"], entry["config"].get("coefficient")
+        if len(vectors) != 1 or c is None:  # no search's: it steers one vector
+            continue
+        at, c = int(vectors[0]["layer"]), float(c)
+        # the log keeps 6 decimals of a coefficient the search drew at full precision
+        if at == layer and math.isclose(c, coefficient, rel_tol=0.0, abs_tol=1e-6):
+            continue
+        result = entry.get("result") or {}
+        seen[at, c] = {
+            "layer": at,
+            "coefficient": c,
+            "trait_delta": result.get("trait_delta"),
+            "coherence_mean": result.get("coherence_mean"),
+        }
+    return list(seen.values())

@@ -347,7 +347,7 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
 
 
 def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tracker) -> dict:
-    from steerops.search.heldout import evaluate_heldout
+    from steerops.search.heldout import earlier_reads, evaluate_heldout
     from steerops.search.plots import plot_search
     from steerops.search.results import (
         NO_FEASIBLE,
@@ -367,6 +367,7 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
         write_trials_csv,
         written_heldout_responses,
     )
+    from steerops.steering.store import RESULTS_FILE
 
     records = study.records()
     if not any(r.state == "complete" for r in records):
@@ -416,6 +417,12 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
         written = written_heldout_responses(plan.out_dir, *args)
         held = evaluate_heldout(
             held_eval, config, direction, params.seed, written, min_coherence=plan.min_coherence
+        )
+        held["read_before"] = earlier_reads(
+            held_eval.results_dir / RESULTS_FILE,
+            held_eval.settings_hash,
+            pick.layer,
+            pick.coefficient,
         )
     best = best_summary(params, plan, records, chosen, stats, held, unchosen)
     out = plan.out_dir

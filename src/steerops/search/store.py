@@ -103,10 +103,23 @@ def best_row(best: dict) -> dict:
         "heldout_credited_delta": heldout.get("credited_delta"),
         "heldout_credited_lo": heldout.get("credited_lo"),
         "heldout_credited_hi": heldout.get("credited_hi"),
+        # other choices earlier searches read the held-out half for (`earlier_reads`)
+        "heldout_read_before": read_before_text(heldout.get("read_before")),
         "n_trials": best["n_trials"],
         "n_known": best.get("n_known"),
         "n_generations": best["n_generations"]["total"],
     }
+
+
+def read_before_text(reads: list[dict] | None) -> str:
+    """The held-out reads of earlier searches' choices as text ("" for none): "layer 12
+    coefficient 0.2333 (delta +55.0, coherence 65.17)", joined by "; "."""
+    return "; ".join(
+        f"layer {r['layer']} coefficient {r['coefficient']:.4g} (delta "
+        f"{stats.delta_text(r.get('trait_delta'))}, coherence "
+        f"{stats.coherence_text(r.get('coherence_mean'), 2)})"
+        for r in reads or []
+    )
 
 
 # the headline numbers per study in metrics/search.json: the same as a grid cell's

@@ -1,6 +1,7 @@
 """Layer specs: comma-separated terms, each `all`, `N`, `A-B` (inclusive), `A-B:STEP`, or a
-percentage of the depth in place of a number (`30%-60%`, `50%`). Ranges are clamped to the
-model, terms may overlap; the result is sorted and deduplicated.
+percentage of the depth in place of a number (`30%-60%`, `50%`). A range's end is clamped to
+the last layer (a start or a single layer past it is an error), terms may overlap; the
+result is sorted and deduplicated.
 
 `Layers` is a checked spec (its syntax is known good before any model is loaded); the layers
 it selects depend on the model's depth (`Layers.resolve`).

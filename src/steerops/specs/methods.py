@@ -13,9 +13,10 @@ without torch) plus any registered with `steerops.vectors.methods.register`.
 
 Post-extraction cleaning (compute the vector, zero dims, renormalise to unit norm):
 
-    mean_diff_top2         the calibration's top-2 global dims (aggregate.global_dims[:2])
-    mean_diff_layertop2    each layer's own top-2 (aggregate.top_dims_by_layer["<L>"][:2])
-    mean_diff_cleaned      every global dim (aggregate.global_dims)
+    mean_diff_top2         the calibration's top-2 global dims (of the set cleaning.dim_set
+                           names: massive_dims, or global_dims for top_mean)
+    mean_diff_layertop2    each layer's own top-2 (of that layer's set)
+    mean_diff_cleaned      every global dim of the set
     mean_diff_dims12-345   dims 12 and 345 (needs no calibration)
 
 Pre-extraction cleaning (zero the dims in every activation, then run the method):

@@ -13,9 +13,10 @@ interval (paired bootstrap against the baseline): "ok", "no effect", "incoherent
 "too few held out", "opposite effect", "needs finer coefficients", "baseline incoherent",
 "trait unscored" or "held out unscored".
 Writes, under
-<out>/steering/<trait>/<variant>/<position>/<component>/<method>/: results.jsonl
-(append-only log), results.csv (every config under these settings), metrics.json, curve.png
-and responses/; and gathers every cell into metrics/steer.json and metrics/steer_curves.csv
+<out>/steering/<trait>/<variant>/<position slug>/<component>/<method>/: results.jsonl
+(append-only log), sweep.json (the latest sweep's configs), results.csv, metrics.json and
+curve.png (of those configs) and responses/, with the unsteered answers in baselines.jsonl
+one folder up; and gathers every cell into metrics/steer.json and metrics/steer_curves.csv
 (DVC metrics and plots).
 
 Run by DVC (or with --pipeline) it writes the pipeline's outputs; run by hand it is a scratch

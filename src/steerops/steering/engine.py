@@ -122,8 +122,10 @@ class _LayerState:
         buffers (the check is on static tensor metadata, a guard, not a graph break)."""
         if self.delta.device != hidden.device or self.delta.dtype != hidden.dtype:
             device = hidden.device
-            self.vectors, self.index = self.vectors.to(device), self.index.to(device)
-            self.weight, self.row_ids = self.weight.to(device), self.row_ids.to(device)
+            if self.vectors is not None:  # a layer the table leaves alone holds none
+                self.vectors, self.index = self.vectors.to(device), self.index.to(device)
+                self.weight = self.weight.to(device)
+            self.row_ids = self.row_ids.to(device)
             self.delta = self.delta.to(device, hidden.dtype)
 
     def select(self, row_ids: torch.Tensor) -> None:
@@ -292,7 +294,7 @@ def generate_steered(
     )
     batcher = Batcher(max_rows=size, what="row", hint="lower max_new_tokens or use a smaller model")
     bar = tqdm(total=len(prompts), desc=desc, unit="row", disable=None if progress else True)
-    with hooks as control, _compiled_graphs_see_hooks(cache_implementation), bar:
+    with hooks as control, _compiled_graphs_see_hooks(), bar:
 
         def compute(chunk: list[int]) -> list[list[int]]:
             if control is not None:
@@ -323,7 +325,7 @@ def _generate_static(
     store = unsteered.kept(model)  # on when the judge reads these responses with this model
     with (
         steering_hooks(layout, table, scope, slots, layers=range(layout.num_layers)) as control,
-        _compiled_graphs_see_hooks("static"),
+        _compiled_graphs_see_hooks(),
     ):
         return decode.decode_greedy(
             model,
@@ -353,11 +355,13 @@ def unsteered_depths(table: SteeringTable, num_layers: int) -> list[int]:
     return depths
 
 
-def _compiled_graphs_see_hooks(cache_implementation: str | None):
-    """With a static cache HF compiles the decode step, and by default torch.compile does not
-    guard on module hooks: a graph compiled with one steering table (or none) would be
-    replayed for another. Guarding on hooks makes a changed table recompile instead."""
+def _compiled_graphs_see_hooks():
+    """With a static cache HF compiles the decode step (asked by params, or by the
+    checkpoint's own generation config), and by default torch.compile does not guard on
+    module hooks: a graph compiled with one steering table (or none) would be replayed for
+    another. Guarding on hooks makes a changed table recompile instead; nothing compiled,
+    the guard costs nothing."""
     config = getattr(getattr(torch, "_dynamo", None), "config", None)
-    if not cache_implementation or not hasattr(config, "skip_nnmodule_hook_guards"):
+    if not hasattr(config, "skip_nnmodule_hook_guards"):
         return contextlib.nullcontext()
     return config.patch(skip_nnmodule_hook_guards=False)

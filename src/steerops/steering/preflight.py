@@ -86,6 +86,7 @@ def check_grid(
             shape.hidden_size,
             params.inputs_flag,
             params.path(params.traits.root),
+            params,
         )
         norms = []
         for method, position in cells:

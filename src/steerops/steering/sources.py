@@ -38,10 +38,12 @@ class VectorSources:
         hidden_size: int,
         out_flag: str = "",
         traits_root: Path | None = None,
+        params=None,
     ):
         self.out, self.trait, self.variant, self.hidden_size = out, trait, variant, hidden_size
         self.out_flag = out_flag  # " --out DIR" in a missing vector's hint (--inputs DIR)
         self.traits_root = traits_root  # the trait prompts' folder (stale activations)
+        self.params = params  # the model it names for `variant` (activations of another)
         self._sets: dict[VectorSource, tuple[dict[int, torch.Tensor], dict, str]] = {}
 
     def load(self, source: VectorSource) -> tuple[dict[int, torch.Tensor], dict[str, Any], str]:
@@ -86,6 +88,8 @@ class VectorSources:
             changed = activation_store.changed_source(
                 acts_meta, self.out, self.traits_root, self.trait, self.variant, source.position
             )
+            if changed is None and self.params is not None:
+                changed = activation_store.other_model(acts_meta, self.params, self.variant)
             if changed is not None:
                 extract = activation_store.extract_command(
                     self.trait, self.variant, source.position, source.component, self.out_flag

@@ -78,10 +78,12 @@ def load_activations(
     component: str,
     out_flag: str = "",
     traits_root: Path | None = None,
+    params=None,
 ) -> TraitActivations:
     """`out_flag` (e.g. " --out runs/mine"): what the extract command it suggests needs to
     write where this run reads. Activations extracted from other responses or prompts than
-    the pipeline holds now (`traits_root`: where the trait's prompts are) are refused."""
+    the pipeline holds now (`traits_root`: where the trait's prompts are), or from another
+    model than `params` name for `variant` now, are refused."""
     directory = store.activations_dir(out, trait, variant, position, component)
     rerun = store.extract_command(trait, variant, position, component, out_flag)
     store.require_complete(directory, rerun)
@@ -92,6 +94,8 @@ def load_activations(
     changed = store.changed_source(meta, out, traits_root, trait, variant, position)
     if changed is not None:
         raise SteeropsError(f"{directory}: extracted from {changed}: rerun {rerun}")
+    if params is not None and (other := store.other_model(meta, params, variant)):
+        raise SteeropsError(f"{directory}: extracted from {other}: rerun {rerun}")
     shapes = store.layer_shapes(directory)
     layers = sorted(shapes)
     if not layers:

@@ -147,7 +147,8 @@ def build_method(
                 # refitted, the base goes through the form `clean` reads it in: one name
                 # is one tensor to the bit whichever stage built it (a last-bit change
                 # is a new vector to the results logs, whose configs then go stale)
-                stored = (raw / float(raw.norm()), float(raw.norm()))
+                norm = float(raw.norm())
+                stored = (raw / norm, norm)
         if stored is not None:
             raw = stored[0] * stored[1]
         raw = zero_dims(raw, dims)

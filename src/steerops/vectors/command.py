@@ -15,7 +15,8 @@ vectors (run `steerops vectors` for the base method first) and renormalise; pre-
 variants (`probe_preclean`, `mean_diff_preclean_top2`) zero the dims in the activations and
 fit the base method again. The dims come from
 `<out>/calibration/<calibration variant>/calibration.json`, from its massive set (`--dim-set
-massive`: peak |x| > 100 and > 1000x the layer median, the main job's choice) or its
+massive`: peak |x| over calibration.massive_threshold and massive_ratio x the layer median,
+100 and 1000x by default, the main job's choice) or its
 largest-mean set (`top_mean`, used when params set no cleaning.dim_set); the vector metadata
 records which.
 """

@@ -96,6 +96,7 @@ def run_stage(
             ex.component,
             out_flag,
             params.path(params.traits.root),
+            params,
         )
         for trait in params.traits.names
         for position in positions
