@@ -485,7 +485,16 @@ def test_printed_numbers_stay_on_their_side_of_the_verdicts_thresholds():
     assert stats.coherence_text(68.0) == "68.0" and stats.coherence_text(83.38, 2) == "83.38"
     assert stats.coherence_text(100.0, 2) == "100.00" and stats.coherence_text(None) == "n/a"
     for x in np.linspace(0, 100, 2001):  # rounding down, never up: the bar stays exact
-        assert (float(stats.coherence_text(x, 2)) >= 68) == (x >= 68), x
+        assert (float(stats.coherence_text(x, 2)) >= 68) == stats.coherent(x, 68), x
+        assert stats.coherent(x, 68) == (round(x, 6) >= 68), x
+    # float noise of a sum or a quantile is no distance from the value it stands for: the
+    # bar and the text read both as that value, a real shortfall as a shortfall
+    assert stats.coherence_text(92.53999999999999, 2) == "92.54"
+    assert (
+        stats.coherent(67.99999999999999, 68) and stats.coherence_text(67.99999999999999) == "68.0"
+    )
+    assert not stats.coherent(67.9999999, 68) and stats.coherence_text(67.9999999, 2) == "67.99"
+    assert stats.under_bar([67.99999999999999, 67.9999999, 70.0], 68) == (3, 1)
     assert (
         stats.coherence_text(float("inf")) == "inf" and stats.coherence_text(1e300, 0)[:4] == "1000"
     )

@@ -426,19 +426,19 @@ def select(
     (None, NEEDS_FINER), or (None, UNSCORED) when steered configs are coherent but none has
     a trait score or none has a coherence score, or (None, BASELINE_INCOHERENT) when the
     rows' `selection_baseline_coherence` is under the bar too."""
-    coherent = steered_coherent(rows, min_coherence)
-    if not coherent:
+    candidates = steered_coherent(rows, min_coherence)
+    if not candidates:
         steered = any(as_number(r.get("coefficient")) not in (None, 0.0) for r in rows)
         unread = steered and best_steered_coherence(rows) is None  # a judge that read nothing
         if unread or steered_coherent(rows, min_coherence, scored=False):
             return None, UNSCORED
         base = {as_number(r.get("selection_baseline_coherence")) for r in rows} - {None}
-        if base and all(c < min_coherence for c in base):  # one baseline per cell
+        if base and not any(coherent(c, min_coherence) for c in base):  # one per cell
             return None, BASELINE_INCOHERENT
         return None, NEEDS_FINER
-    effective = [r for r in coherent if not no_effect_on_selection(r)]
+    effective = [r for r in candidates if not no_effect_on_selection(r)]
     if not effective:
-        return max(coherent, key=_rank), NO_EFFECT
+        return max(candidates, key=_rank), NO_EFFECT
     return max(effective, key=_rank), None
 
 
@@ -456,10 +456,17 @@ def steered_coherent(
     ]
 
 
+# Decimals a coherence is read to: a mean of scores summed in another order, or a bootstrap
+# quantile, is off by about 1e-14 (92.53999999999999 for 92.54); 9 decimals drop that noise
+# and keep every real difference. The bar and the printed text both read it so.
+COHERENCE_DECIMALS = 9
+
+
 def coherent(coherence: Any, min_coherence: float) -> bool:
-    """Whether a coherence reaches the bar; a missing one does not (0.0 is a score)."""
+    """Whether a coherence (to COHERENCE_DECIMALS) reaches the bar; a missing one does not
+    (0.0 is a score)."""
     value = as_number(coherence)
-    return value is not None and value >= min_coherence
+    return value is not None and round(value, COHERENCE_DECIMALS) >= min_coherence
 
 
 def under_bar(
@@ -577,8 +584,9 @@ def unmoved_phrase(
 
 def coherence_text(value: Any, decimals: int = 1) -> str:
     """A coherence as text, rounded down: one under the bar never prints at or above it
-    (67.996 is "67.9", not "68.0"). The float's shortest repr is the decimal rounded, so
-    the text is >= the bar exactly when the value is."""
+    (67.996 is "67.9", not "68.0"). Read to COHERENCE_DECIMALS first, as `coherent` reads
+    it (92.53999999999999 is "92.54"), so the text is >= the bar exactly when `coherent`
+    says it reaches it."""
     value = as_number(value)
     if value is None:
         return "n/a"
@@ -586,7 +594,8 @@ def coherence_text(value: Any, decimals: int = 1) -> str:
         return str(value)
     step = Decimal(1).scaleb(-decimals)
     # enough digits for any float's integer part (the default context keeps 28)
-    return str(Decimal(repr(value)).quantize(step, rounding=ROUND_FLOOR, context=_WIDE))
+    snapped = round(value, COHERENCE_DECIMALS)
+    return str(Decimal(repr(snapped)).quantize(step, rounding=ROUND_FLOOR, context=_WIDE))
 
 
 def delta_text(value: Any, decimals: int = 1) -> str:

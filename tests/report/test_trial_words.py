@@ -107,3 +107,24 @@ def test_the_grid_s_configs_among_the_trials_are_counted():
     assert line.startswith("search-half trials at layer 12 (3 trials, 2 of them the grid's, n 20 ")
     (line,) = trial_lines(trials.assign(source="search"), 68.0, n=20)
     assert line.startswith("search-half trials at layer 12 (3 trials, n 20 each; ")
+
+
+def test_a_tie_on_delta_and_coherence_says_the_smaller_coefficient_chose():
+    """The search breaks a tie on both by the smaller coefficient: the line says so, and
+    names that trial whatever order the trials came in."""
+    trials = _trials(
+        (12, 0.3, 50.0, 100.0, "complete", 20),
+        (12, 0.2, 50.0, 100.0, "complete", 20),
+        (12, 0.25, 50.0, 90.0, "complete", 20),
+    )
+    (line,) = trial_lines(trials, 68.0, n=20)
+    assert (
+        "best coherent delta +50.0 at 0.2 (coherence 100.00), tied on that delta with 0.3 "
+        "(coherence 100.00), 0.25 (coherence 90.00): chosen on coherence, then the smaller "
+        "coefficient" in line
+    )
+    (line,) = trial_lines(trials.iloc[:2], 68.0, n=20)
+    assert (
+        "0.2 (coherence 100.00), tied on that delta with 0.3 (coherence 100.00): chosen on "
+        "the smaller coefficient" in line
+    )

@@ -164,6 +164,7 @@ def test_vectors_older_than_their_inputs_are_refused_up_front(
     from steerops.config import load_params
     from steerops.extract import store as acts_store
     from steerops.io import file_md5
+    from steerops.models.fingerprint import model_fingerprint
     from steerops.traits import load_trait
     from steerops.vectors.store import save_vectors, vectors_dir, vectors_for
 
@@ -190,10 +191,10 @@ def test_vectors_older_than_their_inputs_are_refused_up_front(
         (acts / acts_store.METADATA_FILE).write_text(json.dumps(earlier))
         expected = f"were extracted from other prompts than trait '{TRAIT}'"
     elif changed == "model":
-        earlier = {"tensors_md5": "md5-of-today", "model": {"source": "org/other"}}
+        earlier = {"tensors_md5": "md5-of-today", "model": {"weights": "0" * 32}}
         (acts / acts_store.METADATA_FILE).write_text(json.dumps(earlier))
         now = params.variant("base").id
-        expected = f"extracted from model folder org/other, params name {now} for 'base' now"
+        expected = f"extracted from other weights (content 000000000000) than {now} holds for"
     else:
         # cut short, it is named as damaged, not as calibrated again (a rerun of clean
         # would only fail on it)
@@ -209,7 +210,8 @@ def test_vectors_older_than_their_inputs_are_refused_up_front(
         assert f"rerun {extract}, then" in err
         trait = load_trait(params.path(params.traits.root), TRAIT)
         today = {"tensors_md5": "md5-of-today", "prompts_md5": acts_store.prompts_md5(trait)}
-        today["model"] = {"source": params.variant("base").id}
+        base = params.path(params.variant("base").id)
+        today["model"] = {"weights": model_fingerprint(str(base))}
         (acts / acts_store.METADATA_FILE).write_text(json.dumps(today))
 
     meta["source_hash"] = "md5-later" if changed == "activations" else "md5-of-today"

@@ -60,15 +60,18 @@ def test_activations_of_prompts_the_trait_no_longer_has_are_refused(tmp_path):
 
 
 def test_activations_of_another_model_than_params_name_are_refused(tmp_path):
-    """params name another model for the variant since extraction (another local folder,
-    another hub id or revision), run by hand without extracting again: vectors would be
-    fitted on the old model's rows. The same folder spelled another way is the same model."""
+    """params name another model for the variant since extraction (other weights, another
+    hub id or revision), run by hand without extracting again: vectors would be fitted on
+    the old model's rows. Weights are told by content, as extraction tells them: the same
+    folder spelled another way, or a copy of it, is the same model."""
+    from steerops.models.fingerprint import model_fingerprint
     from steerops.vectors.activations import load_activations
 
     data, n_pos = stacked()
     directory = write_activations(tmp_path / "outputs", data, n_pos)
-    (tmp_path / "models" / "a").mkdir(parents=True)
-    (tmp_path / "models" / "b").mkdir()
+    for name, weights in (("a", b"a"), ("b", b"b"), ("copy_of_a", b"a")):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        (tmp_path / "models" / name / "model.safetensors").write_bytes(weights)
     args = (TRAIT, "base", POSITION, "residual", "", None)
 
     def extracted_from(model: dict) -> None:
@@ -81,22 +84,29 @@ def test_activations_of_another_model_than_params_name_are_refused(tmp_path):
         params = load_params(params_file(tmp_path, models={"base": spec}))
         return load_activations(params.out, *args, params)
 
-    extracted_from({"id": "models/a", "revision": None, "source": "models/a"})
-    assert load("models/a").layers
-    assert load(str(tmp_path / "models" / "a")).layers  # the same folder, spelled absolute
+    weights = model_fingerprint(str(tmp_path / "models" / "a"))
+    extracted_from({"id": "models/a", "revision": None, "weights": weights})
+    for same in ("models/a", str(tmp_path / "models" / "a"), "models/copy_of_a"):
+        assert load(same).layers
     with pytest.raises(SteeropsError) as err:
         load("models/b")
-    said = "extracted from model folder models/a, params name models/b for 'base' now: rerun "
-    assert said + "`steerops extract --trait toy/refusal" in str(err.value)
+    said = f"extracted from other weights (content {weights[:12]}) than models/b holds for 'base'"
+    assert said in str(err.value) and "rerun `steerops extract --trait toy/refusal" in str(
+        err.value
+    )
+    (tmp_path / "models" / "a" / "model.safetensors").write_bytes(b"fine-tuned over it")
+    with pytest.raises(SteeropsError, match="other weights"):
+        load("models/a")
 
-    extracted_from({"id": "org/model", "revision": "v1", "source": "org/model"})
+    # a hub id the cache does not hold: its id and revision
+    extracted_from({"id": "org/model", "revision": "v1", "weights": "hub"})
     assert load("org/model", "v1").layers
-    for model_id, revision, now in (
-        ("org/model", "v2", "org/model@v2"),
-        ("org/other", None, "org/other (no revision)"),
-    ):
+    others = (("org/model", "v2", "org/model@v2"), ("org/other", None, "org/other (no revision)"))
+    for model_id, revision, now in others:
         with pytest.raises(SteeropsError) as err:
             load(model_id, revision)
         assert f"extracted from model org/model@v1, params name {now} for 'base'" in str(err.value)
-    extracted_from({"id": "synthetic"})  # a local folder now, no folder recorded: not compared
+    extracted_from({"id": "org/model", "revision": "v1", "weights": weights})  # not here now
+    assert load("org/model", "v1").layers
+    extracted_from({"id": "synthetic"})  # older: no weights; a local folder is not compared
     assert load("models/b").layers

@@ -282,17 +282,28 @@ def changed_source(
 
 def other_model(meta: dict[str, Any], params, variant: str) -> str | None:
     """What differs when params now name another model for `variant` than activations
-    (`meta`) were extracted from: another local folder (however spelled), or another hub id
-    or revision; None when the same or not recorded. Under `dvc repro` the models stage
-    reruns extraction; by hand it may not."""
+    (`meta`) were extracted from, None when the same or not recorded. Weights are told by
+    their content, as extraction's settings hash tells them (a moved or copied model folder,
+    however params spell it, is the same model; weights written over it are not); a hub id
+    the cache does not hold whole (either side) by its id and revision. Under `dvc repro`
+    the models stage reruns extraction; by hand it may not."""
+    from steerops.models.fingerprint import HUB, model_fingerprint
+
     model = meta.get("model") or {}
     spec = params.variant(variant)
-    local = params.path(spec.id)
-    if local.exists():
-        source = model.get("source")
-        if source is None or (params.root / source).resolve() == local.resolve():
-            return None
-        return f"model folder {source}, params name {spec.id} for {variant!r} now"
+    recorded = model.get("weights")
+    if recorded and recorded != HUB:
+        local = params.path(spec.id)
+        now = model_fingerprint(str(local) if local.exists() else spec.id, spec.revision)
+        if now != HUB:
+            if now == recorded:
+                return None
+            return (
+                f"other weights (content {recorded[:12]}) than {spec.id} holds for "
+                f"{variant!r} now ({now[:12]})"
+            )
+    if not recorded and params.path(spec.id).exists():
+        return None  # older activations of a local folder: a path is no identity
     if not model.get("id") or (model["id"], model.get("revision")) == (spec.id, spec.revision):
         return None
 

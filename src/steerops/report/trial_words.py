@@ -59,8 +59,9 @@ def _scored(trials: pd.DataFrame | None) -> pd.DataFrame | None:
 
 
 def _best(rows: pd.DataFrame, bar: float) -> str:
-    """The coherent trial with the largest delta (ties: the more coherent), or the most
-    coherent trial when none clears the bar."""
+    """The coherent trial with the largest delta (ties: the more coherent, then the smaller
+    coefficient, as the search chooses), or the most coherent trial when none clears the
+    bar."""
     # coefficient 0 steers nothing: the unsteered model is no best config
     steered = rows[rows["coefficient"].map(lambda c: (stats.as_number(c) or 0.0) != 0.0)]
     coherent = steered[steered["coherence_mean"].map(lambda c: stats.coherent(c, bar))]
@@ -72,25 +73,33 @@ def _best(rows: pd.DataFrame, bar: float) -> str:
             f"none coherent (the most coherent, {cell(top['coefficient'])}: coherence "
             f"{stats.coherence_text(top['coherence_mean'], 2)})"
         )
-    ranked = coherent.sort_values(
-        ["trait_delta", "coherence_mean"], ascending=False, kind="mergesort"
+    ranked = coherent.assign(size=coherent["coefficient"].map(lambda c: abs(float(c))))
+    ranked = ranked.sort_values(
+        ["trait_delta", "coherence_mean", "size"], ascending=[False, False, True], kind="mergesort"
     )
     top = ranked.iloc[0]
     said = (
         f"best coherent delta {stats.delta_text(top['trait_delta'])} at "
         f"{cell(top['coefficient'])} (coherence {stats.coherence_text(top['coherence_mean'], 2)})"
     )
-    # the others on that delta: the choice between them was coherence's, as the grid says
-    tied = ranked.iloc[1:][
-        ranked["trait_delta"].iloc[1:].map(lambda d: same_value(d, top["trait_delta"]))
-    ]
+    # the others on that delta: what chose between them, as the grid says it
+    rest = ranked.iloc[1:]
+    tied = rest[rest["trait_delta"].map(lambda d: same_value(d, top["trait_delta"]))]
     if tied.empty:
         return said
     others = ", ".join(
         f"{cell(t.coefficient)} (coherence {stats.coherence_text(t.coherence_mean, 2)})"
         for t in tied.itertuples(index=False)
     )
-    return f"{said}, tied on that delta with {others}: chosen on coherence"
+    level = tied["coherence_mean"].map(lambda c: same_value(c, top["coherence_mean"]))
+    how = (
+        "the smaller coefficient"
+        if level.all()
+        else "coherence, then the smaller coefficient"
+        if level.any()
+        else "coherence"
+    )
+    return f"{said}, tied on that delta with {others}: chosen on {how}"
 
 
 def _crossing(rows: pd.DataFrame, bar: float) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from steerops.errors import SteeropsError
+from steerops.stats import coherent
 from steerops.steering.configs import ConfigResult, delta, summarize, trait_delta
 
 
@@ -134,7 +135,9 @@ def band_points(
     best: dict[int, tuple[float, KnownResult]] = {}
     for k in known:
         g = k.gain(base, direction)
-        if k.coefficient == 0 or k.coherence_mean < min_coherence or g is None or g <= 0:
+        if k.coefficient == 0 or not coherent(k.coherence_mean, min_coherence):
+            continue
+        if g is None or g <= 0:
             continue
         if k.layer not in best or g > best[k.layer][0]:
             best[k.layer] = (g, k)

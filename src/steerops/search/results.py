@@ -79,7 +79,7 @@ def unchosen_status(
     if coherent_unscored:
         return stats.UNSCORED
     bar = min_coherence if baseline_bar is None else baseline_bar
-    if baseline_coherence is not None and baseline_coherence < bar:
+    if baseline_coherence is not None and not stats.coherent(baseline_coherence, bar):
         return stats.BASELINE_INCOHERENT
     return NO_FEASIBLE
 
