@@ -94,6 +94,11 @@ def test_activations_of_another_model_than_params_name_are_refused(tmp_path):
     assert said in str(err.value) and "rerun `steerops extract --trait toy/refusal" in str(
         err.value
     )
+    extracted_from({"id": "models/a", "weights": weights, "dtype": "bfloat16"})
+    with pytest.raises(SteeropsError, match="model dtype bfloat16, params name float32 for"):
+        load("models/a")  # the same weights read in another dtype: other activations
+    extracted_from({"id": "models/a", "weights": weights, "dtype": "float32"})
+    assert load("models/a").layers
     (tmp_path / "models" / "a" / "model.safetensors").write_bytes(b"fine-tuned over it")
     with pytest.raises(SteeropsError, match="other weights"):
         load("models/a")

@@ -291,6 +291,8 @@ def other_model(meta: dict[str, Any], params, variant: str) -> str | None:
 
     model = meta.get("model") or {}
     spec = params.variant(variant)
+    if model.get("dtype") and model["dtype"] != spec.dtype:  # in the settings hash too
+        return f"model dtype {model['dtype']}, params name {spec.dtype} for {variant!r} now"
     recorded = model.get("weights")
     if recorded and recorded != HUB:
         local = params.path(spec.id)

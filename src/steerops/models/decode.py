@@ -66,6 +66,11 @@ SMALLEST_BUCKET = 8
 # Graphs the compiled step may hold in a process (one per slot count and cache shape):
 # past it dynamo refuses a fullgraph step, and the loop starts the count again.
 RECOMPILE_LIMIT = 64
+# its name in this torch: recompile_limit, cache_size_limit before torch 2.6 (and an alias
+# of it since, which a later torch may drop)
+_RECOMPILE_KEY = (
+    "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+)
 # With a trunk, rows are ordered by depth, then prompt by prompt, within blocks of
 # max_rows // GROUPS_PER_BLOCK steering groups: a prefill then holds many configs of one
 # prompt (their trunk is computed once), while the groups whose shared prefix is kept
@@ -270,8 +275,7 @@ def _decode(
     packing = packed_gqa() if backend is not None else contextlib.nullcontext()
     with (
         torch.inference_mode(),
-        # cache_size_limit: recompile_limit's older name, which every torch >= 2.4 reads
-        torch._dynamo.config.patch(cache_size_limit=RECOMPILE_LIMIT),
+        torch._dynamo.config.patch(_RECOMPILE_KEY, RECOMPILE_LIMIT),
         capturing,
         packing,
     ):
