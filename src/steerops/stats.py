@@ -812,13 +812,14 @@ def best_steered_coherence(rows: Sequence[Mapping[str, Any]]) -> float | None:
 
 
 def _rank(row: Mapping[str, Any]) -> tuple[float, float, float, float, float, int, str]:
-    # the last keys make the choice independent of row order: a positive coefficient before
-    # its negative twin, one vector before several ("4+8"), then the layer's text
+    # delta and coherence to COHERENCE_DECIMALS: float noise is no lead. The last keys make
+    # the choice independent of row order: a positive coefficient before its negative
+    # twin, one vector before several ("4+8"), then the layer's text
     coefficient = as_number(row["coefficient"]) or 0.0
     layer = str(row.get("layer"))
     return (
-        as_number(row["selection_trait_delta"]) or 0.0,
-        as_number(row.get("selection_coherence_mean")) or 0.0,
+        round(as_number(row["selection_trait_delta"]) or 0.0, COHERENCE_DECIMALS),
+        round(as_number(row.get("selection_coherence_mean")) or 0.0, COHERENCE_DECIMALS),
         -abs(coefficient),
         -_first_layer(row.get("layer")),
         coefficient,

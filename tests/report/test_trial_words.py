@@ -128,3 +128,39 @@ def test_a_tie_on_delta_and_coherence_says_the_smaller_coefficient_chose():
         "0.2 (coherence 100.00), tied on that delta with 0.3 (coherence 100.00): chosen on "
         "the smaller coefficient" in line
     )
+
+
+def test_ties_break_as_the_search_breaks_them_float_noise_and_sign_included():
+    """Coherence 90.00000000000001 is no lead over 90.0 (the smaller coefficient still
+    chooses, as `stats._rank` ranks), and a coefficient tied with its negative twin loses
+    to it: the line names the trial the search picks."""
+    noisy = _trials(
+        (12, 0.3, 50.0, 90.00000000000001, "complete", 20),
+        (12, 0.2, 50.0, 90.0, "complete", 20),
+    )
+    (line,) = trial_lines(noisy, 68.0, n=20)
+    assert (
+        "at 0.2 (coherence 90.00), tied on that delta with 0.3 (coherence 90.00): chosen on "
+        "the smaller coefficient" in line
+    )
+    twins = _trials(
+        (12, -0.2, 50.0, 90.0, "complete", 20),
+        (12, 0.2, 50.0, 90.0, "complete", 20),
+    )
+    (line,) = trial_lines(twins, 68.0, n=20)
+    assert (
+        "at 0.2 (coherence 90.00), tied on that delta with -0.2 (coherence 90.00): chosen "
+        "on the positive coefficient" in line
+    )
+    rows = [
+        {
+            "coefficient": c,
+            "layer": 12,
+            "selection_trait_delta": 50.0,
+            "selection_coherence_mean": h,
+        }
+        for c, h in ((0.3, 90.00000000000001), (0.2, 90.0), (-0.2, 90.0))
+    ]
+    from steerops import stats
+
+    assert max(rows, key=stats._rank)["coefficient"] == 0.2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from synthetic import SOURCE, SyntheticEvaluator, open_study
+from synthetic import MIN_COH, SOURCE, SyntheticEvaluator, open_study
 
 from steerops.errors import SteeropsError
 from steerops.search.loop import run_search
@@ -308,3 +308,14 @@ def test_near_copies_an_older_study_refused_are_asked_once_a_run(tmp_path):
     near = [c for c in asked if abs(c - 2.8363) <= 0.015]
     assert near == [pytest.approx(2.8363, abs=1e-4)]  # the first retry only
     assert study.n_repeated_refused() == 2
+
+
+def test_a_coherence_at_the_bar_but_for_float_noise_is_feasible_as_the_page_reads_it(tmp_path):
+    """A mean summed in another order lands 1e-14 under the bar it equals: the study's
+    feasibility and constraint read it as `stats.coherent` and the printed text do."""
+    study = open_study(tmp_path)
+    assert study.add_known(2, 0.5, 5.0, 50.0, MIN_COH - 1e-14, 45.0, 2)
+    assert study.add_known(2, 0.9, 9.0, 60.0, MIN_COH - 1e-6, 55.0, 2)  # a real shortfall
+    trials = {t.params["coefficient"]: t for t in study.study.get_trials(deepcopy=False)}
+    assert trials[0.5].user_attrs["feasible"] and trials[0.5].constraints == {"coherence": 0.0}
+    assert not trials[0.9].user_attrs["feasible"] and trials[0.9].constraints["coherence"] > 0

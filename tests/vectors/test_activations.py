@@ -113,5 +113,8 @@ def test_activations_of_another_model_than_params_name_are_refused(tmp_path):
         assert f"extracted from model org/model@v1, params name {now} for 'base'" in str(err.value)
     extracted_from({"id": "org/model", "revision": "v1", "weights": weights})  # not here now
     assert load("org/model", "v1").layers
-    extracted_from({"id": "synthetic"})  # older: no weights; a local folder is not compared
+    extracted_from({"id": "models/a"})  # older, of a local folder too: a path is no identity
     assert load("models/b").layers
+    extracted_from({"id": "org/model", "revision": "v1"})  # older, of a hub id: not a folder
+    with pytest.raises(SteeropsError, match="model org/model@v1, params name models/b"):
+        load("models/b")

@@ -285,8 +285,10 @@ def other_model(meta: dict[str, Any], params, variant: str) -> str | None:
     (`meta`) were extracted from, None when the same or not recorded. Weights are told by
     their content, as extraction's settings hash tells them (a moved or copied model folder,
     however params spell it, is the same model; weights written over it are not); a hub id
-    the cache does not hold whole (either side) by its id and revision. Under `dvc repro`
-    the models stage reruns extraction; by hand it may not."""
+    the cache does not hold whole (either side) by its id and revision; the dtype as
+    params give it. The chat template, also in that hash, is not read here (it needs the
+    tokenizer): `extract` compares it. Under `dvc repro` the models stage reruns
+    extraction; by hand it may not."""
     from steerops.models.fingerprint import HUB, model_fingerprint
 
     model = meta.get("model") or {}
@@ -305,7 +307,10 @@ def other_model(meta: dict[str, Any], params, variant: str) -> str | None:
                 f"{variant!r} now ({now[:12]})"
             )
     if not recorded and params.path(spec.id).exists():
-        return None  # older activations of a local folder: a path is no identity
+        # older activations (no fingerprint) of a local folder: a path is no identity; of
+        # a hub id, now a local folder: another model
+        if not model.get("id") or params.path(str(model["id"])).exists():
+            return None
     if not model.get("id") or (model["id"], model.get("revision")) == (spec.id, spec.revision):
         return None
 

@@ -73,9 +73,20 @@ def _best(rows: pd.DataFrame, bar: float) -> str:
             f"none coherent (the most coherent, {cell(top['coefficient'])}: coherence "
             f"{stats.coherence_text(top['coherence_mean'], 2)})"
         )
-    ranked = coherent.assign(size=coherent["coefficient"].map(lambda c: abs(float(c))))
-    ranked = ranked.sort_values(
-        ["trait_delta", "coherence_mean", "size"], ascending=[False, False, True], kind="mergesort"
+    # as the search ranks (`stats._rank`): delta, coherence (float noise no lead), the
+    # smaller coefficient, a positive one before its negative twin
+    keys = {
+        "by_delta": coherent["trait_delta"].map(
+            lambda d: round(float(d), stats.COHERENCE_DECIMALS)
+        ),
+        "by_coherence": coherent["coherence_mean"].map(
+            lambda c: round(float(c), stats.COHERENCE_DECIMALS)
+        ),
+        "by_size": coherent["coefficient"].map(lambda c: abs(float(c))),
+        "by_sign": coherent["coefficient"].map(float),
+    }
+    ranked = coherent.assign(**keys).sort_values(
+        list(keys), ascending=[False, False, True, False], kind="mergesort"
     )
     top = ranked.iloc[0]
     said = (
@@ -84,21 +95,21 @@ def _best(rows: pd.DataFrame, bar: float) -> str:
     )
     # the others on that delta: what chose between them, as the grid says it
     rest = ranked.iloc[1:]
-    tied = rest[rest["trait_delta"].map(lambda d: same_value(d, top["trait_delta"]))]
+    tied = rest[rest["by_delta"] == top["by_delta"]]
     if tied.empty:
         return said
     others = ", ".join(
         f"{cell(t.coefficient)} (coherence {stats.coherence_text(t.coherence_mean, 2)})"
         for t in tied.itertuples(index=False)
     )
-    level = tied["coherence_mean"].map(lambda c: same_value(c, top["coherence_mean"]))
-    how = (
-        "the smaller coefficient"
-        if level.all()
-        else "coherence, then the smaller coefficient"
-        if level.any()
-        else "coherence"
+    level = tied["by_coherence"] == top["by_coherence"]
+    # a tie on size too is a coefficient and its negative twin: the positive one was chosen
+    last = (
+        "the positive coefficient"
+        if (tied[level]["by_size"] == top["by_size"]).all()
+        else "the smaller coefficient"
     )
+    how = last if level.all() else f"coherence, then {last}" if level.any() else "coherence"
     return f"{said}, tied on that delta with {others}: chosen on {how}"
 
 

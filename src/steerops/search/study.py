@@ -61,6 +61,7 @@ from steerops.search.trials import (
     retried_numbers,
     to_record,
 )
+from steerops.stats import COHERENCE_DECIMALS, coherent
 
 METRIC_NAME = "trait_delta"
 FINALISE = ":finalise"  # suffix of the study holding a study's finalisation claims
@@ -340,7 +341,8 @@ class SearchStudy:
                 trial.set_user_attr("error", "no scores")
                 self.study.tell(trial, state=TrialState.FAIL)
                 return True
-            violation = self.min_coherence - coherence
+            # read as the bar and the page read it (`stats.COHERENCE_DECIMALS`)
+            violation = self.min_coherence - round(coherence, COHERENCE_DECIMALS)
             trial.set_user_attr("feasible", violation <= 0)
             trial.set_constraint(CONSTRAINT, violation)
             self.study.tell(trial, float(delta))
@@ -540,7 +542,7 @@ class SearchStudy:
                 distributions=dists,
                 value=float(delta),
                 user_attrs={
-                    "feasible": coherence >= self.min_coherence,
+                    "feasible": coherent(coherence, self.min_coherence),
                     "source": "known",
                     "weight": weight,
                     "layer": layer,
@@ -549,7 +551,9 @@ class SearchStudy:
                     "coherence_mean": coherence,
                 },
             )
-            known.set_constraint(CONSTRAINT, self.min_coherence - coherence)
+            known.set_constraint(
+                CONSTRAINT, self.min_coherence - round(coherence, COHERENCE_DECIMALS)
+            )
             self.study.add_trial(known)
         return True
 
