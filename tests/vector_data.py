@@ -52,9 +52,11 @@ def write_activations(
     position: str = POSITION,
     component: str = "residual",
     hidden_size: int | None = None,
+    model: dict | None = None,
 ) -> Path:
     """Activations in the extract contract: rows [pos..., neg...]; the last `n_val` of each
-    class are the val split. Returns the directory."""
+    class are the val split; `model`: the model record (default: the toy model params name
+    by default, with no weights fingerprint). Returns the directory."""
     n, d = next(iter(data.values())).shape
     n_neg = n - n_pos
     examples = []
@@ -81,7 +83,7 @@ def write_activations(
         {
             "trait": trait,
             # the model params name by default (vectors refuse activations of another)
-            "model": {"variant": variant, "id": TOY_MODEL, "revision": None},
+            "model": model or {"variant": variant, "id": TOY_MODEL, "revision": None},
             "position": position,
             "component": component,
             "layers": sorted(data),

@@ -16,6 +16,7 @@ def test_toy_refusal_vectors_separate_heldout_requests(tmp_path, toy_world):
     harmful from benign requests at their best layer."""
     from conftest import write_params
     from steerops.models.capture import forward_capture
+    from steerops.models.fingerprint import model_fingerprint
     from steerops.models.generation import format_prompt
     from steerops.models.loading import load_model
     from steerops.traits import load_trait
@@ -35,7 +36,9 @@ def test_toy_refusal_vectors_separate_heldout_requests(tmp_path, toy_world):
         loaded.model, loaded.layout, batch["input_ids"], batch["attention_mask"], layers
     )
     data = {layer: captured[layer][:, -1].float().numpy() for layer in layers}  # left padded
-    write_activations(tmp_path / "outputs", data, len(trait.positive), n_val=30)
+    # the model these rows came from, as extraction records it (vectors compare it)
+    model = {"id": loaded.spec.id, "weights": model_fingerprint(loaded.source)}
+    write_activations(tmp_path / "outputs", data, len(trait.positive), n_val=30, model=model)
     assert (
         main(
             ["vectors", "--params", str(path), "--methods", "mean_diff,probe,pca,mean_diff_dims0-1"]
