@@ -438,8 +438,8 @@ def select(
         return None, NEEDS_FINER
     effective = [r for r in candidates if not no_effect_on_selection(r)]
     if not effective:
-        return max(candidates, key=_rank), NO_EFFECT
-    return max(effective, key=_rank), None
+        return max(candidates, key=choice_rank), NO_EFFECT
+    return max(effective, key=choice_rank), None
 
 
 def steered_coherent(
@@ -811,10 +811,11 @@ def best_steered_coherence(rows: Sequence[Mapping[str, Any]]) -> float | None:
     return max(scored) if scored else None
 
 
-def _rank(row: Mapping[str, Any]) -> tuple[float, float, float, float, float, int, str]:
-    # delta and coherence to COHERENCE_DECIMALS: float noise is no lead. The last keys make
-    # the choice independent of row order: a positive coefficient before its negative
-    # twin, one vector before several ("4+8"), then the layer's text
+def choice_rank(row: Mapping[str, Any]) -> tuple[float, float, float, float, float, int, str]:
+    """The key the choice on the selection half maximises (`select`): delta, coherence
+    (both to COHERENCE_DECIMALS: float noise is no lead), the smaller |coefficient|, the
+    lower layer; the last keys make it independent of row order: a positive coefficient
+    before its negative twin, one vector before several ("4+8"), then the layer's text."""
     coefficient = as_number(row["coefficient"]) or 0.0
     layer = str(row.get("layer"))
     return (

@@ -132,7 +132,7 @@ def test_a_tie_on_delta_and_coherence_says_the_smaller_coefficient_chose():
 
 def test_ties_break_as_the_search_breaks_them_float_noise_and_sign_included():
     """Coherence 90.00000000000001 is no lead over 90.0 (the smaller coefficient still
-    chooses, as `stats._rank` ranks), and a coefficient tied with its negative twin loses
+    chooses, as `stats.choice_rank` ranks), and a coefficient tied with its negative twin loses
     to it: the line names the trial the search picks."""
     noisy = _trials(
         (12, 0.3, 50.0, 90.00000000000001, "complete", 20),
@@ -163,4 +163,4 @@ def test_ties_break_as_the_search_breaks_them_float_noise_and_sign_included():
     ]
     from steerops import stats
 
-    assert max(rows, key=stats._rank)["coefficient"] == 0.2
+    assert max(rows, key=stats.choice_rank)["coefficient"] == 0.2

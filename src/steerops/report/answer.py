@@ -23,6 +23,7 @@ from steerops.report.markdown import cell, coherence_words, interval, where
 from steerops.report.resplit import Resplit, resplit_words
 from steerops.report.trial_words import trial_lines
 from steerops.report.weighed import Weighed, weighed_words
+from steerops.search.store import READ_BEFORE
 
 
 def answer_lines(
@@ -334,9 +335,9 @@ def _search_says(row: pd.Series, bar: float) -> list[str]:
     earlier = row.get("heldout_read_before")
     if isinstance(earlier, str) and earlier:
         held.append(
-            f"the held-out half was read before, for other choices of earlier searches: "
-            f"{earlier}; a search setting changed since (a margin, a range) may have been "
-            "chosen knowing how they did, so this held-out figure is not a first look"
+            f"{READ_BEFORE}: {earlier}; a search setting changed since (a margin, a range) "
+            "may have been chosen knowing how they did, so this held-out figure is not a "
+            "first look"
         )
     if row["status"] == stats.OK:
         return [f"{search}: **{config}**, ok held out", *held]

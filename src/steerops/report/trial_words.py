@@ -73,43 +73,46 @@ def _best(rows: pd.DataFrame, bar: float) -> str:
             f"none coherent (the most coherent, {cell(top['coefficient'])}: coherence "
             f"{stats.coherence_text(top['coherence_mean'], 2)})"
         )
-    # as the search ranks (`stats._rank`): delta, coherence (float noise no lead), the
-    # smaller coefficient, a positive one before its negative twin
-    keys = {
-        "by_delta": coherent["trait_delta"].map(
-            lambda d: round(float(d), stats.COHERENCE_DECIMALS)
+    # ranked by the search's own key (`stats.choice_rank`), whose parts word the ties below
+    ranked = sorted(
+        (
+            (
+                stats.choice_rank(
+                    {
+                        "coefficient": t.coefficient,
+                        "layer": t.layer,
+                        "selection_trait_delta": t.trait_delta,
+                        "selection_coherence_mean": t.coherence_mean,
+                    }
+                ),
+                t,
+            )
+            for t in coherent.itertuples(index=False)
         ),
-        "by_coherence": coherent["coherence_mean"].map(
-            lambda c: round(float(c), stats.COHERENCE_DECIMALS)
-        ),
-        "by_size": coherent["coefficient"].map(lambda c: abs(float(c))),
-        "by_sign": coherent["coefficient"].map(float),
-    }
-    ranked = coherent.assign(**keys).sort_values(
-        list(keys), ascending=[False, False, True, False], kind="mergesort"
+        key=lambda ranked_trial: ranked_trial[0],
+        reverse=True,
     )
-    top = ranked.iloc[0]
+    (best, top), rest = ranked[0], ranked[1:]
     said = (
-        f"best coherent delta {stats.delta_text(top['trait_delta'])} at "
-        f"{cell(top['coefficient'])} (coherence {stats.coherence_text(top['coherence_mean'], 2)})"
+        f"best coherent delta {stats.delta_text(top.trait_delta)} at "
+        f"{cell(top.coefficient)} (coherence {stats.coherence_text(top.coherence_mean, 2)})"
     )
     # the others on that delta: what chose between them, as the grid says it
-    rest = ranked.iloc[1:]
-    tied = rest[rest["by_delta"] == top["by_delta"]]
-    if tied.empty:
+    tied = [(rank, t) for rank, t in rest if rank[0] == best[0]]
+    if not tied:
         return said
     others = ", ".join(
         f"{cell(t.coefficient)} (coherence {stats.coherence_text(t.coherence_mean, 2)})"
-        for t in tied.itertuples(index=False)
+        for _, t in tied
     )
-    level = tied["by_coherence"] == top["by_coherence"]
+    level = [rank for rank, _ in tied if rank[1] == best[1]]  # tied on coherence too
     # a tie on size too is a coefficient and its negative twin: the positive one was chosen
     last = (
         "the positive coefficient"
-        if (tied[level]["by_size"] == top["by_size"]).all()
+        if all(rank[2] == best[2] for rank in level)
         else "the smaller coefficient"
     )
-    how = last if level.all() else f"coherence, then {last}" if level.any() else "coherence"
+    how = last if len(level) == len(tied) else f"coherence, then {last}" if level else "coherence"
     return f"{said}, tied on that delta with {others}: chosen on {how}"
 
 

@@ -8,7 +8,7 @@ files (extracted or built again) and the grid results it starts from are in its 
 name, so changing any of them starts a new study (an explicit --study NAME refuses
 another objective). The steering questions are split (seeded) into a
 search part and a held-out part; the search only ever sees the first. Coefficients are in
-steering.coefficient_unit (default: multiples of the layer's mean activation norm). The
+steering.coefficient_unit (default: multiples of the layer's mean per-token norm). The
 study lives in an SQLAlchemy database (default: sqlite optuna.db next to the params file,
 or in a scratch run's folder); several processes on one study split the work, and a rerun
 resumes.
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def summary_line(best: dict) -> str:
-    from steerops.search.store import read_before_text
+    from steerops.search.store import READ_BEFORE, read_before_text
 
     chosen, search, held = best["chosen"], best["search"], best["heldout"]
     exhausted = "; range exhausted" if best.get("range_exhausted") else ""
@@ -166,9 +166,7 @@ def summary_line(best: dict) -> str:
     left_out = f"{refused} answers the judge refused left out" if refused else ""
     notes = [f"n {held['n']}", under, unmoved, left_out, stats.few_questions_note(held["n"])]
     if earlier := read_before_text(held.get("read_before")):
-        notes.append(
-            f"the held-out half was read before, for other choices of earlier searches: {earlier}"
-        )
+        notes.append(f"{READ_BEFORE}: {earlier}")
     if chosen.get("at_range_top"):
         top = best.get("coef_range", [None, None])[1]
         picked += f" (the range's top, search.coef_max {top:g}: the optimum may lie beyond)"

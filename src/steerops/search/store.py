@@ -111,6 +111,10 @@ def best_row(best: dict) -> dict:
     }
 
 
+# how the console line and the report introduce `read_before_text`
+READ_BEFORE = "the held-out half was read before, for other choices of earlier searches"
+
+
 def read_before_text(reads: list[dict] | None) -> str:
     """The held-out reads of earlier searches' choices as text ("" for none): "layer 12
     coefficient 0.2333 (delta +55.0, coherence 65.17)", joined by "; "."""

@@ -341,10 +341,8 @@ class SearchStudy:
                 trial.set_user_attr("error", "no scores")
                 self.study.tell(trial, state=TrialState.FAIL)
                 return True
-            # read as the bar and the page read it (`stats.COHERENCE_DECIMALS`)
-            violation = self.min_coherence - round(coherence, COHERENCE_DECIMALS)
-            trial.set_user_attr("feasible", violation <= 0)
-            trial.set_constraint(CONSTRAINT, violation)
+            trial.set_user_attr("feasible", coherent(coherence, self.min_coherence))
+            trial.set_constraint(CONSTRAINT, self._violation(coherence))
             self.study.tell(trial, float(delta))
         except optuna.exceptions.UpdateFinishedTrialError:
             return False
@@ -514,6 +512,11 @@ class SearchStudy:
         with self._lock:
             self.study.enqueue_trial(params, user_attrs={"source": "enqueued"}, skip_if_exists=True)
 
+    def _violation(self, coherence: float) -> float:
+        """The coherence constraint's value (<= 0: feasible), the coherence read as the bar
+        and the page read it (`stats.COHERENCE_DECIMALS`, as `stats.coherent`)."""
+        return self.min_coherence - round(coherence, COHERENCE_DECIMALS)
+
     def add_known(
         self,
         layer: int,
@@ -551,9 +554,7 @@ class SearchStudy:
                     "coherence_mean": coherence,
                 },
             )
-            known.set_constraint(
-                CONSTRAINT, self.min_coherence - round(coherence, COHERENCE_DECIMALS)
-            )
+            known.set_constraint(CONSTRAINT, self._violation(coherence))
             self.study.add_trial(known)
         return True
 
