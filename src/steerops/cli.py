@@ -306,7 +306,7 @@ def load_params_for(args: argparse.Namespace):
     elif scratch and not (getattr(args, "pipeline", False) or os.environ.get("DVC_STAGE")):
         args.scratch_folder = new_run_folder(params.root, args.command)
         params.set_run_folder(args.scratch_folder, named=False)
-        # on stdout: a check that fails after this is the one line stderr gets
+        # said when the stage's run opens, its inputs checked: bad input gets one line
         where = f"{display_path(params.inputs)}/"
         reads = (
             f"it reads the outputs in {where} (--inputs) and writes none there"
@@ -315,7 +315,7 @@ def load_params_for(args: argparse.Namespace):
             "`dvc repro` writes them"
         )
         run = display_path(args.scratch_folder)
-        print(f"steerops {command_name(args)}: scratch run in {run} ({reads})")
+        params.hold_notice(f"steerops {command_name(args)}: scratch run in {run} ({reads})")
     return params
 
 

@@ -130,8 +130,10 @@ def test_failing_commands_fail_before_the_model_loads_and_leave_nothing(
     ]
     for extra, message in cases:
         assert main([*argv, *extra]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1, err  # the scratch run's notice went to stdout
+        said = capsys.readouterr()
+        err = said.err.strip().splitlines()
+        assert len(err) == 1, err
+        assert said.out == ""  # no "scratch run in" a folder the error then removes
         assert err[-1].startswith("steerops steer: error:") and message in err[-1], err
         assert "params.yaml" not in err[-1] or "--" not in message
     assert len(client.search_runs([experiment], max_results=1000)) == runs_before

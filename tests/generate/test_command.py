@@ -233,8 +233,21 @@ def test_generate_is_tracked_in_mlflow(tmp_path, toy_world, monkeypatch):
     assert run.data.tags["dvc.hash.trait"].endswith(".dir")
     assert run.data.params["judge"] == "toy:exact"
     assert run.data.metrics["trait_mean_positive"] > 90
+    assert run.data.metrics["seconds"] > 0 and run.data.metrics["tokens_per_s"] > 0
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"summary.json", "responses.jsonl"} <= artifacts
+
+
+def test_regenerating_the_same_text_writes_the_same_bytes(tmp_path, toy_world):
+    """The speed goes to the MLflow run, not to the DVC-tracked files: `generate --force`
+    that reproduces its text leaves `extract` (which depends on them) up to date."""
+    params_file = small_world(tmp_path, toy_world)
+    assert main(["generate", "--params", str(params_file), "--vet"]) == 0
+    folder = load_params(params_file).out / "responses" / "toy" / "refusal" / "base"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert "timing" not in read_json(folder / "summary.json")
+    assert main(["generate", "--params", str(params_file), "--vet", "--force"]) == 0
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
 def test_the_model_an_endpoint_named_for_the_vetting_answers_is_recorded(
@@ -649,7 +662,7 @@ def test_a_coherence_the_judge_did_not_read_is_said_so(coherence, trait_only):
     ]
     gen = {"max_new_tokens": 4}
     trait = SimpleNamespace(name="t")
-    summary = stage._summarize(trait, "base", gen, {"vet": True}, rows, {}, trait_only)
+    summary = stage._summarize(trait, "base", gen, {"vet": True}, rows, trait_only)
     if coherence is None:
         note = "not read: the judge scored the trait alone" if trait_only else "no completion"
         assert summary["coherence_mean"] is None and note in summary["coherence_note"]

@@ -259,6 +259,13 @@ def test_the_cleaning_answer_is_of_the_chosen_method_and_one_bullet_per_trait():
         "- **u** on `m`:",
     ]
     assert not any("probe_top1" in line for line in lines)  # not the chosen method's
+    # a `top_mean` set is the largest by mean, not necessarily massive: said so
+    lines = answer_lines(gap, NO_SEARCH, curve.assign(dim_set="top_mean"), 68.0)
+    assert not any("massive" in line for line in lines)
+    assert any(
+        line.startswith("  - removing largest-mean dims (`mean_diff_top1` against")
+        for line in lines
+    )
 
 
 def test_the_answer_says_what_the_grid_steered_and_where_coherence_ran_out():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from steerops.report import tables
-from steerops.report.calibrated import with_dim_sets
+from steerops.report.calibrated import removed_dims, with_dim_sets
 
 SETS = {
     ("t", "p", "c", "mean_diff_cleaned"): {"dim_set": "massive", "dims_removed": {"3": [7]}},
@@ -96,3 +96,10 @@ def test_a_near_copy_at_its_uncleaned_method_s_config_repeats_its_test():
     # no uncleaned row to repeat: none
     assert near_copies(curve[curve["dims_cleaned"] != "0"]) == {}
     assert near_copies(curve.iloc[:0]) == {}
+
+
+def test_what_cleaning_removed_is_named_by_the_set_it_cleaned():
+    assert removed_dims(["massive", ""]) == "massive dims"
+    assert removed_dims(["top_mean"]) == "largest-mean dims"  # not necessarily massive
+    assert removed_dims(["top_mean", "massive"]) == "largest-mean dims or massive dims"
+    assert removed_dims([]) == "massive dims"  # the question, before any set is known

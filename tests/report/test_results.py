@@ -321,7 +321,11 @@ def test_whether_cleaning_helps_is_read_from_the_paired_gain(tmp_path):
     curve = pd.read_csv(out / "cleaning_curve.csv", keep_default_na=False)
     compared = curve[curve["gain"] != ""]
     assert len(compared) and set(compared["dims_cleaned"]) <= {"1", "2", "3", "5", "all"}
-    section = _section((tmp_path / "docs" / "results.md").read_text(), "Does removing")
+    text = (tmp_path / "docs" / "results.md").read_text()
+    section = _section(text, "Does removing")
+    # the heading names the sets the compared variants cleaned (one has no metadata)
+    assert set(compared["dim_set"]) == {"", "massive"}
+    assert "## Does removing massive dims help?" in text
     lines = [x for x in section.splitlines() if x.startswith("- ")]
     assert len(lines) == len(compared)
     for line, row in zip(lines, compared.itertuples(), strict=True):

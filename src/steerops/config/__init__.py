@@ -93,6 +93,7 @@ class Params(Strict):
     _run_named: bool = False
     _inputs_flag: str = ""
     _project_store: bool = False
+    _notice: str | None = None
 
     @property
     def root(self) -> Path:
@@ -159,6 +160,16 @@ class Params(Strict):
 
     def set_inputs_flag(self, flag: str) -> None:
         self._inputs_flag = flag
+
+    def hold_notice(self, line: str) -> None:
+        """A line for stdout once the run's inputs are checked (`say_notice`): a run stopped
+        by bad input prints its one error line and nothing else."""
+        self._notice = line
+
+    def say_notice(self) -> None:
+        if self._notice:
+            print(self._notice, flush=True)
+            self._notice = None
 
     def variant(self, name: str, key: str | None = None) -> ModelVariant:
         """The variant `name`; `key`: the params key that named it (its flag, when one gave

@@ -218,14 +218,15 @@ def _written(folder: Path) -> tuple[int, int] | None:
 
 def _report(label: str, out_dir: Path, meta: dict, served: bool) -> None:
     """One line per position: what an extraction did, or that it was served from disk."""
-    counts, timing = meta["counts"], meta["timing"]
+    counts = meta["counts"]
     examples = (
         f"{counts.get('positive', 0)} positive / {counts.get('negative', 0)} negative, "
         f"{counts.get('dropped_empty', 0)} dropped"
     )
-    if served:  # its timing is the earlier run's: no speed for no work
+    if served:  # no speed for no work
         print(f"{label}: {SERVED}: {examples} {FORCE_HINT} -> {out_dir}")
         return
+    timing = meta["timing"]  # this invocation's (not on disk: `run_job`)
     resumed = timing.get("reused_shards")
     resumed_from = f", {resumed} shards from an interrupted run reused" if resumed else ""
     print(

@@ -155,7 +155,7 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
         tags={"steerops.trait": name, "steerops.variant": cfg.variant},
     ) as tracker:
         if old and old["generation_hash"] == gen_hash:
-            rows, timing = read_rows(folder), old["timing"]
+            rows, timing = read_rows(folder), {}  # nothing generated: no speed
         else:
             rows, timing = _complete(params, trait, gen, progress)
             if judge is not None:  # keep the completions should the judge fail
@@ -167,7 +167,6 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
                         "trait": name,
                         "variant": cfg.variant,
                         "settings": gen,
-                        "timing": timing,
                         "generation_hash": gen_hash,
                         "vetting_hash": None,
                     },
@@ -179,7 +178,7 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
             for row in rows:
                 row.update(kept=True, trait=None, coherence=None)
         trait_only = getattr(judge, "trait_scores", None) is not None
-        summary = _summarize(trait, cfg.variant, gen, vet, rows, timing, trait_only)
+        summary = _summarize(trait, cfg.variant, gen, vet, rows, trait_only)
         # answers the endpoint refused to judge are kept nowhere and not kept here: a rerun
         # vets again (the others come from the judge's cache) until they are judged
         summary.update(generation_hash=gen_hash, vetting_hash=vet_hash, judge_refused=refused)
@@ -189,7 +188,7 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
             tracker.set_tags({"steerops.judge_served": served})
         summary = write_responses(folder, rows, summary)
         tracker.log_params({"trait": name, "variant": cfg.variant, **gen, **vet})
-        tracker.log_metrics(_metrics(summary))
+        tracker.log_metrics(_metrics(summary, timing))
         tracker.log_artifact(folder / SUMMARY_FILE)
         tracker.log_artifact(folder / RESPONSES_FILE)
         emptied = emptied_classes(summary)
@@ -322,7 +321,6 @@ def _summarize(
     gen: dict,
     vet: dict,
     rows: list[dict],
-    timing: dict,
     trait_only: bool = False,
 ) -> dict:
     """`trait_only`: the judge scored the trait alone (`_vet`)."""
@@ -332,7 +330,6 @@ def _summarize(
         "variant": variant,
         "settings": {**gen, **vet},
         "max_new_tokens": gen["max_new_tokens"],
-        "timing": timing,
         "counts": {
             "positive": len(by["positive"]),
             "negative": len(by["negative"]),
@@ -360,12 +357,14 @@ def _summarize(
     return summary
 
 
-def _metrics(summary: dict) -> dict:
+def _metrics(summary: dict, timing: dict) -> dict:
+    """`timing`: this invocation's generation ({} when it generated nothing); kept out of
+    the DVC-tracked summary, so regenerating the same text writes the same file."""
     out = {
         "completions": summary["counts"]["total"],
         "empty": summary["counts"]["empty"],
-        "seconds": summary["timing"].get("seconds"),
-        "tokens_per_s": summary["timing"].get("tokens_per_s"),
+        "seconds": timing.get("seconds"),
+        "tokens_per_s": timing.get("tokens_per_s"),
         "judge_refused": summary.get("judge_refused", 0),
     }
     for p in POLARITIES:

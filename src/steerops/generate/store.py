@@ -1,7 +1,7 @@
 """Responses on disk, as `steerops generate` writes them and `steerops extract` reads them.
 
     <out>/responses/<cat>/<trait>/<variant>/responses.jsonl   one row per completion
-    <out>/responses/<cat>/<trait>/<variant>/summary.json      settings hashes, counts, timing
+    <out>/responses/<cat>/<trait>/<variant>/summary.json      settings hashes, counts
 
 A row is `{index, polarity, source_index, rollout, system_prompt, prompt, response,
 response_ids, kept, trait, coherence}` (`response` is the decoded text, stripped;

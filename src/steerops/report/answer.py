@@ -16,6 +16,7 @@ import pandas as pd
 
 from steerops import stats
 from steerops.report import tables
+from steerops.report.calibrated import removed_dims
 from steerops.report.control import CONTROL, Control, control_words
 from steerops.report.grid_words import CELL, grid_words
 from steerops.report.load import SEARCH_KEY
@@ -377,7 +378,10 @@ def _cleaning_says(
             details += why
         there_words = weighed_words(there, threshold)
         out.append(
-            [f"removing massive dims (`{row.variant}` against `{row.method}`): **{verdict}**"]
+            [
+                f"removing {removed_dims([getattr(row, 'dim_set', '')])} "
+                f"(`{row.variant}` against `{row.method}`): **{verdict}**"
+            ]
             + details
             + ([there_words] if there_words else [])
         )

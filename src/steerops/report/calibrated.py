@@ -103,6 +103,18 @@ def _num(value: Any) -> str:
     return "?" if value is None else f"{value:g}"
 
 
+# what a cleaned variant removed, by the set it cleaned (`cleaning.dim_set`): a `top_mean`
+# dim is the largest by mean, not necessarily massive
+_REMOVED = {"massive": "massive dims", "top_mean": "largest-mean dims"}
+
+
+def removed_dims(dim_sets: Any) -> str:
+    """ "massive dims", "largest-mean dims", or both named, for the sets cleaned (unknown or
+    none: "massive dims", the question the section asks)."""
+    named = sorted({_REMOVED.get(str(s), "") for s in dim_sets} - {""})
+    return " or ".join(named) if named else _REMOVED["massive"]
+
+
 def dim_sets(params, frame: pd.DataFrame) -> dict[tuple[str, str, str, str], dict[str, Any]]:
     """{(trait, position, component, method): the calibration its vectors were cleaned with
     (`dim_set`, `dims_removed` per layer)} for every method of the grid whose metadata

@@ -19,7 +19,13 @@ from steerops.report.answer import (
     test_words,
     trials_of,
 )
-from steerops.report.calibrated import dims_line, heatmap_line, massive_display, massive_table
+from steerops.report.calibrated import (
+    dims_line,
+    heatmap_line,
+    massive_display,
+    massive_table,
+    removed_dims,
+)
 from steerops.report.grid_words import CELL
 from steerops.report.grid_words import grid_words as _grid_words
 from steerops.report.markdown import (
@@ -108,7 +114,7 @@ def render_results(
         "",
         markdown_table(massive_display(massive_table(record)), "no dim is massive at any layer"),
         "",
-        "## Does removing massive dims help?",
+        f"## Does removing {_removed_of(tables['cleaning_curve'])} help?",
         "",
         *_cleaning_lines(tables["cleaning_curve"], setup.get("weighs"), setup["threshold"]),
         "",
@@ -280,6 +286,11 @@ def _questions(frame: pd.DataFrame) -> str:
         values = sorted({int(v) for v in frame[column].dropna()})
         spans.append(f"{'-'.join(map(str, sorted({values[0], values[-1]})))} {name}")
     return " = ".join(spans[:1]) + " (" + " / ".join(spans[1:]) + ")"
+
+
+def _removed_of(curve: pd.DataFrame) -> str:
+    """What the cleaned variants removed, by the dim sets they cleaned."""
+    return removed_dims(curve.get("dim_set", pd.Series(dtype=str)).dropna())
 
 
 def _cleaning_lines(

@@ -16,7 +16,8 @@ Post-extraction cleaning (compute the vector, zero dims, renormalise to unit nor
     mean_diff_top2         the calibration's top-2 global dims (of the set cleaning.dim_set
                            names: massive_dims, or global_dims for top_mean)
     mean_diff_layertop2    each layer's own top-2 (of that layer's set)
-    mean_diff_cleaned      every global dim of the set
+    mean_diff_cleaned      every global dim of the set (a dim massive at any layer is
+                           zeroed at every layer; layertopN follows each layer's own set)
     mean_diff_dims12-345   dims 12 and 345 (needs no calibration)
 
 Pre-extraction cleaning (zero the dims in every activation, then run the method):
