@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
+from steerops.report import tables
 from steerops.report.answer import answer_lines
 
 
@@ -138,6 +139,19 @@ def test_a_choice_among_tied_selection_deltas_says_coherence_decided_it():
     [picked] = [x for x in answer_lines(level, NO_SEARCH, NO_CURVE, 68.0) if "chosen on" in x]
     assert picked.endswith(
         "tied on that delta with `probe` (layer 12, coherence 100.00): chosen on coherence, "
+        "then the table's order"
+    )
+    # float noise is no lead, in delta or coherence: the table's order chose, and says so
+    noise = pd.DataFrame(
+        [
+            _gap_row("mean_diff", selection_coherence=92.54),
+            _gap_row("probe", selection_delta=40.0 + 1e-12, selection_coherence=92.54 + 1e-12),
+        ]
+    )
+    assert tables.selection_choice(noise)["method"] == "mean_diff"
+    [picked] = [x for x in answer_lines(noise, NO_SEARCH, NO_CURVE, 68.0) if "chosen on" in x]
+    assert picked.endswith(
+        "tied on that delta with `probe` (layer 12, coherence 92.54): chosen on coherence, "
         "then the table's order"
     )
 

@@ -284,10 +284,9 @@ def _tie_words(mine: pd.DataFrame, choice: pd.Series) -> str:
     if delta is None:
         return ""
     candidates = tables.selection_candidates(mine)
-    tied = candidates[
-        (candidates.index != choice.name)
-        & (pd.to_numeric(candidates["selection_delta"], errors="coerce") == delta)
-    ]
+    digits = stats.COHERENCE_DECIMALS  # as the choice reads them (`tables.selection_choice`)
+    deltas = pd.to_numeric(candidates["selection_delta"], errors="coerce").round(digits)
+    tied = candidates[(candidates.index != choice.name) & (deltas == round(delta, digits))]
     if tied.empty:
         return ""
     named, level = [], False
@@ -297,7 +296,12 @@ def _tie_words(mine: pd.DataFrame, choice: pd.Series) -> str:
         coherence = stats.as_number(getattr(row, "selection_coherence", None))
         said = "" if coherence is None else f", coherence {stats.coherence_text(coherence, 2)}"
         named.append(f"`{row.method}`{at} (layer {cell(row.layer)}{said})")
-        level = level or mine_coherence is None or coherence == mine_coherence
+        level = (
+            level
+            or mine_coherence is None
+            or coherence is None
+            or round(coherence, digits) == round(mine_coherence, digits)
+        )
     how = "coherence, then the table's order" if level else "coherence"
     return f", tied on that delta with {', '.join(named)}: chosen on {how}"
 

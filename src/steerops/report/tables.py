@@ -573,8 +573,12 @@ def selection_choice(gap: pd.DataFrame) -> pd.Series | None:
     if candidates.empty:
         return None
     coherence = candidates.get("selection_coherence", pd.Series(np.nan, index=candidates.index))
+    # to the decimals the choice within a cell reads (`stats.choice_rank`): float noise is
+    # no lead, and a tie falls to the table's order
     ranked = candidates.assign(
-        _delta=candidates["selection_delta"].astype(float),
-        _coherence=pd.to_numeric(coherence, errors="coerce").fillna(-np.inf),
+        _delta=candidates["selection_delta"].astype(float).round(stats.COHERENCE_DECIMALS),
+        _coherence=pd.to_numeric(coherence, errors="coerce")
+        .round(stats.COHERENCE_DECIMALS)
+        .fillna(-np.inf),
     ).sort_values(["_delta", "_coherence"], ascending=False, kind="mergesort")
     return candidates.loc[ranked.index[0]]
