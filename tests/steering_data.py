@@ -88,8 +88,9 @@ def config_entry(
         "vector_hashes": [vector_hash or f"{method}-{layer}"],
         "scores": [list(s) for s in scores],
         "result": {
-            "trait_mean": float(np.mean([t for t, _ in scores])),
-            "coherence_mean": float(np.mean([c for _, c in scores])),
+            # over the answers scored, as `configs.summarize` means them
+            "trait_mean": float(np.mean([t for t, _ in scores if t is not None])),
+            "coherence_mean": float(np.mean([c for _, c in scores if c is not None])),
             "n": len(scores),
         },
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 import pytest
 
@@ -145,8 +146,24 @@ def test_a_check_across_keys_is_blamed_on_the_flags_it_names(tmp_path, capsys):
     assert err.endswith("params.yaml: search: coef_max must be greater than coef_min")
 
 
-def _params(tmp_path, *argv, stage="steer"):
-    (tmp_path / "params.yaml").write_text("paths: {out: outputs}\n")
+def test_a_run_of_its_own_shares_a_judge_cache_named_outside_the_pipeline_s_outputs(
+    tmp_path, monkeypatch
+):
+    """A cache in paths.out is the pipeline's (a scratch run leaves it as it is: its own goes
+    in its folder); one named elsewhere is shared, so a run by hand asks no answer it holds."""
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    inside = _params(tmp_path)  # the default: outputs/judge_cache
+    assert Path(inside.judge.cache_dir) == inside.run_folder / "judge_cache"
+    shared = tmp_path / "answers"
+    for named in (str(shared), "answers"):  # absolute, or relative to the params file
+        params = _params(tmp_path, yaml_extra=f"judge: {{cache_dir: {named}}}\n")
+        assert params.path(params.judge.cache_dir) == shared
+    out = _params(tmp_path, "--out", str(tmp_path / "mine"))
+    assert Path(out.judge.cache_dir) == tmp_path / "mine" / "judge_cache"
+
+
+def _params(tmp_path, *argv, stage="steer", yaml_extra=""):
+    (tmp_path / "params.yaml").write_text("paths: {out: outputs}\n" + yaml_extra)
     args = build_parser([stage]).parse_args(
         [stage, "--params", str(tmp_path / "params.yaml"), *argv]
     )

@@ -637,13 +637,13 @@ def test_a_half_s_p_is_the_sign_flip_test_of_its_paired_deltas():
 
 
 def test_credited_delta_gives_answers_under_the_bar_no_move_along_the_steering():
-    """An answer scored under the bar: its move along the steering counts as none, one
-    against it stays; an answer with no coherence score counts as it is (the count of
-    answers under the bar leaves it out too); an unscored trait leaves the question out; the
-    interval is the documented recipe's on the credited deltas."""
+    """An answer scored under the bar, or given no coherence score (a judge that will not
+    rate gibberish): its move along the steering counts as none, one against it stays; an
+    unscored trait leaves the question out; the interval is the documented recipe's on the
+    credited deltas."""
     deltas = [100.0, 100.0, -50.0, 100.0, None, 20.0, 0.0, 100.0, 60.0, 100.0, -10.0, 40.0]
     coherences = [90.0, 40.0, 30.0, None, 90.0, 67.99, 90.0, 68.0, 80.0, 75.0, 10.0, 95.0]
-    credited = [100.0, 0.0, -50.0, 100.0, 0.0, 0.0, 100.0, 60.0, 100.0, -10.0, 40.0]
+    credited = [100.0, 0.0, -50.0, 0.0, 0.0, 0.0, 100.0, 60.0, 100.0, -10.0, 40.0]
     got = stats.credited_delta(deltas, coherences, 68.0, seed=3)
     mid, lo, hi = reference_interval(credited, [0.0] * len(credited), seed=3)
     assert got.n == 11
@@ -661,20 +661,33 @@ def test_credited_delta_gives_answers_under_the_bar_no_move_along_the_steering()
     assert stats.credited_heldout(row, 68.0, 3) == got
     assert stats.credited_heldout({}, 68.0, 3).n == 0
     scored, under = stats.under_bar(coherences, 68.0)
-    assert (scored, under) == (11, 4)  # the answers the credited delta counts as no gain
+    assert (scored, under) == (11, 4)
+    unscored = stats.coherence_unscored(coherences)
+    assert unscored == 1  # with the 4, the answers the credited delta counts as no gain
     assert stats.under_bar_text(scored, under, 68.0) == " (4 of 11 answers under 68)"
+    assert stats.under_bar_text(scored, under, 68.0, unscored) == (
+        " (4 of 11 answers under 68, 1 answer not scored for coherence)"
+    )
     moved = stats.moved_under_bar(deltas, coherences, 68.0)
-    assert moved == 2  # 100 at 40 and 20 at 67.99; -50 and -10 moved against it
+    assert moved == 3  # 100 at 40, 20 at 67.99, 100 unscored; -50 and -10 moved against it
     assert stats.moved_under_heldout(row, 68.0) == moved
-    assert stats.unmoved_phrase(under, 68.0, moved, [got.mean, got.lo, got.hi]) == (
-        "with the 4 answers under 68 counted as unmoved (2 had moved along the steering), "
+    said = stats.unmoved_phrase(under, 68.0, moved, [got.mean, got.lo, got.hi], unscored)
+    assert said == (
+        "with the 4 answers under 68 and the answer not scored for coherence counted as "
+        "unmoved (3 had moved along the steering), "
         f"delta {stats.interval_text(got.mean, got.lo, got.hi)}"
     )
     assert stats.unmoved_phrase(0, 68.0, 0, [got.mean, got.lo, got.hi]) == ""
-    # none scored under the bar (one unscored): the plain paired delta, as nothing is said
-    unscored = [90.0, None, 90.0, 90.0, 90.0, 70.0, 90.0, 68.0, 80.0, 75.0, 99.0, 95.0]
-    assert stats.under_bar(unscored, 68.0) == (11, 0)
-    assert stats.credited_delta(deltas, unscored, 68.0, seed=3) == plain
+    # none under the bar, two not scored: they alone count as unmoved, and are said
+    gaps = [90.0, None, 90.0, 90.0, 90.0, 70.0, 90.0, 68.0, 80.0, None, 99.0, 95.0]
+    assert stats.under_bar(gaps, 68.0) == (10, 0) and stats.coherence_unscored(gaps) == 2
+    only = [100.0, 0.0, -50.0, 100.0, 20.0, 0.0, 100.0, 60.0, 0.0, -10.0, 40.0]
+    alone = stats.credited_delta(deltas, gaps, 68.0, seed=3)
+    assert alone.mean == pytest.approx(np.mean(only))
+    assert stats.under_bar_text(10, 0, 68.0, 2) == " (2 answers not scored for coherence)"
+    assert stats.unmoved_phrase(0, 68.0, 2, [alone.mean, alone.lo, alone.hi], 2).startswith(
+        "with the 2 answers not scored for coherence counted as unmoved (2 had moved"
+    )
 
 
 def test_the_shared_bootstrap_draws_are_read_only_and_change_no_interval():

@@ -198,7 +198,8 @@ def add_common(
             type=abs_path,
             metavar="DIR",
             help="this run's folder (default when run by hand: runs/<stage>-<time>/ next to "
-            "the params file): its outputs, metrics/, judge cache (and a search's Optuna "
+            "the params file): its outputs, metrics/, judge cache (unless judge.cache_dir "
+            "lies outside paths.out: then shared) (and a search's Optuna "
             "study); given "
             "--out, its MLflow store too (a default scratch run logs to the project's store "
             "beside the pipeline's runs), unless tracking.uri or MLFLOW_TRACKING_URI says "

@@ -481,6 +481,13 @@ def under_bar(
     return len(scored), sum(not coherent(c, min_coherence) for c in scored)
 
 
+def coherence_unscored(coherences: Iterable[Any]) -> int:
+    """Answers the judge gave no coherence score (None or NaN): left out of the mean, which
+    can then stand over the bar on the answers it could read while the ones it would not
+    rate (most often gibberish) carry the delta; `credited_delta` counts them as unmoved."""
+    return sum(as_number(c) is None for c in coherences)
+
+
 def credited_delta(
     deltas: Iterable[float | None],
     coherences: Iterable[Any],
@@ -492,11 +499,12 @@ def credited_delta(
     steering but not one along it. A config's coherence is a mean, so an "ok" config can
     still owe part of its delta to broken answers the trait judge read as the trait (a
     garbled "refusal"); here those count as no change. It is not the mean over the coherent
-    answers alone. An answer with no coherence score counts as it is, as `under_bar` leaves
-    it out of its count: the two describe the same answers. `deltas` and `coherences` are
-    per question, in one order, a delta None where the trait was not scored in both."""
+    answers alone. An answer the judge gave no coherence score counts as unmoved too: a
+    judge that will not rate an answer is most often reading gibberish, and nothing vouches
+    for its delta (`coherence_unscored` counts them). `deltas` and `coherences` are per
+    question, in one order, a delta None where the trait was not scored in both."""
     d = [
-        min(x, 0.0) if scored_under(c, min_coherence) else x
+        min(x, 0.0) if not coherent(c, min_coherence) else x
         for x, c in zip(deltas, coherences, strict=True)
         if x is not None
     ]
@@ -522,10 +530,10 @@ def credited_heldout(row: Mapping[str, Any], min_coherence: float, seed: int) ->
 def moved_under_bar(
     deltas: Iterable[float | None], coherences: Iterable[Any], min_coherence: float
 ) -> int:
-    """Answers scored under the coherence bar that moved along the steering (delta > 0): the
-    ones `credited_delta` counts as unmoved."""
+    """Answers under the coherence bar or not scored for it that moved along the steering
+    (delta > 0): the ones `credited_delta` counts as unmoved."""
     return sum(
-        x is not None and x > 0 and scored_under(c, min_coherence)
+        x is not None and x > 0 and not coherent(c, min_coherence)
         for x, c in zip(deltas, coherences, strict=True)
     )
 
@@ -551,35 +559,60 @@ def _heldout_answers(row: Mapping[str, Any]) -> tuple[list, list] | None:
     return list(deltas.values()), [coherences.get(q) for q in deltas]
 
 
-def under_bar_phrase(scored: Any, under: Any, min_coherence: float | None) -> str:
-    """ "5 of 20 answers under 68", or "" when no answer is (or none was scored)."""
-    scored, under = as_number(scored), as_number(under)
-    if not scored or not under or min_coherence is None:
-        return ""
-    return f"{int(under)} of {int(scored)} answers under {min_coherence:g}"
+def under_bar_phrase(
+    scored: Any, under: Any, min_coherence: float | None, unscored: Any = None
+) -> str:
+    """ "5 of 20 answers under 68, 3 answers not scored for coherence", either part alone, or
+    "" when no answer is under the bar (or none was scored) and every answer was scored."""
+    scored, under, unscored = as_number(scored), as_number(under), as_number(unscored)
+    parts = []
+    if scored and under and min_coherence is not None:
+        parts.append(f"{int(under)} of {int(scored)} answers under {min_coherence:g}")
+    if unscored:
+        parts.append(
+            f"{int(unscored)} answer{'' if unscored == 1 else 's'} not scored for coherence"
+        )
+    return ", ".join(parts)
 
 
-def under_bar_text(scored: Any, under: Any, min_coherence: float | None) -> str:
+def under_bar_text(
+    scored: Any, under: Any, min_coherence: float | None, unscored: Any = None
+) -> str:
     """ " (5 of 20 answers under 68)" after a coherence, or "" (`under_bar_phrase`)."""
-    phrase = under_bar_phrase(scored, under, min_coherence)
+    phrase = under_bar_phrase(scored, under, min_coherence, unscored)
     return f" ({phrase})" if phrase else ""
 
 
 def unmoved_phrase(
-    under: Any, min_coherence: float | None, moved: Any, credited: Sequence[Any]
+    under: Any,
+    min_coherence: float | None,
+    moved: Any,
+    credited: Sequence[Any],
+    unscored: Any = None,
 ) -> str:
     """ "with the 5 answers under 68 counted as unmoved (2 had moved along the steering),
     delta +40.0 [+10.0, +65.0]": `credited_delta`'s (mean, lo, hi) beside the held-out
-    delta, or "" when no answer is under the bar or it was not computed."""
-    under, moved = as_number(under), as_number(moved)
-    if not under or min_coherence is None or not credited or as_number(credited[0]) is None:
+    delta, or "" when no answer is under the bar or unscored, or it was not computed.
+    `unscored`: answers not scored for coherence, counted as unmoved too."""
+    under, moved, unscored = as_number(under), as_number(moved), as_number(unscored)
+    if min_coherence is None or not credited or as_number(credited[0]) is None:
+        return ""
+    which = []
+    if under:
+        which.append(f"{_answers(under)} under {min_coherence:g}")
+    if unscored:
+        which.append(f"{_answers(unscored)} not scored for coherence")
+    if not which:
         return ""
     had = "" if moved is None else f" ({int(moved)} had moved along the steering)"
-    answers = "answer" if under == 1 else f"{int(under)} answers"
     return (
-        f"with the {answers} under {min_coherence:g} counted as unmoved{had}, delta "
+        f"with the {' and the '.join(which)} counted as unmoved{had}, delta "
         f"{interval_text(*credited)}"
     )
+
+
+def _answers(count: float) -> str:
+    return "answer" if count == 1 else f"{int(count)} answers"
 
 
 def coherence_text(value: Any, decimals: int = 1) -> str:

@@ -91,7 +91,8 @@ def test_out_puts_everything_of_the_run_in_its_folder(pipeline, tmp_path, monkey
     args = build_parser(["steer"]).parse_args(["steer", "--params", str(own), "--out", str(run)])
     params = load_params_for(args)
     assert params.out == run and params.run_root == run and params.inputs == folder / "outputs"
-    assert Path(params.judge.cache_dir) == run / "judge_cache"
+    # the project's judge cache lies outside its outputs (tests' params): shared, not copied
+    assert Path(params.judge.cache_dir) == folder / "judge_cache"
     from steerops.search.storage import default_storage_url
     from steerops.tracking import tracking_uri
 

@@ -382,7 +382,16 @@ def test_the_credited_delta_gives_answers_under_the_bar_no_move_along_the_steeri
 
 def test_answers_under_the_bar_are_counted_among_those_scored():
     chosen = {"heldout_coherences": {"a": 17.3, "b": 70.0, "c": None, "d": 68.0, "e": 67.99}}
-    assert tables._under_bar(chosen, 68.0) == {"coherence_scored": 4, "under_bar": 2}
-    assert tables._under_bar(None, 68.0) == {"coherence_scored": None, "under_bar": None}
-    assert tables._under_bar({"heldout_coherences": {"a": None}}, 68.0)["under_bar"] is None
+    assert tables._under_bar(chosen, 68.0) == {
+        "coherence_scored": 4,
+        "under_bar": 2,
+        "coherence_unscored": 1,  # "c": out of the mean, counted as unmoved (credited)
+    }
+    assert tables._under_bar(None, 68.0) == {
+        "coherence_scored": None,
+        "under_bar": None,
+        "coherence_unscored": 0,
+    }
+    alone = tables._under_bar({"heldout_coherences": {"a": None}}, 68.0)
+    assert alone["under_bar"] is None and alone["coherence_unscored"] == 1
     assert tables._under_bar({"heldout_coherences": float("nan")}, 68.0)["under_bar"] is None

@@ -220,5 +220,34 @@ def test_the_choice_counts_its_held_out_answers_under_the_bar(tmp_path):
     assert "answers under" not in verdict_line(at_60)
 
 
+def test_answers_the_judge_gave_no_coherence_score_are_said_and_credited_no_gain(tmp_path):
+    """A judge that will not rate gibberish leaves its coherence unscored: the mean over the
+    answers it did rate stands over the bar, so the line says how many it left out and gives
+    the delta with their gains counted as none (they carried them here)."""
+    from steerops.steering.terminal import verdict_line
+
+    selection, heldout = PROTO.split(QUESTIONS)
+    settings = settings_for(QUESTIONS)
+    garbled = set(heldout[:3])
+    scores = [(95.0, None) if q in garbled else (40.0, 90.0) for q in QUESTIONS]
+    entries = [
+        baseline_entry(settings, QUESTIONS, _scores(set())),
+        config_entry(settings, "m", "prompt[-1]", 1, 1.0, scores),
+    ]
+    log = ResultsLog(write_log(tmp_path / "results.jsonl", entries))
+    metrics = cell_metrics(config_rows(log, settings_hash_of(settings), PROTO, {}), 68.0, PROTO)
+    assert metrics["heldout_coherence"] == pytest.approx(90.0)  # over the 7 it rated
+    assert metrics["heldout_coherence_scored"] == 7 and metrics["heldout_under_bar"] == 0
+    assert metrics["heldout_coherence_unscored"] == 3
+    base = dict(zip(QUESTIONS, _scores(set()), strict=True))
+    steered = dict(zip(QUESTIONS, scores, strict=True))
+    credited = [0.0 if q in garbled else steered[q][0] - base[q][0] for q in heldout]
+    assert metrics["heldout_credited_delta"] == pytest.approx(np.mean(credited))
+    assert metrics["heldout_credited_delta"] < metrics["heldout_trait_delta"]
+    line = verdict_line(metrics)
+    assert "coherence 90.0 (3 answers not scored for coherence), n 10" in line
+    assert "with the 3 answers not scored for coherence counted as unmoved" in line
+
+
 def test_no_choice_counts_no_answers():
     assert cell_metrics([], 68.0, PROTO)["heldout_under_bar"] is None

@@ -128,10 +128,15 @@ class Params(Strict):
         self._project_store = True
 
     def set_run_folder(self, folder: Path, named: bool) -> None:
-        """Make this a run of its own in `folder`: outputs, metrics/ and the judge cache go
-        there. `named` (given with --out): the default MLflow store goes there too."""
+        """Make this a run of its own in `folder`: outputs and metrics/ go there, and the
+        judge cache where it lies in the pipeline's outputs (which a run of its own leaves
+        as they are); a cache_dir named outside them is shared, so the run asks no answer
+        it holds. `named` (given with --out): the default MLflow store goes there too."""
+        cache = self.path(self.judge.cache_dir).resolve()
+        outputs = self.path(self.paths.out).resolve()
+        if cache == outputs or outputs in cache.parents:
+            self.judge.cache_dir = str(Path(folder) / "judge_cache")
         self._run_folder, self._run_named = Path(folder), named
-        self.judge.cache_dir = str(Path(folder) / "judge_cache")
 
     def path(self, value: str | Path) -> Path:
         """Resolve a path from params against the params file's directory."""

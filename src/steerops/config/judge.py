@@ -44,7 +44,10 @@ class JudgeConfig(Strict):
         1e-4, ge=0, lt=1, description="hf: skip number prefixes less likely than this"
     )
     cache_dir: str = Field(
-        "outputs/judge_cache", description="openai, hf: the judge's answer cache (proxy, toy: none)"
+        "outputs/judge_cache",
+        description="openai, hf: the judge's answer cache (proxy, toy: none); a run of its own "
+        "(steer or search by hand, --out) keeps one in its folder while this lies in paths.out, "
+        "and shares this one when it lies outside",
     )
     version: str = Field(
         "",

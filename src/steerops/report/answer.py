@@ -101,12 +101,13 @@ def _nested(said: list[str]) -> list[str]:
 # a gap row's held-out columns, and a search row's (`load.SEARCH_COLUMNS`)
 GRID_HELD = "delta delta_lo delta_hi coherence coherence_scored under_bar n".split()
 GRID_HELD += ["baseline_trait", "baseline_coherence", "under_bar_moved"]
-GRID_HELD += ["credited_delta", "credited_lo", "credited_hi"]
+GRID_HELD += ["credited_delta", "credited_lo", "credited_hi", "coherence_unscored"]
 SEARCH_HELD = [f"heldout_{k}" for k in ("trait_delta", "delta_lo", "delta_hi", "coherence")]
 SEARCH_HELD += [f"heldout_{k}" for k in ("coherence_scored", "under_bar", "n")]
 SEARCH_HELD += ["heldout_baseline_trait", "heldout_baseline_coherence"]
 SEARCH_HELD += ["heldout_under_bar_moved"]
 SEARCH_HELD += [f"heldout_credited_{k}" for k in ("delta", "lo", "hi")]
+SEARCH_HELD += ["heldout_coherence_unscored"]
 
 
 def _held(
@@ -121,10 +122,10 @@ def _held(
     92.93] (5 of 20 answers under 68); with the 5 answers under 68 counted as unmoved
     (...), delta ..."] of a row read by `names` (a gap row's answer counts and coherence
     interval where it has them)."""
-    mid, lo, hi, coherence, scored, under, n, trait0, coherence0, moved, *credited = (
+    mid, lo, hi, coherence, scored, under, n, trait0, coherence0, moved, *credited, unscored = (
         row.get(k) for k in names
     )
-    unmoved = stats.unmoved_phrase(under, threshold, moved, credited)
+    unmoved = stats.unmoved_phrase(under, threshold, moved, credited, unscored)
     unsteered = (
         f"; unsteered on the same questions: trait {cell(trait0)}, coherence "
         f"{stats.coherence_text(coherence0, 2)}"
@@ -132,6 +133,7 @@ def _held(
         else ""
     )
     said = {"coherence": coherence, "coherence_scored": scored, "under_bar": under}
+    said["coherence_unscored"] = unscored
     said |= dict(zip(("coherence_lo", "coherence_hi"), (row.get(k) for k in spread), strict=True))
     return [
         f"held-out delta {interval(mid, lo, hi)}, n {cell(n)}{_moves(row)}{test}{unsteered}",

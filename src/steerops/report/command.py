@@ -394,8 +394,9 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
     tables, each under its title."""
     titles = {
         "gap_analysis": "Gap analysis: the chosen config per method, held out (`under_bar`: "
-        "its held-out answers under the coherence bar, of `coherence_scored`; `credited_delta`: "
-        "the held-out delta with those answers counted as unmoved (`under_bar_moved` of them "
+        "its held-out answers under the coherence bar, of `coherence_scored`; "
+        "`coherence_unscored`: those the judge gave no coherence score; `credited_delta`: "
+        "the held-out delta with both counted as unmoved (`under_bar_moved` of them "
         "had moved along the steering); `coherence_lo`/`_hi`: the held-out coherence's 95% "
         "interval; `moved_along`/`moved_against`/`unmoved`: its held-out answers by how their "
         "trait moved (`moved_little` of the moves by less than 10 points); `heldout_p`: "
@@ -428,7 +429,8 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "searches, Benjamini-Hochberg; both blank here where the choice failed held out, "
         "search_heldout.csv keeps them; `heldout_under_bar`: its "
         "held-out answers under the search's coherence bar, of `heldout_coherence_scored`; "
-        "`heldout_credited_delta`: the held-out delta with those answers counted as unmoved; "
+        "`heldout_credited_delta`: the held-out delta with those answers, and those not "
+        "scored for coherence, counted as unmoved; "
         "`heldout_read_before`: other choices of earlier searches of the cell the held-out "
         "half was read for)",
     }

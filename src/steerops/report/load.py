@@ -252,7 +252,7 @@ SEARCH_COLUMNS = (
     "heldout_n "
     "heldout_trait_delta heldout_delta_lo heldout_delta_hi heldout_p heldout_q heldout_coherence "
     "heldout_coherence_lo heldout_coherence_hi heldout_coherence_scored heldout_under_bar "
-    "heldout_under_bar_moved heldout_baseline_trait "
+    "heldout_coherence_unscored heldout_under_bar_moved heldout_baseline_trait "
     "heldout_baseline_coherence heldout_credited_delta heldout_credited_lo heldout_credited_hi "
     "heldout_read_before n_trials n_known n_generations"
 ).split()

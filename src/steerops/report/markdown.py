@@ -124,7 +124,9 @@ def coherence_words(row: Any, threshold: float) -> str:
         if lo is not None and hi is not None
         else ""
     )
-    under = stats.under_bar_text(get("coherence_scored"), get("under_bar"), threshold)
+    under = stats.under_bar_text(
+        get("coherence_scored"), get("under_bar"), threshold, get("coherence_unscored")
+    )
     return f"{stats.coherence_text(get('coherence'), 2)}{spread}{under}"
 
 

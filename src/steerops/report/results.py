@@ -405,6 +405,7 @@ def _verdict_lines(
             threshold,
             getattr(row, "under_bar_moved", None),
             [getattr(row, k, None) for k in ("credited_delta", "credited_lo", "credited_hi")],
+            getattr(row, "coherence_unscored", None),
         )
         numbers = (
             f"layer {cell(row.layer)}, coefficient {cell(row.coefficient)}: held-out delta "

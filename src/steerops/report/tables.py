@@ -61,10 +61,10 @@ def _held(chosen: dict | None, prefix: str = "") -> dict[str, Any]:
 
 def _under_bar(chosen: dict | None, min_coherence: float) -> dict[str, Any]:
     coherences = (chosen or {}).get("heldout_coherences")
-    scored, under = stats.under_bar(
-        coherences.values() if isinstance(coherences, dict) else (), min_coherence
-    )
-    return {"coherence_scored": scored, "under_bar": under}
+    values = list(coherences.values()) if isinstance(coherences, dict) else []
+    scored, under = stats.under_bar(values, min_coherence)
+    unscored = stats.coherence_unscored(values)
+    return {"coherence_scored": scored, "under_bar": under, "coherence_unscored": unscored}
 
 
 def held_coherence(record: dict | None, min_coherence: float, seed: int) -> dict[str, Any]:
@@ -184,6 +184,7 @@ def gap_analysis(
         *HELD.values(),
         "coherence_scored",
         "under_bar",
+        "coherence_unscored",
         "under_bar_moved",
         "credited_delta",
         "credited_lo",

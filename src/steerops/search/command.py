@@ -155,12 +155,16 @@ def summary_line(best: dict) -> str:
     if best["status"] != "ok":
         picked = f"no optimal coefficient (chosen on the search half: {picked})"
     bar = best.get("min_coherence")
-    under = stats.under_bar_phrase(held.get("coherence_scored"), held.get("under_bar"), bar)
+    unscored = held.get("coherence_unscored")
+    under = stats.under_bar_phrase(
+        held.get("coherence_scored"), held.get("under_bar"), bar, unscored
+    )
     unmoved = stats.unmoved_phrase(
         held.get("under_bar"),
         bar,
         held.get("under_bar_moved"),
         [held.get(k) for k in ("credited_delta", "credited_lo", "credited_hi")],
+        unscored,
     )
     refused = held.get("n_refused") or 0
     left_out = f"{refused} answers the judge refused left out" if refused else ""

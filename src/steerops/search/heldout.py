@@ -13,6 +13,7 @@ from pathlib import Path
 
 from steerops.stats import (
     coherence_interval,
+    coherence_unscored,
     credited_delta,
     half_stats,
     moved_under_bar,
@@ -70,6 +71,7 @@ def evaluate_heldout(
         "coherence_lo": spread.lo,  # its interval: the bar decides the verdict
         "coherence_hi": spread.hi,
         "coherence_scored": scored,
+        "coherence_unscored": coherence_unscored(coherences),  # counted as unmoved: credited
         "under_bar": under,
         "under_bar_moved": moved_under_bar(deltas, coherences, min_coherence),
         # the delta with the answers under the bar counted as unmoved (`stats.credited_delta`)

@@ -455,6 +455,7 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
             "heldout_coherence": held_metrics.get("coherence_mean"),
             "heldout_under_bar": held_metrics.get("under_bar"),  # answers, of coherence_scored
             "heldout_coherence_scored": held_metrics.get("coherence_scored"),
+            "heldout_coherence_unscored": held_metrics.get("coherence_unscored"),
             "heldout_credited_delta": held_metrics.get("credited_delta"),
             "heldout_credited_lo": held_metrics.get("credited_lo"),
             "heldout_credited_hi": held_metrics.get("credited_hi"),

@@ -97,6 +97,7 @@ def best_row(best: dict) -> dict:
         "heldout_coherence_hi": heldout.get("coherence_hi"),
         "heldout_coherence_scored": heldout.get("coherence_scored"),
         "heldout_under_bar": heldout.get("under_bar"),
+        "heldout_coherence_unscored": heldout.get("coherence_unscored"),
         "heldout_under_bar_moved": heldout.get("under_bar_moved"),
         "heldout_baseline_trait": heldout.get("baseline_trait"),
         "heldout_baseline_coherence": heldout.get("baseline_coherence"),

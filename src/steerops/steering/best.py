@@ -219,6 +219,7 @@ def cell_metrics(
     metrics["heldout_feasible"] = None
     # of the chosen config's held-out answers scored for coherence, how many are under the bar
     metrics["heldout_coherence_scored"] = metrics["heldout_under_bar"] = None
+    metrics["heldout_coherence_unscored"] = None  # answers the judge gave no coherence score
     # the held-out delta with the answers under the bar counted as unmoved (`stats.credited_delta`)
     metrics["heldout_credited_delta"] = metrics["heldout_under_bar_moved"] = None
     metrics["heldout_credited_lo"] = metrics["heldout_credited_hi"] = None
@@ -229,9 +230,11 @@ def cell_metrics(
                 metrics[f"{name}_{k}"] = pick[f"{name}_{k}"]
             metrics[f"{name}_coherence"] = pick[f"{name}_coherence_mean"]
         metrics["heldout_feasible"] = stats.coherent(pick["heldout_coherence_mean"], min_coherence)
+        coherences = list((pick.get("heldout_coherences") or {}).values())
         metrics["heldout_coherence_scored"], metrics["heldout_under_bar"] = stats.under_bar(
-            (pick.get("heldout_coherences") or {}).values(), min_coherence
+            coherences, min_coherence
         )
+        metrics["heldout_coherence_unscored"] = stats.coherence_unscored(coherences)
         credited = stats.credited_heldout(pick, min_coherence, proto.seed)
         metrics["heldout_under_bar_moved"] = stats.moved_under_heldout(pick, min_coherence)
         metrics["heldout_credited_delta"] = credited.mean

@@ -110,13 +110,17 @@ def verdict_line(m: dict[str, Any]) -> str:
     elif status == stats.OPPOSITE:
         status = f"{status} ({stats.opposite_words(m)})"
     under = stats.under_bar_text(
-        m.get("heldout_coherence_scored"), m.get("heldout_under_bar"), m["min_coherence"]
+        m.get("heldout_coherence_scored"),
+        m.get("heldout_under_bar"),
+        m["min_coherence"],
+        m.get("heldout_coherence_unscored"),
     )
     unmoved = stats.unmoved_phrase(
         m.get("heldout_under_bar"),
         m["min_coherence"],
         m.get("heldout_under_bar_moved"),
         [m.get(f"heldout_credited_{k}") for k in ("delta", "lo", "hi")],
+        m.get("heldout_coherence_unscored"),
     )
     line = (
         f"{status}{note}: {head}, chosen on {m['selection_n']} questions{selection}; "
