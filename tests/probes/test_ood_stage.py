@@ -455,3 +455,21 @@ def test_a_probe_run_without_a_record_of_its_fitted_tasks(tmp_path, capsys, no_m
     result = json.loads((out / "ood.json").read_text())
     assert result["tasks"]["n_fitted_used"] is None and result["n_tasks"] == 160
     assert "an unrecorded number of them fitted" in (out / "ood.md").read_text()
+
+
+def test_a_targeted_condition_of_no_pair_role_is_said(tmp_path, capsys):
+    """A role typo ("a" for "A") would drop its pairs from the A/C inversions unseen."""
+    from types import SimpleNamespace
+
+    from steerops.probes.ood_stage import _warn_unpaired_roles
+
+    def condition(id_, target, role):
+        return SimpleNamespace(id=id_, target=target, role=role)
+
+    fine = [condition("A1", "t1", "A"), condition("C1", "t1", "C"), condition("s", None, None)]
+    _warn_unpaired_roles(["A", "C"], fine, tmp_path / "c.json")
+    assert capsys.readouterr().err == ""
+    _warn_unpaired_roles(["A", "C"], [*fine, condition("A2", "t2", "a")], tmp_path / "c.json")
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"warning: {tmp_path / 'c.json'}: 1 targeted condition(s) (e.g. 'A2')")
+    assert "role 'a', none of probes.ood.pair_roles (A, C)" in line

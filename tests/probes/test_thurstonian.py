@@ -326,6 +326,15 @@ def test_a_comparison_of_a_task_the_tasks_file_lacks_is_refused(tmp_path, capsys
     default.parent.mkdir(parents=True)
     default.write_text(tasks.read_text())
     assert main(argv) == 0
+    # named in the params file as the default is spelled (the main job does): refused, and
+    # the scores the last fit wrote are kept
+    params.write_text(
+        "tracking:\n  enabled: false\nprobes:\n  tasks: data/toy/probes/tasks.jsonl\n"
+    )
+    kept = out.read_bytes()
+    assert main(argv) == 2
+    assert "none of its 30 compared tasks is in probes.tasks" in capsys.readouterr().err
+    assert out.read_bytes() == kept
     # a tasks file that is not there (a typo) cannot check them: said, and the fit runs
     params.write_text(
         f"tracking:\n  enabled: false\nprobes:\n  tasks: {tmp_path / 'taskz.jsonl'}\n"

@@ -49,12 +49,14 @@ def register(subparsers) -> None:
 
     train = sub.add_parser(
         "train",
-        help="ridge probes per layer (alpha sweep + held-out r)",
-        description="Ridge probes of the task utilities on task activations, per layer: an "
-        "alpha sweep by cross-validation on the training tasks, held-out r on the rest. "
-        "Writes a new run under <out>/probes/<tasks>/<variant>/<position slug>/runs/<id>/ "
-        "(metrics.json, probes.safetensors) and metrics/probe_train.json, or reuses a "
-        "finished run of identical config and inputs.",
+        help="ridge probes per layer (alpha sweep; held-out or out-of-fold r)",
+        description="Ridge probes of the task utilities on task activations, per layer: "
+        "alpha and layer chosen by Pearson r on a sweep split of the tasks, scored once on "
+        "a final split neither saw (--cv-folds: out-of-fold r over k folds instead, no "
+        "held-out r). Writes a new run under "
+        "<out>/probes/<tasks>/<variant>/<position slug>/runs/<id>/ (manifest.json, "
+        "probes.safetensors), its metrics.json beside runs/, and metrics/probe_train.json, "
+        "or reuses a finished run of identical config and inputs.",
     )
     _selection_flags(train)
     flags(train, "probes.scores probes.comparisons probes.confounds", type=abs_path)
@@ -246,12 +248,6 @@ def _check_compared_tasks(comparisons, source: Path, tasks_file: Path, given: bo
     )
 
 
-def _default_tasks() -> str:
-    from steerops.config.probes import ProbesConfig
-
-    return ProbesConfig.model_fields["tasks"].default
-
-
 def run_thurstonian(args: argparse.Namespace) -> None:
     import sys
 
@@ -275,7 +271,9 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     tasks = [params.path(params.probes.tasks)] if params.probes.tasks else []
     _check_scores_target(out, [source, *tasks])
     comparisons = read_comparisons(source)
-    given = params.probes.tasks != _default_tasks()
+    # named in the params file or by a flag, whatever its spelling (the main job names the
+    # default's path); only the unnamed default is the toy's, not the comparisons' own set
+    given = "tasks" in params.probes.model_fields_set
     if tasks and tasks[0].is_file():
         _check_compared_tasks(comparisons, source, tasks[0], given)
     elif tasks and given:

@@ -98,7 +98,24 @@ def _check_against_tasks(
                 f"{conditions_path}: condition {c.id!r}: target {c.target!r} "
                 f"is not a task in {tasks_file}"
             )
+    _warn_unpaired_roles(params.probes.ood.pair_roles, conditions, conditions_path)
     return known
+
+
+def _warn_unpaired_roles(pair_roles: list[str], conditions, conditions_path: Path) -> None:
+    """A targeted condition whose role is none of `probes.ood.pair_roles` pairs with no
+    other in the A/C inversions (a typo such as "a" for "A" drops its pairs): said once."""
+    odd = [c for c in conditions if c.target is not None and c.role not in pair_roles]
+    if odd:
+        import sys
+
+        roles = sorted({str(c.role) for c in odd})
+        print(
+            f"warning: {conditions_path}: {len(odd)} targeted condition(s) (e.g. {odd[0].id!r}) "
+            f"with role {', '.join(map(repr, roles))}, none of probes.ood.pair_roles "
+            f"({', '.join(pair_roles)}): they are in no inversion pair",
+            file=sys.stderr,
+        )
 
 
 def _fitted_tasks(params, manifest: dict, run_dir: Path, rated: set[str]) -> set[str] | None:
