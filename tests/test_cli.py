@@ -577,3 +577,13 @@ def test_only_a_stage_that_loads_a_model_takes_device(argv, loads_a_model):
     else:
         with pytest.raises(SystemExit):
             parser.parse_args([*argv, "--device", "cpu"])
+
+
+def test_a_key_is_named_when_the_params_file_or_a_flag_sets_it(tmp_path, monkeypatch):
+    """Whatever its value: the default's own path, written out, is named."""
+    monkeypatch.setenv("DVC_STAGE", "steer")  # the pipeline's run: no scratch folder
+    assert not _params(tmp_path).named("probes.tasks")
+    spelled = "probes: {tasks: data/toy/probes/tasks.jsonl}\n"  # the default's value
+    assert _params(tmp_path, yaml_extra=spelled).named("probes.tasks")
+    assert _params(tmp_path, "--subset", "3").named("steering.subset")
+    assert not _params(tmp_path).named("steering.subset")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from steerops.config.base import SPEC_ERROR, Strict
 from steerops.config.calibration import CalibrationConfig
@@ -165,6 +165,15 @@ class Params(Strict):
 
     def set_inputs_flag(self, flag: str) -> None:
         self._inputs_flag = flag
+
+    def named(self, key: str) -> bool:
+        """Whether the params file or a flag set `key` (dotted: `probes.tasks`), whatever the
+        value, rather than leaving it to its default."""
+        *blocks, last = key.split(".")
+        node: BaseModel = self
+        for block in blocks:
+            node = getattr(node, block)
+        return last in node.model_fields_set
 
     def hold_notice(self, line: str) -> None:
         """A line for stdout once the run's inputs are checked (`say_notice`): a run stopped

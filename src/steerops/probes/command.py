@@ -273,7 +273,7 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     comparisons = read_comparisons(source)
     # named in the params file or by a flag, whatever its spelling (the main job names the
     # default's path); only the unnamed default is the toy's, not the comparisons' own set
-    given = "tasks" in params.probes.model_fields_set
+    given = params.named("probes.tasks")
     if tasks and tasks[0].is_file():
         _check_compared_tasks(comparisons, source, tasks[0], given)
     elif tasks and given:
