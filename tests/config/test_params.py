@@ -52,6 +52,9 @@ def test_overrides_replace_params(tmp_path):
         ({"steering": {"max_new_tokens": "many"}}, "steering.max_new_tokens:"),
         ({"models": {"base": {"id": "x", "dtype": "float8"}}}, "models.base.dtype:"),
         ({"judge": {"kind": "oracle"}}, "judge.kind:"),
+        # a socket timeout past the platform's time_t fails only at the first request
+        ({"judge": {"timeout_s": 1e10}}, "judge.timeout_s: Input should be less than or equal"),
+        ({"judge": {"max_backoff_s": 1e300}}, "judge.max_backoff_s: Input should be less"),
         ("seed: [1, 2\n", "malformed YAML"),
         (
             "extraction:\n  positions: [prompt[-1], response[:5]]\n",

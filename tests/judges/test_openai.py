@@ -84,6 +84,9 @@ class FakeServer:
         if isinstance(action, tuple) and action[0] == "redirect":
             _, code, location = action
             return self.send(handler, code, {}, {"Location": location})
+        if action == "error_200":  # a gateway's 200 carrying an error instead of an answer
+            message = f"upstream overloaded {handler.headers.get('Authorization', '')}"
+            return self.send(handler, 200, {"error": {"message": message}})
         if action == "garbled":  # a 200 whose body was cut off (by a proxy, say)
             data = b'{"id": "x", "choices": [{"index": 0, "logpr'
             handler.send_response(200)
@@ -890,6 +893,23 @@ def test_a_reply_that_is_not_json_is_retried(tmp_path, server, trait, key):
     judge = make_judge(params_for(tmp_path, server, concurrency=1, max_retries=2), trait)
     with pytest.raises(SteeropsError, match="after 3 attempts; last error: .*not JSON"):
         judge.score(["q2"], [RESPONSES[3]])
+
+
+def test_a_200_carrying_an_error_is_retried_and_its_message_kept(tmp_path, server, trait, key):
+    """Some gateways answer an upstream failure with HTTP 200 and `{"error": ...}`: a
+    failure to retry like a 5xx, not an endpoint without logprobs."""
+    server.script = ["error_200"]
+    judge = make_judge(params_for(tmp_path, server, concurrency=1), trait)
+    [(trait_score, _)] = judge.score(["q"], [RESPONSES[3]])
+    # the failed attempt, then the trait and coherence prompts
+    assert trait_score == pytest.approx(100.0) and len(server.requests) == 3
+    server.script = ["error_200"] * 3
+    judge = make_judge(params_for(tmp_path, server, concurrency=1, max_retries=2), trait)
+    with pytest.raises(SteeropsError, match="after 3 attempts") as err:
+        judge.score(["q2"], [RESPONSES[3]])
+    said = str(err.value)
+    assert "HTTP 200 with an error and no answer: upstream overloaded" in said
+    assert KEY not in said and "logprobs" not in said
 
 
 def test_a_prompt_the_endpoint_refuses_is_unscored_not_fatal_and_asked_again(

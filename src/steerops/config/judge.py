@@ -24,11 +24,18 @@ class JudgeConfig(Strict):
     top_logprobs: int = Field(20, ge=1, le=20, description="openai: alternatives per answer")
     concurrency: int = Field(8, ge=1, description="openai: requests in flight")
     max_retries: int = Field(5, ge=0, description="openai: retries of a failed request")
-    backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles, with jitter")
-    max_backoff_s: float = Field(
-        30.0, gt=0, description="cap of our own delays; a longer Retry-After is honoured"
+    backoff_s: float = Field(
+        1.0, gt=0, le=86400, description="first retry delay; doubles, with jitter"
     )
-    timeout_s: float = Field(60.0, gt=0, description="openai: seconds per request")
+    max_backoff_s: float = Field(
+        30.0,
+        gt=0,
+        le=86400,
+        description="cap of our own delays; a longer Retry-After is honoured",
+    )
+    timeout_s: float = Field(
+        60.0, gt=0, le=86400, description="openai: seconds per attempt of a request"
+    )
     min_prob_mass: float = Field(
         0.25,
         ge=0,

@@ -142,11 +142,18 @@ def post_json(
             refused = type(exc).__name__
         else:
             try:
-                return json.loads(raw)
+                decoded = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 # Often a reply cut off mid-body (a proxy, a dropped connection): try again.
                 text = shown(raw.decode("utf-8", "replace"), secret, 120)
                 last = f"a reply that is not JSON: {text}"
+            else:
+                error = _error_in(decoded)
+                if error is None:
+                    return decoded
+                # a gateway's HTTP 200 carrying an error instead of an answer (an upstream
+                # overloaded): a failure like a 5xx, retried, its message kept
+                last = f"HTTP 200 with an error and no answer: {shown(error, secret, 200)}"
         if refused:
             raise _unsendable(url, refused)
         if stop.is_set():
@@ -160,6 +167,16 @@ def post_json(
     raise SteeropsError(
         f"judge: {url} failed after {policy.max_retries + 1} attempts; last error: {last}"
     )
+
+
+def _error_in(reply: object) -> str | None:
+    """The error a JSON reply carries in place of an answer (`{"error": ...}` and no
+    `choices`), as text; None for any other reply."""
+    if not isinstance(reply, dict) or "error" not in reply or "choices" in reply:
+        return None
+    error = reply["error"]
+    message = error.get("message") if isinstance(error, dict) else None
+    return str(message) if message else json.dumps(error)
 
 
 def _read_within(reply, timeout_s: float, stop: threading.Event) -> bytes:
