@@ -746,6 +746,8 @@ def test_mlflow_runs_found_by_tags_and_names(steered):
     (cell,) = find(f"tags.`mlflow.parentRunId` = '{first.info.run_id}'")
     assert cell.info.run_name == "mean_diff prompt[-1] toy/refusal"
     assert cell.data.params["judge"] == "toy:exact" and cell.data.params["min_coherence"] == "68"
+    assert cell.data.params["judge_kind"] == "toy"  # no endpoint, no threshold: none said
+    assert not {"judge_base_url", "judge_min_prob_mass"} & set(cell.data.params)
     assert cell.data.params["batch_rows"] == "256"  # max_batch_rows auto, on CPU
     assert cell.data.metrics["heldout_trait_delta"] >= 50
     assert "min_coherence" not in cell.data.metrics  # a setting, not a measurement

@@ -110,3 +110,21 @@ def test_logits_processing_a_checkpoint_ships_keys_its_results(tmp_path, toy_wor
     (Path(legacy["id"]) / "generation_config.json").unlink()
     overrides = model_settings(legacy)["plain_decoding_overrides"]
     assert overrides == {"repetition_penalty": 1.3, "no_repeat_ngram_size": 3}
+
+
+def test_the_judge_behind_a_number_is_in_the_run_s_params():
+    """The id hashes the prompts; the endpoint, model, label and threshold are spelled out
+    (the URL can hold no credentials: refused at load), the key never."""
+    from steerops.config.judge import JudgeConfig
+    from steerops.steering.evaluate import judge_params
+
+    judge = JudgeConfig(kind="openai", model="m", base_url="http://h:1/v1", version="v2")
+    said = judge_params(judge, {"judge_min_prob_mass": 0.25})
+    assert said == {
+        "judge_kind": "openai",
+        "judge_base_url": "http://h:1/v1",
+        "judge_model": "m",
+        "judge_version": "v2",
+        "judge_min_prob_mass": 0.25,
+    }
+    assert judge_params(JudgeConfig(kind="toy"), {}) == {"judge_kind": "toy"}

@@ -119,6 +119,7 @@ class SteeringEvaluator:
             "variant": session.variant,
             "vector_variant": session.vector_variant,
             "judge": session.judge.id,
+            **judge_params(session.params.judge, self.settings),
             "scope": cfg.scope,
             "direction": cfg.direction,
             "coefficient_unit": cfg.coefficient_unit,
@@ -576,3 +577,17 @@ def _from_scores(
         weights=weights,
         scores=scores,
     )
+
+
+def judge_params(judge, settings: dict[str, Any]) -> dict[str, Any]:
+    """What the judge's id (hashes) does not spell out, as MLflow params: its kind, an
+    endpoint's URL (credentials and queries are refused in it, so nothing secret) and model,
+    the `version` label and the score threshold, so a number's judge reads from its run."""
+    out: dict[str, Any] = {"judge_kind": judge.kind}
+    if judge.kind == "openai":
+        out |= {"judge_base_url": judge.base_url, "judge_model": judge.model}
+    if judge.version:
+        out["judge_version"] = judge.version
+    if settings.get("judge_min_prob_mass") is not None:
+        out["judge_min_prob_mass"] = settings["judge_min_prob_mass"]
+    return out
