@@ -110,8 +110,9 @@ def find_run(root: Path, key: str) -> Path | None:
 
 
 def run_damage(run_dir: Path) -> str | None:
-    """Why a finished run cannot be trusted, or None: its manifest must be readable and its
-    weights must have the MD5 the manifest records."""
+    """Why a finished run cannot be trusted, or None: its manifest must be readable and hold
+    the figures it was written with (`manifest_md5`; a run written before that was kept is
+    checked by its weights alone), and its weights must have the MD5 the manifest records."""
     try:
         manifest = read_json(run_dir / MANIFEST)
     except (OSError, ValueError, SteeropsError):
@@ -119,9 +120,19 @@ def run_damage(run_dir: Path) -> str | None:
     recorded = manifest.get("weights_md5") if isinstance(manifest, dict) else None
     if recorded is None:
         return f"{MANIFEST} records no weights_md5"
+    written = manifest.get("manifest_md5")
+    if written is not None and written != manifest_md5(manifest):
+        return f"{MANIFEST} does not match the MD5 it was written with (edited or damaged)"
     if not (run_dir / WEIGHTS).is_file() or file_md5(run_dir / WEIGHTS) != recorded:
         return f"{WEIGHTS} does not match the MD5 in {MANIFEST}"
     return None
+
+
+def manifest_md5(manifest: dict) -> str:
+    """The MD5 of a manifest's content, its own `manifest_md5` left out (keys sorted: the
+    same figures give the same hash however the file was laid out)."""
+    content = {k: v for k, v in manifest.items() if k != "manifest_md5"}
+    return text_md5(json.dumps(content, sort_keys=True, ensure_ascii=False))
 
 
 def new_run_id(key: str) -> str:
@@ -144,7 +155,8 @@ def write_run(
             tensors[f"weight_{layer}"] = torch.from_numpy(np.asarray(weight, dtype=np.float32))
             tensors[f"bias_{layer}"] = torch.tensor([bias], dtype=torch.float32)
         save_tensors(staging / WEIGHTS, tensors, metadata={"run_id": run_id})
-        write_json(staging / MANIFEST, {**manifest, "weights_md5": file_md5(staging / WEIGHTS)})
+        manifest = {**manifest, "weights_md5": file_md5(staging / WEIGHTS)}
+        write_json(staging / MANIFEST, {**manifest, "manifest_md5": manifest_md5(manifest)})
         os.replace(staging, run_dir)
     finally:
         if staging.exists():
@@ -162,8 +174,10 @@ def record_invocation(root: Path, manifest: dict, reused: bool) -> None:
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "reused": reused,
         "best_layer": manifest["best_layer"],
-        "final_r": manifest["best_final_r"],
     }
+    protocol = manifest["config"].get("protocol", "holdout")
+    # under k-fold CV the r is out-of-fold (`metric_name`), not a held-out final r
+    entry[metric_name("final_r", protocol)] = manifest["best_final_r"]
     write_jsonl(index, rows + [entry])
     write_json(
         runs_dir(root) / "latest.json",

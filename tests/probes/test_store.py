@@ -1,0 +1,48 @@
+"""A finished probe run is reused only while its files hold what they were written with."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from steerops.probes.store import find_run, manifest_md5, record_invocation, run_damage, write_run
+
+
+def _manifest(key: str, protocol: str = "holdout") -> dict:
+    return {
+        "run_id": "20261206T000000Z-" + key[:8],
+        "key": key,
+        "config": {"protocol": protocol},
+        "best_layer": 0,
+        "best_final_r": 0.868,
+        "best_sweep_r": 0.9,
+        "layers": {"0": {"alpha": 10.0, "final_r": 0.868}},
+    }
+
+
+def test_a_run_whose_manifest_was_edited_is_trained_again(tmp_path, capsys):
+    manifest = _manifest("abcdef0123")
+    run = write_run(tmp_path, manifest["run_id"], {0: (np.ones(3), 0.5)}, manifest)
+    written = json.loads((run / "manifest.json").read_text())
+    assert written["manifest_md5"] == manifest_md5(written)
+    assert run_damage(run) is None and find_run(tmp_path, "abcdef0123") == run
+    # a figure edited by hand (or bit rot): the run would print r outside its own interval
+    (run / "manifest.json").write_text(json.dumps({**written, "best_final_r": 0.968}))
+    assert "does not match the MD5 it was written with" in run_damage(run)
+    assert find_run(tmp_path, "abcdef0123") is None
+    # laid out otherwise, the same figures: still the run that was written
+    (run / "manifest.json").write_text(json.dumps(written, indent=4, sort_keys=True))
+    assert run_damage(run) is None
+    # a run written before the hash was kept: its weights alone are checked
+    older = {k: v for k, v in written.items() if k != "manifest_md5"}
+    (run / "manifest.json").write_text(json.dumps(older))
+    assert run_damage(run) is None
+
+
+def test_the_run_index_names_an_out_of_fold_r_as_such(tmp_path):
+    for protocol, name, other in (("holdout", "final_r", "oof_r"), ("cv", "oof_r", "final_r")):
+        root = tmp_path / protocol
+        record_invocation(root, _manifest("abcdef0123", protocol), reused=False)
+        [entry] = [json.loads(x) for x in (root / "runs" / "runs.jsonl").read_text().splitlines()]
+        assert entry[name] == 0.868 and other not in entry
