@@ -5,6 +5,7 @@ per (prompt, integer) without cache, batching or padding."""
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import numpy as np
@@ -59,12 +60,15 @@ MODELS["gemma2_sliding"] = gemma2_sliding  # a window shorter than the prompts
 
 
 def reference(model, tokenizer, text: str) -> dict[int, float]:
-    """P(n) = prod P(number tokens) * P(next token is not a digit token): full forwards of
-    prompt + number, no cache and no padding (sequences of equal length share a batch)."""
+    """P(n) = prod P(number tokens) * P(next token is not a digit token, nor a "/" of a
+    fraction, nor, after 0 or 1, a "." of a decimal): full forwards of prompt + number, no
+    cache and no padding (sequences of equal length share a batch)."""
     base = tokenizer(text, add_special_tokens=False)["input_ids"]
     extends = np.zeros(model.config.get_text_config().vocab_size, dtype=bool)
+    decimal = np.zeros_like(extends)
     for piece, i in tokenizer.get_vocab().items():
-        extends[i] = piece[0].isdigit()
+        extends[i] = piece[0].isdigit() or piece[0] == "/"
+        decimal[i] = piece[0] == "."
     by_length: dict[int, list[tuple[int, list[int]]]] = {}
     for n in range(101):
         ids = tokenizer(text + str(n), add_special_tokens=False)["input_ids"]
@@ -77,7 +81,8 @@ def reference(model, tokenizer, text: str) -> dict[int, float]:
         logp = torch.log_softmax(logits, -1).numpy()
         for row, (n, ids) in enumerate(group):
             total = sum(logp[row, len(base) - 1 + k, t] for k, t in enumerate(ids[len(base) :]))
-            stop = np.exp(logp[row, -1])[~extends].sum()
+            ends = extends | decimal if n in (0, 1) else extends
+            stop = np.exp(logp[row, -1])[~ends].sum()
             probs[n] = float(np.exp(total) * stop)
     return probs
 
@@ -100,6 +105,19 @@ def rendered(tokenizer, kind: str, q: str, r: str) -> str:
     from steerops.models.generation import format_prompt
 
     return format_prompt(tokenizer, PROMPTS.messages(kind, q, r))
+
+
+def test_a_number_continued_as_a_fraction_or_a_unit_decimal_is_no_score():
+    """ "7/10" is not 7 of 100, nor "0.9" 0: their mass is no integer's (as `openai`)."""
+    from steerops.judges.numbers import _node_stats
+
+    probs = torch.tensor([[0.1, 0.1, 0.3, 0.2, 0.2, 0.1]])  # "0" "5" "." "/" "x" "y"
+    extends = torch.tensor([True, True, False, True, False, False])
+    decimal = torch.tensor([False, False, True, False, False, False])
+    kids, stop, unit_stop = _node_stats(probs.log(), extends, decimal, [0, 1])
+    assert kids[0] == pytest.approx([math.log(0.1), math.log(0.1)])
+    assert math.exp(stop[0]) == pytest.approx(0.6)  # ".", "x", "y" end a number
+    assert math.exp(unit_stop[0]) == pytest.approx(0.3)  # after 0 or 1, "." does not
 
 
 def test_trie_spells_integers_with_merged_and_split_tokens(tokenizer):

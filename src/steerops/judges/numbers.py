@@ -2,7 +2,10 @@
 span several tokens ("1","0","0" for digit tokenizers, "10","0" after a merge).
 
 P(n) = P(token sequence of n | prompt) * P(next token does not extend the number), the
-second factor so that "1" does not also count the mass of "10"-"19" and "100". Every
+second factor so that "1" does not also count the mass of "10"-"19" and "100", nor a number
+the mass of an answer on another scale: a fraction ("7/10": a next token starting "/") or,
+after 0 or 1, a 0-1 decimal ("0.9": one starting "."), read as no number as the `openai`
+judge reads them. Every
 integer's tokens form a trie; one prompt forward gives the root's distribution, then each
 level feeds one more token per live trie node, reusing the prompt's KV cache. With tree
 attention (`tree_fits`: an architecture it is tested on, sdpa or eager attention, the
@@ -38,6 +41,7 @@ class NumberTrie:
     value_of: dict[Path, int]  # full sequence -> the integer it spells
     children: dict[Path, list[int]] = field(default_factory=dict)
     extends: torch.Tensor | None = None  # [vocab] bool: tokens that continue a number
+    decimal: torch.Tensor | None = None  # [vocab] bool: tokens that make 0 or 1 a decimal
 
     @property
     def child_tokens(self) -> list[int]:
@@ -75,8 +79,11 @@ def number_trie(tokenizer, prompt_text: str) -> NumberTrie:
             if seq[k] not in kids:
                 kids.append(seq[k])
     pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    extends = torch.tensor([bool(p) and p[0].isascii() and p[0].isdigit() for p in pieces])
-    return NumberTrie(value_of, children, extends)
+    extends = torch.tensor(
+        [bool(p) and ((p[0].isascii() and p[0].isdigit()) or p[0] == "/") for p in pieces]
+    )
+    decimal = torch.tensor([p[:1] == "." for p in pieces])
+    return NumberTrie(value_of, children, extends, decimal)
 
 
 def _accepts_logits_to_keep(model) -> bool:
@@ -139,12 +146,16 @@ def _expand(
     likelier than `prune_prob`, with the index of each one's parent in `nodes`."""
     child_ids = trie.child_tokens
     column = {t: i for i, t in enumerate(child_ids)}
-    child_logp, stop_logp = _node_stats(logits, trie.extends, child_ids)
+    child_logp, stop_logp, unit_stop_logp = _node_stats(
+        logits, trie.extends, trie.decimal, child_ids
+    )
     children: list[Node] = []
     parents: list[int] = []
     for r, (b, path, logp, cols) in enumerate(nodes):
         if path in trie.value_of:
-            dists[b][trie.value_of[path]] = math.exp(logp + stop_logp[r])
+            value = trie.value_of[path]
+            stop = unit_stop_logp[r] if value in (0, 1) else stop_logp[r]
+            dists[b][value] = math.exp(logp + stop)
         for t in trie.children.get(path, []):
             child = logp + child_logp[r][column[t]]
             if math.exp(child) >= prune_prob:
@@ -250,13 +261,21 @@ class _TreeLevels:
 
 
 def _node_stats(
-    logits: torch.Tensor, extends: torch.Tensor, child_ids: list[int]
-) -> tuple[list[list[float]], list[float]]:
-    """Per row: log-probs of the trie's child tokens, and log P(the number stops here)."""
+    logits: torch.Tensor, extends: torch.Tensor, decimal: torch.Tensor, child_ids: list[int]
+) -> tuple[list[list[float]], list[float], list[float]]:
+    """Per row: log-probs of the trie's child tokens, log P(the number stops here), and the
+    same for 0 or 1, which a decimal point also continues."""
     logp = logits.float().log_softmax(-1)
     vocab = logp.shape[-1]
-    # The model's vocab may be padded past the tokenizer's: those ids never extend a number.
-    extends = torch.nn.functional.pad(extends[:vocab], (0, max(0, vocab - extends.numel())))
-    stop = logp.masked_fill(extends.to(logp.device), float("-inf")).logsumexp(-1)
+
+    def sized(mask: torch.Tensor) -> torch.Tensor:
+        # The model's vocab may be padded past the tokenizer's: those ids continue nothing.
+        return torch.nn.functional.pad(mask[:vocab], (0, max(0, vocab - mask.numel()))).to(
+            logp.device
+        )
+
+    extends = sized(extends)
+    stop = logp.masked_fill(extends, float("-inf")).logsumexp(-1)
+    unit_stop = logp.masked_fill(extends | sized(decimal), float("-inf")).logsumexp(-1)
     kids = logp[:, torch.tensor(child_ids, device=logp.device)]
-    return kids.cpu().tolist(), stop.cpu().tolist()
+    return kids.cpu().tolist(), stop.cpu().tolist(), unit_stop.cpu().tolist()
