@@ -32,7 +32,9 @@ def _has_key(tree, dotted: str) -> bool:
 # Params that say where runs are logged, not what a stage computes.
 # report.out: read by every stage's --out check (a run by hand must not write into the
 # pipeline's reports), never an input of what the stage computes
-NOT_STAGE_INPUTS = ("experiment", "tracking", "report.out")
+# where results are logged, and the name of the variable holding the judge's key (kept from
+# the MLflow worker by every stage): none changes an output
+NOT_STAGE_INPUTS = ("experiment", "tracking", "report.out", "judge.api_key_env")
 
 
 def _parses(command: str):

@@ -612,3 +612,28 @@ def test_a_question_the_store_cannot_answer_leaves_the_runs_tracking_alone(tmp_p
     worker.client = Broken()
     assert worker._finished_run_tagged("steerops.cell_files", "abc") is None
     assert worker.failure is None and worker.pending == []
+
+
+def test_the_tracking_worker_holds_no_judge_key(tmp_path, monkeypatch):
+    """The MLflow worker gets the stage's environment but the variable holding the judge's
+    key: it has no use for it, and what it holds could reach a tracking server's logs."""
+    from steerops.tracking import sink
+
+    monkeypatch.setenv("JUDGE_KEY_TEST", "sk-canary")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "t")
+    started: list[dict] = []
+    real = subprocess.Popen
+
+    def watching(*args, **kwargs):
+        started.append(kwargs.get("env") or {})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sink.subprocess, "Popen", watching)
+    params = _params(tmp_path)
+    params.judge.api_key_env = "JUDGE_KEY_TEST"
+    with track(params, "report", "keyless"):
+        pass
+    assert started and "JUDGE_KEY_TEST" not in started[0]
+    assert started[0]["MLFLOW_TRACKING_TOKEN"] == "t"  # MLflow's own are kept
+    assert "JUDGE_KEY_TEST" not in sink._worker_env(("JUDGE_KEY_TEST",))
+    assert "MLFLOW_TRACKING_TOKEN" in sink._worker_env(("MLFLOW_TRACKING_TOKEN",))

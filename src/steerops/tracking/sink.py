@@ -75,8 +75,16 @@ def _stops_held() -> Iterator[None]:
 
 class Sink:
     def __init__(
-        self, uri: str, experiment: str, description: str, journal_dir: Path, held: bool = False
+        self,
+        uri: str,
+        experiment: str,
+        description: str,
+        journal_dir: Path,
+        held: bool = False,
+        withheld: tuple[str, ...] = (),
     ):
+        """`withheld`: environment variables the MLflow worker has no use for and must not
+        hold (the judge's key)."""
         self.uri = uri
         self.experiment_id: str | None = None
         self.failure: str | None = None
@@ -100,7 +108,7 @@ class Sink:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
-                env=_worker_env(),
+                env=_worker_env(withheld),
             )
         self._out: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._write, name="steerops-tracking-out", daemon=True).start()
@@ -209,11 +217,12 @@ class Sink:
             event.set()
 
 
-def _worker_env() -> dict[str, str]:
-    """The stage's environment, with this steerops importable (it may run from a source
-    tree the environment does not name)."""
+def _worker_env(withheld: tuple[str, ...] = ()) -> dict[str, str]:
+    """The stage's environment less `withheld`, with this steerops importable (it may run
+    from a source tree the environment does not name)."""
     src = str(Path(steerops.__file__).resolve().parents[1])
-    env = dict(os.environ)
+    withheld = tuple(n for n in withheld if not n.startswith("MLFLOW_"))  # MLflow's own
+    env = {k: v for k, v in os.environ.items() if k not in withheld}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     return env
 

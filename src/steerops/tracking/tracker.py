@@ -287,6 +287,7 @@ def track(
         "steerops.stage), nested runs per cell, config or trial",
         lasting_folder(params.root) / JOURNAL_DIR,
         held=held,
+        withheld=(params.judge.api_key_env,),  # the judge's key: never sent to MLflow
     )
     shared = base_tags(params, stage, tags)
     tracker = Tracker(sink, params.root, shared)
