@@ -30,7 +30,11 @@ def test_a_run_whose_manifest_was_edited_is_trained_again(tmp_path, capsys):
     # a figure edited by hand (or bit rot): the run would print r outside its own interval
     (run / "manifest.json").write_text(json.dumps({**written, "best_final_r": 0.968}))
     assert "does not match the MD5 it was written with" in run_damage(run)
+    record_invocation(tmp_path, written, reused=False)
+    record_invocation(tmp_path, written, reused=True)  # indexed twice: said once
+    capsys.readouterr()
     assert find_run(tmp_path, "abcdef0123") is None
+    assert capsys.readouterr().err.count("training it again") == 1
     # laid out otherwise, the same figures: still the run that was written
     (run / "manifest.json").write_text(json.dumps(written, indent=4, sort_keys=True))
     assert run_damage(run) is None

@@ -90,9 +90,11 @@ def find_run(root: Path, key: str) -> Path | None:
     stderr and passed over, so it is trained again)."""
     index = runs_dir(root) / "runs.jsonl"
     entries = read_jsonl(index) if index.exists() else []
+    seen: set[Path] = set()  # a run reused is indexed again: said once
     for entry in reversed(entries):
         run_dir = runs_dir(root) / entry["run_id"]
-        if entry.get("key") == key and (run_dir / MANIFEST).is_file():
+        if entry.get("key") == key and (run_dir / MANIFEST).is_file() and run_dir not in seen:
+            seen.add(run_dir)
             problem = run_damage(run_dir)
             if problem is None:
                 return run_dir
