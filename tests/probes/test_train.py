@@ -341,6 +341,19 @@ def test_a_constant_layer_is_reported_and_the_others_train(tmp_path, capsys):
         load_probe(root / "runs" / metrics["run_id"], 0)
 
 
+def test_activations_constant_at_every_layer_blame_the_position(tmp_path, capsys):
+    """Every layer constant is the position's doing (one token all tasks share), not the
+    layers': the error names the position's key and flag."""
+    params_file, params, ids, mu, layers = probe_world(
+        tmp_path, blocks={"tracking": {"enabled": False}}
+    )
+    flat = {layer: np.full((160, 24), 2.5) for layer in (0, 1)}
+    fake_activations(params, "baseline", None, ids, flat, num_layers=2)
+    assert main(["probe", "train", "--params", str(params_file)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "probes.position" in line and "no layer gives a probe with a defined r" in line
+
+
 def test_constant_scores_are_refused_before_extraction(tmp_path, capsys, no_model_loads):
     import shutil
 

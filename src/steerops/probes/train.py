@@ -414,7 +414,11 @@ def train(params) -> tuple[Path, dict, bool]:
     best = best_layer(per_layer)
     if best is None:
         reasons = "; ".join(f"layer {k}: {v['skipped']}" for k, v in per_layer.items())
-        raise SteeropsError(f"probes.layers: no layer gives a probe with a defined r ({reasons})")
+        everywhere = all("constant" in v["skipped"] for v in per_layer.values())
+        # activations constant at every layer: the position reads one token every task
+        # shares (prompt[0], the template's first), not a choice of layers
+        key = "probes.position" if everywhere else "probes.layers"
+        raise SteeropsError(f"{key}: no layer gives a probe with a defined r ({reasons})")
     manifest = {
         "run_id": run_id,
         "key": key,
