@@ -48,8 +48,9 @@ class ProbesConfig(Strict):
     scores: str = Field("data/toy/probes/scores.csv", description="task_id,mu[,sigma]")
     condition: str = Field(
         "baseline",
-        description="activation condition the probe trains on "
-        "(each task keeps its own system prompt)",
+        description="activation condition the probe trains on: baseline (each task keeps "
+        "its own system prompt), or a condition of the conditions file (its system prompt "
+        "replaces the task's)",
     )
     position: PositionSpec = Field(
         parse_position("prompt[-1]"), description="token position, e.g. prompt[-1]"
