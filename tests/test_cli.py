@@ -160,6 +160,12 @@ def test_a_run_of_its_own_shares_a_judge_cache_named_outside_the_pipeline_s_outp
         assert params.path(params.judge.cache_dir) == shared
     out = _params(tmp_path, "--out", str(tmp_path / "mine"))
     assert Path(out.judge.cache_dir) == tmp_path / "mine" / "judge_cache"
+    # --out and --inputs name another paths.out: the pipeline's cache is still left alone
+    (tmp_path / "theirs").mkdir()
+    inputs = _params(tmp_path, "--inputs", str(tmp_path / "theirs"))
+    assert Path(inputs.judge.cache_dir) == inputs.run_folder / "judge_cache"
+    generate = _params(tmp_path, "--out", str(tmp_path / "gen"), stage="generate")
+    assert Path(generate.judge.cache_dir) == tmp_path / "gen" / "judge_cache"
 
 
 def _params(tmp_path, *argv, stage="steer", yaml_extra=""):

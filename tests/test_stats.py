@@ -662,7 +662,10 @@ def test_credited_delta_gives_answers_under_the_bar_no_move_along_the_steering()
     assert stats.credited_heldout({}, 68.0, 3).n == 0
     scored, under = stats.under_bar(coherences, 68.0)
     assert (scored, under) == (11, 4)
-    unscored = stats.coherence_unscored(coherences)
+    unscored = stats.coherence_unscored(deltas, coherences)
+    # an answer with no delta (refused) is in no delta: not counted, whatever its coherence
+    assert stats.coherence_unscored([10.0, None], [None, None]) == 1
+    assert stats.unscored_heldout(row) == unscored and stats.unscored_heldout({}) is None
     assert unscored == 1  # with the 4, the answers the credited delta counts as no gain
     assert stats.under_bar_text(scored, under, 68.0) == " (4 of 11 answers under 68)"
     assert stats.under_bar_text(scored, under, 68.0, unscored) == (
@@ -680,7 +683,7 @@ def test_credited_delta_gives_answers_under_the_bar_no_move_along_the_steering()
     assert stats.unmoved_phrase(0, 68.0, 0, [got.mean, got.lo, got.hi]) == ""
     # none under the bar, two not scored: they alone count as unmoved, and are said
     gaps = [90.0, None, 90.0, 90.0, 90.0, 70.0, 90.0, 68.0, 80.0, None, 99.0, 95.0]
-    assert stats.under_bar(gaps, 68.0) == (10, 0) and stats.coherence_unscored(gaps) == 2
+    assert stats.under_bar(gaps, 68.0) == (10, 0) and stats.coherence_unscored(deltas, gaps) == 2
     only = [100.0, 0.0, -50.0, 100.0, 20.0, 0.0, 100.0, 60.0, 0.0, -10.0, 40.0]
     alone = stats.credited_delta(deltas, gaps, 68.0, seed=3)
     assert alone.mean == pytest.approx(np.mean(only))

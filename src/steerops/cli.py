@@ -220,8 +220,9 @@ def add_common(
             metavar="DIR",
             help=out_help
             or "outputs root for this run instead of paths.out (read and written), with "
-            "its metrics/, judge cache and, unless tracking.uri or MLFLOW_TRACKING_URI says "
-            "otherwise, its MLflow store",
+            "its metrics/, judge cache (unless judge.cache_dir lies outside paths.out: then "
+            "shared) and, unless tracking.uri or MLFLOW_TRACKING_URI says otherwise, its "
+            "MLflow store",
         )
     if device:  # a stage that loads no model has no use for it
         parser.add_argument(
@@ -290,6 +291,7 @@ def load_params_for(args: argparse.Namespace):
                 "the pipeline's outputs"
             )
     params = load_params(args.params, overrides, flags_given(args))
+    pipeline_out = (params.inputs,)  # the pipeline's outputs, before --out or --inputs
     if folder:
         check_run_folder(Path(folder), params)
         if not scratch and not getattr(args, "inputs_from_pipeline", False):
@@ -303,10 +305,10 @@ def load_params_for(args: argparse.Namespace):
         params.set_inputs_flag(f" --out {shlex.quote(display_path(inputs))}")
     pin_device(params, getattr(args, "device", None))
     if folder:
-        params.set_run_folder(Path(folder), named=True)
+        params.set_run_folder(Path(folder), named=True, kept=pipeline_out)
     elif scratch and not (getattr(args, "pipeline", False) or os.environ.get("DVC_STAGE")):
         args.scratch_folder = new_run_folder(params.root, args.command)
-        params.set_run_folder(args.scratch_folder, named=False)
+        params.set_run_folder(args.scratch_folder, named=False, kept=pipeline_out)
         # said when the stage's run opens, its inputs checked: bad input gets one line
         where = f"{display_path(params.inputs)}/"
         reads = (

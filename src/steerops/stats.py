@@ -481,11 +481,21 @@ def under_bar(
     return len(scored), sum(not coherent(c, min_coherence) for c in scored)
 
 
-def coherence_unscored(coherences: Iterable[Any]) -> int:
-    """Answers the judge gave no coherence score (None or NaN): left out of the mean, which
-    can then stand over the bar on the answers it could read while the ones it would not
-    rate (most often gibberish) carry the delta; `credited_delta` counts them as unmoved."""
-    return sum(as_number(c) is None for c in coherences)
+def coherence_unscored(deltas: Iterable[float | None], coherences: Iterable[Any]) -> int:
+    """Answers with a trait delta that the judge gave no coherence score (None or NaN): left
+    out of the mean, which can then stand over the bar on the answers it could read while
+    the ones it would not rate (most often gibberish) carry the delta; `credited_delta`
+    counts them as unmoved. An answer with no delta (refused, trait unscored) is in no
+    delta, so not here either. Per question, in one order, as `credited_delta` reads them."""
+    return sum(
+        x is not None and as_number(c) is None for x, c in zip(deltas, coherences, strict=True)
+    )
+
+
+def unscored_heldout(row: Mapping[str, Any]) -> int | None:
+    """`coherence_unscored` of a config row's held-out answers; None when it has none."""
+    answers = _heldout_answers(row)
+    return None if answers is None else coherence_unscored(*answers)
 
 
 def credited_delta(
@@ -542,12 +552,6 @@ def moved_under_heldout(row: Mapping[str, Any], min_coherence: float) -> int | N
     """`moved_under_bar` of a config row's held-out answers; None when the row has none."""
     answers = _heldout_answers(row)
     return None if answers is None else moved_under_bar(*answers, min_coherence)
-
-
-def scored_under(coherence: Any, min_coherence: float) -> bool:
-    """An answer scored for coherence, under the bar (one with no score is neither, as
-    `under_bar` counts it)."""
-    return as_number(coherence) is not None and not coherent(coherence, min_coherence)
 
 
 def _heldout_answers(row: Mapping[str, Any]) -> tuple[list, list] | None:

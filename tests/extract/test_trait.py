@@ -123,7 +123,9 @@ def test_response_positions_on_toy(toy, toy_world, position):
     assert again == stored(meta)
 
 
-def test_responses_vetted_again_with_the_same_rows_kept_are_served_and_current(toy, toy_world):
+def test_responses_vetted_again_with_the_same_rows_kept_are_served_and_current(
+    toy, toy_world, capsys
+):
     """Generate vets again (another judge: new scores, the same rows kept): the extraction
     is served from disk, not redone, and records the responses file it now matches, so
     vectors and steer do not take it for stale."""
@@ -146,6 +148,13 @@ def test_responses_vetted_again_with_the_same_rows_kept_are_served_and_current(t
     assert {k: v for k, v in again.items() if k != "source_hash"} == {
         k: v for k, v in stored(meta).items() if k != "source_hash"
     }
+    # the console says served, though the record of its sources was rewritten
+    from steerops.extract.command import _report
+
+    _report("toy/refusal response[:3]", out, again)
+    assert "up to date, served from disk" in capsys.readouterr().out
+    _report("toy/refusal response[:3]", out, meta)
+    assert "tokens/s" in capsys.readouterr().out
 
 
 def test_padding_sides_agree_on_toy(tmp_path, toy_world):

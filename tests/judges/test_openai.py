@@ -87,6 +87,8 @@ class FakeServer:
         if action == "error_200":  # a gateway's 200 carrying an error instead of an answer
             message = f"upstream overloaded {handler.headers.get('Authorization', '')}"
             return self.send(handler, 200, {"error": {"message": message}})
+        if action == "refused_200":  # a client error passed on in a 200 body
+            return self.send(handler, 200, {"error": {"message": "too long", "code": "400"}})
         if action == "garbled":  # a 200 whose body was cut off (by a proxy, say)
             data = b'{"id": "x", "choices": [{"index": 0, "logpr'
             handler.send_response(200)
@@ -910,6 +912,13 @@ def test_a_200_carrying_an_error_is_retried_and_its_message_kept(tmp_path, serve
     said = str(err.value)
     assert "HTTP 200 with an error and no answer: upstream overloaded" in said
     assert KEY not in said and "logprobs" not in said
+    # a client error passed on (its code one a real 400 would have): this prompt's own,
+    # left unscored at once as a 400 leaves it, the run going on
+    server.script = ["refused_200"]
+    before = len(server.requests)
+    judge = make_judge(params_for(tmp_path, server, concurrency=1, max_retries=2), trait)
+    [(trait_score, _)] = judge.score(["q3"], [RESPONSES[3]])
+    assert trait_score is None and len(server.requests) == before + 2  # no retry
 
 
 def test_a_prompt_the_endpoint_refuses_is_unscored_not_fatal_and_asked_again(

@@ -439,7 +439,7 @@ def test_a_probe_run_without_a_record_of_its_fitted_tasks(tmp_path, capsys, no_m
     assert main(["probe", "train", "--params", str(params_file)]) == 0
     run_dir = _trained_run(params)
     manifest = read_json(run_dir / "manifest.json")
-    del manifest["fitted_tasks"]
+    del manifest["fitted_tasks"], manifest["manifest_md5"]  # a run written before either was kept
     write_json(run_dir / "manifest.json", manifest)
     argv = _one_condition_argv(tmp_path, params_file, ids)
     capsys.readouterr()
@@ -458,7 +458,8 @@ def test_a_probe_run_without_a_record_of_its_fitted_tasks(tmp_path, capsys, no_m
 
 
 def test_a_targeted_condition_of_no_pair_role_is_said(tmp_path, capsys):
-    """A role typo ("a" for "A") would drop its pairs from the A/C inversions unseen."""
+    """A role typo ("a" for "A") would drop its pairs from the A/C inversions unseen; a role
+    of its own is no typo."""
     from types import SimpleNamespace
 
     from steerops.probes.ood_stage import _warn_unpaired_roles
@@ -467,6 +468,7 @@ def test_a_targeted_condition_of_no_pair_role_is_said(tmp_path, capsys):
         return SimpleNamespace(id=id_, target=target, role=role)
 
     fine = [condition("A1", "t1", "A"), condition("C1", "t1", "C"), condition("s", None, None)]
+    fine += [condition("B1", "t1", "B"), condition("n", "t1", None)]  # groups of their own
     _warn_unpaired_roles(["A", "C"], fine, tmp_path / "c.json")
     assert capsys.readouterr().err == ""
     _warn_unpaired_roles(["A", "C"], [*fine, condition("A2", "t2", "a")], tmp_path / "c.json")

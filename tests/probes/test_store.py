@@ -50,3 +50,18 @@ def test_the_run_index_names_an_out_of_fold_r_as_such(tmp_path):
         record_invocation(root, _manifest("abcdef0123", protocol), reused=False)
         [entry] = [json.loads(x) for x in (root / "runs" / "runs.jsonl").read_text().splitlines()]
         assert entry[name] == 0.868 and other not in entry
+
+
+def test_a_manifest_hashes_as_its_file_writes_it():
+    """NaN is written as null and numpy numbers as numbers: the run read back is intact."""
+    from steerops.io import json_text
+
+    manifest = {"r": float("nan"), "n": np.int64(3), "x": [np.float32(0.5)]}
+    read_back = json.loads(json_text(manifest))
+    assert manifest_md5(manifest) == manifest_md5(read_back)
+
+
+def test_a_run_with_a_nan_figure_is_reused(tmp_path):
+    manifest = _manifest("fedcba9876") | {"best_sweep_r": float("nan")}
+    run = write_run(tmp_path, manifest["run_id"], {0: (np.ones(3), 0.5)}, manifest)
+    assert run_damage(run) is None

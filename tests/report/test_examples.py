@@ -159,3 +159,13 @@ def test_a_graded_judge_s_small_moves_come_after_the_real_ones_and_say_their_siz
     # a 0/100 judge: the split's order, as before
     flat = {"a": 100.0, "b": 100.0, "c": 100.0, "e": -100.0}
     assert [q for q, _ in _pick(flat, coherences, steered, 68.0)] == ["a", "b", "e"]
+
+
+def test_an_answer_with_no_coherence_score_is_no_coherent_example():
+    """The credited delta counts it as unmoved: it is shown beside those under the bar."""
+    from steerops.report.examples import _pick
+
+    deltas = {"a": 100.0, "b": 100.0, "c": 50.0}
+    coherences = {"a": 90.0, "b": None, "c": 90.0}
+    picked = _pick(deltas, coherences, dict.fromkeys(deltas, True), 68.0)
+    assert picked == [("a", "along"), ("c", "along"), ("b", "along, not scored for coherence")]

@@ -381,17 +381,22 @@ def test_the_credited_delta_gives_answers_under_the_bar_no_move_along_the_steeri
 
 
 def test_answers_under_the_bar_are_counted_among_those_scored():
-    chosen = {"heldout_coherences": {"a": 17.3, "b": 70.0, "c": None, "d": 68.0, "e": 67.99}}
+    chosen = {
+        "heldout_coherences": {"a": 17.3, "b": 70.0, "c": None, "d": 68.0, "e": 67.99, "f": None},
+        # "f" has no delta (refused, or its trait unscored): in no delta, so not counted
+        "heldout_deltas": {"a": 5.0, "b": 5.0, "c": 5.0, "d": 5.0, "e": 5.0, "f": None},
+    }
     assert tables._under_bar(chosen, 68.0) == {
         "coherence_scored": 4,
         "under_bar": 2,
         "coherence_unscored": 1,  # "c": out of the mean, counted as unmoved (credited)
     }
-    assert tables._under_bar(None, 68.0) == {
+    assert tables._under_bar(None, 68.0) == {  # no choice: nothing counted
         "coherence_scored": None,
         "under_bar": None,
-        "coherence_unscored": 0,
+        "coherence_unscored": None,
     }
-    alone = tables._under_bar({"heldout_coherences": {"a": None}}, 68.0)
-    assert alone["under_bar"] is None and alone["coherence_unscored"] == 1
+    alone = {"heldout_coherences": {"a": None}, "heldout_deltas": {"a": 10.0}}
+    said = tables._under_bar(alone, 68.0)
+    assert said["under_bar"] is None and said["coherence_unscored"] == 1
     assert tables._under_bar({"heldout_coherences": float("nan")}, 68.0)["under_bar"] is None

@@ -6,8 +6,9 @@ be run from anywhere.
 
 Where a run writes: the pipeline's run (DVC's, or `--pipeline`) writes the outputs under
 `paths.out` and the project's files (metrics/, optuna.db, mlflow.db) next to the params file.
-A scratch run has a folder of its own (`Params.set_run_folder`): `out`, `run_root` and the
-judge cache point there, while `inputs` stays the pipeline's outputs.
+A scratch run has a folder of its own (`Params.set_run_folder`): `out`, `run_root` and, when
+it lies in the pipeline's outputs, the judge cache point there, while `inputs` stays the
+pipeline's outputs.
 """
 
 from __future__ import annotations
@@ -127,15 +128,17 @@ class Params(Strict):
         report of a default scratch run, which logged there)."""
         self._project_store = True
 
-    def set_run_folder(self, folder: Path, named: bool) -> None:
+    def set_run_folder(self, folder: Path, named: bool, kept: tuple[Path, ...] = ()) -> None:
         """Make this a run of its own in `folder`: outputs and metrics/ go there, and the
-        judge cache where it lies in the pipeline's outputs (which a run of its own leaves
-        as they are); a cache_dir named outside them is shared, so the run asks no answer
-        it holds. `named` (given with --out): the default MLflow store goes there too."""
+        judge cache where it lies in paths.out or a folder of `kept` (the pipeline's
+        outputs, which a run of its own leaves as they are, when paths.out now names
+        another); a cache_dir named outside them is shared, so the run asks no answer it
+        holds. `named` (given with --out): the default MLflow store goes there too."""
         cache = self.path(self.judge.cache_dir).resolve()
-        outputs = self.path(self.paths.out).resolve()
-        if cache == outputs or outputs in cache.parents:
-            self.judge.cache_dir = str(Path(folder) / "judge_cache")
+        for outputs in (self.path(self.paths.out), *kept):
+            if cache == outputs.resolve() or outputs.resolve() in cache.parents:
+                self.judge.cache_dir = str(Path(folder) / "judge_cache")
+                break
         self._run_folder, self._run_named = Path(folder), named
 
     def path(self, value: str | Path) -> Path:

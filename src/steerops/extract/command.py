@@ -83,7 +83,6 @@ def _task_set_name(params, tasks_file: Path, scratch: bool) -> str:
 
 
 def _run_traits(args, params) -> None:
-    from steerops.extract.store import activations_dir
     from steerops.extract.trait import extract_trait
     from steerops.generate.store import (
         check_generated_length,
@@ -111,12 +110,10 @@ def _run_traits(args, params) -> None:
     layers = cfg.layers.resolve(loaded.layout.num_layers, "extraction.layers")
     for name in params.traits.names:
         for pos in positions:
-            folder = activations_dir(params.out, name, cfg.variant, pos, cfg.component)
-            before = _written(folder)
             out_dir, meta = extract_trait(
                 params, loaded, name, pos, layers, cfg.component, force=args.force
             )
-            _report(f"{name} {pos.text}", out_dir, meta, served=_written(folder) == before)
+            _report(f"{name} {pos.text}", out_dir, meta)
 
 
 def _run_tasks(args, params) -> None:
@@ -216,17 +213,19 @@ def _written(folder: Path) -> tuple[int, int] | None:
     return stat.st_ino, stat.st_mtime_ns
 
 
-def _report(label: str, out_dir: Path, meta: dict, served: bool) -> None:
-    """One line per position: what an extraction did, or that it was served from disk."""
+def _report(label: str, out_dir: Path, meta: dict) -> None:
+    """One line per position: what an extraction did, or that it was served from disk
+    (its metadata as the file holds it, with no timing: that is only an extraction's
+    own, `run_job`; a served folder may have had its record of sources rewritten)."""
     counts = meta["counts"]
     examples = (
         f"{counts.get('positive', 0)} positive / {counts.get('negative', 0)} negative, "
         f"{counts.get('dropped_empty', 0)} dropped"
     )
-    if served:  # no speed for no work
+    timing = meta.get("timing")
+    if timing is None:  # served: no speed for no work
         print(f"{label}: {SERVED}: {examples} {FORCE_HINT} -> {out_dir}")
         return
-    timing = meta["timing"]  # this invocation's (not on disk: `run_job`)
     resumed = timing.get("reused_shards")
     resumed_from = f", {resumed} shards from an interrupted run reused" if resumed else ""
     print(

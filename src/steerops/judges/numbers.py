@@ -5,7 +5,8 @@ P(n) = P(token sequence of n | prompt) * P(next token does not extend the number
 second factor so that "1" does not also count the mass of "10"-"19" and "100", nor a number
 the mass of an answer on another scale: a fraction ("7/10": a next token starting "/") or,
 after 0 or 1, a 0-1 decimal ("0.9": one starting "."), read as no number as the `openai`
-judge reads them. Every
+judge reads them (it sees the tokens that follow; here only the next one is read, so
+"85/100" and a final "1." count as another scale too). Every
 integer's tokens form a trie; one prompt forward gives the root's distribution, then each
 level feeds one more token per live trie node, reusing the prompt's KV cache. With tree
 attention (`tree_fits`: an architecture it is tested on, sdpa or eager attention, the
@@ -82,7 +83,7 @@ def number_trie(tokenizer, prompt_text: str) -> NumberTrie:
     extends = torch.tensor(
         [bool(p) and ((p[0].isascii() and p[0].isdigit()) or p[0] == "/") for p in pieces]
     )
-    decimal = torch.tensor([p[:1] == "." for p in pieces])
+    decimal = torch.tensor([bool(p) and p[0] == "." for p in pieces])
     return NumberTrie(value_of, children, extends, decimal)
 
 

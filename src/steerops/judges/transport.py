@@ -151,9 +151,12 @@ def post_json(
                 error = _error_in(decoded)
                 if error is None:
                     return decoded
+                said = f"HTTP 200 with an error and no answer: {shown(error, secret, 200)}"
+                if _error_code(decoded) in REFUSED_STATUS:  # this prompt's own, passed on
+                    raise Refused(f"judge: {url} answered {said}")
                 # a gateway's HTTP 200 carrying an error instead of an answer (an upstream
                 # overloaded): a failure like a 5xx, retried, its message kept
-                last = f"HTTP 200 with an error and no answer: {shown(error, secret, 200)}"
+                last = said
         if refused:
             raise _unsendable(url, refused)
         if stop.is_set():
@@ -177,6 +180,16 @@ def _error_in(reply: object) -> str | None:
     error = reply["error"]
     message = error.get("message") if isinstance(error, dict) else None
     return str(message) if message else json.dumps(error)
+
+
+def _error_code(reply: dict) -> int | None:
+    """The HTTP status an error body names (`{"error": {"code": 400}}`), if a number."""
+    error = reply.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    try:
+        return int(code) if code is not None and not isinstance(code, bool) else None
+    except (TypeError, ValueError):  # a code word ("context_length_exceeded")
+        return None
 
 
 def _read_within(reply, timeout_s: float, stop: threading.Event) -> bytes:

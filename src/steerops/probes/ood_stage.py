@@ -103,9 +103,15 @@ def _check_against_tasks(
 
 
 def _warn_unpaired_roles(pair_roles: list[str], conditions, conditions_path: Path) -> None:
-    """A targeted condition whose role is none of `probes.ood.pair_roles` pairs with no
-    other in the A/C inversions (a typo such as "a" for "A" drops its pairs): said once."""
-    odd = [c for c in conditions if c.target is not None and c.role not in pair_roles]
+    """A targeted condition whose role is a pair role but for case or spaces ("a" for "A")
+    pairs with no other in the A/C inversions, its pairs dropped unseen: said once. A role
+    of its own (or none) is a group of its own, as the conditions file may mean it."""
+
+    def near(role) -> bool:
+        folded = str(role).strip().casefold()
+        return role not in pair_roles and any(folded == r.casefold() for r in pair_roles)
+
+    odd = [c for c in conditions if c.target is not None and c.role is not None and near(c.role)]
     if odd:
         import sys
 

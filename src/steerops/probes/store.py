@@ -40,6 +40,7 @@ from steerops.io import (
     check_folder_name,
     current_umask,
     file_md5,
+    json_text,
     load_tensors,
     read_json,
     read_jsonl,
@@ -134,7 +135,9 @@ def manifest_md5(manifest: dict) -> str:
     """The MD5 of a manifest's content, its own `manifest_md5` left out (keys sorted: the
     same figures give the same hash however the file was laid out)."""
     content = {k: v for k, v in manifest.items() if k != "manifest_md5"}
-    return text_md5(json.dumps(content, sort_keys=True, ensure_ascii=False))
+    # as the file writes it (`json_text`: NaN as null, numpy numbers as numbers), so what
+    # is read back hashes the same
+    return text_md5(json_text(content))
 
 
 def new_run_id(key: str) -> str:

@@ -301,8 +301,7 @@ def _tie_words(mine: pd.DataFrame, choice: pd.Series) -> str:
         level = (
             level
             or mine_coherence is None
-            or coherence is None
-            or round(coherence, digits) == round(mine_coherence, digits)
+            or (coherence is not None and round(coherence, digits) == round(mine_coherence, digits))
         )
     how = "coherence, then the table's order" if level else "coherence"
     return f", tied on that delta with {', '.join(named)}: chosen on {how}"

@@ -150,13 +150,13 @@ def _close(value: Any, expected: float) -> bool:
 
 def _pick(deltas: dict, coherences: dict, steered: dict, threshold: float) -> list[tuple[str, str]]:
     """Up to five held-out questions, in the split's order: two that moved along the
-    steering (coherent first), one along it but scored under the coherence bar (as the
-    row's `under_bar` counts it), one against it, one unmoved. Moves of
+    steering (coherent first), one along it but scored under the coherence bar or given no
+    coherence score (as the credited delta counts it), one against it, one unmoved. Moves of
     `stats.MOVED_LITTLE` points or more come first, and a smaller one (a graded judge's) is
     labelled with its size."""
 
-    def under(q: str) -> bool:
-        return stats.scored_under(coherences.get(q), threshold)
+    def under(q: str) -> bool:  # under the bar, or not scored for coherence: not coherent
+        return not stats.coherent(coherences.get(q), threshold)
 
     moved = [(q, stats.as_number(d)) for q, d in deltas.items() if q in steered]
     size = dict(moved)
@@ -174,8 +174,17 @@ def _pick(deltas: dict, coherences: dict, steered: dict, threshold: float) -> li
     against = first([q for q, d in moved if d is not None and d < 0], 1)
     still = [q for q, d in moved if d == 0][:1]
     said = [(q, way(q, "along")) for q in along]
-    said += [(q, f"{way(q, 'along')}, under {threshold:g}") for q in broken]
+    said += [
+        (q, f"{way(q, 'along')}, {_not_coherent(coherences.get(q), threshold)}") for q in broken
+    ]
     return said + [(q, way(q, "against")) for q in against] + [(q, "not at all") for q in still]
+
+
+def _not_coherent(coherence: Any, threshold: float) -> str:
+    """Why an answer that moved along the steering is not a coherent example."""
+    if stats.as_number(coherence) is None:
+        return "not scored for coherence"
+    return f"under {threshold:g}"
 
 
 def _text(answer: dict[str, Any]) -> str:

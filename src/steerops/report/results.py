@@ -54,10 +54,11 @@ VERDICTS = (
     "its p in its twin's place): an ok whose q is 0.05 or more may be the one "
     "lucky cell among those tested, and one whose p is not under 0.025 rests on a few "
     "questions that moved far; p and q print rounded up. Where held-out answers score under "
-    "the coherence bar, a line counts them and gives the delta with those counted as "
-    "unmoved, over every held-out answer: an answer under the bar keeps a move against the "
-    "steering but not one along it, so an effect carried by broken text (a garbled answer "
-    "the judge reads as the trait) shrinks there; it is not part of the verdict."
+    "the coherence bar, or the judge gave them no coherence score, a line counts them and "
+    "gives the delta with those counted as unmoved, over every held-out answer: such an "
+    "answer keeps a move against the steering but not one along it, so an effect carried by "
+    "broken text (a garbled answer the judge reads as the trait) shrinks there; it is not "
+    "part of the verdict."
 )
 
 

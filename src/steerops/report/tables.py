@@ -63,7 +63,7 @@ def _under_bar(chosen: dict | None, min_coherence: float) -> dict[str, Any]:
     coherences = (chosen or {}).get("heldout_coherences")
     values = list(coherences.values()) if isinstance(coherences, dict) else []
     scored, under = stats.under_bar(values, min_coherence)
-    unscored = stats.coherence_unscored(values)
+    unscored = stats.unscored_heldout(chosen or {})  # None without a choice
     return {"coherence_scored": scored, "under_bar": under, "coherence_unscored": unscored}
 
 

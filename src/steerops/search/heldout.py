@@ -71,7 +71,8 @@ def evaluate_heldout(
         "coherence_lo": spread.lo,  # its interval: the bar decides the verdict
         "coherence_hi": spread.hi,
         "coherence_scored": scored,
-        "coherence_unscored": coherence_unscored(coherences),  # counted as unmoved: credited
+        # with a delta and no coherence score: counted as unmoved in the credited delta
+        "coherence_unscored": coherence_unscored(deltas, coherences),
         "under_bar": under,
         "under_bar_moved": moved_under_bar(deltas, coherences, min_coherence),
         # the delta with the answers under the bar counted as unmoved (`stats.credited_delta`)

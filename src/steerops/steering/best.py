@@ -234,7 +234,7 @@ def cell_metrics(
         metrics["heldout_coherence_scored"], metrics["heldout_under_bar"] = stats.under_bar(
             coherences, min_coherence
         )
-        metrics["heldout_coherence_unscored"] = stats.coherence_unscored(coherences)
+        metrics["heldout_coherence_unscored"] = stats.unscored_heldout(pick)
         credited = stats.credited_heldout(pick, min_coherence, proto.seed)
         metrics["heldout_under_bar_moved"] = stats.moved_under_heldout(pick, min_coherence)
         metrics["heldout_credited_delta"] = credited.mean
