@@ -282,27 +282,21 @@ def _tie_words(mine: pd.DataFrame, choice: pd.Series) -> str:
     """The other candidates (`tables.selection_candidates`) whose selection-half delta
     equals the choice's: the choice among them fell to coherence, or past it to the
     table's order, which the reader should know before preferring one method to another."""
-    delta = stats.as_number(choice.get("selection_delta"))
-    if delta is None:
-        return ""
     candidates = tables.selection_candidates(mine)
-    digits = stats.COHERENCE_DECIMALS  # as the choice reads them (`tables.selection_choice`)
-    deltas = pd.to_numeric(candidates["selection_delta"], errors="coerce").round(digits)
-    tied = candidates[(candidates.index != choice.name) & (deltas == round(delta, digits))]
+    # the choice's own ranking keys (`choice` is `tables.selection_choice(mine)`)
+    keys = tables.selection_keys(candidates)
+    mine_keys = keys.loc[choice.name]
+    tied = candidates[(candidates.index != choice.name) & (keys["delta"] == mine_keys["delta"])]
     if tied.empty:
         return ""
-    named, level = [], False
-    mine_coherence = stats.as_number(choice.get("selection_coherence"))
+    named = []
     for row in tied.itertuples(index=False):
         at = "" if row.position == choice["position"] else f" at {row.position}"
         coherence = stats.as_number(getattr(row, "selection_coherence", None))
         said = "" if coherence is None else f", coherence {stats.coherence_text(coherence, 2)}"
         named.append(f"`{row.method}`{at} (layer {cell(row.layer)}{said})")
-        level = (
-            level
-            or mine_coherence is None
-            or (coherence is not None and round(coherence, digits) == round(mine_coherence, digits))
-        )
+    # coherence level too (missing on both alike): the table's order chose
+    level = (keys.loc[tied.index, "coherence"] == mine_keys["coherence"]).any()
     how = "coherence, then the table's order" if level else "coherence"
     return f", tied on that delta with {', '.join(named)}: chosen on {how}"
 

@@ -573,13 +573,23 @@ def selection_choice(gap: pd.DataFrame) -> pd.Series | None:
     candidates = selection_candidates(gap)
     if candidates.empty:
         return None
-    coherence = candidates.get("selection_coherence", pd.Series(np.nan, index=candidates.index))
-    # to the decimals the choice within a cell reads (`stats.choice_rank`): float noise is
-    # no lead, and a tie falls to the table's order
-    ranked = candidates.assign(
-        _delta=candidates["selection_delta"].astype(float).round(stats.COHERENCE_DECIMALS),
-        _coherence=pd.to_numeric(coherence, errors="coerce")
-        .round(stats.COHERENCE_DECIMALS)
-        .fillna(-np.inf),
-    ).sort_values(["_delta", "_coherence"], ascending=False, kind="mergesort")
+    ranked = selection_keys(candidates).sort_values(
+        ["delta", "coherence"], ascending=False, kind="mergesort"
+    )
     return candidates.loc[ranked.index[0]]
+
+
+def selection_keys(candidates: pd.DataFrame) -> pd.DataFrame:
+    """What `selection_choice` ranks the candidates by (`delta`, then `coherence`; a missing
+    coherence last), to the decimals the choice within a cell reads them
+    (`stats.choice_rank`): float noise is no lead, and a tie falls to the table's order."""
+    coherence = candidates.get("selection_coherence", pd.Series(np.nan, index=candidates.index))
+    return pd.DataFrame(
+        {
+            "delta": candidates["selection_delta"].astype(float).round(stats.COHERENCE_DECIMALS),
+            "coherence": pd.to_numeric(coherence, errors="coerce")
+            .round(stats.COHERENCE_DECIMALS)
+            .fillna(-np.inf),
+        },
+        index=candidates.index,
+    )

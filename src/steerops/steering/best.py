@@ -230,9 +230,8 @@ def cell_metrics(
                 metrics[f"{name}_{k}"] = pick[f"{name}_{k}"]
             metrics[f"{name}_coherence"] = pick[f"{name}_coherence_mean"]
         metrics["heldout_feasible"] = stats.coherent(pick["heldout_coherence_mean"], min_coherence)
-        coherences = list((pick.get("heldout_coherences") or {}).values())
         metrics["heldout_coherence_scored"], metrics["heldout_under_bar"] = stats.under_bar(
-            coherences, min_coherence
+            (pick.get("heldout_coherences") or {}).values(), min_coherence
         )
         metrics["heldout_coherence_unscored"] = stats.unscored_heldout(pick)
         credited = stats.credited_heldout(pick, min_coherence, proto.seed)
