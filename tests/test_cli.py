@@ -152,18 +152,23 @@ def test_a_run_of_its_own_shares_a_judge_cache_named_outside_the_pipeline_s_outp
     """A cache in paths.out is the pipeline's (a scratch run leaves it as it is: its own goes
     in its folder); one named elsewhere is shared, so a run by hand asks no answer it holds."""
     monkeypatch.delenv("DVC_STAGE", raising=False)
+    pipeline_cache = (tmp_path / "outputs" / "judge_cache").resolve()
     inside = _params(tmp_path)  # the default: outputs/judge_cache
     assert Path(inside.judge.cache_dir) == inside.run_folder / "judge_cache"
+    assert inside.pipeline_judge_cache == pipeline_cache  # read, never written
     shared = tmp_path / "answers"
     for named in (str(shared), "answers"):  # absolute, or relative to the params file
         params = _params(tmp_path, yaml_extra=f"judge: {{cache_dir: {named}}}\n")
         assert params.path(params.judge.cache_dir) == shared
+        assert params.pipeline_judge_cache is None
     out = _params(tmp_path, "--out", str(tmp_path / "mine"))
     assert Path(out.judge.cache_dir) == tmp_path / "mine" / "judge_cache"
+    assert out.pipeline_judge_cache == pipeline_cache
     # --out and --inputs name another paths.out: the pipeline's cache is still left alone
     (tmp_path / "theirs").mkdir()
     inputs = _params(tmp_path, "--inputs", str(tmp_path / "theirs"))
     assert Path(inputs.judge.cache_dir) == inputs.run_folder / "judge_cache"
+    assert inputs.pipeline_judge_cache == pipeline_cache
     generate = _params(tmp_path, "--out", str(tmp_path / "gen"), stage="generate")
     assert Path(generate.judge.cache_dir) == tmp_path / "gen" / "judge_cache"
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from steerops.errors import SteeropsError
-from steerops.judges.cache import JudgeCache, cache_key
+from steerops.judges.cache import CACHE_FILE, JudgeCache, cache_key
 
 
 def test_cache_round_trip_and_keys(tmp_path):
@@ -55,7 +55,7 @@ def test_cache_with_concurrent_writer_processes(tmp_path):
     script = textwrap.dedent("""
         import sys, time
         from pathlib import Path
-        from steerops.judges.cache import JudgeCache, cache_key
+        from steerops.judges.cache import CACHE_FILE, JudgeCache, cache_key
         time.sleep(max(0.0, float(sys.argv[3]) - time.time()))
         for folder in range(40):
             cache = JudgeCache(Path(sys.argv[1]) / str(folder))
@@ -122,3 +122,51 @@ def test_a_damaged_cache_file_is_read_as_far_as_it_can_be_and_the_run_goes_on(tm
     assert again.get_many([new]) == {new: (3.0, 1.0)}
     err = capsys.readouterr().err
     assert err.count("warning: judge cache") == 1 and "malformed" in err
+
+
+def test_a_cache_reads_the_one_below_and_writes_only_its_own(tmp_path):
+    """A run of its own reads the pipeline's answers (read-only) and keeps its new ones in
+    its folder: what it holds itself comes first, and the pipeline's file is untouched."""
+    below = JudgeCache(tmp_path / "pipeline")
+    keys = [cache_key("j", "trait", "q", str(i)) for i in range(4)]
+    below.put(keys[0], "j", "trait", (10.0, 1.0), "gpt-a")
+    below.put(keys[1], "j", "trait", (20.0, 1.0), "gpt-a")
+    below.put(keys[2], "j", "trait", (30.0, 1.0))
+    below.close()
+    pipeline_answers = {keys[0]: (10.0, 1.0), keys[1]: (20.0, 1.0), keys[2]: (30.0, 1.0)}
+    before = below.path.read_bytes()  # closed: every answer is in the file
+    run = JudgeCache(tmp_path / "run", also_reads=tmp_path / "pipeline")
+    assert run.below == below.path
+    assert run.get_many(keys) == pipeline_answers
+    assert run.has_answers("j") and not run.has_answers("other") and len(run) == 0
+    # its own answer of a key comes first, its served model (or none) too
+    run.put(keys[1], "j", "trait", (25.0, 1.0))
+    run.put(keys[3], "j", "trait", (40.0, 1.0), "gpt-b")
+    assert run.get_many(keys)[keys[1]] == (25.0, 1.0) and len(run) == 2
+    assert run.served_by(keys) == {keys[0]: "gpt-a", keys[3]: "gpt-b"}
+    # a judge found unreadable in either layer is refused; dropping touches only its own
+    run.drop_judge("j", "digits one by one")
+    assert run.unreadable("j") == "digits one by one"
+    assert run.get_many(keys) == pipeline_answers
+    run.close()
+    assert below.path.read_bytes() == before
+    fresh = JudgeCache(tmp_path / "pipeline")
+    assert fresh.unreadable("j") is None and len(fresh) == 3
+    fresh.drop_judge("k", "found by the pipeline")
+    assert JudgeCache(tmp_path / "run2", also_reads=tmp_path / "pipeline").unreadable("k") == (
+        "found by the pipeline"
+    )
+
+
+def test_a_missing_or_damaged_cache_below_is_no_layer(tmp_path, capsys):
+    """No pipeline cache yet: no layer and nothing created there. One that cannot be read:
+    said once, and its answers are asked again."""
+    run = JudgeCache(tmp_path / "run", also_reads=tmp_path / "none")
+    assert run.below is None and not (tmp_path / "none").exists()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / CACHE_FILE).write_bytes(b"not a database" * 100)
+    run = JudgeCache(tmp_path / "run", also_reads=tmp_path / "bad")
+    assert run.below is None and run.get_many([cache_key("j", "trait", "q", "r")]) == {}
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad/judge_cache.sqlite" in err[0], err
+    assert "this run asks again" in err[0]

@@ -23,7 +23,7 @@ import pytest
 from steerops.config import Params
 from steerops.errors import SteeropsError
 from steerops.judges import Judge, make_judge
-from steerops.judges.cache import CACHE_FILE
+from steerops.judges.cache import CACHE_FILE, JudgeCache
 from steerops.traits import Trait
 
 KEY = "sk-test-0123456789abcdef-secret"
@@ -1199,3 +1199,30 @@ def test_an_interrupt_stops_the_requests_of_a_judge_scoring_in_another_thread(
     again = make_judge(params_for(tmp_path, server, concurrency=2), trait)
     again.score([f"q{i}" for i in range(30)], [RESPONSES[0]] * 30)
     assert len(server.requests) - sent == 60 - cached  # only what was never answered
+
+
+def test_a_run_of_its_own_asks_no_answer_the_pipeline_s_cache_holds(tmp_path, server, trait, key):
+    """A scratch steer or search keeps its cache in its folder while judge.cache_dir lies in
+    the pipeline's outputs, and reads the pipeline's too: it pays only for new answers, and
+    the pipeline's cache is left as it was."""
+    questions = [f"q{i}" for i in range(len(RESPONSES))]
+    inside = {"cache_dir": str(tmp_path / "outputs" / "judge_cache")}
+    pipeline = params_for(tmp_path, server, **inside)
+    pipeline.paths.out = str(tmp_path / "outputs")
+    pipeline_judge = make_judge(pipeline, trait)
+    first = pipeline_judge.score(questions, RESPONSES)
+    assert len(server.requests) == 8
+    pipeline_judge.cache.close()  # every answer now in the file
+    pipeline_file = tmp_path / "outputs" / "judge_cache" / CACHE_FILE
+    scratch = params_for(tmp_path, server, **inside)
+    scratch.paths.out = str(tmp_path / "outputs")
+    scratch.set_run_folder(tmp_path / "run", named=True)
+    assert scratch.pipeline_judge_cache == pipeline_file.parent
+    before = pipeline_file.read_bytes()
+    judge = make_judge(scratch, trait)
+    assert judge.score(questions, RESPONSES) == first and judge.calls == 0
+    judge.score(["new"], [RESPONSES[1]])
+    assert len(server.requests) == 10 and judge.calls == 2
+    judge.cache.close()
+    assert pipeline_file.read_bytes() == before
+    assert len(JudgeCache(tmp_path / "run" / "judge_cache")) == 2

@@ -95,6 +95,7 @@ class Params(Strict):
     _inputs_flag: str = ""
     _project_store: bool = False
     _notice: str | None = None
+    _pipeline_judge_cache: Path | None = None
 
     @property
     def root(self) -> Path:
@@ -104,6 +105,12 @@ class Params(Strict):
     def run_folder(self) -> Path | None:
         """This run's own folder (a scratch run or `--out`), None for the pipeline's run."""
         return self._run_folder
+
+    @property
+    def pipeline_judge_cache(self) -> Path | None:
+        """The judge cache a run of its own reads beside its own, never writing it: the
+        pipeline's, when judge.cache_dir lies in its outputs; None otherwise."""
+        return self._pipeline_judge_cache
 
     @property
     def run_named(self) -> bool:
@@ -132,12 +139,13 @@ class Params(Strict):
         """Make this a run of its own in `folder`: outputs and metrics/ go there, and the
         judge cache where it lies in paths.out or a folder of `kept` (the pipeline's
         outputs, which a run of its own leaves as they are, when paths.out now names
-        another); a cache_dir named outside them is shared, so the run asks no answer it
-        holds. `named` (given with --out): the default MLflow store goes there too."""
+        another), still read for answers it holds; a cache_dir named outside them is
+        shared. `named` (given with --out): the default MLflow store goes there too."""
         cache = self.path(self.judge.cache_dir).resolve()
         for outputs in (self.path(self.paths.out), *kept):
             if cache == outputs.resolve() or outputs.resolve() in cache.parents:
                 self.judge.cache_dir = str(Path(folder) / "judge_cache")
+                self._pipeline_judge_cache = cache  # still read, never written
                 break
         self._run_folder, self._run_named = Path(folder), named
 

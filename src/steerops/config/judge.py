@@ -53,8 +53,8 @@ class JudgeConfig(Strict):
     cache_dir: str = Field(
         "outputs/judge_cache",
         description="openai, hf: the judge's answer cache (proxy, toy: none); a run of its own "
-        "(steer or search by hand, --out) keeps one in its folder while this lies in paths.out, "
-        "and shares this one when it lies outside",
+        "(steer or search by hand, --out) reads this one but writes the answers it asks in its "
+        "folder while this lies in paths.out, and shares this one when it lies outside",
     )
     version: str = Field(
         "",

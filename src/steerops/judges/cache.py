@@ -7,6 +7,10 @@ the raw (mean, mass) of the answer, so the None threshold is applied on read and
 without new calls. Nothing secret (no key, no header) is ever stored. A row that cannot be
 read (a damaged file, a value that is not a number) is a miss, so a damaged cache costs
 calls, never a crashed run.
+
+A run of its own (steer or search by hand) writes a cache in its folder and also reads the
+pipeline's (`also_reads`, opened read-only): it asks no answer the pipeline paid for, and
+leaves the pipeline's file as it is.
 """
 
 from __future__ import annotations
@@ -54,11 +58,17 @@ def cache_folder(params) -> Path:
     return lasting_folder(params.path(params.judge.cache_dir))
 
 
+def open_cache(params) -> JudgeCache:
+    """The run's judge cache; a run of its own also reads the pipeline's."""
+    below = params.pipeline_judge_cache
+    return JudgeCache(cache_folder(params), also_reads=below)
+
+
 class JudgeCache:
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, also_reads: str | Path | None = None):
         self.path = Path(folder) / CACHE_FILE
         self._lock = threading.Lock()
-        self._warned = False
+        self._warned: set[Path] = set()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Callers may score from worker threads; one lock serialises this connection.
@@ -66,6 +76,25 @@ class JudgeCache:
             self._set_up(deadline=time.monotonic() + 60)
         except (OSError, sqlite3.Error) as exc:
             raise SteeropsError(f"judge.cache_dir: cannot open {self.path}: {exc}") from None
+        self.below: Path | None = None  # the cache read beside this one, never written
+        self._below_db: sqlite3.Connection | None = None
+        if also_reads is not None:
+            self._open_below(Path(also_reads) / CACHE_FILE)
+
+    def _open_below(self, path: Path) -> None:
+        """Open the pipeline's cache read-only; one that is missing (no answers yet) or
+        cannot be read is no layer: its answers are asked again, said once."""
+        if not path.is_file() or path.resolve() == self.path.resolve():
+            return
+        try:
+            db = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60, check_same_thread=False
+            )
+            db.execute("SELECT key, mean, mass FROM answers LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            self._warn(exc, path)
+            return
+        self.below, self._below_db = path, db
 
     def _set_up(self, deadline: float) -> None:
         # Switching a new file to WAL takes an exclusive lock and sqlite answers "locked" at
@@ -103,26 +132,32 @@ class JudgeCache:
         """The cached (mean, mass) of each key that has a readable one; a row that cannot
         be read (a damaged file, a value that is not a number) is a miss, asked again."""
         found: dict[str, Entry] = {}
-        for chunk in _chunks(keys):
-            try:
-                rows = self._select(chunk)
-            except sqlite3.DatabaseError:  # one damaged page: read what can still be read
-                rows = [row for key in chunk for row in self._select_or_warn(key)]
-            found.update({key: (mean, mass) for key, mean, mass in rows if _valid(mean, mass)})
+        for db, path in self._layers():
+            for chunk in _chunks([k for k in keys if k not in found]):
+                try:
+                    rows = self._select(db, chunk)
+                except sqlite3.DatabaseError:  # one damaged page: read what can still be read
+                    rows = [row for key in chunk for row in self._select_or_warn(db, path, key)]
+                found.update({k: (mean, mass) for k, mean, mass in rows if _valid(mean, mass)})
         return found
 
-    def _select(self, keys: list[str]) -> list[tuple]:
+    def _layers(self) -> list[tuple[sqlite3.Connection, Path]]:
+        """This cache, then the one it also reads."""
+        own = [(self._db, self.path)]
+        return own if self._below_db is None else [*own, (self._below_db, self.below)]
+
+    def _select(self, db: sqlite3.Connection, keys: list[str]) -> list[tuple]:
         marks = ",".join("?" * len(keys))
         with self._lock:
-            return self._db.execute(
+            return db.execute(
                 f"SELECT key, mean, mass FROM answers WHERE key IN ({marks})", keys
             ).fetchall()
 
-    def _select_or_warn(self, key: str) -> list[tuple]:
+    def _select_or_warn(self, db: sqlite3.Connection, path: Path, key: str) -> list[tuple]:
         try:
-            return self._select([key])
+            return self._select(db, [key])
         except sqlite3.DatabaseError as exc:
-            self._warn(exc)
+            self._warn(exc, path)
             return []
 
     def put(
@@ -153,32 +188,52 @@ class JudgeCache:
         """{key: the model the endpoint named} over the cached answers of `keys` that
         recorded one (answers cached before steerops kept it record none)."""
         found: dict[str, str] = {}
+        for db, path in self._layers():
+            # a key this cache holds is answered here, named or not; the layer below
+            # speaks only for the answers it serves
+            rest = [k for k in keys if k not in found]
+            if db is not self._db:
+                own = self._own_keys(rest)
+                rest = [k for k in rest if k not in own]
+            try:
+                found.update(self._named(db, rest))
+            except sqlite3.DatabaseError as exc:
+                self._warn(exc, path)
+        return found
+
+    def _named(self, db: sqlite3.Connection, keys: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
         for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
-            try:
-                with self._lock:
-                    rows = self._db.execute(
-                        "SELECT b.key, b.model FROM answered_by b JOIN answers a "
-                        f"ON a.key = b.key AND a.created = b.created WHERE b.key IN ({marks})",
-                        chunk,
-                    ).fetchall()
-            except sqlite3.DatabaseError as exc:
-                self._warn(exc)
-                return found
+            with self._lock:
+                rows = db.execute(
+                    "SELECT b.key, b.model FROM answered_by b JOIN answers a "
+                    f"ON a.key = b.key AND a.created = b.created WHERE b.key IN ({marks})",
+                    chunk,
+                ).fetchall()
             found.update({str(key): str(model) for key, model in rows})
         return found
 
+    def _own_keys(self, keys: list[str]) -> set[str]:
+        try:
+            return {row[0] for chunk in _chunks(keys) for row in self._select(self._db, chunk)}
+        except sqlite3.DatabaseError:
+            return set()
+
     def has_answers(self, judge_id: str) -> bool:
         """Whether any answer of this judge is cached: its endpoint has taken its request."""
-        try:
-            with self._lock:
-                row = self._db.execute(
-                    "SELECT 1 FROM answers WHERE judge = ? LIMIT 1", (judge_id,)
-                ).fetchone()
-        except sqlite3.DatabaseError as exc:
-            self._warn(exc)
-            return False
-        return row is not None
+        for db, path in self._layers():
+            try:
+                with self._lock:
+                    row = db.execute(
+                        "SELECT 1 FROM answers WHERE judge = ? LIMIT 1", (judge_id,)
+                    ).fetchone()
+            except sqlite3.DatabaseError as exc:
+                self._warn(exc, path)
+                continue
+            if row is not None:
+                return True
+        return False
 
     def drop_judge(self, judge_id: str, reason: str) -> None:
         """Forget every answer of a judge found unable to answer readably, and remember why,
@@ -207,25 +262,32 @@ class JudgeCache:
             self._warn(exc)
 
     def unreadable(self, judge_id: str) -> str | None:
-        """Why this judge's answers cannot be read, if a run found out; else None."""
-        try:
-            with self._lock:
-                row = self._db.execute(
-                    "SELECT reason FROM unreadable WHERE judge = ?", (judge_id,)
-                ).fetchone()
-        except sqlite3.DatabaseError as exc:
-            self._warn(exc)
-            return None
-        return None if row is None else str(row[0])
+        """Why this judge's answers cannot be read, if a run found out (this one's or the
+        cache below's); else None."""
+        for db, path in self._layers():
+            try:
+                with self._lock:
+                    row = db.execute(
+                        "SELECT reason FROM unreadable WHERE judge = ?", (judge_id,)
+                    ).fetchone()
+            except sqlite3.DatabaseError as exc:
+                self._warn(exc, path)
+                continue
+            if row is not None:
+                return str(row[0])
+        return None
 
-    def _warn(self, exc: Exception) -> None:
-        if not self._warned:
-            self._warned = True
-            print(
-                f"steerops: warning: judge cache {self.path}: {exc}; answers it cannot "
-                "read or keep are asked again (move the file aside for a fresh cache)",
-                file=sys.stderr,
-            )
+    def _warn(self, exc: Exception, path: Path | None = None) -> None:
+        path = path or self.path
+        if path in self._warned:
+            return
+        self._warned.add(path)
+        if path == self.path:
+            tail = "answers it cannot read or keep are asked again (move the file aside for "
+            tail += "a fresh cache)"
+        else:  # the pipeline's, which this run only reads
+            tail = "this run asks again the answers it cannot read there"
+        print(f"steerops: warning: judge cache {path}: {exc}; {tail}", file=sys.stderr)
 
     def __len__(self) -> int:
         with self._lock:
@@ -234,3 +296,5 @@ class JudgeCache:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._below_db is not None:
+                self._below_db.close()

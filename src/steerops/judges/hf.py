@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from steerops.judges.base import check_judge_variant
-from steerops.judges.cache import Entry, JudgeCache, cache_folder
+from steerops.judges.cache import Entry, JudgeCache, open_cache
 from steerops.judges.cached import CachedJudge, Job
 from steerops.judges.numbers import NumberTrie, encode, integer_distributions, number_trie
 from steerops.judges.prompts import JudgePrompts, prompts_for
@@ -73,7 +73,7 @@ class HFJudge(CachedJudge):
             loaded.tokenizer,
             name,
             prompts,
-            JudgeCache(cache_folder(params)),
+            open_cache(params),
             min_prob_mass=cfg.min_prob_mass,
             batch_size=cfg.batch_size,
             prune_prob=cfg.prune_prob,

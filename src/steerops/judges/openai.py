@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from steerops.errors import SteeropsError
-from steerops.judges.cache import Entry, JudgeCache, cache_folder, cache_key
+from steerops.judges.cache import Entry, JudgeCache, cache_key, open_cache
 from steerops.judges.cached import CachedJudge, Job, Unanswered, UnreadableJudge
 from steerops.judges.prompts import JudgePrompts, prompts_for
 from steerops.judges.scoring import as_score_int, integer_probs, weighted_score
@@ -138,7 +138,7 @@ class OpenAIJudge(CachedJudge):
             cfg.base_url,
             cfg.model,
             prompts,
-            JudgeCache(cache_folder(params)),
+            open_cache(params),
             api_key=api_key,
             min_prob_mass=cfg.min_prob_mass,
             top_logprobs=cfg.top_logprobs,
