@@ -222,18 +222,20 @@ class JudgeCache:
 
     def has_answers(self, judge_id: str) -> bool:
         """Whether any answer of this judge is cached: its endpoint has taken its request."""
+        return self._first("SELECT 1 FROM answers WHERE judge = ? LIMIT 1", judge_id) is not None
+
+    def _first(self, query: str, *args) -> tuple | None:
+        """The first row `query` finds, in this cache or else the one below."""
         for db, path in self._layers():
             try:
                 with self._lock:
-                    row = db.execute(
-                        "SELECT 1 FROM answers WHERE judge = ? LIMIT 1", (judge_id,)
-                    ).fetchone()
+                    row = db.execute(query, args).fetchone()
             except sqlite3.DatabaseError as exc:
                 self._warn(exc, path)
                 continue
             if row is not None:
-                return True
-        return False
+                return row
+        return None
 
     def drop_judge(self, judge_id: str, reason: str) -> None:
         """Forget every answer of a judge found unable to answer readably, and remember why,
@@ -264,18 +266,8 @@ class JudgeCache:
     def unreadable(self, judge_id: str) -> str | None:
         """Why this judge's answers cannot be read, if a run found out (this one's or the
         cache below's); else None."""
-        for db, path in self._layers():
-            try:
-                with self._lock:
-                    row = db.execute(
-                        "SELECT reason FROM unreadable WHERE judge = ?", (judge_id,)
-                    ).fetchone()
-            except sqlite3.DatabaseError as exc:
-                self._warn(exc, path)
-                continue
-            if row is not None:
-                return str(row[0])
-        return None
+        row = self._first("SELECT reason FROM unreadable WHERE judge = ?", judge_id)
+        return None if row is None else str(row[0])
 
     def _warn(self, exc: Exception, path: Path | None = None) -> None:
         path = path or self.path
