@@ -46,11 +46,24 @@ def fake_activations(
     return folder
 
 
-def probe_world(tmp_path: Path, n: int = 160, d: int = 24, blocks: dict | None = None, **probes):
-    """Tasks, scores and activations where layer 1 encodes the score and layer 0 does not."""
+def probe_world(
+    tmp_path: Path,
+    n: int = 160,
+    d: int = 24,
+    blocks: dict | None = None,
+    topics: int = 0,
+    **probes,
+):
+    """Tasks, scores and activations where layer 1 encodes the score and layer 0 does not;
+    `topics` > 0: task i has the field `topic` "t{i % topics}"."""
     rng = np.random.default_rng(0)
     ids = [f"task{i:03d}" for i in range(n)]
-    write_jsonl(tmp_path / "tasks.jsonl", [{"task_id": t, "prompt": f"do {t}"} for t in ids])
+    topic = {"topic": lambda i: f"t{i % topics}"} if topics else {}
+    rows = [
+        {"task_id": t, "prompt": f"do {t}"} | {k: f(i) for k, f in topic.items()}
+        for i, t in enumerate(ids)
+    ]
+    write_jsonl(tmp_path / "tasks.jsonl", rows)
     mu = rng.normal(size=n)
     (tmp_path / "scores.csv").write_text(
         "task_id,mu,sigma\n" + "".join(f"{t},{m},1\n" for t, m in zip(ids, mu, strict=True))

@@ -198,9 +198,8 @@ def add_common(
             type=abs_path,
             metavar="DIR",
             help="this run's folder (default when run by hand: runs/<stage>-<time>/ next to "
-            "the params file): its outputs, metrics/, judge cache (unless judge.cache_dir "
-            "lies outside paths.out: then shared) (and a search's Optuna "
-            "study); given "
+            "the params file): its outputs, metrics/, judge cache (it reads the pipeline's "
+            "too; one named outside paths.out is shared) (and a search's Optuna study); given "
             "--out, its MLflow store too (a default scratch run logs to the project's store "
             "beside the pipeline's runs), unless tracking.uri or MLFLOW_TRACKING_URI says "
             "otherwise; inputs are read from the pipeline's outputs (paths.out) or --inputs",

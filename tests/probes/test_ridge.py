@@ -82,10 +82,48 @@ def test_split_is_seeded_disjoint_and_complete():
         ridge.split_tasks(10, 0.2, seed=0)
 
 
-def test_cv_matches_sklearn_folds():
+def test_a_grouped_split_deals_whole_groups_near_the_fractions():
+    """Groups of uneven sizes: no group on two sides, every task once, each part within a
+    group's size of its share, and the deal follows the seed."""
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 9, size=60)
+    groups = np.repeat([f"g{i}" for i in range(60)], sizes)
+    rng.shuffle(groups)
+    n = len(groups)
+    split = ridge.split_tasks(n, 0.4, seed=3, groups=groups)
+    parts = [split.train, split.sweep, split.final]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(n))
+    for i, a in enumerate(parts):
+        for b in parts[i + 1 :]:
+            assert not set(groups[a]) & set(groups[b])
+    assert abs(len(split.train) - 0.6 * n) <= 8
+    assert abs(len(split.sweep) - len(split.final)) <= 8
+    again = ridge.split_tasks(n, 0.4, seed=3, groups=groups)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, vars(again).values(), strict=True))
+    other = ridge.split_tasks(n, 0.4, seed=4, groups=groups)
+    assert not np.array_equal(other.final, split.final)
+    folds = ridge.fold_parts(n, 5, seed=3, groups=groups)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(n))
+    assert max(map(len, folds)) - min(map(len, folds)) <= 8
+    assert all(not set(groups[f]) & set(np.delete(groups, f)) for f in folds)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_cv_matches_sklearn_folds(grouped):
     x, y = _data(150, 20, seed=2)
-    fit = ridge.fit_cv(x, y, ALPHAS, folds=5, seed=4)
-    parts = np.array_split(np.random.default_rng(4).permutation(150), 5)
+    groups = np.array([f"t{i // 3}" for i in range(150)]) if grouped else None
+    fit = ridge.fit_cv(x, y, ALPHAS, folds=5, seed=4, groups=groups)
+    if grouped:  # sklearn's GroupKFold, given the same deal of groups to folds
+        from sklearn.model_selection import GroupKFold
+
+        dealt = ridge.fold_parts(150, 5, 4, groups)
+        fold_of = {g: k for k, part in enumerate(dealt) for g in groups[part]}
+        fold_ids = np.array([fold_of[g] for g in groups])
+        split = GroupKFold(n_splits=5).split(x, y, groups=fold_ids)
+        parts = sorted((test for _, test in split), key=lambda test: fold_ids[test[0]])
+        assert all(np.array_equal(a, b) for a, b in zip(parts, dealt, strict=True))
+    else:
+        parts = np.array_split(np.random.default_rng(4).permutation(150), 5)
     fold_r = np.zeros((5, len(ALPHAS)))
     oof = np.zeros((len(ALPHAS), 150))
     for k, test in enumerate(parts):

@@ -551,3 +551,63 @@ def test_tasks_a_short_window_dropped_are_told_apart_from_unknown_ids(tmp_path, 
     assert "43 of the 163 scored tasks no activations: 40 have no token at prompt[-1]" in warned
     assert "prompts too short for the window; extraction dropped 40 tasks" in warned
     assert "3 are not in probes.tasks (task ids must match; e.g. 'elsewhere0'" in warned
+
+
+def test_a_grouped_split_keeps_every_group_on_one_side(tmp_path, capsys):
+    """probes.group_by: tasks sharing a topic are never split between the fitted tasks and
+    the final ones (nor between CV folds), the parts stay near their fractions, and the run
+    is another run than the split by task."""
+    params_file, params, ids, _, _ = probe_world(tmp_path, topics=40)  # 4 tasks a topic
+    topic = {t: f"t{i % 40}" for i, t in enumerate(ids)}
+    argv = ["probe", "train", "--params", str(params_file)]
+    assert main([*argv, "--group-by", "topic"]) == 0
+    manifest = _latest_manifest(params)
+    fitted = set(manifest["fitted_tasks"])
+    final = set(ids) - fitted
+    assert not {topic[t] for t in fitted} & {topic[t] for t in final}
+    groups = manifest["groups"]
+    assert groups["field"] == "topic" and groups["total"] == 40
+    assert groups["train"] + groups["sweep"] + groups["final"] == 40
+    assert groups["final"] == len({topic[t] for t in final}) and 28 <= len(final) <= 36
+    assert manifest["layers"][str(manifest["best_layer"])]["final_n"] == len(final)
+    assert manifest["config"]["group_by"] == "topic" and "tasks" in manifest["inputs"]
+    printed = capsys.readouterr().out
+    said = f"split by probes.group_by 'topic': 40 groups, {groups['final']} groups in the final"
+    assert said in printed
+    # the same split again from the ridge functions, group by group
+    labels = np.array([topic[t] for t in sorted(ids)])
+    split = ridge.split_tasks(160, 0.4, params.seed, labels)
+    for a, b in [("train", "sweep"), ("train", "final"), ("sweep", "final")]:
+        assert not set(labels[getattr(split, a)]) & set(labels[getattr(split, b)])
+    # split by task: another run, whose final tasks share topics with its fitted ones
+    assert main(argv) == 0
+    by_task = _latest_manifest(params)
+    assert by_task["run_id"] != manifest["run_id"] and "groups" not in by_task["config"]
+    plain_final = set(ids) - set(by_task["fitted_tasks"])
+    assert {topic[t] for t in plain_final} & {topic[t] for t in by_task["fitted_tasks"]}
+    # k-fold CV: each topic in one fold
+    assert main([*argv, "--group-by", "topic", "--cv-folds", "4"]) == 0
+    cv = _latest_manifest(params)["groups"]
+    assert sum(cv["folds"]) == 40 and min(cv["folds"]) == max(cv["folds"]) == 10
+    for fold in ridge.fold_parts(160, 4, params.seed, labels):
+        assert len(fold) == 40 and not set(labels[fold]) & set(np.delete(labels, fold))
+
+
+def test_a_group_by_field_the_tasks_lack_is_refused_before_anything_runs(
+    tmp_path, capsys, no_model_loads
+):
+    import shutil
+
+    params_file, params, ids, _, _ = probe_world(tmp_path, topics=40)
+    shutil.rmtree(params.out)  # no activations: the extraction would need a model load
+    argv = ["probe", "train", "--params", str(params_file)]
+    err = refused_up_front([*argv, "--group-by", "topc"], tmp_path, capsys)
+    assert "error: --group-by 'topc': 160 of the 160 scored tasks" in err
+    assert "have no 'topc' (e.g. 'task000')" in err and err.endswith("(params: probes.group_by)")
+    # too few groups for the three parts
+    err = refused_up_front(
+        [*argv, "--group-by", "topic", "--heldout-fraction", "0.02"], tmp_path, capsys
+    )
+    assert "in 40 groups (probes.group_by) gives parts" in err
+    err = refused_up_front([*argv, "--group-by", "topic", "--cv-folds", "41"], tmp_path, capsys)
+    assert "41 folds of 160 tasks in 40 groups (probes.group_by)" in err

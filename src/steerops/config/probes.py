@@ -67,6 +67,13 @@ class ProbesConfig(Strict):
         0.4, gt=0.0, lt=1.0, description="held out, split into sweep and final halves"
     )
     cv_folds: int | None = Field(None, ge=2, description="k-fold CV instead of the hold-out")
+    group_by: str | None = Field(
+        None,
+        min_length=1,
+        description="a field of the task set's JSONL (e.g. topic): tasks sharing its value "
+        "stay on one side of every split and fold, so held-out figures are on groups the "
+        "probe never saw, not new phrasings of fitted ones; null: split by task",
+    )
     split_seed: int | None = Field(None, ge=0, description="default: the top-level seed")
     comparisons: str | None = Field(
         None, description="JSONL task_a,task_b,winner: pairwise accuracy on held-out pairs"

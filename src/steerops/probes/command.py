@@ -63,7 +63,7 @@ def register(subparsers) -> None:
     flags(
         train,
         "probes.layers probes.condition probes.alphas probes.heldout_fraction "
-        "probes.cv_folds probes.split_seed",
+        "probes.cv_folds probes.group_by probes.split_seed",
     )
     no_flag(train, "--no-standardize", "probes.standardize", "ridge on raw activations")
     train.set_defaults(func=run_train)
@@ -185,6 +185,14 @@ def run_train(args: argparse.Namespace) -> None:
         f"  best layer {best} (alpha {layer['alpha']:g}): sweep r "
         f"{manifest['best_sweep_r']:.3f}, {final} {scored}{interval}{n}{r2}"
     )
+    groups = manifest.get("groups")
+    if groups:  # what the held-out figures generalise over
+        where = (
+            f"{groups['final']} groups in the final part, none in train or sweep"
+            if "final" in groups
+            else f"folds of {', '.join(map(str, groups['folds']))} groups"
+        )
+        print(f"  split by probes.group_by {groups['field']!r}: {groups['total']} groups, {where}")
     confounds = manifest.get("confounds")
     if confounds:  # the r is of what the confounds leave, not of the scores
         print(

@@ -161,6 +161,34 @@ def unknown_tasks(comparisons: list[tuple[str, str, str]], known: set[str]) -> d
     return unknown
 
 
+def read_groups(path: Path, field: str, tasks: set[str]) -> dict[str, str]:
+    """{task_id: its value of `field`} over `tasks` in the task set JSONL at `path` (every
+    one must have a string or number there): what `probes.group_by` keeps on one side of
+    every split."""
+    groups: dict[str, str] = {}
+    missing: list[str] = []
+    for lineno, row in iter_jsonl(path):
+        task = str(row.get("task_id")) if isinstance(row, dict) else None
+        if task not in tasks:
+            continue
+        value = row.get(field)
+        if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
+            if value is not None:
+                raise SteeropsError(
+                    f"{path}:{lineno}: {field}: {value!r} is no group label (probes.group_by "
+                    "needs a string or a number)"
+                )
+            missing.append(task)
+            continue
+        groups[task] = str(value)
+    if missing:
+        raise SteeropsError(
+            f"probes.group_by {field!r}: {len(missing)} of the {len(tasks)} scored tasks in "
+            f"{path} have no {field!r} (e.g. {sorted(missing)[0]!r}); every task needs a group"
+        )
+    return groups
+
+
 def read_confounds(path: Path) -> tuple[dict[str, tuple[str, ...]], list[str]]:
     """`task_id,<categorical columns...>` -> ({task_id: values}, column names)."""
     rows = _open_csv(path, ["task_id"])

@@ -16,6 +16,11 @@ per-fold Pearson r on out-of-fold predictions picks the alpha; the reported `fin
 Pearson r of all out-of-fold predictions at that alpha (slightly optimistic: the same folds
 chose the alpha), and the saved probe is refitted on every task.
 
+Grouped (`groups`: one label per task, e.g. its topic): whole groups are shuffled with
+`seed` and dealt into the parts (hold-out: train, sweep and final as near the fractions
+above as whole groups allow; CV: each group to the fold with fewest tasks so far), so no
+group has tasks on two sides and the held-out r measures groups the probe never saw.
+
 Ridge matches scikit-learn's `Ridge(alpha, fit_intercept=True)`: the intercept is not
 penalised. The scaler is folded into the weights, so `acts @ weight + bias` predicts from raw
 activations.
@@ -104,25 +109,67 @@ def fold_scaler(weight: np.ndarray, bias, mean: np.ndarray, std: np.ndarray):
     return weight / std, bias - (weight * (mean / std)).sum(axis=-1)
 
 
-def split_tasks(n: int, heldout_fraction: float, seed: int) -> Split:
-    perm = np.random.default_rng(seed).permutation(n)
+def split_tasks(
+    n: int, heldout_fraction: float, seed: int, groups: np.ndarray | None = None
+) -> Split:
     n_held = int(round(heldout_fraction * n))
-    half = n_held // 2
-    split = Split(np.sort(perm[n_held:]), np.sort(perm[:half]), np.sort(perm[half:n_held]))
+    if groups is None:
+        perm = np.random.default_rng(seed).permutation(n)
+        half = n_held // 2
+        split = Split(np.sort(perm[n_held:]), np.sort(perm[:half]), np.sort(perm[half:n_held]))
+    else:
+        members = _shuffled_groups(groups, seed)
+        held, train = _cut(members, n_held)
+        sweep, final = _cut(held, sum(map(len, held)) // 2)
+        split = Split(*(np.sort(np.concatenate(part)) for part in (train, sweep, final)))
     sizes = {k: len(v) for k, v in vars(split).items()}
     if min(sizes.values()) < MIN_PART:
+        grouped = "" if groups is None else f" in {len(set(groups))} groups (probes.group_by)"
         raise SteeropsError(
-            f"probes.heldout_fraction: {heldout_fraction} of {n} tasks gives parts {sizes}; "
-            f"each needs at least {MIN_PART} tasks"
+            f"probes.heldout_fraction: {heldout_fraction} of {n} tasks{grouped} gives parts "
+            f"{sizes}; each needs at least {MIN_PART} tasks"
         )
     return split
 
 
-def check_folds(n: int, folds: int) -> None:
-    if folds < 2 or n // folds < MIN_PART:
-        raise SteeropsError(
-            f"probes.cv_folds: {folds} folds of {n} tasks; need >= 2 folds of >= {MIN_PART} tasks"
+def _shuffled_groups(groups: np.ndarray, seed: int) -> list[np.ndarray]:
+    """The task indices of each group, the groups in an order shuffled by `seed`."""
+    labels, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(labels))]
+    return [members[g] for g in np.random.default_rng(seed).permutation(len(labels))]
+
+
+def _cut(members: list[np.ndarray], wanted: int) -> tuple[list, list]:
+    """The first whole groups holding nearest `wanted` tasks (at least one group, at least
+    one left), and the rest: a hold-out as near its fraction as whole groups allow."""
+    total = np.cumsum([len(m) for m in members])
+    k = int(np.argmin(np.abs(total[:-1] - wanted))) + 1 if len(members) > 1 else 1
+    return members[:k], members[k:] or [np.array([], dtype=int)]
+
+
+def fold_parts(n: int, folds: int, seed: int, groups: np.ndarray | None = None) -> list:
+    """The task indices of each CV fold: a shuffle cut in k, or whole groups, each dealt to
+    the fold with the fewest tasks so far."""
+    if groups is None:
+        return np.array_split(np.random.default_rng(seed).permutation(n), folds)
+    parts: list[list[int]] = [[] for _ in range(folds)]
+    for member in _shuffled_groups(groups, seed):
+        min(parts, key=len).extend(member.tolist())
+    return [np.sort(np.asarray(part, dtype=int)) for part in parts]
+
+
+def check_folds(n: int, folds: int, groups: np.ndarray | None = None, seed: int = 0) -> None:
+    if folds >= 2:
+        sizes = (
+            [n // folds] if groups is None else list(map(len, fold_parts(n, folds, seed, groups)))
         )
+        if min(sizes) >= MIN_PART:
+            return
+    grouped = "" if groups is None else f" in {len(set(groups))} groups (probes.group_by)"
+    raise SteeropsError(
+        f"probes.cv_folds: {folds} folds of {n} tasks{grouped}; need >= 2 folds of >= "
+        f"{MIN_PART} tasks"
+    )
 
 
 def _fit_on(x: np.ndarray, y: np.ndarray, alphas: list[float], standardize: bool):
@@ -219,10 +266,11 @@ def fit_cv(
     seed: int,
     standardize: bool = True,
     design: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> ProbeFit:
     n = len(y)
-    check_folds(n, folds)
-    parts = np.array_split(np.random.default_rng(seed).permutation(n), folds)
+    check_folds(n, folds, groups, seed)
+    parts = fold_parts(n, folds, seed, groups)
     oof = np.zeros((len(alphas), n))
     oof_true = np.zeros(n)  # each fold's held-out targets, residualised on its training rows
     fold_r = np.zeros((folds, len(alphas)))

@@ -28,6 +28,7 @@ TRAIN_KEYS = (
     "best_oof_r",  # under k-fold CV, in place of the four above
     "best_oof_n",
     "best_oof_r2",
+    "groups",  # probes.group_by's groups per part, or None
 )
 VERSION_KEYS = (
     "pearson_within",

@@ -30,6 +30,7 @@ from steerops.probes.data import (
     param_file,
     read_comparisons,
     read_confounds,
+    read_groups,
     read_scores,
     scores_out_of_step,
     unknown_tasks,
@@ -64,7 +65,9 @@ def _inputs(params, act_dir: Path) -> dict[str, dict]:
             "bytes": (act_dir / TENSORS_FILE).stat().st_size,
         }
     }
-    for name in ("scores", "comparisons", "confounds"):
+    # the groups of a grouped split are read from the task set
+    names = ("scores", "comparisons", "confounds") + (("tasks",) if probes.group_by else ())
+    for name in names:
         value = getattr(probes, name)
         if value:
             path = params.path(value)
@@ -75,24 +78,28 @@ def _inputs(params, act_dir: Path) -> dict[str, dict]:
 def _config(params, layers: list[int]) -> dict:
     probes = params.probes
     spec = params.variant(probes.variant, "probes.variant")
-    return {
-        "tasks_name": tasks_name(params),
-        "variant": probes.variant,
-        "model": spec.id,
-        "revision": spec.revision,
-        "position": probes.position.text,
-        "component": probes.component,
-        "condition": probes.condition,
-        "layers": layers,
-        "alphas": list(probes.alphas),
-        "standardize": probes.standardize,
-        "protocol": "cv" if probes.cv_folds else "holdout",
-        "heldout_fraction": None if probes.cv_folds else probes.heldout_fraction,
-        "cv_folds": probes.cv_folds,
-        "split_seed": params.seed if probes.split_seed is None else probes.split_seed,
-    } | (
-        # runs before this key regressed the confounds out on every task: not reused
-        {"confounds_fit": "training tasks"} if probes.confounds else {}
+    return (
+        {
+            "tasks_name": tasks_name(params),
+            "variant": probes.variant,
+            "model": spec.id,
+            "revision": spec.revision,
+            "position": probes.position.text,
+            "component": probes.component,
+            "condition": probes.condition,
+            "layers": layers,
+            "alphas": list(probes.alphas),
+            "standardize": probes.standardize,
+            "protocol": "cv" if probes.cv_folds else "holdout",
+            "heldout_fraction": None if probes.cv_folds else probes.heldout_fraction,
+            "cv_folds": probes.cv_folds,
+            "split_seed": params.seed if probes.split_seed is None else probes.split_seed,
+        }
+        | ({"group_by": probes.group_by} if probes.group_by else {})
+        | (
+            # runs before this key regressed the confounds out on every task: not reused
+            {"confounds_fit": "training tasks"} if probes.confounds else {}
+        )
     )
 
 
@@ -202,19 +209,30 @@ def _check_scored_tasks(
     if not tasks_file.is_file():
         raise SteeropsError(f"probes.tasks: file not found: {tasks_file}")
     known = {t.task_id for t in load_tasks(tasks_file)}
-    n = sum(t in known for t in targets)
+    scored = sorted(t for t in targets if t in known)
+    n = len(scored)
     if n == 0:
         raise SteeropsError(
             f"{scores_path}: none of its {len(targets)} task ids is a task in {tasks_file} "
             f"(e.g. {next(iter(targets))!r}); are the scores of another task set?"
         )
     check_varies([v for t, v in targets.items() if t in known], scores_path, confounded)
+    groups = task_groups(params, scored)
+    seed = params.seed if probes.split_seed is None else probes.split_seed
     if probes.cv_folds:
-        ridge.check_folds(n, probes.cv_folds)
+        ridge.check_folds(n, probes.cv_folds, groups, seed)
     else:
-        seed = params.seed if probes.split_seed is None else probes.split_seed
-        ridge.split_tasks(n, probes.heldout_fraction, seed)
+        ridge.split_tasks(n, probes.heldout_fraction, seed, groups)
     return known
+
+
+def task_groups(params, tasks: list[str]) -> np.ndarray | None:
+    """The `probes.group_by` label of each of `tasks`, in order (None: split by task)."""
+    field = params.probes.group_by
+    if field is None:
+        return None
+    groups = read_groups(params.path(params.probes.tasks), field, set(tasks))
+    return np.array([groups[t] for t in tasks])
 
 
 def _warn_unknown_compared(comparisons, known: set[str], path) -> None:
@@ -232,26 +250,46 @@ def _warn_unknown_compared(comparisons, known: set[str], path) -> None:
 
 
 def _fit_layer(
-    x: np.ndarray, y: np.ndarray, config: dict, design: np.ndarray | None
+    x: np.ndarray,
+    y: np.ndarray,
+    config: dict,
+    design: np.ndarray | None,
+    groups: np.ndarray | None,
 ) -> ridge.ProbeFit:
-    """`y`: the raw scores when `design` (the confounds) is given, regressed out per fit."""
-    standardize = config["standardize"]
+    """`y`: the raw scores when `design` (the confounds) is given, regressed out per fit;
+    `groups`: each task's `probes.group_by` label (None: split by task)."""
+    standardize, seed = config["standardize"], config["split_seed"]
     if config["protocol"] == "cv":
-        folds, seed = config["cv_folds"], config["split_seed"]
-        return ridge.fit_cv(x, y, config["alphas"], folds, seed, standardize, design)
-    split = ridge.split_tasks(len(y), config["heldout_fraction"], config["split_seed"])
+        folds = config["cv_folds"]
+        return ridge.fit_cv(x, y, config["alphas"], folds, seed, standardize, design, groups)
+    split = ridge.split_tasks(len(y), config["heldout_fraction"], seed, groups)
     return ridge.fit_holdout(x, y, config["alphas"], split, standardize, design)
 
 
-def fitted_tasks(used: list[str], config: dict) -> list[str]:
+def fitted_tasks(used: list[str], config: dict, groups: np.ndarray | None) -> list[str]:
     """The sorted ids of the tasks that shaped the saved probe, which `probe ood` leaves out
     of its statistics: under the hold-out, train (fitted the weights) and sweep (chose alpha
     and layer), the split `_fit_layer` makes; under CV every task (the probe is refitted on
     all). Not part of the run key: it follows from the config and the inputs."""
     if config["protocol"] == "cv":
         return sorted(used)
-    split = ridge.split_tasks(len(used), config["heldout_fraction"], config["split_seed"])
+    split = ridge.split_tasks(len(used), config["heldout_fraction"], config["split_seed"], groups)
     return sorted(used[i] for i in np.concatenate([split.train, split.sweep]))
+
+
+def group_counts(config: dict, groups: np.ndarray | None) -> dict | None:
+    """How many `probes.group_by` groups each part of the split holds (None: split by
+    task): {"field", "total", and train/sweep/final or folds}."""
+    if groups is None:
+        return None
+    seed = config["split_seed"]
+    if config["protocol"] == "cv":
+        parts = ridge.fold_parts(len(groups), config["cv_folds"], seed, groups)
+        each = {"folds": [len(set(groups[part])) for part in parts]}
+    else:
+        split = ridge.split_tasks(len(groups), config["heldout_fraction"], seed, groups)
+        each = {name: len(set(groups[rows])) for name, rows in vars(split).items()}
+    return {"field": config["group_by"], "total": len(set(groups))} | each
 
 
 def skipped_layer(reason: str) -> dict:
@@ -343,6 +381,7 @@ def train(params) -> tuple[Path, dict, bool]:
     y = np.array([targets[t] for t in used], dtype=np.float64)
     raw = np.array([raw_scores[t] for t in used], dtype=np.float64)
     design = one_hot_design([confounds[t] for t in used]) if confounds is not None else None
+    groups = task_groups(params, used)
     counts = {
         "scored": len(raw_scores),
         "with_activations": len(task_ids),
@@ -376,7 +415,7 @@ def train(params) -> tuple[Path, dict, bool]:
         try:
             if ridge.constant_features(x, spread):
                 raise ridge.DegenerateFit(f"activations are constant across the {len(y)} tasks")
-            fit = _fit_layer(x, raw if design is not None else y, config, design)
+            fit = _fit_layer(x, raw if design is not None else y, config, design, groups)
         except ridge.DegenerateFit as exc:
             per_layer[str(layer)] = skipped_layer(str(exc))
             continue
@@ -425,7 +464,8 @@ def train(params) -> tuple[Path, dict, bool]:
         "config": config,
         "inputs": inputs,
         "counts": counts,
-        "fitted_tasks": fitted_tasks(used, config),
+        "fitted_tasks": fitted_tasks(used, config, groups),
+        "groups": group_counts(config, groups),
         "confounds": confound_report,
         "layers": per_layer,
         "best_layer": best,
