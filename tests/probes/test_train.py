@@ -557,7 +557,7 @@ def test_a_grouped_split_keeps_every_group_on_one_side(tmp_path, capsys):
     """probes.group_by: tasks sharing a topic are never split between the fitted tasks and
     the final ones (nor between CV folds), the parts stay near their fractions, and the run
     is another run than the split by task."""
-    params_file, params, ids, _, _ = probe_world(tmp_path, topics=40)  # 4 tasks a topic
+    params_file, params, ids, mu, layers = probe_world(tmp_path, topics=40)  # 4 tasks a topic
     topic = {t: f"t{i % 40}" for i, t in enumerate(ids)}
     argv = ["probe", "train", "--params", str(params_file)]
     assert main([*argv, "--group-by", "topic"]) == 0
@@ -569,7 +569,18 @@ def test_a_grouped_split_keeps_every_group_on_one_side(tmp_path, capsys):
     assert groups["field"] == "topic" and groups["total"] == 40
     assert groups["train"] + groups["sweep"] + groups["final"] == 40
     assert groups["final"] == len({topic[t] for t in final}) and 28 <= len(final) <= 36
-    assert manifest["layers"][str(manifest["best_layer"])]["final_n"] == len(final)
+    best = manifest["layers"][str(manifest["best_layer"])]
+    assert best["final_n"] == len(final)
+    # its interval is a bootstrap over the final groups, not Fisher z over tasks
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    weight, bias, layer, _ = load_probe(root / "runs" / manifest["run_id"])
+    rows = np.array(sorted(ids.index(t) for t in final))
+    pred, true = layers[layer][rows] @ weight + bias, mu[rows]
+    assert best["final_r"] == pytest.approx(pearsonr(pred, true)[0], abs=1e-9)
+    labels = np.array([topic[ids[i]] for i in rows])
+    expected = ridge.clustered_r_interval(pred, true, labels, params.seed)
+    np.testing.assert_allclose(best["final_r_ci"], expected, atol=1e-9)
+    assert best["final_r_ci"] != pytest.approx(list(ridge.pearson_interval(pred, true)))
     assert manifest["config"]["group_by"] == "topic" and "tasks" in manifest["inputs"]
     printed = capsys.readouterr().out
     said = f"split by probes.group_by 'topic': 40 groups, {groups['final']} groups in the final"

@@ -109,6 +109,33 @@ def fold_scaler(weight: np.ndarray, bias, mean: np.ndarray, std: np.ndarray):
     return weight / std, bias - (weight * (mean / std)).sum(axis=-1)
 
 
+def clustered_r_interval(
+    a: np.ndarray, b: np.ndarray, groups: np.ndarray, seed: int, resamples: int = 10_000
+) -> tuple[float | None, float | None]:
+    """95% percentile interval of Pearson r between `a` and `b` from a bootstrap over
+    `groups` (a group's tasks are drawn together: phrasings of one topic are not
+    independent, which the Fisher z interval assumes); None without one (fewer than 4
+    groups, or a constant side). Each resample's r comes from the drawn groups' sums."""
+    labels, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    if len(labels) < 4 or pearson(a, b) != pearson(a, b):
+        return None, None
+    a = np.asarray(a, dtype=np.float64) - np.mean(a)  # centred: the sums keep their precision
+    b = np.asarray(b, dtype=np.float64) - np.mean(b)
+    columns = np.stack([np.ones_like(a), a, b, a * a, b * b, a * b], axis=1)
+    sums = np.zeros((len(labels), 6))
+    np.add.at(sums, inverse, columns)
+    k = len(labels)
+    draws = np.random.default_rng(seed).integers(0, k, size=(resamples, k))
+    counts = np.zeros((resamples, k))
+    np.add.at(counts, (np.arange(resamples)[:, None], draws), 1.0)
+    n, sa, sb, saa, sbb, sab = (counts @ sums).T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (n * sab - sa * sb) / np.sqrt((n * saa - sa * sa) * (n * sbb - sb * sb))
+    r = r[np.isfinite(r)]
+    low, high = np.quantile(r, [0.025, 0.975])
+    return float(low), float(high)
+
+
 def split_tasks(
     n: int, heldout_fraction: float, seed: int, groups: np.ndarray | None = None
 ) -> Split:
@@ -300,17 +327,22 @@ def fit_cv(
 
 
 def pairwise_accuracy(
-    pred: dict[str, float], comparisons: list[tuple[str, str, str]], seed: int
+    pred: dict[str, float],
+    comparisons: list[tuple[str, str, str]],
+    seed: int,
+    group_of: dict[str, str] | None = None,
 ) -> Interval:
     """Fraction of comparisons between tasks in `pred` that the probe orders like the
     winner (ties count half), with how many comparisons were scored and a 95% bootstrap
-    interval over the tasks compared (`steerops.stats.pairwise_share`)."""
+    interval over the tasks compared (`steerops.stats.pairwise_share`), or over their
+    groups (`group_of`: a task's `probes.group_by` label)."""
     hits, first, second = [], [], []
+    unit = (lambda task: task) if group_of is None else group_of.__getitem__
     for a, b, winner in comparisons:
         if a in pred and b in pred:
             loser = b if winner == a else a
             diff = pred[winner] - pred[loser]
             hits.append(1.0 if diff > 0 else 0.5 if diff == 0 else 0.0)
-            first.append(a)
-            second.append(b)
+            first.append(unit(a))
+            second.append(unit(b))
     return pairwise_share(hits, first, second, seed)

@@ -277,6 +277,14 @@ def fitted_tasks(used: list[str], config: dict, groups: np.ndarray | None) -> li
     return sorted(used[i] for i in np.concatenate([split.train, split.sweep]))
 
 
+def _final_interval(fit: ridge.ProbeFit, groups: np.ndarray | None, seed: int) -> tuple:
+    """The final r's 95% interval: Fisher z over tasks, or under probes.group_by a
+    bootstrap over the final part's groups (their tasks are not independent)."""
+    if groups is None:
+        return ridge.pearson_interval(fit.eval_pred, fit.eval_true)
+    return ridge.clustered_r_interval(fit.eval_pred, fit.eval_true, groups[fit.eval_index], seed)
+
+
 def group_counts(config: dict, groups: np.ndarray | None) -> dict | None:
     """How many `probes.group_by` groups each part of the split holds (None: split by
     task): {"field", "total", and train/sweep/final or folds}."""
@@ -425,6 +433,7 @@ def train(params) -> tuple[Path, dict, bool]:
                 {used[i]: float(p) for i, p in zip(fit.eval_index, fit.eval_pred, strict=True)},
                 comparisons,
                 config["split_seed"],
+                None if groups is None else dict(zip(used, groups, strict=True)),
             )
         per_layer[str(layer)] = {
             "alpha": fit.alpha,
@@ -433,7 +442,7 @@ def train(params) -> tuple[Path, dict, bool]:
             # n and a 95% interval of final_r where the tasks it is scored on chose nothing
             # (holdout); under cv the same out-of-fold predictions chose alpha and layer
             "final_n": len(fit.eval_index),
-            "final_r_ci": list(ridge.pearson_interval(fit.eval_pred, fit.eval_true))
+            "final_r_ci": list(_final_interval(fit, groups, config["split_seed"]))
             if config["protocol"] == "holdout"
             else [None, None],
             # r ignores the probe's scale and offset, which `probe ood` reads its deltas in
