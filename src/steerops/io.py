@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import hashlib
 import json
 import math
@@ -103,24 +102,42 @@ def _settle_old(path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _dead_temporaries(folder: Path, suffix: str) -> list[tuple[str, Path]]:
+    """(the name it was to take, its path) of each temporary file or folder in `folder`
+    whose writer on this host is dead."""
+    found = []
+    for tmp in folder.glob(f".*.{suffix}"):
+        parts = tmp.name[1:].rsplit(".", 4)  # name, host, pid, random, suffix
+        if (
+            len(parts) == 5
+            and parts[1] == _HOST
+            and parts[2].isdigit()
+            and not _alive(int(parts[2]))
+        ):
+            found.append((parts[0], tmp))
+    return found
+
+
 def _orphans(path: Path, suffix: str) -> list[Path]:
     """Temporary files (or folders) for `path` whose writer on this host is dead."""
-    found = []
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.{suffix}"):
-        parts = tmp.name[len(path.name) + 2 :].rsplit(".", 3)  # host, pid, random, suffix
-        if (
-            len(parts) == 4
-            and parts[0] == _HOST
-            and parts[1].isdigit()
-            and not _alive(int(parts[1]))
-        ):
-            found.append(tmp)
-    return found
+    return [tmp for name, tmp in _dead_temporaries(path.parent, suffix) if name == path.name]
 
 
 def _remove_orphans(path: Path, suffix: str = "tmp") -> None:
     """Delete temporary files (or folders) for `path` left by dead writers on this host."""
-    for tmp in _orphans(path, suffix):
+    _remove(_orphans(path, suffix))
+
+
+def remove_orphans_in(folder: Path, suffix: str = "building") -> None:
+    """Delete the temporary folders (or files) dead writers on this host left in `folder`,
+    whatever they were to be named: a folder of runs, each written once under a new name,
+    where the next write never has the same name to find them by."""
+    if folder.is_dir():
+        _remove([tmp for _, tmp in _dead_temporaries(folder, suffix)])
+
+
+def _remove(paths: list[Path]) -> None:
+    for tmp in paths:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:

@@ -442,6 +442,36 @@ def test_train_killed_after_its_run_is_in_place_reuses_it(tmp_path):
     assert json.loads((root / "runs" / "latest.json").read_text())["run_id"] == run
 
 
+def test_a_run_killed_while_written_leaves_no_staging_folder_behind(tmp_path):
+    """SIGKILLed before its run folder is renamed into place: the half-written folder (a
+    dead writer's) is removed by the next run, which trains under another run id; a folder
+    a live writer is staging is left alone."""
+    import os
+    import shutil
+
+    import killer
+    from steerops.io import _HOST
+
+    params_file, params, *_ = probe_world(tmp_path)
+    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
+    argv = ["probe", "train", "--params", str(params_file)]
+    counted = killer.run(argv, tmp_path, root, "count")
+    assert counted.returncode == 0, counted.stderr[-2000:]
+    renamed = json.loads((tmp_path / "kill_counts.json").read_text())["renamed"]
+    at = renamed.index("runs/runs.jsonl") - 1  # the run folder's rename
+    shutil.rmtree(root)
+    assert killer.killed(killer.run(argv, tmp_path, root, f"before:{at + 1}"))
+    [staged] = [p for p in (root / "runs").iterdir() if p.name.startswith(".")]
+    assert staged.name.endswith(".building") and (staged / "probes.safetensors").exists()
+    live = root / "runs" / f".20260101T000000Z-live.{_HOST}.{os.getpid()}.abc.building"
+    live.mkdir()
+    result = killer.run(argv, tmp_path, root, "count")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in (root / "runs").iterdir() if p.name.startswith(".")) == [
+        live.name
+    ]
+
+
 def test_a_run_of_an_older_format_is_trained_again_not_reused(tmp_path, capsys, monkeypatch):
     """A finished run whose files predate what train writes now (another `RUN_FORMAT`) has a
     run key of its own: the same config and inputs train a new run with the current fields."""

@@ -25,10 +25,7 @@ a damaged run is trained again, and `probe ood` names it with the command that d
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,13 +34,14 @@ import torch
 
 from steerops.errors import SteeropsError
 from steerops.io import (
+    atomic_folder,
     check_folder_name,
-    current_umask,
     file_md5,
     json_text,
     load_tensors,
     read_json,
     read_jsonl,
+    remove_orphans_in,
     save_tensors,
     text_md5,
     write_json,
@@ -151,10 +149,8 @@ def write_run(
     run_dir = runs_dir(root) / run_id
     if run_dir.exists():
         raise SteeropsError(f"{run_dir}: run directory already exists; not overwriting it")
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=run_dir.parent))
-    try:
-        staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700
+    remove_orphans_in(run_dir.parent)  # what a killed run was writing (another run id)
+    with atomic_folder(run_dir) as staging:
         tensors = {}
         for layer, (weight, bias) in probes.items():
             tensors[f"weight_{layer}"] = torch.from_numpy(np.asarray(weight, dtype=np.float32))
@@ -162,10 +158,6 @@ def write_run(
         save_tensors(staging / WEIGHTS, tensors, metadata={"run_id": run_id})
         manifest = {**manifest, "weights_md5": file_md5(staging / WEIGHTS)}
         write_json(staging / MANIFEST, {**manifest, "manifest_md5": manifest_md5(manifest)})
-        os.replace(staging, run_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return run_dir
 
 
