@@ -132,14 +132,18 @@ def test_mean_diff_pre_and_post_cleaning_agree(tmp_path, capsys):
     np.testing.assert_allclose(pre[0].numpy(), gap / np.linalg.norm(gap), atol=1e-6)
 
 
-def test_probe_pre_and_post_cleaning_differ(tmp_path):
+def test_probe_pre_and_post_cleaning_differ(tmp_path, capsys):
     """The logistic fit is not linear in the data: with the massive dim 3 available, the
     probe uses it to cancel the nuisance it shares with dim 4 and so keeps a large weight
     on dim 4; zeroing dim 3 afterwards keeps that weight. Fitting without dim 3 (preclean)
     re-weights the remaining dims: dim 4 is now noisy and gets much less weight."""
     pos, neg = suppressor_data()
     path = setup(tmp_path, {0: np.concatenate([pos, neg])}, n_pos=len(pos))
+    capsys.readouterr()
     assert main(["clean", "--params", path, "--variants", "probe_dims3,probe_preclean_dims3"]) == 0
+    out = capsys.readouterr().out  # dims named in the method: no calibration set is named
+    for mode in ("post", "pre"):
+        assert f"cleaned (dims named in the method, {mode}-extraction): dims 3 at layers 0\n" in out
     post, _ = stored(tmp_path, "probe_dims3")
     pre, _ = stored(tmp_path, "probe_preclean_dims3")
     post, pre = post[0].numpy(), pre[0].numpy()

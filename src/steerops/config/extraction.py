@@ -17,7 +17,9 @@ class ExtractionConfig(Strict):
         description="token positions, e.g. prompt[-1], response[:5], all[:]",
     )
     layers: LayerSpec = Field(
-        Layers("all"), description="all, 15, 5,10,15, 5-20, 0-30:5, 30%-60%, mixtures"
+        Layers("all"),
+        description="all, 15, 5,10,15, 5-20, 0-30:5, 30%-60%, mixtures; another set replaces "
+        "the folder's activations (vectors of the old set are then refused until built again)",
     )
     component: Component = Field(
         "residual", description="block output (residual) or what its attention / MLP adds to it"

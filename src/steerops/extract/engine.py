@@ -7,7 +7,9 @@ each example's position window in fp32 (and gathers the per-token norms of the `
 coefficient unit, `steerops.extract.token_norm`), and is saved to `<out>/.partial/` with the
 hash of everything its result depends on and the MD5 of its tensor bytes, by a writer thread
 while the next shard computes. A rerun reuses every shard whose settings hash and bytes
-match, so a killed run resumes where it stopped and ends with the same bytes. The final
+match, so a killed run resumes where it stopped and ends with the same bytes (given the same
+batches: a rerun with another `token_budget`, or past an out-of-memory halving, can differ in
+float rounding, about 1e-7 of a value, which the hash leaves out on purpose). The final
 file is assembled one layer at a time in example order, then `metadata.json` (with the
 file's MD5) is written and the shards removed.
 """

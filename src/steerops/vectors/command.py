@@ -77,9 +77,12 @@ def cleaned_line(meta: dict) -> str | None:
         f"{', '.join(map(str, dims)) or 'none'} at layers {layer_span(layers)}"
         for dims, layers in sorted(by_dims.items(), key=lambda kv: min(kv[1]))
     ]
+    # dims named in the method (`_dims507`) come from no calibration set
+    dim_set, variant = calibration.get("dim_set"), calibration.get("variant")
+    source = "dims named in the method" if dim_set is None else f"{dim_set} set of calibration "
+    source += "" if dim_set is None else str(variant or "?")
     return (
-        f"cleaned ({calibration.get('dim_set', '?')} set of calibration "
-        f"{calibration.get('variant', '?')}, {calibration.get('mode', '?')}-extraction): "
+        f"cleaned ({source}, {calibration.get('mode', '?')}-extraction): "
         f"dims {'; '.join(parts) or 'none'}"
     )
 

@@ -5,7 +5,8 @@
 
 The caller unit-normalises the result and records its norm as `raw_norm`, so what that
 norm means is the method's own: mean_diff ||mean(pos) - mean(neg)||, probe the norm of the
-logistic weights, gradient and pca the gap between the class means along the direction,
+logistic weights, gradient and pca the gap between the class means along the direction
+(pca on paired rows: the mean gap of the pairs, which leaves out rows without a partner),
 random_baseline the norm of the Gaussian draw. Rows of `pos` and `neg` are sorted by
 (source_index, rollout), so equal counts mean row i of each came from the same source.
 """
