@@ -1168,19 +1168,21 @@ def test_a_whole_number_judge_with_few_alternatives_is_not_taken_for_a_digit_one
 
 
 def test_an_interrupt_stops_the_requests_of_a_judge_scoring_in_another_thread(
-    tmp_path, server, trait, key
+    tmp_path, server, trait, key, monkeypatch
 ):
     """steer judges a chunk beside generation; on Ctrl-C it calls `interrupt`: queued prompts
-    are not sent, the call ends with Stopped at once, and the answers had stay cached."""
+    are not sent, the replies on their way land and are cached (they are paid for), and the
+    call ends with Stopped; a reply slower than the grace is not waited for."""
+    from steerops.judges import openai
     from steerops.judges.transport import Stopped
 
     server.delay = 0.2
     judge = make_judge(params_for(tmp_path, server, concurrency=2), trait)
     outcome: list = []
 
-    def score():
+    def score(prefix="q"):
         try:
-            judge.score([f"q{i}" for i in range(30)], [RESPONSES[0]] * 30)
+            judge.score([f"{prefix}{i}" for i in range(30)], [RESPONSES[0]] * 30)
         except Stopped as exc:
             outcome.append(exc)
 
@@ -1193,12 +1195,27 @@ def test_an_interrupt_stops_the_requests_of_a_judge_scoring_in_another_thread(
     worker.join(5)
     assert not worker.is_alive() and time.perf_counter() - started < 1.0
     assert len(outcome) == 1 and "interrupted" in str(outcome[0])
-    time.sleep(0.5)  # any request still in flight has landed
     sent, cached = len(server.requests), len(judge.cache)
-    assert sent < 12 and 1 <= cached <= sent  # replies landing after it are not kept
+    assert sent < 12 and cached == sent  # every reply on its way was kept
     again = make_judge(params_for(tmp_path, server, concurrency=2), trait)
     again.score([f"q{i}" for i in range(30)], [RESPONSES[0]] * 30)
     assert len(server.requests) - sent == 60 - cached  # only what was never answered
+
+    # replies slower than the grace: the call stops without them
+    monkeypatch.setattr(openai, "_IN_FLIGHT_GRACE_S", 0.3)
+    server.delay = 1.5
+    judge = make_judge(params_for(tmp_path, server, concurrency=2), trait)
+    outcome.clear()
+    worker = threading.Thread(target=score, args=("other",))  # prompts not cached
+    before = len(server.requests)
+    worker.start()
+    while len(server.requests) < before + 3:
+        time.sleep(0.01)
+    judge.interrupt()
+    started = time.perf_counter()
+    worker.join(5)
+    assert not worker.is_alive() and time.perf_counter() - started < 1.0
+    assert len(outcome) == 1 and "interrupted" in str(outcome[0])
 
 
 def test_a_run_of_its_own_asks_no_answer_the_pipeline_s_cache_holds(tmp_path, server, trait, key):

@@ -54,6 +54,9 @@ _ALTERNATIVES_TO_TELL = 10
 _REFUSED_PAIRS_BEFORE_AN_ANSWER = 3
 # Answers written digit by digit ("8" "5") before a judge is refused: one may be a glitch.
 _SPLIT_ANSWERS_TO_REFUSE = 2
+# On an interrupt, how long the replies already on their way are waited for (paid for:
+# cached, so a rerun does not ask them again) before the call stops
+_IN_FLIGHT_GRACE_S = 3.0
 
 
 class _Declined(Refused):
@@ -150,6 +153,7 @@ class OpenAIJudge(CachedJudge):
     def interrupt(self) -> None:
         """Stop scoring from another thread (steer's, on Ctrl-C while this judge scores a
         chunk beside generation): queued prompts are not sent and no retry is made; the
+        replies already on their way are waited for a moment (`_IN_FLIGHT_GRACE_S`); the
         call raises `Stopped`, and the answers it received stay cached for a rerun."""
         self._interrupted.set()
         with self._tokens_lock:
@@ -194,12 +198,16 @@ class OpenAIJudge(CachedJudge):
         if not jobs:
             return
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="steerops-judge")
-        failed = threading.Event()  # set by the first failure: queued jobs then send nothing
+        # set by the first failure or an interrupt: queued jobs send nothing, none retries
+        failed = threading.Event()
+        abandon = threading.Event()  # set on the way out: the requests in flight stop
         with self._tokens_lock:
             self._live.add(failed)
         if self._interrupted.is_set():
             failed.set()
-        pending = {pool.submit(self._ask_unless, failed, job): i for i, job in enumerate(jobs)}
+        pending = {
+            pool.submit(self._ask_unless, failed, abandon, job): i for i, job in enumerate(jobs)
+        }
         try:
             while pending:
                 # woken now and then to notice an interrupt without waiting for a reply
@@ -210,23 +218,42 @@ class OpenAIJudge(CachedJudge):
                     if not isinstance(future.exception(), _Skipped):
                         # re-raises the worker's SteeropsError
                         yield offset + i, future.result()
+                if self._interrupted.is_set():
+                    yield from self._landing(pending, failed, offset)
                 self._check_interrupted()  # after this round's answers: paid for, so kept
         finally:
             # On error, Ctrl-C (or an abandoned generator) drop queued requests, and those in
             # flight stop before their next retry; answers already yielded are cached, so a
             # re-run resumes.
             failed.set()
+            abandon.set()
             pool.shutdown(wait=False, cancel_futures=True)
             with self._tokens_lock:
                 self._live.discard(failed)
 
-    def _ask_unless(self, failed: threading.Event, job: Job) -> Entry | Unanswered:
+    def _landing(
+        self, pending: dict, failed: threading.Event, offset: int
+    ) -> Iterator[tuple[int, Entry | Unanswered]]:
+        """On an interrupt: queued prompts are not sent, and the answers of the requests in
+        flight that land within the grace are kept (a failure among them is no news: the
+        call is stopping)."""
+        failed.set()
+        grace = min(_IN_FLIGHT_GRACE_S, self.policy.timeout_s)
+        done, _ = wait(pending, timeout=grace)
+        for future in done:
+            i = pending.pop(future)
+            if future.exception() is None:
+                yield offset + i, future.result()
+
+    def _ask_unless(
+        self, failed: threading.Event, abandon: threading.Event, job: Job
+    ) -> Entry | Unanswered:
         # A worker may take the next job before the caller sees a failure and cancels the
         # queue; checking here keeps "fail at once" true (one 401 is one request).
         if failed.is_set():
             raise _Skipped
         try:
-            return self._ask(job, stop=failed)
+            return self._ask(job, stop=abandon, no_retry=failed)
         except Stopped:  # stopped by the failure being raised, not a failure of its own
             raise _Skipped from None
         except Refused as exc:  # this prompt's own problem: the endpoint answers others
@@ -235,7 +262,12 @@ class OpenAIJudge(CachedJudge):
             failed.set()
             raise
 
-    def _ask(self, job: Job, stop: threading.Event | None = None) -> Entry:
+    def _ask(
+        self,
+        job: Job,
+        stop: threading.Event | None = None,
+        no_retry: threading.Event | None = None,
+    ) -> Entry:
         body = {
             "model": self.model_name,
             "messages": self.prompts.messages(*job),
@@ -243,7 +275,9 @@ class OpenAIJudge(CachedJudge):
             "max_tokens": _SENT_TOKENS,
             "top_logprobs": self.top_logprobs,
         }
-        reply = post_json(self.url, body, _auth(self._api_key), self.policy, self._api_key, stop)
+        reply = post_json(
+            self.url, body, _auth(self._api_key), self.policy, self._api_key, stop, no_retry
+        )
         entry = weighted_score(integer_probs(self._top_logprobs(reply, job)))
         served = reply.get("model") if isinstance(reply, dict) else None
         if isinstance(served, str) and (served := _model_name(served, self._api_key)):

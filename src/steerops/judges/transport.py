@@ -110,10 +110,13 @@ def post_json(
     policy: RetryPolicy,
     secret: str = "",
     stop: threading.Event | None = None,
+    no_retry: threading.Event | None = None,
 ) -> dict:
     """The decoded JSON reply to POST `body` to `url`; SteeropsError when it cannot be had,
-    or when `stop` is set while waiting to retry (the caller gave up on the answer)."""
+    or when `stop` is set while waiting for it (the caller gave up on the answer), or
+    `no_retry` before a retry (the caller takes this attempt's answer, not another's)."""
     stop = stop or threading.Event()
+    no_retry = no_retry or threading.Event()
     data = json.dumps(body).encode("utf-8")
     headers = {"Content-Type": "application/json", **headers}
     last = refused = ""
@@ -159,13 +162,13 @@ def post_json(
                 last = said
         if refused:
             raise _unsendable(url, refused)
-        if stop.is_set():
+        if stop.is_set() or no_retry.is_set():
             raise Stopped(f"judge: {url}: stopped; last error: {last}")
         if attempt < policy.max_retries:
             delay = policy.delay(attempt, retry_after)
             _say_wait(url, last, delay, attempt + 1, policy.max_retries)
             # An interrupted or failed run must not wait at exit for workers still retrying.
-            if stop.wait(delay):
+            if stop.wait(delay) or no_retry.is_set():
                 raise Stopped(f"judge: {url}: stopped before retrying; last error: {last}")
     raise SteeropsError(
         f"judge: {url} failed after {policy.max_retries + 1} attempts; last error: {last}"
