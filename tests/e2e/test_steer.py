@@ -317,6 +317,48 @@ def test_response_files_end_as_an_uninterrupted_sweep_writes_them(steered, tmp_p
     assert main(scratch) == 0 and len(calls) == first  # the rerun generates nothing
 
 
+def test_a_file_whose_text_scored_otherwise_when_generated_again_says_so(
+    steered, monkeypatch, capsys
+):
+    """In 16-bit floats greedy text depends on the batch: a config's responses generated
+    again for its file (a run killed before writing it) may score otherwise than its log.
+    The file is marked `rescored`, the run warns, and the log and table keep their scores.
+    (Simulated here: the toy decodes in float32, where the text is the same.)"""
+    import dataclasses
+
+    from steerops.steering.evaluate import SteeringEvaluator
+    from steerops.steering.outputs import RESCORED_NOTE
+
+    folder = steered["dir"]["mean_diff"] / "responses"
+    argv = [*steered["argv"], "--method", "mean_diff"]
+    assert main(argv) == 0
+    good = _files(folder)
+    log = (folder.parent / "results.jsonl").read_bytes()
+    torn = folder / next(name for name in good if name != "baseline.json")
+    torn.write_text("{")
+    real = SteeringEvaluator.responses
+
+    def drifted(self, results):
+        def moved(result):
+            (trait, coherence), *rest = result.scores
+            return dataclasses.replace(result, scores=[(trait, (coherence or 0) + 1.0), *rest])
+
+        return [moved(r) for r in real(self, results)]
+
+    monkeypatch.setattr(SteeringEvaluator, "responses", drifted)
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "1 of the 1 configs whose responses were generated again for their files scored" in err
+    assert json.loads(torn.read_text())["rescored"] == RESCORED_NOTE
+    assert (folder.parent / "results.jsonl").read_bytes() == log
+    others = {k: v for k, v in _files(folder).items() if k != torn.name}
+    assert others == {k: v for k, v in good.items() if k != torn.name}
+    monkeypatch.setattr(SteeringEvaluator, "responses", real)
+    torn.write_text("{")
+    assert main(argv) == 0 and _files(folder) == good  # the same text and scores: unmarked
+
+
 def test_mixed_batch_row_matches_alone_on_toy(steered):
     session = SteeringSession(steered["params"], TRAIT, progress=False)
     vecs = steered["vectors"]["mean_diff"]["vectors"]

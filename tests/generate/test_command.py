@@ -708,3 +708,66 @@ def test_responses_decoded_before_plain_decoding_are_generated_again(
     monkeypatch.undo()
     assert main(["generate", "--params", str(plain)]) == 0
     assert "plain_decoding_overrides" not in outputs(plain)[1]["settings"]
+
+
+def test_an_interrupted_run_keeps_its_finished_class_and_the_rerun_ends_the_same(
+    tmp_path, toy_world, monkeypatch, capsys
+):
+    """Ctrl-C while the negatives generate: the positives are kept, the rerun generates only
+    the negatives, and the files are byte for byte those of an uninterrupted run (sampled:
+    each class is seeded on its own). A kept class whose rows were altered is generated
+    again; `--force` ignores what was kept."""
+    sampled = ["--temperature", "1.5", "--rollouts", "2", "--max-new-tokens", "6"]
+    whole = small_world(tmp_path / "whole", toy_world)
+    assert main(["generate", "--params", str(whole), *sampled]) == 0
+    expected = (load_params(whole).out / "responses" / "toy" / "refusal" / "base").glob("*")
+    expected = {p.name: p.read_bytes() for p in expected if p.is_file()}
+
+    params_file = small_world(tmp_path / "cut", toy_world)
+    folder = load_params(params_file).out / "responses" / "toy" / "refusal" / "base"
+    from steerops.models import generation
+
+    original = generation.generate_responses
+    calls: list[str] = []
+
+    def counted(*args, interrupt_at=None, **kwargs):
+        calls.append(kwargs["desc"])
+        if calls[-1] == interrupt_at:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    def cut_at_negatives(*args, **kwargs):
+        return counted(*args, **kwargs, interrupt_at="generate negative")
+
+    monkeypatch.setattr(generation, "generate_responses", cut_at_negatives)
+    assert main(["generate", "--params", str(params_file), *sampled]) == 130
+    assert (folder / ".partial" / "positive.json").is_file() and not (
+        folder / "responses.jsonl"
+    ).exists()
+    calls.clear()
+    monkeypatch.setattr(generation, "generate_responses", counted)
+    assert main(["generate", "--params", str(params_file), *sampled]) == 0
+    assert calls == ["generate negative"]
+    assert "generate positive: 32 completions kept by an interrupted run" in capsys.readouterr().out
+    got = {p.name: p.read_bytes() for p in folder.glob("*") if p.is_file()}
+    assert got == expected and not (folder / ".partial").exists()
+
+    def interrupted_first_run(*flags):
+        for name in ("responses.jsonl", "summary.json"):
+            (folder / name).unlink()
+        monkeypatch.setattr(generation, "generate_responses", cut_at_negatives)
+        assert main(["generate", "--params", str(params_file), *sampled, *flags]) == 130
+        monkeypatch.setattr(generation, "generate_responses", counted)
+        calls.clear()
+
+    # a kept class that no longer matches its MD5 is generated again
+    interrupted_first_run()
+    kept = folder / ".partial" / "positive.json"
+    kept.write_text(kept.read_text().replace('"rollout": 1', '"rollout": 7', 1))
+    assert main(["generate", "--params", str(params_file), *sampled]) == 0
+    assert calls == ["generate positive", "generate negative"]
+    assert {p.name: p.read_bytes() for p in folder.glob("*") if p.is_file()} == expected
+    # --force generates every class again
+    interrupted_first_run()
+    assert main(["generate", "--params", str(params_file), *sampled, "--force"]) == 0
+    assert calls == ["generate positive", "generate negative"]

@@ -49,7 +49,9 @@ class SteeringConfig(Strict):
         "falls is then the effect the verdicts look for",
     )
     scope: Scope = Field(
-        "all", description="steer prompt and response tokens, or generated tokens only"
+        "all",
+        description="steer prompt and response tokens, or generated tokens only (the first "
+        "generated token comes from the unsteered prompt, so max_new_tokens: 1 steers nothing)",
     )
     max_new_tokens: int = Field(24, ge=1, description="tokens generated per response")
     subset: int | None = Field(
@@ -72,7 +74,8 @@ class SteeringConfig(Strict):
         "static",
         description="decode loop: static (the engine's own: static cache, one fixed-shape step, "
         "CUDA graphs on CUDA, finished rows refilled) or hf (HF generate, the reference); "
-        "both give the same tokens",
+        "both give the same tokens in float32 (in 16-bit floats, as any two batchings, they "
+        "can part at a near tie)",
     )
     cache_implementation: Literal["static"] | None = Field(
         None, description="loop hf: 'static' for a compiled static KV cache (CUDA); default dynamic"

@@ -23,6 +23,9 @@ from steerops.errors import SteeropsError
 from steerops.generate.store import (
     RESPONSES_FILE,
     SUMMARY_FILE,
+    drop_finished_classes,
+    finished_class,
+    keep_finished_class,
     previous_summary,
     prompts_md5,
     read_rows,
@@ -157,7 +160,7 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
         if old and old["generation_hash"] == gen_hash:
             rows, timing = read_rows(folder), {}  # nothing generated: no speed
         else:
-            rows, timing = _complete(params, trait, gen, progress)
+            rows, timing = _complete(params, trait, gen, progress, folder, gen_hash, force)
             if judge is not None:  # keep the completions should the judge fail
                 pending = [{**row, "kept": None, "trait": None, "coherence": None} for row in rows]
                 write_responses(
@@ -187,6 +190,7 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
             summary["judge_served"] = served
             tracker.set_tags({"steerops.judge_served": served})
         summary = write_responses(folder, rows, summary)
+        drop_finished_classes(folder)
         tracker.log_params({"trait": name, "variant": cfg.variant, **gen, **vet})
         tracker.log_metrics(_metrics(summary, timing))
         tracker.log_artifact(folder / SUMMARY_FILE)
@@ -241,17 +245,37 @@ def _generation_settings(params, trait: Trait) -> dict:
     return settings
 
 
-def _complete(params, trait: Trait, gen: dict, progress: bool) -> tuple[list[dict], dict]:
+def _complete(
+    params,
+    trait: Trait,
+    gen: dict,
+    progress: bool,
+    folder,
+    gen_hash: str,
+    force: bool,
+) -> tuple[list[dict], dict]:
+    """Every class's completions; a class an interrupted run finished under the same
+    settings is taken as it kept it (`--force`: generated again), one generated is kept."""
     from steerops.models.generation import generate_responses
     from steerops.models.loading import load_model
 
     cfg = params.generate
-    loaded = load_model(params, cfg.variant, padding_side="left")
+    finished = {p: None if force else finished_class(folder, p, gen_hash) for p in POLARITIES}
+    loaded, start = None, 0.0
     rows: list[dict] = []
-    start = time.perf_counter()
     new_tokens = 0
     for polarity in POLARITIES:
+        kept = finished[polarity]
+        if kept is not None:
+            if progress:
+                print(f"generate {polarity}: {len(kept)} completions kept by an interrupted run")
+            rows += [{**row, "index": len(rows) + i} for i, row in enumerate(kept)]
+            continue
+        if loaded is None:
+            loaded = load_model(params, cfg.variant, padding_side="left")
+            start = time.perf_counter()
         prompts = getattr(trait, polarity)
+        first = len(rows)
         done = generate_responses(
             loaded.model,
             loaded.tokenizer,
@@ -279,6 +303,9 @@ def _complete(params, trait: Trait, gen: dict, progress: bool) -> tuple[list[dic
                     "response_ids": c.response_ids,
                 }
             )
+        keep_finished_class(folder, polarity, gen_hash, rows[first:])
+    if loaded is None:
+        return rows, {}  # nothing generated: no speed
     seconds = time.perf_counter() - start
     timing = {
         "seconds": round(seconds, 3),

@@ -11,6 +11,12 @@ written before they are vetted, with `kept: null` and a summary whose `vetting_h
 null, so a judge failure loses no completion: the next run vets them without generating.
 The summary records the rows file's MD5 (`responses_md5`); a rows file that no longer has
 it is generated again rather than trusted.
+
+    <...>/<variant>/.partial/<polarity>.json   a class finished by a run that did not end
+
+Each class is kept there once completed (with the generation settings' hash and its rows'
+MD5), so an interrupted run's rerun generates only the class it had not finished (each
+class is seeded on its own: the same rows); the folder goes once responses.jsonl is written.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from steerops.traits import POLARITIES
 
 RESPONSES_FILE = "responses.jsonl"
 SUMMARY_FILE = "summary.json"
+PARTIAL_DIR = ".partial"
 
 
 def responses_dir(out: Path, trait: str, variant: str) -> Path:
@@ -51,6 +58,40 @@ def write_responses(folder: Path, rows: list[dict], summary: dict[str, Any]) -> 
     summary = {**summary, "responses_md5": file_md5(folder / RESPONSES_FILE)}
     write_json(folder / SUMMARY_FILE, summary)
     return summary
+
+
+def keep_finished_class(folder: Path, polarity: str, generation_hash: str, rows: list) -> None:
+    """Keep a completed class of an unfinished run (see the module docstring)."""
+    text = json.dumps(rows, sort_keys=True)
+    write_json(
+        folder / PARTIAL_DIR / f"{polarity}.json",
+        {"generation_hash": generation_hash, "rows_md5": text_md5(text), "rows": rows},
+    )
+
+
+def finished_class(folder: Path, polarity: str, generation_hash: str) -> list[dict] | None:
+    """The rows of `polarity` an interrupted run completed under these settings; None when
+    there are none, or they are of other settings or no longer match their MD5."""
+    path = folder / PARTIAL_DIR / f"{polarity}.json"
+    try:
+        kept = read_json(path)
+    except (OSError, ValueError, SteeropsError):
+        return None
+    if not isinstance(kept, dict) or kept.get("generation_hash") != generation_hash:
+        return None
+    rows = kept.get("rows")
+    if not isinstance(rows, list) or text_md5(json.dumps(rows, sort_keys=True)) != kept.get(
+        "rows_md5"
+    ):
+        return None
+    return rows
+
+
+def drop_finished_classes(folder: Path) -> None:
+    """Remove what an unfinished run kept, once the responses are written whole."""
+    import shutil
+
+    shutil.rmtree(folder / PARTIAL_DIR, ignore_errors=True)
 
 
 def read_rows(folder: Path) -> list[dict]:

@@ -306,13 +306,15 @@ class SteeringEvaluator:
 
     def responses(self, results: list[ConfigResult]) -> list[ConfigResult]:
         """`results` served from a log carry no responses: generate them again (greedy, so
-        the same text; nothing is logged) for the files an interrupted run never wrote."""
+        the same text in float32; nothing is logged) for the files an interrupted run never
+        wrote."""
         self.baseline()
         chunk: list[Chunked] = [(r.config, r.weights) for r in results if r.config is not None]
         if self.session.progress and chunk:
             print(
                 f"steer: generating again the responses of {len(chunk)} served config"
-                f"{'s' if len(chunk) != 1 else ''} for their files (scores stay as logged)"
+                f"{'s' if len(chunk) != 1 else ''} for their files (the table keeps the "
+                "logged scores)"
             )
         if not chunk:
             return []

@@ -4,16 +4,19 @@ results.csv, metrics.json and curve.png hold the configs of the sweep (`steering
 the log keeps every sweep's, and serves a config asked again), so the cell's numbers are a
 function of the grid that ran it. They are written while holding the log's lock. Response
 files are written for the configs the response policy wants; a file that is missing, damaged
-or holds another settings' responses is generated again (greedy, so the same text as the
-logged scores').
+or holds another settings' responses is generated again (greedy, so in float32 the same text
+as the logged scores'; in 16-bit floats, where the text can depend on the batch, a file whose
+text scored otherwise is marked `rescored`).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +98,7 @@ def write_cell(
     best = best_per_layer(rows, cfg.min_coherence)
     keep = {_row_key(r) for r in best.values()}
     folder = out_dir / RESPONSES_DIR
-    baseline, results = _with_missing_responses(
+    baseline, results, rescored = _with_missing_responses(
         evaluator, folder, cfg.save_responses, results, keep
     )
     saved = save_responses(
@@ -107,21 +110,24 @@ def write_cell(
         baseline,
         results,
         keep,
+        rescored,
     )
     return {"rows": rows, "metrics": metrics, "best": best, "responses": saved}
 
 
 def _with_missing_responses(
     evaluator, folder: Path, policy: str, results: list[ConfigResult], keep: set[tuple]
-) -> tuple[ConfigResult, list[ConfigResult]]:
+) -> tuple[ConfigResult, list[ConfigResult], set[tuple]]:
     """The baseline and `results`, with responses generated again for the files `policy`
     wants that hold no good copy for these settings (a run killed after logging a config's
     scores, before writing its responses; a damaged file; one another settings' sweep
     wrote; a config served from another log): a sweep ends with the files an uninterrupted
-    one on these settings writes, and its rerun generates nothing."""
+    one on these settings writes, and its rerun generates nothing. Also the keys of the
+    configs whose responses, generated again, scored otherwise than their log (in 16-bit
+    floats greedy text depends on the batch it is decoded in)."""
     baseline = evaluator.baseline()
     if policy == "none":
-        return baseline, results
+        return baseline, results, set()
     n = len(evaluator.questions)
     missing = [
         i
@@ -143,11 +149,42 @@ def _with_missing_responses(
         for i in zero:
             results[i] = dataclasses.replace(results[i], responses=rows)
     missing = [i for i in missing if i not in zero]
+    rescored = set()
     if missing:
         fresh = evaluator.responses([results[i] for i in missing])
         for i, result in zip(missing, fresh, strict=True):
+            if not _same_scores(result.scores, results[i].scores):
+                rescored.add(_result_key(result))
             results[i] = result
-    return baseline, results
+    if rescored:
+        print(
+            f"steer: warning: {len(rescored)} of the {len(missing)} configs whose responses "
+            "were generated again for their files scored otherwise than logged (16-bit "
+            "decoding depends on the batch's shape): their files hold the new text and its "
+            "scores (marked `rescored`), the table and results.jsonl the logged ones",
+            file=sys.stderr,
+        )
+    return baseline, results, rescored
+
+
+def _same_scores(fresh: list, logged: list) -> bool:
+    """Whether two per-question (trait, coherence) lists agree, to float rounding."""
+    if len(fresh) != len(logged):
+        return False
+    for pair, other in zip(fresh, logged, strict=True):
+        for a, b in zip(pair, other, strict=True):
+            if (a is None) != (b is None) or (
+                a is not None and not math.isclose(a, b, abs_tol=1e-9)
+            ):
+                return False
+    return True
+
+
+RESCORED_NOTE = (
+    "generated again for this file after an interrupted run, in 16-bit floats, where text "
+    "depends on the batch: this text and its scores differ from the logged ones the "
+    "table and results.jsonl report"
+)
 
 
 def _result_key(result: ConfigResult) -> tuple:
@@ -194,6 +231,7 @@ def save_responses(
     baseline: ConfigResult,
     results: list[ConfigResult],
     best: set[tuple],
+    rescored: Collection[tuple] = (),
 ) -> list[Path]:
     """Write response files for `policy` (`best`: the configs in `best`, keyed by layer and
     coefficient); files of other configs, earlier sweeps' included, stay. Returns the files
@@ -225,6 +263,8 @@ def save_responses(
         seen.add(key)
         path = _response_file(folder, result)
         if result.responses:
+            # generated again after a resume, and scored otherwise than logged
+            note = {"rescored": RESCORED_NOTE} if _result_key(result) in rescored else {}
             write_json(
                 path,
                 {
@@ -232,7 +272,8 @@ def save_responses(
                     "config": config_dict(result.config, result.weights),
                     "result": result_dict(result),
                     "responses": result.responses,
-                },
+                }
+                | note,
             )
         else:
             match = {
