@@ -357,6 +357,23 @@ def test_a_file_whose_text_scored_otherwise_when_generated_again_says_so(
     monkeypatch.setattr(SteeringEvaluator, "responses", real)
     torn.write_text("{")
     assert main(argv) == 0 and _files(folder) == good  # the same text and scores: unmarked
+    # the baseline's file, likewise
+    real_baseline = SteeringEvaluator.baseline_responses
+
+    def drifted_baseline(self):
+        result = real_baseline(self)
+        (trait, coherence), *rest = result.scores
+        return dataclasses.replace(result, scores=[(trait, (coherence or 0) + 1.0), *rest])
+
+    monkeypatch.setattr(SteeringEvaluator, "baseline_responses", drifted_baseline)
+    (folder / "baseline.json").write_text("{")
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "warning: the baseline whose responses were generated again" in capsys.readouterr().err
+    assert json.loads((folder / "baseline.json").read_text())["rescored"] == RESCORED_NOTE
+    monkeypatch.setattr(SteeringEvaluator, "baseline_responses", real_baseline)
+    (folder / "baseline.json").write_text("{")
+    assert main(argv) == 0 and _files(folder) == good
 
 
 def test_mixed_batch_row_matches_alone_on_toy(steered):

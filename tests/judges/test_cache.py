@@ -150,9 +150,14 @@ def test_a_cache_reads_the_one_below_and_writes_only_its_own(tmp_path):
     assert run.get_many(keys) == pipeline_answers
     run.close()
     assert below.path.read_bytes() == before
+    # nothing made beside it (a -shm of this user's would block another's pipeline)
+    assert sorted(p.name for p in below.path.parent.iterdir()) == [CACHE_FILE]
     fresh = JudgeCache(tmp_path / "pipeline")
     assert fresh.unreadable("j") is None and len(fresh) == 3
     fresh.drop_judge("k", "found by the pipeline")
+    # read as last saved: what the pipeline holds only in its write-ahead log is not seen
+    assert JudgeCache(tmp_path / "run3", also_reads=tmp_path / "pipeline").unreadable("k") is None
+    fresh.close()
     assert JudgeCache(tmp_path / "run2", also_reads=tmp_path / "pipeline").unreadable("k") == (
         "found by the pipeline"
     )
@@ -170,3 +175,21 @@ def test_a_missing_or_damaged_cache_below_is_no_layer(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad/judge_cache.sqlite" in err[0], err
     assert "this run asks again" in err[0]
+
+
+def test_an_older_cache_below_without_the_newer_tables_serves_its_answers(tmp_path, capsys):
+    import sqlite3
+
+    (tmp_path / "old").mkdir()
+    with sqlite3.connect(tmp_path / "old" / CACHE_FILE) as db:  # as an older steerops made it
+        db.execute(
+            "CREATE TABLE answers (key TEXT PRIMARY KEY, judge TEXT, kind TEXT, mean REAL, "
+            "mass REAL NOT NULL, created REAL)"
+        )
+        key = cache_key("j", "trait", "q", "r")
+        db.execute("INSERT INTO answers VALUES (?, 'j', 'trait', 42.0, 1.0, 0)", (key,))
+    db.close()
+    run = JudgeCache(tmp_path / "run", also_reads=tmp_path / "old")
+    assert run.get_many([key]) == {key: (42.0, 1.0)} and run.has_answers("j")
+    assert run.served_by([key]) == {} and run.unreadable("j") is None
+    assert capsys.readouterr().err == ""

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from steerops.errors import SteeropsError
-from steerops.probes.data import read_comparisons, read_confounds, read_rates, read_scores
+from steerops.probes.data import (
+    read_comparisons,
+    read_confounds,
+    read_groups,
+    read_rates,
+    read_scores,
+)
 
 
 def test_input_readers_name_the_bad_line(tmp_path):
@@ -124,3 +130,25 @@ def test_the_probe_csvs_the_toy_world_writes_are_read(tmp_path):
     assert len(read_scores(data / "scores.csv")) == 400
     rates = read_rates(data / "rates.csv")
     assert all(0 <= r <= 1 for per in rates.values() for r in per.values())
+
+
+def test_group_labels_are_text_and_numbers_alike_and_nothing_else(tmp_path):
+    """A group label is a string or a finite number (1 and 1.0 one group); a task without
+    one, or with a list, boolean or NaN, is refused naming it."""
+    path = tmp_path / "tasks.jsonl"
+    rows = ['{"task_id": "a", "topic": "x"}', '{"task_id": "b", "topic": 1}']
+    rows += ['{"task_id": "c", "topic": 1.0}', '{"task_id": 7, "topic": 2.5}']
+    path.write_text("\n".join(rows) + "\n")
+    assert read_groups(path, "topic", {"a", "b", "c", "7"}) == {
+        "a": "x",
+        "b": "1",
+        "c": "1",
+        "7": "2.5",
+    }
+    for value in ("NaN", "true", "[1]"):
+        path.write_text('{"task_id": "a", "topic": ' + value + "}\n")
+        with pytest.raises(SteeropsError, match="tasks.jsonl:1: topic: .* is no group label"):
+            read_groups(path, "topic", {"a"})
+    path.write_text('{"task_id": "a", "topic": ""}\n{"task_id": "b"}\n')
+    with pytest.raises(SteeropsError, match="2 of the 2 scored tasks .* have no 'topic'"):
+        read_groups(path, "topic", {"a", "b"})

@@ -108,20 +108,34 @@ def test_a_grouped_split_deals_whole_groups_near_the_fractions():
     assert all(not set(groups[f]) & set(np.delete(groups, f)) for f in folds)
 
 
+@pytest.mark.parametrize(
+    "sizes, fraction, parts",
+    [
+        ([40, 20, 20, 10, 10], 0.2, (80, 10, 10)),
+        ([50, 10, 10, 10, 10, 10], 0.4, (60, 20, 20)),
+        ([90, 5, 5], 0.4, (90, 5, 5)),
+    ],
+)
+def test_skewed_groups_are_dealt_to_the_sizes_that_fit_whatever_the_seed(sizes, fraction, parts):
+    groups = np.repeat([f"g{i}" for i in range(len(sizes))], sizes)
+    for seed in range(50):
+        split = ridge.split_tasks(len(groups), fraction, seed, groups)
+        assert (len(split.train), len(split.sweep), len(split.final)) == parts
+    with pytest.raises(SteeropsError, match="of 30 tasks in 1 group "):
+        ridge.split_tasks(30, 0.4, 0, np.array(["one"] * 30))
+    folds = ridge.fold_parts(100, 2, 0, np.repeat(["a", "b", "c", "d"], [40, 30, 20, 10]))
+    assert sorted(map(len, folds)) == [50, 50]  # largest first: 40+10, 30+20
+
+
 @pytest.mark.parametrize("grouped", [False, True])
 def test_cv_matches_sklearn_folds(grouped):
     x, y = _data(150, 20, seed=2)
     groups = np.array([f"t{i // 3}" for i in range(150)]) if grouped else None
     fit = ridge.fit_cv(x, y, ALPHAS, folds=5, seed=4, groups=groups)
-    if grouped:  # sklearn's GroupKFold, given the same deal of groups to folds
-        from sklearn.model_selection import GroupKFold
-
-        dealt = ridge.fold_parts(150, 5, 4, groups)
-        fold_of = {g: k for k, part in enumerate(dealt) for g in groups[part]}
-        fold_ids = np.array([fold_of[g] for g in groups])
-        split = GroupKFold(n_splits=5).split(x, y, groups=fold_ids)
-        parts = sorted((test for _, test in split), key=lambda test: fold_ids[test[0]])
-        assert all(np.array_equal(a, b) for a, b in zip(parts, dealt, strict=True))
+    if grouped:  # whole groups, 30 tasks a fold
+        parts = ridge.fold_parts(150, 5, 4, groups)
+        assert [len(p) for p in parts] == [30] * 5
+        assert all(not set(groups[p]) & set(np.delete(groups, p)) for p in parts)
     else:
         parts = np.array_split(np.random.default_rng(4).permutation(150), 5)
     fold_r = np.zeros((5, len(ALPHAS)))

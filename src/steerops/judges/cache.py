@@ -9,8 +9,11 @@ read (a damaged file, a value that is not a number) is a miss, so a damaged cach
 calls, never a crashed run.
 
 A run of its own (steer or search by hand) writes a cache in its folder and also reads the
-pipeline's (`also_reads`, opened read-only): it asks no answer the pipeline paid for, and
-leaves the pipeline's file as it is.
+pipeline's (`also_reads`): it asks no answer the pipeline paid for, and leaves the
+pipeline's folder as it is. That file is opened immutable: no lock taken, no -wal or -shm
+file made beside it (which another user's pipeline could then not write past), and it can
+lie on a read-only disk; so it is read as last saved: answers a pipeline still running
+holds only in its write-ahead log are asked again.
 """
 
 from __future__ import annotations
@@ -78,22 +81,26 @@ class JudgeCache:
             raise SteeropsError(f"judge.cache_dir: cannot open {self.path}: {exc}") from None
         self.below: Path | None = None  # the cache read beside this one, never written
         self._below_db: sqlite3.Connection | None = None
+        self._below_tables: set[str] = set()
         if also_reads is not None:
             self._open_below(Path(also_reads) / CACHE_FILE)
 
     def _open_below(self, path: Path) -> None:
-        """Open the pipeline's cache read-only; one that is missing (no answers yet) or
-        cannot be read is no layer: its answers are asked again, said once."""
+        """Open the pipeline's cache (immutable, see the module docstring); one that is
+        missing (no answers yet) or cannot be read is no layer: its answers are asked
+        again, said once."""
         if not path.is_file() or path.resolve() == self.path.resolve():
             return
         try:
-            db = sqlite3.connect(
-                f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60, check_same_thread=False
-            )
+            uri = f"{path.resolve().as_uri()}?immutable=1"
+            db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            found = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
             db.execute("SELECT key, mean, mass FROM answers LIMIT 1").fetchall()
         except sqlite3.Error as exc:
             self._warn(exc, path)
             return
+        # an older steerops's cache may lack the tables added since
+        self._below_tables = {str(name) for (name,) in found}
         self.below, self._below_db = path, db
 
     def _set_up(self, deadline: float) -> None:
@@ -141,10 +148,12 @@ class JudgeCache:
                 found.update({k: (mean, mass) for k, mean, mass in rows if _valid(mean, mass)})
         return found
 
-    def _layers(self) -> list[tuple[sqlite3.Connection, Path]]:
-        """This cache, then the one it also reads."""
+    def _layers(self, table: str = "answers") -> list[tuple[sqlite3.Connection, Path]]:
+        """This cache, then the one it also reads (where it has `table`)."""
         own = [(self._db, self.path)]
-        return own if self._below_db is None else [*own, (self._below_db, self.below)]
+        if self._below_db is None or table not in self._below_tables:
+            return own
+        return [*own, (self._below_db, self.below)]
 
     def _select(self, db: sqlite3.Connection, keys: list[str]) -> list[tuple]:
         marks = ",".join("?" * len(keys))
@@ -188,7 +197,7 @@ class JudgeCache:
         """{key: the model the endpoint named} over the cached answers of `keys` that
         recorded one (answers cached before steerops kept it record none)."""
         found: dict[str, str] = {}
-        for db, path in self._layers():
+        for db, path in self._layers("answered_by"):
             # a key this cache holds is answered here, named or not; the layer below
             # speaks only for the answers it serves
             rest = [k for k in keys if k not in found]
@@ -222,11 +231,12 @@ class JudgeCache:
 
     def has_answers(self, judge_id: str) -> bool:
         """Whether any answer of this judge is cached: its endpoint has taken its request."""
-        return self._first("SELECT 1 FROM answers WHERE judge = ? LIMIT 1", judge_id) is not None
+        query = "SELECT 1 FROM answers WHERE judge = ? LIMIT 1"
+        return self._first("answers", query, judge_id) is not None
 
-    def _first(self, query: str, *args) -> tuple | None:
-        """The first row `query` finds, in this cache or else the one below."""
-        for db, path in self._layers():
+    def _first(self, table: str, query: str, *args) -> tuple | None:
+        """The first row `query` (of `table`) finds, in this cache or else the one below."""
+        for db, path in self._layers(table):
             try:
                 with self._lock:
                     row = db.execute(query, args).fetchone()
@@ -266,7 +276,7 @@ class JudgeCache:
     def unreadable(self, judge_id: str) -> str | None:
         """Why this judge's answers cannot be read, if a run found out (this one's or the
         cache below's); else None."""
-        row = self._first("SELECT reason FROM unreadable WHERE judge = ?", judge_id)
+        row = self._first("unreadable", "SELECT reason FROM unreadable WHERE judge = ?", judge_id)
         return None if row is None else str(row[0])
 
     def _warn(self, exc: Exception, path: Path | None = None) -> None:

@@ -172,6 +172,9 @@ def run_train(args: argparse.Namespace) -> None:
     print(f"probe run {'reused' if reused else 'written'}: {run_dir}")
     low, high = layer.get("final_r_ci") or (None, None)
     interval = "" if low is None else f" [{low:.3f}, {high:.3f}]"
+    held_out = manifest["config"]["protocol"] == "holdout"
+    if low is None and held_out and manifest.get("groups") and manifest["best_final_r"] is not None:
+        interval = " (no interval: fewer than 4 groups in the final part)"
     n = f" (n {layer['final_n']})" if layer.get("final_n") else ""
     # under CV the same out-of-fold predictions chose alpha and layer: not a held-out r
     cv = manifest["config"]["protocol"] == "cv"

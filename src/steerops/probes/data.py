@@ -172,21 +172,32 @@ def read_groups(path: Path, field: str, tasks: set[str]) -> dict[str, str]:
         if task not in tasks:
             continue
         value = row.get(field)
-        if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
-            if value is not None:
-                raise SteeropsError(
-                    f"{path}:{lineno}: {field}: {value!r} is no group label (probes.group_by "
-                    "needs a string or a number)"
-                )
+        if value is None or value == "":
             missing.append(task)
             continue
-        groups[task] = str(value)
+        label = _group_label(value)
+        if label is None:
+            raise SteeropsError(
+                f"{path}:{lineno}: {field}: {value!r} is no group label (probes.group_by "
+                "needs a string or a finite number)"
+            )
+        groups[task] = label
     if missing:
         raise SteeropsError(
             f"probes.group_by {field!r}: {len(missing)} of the {len(tasks)} scored tasks in "
             f"{path} have no {field!r} (e.g. {sorted(missing)[0]!r}); every task needs a group"
         )
     return groups
+
+
+def _group_label(value) -> str | None:
+    """A group's label as text, one for each number (1 and 1.0 alike); None for a value
+    that is no label (a list, a boolean, NaN)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def read_confounds(path: Path) -> tuple[dict[str, tuple[str, ...]], list[str]]:

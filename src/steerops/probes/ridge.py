@@ -17,9 +17,10 @@ Pearson r of all out-of-fold predictions at that alpha (slightly optimistic: the
 chose the alpha), and the saved probe is refitted on every task.
 
 Grouped (`groups`: one label per task, e.g. its topic): whole groups are shuffled with
-`seed` and dealt into the parts (hold-out: train, sweep and final as near the fractions
-above as whole groups allow; CV: each group to the fold with fewest tasks so far), so no
-group has tasks on two sides and the held-out r measures groups the probe never saw.
+`seed` and dealt into the parts, so no group has tasks on two sides and the held-out r
+measures groups the probe never saw. Hold-out: each group in turn goes to the held-out part
+(sweep or final) furthest short of its size above that it brings nearer that size, else to
+train. CV: largest groups first, each to the fold with fewest tasks so far.
 
 Ridge matches scikit-learn's `Ridge(alpha, fit_intercept=True)`: the intercept is not
 penalised. The scaler is folded into the weights, so `acts @ weight + bias` predicts from raw
@@ -125,12 +126,18 @@ def clustered_r_interval(
     sums = np.zeros((len(labels), 6))
     np.add.at(sums, inverse, columns)
     k = len(labels)
-    draws = np.random.default_rng(seed).integers(0, k, size=(resamples, k))
-    counts = np.zeros((resamples, k))
-    np.add.at(counts, (np.arange(resamples)[:, None], draws), 1.0)
-    n, sa, sb, saa, sbb, sab = (counts @ sums).T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (n * sab - sa * sb) / np.sqrt((n * saa - sa * sa) * (n * sbb - sb * sb))
+    rng = np.random.default_rng(seed)
+    rs = []
+    # the draws a chunk at a time: [rows, groups] counts stay small with many groups
+    rows = max(1, min(resamples, 2**22 // k))
+    for start in range(0, resamples, rows):
+        m = min(rows, resamples - start)
+        draws = rng.integers(0, k, size=(m, k)) + (np.arange(m) * k)[:, None]
+        counts = np.bincount(draws.ravel(), minlength=m * k).reshape(m, k).astype(np.float64)
+        n, sa, sb, saa, sbb, sab = (counts @ sums).T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rs.append((n * sab - sa * sb) / np.sqrt((n * saa - sa * sa) * (n * sbb - sb * sb)))
+    r = np.concatenate(rs)
     r = r[np.isfinite(r)]
     low, high = np.quantile(r, [0.025, 0.975])
     return float(low), float(high)
@@ -145,18 +152,25 @@ def split_tasks(
         half = n_held // 2
         split = Split(np.sort(perm[n_held:]), np.sort(perm[:half]), np.sort(perm[half:n_held]))
     else:
-        members = _shuffled_groups(groups, seed)
-        held, train = _cut(members, n_held)
-        sweep, final = _cut(held, sum(map(len, held)) // 2)
-        split = Split(*(np.sort(np.concatenate(part)) for part in (train, sweep, final)))
+        sweep, final, train = _deal(
+            _shuffled_groups(groups, seed), [n_held // 2, n_held - n_held // 2]
+        )
+        split = Split(
+            *(np.sort(np.concatenate([[], *part]).astype(int)) for part in (train, sweep, final))
+        )
     sizes = {k: len(v) for k, v in vars(split).items()}
     if min(sizes.values()) < MIN_PART:
-        grouped = "" if groups is None else f" in {len(set(groups))} groups (probes.group_by)"
+        grouped = "" if groups is None else f" in {_groups_text(groups)} (probes.group_by)"
         raise SteeropsError(
             f"probes.heldout_fraction: {heldout_fraction} of {n} tasks{grouped} gives parts "
             f"{sizes}; each needs at least {MIN_PART} tasks"
         )
     return split
+
+
+def _groups_text(groups: np.ndarray) -> str:
+    count = len(set(groups))
+    return f"{count} group{'' if count == 1 else 's'}"
 
 
 def _shuffled_groups(groups: np.ndarray, seed: int) -> list[np.ndarray]:
@@ -166,12 +180,20 @@ def _shuffled_groups(groups: np.ndarray, seed: int) -> list[np.ndarray]:
     return [members[g] for g in np.random.default_rng(seed).permutation(len(labels))]
 
 
-def _cut(members: list[np.ndarray], wanted: int) -> tuple[list, list]:
-    """The first whole groups holding nearest `wanted` tasks (at least one group, at least
-    one left), and the rest: a hold-out as near its fraction as whole groups allow."""
-    total = np.cumsum([len(m) for m in members])
-    k = int(np.argmin(np.abs(total[:-1] - wanted))) + 1 if len(members) > 1 else 1
-    return members[:k], members[k:] or [np.array([], dtype=int)]
+def _deal(members: list[np.ndarray], sizes: list[int]) -> list[list[np.ndarray]]:
+    """Deal groups, in order, to parts of the given sizes: each to the part furthest short
+    of its size that it brings nearer it, else to one more part (the rest)."""
+    parts: list[list[np.ndarray]] = [[] for _ in range(len(sizes) + 1)]
+    have = [0] * len(sizes)
+    for member in members:
+        for j in sorted(range(len(sizes)), key=lambda j: have[j] - sizes[j]):
+            if abs(have[j] + len(member) - sizes[j]) < abs(have[j] - sizes[j]):
+                parts[j].append(member)
+                have[j] += len(member)
+                break
+        else:
+            parts[-1].append(member)
+    return parts
 
 
 def fold_parts(n: int, folds: int, seed: int, groups: np.ndarray | None = None) -> list:
@@ -180,7 +202,8 @@ def fold_parts(n: int, folds: int, seed: int, groups: np.ndarray | None = None) 
     if groups is None:
         return np.array_split(np.random.default_rng(seed).permutation(n), folds)
     parts: list[list[int]] = [[] for _ in range(folds)]
-    for member in _shuffled_groups(groups, seed):
+    members = sorted(_shuffled_groups(groups, seed), key=len, reverse=True)  # ties: shuffled
+    for member in members:
         min(parts, key=len).extend(member.tolist())
     return [np.sort(np.asarray(part, dtype=int)) for part in parts]
 
@@ -192,7 +215,7 @@ def check_folds(n: int, folds: int, groups: np.ndarray | None = None, seed: int 
         )
         if min(sizes) >= MIN_PART:
             return
-    grouped = "" if groups is None else f" in {len(set(groups))} groups (probes.group_by)"
+    grouped = "" if groups is None else f" in {_groups_text(groups)} (probes.group_by)"
     raise SteeropsError(
         f"probes.cv_folds: {folds} folds of {n} tasks{grouped}; need >= 2 folds of >= "
         f"{MIN_PART} tasks"

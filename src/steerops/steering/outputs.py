@@ -139,8 +139,11 @@ def _with_missing_responses(
     ]
     # the baseline's file serves every sweep that differs only in steering settings
     unsteered = {"unsteered_hash": evaluator.unsteered_hash}
+    rescored = set()
     if not baseline.responses and not _kept(folder / BASELINE_RESPONSES, n, **unsteered):
-        baseline = evaluator.baseline_responses()
+        logged, baseline = baseline, evaluator.baseline_responses()
+        if not _same_scores(baseline.scores, logged.scores):
+            rescored.add(BASELINE_KEY)
     results = list(results)
     # coefficient 0 steers nothing: its rows are the baseline's, texts included
     zero = [i for i in missing if evaluator.unsteered(results[i].config)]
@@ -149,7 +152,6 @@ def _with_missing_responses(
         for i in zero:
             results[i] = dataclasses.replace(results[i], responses=rows)
     missing = [i for i in missing if i not in zero]
-    rescored = set()
     if missing:
         fresh = evaluator.responses([results[i] for i in missing])
         for i, result in zip(missing, fresh, strict=True):
@@ -157,11 +159,16 @@ def _with_missing_responses(
                 rescored.add(_result_key(result))
             results[i] = result
     if rescored:
+        configs = len(rescored - {BASELINE_KEY})
+        which = " and ".join(
+            (["the baseline"] if BASELINE_KEY in rescored else [])
+            + ([f"{configs} of the {len(missing)} configs"] if configs else [])
+        )
         print(
-            f"steer: warning: {len(rescored)} of the {len(missing)} configs whose responses "
-            "were generated again for their files scored otherwise than logged (16-bit "
-            "decoding depends on the batch's shape): their files hold the new text and its "
-            "scores (marked `rescored`), the table and results.jsonl the logged ones",
+            f"steer: warning: {which} whose responses were generated again for their files "
+            "scored otherwise than logged (16-bit decoding depends on the batch's shape): "
+            "their files hold the new text and its scores (marked `rescored`), the table and "
+            "results.jsonl the logged ones",
             file=sys.stderr,
         )
     return baseline, results, rescored
@@ -180,6 +187,7 @@ def _same_scores(fresh: list, logged: list) -> bool:
     return True
 
 
+BASELINE_KEY = ("baseline",)  # the baseline's file among the `rescored` keys
 RESCORED_NOTE = (
     "generated again for this file after an interrupted run, in 16-bit floats, where text "
     "depends on the batch: this text and its scores differ from the logged ones the "
@@ -243,6 +251,7 @@ def save_responses(
     saved = []
     baseline_file = folder / BASELINE_RESPONSES
     if baseline.responses:
+        note = {"rescored": RESCORED_NOTE} if BASELINE_KEY in rescored else {}
         write_json(
             baseline_file,
             {
@@ -250,7 +259,8 @@ def save_responses(
                 "unsteered_hash": unsteered,
                 "result": result_dict(baseline),
                 "responses": baseline.responses,
-            },
+            }
+            | note,
         )
     if _kept(baseline_file, n_questions, unsteered_hash=unsteered):
         saved.append(baseline_file)
