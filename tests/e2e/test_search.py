@@ -186,18 +186,22 @@ def test_toy_search_outputs_and_tracking(toy_search):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(children) == 6
     assert all(r.data.tags["steerops.stage"] == "search" for r in children)
-    assert all({"trait_delta", "coherence_mean"} <= set(r.data.metrics) for r in children)
+    # the search half's numbers, under the names the grid's config runs give that half
+    selection = {"selection_trait_delta", "selection_coherence_mean", "selection_trait_mean"}
+    assert all(selection | {"selection_n"} <= set(r.data.metrics) for r in children)
+    # the plain names are the grid runs' numbers over every question: none here
+    assert not any({"trait_delta", "trait_mean", "n"} & set(r.data.metrics) for r in children)
     # the settings the grid's config runs carry, to compare trials with them in the UI
     shared = {"judge", "model_id", "scope", "coefficient_unit", "max_new_tokens", "variant"}
     assert shared <= set(parents[0].data.params)
     assert all(shared <= set(r.data.params) for r in children)
     assert {r.data.params["judge"] for r in children} == {"toy:exact"}
-    assert all({"trait_mean", "n"} <= set(r.data.metrics) for r in children)
-    for r in children:  # one column with the grid's configs: the same (selection) half
+    for r in children:  # feasible at the bar each run names (no coherence_margin here)
         m = r.data.metrics
-        assert m["selection_trait_delta"] == m["trait_delta"]
-        assert m["selection_coherence_mean"] == m["coherence_mean"]
-        assert m["feasible"] == float(m["coherence_mean"] >= 68)
+        assert m["coherence_bar"] == 68
+        assert m["feasible"] == float(m["selection_coherence_mean"] >= 68)
+        if r.data.tags["steerops.cached"] == "false":  # spans its batch's evaluation
+            assert r.info.end_time - r.info.start_time >= 5
         assert (r.data.params["method"], r.data.params["position"]) == ("mean_diff", "prompt[-1]")
     for r in children:  # named by what each tried
         number, layer, c = (r.data.params[k] for k in ("trial", "layer", "coefficient"))
@@ -431,3 +435,21 @@ def test_a_coherence_margin_chooses_over_the_raised_bar_and_judges_held_out_at_t
     with (path.parent / "best.csv").open() as f:
         [flat] = list(csv.DictReader(f))
     assert float(flat["coherence_margin"]) == margin
+
+
+def test_points_enqueued_into_a_study_that_ran_its_trials_are_said_to_wait(toy_search, capsys):
+    """A study named with --study that holds its trials evaluates no new point: the run
+    says the enqueued points wait for more trials, and its outputs stay as they were."""
+    from steerops.cli import main
+
+    folder, params, _, _, _ = toy_search
+    out = search_out(folder)
+    before = json.loads((out / "best.json").read_text())
+    argv = ["search", "--pipeline", "--params", str(params), "--study", before["study"]]
+    capsys.readouterr()
+    assert main([*argv, "--enqueue", "0.7"]) == 0
+    err = capsys.readouterr().err
+    said = f"study {before['study']!r} already holds its 6 trials: "
+    assert said in err and "enqueued points wait for a run with more (--trials)" in err
+    after = json.loads((out / "best.json").read_text())
+    assert after["chosen"] == before["chosen"] and after["n_trials"] == 6

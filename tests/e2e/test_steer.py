@@ -865,6 +865,7 @@ def test_mlflow_runs_found_by_tags_and_names(steered):
             float(row["selection_coherence_mean"])
         )
         assert m["feasible"] == float(m["selection_coherence_mean"] >= 68)
+        assert m["coherence_bar"] == 68  # the bar `feasible` is judged at, as on trial runs
     assert {run.data.metrics["feasible"] for run in configs} == {0.0, 1.0}
     # searching on tags and names finds nested runs: layer 3 of mean_diff in the first sweep
     layer3 = find(

@@ -197,7 +197,7 @@ class RecordingTracker:
         self.children: list[str] = []
 
     @contextlib.contextmanager
-    def child(self, name, params, tags=None):
+    def child(self, name, params, tags=None, start=None):
         self.children.append(name)
         yield self
 

@@ -137,3 +137,18 @@ def test_a_coherence_margin_is_another_study_and_none_keeps_the_name(tmp_path):
     assert margin.study != default.study and margin.settings["coherence_margin"] == 10
     assert (default.search_bar, margin.search_bar) == (68.0, 78.0)
     assert margin.min_coherence == 68.0  # the held-out verdict's bar
+
+
+def test_coefficients_to_try_first_are_another_study_and_none_keeps_the_name(tmp_path):
+    """search.enqueue: a study that has run its trials would never evaluate new points, so
+    points to try first name another default study; none leaves the name as it was."""
+
+    def plan(**search):
+        path = write_params(tmp_path, tmp_path / "toy", search=search)
+        evaluator = _Evaluator({"mean_diff|prompt[-1]|residual": "aaa"})
+        return make_plan(load_params(path), evaluator, SOURCE, ["q1"], ["q2"], tmp_path / "out")
+
+    default, empty = plan(), plan(enqueue=[])
+    first, same, other = plan(enqueue=[0.5, 1.5]), plan(enqueue=[1.5, 0.5]), plan(enqueue=[0.3])
+    assert empty.study == default.study
+    assert first.study == same.study and len({default.study, first.study, other.study}) == 3

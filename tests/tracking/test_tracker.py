@@ -111,6 +111,25 @@ def test_runs_of_a_dvc_experiment_carry_its_name_and_baseline(tmp_path, monkeypa
     assert "steerops.dvc_experiment" not in outside.data.tags
 
 
+def test_every_run_names_the_params_file_it_was_read_from_and_its_md5(tmp_path):
+    """An untracked or edited params file is not the commit's: the runs say which file and
+    which bytes, so a run is reproducible from what it records."""
+    from steerops.io import file_md5
+
+    params = _params(tmp_path)
+    with track(params, "steer", "first") as tracker:
+        tracker.add_child("L1 c1", params={"layer": 1})
+    text = (tmp_path / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(text + "seed: 3\n")
+    with track(load_params(tmp_path / "params.yaml"), "steer", "edited"):
+        pass
+    runs = {r.info.run_name: r.data.tags for r in _runs(tmp_path)}
+    assert {tags["steerops.params_file"] for tags in runs.values()} == {"params.yaml"}
+    assert runs["first"]["steerops.params_md5"] == runs["L1 c1"]["steerops.params_md5"]
+    assert runs["edited"]["steerops.params_md5"] == file_md5(tmp_path / "params.yaml")
+    assert runs["first"]["steerops.params_md5"] != runs["edited"]["steerops.params_md5"]
+
+
 @pytest.mark.parametrize(
     "uri, shown",
     [

@@ -96,6 +96,7 @@ class Params(Strict):
     _project_store: bool = False
     _notice: str | None = None
     _pipeline_judge_cache: Path | None = None
+    _file: Path | None = None
 
     @property
     def root(self) -> Path:
@@ -105,6 +106,11 @@ class Params(Strict):
     def run_folder(self) -> Path | None:
         """This run's own folder (a scratch run or `--out`), None for the pipeline's run."""
         return self._run_folder
+
+    @property
+    def file(self) -> Path | None:
+        """The params file these were read from (None: built in code)."""
+        return self._file
 
     @property
     def pipeline_judge_cache(self) -> Path | None:
@@ -255,6 +261,7 @@ def _validated(data: dict[str, Any], path: Path, flag_names: dict[str, str]) -> 
     except ValidationError as exc:
         raise SteeropsError(_blame(exc, path, flag_names)) from None
     params._root = path.resolve().parent
+    params._file = path.resolve()
     return params
 
 

@@ -165,6 +165,7 @@ def _evaluate_batch(
             # of the same study, a deleted optuna.db) does not change what the search costs
             if p.rows is None:  # a taken-over trial keeps the cost recorded when first asked
                 study.record_rows(p, 0 if evaluator.unsteered(config) else n)
+        started = time.time()  # a trial's run spans its batch's evaluation
         results = evaluator.evaluate(configs)  # the study keeps the trials' heartbeats
     except BaseException:
         study.abandon(proposals)  # handed back: the next run takes them over first
@@ -185,7 +186,9 @@ def _evaluate_batch(
             )
         elif told and tracker is not None:  # else another worker told it, and logged its run
             cached = getattr(result, "cached", False)  # served from a log: nothing generated
-            _log_trial(tracker, p, w, result, change, study.min_coherence, shared, cached)
+            _log_trial(
+                tracker, p, w, result, change, study.min_coherence, shared, cached, start=started
+            )
 
 
 def _shared_params(evaluator, source: VectorSource) -> dict:
@@ -236,10 +239,12 @@ def _log_trial(
     shared: dict,
     cached: bool = False,
     served: bool = False,
+    start: float | None = None,
 ) -> None:
     """A nested run per trial, with the settings the grid's config runs carry (`shared`),
     tagged `steerops.cached` when its answers came from a log (nothing generated) and
-    `steerops.served` when an earlier run evaluated it."""
+    `steerops.served` when an earlier run evaluated it; from `start` (the batch's
+    evaluation, epoch seconds), else a run of no length (nothing evaluated here)."""
     coherence = result.coherence_mean
     feasible = coherent(coherence, min_coherence)
     tried = {"trial": p.number, "layer": p.layer, "coefficient": p.coefficient, "weight": weight}
@@ -248,17 +253,20 @@ def _log_trial(
         f"trial {p.number}: L{p.layer} c{p.coefficient:.4g}",
         {**shared, **tried},
         tags={"steerops.cached": cached, "steerops.served": served},
+        start=start,
     ) as child:
         child.log_metrics(
             {
-                "trait_delta": delta,
-                "trait_mean": result.trait_mean,
-                "coherence": coherence,
-                "feasible": float(feasible),
-                "n": getattr(result, "n", None),
-                # the grid's config runs name their numbers on this half so: one column
+                # numbers of the search half, named as the grid's config runs name theirs
+                # on that half (their plain trait_delta, trait_mean... are over every
+                # question): one column each in the UI
                 "selection_trait_delta": delta,
+                "selection_trait_mean": result.trait_mean,
                 "selection_coherence_mean": coherence,
                 "selection_n": getattr(result, "n", None),
+                # judged at the study's bar (min_coherence plus any coherence_margin); the
+                # grid's runs judge theirs at min_coherence: each run says which
+                "feasible": float(feasible),
+                "coherence_bar": min_coherence,
             }
         )

@@ -202,6 +202,8 @@ def make_plan(
     }
     if known:
         naming["known"] = [[k.layer, k.coefficient] for k in known]
+    if cfg.enqueue:  # points to try first: a study that has run its trials would not
+        naming["enqueue"] = sorted(cfg.enqueue)
     seed = params.seed if cfg.seed is None else cfg.seed
     digest = text_md5(json.dumps({**settings, **naming}, sort_keys=True))[:8]
     name = cfg.study or ":".join(
@@ -310,6 +312,14 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
     for c in cfg.enqueue:
         for layer in plan.layers:
             study.enqueue(layer, c)
+    waiting = study.n_waiting() if cfg.enqueue else 0
+    if waiting and (study.exhausted() or study.n_done() >= cfg.trials):
+        # a study named with --study that has run its trials evaluates nothing more
+        print(
+            f"warning: search.enqueue: study {plan.study!r} already holds its {cfg.trials} "
+            f"trials: {waiting} enqueued points wait for a run with more (--trials)",
+            file=sys.stderr,
+        )
     # start where the known results found the feasible band
     base = evaluator.baseline() if plan.known else None
     if base is not None and base.trait_mean is not None:
@@ -328,6 +338,8 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
             "trials": cfg.trials,
             "batch": cfg.batch,
             "seed": plan.seed,
+            "enqueue": ",".join(f"{c:g}" for c in cfg.enqueue) or None,
+            "min_gap": cfg.min_gap,
             "direction": st.direction,
             "n_search_questions": len(plan.search_questions),
         }

@@ -163,6 +163,10 @@ class SearchStudy:
     def n_running(self) -> int:
         return len(self._trials((TrialState.RUNNING,)))
 
+    def n_waiting(self) -> int:
+        """Enqueued points not yet asked (`search.enqueue`, retries, the startup design)."""
+        return len(self._trials((TrialState.WAITING,)))
+
     def free_slots(self, target: int) -> int:
         """Trials to ask for before `target`; the running ones taken over here are ours."""
         return target - self.n_done() - self.n_running() + len(self._taken)

@@ -118,7 +118,9 @@ def log_configs(
                 "selection_trait_delta": row.get("selection_trait_delta"),
                 "selection_coherence_mean": selection,
                 "selection_n": row.get("selection_n"),
+                "selection_trait_mean": row.get("selection_trait_mean"),
                 "feasible": feasible,
+                "coherence_bar": bar,  # what `feasible` is judged at
             },
             tags={"steerops.cached": result.cached},
             start=start,
