@@ -450,6 +450,6 @@ def test_points_enqueued_into_a_study_that_ran_its_trials_are_said_to_wait(toy_s
     assert main([*argv, "--enqueue", "0.7"]) == 0
     err = capsys.readouterr().err
     said = f"study {before['study']!r} already holds its 6 trials: "
-    assert said in err and "enqueued points wait for a run with more (--trials)" in err
+    assert said in err and "2 points of search.enqueue wait for a run with more (--trials)" in err
     after = json.loads((out / "best.json").read_text())
     assert after["chosen"] == before["chosen"] and after["n_trials"] == 6

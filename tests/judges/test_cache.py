@@ -155,8 +155,6 @@ def test_a_cache_reads_the_one_below_and_writes_only_its_own(tmp_path):
     fresh = JudgeCache(tmp_path / "pipeline")
     assert fresh.unreadable("j") is None and len(fresh) == 3
     fresh.drop_judge("k", "found by the pipeline")
-    # read as last saved: what the pipeline holds only in its write-ahead log is not seen
-    assert JudgeCache(tmp_path / "run3", also_reads=tmp_path / "pipeline").unreadable("k") is None
     fresh.close()
     assert JudgeCache(tmp_path / "run2", also_reads=tmp_path / "pipeline").unreadable("k") == (
         "found by the pipeline"
@@ -164,14 +162,15 @@ def test_a_cache_reads_the_one_below_and_writes_only_its_own(tmp_path):
 
 
 def test_a_missing_or_damaged_cache_below_is_no_layer(tmp_path, capsys):
-    """No pipeline cache yet: no layer and nothing created there. One that cannot be read:
-    said once, and its answers are asked again."""
+    """No pipeline cache yet: nothing read and nothing created there. One that cannot be
+    read: said once, and its answers are asked again."""
     run = JudgeCache(tmp_path / "run", also_reads=tmp_path / "none")
-    assert run.below is None and not (tmp_path / "none").exists()
+    key = cache_key("j", "trait", "q", "r")
+    assert run.get_many([key]) == {} and not (tmp_path / "none").exists()
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / CACHE_FILE).write_bytes(b"not a database" * 100)
     run = JudgeCache(tmp_path / "run", also_reads=tmp_path / "bad")
-    assert run.below is None and run.get_many([cache_key("j", "trait", "q", "r")]) == {}
+    assert run.get_many([key]) == {} and run.get_many([key]) == {} and not run.has_answers("j")
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad/judge_cache.sqlite" in err[0], err
     assert "this run asks again" in err[0]
@@ -193,3 +192,25 @@ def test_an_older_cache_below_without_the_newer_tables_serves_its_answers(tmp_pa
     assert run.get_many([key]) == {key: (42.0, 1.0)} and run.has_answers("j")
     assert run.served_by([key]) == {} and run.unreadable("j") is None
     assert capsys.readouterr().err == ""
+
+
+def test_the_cache_below_is_seen_as_a_running_pipeline_writes_it(tmp_path):
+    """A pipeline writing its cache while a scratch run reads it: the run sees what is only
+    in the write-ahead log, and answers saved into the file after its first lookup (no
+    stale view, no error), and it drops nothing beside a file whose log is empty."""
+    pipeline = JudgeCache(tmp_path / "pipeline")
+    keys = [cache_key("j", "trait", "q", str(i)) for i in range(600)]
+    pipeline.put(keys[0], "j", "trait", (1.0, 1.0))
+    run = JudgeCache(tmp_path / "run", also_reads=tmp_path / "pipeline")
+    assert run.get_many(keys[:1]) == {keys[0]: (1.0, 1.0)}  # in the log, not yet saved
+    for k in keys[1:]:
+        pipeline.put(k, "j", "trait", (2.0, 1.0))
+    pipeline._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # saved into the file
+    found = run.get_many(keys)
+    assert len(found) == 600 and found[keys[599]] == (2.0, 1.0)
+    pipeline.drop_judge("j", "unreadable")
+    assert run.unreadable("j") == "unreadable" and run.get_many(keys) == {}
+    pipeline.close()
+    listed = sorted(p.name for p in (tmp_path / "pipeline").iterdir())
+    run.get_many(keys)
+    assert sorted(p.name for p in (tmp_path / "pipeline").iterdir()) == listed

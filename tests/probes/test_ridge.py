@@ -121,6 +121,9 @@ def test_skewed_groups_are_dealt_to_the_sizes_that_fit_whatever_the_seed(sizes, 
     for seed in range(50):
         split = ridge.split_tasks(len(groups), fraction, seed, groups)
         assert (len(split.train), len(split.sweep), len(split.final)) == parts
+    # a part the nearest deal leaves empty takes a group no nearer its size than nothing
+    small = ridge.split_tasks(33, 0.2, 32, np.repeat(["a", "b", "c"], [24, 6, 3]))
+    assert (len(small.train), len(small.sweep), len(small.final)) == (24, 6, 3)
     with pytest.raises(SteeropsError, match="of 30 tasks in 1 group "):
         ridge.split_tasks(30, 0.4, 0, np.array(["one"] * 30))
     folds = ridge.fold_parts(100, 2, 0, np.repeat(["a", "b", "c", "d"], [40, 30, 20, 10]))

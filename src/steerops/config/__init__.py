@@ -41,7 +41,7 @@ from steerops.config.search import SearchConfig
 from steerops.config.steering import SteeringConfig
 from steerops.config.vectors import CleaningConfig, VectorsConfig
 from steerops.errors import SteeropsError
-from steerops.io import read_text
+from steerops.io import file_md5, read_text
 
 __all__ = ["Params", "load_params", "ModelVariant", "DEFAULT_PARAMS_FILE", "name_the_flag"]
 
@@ -97,6 +97,7 @@ class Params(Strict):
     _notice: str | None = None
     _pipeline_judge_cache: Path | None = None
     _file: Path | None = None
+    _file_md5: str | None = None
 
     @property
     def root(self) -> Path:
@@ -109,8 +110,13 @@ class Params(Strict):
 
     @property
     def file(self) -> Path | None:
-        """The params file these were read from (None: built in code)."""
+        """The params file these were read from (None: built in code, or no file)."""
         return self._file
+
+    @property
+    def file_md5(self) -> str | None:
+        """The MD5 of the params file's bytes as they were read."""
+        return self._file_md5
 
     @property
     def pipeline_judge_cache(self) -> Path | None:
@@ -261,7 +267,8 @@ def _validated(data: dict[str, Any], path: Path, flag_names: dict[str, str]) -> 
     except ValidationError as exc:
         raise SteeropsError(_blame(exc, path, flag_names)) from None
     params._root = path.resolve().parent
-    params._file = path.resolve()
+    if path.is_file():  # else every key took its default
+        params._file, params._file_md5 = path.resolve(), file_md5(path)
     return params
 
 

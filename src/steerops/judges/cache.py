@@ -9,11 +9,13 @@ read (a damaged file, a value that is not a number) is a miss, so a damaged cach
 calls, never a crashed run.
 
 A run of its own (steer or search by hand) writes a cache in its folder and also reads the
-pipeline's (`also_reads`): it asks no answer the pipeline paid for, and leaves the
-pipeline's folder as it is. That file is opened immutable: no lock taken, no -wal or -shm
-file made beside it (which another user's pipeline could then not write past), and it can
-lie on a read-only disk; so it is read as last saved: answers a pipeline still running
-holds only in its write-ahead log are asked again.
+pipeline's (`also_reads`): it asks no answer the pipeline paid for, and writes nothing
+there. Each lookup opens that file for itself and closes it, so a pipeline writing it
+meanwhile never leaves this run a stale view: read-only while its write-ahead log holds
+answers not yet in the file (a pipeline running, or killed before saving them), else
+immutable, which takes no lock and makes no -wal or -shm file beside it (another user's
+pipeline could not write past one of this user's) and reads from a read-only disk. A lookup
+that fails there (the file caught mid-save) is a miss, said once, and asked again.
 """
 
 from __future__ import annotations
@@ -79,29 +81,33 @@ class JudgeCache:
             self._set_up(deadline=time.monotonic() + 60)
         except (OSError, sqlite3.Error) as exc:
             raise SteeropsError(f"judge.cache_dir: cannot open {self.path}: {exc}") from None
-        self.below: Path | None = None  # the cache read beside this one, never written
-        self._below_db: sqlite3.Connection | None = None
-        self._below_tables: set[str] = set()
-        if also_reads is not None:
-            self._open_below(Path(also_reads) / CACHE_FILE)
+        below = None if also_reads is None else Path(also_reads) / CACHE_FILE
+        if below is not None and below.resolve() == self.path.resolve():
+            below = None
+        self.below: Path | None = below  # the cache read beside this one, never written
 
-    def _open_below(self, path: Path) -> None:
-        """Open the pipeline's cache (immutable, see the module docstring); one that is
-        missing (no answers yet) or cannot be read is no layer: its answers are asked
-        again, said once."""
-        if not path.is_file() or path.resolve() == self.path.resolve():
-            return
+    def _open_below(self, table: str) -> sqlite3.Connection | None:
+        """A connection of its own to the cache below (see the module docstring), when it
+        exists and holds `table` (an older steerops's cache lacks the tables added since);
+        None otherwise. One that cannot be read is said once."""
+        path = self.below
+        if path is None or not path.is_file():
+            return None
+        wal = path.with_name(path.name + "-wal")
+        unsaved = wal.is_file() and wal.stat().st_size > 0
+        uri = f"{path.resolve().as_uri()}?{'mode=ro' if unsaved else 'immutable=1'}"
         try:
-            uri = f"{path.resolve().as_uri()}?immutable=1"
-            db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            found = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-            db.execute("SELECT key, mean, mass FROM answers LIMIT 1").fetchall()
+            db = sqlite3.connect(uri, uri=True, timeout=60)
+            found = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+            ).fetchone()
         except sqlite3.Error as exc:
             self._warn(exc, path)
-            return
-        # an older steerops's cache may lack the tables added since
-        self._below_tables = {str(name) for (name,) in found}
-        self.below, self._below_db = path, db
+            return None
+        if found is None:
+            db.close()
+            return None
+        return db
 
     def _set_up(self, deadline: float) -> None:
         # Switching a new file to WAL takes an exclusive lock and sqlite answers "locked" at
@@ -148,12 +154,18 @@ class JudgeCache:
                 found.update({k: (mean, mass) for k, mean, mass in rows if _valid(mean, mass)})
         return found
 
-    def _layers(self, table: str = "answers") -> list[tuple[sqlite3.Connection, Path]]:
-        """This cache, then the one it also reads (where it has `table`)."""
-        own = [(self._db, self.path)]
-        if self._below_db is None or table not in self._below_tables:
-            return own
-        return [*own, (self._below_db, self.below)]
+    def _layers(self, table: str = "answers") -> Iterator[tuple[sqlite3.Connection, Path]]:
+        """This cache, then the one it also reads (where it has `table`), opened for this
+        lookup alone."""
+        yield self._db, self.path
+        below = self._open_below(table)
+        if below is None:
+            return
+        try:
+            assert self.below is not None
+            yield below, self.below
+        finally:
+            below.close()
 
     def _select(self, db: sqlite3.Connection, keys: list[str]) -> list[tuple]:
         marks = ",".join("?" * len(keys))
@@ -298,5 +310,3 @@ class JudgeCache:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-            if self._below_db is not None:
-                self._below_db.close()

@@ -152,7 +152,7 @@ def split_tasks(
         half = n_held // 2
         split = Split(np.sort(perm[n_held:]), np.sort(perm[:half]), np.sort(perm[half:n_held]))
     else:
-        sweep, final, train = _deal(
+        sweep, final, train = _grouped_parts(
             _shuffled_groups(groups, seed), [n_held // 2, n_held - n_held // 2]
         )
         split = Split(
@@ -180,14 +180,28 @@ def _shuffled_groups(groups: np.ndarray, seed: int) -> list[np.ndarray]:
     return [members[g] for g in np.random.default_rng(seed).permutation(len(labels))]
 
 
-def _deal(members: list[np.ndarray], sizes: list[int]) -> list[list[np.ndarray]]:
+def _grouped_parts(members: list[np.ndarray], sizes: list[int]) -> list[list[np.ndarray]]:
+    """`_deal`, and where that leaves a part under MIN_PART tasks, `_deal` that lets an
+    empty part take a group no nearer its size than nothing (a sweep of 6 where 3 was
+    wanted beats none)."""
+    parts = _deal(members, sizes)
+    if min(sum(map(len, part)) for part in parts) >= MIN_PART:
+        return parts
+    return _deal(members, sizes, fill_empty=True)
+
+
+def _deal(
+    members: list[np.ndarray], sizes: list[int], fill_empty: bool = False
+) -> list[list[np.ndarray]]:
     """Deal groups, in order, to parts of the given sizes: each to the part furthest short
-    of its size that it brings nearer it, else to one more part (the rest)."""
+    of its size that it brings nearer it (`fill_empty`: or no further, while the part is
+    empty), else to one more part (the rest)."""
     parts: list[list[np.ndarray]] = [[] for _ in range(len(sizes) + 1)]
     have = [0] * len(sizes)
     for member in members:
         for j in sorted(range(len(sizes)), key=lambda j: have[j] - sizes[j]):
-            if abs(have[j] + len(member) - sizes[j]) < abs(have[j] - sizes[j]):
+            after, before = abs(have[j] + len(member) - sizes[j]), abs(have[j] - sizes[j])
+            if after < before or (fill_empty and have[j] == 0 and after == before):
                 parts[j].append(member)
                 have[j] += len(member)
                 break

@@ -312,12 +312,12 @@ def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
     for c in cfg.enqueue:
         for layer in plan.layers:
             study.enqueue(layer, c)
-    waiting = study.n_waiting() if cfg.enqueue else 0
+    waiting = study.n_waiting(cfg.enqueue) if cfg.enqueue else 0
     if waiting and (study.exhausted() or study.n_done() >= cfg.trials):
         # a study named with --study that has run its trials evaluates nothing more
         print(
             f"warning: search.enqueue: study {plan.study!r} already holds its {cfg.trials} "
-            f"trials: {waiting} enqueued points wait for a run with more (--trials)",
+            f"trials: {waiting} points of search.enqueue wait for a run with more (--trials)",
             file=sys.stderr,
         )
     # start where the known results found the feasible band

@@ -163,9 +163,13 @@ class SearchStudy:
     def n_running(self) -> int:
         return len(self._trials((TrialState.RUNNING,)))
 
-    def n_waiting(self) -> int:
-        """Enqueued points not yet asked (`search.enqueue`, retries, the startup design)."""
-        return len(self._trials((TrialState.WAITING,)))
+    def n_waiting(self, coefficients: list[float]) -> int:
+        """Points enqueued at these coefficients (`search.enqueue`) not yet asked."""
+        wanted = {float(c) for c in coefficients}
+        waiting = self._trials((TrialState.WAITING,))
+        # an enqueued trial holds its point as Optuna's fixed params until it is asked
+        fixed = (t.system_attrs.get("fixed_params") or {} for t in waiting)
+        return sum(float(f.get("coefficient", "nan")) in wanted for f in fixed)
 
     def free_slots(self, target: int) -> int:
         """Trials to ask for before `target`; the running ones taken over here are ours."""

@@ -151,6 +151,8 @@ def _with_missing_responses(
         rows = baseline.responses or read_json(folder / BASELINE_RESPONSES)["responses"]
         for i in zero:
             results[i] = dataclasses.replace(results[i], responses=rows)
+            if BASELINE_KEY in rescored:  # the baseline's regenerated text, so its mark
+                rescored.add(_result_key(results[i]))
     missing = [i for i in missing if i not in zero]
     if missing:
         fresh = evaluator.responses([results[i] for i in missing])

@@ -234,7 +234,7 @@ def base_tags(params, stage: str, extra: Mapping[str, Any] | None) -> dict[str, 
         "steerops.git_dirty": dirty if commit else None,
         # the params file as read: an untracked or edited one is not the commit's
         "steerops.params_file": params.file,  # project-relative, as every path tag
-        "steerops.params_md5": _md5_or_none(params.file),
+        "steerops.params_md5": params.file_md5,
         "mlflow.user": _user(),
         # `dvc exp run` names the experiment a stage runs in: its runs are found by it
         "steerops.dvc_experiment": os.environ.get("DVC_EXP_NAME"),
@@ -242,15 +242,6 @@ def base_tags(params, stage: str, extra: Mapping[str, Any] | None) -> dict[str, 
         **(extra or {}),
     }
     return names.tags(tags, params.root)
-
-
-def _md5_or_none(path: Path | None) -> str | None:
-    from steerops.io import file_md5
-
-    try:
-        return None if path is None else file_md5(path)
-    except OSError:
-        return None
 
 
 def _user() -> str | None:
