@@ -173,9 +173,12 @@ def test_generate_killed_anywhere_resumes_to_the_same_responses(stages):
     _holds(want, "/responses.jsonl", "/summary.json")
     counts = _points(before["generate"], GENERATE)
     renamed = counts["renamed"]
-    # the completions, then their summary, are written before vetting
-    assert [Path(p).name for p in renamed] == ["responses.jsonl", "summary.json"] * 2
-    for kill in ("call:2", "after:2", "before:3", "after:3"):
+    # each class kept as it completes; the completions, then their summary, are written
+    # before vetting, and again after it
+    kept = ["positive.json", "negative.json"]
+    assert [Path(p).name for p in renamed] == kept + ["responses.jsonl", "summary.json"] * 2
+    kills = ("call:2", "after:1", "after:2", "after:4", "before:5", "after:5", "after:6")
+    for kill in kills:
         got = _kill_and_resume(before["generate"], kill.replace(":", ""), GENERATE, kill, within)
         assert got == want, kill
 

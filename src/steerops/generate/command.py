@@ -128,6 +128,7 @@ def generate_trait(params, name: str, force: bool = False, progress: bool = True
     old = previous_summary(folder) if not force else None
     up_to_date = old and old["generation_hash"] == gen_hash and old.get("vetting_hash") == vet_hash
     if up_to_date and not old.get("judge_refused"):
+        drop_finished_classes(folder)  # what a run killed after its last write kept
         if progress:
             print(f"{name} [{cfg.variant}]: up to date (--force regenerates)")
         return old

@@ -204,6 +204,8 @@ def metric_name(name: str, protocol: str) -> str:
 
 def headline_metrics(manifest: dict) -> dict:
     metrics = _headline(manifest)
+    if manifest.get("groups"):  # the groups the split kept apart (probes.group_by)
+        metrics["groups"] = manifest["groups"]
     if metrics["protocol"] != "cv":
         return metrics
     dropped = ("best_final_r_ci", "pairwise_ci")
@@ -226,8 +228,6 @@ def _headline(manifest: dict) -> dict:
         "best_final_n": layers[str(manifest["best_layer"])].get("final_n"),
         # out-of-sample R2: the probe's predictions in the scores' units (r ignores scale)
         "best_final_r2": layers[str(manifest["best_layer"])].get("final_r2"),
-        # the groups the split kept apart (probes.group_by; None: split by task)
-        "groups": manifest.get("groups"),
         "final_r": {k: v["final_r"] for k, v in layers.items()},
         # layers that gave no probe (r undefined, not in the best-layer choice), and why
         "skipped_layers": {k: v["skipped"] for k, v in layers.items() if v.get("skipped")},
