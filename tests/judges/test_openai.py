@@ -1186,15 +1186,20 @@ def test_an_interrupt_stops_the_requests_of_a_judge_scoring_in_another_thread(
         except Stopped as exc:
             outcome.append(exc)
 
-    worker = threading.Thread(target=score)
-    worker.start()
-    while len(server.requests) < 4:
-        time.sleep(0.01)
-    judge.interrupt()
-    started = time.perf_counter()
-    worker.join(5)
-    assert not worker.is_alive() and time.perf_counter() - started < 1.0
-    assert len(outcome) == 1 and "interrupted" in str(outcome[0])
+    def interrupted_once(sent: int, prefix: str = "q") -> None:
+        """Score in a thread, interrupt once `sent` requests arrived: stopped within 1 s."""
+        outcome.clear()
+        worker = threading.Thread(target=score, args=(prefix,))
+        worker.start()
+        while len(server.requests) < sent:
+            time.sleep(0.01)
+        judge.interrupt()
+        started = time.perf_counter()
+        worker.join(5)
+        assert not worker.is_alive() and time.perf_counter() - started < 1.0
+        assert len(outcome) == 1 and "interrupted" in str(outcome[0])
+
+    interrupted_once(4)
     sent, cached = len(server.requests), len(judge.cache)
     assert sent < 12 and cached == sent  # every reply on its way was kept
     again = make_judge(params_for(tmp_path, server, concurrency=2), trait)
@@ -1205,17 +1210,7 @@ def test_an_interrupt_stops_the_requests_of_a_judge_scoring_in_another_thread(
     monkeypatch.setattr(openai, "_IN_FLIGHT_GRACE_S", 0.3)
     server.delay = 1.5
     judge = make_judge(params_for(tmp_path, server, concurrency=2), trait)
-    outcome.clear()
-    worker = threading.Thread(target=score, args=("other",))  # prompts not cached
-    before = len(server.requests)
-    worker.start()
-    while len(server.requests) < before + 3:
-        time.sleep(0.01)
-    judge.interrupt()
-    started = time.perf_counter()
-    worker.join(5)
-    assert not worker.is_alive() and time.perf_counter() - started < 1.0
-    assert len(outcome) == 1 and "interrupted" in str(outcome[0])
+    interrupted_once(len(server.requests) + 3, "other")  # prompts not cached
 
 
 def test_a_run_of_its_own_asks_no_answer_the_pipeline_s_cache_holds(tmp_path, server, trait, key):

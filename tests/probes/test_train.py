@@ -414,9 +414,9 @@ def test_an_undefined_final_r_is_printed_as_such(tmp_path, capsys, monkeypatch):
     assert "final r undefined (constant predictions) (n " in capsys.readouterr().out
 
 
-def test_train_killed_after_its_run_is_in_place_reuses_it(tmp_path):
-    """SIGKILLed after its run folder is renamed into place, before runs.jsonl indexes it:
-    the rerun reuses that finished run (indexing it) instead of training it again."""
+def _renames_of_a_training(tmp_path):
+    """(argv, the probes root, the renames a whole `probe train` makes, in order), its
+    outputs removed again: where to kill the next one."""
     import shutil
 
     import killer
@@ -428,6 +428,15 @@ def test_train_killed_after_its_run_is_in_place_reuses_it(tmp_path):
     assert counted.returncode == 0, counted.stderr[-2000:]
     renamed = json.loads((tmp_path / "kill_counts.json").read_text())["renamed"]
     shutil.rmtree(root)
+    return argv, root, renamed
+
+
+def test_train_killed_after_its_run_is_in_place_reuses_it(tmp_path):
+    """SIGKILLed after its run folder is renamed into place, before runs.jsonl indexes it:
+    the rerun reuses that finished run (indexing it) instead of training it again."""
+    import killer
+
+    argv, root, renamed = _renames_of_a_training(tmp_path)
     at = renamed.index("runs/runs.jsonl")  # the run folder is the rename just before
     assert killer.killed(killer.run(argv, tmp_path, root, f"before:{at + 1}"))
     [run] = [p.name for p in (root / "runs").iterdir() if not p.name.startswith(".")]
@@ -447,19 +456,12 @@ def test_a_run_killed_while_written_leaves_no_staging_folder_behind(tmp_path):
     dead writer's) is removed by the next run, which trains under another run id; a folder
     a live writer is staging is left alone."""
     import os
-    import shutil
 
     import killer
     from steerops.io import _HOST
 
-    params_file, params, *_ = probe_world(tmp_path)
-    root = params.out / "probes" / "fake" / "instruct" / "prompt_m1"
-    argv = ["probe", "train", "--params", str(params_file)]
-    counted = killer.run(argv, tmp_path, root, "count")
-    assert counted.returncode == 0, counted.stderr[-2000:]
-    renamed = json.loads((tmp_path / "kill_counts.json").read_text())["renamed"]
+    argv, root, renamed = _renames_of_a_training(tmp_path)
     at = renamed.index("runs/runs.jsonl") - 1  # the run folder's rename
-    shutil.rmtree(root)
     assert killer.killed(killer.run(argv, tmp_path, root, f"before:{at + 1}"))
     [staged] = [p for p in (root / "runs").iterdir() if p.name.startswith(".")]
     assert staged.name.endswith(".building") and (staged / "probes.safetensors").exists()

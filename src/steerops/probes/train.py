@@ -198,10 +198,11 @@ def check_varies(values, scores_path: Path, confounded: bool) -> None:
 
 def _check_scored_tasks(
     params, targets: dict[str, float], scores_path: Path, confounded: bool
-) -> set[str]:
+) -> tuple[set[str], dict[str, str] | None]:
     """Refuse, before any extraction (a model load, then every task through it), scores
     that name none of the task set's ids, or too few of them for the split or the folds;
-    the task set's ids."""
+    the task set's ids, and the scored tasks' `probes.group_by` labels (None: split by
+    task)."""
     from steerops.extract.tasks import load_tasks
 
     probes = params.probes
@@ -217,22 +218,20 @@ def _check_scored_tasks(
             f"(e.g. {next(iter(targets))!r}); are the scores of another task set?"
         )
     check_varies([v for t, v in targets.items() if t in known], scores_path, confounded)
-    groups = task_groups(params, scored)
+    field = probes.group_by
+    group_of = None if field is None else read_groups(tasks_file, field, set(scored))
+    groups = _labels(group_of, scored)
     seed = params.seed if probes.split_seed is None else probes.split_seed
     if probes.cv_folds:
         ridge.check_folds(n, probes.cv_folds, groups, seed)
     else:
         ridge.split_tasks(n, probes.heldout_fraction, seed, groups)
-    return known
+    return known, group_of
 
 
-def task_groups(params, tasks: list[str]) -> np.ndarray | None:
-    """The `probes.group_by` label of each of `tasks`, in order (None: split by task)."""
-    field = params.probes.group_by
-    if field is None:
-        return None
-    groups = read_groups(params.path(params.probes.tasks), field, set(tasks))
-    return np.array([groups[t] for t in tasks])
+def _labels(group_of: dict[str, str] | None, tasks: list[str]) -> np.ndarray | None:
+    """The group label of each of `tasks`, in order (None: split by task)."""
+    return None if group_of is None else np.array([group_of[t] for t in tasks])
 
 
 def _warn_unknown_compared(comparisons, known: set[str], path) -> None:
@@ -353,7 +352,7 @@ def train(params) -> tuple[Path, dict, bool]:
     comparisons = read_comparisons(comparisons_path) if comparisons_path else None
     # inputs validated before a model load
     targets, confound_report, confounds = _targets(params, raw_scores)
-    known = _check_scored_tasks(params, targets, scores_path, confound_report is not None)
+    known, group_of = _check_scored_tasks(params, targets, scores_path, confound_report is not None)
     if comparisons:
         _warn_unknown_compared(comparisons, known, comparisons_path)
     prompt = condition_prompt(params)
@@ -389,7 +388,7 @@ def train(params) -> tuple[Path, dict, bool]:
     y = np.array([targets[t] for t in used], dtype=np.float64)
     raw = np.array([raw_scores[t] for t in used], dtype=np.float64)
     design = one_hot_design([confounds[t] for t in used]) if confounds is not None else None
-    groups = task_groups(params, used)
+    groups = _labels(group_of, used)  # the tasks used are scored tasks of the set
     counts = {
         "scored": len(raw_scores),
         "with_activations": len(task_ids),
