@@ -6,7 +6,14 @@ import json
 
 import numpy as np
 
-from steerops.probes.store import find_run, manifest_md5, record_invocation, run_damage, write_run
+from steerops.probes.store import (
+    find_run,
+    manifest_md5,
+    new_run_id,
+    record_invocation,
+    run_damage,
+    write_run,
+)
 
 
 def _manifest(key: str, protocol: str = "holdout") -> dict:
@@ -65,3 +72,20 @@ def test_a_run_with_a_nan_figure_is_reused(tmp_path):
     manifest = _manifest("fedcba9876") | {"best_sweep_r": float("nan")}
     run = write_run(tmp_path, manifest["run_id"], {0: (np.ones(3), 0.5)}, manifest)
     assert run_damage(run) is None
+
+
+def test_a_repeat_finished_in_the_same_second_gets_its_own_run_id(tmp_path, monkeypatch):
+    """Two identical trainings started together: the second's run is written beside the
+    first's, not refused (its training lost) or put in its place."""
+    import steerops.probes.store as store
+
+    gmtime = store.time.gmtime
+    monkeypatch.setattr(store.time, "gmtime", lambda *a: gmtime(1_796_000_000))
+    ids = []
+    for _ in range(3):
+        run_id = new_run_id(tmp_path, "abcdef0123")
+        write_run(tmp_path, run_id, {0: (np.ones(3), 0.5)}, _manifest("abcdef0123"))
+        ids.append(run_id)
+    base = ids[0]
+    assert base.endswith("Z-abcdef01") and ids[1:] == [base + "-2", base + "-3"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(ids)

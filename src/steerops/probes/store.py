@@ -16,8 +16,9 @@ DVC keeps <out>/tasks and <out>/probes as `probe_train`'s outputs and <out>/ood 
 `probe_ood`'s; each stage's metrics.json/ood.json are gathered into metrics/
 (`probes.summary`), since DVC refuses a metric inside an output. A run directory is
 assembled under a temporary name and renamed into place, so it exists only complete.
-`run_id` = UTC timestamp + the first 8 characters of the run key, a hash of the config, the
-input hashes and the run format (`RUN_FORMAT`): an invocation whose key matches a finished
+`run_id` = UTC timestamp (when training ends) + the first 8 characters of the run key, a
+hash of the config, the input hashes and the run format (`RUN_FORMAT`), + `-2`, `-3` ...
+for a repeat finished in the same second. An invocation whose key matches a finished
 run reuses it, provided its weights still have the MD5 its manifest records (`weights_md5`);
 a damaged run is trained again, and `probe ood` names it with the command that does so.
 """
@@ -138,8 +139,16 @@ def manifest_md5(manifest: dict) -> str:
     return text_md5(json_text(content))
 
 
-def new_run_id(key: str) -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + key[:8]
+def new_run_id(root: Path, key: str) -> str:
+    """The UTC second and the key's first 8 characters, with `-2`, `-3` ... when a run of the
+    same key finished in the same second (taken when training ends, so two identical
+    trainings started together do not collide)."""
+    base = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + key[:8]
+    run_id, n = base, 1
+    while (runs_dir(root) / run_id).exists():
+        n += 1
+        run_id = f"{base}-{n}"
+    return run_id
 
 
 def write_run(

@@ -410,7 +410,6 @@ def train(params) -> tuple[Path, dict, bool]:
         )
     check_varies(y, scores_path, confound_report is not None)  # the tasks with activations
 
-    run_id = new_run_id(key)
     per_layer, weights = {}, {}
     spread = ridge.rounding_spread(
         params.variant(params.probes.variant).dtype, params.extraction.dtype
@@ -466,6 +465,7 @@ def train(params) -> tuple[Path, dict, bool]:
         # shares (prompt[0], the template's first), not a choice of layers
         key = "probes.position" if everywhere else "probes.layers"
         raise SteeropsError(f"{key}: no layer gives a probe with a defined r ({reasons})")
+    run_id = new_run_id(root, key)
     manifest = {
         "run_id": run_id,
         "key": key,
