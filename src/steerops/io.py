@@ -16,7 +16,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import tempfile
 import threading
 from collections.abc import Collection, Iterator, Sequence
@@ -24,11 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steerops.errors import SteeropsError
+from steerops.liveness import node_tag
 
 if TYPE_CHECKING:  # torch loads only with the first tensor written (`steerops --help` stays light)
     import torch
 
-_HOST = socket.gethostname().replace(".", "_")
+_HOST = node_tag()  # a pid in a temporary's name is this node's
 
 
 @contextlib.contextmanager

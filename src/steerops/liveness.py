@@ -29,6 +29,18 @@ def node_id() -> str | None:
     return f"{socket.gethostname()}/{boot}/{pid_ns}"
 
 
+@cache
+def node_tag() -> str:
+    """A short name for this node, safe in a file name (no `.` or `/`): the host name and a
+    hash of `node_id`, so two containers that share a host name (but not a pid namespace)
+    tell their files apart."""
+    import hashlib
+
+    host = socket.gethostname().replace(".", "_").replace("/", "_")
+    node = node_id()
+    return host if node is None else f"{host}-{hashlib.md5(node.encode()).hexdigest()[:8]}"
+
+
 def _stat(pid: int) -> list[str] | None:
     """The fields after the command name of /proc/PID/stat (None if there is no such pid)."""
     try:

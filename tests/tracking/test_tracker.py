@@ -582,11 +582,14 @@ def test_the_tracking_worker_outlives_one_sigterm_and_ends_at_the_second(tmp_pat
     config = {"uri": f"sqlite:///{tmp_path / 'm.db'}", "experiment": "e", "description": ""}
     config["journal_dir"] = str(tmp_path / "journal")
     worker = subprocess.Popen(
-        [sys.executable, "-c", _LAUNCH_WORKER, json.dumps(config)],
+        [sys.executable, "-c", _LAUNCH_WORKER],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=_worker_env(),
     )
+    assert worker.stdin is not None
+    worker.stdin.write(json.dumps(config).encode() + b"\n")
+    worker.stdin.flush()
 
     def catches_sigterm() -> bool:  # its own handler is set (Linux: the caught-signal mask)
         status = Path(f"/proc/{worker.pid}/status").read_text()
@@ -656,3 +659,19 @@ def test_the_tracking_worker_holds_no_judge_key(tmp_path, monkeypatch):
     assert started[0]["MLFLOW_TRACKING_TOKEN"] == "t"  # MLflow's own are kept
     assert "JUDGE_KEY_TEST" not in sink._worker_env(("JUDGE_KEY_TEST",))
     assert "MLFLOW_TRACKING_TOKEN" in sink._worker_env(("MLFLOW_TRACKING_TOKEN",))
+
+
+def test_the_tracking_worker_command_line_holds_no_tracking_uri(tmp_path):
+    """A tracking URI may hold a user and password: the worker reads it from its input,
+    so `ps` (every local user's) never shows it; the worker still logs to that store."""
+    from steerops.tracking.sink import Sink
+
+    uri = f"sqlite:///{tmp_path / 'user:s3cret-token' / 'm.db'}"
+    (tmp_path / "user:s3cret-token").mkdir()
+    sink = Sink(uri, "e", "", tmp_path / "journal")
+    try:
+        cmdline = Path(f"/proc/{sink._proc.pid}/cmdline").read_bytes()
+        assert b"s3cret-token" not in cmdline and b"tracking.worker" in cmdline
+    finally:
+        sink.close()
+    assert sink.failure is None and (tmp_path / "user:s3cret-token" / "m.db").is_file()

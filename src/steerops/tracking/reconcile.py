@@ -11,13 +11,13 @@ is left to that machine.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from steerops.liveness import is_gone, node_id
+from steerops.io import write_text
+from steerops.liveness import is_gone, node_id, node_tag, this_worker
 from steerops.tracking.completion import left_open
 from steerops.tracking.sink import apply, one_line
 
@@ -25,6 +25,8 @@ NODE, PID, PID_START = "steerops.node", "steerops.pid", "steerops.pid_start"
 
 
 OWNER_FILE = "owner.json"  # in a journal's `.files`: the worker that copied them
+REPLAYING = "replaying"  # a claimed journal: pending-X.replaying-<node>-<pid>-<start>
+DAMAGED = ".damaged"  # a journal that cannot be read, kept for a person
 
 
 def reconcile(client, uri: str, journal_dir: Path) -> None:
@@ -54,40 +56,78 @@ def remove_orphaned_copies(journal_dir: Path) -> list[Path]:
 
 def replay_journals(client, uri: str, journal_dir: Path) -> None:
     from steerops.redact import shown_url
-    from steerops.tracking.store import experiment_id
 
+    _reclaim_stalled_replays(journal_dir)
     for path in sorted(journal_dir.glob("pending-*.json")):
-        claimed = path.with_name(f"{path.stem}.replaying-{os.getpid()}")
+        claimed = path.with_name(f"{path.stem}.{REPLAYING}-{_claim_tag()}")
         try:
             path.rename(claimed)  # one process replays a journal
         except OSError:
             continue
-        data = json.loads(claimed.read_text())
+        try:
+            data = json.loads(claimed.read_text())
+        except (OSError, ValueError) as exc:  # kept aside, with its artifacts, for a person
+            claimed.rename(path.with_name(path.name + DAMAGED))
+            print(
+                f"steerops: warning: tracking journal {path} cannot be read ({one_line(exc)}); "
+                f"kept as {path.name + DAMAGED}",
+                file=sys.stderr,
+            )
+            continue
         if data["uri"] not in (uri, shown_url(uri)):  # another store's: left for it
             claimed.rename(path)
             continue
+        _replay(client, uri, data, claimed, path)
+
+
+def _replay(client, uri: str, data: dict, claimed: Path, path: Path) -> None:
+    """Send one claimed journal's records; what fails (the first failure on) is put back as
+    the journal, for the next start."""
+    from steerops.tracking.store import experiment_id
+
+    ids, ops = data["ids"], data["ops"]
+    done = 0
+    try:
         exp = experiment_id(client, data["experiment"], uri, data.get("description", ""))
-        ids, ops = data["ids"], data["ops"]
-        for i, op in enumerate(ops):
-            try:
-                apply(client, exp, ids, op)
-            except Exception as exc:  # noqa: BLE001 - keep the rest for the next start
-                data.update(ids=ids, ops=ops[i:])
-                claimed.write_text(json.dumps(data))
-                claimed.rename(path)
-                print(
-                    f"steerops: warning: {len(ops) - i} tracking records in {path} still "
-                    f"wait ({one_line(exc)})",
-                    file=sys.stderr,
-                )
-                break
-        else:
-            claimed.unlink()
-            shutil.rmtree(path.with_suffix(".files"), ignore_errors=True)  # its artifacts
-            print(
-                f"steerops: logged {len(ops)} tracking records an earlier run left in {path}",
-                file=sys.stderr,
-            )
+        for op in ops:
+            apply(client, exp, ids, op)
+            done += 1
+    except Exception as exc:  # noqa: BLE001 - keep the rest for the next start
+        write_text(claimed, json.dumps({**data, "ids": ids, "ops": ops[done:]}))
+        claimed.rename(path)
+        print(
+            f"steerops: warning: {len(ops) - done} tracking records in {path} still "
+            f"wait ({one_line(exc)})",
+            file=sys.stderr,
+        )
+        return
+    claimed.unlink()
+    shutil.rmtree(path.with_suffix(".files"), ignore_errors=True)  # its artifacts
+    print(
+        f"steerops: logged {len(ops)} tracking records an earlier run left in {path}",
+        file=sys.stderr,
+    )
+
+
+def _claim_tag() -> str:
+    """Who replays a journal, in its claimed name: node, pid and process start."""
+    me = this_worker()
+    return f"{node_tag()}-{me['pid']}-{me['start']}"
+
+
+def _reclaim_stalled_replays(journal_dir: Path) -> None:
+    """Put back the journals a replay on this node claimed and never finished (its process
+    killed mid-replay): they are sent by this start."""
+    for claimed in sorted(journal_dir.glob(f"pending-*.{REPLAYING}-*")):
+        stem, _, tag = claimed.name.partition(f".{REPLAYING}-")
+        node, _, rest = tag.rpartition("-")
+        node, _, pid = node.rpartition("-")
+        if node != node_tag() or not pid.isdigit() or not rest.isdigit():
+            continue  # another node's (or another steerops's) claim: not ours to judge
+        if is_gone({"node": node_id(), "pid": int(pid), "start": int(rest)}):
+            journal = claimed.with_name(f"{stem}.json")
+            if not journal.exists():
+                claimed.rename(journal)
 
 
 def end_killed_runs(client) -> list[str]:

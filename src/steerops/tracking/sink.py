@@ -52,7 +52,7 @@ _LAUNCH_WORKER = (
     "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
     "hasattr(signal, 'pthread_sigmask') and "
     "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM}); "
-    "from steerops.tracking.worker import main; sys.exit(main(sys.argv[1:]))"
+    "from steerops.tracking.worker import main; sys.exit(main())"
 )
 _STOPS = {signal.SIGINT, signal.SIGTERM}
 
@@ -104,13 +104,16 @@ class Sink:
         }
         with _stops_held():
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", _LAUNCH_WORKER, json.dumps(config)],
+                [sys.executable, "-c", _LAUNCH_WORKER],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
                 env=_worker_env(withheld),
             )
         self._out: queue.Queue[str | None] = queue.Queue()
+        # the first line, not an argument: a URI's credentials are not on the command line
+        # that `ps` shows every local user
+        self._out.put(json.dumps(config))
         threading.Thread(target=self._write, name="steerops-tracking-out", daemon=True).start()
         threading.Thread(target=self._read, name="steerops-tracking-in", daemon=True).start()
 

@@ -189,15 +189,16 @@ def _outlive_once(signum, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def main(argv: list[str]) -> int:
+def main() -> int:
     # Ctrl-C and a scheduler's SIGTERM reach the whole process group: the stage handles
     # them and still sends its last runs' ends here, so this process outlives the first
     # SIGTERM and ends when its stdin closes (a second SIGTERM ends it at once).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _outlive_once)
-    Worker(json.loads(argv[0])).serve(sys.stdin)
+    # its settings are its input's first line (the URI may hold credentials: not in argv)
+    Worker(json.loads(sys.stdin.readline())).serve(sys.stdin)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
