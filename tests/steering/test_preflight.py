@@ -297,34 +297,45 @@ def test_a_question_too_long_for_the_new_tokens_is_refused_up_front(
         main([*argv, "--max-new-tokens", str(context - longest)])
 
 
-@pytest.mark.parametrize("stage", ["steer", "search"])
-@pytest.mark.parametrize("log", ["cell", "baselines"])
+@pytest.mark.parametrize(
+    "stage, log",
+    [(stage, log) for stage in ("steer", "search") for log in ("cell", "baselines")]
+    + [("search", "search"), ("search", "search baselines")],
+)
 def test_a_damaged_line_in_a_results_log_is_refused_up_front(
     tmp_path, toy_world, no_model_loads, capsys, stage, log
 ):
     """A results log is append-only: a damaged line in its middle is refused, and now before
     the model loads and a run opens (it ended a FAILED run); a torn last line, what a kill
-    leaves, is still dropped as the log is read."""
+    leaves, is still dropped as the log is read. A search's own logs, in its folder, too."""
     from steer_world import POSITION, TRAIT
     from steerops.config import load_params
+    from steerops.search.store import search_dir
+    from steerops.specs import parse_position
     from steerops.steering.configs import VectorSource
     from steerops.steering.store import baselines_file, results_file
 
     path = _params(tmp_path, toy_world)
     params = load_params(path)
     variant = params.steering.variant
-    file = (
-        results_file(
-            params.out, TRAIT, variant, VectorSource("mean_diff", POSITION, "residual").at(1)
-        )
-        if log == "cell"
-        else baselines_file(params.out, TRAIT, variant)
+    folder = search_dir(
+        params.out, TRAIT, variant, parse_position(POSITION), "residual", "mean_diff"
     )
+    file = {
+        "cell": results_file(
+            params.out, TRAIT, variant, VectorSource("mean_diff", POSITION, "residual").at(1)
+        ),
+        "baselines": baselines_file(params.out, TRAIT, variant),
+        "search": folder / "results.jsonl",
+        "search baselines": folder / "baselines.jsonl",
+    }[log]
     file.parent.mkdir(parents=True, exist_ok=True)
     entry = '{"type": "baseline", "result": {}}\n'
     file.write_text(entry + '{"type": "conf\n' + entry)
     flags = SMALL if stage == "steer" else ["--max-new-tokens", "6", "--layers", "1"]
-    argv = [stage, "--params", str(path), "--out", str(tmp_path / "run"), *flags]
+    # a search's own logs: those of the pipeline's search (a scratch one starts its own)
+    out = ["--pipeline"] if log.startswith("search") else ["--out", str(tmp_path / "run")]
+    argv = [stage, "--params", str(path), *out, *flags]
     err = refused_up_front(argv, tmp_path, capsys, outputs="run")
     assert f"{file.name}:2: malformed JSON line" in err
 

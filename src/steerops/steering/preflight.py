@@ -76,7 +76,7 @@ def check_grid(
         say_short_subset(stage, trait, params.steering.subset, len(data.questions))
         check_prompt_room(params, trait, data.questions, tokenizer, shape.context)
         out[trait] = layers
-        check_logs(params, trait, cells)
+        check_logs(params, trait, cells, stage)
         if layers is None or shape.hidden_size is None:
             continue
         sources = VectorSources(
@@ -107,20 +107,28 @@ def check_grid(
     return out
 
 
-def check_logs(params, trait: str, cells: list[tuple[MethodName, Position]]) -> None:
+def check_logs(params, trait: str, cells: list[tuple[MethodName, Position]], stage: str) -> None:
     """The results logs a run will read (each cell's and the baselines, where it writes and
-    where it reads): a damaged line fails here, before the model loads or a run opens. The
+    where it reads, and a search's own): a damaged line fails here, before the model loads or a run opens. The
     logs are append-only, so a damaged line is refused, not repaired (a torn last line,
     what a kill leaves, is dropped as it is read)."""
     from steerops.steering.configs import VectorSource
     from steerops.steering.store import ResultsLog, baselines_file, results_file
 
-    variant = params.steering.variant
+    variant, component = params.steering.variant, params.steering.component
     for out in dict.fromkeys([params.out, params.inputs]):
         ResultsLog(baselines_file(out, trait, variant))
         for method, position in cells:
-            source = VectorSource.of(method, position, params.steering.component)
+            source = VectorSource.of(method, position, component)
             ResultsLog(results_file(out, trait, variant, source.at(0)))
+    if stage == "search":  # a search keeps its own logs in its folder
+        from steerops.search.store import search_dir
+        from steerops.steering.store import BASELINES_FILE, RESULTS_FILE
+
+        for method, position in cells:
+            folder = search_dir(params.out, trait, variant, position, component, method)
+            ResultsLog(folder / RESULTS_FILE)
+            ResultsLog(folder / BASELINES_FILE)
 
 
 def check_prompt_room(
