@@ -20,6 +20,7 @@ LOWER = (
     "traits",
     "tracking",
     "liveness",
+    "sqlite_url",
     "workspace",
     "progress",
     "summary",

@@ -102,8 +102,8 @@ class StudyLock:
             held.close()
 
 
-def file_lock_path(database: str | None, suffix: str = ".lock") -> str | None:
+def file_lock_path(database: str | Path | None, suffix: str = ".lock") -> str | None:
     """The lock file beside a study file (None for in-memory or a missing folder)."""
-    if not database or database == ":memory:" or not Path(database).parent.is_dir():
+    if not database or str(database) == ":memory:" or not Path(database).parent.is_dir():
         return None
-    return database + suffix
+    return str(database) + suffix

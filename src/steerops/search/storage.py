@@ -36,6 +36,7 @@ from steerops.errors import SteeropsError
 from steerops.liveness import is_gone, this_worker
 from steerops.redact import shown_url
 from steerops.search.locks import StudyLock, file_lock_path
+from steerops.sqlite_url import sqlite_file
 from steerops.workspace import lasting_folder
 
 LIFE = "steerops_worker"  # trial system attr: {"node", "pid", "start", "beat"[, "released"]}
@@ -61,7 +62,7 @@ def check_storage_folder(params) -> None:
     path = journal_path(url)
     file = Path(path) if path is not None else None
     if file is None and url.startswith("sqlite"):
-        file = _sqlite_file(url)
+        file = sqlite_file(url)
     if file is not None and not file.parent.is_dir():
         problem = "is not a folder" if file.parent.exists() else "not found (create it first)"
         raise SteeropsError(f"search.storage: folder {file.parent} {problem}")
@@ -286,7 +287,7 @@ class DashboardJournalStorage(_FeasibleBest, JournalStorage):
 def dashboard_storage(url: str):
     """The study storage at `url` as optuna-dashboard should read it (best = best feasible)."""
     journal = journal_path(url)
-    path = journal or (_sqlite_file(url) if url.startswith("sqlite") else None)
+    path = journal or (sqlite_file(url) if url.startswith("sqlite") else None)
     if path is not None and not Path(path).is_file():  # opening would create an empty one
         raise SteeropsError(
             f"search.storage: no study database at {storage_label(url)}: run `steerops "
@@ -316,7 +317,7 @@ def open_storage(url: str, heartbeat_s: float, attempts: int = 5):
                 f"search.storage: cannot open journal {path}: {exc.strerror or exc}"
             ) from None
     sqlite = url.startswith("sqlite")
-    database = _sqlite_file(url) if sqlite else None
+    database = sqlite_file(url) if sqlite else None
     if database is not None:
         try:
             database.parent.mkdir(parents=True, exist_ok=True)
@@ -351,24 +352,11 @@ def _damaged_hint(exc: Exception, database: Path | None) -> str:
     )
 
 
-def _sqlite_file(url: str) -> Path | None:
-    """The file of a sqlite URL (None: in memory, or a URL sqlalchemy cannot parse, which
-    the open below reports)."""
-    try:
-        parsed = make_url(url)
-    except Exception:
-        return None
-    database = parsed.database
-    if database and parsed.query.get("uri") == "true":  # sqlite URI mode: file:PATH
-        database = database.removeprefix("file:") or None
-    return Path(database) if database and database != ":memory:" else None
-
-
 def _creating(sqlite_url: str) -> StudyLock:
     """Workers starting together on a new sqlite file would race to create its tables (and
     Alembic's version row): a lock file of its own beside it (not the study lock's, which a
     worker holds while it asks) makes creation one at a time."""
-    path = file_lock_path(make_url(sqlite_url).database, ".create.lock")
+    path = file_lock_path(sqlite_file(sqlite_url), ".create.lock")
     return StudyLock("file", "create", path=path)
 
 
@@ -388,7 +376,7 @@ def study_lock(url: str, storage, name: str) -> StudyLock:
         return StudyLock("file", name, path=file_lock_path(path, ".workers.lock"))
     dialect = make_url(url).get_backend_name()
     if dialect == "sqlite":
-        return StudyLock("file", name, path=file_lock_path(make_url(url).database))
+        return StudyLock("file", name, path=file_lock_path(sqlite_file(url)))
     if dialect == "postgresql":
         return StudyLock("postgresql", name, engine=storage.engine)
     if dialect in ("mysql", "mariadb"):

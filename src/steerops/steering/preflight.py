@@ -109,9 +109,9 @@ def check_grid(
 
 def check_logs(params, trait: str, cells: list[tuple[MethodName, Position]], stage: str) -> None:
     """The results logs a run will read (each cell's and the baselines, where it writes and
-    where it reads, and a search's own): a damaged line fails here, before the model loads or a run opens. The
-    logs are append-only, so a damaged line is refused, not repaired (a torn last line,
-    what a kill leaves, is dropped as it is read)."""
+    where it reads, and a search's own): a damaged line fails here, before the model loads
+    or a run opens. The logs are append-only, so a damaged line is refused, not repaired (a
+    torn last line, what a kill leaves, is dropped as it is read)."""
     from steerops.steering.configs import VectorSource
     from steerops.steering.store import ResultsLog, baselines_file, results_file
 
@@ -122,11 +122,11 @@ def check_logs(params, trait: str, cells: list[tuple[MethodName, Position]], sta
             source = VectorSource.of(method, position, component)
             ResultsLog(results_file(out, trait, variant, source.at(0)))
     if stage == "search":  # a search keeps its own logs in its folder
-        from steerops.search.store import search_dir
+        from steerops.paths import cell_dir
         from steerops.steering.store import BASELINES_FILE, RESULTS_FILE
 
         for method, position in cells:
-            folder = search_dir(params.out, trait, variant, position, component, method)
+            folder = cell_dir("search", params.out, trait, variant, position, component, method)
             ResultsLog(folder / RESULTS_FILE)
             ResultsLog(folder / BASELINES_FILE)
 

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from steerops.redact import shown_url
-from steerops.tracking.store import HTTP, scheme, sqlite_file
+from steerops.sqlite_url import sqlite_file
+from steerops.tracking.store import HTTP, scheme
 
 LOCAL_UI = "http://127.0.0.1:5000"
 

@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlparse
 
 from steerops.errors import SteeropsError
 from steerops.redact import shown_url
+from steerops.sqlite_url import sqlite_file
 from steerops.tracking.relocate import artifacts_uri, moved_from, relocate
 from steerops.workspace import lasting_folder
 
@@ -54,13 +55,6 @@ def tracking_uri(params) -> str:
 
 def scheme(uri: str) -> str:
     return urlparse(uri).scheme.split("+")[0] or "file"
-
-
-def sqlite_file(uri: str) -> Path | None:
-    if not uri.startswith("sqlite:"):
-        return None
-    path = uri.split(":///", 1)[1] if ":///" in uri else ""
-    return Path(unquote(path.split("?")[0])) if path and path != ":memory:" else None
 
 
 def local_folder(uri: str) -> Path | None:
