@@ -55,6 +55,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def save_png(fig, path: str | os.PathLike, **savefig: Any) -> None:
+    """Write a matplotlib figure as a PNG, atomically, and close it (a failed write too, so
+    no figure is left open)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100, **savefig)
+    finally:
+        plt.close(fig)
+
+
 @contextlib.contextmanager
 def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty folder next to `path`; on success it takes `path`'s place (an old

@@ -78,8 +78,12 @@ class JudgeCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Callers may score from worker threads; one lock serialises this connection.
             self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise SteeropsError(f"judge.cache_dir: cannot open {self.path}: {exc}") from None
+        try:
             self._set_up(deadline=time.monotonic() + 60)
         except (OSError, sqlite3.Error) as exc:
+            self._db.close()
             raise SteeropsError(f"judge.cache_dir: cannot open {self.path}: {exc}") from None
         below = None if also_reads is None else Path(also_reads) / CACHE_FILE
         if below is not None and below.resolve() == self.path.resolve():

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from steerops import stats  # noqa: E402
-from steerops.io import atomic_path  # noqa: E402
+from steerops.io import save_png  # noqa: E402
 from steerops.report.control import CONTROL  # noqa: E402
 from steerops.report.tables import CURVE_STEPS, KEY, same_cell, selection_choice  # noqa: E402
 from steerops.steering.plots import mark_choice  # noqa: E402
@@ -44,9 +44,7 @@ CURVE_COLUMNS = KEY + [
 
 
 def save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata=_PNG_META, bbox_inches="tight")
-    plt.close(fig)
+    save_png(fig, path, metadata=_PNG_META, bbox_inches="tight")
 
 
 def _style(names: list[str]) -> dict[str, dict]:

@@ -63,7 +63,11 @@ class StudyLock:
             if self._path is None or fcntl is None:
                 return None
             handle = open(self._path, "a")  # noqa: SIM115 - held until _release
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)  # Ctrl-C while queued: closed below
+            except BaseException:
+                handle.close()
+                raise
             return handle
         conn = self._engine.connect()
         try:
@@ -86,8 +90,10 @@ class StudyLock:
             return
         if self.kind == "file":
             assert fcntl is not None  # a file lock is only taken where fcntl exists
-            fcntl.flock(held, fcntl.LOCK_UN)
-            held.close()
+            try:
+                fcntl.flock(held, fcntl.LOCK_UN)
+            finally:
+                held.close()  # which unlocks it too
             return
         try:
             if self.kind == "postgresql":

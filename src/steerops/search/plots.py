@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from steerops.io import atomic_path
+from steerops.io import save_png
 from steerops.search.trials import TrialRecord
 
 
@@ -21,12 +21,7 @@ def plot_search(
     best: dict | None = None,
 ) -> None:
     """`best`: best.json, for the held-out result, the verdict and the coefficient unit."""
-    fig = search_figure(records, chosen, min_coherence, title, best)  # selects Agg
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(search_figure(records, chosen, min_coherence, title, best), path)  # selects Agg
 
 
 def search_figure(

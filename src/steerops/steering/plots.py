@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from steerops.io import atomic_path  # noqa: E402
+from steerops.io import save_png  # noqa: E402
 
 
 def coefficient_curve(
@@ -73,10 +73,8 @@ def coefficient_curve(
     if title:
         top.set_title(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        # No timestamp in the PNG metadata, so identical results give identical files.
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    # No timestamp in the PNG metadata, so identical results give identical files.
+    save_png(fig, path, metadata={"Software": None})
 
 
 def mark_choice(ax, xs, ys, ok: bool, colour) -> None:

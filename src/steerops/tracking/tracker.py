@@ -292,32 +292,33 @@ def track(
         held=held,
         withheld=(params.judge.api_key_env,),  # the judge's key: never sent to MLflow
     )
-    shared = base_tags(params, stage, tags)
-    tracker = Tracker(sink, params.root, shared)
-    own = {"mlflow.note.content": description or command_line(stage)}
-    if done_when:  # the run's own, not inherited by its nested runs
-        own.update(completion.done_when(done_when))
-    if os.environ.get("MLFLOW_RUN_ID"):  # inside `mlflow run`: nest under the project's run
-        own["mlflow.parentRunId"] = os.environ["MLFLOW_RUN_ID"]
-    tracker._inherited = shared
-    sink.put(
-        {
-            "op": "start",
-            "run": tracker.key,
-            "parent": None,
-            "name": run_name,
-            "tags": shared | names.tags(own, params.root),
-            "time": _now_ms(),
-        }
-    )
-    if inputs:  # hashed in the tracking thread: a model folder can take a while
-        tracker._put(
-            "lineage", root=str(params.root), inputs={k: str(v) for k, v in inputs.items()}
+    status, started = "FINISHED", False
+    try:  # the worker is running: whatever fails from here on still ends it
+        shared = base_tags(params, stage, tags)
+        tracker = Tracker(sink, params.root, shared)
+        own = {"mlflow.note.content": description or command_line(stage)}
+        if done_when:  # the run's own, not inherited by its nested runs
+            own.update(completion.done_when(done_when))
+        if os.environ.get("MLFLOW_RUN_ID"):  # inside `mlflow run`: nest under the project's run
+            own["mlflow.parentRunId"] = os.environ["MLFLOW_RUN_ID"]
+        tracker._inherited = shared
+        sink.put(
+            {
+                "op": "start",
+                "run": tracker.key,
+                "parent": None,
+                "name": run_name,
+                "tags": shared | names.tags(own, params.root),
+                "time": _now_ms(),
+            }
         )
-    for name, (path, context) in (datasets or {}).items():
-        tracker.log_input(name, path, context)
-    status = "FINISHED"
-    try:
+        started = True
+        if inputs:  # hashed in the tracking thread: a model folder can take a while
+            tracker._put(
+                "lineage", root=str(params.root), inputs={k: str(v) for k, v in inputs.items()}
+            )
+        for name, (path, context) in (datasets or {}).items():
+            tracker.log_input(name, path, context)
         yield tracker
     except KeyboardInterrupt:
         status = "KILLED"
@@ -326,11 +327,12 @@ def track(
         status = "FAILED"
         raise
     finally:
-        if status == "FINISHED" and tracker.failure is not None:
-            status = "FAILED"
-        if status != "FINISHED":
-            tracker.keep()  # a failed or interrupted run is always on record
-        tracker.end(status)
+        if started:
+            if status == "FINISHED" and tracker.failure is not None:
+                status = "FAILED"
+            if status != "FINISHED":
+                tracker.keep()  # a failed or interrupted run is always on record
+            tracker.end(status)
         sink.close()
 
 
