@@ -529,6 +529,61 @@ def test_out_never_names_another_projects_folder(tmp_path, monkeypatch, held):
     assert _params(mine, "--out", "runs/kept").run_root == kept
 
 
+def test_out_never_names_another_experiments_folder_or_files(tmp_path, monkeypatch, capsys):
+    """An experiment kept in a folder of its own (a params file beside its outputs, no
+    dvc.yaml: the toy experiment) is another pipeline: --out names neither its folder nor a
+    folder in its outputs, reports or metrics, and neither does a path flag of a run given
+    --out; nor steerops' own source. A run folder holding a params copy is still a run's."""
+    import steerops
+    from steerops.cli import main
+
+    main_project = tmp_path / "main"
+    toy = main_project / "experiments" / "toy"
+    (toy / "outputs").mkdir(parents=True)
+    (toy / "reports").mkdir()
+    (toy / "params.yaml").write_text("paths: {out: outputs}\nreport: {out: reports}\n")
+    mine = tmp_path / "exp"
+    mine.mkdir()
+    monkeypatch.chdir(main_project)
+    for out, says in [
+        ("experiments/toy", "a project folder (it holds params.yaml and its outputs)"),
+        ("experiments/toy/reports", "inside experiments/toy's reports (experiments/toy/reports"),
+        ("experiments/toy/metrics/x", "inside experiments/toy's metrics"),
+        (str(Path(steerops.__file__).parent), "inside steerops' source"),
+    ]:
+        with pytest.raises(SteeropsError) as err:
+            _params(mine, "--out", out)
+        assert says in str(err.value), err.value
+    assert sorted(p.relative_to(toy).as_posix() for p in toy.rglob("*")) == [
+        "outputs",
+        "params.yaml",
+        "reports",
+    ]
+    copy = main_project / "runs" / "kept"  # a params copy, its outputs folder not there
+    copy.mkdir(parents=True)
+    (copy / "params.yaml").write_text("paths: {out: outputs}\n")
+    assert _params(mine, "--out", "runs/kept").run_root == copy
+    # a path flag of a run given --out: refused before anything is read or written
+    capsys.readouterr()
+    for argv, says in [
+        (
+            ["report", "--report-dir", "experiments/toy/reports"],
+            "--report-dir experiments/toy/reports: inside experiments/toy's reports",
+        ),
+        (["report", "--report-dir", str(mine / "reports")], "inside the pipeline's reports"),
+        (
+            ["probe", "thurstonian", "--out-csv", "experiments/toy/outputs/probe_scores/s.csv"],
+            "--out-csv experiments/toy/outputs/probe_scores/s.csv: inside experiments/toy's "
+            "outputs",
+        ),
+    ]:
+        argv += ["--params", str(mine / "params.yaml"), "--out", "runs/r"]
+        assert main(argv) == 2
+        assert says in capsys.readouterr().err
+        assert not (main_project / "runs" / "r").exists()
+    assert not (toy / "outputs" / "probe_scores").exists()
+
+
 def test_a_path_flag_says_it_is_read_from_the_working_directory(capsys):
     """A path flag resolves against the working directory, its params key against the
     params file's folder: the flag's help says the former, never the latter."""

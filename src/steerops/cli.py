@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import os
 import re
@@ -302,6 +303,11 @@ def load_params_for(args: argparse.Namespace):
             raise SteeropsError(f"--inputs {inputs}: {what}")
         params = load_params(args.params, {**overrides, "paths.out": inputs}, flags_given(args))
         params.set_inputs_flag(f" --out {shlex.quote(display_path(inputs))}")
+    if (
+        args.params is not None
+        and Path(args.params).resolve() != Path(DEFAULT_PARAMS_FILE).resolve()
+    ):
+        params.set_params_flag(f" --params {shlex.quote(display_path(args.params))}")
     pin_device(params, getattr(args, "device", None))
     if folder:
         params.set_run_folder(Path(folder), named=True, kept=pipeline_out)
@@ -323,37 +329,92 @@ def load_params_for(args: argparse.Namespace):
 
 def check_run_folder(folder: Path, params) -> None:
     """--out names a run of its own: not the project folder (its metrics/ would replace the
-    pipeline's), nor another project's (a folder holding dvc.yaml or dvc.lock), nor the
+    pipeline's), nor another project's or experiment's folder or pipeline files, nor the
     pipeline's outputs, reports or metrics or a folder in them (its files would mix with the
-    pipeline's); nor a file."""
-    from steerops.config import SUMMARY_DIR
-
+    pipeline's), nor steerops' own source; nor a file."""
     check_folder_target(folder, "--out")
-    here, outputs = folder.resolve(), params.inputs.resolve()
+    here = folder.resolve()
     if here == params.root.resolve():
         raise SteeropsError(
             f"--out {folder}: the project folder, whose metrics/ are the pipeline's; name a "
             "folder for this run (e.g. runs/NAME)"
         )
-    # the pipeline's files: a run's cells, metrics or reports would mix with them
-    pipeline = [
-        (outputs, "outputs", "paths.out"),
-        (params.path(params.report.out).resolve(), "reports", "report.out"),
-        ((params.root / SUMMARY_DIR).resolve(), "metrics", f"{SUMMARY_DIR}/"),
-    ]
-    for theirs, what, key in pipeline:
-        if here == theirs or theirs in here.parents:
-            raise SteeropsError(
-                f"--out {folder}: inside the pipeline's {what} ({display_path(theirs)}, "
-                f"{key}); name a folder for this run (e.g. runs/NAME)"
-            )
-    # e.g. the main project's folder given with the toy experiment's params
-    held = [name for name in PROJECT_FILES if (here / name).exists()]
+    check_outside_pipelines(folder, params, "--out")
+    held = _project_marks(here)
     if held:
         raise SteeropsError(
-            f"--out {folder}: a project folder (it holds {held[0]}), whose metrics/ are its "
+            f"--out {folder}: a project folder (it holds {held}), whose metrics/ are its "
             "pipeline's; name a folder for this run (e.g. runs/NAME)"
         )
+    source = Path(__file__).resolve().parent.parent  # src/ of an editable install
+    if here == source or source in here.parents:
+        raise SteeropsError(
+            f"--out {folder}: inside steerops' source ({source}); name a "
+            "folder for this run (e.g. runs/NAME)"
+        )
+
+
+def check_outside_pipelines(path: Path, params, flag: str) -> None:
+    """A path a run of its own (--out) writes: not in this pipeline's outputs, reports or
+    metrics (as its params file sets them, whatever flags say), nor in those of an
+    experiment or project folder it lies in (another params file's pipeline, e.g. the toy
+    experiment's given the main params)."""
+    from steerops.config import DEFAULT_PARAMS_FILE
+
+    here, root = path.resolve(), params.root.resolve()
+    areas = _pipeline_areas(root, params.file or root / DEFAULT_PARAMS_FILE)
+    areas[0] = (params.inputs.resolve(), *areas[0][1:])  # the pipeline's, also for --inputs
+    for folder in [here, *here.parents]:
+        if _project_marks(folder):
+            areas += _pipeline_areas(folder, folder / DEFAULT_PARAMS_FILE)
+    for theirs, what, key, owner in areas:
+        if here == theirs or theirs in here.parents:
+            whose = "the pipeline's" if owner == root else f"{display_path(owner)}'s"
+            raise SteeropsError(
+                f"{flag} {display_path(path)}: inside {whose} {what} ({display_path(theirs)}, "
+                f"{key}); name a path in this run's folder (e.g. runs/NAME)"
+            )
+
+
+def _project_marks(folder: Path) -> str | None:
+    """What marks `folder` as a project or an experiment: dvc.yaml or dvc.lock, or a params
+    file whose outputs folder is there (a params file alone may be a copy kept with a run
+    as its record)."""
+    from steerops.config import DEFAULT_PARAMS_FILE
+
+    held = next((name for name in PROJECT_FILES if (folder / name).exists()), None)
+    file = folder / DEFAULT_PARAMS_FILE
+    if held is None and file.is_file():
+        (outputs, *_), *_ = _pipeline_areas(folder, file)
+        if outputs.is_dir() and outputs != folder:
+            held = f"{DEFAULT_PARAMS_FILE} and its outputs"
+    return held
+
+
+def _pipeline_areas(root: Path, file: Path) -> list[tuple[Path, str, str, Path]]:
+    """(folder, what, params key, root) of the pipeline files the params `file` of a
+    pipeline at `root` keeps: its outputs, reports and metrics (read as YAML; the defaults
+    where it is unreadable or silent)."""
+    import yaml
+
+    from steerops.config import SUMMARY_DIR
+
+    values: dict = {}
+    with contextlib.suppress(OSError, ValueError, yaml.YAMLError):
+        loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        values = loaded if isinstance(loaded, dict) else {}
+
+    def setting(block: str, default: str) -> Path:
+        found = values.get(block)
+        return (
+            root / str((found if isinstance(found, dict) else {}).get("out", default))
+        ).resolve()
+
+    return [
+        (setting("paths", "outputs"), "outputs", "paths.out", root),
+        (setting("report", "reports"), "reports", "report.out", root),
+        ((root / SUMMARY_DIR).resolve(), "metrics", f"{SUMMARY_DIR}/", root),
+    ]
 
 
 def flags_given(args: argparse.Namespace) -> dict[str, str]:
@@ -395,9 +456,11 @@ def display_path(path: str | Path) -> str:
 
 
 def run_out_flag(params) -> str:
-    """ " --out DIR" for a run given its own folder (--out DIR), else "": what a command an
-    error suggests needs to write where this run reads."""
-    return f" --out {display_path(params.run_folder)}" if params.run_named else ""
+    """What a command an error suggests needs to write where this run reads: " --params
+    FILE" for a params file other than ./params.yaml, and " --out DIR" for a run given its
+    own folder (--out DIR)."""
+    out = f" --out {shlex.quote(display_path(params.run_folder))}" if params.run_named else ""
+    return params.params_flag + out
 
 
 def _one_line(exc: Exception) -> str:
@@ -411,11 +474,19 @@ def _one_line(exc: Exception) -> str:
     return str(exc)
 
 
-def run_file(params, args: argparse.Namespace, key: str, name: str) -> Path | None:
+def run_file(
+    params, args: argparse.Namespace, key: str, name: str, writes: bool = True
+) -> Path | None:
     """Where a file at params `key` goes in a run of its own (--out DIR): DIR/`name`, so the
     run does not write over the pipeline's; None for the pipeline's run, or when the key's
-    flag gave the path."""
-    if not params.run_named or key in overrides_from(args):
+    flag gave the path (one it `writes` must then lie outside every pipeline's files)."""
+    if not params.run_named:
+        return None
+    if key in overrides_from(args):
+        if writes:
+            flag = flags_given(args).get(key, key)
+            value = functools.reduce(getattr, key.split("."), params)
+            check_outside_pipelines(params.path(value), params, flag)
         return None
     return params.run_folder / name
 

@@ -897,6 +897,10 @@ def test_bad_inputs_are_one_line_errors(steered, capsys):
         assert main([*argv, *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]  # after any loading bars
         assert err.startswith("steerops steer: error:") and message in err, err
+        if message == "vectors not found":  # the commands it names run these params
+            from steerops.cli import display_path
+
+            assert f"--params {display_path(steered['params_file'])}" in err, err
     folder = steered["dir"]["mean_diff"]
     good = (folder / "results.jsonl").read_text()
     broken = folder.parent / "broken"

@@ -357,8 +357,9 @@ def test_a_verdict_with_an_interval_of_no_width_says_why():
         ]
     )
     flat, ok = _verdict_lines(gap, threshold=68.0)
-    assert flat.endswith(
-        "n 20 (every question gave the same delta: an interval of no width, not precision))"
+    assert (
+        "+0.0 [+0.0, +0.0] (every question gave the same delta: an interval of no "
+        "width, not precision), coherence" in flat
     )
     assert "no width" not in ok
 

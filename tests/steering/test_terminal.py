@@ -104,8 +104,10 @@ def test_an_optimum_at_the_grid_s_largest_coefficient_is_called_out():
 
 def test_an_interval_of_no_width_is_not_read_as_precision():
     line = verdict_line(_metrics("no effect", heldout_delta_lo=0.0, heldout_delta_hi=0.0))
-    assert line.endswith(
-        "n 20 (every question gave the same delta: an interval of no width, not precision)"
+    # said right after the interval it is about (a credited delta may follow, with width)
+    assert (
+        "[+0.0, +0.0] (every question gave the same delta: an interval of no width, "
+        "not precision), coherence" in line
     )
     assert "no width" not in verdict_line(_metrics("ok"))
 

@@ -107,7 +107,10 @@ def test_cli_errors_are_one_line_and_keep_outputs(tmp_path, capsys):
         (["--trait", "refusal"], "trait 'refusal': expected CATEGORY/NAME"),
         (["--methods", "mean_diff_top1"], "steerops calibrate --variant instruct"),
         # a run of its own reads its own activations: the extract it needs writes there
-        (["--out", str(tmp_path / "mine")], f"--position 'prompt[-1]' --out {tmp_path}/mine`"),
+        (
+            ["--out", str(tmp_path / "mine")],
+            f"--position 'prompt[-1]' --params {path} --out {tmp_path}/mine`",
+        ),
     ]:
         assert main(["vectors", "--params", path, *argv]) == 2
         err = capsys.readouterr().err

@@ -93,6 +93,7 @@ class Params(Strict):
     _run_folder: Path | None = None
     _run_named: bool = False
     _inputs_flag: str = ""
+    _params_flag: str = ""
     _project_store: bool = False
     _notice: str | None = None
     _pipeline_judge_cache: Path | None = None
@@ -182,12 +183,27 @@ class Params(Strict):
 
     @property
     def inputs_flag(self) -> str:
-        """ " --out DIR" when the inputs are another run's folder (--inputs DIR): what a
-        hint's command needs to write its missing inputs there; "" for the pipeline's."""
-        return self._inputs_flag
+        """What a hint's command needs to write this run's missing inputs: " --params FILE"
+        for a params file other than ./params.yaml (`params_flag`), and " --out DIR" when
+        the inputs are another run's folder (--inputs DIR)."""
+        return self._params_flag + self._inputs_flag
+
+    @property
+    def inputs_named(self) -> bool:
+        """Whether the inputs are another run's folder (--inputs DIR), not the pipeline's."""
+        return bool(self._inputs_flag)
 
     def set_inputs_flag(self, flag: str) -> None:
         self._inputs_flag = flag
+
+    @property
+    def params_flag(self) -> str:
+        """ " --params FILE" when these were read from a file other than ./params.yaml (a
+        command a hint suggests runs where this one ran), else ""."""
+        return self._params_flag
+
+    def set_params_flag(self, flag: str) -> None:
+        self._params_flag = flag
 
     def named(self, key: str) -> bool:
         """Whether the params file or a flag set `key` (dotted: `probes.tasks`), whatever the

@@ -148,7 +148,7 @@ def register(subparsers) -> None:
 def _scores_in_run(params, args: argparse.Namespace, fitting: bool):
     """With --out DIR the run's scores live in DIR: `thurstonian` fits them there rather than
     over the params' file, and `train` reads the ones fitted there (a --scores flag wins)."""
-    scores = run_file(params, args, "probes.scores", "probe_scores/scores.csv")
+    scores = run_file(params, args, "probes.scores", "probe_scores/scores.csv", writes=fitting)
     if scores is not None and (fitting or scores.is_file()):
         params.probes.scores = str(scores)
     return params

@@ -245,7 +245,7 @@ def _write_results(params, frame, searched, csvs, record, threshold, read, page:
             # this line the page reads as if they were never asked for
             "unmeasured": [str(m) for m in st.methods if str(m) not in steered_cells],
         }
-    if params.inputs_flag:  # --inputs DIR: its calibration and vector metadata
+    if params.inputs_named:  # --inputs DIR: its calibration and vector metadata
         setup["inputs"] = _relative(params.inputs, params.path("."))
     # a run's methods may come from flags, so only the main job's page checks them
     grid = {str(m) for m in params.steering.methods}

@@ -408,16 +408,16 @@ def _verdict_lines(
             [getattr(row, k, None) for k in ("credited_delta", "credited_lo", "credited_hi")],
             getattr(row, "coherence_unscored", None),
         )
+        delta = interval(row.delta, row.delta_lo, row.delta_hi)
+        if stats.degenerate(row.delta_lo, row.delta_hi):  # said of this one, not a later one
+            delta += f" ({stats.DEGENERATE_NOTE})"
         numbers = (
             f"layer {cell(row.layer)}, coefficient {cell(row.coefficient)}: held-out delta "
-            f"{interval(row.delta, row.delta_lo, row.delta_hi)}, coherence "
-            f"{coherence_words(row, threshold)}, n {cell(row.n)}"
+            f"{delta}, coherence {coherence_words(row, threshold)}, n {cell(row.n)}"
             + (f"; {unmoved}" if unmoved else "")
         )
         if few := stats.few_questions_note(row.n):
             numbers += f" ({few})"
-        if stats.degenerate(row.delta_lo, row.delta_hi):
-            numbers += f" ({stats.DEGENERATE_NOTE})"
         if row.status == stats.OK:
             edge = (
                 "; the grid's largest coefficient at this layer, so a larger one may steer "

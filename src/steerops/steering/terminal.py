@@ -122,16 +122,17 @@ def verdict_line(m: dict[str, Any]) -> str:
         [m.get(f"heldout_credited_{k}") for k in ("delta", "lo", "hi")],
         m.get("heldout_coherence_unscored"),
     )
+    delta = _interval(m, "heldout_trait_delta", "heldout_")
+    if stats.degenerate(m["heldout_delta_lo"], m["heldout_delta_hi"]):  # said of this one
+        delta += f" ({stats.DEGENERATE_NOTE})"
     line = (
         f"{status}{note}: {head}, chosen on {m['selection_n']} questions{selection}; "
-        f"held-out delta {_interval(m, 'heldout_trait_delta', 'heldout_')}, coherence "
+        f"held-out delta {delta}, coherence "
         f"{stats.coherence_text(m['heldout_coherence'])}{under}, n {m['heldout_n']}"
         + (f"; {unmoved}" if unmoved else "")
     )
     if few := stats.few_questions_note(m["heldout_n"]):
         line += f" ({few})"
-    if stats.degenerate(m["heldout_delta_lo"], m["heldout_delta_hi"]):
-        line += f" ({stats.DEGENERATE_NOTE})"
     return line
 
 

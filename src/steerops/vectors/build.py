@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steerops.calibration.store import load_calibration, stored_massive_by_layer
+from steerops.cli import run_out_flag
 from steerops.errors import SteeropsError
 from steerops.io import file_md5
 from steerops.specs import MethodName, parse_method
@@ -58,7 +59,7 @@ def plan_cleaning(
     calibration, file = None, None
     if cleaning.needs_calibration:
         calibration, file = load_calibration(params.out, calibration_variant, f"method {name!r}")
-        _check_same_shape(calibration, file, acts, name, calibration_variant)
+        _check_same_shape(calibration, file, acts, name, calibration_variant, run_out_flag(params))
     removed = dims_to_remove(
         cleaning,
         calibration,
@@ -81,7 +82,12 @@ def plan_cleaning(
 
 
 def _check_same_shape(
-    calibration: dict[str, Any], file: Path, acts: TraitActivations, name: str, variant: str
+    calibration: dict[str, Any],
+    file: Path,
+    acts: TraitActivations,
+    name: str,
+    variant: str,
+    out_flag: str,
 ) -> None:
     """A calibration of a model of another shape (the variant pointed elsewhere when it ran)
     names dims and layers that mean nothing here: one line, not vectors cleaned of them.
@@ -97,7 +103,7 @@ def _check_same_shape(
     raise SteeropsError(
         f"method {name!r}: {file} calibrated a model of {shape(*theirs)}, but these "
         f"activations come from one of {shape(*mine)} (models.{variant} changed since?): "
-        f"run `steerops calibrate --variant {variant}`"
+        f"run `steerops calibrate --variant {variant}{out_flag}`"
     )
 
 
@@ -254,7 +260,7 @@ def check_base(
         raise SteeropsError(
             f"stored {method.base!r} vectors were computed from other "
             f"activations than {acts.directory} (rerun `steerops vectors "
-            f"--methods {method.base}`)"
+            f"--methods {method.base}{run_out_flag(params)}`)"
         )
     # the cleaned vectors' metadata records the params' seed and config: a base fitted with
     # others (e.g. `vectors --seed 5`, then `clean` at seed 0) would make it lie
@@ -271,7 +277,8 @@ def check_base(
         key = changed[0]
         raise SteeropsError(
             f"stored {method.base!r} vectors were fitted with {key} {then[key]!r}, params "
-            f"say {now[key]!r} (rerun `steerops vectors --methods {method.base}`)"
+            f"say {now[key]!r} (rerun `steerops vectors --methods {method.base}"
+            f"{run_out_flag(params)}`)"
         )
     for layer, vector in vectors.items():
         check_hidden_size(vector, acts.hidden_size, f"stored {method.base!r} layer {layer}")
@@ -283,5 +290,5 @@ def check_base(
     if missing:
         raise SteeropsError(
             f"stored {method.base!r} vectors lack layers {missing} (rerun "
-            f"`steerops vectors --methods {method.base}`)"
+            f"`steerops vectors --methods {method.base}{run_out_flag(params)}`)"
         )
