@@ -440,7 +440,8 @@ def test_a_search_s_trials_are_read_at_the_search_s_own_bar():
     lines = answer_lines(gap, searched, NO_CURVE, 68.0, trials={key: trials})
     (line,) = [x for x in lines if "search-half trials" in x]
     assert line == (
-        "    - search-half trials at layer 12 (3 trials, n 20 each; not held out): best coherent "
+        "    - search-half trials at layer 12 (3 trials of this study, n 20 each; not held out): "
+        "best coherent "
         "delta +30.0 at 0.2 (coherence 90.00); coherence falls under 75 between 0.2 (coherence "
         "90.00, delta +30.0) and 0.25 (coherence 72.00, delta +40.0)"
     )

@@ -1078,7 +1078,8 @@ def test_the_answer_says_what_the_search_s_trials_found_and_the_grid_points_at_i
     short = _section(text, "In short")
     search = short.split("  - the search of `mean_diff`", 1)[1]
     assert (
-        "\n    - search-half trials at layer 2 (3 trials, 1 of them the grid's, n 20 each; not "
+        "\n    - search-half trials at layer 2 (3 trials of this study, 1 of them the grid's, n 20 "
+        "each; not "
         "held out): best "
         "coherent delta +78.0 at 1.6 (coherence 75.00); coherence falls under 68 between 1.6 "
         "(coherence 75.00, delta +78.0) and 1.8 (coherence 60.00, delta +85.0)"

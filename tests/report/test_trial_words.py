@@ -26,7 +26,8 @@ def test_each_layer_gives_its_best_coherent_delta_and_its_crossing():
     )
     twelve, sixteen = trial_lines(trials, 68.0, n=20)
     assert twelve == (
-        "search-half trials at layer 12 (4 trials, n 20 each; not held out): best coherent "
+        "search-half trials at layer 12 (4 trials of this study, n 20 each; not held out): best "
+        "coherent "
         "delta +70.0 at 0.2333 (coherence 70.51), tied on that delta with 0.2345 (coherence "
         "68.42): chosen on coherence; coherence falls under 68 between 0.2345 "
         "(coherence 68.42, delta +70.0) and 0.25 (coherence 57.82, delta +65.0)"
@@ -104,9 +105,11 @@ def test_the_grid_s_configs_among_the_trials_are_counted():
         (12, 0.25, 65.0, 57.0, "complete", 20),
     ).assign(source=["known", "search", "known"])
     (line,) = trial_lines(trials, 68.0, n=20)
-    assert line.startswith("search-half trials at layer 12 (3 trials, 2 of them the grid's, n 20 ")
+    assert line.startswith(
+        "search-half trials at layer 12 (3 trials of this study, 2 of them the grid's, n 20 "
+    )
     (line,) = trial_lines(trials.assign(source="search"), 68.0, n=20)
-    assert line.startswith("search-half trials at layer 12 (3 trials, n 20 each; ")
+    assert line.startswith("search-half trials at layer 12 (3 trials of this study, n 20 each; ")
 
 
 def test_a_tie_on_delta_and_coherence_says_the_smaller_coefficient_chose():

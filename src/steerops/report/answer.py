@@ -340,6 +340,8 @@ def _search_says(row: pd.Series, bar: float) -> list[str]:
             "first look"
         )
     if row["status"] == stats.OK:
+        if isinstance(earlier, str) and earlier:  # the headline says it, not only a sub-line
+            return [f"{search}: **{config}**, ok held out, but not a first look (below)", *held]
         return [f"{search}: **{config}**, ok held out", *held]
     return [f"{search} chose {config}: **{row['status']}**, not a recommended coefficient", *held]
 

@@ -351,7 +351,17 @@ def _metrics(gap, prepost, errors, searched) -> dict:
         "searches_ok_at_fdr_5pct": int(
             ((searched["status"] == stats.OK) & (searched["heldout_q"] < stats.FDR)).sum()
         ),
+        # of those ok, the ones whose held-out half was read before for other choices of
+        # earlier searches of the cell: not a first look
+        "searches_ok_read_before": _ok_read_before(searched),
     }
+
+
+def _ok_read_before(searched: pd.DataFrame) -> int:
+    if not len(searched) or "heldout_read_before" not in searched:
+        return 0
+    earlier = searched["heldout_read_before"].map(lambda v: isinstance(v, str) and bool(v))
+    return int(((searched["status"] == stats.OK) & earlier).sum())
 
 
 def _halves(frame: pd.DataFrame) -> str:

@@ -112,7 +112,16 @@ def _held_out(search, layer: str, low: float, high: float) -> str:
         return ""
     status = get("status")
     if status == stats.OK:
-        return f", on the search half; its choice between them, {cell(chosen)}, is ok held out"
+        earlier = get("heldout_read_before")
+        second = (
+            " (not a first look: that half was read before)"
+            if isinstance(earlier, str) and earlier
+            else ""
+        )
+        return (
+            f", on the search half; its choice between them, {cell(chosen)}, is ok held out"
+            + second
+        )
     if status != stats.INCOHERENT:
         return f" on the search half, but its choice between them, {cell(chosen)}, is {status}"
     # chosen just over the bar on one half, under it on the other: a mean over a few

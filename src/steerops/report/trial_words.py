@@ -21,7 +21,8 @@ def trial_lines(trials: pd.DataFrame | None, bar: float, n=None) -> list[str]:
     lines = []
     for layer, rows in sorted(scored.groupby("layer"), key=lambda kv: numeric_order(kv[0])):
         rows = rows.assign(size=rows["coefficient"].abs()).sort_values("size", kind="mergesort")
-        count = f"{len(rows)} trial{'s' if len(rows) != 1 else ''}"
+        # this study's: an earlier study's trials on the same half are in the results log
+        count = f"{len(rows)} trial{'s' if len(rows) != 1 else ''} of this study"
         # the grid's configs the study started from are among them, not new evidence
         known = int((rows["source"] == "known").sum()) if "source" in rows else 0
         count += f", {known} of them the grid's" if known else ""
