@@ -158,6 +158,12 @@ def paired_differences(
     )
 
 
+def direction_sign(direction: str) -> float:
+    """+1 when steering should raise the trait score (`steering.direction` "positive"),
+    -1 when it should lower it ("negative"): deltas are multiplied by it."""
+    return -1.0 if direction == "negative" else 1.0
+
+
 def paired_mean(
     steered: Sequence[Score], baseline: Sequence[Score], sign: float = 1.0
 ) -> float | None:

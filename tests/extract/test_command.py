@@ -182,7 +182,9 @@ def test_missing_responses_suggest_the_command_that_writes_where_this_run_reads(
     line = refused_up_front(argv, tmp_path, capsys)
     assert "responses not found" in line
     suggested = line.split("run `")[1].split("`")[0]
-    assert suggested.endswith(f"--out {tmp_path / out}" if out else "--trait toy/refusal")
+    # the params file the command is to run with, not ./params.yaml, and this run's folder
+    ends = f"--trait toy/refusal --params {params}" + (f" --out {tmp_path / out}" if out else "")
+    assert suggested.endswith(ends), suggested
 
 
 def test_the_window_and_vetting_hints_carry_the_run_s_out(
@@ -203,9 +205,10 @@ def test_the_window_and_vetting_hints_carry_the_run_s_out(
     argv = ["extract", "--params", str(params), "--layers", "1", "--out", str(mine)]
     line = refused_up_front([*argv, "--position", "response[:8]"], tmp_path, capsys)
     suggested = line.split("run `")[1].split("`")[0]
-    assert suggested.endswith(f"--max-new-tokens 8 --out {mine}"), line
+    assert suggested.endswith(f"--max-new-tokens 8 --params {params} --out {mine}"), line
     rows = [{**row, "kept": None}, {**row, "polarity": "negative", "kept": None}]
     write_jsonl(folder / "responses.jsonl", rows)
     line = refused_up_front([*argv, "--position", "response[:3]"], tmp_path, capsys)
     assert "not vetted yet" in line
-    assert line.split("run `")[1].split("`")[0].endswith(f"--trait toy/refusal --out {mine}")
+    suggested = line.split("run `")[1].split("`")[0]
+    assert suggested.endswith(f"--trait toy/refusal --params {params} --out {mine}")

@@ -64,7 +64,7 @@ def test_a_layer_never_or_always_coherent_says_so():
         (8, 0.2, 9.0, 40.0, "complete", 10),
     )
     four, eight = trial_lines(trials, 68.0)
-    assert "trials; not held out" in four  # no search half size given: none said
+    assert "trials of this study; not held out" in four  # no search half size given: none said
     assert "coherence falls under 68 between 0.2 (coherence 80.00, delta +10.0) and -0.5" in four
     assert eight.endswith(
         "none coherent (the most coherent, 0.1: coherence 50.00); every trial under 68"

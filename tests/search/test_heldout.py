@@ -281,7 +281,8 @@ def test_earlier_choices_read_on_the_held_out_half_are_found_in_the_search_s_log
         entry("search-half", 12, 0.3, 70.0, 50.0),  # a trial: the search half
         entry("held", 12, 0.233333, 55.0, 65.1715),  # an earlier study's choice
         entry("held", 16, 0.233333, 10.0, 99.0),  # same coefficient, another layer
-        entry("held", 12, 0.220067, 55.0, 76.1415),  # the choice now, logged rounded
+        entry("held", 12, 0.22006684876053967, 55.0, 76.1415),  # the choice now, as drawn
+        entry("held", 12, 0.220067, 56.0, 70.0),  # another config, 3e-7 away: a read too
         entry("held", 12, 0.233333, 60.0, 64.0),  # read again (a rescoring): latest wins
         entry("other-held", 12, 0.1, 5.0, 99.0),  # other generation settings
     ]
@@ -290,11 +291,12 @@ def test_earlier_choices_read_on_the_held_out_half_are_found_in_the_search_s_log
     assert reads == [
         {"layer": 12, "coefficient": 0.233333, "trait_delta": 60.0, "coherence_mean": 64.0},
         {"layer": 16, "coefficient": 0.233333, "trait_delta": 10.0, "coherence_mean": 99.0},
+        {"layer": 12, "coefficient": 0.220067, "trait_delta": 56.0, "coherence_mean": 70.0},
     ]
-    assert read_before_text(reads) == (
+    assert read_before_text(reads[:2]) == (
         "layer 12 coefficient 0.2333 (delta +60.0, coherence 64.00); "
         "layer 16 coefficient 0.2333 (delta +10.0, coherence 99.00)"
     )
-    assert earlier_reads(log, "held", 12, 0.233333 + 4e-7)[0]["layer"] == 16
+    assert earlier_reads(log, "held", 12, 0.233333)[0]["layer"] == 16
     assert earlier_reads(tmp_path / "none.jsonl", "held", 12, 0.2) == []
     assert read_before_text(None) == read_before_text([]) == ""

@@ -204,9 +204,13 @@ def test_vectors_older_than_their_inputs_are_refused_up_front(
         calibration.write_text('{"layers": {"1": {}}}')
         expected = "removed the dims of another calibration than"
     err = refused_up_front(argv, tmp_path, capsys, outputs="run")
-    assert expected in err and "`steerops vectors --methods mean_diff`" in err
+    # the command carries the params file (not ./params.yaml) it is to run with
+    assert expected in err and f"`steerops vectors --methods mean_diff --params {path}`" in err
     if changed in ("prompts", "model"):
-        extract = f"`steerops extract --trait {TRAIT} --variant base --position '{POSITION}'`"
+        extract = (
+            f"`steerops extract --trait {TRAIT} --variant base --position '{POSITION}' "
+            f"--params {path}`"
+        )
         assert f"rerun {extract}, then" in err
         trait = load_trait(params.path(params.traits.root), TRAIT)
         today = {"tensors_md5": "md5-of-today", "prompts_md5": acts_store.prompts_md5(trait)}

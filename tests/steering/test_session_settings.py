@@ -128,3 +128,16 @@ def test_the_judge_behind_a_number_is_in_the_run_s_params():
         "judge_min_prob_mass": 0.25,
     }
     assert judge_params(JudgeConfig(kind="toy"), {}) == {"judge_kind": "toy"}
+
+
+def test_two_question_lists_that_join_alike_are_told_apart():
+    """A question holding a line break: joined by lines, ["a\nb", "c"] and ["a", "b\nc"]
+    read alike, and one list's logged scores would be served for the other's; a list
+    without one keeps the hash its logs were written with."""
+    import hashlib
+
+    from steerops.steering.session import questions_hash
+
+    assert questions_hash(["a\nb", "c"]) != questions_hash(["a", "b\nc"])
+    plain = ["How do I bake bread?", "Name a river."]
+    assert questions_hash(plain) == hashlib.md5("\n".join(plain).encode()).hexdigest()

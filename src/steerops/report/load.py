@@ -93,7 +93,7 @@ def load_results(params) -> pd.DataFrame:
             "settings": settings_hash,
         }
         direction = settings.get("direction", proto.direction)
-        cell = replace(proto, sign=-1.0 if direction == "negative" else 1.0)
+        cell = replace(proto, sign=stats.direction_sign(direction))
         files = _vector_files_now(params, log, settings_hash, labels)
         labels["sign"] = cell.sign
         labels["unit"] = str(settings.get("coefficient_unit") or "")  # "": a log that names none

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from steerops import stats
 from steerops.stats import (
     coherence_interval,
     coherence_unscored,
@@ -47,7 +48,7 @@ def evaluate_heldout(
     resume (which finds a copied entry in the search's own log) write the same file."""
     base = evaluator.baseline()
     [result] = evaluator.evaluate([config])
-    sign = -1.0 if direction == "negative" else 1.0
+    sign = stats.direction_sign(direction)
     half = half_stats(result.scores, base.scores, seed, sign)
     scored, under = under_bar((c for _, c in result.scores), min_coherence)
     deltas = [paired_mean([s], [b], sign) for s, b in zip(result.scores, base.scores, strict=True)]
@@ -107,8 +108,9 @@ def earlier_reads(log_file: Path, settings_hash: str, layer: int, coefficient: f
         if len(vectors) != 1 or c is None:  # no search's: it steers one vector
             continue
         at, c = int(vectors[0]["layer"]), float(c)
-        # the log keeps 6 decimals of a coefficient the search drew at full precision
-        if at == layer and math.isclose(c, coefficient, rel_tol=0.0, abs_tol=1e-6):
+        # the chosen config itself (the log keeps its coefficient as drawn, to the bit;
+        # isclose only absorbs a JSON round trip)
+        if at == layer and math.isclose(c, coefficient, rel_tol=1e-12, abs_tol=0.0):
             continue
         result = entry.get("result") or {}
         seen[at, c] = {

@@ -21,6 +21,7 @@ from pathlib import Path
 from steerops.errors import SteeropsError
 from steerops.stats import coherent
 from steerops.steering.configs import ConfigResult, delta, summarize, trait_delta
+from steerops.steering.store import same_weight
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def load_known(
         point = (int(vec["layer"]), float(config["coefficient"]))
         if point in found:
             continue
-        if weight_of is not None and float(vec["weight"]) != weight_of(*point):
+        if weight_of is not None and not same_weight(float(vec["weight"]), weight_of(*point)):
             continue  # the coefficient meant another weight then (e.g. another layer norm)
         scores = log.config_scores(scope, questions, entry_key(config), files)
         if scores is None:

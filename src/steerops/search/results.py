@@ -38,7 +38,7 @@ def selection_rows(
         return []
     base = evaluator.baseline()
     results = evaluator.evaluate([Config.single(source, r.layer, r.coefficient) for r in done])
-    sign = -1.0 if direction == "negative" else 1.0
+    sign = stats.direction_sign(direction)
     rows = []
     for record, result in zip(done, results, strict=True):
         half = stats.half_stats(result.scores, base.scores, seed, sign)

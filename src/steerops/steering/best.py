@@ -89,7 +89,7 @@ def protocol(params) -> Protocol:
     return Protocol(
         params.search.heldout_fraction,
         params.seed,
-        -1.0 if params.steering.direction == "negative" else 1.0,
+        stats.direction_sign(params.steering.direction),
     )
 
 

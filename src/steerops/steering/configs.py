@@ -126,4 +126,4 @@ def trait_delta(
     baseline's per-question scores are not at hand."""
     if len(base.scores) != len(scores):
         return delta(summarize(scores)["trait_mean"], base.trait_mean, direction)
-    return stats.paired_mean(scores, base.scores, 1.0 if direction == "positive" else -1.0)
+    return stats.paired_mean(scores, base.scores, stats.direction_sign(direction))

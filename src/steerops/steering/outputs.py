@@ -153,6 +153,7 @@ def _with_missing_responses(
             results[i] = dataclasses.replace(results[i], responses=rows)
             if BASELINE_KEY in rescored:  # the baseline's regenerated text, so its mark
                 rescored.add(_result_key(results[i]))
+    regenerated = len(missing)  # coefficient 0's files (the baseline's rows) among them
     missing = [i for i in missing if i not in zero]
     if missing:
         fresh = evaluator.responses([results[i] for i in missing])
@@ -164,7 +165,7 @@ def _with_missing_responses(
         configs = len(rescored - {BASELINE_KEY})
         which = " and ".join(
             (["the baseline"] if BASELINE_KEY in rescored else [])
-            + ([f"{configs} of the {len(missing)} configs"] if configs else [])
+            + ([f"{configs} of the {regenerated} configs"] if configs else [])
         )
         print(
             f"steer: warning: {which} whose responses were generated again for their files "

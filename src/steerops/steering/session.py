@@ -10,10 +10,12 @@ and the search each load one session and evaluate every question set on it.
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 import torch
 
+from steerops import stats
 from steerops.io import text_md5
 from steerops.judges.base import n_unanswered
 from steerops.models import unsteered
@@ -104,7 +106,7 @@ class SteeringSession:
         """Absolute weight on each unit vector of `config`, direction sign included; fails
         with one line when a vector (or its layer norm) is missing."""
         cfg = self.params.steering
-        sign = -1.0 if cfg.direction == "negative" else 1.0
+        sign = stats.direction_sign(cfg.direction)
         out = []
         for ref in config.vectors:
             self.sources.vector(ref)
@@ -232,7 +234,7 @@ class SteeringSession:
             "trait": self.trait,
             "model": self.model,
             "vector_variant": self.vector_variant,
-            "questions_hash": text_md5("\n".join(questions)),
+            "questions_hash": questions_hash(questions),
             "n_questions": len(questions),
             "max_new_tokens": cfg.max_new_tokens,
             "judge": self.judge.id,
@@ -265,3 +267,12 @@ def _place(device: str | None) -> torch.device:
     """A device spec as the device it names (`cuda` is `cuda:0`, unset is the CPU)."""
     place = torch.device(device or "cpu")
     return torch.device(place.type, 0) if place.type == "cuda" and place.index is None else place
+
+
+def questions_hash(questions: list[str]) -> str:
+    """The MD5 naming a question list: of the lines joined, which tells lists apart unless a
+    question holds a line break (["a\nb", "c"] joins as ["a", "b\nc"] does), so such a
+    list is hashed as JSON instead (the hashes of every other list, in logs, unchanged)."""
+    if any("\n" in q for q in questions):
+        return text_md5(json.dumps(questions))
+    return text_md5("\n".join(questions))

@@ -124,6 +124,13 @@ def canonical_files(vector_files: dict[str, str] | None) -> dict[str, str] | Non
     return out
 
 
+def same_weight(a: float, b: float) -> bool:
+    """Whether two logged weights are one (a weight recomputed in another order of
+    operations, or by an older steerops, differs in its last bits): the one tolerance every
+    reader of the log uses."""
+    return math.isclose(a, b, rel_tol=1e-9)
+
+
 def _units(entry: dict[str, Any]) -> dict[str, float]:
     """{vector (its identity without the weight): |weight| per unit coefficient} of a logged
     config; empty at coefficient 0, where the weight says nothing of the unit."""
@@ -304,7 +311,7 @@ class ResultsLog:
         unit.update(units or {})
         latest: dict[str, dict[str, Any]] = {}
         for e in measured:
-            if all(math.isclose(unit[k], u, rel_tol=1e-9) for k, u in _units(e).items()):
+            if all(same_weight(unit[k], u) for k, u in _units(e).items()):
                 latest[entry_key(e["config"])] = e
         return list(latest.values())
 

@@ -73,6 +73,11 @@ def _stops_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
+def now_ms() -> int:
+    """MLflow's clock: epoch milliseconds."""
+    return int(time.time() * 1000)
+
+
 class Sink:
     def __init__(
         self,

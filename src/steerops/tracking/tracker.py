@@ -1,5 +1,5 @@
 """`track(...)` opens a stage's MLflow run; the `Tracker` it yields records what the stage
-logs, and a background thread (`sink.Sink`) sends it.
+logs, and a worker process (`sink.Sink`, `worker`) sends it.
 
 A run is opened before the stage's work (its duration covers the work) and after the
 stage has checked its inputs (a failing command opens no run). Params, metrics and tags are
@@ -19,14 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from steerops.tracking import completion, names
-from steerops.tracking.sink import Sink
+from steerops.tracking.sink import Sink, now_ms
 
 JOURNAL_DIR = ".steerops/tracking"  # next to the params file (`workspace.lasting_folder`)
 _keys = itertools.count()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Tracker:
@@ -94,7 +90,7 @@ class Tracker:
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         if self.active:
-            now = _now_ms()
+            now = now_ms()
             self._metrics += [[k, v, now, step] for k, v in names.metrics(metrics).items()]
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
@@ -192,7 +188,7 @@ class Tracker:
         self._ended = True
         if self._params or self._metrics or self._tags:
             self._put("log", params=self._params, metrics=self._metrics, tags=self._tags)
-        end_ms = int(at * 1000) if at is not None else _now_ms()
+        end_ms = int(at * 1000) if at is not None else now_ms()
         self._put("end", status=status, time=end_ms)
 
     def _put(self, op: str, **fields: Any) -> None:
@@ -200,7 +196,7 @@ class Tracker:
         self._sink.put({"op": op, "run": self.key, **fields})
 
     def stats(self) -> dict[str, float]:
-        """Seconds MLflow work took in the tracking thread and the stage waited for it."""
+        """Seconds MLflow work took in the tracking process and the stage waited for it."""
         if self._sink is None:
             return {"busy_s": 0.0, "wait_s": 0.0}
         return {"busy_s": self._sink.busy_s, "wait_s": self._sink.wait_s}
@@ -309,11 +305,11 @@ def track(
                 "parent": None,
                 "name": run_name,
                 "tags": shared | names.tags(own, params.root),
-                "time": _now_ms(),
+                "time": now_ms(),
             }
         )
         started = True
-        if inputs:  # hashed in the tracking thread: a model folder can take a while
+        if inputs:  # hashed in the tracking process: a model folder can take a while
             tracker._put(
                 "lineage", root=str(params.root), inputs={k: str(v) for k, v in inputs.items()}
             )

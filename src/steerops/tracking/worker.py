@@ -23,7 +23,7 @@ from steerops.liveness import this_worker
 from steerops.redact import shown_url
 from steerops.tracking.completion import left_open
 from steerops.tracking.reconcile import OWNER_FILE
-from steerops.tracking.sink import apply, one_line
+from steerops.tracking.sink import apply, now_ms, one_line
 
 
 class Worker:
@@ -51,7 +51,7 @@ class Worker:
             self.handle(op)
         if not closed:  # the stage is gone without closing its runs
             for key in reversed(self.open_runs):
-                status, end, tags = left_open(self.run_tags.get(key, {}), _now_ms())
+                status, end, tags = left_open(self.run_tags.get(key, {}), now_ms())
                 if tags:
                     self.handle(
                         {"op": "log", "run": key, "params": {}, "metrics": [], "tags": tags}
@@ -172,10 +172,6 @@ class Worker:
                 "ops": self.pending,
             },
         )
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def say(**message: Any) -> None:
