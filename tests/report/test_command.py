@@ -50,6 +50,9 @@ def test_report_command_is_deterministic(tmp_path):
     assert {"needs finer coefficients", "no effect"} <= statuses
     assert "likely implementation problem" in text
     assert "held-out" in text and "paired bootstrap" in text
+    # what "trait" and "coherence" measure is said before any of their numbers
+    judge = "Judge: toy, `toy:exact`: the toy world's exact judge."
+    assert text.index(judge) < text.index("## ")
     # the prediction features are said under their table, not only in the code
     prediction = text.split("## Coefficient prediction")[1].split("##")[0]
     assert "`layer_norm` is the mean L2 norm" in prediction

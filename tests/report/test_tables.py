@@ -174,6 +174,20 @@ def test_cells_run_under_other_settings_are_not_compared(tmp_path):
     assert not any("`mean_diff_cleaned`" in x and "cleaning" in x.split("**")[-2] for x in lines)
 
 
+def test_best_coefficients_carry_the_answers_under_the_bar_of_the_gap_analysis(frame):
+    """A best coefficient at a coherence cliff (many held-out answers under the bar) shows it
+    where the coefficient is read, with the delta coherent answers carry: the gap analysis's
+    own figures for the same cell, not recomputed."""
+    gap = tables.gap_analysis(frame, 68)
+    best = tables.coefficient_table(frame, 68, gap)
+    assert len(best)
+    for _, row in best.iterrows():
+        cell = gap[(gap[tables.GROUP] == row[tables.GROUP]).all(axis=1)].iloc[0]
+        for column in tables.UNDER_BAR:
+            assert row[column] == cell[column] or (pd.isna(row[column]) and pd.isna(cell[column]))
+        assert row["under_bar"] <= row["coherence_scored"] == row["n"]
+
+
 def test_cleaning_curve_known_answers(frame):
     curve = tables.cleaning_curve(frame, 68)
     md = curve[curve["method"] == "mean_diff"].set_index("dims_cleaned")["delta"]

@@ -71,7 +71,7 @@ def test_a_layer_never_or_always_coherent_says_so():
     )
     (only,) = trial_lines(trials[trials["layer"] == 4].iloc[1:], 68.0, n=10.0)
     assert only.endswith("coherent up to the largest tried, 0.2 (coherence 80.00, delta +10.0)")
-    assert "(1 trial, n 10 each" in only
+    assert "(1 trial of this study, n 10 each" in only
     assert trial_lines(None, 68.0) == trial_lines(trials.iloc[:0], 68.0) == []
 
 

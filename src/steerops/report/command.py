@@ -31,7 +31,7 @@ from steerops.report.load import (
 )
 from steerops.report.markdown import VERDICT_LEGEND, markdown_table
 from steerops.report.resplit import resplits
-from steerops.report.results import render_results, untested
+from steerops.report.results import judge_words, render_results, untested
 from steerops.report.weighed import weighed
 from steerops.steering.best import protocol
 
@@ -178,6 +178,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
             "resplits": again,
             "controls": randoms,
             "weighs": weighs,
+            "judges": sorted({j for j in frame.get("judge", pd.Series(dtype=str)) if j}),
         },
         threshold,
         _halves(frame),
@@ -421,7 +422,10 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "cleaning_curve": "Cleaning curve: dims cleaned (of the set `dim_set` names) vs "
         "held-out delta; gain = cleaned - uncleaned on the held-out questions, paired interval "
         "(Bonferroni over the `gain_k` cleaned variants of a method: together at 95%)",
-        "coefficients": "Best coefficients of the grid (ok cells only; `heldout_q`: the "
+        "coefficients": "Best coefficients of the grid (ok cells only; `under_bar`: its "
+        "held-out answers under the coherence bar, of `coherence_scored`, and "
+        "`credited_delta` the held-out delta with them counted as unmoved, as in the gap "
+        "analysis: many under the bar, a coefficient at a coherence cliff; `heldout_q`: the "
         "cell's q over the report's cells but aliases and near copies (as the gap analysis "
         "has it), an ok at 0.05 or more may be chance)",
         "coefficient_prediction": "Coefficient prediction (leave-one-out error on distinct "
@@ -445,6 +449,9 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "half was read for)",
     }
     parts = ["# Steering report", "", _intro(threshold, halves, **protocol_), ""]
+    judges = tables_by_name.get("judges") or []
+    if judges:  # what "trait" and "coherence" measure, before any number of them
+        parts += [f"Judge: {'; '.join(map(judge_words, judges))}.", ""]
     answer = answer_lines(
         tables_by_name["gap_analysis"],
         tables_by_name["search_heldout"],

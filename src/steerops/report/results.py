@@ -193,7 +193,7 @@ def _setup_lines(frame, searched, record, setup) -> list[str]:
         f"- Model: {', '.join(map(str, models)) or '?'}"
         + (f" (calibrated: {calibrated})" if calibrated else ""),
         f"- Trait: {', '.join(traits) or '?'}",
-        f"- Judge: {', '.join(_judge(j) for j in judges) or '?'}",
+        f"- Judge: {', '.join(judge_words(j) for j in judges) or '?'}",
         *_direction_line(frame),
         f"- Questions per cell: {_questions(frame)}{_subset_words(setup.get('steering'))}; "
         f"split seed {setup['seed']}, held-out fraction {setup['fraction']:g}; a config "
@@ -261,7 +261,7 @@ def _direction_line(frame: pd.DataFrame) -> list[str]:
     return [f"- Steering direction: {'; '.join(said)}"] if said else []
 
 
-def _judge(fingerprint: str) -> str:
+def judge_words(fingerprint: str) -> str:
     """The kind ("proxy" of "proxy:<model>:<hash>...") and what its scores are, then the
     fingerprint the results logs record."""
     kind = fingerprint.split(":")[0]

@@ -482,6 +482,8 @@ def coefficient_table(
         tested = gap_analysis(frame, min_coherence)
     q_of = dict(zip(map(tuple, tested[GROUP].to_numpy()), tested["heldout_q"], strict=True))
     near = dict(zip(map(tuple, tested[GROUP].to_numpy()), tested["near_copy_of"], strict=True))
+    # how much of the held-out effect coherent answers carry (a cliff: many under the bar)
+    risk = tested.set_index(GROUP)[list(UNDER_BAR)].to_dict("index") if len(tested) else {}
     aliases = frame.groupby(GROUP, sort=True)["alias_of"].first().to_dict()
     out = []
     for (*key, method), hit in sorted(ok.items()):
@@ -501,6 +503,7 @@ def coefficient_table(
                 "unit": hit.get("unit", ""),
                 "weight": np.nan if weight is None else weight,
                 **_held(hit),
+                **risk.get((*key, method), dict.fromkeys(UNDER_BAR, np.nan)),
                 "heldout_p": _get(hit, "heldout_p"),
                 "heldout_q": q_of.get((*key, method), np.nan),
                 "mean_diff_probe_ratio": (
@@ -521,9 +524,14 @@ def coefficient_table(
             }
         )
     columns = KEY + ["method", "alias_of", "near_copy_of", "layer", "coefficient", "unit"]
-    columns += ["weight", *HELD.values(), "heldout_p", "heldout_q", "mean_diff_probe_ratio"]
-    columns += ["cleaning_shift", "at_largest_coefficient"]
+    columns += ["weight", *HELD.values(), *UNDER_BAR, "heldout_p", "heldout_q"]
+    columns += ["mean_diff_probe_ratio", "cleaning_shift", "at_largest_coefficient"]
     return pd.DataFrame(out, columns=columns)
+
+
+# the gap analysis's columns of the held-out answers under the coherence bar, which the
+# best coefficients repeat
+UNDER_BAR = ("coherence_scored", "under_bar", "credited_delta", "credited_lo", "credited_hi")
 
 
 def _base(method: str) -> str:
