@@ -104,3 +104,38 @@ def test_only_an_ok_cell_offers_its_config_as_the_one_to_use():
         assert (row["layer"], row["coefficient"]) == used
         assert (row["tried_layer"], row["tried_coefficient"]) == (12, 0.2)
         assert row["delta"] == 0.0 and row["n"] == 20
+
+
+def test_new_results_say_when_the_report_beside_them_is_behind(tmp_path, monkeypatch, capsys):
+    """Steering again into a run's folder (or the pipeline's by hand) replaces its cells'
+    numbers; a report written there from the earlier ones is said to be behind, with the
+    command that updates it. Under `dvc repro` the report stage follows: nothing said."""
+    from steerops.cli import build_parser, load_params_for
+    from steerops.steering.best import note_report_behind
+
+    (tmp_path / "exp.yaml").write_text("paths: {out: outputs}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+
+    def params(*argv):
+        args = build_parser(["steer"]).parse_args(["steer", "--params", "exp.yaml", *argv])
+        return load_params_for(args)
+
+    run = params("--out", "runs/mine")
+    note_report_behind(run, "steer")
+    assert capsys.readouterr().err == ""  # no report there yet
+    (tmp_path / "runs" / "mine" / "reports").mkdir(parents=True)
+    (tmp_path / "runs" / "mine" / "reports" / "report.md").write_text("# old\n")
+    note_report_behind(run, "steer")
+    assert capsys.readouterr().err == (
+        "steerops steer: note: runs/mine/reports/report.md was written from the earlier "
+        "results; `steerops report --params exp.yaml --out runs/mine` updates it\n"
+    )
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "report.md").write_text("# the pipeline's\n")
+    pipeline = params("--pipeline")
+    note_report_behind(pipeline, "search")
+    assert "reports/report.md was written" in capsys.readouterr().err
+    monkeypatch.setenv("DVC_STAGE", "steer")
+    note_report_behind(pipeline, "steer")
+    assert capsys.readouterr().err == ""

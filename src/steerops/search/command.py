@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> None:
     from steerops.search.storage import check_storage_folder, default_storage_url
     from steerops.search.store import search_dir, write_search_summary
     from steerops.search.study import check_storage
+    from steerops.steering.best import note_report_behind
     from steerops.steering.configs import VectorSource, grid_cells
     from steerops.steering.preflight import check_grid
 
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> None:
                 finalised = True
     if finalised:
         write_search_summary(params)
+        note_report_behind(params, "search")
     for link in links:
         print(f"MLflow run: {link}")
 

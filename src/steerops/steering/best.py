@@ -340,3 +340,26 @@ def write_steer_summary(params) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text(summary_dir(params) / "steer_curves.csv", buf.getvalue())
+
+
+def note_report_behind(params, stage: str) -> None:
+    """After new results: a report written from the earlier ones where this run's report
+    goes (its own folder under --out, the pipeline's by hand) is behind them now; say so,
+    with the command that brings it up to date (a `dvc repro` runs the report next)."""
+    import os
+    import sys
+
+    from steerops.cli import display_path, run_out_flag
+
+    if params.run_named:
+        reports = params.run_folder / "reports"
+    elif params.run_folder is None and not os.environ.get("DVC_STAGE"):
+        reports = params.path(params.report.out)
+    else:
+        return
+    if (reports / "report.md").is_file():
+        print(
+            f"steerops {stage}: note: {display_path(reports / 'report.md')} was written from "
+            f"the earlier results; `steerops report{run_out_flag(params)}` updates it",
+            file=sys.stderr,
+        )

@@ -54,7 +54,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from steerops.cli import display_path
-    from steerops.steering.best import write_steer_summary
+    from steerops.steering.best import note_report_behind, write_steer_summary
     from steerops.steering.configs import grid_cells
     from steerops.steering.preflight import check_grid
     from steerops.steering.runs import invocation_name
@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> None:
             "steerops steer: every config was served from the results logs and no output "
             "changed: no new MLflow run (the runs that evaluated them hold these results)"
         )
+    elif tracker.kept or not tracker.active:
+        note_report_behind(params, "steer")
     link = tracker.link()
     if link:
         print(f"MLflow run: {link}")
