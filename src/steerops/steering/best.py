@@ -64,6 +64,10 @@ COMPACT = {
     "delta_hi": "heldout_delta_hi",
     "coherence": "heldout_coherence",
     "under_bar": "heldout_under_bar",  # held-out answers under the bar: a mean can hide them
+    # the held-out delta with those counted as unmoved: what coherent answers carry
+    "credited_delta": "heldout_credited_delta",
+    "credited_lo": "heldout_credited_lo",
+    "credited_hi": "heldout_credited_hi",
     "n": "heldout_n",
     "p": "heldout_p",
 }
