@@ -161,6 +161,9 @@ def test_toy_search_outputs_and_tracking(toy_search):
         "delta_hi": pytest.approx(best["heldout"]["delta_hi"]),
         "coherence": pytest.approx(best["heldout"]["coherence_mean"]),
         "under_bar": best["heldout"]["under_bar"],
+        "credited_delta": pytest.approx(best["heldout"]["credited_delta"]),
+        "credited_lo": pytest.approx(best["heldout"]["credited_lo"]),
+        "credited_hi": pytest.approx(best["heldout"]["credited_hi"]),
         "n": best["heldout"]["n"],
         "p": pytest.approx(best["heldout"]["p"]),
     }

@@ -206,3 +206,24 @@ def test_the_dashboard_refuses_a_bad_port_or_a_missing_study_in_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_an_address_the_server_cannot_bind_is_named_in_one_line(tmp_path, capsys):
+    """A port another process holds: the error names the flags, not only the system's
+    words. (A real bind, on this machine only: the server never starts.)"""
+    import socket
+
+    from steerops.cli import main
+
+    open_study(tmp_path)
+    (tmp_path / "params.yaml").write_text("experiment: d\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["dashboard", "--params", str(tmp_path / "params.yaml"), "--port", str(port)]
+        assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(
+        f"steerops dashboard: error: --host 127.0.0.1 --port {port}: cannot serve there ("
+    ), err

@@ -75,6 +75,7 @@ class Job:
     shard_examples: int = 256
     token_budget: int = 16384
     massive: tuple[float, float] = (100.0, 1000.0)  # (threshold, ratio) of a massive token
+    label: str = ""  # what the progress bar names besides the position (not hashed)
 
 
 def extractor_for(loaded: LoadedModel, padding_side: str, compile: bool = False) -> Extractor:
@@ -211,7 +212,7 @@ def run_job(
             total=len(rows_in),
             unit="ex",
             disable=None if progress else True,
-            desc=f"extract {job.position.text}",
+            desc=f"extract {job.label + ' ' if job.label else ''}{job.position.text}",
         ) as bar,
     ):
         # Shard k is written by a thread while shard k+1 computes. `on_shard(k)` runs once

@@ -9,6 +9,7 @@ output already holds this exact extraction are skipped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -178,6 +179,8 @@ def extract_tasks(
         examples = task_examples(loaded.tokenizer, tasks, cond)
         engine.require_windows(examples, pos)
         job = make_job(params, loaded, out_dir, pos, layers, component)
+        if len(conditions) > 1:  # one bar per condition: say which
+            job = dataclasses.replace(job, label=f"{tasks_name} {cond.id}")
         outputs[cond.id] = out_dir
         digest = engine.job_hash(job, examples)
         if force or store.completed(out_dir, digest) is None:

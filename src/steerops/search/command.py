@@ -233,3 +233,7 @@ def run_dashboard(args: argparse.Namespace) -> None:
         run_server(storage, host=args.host, port=args.port)
     except KeyboardInterrupt:  # how a server is stopped: not an interrupted stage to resume
         print("dashboard: stopped")
+    except OSError as exc:  # an unknown host, a port in use or not this user's
+        raise SteeropsError(
+            f"--host {args.host} --port {args.port}: cannot serve there ({exc.strerror or exc})"
+        ) from None
