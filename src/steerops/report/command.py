@@ -404,7 +404,9 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
     """report.md: the massive activations (`massive`, with the `dims` lines), then the
     tables, each under its title."""
     titles = {
-        "gap_analysis": "Gap analysis: the chosen config per method, held out (`under_bar`: "
+        "gap_analysis": "Gap analysis: the chosen config per method, held out (`layer` and "
+        "`coefficient`: the selection half's choice whatever its `status`; only an ok one is a "
+        "coefficient to use, as the best coefficients below list; `under_bar`: "
         "its held-out answers under the coherence bar, of `coherence_scored`; "
         "`coherence_unscored`: those the judge gave no coherence score; `credited_delta`: "
         "the held-out delta with both counted as unmoved (`under_bar_moved` of them "
