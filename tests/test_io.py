@@ -209,3 +209,33 @@ def test_a_folder_that_cannot_be_made_is_one_line_before_any_work(tmp_path, monk
         str(err.value) == f"--out: {locked} is not writable, so {locked}/run/deeper cannot be made"
     )
     io.check_folder_target(tmp_path / "free" / "run", "--out")  # writable: no error
+
+
+@pytest.mark.parametrize("whose", ["earlier boot", "other container", "other host"])
+def test_a_temporary_is_judged_by_the_node_its_name_tags(tmp_path, whose):
+    """A temporary's name tags its writer's node (host, boot, pid namespace). One written on
+    this host before its last boot is a dead writer's whatever its pid (a crash leaves
+    them: its folder moved aside is put back); one of another container on this kernel, or
+    of another host, is not this node's to judge, even with no such pid here."""
+    import os
+
+    from steerops.liveness import node_tag
+
+    mine = node_tag()
+    host, _, ids = mine.rpartition("-")
+    assert len(ids) == 16, mine  # Linux: the boot and pid namespace are read from /proc
+    tag = {
+        "earlier boot": f"{host}-{'0' * 8}{ids[8:]}",
+        "other container": f"{host}-{ids[:8]}{'0' * 8}",
+        "other host": f"elsewhere-{ids}",
+    }[whose]
+    dest = tmp_path / "world"
+    aside = tmp_path / f".world.{tag}.{os.getpid()}.k3y_9.old"  # a pid alive here
+    (aside / "world").mkdir(parents=True)
+    (aside / "world" / "a.txt").write_text("previous")
+    with pytest.raises(KeyboardInterrupt), atomic_folder(dest):
+        raise KeyboardInterrupt
+    if whose == "earlier boot":
+        assert (dest / "a.txt").read_text() == "previous" and not aside.exists()
+    else:
+        assert not dest.exists() and (aside / "world" / "a.txt").is_file()

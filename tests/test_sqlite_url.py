@@ -17,6 +17,8 @@ from steerops.sqlite_url import sqlite_file
         ("sqlite:////abs/m.db", "/abs/m.db"),
         ("sqlite:////abs/a%20b.db", "/abs/a b.db"),
         ("sqlite:////abs/m.db?timeout=5", "/abs/m.db"),
+        ("sqlite+pysqlite:////abs/m.db", "/abs/m.db"),
+        ("sqlitex:////abs/m.db", None),
         ("sqlite:///file:/abs/o.db?uri=true", "/abs/o.db"),
         ("sqlite:///file:o.db?mode=rw&uri=true", "o.db"),
         ("sqlite://", None),
@@ -33,4 +35,5 @@ def test_a_study_in_uri_mode_has_its_workers_lock_beside_it(tmp_path):
 
     plain = study_lock(f"sqlite:///{tmp_path}/optuna.db", None, "s")
     uri_mode = study_lock(f"sqlite:///file:{tmp_path}/optuna.db?uri=true", None, "s")
-    assert plain._path == uri_mode._path == f"{tmp_path}/optuna.db.lock"
+    driver = study_lock(f"sqlite+pysqlite:///{tmp_path}/optuna.db", None, "s")
+    assert plain._path == uri_mode._path == driver._path == f"{tmp_path}/optuna.db.lock"

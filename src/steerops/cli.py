@@ -362,8 +362,10 @@ def check_outside_pipelines(path: Path, params, flag: str) -> None:
     from steerops.config import DEFAULT_PARAMS_FILE
 
     here, root = path.resolve(), params.root.resolve()
+    own = params.run_folder.resolve() if params.run_folder is not None else None
+    if own is not None and (here == own or own in here.parents):
+        return  # the run's own folder, which --out already checked
     areas = _pipeline_areas(root, params.file or root / DEFAULT_PARAMS_FILE)
-    areas[0] = (params.inputs.resolve(), *areas[0][1:])  # the pipeline's, also for --inputs
     for folder in [here, *here.parents]:
         if _project_marks(folder):
             areas += _pipeline_areas(folder, folder / DEFAULT_PARAMS_FILE)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steerops.errors import SteeropsError
-from steerops.liveness import node_tag
+from steerops.liveness import node_tag, tag_owner
 
 if TYPE_CHECKING:  # torch loads only with the first tensor written (`steerops --help` stays light)
     import torch
@@ -119,13 +119,11 @@ def _dead_temporaries(folder: Path, suffix: str) -> list[tuple[str, Path]]:
     whose writer on this host is dead."""
     found = []
     for tmp in folder.glob(f".*.{suffix}"):
-        parts = tmp.name[1:].rsplit(".", 4)  # name, host, pid, random, suffix
-        if (
-            len(parts) == 5
-            and parts[1] == _HOST
-            and parts[2].isdigit()
-            and not _alive(int(parts[2]))
-        ):
+        parts = tmp.name[1:].rsplit(".", 4)  # name, node, pid, random, suffix
+        if len(parts) != 5 or not parts[2].isdigit():
+            continue
+        owner = tag_owner(parts[1])  # an earlier boot's writer is dead whatever its pid
+        if owner == "gone" or (owner == "here" and not _alive(int(parts[2]))):
             found.append((parts[0], tmp))
     return found
 

@@ -29,16 +29,42 @@ def node_id() -> str | None:
     return f"{socket.gethostname()}/{boot}/{pid_ns}"
 
 
+def _host() -> str:
+    return socket.gethostname().replace(".", "_").replace("/", "_")
+
+
 @cache
 def node_tag() -> str:
-    """A short name for this node, safe in a file name (no `.` or `/`): the host name and a
-    hash of `node_id`, so two containers that share a host name (but not a pid namespace)
-    tell their files apart."""
+    """A short name for this node, safe in a file name (no `.` or `/`): the host name, then
+    hashes of the kernel boot and of the pid namespace (8 hex digits each), so two
+    containers sharing a host name tell their files apart, and a file of an earlier boot is
+    known as such (`tag_owner`)."""
+    try:
+        boot = (PROC / "sys/kernel/random/boot_id").read_text().strip()
+        pid_ns = os.readlink(PROC / "self/ns/pid")
+    except OSError:
+        return _host()
+    return f"{_host()}-{_digest8(boot)}{_digest8(pid_ns)}"
+
+
+def _digest8(text: str) -> str:
     import hashlib
 
-    host = socket.gethostname().replace(".", "_").replace("/", "_")
-    node = node_id()
-    return host if node is None else f"{host}-{hashlib.md5(node.encode()).hexdigest()[:8]}"
+    return hashlib.md5(text.encode()).hexdigest()[:8]
+
+
+def tag_owner(tag: str) -> str:
+    """Whose a file named with `tag` (a `node_tag`) is: "here" (this node: its pid says
+    whether its writer runs; also a host-only tag of an older steerops), "gone" (this host
+    before its last boot: its writer is dead), "other" (another container on this kernel,
+    or another host: not ours to judge)."""
+    mine, host = node_tag(), _host()
+    if tag in (mine, host):
+        return "here"
+    ids, my_ids = tag.removeprefix(host + "-"), mine.removeprefix(host + "-")
+    if ids == tag or my_ids == mine or len(ids) != 16:  # another host, or no boot to compare
+        return "other"
+    return "gone" if ids[:8] != my_ids[:8] else "other"
 
 
 def _stat(pid: int) -> list[str] | None:

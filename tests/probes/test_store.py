@@ -81,11 +81,20 @@ def test_a_repeat_finished_in_the_same_second_gets_its_own_run_id(tmp_path, monk
 
     gmtime = store.time.gmtime
     monkeypatch.setattr(store.time, "gmtime", lambda *a: gmtime(1_796_000_000))
-    ids = []
-    for _ in range(3):
-        run_id = new_run_id(tmp_path, "abcdef0123")
+    # taken together (both trainings done before either writes), written in either order
+    ids = [new_run_id(tmp_path, "abcdef0123") for _ in range(3)]
+    for run_id in reversed(ids):
         write_run(tmp_path, run_id, {0: (np.ones(3), 0.5)}, _manifest("abcdef0123"))
-        ids.append(run_id)
     base = ids[0]
     assert base.endswith("Z-abcdef01") and ids[1:] == [base + "-2", base + "-3"]
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(ids)
+    assert all((tmp_path / "runs" / i / "manifest.json").is_file() for i in ids)
+    # a training that fails after taking its id gives it back
+    from steerops.probes.store import drop_run_id
+
+    failed = new_run_id(tmp_path, "abcdef0123")
+    assert failed == base + "-4"
+    drop_run_id(tmp_path, failed)
+    assert not (tmp_path / "runs" / failed).exists()
+    drop_run_id(tmp_path, ids[0])  # a written run is never removed
+    assert (tmp_path / "runs" / ids[0] / "manifest.json").is_file()

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import pytest
+
 from steerops.tracking.reconcile import REPLAYING, replay_journals
 from steerops.tracking.store import EXPERIMENT_KIND
 
@@ -79,9 +81,10 @@ def test_a_journal_a_killed_replay_claimed_is_sent_by_the_next_start(tmp_path):
     assert elsewhere.exists()
 
 
-def test_a_journal_cut_short_is_kept_aside_with_one_warning(tmp_path, capsys):
+@pytest.mark.parametrize("damage", ["cut short", "not a journal"])
+def test_a_journal_cut_short_is_kept_aside_with_one_warning(tmp_path, capsys, damage):
     journal = _journal(tmp_path)
-    journal.write_text(journal.read_text()[:40])
+    journal.write_text(journal.read_text()[:40] if damage == "cut short" else "{}")
     (tmp_path / "pending-a-1.files").mkdir()  # its artifact copies stay with it
     for _ in range(2):
         replay_journals(Client(), URI, tmp_path)
@@ -90,3 +93,23 @@ def test_a_journal_cut_short_is_kept_aside_with_one_warning(tmp_path, capsys):
         "pending-a-1.files",
         "pending-a-1.json.damaged",
     ]
+
+
+def test_a_claim_made_before_this_host_rebooted_is_sent_and_a_live_one_is_left(tmp_path):
+    """A replay cut off by a reboot left its claim tagged with the earlier boot: its writer
+    is dead whatever its pid, so the next start sends it. One this very process holds
+    (alive) stays claimed."""
+    import os
+
+    from steerops.liveness import node_tag
+    from steerops.tracking.reconcile import _claim_tag
+
+    host, _, ids = node_tag().rpartition("-")
+    earlier = f"{host}-{'0' * 8}{ids[8:]}-{os.getpid()}-1"
+    journal = _journal(tmp_path)
+    journal.rename(journal.with_name(f"{journal.stem}.{REPLAYING}-{earlier}"))
+    live = tmp_path / f"pending-b-2.{REPLAYING}-{_claim_tag()}"
+    _journal(tmp_path, "pending-b-2.json", runs=("mine",)).rename(live)
+    client = Client()
+    replay_journals(client, URI, tmp_path)
+    assert client.created == ["late"] and sorted(p.name for p in tmp_path.iterdir()) == [live.name]

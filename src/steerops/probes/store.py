@@ -25,6 +25,7 @@ a damaged run is trained again, and `probe ood` names it with the command that d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -140,15 +141,26 @@ def manifest_md5(manifest: dict) -> str:
 
 
 def new_run_id(root: Path, key: str) -> str:
-    """The UTC second and the key's first 8 characters, with `-2`, `-3` ... when a run of the
-    same key finished in the same second (taken when training ends, so two identical
-    trainings started together do not collide)."""
+    """The UTC second and the key's first 8 characters, with `-2`, `-3` ... when that run
+    folder is taken: the folder is made here, empty, so two identical trainings finishing
+    together take two ids (`write_run` fills it; `drop_run_id` removes it if the run
+    fails before)."""
     base = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + key[:8]
+    runs_dir(root).mkdir(parents=True, exist_ok=True)
     run_id, n = base, 1
-    while (runs_dir(root) / run_id).exists():
-        n += 1
-        run_id = f"{base}-{n}"
-    return run_id
+    while True:
+        try:
+            (runs_dir(root) / run_id).mkdir()
+            return run_id
+        except FileExistsError:
+            n += 1
+            run_id = f"{base}-{n}"
+
+
+def drop_run_id(root: Path, run_id: str) -> None:
+    """Give back an id `new_run_id` took for a run that was never written."""
+    with contextlib.suppress(OSError):  # written after all, or never made
+        (runs_dir(root) / run_id).rmdir()
 
 
 def write_run(
@@ -156,7 +168,7 @@ def write_run(
 ) -> Path:
     """Write weights + manifest into a fresh run dir (atomically, as a whole)."""
     run_dir = runs_dir(root) / run_id
-    if run_dir.exists():
+    if run_dir.exists() and any(run_dir.iterdir()):  # not the empty folder `new_run_id` took
         raise SteeropsError(f"{run_dir}: run directory already exists; not overwriting it")
     remove_orphans_in(run_dir.parent)  # what a killed run was writing (another run id)
     with atomic_folder(run_dir) as staging:

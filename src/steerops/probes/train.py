@@ -37,6 +37,7 @@ from steerops.probes.data import (
 )
 from steerops.probes.store import (
     MANIFEST,
+    drop_run_id,
     find_run,
     metric_name,
     new_run_id,
@@ -465,9 +466,8 @@ def train(params) -> tuple[Path, dict, bool]:
         # shares (prompt[0], the template's first), not a choice of layers
         key = "probes.position" if everywhere else "probes.layers"
         raise SteeropsError(f"{key}: no layer gives a probe with a defined r ({reasons})")
-    run_id = new_run_id(root, key)
     manifest = {
-        "run_id": run_id,
+        "run_id": None,  # taken once the run is ready to write (`new_run_id`)
         "key": key,
         "config": config,
         "inputs": inputs,
@@ -490,6 +490,20 @@ def train(params) -> tuple[Path, dict, bool]:
     tracked.update(
         {k: Path(v["path"]) for k, v in inputs.items() if k in ("comparisons", "confounds")}
     )
+    run_id = manifest["run_id"] = new_run_id(root, key)  # its folder taken now
+    try:
+        run_dir = _tracked_run(params, root, layers, position, tracked, weights, manifest)
+    except BaseException:
+        drop_run_id(root, run_id)  # an empty folder, never a run
+        raise
+    return run_dir, manifest, False
+
+
+def _tracked_run(params, root, layers, position, tracked, weights, manifest) -> Path:
+    """Write the probe run the manifest names (its folder taken) and log it in its MLflow
+    run."""
+    config, run_id, per_layer = manifest["config"], manifest["run_id"], manifest["layers"]
+    best = manifest["best_layer"]
     with track(
         params,
         "probe",
@@ -523,4 +537,4 @@ def train(params) -> tuple[Path, dict, bool]:
         )
         tracker.log_artifact(run_dir / MANIFEST, "probe")
         tracker.log_artifact(root / "metrics.json", "probe")
-    return run_dir, manifest, False
+    return run_dir

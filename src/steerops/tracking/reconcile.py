@@ -10,6 +10,7 @@ is left to that machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 from steerops.io import write_text
-from steerops.liveness import is_gone, node_id, node_tag, this_worker
+from steerops.liveness import is_gone, node_id, node_tag, tag_owner, this_worker
 from steerops.tracking.completion import left_open
 from steerops.tracking.sink import apply, one_line
 
@@ -65,7 +66,7 @@ def replay_journals(client, uri: str, journal_dir: Path) -> None:
         except OSError:
             continue
         try:
-            data = json.loads(claimed.read_text())
+            data = _journal(claimed)
         except (OSError, ValueError) as exc:  # kept aside, with its artifacts, for a person
             claimed.rename(path.with_name(path.name + DAMAGED))
             print(
@@ -78,6 +79,17 @@ def replay_journals(client, uri: str, journal_dir: Path) -> None:
             claimed.rename(path)
             continue
         _replay(client, uri, data, claimed, path)
+
+
+def _journal(path: Path) -> dict:
+    """A journal's content, checked for the fields a replay reads (ValueError if not)."""
+    data = json.loads(path.read_text())
+    fields = {"uri": str, "experiment": str, "ids": dict, "ops": list}
+    if not isinstance(data, dict) or any(
+        not isinstance(data.get(k), kind) for k, kind in fields.items()
+    ):
+        raise ValueError("not a tracking journal (uri, experiment, ids, ops)")
+    return data
 
 
 def _replay(client, uri: str, data: dict, claimed: Path, path: Path) -> None:
@@ -116,18 +128,22 @@ def _claim_tag() -> str:
 
 
 def _reclaim_stalled_replays(journal_dir: Path) -> None:
-    """Put back the journals a replay on this node claimed and never finished (its process
-    killed mid-replay): they are sent by this start."""
+    """Put back the journals a replay on this node (or on this host before its last boot)
+    claimed and never finished (its process killed mid-replay): they are sent by this
+    start. Records it had sent are sent again (its progress is not written as it goes), so
+    MLflow may then hold a run twice, the first ended KILLED by `end_killed_runs`."""
     for claimed in sorted(journal_dir.glob(f"pending-*.{REPLAYING}-*")):
         stem, _, tag = claimed.name.partition(f".{REPLAYING}-")
         node, _, rest = tag.rpartition("-")
         node, _, pid = node.rpartition("-")
-        if node != node_tag() or not pid.isdigit() or not rest.isdigit():
+        owner = tag_owner(node)
+        if owner == "other" or not pid.isdigit() or not rest.isdigit():
             continue  # another node's (or another steerops's) claim: not ours to judge
-        if is_gone({"node": node_id(), "pid": int(pid), "start": int(rest)}):
+        if owner == "gone" or is_gone({"node": node_id(), "pid": int(pid), "start": int(rest)}):
             journal = claimed.with_name(f"{stem}.json")
             if not journal.exists():
-                claimed.rename(journal)
+                with contextlib.suppress(OSError):  # another start put it back first
+                    claimed.rename(journal)
 
 
 def end_killed_runs(client) -> list[str]:
