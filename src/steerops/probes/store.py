@@ -170,6 +170,7 @@ def write_run(
     run_dir = runs_dir(root) / run_id
     if run_dir.exists() and any(run_dir.iterdir()):  # not the empty folder `new_run_id` took
         raise SteeropsError(f"{run_dir}: run directory already exists; not overwriting it")
+    drop_run_id(root, run_id)  # the written folder is renamed into its place
     remove_orphans_in(run_dir.parent)  # what a killed run was writing (another run id)
     with atomic_folder(run_dir) as staging:
         tensors = {}
