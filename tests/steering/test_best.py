@@ -87,6 +87,9 @@ def test_the_cell_picks_on_the_selection_half_and_reports_the_held_out_half(tmp_
         "delta_hi",
         "coherence",
         "under_bar",
+        "credited_delta",
+        "credited_lo",
+        "credited_hi",
         "n",
         "p",
     ]
