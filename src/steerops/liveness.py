@@ -39,11 +39,10 @@ def node_tag() -> str:
     hashes of the kernel boot and of the pid namespace (8 hex digits each), so two
     containers sharing a host name tell their files apart, and a file of an earlier boot is
     known as such (`tag_owner`)."""
-    try:
-        boot = (PROC / "sys/kernel/random/boot_id").read_text().strip()
-        pid_ns = os.readlink(PROC / "self/ns/pid")
-    except OSError:
+    node = node_id()
+    if node is None:
         return _host()
+    _, boot, pid_ns = node.rsplit("/", 2)  # the boot id and "pid:[N]" hold no "/"
     return f"{_host()}-{_digest8(boot)}{_digest8(pid_ns)}"
 
 
