@@ -728,14 +728,17 @@ def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):
     ]
     outs = [proc.communicate(timeout=600) for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], [err for _, err in outs]
-    finalised = "toy/refusal prompt[-1] `mean_diff`: ok: layer"
-    summaries = [out for out, _ in outs if out.startswith(finalised)]
-    assert len(summaries) == 1
-    assert sum("another worker finalises it" in err for _, err in outs) == 1
     out = search_dir(
         tmp_path / "outputs", "toy/refusal", "instruct", "prompt[-1]", "residual", "mean_diff"
     )
     best = json.loads((out / "best.json").read_text())
+    # the verdict depends on which trials each worker drew (a pick at the coherence bar's
+    # edge on the search half may fall under it on the held-out half): any verdict, once
+    finalised = f"toy/refusal prompt[-1] `mean_diff`: {best['status']}: "
+    summaries = [out for out, _ in outs if out.startswith(finalised)]
+    assert len(summaries) == 1, outs
+    assert sum("another worker finalises it" in err for _, err in outs) == 1
+    assert best["chosen"] is not None
     rows = list(csv.DictReader((out / "trials.csv").open()))
     done = [(r["layer"], r["coefficient"]) for r in rows if r["state"] == "complete"]
     assert best["n_trials"] == len(done) == len(set(done)) == 6
