@@ -331,6 +331,13 @@ def test_toy_search_reuses_the_grid_and_starts_at_its_feasible_band(toy_search, 
     assert steered and not set(steered) & grid_points
     best = json.loads((search_out(folder) / "best.json").read_text())
     assert best["n_known"] == 8  # the grid's: the first study's trials serve it, not seed it
+    # its held-out answers pair with the grid's configs question by question (the report's
+    # search-against-grid line): scored under the same settings, questions aside
+    from steerops.config import load_params
+    from steerops.report.load import load_results
+
+    frame = load_results(load_params(params))
+    assert set(frame.loc[frame["method"] == "mean_diff", "scope"]) == {best["heldout"]["scope"]}
     # which study, from how many known configs: workers without the grid would say 0
     said = "study 'reuse', starting from 8 known configs (the grid cell's latest sweep in "
     assert said in capsys.readouterr().err

@@ -23,8 +23,9 @@ from steerops.report.load import SEARCH_KEY
 from steerops.report.markdown import cell, coherence_words, interval, where
 from steerops.report.resplit import Resplit, resplit_words
 from steerops.report.trial_words import trial_lines
+from steerops.report.versus_grid import versus_words
 from steerops.report.weighed import Weighed, weighed_words
-from steerops.search.store import READ_BEFORE
+from steerops.search.store import READ_BEFORE, read_before_of
 
 
 def answer_lines(
@@ -69,6 +70,8 @@ def answer_lines(
             bar = threshold if bar is None else bar
             margin = stats.as_number(search.get("coherence_margin")) or 0.0
             said = _search_says(search, bar)
+            if versus := versus_words(search, str(search["method"])):
+                said.append(versus)
             said += trial_lines(trials_of(trials, search), bar + margin, search.get("search_n"))
             lines += _nested(said)
         ours = {v: w for (m, t, v), w in (weighs or {}).items() if (m, t) == (model, trait)}
@@ -332,15 +335,14 @@ def _search_says(row: pd.Series, bar: float) -> list[str]:
             f"(`search.coherence_margin` {margin:g} over the bar {bar:g}, which judges it held "
             f"out); {held[0]}"
         )
-    earlier = row.get("heldout_read_before")
-    if isinstance(earlier, str) and earlier:
+    if earlier := read_before_of(row.get("heldout_read_before")):
         held.append(
             f"{READ_BEFORE}: {earlier}; a search setting changed since (a margin, a range) "
             "may have been chosen knowing how they did, so this held-out figure is not a "
             "first look"
         )
     if row["status"] == stats.OK:
-        if isinstance(earlier, str) and earlier:  # the headline says it, not only a sub-line
+        if earlier:  # the headline says it, not only a sub-line
             return [f"{search}: **{config}**, ok held out, but not a first look (below)", *held]
         return [f"{search}: **{config}**, ok held out", *held]
     return [f"{search} chose {config}: **{row['status']}**, not a recommended coefficient", *held]

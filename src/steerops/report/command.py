@@ -23,7 +23,9 @@ from steerops.report.examples import example_sections
 from steerops.report.grid_words import grids
 from steerops.report.load import (
     COLUMNS,
+    SEARCH_KEY,
     load_results,
+    load_search_heldout,
     load_search_summaries,
     load_search_trials,
     steered_bars,
@@ -31,8 +33,10 @@ from steerops.report.load import (
 )
 from steerops.report.markdown import VERDICT_LEGEND, markdown_table
 from steerops.report.resplit import resplits
-from steerops.report.results import judge_words, render_results, untested
+from steerops.report.results import judge_words, judges_in, render_results, untested
+from steerops.report.versus_grid import versus_columns, versus_grid
 from steerops.report.weighed import weighed
+from steerops.search.store import read_before_of
 from steerops.steering.best import protocol
 
 
@@ -161,6 +165,10 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     )
     # the choice against a random direction, and a near copy tested where its dims weigh
     randoms = controls(frame, gap, proto.seed, threshold)
+    # each search's choice against the grid's of its method, question by question
+    heldout = load_search_heldout(params)
+    versus = versus_grid(frame, searched, heldout, SEARCH_KEY, threshold, proto.seed)
+    searched = pd.concat([searched.reset_index(drop=True), versus_columns(versus)], axis=1)
     weighs = weighed(frame, curve, gap, proto.seed, threshold)
     features = vector_features(params, coefs, frame)
     errors = predict.loo_errors(features)
@@ -178,7 +186,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
             "resplits": again,
             "controls": randoms,
             "weighs": weighs,
-            "judges": sorted({j for j in frame.get("judge", pd.Series(dtype=str)) if j}),
+            "judges": judges_in(frame),
         },
         threshold,
         _halves(frame),
@@ -361,7 +369,7 @@ def _metrics(gap, prepost, errors, searched) -> dict:
 def _ok_read_before(searched: pd.DataFrame) -> int:
     if not len(searched) or "heldout_read_before" not in searched:
         return 0
-    earlier = searched["heldout_read_before"].map(lambda v: isinstance(v, str) and bool(v))
+    earlier = searched["heldout_read_before"].map(read_before_of).astype(bool)
     return int(((searched["status"] == stats.OK) & earlier).sum())
 
 
@@ -448,7 +456,11 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "`heldout_credited_delta`: the held-out delta with those answers, and those not "
         "scored for coherence, counted as unmoved; "
         "`heldout_read_before`: other choices of earlier searches of the cell the held-out "
-        "half was read for)",
+        "half was read for; `grid_layer`/`grid_coefficient`/`grid_status`: the grid's choice "
+        "of the same method at the report's bar, from configs scored under the same settings; "
+        "`vs_grid_trait_delta`/`vs_grid_coherence_delta`: the search's choice minus the "
+        "grid's on the `vs_grid_n` held-out questions both answered, paired, blank where the "
+        "two are one config)",
     }
     parts = ["# Steering report", "", _intro(threshold, halves, **protocol_), ""]
     judges = tables_by_name.get("judges") or []

@@ -11,6 +11,7 @@ import pandas as pd
 from steerops import stats
 from steerops.report.markdown import cell, coherence_words, numeric_order
 from steerops.report.trial_words import narrowed
+from steerops.search.store import read_before_of
 
 CELL = ["model", "trait", "position", "component", "method"]
 
@@ -112,10 +113,9 @@ def _held_out(search, layer: str, low: float, high: float) -> str:
         return ""
     status = get("status")
     if status == stats.OK:
-        earlier = get("heldout_read_before")
         second = (
             " (not a first look: that half was read before)"
-            if isinstance(earlier, str) and earlier
+            if read_before_of(get("heldout_read_before"))
             else ""
         )
         return (

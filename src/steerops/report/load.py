@@ -23,8 +23,8 @@ from steerops.calibration.store import stored_global_dims, stored_massive_dims
 from steerops.errors import SteeropsError
 from steerops.extract.store import activations_dir, is_complete
 from steerops.extract.store import read_layer as read_activations
-from steerops.io import file_md5, read_json
-from steerops.search.store import best_row, searches
+from steerops.io import file_md5, read_json, read_jsonl
+from steerops.search.store import HELDOUT_FILE, best_row, searches
 from steerops.steering.best import ROW_COLUMNS, aliases, config_rows, protocol, vector_map
 from steerops.steering.configs import VectorRef, vector_file_key
 from steerops.steering.store import (
@@ -32,6 +32,7 @@ from steerops.steering.store import (
     RESULTS_FILE,
     ResultsLog,
     entry_key,
+    scope_of,
     steering_dir,
 )
 from steerops.steering.sweep import sweep_keys
@@ -45,7 +46,9 @@ from steerops.vectors.store import (
 )
 
 # `settings`: the cell's steering settings hash (configs of two cells compare only under
-# equal settings: scope, unit, judge, questions... are in it, the method is not); `sign`:
+# equal settings: scope, unit, judge, questions... are in it, the method is not); `scope`:
+# the same settings but the questions (`scope_of`: a search's held-out answers pair with a
+# config of equal scope); `sign`:
 # the direction the cell steered in (-1: to suppress the trait), which signs its deltas;
 # `unit`: what its coefficients multiply (`steering.coefficient_unit`)
 COLUMNS = [
@@ -55,7 +58,7 @@ COLUMNS = [
     *("scores", "baseline_scores"),
     *("heldout_baseline_trait", "heldout_baseline_coherence"),
     "selection_baseline_coherence",  # a bar the unsteered model misses: baseline incoherent
-    *("judge", "settings", "sign", "unit"),
+    *("judge", "settings", "scope", "sign", "unit"),
 ]
 CELL = ["model", "trait", "variant", "position", "component"]
 
@@ -91,6 +94,7 @@ def load_results(params) -> pd.DataFrame:
             "model": _model_id(params, model.get("variant"), model.get("id")),
             "judge": str(settings.get("judge") or ""),
             "settings": settings_hash,
+            "scope": scope_of(settings),
         }
         direction = settings.get("direction", proto.direction)
         cell = replace(proto, sign=stats.direction_sign(direction))
@@ -284,6 +288,23 @@ def load_search_trials(params) -> dict[tuple, pd.DataFrame]:
             out[key] = pd.read_csv(path)
         except pd.errors.EmptyDataError:  # no header even: no trials to tell of
             out[key] = pd.DataFrame()
+    return out
+
+
+def load_search_heldout(params) -> dict[tuple, tuple[str, dict[str, tuple]]]:
+    """Each finished search's held-out answers to its choice, keyed by `SEARCH_KEY`: the
+    scope of the settings they were scored under (`scope_of`, in best.json) and
+    {question: (trait, coherence)}. A search with no choice, or a best.json written before
+    it recorded its scope, has none."""
+    out = {}
+    for path, best in searches(params.out):
+        scope = (best.get("heldout") or {}).get("scope")
+        if best.get("chosen") is None or not isinstance(scope, str):
+            continue
+        row = best_row(best) | {"model": _model_id(params, best["variant"])}
+        rows = read_jsonl(path.parent / HELDOUT_FILE)
+        scores = {r.get("question"): (r.get("trait"), r.get("coherence")) for r in rows}
+        out[tuple(str(row[k]) for k in SEARCH_KEY)] = (scope, scores)
     return out
 
 

@@ -47,6 +47,8 @@ INTERVALS = [
     ("heldout_trait_delta", "heldout_delta_lo", "heldout_delta_hi"),
     ("credited_delta", "credited_lo", "credited_hi"),
     ("heldout_credited_delta", "heldout_credited_lo", "heldout_credited_hi"),
+    ("vs_grid_trait_delta", "vs_grid_trait_delta_lo", "vs_grid_trait_delta_hi"),
+    ("vs_grid_coherence_delta", "vs_grid_coherence_delta_lo", "vs_grid_coherence_delta_hi"),
 ]
 
 # the cleaning gains' intervals are Bonferroni over a method's `gain_k` variants: 95% together;

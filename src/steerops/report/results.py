@@ -187,7 +187,7 @@ def _setup_lines(frame, searched, record, setup) -> list[str]:
     models = sorted(set(frame["model"]) | set(searched["model"])) if len(frame) else []
     models = models or sorted(set(searched["model"]))
     traits = sorted(set(frame["trait"]) | set(searched["trait"]))
-    judges = sorted({j for j in frame.get("judge", pd.Series(dtype=str)) if j})
+    judges = judges_in(frame)
     calibrated = (record or {}).get("model", {}).get("id")
     return [
         f"- Model: {', '.join(map(str, models)) or '?'}"
@@ -259,6 +259,11 @@ def _direction_line(frame: pd.DataFrame) -> list[str]:
     words[-1.0] = "negative (a positive delta is less of the trait)"
     said = [words[s] for s in sorted(signs, reverse=True) if s in words]
     return [f"- Steering direction: {'; '.join(said)}"] if said else []
+
+
+def judges_in(frame: pd.DataFrame) -> list[str]:
+    """The judge fingerprints the results rows were scored with, sorted."""
+    return sorted({j for j in frame.get("judge", pd.Series(dtype=str)) if j})
 
 
 def judge_words(fingerprint: str) -> str:

@@ -20,7 +20,7 @@ import io
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from steerops import stats
 from steerops.errors import SteeropsError
@@ -114,6 +114,12 @@ def best_row(best: dict) -> dict:
 
 # how the console line and the report introduce `read_before_text`
 READ_BEFORE = "the held-out half was read before, for other choices of earlier searches"
+
+
+def read_before_of(value: Any) -> str:
+    """A report row's `heldout_read_before` value as text: "" where the held-out half was a
+    first look (none recorded, or a missing value read back from CSV as NaN)."""
+    return value if isinstance(value, str) else ""
 
 
 def read_before_text(reads: list[dict] | None) -> str:
