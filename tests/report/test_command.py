@@ -62,6 +62,9 @@ def test_report_without_results_is_one_line_error(tmp_path, capsys):
     assert main(["report", "--params", str(write_params(tmp_path))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no steering results" in err[0]
+    # the commands it names read the same params file
+    flag = f"--params {tmp_path / 'params.yaml'}"
+    assert f"run `steerops steer {flag}` or `steerops search {flag}` first" in err[0]
 
 
 def test_the_best_is_chosen_in_sample_and_reported_held_out_with_its_interval(tmp_path):

@@ -13,7 +13,15 @@ import numpy as np
 import pandas as pd
 
 from steerops import stats
-from steerops.cli import abs_path, flags, inputs_flag, load_params_for, run_file, stage_parser
+from steerops.cli import (
+    abs_path,
+    flags,
+    inputs_flag,
+    load_params_for,
+    run_file,
+    run_out_flag,
+    stage_parser,
+)
 from steerops.errors import SteeropsError
 from steerops.io import atomic_folder, check_replaceable, read_json, write_json, write_text
 from steerops.report import calibrated, plots, predict, tables
@@ -83,8 +91,8 @@ def run(args: argparse.Namespace) -> None:
     searched = load_search_summaries(params)
     if frame.empty and searched.empty:
         raise SteeropsError(
-            f"no steering results under {params.out / 'steering'}: "
-            "run `steerops steer` or `steerops search` first"
+            f"no steering results under {params.out / 'steering'}: run `steerops steer"
+            f"{run_out_flag(params)}` or `steerops search{run_out_flag(params)}` first"
         )
     out = params.path(params.report.out)
     files = write_report(params, frame, searched, out)

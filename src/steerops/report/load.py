@@ -20,6 +20,7 @@ import pandas as pd
 
 from steerops import stats
 from steerops.calibration.store import stored_global_dims, stored_massive_dims
+from steerops.cli import run_out_flag
 from steerops.errors import SteeropsError
 from steerops.extract.store import activations_dir, is_complete
 from steerops.extract.store import read_layer as read_activations
@@ -81,7 +82,7 @@ def load_results(params) -> pd.DataFrame:
             print(
                 f"steerops report: warning: {path.parent}: no baseline for settings "
                 f"{settings_hash or '(none named)'} in its results log: the cell is left out "
-                "(run `steerops steer` to measure it again)",
+                f"(run `steerops steer{run_out_flag(params)}` to measure it again)",
                 file=sys.stderr,
             )
             continue
@@ -113,7 +114,7 @@ def load_results(params) -> pd.DataFrame:
             units=units,
             sweep=sweep,
         )
-        _say_left_out(path.parent, log, settings_hash, files, units, sweep)
+        _say_left_out(path.parent, log, settings_hash, files, units, sweep, run_out_flag(params))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         return frame
@@ -167,10 +168,12 @@ def _say_left_out(
     files: dict,
     units: dict[str, float],
     sweep: set[str] | None,
+    flag: str = "",
 ) -> None:
     """One line when configs of the cell's sweep measured vectors that are no longer on
     disk, or at a weight their coefficient no longer means (the vectors or their layer's
-    unit were rebuilt and the cell not steered again): they are left out, not wrong."""
+    unit were rebuilt and the cell not steered again): they are left out, not wrong.
+    `flag`: what the hint's command needs (`cli.run_out_flag`)."""
     logged = {
         entry_key(e["config"])
         for e in log.entries
@@ -183,7 +186,8 @@ def _say_left_out(
         print(
             f"steerops report: warning: {cell}: {gone} of {len(logged)} configs were "
             "measured with vectors changed since (or at a weight their coefficient no "
-            "longer means) and are left out (run `steerops steer` to measure them again)",
+            f"longer means) and are left out (run `steerops steer{flag}` to measure them "
+            "again)",
             file=sys.stderr,
         )
 
