@@ -67,3 +67,42 @@ def test_a_search_choice_outside_the_two_or_at_another_layer_adds_nothing():
     far = TRIALS[TRIALS["coefficient"] == 0.2]
     cliff = grid_words(CHOICE, GRID, far, {"layer": 12, "coefficient": 0.23, "status": "ok"})[1]
     assert cliff.endswith("(a finer grid or `steerops search` finds where)")
+
+
+def test_configs_of_earlier_sweeps_are_disclosed_beside_the_choice(tmp_path):
+    """A grid revised after an earlier sweep: the cell's log still holds that sweep's
+    configs, whose held-out numbers were computed, so the choice is not a first look."""
+    import json
+
+    from report_data import synthetic_grid, write_params
+    from steering_data import cell_log
+    from steerops.config import load_params
+    from steerops.report import tables
+    from steerops.report.answer import answer_lines
+    from steerops.report.grid_words import grids
+    from steerops.report.load import load_results, load_search_summaries
+    from steerops.steering.sweep import write_sweep
+
+    spec = {"mean_diff": ([10, 40, 70, 90], [95, 90, 80, 50])}
+    synthetic_grid(tmp_path, spec)
+    params = load_params(write_params(tmp_path))
+
+    def said() -> str:
+        frame = load_results(params)
+        gap = tables.gap_analysis(frame, 68)
+        lines = answer_lines(
+            gap, load_search_summaries(params), pd.DataFrame(), 68, grids(frame, 68)
+        )
+        return "\n".join(lines)
+
+    assert "earlier sweeps" not in said()  # one sweep (no record: every config is the cell's)
+    log = cell_log(tmp_path / "outputs", "mean_diff", "prompt[-1]")
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    configs = [e for e in entries if e["type"] == "config"]
+    kept = [e["config"] for e in configs if e["config"]["coefficient"] in (0.0, 0.5, 1.0, 1.5)]
+    write_sweep(log.parent, configs[0]["settings_hash"], kept)  # the latest sweep: four
+    # left out: coefficient 2.0 at layer 2, which an earlier sweep steered
+    assert (
+        "the cell's results log also holds 1 config of earlier sweeps under the same settings"
+        in said()
+    )

@@ -18,7 +18,7 @@ from steerops import stats
 from steerops.report import tables
 from steerops.report.calibrated import removed_dims
 from steerops.report.control import CONTROL, Control, control_words
-from steerops.report.grid_words import CELL, grid_words
+from steerops.report.grid_words import CELL, earlier_words, grid_words
 from steerops.report.load import SEARCH_KEY
 from steerops.report.markdown import cell, coherence_words, interval, where
 from steerops.report.resplit import Resplit, resplit_words
@@ -270,6 +270,8 @@ def _steer_with(
         )
         picked += f"; {best}"
     edge = [cliff.removeprefix("; ")] if cliff else []
+    if earlier := earlier_words(grid):
+        edge.append(earlier)
     if choice["status"] == stats.OK:
         held = _held(choice, threshold, test=test_words(choice, tested or []))
         return [f"**steer with {config}**{weight}", *held, picked, *edge]

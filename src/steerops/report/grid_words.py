@@ -38,8 +38,25 @@ def grids(frame: pd.DataFrame, threshold: float) -> dict[tuple, dict[str, Any]]:
             "layers": sorted({cell(x) for x in rows["layer"]}, key=numeric_order),
             "coefficients": sorted({cell(x) for x in rows["coefficient"]}, key=numeric_order),
             "coherent": coherent,
+            # configs of earlier sweeps of the cell (`load.load_results`)
+            "earlier": int(rows["earlier_configs"].max()) if "earlier_configs" in rows else 0,
         }
     return out
+
+
+def earlier_words(grid: dict[str, Any] | None) -> str | None:
+    """The line when the cell's log holds configs of earlier sweeps under its settings: the
+    held-out half was computed for their choice too, so a grid revised after reading it is
+    not a first look (as a search says of the held-out reads before it); None without."""
+    earlier = (grid or {}).get("earlier") or 0
+    if not earlier:
+        return None
+    return (
+        f"the cell's results log also holds {earlier} config{'s' if earlier != 1 else ''} "
+        "of earlier sweeps under the same settings (another grid of layers or coefficients): "
+        "their held-out numbers were computed too, so if this grid was chosen after reading "
+        "them, its held-out figure is not a first look"
+    )
 
 
 def grid_words(row, grid: dict[str, Any] | None, trials=None, search=None) -> tuple[str, str]:

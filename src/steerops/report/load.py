@@ -49,7 +49,8 @@ from steerops.vectors.store import (
 # `settings`: the cell's steering settings hash (configs of two cells compare only under
 # equal settings: scope, unit, judge, questions... are in it, the method is not); `scope`:
 # the same settings but the questions (`scope_of`: a search's held-out answers pair with a
-# config of equal scope); `sign`:
+# config of equal scope); `earlier_configs`: the configs of the cell's earlier sweeps under
+# its settings (`steering.sweep`), whose held-out numbers were computed too; `sign`:
 # the direction the cell steered in (-1: to suppress the trait), which signs its deltas;
 # `unit`: what its coefficients multiply (`steering.coefficient_unit`)
 COLUMNS = [
@@ -59,7 +60,7 @@ COLUMNS = [
     *("scores", "baseline_scores"),
     *("heldout_baseline_trait", "heldout_baseline_coherence"),
     "selection_baseline_coherence",  # a bar the unsteered model misses: baseline incoherent
-    *("judge", "settings", "scope", "sign", "unit"),
+    *("judge", "settings", "scope", "sign", "unit", "earlier_configs"),
 ]
 CELL = ["model", "trait", "variant", "position", "component"]
 
@@ -104,6 +105,11 @@ def load_results(params) -> pd.DataFrame:
         labels["unit"] = str(settings.get("coefficient_unit") or "")  # "": a log that names none
         units = _units_now(params, log, settings_hash, labels)
         sweep = sweep_keys(path.parent, settings_hash)
+        # configs of earlier sweeps under the same settings: their held-out numbers were
+        # computed too, so a grid revised since may have been chosen knowing them
+        labels["earlier_configs"] = (
+            0 if sweep is None else len(_logged_keys(log, settings_hash) - sweep)
+        )
         rows += config_rows(
             log,
             settings_hash,
@@ -161,6 +167,15 @@ def _units_now(params, log: ResultsLog, settings_hash: str, labels: dict) -> dic
     return log.units_now(settings_hash, labels["unit"] == "absolute", layer_norm)
 
 
+def _logged_keys(log: ResultsLog, settings_hash: str) -> set[str]:
+    """The keys (`entry_key`) of every config the log holds under `settings_hash`."""
+    return {
+        entry_key(e["config"])
+        for e in log.entries
+        if e["type"] == "config" and e.get("settings_hash") == settings_hash
+    }
+
+
 def _say_left_out(
     cell: Path,
     log: ResultsLog,
@@ -174,11 +189,7 @@ def _say_left_out(
     disk, or at a weight their coefficient no longer means (the vectors or their layer's
     unit were rebuilt and the cell not steered again): they are left out, not wrong.
     `flag`: what the hint's command needs (`cli.run_out_flag`)."""
-    logged = {
-        entry_key(e["config"])
-        for e in log.entries
-        if e["type"] == "config" and e.get("settings_hash") == settings_hash
-    }
+    logged = _logged_keys(log, settings_hash)
     if sweep is not None:
         logged &= sweep
     current = {entry_key(e["config"]) for e in log.configs(settings_hash, files, units)}
