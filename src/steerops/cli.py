@@ -465,7 +465,7 @@ def run_out_flag(params) -> str:
     return params.params_flag + out
 
 
-def _one_line(exc: Exception) -> str:
+def error_line(exc: Exception) -> str:
     """The error line: a SteeropsError's text; an OS error's reason and the file it names."""
     if isinstance(exc, OSError) and not isinstance(exc, SteeropsError):
         # a file where an output folder must go (--out FILE, --report-dir FILE): errno's
@@ -618,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SteeropsError, OSError) as exc:  # OSError: a path of the wrong kind, a full disk
         from steerops.config import name_the_flag
 
-        line = name_the_flag(_one_line(exc), flags_given(args))
+        line = name_the_flag(error_line(exc), flags_given(args))
         print(f"steerops {command_name(args)}: error: {line}", file=sys.stderr)
         _drop_if_empty(getattr(args, "scratch_folder", None))
         return 2

@@ -334,10 +334,12 @@ def test_toy_search_reuses_the_grid_and_starts_at_its_feasible_band(toy_search, 
     # its held-out answers pair with the grid's configs question by question (the report's
     # search-against-grid line): scored under the same settings, questions aside
     from steerops.config import load_params
-    from steerops.report.load import load_results
+    from steerops.report.load import load_results, load_search_heldout
 
     frame = load_results(load_params(params))
-    assert set(frame.loc[frame["method"] == "mean_diff", "scope"]) == {best["heldout"]["scope"]}
+    [answers] = load_search_heldout(load_params(params)).values()
+    assert not answers.missing and len(answers.scores) == best["heldout"]["n_questions"]
+    assert set(frame.loc[frame["method"] == "mean_diff", "scope"]) == {answers.scope}
     # which study, from how many known configs: workers without the grid would say 0
     said = "study 'reuse', starting from 8 known configs (the grid cell's latest sweep in "
     assert said in capsys.readouterr().err

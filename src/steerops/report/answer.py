@@ -70,7 +70,7 @@ def answer_lines(
             bar = threshold if bar is None else bar
             margin = stats.as_number(search.get("coherence_margin")) or 0.0
             said = _search_says(search, bar)
-            if versus := versus_words(search, str(search["method"])):
+            if versus := versus_words(search, bar):
                 said.append(versus)
             said += trial_lines(trials_of(trials, search), bar + margin, search.get("search_n"))
             lines += _nested(said)

@@ -464,11 +464,13 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "`heldout_credited_delta`: the held-out delta with those answers, and those not "
         "scored for coherence, counted as unmoved; "
         "`heldout_read_before`: other choices of earlier searches of the cell the held-out "
-        "half was read for; `grid_layer`/`grid_coefficient`/`grid_status`: the grid's choice "
-        "of the same method at the report's bar, from configs scored under the same settings; "
+        "half was read for; `vs_grid`: what its choice was compared with (compared, same "
+        "config, no grid choice, other settings, or why its scores could not be read); "
+        "`grid_layer`/`grid_coefficient`/`grid_status`: the grid's choice of the same method "
+        "at the search's bar, from configs scored under the same settings and vectors; "
         "`vs_grid_trait_delta`/`vs_grid_coherence_delta`: the search's choice minus the "
-        "grid's on the `vs_grid_n` held-out questions both answered, paired, blank where the "
-        "two are one config)",
+        "grid's on the `vs_grid_n`/`vs_grid_coherence_n` held-out questions both answered, "
+        "paired)",
     }
     parts = ["# Steering report", "", _intro(threshold, halves, **protocol_), ""]
     judges = tables_by_name.get("judges") or []

@@ -45,9 +45,11 @@ def grids(frame: pd.DataFrame, threshold: float) -> dict[tuple, dict[str, Any]]:
 
 
 def earlier_words(grid: dict[str, Any] | None) -> str | None:
-    """The line when the cell's log holds configs of earlier sweeps under its settings: the
-    held-out half was computed for their choice too, so a grid revised after reading it is
-    not a first look (as a search says of the held-out reads before it); None without."""
+    """The line when the cell's log holds configs an earlier sweep steered (under its
+    settings and vectors) and the latest dropped: the held-out half was computed for them
+    too, so a grid revised after reading it is not a first look (as a search says of the
+    held-out reads before it); None without. A grid only extended leaves none behind, so
+    no line is no proof of a first look."""
     earlier = (grid or {}).get("earlier") or 0
     if not earlier:
         return None

@@ -11,8 +11,9 @@ on other questions against another baseline, so it never joins a grid table.
 
 from __future__ import annotations
 
+import math
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,12 @@ import pandas as pd
 
 from steerops import stats
 from steerops.calibration.store import stored_global_dims, stored_massive_dims
-from steerops.cli import run_out_flag
+from steerops.cli import error_line, run_out_flag
 from steerops.errors import SteeropsError
 from steerops.extract.store import activations_dir, is_complete
 from steerops.extract.store import read_layer as read_activations
-from steerops.io import file_md5, read_json, read_jsonl
-from steerops.search.store import HELDOUT_FILE, best_row, searches
+from steerops.io import file_md5, read_json
+from steerops.search.store import best_row, searches
 from steerops.steering.best import ROW_COLUMNS, aliases, config_rows, protocol, vector_map
 from steerops.steering.configs import VectorRef, vector_file_key
 from steerops.steering.store import (
@@ -34,6 +35,7 @@ from steerops.steering.store import (
     ResultsLog,
     entry_key,
     scope_of,
+    scores_of,
     steering_dir,
 )
 from steerops.steering.sweep import sweep_keys
@@ -105,11 +107,11 @@ def load_results(params) -> pd.DataFrame:
         labels["unit"] = str(settings.get("coefficient_unit") or "")  # "": a log that names none
         units = _units_now(params, log, settings_hash, labels)
         sweep = sweep_keys(path.parent, settings_hash)
-        # configs of earlier sweeps under the same settings: their held-out numbers were
-        # computed too, so a grid revised since may have been chosen knowing them
-        labels["earlier_configs"] = (
-            0 if sweep is None else len(_logged_keys(log, settings_hash) - sweep)
-        )
+        # configs of earlier sweeps under the same settings and vectors, dropped from the
+        # latest: their held-out numbers were computed too, so a grid revised since may have
+        # been chosen knowing them (configs of rebuilt vectors are `_say_left_out`'s)
+        measured = {entry_key(e["config"]) for e in log.configs(settings_hash, files, units)}
+        labels["earlier_configs"] = 0 if sweep is None else len(measured - sweep)
         rows += config_rows(
             log,
             settings_hash,
@@ -306,21 +308,72 @@ def load_search_trials(params) -> dict[tuple, pd.DataFrame]:
     return out
 
 
-def load_search_heldout(params) -> dict[tuple, tuple[str, dict[str, tuple]]]:
-    """Each finished search's held-out answers to its choice, keyed by `SEARCH_KEY`: the
-    scope of the settings they were scored under (`scope_of`, in best.json) and
-    {question: (trait, coherence)}. A search with no choice, or a best.json written before
-    it recorded its scope, has none."""
+@dataclass(frozen=True)
+class SearchAnswers:
+    """A search's chosen config on its held-out questions, from the search's own results
+    log (the scores its held-out verdict rests on): the scope of the settings they were
+    scored under (`scope_of`: questions aside) and {question: (trait, coherence)}; or, with
+    no scores, why (`missing`: `UNREADABLE`, `NOT_LOGGED` or `REBUILT`)."""
+
+    scope: str | None
+    scores: dict[str, tuple]
+    missing: str = ""
+
+
+UNREADABLE = "its results log cannot be read"
+NOT_LOGGED = "its results log holds no held-out entry of the choice"
+REBUILT = "its choice was measured with vectors rebuilt since"
+
+
+def load_search_heldout(params) -> dict[tuple, SearchAnswers]:
+    """Each finished search's held-out answers to its choice (`SearchAnswers`), keyed by
+    `SEARCH_KEY`; a search with no choice has none. A log that cannot be read is said on
+    stderr and leaves that search uncompared, not the report unwritten."""
     out = {}
     for path, best in searches(params.out):
-        scope = (best.get("heldout") or {}).get("scope")
-        if best.get("chosen") is None or not isinstance(scope, str):
+        if best.get("chosen") is None:
             continue
         row = best_row(best) | {"model": _model_id(params, best["variant"])}
-        rows = read_jsonl(path.parent / HELDOUT_FILE)
-        scores = {r.get("question"): (r.get("trait"), r.get("coherence")) for r in rows}
-        out[tuple(str(row[k]) for k in SEARCH_KEY)] = (scope, scores)
+        log_file = path.parent / RESULTS_FILE
+        try:
+            found = _search_answers(params, ResultsLog(log_file), best)
+        except (OSError, SteeropsError) as exc:
+            print(
+                f"steerops report: warning: {error_line(exc)}; the search is not compared with "
+                f"the grid (`steerops search{run_out_flag(params)}` writes it again)",
+                file=sys.stderr,
+            )
+            found = SearchAnswers(None, {}, UNREADABLE)
+        out[tuple(str(row[k]) for k in SEARCH_KEY)] = found
     return out
+
+
+def _search_answers(params, log: ResultsLog, best: dict) -> SearchAnswers:
+    held = (best.get("heldout") or {}).get("settings_hash")
+    baseline = log.baseline(held) if isinstance(held, str) else None
+    questions = log.questions(held) if isinstance(held, str) else None
+    if baseline is None or questions is None:
+        return SearchAnswers(None, {}, NOT_LOGGED)
+    settings = baseline.get("settings") or {}
+    labels = {
+        "trait": settings.get("trait"),
+        "vector_variant": settings.get("vector_variant"),
+        "unit": str(settings.get("coefficient_unit") or ""),
+    }
+    files = _vector_files_now(params, log, held, labels)
+    units = _units_now(params, log, held, labels)
+    chosen = best["chosen"]
+    for entry in log.configs(held, files, units):  # measured with the vectors on disk now
+        vectors, c = entry["config"]["vectors"], entry["config"].get("coefficient")
+        if (
+            len(vectors) == 1
+            and int(vectors[0]["layer"]) == int(chosen["layer"])
+            and c is not None
+            and math.isclose(float(c), float(chosen["coefficient"]), rel_tol=1e-9)
+            and (scores := scores_of(entry)) is not None
+        ):
+            return SearchAnswers(scope_of(settings), dict(zip(questions, scores, strict=True)))
+    return SearchAnswers(scope_of(settings), {}, REBUILT)
 
 
 def _model_id(params, variant: str | None, fallback: str | None = None) -> str:

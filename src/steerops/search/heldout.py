@@ -87,9 +87,6 @@ def evaluate_heldout(
         # answers the judge's endpoint refused, left out of these numbers (a rerun asks again)
         "n_refused": getattr(result, "n_refused", 0) + getattr(base, "n_refused", 0),
         "settings_hash": evaluator.settings_hash,
-        # the settings but the questions: a grid config scored under the same scope pairs
-        # with this choice question by question (the report's search-against-grid line)
-        "scope": evaluator.scope,
         "rows_generated": (0 if getattr(base, "cached", False) else n)
         + (0 if getattr(result, "cached", False) else n)
         + again,
