@@ -196,6 +196,19 @@ def test_no_difference_is_not_called_alike(tmp_path):
     )
 
 
+def test_every_question_scored_alike_is_said_so(tmp_path):
+    _, heldout = synthetic_grid(tmp_path)
+    frame = load_results(load_params(write_params(tmp_path)))
+    grid = _grid_choice(frame)
+    _search(tmp_path / "outputs", 2, 1.6, {q: (grid["heldout_traits"][q], 90.0) for q in heldout})
+    _, searched, _ = _versus(tmp_path)
+    said = versus_words(searched.iloc[0], 68)
+    assert said.endswith(
+        ": no trait difference on these 20 questions: each scored alike under both; the "
+        "search's choice is more coherent"
+    )
+
+
 # the log helper's trait mean of an entry whose answers have no trait score
 @pytest.mark.filterwarnings("ignore:Mean of empty slice", "ignore:invalid value encountered")
 def test_no_trait_score_on_either_side_compares_nothing(tmp_path):

@@ -168,6 +168,8 @@ def versus_words(row: Any, bar: float) -> str | None:
         verdict = "the search's choice moves the trait further in the steering direction"
     elif hi < 0:
         verdict = "the grid's choice moves the trait further in the steering direction"
+    elif lo == hi == 0:
+        verdict = f"no trait difference on these {n} questions: each scored alike under both"
     else:
         verdict = (
             f"no trait difference detected on these {n} questions (the interval spans zero: "
