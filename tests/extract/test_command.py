@@ -153,6 +153,8 @@ def test_responses_completed_from_other_prompts_are_refused_before_the_model_loa
         f.write("what is a new question ?\n")
     line = refused_up_front(argv, tmp_path, capsys, outputs="outputs/activations")
     assert "completed from other prompts than toy/refusal has now" in line
+    # the command it names writes the responses this params file reads
+    assert f"run `steerops generate --trait toy/refusal --params {params}` first" in line
 
 
 def test_another_task_file_does_not_replace_the_pipelines_task_set(

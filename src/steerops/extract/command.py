@@ -100,8 +100,8 @@ def _run_traits(args, params) -> None:
         trait = load_trait(params.path(params.traits.root), name)
         if any(p.needs_response for p in positions):
             source = responses_file(params.out, name, cfg.variant)
-            check_prompts(source, trait)
             out_flag = run_out_flag(params)
+            check_prompts(source, trait, out_flag)
             load_kept_responses(source, name, cfg.variant, trait.prompt_counts(), out_flag)
             for pos in positions:
                 check_generated_length(source, name, pos, out_flag)

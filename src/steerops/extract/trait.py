@@ -56,7 +56,7 @@ def extract_trait(
         source = responses_file(params.out, trait_name, loaded.name)
         out_flag = run_out_flag(params)
         check_generated_length(source, trait_name, pos, out_flag)
-        check_prompts(source, trait)
+        check_prompts(source, trait, out_flag)
         counts = trait.prompt_counts()
         rows = load_kept_responses(source, trait_name, loaded.name, counts, out_flag)
         examples = response_examples(loaded.tokenizer, rows)

@@ -118,10 +118,11 @@ def previous_summary(folder: Path) -> dict | None:
     return None
 
 
-def summary_beside(path: Path) -> dict | None:
+def summary_beside(path: Path, out_flag: str = "") -> dict | None:
     """The summary beside a responses file; None where there is none (responses written by
     hand). A damaged one is one error: the responses cannot be checked against it, and
-    skipping the checks would pass them as up to date."""
+    skipping the checks would pass them as up to date. `out_flag`: what the error's command
+    needs (`cli.run_out_flag`)."""
     file = Path(path).parent / SUMMARY_FILE
     if not file.is_file():
         return None
@@ -129,13 +130,13 @@ def summary_beside(path: Path) -> dict | None:
         summary = read_json(file)
     except (OSError, SteeropsError) as exc:
         raise SteeropsError(
-            f"{exc}; the responses beside it cannot be checked: run `steerops generate` "
-            "to write both again"
+            f"{exc}; the responses beside it cannot be checked: run `steerops generate"
+            f"{out_flag}` to write both again"
         ) from None
     if not isinstance(summary, dict):
         raise SteeropsError(
             f"{file}: not a JSON object; the responses beside it cannot be checked: run "
-            "`steerops generate` to write both again"
+            f"`steerops generate{out_flag}` to write both again"
         )
     return summary
 
@@ -152,7 +153,7 @@ def check_generated_length(path: Path, trait: str, position, out_flag: str = "")
     needs = max_response_tokens(pos)
     if pos.frame != "response" or needs is None:  # all[...] counts prompt tokens too
         return
-    generated = (summary_beside(path) or {}).get("max_new_tokens")
+    generated = (summary_beside(path, out_flag) or {}).get("max_new_tokens")
     if isinstance(generated, int) and needs > generated:
         raise SteeropsError(
             f"position {pos.text!r} reads up to {needs} response tokens, but the responses "
@@ -188,27 +189,28 @@ def prompts_md5(trait) -> str:
     return text_md5(json.dumps(prompts))
 
 
-def check_prompts(path: Path, trait) -> None:
+def check_prompts(path: Path, trait, out_flag: str = "") -> None:
     """Refuse responses completed from other prompts than the trait has now (its files
     edited since `generate`): they would pool answers to questions no longer asked. A
     responses file without a summary (written by hand) is not checked."""
-    settings = (summary_beside(path) or {}).get("settings") or {}
+    settings = (summary_beside(path, out_flag) or {}).get("settings") or {}
     recorded = settings.get("prompts_md5") if isinstance(settings, dict) else None
     if isinstance(recorded, str) and recorded != prompts_md5(trait):
         raise SteeropsError(
             f"{path}: completed from other prompts than {trait.name} has now (its prompt "
-            f"files changed since): run `steerops generate --trait {trait.name}` first"
+            f"files changed since): run `steerops generate --trait {trait.name}{out_flag}` "
+            "first"
         )
 
 
-def _check_md5(path: Path, trait: str, variant: str) -> None:
+def _check_md5(path: Path, trait: str, variant: str, out_flag: str = "") -> None:
     """Refuse a responses file whose summary names another MD5 (edited by hand, or left by
     another run); one without a summary (written by hand for a scratch run) is read."""
-    recorded = (summary_beside(path) or {}).get("responses_md5")
+    recorded = (summary_beside(path, out_flag) or {}).get("responses_md5")
     if isinstance(recorded, str) and recorded != file_md5(path):
         raise SteeropsError(
             f"{path} does not match the MD5 in {SUMMARY_FILE}: run `steerops generate "
-            f"--trait {trait}` with generate.variant={variant} to write it again"
+            f"--trait {trait}{out_flag}` with generate.variant={variant} to write it again"
         )
 
 
@@ -229,7 +231,7 @@ def load_kept_responses(
             f"completions: run `steerops generate --trait {trait}{out_flag}` with "
             f"generate.variant={variant} first)"
         )
-    _check_md5(path, trait, variant)
+    _check_md5(path, trait, variant, out_flag)
     rows = []
     dropped = dict.fromkeys(POLARITIES, 0)
     for lineno, row in iter_jsonl(path):
