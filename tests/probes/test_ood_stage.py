@@ -446,7 +446,10 @@ def test_a_probe_run_without_a_record_of_its_fitted_tasks(tmp_path, capsys, no_m
     assert main(argv) == 2
     line = _one_error_line(capsys)
     assert f"probe run {run_dir.name} predates the record of the tasks it was fitted on" in line
-    assert "probes.ood.tasks: all" in line and "`steerops probe train` again" in line
+    assert (
+        "probes.ood.tasks: all" in line
+        and f"`steerops probe train --params {params_file}` again" in line
+    )
     assert not (params.out / "ood").exists()
 
     fake_activations(params, "A1", "be kind", ids, layers, num_layers=2)

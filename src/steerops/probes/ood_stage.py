@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from steerops.cli import run_out_flag
 from steerops.errors import SteeropsError
 from steerops.extract.conditions import read_conditions
 from steerops.io import atomic_folder, check_replaceable, write_json, write_text
@@ -56,8 +57,8 @@ def _check_probe_matches(params, manifest: dict, run_dir: Path) -> None:
     if config.get("weights") is not None and config["weights"] != weights_now(params):
         raise SteeropsError(
             f"models.{probes.variant}.id: the weights at {spec.id} are not those probe run "
-            f"{run_dir.name} was trained on (they changed since): run `steerops probe train` "
-            "again"
+            f"{run_dir.name} was trained on (they changed since): run `steerops probe train"
+            f"{run_out_flag(params)}` again"
         )
 
 
@@ -137,7 +138,8 @@ def _fitted_tasks(params, manifest: dict, run_dir: Path, rated: set[str]) -> set
         raise SteeropsError(
             f"probes.ood.tasks: heldout, but probe run {run_dir.name} predates the record of "
             "the tasks it was fitted on: set probes.ood.tasks: all (optimistic: the figures "
-            f"then include them) or delete {run_dir} and run `steerops probe train` again"
+            f"then include them) or delete {run_dir} and run `steerops probe train"
+            f"{run_out_flag(params)}` again"
         )
     unseen = len(rated - fitted)
     if unseen < MIN_TASKS:
@@ -206,7 +208,7 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
                 "nor a run folder"
             )
         run = str(folder)
-    run_dir = resolve_run(root, run)
+    run_dir = resolve_run(root, run, run_out_flag(params))
     weight, bias, layer, manifest = load_probe(run_dir, ood.layer)
     _check_probe_matches(params, manifest, run_dir)
     fitted = _fitted_tasks(params, manifest, run_dir, known & set(rates[baseline.id]))

@@ -272,16 +272,21 @@ def _headline(manifest: dict) -> dict:
     }
 
 
-def resolve_run(root: Path, run: str | Path | None = None) -> Path:
-    """A run dir: `run` (a path, or a run id), else the one latest.json points to."""
+def resolve_run(root: Path, run: str | Path | None = None, flag: str = "") -> Path:
+    """A run dir: `run` (a path, or a run id), else the one latest.json points to. `flag`:
+    what the errors' `steerops probe train` needs (`cli.run_out_flag`)."""
     if run is None:
         pointer = runs_dir(root) / "latest.json"
         if not pointer.is_file():
-            raise SteeropsError(f"no probe run under {root} (run `steerops probe train` first)")
+            raise SteeropsError(
+                f"no probe run under {root} (run `steerops probe train{flag}` first)"
+            )
         run_id = read_json(pointer)
         run_id = run_id.get("run_id") if isinstance(run_id, dict) else None
         if not isinstance(run_id, str):
-            raise SteeropsError(f"{pointer}: names no run_id; run `steerops probe train` again")
+            raise SteeropsError(
+                f"{pointer}: names no run_id; run `steerops probe train{flag}` again"
+            )
         run_dir = runs_dir(root) / run_id
     else:
         run_dir = Path(run) if Path(run).is_dir() else runs_dir(root) / str(run)
@@ -290,7 +295,7 @@ def resolve_run(root: Path, run: str | Path | None = None) -> Path:
     problem = run_damage(run_dir)
     if problem is not None:
         raise SteeropsError(
-            f"{run_dir}: damaged probe run ({problem}); run `steerops probe train` again"
+            f"{run_dir}: damaged probe run ({problem}); run `steerops probe train{flag}` again"
         )
     return run_dir
 

@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.metrics import r2_score
 from tqdm import tqdm
 
+from steerops.cli import run_out_flag
 from steerops.errors import SteeropsError
 from steerops.extract.store import METADATA_FILE, TENSORS_FILE, read_metadata
 from steerops.io import file_md5, read_json
@@ -347,7 +348,9 @@ def train(params) -> tuple[Path, dict, bool]:
         raise SteeropsError("probes.scores: not set (give --scores FILE or set it)")
     problem = scores_out_of_step(scores_path)
     if problem is not None:
-        raise SteeropsError(f"{problem}; run `steerops probe thurstonian` again")
+        raise SteeropsError(
+            f"{problem}; run `steerops probe thurstonian{run_out_flag(params)}` again"
+        )
     raw_scores = {t: mu for t, (mu, _) in read_scores(scores_path).items()}
     comparisons_path = param_file(params, params.probes.comparisons, "probes.comparisons")
     comparisons = read_comparisons(comparisons_path) if comparisons_path else None
