@@ -465,6 +465,17 @@ def run_out_flag(params) -> str:
     return params.params_flag + out
 
 
+def rerun_flag(params) -> str:
+    """What a suggested `steerops steer` or `search` needs to write what this run reads:
+    `run_out_flag`, --inputs DIR when this run read another run's vectors, and --pipeline
+    for the pipeline's outputs (run by hand without it, either is a scratch run of its own,
+    which this run would not read)."""
+    flag = run_out_flag(params)
+    if params.inputs_named:
+        flag += f" --inputs {shlex.quote(display_path(params.inputs))}"
+    return flag if params.run_named else flag + " --pipeline"
+
+
 def error_line(exc: Exception) -> str:
     """The error line: a SteeropsError's text; an OS error's reason and the file it names."""
     if isinstance(exc, OSError) and not isinstance(exc, SteeropsError):

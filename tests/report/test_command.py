@@ -62,8 +62,8 @@ def test_report_without_results_is_one_line_error(tmp_path, capsys):
     assert main(["report", "--params", str(write_params(tmp_path))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no steering results" in err[0]
-    # the commands it names read the same params file
-    flag = f"--params {tmp_path / 'params.yaml'}"
+    # the commands it names write what this report reads: the same params file's pipeline
+    flag = f"--params {tmp_path / 'params.yaml'} --pipeline"
     assert f"run `steerops steer {flag}` or `steerops search {flag}` first" in err[0]
 
 

@@ -4,6 +4,7 @@ match, and the line and columns the report gives them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from steerops.cli import main
 from steerops.config import load_params
 from steerops.io import write_json
 from steerops.report.load import (
+    NOT_LOGGED,
     REBUILT,
     SEARCH_KEY,
     UNREADABLE,
@@ -220,6 +222,18 @@ def test_no_trait_score_on_either_side_compares_nothing(tmp_path):
     assert said.endswith(": no held-out question has a trait score from both, nothing compared")
 
 
+def test_a_margin_the_search_chose_at_is_named(tmp_path):
+    _, heldout = synthetic_grid(tmp_path)
+    log = _search(tmp_path / "outputs", 2, 1.6, _answers(heldout))
+    best = _best(log)
+    write_json(log.parent / "best.json", {**best, "coherence_margin": 10.0})
+    _, searched, _ = _versus(tmp_path)
+    assert versus_words(searched.iloc[0], 68).startswith(
+        "against the grid's choice of `mean_diff` at coherence >= 68 (layer 2, coefficient "
+        "1.5, **ok**; the search chose at >= 78 on its half), on the same 20 held-out"
+    )
+
+
 def test_the_grid_is_chosen_at_the_search_s_bar(tmp_path):
     _, heldout = synthetic_grid(tmp_path)
     # at coherence >= 50 the grid's mean_diff choice is 2.0 (delta 90, coherence 50)
@@ -275,25 +289,83 @@ def test_the_same_config_other_settings_or_rebuilt_vectors_compare_nothing(tmp_p
     assert versus.state == REBUILT
     assert versus_words(searched.iloc[0], 68) == (
         "not compared with the grid's choice of `mean_diff`: its choice was measured with "
-        "vectors rebuilt since (`steerops search` measures it again)"
+        "vectors (or a unit) rebuilt since (a rerun of the search measures it again)"
     )
     # a grid that never steered the method: no line at all
+    log.unlink()
+    _search(tmp_path / "outputs", 2, 1.6, _answers(heldout))
+    params = load_params(write_params(tmp_path))
     _, searched, versus = _versus(tmp_path)
     spec = {"probe": ([5, 30, 60, 95], [99, 95, 85, 70])}
     other = tmp_path / "other"
     synthetic_grid(other, spec)
+    answers = load_search_heldout(params)
+    assert answers and all(not a.missing for a in answers.values())
     assert versus_grid(
-        load_results(load_params(write_params(other))), searched, {}, SEARCH_KEY, 68, 0
+        load_results(load_params(write_params(other))), searched, answers, SEARCH_KEY, 68, 0
     ) == [None]
 
 
-def test_an_unreadable_search_log_is_said_and_the_report_still_written(tmp_path, capsys):
+def _best(log):
+    return json.loads((log.parent / "best.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "damage", ["no log", "other coefficient", "other weight", "no coefficient"]
+)
+def test_a_choice_the_log_does_not_hold_is_said_so(tmp_path, damage):
     _, heldout = synthetic_grid(tmp_path)
     log = _search(tmp_path / "outputs", 2, 1.6, _answers(heldout))
-    log.write_text("{not json\n")
-    assert main(["report", "--params", str(write_params(tmp_path))]) == 0
-    err = capsys.readouterr().err
-    assert "steerops report: warning: " in err and "the search is not compared with the grid" in err
+    best = _best(log)
+    if damage == "no log":
+        log.unlink()
+    elif damage == "other coefficient":
+        best["chosen"]["coefficient"] = 1.7
+    elif damage == "other weight":  # the log's entry steered 16 (1.6 x 10 per unit)
+        best["chosen"]["weight"] = 24.0
+    else:  # a damaged best.json: said, not a traceback
+        best["chosen"]["coefficient"] = None
+    write_json(log.parent / "best.json", best)
+    _, searched, [versus] = _versus(tmp_path)
+    assert versus.state == NOT_LOGGED
+    assert versus_words(searched.iloc[0], 68) == (
+        "not compared with the grid's choice of `mean_diff`: its results log holds no scored "
+        "held-out entry of the choice"
+    )
+    best["chosen"]["weight"] = 16.0  # the weight it steered: matched
+    best["chosen"]["layer"], best["chosen"]["coefficient"] = 2, 1.6
+    write_json(log.parent / "best.json", best)
+    if damage != "no log":
+        assert _versus(tmp_path)[2][0].state == COMPARED
+
+
+def test_a_grid_the_judge_never_scored_is_not_beaten(tmp_path):
+    spec = {"mean_diff": ([10, 40, 70, 90], [95, 90, 80, 50])}
+    synthetic_grid(tmp_path, spec)
+    row = {
+        "method": "mean_diff",
+        "vs_grid": NO_GRID_CHOICE,
+        "grid_status": stats.UNSCORED,
+    }
+    assert versus_words(row, 68) == (
+        "not compared with the grid's choice of `mean_diff`: the grid has none at coherence "
+        ">= 68 (**trait unscored**: the judge scored none of its configs)"
+    )
+    row["grid_status"] = stats.BASELINE_INCOHERENT
+    assert versus_words(row, 68).endswith("the search's choice has no grid choice to beat")
+
+
+@pytest.mark.parametrize("text", [b"{not json\n", b"\xff\xfe not utf-8\n"])
+def test_an_unreadable_search_log_is_said_and_the_report_still_written(tmp_path, capsys, text):
+    _, heldout = synthetic_grid(tmp_path)
+    log = _search(tmp_path / "outputs", 2, 1.6, _answers(heldout))
+    log.write_bytes(text)
+    params = write_params(tmp_path)
+    assert main(["report", "--params", str(params)]) == 0
+    [warning] = [line for line in capsys.readouterr().err.splitlines() if str(log) in line]
+    assert warning.startswith("steerops report: warning: ")
+    assert f"the search is not compared with the grid (repair or remove {log}" in warning
+    assert f"`steerops search --params {params} --pipeline` then scores its choice" in warning
     row = pd.read_csv(tmp_path / "reports" / "search_heldout.csv").iloc[0]
     assert row["vs_grid"] == UNREADABLE and pd.isna(row["vs_grid_n"])
 

@@ -18,8 +18,8 @@ from steerops.cli import (
     flags,
     inputs_flag,
     load_params_for,
+    rerun_flag,
     run_file,
-    run_out_flag,
     stage_parser,
 )
 from steerops.errors import SteeropsError
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> None:
     if frame.empty and searched.empty:
         raise SteeropsError(
             f"no steering results under {params.out / 'steering'}: run `steerops steer"
-            f"{run_out_flag(params)}` or `steerops search{run_out_flag(params)}` first"
+            f"{rerun_flag(params)}` or `steerops search{rerun_flag(params)}` first"
         )
     out = params.path(params.report.out)
     files = write_report(params, frame, searched, out)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from steerops import stats
 from steerops.calibration.store import stored_global_dims, stored_massive_dims
-from steerops.cli import error_line, run_out_flag
+from steerops.cli import error_line, rerun_flag
 from steerops.errors import SteeropsError
 from steerops.extract.store import activations_dir, is_complete
 from steerops.extract.store import read_layer as read_activations
@@ -34,6 +34,7 @@ from steerops.steering.store import (
     RESULTS_FILE,
     ResultsLog,
     entry_key,
+    same_weight,
     scope_of,
     scores_of,
     steering_dir,
@@ -85,7 +86,7 @@ def load_results(params) -> pd.DataFrame:
             print(
                 f"steerops report: warning: {path.parent}: no baseline for settings "
                 f"{settings_hash or '(none named)'} in its results log: the cell is left out "
-                f"(run `steerops steer{run_out_flag(params)}` to measure it again)",
+                f"(run `steerops steer{rerun_flag(params)}` to measure it again)",
                 file=sys.stderr,
             )
             continue
@@ -122,7 +123,7 @@ def load_results(params) -> pd.DataFrame:
             units=units,
             sweep=sweep,
         )
-        _say_left_out(path.parent, log, settings_hash, files, units, sweep, run_out_flag(params))
+        _say_left_out(path.parent, log, settings_hash, files, units, sweep, rerun_flag(params))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         return frame
@@ -190,7 +191,7 @@ def _say_left_out(
     """One line when configs of the cell's sweep measured vectors that are no longer on
     disk, or at a weight their coefficient no longer means (the vectors or their layer's
     unit were rebuilt and the cell not steered again): they are left out, not wrong.
-    `flag`: what the hint's command needs (`cli.run_out_flag`)."""
+    `flag`: what the hint's command needs (`cli.rerun_flag`)."""
     logged = _logged_keys(log, settings_hash)
     if sweep is not None:
         logged &= sweep
@@ -321,8 +322,8 @@ class SearchAnswers:
 
 
 UNREADABLE = "its results log cannot be read"
-NOT_LOGGED = "its results log holds no held-out entry of the choice"
-REBUILT = "its choice was measured with vectors rebuilt since"
+NOT_LOGGED = "its results log holds no scored held-out entry of the choice"
+REBUILT = "its choice was measured with vectors (or a unit) rebuilt since"
 
 
 def load_search_heldout(params) -> dict[tuple, SearchAnswers]:
@@ -337,10 +338,12 @@ def load_search_heldout(params) -> dict[tuple, SearchAnswers]:
         log_file = path.parent / RESULTS_FILE
         try:
             found = _search_answers(params, ResultsLog(log_file), best)
-        except (OSError, SteeropsError) as exc:
+        # a damaged log or best.json feeds one line of the report: said, not fatal
+        except (OSError, SteeropsError, ValueError, TypeError, KeyError, AttributeError) as exc:
             print(
-                f"steerops report: warning: {error_line(exc)}; the search is not compared with "
-                f"the grid (`steerops search{run_out_flag(params)}` writes it again)",
+                f"steerops report: warning: {error_line(exc)}; the search is not compared "
+                f"with the grid (repair or remove {log_file}, the search's cache of scores; "
+                f"`steerops search{rerun_flag(params)}` then scores its choice again)",
                 file=sys.stderr,
             )
             found = SearchAnswers(None, {}, UNREADABLE)
@@ -350,30 +353,44 @@ def load_search_heldout(params) -> dict[tuple, SearchAnswers]:
 
 def _search_answers(params, log: ResultsLog, best: dict) -> SearchAnswers:
     held = (best.get("heldout") or {}).get("settings_hash")
+    chosen = best["chosen"]
+    layer, coefficient = stats.as_number(chosen["layer"]), stats.as_number(chosen["coefficient"])
     baseline = log.baseline(held) if isinstance(held, str) else None
     questions = log.questions(held) if isinstance(held, str) else None
-    if baseline is None or questions is None:
+    if baseline is None or questions is None or layer is None or coefficient is None:
         return SearchAnswers(None, {}, NOT_LOGGED)
-    settings = baseline.get("settings") or {}
+    settings = baseline["settings"]
     labels = {
         "trait": settings.get("trait"),
         "vector_variant": settings.get("vector_variant"),
         "unit": str(settings.get("coefficient_unit") or ""),
     }
+    weight = stats.as_number(chosen.get("weight"))
+
+    def is_choice(entry: dict) -> bool:
+        """The chosen config (at its weight, when best.json records one), scored on every
+        held-out question."""
+        vectors, c = entry["config"]["vectors"], stats.as_number(entry["config"].get("coefficient"))
+        return (
+            len(vectors) == 1
+            and int(vectors[0]["layer"]) == int(layer)
+            and c is not None
+            and math.isclose(c, coefficient, rel_tol=1e-9)
+            and (weight is None or same_weight(float(vectors[0]["weight"]), weight))
+            and len(scores_of(entry) or []) == len(questions)
+        )
+
     files = _vector_files_now(params, log, held, labels)
     units = _units_now(params, log, held, labels)
-    chosen = best["chosen"]
     for entry in log.configs(held, files, units):  # measured with the vectors on disk now
-        vectors, c = entry["config"]["vectors"], entry["config"].get("coefficient")
-        if (
-            len(vectors) == 1
-            and int(vectors[0]["layer"]) == int(chosen["layer"])
-            and c is not None
-            and math.isclose(float(c), float(chosen["coefficient"]), rel_tol=1e-9)
-            and (scores := scores_of(entry)) is not None
-        ):
+        if is_choice(entry):
+            scores = scores_of(entry) or []
             return SearchAnswers(scope_of(settings), dict(zip(questions, scores, strict=True)))
-    return SearchAnswers(scope_of(settings), {}, REBUILT)
+    logged = any(
+        e["type"] == "config" and e.get("settings_hash") == held and is_choice(e)
+        for e in log.entries
+    )
+    return SearchAnswers(scope_of(settings), {}, REBUILT if logged else NOT_LOGGED)
 
 
 def _model_id(params, variant: str | None, fallback: str | None = None) -> str:

@@ -135,24 +135,33 @@ def versus_words(row: Any, bar: float) -> str | None:
     the search's `bar`); None where it was not compared."""
     state, method = row.get("vs_grid"), f"`{row['method']}`"
     if state in (UNREADABLE, NOT_LOGGED, REBUILT):
-        again = " (`steerops search` measures it again)" if state == REBUILT else ""
+        again = " (a rerun of the search measures it again)" if state == REBUILT else ""
         return f"not compared with the grid's choice of {method}: {state}{again}"
     if state == OTHER_SETTINGS:
         return (
             f"not compared with the grid's choice of {method}: the grid was scored under "
-            "other settings (judge, generation, scope or direction)"
+            "other settings (e.g. another judge, generation length or steering scope)"
         )
     if state == NO_GRID_CHOICE:
+        status = row.get("grid_status")
+        if status == stats.UNSCORED:  # the judge's failure: nothing of the grid to compare
+            return (
+                f"not compared with the grid's choice of {method}: the grid has none at "
+                f"coherence >= {bar:g} (**{status}**: the judge scored none of its configs)"
+            )
         return (
             f"the grid of {method} chose nothing at coherence >= {bar:g} "
-            f"(**{row.get('grid_status')}**): the search's choice has no grid choice to beat"
+            f"(**{status}**): the search's choice has no grid choice to beat"
         )
     if state not in (COMPARED, SAME_CONFIG):
         return None
+    margin = stats.as_number(row.get("coherence_margin")) or 0.0
+    # the search chose at the bar plus its margin on its half; the grid at the bar
+    stricter = f"; the search chose at >= {bar + margin:g} on its half" if margin else ""
     grid = (
         f"the grid's choice of {method} at coherence >= {bar:g} (layer "
         f"{cell(row['grid_layer'])}, coefficient {cell(row['grid_coefficient'])}, "
-        f"**{row['grid_status']}**)"
+        f"**{row['grid_status']}**{stricter})"
     )
     if state == SAME_CONFIG:
         return f"the same config as {grid}: searching found nothing past it"
