@@ -252,7 +252,8 @@ def test_an_interrupted_write_leaves_a_pair_that_train_refuses_and_a_rerun_redoe
     assert main(["probe", "train", "--params", str(params), "--scores", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "scores.csv is not the fit" in err
-    assert f"run `steerops probe thurstonian --params {params}` again" in err
+    hint = f"run `steerops probe thurstonian --params {params} --out-csv {out}` again"
+    assert f"{hint} with the comparisons it was fitted from" in err
 
     assert main(argv) == 0  # the rerun notices the pair and writes both again
     assert "writing both again" in capsys.readouterr().err

@@ -7,6 +7,7 @@ aligns tasks by id, writes an immutable run (`store.py`) and logs it to MLflow.
 from __future__ import annotations
 
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 from sklearn.metrics import r2_score
 from tqdm import tqdm
 
-from steerops.cli import run_out_flag
+from steerops.cli import display_path, run_out_flag
 from steerops.errors import SteeropsError
 from steerops.extract.store import METADATA_FILE, TENSORS_FILE, read_metadata
 from steerops.io import file_md5, read_json
@@ -348,9 +349,10 @@ def train(params) -> tuple[Path, dict, bool]:
         raise SteeropsError("probes.scores: not set (give --scores FILE or set it)")
     problem = scores_out_of_step(scores_path)
     if problem is not None:
-        raise SteeropsError(
-            f"{problem}; run `steerops probe thurstonian{run_out_flag(params)}` again"
-        )
+        # the fit that writes this file again, wherever --scores put it
+        csv = shlex.quote(display_path(scores_path))
+        again = f"run `steerops probe thurstonian{run_out_flag(params)} --out-csv {csv}` again"
+        raise SteeropsError(f"{problem}; {again} with the comparisons it was fitted from")
     raw_scores = {t: mu for t, (mu, _) in read_scores(scores_path).items()}
     comparisons_path = param_file(params, params.probes.comparisons, "probes.comparisons")
     comparisons = read_comparisons(comparisons_path) if comparisons_path else None
