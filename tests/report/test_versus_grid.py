@@ -380,4 +380,9 @@ def test_the_report_gives_the_comparison_in_its_table_and_its_answer(tmp_path):
     assert row["vs_grid_n"] == 20 and row["vs_grid_trait_delta"] == pytest.approx(30.0)
     report = (tmp_path / "reports" / "report.md").read_text()
     assert "against the grid's choice of `mean_diff` at coherence >= 68 (layer 2," in report
+    # counted for `dvc metrics diff`: refusing on all 20 beats the grid's 14 of 20
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    assert row["vs_grid_trait_delta_lo"] > 0
+    assert metrics["searches_vs_grid_compared"] == metrics["searches_beating_grid"] == 1
+    assert metrics["searches_beaten_by_grid"] == 0
     assert "vs_grid_trait_delta [95% CI]" in report  # one column with its interval

@@ -42,7 +42,7 @@ from steerops.report.load import (
 from steerops.report.markdown import VERDICT_LEGEND, markdown_table
 from steerops.report.resplit import resplits
 from steerops.report.results import judge_words, judges_in, render_results, untested
-from steerops.report.versus_grid import versus_columns, versus_grid
+from steerops.report.versus_grid import COMPARED, versus_columns, versus_grid
 from steerops.report.weighed import weighed
 from steerops.search.store import read_before_of
 from steerops.steering.best import protocol
@@ -371,6 +371,21 @@ def _metrics(gap, prepost, errors, searched) -> dict:
         # of those ok, the ones whose held-out half was read before for other choices of
         # earlier searches of the cell: not a first look
         "searches_ok_read_before": _ok_read_before(searched),
+        # each search's choice against the grid's, paired on the held-out questions
+        # (`versus_grid`): how many were compared, and moved the trait further than it
+        **_versus_counts(searched),
+    }
+
+
+def _versus_counts(searched: pd.DataFrame) -> dict[str, int]:
+    compared = searched.get("vs_grid", pd.Series(dtype=object)) == COMPARED
+    none = pd.Series(dtype=float)
+    lo = pd.to_numeric(searched.get("vs_grid_trait_delta_lo", none), errors="coerce")
+    hi = pd.to_numeric(searched.get("vs_grid_trait_delta_hi", none), errors="coerce")
+    return {
+        "searches_vs_grid_compared": int(compared.sum()),
+        "searches_beating_grid": int((compared & (lo > 0)).sum()),
+        "searches_beaten_by_grid": int((compared & (hi < 0)).sum()),
     }
 
 
