@@ -123,7 +123,7 @@ def load_results(params) -> pd.DataFrame:
             units=units,
             sweep=sweep,
         )
-        _say_left_out(path.parent, log, settings_hash, files, units, sweep, rerun_flag(params))
+        _say_left_out(path.parent, log, settings_hash, measured, sweep, rerun_flag(params))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         return frame
@@ -170,32 +170,26 @@ def _units_now(params, log: ResultsLog, settings_hash: str, labels: dict) -> dic
     return log.units_now(settings_hash, labels["unit"] == "absolute", layer_norm)
 
 
-def _logged_keys(log: ResultsLog, settings_hash: str) -> set[str]:
-    """The keys (`entry_key`) of every config the log holds under `settings_hash`."""
-    return {
-        entry_key(e["config"])
-        for e in log.entries
-        if e["type"] == "config" and e.get("settings_hash") == settings_hash
-    }
-
-
 def _say_left_out(
     cell: Path,
     log: ResultsLog,
     settings_hash: str,
-    files: dict,
-    units: dict[str, float],
+    current: set[str],
     sweep: set[str] | None,
     flag: str = "",
 ) -> None:
     """One line when configs of the cell's sweep measured vectors that are no longer on
     disk, or at a weight their coefficient no longer means (the vectors or their layer's
     unit were rebuilt and the cell not steered again): they are left out, not wrong.
-    `flag`: what the hint's command needs (`cli.rerun_flag`)."""
-    logged = _logged_keys(log, settings_hash)
+    `current`: the keys of the configs measured with the vectors and units now
+    (`ResultsLog.configs`); `flag`: what the hint's command needs (`cli.rerun_flag`)."""
+    logged = {
+        entry_key(e["config"])
+        for e in log.entries
+        if e["type"] == "config" and e.get("settings_hash") == settings_hash
+    }
     if sweep is not None:
         logged &= sweep
-    current = {entry_key(e["config"]) for e in log.configs(settings_hash, files, units)}
     if gone := len(logged - current):
         print(
             f"steerops report: warning: {cell}: {gone} of {len(logged)} configs were "
