@@ -183,3 +183,21 @@ def smollm2(smollm2_dir):
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
     model.eval().requires_grad_(False)
     return model, tokenizer
+
+
+def batches_cut_at(calls: list[int], at: int | None = None):
+    """A stand-in for `steerops.models.generation.generate_batch` that records each batch's
+    rows in `calls` and raises KeyboardInterrupt on batch `at` (1-based; None: never)."""
+    from steerops.models import generation
+
+    real = generation.generate_batch
+    real = getattr(real, "__wrapped__", real)  # not another stand-in
+
+    def generate_batch(model, prompt_ids, *args, **kwargs):
+        calls.append(len(prompt_ids))
+        if len(calls) == at:
+            raise KeyboardInterrupt
+        return real(model, prompt_ids, *args, **kwargs)
+
+    generate_batch.__wrapped__ = real
+    return generate_batch

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import refused_up_front, write_params
+from conftest import batches_cut_at, refused_up_front, write_params
 
 
 @pytest.mark.parametrize(
@@ -142,3 +142,37 @@ def _calibration_inputs(params):
     loaded = load_model(params, params.calibration.variant, padding_side="left")
     prompts = load_calibration_prompts(params.path(params.calibration.prompts))
     return loaded.model, loaded.tokenizer, prompts
+
+
+def test_an_interrupted_calibration_generates_only_what_it_had_not(
+    tmp_path, toy_world, monkeypatch, capsys
+):
+    """Ctrl-C in the third batch of responses: the rerun generates only the last two
+    batches, and writes the uninterrupted run's calibration.json; what it kept then goes."""
+    from steerops.cli import main
+    from steerops.models import generation
+
+    def params_in(name):
+        (tmp_path / name).mkdir()
+        return write_params(tmp_path / name, toy_world, calibration={"batch_size": 16})
+
+    whole = params_in("whole")
+    assert main(["calibrate", "--params", str(whole)]) == 0
+    expected = (tmp_path / "whole" / "outputs" / "calibration" / "instruct").iterdir()
+    expected = {p.name: p.read_bytes() for p in expected if p.suffix == ".json"}
+
+    cut = params_in("cut")
+    folder = tmp_path / "cut" / "outputs" / "calibration" / "instruct"
+    calls: list[int] = []
+    monkeypatch.setattr(generation, "generate_batch", batches_cut_at(calls, at=3))
+    assert main(["calibrate", "--params", str(cut)]) == 130
+    assert (folder / ".partial" / "responses.json").is_file()
+    assert not (folder / "calibration.json").exists()
+    calls.clear()
+    capsys.readouterr()
+    monkeypatch.setattr(generation, "generate_batch", batches_cut_at(calls))
+    assert main(["calibrate", "--params", str(cut)]) == 0
+    assert calls == [16, 16]
+    assert "calibrate: 32 responses kept by an interrupted run" in capsys.readouterr().out
+    got = {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix == ".json"}
+    assert got == expected and not (folder / ".partial").exists()

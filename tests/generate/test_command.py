@@ -9,7 +9,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import refused_up_front, write_params
+from conftest import batches_cut_at, refused_up_front, write_params
 from steerops.cli import main
 from steerops.config import load_params
 from steerops.generate import command as stage
@@ -718,13 +718,7 @@ def test_an_interrupted_run_keeps_its_finished_class_and_the_rerun_ends_the_same
     each class is seeded on its own). A kept class whose rows were altered is generated
     again; `--force` ignores what was kept."""
     sampled = ["--temperature", "1.5", "--rollouts", "2", "--max-new-tokens", "6"]
-    whole = small_world(tmp_path / "whole", toy_world)
-    assert main(["generate", "--params", str(whole), *sampled]) == 0
-    expected = (load_params(whole).out / "responses" / "toy" / "refusal" / "base").glob("*")
-    expected = {p.name: p.read_bytes() for p in expected if p.is_file()}
-
-    params_file = small_world(tmp_path / "cut", toy_world)
-    folder = load_params(params_file).out / "responses" / "toy" / "refusal" / "base"
+    expected, params_file, folder = _uninterrupted_and_a_world_to_cut(tmp_path, toy_world, sampled)
     from steerops.models import generation
 
     original = generation.generate_responses
@@ -771,3 +765,41 @@ def test_an_interrupted_run_keeps_its_finished_class_and_the_rerun_ends_the_same
     interrupted_first_run()
     assert main(["generate", "--params", str(params_file), *sampled, "--force"]) == 0
     assert calls == ["generate positive", "generate negative"]
+
+
+def test_an_interrupted_class_keeps_its_finished_batches(tmp_path, toy_world, monkeypatch, capsys):
+    """Ctrl-C in the positives' third batch: the rerun decodes only their last two batches
+    and the negatives, and writes an uninterrupted run's files (sampled: each batch's seed
+    shows)."""
+    from steerops.models import generation
+
+    sampled = ["--temperature", "1.5", "--rollouts", "2", "--max-new-tokens", "6"]
+    sampled += ["--batch-size", "8"]  # 4 batches of positives (16 prompts x 2 rollouts)
+    expected, params_file, folder = _uninterrupted_and_a_world_to_cut(tmp_path, toy_world, sampled)
+    calls: list[int] = []
+    monkeypatch.setattr(generation, "generate_batch", batches_cut_at(calls, at=3))
+    assert main(["generate", "--params", str(params_file), *sampled]) == 130
+    assert (folder / ".partial" / "positive.jobs.json").is_file()
+    calls.clear()
+    capsys.readouterr()
+    monkeypatch.setattr(generation, "generate_batch", batches_cut_at(calls))
+    assert main(["generate", "--params", str(params_file), *sampled]) == 0
+    assert calls == [8] * 6  # the positives' last two batches, then the negatives' four
+    assert "generate positive: 16 decodes kept by an interrupted run" in capsys.readouterr().out
+    got = {p.name: p.read_bytes() for p in folder.glob("*") if p.is_file()}
+    assert got == expected and not (folder / ".partial").exists()
+
+
+def _uninterrupted_and_a_world_to_cut(tmp_path, toy_world, flags):
+    """(an uninterrupted run's files {name: bytes}, params.yaml of a second world, the
+    folder its run will write)."""
+    whole = small_world(tmp_path / "whole", toy_world)
+    assert main(["generate", "--params", str(whole), *flags]) == 0
+    expected = (load_params(whole).out / "responses" / "toy" / "refusal" / "base").glob("*")
+    expected = {p.name: p.read_bytes() for p in expected if p.is_file()}
+    params_file = small_world(tmp_path / "cut", toy_world)
+    return (
+        expected,
+        params_file,
+        load_params(params_file).out / "responses" / "toy" / "refusal" / "base",
+    )

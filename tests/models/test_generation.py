@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import transformers as T
@@ -202,3 +204,83 @@ def test_what_plain_decoding_overrides_is_what_changes_a_token(tokenizer):
     # transformers 4.x's defaults (top_k 50): the same key under either version
     four = T.GenerationConfig(top_k=50, top_p=1.0, repetition_penalty=1.0, num_beams=1)
     assert overridden_decoding(four, sampled=True) == {}
+
+
+def _interrupted_at_call(model, call: int, rows_limit: int | None = None):
+    """model.generate raising KeyboardInterrupt on its `call`-th call (1-based), and an
+    out-of-memory error on batches of more than `rows_limit` rows; returns the row counts."""
+    real_generate = model.generate
+    rows: list[int] = []
+
+    def generate(**kwargs):
+        n = kwargs["input_ids"].shape[0]
+        if rows_limit is not None and n > rows_limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        rows.append(n)
+        if len(rows) == call:
+            raise KeyboardInterrupt
+        return real_generate(**kwargs)
+
+    model.generate = generate
+    return rows
+
+
+@pytest.mark.parametrize(
+    "rows_limit, cut_at", [(None, 3), (2, 2)], ids=["whole-batches", "halved-batch"]
+)
+def test_an_interrupted_generation_resumes_from_its_kept_batches(
+    tokenizer, tmp_path, rows_limit, cut_at
+):
+    """Sampled, so every batch's seed shows: the rerun decodes only what the interrupted run
+    had not finished and ends with the uninterrupted run's tokens, whether the run was cut
+    between whole batches or after the first half of a batch it had to halve."""
+    from steerops.models.kept_jobs import KeptJobs
+
+    model = tiny(tokenizer, "llama", seed=1)
+    model.generation_config.eos_token_id = None
+    kwargs = dict(max_new_tokens=6, batch_size=4, temperature=5.0, rollouts=3, seed=7)
+    kwargs["progress"] = False
+    whole_rows = _interrupted_at_call(model, call=0, rows_limit=rows_limit)
+    expected = generate_responses(model, tokenizer, PROMPTS, **kwargs)
+    assert whole_rows == ([4, 4, 4, 3] if rows_limit is None else [2] * 7 + [1])
+
+    model = tiny(tokenizer, "llama", seed=1)
+    model.generation_config.eos_token_id = None
+    path = tmp_path / ".partial" / "jobs.json"
+    cut_rows = _interrupted_at_call(model, call=cut_at, rows_limit=rows_limit)
+    with pytest.raises(KeyboardInterrupt):
+        generate_responses(model, tokenizer, PROMPTS, **kwargs, kept=KeptJobs(path, "k"))
+    kept_before = len(KeptJobs(path, "k").jobs)
+    assert kept_before == sum(cut_rows[: cut_at - 1]) == (8 if rows_limit is None else 2)
+
+    model = tiny(tokenizer, "llama", seed=1)
+    model.generation_config.eos_token_id = None
+    rerun_rows = _interrupted_at_call(model, call=0, rows_limit=rows_limit)
+    kept = KeptJobs(path, "k")
+    got = generate_responses(model, tokenizer, PROMPTS, **kwargs, kept=kept)
+    assert [c.response_ids for c in got] == [c.response_ids for c in expected]
+    assert kept.served == kept_before and sum(rerun_rows) == 15 - kept_before
+    assert len(KeptJobs(path, "k").jobs) == 15
+
+
+def test_kept_batches_of_other_settings_or_altered_are_ignored(tokenizer, tmp_path):
+    from steerops.models.kept_jobs import KeptJobs
+
+    model = tiny(tokenizer, "llama")
+    path = tmp_path / "jobs.json"
+    kwargs = dict(max_new_tokens=5, batch_size=2, progress=False)
+    expected = generate_responses(model, tokenizer, PROMPTS, **kwargs, kept=KeptJobs(path, "a"))
+    assert len(KeptJobs(path, "a").jobs) == 5
+    for kept in (KeptJobs(path, "b"), KeptJobs(path, "a", fresh=True)):
+        assert kept.jobs == {}
+    # a kept decode altered on disk is not served: its MD5 no longer matches
+    data = json.loads(path.read_text())
+    data["jobs"][0][2][0] += 1
+    path.write_text(json.dumps(data))
+    altered = KeptJobs(path, "a")
+    assert altered.jobs == {}
+    again = generate_responses(model, tokenizer, PROMPTS, **kwargs, kept=altered)
+    assert [c.response_ids for c in again] == [c.response_ids for c in expected]
+    assert altered.served == 0
+    altered.drop()
+    assert not path.exists()

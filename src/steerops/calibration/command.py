@@ -21,7 +21,13 @@ from steerops.calibration.aggregate import summarize
 from steerops.calibration.heatmap import plot_heatmap
 from steerops.calibration.reading import massive_spans, near_line, near_rule
 from steerops.calibration.stats import LayerSums
-from steerops.calibration.store import calibration_file, heatmap_file, write_calibration
+from steerops.calibration.store import (
+    calibration_file,
+    drop_partial,
+    heatmap_file,
+    partial_responses_file,
+    write_calibration,
+)
 from steerops.cli import abs_path, flags, load_params_for, stage_parser
 from steerops.errors import SteeropsError
 from steerops.traits import Prompt, read_prompts_jsonl
@@ -77,6 +83,7 @@ def load_calibration_prompts(path: Path) -> list[Prompt]:
 def calibrate(params, progress: bool = True) -> dict:
     """Run calibration for `calibration.variant`; returns the calibration.json record."""
     from steerops.models.generation import generate_responses
+    from steerops.models.kept_jobs import KeptJobs
     from steerops.models.loading import (
         check_new_tokens,
         check_variant,
@@ -106,6 +113,9 @@ def calibrate(params, progress: bool = True) -> dict:
             "global_min_layers",
         )
     }
+    kept = KeptJobs(
+        partial_responses_file(params.out, cfg.variant), _responses_key(params, prompts_file)
+    )
     with track(
         params,
         "calibrate",
@@ -128,7 +138,10 @@ def calibrate(params, progress: bool = True) -> dict:
             seed=params.seed,
             progress=progress,
             desc="calibrate: generate",
+            kept=kept,
         )
+        if kept.served and progress:
+            print(f"calibrate: {kept.served} responses kept by an interrupted run")
         if not any(c.response_ids for c in completions):
             raise SteeropsError(f"models.{cfg.variant}: every calibration response was empty")
         # a prompt whose response is empty still counts: its template tokens are where
@@ -169,8 +182,27 @@ def calibrate(params, progress: bool = True) -> dict:
         heatmap = heatmap_file(params.out, cfg.variant)
         plot_heatmap(record, heatmap)
         out_file = write_calibration(params.out, cfg.variant, record)
+        drop_partial(params.out, cfg.variant)
         _log(tracker, record, out_file, heatmap, seconds)
     return record
+
+
+def _responses_key(params, prompts_file: Path) -> str:
+    """What the greedy responses depend on: the model's identity and dtype, the prompts'
+    bytes and the length."""
+    import json
+
+    from steerops.io import file_md5, text_md5
+    from steerops.models.identity import variant_identity
+
+    cfg = params.calibration
+    key = {
+        **variant_identity(params, cfg.variant),
+        "dtype": params.variant(cfg.variant).dtype,
+        "prompts_md5": file_md5(prompts_file),
+        "max_new_tokens": cfg.max_new_tokens,
+    }
+    return text_md5(json.dumps(key, sort_keys=True))
 
 
 def _check_global_min_layers(min_layers: int, num_layers: int | None) -> None:

@@ -2,6 +2,7 @@
 
     <out>/calibration/<variant>/calibration.json   per-layer stats and the global dims
     <out>/calibration/<variant>/heatmap.png
+    <out>/calibration/<variant>/.partial/responses.json   an interrupted run's responses
 
 calibration.json: `{variant, model, n_tokens, layers: {"<L>": {top_dims, top_values,
 relative, median_abs, max_median_ratio, top_max: [{dim, value, ratio, sequence, position,
@@ -10,6 +11,10 @@ token}], massive_dims, massive: {"<d>": {...as top_max}}, norm}}, aggregate:
 massive_dims: [...], massive_by_layer: {"<L>": [...]}, massive_layers: {"<d>": [...]},
 massive_rule: {...}}}`. `top_dims`/`global_dims` are the top_mean set (largest |mean|),
 `massive_dims` the massive set (see `steerops.calibration.stats`).
+
+`.partial/` holds the responses of the batches a run finished (`steerops.models.kept_jobs`),
+so a rerun after an interruption generates only the rest; it goes once calibration.json is
+written.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from steerops.io import read_json, write_json
 
 CALIBRATION_FILE = "calibration.json"
 HEATMAP_FILE = "heatmap.png"
+PARTIAL_DIR = ".partial"
 
 
 def calibration_file(out: Path, variant: str) -> Path:
@@ -32,6 +38,17 @@ def calibration_file(out: Path, variant: str) -> Path:
 
 def heatmap_file(out: Path, variant: str) -> Path:
     return calibration_file(out, variant).with_name(HEATMAP_FILE)
+
+
+def partial_responses_file(out: Path, variant: str) -> Path:
+    return calibration_file(out, variant).parent / PARTIAL_DIR / "responses.json"
+
+
+def drop_partial(out: Path, variant: str) -> None:
+    """Remove what an interrupted run kept, once calibration.json is written."""
+    import shutil
+
+    shutil.rmtree(partial_responses_file(out, variant).parent, ignore_errors=True)
 
 
 def write_calibration(out: Path, variant: str, record: dict[str, Any]) -> Path:

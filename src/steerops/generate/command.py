@@ -26,6 +26,7 @@ from steerops.generate.store import (
     drop_finished_classes,
     finished_class,
     keep_finished_class,
+    partial_jobs_file,
     previous_summary,
     prompts_md5,
     read_rows,
@@ -258,6 +259,7 @@ def _complete(
     """Every class's completions; a class an interrupted run finished under the same
     settings is taken as it kept it (`--force`: generated again), one generated is kept."""
     from steerops.models.generation import generate_responses
+    from steerops.models.kept_jobs import KeptJobs
     from steerops.models.loading import load_model
 
     cfg = params.generate
@@ -277,6 +279,7 @@ def _complete(
             start = time.perf_counter()
         prompts = getattr(trait, polarity)
         first = len(rows)
+        batches = KeptJobs(partial_jobs_file(folder, polarity), gen_hash, fresh=force)
         done = generate_responses(
             loaded.model,
             loaded.tokenizer,
@@ -288,7 +291,10 @@ def _complete(
             seed=params.seed,
             progress=progress,
             desc=f"generate {polarity}",
+            kept=batches,
         )
+        if batches.served and progress:
+            print(f"generate {polarity}: {batches.served} decodes kept by an interrupted run")
         for c in done:
             source = prompts[c.index]
             new_tokens += len(c.response_ids)
@@ -305,6 +311,7 @@ def _complete(
                 }
             )
         keep_finished_class(folder, polarity, gen_hash, rows[first:])
+        batches.drop()  # the class is kept whole
     if loaded is None:
         return rows, {}  # nothing generated: no speed
     seconds = time.perf_counter() - start

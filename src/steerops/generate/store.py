@@ -12,11 +12,13 @@ null, so a judge failure loses no completion: the next run vets them without gen
 The summary records the rows file's MD5 (`responses_md5`); a rows file that no longer has
 it is generated again rather than trusted.
 
-    <...>/<variant>/.partial/<polarity>.json   a class finished by a run that did not end
+    <...>/<variant>/.partial/<polarity>.json        a class finished by a run that did not end
+    <...>/<variant>/.partial/<polarity>.jobs.json   the batches it finished of the next class
 
 Each class is kept there once completed (with the generation settings' hash and its rows'
 MD5), so an interrupted run's rerun generates only the class it had not finished (each
-class is seeded on its own: the same rows); the folder goes once responses.jsonl is written.
+class is seeded on its own: the same rows), and of that class only the batches it had not
+finished (`steerops.models.kept_jobs`); the folder goes once responses.jsonl is written.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ def keep_finished_class(folder: Path, polarity: str, generation_hash: str, rows:
         folder / PARTIAL_DIR / f"{polarity}.json",
         {"generation_hash": generation_hash, "rows_md5": text_md5(text), "rows": rows},
     )
+
+
+def partial_jobs_file(folder: Path, polarity: str) -> Path:
+    return folder / PARTIAL_DIR / f"{polarity}.jobs.json"
 
 
 def finished_class(folder: Path, polarity: str, generation_hash: str) -> list[dict] | None:

@@ -31,28 +31,16 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from steerops.io import read_json, text_md5, write_json
-    from steerops.models.chat_template import chat_template
-    from steerops.models.fingerprint import model_fingerprint
-    from steerops.models.loading import check_model_folder, model_source
+    from steerops.io import read_json, write_json
+    from steerops.models.identity import variant_identity
+    from steerops.models.loading import check_model_folder
 
     params = load_params_for(args)
     records = {}
     for variant, spec in params.models.items():  # every source checked before a write
-        source = model_source(params, variant)
         # no identity for what never loads (generate refuses it the same way)
         check_model_folder(params.path(spec.id), variant)
-        fingerprint = model_fingerprint(source, spec.revision)
-        records[variant] = {
-            "variant": variant,
-            "id": spec.id,
-            "revision": spec.revision,
-            "fingerprint": fingerprint,
-        }
-        template = chat_template(params, variant)
-        # the tokenizer's own, or a chat_template.json beside it, is in the fingerprint already
-        if template is not None:
-            records[variant]["chat_template_md5"] = text_md5(template)
+        records[variant] = variant_identity(params, variant)
     folder = params.out / MODELS_DIR
     for variant, record in records.items():
         path = folder / f"{variant}.json"

@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from steerops.errors import SteeropsError
 from steerops.models.batching import Batcher, pad_batch
 from steerops.models.head import contiguous_head_input
+from steerops.models.kept_jobs import KeptJobs
 from steerops.models.resolver import module_device
 from steerops.traits import Prompt
 
@@ -120,8 +121,11 @@ def generate_responses(
     seed: int = 0,
     progress: bool = True,
     desc: str = "generate",
+    kept: KeptJobs | None = None,
 ) -> list[Completion]:
-    """Complete every prompt `rollouts` times; results ordered by (prompt index, rollout)."""
+    """Complete every prompt `rollouts` times; results ordered by (prompt index, rollout).
+    With `kept`, jobs it holds are taken from it and each batch decoded is added to it (see
+    `steerops.models.kept_jobs`)."""
     if max_new_tokens < 1 or rollouts < 1 or batch_size < 1:
         raise SteeropsError("max_new_tokens, rollouts and batch_size must be >= 1")
     texts = render_prompts(tokenizer, prompts)
@@ -147,18 +151,30 @@ def generate_responses(
     )
     bar = tqdm(total=len(jobs), desc=desc, unit="seq", disable=None if progress else True)
 
-    def compute(batch: list[int]) -> list[list[int]]:
-        # Seeded by the position of the batch's first job, as for a fixed batch size.
-        return generate_batch(
-            model,
-            [encoded[jobs[k][0]] for k in batch],
-            settings,
-            seed=seed + batch[0] if sampled else None,
-        )
+    def compute(batch: list[int]) -> dict[int, list[int]]:
+        held = kept.jobs if kept is not None else {}
+        stored = {k: held[jobs[k]] for k in batch if jobs[k] in held}
+        missing = [k for k in batch if k not in stored]
+        rows = {}
+        if missing:
+            # Seeded by the position of the batch's first job, as for a fixed batch size;
+            # what an interrupted run kept of a halved batch is its first half, so the rest
+            # is seeded as its second half was
+            new = generate_batch(
+                model,
+                [encoded[jobs[k][0]] for k in missing],
+                settings,
+                seed=seed + missing[0] if sampled else None,
+            )
+            rows = dict(zip(missing, new, strict=True))
+        if kept is not None:
+            kept.served += len(stored)
+            kept.add({jobs[k]: ids for k, ids in rows.items()})
+        return stored | rows
 
-    def done(batch: list[int], rows) -> None:
-        for k, ids in zip(batch, rows, strict=True):
-            results[jobs[k]] = ids
+    def done(batch: list[int], rows: dict[int, list[int]]) -> None:
+        for k in batch:
+            results[jobs[k]] = rows[k]
         bar.update(len(batch))
 
     with bar:
