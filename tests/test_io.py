@@ -239,3 +239,31 @@ def test_a_temporary_is_judged_by_the_node_its_name_tags(tmp_path, whose):
         assert (dest / "a.txt").read_text() == "previous" and not aside.exists()
     else:
         assert not dest.exists() and (aside / "world" / "a.txt").is_file()
+
+
+def test_a_figure_whose_write_fails_is_closed_and_leaves_nothing(tmp_path):
+    """A full disk mid-plot: the error goes up, the old PNG stays, no temporary is left and
+    the figure is closed (a report run drawing hundreds would hold each open)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from steerops.io import save_png
+
+    path = tmp_path / "x.png"
+    fig = plt.figure()
+    save_png(fig, path)
+    good = path.read_bytes()
+    assert fig.number not in plt.get_fignums()
+
+    fig = plt.figure()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    fig.savefig = full_disk
+    with pytest.raises(OSError, match="No space"):
+        save_png(fig, path)
+    assert fig.number not in plt.get_fignums()
+    assert path.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]

@@ -33,6 +33,14 @@ def expanded_tail(n, confidence=0.95):
     return scipy_stats.norm.cdf(-z)
 
 
+@pytest.mark.parametrize("n, fraction", [(2, 0.01), (2, 0.99), (3, 0.1), (3, 0.9), (40, 0.5)])
+def test_both_halves_keep_a_question_at_any_size_and_fraction(n, fraction):
+    questions = [f"q{i}" for i in range(n)]
+    selection, heldout = stats.split_questions(questions, fraction, seed=3)
+    assert selection and heldout and sorted(selection + heldout) == sorted(questions)
+    assert len(heldout) == min(n - 1, max(1, round(n * fraction)))
+
+
 def test_question_split_is_disjoint_seeded_and_complete():
     questions = [f"q{i}" for i in range(11)]
     selection, heldout = stats.split_questions(questions, 0.5, seed=7)
@@ -327,6 +335,13 @@ def test_choose_never_picks_coefficient_zero_and_words_its_verdict():
     # nothing coherent but the unsteered config
     assert stats.choose([rows[0], rows[2]], 68) == (None, stats.NEEDS_FINER)
     assert stats.best_steered_coherence([rows[0], rows[2]]) == 50.0
+    # a selection interval whose lower end is exactly 0 reaches zero: no effect shown there
+    # (a 0/100 judge gives such bounds: 3 of 10 questions moved, 0/100 each)
+    lo = stats.delta_interval(np.array([100.0] * 3 + [0.0] * 7), seed=0).lo
+    assert lo == 0.0
+    edge = [_row(1.0, 30.0, lo, 90.0), _row(2.0, 10.0, 5.0, 90.0)]
+    assert stats.choose(edge, 68) == (edge[1], stats.OK)
+    assert stats.choose(edge[:1], 68) == (edge[0], stats.NO_EFFECT)
 
 
 def test_no_coherent_config_says_whether_a_finer_grid_can_help():
@@ -533,6 +548,18 @@ def test_the_sign_flip_p_is_the_share_of_sign_patterns_at_least_as_extreme():
     # beyond, random patterns: within their sampling error of scipy's, and seeded
     long = rng.normal(0.1, 1.0, stats.EXACT_FLIPS + 6)
     assert stats.sign_flip_p(long, seed=0) == stats.sign_flip_p(long, seed=0)
+    # the observed pattern counts among the random ones: never p 0, even where no flip
+    # reaches the observed mean, and (hits + 1) / (resamples + 1) with hits recounted
+    assert stats.sign_flip_p([25.0] * 40, seed=0) == 1 / (stats.RESAMPLES + 1)
+    draws = np.random.default_rng(5)
+    signs = np.concatenate(
+        [
+            1.0 - 2.0 * draws.integers(0, 2, size=(min(4096, stats.RESAMPLES - at), long.size))
+            for at in range(0, stats.RESAMPLES, 4096)
+        ]
+    )
+    hits = int(np.count_nonzero(signs @ long / long.size >= long.mean() - 1e-12))
+    assert stats.sign_flip_p(long, seed=5) == (hits + 1) / (stats.RESAMPLES + 1)
     # and scipy's permutation test agrees: to rounding where both enumerate, within sampling
     # error where scipy samples (ties of 0/100 judge scores included)
     for d in (

@@ -214,3 +214,63 @@ def test_the_cache_below_is_seen_as_a_running_pipeline_writes_it(tmp_path):
     listed = sorted(p.name for p in (tmp_path / "pipeline").iterdir())
     run.get_many(keys)
     assert sorted(p.name for p in (tmp_path / "pipeline").iterdir()) == listed
+
+
+def _recorded_connections(monkeypatch) -> list:
+    import sqlite3
+
+    made, real = [], sqlite3.connect
+
+    def connect(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    return made
+
+
+def _closed(connection) -> bool:
+    import sqlite3
+
+    try:
+        connection.execute("SELECT 1")
+    except sqlite3.ProgrammingError:
+        return True
+    return False
+
+
+def test_every_connection_to_the_cache_below_is_closed_after_its_lookup(tmp_path, monkeypatch):
+    """A lookup opens the pipeline's cache for itself alone: a long run doing thousands
+    would otherwise hold a file descriptor (and a reader on the pipeline's WAL) for each.
+    A file below that is not a database is closed too."""
+    below = JudgeCache(tmp_path / "pipeline")
+    keys = [cache_key("j", "trait", "q", str(i)) for i in range(3)]
+    below.put(keys[0], "j", "trait", (10.0, 1.0), "gpt-a")
+    below.close()
+    made = _recorded_connections(monkeypatch)
+    run = JudgeCache(tmp_path / "run", also_reads=tmp_path / "pipeline")
+    assert run.get_many(keys) == {keys[0]: (10.0, 1.0)}
+    assert run.served_by(keys) == {keys[0]: "gpt-a"}
+    assert run.unreadable("j") is None and run.has_answers("j")
+    own, lookups = made[0], made[1:]
+    assert len(lookups) >= 4 and all(_closed(c) for c in lookups) and not _closed(own)
+    (tmp_path / "pipeline" / CACHE_FILE).write_bytes(b"not a database" * 100)
+    made.clear()
+    assert run.get_many(keys) == {}
+    assert made and all(_closed(c) for c in made)
+    run.close()
+    assert _closed(own)
+
+
+def test_a_cache_that_cannot_be_set_up_is_closed_and_one_line(tmp_path, monkeypatch):
+    import sqlite3
+
+    made = _recorded_connections(monkeypatch)
+
+    def locked(self, deadline):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(JudgeCache, "_set_up", locked)
+    with pytest.raises(SteeropsError, match="judge.cache_dir: cannot open .*locked"):
+        JudgeCache(tmp_path / "run")
+    assert len(made) == 1 and _closed(made[0])

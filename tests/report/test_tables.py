@@ -258,8 +258,6 @@ def test_a_chosen_config_of_two_vectors_is_a_row_not_a_crash():
     "10.5+12.25"); one chosen ok is a coefficient-table row with no single weight."""
     import pandas as pd
 
-    from steerops import stats
-
     def half(steered):
         return stats.half_stats(steered, [(0.0, 95.0)] * 10, 0)
 
@@ -329,28 +327,29 @@ def test_the_choice_counts_its_held_out_answers_under_the_bar(frame):
 
 
 def test_the_gap_table_draws_the_credited_interval_with_the_split_s_seed(frame):
-    """Graded held-out deltas (so the bootstrap's bounds depend on its seed): the gap table's
-    credited interval is the one drawn with the seed it is given, as the plain one is."""
+    """Graded held-out deltas (so the bootstrap's bounds depend on its seed), five answers
+    under the bar: the gap table's credited interval is the documented bootstrap of the
+    deltas with those five counted as unmoved, drawn with the seed it is given."""
     graded = frame.copy()
     md = graded["method"] == "mean_diff"
     questions = list(graded.loc[md, "heldout_coherences"].iloc[0])  # each answer at 80
     assert len(questions) == 20
-    graded.loc[md, "heldout_deltas"] = pd.Series(
-        [
-            {q: 5.0 * i + 0.37 * i * i for i, q in enumerate(questions)}
-            for _ in range(int(md.sum()))
-        ],
-        index=graded.index[md],
-    )
+
+    def each(values):
+        row = dict(zip(questions, values, strict=True))
+        return pd.Series([row] * int(md.sum()), index=graded.index[md])
+
     d = np.array([5.0 * i + 0.37 * i * i for i in range(20)])
+    graded.loc[md, "heldout_deltas"] = each(list(d))
+    graded.loc[md, "heldout_coherences"] = each([50.0] * 5 + [80.0] * 15)
+    credited = np.where(np.arange(20) < 5, np.minimum(d, 0.0), d)
+    assert not np.array_equal(credited, d)
     for seed in (0, 7):
         row = _row(tables.gap_analysis(graded, 68, seed=seed), method="mean_diff")
-        want = stats.delta_interval(d, seed)
-        assert (row["credited_delta"], row["credited_lo"], row["credited_hi"]) == (
-            pytest.approx((want.mean, want.lo, want.hi))
-        )
-    zero, seven = stats.delta_interval(d, 0), stats.delta_interval(d, 7)
-    assert (zero.lo, zero.hi) != pytest.approx((seven.lo, seven.hi))
+        got = (row["credited_delta"], row["credited_lo"], row["credited_hi"])
+        assert got == pytest.approx(reference_interval(credited, seed))
+    zero, seven = reference_interval(credited, 0), reference_interval(credited, 7)
+    assert zero[1:] != pytest.approx(seven[1:])
 
 
 def test_the_gap_table_counts_the_answers_moved_and_gives_the_coherence_an_interval(frame):
@@ -389,8 +388,10 @@ def test_the_credited_delta_gives_answers_under_the_bar_no_move_along_the_steeri
         "heldout_coherences": {"a": 90.0, "b": 17.3, "c": 10.0, "d": 90.0, "e": 68.0},
     }
     credited = tables._credited(chosen, 68.0, seed=0)
-    assert credited["credited_delta"] == pytest.approx((100.0 + 0.0 - 40.0 + 60.0) / 4)
-    assert credited["credited_lo"] <= credited["credited_delta"] <= credited["credited_hi"]
+    want = reference_interval(np.array([100.0, 0.0, -40.0, 60.0]), seed=0)
+    assert want[0] == pytest.approx((100.0 + 0.0 - 40.0 + 60.0) / 4)
+    got = (credited["credited_delta"], credited["credited_lo"], credited["credited_hi"])
+    assert got == pytest.approx(want)
     assert tables._credited(None, 68.0, seed=0)["credited_delta"] is None
 
 

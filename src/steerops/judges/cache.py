@@ -100,12 +100,15 @@ class JudgeCache:
         wal = path.with_name(path.name + "-wal")
         unsaved = wal.is_file() and wal.stat().st_size > 0
         uri = f"{path.resolve().as_uri()}?{'mode=ro' if unsaved else 'immutable=1'}"
+        db = None
         try:
             db = sqlite3.connect(uri, uri=True, timeout=60)
             found = db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
             ).fetchone()
         except sqlite3.Error as exc:
+            if db is not None:  # opened, but not a database
+                db.close()
             self._warn(exc, path)
             return None
         if found is None:
