@@ -1,0 +1,255 @@
+"""Where a run writes: the pipeline's outputs, or a scratch run's folder of its own (`--out`
+DIR, else `runs/<stage>-<time>/`), which never lies in another pipeline's areas; the
+params a stage runs with; and the flags a suggested command needs to write what this
+run reads."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from steerops.cli.options import command_name, flags_given, overrides_from
+from steerops.errors import SteeropsError
+from steerops.io import check_folder_target
+
+RUNS_DIR = "runs"  # scratch run folders, next to the params file
+# what marks a project folder, which --out never names (a params file alone may be a copy
+# kept with a run as its record)
+PROJECT_FILES = ("dvc.yaml", "dvc.lock")
+
+
+def load_params_for(args: argparse.Namespace):
+    """The params of this invocation: the params file, the flags' overrides and the run's
+    place (the pipeline's outputs, --out DIR, or a scratch run folder)."""
+    from steerops.config import DEFAULT_PARAMS_FILE, load_params
+    from steerops.config.models import pin_device
+
+    if args.params is None and not Path(DEFAULT_PARAMS_FILE).exists():
+        # a stage run outside the project folder would otherwise fail on the toy's paths
+        print(
+            f"steerops {command_name(args)}: no {DEFAULT_PARAMS_FILE} in {Path.cwd()}: every key "
+            "takes its default (the toy world); --params FILE names a params file",
+            file=sys.stderr,
+        )
+    overrides = overrides_from(args)
+    folder = getattr(args, "run_folder", None)
+    scratch = getattr(args, "scratch_stage", False)
+    if folder and getattr(args, "pipeline", False):
+        raise SteeropsError(
+            "--pipeline writes the pipeline's outputs (paths.out) and --out DIR a run of its "
+            "own: give one of them"
+        )
+    inputs = getattr(args, "inputs_folder", None)
+    if inputs and not folder:
+        if getattr(args, "pipeline", False) or (scratch and os.environ.get("DVC_STAGE")):
+            how = "--pipeline" if getattr(args, "pipeline", False) else "a `dvc repro` stage"
+            raise SteeropsError(
+                f"{how} reads and writes the pipeline's outputs (paths.out) and --inputs DIR "
+                "reads another folder's: run it by hand for --inputs"
+            )
+        if not scratch:  # its outputs would replace the pipeline's
+            raise SteeropsError(
+                f"--inputs DIR needs --out DIR: without it `steerops {command_name(args)}` writes "
+                "the pipeline's outputs"
+            )
+    params = load_params(args.params, overrides, flags_given(args))
+    pipeline_out = (params.inputs,)  # the pipeline's outputs, before --out or --inputs
+    if folder:
+        check_run_folder(Path(folder), params)
+        if not scratch and not getattr(args, "inputs_from_pipeline", False):
+            # the whole run, inputs included, lives there
+            params = load_params(args.params, {**overrides, "paths.out": folder}, flags_given(args))
+    if inputs:
+        if not Path(inputs).is_dir():
+            what = "a file, not a folder" if Path(inputs).exists() else "no such folder"
+            raise SteeropsError(f"--inputs {inputs}: {what}")
+        params = load_params(args.params, {**overrides, "paths.out": inputs}, flags_given(args))
+        params.set_inputs_flag(f" --out {shlex.quote(display_path(inputs))}")
+    if (
+        args.params is not None
+        and Path(args.params).resolve() != Path(DEFAULT_PARAMS_FILE).resolve()
+    ):
+        params.set_params_flag(f" --params {shlex.quote(display_path(args.params))}")
+    pin_device(params, getattr(args, "device", None))
+    if folder:
+        params.set_run_folder(Path(folder), named=True, kept=pipeline_out)
+    elif scratch and not (getattr(args, "pipeline", False) or os.environ.get("DVC_STAGE")):
+        args.scratch_folder = new_run_folder(params.root, args.command)
+        params.set_run_folder(args.scratch_folder, named=False, kept=pipeline_out)
+        # said when the stage's run opens, its inputs checked: bad input gets one line
+        where = f"{display_path(params.inputs)}/"
+        reads = (
+            f"it reads the outputs in {where} (--inputs) and writes none there"
+            if inputs
+            else f"it reads the pipeline's outputs in {where} and writes none; --pipeline or "
+            "`dvc repro` writes them"
+        )
+        run = display_path(args.scratch_folder)
+        params.hold_notice(f"steerops {command_name(args)}: scratch run in {run} ({reads})")
+    return params
+
+
+def check_run_folder(folder: Path, params) -> None:
+    """--out names a run of its own: not the project folder (its metrics/ would replace the
+    pipeline's), nor another project's or experiment's folder or pipeline files, nor the
+    pipeline's outputs, reports or metrics or a folder in them (its files would mix with the
+    pipeline's), nor steerops' own source; nor a file."""
+    check_folder_target(folder, "--out")
+    here = folder.resolve()
+    if here == params.root.resolve():
+        raise SteeropsError(
+            f"--out {folder}: the project folder, whose metrics/ are the pipeline's; name a "
+            "folder for this run (e.g. runs/NAME)"
+        )
+    check_outside_pipelines(folder, params, "--out")
+    held = _project_marks(here)
+    if held:
+        raise SteeropsError(
+            f"--out {folder}: a project folder (it holds {held}), whose metrics/ are its "
+            "pipeline's; name a folder for this run (e.g. runs/NAME)"
+        )
+    source = Path(__file__).resolve().parent.parent  # src/ of an editable install
+    if here == source or source in here.parents:
+        raise SteeropsError(
+            f"--out {folder}: inside steerops' source ({source}); name a "
+            "folder for this run (e.g. runs/NAME)"
+        )
+
+
+def check_outside_pipelines(path: Path, params, flag: str) -> None:
+    """A path a run of its own (--out) writes: not in this pipeline's outputs, reports or
+    metrics (as its params file sets them, whatever flags say), nor in those of an
+    experiment or project folder it lies in (another params file's pipeline, e.g. the toy
+    experiment's given the main params)."""
+    from steerops.config import DEFAULT_PARAMS_FILE
+
+    here, root = path.resolve(), params.root.resolve()
+    own = params.run_folder.resolve() if params.run_folder is not None else None
+    if own is not None and (here == own or own in here.parents):
+        return  # the run's own folder, which --out already checked
+    areas = _pipeline_areas(root, params.file or root / DEFAULT_PARAMS_FILE)
+    for folder in [here, *here.parents]:
+        if _project_marks(folder):
+            areas += _pipeline_areas(folder, folder / DEFAULT_PARAMS_FILE)
+    for theirs, what, key, owner in areas:
+        if here == theirs or theirs in here.parents:
+            whose = "the pipeline's" if owner == root else f"{display_path(owner)}'s"
+            raise SteeropsError(
+                f"{flag} {display_path(path)}: inside {whose} {what} ({display_path(theirs)}, "
+                f"{key}); name a path in this run's folder (e.g. runs/NAME)"
+            )
+
+
+def _project_marks(folder: Path) -> str | None:
+    """What marks `folder` as a project or an experiment: dvc.yaml or dvc.lock, or a params
+    file whose outputs folder is there (a params file alone may be a copy kept with a run
+    as its record)."""
+    from steerops.config import DEFAULT_PARAMS_FILE
+
+    held = next((name for name in PROJECT_FILES if (folder / name).exists()), None)
+    file = folder / DEFAULT_PARAMS_FILE
+    if held is None and file.is_file():
+        (outputs, *_), *_ = _pipeline_areas(folder, file)
+        if outputs.is_dir() and outputs != folder:
+            held = f"{DEFAULT_PARAMS_FILE} and its outputs"
+    return held
+
+
+def _pipeline_areas(root: Path, file: Path) -> list[tuple[Path, str, str, Path]]:
+    """(folder, what, params key, root) of the pipeline files the params `file` of a
+    pipeline at `root` keeps: its outputs, reports and metrics (read as YAML; the defaults
+    where it is unreadable or silent)."""
+    import yaml
+
+    from steerops.config import SUMMARY_DIR
+
+    values: dict = {}
+    with contextlib.suppress(OSError, ValueError, yaml.YAMLError):
+        loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        values = loaded if isinstance(loaded, dict) else {}
+
+    def setting(block: str, default: str) -> Path:
+        found = values.get(block)
+        return (
+            root / str((found if isinstance(found, dict) else {}).get("out", default))
+        ).resolve()
+
+    return [
+        (setting("paths", "outputs"), "outputs", "paths.out", root),
+        (setting("report", "reports"), "reports", "report.out", root),
+        ((root / SUMMARY_DIR).resolve(), "metrics", f"{SUMMARY_DIR}/", root),
+    ]
+
+
+def new_run_folder(root: Path, stage: str) -> Path:
+    """A fresh `runs/<stage>-<time>[-n]` folder next to the params file (created now, so
+    two runs started in the same second get two folders)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 1000):
+        folder = root / RUNS_DIR / (f"{stage}-{stamp}" + (f"-{n}" if n > 1 else ""))
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
+    raise SteeropsError(f"cannot create a run folder under {root / RUNS_DIR}")
+
+
+def display_path(path: str | Path) -> str:
+    """`path` relative to the working directory when it lies inside it (short terminal
+    lines), else as it is."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix() or "."
+    except ValueError:
+        return str(path)
+
+
+def run_out_flag(params) -> str:
+    """What a command an error suggests needs to write where this run reads: " --params
+    FILE" for a params file other than ./params.yaml, and " --out DIR" for a run given its
+    own folder (--out DIR)."""
+    out = f" --out {shlex.quote(display_path(params.run_folder))}" if params.run_named else ""
+    return params.params_flag + out
+
+
+def rerun_flag(params) -> str:
+    """What a suggested `steerops steer` or `search` needs to write what this run reads:
+    `run_out_flag`, --inputs DIR when this run read another run's vectors, and --pipeline
+    for the pipeline's outputs (run by hand without it, either is a scratch run of its own,
+    which this run would not read)."""
+    flag = run_out_flag(params)
+    if params.inputs_named:
+        flag += f" --inputs {shlex.quote(display_path(params.inputs))}"
+    return flag if params.run_named else flag + " --pipeline"
+
+
+def run_file(
+    params, args: argparse.Namespace, key: str, name: str, writes: bool = True
+) -> Path | None:
+    """Where a file at params `key` goes in a run of its own (--out DIR): DIR/`name`, so the
+    run does not write over the pipeline's; None for the pipeline's run, or when the key's
+    flag gave the path (one it `writes` must then lie outside every pipeline's files)."""
+    if not params.run_named:
+        return None
+    if key in overrides_from(args):
+        if writes:
+            flag = flags_given(args).get(key, key)
+            value = functools.reduce(getattr, key.split("."), params)
+            check_outside_pipelines(params.path(value), params, flag)
+        return None
+    return params.run_folder / name
+
+
+def _drop_if_empty(folder: Path | None) -> None:
+    """Remove a scratch run folder a failed command left empty (and runs/, if that was all)."""
+    if folder is not None and folder.is_dir() and not any(folder.rglob("*")):
+        folder.rmdir()
+        if not any(folder.parent.iterdir()):
+            folder.parent.rmdir()
