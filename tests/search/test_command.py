@@ -87,7 +87,7 @@ def test_search_inputs_fail_before_loading_and_tracking(
 
 
 def test_a_journal_in_a_folder_not_made_yet_passes_the_check(tmp_path):
-    from steerops.search.study import check_storage
+    from steerops.search.opening import check_storage
 
     file = tmp_path / "new" / "study.log"
     check_storage(f"journal:///{file}", 30)
@@ -95,7 +95,7 @@ def test_a_journal_in_a_folder_not_made_yet_passes_the_check(tmp_path):
 
 
 def test_a_sqlite_storage_passes_the_check_and_is_let_go(tmp_path):
-    from steerops.search.study import check_storage
+    from steerops.search.opening import check_storage
 
     file = tmp_path / "optuna.db"
     check_storage(f"sqlite:///{file}", 30)

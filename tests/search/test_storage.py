@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from steerops.errors import SteeropsError
+from steerops.search.opening import check_storage
 from steerops.search.storage import open_storage
-from steerops.search.study import check_storage
 
 
 @pytest.mark.parametrize("scheme", ["sqlite", "journal"])

@@ -61,10 +61,10 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from steerops.search.known import check_known_file
+    from steerops.search.opening import check_storage
     from steerops.search.runner import sampler_identity, search_trait
     from steerops.search.storage import check_storage_folder, default_storage_url
     from steerops.search.store import search_dir, write_search_summary
-    from steerops.search.study import check_storage
     from steerops.steering.best import note_report_behind
     from steerops.steering.configs import VectorSource, grid_cells
     from steerops.steering.preflight import check_grid

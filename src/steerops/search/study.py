@@ -1,6 +1,6 @@
 """The Optuna study behind `steerops search`: constrained, resumable, shareable.
 
-Optuna is used only in this package (here, in trials.py and in storage.py).
+Optuna is used only in this package (here, in opening.py, trials.py and storage.py).
 
 A trial's params are `coefficient` (float) and, when several layers are searched, `layer`
 (categorical). Its value is the trait delta in the chosen direction (the study's metric
@@ -47,6 +47,12 @@ from optuna.samplers._gp import sampler as gp_sampler
 from optuna.trial import TrialState
 
 from steerops.errors import SteeropsError
+from steerops.search.opening import (
+    check_constraints,
+    check_settings,
+    describe,
+    make_sampler,
+)
 from steerops.search.storage import open_storage, quiet, study_lock
 from steerops.search.trials import (
     CONSTRAINT,
@@ -63,7 +69,6 @@ from steerops.search.trials import (
 )
 from steerops.stats import COHERENCE_DECIMALS, coherent
 
-METRIC_NAME = "trait_delta"
 FINALISE = ":finalise"  # suffix of the study holding a study's finalisation claims
 FINALISED = "complete_trials"  # claim user attr: the study's completed trials it finalises
 MAX_REPEATS = 3  # sampled copies in a row that exhaust the study
@@ -118,7 +123,7 @@ class SearchStudy:
         self.grace_s, self.max_retry = grace_s, max_retry
         self._taken: list[int] = []  # trial ids taken over from gone workers, to evaluate
         self._kind, self._seed, self._startup = sampler, seed, startup_trials
-        _sampler(sampler, seed, startup_trials)  # an unknown sampler fails before any write
+        make_sampler(sampler, seed, startup_trials)  # an unknown sampler fails before any write
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.storage = open_storage(storage_url, heartbeat_s)
         self._lock = study_lock(storage_url, self.storage, name)
@@ -126,9 +131,9 @@ class SearchStudy:
             self.study = optuna.create_study(
                 storage=self.storage, study_name=name, direction="maximize", load_if_exists=True
             )
-            _check_settings(self.study, name, settings)
-            _check_constraints(self.study, name, sampler)
-            _describe(self.study, self.min_coherence, settings)
+            check_settings(self.study, name, settings)
+            check_constraints(self.study, name, sampler)
+            describe(self.study, self.min_coherence, settings)
             # Finalisation claims live in a study of their own, so no ask ever pops one.
             self._finals = optuna.create_study(
                 storage=self.storage,
@@ -250,7 +255,7 @@ class SearchStudy:
         """A new trial, its sampler seeded by the study's size (the trial's number), or a
         taken-over one as it stands, params it lacks drawn as its asking would have."""
         number = size if taken is None else self.storage.get_trial(taken).number
-        self.study.sampler = _sampler(self._kind, self._seed + number, self._startup)
+        self.study.sampler = make_sampler(self._kind, self._seed + number, self._startup)
         with quiet():
             if taken is None:
                 return self.study.ask(fixed_distributions=self.space.distributions())
@@ -583,57 +588,6 @@ def _partly_told(record, trials) -> bool:
     )
 
 
-def check_storage(
-    storage_url: str,
-    heartbeat_s: int,
-    study: str | None = None,
-    settings: dict[str, Any] | None = None,
-    sampler: str = "gp",
-) -> None:
-    """Open the study storage and its workers' lock as `SearchStudy` will, then let go: a
-    bad URL, a missing driver, an unreachable server, a journal folder that cannot be made
-    or a database with no shared lock fails here, before a model loads or a run opens. So
-    does a named `study` that exists with other `settings` (those known before the model
-    loads) or constraints its sampler cannot read."""
-    storage = open_storage(storage_url, heartbeat_s)
-    try:
-        study_lock(storage_url, storage, "check")
-        if study is not None and study in {s.study_name for s in storage.get_all_studies()}:
-            with quiet():
-                existing = optuna.load_study(study_name=study, storage=storage)
-            stored = existing.user_attrs.get("settings")
-            if stored:  # a check only: the study's own settings are recorded when it opens
-                _check_settings(existing, study, {**stored, **(settings or {})})
-            _check_constraints(existing, study, sampler)
-    finally:
-        engine = getattr(storage, "engine", None)  # an RDB storage's pooled connections
-        if engine is not None:
-            engine.dispose()
-
-
-def _describe(study, min_coherence: float, settings: dict[str, Any]) -> None:
-    """Once per study: the objective's name and, in words, what it optimises (the user attrs
-    optuna-dashboard shows on the study's page)."""
-    if study.metric_names is None:
-        study.set_metric_names([METRIC_NAME])
-    if "objective" in study.user_attrs:
-        return
-    layers = settings.get("layers") or []
-    words = {
-        "objective": "maximise the trait delta (trait_mean minus the unsteered baseline's, "
-        "in the search direction) on the search questions",
-        "constraint": f"coherence_mean >= {min_coherence:g} (feasible when the trial's "
-        "constraint, that bar - coherence_mean, is <= 0; the bar is min_coherence plus any "
-        "coherence_margin)",
-        "vectors": f"{settings.get('method')} at {settings.get('position')} "
-        f"({settings.get('component')})",
-        "layers": ",".join(map(str, layers)),
-        "coefficient_range": f"{settings.get('coef_min')} to {settings.get('coef_max')}",
-    }
-    for key, value in words.items():
-        study.set_user_attr(key, value)
-
-
 def _resume(study, trial_id: int, dists: dict[str, Any]):
     """A taken-over trial as `Study.ask` returns one: params it lacks drawn now, or kept
     from the draw its asking shared before its worker died."""
@@ -674,54 +628,6 @@ def _shared_draw(trial) -> dict[str, Any]:
     except ValueError:
         return {}
     return draw if isinstance(draw, dict) else {}
-
-
-def _check_constraints(study, name: str, sampler: str) -> None:
-    """Refuse a study whose trials hold their coherence constraint unnamed (older steerops
-    versions) to the GP sampler, which fails mid-search on trials whose constraint names
-    differ; TPE reads both forms."""
-    if sampler != "gp":
-        return
-    legacy = [
-        t.number
-        for t in study.get_trials(deepcopy=False)
-        if t.constraints and CONSTRAINT not in t.constraints
-    ]
-    if legacy:
-        raise SteeropsError(
-            f"search.study {name!r}: {len(legacy)} trials hold their coherence constraint in "
-            "the unnamed form of older steerops versions, which the GP sampler cannot mix "
-            "with new trials: search with search.sampler: tpe, or start another study "
-            "(search.study)"
-        )
-
-
-def _sampler(kind: str, seed: int, startup_trials: int):
-    if kind == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials)
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=startup_trials, constant_liar=True
-        )
-    raise SteeropsError(f"search.sampler: unknown sampler {kind!r} (gp or tpe)")
-
-
-def _check_settings(study, name: str, settings: dict[str, Any]) -> None:
-    """A study's trials are only comparable under one objective; refuse to mix."""
-    stored = study.user_attrs.get("settings")
-    if stored is None:
-        study.set_user_attr("settings", settings)
-        return
-    for key in sorted(set(stored) | set(settings)):
-        if stored.get(key) != settings.get(key):
-            # unset: a key the study or this run leaves at its default (or an older study
-            # never recorded)
-            was, now = stored.get(key), settings.get(key)
-            ran = f"{key} unset" if was is None else f"{key}={was!r}"
-            raise SteeropsError(
-                f"search.study: study {name!r} was run with {ran}, not "
-                f"{'unset' if now is None else repr(now)}; pass --study NEW_NAME for a new study"
-            )
 
 
 def _slice_of(coefficient: float, lo: float, hi: float, n: int) -> int:
