@@ -478,3 +478,17 @@ def test_a_targeted_condition_of_no_pair_role_is_said(tmp_path, capsys):
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"warning: {tmp_path / 'c.json'}: 1 targeted condition(s) (e.g. 'A2')")
     assert "role 'a', none of probes.ood.pair_roles (A, C)" in line
+
+
+def test_the_train_an_error_suggests_selects_the_run_this_ood_selects(
+    tmp_path, capsys, no_model_loads
+):
+    """`probe ood --position P --variant V` with no run trained there: the `probe train` the
+    error suggests carries the same selection, or it would train a run ood never reads."""
+    params_file, params, ids, _, _ = probe_world(tmp_path, blocks={"tracking": {"enabled": False}})
+    argv = _one_condition_argv(tmp_path, params_file, ids)
+    assert main([*argv, "--position", "prompt[-2]", "--variant", "base"]) == 2
+    line = _one_error_line(capsys)
+    assert "no probe run under" in line and "prompt_m2" in line
+    assert f"`steerops probe train --params {params_file} --variant base --position" in line
+    assert "'prompt[-2]'` first" in line

@@ -34,6 +34,7 @@ from steerops.cli.options import (  # noqa: F401
     command_name,
     flags,
     flags_given,
+    given_flags_text,
     inputs_flag,
     no_flag,
     overrides_from,

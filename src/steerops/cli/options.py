@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,18 @@ def flags_given(args: argparse.Namespace) -> dict[str, str]:
     if getattr(args, "device", None):
         given["models.*.device"] = "--device"
     return given
+
+
+def given_flags_text(args: argparse.Namespace, keys: tuple[str, ...]) -> str:
+    """ " --flag VALUE" for each of the params `keys` this command line set, as typed: what a
+    command an error suggests needs to select what this one did."""
+    flag_of = getattr(args, _FLAG_OF, None) or {}
+    values = overrides_from(args)
+    return "".join(
+        f" {flag_of[key]} {shlex.quote(str(values[key]))}"
+        for key in keys
+        if key in values and key in flag_of
+    )
 
 
 def command_name(args: argparse.Namespace) -> str:

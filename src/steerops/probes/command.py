@@ -25,16 +25,27 @@ from steerops.cli import (
     abs_path,
     add_common,
     flags,
+    given_flags_text,
     load_params_for,
     no_flag,
     overrides_from,
     params_flag,
     run_file,
     run_or_path,
+    run_out_flag,
     stage_parser,
 )
 from steerops.errors import SteeropsError
 from steerops.io import check_folder_target, check_replaceable
+
+# the params keys that select a probe run's folder, which `train` and `ood` share
+SELECTION_KEYS = (
+    "probes.tasks",
+    "probes.tasks_name",
+    "probes.variant",
+    "probes.position",
+    "probes.component",
+)
 
 
 def _selection_flags(parser: argparse.ArgumentParser) -> None:
@@ -402,7 +413,9 @@ def run_ood(args: argparse.Namespace) -> None:
     if args.ood_out:  # checked before every condition is extracted, not after
         check_folder_target(Path(args.ood_out), "--ood-out")
         check_replaceable(Path(args.ood_out), OOD_FILES, "--ood-out", "probe ood")
-    out_dir, result = run(params, Path(args.ood_out) if args.ood_out else None)
+    # a `probe train` an error suggests must train the run this command selects
+    train_flags = run_out_flag(params) + given_flags_text(args, SELECTION_KEYS)
+    out_dir, result = run(params, Path(args.ood_out) if args.ood_out else None, train_flags)
     write_ood_summary(params)
     print(f"OOD analysis written to {out_dir}")
     print(f"  {tasks_line(result)}")

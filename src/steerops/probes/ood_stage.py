@@ -36,7 +36,7 @@ from steerops.probes.store import (
 from steerops.tracking import track
 
 
-def _check_probe_matches(params, manifest: dict, run_dir: Path) -> None:
+def _check_probe_matches(params, manifest: dict, run_dir: Path, train_flags: str) -> None:
     config, probes = manifest["config"], params.probes
     wanted = {
         "variant": probes.variant,
@@ -58,7 +58,7 @@ def _check_probe_matches(params, manifest: dict, run_dir: Path) -> None:
         raise SteeropsError(
             f"models.{probes.variant}.id: the weights at {spec.id} are not those probe run "
             f"{run_dir.name} was trained on (they changed since): run `steerops probe train"
-            f"{run_out_flag(params)}` again"
+            f"{train_flags}` again"
         )
 
 
@@ -125,7 +125,9 @@ def _warn_unpaired_roles(pair_roles: list[str], conditions, conditions_path: Pat
         )
 
 
-def _fitted_tasks(params, manifest: dict, run_dir: Path, rated: set[str]) -> set[str] | None:
+def _fitted_tasks(
+    params, manifest: dict, run_dir: Path, rated: set[str], train_flags: str
+) -> set[str] | None:
     """The tasks the probe was fitted or selected on (None: its run predates that record).
     Under `probes.ood.tasks: heldout`, refused before any extraction: a run without the
     record, or fewer than MIN_TASKS tasks of `rated` (the set's tasks the baseline rates)
@@ -139,7 +141,7 @@ def _fitted_tasks(params, manifest: dict, run_dir: Path, rated: set[str]) -> set
             f"probes.ood.tasks: heldout, but probe run {run_dir.name} predates the record of "
             "the tasks it was fitted on: set probes.ood.tasks: all (optimistic: the figures "
             f"then include them) or delete {run_dir} and run `steerops probe train"
-            f"{run_out_flag(params)}` again"
+            f"{train_flags}` again"
         )
     unseen = len(rated - fitted)
     if unseen < MIN_TASKS:
@@ -186,7 +188,12 @@ def _task_counts(
     }
 
 
-def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
+def run_ood(
+    params, out_dir: Path | None = None, train_flags: str | None = None
+) -> tuple[Path, dict]:
+    """`train_flags`: what a `steerops probe train` an error suggests needs (default: the
+    params file and run folder, `run_out_flag`)."""
+    train_flags = run_out_flag(params) if train_flags is None else train_flags
     ood = params.probes.ood
     conditions_path, rates_path = _required(params, "conditions"), _required(params, "rates")
     baseline, conditions = read_conditions(conditions_path)
@@ -208,10 +215,10 @@ def run_ood(params, out_dir: Path | None = None) -> tuple[Path, dict]:
                 "nor a run folder"
             )
         run = str(folder)
-    run_dir = resolve_run(root, run, run_out_flag(params))
+    run_dir = resolve_run(root, run, train_flags)
     weight, bias, layer, manifest = load_probe(run_dir, ood.layer)
-    _check_probe_matches(params, manifest, run_dir)
-    fitted = _fitted_tasks(params, manifest, run_dir, known & set(rates[baseline.id]))
+    _check_probe_matches(params, manifest, run_dir, train_flags)
+    fitted = _fitted_tasks(params, manifest, run_dir, known & set(rates[baseline.id]), train_flags)
     given = out_dir is not None
     out_dir = out_dir or ood_dir(
         params.out,
