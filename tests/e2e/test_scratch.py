@@ -404,6 +404,21 @@ def test_inputs_steers_the_vectors_of_another_runs_folder(toy_world, tmp_path, c
 
     assert md5(mine) != md5(tmp_path / "outputs")
     assert steered_with(tmp_path / "run") == {md5(mine)}
+    # the run's folder records the inputs, so its report reads them without --inputs: the
+    # pipeline's vectors are not those its results were made with, and read, leave none
+    report = ["report", "--params", str(params), "--out", str(tmp_path / "run")]
+    assert main([*report, "--inputs", str(tmp_path / "outputs")]) == 2
+    assert "measured with vectors changed since" in capsys.readouterr().err
+    assert main(report) == 0
+    err = capsys.readouterr().err
+    assert f"reading the inputs in {mine}, which this run's steer and search read" in err
+    moved = tmp_path / "moved"
+    mine.rename(moved)
+    assert main(report) == 2
+    assert f"its results were made from the inputs in {mine} (--inputs), no longer a folder" in (
+        capsys.readouterr().err
+    )
+    moved.rename(mine)
     # a scratch run says where it reads
     assert main([*argv, "--inputs", str(mine)]) == 0
     assert f"reads the outputs in {mine}/" in capsys.readouterr().out

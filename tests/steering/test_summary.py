@@ -131,6 +131,12 @@ def test_new_results_say_when_the_report_beside_them_is_behind(tmp_path, monkeyp
         "steerops steer: note: runs/mine/reports/report.md was written from the earlier "
         "results; `steerops report --params exp.yaml --out runs/mine` updates it\n"
     )
+    # one steered from another folder's vectors: the report must read them too
+    (tmp_path / "mine").mkdir()
+    note_report_behind(params("--out", "runs/mine", "--inputs", "mine"), "steer")
+    assert "`steerops report --params exp.yaml --out runs/mine --inputs mine` updates it" in (
+        capsys.readouterr().err
+    )
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "report.md").write_text("# the pipeline's\n")
     pipeline = params("--pipeline")

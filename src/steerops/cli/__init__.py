@@ -51,6 +51,7 @@ from steerops.cli.run_folders import (  # noqa: F401
     display_path,
     load_params_for,
     new_run_folder,
+    read_flag,
     rerun_flag,
     run_file,
     run_out_flag,

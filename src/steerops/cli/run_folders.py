@@ -19,6 +19,10 @@ from steerops.errors import SteeropsError
 from steerops.io import check_folder_target
 
 RUNS_DIR = "runs"  # scratch run folders, next to the params file
+# in a run folder given with --out: the --inputs its steer and search read, which a later
+# command on the folder reads too unless given --inputs (a report of the run without them
+# would read the pipeline's vectors and calibration, not those its results were made with)
+INPUTS_RECORD = "inputs.json"
 # what marks a project folder, which --out never names (a params file alone may be a copy
 # kept with a run as its record)
 PROJECT_FILES = ("dvc.yaml", "dvc.lock")
@@ -62,6 +66,8 @@ def load_params_for(args: argparse.Namespace):
     pipeline_out = (params.inputs,)  # the pipeline's outputs, before --out or --inputs
     if folder:
         check_run_folder(Path(folder), params)
+        if hasattr(args, "inputs_folder") and not inputs:
+            inputs = _recorded_inputs(Path(folder), command_name(args))
         if not scratch and not getattr(args, "inputs_from_pipeline", False):
             # the whole run, inputs included, lives there
             params = load_params(args.params, {**overrides, "paths.out": folder}, flags_given(args))
@@ -71,6 +77,8 @@ def load_params_for(args: argparse.Namespace):
             raise SteeropsError(f"--inputs {inputs}: {what}")
         params = load_params(args.params, {**overrides, "paths.out": inputs}, flags_given(args))
         params.set_inputs_flag(f" --out {shlex.quote(display_path(inputs))}")
+        if folder and scratch:  # steer and search: what the run's results are made from
+            _record_inputs(Path(folder), Path(inputs))
     if (
         args.params is not None
         and Path(args.params).resolve() != Path(DEFAULT_PARAMS_FILE).resolve()
@@ -95,6 +103,45 @@ def load_params_for(args: argparse.Namespace):
     return params
 
 
+def _recorded_inputs(folder: Path, command: str) -> str | None:
+    """The --inputs the run in `folder` was steered or searched with (`INPUTS_RECORD`), said
+    on stderr; None without a record."""
+    from steerops.io import read_json
+
+    record = folder / INPUTS_RECORD
+    if not record.is_file():
+        return None
+    try:
+        inputs = read_json(record)["inputs"]
+        assert isinstance(inputs, str)
+    except (SteeropsError, KeyError, TypeError, AssertionError):
+        raise SteeropsError(
+            f"{record}: not a record of the run's --inputs; give --inputs DIR (which "
+            "rewrites it when steering or searching)"
+        ) from None
+    if not Path(inputs).is_dir():
+        raise SteeropsError(
+            f"--out {display_path(folder)}: its results were made from the inputs in {inputs} "
+            "(--inputs), no longer a folder; give --inputs DIR"
+        )
+    print(
+        f"steerops {command}: reading the inputs in {display_path(inputs)}, which this run's "
+        f"steer and search read ({display_path(record)}); --inputs DIR reads others",
+        file=sys.stderr,
+    )
+    return inputs
+
+
+def _record_inputs(folder: Path, inputs: Path) -> None:
+    from steerops.io import read_json, write_json
+
+    record, value = folder / INPUTS_RECORD, str(inputs.resolve())
+    with contextlib.suppress(OSError, ValueError, SteeropsError):
+        if read_json(record) == {"inputs": value}:
+            return
+    write_json(record, {"inputs": value})
+
+
 def check_run_folder(folder: Path, params) -> None:
     """--out names a run of its own: not the project folder (its metrics/ would replace the
     pipeline's), nor another project's or experiment's folder or pipeline files, nor the
@@ -114,7 +161,7 @@ def check_run_folder(folder: Path, params) -> None:
             f"--out {folder}: a project folder (it holds {held}), whose metrics/ are its "
             "pipeline's; name a folder for this run (e.g. runs/NAME)"
         )
-    source = Path(__file__).resolve().parent.parent  # src/ of an editable install
+    source = Path(__file__).resolve().parents[2]  # src/ of an editable install
     if here == source or source in here.parents:
         raise SteeropsError(
             f"--out {folder}: inside steerops' source ({source}); name a "
@@ -219,14 +266,20 @@ def run_out_flag(params) -> str:
     return params.params_flag + out
 
 
-def rerun_flag(params) -> str:
-    """What a suggested `steerops steer` or `search` needs to write what this run reads:
-    `run_out_flag`, --inputs DIR when this run read another run's vectors, and --pipeline
-    for the pipeline's outputs (run by hand without it, either is a scratch run of its own,
-    which this run would not read)."""
+def read_flag(params) -> str:
+    """What a suggested `steerops report` needs to read what this run wrote and read:
+    `run_out_flag`, and --inputs DIR when this run read another run's vectors."""
     flag = run_out_flag(params)
     if params.inputs_named:
         flag += f" --inputs {shlex.quote(display_path(params.inputs))}"
+    return flag
+
+
+def rerun_flag(params) -> str:
+    """What a suggested `steerops steer` or `search` needs to write what this run reads:
+    `read_flag`, and --pipeline for the pipeline's outputs (run by hand without it, either
+    is a scratch run of its own, which this run would not read)."""
+    flag = read_flag(params)
     return flag if params.run_named else flag + " --pipeline"
 
 

@@ -353,7 +353,7 @@ def note_report_behind(params, stage: str) -> None:
     import os
     import sys
 
-    from steerops.cli import display_path, run_out_flag
+    from steerops.cli import display_path, read_flag
 
     if params.run_named:
         reports = params.run_folder / "reports"
@@ -364,6 +364,6 @@ def note_report_behind(params, stage: str) -> None:
     if (reports / "report.md").is_file():
         print(
             f"steerops {stage}: note: {display_path(reports / 'report.md')} was written from "
-            f"the earlier results; `steerops report{run_out_flag(params)}` updates it",
+            f"the earlier results; `steerops report{read_flag(params)}` updates it",
             file=sys.stderr,
         )
