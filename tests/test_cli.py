@@ -549,7 +549,7 @@ def test_out_never_names_another_experiments_folder_or_files(tmp_path, monkeypat
         ("experiments/toy", "a project folder (it holds params.yaml and its outputs)"),
         ("experiments/toy/reports", "inside experiments/toy's reports (experiments/toy/reports"),
         ("experiments/toy/metrics/x", "inside experiments/toy's metrics"),
-        (str(Path(steerops.__file__).parent), "inside steerops' source"),
+        (str(Path(steerops.__file__).parents[1] / "x"), "inside steerops' source"),
     ]:
         with pytest.raises(SteeropsError) as err:
             _params(mine, "--out", out)
@@ -563,6 +563,17 @@ def test_out_never_names_another_experiments_folder_or_files(tmp_path, monkeypat
     copy.mkdir(parents=True)
     (copy / "params.yaml").write_text("paths: {out: outputs}\n")
     assert _params(mine, "--out", "runs/kept").run_root == copy
+    # an experiment not run yet (a fresh checkout's experiments/toy: its params file alone)
+    # is one still; a params copy beside what a run wrote is that run's record
+    fresh = main_project / "experiments" / "fresh"
+    fresh.mkdir()
+    (fresh / "params.yaml").write_text("paths: {out: outputs}\n")
+    with pytest.raises(SteeropsError, match="it holds params.yaml, its outputs not made yet"):
+        _params(mine, "--out", "experiments/fresh")
+    kept = main_project / "kept"
+    (kept / "steering").mkdir(parents=True)
+    (kept / "params.yaml").write_text("paths: {out: outputs}\n")
+    assert _params(mine, "--out", "kept").run_root == kept
     # a path flag of a run given --out: refused before anything is read or written
     capsys.readouterr()
     for argv, says in [

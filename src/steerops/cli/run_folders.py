@@ -193,10 +193,28 @@ def check_outside_pipelines(path: Path, params, flag: str) -> None:
             )
 
 
+# what a run writes straight into its folder: one holding any of them is a run's, and a
+# params file there a copy kept as the run's record
+RUN_MADE = (
+    "steering",
+    "search",
+    "vectors",
+    "activations",
+    "responses",
+    "calibration",
+    "probes",
+    "reports",
+    "metrics",
+    "mlflow.db",
+    INPUTS_RECORD,
+)
+
+
 def _project_marks(folder: Path) -> str | None:
     """What marks `folder` as a project or an experiment: dvc.yaml or dvc.lock, or a params
-    file whose outputs folder is there (a params file alone may be a copy kept with a run
-    as its record)."""
+    file whose outputs folder is there, or one not made yet, in a folder neither in runs/
+    nor holding what a run writes (a params file may be a copy kept with a run as its
+    record)."""
     from steerops.config import DEFAULT_PARAMS_FILE
 
     held = next((name for name in PROJECT_FILES if (folder / name).exists()), None)
@@ -205,6 +223,10 @@ def _project_marks(folder: Path) -> str | None:
         (outputs, *_), *_ = _pipeline_areas(folder, file)
         if outputs.is_dir() and outputs != folder:
             held = f"{DEFAULT_PARAMS_FILE} and its outputs"
+        elif outputs != folder and not (
+            folder.parent.name == RUNS_DIR or any((folder / m).exists() for m in RUN_MADE)
+        ):
+            held = f"{DEFAULT_PARAMS_FILE}, its outputs not made yet"
     return held
 
 
