@@ -214,8 +214,13 @@ def test_the_search_is_said_beside_with_its_own_held_out_verdict():
     ]
     # a search at its own bar says it: its answers under the bar were counted there
     searched = pd.DataFrame([_search_row(min_coherence=75.0)])
-    own = answer_lines(gap, searched, NO_CURVE, 68.0)[-1]
-    assert own.startswith("    - held-out coherence 75.00 (3 of 20 answers under 75); with")
+    own = answer_lines(gap, searched, NO_CURVE, 68.0)
+    assert own[-1].startswith("    - held-out coherence 75.00 (3 of 20 answers under 75); with")
+    # and its headline, where the grid's verdict beside it is at another bar
+    assert own[-3] == (
+        "  - the search of `mean_diff` at prompt[-1] (judged at its own bar, coherence >= 75; "
+        "this report judges the grid at 68): **layer 12, coefficient 0.25**, ok held out"
+    )
     # chosen with a margin over the bar: said, its answers judged at the bar, its trials
     # read at the raised bar they were chosen at
     trials = pd.DataFrame(

@@ -69,7 +69,7 @@ def answer_lines(
             bar = stats.as_number(search.get("min_coherence"))
             bar = threshold if bar is None else bar
             margin = stats.as_number(search.get("coherence_margin")) or 0.0
-            said = _search_says(search, bar)
+            said = _search_says(search, bar, threshold)
             if versus := versus_words(search, bar):
                 said.append(versus)
             said += trial_lines(trials_of(trials, search), bar + margin, search.get("search_n"))
@@ -321,10 +321,16 @@ def _weight_words(choice: Any) -> str:
     return f" (`norm` units: a weight of {said} on {each})"
 
 
-def _search_says(row: pd.Series, bar: float) -> list[str]:
+def _search_says(row: pd.Series, bar: float, report_bar: float | None = None) -> list[str]:
     """The search's headline (its choice and verdict), then its held-out numbers, its
-    answers under the bar counted at the search's own `bar`."""
+    answers under the bar counted at the search's own `bar`; where the report judges the
+    grid at another (`report_bar`), the headline names the search's."""
     search = f"the search of {where(row)}"
+    if report_bar is not None and report_bar != bar:  # a verdict the grid's may contradict
+        search += (
+            f" (judged at its own bar, coherence >= {bar:g}; this report judges the grid "
+            f"at {report_bar:g})"
+        )
     if pd.isna(row.get("layer")):
         return [f"{search}: **{row['status']}**, nothing chosen"]
     config = f"layer {cell(row['layer'])}, coefficient {cell(row['coefficient'])}"

@@ -289,7 +289,7 @@ def coherence_bar(params, steered: dict[str, float]) -> float:
         print(
             f"steerops report: warning: {cells} of {len(steered)} cells were steered at "
             f"coherence >= {listed}; this report judges every cell at {bar:g} "
-            "(--min-coherence sets it)",
+            "(--min-coherence sets it; a search's verdict keeps its own bar)",
             file=sys.stderr,
         )
     return bar
