@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import wsgiref.util
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 from optuna_dashboard._app import create_app  # a dev dependency: no skip when it is absent
@@ -15,6 +16,7 @@ from synthetic import MIN_COH, SOURCE, SyntheticEvaluator, open_study
 
 from steerops.errors import SteeropsError
 from steerops.search.loop import run_search
+from steerops.search.storage import SEARCH_VERDICT
 
 
 def _api(storage, path: str) -> dict:
@@ -115,13 +117,25 @@ def test_the_trial_the_search_reported_is_best(searched):
     study.record_choice(feasible[0].number, "ok", True)  # not the top value
     (best,) = _api(storage, f"/api/studies/{sid}")["best_trials"]
     assert best["number"] == feasible[0].number
-    study.record_choice(None, "no feasible steering found", False)
-    assert storage.get_best_trial(sid).number == feasible[-1].number
+    verdict = {a["key"]: a["value"] for a in best["user_attrs"]}[SEARCH_VERDICT]
+    assert verdict == "the search's choice; its verdict: ok"
+    # nothing chosen: the trial shown is no choice, and says so
+    study.record_choice(None, "no effect", False)
+    best = storage.get_best_trial(sid)
+    assert best.number == feasible[-1].number
+    assert best.user_attrs[SEARCH_VERDICT] == (
+        "not a choice: the search chose nothing (no effect); Optuna's best"
+    )
     # a study extended after its choice (a rerun with more trials): Optuna's rule until the
     # search chooses again among all of them
     study.record_choice(feasible[0].number, "ok", True)
     assert study.add_known(2, 0.31, 3.1, 10.0, 99.0, 1.0, 4)  # feasible, below the top
-    assert storage.get_best_trial(sid).number == feasible[-1].number
+    best = storage.get_best_trial(sid)
+    assert best.number == feasible[-1].number
+    assert best.user_attrs[SEARCH_VERDICT].startswith("Optuna's best (the search has not")
+    # the study of its finalisation claims is no study of configs: not listed
+    names = [s["study_name"] for s in _api(storage, "/api/studies")["study_summaries"]]
+    assert names == ["s"] and "s:finalise" in optuna.get_all_study_names(url)
 
 
 def test_with_no_feasible_trial_the_least_infeasible_is_best(tmp_path):

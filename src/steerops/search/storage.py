@@ -223,6 +223,10 @@ class WorkerJournalStorage(_Holder, JournalStorage):
         return trial_id
 
 
+FINALISE = ":finalise"  # suffix of the study holding a study's finalisation claims
+SEARCH_VERDICT = "search_verdict"  # the user attr the best trial shown carries
+
+
 class _FeasibleBest:
     """A storage whose best trial is the one the search reported (study user attr
     `chosen_trial`: its own choice breaks ties and needs an effect beyond the interval)
@@ -230,8 +234,15 @@ class _FeasibleBest:
     when nothing qualified, while an extended study runs) the best feasible one
     (Optuna's `Study.best_trial` rule; the storage's own `get_best_trial`, which
     optuna-dashboard shows, ignores constraints). With none feasible, the least infeasible.
-    Its trials also carry their constraints in the list form optuna-dashboard reads
-    (`trial.set_constraint` stores them under named keys)."""
+    The trial shown carries the search's verdict (`SEARCH_VERDICT`): where nothing
+    qualified it is no choice, which optuna-dashboard, showing a best trial whenever one
+    is complete, would not say. Its trials also carry their constraints in the list form
+    optuna-dashboard reads (`trial.set_constraint` stores them under named keys); the
+    studies that hold a study's finalisation claims are not listed."""
+
+    def get_all_studies(self) -> list:
+        studies = super().get_all_studies()  # type: ignore[misc]
+        return [s for s in studies if not s.study_name.endswith(FINALISE)]
 
     if TYPE_CHECKING:
         get_study_directions: Callable[..., list]
@@ -246,10 +257,12 @@ class _FeasibleBest:
         if not trials:
             raise ValueError("No trials are completed yet.")
         attrs = self.get_study_user_attrs(study_id)
-        chosen = attrs.get("chosen_trial")
+        chosen, status = attrs.get("chosen_trial"), attrs.get("chosen_status")
+        decided = attrs.get("chosen_among") == len(trials)
         reported = [t for t in trials if chosen is not None and t.number == chosen]
-        if reported and attrs.get("chosen_among") == len(trials):
-            return reported[0]
+        if reported and decided:
+            said = f"; its verdict: {status}" if status else ""
+            return _verdict(reported[0], f"the search's choice{said}")
         sign = 1.0 if self.get_study_directions(study_id)[0].name == "MAXIMIZE" else -1.0
 
         def worst(t) -> float:
@@ -257,11 +270,24 @@ class _FeasibleBest:
 
         feasible = [t for t in trials if worst(t) <= 0]
         if feasible:
-            return max(feasible, key=lambda t: sign * t.value)
-        return min(trials, key=lambda t: (worst(t), -sign * t.value))
+            best = max(feasible, key=lambda t: sign * t.value)
+        else:
+            best = min(trials, key=lambda t: (worst(t), -sign * t.value))
+        if decided and chosen is None and status is not None:
+            return _verdict(
+                best, f"not a choice: the search chose nothing ({status}); Optuna's best"
+            )
+        return _verdict(best, "Optuna's best (the search has not chosen among these trials)")
 
 
 DASHBOARD_CONSTRAINTS = "constraints"  # the system attr optuna-dashboard reads: a list
+
+
+def _verdict(trial, words: str):
+    """A copy of `trial` carrying `words` as its SEARCH_VERDICT user attr."""
+    shown = copy.copy(trial)
+    shown.user_attrs = {**trial.user_attrs, SEARCH_VERDICT: words}
+    return shown
 
 
 def _listed(trial):

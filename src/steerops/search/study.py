@@ -53,7 +53,7 @@ from steerops.search.opening import (
     describe,
     make_sampler,
 )
-from steerops.search.storage import open_storage, quiet, study_lock
+from steerops.search.storage import FINALISE, open_storage, quiet, study_lock
 from steerops.search.trials import (
     CONSTRAINT,
     REPEATS_REFUSED,
@@ -69,7 +69,6 @@ from steerops.search.trials import (
 )
 from steerops.stats import COHERENCE_DECIMALS, coherent
 
-FINALISE = ":finalise"  # suffix of the study holding a study's finalisation claims
 FINALISED = "complete_trials"  # claim user attr: the study's completed trials it finalises
 MAX_REPEATS = 3  # sampled copies in a row that exhaust the study
 EXHAUSTED = "exhausted"  # study user attr: the sampler proposes nothing new
