@@ -363,7 +363,8 @@ def test_toy_search_with_random_vectors_finds_no_effect(toy_search, capsys):
     best = json.loads((out / "best.json").read_text())
     # coherent trials, none with an effect: "no effect", not "no feasible steering"
     assert best["status"] == "no effect" and best["n_feasible"] > 0
-    assert best["chosen"] is None and best["heldout"] is None and not best["feasible"]
+    assert best["chosen"] is None and best["heldout"] is None and best["feasible"] is None
+    assert best["search"]["feasible"]  # coherent trials: infeasible it was not
     printed = capsys.readouterr().out
     assert "prompt[-1] `random_baseline`: no effect (" in printed
     # where its trials.csv and best.json are, relative to where the command ran

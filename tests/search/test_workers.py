@@ -422,7 +422,7 @@ def sharing_worker(url: str, draw: str) -> None:
             study._storage.set_trial_system_attr(trial._trial_id, key, draw)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    study._sampler = lambda *args: SharesThenDies()
+    study.make_sampler = lambda *args: SharesThenDies()
     open_url(url, heartbeat_s=1, grace_s=2).ask(1, target=4)
 
 
@@ -672,7 +672,7 @@ def test_best_summary_counts_search_trials_not_imported_ones():
     # nothing chosen: no feasible steering found, and no pick reported
     best = best_summary(params, plan, records, None, LoopStats(baseline_trait=5.0), None)
     assert best["status"] == "no feasible steering found" and best["chosen"] is None
-    assert not best["feasible"] and best["heldout"] is None
+    assert best["feasible"] is None and best["heldout"] is None  # nothing judged held out
     # a choice whose held-out interval lies below zero moved the trait the other way
     against = {**held, "delta_lo": -40.0, "delta_hi": -10.0}
     best = best_summary(params, plan, records, chosen, LoopStats(baseline_trait=5.0), against)
@@ -681,7 +681,8 @@ def test_best_summary_counts_search_trials_not_imported_ones():
     best = best_summary(
         params, plan, records, None, LoopStats(baseline_trait=5.0), None, "no effect"
     )
-    assert best["status"] == "no effect" and best["chosen"] is None and not best["feasible"]
+    assert best["status"] == "no effect" and best["chosen"] is None and best["feasible"] is None
+    assert best["search"]["feasible"] == (best["n_feasible"] > 0)
 
 
 def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):

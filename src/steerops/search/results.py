@@ -129,8 +129,9 @@ def best_summary(
     n_search = len(plan.search_questions)
     n_heldout = len(plan.heldout_questions)
     trial_rows = generated_rows(records)
-    if chosen is None or held is None:
-        status, feasible = unchosen, False
+    n_feasible = sum(bool(r.feasible) for r in records if r.state == "complete")
+    if chosen is None or held is None:  # nothing judged held out: not infeasible either
+        status, feasible = unchosen, None
     else:
         row = {
             "heldout_delta_lo": held["delta_lo"],
@@ -161,7 +162,7 @@ def best_summary(
         "coef_range": [cfg.coef_min, cfg.coef_max],
         "coefficient_unit": st.coefficient_unit,
         "status": status,
-        "feasible": feasible,  # decided on the held-out half
+        "feasible": feasible,  # decided on the held-out half; None: nothing chosen
         "chosen": None
         if record is None
         else {
@@ -183,7 +184,7 @@ def best_summary(
             "p": None if chosen is None else chosen.get("selection_p"),
             "trait_mean": None if record is None else record.trait_mean,
             "coherence_mean": None if record is None else record.coherence_mean,
-            "feasible": record is not None,
+            "feasible": n_feasible > 0,  # a coherent trial (a choice needs an effect too)
             "baseline_trait": stats_.baseline_trait,
             "baseline_coherence": stats_.baseline_coherence,
             "n": None if chosen is None else chosen["selection_n"],
@@ -198,7 +199,7 @@ def best_summary(
         "n_known": sum(r.source == "known" for r in records),
         # stopped short of the target: the sampler proposed only configs already evaluated
         "range_exhausted": stats_.exhausted,
-        "n_feasible": sum(bool(r.feasible) for r in records if r.state == "complete"),
+        "n_feasible": n_feasible,
         # coherent trials the judge gave no trait score (failed, so not among n_feasible)
         "n_coherent_unscored": coherent_unscored(records, plan.search_bar),
         # rows the protocol generates (its asked trials x questions, whatever log served

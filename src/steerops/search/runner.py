@@ -471,14 +471,19 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
             "heldout_credited_delta": held_metrics.get("credited_delta"),
             "heldout_credited_lo": held_metrics.get("credited_lo"),
             "heldout_credited_hi": held_metrics.get("credited_hi"),
-            "feasible": float(best["feasible"]),
+            # nothing chosen: no held-out verdict (no metric, as the grid's runs)
+            **({} if best["feasible"] is None else {"feasible": float(best["feasible"])}),
             "n_trials": best["n_trials"],
             "n_generations": best["n_generations"]["total"],
             "n_repeated_refused": stats.repeated_refused,  # this run's
         }
     )
-    tags = {"steerops.feasible": best["feasible"], "steerops.status": best["status"]}
-    study.record_choice(None if pick is None else pick.number, best["status"], best["feasible"])
+    tags = {"steerops.status": best["status"]}
+    if best["feasible"] is not None:
+        tags["steerops.feasible"] = best["feasible"]
+    study.record_choice(
+        None if pick is None else pick.number, best["status"], bool(best["feasible"])
+    )
     if pick is not None:
         label = "best" if best["status"] == OK else "chosen"  # no effect: not a best
         tags |= {
