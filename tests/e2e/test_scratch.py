@@ -293,12 +293,16 @@ def test_a_scratch_search_starts_from_the_grid_a_scratch_steer_wrote_in_its_fold
     assert main(["steer", "--params", str(params), "--out", str(other), *mine]) == 0
     capsys.readouterr()
     argv = ["search", "--params", str(params), "--out", str(other), "--min-coherence", "0"]
-    assert main([*argv, "--layers", "1,2", "--trials", "3", "--study", "other"]) == 0
+    narrower = ["--layers", "1,2", "--coef-max", "0.75", "--trials", "3", "--study", "other"]
+    assert main([*argv, *narrower]) == 0
     rows = list(csv.DictReader((other / cell / "trials.csv").open()))
     known = {(int(r["layer"]), float(r["coefficient"])) for r in rows if r["source"] == "known"}
-    assert known == {(layer, c) for layer in (1, 2) for c in (0.5, 1.0)}
+    assert known == {(1, 0.5), (2, 0.5)}  # the grid's 1.0 lies outside the range searched
     pipeline = tmp_path / "outputs/steering/toy/refusal/instruct/prompt_m1/residual/mean_diff"
-    said = f"starting from 4 known configs (the grid cell's latest sweep in {pipeline})"
+    said = (
+        f"starting from 2 known configs (the grid cell's latest sweep in {pipeline}); 2 more "
+        "there lie outside its range or layers"
+    )
     assert said in capsys.readouterr().err
 
 

@@ -116,9 +116,13 @@ def search_trait(
         )
         tracker.set_tags({"optuna.study": plan.study})
         # workers share a study only when they start from the same grid: say which
+        space = search_space(params, plan)
+        held = sum(space.holds(k.layer, k.coefficient) for k in plan.known)
+        outside = len(plan.known) - held
         print(
-            f"steerops search: study {plan.study!r}, starting from {len(plan.known)} known "
-            f"configs ({plan.known_from})",
+            f"steerops search: study {plan.study!r}, starting from {held} known configs "
+            f"({plan.known_from})"
+            + (f"; {outside} more there lie outside its range or layers" if outside else ""),
             file=sys.stderr,
         )
         study, stats = run_plan(params, plan, evaluator, tracker, progress)
@@ -284,22 +288,26 @@ def _known(params, evaluator, source: VectorSource, layers: list[int]) -> tuple[
     return [], f"no grid config to start from in {display_path(grids[-1].parent)}"
 
 
+def search_space(params, plan: Plan):
+    """The configs the search may try: its coefficient range at its layers."""
+    from steerops.search.study import Space
+
+    cfg = params.search
+    resolution = cfg.min_gap * (cfg.coef_max - cfg.coef_min)
+    return Space(cfg.coef_min, cfg.coef_max, tuple(plan.layers), resolution)
+
+
 def run_plan(params, plan: Plan, evaluator, tracker, progress: bool):
     from steerops.search.known import band_points
     from steerops.search.loop import run_search
     from steerops.search.storage import storage_label
-    from steerops.search.study import SearchStudy, Space
+    from steerops.search.study import SearchStudy
 
     cfg, st, src = params.search, params.steering, plan.source
     study = SearchStudy(
         plan.storage,
         plan.study,
-        Space(
-            cfg.coef_min,
-            cfg.coef_max,
-            tuple(plan.layers),
-            cfg.min_gap * (cfg.coef_max - cfg.coef_min),
-        ),
+        search_space(params, plan),
         plan.search_bar,
         plan.settings,
         sampler=cfg.sampler,

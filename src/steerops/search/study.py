@@ -86,6 +86,9 @@ class Space:
     # homes in on its best point and proposes ever smaller steps that change no response
     resolution: float = 0.0
 
+    def holds(self, layer: int, coefficient: float) -> bool:
+        return layer in self.layers and self.coef_min <= coefficient <= self.coef_max
+
     def distributions(self) -> dict[str, Any]:
         dists: dict[str, Any] = {"coefficient": FloatDistribution(self.coef_min, self.coef_max)}
         if len(self.layers) > 1:
@@ -543,9 +546,7 @@ class SearchStudy:
         params: dict[str, Any] = {"coefficient": float(coefficient)}
         if len(self.space.layers) > 1:
             params["layer"] = layer
-        if layer not in self.space.layers or not (
-            self.space.coef_min <= coefficient <= self.space.coef_max
-        ):
+        if not self.space.holds(layer, coefficient):
             return False
         dists = {k: d for k, d in self.space.distributions().items() if k in params}
         with self._lock:
