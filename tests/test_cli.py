@@ -126,6 +126,19 @@ def test_a_key_two_commands_set_with_other_flags_is_blamed_on_the_one_typed(tmp_
     assert "error: --comparisons: file not found: " in err, err
 
 
+def test_a_negative_search_range_says_how_to_steer_the_other_way(tmp_path, capsys):
+    (tmp_path / "params.yaml").write_text("search: {coef_min: 0.5, coef_max: 2.0}\n")
+    params = str(tmp_path / "params.yaml")
+    for argv, flag, what in [
+        (["--coef-min", "-0.3"], "--coef-min", "negative"),
+        (["--coef-max", "0"], "--coef-max", "zero"),
+    ]:
+        assert main(["search", "--params", params, *argv]) == 2
+        [err] = capsys.readouterr().err.strip().splitlines()
+        assert err.startswith(f"steerops search: error: {flag}: {what}: a search's coefficients")
+        assert "set steering.direction: negative (--direction negative)" in err
+
+
 def test_a_check_across_keys_is_blamed_on_the_flags_it_names(tmp_path, capsys):
     (tmp_path / "params.yaml").write_text("search: {coef_min: 0.5, coef_max: 2.0}\n")
     params = str(tmp_path / "params.yaml")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from steerops.config.base import LayerSpec, Methods, Positions, Strict
 
@@ -36,10 +36,9 @@ class SearchConfig(Strict):
     )
     coef_min: float = Field(
         0.0,
-        ge=0,
         description="low end, in steering.coefficient_unit (x the layer's mean per-token norm)",
     )
-    coef_max: float = Field(3.0, gt=0, description="upper end of the coefficient range")
+    coef_max: float = Field(3.0, description="upper end of the coefficient range")
     heldout_fraction: float = Field(
         0.5,
         gt=0,
@@ -112,6 +111,20 @@ class SearchConfig(Strict):
     max_retry: int = Field(
         3, ge=0, description="takeovers of a trial whose worker died, then it fails for good"
     )
+
+    @field_validator("coef_min", "coef_max")
+    @classmethod
+    def _not_negative(cls, value: float, info) -> float:
+        # the search values a trial by its delta in the steering direction: steering the
+        # other way is that direction's sign, not a negative coefficient (which steer takes)
+        low = info.field_name == "coef_min"
+        if value < 0 or (value == 0 and not low):
+            raise ValueError(
+                f"{'negative' if value < 0 else 'zero'}: a search's coefficients are "
+                "magnitudes; to steer the other way set steering.direction: negative "
+                "(--direction negative)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _range(self) -> SearchConfig:
