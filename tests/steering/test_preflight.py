@@ -354,3 +354,31 @@ def test_a_subset_larger_than_the_trait_s_questions_is_said(capsys):
     for subset in (None, 0, 40, 12):  # unset, or within the questions: nothing to say
         say_short_subset("search", "toy/refusal", subset, 40)
     assert capsys.readouterr().err == ""
+
+
+def test_a_layer_the_vectors_lack_names_the_extraction_that_adds_it(
+    tmp_path, toy_world, no_model_loads, capsys
+):
+    """Vectors built from fewer layers than a steer asks for: refused before the model loads,
+    with the extraction of the layers there plus the one asked for (another set replaces the
+    folder's activations), then the rebuild."""
+    from steer_world import POSITION, TRAIT
+    from steerops.config import load_params
+    from steerops.vectors.store import save_vectors, vectors_dir, vectors_for
+
+    path = steer_params(tmp_path, toy_world)
+    params = load_params(path)
+    args = (params.inputs, TRAIT, "base", POSITION, "residual", "mean_diff")
+    vectors, meta = vectors_for(*args)
+    assert {1, 2} <= set(vectors)
+    save_vectors(vectors_dir(*args), {k: v for k, v in vectors.items() if k != 2}, meta)
+    kept = ", ".join(str(k) for k in sorted(vectors) if k != 2)
+    argv = ["steer", "--params", str(path), "--out", str(tmp_path / "run")]
+    err = refused_up_front([*argv, "--layers", "2", "--coefficients", "1"], tmp_path, capsys, "run")
+    wanted = ",".join(map(str, sorted(vectors)))
+    assert f"vectors mean_diff at {POSITION}/residual: no layer 2 (layers: {kept}): extract" in err
+    assert (
+        f"(`steerops extract --trait {TRAIT} --variant base --position '{POSITION}' "
+        f"--layers '{wanted}' --params {path}`), then rerun `steerops vectors --methods "
+        f"mean_diff --params {path}`"
+    ) in err

@@ -146,14 +146,21 @@ def damage(folder: Path) -> str | None:
 
 
 def extract_command(
-    trait: str, variant: str, position: Position | str, component: str, out_flag: str = ""
+    trait: str,
+    variant: str,
+    position: Position | str,
+    component: str,
+    out_flag: str = "",
+    layers: str | None = None,
 ) -> str:
     """The `steerops extract` command that writes these activations, with every flag that
-    names their folder (`out_flag`: " --out DIR" of a run folder, "" for the pipeline's)."""
+    names their folder (`out_flag`: " --out DIR" of a run folder, "" for the pipeline's),
+    and `layers` (a layer spec) when the layers extracted must change."""
     named = "" if component == "residual" else f" --component {component}"  # the default
+    which = "" if layers is None else f" --layers '{layers}'"
     return (
         f"`steerops extract --trait {trait} --variant {variant} --position '{position}'"
-        f"{named}{out_flag}`"
+        f"{named}{which}{out_flag}`"
     )
 
 

@@ -111,10 +111,16 @@ class VectorSources:
     def vector(self, ref: VectorRef) -> torch.Tensor:
         vectors, _, _ = self.load(ref.source)
         if ref.layer not in vectors:
-            have = ", ".join(map(str, sorted(vectors))) or "none"
+            have = sorted(vectors)
+            # the layers extracted so far and this one (another set replaces the folder's)
+            wanted = ",".join(map(str, sorted({*have, ref.layer})))
+            extract = activation_store.extract_command(
+                self.trait, self.variant, ref.position, ref.component, self.out_flag, wanted
+            )
             raise SteeropsError(
-                f"vectors {ref.method} at {ref.position}/{ref.component}: no "
-                f"layer {ref.layer} (layers: {have})"
+                f"vectors {ref.method} at {ref.position}/{ref.component}: no layer "
+                f"{ref.layer} (layers: {', '.join(map(str, have)) or 'none'}): extract it "
+                f"with them ({extract}), then rerun {rebuild_command(ref.method, self.out_flag)}"
             )
         return vectors[ref.layer]
 
