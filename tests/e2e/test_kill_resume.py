@@ -173,11 +173,25 @@ def test_generate_killed_anywhere_resumes_to_the_same_responses(stages):
     _holds(want, "/responses.jsonl", "/summary.json")
     counts = _points(before["generate"], GENERATE)
     renamed = counts["renamed"]
-    # each class kept as it completes; the completions, then their summary, are written
-    # before vetting, and again after it
-    kept = ["positive.json", "negative.json"]
-    assert [Path(p).name for p in renamed] == kept + ["responses.jsonl", "summary.json"] * 2
-    kills = ("call:2", "after:1", "after:2", "after:4", "before:5", "after:5", "after:6")
+    # each batch of a class kept as it completes, then the class; the completions, then
+    # their summary, are written before vetting, and again after it
+    names = [Path(p).name for p in renamed]
+    b = names.count("positive.jobs.json")  # batches a class
+    kept = ["positive.jobs.json"] * b + ["positive.json"]
+    kept += ["negative.jobs.json"] * b + ["negative.json"]
+    assert b > 1 and names == kept + ["responses.jsonl", "summary.json"] * 2
+    at = len(kept)  # renames once both classes are kept
+    kills = (
+        "call:2",  # in the positives' second batch
+        "after:1",  # their first batch kept
+        f"after:{b + 1}",  # the positives kept
+        f"after:{b + 2}",  # and the negatives' first batch
+        f"after:{at}",
+        f"after:{at + 2}",
+        f"before:{at + 3}",
+        f"after:{at + 3}",
+        f"after:{at + 4}",
+    )
     for kill in kills:
         got = _kill_and_resume(before["generate"], kill.replace(":", ""), GENERATE, kill, within)
         assert got == want, kill
@@ -188,7 +202,9 @@ def test_generate_resumed_after_the_completions_only_vets(stages):
     folder = before["generate"].parent / "generate-vet-only"
     shutil.copytree(before["generate"], folder)
     argv = [*GENERATE, "--params", str(folder / "params.yaml")]
-    assert killer.killed(killer.run(argv, folder, folder, "after:2"))
+    renamed = [Path(p).name for p in _points(before["generate"], GENERATE, "vet")["renamed"]]
+    both_kept = renamed.index("negative.json") + 1
+    assert killer.killed(killer.run(argv, folder, folder, f"after:{both_kept}"))
     result = killer.run(argv, folder, folder, "count")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((folder / "kill_counts.json").read_text())["calls"] == 0
