@@ -935,7 +935,7 @@ def test_vectors_of_another_hidden_size_are_rejected(steered, capsys):
     assert f"layer_0: vector has shape (7,) but the model's hidden size is {hidden}" in err
 
 
-def test_grid_cells_are_generated_together_and_match_single_runs(steered, monkeypatch):
+def test_grid_cells_are_generated_together_and_match_single_runs(steered, monkeypatch, capsys):
     """Without --method, every steering.methods cell is swept; their configs share one
     generate call, and each cell's results equal what a run of that cell alone serves."""
     import yaml
@@ -964,7 +964,12 @@ def test_grid_cells_are_generated_together_and_match_single_runs(steered, monkey
     ]
     responses = steered["dir"]["mean_diff"] / "responses"
     saved_before = {p.name: p.read_bytes() for p in responses.iterdir()}
+    capsys.readouterr()
     assert main(argv) == 0
+    # a sub-grid narrows the cells' numbers to its configs: said, per cell
+    err = capsys.readouterr().err
+    assert err.count("this sweep's 2 configs replace the latest sweep's ") == 2, err
+    assert "left out; the results log keeps them: steer them again to count them" in err
     # a follow-up sweep never deletes or rewrites the responses an earlier one saved
     assert {p.name: p.read_bytes() for p in responses.iterdir()}.items() >= saved_before.items()
     steered_calls = [n for n, unsteered in calls if not unsteered]

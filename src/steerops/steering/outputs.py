@@ -11,6 +11,7 @@ text scored otherwise is marked `rescored`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import math
@@ -42,12 +43,29 @@ from steerops.steering.store import (
     ResultsLog,
     config_dict,
     config_key,
+    entry_key,
     locked,
     result_dict,
 )
-from steerops.steering.sweep import sweep_digest, write_sweep
+from steerops.steering.sweep import sweep_digest, sweep_keys, write_sweep
 
 BASELINE_RESPONSES = "baseline.json"  # in the cell's responses/, beside L<layer>_c<coef>.json
+
+
+def _say_dropped(out_dir: Path, before: set[str] | None, swept: list[dict]) -> None:
+    """A sweep that leaves out configs the cell's latest one had replaces the cell's
+    numbers with its own (a sub-grid rerun by accident narrows the cell): said on stderr."""
+    from steerops.cli import display_path
+
+    now = {entry_key(c) for c in swept}
+    dropped = len(before - now) if before else 0
+    if dropped:
+        print(
+            f"steerops steer: note: {display_path(out_dir)}: this sweep's {len(now)} configs "
+            f"replace the latest sweep's {len(before or ())} in results.csv and metrics.json "
+            f"({dropped} left out; the results log keeps them: steer them again to count them)",
+            file=sys.stderr,
+        )
 
 
 def write_cell(
@@ -69,6 +87,8 @@ def write_cell(
             for ref in result.config.vectors if result.config is not None else ():
                 files.update(evaluator.vector_files(ref.source))
         swept = [config_dict(r.config, r.weights) for r in results if r.config is not None]
+        with contextlib.suppress(SteeropsError):  # a damaged record is replaced below
+            _say_dropped(out_dir, sweep_keys(out_dir, evaluator.settings_hash), swept)
         sweep = write_sweep(out_dir, evaluator.settings_hash, swept)
         rows = config_rows(
             log,
