@@ -479,7 +479,7 @@ def test_a_run_steered_at_its_own_bar_is_reported_at_it(tmp_path, capsys):
 
 def test_the_prediction_section_says_why_it_has_no_table():
     from steerops.report import predict
-    from steerops.report.command import prediction_body
+    from steerops.report.document import prediction_body
 
     rows = [(1.0, 10.0, 3.0, 0.5), (2.0, 20.0, 3.0, 0.5), (3.0, 30.0, 3.0, 0.5)]
     features = pd.DataFrame(rows, columns=["weight", "layer_norm", "layer_norm_clean", "x"])
@@ -551,7 +551,7 @@ def test_the_report_s_run_carries_its_counts_and_best_cell(tmp_path):
 
 
 def test_findings_count_a_cell_with_its_aliases_and_near_copies_once_held_if_any_is():
-    from steerops.report.command import _findings
+    from steerops.report.report_metrics import findings as _findings
 
     cell = {"model": "m", "trait": "t", "position": "p", "component": "residual"}
     rows = [

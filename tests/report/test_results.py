@@ -556,7 +556,7 @@ def test_an_opposite_effect_is_worded_by_the_half_that_moved_and_counted_apart()
     """ "opposite effect": every coherent config moved the trait the other way (a sign to
     check), or the selection half's effect reversed held out (the halves disagree); counted
     in metrics.json under its own name, not as "no effect"."""
-    from steerops.report.command import _metrics
+    from steerops.report.report_metrics import report_metrics as _metrics
     from steerops.report.results import VERDICTS, _verdict_lines
 
     row = {"model": "m", "trait": "t", "position": "p", "component": "residual"}

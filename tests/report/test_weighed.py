@@ -133,7 +133,7 @@ def test_the_comparison_sits_under_its_cleaning_answer(tmp_path):
 
 
 def test_the_report_records_the_comparison_where_the_dims_weigh(tmp_path):
-    from steerops.report.command import _best_checks
+    from steerops.report.report_metrics import best_checks as _best_checks
 
     frame, gap, curve = _world(tmp_path)
     weighs = weighed(frame, curve, gap, 0, 68)
@@ -229,7 +229,7 @@ def test_the_matched_push_takes_the_closest_coefficient_at_the_layer_within_one_
 def test_the_comparison_says_what_it_rests_on_and_cannot_tell_where_the_method_does_not_steer(
     tmp_path,
 ):
-    from steerops.report.command import _best_checks
+    from steerops.report.report_metrics import best_checks as _best_checks
 
     frame, gap, curve = _world(tmp_path / "matched", _cleaned_also((4, 0.894, 0.3, 0.7, 85.0)))
     weighs = weighed(frame, curve, gap, 0, 68)

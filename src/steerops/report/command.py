@@ -9,10 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from steerops import stats
 from steerops.cli import (
     abs_path,
     flags,
@@ -25,8 +23,8 @@ from steerops.cli import (
 from steerops.errors import SteeropsError
 from steerops.io import atomic_folder, check_replaceable, read_json, write_json, write_text
 from steerops.report import calibrated, plots, predict, tables
-from steerops.report.answer import answer_lines
 from steerops.report.control import controls
+from steerops.report.document import halves_text, render_markdown
 from steerops.report.examples import example_sections
 from steerops.report.grid_words import grids
 from steerops.report.load import (
@@ -39,12 +37,11 @@ from steerops.report.load import (
     steered_bars,
     vector_features,
 )
-from steerops.report.markdown import VERDICT_LEGEND, markdown_table
+from steerops.report.report_metrics import best_checks, report_metrics
 from steerops.report.resplit import resplits
-from steerops.report.results import judge_words, judges_in, render_results, untested
-from steerops.report.versus_grid import COMPARED, versus_columns, versus_grid
+from steerops.report.results import judges_in, render_results
+from steerops.report.versus_grid import versus_columns, versus_grid
 from steerops.report.weighed import weighed
-from steerops.search.store import read_before_of
 from steerops.steering.best import protocol
 
 
@@ -197,7 +194,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
             "judges": judges_in(frame),
         },
         threshold,
-        _halves(frame),
+        halves_text(frame),
         seed=proto.seed,
         fraction=proto.heldout_fraction,
     )
@@ -216,8 +213,10 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
             write_text(staging / f"{name}.csv", table.to_csv(index=False, float_format="%.6g"))
         plots.coefficient_curves(points, threshold, staging / PLOTS[0])
         plots.cleaning_curve(curve, staging / PLOTS[1])
-        checks = _best_checks(gap, again, randoms, weighs, params.report.resplits)
-        write_json(staging / "metrics.json", _metrics(gap, prepost, errors, searched) | checks)
+        checks = best_checks(gap, again, randoms, weighs, params.report.resplits)
+        write_json(
+            staging / "metrics.json", report_metrics(gap, prepost, errors, searched) | checks
+        )
         table = massive.to_csv(index=False, float_format="%.6g")
         write_text(staging / "massive_activations.csv", table)
         write_text(staging / "report.md", text)
@@ -299,317 +298,6 @@ def _relative(path: Path, root: Path) -> str:
     """`path` as the results page names it: relative to the params dir when inside it."""
     path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
     return (path.relative_to(root) if path.is_relative_to(root) else path).as_posix() + "/"
-
-
-def _findings(gap: pd.DataFrame, held: pd.Series) -> int:
-    """How many findings the cells `held` are: a cell, its aliases and its near copies
-    repeat one test, so they count once, held when any of them is (their held-out
-    coherences, and so their verdicts, can still differ near the bar)."""
-    if gap.empty:
-        return 0
-    cells = [tuple(map(str, r)) for r in gap[tables.KEY].itertuples(index=False)]
-    twin = {
-        (*cell, str(m)): str(a or "") or str(c or "")
-        for cell, m, a, c in zip(
-            cells,
-            gap["method"],
-            gap["alias_of"].fillna(""),
-            gap["near_copy_of"].fillna(""),
-            strict=True,
-        )
-    }
-
-    def root(cell: tuple, method: str) -> str:  # an alias of a near copy: its twin's twin
-        seen = {method}
-        while (nxt := twin.get((*cell, method), "")) and nxt not in seen:
-            seen.add(method := nxt)
-        return method
-
-    keys = [f"{c}|{root(c, str(m))}" for c, m in zip(cells, gap["method"], strict=True)]
-    return int(held.groupby(keys).any().sum())
-
-
-def _metrics(gap, prepost, errors, searched) -> dict:
-    """A handful of counts and the best cell: chosen on the selection half like every best
-    (the largest selection-half delta of a cell's chosen config), reported held out."""
-    count = gap[gap["alias_of"] == ""]["status"].value_counts()
-    return {
-        "cells": int((gap["alias_of"] == "").sum()),
-        "cells_ok": int(count.get(stats.OK, 0)),
-        # of those, the ones whose held-out test holds over every cell tested (q < 0.05)
-        "cells_ok_at_fdr_5pct": int(
-            ((gap["status"] == stats.OK) & (gap["heldout_q"] < stats.FDR)).sum()
-        ),
-        "cells_no_effect": int(count.get(stats.NO_EFFECT, 0)),
-        "cells_opposite_effect": int(count.get(stats.OPPOSITE, 0)),
-        "cells_incoherent_heldout": int(count.get(stats.INCOHERENT, 0)),
-        "cells_too_few_heldout": int(count.get(stats.TOO_FEW, 0)),
-        "cells_needing_finer_coefficients": int(count.get(stats.NEEDS_FINER, 0)),
-        "cells_baseline_incoherent": int(count.get(stats.BASELINE_INCOHERENT, 0)),
-        "cells_trait_unscored": int(count.get(stats.UNSCORED, 0)),
-        "cells_heldout_unscored": int(count.get(stats.HELDOUT_UNSCORED, 0)),
-        "aliases": int((gap["alias_of"] != "").sum()),
-        # cleaned cells counted above whose test repeats their uncleaned method's (a q
-        # with the p in its twin's place: `cells_ok_at_fdr_5pct` may count both)
-        "near_copies": int((gap["near_copy_of"] != "").sum()),
-        # the ok cells counted once: an alias or a near copy repeats its twin's finding
-        "findings_ok": _findings(gap, gap["status"] == stats.OK),
-        "findings_ok_at_fdr_5pct": _findings(
-            gap, (gap["status"] == stats.OK) & (gap["heldout_q"] < stats.FDR)
-        ),
-        **_best_cell(gap),
-        "flagged_preclean_gaps": (
-            int((prepost["flag"] == tables.LIKELY_BUG).sum()) if len(prepost) else 0
-        ),
-        "best_predictor_loo_mae": _num(errors["loo_mae"].min()) if len(errors) else None,
-        "searches": int(len(searched)),
-        "searches_ok": int((searched["status"] == stats.OK).sum()) if len(searched) else 0,
-        # of those, the ones whose held-out test holds over the report's searches (q < 0.05)
-        "searches_ok_at_fdr_5pct": int(
-            ((searched["status"] == stats.OK) & (searched["heldout_q"] < stats.FDR)).sum()
-        ),
-        # of those ok, the ones whose held-out half was read before for other choices of
-        # earlier searches of the cell: not a first look
-        "searches_ok_read_before": _ok_read_before(searched),
-        # each search's choice against the grid's, paired on the held-out questions
-        # (`versus_grid`): how many were compared, and moved the trait further than it
-        **_versus_counts(searched),
-    }
-
-
-def _versus_counts(searched: pd.DataFrame) -> dict[str, int]:
-    compared = searched.get("vs_grid", pd.Series(dtype=object)) == COMPARED
-    none = pd.Series(dtype=float)
-    lo = pd.to_numeric(searched.get("vs_grid_trait_delta_lo", none), errors="coerce")
-    hi = pd.to_numeric(searched.get("vs_grid_trait_delta_hi", none), errors="coerce")
-    return {
-        "searches_vs_grid_compared": int(compared.sum()),
-        "searches_beating_grid": int((compared & (lo > 0)).sum()),
-        "searches_beaten_by_grid": int((compared & (hi < 0)).sum()),
-    }
-
-
-def _ok_read_before(searched: pd.DataFrame) -> int:
-    if not len(searched) or "heldout_read_before" not in searched:
-        return 0
-    earlier = searched["heldout_read_before"].map(read_before_of).astype(bool)
-    return int(((searched["status"] == stats.OK) & earlier).sum())
-
-
-def _halves(frame: pd.DataFrame) -> str:
-    """ "n = A selection / B held-out questions" (the ranges when cells differ)."""
-    if frame.empty:
-        return "no grid results"
-    parts = []
-    for name in ("selection", "heldout"):
-        values = sorted({int(v) for v in frame[f"{name}_n"].dropna()})
-        span = "-".join(map(str, sorted({values[0], values[-1]}))) if values else "?"
-        parts.append(f"{span} {'selection' if name == 'selection' else 'held-out'}")
-    return " / ".join(parts) + " questions"
-
-
-INTRO = (
-    "Computed from the results logs. Every grid best is chosen on a seeded selection half "
-    "of the steering questions and reported on the disjoint held-out half ({halves}; seed "
-    "{seed}, `search.heldout_fraction` {fraction:g}): `delta` is the held-out trait delta in "
-    "the steering direction against the unsteered baseline on the same questions, "
-    "`delta_lo`/`delta_hi` its 95% interval (paired bootstrap over questions, "
-    "{resamples} resamples, percentile expanded for n as Student's t expands a mean's), "
-    "`coherence` the held-out mean coherence, `n` the held-out "
-    "questions; layer L is the output of decoder block L from 0 (HF's hidden_states[L + 1]). "
-    "A config is a candidate when it is steered (coefficient != 0) and reaches "
-    "coherence >= {t:g} on the selection half; the largest selection-half delta with an "
-    "interval above zero wins. " + VERDICT_LEGEND.replace("{", "{{").replace("}", "}}") + " "
-    "`alias_of` names a method whose vectors are the same tensors (the alias was evaluated "
-    "once) or equal to them within 1e-06 at every layer (float rounding, evaluated on its "
-    "own): either is left out of counts, q-values and the coefficient fit. `near_copy_of` "
-    "names the uncleaned method of a cleaned variant whose removed dims held under "
-    f"{tables.BARELY:.0%} of the uncleaned vector's squared norm and that chose the same "
-    "config: its test repeats that method's, so the q-values count the two once (its q is "
-    "its p in that method's place); it keeps its verdict and counts. Searches are a separate "
-    "table: their trials use the search half only and are never mixed into grid tables."
-)
-
-
-def render_markdown(tables_by_name: dict, threshold: float, halves: str, **protocol_) -> str:
-    """report.md: the massive activations (`massive`, with the `dims` lines), then the
-    tables, each under its title."""
-    titles = {
-        "gap_analysis": "Gap analysis: the chosen config per method, held out (`layer` and "
-        "`coefficient`: the selection half's choice whatever its `status`; only an ok one is a "
-        "coefficient to use, as the best coefficients below list; `under_bar`: "
-        "its held-out answers under the coherence bar, of `coherence_scored`; "
-        "`coherence_unscored`: those the judge gave no coherence score; `credited_delta`: "
-        "the held-out delta with both counted as unmoved (`under_bar_moved` of them "
-        "had moved along the steering); `coherence_lo`/`_hi`: the held-out coherence's 95% "
-        "interval; `moved_along`/`moved_against`/`unmoved`: its held-out answers by how their "
-        "trait moved (`moved_little` of the moves by less than 10 points); `heldout_p`: "
-        "one-sided sign-flip p of its held-out deltas; `heldout_q`: that p adjusted over every "
-        "cell's but an alias's or a near copy's (whose q is its p in its twin's place), "
-        "Benjamini-Hochberg)",
-        "preclean_vs_clean_after": "Preclean vs clean-after (per `method`, its `_preclean` "
-        "variant against its `_cleaned` one, each at its own chosen config; every dim of the "
-        "set `dim_set` names); gap = preclean - clean-after on the held-out questions, "
-        "paired interval; `vectors_max_diff` the largest difference between the two unit "
-        "vectors over their layers",
-        "cleaning_curve": "Cleaning curve: dims cleaned (of the set `dim_set` names) vs "
-        "held-out delta; gain = cleaned - uncleaned on the held-out questions, paired interval "
-        "(Bonferroni over the `gain_k` cleaned variants of a method: together at 95%)",
-        "coefficients": "Best coefficients of the grid (ok cells only; `under_bar`: its "
-        "held-out answers under the coherence bar, of `coherence_scored`, and "
-        "`credited_delta` the held-out delta with them counted as unmoved, as in the gap "
-        "analysis: many under the bar, a coefficient at a coherence cliff; `heldout_q`: the "
-        "cell's q over the report's cells but aliases and near copies (as the gap analysis "
-        "has it), an ok at 0.05 or more may be chance)",
-        "coefficient_prediction": "Coefficient prediction (leave-one-out error on distinct "
-        "ok cells: an alias or a near copy is its twin's point; none where every weight is "
-        "the same or at its grid's largest coefficient, `not_fitted`)",
-        "recommendations": "Recommended starting coefficients (from ok cells only, per "
-        "coefficient `unit`; `n` the ok cells behind it: with one, it is that cell's grid "
-        "choice, not a fit across cells; `predicted_weight` is an absolute weight; "
-        "`n_at_largest_coefficient` of them chose their layer's largest coefficient, where the "
-        "optimum may lie beyond the grid)",
-        "search_heldout": "Coefficient searches: the chosen config on the search half and on "
-        "held-out questions (no choice: no effect, no feasible steering found, baseline "
-        "incoherent or trait unscored; `heldout_p`: the one-sided "
-        "sign-flip p of its held-out deltas; `heldout_q`: that p adjusted over the report's "
-        "searches, Benjamini-Hochberg; both blank here where the choice failed held out, "
-        "search_heldout.csv keeps them; `heldout_under_bar`: its "
-        "held-out answers under the search's coherence bar, of `heldout_coherence_scored`; "
-        "`heldout_credited_delta`: the held-out delta with those answers, and those not "
-        "scored for coherence, counted as unmoved; "
-        "`heldout_read_before`: other choices of earlier searches of the cell the held-out "
-        "half was read for; `vs_grid`: what its choice was compared with (compared, same "
-        "config, no grid choice, other settings, or why its scores could not be read); "
-        "`grid_layer`/`grid_coefficient`/`grid_status`: the grid's choice of the same method "
-        "at the search's bar, from configs scored under the same settings and vectors; "
-        "`vs_grid_trait_delta`/`vs_grid_coherence_delta`: the search's choice minus the "
-        "grid's on the `vs_grid_n`/`vs_grid_coherence_n` held-out questions both answered, "
-        "paired)",
-    }
-    parts = ["# Steering report", "", _intro(threshold, halves, **protocol_), ""]
-    judges = tables_by_name.get("judges") or []
-    if judges:  # what "trait" and "coherence" measure, before any number of them
-        parts += [f"Judge: {'; '.join(map(judge_words, judges))}.", ""]
-    answer = answer_lines(
-        tables_by_name["gap_analysis"],
-        tables_by_name["search_heldout"],
-        tables_by_name["cleaning_curve"],
-        threshold,
-        tables_by_name.get("grids"),
-        tables_by_name.get("trials"),
-        tables_by_name.get("resplits"),
-        tables_by_name.get("controls"),
-        tables_by_name.get("weighs"),
-    )
-    parts += ["## In short", "", *answer, ""]
-    parts += ["## Massive activations (calibration)", "", str(tables_by_name["dims"]), ""]
-    parts += [markdown_table(calibrated.massive_display(tables_by_name["massive"])), ""]
-    notes = {  # what a table's names do not say
-        "coefficient_prediction": "Features per chosen config (`coefficient_features.csv`): "
-        "`layer_norm` is the mean L2 norm of the layer's extraction activations, each a "
-        "mean-pooled window at the vector's position (not the per-token coefficient unit); "
-        "`layer_norm_clean` the same with the cleaned dims zeroed; `abs_mean_proj` is "
-        "|mean activation . vector|.",
-    }
-    for name, title in titles.items():
-        note = [notes[name], ""] if name in notes else []
-        table = tables_by_name[name]
-        if name == "search_heldout":  # as the results page shows it
-            table = untested(table)
-        body = prediction_body(table) if name == "coefficient_prediction" else markdown_table(table)
-        parts += [f"## {title}", "", *note, body, ""]
-    parts += [
-        "![coefficient curves](coefficient_curves.png)",
-        "",
-        "![cleaning curve](cleaning_curve.png)",
-        "",
-    ]
-    return "\n".join(parts)
-
-
-def prediction_body(errors: pd.DataFrame) -> str:
-    """The prediction table, or why there is none: a table of blanks reads as a failure."""
-    if errors["loo_mae"].notna().any():
-        return markdown_table(errors)
-    most = int(errors["n"].max()) if len(errors) else 0
-    if most < predict.MIN_ROWS:
-        return (
-            f"Not fitted: leave-one-out needs {predict.MIN_ROWS} distinct ok cells for a "
-            f"predictor, and the most any predictor had here is {most} "
-            "(`coefficient_prediction.csv` counts them per predictor)."
-        )
-    reasons = sorted(set(errors["not_fitted"]) - {""})
-    return f"Not fitted: {'; '.join(reasons)} (`coefficient_prediction.csv`, `not_fitted`)."
-
-
-def _intro(threshold: float, halves: str, seed: int = 0, fraction: float = 0.5) -> str:
-    return INTRO.format(
-        t=threshold,
-        halves=halves,
-        seed=seed,
-        fraction=fraction,
-        resamples=stats.RESAMPLES,
-        min_heldout=stats.MIN_HELDOUT,
-    )
-
-
-def _best_cell(gap: pd.DataFrame) -> dict:
-    """The cell chosen on the selection half alone (`tables.selection_choice`), with its
-    held-out verdict, delta, interval and n. It is `best_cell` only when that verdict is OK
-    (no effect is never a best); otherwise `best_cell` is None and `selection_choice` names
-    the cell that did not hold."""
-    best = tables.selection_choice(gap)
-    if best is None:
-        return {"best_cell": None, "selection_choice": None}
-    cell = " ".join(str(best[k]) for k in tables.GROUP)
-    return {
-        "best_cell": cell if best["status"] == stats.OK else None,
-        "selection_choice": cell,
-        "best_status": best["status"],
-        "best_selection_delta": _num(best["selection_delta"]),
-        "best_heldout_delta": _num(best["delta"]),
-        "best_heldout_delta_lo": _num(best["delta_lo"]),
-        "best_heldout_delta_hi": _num(best["delta_hi"]),
-        "best_heldout_n": None if pd.isna(best["n"]) else int(best["n"]),
-    }
-
-
-def _best_checks(gap: pd.DataFrame, again: dict, randoms: dict, weighs: dict, asked: int) -> dict:
-    """What the selection choice is checked against (None: no such check): how often
-    `asked` other splits of its questions chose it again and their choice held out
-    (`resplit.resplits`), its paired held-out gain over a random direction at its config
-    (`control.controls`), and its near copy compared where the dims weigh (`weighed.weighed`;
-    the first cleaned variant compared there)."""
-    best = tables.selection_choice(gap)
-    pair = (str(best["model"]), str(best["trait"])) if best is not None else None
-    r = again.get(pair)
-    c = randoms.get(pair)
-    compared = [w for (*at, _), w in sorted(weighs.items()) if tuple(at) == pair and w.compared]
-    w = compared[0] if compared else None
-    return {
-        "resplits": asked if r is None else r.splits,
-        "resplits_same_config": None if r is None else r.same_config,
-        "resplits_ok": None if r is None else r.ok,
-        **_interval_fields("gain_over_random", c.gain if c is not None else None),
-        "weighed_layer": None if w is None else w.layer,
-        **_interval_fields("weighed_gain", w.gain if w is not None else None),
-        "weighed_variant": None if w is None else w.variant,
-        # the cleaned variant's coefficient there when it matched the push (None: the
-        # choice's own, or nothing compared: weighed_layer None)
-        "weighed_cleaned_coefficient": None if w is None else w.cleaned_coefficient,
-    }
-
-
-def _interval_fields(name: str, interval: stats.Interval | None) -> dict:
-    """`name`, `name_lo` and `name_hi` of an interval (each None without one)."""
-    if interval is None:
-        return {name: None, f"{name}_lo": None, f"{name}_hi": None}
-    return {name: interval.mean, f"{name}_lo": interval.lo, f"{name}_hi": interval.hi}
-
-
-def _num(value) -> float | None:
-    return None if value is None or (isinstance(value, float) and np.isnan(value)) else float(value)
 
 
 def _track(params, files: list[Path]) -> None:
