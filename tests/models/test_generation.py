@@ -226,23 +226,31 @@ def _interrupted_at_call(model, call: int, rows_limit: int | None = None):
 
 
 @pytest.mark.parametrize(
-    "rows_limit, cut_at", [(None, 3), (2, 2)], ids=["whole-batches", "halved-batch"]
+    "batch_size, rows_limit, cut_at, whole",
+    [
+        (4, None, 3, [4, 4, 4, 3]),
+        (4, 2, 2, [2] * 7 + [1]),  # cut after the first half of a batch it halved
+        (6, 2, 2, [1] * 15),  # halved past what fits: 6 -> 3 -> 1
+        (5, 3, 2, [2, 2, 1] * 3),  # 5 -> 2 where 3 fit
+    ],
+    ids=["whole-batches", "halved-batch", "halved-twice", "halved-past-the-fit"],
 )
 def test_an_interrupted_generation_resumes_from_its_kept_batches(
-    tokenizer, tmp_path, rows_limit, cut_at
+    tokenizer, tmp_path, batch_size, rows_limit, cut_at, whole
 ):
     """Sampled, so every batch's seed shows: the rerun decodes only what the interrupted run
     had not finished and ends with the uninterrupted run's tokens, whether the run was cut
-    between whole batches or after the first half of a batch it had to halve."""
+    between whole batches or after a batch it had to split, however far it split it (the
+    rerun's own memory enough for more)."""
     from steerops.models.kept_jobs import KeptJobs
 
     model = tiny(tokenizer, "llama", seed=1)
     model.generation_config.eos_token_id = None
-    kwargs = dict(max_new_tokens=6, batch_size=4, temperature=5.0, rollouts=3, seed=7)
+    kwargs = dict(max_new_tokens=6, batch_size=batch_size, temperature=5.0, rollouts=3, seed=7)
     kwargs["progress"] = False
     whole_rows = _interrupted_at_call(model, call=0, rows_limit=rows_limit)
     expected = generate_responses(model, tokenizer, PROMPTS, **kwargs)
-    assert whole_rows == ([4, 4, 4, 3] if rows_limit is None else [2] * 7 + [1])
+    assert whole_rows == whole
 
     model = tiny(tokenizer, "llama", seed=1)
     model.generation_config.eos_token_id = None
@@ -251,11 +259,11 @@ def test_an_interrupted_generation_resumes_from_its_kept_batches(
     with pytest.raises(KeyboardInterrupt):
         generate_responses(model, tokenizer, PROMPTS, **kwargs, kept=KeptJobs(path, "k"))
     kept_before = len(KeptJobs(path, "k").jobs)
-    assert kept_before == sum(cut_rows[: cut_at - 1]) == (8 if rows_limit is None else 2)
+    assert kept_before == sum(cut_rows[: cut_at - 1]) == sum(whole[: cut_at - 1])
 
     model = tiny(tokenizer, "llama", seed=1)
     model.generation_config.eos_token_id = None
-    rerun_rows = _interrupted_at_call(model, call=0, rows_limit=rows_limit)
+    rerun_rows = _interrupted_at_call(model, call=0)  # memory enough for any batch now
     kept = KeptJobs(path, "k")
     got = generate_responses(model, tokenizer, PROMPTS, **kwargs, kept=kept)
     assert [c.response_ids for c in got] == [c.response_ids for c in expected]
@@ -271,8 +279,7 @@ def test_kept_batches_of_other_settings_or_altered_are_ignored(tokenizer, tmp_pa
     kwargs = dict(max_new_tokens=5, batch_size=2, progress=False)
     expected = generate_responses(model, tokenizer, PROMPTS, **kwargs, kept=KeptJobs(path, "a"))
     assert len(KeptJobs(path, "a").jobs) == 5
-    for kept in (KeptJobs(path, "b"), KeptJobs(path, "a", fresh=True)):
-        assert kept.jobs == {}
+    assert KeptJobs(path, "b").jobs == {}
     # a kept decode altered on disk is not served: its MD5 no longer matches
     data = json.loads(path.read_text())
     data["jobs"][0][2][0] += 1
@@ -281,6 +288,6 @@ def test_kept_batches_of_other_settings_or_altered_are_ignored(tokenizer, tmp_pa
     assert altered.jobs == {}
     again = generate_responses(model, tokenizer, PROMPTS, **kwargs, kept=altered)
     assert [c.response_ids for c in again] == [c.response_ids for c in expected]
-    assert altered.served == 0
-    altered.drop()
-    assert not path.exists()
+    assert altered.served == 0 and len(KeptJobs(path, "a").jobs) == 5
+    # --force forgets the file at once (a forced run killed in its first batch leaves none)
+    assert KeptJobs(path, "a", fresh=True).jobs == {} and not path.exists()

@@ -123,6 +123,9 @@ class Batcher:
         self.token_budget, self.max_rows = token_budget, max_rows
         self.what, self.hint = what, hint
         self.halvings = 0  # out-of-memory errors recovered from
+        # a row limit an interrupted run had lowered itself to: applied once the batches
+        # are planned, so each planned batch splits as that run split it
+        self.resume_rows: int | None = None
 
     def fits(self, batch: Sequence[int], lengths: Sequence[int]) -> bool:
         return (self.max_rows is None or len(batch) <= self.max_rows) and (
@@ -149,6 +152,8 @@ class Batcher:
     ) -> Iterator[tuple[list[int], T]]:
         """(batch, compute(batch)) for batches covering `items`, as each finishes."""
         queue = deque(self.plan(items, lengths))
+        if self.resume_rows is not None and self.max_rows is not None:
+            self.max_rows = min(self.max_rows, self.resume_rows)
         while queue:
             batch = queue.popleft()
             if len(batch) > 1 and not self.fits(batch, lengths):  # planned before a halving

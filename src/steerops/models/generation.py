@@ -169,7 +169,7 @@ def generate_responses(
             rows = dict(zip(missing, new, strict=True))
         if kept is not None:
             kept.served += len(stored)
-            kept.add({jobs[k]: ids for k, ids in rows.items()})
+            kept.add({jobs[k]: ids for k, ids in rows.items()}, batcher.max_rows)
         return stored | rows
 
     def done(batch: list[int], rows: dict[int, list[int]]) -> None:
@@ -177,6 +177,8 @@ def generate_responses(
             results[jobs[k]] = rows[k]
         bar.update(len(batch))
 
+    if kept is not None:  # planned at batch_size, split at the limit the run got down to
+        batcher.resume_rows = kept.max_rows
     with bar:
         batcher.run(range(len(jobs)), lengths, compute, done)
 
