@@ -1,6 +1,6 @@
 """The report's tables on a run's results: bootstrap draws shared across the configs of a
-half (`stats._draws`, kept between calls) against drawn anew on every call (the naive way),
-and what the choice redone on other splits (`report.resplits`) adds.
+half (`stats.intervals._draws`, kept between calls) against drawn anew on every call (the
+naive way), and what the choice redone on other splits (`report.resplits`) adds.
 
 Both ways run in the same process, alternating, `--repeats` times each; the draw cache is
 emptied before every shared repeat, so its first draw is counted. Both must give the same
@@ -17,11 +17,11 @@ from unittest import mock
 
 import pandas as pd
 
-from steerops import stats
 from steerops.config import load_params
 from steerops.report import tables
 from steerops.report.load import load_results
 from steerops.report.resplit import resplits
+from steerops.stats import intervals
 from steerops.steering.best import protocol
 from summary import ratios, spread
 
@@ -51,10 +51,10 @@ def main() -> None:
     gap = tables.gap_analysis(frame, threshold, seed)
     print(f"{len(frame)} configs, report.resplits {splits}")
     for _ in range(args.repeats):
-        stats._draws.cache_clear()
+        intervals._draws.cache_clear()
         t, ours = timed(lambda: tables_of(params, threshold, seed))
         shared.append(t)
-        with mock.patch.object(stats, "_draws", stats._draw):  # every call draws its own
+        with mock.patch.object(intervals, "_draws", intervals._draw):  # every call draws anew
             t, theirs = timed(lambda: tables_of(params, threshold, seed))
         fresh.append(t)
         pd.testing.assert_frame_equal(ours, theirs)  # the same intervals either way

@@ -129,14 +129,17 @@ def test_a_key_two_commands_set_with_other_flags_is_blamed_on_the_one_typed(tmp_
 def test_a_negative_search_range_says_how_to_steer_the_other_way(tmp_path, capsys):
     (tmp_path / "params.yaml").write_text("search: {coef_min: 0.5, coef_max: 2.0}\n")
     params = str(tmp_path / "params.yaml")
-    for argv, flag, what in [
-        (["--coef-min", "-0.3"], "--coef-min", "negative"),
-        (["--coef-max", "0"], "--coef-max", "zero"),
+    for argv, says in [
+        (
+            ["--coef-min", "-0.3"],
+            "--coef-min: negative: a search's coefficients are magnitudes; to steer the other "
+            "way set steering.direction: negative (--direction negative)",
+        ),
+        (["--coef-max", "0"], "--coef-max: zero: the range needs a top above 0"),
     ]:
         assert main(["search", "--params", params, *argv]) == 2
         [err] = capsys.readouterr().err.strip().splitlines()
-        assert err.startswith(f"steerops search: error: {flag}: {what}: a search's coefficients")
-        assert "set steering.direction: negative (--direction negative)" in err
+        assert err.startswith(f"steerops search: error: {says}"), err
 
 
 def test_a_check_across_keys_is_blamed_on_the_flags_it_names(tmp_path, capsys):
@@ -580,13 +583,22 @@ def test_out_never_names_another_experiments_folder_or_files(tmp_path, monkeypat
     # is one still; a params copy beside what a run wrote is that run's record
     fresh = main_project / "experiments" / "fresh"
     fresh.mkdir()
-    (fresh / "params.yaml").write_text("paths: {out: outputs}\n")
+    (fresh / "params.yaml").write_text("paths: {out: outputs}\nseed: 1\n")
     with pytest.raises(SteeropsError, match="it holds params.yaml, its outputs not made yet"):
         _params(mine, "--out", "experiments/fresh")
     kept = main_project / "kept"
     (kept / "steering").mkdir(parents=True)
     (kept / "params.yaml").write_text("paths: {out: outputs}\n")
     assert _params(mine, "--out", "kept").run_root == kept
+    # ... or a copy of the params file in use, kept before the first run
+    copied = main_project / "sweeps" / "a"
+    copied.mkdir(parents=True)
+    (copied / "params.yaml").write_bytes((mine / "params.yaml").read_bytes())
+    assert _params(mine, "--out", "sweeps/a").run_root == copied
+    # what an experiment writes at its top too (its MLflow store) makes it no run's
+    (fresh / "mlflow.db").touch()
+    with pytest.raises(SteeropsError, match="its outputs not made yet"):
+        _params(mine, "--out", "experiments/fresh")
     # a path flag of a run given --out: refused before anything is read or written
     capsys.readouterr()
     for argv, says in [

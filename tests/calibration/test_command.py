@@ -148,8 +148,10 @@ def test_an_interrupted_calibration_generates_only_what_it_had_not(
     tmp_path, toy_world, monkeypatch, capsys
 ):
     """Ctrl-C in the third batch of responses: the rerun generates only the last two
-    batches, and writes the uninterrupted run's calibration.json; what it kept then goes."""
+    batches, and writes the uninterrupted run's calibration.json; what it kept then goes.
+    Kept under other settings (another length), nothing is served."""
     from steerops.cli import main
+    from steerops.config import load_params
     from steerops.models import generation
 
     def params_in(name):
@@ -170,6 +172,15 @@ def test_an_interrupted_calibration_generates_only_what_it_had_not(
     assert not (folder / "calibration.json").exists()
     calls.clear()
     capsys.readouterr()
+    monkeypatch.setattr(generation, "generate_batch", batches_cut_at(calls))
+    other = int(load_params(cut).calibration.max_new_tokens) + 1
+    assert main(["calibrate", "--params", str(cut), "--max-new-tokens", str(other)]) == 0
+    assert calls == [16] * 4 and "kept by an interrupted run" not in capsys.readouterr().out
+    (folder / "calibration.json").unlink()
+    calls.clear()
+    monkeypatch.setattr(generation, "generate_batch", batches_cut_at(calls, at=3))
+    assert main(["calibrate", "--params", str(cut)]) == 130
+    calls.clear()
     monkeypatch.setattr(generation, "generate_batch", batches_cut_at(calls))
     assert main(["calibrate", "--params", str(cut)]) == 0
     assert calls == [16, 16]

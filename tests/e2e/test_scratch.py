@@ -396,7 +396,12 @@ def test_inputs_steers_the_vectors_of_another_runs_folder(toy_world, tmp_path, c
     before = {**_snapshot(tmp_path), **everything(mine)}
     assert any("vectors.safetensors" in name for name in before)
     argv = ["steer", "--params", str(params), "--layers", "1", "--coefficients", "1"]
+    # refused: it records no inputs for the folder (a later report would read them)
+    refused = ["--inputs", str(mine), "--out", str(tmp_path / "run"), "--layers", "99"]
+    assert main([*argv, *refused]) == 2
+    assert not (tmp_path / "run" / "inputs.json").exists()
     assert main([*argv, "--inputs", str(mine), "--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "inputs.json").is_file()
     assert {**_snapshot(tmp_path), **everything(mine)} == before
 
     def steered_with(folder: Path) -> set[str]:

@@ -229,7 +229,3 @@ def _terminated_as_interrupted() -> Iterator[list[bool]]:
         yield came
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -64,6 +64,7 @@ def load_params_for(args: argparse.Namespace):
             )
     params = load_params(args.params, overrides, flags_given(args))
     pipeline_out = (params.inputs,)  # the pipeline's outputs, before --out or --inputs
+    record = None
     if folder:
         check_run_folder(Path(folder), params)
         if hasattr(args, "inputs_folder") and not inputs:
@@ -77,8 +78,9 @@ def load_params_for(args: argparse.Namespace):
             raise SteeropsError(f"--inputs {inputs}: {what}")
         params = load_params(args.params, {**overrides, "paths.out": inputs}, flags_given(args))
         params.set_inputs_flag(f" --out {shlex.quote(display_path(inputs))}")
-        if folder and scratch:  # steer and search: what the run's results are made from
-            _record_inputs(Path(folder), Path(inputs))
+        if folder and scratch:  # steer and search: what the run's results are made from,
+            # recorded once their inputs pass (a refused command leaves the record as it was)
+            record = functools.partial(_record_inputs, Path(folder), Path(inputs))
     if (
         args.params is not None
         and Path(args.params).resolve() != Path(DEFAULT_PARAMS_FILE).resolve()
@@ -87,6 +89,8 @@ def load_params_for(args: argparse.Namespace):
     pin_device(params, getattr(args, "device", None))
     if folder:
         params.set_run_folder(Path(folder), named=True, kept=pipeline_out)
+        if record is not None:
+            params.when_checked(record)
     elif scratch and not (getattr(args, "pipeline", False) or os.environ.get("DVC_STAGE")):
         args.scratch_folder = new_run_folder(params.root, args.command)
         params.set_run_folder(args.scratch_folder, named=False, kept=pipeline_out)
@@ -155,7 +159,7 @@ def check_run_folder(folder: Path, params) -> None:
             "folder for this run (e.g. runs/NAME)"
         )
     check_outside_pipelines(folder, params, "--out")
-    held = _project_marks(here)
+    held = _project_marks(here, params.file)
     if held:
         raise SteeropsError(
             f"--out {folder}: a project folder (it holds {held}), whose metrics/ are its "
@@ -182,7 +186,7 @@ def check_outside_pipelines(path: Path, params, flag: str) -> None:
         return  # the run's own folder, which --out already checked
     areas = _pipeline_areas(root, params.file or root / DEFAULT_PARAMS_FILE)
     for folder in [here, *here.parents]:
-        if _project_marks(folder):
+        if _project_marks(folder, params.file):
             areas += _pipeline_areas(folder, folder / DEFAULT_PARAMS_FILE)
     for theirs, what, key, owner in areas:
         if here == theirs or theirs in here.parents:
@@ -193,7 +197,8 @@ def check_outside_pipelines(path: Path, params, flag: str) -> None:
             )
 
 
-# what a run writes straight into its folder: one holding any of them is a run's, and a
+# what a run writes straight into its folder and an experiment never at its top (its
+# reports, metrics and MLflow store sit there too): a folder holding any is a run's, and a
 # params file there a copy kept as the run's record
 RUN_MADE = (
     "steering",
@@ -203,18 +208,15 @@ RUN_MADE = (
     "responses",
     "calibration",
     "probes",
-    "reports",
-    "metrics",
-    "mlflow.db",
     INPUTS_RECORD,
 )
 
 
-def _project_marks(folder: Path) -> str | None:
+def _project_marks(folder: Path, in_use: Path | None = None) -> str | None:
     """What marks `folder` as a project or an experiment: dvc.yaml or dvc.lock, or a params
     file whose outputs folder is there, or one not made yet, in a folder neither in runs/
-    nor holding what a run writes (a params file may be a copy kept with a run as its
-    record)."""
+    nor holding what a run writes, unless it is a copy of the params file `in_use` (a run
+    may keep one as its record)."""
     from steerops.config import DEFAULT_PARAMS_FILE
 
     held = next((name for name in PROJECT_FILES if (folder / name).exists()), None)
@@ -224,10 +226,18 @@ def _project_marks(folder: Path) -> str | None:
         if outputs.is_dir() and outputs != folder:
             held = f"{DEFAULT_PARAMS_FILE} and its outputs"
         elif outputs != folder and not (
-            folder.parent.name == RUNS_DIR or any((folder / m).exists() for m in RUN_MADE)
+            folder.parent.name == RUNS_DIR
+            or any((folder / m).exists() for m in RUN_MADE)
+            or _same_bytes(file, in_use)
         ):
             held = f"{DEFAULT_PARAMS_FILE}, its outputs not made yet"
     return held
+
+
+def _same_bytes(file: Path, other: Path | None) -> bool:
+    with contextlib.suppress(OSError):
+        return other is not None and file.read_bytes() == Path(other).read_bytes()
+    return False
 
 
 def _pipeline_areas(root: Path, file: Path) -> list[tuple[Path, str, str, Path]]:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from steerops.config.base import SPEC_ERROR, Strict
 from steerops.config.calibration import CalibrationConfig
@@ -96,6 +97,7 @@ class Params(Strict):
     _params_flag: str = ""
     _project_store: bool = False
     _notice: str | None = None
+    _when_checked: list[Callable[[], None]] = PrivateAttr(default_factory=list)
     _pipeline_judge_cache: Path | None = None
     _file: Path | None = None
     _file_md5: str | None = None
@@ -219,10 +221,17 @@ class Params(Strict):
         by bad input prints its one error line and nothing else."""
         self._notice = line
 
+    def when_checked(self, action: Callable[[], None]) -> None:
+        """Something to do once the run's inputs are checked (`say_notice`), not before: a
+        run stopped by bad input leaves nothing behind."""
+        self._when_checked.append(action)
+
     def say_notice(self) -> None:
         if self._notice:
             print(self._notice, flush=True)
             self._notice = None
+        while self._when_checked:
+            self._when_checked.pop(0)()
 
     def variant(self, name: str, key: str | None = None) -> ModelVariant:
         """The variant `name`; `key`: the params key that named it (its flag, when one gave

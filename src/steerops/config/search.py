@@ -117,13 +117,13 @@ class SearchConfig(Strict):
     def _not_negative(cls, value: float, info) -> float:
         # the search values a trial by its delta in the steering direction: steering the
         # other way is that direction's sign, not a negative coefficient (which steer takes)
-        low = info.field_name == "coef_min"
-        if value < 0 or (value == 0 and not low):
+        if value < 0:
             raise ValueError(
-                f"{'negative' if value < 0 else 'zero'}: a search's coefficients are "
-                "magnitudes; to steer the other way set steering.direction: negative "
-                "(--direction negative)"
+                "negative: a search's coefficients are magnitudes; to steer the other way "
+                "set steering.direction: negative (--direction negative)"
             )
+        if value == 0 and info.field_name == "coef_max":
+            raise ValueError("zero: the range needs a top above 0")
         return value
 
     @model_validator(mode="after")

@@ -242,7 +242,12 @@ class _FeasibleBest:
 
     def get_all_studies(self) -> list:
         studies = super().get_all_studies()  # type: ignore[misc]
-        return [s for s in studies if not s.study_name.endswith(FINALISE)]
+        names = {s.study_name for s in studies}
+
+        def claims(name: str) -> bool:  # a study's claims, not a study named so by hand
+            return name.endswith(FINALISE) and name[: -len(FINALISE)] in names
+
+        return [s for s in studies if not claims(s.study_name)]
 
     if TYPE_CHECKING:
         get_study_directions: Callable[..., list]
