@@ -12,8 +12,11 @@ import torch
 import yaml
 
 # The models under test are tiny: one thread avoids oversubscription overhead that makes
-# them many times slower when the two cores are shared.
+# them many times slower when the two cores are shared; the processes tests start (a stage
+# to kill, search workers) inherit one thread each too.
 torch.set_num_threads(1)
+for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -158,11 +158,14 @@ def stages(tmp_path_factory, toy_world):
 
 
 def _points(folder: Path, argv: list[str], name: str = "count") -> dict:
-    """Renames (paths, in order) and batch calls of an uninterrupted run of `argv`."""
+    """Renames (paths, in order) and batch calls of an uninterrupted run of `argv` (counted
+    once per folder and name)."""
     probe = folder.parent / f"{folder.name}-{name}"
-    shutil.copytree(folder, probe)
-    result = killer.run([*argv, "--params", str(probe / "params.yaml")], probe, probe, "count")
-    assert result.returncode == 0, result.stderr[-2000:]
+    if not (probe / "kill_counts.json").is_file():
+        shutil.copytree(folder, probe)
+        command = [*argv, "--params", str(probe / "params.yaml")]
+        result = killer.run(command, probe, probe, "count")
+        assert result.returncode == 0, result.stderr[-2000:]
     return json.loads((probe / "kill_counts.json").read_text())
 
 
@@ -185,7 +188,6 @@ def test_generate_killed_anywhere_resumes_to_the_same_responses(stages):
         "call:2",  # in the positives' second batch
         "after:1",  # their first batch kept
         f"after:{b + 1}",  # the positives kept
-        f"after:{b + 2}",  # and the negatives' first batch
         f"after:{at}",
         f"after:{at + 2}",
         f"before:{at + 3}",
@@ -202,7 +204,7 @@ def test_generate_resumed_after_the_completions_only_vets(stages):
     folder = before["generate"].parent / "generate-vet-only"
     shutil.copytree(before["generate"], folder)
     argv = [*GENERATE, "--params", str(folder / "params.yaml")]
-    renamed = [Path(p).name for p in _points(before["generate"], GENERATE, "vet")["renamed"]]
+    renamed = [Path(p).name for p in _points(before["generate"], GENERATE)["renamed"]]
     both_kept = renamed.index("negative.json") + 1
     assert killer.killed(killer.run(argv, folder, folder, f"after:{both_kept}"))
     result = killer.run(argv, folder, folder, "count")
