@@ -206,8 +206,8 @@ def test_hand_runs_of_steer_are_scratch_runs_and_dvc_runs_are_the_pipeline(
     assert scratch.out == scratch.run_root == scratch.run_folder
     assert scratch.inputs == tmp_path / "outputs"  # vectors come from the pipeline
     assert capsys.readouterr().out == ""  # said once the stage's inputs are checked
-    scratch.say_notice()
-    scratch.say_notice()
+    scratch.inputs_checked()
+    scratch.inputs_checked()
     assert capsys.readouterr().out.count("scratch run in") == 1
     again = _params(tmp_path)
     assert again.run_folder != scratch.run_folder  # two runs in one second: two folders

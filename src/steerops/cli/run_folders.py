@@ -103,7 +103,8 @@ def load_params_for(args: argparse.Namespace):
             "`dvc repro` writes them"
         )
         run = display_path(args.scratch_folder)
-        params.hold_notice(f"steerops {command_name(args)}: scratch run in {run} ({reads})")
+        notice = f"steerops {command_name(args)}: scratch run in {run} ({reads})"
+        params.when_checked(functools.partial(print, notice, flush=True))
     return params
 
 

@@ -96,7 +96,6 @@ class Params(Strict):
     _inputs_flag: str = ""
     _params_flag: str = ""
     _project_store: bool = False
-    _notice: str | None = None
     _when_checked: list[Callable[[], None]] = PrivateAttr(default_factory=list)
     _pipeline_judge_cache: Path | None = None
     _file: Path | None = None
@@ -216,20 +215,13 @@ class Params(Strict):
             node = getattr(node, block)
         return last in node.model_fields_set
 
-    def hold_notice(self, line: str) -> None:
-        """A line for stdout once the run's inputs are checked (`say_notice`): a run stopped
-        by bad input prints its one error line and nothing else."""
-        self._notice = line
-
     def when_checked(self, action: Callable[[], None]) -> None:
-        """Something to do once the run's inputs are checked (`say_notice`), not before: a
-        run stopped by bad input leaves nothing behind."""
+        """Something to do once the run's inputs are checked (`inputs_checked`), not before:
+        a run stopped by bad input prints its one error line and leaves nothing behind."""
         self._when_checked.append(action)
 
-    def say_notice(self) -> None:
-        if self._notice:
-            print(self._notice, flush=True)
-            self._notice = None
+    def inputs_checked(self) -> None:
+        """Do, once, what waited for the run's inputs to pass (`when_checked`)."""
         while self._when_checked:
             self._when_checked.pop(0)()
 

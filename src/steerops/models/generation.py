@@ -157,9 +157,8 @@ def generate_responses(
         missing = [k for k in batch if k not in stored]
         rows = {}
         if missing:
-            # Seeded by the position of the batch's first job, as for a fixed batch size;
-            # what an interrupted run kept of a halved batch is its first half, so the rest
-            # is seeded as its second half was
+            # Seeded by the position of the batch's first job, as for a fixed batch size (a
+            # rerun's batches are the interrupted run's: `Batcher.resume_rows`)
             new = generate_batch(
                 model,
                 [encoded[jobs[k][0]] for k in missing],

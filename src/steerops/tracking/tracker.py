@@ -269,7 +269,7 @@ def track(
     left without it logs no run, unless it failed or was interrupted.
     The tracking store is checked first: an unreachable server is one error line, before
     the stage loads a model."""
-    params.say_notice()  # e.g. where a scratch run writes, now that its inputs passed
+    params.inputs_checked()  # e.g. say where a scratch run writes, now that its inputs passed
     if not params.tracking.enabled:
         yield Tracker()
         return
