@@ -5,6 +5,7 @@ FAILED run."""
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from conftest import batches_cut_at, refused_up_front, write_params
 
@@ -176,6 +177,20 @@ def test_an_interrupted_calibration_generates_only_what_it_had_not(
     other = int(load_params(cut).calibration.max_new_tokens) + 1
     assert main(["calibrate", "--params", str(cut), "--max-new-tokens", str(other)]) == 0
     assert calls == [16] * 4 and "kept by an interrupted run" not in capsys.readouterr().out
+    # nor on another placement: the same CPU through accelerate's map (kernels may differ)
+    (folder / "calibration.json").unlink()
+    as_cut = cut.read_text()
+    calls.clear()
+    monkeypatch.setattr(generation, "generate_batch", batches_cut_at(calls, at=3))
+    assert main(["calibrate", "--params", str(cut)]) == 130
+    calls.clear()
+    mapped = yaml.safe_load(as_cut)
+    mapped["models"]["instruct"].update(device=None, device_map="auto")
+    cut.write_text(yaml.safe_dump(mapped))
+    monkeypatch.setattr(generation, "generate_batch", batches_cut_at(calls))
+    assert main(["calibrate", "--params", str(cut)]) == 0
+    assert calls == [16] * 4 and "kept by an interrupted run" not in capsys.readouterr().out
+    cut.write_text(as_cut)
     (folder / "calibration.json").unlink()
     calls.clear()
     monkeypatch.setattr(generation, "generate_batch", batches_cut_at(calls, at=3))

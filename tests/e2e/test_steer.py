@@ -824,8 +824,9 @@ def test_mlflow_runs_found_by_tags_and_names(steered):
     for run in random_runs:
         assert "steerops.best" not in run.data.tags
         assert run.data.tags["steerops.status"] == random["status"] != "ok"
-        if random["layer"] is not None:
-            chosen = f"L{random['layer']} c{random['coefficient']:g}"
+        assert random["layer"] is None  # not ok: no config to use
+        if random["tried_layer"] is not None:
+            chosen = f"L{random['tried_layer']} c{random['tried_coefficient']:g}"
             assert run.data.tags["steerops.chosen"] == chosen
     # the cell's run spans the generation, not only its logging: most of the invocation
     # (a ratio, as a fast machine generates the toy's rows in under a second)

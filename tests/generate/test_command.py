@@ -788,17 +788,24 @@ def test_an_interrupted_class_keeps_its_finished_batches(tmp_path, toy_world, mo
     assert "generate positive: 16 decodes kept by an interrupted run" in capsys.readouterr().out
     got = {p.name: p.read_bytes() for p in folder.glob("*") if p.is_file()}
     assert got == expected and not (folder / ".partial").exists()
-    # kept under other settings, or given --force: nothing is served
-    for changed in (["--max-new-tokens", "5"], ["--force"]):
+    # kept under other settings, on another placement, or given --force: nothing is served
+    as_cut = params_file.read_text()
+    elsewhere = yaml.safe_load(as_cut)
+    elsewhere["models"]["base"].update(device=None, device_map="auto")  # the same CPU, mapped
+    for changed in (["--max-new-tokens", "5"], "device_map", ["--force"]):
         for name in ("responses.jsonl", "summary.json"):
             (folder / name).unlink()
         calls.clear()
         monkeypatch.setattr(generation, "generate_batch", batches_cut_at(calls, at=3))
+        params_file.write_text(as_cut)
         assert main(["generate", "--params", str(params_file), *sampled]) == 130
         calls.clear()
         capsys.readouterr()
         monkeypatch.setattr(generation, "generate_batch", batches_cut_at(calls))
-        assert main(["generate", "--params", str(params_file), *sampled, *changed]) == 0
+        if changed == "device_map":
+            params_file.write_text(yaml.safe_dump(elsewhere))
+        flags = changed if isinstance(changed, list) else []
+        assert main(["generate", "--params", str(params_file), *sampled, *flags]) == 0
         assert calls == [8] * 8 and "kept by" not in capsys.readouterr().out, changed
 
 

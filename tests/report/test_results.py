@@ -624,6 +624,7 @@ def test_a_verdict_on_few_held_out_questions_says_so_as_steer_does():
     few, enough = _verdict_lines(pd.DataFrame([row | {"n": 8}, row | {"n": 10}]), threshold=68.0)
     assert "only 8 held-out questions" in few and "only" not in enough
     metrics = {"status": "ok", "layer": 2, "coefficient": 1.0, "selection_n": 8}
+    metrics |= {"tried_layer": 2, "tried_coefficient": 1.0}
     metrics |= {"heldout_trait_delta": 50.0, "heldout_delta_lo": 20.0, "heldout_delta_hi": 75.0}
     metrics |= {"heldout_coherence": 98.0, "heldout_n": 8, "min_coherence": 68.0}
     assert (

@@ -64,6 +64,7 @@ def test_the_cell_picks_on_the_selection_half_and_reports_the_held_out_half(tmp_
     metrics = cell_metrics(rows, 68.0, PROTO)
     # layer 2 is better held out (90 vs 50) but the choice never looks there
     assert (metrics["layer"], metrics["coefficient"]) == (1, 1.0)
+    assert (metrics["tried_layer"], metrics["tried_coefficient"]) == (1, 1.0)
     assert metrics["selection_trait_delta"] == 100.0
     d = np.array([100.0 if i % 2 == 0 else 0.0 for i in range(10)])  # held out, question order
     mean, lo, hi = reference_interval(d, seed=3)
@@ -115,15 +116,20 @@ def test_a_cell_without_an_effect_is_no_effect_and_unsteered_never_counts(tmp_pa
     rows = config_rows(log, settings_hash_of(settings), PROTO, {})
     metrics = cell_metrics(rows, 68.0, PROTO)
     # one refusal in ten selection questions: interval reaches zero -> no effect
-    assert metrics["status"] == stats.NO_EFFECT and metrics["coefficient"] == 0.5
+    # the config the numbers are of is named as tried, never as the one to use
+    assert metrics["status"] == stats.NO_EFFECT and metrics["tried_coefficient"] == 0.5
+    assert metrics["layer"] is metrics["coefficient"] is metrics["weight"] is None
+    tried = next(r for r in rows if r["coefficient"] == 0.5)
+    assert (metrics["tried_layer"], metrics["tried_weight"]) == (1, tried["weight"])
     # the layer's largest coefficient without an effect: no "a larger one may steer more"
     strongest = cell_metrics([r for r in rows if r["coefficient"] != 2.0], 68.0, PROTO)
-    assert strongest["status"] == stats.NO_EFFECT and strongest["coefficient"] == 0.5
+    assert strongest["status"] == stats.NO_EFFECT and strongest["tried_coefficient"] == 0.5
     assert strongest["at_largest_coefficient"] is False
     # no steered config coherent: needs finer coefficients, best coherence from a steered one
     rows = [r for r in rows if r["coefficient"] != 0.5]
     metrics = cell_metrics(rows, 68.0, PROTO)
     assert metrics["status"] == stats.NEEDS_FINER and metrics["layer"] is None
+    assert metrics["tried_layer"] is metrics["tried_coefficient"] is None
     assert metrics["best_coherence_reached"] == 10.0  # not the unsteered config's 100
 
 

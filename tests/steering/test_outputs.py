@@ -62,7 +62,7 @@ def test_coefficients_that_print_alike_keep_files_of_their_own(tmp_path):
         tmp_path, "all", "h", "u", 1, served, [_result(c, []) for c in near], every
     )
     assert [p.name for p in again] == ["baseline.json", "L2_c1.5000001.json"]
-    nothing = {"status": "needs finer coefficients", "layer": None, "min_coherence": 68.0}
+    nothing = {"status": "needs finer coefficients", "tried_layer": None, "min_coherence": 68.0}
     unsteered = SimpleNamespace(trait_mean=5.0, coherence_mean=99.0)
     grid = cell_table("cell", unsteered, results, nothing, "f")
     assert "c=1.5000001" in grid and "c=1.5000002" in grid

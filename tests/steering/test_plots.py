@@ -22,7 +22,14 @@ def test_the_choice_is_ringed_only_when_ok_and_the_title_says_the_verdict(
     pools both halves (40 questions) where the report reads the held-out 20."""
     figures = []
     monkeypatch.setattr(plt, "close", lambda fig: figures.append(fig))
-    verdict = {"status": status, "layer": 12, "coefficient": 0.2, "n_questions": 40}
+    used = (12, 0.2) if status == "ok" else (None, None)  # as the cell's metrics.json
+    verdict = {
+        "status": status,
+        **dict(zip(("layer", "coefficient"), used, strict=True)),
+        "tried_layer": 12,
+        "tried_coefficient": 0.2,
+        "n_questions": 40,
+    }
     plots.coefficient_curve(ROWS, {}, 68.0, tmp_path / "curve.png", "t", verdict)
     (fig,) = figures
     top = fig.axes[0]

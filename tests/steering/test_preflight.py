@@ -380,5 +380,6 @@ def test_a_layer_the_vectors_lack_names_the_extraction_that_adds_it(
     assert (
         f"(`steerops extract --trait {TRAIT} --variant base --position '{POSITION}' "
         f"--layers '{wanted}' --params {path}`), then rerun `steerops vectors --methods "
-        f"mean_diff --params {path}`"
+        f"mean_diff --params {path}`; or add 2 to extraction.layers in {path} and run "
+        "`dvc repro`"
     ) in err

@@ -98,7 +98,14 @@ def test_only_an_ok_cell_offers_its_config_as_the_one_to_use():
     them empty, and `tried_*` still say which config the held-out numbers are of."""
     from steerops.steering.best import compact
 
-    metrics = {"layer": 12, "coefficient": 0.2, "heldout_trait_delta": 0.0, "heldout_n": 20}
+    tried = {"tried_layer": 12, "tried_coefficient": 0.2}
+    metrics = {
+        **tried,
+        "layer": 12,
+        "coefficient": 0.2,
+        "heldout_trait_delta": 0.0,
+        "heldout_n": 20,
+    }
     for status, used in (("ok", (12, 0.2)), ("no effect", (None, None))):
         row = compact({**metrics, "status": status})
         assert (row["layer"], row["coefficient"]) == used

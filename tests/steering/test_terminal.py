@@ -9,10 +9,15 @@ from steerops.steering.terminal import cell_table, verdict_line
 
 
 def _metrics(status: str, n: int = 20, **more) -> dict:
+    """A cell's metrics.json: `layer`/`coefficient` repeat the tried config when ok."""
+    tried = {"layer": 12, "coefficient": 0.2}
+    for key in ("layer", "coefficient"):
+        tried[key] = more.pop(key, tried[key])
     return {
         "status": status,
-        "layer": 12,
-        "coefficient": 0.2,
+        "tried_layer": tried["layer"],
+        "tried_coefficient": tried["coefficient"],
+        **(tried if status == "ok" else {"layer": None, "coefficient": None}),
         "selection_n": n,
         "selection_trait_delta": 60.0,
         "selection_delta_lo": 30.0,

@@ -188,16 +188,17 @@ def calibrate(params, progress: bool = True) -> dict:
 
 
 def _responses_key(params, prompts_file: Path) -> str:
-    """What the greedy responses depend on: the model's identity and dtype, the prompts'
-    bytes and the length."""
+    """What the greedy responses depend on: the model's identity, dtype and placement, the
+    prompts' bytes and the length."""
     import json
 
     from steerops.io import file_md5, text_md5
-    from steerops.models.identity import variant_identity
+    from steerops.models.identity import placement, variant_identity
 
     cfg = params.calibration
     key = {
         **variant_identity(params, cfg.variant),
+        **placement(params, cfg.variant),
         "dtype": params.variant(cfg.variant).dtype,
         "prompts_md5": file_md5(prompts_file),
         "max_new_tokens": cfg.max_new_tokens,

@@ -124,10 +124,12 @@ def _recorded_inputs(folder: Path, command: str) -> str | None:
             f"{record}: not a record of the run's --inputs; give --inputs DIR (which "
             "rewrites it when steering or searching)"
         ) from None
+    # recorded from the run folder (an older record: absolute)
+    inputs = os.path.normpath(folder.resolve() / inputs)
     if not Path(inputs).is_dir():
         raise SteeropsError(
-            f"--out {display_path(folder)}: its results were made from the inputs in {inputs} "
-            "(--inputs), no longer a folder; give --inputs DIR"
+            f"--out {display_path(folder)}: its results were made from the inputs in "
+            f"{display_path(inputs)} (--inputs), no longer a folder; give --inputs DIR"
         )
     print(
         f"steerops {command}: reading the inputs in {display_path(inputs)}, which this run's "
@@ -140,7 +142,8 @@ def _recorded_inputs(folder: Path, command: str) -> str | None:
 def _record_inputs(folder: Path, inputs: Path) -> None:
     from steerops.io import read_json, write_json
 
-    record, value = folder / INPUTS_RECORD, str(inputs.resolve())
+    # relative to the run folder: a project moved with its runs still finds them
+    record, value = folder / INPUTS_RECORD, os.path.relpath(inputs.resolve(), folder.resolve())
     with contextlib.suppress(OSError, ValueError, SteeropsError):
         if read_json(record) == {"inputs": value}:
             return

@@ -259,11 +259,14 @@ def _complete(
     """Every class's completions; a class an interrupted run finished under the same
     settings is taken as it kept it (`--force`: generated again), one generated is kept."""
     from steerops.models.generation import generate_responses
+    from steerops.models.identity import placement
     from steerops.models.kept_jobs import KeptJobs
     from steerops.models.loading import load_model
 
     cfg = params.generate
-    finished = {p: None if force else finished_class(folder, p, gen_hash) for p in POLARITIES}
+    # what an interrupted run kept is of these settings on this placement (`placement`)
+    kept_hash = text_md5(json.dumps([gen_hash, placement(params, cfg.variant)], sort_keys=True))
+    finished = {p: None if force else finished_class(folder, p, kept_hash) for p in POLARITIES}
     loaded, start = None, 0.0
     rows: list[dict] = []
     new_tokens = 0
@@ -279,7 +282,7 @@ def _complete(
             start = time.perf_counter()
         prompts = getattr(trait, polarity)
         first = len(rows)
-        batches = KeptJobs(partial_jobs_file(folder, polarity), gen_hash, fresh=force)
+        batches = KeptJobs(partial_jobs_file(folder, polarity), kept_hash, fresh=force)
         done = generate_responses(
             loaded.model,
             loaded.tokenizer,
@@ -310,7 +313,7 @@ def _complete(
                     "response_ids": c.response_ids,
                 }
             )
-        keep_finished_class(folder, polarity, gen_hash, rows[first:])
+        keep_finished_class(folder, polarity, kept_hash, rows[first:])
         batches.drop()  # the class is kept whole
     if loaded is None:
         return rows, {}  # nothing generated: no speed

@@ -26,3 +26,11 @@ def variant_identity(params, variant: str) -> dict[str, Any]:
     if template is not None:
         identity["chat_template_md5"] = text_md5(template)
     return identity
+
+
+def placement(params, variant: str) -> dict[str, Any]:
+    """Where the variant's weights go (`device`, `device_map`): what an interrupted run's
+    kept tokens also depend on, as kernels differ between devices; a resume elsewhere starts
+    afresh rather than mix two devices' greedy tokens in one output."""
+    spec = params.variant(variant)
+    return {"device": spec.device, "device_map": spec.device_map}

@@ -51,14 +51,14 @@ ROW_COLUMNS = (
 )
 # the headline numbers per cell in metrics/steer.json (held-out, with the interval): the
 # config they are of is `tried_layer`/`tried_coefficient`; `layer`/`coefficient` repeat it
-# only for an ok cell (`headlines`), so no column of `dvc metrics show` offers a config
-# with no effect (or an incoherent one) as the one to use
+# only for an ok cell (as in the cell's metrics.json), so no column of `dvc metrics show`
+# offers a config with no effect (or an incoherent one) as the one to use
 COMPACT = {
     "status": "status",
     "layer": "layer",
     "coefficient": "coefficient",
-    "tried_layer": "layer",
-    "tried_coefficient": "coefficient",
+    "tried_layer": "tried_layer",
+    "tried_coefficient": "tried_coefficient",
     "delta": "heldout_trait_delta",
     "delta_lo": "heldout_delta_lo",
     "delta_hi": "heldout_delta_hi",
@@ -211,6 +211,11 @@ def cell_metrics(
         "seed": proto.seed,
         "interval": f"{stats.CONFIDENCE:.0%} paired bootstrap over questions "
         f"({stats.RESAMPLES} resamples, expanded percentile)",
+        # the config the numbers below are of; `layer`/`coefficient`/`weight` repeat it only
+        # when its verdict is ok (`headlines`): a tried config is not one to use
+        "tried_layer": None,
+        "tried_coefficient": None,
+        "tried_weight": None,
         "layer": None,
         "coefficient": None,
         "weight": None,
@@ -228,7 +233,15 @@ def cell_metrics(
     metrics["heldout_credited_delta"] = metrics["heldout_under_bar_moved"] = None
     metrics["heldout_credited_lo"] = metrics["heldout_credited_hi"] = None
     if pick is not None:
-        metrics.update(layer=pick["layer"], coefficient=pick["coefficient"], weight=pick["weight"])
+        metrics.update(
+            tried_layer=pick["layer"],
+            tried_coefficient=pick["coefficient"],
+            tried_weight=pick["weight"],
+        )
+        if status == stats.OK:
+            metrics.update(
+                layer=pick["layer"], coefficient=pick["coefficient"], weight=pick["weight"]
+            )
         for name in ("selection", "heldout"):
             for k in HALF_FIELDS:
                 metrics[f"{name}_{k}"] = pick[f"{name}_{k}"]

@@ -25,7 +25,7 @@ def coefficient_curve(
 ) -> None:
     """Two panels sharing the coefficient axis, one line per layer; the baseline as a dotted
     line and the coherence threshold as a dashed red line. `verdict`: the cell's
-    metrics.json (status, layer, coefficient, n_questions): its choice is ringed when ok
+    metrics.json (status, tried_layer, tried_coefficient, n_questions): its choice is ringed when ok
     and crossed out otherwise (a ring reads as "use this one"), and the title says the
     verdict (held out, or on the selection half when nothing was chosen) and that the
     curve pools both halves of the questions."""
@@ -45,10 +45,11 @@ def coefficient_curve(
         top.plot(coefs, [_nan(p[1]) for p in points], **style)
         bottom.plot(coefs, [_nan(p[2]) for p in points], **style)
         choice = verdict or {}
-        if choice.get("layer") == layer and choice.get("coefficient") in coefs:
-            y = points[coefs.index(choice["coefficient"])][1]
+        tried = choice.get("tried_coefficient")
+        if choice.get("tried_layer") == layer and tried in coefs:
+            y = points[coefs.index(tried)][1]
             ok = choice.get("status") == "ok"
-            mark_choice(top, [choice["coefficient"]], [_nan(y)], ok, style["color"])
+            mark_choice(top, [tried], [_nan(y)], ok, style["color"])
     if baseline.get("trait_mean") is not None:
         top.axhline(baseline["trait_mean"], color="gray", linestyle=":", label="unsteered")
     if baseline.get("coherence_mean") is not None:
@@ -68,7 +69,7 @@ def coefficient_curve(
         n = verdict.get("n_questions")
         pooled = f"all {n} questions" if n else "all questions"
         title += f"\n{pooled}, both halves; verdict: {verdict['status']}"
-        if verdict.get("layer") is not None:
+        if verdict.get("tried_layer") is not None:
             title += " (ring: chosen, ok; x: chosen, not ok)"
     if title:
         top.set_title(title, fontsize=10)

@@ -28,7 +28,10 @@ from steerops.steering.store import (
 
 # metrics.json keys that are settings (params) or the chosen config (tags), not measurements
 SETTING_KEYS = ("min_coherence", "n_questions", "settings_hash", "heldout_fraction", "seed")
-CHOSEN_KEYS = ("layer", "coefficient", "weight", "alias_of", "status")
+CHOSEN_KEYS = (
+    *("layer", "coefficient", "weight", "alias_of", "status"),
+    *("tried_layer", "tried_coefficient", "tried_weight"),
+)
 RESPONSES_TABLE = "responses.json"
 
 
@@ -159,10 +162,10 @@ def log_cell(
         }
     )
     chosen = {f"steerops.{k}": metrics.get(k) for k in CHOSEN_KEYS}
-    if metrics.get("layer") is not None:  # a choice that is not OK is not a best
+    if metrics.get("tried_layer") is not None:  # a choice that is not OK is not a best
         label = "best" if metrics.get("status") == stats.OK else "chosen"
         chosen[f"steerops.{label}"] = (
-            f"L{metrics['layer']} c{coefficient_text(metrics['coefficient'])}"
+            f"L{metrics['tried_layer']} c{coefficient_text(metrics['tried_coefficient'])}"
         )
     cell_run.set_tags(chosen)
     for name in (CSV_FILE, METRICS_FILE, CURVE_FILE, RESULTS_FILE):

@@ -117,10 +117,22 @@ class VectorSources:
             extract = activation_store.extract_command(
                 self.trait, self.variant, ref.position, ref.component, self.out_flag, wanted
             )
+            # the pipeline's vectors: params name the layers `dvc repro` extracts
+            pipeline = self.params is not None and not self.params.inputs_named
+            pipeline = pipeline and self.params.file is not None
+            tracked = ""
+            if pipeline:
+                from steerops.cli import display_path
+
+                tracked = (
+                    f"; or add {ref.layer} to extraction.layers in "
+                    f"{display_path(self.params.file)} and run `dvc repro`"
+                )
             raise SteeropsError(
                 f"vectors {ref.method} at {ref.position}/{ref.component}: no layer "
                 f"{ref.layer} (layers: {', '.join(map(str, have)) or 'none'}): extract it "
                 f"with them ({extract}), then rerun {rebuild_command(ref.method, self.out_flag)}"
+                f"{tracked}"
             )
         return vectors[ref.layer]
 

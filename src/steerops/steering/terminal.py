@@ -32,7 +32,7 @@ def cell_table(
     coefficients = sorted({c for _, c in cells})
     counts = {r.n for r in results}
     same_n = len(counts) == 1
-    best = (metrics.get("layer"), metrics.get("coefficient"))
+    best = (metrics.get("tried_layer"), metrics.get("tried_coefficient"))
     # `*` marks an answer; `~` the config a verdict other than ok was drawn on, not a pick
     mark = "*" if metrics.get("status") == stats.OK else "~"
     head = (
@@ -74,7 +74,7 @@ def cell_table(
 def verdict_line(m: dict[str, Any]) -> str:
     """One line: the verdict and the held-out numbers of the chosen config."""
     note = f" (alias of {m['alias_of']}: identical vectors)" if m.get("alias_of") else ""
-    if m["layer"] is None:
+    if m["tried_layer"] is None:
         reached = m.get("best_coherence_reached")
         bar = f"{m['min_coherence']:g}"
         if m["status"] == stats.BASELINE_INCOHERENT:
@@ -96,7 +96,7 @@ def verdict_line(m: dict[str, Any]) -> str:
             f"selection half ({best})"
         )
     # only an "ok" config is an optimal one; another verdict still shows what was checked
-    chosen = f"layer {m['layer']} coefficient {coefficient_text(m['coefficient'])}"
+    chosen = f"layer {m['tried_layer']} coefficient {coefficient_text(m['tried_coefficient'])}"
     head = chosen if m["status"] == "ok" else f"no optimal coefficient (chosen: {chosen})"
     status, selection = m["status"], ""
     if status == stats.NO_EFFECT and stats.no_effect_on_selection(m):
