@@ -855,7 +855,11 @@ def test_mlflow_runs_found_by_tags_and_names(steered):
         assert "None" not in p.values() and not any(v.startswith("[") for v in p.values())
         assert run.data.tags["steerops.stage"] == "steer"  # stage tags on nested runs too
         assert run.data.tags["steerops.cached"] == "false"
-        assert {"trait_mean", "coherence_mean", "trait_delta"} <= set(run.data.metrics)
+        # over every question, named so: not a number to pick by
+        assert {"all_trait_mean", "all_coherence_mean", "all_trait_delta"} <= set(run.data.metrics)
+        assert not {"trait_mean", "trait_delta"} & set(run.data.metrics)
+        row = selection[(p["layer"], float(p["coefficient"]))]
+        assert run.data.metrics["all_trait_delta"] == pytest.approx(float(row["trait_delta"]))
         # what the choice sees (the selection half), as the cell's files have it, and
         # whether that half is coherent: picking from these runs leaves held-out held out
         m = run.data.metrics

@@ -92,7 +92,7 @@ def log_configs(
     rows: list[dict[str, Any]] | None = None,
 ) -> None:
     """A nested run per config under the cell's run, spanning the batched evaluation that
-    produced it (`span`, epoch seconds; configs are generated together). Its all-question
+    produced it (`span`, epoch seconds; configs are generated together). Its `all_`
     numbers hold the held-out half too; the `selection_` ones, from the cell's `rows`, are
     what the choice sees, as a search trial's are (same names), and `feasible` says whether
     the selection half is coherent: pick from these, and the cell's held-out numbers stay
@@ -113,10 +113,11 @@ def log_configs(
             config_name(result),
             params={**shared, **config_params(result)},
             metrics={
-                "trait_mean": result.trait_mean,
-                "coherence_mean": result.coherence_mean,
-                "trait_delta": result.trait_delta,
-                "n": result.n,
+                # `all_`: over every question, the held-out half too (not to pick by)
+                "all_trait_mean": result.trait_mean,
+                "all_coherence_mean": result.coherence_mean,
+                "all_trait_delta": result.trait_delta,
+                "all_n": result.n,
                 "n_unscored": result.n_unscored,
                 "selection_trait_delta": row.get("selection_trait_delta"),
                 "selection_coherence_mean": selection,
