@@ -43,6 +43,7 @@ class FakeServer:
         self.refuse = None  # prompts holding this text get HTTP 400 (a content filter)
         self.declined = None  # a 200 that declines: merged into the choice, no logprobs
         self.get_status = 404  # what a GET (the model list, a followed redirect) is answered
+        self.listing = None  # a model list to answer a GET with instead (200)
         self.lock = threading.Lock()
         server = self
 
@@ -53,8 +54,10 @@ class FakeServer:
             def do_GET(self):  # what a followed 301/302/303 turns a POST into
                 with server.lock:
                     server.headers.append(dict(self.headers))
+                if server.listing is not None:
+                    return server.send(self, 200, server.listing)
                 message = f"no such route; you sent {self.headers.get('Authorization')}"
-                server.send(self, server.get_status, {"error": {"message": message}})
+                return server.send(self, server.get_status, {"error": {"message": message}})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -115,6 +118,8 @@ class FakeServer:
         if action == "drop":
             handler.close_connection = True
             return None
+        if action == "no_choices":  # a gateway's empty 200 on an upstream hiccup
+            return self.send(handler, 200, {"id": "x", "object": "chat.completion", "choices": []})
         if action == "slow":
             time.sleep(1.0)
         elif isinstance(action, int):
@@ -1054,6 +1059,31 @@ def test_the_endpoint_is_asked_once_before_any_work_if_it_answers_and_takes_the_
     assert not server.requests
 
 
+def test_a_model_the_endpoint_does_not_list_is_said_before_any_work(
+    tmp_path, server, key, trait, capsys
+):
+    """A typo in judge.model would otherwise show only after the model loads and a chunk
+    is generated: one warning line naming what the endpoint lists (a gateway may serve
+    names it does not list, so not an error), none when it lists the model or no list."""
+    from steerops.judges import reach_judge
+
+    params = params_for(tmp_path, server)  # judge-mini
+    names = ["gpt-4.1", "judge-large", f"echo-{KEY}", "a", "b", "c"]
+    server.listing = {"object": "list", "data": [{"id": n, "object": "model"} for n in names]}
+    reach_judge(params, trait)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and KEY not in err[0]
+    assert err[0] == (
+        f"warning: judge.model 'judge-mini' is not among the 6 models {server.url}/models "
+        "lists (gpt-4.1, judge-large, echo-***, a, b, ...); if its requests fail, check the name"
+    )
+    server.listing["data"].append({"id": "judge-mini"})
+    reach_judge(params, trait)
+    server.listing = {"unexpected": True}
+    reach_judge(params, trait)
+    assert capsys.readouterr().err == "" and not server.requests
+
+
 def test_an_unreachable_http_url_says_the_environments_http_proxy_was_not_used(
     tmp_path, server, trait, key, monkeypatch
 ):
@@ -1211,6 +1241,69 @@ def test_an_interrupt_stops_the_requests_of_a_judge_scoring_in_another_thread(
     server.delay = 1.5
     judge = make_judge(params_for(tmp_path, server, concurrency=2), trait)
     interrupted_once(len(server.requests) + 3, "other")  # prompts not cached
+
+
+def test_a_reply_without_logprobs_after_answers_with_them_is_asked_again(
+    tmp_path, server, trait, key
+):
+    """A gateway's empty 200 mid-run is asked again (the scores equal a clean run's); a
+    prompt whose every reply lacks them is left unscored and uncached, not the end of the
+    run; before any answer such a reply is the endpoint lacking logprobs: an error."""
+    questions = [f"q{i}" for i in range(len(RESPONSES))]
+    clean = make_judge(params_for(tmp_path, server, cache_dir=str(tmp_path / "clean")), trait)
+    want = clean.score(questions, RESPONSES)
+    server.requests.clear()
+    server.script = ["no_choices"]
+    with pytest.raises(SteeropsError, match="returned no top_logprobs"):
+        make_judge(params_for(tmp_path, server), trait).score(questions[:1], RESPONSES[:1])
+    judge = make_judge(params_for(tmp_path, server, concurrency=1), trait)
+    assert judge.score(questions[:1], RESPONSES[:1]) == want[:1]
+    server.requests.clear()
+    server.script = ["no_choices"] * 2
+    assert judge.score(questions, RESPONSES) == want
+    assert len(server.requests) == 2 * (len(RESPONSES) - 1) + 2  # two asked again
+    # every reply for one prompt without them: that prompt unscored, the others scored
+    server.logprobs = False
+    retried = make_judge(params_for(tmp_path, server, max_retries=2), trait)
+    server.requests.clear()
+    got = retried.score(["new"], [RESPONSES[0]])
+    assert got == [(None, None)] and len(server.requests) == 2 * 3
+    server.logprobs = True
+    rerun = make_judge(params_for(tmp_path, server), trait)
+    assert rerun.score(["new"], [RESPONSES[0]]) == want[:1]  # not cached: asked again
+
+
+def test_ctrl_c_on_the_scoring_thread_keeps_the_replies_on_their_way(tmp_path, server, trait, key):
+    """generate's vetting scores on the thread Ctrl-C (or SIGTERM) lands on: the replies of
+    the requests in flight are kept as on `interrupt()` from another thread, so a rerun asks
+    only what was never answered."""
+    import ctypes
+
+    server.delay = 0.2
+    judge = make_judge(params_for(tmp_path, server, concurrency=2), trait)
+    outcome: list = []
+
+    def score():
+        try:
+            judge.score([f"q{i}" for i in range(30)], [RESPONSES[0]] * 30)
+        except KeyboardInterrupt as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=score)
+    worker.start()
+    while len(server.requests) < 4:
+        time.sleep(0.01)
+    # what the signal handler raises on the main thread, raised on the scoring thread
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(worker.ident), ctypes.py_object(KeyboardInterrupt)
+    )
+    worker.join(5)
+    assert not worker.is_alive() and len(outcome) == 1
+    sent, cached = len(server.requests), len(judge.cache)
+    assert sent < 12 and cached == sent  # every reply on its way was kept
+    again = make_judge(params_for(tmp_path, server, concurrency=2), trait)
+    again.score([f"q{i}" for i in range(30)], [RESPONSES[0]] * 30)
+    assert len(server.requests) - sent == 60 - cached  # only what was never answered
 
 
 def test_a_run_of_its_own_asks_no_answer_the_pipeline_s_cache_holds(tmp_path, server, trait, key):

@@ -93,7 +93,12 @@ def test_the_cell_picks_on_the_selection_half_and_reports_the_held_out_half(tmp_
         "credited_hi",
         "n",
         "p",
+        "unscored",
     ]
+    # 3 steered configs of 20 answers each, every one scored (the unsteered one not counted)
+    assert (metrics["n_answers"], metrics["n_unscored"], head["unscored"]) == (60, 0, 0)
+    partly = cell_metrics([{**r, "n_unscored": 5} for r in rows], 68.0, PROTO)
+    assert (partly["n_answers"], partly["n_unscored"]) == (60, 15)
     assert head["under_bar"] == metrics["heldout_under_bar"] is not None
     assert head["delta"] == 50.0 and head["n"] == 10 and head["p"] == metrics["heldout_p"]
     assert {k: r["coefficient"] for k, r in best_per_layer(rows, 68.0).items()} == {1: 1.0, 2: 1.0}

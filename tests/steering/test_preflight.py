@@ -132,8 +132,9 @@ def test_the_judge_key_is_read_not_kept_or_written(
     assert not any(secret.encode() in f.read_bytes() for f in tmp_path.rglob("*") if f.is_file())
 
 
-def test_a_judge_that_scores_nothing_is_said(tmp_path, toy_world, monkeypatch, capsys):
-    """Every verdict would read as if nothing steered, when nothing was measured."""
+def test_a_judge_that_scores_nothing_fails_the_run(tmp_path, toy_world, monkeypatch, capsys):
+    """Every verdict would read as if nothing steered, when nothing was measured: one error
+    line, a non-zero exit (`dvc repro` stops there) and no cell's files written."""
 
     class Mute:
         id = "mute"
@@ -144,9 +145,10 @@ def test_a_judge_that_scores_nothing_is_said(tmp_path, toy_world, monkeypatch, c
     monkeypatch.setattr("steerops.judges.make_judge", lambda *args, **kwargs: Mute())
     params = _params(tmp_path, toy_world)
     argv = ["steer", "--params", str(params), "--out", str(tmp_path / "run"), *SMALL]
-    assert main(argv) == 0
-    err = capsys.readouterr().err
-    assert "warning: the judge scored none of the 8 answers" in err  # baseline + 1 config
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the judge scored none of the 8 answers" in err[0], err  # + baseline
+    assert not list((tmp_path / "run").rglob("metrics.json"))
 
 
 @pytest.mark.parametrize("changed", ["activations", "calibration", "prompts", "model"])

@@ -64,7 +64,7 @@ def test_dvc_metrics_show_has_a_handful_of_columns_per_cell(tmp_path):
     )
     data = json.loads(shown.stdout)[""]["data"]["metrics/steer.json"]["data"]
     # every cell is "too few held out": dvc shows no empty layer or coefficient
-    assert _leaves(data) == (len(COMPACT) - 2) * len(summary) == 13 * 34
+    assert _leaves(data) == (len(COMPACT) - 2) * len(summary) == 14 * 34
     cell = data[next(iter(data))]
     # an effect on 5 held-out questions: too few for any test to call one
     assert cell["status"] == "too few held out" and cell["n"] == 5

@@ -87,10 +87,30 @@ def test_no_coherent_config_says_when_no_grid_can_help():
     )
 
 
-def _result(layer: int, coefficient: float) -> SimpleNamespace:
+def _result(layer: int, coefficient: float, n_unscored: int = 0) -> SimpleNamespace:
     vector = SimpleNamespace(layer=layer)
     config = SimpleNamespace(vectors=[vector], coefficient=coefficient)
-    return SimpleNamespace(config=config, trait_mean=50.0, coherence_mean=80.0, n=20)
+    return SimpleNamespace(
+        config=config, trait_mean=50.0, coherence_mean=80.0, n=20, n_unscored=n_unscored
+    )
+
+
+def test_answers_the_judge_left_unscored_show_in_the_grid_and_the_verdict():
+    """A content filter declining the steered answers leaves means of the rest: the grid
+    gives each config's scored count instead of one n, and the verdict counts them."""
+    results = [_result(12, 0.2), _result(12, 0.25, n_unscored=15)]
+    baseline = SimpleNamespace(trait_mean=5.0, coherence_mean=99.0)
+    metrics = _metrics("no effect", n_unscored=15, n_answers=40)
+    table = cell_table("cell", baseline, results, metrics, "f").splitlines()
+    assert "(nS/N: S of N answers scored)" in table[0] and "n 20 per config" not in table[0]
+    row = ["L12", "50.0", "/", "80.0", "n20/20", "~", "50.0", "/", "80.0", "n5/20"]
+    assert table[2].split() == row
+    assert table[3].endswith(
+        "; 15 of 40 answers of its steered configs unscored by the judge (left out of every "
+        "mean: an effect on them would not show)"
+    )
+    whole = cell_table("cell", baseline, [_result(12, 0.2)], _metrics("ok"), "f")
+    assert "(n 20 per config)" in whole and "unscored" not in whole
 
 
 def test_an_optimum_at_the_grid_s_largest_coefficient_is_called_out():

@@ -17,9 +17,11 @@ import os
 import re
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Any
 
 from steerops.errors import SteeropsError
 from steerops.judges.cache import Entry, JudgeCache, cache_key, open_cache
@@ -57,6 +59,10 @@ _SPLIT_ANSWERS_TO_REFUSE = 2
 # On an interrupt, how long the replies already on their way are waited for (paid for:
 # cached, so a rerun does not ask them again) before the call stops
 _IN_FLIGHT_GRACE_S = 3.0
+
+
+class _NoLogprobs(SteeropsError):
+    """A reply without the answer's top_logprobs (see `OpenAIJudge._ask`)."""
 
 
 class _Declined(Refused):
@@ -123,7 +129,8 @@ class OpenAIJudge(CachedJudge):
         answer, or refuses the key, then costs a second, not a generated chunk."""
         _, api_key = _checked(params, trait)
         url = params.judge.base_url.rstrip("/") + "/models"
-        reach(url, _auth(api_key), min(params.judge.timeout_s, 30.0), api_key)
+        listing = reach(url, _auth(api_key), min(params.judge.timeout_s, 30.0), api_key)
+        _say_unlisted(params.judge.model, listing, url, api_key)
 
     @classmethod
     def from_params(cls, params, trait) -> OpenAIJudge:
@@ -209,18 +216,13 @@ class OpenAIJudge(CachedJudge):
             pool.submit(self._ask_unless, failed, abandon, job): i for i, job in enumerate(jobs)
         }
         try:
-            while pending:
-                # woken now and then to notice an interrupt without waiting for a reply
-                done, _ = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-                # Keep the successes of this round before raising the failure.
-                for future in sorted(done, key=lambda f: f.exception() is not None):
-                    i = pending.pop(future)
-                    if not isinstance(future.exception(), _Skipped):
-                        # re-raises the worker's SteeropsError
-                        yield offset + i, future.result()
-                if self._interrupted.is_set():
-                    yield from self._landing(pending, failed, offset)
-                self._check_interrupted()  # after this round's answers: paid for, so kept
+            yield from self._collect(pending, offset, failed)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM on the scoring thread itself (generate's vetting, a baseline):
+            # the replies on their way are paid for, so kept, as on an `interrupt()` from
+            # another thread
+            yield from self._landing(pending, failed, offset)
+            raise
         finally:
             # On error, Ctrl-C (or an abandoned generator) drop queued requests, and those in
             # flight stop before their next retry; answers already yielded are cached, so a
@@ -230,6 +232,23 @@ class OpenAIJudge(CachedJudge):
             pool.shutdown(wait=False, cancel_futures=True)
             with self._tokens_lock:
                 self._live.discard(failed)
+
+    def _collect(
+        self, pending: dict, offset: int, failed: threading.Event
+    ) -> Iterator[tuple[int, Entry | Unanswered]]:
+        """The answers as they land, until none is pending or an interrupt."""
+        while pending:
+            # woken now and then to notice an interrupt without waiting for a reply
+            done, _ = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            # Keep the successes of this round before raising the failure.
+            for future in sorted(done, key=lambda f: f.exception() is not None):
+                i = pending.pop(future)
+                if not isinstance(future.exception(), _Skipped):
+                    # re-raises the worker's SteeropsError
+                    yield offset + i, future.result()
+            if self._interrupted.is_set():
+                yield from self._landing(pending, failed, offset)
+            self._check_interrupted()  # after this round's answers: paid for, so kept
 
     def _landing(
         self, pending: dict, failed: threading.Event, offset: int
@@ -275,10 +294,30 @@ class OpenAIJudge(CachedJudge):
             "max_tokens": _SENT_TOKENS,
             "top_logprobs": self.top_logprobs,
         }
-        reply = post_json(
-            self.url, body, _auth(self._api_key), self.policy, self._api_key, stop, no_retry
-        )
-        entry = weighted_score(integer_probs(self._top_logprobs(reply, job)))
+        for attempt in range(self.policy.max_retries + 1):
+            reply = post_json(
+                self.url, body, _auth(self._api_key), self.policy, self._api_key, stop, no_retry
+            )
+            try:
+                top = self._top_logprobs(reply, job)
+                break
+            except _NoLogprobs as exc:
+                # An endpoint that has answered this judge with logprobs, here or in the
+                # cache, and now sends a reply without them (a gateway's empty 200 on an
+                # upstream hiccup): asked again, then left unscored (asked again on a rerun);
+                # before any answer it is the endpoint or model lacking them: an error.
+                if not (self._answered or self.answered_before):
+                    raise SteeropsError(str(exc)) from None
+                if attempt == self.policy.max_retries or (no_retry and no_retry.is_set()):
+                    raise _Declined(
+                        f"judge: {self.url} sent {attempt + 1} replies without top_logprobs "
+                        "for this answer, after answering others with them"
+                    ) from None
+                if stop is not None and stop.wait(self.policy.delay(attempt)):
+                    raise Stopped("judge: stopped while retrying") from None
+                if stop is None:
+                    time.sleep(self.policy.delay(attempt))
+        entry = weighted_score(integer_probs(top))
         served = reply.get("model") if isinstance(reply, dict) else None
         if isinstance(served, str) and (served := _model_name(served, self._api_key)):
             with self._tokens_lock:
@@ -309,7 +348,7 @@ class OpenAIJudge(CachedJudge):
         if first is not None and _off_scale(first, "".join(tokens[1:])):
             return []  # "7/10", "0.7": a score on another scale, read as no number
         if not isinstance(top, list) or not top:  # the answer's token is always among them
-            raise SteeropsError(
+            raise _NoLogprobs(
                 f"judge: {self.url} returned no top_logprobs for model {self.model_name!r}; "
                 "the judge needs an endpoint and model that support logprobs"
             )
@@ -393,6 +432,24 @@ class OpenAIJudge(CachedJudge):
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIJudge(id={self.id!r}, url={self.url!r})"
+
+
+def _say_unlisted(model: str, listing: Any, url: str, secret: str) -> None:
+    """One warning line when the endpoint lists its models and `model` is not among them (a
+    typo found now, not after the model loads and a chunk is generated); a warning, not an
+    error, as some gateways serve names they do not list."""
+    data = listing.get("data") if isinstance(listing, dict) else None
+    if not isinstance(data, list):
+        return
+    ids = [str(m["id"]) for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+    if not ids or model in ids:
+        return
+    some = ", ".join(_model_name(i, secret) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")
+    print(
+        f"warning: judge.model {model!r} is not among the {len(ids)} models {shown_url(url)} "
+        f"lists ({some}); if its requests fail, check the name",
+        file=sys.stderr,
+    )
 
 
 def _off_scale(number: int, rest: str) -> bool:

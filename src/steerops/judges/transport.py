@@ -24,6 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 from steerops.errors import SteeropsError
 
@@ -224,14 +225,18 @@ def _say_wait(url: str, last: str, delay: float, retry: int, retries: int) -> No
     )
 
 
-def reach(url: str, headers: dict[str, str], timeout_s: float, secret: str = "") -> None:
+def reach(url: str, headers: dict[str, str], timeout_s: float, secret: str = "") -> Any:
     """One GET to `url`, to learn before any work that the server is there and takes the
     key: any HTTP answer will do (a server without this route says 404), except a refused
-    key (401, 403) or a redirect; no answer at all is a SteeropsError naming why."""
+    key (401, 403) or a redirect; no answer at all is a SteeropsError naming why. Returns
+    a success's JSON body (None for another answer, or a body that is not JSON)."""
     request = urllib.request.Request(url, headers=headers, method="GET")
     try:
-        with _opener().open(request, timeout=timeout_s):
-            return
+        with _opener().open(request, timeout=timeout_s) as reply:
+            try:
+                return json.loads(reply.read(_MAX_LISTING_BYTES))
+            except (ValueError, OSError, http.client.HTTPException):
+                return None  # answered: what it says is no matter
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
             detail = shown(_error_body(exc) or str(exc.reason), secret, 200)
@@ -247,6 +252,9 @@ def reach(url: str, headers: dict[str, str], timeout_s: float, secret: str = "")
         ) from None
     except ValueError as exc:  # its message may quote the key's header: the type only
         raise _unsendable(url, type(exc).__name__) from None
+
+
+_MAX_LISTING_BYTES = 8 << 20  # a gateway's model list runs to a few hundred KB
 
 
 def _redirected(url: str, exc: urllib.error.HTTPError, secret: str) -> SteeropsError:

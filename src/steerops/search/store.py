@@ -135,7 +135,8 @@ def read_before_text(reads: list[dict] | None) -> str:
 
 # the headline numbers per study in metrics/search.json: the same as a grid cell's (a
 # search's choice, whatever its verdict, is its `layer` and `coefficient`)
-COMPACT = {**CELL_HEADLINES, "tried_layer": "layer", "tried_coefficient": "coefficient"}
+COMPACT = {k: v for k, v in CELL_HEADLINES.items() if k != "unscored"}
+COMPACT |= {"tried_layer": "layer", "tried_coefficient": "coefficient"}
 
 
 def compact(best: dict) -> dict:

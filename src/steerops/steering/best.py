@@ -39,7 +39,7 @@ from steerops.summary import collect, summary_dir
 
 CURVE_COLUMNS = (
     "cell trait variant method position layer coefficient series trait_mean coherence_mean "
-    "trait_delta n"
+    "trait_delta n n_unscored"
 ).split()
 HALF_FIELDS = "n trait_mean coherence_mean trait_delta delta_lo delta_hi p".split()
 ROW_COLUMNS = (
@@ -70,6 +70,7 @@ COMPACT = {
     "credited_hi": "heldout_credited_hi",
     "n": "heldout_n",
     "p": "heldout_p",
+    "unscored": "n_unscored",  # of the cell's steered answers, left out of every mean
 }
 
 
@@ -197,8 +198,13 @@ def cell_metrics(
     """The cell's metrics.json: the config chosen on the selection half, its numbers on both
     halves, and the verdict from the held-out half."""
     pick, status = stats.choose(rows, min_coherence)
+    steered = [r for r in rows if stats.as_number(r.get("coefficient")) not in (None, 0.0)]
     metrics: dict[str, Any] = {
         "status": status,
+        # answers of the steered configs, and those the judge left unscored: every mean
+        # and delta is over the rest
+        "n_answers": sum(int(r.get("n") or 0) for r in steered),
+        "n_unscored": sum(int(r.get("n_unscored") or 0) for r in steered),
         "alias_of": alias_of,
         "min_coherence": min_coherence,
         "n_configs": len(rows),

@@ -171,7 +171,7 @@ def steer_cells(
     started = time.time()
     results = evaluator.evaluate(everything)  # the baseline too, with the first chunk
     baseline = evaluator.baseline()
-    _warn_unscored([baseline, *results], len(evaluator.questions))
+    _check_scored([baseline, *results], len(evaluator.questions))
     judge = evaluator.session.judge
     # which model an endpoint named for the answers this run scored with (`run` tags it)
     models = judge.served_summary() if isinstance(judge, CachedJudge) else None
@@ -223,13 +223,24 @@ def _served_tag(served: dict[str, str]) -> str:
     return "; ".join(f"{trait}: {models}" for trait, models in served.items())
 
 
-def _warn_unscored(results: list, n_questions: int) -> None:
-    """One warning line when the judge gave no usable score to any answer: every verdict
-    would then read as if nothing steered, when nothing was measured."""
+def _check_scored(results: list, n_questions: int) -> None:
+    """A judge that gave no usable score to any answer fails the run before a cell's files
+    are rewritten: every verdict would read as if nothing steered, when nothing was
+    measured. Some answers unscored get one warning line: every mean is of the rest."""
     if all(r.trait_mean is None and r.coherence_mean is None for r in results):
+        raise SteeropsError(
+            f"the judge scored none of the {len(results) * n_questions} answers (no number "
+            "it could read): check judge.model, its prompts and judge.min_prob_mass; the "
+            "cells' files are left as they were"
+        )
+    unscored = sum(r.n_unscored for r in results)
+    if unscored:
+        refused = sum(r.n_refused for r in results)
+        why = f", {refused} of them refused by the endpoint" if refused else ""
         print(
-            f"warning: the judge scored none of the {len(results) * n_questions} answers "
-            "(no number it could read); check judge.model, its prompts and judge.min_prob_mass",
+            f"warning: the judge left {unscored} of {sum(r.n for r in results)} answers "
+            f"unscored{why}: every mean and delta is over the rest (n_unscored in each cell's "
+            "results.csv), so a judge declining answers of one kind can hide an effect",
             file=sys.stderr,
         )
 

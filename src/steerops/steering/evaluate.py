@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -289,9 +290,15 @@ class SteeringEvaluator:
         interrupt = getattr(self.session.judge, "interrupt", None)
         if interrupt is not None:
             interrupt()
-            print("steer: interrupted; the judge stops (its answers so far are cached)")
+            print(
+                "steer: interrupted; the judge stops (its answers so far are cached)",
+                file=sys.stderr,
+            )
         else:
-            print("steer: interrupted; waiting for the judge to finish the chunk it scores")
+            print(
+                "steer: interrupted; waiting for the judge to finish the chunk it scores",
+                file=sys.stderr,
+            )
 
     def _refresh_baselines(self, configs: list[Config]) -> None:
         """A cell log whose baseline entry holds answers the endpoint refused to judge gets

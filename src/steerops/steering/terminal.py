@@ -30,14 +30,16 @@ def cell_table(
     cells = {(r.config.vectors[0].layer, r.config.coefficient): r for r in results}
     layers = sorted({layer for layer, _ in cells})
     coefficients = sorted({c for _, c in cells})
-    counts = {r.n for r in results}
-    same_n = len(counts) == 1
+    # the answers each mean is over: those the judge scored (a judge declining answers of
+    # one kind leaves means of the rest)
+    counts = {(r.n, r.n - r.n_unscored) for r in results}
+    same_n = len(counts) == 1 and all(n == scored for n, scored in counts)
     best = (metrics.get("tried_layer"), metrics.get("tried_coefficient"))
     # `*` marks an answer; `~` the config a verdict other than ok was drawn on, not a pick
     mark = "*" if metrics.get("status") == stats.OK else "~"
     head = (
         f"{title}: trait / coherence per layer x coefficient"
-        + (f" (n {counts.pop()} per config)" if same_n else "")
+        + (f" (n {counts.pop()[0]} per config)" if same_n else " (nS/N: S of N answers scored)")
         + f"; baseline {_num(baseline.trait_mean)} / {_coherence(baseline.coherence_mean)}"
     )
     rows = [["", *(f"c={coefficient_text(c)}" for c in coefficients)]]
@@ -47,7 +49,7 @@ def cell_table(
             r = cells.get((layer, c))
             text = "" if r is None else f"{_num(r.trait_mean)} / {_coherence(r.coherence_mean)}"
             if r is not None and not same_n:
-                text += f" n{r.n}"
+                text += f" n{r.n - r.n_unscored}/{r.n}"
             row.append(text + (f" {mark}" if (layer, c) == best else "  "))
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -94,7 +96,7 @@ def verdict_line(m: dict[str, Any]) -> str:
         return (
             f"{m['status']}{note}: no steered config reached coherence >= {bar} on the "
             f"selection half ({best})"
-        )
+        ) + unscored_note(m)
     # only an "ok" config is an optimal one; another verdict still shows what was checked
     chosen = f"layer {m['tried_layer']} coefficient {coefficient_text(m['tried_coefficient'])}"
     head = chosen if m["status"] == "ok" else f"no optimal coefficient (chosen: {chosen})"
@@ -133,7 +135,20 @@ def verdict_line(m: dict[str, Any]) -> str:
     )
     if few := stats.few_questions_note(m["heldout_n"]):
         line += f" ({few})"
-    return line
+    return line + unscored_note(m)
+
+
+def unscored_note(m: dict[str, Any]) -> str:
+    """ "; 30 of 240 answers of its steered configs unscored ..." when the judge left some
+    out: every mean and delta is over the rest, so a judge declining answers of one kind (a
+    content filter on harmful ones) can hide an effect or make one."""
+    unscored, answers = m.get("n_unscored"), m.get("n_answers")
+    if not unscored:
+        return ""
+    return (
+        f"; {unscored} of {answers} answers of its steered configs unscored by the judge "
+        "(left out of every mean: an effect on them would not show)"
+    )
 
 
 def _interval(m: dict[str, Any], mid: str, half: str) -> str:
