@@ -239,6 +239,32 @@ def test_dvc_accepts_the_pipeline_file():
     assert set(STAGES) <= {line.split()[0] for line in out.stdout.splitlines() if line}
 
 
+def test_the_committed_lock_is_of_the_code_the_main_job_runs():
+    """A checkout whose dvc.lock predates its code reruns the stages whose code moved (a
+    fresh clone, `make repro` or `dvc pull` would not start from what is recorded): after
+    a code change, `dvc repro report` and commit dvc.lock. Only code is compared here; the
+    data a fresh clone lacks is DVC's to fetch."""
+    import json
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--with-deps", "--json", "report"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    moved = {
+        f"{stage}: {path}"
+        for stage, changes in json.loads(out.stdout or "{}").items()
+        for change in changes
+        if isinstance(change, dict)
+        for path, state in change.get("changed deps", {}).items()
+        if path.startswith("src/") and state == "modified"
+    }
+    assert not moved, f"run `dvc repro report` and commit dvc.lock: {sorted(moved)}"
+
+
 def test_make_recipes_find_the_venvs_steerops_without_activation(tmp_path):
     """`make repro` runs `dvc repro`, whose stages call `steerops` by name: from a shell
     whose PATH lacks the venv, a recipe still finds the venv's `steerops` first."""

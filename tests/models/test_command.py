@@ -64,6 +64,27 @@ def test_each_variant_gets_its_identity_and_new_weights_change_it(tmp_path, monk
     assert json.loads((out / "base.json").read_text())["fingerprint"] != base["fingerprint"]
 
 
+def test_the_folder_kept_between_runs_holds_only_the_variants_params_name(tmp_path):
+    """DVC keeps outputs/models between runs (a typo in params fails this stage first, and
+    must not delete it): a variant params no longer name leaves no file behind; a failing
+    run leaves the files as they were."""
+    _, argv = _world(tmp_path, "m")
+    assert main(argv) == 0
+    out = tmp_path / "outputs" / "models"
+    written = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(written) == {"base.json", "instruct.json"}
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["models"]["base"]["dtpye"] = "bfloat16"  # a typo: refused, nothing touched
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main(argv) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == written
+    del params["models"]["base"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main(argv) == 0
+    assert [p.name for p in out.iterdir()] == ["instruct.json"]
+    assert (out / "instruct.json").read_bytes() == written["instruct.json"]
+
+
 def test_a_hub_id_the_machine_cannot_load_is_one_line_and_writes_nothing(
     tmp_path, monkeypatch, capsys
 ):

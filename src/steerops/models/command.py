@@ -42,6 +42,11 @@ def run(args: argparse.Namespace) -> None:
         check_model_folder(params.path(spec.id), variant)
         records[variant] = variant_identity(params, variant)
     folder = params.out / MODELS_DIR
+    # the folder is kept between runs (a failing run leaves it): a variant params no
+    # longer name leaves no file behind
+    for stale in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if stale.stem not in records:
+            stale.unlink()
     for variant, record in records.items():
         path = folder / f"{variant}.json"
         if not (path.is_file() and read_json(path) == record):  # unchanged: not rewritten

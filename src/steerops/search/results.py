@@ -204,7 +204,7 @@ def best_summary(
         "n_coherent_unscored": coherent_unscored(records, plan.search_bar),
         # rows the protocol generates (its asked trials x questions, whatever log served
         # them; known results and coefficient 0 cost none), and the rows this invocation
-        # actually generated
+        # actually generated (said and logged, not written to best.json)
         "n_generations": {
             "trials": trial_rows,
             "baseline": n_search,

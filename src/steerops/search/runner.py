@@ -483,6 +483,7 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
             **({} if best["feasible"] is None else {"feasible": float(best["feasible"])}),
             "n_trials": best["n_trials"],
             "n_generations": best["n_generations"]["total"],
+            "n_generated_this_run": best["n_generations"]["this_run"],
             "n_repeated_refused": stats.repeated_refused,  # this run's
         }
     )

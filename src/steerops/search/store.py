@@ -150,6 +150,10 @@ def write_best(folder: Path, best: dict) -> None:
     held = best.get("heldout")
     if isinstance(held, dict) and (folder / HELDOUT_FILE).is_file():
         best = {**best, "heldout": {**held, "responses_md5": file_md5(folder / HELDOUT_FILE)}}
+    # what this invocation generated is said, not kept: the file (a DVC output) is the
+    # same whether a run generated its rows or found them logged
+    counts = {k: v for k, v in (best.get("n_generations") or {}).items() if k != "this_run"}
+    best = {**best, "n_generations": counts}
     write_json(folder / BEST_FILE, best)
     row = best_row(best)
     buf = io.StringIO()
