@@ -48,6 +48,16 @@ def test_overrides_replace_params(tmp_path):
     [
         ({"steering": {"layerz": "all"}}, "steering.layerz: unknown key"),
         ({"bogus": 1}, "bogus: unknown key"),
+        # a typo names the key it is one slip from, in a nested block and a mapping's entry
+        (
+            {"steering": {"coeficient_unit": "norm"}},
+            "steering.coeficient_unit: unknown key (did you mean steering.coefficient_unit?)",
+        ),
+        (
+            {"models": {"base": {"id": "x", "dtpye": "bfloat16"}}},
+            "models.base.dtpye: unknown key (did you mean models.base.dtype?)",
+        ),
+        ({"seeed": 1}, "seeed: unknown key (did you mean seed?)"),
         ({"seed": "abc"}, "seed: Input should be a valid integer"),
         ({"steering": {"max_new_tokens": "many"}}, "steering.max_new_tokens:"),
         ({"models": {"base": {"id": "x", "dtype": "float8"}}}, "models.base.dtype:"),
@@ -94,6 +104,8 @@ def test_config_errors_are_one_line_naming_the_key(tmp_path, data, expected):
     message = str(info.value)
     assert expected in message
     assert "\n" not in message
+    if message.endswith("bogus: unknown key"):  # nothing close: no guess
+        assert "did you mean" not in message
 
 
 def test_missing_params_file(tmp_path):

@@ -867,6 +867,24 @@ def test_vectors_equal_to_float_rounding_are_one_finding(tmp_path):
     }
 
 
+def test_cells_outside_the_grid_params_name_are_said_on_stderr(tmp_path, capsys):
+    """Cells of a position (trait, component) steered before outlive its removal from
+    params: the report says they are there and counted, and how to leave them out."""
+    _run(tmp_path)
+    methods = sorted(SYNTHETIC)
+    traits = {"names": [TRAIT]}
+    for position, said in ((POSITION, False), ("response[:5]", True)):
+        steering = {"methods": methods, "positions": [position], "component": COMPONENT}
+        params = write_params(tmp_path, steering=steering, traits=traits)
+        assert main(["report", "--params", str(params)]) == 0
+        err = capsys.readouterr().err
+        note = f"steerops report: note: {len(methods)} cells under "
+        assert (note in err) == said, err
+        if said:
+            assert f"{TRAIT} instruct {POSITION} {COMPONENT} mean_diff" in err
+            assert "counted with the rest (q-values, metrics.json)" in err
+
+
 def test_a_method_dropped_from_params_is_named_so_on_the_main_jobs_page(tmp_path):
     """Its cell's results log (its study) outlives its removal from `steering.methods`
     (`search.methods`), so the page still shows its last sweep (study), and says that no

@@ -340,7 +340,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
-        hint = RENAMED.get(key)
+        hint = RENAMED.get(key) or _did_you_mean(err["loc"])
         return f"{key}: unknown key" + (f" ({hint})" if hint else "")
     if err["type"] == "missing":
         return f"{key}: required key missing"
@@ -356,6 +356,35 @@ def describe_validation_error(exc: ValidationError) -> str:
     # pydantic prefixes a validator's own message with its kind
     msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     return f"{key}: {msg}{shown}{more}"
+
+
+def _did_you_mean(loc: tuple) -> str | None:
+    """ "did you mean steering.coefficient_unit?" for a key one typo away from a key of the
+    block it sits in (None when none is close, or the block is not found)."""
+    import difflib
+    import typing
+
+    block: Any = Params
+    entry = False  # the next part names a mapping's entry (models.NAME), not a field
+    for part in loc[:-1]:
+        if entry:
+            entry = False
+            continue
+        fields = getattr(block, "model_fields", None)
+        if fields is None or part not in fields:
+            return None
+        block = fields[part].annotation
+        while not (isinstance(block, type) and issubclass(block, BaseModel)):
+            entry = entry or typing.get_origin(block) is dict
+            args = [a for a in typing.get_args(block) if a is not type(None)]
+            if not args:
+                return None
+            block = args[-1]  # Optional[X] -> X; dict[str, X] -> X
+    fields = getattr(block, "model_fields", None) or {}
+    close = difflib.get_close_matches(str(loc[-1]), list(fields), n=1, cutoff=0.75)
+    if not close:
+        return None
+    return "did you mean " + ".".join([*map(str, loc[:-1]), close[0]]) + "?"
 
 
 class _NotAMapping(Exception):

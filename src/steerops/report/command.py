@@ -91,10 +91,42 @@ def run(args: argparse.Namespace) -> None:
             f"no steering results under {params.out / 'steering'}: run `steerops steer"
             f"{rerun_flag(params)}` or `steerops search{rerun_flag(params)}` first"
         )
+    if not (params.run_folder is not None and params.run_named):  # a run's flags may differ
+        _say_outside_grid(params, frame)
     out = params.path(params.report.out)
     files = write_report(params, frame, searched, out)
     _track(params, files)
     print(f"report written to {out / 'report.md'}")
+
+
+def _say_outside_grid(params, frame: pd.DataFrame) -> None:
+    """One stderr line naming the cells the report holds that the grid params name no longer
+    holds (another position, trait or component steered before): their folders outlive
+    their removal, so they are reported from their last sweep and counted with the rest."""
+    if frame.empty:
+        return
+    st = params.steering
+    grid = {
+        (trait, st.variant, position.text, st.component, str(method))
+        for trait in params.traits.names
+        for position in st.positions
+        for method in st.methods
+    }
+    keys = ["trait", "variant", "position", "component", "method"]
+    cells = {tuple(map(str, row)) for row in frame[keys].drop_duplicates().itertuples(index=False)}
+    # a method dropped from steering.methods alone is named on the results page already
+    methods = {str(m) for m in st.methods}
+    outside = sorted(c for c in cells if c not in grid and c[4] in methods)
+    if outside:
+        shown = "; ".join(f"{t} {v} {p} {c} {m}" for t, v, p, c, m in outside[:3])
+        more = f" and {len(outside) - 3} more" if len(outside) > 3 else ""
+        print(
+            f"steerops report: note: {len(outside)} cells under {params.out / 'steering'} are "
+            f"not in the grid params name ({shown}{more}): reported from their last sweep and "
+            "counted with the rest (q-values, metrics.json); remove their folders to leave "
+            "them out",
+            file=sys.stderr,
+        )
 
 
 CSV_TABLES = (
