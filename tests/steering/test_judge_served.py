@@ -10,7 +10,7 @@ from steerops.cli import main
 
 
 def test_the_served_model_of_every_answer_scored_is_on_the_steer_run(
-    tmp_path, toy_world, monkeypatch
+    tmp_path, toy_world, monkeypatch, capsys
 ):
     judges = naming_judges(monkeypatch, tmp_path / "judge_cache")
     params_file = steer_params(tmp_path, toy_world)
@@ -18,6 +18,9 @@ def test_the_served_model_of_every_answer_scored_is_on_the_steer_run(
     assert main(argv) == 0
     first = judges[0].calls  # every distinct answer asked once (the toy repeats texts)
     assert first >= 8  # the baseline's 4 questions, 2 prompts each, at least
+    # what the judge cost is said: every prompt sent, none in the cache yet
+    said = f"judge: {first} prompts sent to judge-mini, 0 answered from its cache"
+    assert said in capsys.readouterr().out
     assert served_on_runs(params_file, "steer") == [{"judge-mini-2026-01-01": first}]
     # a steer of the same grid and another coefficient, by a new snapshot: the answers it
     # scores anew are the new model's, those served from the judge's cache the old one's
@@ -29,6 +32,10 @@ def test_the_served_model_of_every_answer_scored_is_on_the_steer_run(
         NamingJudge.model = "judge-mini-2026-01-01"
     fresh = judges[1].calls
     assert fresh > 0
+    hits = judges[1].cache_hits
+    assert hits > 0  # the baseline's answers, asked before
+    said = f"judge: {fresh} prompts sent to judge-mini, {hits} answered from its cache"
+    assert said in capsys.readouterr().out
     latest = served_on_runs(params_file, "steer")[-1]
     assert latest.pop("judge-mini-2026-06-01") == fresh
     # the configs served from the results log were not scored by this run

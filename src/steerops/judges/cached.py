@@ -79,6 +79,7 @@ class CachedJudge:
         self.settings = dict(settings or {})
         self.id = f"{self.kind_name}:{model_name}:{prompts.hash}:{settings_hash(self.settings)}"
         self.calls = 0  # prompts actually sent to the judge model by this object
+        self.cache_hits = 0  # prompts this object's scores took from the cache instead
         # (question, response) pairs of the latest `score` call the endpoint refused a
         # prompt of: unscored and not cached, so the stages keep no result built on them
         self.unanswered: set[tuple[str, str]] = set()
@@ -103,6 +104,7 @@ class CachedJudge:
         jobs = [Job(kind, q, r) for q, r in pairs for kind in KINDS]
         keys = [cache_key(self.id, *job) for job in jobs]
         entries = self.cache.get_many(keys)
+        self.cache_hits += len(entries)
         todo = {k: job for k, job in zip(keys, jobs, strict=True) if k not in entries}
         # a prompt refused earlier in this process is not sent again (a filter refuses it
         # again); a new process asks it again
