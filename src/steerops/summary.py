@@ -7,10 +7,13 @@ into `metrics/` next to the params file (small, kept in git):
 
     metrics/steer.json         {cell: status, layer and coefficient (null unless ok),
                                 tried_layer, tried_coefficient, held-out delta, delta_lo,
-                                delta_hi, coherence, under_bar, n, p}   (steering.best)
+                                delta_hi, coherence, under_bar, credited_*, n, p,
+                                unscored}   (steering.best)
     metrics/steer_curves.csv   every config: trait and coherence vs coefficient on all
-                               questions, a `series` per method, position and layer (plots)
-    metrics/search.json        {cell: the same twelve fields for the study}  (search.store)
+                               questions, n and n_unscored, a `series` per method, position
+                               and layer (plots)
+    metrics/search.json        {cell: the same fields for the study, but unscored}
+                               (search.store)
 
 A handful of held-out numbers per cell keeps `dvc metrics show` readable; the full per-cell
 record stays in each cell's metrics.json or best.json.

@@ -428,13 +428,19 @@ def test_inputs_steers_the_vectors_of_another_runs_folder(toy_world, tmp_path, c
         capsys.readouterr().err
     )
     moved.rename(mine)
-    # recorded from the run's folder: a run and its inputs moved together still pair up
-    assert json.loads((tmp_path / "run" / "inputs.json").read_text()) == {"inputs": "../mine"}
+    # where they are, and their path from the run's folder: a run and its inputs moved
+    # together still pair up, and a copy beside the originals reads the originals
+    recorded = json.loads((tmp_path / "run" / "inputs.json").read_text())
+    assert recorded == {"inputs": str(mine.resolve()), "relative": "../mine"}
     away = tmp_path / "away"
     shutil.copytree(tmp_path / "run", away / "run")
     shutil.copytree(mine, away / "mine")
     assert main(["report", "--params", str(params), "--out", str(away / "run")]) == 0
+    assert f"reading the inputs in {mine}, which" in capsys.readouterr().err
+    mine.rename(moved)
+    assert main(["report", "--params", str(params), "--out", str(away / "run")]) == 0
     assert f"reading the inputs in {away / 'mine'}, which" in capsys.readouterr().err
+    moved.rename(mine)
     # a scratch run says where it reads
     assert main([*argv, "--inputs", str(mine)]) == 0
     assert f"reads the outputs in {mine}/" in capsys.readouterr().out

@@ -1266,8 +1266,11 @@ def test_a_reply_without_logprobs_after_answers_with_them_is_asked_again(
     server.logprobs = False
     retried = make_judge(params_for(tmp_path, server, max_retries=2), trait)
     server.requests.clear()
-    got = retried.score(["new"], [RESPONSES[0]])
+    got = retried.score(["new"], [RESPONSES[0]])  # its trait and coherence prompts
     assert got == [(None, None)] and len(server.requests) == 2 * 3
+    # a third prompt in a row so left: the endpoint stopped sending them, an error again
+    with pytest.raises(SteeropsError, match="for each of 3 prompts in a row"):
+        retried.score(["newer"], [RESPONSES[1]])
     server.logprobs = True
     rerun = make_judge(params_for(tmp_path, server), trait)
     assert rerun.score(["new"], [RESPONSES[0]]) == want[:1]  # not cached: asked again
@@ -1304,6 +1307,25 @@ def test_ctrl_c_on_the_scoring_thread_keeps_the_replies_on_their_way(tmp_path, s
     again = make_judge(params_for(tmp_path, server, concurrency=2), trait)
     again.score([f"q{i}" for i in range(30)], [RESPONSES[0]] * 30)
     assert len(server.requests) - sent == 60 - cached  # only what was never answered
+
+    # landing while an answer is being kept, not while the judge waits for one: the
+    # replies on their way are kept all the same (the one being stored is asked again)
+    server.requests.clear()
+    judge = make_judge(params_for(tmp_path, server, concurrency=4), trait)
+    real_put, puts = judge.cache.put, []
+
+    def put(*args, **kwargs):
+        puts.append(1)
+        if len(puts) == 2:
+            raise KeyboardInterrupt
+        return real_put(*args, **kwargs)
+
+    judge.cache.put = put
+    before = len(judge.cache)
+    with pytest.raises(KeyboardInterrupt):
+        judge.score([f"other{i}" for i in range(30)], [RESPONSES[0]] * 30)
+    sent = len(server.requests)
+    assert 2 < sent < 20 and len(judge.cache) - before == sent - 1
 
 
 def test_a_run_of_its_own_asks_no_answer_the_pipeline_s_cache_holds(tmp_path, server, trait, key):

@@ -359,7 +359,7 @@ def test_a_subset_larger_than_the_trait_s_questions_is_said(capsys):
 
 
 def test_a_layer_the_vectors_lack_names_the_extraction_that_adds_it(
-    tmp_path, toy_world, no_model_loads, capsys
+    tmp_path, toy_world, no_model_loads, capsys, monkeypatch
 ):
     """Vectors built from fewer layers than a steer asks for: refused before the model loads,
     with the extraction of the layers there plus the one asked for (another set replaces the
@@ -382,6 +382,13 @@ def test_a_layer_the_vectors_lack_names_the_extraction_that_adds_it(
     assert (
         f"(`steerops extract --trait {TRAIT} --variant base --position '{POSITION}' "
         f"--layers '{wanted}' --params {path}`), then rerun `steerops vectors --methods "
-        f"mean_diff --params {path}`; or add 2 to extraction.layers in {path} and run "
-        "`dvc repro`"
+        f"mean_diff --params {path}`"
     ) in err
+    assert "dvc repro" not in err  # another file than params.yaml: not what `dvc repro` reads
+    # the project's params.yaml, run from its folder: the pipeline's way is named too
+    monkeypatch.chdir(tmp_path)
+    argv = ["steer", "--out", "run", "--layers", "2", "--coefficients", "1"]
+    err = refused_up_front(argv, tmp_path, capsys, "run")
+    assert err.endswith(
+        "; or, on the pipeline, list 2 in params.yaml's extraction.layers and run `dvc repro`"
+    )

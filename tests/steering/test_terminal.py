@@ -105,10 +105,16 @@ def test_answers_the_judge_left_unscored_show_in_the_grid_and_the_verdict():
     assert "(nS/N: S of N answers scored)" in table[0] and "n 20 per config" not in table[0]
     row = ["L12", "50.0", "/", "80.0", "n20/20", "~", "50.0", "/", "80.0", "n5/20"]
     assert table[2].split() == row
-    assert table[3].endswith(
-        "; 15 of 40 answers of its steered configs unscored by the judge (left out of every "
-        "mean: an effect on them would not show)"
+    tail = (
+        "of 40 answers of its steered configs lack a trait or coherence score from the judge "
+        "(each mean leaves out the answers it has no score for: an effect on them would not "
+        "show)"
     )
+    assert table[3].endswith(f"; 15 {tail}")
+    # where it matters most: a verdict of no trait score at all says how many
+    unscored = _metrics("trait unscored", layer=None, coefficient=None, n_unscored=40)
+    line = verdict_line({**unscored, "n_answers": 40, "best_coherence_reached": 90.0})
+    assert line.endswith(f"; 40 {tail}")
     whole = cell_table("cell", baseline, [_result(12, 0.2)], _metrics("ok"), "f")
     assert "(n 20 per config)" in whole and "unscored" not in whole
 

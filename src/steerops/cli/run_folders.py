@@ -117,15 +117,17 @@ def _recorded_inputs(folder: Path, command: str) -> str | None:
     if not record.is_file():
         return None
     try:
-        inputs = read_json(record)["inputs"]
-        assert isinstance(inputs, str)
-    except (SteeropsError, KeyError, TypeError, AssertionError):
+        recorded = read_json(record)
+        inputs, relative = recorded["inputs"], recorded.get("relative")
+        assert isinstance(inputs, str) and isinstance(relative, str | None)
+    except (SteeropsError, KeyError, TypeError, AssertionError, AttributeError):
         raise SteeropsError(
             f"{record}: not a record of the run's --inputs; give --inputs DIR (which "
             "rewrites it when steering or searching)"
         ) from None
-    # recorded from the run folder (an older record: absolute)
-    inputs = os.path.normpath(folder.resolve() / inputs)
+    # where they were; else, a project moved with its runs, where they are beside the run
+    if not Path(inputs).is_dir() and relative is not None:
+        inputs = os.path.normpath(folder.resolve() / relative)
     if not Path(inputs).is_dir():
         raise SteeropsError(
             f"--out {display_path(folder)}: its results were made from the inputs in "
@@ -142,12 +144,16 @@ def _recorded_inputs(folder: Path, command: str) -> str | None:
 def _record_inputs(folder: Path, inputs: Path) -> None:
     from steerops.io import read_json, write_json
 
-    # relative to the run folder: a project moved with its runs still finds them
-    record, value = folder / INPUTS_RECORD, os.path.relpath(inputs.resolve(), folder.resolve())
+    # the folder, and its path from the run folder: a project moved with its runs still
+    # finds them (none across drives)
+    value: dict[str, str | None] = {"inputs": str(inputs.resolve()), "relative": None}
+    with contextlib.suppress(ValueError):
+        value["relative"] = os.path.relpath(inputs.resolve(), folder.resolve())
+    record = folder / INPUTS_RECORD
     with contextlib.suppress(OSError, ValueError, SteeropsError):
-        if read_json(record) == {"inputs": value}:
+        if read_json(record) == value:
             return
-    write_json(record, {"inputs": value})
+    write_json(record, value)
 
 
 def check_run_folder(folder: Path, params) -> None:

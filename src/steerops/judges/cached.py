@@ -58,6 +58,19 @@ class UnreadableJudge(SteeropsError):
         self.forget = forget
 
 
+def _keep_landing(answers, keep) -> None:
+    """Ctrl-C (or SIGTERM) while an answer was being kept, not while `answers` waited for
+    one: handed to `answers`, which keeps the replies already on their way (they are paid
+    for) before it stops. One that landed inside `answers` has ended it already."""
+    try:
+        item = answers.throw(KeyboardInterrupt)
+        while True:
+            keep(*item)
+            item = next(answers)
+    except (KeyboardInterrupt, StopIteration):
+        pass
+
+
 class CachedJudge:
     kind_name = "judge"
     names_served = False  # whether its endpoint names the model behind each answer
@@ -128,23 +141,32 @@ class CachedJudge:
                 disable=None if self.progress else True,
                 leave=False,
             )
+
+            def keep(i: int, entry: Entry | Unanswered) -> None:
+                key = todo_keys[i]
+                if isinstance(entry, Unanswered):
+                    refused.append(entry.reason)
+                    self._refused.add(key)
+                    entries[key] = (None, 0.0)
+                    self.unanswered.add((todo[key].question, todo[key].response))
+                else:
+                    served = self._served_by(key)
+                    self.cache.put(key, self.id, todo[key].kind, entry, served)
+                    entries[key] = entry
+                    if served is not None:
+                        fresh[served] = fresh.get(served, 0) + 1
+                        self.served[key] = served
+                self.calls += 1
+                bar.update()
+
             with bar, _forgetting_if_unreadable(self.cache, self.id):
-                for i, entry in self._answer([todo[k] for k in todo_keys]):
-                    key = todo_keys[i]
-                    if isinstance(entry, Unanswered):
-                        refused.append(entry.reason)
-                        self._refused.add(key)
-                        entries[key] = (None, 0.0)
-                        self.unanswered.add((todo[key].question, todo[key].response))
-                    else:
-                        served = self._served_by(key)
-                        self.cache.put(key, self.id, todo[key].kind, entry, served)
-                        entries[key] = entry
-                        if served is not None:
-                            fresh[served] = fresh.get(served, 0) + 1
-                            self.served[key] = served
-                    self.calls += 1
-                    bar.update()
+                answers = self._answer([todo[k] for k in todo_keys])
+                try:
+                    for i, entry in answers:
+                        keep(i, entry)
+                except KeyboardInterrupt:
+                    _keep_landing(answers, keep)
+                    raise
         if refused and not self._refusal_said:
             self._refusal_said = True  # once a judge: a stage scores chunk after chunk
             print(

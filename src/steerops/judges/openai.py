@@ -17,7 +17,6 @@ import os
 import re
 import sys
 import threading
-import time
 import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -59,6 +58,9 @@ _SPLIT_ANSWERS_TO_REFUSE = 2
 # On an interrupt, how long the replies already on their way are waited for (paid for:
 # cached, so a rerun does not ask them again) before the call stops
 _IN_FLIGHT_GRACE_S = 3.0
+# prompts in a row whose every reply lacked logprobs, after answers with them, that mean the
+# endpoint stopped sending them (fewer are a gateway's hiccups: those prompts are unscored)
+_BARE_IN_A_ROW = 3
 
 
 class _NoLogprobs(SteeropsError):
@@ -109,6 +111,8 @@ class OpenAIJudge(CachedJudge):
         self.policy = policy or RetryPolicy()
         self._api_key = api_key
         self._answered = False  # until one request succeeded, requests go one at a time
+        # prompts in a row left unscored for replies without logprobs (`_no_logprobs`)
+        self._bare_in_a_row = 0
         self._tokens_lock = threading.Lock()
         self._digit_only_answers: list[str] = []  # cache keys of answers of one digit
         self._wide_numbers_seen = False
@@ -294,6 +298,7 @@ class OpenAIJudge(CachedJudge):
             "max_tokens": _SENT_TOKENS,
             "top_logprobs": self.top_logprobs,
         }
+        halt = stop or threading.Event()
         for attempt in range(self.policy.max_retries + 1):
             reply = post_json(
                 self.url, body, _auth(self._api_key), self.policy, self._api_key, stop, no_retry
@@ -302,27 +307,49 @@ class OpenAIJudge(CachedJudge):
                 top = self._top_logprobs(reply, job)
                 break
             except _NoLogprobs as exc:
-                # An endpoint that has answered this judge with logprobs, here or in the
-                # cache, and now sends a reply without them (a gateway's empty 200 on an
-                # upstream hiccup): asked again, then left unscored (asked again on a rerun);
-                # before any answer it is the endpoint or model lacking them: an error.
-                if not (self._answered or self.answered_before):
-                    raise SteeropsError(str(exc)) from None
-                if attempt == self.policy.max_retries or (no_retry and no_retry.is_set()):
-                    raise _Declined(
-                        f"judge: {self.url} sent {attempt + 1} replies without top_logprobs "
-                        "for this answer, after answering others with them"
-                    ) from None
-                if stop is not None and stop.wait(self.policy.delay(attempt)):
-                    raise Stopped("judge: stopped while retrying") from None
-                if stop is None:
-                    time.sleep(self.policy.delay(attempt))
+                self._no_logprobs(exc, attempt, halt, no_retry)
+        with self._tokens_lock:
+            self._bare_in_a_row = 0
         entry = weighted_score(integer_probs(top))
         served = reply.get("model") if isinstance(reply, dict) else None
         if isinstance(served, str) and (served := _model_name(served, self._api_key)):
             with self._tokens_lock:
                 self._served[cache_key(self.id, *job)] = served
         return entry
+
+    def _no_logprobs(
+        self,
+        exc: _NoLogprobs,
+        attempt: int,
+        stop: threading.Event,
+        no_retry: threading.Event | None,
+    ) -> None:
+        """A reply without the answer's logprobs. Before the endpoint has answered this
+        judge with them (here or in the cache) it lacks them: an error. After, a gateway's
+        empty 200 on an upstream hiccup: asked again after a wait, then left unscored (and
+        asked again on a rerun); `_BARE_IN_A_ROW` prompts in a row so left mean the endpoint
+        stopped sending them: an error again."""
+        if not (self._answered or self.answered_before):
+            raise SteeropsError(str(exc)) from None
+        if no_retry is not None and no_retry.is_set():
+            raise Stopped("judge: stopped while retrying") from None  # another's failure
+        if attempt < self.policy.max_retries:
+            if stop.wait(self.policy.delay(attempt)) or (no_retry and no_retry.is_set()):
+                raise Stopped("judge: stopped while retrying") from None
+            return
+        with self._tokens_lock:
+            self._bare_in_a_row += 1
+            bare = self._bare_in_a_row
+        tries = f"{attempt + 1} {'reply' if attempt == 0 else 'replies'}"
+        if bare >= _BARE_IN_A_ROW:
+            raise SteeropsError(
+                f"{exc}; after answering with them, it sent {tries} without them for each of "
+                f"{bare} prompts in a row"
+            ) from None
+        raise _Declined(
+            f"judge: {self.url} sent {tries} without top_logprobs for this answer, after "
+            "answering others with them"
+        ) from None
 
     def _served_by(self, key: str) -> str | None:
         with self._tokens_lock:

@@ -29,8 +29,30 @@ def variant_identity(params, variant: str) -> dict[str, Any]:
 
 
 def placement(params, variant: str) -> dict[str, Any]:
-    """Where the variant's weights go (`device`, `device_map`): what an interrupted run's
-    kept tokens also depend on, as kernels differ between devices; a resume elsewhere starts
+    """Where the variant's weights go (`device`, `device_map`) and on what: the accelerators
+    this machine would use for them and the torch build. An interrupted run's kept tokens
+    depend on these too, as kernels differ between devices, so a resume elsewhere starts
     afresh rather than mix two devices' greedy tokens in one output."""
+    import torch
+
     spec = params.variant(variant)
-    return {"device": spec.device, "device_map": spec.device_map}
+    places = [spec.device] if spec.device_map is None else _mapped(spec.device_map)
+    on_cpu = all(str(p) in ("cpu", "disk") for p in places)
+    gpus = [] if on_cpu or not torch.cuda.is_available() else _gpu_names()
+    return {
+        "device": spec.device,
+        "device_map": spec.device_map,
+        "hardware": gpus or ["cpu"],
+        "torch": torch.__version__,
+    }
+
+
+def _mapped(device_map: Any) -> list[Any]:
+    """The places a device_map names (a plan such as `auto` may use any accelerator)."""
+    return list(device_map.values()) if isinstance(device_map, dict) else [device_map]
+
+
+def _gpu_names() -> list[str]:
+    import torch
+
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

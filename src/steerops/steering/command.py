@@ -246,7 +246,8 @@ def _check_scored(results: list, n_questions: int) -> None:
     unscored = sum(r.n_unscored for r in results)
     if unscored:
         refused = sum(r.n_refused for r in results)
-        why = f", {refused} of them refused by the endpoint" if refused else ""
+        why = f", {refused} of them not answered by the endpoint (refused, or no logprobs)"
+        why = why if refused else ""
         print(
             f"warning: the judge left {unscored} of {sum(r.n for r in results)} answers "
             f"unscored{why}: every mean and delta is over the rest (n_unscored in each cell's "

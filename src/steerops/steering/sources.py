@@ -117,17 +117,15 @@ class VectorSources:
             extract = activation_store.extract_command(
                 self.trait, self.variant, ref.position, ref.component, self.out_flag, wanted
             )
-            # the pipeline's vectors: params name the layers `dvc repro` extracts
+            # the pipeline's vectors on the project's params.yaml, the file `dvc repro` reads
             pipeline = self.params is not None and not self.params.inputs_named
-            pipeline = pipeline and self.params.file is not None
-            tracked = ""
-            if pipeline:
-                from steerops.cli import display_path
-
-                tracked = (
-                    f"; or add {ref.layer} to extraction.layers in "
-                    f"{display_path(self.params.file)} and run `dvc repro`"
-                )
+            pipeline = pipeline and self.params.file is not None and not self.params.params_flag
+            tracked = (
+                f"; or, on the pipeline, list {ref.layer} in params.yaml's extraction.layers "
+                "and run `dvc repro`"
+                if pipeline
+                else ""
+            )
             raise SteeropsError(
                 f"vectors {ref.method} at {ref.position}/{ref.component}: no layer "
                 f"{ref.layer} (layers: {', '.join(map(str, have)) or 'none'}): extract it "

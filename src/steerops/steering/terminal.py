@@ -76,7 +76,7 @@ def cell_table(
 def verdict_line(m: dict[str, Any]) -> str:
     """One line: the verdict and the held-out numbers of the chosen config."""
     note = f" (alias of {m['alias_of']}: identical vectors)" if m.get("alias_of") else ""
-    if m["tried_layer"] is None:
+    if m.get("tried_layer") is None:  # nothing chosen (or a metrics.json before tried_*)
         reached = m.get("best_coherence_reached")
         bar = f"{m['min_coherence']:g}"
         if m["status"] == stats.BASELINE_INCOHERENT:
@@ -85,13 +85,13 @@ def verdict_line(m: dict[str, Any]) -> str:
                 f"{m['status']}{note}: the unsteered model scores coherence {base} on the "
                 f"selection half, under the bar of {bar}, and no steered config reaches it "
                 "(check the judge's coherence scale, or lower steering.min_coherence)"
-            )
+            ) + unscored_note(m)
         if m["status"] == stats.UNSCORED:
             what = "a coherence score" if reached is None else "that reached the bar a trait score"
             return (
                 f"{m['status']}{note}: the judge gave no steered config {what}: a failure, "
                 "not a finding (check the judge)"
-            )
+            ) + unscored_note(m)
         best = "none scored" if reached is None else f"best {stats.coherence_text(reached)}"
         return (
             f"{m['status']}{note}: no steered config reached coherence >= {bar} on the "
@@ -139,15 +139,16 @@ def verdict_line(m: dict[str, Any]) -> str:
 
 
 def unscored_note(m: dict[str, Any]) -> str:
-    """ "; 30 of 240 answers of its steered configs unscored ..." when the judge left some
-    out: every mean and delta is over the rest, so a judge declining answers of one kind (a
-    content filter on harmful ones) can hide an effect or make one."""
+    """ "; 30 of 240 answers of its steered configs lack a ... score ..." when the judge
+    left some unscored: each mean and delta is over the rest, so a judge declining answers
+    of one kind (a content filter on harmful ones) can hide an effect or make one."""
     unscored, answers = m.get("n_unscored"), m.get("n_answers")
     if not unscored:
         return ""
     return (
-        f"; {unscored} of {answers} answers of its steered configs unscored by the judge "
-        "(left out of every mean: an effect on them would not show)"
+        f"; {unscored} of {answers} answers of its steered configs lack a trait or coherence "
+        "score from the judge (each mean leaves out the answers it has no score for: an "
+        "effect on them would not show)"
     )
 
 
