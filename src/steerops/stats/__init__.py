@@ -79,6 +79,7 @@ from steerops.stats.choice import (  # noqa: F401
     opposite_words,
     saturated,
     select,
+    steered,
     steered_coherent,
     unconfirmed,
 )

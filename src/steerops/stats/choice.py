@@ -88,8 +88,8 @@ def select(
     rows' `selection_baseline_coherence` is under the bar too."""
     candidates = steered_coherent(rows, min_coherence)
     if not candidates:
-        steered = any(as_number(r.get("coefficient")) not in (None, 0.0) for r in rows)
-        unread = steered and best_steered_coherence(rows) is None  # a judge that read nothing
+        # a judge that read nothing
+        unread = any(map(steered, rows)) and best_steered_coherence(rows) is None
         if unread or steered_coherent(rows, min_coherence, scored=False):
             return None, UNSCORED
         base = {as_number(r.get("selection_baseline_coherence")) for r in rows} - {None}
@@ -102,6 +102,11 @@ def select(
     return max(effective, key=choice_rank), None
 
 
+def steered(row: Mapping[str, Any]) -> bool:
+    """Whether a config row steers (coefficient != 0): the unsteered one is no candidate."""
+    return as_number(row.get("coefficient")) not in (None, 0.0)
+
+
 def steered_coherent(
     rows: Sequence[Mapping[str, Any]], min_coherence: float, scored: bool = True
 ) -> list[Mapping[str, Any]]:
@@ -110,7 +115,7 @@ def steered_coherent(
     return [
         r
         for r in rows
-        if as_number(r.get("coefficient")) not in (None, 0.0)
+        if steered(r)
         and (not scored or as_number(r.get("selection_trait_delta")) is not None)
         and coherent(r.get("selection_coherence_mean"), min_coherence)
     ]
@@ -182,11 +187,7 @@ def at_largest_coefficient(rows: Sequence[Mapping[str, Any]], pick: Mapping[str,
 
 def best_steered_coherence(rows: Sequence[Mapping[str, Any]]) -> float | None:
     """The best selection-half coherence any steered (coefficient != 0) config reached."""
-    values = [
-        as_number(r.get("selection_coherence_mean"))
-        for r in rows
-        if as_number(r.get("coefficient")) not in (None, 0.0)
-    ]
+    values = [as_number(r.get("selection_coherence_mean")) for r in rows if steered(r)]
     scored = [v for v in values if v is not None]
     return max(scored) if scored else None
 

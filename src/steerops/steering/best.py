@@ -198,7 +198,7 @@ def cell_metrics(
     """The cell's metrics.json: the config chosen on the selection half, its numbers on both
     halves, and the verdict from the held-out half."""
     pick, status = stats.choose(rows, min_coherence)
-    steered = [r for r in rows if stats.as_number(r.get("coefficient")) not in (None, 0.0)]
+    steered = [r for r in rows if stats.steered(r)]
     metrics: dict[str, Any] = {
         "status": status,
         # answers of the steered configs, and those the judge left unscored: every mean

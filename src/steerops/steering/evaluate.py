@@ -288,17 +288,11 @@ class SteeringEvaluator:
         if judged is None or judged.done():
             return
         interrupt = getattr(self.session.judge, "interrupt", None)
+        said = "waiting for the judge to finish the chunk it scores"
         if interrupt is not None:
             interrupt()
-            print(
-                "steer: interrupted; the judge stops (its answers so far are cached)",
-                file=sys.stderr,
-            )
-        else:
-            print(
-                "steer: interrupted; waiting for the judge to finish the chunk it scores",
-                file=sys.stderr,
-            )
+            said = "the judge stops (its answers so far are cached)"
+        print(f"steer: interrupted; {said}", file=sys.stderr)
 
     def _refresh_baselines(self, configs: list[Config]) -> None:
         """A cell log whose baseline entry holds answers the endpoint refused to judge gets

@@ -77,26 +77,7 @@ def verdict_line(m: dict[str, Any]) -> str:
     """One line: the verdict and the held-out numbers of the chosen config."""
     note = f" (alias of {m['alias_of']}: identical vectors)" if m.get("alias_of") else ""
     if m.get("tried_layer") is None:  # nothing chosen (or a metrics.json before tried_*)
-        reached = m.get("best_coherence_reached")
-        bar = f"{m['min_coherence']:g}"
-        if m["status"] == stats.BASELINE_INCOHERENT:
-            base = stats.coherence_text(m.get("selection_baseline_coherence"))
-            return (
-                f"{m['status']}{note}: the unsteered model scores coherence {base} on the "
-                f"selection half, under the bar of {bar}, and no steered config reaches it "
-                "(check the judge's coherence scale, or lower steering.min_coherence)"
-            ) + unscored_note(m)
-        if m["status"] == stats.UNSCORED:
-            what = "a coherence score" if reached is None else "that reached the bar a trait score"
-            return (
-                f"{m['status']}{note}: the judge gave no steered config {what}: a failure, "
-                "not a finding (check the judge)"
-            ) + unscored_note(m)
-        best = "none scored" if reached is None else f"best {stats.coherence_text(reached)}"
-        return (
-            f"{m['status']}{note}: no steered config reached coherence >= {bar} on the "
-            f"selection half ({best})"
-        ) + unscored_note(m)
+        return _nothing_chosen(m, note) + unscored_note(m)
     # only an "ok" config is an optimal one; another verdict still shows what was checked
     chosen = f"layer {m['tried_layer']} coefficient {coefficient_text(m['tried_coefficient'])}"
     head = chosen if m["status"] == "ok" else f"no optimal coefficient (chosen: {chosen})"
@@ -136,6 +117,30 @@ def verdict_line(m: dict[str, Any]) -> str:
     if few := stats.few_questions_note(m["heldout_n"]):
         line += f" ({few})"
     return line + unscored_note(m)
+
+
+def _nothing_chosen(m: dict[str, Any], note: str) -> str:
+    """Why no steered config was a candidate (`note`: the alias it is of, if any)."""
+    reached = m.get("best_coherence_reached")
+    bar = f"{m['min_coherence']:g}"
+    if m["status"] == stats.BASELINE_INCOHERENT:
+        base = stats.coherence_text(m.get("selection_baseline_coherence"))
+        return (
+            f"{m['status']}{note}: the unsteered model scores coherence {base} on the "
+            f"selection half, under the bar of {bar}, and no steered config reaches it "
+            "(check the judge's coherence scale, or lower steering.min_coherence)"
+        )
+    if m["status"] == stats.UNSCORED:
+        what = "a coherence score" if reached is None else "that reached the bar a trait score"
+        return (
+            f"{m['status']}{note}: the judge gave no steered config {what}: a failure, "
+            "not a finding (check the judge)"
+        )
+    best = "none scored" if reached is None else f"best {stats.coherence_text(reached)}"
+    return (
+        f"{m['status']}{note}: no steered config reached coherence >= {bar} on the "
+        f"selection half ({best})"
+    )
 
 
 def unscored_note(m: dict[str, Any]) -> str:
