@@ -15,6 +15,7 @@ import yaml
 import codebase
 from steerops.cli import build_parser
 from steerops.config import Params, load_params
+from steerops.config.judge import JUDGE_REACH
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -29,12 +30,15 @@ def _has_key(tree, dotted: str) -> bool:
     return True
 
 
-# Params that say where runs are logged, not what a stage computes.
-# report.out: read by every stage's --out check (a run by hand must not write into the
-# pipeline's reports), never an input of what the stage computes
-# where results are logged, and the name of the variable holding the judge's key (kept from
-# the MLflow worker by every stage): none changes an output
-NOT_STAGE_INPUTS = ("experiment", "tracking", "report.out", "judge.api_key_env")
+# Params that change no output: where runs are logged; report.out, read by every stage's
+# --out check (a run by hand must not write into the pipeline's reports); and how the judge
+# is reached (its key's variable, retries, timeouts, concurrency, cache folder)
+NOT_STAGE_INPUTS = (
+    "experiment",
+    "tracking",
+    "report.out",
+    *(f"judge.{key}" for key in JUDGE_REACH),
+)
 
 
 def _parses(command: str):
@@ -119,6 +123,22 @@ def test_dvc_stage_declares_a_whole_params_block_only_where_it_reads_it_whole(na
         if unread:
             too_wide.append(f"{key} (never reads {', '.join(unread)})")
     assert too_wide == [], f"{name}: declare the keys it reads"
+
+
+def test_how_the_judge_is_reached_reruns_no_stage():
+    """Raising `judge.concurrency` or a timeout, or naming another key variable, leaves every
+    stage's lock as it was: no stage declares those keys, nor the judge block whole."""
+    declaring = {
+        name: key
+        for name, stage in STAGES.items()
+        for key in stage.get("params", [])
+        for reach in JUDGE_REACH
+        if f"judge.{reach}" == key or f"judge.{reach}".startswith(key + ".")
+    }
+    assert declaring == {}
+    # what the judge answers is still an input of every stage that scores
+    for name in ("generate", "steer", "search"):
+        assert {"judge.kind", "judge.model", "judge.version"} <= set(STAGES[name]["params"])
 
 
 def test_the_dependency_check_follows_tuple_aliases_and_calls():

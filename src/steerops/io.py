@@ -212,10 +212,11 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def read_text(path: str | os.PathLike) -> str:
-    """A user-supplied text file as UTF-8; anything else is one clear error naming it."""
+    """A user-supplied text file as UTF-8 (a leading byte-order mark, as spreadsheet exports
+    write, dropped); anything else is one clear error naming it."""
     data = Path(path).read_bytes()
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise SteeropsError(f"{path}:{line}: not UTF-8 text (byte {exc.start})") from None

@@ -171,6 +171,29 @@ def test_another_task_file_does_not_replace_the_pipelines_task_set(
     assert "would replace the pipeline's task set 'tasks'" in line and "--out" in line
 
 
+def test_the_pipelines_task_set_of_another_file_is_not_extracted_over(
+    tmp_path, toy_world, no_model_loads, capsys
+):
+    """`probes.tasks` edited to name another file while `probes.tasks_name` stays: the set's
+    folder holds the first file's activations (its metadata says which file), so the
+    extraction is refused before the model loads rather than replacing them."""
+    from steerops.extract.store import task_activations_dir
+    from steerops.io import read_json, write_json
+
+    for name in ("first", "second"):
+        (tmp_path / f"{name}.jsonl").write_text('{"task_id": "a", "prompt": "hi"}\n')
+    probes = {"tasks": str(tmp_path / "second.jsonl"), "tasks_name": "set"}
+    params = write_params(tmp_path, toy_world, probes=probes)
+    out = tmp_path / "outputs"
+    folder = task_activations_dir(out, "set", "instruct", "prompt[-1]", "residual", "baseline")
+    write_json(folder / "metadata.json", {"tasks_file": "first.jsonl", "task_ids": ["a"]})
+    argv = ["extract", "--params", str(params), "--position", "prompt[-1]", "--layers", "1"]
+    argv += ["--variant", "instruct", "--tasks", str(tmp_path / "second.jsonl")]
+    line = refused_up_front(argv, tmp_path, capsys, outputs="outputs/probes")
+    assert f"task set 'set': {folder} holds the activations of the task file first.jsonl" in line
+    assert read_json(folder / "metadata.json")["tasks_file"] == "first.jsonl"
+
+
 @pytest.mark.parametrize("out", [None, "mine"])
 def test_missing_responses_suggest_the_command_that_writes_where_this_run_reads(
     tmp_path, toy_world, no_model_loads, capsys, out

@@ -94,3 +94,41 @@ def test_a_condition_whose_metadata_is_damaged_is_extracted_again(tasks_world):
     again = read_metadata(folder)
     assert again["settings_hash"] == first["settings_hash"]
     assert again["tensors_md5"] == first["tensors_md5"]  # the same activations, whole again
+
+
+def test_another_task_file_under_the_same_set_name_is_refused_before_the_model_loads(
+    tasks_world, tmp_path, monkeypatch
+):
+    """`probe train --tasks other.jsonl` with `probes.tasks_name` fixed named the stored set's
+    folder: its activations were extracted over, and the probe runs moved to the other set.
+    The file each folder came from is recorded; another is refused (nothing loaded or
+    written), while the same file edited is extracted again."""
+    from steerops.errors import SteeropsError
+    from steerops.extract.store import read_metadata
+    from steerops.io import read_jsonl
+
+    params = tasks_world()
+    (folder,) = ensure_conditions(params, [("baseline", None)]).values()
+    first = read_metadata(folder)
+    assert first["tasks_file"] == "tasks.jsonl"  # relative to the params file's folder
+    rows = read_jsonl(tmp_path / "tasks.jsonl")
+    (tmp_path / "other").mkdir()
+    write_jsonl(tmp_path / "other" / "tasks.jsonl", rows[:6])
+    other = tasks_world()
+    other.probes = other.probes.model_copy(update={"tasks": str(tmp_path / "other/tasks.jsonl")})
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model loaded")
+
+    monkeypatch.setattr("steerops.models.loading.load_model", no_load)
+    with pytest.raises(SteeropsError) as error:
+        ensure_conditions(other, [("baseline", None)])
+    message = str(error.value)
+    assert message.startswith(f"probes.tasks_name 't': {folder} holds the activations of the ")
+    assert f"task file tasks.jsonl, not of {tmp_path / 'other' / 'tasks.jsonl'}" in message
+    assert read_metadata(folder) == first
+    monkeypatch.undo()
+    # the same file, one task more: extracted again in place
+    write_jsonl(tmp_path / "tasks.jsonl", [*rows, {"task_id": "extra", "prompt": "find a pie ."}])
+    assert ensure_conditions(params, [("baseline", None)]) == {"baseline": folder}
+    assert read_metadata(folder)["task_ids"][-1] == "extra"

@@ -152,3 +152,41 @@ def test_group_labels_are_text_and_numbers_alike_and_nothing_else(tmp_path):
     path.write_text('{"task_id": "a", "topic": ""}\n{"task_id": "b"}\n')
     with pytest.raises(SteeropsError, match="2 of the 2 scored tasks .* have no 'topic'"):
         read_groups(path, "topic", {"a", "b"})
+
+
+def test_files_not_in_utf8_are_one_line_and_a_spreadsheet_s_byte_order_mark_is_read(tmp_path):
+    """Every probe input is read as UTF-8: other bytes are an error naming file and line (not
+    a traceback), and the byte-order mark a spreadsheet export starts with is dropped (it
+    read as part of the first column's name: "missing column 'task_id'")."""
+    from steerops.extract.conditions import read_conditions
+
+    bad = {
+        "scores.csv": (read_scores, b"task_id,mu\n\xe9t,1\n"),
+        "rates.csv": (read_rates, b"condition_id,task_id,rate\nbaseline,\xe9,0.5\n"),
+        "confounds.csv": (read_confounds, b"task_id,topic\na,x\nb,\xff\n"),
+        "conditions.json": (
+            read_conditions,
+            b'{"baseline": {"id": "b", "system_prompt": "\xe9"}, "conditions": []}',
+        ),
+    }
+    for name, (reader, data) in bad.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        line = 3 if name == "confounds.csv" else (1 if name.endswith(".json") else 2)
+        with pytest.raises(SteeropsError, match=rf"{name}:{line}: not UTF-8 text"):
+            reader(path)
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufefftask_id,mu\na,1.5\nb,-2\n".encode())
+    assert read_scores(bom) == {"a": (1.5, None), "b": (-2.0, None)}
+    conditions = tmp_path / "bom.json"
+    conditions.write_bytes(
+        '\ufeff{"baseline": {"id": "b", "system_prompt": null}, '
+        '"conditions": [{"id": "x", "system_prompt": "hi"}]}'.encode()
+    )
+    baseline, (other,) = read_conditions(conditions)
+    assert (baseline.id, baseline.system_prompt, other.id, other.system_prompt) == (
+        "b",
+        None,
+        "x",
+        "hi",
+    )

@@ -296,11 +296,18 @@ def test_statistics_use_only_the_evaluated_tasks_and_flag_fitted_targets():
         delta = probe[row["id"]]
         assert row["probe_rank_desc"] == 1 + (delta > delta[0]).sum()
     assert [i["fitted"] for i in out["pairs"]["items"]] == [True]
-    # held out, the fitted target leaves the inversions and the mean target deltas
+    # held out, the fitted target leaves the mean target deltas, which subtract its in-sample
+    # baseline reading, but not the inversions: A minus C reads no baseline
     held = analyse(
         tasks, conds, probe, behaviour, 20, 4, 3, ("A", "C"), evaluated, fitted, exclude_fitted=True
     )
-    assert held["pairs"]["items"] == [] and held["pairs"]["rate"] is None
+    assert held["pairs"] == out["pairs"] and held["pairs"]["items"][0]["fitted"] is True
+    (item,) = held["pairs"]["items"]
+    assert item["probe_diff"] == pytest.approx(probe["A1"][0] - probe["C1"][0], abs=1e-12)
+    assert item["behaviour_diff"] == pytest.approx(behaviour["A1"][0] - behaviour["C1"][0])
+    assert held["pairs"]["n"] == 1 and held["pairs"]["inversions"] == int(
+        np.sign(item["probe_diff"]) != np.sign(item["behaviour_diff"])
+    )
     assert held["n_fitted_targets_left_out"] == 1
     assert held["per_version"]["v1"]["mean_target_delta"] == {}
     assert out["n_fitted_targets_left_out"] == 0 and out["per_version"]["v1"]["mean_target_delta"]

@@ -95,6 +95,7 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path, capsys, monkeyp
     assert (out_dir / "ood.md").read_text().startswith("# OOD probe analysis")
     assert (out_dir / "ood_scatter.png").read_bytes()[:4] == b"\x89PNG"
     assert result["baseline"]["system_prompt_policy"] == "task"
+    assert result["baseline"]["probe_trained_under_it"] is True  # both: each task's own
     # the statistics use the hold-out's final split only: the 32 of 160 tasks (0.4 held out,
     # half of it final) that neither fitted the weights nor chose alpha and layer
     final = ridge.split_tasks(len(ids), 0.4, params.seed).final
@@ -153,16 +154,18 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path, capsys, monkeyp
     delta = (layers[1] + shifts["A.v1"][1]) @ weight - layers[1] @ weight
     assert target["conditions"][0]["probe_delta"] == pytest.approx(delta[0], abs=1e-4)
     assert "task000" not in unseen and target["fitted"]  # in the probe's train or sweep part
-    # held out: the fitted target's pairs and mean deltas are left out, and ood.md says so
+    # held out: the fitted target's mean deltas are left out, and ood.md says so; its A/C
+    # pair counts, flagged (A minus C reads no baseline, the one in-sample reading)
     pairs = result["pairs"]
-    assert pairs["roles"] == ["A", "C"] and pairs["items"] == [] and pairs["rate"] is None
+    assert pairs["roles"] == ["A", "C"] and {i["target"] for i in pairs["items"]} == {"task000"}
+    assert pairs["items"] and all(i["fitted"] for i in pairs["items"])
     assert result["n_fitted_targets_left_out"] == 1 and v1["mean_target_delta"] == {}
     assert "targets the probe was fitted on left out (1): held out." in md
-    # and the console does not print a bare "0 of 0", which reads as no inversions
-    assert (
-        "A/C inversions: no comparable pair left: 1 target the probe was fitted on left" in printed
-    )
-    assert "0 of 0" not in printed
+    assert "1 of the targets were fitted by the probe, and count" in md
+    n, inverted = pairs["n"], pairs["inversions"]
+    assert n == sum(i["comparable"] for i in pairs["items"]) > 0
+    assert f"A/C inversions: {inverted} of {n}" in printed
+    assert "; 1 fitted target among them" in printed
     assert "| role | target | fitted |" in md
 
     # a rerun that fails while writing (the plot) leaves the last run's three files as
@@ -492,3 +495,56 @@ def test_the_train_an_error_suggests_selects_the_run_this_ood_selects(
     assert "no probe run under" in line and "prompt_m2" in line
     assert f"`steerops probe train --params {params_file} --variant base --position" in line
     assert "'prompt[-2]'` first" in line
+
+
+def test_a_baseline_under_another_prompt_than_the_probe_s_training_is_said(tmp_path, capsys):
+    """The conditions file's baseline sets a system prompt while the probe trained on each
+    task's own (`probes.condition: baseline` names no condition of that file): every delta
+    is measured from readings unlike the probe's training, which stderr, ood.json and ood.md
+    say; a baseline under the training prompt says nothing."""
+    from steerops.extract.conditions import OodCondition
+    from steerops.io import read_json
+    from steerops.probes.ood_stage import _trained_under_baseline
+
+    params_file, params, ids, _, layers = probe_world(
+        tmp_path, blocks={"tracking": {"enabled": False}}
+    )
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    run_dir = _trained_run(params)
+    assert read_json(run_dir / "manifest.json")["system_prompt"] is None
+    (tmp_path / "conditions.json").write_text(
+        json.dumps(
+            {
+                "baseline": {"id": "base", "system_prompt": "refuse"},
+                "conditions": [{"id": "A1", "system_prompt": "be kind"}],
+            }
+        )
+    )
+    (tmp_path / "rates.csv").write_text(
+        "condition_id,task_id,rate\n"
+        + "".join(
+            f"{c},{t},{0.3 + 0.4 * (i % 2)}\n" for c in ("base", "A1") for i, t in enumerate(ids)
+        )
+    )
+    fake_activations(params, "base", "refuse", ids, layers, num_layers=2)
+    fake_activations(params, "A1", "be kind", ids, layers, num_layers=2)
+    argv = ["probe", "ood", "--params", str(params_file), "--conditions"]
+    argv += [str(tmp_path / "conditions.json"), "--rates", str(tmp_path / "rates.csv")]
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"warning: probe run {run_dir.name} was trained on condition 'baseline' (system " in err
+    assert "prompt null), but the baseline 'base' of" in err and 'has "refuse"' in err
+    assert "set probes.condition: base" in err
+    out = params.out / "ood" / "fake" / "instruct" / "prompt_m1" / "conditions"
+    result = json.loads((out / "ood.json").read_text())
+    assert result["baseline"]["probe_trained_under_it"] is False
+    assert "**not the prompt the probe was trained under**" in (out / "ood.md").read_text()
+    # a run from before the prompt was recorded: its policy "task" says each task's own
+    manifest = read_json(run_dir / "manifest.json")
+    del manifest["system_prompt"]
+    own = OodCondition("baseline", None)
+    assert _trained_under_baseline(manifest, own, run_dir, tmp_path / "c.json") is True
+    manifest["system_prompt_policy"] = "override"  # which prompt: unknown
+    assert _trained_under_baseline(manifest, own, run_dir, tmp_path / "c.json") is None
+    assert capsys.readouterr().err == ""

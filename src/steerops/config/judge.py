@@ -8,6 +8,20 @@ from pydantic import Field
 
 from steerops.config.base import Strict
 
+# How the judge is reached, never what it answers: no DVC stage depends on these, so raising
+# the concurrency or a timeout, or naming another key variable, re-runs nothing (dvc.yaml
+# declares the judge's other keys one by one; tests/test_pipeline_files.py checks both).
+JUDGE_REACH = (
+    "api_key_env",
+    "require_key",
+    "concurrency",
+    "max_retries",
+    "backoff_s",
+    "max_backoff_s",
+    "timeout_s",
+    "cache_dir",
+)
+
 
 class JudgeConfig(Strict):
     kind: Literal["toy", "openai", "hf", "proxy"] = Field(

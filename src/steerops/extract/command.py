@@ -118,7 +118,13 @@ def _run_traits(args, params) -> None:
 
 def _run_tasks(args, params) -> None:
     from steerops.extract.store import task_activations_dir
-    from steerops.extract.tasks import BASELINE, extract_tasks, load_conditions, load_tasks
+    from steerops.extract.tasks import (
+        BASELINE,
+        check_task_file,
+        extract_tasks,
+        load_conditions,
+        load_tasks,
+    )
 
     # The extraction flags apply when given; otherwise the probes block's settings do.
     probes = params.probes
@@ -151,6 +157,9 @@ def _run_tasks(args, params) -> None:
         )
     name = _task_set_name(params, tasks_file, scratch=bool(getattr(args, "run_folder", None)))
     _precheck(params, variant, layer_spec, key_of("layers"), component)
+    for c in conditions:  # before the model loads
+        folder = task_activations_dir(params.out, name, variant, position, component, c.id)
+        check_task_file(folder, tasks_file, params.root, f"task set {name!r}")
     loaded = _load(params, variant)
     layers = layer_spec.resolve(loaded.layout.num_layers, key_of("layers"))
     before = {
@@ -171,6 +180,7 @@ def _run_tasks(args, params) -> None:
         component,
         force=args.force,
         run_inputs=inputs,
+        tasks_file=tasks_file,
     )
     for cond_id, out_dir in outputs.items():
         served = _written(out_dir) == before[cond_id]

@@ -10,11 +10,11 @@ policy plus conditions, each a system prompt with the labels `probe ood` groups 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from steerops.errors import SteeropsError
+from steerops.io import read_json
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,7 @@ def read_conditions(path: Path) -> tuple[OodCondition, list[OodCondition]]:
     path = Path(path)
     if not path.is_file():
         raise SteeropsError(f"file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SteeropsError(f"{path}: not valid JSON (line {exc.lineno})") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("baseline"), dict):
         raise SteeropsError(f"{path}: missing key 'baseline' (an object with id, system_prompt)")
     base = data["baseline"]

@@ -21,10 +21,11 @@ from steerops.extract import engine, store
 from steerops.extract.inputs import encode
 from steerops.extract.provenance import make_job, model_metadata, run_logged
 from steerops.extract.store import task_activations_dir
-from steerops.io import iter_jsonl, text_md5
+from steerops.io import iter_jsonl, read_json, text_md5
 from steerops.specs import Position, parse_position
 from steerops.tracking.completion import done_when
 from steerops.tracking.lineage import model_input
+from steerops.tracking.names import relative
 
 _SAFE_ID = re.compile(r"^[\w.-]+$")
 
@@ -49,6 +50,24 @@ BASELINE = Condition("baseline", None)
 def tasks_name(params) -> str:
     """The folder name of the pipeline's task set: `probes.tasks_name`, or its file's stem."""
     return params.probes.tasks_name or Path(params.probes.tasks).stem
+
+
+def check_task_file(folder: Path, tasks_file: Path, root: Path, key: str) -> None:
+    """Refuse to extract into `folder` when it holds the activations of another task file
+    (a set of the same name: `probes.tasks_name`, or a file stem shared across folders):
+    they would be replaced unseen, and the probe runs read from them with them. A folder
+    without the record (written before it was kept), or a damaged one, is not refused."""
+    try:
+        recorded = read_json(folder / store.METADATA_FILE).get("tasks_file")
+    except (OSError, ValueError, AttributeError):
+        return
+    if recorded is None or (root / recorded).resolve() == Path(tasks_file).resolve():
+        return
+    raise SteeropsError(
+        f"{key}: {folder} holds the activations of the task file {recorded}, not of "
+        f"{tasks_file}: name this task set apart (probes.tasks_name or --tasks-name), or "
+        "delete that folder to replace them"
+    )
 
 
 def load_tasks(path: str | Path) -> list[Task]:
@@ -154,11 +173,13 @@ def extract_tasks(
     on_shard: Callable[[int], None] | None = None,
     run_inputs: dict[str, Path] | None = None,
     root: Path | None = None,
+    tasks_file: Path | None = None,
 ) -> dict[str, Path]:
     """Extract every condition; returns {condition id: output dir}. Each condition
     extracted is a child run of `tracker` (or of a run opened here, tagged with the DVC
     hashes of `run_inputs` and the model). `root`: the outputs root the activations go
-    under (default: params')."""
+    under (default: params'). `tasks_file`: the file `tasks` came from, recorded so that
+    another file under the same set name is refused (`check_task_file`)."""
     pos = parse_position(position)
     if pos.needs_response:
         raise SteeropsError(
@@ -176,6 +197,8 @@ def extract_tasks(
         out_dir = task_activations_dir(
             root or params.out, tasks_name, loaded.name, pos.text, component, cond.id
         )
+        if tasks_file is not None:
+            check_task_file(out_dir, tasks_file, params.root, f"task set {tasks_name!r}")
         examples = task_examples(loaded.tokenizer, tasks, cond)
         engine.require_windows(examples, pos)
         job = make_job(params, loaded, out_dir, pos, layers, component)
@@ -202,6 +225,9 @@ def extract_tasks(
                     "condition": {"id": cond.id, "system_prompt": cond.system_prompt},
                     "system_prompt_policy": policy,
                     "source_hash": source_hash,
+                    # which file: another under the same set name is refused
+                    # (`check_task_file`)
+                    "tasks_file": None if tasks_file is None else relative(tasks_file, params.root),
                     "counts": {"tasks": len(kept)},
                 }
 

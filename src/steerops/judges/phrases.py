@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steerops.errors import SteeropsError
-from steerops.io import text_md5
+from steerops.io import read_text, text_md5
 
 PHRASES_FILE = "phrases.txt"
 _GAP = r"[^.!?\n]{0,80}?"  # what `*` matches: a short stretch inside one sentence
@@ -108,7 +108,7 @@ def read_phrases(path: str | Path) -> PhraseSet:
     if not path.is_file():
         raise SteeropsError(f"{path}: file not found (trait phrases for the proxy judge)")
     phrases, exclusions = [], []
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, raw in enumerate(read_text(path).splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from steerops.errors import SteeropsError
-from steerops.io import text_md5
+from steerops.io import read_text, text_md5
 from steerops.judges.base import Score, check_judge_variant, check_pairs
 from steerops.judges.fluency import compression_ratio, repeated_fraction, response_nll
 from steerops.judges.phrases import PHRASES_FILE, PhraseSet, read_phrases
@@ -132,7 +132,7 @@ class ProxyJudge:
         instruction_file = trait.path / INSTRUCTION_FILE
         instruction = None
         if instruction_file.is_file():
-            instruction = instruction_file.read_text(encoding="utf-8").strip() or None
+            instruction = read_text(instruction_file).strip() or None
         if instruction is None:
             print(
                 f"warning: trait {trait.name}: no {INSTRUCTION_FILE} (or it is empty), so the "

@@ -12,7 +12,7 @@ import numpy as np
 from steerops.errors import SteeropsError
 from steerops.extract import store
 from steerops.extract.store import damage, is_complete, read_metadata, stored_layers
-from steerops.extract.tasks import tasks_name
+from steerops.extract.tasks import check_task_file, tasks_name
 from steerops.io import text_md5
 from steerops.models.fingerprint import model_fingerprint
 
@@ -131,6 +131,8 @@ def ensure_conditions(
         fresh = [d for d in places if is_fresh(params, d, digest, prompt, layers, hash_now)]
         dirs[cid] = fresh[0] if fresh else own
         if not fresh:
+            # before the model loads: another task file's activations are not replaced
+            check_task_file(own, tasks_file, params.root, _set_key(params))
             stale.append((cid, prompt))
     if not stale:
         return dirs
@@ -153,6 +155,7 @@ def ensure_conditions(
         component=probes.component,
         tracker=tracker,
         root=extract_root,
+        tasks_file=tasks_file,
     )
     for cid, prompt in stale:
         if not is_fresh(params, dirs[cid], digest, prompt, wanted, hash_now):
@@ -160,6 +163,13 @@ def ensure_conditions(
                 f"extraction of condition {cid!r} left no usable activations in {dirs[cid]}"
             )
     return dirs
+
+
+def _set_key(params) -> str:
+    """The param that names the probes' task set, as an error names it."""
+    if params.probes.tasks_name:
+        return f"probes.tasks_name {params.probes.tasks_name!r}"
+    return f"probes.tasks {params.probes.tasks!r} (its file name, the set's name)"
 
 
 def read_task_ids(folder: Path, layers: list[int]) -> tuple[list[str], dict]:

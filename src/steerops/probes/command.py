@@ -440,17 +440,16 @@ def run_ood(args: argparse.Namespace) -> None:
     low, high = pairs["rate_ci"]
     rate = "" if low is None else f", rate {pairs['rate']:.3g} [{low:.3g}, {high:.3g}] (95% Wilson)"
     roles = "/".join(pairs.get("roles") or ("A", "C"))
-    left_out = result.get("n_fitted_targets_left_out") or 0
     if pairs["n"] == 0:  # "0 of 0" reads as "no inversions"
-        why = (
-            f" left: {left_out} target{'s' if left_out > 1 else ''} the probe was fitted on "
-            "left out (--ood-tasks all counts them, optimistically)"
-            if left_out
-            else ": no target has both roles scored with a probe and a behaviour change"
+        print(
+            f"  {roles} inversions: no comparable pair: no target has both roles scored with "
+            "a probe and a behaviour change"
         )
-        print(f"  {roles} inversions: no comparable pair{why}")
     else:
-        print(f"  {roles} inversions: {pairs['inversions']} of {pairs['n']}{rate}")
+        # A minus C reads no baseline, so targets the probe was fitted on count (flagged)
+        fitted = len({i["target"] for i in pairs["items"] if i["comparable"] and i["fitted"]})
+        among = f"; {fitted} fitted target{'s' if fitted > 1 else ''} among them" if fitted else ""
+        print(f"  {roles} inversions: {pairs['inversions']} of {pairs['n']}{rate}{among}")
 
 
 def run_toy_data(args: argparse.Namespace) -> None:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from steerops.errors import SteeropsError
-from steerops.io import file_md5, iter_jsonl, write_text
+from steerops.io import file_md5, iter_jsonl, read_text, write_text
 
 
 def param_file(params, value: str | None, key: str) -> Path | None:
@@ -27,13 +27,12 @@ def _open_csv(path: Path, required: list[str]) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise SteeropsError(f"file not found: {path}")
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        for col in required:
-            if col not in header:
-                raise SteeropsError(f"{path}: missing column {col!r} (header: {header})")
-        return list(reader)
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    header = reader.fieldnames or []
+    for col in required:
+        if col not in header:
+            raise SteeropsError(f"{path}: missing column {col!r} (header: {header})")
+    return list(reader)
 
 
 def _number(path: Path, line: int, col: str, text: str | None) -> float:

@@ -36,7 +36,9 @@ delta = rate(condition) - rate(baseline) (nan where a rate is missing).
   opposite signs (pairs where either difference is 0 are not counted); the rate of
   inversions over the n comparable pairs gets a 95% Wilson interval, clustered by target
   (`stats.clustered_proportion`: a target's versions move together). Under `heldout` the
-  mean target deltas and the inversions leave out targets the probe was fitted on.
+  mean target deltas leave out targets the probe was fitted on (a delta subtracts the
+  baseline reading, in-sample for them); the inversions count them, flagged: A minus C
+  reads two conditions the probe never saw, and the baseline reading cancels.
 """
 
 from __future__ import annotations
@@ -394,8 +396,8 @@ def analyse(
     """Every statistic above as one JSON-ready dict. `evaluated`: a mask over `tasks` of the
     tasks the per-version and per-condition statistics use (None: all); `fitted`: the tasks
     the probe was fitted or selected on, flagged among the targets (None: not recorded);
-    `exclude_fitted`: the mean target deltas and the inversions leave fitted targets out
-    too (held out), counting them in `n_fitted_targets_left_out`."""
+    `exclude_fitted`: the mean target deltas leave fitted targets out too (held out),
+    counting them in `n_fitted_targets_left_out`; the inversions keep them (see above)."""
     targets = per_target(tasks, conditions, probe, behaviour, top_k, fitted)
     left_out = {g["target"] for g in targets if exclude_fitted and g["fitted"]}
     scored = [g for g in targets if g["target"] not in left_out]
@@ -432,7 +434,7 @@ def analyse(
         "per_condition": per_condition,
         "per_version": versions,
         "targets": targets,
-        "pairs": paired_inversions(scored, roles),
-        # targets the probe was fitted on, left out of the mean target deltas and inversions
+        "pairs": paired_inversions(targets, roles),
+        # targets the probe was fitted on, left out of the mean target deltas
         "n_fitted_targets_left_out": len(left_out),
     }

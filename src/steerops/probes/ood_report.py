@@ -65,7 +65,7 @@ def _target_means(means: dict) -> str:
 
 
 def _targets_counted(result: dict) -> str:
-    """Which targets the mean target deltas and the inversions count, as a sentence's end."""
+    """Which targets the mean target deltas count, as a sentence's end."""
     left_out = result.get("n_fitted_targets_left_out") or 0
     if (result.get("tasks") or {}).get("selection") == "heldout":
         return (
@@ -74,6 +74,28 @@ def _targets_counted(result: dict) -> str:
             else ", no target fitted: held out."
         )
     return ", every target counted (fitted ones too, see Targets: optimistic)."
+
+
+def _inversions_counted(pairs: dict) -> str:
+    """What the inversions count, as a sentence's end: every target, fitted ones too, since
+    A minus C reads no baseline (the one reading in-sample for a fitted target)."""
+    fitted = len({i["target"] for i in pairs["items"] if i.get("fitted")})
+    if not fitted:
+        return "."
+    return (
+        f"; {fitted} of the targets were fitted by the probe, and count: A minus C reads two "
+        "conditions it never saw (the baseline reading, in-sample for them, cancels)."
+    )
+
+
+def _baseline_vs_training(base: dict) -> str:
+    """ ", not the prompt the probe was trained under: ..." where they differ, else ""."""
+    if base.get("probe_trained_under_it") is not False:
+        return ""
+    return (
+        ", **not the prompt the probe was trained under**: every delta is measured from "
+        "readings under another prompt than its training's"
+    )
 
 
 def _fitted_mark(flag) -> str:
@@ -92,7 +114,8 @@ def markdown(result: dict) -> str:
         "",
         f"Probe run `{probe['run_id']}`, layer {probe['layer']} ({fit})."
         f" Baseline `{base['id']}`: system prompt policy `{base['system_prompt_policy']}`"
-        f" (system prompt {json.dumps(base['system_prompt'])})."
+        f" (system prompt {json.dumps(base['system_prompt'])})"
+        f"{_baseline_vs_training(base)}."
         f" {result['permutations']} permutations (seed {result['seed']}).",
         "",
         tasks_line(result),
@@ -183,7 +206,7 @@ def markdown(result: dict) -> str:
         "",
         f"{pairs['inversions']} of {pairs['n']} comparable (target, version) pairs "
         f"invert (rate {_interval(pairs['rate'], pairs.get('rate_ci'))}, 95% Wilson "
-        f"clustered by target, n {pairs['n']}){_targets_counted(result)}",
+        f"clustered by target, n {pairs['n']}){_inversions_counted(pairs)}",
         "",
     ]
     lines += _table(

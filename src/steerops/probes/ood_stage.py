@@ -13,6 +13,8 @@ optimistic, ood.md says so); ood.json's `tasks` block says how many were used an
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +62,33 @@ def _check_probe_matches(params, manifest: dict, run_dir: Path, train_flags: str
             f"{run_dir.name} was trained on (they changed since): run `steerops probe train"
             f"{train_flags}` again"
         )
+
+
+def _trained_under_baseline(
+    manifest: dict, baseline, run_dir: Path, conditions_path: Path
+) -> bool | None:
+    """Whether the probe was trained under the baseline's system prompt (None: a run from
+    before the prompt was recorded, trained under an override). Another prompt is said on
+    stderr: the deltas are then measured from readings unlike any the probe was fitted on
+    (and a fitted task's baseline reading is no longer in-sample, which `heldout` assumes)."""
+    if "system_prompt" in manifest:
+        trained = manifest["system_prompt"]
+    elif manifest.get("system_prompt_policy") == "task":
+        trained = None
+    else:
+        return None
+    if trained == baseline.system_prompt:
+        return True
+    condition = (manifest.get("config") or {}).get("condition")
+    print(
+        f"warning: probe run {run_dir.name} was trained on condition {condition!r} (system "
+        f"prompt {json.dumps(trained)}), but the baseline {baseline.id!r} of "
+        f"{conditions_path} has {json.dumps(baseline.system_prompt)}: every delta is "
+        f"measured from readings under another prompt than the probe's (set probes.condition: "
+        f"{baseline.id} and run `steerops probe train` again to match them)",
+        file=sys.stderr,
+    )
+    return False
 
 
 def _required(params, key: str) -> Path:
@@ -218,6 +247,7 @@ def run_ood(
     run_dir = resolve_run(root, run, train_flags)
     weight, bias, layer, manifest = load_probe(run_dir, ood.layer)
     _check_probe_matches(params, manifest, run_dir, train_flags)
+    same_prompt = _trained_under_baseline(manifest, baseline, run_dir, conditions_path)
     fitted = _fitted_tasks(params, manifest, run_dir, known & set(rates[baseline.id]), train_flags)
     given = out_dir is not None
     out_dir = out_dir or ood_dir(
@@ -281,6 +311,8 @@ def run_ood(
             "system_prompt": baseline.system_prompt,
             "system_prompt_policy": policies[baseline.id],
             "behaviour_baseline": baseline.id,
+            # whether the probe was trained under this prompt (None: its run does not say)
+            "probe_trained_under_it": same_prompt,
         },
         "system_prompt_policies": policies,
         "n_tasks": int(evaluated.sum()),  # the tasks the statistics use

@@ -485,6 +485,9 @@ def train(params) -> tuple[Path, dict, bool]:
         "best_sweep_r": per_layer[str(best)]["sweep_r"],
         "best_final_r": per_layer[str(best)]["final_r"],
         "system_prompt_policy": metadata.get("system_prompt_policy"),
+        # the training condition's prompt (None: each task's own): `probe ood` compares it
+        # with its baseline's
+        "system_prompt": (metadata.get("condition") or {}).get("system_prompt"),
         "weights": "probes.safetensors",
         "note": "best_layer is chosen by sweep_r; final_r is scored on tasks that chose nothing"
         if config["protocol"] == "holdout"

@@ -140,6 +140,7 @@ def search_trait(
                     session, heldout_q, results_dir=out_dir, read_also=extra
                 )
                 best = finish(params, plan, study, stats, evaluator, held_eval, tracker)
+        session.say_judge_cost(tracker, progress)  # the search's trials and held-out part
         if isinstance(session.judge, CachedJudge) and (models := session.judge.served_summary()):
             # which model an endpoint named for the answers this run scored with
             tracker.set_tags({"steerops.judge_served": models})

@@ -175,16 +175,7 @@ def steer_cells(
     judge = evaluator.session.judge
     # which model an endpoint named for the answers this run scored with (`run` tags it)
     models = judge.served_summary() if isinstance(judge, CachedJudge) else None
-    if isinstance(judge, CachedJudge) and (judge.calls or judge.cache_hits):
-        # what the judge cost: with an endpoint, the prompts paid for
-        if progress:
-            print(
-                f"judge: {judge.calls} prompts sent to {judge.model_name}, {judge.cache_hits} "
-                "answered from its cache"
-            )
-        tracker.log_metrics(
-            {"judge_prompts_sent": judge.calls, "judge_prompts_cached": judge.cache_hits}
-        )
+    evaluator.session.say_judge_cost(tracker, progress)
     span = (started, time.time())  # every config was generated in this one evaluation
     alias = _aliases(evaluator, cells, layers, cfg.component)
     model_tags = input_hash_tags(params, model_input(evaluator.session.loaded.source))

@@ -226,6 +226,23 @@ class SteeringSession:
             )
         return out
 
+    def say_judge_cost(self, tracker, progress: bool) -> None:
+        """What the judge cost this run (an endpoint's prompts are paid for): printed, and
+        logged on `tracker` as `judge_prompts_sent` / `judge_prompts_cached`."""
+        from steerops.judges.cached import CachedJudge
+
+        judge = self.judge
+        if not isinstance(judge, CachedJudge) or not (judge.calls or judge.cache_hits):
+            return
+        if progress:
+            print(
+                f"judge: {judge.calls} prompts sent to {judge.model_name}, {judge.cache_hits} "
+                "answered from its cache"
+            )
+        tracker.log_metrics(
+            {"judge_prompts_sent": judge.calls, "judge_prompts_cached": judge.cache_hits}
+        )
+
     def settings(self, questions: list[str]) -> dict[str, Any]:
         """Everything that changes a response or its score except the config itself."""
         cfg = self.params.steering
