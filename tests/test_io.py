@@ -120,6 +120,31 @@ def test_an_atomic_folder_replaces_the_old_one_whole_or_not_at_all(tmp_path, uma
     assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]
 
 
+def test_an_atomic_folder_moves_the_old_one_aside_before_putting_the_new_one_in(
+    tmp_path, monkeypatch
+):
+    """Stopped between its two renames (a kill there skips every cleanup), the writer has
+    deleted nothing: the old folder lies whole beside, where the next writer puts it back
+    (`test_a_folder_a_killed_writer_had_moved_aside_is_dropped_or_put_back`)."""
+    import os
+
+    dest = tmp_path / "world"
+    with atomic_folder(dest) as building:
+        write_text(building / "a.txt", "old")
+    real = os.replace
+
+    def stopped(src, dst):
+        if str(src).endswith(".building"):  # the new folder's rename into place
+            raise SystemExit("killed")
+        return real(src, dst)
+
+    monkeypatch.setattr("steerops.io.os.replace", stopped)
+    with pytest.raises(SystemExit), atomic_folder(dest) as building:
+        write_text(building / "a.txt", "new")
+    [kept] = tmp_path.glob(".world.*.old/world")
+    assert (kept / "a.txt").read_text() == "old" and not dest.exists()
+
+
 @pytest.mark.parametrize("writer", ["atomic_path", "atomic_folder"])
 def test_what_a_killed_writer_was_building_is_removed_by_the_next_write(tmp_path, writer):
     """SIGKILL skips every cleanup: the next write of the same file or folder removes what

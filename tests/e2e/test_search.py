@@ -81,9 +81,11 @@ def search_out(folder, method="mean_diff"):
 
 
 def test_toy_heldout_numbers_come_from_questions_the_search_never_saw(toy_search, toy_world):
+    from steerops import stats
+    from steerops.config import load_params
     from steerops.toy import judge
 
-    folder, _, seen, code, loads = toy_search
+    folder, params_file, seen, code, loads = toy_search
     assert code == 0
     questions = json.loads((toy_world / "traits/toy/refusal/steering.json").read_text())[
         "questions"
@@ -92,6 +94,11 @@ def test_toy_heldout_numbers_come_from_questions_the_search_never_saw(toy_search
     assert loads == ["instruct"]  # ... on one model load
     assert not set(search_q) & set(heldout_q)
     assert sorted(search_q + heldout_q) == sorted(set(questions))
+    # the halves are the grid's, and each is used for its own part: the search's trials on
+    # the selection half, the held-out evaluation on the held-out half
+    params = load_params(params_file)
+    halves = stats.split_questions(questions, params.search.heldout_fraction, params.seed)
+    assert (search_q, heldout_q) == halves
     best = json.loads((search_out(folder) / "best.json").read_text())
     held = best["heldout"]
     assert held["n_questions"] == len(heldout_q) and best["search"]["n_questions"] == len(search_q)
@@ -443,6 +450,7 @@ def test_a_coherence_margin_chooses_over_the_raised_bar_and_judges_held_out_at_t
     # held out at the bar: the verdict's coherence test is 68's
     held = best["heldout"]["coherence_mean"]
     assert best["feasible"] == (held >= 68.0)
+    assert (best["status"] == "incoherent held out") == (held < 68.0)
     # another study than the pipeline's, whose name the margin-free params still give
     pipeline = json.loads((search_out(folder) / "best.json").read_text())
     assert best["study"] != pipeline["study"] and "coherence_margin" not in pipeline

@@ -131,6 +131,26 @@ def test_preclean_vs_clean_after_gap_is_paired_on_held_out_questions(frame):
         assert held[1] < held[0] < held[2]
 
 
+@pytest.mark.parametrize(
+    ("mean", "lo", "hi", "flagged"),
+    [
+        (-45.0, -70.0, -20.0, True),  # large, and its interval excludes zero
+        (-45.0, -90.0, 5.0, False),  # large but noisy: the interval reaches past zero
+        (30.0, -2.0, 60.0, False),
+        (-15.0, -25.0, -5.0, False),  # excludes zero, but under the 20 points
+    ],
+)
+def test_only_a_large_gap_whose_interval_excludes_zero_is_flagged(
+    frame, monkeypatch, mean, lo, hi, flagged
+):
+    """The flag's rule (README): |gap| above 20 points AND its 95% interval excluding zero,
+    on enough questions: a large noisy gap is no evidence of an implementation problem."""
+    monkeypatch.setattr(tables, "paired_gap", lambda *a, **k: stats.Interval(20, mean, lo, hi))
+    md = _row(tables.preclean_vs_clean_after(frame, 68, seed=0), method="mean_diff")
+    assert (md["gap"], md["gap_lo"], md["gap_hi"]) == (mean, lo, hi)
+    assert (md["flag"] == "likely implementation problem") == flagged
+
+
 def test_a_preclean_side_the_grid_did_not_steer_reads_not_steered(tmp_path):
     spec = {m: v for m, v in SYNTHETIC.items() if m != "mean_diff_preclean"}
     synthetic_grid(tmp_path, spec)

@@ -7,16 +7,6 @@ import json
 
 import pytest
 
-from steerops.search.heldout import split_questions
-
-
-def test_the_search_splits_the_questions_as_the_grid_does():
-    """One split for both (tested in tests/test_stats.py): a search's held-out half is the
-    grid's, so the report can pair their answers question by question."""
-    from steerops import stats
-
-    assert split_questions is stats.split_questions
-
 
 class ServedHeldout:
     """A held-out evaluator whose chosen config is served from a log: the search's own

@@ -214,3 +214,25 @@ def test_coherent_trials_the_judge_left_unscored_are_the_judge_s_failure(tmp_pat
     best = best_summary(params, plan, records, None, stats_, None, "trait unscored")
     assert best["n_feasible"] == 0 and best["n_coherent_unscored"] == 1
     assert "trait unscored (1 coherent trials, none with a trait score" in summary_line(best)
+
+
+def test_the_held_out_verdict_keeps_the_bar_under_a_coherence_margin(tmp_path):
+    """`search.coherence_margin` raises the search half's bar only: a choice coherent at
+    75 held out is ok at min_coherence 68 with a margin of 20, and at 60 it is incoherent."""
+    from steerops import stats
+    from steerops.search.loop import LoopStats
+    from steerops.search.results import best_summary
+
+    params, plan = summary_context(tmp_path, "sqlite:///x.db")
+    plan.margin, plan.search_bar = 20.0, MIN_COH + 20.0
+    trial = _trial(0, 1.0)
+    chosen = {"trial": trial, "selection_trait_delta": 40.0, "selection_delta_lo": 20.0}
+    chosen |= {"selection_delta_hi": 60.0, "selection_p": 0.001, "selection_n": 10}
+    held = {"delta_lo": 15.0, "delta_hi": 55.0, "n": 10, "p": 0.002, "rows_generated": 0}
+    stats_ = LoopStats(baseline_trait=BASELINE_TRAIT)
+    for coherence, status in ((75.0, stats.OK), (MIN_COH - 8.0, stats.INCOHERENT)):
+        best = best_summary(
+            params, plan, [trial], chosen, stats_, held | {"coherence_mean": coherence}
+        )
+        assert (best["status"], best["feasible"]) == (status, status == stats.OK)
+        assert best["min_coherence"] == MIN_COH and best["coherence_margin"] == 20.0

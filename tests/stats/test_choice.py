@@ -60,6 +60,9 @@ def test_no_coherent_config_says_whether_a_finer_grid_can_help():
     for r in rows:
         r["selection_baseline_coherence"] = 90.0
     assert stats.choose(rows, 68) == (None, stats.NEEDS_FINER)
+    # rows of two baselines (logs of two cells read together): one coherent is enough
+    mixed = [rows[0], rows[1] | {"selection_baseline_coherence": 30.0}, rows[2]]
+    assert stats.choose(mixed, 68) == (None, stats.NEEDS_FINER)
     for r in rows:
         r["selection_baseline_coherence"] = 30.0
     assert stats.choose(rows, 68) == (None, stats.BASELINE_INCOHERENT)
@@ -80,6 +83,12 @@ def test_a_choice_that_moved_the_trait_the_other_way_held_out_is_an_opposite_eff
     pick, verdict = stats.choose(against, 68)
     assert pick is against[0] and verdict == stats.OPPOSITE
     assert stats.choose([against[0] | {"heldout_n": 5}], 68)[1] == stats.NO_EFFECT
+    # at exactly MIN_HELDOUT questions (6: the fewest a sign test could tell) it is opposite
+    at_least = against[0] | {"heldout_n": stats.MIN_HELDOUT}
+    assert stats.choose([at_least], 68)[1] == stats.OPPOSITE
+    assert stats.choose([at_least | {"heldout_n": stats.MIN_HELDOUT - 1}], 68)[1] == (
+        stats.NO_EFFECT
+    )
     assert stats.choose([against[0] | {"heldout_delta_hi": 0.0}], 68)[1] == stats.NO_EFFECT
     # a choice with an effect on the selection half that reverses held out
     row = _row(1.0, 60.0, 40.0, 80.0, held_lo=-60.0) | {"heldout_delta_hi": -10.0}
@@ -137,6 +146,9 @@ def test_a_pick_at_its_layer_s_largest_coefficient_is_at_the_grid_edge():
     [
         (100.0, 95.0, True),
         (99.6, 95.0, True),  # a probability-weighted judge's "100" averages a hair under
+        (99.5, 95.0, True),  # SATURATED_WITHIN of the end: within
+        (0.5, 95.0, True),
+        (99.49, 95.0, False),
         (0.0, 95.0, True),
         (99.0, 95.0, False),
         (100.0, 0.0, False),
@@ -173,6 +185,19 @@ def test_ties_are_broken_the_same_whatever_the_rows_order():
     picks = {id(stats.choose(order, 68)[0]) for order in (rows, rows[::-1], rows[1:] + rows[:1])}
     assert picks == {id(rows[1])}  # positive before its negative twin; layer 1 before 4
     assert stats.choose(rows[2:], 68)[0] is rows[3]  # 4 before "4+8"
+
+
+def test_equal_deltas_pick_the_more_coherent_before_the_smaller_coefficient():
+    """Equal selection deltas: the more coherent config wins, even at a larger coefficient
+    or a deeper layer (README: ties to the more coherent, then the smaller |coefficient|);
+    coherence equal to COHERENCE_DECIMALS is a tie, not a lead."""
+    gentle, coherent = _row(1.0, 60.0, 40.0, 75.0), _row(2.0, 60.0, 40.0, 85.0, layer=9)
+    for order in ([gentle, coherent], [coherent, gentle]):
+        assert stats.choose(order, 68)[0] is coherent
+    noise = 10.0 ** -(stats.COHERENCE_DECIMALS + 2)
+    near = _row(2.0, 60.0, 40.0, 75.0 + noise)
+    for order in ([gentle, near], [near, gentle]):
+        assert stats.choose(order, 68)[0] is gentle  # no lead: the smaller coefficient
 
 
 def test_equal_numbers_pick_the_smaller_coefficient_in_either_order():

@@ -39,6 +39,35 @@ def test_half_stats_means_and_delta():
     assert half.prefixed("heldout")["heldout_delta_lo"] == half.delta_lo
 
 
+def test_a_half_s_interval_and_p_are_the_documented_recipes_at_its_seed():
+    """Graded scores (the bootstrap's bounds then depend on its draws): the half's interval is
+    the paired bootstrap written out draw by draw, and its p the sign-flip share of every
+    sign pattern, both at the seed given (negative steering flips the deltas' sign)."""
+    import itertools
+
+    import numpy as np
+
+    from stats_data import reference_interval
+
+    rng = np.random.default_rng(11)
+    traits = rng.uniform(0, 100, 12).round(1)
+    base = rng.uniform(0, 60, 12).round(1)
+    steered = [(float(t), 90.0) for t in traits]
+    baseline = [(float(b), 95.0) for b in base]
+    for seed, sign in ((4, 1.0), (9, 1.0), (4, -1.0)):
+        half = stats.half_stats(steered, baseline, seed=seed, sign=sign)
+        mean, lo, hi = reference_interval(list(traits), list(base), seed, sign)
+        assert (half.trait_delta, half.delta_lo, half.delta_hi) == pytest.approx((mean, lo, hi))
+        d = sign * (traits - base)
+        patterns = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))
+        exact = float(np.mean(patterns @ d >= d.sum() - 1e-9))
+        assert half.p == pytest.approx(exact, abs=1e-12)
+    assert (
+        stats.half_stats(steered, baseline, 4).delta_lo
+        != stats.half_stats(steered, baseline, 9).delta_lo
+    )  # the seed is the one given
+
+
 def test_a_config_s_trait_delta_is_paired_over_the_questions_both_scored():
     """With unscored answers a difference of means (33.3 here) falls outside the paired
     interval reported beside it (100 [100, 100]); the delta is the paired one."""

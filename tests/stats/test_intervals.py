@@ -183,6 +183,22 @@ def _clustered_misses(prompts: int, rollouts: int, mean: float, icc: float, seed
     return {k: v / runs for k, v in missed.items()}
 
 
+def test_clustered_proportion_never_counts_more_draws_than_examples():
+    """Clusters that split their hits more evenly than chance (a pair of rollouts, one hit
+    and one miss) have a cluster-robust variance below the binomial one: the design effect
+    is floored at 1, so the interval is the binomial's at Student's t, never narrower."""
+    y = np.array([1.0, 0.0] * 9 + [1.0, 1.0, 0.0, 0.0])
+    clusters = [i // 2 for i in range(len(y))]
+    n, k = len(y), len(y) // 2
+    p = float(y.mean())
+    residual = np.bincount(clusters, weights=y - p)
+    robust = residual @ residual / n**2 * k / (k - 1)
+    assert robust < p * (1 - p) / n  # anti-correlated: a design effect under 1
+    got = stats.clustered_proportion(y, clusters)
+    critical = scipy_stats.t.ppf(0.975, k - 1)
+    assert (got.lo, got.hi) == pytest.approx(_score_interval(p, n, critical), abs=1e-12)
+
+
 def test_clustered_proportion_covers_correlated_rollouts():
     # 30 prompts x 4 rollouts, intra-prompt correlation 0.5: the examples' Wilson
     # interval is too narrow

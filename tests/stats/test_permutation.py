@@ -64,6 +64,15 @@ def test_the_sign_flip_p_is_the_share_of_sign_patterns_at_least_as_extreme():
     )
     hits = int(np.count_nonzero(signs @ long / long.size >= long.mean() - 1e-12))
     assert stats.sign_flip_p(long, seed=5) == (hits + 1) / (stats.RESAMPLES + 1)
+    # a 0/100 judge's deltas tie often (a 0 flips to itself): patterns that tie the observed
+    # mean count when sampled too, as when every pattern is counted
+    tied = 100.0 * rng.integers(-1, 2, long.size)
+    tied[0] = 100.0  # a positive mean
+    means = signs @ tied / tied.size
+    ties = int(np.count_nonzero(np.isclose(means, tied.mean(), rtol=0, atol=1e-9)))
+    assert ties > 100
+    hits = int(np.count_nonzero(means >= tied.mean() - 1e-9))
+    assert stats.sign_flip_p(tied, seed=5) == (hits + 1) / (stats.RESAMPLES + 1)
     # and scipy's permutation test agrees: to rounding where both enumerate, within sampling
     # error where scipy samples (ties of 0/100 judge scores included)
     for d in (

@@ -265,3 +265,22 @@ def test_answers_the_judge_gave_no_coherence_score_are_said_and_credited_no_gain
 
 def test_no_choice_counts_no_answers():
     assert cell_metrics([], 68.0, PROTO)["heldout_under_bar"] is None
+
+
+def test_the_baseline_s_coherence_is_read_on_the_half_each_step_uses(tmp_path):
+    """The unsteered model's coherence behind "baseline incoherent" is the selection half's
+    (where the choice is made); the held-out half's is reported apart. Here the unsteered
+    model misses the bar on the selection half only, so no steered config being coherent
+    there reads "baseline incoherent", whatever the held-out half says."""
+    selection, heldout = PROTO.split(QUESTIONS)
+    settings = settings_for(QUESTIONS)
+    base = [(0.0, 50.0 if q in selection else 100.0) for q in QUESTIONS]
+    entries = [
+        baseline_entry(settings, QUESTIONS, base),
+        config_entry(settings, "m", "prompt[-1]", 1, 1.0, _scores(set(QUESTIONS), 40.0)),
+    ]
+    log = ResultsLog(write_log(tmp_path / "results.jsonl", entries))
+    [row] = config_rows(log, settings_hash_of(settings), PROTO, {"trait": "t"})
+    assert row["selection_baseline_coherence"] == 50.0
+    assert row["heldout_baseline_coherence"] == 100.0
+    assert stats.choose([row], 68.0) == (None, stats.BASELINE_INCOHERENT)
