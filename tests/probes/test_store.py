@@ -51,6 +51,23 @@ def test_a_run_whose_manifest_was_edited_is_trained_again(tmp_path, capsys):
     assert run_damage(run) is None
 
 
+def test_a_run_whose_predictions_changed_is_trained_again(tmp_path):
+    """predictions.csv is checked against the MD5 the manifest records, as the weights are."""
+    from steerops.probes.store import PREDICTIONS, predictions_csv
+
+    manifest = _manifest("0123abcdef")
+    rows = [{"layer": 0, "task_id": "t1", "part": "final", "score": 1.5, "target": 1.5}]
+    rows[0]["prediction"] = 1.25
+    text = predictions_csv(rows)
+    assert text == "layer,task_id,part,score,target,prediction\n0,t1,final,1.5,1.5,1.25\n"
+    run = write_run(tmp_path, manifest["run_id"], {0: (np.ones(3), 0.5)}, manifest, text)
+    assert (run / PREDICTIONS).read_text() == text and run_damage(run) is None
+    (run / PREDICTIONS).write_text(text.replace("1.25", "9.25"))
+    assert run_damage(run) == f"{PREDICTIONS} does not match the MD5 in manifest.json"
+    (run / PREDICTIONS).unlink()
+    assert run_damage(run) == f"{PREDICTIONS} does not match the MD5 in manifest.json"
+
+
 def test_the_run_index_names_an_out_of_fold_r_as_such(tmp_path):
     for protocol, name, other in (("holdout", "final_r", "oof_r"), ("cv", "oof_r", "final_r")):
         root = tmp_path / protocol

@@ -51,6 +51,24 @@ def test_train_stage_writes_runs_and_never_overwrites(tmp_path, capsys):
     r2 = r2_score(mu[split.final], pred)
     assert best["final_r2"] == pytest.approx(r2, abs=1e-4) == metrics["best_final_r2"]
     assert f"final r {r:.3f} [{low:.3f}, {high:.3f}] (n {n}), R2 {r2:.3f}" in printed
+    # every layer's predictions on the final part, task by task: the stored probe's, with
+    # the task's score, from which the r is recomputed
+    import pandas as pd
+
+    table = pd.read_csv(root / "runs" / first / "predictions.csv")
+    assert list(table.columns) == ["layer", "task_id", "part", "score", "target", "prediction"]
+    assert sorted(table["layer"].unique()) == sorted(int(k) for k in manifest["layers"])
+    at_best = table[table["layer"] == 1]
+    assert ids == sorted(ids)  # the order the tasks are split in
+    assert list(at_best["task_id"]) == [ids[i] for i in split.final]
+    assert set(at_best["part"]) == {"final"}
+    by_id = dict(zip(ids, mu, strict=True))
+    assert at_best["score"].to_numpy() == pytest.approx([by_id[t] for t in at_best["task_id"]])
+    assert (at_best["target"] == at_best["score"]).all()  # no confounds: the score itself
+    rows = {t: i for i, t in enumerate(ids)}
+    mine = layers[1][[rows[t] for t in at_best["task_id"]]] @ weight + bias
+    assert at_best["prediction"].to_numpy() == pytest.approx(mine, abs=1e-4)
+    assert pearsonr(at_best["prediction"], at_best["target"])[0] == pytest.approx(r, abs=1e-9)
 
     before = (root / "runs" / first / "manifest.json").read_bytes()
     assert main(["probe", "train", "--params", str(params_file)]) == 0
@@ -203,6 +221,15 @@ def test_train_stage_cv_and_confounds(tmp_path, capsys):
     assert logged["metrics.best_oof_r"] == pytest.approx(metrics["best_oof_r"])
     assert "metrics.best_final_r" not in logged and "metrics.final_r" not in logged
     assert "metrics.oof_r" in logged
+    # predictions.csv: every task out of fold, against its confound-residualised target
+    import pandas as pd
+
+    table = pd.read_csv(root / "runs" / run_id / "predictions.csv")
+    at_best = table[table["layer"] == manifest["best_layer"]]
+    assert len(at_best) == 156 and set(at_best["part"]) == {"out_of_fold"}
+    assert not np.allclose(at_best["target"], at_best["score"])  # the confounds came out
+    r = pearsonr(at_best["prediction"], at_best["target"])[0]
+    assert r == pytest.approx(manifest["best_final_r"], abs=1e-9)
 
 
 def test_train_on_a_named_condition_reads_its_activations(tmp_path, capsys):

@@ -4,6 +4,8 @@
         runs/<run_id>/probes.safetensors   weight_<L> [hidden] and bias_<L> [1], scaler folded in
         runs/<run_id>/manifest.json        config, inputs with hashes, counts, per-layer sweep,
                                            the ids of the tasks that fitted or chose the probe
+        runs/<run_id>/predictions.csv      every layer's predictions on the tasks its r is
+                                           scored on (final part, or out of fold under CV)
         runs/runs.jsonl                    append-only index, one line per invocation
         runs/latest.json                   pointer to the run of the most recent invocation
         metrics.json                       that run's headline numbers, for DVC metrics
@@ -26,6 +28,8 @@ a damaged run is trained again, and `probe ood` names it with the command that d
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import sys
 import time
@@ -48,6 +52,7 @@ from steerops.io import (
     text_md5,
     write_json,
     write_jsonl,
+    write_text,
 )
 from steerops.specs import position_slug
 
@@ -64,9 +69,12 @@ def probes_root(out: Path, tasks_name: str, variant: str, position: str) -> Path
 
 # What a run's files hold; part of the run key, so a run written before its files gained or
 # changed a field (pairwise_ci, format 2; fitted_tasks, 3; final_r2 and the per-feature
-# constant-layer rule, 4) is trained again, not reused without it. Raise it whenever train
-# writes something new or computes something differently.
-RUN_FORMAT = 4
+# constant-layer rule, 4; predictions.csv and the training prompt, 5) is trained again, not
+# reused without it. Raise it whenever train writes something new or computes something
+# differently.
+RUN_FORMAT = 5
+PREDICTIONS = "predictions.csv"
+PREDICTION_COLUMNS = ("layer", "task_id", "part", "score", "target", "prediction")
 
 
 def run_key(config: dict, inputs: dict) -> str:
@@ -128,6 +136,11 @@ def run_damage(run_dir: Path) -> str | None:
         return f"{MANIFEST} does not match the MD5 it was written with (edited or damaged)"
     if not (run_dir / WEIGHTS).is_file() or file_md5(run_dir / WEIGHTS) != recorded:
         return f"{WEIGHTS} does not match the MD5 in {MANIFEST}"
+    predictions = manifest.get("predictions_md5")
+    if predictions is not None and (
+        not (run_dir / PREDICTIONS).is_file() or file_md5(run_dir / PREDICTIONS) != predictions
+    ):
+        return f"{PREDICTIONS} does not match the MD5 in {MANIFEST}"
     return None
 
 
@@ -163,10 +176,24 @@ def drop_run_id(root: Path, run_id: str) -> None:
         (runs_dir(root) / run_id).rmdir()
 
 
+def predictions_csv(rows: list[dict]) -> str:
+    """predictions.csv's text: one row per (layer, task), PREDICTION_COLUMNS."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=PREDICTION_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
 def write_run(
-    root: Path, run_id: str, probes: dict[int, tuple[np.ndarray, float]], manifest: dict
+    root: Path,
+    run_id: str,
+    probes: dict[int, tuple[np.ndarray, float]],
+    manifest: dict,
+    predictions: str | None = None,
 ) -> Path:
-    """Write weights + manifest into a fresh run dir (atomically, as a whole)."""
+    """Write weights, predictions (`predictions_csv`) and manifest into a fresh run dir
+    (atomically, as a whole)."""
     run_dir = runs_dir(root) / run_id
     if run_dir.exists() and any(run_dir.iterdir()):  # not the empty folder `new_run_id` took
         raise SteeropsError(f"{run_dir}: run directory already exists; not overwriting it")
@@ -179,6 +206,9 @@ def write_run(
             tensors[f"bias_{layer}"] = torch.tensor([bias], dtype=torch.float32)
         save_tensors(staging / WEIGHTS, tensors, metadata={"run_id": run_id})
         manifest = {**manifest, "weights_md5": file_md5(staging / WEIGHTS)}
+        if predictions is not None:
+            write_text(staging / PREDICTIONS, predictions)
+            manifest["predictions_md5"] = file_md5(staging / PREDICTIONS)
         write_json(staging / MANIFEST, {**manifest, "manifest_md5": manifest_md5(manifest)})
     return run_dir
 

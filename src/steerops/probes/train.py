@@ -39,10 +39,12 @@ from steerops.probes.data import (
 )
 from steerops.probes.store import (
     MANIFEST,
+    PREDICTIONS,
     drop_run_id,
     find_run,
     metric_name,
     new_run_id,
+    predictions_csv,
     probes_root,
     record_invocation,
     run_key,
@@ -268,6 +270,27 @@ def _fit_layer(
     return ridge.fit_holdout(x, y, config["alphas"], split, standardize, design)
 
 
+def prediction_rows(
+    layer: int, fit: ridge.ProbeFit, used: list[str], scores: np.ndarray, protocol: str
+) -> list[dict]:
+    """predictions.csv's rows of one layer: each task its r is scored on (the final part, or
+    every task out of fold under CV) with its score from the scores file, the target the
+    probe is scored against (that score, with the confounds regressed out on the training
+    tasks when given) and the probe's prediction, for residuals and outliers."""
+    part = "final" if protocol == "holdout" else "out_of_fold"
+    return [
+        {
+            "layer": layer,
+            "task_id": used[i],
+            "part": part,
+            "score": float(scores[i]),
+            "target": float(target),
+            "prediction": float(prediction),
+        }
+        for i, prediction, target in zip(fit.eval_index, fit.eval_pred, fit.eval_true, strict=True)
+    ]
+
+
 def fitted_tasks(used: list[str], config: dict, groups: np.ndarray | None) -> list[str]:
     """The sorted ids of the tasks that shaped the saved probe, which `probe ood` leaves out
     of its statistics: under the hold-out, train (fitted the weights) and sweep (chose alpha
@@ -416,7 +439,7 @@ def train(params) -> tuple[Path, dict, bool]:
         )
     check_varies(y, scores_path, confound_report is not None)  # the tasks with activations
 
-    per_layer, weights = {}, {}
+    per_layer, weights, predictions = {}, {}, []
     spread = ridge.rounding_spread(
         params.variant(params.probes.variant).dtype, params.extraction.dtype
     )
@@ -463,6 +486,7 @@ def train(params) -> tuple[Path, dict, bool]:
             "weight_norm": float(np.linalg.norm(fit.weight)),
         }
         weights[layer] = (fit.weight, fit.bias)
+        predictions += prediction_rows(layer, fit, used, raw, config["protocol"])
     best = best_layer(per_layer)
     if best is None:
         reasons = "; ".join(f"layer {k}: {v['skipped']}" for k, v in per_layer.items())
@@ -500,14 +524,18 @@ def train(params) -> tuple[Path, dict, bool]:
     )
     run_id = manifest["run_id"] = new_run_id(root, key)  # its folder taken now
     try:
-        run_dir = _tracked_run(params, root, layers, position, tracked, weights, manifest)
+        run_dir = _tracked_run(
+            params, root, layers, position, tracked, weights, manifest, predictions_csv(predictions)
+        )
     except BaseException:
         drop_run_id(root, run_id)  # an empty folder, never a run
         raise
     return run_dir, manifest, False
 
 
-def _tracked_run(params, root, layers, position, tracked, weights, manifest) -> Path:
+def _tracked_run(
+    params, root, layers, position, tracked, weights, manifest, predictions: str
+) -> Path:
     """Write the probe run the manifest names (its folder taken) and log it in its MLflow
     run."""
     config, run_id, per_layer = manifest["config"], manifest["run_id"], manifest["layers"]
@@ -520,7 +548,7 @@ def _tracked_run(params, root, layers, position, tracked, weights, manifest) -> 
         tags={"steerops.probe_run": run_id},
     ) as tracker:
         manifest["mlflow_run_id"] = tracker.run_id
-        run_dir = write_run(root, run_id, weights, manifest)
+        run_dir = write_run(root, run_id, weights, manifest, predictions)
         record_invocation(root, manifest, reused=False)
         tracker.log_params(
             {k: v for k, v in config.items() if k != "layers"}
@@ -544,5 +572,6 @@ def _tracked_run(params, root, layers, position, tracked, weights, manifest) -> 
             }
         )
         tracker.log_artifact(run_dir / MANIFEST, "probe")
+        tracker.log_artifact(run_dir / PREDICTIONS, "probe")
         tracker.log_artifact(root / "metrics.json", "probe")
     return run_dir
