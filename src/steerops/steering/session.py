@@ -231,16 +231,16 @@ class SteeringSession:
         logged on `tracker` as `judge_prompts_sent` / `judge_prompts_cached`."""
         from steerops.judges.cached import CachedJudge
 
-        judge = self.judge
-        if not isinstance(judge, CachedJudge) or not (judge.calls or judge.cache_hits):
+        scorer = self.judge
+        if not isinstance(scorer, CachedJudge) or not (scorer.calls or scorer.cache_hits):
             return
         if progress:
             print(
-                f"judge: {judge.calls} prompts sent to {judge.model_name}, {judge.cache_hits} "
-                "answered from its cache"
+                f"judge: {scorer.calls} prompts sent to {scorer.model_name}, "
+                f"{scorer.cache_hits} answered from its cache"
             )
         tracker.log_metrics(
-            {"judge_prompts_sent": judge.calls, "judge_prompts_cached": judge.cache_hits}
+            {"judge_prompts_sent": scorer.calls, "judge_prompts_cached": scorer.cache_hits}
         )
 
     def settings(self, questions: list[str]) -> dict[str, Any]:
