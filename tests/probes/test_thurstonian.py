@@ -4,6 +4,7 @@ analytic gradient, and the `probe thurstonian` command."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 
@@ -177,6 +178,7 @@ def test_command_writes_scores_csv_and_keeps_it_on_bad_input(tmp_path, capsys):
     assert spearmanr([fitted[t] for t in tasks], mu)[0] >= 0.9
     summary = json.loads(out.with_suffix(".fit.json").read_text())
     assert summary["n_comparisons"] == 1500 and summary["heldout_n"] == 300
+    assert summary["comparisons_md5"] == hashlib.md5(path.read_bytes()).hexdigest()
     low, high = summary["heldout_accuracy_ci"]
     assert 0.5 < low < summary["heldout_accuracy"] < high
     printed = capsys.readouterr().out

@@ -286,6 +286,32 @@ def test_scores_of_another_task_set_are_refused_before_extraction(tmp_path, caps
     assert "--cv-folds: 4 folds of 10 tasks" in line
 
 
+def test_scores_fitted_from_other_comparisons_than_params_name_are_said(tmp_path, capsys):
+    """The .fit.json beside the scores records the MD5 of the comparisons they were fitted
+    from: comparisons edited (or another file) since train on stale targets, said once on
+    stderr with the fit that writes them again; the same comparisons say nothing."""
+    import hashlib
+
+    params_file, params, ids, _, _ = probe_world(tmp_path, blocks={"tracking": {"enabled": False}})
+    comparisons = tmp_path / "comparisons.jsonl"
+    rows = [{"task_a": ids[i], "task_b": ids[i + 1], "winner": ids[i]} for i in range(0, 40, 2)]
+    comparisons.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fitted = {"comparisons_md5": hashlib.md5(comparisons.read_bytes()).hexdigest()}
+    (tmp_path / "scores.fit.json").write_text(json.dumps(fitted))
+    argv = ["probe", "train", "--params", str(params_file), "--comparisons", str(comparisons)]
+    assert main(argv) == 0
+    assert "fitted from other comparisons" not in capsys.readouterr().err
+    comparisons.write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))  # one fewer
+    assert main(argv) == 0
+    warned = [x for x in capsys.readouterr().err.splitlines() if "other comparisons" in x]
+    assert warned == [
+        f"warning: {tmp_path / 'scores.csv'} were fitted from other comparisons than "
+        f"{comparisons} holds now (edited, or another file): run `steerops probe thurstonian "
+        f"--params {params_file} --out-csv {tmp_path / 'scores.csv'}` again to train on "
+        "scores of them"
+    ]
+
+
 def test_pairwise_accuracy_comes_with_its_n_and_interval(tmp_path, capsys):
     """metrics.json (what `dvc metrics show` prints) gives each layer's pairwise accuracy with
     the number of comparisons it was scored on (those between final-split tasks only) and

@@ -273,7 +273,7 @@ def _check_compared_tasks(comparisons, source: Path, tasks_file: Path, given: bo
 def run_thurstonian(args: argparse.Namespace) -> None:
     import sys
 
-    from steerops.io import check_file_target, text_md5, write_json, write_text
+    from steerops.io import check_file_target, file_md5, text_md5, write_json, write_text
     from steerops.probes.data import (
         fit_summary_path,
         param_file,
@@ -326,6 +326,8 @@ def run_thurstonian(args: argparse.Namespace) -> None:
     text = scores_text(fit.scores())
     summary = {
         "comparisons": str(source),
+        # `probe train` warns when probes.comparisons no longer holds what these came from
+        "comparisons_md5": file_md5(source),
         "n_tasks": len(fit.tasks),
         "n_comparisons": fit.n_comparisons,
         "nll_per_comparison": fit.nll,

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from steerops.errors import SteeropsError
-from steerops.io import file_md5, iter_jsonl, read_text, write_text
+from steerops.io import file_md5, iter_jsonl, read_json, read_text, write_text
 
 
 def param_file(params, value: str | None, key: str) -> Path | None:
@@ -100,6 +100,18 @@ def write_scores(path: Path, scores: dict[str, tuple[float, float]]) -> None:
 def fit_summary_path(scores: Path) -> Path:
     """The `.fit.json` that `probe thurstonian` writes beside its scores CSV."""
     return Path(scores).with_suffix(".fit.json")
+
+
+def scores_of_other_comparisons(scores: Path, comparisons: Path) -> str | None:
+    """Why `scores` were not fitted from `comparisons` as they are now (its `.fit.json`
+    records the MD5 of those it was fitted from), or None (the same, or no record)."""
+    try:
+        recorded = read_json(fit_summary_path(scores)).get("comparisons_md5")
+    except (OSError, ValueError, AttributeError, SteeropsError):
+        return None
+    if recorded is None or recorded == file_md5(comparisons):
+        return None
+    return f"{scores} were fitted from other comparisons than {comparisons} holds now"
 
 
 def scores_out_of_step(scores: Path) -> str | None:

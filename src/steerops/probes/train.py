@@ -34,6 +34,7 @@ from steerops.probes.data import (
     read_confounds,
     read_groups,
     read_scores,
+    scores_of_other_comparisons,
     scores_out_of_step,
     unknown_tasks,
 )
@@ -379,6 +380,15 @@ def train(params) -> tuple[Path, dict, bool]:
     raw_scores = {t: mu for t, (mu, _) in read_scores(scores_path).items()}
     comparisons_path = param_file(params, params.probes.comparisons, "probes.comparisons")
     comparisons = read_comparisons(comparisons_path) if comparisons_path else None
+    stale = comparisons_path and scores_of_other_comparisons(scores_path, comparisons_path)
+    if stale:
+        # outside DVC nothing fits them again: the targets would not be these comparisons'
+        csv = shlex.quote(display_path(scores_path))
+        print(
+            f"warning: {stale} (edited, or another file): run `steerops probe thurstonian"
+            f"{run_out_flag(params)} --out-csv {csv}` again to train on scores of them",
+            file=sys.stderr,
+        )
     # inputs validated before a model load
     targets, confound_report, confounds = _targets(params, raw_scores)
     known, group_of = _check_scored_tasks(params, targets, scores_path, confound_report is not None)
