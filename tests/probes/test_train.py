@@ -312,6 +312,31 @@ def test_scores_fitted_from_other_comparisons_than_params_name_are_said(tmp_path
     ]
 
 
+def test_a_run_of_its_own_says_which_scores_it_trains_on(tmp_path, capsys):
+    """`probe train --out DIR` reads DIR's fitted scores when `probe thurstonian --out DIR`
+    wrote them, else the params' scores: said, since nothing in DIR shows it."""
+    from steerops.cli import build_parser, load_params_for
+    from steerops.probes.command import _scores_in_run
+
+    params_file, *_ = probe_world(tmp_path, blocks={"tracking": {"enabled": False}})
+    run = tmp_path / "run"
+    argv = ["probe", "train", "--params", str(params_file), "--out", str(run)]
+    args = build_parser(argv).parse_args(argv)
+    params = _scores_in_run(load_params_for(args), args, fitting=False)
+    assert params.path(params.probes.scores) == tmp_path / "scores.csv"
+    line = (
+        f"probe train: no scores fitted in this run ({run / 'probe_scores' / 'scores.csv'}): "
+        f"training on probes.scores, {tmp_path / 'scores.csv'}"
+    )
+    assert capsys.readouterr().err.splitlines() == [line]
+    # fitted there: read from there, and nothing said
+    (run / "probe_scores").mkdir(parents=True)
+    (run / "probe_scores" / "scores.csv").write_text("task_id,mu\n")
+    params = _scores_in_run(load_params_for(args), args, fitting=False)
+    assert params.path(params.probes.scores) == run / "probe_scores" / "scores.csv"
+    assert capsys.readouterr().err == ""
+
+
 def test_pairwise_accuracy_comes_with_its_n_and_interval(tmp_path, capsys):
     """metrics.json (what `dvc metrics show` prints) gives each layer's pairwise accuracy with
     the number of comparisons it was scored on (those between final-split tasks only) and

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from steerops.cli import (
@@ -162,6 +163,12 @@ def _scores_in_run(params, args: argparse.Namespace, fitting: bool):
     scores = run_file(params, args, "probes.scores", "probe_scores/scores.csv", writes=fitting)
     if scores is not None and (fitting or scores.is_file()):
         params.probes.scores = str(scores)
+    elif scores is not None:  # which scores a run of its own trains on is no guess
+        print(
+            f"probe train: no scores fitted in this run ({scores}): training on probes.scores, "
+            f"{params.path(params.probes.scores)}",
+            file=sys.stderr,
+        )
     return params
 
 
