@@ -32,6 +32,9 @@ class FakeServer:
         self.declined = None  # a 200 that declines: merged into the choice, no logprobs
         self.get_status = 404  # what a GET (the model list, a followed redirect) is answered
         self.listing = None  # a model list to answer a GET with instead (200)
+        self.capacity = None  # answer 429 to requests past this many in flight (a rate limit)
+        self.throttled = 0  # the 429s `capacity` sent
+        self.working = 0  # requests counted against `capacity`
         self.lock = threading.Lock()
         server = self
 
@@ -119,7 +122,19 @@ class FakeServer:
                 {"error": {"message": f"status {action} {auth}"}},
                 {"Retry-After": "0"},
             )
+        if self.capacity is not None:
+            with self.lock:  # counted until its answer is ready, so a client that has it
+                over = self.working >= self.capacity  # may send the next one at once
+                self.throttled += over
+                self.working += not over
+            if over:
+                return self.send(
+                    handler, 429, {"error": {"message": "rate limit"}}, {"Retry-After": "0"}
+                )
         time.sleep(self.delay)
+        if self.capacity is not None:
+            with self.lock:
+                self.working -= 1
         prompt = body["messages"][-1]["content"]
         if self.refuse is not None and self.refuse in prompt:
             return self.send(handler, 400, {"error": {"message": "content_filter triggered"}})

@@ -1190,3 +1190,58 @@ def test_a_run_of_its_own_asks_no_answer_the_pipeline_s_cache_holds(tmp_path, se
     judge.cache.close()
     assert pipeline_file.read_bytes() == before
     assert len(JudgeCache(tmp_path / "run" / "judge_cache")) == 2
+
+
+def test_a_rate_limited_endpoint_gets_fewer_requests_at_once(tmp_path, server, trait, key, capsys):
+    """An endpoint that answers 429 past 2 requests in flight, a judge of 8 threads with 2
+    retries each: alone, each thread's backoff kept 8 at the endpoint and spent the retries
+    on more 429s; the shared throttle halves what is in flight on a 429 and holds the next
+    requests, so every prompt is answered with the scores of an unthrottled run, and the
+    slowdown is said once."""
+    server.capacity, server.delay = 2, 0.05  # answers take a while: requests overlap
+    responses = [f"trait: {i}=0.9 | coherence: {100 - i}=0.9" for i in range(40)]
+    questions = [f"question {i}" for i in range(40)]
+    judge = make_judge(params_for(tmp_path, server, concurrency=8, max_retries=3), trait)
+    scores = judge.score(questions, responses)
+    want = np.array([(i, 100 - i) for i in range(40)], dtype=float)
+    assert np.allclose(np.array(scores, dtype=float), want, rtol=0, atol=1e-9)
+    assert server.throttled > 0 and judge.throttle.lowest <= 2
+    assert server.throttled < 40  # not a 429 storm: far fewer than one per prompt
+    said = [x for x in capsys.readouterr().err.splitlines() if "rate-limiting" in x]
+    assert said == [
+        f"judge: {judge.url} is rate-limiting (HTTP 429): 4 requests in flight instead of "
+        "judge.concurrency 8, more again as they succeed"
+    ]
+
+
+def test_the_throttle_halves_once_per_burst_and_grows_back_one_at_a_time():
+    """AIMD: 429s of requests sent before the last decrease do not decrease again; a run of
+    as many answers as are allowed lets one more in, up to the limit, and at the level that
+    last drew a 429 only a run of `_PROBE_RUNS` times as many."""
+    from steerops.judges.throttle import _PROBE_RUNS, Throttle
+
+    gate = Throttle(8)
+    burst = [gate.acquire() for _ in range(8)]
+    for generation in burst:  # eight 429s of one burst
+        gate.release(generation, throttled=True)
+    assert gate.allowed == 4 and gate.in_flight == 0
+    gate.release(gate.acquire(), throttled=True)  # a request sent after the decrease: 4 drew it
+    assert gate.allowed == 2
+    for _ in range(2):
+        gate.release(gate.acquire(), ok=True)
+    assert gate.allowed == 3  # under 4, a run of 2 answers
+    answers = 0
+    while gate.allowed < 8:
+        gate.release(gate.acquire(), ok=True)
+        answers += 1
+    assert answers == _PROBE_RUNS * (3 + 4 + 5 + 6 + 7)  # from 4 up, probed slowly
+    for _ in range(_PROBE_RUNS * 8 * 2):
+        gate.release(gate.acquire(), ok=True)
+    assert gate.allowed == 8 == gate.limit  # never past judge.concurrency
+    # a hold keeps the next request back for its seconds
+    import time
+
+    gate.release(gate.acquire(), throttled=True, hold_s=0.3)
+    started = time.monotonic()
+    gate.release(gate.acquire(), ok=True)
+    assert time.monotonic() - started >= 0.25

@@ -27,6 +27,7 @@ from steerops.judges.cache import Entry, JudgeCache, cache_key, open_cache
 from steerops.judges.cached import CachedJudge, Job, Unanswered, UnreadableJudge
 from steerops.judges.prompts import JudgePrompts, prompts_for
 from steerops.judges.scoring import as_score_int, integer_probs, weighted_score
+from steerops.judges.throttle import Throttle
 from steerops.judges.transport import Refused, RetryPolicy, Stopped, post_json, reach, shown
 from steerops.redact import shown_url
 
@@ -109,6 +110,8 @@ class OpenAIJudge(CachedJudge):
         self.top_logprobs = top_logprobs
         self.concurrency = concurrency
         self.policy = policy or RetryPolicy()
+        # fewer requests in flight while the endpoint answers 429 (`throttle.Throttle`)
+        self.throttle = Throttle(concurrency, self.url)
         self._api_key = api_key
         self._answered = False  # until one request succeeded, requests go one at a time
         # prompts in a row left unscored for replies without logprobs (`_no_logprobs`)
@@ -301,7 +304,14 @@ class OpenAIJudge(CachedJudge):
         halt = stop or threading.Event()
         for attempt in range(self.policy.max_retries + 1):
             reply = post_json(
-                self.url, body, _auth(self._api_key), self.policy, self._api_key, stop, no_retry
+                self.url,
+                body,
+                _auth(self._api_key),
+                self.policy,
+                self._api_key,
+                stop,
+                no_retry,
+                self.throttle,
             )
             try:
                 top = self._top_logprobs(reply, job)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from steerops.errors import SteeropsError
+from steerops.judges.throttle import Throttle, in_flight
 
 # Worth another try: the server is busy or broken right now, or the network dropped us.
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
@@ -112,6 +113,7 @@ def post_json(
     secret: str = "",
     stop: threading.Event | None = None,
     no_retry: threading.Event | None = None,
+    throttle: Throttle | None = None,
 ) -> dict:
     """The decoded JSON reply to POST `body` to `url`; SteeropsError when it cannot be had,
     or when `stop` is set while waiting for it (the caller gave up on the answer), or
@@ -123,44 +125,49 @@ def post_json(
     last = refused = ""
     for attempt in range(policy.max_retries + 1):
         retry_after = None
-        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
-        try:
-            with _opener().open(request, timeout=policy.timeout_s) as reply:
-                raw = _read_within(reply, policy.timeout_s, stop)
-        except urllib.error.HTTPError as exc:
-            if 300 <= exc.code < 400:
-                raise _redirected(url, exc, secret) from None
-            detail = shown(_error_body(exc) or str(exc.reason), secret, 200)
-            if exc.code not in RETRY_STATUS:
-                error = Refused if exc.code in REFUSED_STATUS else SteeropsError
-                raise error(f"judge: {url} answered HTTP {exc.code}: {detail}") from None
-            last = f"HTTP {exc.code}: {detail}"
-            retry_after = exc.headers.get("Retry-After") if exc.headers else None
-        except RETRY_ERRORS as exc:
-            reason = getattr(exc, "reason", None) or exc
-            last = _scrub(f"{type(exc).__name__}: {reason}", secret)
-        except ValueError as exc:
-            # A header or URL http.client will not send: its message quotes the header (the
-            # key, escaped past scrubbing), so only the type is said, raised outside this
-            # block so the exception does not travel along as the error's context.
-            refused = type(exc).__name__
-        else:
+        with in_flight(throttle, stop, no_retry) as outcome:
+            request = urllib.request.Request(url, data=data, headers=headers, method="POST")
             try:
-                decoded = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                # Often a reply cut off mid-body (a proxy, a dropped connection): try again.
-                text = shown(raw.decode("utf-8", "replace"), secret, 120)
-                last = f"a reply that is not JSON: {text}"
+                with _opener().open(request, timeout=policy.timeout_s) as reply:
+                    raw = _read_within(reply, policy.timeout_s, stop)
+            except urllib.error.HTTPError as exc:
+                if 300 <= exc.code < 400:
+                    raise _redirected(url, exc, secret) from None
+                detail = shown(_error_body(exc) or str(exc.reason), secret, 200)
+                if exc.code not in RETRY_STATUS:
+                    error = Refused if exc.code in REFUSED_STATUS else SteeropsError
+                    raise error(f"judge: {url} answered HTTP {exc.code}: {detail}") from None
+                last = f"HTTP {exc.code}: {detail}"
+                retry_after = exc.headers.get("Retry-After") if exc.headers else None
+                if exc.code == 429:  # every request of the judge waits, not this one alone
+                    outcome.throttled = True
+                    outcome.hold_s = policy.delay(attempt, retry_after)
+            except RETRY_ERRORS as exc:
+                reason = getattr(exc, "reason", None) or exc
+                last = _scrub(f"{type(exc).__name__}: {reason}", secret)
+            except ValueError as exc:
+                # A header or URL http.client will not send: its message quotes the header (the
+                # key, escaped past scrubbing), so only the type is said, raised outside this
+                # block so the exception does not travel along as the error's context.
+                refused = type(exc).__name__
             else:
-                error = _error_in(decoded)
-                if error is None:
-                    return decoded
-                said = f"HTTP 200 with an error and no answer: {shown(error, secret, 200)}"
-                if _error_code(decoded) in REFUSED_STATUS:  # this prompt's own, passed on
-                    raise Refused(f"judge: {url} answered {said}")
-                # a gateway's HTTP 200 carrying an error instead of an answer (an upstream
-                # overloaded): a failure like a 5xx, retried, its message kept
-                last = said
+                try:
+                    decoded = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    # Often a reply cut off mid-body (a proxy, a dropped connection): try again.
+                    text = shown(raw.decode("utf-8", "replace"), secret, 120)
+                    last = f"a reply that is not JSON: {text}"
+                else:
+                    error = _error_in(decoded)
+                    if error is None:
+                        outcome.ok = True
+                        return decoded
+                    said = f"HTTP 200 with an error and no answer: {shown(error, secret, 200)}"
+                    if _error_code(decoded) in REFUSED_STATUS:  # this prompt's own, passed on
+                        raise Refused(f"judge: {url} answered {said}")
+                    # a gateway's HTTP 200 carrying an error instead of an answer (an upstream
+                    # overloaded): a failure like a 5xx, retried, its message kept
+                    last = said
         if refused:
             raise _unsendable(url, refused)
         if stop.is_set() or no_retry.is_set():
