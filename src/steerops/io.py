@@ -233,7 +233,8 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
-                line = raw.decode("utf-8")
+                # a byte-order mark (a spreadsheet's export) starts the first line only
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 raise SteeropsError(f"{path}:{lineno}: not UTF-8 text (byte {exc.start})") from None
             if not line.strip():

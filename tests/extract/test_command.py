@@ -186,12 +186,23 @@ def test_the_pipelines_task_set_of_another_file_is_not_extracted_over(
     params = write_params(tmp_path, toy_world, probes=probes)
     out = tmp_path / "outputs"
     folder = task_activations_dir(out, "set", "instruct", "prompt[-1]", "residual", "baseline")
-    write_json(folder / "metadata.json", {"tasks_file": "first.jsonl", "task_ids": ["a"]})
+    meta = {"tasks_file": "first.jsonl", "task_ids": ["a"], "source_hash": "other tasks"}
+    write_json(folder / "metadata.json", meta)
     argv = ["extract", "--params", str(params), "--position", "prompt[-1]", "--layers", "1"]
     argv += ["--variant", "instruct", "--tasks", str(tmp_path / "second.jsonl")]
     line = refused_up_front(argv, tmp_path, capsys, outputs="outputs/probes")
-    assert f"task set 'set': {folder} holds the activations of the task file first.jsonl" in line
+    assert f"{folder} holds the activations of the task file first.jsonl, not of" in line
+    assert "task set 'set': set probes.tasks_name to name this set apart" in line
     assert read_json(folder / "metadata.json")["tasks_file"] == "first.jsonl"
+    # a file of its own whose stem another file's set has: renamed, or a run of its own
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "mine.jsonl").write_text('{"task_id": "z", "prompt": "yo"}\n')
+    mine = task_activations_dir(out, "mine", "instruct", "prompt[-1]", "residual", "baseline")
+    write_json(mine / "metadata.json", {**meta, "tasks_file": "a/mine.jsonl"})
+    argv[-1] = str(tmp_path / "b" / "mine.jsonl")
+    line = refused_up_front(argv, tmp_path, capsys, outputs="outputs/probes")
+    assert f"{mine} holds the activations of the task file a/mine.jsonl" in line
+    assert "task set 'mine': rename the file, pass --out DIR for a run of its own" in line
 
 
 @pytest.mark.parametrize("out", [None, "mine"])

@@ -3,6 +3,8 @@ would extract them otherwise (what `extract --tasks` itself checks), never reuse
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conftest import write_params
@@ -124,11 +126,52 @@ def test_another_task_file_under_the_same_set_name_is_refused_before_the_model_l
     with pytest.raises(SteeropsError) as error:
         ensure_conditions(other, [("baseline", None)])
     message = str(error.value)
-    assert message.startswith(f"probes.tasks_name 't': {folder} holds the activations of the ")
-    assert f"task file tasks.jsonl, not of {tmp_path / 'other' / 'tasks.jsonl'}" in message
+    assert message.startswith(f"{folder} holds the activations of the task file tasks.jsonl, ")
+    assert f"not of {tmp_path / 'other' / 'tasks.jsonl'}: probes.tasks_name 't' names " in message
+    assert "(probes.tasks_name or --tasks-name)" in message
     assert read_metadata(folder) == first
     monkeypatch.undo()
     # the same file, one task more: extracted again in place
     write_jsonl(tmp_path / "tasks.jsonl", [*rows, {"task_id": "extra", "prompt": "find a pie ."}])
     assert ensure_conditions(params, [("baseline", None)]) == {"baseline": folder}
     assert read_metadata(folder)["task_ids"][-1] == "extra"
+
+
+def test_the_task_file_record_names_the_file_as_given_and_refuses_only_other_tasks(tmp_path):
+    """The record is the path as written (relative to the project folder inside it, absolute
+    outside; a symlink not followed), read back the same way whatever the working folder;
+    the same tasks moved elsewhere, an edit of the same file, or a folder without a readable
+    record are not refused."""
+    import os
+
+    from steerops.errors import SteeropsError
+    from steerops.extract.tasks import check_task_file, task_file_record
+    from steerops.io import write_json
+
+    root, outside = tmp_path / "project", tmp_path / "shared"
+    (root / "data").mkdir(parents=True)
+    outside.mkdir()
+    (root / "data" / "v1.jsonl").write_text("{}")
+    link = root / "data" / "tasks.jsonl"
+    link.symlink_to("v1.jsonl")
+    assert task_file_record(link, root) == "data/tasks.jsonl"  # the link, not its target
+    assert task_file_record(outside / "t.jsonl", root) == str(outside / "t.jsonl")
+    folder = tmp_path / "acts"
+    folder.mkdir()
+    write_json(folder / "metadata.json", {"tasks_file": "data/tasks.jsonl", "source_hash": "a"})
+    here = os.getcwd()
+    try:
+        os.chdir(root / "data")  # a relative path given from elsewhere: the same file
+        check_task_file(folder, Path("tasks.jsonl"), root, "b", "advice")
+    finally:
+        os.chdir(here)
+    link.unlink()
+    link.symlink_to("v2.jsonl")  # re-pointed: the same file, edited
+    check_task_file(folder, link, root, "b", "advice")
+    other = outside / "tasks.jsonl"
+    with pytest.raises(SteeropsError, match="holds the activations of the task file data/tasks"):
+        check_task_file(folder, other, root, "b", "advice")
+    check_task_file(folder, other, root, "a", "advice")  # the same tasks, moved: nothing lost
+    for damaged in (b'{"tasks_file": "\xff"}', b'{"tasks_file": 3}', b"[1, 2]", b"{"):
+        (folder / "metadata.json").write_bytes(damaged)
+        check_task_file(folder, other, root, "b", "advice")  # extracted again, as is_fresh says

@@ -183,6 +183,13 @@ def test_files_not_in_utf8_are_one_line_and_a_spreadsheet_s_byte_order_mark_is_r
         '\ufeff{"baseline": {"id": "b", "system_prompt": null}, '
         '"conditions": [{"id": "x", "system_prompt": "hi"}]}'.encode()
     )
+    comparisons = tmp_path / "bom.jsonl"
+    rows = '{"task_a": "a", "task_b": "b", "winner": "a"}\n' * 2
+    comparisons.write_bytes(("\ufeff" + rows).encode())
+    assert read_comparisons(comparisons) == [("a", "b", "a")] * 2
+    comparisons.write_bytes(rows.encode() + "\ufeff".encode() + rows.encode())
+    with pytest.raises(SteeropsError, match=r"bom.jsonl:3: malformed JSON line"):
+        read_comparisons(comparisons)  # only a first line starts with one
     baseline, (other,) = read_conditions(conditions)
     assert (baseline.id, baseline.system_prompt, other.id, other.system_prompt) == (
         "b",

@@ -308,6 +308,27 @@ def test_statistics_use_only_the_evaluated_tasks_and_flag_fitted_targets():
     assert held["pairs"]["n"] == 1 and held["pairs"]["inversions"] == int(
         np.sign(item["probe_diff"]) != np.sign(item["behaviour_diff"])
     )
+    # trained under another prompt than the baseline's (a condition's own, say A's): an A
+    # reading of a fitted target may be in-sample, so the inversions leave it out
+    other = analyse(
+        tasks,
+        conds,
+        probe,
+        behaviour,
+        20,
+        4,
+        3,
+        ("A", "C"),
+        evaluated,
+        fitted,
+        exclude_fitted=True,
+        fitted_in_pairs=False,
+    )
+    assert other["pairs"]["items"] == [] and other["pairs"]["fitted_left_out"] == 1
+    from steerops.probes.ood_report import _inversions_counted
+
+    said = _inversions_counted(other["pairs"])
+    assert said.startswith("; 1 target the probe was fitted on left out: trained under another")
     assert held["n_fitted_targets_left_out"] == 1
     assert held["per_version"]["v1"]["mean_target_delta"] == {}
     assert out["n_fitted_targets_left_out"] == 0 and out["per_version"]["v1"]["mean_target_delta"]

@@ -161,7 +161,8 @@ def test_ood_stage_end_to_end_on_hand_made_activations(tmp_path, capsys, monkeyp
     assert pairs["items"] and all(i["fitted"] for i in pairs["items"])
     assert result["n_fitted_targets_left_out"] == 1 and v1["mean_target_delta"] == {}
     assert "targets the probe was fitted on left out (1): held out." in md
-    assert "1 of the targets were fitted by the probe, and count" in md
+    assert "1 target the probe was fitted on counted: A minus C reads two conditions" in md
+    assert result["pairs"]["fitted_left_out"] == 0
     n, inverted = pairs["n"], pairs["inversions"]
     assert n == sum(i["comparable"] for i in pairs["items"]) > 0
     assert f"A/C inversions: {inverted} of {n}" in printed
@@ -533,9 +534,11 @@ def test_a_baseline_under_another_prompt_than_the_probe_s_training_is_said(tmp_p
     capsys.readouterr()
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert f"warning: probe run {run_dir.name} was trained on condition 'baseline' (system " in err
-    assert "prompt null), but the baseline 'base' of" in err and 'has "refuse"' in err
-    assert "set probes.condition: base" in err
+    assert f"warning: probe run {run_dir.name} was trained on condition 'baseline' (each " in err
+    assert "task's own system prompt), but the baseline 'base' of" in err
+    assert 'has system prompt "refuse"' in err and "A/C inversions leave out the targets" in err
+    assert "set probes.condition: base, a condition of probes.ood.conditions, and run " in err
+    assert f"`steerops probe train --params {params_file}` again" in err
     out = params.out / "ood" / "fake" / "instruct" / "prompt_m1" / "conditions"
     result = json.loads((out / "ood.json").read_text())
     assert result["baseline"]["probe_trained_under_it"] is False

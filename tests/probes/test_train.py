@@ -307,8 +307,8 @@ def test_scores_fitted_from_other_comparisons_than_params_name_are_said(tmp_path
     assert warned == [
         f"warning: {tmp_path / 'scores.csv'} were fitted from other comparisons than "
         f"{comparisons} holds now (edited, or another file): run `steerops probe thurstonian "
-        f"--params {params_file} --out-csv {tmp_path / 'scores.csv'}` again to train on "
-        "scores of them"
+        f"--params {params_file} --comparisons {comparisons} --out-csv "
+        f"{tmp_path / 'scores.csv'}` again to train on scores of them"
     ]
 
 

@@ -8,9 +8,11 @@ from pydantic import Field
 
 from steerops.config.base import Strict
 
-# How the judge is reached, never what it answers: no DVC stage depends on these, so raising
+# How the judge is reached, not what it answers: no DVC stage depends on these, so raising
 # the concurrency or a timeout, or naming another key variable, re-runs nothing (dvc.yaml
 # declares the judge's other keys one by one; tests/test_pipeline_files.py checks both).
+# (max_retries also decides when an answer that keeps failing is left unscored: a failure,
+# asked again by the next run, not a score.)
 JUDGE_REACH = (
     "api_key_env",
     "require_key",

@@ -124,6 +124,7 @@ def _run_tasks(args, params) -> None:
         extract_tasks,
         load_conditions,
         load_tasks,
+        tasks_digest,
     )
 
     # The extraction flags apply when given; otherwise the probes block's settings do.
@@ -157,9 +158,17 @@ def _run_tasks(args, params) -> None:
         )
     name = _task_set_name(params, tasks_file, scratch=bool(getattr(args, "run_folder", None)))
     _precheck(params, variant, layer_spec, key_of("layers"), component)
+    digest = tasks_digest(tasks)
+    pipeline = tasks_file.resolve() == params.path(params.probes.tasks).resolve()
+    advice = (
+        "set probes.tasks_name to name this set apart, or delete that folder to replace them"
+        if pipeline
+        else "rename the file, pass --out DIR for a run of its own, or delete that folder "
+        "to replace them"
+    )
     for c in conditions:  # before the model loads
         folder = task_activations_dir(params.out, name, variant, position, component, c.id)
-        check_task_file(folder, tasks_file, params.root, f"task set {name!r}")
+        check_task_file(folder, tasks_file, params.root, digest, f"task set {name!r}: {advice}")
     loaded = _load(params, variant)
     layers = layer_spec.resolve(loaded.layout.num_layers, key_of("layers"))
     before = {

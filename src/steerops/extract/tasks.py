@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,6 @@ from steerops.io import iter_jsonl, read_json, text_md5
 from steerops.specs import Position, parse_position
 from steerops.tracking.completion import done_when
 from steerops.tracking.lineage import model_input
-from steerops.tracking.names import relative
 
 _SAFE_ID = re.compile(r"^[\w.-]+$")
 
@@ -52,21 +52,36 @@ def tasks_name(params) -> str:
     return params.probes.tasks_name or Path(params.probes.tasks).stem
 
 
-def check_task_file(folder: Path, tasks_file: Path, root: Path, key: str) -> None:
-    """Refuse to extract into `folder` when it holds the activations of another task file
-    (a set of the same name: `probes.tasks_name`, or a file stem shared across folders):
-    they would be replaced unseen, and the probe runs read from them with them. A folder
-    without the record (written before it was kept), or a damaged one, is not refused."""
+def tasks_digest(tasks: list[Task]) -> str:
+    """The hash of a task list an extraction records as `source_hash`."""
+    return text_md5(json.dumps([t.__dict__ for t in tasks], sort_keys=True))
+
+
+def task_file_record(tasks_file: Path, root: Path) -> str:
+    """How an extraction records its task file: relative to the project folder `root` when
+    inside it, else absolute; as written, not through symlinks (a DVC cache links its
+    outputs, and a re-pointed link is the same file edited)."""
+    path, base = Path(os.path.abspath(tasks_file)), Path(os.path.abspath(root))
+    return path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)
+
+
+def check_task_file(folder: Path, tasks_file: Path, root: Path, digest: str, advice: str) -> None:
+    """Refuse to extract into `folder` when it holds the activations of other tasks from
+    another task file (a set of the same name: `probes.tasks_name`, or a file stem shared
+    across folders): they would be replaced unseen, and the probe runs read from them with
+    them. The same tasks moved elsewhere replace nothing; a folder without the record
+    (written before it was kept), or a damaged one, is not refused. `advice`: how to go on."""
     try:
-        recorded = read_json(folder / store.METADATA_FILE).get("tasks_file")
-    except (OSError, ValueError, AttributeError):
+        meta = read_json(folder / store.METADATA_FILE)
+    except (OSError, ValueError, SteeropsError):
         return
-    if recorded is None or (root / recorded).resolve() == Path(tasks_file).resolve():
+    recorded = meta.get("tasks_file") if isinstance(meta, dict) else None
+    if not isinstance(recorded, str) or meta.get("source_hash") == digest:
         return
+    if os.path.abspath(Path(root) / recorded) == os.path.abspath(tasks_file):
+        return  # the same file, edited: extracted again
     raise SteeropsError(
-        f"{key}: {folder} holds the activations of the task file {recorded}, not of "
-        f"{tasks_file}: name this task set apart (probes.tasks_name or --tasks-name), or "
-        "delete that folder to replace them"
+        f"{folder} holds the activations of the task file {recorded}, not of {tasks_file}: {advice}"
     )
 
 
@@ -179,7 +194,8 @@ def extract_tasks(
     extracted is a child run of `tracker` (or of a run opened here, tagged with the DVC
     hashes of `run_inputs` and the model). `root`: the outputs root the activations go
     under (default: params'). `tasks_file`: the file `tasks` came from, recorded so that
-    another file under the same set name is refused (`check_task_file`)."""
+    another file under the same set name is refused (`check_task_file`, which callers run
+    before the model loads)."""
     pos = parse_position(position)
     if pos.needs_response:
         raise SteeropsError(
@@ -190,15 +206,13 @@ def extract_tasks(
         raise SteeropsError(f"task set {tasks_name!r}: no tasks")
     check_conditions(conditions)
     cfg = params.extraction
-    source_hash = text_md5(json.dumps([t.__dict__ for t in tasks], sort_keys=True))
+    source_hash = tasks_digest(tasks)
     outputs: dict[str, Path] = {}
     todo = []
     for cond in conditions:
         out_dir = task_activations_dir(
             root or params.out, tasks_name, loaded.name, pos.text, component, cond.id
         )
-        if tasks_file is not None:
-            check_task_file(out_dir, tasks_file, params.root, f"task set {tasks_name!r}")
         examples = task_examples(loaded.tokenizer, tasks, cond)
         engine.require_windows(examples, pos)
         job = make_job(params, loaded, out_dir, pos, layers, component)
@@ -227,7 +241,9 @@ def extract_tasks(
                     "source_hash": source_hash,
                     # which file: another under the same set name is refused
                     # (`check_task_file`)
-                    "tasks_file": None if tasks_file is None else relative(tasks_file, params.root),
+                    "tasks_file": None
+                    if tasks_file is None
+                    else task_file_record(tasks_file, params.root),
                     "counts": {"tasks": len(kept)},
                 }
 

@@ -3,7 +3,6 @@ load for every missing condition), and read chosen layers as float64 matrices.""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,8 +11,7 @@ import numpy as np
 from steerops.errors import SteeropsError
 from steerops.extract import store
 from steerops.extract.store import damage, is_complete, read_metadata, stored_layers
-from steerops.extract.tasks import check_task_file, tasks_name
-from steerops.io import text_md5
+from steerops.extract.tasks import check_task_file, tasks_digest, tasks_name
 from steerops.models.fingerprint import model_fingerprint
 
 
@@ -28,11 +26,6 @@ def condition_dir(params, condition_id: str, root: Path | None = None) -> Path:
         probes.component,
         condition_id,
     )
-
-
-def tasks_digest(tasks) -> str:
-    # The extractor records this hash of the task list as `source_hash`.
-    return text_md5(json.dumps([t.__dict__ for t in tasks], sort_keys=True))
 
 
 def is_fresh(
@@ -132,7 +125,7 @@ def ensure_conditions(
         dirs[cid] = fresh[0] if fresh else own
         if not fresh:
             # before the model loads: another task file's activations are not replaced
-            check_task_file(own, tasks_file, params.root, _set_key(params))
+            check_task_file(own, tasks_file, params.root, digest, _set_advice(params))
             stale.append((cid, prompt))
     if not stale:
         return dirs
@@ -165,11 +158,17 @@ def ensure_conditions(
     return dirs
 
 
-def _set_key(params) -> str:
-    """The param that names the probes' task set, as an error names it."""
+def _set_advice(params) -> str:
+    """The refusal of `check_task_file` for the probes' task set: the param that names it,
+    and how to go on."""
     if params.probes.tasks_name:
-        return f"probes.tasks_name {params.probes.tasks_name!r}"
-    return f"probes.tasks {params.probes.tasks!r} (its file name, the set's name)"
+        key = f"probes.tasks_name {params.probes.tasks_name!r}"
+    else:
+        key = f"probes.tasks {params.probes.tasks!r} (its file name, the set's name)"
+    return (
+        f"{key} names another task set: give this one its own (probes.tasks_name or "
+        "--tasks-name), or delete that folder to replace them"
+    )
 
 
 def read_task_ids(folder: Path, layers: list[int]) -> tuple[list[str], dict]:

@@ -449,11 +449,15 @@ def run_ood(args: argparse.Namespace) -> None:
     low, high = pairs["rate_ci"]
     rate = "" if low is None else f", rate {pairs['rate']:.3g} [{low:.3g}, {high:.3g}] (95% Wilson)"
     roles = "/".join(pairs.get("roles") or ("A", "C"))
+    left_out = pairs.get("fitted_left_out") or 0
     if pairs["n"] == 0:  # "0 of 0" reads as "no inversions"
-        print(
-            f"  {roles} inversions: no comparable pair: no target has both roles scored with "
-            "a probe and a behaviour change"
+        why = (
+            f" left: {left_out} target{'s' if left_out > 1 else ''} the probe was fitted on "
+            "left out (trained under another prompt than the baseline's)"
+            if left_out
+            else ": no target has both roles scored with a probe and a behaviour change"
         )
+        print(f"  {roles} inversions: no comparable pair{why}")
     else:
         # A minus C reads no baseline, so targets the probe was fitted on count (flagged)
         fitted = len({i["target"] for i in pairs["items"] if i["comparable"] and i["fitted"]})

@@ -37,8 +37,9 @@ delta = rate(condition) - rate(baseline) (nan where a rate is missing).
   inversions over the n comparable pairs gets a 95% Wilson interval, clustered by target
   (`stats.clustered_proportion`: a target's versions move together). Under `heldout` the
   mean target deltas leave out targets the probe was fitted on (a delta subtracts the
-  baseline reading, in-sample for them); the inversions count them, flagged: A minus C
-  reads two conditions the probe never saw, and the baseline reading cancels.
+  baseline reading, in-sample for them); the inversions count them, flagged, when the probe
+  was trained under the baseline's prompt: A minus C then reads two conditions it never
+  saw, and the baseline reading cancels (trained under another prompt, they are left out).
 """
 
 from __future__ import annotations
@@ -392,12 +393,16 @@ def analyse(
     evaluated: np.ndarray | None = None,
     fitted: Collection[str] | None = (),
     exclude_fitted: bool = False,
+    fitted_in_pairs: bool = True,
 ) -> dict:
     """Every statistic above as one JSON-ready dict. `evaluated`: a mask over `tasks` of the
     tasks the per-version and per-condition statistics use (None: all); `fitted`: the tasks
     the probe was fitted or selected on, flagged among the targets (None: not recorded);
     `exclude_fitted`: the mean target deltas leave fitted targets out too (held out),
-    counting them in `n_fitted_targets_left_out`; the inversions keep them (see above)."""
+    counting them in `n_fitted_targets_left_out`; the inversions keep them (see above) when
+    `fitted_in_pairs` (the probe was trained under the baseline's prompt), else leave them
+    out too (`pairs.fitted_left_out`): trained under a condition's prompt, an A or C reading
+    of a fitted target may be one it was fitted on."""
     targets = per_target(tasks, conditions, probe, behaviour, top_k, fitted)
     left_out = {g["target"] for g in targets if exclude_fitted and g["fitted"]}
     scored = [g for g in targets if g["target"] not in left_out]
@@ -430,11 +435,14 @@ def analyse(
             role: _means_with_intervals([r for ro, r in rows if ro == role])
             for role in dict.fromkeys(ro for ro, _ in rows)
         }
+    paired = targets if fitted_in_pairs or not exclude_fitted else scored
+    pairs = paired_inversions(paired, roles)
+    pairs["fitted_left_out"] = len({g["target"] for g in targets} - {g["target"] for g in paired})
     return {
         "per_condition": per_condition,
         "per_version": versions,
         "targets": targets,
-        "pairs": paired_inversions(targets, roles),
+        "pairs": pairs,
         # targets the probe was fitted on, left out of the mean target deltas
         "n_fitted_targets_left_out": len(left_out),
     }

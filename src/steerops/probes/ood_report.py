@@ -77,15 +77,26 @@ def _targets_counted(result: dict) -> str:
 
 
 def _inversions_counted(pairs: dict) -> str:
-    """What the inversions count, as a sentence's end: every target, fitted ones too, since
-    A minus C reads no baseline (the one reading in-sample for a fitted target)."""
-    fitted = len({i["target"] for i in pairs["items"] if i.get("fitted")})
-    if not fitted:
+    """Which targets the inversions count, as a sentence's end: the probe's fitted ones too
+    when it was trained under the baseline's prompt (A minus C then reads no reading it was
+    fitted on), else not."""
+    left_out = pairs.get("fitted_left_out") or 0
+    if left_out:
+        return (
+            f"; {_targets(left_out)} the probe was fitted on left out: trained under another "
+            "prompt than the baseline's, it may have been fitted on their A or C readings."
+        )
+    counted = len({i["target"] for i in pairs["items"] if i["comparable"] and i.get("fitted")})
+    if not counted:
         return "."
     return (
-        f"; {fitted} of the targets were fitted by the probe, and count: A minus C reads two "
+        f"; {_targets(counted)} the probe was fitted on counted: A minus C reads two "
         "conditions it never saw (the baseline reading, in-sample for them, cancels)."
     )
+
+
+def _targets(n: int) -> str:
+    return f"{n} target{'' if n == 1 else 's'}"
 
 
 def _baseline_vs_training(base: dict) -> str:
@@ -204,9 +215,14 @@ def markdown(result: dict) -> str:
     lines += [
         f"## Paired {pairs['roles'][0]}/{pairs['roles'][1]} inversions",
         "",
-        f"{pairs['inversions']} of {pairs['n']} comparable (target, version) pairs "
-        f"invert (rate {_interval(pairs['rate'], pairs.get('rate_ci'))}, 95% Wilson "
-        f"clustered by target, n {pairs['n']}){_inversions_counted(pairs)}",
+        (
+            f"{pairs['inversions']} of {pairs['n']} comparable (target, version) pairs "
+            f"invert (rate {_interval(pairs['rate'], pairs.get('rate_ci'))}, 95% Wilson "
+            f"clustered by target, n {pairs['n']})"
+            if pairs["n"]
+            else "No comparable (target, version) pair"
+        )
+        + _inversions_counted(pairs),
         "",
     ]
     lines += _table(

@@ -65,7 +65,7 @@ def _check_probe_matches(params, manifest: dict, run_dir: Path, train_flags: str
 
 
 def _trained_under_baseline(
-    manifest: dict, baseline, run_dir: Path, conditions_path: Path
+    manifest: dict, baseline, run_dir: Path, conditions_path: Path, train_flags: str = ""
 ) -> bool | None:
     """Whether the probe was trained under the baseline's system prompt (None: a run from
     before the prompt was recorded, trained under an override). Another prompt is said on
@@ -81,14 +81,22 @@ def _trained_under_baseline(
         return True
     condition = (manifest.get("config") or {}).get("condition")
     print(
-        f"warning: probe run {run_dir.name} was trained on condition {condition!r} (system "
-        f"prompt {json.dumps(trained)}), but the baseline {baseline.id!r} of "
-        f"{conditions_path} has {json.dumps(baseline.system_prompt)}: every delta is "
-        f"measured from readings under another prompt than the probe's (set probes.condition: "
-        f"{baseline.id} and run `steerops probe train` again to match them)",
+        f"warning: probe run {run_dir.name} was trained on condition {condition!r} "
+        f"({_prompt_words(trained)}), but the baseline {baseline.id!r} of {conditions_path} "
+        f"has {_prompt_words(baseline.system_prompt)}: every delta is measured from readings "
+        f"under another prompt than the probe's, and the A/C inversions leave out the targets "
+        f"it was fitted on (to match them, set probes.condition: {baseline.id}, a condition "
+        f"of probes.ood.conditions, and run `steerops probe train{train_flags}` again)",
         file=sys.stderr,
     )
     return False
+
+
+def _prompt_words(prompt: str | None) -> str:
+    """A condition's prompt as a warning says it (None: each task keeps its own)."""
+    if prompt is None:
+        return "each task's own system prompt"
+    return f"system prompt {json.dumps(prompt)}"
 
 
 def _required(params, key: str) -> Path:
@@ -247,7 +255,7 @@ def run_ood(
     run_dir = resolve_run(root, run, train_flags)
     weight, bias, layer, manifest = load_probe(run_dir, ood.layer)
     _check_probe_matches(params, manifest, run_dir, train_flags)
-    same_prompt = _trained_under_baseline(manifest, baseline, run_dir, conditions_path)
+    same_prompt = _trained_under_baseline(manifest, baseline, run_dir, conditions_path, train_flags)
     fitted = _fitted_tasks(params, manifest, run_dir, known & set(rates[baseline.id]), train_flags)
     given = out_dir is not None
     out_dir = out_dir or ood_dir(
@@ -333,6 +341,7 @@ def run_ood(
             evaluated,
             fitted,
             exclude_fitted=ood.tasks == "heldout",
+            fitted_in_pairs=same_prompt is True,
         ),
     }
     _write_outputs(

@@ -383,10 +383,11 @@ def train(params) -> tuple[Path, dict, bool]:
     stale = comparisons_path and scores_of_other_comparisons(scores_path, comparisons_path)
     if stale:
         # outside DVC nothing fits them again: the targets would not be these comparisons'
-        csv = shlex.quote(display_path(scores_path))
+        fit = f"--comparisons {shlex.quote(display_path(comparisons_path))}"
+        fit += f" --out-csv {shlex.quote(display_path(scores_path))}"
         print(
             f"warning: {stale} (edited, or another file): run `steerops probe thurstonian"
-            f"{run_out_flag(params)} --out-csv {csv}` again to train on scores of them",
+            f"{run_out_flag(params)} {fit}` again to train on scores of them",
             file=sys.stderr,
         )
     # inputs validated before a model load
