@@ -272,9 +272,12 @@ def test_the_cleaning_answer_is_of_the_chosen_method_and_one_bullet_per_trait():
         "- **u** on `m`:",
     ]
     at = next(i for i, line in enumerate(lines) if "removing massive dims" in line)
-    assert lines[at : at + 3] == [
+    assert lines[at : at + 4] == [
         "  - removing massive dims (`mean_diff_top1` against `mean_diff`): **cleaning helps**",
         "    - cleaned: 1 dims of the `massive` set, 1 removed from the vector at layer 12",
+        "    - the cleaned vector, renormalised, pushes 1.195x harder along the other dims at "
+        "a coefficient, so the gain holds that push too (the cleaned one at the coefficient x "
+        "0.837 matches it)",
         "- **u** on `m`:",
     ]
     assert not any("probe_top1" in line for line in lines)  # not the chosen method's

@@ -728,7 +728,10 @@ def test_a_null_gain_of_a_barely_changed_vector_is_not_read_as_dims_not_matterin
     row |= {"gain": 10.0, "gain_lo": low, "gain_hi": 30.0, "gain_n": 20, "removed_share": share}
     [line] = _cleaning_lines(pd.DataFrame([row]))
     assert ("**cannot tell whether the dims matter: the cleaned vector is nearly" in line) is caveat
-    assert line.endswith("**") and ("cleaning helps" in line) is (low > 0)
+    # a real change says its harder push beside the verdict; a near copy's is negligible
+    pushed = share >= 0.05
+    assert ("harder along the other dims" in line) is pushed
+    assert (line.endswith("**") or pushed) and ("cleaning helps" in line) is (low > 0)
 
 
 @pytest.mark.parametrize(
@@ -758,6 +761,10 @@ def test_a_cleaning_gain_of_picks_apart_says_what_it_holds(cleaned, uncleaned, g
     assert f"**{says}" in line
     assert ("each at its own chosen config" in line) is (cleaned[1] != uncleaned[1])
     assert f"verdicts: {cleaned[0]} cleaned, {uncleaned[0]} uncleaned" in line
+    # the dims held 30% of the vector: at one coefficient the renormalised cleaned vector
+    # pushes 1 / sqrt(0.7) harder along the rest, which the gain holds too
+    assert f"pushes {1 / 0.7**0.5:.3f}x harder along the other dims" in line
+    assert f"the cleaned one at the coefficient x {0.7**0.5:.3f} matches it" in line
 
 
 def test_the_grid_named_keeps_signed_coefficients_apart_and_unscored_is_not_incoherent():
@@ -984,7 +991,12 @@ def test_a_compared_near_copy_carries_its_caveat_into_the_cleaning_curve(tmp_pat
         "massive at the vector's position), whatever their size in the activations"
     )
     assert curve.set_index("variant")["removed_share"]["mean_diff_large"] > tables.BARELY
-    assert notes["mean_diff_large"] == "" and notes["mean_diff_uncompared"] == ""
+    # dims holding more: the note says the renormalised vector's harder push instead
+    from steerops.report.weighed import push_note
+
+    large = curve.set_index("variant")["removed_share"]["mean_diff_large"]
+    assert notes["mean_diff_large"] == push_note(large) and "harder" in push_note(large)
+    assert notes["mean_diff_uncompared"] == ""  # no gain: nothing to qualify
     assert notes["mean_diff"] == "" and notes["mean_diff_other"] == "settings differ"
 
 

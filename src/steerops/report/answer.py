@@ -24,7 +24,7 @@ from steerops.report.markdown import cell, coherence_words, interval, where
 from steerops.report.resplit import Resplit, resplit_words
 from steerops.report.trial_words import trial_lines
 from steerops.report.versus_grid import versus_words
-from steerops.report.weighed import Weighed, weighed_words
+from steerops.report.weighed import Weighed, push_note, weighed_words
 from steerops.search.store import READ_BEFORE, read_before_of
 
 
@@ -488,4 +488,6 @@ def cleaning_parts(row: Any, base: Any, compared: bool = False) -> tuple[str, st
             f"{cell(row.coefficient)} against layer {cell(base.layer)}, coefficient "
             f"{cell(base.coefficient)}): the gain holds the coefficient's change too"
         )
+    if not pd.isna(share) and share >= tables.BARELY:
+        configs = "; ".join(x for x in (configs, push_note(share)) if x)
     return says, why, configs

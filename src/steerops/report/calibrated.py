@@ -16,6 +16,7 @@ from steerops.calibration.store import calibration_file, heatmap_file, read_cali
 from steerops.errors import SteeropsError
 from steerops.io import read_json
 from steerops.report import tables
+from steerops.report.weighed import push_note
 from steerops.vectors.store import METADATA_FILE, vectors_dir, vectors_for
 
 MASSIVE_COLUMNS = ["layer", "dim", "peak", "ratio_to_median", "median_abs", "token", "position"]
@@ -207,10 +208,16 @@ def _share(vector: Any, dims: list | None) -> float | None:
 def _note_near_copies(curve: pd.DataFrame) -> None:
     """`gain_note` of a compared variant whose cleaned dims held under `tables.BARELY` of
     the vector: the CSV and report.md say it too, not only results.md, since a gain of
-    +0.0 between near copies reads as "the dims do not matter", which it cannot show."""
+    +0.0 between near copies reads as "the dims do not matter", which it cannot show; of
+    one whose dims held more, the harder push of its renormalised vector (`push_note`)."""
     near = _near(curve) & (curve["gain_note"] == "")
     picked = curve.loc[near, ["removed_share", "layer"]].itertuples(index=False)
     curve.loc[near, "gain_note"] = [near_copy_note(share, layer) for share, layer in picked]
+    # the others changed the vector enough to test the dims, and its push along the rest
+    pushed = (curve["removed_share"] >= tables.BARELY) & curve["gain"].notna()
+    pushed &= curve["gain_note"] == ""
+    shares = curve.loc[pushed, "removed_share"]
+    curve.loc[pushed, "gain_note"] = [push_note(share) for share in shares]
 
 
 def _near(curve: pd.DataFrame) -> pd.Series:

@@ -219,7 +219,8 @@ def _steering_line(steering: dict[str, Any] | None) -> list[str]:
     unsteered, unmeasured = steering.get("unsteered"), steering.get("unmeasured")
     return [
         f"- Steering: coefficients in `{unit}` units ({UNITS.get(str(unit), '?')}), added to "
-        "the output of decoder block L from 0 (HF's `hidden_states[L + 1]`) at every token "
+        "the output of decoder block L from 0 (HF's `hidden_states[L + 1]`; at the last "
+        "block, before the final norm HF's last hidden state has applied) at every token "
         f"of scope `{steering.get('scope')}`; {steering.get('max_new_tokens')} new tokens "
         "an answer, greedy"
         + (

@@ -144,6 +144,16 @@ def matching(coefficient: float, share: float) -> float:
     return coefficient * (1 - share) ** 0.5
 
 
+def push_note(share: float) -> str:
+    """What a cleaning gain at the chosen configs holds beside the dims, for dims holding
+    `share` of the uncleaned vector: the cleaned one pushes the other dims harder."""
+    return (
+        f"the cleaned vector, renormalised, pushes {1 / matching(1.0, share):.3f}x harder "
+        "along the other dims at a coefficient, so the gain holds that push too (the cleaned "
+        f"one at the coefficient x {matching(1.0, share):.3f} matches it)"
+    )
+
+
 def _matched(
     rows: pd.DataFrame, layer: float, coefficient: Any, share: float, uncleaned: dict | None
 ) -> Any:
