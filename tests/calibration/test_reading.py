@@ -56,12 +56,14 @@ def test_peaks_within_twice_of_the_bar_are_near_misses_strongest_first():
         "peak": 1825.0,
         "under": ["ratio"],
         "tokens": on_first,
+        "peak_layer": 11,
+        "ratio_layer": 11,
     }
     assert misses[507]["layers"] == [3] and misses[507]["tokens"] == {"' '@46": [3]}
     assert near_line(_record()) == (
-        "247 at layers 11-12 (peak up to 1,825, ratio up to 967x: under the ratio bar; on "
-        "'<s>'@0); 507 at layer 3 (peak up to 860, ratio up to 741x: under the ratio bar; on "
-        "' '@46)"
+        "247 at layers 11-12 (peak up to 1,825 at layer 11, ratio up to 967x at layer 11: "
+        "under the ratio bar; largest on '<s>'@0); 507 at layer 3 (peak up to 860, ratio up "
+        "to 741x: under the ratio bar; largest on ' '@46)"
     )
     assert near_misses(_record(), within=1.01) == {}  # none within 1% of the bar
     assert near_line({"layers": {}, "aggregate": {}}) == "none"  # an older record: no rule
@@ -73,7 +75,7 @@ def test_the_report_names_the_near_misses_under_the_massive_set():
     assert "507 at layers 11-12" in line
     assert (
         "- Near the bar, where the cut falls (not massive at these layers, but over 1/2 of "
-        "each bar: peak |x| > 50 and > 500x): 247 at layers 11-12 (peak up to 1,825" in line
+        "each bar: peak |x| > 50 and > 500x): 247 at layers 11-12 (peak up to 1,825 at" in line
     )
 
 
@@ -86,7 +88,9 @@ def test_a_near_miss_says_which_bar_it_fell_under_at_every_layer():
     record = _record()
     record["layers"] = {"1": layer(90.0, 1500.0), "2": layer(80.0, 2000.0)}
     assert near_misses(record)[7]["under"] == ["peak"]
-    assert "(peak up to 90, ratio up to 2,000x: under the peak bar)" in near_line(record)
+    # the largest peak and the largest ratio come from different layers: each says which
+    line = near_line(record)
+    assert "(peak up to 90 at layer 1, ratio up to 2,000x at layer 2: under the peak bar)" in line
     record["layers"] = {"1": layer(90.0, 900.0)}
     assert near_line(record).endswith("under both bars)")
     # exactly at a bar is under it: massive needs more than each
@@ -97,8 +101,8 @@ def test_a_near_miss_says_which_bar_it_fell_under_at_every_layer():
     record["layers"] = {"1": layer(90.0, 1500.0), "2": layer(300.0, 900.0)}
     assert near_misses(record)[7]["under"] == []
     assert near_line(record) == (
-        "7 at layers 1-2 (peak up to 300, ratio up to 1,500x: under one bar or the other at "
-        "each layer)"
+        "7 at layers 1-2 (peak up to 300 at layer 2, ratio up to 1,500x at layer 1: under one "
+        "bar or the other at each layer)"
     )
 
 

@@ -47,14 +47,25 @@ def near_misses(record: dict[str, Any], within: float = NEAR) -> dict[int, dict[
             missed = {"peak"} if value <= threshold else set()
             missed |= {"ratio"} if float(peak["ratio"]) <= ratio else set()
             hit = found.setdefault(
-                dim, {"layers": [], "ratio": 0.0, "peak": 0.0, "under": missed, "tokens": {}}
+                dim,
+                {
+                    "layers": [],
+                    "ratio": 0.0,
+                    "peak": 0.0,
+                    "under": missed,
+                    "tokens": {},
+                    "ratio_layer": None,
+                    "peak_layer": None,
+                },
             )
             hit["layers"].append(int(layer))
             if peak.get("token") is not None:  # an older record names none
                 where = f"{peak['token']!r}@{peak.get('position')}"
                 hit["tokens"].setdefault(where, []).append(int(layer))
-            hit["ratio"] = max(hit["ratio"], float(peak["ratio"]))
-            hit["peak"] = max(hit["peak"], value)
+            if float(peak["ratio"]) > hit["ratio"]:
+                hit["ratio"], hit["ratio_layer"] = float(peak["ratio"]), int(layer)
+            if value > hit["peak"]:
+                hit["peak"], hit["peak_layer"] = value, int(layer)
             hit["under"] = hit["under"] & missed
     for hit in found.values():
         hit["under"] = sorted(hit["under"])
@@ -79,26 +90,35 @@ def near_rule(record: dict[str, Any], within: float = NEAR) -> str:
 
 
 def near_line(record: dict[str, Any], within: float = NEAR) -> str:
-    """The near misses in one phrase ("247 at layers 11-12 (peak up to 1,825, ratio up to
-    967x: under the ratio bar); ..."), or "none"."""
+    """The near misses in one phrase ("247 at layers 11-12 (peak up to 1,825 at layer 12,
+    ratio up to 967x at layer 11: under the ratio bar); ..."), or "none"."""
     misses = near_misses(record, within)
     return (
         "; ".join(
-            f"{dim} at {layers_words(hit['layers'])} (peak up to {hit['peak']:,.0f}, ratio "
-            f"up to {hit['ratio']:,.0f}x: {UNDER[tuple(hit['under'])]}{_tokens(hit)})"
+            f"{dim} at {layers_words(hit['layers'])} (peak up to {hit['peak']:,.0f}"
+            f"{_at(hit, 'peak_layer')}, ratio up to {hit['ratio']:,.0f}x"
+            f"{_at(hit, 'ratio_layer')}: {UNDER[tuple(hit['under'])]}{_tokens(hit)})"
             for dim, hit in misses.items()
         )
         or "none"
     )
 
 
+def _at(hit: dict[str, Any], key: str) -> str:
+    """ " at layer 28" where a near miss spans several layers: its largest peak and its
+    largest ratio may come from different ones."""
+    return f" at layer {hit[key]}" if len(hit["layers"]) > 1 and hit.get(key) is not None else ""
+
+
 def _tokens(hit: dict[str, Any]) -> str:
-    """ "; on '<|im_start|>'@0", by layers when the peaks sat on several tokens, or ""."""
+    """ "; largest on '<|im_start|>'@0", by layers when the peaks sat on several tokens, or
+    "". The record keeps one token per dim and layer, its largest: the dim may be nearly as
+    large on others (a sink's first token in every sequence, say)."""
     tokens = hit.get("tokens") or {}
     if len(tokens) == 1:
-        return f"; on {next(iter(tokens))}"
+        return f"; largest on {next(iter(tokens))}"
     return (
-        "; on " + ", ".join(f"{t} at {layers_words(ls)}" for t, ls in tokens.items())
+        "; largest on " + ", ".join(f"{t} at {layers_words(ls)}" for t, ls in tokens.items())
         if tokens
         else ""
     )
