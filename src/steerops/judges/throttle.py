@@ -14,11 +14,9 @@ and then rather than hit every few requests.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 _POLL_S = 0.25  # how often a held thread looks at its stop events
@@ -37,15 +35,14 @@ class Throttle:
         self._generation = 0  # decreases so far: a 429 of an older request is no news
         self._cond = threading.Condition()
 
-    def acquire(self, *stops: threading.Event) -> int:
+    def acquire(self, *stops: threading.Event) -> int | None:
         """Wait for a free place (and the end of any hold), then take it; returns the
-        generation to hand back to `release`. Raises `Stopped` once a stop event is set."""
-        from steerops.judges.transport import Stopped
-
+        generation to hand back to `release`, or None (no place taken) once a stop event
+        is set."""
         with self._cond:
             while True:
                 if any(stop.is_set() for stop in stops):
-                    raise Stopped(f"judge: {self.url}: stopped while waiting to send")
+                    return None
                 hold = self._until - time.monotonic()
                 if hold <= 0 and self.in_flight < self.allowed:
                     self.in_flight += 1
@@ -90,25 +87,8 @@ class Throttle:
 
 @dataclass
 class Outcome:
-    """What one request came to, filled in while it is in flight (`in_flight`)."""
+    """What one request came to, filled in while it is in flight (`transport.in_flight`)."""
 
     ok: bool = False  # an answer
     throttled: bool = False  # an HTTP 429
     hold_s: float = 0.0  # how long every next request waits (the 429's retry delay)
-
-
-@contextlib.contextmanager
-def in_flight(throttle: Throttle | None, *stops: threading.Event) -> Iterator[Outcome]:
-    """One request's place under `throttle` (None: no limit), taken before it is sent and
-    given back with its `Outcome` however the block ends."""
-    outcome = Outcome()
-    if throttle is None:
-        yield outcome
-        return
-    generation = throttle.acquire(*stops)
-    try:
-        yield outcome
-    finally:
-        throttle.release(
-            generation, ok=outcome.ok, throttled=outcome.throttled, hold_s=outcome.hold_s
-        )

@@ -12,6 +12,7 @@ http proxy reads every header it forwards.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import json
@@ -23,11 +24,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from steerops.errors import SteeropsError
-from steerops.judges.throttle import Throttle, in_flight
+from steerops.judges.throttle import Outcome, Throttle
 
 # Worth another try: the server is busy or broken right now, or the network dropped us.
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
@@ -125,7 +127,7 @@ def post_json(
     last = refused = ""
     for attempt in range(policy.max_retries + 1):
         retry_after = None
-        with in_flight(throttle, stop, no_retry) as outcome:
+        with in_flight(url, throttle, stop, no_retry) as outcome:
             request = urllib.request.Request(url, data=data, headers=headers, method="POST")
             try:
                 with _opener().open(request, timeout=policy.timeout_s) as reply:
@@ -181,6 +183,26 @@ def post_json(
     raise SteeropsError(
         f"judge: {url} failed after {policy.max_retries + 1} attempts; last error: {last}"
     )
+
+
+@contextlib.contextmanager
+def in_flight(url: str, throttle: Throttle | None, *stops: threading.Event) -> Iterator[Outcome]:
+    """One request's place under `throttle` (None: no limit), taken before it is sent and
+    given back with its `Outcome` however the block ends; `Stopped` when a stop event is
+    set while it waits for one."""
+    outcome = Outcome()
+    if throttle is None:
+        yield outcome
+        return
+    generation = throttle.acquire(*stops)
+    if generation is None:
+        raise Stopped(f"judge: {url}: stopped while waiting to send")
+    try:
+        yield outcome
+    finally:
+        throttle.release(
+            generation, ok=outcome.ok, throttled=outcome.throttled, hold_s=outcome.hold_s
+        )
 
 
 def _error_in(reply: object) -> str | None:
