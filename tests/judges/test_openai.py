@@ -1193,7 +1193,7 @@ def test_a_run_of_its_own_asks_no_answer_the_pipeline_s_cache_holds(tmp_path, se
 
 
 def test_a_rate_limited_endpoint_gets_fewer_requests_at_once(tmp_path, server, trait, key, capsys):
-    """An endpoint that answers 429 past 2 requests in flight, a judge of 8 threads with 2
+    """An endpoint that answers 429 past 2 requests in flight, a judge of 8 threads with 5
     retries each: alone, each thread's backoff kept 8 at the endpoint and spent the retries
     on more 429s; the shared throttle halves what is in flight on a 429 and holds the next
     requests, so every prompt is answered with the scores of an unthrottled run, and the
@@ -1201,7 +1201,7 @@ def test_a_rate_limited_endpoint_gets_fewer_requests_at_once(tmp_path, server, t
     server.capacity, server.delay = 2, 0.05  # answers take a while: requests overlap
     responses = [f"trait: {i}=0.9 | coherence: {100 - i}=0.9" for i in range(40)]
     questions = [f"question {i}" for i in range(40)]
-    judge = make_judge(params_for(tmp_path, server, concurrency=8, max_retries=3), trait)
+    judge = make_judge(params_for(tmp_path, server, concurrency=8, max_retries=5), trait)
     scores = judge.score(questions, responses)
     want = np.array([(i, 100 - i) for i in range(40)], dtype=float)
     assert np.allclose(np.array(scores, dtype=float), want, rtol=0, atol=1e-9)
