@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 ANSWER = re.compile(r"\[ANSWER START\]\n(.*)\n\[ANSWER END\]", re.S)
 
@@ -196,3 +197,19 @@ def distribution(response: str, kind: str) -> list[tuple[str, float]]:
             pairs = [item.rsplit("=", 1) for item in spec.split()]
             return [(tok.replace("_", " "), float(p)) for tok, p in pairs]
     return [("oops", 0.9)]
+
+
+def judge_block(server: FakeServer, cache: Path, /, **judge) -> dict:
+    """A params `judge` block for `server`: the openai judge, its cache in `cache`, key from
+    STEEROPS_TEST_JUDGE_KEY, quick retries; `judge` overrides any key (cache_dir too)."""
+    return {
+        "kind": "openai",
+        "base_url": server.url,
+        "model": "judge-mini",
+        "api_key_env": "STEEROPS_TEST_JUDGE_KEY",
+        "cache_dir": str(cache),
+        "backoff_s": 0.01,
+        "max_backoff_s": 0.05,
+        "timeout_s": 5.0,
+        **judge,
+    }

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from fake_endpoint import FakeServer
+from fake_endpoint import FakeServer, judge_block
 from steer_world import SMALL, steer_params
 from steerops.cli import main
 
@@ -30,13 +30,7 @@ def test_the_judge_s_key_reaches_only_its_endpoint(
     tmp_path, toy_world, endpoint, monkeypatch, capfd
 ):
     monkeypatch.setenv("STEEROPS_CANARY_KEY", KEY)
-    judge = {
-        "kind": "openai",
-        "base_url": endpoint.url,
-        "model": "judge-mini",
-        "api_key_env": "STEEROPS_CANARY_KEY",
-        "cache_dir": str(tmp_path / "judge_cache"),
-    }
+    judge = judge_block(endpoint, tmp_path / "judge_cache", api_key_env="STEEROPS_CANARY_KEY")
     params = steer_params(tmp_path, toy_world, judge=judge)
     assert main(["steer", "--params", str(params), *SMALL]) == 0
     search = ["search", "--params", str(params), "--max-new-tokens", "6", "--layers", "1"]

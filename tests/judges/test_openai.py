@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fake_endpoint import FakeServer, distribution
+from fake_endpoint import FakeServer, distribution, judge_block
 from steerops.config import Params
 from steerops.errors import SteeropsError
 from steerops.judges import Judge, make_judge
@@ -61,18 +61,7 @@ def trait(tmp_path) -> Trait:
 
 
 def params_for(tmp_path: Path, server: FakeServer, **judge) -> Params:
-    cfg = {
-        "kind": "openai",
-        "base_url": server.url,
-        "model": "judge-mini",
-        "api_key_env": "STEEROPS_TEST_JUDGE_KEY",
-        "cache_dir": str(tmp_path / "cache"),
-        "backoff_s": 0.01,
-        "max_backoff_s": 0.05,
-        "timeout_s": 5.0,
-        **judge,
-    }
-    return Params.model_validate({"judge": cfg})
+    return Params.model_validate({"judge": judge_block(server, tmp_path / "cache", **judge)})
 
 
 @pytest.fixture

@@ -60,6 +60,11 @@ def run(args: argparse.Namespace) -> None:
         _run_traits(args, params)
 
 
+def _pipeline_file(params, tasks_file: Path) -> bool:
+    """Whether `tasks_file` is the pipeline's task file (`probes.tasks`)."""
+    return tasks_file.resolve() == params.path(params.probes.tasks).resolve()
+
+
 def _task_set_name(params, tasks_file: Path, scratch: bool) -> str:
     """The folder name of a task set's activations: the pipeline's (`probes.tasks_name`, or
         its file's stem) for the pipeline's task file, the file's own stem for another one,
@@ -69,7 +74,7 @@ def _task_set_name(params, tasks_file: Path, scratch: bool) -> str:
 
     pipeline = tasks_name(params)
     check_folder_name(pipeline, "probes.tasks_name" if params.probes.tasks_name else "probes.tasks")
-    if tasks_file.resolve() == params.path(params.probes.tasks).resolve():
+    if _pipeline_file(params, tasks_file):
         return pipeline
     name = tasks_file.stem
     check_folder_name(name, f"--tasks {tasks_file}")
@@ -159,10 +164,9 @@ def _run_tasks(args, params) -> None:
     name = _task_set_name(params, tasks_file, scratch=bool(getattr(args, "run_folder", None)))
     _precheck(params, variant, layer_spec, key_of("layers"), component)
     digest = tasks_digest(tasks)
-    pipeline = tasks_file.resolve() == params.path(params.probes.tasks).resolve()
     advice = (
         "set probes.tasks_name to name this set apart, or delete that folder to replace them"
-        if pipeline
+        if _pipeline_file(params, tasks_file)
         else "rename the file, pass --out DIR for a run of its own, or delete that folder "
         "to replace them"
     )

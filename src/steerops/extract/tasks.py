@@ -78,7 +78,7 @@ def check_task_file(folder: Path, tasks_file: Path, root: Path, digest: str, adv
     recorded = meta.get("tasks_file") if isinstance(meta, dict) else None
     if not isinstance(recorded, str) or meta.get("source_hash") == digest:
         return
-    if os.path.abspath(Path(root) / recorded) == os.path.abspath(tasks_file):
+    if task_file_record(tasks_file, root) == recorded:
         return  # the same file, edited: extracted again
     raise SteeropsError(
         f"{folder} holds the activations of the task file {recorded}, not of {tasks_file}: {advice}"

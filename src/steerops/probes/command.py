@@ -413,6 +413,7 @@ def _check_scores_target(out: Path, inputs: list[Path]) -> None:
 
 
 def run_ood(args: argparse.Namespace) -> None:
+    from steerops.probes.ood import fitted_compared
     from steerops.probes.ood_report import tasks_line
     from steerops.probes.ood_stage import run_ood as run
     from steerops.probes.store import OOD_FILES
@@ -460,7 +461,7 @@ def run_ood(args: argparse.Namespace) -> None:
         print(f"  {roles} inversions: no comparable pair{why}")
     else:
         # A minus C reads no baseline, so targets the probe was fitted on count (flagged)
-        fitted = len({i["target"] for i in pairs["items"] if i["comparable"] and i["fitted"]})
+        fitted = fitted_compared(pairs)
         among = f"; {fitted} fitted target{'s' if fitted > 1 else ''} among them" if fitted else ""
         print(f"  {roles} inversions: {pairs['inversions']} of {pairs['n']}{rate}{among}")
 

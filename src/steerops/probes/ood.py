@@ -381,6 +381,12 @@ def paired_inversions(targets: list[dict], roles: tuple[str, str]) -> dict:
     }
 
 
+def fitted_compared(pairs: dict) -> int:
+    """How many targets the probe was fitted on the inversions compare (`paired_inversions`'
+    comparable items)."""
+    return len({i["target"] for i in pairs["items"] if i["comparable"] and i.get("fitted")})
+
+
 def analyse(
     tasks: list[str],
     conditions: Conditions,

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from steerops.io import atomic_path
+from steerops.probes.ood import fitted_compared
 
 
 def _f(value, digits: int = 3) -> str:
@@ -86,7 +87,7 @@ def _inversions_counted(pairs: dict) -> str:
             f"; {_targets(left_out)} the probe was fitted on left out: trained under another "
             "prompt than the baseline's, it may have been fitted on their A or C readings."
         )
-    counted = len({i["target"] for i in pairs["items"] if i["comparable"] and i.get("fitted")})
+    counted = fitted_compared(pairs)
     if not counted:
         return "."
     return (
