@@ -3,7 +3,7 @@ under the massive bar, by layer, beside the set itself."""
 
 from __future__ import annotations
 
-from steerops.calibration.reading import layer_span, near_line, near_misses
+from steerops.calibration.reading import layer_span, near_line, near_misses, rare_line
 from steerops.report.calibrated import dims_line
 
 
@@ -104,6 +104,36 @@ def test_a_near_miss_says_which_bar_it_fell_under_at_every_layer():
         "7 at layers 1-2 (peak up to 300 at layer 2, ratio up to 1,500x at layer 1: under one "
         "bar or the other at each layer)"
     )
+
+
+def test_a_dim_over_the_bars_in_one_sequence_is_named_apart_from_the_set_and_the_near_misses():
+    """A dim over both bars on fewer sequences than the rule asks is not massive: the report
+    names it with its token and sequence, and it is no near miss (it passed both bars)."""
+    record = _record()
+    record["aggregate"]["massive_rule"]["min_sequences"] = 2
+    peak = {"dim": 99, "value": -4000.0, "ratio": 2100.0, "sequence": 7, "position": 130}
+    record["layers"]["5"] = {
+        "massive_dims": [],
+        "top_max": [peak],
+        "massive_rare": {"99": peak | {"token": " x", "recurring_ratio": 40.0}},
+    }
+    assert 99 not in near_misses(record)
+    assert (
+        rare_line(record)
+        == "99 at layer 5 (peak 4,000 on ' x'@130 of sequence 7; up to 40x in the next sequence)"
+    )
+    line = dims_line(record)
+    assert (
+        "- Massive dims (peak |x| > 100 and > 1000x the layer's median |x|, in at least 2 "
+        "calibration sequences, over all 3645" in line
+    )
+    assert (
+        "- Over both bars in fewer sequences than the rule asks (one text's outlier, not a "
+        "recurring massive dim; left out of the set): 99 at layer 5" in line
+    )
+    assert rare_line(_record()) == "" and "fewer sequences" not in dims_line(_record())
+    # an older record has no sequence rule: the line says none
+    assert "calibration sequences" not in dims_line(_record())
 
 
 def test_layer_spans():

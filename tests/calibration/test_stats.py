@@ -49,8 +49,8 @@ def where_of(n: int) -> torch.Tensor:
     return torch.stack([i // 60, i % 60], 1)
 
 
-def stream(x: np.ndarray, chunk: int = 97) -> LayerSums:
-    sums = LayerSums.zeros(x.shape[1])
+def stream(x: np.ndarray, chunk: int = 97, sequences: int = 1) -> LayerSums:
+    sums = LayerSums.zeros(x.shape[1], sequences)
     where = where_of(len(x))
     for i in range(0, len(x), chunk):
         sums.add(torch.from_numpy(x[i : i + chunk]), where[i : i + chunk])
@@ -91,6 +91,36 @@ def test_layer_stats_match_numpy_reference():
     assert small["massive_dims"] == [] and small["max_median_ratio"] > 1000
     # A lower ratio admits dim 9 as well.
     assert layer_stats(stream(x), top_k=4, threshold=100.0, ratio=300.0)["massive_dims"] == [3, 9]
+
+
+@pytest.mark.parametrize("chunk", [13, 97, N_TOKENS])  # sequences of 60 split across calls
+def test_a_dim_over_the_bars_in_fewer_sequences_than_asked_is_rare_not_massive(chunk):
+    """With `sequences` 2, a dim is massive only where its peak passes both bars in two
+    calibration sequences or more: one outlier token, or two in one text, is `massive_rare`.
+    Each dim's largest per-sequence peaks are numpy's whatever the chunking."""
+    x = planted_activations(layer=1)  # dim 3: 5000 on token 0 of each of the 10 sequences
+    x[130, 11] = 4000.0  # once, in sequence 2
+    x[200, 12], x[230, 12] = 4000.0, 3000.0  # twice, both in sequence 3
+    x[250, 14], x[490, 14] = 3000.0, 2000.0  # in sequences 4 and 8
+    sums = stream(x, chunk, sequences=2)
+    per_sequence = np.abs(x).reshape(10, 60, HIDDEN).max(1)  # [sequences, dims]
+    largest = -np.sort(-per_sequence, axis=0)[:2]
+    np.testing.assert_array_equal(sums.seq_peaks.numpy(), largest)
+    owners = sums.seq_ids.numpy()
+    np.testing.assert_array_equal(per_sequence[owners, np.arange(HIDDEN)], largest)
+    stats = layer_stats(sums, top_k=4, threshold=100.0, ratio=1000.0)
+    median = np.median(np.abs(x.astype(np.float64)))
+    bar = max(100.0, 1000.0 * median)
+    peak = largest[0]
+    expected = [d for d in np.argsort(-peak, kind="stable") if largest[1][d] > bar]
+    assert stats["massive_dims"] == expected == [3, 14]
+    assert sorted(stats["massive_rare"]) == ["11", "12"]  # 9 is under the ratio bar
+    assert stats["massive_rare"]["12"]["value"] == 4000.0
+    assert stats["massive_rare"]["12"]["recurring_ratio"] < 1000  # sequence 2's |x| of dim 12
+    assert stats["massive"]["14"]["recurring_ratio"] == pytest.approx(2000.0 / median, rel=3e-3)
+    # one sequence asked (the default): every dim over the bars somewhere, by peak
+    once = layer_stats(stream(x, chunk), top_k=4, threshold=100.0, ratio=1000.0)
+    assert once["massive_dims"] == [3, 11, 12, 14] and once["massive_rare"] == {}
 
 
 def test_streaming_is_independent_of_chunking():

@@ -140,6 +140,20 @@ def test_bad_calibration_prompts_name_the_line_and_keep_outputs(tmp_path, toy_pa
     assert not (tmp_path / "outputs" / "calibration").exists()
 
 
+def test_a_sequence_rule_no_dim_could_meet_is_refused_before_loading(
+    tmp_path, toy_params, capsys, no_model_loads
+):
+    prompts = tmp_path / "two.jsonl"
+    prompts.write_text('{"prompt": "hello ?"}\n{"prompt": "how do i bake a cake ?"}\n')
+    argv = ["calibrate", "--params", str(toy_params), "--prompts", str(prompts)]
+    line = refused_up_front([*argv, "--massive-min-sequences", "3"], tmp_path, capsys)
+    assert line.endswith(
+        f"--massive-min-sequences: 3 is more than the 2 calibration prompts in {prompts}, so "
+        "no dim could be massive; lower it or add prompts (params: "
+        "calibration.massive_min_sequences)"
+    )
+
+
 def test_a_global_rule_no_dim_could_meet_is_refused_before_loading(
     tmp_path, toy_params, capsys, no_model_loads
 ):

@@ -5,6 +5,7 @@ aggregate.top_dims_by_layer  each layer's ranking by |mean|
 aggregate.massive_dims       massive set: dims massive at >= 1 layer, by number of
                              layers, then peak ratio
 aggregate.massive_by_layer   each layer's massive dims, by peak
+aggregate.massive_rare_by_layer  dims over both bars in fewer sequences than the rule asks
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def summarize(
 ) -> dict:
     """`layers` and `aggregate` of calibration.json."""
     layers, rankings, relative = {}, {}, {}
+    min_sequences = min((len(s.seq_peaks) for s in sums_by_layer.values()), default=1)
     keep = max(top_k, global_top_n)
     for layer in sorted(sums_by_layer):
         sums = sums_by_layer[layer]
@@ -79,8 +81,14 @@ def summarize(
         "massive_rule": {
             "threshold": threshold,
             "ratio": ratio,
+            "min_sequences": min_sequences,
             "rule": "peak |x| > threshold and > ratio x median |x| over all tokens and dims "
-            "of the layer; listed by number of layers, then peak ratio",
+            "of the layer, in at least min_sequences calibration sequences; listed by number "
+            "of layers, then peak ratio",
+        },
+        # over both bars in fewer sequences than the rule asks, per layer: not massive
+        "massive_rare_by_layer": {
+            k: [int(d) for d in v["massive_rare"]] for k, v in layers.items() if v["massive_rare"]
         },
         "heatmap": heatmap_table(rankings, chosen, relative),
         "massive_heatmap": massive_table(layers, massive, sums_by_layer),

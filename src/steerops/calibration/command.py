@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from steerops.calibration.aggregate import summarize
 from steerops.calibration.heatmap import plot_heatmap
-from steerops.calibration.reading import massive_spans, near_line, near_rule
+from steerops.calibration.reading import massive_spans, near_line, near_rule, rare_line, rule_words
 from steerops.calibration.stats import LayerSums
 from steerops.calibration.store import (
     calibration_file,
@@ -40,13 +40,15 @@ def register(subparsers) -> None:
         "Generate responses to the calibration prompts and "
         "measure, per layer, the residual activations over all tokens: each dim's peak |x| "
         "and the token it occurs at, max/median ratios, massive dims (peak > "
-        "massive_threshold and > massive_ratio x the layer median), the dims with the largest "
+        "massive_threshold and > massive_ratio x the layer median in at least "
+        "massive_min_sequences sequences), the dims with the largest "
         "mean, norms, and the global dims across layers.",
     )
     flags(
         parser,
         "calibration.variant calibration.max_new_tokens calibration.top_k "
-        "calibration.massive_threshold calibration.massive_ratio calibration.global_top_n "
+        "calibration.massive_threshold calibration.massive_ratio "
+        "calibration.massive_min_sequences calibration.global_top_n "
         "calibration.global_min_layers calibration.batch_size",
     )
     flags(parser, "calibration.prompts", type=abs_path)  # relative to the working directory
@@ -62,9 +64,13 @@ def run(args: argparse.Namespace) -> None:
     print(
         f"calibration [{variant}]: {record['n_tokens']} tokens -> "
         f"{calibration_file(params.out, variant)}\n"
-        f"  massive dims (peak |x| > {rule['threshold']:g} and > {rule['ratio']:g}x the "
-        f"layer's median |x|): {massive or 'none'}\n"
-        f"  near the bar (not massive at these layers, but {near_rule(record)}): "
+        f"  massive dims ({rule_words(rule)}): {massive or 'none'}\n"
+        + (
+            f"  over both bars in fewer sequences (left out): {rare}\n"
+            if (rare := rare_line(record))
+            else ""
+        )
+        + f"  near the bar (not massive at these layers, but {near_rule(record)}): "
         f"{near_line(record)}\n"
         f"  large-mean global dims (not necessarily massive): "
         f"{', '.join(map(str, aggregate['global_dims'])) or 'none'}"
@@ -101,6 +107,7 @@ def calibrate(params, progress: bool = True) -> dict:
     check_variant(params, cfg.variant)  # a bad source or device fails before the run opens
     shape = model_shape(params, cfg.variant)
     _check_global_min_layers(cfg.global_min_layers, shape.num_layers)
+    _check_min_sequences(cfg.massive_min_sequences, len(prompts), prompts_file)
     check_new_tokens(shape, cfg.max_new_tokens, "calibration.max_new_tokens")
     settings = {
         k: getattr(cfg, k)
@@ -109,6 +116,7 @@ def calibrate(params, progress: bool = True) -> dict:
             "top_k",
             "massive_threshold",
             "massive_ratio",
+            "massive_min_sequences",
             "global_top_n",
             "global_min_layers",
         )
@@ -147,7 +155,7 @@ def calibrate(params, progress: bool = True) -> dict:
         # a prompt whose response is empty still counts: its template tokens are where
         # massive activations live, and sequence k stays the prompts file's prompt k
         seqs = [list(c.prompt_ids) + list(c.response_ids) for c in completions]
-        sums = token_stats(loaded, seqs, cfg.batch_size, progress)
+        sums = token_stats(loaded, seqs, cfg.batch_size, progress, cfg.massive_min_sequences)
         record = {
             "variant": cfg.variant,
             "model": {
@@ -215,17 +223,31 @@ def _check_global_min_layers(min_layers: int, num_layers: int | None) -> None:
         )
 
 
+def _check_min_sequences(min_sequences: int, n_prompts: int, prompts_file: Path) -> None:
+    if min_sequences > n_prompts:
+        raise SteeropsError(
+            f"calibration.massive_min_sequences: {min_sequences} is more than the "
+            f"{n_prompts} calibration prompts in {prompts_file}, so no dim could be massive; "
+            "lower it or add prompts"
+        )
+
+
 def token_stats(
-    loaded, seqs: list[list[int]], batch_size: int, progress: bool = True
+    loaded,
+    seqs: list[list[int]],
+    batch_size: int,
+    progress: bool = True,
+    min_sequences: int = 1,
 ) -> dict[int, LayerSums]:
-    """Stream every layer's residual on every token of `seqs` into per-layer `LayerSums`;
-    batches are length-sorted and left-padded (padding is masked out)."""
+    """Stream every layer's residual on every token of `seqs` into per-layer `LayerSums`
+    (each keeping its dims' `min_sequences` largest per-sequence peaks); batches are
+    length-sorted and left-padded (padding is masked out)."""
     from steerops.models.batching import Batcher, length_order, pad_batch
     from steerops.models.capture import forward_capture
 
     layout = loaded.layout
     layers = list(range(layout.num_layers))
-    sums = {layer: LayerSums.zeros(layout.hidden_size) for layer in layers}
+    sums = {layer: LayerSums.zeros(layout.hidden_size, min_sequences) for layer in layers}
     pad = loaded.tokenizer.pad_token_id or 0  # padded positions are masked out
     lengths = [len(s) for s in seqs]
     batcher = Batcher(

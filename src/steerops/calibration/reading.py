@@ -20,6 +20,46 @@ def massive_spans(aggregate: dict[str, Any]) -> list[str]:
     ]
 
 
+def _num(value: Any) -> str:
+    return "?" if value is None else f"{value:g}"
+
+
+def rule_words(rule: dict[str, Any]) -> str:
+    """The massive rule of a record's `massive_rule` ("peak |x| > 100 and > 1000x the
+    layer's median |x|, in at least 2 calibration sequences")."""
+    threshold, ratio = (rule.get(k) for k in ("threshold", "ratio"))
+    words = f"peak |x| > {_num(threshold)} and > {_num(ratio)}x the layer's median |x|"
+    sequences = rule.get("min_sequences")  # an older record has none: one token sufficed
+    if sequences is not None and sequences > 1:
+        words += f", in at least {sequences} calibration sequences"
+    return words
+
+
+def rare_line(record: dict[str, Any]) -> str:
+    """The dims over both bars in fewer sequences than the rule asks, left out of the massive
+    set ("11 at layer 3 (peak 4,000 on 'x'@130 of sequence 2; 430x in the next sequence)"),
+    or "" when none."""
+    found: dict[int, dict[str, Any]] = {}
+    for layer, stats in sorted(record.get("layers", {}).items(), key=lambda kv: int(kv[0])):
+        for dim, peak in (stats.get("massive_rare") or {}).items():
+            hit = found.setdefault(int(dim), {"layers": [], "peak": peak})
+            hit["layers"].append(int(layer))
+            if abs(float(peak["value"])) > abs(float(hit["peak"]["value"])):
+                hit["peak"] = peak
+    parts = []
+    for dim, hit in found.items():
+        peak = hit["peak"]
+        token = f" on {peak['token']!r}@{peak['position']}" if peak.get("token") is not None else ""
+        again = peak.get("recurring_ratio")
+        parts.append(
+            f"{dim} at {layers_words(hit['layers'])} (peak {abs(float(peak['value'])):,.0f}"
+            f"{token} of sequence {peak['sequence']}"
+            + (f"; up to {again:,.0f}x in the next sequence" if again is not None else "")
+            + ")"
+        )
+    return "; ".join(parts)
+
+
 def _bars(record: dict[str, Any]) -> tuple[Any, Any]:
     """The massive rule's peak and ratio bars (None each where an older record has none)."""
     rule = record.get("aggregate", {}).get("massive_rule") or {}
@@ -38,7 +78,9 @@ def near_misses(record: dict[str, Any], within: float = NEAR) -> dict[int, dict[
         return {}
     found: dict[int, dict[str, Any]] = {}
     for layer, stats in sorted(record.get("layers", {}).items(), key=lambda kv: int(kv[0])):
-        massive = set(stats.get("massive_dims") or [])
+        # a rare dim passed both bars: `rare_line` says it, not the near misses
+        rare = {int(d) for d in stats.get("massive_rare") or {}}
+        massive = set(stats.get("massive_dims") or []) | rare
         for peak in stats.get("top_max") or []:
             value, dim = abs(float(peak["value"])), int(peak["dim"])
             near = value > threshold / within and float(peak["ratio"]) > ratio / within

@@ -21,6 +21,11 @@ class CalibrationConfig(Strict):
     massive_ratio: float = Field(
         1000.0, gt=0, description="... and exceed this many times the layer's median |activation|"
     )
+    massive_min_sequences: int = Field(
+        2,
+        ge=1,
+        description="... in at least this many calibration sequences (1: one token anywhere)",
+    )
     global_top_n: int = Field(5, ge=1, description="a dim counts at a layer if in its top-N")
     global_min_layers: int = Field(3, ge=1, description="... at this many layers or more")
     batch_size: int = Field(32, ge=1, description="prompts per generate/forward batch")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from steerops import stats
 from steerops.report import tables
-from steerops.report.calibrated import removed_dims
+from steerops.report.calibrated import removed_dims, window_words
 from steerops.report.control import CONTROL, Control, control_words
 from steerops.report.grid_words import CELL, earlier_words, grid_words
 from steerops.report.load import SEARCH_KEY
@@ -395,6 +395,7 @@ def _cleaning_says(
             ]
             + details
             + ([there_words] if there_words else [])
+            + ([massive_there] if (massive_there := window_words(row)) else [])
         )
     return out
 

@@ -11,9 +11,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steerops.calibration.reading import NEAR, massive_spans, near_line, near_rule
+from steerops import stats
+from steerops.calibration.reading import (
+    NEAR,
+    massive_spans,
+    near_line,
+    near_rule,
+    rare_line,
+    rule_words,
+)
 from steerops.calibration.store import calibration_file, heatmap_file, read_calibration
 from steerops.errors import SteeropsError
+from steerops.extract.store import METADATA_FILE as ACTIVATIONS_METADATA
+from steerops.extract.store import activations_dir
 from steerops.io import read_json
 from steerops.report import tables
 from steerops.report.weighed import push_note
@@ -86,10 +96,17 @@ def dims_line(record: dict[str, Any] | None) -> str:
     spans = ", ".join(massive_spans(aggregate))
     return "\n".join(
         [
-            f"- Massive dims (peak |x| > {_num(rule.get('threshold'))} and > "
-            f"{_num(rule.get('ratio'))}x the layer's median |x|, over all "
+            f"- Massive dims ({rule_words(rule)}, over all "
             f"{record.get('n_tokens', '?')} calibration tokens): "
             + (spans or ("none" if massive is not None else "not recorded (older calibration)")),
+            *(
+                [
+                    "- Over both bars in fewer sequences than the rule asks (one text's "
+                    f"outlier, not a recurring massive dim; left out of the set): {rare}"
+                ]
+                if (rare := rare_line(record))
+                else []
+            ),
             "- Near the bar, where the cut falls (not massive at these layers, but over "
             f"1/{NEAR:g} of each bar: {near_rule(record)}): {near_line(record)}",
             "- Large-mean global dims (in a layer's top "
@@ -98,10 +115,6 @@ def dims_line(record: dict[str, Any] | None) -> str:
             "massive): " + (", ".join(map(str, aggregate.get("global_dims", []))) or "none"),
         ]
     )
-
-
-def _num(value: Any) -> str:
-    return "?" if value is None else f"{value:g}"
 
 
 # what a cleaned variant removed, by the set it cleaned (`cleaning.dim_set`): a `top_mean`
@@ -195,6 +208,74 @@ def with_removed_shares(
     curve["peak_share"] = [share for _, share in peaks]
     if {"gain", "gain_note"} <= set(curve.columns):
         _note_near_copies(curve)
+
+
+def with_window_massive(params, frame: pd.DataFrame, curve: pd.DataFrame) -> None:
+    """Add to the cleaning curve (in place) how many of the examples the vector was built
+    from (`window_examples`) hold a massive token (the calibration's rule, per sequence, as
+    extraction records it) in the pooled window at the vector's position: `window_massive`
+    at the chosen layer, `peak_window_massive` at `peak_share_layer`. None there says the
+    cleaned dims are not massive where the vector is built, whatever they are on the
+    calibration's tokens: what they hold of it is the classes' difference on ordinary
+    tokens. NaN where unknown (uncleaned rows, activations gone or predating the record)."""
+    variants = _vector_variants(frame)
+    records: dict[tuple, dict[str, Any] | None] = {}
+
+    def record(row: Any) -> dict[str, Any] | None:
+        variant = variants.get((row.model, row.trait, row.position, row.component, row.method))
+        key = (row.trait, variant, row.position, row.component)
+        if variant is not None and key not in records:
+            path = activations_dir(params.inputs, *key) / ACTIVATIONS_METADATA
+            try:
+                meta = read_json(path) if path.is_file() else None
+            except (OSError, ValueError, SteeropsError):
+                meta = None  # the report says what it can: a damaged record is unknown
+            records[key] = meta if isinstance(meta, dict) else None
+        return records.get(key)
+
+    def at(meta: dict[str, Any] | None, layer: int | None) -> float:
+        entry = ((meta or {}).get("token_norm") or {}).get(str(layer)) or {}
+        count = entry.get("window_massive")
+        return np.nan if layer is None or count is None else int(count)
+
+    counts, peaks, examples = [], [], []
+    for row in curve.itertuples(index=False):
+        cleaned = row.dims_cleaned != "0"
+        meta = record(row) if cleaned else None
+        counts.append(at(meta, _layer(row.layer)))
+        peaks.append(at(meta, _layer(getattr(row, "peak_share_layer", None))))
+        examples.append(len(meta["examples"]) if meta and meta.get("examples") else np.nan)
+    curve["window_massive"] = counts
+    curve["peak_window_massive"] = peaks
+    curve["window_examples"] = examples
+
+
+def window_words(row: Any) -> str:
+    """Whether the cleaned dims are massive where a cleaning curve row's vector is built
+    (`with_window_massive`), at its chosen layer and where its dims weigh most: "" unknown."""
+    n = stats.as_number(getattr(row, "window_examples", None))
+    layers: dict[int, int] = {}
+    for layer, count in (
+        (row.layer, getattr(row, "window_massive", None)),
+        (getattr(row, "peak_share_layer", None), getattr(row, "peak_window_massive", None)),
+    ):
+        if _layer(layer) is not None and stats.as_number(count) is not None:
+            layers[_layer(layer)] = int(count)
+    if n is None or not layers:
+        return ""
+    where = f"at `{row.position}`, where the vectors are built"
+    if not any(layers.values()):
+        return (
+            f"{where}, no example's pooled window holds a massive token at layer "
+            f"{' or '.join(str(k) for k in sorted(layers))} (0 of {int(n)}): the dims are "
+            "massive on other tokens, not there, so what cleaning takes from these vectors is "
+            "the classes' difference along them on ordinary tokens"
+        )
+    counts = ", ".join(f"{c} of {int(n)} at layer {k}" for k, c in sorted(layers.items()))
+    return (
+        f"{where}, examples whose pooled window holds a massive token: {counts} (their "
+        "massive tokens are averaged into the vector there)"
+    )
 
 
 def _share(vector: Any, dims: list | None) -> float | None:

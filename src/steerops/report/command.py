@@ -191,6 +191,7 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     sets = calibrated.dim_sets(params, frame)
     calibrated.with_dim_sets(curve, prepost, sets)
     calibrated.with_removed_shares(params, frame, curve, sets, stored)
+    calibrated.with_window_massive(params, frame, curve)
     calibrated.with_vector_agreement(params, frame, prepost, stored)
     # a near copy's test is its uncleaned method's: the q-values count it once
     gap = tables.gap_analysis(frame, threshold, proto.seed, calibrated.near_copies(curve))

@@ -25,6 +25,7 @@ from steerops.report.calibrated import (
     massive_display,
     massive_table,
     removed_dims,
+    window_words,
 )
 from steerops.report.grid_words import CELL
 from steerops.report.grid_words import grid_words as _grid_words
@@ -124,7 +125,15 @@ def render_results(
         "cleaned variants)",
         "",
         markdown_table(
-            _drop(tables["cleaning_curve"], "alias_of", "peak_share_layer", "peak_share")
+            _drop(
+                tables["cleaning_curve"],
+                "alias_of",
+                "peak_share_layer",
+                "peak_share",
+                "window_massive",
+                "peak_window_massive",
+                "window_examples",
+            )
         ),
         "",
         "## Preclean vs clean-after (per `method`, its `_preclean` variant against its "
@@ -354,6 +363,8 @@ def _cleaning_lines(
             f"**{says}**"
         )
         if (said := weighed_words(there, threshold)) is not None:
+            lines.append(f"  - {said}")
+        if said := window_words(row):
             lines.append(f"  - {said}")
     if lines:
         return lines
