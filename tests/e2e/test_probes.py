@@ -96,7 +96,7 @@ def test_probe_reaches_heldout_r(toy_probe_run):
     assert metrics["best_final_r"] == manifest["best_final_r"]
 
 
-def test_thurstonian_refit_recovers_toy_utilities_and_trains(toy_probe_run):
+def test_thurstonian_refit_recovers_toy_utilities_and_trains(toy_probe_run, capsys):
     folder, data, params_file, root = toy_probe_run
     fitted_csv = folder / "fitted_scores.csv"
     assert (
@@ -119,11 +119,27 @@ def test_thurstonian_refit_recovers_toy_utilities_and_trains(toy_probe_run):
     truth, fit = zip(*[(planted[t], fitted[t]) for t in sorted(planted)], strict=True)
     # toy utilities are bimodal (harmful vs benign), so ranks inside a mode are the hard part
     assert pearsonr(truth, fit)[0] >= 0.95 and spearmanr(truth, fit)[0] >= 0.93
+    # the noise ceiling estimates, without the truth, how far the fit is from it
+    low, high = json.loads(fitted_csv.with_suffix(".fit.json").read_text())["split_half"][
+        "ceiling_ci"
+    ]
+    assert low < pearsonr(truth, fit)[0] < high
 
+    capsys.readouterr()
     assert main(["probe", "train", "--params", str(params_file), "--scores", str(fitted_csv)]) == 0
     runs = read_jsonl(root / "runs" / "runs.jsonl")
     assert len({r["run_id"] for r in runs}) == 2  # a new run beside the first, not over it
-    assert _manifest(root)["best_final_r"] >= 0.7
+    manifest = _manifest(root)
+    assert manifest["best_final_r"] >= 0.7
+    # the fit's noise ceiling, beside the r it bounds; hand-made scores have none
+    ceiling = manifest["score_ceiling"]
+    assert ceiling == json.loads(fitted_csv.with_suffix(".fit.json").read_text())["split_half"]
+    share = manifest["best_final_r"] / ceiling["ceiling"]
+    printed = capsys.readouterr().out
+    assert f"the scores' noise ceiling {ceiling['ceiling']:.3f} [" in printed
+    assert f"; the final r is {share:.0%} of it" in printed
+    assert main(["probe", "train", "--params", str(params_file)]) == 0  # the planted scores
+    assert "noise ceiling" not in capsys.readouterr().out
 
 
 def test_thurstonian_reads_and_writes_the_params_files(toy_probe_run, toy_world, tmp_path, capsys):

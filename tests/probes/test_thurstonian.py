@@ -20,6 +20,7 @@ from steerops.probes.thurstonian import (
     fit_thurstonian,
     heldout_accuracy,
     sample_comparisons,
+    split_half,
 )
 
 
@@ -137,6 +138,45 @@ def test_heldout_accuracy_counts_ties_half_against_a_refit_on_the_same_split():
     assert result["accuracy"] == pytest.approx(hits.mean(), abs=1e-12)
 
 
+@pytest.mark.parametrize(("n_tasks", "per_task", "seed"), [(100, 30, 0), (300, 6, 2)])
+def test_the_noise_ceiling_estimates_how_far_the_full_fit_is_from_the_planted_utilities(
+    n_tasks, per_task, seed
+):
+    """The split-half ceiling is an estimate of what no one can see on real scores: the r
+    of the full fit's utilities with the true ones. Planted, that r is known: it lies in the
+    ceiling's interval, dense or sparse. The r is the two halves' fits' Pearson r, refitted
+    here on the documented split (a seeded permutation, its first half and the rest)."""
+    tasks, mu, _, comparisons = _planted(n_tasks, n_tasks * per_task // 2, seed)
+    result = split_half(comparisons, seed=seed)
+    fit = fit_thurstonian(comparisons)
+    truth = dict(zip(tasks, mu, strict=True))
+    r_true = np.corrcoef(fit.mu, [truth[t] for t in fit.tasks])[0, 1]
+    low, high = result["ceiling_ci"]
+    assert low < r_true < high and low < result["ceiling"] < high
+    assert result["reliability"] == pytest.approx(2 * result["r"] / (1 + result["r"]))
+    assert result["ceiling"] == pytest.approx(result["reliability"] ** 0.5)
+    order = np.random.default_rng(seed).permutation(len(comparisons))
+    halves = [order[: len(order) // 2], order[len(order) // 2 :]]
+    if n_tasks == 100:  # dense: each half links every task, so the fits are the plain ones
+        fits = [fit_thurstonian([comparisons[i] for i in half]) for half in halves]
+        a, b = (dict(zip(f.tasks, f.mu, strict=True)) for f in fits)
+        assert set(a) == set(b) == set(tasks) and result["n_tasks"] == 100
+        assert result["r"] == pytest.approx(
+            np.corrcoef([a[t] for t in tasks], [b[t] for t in tasks])[0, 1], abs=1e-6
+        )
+
+
+def test_coin_flips_have_a_noise_ceiling_whose_interval_reaches_zero():
+    rng = np.random.default_rng(3)
+    tasks = [f"t{i}" for i in range(300)]
+    comparisons = sample_comparisons(rng, tasks, np.zeros(300), np.ones(300), 3000)
+    result = split_half(comparisons, seed=1)
+    assert result["r_ci"][0] < 0 < result["r_ci"][1] and result["ceiling_ci"][0] == 0.0
+    # too few comparisons to split: no r, and why
+    few = split_half(comparisons[:3], seed=0)
+    assert few["r"] is None and few["ceiling"] is None and "too few" in few["why"]
+
+
 def test_sampled_comparisons_follow_the_model():
     rng = np.random.default_rng(0)
     tasks = ["x", "y"]
@@ -184,6 +224,18 @@ def test_command_writes_scores_csv_and_keeps_it_on_bad_input(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"held-out accuracy {summary['heldout_accuracy']:.3f} [{low:.3f}, {high:.3f}]" in printed
     assert "(n 300 comparisons, chance 0.5)" in printed
+    # the noise ceiling: the split the summary records, and the line that says it
+    halves = summary["split_half"]
+    assert halves == json.loads(
+        json.dumps(
+            split_half(
+                comparisons, summary["prior_mu"], summary["prior_log_sigma"], seed=summary["seed"]
+            )
+        )
+    )
+    assert 0 < halves["ceiling_ci"][0] < halves["ceiling"] < halves["ceiling_ci"][1] <= 1
+    assert f"noise ceiling {halves['ceiling']:.3f} [" in printed
+    assert f"agree at r {halves['r']:.3f} [" in printed and "over 30 tasks" in printed
 
     before = out.read_bytes()
     path.write_text('{"task_a": "a", "task_b": "b", "winner": "c"}\n')

@@ -173,6 +173,7 @@ def _scores_in_run(params, args: argparse.Namespace, fitting: bool):
 
 
 def run_train(args: argparse.Namespace) -> None:
+    from steerops.probes.data import fit_ceiling
     from steerops.probes.train import check_heldout_flag, train
 
     given = overrides_from(args)
@@ -206,6 +207,24 @@ def run_train(args: argparse.Namespace) -> None:
         f"  best layer {best} (alpha {layer['alpha']:g}): sweep r "
         f"{manifest['best_sweep_r']:.3f}, {final} {scored}{interval}{n}{r2}"
     )
+    ceiling = manifest.get("score_ceiling") or fit_ceiling(params.path(params.probes.scores))
+    if ceiling and ceiling.get("ceiling") is not None:
+        share = (
+            ""
+            if final_r is None or not ceiling["ceiling"] > 0
+            else f"; the {final.split(' (')[0]} is {final_r / ceiling['ceiling']:.0%} of it"
+        )
+        raw = (
+            " (of the raw scores: the targets are what the confounds leave)"
+            if manifest.get("confounds")
+            else ""
+        )
+        low, high = ceiling["ceiling_ci"]
+        print(
+            f"  the scores' noise ceiling {ceiling['ceiling']:.3f} [{low:.3f}, {high:.3f}]"
+            f"{raw}: about the largest r a probe of them can expect (`probe thurstonian`'s "
+            f"split-half, over {ceiling['n_tasks']} tasks){share}"
+        )
     groups = manifest.get("groups")
     if groups:  # what the held-out figures generalise over
         where = (
@@ -245,6 +264,20 @@ def run_train(args: argparse.Namespace) -> None:
                 f"  layer {name} skipped (r undefined, not a best-layer candidate): "
                 + row["skipped"]
             )
+
+
+def ceiling_words(halves: dict) -> str:
+    """The scores' noise ceiling (`thurstonian.split_half`) in one line."""
+    if halves.get("ceiling") is None:
+        return f"noise ceiling - ({halves.get('why')})"
+    low, high = halves["ceiling_ci"]
+    r_low, r_high = halves["r_ci"]
+    return (
+        f"noise ceiling {halves['ceiling']:.3f} [{low:.3f}, {high:.3f}]: about the largest r "
+        f"a probe of these scores can expect (two halves of the comparisons, each fitted "
+        f"alone, agree at r {halves['r']:.3f} [{r_low:.3f}, {r_high:.3f}] over "
+        f"{halves['n_tasks']} tasks; Spearman-Brown reliability {halves['reliability']:.3f})"
+    )
 
 
 def _check_compared_tasks(comparisons, source: Path, tasks_file: Path, given: bool) -> None:
@@ -288,7 +321,7 @@ def run_thurstonian(args: argparse.Namespace) -> None:
         scores_out_of_step,
         scores_text,
     )
-    from steerops.probes.thurstonian import fit_thurstonian, heldout_accuracy
+    from steerops.probes.thurstonian import fit_thurstonian, heldout_accuracy, split_half
     from steerops.tracking import track
 
     params = _scores_in_run(load_params_for(args), args, fitting=True)
@@ -327,6 +360,8 @@ def run_thurstonian(args: argparse.Namespace) -> None:
         )
     # in-sample accuracy flatters sparse comparisons; the held-out one is the fit's quality
     held = heldout_accuracy(comparisons, *priors, seed=params.seed, max_iter=max_iter)
+    # how far the scores are from noise: the largest r a probe of them can expect
+    halves = split_half(comparisons, *priors, seed=params.seed, max_iter=max_iter)
     problem = scores_out_of_step(out)
     if problem is not None:
         print(f"{problem}: writing both again", file=sys.stderr)
@@ -346,6 +381,7 @@ def run_thurstonian(args: argparse.Namespace) -> None:
         # None: no held-out fit ran (too few comparisons to hold any out)
         "heldout_converged": None if held["n"] == 0 else not held.get("unconverged"),
         "chance_accuracy": 0.5,
+        "split_half": halves,
         "converged": fit.converged,
         "prior_mu": params.probes.prior_mu,
         "prior_log_sigma": params.probes.prior_log_sigma,
@@ -366,6 +402,8 @@ def run_thurstonian(args: argparse.Namespace) -> None:
         tracker.log_params(
             {"prior_mu": params.probes.prior_mu, "prior_log_sigma": params.probes.prior_log_sigma}
         )
+        if halves["ceiling"] is not None:
+            tracker.log_metrics({"split_half_r": halves["r"], "noise_ceiling": halves["ceiling"]})
         tracker.log_metrics(
             {
                 k: summary[k]
@@ -396,6 +434,7 @@ def run_thurstonian(args: argparse.Namespace) -> None:
         f"wrote {out}: {fit.n_comparisons} comparisons of {len(fit.tasks)} tasks; {quality}; "
         f"in-sample accuracy {fit.accuracy:.3f}"
     )
+    print(f"  {ceiling_words(halves)}")
 
 
 def _check_scores_target(out: Path, inputs: list[Path]) -> None:

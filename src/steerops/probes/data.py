@@ -114,6 +114,19 @@ def scores_of_other_comparisons(scores: Path, comparisons: Path) -> str | None:
     return f"{scores} were fitted from other comparisons than {comparisons} holds now"
 
 
+def fit_ceiling(scores: Path) -> dict | None:
+    """The noise ceiling `probe thurstonian` recorded for `scores` (its `.fit.json`'s
+    `split_half`), or None: hand-made scores, a fit written before it was kept, or a
+    summary of other scores than the file holds."""
+    if scores_out_of_step(scores) is not None:
+        return None
+    try:
+        halves = read_json(fit_summary_path(scores)).get("split_half")
+    except (OSError, ValueError, AttributeError, SteeropsError):
+        return None
+    return halves if isinstance(halves, dict) else None
+
+
 def scores_out_of_step(scores: Path) -> str | None:
     """Why a scores CSV is not the one its `.fit.json` describes, or None. The summary is
     written first and records the scores' MD5, so a fit interrupted between the two writes

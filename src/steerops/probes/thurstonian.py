@@ -26,6 +26,7 @@ from scipy.optimize import minimize
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import log_ndtr
+from scipy.stats import pearsonr
 
 from steerops import stats
 from steerops.errors import SteeropsError
@@ -198,6 +199,77 @@ def heldout_accuracy(
         "ci": [interval.lo, interval.hi],
         "fraction": fraction,
     }
+
+
+def split_half(
+    comparisons: list[tuple[str, str, str]],
+    prior_mu: float = 10.0,
+    prior_log_sigma: float = 1.0,
+    seed: int = 0,
+    max_iter: int = 2000,
+) -> dict:
+    """How far the fitted utilities are from noise: the comparisons split in two seeded
+    halves, each fitted on its own (its largest linked group of tasks: utilities of unlinked
+    groups share no scale), and the Pearson r of the two fits over the tasks both hold, with
+    its 95% interval (Fisher z over those tasks). Spearman-Brown gives the reliability of a
+    fit on all of them, 2r / (1 + r), and its square root is the noise ceiling: about the
+    largest r any predictor of these scores can expect (a probe's r near it has found all a
+    fit of this many comparisons can tell). None each, with `why`, where no r is defined."""
+    tasks, pairs = _index(comparisons)
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    out: dict = {"r": None, "r_ci": [None, None], "reliability": None, "ceiling": None}
+    out |= {"ceiling_ci": [None, None], "n_tasks": 0, "seed": seed, "why": None}
+    fits = []
+    for half in (order[: len(order) // 2], order[len(order) // 2 :]):
+        mu, converged, message = _half_fit(
+            len(tasks), pairs[half], prior_mu, prior_log_sigma, max_iter
+        )
+        if not converged:
+            return out | {"why": f"a half's fit did not converge ({message})"}
+        fits.append(mu)
+    both = ~np.isnan(fits[0]) & ~np.isnan(fits[1])
+    out["n_tasks"] = int(both.sum())
+    a, b = fits[0][both], fits[1][both]
+    if out["n_tasks"] < 4 or a.std() == 0 or b.std() == 0:
+        return out | {"why": f"{out['n_tasks']} tasks in both halves' fits, too few to correlate"}
+    result = pearsonr(a, b)
+    with np.errstate(divide="ignore"):  # r = +-1: an infinite z, a point interval
+        low, high = result.confidence_interval(0.95)
+    r = float(result.statistic)
+    out |= {"r": r, "r_ci": [float(low), float(high)]}
+    out["reliability"] = _spearman_brown(r)
+    out["ceiling"] = _spearman_brown(r) ** 0.5
+    out["ceiling_ci"] = [_spearman_brown(float(low)) ** 0.5, _spearman_brown(float(high)) ** 0.5]
+    return out
+
+
+def _spearman_brown(r: float) -> float:
+    """The reliability of a fit on twice the comparisons from the r of two halves' fits (0
+    where they do not agree at all)."""
+    return 2 * r / (1 + r) if r > 0 else 0.0
+
+
+def _half_fit(
+    n: int, pairs: np.ndarray, prior_mu: float, prior_log_sigma: float, max_iter: int
+) -> tuple[np.ndarray, bool, str]:
+    """([n] utilities fitted on `pairs`' largest linked group of tasks, NaN elsewhere,
+    converged, the optimiser's message)."""
+    seen = np.zeros(n, dtype=bool)
+    seen[pairs.ravel()] = True
+    if not seen.any():  # a half of one comparison holds none
+        return np.full(n, np.nan), True, ""
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    keep = seen & (labels == np.bincount(labels[seen]).argmax())
+    index = np.full(n, -1)
+    index[keep] = np.arange(int(keep.sum()))
+    linked = keep[pairs[:, 0]] & keep[pairs[:, 1]]
+    mu, *_, converged, message = _fit(
+        int(keep.sum()), index[pairs[linked]], prior_mu, prior_log_sigma, max_iter
+    )
+    out = np.full(n, np.nan)
+    out[keep] = mu
+    return out, converged, message
 
 
 def sample_comparisons(

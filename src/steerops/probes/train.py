@@ -29,6 +29,7 @@ from steerops.probes.activations import (
 )
 from steerops.probes.confounds import one_hot_design, residualize
 from steerops.probes.data import (
+    fit_ceiling,
     param_file,
     read_comparisons,
     read_confounds,
@@ -519,6 +520,8 @@ def train(params) -> tuple[Path, dict, bool]:
         "best_layer": best,
         "best_sweep_r": per_layer[str(best)]["sweep_r"],
         "best_final_r": per_layer[str(best)]["final_r"],
+        # the scores' split-half noise ceiling, from `probe thurstonian` (None: not fitted)
+        "score_ceiling": fit_ceiling(scores_path),
         "system_prompt_policy": metadata.get("system_prompt_policy"),
         # the training condition's prompt (None: each task's own): `probe ood` compares it
         # with its baseline's
