@@ -106,21 +106,18 @@ def test_a_near_miss_says_which_bar_it_fell_under_at_every_layer():
     )
 
 
-def test_a_dim_over_the_bars_in_one_sequence_is_named_apart_from_the_set_and_the_near_misses():
+def test_a_dim_over_the_bars_in_too_few_sequences_is_named_apart_from_the_set_and_near_misses():
     """A dim over both bars on fewer sequences than the rule asks is not massive: the report
-    names it with its token and sequence, and it is no near miss (it passed both bars)."""
+    names it with its token, sequence and its ratio in the sequence the rule ranks, and it is
+    no near miss (it passed both bars)."""
     record = _record()
     record["aggregate"]["massive_rule"]["min_sequences"] = 2
     peak = {"dim": 99, "value": -4000.0, "ratio": 2100.0, "sequence": 7, "position": 130}
-    record["layers"]["5"] = {
-        "massive_dims": [],
-        "top_max": [peak],
-        "massive_rare": {"99": peak | {"token": " x", "recurring_ratio": 40.0}},
-    }
+    peak |= {"token": " x", "recurring_ratio": 40.0}
+    record["layers"]["5"] = {"massive_dims": [], "top_max": [peak], "massive_rare": {"99": peak}}
     assert 99 not in near_misses(record)
-    assert (
-        rare_line(record)
-        == "99 at layer 5 (peak 4,000 on ' x'@130 of sequence 7; up to 40x in the next sequence)"
+    assert rare_line(record) == (
+        "99 at layer 5 (peak 4,000 on ' x'@130 of sequence 7; 40x in its 2nd sequence by peak)"
     )
     line = dims_line(record)
     assert (
@@ -128,11 +125,21 @@ def test_a_dim_over_the_bars_in_one_sequence_is_named_apart_from_the_set_and_the
         "calibration sequences, over all 3645" in line
     )
     assert (
-        "- Over both bars in fewer sequences than the rule asks (one text's outlier, not a "
-        "recurring massive dim; left out of the set): 99 at layer 5" in line
+        "- Over both bars in fewer than 2 calibration sequences (not massive by the rule: "
+        "left out of the set and of cleaning): 99 at layer 5" in line
     )
-    assert rare_line(_record()) == "" and "fewer sequences" not in dims_line(_record())
-    # an older record has no sequence rule: the line says none
+    # a rule of 3 sequences, the dim over the bars at two layers: its 3rd sequence, and the
+    # layer of its largest peak
+    record["aggregate"]["massive_rule"]["min_sequences"] = 3
+    larger = peak | {"value": 5000.0, "sequence": 1, "recurring_ratio": 7.0}
+    record["layers"]["6"] = {"massive_dims": [], "top_max": [], "massive_rare": {"99": larger}}
+    assert rare_line(record) == (
+        "99 at layers 5-6 (peak 5,000 on ' x'@130 of sequence 1 at layer 6; 7x in its 3rd "
+        "sequence by peak)"
+    )
+    assert "fewer than 3 calibration sequences" in dims_line(record)
+    # an older record has no sequence rule: the lines say none
+    assert rare_line(_record()) == "" and "fewer than" not in dims_line(_record())
     assert "calibration sequences" not in dims_line(_record())
 
 

@@ -166,6 +166,46 @@ def test_the_noise_ceiling_estimates_how_far_the_full_fit_is_from_the_planted_ut
         )
 
 
+def test_each_half_is_fitted_on_its_largest_linked_group():
+    """Tasks a half links only among themselves share no scale with the rest: left out of
+    that half's fit, and of the r, which is the one of the planted set alone."""
+    tasks, _, _, comparisons = _planted(100, 1500, 0)
+    apart = [("x", "y", "x")] * 6 + [("y", "z", "y")] * 6  # never compared with the 100
+    result = split_half(comparisons + apart, seed=0)
+    assert result["tasks_total"] == 103 and result["n_tasks"] == 100
+    alone = split_half(comparisons, seed=0)
+    assert result["r"] != alone["r"]  # another split of other comparisons: only the set is equal
+    order = np.random.default_rng(0).permutation(len(comparisons) + len(apart))
+    both = comparisons + apart
+    halves = [
+        [both[i] for i in order[: len(order) // 2]],
+        [both[i] for i in order[len(order) // 2 :]],
+    ]
+    fits = [fit_thurstonian([c for c in half if c[0] not in "xyz"]).scores() for half in halves]
+    assert result["r"] == pytest.approx(
+        np.corrcoef([fits[0][t][0] for t in tasks], [fits[1][t][0] for t in tasks])[0, 1],
+        abs=1e-6,
+    )
+
+
+@pytest.mark.parametrize("confounded", [False, True])
+def test_the_train_line_gives_the_share_of_the_ceiling_only_of_scores_it_bounds(confounded):
+    from steerops.probes.command import ceiling_line
+
+    ceiling = {"ceiling": 0.9, "ceiling_ci": [0.85, 0.93], "n_tasks": 280, "tasks_total": 300}
+    line = ceiling_line(ceiling, "final r", 0.63, confounded)
+    assert line.startswith(
+        "the scores' noise ceiling 0.900 [0.850, 0.930]: about the largest r a probe of them "
+        "can expect (`probe thurstonian`'s split-half, over 280 of 300 tasks)"
+    )
+    if confounded:  # the r is of what the confounds leave: no share of the raw ceiling
+        assert "70%" not in line and "whose ceiling is lower (not measured)" in line
+    else:
+        assert line.endswith("; the final r is 70% of it")
+    assert ceiling_line(None, "final r", 0.63, confounded) == ""
+    assert ceiling_line(ceiling | {"ceiling": None}, "final r", 0.6, confounded) == ""
+
+
 def test_coin_flips_have_a_noise_ceiling_whose_interval_reaches_zero():
     rng = np.random.default_rng(3)
     tasks = [f"t{i}" for i in range(300)]
@@ -235,7 +275,7 @@ def test_command_writes_scores_csv_and_keeps_it_on_bad_input(tmp_path, capsys):
     )
     assert 0 < halves["ceiling_ci"][0] < halves["ceiling"] < halves["ceiling_ci"][1] <= 1
     assert f"noise ceiling {halves['ceiling']:.3f} [" in printed
-    assert f"agree at r {halves['r']:.3f} [" in printed and "over 30 tasks" in printed
+    assert f"agree at r {halves['r']:.3f} [" in printed and "over 30 of 30 tasks" in printed
 
     before = out.read_bytes()
     path.write_text('{"task_a": "a", "task_b": "b", "winner": "c"}\n')

@@ -706,25 +706,28 @@ def test_a_cleaning_line_says_how_much_of_the_direction_the_removed_dims_held(tm
 
 
 def test_a_cleaning_line_says_whether_the_dims_are_massive_where_the_vector_is_built(tmp_path):
-    """The examples whose pooled window holds a massive token, as extraction recorded them
-    per layer, at the chosen layer and where the dims weigh most: none says the dims are
-    not massive there; unknown (no record) says nothing."""
-    from steerops.extract.store import activations_dir
+    """The extracted examples whose pooled window holds a massive token, as the uncleaned
+    method's vectors recorded them per layer, at the chosen layer and where the dims weigh
+    most: none says no cleaned dim is massive there (and a `massive` set's dims are massive
+    elsewhere); some are counted without a claim about the cleaned dims; unknown (no
+    record) says nothing."""
+    import torch
+
     from steerops.report.calibrated import window_words, with_window_massive
     from steerops.report.results import _cleaning_lines
+    from steerops.vectors.store import save_vectors
 
     params = load_params(write_params(tmp_path))
     key = {"model": "m", "trait": TRAIT, "position": POSITION, "component": COMPONENT}
     frame = pd.DataFrame(
-        [
-            key | {"method": m, "vector_variant": v}
-            for m, v in (("mean_diff", "base"), ("probe", "it"))
-        ]
+        [key | {"method": m, "vector_variant": "base"} for m in ("mean_diff", "probe")]
     )
-    folder = activations_dir(params.out, TRAIT, "base", POSITION, COMPONENT)
     counts = {"1": {"window_massive": 3}, "2": {"window_massive": 0}, "3": {"window_massive": 0}}
-    write_json(folder / "metadata.json", {"examples": [{}] * 10, "token_norm": counts})
-    cleaned = {"dims_cleaned": "all", "variant": "mean_diff_cleaned"}
+    n = {"train_pos": 4, "train_neg": 3, "val_pos": 2, "val_neg": 1}
+    base = vectors_dir(params.out, TRAIT, "base", POSITION, COMPONENT, "mean_diff")
+    unit = {k: torch.ones(8) / 8**0.5 for k in (1, 2, 3)}
+    save_vectors(base, unit, {"method": "mean_diff", "layers": counts, "n": n})
+    cleaned = {"dims_cleaned": "all", "variant": "mean_diff_cleaned", "dim_set": "massive"}
     curve = pd.DataFrame(
         [
             key | {"method": "mean_diff", "variant": "mean_diff", "dims_cleaned": "0", "layer": 2},
@@ -736,19 +739,29 @@ def test_a_cleaning_line_says_whether_the_dims_are_massive_where_the_vector_is_b
     with_window_massive(params, frame, curve)
     assert curve["window_massive"].tolist()[1:3] == [0, 0]
     assert curve["peak_window_massive"].tolist()[1:3] == [3, 0]
-    assert curve["window_examples"].tolist()[1:3] == [10, 10]
+    assert curve["window_examples"].tolist()[1:3] == [10, 10]  # train and validation
     for column in ("window_massive", "peak_window_massive", "window_examples"):
         assert np.isnan(curve[column][0]) and np.isnan(curve[column][3])
     rows = list(curve.itertuples(index=False))
     assert window_words(rows[1]) == (
-        f"at `{POSITION}`, where the vectors are built, examples whose pooled window holds a "
-        "massive token: 3 of 10 at layer 1, 0 of 10 at layer 2 (their massive tokens are "
-        "averaged into the vector there)"
+        f"at `{POSITION}`, where the vectors are built, extracted examples whose pooled window "
+        "holds a massive token (on any dim, not necessarily a cleaned one): 3 of 10 at layer 1, "
+        "0 of 10 at layer 2"
     )
-    assert window_words(rows[2]).startswith(
-        f"at `{POSITION}`, where the vectors are built, no example's pooled window holds a "
-        "massive token at layer 2 or 3 (0 of 10): the dims are massive on other tokens, not there"
+    none = (
+        f"at `{POSITION}`, where the vectors are built, no extracted example's pooled window "
+        "holds a massive token at layer 2 or 3 (0 of 10, on any dim): "
     )
+    ordinary = (
+        "what cleaning takes from these vectors is the classes' difference along the dims on "
+        "ordinary tokens"
+    )
+    assert (
+        window_words(rows[2])
+        == none + "the dims are massive on other tokens, not there, so " + ordinary
+    )
+    # the largest-mean dims are not said to be massive anywhere
+    assert window_words(rows[2]._replace(dim_set="top_mean")) == none + ordinary
     assert window_words(rows[0]) == window_words(rows[3]) == ""
     gain = {"status": "ok", "gain_note": "", "dims_removed": 1, "gain_k": 1, "gain_n": 20}
     gain |= {"gain": 0.0, "gain_lo": -10.0, "gain_hi": 10.0}

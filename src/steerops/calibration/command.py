@@ -19,7 +19,14 @@ from tqdm.auto import tqdm
 
 from steerops.calibration.aggregate import summarize
 from steerops.calibration.heatmap import plot_heatmap
-from steerops.calibration.reading import massive_spans, near_line, near_rule, rare_line, rule_words
+from steerops.calibration.reading import (
+    massive_spans,
+    near_line,
+    near_rule,
+    rare_line,
+    rare_words,
+    rule_words,
+)
 from steerops.calibration.stats import LayerSums
 from steerops.calibration.store import (
     calibration_file,
@@ -66,7 +73,7 @@ def run(args: argparse.Namespace) -> None:
         f"{calibration_file(params.out, variant)}\n"
         f"  massive dims ({rule_words(rule)}): {massive or 'none'}\n"
         + (
-            f"  over both bars in fewer sequences (left out): {rare}\n"
+            f"  {rare_words(record)} (not massive: left out): {rare}\n"
             if (rare := rare_line(record))
             else ""
         )

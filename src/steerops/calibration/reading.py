@@ -37,27 +37,45 @@ def rule_words(rule: dict[str, Any]) -> str:
 
 def rare_line(record: dict[str, Any]) -> str:
     """The dims over both bars in fewer sequences than the rule asks, left out of the massive
-    set ("11 at layer 3 (peak 4,000 on 'x'@130 of sequence 2; 430x in the next sequence)"),
-    or "" when none."""
+    set, each at the layer of its largest peak ("11 at layer 3 (peak 4,000 on 'x'@130 of
+    sequence 2; 43x in its 2nd sequence by peak)"), or "" when none."""
+    k = (record.get("aggregate", {}).get("massive_rule") or {}).get("min_sequences")
     found: dict[int, dict[str, Any]] = {}
     for layer, stats in sorted(record.get("layers", {}).items(), key=lambda kv: int(kv[0])):
         for dim, peak in (stats.get("massive_rare") or {}).items():
-            hit = found.setdefault(int(dim), {"layers": [], "peak": peak})
+            hit = found.setdefault(int(dim), {"layers": [], "peak": peak, "at": int(layer)})
             hit["layers"].append(int(layer))
             if abs(float(peak["value"])) > abs(float(hit["peak"]["value"])):
-                hit["peak"] = peak
+                hit["peak"], hit["at"] = peak, int(layer)
     parts = []
     for dim, hit in found.items():
         peak = hit["peak"]
         token = f" on {peak['token']!r}@{peak['position']}" if peak.get("token") is not None else ""
+        at = f" at layer {hit['at']}" if len(hit["layers"]) > 1 else ""
         again = peak.get("recurring_ratio")
         parts.append(
             f"{dim} at {layers_words(hit['layers'])} (peak {abs(float(peak['value'])):,.0f}"
-            f"{token} of sequence {peak['sequence']}"
-            + (f"; up to {again:,.0f}x in the next sequence" if again is not None else "")
+            f"{token} of sequence {peak['sequence']}{at}"
+            + (
+                f"; {again:,.0f}x in its {_ordinal(k)} sequence by peak"
+                if again is not None and k
+                else ""
+            )
             + ")"
         )
     return "; ".join(parts)
+
+
+def rare_words(record: dict[str, Any]) -> str:
+    """What the rare dims are, by the record's rule ("over both bars in fewer than 2
+    calibration sequences")."""
+    k = (record.get("aggregate", {}).get("massive_rule") or {}).get("min_sequences")
+    return f"over both bars in fewer than {k} calibration sequences"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _bars(record: dict[str, Any]) -> tuple[Any, Any]:

@@ -9,8 +9,10 @@ Two dim sets, kept apart:
 - massive (the massive-activations rule): a dim is massive at a layer when its peak |x|
   exceeds `threshold` and `ratio` x the median |x| over all tokens and dims of that layer,
   in at least `sequences` of the calibration sequences (its `sequences`-th largest
-  per-sequence peak passes both bars): massive activations recur at fixed dims on the first
-  token and delimiters, and one outlier token of one text is not one (`massive_rare`);
+  per-sequence peak passes both bars): one token of one text over the bars is no massive
+  dim (`massive_rare`). Texts that share a prefix (a chat template's default system prompt)
+  share its tokens' activations in a causal model, so a dim over the bars there is in all of
+  them by construction: the rule sorts out the tokens they do not share;
 - top_mean: the dims with the largest |mean| over tokens, ranked per layer, and the
   cross-layer `global_dims` rule in `steerops.calibration.aggregate`.
 """
@@ -33,6 +35,7 @@ class LayerSums:
     histogram: LogHistogram
     # [sequences, hidden]: each dim's largest per-sequence peaks |x| over distinct
     # sequences, largest first (-1: fewer sequences seen), and [sequences, hidden] their ids
+    # (an id beside a -1 means nothing)
     seq_peaks: torch.Tensor
     seq_ids: torch.Tensor
     n_tokens: int = 0
@@ -166,7 +169,7 @@ def layer_stats(
         "top_max": [peak(d) for d in peaks],
         "massive_dims": massive,
         "massive": {str(d): peak(d) | recurring(d) for d in massive},
-        # over both bars on fewer sequences than the rule asks: an outlier, not massive
+        # over both bars on fewer sequences than the rule asks: not massive
         "massive_rare": {str(d): peak(d) | recurring(d) for d in rare},
         "norm": round(sums.norm_sum / n, 6),
     }

@@ -208,23 +208,10 @@ def run_train(args: argparse.Namespace) -> None:
         f"{manifest['best_sweep_r']:.3f}, {final} {scored}{interval}{n}{r2}"
     )
     ceiling = manifest.get("score_ceiling") or fit_ceiling(params.path(params.probes.scores))
-    if ceiling and ceiling.get("ceiling") is not None:
-        share = (
-            ""
-            if final_r is None or not ceiling["ceiling"] > 0
-            else f"; the {final.split(' (')[0]} is {final_r / ceiling['ceiling']:.0%} of it"
-        )
-        raw = (
-            " (of the raw scores: the targets are what the confounds leave)"
-            if manifest.get("confounds")
-            else ""
-        )
-        low, high = ceiling["ceiling_ci"]
-        print(
-            f"  the scores' noise ceiling {ceiling['ceiling']:.3f} [{low:.3f}, {high:.3f}]"
-            f"{raw}: about the largest r a probe of them can expect (`probe thurstonian`'s "
-            f"split-half, over {ceiling['n_tasks']} tasks){share}"
-        )
+    if said := ceiling_line(
+        ceiling, final.split(" (")[0], final_r, bool(manifest.get("confounds"))
+    ):
+        print(f"  {said}")
     groups = manifest.get("groups")
     if groups:  # what the held-out figures generalise over
         where = (
@@ -266,6 +253,35 @@ def run_train(args: argparse.Namespace) -> None:
             )
 
 
+def ceiling_line(ceiling: dict | None, name: str, r: float | None, confounded: bool) -> str:
+    """The scores' noise ceiling beside a probe's r (`name`: "final r", "out-of-fold r"),
+    with the share of it the r reaches; "" without one. Under confounds the r is of what
+    they leave, whose ceiling is lower and unmeasured: no share is given."""
+    if not ceiling or ceiling.get("ceiling") is None:
+        return ""
+    low, high = ceiling["ceiling_ci"]
+    said = (
+        f"the scores' noise ceiling {ceiling['ceiling']:.3f} [{low:.3f}, {high:.3f}]: about "
+        f"the largest r a probe of them can expect (`probe thurstonian`'s split-half, over "
+        f"{_tasks_of(ceiling)})"
+    )
+    if confounded:
+        return said + (
+            f"; of the raw scores: the {name} is against what probes.confounds leave of them, "
+            "whose ceiling is lower (not measured), so it is no share of this one"
+        )
+    if r is None or not ceiling["ceiling"] > 0:
+        return said
+    return said + f"; the {name} is {r / ceiling['ceiling']:.0%} of it"
+
+
+def _tasks_of(halves: dict) -> str:
+    """ "280 of 300 tasks": the tasks both halves' fits hold, of all the comparisons name (an
+    older record: "280 tasks")."""
+    total = halves.get("tasks_total")
+    return f"{halves['n_tasks']} {'' if total is None else f'of {total} '}tasks"
+
+
 def ceiling_words(halves: dict) -> str:
     """The scores' noise ceiling (`thurstonian.split_half`) in one line."""
     if halves.get("ceiling") is None:
@@ -276,7 +292,7 @@ def ceiling_words(halves: dict) -> str:
         f"noise ceiling {halves['ceiling']:.3f} [{low:.3f}, {high:.3f}]: about the largest r "
         f"a probe of these scores can expect (two halves of the comparisons, each fitted "
         f"alone, agree at r {halves['r']:.3f} [{r_low:.3f}, {r_high:.3f}] over "
-        f"{halves['n_tasks']} tasks; Spearman-Brown reliability {halves['reliability']:.3f})"
+        f"{_tasks_of(halves)}; Spearman-Brown reliability {halves['reliability']:.3f})"
     )
 
 

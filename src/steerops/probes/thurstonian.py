@@ -210,7 +210,8 @@ def split_half(
 ) -> dict:
     """How far the fitted utilities are from noise: the comparisons split in two seeded
     halves, each fitted on its own (its largest linked group of tasks: utilities of unlinked
-    groups share no scale), and the Pearson r of the two fits over the tasks both hold, with
+    groups share no scale), and the Pearson r of the two fits over the tasks both hold
+    (`n_tasks` of `tasks_total`: with few comparisons per task, the better-linked ones), with
     its 95% interval (Fisher z over those tasks). Spearman-Brown gives the reliability of a
     fit on all of them, 2r / (1 + r), and its square root is the noise ceiling: about the
     largest r any predictor of these scores can expect (a probe's r near it has found all a
@@ -218,7 +219,8 @@ def split_half(
     tasks, pairs = _index(comparisons)
     order = np.random.default_rng(seed).permutation(len(pairs))
     out: dict = {"r": None, "r_ci": [None, None], "reliability": None, "ceiling": None}
-    out |= {"ceiling_ci": [None, None], "n_tasks": 0, "seed": seed, "why": None}
+    out |= {"ceiling_ci": [None, None], "n_tasks": 0, "tasks_total": len(tasks)}
+    out |= {"seed": seed, "why": None}
     fits = []
     for half in (order[: len(order) // 2], order[len(order) // 2 :]):
         mu, converged, message = _half_fit(

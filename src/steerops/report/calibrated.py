@@ -18,12 +18,11 @@ from steerops.calibration.reading import (
     near_line,
     near_rule,
     rare_line,
+    rare_words,
     rule_words,
 )
 from steerops.calibration.store import calibration_file, heatmap_file, read_calibration
 from steerops.errors import SteeropsError
-from steerops.extract.store import METADATA_FILE as ACTIVATIONS_METADATA
-from steerops.extract.store import activations_dir
 from steerops.io import read_json
 from steerops.report import tables
 from steerops.report.weighed import push_note
@@ -101,8 +100,8 @@ def dims_line(record: dict[str, Any] | None) -> str:
             + (spans or ("none" if massive is not None else "not recorded (older calibration)")),
             *(
                 [
-                    "- Over both bars in fewer sequences than the rule asks (one text's "
-                    f"outlier, not a recurring massive dim; left out of the set): {rare}"
+                    f"- {rare_words(record).capitalize()} (not massive by the rule: left "
+                    f"out of the set and of cleaning): {rare}"
                 ]
                 if (rare := rare_line(record))
                 else []
@@ -211,21 +210,21 @@ def with_removed_shares(
 
 
 def with_window_massive(params, frame: pd.DataFrame, curve: pd.DataFrame) -> None:
-    """Add to the cleaning curve (in place) how many of the examples the vector was built
-    from (`window_examples`) hold a massive token (the calibration's rule, per sequence, as
-    extraction records it) in the pooled window at the vector's position: `window_massive`
-    at the chosen layer, `peak_window_massive` at `peak_share_layer`. None there says the
-    cleaned dims are not massive where the vector is built, whatever they are on the
-    calibration's tokens: what they hold of it is the classes' difference on ordinary
-    tokens. NaN where unknown (uncleaned rows, activations gone or predating the record)."""
+    """Add to the cleaning curve (in place) how many of the extracted examples
+    (`window_examples`, train and validation) hold a massive token (extraction's per-token
+    rule: any dim over both bars against its sequence's prompt median) in the pooled window
+    at the vector's position, as the uncleaned method's vectors recorded it when built:
+    `window_massive` at the chosen layer, `peak_window_massive` at `peak_share_layer`. None
+    there says no cleaned dim is massive where the vector is built, whatever it is on the
+    calibration's tokens. NaN where unknown (uncleaned rows, vectors gone or older)."""
     variants = _vector_variants(frame)
     records: dict[tuple, dict[str, Any] | None] = {}
 
     def record(row: Any) -> dict[str, Any] | None:
         variant = variants.get((row.model, row.trait, row.position, row.component, row.method))
-        key = (row.trait, variant, row.position, row.component)
+        key = (row.trait, variant, row.position, row.component, row.method)
         if variant is not None and key not in records:
-            path = activations_dir(params.inputs, *key) / ACTIVATIONS_METADATA
+            path = vectors_dir(params.inputs, *key) / METADATA_FILE
             try:
                 meta = read_json(path) if path.is_file() else None
             except (OSError, ValueError, SteeropsError):
@@ -234,24 +233,24 @@ def with_window_massive(params, frame: pd.DataFrame, curve: pd.DataFrame) -> Non
         return records.get(key)
 
     def at(meta: dict[str, Any] | None, layer: int | None) -> float:
-        entry = ((meta or {}).get("token_norm") or {}).get(str(layer)) or {}
+        entry = ((meta or {}).get("layers") or {}).get(str(layer)) or {}
         count = entry.get("window_massive")
         return np.nan if layer is None or count is None else int(count)
 
     counts, peaks, examples = [], [], []
     for row in curve.itertuples(index=False):
-        cleaned = row.dims_cleaned != "0"
-        meta = record(row) if cleaned else None
+        meta = record(row) if row.dims_cleaned != "0" else None
         counts.append(at(meta, _layer(row.layer)))
         peaks.append(at(meta, _layer(getattr(row, "peak_share_layer", None))))
-        examples.append(len(meta["examples"]) if meta and meta.get("examples") else np.nan)
+        n = (meta or {}).get("n") or {}
+        examples.append(sum(n.values()) if n else np.nan)
     curve["window_massive"] = counts
     curve["peak_window_massive"] = peaks
     curve["window_examples"] = examples
 
 
 def window_words(row: Any) -> str:
-    """Whether the cleaned dims are massive where a cleaning curve row's vector is built
+    """Whether the cleaned dims can be massive where a cleaning curve row's vector is built
     (`with_window_massive`), at its chosen layer and where its dims weigh most: "" unknown."""
     n = stats.as_number(getattr(row, "window_examples", None))
     layers: dict[int, int] = {}
@@ -265,16 +264,22 @@ def window_words(row: Any) -> str:
         return ""
     where = f"at `{row.position}`, where the vectors are built"
     if not any(layers.values()):
+        # no token of any window passes the bars on any dim, so none on the cleaned ones
+        elsewhere = (
+            "the dims are massive on other tokens, not there, so "
+            if getattr(row, "dim_set", "") == "massive"
+            else ""
+        )
         return (
-            f"{where}, no example's pooled window holds a massive token at layer "
-            f"{' or '.join(str(k) for k in sorted(layers))} (0 of {int(n)}): the dims are "
-            "massive on other tokens, not there, so what cleaning takes from these vectors is "
-            "the classes' difference along them on ordinary tokens"
+            f"{where}, no extracted example's pooled window holds a massive token at layer "
+            f"{' or '.join(str(k) for k in sorted(layers))} (0 of {int(n)}, on any dim): "
+            f"{elsewhere}what cleaning takes from these vectors is the classes' difference "
+            "along the dims on ordinary tokens"
         )
     counts = ", ".join(f"{c} of {int(n)} at layer {k}" for k, c in sorted(layers.items()))
     return (
-        f"{where}, examples whose pooled window holds a massive token: {counts} (their "
-        "massive tokens are averaged into the vector there)"
+        f"{where}, extracted examples whose pooled window holds a massive token (on any dim, "
+        f"not necessarily a cleaned one): {counts}"
     )
 
 
