@@ -265,6 +265,7 @@ def test_the_cleaning_answer_is_of_the_chosen_method_and_one_bullet_per_trait():
         removed_share=0.3,
         dim_set="massive",
         dims_removed=1,
+        removed_ids="507",
     )
     lines = answer_lines(gap, NO_SEARCH, curve, 68.0)
     assert [line for line in lines if line.startswith("- ")] == [
@@ -274,7 +275,7 @@ def test_the_cleaning_answer_is_of_the_chosen_method_and_one_bullet_per_trait():
     at = next(i for i, line in enumerate(lines) if "removing massive dims" in line)
     assert lines[at : at + 4] == [
         "  - removing massive dims (`mean_diff_top1` against `mean_diff`): **cleaning helps**",
-        "    - cleaned: 1 dims of the `massive` set, 1 removed from the vector at layer 12",
+        "    - cleaned: 1 dims of the `massive` set, 1 removed from the vector at layer 12 (507)",
         "    - the cleaned vector, renormalised, pushes 1.195x harder along the other dims at "
         "a coefficient, so the gain holds that push too (the cleaned one at the coefficient x "
         "0.837 matches it)",

@@ -55,15 +55,23 @@ def test_the_curve_counts_the_dims_removed_at_the_chosen_layer():
             "trait": "t",
             "position": "p",
             "component": "c",
-            "variant": ["mean_diff", "mean_diff_cleaned", "mean_diff_cleaned", "probe_cleaned"],
-            "dims_cleaned": ["0", "all", "all", "all"],
-            "layer": [3, 3, float("nan"), 3],
+            "variant": [
+                "mean_diff",
+                "mean_diff_cleaned",
+                "mean_diff_cleaned",
+                "probe_cleaned",
+                "probe_preclean",
+            ],
+            "dims_cleaned": ["0", "all", "all", "all", "all"],
+            "layer": [3, 3, float("nan"), 3, 3],
         }
     )
     with_dim_sets(curve, _prepost(), SETS)
     # uncleaned 0; "all" of the massive set is 1 dim here; unknown without a layer or record
     assert curve["dims_removed"].tolist()[:2] == [0, 1]
-    assert curve["dims_removed"].isna().tolist() == [False, False, True, True]
+    assert curve["dims_removed"].isna().tolist() == [False, False, True, True, False]
+    # which ones, in the metadata's order ("" where none or unknown)
+    assert curve["removed_ids"].tolist() == ["", "7", "", "", "1, 7"]
 
 
 def test_a_near_copy_at_its_uncleaned_method_s_config_repeats_its_test():

@@ -59,7 +59,8 @@ def plot_heatmap(record: dict, path: str | Path) -> None:
     fig.suptitle(f"{record['variant']}: calibration over all tokens", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        # tight: a short model's figure would clip the colour bar's label
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
 def _peak_token(record: dict, dim: int) -> str:

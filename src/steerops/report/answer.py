@@ -406,10 +406,12 @@ def _cleaned(row: Any) -> str:
     dim_set = getattr(row, "dim_set", None)
     of = f" of the `{dim_set}` set" if isinstance(dim_set, str) and dim_set else ""
     removed = getattr(row, "dims_removed", np.nan)
+    ids = getattr(row, "removed_ids", "")
     at = (
         ""
         if pd.isna(removed)
         else f", {int(removed)} removed from the vector at layer {cell(row.layer)}"
+        + (f" ({ids})" if isinstance(ids, str) and ids else "")
     )
     return f"cleaned: {row.dims_cleaned} dims{of}{at}"
 
@@ -484,10 +486,19 @@ def cleaning_parts(row: Any, base: Any, compared: bool = False) -> tuple[str, st
         tables.same_value(row.layer, base.layer)
         and tables.same_value(row.coefficient, base.coefficient)
     ):
+        moved = [
+            name
+            for name, differ in (
+                ("layer", not tables.same_value(row.layer, base.layer)),
+                ("coefficient", not tables.same_value(row.coefficient, base.coefficient)),
+            )
+            if differ
+        ]
+        changes = "'s and the ".join(moved)
         configs = (
             f"each at its own chosen config (layer {cell(row.layer)}, coefficient "
             f"{cell(row.coefficient)} against layer {cell(base.layer)}, coefficient "
-            f"{cell(base.coefficient)}): the gain holds the coefficient's change too"
+            f"{cell(base.coefficient)}): the gain holds the {changes}'s change too"
         )
     if not pd.isna(share) and share >= tables.BARELY:
         configs = "; ".join(x for x in (configs, push_note(share)) if x)

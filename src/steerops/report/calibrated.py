@@ -150,7 +150,7 @@ def dim_sets(params, frame: pd.DataFrame) -> dict[tuple[str, str, str, str], dic
 def with_dim_sets(curve: pd.DataFrame, prepost: pd.DataFrame, sets: dict) -> None:
     """Add the `dim_set` column to the cleaning curve and preclean tables, and to the curve
     `dims_removed`, how many dims the chosen layer's vector lost ("all" is a set's size, which
-    can be fewer than 5) (in place)."""
+    can be fewer than 5), and `removed_ids`, which (in place)."""
     names = {key: str(calibration["dim_set"]) for key, calibration in sets.items()}
     keys = list(
         zip(curve["trait"], curve["position"], curve["component"], curve["variant"], strict=True)
@@ -158,6 +158,11 @@ def with_dim_sets(curve: pd.DataFrame, prepost: pd.DataFrame, sets: dict) -> Non
     curve["dim_set"] = [names.get(key, "") for key in keys]
     curve["dims_removed"] = [
         0 if dims == "0" else _removed(sets.get(key), layer)
+        for key, dims, layer in zip(keys, curve["dims_cleaned"], curve["layer"], strict=True)
+    ]
+    # which dims, as the metadata lists them: with several massive dims, which ones matters
+    curve["removed_ids"] = [
+        "" if dims == "0" else _removed_ids(sets.get(key), layer)
         for key, dims, layer in zip(keys, curve["dims_cleaned"], curve["layer"], strict=True)
     ]
     column = []
@@ -266,7 +271,7 @@ def window_words(row: Any) -> str:
     if not any(layers.values()):
         # no token of any window passes the bars on any dim, so none on the cleaned ones
         elsewhere = (
-            "the dims are massive on other tokens, not there, so "
+            "the dims are massive elsewhere (other tokens or other layers), not there, so "
             if getattr(row, "dim_set", "") == "massive"
             else ""
         )
@@ -457,6 +462,12 @@ def _removed(calibration: dict[str, Any] | None, layer: Any) -> float:
     no metadata with the per-layer record)."""
     dims = _dims_removed(calibration, _layer(layer))
     return np.nan if dims is None else len(dims)
+
+
+def _removed_ids(calibration: dict[str, Any] | None, layer: Any) -> str:
+    """ "507" or "5, 40, 17": the dims removed from a cleaned vector at `layer` ("" when
+    none or unknown)."""
+    return ", ".join(map(str, _dims_removed(calibration, _layer(layer)) or []))
 
 
 def _dims_removed(calibration: dict[str, Any] | None, layer: int | None) -> list | None:

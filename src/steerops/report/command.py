@@ -273,6 +273,9 @@ def _write_results(params, frame, searched, csvs, record, threshold, read, page:
     setup["out"] = _relative(params.out, params.path("."))
     # a run's own folder (--out): its page names it and how to regenerate it
     setup["run"] = params.run_folder is not None and params.run_named
+    # another params file than ./params.yaml: not the main job, and not what `make repro` runs
+    setup["params_flag"] = params.params_flag.strip()
+    setup["experiment"] = params.experiment
     if not setup["run"]:  # how the coefficients apply, to port a choice elsewhere (a run's
         st = params.steering  # flags may have steered otherwise than the params say)
         # a method dropped from steering.methods keeps its cells (and its verdicts)
