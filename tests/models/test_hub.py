@@ -88,6 +88,29 @@ def test_an_uncached_hub_id_offline_is_one_line(tmp_path, monkeypatch):
         check_variant(_params(tmp_path, "org/model"), "base")
 
 
+def test_a_revision_the_cache_lacks_is_named_where_the_cache_holds_another(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    _cache(tmp_path / "hf-cache", "org/model", COMPLETE, "a" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    _no_network(monkeypatch)
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "models": {"base": {"id": "org/model", "revision": "v9"}},
+                "tracking": {"enabled": False},
+            }
+        )
+    )
+    with pytest.raises(SteeropsError) as error:
+        check_variant(load_params(tmp_path / "params.yaml"), "base")
+    assert str(error.value) == (
+        "models.base.id: 'org/model' is not in the Hugging Face cache at revision 'v9' "
+        "(models.base.revision; the cache holds another revision of it), and HF_HUB_OFFLINE "
+        "is set"
+    )
+
+
 def test_an_uncached_hub_id_with_the_hub_unreachable_is_one_line(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
@@ -249,6 +272,37 @@ def test_a_cached_hub_id_is_fingerprinted_by_the_revision_its_refs_name(tmp_path
     _cache(elsewhere, "org/model", COMPLETE, "c" * 40)
     constants.HF_HUB_CACHE = str(elsewhere)  # the fixture's monkeypatch restores it
     assert model_fingerprint("org/model") == first
+
+
+def test_the_identity_record_names_the_snapshot_commit_read(tmp_path, monkeypatch):
+    """With no revision pinned, the record still says which hub revision was read: the
+    cache's snapshot commit that refs/main names, or the pinned one's; none where the cache
+    does not hold the id whole, nor for a local folder."""
+    from steerops.models.identity import variant_identity
+
+    cache = tmp_path / "hf-cache"
+    _cache(cache, "org/model", COMPLETE, "a" * 40)
+    record = variant_identity(_params(tmp_path, "org/model"), "base")
+    assert record["revision"] is None and record["snapshot"] == "a" * 40
+    new = _cache(cache, "org/model", {**COMPLETE, "model.safetensors": b"v2"}, "b" * 40)
+    assert variant_identity(_params(tmp_path, "org/model"), "base")["snapshot"] == "b" * 40
+    (new.parents[1] / "refs" / "v1").write_text("a" * 40)
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "models": {"base": {"id": "org/model", "revision": "v1"}},
+                "tracking": {"enabled": False},
+            }
+        )
+    )
+    pinned = variant_identity(load_params(tmp_path / "params.yaml"), "base")
+    assert (pinned["revision"], pinned["snapshot"]) == ("v1", "a" * 40)
+    assert "snapshot" not in variant_identity(_params(tmp_path, str(new)), "base")
+    # a hub id the cache holds in part, where the hub is reachable: loaded by its id
+    _cache(cache, "org/partial", {"config.json": b"{}"}, "c" * 40)
+    monkeypatch.setattr("steerops.models.loading.model_source", lambda params, v: "org/partial")
+    record = variant_identity(_params(tmp_path, "org/partial"), "base")
+    assert record["fingerprint"] == HUB and "snapshot" not in record
 
 
 class _CountingHub:

@@ -39,6 +39,12 @@ def hub_snapshot(repo_id: str, revision: str | None, local: Path, variant: str) 
         where = f"only partly in the Hugging Face cache ({_missing(config.parent)} missing)"
     else:
         where = f"not a local folder ({local}) and not in the Hugging Face cache"
+        if revision is not None and _cached_config(repo_id, None) is not None:
+            # the cache holds the model, at another revision: say which one is missing
+            where = (
+                f"not in the Hugging Face cache at revision {revision!r} (models.{variant}"
+                ".revision; the cache holds another revision of it)"
+            )
         if "/" in repo_id and local.parent.is_dir():
             # `data/smolm2` next to a `data/` folder: a mistyped path, not an organisation
             raise SteeropsError(f"models.{variant}.id: model not found: {local}")

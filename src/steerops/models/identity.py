@@ -3,25 +3,37 @@ that must notice new weights under an unchanged name (nothing is loaded)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
 def variant_identity(params, variant: str) -> dict[str, Any]:
-    """`{variant, id, revision, fingerprint[, chat_template_md5]}`: the content fingerprint
-    of what the variant loads, and the md5 of a chat template params name (the tokenizer's
-    own, or a chat_template.json beside it, is in the fingerprint already)."""
+    """`{variant, id, revision, fingerprint[, snapshot][, chat_template_md5]}`: the content
+    fingerprint of what the variant loads; for a hub id the cache holds whole, the commit of
+    the snapshot read (`revision` is what params ask, often none: this is the hub revision a
+    reader can map the results back to); and the md5 of a chat template params name (the
+    tokenizer's own, or a chat_template.json beside it, is in the fingerprint already)."""
     from steerops.io import text_md5
     from steerops.models.chat_template import chat_template
     from steerops.models.fingerprint import model_fingerprint
+    from steerops.models.hub import cached_snapshot
     from steerops.models.loading import model_source
 
     spec = params.variant(variant)
+    source = model_source(params, variant)
     identity = {
         "variant": variant,
         "id": spec.id,
         "revision": spec.revision,
-        "fingerprint": model_fingerprint(model_source(params, variant), spec.revision),
+        "fingerprint": model_fingerprint(source, spec.revision),
     }
+    if not Path(source).is_dir():
+        try:
+            snapshot = cached_snapshot(source, spec.revision)
+        except ValueError:  # not a hub id's shape: nothing to name
+            snapshot = None
+        if snapshot is not None:
+            identity["snapshot"] = snapshot.name
     template = chat_template(params, variant)
     if template is not None:
         identity["chat_template_md5"] = text_md5(template)
