@@ -126,7 +126,7 @@ def test_a_dim_over_the_bars_in_too_few_sequences_is_named_apart_from_the_set_an
     )
     assert (
         "- Over both bars in fewer than 2 calibration sequences (not massive by the rule: "
-        "left out of the set and of cleaning): 99 at layer 5" in line
+        "left out of the massive set, and of cleaning that set): 99 at layer 5" in line
     )
     # a rule of 3 sequences, the dim over the bars at two layers: its 3rd sequence, and the
     # layer of its largest peak

@@ -140,6 +140,13 @@ def test_thurstonian_refit_recovers_toy_utilities_and_trains(toy_probe_run, caps
     assert f"; the final r is {share:.0%} of it" in printed
     assert main(["probe", "train", "--params", str(params_file)]) == 0  # the planted scores
     assert "noise ceiling" not in capsys.readouterr().out
+    # under confounds the r is of what they leave: the raw scores' ceiling, no share of it
+    argv = ["probe", "train", "--params", str(params_file), "--scores", str(fitted_csv)]
+    assert main([*argv, "--confounds", str(data / "confounds.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert f"the scores' noise ceiling {ceiling['ceiling']:.3f} [" in printed
+    assert "whose ceiling is lower (not measured), so it is no share of this one" in printed
+    assert "% of it" not in printed
 
 
 def test_thurstonian_reads_and_writes_the_params_files(toy_probe_run, toy_world, tmp_path, capsys):

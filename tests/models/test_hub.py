@@ -109,6 +109,12 @@ def test_a_revision_the_cache_lacks_is_named_where_the_cache_holds_another(tmp_p
         "(models.base.revision; the cache holds another revision of it), and HF_HUB_OFFLINE "
         "is set"
     )
+    # a cache with no refs/main, only another branch's snapshot: the same
+    (tmp_path / "hf-cache" / "models--org--model" / "refs" / "main").rename(
+        tmp_path / "hf-cache" / "models--org--model" / "refs" / "v1"
+    )
+    with pytest.raises(SteeropsError, match="at revision 'v9' .* holds another revision"):
+        check_variant(load_params(tmp_path / "params.yaml"), "base")
 
 
 def test_an_uncached_hub_id_with_the_hub_unreachable_is_one_line(tmp_path, monkeypatch):

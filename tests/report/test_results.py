@@ -453,7 +453,13 @@ def test_a_report_of_a_scratch_run_reads_the_pipelines_calibration_and_vectors(
     main_page = (tmp_path / "docs" / "results.md").read_text().splitlines()
     assert main_page[0] == f"# Results of experiment `toy-refusal` (`{flag}`)"
     assert f"Regenerate it with `steerops report {flag}` after its stages ran" in main_page[2]
+    # from the experiment's own folder, without --params: still that experiment's
     monkeypatch.chdir(tmp_path)
+    assert main(["report"]) == 0
+    main_page = (tmp_path / "docs" / "results.md").read_text().splitlines()
+    assert main_page[0] == "# Results of experiment `toy-refusal` (`--params params.yaml`)"
+    # the params.yaml beside the pipeline's dvc.yaml is the main job's, which make repro runs
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     assert main(["report"]) == 0
     main_page = (tmp_path / "docs" / "results.md").read_text().splitlines()
     assert main_page[0] == "# Results of the main job" and "make repro" in main_page[2]

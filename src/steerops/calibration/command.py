@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> None:
         f"{calibration_file(params.out, variant)}\n"
         f"  massive dims ({rule_words(rule)}): {massive or 'none'}\n"
         + (
-            f"  {rare_words(record)} (not massive: left out): {rare}\n"
+            f"  {rare_words(record)} (not massive: left out of the massive set): {rare}\n"
             if (rare := rare_line(record))
             else ""
         )

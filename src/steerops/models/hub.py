@@ -39,7 +39,7 @@ def hub_snapshot(repo_id: str, revision: str | None, local: Path, variant: str) 
         where = f"only partly in the Hugging Face cache ({_missing(config.parent)} missing)"
     else:
         where = f"not a local folder ({local}) and not in the Hugging Face cache"
-        if revision is not None and _cached_config(repo_id, None) is not None:
+        if revision is not None and _cached_somewhere(repo_id):
             # the cache holds the model, at another revision: say which one is missing
             where = (
                 f"not in the Hugging Face cache at revision {revision!r} (models.{variant}"
@@ -61,6 +61,14 @@ def hub_snapshot(repo_id: str, revision: str | None, local: Path, variant: str) 
             f"{constants.ENDPOINT} is not reachable ({reason})"
         )
     return None
+
+
+def _cached_somewhere(repo_id: str) -> bool:
+    """Whether the cache holds any snapshot of `repo_id` (at whatever revision)."""
+    from huggingface_hub import constants
+
+    folder = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    return folder.is_dir() and any(p.is_dir() for p in folder.iterdir())
 
 
 def cached_snapshot(repo_id: str, revision: str | None) -> Path | None:

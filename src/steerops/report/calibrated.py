@@ -101,7 +101,7 @@ def dims_line(record: dict[str, Any] | None) -> str:
             *(
                 [
                     f"- {rare_words(record).capitalize()} (not massive by the rule: left "
-                    f"out of the set and of cleaning): {rare}"
+                    f"out of the massive set, and of cleaning that set): {rare}"
                 ]
                 if (rare := rare_line(record))
                 else []

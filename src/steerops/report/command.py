@@ -171,6 +171,19 @@ def _page_in(params, out: Path) -> Path | None:
     return page.relative_to(out) if page.is_relative_to(out) else None
 
 
+def _main_job(params) -> bool:
+    """Whether these params are the main job's: a `params.yaml` beside the pipeline's
+    `dvc.yaml` (or params built without a file)."""
+    file = params.file
+    return file is None or (file.name == "params.yaml" and (file.parent / "dvc.yaml").is_file())
+
+
+def _params_flag(params) -> str:
+    """ "--params FILE" that reads these params again from the working directory."""
+    flag = params.params_flag.strip()
+    return flag or f"--params {os.path.relpath(params.file)}"
+
+
 def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path) -> list[Path]:
     """Every table from grid cells only (chosen on the selection half, reported on the
     held-out half); the searches in a table of their own. Written into a new folder that
@@ -273,8 +286,9 @@ def _write_results(params, frame, searched, csvs, record, threshold, read, page:
     setup["out"] = _relative(params.out, params.path("."))
     # a run's own folder (--out): its page names it and how to regenerate it
     setup["run"] = params.run_folder is not None and params.run_named
-    # another params file than ./params.yaml: not the main job, and not what `make repro` runs
-    setup["params_flag"] = params.params_flag.strip()
+    # the main job is the params.yaml beside the pipeline's dvc.yaml, which `make repro`
+    # runs; another params file's page names its experiment and the command for it
+    setup["params_flag"] = "" if _main_job(params) else _params_flag(params)
     setup["experiment"] = params.experiment
     if not setup["run"]:  # how the coefficients apply, to port a choice elsewhere (a run's
         st = params.steering  # flags may have steered otherwise than the params say)
