@@ -147,6 +147,9 @@ def test_thurstonian_refit_recovers_toy_utilities_and_trains(toy_probe_run, caps
     assert f"the scores' noise ceiling {ceiling['ceiling']:.3f} [" in printed
     assert "whose ceiling is lower (not measured), so it is no share of this one" in printed
     assert "% of it" not in printed
+    # the module's later tests read the latest run: the planted scores' again (reused)
+    assert main(["probe", "train", "--params", str(params_file)]) == 0
+    assert "reused" in capsys.readouterr().out and "confounds" not in _manifest(root)["inputs"]
 
 
 def test_thurstonian_reads_and_writes_the_params_files(toy_probe_run, toy_world, tmp_path, capsys):
