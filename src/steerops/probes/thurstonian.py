@@ -94,10 +94,16 @@ def _index(comparisons: list[tuple[str, str, str]]) -> tuple[list[str], np.ndarr
     return tasks, np.array([(index[w], index[b if w == a else a]) for a, b, w in comparisons])
 
 
+def _components(n: int, pairs: np.ndarray) -> tuple[int, np.ndarray]:
+    """(how many, [n] labels) of the groups of n tasks that `pairs` link, directly or by a
+    chain of comparisons."""
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)
+
+
 def _check_connected(tasks: list[str], pairs: np.ndarray) -> None:
     n = len(tasks)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    k, labels = connected_components(graph, directed=False)
+    k, labels = _components(n, pairs)
     if k > 1:
         sizes = np.bincount(labels)
         main = int(np.argmax(sizes))
@@ -236,12 +242,11 @@ def split_half(
         return out | {"why": f"{out['n_tasks']} tasks in both halves' fits, too few to correlate"}
     result = pearsonr(a, b)
     with np.errstate(divide="ignore"):  # r = +-1: an infinite z, a point interval
-        low, high = result.confidence_interval(0.95)
+        low, high = (float(v) for v in result.confidence_interval(0.95))
     r = float(result.statistic)
-    out |= {"r": r, "r_ci": [float(low), float(high)]}
-    out["reliability"] = _spearman_brown(r)
-    out["ceiling"] = _spearman_brown(r) ** 0.5
-    out["ceiling_ci"] = [_spearman_brown(float(low)) ** 0.5, _spearman_brown(float(high)) ** 0.5]
+    out |= {"r": r, "r_ci": [low, high], "reliability": _spearman_brown(r)}
+    out["ceiling"] = out["reliability"] ** 0.5
+    out["ceiling_ci"] = [_spearman_brown(low) ** 0.5, _spearman_brown(high) ** 0.5]
     return out
 
 
@@ -260,8 +265,7 @@ def _half_fit(
     seen[pairs.ravel()] = True
     if not seen.any():  # a half of one comparison holds none
         return np.full(n, np.nan), True, ""
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
+    _, labels = _components(n, pairs)
     keep = seen & (labels == np.bincount(labels[seen]).argmax())
     index = np.full(n, -1)
     index[keep] = np.arange(int(keep.sum()))
