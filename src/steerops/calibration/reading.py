@@ -20,6 +20,11 @@ def massive_spans(aggregate: dict[str, Any]) -> list[str]:
     ]
 
 
+def _rule(record: dict[str, Any]) -> dict[str, Any]:
+    """The record's `massive_rule` ({} where an older record has none)."""
+    return record.get("aggregate", {}).get("massive_rule") or {}
+
+
 def _num(value: Any) -> str:
     return "?" if value is None else f"{value:g}"
 
@@ -39,7 +44,7 @@ def rare_line(record: dict[str, Any]) -> str:
     """The dims over both bars in fewer sequences than the rule asks, left out of the massive
     set, each at the layer of its largest peak ("11 at layer 3 (peak 4,000 on 'x'@130 of
     sequence 2; 43x in its 2nd sequence by peak)"), or "" when none."""
-    k = (record.get("aggregate", {}).get("massive_rule") or {}).get("min_sequences")
+    k = _rule(record).get("min_sequences")
     found: dict[int, dict[str, Any]] = {}
     for layer, stats in sorted(record.get("layers", {}).items(), key=lambda kv: int(kv[0])):
         for dim, peak in (stats.get("massive_rare") or {}).items():
@@ -69,7 +74,7 @@ def rare_line(record: dict[str, Any]) -> str:
 def rare_words(record: dict[str, Any]) -> str:
     """What the rare dims are, by the record's rule ("over both bars in fewer than 2
     calibration sequences")."""
-    k = (record.get("aggregate", {}).get("massive_rule") or {}).get("min_sequences")
+    k = _rule(record).get("min_sequences")
     return f"over both bars in fewer than {k} calibration sequences"
 
 
@@ -80,7 +85,7 @@ def _ordinal(n: int) -> str:
 
 def _bars(record: dict[str, Any]) -> tuple[Any, Any]:
     """The massive rule's peak and ratio bars (None each where an older record has none)."""
-    rule = record.get("aggregate", {}).get("massive_rule") or {}
+    rule = _rule(record)
     return rule.get("threshold"), rule.get("ratio")
 
 
