@@ -61,7 +61,8 @@ class UnreadableJudge(SteeropsError):
 def _keep_landing(answers, keep) -> None:
     """Ctrl-C (or SIGTERM) while an answer was being kept, not while `answers` waited for
     one: handed to `answers`, which keeps the replies already on their way (they are paid
-    for) before it stops. One that landed inside `answers` has ended it already."""
+    for) before it stops, the one being kept among them. One that landed inside `answers`
+    has ended it already."""
     try:
         item = answers.throw(KeyboardInterrupt)
         while True:
@@ -144,6 +145,8 @@ class CachedJudge:
 
             def keep(i: int, entry: Entry | Unanswered) -> None:
                 key = todo_keys[i]
+                if key in entries:  # handed again after a Ctrl-C: it was kept
+                    return
                 if isinstance(entry, Unanswered):
                     refused.append(entry.reason)
                     self._refused.add(key)

@@ -249,10 +249,13 @@ class OpenAIJudge(CachedJudge):
             done, _ = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
             # Keep the successes of this round before raising the failure.
             for future in sorted(done, key=lambda f: f.exception() is not None):
-                i = pending.pop(future)
                 if not isinstance(future.exception(), _Skipped):
                     # re-raises the worker's SteeropsError
-                    yield offset + i, future.result()
+                    item = (offset + pending[future], future.result())
+                    # pending until the caller has kept it: a Ctrl-C landing on this thread
+                    # anywhere up to here hands it to `_landing` again (callers keep once)
+                    yield item
+                del pending[future]
             if self._interrupted.is_set():
                 yield from self._landing(pending, failed, offset)
             self._check_interrupted()  # after this round's answers: paid for, so kept
