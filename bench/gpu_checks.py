@@ -6,7 +6,7 @@ Tiny random float32 models of every architecture the static loop covers (tests/t
   in two calls in a row (the second reuses the kept cache state). gemma3 runs the CUDA
   default (inductor, CUDA graphs); the others run dynamo only, which keeps state the same way;
 - the token-norm median on the device equals the CPU's on bf16, float16 and float32
-  batches;
+  batches, and the unit's per-example statistics (its check's median too) match;
 - `max_batch_rows: auto` plans at least the memory a row of the loop takes (CUDA only);
 - `answer_nll` on the GPU equals the same model's on the CPU;
 - the `hf` judge's integer distributions read with tree attention on the GPU equal the
@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from steerops.extract.token_norm import prompt_median  # noqa: E402
+from steerops.extract.token_norm import prompt_median, token_norm_stats  # noqa: E402
 from steerops.judges.fluency import answer_nll  # noqa: E402
 from steerops.judges.numbers import integer_distributions, number_trie  # noqa: E402
 from steerops.models import decode  # noqa: E402
@@ -138,7 +138,8 @@ def check_auto_rows() -> tuple[bool, str]:
 
 
 def check_median() -> tuple[bool, str]:
-    """The prompt median on the device against the CPU's."""
+    """The prompt median and the unit's per-example statistics on the device against the
+    CPU's."""
     gen = torch.Generator(device=DEVICE).manual_seed(0)
     notes, ok = [], True
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
@@ -152,8 +153,18 @@ def check_median() -> tuple[bool, str]:
         equal = torch.equal(got.isnan(), want.isnan()) and torch.equal(
             got.nan_to_num(-1.0), want.nan_to_num(-1.0)
         )
-        ok &= equal
-        notes.append(f"{str(dtype).removeprefix('torch.')} {'equal' if equal else 'DIFFERENT'}")
+        # the unit's per-example statistics, its check's median among them, as on the CPU
+        # (sums of float32 norms: equal to the kernels' rounding)
+        window = prompt & (torch.arange(40, device=DEVICE) >= 37)
+        stats = token_norm_stats(hidden, prompt, window, 8.0, 3.0).cpu()
+        cpu = token_norm_stats(hidden.cpu(), prompt.cpu(), window.cpu(), 8.0, 3.0)
+        close = torch.equal(stats.isnan(), cpu.isnan()) and torch.allclose(
+            stats.nan_to_num(-1.0), cpu.nan_to_num(-1.0), rtol=1e-5
+        )
+        ok &= equal and close
+        said = "equal" if equal else "DIFFERENT"
+        said += ", stats close" if close else ", stats DIFFER"
+        notes.append(f"{str(dtype).removeprefix('torch.')} {said}")
     return ok, ", ".join(notes)
 
 

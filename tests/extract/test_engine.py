@@ -137,6 +137,16 @@ def test_matches_plain_forward_on_every_architecture(arch, tmp_path):
                     unit = meta["token_norm"][str(layer)]
                     assert unit["tokens"] == len(prompt_norms) and unit["window_massive"] == 0
                     assert unit["token_norm"] == pytest.approx(prompt_norms.mean(), rel=1e-4)
+                    # its check: the lower median over examples of each one's lower median
+                    medians = [
+                        np.sort(
+                            np.linalg.norm(refs[i][(layer, "residual")][1 : ex.prompt_len], axis=-1)
+                        )[(ex.prompt_len - 2) // 2]
+                        for i, ex in enumerate(examples)
+                        if ex.prompt_len > 1
+                    ]
+                    median = np.sort(medians)[(len(medians) - 1) // 2]
+                    assert unit["example_median"] == pytest.approx(median, rel=1e-4)
     for component in ("attn_out", "mlp_out"):
         k += 1
         meta, tensors = run(

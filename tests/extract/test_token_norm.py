@@ -25,11 +25,13 @@ def reference(hidden, prompt, window, threshold, ratio) -> np.ndarray:
         massive = (peak > threshold) & (peak > ratio * median)
         kept = prompt[r] & ~massive
         kept[np.flatnonzero(prompt[r])[0]] = False
+        norms = np.sort(np.linalg.norm(hidden[r][kept].astype(np.float64), axis=-1))
         out[r] = (
-            np.linalg.norm(hidden[r][kept].astype(np.float64), axis=-1).sum(),
+            norms.sum(),
             kept.sum(),
             (prompt[r] & massive).sum(),
             (window[r] & massive).any(),
+            norms[(len(norms) - 1) // 2] if len(norms) else np.nan,  # the lower median
         )
     return out
 
@@ -68,9 +70,38 @@ def test_stats_match_a_row_by_row_reference():
     )
     want16 = reference(as_bf16.float().numpy(), prompt, window, 100.0, 50.0)
     np.testing.assert_allclose(got16.numpy(), want16, rtol=1e-6)
-    unit = summarize(got.sum(0))
+    unit = summarize(got)
     assert unit["massive_tokens"] == 7 and unit["window_massive"] == 1
     assert unit["token_norm"] == round(want[:, 0].sum() / want[:, 1].sum(), 6)
+    medians = np.sort(want[:, 4])
+    assert unit["example_median"] == pytest.approx(medians[(len(medians) - 1) // 2], rel=1e-6)
+
+
+def test_the_units_check_is_not_raised_by_a_recurring_large_token():
+    """A template token under the massive bars but 12x an ordinary token's norm, in every
+    prompt: the mean the unit is raises by about a third, the median example's median not."""
+    rng = np.random.default_rng(2)
+    batch, seq, hid = 8, 30, 64
+    hidden = rng.normal(size=(batch, seq, hid)).astype(np.float32)
+    hidden[:, 3] *= 12  # peaks near 40: under a threshold of 100
+    prompt = np.ones((batch, seq), dtype=bool)
+    window = np.zeros((batch, seq), dtype=bool)
+    rows = token_norm_stats(
+        torch.from_numpy(hidden), torch.from_numpy(prompt), torch.from_numpy(window), 100.0, 1e3
+    )
+    unit = summarize(rows)
+    ordinary = np.delete(np.linalg.norm(hidden, axis=-1)[:, 1:], 2, axis=1)
+    assert unit["massive_tokens"] == 0
+    assert unit["token_norm"] > 1.3 * ordinary.mean()
+    assert unit["example_median"] == pytest.approx(np.median(ordinary), rel=0.03)
+    # a row with no kept token (a one-token prompt: its first) has no median and adds none
+    prompt[0, 1:] = False
+    rows = token_norm_stats(
+        torch.from_numpy(hidden), torch.from_numpy(prompt), torch.from_numpy(window), 100.0, 1e3
+    )
+    assert np.isnan(rows[0, 4].item()) and summarize(rows)["example_median"] == pytest.approx(
+        float(np.sort(reference(hidden, prompt, window, 100.0, 1e3)[1:, 4])[3]), rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

@@ -59,6 +59,8 @@ def setup(tmp_path, token_norm: bool = True, **blocks) -> str:
                 "tokens": 600,
                 "massive_tokens": 60,
                 "window_massive": 60 if k == 1 else 0,
+                # over the unit's 1.25 bar at layer 2 only (8.8 vs 12, 1.36x), under at 0 and 1
+                "example_median": {0: 9.0, 1: 9.0, 2: 8.8}[k],
             }
             for k in (0, 1, 2)
         }
@@ -107,10 +109,15 @@ def test_norm_unit_and_warnings(tmp_path, caplog):
         )
         assert meta["layers"][k]["massive_share"] == round(share, 6)
     assert meta["layers"]["0"]["massive_share"] > 0.9
+    assert [meta["layers"][k]["unit_median"] for k in ("0", "1", "2")] == [9.0, 9.0, 8.8]
     kinds = [line.split(":")[0] for line in meta["warnings"]]
-    assert kinds == ["massive_vector", "massive_window"]
+    assert kinds == ["massive_vector", "massive_window", "skewed_unit"]
     assert "at layers 0,1 " in meta["warnings"][0]  # dim 3 is not massive at layer 2
     assert "60/60 examples (layers 1)" in meta["warnings"][1]
+    assert (
+        "is up to 1.36x the median example's median token norm (layer 2; over 1.25x at "
+        "layers 2)" in meta["warnings"][2]
+    )
     assert [r.getMessage() for r in caplog.records] == meta["warnings"]
     # Activations without the per-token norm keep the pooled rows' norm, and say so.
     setup(tmp_path / "old", token_norm=False)
@@ -119,4 +126,5 @@ def test_norm_unit_and_warnings(tmp_path, caplog):
     assert meta["layers"]["0"]["mean_norm"] == meta["layers"]["0"]["pooled_norm"]
     assert abs(meta["layers"]["0"]["mean_norm"] - pooled) < 1e-4
     assert meta["layers"]["0"]["norm_unit"] == "pooled_window"
+    assert meta["layers"]["0"]["unit_median"] is None  # no check of a pooled unit
     assert meta["warnings"][-1].startswith("pooled_unit: mean_diff prompt[-1]: ")

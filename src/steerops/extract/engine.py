@@ -136,10 +136,11 @@ def settings_hash(job: Job, kept: list[Example], windows: list[range]) -> str:
                 "component": job.component,
                 "layers": job.layers,
                 "dtype": job.dtype,
-                # 2: first token out; "of": the residual's, for a component's activations
+                # 2: first token out; 3: each example's median kept-token norm; "of": the
+                # residual's, for a component's activations
                 "token_norm": {
                     "massive": list(job.massive),
-                    "version": 2,
+                    "version": 3,
                     **({"of": "residual"} if job.component != "residual" else {}),
                 },
             },
@@ -382,7 +383,7 @@ def pool_batch(
     massive: tuple[float, float] = (100.0, 1000.0),
 ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """({layer: [batch, hidden] float32 CPU}: each row's window mean-pooled in fp32,
-    {layer: [batch, 4] token-norm stats} when `prompt_lens` is given, else {})."""
+    {layer: [batch, FIELDS] token-norm stats} when `prompt_lens` is given, else {})."""
     ids, mask, offsets = pad_batch(seqs, extractor.pad_id, extractor.padding_side)
     prompt = window_mask = None
     if prompt_lens is not None:
@@ -469,12 +470,12 @@ def _assemble(
         mean_norm[layer] = round(float(out.float().norm(dim=-1).mean()), 6)
         return out
 
-    token_norms = {}
-    for layer in job.layers:
-        totals = torch.zeros(len(token_norm.FIELDS), dtype=torch.float64)
-        for shard in shards:
-            totals += _shard_tensor(shard, f"tokennorm_{layer}").sum(0)
-        token_norms[layer] = token_norm.summarize(totals)
+    token_norms = {
+        layer: token_norm.summarize(
+            torch.cat([_shard_tensor(shard, f"tokennorm_{layer}") for shard in shards])
+        )
+        for layer in job.layers
+    }
     specs = [(f"layer_{layer}", (n_rows, hidden), dtype) for layer in job.layers]
     md5 = write_streamed(
         Path(job.out_dir) / TENSORS_FILE,

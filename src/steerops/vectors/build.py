@@ -179,6 +179,8 @@ def build_method(
             "mean_norm": norm_unit,
             "norm_unit": unit_kind,
             "pooled_norm": acts.mean_norm(layer),
+            # the unit's check: the median example's median token norm (token units only)
+            "unit_median": token.get("example_median") if unit_kind == "token" else None,
             "window_massive": token.get("window_massive"),
             "massive_share": massive_share(
                 unit, None if massive is None else massive.get(layer, [])

@@ -7,6 +7,10 @@ layers it applies to; logged and stored in the vector metadata (`warnings`).
   examples: the pooled activations, and what is fitted on them, are dominated by it.
 - pooled_unit: the activations predate the per-token norm, so the `norm` coefficient unit
   falls back to the pooled rows' mean norm, which depends on the window.
+- skewed_unit: the `norm` unit (a mean of token norms) exceeds the median example's median
+  token norm by more than `UNIT_SKEW`: a few large tokens the massive rule keeps (a template
+  token just under its bars, recurring in every prompt) set it, and a `norm` coefficient
+  weighs that much more than on an ordinary token.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import torch
 
 log = logging.getLogger(__name__)
 MASSIVE_SHARE = 0.5
+# Token norms are skewed right a little on their own (mean/median 1.00-1.02 on SmolLM2);
+# a quarter more is a unit no longer set by ordinary tokens.
+UNIT_SKEW = 1.25
 
 
 def massive_share(unit: torch.Tensor, dims: list[int] | None) -> float | None:
@@ -55,6 +62,20 @@ def collect(name: str, position: str, layers: dict[str, dict], n_examples: int) 
         lines.append(
             f"pooled_unit: {name} {position}: the norm unit is the pooled window's mean norm "
             f"at layers {_span(pooled)} (activations predate token_norm; extract again)"
+        )
+    skew = {
+        k: v["mean_norm"] / v["unit_median"]
+        for k, v in layers.items()
+        if v.get("unit_median") and (v["mean_norm"] or 0) > UNIT_SKEW * v["unit_median"]
+    }
+    if skew:
+        worst = max(skew, key=skew.get)
+        lines.append(
+            f"skewed_unit: {name} {position}: the norm unit (the mean per-token norm) is up to "
+            f"{skew[worst]:.2f}x the median example's median token norm (layer {worst}; over "
+            f"{UNIT_SKEW}x at layers {_span(skew)}): a few large tokens the massive rule keeps "
+            "set it, so a `norm` coefficient there weighs that much more than an ordinary "
+            "token's norm (see the calibration's near-the-bar line, or steer in `absolute` units)"
         )
     for line in lines:
         log.warning(line)
