@@ -72,3 +72,28 @@ def test_a_massive_dim_is_labelled_with_the_token_its_peak_sits_at(tmp_path, mon
     (tmp_path / "again").mkdir()
     fig = _drawn(tmp_path / "again", monkeypatch, record)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()][0] == "507! several tokens"
+
+
+def test_a_short_models_colour_bar_labels_fit_in_the_image(tmp_path, monkeypatch):
+    """Three layers make a figure shorter than the left bar's label (the rule spelled out):
+    the saved image still holds each label whole."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.image import imread
+
+    fig = _drawn(tmp_path, monkeypatch, _record())
+    height, width = imread(tmp_path / "heatmap.png").shape[:2]
+    FigureCanvasAgg(fig)
+    fig.set_dpi(120)  # the dpi the image was saved at
+    renderer = fig.canvas.get_renderer()
+    bars = [
+        ax
+        for ax in fig.axes
+        if ax.get_ylabel() in ("relative |mean|",) or ax.get_ylabel().startswith("max / median")
+    ]
+    assert len(bars) == 2
+    for bar in bars:
+        label = bar.yaxis.label.get_window_extent(renderer)
+        assert label.height < height and label.width < width
+    assert max(bar.yaxis.label.get_window_extent(renderer).height for bar in bars) > (
+        fig.get_figheight() * 120
+    )  # longer than the figure is tall: a plain save would cut it

@@ -11,6 +11,7 @@ from sklearn.preprocessing import StandardScaler
 
 from steerops.errors import SteeropsError
 from steerops.probes import ridge
+from steerops.stats.correlation import pearson, pearson_interval
 
 ALPHAS = [10.0**k for k in range(-3, 7)]
 
@@ -175,14 +176,6 @@ def test_pairwise_accuracy_counts_only_scored_pairs_and_half_ties():
     assert (empty.n, empty.mean, empty.lo, empty.hi) == (0, None, None, None)
 
 
-def test_pearson_interval_needs_four_points_and_two_varying_sides():
-    x = np.arange(6.0)
-    assert ridge.pearson_interval(x[:3], x[:3] ** 2) == (None, None)
-    assert ridge.pearson_interval(x, np.ones(6)) == (None, None)
-    low, high = ridge.pearson_interval(x, x + np.array([0.3, -0.2, 0.1, 0.4, -0.5, 0.2]))
-    assert low < ridge.pearson(x, x + np.array([0.3, -0.2, 0.1, 0.4, -0.5, 0.2])) < high <= 1
-
-
 def test_alpha_edge_names_the_end_of_the_grid():
     assert ridge.alpha_edge(1e-3, ALPHAS) == "lowest"
     assert ridge.alpha_edge(1e6, ALPHAS) == "highest"
@@ -195,7 +188,7 @@ def test_constant_predictions_are_a_degenerate_fit_not_a_score_problem():
     x[:] = 0.1  # constant activations: every probe predicts one value
     pred = np.full(40, 0.1)
     with pytest.warns(ConstantInputWarning):  # scipy: r is not defined
-        assert np.isnan(ridge.pearson(pred, y[:40])) and np.isnan(pearsonr(pred, y[:40])[0])
+        assert np.isnan(pearson(pred, y[:40])) and np.isnan(pearsonr(pred, y[:40])[0])
     assert ridge.constant_features(x) and not ridge.constant_features(_data(120, 6)[0])
     with pytest.raises(ridge.DegenerateFit) as err:
         ridge.fit_holdout(x, y, ALPHAS, ridge.split_tasks(120, 0.5, 0))
@@ -293,7 +286,7 @@ def test_the_clustered_r_interval_is_a_bootstrap_over_groups():
         for rows in (np.concatenate([members[g] for g in draw]) for draw in draws)
     ]
     np.testing.assert_allclose([low, high], np.quantile(rs, [0.025, 0.975]), atol=1e-9)
-    fisher_low, fisher_high = ridge.pearson_interval(a, b)
+    fisher_low, fisher_high = pearson_interval(a, b)
     assert high - low > 1.5 * (fisher_high - fisher_low)
-    assert low < ridge.pearson(a, b) < high
+    assert low < pearson(a, b) < high
     assert ridge.clustered_r_interval(a[:15], b[:15], groups[:15], seed=7) == (None, None)

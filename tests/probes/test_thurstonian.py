@@ -204,6 +204,10 @@ def test_the_train_line_gives_the_share_of_the_ceiling_only_of_scores_it_bounds(
         assert line.endswith("; the final r is 70% of it")
     assert ceiling_line(None, "final r", 0.63, confounded) == ""
     assert ceiling_line(ceiling | {"ceiling": None}, "final r", 0.6, confounded) == ""
+    # a record older than `tasks_total` says the tasks it holds; no r, no share
+    older = {k: v for k, v in ceiling.items() if k != "tasks_total"}
+    line = ceiling_line(older, "final r", None, confounded)
+    assert "split-half, over 280 tasks)" in line and "%" not in line
 
 
 def test_coin_flips_have_a_noise_ceiling_whose_interval_reaches_zero():

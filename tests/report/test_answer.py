@@ -434,6 +434,40 @@ def test_a_near_copy_says_where_the_same_dims_weigh_enough_to_test():
     assert cleaning_parts(row, base)[1].endswith("says nothing of them")
 
 
+def test_a_cleaned_vector_with_nothing_removed_at_its_chosen_layer_is_no_test_of_the_dims():
+    """The dims of its set are massive at other layers only: at the chosen one it is the
+    uncleaned vector, and a gain (here one the interval claims) is not read as the dims'."""
+    from steerops.report.answer import _cleaned, cleaning_parts
+
+    row = SimpleNamespace(
+        gain=12.5,
+        gain_lo=2.5,
+        gain_hi=25.0,
+        gain_n=20,
+        gain_k=1,
+        status="ok",
+        variant="mean_diff_cleaned",
+        method="mean_diff",
+        layer=4,
+        coefficient=0.2,
+        dims_cleaned="2",
+        dim_set="massive",
+        dims_removed=0.0,
+        removed_ids="",
+        removed_share=0.0,
+        peak_share_layer=np.nan,
+        peak_share=np.nan,
+    )
+    base = SimpleNamespace(status="ok", layer=4, coefficient=0.2)
+    verdict, why, _ = cleaning_parts(row, base)
+    assert verdict == "cannot tell whether the dims matter"
+    assert why.startswith("the cleaned vector is nearly the uncleaned one (cosine 1.000), so its")
+    assert "(cleaning helps) says nothing of them" in why
+    assert _cleaned(row) == (
+        "cleaned: 2 dims of the `massive` set, 0 removed from the vector at layer 4"
+    )
+
+
 def test_a_search_s_trials_are_read_at_the_search_s_own_bar():
     """Its trials were kept or dropped at the search's bar, so its lines use that bar."""
     trials = pd.DataFrame(

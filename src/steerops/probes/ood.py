@@ -52,8 +52,8 @@ from scipy.stats import spearmanr
 from scipy.stats import t as student_t
 
 from steerops.extract.conditions import OodCondition
-from steerops.probes.ridge import pearson
 from steerops.stats import CONFIDENCE, clustered_proportion
+from steerops.stats.correlation import pearson
 
 Tasks = list[str]  # task ids in row order
 Conditions = list[OodCondition]

@@ -32,11 +32,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 from steerops.errors import SteeropsError
 from steerops.probes.confounds import residuals
 from steerops.stats import Interval, pairwise_share
+from steerops.stats.correlation import pearson
 
 MIN_PART = 3  # fewest tasks in any part for a Pearson r to mean anything
 
@@ -62,26 +62,6 @@ class ProbeFit:
     eval_pred: np.ndarray
     eval_true: np.ndarray  # the targets `eval_pred` is scored against
     counts: dict[str, int] = field(default_factory=dict)
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson r; nan when either side is constant (as scipy's pearsonr)."""
-    if np.ptp(a) == 0 or np.ptp(b) == 0:  # centring by a rounded mean leaves a tiny non-zero
-        return float("nan")
-    a = np.asarray(a, dtype=np.float64) - np.mean(a)
-    b = np.asarray(b, dtype=np.float64) - np.mean(b)
-    denom = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / denom) if denom > 0 else float("nan")
-
-
-def pearson_interval(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
-    """95% interval of Pearson r between `a` and `b` (Fisher z, scipy's); None without one
-    (fewer than 4 points, or a constant side)."""
-    if len(a) < 4 or pearson(a, b) != pearson(a, b):  # nan: a constant side
-        return None, None
-    with np.errstate(divide="ignore"):  # r = +-1 gives an infinite z and a point interval
-        low, high = stats.pearsonr(a, b).confidence_interval(0.95)
-    return float(low), float(high)
 
 
 def fit_scaler(x: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray]:

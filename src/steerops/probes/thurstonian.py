@@ -26,10 +26,10 @@ from scipy.optimize import minimize
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import log_ndtr
-from scipy.stats import pearsonr
 
 from steerops import stats
 from steerops.errors import SteeropsError
+from steerops.stats.correlation import pearson, pearson_interval
 
 LOG_SIGMA_BOUNDS = (-4.0, 4.0)
 
@@ -238,12 +238,10 @@ def split_half(
     both = ~np.isnan(fits[0]) & ~np.isnan(fits[1])
     out["n_tasks"] = int(both.sum())
     a, b = fits[0][both], fits[1][both]
-    if out["n_tasks"] < 4 or a.std() == 0 or b.std() == 0:
+    low, high = pearson_interval(a, b)
+    if low is None:
         return out | {"why": f"{out['n_tasks']} tasks in both halves' fits, too few to correlate"}
-    result = pearsonr(a, b)
-    with np.errstate(divide="ignore"):  # r = +-1: an infinite z, a point interval
-        low, high = (float(v) for v in result.confidence_interval(0.95))
-    r = float(result.statistic)
+    r = pearson(a, b)
     out |= {"r": r, "r_ci": [low, high], "reliability": _spearman_brown(r)}
     out["ceiling"] = out["reliability"] ** 0.5
     out["ceiling_ci"] = [_spearman_brown(low) ** 0.5, _spearman_brown(high) ** 0.5]

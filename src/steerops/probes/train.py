@@ -54,6 +54,7 @@ from steerops.probes.store import (
 )
 from steerops.specs import position_slug
 from steerops.stats import Interval
+from steerops.stats.correlation import pearson_interval
 from steerops.tracking import track
 
 
@@ -308,7 +309,7 @@ def _final_interval(fit: ridge.ProbeFit, groups: np.ndarray | None, seed: int) -
     """The final r's 95% interval: Fisher z over tasks, or under probes.group_by a
     bootstrap over the final part's groups (their tasks are not independent)."""
     if groups is None:
-        return ridge.pearson_interval(fit.eval_pred, fit.eval_true)
+        return pearson_interval(fit.eval_pred, fit.eval_true)
     return ridge.clustered_r_interval(fit.eval_pred, fit.eval_true, groups[fit.eval_index], seed)
 
 
