@@ -91,7 +91,7 @@ def test_an_uncached_hub_id_offline_is_one_line(tmp_path, monkeypatch):
 def test_a_revision_the_cache_lacks_is_named_where_the_cache_holds_another(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    _cache(tmp_path / "hf-cache", "org/model", COMPLETE, "a" * 40)
+    snapshot = _cache(tmp_path / "hf-cache", "org/model", COMPLETE, "a" * 40)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     _no_network(monkeypatch)
     (tmp_path / "params.yaml").write_text(
@@ -115,6 +115,9 @@ def test_a_revision_the_cache_lacks_is_named_where_the_cache_holds_another(tmp_p
     )
     with pytest.raises(SteeropsError, match="at revision 'v9' .* holds another revision"):
         check_variant(load_params(tmp_path / "params.yaml"), "base")
+    # the short hash of the commit it holds is no other revision: read offline
+    local = tmp_path / "org" / "model"
+    assert hub.hub_snapshot("org/model", "aaaaaaa", local, "base") == snapshot
 
 
 def test_an_uncached_hub_id_with_the_hub_unreachable_is_one_line(tmp_path, monkeypatch):
@@ -244,6 +247,16 @@ def test_the_cache_revision_read_is_the_one_its_refs_name(tmp_path):
     assert hub.cached_snapshot("org/model", "v1") == old  # a branch or tag the cache knows
     assert hub.cached_snapshot("org/model", "a" * 40) == old  # a commit
     assert hub.cached_snapshot("org/model", "v2") is None  # one it does not: the hub's
+    # a short commit hash names the one snapshot whose commit starts with it
+    short = _cache(
+        cache, "org/model", {**COMPLETE, "model.safetensors": b"v3"}, "3b1c0e2" * 5 + "abcde"
+    )
+    assert hub.cached_snapshot("org/model", "3b1c0e2") == short
+    assert hub.cached_snapshot("org/model", "aaaaaaa") == old
+    assert hub.cached_snapshot("org/model", "aaaaaa") is None  # under 7 digits: no commit
+    _cache(cache, "org/model", COMPLETE, "3b1c0e2f" + "0" * 32)
+    assert hub.cached_snapshot("org/model", "3b1c0e2") is None  # two commits: neither
+    assert hub.cached_snapshot("org/model", "3b1c0e23") == short
 
 
 def test_a_cached_hub_id_is_fingerprinted_by_the_revision_its_refs_name(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -89,8 +90,23 @@ def cached_file(repo_id: str, name: str, revision: str | None) -> Path | None:
     for `revision` (or that commit); None when the cache does not hold it. Never downloads."""
     from huggingface_hub import try_to_load_from_cache
 
-    path = try_to_load_from_cache(repo_id, name, revision=revision)
+    path = try_to_load_from_cache(repo_id, name, revision=_cache_revision(repo_id, revision))
     return Path(path) if isinstance(path, str) else None
+
+
+def _cache_revision(repo_id: str, revision: str | None) -> str | None:
+    """`revision` as the cache names it: a short commit hash (`3b1c0e2`, as `git log
+    --oneline` and the hub's pages print it) is the one snapshot whose commit starts with
+    it, which the cache finds by full hashes only; anything else as given."""
+    if revision is None or not re.fullmatch(r"[0-9a-f]{7,39}", revision):
+        return revision
+    from huggingface_hub import constants
+
+    repo = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    if (repo / "refs" / revision).is_file() or not (repo / "snapshots").is_dir():
+        return revision  # a branch or tag spelled in hex digits, or nothing cached
+    commits = [p.name for p in (repo / "snapshots").iterdir() if p.name.startswith(revision)]
+    return commits[0] if len(commits) == 1 else revision
 
 
 def _complete(snapshot: Path) -> Path | None:
