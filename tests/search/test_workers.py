@@ -197,7 +197,9 @@ def test_killed_worker_elsewhere_is_taken_over_after_the_grace_period(tmp_path):
     patient = open_url(url, heartbeat_s=1, grace_s=3600)
     patient.recover_stale()  # another node's process cannot be checked: it might be alive
     assert patient.n_running() == 2 and patient.free_slots(4) == 2
-    resumed = open_url(url, heartbeat_s=1, grace_s=2)
+    # a grace well past the time from the killed worker's last beat to the first look at
+    # it (about 1.3 s on a loaded machine), so its trials are taken over after the new ones
+    resumed = open_url(url, heartbeat_s=1, grace_s=5)
     evaluator = SyntheticEvaluator(["q1", "q2"])
     run_search(resumed, evaluator, SOURCE, 4, 2, "positive", progress=False, poll_s=0.2)
     # two free slots first, then, once the grace period is over, the taken-over ones
@@ -227,12 +229,15 @@ def _kill_mid_batch(url: str, folder: Path, node: str | None = None) -> list[flo
         while time.monotonic() < deadline:
             if (folder / "ready").exists():
                 watcher = open_url(url, heartbeat_s=1, grace_s=3600)
-                if watcher.n_running() == 2:
+                # both running with their coefficients (a trial runs a moment before its
+                # params are stored, and records leave out a trial without them)
+                running = [r for r in watcher.records() if r.state == "running"]
+                if watcher.n_running() == 2 and len(running) == 2:
                     break
             time.sleep(0.2)
         else:
             pytest.fail("the worker never started its first batch")
-        return sorted(r.coefficient for r in watcher.records() if r.state == "running")
+        return sorted(r.coefficient for r in running)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -588,11 +593,25 @@ def holding_finaliser(url: str, folder: str) -> None:
         (folder_ / "written").touch()
 
 
-def test_a_late_worker_finalises_its_retries_after_the_running_finalisation(tmp_path, capsys):
+def test_a_late_worker_finalises_its_retries_after_the_running_finalisation(
+    tmp_path, capsys, monkeypatch
+):
     """Retries completed while another worker finalises the study without them: this worker
     waits for that finalisation to end (never writing the outputs at the same time), then
     finalises the study again, with them."""
-    import threading
+    from steerops.search import study
+
+    class ReleasingClock:
+        """study's clock, whose first wait for the other finalisation lets it end: the
+        holder is released once this worker is seen waiting, however slow the machine."""
+
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            (tmp_path / "release").touch()
+            time.sleep(seconds)
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     _refused_in_part(url)
@@ -603,11 +622,9 @@ def test_a_late_worker_finalises_its_retries_after_the_running_finalisation(tmp_
         lifted = SyntheticEvaluator(["q1", "q2"])
         run_search(late, lifted, SOURCE, 6, 2, "positive", progress=False)
         assert lifted.calls  # the retries, completed while the claim runs
-        release = threading.Timer(1.0, (tmp_path / "release").touch)
-        release.start()
+        monkeypatch.setattr(study, "time", ReleasingClock())
         with late.finalising(poll_s=0.1) as mine:
             assert mine and (tmp_path / "written").exists()
-        release.join()
         assert "another worker is finalising study 's'" in capsys.readouterr().err
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err  # its finalisation ended as it should
