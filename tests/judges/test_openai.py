@@ -1108,6 +1108,18 @@ def test_a_reply_without_logprobs_after_answers_with_them_is_asked_again(
     assert rerun.score(["new"], [RESPONSES[0]]) == want[:1]  # not cached: asked again
 
 
+def _interrupting(put, calls: list, at: int):
+    """`put` that raises Ctrl-C's KeyboardInterrupt at its `at`-th call, instead of storing."""
+
+    def interrupting(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at:
+            raise KeyboardInterrupt
+        return put(*args, **kwargs)
+
+    return interrupting
+
+
 def test_ctrl_c_on_the_scoring_thread_keeps_the_replies_on_their_way(
     tmp_path, server, trait, key, monkeypatch
 ):
@@ -1142,24 +1154,20 @@ def test_ctrl_c_on_the_scoring_thread_keeps_the_replies_on_their_way(
     assert len(server.requests) - sent == 60 - cached  # only what was never answered
 
     # landing while an answer is being kept, not while the judge waits for one: the
-    # replies on their way are kept all the same, the one being stored among them
-    server.requests.clear()
+    # replies on their way are kept all the same, the one being stored among them, whether
+    # it is the first (sent alone) or one of the pool's; each counted once
     server.delay = 0.2
-    judge = make_judge(params_for(tmp_path, server, concurrency=4), trait)
-    real_put, puts = judge.cache.put, []
-
-    def put(*args, **kwargs):
-        puts.append(1)
-        if len(puts) == 2:
-            raise KeyboardInterrupt
-        return real_put(*args, **kwargs)
-
-    judge.cache.put = put
-    before = len(judge.cache)
-    with pytest.raises(KeyboardInterrupt):
-        judge.score([f"other{i}" for i in range(30)], [RESPONSES[0]] * 30)
-    sent = len(server.requests)
-    assert 2 < sent < 20 and len(judge.cache) - before == sent and len(puts) == sent + 1
+    for landing in (1, 2):
+        server.requests.clear()
+        judge = make_judge(params_for(tmp_path, server, concurrency=4), trait)
+        puts: list = []
+        judge.cache.put = _interrupting(judge.cache.put, puts, landing)
+        before = len(judge.cache)
+        with pytest.raises(KeyboardInterrupt):
+            judge.score([f"other{landing}-{i}" for i in range(30)], [RESPONSES[0]] * 30)
+        sent = len(server.requests)
+        assert 0 < sent < 20 and len(judge.cache) - before == sent == judge.calls, landing
+        assert len(puts) == sent + 1
 
 
 def test_a_run_of_its_own_asks_no_answer_the_pipeline_s_cache_holds(tmp_path, server, trait, key):
@@ -1242,3 +1250,30 @@ def test_the_throttle_halves_once_per_burst_and_grows_back_one_at_a_time():
     gate.release(gate.acquire(), throttled=True, hold_s=0.3)
     gate.release(gate.acquire(), ok=True)
     assert time.monotonic() - started >= 0.3
+
+
+def test_ctrl_c_while_the_pool_is_filled_sends_nothing_it_does_not_keep(
+    tmp_path, server, trait, key, monkeypatch
+):
+    """A Ctrl-C while the judge hands a chunk's prompts to its workers (thousands take tens
+    of milliseconds): what went out is kept and the rest is never sent, not sent and paid for
+    while the process waits at exit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from steerops.judges import openai
+
+    class Interrupted(ThreadPoolExecutor):
+        def submit(self, *args, **kwargs):
+            if getattr(self, "handed", 0) == 3:
+                raise KeyboardInterrupt
+            self.handed = getattr(self, "handed", 0) + 1
+            return super().submit(*args, **kwargs)
+
+    monkeypatch.setattr(openai, "ThreadPoolExecutor", Interrupted)
+    server.delay = 0.2
+    judge = make_judge(params_for(tmp_path, server, concurrency=4), trait)
+    with pytest.raises(KeyboardInterrupt):
+        judge.score([f"q{i}" for i in range(30)], [RESPONSES[0]] * 30)
+    time.sleep(0.5)  # past any reply a leftover worker would get
+    sent = len(server.requests)
+    assert 1 < sent <= 4 and len(judge.cache) == sent and not judge._live

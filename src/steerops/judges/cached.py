@@ -69,7 +69,9 @@ def _keep_landing(answers, keep) -> None:
             keep(*item)
             item = next(answers)
     except (KeyboardInterrupt, StopIteration):
-        pass
+        pass  # a second Ctrl-C stops at once
+    finally:
+        answers.close()  # its requests in flight stop and its queue is dropped now
 
 
 class CachedJudge:
@@ -150,17 +152,17 @@ class CachedJudge:
                 if isinstance(entry, Unanswered):
                     refused.append(entry.reason)
                     self._refused.add(key)
-                    entries[key] = (None, 0.0)
                     self.unanswered.add((todo[key].question, todo[key].response))
                 else:
                     served = self._served_by(key)
                     self.cache.put(key, self.id, todo[key].kind, entry, served)
-                    entries[key] = entry
                     if served is not None:
                         fresh[served] = fresh.get(served, 0) + 1
                         self.served[key] = served
                 self.calls += 1
                 bar.update()
+                # last: a Ctrl-C before it has the answer handed again and stored whole
+                entries[key] = (None, 0.0) if isinstance(entry, Unanswered) else entry
 
             with bar, _forgetting_if_unreadable(self.cache, self.id):
                 answers = self._answer([todo[k] for k in todo_keys])

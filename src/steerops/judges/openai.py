@@ -205,7 +205,11 @@ class OpenAIJudge(CachedJudge):
                 refused.append(Unanswered(str(exc)))
             else:
                 self._answered = True
-                yield first, entry
+                try:
+                    yield first, entry
+                except KeyboardInterrupt:  # landed while the caller kept it: handed again
+                    yield first, entry  # (the caller keeps an answer once)
+                    raise
             first += 1
         yield from enumerate(refused)  # the first jobs, each refused on its own
         jobs, offset = jobs[first:], first
@@ -215,14 +219,14 @@ class OpenAIJudge(CachedJudge):
         # set by the first failure or an interrupt: queued jobs send nothing, none retries
         failed = threading.Event()
         abandon = threading.Event()  # set on the way out: the requests in flight stop
-        with self._tokens_lock:
-            self._live.add(failed)
-        if self._interrupted.is_set():
-            failed.set()
-        pending = {
-            pool.submit(self._ask_unless, failed, abandon, job): i for i, job in enumerate(jobs)
-        }
-        try:
+        pending: dict = {}
+        try:  # from before the first submit: a Ctrl-C while submitting cancels the queue
+            with self._tokens_lock:
+                self._live.add(failed)
+            if self._interrupted.is_set():
+                failed.set()
+            for i, job in enumerate(jobs):
+                pending[pool.submit(self._ask_unless, failed, abandon, job)] = i
             yield from self._collect(pending, offset, failed)
         except KeyboardInterrupt:
             # Ctrl-C or SIGTERM on the scoring thread itself (generate's vetting, a baseline):
@@ -270,9 +274,9 @@ class OpenAIJudge(CachedJudge):
         grace = min(_IN_FLIGHT_GRACE_S, self.policy.timeout_s)
         done, _ = wait(pending, timeout=grace)
         for future in done:
-            i = pending.pop(future)
             if future.exception() is None:
-                yield offset + i, future.result()
+                yield offset + pending[future], future.result()
+            del pending[future]  # after the caller kept it, as in `_collect`
 
     def _ask_unless(
         self, failed: threading.Event, abandon: threading.Event, job: Job
@@ -365,8 +369,8 @@ class OpenAIJudge(CachedJudge):
         ) from None
 
     def _served_by(self, key: str) -> str | None:
-        with self._tokens_lock:
-            return self._served.pop(key, None)
+        with self._tokens_lock:  # read, not popped: an answer kept again keeps its model
+            return self._served.get(key)
 
     def _top_logprobs(self, reply: dict, job: Job) -> list[dict]:
         self._check_declined(reply)
