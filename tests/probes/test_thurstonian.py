@@ -221,6 +221,17 @@ def test_coin_flips_have_a_noise_ceiling_whose_interval_reaches_zero():
     assert few["r"] is None and few["ceiling"] is None and "too few" in few["why"]
 
 
+def test_a_half_fit_that_scores_every_task_alike_has_no_ceiling_and_says_why(monkeypatch):
+    from steerops.probes import thurstonian
+
+    monkeypatch.setattr(thurstonian, "_half_fit", lambda n, *_: (np.full(n, 0.1), True, ""))
+    tasks = [f"t{i}" for i in range(20)]
+    comparisons = [(a, b, a) for a, b in zip(tasks, tasks[1:] + tasks[:1], strict=True)]
+    result = split_half(comparisons, seed=0)
+    assert result["r"] is None and result["ceiling"] is None and result["n_tasks"] == 20
+    assert result["why"] == "a half's fit gives every task the same score"
+
+
 def test_sampled_comparisons_follow_the_model():
     rng = np.random.default_rng(0)
     tasks = ["x", "y"]

@@ -35,3 +35,7 @@ def test_no_interval_under_four_points_or_with_a_constant_side():
         warnings.simplefilter("error", RuntimeWarning)  # r = -1: an infinite z, no warning
         low, high = pearson_interval(x, -x)
     assert low == pytest.approx(-1.0) and high == pytest.approx(-1.0)
+    # collinear sides whose rounding would put r a last bit past 1: clipped, as scipy's
+    rng = np.random.default_rng(0)
+    rs = [pearson(a, 3 * a + 1) for a in rng.normal(size=(200, 7))]
+    assert max(rs) == 1.0 and min(rs) > 1 - 1e-12

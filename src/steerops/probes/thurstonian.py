@@ -240,7 +240,12 @@ def split_half(
     a, b = fits[0][both], fits[1][both]
     low, high = pearson_interval(a, b)
     if low is None:
-        return out | {"why": f"{out['n_tasks']} tasks in both halves' fits, too few to correlate"}
+        why = (
+            f"{out['n_tasks']} tasks in both halves' fits, too few to correlate"
+            if out["n_tasks"] < 4
+            else "a half's fit gives every task the same score"
+        )
+        return out | {"why": why}
     r = pearson(a, b)
     out |= {"r": r, "r_ci": [low, high], "reliability": _spearman_brown(r)}
     out["ceiling"] = out["reliability"] ** 0.5

@@ -14,7 +14,10 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     a = np.asarray(a, dtype=np.float64) - np.mean(a)
     b = np.asarray(b, dtype=np.float64) - np.mean(b)
     denom = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+    if not denom > 0:
+        return float("nan")
+    # within [-1, 1] as scipy's: collinear sides can round a last bit past 1
+    return float(np.clip((a * b).sum() / denom, -1.0, 1.0))
 
 
 def pearson_interval(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
