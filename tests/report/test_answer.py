@@ -402,26 +402,17 @@ def test_the_recommendation_gives_its_answers_moved_its_test_and_its_coherence_i
     )
 
 
-def test_a_near_copy_says_where_the_same_dims_weigh_enough_to_test():
-    from types import SimpleNamespace
+def _curve_row(**changes) -> SimpleNamespace:
+    """A cleaning-curve row of a near copy at layer 12 (what `cleaning_parts` reads)."""
+    row = dict(gain=0.0, gain_lo=0.0, gain_hi=0.0, gain_n=20, gain_k=1, status="ok")
+    row |= dict(variant="v", method="m", layer=12, coefficient=0.2, removed_share=0.0076)
+    return SimpleNamespace(**(row | dict(peak_share_layer=17.0, peak_share=0.111) | changes))
 
+
+def test_a_near_copy_says_where_the_same_dims_weigh_enough_to_test():
     from steerops.report.answer import cleaning_parts
 
-    row = SimpleNamespace(
-        gain=0.0,
-        gain_lo=0.0,
-        gain_hi=0.0,
-        gain_n=20,
-        gain_k=1,
-        status="ok",
-        variant="v",
-        method="m",
-        layer=12,
-        coefficient=0.2,
-        removed_share=0.0076,
-        peak_share_layer=17.0,
-        peak_share=0.111,
-    )
+    row = _curve_row()
     base = SimpleNamespace(status="ok", layer=12, coefficient=0.2)
     verdict, why, configs = cleaning_parts(row, base)
     assert verdict == "cannot tell whether the dims matter" and configs == ""
@@ -439,17 +430,13 @@ def test_a_cleaned_vector_with_nothing_removed_at_its_chosen_layer_is_no_test_of
     uncleaned vector, and a gain (here one the interval claims) is not read as the dims'."""
     from steerops.report.answer import _cleaned, cleaning_parts
 
-    row = SimpleNamespace(
+    row = _curve_row(
         gain=12.5,
         gain_lo=2.5,
         gain_hi=25.0,
-        gain_n=20,
-        gain_k=1,
-        status="ok",
         variant="mean_diff_cleaned",
         method="mean_diff",
         layer=4,
-        coefficient=0.2,
         dims_cleaned="2",
         dim_set="massive",
         dims_removed=0.0,

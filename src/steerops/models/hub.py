@@ -66,10 +66,15 @@ def hub_snapshot(repo_id: str, revision: str | None, local: Path, variant: str) 
 
 def _cached_somewhere(repo_id: str) -> bool:
     """Whether the cache holds any snapshot of `repo_id` (at whatever revision)."""
+    folder = _cache_folder(repo_id) / "snapshots"
+    return folder.is_dir() and any(p.is_dir() for p in folder.iterdir())
+
+
+def _cache_folder(repo_id: str) -> Path:
+    """The Hugging Face cache's folder of the model `repo_id` (refs/, snapshots/, blobs/)."""
     from huggingface_hub import constants
 
-    folder = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
-    return folder.is_dir() and any(p.is_dir() for p in folder.iterdir())
+    return Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
 
 
 def cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
@@ -100,9 +105,7 @@ def _cache_revision(repo_id: str, revision: str | None) -> str | None:
     it, which the cache finds by full hashes only; anything else as given."""
     if revision is None or not re.fullmatch(r"[0-9a-f]{7,39}", revision):
         return revision
-    from huggingface_hub import constants
-
-    repo = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    repo = _cache_folder(repo_id)
     if (repo / "refs" / revision).is_file() or not (repo / "snapshots").is_dir():
         return revision  # a branch or tag spelled in hex digits, or nothing cached
     commits = [p.name for p in (repo / "snapshots").iterdir() if p.name.startswith(revision)]

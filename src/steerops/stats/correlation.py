@@ -23,7 +23,7 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 def pearson_interval(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
     """95% interval of Pearson r between `a` and `b` (Fisher z, scipy's); None without one
     (fewer than 4 points, or a constant side)."""
-    if len(a) < 4 or pearson(a, b) != pearson(a, b):  # nan: a constant side
+    if len(a) < 4 or np.isnan(pearson(a, b)):  # nan: a constant side
         return None, None
     with np.errstate(divide="ignore"):  # r = +-1 gives an infinite z and a point interval
         low, high = stats.pearsonr(a, b).confidence_interval(0.95)
