@@ -29,6 +29,7 @@ class FakeServer:
         self.logprobs = True
         self.top = None  # a top_logprobs list to send instead of the real one
         self.tokens = ["1"]  # the answer's tokens (logprobs.content), the first with `top`
+        self.number = ["57"]  # the tokens answering a prompt that judges nothing (the probe)
         self.refuse = None  # prompts holding this text get HTTP 400 (a content filter)
         self.declined = None  # a 200 that declines: merged into the choice, no logprobs
         self.get_status = 404  # what a GET (the model list, a followed redirect) is answered
@@ -143,10 +144,21 @@ class FakeServer:
             choice = {"index": 0, "message": {"role": "assistant", "content": ""}}
             choice["logprobs"] = {"content": []}
             return self.send(handler, 200, {"id": "x", "choices": [{**choice, **self.declined}]})
+        found = ANSWER.search(prompt)
+        if found is None and self.top is None:  # no answer to judge: `number_probe`'s prompt
+            said = [{"token": t, "logprob": -0.1, "top_logprobs": []} for t in self.number]
+            choice = {
+                "index": 0,
+                "finish_reason": "length",
+                "message": {"role": "assistant", "content": "".join(self.number)},
+            }
+            if self.logprobs:
+                choice["logprobs"] = {"content": said}
+            return self.send(handler, 200, {"id": "x", "model": body["model"], "choices": [choice]})
         kind = "coherence" if "coherent" in prompt else "trait"
         top = [
             {"token": t, "logprob": math.log(p), "bytes": None}
-            for t, p in distribution(ANSWER.search(prompt).group(1), kind)
+            for t, p in (distribution(found.group(1), kind) if found else [])
         ]
         choice = {
             "index": 0,

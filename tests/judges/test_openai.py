@@ -865,14 +865,18 @@ def test_the_endpoint_is_asked_once_before_any_work_if_it_answers_and_takes_the_
 ):
     """`reach_judge` GETs the model list with the key: any answer will do (this server has
     no such route, 404); a refused key (401) is one line without the key, which the
-    server echoed; a port nobody listens on is one line naming why. No POST is sent."""
+    server echoed; a port nobody listens on is one line naming why. The one POST is the
+    number probe (`number_probe`), never a judging prompt."""
     import socket
 
     from steerops.judges import reach_judge
+    from steerops.judges.number_probe import PROMPT
 
     params = params_for(tmp_path, server)
     assert reach_judge(params, trait) is None
-    assert server.headers[-1]["Authorization"] == f"Bearer {KEY}" and not server.requests
+    assert server.headers[0]["Authorization"] == f"Bearer {KEY}"  # the GET, then the probe
+    assert [r["messages"] for r in server.requests] == [[{"role": "user", "content": PROMPT}]]
+    server.requests.clear()
     server.get_status = 401
     with pytest.raises(SteeropsError) as refused:
         reach_judge(params, trait)
@@ -884,7 +888,7 @@ def test_the_endpoint_is_asked_once_before_any_work_if_it_answers_and_takes_the_
     dead = params_for(tmp_path, server, base_url=f"http://127.0.0.1:{port}/v1")
     with pytest.raises(SteeropsError, match=r":\d+/v1/models cannot be reached \(URLError"):
         reach_judge(dead, trait)
-    assert not server.requests
+    assert not server.requests  # refused at the GET: no probe
 
 
 def test_a_model_the_endpoint_does_not_list_is_said_before_any_work(
@@ -909,7 +913,8 @@ def test_a_model_the_endpoint_does_not_list_is_said_before_any_work(
     reach_judge(params, trait)
     server.listing = {"unexpected": True}
     reach_judge(params, trait)
-    assert capsys.readouterr().err == "" and not server.requests
+    assert capsys.readouterr().err == ""
+    assert len(server.requests) == 3  # each call's number probe, no judging prompt
 
 
 def test_an_unreachable_http_url_says_the_environments_http_proxy_was_not_used(

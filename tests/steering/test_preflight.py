@@ -392,3 +392,53 @@ def test_a_layer_the_vectors_lack_names_the_extraction_that_adds_it(
     assert err.endswith(
         "; or, on the pipeline, list 2 in params.yaml's extraction.layers and run `dvc repro`"
     )
+
+
+def test_a_norm_unit_that_is_not_finite_is_refused_up_front(
+    tmp_path, toy_world, no_model_loads, capsys
+):
+    """Activations that overflowed at a prompt token leave a NaN `norm` unit: steering in
+    `norm` units would weigh every row by NaN, so the layer is refused before anything runs."""
+    from steer_world import POSITION, TRAIT
+    from steerops.config import load_params
+    from steerops.vectors.store import save_vectors, vectors_dir, vectors_for
+
+    path = steer_params(tmp_path, toy_world)
+    args = (load_params(path).inputs, TRAIT, "base", POSITION, "residual", "mean_diff")
+    vectors, meta = vectors_for(*args)
+    meta["layers"]["2"]["mean_norm"] = float("nan")  # stored as null, as JSON holds it
+    meta["layers"]["2"]["norm_unit"] = "token"
+    save_vectors(vectors_dir(*args), vectors, meta)
+    argv = ["steer", "--params", str(path), "--out", str(tmp_path / "run")]
+    err = refused_up_front([*argv, "--layers", "2", "--coefficients", "1"], tmp_path, capsys, "run")
+    assert (
+        f"vectors mean_diff at {POSITION}/residual: the `norm` unit at layer 2 is nan (the "
+        "extracted activations were not finite at some prompt token" in err
+    )
+
+
+@pytest.mark.parametrize("stage", ["steer", "search"])
+def test_a_judge_writing_numbers_digit_by_digit_is_refused_before_generating(
+    tmp_path, toy_world, monkeypatch, no_model_loads, capsys, stage
+):
+    """Its scores would read 85 as 8: found by one short request in the preflight, not
+    after the model loads and a chunk's answers come back."""
+    from fake_endpoint import FakeServer
+
+    server = FakeServer()
+    try:
+        server.number = ["5", "7"]
+        monkeypatch.setenv("KEY_XYZ", "sk-test")
+        judge = {**OPENAI, "base_url": server.url, "api_key_env": "KEY_XYZ"}
+        params = _params(tmp_path, toy_world, judge)
+        flags = SMALL if stage == "steer" else ["--max-new-tokens", "6", "--layers", "1"]
+        argv = [stage, "--params", str(params), "--out", str(tmp_path / "run"), *flags]
+        err = refused_up_front(argv, tmp_path, capsys, outputs="run")
+        assert len(server.requests) == 1  # the probe, and nothing judged
+    finally:
+        server.close()
+    assert err.endswith(
+        "judge: model 'm' wrote 57 as '5' first when asked for it: its tokenizer writes "
+        "numbers digit by digit, so a one-token score reads 85 as 8; use a judge model with "
+        "whole-number tokens (GPT-4o/4.1, Llama 3) or judge.kind hf"
+    )

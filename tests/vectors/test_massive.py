@@ -71,6 +71,32 @@ def setup(tmp_path, token_norm: bool = True, **blocks) -> str:
     return path
 
 
+def test_a_norm_unit_that_is_not_finite_is_warned(tmp_path):
+    """An activation that overflowed at a prompt token outside the window leaves the vector
+    finite and the unit NaN: said at the vectors, refused by steering in `norm` units."""
+    out = tmp_path / "outputs"
+    directory = write_activations(out, data(), 30, n_val=5)
+    meta = read_json(directory / "metadata.json")
+    meta["token_norm"] = {
+        str(k): {"token_norm": float("nan") if k == 1 else 10.0, "tokens": 600} for k in (0, 1, 2)
+    }
+    write_json(directory / "metadata.json", meta)
+    write_calibration(out)
+    assert main(["vectors", "--params", str(params_file(tmp_path)), "--methods", "mean_diff"]) == 0
+    _, meta = stored(tmp_path, "mean_diff")
+    # NaN is null in JSON; the unit's kind still says the per-token norm, so neither the
+    # pooled rows' norm stands in for it nor does the line blame old activations
+    assert meta["layers"]["1"]["mean_norm"] is None
+    assert meta["layers"]["1"]["norm_unit"] == "token"
+    assert not any(line.startswith("pooled_unit") for line in meta["warnings"])
+    unit = [line for line in meta["warnings"] if line.startswith("nonfinite_unit")]
+    assert unit == [
+        "nonfinite_unit: mean_diff prompt[-1]: the norm unit is not finite at layers 1 "
+        "(activations overflowed at some prompt token): steering in `norm` units refuses "
+        "these layers; extract again in bfloat16 or float32"
+    ]
+
+
 def stored(tmp_path, method):
     return load_vectors(
         vectors_dir(tmp_path / "outputs", TRAIT, "base", POSITION, "residual", method)

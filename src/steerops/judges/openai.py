@@ -25,6 +25,7 @@ from typing import Any
 from steerops.errors import SteeropsError
 from steerops.judges.cache import Entry, JudgeCache, cache_key, open_cache
 from steerops.judges.cached import CachedJudge, Job, Unanswered, UnreadableJudge
+from steerops.judges.number_probe import digit_by_digit_error, writes_digit_by_digit
 from steerops.judges.prompts import JudgePrompts, prompts_for
 from steerops.judges.scoring import as_score_int, integer_probs, weighted_score
 from steerops.judges.throttle import Throttle
@@ -133,11 +134,17 @@ class OpenAIJudge(CachedJudge):
     @classmethod
     def reach(cls, params, trait) -> None:
         """One GET of the endpoint's model list before any work: an endpoint that does not
-        answer, or refuses the key, then costs a second, not a generated chunk."""
+        answer, or refuses the key, then costs a second, not a generated chunk. Then one
+        short request: a judge that writes numbers digit by digit is refused now too
+        (`number_probe`)."""
         _, api_key = _checked(params, trait)
-        url = params.judge.base_url.rstrip("/") + "/models"
-        listing = reach(url, _auth(api_key), min(params.judge.timeout_s, 30.0), api_key)
-        _say_unlisted(params.judge.model, listing, url, api_key)
+        base, timeout_s = params.judge.base_url.rstrip("/"), min(params.judge.timeout_s, 30.0)
+        listing = reach(base + "/models", _auth(api_key), timeout_s, api_key)
+        _say_unlisted(params.judge.model, listing, base + "/models", api_key)
+        model = params.judge.model
+        url = base + "/chat/completions"
+        if writes_digit_by_digit(url, model, _auth(api_key), timeout_s, api_key):
+            raise digit_by_digit_error(model)
 
     @classmethod
     def from_params(cls, params, trait) -> OpenAIJudge:

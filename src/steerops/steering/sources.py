@@ -8,6 +8,7 @@ activation norm (the `norm` coefficient unit).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +139,21 @@ class VectorSources:
         """The layer's mean activation norm recorded with the vectors."""
         _, metadata, _ = self.load(ref.source)
         norm = recorded_mean_norm(metadata, ref.layer)
+        if norm is None and layer_entry(metadata, ref.layer).get("norm_unit") == "token":
+            norm = float("nan")  # a non-finite unit is null once in JSON
         if norm is None:
             raise SteeropsError(
                 f"vectors {ref.method} at {ref.position}/{ref.component}: "
                 f"metadata has no layers.{ref.layer}.mean_norm (needed by "
                 "coefficient_unit: norm)"
+            )
+        if not math.isfinite(norm) or norm <= 0:
+            # a NaN unit would steer every row with NaN weights, silently
+            raise SteeropsError(
+                f"vectors {ref.method} at {ref.position}/{ref.component}: the `norm` unit "
+                f"at layer {ref.layer} is {norm} (the extracted activations were not finite "
+                "at some prompt token: extract again in bfloat16 or float32, or steer with "
+                "coefficient_unit: absolute)"
             )
         return norm
 

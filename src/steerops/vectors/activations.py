@@ -62,11 +62,13 @@ class TraitActivations:
         return (self.metadata.get("token_norm") or {}).get(str(layer))
 
     def norm_unit(self, layer: int) -> tuple[float | None, str]:
-        """(the `norm` coefficient unit, its kind): the mean per-token norm, or for older
-        activations the pooled rows' mean norm."""
+        """(the `norm` coefficient unit, its kind): the mean per-token norm (NaN where the
+        extraction recorded none: an activation at a kept prompt token was not finite, and
+        JSON holds that as null), or for older activations the pooled rows' mean norm."""
         entry = self.token_norm(layer)
-        if entry is not None and entry.get("token_norm") is not None:
-            return float(entry["token_norm"]), "token"
+        if entry is not None and "token_norm" in entry:
+            value = entry["token_norm"]
+            return float("nan") if value is None else float(value), "token"
         return self.mean_norm(layer), "pooled_window"
 
 

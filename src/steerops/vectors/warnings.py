@@ -7,6 +7,8 @@ layers it applies to; logged and stored in the vector metadata (`warnings`).
   examples: the pooled activations, and what is fitted on them, are dominated by it.
 - pooled_unit: the activations predate the per-token norm, so the `norm` coefficient unit
   falls back to the pooled rows' mean norm, which depends on the window.
+- nonfinite_unit: the `norm` unit is NaN or infinite (an activation overflowed at a prompt
+  token outside the pooled window): steering in `norm` units refuses the layer.
 - skewed_unit: the `norm` unit (a mean of token norms) exceeds the median example's median
   token norm by more than `UNIT_SKEW`: a few large tokens the massive rule keeps (a template
   token just under its bars, recurring in every prompt) set it, and a `norm` coefficient
@@ -16,6 +18,7 @@ layers it applies to; logged and stored in the vector metadata (`warnings`).
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 
@@ -63,6 +66,13 @@ def collect(name: str, position: str, layers: dict[str, dict], n_examples: int) 
             f"pooled_unit: {name} {position}: the norm unit is the pooled window's mean norm "
             f"at layers {_span(pooled)} (activations predate token_norm; extract again)"
         )
+    broken = [k for k, v in layers.items() if v.get("norm_unit") == "token" and not _finite(v)]
+    if broken:
+        lines.append(
+            f"nonfinite_unit: {name} {position}: the norm unit is not finite at layers "
+            f"{_span(broken)} (activations overflowed at some prompt token): steering in "
+            "`norm` units refuses these layers; extract again in bfloat16 or float32"
+        )
     skew = {
         k: v["mean_norm"] / v["unit_median"]
         for k, v in layers.items()
@@ -80,6 +90,12 @@ def collect(name: str, position: str, layers: dict[str, dict], n_examples: int) 
     for line in lines:
         log.warning(line)
     return lines
+
+
+def _finite(layer: dict) -> bool:
+    """Whether a layer's `norm` unit is a number (a non-finite one is null once in JSON)."""
+    unit = layer.get("mean_norm")
+    return unit is not None and math.isfinite(unit)
 
 
 def _span(layers) -> str:
