@@ -100,3 +100,4 @@ def test_the_report_records_the_gain_over_the_random_direction(tmp_path):
     assert metrics["gain_over_random"] == pytest.approx(control.gain.mean)
     assert metrics["gain_over_random_lo"] == pytest.approx(control.gain.lo)
     assert metrics["gain_over_random_hi"] == pytest.approx(control.gain.hi)
+    assert metrics["gain_over_random_n"] == control.gain.n > 0

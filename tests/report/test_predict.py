@@ -123,6 +123,12 @@ def test_a_near_copy_is_its_methods_point_in_the_fit():
     assert errors.equals(predict.loo_errors(cells))
     recs = predict.recommendations(both, errors)
     assert "mean_diff_cleaned" in set(recs["method"])  # still a method to start
+    # ... and said to repeat its twin's start, where every cell behind it is a near copy
+    named = recs.set_index("method")["near_copy_of"]
+    assert named["mean_diff_cleaned"] == "mean_diff" and named["mean_diff"] == ""
+    mixed = pd.concat([both, copy.assign(near_copy_of="", layer=9)], ignore_index=True)
+    named = predict.recommendations(mixed, errors).set_index("method")["near_copy_of"]
+    assert named["mean_diff_cleaned"] == ""  # one cell of its own: a support of its own
     # its method not an ok cell here: the copy is the only point of that test, and kept
     alone = both[both["method"] != "mean_diff"]
     assert (predict.loo_errors(alone)["n"] == 4).all()

@@ -147,6 +147,7 @@ def test_the_report_records_the_comparison_where_the_dims_weigh(tmp_path):
         "weighed_gain": w.gain.mean,
         "weighed_gain_lo": w.gain.lo,
         "weighed_gain_hi": w.gain.hi,
+        "weighed_gain_n": w.gain.n,
         "weighed_variant": "mean_diff_cleaned",
         "weighed_cleaned_coefficient": None,
     }

@@ -343,6 +343,12 @@ def _search_says(row: pd.Series, bar: float, report_bar: float | None = None) ->
             f"(`search.coherence_margin` {margin:g} over the bar {bar:g}, which judges it held "
             f"out); {held[0]}"
         )
+        under = stats.as_number(row.get("heldout_under_margin"))
+        scored = stats.as_number(row.get("heldout_coherence_scored"))
+        if under is not None and scored:
+            held[1] += (
+                f"; {int(under)} of {int(scored)} under {bar + margin:g}, the bar it was chosen at"
+            )
     if earlier := read_before_of(row.get("heldout_read_before")):
         held.append(
             f"{READ_BEFORE}: {earlier}; a search setting changed since (a margin, a range) "

@@ -85,7 +85,9 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "coefficient `unit`; `n` the ok cells behind it: with one, it is that cell's grid "
         "choice, not a fit across cells; `predicted_weight` is an absolute weight; "
         "`n_at_largest_coefficient` of them chose their layer's largest coefficient, where the "
-        "optimum may lie beyond the grid)",
+        "optimum may lie beyond the grid; `near_copy_of`: every cell behind it is a near copy "
+        "of that method's, so its start repeats that one, not a second support; the effect "
+        "and its interval behind each start are in the best coefficients above)",
         "search_heldout": "Coefficient searches: the chosen config on the search half and on "
         "held-out questions (no choice: no effect, no feasible steering found, baseline "
         "incoherent or trait unscored; `heldout_p`: the one-sided "
@@ -93,6 +95,8 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
         "searches, Benjamini-Hochberg; both blank here where the choice failed held out, "
         "search_heldout.csv keeps them; `heldout_under_bar`: its "
         "held-out answers under the search's coherence bar, of `heldout_coherence_scored`; "
+        "`heldout_under_margin`: those under the bar it was chosen at (`min_coherence` + "
+        "`coherence_margin`; blank without a margin); "
         "`heldout_credited_delta`: the held-out delta with those answers, and those not "
         "scored for coherence, counted as unmoved; "
         "`heldout_read_before`: other choices of earlier searches of the cell the held-out "

@@ -345,6 +345,24 @@ def load_search_heldout(params) -> dict[tuple, SearchAnswers]:
     return out
 
 
+def under_margin(searched: pd.DataFrame, answers: dict[tuple, SearchAnswers]) -> list[float]:
+    """Per search row, how many of its choice's held-out answers scored for coherence are
+    under the bar it was chosen at (`min_coherence` + `coherence_margin`): the margin is
+    meant to keep answers over the bar held out, and a mean over it can hide those it did
+    not. NaN without a margin or without the answers."""
+    out = []
+    for _, row in searched.iterrows():
+        margin = stats.as_number(row.get("coherence_margin")) or 0.0
+        bar = stats.as_number(row.get("min_coherence"))
+        found = answers.get(tuple(str(row[k]) for k in SEARCH_KEY))
+        if not margin or bar is None or found is None or not found.scores:
+            out.append(math.nan)
+            continue
+        _, under = stats.under_bar((c for _, c in found.scores.values()), bar + margin)
+        out.append(math.nan if under is None else float(under))
+    return out
+
+
 def _search_answers(params, log: ResultsLog, best: dict) -> SearchAnswers:
     held = (best.get("heldout") or {}).get("settings_hash")
     chosen = best["chosen"]

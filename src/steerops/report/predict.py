@@ -160,7 +160,9 @@ def recommendations(features: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFram
     and the weight the best leave-one-out predictor gives at the median feature values (a
     weight, so every unit's cells fit it). The optimum
     of a cell chosen at its layer's largest coefficient may lie beyond the grid, so a start
-    from such cells is a lower bound: `n_at_largest_coefficient` counts them."""
+    from such cells is a lower bound: `n_at_largest_coefficient` counts them. `near_copy_of`
+    names the uncleaned method(s) whose near copies all its cells are: its start repeats
+    theirs, not a second support for it."""
     # aliases only: a method whose cells equal another's in every feature is one point to
     # a predictor (fit_predictor drops its twins) but still a method to start
     if "alias_of" in features:
@@ -192,7 +194,16 @@ def recommendations(features: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFram
                 "n_at_largest_coefficient": int(rows["at_largest_coefficient"].astype(bool).sum())
                 if "at_largest_coefficient" in rows
                 else 0,
+                "near_copy_of": _copied(rows),
             }
         )
     columns = ["model", "method", "n", "start_coefficient", "unit", "predicted_weight", "predictor"]
-    return pd.DataFrame(out, columns=[*columns, "n_at_largest_coefficient"])
+    return pd.DataFrame(out, columns=[*columns, "n_at_largest_coefficient", "near_copy_of"])
+
+
+def _copied(rows: pd.DataFrame) -> str:
+    """The twins named where every one of `rows` is a near copy ("" where any is not)."""
+    twins = rows["near_copy_of"].fillna("").astype(str) if "near_copy_of" in rows else None
+    if twins is None or (twins == "").any():
+        return ""
+    return ",".join(sorted(set(twins)))

@@ -156,10 +156,16 @@ def best_checks(gap: pd.DataFrame, again: dict, randoms: dict, weighs: dict, ask
 
 
 def _interval_fields(name: str, interval: stats.Interval | None) -> dict:
-    """`name`, `name_lo` and `name_hi` of an interval (each None without one)."""
+    """`name`, `name_lo`, `name_hi` and `name_n` (its questions) of an interval (each None
+    without one)."""
     if interval is None:
-        return {name: None, f"{name}_lo": None, f"{name}_hi": None}
-    return {name: interval.mean, f"{name}_lo": interval.lo, f"{name}_hi": interval.hi}
+        return {name: None, f"{name}_lo": None, f"{name}_hi": None, f"{name}_n": None}
+    return {
+        name: interval.mean,
+        f"{name}_lo": interval.lo,
+        f"{name}_hi": interval.hi,
+        f"{name}_n": interval.n,
+    }
 
 
 def _num(value) -> float | None:
