@@ -150,6 +150,15 @@ def test_toy_search_outputs_and_tracking(toy_search):
     assert best["search"]["trait_delta"] == pytest.approx(top)
     assert best["search"]["delta_lo"] > 0 and best["search"]["n"] == best["search"]["n_questions"]
     assert best["search"]["trait_delta"] > 0  # steering toward refusal made benign answers refuse
+    # the coherent trials carry their search-half interval: the chosen one's is best.json's
+    [chosen] = [r for r in rows if int(r["number"]) == best["chosen"]["trial"]]
+    assert float(chosen["delta_lo"]) == pytest.approx(best["search"]["delta_lo"])
+    assert float(chosen["delta_hi"]) == pytest.approx(best["search"]["delta_hi"])
+    for r in rows:
+        steered = r["feasible"] == "True" and float(r["coefficient"]) != 0
+        assert (r["delta_lo"] != "") == steered  # only those the choice was made among
+        if steered:
+            assert float(r["delta_lo"]) <= float(r["trait_delta"]) <= float(r["delta_hi"])
     with (out / "best.csv").open() as f:
         [flat] = list(csv.DictReader(f))
     assert float(flat["heldout_trait_delta"]) == pytest.approx(best["heldout"]["trait_delta"])

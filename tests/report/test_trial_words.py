@@ -167,3 +167,26 @@ def test_ties_break_as_the_search_breaks_them_float_noise_and_sign_included():
     from steerops import stats
 
     assert max(rows, key=stats.choice_rank)["coefficient"] == 0.2
+
+
+def test_with_their_intervals_a_coherent_delta_reaching_zero_is_no_effect():
+    """Trials that carry their search-half interval: the best is chosen, as the search
+    chooses, among those whose interval is above zero, and a layer whose coherent trials all
+    reach zero says no effect was detected there instead of naming a best delta."""
+    trials = _trials(
+        (12, 0.2, 50.0, 90.6, "complete", 20),
+        (12, 0.22, 55.0, 80.1, "complete", 20),
+        (12, 0.24, 60.0, 79.0, "complete", 20),  # the largest delta, but its interval reaches 0
+        (12, 0.3, 70.0, 61.0, "complete", 20),  # incoherent: no interval written
+        (16, 0.19, 15.0, 94.99, "complete", 20),
+    ).assign(delta_lo=[25.0, 30.0, 0.0, np.nan, 0.0], delta_hi=[75.0, 80.0, 90.0, np.nan, 35.0])
+    twelve, sixteen = trial_lines(trials, 68.0, n=20)
+    assert "best coherent delta +55.0 [+30.0, +80.0] at 0.22 (coherence 80.10)" in twelve
+    assert sixteen.endswith(
+        "no coherent trial's interval is above zero: no effect detected here (the largest "
+        "coherent delta, +15.0 [+0.0, +35.0] at 0.19, coherence 94.99); coherent up to the "
+        "largest tried, 0.19 (coherence 94.99, delta +15.0)"
+    )
+    # a trials.csv written before the intervals: the delta alone, as before
+    (old,) = trial_lines(trials[trials["layer"] == 16].drop(columns=["delta_lo", "delta_hi"]), 68)
+    assert "best coherent delta +15.0 at 0.19 (coherence 94.99)" in old

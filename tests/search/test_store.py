@@ -17,6 +17,11 @@ def test_trials_csv_round_trips(tmp_path):
     assert [int(r["number"]) for r in rows] == [0, 1]
     assert [r["feasible"] for r in rows] == ["False", "True"]
     assert math.isclose(float(rows[1]["trait_delta"]), 40.0)
+    assert rows[1]["delta_lo"] == rows[1]["delta_hi"] == ""  # no interval given: blank
+    write_trials_csv(tmp_path / "trials.csv", records, {1: (25.0, 55.0)})
+    rows = list(csv.DictReader((tmp_path / "trials.csv").open()))
+    assert (rows[1]["delta_lo"], rows[1]["delta_hi"]) == ("25.0", "55.0")
+    assert rows[0]["delta_lo"] == ""
 
 
 def test_a_best_json_of_the_wrong_shape_is_one_line_naming_it(tmp_path):

@@ -62,7 +62,9 @@ def _scored(trials: pd.DataFrame | None) -> pd.DataFrame | None:
 def _best(rows: pd.DataFrame, bar: float) -> str:
     """The coherent trial with the largest delta (ties: the more coherent, then the smaller
     coefficient, as the search chooses), or the most coherent trial when none clears the
-    bar."""
+    bar. Where the trials carry their search-half interval (`delta_lo`/`delta_hi`), the
+    search chose among those whose interval is above zero, and so do these words: a
+    coherent delta whose interval reaches zero is said to be no effect detected."""
     # coefficient 0 steers nothing: the unsteered model is no best config
     steered = rows[rows["coefficient"].map(lambda c: (stats.as_number(c) or 0.0) != 0.0)]
     coherent = steered[steered["coherence_mean"].map(lambda c: stats.coherent(c, bar))]
@@ -74,28 +76,19 @@ def _best(rows: pd.DataFrame, bar: float) -> str:
             f"none coherent (the most coherent, {cell(top['coefficient'])}: coherence "
             f"{stats.coherence_text(top['coherence_mean'], 2)})"
         )
-    # ranked by the search's own key (`stats.choice_rank`), whose parts word the ties below
-    ranked = sorted(
-        (
-            (
-                stats.choice_rank(
-                    {
-                        "coefficient": t.coefficient,
-                        "layer": t.layer,
-                        "selection_trait_delta": t.trait_delta,
-                        "selection_coherence_mean": t.coherence_mean,
-                    }
-                ),
-                t,
+    if "delta_lo" in coherent and coherent["delta_lo"].notna().any():
+        effective = coherent[coherent["delta_lo"].map(lambda lo: (stats.as_number(lo) or 0) > 0)]
+        if effective.empty:
+            (_, top), *_ = _ranked(coherent)
+            return (
+                f"no coherent trial's interval is above zero: no effect detected here (the "
+                f"largest coherent delta, {_delta(top)} at {cell(top.coefficient)}, coherence "
+                f"{stats.coherence_text(top.coherence_mean, 2)})"
             )
-            for t in coherent.itertuples(index=False)
-        ),
-        key=lambda ranked_trial: ranked_trial[0],
-        reverse=True,
-    )
-    (best, top), rest = ranked[0], ranked[1:]
+        coherent = effective
+    (best, top), *rest = _ranked(coherent)
     said = (
-        f"best coherent delta {stats.delta_text(top.trait_delta)} at "
+        f"best coherent delta {_delta(top)} at "
         f"{cell(top.coefficient)} (coherence {stats.coherence_text(top.coherence_mean, 2)})"
     )
     # the others on that delta: what chose between them, as the grid says it
@@ -115,6 +108,37 @@ def _best(rows: pd.DataFrame, bar: float) -> str:
     )
     how = last if len(level) == len(tied) else f"coherence, then {last}" if level else "coherence"
     return f"{said}, tied on that delta with {others}: chosen on {how}"
+
+
+def _delta(trial) -> str:
+    """ "+55.0 [+30.0, +80.0]", or the delta alone where the trial has no interval."""
+    lo, hi = getattr(trial, "delta_lo", None), getattr(trial, "delta_hi", None)
+    if stats.as_number(lo) is None or stats.as_number(hi) is None:
+        return stats.delta_text(trial.trait_delta)
+    return stats.interval_text(trial.trait_delta, lo, hi)
+
+
+def _ranked(coherent: pd.DataFrame) -> list:
+    """(the search's rank key, trial) of each coherent trial, best first."""
+    # ranked by the search's own key (`stats.choice_rank`), whose parts word the ties
+    return sorted(
+        (
+            (
+                stats.choice_rank(
+                    {
+                        "coefficient": t.coefficient,
+                        "layer": t.layer,
+                        "selection_trait_delta": t.trait_delta,
+                        "selection_coherence_mean": t.coherence_mean,
+                    }
+                ),
+                t,
+            )
+            for t in coherent.itertuples(index=False)
+        ),
+        key=lambda ranked_trial: ranked_trial[0],
+        reverse=True,
+    )
 
 
 def _crossing(rows: pd.DataFrame, bar: float) -> str:

@@ -448,7 +448,10 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
     best = best_summary(params, plan, records, chosen, stats, held, unchosen)
     out = plan.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    write_trials_csv(out / TRIALS_FILE, records)
+    intervals = {
+        r["trial"].number: (r["selection_delta_lo"], r["selection_delta_hi"]) for r in rows
+    }
+    write_trials_csv(out / TRIALS_FILE, records, intervals)
     write_heldout_responses(out, held)
     plot_search(
         out / PLOT_FILE,

@@ -39,8 +39,8 @@ BEST_CSV = "best.csv"
 PLOT_FILE = "search.png"
 HELDOUT_FILE = "heldout_responses.jsonl"
 TRIAL_COLUMNS = (
-    "number layer coefficient weight trait_mean coherence_mean trait_delta feasible state "
-    "source rows"
+    "number layer coefficient weight trait_mean coherence_mean trait_delta delta_lo delta_hi "
+    "feasible state source rows"
 ).split()
 
 
@@ -48,12 +48,22 @@ TRIAL_COLUMNS = (
 search_dir = partial(cell_dir, "search")
 
 
-def write_trials_csv(path: Path, records: list[TrialRecord]) -> None:
+def write_trials_csv(
+    path: Path,
+    records: list[TrialRecord],
+    intervals: dict[int, tuple[float | None, float | None]] | None = None,
+) -> None:
+    """The trials, with the search-half delta's 95% interval (`delta_lo`, `delta_hi`) of
+    those in `intervals` (by trial number: the coherent ones the choice was made among);
+    blank for the rest."""
+    intervals = intervals or {}
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=TRIAL_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for r in sorted(records, key=lambda r: r.number):
-        writer.writerow({k: "" if v is None else v for k, v in asdict(r).items()})
+        lo, hi = intervals.get(r.number, (None, None))
+        row = asdict(r) | {"delta_lo": lo, "delta_hi": hi}
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
     write_text(path, buf.getvalue())
 
 
