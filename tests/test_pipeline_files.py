@@ -326,6 +326,13 @@ def test_a_failing_stage_leaves_its_metrics_and_reports_in_place(tmp_path):
                         assert flags.get("persist") is True, path
                         kept.append(path)
     assert "metrics/steer.json" in kept and "reports/report.md" in kept
+    # the main job's cached outputs persist too (the worlds' builds aside): a bad param
+    # fails its stage without DVC deleting what the last good run wrote first
+    for name, stage in spec["stages"].items():
+        if name in ("toy", "smollm2") or name.startswith("probe"):
+            continue
+        for out in stage.get("outs", []):
+            assert isinstance(out, dict) and next(iter(out.values())).get("persist"), (name, out)
     metrics = {"m.json": {"cache": False, "persist": True}}
     cmd = f"{sys.executable} -c \"import sys; sys.exit(open('p').read().strip() == 'fail')\""
     (tmp_path / "dvc.yaml").write_text(
