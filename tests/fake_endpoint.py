@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ANSWER = re.compile(r"\[ANSWER START\]\n(.*)\n\[ANSWER END\]", re.S)
+PROBE = "Reply with the number 57 and nothing else."  # number_probe.PROMPT, written out
 
 
 class FakeServer:
@@ -145,7 +146,7 @@ class FakeServer:
             choice["logprobs"] = {"content": []}
             return self.send(handler, 200, {"id": "x", "choices": [{**choice, **self.declined}]})
         found = ANSWER.search(prompt)
-        if found is None and self.top is None:  # no answer to judge: `number_probe`'s prompt
+        if prompt == PROBE and self.top is None:  # `number_probe`'s request
             said = [{"token": t, "logprob": -0.1, "top_logprobs": []} for t in self.number]
             choice = {
                 "index": 0,

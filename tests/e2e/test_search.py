@@ -460,12 +460,19 @@ def test_a_coherence_margin_chooses_over_the_raised_bar_and_judges_held_out_at_t
     held = best["heldout"]["coherence_mean"]
     assert best["feasible"] == (held >= 68.0)
     assert (best["status"] == "incoherent held out") == (held < 68.0)
+    # its held-out answers under each bar, counted from the answers the search wrote
+    with (path.parent / "heldout_responses.jsonl").open() as f:
+        scored = [c for row in map(json.loads, f) if (c := row["coherence"]) is not None]
+    assert best["heldout"]["under_bar"] == sum(c < 68.0 for c in scored)
+    assert best["heldout"]["under_margin"] == sum(c < 88.0 for c in scored)
     # another study than the pipeline's, whose name the margin-free params still give
     pipeline = json.loads((search_out(folder) / "best.json").read_text())
     assert best["study"] != pipeline["study"] and "coherence_margin" not in pipeline
     with (path.parent / "best.csv").open() as f:
         [flat] = list(csv.DictReader(f))
     assert float(flat["coherence_margin"]) == margin
+    assert int(flat["heldout_under_margin"]) == best["heldout"]["under_margin"]
+    assert pipeline["heldout"]["under_margin"] is None  # no margin: no raised bar
 
 
 def test_points_enqueued_into_a_study_that_ran_its_trials_are_said_to_wait(toy_search, capsys):

@@ -874,7 +874,7 @@ def test_the_endpoint_is_asked_once_before_any_work_if_it_answers_and_takes_the_
 
     params = params_for(tmp_path, server)
     assert reach_judge(params, trait) is None
-    assert server.headers[0]["Authorization"] == f"Bearer {KEY}"  # the GET, then the probe
+    assert [h["Authorization"] for h in server.headers] == [f"Bearer {KEY}"] * 2  # GET, probe
     assert [r["messages"] for r in server.requests] == [[{"role": "user", "content": PROMPT}]]
     server.requests.clear()
     server.get_status = 401
@@ -889,6 +889,35 @@ def test_the_endpoint_is_asked_once_before_any_work_if_it_answers_and_takes_the_
     with pytest.raises(SteeropsError, match=r":\d+/v1/models cannot be reached \(URLError"):
         reach_judge(dead, trait)
     assert not server.requests  # refused at the GET: no probe
+
+
+def test_the_number_probe_asks_only_a_judge_the_cache_does_not_know(tmp_path, server, key, trait):
+    """A judge with answers in its cache has shown it answers readably: a rerun's preflight
+    sends no probe (re-running costs no judge call). A judge the probe refuses is remembered,
+    as scoring remembers one: the next preflight refuses it without asking, until a new
+    judge.version."""
+    from steerops.judges import reach_judge
+
+    params = params_for(tmp_path, server)
+    reach_judge(params, trait)
+    assert len(server.requests) == 1  # the probe
+    make_judge(params, trait).score(["question 0"], RESPONSES[:1])
+    server.requests.clear()
+    reach_judge(params, trait)
+    assert server.requests == []
+    # another judge (a new version) whose endpoint now writes digit by digit
+    server.number = ["5", "7"]
+    later = params_for(tmp_path, server, version="v2")
+    with pytest.raises(SteeropsError, match=r"wrote 57 as '5' then '7'"):
+        reach_judge(later, trait)
+    assert len(server.requests) == 1
+    with pytest.raises(SteeropsError, match=r"digit by digit.*\(found by an earlier run"):
+        reach_judge(later, trait)
+    assert len(server.requests) == 1  # refused from the cache: nothing asked
+    with pytest.raises(SteeropsError, match=r"found by an earlier run"):
+        make_judge(later, trait).score(["question 0"], RESPONSES[:1])
+    reach_judge(params, trait)  # the first judge, readable, is untouched
+    assert len(server.requests) == 1
 
 
 def test_a_model_the_endpoint_does_not_list_is_said_before_any_work(
@@ -914,7 +943,7 @@ def test_a_model_the_endpoint_does_not_list_is_said_before_any_work(
     server.listing = {"unexpected": True}
     reach_judge(params, trait)
     assert capsys.readouterr().err == ""
-    assert len(server.requests) == 3  # each call's number probe, no judging prompt
+    assert len(server.requests) == 3  # each call's number probe (no answer cached), no judging
 
 
 def test_an_unreachable_http_url_says_the_environments_http_proxy_was_not_used(

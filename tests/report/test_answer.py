@@ -241,12 +241,14 @@ def test_the_search_is_said_beside_with_its_own_held_out_verdict():
         "the bar 68, which judges it held out); held-out delta +35.0 [+10.0, +60.0], n 20"
     )
     assert "(3 of 20 answers under 68)" in lines[at + 2]
-    assert not lines[at + 2].endswith("the bar it was chosen at")  # its answers not read
+    assert not lines[at + 2].endswith("was chosen at")  # a best.json without the count
     assert "best coherent delta +35.0 at 0.25 (coherence 76.00)" in lines[at + 3]
     # with its answers read: those under the raised bar too, which its mean can hide
     row = _search_row(min_coherence=68.0, coherence_margin=5.0, heldout_under_margin=8.0)
     lines = answer_lines(gap, pd.DataFrame([row]), NO_CURVE, 68.0, trials={key: trials})
-    assert lines[at + 2].endswith("; 8 of 20 under 73, the bar it was chosen at")
+    assert lines[at + 2].endswith(
+        "; 8 of 20 answers under 73, the bar its search-half mean was chosen at"
+    )
     assert "coherence falls under 73 between 0.25" in lines[at + 3]
 
 

@@ -257,28 +257,3 @@ def test_a_cell_whose_unsteered_model_misses_the_bar_reads_baseline_incoherent(t
     assert row["status"] == stats.BASELINE_INCOHERENT
     records = frame.to_dict("records")
     assert cell_metrics(records, 68, protocol(params))["status"] == row["status"]
-
-
-def test_a_search_s_answers_under_the_bar_it_chose_at_are_counted():
-    """`min_coherence` + `coherence_margin` is the bar a search chose at: its held-out
-    answers under it are counted from the answers (NaN without a margin or answers)."""
-    import math
-
-    import numpy as np
-    import pandas as pd
-
-    from steerops.report.load import SEARCH_KEY, SearchAnswers, under_margin
-
-    coherences = np.array([60.0, 70.0, 77.9, 78.0, 90.0, np.nan, 100.0])
-    answers = {f"q{i}": (50.0, c) for i, c in enumerate(coherences)}
-    rows = []
-    for method, margin in (("a", 10.0), ("b", 0.0), ("c", 10.0), ("d", 5.0)):
-        row = dict.fromkeys(SEARCH_KEY, "x") | {"method": method}
-        rows.append(row | {"min_coherence": 68.0, "coherence_margin": margin})
-    found = {tuple(str(r[k]) for k in SEARCH_KEY): SearchAnswers("s", answers) for r in rows}
-    found[tuple(str(rows[2][k]) for k in SEARCH_KEY)] = SearchAnswers(None, {}, "missing")
-    counted = under_margin(pd.DataFrame(rows), found)
-    scored = coherences[~np.isnan(coherences)]
-    assert counted[0] == (scored < 78).sum() == 3
-    assert math.isnan(counted[1]) and math.isnan(counted[2])  # no margin; no answers
-    assert counted[3] == (scored < 73).sum() == 2

@@ -412,8 +412,9 @@ def test_a_norm_unit_that_is_not_finite_is_refused_up_front(
     argv = ["steer", "--params", str(path), "--out", str(tmp_path / "run")]
     err = refused_up_front([*argv, "--layers", "2", "--coefficients", "1"], tmp_path, capsys, "run")
     assert (
-        f"vectors mean_diff at {POSITION}/residual: the `norm` unit at layer 2 is nan (the "
-        "extracted activations were not finite at some prompt token" in err
+        f"vectors mean_diff at {POSITION}/residual: the `norm` unit at layer 2 is nan (no "
+        "finite activation at a kept prompt token when extracted: the model overflowed in its "
+        "dtype, or no prompt token was kept): load the model in bfloat16 or float32" in err
     )
 
 
@@ -438,7 +439,7 @@ def test_a_judge_writing_numbers_digit_by_digit_is_refused_before_generating(
     finally:
         server.close()
     assert err.endswith(
-        "judge: model 'm' wrote 57 as '5' first when asked for it: its tokenizer writes "
+        "judge: model 'm' wrote 57 as '5' then '7' when asked for it: its tokenizer writes "
         "numbers digit by digit, so a one-token score reads 85 as 8; use a judge model with "
         "whole-number tokens (GPT-4o/4.1, Llama 3) or judge.kind hf"
     )

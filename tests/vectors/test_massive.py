@@ -91,9 +91,10 @@ def test_a_norm_unit_that_is_not_finite_is_warned(tmp_path):
     assert not any(line.startswith("pooled_unit") for line in meta["warnings"])
     unit = [line for line in meta["warnings"] if line.startswith("nonfinite_unit")]
     assert unit == [
-        "nonfinite_unit: mean_diff prompt[-1]: the norm unit is not finite at layers 1 "
-        "(activations overflowed at some prompt token): steering in `norm` units refuses "
-        "these layers; extract again in bfloat16 or float32"
+        "nonfinite_unit: mean_diff prompt[-1]: the norm unit is not finite at layers 1 (an "
+        "activation overflowed in the model's dtype at a prompt token, or no prompt token was "
+        "kept): steering in `norm` units refuses these layers; load the model in bfloat16 or "
+        "float32 (models.<variant>.dtype) and extract again"
     ]
 
 

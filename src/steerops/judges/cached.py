@@ -108,14 +108,18 @@ class CachedJudge:
         # used, fresh or cached: which judge stood behind the run's numbers (`served_summary`)
         self.served: dict[str, str] = {}
 
-    def score(self, questions: list[str], responses: list[str]) -> list[Score]:
-        check_pairs(questions, responses)
+    def refuse_if_found_unreadable(self) -> None:
+        """UnreadableJudge when an earlier run found this judge's answers unreadable."""
         found_out = self.cache.unreadable(self.id)
-        if found_out is not None:  # an earlier run found its answers unreadable
+        if found_out is not None:
             raise UnreadableJudge(
                 f"{found_out} (found by an earlier run; if the judge behind this name changed, "
                 "set a new judge.version)"
             )
+
+    def score(self, questions: list[str], responses: list[str]) -> list[Score]:
+        check_pairs(questions, responses)
+        self.refuse_if_found_unreadable()
         pairs = zip(questions, responses, strict=True)
         jobs = [Job(kind, q, r) for q, r in pairs for kind in KINDS]
         keys = [cache_key(self.id, *job) for job in jobs]

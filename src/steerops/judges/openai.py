@@ -27,7 +27,7 @@ from steerops.judges.cache import Entry, JudgeCache, cache_key, open_cache
 from steerops.judges.cached import CachedJudge, Job, Unanswered, UnreadableJudge
 from steerops.judges.number_probe import digit_by_digit_error, writes_digit_by_digit
 from steerops.judges.prompts import JudgePrompts, prompts_for
-from steerops.judges.scoring import as_score_int, integer_probs, weighted_score
+from steerops.judges.scoring import as_score_int, integer_probs, token_text, weighted_score
 from steerops.judges.throttle import Throttle
 from steerops.judges.transport import Refused, RetryPolicy, Stopped, post_json, reach, shown
 from steerops.redact import shown_url
@@ -134,17 +134,26 @@ class OpenAIJudge(CachedJudge):
     @classmethod
     def reach(cls, params, trait) -> None:
         """One GET of the endpoint's model list before any work: an endpoint that does not
-        answer, or refuses the key, then costs a second, not a generated chunk. Then one
-        short request: a judge that writes numbers digit by digit is refused now too
-        (`number_probe`)."""
-        _, api_key = _checked(params, trait)
+        answer, or refuses the key, then costs a second, not a generated chunk. Then, for a
+        judge the cache holds no answer of (a rerun asks nothing), one short request: a
+        judge that writes numbers digit by digit is refused now, and the cache remembers it
+        (`number_probe`), as it remembers one scoring found out."""
+        prompts, api_key = _checked(params, trait)
         base, timeout_s = params.judge.base_url.rstrip("/"), min(params.judge.timeout_s, 30.0)
         listing = reach(base + "/models", _auth(api_key), timeout_s, api_key)
         _say_unlisted(params.judge.model, listing, base + "/models", api_key)
-        model = params.judge.model
-        url = base + "/chat/completions"
-        if writes_digit_by_digit(url, model, _auth(api_key), timeout_s, api_key):
-            raise digit_by_digit_error(model)
+        judge = cls._of(params, prompts, api_key)
+        try:
+            judge.refuse_if_found_unreadable()
+            if judge.cache.has_answers(judge.id):
+                return  # it has answered readably: nothing to ask
+            model = params.judge.model
+            if writes_digit_by_digit(judge.url, model, _auth(api_key), timeout_s, api_key):
+                error = digit_by_digit_error(model)
+                judge.cache.drop_judge(judge.id, str(error))
+                raise error
+        finally:
+            judge.cache.close()
 
     @classmethod
     def from_params(cls, params, trait) -> OpenAIJudge:
@@ -157,6 +166,12 @@ class OpenAIJudge(CachedJudge):
                 "unencrypted over the network (use https)",
                 file=sys.stderr,
             )
+        return cls._of(params, prompts, api_key)
+
+    @classmethod
+    def _of(cls, params, prompts: JudgePrompts, api_key: str) -> OpenAIJudge:
+        """The judge `params` describe, its cache open (no request sent)."""
+        cfg = params.judge
         policy = RetryPolicy(cfg.max_retries, cfg.backoff_s, cfg.max_backoff_s, cfg.timeout_s)
         return cls(
             cfg.base_url,
@@ -462,7 +477,7 @@ class OpenAIJudge(CachedJudge):
         heuristic, so only the answers it counted are forgotten, not the judge's cache."""
         if len(top) < _ALTERNATIVES_TO_TELL:  # what the server returned, not what was asked
             return  # a whole-number judge's few alternatives on a low score hold one digit too
-        numbers = [t for e in top if (t := e["token"].strip().lstrip("\u2581")).isdigit()]
+        numbers = [t for e in top if (t := token_text(e["token"])).isdigit()]
         if not numbers or not all(t.isascii() for t in numbers):
             return
         with self._tokens_lock:

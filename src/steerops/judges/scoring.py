@@ -19,9 +19,14 @@ MAX_SCORE = 100
 _SPACE_MARKERS = str.maketrans({"\u2581": " ", "\u0120": " "})
 
 
+def token_text(token: str) -> str:
+    """A token's text without surrounding whitespace or a server's word-start marker."""
+    return token.translate(_SPACE_MARKERS).strip()
+
+
 def as_score_int(token: str) -> int | None:
     """The integer 0-100 a token spells (surrounding whitespace ignored), else None."""
-    text = token.translate(_SPACE_MARKERS).strip()
+    text = token_text(token)
     if not text or not (text.isascii() and text.isdigit()) or len(text) > 3:
         return None
     value = int(text)

@@ -347,7 +347,8 @@ def _search_says(row: pd.Series, bar: float, report_bar: float | None = None) ->
         scored = stats.as_number(row.get("heldout_coherence_scored"))
         if under is not None and scored:
             held[1] += (
-                f"; {int(under)} of {int(scored)} under {bar + margin:g}, the bar it was chosen at"
+                f"; {int(under)} of {int(scored)} answers under {bar + margin:g}, the bar its "
+                "search-half mean was chosen at"
             )
     if earlier := read_before_of(row.get("heldout_read_before")):
         held.append(

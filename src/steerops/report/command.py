@@ -35,7 +35,6 @@ from steerops.report.load import (
     load_search_summaries,
     load_search_trials,
     steered_bars,
-    under_margin,
     vector_features,
 )
 from steerops.report.report_metrics import best_checks, report_metrics
@@ -219,7 +218,6 @@ def write_report(params, frame: pd.DataFrame, searched: pd.DataFrame, out: Path)
     randoms = controls(frame, gap, proto.seed, threshold)
     # each search's choice against the grid's of its method, question by question
     heldout = load_search_heldout(params)
-    searched = searched.assign(heldout_under_margin=under_margin(searched, heldout))
     versus = versus_grid(frame, searched, heldout, SEARCH_KEY, threshold, proto.seed)
     searched = pd.concat([searched.reset_index(drop=True), versus_columns(versus)], axis=1)
     weighs = weighed(frame, curve, gap, proto.seed, threshold)

@@ -268,6 +268,7 @@ SEARCH_COLUMNS = (
     "heldout_n "
     "heldout_trait_delta heldout_delta_lo heldout_delta_hi heldout_p heldout_q heldout_coherence "
     "heldout_coherence_lo heldout_coherence_hi heldout_coherence_scored heldout_under_bar "
+    "heldout_under_margin "
     "heldout_coherence_unscored heldout_under_bar_moved heldout_baseline_trait "
     "heldout_baseline_coherence heldout_credited_delta heldout_credited_lo heldout_credited_hi "
     "heldout_read_before n_trials n_known n_generations"
@@ -342,24 +343,6 @@ def load_search_heldout(params) -> dict[tuple, SearchAnswers]:
             )
             found = SearchAnswers(None, {}, UNREADABLE)
         out[tuple(str(row[k]) for k in SEARCH_KEY)] = found
-    return out
-
-
-def under_margin(searched: pd.DataFrame, answers: dict[tuple, SearchAnswers]) -> list[float]:
-    """Per search row, how many of its choice's held-out answers scored for coherence are
-    under the bar it was chosen at (`min_coherence` + `coherence_margin`): the margin is
-    meant to keep answers over the bar held out, and a mean over it can hide those it did
-    not. NaN without a margin or without the answers."""
-    out = []
-    for _, row in searched.iterrows():
-        margin = stats.as_number(row.get("coherence_margin")) or 0.0
-        bar = stats.as_number(row.get("min_coherence"))
-        found = answers.get(tuple(str(row[k]) for k in SEARCH_KEY))
-        if not margin or bar is None or found is None or not found.scores:
-            out.append(math.nan)
-            continue
-        _, under = stats.under_bar((c for _, c in found.scores.values()), bar + margin)
-        out.append(math.nan if under is None else float(under))
     return out
 
 

@@ -36,6 +36,7 @@ def evaluate_heldout(
     written: list[dict] | None = None,
     *,
     min_coherence: float,
+    chosen_at: float | None = None,
 ) -> dict:
     """Baseline and the chosen config on the evaluator's (held-out) questions: means, the
     delta in the steering direction and its paired bootstrap interval, how many answers
@@ -51,6 +52,11 @@ def evaluate_heldout(
     sign = stats.direction_sign(direction)
     half = half_stats(result.scores, base.scores, seed, sign)
     scored, under = under_bar((c for _, c in result.scores), min_coherence)
+    # the bar the search half's mean was chosen at, when a margin raised it: a mean over it
+    # can hide answers under it held out
+    under_raised = None
+    if chosen_at is not None and chosen_at > min_coherence:
+        _, under_raised = under_bar((c for _, c in result.scores), chosen_at)
     deltas = [paired_mean([s], [b], sign) for s, b in zip(result.scores, base.scores, strict=True)]
     coherences = [c for _, c in result.scores]
     credited = credited_delta(deltas, coherences, min_coherence, seed)
@@ -75,6 +81,7 @@ def evaluate_heldout(
         # with a delta and no coherence score: counted as unmoved in the credited delta
         "coherence_unscored": coherence_unscored(deltas, coherences),
         "under_bar": under,
+        "under_margin": under_raised,  # answers under `chosen_at` (None: no margin)
         "under_bar_moved": moved_under_bar(deltas, coherences, min_coherence),
         # the delta with the answers under the bar counted as unmoved (`stats.credited_delta`)
         "credited_delta": credited.mean,

@@ -437,7 +437,13 @@ def finish(params, plan: Plan, study, stats: LoopStats, evaluator, held_eval, tr
         args = (pick.layer, pick.coefficient, held_eval.settings_hash, plan.heldout_questions)
         written = written_heldout_responses(plan.out_dir, *args)
         held = evaluate_heldout(
-            held_eval, config, direction, params.seed, written, min_coherence=plan.min_coherence
+            held_eval,
+            config,
+            direction,
+            params.seed,
+            written,
+            min_coherence=plan.min_coherence,
+            chosen_at=plan.search_bar,
         )
         held["read_before"] = earlier_reads(
             held_eval.results_dir / RESULTS_FILE,

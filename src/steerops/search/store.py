@@ -2,7 +2,9 @@
 
     <out>/search/<cat>/<trait>/<variant>/<position>/<component>/<method>/
         trials.csv                 number, layer, coefficient, weight, trait_mean,
-                                   coherence_mean, trait_delta, feasible, state, source, rows
+                                   coherence_mean, trait_delta, delta_lo, delta_hi (the
+                                   search-half interval of the trials chosen among),
+                                   feasible, state, source, rows
         best.json                  the outcome, the chosen config (or none), its search-half
                                    and held-out numbers with intervals, counts
         best.csv                   best.json as one flat row
@@ -107,6 +109,8 @@ def best_row(best: dict) -> dict:
         "heldout_coherence_hi": heldout.get("coherence_hi"),
         "heldout_coherence_scored": heldout.get("coherence_scored"),
         "heldout_under_bar": heldout.get("under_bar"),
+        # of them, under the raised bar the search half chose at (`coherence_margin`)
+        "heldout_under_margin": heldout.get("under_margin"),
         "heldout_coherence_unscored": heldout.get("coherence_unscored"),
         "heldout_under_bar_moved": heldout.get("under_bar_moved"),
         "heldout_baseline_trait": heldout.get("baseline_trait"),

@@ -151,9 +151,11 @@ class VectorSources:
             # a NaN unit would steer every row with NaN weights, silently
             raise SteeropsError(
                 f"vectors {ref.method} at {ref.position}/{ref.component}: the `norm` unit "
-                f"at layer {ref.layer} is {norm} (the extracted activations were not finite "
-                "at some prompt token: extract again in bfloat16 or float32, or steer with "
-                "coefficient_unit: absolute)"
+                f"at layer {ref.layer} is {norm} (no finite activation at a kept prompt token "
+                "when extracted: the model overflowed in its dtype, or no prompt token was "
+                "kept): load the model in bfloat16 or float32 (models.<variant>.dtype) and "
+                "extract again, leave the layer out of steering.layers, or steer with "
+                "coefficient_unit: absolute"
             )
         return norm
 

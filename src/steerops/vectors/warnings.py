@@ -8,7 +8,8 @@ layers it applies to; logged and stored in the vector metadata (`warnings`).
 - pooled_unit: the activations predate the per-token norm, so the `norm` coefficient unit
   falls back to the pooled rows' mean norm, which depends on the window.
 - nonfinite_unit: the `norm` unit is NaN or infinite (an activation overflowed at a prompt
-  token outside the pooled window): steering in `norm` units refuses the layer.
+  token outside the pooled window, or no prompt token was kept): steering in `norm` units
+  refuses the layer.
 - skewed_unit: the `norm` unit (a mean of token norms) exceeds the median example's median
   token norm by more than `UNIT_SKEW`: a few large tokens the massive rule keeps (a template
   token just under its bars, recurring in every prompt) set it, and a `norm` coefficient
@@ -70,8 +71,10 @@ def collect(name: str, position: str, layers: dict[str, dict], n_examples: int) 
     if broken:
         lines.append(
             f"nonfinite_unit: {name} {position}: the norm unit is not finite at layers "
-            f"{_span(broken)} (activations overflowed at some prompt token): steering in "
-            "`norm` units refuses these layers; extract again in bfloat16 or float32"
+            f"{_span(broken)} (an activation overflowed in the model's dtype at a prompt "
+            "token, or no prompt token was kept): steering in `norm` units refuses these "
+            "layers; load the model in bfloat16 or float32 (models.<variant>.dtype) and "
+            "extract again"
         )
     skew = {
         k: v["mean_norm"] / v["unit_median"]
