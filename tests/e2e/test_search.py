@@ -239,24 +239,35 @@ def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
     folder, params, _, _, _ = toy_search
     out = search_out(folder)
     before = (out / "best.json").read_text()
-    # a finished study: a rerun adds no trial and generates nothing new
-    assert main(["search", "--pipeline", "--params", str(params)]) == 0
-    best = json.loads((out / "best.json").read_text())
-    assert best["n_trials"] == 6 and "this_run" not in best["n_generations"]
-    # a DVC output: the same bytes whether a run generated its rows or found them logged
-    assert (out / "best.json").read_text() == before
-    # the rerun's page still shows every trial its result rests on, marked as served
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    parents = sorted(
-        (
+
+    def search_runs() -> tuple[list, list]:
+        runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+        parents = [
             r
             for r in runs
             if r.data.tags.get("steerops.stage") == "search"
             and "mlflow.parentRunId" not in r.data.tags
-        ),
-        key=lambda r: r.info.start_time,
-    )
+        ]
+        return runs, sorted(parents, key=lambda r: r.info.start_time)
+
+    # a finished study: a rerun adds no trial, generates nothing new and opens no run
+    capsys.readouterr()
+    assert main(["search", "--pipeline", "--params", str(params)]) == 0
+    said = "every trial was served and no output changed: no new MLflow run"
+    assert said in capsys.readouterr().err
+    best = json.loads((out / "best.json").read_text())
+    assert best["n_trials"] == 6 and "this_run" not in best["n_generations"]
+    # a DVC output: the same bytes whether a run generated its rows or found them logged
+    assert (out / "best.json").read_text() == before
+    assert len(search_runs()[1]) == 1
+    # an output gone: the rerun writes it again (the same bytes), and its run's page shows
+    # every trial its result rests on, marked as served
+    (out / "best.json").unlink()
+    assert main(["search", "--pipeline", "--params", str(params)]) == 0
+    assert said not in capsys.readouterr().err
+    assert (out / "best.json").read_text() == before
+    runs, parents = search_runs()
     assert len(parents) == 2
 
     def trials(parent) -> dict:

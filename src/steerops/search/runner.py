@@ -88,7 +88,11 @@ def search_trait(
     }
     datasets = {f"{trait} questions": (folder / "steering.json", "questions")}
     name = f"search {method} {position} {trait}"
-    with track(params, "search", name, inputs=inputs, tags=tags, datasets=datasets) as tracker:
+    # held: logged once something is new (a trial evaluated or imported, an output changed),
+    # as `steer` opens no run for a rerun that finds its work done
+    with track(
+        params, "search", name, inputs=inputs, tags=tags, datasets=datasets, held=True
+    ) as tracker:
         session = SteeringSession(params, trait, progress=progress)
         # The split follows the experiment's seed, not the sampler's: re-seeding a search
         # must not move questions between the search and held-out parts.
@@ -126,6 +130,8 @@ def search_trait(
             file=sys.stderr,
         )
         study, stats = run_plan(params, plan, evaluator, tracker, progress)
+        if stats.evaluated or stats.rows or stats.imported:
+            tracker.keep()
         with study.finalising() as mine:  # one worker of the study finalises it
             tracker.set_tags({"steerops.search_role": "finaliser" if mine else "worker"})
             if not mine:
@@ -139,15 +145,33 @@ def search_trait(
                 held_eval = SteeringEvaluator(
                     session, heldout_q, results_dir=out_dir, read_also=extra
                 )
+                before = _output_hashes(out_dir)
                 best = finish(params, plan, study, stats, evaluator, held_eval, tracker)
+                if _output_hashes(out_dir) != before:
+                    tracker.keep()
         session.say_judge_cost(tracker, progress)  # the search's trials and held-out part
         if isinstance(session.judge, CachedJudge) and (models := session.judge.served_summary()):
             # which model an endpoint named for the answers this run scored with
             tracker.set_tags({"steerops.judge_served": models})
+    if tracker.active and not tracker.kept:
+        print(
+            "steerops search: every trial was served and no output changed: no new MLflow "
+            "run (the runs that evaluated them hold these results)",
+            file=sys.stderr,
+        )
     link = tracker.link()
     if links is not None and link:
         links.append(link)
     return best
+
+
+def _output_hashes(folder: Path) -> dict[str, str | None]:
+    """The md5 of each file the finalisation writes in `folder` (None: not there)."""
+    from steerops.io import file_md5
+    from steerops.search.store import BEST_CSV, BEST_FILE, HELDOUT_FILE, PLOT_FILE, TRIALS_FILE
+
+    names = (TRIALS_FILE, BEST_FILE, BEST_CSV, PLOT_FILE, HELDOUT_FILE)
+    return {n: file_md5(folder / n) if (folder / n).is_file() else None for n in names}
 
 
 def sampler_identity(params) -> dict[str, Any]:
