@@ -317,6 +317,41 @@ def test_response_files_end_as_an_uninterrupted_sweep_writes_them(steered, tmp_p
     assert main(scratch) == 0 and len(calls) == first  # the rerun generates nothing
 
 
+def test_a_sweep_stopped_before_its_files_are_written_generates_nothing_again(
+    steered, tmp_path, monkeypatch
+):
+    """Ctrl-C after every config was judged and logged but before the cells' response files
+    were written: the rows stay in flight until then, so the rerun writes the files from
+    them, generating nothing, byte for byte as a sweep never stopped; then the rows go."""
+    from steerops.steering import command
+    from steerops.steering.in_flight import IN_FLIGHT_FILE
+
+    base = [a for a in steered["argv"] if a != "--pipeline"]
+    # settings no log holds (11 new tokens): the scratch runs generate, not serve
+    argv = [*base, "--method", "mean_diff", "--max-new-tokens", "11"]
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    cut = tmp_path / "cut"
+    real = command._finish_cell
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "_finish_cell", stopped)
+    assert main([*argv, "--out", str(cut)]) == 130
+    monkeypatch.setattr(command, "_finish_cell", real)
+    [in_flight] = cut.rglob(IN_FLIGHT_FILE)  # every logged row still there
+    calls = _count_generations(monkeypatch)
+    assert main([*argv, "--out", str(cut)]) == 0
+    assert calls == []  # served from the log, the files from the rows
+    assert not in_flight.exists()
+
+    def responses(folder: Path) -> dict[str, bytes]:
+        [found] = folder.rglob("mean_diff/responses")
+        return _files(found)
+
+    assert responses(cut) == responses(tmp_path / "whole") and len(responses(cut)) > 1
+
+
 def test_a_file_whose_text_scored_otherwise_when_generated_again_says_so(
     steered, monkeypatch, capsys
 ):

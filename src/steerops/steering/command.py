@@ -144,7 +144,8 @@ def steer_cells(
         raise SteeropsError("steering.methods/steering.positions: the grid has no cells")
     if not cfg.coefficients:
         raise SteeropsError("steering.coefficients: give at least one coefficient")
-    evaluator = SteeringEvaluator(SteeringSession(params, trait, progress=progress))
+    # the rows stay on disk until the cells' response files are written (`release_rows`)
+    evaluator = SteeringEvaluator(SteeringSession(params, trait, progress=progress), hold_rows=True)
     protocol(params).split(evaluator.questions)  # too few questions to hold any out: fail now
     layers = evaluator.session.layers(cfg.layers, "steering.layers")
     per_cell = [
@@ -198,6 +199,7 @@ def steer_cells(
                 model_tags,
             )
         )
+    evaluator.release_rows()  # every cell's files are written
     for summary in summaries:
         summary["judge_served"] = models
     after = [summary["digest"] for summary in summaries]  # each hashed once it was written

@@ -78,12 +78,16 @@ class SteeringEvaluator:
         results_dir: str | Path | None = None,
         read_also: tuple[Path, ...] = (),
         overlap: bool | None = None,
+        hold_rows: bool = False,
     ):
         """`results_dir`: keep the results log (and baselines) there instead of in each
         vector source's steering directory (e.g. a search keeps its own); `read_also`: more
         results logs to serve scores from; `overlap`: judge one chunk while the next one
         generates (False: one after the other, the reference; None: when the judge does not
-        share the steered model's device, `session.judge_beside_generation`)."""
+        share the steered model's device, `session.judge_beside_generation`); `hold_rows`:
+        logged rows stay in flight until `release_rows` (a caller that writes response files
+        after the evaluation: a run stopped before it wrote them is served the rows, not
+        generating them again)."""
         self.overlap = session.judge_beside_generation() if overlap is None else overlap
         if self.overlap and session.judge_reads_steered_model():
             raise SteeropsError(
@@ -99,6 +103,7 @@ class SteeringEvaluator:
         cell = baselines_file(session.params.out, session.trait, session.variant).parent
         folder = self.results_dir or cell
         self.in_flight = RowsInFlight(folder / IN_FLIGHT_FILE, session.params.root)
+        self._held: list[str] | None = [] if hold_rows else None  # keys `release_rows` drops
         self.read_also = tuple(Path(p) for p in read_also)
         self.settings = session.settings(self.questions)
         self.settings_hash = settings_hash(self.settings)
@@ -176,7 +181,7 @@ class SteeringEvaluator:
             return found
         ids, _, keys = self._generate_chunk([None], "steer: baseline")
         self._set_baseline(self.session.score(self.questions, [ids])[0])
-        self.in_flight.discard(keys)
+        self._done_with(keys)
         return self._baseline  # type: ignore[return-value]
 
     def served(self, configs: list[Config]) -> list[bool]:
@@ -248,7 +253,7 @@ class SteeringEvaluator:
                         done[key] = (configs[i], weights[i], twin)
                     results[i] = done[key][2]
             self._log(list(done.values()), seconds)
-            self.in_flight.discard(keys)  # logged: no longer in flight
+            self._done_with(keys)  # logged: no longer in flight
 
         # One chunk is judged and logged while the next one generates (the judge is its own
         # model or an endpoint, never the steered model); one at a time, in order, so the
@@ -276,11 +281,22 @@ class SteeringEvaluator:
                 self._stop_judging(judged)
                 raise
         if self.in_flight.path.exists():  # rows logged just before an interrupt: served now
-            self.in_flight.discard(
-                self._row_keys([None, *((configs[i], weights[i]) for i in served)])
-            )
+            self._done_with(self._row_keys([None, *((configs[i], weights[i]) for i in served)]))
         self._refresh_baselines(configs)
         return results  # type: ignore[return-value]
+
+    def _done_with(self, keys: list[str]) -> None:
+        """Rows logged: out of flight now, or at `release_rows` when they are held."""
+        if self._held is None:
+            self.in_flight.discard(keys)
+        else:
+            self._held.extend(keys)
+
+    def release_rows(self) -> None:
+        """Drop the held rows (`hold_rows`): the caller has written what it needed them for."""
+        if self._held:
+            self.in_flight.discard(self._held)
+            self._held = []
 
     def _stop_judging(self, judged: Future | None) -> None:
         """On Ctrl-C, stop a judge still scoring a chunk beside generation if it can stop;
