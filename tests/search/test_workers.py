@@ -769,7 +769,9 @@ def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):
         if r.data.tags.get("steerops.stage") == "search" and "mlflow.parentRunId" not in r.data.tags
     ]
     roles = sorted(r.data.tags.get("steerops.search_role") for r in parents)
-    assert roles == ["finaliser", "worker"]
+    # the other worker's run is logged when it evaluated a trial; one that found them all
+    # taken (a late start on a loaded machine) and finalised nothing logs none (below)
+    assert roles in (["finaliser"], ["finaliser", "worker"])
     [study_run] = [r for r in parents if "heldout_trait_delta" in r.data.metrics]
     assert study_run.data.tags["steerops.search_role"] == "finaliser"
     # both halves' numbers with their n and interval, as best.json has them
@@ -786,6 +788,10 @@ def test_toy_cli_workers_on_one_study_finalise_once(toy_world, tmp_path):
     # already finished then, marked served
     evaluated = [r for r in trials if r.data.tags["steerops.served"] == "false"]
     assert len(evaluated) == 6
+    for parent in parents:  # a worker's run is there for the trials it evaluated
+        if parent.data.tags["steerops.search_role"] == "worker":
+            mine = [r for r in evaluated if r.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+            assert mine, "a worker that evaluated nothing logged a run"
     assert len({r.data.params["trial"] for r in trials}) == 6
 
 

@@ -77,7 +77,11 @@ def _best(rows: pd.DataFrame, bar: float) -> str:
             f"{stats.coherence_text(top['coherence_mean'], 2)})"
         )
     if "delta_lo" in coherent and coherent["delta_lo"].notna().any():
-        effective = coherent[coherent["delta_lo"].map(lambda lo: (stats.as_number(lo) or 0) > 0)]
+        # the search's own test of an effect on its half (`stats.no_effect_on_selection`)
+        found = [
+            not stats.no_effect_on_selection(_as_row(t)) for t in coherent.itertuples(index=False)
+        ]
+        effective = coherent[found]
         if effective.empty:
             (_, top), *_ = _ranked(coherent)
             return (
@@ -118,24 +122,23 @@ def _delta(trial) -> str:
     return stats.interval_text(trial.trait_delta, lo, hi)
 
 
+def _as_row(trial) -> dict:
+    """A trial as the search's choice reads a config row (its search half is the selection
+    half)."""
+    return {
+        "coefficient": trial.coefficient,
+        "layer": trial.layer,
+        "selection_trait_delta": trial.trait_delta,
+        "selection_coherence_mean": trial.coherence_mean,
+        "selection_delta_lo": getattr(trial, "delta_lo", None),
+    }
+
+
 def _ranked(coherent: pd.DataFrame) -> list:
     """(the search's rank key, trial) of each coherent trial, best first."""
     # ranked by the search's own key (`stats.choice_rank`), whose parts word the ties
     return sorted(
-        (
-            (
-                stats.choice_rank(
-                    {
-                        "coefficient": t.coefficient,
-                        "layer": t.layer,
-                        "selection_trait_delta": t.trait_delta,
-                        "selection_coherence_mean": t.coherence_mean,
-                    }
-                ),
-                t,
-            )
-            for t in coherent.itertuples(index=False)
-        ),
+        ((stats.choice_rank(_as_row(t)), t) for t in coherent.itertuples(index=False)),
         key=lambda ranked_trial: ranked_trial[0],
         reverse=True,
     )

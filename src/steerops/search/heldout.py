@@ -51,14 +51,14 @@ def evaluate_heldout(
     [result] = evaluator.evaluate([config])
     sign = stats.direction_sign(direction)
     half = half_stats(result.scores, base.scores, seed, sign)
-    scored, under = under_bar((c for _, c in result.scores), min_coherence)
+    coherences = [c for _, c in result.scores]
+    scored, under = under_bar(coherences, min_coherence)
     # the bar the search half's mean was chosen at, when a margin raised it: a mean over it
     # can hide answers under it held out
     under_raised = None
     if chosen_at is not None and chosen_at > min_coherence:
-        _, under_raised = under_bar((c for _, c in result.scores), chosen_at)
+        _, under_raised = under_bar(coherences, chosen_at)
     deltas = [paired_mean([s], [b], sign) for s, b in zip(result.scores, base.scores, strict=True)]
-    coherences = [c for _, c in result.scores]
     credited = credited_delta(deltas, coherences, min_coherence, seed)
     spread = coherence_interval(coherences, seed)
     n = len(evaluator.questions)

@@ -64,6 +64,7 @@ def search_trait(
     returns best.json, or None when another worker of the study finalises it. One model
     load serves the search and the held-out evaluation. The MLflow run opens before the
     model loads (its duration covers the work); its link is appended to `links`."""
+    from steerops.io import tree_md5
     from steerops.judges.cached import CachedJudge
     from steerops.models.loading import model_source
     from steerops.search.heldout import split_questions
@@ -145,9 +146,9 @@ def search_trait(
                 held_eval = SteeringEvaluator(
                     session, heldout_q, results_dir=out_dir, read_also=extra
                 )
-                before = _output_hashes(out_dir)
+                before = tree_md5(out_dir) if out_dir.is_dir() else None
                 best = finish(params, plan, study, stats, evaluator, held_eval, tracker)
-                if _output_hashes(out_dir) != before:
+                if tree_md5(out_dir) != before:  # an output written anew
                     tracker.keep()
         session.say_judge_cost(tracker, progress)  # the search's trials and held-out part
         if isinstance(session.judge, CachedJudge) and (models := session.judge.served_summary()):
@@ -163,15 +164,6 @@ def search_trait(
     if links is not None and link:
         links.append(link)
     return best
-
-
-def _output_hashes(folder: Path) -> dict[str, str | None]:
-    """The md5 of each file the finalisation writes in `folder` (None: not there)."""
-    from steerops.io import file_md5
-    from steerops.search.store import BEST_CSV, BEST_FILE, HELDOUT_FILE, PLOT_FILE, TRIALS_FILE
-
-    names = (TRIALS_FILE, BEST_FILE, BEST_CSV, PLOT_FILE, HELDOUT_FILE)
-    return {n: file_md5(folder / n) if (folder / n).is_file() else None for n in names}
 
 
 def sampler_identity(params) -> dict[str, Any]:
