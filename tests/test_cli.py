@@ -689,3 +689,106 @@ def test_a_key_is_named_when_the_params_file_or_a_flag_sets_it(tmp_path, monkeyp
     assert _params(tmp_path, yaml_extra=spelled).named("probes.tasks")
     assert _params(tmp_path, "--subset", "3").named("steering.subset")
     assert not _params(tmp_path).named("steering.subset")
+
+
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import steerops.report.command  # noqa: E402
+
+
+class _InterruptedWhileCollected:
+    """An object whose finaliser is where a Ctrl-C landed."""
+
+    def __del__(self):
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_python_drops_in_a_finaliser_still_stops_the_stage(
+    tmp_path, monkeypatch, capsys
+):
+    """Python prints and drops an exception raised in a `__del__`: a Ctrl-C landing there
+    would let the stage run to its end with exit 0 (and `dvc repro` go on to the next
+    stage). The stage stops as on any other Ctrl-C instead."""
+    from report_data import synthetic_grid, write_params
+
+    synthetic_grid(tmp_path)
+    ran_on = []
+
+    def collected_mid_stage(*args, **kwargs):
+        _InterruptedWhileCollected()  # its finaliser runs here, and raises
+        until = time.monotonic() + 3
+        while time.monotonic() < until:  # the rest of a long stage: not run
+            pass
+        ran_on.append(True)
+
+    monkeypatch.setattr("steerops.report.command.write_report", collected_mid_stage)
+    assert main(["report", "--params", str(write_params(tmp_path))]) == 130
+    assert ran_on == []
+    err = capsys.readouterr().err
+    assert "steerops report: interrupted; whatever finished" in err
+    assert "Exception ignored" not in err
+
+
+def test_other_exceptions_in_finalisers_are_reported_as_python_reports_them(
+    tmp_path, monkeypatch, capsys
+):
+    from report_data import synthetic_grid, write_params
+
+    class FailsWhileCollected:
+        def __del__(self):
+            raise ValueError("a finaliser's own failure")
+
+    synthetic_grid(tmp_path)
+    reported = []
+    alarm_before = signal.getsignal(signal.SIGALRM)
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: reported.append(u.exc_value))
+    write_report = steerops.report.command.write_report
+
+    def collected_mid_stage(*args, **kwargs):
+        FailsWhileCollected()
+        return write_report(*args, **kwargs)
+
+    monkeypatch.setattr("steerops.report.command.write_report", collected_mid_stage)
+    assert main(["report", "--params", str(write_params(tmp_path))]) == 0
+    assert [str(e) for e in reported] == ["a finaliser's own failure"]
+    assert reported.append.__self__ is reported  # the recorder is still the hook:
+    sys.unraisablehook(type("U", (), {"exc_value": ValueError("after")})())
+    assert [str(e) for e in reported][-1] == "after"  # main put it back
+    assert signal.getsignal(signal.SIGALRM) is alarm_before
+
+
+_SLOW_FINALISER = """
+import sys, time
+from steerops.cli import _interrupts_not_dropped
+
+class SlowToCollect:
+    def __del__(self):
+        print("collecting", flush=True)
+        time.sleep(20)  # where the Ctrl-C lands
+
+with _interrupts_not_dropped():
+    try:
+        SlowToCollect()
+        time.sleep(20)
+        print("ran on", flush=True)
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+        sys.exit(130)
+"""
+
+
+def test_a_real_ctrl_c_in_a_finaliser_stops_the_process():
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_FINALISER], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "collecting"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+        assert proc.stdout.read().split() == ["stopped"]
+    finally:
+        proc.kill()

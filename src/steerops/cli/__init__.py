@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if twice:
         print(f"steerops {command_name(args)}: warning: {twice}", file=sys.stderr)
     try:
-        with _terminated_as_interrupted() as terminated:
+        with _terminated_as_interrupted() as terminated, _interrupts_not_dropped():
             args.func(args)
     except (SteeropsError, OSError) as exc:  # OSError: a path of the wrong kind, a full disk
         from steerops.config import name_the_flag
@@ -208,6 +208,44 @@ def main(argv: list[str] | None = None) -> int:
         _drop_if_empty(getattr(args, "scratch_folder", None))
         return 128 + signal.SIGTERM if terminated else 130
     return 0
+
+
+@contextlib.contextmanager
+def _interrupts_not_dropped() -> Iterator[None]:
+    """A Ctrl-C (or a SIGTERM, raised as one) that lands while a finaliser runs (a `__del__`
+    or weakref callback, which the garbage collector runs between any two lines) is printed
+    and dropped by Python, and the stage would run on to its end, then `dvc repro` to the
+    next stage, as if none came. Handed to the main thread again instead, it stops the
+    stage where it stands, as any other interrupt does."""
+    previous = sys.unraisablehook
+    if threading.current_thread() is not threading.main_thread():  # signals go to main
+        yield
+        return
+
+    def again(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    def hook(unraisable) -> None:
+        dropped = unraisable.exc_type is not None and issubclass(
+            unraisable.exc_type, KeyboardInterrupt
+        )
+        # signals raise only in the main thread: an interrupt elsewhere is not the user's
+        if not dropped or threading.current_thread() is not threading.main_thread():
+            previous(unraisable)
+            return
+        # Raised from a timer, not here: raised in this hook, Python would drop it again.
+        # One dropped once more (in another finaliser) comes back here, and is sent again.
+        signal.signal(signal.SIGALRM, again)
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+
+    alarm = signal.getsignal(signal.SIGALRM)
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, alarm)
 
 
 @contextlib.contextmanager
