@@ -731,6 +731,27 @@ def test_an_interrupt_python_drops_in_a_finaliser_still_stops_the_stage(
     assert "Exception ignored" not in err
 
 
+def test_an_interrupt_dropped_as_the_stage_ends_still_ends_it_as_interrupted(
+    tmp_path, monkeypatch, capsys
+):
+    """Dropped in the stage's last moments, before the timer that hands it back rings: the
+    stage ends as interrupted (exit 130), so `dvc repro` stops there."""
+    from report_data import synthetic_grid, write_params
+
+    synthetic_grid(tmp_path)
+    write_report = steerops.report.command.write_report
+
+    def collected_at_the_end(*args, **kwargs):
+        written = write_report(*args, **kwargs)
+        _InterruptedWhileCollected()
+        return written
+
+    monkeypatch.setattr("steerops.report.command.write_report", collected_at_the_end)
+    monkeypatch.setattr("steerops.report.command._track", lambda *args, **kwargs: None)
+    assert main(["report", "--params", str(write_params(tmp_path))]) == 130
+    assert "steerops report: interrupted" in capsys.readouterr().err
+
+
 def test_other_exceptions_in_finalisers_are_reported_as_python_reports_them(
     tmp_path, monkeypatch, capsys
 ):

@@ -222,7 +222,10 @@ def _interrupts_not_dropped() -> Iterator[None]:
         yield
         return
 
+    sent: list[bool] = []  # an interrupt handed to the timer, not raised yet
+
     def again(signum, frame) -> None:
+        sent.clear()
         raise KeyboardInterrupt
 
     def hook(unraisable) -> None:
@@ -235,6 +238,7 @@ def _interrupts_not_dropped() -> Iterator[None]:
             return
         # Raised from a timer, not here: raised in this hook, Python would drop it again.
         # One dropped once more (in another finaliser) comes back here, and is sent again.
+        sent.append(True)
         signal.signal(signal.SIGALRM, again)
         signal.setitimer(signal.ITIMER_REAL, 0.01)
 
@@ -242,6 +246,8 @@ def _interrupts_not_dropped() -> Iterator[None]:
     sys.unraisablehook = hook
     try:
         yield
+        if sent:  # the stage ended before the timer rang: an interrupted stage all the same
+            raise KeyboardInterrupt
     finally:
         sys.unraisablehook = previous
         signal.setitimer(signal.ITIMER_REAL, 0)
