@@ -179,12 +179,55 @@ def test_layer_buffers_follow_hidden_states_of_another_dtype_steered_or_not():
     table = SteeringTable([[(1, v, 2.0)], []])
     hidden = torch.zeros(2, 3, 6, dtype=torch.bfloat16)
     for layer in (0, 1):  # 0: not in the table
-        state = _LayerState(table, layer, 6, torch.device("cpu"), torch.int8, max_rows=2)
+        buffers = [torch.zeros(2, dtype=torch.long), torch.zeros(2, 6, dtype=torch.int8)]
+        state = _LayerState(table, layer, buffers)
         state.follow(hidden)
         assert state.delta.dtype == torch.bfloat16 and state.delta.shape == (2, 6)
         state.select(torch.tensor([0, 1]))
         expected = torch.stack([2.0 * v, torch.zeros(6)]) if layer else torch.zeros(2, 6)
         torch.testing.assert_close(state.delta.float(), expected, atol=0.02, rtol=0.01)
+        assert buffers[1] is state.delta  # the moved buffer is the one kept for next time
+
+
+def test_steering_buffers_are_kept_from_call_to_call_and_hold_no_earlier_table():
+    """Each hooked block's buffers keep their address from one call to the next (a CUDA
+    graph records the address its hooks read: new buffers every call would record every
+    graph again), and a call's steering is only its own table's: a layer the first table
+    steered and the second leaves alone adds zero in the second. (The static loop hooks
+    every layer, so one compiled step fits every table; HF generate only the table's.)"""
+    import copy
+
+    from steerops.steering import engine
+
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    fresh = copy.deepcopy(model)  # another model: buffers of its own
+    first = SteeringTable([[(0, _unit(3, layout.hidden_size), 12.0)]] * 4)
+    second = SteeringTable([[(2, _unit(4, layout.hidden_size), 6.0)]] * 4)
+    kwargs = dict(pad_token_id=PAD, stop_ids=STOPS, max_new_tokens=8, loop="static")
+    alone = generate_steered(fresh, resolve_layout(fresh), PROMPTS, second, **kwargs)
+    steered_first = generate_steered(model, layout, PROMPTS, first, **kwargs)
+    block0 = layout.component_module(0, "residual")
+    kept = engine._BUFFERS[block0][1][1]  # held here: a new buffer cannot take its address
+    after = generate_steered(model, layout, PROMPTS, second, **kwargs)
+    assert steered_first != alone  # the first table changes the tokens at layer 0
+    assert after == alone
+    assert engine._BUFFERS[block0][1][1].data_ptr() == kept.data_ptr()
+    assert not engine._IN_USE  # released once the calls end
+
+
+def test_steering_inside_steering_does_not_share_buffers():
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    outer_table = SteeringTable([[(1, _unit(5, layout.hidden_size), 2.0)]] * 2)
+    inner_table = SteeringTable([[(1, _unit(6, layout.hidden_size), -3.0)]] * 2)
+    with steering_hooks(layout, outer_table, max_rows=2) as outer:
+        outer.select([0, 1])
+        kept = outer._states[1].delta.clone()
+        with steering_hooks(layout, inner_table, max_rows=2) as inner:
+            inner.select([0, 1])
+            assert inner._states[1].delta.data_ptr() != outer._states[1].delta.data_ptr()
+        assert torch.equal(outer._states[1].delta, kept)
 
 
 def test_hooks_removed_on_exception():

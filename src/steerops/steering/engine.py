@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -93,27 +94,50 @@ class SteeringTable:
         return [ids.setdefault(key, len(ids)) for key in keys]
 
 
+# Each hooked module's buffers [row_ids, delta] with their row count, kept from call to
+# call: dynamo takes the tensors a hook reads as inputs at fixed addresses, so new buffers
+# on every call would have a CUDA-graph step record each slot count's graph again, every
+# call (and on older torch run without graphs after enough of them).
+_BUFFERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_IN_USE: weakref.WeakSet = weakref.WeakSet()  # modules whose kept buffers a hook holds now
+
+
+def _kept_buffers(
+    module: torch.nn.Module, max_rows: int, hidden: int, device: torch.device, dtype: torch.dtype
+) -> list[torch.Tensor]:
+    """The module's [row_ids, delta], zeroed: those of its last call when they hold as many
+    rows (where its hook moved them, `_LayerState.follow`), else new ones, kept for the
+    next. A module already hooked (steering inside steering) gets buffers of its own."""
+    fresh = [
+        torch.zeros(max_rows, dtype=torch.long, device=device),
+        torch.zeros(max_rows, hidden, dtype=dtype, device=device),
+    ]
+    if module in _IN_USE:
+        return fresh
+    _IN_USE.add(module)
+    rows, held = _BUFFERS.get(module, (None, None))
+    if rows != max_rows or held is None or held[1].shape[-1] != hidden:
+        _BUFFERS[module] = (max_rows, fresh)
+        return fresh
+    for buffer in held:
+        buffer.zero_()  # a layer this table leaves alone adds zero
+    return held
+
+
 class _LayerState:
     """One hooked layer's table and static buffers, on that layer's device. A layer the
     table does not steer keeps a zero delta (hooked so one compiled graph fits all tables)."""
 
-    def __init__(
-        self,
-        table: SteeringTable,
-        layer: int,
-        hidden: int,
-        device: torch.device,
-        dtype: torch.dtype,
-        max_rows: int,
-    ):
+    def __init__(self, table: SteeringTable, layer: int, buffers: list[torch.Tensor]):
         self.vectors = None
+        device = buffers[1].device
         if layer in table.vectors:
             self.vectors = torch.stack([v.to(torch.float32) for v in table.vectors[layer]])
             self.vectors = self.vectors.to(device)
             self.index = table.index[layer].to(device)
             self.weight = table.weight[layer].to(device)
-        self.row_ids = torch.zeros(max_rows, dtype=torch.long, device=device)
-        self.delta = torch.zeros(max_rows, hidden, dtype=dtype, device=device)
+        self._buffers = buffers  # kept for the module's next call: moves are written back
+        self.row_ids, self.delta = buffers
 
     def follow(self, hidden: torch.Tensor) -> None:
         """Move the buffers to the device and dtype of the hidden states, which for an
@@ -127,6 +151,7 @@ class _LayerState:
                 self.weight = self.weight.to(device)
             self.row_ids = self.row_ids.to(device)
             self.delta = self.delta.to(device, hidden.dtype)
+            self._buffers[:] = [self.row_ids, self.delta]
 
     def select(self, row_ids: torch.Tensor) -> None:
         if self.vectors is None:
@@ -191,6 +216,7 @@ def steering_hooks(
         raise SteeropsError(f"steering.scope: unknown scope {scope!r} (use all or response)")
     max_rows = max_rows or table.n_rows
     handles = []
+    hooked: list[torch.nn.Module] = []
     try:
         states = {}
         for layer in sorted({*table.layers, *(layers or ())}):
@@ -200,12 +226,18 @@ def steering_hooks(
                 )
             module = layout.component_module(layer, "residual")
             device, dtype = _block_device_dtype(module)
-            states[layer] = _LayerState(table, layer, layout.hidden_size, device, dtype, max_rows)
+            held = module in _IN_USE
+            buffers = _kept_buffers(module, max_rows, layout.hidden_size, device, dtype)
+            if not held:
+                hooked.append(module)
+            states[layer] = _LayerState(table, layer, buffers)
             handles.append(module.register_forward_hook(_make_hook(states[layer], scope)))
         yield SteeringHooks(states, max_rows)
     finally:
         for handle in handles:
             handle.remove()
+        for module in hooked:
+            _IN_USE.discard(module)
 
 
 def generate_steered(
