@@ -358,6 +358,60 @@ def test_architecture_outside_the_loop_takes_hf_generate(caplog):
     assert got == generate_steered(model, layout, PROMPTS[:3], table, loop="hf", **kwargs)
 
 
+@pytest.mark.parametrize("graph_trees", [True, False])
+def test_out_of_memory_with_cuda_graph_trees_starts_them_afresh(monkeypatch, graph_trees):
+    """Out of memory while torch records a CUDA graph may leave its graph trees
+    mid-recording: the retry at fewer slots resets them first (only where the step
+    records them: a CUDA step compiled by inductor in a graph mode)."""
+    model = tiny_model("llama")
+    layout = resolve_layout(model)
+    table, prompts = _grid(layout.hidden_size)
+    real_state = decode.slot_state
+    resets: list[bool] = []
+
+    def short_of_memory(model, slots, *args):
+        if slots == 32:
+            raise torch.OutOfMemoryError("out of memory (simulated)")
+        return real_state(model, slots, *args)
+
+    for module in (decode, decode_run):
+        monkeypatch.setattr(module, "slot_state", short_of_memory)
+    monkeypatch.setattr(decode, "_records_graph_trees", lambda model, options: graph_trees)
+    monkeypatch.setattr(torch.compiler, "reset", lambda: resets.append(True))
+    got = generate_steered(
+        model,
+        layout,
+        prompts,
+        table,
+        pad_token_id=PAD,
+        stop_ids=[],
+        max_new_tokens=4,
+        loop="static",
+        max_batch_rows=32,
+        loop_options=EAGER,
+    )
+    assert len(got) == len(prompts)
+    assert resets == ([True] if graph_trees else [])
+
+
+def test_which_steps_record_cuda_graph_trees():
+    model = tiny_model("llama")
+    on_cuda = type("M", (), {"get_input_embeddings": lambda self: _On("cuda")})()
+    records = decode._records_graph_trees
+    assert not records(model, decode.StaticLoop())  # CPU: eager by default
+    assert records(on_cuda, decode.StaticLoop())  # auto: inductor, reduce-overhead
+    assert records(on_cuda, decode.StaticLoop(backend="inductor", mode="max-autotune"))
+    assert not records(on_cuda, decode.StaticLoop(mode="default"))
+    assert not records(on_cuda, decode.StaticLoop(capture=True))  # graphs taken by hand
+    assert not records(on_cuda, decode.StaticLoop(backend="eager"))
+    assert not records(on_cuda, decode.StaticLoop(backend=None))
+
+
+class _On:
+    def __init__(self, device: str):
+        self.weight = type("W", (), {"device": torch.device(device)})()
+
+
 def test_out_of_memory_halves_the_slots_and_keeps_finished_rows(monkeypatch):
     model = tiny_model("llama")
     layout = resolve_layout(model)

@@ -404,6 +404,20 @@ def pool_batch(
     single = len(used) > 0 and all(len(w) <= 1 for w in windows)
     cols = weights.argmax(-1) + lo if single else None
     norms: dict[int, torch.Tensor] = {}
+    placed: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+    def on(name: str, host: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+        # each host tensor copied to a device once a batch: a copy from host memory waits
+        # for the device's queued work, which inside the forward would be once a layer
+        key = (name, torch.device(device))
+        if key not in placed:  # kept as asked ("cuda") and as it landed ("cuda:0")
+            moved = host.to(device)
+            placed[key] = placed[name, moved.device] = moved
+        return placed[key]
+
+    if prompt is not None and window_mask is not None:  # before the forward is queued
+        on("prompt", prompt, extractor.device)
+        on("window", window_mask, extractor.device)
 
     def residual_norms(layer: int, block: torch.Tensor) -> None:
         # the norm unit is the residual's whatever the component (the steering adds to
@@ -411,7 +425,10 @@ def pool_batch(
         assert prompt is not None and window_mask is not None
         norms[layer] = _to_host(
             token_norm.token_norm_stats(
-                block, prompt.to(block.device), window_mask.to(block.device), *massive
+                block,
+                on("prompt", prompt, block.device),
+                on("window", window_mask, block.device),
+                *massive,
             )
         )
 
@@ -430,9 +447,10 @@ def pool_batch(
         hidden = store.pop(layer)
         if single:
             rows = torch.arange(len(seqs), device=hidden.device)
-            values = hidden[rows, cols.to(hidden.device)].float()
+            values = hidden[rows, on("cols", cols, hidden.device)].float()
         else:
-            values = torch.einsum("bs,bsh->bh", weights.to(hidden.device), hidden[:, lo:hi].float())
+            pool = on("weights", weights, hidden.device)
+            values = torch.einsum("bs,bsh->bh", pool, hidden[:, lo:hi].float())
         pooled[layer] = _to_host(values)
         if values.device.type == "cuda":
             queued.add(values.device)

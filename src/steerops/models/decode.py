@@ -216,11 +216,25 @@ def decode_greedy(
                         "max_new_tokens or use a smaller model"
                     ) from None
             release(model)
+            if _records_graph_trees(model, options):
+                # out of memory inside a CUDA-graph recording may leave torch's graph trees
+                # mid-recording: start them afresh (the step compiles anew at fewer slots)
+                torch.compiler.reset()
             release_memory()
             max_rows //= 2
     except KeyboardInterrupt as exc:
         release(model)  # a kept state or graph may have stopped mid-step
         raise GenerationInterrupted(dict(run.results)) from exc
+
+
+def _records_graph_trees(model, options: StaticLoop) -> bool:
+    """Whether the step runs as torch's CUDA graph trees (a compiled step on CUDA in a
+    mode that records graphs; not the graphs `capture` takes by hand)."""
+    device = model.get_input_embeddings().weight.device
+    backend = "inductor" if options.backend == "auto" else options.backend
+    if device.type != "cuda" or options.capture or backend != "inductor":
+        return False
+    return options.mode in (None, "reduce-overhead", "max-autotune")
 
 
 def _decode(
