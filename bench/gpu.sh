@@ -55,7 +55,9 @@ if [[ "${1:-}" == "--smoke" ]]; then
     steer=(--model gemma3-tiny --device cpu --configs 4,8 --max-new-tokens 8 --threads 1)
     wide=(--model gemma3-tiny --device cpu --configs 64 --prompts 1 --max-new-tokens 8 --threads 1 --max-batch-rows 64)
     exact=(--model gemma3-tiny --device cpu --threads 1)
-    extract=(--device cpu --model "${2:-$root/data/toy/model}" --prompts 32 --tokens 24)
+    extract=(--device cpu --prompts 32 --tokens 24)
+    toy="${2:-$root/data/toy/model}"  # without one (a fresh clone), extract.py builds the toy
+    [[ -n "${2:-}" || -d "$toy" ]] && extract+=(--model "$toy")
     median=(--device cpu)
     checks=(--device cpu)
 else
@@ -67,7 +69,26 @@ else
     checks=(--device cuda)
     nvidia-smi -L 2>/dev/null
 fi
-"$py" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
+# An older transformers than steerops asks fails most checks (5.17: 3 of 18, no figures):
+# refused here, in seconds, rather than after the stages have spent the device's minutes.
+"$py" - "$root/pyproject.toml" <<'PY' || exit 2
+import re, sys
+
+import torch, transformers
+from packaging.version import Version
+
+need = re.search(r'"transformers>=([0-9.]+)"', open(sys.argv[1]).read()).group(1)
+print("torch", torch.__version__, "transformers", transformers.__version__)
+if Version(transformers.__version__) < Version(need):
+    sys.exit(
+        f"transformers {transformers.__version__} is older than the {need} steerops needs: "
+        "install the wheels docs/benchmarks.md lists (Running the GPU benches without "
+        "network access) and put them in front of PYTHONPATH"
+    )
+import importlib.util
+if importlib.util.find_spec("accelerate"):  # transformers imports it when installed
+    import accelerate  # noqa: F401  (one that does not import with this hub fails here)
+PY
 
 # Each stage has a time limit, so one that hangs or runs long cannot take the others'
 # time; a stage cut short keeps what it printed (the steer bench writes its JSON after

@@ -3,7 +3,8 @@ kept cache state across calls, the token-norm median and the judge's readings.
 
 Tiny random float32 models of every architecture the static loop covers (tests/tiny.py):
 - the static loop gives HF generate's tokens (mixed steering tables, left padding, refills),
-  in two calls in a row (the second reuses the kept cache state). gemma3 runs the CUDA
+  in two calls in a row with two tables (the second reuses the kept cache state and steering
+  buffers, and must steer as its own table says). gemma3 runs the CUDA
   default (inductor, CUDA graphs); the others run dynamo only, which keeps state the same way;
 - the token-norm median on the device equals the CPU's on bf16, float16 and float32
   batches, and the unit's per-example statistics (its check's median too) match;
@@ -54,9 +55,10 @@ def unit(seed: int, hidden: int) -> torch.Tensor:
     return v / v.norm()
 
 
-def grid(hidden: int) -> tuple[SteeringTable, list[list[int]]]:
+def grid(hidden: int, scale: float = 1.0) -> tuple[SteeringTable, list[list[int]]]:
     """Every prompt under five configs (none, one layer, another, two layers, two vectors
-    at one layer), rows in an order unrelated to config or length, twice over."""
+    at one layer; weights times `scale`), rows in an order unrelated to config or length,
+    twice over."""
     a, b, c = unit(1, hidden), unit(2, hidden), unit(3, hidden)
     configs = [
         [],
@@ -65,6 +67,7 @@ def grid(hidden: int) -> tuple[SteeringTable, list[list[int]]]:
         [(0, c, 4.0), (2, a, 3.0)],
         [(1, a, 2.0), (1, b, 5.0)],
     ]
+    configs = [[(layer, v, w * scale) for layer, v, w in config] for config in configs]
     rows = [(k, p) for k in range(len(configs)) for p in range(len(PROMPTS))][::-1] * 2
     return SteeringTable([configs[k] for k, _ in rows]), [PROMPTS[p] for _, p in rows]
 
@@ -74,13 +77,17 @@ def check_loop(arch: str, capture: bool = False) -> tuple[bool, str]:
     if decode.covers(model) is not None:
         return True, "not covered by the static loop (HF generate serves it)"
     layout = resolve_layout(model)
-    table, prompts = grid(layout.hidden_size)
     settings = dict(pad_token_id=0, stop_ids=[2], max_new_tokens=10)
-    want = generate_steered(model, layout, prompts, table, loop="hf", max_batch_rows=7, **settings)
     backend = "auto" if arch == "gemma3" else "eager"
     options = decode.StaticLoop(backend=backend, capture=capture)
     same, stats = [], decode.DecodeStats()
-    for _ in range(2):
+    # two calls in a row, each with its own table: a graph recorded or captured in the
+    # first must steer the second's rows as the second's table says
+    for scale in (1.0, -0.7):
+        table, prompts = grid(layout.hidden_size, scale)
+        want = generate_steered(
+            model, layout, prompts, table, loop="hf", max_batch_rows=7, **settings
+        )
         got = generate_steered(
             model, layout, prompts, table, loop="static", max_batch_rows=16,
             loop_options=options, stats=stats, **settings,

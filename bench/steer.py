@@ -181,7 +181,9 @@ def padded_share(prompts, outputs, batches, max_new_tokens) -> float:
     return useful / total if total else 1.0
 
 
-def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[dict]:
+def bench(args, model, layout, prompts, pad, stops, n_configs, first, on_repeat=None) -> list[dict]:
+    """Each way's records at `n_configs` configs; `on_repeat` gets them after each whole
+    repeat but the last (a run cut later keeps them)."""
     device = str(model.get_input_embeddings().weight.device)
     configs = make_configs(layout, n_configs, activation_norm(model, layout, prompts))
     table = SteeringTable([[c] for c in configs for _ in prompts])
@@ -268,12 +270,20 @@ def bench(args, model, layout, prompts, pad, stops, n_configs, first) -> list[di
                 f"  {n_configs} configs, {name}, repeat {rep + 1}: {seconds[name][-1]:.1f} s",
                 flush=True,
             )
-    tokens = {name: sum(map(len, out)) for name, out in outputs.items()}
+        if on_repeat is not None and rep + 1 < args.repeats:
+            on_repeat(records_of(args, ways, rows, prompts, configs, outputs, seconds, stats, {}))
     flops: dict[str, flop_count.Flops] = {}
     if args.flops:  # one more pass of each way, counted (not timed)
         for name in ways:
             with flop_count.counting(model, layout) as flops[name]:
                 ways[name]()
+    return records_of(args, ways, rows, prompts, configs, outputs, seconds, stats, flops)
+
+
+def records_of(args, ways, rows, prompts, configs, outputs, seconds, stats, flops) -> list[dict]:
+    """One record a way from the repeats timed so far."""
+    n_configs = len(configs)
+    tokens = {name: sum(map(len, out)) for name, out in outputs.items()}
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
     shares = {
         "hf": padded_share(
@@ -515,9 +525,14 @@ def run(args: argparse.Namespace) -> None:
         f"max_batch_rows {args.max_batch_rows}, scope {args.scope}, sdpa {args.sdpa}, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
-    records = []
+    records: list[dict] = []
+
+    def save(partial: list[dict]) -> None:  # a stage cut mid config count keeps its repeats
+        if args.json:
+            Path(args.json).write_text(json.dumps(records + partial, indent=1))
+
     for k, n in enumerate(int(c) for c in args.configs.split(",")):
-        records += bench(args, model, layout, prompts, pad, stops, n, first=k == 0)
+        records += bench(args, model, layout, prompts, pad, stops, n, k == 0, on_repeat=save)
         print(HEADER, *report(records), sep="\n", flush=True)  # so far, in case of a timeout
         if args.flops:
             print(FLOP_HEADER, *flop_report(records), sep="\n", flush=True)
