@@ -92,7 +92,7 @@ PY
 
 # Each stage has a time limit, so one that hangs or runs long cannot take the others'
 # time; a stage cut short keeps what it printed (the steer bench writes its JSON after
-# every config count).
+# every repeat).
 # BUDGET_S bounds the whole script (default 540 s, under a 600 s limit per command): a stage
 # gets what is left of it when less than its own limit, so the table always prints.
 budget=${BUDGET_S:-540}

@@ -528,16 +528,17 @@ def run(args: argparse.Namespace) -> None:
     records: list[dict] = []
 
     def save(partial: list[dict]) -> None:  # a stage cut mid config count keeps its repeats
-        if args.json:
-            Path(args.json).write_text(json.dumps(records + partial, indent=1))
+        if args.json:  # whole or not at all: a cut lands between two files, not in one
+            part = Path(f"{args.json}.part")
+            part.write_text(json.dumps(records + partial, indent=1))
+            os.replace(part, args.json)
 
     for k, n in enumerate(int(c) for c in args.configs.split(",")):
         records += bench(args, model, layout, prompts, pad, stops, n, k == 0, on_repeat=save)
         print(HEADER, *report(records), sep="\n", flush=True)  # so far, in case of a timeout
         if args.flops:
             print(FLOP_HEADER, *flop_report(records), sep="\n", flush=True)
-        if args.json:
-            Path(args.json).write_text(json.dumps(records, indent=1))
+        save([])
     if args.profile:
         profile_static(args, model, layout, prompts, pad, stops, int(args.configs.split(",")[0]))
     print(f"load average after: {os.getloadavg()[0]:.1f}")

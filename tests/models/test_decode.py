@@ -377,7 +377,7 @@ def test_out_of_memory_with_cuda_graph_trees_starts_them_afresh(monkeypatch, gra
     for module in (decode, decode_run):
         monkeypatch.setattr(module, "slot_state", short_of_memory)
     monkeypatch.setattr(decode, "_records_graph_trees", lambda model, options: graph_trees)
-    monkeypatch.setattr(torch.compiler, "reset", lambda: resets.append(True))
+    monkeypatch.setattr(decode, "_reset_graph_trees", lambda: resets.append(True))
     got = generate_steered(
         model,
         layout,

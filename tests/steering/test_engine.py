@@ -221,10 +221,10 @@ def test_steering_inside_steering_does_not_share_buffers():
     layout = resolve_layout(model)
     outer_table = SteeringTable([[(1, _unit(5, layout.hidden_size), 2.0)]] * 2)
     inner_table = SteeringTable([[(1, _unit(6, layout.hidden_size), -3.0)]] * 2)
-    with steering_hooks(layout, outer_table, max_rows=2) as outer:
+    with steering_hooks(layout, outer_table, max_rows=2, keep=True) as outer:
         outer.select([0, 1])
         kept = outer._states[1].delta.clone()
-        with steering_hooks(layout, inner_table, max_rows=2) as inner:
+        with steering_hooks(layout, inner_table, max_rows=2, keep=True) as inner:
             inner.select([0, 1])
             assert inner._states[1].delta.data_ptr() != outer._states[1].delta.data_ptr()
         assert torch.equal(outer._states[1].delta, kept)

@@ -111,6 +111,36 @@ class Int8Linear(torch.nn.Module):
         return x @ (self.qweight.to(x.dtype) * self.scale.to(x.dtype)).T
 
 
+@pytest.mark.parametrize("loop", ["hf", "static"])
+def test_bf16_blocks_with_integer_weights_steer_call_after_call(loop):
+    """An integer-weight block's hook moves its buffers to the hidden states' dtype inside
+    the forward, under inference mode: they must stay writable for the next sub-batch's
+    rows and the next call (a tensor made under inference mode cannot be written outside
+    it), and each call steers as its own table says."""
+    from steerops.models.resolver import resolve_layout
+
+    def quantized():
+        model = tiny_model("llama").to(torch.bfloat16)
+        for block in model.model.layers:
+            block.self_attn.q_proj = Int8Linear(block.self_attn.q_proj)
+        return model
+
+    model, alone = quantized(), quantized()
+    layout = resolve_layout(model)
+    table = _table(layout.hidden_size)
+    v = torch.randn(layout.hidden_size, generator=torch.Generator().manual_seed(4))
+    v = v / v.norm()
+    other = SteeringTable([[(2, v, -5.0)], [(0, v, 4.0)], []])  # leaves layer 1 alone
+    kwargs = dict(pad_token_id=0, stop_ids=[2], max_new_tokens=6, max_batch_rows=2)
+    if loop == "static":  # a quantized model is HF's: the loop's kept buffers forced on it
+        kwargs |= dict(loop="static")
+    want = [
+        generate_steered(alone, resolve_layout(alone), PROMPTS, t, **kwargs) for t in (table, other)
+    ]
+    got = [generate_steered(model, layout, PROMPTS, t, **kwargs) for t in (table, other)]
+    assert got == want and want[0] != want[1]
+
+
 def test_block_with_integer_weights_gets_float_steering(tmp_path):
     model = tiny_model("llama")
     for block in model.model.layers:

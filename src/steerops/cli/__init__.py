@@ -14,6 +14,7 @@ outputs (vectors) and writes everything it makes there (see `Params.set_run_fold
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import importlib
@@ -221,12 +222,18 @@ def _interrupts_not_dropped() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():  # signals go to main
         yield
         return
+    timers: list[threading.Timer] = []
+    rang: list[bool] = []
+    main = threading.main_thread().ident
 
-    sent: list[bool] = []  # an interrupt handed to the timer, not raised yet
-
-    def again(signum, frame) -> None:
-        sent.clear()
-        raise KeyboardInterrupt
+    def ring() -> None:
+        rang.append(True)
+        if hasattr(signal, "pthread_kill") and main is not None:
+            # a SIGINT to the main thread itself: it also wakes a main thread waiting in a
+            # call (a sleep, a read), which a flag alone would leave waiting
+            signal.pthread_kill(main, signal.SIGINT)
+        else:  # Windows: raised at the main thread's next line
+            _thread.interrupt_main()
 
     def hook(unraisable) -> None:
         dropped = unraisable.exc_type is not None and issubclass(
@@ -236,22 +243,23 @@ def _interrupts_not_dropped() -> Iterator[None]:
         if not dropped or threading.current_thread() is not threading.main_thread():
             previous(unraisable)
             return
-        # Raised from a timer, not here: raised in this hook, Python would drop it again.
-        # One dropped once more (in another finaliser) comes back here, and is sent again.
-        sent.append(True)
-        signal.signal(signal.SIGALRM, again)
-        signal.setitimer(signal.ITIMER_REAL, 0.01)
+        # From another thread a moment later, not from here: raised in this hook, Python
+        # would drop it again. One dropped once more (in another finaliser) comes back here.
+        timer = threading.Timer(0.01, ring)
+        timer.daemon = True
+        timers.append(timer)
+        timer.start()
 
-    alarm = signal.getsignal(signal.SIGALRM)
     sys.unraisablehook = hook
     try:
         yield
-        if sent:  # the stage ended before the timer rang: an interrupted stage all the same
-            raise KeyboardInterrupt
     finally:
         sys.unraisablehook = previous
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, alarm)
+        for timer in timers:
+            timer.cancel()
+            timer.join()  # one that rang has raised by the next line, still in here
+    if len(rang) < len(timers):  # the stage ended before the timer rang: interrupted all the same
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

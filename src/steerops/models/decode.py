@@ -217,9 +217,7 @@ def decode_greedy(
                     ) from None
             release(model)
             if _records_graph_trees(model, options):
-                # out of memory inside a CUDA-graph recording may leave torch's graph trees
-                # mid-recording: start them afresh (the step compiles anew at fewer slots)
-                torch.compiler.reset()
+                _reset_graph_trees()
             release_memory()
             max_rows //= 2
     except KeyboardInterrupt as exc:
@@ -235,6 +233,18 @@ def _records_graph_trees(model, options: StaticLoop) -> bool:
     if device.type != "cuda" or options.capture or backend != "inductor":
         return False
     return options.mode in (None, "reduce-overhead", "max-autotune")
+
+
+def _reset_graph_trees() -> None:
+    """Out of memory inside a CUDA-graph recording may leave torch's graph trees
+    mid-recording: drop them (the compiled steps stay; each records its graphs again), or,
+    on a torch without that call, everything compiled."""
+    try:
+        from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+    except ImportError:
+        torch.compiler.reset()
+    else:
+        reset_cudagraph_trees()
 
 
 def _decode(

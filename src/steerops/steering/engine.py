@@ -102,26 +102,32 @@ _BUFFERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _IN_USE: weakref.WeakSet = weakref.WeakSet()  # modules whose kept buffers a hook holds now
 
 
-def _kept_buffers(
-    module: torch.nn.Module, max_rows: int, hidden: int, device: torch.device, dtype: torch.dtype
+def _new_buffers(
+    max_rows: int, hidden: int, device: torch.device, dtype: torch.dtype
 ) -> list[torch.Tensor]:
-    """The module's [row_ids, delta], zeroed: those of its last call when they hold as many
-    rows (where its hook moved them, `_LayerState.follow`), else new ones, kept for the
-    next. A module already hooked (steering inside steering) gets buffers of its own."""
-    fresh = [
+    return [
         torch.zeros(max_rows, dtype=torch.long, device=device),
         torch.zeros(max_rows, hidden, dtype=dtype, device=device),
     ]
-    if module in _IN_USE:
-        return fresh
+
+
+def _kept_buffers(
+    module: torch.nn.Module, max_rows: int, hidden: int, device: torch.device, dtype: torch.dtype
+) -> list[torch.Tensor]:
+    """The module's [row_ids, delta] of its last call, zeroed, when they hold as many rows
+    in the dtype and on the device its parameters say (a quantized or offloaded block's hook
+    moved them: it gets new ones); else new ones, kept for its next call. The module is in
+    use until the caller discards it from `_IN_USE`."""
     _IN_USE.add(module)
     rows, held = _BUFFERS.get(module, (None, None))
-    if rows != max_rows or held is None or held[1].shape[-1] != hidden:
-        _BUFFERS[module] = (max_rows, fresh)
-        return fresh
-    for buffer in held:
-        buffer.zero_()  # a layer this table leaves alone adds zero
-    return held
+    if held is not None and rows == max_rows and held[1].shape[-1] == hidden:
+        if held[1].dtype == dtype and held[1].device == device:
+            for buffer in held:
+                buffer.zero_()  # a layer this table leaves alone adds zero
+            return held
+    fresh = _new_buffers(max_rows, hidden, device, dtype)
+    _BUFFERS[module] = (max_rows, fresh)
+    return fresh
 
 
 class _LayerState:
@@ -146,11 +152,14 @@ class _LayerState:
         buffers (the check is on static tensor metadata, a guard, not a graph break)."""
         if self.delta.device != hidden.device or self.delta.dtype != hidden.dtype:
             device = hidden.device
-            if self.vectors is not None:  # a layer the table leaves alone holds none
-                self.vectors, self.index = self.vectors.to(device), self.index.to(device)
-                self.weight = self.weight.to(device)
-            self.row_ids = self.row_ids.to(device)
-            self.delta = self.delta.to(device, hidden.dtype)
+            # the forward runs under inference mode: tensors made there could not be written
+            # outside it, as `select` writes the buffers between the forwards
+            with torch.inference_mode(False):
+                if self.vectors is not None:  # a layer the table leaves alone holds none
+                    self.vectors, self.index = self.vectors.to(device), self.index.to(device)
+                    self.weight = self.weight.to(device)
+                self.row_ids = self.row_ids.to(device)
+                self.delta = self.delta.to(device, hidden.dtype)
             self._buffers[:] = [self.row_ids, self.delta]
 
     def select(self, row_ids: torch.Tensor) -> None:
@@ -209,9 +218,12 @@ def steering_hooks(
     scope: str = "all",
     max_rows: int | None = None,
     layers: Sequence[int] | None = None,
+    keep: bool = False,
 ) -> Iterator[SteeringHooks]:
     """Hook every layer of `table` (added to the block output); hooks are always removed.
-    `layers` hooks more layers than the table steers (they add zero)."""
+    `layers` hooks more layers than the table steers (they add zero). `keep`: the buffers
+    the hooks read are kept for the next call of the same size (`_kept_buffers`; the static
+    loop's compiled step records their addresses)."""
     if scope not in SCOPES:
         raise SteeropsError(f"steering.scope: unknown scope {scope!r} (use all or response)")
     max_rows = max_rows or table.n_rows
@@ -226,10 +238,11 @@ def steering_hooks(
                 )
             module = layout.component_module(layer, "residual")
             device, dtype = _block_device_dtype(module)
-            held = module in _IN_USE
-            buffers = _kept_buffers(module, max_rows, layout.hidden_size, device, dtype)
-            if not held:
+            if keep and module not in _IN_USE:
+                buffers = _kept_buffers(module, max_rows, layout.hidden_size, device, dtype)
                 hooked.append(module)
+            else:  # HF generate's sizes vary call to call: kept, they would evict the loop's
+                buffers = _new_buffers(max_rows, layout.hidden_size, device, dtype)
             states[layer] = _LayerState(table, layer, buffers)
             handles.append(module.register_forward_hook(_make_hook(states[layer], scope)))
         yield SteeringHooks(states, max_rows)
@@ -356,7 +369,9 @@ def _generate_static(
     depths = unsteered_depths(table, layout.num_layers)
     store = unsteered.kept(model)  # on when the judge reads these responses with this model
     with (
-        steering_hooks(layout, table, scope, slots, layers=range(layout.num_layers)) as control,
+        steering_hooks(
+            layout, table, scope, slots, layers=range(layout.num_layers), keep=True
+        ) as control,
         _compiled_graphs_see_hooks(),
     ):
         return decode.decode_greedy(
