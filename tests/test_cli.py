@@ -787,35 +787,45 @@ def test_other_exceptions_in_finalisers_are_reported_as_python_reports_them(
 
 
 _SLOW_FINALISER = """
-import sys, time
-from steerops.cli import _interrupts_not_dropped
+import signal, sys, time
+from steerops.cli import _interrupts_not_dropped, _terminated_as_interrupted
+
+if sys.argv[1] == "ignore-sigint":  # as a job started with `&` inherits it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 class SlowToCollect:
     def __del__(self):
         print("collecting", flush=True)
-        time.sleep(20)  # where the Ctrl-C lands
+        time.sleep(20)  # where the signal lands
 
-with _interrupts_not_dropped():
-    try:
+try:
+    with _terminated_as_interrupted() as terminated, _interrupts_not_dropped():
         SlowToCollect()
         time.sleep(20)
         print("ran on", flush=True)
-    except KeyboardInterrupt:
-        print("stopped", flush=True)
-        sys.exit(130)
+except KeyboardInterrupt:
+    print("stopped", flush=True)
+    sys.exit(143 if terminated else 130)
 """
 
 
-def test_a_real_ctrl_c_in_a_finaliser_stops_the_process():
+@pytest.mark.parametrize(
+    "sent,sigint,code",
+    [(signal.SIGINT, "handled", 130), (signal.SIGTERM, "handled", 143)]
+    + [(signal.SIGTERM, "ignore-sigint", 143)],
+)
+def test_a_real_signal_in_a_finaliser_stops_the_process(sent, sigint, code):
+    """A Ctrl-C or SIGTERM landing in a `__del__` stops the process as anywhere else, also
+    where SIGINT is ignored (the dropped SIGTERM's interrupt is sent again as a SIGINT)."""
     import subprocess
 
     proc = subprocess.Popen(
-        [sys.executable, "-c", _SLOW_FINALISER], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _SLOW_FINALISER, sigint], stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout.readline().strip() == "collecting"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 130
+        proc.send_signal(sent)
+        assert proc.wait(timeout=10) == code
         assert proc.stdout.read().split() == ["stopped"]
     finally:
         proc.kill()

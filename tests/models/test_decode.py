@@ -361,8 +361,9 @@ def test_architecture_outside_the_loop_takes_hf_generate(caplog):
 @pytest.mark.parametrize("graph_trees", [True, False])
 def test_out_of_memory_with_cuda_graph_trees_starts_them_afresh(monkeypatch, graph_trees):
     """Out of memory while torch records a CUDA graph may leave its graph trees
-    mid-recording: the retry at fewer slots resets them first (only where the step
-    records them: a CUDA step compiled by inductor in a graph mode)."""
+    mid-recording: the retry at fewer slots resets what is compiled first (only where the
+    step records them: a CUDA step compiled by inductor in a graph mode), once: later calls
+    on the model start at the slots that fit."""
     model = tiny_model("llama")
     layout = resolve_layout(model)
     table, prompts = _grid(layout.hidden_size)
@@ -377,21 +378,26 @@ def test_out_of_memory_with_cuda_graph_trees_starts_them_afresh(monkeypatch, gra
     for module in (decode, decode_run):
         monkeypatch.setattr(module, "slot_state", short_of_memory)
     monkeypatch.setattr(decode, "_records_graph_trees", lambda model, options: graph_trees)
-    monkeypatch.setattr(decode, "_reset_graph_trees", lambda: resets.append(True))
-    got = generate_steered(
-        model,
-        layout,
-        prompts,
-        table,
-        pad_token_id=PAD,
-        stop_ids=[],
-        max_new_tokens=4,
-        loop="static",
-        max_batch_rows=32,
-        loop_options=EAGER,
-    )
-    assert len(got) == len(prompts)
+    monkeypatch.setattr(torch.compiler, "reset", lambda: resets.append(True))
+
+    def steer():
+        return generate_steered(
+            model,
+            layout,
+            prompts,
+            table,
+            pad_token_id=PAD,
+            stop_ids=[],
+            max_new_tokens=4,
+            loop="static",
+            max_batch_rows=32,
+            loop_options=EAGER,
+        )
+
+    assert len(steer()) == len(prompts)
     assert resets == ([True] if graph_trees else [])
+    assert steer() == steer()  # with graph trees, later calls start at the slots that fit:
+    assert resets == ([True] if graph_trees else [])  # no second reset
 
 
 def test_which_steps_record_cuda_graph_trees():

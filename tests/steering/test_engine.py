@@ -216,6 +216,32 @@ def test_steering_buffers_are_kept_from_call_to_call_and_hold_no_earlier_table()
     assert not engine._IN_USE  # released once the calls end
 
 
+def test_kept_buffers_follow_a_caller_under_inference_mode_and_a_model_moved_to_float32():
+    """A first call under the caller's inference mode leaves buffers the next call can
+    write; a model moved to another dtype since gets buffers in its new dtype (the kept
+    bf16 ones would round its steering)."""
+    import copy
+
+    model = tiny_model("llama", dtype=torch.bfloat16)
+    layout = resolve_layout(model)
+    table = SteeringTable([[(1, _unit(3, layout.hidden_size), 5.0)]] * 4)
+    kwargs = dict(pad_token_id=PAD, stop_ids=STOPS, max_new_tokens=8, loop="static")
+    with torch.inference_mode():
+        first = generate_steered(model, layout, PROMPTS, table, **kwargs)
+    assert generate_steered(model, layout, PROMPTS, table, **kwargs) == first
+    with steering_hooks(layout, table, max_rows=4, keep=True):
+        pass  # bf16 buffers of 4 rows kept
+    model.float()
+    with steering_hooks(layout, table, max_rows=4, keep=True) as control:
+        control.select([0, 1])  # before any forward: what the buffers hold as kept
+        delta = control._states[1].delta
+        assert delta.dtype == torch.float32
+        torch.testing.assert_close(delta[0], 5.0 * _unit(3, layout.hidden_size))
+    fresh = copy.deepcopy(model)
+    want = generate_steered(fresh, resolve_layout(fresh), PROMPTS, table, **kwargs)
+    assert generate_steered(model, layout, PROMPTS, table, **kwargs) == want
+
+
 def test_steering_inside_steering_does_not_share_buffers():
     model = tiny_model("llama")
     layout = resolve_layout(model)

@@ -223,17 +223,25 @@ def _interrupts_not_dropped() -> Iterator[None]:
         yield
         return
     timers: list[threading.Timer] = []
-    rang: list[bool] = []
+    rang: list[bool] = []  # timers that sent their interrupt
+    sent: list[bool] = []  # an interrupt sent and not raised yet
+    closed = threading.RLock()  # the main thread's from the stage's end: no timer sends then
     main = threading.main_thread().ident
 
     def ring() -> None:
-        rang.append(True)
-        if hasattr(signal, "pthread_kill") and main is not None:
-            # a SIGINT to the main thread itself: it also wakes a main thread waiting in a
-            # call (a sleep, a read), which a flag alone would leave waiting
-            signal.pthread_kill(main, signal.SIGINT)
-        else:  # Windows: raised at the main thread's next line
-            _thread.interrupt_main()
+        if not closed.acquire(blocking=False):
+            return
+        try:
+            rang.append(True)
+            sent.append(True)
+            if hasattr(signal, "pthread_kill") and main is not None:
+                # a SIGINT to the main thread itself: it also wakes a main thread waiting in
+                # a call (a sleep, a read), which a flag alone would leave waiting
+                signal.pthread_kill(main, signal.SIGINT)
+            else:  # Windows: raised at the main thread's next line
+                _thread.interrupt_main()
+        finally:
+            closed.release()
 
     def hook(unraisable) -> None:
         dropped = unraisable.exc_type is not None and issubclass(
@@ -250,15 +258,32 @@ def _interrupts_not_dropped() -> Iterator[None]:
         timers.append(timer)
         timer.start()
 
+    def sent_only(signum, frame) -> None:  # SIGINT ignored (a job started with `&`)
+        if sent:  # but a dropped SIGTERM's interrupt, sent again as one: raised
+            sent.clear()
+            raise KeyboardInterrupt
+
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, sent_only)
     sys.unraisablehook = hook
+    interrupted: list[bool] = []
     try:
         yield
     finally:
         sys.unraisablehook = previous
+        while True:  # once it is held no timer sends (one sending now finishes first)
+            try:
+                closed.acquire()
+                break
+            except KeyboardInterrupt:  # that timer's (or another Ctrl-C): raised below
+                interrupted.append(True)
         for timer in timers:
             timer.cancel()
-            timer.join()  # one that rang has raised by the next line, still in here
-    if len(rang) < len(timers):  # the stage ended before the timer rang: interrupted all the same
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # the stage ended before a timer rang, or as one rang: interrupted all the same
+    if interrupted or len(rang) < len(timers):
         raise KeyboardInterrupt
 
 

@@ -25,6 +25,7 @@ where a per-row steering hook could not tell its rows apart; hence this loop.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -194,6 +195,7 @@ def decode_greedy(
     """
     stats = stats if stats is not None else DecodeStats()
     run = Run(model, prompts, pad_token_id, stop_ids, max_new_tokens, steer, groups, stats, trunk)
+    max_rows = min(max_rows, _ROWS_THAT_FIT.get(model, max_rows))
     recompiled = False
     try:
         while True:
@@ -216,13 +218,24 @@ def decode_greedy(
                         "max_new_tokens or use a smaller model"
                     ) from None
             release(model)
-            if _records_graph_trees(model, options):
-                _reset_graph_trees()
+            graph_trees = _records_graph_trees(model, options)
+            if graph_trees:
+                # out of memory inside a CUDA-graph recording may leave torch's graph trees
+                # mid-recording; they are dropped only with everything compiled (a compiled
+                # step keeps its tree manager), so the step compiles anew
+                torch.compiler.reset()
             release_memory()
             max_rows //= 2
+            if graph_trees:  # later calls start at what fits: one reset, not one a call
+                _ROWS_THAT_FIT[model] = max_rows
     except KeyboardInterrupt as exc:
         release(model)  # a kept state or graph may have stopped mid-step
         raise GenerationInterrupted(dict(run.results)) from exc
+
+
+# The slot count a model's CUDA-graph step last ran out of memory above, halved (per model,
+# for the process): a later call starts there rather than failing and compiling anew again.
+_ROWS_THAT_FIT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _records_graph_trees(model, options: StaticLoop) -> bool:
@@ -233,18 +246,6 @@ def _records_graph_trees(model, options: StaticLoop) -> bool:
     if device.type != "cuda" or options.capture or backend != "inductor":
         return False
     return options.mode in (None, "reduce-overhead", "max-autotune")
-
-
-def _reset_graph_trees() -> None:
-    """Out of memory inside a CUDA-graph recording may leave torch's graph trees
-    mid-recording: drop them (the compiled steps stay; each records its graphs again), or,
-    on a torch without that call, everything compiled."""
-    try:
-        from torch._inductor.cudagraph_trees import reset_cudagraph_trees
-    except ImportError:
-        torch.compiler.reset()
-    else:
-        reset_cudagraph_trees()
 
 
 def _decode(

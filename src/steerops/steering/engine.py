@@ -105,10 +105,13 @@ _IN_USE: weakref.WeakSet = weakref.WeakSet()  # modules whose kept buffers a hoo
 def _new_buffers(
     max_rows: int, hidden: int, device: torch.device, dtype: torch.dtype
 ) -> list[torch.Tensor]:
-    return [
-        torch.zeros(max_rows, dtype=torch.long, device=device),
-        torch.zeros(max_rows, hidden, dtype=dtype, device=device),
-    ]
+    # not inference tensors, even for a caller under inference mode: `select` writes them
+    # between forwards and the next call zeroes them, outside it
+    with torch.inference_mode(False):
+        return [
+            torch.zeros(max_rows, dtype=torch.long, device=device),
+            torch.zeros(max_rows, hidden, dtype=dtype, device=device),
+        ]
 
 
 def _kept_buffers(
@@ -118,15 +121,17 @@ def _kept_buffers(
     in the dtype and on the device its parameters say (a quantized or offloaded block's hook
     moved them: it gets new ones); else new ones, kept for its next call. The module is in
     use until the caller discards it from `_IN_USE`."""
-    _IN_USE.add(module)
     rows, held = _BUFFERS.get(module, (None, None))
     if held is not None and rows == max_rows and held[1].shape[-1] == hidden:
         if held[1].dtype == dtype and held[1].device == device:
-            for buffer in held:
-                buffer.zero_()  # a layer this table leaves alone adds zero
+            with torch.inference_mode(False):
+                for buffer in held:
+                    buffer.zero_()  # a layer this table leaves alone adds zero
+            _IN_USE.add(module)
             return held
     fresh = _new_buffers(max_rows, hidden, device, dtype)
     _BUFFERS[module] = (max_rows, fresh)
+    _IN_USE.add(module)
     return fresh
 
 
