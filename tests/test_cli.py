@@ -829,3 +829,22 @@ def test_a_real_signal_in_a_finaliser_stops_the_process(sent, sigint, code):
         assert proc.stdout.read().split() == ["stopped"]
     finally:
         proc.kill()
+
+
+def test_an_ignored_sigint_stays_ignored_for_the_programs_a_stage_starts():
+    """Where SIGINT is ignored (a job started with `&`), the stage keeps it ignored: a
+    Python handler would not be inherited by the programs it starts (`git`, a compiler),
+    which a Ctrl-C at the terminal would then kill."""
+    import subprocess
+
+    script = (
+        "import signal, subprocess, sys\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "from steerops.cli import _interrupts_not_dropped, _terminated_as_interrupted\n"
+        "with _terminated_as_interrupted(), _interrupts_not_dropped():\n"
+        "    child = 'import os, signal; os.kill(os.getpid(), signal.SIGINT); print(\"alive\")'\n"
+        "    out = subprocess.run([sys.executable, '-c', child], capture_output=True, text=True)\n"
+        "    print(out.returncode, out.stdout.strip())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.split() == ["0", "alive"], done.stderr

@@ -224,22 +224,26 @@ def _interrupts_not_dropped() -> Iterator[None]:
         return
     timers: list[threading.Timer] = []
     rang: list[bool] = []  # timers that sent their interrupt
-    sent: list[bool] = []  # an interrupt sent and not raised yet
     closed = threading.RLock()  # the main thread's from the stage's end: no timer sends then
     main = threading.main_thread().ident
+    # Where SIGINT is ignored (a job started with `&`), a dropped interrupt came from SIGTERM
+    # (`_terminated_as_interrupted`'s handler): sent again as one. SIGINT stays ignored, as
+    # the programs the stage starts inherit it (a handler would not be inherited).
+    resend = signal.SIGINT
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        resend = signal.SIGTERM if callable(signal.getsignal(signal.SIGTERM)) else resend
 
     def ring() -> None:
         if not closed.acquire(blocking=False):
             return
         try:
             rang.append(True)
-            sent.append(True)
             if hasattr(signal, "pthread_kill") and main is not None:
-                # a SIGINT to the main thread itself: it also wakes a main thread waiting in
+                # a signal to the main thread itself: it also wakes a main thread waiting in
                 # a call (a sleep, a read), which a flag alone would leave waiting
-                signal.pthread_kill(main, signal.SIGINT)
+                signal.pthread_kill(main, resend)
             else:  # Windows: raised at the main thread's next line
-                _thread.interrupt_main()
+                _thread.interrupt_main(resend)
         finally:
             closed.release()
 
@@ -258,14 +262,6 @@ def _interrupts_not_dropped() -> Iterator[None]:
         timers.append(timer)
         timer.start()
 
-    def sent_only(signum, frame) -> None:  # SIGINT ignored (a job started with `&`)
-        if sent:  # but a dropped SIGTERM's interrupt, sent again as one: raised
-            sent.clear()
-            raise KeyboardInterrupt
-
-    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-    if ignored:
-        signal.signal(signal.SIGINT, sent_only)
     sys.unraisablehook = hook
     interrupted: list[bool] = []
     try:
@@ -280,8 +276,6 @@ def _interrupts_not_dropped() -> Iterator[None]:
                 interrupted.append(True)
         for timer in timers:
             timer.cancel()
-        if ignored:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
     # the stage ended before a timer rang, or as one rang: interrupted all the same
     if interrupted or len(rang) < len(timers):
         raise KeyboardInterrupt
