@@ -208,11 +208,11 @@ def test_steering_buffers_are_kept_from_call_to_call_and_hold_no_earlier_table()
     alone = generate_steered(fresh, resolve_layout(fresh), PROMPTS, second, **kwargs)
     steered_first = generate_steered(model, layout, PROMPTS, first, **kwargs)
     block0 = layout.component_module(0, "residual")
-    kept = engine._BUFFERS[block0][1][1]  # held here: a new buffer cannot take its address
+    kept = engine._BUFFERS[block0][1]  # held here: a new buffer cannot take its address
     after = generate_steered(model, layout, PROMPTS, second, **kwargs)
     assert steered_first != alone  # the first table changes the tokens at layer 0
     assert after == alone
-    assert engine._BUFFERS[block0][1][1].data_ptr() == kept.data_ptr()
+    assert engine._BUFFERS[block0][1].data_ptr() == kept.data_ptr()
     assert not engine._IN_USE  # released once the calls end
 
 

@@ -39,7 +39,13 @@ from steerops.models.decode_graphs import StepGraphs
 from steerops.models.decode_memory import CUDA_CACHE_MULTIPLE, CUDA_CHECK_EVERY, cache_length
 from steerops.models.decode_prefill import MIN_INPUT
 from steerops.models.decode_run import Run
-from steerops.models.decode_step import compiled_step, decode_step, release, slot_state
+from steerops.models.decode_step import (
+    compiled_step,
+    decode_step,
+    release,
+    slot_state,
+    step_mode,
+)
 from steerops.models.decode_trunk import Trunk
 from steerops.models.generation import GenerationInterrupted
 from steerops.models.unsteered import Keeper
@@ -238,14 +244,19 @@ def decode_greedy(
 _ROWS_THAT_FIT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _step_backend(options: StaticLoop, cuda: bool):
+    """The step's torch.compile backend (None: eager): "auto" is inductor on CUDA."""
+    return ("inductor" if cuda else None) if options.backend == "auto" else options.backend
+
+
 def _records_graph_trees(model, options: StaticLoop) -> bool:
     """Whether the step runs as torch's CUDA graph trees (a compiled step on CUDA in a
     mode that records graphs; not the graphs `capture` takes by hand)."""
-    device = model.get_input_embeddings().weight.device
-    backend = "inductor" if options.backend == "auto" else options.backend
-    if device.type != "cuda" or options.capture or backend != "inductor":
+    cuda = model.get_input_embeddings().weight.device.type == "cuda"
+    backend = _step_backend(options, cuda)
+    if not cuda or options.capture or backend != "inductor":
         return False
-    return options.mode in (None, "reduce-overhead", "max-autotune")
+    return step_mode(backend, options.mode, cuda) in ("reduce-overhead", "max-autotune")
 
 
 def _decode(
@@ -277,7 +288,7 @@ def _decode(
         longest_left[j] = max(longest_left[j], longest_left[j + 1])
     cuda = run.device.type == "cuda"
     every = options.check_every or (CUDA_CHECK_EVERY if cuda else 1)
-    backend = ("inductor" if cuda else None) if options.backend == "auto" else options.backend
+    backend = _step_backend(options, cuda)
     multiple = CUDA_CACHE_MULTIPLE if cuda and backend is not None else 8
     longest = max(longest_left[0], options.prompt_room)
     cache_len = cache_length(longest, run.max_new, every, multiple)

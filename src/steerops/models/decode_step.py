@@ -192,10 +192,15 @@ def decode_step(model, state: SlotState, stops: torch.Tensor, max_new: int) -> N
 _COMPILED: dict = {}
 
 
+def step_mode(backend, mode: str | None, cuda: bool) -> str | None:
+    """The torch.compile mode of the step: by default CUDA graphs under inductor on CUDA."""
+    return mode or ("reduce-overhead" if cuda and backend == "inductor" else None)
+
+
 def compiled_step(backend, mode: str | None, model):
     """`decode_step` compiled once per (backend, mode); graphs are cached per slot count."""
-    device = model.get_input_embeddings().weight.device
-    mode = mode or ("reduce-overhead" if device.type == "cuda" and backend == "inductor" else None)
+    cuda = model.get_input_embeddings().weight.device.type == "cuda"
+    mode = step_mode(backend, mode, cuda)
     key = (backend, mode)
     if key not in _COMPILED:
         _COMPILED[key] = torch.compile(

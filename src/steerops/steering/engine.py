@@ -94,10 +94,10 @@ class SteeringTable:
         return [ids.setdefault(key, len(ids)) for key in keys]
 
 
-# Each hooked module's buffers [row_ids, delta] with their row count, kept from call to
-# call: dynamo takes the tensors a hook reads as inputs at fixed addresses, so new buffers
-# on every call would have a CUDA-graph step record each slot count's graph again, every
-# call (and on older torch run without graphs after enough of them).
+# Each hooked module's buffers [row_ids, delta], kept from call to call: dynamo takes the
+# tensors a hook reads as inputs at fixed addresses, so new buffers on every call would have
+# a CUDA-graph step record each slot count's graph again, every call (and on older torch run
+# without graphs after enough of them).
 _BUFFERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _IN_USE: weakref.WeakSet = weakref.WeakSet()  # modules whose kept buffers a hook holds now
 
@@ -121,18 +121,16 @@ def _kept_buffers(
     in the dtype and on the device its parameters say (a quantized or offloaded block's hook
     moved them: it gets new ones); else new ones, kept for its next call. The module is in
     use until the caller discards it from `_IN_USE`."""
-    rows, held = _BUFFERS.get(module, (None, None))
-    if held is not None and rows == max_rows and held[1].shape[-1] == hidden:
-        if held[1].dtype == dtype and held[1].device == device:
-            with torch.inference_mode(False):
-                for buffer in held:
-                    buffer.zero_()  # a layer this table leaves alone adds zero
-            _IN_USE.add(module)
-            return held
-    fresh = _new_buffers(max_rows, hidden, device, dtype)
-    _BUFFERS[module] = (max_rows, fresh)
+    held = _BUFFERS.get(module)
+    wanted = ((max_rows, hidden), dtype, torch.device(device))
+    if held is not None and (held[1].shape, held[1].dtype, held[1].device) == wanted:
+        with torch.inference_mode(False):
+            for buffer in held:
+                buffer.zero_()  # a layer this table leaves alone adds zero
+    else:
+        held = _BUFFERS[module] = _new_buffers(max_rows, hidden, device, dtype)
     _IN_USE.add(module)
-    return fresh
+    return held
 
 
 class _LayerState:
