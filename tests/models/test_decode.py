@@ -359,7 +359,7 @@ def test_architecture_outside_the_loop_takes_hf_generate(caplog):
 
 
 @pytest.mark.parametrize("graph_trees", [True, False])
-def test_out_of_memory_with_cuda_graph_trees_starts_them_afresh(monkeypatch, graph_trees):
+def test_out_of_memory_with_cuda_graph_trees_starts_them_afresh(monkeypatch, caplog, graph_trees):
     """Out of memory while torch records a CUDA graph may leave its graph trees
     mid-recording: the retry at fewer slots resets what is compiled first (only where the
     step records them: a CUDA step compiled by inductor in a graph mode), once: later calls
@@ -394,10 +394,18 @@ def test_out_of_memory_with_cuda_graph_trees_starts_them_afresh(monkeypatch, gra
             loop_options=EAGER,
         )
 
-    assert len(steer()) == len(prompts)
+    with caplog.at_level(logging.WARNING, logger=decode.__name__):
+        assert len(steer()) == len(prompts)
     assert resets == ([True] if graph_trees else [])
-    assert steer() == steer()  # with graph trees, later calls start at the slots that fit:
+    said = [r.getMessage() for r in caplog.records if r.name == decode.__name__]
+    assert said and said[0].startswith("out of memory decoding 32 rows a step: going on at 16")
+    assert ("later calls in this process start there" in said[0]) == graph_trees
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=decode.__name__):
+        assert steer() == steer()  # with graph trees, later calls start at the slots that fit:
     assert resets == ([True] if graph_trees else [])  # no second reset
+    if graph_trees:  # said once, when it happened
+        assert not [r for r in caplog.records if r.name == decode.__name__]
 
 
 def test_which_steps_record_cuda_graph_trees():

@@ -25,6 +25,7 @@ where a per-row steering hook could not tell its rows apart; hence this loop.
 from __future__ import annotations
 
 import contextlib
+import logging
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -49,6 +50,8 @@ from steerops.models.decode_step import (
 from steerops.models.decode_trunk import Trunk
 from steerops.models.generation import GenerationInterrupted
 from steerops.models.unsteered import Keeper
+
+log = logging.getLogger(__name__)
 
 _LIMIT_HIT = getattr(torch._dynamo.exc, "FailOnRecompileLimitHit", ())
 
@@ -232,6 +235,13 @@ def decode_greedy(
                 torch.compiler.reset()
             release_memory()
             max_rows //= 2
+            # said, since a run then takes longer than its max_batch_rows suggests
+            log.warning(
+                "out of memory decoding %d rows a step: going on at %d%s",
+                max_rows * 2,
+                max_rows,
+                " (this model's later calls in this process start there)" if graph_trees else "",
+            )
             if graph_trees:  # later calls start at what fits: one reset, not one a call
                 _ROWS_THAT_FIT[model] = max_rows
     except KeyboardInterrupt as exc:
