@@ -250,6 +250,16 @@ def test_the_search_is_said_beside_with_its_own_held_out_verdict():
         "; 8 of 20 answers under 73, the bar its search-half mean was chosen at"
     )
     assert "coherence falls under 73 between 0.25" in lines[at + 3]
+    # a study that stopped short of its target: said under its held-out numbers
+    assert not any("short of `search.trials`" in line for line in lines)
+    row |= {"range_exhausted": True, "n_trials": 6}
+    lines = answer_lines(gap, pd.DataFrame([row]), NO_CURVE, 68.0, trials={key: trials})
+    assert lines[at + 3] == (
+        "    - the study stopped after 6 new trials, short of `search.trials`: its sampler kept "
+        "proposing configs already tried, so the range holds nothing new for it (a wider "
+        "range or more layers is a new study)"
+    )
+    assert "coherence falls under 73 between 0.25" in lines[at + 4]
 
 
 def test_the_cleaning_answer_is_of_the_chosen_method_and_one_bullet_per_trait():

@@ -350,6 +350,14 @@ def _search_says(row: pd.Series, bar: float, report_bar: float | None = None) ->
                 f"; {int(under)} of {int(scored)} answers under {bar + margin:g}, the bar its "
                 "search-half mean was chosen at"
             )
+    if row.get("range_exhausted") is True:  # (NaN in a frame read back without the column)
+        trials = stats.as_number(row.get("n_trials"))
+        after = f" after {int(trials)} new trials" if trials is not None else ""
+        held.append(
+            f"the study stopped{after}, short of `search.trials`: its sampler kept proposing "
+            "configs already tried, so the range holds nothing new for it (a wider range or "
+            "more layers is a new study)"
+        )
     if earlier := read_before_of(row.get("heldout_read_before")):
         held.append(
             f"{READ_BEFORE}: {earlier}; a search setting changed since (a margin, a range) "

@@ -271,7 +271,7 @@ SEARCH_COLUMNS = (
     "heldout_under_margin "
     "heldout_coherence_unscored heldout_under_bar_moved heldout_baseline_trait "
     "heldout_baseline_coherence heldout_credited_delta heldout_credited_lo heldout_credited_hi "
-    "heldout_read_before n_trials n_known n_generations"
+    "heldout_read_before n_trials range_exhausted n_known n_generations"
 ).split()
 
 
@@ -280,7 +280,11 @@ def load_search_summaries(params) -> pd.DataFrame:
     on the search half and on the held-out half it never saw, each with its interval; the
     held-out p's q over the report's searches (Benjamini-Hochberg: the searches are a family
     of their own, as their table is apart from the grid's)."""
-    rows = [best_row(best) for _, best in searches(params.out)]
+    rows = []
+    for _, best in searches(params.out):
+        # stopped short of `search.trials`: its sampler had nothing new to try in the range
+        exhausted = bool(best.get("range_exhausted", False))
+        rows.append(best_row(best) | {"range_exhausted": exhausted})
     for row in rows:
         row["model"] = _model_id(params, row["variant"])
     ps = [stats.as_number(row.get("heldout_p")) for row in rows]
