@@ -9,6 +9,7 @@ Tiny random float32 models of every architecture the static loop covers (tests/t
 - the token-norm median on the device equals the CPU's on bf16, float16 and float32
   batches, and the unit's per-example statistics (its check's median too) match;
 - `max_batch_rows: auto` plans at least the memory a row of the loop takes (CUDA only);
+- a third static call of one shape records no CUDA graph (gemma3, CUDA graph trees);
 - `answer_nll` on the GPU equals the same model's on the CPU;
 - the `hf` judge's integer distributions read with tree attention on the GPU equal the
   CPU's fan-out (float32), and the GPU's own fan-out in bf16;
@@ -101,6 +102,40 @@ def check_loop(arch: str, capture: bool = False) -> tuple[bool, str]:
     ok = all(s == 1.0 for s in same) and (stats.graphs > 0 or not capture or "cuda" not in DEVICE)
     how = f"backend {backend}" + (f", {stats.graphs} graphs captured" if capture else "")
     return ok, f"{how}: rows equal to HF generate {same[0]:.0%}, {same[1]:.0%}"
+
+
+def check_no_rerecording() -> tuple[bool, str]:
+    """gemma3 on the CUDA default (CUDA graph trees): three static calls of one shape with
+    three tables; the first records each slot count's graph, the third must record none (a
+    steering buffer at a new address, or a cache rebuilt, records them again every call)."""
+    from torch._inductor import cudagraph_trees
+
+    model = tiny_model("gemma3").to(DEVICE)
+    layout = resolve_layout(model)
+    manager = cudagraph_trees.CUDAGraphTreeManager
+    real, counts = manager.record_function, [0]
+
+    def counted(self, *args, **kwargs):
+        counts[0] += 1
+        return real(self, *args, **kwargs)
+
+    recorded = []
+    manager.record_function = counted
+    try:
+        for scale in (1.0, -0.7, 0.4):
+            table, prompts = grid(layout.hidden_size, scale)
+            before = counts[0]
+            generate_steered(
+                model, layout, prompts, table, loop="static", max_batch_rows=16,
+                pad_token_id=0, stop_ids=[2], max_new_tokens=10,
+            )  # fmt: skip
+            recorded.append(counts[0] - before)
+    finally:
+        manager.record_function = real
+    if "cuda" not in DEVICE:
+        return True, f"no CUDA graphs on {DEVICE} (recordings {recorded})"
+    ok = recorded[0] > 0 and recorded[2] == 0
+    return ok, f"CUDA graph recordings per call: {recorded} (the third must be 0)"
 
 
 def check_auto_rows() -> tuple[bool, str]:
@@ -271,6 +306,7 @@ def main() -> None:
         checks += [("max_batch_rows auto, memory a row", check_auto_rows)]
     checks += [(f"static loop, {arch}", lambda arch=arch: check_loop(arch)) for arch in ARCHS]
     checks += [("static loop, gemma3, steps captured by hand", lambda: check_loop("gemma3", True))]
+    checks += [("static loop, gemma3, no graph recorded again", check_no_rerecording)]
     failed = 0
     for name, check in checks:
         start = time.perf_counter()
