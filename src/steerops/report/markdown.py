@@ -32,7 +32,8 @@ VERDICT_LEGEND = (
     "config a trait score, or scored no steered config at all: a failure, not a finding), "
     "**held out unscored** (the judge gave the choice no held-out trait or coherence score: "
     "a failure, not a finding). Coherences print rounded down, so none shows at a bar it is "
-    "under."
+    "under; p and q values rounded up (3 significant digits), so none shows under a level it "
+    "is over."
 )
 
 # (estimate, low, high) columns printed as one "estimate [low, high]" column
