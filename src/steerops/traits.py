@@ -60,11 +60,20 @@ def load_trait(
 
 
 def read_prompts_jsonl(path: Path) -> list[Prompt]:
-    """Prompts from JSONL lines `{"prompt": str, "system_prompt": str (optional)}`."""
+    """Prompts from JSONL lines `{"prompt": str, "system_prompt": str (optional)}`. Other
+    keys (an id, a source) are ignored, but one naming a system prompt another way
+    ("system", "system_message") would drop it without a word: an error."""
     prompts = []
     for lineno, row in iter_jsonl(path):
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
             raise SteeropsError(f"{path}:{lineno}: each line needs a string 'prompt'")
+        for key in row:
+            if key != "system_prompt" and "system" in str(key).lower():
+                raise SteeropsError(
+                    f"{path}:{lineno}: unknown key {key!r}: a line's system prompt is read "
+                    "from 'system_prompt' only (keys other than 'prompt' and 'system_prompt' "
+                    "are ignored)"
+                )
         system = row.get("system_prompt")
         if system is not None and not isinstance(system, str):
             raise SteeropsError(f"{path}:{lineno}: 'system_prompt' must be a string")

@@ -281,6 +281,30 @@ def test_bad_input_is_one_line_naming_it(toy_params, capsys):
 
 
 @pytest.mark.parametrize(
+    "second, message",
+    [
+        ("toy/missing", "trait 'toy/missing': directory not found"),
+        ("missing", "trait 'missing': expected CATEGORY/NAME"),
+    ],
+)
+def test_every_trait_is_checked_before_the_first_one_generates(
+    tmp_path, toy_world, no_model_loads, capsys, second, message
+):
+    """A bad later name fails the stage before the first trait's generation, not after."""
+    params = small_world(tmp_path, toy_world)
+    assert main(["generate", "--params", str(params), "--trait", f"toy/refusal,{second}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (load_params(params).out / "responses").exists()
+    # the vetting judge's refusal of a later trait too (the toy judge scores toy/refusal only)
+    other = tmp_path / "traits" / "toy" / "other"
+    shutil.copytree(tmp_path / "traits" / "toy" / "refusal", other)
+    argv = ["generate", "--params", str(params), "--trait", "toy/refusal,toy/other", "--vet"]
+    assert main(argv) == 2
+    assert "judge.kind: toy scores only the toy world's trait" in capsys.readouterr().err
+    assert not (load_params(params).out / "responses").exists()
+
+
+@pytest.mark.parametrize(
     "argv, message",
     [
         (
@@ -340,11 +364,17 @@ def test_jsonl_trait_prompts_name_the_bad_line(tmp_path):
     )
     trait = load_trait(tmp_path / "traits", "cat/t")
     assert [(p.prompt, p.system_prompt) for p in trait.positive] == [("a", "be brief"), ("b", None)]
+    # keys nothing reads, unlike the ones it does, are metadata a dataset may carry
+    (folder / "positive.jsonl").write_text('{"prompt": "a", "prompt_id": 7, "source": "w"}\n')
+    assert [p.prompt for p in load_trait(tmp_path / "traits", "cat/t").positive] == ["a"]
     for line, message in (
         ('{"prompt": "c", "system_prompt": 3}', "'system_prompt' must be"),
         ("{oops", "malformed JSON line"),
         ('{"text": "c"}', "each line needs a string 'prompt'"),
         ('{"prompt": "  "}', "'prompt' is empty"),
+        # a typo of a key it reads would drop a system prompt without a word
+        ('{"prompt": "c", "system": "be brief"}', "unknown key 'system': a line's system "),
+        ('{"prompt": "c", "System_Message": "x"}', "unknown key 'System_Message': a line's "),
     ):
         (folder / "positive.jsonl").write_text('{"prompt": "a"}\n' + line + "\n")
         with pytest.raises(SteeropsError, match=f"positive.jsonl:2: {message}"):

@@ -57,6 +57,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> None:
     params = load_params_for(args)
+    _precheck(params)
     emptied, refused = [], 0
     for name in params.traits.names:
         summary = generate_trait(params, name, force=args.force)
@@ -415,6 +416,20 @@ def _metrics(summary: dict, timing: dict) -> dict:
 def _mean(values: list[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return round(sum(known) / len(known), 4) if known else None
+
+
+def _precheck(params) -> None:
+    """Every trait's folder and prompts, its pairing and its vetting judge's params, before
+    the first trait's work: a bad later name must not cost the earlier ones' generation."""
+    params.variant(params.generate.variant, "generate.variant")
+    root = params.path(params.traits.root)
+    for name in params.traits.names:
+        trait = load_trait(root, name)
+        _check_pairing(params.generate, trait)
+        if params.generate.vet:
+            from steerops.judges.factory import check_judge
+
+            check_judge(params, trait)
 
 
 def _check_pairing(cfg, trait: Trait) -> None:
