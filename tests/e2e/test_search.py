@@ -235,6 +235,7 @@ def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
     import mlflow
 
     from steerops.cli import main
+    from steerops.config import load_params
 
     folder, params, _, _, _ = toy_search
     out = search_out(folder)
@@ -251,11 +252,17 @@ def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
         ]
         return runs, sorted(parents, key=lambda r: r.info.start_time)
 
-    # a finished study: a rerun adds no trial, generates nothing new and opens no run
+    # a finished study: a rerun adds no trial, generates nothing new and opens no run (nor
+    # calls a report written before it behind)
+    loaded = load_params(params)
+    report = loaded.path(loaded.report.out) / "report.md"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("# an earlier report\n")
     capsys.readouterr()
     assert main(["search", "--pipeline", "--params", str(params)]) == 0
     said = "every trial was served and no output changed: no new MLflow run"
-    assert said in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert said in err and "was written from the earlier results" not in err
     best = json.loads((out / "best.json").read_text())
     assert best["n_trials"] == 6 and "this_run" not in best["n_generations"]
     # a DVC output: the same bytes whether a run generated its rows or found them logged
@@ -265,7 +272,9 @@ def test_toy_rerun_resumes_and_bad_input_keeps_outputs(toy_search, capsys):
     # every trial its result rests on, marked as served
     (out / "best.json").unlink()
     assert main(["search", "--pipeline", "--params", str(params)]) == 0
-    assert said not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert said not in err and "was written from the earlier results" in err
+    report.unlink()
     assert (out / "best.json").read_text() == before
     runs, parents = search_runs()
     assert len(parents) == 2

@@ -7,6 +7,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from steerops.errors import SteeropsError
 from steerops.extract.store import write_streamed
 
 
@@ -67,11 +68,21 @@ def test_activations_from_edited_prompts_or_regenerated_responses_are_told_apart
     assert said is not None and "other prompts than trait 'toy/t'" in said
     assert changed_source({}, out, root, "toy/t", "base", "prompt[-1]") is None  # older
     assert changed_source(meta, out, root, "toy/other", "base", "prompt[-1]") is None  # gone
-    (folder / "positive.txt").write_text("")  # the trait is there, its prompts are not
-    said = changed_source(meta, out, root, "toy/t", "base", "prompt[-1]")
-    assert said is not None and said.startswith("prompts trait 'toy/t' no longer has in")
-    (folder / "positive.txt").unlink()
-    assert "no longer has" in changed_source(meta, out, root, "toy/t", "base", "prompt[-1]")
+    # the trait is there, its prompts do not load: that error alone (an extract fails on it
+    # too, so it is what to fix), not a suggestion to extract again
+    for broken, message in (
+        ("", "positive prompts are empty"),
+        (None, "missing positive.txt or positive.jsonl"),
+    ):
+        (folder / "positive.txt").unlink(missing_ok=True)
+        if broken is not None:
+            (folder / "positive.txt").write_text(broken)
+        with pytest.raises(SteeropsError, match=message):
+            changed_source(meta, out, root, "toy/t", "base", "prompt[-1]")
+    (folder / "positive.jsonl").write_text('{"prompt": "a"}\n{oops\n')
+    with pytest.raises(SteeropsError, match="positive.jsonl:2: malformed JSON line"):
+        changed_source(meta, out, root, "toy/t", "base", "prompt[-1]")
+    (folder / "positive.jsonl").unlink()
 
     responses = responses_file(out, "toy/t", "base")
     responses.parent.mkdir(parents=True)

@@ -278,10 +278,9 @@ def changed_source(
         return None
     if not trait_dir(traits_root, trait).is_dir():  # gone (moved): nothing to compare
         return None
-    try:
-        now = prompts_md5(load_trait(traits_root, trait))
-    except SteeropsError as exc:  # there, but its prompts emptied or removed: not these
-        return f"prompts trait {trait!r} no longer has in {traits_root} ({exc})"
+    # a trait whose prompts do not load (emptied, removed, a malformed line) is the thing to
+    # fix, which an extract would fail on too: its own error, not advice to extract again
+    now = prompts_md5(load_trait(traits_root, trait))
     if now != recorded:
         return f"other prompts than trait {trait!r} has now in {traits_root} (edited since?)"
     return None

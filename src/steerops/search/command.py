@@ -105,10 +105,10 @@ def run(args: argparse.Namespace) -> None:
         if resolved is not None:
             known["layers"] = resolved
     check_storage(default_storage_url(params), cfg.heartbeat_s, cfg.study, known, cfg.sampler)
-    finalised, links = False, list[str]()
+    finalised, links, news = False, list[str](), list[bool]()
     for method, position in cells:
         for trait in params.traits.names:
-            best = search_trait(params, trait, method, position, links=links)
+            best = search_trait(params, trait, method, position, links=links, news=news)
             if best is not None:  # None: another worker finalises the study
                 print(summary_line(best))
                 folder = search_dir(
@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> None:
                 finalised = True
     if finalised:
         write_search_summary(params)
-        note_report_behind(params, "search")
+        if any(news):  # a rerun that changed nothing leaves the report as current as it was
+            note_report_behind(params, "search")
     for link in links:
         print(f"MLflow run: {link}")
 

@@ -59,11 +59,14 @@ def search_trait(
     position: Position,
     progress: bool = True,
     links: list[str] | None = None,
+    news: list[bool] | None = None,
 ) -> dict | None:
     """Run (or resume) the study of one (trait, method, position) and write its outputs;
     returns best.json, or None when another worker of the study finalises it. One model
     load serves the search and the held-out evaluation. The MLflow run opens before the
-    model loads (its duration covers the work); its link is appended to `links`."""
+    model loads (its duration covers the work); its link is appended to `links`, and to
+    `news` whether it found anything new (a trial evaluated or imported, an output changed;
+    True where tracking is off, which cannot tell)."""
     from steerops.io import tree_md5
     from steerops.judges.cached import CachedJudge
     from steerops.models.loading import model_source
@@ -163,6 +166,8 @@ def search_trait(
     link = tracker.link()
     if links is not None and link:
         links.append(link)
+    if news is not None:
+        news.append(tracker.kept or not tracker.active)
     return best
 
 
