@@ -96,6 +96,9 @@ def test_overrides_replace_params(tmp_path):
         ),
         # no trait would make every stage a silent no-op that exits 0
         ({"traits": {"names": []}}, "traits.names: empty; give at least 1 item"),
+        # checked when params load, before any stage works on the names before it
+        ({"traits": {"names": ["a/b", "refusal"]}}, "traits.names: trait 'refusal': expected"),
+        ({"traits": {"names": ["a/../b"]}}, "traits.names: trait 'a/../b': expected CATEGORY"),
     ],
 )
 def test_config_errors_are_one_line_naming_the_key(tmp_path, data, expected):
@@ -183,6 +186,9 @@ def test_two_spellings_of_one_position_are_one_position(tmp_path):
 def test_a_trait_named_twice_runs_once():
     params = load_params(None, {"traits.names": ["toy/refusal", "a/b", "toy/refusal"]})
     assert params.traits.names == ["toy/refusal", "a/b"]  # first order kept
+    # a shell's completion slash is the same trait, spelled one way in every output
+    params = load_params(None, {"traits.names": ["toy/refusal/", "a/b", "toy/refusal"]})
+    assert params.traits.names == ["toy/refusal", "a/b"]
     assert params.model_dump()["traits"]["names"] == ["toy/refusal", "a/b"]
 
 

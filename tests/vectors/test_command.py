@@ -89,6 +89,40 @@ def test_every_method_end_to_end_with_mlflow(tmp_path):
             assert run.data.metrics["best_heldout_acc"] >= 0.9, method
 
 
+def test_a_rerun_that_writes_the_same_vectors_logs_no_run(tmp_path, capsys):
+    """A rerun whose every folder is written again byte for byte, and which a FINISHED run
+    holds, opens no MLflow run and says so; one that changes a folder (another seed) is
+    logged, and so is one whose last run was not FINISHED (killed after its writes)."""
+    import mlflow
+
+    data, n_pos = stacked(n_pos=20, n_neg=20)
+    write_activations(tmp_path / "outputs", data, n_pos, n_val=6)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = str(params_file(tmp_path, tracking={"enabled": True, "uri": uri}))
+    argv = ["vectors", "--params", path, "--methods", "mean_diff,random_baseline"]
+    client = mlflow.MlflowClient(uri)
+
+    def runs() -> list:
+        experiment = client.get_experiment_by_name("toy-refusal").experiment_id
+        return client.search_runs([experiment], max_results=1000)
+
+    assert main(argv) == 0
+    first = len(runs())
+    assert first == 3  # the invocation and one run per method
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert len(runs()) == first
+    assert "written again byte for byte: no new MLflow run" in capsys.readouterr().err
+    assert main([*argv, "--seed", "5"]) == 0  # random_baseline's draw changes
+    assert len(runs()) == 2 * first
+    assert "no new MLflow run" not in capsys.readouterr().err
+    # the runs holding the latest bytes ended otherwise (a process killed after its writes)
+    for run in runs()[:first]:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    assert main([*argv, "--seed", "5"]) == 0
+    assert len(runs()) == 3 * first
+
+
 def test_cli_errors_are_one_line_and_keep_outputs(tmp_path, capsys):
     data, n_pos = stacked()
     write_activations(tmp_path / "outputs", data, n_pos)

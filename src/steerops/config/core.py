@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from steerops.config.base import Once, Strict
+from steerops.errors import SteeropsError
+from steerops.io import check_trait_name
 
 
 class PathsConfig(Strict):
@@ -24,6 +26,16 @@ class TraitsConfig(Strict):
         min_length=1,
         description="trait(s), CATEGORY/NAME",
     )
+
+    @field_validator("names")
+    @classmethod
+    def _category_slash_name(cls, names: list[str]) -> list[str]:
+        # checked when params load (not at each trait's turn), and spelled one way: a
+        # trailing slash (a shell's completion) would name the same trait otherwise
+        try:
+            return list(dict.fromkeys("/".join(check_trait_name(name)) for name in names))
+        except SteeropsError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class TrackingConfig(Strict):

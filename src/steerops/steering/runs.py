@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from steerops import stats
-from steerops.io import read_json, text_md5, tree_md5
+from steerops.io import read_json, tree_md5
 from steerops.steering.configs import ConfigResult
 from steerops.steering.evaluate import SteeringEvaluator, steers_nothing
 from steerops.steering.outputs import coefficient_text
@@ -51,7 +51,9 @@ CELL_FILES = "steerops.cell_files"
 def cell_files(folder: Path, digest: str) -> str:
     """The `CELL_FILES` tag of `folder` holding files of content hash `digest` (two cells
     of equal bytes in other folders are other records)."""
-    return text_md5(f"{Path(folder).resolve()}\n{digest}")
+    from steerops.tracking import files_tag
+
+    return files_tag(folder, digest)
 
 
 def folder_digests(folders: list[Path]) -> list[str | None]:

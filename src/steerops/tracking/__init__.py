@@ -18,7 +18,7 @@ inputs, computed as DVC computes them (`lineage`), so an MLflow run and a DVC re
     links.py     the run's page in the MLflow UI
 """
 
-from steerops.tracking.lineage import dvc_md5, input_hash_tags, model_input
+from steerops.tracking.lineage import dvc_md5, files_tag, input_hash_tags, model_input
 from steerops.tracking.store import check_reachable, tracking_uri
 from steerops.tracking.tracker import Tracker, track
 
@@ -28,6 +28,7 @@ __all__ = [
     "tracking_uri",
     "check_reachable",
     "input_hash_tags",
+    "files_tag",
     "dvc_md5",
     "model_input",
 ]

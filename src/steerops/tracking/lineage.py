@@ -14,8 +14,15 @@ from pathlib import Path
 
 import yaml
 
-from steerops.io import file_md5
+from steerops.io import file_md5, text_md5
 from steerops.tracking.names import relative
+
+
+def files_tag(folder: str | Path, digest: str) -> str:
+    """A run's tag value for the files in `folder` of content hash `digest` (`io.tree_md5`),
+    so a rerun that writes the same bytes can ask whether a FINISHED run holds them (two
+    folders of equal bytes are other records)."""
+    return text_md5(f"{Path(folder).resolve()}\n{digest}")
 
 
 def dvc_md5(path: str | Path) -> str:

@@ -9,14 +9,16 @@ one half of val, reported on the other; `heldout.py`) and the vector files as ar
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from steerops.calibration.store import stored_massive_by_layer
 from steerops.cli import flags, run_out_flag
 from steerops.errors import SteeropsError
 from steerops.extract.store import activations_dir
+from steerops.io import tree_md5
 from steerops.specs import MethodName, position_slug
-from steerops.tracking import input_hash_tags, track
+from steerops.tracking import files_tag, input_hash_tags, track
 from steerops.traits import trait_dir
 from steerops.vectors.activations import check_classes_differ, load_activations
 from steerops.vectors.build import Built, build_method, check_base, plan_cleaning
@@ -28,6 +30,9 @@ from steerops.vectors.store import (
     vectors_for,
 )
 
+# a method's run: its folder and the folder's content hash (a rerun that writes the same
+# bytes logs again only where no FINISHED run holds them: the last one was killed)
+VECTOR_FILES = "steerops.vector_files"
 _PER_LAYER = ("raw_norm", "train_acc", "val_acc", "selection_acc", "heldout_acc", "midpoint")
 # the metadata's `best` record as metrics (None values are not logged)
 _BEST = (
@@ -118,8 +123,12 @@ def run_stage(
                 )
                 check_base(base, acts, method, params)
                 bases[trait, position, method.name] = base
-    written = []
-    with track(params, stage, run_name=f"{stage} {ex.variant}", inputs=inputs) as tracker:
+    written, digests = [], []
+    # held: logged once a folder's bytes change, or where no FINISHED run holds them, as
+    # `steer` opens no run for a rerun whose work is done (each `dvc repro` after a code
+    # change reran this stage and logged every method again)
+    run_name = f"{stage} {ex.variant}"
+    with track(params, stage, run_name=run_name, inputs=inputs, held=True) as tracker:
         tracker.log_params(
             {
                 **selection,
@@ -148,13 +157,33 @@ def run_stage(
                     directory = vectors_dir(
                         params.out, trait, ex.variant, position, ex.component, method.name
                     )
+                    before = tree_md5(directory) if directory.is_dir() else None
                     save_vectors(directory, built.vectors, built.metadata)
-                    _log_method(params, tracker, built, directory, acts.directory)
+                    digest = tree_md5(directory)
+                    if digest != before:
+                        tracker.keep()
+                    _log_method(params, tracker, built, directory, acts.directory, digest)
                     written.append(directory)
+                    digests.append(digest)
+        if tracker.active and not tracker.kept:
+            logged = [
+                tracker.finished_run_tagged(VECTOR_FILES, files_tag(folder, digest))
+                for folder, digest in zip(written, digests, strict=True)
+            ]
+            if False in logged:  # written before by a run that was killed, or untagged
+                tracker.keep()
+    if tracker.active and not tracker.kept:
+        print(
+            f"steerops {stage}: every vectors folder was written again byte for byte: no new "
+            "MLflow run (the runs that wrote them hold these vectors)",
+            file=sys.stderr,
+        )
     return written
 
 
-def _log_method(params, tracker, built: Built, directory: Path, acts_dir: Path) -> None:
+def _log_method(
+    params, tracker, built: Built, directory: Path, acts_dir: Path, digest: str
+) -> None:
     meta = built.metadata
     calibration = meta["calibration"] or {}
     child_params = {
@@ -192,7 +221,11 @@ def _log_method(params, tracker, built: Built, directory: Path, acts_dir: Path) 
             # recorded relative to the project folder
             file = params.root / calibration["file"]
             hashes.update(input_hash_tags(params, {"calibration": file}))
-        tags = {**hashes, "steerops.method": meta["method"]}
+        tags = {
+            **hashes,
+            "steerops.method": meta["method"],
+            VECTOR_FILES: files_tag(directory, digest),
+        }
         if best["reason"] is not None:  # why the run has no best_* metrics
             tags["steerops.no_best"] = best["reason"]
         if best.get("tied_layers"):  # best_layer is then the lowest of equals, no choice
