@@ -13,14 +13,15 @@ from safetensors.torch import load_file
 from conftest import write_params
 from steerops.cli import main
 from steerops.config import load_params
-from steerops.extract.store import activations_dir
+from steerops.extract.store import activations_dir, prompts_md5
 from steerops.generate.store import responses_dir
-from steerops.io import read_json, tree_md5, write_jsonl
+from steerops.io import read_json, write_jsonl
 from steerops.models.fingerprint import model_fingerprint
 from steerops.models.generation import encode_prompt, format_prompt
 from steerops.models.loading import load_model
 from steerops.specs import parse_position
 from steerops.tracking.lineage import dvc_md5
+from steerops.traits import load_trait
 
 
 @pytest.fixture
@@ -91,7 +92,8 @@ def test_cli_prompt_position_on_toy_with_tracking(tmp_path, toy_world, capsys, m
     assert meta["model"]["weights"] == model_fingerprint(str(toy_world / "model"))
     assert meta["hidden_size"] == loaded.layout.hidden_size
     assert meta["num_layers"] == n_layers and meta["dtype"] == "float32"
-    assert meta["source_hash"] == tree_md5(trait_dir)
+    # the prompts it read, not the trait's other files
+    assert meta["source_hash"] == prompts_md5(load_trait(toy_world / "traits", "toy/refusal"))
     assert [e["polarity"] for e in meta["examples"]] == ["positive"] * n_pos + ["negative"] * n_neg
     for layer in meta["layers"]:
         x = tensors[f"layer_{layer}"].numpy()

@@ -27,7 +27,7 @@ from steerops.generate.store import (
     load_kept_responses,
     responses_file,
 )
-from steerops.io import file_md5, tree_md5
+from steerops.io import file_md5
 from steerops.models.loading import LoadedModel
 from steerops.specs import Position, parse_position
 from steerops.tracking.lineage import model_input
@@ -68,8 +68,10 @@ def extract_trait(
 
     out_dir = activations_dir(params.out, trait_name, loaded.name, pos.text, component)
     job = make_job(params, loaded, out_dir, pos, layers, component)
-    source_hash = file_md5(source) if source.is_file() else tree_md5(source)
     prompts_md5 = store.prompts_md5(trait)
+    # prompts: what of the trait folder the activations read (its steering questions, the
+    # judge's files and the definition do not change them, nor should their record)
+    source_hash = file_md5(source) if pos.needs_response else prompts_md5
 
     def describe(kept: list[engine.Example]) -> dict:
         return {
