@@ -185,6 +185,9 @@ def test_searches_are_a_table_of_their_own(tmp_path):
     assert rb["status"] == "no feasible steering found" and np.isnan(rb["coefficient"])
     text = (out / "report.md").read_text()
     assert "+71.0 [+60.0, +80.0]" in text and "no feasible steering found" in text
+    # no calibration here: its section says so in words, with no empty table under them
+    section = text.split("## Massive activations (calibration)", 1)[1].split("\n## ", 1)[0]
+    assert section.strip() and "_no data_" not in section
 
 
 def test_searches_held_out_p_is_adjusted_over_the_searches_alone(tmp_path):

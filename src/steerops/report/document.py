@@ -127,7 +127,8 @@ def render_markdown(tables_by_name: dict, threshold: float, halves: str, **proto
     )
     parts += ["## In short", "", *answer, ""]
     parts += ["## Massive activations (calibration)", "", str(tables_by_name["dims"]), ""]
-    parts += [markdown_table(calibrated.massive_display(tables_by_name["massive"])), ""]
+    if len(tables_by_name["massive"]):  # none: the lines above say so
+        parts += [markdown_table(calibrated.massive_display(tables_by_name["massive"])), ""]
     notes = {  # what a table's names do not say
         "coefficient_prediction": "Features per chosen config (`coefficient_features.csv`): "
         "`layer_norm` is the mean L2 norm of the layer's extraction activations, each a "
