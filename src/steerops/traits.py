@@ -15,6 +15,11 @@ from steerops.errors import SteeropsError
 from steerops.io import check_trait_name, iter_jsonl, read_json, read_text
 
 POLARITIES = ("positive", "negative")  # a trait's two prompt sets
+# keys other datasets name a system prompt by: read as metadata, the prompt would run
+# without it, so they are refused (other keys, an id or `filesystem`, stay ignored)
+SYSTEM_ALIASES = frozenset(
+    {"system", "system_message", "systemprompt", "sys_prompt", "system_instruction"}
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ def read_prompts_jsonl(path: Path) -> list[Prompt]:
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
             raise SteeropsError(f"{path}:{lineno}: each line needs a string 'prompt'")
         for key in row:
-            if key != "system_prompt" and "system" in str(key).lower():
+            if str(key).lower() in SYSTEM_ALIASES:
                 raise SteeropsError(
                     f"{path}:{lineno}: unknown key {key!r}: a line's system prompt is read "
                     "from 'system_prompt' only (keys other than 'prompt' and 'system_prompt' "

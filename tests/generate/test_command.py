@@ -365,7 +365,9 @@ def test_jsonl_trait_prompts_name_the_bad_line(tmp_path):
     trait = load_trait(tmp_path / "traits", "cat/t")
     assert [(p.prompt, p.system_prompt) for p in trait.positive] == [("a", "be brief"), ("b", None)]
     # keys nothing reads, unlike the ones it does, are metadata a dataset may carry
-    (folder / "positive.jsonl").write_text('{"prompt": "a", "prompt_id": 7, "source": "w"}\n')
+    (folder / "positive.jsonl").write_text(
+        '{"prompt": "a", "prompt_id": 7, "system_prompt_id": 2, "filesystem": "w"}\n'
+    )
     assert [p.prompt for p in load_trait(tmp_path / "traits", "cat/t").positive] == ["a"]
     for line, message in (
         ('{"prompt": "c", "system_prompt": 3}', "'system_prompt' must be"),
